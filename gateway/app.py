@@ -1,0 +1,191 @@
+"""Composition root of one gateway process: builds every part and runs its lifecycle.
+
+Owns startup and shutdown as named phases with bounded waits (STYLE §10):
+startup: config → pools → state sync (bounded) → health round (bounded) → listeners;
+shutdown: readiness 503 → stop accepting → drain (drain_timeout) → close in reverse.
+The only module that wires objects together; handlers get their dependencies here.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from contextlib import AsyncExitStack
+from typing import Any
+
+from aiohttp import web
+
+from gateway.admin.api import AdminApi
+from gateway.config import LoadedConfig, load_config, parse_listen
+from gateway.errors import ConfigError
+from gateway.log import event
+from gateway.metrics import Metrics
+from gateway.proxy import Inflight, Proxy
+from gateway.routing import RouteTable
+from gateway.snapshot import TableHolder
+from gateway.state import StateSync, make_sync
+from gateway.upstream import Upstreams
+
+__all__ = ["Gateway", "bind_socket"]
+
+log = logging.getLogger("killgate")
+
+
+def bind_socket(addr: str, reuse_port: bool, port_override: int | None = None) -> socket.socket:
+    host, port = parse_listen(addr)
+    if port_override is not None:
+        port = port_override
+    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
+                               flags=socket.AI_PASSIVE)
+    family, _, _, _, sockaddr = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind(sockaddr)
+    sock.listen(4096)
+    sock.setblocking(False)
+    return sock
+
+
+class Gateway:
+    """One serving process: data plane + admin listener + background tasks."""
+
+    def __init__(self, loaded: LoadedConfig, instance: str, reuse_port: bool = False,
+                 ports: tuple[int | None, int | None] = (None, None)) -> None:
+        self.loaded = loaded
+        self.instance = instance
+        self.reuse_port = reuse_port
+        self.ports = ports
+        self.metrics = Metrics()
+        self.holder = TableHolder(loaded)
+        self.inflight = Inflight()
+        self.draining = False
+        self.started = False
+        self.config_error: str | None = None
+        self._stack = AsyncExitStack()
+        self.upstreams: Upstreams | None = None
+        self.sync: StateSync | None = None
+        self.data_addr: tuple[str, int] | None = None
+        self.admin_addr: tuple[str, int] | None = None
+        self._data_runner: web.ServerRunner | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self.started and not self.draining and self.sync is not None and self.sync.ready
+
+    # ------------------------------------------------------------------ startup
+
+    async def start(self) -> None:
+        cfg = self.loaded.config
+        event(log, "phase", phase="config", digest=self.loaded.digest,
+              routes=len(cfg.routes), instance=self.instance)
+        self.upstreams = Upstreams(cfg.server.max_connections_per_backend)
+        self._stack.push_async_callback(self.upstreams.close)
+        self.holder.listen(self._on_table)
+
+        self.sync = make_sync(self.loaded, self.holder, self.metrics, self.instance)
+        await self.sync.start()
+        self._stack.push_async_callback(self.sync.stop)
+        event(log, "phase", phase="state", backend=cfg.state.backend, ready=self.sync.ready,
+              generation=self.holder.doc.generation)
+
+        proxy = Proxy(self.holder, self.upstreams, self.inflight, self.metrics,
+                      cfg.server.max_body_size, cfg.server.model_peek_bytes)
+        server = web.Server(proxy, handler_cancellation=True, access_log=None,
+                            auto_decompress=False,
+                            keepalive_timeout=cfg.server.keepalive_timeout,
+                            max_field_size=8190, max_headers=128)
+        self._data_runner = web.ServerRunner(server, shutdown_timeout=cfg.server.drain_timeout,
+                                             handle_signals=False)
+        await self._data_runner.setup()
+
+        admin = AdminApi(self).app()
+        self._admin_runner = web.AppRunner(admin, access_log=None, shutdown_timeout=2.0,
+                                           handle_signals=False)
+        await self._admin_runner.setup()
+        self._stack.push_async_callback(self._admin_runner.cleanup)
+
+        dsock = bind_socket(cfg.listen, self.reuse_port, self.ports[0])
+        asock = bind_socket(cfg.admin.listen, self.reuse_port, self.ports[1])
+        self.data_addr = dsock.getsockname()[:2]
+        self.admin_addr = asock.getsockname()[:2]
+        await web.SockSite(self._data_runner, dsock).start()
+        await web.SockSite(self._admin_runner, asock).start()
+        self.started = True
+        event(log, "phase", phase="listening", data=_fmt(self.data_addr),
+              admin=_fmt(self.admin_addr), pid=os.getpid())
+
+    def _on_table(self, old: RouteTable, new: RouteTable) -> None:
+        """A new snapshot is live: cut in-flight responses that a new kill covers."""
+        added = {k: f for k, f in new.doc.kills.items()
+                 if k not in old.doc.kills and f.abort_inflight}
+        if not added:
+            return
+
+        def covered(h: Any) -> str | None:
+            if "global" in added:
+                return "global"
+            if f"route:{h.route}" in added:
+                return "route"
+            if h.version is not None and f"version:{h.route}:{h.version}" in added:
+                return "version"
+            return None
+
+        n = self.inflight.abort(covered)
+        if n:
+            event(log, "inflight_aborted", count=n, generation=new.generation)
+
+    # ------------------------------------------------------------------ reload
+
+    def request_reload(self) -> None:
+        """SIGHUP: re-read the config file; a bad file changes nothing."""
+        path = self.loaded.path
+        if path is None:
+            return
+        try:
+            loaded = load_config(path)
+        except ConfigError as exc:
+            self.metrics.inc("killgate_config_reload_rejected_total")
+            self.config_error = str(exc)
+            event(log, "config_rejected", logging.ERROR, path=str(path),
+                  problems=[str(p) for p in exc.problems])
+            return
+        if loaded.digest == self.loaded.digest:
+            return
+        self.loaded = loaded
+        self.config_error = None
+        self.holder.set_config(loaded)
+        self.metrics.inc("killgate_config_reloads_total")
+        event(log, "config_reloaded", digest=loaded.digest)
+
+    # ------------------------------------------------------------------ shutdown
+
+    async def shutdown(self) -> bool:
+        """Drain in-flight requests (bounded), then close everything in reverse order."""
+        self.draining = True
+        timeout = self.loaded.config.server.drain_timeout
+        event(log, "phase", phase="draining", inflight=self.inflight.count, timeout_s=timeout)
+        # Stop accepting; aiohttp lets running handlers finish up to shutdown_timeout.
+        if self._data_runner is not None:
+            await self._data_runner.cleanup()
+        drained = await self.inflight.wait_idle(0.1)
+        await self._stack.aclose()
+        event(log, "phase", phase="stopped", drained=drained)
+        return drained
+
+    async def __aenter__(self) -> Gateway:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.shutdown()
+
+
+def _fmt(addr: tuple[str, int] | None) -> str:
+    if addr is None:
+        return ""
+    host, port = addr
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+

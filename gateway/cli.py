@@ -1,0 +1,97 @@
+"""The `killgate` command line (CONTRACT §1): argument parsing and dispatch only.
+
+Owns the commands and their exit codes; each command's work lives in its own module
+(server, demo, admin client). uvloop is installed here (by server.run_worker) and nowhere
+else. Exit codes: 0 ok, 1 error or invalid input, 2 usage (and `diff`: changes found).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from gateway import __version__
+from gateway.config import Config, load_config
+from gateway.errors import ConfigError
+
+__all__ = ["main"]
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    try:
+        loaded = load_config(args.file)
+    except ConfigError as exc:
+        for p in exc.problems:
+            print(str(p), file=sys.stderr)
+        return 1
+    cfg = loaded.config
+    print(f"{args.file}: ok ({len(cfg.routes)} route(s), {loaded.digest})")
+    return 0
+
+
+def _cmd_schema(args: argparse.Namespace) -> int:
+    schema = Config.model_json_schema(by_alias=True)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "killgate config"
+    print(json.dumps(schema, indent=2))
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from gateway.server import serve
+
+    return serve(args.config, args.workers, args.worker_index, args.reuse_port,
+                 args.data_port, args.admin_port)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from gateway.demo import run_demo
+
+    return run_demo(args.port, args.admin_port)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="killgate",
+                                description="An inference gateway with canary split, kill "
+                                            "switch and rollback.")
+    p.add_argument("--version", action="version", version=f"killgate {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("serve", help="run the gateway from a config file")
+    s.add_argument("-c", "--config", required=True, metavar="FILE")
+    s.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="worker processes sharing the ports (SO_REUSEPORT)")
+    s.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)
+    s.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
+    s.add_argument("--data-port", type=int, default=None, help=argparse.SUPPRESS)
+    s.add_argument("--admin-port", type=int, default=None, help=argparse.SUPPRESS)
+    s.set_defaults(fn=_cmd_serve)
+
+    c = sub.add_parser("check", help="validate a config file")
+    c.add_argument("file")
+    c.set_defaults(fn=_cmd_check)
+
+    sc = sub.add_parser("schema", help="print the JSON Schema of the config file")
+    sc.set_defaults(fn=_cmd_schema)
+
+    d = sub.add_parser("demo", help="run two demo model backends and a gateway in front")
+    d.add_argument("--port", type=int, default=8080, help="data-plane port (default 8080)")
+    d.add_argument("--admin-port", type=int, default=8081, help="admin port (default 8081)")
+    d.set_defaults(fn=_cmd_demo)
+
+    from gateway.client import add_client_commands
+
+    add_client_commands(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "serve" and args.workers < 1:
+        print("killgate: --workers must be >= 1", file=sys.stderr)
+        return 2
+    try:
+        return int(args.fn(args))
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,622 @@
+"""The config file: YAML parsed once into frozen, validated pydantic models.
+
+Owns the schema of CONTRACT §2 and its extensions, YAML loading (duplicate keys and
+alias bombs refused), and the cross-field checks. Every problem is reported as a
+`Problem(yaml_path, message)`; `load_config` raises one `ConfigError` carrying all of them.
+Imports only foundations. Durations are seconds (float) once parsed.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import ipaddress
+import math
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
+
+from gateway.errors import ConfigError, Problem
+
+__all__ = [
+    "AdminConfig",
+    "AuthConfig",
+    "Config",
+    "LoadedConfig",
+    "RouteConfig",
+    "VersionConfig",
+    "format_path",
+    "load_config",
+    "parse_config_text",
+    "parse_duration",
+    "parse_listen",
+]
+
+MAX_FILE_BYTES = 1 << 20
+MAX_ALIASES = 64
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)\s*$")
+_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(value: Any) -> float:
+    """'250ms' / '2s' / '1.5m' / '1h' → seconds. Bare numbers are refused (ambiguous units)."""
+    if isinstance(value, bool) or not isinstance(value, str):
+        raise ValueError("must be a duration string such as '250ms', '2s' or '1m'")
+    m = _DURATION.match(value)
+    if not m:
+        raise ValueError(f"{value!r} is not a duration; use a number and ms, s, m or h ('2s')")
+    return float(m.group(1)) * _UNIT[m.group(2)]
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+def _positive(limit: float) -> Any:
+    def check(v: float) -> float:
+        if not 0 < v <= limit:
+            raise ValueError(f"must be > 0 and at most {limit:g}s")
+        return v
+
+    return check
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """'0.0.0.0:8080' / '[::1]:8080' / 'localhost:0' → (host, port)."""
+    m = re.fullmatch(r"\[([0-9a-fA-F:.]+)\]:(\d{1,5})|([^:\[\]\s]+):(\d{1,5})", value.strip())
+    if not m:
+        raise ValueError(f"{value!r} is not host:port (IPv6 as [::1]:8080)")
+    host = m.group(1) or m.group(3)
+    port = int(m.group(2) or m.group(4))
+    if port > 65535:
+        raise ValueError(f"port {port} is out of range 0-65535")
+    if m.group(1):
+        ipaddress.IPv6Address(host)
+    elif not re.fullmatch(r"[A-Za-z0-9.\-]+", host):
+        raise ValueError(f"{host!r} is not a valid host name or address")
+    return host, port
+
+
+def _check_listen(v: str) -> str:
+    parse_listen(v)
+    return v
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+
+# ---------------------------------------------------------------- admin
+
+
+class AuthConfig(_Model):
+    algorithms: list[str] = Field(default_factory=lambda: ["HS256"], min_length=1)
+    hs256_secret_env: str | None = "KILLGATE_JWT_SECRET"
+    hs256_secret_file: str | None = None
+    public_key_file: str | None = None
+    jwks_url: str | None = None
+    issuer: str | None = "killgate"
+    audience: str | None = "killgate-admin"
+    leeway: Duration = 30.0
+    max_token_age: Duration | None = None
+    jwks_min_refetch_interval: Duration = 30.0
+
+    @field_validator("algorithms")
+    @classmethod
+    def _allowlist(cls, v: list[str]) -> list[str]:
+        allowed = {"HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "ES256",
+                   "ES384", "EdDSA"}
+        for alg in v:
+            if alg.lower() == "none":
+                raise ValueError("'none' can never be allowed")
+            if alg not in allowed:
+                raise ValueError(f"unknown algorithm {alg!r}; allowed: {', '.join(sorted(allowed))}")
+        return v
+
+    @field_validator("leeway")
+    @classmethod
+    def _leeway(cls, v: float) -> float:
+        if not 0 <= v <= 60:
+            raise ValueError("must be between 0s and 60s")
+        return v
+
+
+class AdminConfig(_Model):
+    listen: Annotated[str, BeforeValidator(_check_listen)] = "127.0.0.1:8081"
+    auth: AuthConfig = Field(default_factory=AuthConfig)
+    max_body_size: int = Field(default=64 * 1024, gt=0, le=16 * 1024 * 1024)
+
+
+# ---------------------------------------------------------------- state
+
+
+class StateConfig(_Model):
+    backend: Literal["local", "redis"] = "local"
+    url: str = "redis://127.0.0.1:6379/0"
+    prefix: str = Field(default="killgate", min_length=1, pattern=r"^[A-Za-z0-9_.:\-]+$")
+    path: str = "var/killgate-store.json"
+    snapshot_path: str = "var/killgate-state.json"
+    on_unavailable: Literal["last_known", "fail_closed"] = "last_known"
+    max_staleness: Duration = 5.0
+    poll_interval: Duration = 0.25
+    heartbeat_interval: Duration = 1.0
+    instance_lease: Duration = 5.0
+    command_timeout: Duration = 0.5
+    require_sync_to_start: bool = False
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not re.match(r"^(redis|rediss|redis\+sentinel|unix)://", v):
+            raise ValueError(
+                "must start with redis://, rediss://, redis+sentinel:// or unix://"
+            )
+        return v
+
+    @field_validator("poll_interval", "heartbeat_interval", "command_timeout")
+    @classmethod
+    def _short(cls, v: float) -> float:
+        return _positive(60.0)(v)
+
+    @field_validator("max_staleness", "instance_lease")
+    @classmethod
+    def _long(cls, v: float) -> float:
+        return _positive(3600.0)(v)
+
+
+# ---------------------------------------------------------------- routes
+
+
+class MatchConfig(_Model):
+    path_prefix: str | None = None
+    host: str | None = None
+    header: dict[str, str] | None = None
+    model: str | None = None
+
+    @field_validator("path_prefix")
+    @classmethod
+    def _prefix(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith("/"):
+            raise ValueError("must start with '/'")
+        return v
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, v: str | None) -> str | None:
+        return v.lower() if v is not None else v
+
+    @field_validator("header")
+    @classmethod
+    def _header(cls, v: dict[str, str] | None) -> dict[str, str] | None:
+        if v is None:
+            return v
+        if not v:
+            raise ValueError("must name at least one header")
+        for name in v:
+            if not re.fullmatch(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+", name):
+                raise ValueError(f"{name!r} is not a valid header name")
+        return {k.lower(): val for k, val in v.items()}
+
+    def keys(self) -> int:
+        return sum(x is not None for x in (self.path_prefix, self.host, self.header, self.model))
+
+
+class VersionConfig(_Model):
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")
+    url: str
+    artifact: str | None = None
+    weight: float = Field(default=0, ge=0)
+    model: str | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not re.match(r"^https?://[^/\s?#]+(/[^\s?#]*)?$", v):
+            raise ValueError("must be an http:// or https:// URL with a host, optionally a path")
+        return v.rstrip("/")
+
+    @field_validator("weight")
+    @classmethod
+    def _finite(cls, v: float) -> float:
+        if not math.isfinite(v):
+            raise ValueError("must be a finite number")
+        return v
+
+    @field_validator("artifact")
+    @classmethod
+    def _artifact(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"[a-z0-9]+:[A-Za-z0-9._\-]+", v):
+            raise ValueError("must look like 'sha256:<hex>' (algorithm:digest)")
+        return v
+
+
+class StickyConfig(_Model):
+    header: str = Field(min_length=1)
+
+    @field_validator("header")
+    @classmethod
+    def _lower(cls, v: str) -> str:
+        return v.lower()
+
+
+class HealthConfig(_Model):
+    path: str = "/v2/health/ready"
+    interval: Duration = 2.0
+    timeout: Duration = 1.0
+    unhealthy_threshold: int = Field(default=3, ge=1, le=100)
+    healthy_threshold: int = Field(default=2, ge=1, le=100)
+
+    @field_validator("interval", "timeout")
+    @classmethod
+    def _bounded(cls, v: float) -> float:
+        return _positive(3600.0)(v)
+
+
+class FallbackConfig(_Model):
+    status: int = Field(default=503, ge=200, le=599)
+    json_: Any = Field(default=None, alias="json")
+    headers: dict[str, str] = Field(default_factory=dict)
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class TimeoutsConfig(_Model):
+    connect: Duration = 1.0
+    total: Duration = 60.0
+    idle: Duration = 30.0
+
+    @field_validator("connect", "total", "idle")
+    @classmethod
+    def _bounded(cls, v: float) -> float:
+        return _positive(3600.0)(v)
+
+
+class RetryConfig(_Model):
+    retry_on: list[Literal["reset", "502", "503", "504", "5xx"]] = Field(default_factory=list)
+    attempts: int = Field(default=2, ge=1, le=5)
+    budget: float = Field(default=0.2, ge=0, le=1)
+
+    @field_validator("retry_on", mode="before")
+    @classmethod
+    def _strs(cls, v: Any) -> Any:
+        return [str(x) for x in v] if isinstance(v, list) else v
+
+
+class AnalysisConfig(_Model):
+    window: Duration = 60.0
+    interval: Duration = 10.0
+    min_requests: int = Field(default=50, ge=1)
+    max_error_rate_increase: float = Field(default=0.05, ge=0, le=1)
+    max_p99_ratio: float = Field(default=1.5, gt=0)
+    webhook_url: str | None = None
+    steps: list[float] | None = None
+    step_interval: Duration = 60.0
+
+    @field_validator("steps")
+    @classmethod
+    def _steps(cls, v: list[float] | None) -> list[float] | None:
+        if v is not None:
+            if not v or any(not 0 <= s <= 100 for s in v) or v != sorted(v):
+                raise ValueError("must be a non-empty ascending list of percentages 0-100")
+        return v
+
+
+class RouteConfig(_Model):
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")
+    match: MatchConfig
+    stable: str
+    versions: list[VersionConfig] = Field(min_length=1)
+    sticky: StickyConfig | None = None
+    allow_pin: bool = False
+    health: HealthConfig | None = None
+    fallback: FallbackConfig | None = None
+    timeouts: TimeoutsConfig = Field(default_factory=TimeoutsConfig)
+    retry: RetryConfig | None = None
+    analysis: AnalysisConfig | None = None
+
+    def version(self, name: str) -> VersionConfig | None:
+        for v in self.versions:
+            if v.name == name:
+                return v
+        return None
+
+
+# ---------------------------------------------------------------- server-wide
+
+
+class ServerConfig(_Model):
+    max_body_size: int = Field(default=10 * 1024 * 1024, gt=0, le=1 << 34)
+    model_peek_bytes: int = Field(default=1 << 20, ge=1024, le=64 << 20)
+    drain_timeout: Duration = 30.0
+    keepalive_timeout: Duration = 60.0
+    header_timeout: Duration = 10.0
+    max_connections_per_backend: int = Field(default=256, ge=1, le=100_000)
+    access_log: bool = False
+
+
+class LogConfig(_Model):
+    format: Literal["json", "text"] = "text"
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class TelemetryConfig(_Model):
+    enabled: bool = False
+    service_name: str = "killgate"
+    otlp_endpoint: str | None = None
+
+
+class Config(_Model):
+    listen: Annotated[str, BeforeValidator(_check_listen)] = "0.0.0.0:8080"
+    admin: AdminConfig = Field(default_factory=AdminConfig)
+    state: StateConfig = Field(default_factory=StateConfig)
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    log: LogConfig = Field(default_factory=LogConfig)
+    telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
+    routes: list[RouteConfig] = Field(min_length=1)
+
+    def route(self, name: str) -> RouteConfig | None:
+        for r in self.routes:
+            if r.name == name:
+                return r
+        return None
+
+
+class LoadedConfig:
+    """A validated config plus where it came from; immutable once built."""
+
+    __slots__ = ("base_dir", "config", "digest", "path")
+
+    def __init__(self, config: Config, digest: str, path: Path | None) -> None:
+        self.config = config
+        self.digest = digest
+        self.path = path
+        self.base_dir = path.parent if path is not None else Path.cwd()
+
+    def resolve(self, p: str) -> Path:
+        """Relative file paths in a config are relative to the config file's folder."""
+        q = Path(p)
+        return q if q.is_absolute() else self.base_dir / q
+
+
+# ---------------------------------------------------------------- YAML loading
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys and caps alias expansion (billion laughs)."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._aliases = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:  # type: ignore[override]
+        if self.check_event(yaml.AliasEvent):
+            self._aliases += 1
+            if self._aliases > MAX_ALIASES:
+                raise yaml.YAMLError(f"more than {MAX_ALIASES} aliases: refusing to expand")
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:  # type: ignore[override]
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                mark = key_node.start_mark
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (line {mark.line + 1})", mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def format_path(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def _known_fields(loc: tuple[Any, ...]) -> list[str]:
+    """Field names allowed at the model that holds `loc[-1]`, for 'did you mean' hints."""
+    model: Any = Config
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part)
+        if field is None:
+            return []
+        ann = field.annotation
+        for cand in _unwrap(ann):
+            if isinstance(cand, type) and issubclass(cand, BaseModel):
+                model = cand
+                break
+        else:
+            return []
+    return [f.alias or n for n, f in model.model_fields.items()]
+
+
+def _unwrap(ann: Any) -> Iterator[Any]:
+    args = getattr(ann, "__args__", None)
+    if not args:
+        yield ann
+        return
+    for a in args:
+        yield from _unwrap(a)
+
+
+def _num(x: Any) -> str:
+    return f"{x:g}" if isinstance(x, float) else str(x)
+
+
+def _message(err: Any) -> str:
+    typ = err["type"]
+    ctx = err.get("ctx", {})
+    if typ == "missing":
+        return "required"
+    if typ == "extra_forbidden":
+        name = err["loc"][-1]
+        hint = difflib.get_close_matches(str(name), _known_fields(err["loc"]), n=1)
+        return "unknown key" + (f" (did you mean {hint[0]!r}?)" if hint else "")
+    if typ == "greater_than_equal":
+        return f"must be >= {_num(ctx.get('ge'))}"
+    if typ == "greater_than":
+        return f"must be > {_num(ctx.get('gt'))}"
+    if typ == "less_than_equal":
+        return f"must be <= {_num(ctx.get('le'))}"
+    if typ == "too_short":
+        return f"must have at least {ctx.get('min_length')} item(s)"
+    if typ == "literal_error":
+        return f"must be one of {ctx.get('expected')}"
+    if typ == "string_pattern_mismatch":
+        return f"must match {ctx.get('pattern')}"
+    if typ == "value_error":
+        return str(ctx.get("error", err["msg"]))
+    if typ in ("model_type", "dict_type"):
+        return "must be a mapping"
+    if typ == "list_type":
+        return "must be a list"
+    return str(err["msg"]).replace("Input should be", "must be")
+
+
+def _problems_from(exc: ValidationError) -> list[Problem]:
+    out: list[Problem] = []
+    for err in exc.errors():
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        out.append(Problem(format_path(loc), _message(err)))
+    return out
+
+
+def _semantic_problems(cfg: Config) -> list[Problem]:
+    """Cross-field checks pydantic cannot express per field."""
+    out: list[Problem] = []
+    data_host, data_port = parse_listen(cfg.listen)
+    _, admin_port = parse_listen(cfg.admin.listen)
+    if data_port != 0 and admin_port == data_port:
+        out.append(Problem("admin.listen", f"must not use the data-plane port {data_port}"))
+    auth = cfg.admin.auth
+    sources = [auth.hs256_secret_file, auth.public_key_file, auth.jwks_url]
+    hs = [a for a in auth.algorithms if a.startswith("HS")]
+    asym = [a for a in auth.algorithms if not a.startswith("HS")]
+    if hs and asym:
+        out.append(Problem("admin.auth.algorithms",
+                           "mixes HMAC and public-key algorithms; a key is used with one type only"))
+    if asym and not (auth.public_key_file or auth.jwks_url):
+        out.append(Problem("admin.auth", f"{asym[0]} needs public_key_file or jwks_url"))
+    if hs and (auth.public_key_file or auth.jwks_url):
+        out.append(Problem("admin.auth.algorithms",
+                           "HS* algorithms cannot be used with public_key_file or jwks_url"))
+    if sum(s is not None for s in sources) > 1:
+        out.append(Problem("admin.auth", "give only one of hs256_secret_file, public_key_file, "
+                                         "jwks_url"))
+    seen_routes: dict[str, int] = {}
+    for i, r in enumerate(cfg.routes):
+        base = f"routes[{i}]"
+        if r.name in seen_routes:
+            out.append(Problem(f"{base}.name",
+                               f"duplicate route name {r.name!r} (also routes[{seen_routes[r.name]}])"))
+        seen_routes.setdefault(r.name, i)
+        if r.match.keys() == 0:
+            out.append(Problem(f"{base}.match",
+                               "needs at least one of path_prefix, host, header, model"))
+        names: dict[str, int] = {}
+        for j, v in enumerate(r.versions):
+            if v.name in names:
+                out.append(Problem(f"{base}.versions[{j}].name",
+                                   f"duplicate version name {v.name!r} in route {r.name!r}"))
+            names.setdefault(v.name, j)
+        if r.stable not in names:
+            out.append(Problem(f"{base}.stable",
+                               f"names no version of this route ({', '.join(names)})"))
+        if all(v.weight == 0 for v in r.versions) and r.stable not in names:
+            out.append(Problem(f"{base}.versions", "every weight is 0 and there is no stable"))
+        if r.sticky and r.allow_pin and r.sticky.header == "x-killgate-pin":
+            out.append(Problem(f"{base}.sticky.header", "must not be x-killgate-pin"))
+        if r.health and r.health.timeout >= r.health.interval:
+            out.append(Problem(f"{base}.health.timeout", "must be shorter than health.interval"))
+        if r.timeouts.connect > r.timeouts.total:
+            out.append(Problem(f"{base}.timeouts.connect", "must not exceed timeouts.total"))
+    out.extend(_overlaps(cfg))
+    return out
+
+
+def _overlaps(cfg: Config) -> list[Problem]:
+    """Two equally specific routes that can match the same request are ambiguous."""
+    out: list[Problem] = []
+    routes = cfg.routes
+    for i in range(len(routes)):
+        for j in range(i + 1, len(routes)):
+            a, b = routes[i].match, routes[j].match
+            if (len(a.path_prefix or ""), a.keys()) != (len(b.path_prefix or ""), b.keys()):
+                continue
+            if a.path_prefix != b.path_prefix:
+                continue  # same length, different strings: disjoint
+            if a.host and b.host and a.host != b.host:
+                continue
+            if a.model and b.model and a.model != b.model:
+                continue
+            if a.header and b.header and any(
+                k in b.header and b.header[k] != val for k, val in a.header.items()
+            ):
+                continue
+            out.append(Problem(f"routes[{j}].match",
+                               f"as specific as routes[{i}] ({routes[i].name!r}) and can match "
+                               "the same requests; make one more specific"))
+    return out
+
+
+def parse_config_text(text: str, source: str = "<config>") -> Config:
+    """Parse and validate YAML text; raises ConfigError with every problem found."""
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_FILE_BYTES:
+        raise ConfigError([Problem("", f"{source}: larger than {MAX_FILE_BYTES} bytes")])
+    try:
+        data = yaml.load(text, Loader=_StrictLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError([Problem("", f"{source}: YAML syntax error{where}: {problem}")]) from None
+    if data is None:
+        raise ConfigError([Problem("", f"{source}: the file is empty")])
+    if not isinstance(data, dict):
+        raise ConfigError([Problem("", f"{source}: the top level must be a mapping")])
+    try:
+        cfg = Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_problems_from(exc)) from None
+    problems = _semantic_problems(cfg)
+    if problems:
+        raise ConfigError(problems)
+    return cfg
+
+
+def load_config(path: str | Path) -> LoadedConfig:
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError([Problem("", f"{p}: no such file")]) from None
+    except PermissionError:
+        raise ConfigError([Problem("", f"{p}: permission denied")]) from None
+    except IsADirectoryError:
+        raise ConfigError([Problem("", f"{p}: is a directory")]) from None
+    except OSError as exc:
+        raise ConfigError([Problem("", f"{p}: cannot read ({exc.strerror})")]) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError([Problem("", f"{p}: not UTF-8 (byte {exc.start})")]) from None
+    cfg = parse_config_text(text, str(p))
+    return LoadedConfig(cfg, "sha256:" + hashlib.sha256(raw).hexdigest(), p.resolve())

@@ -1,0 +1,123 @@
+"""The one exception tree of killgate.
+
+Third-party exceptions are translated at the boundary of the one module that uses that
+library (aiohttp client → upstream.py, redis → state/redis.py, jwt → admin/auth.py).
+`gateway.admin.api` and `gateway.proxy` are the only places that map them to HTTP.
+
+    KillgateError
+    ├── ConfigError              a config file is unusable; .problems lists (yaml path, message)
+    ├── StateError               the state store could not do what was asked
+    │   ├── StoreUnavailable     could not reach it / timed out (retry later)
+    │   └── StoreConflict        a compare-and-set lost a race (retry at once)
+    ├── AuditError               an audit event could not be stored: the action is refused
+    ├── ApiError                 an admin request is refused: .status, .type, .message
+    │   ├── Unauthenticated      401, a short type only (invalid_token, expired)
+    │   └── Forbidden            403, a scope is missing
+    └── UpstreamError            talking to a model backend failed
+        ├── UpstreamConnectError nothing was sent: safe to try another version
+        ├── UpstreamTimeout      connect / idle-read / total deadline passed
+        ├── UpstreamProtocolError the backend's answer was malformed (502)
+        └── UpstreamClosed       the backend closed or reset after the request was sent
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = [
+    "ApiError",
+    "AuditError",
+    "ConfigError",
+    "Forbidden",
+    "KillgateError",
+    "Problem",
+    "StateError",
+    "StoreConflict",
+    "StoreUnavailable",
+    "Unauthenticated",
+    "UpstreamClosed",
+    "UpstreamConnectError",
+    "UpstreamError",
+    "UpstreamProtocolError",
+    "UpstreamTimeout",
+]
+
+
+class KillgateError(Exception):
+    """Base of every error killgate raises on purpose."""
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One thing wrong with a config file, located by its YAML path."""
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}" if self.path else self.message
+
+
+class ConfigError(KillgateError):
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(str(p) for p in problems))
+
+
+class StateError(KillgateError):
+    pass
+
+
+class StoreUnavailable(StateError):
+    pass
+
+
+class StoreConflict(StateError):
+    pass
+
+
+class AuditError(KillgateError):
+    pass
+
+
+class ApiError(KillgateError):
+    def __init__(self, status: int, type_: str, message: str) -> None:
+        self.status = status
+        self.type = type_
+        self.message = message
+        super().__init__(f"{status} {type_}: {message}")
+
+
+class Unauthenticated(ApiError):
+    def __init__(self, type_: str = "invalid_token") -> None:
+        super().__init__(401, type_, "a valid bearer token is required")
+
+
+class Forbidden(ApiError):
+    def __init__(self, scope: str) -> None:
+        super().__init__(403, "forbidden", f"the token lacks the scope {scope!r}")
+
+
+class UpstreamError(KillgateError):
+    """Base for backend failures; `delivered` says whether any request byte left us."""
+
+    delivered = True
+
+
+class UpstreamConnectError(UpstreamError):
+    delivered = False
+
+
+class UpstreamTimeout(UpstreamError):
+    def __init__(self, phase: str, delivered: bool = True) -> None:
+        self.phase = phase
+        self.delivered = delivered
+        super().__init__(f"{phase} timeout")
+
+
+class UpstreamProtocolError(UpstreamError):
+    pass
+
+
+class UpstreamClosed(UpstreamError):
+    pass

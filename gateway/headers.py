@@ -1,0 +1,87 @@
+"""Header hygiene for a proxy that re-frames, never forwards bytes (RFC 9110 §7.6).
+
+Owns the rules for which fields cross the gateway in each direction: hop-by-hop fields
+and those named in `Connection` are dropped both ways, framing fields are rebuilt,
+`x-forwarded-*` and `via` are ours, and `x-killgate-*` never comes from outside.
+Pure functions over raw (bytes, bytes) pairs; no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+__all__ = [
+    "RawHeaders",
+    "connection_tokens",
+    "request_headers",
+    "response_headers",
+]
+
+RawHeaders = list[tuple[bytes, bytes]]
+
+HOP_BY_HOP = frozenset({
+    b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"trailers",
+    b"transfer-encoding", b"upgrade", b"proxy-authorization", b"proxy-authenticate",
+})
+# Rebuilt by the gateway or meaningless past it.
+_REQUEST_DROP = HOP_BY_HOP | {
+    b"host", b"content-length", b"expect", b"x-forwarded-for", b"x-forwarded-proto",
+    b"x-forwarded-host", b"forwarded", b"x-real-ip",
+}
+_RESPONSE_DROP = HOP_BY_HOP | {b"content-length"}
+_INTERNAL = b"x-killgate-"
+VIA = b"1.1 killgate"
+
+
+def connection_tokens(values: Iterable[bytes]) -> frozenset[bytes]:
+    """Field names listed in Connection header values, lower-cased."""
+    out: set[bytes] = set()
+    for v in values:
+        for tok in v.split(b","):
+            tok = tok.strip().lower()
+            if tok:
+                out.add(tok)
+    return frozenset(out)
+
+
+def _filtered(raw: Iterable[tuple[bytes, bytes]], drop: frozenset[bytes]) -> tuple[RawHeaders, list[bytes], list[bytes]]:
+    kept: RawHeaders = []
+    conn: list[bytes] = []
+    via: list[bytes] = []
+    for name, value in raw:
+        low = name.lower()
+        if low in drop or low.startswith(_INTERNAL):
+            if low == b"connection":
+                conn.append(value)
+            continue
+        if low == b"via":
+            via.append(value)
+            continue
+        kept.append((name, value))
+    if conn:
+        named = connection_tokens(conn)
+        kept = [(n, v) for n, v in kept if n.lower() not in named]
+    return kept, via, conn
+
+
+def request_headers(raw: Iterable[tuple[bytes, bytes]], peer: str, scheme: str,
+                    host: bytes | None) -> RawHeaders:
+    """End-to-end request fields plus x-forwarded-for/proto/host and via.
+
+    x-forwarded-for is rebuilt from the socket peer: a client cannot spoof its address.
+    """
+    kept, via, _ = _filtered(raw, _REQUEST_DROP)
+    kept.append((b"x-forwarded-for", peer.encode("latin-1")))
+    kept.append((b"x-forwarded-proto", scheme.encode("latin-1")))
+    if host:
+        kept.append((b"x-forwarded-host", host))
+    kept.append((b"via", b", ".join([*via, VIA])))
+    return kept
+
+
+def response_headers(raw: Iterable[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
+    """End-to-end response fields (as str for aiohttp) plus via."""
+    kept, via, _ = _filtered(raw, _RESPONSE_DROP)
+    out = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in kept]
+    out.append(("via", ", ".join([*(v.decode("latin-1") for v in via), "1.1 killgate"])))
+    return out

@@ -1,0 +1,64 @@
+"""Structured logging: one line per event, JSON or text, never a secret.
+
+Owns the log format. Call `event(logger, "name", key=value, ...)`; the fields land as
+JSON keys (format json) or `key=value` pairs (format text). Strings are escaped so a
+value can never start a new line (no log injection).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from typing import Any
+
+__all__ = ["configure", "event"]
+
+_FIELDS = "kg_fields"
+
+
+def event(logger: logging.Logger, name: str, level: int = logging.INFO, **fields: Any) -> None:
+    if logger.isEnabledFor(level):
+        logger.log(level, name, extra={_FIELDS: fields})
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "event": record.getMessage(),
+        }
+        out.update(getattr(record, _FIELDS, {}))
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out, default=str, ensure_ascii=True)
+
+
+class _TextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        fields = getattr(record, _FIELDS, {})
+        kv = " ".join(f"{k}={json.dumps(v, default=str, ensure_ascii=True)}" for k, v in fields.items())
+        ts = time.strftime("%H:%M:%S", time.localtime(record.created))
+        line = f"{ts} {record.levelname.lower():7s} {record.name}: {record.getMessage()}"
+        line = line.encode("unicode_escape").decode("ascii") if "\n" in line else line
+        if kv:
+            line += " " + kv
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+def configure(fmt: str = "text", level: str = "info") -> None:
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        root.removeHandler(h)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_JsonFormatter() if fmt == "json" else _TextFormatter())
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    # aiohttp's access logger is replaced by ours; its server errors stay visible.
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)

@@ -1,0 +1,276 @@
+"""Route matching and version choice: the pure decision core of the data plane.
+
+Owns `RouteTable` (an immutable snapshot built from config + replicated state + health)
+and the one bucketing function. No I/O, no aiohttp, no redis: randomness and the
+sticky key are passed in. A request reads the table once and keeps it to the end.
+
+Sticky assignment uses weighted rendezvous hashing (score = -ln(u) / weight, lowest wins,
+u from blake2b salted by route and version): the share of each version is exactly its
+weight over the total, raising one version's weight only moves users onto it, and
+removing a version only moves that version's users.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_right
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from hashlib import blake2b
+from itertools import accumulate
+from urllib.parse import urlsplit
+
+from gateway.config import Config, FallbackConfig, RouteConfig
+from gateway.model import StateDoc, kill_key
+
+__all__ = [
+    "Choice",
+    "RoutePlan",
+    "RouteTable",
+    "Target",
+    "bucket_score",
+    "build_table",
+    "path_matches",
+]
+
+# Decisions, as they appear in x-killgate-decision.
+WEIGHTED, STICKY, PINNED, FAILOVER, FALLBACK, KILLED = (
+    "weighted", "sticky", "pinned", "failover", "fallback", "killed")
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One version of one route, ready to receive traffic."""
+
+    route: str
+    name: str
+    url: str
+    scheme: str
+    host: str
+    port: int
+    base_path: str
+    model: str | None
+    artifact: str | None
+
+    @property
+    def origin(self) -> tuple[str, str, int]:
+        return (self.scheme, self.host, self.port)
+
+
+def _target(route: str, name: str, url: str, model: str | None, artifact: str | None) -> Target:
+    u = urlsplit(url)
+    scheme = u.scheme
+    port = u.port or (443 if scheme == "https" else 80)
+    return Target(route, name, url, scheme, u.hostname or "", port, u.path.rstrip("/"), model,
+                  artifact)
+
+
+def bucket_score(route: str, version: str, key: str, weight: float) -> float:
+    """Weighted rendezvous score: lower wins. Stable across processes and restarts."""
+    h = blake2b(key.encode("utf-8", "surrogatepass"), digest_size=8,
+                salt=route.encode()[:16], person=version.encode()[:16]).digest()
+    u = (int.from_bytes(h, "big") + 0.5) / 18446744073709551616.0
+    return -math.log(u) / weight
+
+
+def path_matches(prefix: str, path: str) -> bool:
+    """Segment-aware prefix: /v2/models/iris matches /v2/models/iris/infer, not /iris2."""
+    if not path.startswith(prefix):
+        return False
+    return len(path) == len(prefix) or prefix.endswith("/") or path[len(prefix)] == "/"
+
+
+@dataclass(frozen=True, slots=True)
+class Choice:
+    target: Target | None
+    decision: str
+    failover: tuple[Target, ...] = ()
+
+
+class RoutePlan:
+    """Everything needed to route one request on one route, precomputed."""
+
+    __slots__ = (
+        "_all_cum",
+        "_all_names",
+        "_all_total",
+        "_elig_cum",
+        "_elig_names",
+        "_elig_total",
+        "_elig_w",
+        "_eligible",
+        "allow_pin",
+        "config",
+        "excluded",
+        "fallback",
+        "headers",
+        "host",
+        "killed",
+        "match_keys",
+        "model",
+        "name",
+        "prefix",
+        "sticky_header",
+        "targets",
+        "weights",
+    )
+
+    def __init__(self, rc: RouteConfig, weights: Mapping[str, float], stable: str,
+                 excluded: Mapping[str, str], killed: str | None) -> None:
+        self.config = rc
+        self.name = rc.name
+        self.prefix = rc.match.path_prefix
+        self.host = rc.match.host
+        self.headers = tuple((rc.match.header or {}).items())
+        self.model = rc.match.model
+        self.match_keys = rc.match.keys()
+        self.sticky_header = rc.sticky.header if rc.sticky else None
+        self.allow_pin = rc.allow_pin
+        self.fallback: FallbackConfig | None = rc.fallback
+        self.killed = killed
+        self.excluded = dict(excluded)  # version -> "killed" | "unhealthy"
+        self.targets = {v.name: _target(rc.name, v.name, v.url, v.model, v.artifact)
+                        for v in rc.versions}
+        w = {n: float(weights.get(n, 0.0)) for n in self.targets}
+        if sum(w.values()) <= 0:
+            w[stable] = 100.0
+        self.weights = w
+        all_names = tuple(n for n, x in w.items() if x > 0)
+        self._all_names = all_names
+        self._all_cum = tuple(accumulate(w[n] for n in all_names))
+        self._all_total = self._all_cum[-1]
+        eligible = [n for n in self.targets if n not in self.excluded]
+        ew = {n: w[n] for n in eligible if w[n] > 0}
+        if not ew and eligible:
+            # Every version with traffic is out: the stable (if it can serve) takes it all,
+            # else the remaining versions share equally.
+            ew = {stable: 1.0} if stable in eligible else {n: 1.0 for n in eligible}
+        self._eligible = frozenset(ew)
+        self._elig_w = ew
+        self._elig_names = tuple(ew)
+        self._elig_cum = tuple(accumulate(ew.values()))
+        self._elig_total = self._elig_cum[-1] if ew else 0.0
+
+    def effective_weights(self) -> dict[str, float]:
+        """Each version's share of new traffic in percent (0 for those that cannot serve)."""
+        if self.killed or not self._elig_names:
+            return {n: 0.0 for n in self.targets}
+        prev = 0.0
+        out = {n: 0.0 for n in self.targets}
+        for n, c in zip(self._elig_names, self._elig_cum, strict=True):
+            out[n] = round(100.0 * (c - prev) / self._elig_total, 4)
+            prev = c
+        return out
+
+    def matches(self, path: str, host: str, headers: Mapping[str, str], model: str | None) -> bool:
+        if self.prefix is not None and not path_matches(self.prefix, path):
+            return False
+        if self.host is not None and host != self.host:
+            return False
+        for k, v in self.headers:
+            if headers.get(k) != v:
+                return False
+        return self.model is None or model == self.model
+
+    def _rendezvous(self, names: Iterable[str], key: str, weights: Mapping[str, float]) -> str:
+        best, best_score = "", math.inf
+        for n in names:
+            s = bucket_score(self.name, n, key, weights[n])
+            if s < best_score:
+                best, best_score = n, s
+        return best
+
+    def choose(self, sticky_key: str | None, pin: str | None,
+               rand: Callable[[], float]) -> Choice:
+        """Pick the version for one request. `pin` is only honoured when allowed."""
+        if self.killed:
+            return Choice(None, KILLED)
+        if not self._elig_names:
+            return Choice(None, FALLBACK)
+        failed_over = False
+        name: str | None = None
+        decision = WEIGHTED
+        if pin is not None and self.allow_pin:
+            if pin in self._eligible:
+                name, decision = pin, PINNED
+            else:
+                failed_over = True
+        if name is None and sticky_key is not None:
+            cand = self._rendezvous(self._all_names, sticky_key, self.weights)
+            if cand in self._eligible:
+                name, decision = cand, STICKY
+            else:
+                name = self._rendezvous(self._elig_names, sticky_key, self._elig_w)
+                failed_over = True
+        if name is None:
+            idx = bisect_right(self._all_cum, rand() * self._all_total)
+            cand = self._all_names[min(idx, len(self._all_names) - 1)]
+            if cand in self._eligible:
+                name = cand
+            else:
+                idx = bisect_right(self._elig_cum, rand() * self._elig_total)
+                name = self._elig_names[min(idx, len(self._elig_names) - 1)]
+                failed_over = True
+        return Choice(self.targets[name], FAILOVER if failed_over else decision,
+                      self._others(name))
+
+    def _others(self, name: str) -> tuple[Target, ...]:
+        """Versions to try, in order, when the chosen one cannot be reached."""
+        return tuple(self.targets[n] for n in self._elig_names if n != name)
+
+
+class RouteTable:
+    """All routes, most specific first. Immutable; replaced as a whole on any change."""
+
+    __slots__ = ("by_name", "doc", "generation", "model_routes", "routes", "unhealthy")
+
+    def __init__(self, plans: list[RoutePlan], doc: StateDoc,
+                 unhealthy: frozenset[tuple[str, str]]) -> None:
+        plans.sort(key=lambda p: (-(len(p.prefix) if p.prefix else -1), -p.match_keys))
+        self.routes = tuple(plans)
+        self.by_name = {p.name: p for p in plans}
+        self.model_routes = any(p.model is not None for p in plans)
+        self.doc = doc
+        self.generation = doc.generation
+        self.unhealthy = unhealthy
+
+    def needs_model(self, path: str, host: str, headers: Mapping[str, str]) -> bool:
+        """Whether the body's `model` could change which route matches this request."""
+        if not self.model_routes:
+            return False
+        for p in self.routes:
+            if p.model is not None and p.matches(path, host, headers, p.model):
+                return True
+        return False
+
+    def match(self, path: str, host: str, headers: Mapping[str, str],
+              model: str | None) -> RoutePlan | None:
+        for p in self.routes:
+            if p.matches(path, host, headers, model):
+                return p
+        return None
+
+
+def build_table(cfg: Config, doc: StateDoc, unhealthy: frozenset[tuple[str, str]] = frozenset(),
+                fail_closed: bool = False) -> RouteTable:
+    """Combine the config, the replicated state and health into the routing snapshot."""
+    global_kill = fail_closed or "global" in doc.kills
+    plans = []
+    for rc in cfg.routes:
+        killed = "global" if global_kill else (
+            "route" if kill_key("route", rc.name) in doc.kills else None)
+        ov = doc.overrides.get(rc.name)
+        if ov is not None:
+            weights = {v.name: float(ov.weights.get(v.name, 0.0)) for v in rc.versions}
+            stable = ov.stable if ov.stable and rc.version(ov.stable) else rc.stable
+        else:
+            weights = {v.name: v.weight for v in rc.versions}
+            stable = rc.stable
+        excluded: dict[str, str] = {}
+        for v in rc.versions:
+            if kill_key("version", rc.name, v.name) in doc.kills:
+                excluded[v.name] = "killed"
+            elif (rc.name, v.name) in unhealthy:
+                excluded[v.name] = "unhealthy"
+        plans.append(RoutePlan(rc, weights, stable, excluded, killed))
+    return RouteTable(plans, doc, unhealthy)

@@ -1,0 +1,169 @@
+"""Process lifecycle of `killgate serve`: one worker, or a supervisor of N workers.
+
+Owns signals (SIGTERM/SIGINT drain and exit 0, SIGHUP reload), the C-parser check, and
+`--workers N`: the supervisor reserves the ports (bound, never listening, SO_REUSEPORT)
+and starts N copies of itself that each bind the same ports with SO_REUSEPORT, so the
+kernel spreads connections across them. A worker that dies unexpectedly is restarted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+from gateway.app import Gateway, bind_socket
+from gateway.config import LoadedConfig, load_config
+from gateway.errors import ConfigError
+from gateway.log import event
+
+__all__ = ["c_parser_in_use", "run_supervisor", "run_worker"]
+
+log = logging.getLogger("killgate")
+
+
+def c_parser_in_use() -> bool:
+    """aiohttp's pure-Python parser has had request-smuggling bugs: we refuse it."""
+    from aiohttp import http_parser
+
+    return http_parser.HttpRequestParser.__module__ == "aiohttp._http_parser"
+
+
+def instance_id(worker: int | None) -> str:
+    host = socket.gethostname().split(".")[0]
+    return f"{host}-{os.getpid()}" if worker is None else f"{host}-{os.getpid()}-w{worker}"
+
+
+async def _serve(loaded: LoadedConfig, worker: int | None, reuse_port: bool,
+                 ports: tuple[int | None, int | None]) -> int:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    gw = Gateway(loaded, instance_id(worker), reuse_port=reuse_port, ports=ports)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, gw.request_reload)
+    try:
+        await gw.start()
+    except BaseException:
+        await gw.shutdown()
+        raise
+    await stop.wait()
+    await gw.shutdown()
+    return 0
+
+
+def run_worker(config_path: str, worker: int | None = None, reuse_port: bool = False,
+               ports: tuple[int | None, int | None] = (None, None)) -> int:
+    loaded = load_config(config_path)
+    _configure_logging(loaded)
+    if not c_parser_in_use():
+        event(log, "refusing_to_start", logging.ERROR,
+              reason="aiohttp's C HTTP parser is not in use (AIOHTTP_NO_EXTENSIONS set, or "
+                     "aiohttp was installed without its C extensions); the pure-Python parser "
+                     "has had request-smuggling bugs")
+        return 3
+    _install_uvloop()
+    return asyncio.run(_serve(loaded, worker, reuse_port, ports))
+
+
+def _install_uvloop() -> None:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+def _configure_logging(loaded: LoadedConfig) -> None:
+    from gateway.log import configure
+
+    configure(loaded.config.log.format, loaded.config.log.level)
+
+
+def run_supervisor(config_path: str, workers: int) -> int:
+    """Start `workers` worker processes sharing the ports; forward signals; reap."""
+    loaded = load_config(config_path)
+    _configure_logging(loaded)
+    if not c_parser_in_use():
+        return run_worker(config_path)  # prints the refusal
+    cfg = loaded.config
+    # Reserve the ports (resolving :0) without listening, so workers can share them.
+    holds = [_reserve(cfg.listen), _reserve(cfg.admin.listen)]
+    ports = [h.getsockname()[1] for h in holds]
+    event(log, "phase", phase="supervisor", workers=workers, data_port=ports[0],
+          admin_port=ports[1], pid=os.getpid())
+    stopping = False
+    procs: dict[int, subprocess.Popen[bytes]] = {}
+
+    def spawn(i: int) -> None:
+        procs[i] = subprocess.Popen([
+            sys.executable, "-m", "gateway", "serve", "-c", config_path,
+            "--worker-index", str(i), "--reuse-port",
+            "--data-port", str(ports[0]), "--admin-port", str(ports[1])])
+
+    def forward(sig: int, _frame: object) -> None:
+        nonlocal stopping
+        if sig in (signal.SIGTERM, signal.SIGINT):
+            stopping = True
+        for p in procs.values():
+            if p.poll() is None:
+                p.send_signal(sig)
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, forward)
+    for i in range(workers):
+        spawn(i)
+    codes: dict[int, int] = {}
+    restarts: dict[int, float] = {}
+    while procs:
+        for i, p in list(procs.items()):
+            rc = p.poll()
+            if rc is None:
+                continue
+            del procs[i]
+            if stopping:
+                codes[i] = rc
+            elif time.monotonic() - restarts.get(i, 0.0) > 1.0:
+                event(log, "worker_exited", logging.WARNING, worker=i, code=rc, action="restart")
+                restarts[i] = time.monotonic()
+                spawn(i)
+            else:
+                event(log, "worker_exited", logging.ERROR, worker=i, code=rc,
+                      action="stop (crash loop)")
+                codes[i] = rc
+                stopping = True
+                forward(signal.SIGTERM, None)
+        time.sleep(0.05)
+    for s in holds:
+        s.close()
+    return 0 if all(c == 0 for c in codes.values()) else 1
+
+
+def _reserve(addr: str) -> socket.socket:
+    """Bind (never listen) with SO_REUSEPORT: holds the port, takes no connections."""
+    from gateway.config import parse_listen
+
+    host, port = parse_listen(addr)
+    family, _, _, _, sockaddr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    s = socket.socket(family, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    s.bind(sockaddr)
+    return s
+
+
+def serve(config_path: str, workers: int, worker_index: int | None, reuse_port: bool,
+          data_port: int | None, admin_port: int | None) -> int:
+    try:
+        if workers > 1 and worker_index is None:
+            return run_supervisor(config_path, workers)
+        return run_worker(config_path, worker_index, reuse_port, (data_port, admin_port))
+    except ConfigError as exc:
+        for p in exc.problems:
+            print(f"killgate: config: {p}", file=sys.stderr)
+        return 1

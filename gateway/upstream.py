@@ -1,0 +1,353 @@
+"""HTTP/1.1 client to the model backends: keep-alive pools, streaming, deadlines.
+
+Owns every socket to a backend. Built on asyncio protocols and httptools (llhttp, strict
+mode) instead of aiohttp's client: a proxy needs a sliver of that client's features and
+its per-request machinery dominated the gateway's CPU profile (benchmarks/RESULTS.md).
+Invariants: a connection goes back to its pool only after a complete, keep-alive
+response; anything else closes it. Socket and parser errors leave this module only as
+gateway.errors.Upstream* (with `delivered` telling whether a request byte was sent).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections import deque
+from collections.abc import AsyncIterator
+
+import httptools
+
+from gateway.errors import (
+    UpstreamClosed,
+    UpstreamConnectError,
+    UpstreamError,
+    UpstreamProtocolError,
+    UpstreamTimeout,
+)
+
+__all__ = ["Exchange", "Pool", "Upstreams"]
+
+HIGH_WATER = 256 * 1024
+_LOW_WATER = 64 * 1024
+
+Body = bytes | AsyncIterator[bytes] | None
+
+
+class Exchange(asyncio.Protocol):
+    """One pooled connection; carries one request/response exchange at a time."""
+
+    def __init__(self, pool: Pool) -> None:
+        self.pool = pool
+        self.loop = pool.loop
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.closed = False
+        self._write_paused = False
+        self._drain: asyncio.Future[None] | None = None
+        self._chunked_out = False
+        self.uses = 0
+        self._reset()
+
+    def _reset(self) -> None:
+        self.status = 0
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.headers_done = False
+        self.chunks: list[bytes] = []
+        self.buffered = 0
+        self.complete = False
+        self.error: UpstreamError | None = None
+        self.waiter: asyncio.Future[None] | None = None
+        self.read_paused = False
+        self.got_bytes = False
+        self.keep_alive = False
+        self.head = False
+        self._framed = False
+        self.deadline = 0.0
+        self.idle = 0.0
+
+    # ------------------------------------------------------------ protocol callbacks
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.got_bytes = True
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self.fail(UpstreamProtocolError("backend switched protocols; upgrades are not proxied"))
+        except httptools.HttpParserError as exc:
+            self.fail(UpstreamProtocolError(f"malformed response from backend: {exc}"))
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self.headers_done and not self.complete and not self._framed and not self.error:
+            # Body delimited by connection close (no length, not chunked): EOF ends it.
+            self.complete = True
+            self.keep_alive = False
+        elif not self.complete and self.error is None:
+            self.error = UpstreamClosed("backend closed the connection"
+                                        + (" mid-response" if self.headers_done else ""))
+        self._wake()
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_result(None)
+        self.pool._lost(self)
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_result(None)
+
+    # ------------------------------------------------------------ parser callbacks
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+        low = name.lower()
+        if low == b"content-length" or (low == b"transfer-encoding" and b"chunked" in value.lower()):
+            self._framed = True
+
+    def on_headers_complete(self) -> None:
+        status = self.parser.get_status_code()
+        if 100 <= status < 200:
+            return  # informational: the real head follows
+        self.status = status
+        self.headers_done = True
+        self.keep_alive = self.parser.should_keep_alive()
+        if status in (204, 304) or self.head:
+            self._framed = True
+        if self.head:
+            # llhttp cannot be told a HEAD response has no body: end here, never reuse.
+            self.complete = True
+            self.keep_alive = False
+        self._wake()
+
+    def on_body(self, body: bytes) -> None:
+        if self.head:
+            return
+        self.chunks.append(body)
+        self.buffered += len(body)
+        if self.buffered > HIGH_WATER and not self.read_paused and self.transport:
+            self.read_paused = True
+            self.transport.pause_reading()
+        self._wake()
+
+    def on_message_complete(self) -> None:
+        if not self.headers_done:
+            self.headers = []  # end of a 1xx
+            return
+        self.complete = True
+        self._wake()
+
+    # ------------------------------------------------------------ internals
+
+    def _wake(self) -> None:
+        w = self.waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    def fail(self, exc: UpstreamError) -> None:
+        """Stop this exchange with `exc` (also used to abort it from outside: kills)."""
+        if self.error is None:
+            self.error = exc
+        self.keep_alive = False
+        if self.transport is not None:
+            self.transport.abort()
+        self._wake()
+
+    def _on_timer(self) -> None:
+        phase = "total" if self.loop.time() >= self.deadline - 0.001 else "idle"
+        self.fail(UpstreamTimeout(phase, delivered=True))
+
+    async def _wait(self) -> None:
+        fut = self.loop.create_future()
+        self.waiter = fut
+        timer = self.loop.call_at(min(self.loop.time() + self.idle, self.deadline), self._on_timer)
+        try:
+            await fut
+        finally:
+            timer.cancel()
+            self.waiter = None
+
+    # ------------------------------------------------------------ API
+
+    def begin(self, deadline: float, idle: float, head: bool) -> None:
+        self.uses += 1
+        self.deadline = deadline
+        self.idle = idle
+        self.head = head
+
+    async def send(self, head: bytes, body: Body, chunked: bool = False) -> None:
+        """Write the request. A streamed body is sent chunked when `chunked`, else as is."""
+        self._chunked_out = chunked
+        tr = self.transport
+        if tr is None or self.closed:
+            raise UpstreamClosed("connection closed before sending")
+        if body is None or isinstance(body, bytes):
+            tr.write(head + body if body else head)
+            return
+        tr.write(head)
+        async for chunk in body:
+            if self.error is not None:
+                raise self.error
+            if self.headers_done:
+                break  # the backend answered early; stop sending
+            if chunk:
+                tr.write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if self._chunked_out else chunk)
+            if self._write_paused:
+                self._drain = self.loop.create_future()
+                await self._drain
+                if self.closed:
+                    raise self.error or UpstreamClosed("backend closed while receiving the body")
+        if self._chunked_out and not self.headers_done:
+            tr.write(b"0\r\n\r\n")
+
+    async def read_head(self) -> None:
+        while not self.headers_done:
+            if self.error is not None:
+                raise self.error
+            await self._wait()
+
+    async def read(self) -> bytes:
+        """Next body bytes; b'' at the end. Raises UpstreamError when the body is cut."""
+        while True:
+            if self.chunks:
+                chunks = self.chunks
+                data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+                self.chunks = []
+                self.buffered = 0
+                if self.read_paused and self.transport:
+                    self.read_paused = False
+                    self.transport.resume_reading()
+                return data
+            if self.complete:
+                return b""
+            if self.error is not None:
+                raise self.error
+            await self._wait()
+
+    def take_body(self) -> bytes:
+        """The whole body when it has already arrived (complete and small)."""
+        chunks, self.chunks, self.buffered = self.chunks, [], 0
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    def release(self) -> None:
+        """Hand the connection back: pooled if reusable, else closed."""
+        self.pool.release(self)
+
+    def close(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.abort()
+
+
+class Pool:
+    """Keep-alive connections to one origin (scheme, host, port)."""
+
+    def __init__(self, scheme: str, host: str, port: int, max_conns: int,
+                 loop: asyncio.AbstractEventLoop) -> None:
+        self.scheme, self.host, self.port = scheme, host, port
+        self.loop = loop
+        self.max_conns = max_conns
+        self.idle: list[Exchange] = []
+        self.open = 0
+        self._waiters: deque[asyncio.Future[None]] = deque()
+        self.host_header = (host if port in (80, 443) else f"{host}:{port}").encode("idna")
+        if ":" in host:
+            self.host_header = f"[{host}]:{port}".encode()
+        self._ssl: ssl.SSLContext | None = ssl.create_default_context() if scheme == "https" else None
+        self.retired = False
+
+    async def acquire(self, connect_timeout: float) -> tuple[Exchange, bool]:
+        idle = self.idle
+        while idle:
+            ex = idle.pop()
+            if not ex.closed:
+                ex._reset()
+                return ex, True
+        if self.open >= self.max_conns:
+            fut = self.loop.create_future()
+            self._waiters.append(fut)
+            try:
+                await asyncio.wait_for(fut, connect_timeout)
+            except TimeoutError:
+                raise UpstreamTimeout("pool", delivered=False) from None
+            finally:
+                if fut in self._waiters:
+                    self._waiters.remove(fut)
+            return await self.acquire(connect_timeout)
+        self.open += 1
+        try:
+            _, ex = await asyncio.wait_for(
+                self.loop.create_connection(lambda: Exchange(self), self.host, self.port,
+                                            ssl=self._ssl),
+                connect_timeout)
+        except TimeoutError:
+            self.open -= 1
+            raise UpstreamTimeout("connect", delivered=False) from None
+        except (OSError, ssl.SSLError) as exc:
+            self.open -= 1
+            self._wake_one()
+            raise UpstreamConnectError(
+                f"cannot connect to {self.host}:{self.port}: {exc.strerror or exc}") from None
+        except BaseException:
+            self.open -= 1
+            raise
+        return ex, False
+
+    def release(self, ex: Exchange) -> None:
+        if ex.complete and ex.keep_alive and ex.error is None and not ex.closed \
+                and not self.retired and not ex.chunks:
+            self.idle.append(ex)
+            self._wake_one()
+        else:
+            ex.close()
+
+    def _lost(self, ex: Exchange) -> None:
+        self.open -= 1
+        if ex in self.idle:
+            self.idle.remove(ex)
+        self._wake_one()
+
+    def _wake_one(self) -> None:
+        while self._waiters:
+            w = self._waiters.popleft()
+            if not w.done():
+                w.set_result(None)
+                return
+
+    def close(self) -> None:
+        self.retired = True
+        for ex in self.idle:
+            ex.close()
+        self.idle.clear()
+
+
+class Upstreams:
+    """Every pool of this process, keyed by origin. One owner, closed on shutdown."""
+
+    def __init__(self, max_conns_per_backend: int) -> None:
+        self.max_conns = max_conns_per_backend
+        self.pools: dict[tuple[str, str, int], Pool] = {}
+
+    def pool(self, origin: tuple[str, str, int]) -> Pool:
+        p = self.pools.get(origin)
+        if p is None:
+            p = self.pools[origin] = Pool(*origin, self.max_conns, asyncio.get_running_loop())
+        return p
+
+    def retire_except(self, keep: set[tuple[str, str, int]]) -> None:
+        """Close idle connections of origins no longer configured (in-flight ones finish)."""
+        for origin in list(self.pools):
+            if origin not in keep:
+                self.pools.pop(origin).close()
+
+    async def close(self) -> None:
+        for p in self.pools.values():
+            p.close()
+        self.pools.clear()
+        await asyncio.sleep(0)
