@@ -99,6 +99,7 @@ class RoutePlan:
         "_elig_total",
         "_elig_w",
         "_eligible",
+        "_servable",
         "allow_pin",
         "config",
         "excluded",
@@ -110,6 +111,7 @@ class RoutePlan:
         "model",
         "name",
         "prefix",
+        "stable",
         "sticky_header",
         "targets",
         "weights",
@@ -140,6 +142,8 @@ class RoutePlan:
         self._all_cum = tuple(accumulate(w[n] for n in all_names))
         self._all_total = self._all_cum[-1]
         eligible = [n for n in self.targets if n not in self.excluded]
+        self._servable = frozenset(eligible)
+        self.stable = stable
         ew = {n: w[n] for n in eligible if w[n] > 0}
         if not ew and eligible:
             # Every version with traffic is out: the stable (if it can serve) takes it all,
@@ -191,7 +195,7 @@ class RoutePlan:
         name: str | None = None
         decision = WEIGHTED
         if pin is not None and self.allow_pin:
-            if pin in self._eligible:
+            if pin in self._servable:
                 name, decision = pin, PINNED
             else:
                 failed_over = True
@@ -216,7 +220,10 @@ class RoutePlan:
 
     def _others(self, name: str) -> tuple[Target, ...]:
         """Versions to try, in order, when the chosen one cannot be reached."""
-        return tuple(self.targets[n] for n in self._elig_names if n != name)
+        others = [n for n in self._elig_names if n != name]
+        if self.stable != name and self.stable in self._servable and self.stable not in others:
+            others.append(self.stable)
+        return tuple(self.targets[n] for n in others)
 
 
 class RouteTable:

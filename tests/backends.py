@@ -1,0 +1,160 @@
+"""Real HTTP backends for the tests, served on loopback sockets.
+
+Each is an aiohttp application (or a raw asyncio server where aiohttp would refuse to
+misbehave): echo, SSE with timestamps, dying mid-stream, hanging, failing, and one that
+sends hop-by-hop response headers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class Recorder:
+    """What a backend saw: one entry per request."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict[str, Any]] = []
+
+    def add(self, req: web.Request, body: bytes) -> None:
+        self.requests.append({"method": req.method, "path": req.path_qs,
+                              "headers": [(k.lower(), v) for k, v in _raw_headers(req)],
+                              "body": body})
+
+
+def _raw_headers(req: web.Request) -> list[tuple[str, str]]:
+    return [(k.decode("latin-1"), v.decode("latin-1")) for k, v in req.raw_headers]
+
+
+def echo_app(name: str, recorder: Recorder | None = None, status: int = 200,
+             extra_headers: dict[str, str] | None = None) -> web.Application:
+    """Answers JSON naming itself and echoing what it received."""
+
+    async def handler(req: web.Request) -> web.StreamResponse:
+        body = await req.read()
+        if recorder is not None:
+            recorder.add(req, body)
+        out = {"version": name, "method": req.method, "path": req.path_qs,
+               "headers": _raw_headers(req), "body": body.decode("utf-8", "replace")}
+        resp = web.json_response(out, status=status)
+        for k, v in (extra_headers or {}).items():
+            resp.headers[k] = v
+        return resp
+
+    app = web.Application(client_max_size=64 * 1024 * 1024)
+    app.router.add_route("*", "/{tail:.*}", handler)
+    return app
+
+
+def sse_app(name: str, events: int = 10, interval: float = 0.3,
+            die_after: int | None = None) -> web.Application:
+    """SSE stream; each event carries the backend's send time. May die after N events."""
+
+    async def handler(req: web.Request) -> web.StreamResponse:
+        n = int(req.query.get("n", events))
+        every = float(req.query.get("interval", interval))
+        die = req.query.get("die_after")
+        die_at = int(die) if die is not None else die_after
+        resp = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await resp.prepare(req)
+        for i in range(n):
+            if die_at is not None and i == die_at:
+                assert req.transport is not None
+                req.transport.abort()
+                return resp
+            payload = json.dumps({"i": i, "sent": time.time(), "version": name})
+            await resp.write(f"data: {payload}\n\n".encode())
+            await asyncio.sleep(every)
+        await resp.write(b"data: [DONE]\n\n")
+        await resp.write_eof()
+        return resp
+
+    async def chunked(req: web.Request) -> web.StreamResponse:
+        die = int(req.query.get("die_after", 3))
+        resp = web.StreamResponse(headers={"content-type": "application/octet-stream"})
+        resp.enable_chunked_encoding()
+        await resp.prepare(req)
+        for _ in range(die):
+            await resp.write(b"x" * 1000)
+            await asyncio.sleep(0.05)
+        assert req.transport is not None
+        req.transport.abort()
+        return resp
+
+    async def sized(req: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"content-type": "application/octet-stream"})
+        resp.content_length = 10_000
+        await resp.prepare(req)
+        await resp.write(b"y" * 3000)
+        await asyncio.sleep(0.05)
+        assert req.transport is not None
+        req.transport.abort()
+        return resp
+
+    async def dispatch(req: web.Request) -> web.StreamResponse:
+        if req.path.endswith("/chunked"):
+            return await chunked(req)
+        if req.path.endswith("/sized"):
+            return await sized(req)
+        return await handler(req)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", dispatch)
+    return app
+
+
+def hang_app() -> web.Application:
+    async def handler(req: web.Request) -> web.StreamResponse:
+        await asyncio.sleep(3600)
+        return web.Response()
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handler)
+    return app
+
+
+async def serve_app(app: web.Application) -> tuple[web.AppRunner, int]:
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return runner, runner.addresses[0][1]
+
+
+class RawBackend:
+    """A raw TCP server answering every connection with fixed bytes (malformed answers)."""
+
+    def __init__(self, payload: bytes, close: bool = True) -> None:
+        self.payload = payload
+        self.close = close
+        self.server: asyncio.AbstractServer | None = None
+        self.port = 0
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(self.payload)
+            await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            if self.close:
+                writer.close()
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._client, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self.port
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()

@@ -1,0 +1,293 @@
+"""Shared fixtures: loopback backends, in-process and subprocess gateways, redis-server.
+
+Everything binds 127.0.0.1 on a free port; everything a fixture starts, it stops.
+Synchronisation is by polling with a deadline (`wait_until`), never fixed sleeps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import ClientSession, web
+
+from gateway.app import Gateway
+from gateway.config import load_config
+from tests.backends import serve_app
+
+ROOT = Path(__file__).resolve().parent.parent
+SECRET = "test-secret-0123456789-abcdefghijklmnop"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def wait_until(pred: Callable[[], Any], timeout: float = 5.0, interval: float = 0.005,
+                     what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        res = pred()
+        if asyncio.iscoroutine(res):
+            res = await res
+        if res:
+            return res
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(interval)
+
+
+def wait_until_sync(pred: Callable[[], Any], timeout: float = 10.0, interval: float = 0.01,
+                    what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        res = pred()
+        if res:
+            return res
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def write_config(tmp: Path, routes: str, *, state: str | None = None, extra: str = "",
+                 listen: str = "127.0.0.1:0", admin: str = "127.0.0.1:0",
+                 name: str = "killgate.yaml") -> Path:
+    state = state or textwrap.dedent(f"""\
+        state:
+          backend: local
+          path: {tmp}/store.json
+          snapshot_path: {tmp}/snapshot.json
+          poll_interval: 50ms
+        """)
+    text = (f"listen: {listen}\nadmin:\n  listen: {admin}\n  auth:\n"
+            f"    hs256_secret_env: KILLGATE_TEST_SECRET\n"
+            + state + extra + "routes:\n" + textwrap.indent(textwrap.dedent(routes), "  "))
+    p = tmp / name
+    p.write_text(text)
+    return p
+
+
+def two_versions(p1: int, p2: int, w1: float = 90, w2: float = 10, extra: str = "",
+                 name: str = "iris", prefix: str = "/v2/models/iris") -> str:
+    return textwrap.dedent(f"""\
+        - name: {name}
+          match: {{path_prefix: {prefix}}}
+          stable: v1
+          versions:
+            - {{name: v1, url: "http://127.0.0.1:{p1}", weight: {w1}}}
+            - {{name: v2, url: "http://127.0.0.1:{p2}", weight: {w2}}}
+        """) + textwrap.indent(textwrap.dedent(extra), "  ")
+
+
+@pytest.fixture(autouse=True)
+def _secret_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KILLGATE_TEST_SECRET", SECRET)
+
+
+@pytest.fixture
+async def backends() -> AsyncIterator[Callable[[web.Application], Awaitable[int]]]:
+    runners: list[web.AppRunner] = []
+
+    async def start(app: web.Application) -> int:
+        runner, port = await serve_app(app)
+        runners.append(runner)
+        return port
+
+    yield start
+    for r in reversed(runners):
+        await r.cleanup()
+
+
+class InProcess:
+    def __init__(self, gw: Gateway) -> None:
+        self.gw = gw
+        assert gw.data_addr and gw.admin_addr
+        self.url = f"http://127.0.0.1:{gw.data_addr[1]}"
+        self.admin = f"http://127.0.0.1:{gw.admin_addr[1]}"
+
+
+@asynccontextmanager
+async def running_gateway(path: Path, instance: str = "test") -> AsyncIterator[InProcess]:
+    gw = Gateway(load_config(path), instance)
+    try:
+        await gw.start()
+        yield InProcess(gw)
+    finally:
+        await gw.shutdown()
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[ClientSession]:
+    async with ClientSession() as s:
+        yield s
+
+
+# --------------------------------------------------------------------------- subprocesses
+
+
+class GatewayProcess:
+    """A real `killgate serve` subprocess; stopped (SIGTERM, then SIGKILL) by the test."""
+
+    def __init__(self, config: Path, workers: int = 1, env: dict[str, str] | None = None) -> None:
+        self.config = config
+        cfg = load_config(config).config
+        self.data_port = int(cfg.listen.rsplit(":", 1)[1])
+        self.admin_port = int(cfg.admin.listen.rsplit(":", 1)[1])
+        self.log = config.parent / f"gateway-{self.data_port}.log"
+        e = dict(os.environ)
+        e.update(env or {})
+        e["PYTHONUNBUFFERED"] = "1"
+        self._logf = open(self.log, "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "serve", "-c", str(config), "--workers", str(workers)],
+            stdout=self._logf, stderr=subprocess.STDOUT, env=e, cwd=str(ROOT),
+            start_new_session=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.data_port}"
+
+    @property
+    def admin(self) -> str:
+        return f"http://127.0.0.1:{self.admin_port}"
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait_ready(self, timeout: float = 15.0, count: int = 1) -> None:
+        import urllib.request
+
+        def ready() -> bool:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"gateway exited with {self.proc.returncode}:\n{self.output()}")
+            try:
+                with urllib.request.urlopen(f"{self.admin}/readyz", timeout=1) as r:
+                    return bool(r.status == 200)
+            except OSError:
+                return False
+
+        wait_until_sync(ready, timeout, what=f"gateway ready on {self.admin}")
+
+    def signal(self, sig: int) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+
+    def stop(self, timeout: float = 15.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+        self._logf.close()
+        return self.proc.returncode
+
+
+@pytest.fixture
+def gateway_procs() -> Iterator[Callable[..., GatewayProcess]]:
+    procs: list[GatewayProcess] = []
+
+    def start(config: Path, workers: int = 1, env: dict[str, str] | None = None) -> GatewayProcess:
+        p = GatewayProcess(config, workers, env)
+        procs.append(p)
+        return p
+
+    yield start
+    for p in procs:
+        if p.proc.poll() is None:
+            try:
+                os.killpg(p.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            p.proc.wait(5)
+        if not p._logf.closed:
+            p._logf.close()
+
+
+# --------------------------------------------------------------------------- redis-server
+
+
+class RedisServer:
+    """Our own redis-server on a free loopback port, without persistence."""
+
+    def __init__(self, workdir: Path) -> None:
+        exe = shutil.which("redis-server")
+        if exe is None:
+            pytest.fail("redis-server is not on PATH (apt-get install -y redis-server)")
+        self.exe = exe
+        self.workdir = workdir
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [self.exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.workdir), "--protected-mode", "yes"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_until_sync(self._answers, 10.0, what="redis-server to answer")
+
+    def _answers(self) -> bool:
+        try:
+            return self.cmd("PING") == "PONG"
+        except OSError:
+            return False
+
+    def cmd(self, *args: str) -> str:
+        """One command over a raw socket (the tests' own, independent of redis-py)."""
+        payload = f"*{len(args)}\r\n".encode() + b"".join(
+            f"${len(a.encode())}\r\n".encode() + a.encode() + b"\r\n" for a in args)
+        with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
+            s.sendall(payload)
+            data = s.recv(65536)
+        line = data.split(b"\r\n", 1)[0].decode()
+        if line[:1] in "+-:":
+            return line[1:]
+        if line[:1] == "$":
+            return "" if line == "$-1" else data.split(b"\r\n")[1].decode()
+        return data.decode(errors="replace")
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+
+    def restart(self) -> None:
+        self.kill()
+        self.start()
+
+    def freeze(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    r = RedisServer(tmp_path)
+    r.start()
+    yield r
+    if r.proc is not None and r.proc.poll() is None:
+        r.thaw()
+        r.kill()

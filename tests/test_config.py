@@ -1,0 +1,114 @@
+"""Config loading: every example accepted, every broken fixture refused by its YAML path."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gateway.config import load_config, parse_config_text, parse_duration, parse_listen
+from gateway.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+INVALID = sorted((ROOT / "tests/data/config/invalid").glob("*.yaml"))
+EXAMPLES = sorted((ROOT / "config").glob("*.yaml"))
+
+
+def _expected(path: Path) -> str:
+    first = path.read_text().splitlines()[0] if path.read_text() else ""
+    assert first.startswith("# expect: "), f"{path.name} needs a '# expect: ' first line"
+    return first.removeprefix("# expect: ")
+
+
+def test_enough_distinct_broken_fixtures() -> None:
+    assert len(INVALID) >= 15
+    assert len({_expected(p) for p in INVALID}) == len(INVALID)
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_examples_are_valid(path: Path) -> None:
+    loaded = load_config(path)
+    assert loaded.digest.startswith("sha256:")
+
+
+@pytest.mark.parametrize("path", INVALID, ids=lambda p: p.stem)
+def test_invalid_fixture_is_refused_with_its_message(path: Path) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    messages = [str(p) for p in err.value.problems]
+    assert any(_expected(path) in m for m in messages), messages
+
+
+def test_check_cli_exit_codes_and_one_line_per_problem(tmp_path: Path) -> None:
+    ok = subprocess.run([sys.executable, "-m", "gateway", "check", str(EXAMPLES[0])],
+                        capture_output=True, text=True, timeout=30)
+    assert ok.returncode == 0, ok.stderr
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "listen: 0.0.0.0:8080\nadmin: {listen: 127.0.0.1:8081, lisen: x}\nroutes:\n"
+        "  - name: r\n    match: {path_prefix: /r}\n    stable: v1\n    versions:\n"
+        "      - {name: v1, url: 'http://127.0.0.1:1', weight: -1}\n")
+    res = subprocess.run([sys.executable, "-m", "gateway", "check", str(bad)],
+                         capture_output=True, text=True, timeout=30)
+    assert res.returncode == 1
+    lines = res.stderr.strip().splitlines()
+    assert "routes[0].versions[0].weight: must be >= 0" in lines
+    assert "admin.lisen: unknown key (did you mean 'listen'?)" in lines
+
+
+def test_schema_command_prints_json_schema() -> None:
+    res = subprocess.run([sys.executable, "-m", "gateway", "schema"], capture_output=True,
+                         text=True, timeout=30)
+    schema = json.loads(res.stdout)
+    assert "routes" in schema["properties"]
+    assert schema["additionalProperties"] is False
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("250ms", 0.25), ("2s", 2.0), ("1m", 60.0),
+                                               ("1.5h", 5400.0)])
+def test_durations(text: str, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("bad", ["5", "2 sec", "-1s", "", "1d"])
+def test_bad_durations(bad: str) -> None:
+    with pytest.raises(ValueError):
+        parse_duration(bad)
+
+
+def test_listen_forms() -> None:
+    assert parse_listen("[::1]:8080") == ("::1", 8080)
+    assert parse_listen("0.0.0.0:0") == ("0.0.0.0", 0)
+    with pytest.raises(ValueError):
+        parse_listen("[nothex]:80")
+
+
+def test_defaults_are_documented_values() -> None:
+    cfg = parse_config_text(
+        "routes:\n  - name: r\n    match: {path_prefix: /r}\n    stable: v1\n    versions:\n"
+        "      - {name: v1, url: 'http://127.0.0.1:1/base/'}\n")
+    assert cfg.listen == "0.0.0.0:8080"
+    assert cfg.admin.listen == "127.0.0.1:8081"
+    assert cfg.state.backend == "local"
+    assert cfg.state.poll_interval == 0.25
+    assert cfg.routes[0].versions[0].url == "http://127.0.0.1:1/base"
+    assert cfg.routes[0].timeouts.connect == 1.0
+
+
+def test_models_are_frozen() -> None:
+    cfg = load_config(EXAMPLES[0]).config
+    with pytest.raises(Exception):  # noqa: B017 - pydantic's frozen error type
+        cfg.routes[0].versions[0].weight = 5  # type: ignore[misc]
+
+
+def test_more_specific_overlaps_are_fine() -> None:
+    parse_config_text(
+        "routes:\n"
+        "  - {name: a, match: {path_prefix: /v1}, stable: x, versions: [{name: x, url: 'http://h:1'}]}\n"
+        "  - {name: b, match: {path_prefix: /v1, model: m}, stable: x,"
+        " versions: [{name: x, url: 'http://h:2'}]}\n"
+        "  - {name: c, match: {path_prefix: /v1, model: n}, stable: x,"
+        " versions: [{name: x, url: 'http://h:3'}]}\n")

@@ -1,0 +1,357 @@
+"""The data plane over real sockets: an in-process gateway in front of loopback backends."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import time
+from collections import Counter
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import ClientSession, web
+
+from tests.backends import RawBackend, Recorder, echo_app, hang_app, sse_app
+from tests.conftest import free_port, running_gateway, two_versions, write_config
+
+INFER = "/v2/models/iris/infer"
+
+
+async def test_forwards_and_labels_every_response(tmp_path: Path, backends, session) -> None:
+    p1, p2 = await backends(echo_app("v1")), await backends(echo_app("v2"))
+    cfg = write_config(tmp_path, two_versions(p1, p2, 100, 0))
+    async with running_gateway(cfg) as g:
+        async with session.post(g.url + INFER + "?a=1", json={"x": 1}) as r:
+            body = await r.json()
+            assert r.status == 200
+            assert r.headers["x-killgate-route"] == "iris"
+            assert r.headers["x-killgate-version"] == "v1"
+            assert r.headers["x-killgate-decision"] == "weighted"
+        assert body["path"] == INFER + "?a=1"
+        assert json.loads(body["body"]) == {"x": 1}
+        async with session.get(g.url + "/nope") as r:
+            assert r.status == 404
+            assert (await r.json())["error"]["type"] == "no_route"
+            assert "x-killgate-route" not in r.headers
+
+
+async def test_split_90_10_over_http(tmp_path: Path, backends) -> None:
+    p1, p2 = await backends(echo_app("v1")), await backends(echo_app("v2"))
+    cfg = write_config(tmp_path, two_versions(p1, p2, 90, 10))
+    n = 20_000
+    counts: Counter[str] = Counter()
+    async with running_gateway(cfg) as g:
+        conn = aiohttp.TCPConnector(limit=64)
+        async with ClientSession(connector=conn) as s:
+            async def worker(k: int) -> None:
+                for _ in range(k):
+                    async with s.get(g.url + "/v2/models/iris/ready") as r:
+                        await r.read()
+                        counts[r.headers["x-killgate-version"]] += 1
+
+            await asyncio.gather(*(worker(n // 50) for _ in range(50)))
+    assert sum(counts.values()) == n
+    share = counts["v2"] / n
+    assert abs(share - 0.10) <= 0.01, counts  # binomial sd 0.21 points
+
+
+async def test_sticky_over_http(tmp_path: Path, backends, session) -> None:
+    p1, p2 = await backends(echo_app("v1")), await backends(echo_app("v2"))
+    cfg = write_config(tmp_path, two_versions(p1, p2, 50, 50, "sticky: {header: x-user-id}\n"))
+    async with running_gateway(cfg) as g:
+        seen = Counter()
+        for _ in range(1000):
+            async with session.get(g.url + INFER, headers={"x-user-id": "alice"}) as r:
+                await r.read()
+                seen[(r.headers["x-killgate-version"], r.headers["x-killgate-decision"])] += 1
+        assert len(seen) == 1 and next(iter(seen))[1] == "sticky"
+
+
+async def test_pin_only_where_allowed(tmp_path: Path, backends, session) -> None:
+    p1, p2 = await backends(echo_app("v1")), await backends(echo_app("v2"))
+    routes = two_versions(p1, p2, 100, 0, "allow_pin: true\n") + two_versions(
+        p1, p2, 100, 0, name="nopin", prefix="/nopin")
+    cfg = write_config(tmp_path, routes)
+    async with running_gateway(cfg) as g:
+        async with session.get(g.url + INFER, headers={"x-killgate-pin": "v2"}) as r:
+            assert (r.headers["x-killgate-version"], r.headers["x-killgate-decision"]) == (
+                "v2", "pinned")
+        async with session.get(g.url + INFER, headers={"x-killgate-pin": "v9"}) as r:
+            assert r.status == 400
+            assert (await r.json())["error"]["type"] == "unknown_version"
+        async with session.get(g.url + "/nopin/x", headers={"x-killgate-pin": "v2"}) as r:
+            assert r.headers["x-killgate-version"] == "v1"
+
+
+async def test_sse_events_arrive_as_sent(tmp_path: Path, backends, session) -> None:
+    p1 = await backends(sse_app("v1", events=10, interval=0.3))
+    cfg = write_config(tmp_path, two_versions(p1, p1, 100, 0))
+    async with running_gateway(cfg) as g:
+        lags = []
+        async with session.get(g.url + "/v2/models/iris/stream") as r:
+            assert r.headers["content-type"].startswith("text/event-stream")
+            assert r.headers["cache-control"] == "no-cache"
+            assert r.headers["x-accel-buffering"] == "no"
+            async for line in r.content:
+                if line.startswith(b"data: {"):
+                    lags.append(time.time() - json.loads(line[6:])["sent"])
+        assert len(lags) == 10  # a 3 s stream
+        assert max(lags) < 0.1, lags
+
+
+async def test_hop_by_hop_headers_never_cross(tmp_path: Path, backends, session) -> None:
+    rec = Recorder()
+    p1 = await backends(echo_app("v1", rec, extra_headers={
+        "Connection": "x-backend-secret", "x-backend-secret": "1", "Keep-Alive": "timeout=5",
+        "Proxy-Authenticate": "Basic", "Upgrade": "h2c", "x-killgate-version": "spoofed",
+        "x-end-to-end": "kept"}))
+    cfg = write_config(tmp_path, two_versions(p1, p1, 100, 0))
+    async with running_gateway(cfg) as g:
+        async with session.get(g.url + INFER, headers={
+            "Connection": "x-secret", "x-secret": "1", "TE": "trailers",
+            "Proxy-Authorization": "Basic abc", "Proxy-Connection": "keep-alive",
+            "x-forwarded-for": "6.6.6.6", "traceparent": "00-" + "a" * 32 + "-" + "b" * 16 + "-01",
+            "x-killgate-internal": "evil"}) as r:
+            await r.read()
+            got = {k.lower(): v for k, v in r.headers.items()}
+        sent = dict(rec.requests[-1]["headers"])
+    for name in ("x-secret", "te", "proxy-authorization", "proxy-connection", "keep-alive",
+                 "upgrade", "x-killgate-internal"):
+        assert name not in sent, name
+    assert sent["x-forwarded-for"] == "127.0.0.1"  # rebuilt from the socket peer
+    assert sent["x-forwarded-proto"] == "http"
+    assert sent["via"].endswith("1.1 killgate")
+    assert sent["traceparent"].startswith("00-aaaa")
+    for name in ("x-backend-secret", "keep-alive", "proxy-authenticate", "upgrade"):
+        assert name not in got, name
+    assert got["x-killgate-version"] == "v1"
+    assert got["x-end-to-end"] == "kept"
+    assert "1.1 killgate" in got["via"]
+
+
+async def test_backend_dies_mid_sse_stream(tmp_path: Path, backends, session) -> None:
+    p1 = await backends(sse_app("v1", events=10, interval=0.05, die_after=3))
+    cfg = write_config(tmp_path, two_versions(p1, p1, 100, 0))
+    async with running_gateway(cfg) as g:
+        async with session.get(g.url + "/v2/models/iris/stream") as r:
+            body = await asyncio.wait_for(r.read(), 5)
+    events = [e for e in body.decode().split("\n\n") if e]
+    assert len(events) == 4
+    assert events[-1].startswith("event: killgate.error\ndata: ")
+    assert json.loads(events[-1].split("data: ", 1)[1]) == {
+        "type": "upstream_failed", "route": "iris", "version": "v1"}
+
+
+@pytest.mark.parametrize("path", ["/v2/models/iris/chunked", "/v2/models/iris/sized"])
+async def test_backend_dies_mid_body_client_sees_incomplete(tmp_path: Path, backends, session,
+                                                            path: str) -> None:
+    p1 = await backends(sse_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p1, p1, 100, 0))
+    async with running_gateway(cfg) as g:
+        async with session.get(g.url + path) as r:
+            assert r.status == 200
+            with pytest.raises(aiohttp.ClientPayloadError):
+                await asyncio.wait_for(r.read(), 5)
+
+
+async def test_unreachable_version_fails_over_before_delivery(tmp_path: Path, backends,
+                                                              session) -> None:
+    p1 = await backends(echo_app("v1"))
+    dead = free_port()
+    cfg = write_config(tmp_path, two_versions(dead, p1, 50, 50))
+    async with running_gateway(cfg) as g:
+        seen = Counter()
+        for _ in range(40):
+            async with session.post(g.url + INFER, data=b"x" * 100) as r:
+                assert r.status == 200
+                seen[(r.headers["x-killgate-version"], r.headers["x-killgate-decision"])] += 1
+        assert set(seen) <= {("v2", "weighted"), ("v2", "failover")}
+        assert seen[("v2", "failover")] > 0
+
+
+async def test_all_unreachable_is_502_or_fallback(tmp_path: Path, session) -> None:
+    d1, d2 = free_port(), free_port()
+    routes = two_versions(d1, d2) + two_versions(
+        d1, d2, name="fb", prefix="/fb",
+        extra="fallback: {status: 503, json: {error: {type: unavailable}}}\n")
+    cfg = write_config(tmp_path, routes)
+    async with running_gateway(cfg) as g:
+        async with session.get(g.url + INFER) as r:
+            assert r.status == 502
+            assert (await r.json())["error"]["type"] == "upstream_failed"
+            assert r.headers["x-killgate-route"] == "iris"
+        async with session.get(g.url + "/fb/x") as r:
+            assert r.status == 503
+            assert r.headers["x-killgate-decision"] == "fallback"
+            assert await r.json() == {"error": {"type": "unavailable"}}
+
+
+async def test_total_timeout_is_504(tmp_path: Path, backends, session) -> None:
+    p1 = await backends(hang_app())
+    cfg = write_config(tmp_path, two_versions(p1, p1, 100, 0,
+                                              "timeouts: {connect: 200ms, total: 300ms}\n"))
+    async with running_gateway(cfg) as g:
+        t0 = time.monotonic()
+        async with session.get(g.url + INFER) as r:
+            assert r.status == 504
+            assert (await r.json())["error"]["type"] == "upstream_timeout"
+        assert 0.25 < time.monotonic() - t0 < 2.0
+
+
+async def test_idle_timeout_cuts_a_stalled_stream(tmp_path: Path, backends, session) -> None:
+    p1 = await backends(sse_app("v1", events=3, interval=2.0))
+    cfg = write_config(tmp_path, two_versions(p1, p1, 100, 0,
+                                              "timeouts: {connect: 1s, total: 10s, idle: 300ms}\n"))
+    async with running_gateway(cfg) as g:
+        t0 = time.monotonic()
+        async with session.get(g.url + "/v2/models/iris/s") as r:
+            body = await asyncio.wait_for(r.read(), 5)
+        assert b"event: killgate.error" in body
+        assert time.monotonic() - t0 < 1.5
+
+
+async def test_body_limit_413(tmp_path: Path, backends, session) -> None:
+    rec = Recorder()
+    p1 = await backends(echo_app("v1", rec))
+    cfg = write_config(tmp_path, two_versions(p1, p1, 100, 0),
+                       extra="server: {max_body_size: 100000}\n")
+    async with running_gateway(cfg) as g:
+        async with session.post(g.url + INFER, data=b"x" * 200_000) as r:
+            assert r.status == 413
+            assert (await r.json())["error"]["type"] == "body_too_large"
+
+        async def chunks():
+            for _ in range(30):
+                yield b"y" * 10_000
+
+        async with session.post(g.url + INFER, data=chunks()) as r:
+            assert r.status == 413
+        async with session.post(g.url + INFER, data=b"z" * 90_000) as r:
+            assert r.status == 200
+    assert [len(q["body"]) for q in rec.requests] == [90_000]
+
+
+async def test_large_body_streams_through(tmp_path: Path, backends, session) -> None:
+    rec = Recorder()
+    p1 = await backends(echo_app("v1", rec))
+    cfg = write_config(tmp_path, two_versions(p1, p1, 100, 0))
+    payload = bytes(range(256)) * 8192  # 2 MiB
+
+    async def chunks():
+        for i in range(0, len(payload), 65536):
+            yield payload[i:i + 65536]
+
+    async with running_gateway(cfg) as g:
+        async with session.post(g.url + INFER, data=io.BytesIO(payload)) as r:
+            assert r.status == 200
+        async with session.post(g.url + INFER, data=chunks()) as r:
+            assert r.status == 200
+    assert [q["body"] == payload for q in rec.requests] == [True, True]
+
+
+@pytest.mark.parametrize("payload", [
+    b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello",
+    b"HTTP/1.1 200 OK\r\nX-Bad: a\x00b\r\nContent-Length: 2\r\n\r\nok",
+    b"NOT HTTP AT ALL\r\n\r\n",
+], ids=["cl+te", "dup-cl", "nul", "garbage"])
+async def test_malformed_backend_answer_is_502(tmp_path: Path, session, payload: bytes) -> None:
+    raw = RawBackend(payload)
+    port = await raw.start()
+    try:
+        cfg = write_config(tmp_path, two_versions(port, port, 100, 0))
+        async with running_gateway(cfg) as g:
+            async with session.get(g.url + INFER) as r:
+                assert r.status == 502
+                body = await r.read()
+        assert b"hello" not in body
+    finally:
+        await raw.stop()
+
+
+async def test_model_field_routes_and_is_rewritten(tmp_path: Path, backends, session) -> None:
+    rec1, rec2 = Recorder(), Recorder()
+    p1, p2 = await backends(echo_app("small", rec1)), await backends(echo_app("large", rec2))
+    routes = f"""\
+- name: small
+  match: {{path_prefix: /v1, model: chat-small}}
+  stable: v1
+  versions:
+    - {{name: v1, url: "http://127.0.0.1:{p1}/openai", model: llama-small-v1, weight: 100}}
+- name: large
+  match: {{path_prefix: /v1, model: chat-large}}
+  stable: v1
+  versions:
+    - {{name: v1, url: "http://127.0.0.1:{p2}", weight: 100}}
+"""
+    cfg = write_config(tmp_path, routes)
+    async with running_gateway(cfg) as g:
+        body = {"messages": [{"role": "user", "content": "héllo"}], "model": "chat-small",
+                "stream": False}
+        async with session.post(g.url + "/v1/chat/completions", json=body) as r:
+            assert r.headers["x-killgate-route"] == "small"
+        async with session.post(g.url + "/v1/chat/completions",
+                                json={"model": "chat-large", "messages": []}) as r:
+            assert r.headers["x-killgate-route"] == "large"
+        async with session.post(g.url + "/v1/chat/completions",
+                                json={"model": "other"}) as r:
+            assert r.status == 404
+        async with session.post(g.url + "/v1/chat/completions",
+                                data=b'{"model":"chat-small","model":"chat-large"}') as r:
+            assert r.status == 400
+    sent = rec1.requests[0]
+    assert sent["path"] == "/openai/v1/chat/completions"
+    assert json.loads(sent["body"]) == {**body, "model": "llama-small-v1"}
+    assert json.loads(rec2.requests[0]["body"])["model"] == "chat-large"
+
+
+async def test_http10_with_transfer_encoding_is_refused(tmp_path: Path, backends) -> None:
+    rec = Recorder()
+    p1 = await backends(echo_app("v1", rec))
+    cfg = write_config(tmp_path, two_versions(p1, p1, 100, 0))
+    async with running_gateway(cfg) as g:
+        port = g.gw.data_addr[1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"POST /v2/models/iris/infer HTTP/1.0\r\nHost: x\r\n"
+                     b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
+        await writer.drain()
+        status = await asyncio.wait_for(reader.readline(), 5)
+        writer.close()
+        await writer.wait_closed()
+    assert status.split()[1] == b"400"
+    assert rec.requests == []
+
+
+async def test_keepalive_connections_are_reused(tmp_path: Path, backends, session) -> None:
+    conns: set[object] = set()
+
+    async def handler(req: web.Request) -> web.Response:
+        conns.add(id(req.transport))
+        return web.json_response({"ok": True})
+
+    app = web.Application()
+    app.router.add_route("*", "/{t:.*}", handler)
+    p1 = await backends(app)
+    cfg = write_config(tmp_path, two_versions(p1, p1, 100, 0))
+    async with running_gateway(cfg) as g:
+        for _ in range(50):
+            async with session.get(g.url + INFER) as r:
+                await r.read()
+    assert len(conns) == 1
+
+
+async def test_client_disconnect_cancels_backend_exchange(tmp_path: Path, backends) -> None:
+    p1 = await backends(hang_app())
+    cfg = write_config(tmp_path, two_versions(p1, p1, 100, 0))
+    async with running_gateway(cfg) as g:
+        async with ClientSession() as s:
+            with pytest.raises(asyncio.TimeoutError):
+                async with s.get(g.url + INFER, timeout=aiohttp.ClientTimeout(total=0.3)):
+                    pass
+        pool = g.gw.upstreams.pools[("http", "127.0.0.1", p1)]
+        from tests.conftest import wait_until
+
+        await wait_until(lambda: g.gw.inflight.count == 0 and pool.open == 0, 5,
+                         what="the upstream exchange to be dropped")

@@ -1,0 +1,178 @@
+"""The pure routing core: split accuracy, sticky ramp-monotonicity, failover, pins, kills."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+import pytest
+
+from gateway.config import parse_config_text
+from gateway.model import KillFlag, StateDoc
+from gateway.routing import build_table, path_matches
+
+
+def _cfg(w1: float = 90, w2: float = 10, extra: str = "", stable: str = "v1"):
+    return parse_config_text(f"""
+routes:
+  - name: iris
+    match: {{path_prefix: /v2/models/iris}}
+    stable: {stable}
+    sticky: {{header: x-user-id}}
+    allow_pin: true
+    versions:
+      - {{name: v1, url: "http://127.0.0.1:9101", weight: {w1}}}
+      - {{name: v2, url: "http://127.0.0.1:9102", weight: {w2}}}
+{extra}""")
+
+
+def _kill(scope: str, route: str | None = None, version: str | None = None) -> KillFlag:
+    return KillFlag(scope, route, version, "t", "r", "now", 1)  # type: ignore[arg-type]
+
+
+def test_split_90_10_within_one_point_over_20000() -> None:
+    plan = build_table(_cfg(), StateDoc()).by_name["iris"]
+    rng = random.Random(7)
+    counts = Counter(plan.choose(None, None, rng.random).target.name for _ in range(20_000))
+    share = counts["v2"] / 20_000
+    # binomial sd = 0.21 points; ±1 point is ~4.7 sd
+    assert abs(share - 0.10) <= 0.01, share
+
+
+def test_sticky_user_always_same_version() -> None:
+    plan = build_table(_cfg(50, 50), StateDoc()).by_name["iris"]
+    seen = {plan.choose("alice", None, random.random).target.name for _ in range(1000)}
+    assert len(seen) == 1
+    assert plan.choose("alice", None, random.random).decision == "sticky"
+
+
+def test_sticky_ramp_is_monotonic_and_moves_about_twenty_percent() -> None:
+    users = [f"user-{i}" for i in range(20_000)]
+    at10 = build_table(_cfg(90, 10), StateDoc()).by_name["iris"]
+    at30 = build_table(_cfg(70, 30), StateDoc()).by_name["iris"]
+    before = {u: at10.choose(u, None, random.random).target.name for u in users}
+    after = {u: at30.choose(u, None, random.random).target.name for u in users}
+    back = [u for u in users if before[u] == "v2" and after[u] == "v1"]
+    moved = [u for u in users if before[u] == "v1" and after[u] == "v2"]
+    assert back == []  # nobody leaves the canary when it grows
+    assert abs(len(moved) / len(users) - 0.20) < 0.015
+    assert abs(sum(v == "v2" for v in before.values()) / len(users) - 0.10) < 0.01
+
+
+def test_bucketing_is_stable_across_processes() -> None:
+    import subprocess
+    import sys
+
+    code = ("from gateway.routing import bucket_score as b;"
+            "print(repr(b('iris','v2','alice',10.0)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=30, env={"PYTHONHASHSEED": "123", "PATH": ""})
+    from gateway.routing import bucket_score
+
+    assert float(out.stdout) == bucket_score("iris", "v2", "alice", 10.0)
+
+
+def test_killed_version_fails_over_to_the_other() -> None:
+    doc = StateDoc(generation=1, kills={"version:iris:v2": _kill("version", "iris", "v2")})
+    plan = build_table(_cfg(50, 50), doc).by_name["iris"]
+    decisions = Counter()
+    for _ in range(2000):
+        c = plan.choose(None, None, random.random)
+        assert c.target.name == "v1"
+        decisions[c.decision] += 1
+    assert 0.35 < decisions["failover"] / 2000 < 0.65  # v2's former share
+    assert plan.effective_weights() == {"v1": 100.0, "v2": 0.0}
+
+
+def test_sticky_users_of_a_killed_version_move_others_stay() -> None:
+    users = [f"u{i}" for i in range(2000)]
+    healthy = build_table(_cfg(50, 50), StateDoc()).by_name["iris"]
+    doc = StateDoc(generation=1, kills={"version:iris:v2": _kill("version", "iris", "v2")})
+    killed = build_table(_cfg(50, 50), doc).by_name["iris"]
+    for u in users:
+        a, b = healthy.choose(u, None, random.random), killed.choose(u, None, random.random)
+        if a.target.name == "v1":
+            assert b.target.name == "v1" and b.decision == "sticky"
+        else:
+            assert b.target.name == "v1" and b.decision == "failover"
+
+
+def test_route_and_global_kill() -> None:
+    doc = StateDoc(generation=1, kills={"route:iris": _kill("route", "iris")})
+    c = build_table(_cfg(), doc).by_name["iris"].choose(None, None, random.random)
+    assert c.target is None and c.decision == "killed"
+    doc = StateDoc(generation=1, kills={"global": _kill("global")})
+    plan = build_table(_cfg(), doc).by_name["iris"]
+    assert plan.killed == "global"
+    plan = build_table(_cfg(), StateDoc(), fail_closed=True).by_name["iris"]
+    assert plan.killed == "global"
+
+
+def test_every_version_out_means_fallback() -> None:
+    table = build_table(_cfg(), StateDoc(), unhealthy=frozenset({("iris", "v1"), ("iris", "v2")}))
+    c = table.by_name["iris"].choose(None, None, random.random)
+    assert c.target is None and c.decision == "fallback"
+
+
+def test_unhealthy_stable_with_zero_weight_canary_still_serves() -> None:
+    table = build_table(_cfg(100, 0), StateDoc(), unhealthy=frozenset({("iris", "v1")}))
+    c = table.by_name["iris"].choose(None, None, random.random)
+    assert c.target.name == "v2" and c.decision == "failover"
+
+
+def test_pin_honoured_unless_excluded() -> None:
+    plan = build_table(_cfg(), StateDoc()).by_name["iris"]
+    c = plan.choose("alice", "v2", random.random)
+    assert (c.target.name, c.decision) == ("v2", "pinned")
+    table = build_table(_cfg(), StateDoc(), unhealthy=frozenset({("iris", "v2")}))
+    c = table.by_name["iris"].choose(None, "v2", random.random)
+    assert (c.target.name, c.decision) == ("v1", "failover")
+
+
+def test_all_zero_weights_send_everything_to_stable() -> None:
+    plan = build_table(_cfg(0, 0, stable="v2"), StateDoc()).by_name["iris"]
+    assert {plan.choose(None, None, random.random).target.name for _ in range(200)} == {"v2"}
+
+
+def test_failover_order_lists_other_eligible_versions() -> None:
+    plan = build_table(_cfg(100, 0), StateDoc()).by_name["iris"]
+    c = plan.choose(None, None, random.random)
+    assert c.target.name == "v1" and c.failover == ()
+    plan = build_table(_cfg(50, 50), StateDoc()).by_name["iris"]
+    c = plan.choose(None, None, lambda: 0.0)
+    assert [t.name for t in c.failover] == ["v2"]
+
+
+@pytest.mark.parametrize(("prefix", "path", "ok"), [
+    ("/v2/models/iris", "/v2/models/iris", True),
+    ("/v2/models/iris", "/v2/models/iris/infer", True),
+    ("/v2/models/iris", "/v2/models/iris2/infer", False),
+    ("/v1/", "/v1/chat", True),
+    ("/", "/anything", True),
+])
+def test_segment_aware_prefix(prefix: str, path: str, ok: bool) -> None:
+    assert path_matches(prefix, path) is ok
+
+
+def test_longest_prefix_then_most_keys_wins() -> None:
+    cfg = parse_config_text("""
+routes:
+  - {name: all, match: {path_prefix: /}, stable: a, versions: [{name: a, url: "http://h:1"}]}
+  - {name: v1, match: {path_prefix: /v1}, stable: a, versions: [{name: a, url: "http://h:2"}]}
+  - name: tenant
+    match: {path_prefix: /v1, header: {x-tenant: acme}}
+    stable: a
+    versions: [{name: a, url: "http://h:3"}]
+  - {name: host, match: {host: Models.Example.com}, stable: a, versions: [{name: a, url: "http://h:4"}]}
+""")
+    t = build_table(cfg, StateDoc())
+    assert t.match("/v1/x", "", {}, None).name == "v1"
+    assert t.match("/v1/x", "", {"x-tenant": "acme"}, None).name == "tenant"
+    assert t.match("/v2", "", {}, None).name == "all"
+    assert t.match("/v2", "models.example.com", {}, None).name == "all"  # longer prefix first
+    cfg2 = parse_config_text("""
+routes:
+  - {name: host, match: {host: models.example.com}, stable: a, versions: [{name: a, url: "http://h:4"}]}
+""")
+    assert build_table(cfg2, StateDoc()).match("/x", "models.example.com", {}, None).name == "host"
+    assert build_table(cfg2, StateDoc()).match("/x", "other", {}, None) is None
