@@ -1,0 +1,97 @@
+"""`killgate serve` as a real process: signals, draining, workers, the C-parser guard."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections import Counter
+from pathlib import Path
+
+from tests.backends import sse_app
+from tests.conftest import free_port, two_versions, wait_until_sync, write_config
+
+
+def _cfg(tmp: Path, port: int, extra: str = "") -> Path:
+    return write_config(tmp, two_versions(port, port, 100, 0),
+                        listen=f"127.0.0.1:{free_port()}", admin=f"127.0.0.1:{free_port()}",
+                        extra=extra)
+
+
+async def test_sigterm_lets_a_stream_finish_then_exits_zero(tmp_path: Path, backends,
+                                                            gateway_procs) -> None:
+    port = await backends(sse_app("v1", events=8, interval=0.25))  # a 2 s stream
+    gw = gateway_procs(_cfg(tmp_path, port, "server: {drain_timeout: 10s}\n"))
+    await _to_thread(gw.wait_ready)
+    body: dict[str, bytes] = {}
+
+    def read_stream() -> None:
+        with urllib.request.urlopen(gw.url + "/v2/models/iris/stream", timeout=10) as r:
+            body["data"] = r.read()
+
+    t = threading.Thread(target=read_stream)
+    t.start()
+    await _to_thread(wait_until_sync, lambda: _inflight(gw.admin) >= 1, 5.0)
+    gw.signal(signal.SIGTERM)
+    rc = await _to_thread(gw.proc.wait, 15)
+    t.join(10)
+    assert rc == 0, gw.output()
+    assert body["data"].count(b"data: {") == 8 and body["data"].endswith(b"data: [DONE]\n\n")
+    assert b"killgate.error" not in body["data"]
+
+
+async def test_two_workers_share_the_port(tmp_path: Path, backends, gateway_procs) -> None:
+    from tests.backends import echo_app
+
+    port = await backends(echo_app("v1"))
+    gw = gateway_procs(_cfg(tmp_path, port), workers=2)
+    await _to_thread(gw.wait_ready)
+    pids: Counter[str] = Counter()
+
+    def hit() -> None:
+        deadline = time.monotonic() + 20
+        while len(pids) < 2 and time.monotonic() < deadline:
+            with urllib.request.urlopen(gw.admin + "/healthz", timeout=2) as r:
+                pids[json.loads(r.read())["instance"]] += 1
+            with urllib.request.urlopen(gw.url + "/v2/models/iris/x", timeout=2) as r:
+                assert r.status == 200
+
+    await _to_thread(hit)
+    assert len(pids) == 2, pids  # new connections land on both workers
+    assert gw.stop() == 0
+
+
+def test_refuses_to_start_without_the_c_parser(tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path, free_port())
+    env = {"AIOHTTP_NO_EXTENSIONS": "1", "PATH": "/usr/bin:/bin"}
+    res = subprocess.run([sys.executable, "-m", "gateway", "serve", "-c", str(cfg)],
+                         capture_output=True, text=True, timeout=30, env=env)
+    assert res.returncode == 3
+    assert "C HTTP parser" in res.stderr
+
+
+def test_serve_with_a_bad_config_exits_one(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("routes: []\n")
+    res = subprocess.run([sys.executable, "-m", "gateway", "serve", "-c", str(bad)],
+                         capture_output=True, text=True, timeout=30)
+    assert res.returncode == 1
+    assert "routes: must have at least 1 item(s)" in res.stderr
+
+
+def _inflight(admin: str) -> float:
+    with urllib.request.urlopen(admin + "/metrics", timeout=2) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith("killgate_inflight_requests "):
+                return float(line.split()[1])
+    return 0.0
+
+
+async def _to_thread(fn, *args):  # type: ignore[no-untyped-def]
+    import asyncio
+
+    return await asyncio.to_thread(fn, *args)
