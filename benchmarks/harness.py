@@ -648,10 +648,23 @@ def start_side(settings: Settings, procs: Processes, backend: Server, side: str,
 
 
 def keep_logs(server: Server, logs_dir: Path, delay_ms: int) -> None:
+    slug = server.side.replace(" ", "-")
     for path in server.logs:
         if path.exists():
-            name = f"{delay_ms}ms-{server.side.replace(' ', '-')}-{path.name}"
-            shutil.copyfile(path, logs_dir / name)
+            name = path.name if path.stem.startswith(slug) else f"{slug}-{path.name}"
+            shutil.copyfile(path, logs_dir / f"{delay_ms}ms-{name}")
+
+
+def log_excerpts(logs_dir: Path, lines: int = 8) -> list[str]:
+    """The first lines of every non-empty log: warnings, errors, tracebacks."""
+    out: list[str] = []
+    for path in sorted(logs_dir.iterdir()):
+        text = path.read_text(errors="replace").strip()
+        if text:
+            all_lines = text.splitlines()
+            out.append(f"{path.name}: {len(all_lines)} line(s)")
+            out += [f"    {line[:200]}" for line in all_lines[:lines]]
+    return out
 
 
 # ======================================================================== the report
@@ -663,8 +676,12 @@ def fmt(value: float | None, spec: str, signed: bool = False) -> str:
     return format(value, ("+" if signed else "") + spec)
 
 
+SIDE_ORDER = [DIRECT, "killgate 1w", "nginx 1w", "killgate 2w", "nginx 2w"]
+
+
 def main_table(rows: list[Row]) -> list[list[str]]:
     by_key = {(r.delay_ms, r.connections, r.side): r for r in rows}
+    rows = sorted(rows, key=lambda r: (r.delay_ms, r.connections, SIDE_ORDER.index(r.side)))
     table = [["scenario", "side", "req/s", "p50 ms", "p99 ms", "CPU µs/req", "errors",
               "req/s vs direct", "req/s vs nginx", "p50 added µs", "p99 added ms"]]
     for r in rows:
@@ -760,7 +777,8 @@ def header(settings: Settings, argv: list[str]) -> str:
     return "\n".join(lines)
 
 
-def report(settings: Settings, rows: list[Row], sse_rows: list[SseRow], argv: list[str]) -> str:
+def report(settings: Settings, rows: list[Row], sse_rows: list[SseRow], argv: list[str],
+           logs: list[str]) -> str:
     parts = [
         header(settings, argv),
         "",
@@ -784,6 +802,8 @@ def report(settings: Settings, rows: list[Row], sse_rows: list[SseRow], argv: li
             "`data:` event (aiohttp client, one keep-alive connection); `whole stream` "
             "should be ~400 ms if nothing buffers.",
         ]
+    parts += ["", "## Logs of the processes under test (benchmarks/out/logs/)", ""]
+    parts += ["```", *logs, "```"] if logs else ["All empty: no warnings or errors logged."]
     return "\n".join(parts) + "\n"
 
 
@@ -855,7 +875,7 @@ def main(argv: list[str] | None = None) -> int:
             return 130
         finally:
             procs.stop_all()
-    text = report(settings, rows, sse_rows, cmdline)
+    text = report(settings, rows, sse_rows, cmdline, log_excerpts(logs_dir))
     (OUT_DIR / "latest.md").write_text(text)
     print(text)
     return 0

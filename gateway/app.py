@@ -8,6 +8,7 @@ The only module that wires objects together; handlers get their dependencies her
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import socket
@@ -17,6 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.admin.api import AdminApi
+from gateway.audit import utc_now
 from gateway.config import LoadedConfig, load_config, parse_listen
 from gateway.errors import ConfigError
 from gateway.log import event
@@ -64,6 +66,7 @@ class Gateway:
         self.draining = False
         self.started = False
         self.config_error: str | None = None
+        self.loaded_at = utc_now()
         self._stack = AsyncExitStack()
         self.upstreams: Upstreams | None = None
         self.sync: StateSync | None = None
@@ -137,6 +140,42 @@ class Gateway:
         if n:
             event(log, "inflight_aborted", count=n, generation=new.generation)
 
+    # ------------------------------------------------------------------ status
+
+    def status(self) -> dict[str, Any]:
+        """GET /v1/status (CONTRACT §4): what this instance enforces, and why."""
+        table = self.holder.table
+        doc = table.doc
+        routes: dict[str, Any] = {}
+        for plan in table.routes:
+            rc = plan.config
+            eff = plan.effective_weights()
+            ov = doc.overrides.get(rc.name)
+            routes[rc.name] = {
+                "stable": plan.stable,
+                "latched": ov is not None,
+                "override": None if ov is None else {
+                    "kind": ov.kind, "stable": ov.stable, "weights": ov.weights, "actor": ov.actor,
+                    "reason": ov.reason, "time": ov.time},
+                "killed": plan.killed,
+                "versions": {v.name: {
+                    "url": v.url, "artifact": v.artifact, "configured_weight": v.weight,
+                    "effective_weight": eff.get(v.name, 0.0),
+                    "healthy": (rc.name, v.name) not in table.unhealthy,
+                    "killed": plan.excluded.get(v.name) == "killed" or plan.killed is not None,
+                } for v in rc.versions},
+                "history": [dataclasses.asdict(h) for h in doc.history.get(rc.name, ())],
+            }
+        return {
+            "instance": self.instance,
+            "generation": doc.generation,
+            "store": self.sync.status() if self.sync else None,
+            "config": {"digest": self.loaded.digest, "loaded_at": self.loaded_at,
+                       "path": str(self.loaded.path), "last_error": self.config_error},
+            "kills": [f.public() for f in doc.kills.values()],
+            "routes": routes,
+        }
+
     # ------------------------------------------------------------------ reload
 
     def request_reload(self) -> None:
@@ -155,6 +194,7 @@ class Gateway:
         if loaded.digest == self.loaded.digest:
             return
         self.loaded = loaded
+        self.loaded_at = utc_now()
         self.config_error = None
         self.holder.set_config(loaded)
         self.metrics.inc("killgate_config_reloads_total")

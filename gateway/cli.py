@@ -56,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="An inference gateway with canary split, kill "
                                             "switch and rollback.")
     p.add_argument("--version", action="version", version=f"killgate {__version__}")
+    from gateway.client import _common, add_client_commands
+
+    _common(p, top=True)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     s = sub.add_parser("serve", help="run the gateway from a config file")
@@ -79,8 +82,6 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--port", type=int, default=8080, help="data-plane port (default 8080)")
     d.add_argument("--admin-port", type=int, default=8081, help="admin port (default 8081)")
     d.set_defaults(fn=_cmd_demo)
-
-    from gateway.client import add_client_commands
 
     add_client_commands(sub)
     return p

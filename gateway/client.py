@@ -1,11 +1,348 @@
-"""The admin client commands of the CLI (status, kill, unkill, ...): HTTP calls to /v1."""
+"""The admin client commands of the CLI (CONTRACT §1): thin calls to the /v1 API.
+
+Owns argument shapes, human-readable tables, `--json` output and exit codes of
+`status`, `kill`, `unkill`, `rollback`, `promote`, `weights`, `release`, `audit`,
+`audit verify` and `token`. Uses only the standard library's HTTP client (the CLI
+must work where the gateway's event loop is not running). Every write carries an
+Idempotency-Key and is retried once on a connection error with the same key.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from typing import Any
+
+from gateway.audit import verify_chain
 
 __all__ = ["add_client_commands"]
 
+DEFAULT_ADMIN = "http://127.0.0.1:8081"
+
+
+class ClientError(Exception):
+    pass
+
+
+def _common(p: argparse.ArgumentParser, top: bool = False) -> None:
+    d = None if top else argparse.SUPPRESS
+    p.add_argument("--admin", default=d, metavar="URL",
+                   help=f"admin API (default $KILLGATE_ADMIN_URL or {DEFAULT_ADMIN})")
+    p.add_argument("--token", default=d, help="bearer token (default $KILLGATE_TOKEN)")
+    p.add_argument("--json", action="store_true", default=False if top else argparse.SUPPRESS,
+                   help="machine-readable output")
+
+
+def _call(args: argparse.Namespace, method: str, path: str,
+          body: dict[str, Any] | None = None) -> dict[str, Any]:
+    base = (getattr(args, "admin", None) or os.environ.get("KILLGATE_ADMIN_URL")
+            or DEFAULT_ADMIN).rstrip("/")
+    token = getattr(args, "token", None) or os.environ.get("KILLGATE_TOKEN")
+    headers = {"accept": "application/json", "user-agent": "killgate-cli"}
+    if token:
+        headers["authorization"] = f"Bearer {token}"
+    data = None
+    if body is not None:
+        data = json.dumps(body).encode()
+        headers["content-type"] = "application/json"
+        headers["idempotency-key"] = uuid.uuid4().hex
+    attempts = 2 if body is not None else 1
+    for attempt in range(attempts):
+        req = urllib.request.Request(base + path, data=data, method=method, headers=headers)
+        try:
+            with urllib.request.urlopen(req, timeout=35) as resp:
+                return dict(json.loads(resp.read() or b"{}"))
+        except urllib.error.HTTPError as exc:
+            raw = exc.read()
+            try:
+                err = json.loads(raw)["error"]
+                msg = f"{exc.code} {err.get('type')}: {err.get('message')}"
+            except (ValueError, KeyError, TypeError):
+                msg = f"{exc.code} {raw[:200].decode('utf-8', 'replace')}"
+            raise ClientError(msg) from None
+        except (urllib.error.URLError, OSError) as exc:
+            if attempt + 1 < attempts:
+                continue
+            reason = getattr(exc, "reason", exc)
+            raise ClientError(f"cannot reach the admin API at {base}: {reason}") from None
+    raise ClientError("unreachable")  # pragma: no cover
+
+
+def _wait_q(args: argparse.Namespace) -> str:
+    return "?" + urllib.parse.urlencode({"wait": args.wait}) if getattr(args, "wait", None) else ""
+
+
+def _table(rows: list[list[str]]) -> str:
+    if not rows:
+        return ""
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+                     for r in rows)
+
+
+def _print_receipt(res: dict[str, Any]) -> None:
+    ap = res.get("applied", {})
+    line = (f"generation {res.get('generation')}: applied by {ap.get('acked')}/"
+            f"{ap.get('instances')} instance(s) in {ap.get('elapsed_ms')} ms")
+    if ap.get("pending"):
+        line += f"; NOT YET by: {', '.join(ap['pending'])}"
+    print(line)
+
+
+# ---------------------------------------------------------------------------- commands
+
+
+def _status(args: argparse.Namespace) -> int:
+    st = _call(args, "GET", "/v1/status")
+    if args.json:
+        print(json.dumps(st, indent=2))
+        return 0
+    store = st.get("store") or {}
+    cfg = st.get("config") or {}
+    print(f"instance {st.get('instance')}  generation {st.get('generation')}  store "
+          f"{store.get('backend')} connected={store.get('connected')} "
+          f"staleness={store.get('staleness_ms')}ms policy={store.get('policy')}"
+          + ("  FAIL-CLOSED" if store.get("fail_closed") else ""))
+    print(f"config {cfg.get('digest', '')[:19]}…"
+          + (f"  LAST RELOAD FAILED: {cfg['last_error']}" if cfg.get("last_error") else ""))
+    kills = st.get("kills") or []
+    if kills:
+        print("\nKILLS")
+        rows = [["scope", "route", "version", "by", "since", "reason"]]
+        rows += [[k["scope"], k.get("route") or "-", k.get("version") or "-", k["actor"],
+                  k["time"], k["reason"]] for k in kills]
+        print(_table(rows))
+    print("\nROUTES")
+    rows = [["route", "version", "config w", "effective w", "healthy", "killed", "stable"]]
+    for name, r in (st.get("routes") or {}).items():
+        for vname, v in r["versions"].items():
+            rows.append([name + (" (latched)" if r.get("latched") else ""), vname,
+                         f"{v['configured_weight']:g}", f"{v['effective_weight']:g}",
+                         "yes" if v["healthy"] else "NO", "YES" if v["killed"] else "no",
+                         "*" if r["stable"] == vname else ""])
+    print(_table(rows))
+    return 0
+
+
+def _selector(args: argparse.Namespace) -> dict[str, Any]:
+    if args.all:
+        if args.route or args.version:
+            raise ClientError("--global takes no --route or --version")
+        return {"scope": "global"}
+    if not args.route:
+        raise ClientError("give --global, or --route ROUTE [--version VERSION]")
+    if args.version:
+        return {"scope": "version", "route": args.route, "version": args.version}
+    return {"scope": "route", "route": args.route}
+
+
+def _kill(args: argparse.Namespace) -> int:
+    body = {**_selector(args), "reason": args.reason, "abort_inflight": not args.keep_inflight}
+    res = _call(args, "POST", "/v1/kill" + _wait_q(args), body)
+    if args.json:
+        print(json.dumps(res, indent=2))
+    else:
+        print(f"killed {res.get('kill')}")
+        _print_receipt(res)
+    return 0 if not res.get("applied", {}).get("pending") else 4
+
+
+def _unkill(args: argparse.Namespace) -> int:
+    res = _call(args, "POST", "/v1/unkill" + _wait_q(args),
+                {**_selector(args), "reason": args.reason})
+    if args.json:
+        print(json.dumps(res, indent=2))
+    else:
+        print(f"lifted {res.get('unkill')}")
+        _print_receipt(res)
+    return 0 if not res.get("applied", {}).get("pending") else 4
+
+
+def _route_write(args: argparse.Namespace, method: str, path: str, body: dict[str, Any],
+                 label: str) -> int:
+    res = _call(args, method, path + _wait_q(args), body)
+    if args.json:
+        print(json.dumps(res, indent=2))
+    else:
+        print(label)
+        _print_receipt(res)
+    return 0 if not res.get("applied", {}).get("pending") else 4
+
+
+def _rollback(args: argparse.Namespace) -> int:
+    body: dict[str, Any] = {"reason": args.reason}
+    if args.to:
+        body["to"] = args.to
+    return _route_write(args, "POST", f"/v1/routes/{_q(args.route)}/rollback", body,
+                        f"rolled back {args.route}" + (f" to {args.to}" if args.to else ""))
+
+
+def _promote(args: argparse.Namespace) -> int:
+    return _route_write(args, "POST", f"/v1/routes/{_q(args.route)}/promote",
+                        {"version": args.version, "reason": args.reason},
+                        f"promoted {args.version} on {args.route}")
+
+
+def _weights(args: argparse.Namespace) -> int:
+    weights: dict[str, float] = {}
+    for pair in args.pairs:
+        name, sep, w = pair.partition("=")
+        try:
+            if not sep or not name:
+                raise ValueError
+            weights[name] = float(w)
+        except ValueError:
+            raise ClientError(f"{pair!r} is not VERSION=WEIGHT") from None
+    return _route_write(args, "PUT", f"/v1/routes/{_q(args.route)}/weights",
+                        {"weights": weights, "reason": args.reason},
+                        f"weights of {args.route}: " + ", ".join(f"{k}={v:g}" for k, v in
+                                                                 weights.items()))
+
+
+def _release(args: argparse.Namespace) -> int:
+    return _route_write(args, "POST", f"/v1/routes/{_q(args.route)}/release",
+                        {"reason": args.reason}, f"released {args.route} to its config file")
+
+
+def _audit(args: argparse.Namespace) -> int:
+    if args.action == "verify":
+        return _audit_verify(args)
+    res = _call(args, "GET", f"/v1/audit?limit={args.limit}")
+    if args.json:
+        print(json.dumps(res, indent=2))
+        return 0
+    rows = [["time", "actor", "action", "target", "reason"]]
+    for ev in res.get("events", []):
+        tgt = ev.get("target") or {}
+        rows.append([ev.get("time", ""), ev.get("actor", ""), ev.get("action", ""),
+                     "/".join(str(v) for v in tgt.values() if v), ev.get("reason", "")])
+    print(_table(rows))
+    return 0
+
+
+def _all_events(args: argparse.Namespace) -> list[dict[str, Any]]:
+    events: list[dict[str, Any]] = []
+    before: str | None = None
+    while True:
+        q = "?limit=1000" + (f"&before={urllib.parse.quote(before)}" if before else "")
+        page = _call(args, "GET", "/v1/audit" + q)
+        events.extend(page.get("events", []))
+        before = page.get("next")
+        if not before:
+            return list(reversed(events))
+
+
+def _audit_verify(args: argparse.Namespace) -> int:
+    events = _all_events(args)
+    n, brk = verify_chain(events)
+    if args.json:
+        print(json.dumps({"events": len(events), "ok": brk is None,
+                          "break": None if brk is None else {
+                              "index": brk.index, "id": brk.event_id, "problem": brk.problem}}))
+    elif brk is None:
+        print(f"audit chain ok: {len(events)} event(s)")
+    else:
+        print(f"audit chain BROKEN at event #{brk.index} (id {brk.event_id}): {brk.problem}",
+              file=sys.stderr)
+    return 0 if brk is None else 1
+
+
+def _token(args: argparse.Namespace) -> int:
+    from gateway.admin.auth import mint
+    from gateway.config import load_config, parse_duration
+
+    issuer = audience = None
+    env = args.secret_env
+    if args.config:
+        auth = load_config(args.config).config.admin.auth
+        issuer, audience = auth.issuer, auth.audience
+        if auth.hs256_secret_file:
+            secret = load_config(args.config).resolve(auth.hs256_secret_file).read_text().strip()
+        else:
+            env = env or auth.hs256_secret_env or "KILLGATE_JWT_SECRET"
+            secret = os.environ.get(env, "")
+    else:
+        env = env or "KILLGATE_JWT_SECRET"
+        secret = os.environ.get(env, "")
+        issuer, audience = args.issuer, args.audience
+    if not secret:
+        raise ClientError(f"no secret: set {env} (or give -c FILE naming the secret)")
+    try:
+        ttl = parse_duration(args.ttl)
+        print(mint(secret, args.subject, args.scope, ttl, issuer, audience))
+    except ValueError as exc:
+        raise ClientError(str(exc)) from None
+    return 0
+
+
+def _q(s: str) -> str:
+    return urllib.parse.quote(s, safe="")
+
+
+def _run(fn: Any) -> Any:
+    def wrapped(args: argparse.Namespace) -> int:
+        try:
+            return int(fn(args))
+        except ClientError as exc:
+            print(f"killgate: {exc}", file=sys.stderr)
+            return 1
+
+    return wrapped
+
 
 def add_client_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    return None
+    def cmd(name: str, fn: Any, help_: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_)
+        _common(p)
+        p.set_defaults(fn=_run(fn))
+        return p
+
+    cmd("status", _status, "what the gateway enforces: routes, weights, kills, store")
+    for name, fn, help_ in (("kill", _kill, "stop traffic to a scope (global, route, version)"),
+                            ("unkill", _unkill, "lift a kill (the only way a kill is lifted)")):
+        p = cmd(name, fn, help_)
+        p.add_argument("--global", dest="all", action="store_true", help="every route")
+        p.add_argument("--route", help="route name")
+        p.add_argument("--version", help="version name (with --route)")
+        p.add_argument("--reason", required=True, help="why (recorded in the audit trail)")
+        p.add_argument("--wait", default=None, help="how long to wait for every instance (1s)")
+        if name == "kill":
+            p.add_argument("--keep-inflight", action="store_true",
+                           help="let responses already streaming finish")
+    p = cmd("rollback", _rollback, "make the previous (or --to) version stable with 100%")
+    p.add_argument("route")
+    p.add_argument("--to", help="version to roll back to (default: previous stable)")
+    p.add_argument("--reason", required=True)
+    p.add_argument("--wait", default=None)
+    p = cmd("promote", _promote, "make VERSION stable with 100% of traffic")
+    p.add_argument("route")
+    p.add_argument("version")
+    p.add_argument("--reason", required=True)
+    p.add_argument("--wait", default=None)
+    p = cmd("weights", _weights, "override a route's weights: V=W [V=W ...]")
+    p.add_argument("route")
+    p.add_argument("pairs", nargs="+", metavar="V=W")
+    p.add_argument("--reason", required=True)
+    p.add_argument("--wait", default=None)
+    p = cmd("release", _release, "drop a route's runtime overrides (the file governs again)")
+    p.add_argument("route")
+    p.add_argument("--reason", required=True)
+    p.add_argument("--wait", default=None)
+    p = cmd("audit", _audit, "show the audit trail (newest first), or 'audit verify'")
+    p.add_argument("action", nargs="?", choices=["verify"], help="check the hash chain")
+    p.add_argument("--limit", type=int, default=20)
+    p = sub.add_parser("token", help="mint an HS256 admin token (development and tests)")
+    p.add_argument("--subject", required=True)
+    p.add_argument("--scope", required=True, help='e.g. "killgate:kill killgate:read"')
+    p.add_argument("--ttl", default="15m")
+    p.add_argument("-c", "--config", help="take issuer, audience and secret from this config")
+    p.add_argument("--secret-env", help="environment variable holding the secret")
+    p.add_argument("--issuer", default="killgate")
+    p.add_argument("--audience", default="killgate-admin")
+    p.set_defaults(fn=_run(_token))

@@ -153,7 +153,7 @@ class StateConfig(_Model):
     heartbeat_interval: Duration = 1.0
     instance_lease: Duration = 5.0
     command_timeout: Duration = 0.5
-    require_sync_to_start: bool = False
+    ready_without_state: bool = False
 
     @field_validator("url")
     @classmethod

@@ -206,10 +206,8 @@ Try:
 
 
 def _dev_token(secret: str) -> str:
-    try:
-        from gateway.admin.tokens import mint
-    except ImportError:
-        return "(token minting not available)"
+    from gateway.admin.auth import mint
+
     return mint(secret, "demo", "killgate:admin", 3600, "killgate", "killgate-admin")
 
 

@@ -1,25 +1,34 @@
 """Admin HTTP API (CONTRACT §4) on its own listener, separate from the data plane.
 
-Owns the admin routes and the mapping of ApiError to JSON error bodies. Handlers are
-methods of one object built with the gateway's parts; nothing here touches sockets to
-backends or the state store directly (it goes through the StateSync interface).
+Owns the admin routes, request validation, and the mapping of ApiError / state errors
+to JSON error bodies. Handlers are methods of one object built with the gateway's parts;
+state changes go through `StateSync.write` (audit first, then the change) and answer
+with a propagation receipt. Denied attempts are counted and rate limited per address.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import uuid
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from gateway.errors import ApiError
+from gateway.admin.auth import Authenticator, FailureLimiter, Principal
+from gateway.audit import AuditDraft, clean_text, utc_now
+from gateway.config import parse_duration
+from gateway.errors import ApiError, AuditError, StateError, StoreUnavailable
+from gateway.log import event
+from gateway.model import KillFlag, StateDoc, kill_key
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
 
 __all__ = ["AdminApi", "json_error"]
 
-MAX_BODY = 64 * 1024
+log = logging.getLogger("killgate.admin")
+MAX_WAIT = 30.0
 
 
 def json_error(status: int, type_: str, message: str) -> web.Response:
@@ -32,8 +41,17 @@ async def _errors(request: web.Request, handler: Any) -> web.StreamResponse:
         return await handler(request)
     except ApiError as exc:
         return json_error(exc.status, exc.type, exc.message)
+    except AuditError as exc:
+        event(log, "audit_write_failed", logging.ERROR, error=str(exc))
+        return json_error(503, "audit_unavailable",
+                          "the audit trail cannot be written, so the action was not applied")
+    except StoreUnavailable as exc:
+        return json_error(503, "state_store_unavailable",
+                          f"the state store cannot be reached, nothing was changed ({exc})")
+    except StateError as exc:
+        return json_error(409, "conflict", str(exc))
     except web.HTTPRequestEntityTooLarge:
-        return json_error(413, "body_too_large", f"admin request bodies are limited to {MAX_BODY} bytes")
+        return json_error(413, "body_too_large", "the admin request body is too large")
     except web.HTTPException as exc:
         if exc.status >= 400:
             return json_error(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason)
@@ -43,14 +61,104 @@ async def _errors(request: web.Request, handler: Any) -> web.StreamResponse:
 class AdminApi:
     def __init__(self, gw: Gateway) -> None:
         self.gw = gw
+        cfg = gw.loaded.config.admin
+        self.auth = Authenticator(cfg.auth, gw.loaded.resolve)
+        self.limiter = FailureLimiter()
+        if self.auth.problem:
+            event(log, "admin_auth_not_configured", logging.ERROR, problem=self.auth.problem)
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[_errors],
                               client_max_size=self.gw.loaded.config.admin.max_body_size)
-        app.router.add_get("/healthz", self.healthz)
-        app.router.add_get("/readyz", self.readyz)
-        app.router.add_get("/metrics", self.metrics)
+        r = app.router
+        r.add_get("/healthz", self.healthz)
+        r.add_get("/readyz", self.readyz)
+        r.add_get("/metrics", self.metrics)
+        r.add_get("/v1/status", self.status)
+        r.add_get("/v1/audit", self.audit)
+        r.add_post("/v1/kill", self.kill)
+        r.add_post("/v1/unkill", self.unkill)
         return app
+
+    # ------------------------------------------------------------------ helpers
+
+    async def _principal(self, request: web.Request, scope: str) -> Principal:
+        peer = request.remote or "unknown"
+        self.limiter.check(peer)
+        try:
+            principal = await self.auth.authenticate(request.headers.get("Authorization"))
+            principal.require(scope)
+        except ApiError as exc:
+            if exc.status in (401, 403):
+                self.limiter.failed(peer)
+                self.gw.metrics.inc("killgate_auth_failures_total", (str(exc.status),),
+                                    label_names=("code",))
+                event(log, "admin_denied", logging.WARNING, status=exc.status, type=exc.type,
+                      peer=peer, path=request.path, scope=scope)
+            raise
+        return principal
+
+    @staticmethod
+    async def _body(request: web.Request) -> dict[str, Any]:
+        try:
+            body = await request.json()
+        except (ValueError, UnicodeDecodeError):
+            raise ApiError(400, "bad_request", "the body must be a JSON object") from None
+        if not isinstance(body, dict):
+            raise ApiError(400, "bad_request", "the body must be a JSON object")
+        return body
+
+    @staticmethod
+    def _reason(body: dict[str, Any]) -> str:
+        reason = body.get("reason")
+        if not isinstance(reason, str) or not reason.strip():
+            raise ApiError(400, "bad_request", "'reason' is required and must be a non-empty string")
+        if len(reason) > 1024:
+            raise ApiError(400, "bad_request", "'reason' is longer than 1024 characters")
+        return clean_text(reason.strip())
+
+    @staticmethod
+    def _wait(request: web.Request) -> float:
+        raw = request.query.get("wait", "1s")
+        try:
+            wait = parse_duration(raw)
+        except ValueError:
+            raise ApiError(400, "bad_request", f"wait={raw!r} is not a duration such as 1s") from None
+        if wait > MAX_WAIT:
+            raise ApiError(400, "bad_request", f"wait must be at most {MAX_WAIT:g}s")
+        return wait
+
+    def _meta(self, request: web.Request) -> tuple[str, str]:
+        rid = request.headers.get("x-request-id") or uuid.uuid4().hex
+        return clean_text(rid, 128), request.remote or "unknown"
+
+    def _selector(self, body: dict[str, Any]) -> tuple[str, str | None, str | None]:
+        scope = body.get("scope")
+        if scope not in ("global", "route", "version"):
+            raise ApiError(400, "bad_request", "'scope' must be one of global, route, version")
+        route = body.get("route")
+        version = body.get("version")
+        cfg = self.gw.loaded.config
+        if scope == "global":
+            if route is not None or version is not None:
+                raise ApiError(400, "bad_request", "a global kill takes no route or version")
+            return scope, None, None
+        if not isinstance(route, str) or not route:
+            raise ApiError(400, "bad_request", f"scope {scope!r} needs 'route'")
+        rc = cfg.route(route)
+        if rc is None:
+            raise ApiError(404, "unknown_route", f"no route named {route!r}")
+        if scope == "route":
+            if version is not None:
+                raise ApiError(400, "bad_request", "a route kill takes no version; use scope 'version'")
+            return scope, route, None
+        if not isinstance(version, str) or not version:
+            raise ApiError(400, "bad_request", "scope 'version' needs 'version'")
+        if rc.version(version) is None:
+            raise ApiError(404, "unknown_version", f"route {route!r} has no version {version!r}")
+        return scope, route, version
+
+    # ------------------------------------------------------------------ open endpoints
 
     async def healthz(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok", "instance": self.gw.instance})
@@ -58,6 +166,7 @@ class AdminApi:
     async def readyz(self, request: web.Request) -> web.Response:
         gw = self.gw
         body = {"ready": gw.ready, "instance": gw.instance, "draining": gw.draining,
+                "generation": gw.holder.doc.generation,
                 "state": gw.sync.status() if gw.sync else None}
         return web.Response(status=200 if gw.ready else 503, text=json.dumps(body),
                             content_type="application/json")
@@ -67,3 +176,85 @@ class AdminApi:
         self.gw.metrics.set("killgate_state_generation", self.gw.holder.doc.generation)
         return web.Response(text=self.gw.metrics.render(), content_type="text/plain",
                             charset="utf-8", headers={"x-content-type-options": "nosniff"})
+
+    # ------------------------------------------------------------------ reads
+
+    async def status(self, request: web.Request) -> web.Response:
+        await self._principal(request, "killgate:read")
+        return web.json_response(self.gw.status())
+
+    async def audit(self, request: web.Request) -> web.Response:
+        await self._principal(request, "killgate:read")
+        try:
+            limit = int(request.query.get("limit", "50"))
+        except ValueError:
+            raise ApiError(400, "bad_request", "limit must be an integer") from None
+        if not 1 <= limit <= 1000:
+            raise ApiError(400, "bad_request", "limit must be between 1 and 1000")
+        assert self.gw.sync is not None
+        events, nxt = await self.gw.sync.store.audit_page(limit, request.query.get("before"))
+        return web.json_response({"events": events, "next": nxt})
+
+    # ------------------------------------------------------------------ kill switch
+
+    async def kill(self, request: web.Request) -> web.Response:
+        principal = await self._principal(request, "killgate:kill")
+        body = await self._body(request)
+        scope, route, version = self._selector(body)
+        reason = self._reason(body)
+        abort = body.get("abort_inflight", True)
+        if not isinstance(abort, bool):
+            raise ApiError(400, "bad_request", "'abort_inflight' must be true or false")
+        wait = self._wait(request)
+        rid, peer = self._meta(request)
+        key = kill_key(scope, route, version)
+
+        def change(cur: StateDoc) -> StateDoc:
+            flag = KillFlag(scope, route, version, principal.subject, reason,  # type: ignore[arg-type]
+                            utc_now(), cur.generation + 1, abort)
+            return cur.with_changes(kills={**cur.kills, key: flag})
+
+        def describe(cur: StateDoc, new: StateDoc) -> AuditDraft:
+            before = cur.kills.get(key)
+            return AuditDraft(principal.subject, "kill",
+                              {"scope": scope, "route": route, "version": version}, reason,
+                              before.public() if before else None, new.kills[key].public(),
+                              rid, peer)
+
+        return await self._write(change, describe, wait, {"kill": key})
+
+    async def unkill(self, request: web.Request) -> web.Response:
+        principal = await self._principal(request, "killgate:kill")
+        body = await self._body(request)
+        scope, route, version = self._selector(body)
+        reason = self._reason(body)
+        wait = self._wait(request)
+        rid, peer = self._meta(request)
+        key = kill_key(scope, route, version)
+
+        def change(cur: StateDoc) -> StateDoc:
+            if key not in cur.kills:
+                raise ApiError(409, "not_killed", f"there is no {scope} kill for that selector")
+            kills = dict(cur.kills)
+            del kills[key]
+            return cur.with_changes(kills=kills)
+
+        def describe(cur: StateDoc, new: StateDoc) -> AuditDraft:
+            return AuditDraft(principal.subject, "unkill",
+                              {"scope": scope, "route": route, "version": version}, reason,
+                              cur.kills[key].public(), None, rid, peer)
+
+        return await self._write(change, describe, wait, {"unkill": key})
+
+    async def _write(self, change: Any, describe: Any, wait: float,
+                     extra: dict[str, Any]) -> web.Response:
+        assert self.gw.sync is not None
+        new, ev = await self.gw.sync.write(change, describe)
+        receipt = await self.gw.sync.receipt(new.generation, wait)
+        receipt.update(extra)
+        if ev is not None:
+            receipt["audit_id"] = ev["id"]
+            event(log, "admin_write", actor=ev["actor"], action=ev["action"], target=ev["target"],
+                  generation=new.generation, acked=receipt["applied"]["acked"],
+                  instances=receipt["applied"]["instances"])
+        return web.json_response(receipt)

@@ -26,22 +26,22 @@ class StateSync(Protocol):
 
     def status(self) -> dict[str, Any]: ...
 
+    async def write(self, change: Any, describe: Any) -> tuple[Any, dict[str, Any] | None]: ...
 
-class _Static:
-    """Config only: no replicated state (used until a store is configured)."""
-
-    ready = True
-
-    async def start(self) -> None:
-        return None
-
-    async def stop(self) -> None:
-        return None
-
-    def status(self) -> dict[str, Any]:
-        return {"backend": "none", "connected": True, "staleness_ms": 0, "policy": "last_known"}
+    async def receipt(self, generation: int, wait: float) -> dict[str, Any]: ...
 
 
 def make_sync(loaded: LoadedConfig, holder: TableHolder, metrics: Metrics,
               instance: str) -> StateSync:
-    return _Static()
+    from gateway.state.local import LocalStore
+    from gateway.state.sync import Sync
+
+    cfg = loaded.config.state
+    store: Any
+    if cfg.backend == "redis":
+        from gateway.state.redis import RedisStore
+
+        store = RedisStore(cfg.url, cfg.prefix, cfg.command_timeout)
+    else:
+        store = LocalStore(loaded.resolve(cfg.path))
+    return Sync(store, holder, metrics, instance, cfg, loaded.resolve(cfg.snapshot_path))

@@ -1,0 +1,201 @@
+"""Admin authentication and authorization: JWT bearer tokens and scopes.
+
+Owns the only import of pyjwt. Keys: an HMAC secret (env var or file, >= 32 bytes), a PEM
+public key, or a JWKS URL (keys cached, unknown `kid` refetched at most once per
+`jwks_min_refetch_interval`, the last good key set kept when the endpoint is down).
+A key is only ever used with the algorithms of its type; `none` is never accepted.
+Every failure becomes Unauthenticated with a short type and no detail; pyjwt errors do
+not leave this module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jwt
+from jwt import PyJWKClient
+
+from gateway.config import AuthConfig
+from gateway.errors import ApiError, Forbidden, Unauthenticated
+
+__all__ = ["SCOPES", "Authenticator", "FailureLimiter", "Principal", "mint"]
+
+SCOPES = ("killgate:read", "killgate:kill", "killgate:rollout", "killgate:admin")
+MAX_AUTH_HEADER = 8192
+MIN_SECRET = 32
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    subject: str
+    scopes: frozenset[str]
+
+    def require(self, scope: str) -> None:
+        if scope not in self.scopes and "killgate:admin" not in self.scopes:
+            raise Forbidden(scope)
+
+
+def mint(secret: str, subject: str, scope: str, ttl: float, issuer: str | None,
+         audience: str | None) -> str:
+    """An HS256 admin token (for development, tests and `killgate token`)."""
+    if len(secret.encode()) < MIN_SECRET:
+        raise ValueError(f"the HMAC secret must be at least {MIN_SECRET} bytes")
+    now = int(time.time())
+    claims: dict[str, Any] = {"sub": subject, "scope": scope, "iat": now, "exp": now + int(ttl),
+                              "jti": uuid.uuid4().hex}
+    if issuer:
+        claims["iss"] = issuer
+    if audience:
+        claims["aud"] = audience
+    return jwt.encode(claims, secret, algorithm="HS256")
+
+
+class FailureLimiter:
+    """Repeated auth failures from one address are refused for a while (429)."""
+
+    def __init__(self, limit: int = 20, window: float = 60.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.limit = limit
+        self.window = window
+        self.clock = clock
+        self._fails: dict[str, list[float]] = {}
+
+    def check(self, addr: str) -> None:
+        now = self.clock()
+        recent = [t for t in self._fails.get(addr, []) if now - t < self.window]
+        if recent:
+            self._fails[addr] = recent
+        else:
+            self._fails.pop(addr, None)
+        if len(recent) >= self.limit:
+            raise ApiError(429, "too_many_failures",
+                           "too many failed authentication attempts from this address")
+
+    def failed(self, addr: str) -> None:
+        self._fails.setdefault(addr, []).append(self.clock())
+        if len(self._fails) > 10_000:  # bound memory under a spray of addresses
+            self._fails.pop(next(iter(self._fails)))
+
+
+class Authenticator:
+    def __init__(self, cfg: AuthConfig, resolve: Callable[[str], Path],
+                 clock: Callable[[], float] = time.time) -> None:
+        self.cfg = cfg
+        self.clock = clock
+        self.algorithms = list(cfg.algorithms)
+        self.problem: str | None = None
+        self._key: Any = None
+        self._jwks: PyJWKClient | None = None
+        self._jwks_last_fetch = 0.0
+        self._jwks_keys: dict[str, Any] = {}
+        try:
+            self._load(resolve)
+        except (OSError, ValueError) as exc:
+            self.problem = str(exc)
+
+    def _load(self, resolve: Callable[[str], Path]) -> None:
+        cfg = self.cfg
+        if cfg.jwks_url:
+            self._jwks = PyJWKClient(cfg.jwks_url, cache_keys=False, cache_jwk_set=False,
+                                     timeout=5)
+            return
+        if cfg.public_key_file:
+            path = resolve(cfg.public_key_file)
+            self._key = path.read_text()
+            if "PRIVATE KEY" in self._key:
+                raise ValueError(f"{path} holds a private key; give the public key")
+            return
+        if cfg.hs256_secret_file:
+            secret = resolve(cfg.hs256_secret_file).read_text().strip()
+            where = f"the file {cfg.hs256_secret_file}"
+        else:
+            env = cfg.hs256_secret_env or "KILLGATE_JWT_SECRET"
+            secret = os.environ.get(env, "")
+            where = f"the environment variable {env}"
+            if not secret:
+                raise ValueError(f"no admin token secret: set {where} (>= {MIN_SECRET} bytes)")
+        if len(secret.encode()) < MIN_SECRET:
+            raise ValueError(f"the admin token secret in {where} is shorter than "
+                             f"{MIN_SECRET} bytes")
+        self._key = secret
+
+    async def _jwks_key(self, kid: str | None) -> Any:
+        assert self._jwks is not None
+        if kid is None:
+            raise Unauthenticated()
+        key = self._jwks_keys.get(kid)
+        if key is not None:
+            return key
+        now = time.monotonic()
+        if now - self._jwks_last_fetch < self.cfg.jwks_min_refetch_interval and self._jwks_keys:
+            raise Unauthenticated()  # unknown kid: no refetch storm
+        self._jwks_last_fetch = now
+        try:
+            keys = await asyncio.to_thread(self._jwks.get_signing_keys, True)
+        except Exception:  # noqa: BLE001 - endpoint down: keep the last good set
+            raise Unauthenticated() from None
+        self._jwks_keys = {k.key_id: k.key for k in keys if k.key_id}
+        key = self._jwks_keys.get(kid)
+        if key is None:
+            raise Unauthenticated()
+        return key
+
+    async def authenticate(self, header: str | None) -> Principal:
+        if self.problem is not None:
+            raise ApiError(503, "auth_not_configured", self.problem)
+        if not header or len(header) > MAX_AUTH_HEADER:
+            raise Unauthenticated()
+        scheme, _, token = header.partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or token.count(".") != 2:
+            raise Unauthenticated()
+        try:
+            head = jwt.get_unverified_header(token)
+            alg = head.get("alg")
+            if not isinstance(alg, str) or alg not in self.algorithms:
+                raise Unauthenticated()
+            if "crit" in head:
+                raise Unauthenticated()  # we understand no extensions (RFC 7515 §4.1.11)
+            key = await self._jwks_key(head.get("kid")) if self._jwks else self._key
+            claims = jwt.decode(
+                token, key, algorithms=self.algorithms, audience=self.cfg.audience,
+                issuer=self.cfg.issuer, leeway=self.cfg.leeway,
+                options={"require": ["exp", "iat", "sub"], "verify_aud": bool(self.cfg.audience),
+                         "verify_iss": bool(self.cfg.issuer), "strict_aud": False})
+        except jwt.ExpiredSignatureError:
+            raise Unauthenticated("expired") from None
+        except ApiError:
+            raise
+        except Exception:  # noqa: BLE001 - any decode failure is a 401, never a 500
+            raise Unauthenticated() from None
+        return self._principal(claims)
+
+    def _principal(self, claims: dict[str, Any]) -> Principal:
+        now = self.clock()
+        for name in ("exp", "iat", "nbf"):
+            v = claims.get(name)
+            if name in claims and (isinstance(v, bool) or not isinstance(v, int | float)):
+                raise Unauthenticated()  # pyjwt accepts numeric strings; we do not
+        if claims["iat"] > now + self.cfg.leeway:
+            raise Unauthenticated()
+        if self.cfg.max_token_age is not None and now - claims["iat"] > self.cfg.max_token_age:
+            raise Unauthenticated("expired")
+        sub = claims.get("sub")
+        if not isinstance(sub, str) or not sub.strip():
+            raise Unauthenticated()
+        raw_scope = claims.get("scope")
+        scopes: set[str] = set()
+        if isinstance(raw_scope, str):
+            scopes.update(raw_scope.split())
+        scp = claims.get("scp")
+        if isinstance(scp, list):
+            scopes.update(s for s in scp if isinstance(s, str))
+        return Principal(sub, frozenset(scopes))
+

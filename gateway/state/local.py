@@ -1,0 +1,220 @@
+"""The embedded state store (`state.backend: local`): files on one host.
+
+Owns three things next to `state.path`: the state document (replaced atomically:
+write, fsync, rename, fsync the folder), the audit log `<path>.audit.jsonl` (appended
+and fsynced before the state changes), and one heartbeat file per instance in
+`<path>.instances/`. Compare-and-set is an exclusive `flock` on `<path>.lock`, so the
+workers of one `killgate serve --workers N` share it safely. Blocking file work runs in
+a thread; change detection is a `stat` per poll.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from gateway.audit import GENESIS, AuditDraft, seal
+from gateway.errors import AuditError, StoreConflict, StoreUnavailable
+from gateway.model import StateDoc
+from gateway.state.store import Ack
+
+__all__ = ["LocalStore", "atomic_write"]
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    dfd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+def _last_line(path: Path) -> bytes | None:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            block = 4096
+            while True:
+                start = max(0, size - block)
+                f.seek(start)
+                data = f.read(size - start).rstrip(b"\n")
+                if b"\n" in data or start == 0:
+                    return data.rsplit(b"\n", 1)[-1] if data else None
+                block *= 4
+    except FileNotFoundError:
+        return None
+
+
+class LocalStore:
+    backend = "local"
+    pushes = False
+
+    def __init__(self, path: Path, audit_path: Path | None = None) -> None:
+        self.path = path
+        self.lock_path = path.with_name(path.name + ".lock")
+        self.audit_path = audit_path or path.with_name(path.name + ".audit.jsonl")
+        self.instances_dir = path.with_name(path.name + ".instances")
+        self._seen: tuple[int, int, int] | None = None
+
+    async def open(self) -> None:
+        try:
+            await asyncio.to_thread(self._prepare)
+        except OSError as exc:
+            raise StoreUnavailable(f"cannot use {self.path.parent}: {exc.strerror}") from None
+
+    def _prepare(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.instances_dir.mkdir(parents=True, exist_ok=True)
+        self.lock_path.touch(exist_ok=True)
+
+    async def close(self) -> None:
+        return None
+
+    # ------------------------------------------------------------------ state
+
+    def _read(self) -> StateDoc | None:
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StoreUnavailable(f"cannot read {self.path}: {exc.strerror}") from None
+        try:
+            return StateDoc.from_json(json.loads(raw))
+        except (ValueError, TypeError) as exc:
+            raise StoreUnavailable(f"{self.path} is not a valid state file: {exc}") from None
+
+    async def load(self) -> StateDoc | None:
+        return await asyncio.to_thread(self._read)
+
+    async def generation(self) -> int | None:
+        doc = await self.load()
+        return None if doc is None else doc.generation
+
+    def _commit(self, expected: int | None, doc: StateDoc,
+                draft: AuditDraft | None) -> dict[str, Any] | None:
+        with open(self.lock_path, "a+b") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            cur = self._read()
+            cur_gen = None if cur is None else cur.generation
+            if cur_gen != expected:
+                raise StoreConflict(f"state is at generation {cur_gen}, expected {expected}")
+            event = None
+            if draft is not None:
+                event = self._append_audit(draft)
+            try:
+                atomic_write(self.path, json.dumps(doc.to_json()).encode())
+            except OSError as exc:
+                raise StoreUnavailable(f"cannot write {self.path}: {exc.strerror}") from None
+            return event
+
+    def _append_audit(self, draft: AuditDraft) -> dict[str, Any]:
+        try:
+            last = _last_line(self.audit_path)
+            prev = json.loads(last)["hash"] if last else GENESIS
+            event = seal(draft.as_event(), prev)
+            line = json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+            fd = os.open(self.audit_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+            try:
+                os.write(fd, line)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except (OSError, ValueError, KeyError) as exc:
+            raise AuditError(f"cannot append to the audit log {self.audit_path}: {exc}") from None
+        return event
+
+    async def commit(self, expected: int | None, doc: StateDoc,
+                     draft: AuditDraft | None) -> dict[str, Any] | None:
+        return await asyncio.to_thread(self._commit, expected, doc, draft)
+
+    async def watch(self, timeout: float) -> list[StateDoc | Ack]:
+        """Poll the file's identity (inode, size, mtime) every few ms until it changes."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                st = os.stat(self.path)
+                ident = (st.st_ino, st.st_size, st.st_mtime_ns)
+            except FileNotFoundError:
+                ident = None
+            if ident is not None and ident != self._seen:
+                self._seen = ident
+                doc = await self.load()
+                return [doc] if doc is not None else []
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return []
+            await asyncio.sleep(min(0.01, left))
+
+    # ------------------------------------------------------------------ instances
+
+    def _instance_file(self, instance: str) -> Path:
+        return self.instances_dir / f"{instance}.json"
+
+    async def heartbeat(self, instance: str, applied: int) -> None:
+        data = json.dumps({"generation": applied, "seen": time.time(), "pid": os.getpid()})
+        try:
+            await asyncio.to_thread(atomic_write, self._instance_file(instance), data.encode())
+        except OSError as exc:
+            raise StoreUnavailable(f"cannot write heartbeat: {exc.strerror}") from None
+
+    def _live(self, lease: float) -> dict[str, int]:
+        now = time.time()
+        out: dict[str, int] = {}
+        for f in self.instances_dir.glob("*.json"):
+            try:
+                info = json.loads(f.read_bytes())
+            except (OSError, ValueError):
+                continue
+            if now - float(info.get("seen", 0)) <= lease:
+                out[f.stem] = int(info.get("generation", 0))
+            elif now - float(info.get("seen", 0)) > 10 * lease:
+                f.unlink(missing_ok=True)
+        return out
+
+    async def live_instances(self, lease: float) -> dict[str, int]:
+        return await asyncio.to_thread(self._live, lease)
+
+    async def leave(self, instance: str) -> None:
+        await asyncio.to_thread(self._instance_file(instance).unlink, True)
+
+    # ------------------------------------------------------------------ audit
+
+    def _audit_all(self) -> list[dict[str, Any]]:
+        try:
+            lines = self.audit_path.read_bytes().splitlines()
+        except FileNotFoundError:
+            return []
+        out = []
+        for n, line in enumerate(lines):
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                out.append({"id": f"line-{n + 1}", "unparseable": line.decode("utf-8", "replace")})
+        return out
+
+    async def audit_events(self) -> list[dict[str, Any]]:
+        return await asyncio.to_thread(self._audit_all)
+
+    async def audit_page(self, limit: int, before: str | None) -> tuple[list[dict[str, Any]],
+                                                                        str | None]:
+        events = list(reversed(await self.audit_events()))
+        if before is not None:
+            ids = [e.get("id") for e in events]
+            events = events[ids.index(before) + 1:] if before in ids else []
+        page = events[:limit]
+        nxt = page[-1].get("id") if len(events) > limit and page else None
+        return page, nxt

@@ -1,0 +1,270 @@
+"""The shared state store (`state.backend: redis`) for many gateway instances.
+
+Owns every key under `<prefix>:` and the only import of redis-py:
+  <p>:state       the state document (JSON)       <p>:gen         its generation
+  <p>:audit       audit events (a stream)         <p>:audit:head  hash of the newest event
+  <p>:instances   instance → "generation:server-ms" (heartbeats and acks)
+  channels <p>:events (new documents) and <p>:acks ("instance generation").
+Commits are one Lua script: compare the generation and the audit head, append the audit
+event, replace the state, publish. Every call has an outer timeout and redis-py's own
+retries are off (they stall ~10 s on a frozen server); redis errors leave this module
+only as StoreUnavailable / StoreConflict / AuditError.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable
+from typing import Any, TypeVar
+from urllib.parse import unquote, urlsplit
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError, ResponseError
+
+from gateway.audit import GENESIS, AuditDraft, seal
+from gateway.errors import AuditError, StoreConflict, StoreUnavailable
+from gateway.model import StateDoc
+from gateway.state.store import Ack
+
+__all__ = ["RedisStore", "client_from_url"]
+
+T = TypeVar("T")
+
+_COMMIT = """
+local cur = redis.call('GET', KEYS[2])
+if (cur or '') ~= ARGV[1] then return {'conflict', cur or ''} end
+if ARGV[4] ~= '' then
+  local head = redis.call('GET', KEYS[4]) or ARGV[7]
+  if head ~= ARGV[5] then return {'audit_conflict', head} end
+  redis.call('XADD', KEYS[3], '*', 'e', ARGV[4])
+  redis.call('SET', KEYS[4], ARGV[6])
+end
+redis.call('SET', KEYS[1], ARGV[2])
+redis.call('SET', KEYS[2], ARGV[3])
+redis.call('PUBLISH', ARGV[8], ARGV[2])
+return {'ok', ''}
+"""
+
+_HEARTBEAT = """
+local t = redis.call('TIME')
+local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. ':' .. ms)
+redis.call('PUBLISH', ARGV[3], ARGV[1] .. ' ' .. ARGV[2])
+return ms
+"""
+
+_LIVE = """
+local t = redis.call('TIME')
+local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+return {ms, redis.call('HGETALL', KEYS[1])}
+"""
+
+
+def client_from_url(url: str, timeout: float) -> aioredis.Redis:
+    """redis://, rediss://, unix:// and redis+sentinel://h1:26379,h2:26379/service[/db]."""
+    opts: dict[str, Any] = {
+        "socket_timeout": timeout, "socket_connect_timeout": timeout,
+        "retry": Retry(NoBackoff(), 0), "retry_on_timeout": False,
+        "health_check_interval": 0, "decode_responses": False,
+        "client_name": "killgate",
+    }
+    if not url.startswith("redis+sentinel://"):
+        return aioredis.Redis.from_url(url, **opts)
+    u = urlsplit(url)
+    hosts = []
+    for hp in u.netloc.rsplit("@", 1)[-1].split(","):
+        host, _, port = hp.rpartition(":")
+        hosts.append((host.strip("[]") or "127.0.0.1", int(port or 26379)))
+    parts = [p for p in u.path.split("/") if p]
+    if not parts:
+        raise StoreUnavailable("redis+sentinel:// URL needs the service name: "
+                               "redis+sentinel://host:26379/mymaster/0")
+    service = parts[0]
+    db = int(parts[1]) if len(parts) > 1 else 0
+    password = unquote(u.password) if u.password else None
+    sentinel = Sentinel(hosts, socket_timeout=timeout, sentinel_kwargs={
+        "socket_timeout": timeout, "socket_connect_timeout": timeout, "password": password})
+    return sentinel.master_for(service, db=db, password=password, **opts)
+
+
+class RedisStore:
+    backend = "redis"
+    pushes = True
+
+    def __init__(self, url: str, prefix: str, timeout: float) -> None:
+        self.url = url
+        self.timeout = timeout
+        p = prefix
+        self.k_state, self.k_gen = f"{p}:state", f"{p}:gen"
+        self.k_audit, self.k_head = f"{p}:audit", f"{p}:audit:head"
+        self.k_instances = f"{p}:instances"
+        self.ch_events, self.ch_acks = f"{p}:events", f"{p}:acks"
+        self.r: aioredis.Redis | None = None
+        self._ps: Any = None
+
+    async def _call(self, aw: Awaitable[T], timeout: float | None = None) -> T:
+        try:
+            return await asyncio.wait_for(aw, timeout or self.timeout)
+        except TimeoutError:
+            raise StoreUnavailable("redis did not answer in time") from None
+        except ResponseError as exc:
+            raise StoreUnavailable(f"redis refused: {exc}") from None
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"redis unavailable: {exc}") from None
+
+    async def open(self) -> None:
+        await self.close()
+        self.r = client_from_url(self.url, self.timeout)
+        self._commit = self.r.register_script(_COMMIT)
+        self._heartbeat = self.r.register_script(_HEARTBEAT)
+        self._live = self.r.register_script(_LIVE)
+        # Subscribe first, then the caller loads: a change published in between is
+        # seen either by the load or by the subscription.
+        ps = self.r.pubsub()
+        self._ps = ps
+        await self._call(ps.subscribe(self.ch_events, self.ch_acks))
+
+    async def close(self) -> None:
+        ps, self._ps = self._ps, None
+        if ps is not None:
+            try:
+                await asyncio.wait_for(ps.aclose(), self.timeout)
+            except (TimeoutError, RedisError, OSError):
+                pass
+        r, self.r = self.r, None
+        if r is not None:
+            try:
+                await asyncio.wait_for(r.aclose(), self.timeout)
+            except (TimeoutError, RedisError, OSError):
+                pass
+
+    def _client(self) -> aioredis.Redis:
+        if self.r is None:
+            raise StoreUnavailable("not connected to redis")
+        return self.r
+
+    # ------------------------------------------------------------------ state
+
+    async def load(self) -> StateDoc | None:
+        raw = await self._call(self._client().get(self.k_state))
+        if raw is None:
+            return None
+        try:
+            return StateDoc.from_json(json.loads(raw))
+        except (ValueError, TypeError) as exc:
+            raise StoreUnavailable(f"{self.k_state} holds invalid JSON: {exc}") from None
+
+    async def generation(self) -> int | None:
+        raw = await self._call(self._client().get(self.k_gen))
+        return None if raw is None else int(raw)
+
+    async def commit(self, expected: int | None, doc: StateDoc,
+                     draft: AuditDraft | None) -> dict[str, Any] | None:
+        r = self._client()
+        event = None
+        head = GENESIS
+        if draft is not None:
+            raw_head = await self._call(r.get(self.k_head))
+            head = raw_head.decode() if raw_head else GENESIS
+            event = seal(draft.as_event(), head)
+        body = json.dumps(doc.to_json())
+        args = ["" if expected is None else str(expected), body, str(doc.generation),
+                json.dumps(event, ensure_ascii=False) if event else "", head,
+                event["hash"] if event else "", GENESIS, self.ch_events]
+        try:
+            res = await asyncio.wait_for(
+                self._commit(keys=[self.k_state, self.k_gen, self.k_audit, self.k_head],
+                             args=args), self.timeout)
+        except TimeoutError:
+            raise StoreUnavailable("redis did not answer the commit in time") from None
+        except ResponseError as exc:
+            # READONLY replica, OOM, script errors: nothing was written.
+            raise AuditError(f"redis refused the write: {exc}") from None
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"redis unavailable: {exc}") from None
+        status = res[0].decode() if isinstance(res[0], bytes) else str(res[0])
+        if status == "conflict":
+            raise StoreConflict("the state changed under us")
+        if status == "audit_conflict":
+            raise StoreConflict("the audit head changed under us")
+        return event
+
+    async def watch(self, timeout: float) -> list[StateDoc | Ack]:
+        ps = self._ps
+        if ps is None:
+            raise StoreUnavailable("not subscribed")
+        out: list[StateDoc | Ack] = []
+        wait = timeout
+        while True:
+            msg = await self._call(ps.get_message(ignore_subscribe_messages=True, timeout=wait),
+                                   wait + self.timeout)
+            if msg is None:
+                return out
+            chan = msg["channel"].decode()
+            data = msg["data"]
+            if chan == self.ch_events:
+                try:
+                    out.append(StateDoc.from_json(json.loads(data)))
+                except (ValueError, TypeError):
+                    pass  # the generation poll will load it properly
+            elif chan == self.ch_acks:
+                inst, _, gen = data.decode().rpartition(" ")
+                if gen.isdigit():
+                    out.append(Ack(inst, int(gen)))
+            wait = 0.0  # drain what is already here, then return
+
+    # ------------------------------------------------------------------ instances
+
+    async def heartbeat(self, instance: str, applied: int) -> None:
+        await self._call(self._heartbeat(keys=[self.k_instances],
+                                         args=[instance, str(applied), self.ch_acks]))
+
+    async def live_instances(self, lease: float) -> dict[str, int]:
+        now_ms, flat = await self._call(self._live(keys=[self.k_instances]))
+        out: dict[str, int] = {}
+        stale: list[bytes] = []
+        for i in range(0, len(flat), 2):
+            gen_s, _, seen_s = flat[i + 1].decode().partition(":")
+            age = (int(now_ms) - int(seen_s or 0)) / 1000.0
+            if age <= lease:
+                out[flat[i].decode()] = int(gen_s or 0)
+            elif age > 10 * lease:
+                stale.append(flat[i])
+        if stale:
+            await self._call(self._client().hdel(self.k_instances, *stale))
+        return out
+
+    async def leave(self, instance: str) -> None:
+        await self._call(self._client().hdel(self.k_instances, instance))
+
+    # ------------------------------------------------------------------ audit
+
+    @staticmethod
+    def _decode(entries: list[Any]) -> list[tuple[str, dict[str, Any]]]:
+        out = []
+        for sid, fields in entries:
+            raw = fields.get(b"e", b"")
+            try:
+                ev = json.loads(raw)
+            except ValueError:
+                ev = {"id": sid.decode(), "unparseable": raw.decode("utf-8", "replace")}
+            out.append((sid.decode(), ev))
+        return out
+
+    async def audit_events(self) -> list[dict[str, Any]]:
+        entries = await self._call(self._client().xrange(self.k_audit), self.timeout * 10)
+        return [ev for _, ev in self._decode(entries)]
+
+    async def audit_page(self, limit: int, before: str | None) -> tuple[list[dict[str, Any]],
+                                                                        str | None]:
+        """`before` and the returned cursor are stream entry ids (opaque to callers)."""
+        hi = f"({before}" if before else "+"
+        entries = await self._call(self._client().xrevrange(self.k_audit, hi, "-",
+                                                            count=limit + 1))
+        pairs = self._decode(entries)
+        nxt = pairs[limit - 1][0] if len(pairs) > limit else None
+        return [ev for _, ev in pairs[:limit]], nxt

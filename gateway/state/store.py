@@ -1,0 +1,86 @@
+"""The storage contract both state stores fulfil, and the restrictive merge used to re-seed.
+
+Owns the `Store` protocol (what `Sync` may ask of a backend) and `merge_restrictive`,
+the rule for rebuilding a store that lost its state: the union of every kill anyone
+knows (only an explicit unkill lifts a kill), and the overrides and history of the
+newest document. Pure apart from the protocol declaration.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from gateway.audit import AuditDraft
+from gateway.model import StateDoc
+
+__all__ = ["Ack", "Store", "merge_restrictive", "new_epoch"]
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    instance: str
+    generation: int
+
+
+class Store(Protocol):
+    backend: str
+    #: True when the store pushes changes and acks (redis pub/sub); False: poll only.
+    pushes: bool
+
+    async def open(self) -> None:
+        """Connect; raises StoreUnavailable."""
+
+    async def close(self) -> None: ...
+
+    async def load(self) -> StateDoc | None:
+        """The whole state, or None when the store holds none (new, emptied or flushed)."""
+
+    async def generation(self) -> int | None: ...
+
+    async def commit(self, expected: int | None, doc: StateDoc,
+                     draft: AuditDraft | None) -> dict[str, Any] | None:
+        """Replace the state if its generation is still `expected` (None: must be empty).
+
+        The audit event (if any) is chained and stored first, atomically with the state.
+        Returns the sealed event. Raises StoreConflict when `expected` is stale,
+        AuditError when the audit event cannot be stored (nothing changes then).
+        """
+
+    async def watch(self, timeout: float) -> list[StateDoc | Ack]:
+        """Changes pushed since the last call, waiting up to `timeout` for the first."""
+
+    async def heartbeat(self, instance: str, applied: int) -> None:
+        """Announce this instance and the generation it enforces (also its ack)."""
+
+    async def live_instances(self, lease: float) -> dict[str, int]:
+        """Instances heard from within `lease` seconds → the generation each applied."""
+
+    async def leave(self, instance: str) -> None: ...
+
+    async def audit_events(self) -> list[dict[str, Any]]:
+        """Every audit event, oldest first."""
+
+    async def audit_page(self, limit: int, before: str | None) -> tuple[list[dict[str, Any]],
+                                                                        str | None]:
+        """Newest first: up to `limit` events older than `before`, and the next cursor."""
+
+
+def new_epoch() -> str:
+    return secrets.token_hex(8)
+
+
+def merge_restrictive(store: StateDoc | None, mine: StateDoc) -> StateDoc:
+    """The state to re-seed a store with when its content is missing or older than ours.
+
+    Every kill either side knows survives; overrides and history come from the newer
+    document. The generation moves past both, so every instance applies the result.
+    """
+    if store is None:
+        return mine.with_changes(epoch=new_epoch())
+    newer, older = (mine, store) if mine.generation >= store.generation else (store, mine)
+    kills = dict(older.kills)
+    kills.update(newer.kills)
+    gen = max(store.generation, mine.generation) + 1
+    return newer.with_changes(kills=kills, generation=gen, epoch=new_epoch())

@@ -1,0 +1,369 @@
+"""Keeps this instance's in-memory state in step with the store, and writes to it.
+
+Owns the background task that (re)connects, subscribes first and then loads, applies
+pushed documents, polls the generation every `poll_interval` (the only delivery
+guarantee: pub/sub drops messages during reconnects), heartbeats, re-seeds a store that
+lost its state, and enforces `on_unavailable`. Invariants: a document is applied only if
+its generation is newer than the one held; nothing the store says can lift a kill
+except a newer document that omits it (an explicit unkill); the data plane never waits
+for any of this.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from gateway.audit import AuditDraft
+from gateway.config import StateConfig
+from gateway.errors import AuditError, StateError, StoreConflict, StoreUnavailable
+from gateway.log import event
+from gateway.metrics import Metrics
+from gateway.model import StateDoc
+from gateway.snapshot import TableHolder
+from gateway.state.local import atomic_write
+from gateway.state.store import Ack, Store, merge_restrictive, new_epoch
+
+__all__ = ["Sync"]
+
+log = logging.getLogger("killgate.state")
+
+Change = Callable[[StateDoc], StateDoc]
+Describe = Callable[[StateDoc, StateDoc], AuditDraft]
+
+
+class Sync:
+    def __init__(self, store: Store, holder: TableHolder, metrics: Metrics, instance: str,
+                 cfg: StateConfig, snapshot_path: Path | None) -> None:
+        self.store = store
+        self.holder = holder
+        self.metrics = metrics
+        self.instance = instance
+        self.cfg = cfg
+        self.snapshot_path = snapshot_path
+        self.ready = False
+        self.connected = False
+        self.synced_once = False
+        self.from_snapshot = False
+        self.last_error: str | None = None
+        self.started_at = time.monotonic()
+        self.last_ok: float | None = None
+        self.acks: dict[str, int] = {}
+        self._ack_waiters: set[asyncio.Future[None]] = set()
+        self._pending_audit: list[AuditDraft] = []
+        self._write_lock = asyncio.Lock()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._last_beat = 0.0
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        snap = await asyncio.to_thread(self._read_snapshot)
+        if snap is not None:
+            self.holder.apply_doc(snap)
+            self.from_snapshot = True
+            event(log, "snapshot_loaded", generation=snap.generation, kills=sorted(snap.kills))
+        try:
+            await asyncio.wait_for(self._connect_and_sync(), max(4 * self.cfg.command_timeout, 1.0))
+        except (StateError, AuditError, TimeoutError) as exc:
+            self.last_error = str(exc) or type(exc).__name__
+            self.connected = False
+            event(log, "state_store_unavailable_at_start", logging.WARNING, error=self.last_error,
+                  serving="snapshot" if self.from_snapshot else "config only")
+        self._update_ready()
+        self._tasks = [asyncio.create_task(self._run(), name="state-sync"),
+                       asyncio.create_task(self._guard(), name="state-guard")]
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            try:
+                await t
+            except asyncio.CancelledError:
+                pass
+        self._tasks = []
+        try:
+            await asyncio.wait_for(self.store.leave(self.instance), self.cfg.command_timeout)
+        except (StateError, TimeoutError):
+            pass
+        await self.store.close()
+
+    def _update_ready(self) -> None:
+        self.ready = self.synced_once or self.from_snapshot or self.cfg.ready_without_state
+
+    # ------------------------------------------------------------------ snapshot
+
+    def _read_snapshot(self) -> StateDoc | None:
+        if self.snapshot_path is None:
+            return None
+        try:
+            return StateDoc.from_json(json.loads(self.snapshot_path.read_bytes()))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, TypeError) as exc:
+            event(log, "snapshot_unreadable", logging.ERROR, path=str(self.snapshot_path),
+                  error=str(exc))
+            return None
+
+    async def _persist(self, doc: StateDoc) -> None:
+        if self.snapshot_path is None:
+            return
+        try:
+            await asyncio.to_thread(atomic_write, self.snapshot_path,
+                                    json.dumps(doc.to_json()).encode())
+        except OSError as exc:
+            event(log, "snapshot_write_failed", logging.ERROR, path=str(self.snapshot_path),
+                  error=exc.strerror)
+
+    # ------------------------------------------------------------------ applying
+
+    def _apply(self, doc: StateDoc) -> bool:
+        if not self.holder.apply_doc(doc):
+            return False
+        self.metrics.set("killgate_state_generation", doc.generation)
+        event(log, "state_applied", generation=doc.generation, kills=sorted(doc.kills))
+        return True
+
+    async def _after_apply(self, doc: StateDoc) -> None:
+        """Ack first (receipts wait on it), then make the state durable locally."""
+        try:
+            await self._beat()
+        except StateError as exc:
+            self.last_error = str(exc)
+        await self._persist(doc)
+
+    async def _beat(self) -> None:
+        gen = self.holder.doc.generation
+        await self.store.heartbeat(self.instance, gen)
+        self._last_beat = time.monotonic()
+        self._note_ack(Ack(self.instance, gen))
+
+    def _note_ack(self, ack: Ack) -> None:
+        if ack.generation > self.acks.get(ack.instance, -1):
+            self.acks[ack.instance] = ack.generation
+        for f in self._ack_waiters:
+            if not f.done():
+                f.set_result(None)
+
+    def _touch(self) -> None:
+        self.last_ok = time.monotonic()
+        if self.holder.fail_closed:
+            self.holder.set_fail_closed(False)
+            self.metrics.set("killgate_fail_closed", 0)
+            event(log, "fail_closed_cleared", logging.WARNING)
+            self._pending_audit.append(AuditDraft(
+                actor="killgate/auto", action="fail_closed.clear", target={"scope": "global"},
+                reason="the state store answers again"))
+
+    # ------------------------------------------------------------------ syncing
+
+    async def _connect_and_sync(self) -> None:
+        await self.store.open()
+        await self._full_sync()
+        self.connected = True
+        self.synced_once = True
+        self.last_error = None
+        self._update_ready()
+        self._touch()
+        await self._beat()
+
+    async def _full_sync(self) -> None:
+        doc = await self.store.load()
+        mine = self.holder.doc
+        if doc is None and mine.generation == 0 and not mine.kills and not self.from_snapshot:
+            # A new store, and we know of no state: start generation 0.
+            try:
+                await self.store.commit(None, StateDoc(epoch=new_epoch()), None)
+            except StoreConflict:
+                pass
+            doc = await self.store.load()
+        elif doc is None or doc.generation < mine.generation:
+            await self._reseed(doc, mine)
+            doc = await self.store.load()
+        if doc is not None and self._apply(doc):
+            await self._persist(doc)
+
+    async def _reseed(self, store_doc: StateDoc | None, mine: StateDoc) -> None:
+        """The store lost state (restart without persistence, FLUSHALL, old backup)."""
+        merged = merge_restrictive(store_doc, mine)
+        event(log, "state_store_reseed", logging.WARNING,
+              store_generation=None if store_doc is None else store_doc.generation,
+              our_generation=mine.generation, kills=sorted(merged.kills))
+        draft = AuditDraft(
+            actor="killgate/auto", action="state.reseed", target={"store": self.store.backend},
+            reason="the state store lost its state; re-seeded from this instance's last-known "
+                   "state (kills merged: only an explicit unkill lifts a kill)",
+            before={"generation": None if store_doc is None else store_doc.generation},
+            after={"generation": merged.generation, "kills": sorted(merged.kills)},
+            source=self.instance)
+        try:
+            await self.store.commit(None if store_doc is None else store_doc.generation,
+                                    merged, draft)
+        except StoreConflict:
+            return  # another instance re-seeded first; the caller reloads
+        self.metrics.inc("killgate_state_reseeds_total")
+
+    async def _run(self) -> None:
+        backoff = 0.05
+        while True:
+            try:
+                if not self.connected:
+                    await self._connect_and_sync()
+                    event(log, "state_store_connected", generation=self.holder.doc.generation)
+                    backoff = 0.05
+                await self._cycle()
+            except asyncio.CancelledError:
+                raise
+            except (StateError, AuditError, OSError) as exc:
+                if self.connected:
+                    event(log, "state_store_lost", logging.WARNING, error=str(exc))
+                self.connected = False
+                self.last_error = str(exc) or type(exc).__name__
+                try:
+                    await asyncio.wait_for(self.store.close(), self.cfg.command_timeout)
+                except TimeoutError:
+                    pass
+                await asyncio.sleep(backoff * (0.5 + random.random()))
+                backoff = min(backoff * 2, 2.0)
+
+    async def _cycle(self) -> None:
+        """One poll interval: apply pushed changes as they arrive, then check the generation."""
+        deadline = time.monotonic() + self.cfg.poll_interval
+        while (left := deadline - time.monotonic()) > 0:
+            for item in await self.store.watch(left):
+                if isinstance(item, Ack):
+                    self._note_ack(item)
+                elif self._apply(item):
+                    await self._after_apply(item)
+        gen = await self.store.generation()
+        held = self.holder.doc.generation
+        if gen is None or gen < held:
+            await self._full_sync()
+        elif gen > held:
+            doc = await self.store.load()
+            if doc is not None and self._apply(doc):
+                await self._after_apply(doc)
+        self._touch()
+        if time.monotonic() - self._last_beat >= self.cfg.heartbeat_interval:
+            await self._beat()
+        while self._pending_audit:
+            await self._append_only(self._pending_audit[0])
+            self._pending_audit.pop(0)
+
+    async def _append_only(self, draft: AuditDraft) -> None:
+        """Record an automatic action that changed no replicated state (e.g. fail_closed)."""
+        for _ in range(5):
+            cur = await self.store.load()
+            if cur is None:
+                return
+            try:
+                await self.store.commit(cur.generation, cur, draft)
+                return
+            except StoreConflict:
+                continue
+
+    async def _guard(self) -> None:
+        """Staleness clock and the fail_closed policy; never touches the store."""
+        while True:
+            stale = self.staleness()
+            self.metrics.set("killgate_kill_state_age_seconds", round(stale, 3))
+            self.metrics.set("killgate_state_store_connected", 1 if self.connected else 0)
+            if (self.cfg.on_unavailable == "fail_closed" and stale > self.cfg.max_staleness
+                    and not self.holder.fail_closed):
+                self.holder.set_fail_closed(True)
+                self.metrics.set("killgate_fail_closed", 1)
+                event(log, "fail_closed_tripped", logging.ERROR, staleness_s=round(stale, 3))
+                self._pending_audit.append(AuditDraft(
+                    actor="killgate/auto", action="fail_closed.trip", target={"scope": "global"},
+                    reason=f"no state sync for {stale:.1f}s (max_staleness "
+                           f"{self.cfg.max_staleness:g}s): every route answers killed",
+                    source=self.instance))
+            await asyncio.sleep(min(0.05, self.cfg.max_staleness / 4))
+
+    def staleness(self) -> float:
+        ref = self.last_ok if self.last_ok is not None else self.started_at
+        return time.monotonic() - ref
+
+    # ------------------------------------------------------------------ writes
+
+    async def write(self, change: Change, describe: Describe) -> tuple[StateDoc, dict[str, Any] | None]:
+        """Apply `change` to the store's current state atomically with its audit event.
+
+        `change` may raise ApiError (404/409) to refuse. Raises StoreUnavailable when the
+        store cannot be reached and AuditError when the audit event cannot be stored; in
+        both cases nothing changed.
+        """
+        async with self._write_lock:
+            for _ in range(10):
+                cur = await self.store.load()
+                if cur is None or cur.generation < self.holder.doc.generation:
+                    await self._reseed(cur, self.holder.doc)
+                    continue
+                new = change(cur).with_changes(generation=cur.generation + 1)
+                try:
+                    ev = await self.store.commit(cur.generation, new, describe(cur, new))
+                except StoreConflict:
+                    continue
+                self.metrics.inc("killgate_audit_records_total")
+                if self._apply(new):
+                    await self._after_apply(new)
+                return new, ev
+            raise StoreConflict("the state kept changing; try again")
+
+    async def receipt(self, generation: int, wait: float) -> dict[str, Any]:
+        """Wait until every live instance has applied `generation` (or `wait` runs out)."""
+        t0 = time.monotonic()
+        poll = 0.05 if self.store.pushes else 0.005
+        live = await self._live()
+        pending = {i for i in live if self.acks.get(i, -1) < generation}
+        last = t0
+        while pending:
+            left = t0 + wait - time.monotonic()
+            if left <= 0:
+                break
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._ack_waiters.add(fut)
+            try:
+                pending = {i for i in pending if self.acks.get(i, -1) < generation}
+                if pending:
+                    await asyncio.wait_for(fut, min(left, poll))
+            except TimeoutError:
+                pass
+            finally:
+                self._ack_waiters.discard(fut)
+            if time.monotonic() - last >= poll:
+                last = time.monotonic()
+                await self._live()
+            pending = {i for i in pending if self.acks.get(i, -1) < generation}
+        return {"generation": generation, "applied": {
+            "instances": len(live), "acked": len(live) - len(pending),
+            "elapsed_ms": round((time.monotonic() - t0) * 1000, 2), "pending": sorted(pending)}}
+
+    async def _live(self) -> dict[str, int]:
+        try:
+            live = await self.store.live_instances(self.cfg.instance_lease)
+        except StateError:
+            live = {}
+        live.setdefault(self.instance, self.holder.doc.generation)
+        for inst, gen in live.items():
+            self._note_ack(Ack(inst, gen))
+        return live
+
+    # ------------------------------------------------------------------ reads
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "backend": self.store.backend, "connected": self.connected,
+            "staleness_ms": round(self.staleness() * 1000, 1), "policy": self.cfg.on_unavailable,
+            "max_staleness_ms": round(self.cfg.max_staleness * 1000),
+            "fail_closed": self.holder.fail_closed, "synced": self.synced_once,
+            "from_snapshot": self.from_snapshot, "epoch": self.holder.doc.epoch,
+            "last_error": self.last_error,
+        }
