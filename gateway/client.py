@@ -240,7 +240,7 @@ def _all_events(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 def _audit_verify(args: argparse.Namespace) -> int:
     events = _all_events(args)
-    n, brk = verify_chain(events)
+    _n, brk = verify_chain(events)
     if args.json:
         print(json.dumps({"events": len(events), "ok": brk is None,
                           "break": None if brk is None else {

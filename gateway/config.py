@@ -306,9 +306,8 @@ class AnalysisConfig(_Model):
     @field_validator("steps")
     @classmethod
     def _steps(cls, v: list[float] | None) -> list[float] | None:
-        if v is not None:
-            if not v or any(not 0 <= s <= 100 for s in v) or v != sorted(v):
-                raise ValueError("must be a non-empty ascending list of percentages 0-100")
+        if v is not None and (not v or any(not 0 <= s <= 100 for s in v) or v != sorted(v)):
+            raise ValueError("must be a non-empty ascending list of percentages 0-100")
         return v
 
 
@@ -502,7 +501,7 @@ def _problems_from(exc: ValidationError) -> list[Problem]:
 def _semantic_problems(cfg: Config) -> list[Problem]:
     """Cross-field checks pydantic cannot express per field."""
     out: list[Problem] = []
-    data_host, data_port = parse_listen(cfg.listen)
+    _data_host, data_port = parse_listen(cfg.listen)
     _, admin_port = parse_listen(cfg.admin.listen)
     if data_port != 0 and admin_port == data_port:
         out.append(Problem("admin.listen", f"must not use the data-plane port {data_port}"))

@@ -44,7 +44,8 @@ def connection_tokens(values: Iterable[bytes]) -> frozenset[bytes]:
     return frozenset(out)
 
 
-def _filtered(raw: Iterable[tuple[bytes, bytes]], drop: frozenset[bytes]) -> tuple[RawHeaders, list[bytes], list[bytes]]:
+def _filtered(raw: Iterable[tuple[bytes, bytes]],
+              drop: frozenset[bytes]) -> tuple[RawHeaders, list[bytes], list[bytes]]:
     kept: RawHeaders = []
     conn: list[bytes] = []
     via: list[bytes] = []

@@ -245,10 +245,7 @@ class RouteTable:
         """Whether the body's `model` could change which route matches this request."""
         if not self.model_routes:
             return False
-        for p in self.routes:
-            if p.model is not None and p.matches(path, host, headers, p.model):
-                return True
-        return False
+        return any(p.model is not None and p.matches(path, host, headers, p.model) for p in self.routes)
 
     def match(self, path: str, host: str, headers: Mapping[str, str],
               model: str | None) -> RoutePlan | None:

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 
-from gateway.app import Gateway, bind_socket
+from gateway.app import Gateway
 from gateway.config import LoadedConfig, load_config
 from gateway.errors import ConfigError
 from gateway.log import event
@@ -127,7 +127,9 @@ def run_supervisor(config_path: str, workers: int) -> int:
                 continue
             del procs[i]
             if stopping:
-                codes[i] = rc
+                # -SIGTERM: the worker was still booting (no handler yet), so it served
+                # nothing; any other non-zero code is a real failure.
+                codes[i] = 0 if rc == -signal.SIGTERM else rc
             elif time.monotonic() - restarts.get(i, 0.0) > 1.0:
                 event(log, "worker_exited", logging.WARNING, worker=i, code=rc, action="restart")
                 restarts[i] = time.monotonic()

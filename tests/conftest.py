@@ -16,7 +16,7 @@ import sys
 import textwrap
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +96,34 @@ def two_versions(p1: int, p2: int, w1: float = 90, w2: float = 10, extra: str = 
 @pytest.fixture(autouse=True)
 def _secret_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KILLGATE_TEST_SECRET", SECRET)
+
+
+@pytest.fixture(autouse=True)
+def _dump_tasks_on_hang(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Before pytest-timeout kills a hung test, print what every asyncio task awaits."""
+    import gc
+    import threading
+
+    done = threading.Event()
+
+    def watch() -> None:
+        if done.wait(50):
+            return
+        print(f"\n=== {request.node.nodeid} still running after 50 s; asyncio tasks:",
+              file=sys.stderr)
+        loops = [o for o in gc.get_objects()
+                 if isinstance(o, asyncio.AbstractEventLoop) and o.is_running()]
+        for loop in loops:
+            try:
+                for t in list(asyncio.all_tasks(loop)):
+                    t.print_stack(limit=6, file=sys.stderr)
+            except RuntimeError:
+                pass
+
+    th = threading.Thread(target=watch, daemon=True)
+    th.start()
+    yield
+    done.set()
 
 
 @pytest.fixture
@@ -210,10 +238,8 @@ def gateway_procs() -> Iterator[Callable[..., GatewayProcess]]:
     yield start
     for p in procs:
         if p.proc.poll() is None:
-            try:
+            with suppress(ProcessLookupError):
                 os.killpg(p.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             p.proc.wait(5)
         if not p._logf.closed:
             p._logf.close()

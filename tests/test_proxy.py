@@ -134,9 +134,8 @@ async def test_hop_by_hop_headers_never_cross(tmp_path: Path, backends, session)
 async def test_backend_dies_mid_sse_stream(tmp_path: Path, backends, session) -> None:
     p1 = await backends(sse_app("v1", events=10, interval=0.05, die_after=3))
     cfg = write_config(tmp_path, two_versions(p1, p1, 100, 0))
-    async with running_gateway(cfg) as g:
-        async with session.get(g.url + "/v2/models/iris/stream") as r:
-            body = await asyncio.wait_for(r.read(), 5)
+    async with running_gateway(cfg) as g, session.get(g.url + "/v2/models/iris/stream") as r:
+        body = await asyncio.wait_for(r.read(), 5)
     events = [e for e in body.decode().split("\n\n") if e]
     assert len(events) == 4
     assert events[-1].startswith("event: killgate.error\ndata: ")
@@ -149,11 +148,10 @@ async def test_backend_dies_mid_body_client_sees_incomplete(tmp_path: Path, back
                                                             path: str) -> None:
     p1 = await backends(sse_app("v1"))
     cfg = write_config(tmp_path, two_versions(p1, p1, 100, 0))
-    async with running_gateway(cfg) as g:
-        async with session.get(g.url + path) as r:
-            assert r.status == 200
-            with pytest.raises(aiohttp.ClientPayloadError):
-                await asyncio.wait_for(r.read(), 5)
+    async with running_gateway(cfg) as g, session.get(g.url + path) as r:
+        assert r.status == 200
+        with pytest.raises(aiohttp.ClientPayloadError):
+            await asyncio.wait_for(r.read(), 5)
 
 
 async def test_unreachable_version_fails_over_before_delivery(tmp_path: Path, backends,
@@ -262,10 +260,9 @@ async def test_malformed_backend_answer_is_502(tmp_path: Path, session, payload:
     port = await raw.start()
     try:
         cfg = write_config(tmp_path, two_versions(port, port, 100, 0))
-        async with running_gateway(cfg) as g:
-            async with session.get(g.url + INFER) as r:
-                assert r.status == 502
-                body = await r.read()
+        async with running_gateway(cfg) as g, session.get(g.url + INFER) as r:
+            assert r.status == 502
+            body = await r.read()
         assert b"hello" not in body
     finally:
         await raw.stop()

@@ -62,7 +62,7 @@ async def test_two_workers_share_the_port(tmp_path: Path, backends, gateway_proc
 
     await _to_thread(hit)
     assert len(pids) == 2, pids  # new connections land on both workers
-    assert gw.stop() == 0
+    assert gw.stop() == 0, gw.output()
 
 
 def test_refuses_to_start_without_the_c_parser(tmp_path: Path) -> None:

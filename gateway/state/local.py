@@ -80,6 +80,9 @@ class LocalStore:
         self.instances_dir.mkdir(parents=True, exist_ok=True)
         self.lock_path.touch(exist_ok=True)
 
+    async def reset(self) -> None:
+        return None
+
     async def close(self) -> None:
         return None
 

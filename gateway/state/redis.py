@@ -14,6 +14,7 @@ only as StoreUnavailable / StoreConflict / AuditError.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Awaitable
 from typing import Any, TypeVar
@@ -91,6 +92,11 @@ def client_from_url(url: str, timeout: float) -> aioredis.Redis:
     return sentinel.master_for(service, db=db, password=password, **opts)
 
 
+def _consume(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()  # retrieved: no "exception was never retrieved" warning
+
+
 class RedisStore:
     backend = "redis"
     pushes = True
@@ -105,42 +111,67 @@ class RedisStore:
         self.ch_events, self.ch_acks = f"{p}:events", f"{p}:acks"
         self.r: aioredis.Redis | None = None
         self._ps: Any = None
+        self._orphans: set[asyncio.Future[Any]] = set()
 
-    async def _call(self, aw: Awaitable[T], timeout: float | None = None) -> T:
+    async def _call(self, aw: Awaitable[T], timeout: float | None = None,
+                    refused: type[Exception] = StoreUnavailable) -> T:
+        """Run one redis call with an outer deadline that cannot be defeated.
+
+        redis-py calls do not always finish promptly when cancelled (a pub/sub read can
+        swallow the cancellation), so the call runs as its own task: on timeout or on our
+        own cancellation it is cancelled and left to finish on its own, never awaited.
+        """
+        task: asyncio.Future[T] = asyncio.ensure_future(aw)
         try:
-            return await asyncio.wait_for(aw, timeout or self.timeout)
-        except TimeoutError:
-            raise StoreUnavailable("redis did not answer in time") from None
+            done, _ = await asyncio.wait({task}, timeout=timeout or self.timeout)
+        except asyncio.CancelledError:
+            self._orphan(task)
+            raise
+        if not done:
+            self._orphan(task)
+            raise StoreUnavailable("redis did not answer in time")
+        try:
+            return task.result()
         except ResponseError as exc:
-            raise StoreUnavailable(f"redis refused: {exc}") from None
+            raise refused(f"redis refused: {exc}") from None
         except (RedisError, OSError) as exc:
             raise StoreUnavailable(f"redis unavailable: {exc}") from None
 
+    def _orphan(self, task: asyncio.Future[Any]) -> None:
+        task.cancel()
+        self._orphans.add(task)
+        task.add_done_callback(self._orphans.discard)
+        task.add_done_callback(_consume)
+
     async def open(self) -> None:
-        await self.close()
-        self.r = client_from_url(self.url, self.timeout)
-        self._commit = self.r.register_script(_COMMIT)
-        self._heartbeat = self.r.register_script(_HEARTBEAT)
-        self._live = self.r.register_script(_LIVE)
+        """Create the command client once; (re)subscribe. Safe to call again after reset."""
+        if self.r is None:
+            self.r = client_from_url(self.url, self.timeout)
+            self._commit = self.r.register_script(_COMMIT)
+            self._heartbeat = self.r.register_script(_HEARTBEAT)
+            self._live = self.r.register_script(_LIVE)
+        await self.reset()
         # Subscribe first, then the caller loads: a change published in between is
         # seen either by the load or by the subscription.
         ps = self.r.pubsub()
         self._ps = ps
         await self._call(ps.subscribe(self.ch_events, self.ch_acks))
 
-    async def close(self) -> None:
+    async def reset(self) -> None:
+        """Drop the subscription (after an error); the command client stays usable."""
         ps, self._ps = self._ps, None
         if ps is not None:
-            try:
-                await asyncio.wait_for(ps.aclose(), self.timeout)
-            except (TimeoutError, RedisError, OSError):
-                pass
+            with contextlib.suppress(StoreUnavailable):
+                await self._call(ps.aclose())
+
+    async def close(self) -> None:
+        await self.reset()
         r, self.r = self.r, None
         if r is not None:
-            try:
-                await asyncio.wait_for(r.aclose(), self.timeout)
-            except (TimeoutError, RedisError, OSError):
-                pass
+            with contextlib.suppress(StoreUnavailable):
+                await self._call(r.aclose())
+        if self._orphans:
+            await asyncio.wait(set(self._orphans), timeout=self.timeout)
 
     def _client(self) -> aioredis.Redis:
         if self.r is None:
@@ -175,17 +206,10 @@ class RedisStore:
         args = ["" if expected is None else str(expected), body, str(doc.generation),
                 json.dumps(event, ensure_ascii=False) if event else "", head,
                 event["hash"] if event else "", GENESIS, self.ch_events]
-        try:
-            res = await asyncio.wait_for(
-                self._commit(keys=[self.k_state, self.k_gen, self.k_audit, self.k_head],
-                             args=args), self.timeout)
-        except TimeoutError:
-            raise StoreUnavailable("redis did not answer the commit in time") from None
-        except ResponseError as exc:
-            # READONLY replica, OOM, script errors: nothing was written.
-            raise AuditError(f"redis refused the write: {exc}") from None
-        except (RedisError, OSError) as exc:
-            raise StoreUnavailable(f"redis unavailable: {exc}") from None
+        # READONLY replica, OOM, script errors: nothing was written, the action is refused.
+        res = await self._call(
+            self._commit(keys=[self.k_state, self.k_gen, self.k_audit, self.k_head], args=args),
+            refused=AuditError)
         status = res[0].decode() if isinstance(res[0], bytes) else str(res[0])
         if status == "conflict":
             raise StoreConflict("the state changed under us")
@@ -207,10 +231,8 @@ class RedisStore:
             chan = msg["channel"].decode()
             data = msg["data"]
             if chan == self.ch_events:
-                try:
+                with contextlib.suppress(ValueError, TypeError):  # the poll will load it
                     out.append(StateDoc.from_json(json.loads(data)))
-                except (ValueError, TypeError):
-                    pass  # the generation poll will load it properly
             elif chan == self.ch_acks:
                 inst, _, gen = data.decode().rpartition(" ")
                 if gen.isdigit():

@@ -30,7 +30,10 @@ class Store(Protocol):
     pushes: bool
 
     async def open(self) -> None:
-        """Connect; raises StoreUnavailable."""
+        """Connect and start watching; raises StoreUnavailable. Called again to recover."""
+
+    async def reset(self) -> None:
+        """Stop watching after an error (writes may go on); `open` resumes."""
 
     async def close(self) -> None: ...
 

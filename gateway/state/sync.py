@@ -12,6 +12,7 @@ for any of this.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import random
@@ -22,7 +23,7 @@ from typing import Any
 
 from gateway.audit import AuditDraft
 from gateway.config import StateConfig
-from gateway.errors import AuditError, StateError, StoreConflict, StoreUnavailable
+from gateway.errors import AuditError, StateError, StoreConflict
 from gateway.log import event
 from gateway.metrics import Metrics
 from gateway.model import StateDoc
@@ -84,15 +85,11 @@ class Sync:
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await t
-            except asyncio.CancelledError:
-                pass
         self._tasks = []
-        try:
+        with contextlib.suppress(StateError, TimeoutError):
             await asyncio.wait_for(self.store.leave(self.instance), self.cfg.command_timeout)
-        except (StateError, TimeoutError):
-            pass
         await self.store.close()
 
     def _update_ready(self) -> None:
@@ -179,10 +176,8 @@ class Sync:
         mine = self.holder.doc
         if doc is None and mine.generation == 0 and not mine.kills and not self.from_snapshot:
             # A new store, and we know of no state: start generation 0.
-            try:
+            with contextlib.suppress(StoreConflict):
                 await self.store.commit(None, StateDoc(epoch=new_epoch()), None)
-            except StoreConflict:
-                pass
             doc = await self.store.load()
         elif doc is None or doc.generation < mine.generation:
             await self._reseed(doc, mine)
@@ -226,10 +221,7 @@ class Sync:
                     event(log, "state_store_lost", logging.WARNING, error=str(exc))
                 self.connected = False
                 self.last_error = str(exc) or type(exc).__name__
-                try:
-                    await asyncio.wait_for(self.store.close(), self.cfg.command_timeout)
-                except TimeoutError:
-                    pass
+                await self.store.reset()
                 await asyncio.sleep(backoff * (0.5 + random.random()))
                 backoff = min(backoff * 2, 2.0)
 

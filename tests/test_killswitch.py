@@ -1,0 +1,381 @@
+"""The kill switch against a real redis-server that the tests start, kill, freeze and restart."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+import time
+from collections import Counter
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import ClientSession
+
+from gateway.admin.auth import mint
+from tests.backends import echo_app, sse_app
+from tests.conftest import (
+    SECRET,
+    RedisServer,
+    free_port,
+    running_gateway,
+    two_versions,
+    wait_until,
+    write_config,
+)
+
+INFER = "/v2/models/iris/infer"
+
+
+def token(scope: str = "killgate:kill killgate:read", sub: str = "alice") -> str:
+    return mint(SECRET, sub, scope, 600, "killgate", "killgate-admin")
+
+
+def auth(scope: str = "killgate:kill killgate:read") -> dict[str, str]:
+    return {"Authorization": f"Bearer {token(scope)}"}
+
+
+def redis_state(redis: RedisServer, tmp: Path, name: str = "a", extra: str = "") -> str:
+    return (f"state:\n  backend: redis\n  url: {redis.url}\n  prefix: kgtest\n"
+            f"  snapshot_path: {tmp}/snapshot-{name}.json\n  poll_interval: 100ms\n"
+            f"  heartbeat_interval: 200ms\n  instance_lease: 2s\n  command_timeout: 300ms\n"
+            + extra)
+
+
+def fixed_ports_config(tmp: Path, routes: str, state: str, name: str) -> Path:
+    return write_config(tmp, routes, state=state, listen=f"127.0.0.1:{free_port()}",
+                        admin=f"127.0.0.1:{free_port()}", name=f"{name}.yaml")
+
+
+async def kill(session: ClientSession, admin: str, wait: str = "2s", **body: object) -> dict:
+    body.setdefault("reason", "bad model")
+    async with session.post(f"{admin}/v1/kill?wait={wait}", json=body, headers=auth()) as r:
+        data = await r.json()
+        assert r.status == 200, data
+        return data
+
+
+async def unkill(session: ClientSession, admin: str, **body: object) -> dict:
+    body.setdefault("reason", "fixed")
+    async with session.post(f"{admin}/v1/unkill", json=body, headers=auth()) as r:
+        data = await r.json()
+        assert r.status == 200, data
+        return data
+
+
+async def status_of(session: ClientSession, url: str) -> tuple[int, str]:
+    async with session.get(url + INFER) as r:
+        await r.read()
+        return r.status, r.headers.get("x-killgate-decision", "")
+
+
+# --------------------------------------------------------------------------- many processes
+
+
+async def test_kill_reaches_three_processes_and_four_workers(tmp_path: Path, backends,
+                                                             redis_server, gateway_procs,
+                                                             session) -> None:
+    p1 = await backends(echo_app("v1"))
+    routes = two_versions(p1, p1, 100, 0)
+    procs = []
+    for name, workers in (("a", 1), ("b", 1), ("c", 2)):
+        cfg = fixed_ports_config(tmp_path, routes, redis_state(redis_server, tmp_path, name), name)
+        procs.append(gateway_procs(cfg, workers=workers))
+    for p in procs:
+        await asyncio.to_thread(p.wait_ready)
+    # every worker has announced itself before we measure the receipt
+    await wait_until(lambda: redis_server.cmd("HLEN", "kgtest:instances") == "4", 10,
+                     what="4 instances registered")
+    res = await kill(session, procs[0].admin, scope="route", route="iris")
+    answered = time.monotonic()
+    assert res["applied"]["instances"] == 4 and res["applied"]["acked"] == 4, res
+    assert res["applied"]["pending"] == []
+    # every instance (each worker of c: fresh connections spread over both) rejects at once
+    for p in procs:
+        for _ in range(6):
+            async with ClientSession() as fresh:
+                code, decision = await status_of(fresh, p.url)
+                assert (code, decision) == (503, "killed")
+    assert time.monotonic() - answered < 2.0  # 18 fresh requests; each was already killed
+    res = await unkill(session, procs[2].admin, scope="route", route="iris")
+    assert res["applied"]["acked"] == 4
+    for p in procs:
+        assert (await status_of(session, p.url))[0] == 200
+    for p in procs:
+        assert p.stop() == 0, p.output()
+
+
+# --------------------------------------------------------------------------- in-process pairs
+
+
+async def test_lost_pubsub_messages_are_caught_by_the_poll(tmp_path: Path, backends,
+                                                           redis_server, session) -> None:
+    p1 = await backends(echo_app("v1"))
+    routes = two_versions(p1, p1, 100, 0)
+    cfg_a = write_config(tmp_path, routes, state=redis_state(redis_server, tmp_path, "a"),
+                         name="a.yaml")
+    cfg_b = write_config(tmp_path, routes, state=redis_state(redis_server, tmp_path, "b"),
+                         name="b.yaml")
+    poll = 0.1
+    lags = []
+    async with running_gateway(cfg_a, "a") as a, running_gateway(cfg_b, "b") as b:
+        for i in range(100):
+            killing = i % 2 == 0
+            redis_server.cmd("CLIENT", "KILL", "TYPE", "pubsub")
+            t0 = time.monotonic()
+            path = "/v1/kill" if killing else "/v1/unkill"
+            async with session.post(f"{a.admin}{path}?wait=0s", headers=auth(),
+                                    json={"scope": "route", "route": "iris",
+                                          "reason": f"trial {i}"}) as r:
+                assert r.status == 200, await r.text()
+            await wait_until(lambda k=killing: ("route:iris" in b.gw.holder.doc.kills) == k,
+                             2.0, 0.001, "b to apply the change")
+            lags.append(time.monotonic() - t0)
+    assert max(lags) <= poll + 0.1, sorted(lags)[-5:]
+
+
+async def test_duplicates_and_reordering_are_harmless(tmp_path: Path) -> None:
+    from gateway.config import load_config
+    from gateway.model import KillFlag, StateDoc
+    from gateway.snapshot import TableHolder
+
+    cfg = write_config(tmp_path, two_versions(1, 2))
+    holder = TableHolder(load_config(cfg))
+    flag = KillFlag("route", "iris", None, "a", "r", "t", 1)
+    killed = StateDoc(generation=1, kills={"route:iris": flag})
+    lifted = StateDoc(generation=2)
+    assert holder.apply_doc(lifted) and not holder.apply_doc(killed)  # older: ignored
+    assert holder.doc.kills == {}
+    assert not holder.apply_doc(lifted)  # duplicate
+    assert holder.apply_doc(StateDoc(generation=3, kills={"route:iris": flag}))
+    assert holder.table.by_name["iris"].killed == "route"
+
+
+@pytest.mark.parametrize("how", ["restart", "flushall"])
+async def test_store_emptied_keeps_the_kill_and_reseeds(tmp_path: Path, backends, redis_server,
+                                                        session, how: str) -> None:
+    p1 = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p1, p1, 100, 0),
+                       state=redis_state(redis_server, tmp_path))
+    async with running_gateway(cfg) as g:
+        await kill(session, g.admin, scope="route", route="iris")
+        served = Counter()
+        stop = asyncio.Event()
+
+        async def load() -> None:
+            while not stop.is_set():
+                code, decision = await status_of(session, g.url)
+                served[(code, decision)] += 1
+                await asyncio.sleep(0.002)
+
+        task = asyncio.create_task(load())
+        await wait_until(lambda: sum(served.values()) > 20, 5, what="load to start")
+        if how == "restart":
+            redis_server.restart()
+        else:
+            redis_server.cmd("FLUSHALL")
+        await wait_until(lambda: "route:iris" in redis_server.cmd("GET", "kgtest:state"), 10,
+                         what="the kill to be re-seeded into redis")
+        await wait_until(lambda: g.gw.sync.connected, 5, what="reconnect")
+        n = sum(served.values())
+        await wait_until(lambda: sum(served.values()) > n + 20, 5, what="more load")
+        stop.set()
+        await task
+        assert set(served) == {(503, "killed")}, served  # not one request reached the backend
+        assert g.gw.metrics.get("killgate_state_reseeds_total") >= 1
+        # the kill is in redis again, and only an explicit unkill lifts it
+        await unkill(session, g.admin, scope="route", route="iris")
+        assert (await status_of(session, g.url))[0] == 200
+
+
+async def test_frozen_redis_does_not_slow_requests(tmp_path: Path, backends, redis_server,
+                                                   gateway_procs) -> None:
+    p1 = await backends(echo_app("v1"))
+    cfg = fixed_ports_config(tmp_path, two_versions(p1, p1, 100, 0),
+                             redis_state(redis_server, tmp_path), "a")
+    gw = gateway_procs(cfg)
+    await asyncio.to_thread(gw.wait_ready)
+
+    async def measure(seconds: float) -> list[float]:
+        lat: list[float] = []
+        end = time.monotonic() + seconds
+        conn = aiohttp.TCPConnector(limit=8)
+        async with ClientSession(connector=conn) as s:
+            async def worker() -> None:
+                while time.monotonic() < end:
+                    t0 = time.perf_counter()
+                    async with s.get(gw.url + INFER) as r:
+                        await r.read()
+                        assert r.status == 200
+                    lat.append(time.perf_counter() - t0)
+
+            await asyncio.gather(*(worker() for _ in range(8)))
+        return sorted(lat)
+
+    base = await measure(3.0)
+    redis_server.freeze()
+    try:
+        frozen = await measure(5.0)
+    finally:
+        redis_server.thaw()
+    p99 = lambda xs: xs[int(len(xs) * 0.99)]  # noqa: E731
+    # "beyond noise": a request that waited on redis would take >= 300 ms (command timeout)
+    assert max(frozen) < 0.25, max(frozen)
+    assert p99(frozen) < max(3 * p99(base), p99(base) + 0.02), (p99(base), p99(frozen))
+    assert statistics.median(frozen) < 0.05
+    assert gw.stop() == 0, gw.output()
+
+
+async def test_redis_down_at_start_enforces_the_snapshot(tmp_path: Path, backends, redis_server,
+                                                         session) -> None:
+    p1 = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p1, p1, 100, 0),
+                       state=redis_state(redis_server, tmp_path))
+    async with running_gateway(cfg) as g:
+        await kill(session, g.admin, scope="route", route="iris")
+        await wait_until(lambda: (tmp_path / "snapshot-a.json").exists()
+                         and "route:iris" in (tmp_path / "snapshot-a.json").read_text(), 5)
+    redis_server.kill()
+    async with running_gateway(cfg) as g:
+        assert g.gw.ready and not g.gw.sync.connected
+        assert (await status_of(session, g.url))[0] == 503  # the very first request
+        async with session.get(g.admin + "/readyz") as r:
+            assert r.status == 200
+            assert (await r.json())["state"]["from_snapshot"] is True
+
+
+async def test_not_ready_without_snapshot_or_sync(tmp_path: Path, backends, redis_server,
+                                                  session) -> None:
+    p1 = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p1, p1, 100, 0),
+                       state=redis_state(redis_server, tmp_path))
+    redis_server.kill()
+    async with running_gateway(cfg) as g:
+        async with session.get(g.admin + "/readyz") as r:
+            assert r.status == 503
+        redis_server.start()
+        await wait_until(lambda: g.gw.ready, 10, what="ready after the first sync")
+
+
+async def test_fail_closed_after_max_staleness(tmp_path: Path, backends, redis_server,
+                                               session) -> None:
+    p1 = await backends(echo_app("v1"))
+    state = redis_state(redis_server, tmp_path,
+                        extra="  on_unavailable: fail_closed\n  max_staleness: 1s\n")
+    cfg = write_config(tmp_path, two_versions(p1, p1, 100, 0), state=state)
+    async with running_gateway(cfg) as g:
+        assert (await status_of(session, g.url))[0] == 200
+        redis_server.kill()
+        t0 = time.monotonic()
+        await wait_until(lambda: g.gw.holder.fail_closed, 5, what="fail_closed to trip")
+        assert time.monotonic() - t0 >= 0.9
+        async with session.get(g.url + INFER) as r:
+            assert r.status == 503
+            assert (await r.json())["error"] == {
+                "type": "killed", "scope": "global", "message": "this model route is disabled"}
+        redis_server.start()
+        await wait_until(lambda: not g.gw.holder.fail_closed, 10, what="recovery")
+        assert (await status_of(session, g.url))[0] == 200
+        assert g.gw.sync.staleness() < 1.0
+        # the trip and the recovery are audited once the store answers again
+        await wait_until(lambda: "fail_closed.clear" in redis_server.cmd(
+            "XRANGE", "kgtest:audit", "-", "+"), 5, what="audit events")
+
+
+async def test_sse_on_a_killed_version_gets_the_error_event(tmp_path: Path, backends,
+                                                            redis_server, session) -> None:
+    p1 = await backends(sse_app("v1", events=100, interval=0.05))
+    cfg = write_config(tmp_path, two_versions(p1, p1, 100, 0),
+                       state=redis_state(redis_server, tmp_path))
+    async with running_gateway(cfg) as g:
+        async with session.get(g.url + "/v2/models/iris/stream") as r:
+            got = []
+            first = await r.content.readuntil(b"\n\n")
+            got.append(first)
+            res = await kill(session, g.admin, scope="version", route="iris", version="v1")
+            receipt_at = time.monotonic()
+            rest = await asyncio.wait_for(r.content.read(), 5)
+            closed_at = time.monotonic()
+        events = [e for e in rest.decode().split("\n\n") if e]
+        assert events[-1].startswith("event: killgate.error")
+        assert json.loads(events[-1].split("data: ", 1)[1]) == {
+            "type": "killed", "route": "iris", "version": "v1"}
+        assert closed_at - receipt_at < 0.1
+        assert res["applied"]["acked"] == 1
+        # the killed version gets no new traffic: v2 takes its share
+        async with session.get(g.url + INFER) as r:
+            await r.read()
+            assert (r.headers["x-killgate-version"], r.headers["x-killgate-decision"]) == (
+                "v2", "failover")
+
+
+async def test_keep_inflight_lets_the_stream_finish(tmp_path: Path, backends, redis_server,
+                                                    session) -> None:
+    p1 = await backends(sse_app("v1", events=6, interval=0.05))
+    cfg = write_config(tmp_path, two_versions(p1, p1, 100, 0),
+                       state=redis_state(redis_server, tmp_path))
+    async with running_gateway(cfg) as g:
+        async with session.get(g.url + "/v2/models/iris/stream") as r:
+            await r.content.readuntil(b"\n\n")
+            await kill(session, g.admin, scope="global", abort_inflight=False)
+            rest = await asyncio.wait_for(r.content.read(), 5)
+        assert rest.endswith(b"data: [DONE]\n\n")
+
+
+# --------------------------------------------------------------------------- the API's edges
+
+
+async def test_kill_api_refuses_without_proper_token(tmp_path: Path, backends, session) -> None:
+    p1 = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p1, p1, 100, 0))
+    async with running_gateway(cfg) as g:
+        body = {"scope": "global", "reason": "x"}
+        async with session.post(g.admin + "/v1/kill", json=body) as r:
+            assert r.status == 401
+        async with session.post(g.admin + "/v1/kill", json=body,
+                                headers=auth("killgate:read")) as r:
+            assert r.status == 403
+        for bad, status in (({"scope": "route", "reason": "x"}, 400),
+                            ({"scope": "route", "route": "nope", "reason": "x"}, 404),
+                            ({"scope": "version", "route": "iris", "version": "v9",
+                              "reason": "x"}, 404),
+                            ({"scope": "global"}, 400),
+                            ({"scope": "global", "reason": "  "}, 400),
+                            ({"scope": "global", "reason": "x", "abort_inflight": "yes"}, 400)):
+            async with session.post(g.admin + "/v1/kill", json=bad, headers=auth()) as r:
+                assert r.status == status, (bad, await r.text())
+        async with session.post(g.admin + "/v1/unkill", json=body, headers=auth()) as r:
+            assert r.status == 409
+        assert g.gw.holder.doc.kills == {}  # nothing changed
+        assert (await status_of(session, g.url))[0] == 200
+
+
+async def test_local_store_kill_across_two_workers_survives_restart(tmp_path: Path, backends,
+                                                                    gateway_procs,
+                                                                    session) -> None:
+    p1 = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p1, p1, 100, 0),
+                       listen=f"127.0.0.1:{free_port()}", admin=f"127.0.0.1:{free_port()}")
+    gw = gateway_procs(cfg, workers=2)
+    await asyncio.to_thread(gw.wait_ready)
+    await wait_until(lambda: len(list((tmp_path).glob("store.json.instances/*.json"))) == 2, 10,
+                     what="both workers registered")
+    res = await kill(session, gw.admin, scope="route", route="iris")
+    assert res["applied"] == {**res["applied"], "instances": 2, "acked": 2}
+    for _ in range(8):
+        async with ClientSession() as fresh:
+            assert await status_of(fresh, gw.url) == (503, "killed")
+    assert gw.stop() == 0, gw.output()
+    gw2 = gateway_procs(cfg, workers=2)
+    await asyncio.to_thread(gw2.wait_ready)
+    await wait_until(lambda: len(list((tmp_path).glob("store.json.instances/*.json"))) == 2, 10,
+                     what="both workers registered again")
+    for _ in range(8):
+        async with ClientSession() as fresh:
+            assert await status_of(fresh, gw2.url) == (503, "killed")
+    res = await unkill(session, gw2.admin, scope="route", route="iris")
+    for _ in range(8):
+        async with ClientSession() as fresh:
+            assert (await status_of(fresh, gw2.url))[0] == 200
+    assert gw2.stop() == 0, gw2.output()
