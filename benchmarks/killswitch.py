@@ -1,0 +1,322 @@
+"""Kill-switch benchmarks (issue 3): the cost of the check, propagation, and stream cut time.
+
+Run:  .venv/bin/python benchmarks/killswitch.py [--kills 200] [--duration 8]
+
+Every side is its own process on 127.0.0.1: a redis-server (own port, no persistence),
+benchmarks/backend.py, `killgate serve` instances, and wrk for load. Prints one table:
+
+(a) per-request cost of the kill check:
+    - a micro-benchmark (this process): ns per routing decision on a table holding kills,
+      next to a bare dict lookup, and the same decision with no kills at all;
+    - gateway throughput with the in-memory check vs the same build with a naive
+      `GET` to Redis awaited on every request (benchmarks/naive_gateway.py), same wrk load.
+(b) kill propagation: 3 instances on one Redis, N kills/unkills through the admin API;
+    client-side round trip of the API call (it answers only once every instance acked,
+    i.e. enforces) and the receipt's own elapsed_ms, p50/p99.
+(c) in-flight stream cut: an SSE stream through the gateway, a version kill; time from the
+    kill call to the `killgate.error` event at the client, p50/p99.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import re
+import secrets
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import timeit
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from gateway.admin.auth import mint  # noqa: E402
+from gateway.config import parse_config_text  # noqa: E402
+from gateway.model import KillFlag, StateDoc  # noqa: E402
+from gateway.routing import build_table  # noqa: E402
+
+SECRET = secrets.token_urlsafe(32)
+PROCS: list[subprocess.Popen[bytes]] = []
+BODY = b'{"inputs":[{"name":"input-0","shape":[1,4],"datatype":"FP32","data":[6.1,2.8,4.7,1.2]}]}'
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    e = dict(os.environ, KILLGATE_JWT_SECRET=SECRET, PYTHONUNBUFFERED="1")
+    e.update(env or {})
+    with open(log, "wb") as f:
+        p = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=e,
+                             start_new_session=True)
+    PROCS.append(p)
+    return p
+
+
+def stop_all() -> None:
+    for p in reversed(PROCS):
+        if p.poll() is None:
+            try:
+                os.killpg(p.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                continue
+    deadline = time.monotonic() + 10
+    for p in PROCS:
+        try:
+            p.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+
+
+def wait_http(url: str, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"timed out waiting for {url}")
+
+
+def pct(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(len(xs) * q))]
+
+
+def gateway_config(tmp: Path, name: str, backend_port: int, redis_url: str) -> tuple[Path, int, int]:
+    port, admin = free_port(), free_port()
+    p = tmp / f"{name}.yaml"
+    p.write_text(f"""
+listen: 127.0.0.1:{port}
+admin: {{listen: 127.0.0.1:{admin}}}
+state:
+  backend: redis
+  url: {redis_url}
+  prefix: kgbench
+  snapshot_path: {tmp}/snap-{name}.json
+log: {{level: warning}}
+routes:
+  - name: bench
+    match: {{path_prefix: /}}
+    stable: v1
+    versions:
+      - {{name: v1, url: "http://127.0.0.1:{backend_port}", weight: 100}}
+      - {{name: v2, url: "http://127.0.0.1:{backend_port}", weight: 0}}
+""")
+    return p, port, admin
+
+
+# --------------------------------------------------------------------------- (a) micro
+
+
+def micro() -> dict[str, float]:
+    cfg = parse_config_text("""
+routes:
+  - name: iris
+    match: {path_prefix: /v2/models/iris}
+    stable: v1
+    versions:
+      - {name: v1, url: "http://127.0.0.1:1", weight: 90}
+      - {name: v2, url: "http://127.0.0.1:2", weight: 10}
+  - name: other
+    match: {path_prefix: /other}
+    stable: v1
+    versions: [{name: v1, url: "http://127.0.0.1:3", weight: 100}]
+""")
+    kills = {f"version:other:v{i}": KillFlag("version", "other", f"v{i}", "a", "r", "t", 1)
+             for i in range(50)}
+    kills["version:iris:v2"] = KillFlag("version", "iris", "v2", "a", "r", "t", 1)
+    with_kills = build_table(cfg, StateDoc(generation=1, kills=kills))
+    without = build_table(cfg, StateDoc())
+    rnd = random.random
+    n = 200_000
+
+    def decide(table):  # type: ignore[no-untyped-def]
+        plan = table.match("/v2/models/iris/infer", "", {}, None)
+        return plan.choose(None, None, rnd)
+
+    d = {"version:iris:v2": 1, "route:iris": 1}
+    out = {
+        "decision_with_kills_ns": min(timeit.repeat(lambda: decide(with_kills), number=n,
+                                                    repeat=5)) / n * 1e9,
+        "decision_without_kills_ns": min(timeit.repeat(lambda: decide(without), number=n,
+                                                       repeat=5)) / n * 1e9,
+        "dict_lookup_ns": min(timeit.repeat(lambda: d.get("route:iris"), number=n,
+                                            repeat=5)) / n * 1e9,
+    }
+    # what the kill check itself adds: the plan's precomputed `killed` attribute test
+    plan = with_kills.by_name["iris"]
+    out["killed_attr_check_ns"] = min(timeit.repeat(lambda: plan.killed, number=n,
+                                                    repeat=5)) / n * 1e9
+    return out
+
+
+# --------------------------------------------------------------------------- (a) throughput
+
+
+def wrk(url: str, duration: int, conns: int = 32) -> float:
+    lua = Path(tempfile.mkstemp(suffix=".lua")[1])
+    lua.write_text('wrk.method = "POST"\nwrk.body = \'' + BODY.decode() + '\'\n'
+                   'wrk.headers["Content-Type"] = "application/json"\n')
+    cmd = ["wrk", "-t1", f"-c{conns}", f"-d{duration}s", "-s", str(lua), url]
+    subprocess.run(["wrk", "-t1", "-c8", "-d1s", "-s", str(lua), url], capture_output=True)
+    out = subprocess.run(cmd, capture_output=True, text=True).stdout
+    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    if not m or "Non-2xx" in out:
+        raise SystemExit(f"wrk failed or saw errors:\n{out}")
+    return float(m.group(1))
+
+
+def throughput(tmp: Path, backend_port: int, redis_url: str, duration: int) -> dict[str, float]:
+    res: dict[str, float] = {}
+    for label, script in (("in_memory", [sys.executable, "-m", "gateway"]),
+                          ("naive_redis_get", [sys.executable, str(ROOT / "benchmarks/naive_gateway.py")])):
+        cfg, port, admin = gateway_config(tmp, f"tp-{label}", backend_port, redis_url)
+        p = start([*script, "serve", "-c", str(cfg)], tmp / f"tp-{label}.log",
+                  env={"NAIVE_REDIS_URL": redis_url})
+        wait_http(f"http://127.0.0.1:{admin}/readyz")
+        res[label] = wrk(f"http://127.0.0.1:{port}/", duration)
+        os.killpg(p.pid, signal.SIGTERM)
+        p.wait(15)
+    return res
+
+
+# --------------------------------------------------------------------------- (b) and (c)
+
+
+async def propagation(admins: list[int], kills: int) -> dict[str, list[float]]:
+    import aiohttp
+
+    tok = mint(SECRET, "bench", "killgate:admin", 3600, "killgate", "killgate-admin")
+    h = {"Authorization": f"Bearer {tok}"}
+    rtt: list[float] = []
+    receipt: list[float] = []
+    acked_all = 0
+    async with aiohttp.ClientSession() as s:
+        for i in range(kills):
+            admin = admins[i % len(admins)]
+            path = "/v1/kill" if i % 2 == 0 else "/v1/unkill"
+            body = {"scope": "version", "route": "bench", "version": "v2", "reason": f"bench {i}"}
+            t0 = time.perf_counter()
+            async with s.post(f"http://127.0.0.1:{admin}{path}?wait=2s", json=body,
+                              headers=h) as r:
+                data = await r.json()
+            rtt.append((time.perf_counter() - t0) * 1000)
+            receipt.append(data["applied"]["elapsed_ms"])
+            acked_all += data["applied"]["acked"] == data["applied"]["instances"]
+    return {"rtt": rtt, "receipt": receipt, "acked_all": [float(acked_all)],
+            "instances": [float(data["applied"]["instances"])]}
+
+
+async def stream_cut(port: int, admin: int, trials: int) -> list[float]:
+    import aiohttp
+
+    tok = mint(SECRET, "bench", "killgate:admin", 3600, "killgate", "killgate-admin")
+    h = {"Authorization": f"Bearer {tok}"}
+    cuts: list[float] = []
+    async with aiohttp.ClientSession() as s:
+        for i in range(trials):
+            async with s.get(f"http://127.0.0.1:{port}/sse?n=1000") as r:
+                await r.content.readuntil(b"\n\n")
+                t0 = time.perf_counter()
+                async with s.post(f"http://127.0.0.1:{admin}/v1/kill?wait=0s", headers=h, json={
+                        "scope": "route", "route": "bench", "reason": f"cut {i}"}) as k:
+                    assert k.status == 200, await k.text()
+                while True:
+                    line = await r.content.readline()
+                    if line.startswith(b"event: killgate.error") or not line:
+                        break
+                cuts.append((time.perf_counter() - t0) * 1000)
+            async with s.post(f"http://127.0.0.1:{admin}/v1/unkill?wait=1s", headers=h,
+                              json={"scope": "route", "route": "bench", "reason": "next"}) as k:
+                assert k.status == 200
+    return cuts
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--kills", type=int, default=200)
+    ap.add_argument("--cuts", type=int, default=100)
+    ap.add_argument("--duration", type=int, default=8)
+    args = ap.parse_args()
+    for tool in ("redis-server", "wrk"):
+        if shutil.which(tool) is None:
+            print(f"{tool} is missing: apt-get install -y {tool}", file=sys.stderr)
+            return 1
+    tmp = Path(tempfile.mkdtemp(prefix="killgate-ks-bench-"))
+    try:
+        rport = free_port()
+        start(["redis-server", "--port", str(rport), "--bind", "127.0.0.1", "--save", "",
+               "--appendonly", "no"], tmp / "redis.log")
+        redis_url = f"redis://127.0.0.1:{rport}/0"
+        bport = free_port()
+        start([sys.executable, str(ROOT / "benchmarks/backend.py"), "--port", str(bport),
+               "--sse"], tmp / "backend.log")
+        time.sleep(0.5)
+        print("(a) micro-benchmark …", file=sys.stderr)
+        mic = micro()
+        print("(a) throughput, in-memory check vs naive GET per request …", file=sys.stderr)
+        tp = throughput(tmp, bport, redis_url, args.duration)
+        print("(b) propagation over 3 instances …", file=sys.stderr)
+        admins, ports = [], []
+        for name in ("a", "b", "c"):
+            cfg, port, admin = gateway_config(tmp, name, bport, redis_url)
+            start([sys.executable, "-m", "gateway", "serve", "-c", str(cfg)], tmp / f"{name}.log")
+            admins.append(admin)
+            ports.append(port)
+        for a in admins:
+            wait_http(f"http://127.0.0.1:{a}/readyz")
+        time.sleep(1.5)  # every instance has heartbeated
+        prop = asyncio.run(propagation(admins, args.kills))
+        print("(c) in-flight stream cut …", file=sys.stderr)
+        cuts = asyncio.run(stream_cut(ports[0], admins[0], args.cuts))
+    finally:
+        stop_all()
+    cost = 1 - tp["naive_redis_get"] / tp["in_memory"]
+    print(f"\nkillgate kill-switch benchmarks — {time.strftime('%Y-%m-%d %H:%M')} — "
+          f"commit {subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True, cwd=ROOT).stdout.strip()}"
+          f" — Python {sys.version.split()[0]} — {os.cpu_count()} CPUs\n")
+    rows = [
+        ("(a) routing decision, table with 51 kills", f"{mic['decision_with_kills_ns']:.0f} ns"),
+        ("(a) routing decision, no kills", f"{mic['decision_without_kills_ns']:.0f} ns"),
+        ("(a) the kill check itself (precomputed flag)", f"{mic['killed_attr_check_ns']:.1f} ns"),
+        ("(a) bare dict lookup, for scale", f"{mic['dict_lookup_ns']:.1f} ns"),
+        ("(a) gateway req/s, in-memory check (wrk -c32)", f"{tp['in_memory']:.0f}"),
+        ("(a) gateway req/s, naive redis GET per request", f"{tp['naive_redis_get']:.0f}"),
+        ("(a) throughput a naive GET would cost", f"{cost * 100:.1f} %"),
+        (f"(b) kill API round trip, 3 instances, n={len(prop['rtt'])}, p50 / p99",
+         f"{statistics.median(prop['rtt']):.2f} / {pct(prop['rtt'], 0.99):.2f} ms"),
+        ("(b) receipt elapsed_ms (commit → all acked), p50 / p99",
+         f"{statistics.median(prop['receipt']):.2f} / {pct(prop['receipt'], 0.99):.2f} ms"),
+        ("(b) calls answered with every instance acked",
+         f"{prop['acked_all'][0]:.0f} / {len(prop['rtt'])} (instances {prop['instances'][0]:.0f})"),
+        (f"(c) kill call → killgate.error at the client, n={len(cuts)}, p50 / p99",
+         f"{statistics.median(cuts):.2f} / {pct(cuts, 0.99):.2f} ms"),
+    ]
+    w = max(len(r[0]) for r in rows)
+    print(f"| {'measure'.ljust(w)} | value |\n|{'-' * (w + 2)}|-------|")
+    for k, v in rows:
+        print(f"| {k.ljust(w)} | {v} |")
+    print(json.dumps({"micro": mic, "throughput": tp}), file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
