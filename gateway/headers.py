@@ -10,11 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from multidict import CIMultiDict
+
 __all__ = [
     "RawHeaders",
     "connection_tokens",
+    "request_head",
     "request_headers",
     "response_headers",
+    "response_multidict",
 ]
 
 RawHeaders = list[tuple[bytes, bytes]]
@@ -78,6 +82,61 @@ def request_headers(raw: Iterable[tuple[bytes, bytes]], peer: str, scheme: str,
         kept.append((b"x-forwarded-host", host))
     kept.append((b"via", b", ".join([*via, VIA])))
     return kept
+
+
+def request_head(first_line: bytes, raw: Iterable[tuple[bytes, bytes]], forwarded: bytes,
+                 length: int | None) -> bytes:
+    """The whole request head for a backend, built in one pass (the hot path).
+
+    `first_line` already holds the request line and our Host; `forwarded` the
+    x-forwarded-* lines. Same rules as `request_headers`.
+    """
+    parts = [first_line]
+    conn: list[bytes] | None = None
+    via: list[bytes] | None = None
+    for name, value in raw:
+        low = name.lower()
+        if low in _REQUEST_DROP or low.startswith(_INTERNAL):
+            if low == b"connection":
+                (conn := conn or []).append(value)
+            continue
+        if low == b"via":
+            (via := via or []).append(value)
+            continue
+        parts.append(b"%s: %s\r\n" % (name, value))
+    if conn:
+        named = connection_tokens(conn)
+        parts = [parts[0]] + [p for p in parts[1:] if p.split(b":", 1)[0].lower() not in named]
+    parts.append(forwarded)
+    parts.append(b"via: %s\r\n" % b", ".join([*(via or ()), VIA]))
+    if length is not None:
+        parts.append(b"content-length: %d\r\n\r\n" % length)
+    else:
+        parts.append(b"transfer-encoding: chunked\r\n\r\n")
+    return b"".join(parts)
+
+
+def response_multidict(raw: Iterable[tuple[bytes, bytes]]) -> CIMultiDict[str]:
+    """`response_headers` as the CIMultiDict aiohttp wants, built in one pass."""
+    out: CIMultiDict[str] = CIMultiDict()
+    add = out.add
+    conn: list[bytes] | None = None
+    via = "1.1 killgate"
+    for name, value in raw:
+        low = name.lower()
+        if low in _RESPONSE_DROP or low.startswith(_INTERNAL):
+            if low == b"connection":
+                (conn := conn or []).append(value)
+            continue
+        if low == b"via":
+            via = value.decode("latin-1") + ", " + via
+            continue
+        add(name.decode("latin-1"), value.decode("latin-1"))
+    if conn:
+        for tok in connection_tokens(conn):
+            out.popall(tok.decode("latin-1"), None)
+    add("via", via)
+    return out
 
 
 def response_headers(raw: Iterable[tuple[bytes, bytes]]) -> list[tuple[str, str]]:

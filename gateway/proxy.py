@@ -22,10 +22,10 @@ from aiohttp.http import HttpVersion11
 from multidict import CIMultiDict
 
 from gateway.errors import UpstreamClosed, UpstreamError, UpstreamTimeout
-from gateway.headers import request_headers, response_headers
+from gateway.headers import request_head, response_multidict
 from gateway.jsonpeek import Ambiguous, ModelField, find_model, rewrite_model
 from gateway.metrics import Metrics
-from gateway.routing import FAILOVER, FALLBACK, KILLED, RoutePlan, RouteTable, Target
+from gateway.routing import FAILOVER, FALLBACK, KILLED, Choice, RoutePlan, RouteTable, Target
 from gateway.snapshot import TableHolder
 from gateway.upstream import Exchange, Upstreams
 
@@ -54,11 +54,6 @@ class Observer(Protocol):
     """Hook for passive health (outlier detection): told how each exchange went."""
 
     def outcome(self, route: str, version: str, kind: str, latency: float) -> None: ...
-
-
-class _NoObserver:
-    def outcome(self, route: str, version: str, kind: str, latency: float) -> None:
-        return None
 
 
 class Handle:
@@ -134,9 +129,18 @@ class Proxy:
         self.metrics = metrics
         self.max_body = max_body
         self.peek_bytes = peek_bytes
-        self.observer: Observer = observer or _NoObserver()
-        self.scheme = scheme
+        self.observer = observer
+        self.scheme_b = scheme.encode()
         self.rand = random.random
+        self.loop = asyncio.get_running_loop()
+        # requests answered, by (route, version, decision, status): read by /metrics
+        self.counts: dict[tuple[str, str, str, int], int] = {}
+        metrics.collector(self._collect)
+
+    def _collect(self, metrics: Metrics) -> None:
+        for (route, version, decision, status), n in list(self.counts.items()):
+            metrics.set("killgate_requests_total", n, (route, version, decision, str(status)),
+                        label_names=("route", "version", "decision", "code"))
 
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
         inflight = self.inflight
@@ -161,9 +165,8 @@ class Proxy:
             h["x-killgate-decision"] = decision
         if extra:
             h.update(extra)
-        self.metrics.inc("killgate_requests_total",
-                         (route or "", version or "", decision or "", str(status)),
-                         label_names=("route", "version", "decision", "code"))
+        key = (route or "", version or "", decision or "", status)
+        self.counts[key] = self.counts.get(key, 0) + 1
         return web.Response(status=status, body=body, headers=h)
 
     def _error(self, status: int, type_: str, message: str, route: str | None = None,
@@ -223,18 +226,19 @@ class Proxy:
                                plan.name)
         sticky = headers.get(plan.sticky_header) if plan.sticky_header else None
         choice = plan.choose(sticky, pin, self.rand)
-        if choice.target is None:
+        if choice[0] is None:
             return self._unavailable(plan, choice.decision)
         # Small bodies are read up front: a request not yet delivered can move versions.
-        if prefix is None and request.body_exists and (cl is None or cl <= SMALL_BODY):
-            prefix = await self._read_prefix(request, cl, SMALL_BODY)
-            if prefix is None:
-                return self._error(413, "body_too_large",
-                                   f"the request body exceeds {self.max_body} bytes", plan.name)
-        elif prefix is None and not request.body_exists:
-            prefix = b""
-        return await self._forward(request, plan, (choice.target, *choice.failover),
-                                   choice.decision, prefix, field)
+        if prefix is None:
+            if not request.body_exists:
+                prefix = b""
+            elif cl is None or cl <= SMALL_BODY:
+                prefix = await self._read_prefix(request, cl, SMALL_BODY)
+                if prefix is None:
+                    return self._error(413, "body_too_large",
+                                       f"the request body exceeds {self.max_body} bytes",
+                                       plan.name)
+        return await self._forward(request, plan, choice, prefix, field, cl)
 
     async def _read_prefix(self, request: web.BaseRequest, cl: int | None,
                            limit: int | None = None) -> bytes | None:
@@ -246,7 +250,11 @@ class Proxy:
         limit = limit or self.peek_bytes
         content = request.content
         if cl is not None and cl <= limit:
-            return await content.readexactly(cl) if cl else b""
+            if not cl:
+                return b""
+            if content.is_eof() and content.total_bytes == cl:
+                return content.read_nowait()  # already here: no await, no copy
+            return await content.readexactly(cl)
         parts: list[bytes] = []
         n = 0
         while n < limit:
@@ -273,44 +281,42 @@ class Proxy:
 
     def _head(self, request: web.BaseRequest, target: Target, host_header: bytes,
               length: int | None) -> bytes:
-        peer = request.transport.get_extra_info("peername") if request.transport else None
-        fwd = request_headers(request.raw_headers, peer[0] if peer else "unknown", self.scheme,
-                              request.headers.get("host", "").encode("latin-1") or None)
-        parts = [b"%s %s%s HTTP/1.1\r\nhost: %s\r\n" % (
-            request.method.encode(), target.base_path.encode(),
-            request.raw_path.encode("latin-1"), host_header)]
-        for name, value in fwd:
-            parts.append(b"%s: %s\r\n" % (name, value))
-        if length is not None:
-            parts.append(b"content-length: %d\r\n\r\n" % length)
-        else:
-            parts.append(b"transfer-encoding: chunked\r\n\r\n")
-        return b"".join(parts)
+        first = b"%s %s%s HTTP/1.1\r\nhost: %s\r\n" % (
+            request.method.encode(), target.path_bytes, request.raw_path.encode("latin-1"),
+            host_header)
+        host = request.headers.get("host")
+        fwd = b"x-forwarded-for: %s\r\nx-forwarded-proto: %s\r\n" % (
+            (request.remote or "unknown").encode(), self.scheme_b)
+        if host:
+            fwd += b"x-forwarded-host: %s\r\n" % host.encode("latin-1")
+        return request_head(first, request.raw_headers, fwd, length)
 
-    async def _forward(self, request: web.BaseRequest, plan: RoutePlan,
-                       targets: tuple[Target, ...], decision: str, prefix: bytes | None,
-                       field: ModelField | None) -> web.StreamResponse:
+    async def _forward(self, request: web.BaseRequest, plan: RoutePlan, choice: Choice,
+                       prefix: bytes | None, field: ModelField | None,
+                       cl: int | None) -> web.StreamResponse:
         rc = plan.config
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + rc.timeouts.total
-        cl = request.content_length
+        timeouts = rc.timeouts
+        loop = self.loop
+        deadline = loop.time() + timeouts.total
         # Is the whole body in memory (replayable), or does a tail stream after `prefix`?
         complete = prefix is not None and (
             (cl is not None and len(prefix) == cl) or (cl is None and request.content.at_eof()))
         handle = Handle(plan.name)
-        self.inflight.handles.add(handle)
+        handles = self.inflight.handles
+        handles.add(handle)
+        target = choice.target
+        assert target is not None
+        decision = choice.decision
+        targets: tuple[Target, ...] | None = None
+        attempt = 0
         last: UpstreamError | None = None
         try:
-            for attempt, target in enumerate(targets):
-                if attempt:
-                    decision = FAILOVER
-                    self.metrics.inc("killgate_failovers_total", (plan.name,),
-                                     label_names=("route",))
+            while True:
                 body = prefix
                 if field is not None and target.model and body is not None:
                     body = rewrite_model(body, field, target.model)
                 if complete:
-                    length: int | None = len(body or b"")
+                    length: int | None = len(body) if body is not None else 0
                     send_body: bytes | AsyncIterator[bytes] | None = body
                 else:
                     length = None if cl is None else cl + (len(body or b"") - len(prefix or b""))
@@ -319,8 +325,8 @@ class Proxy:
                 started = loop.time()
                 try:
                     ex = await self._exchange(request, target, handle, send_body, length,
-                                              deadline, rc.timeouts.connect, rc.timeouts.idle,
-                                              replayable=complete)
+                                              deadline, timeouts.connect, timeouts.idle,
+                                              complete)
                 except BodyTooLarge:
                     return self._error(413, "body_too_large",
                                        f"the request body exceeds {self.max_body} bytes",
@@ -332,16 +338,46 @@ class Proxy:
                     last = exc
                     if handle.aborted is not None:
                         return self._unavailable_killed(plan, target, handle.aborted)
-                    if not exc.delivered:
-                        continue  # nothing reached that backend: try the next version
-                    return self._upstream_failed(plan, target, decision, exc)
+                    if exc.delivered:
+                        return self._upstream_failed(plan, target, decision, exc)
+                    # Nothing reached that backend: try the next version.
+                    if targets is None:
+                        targets = plan.failover_for(target.name)
+                    if attempt >= len(targets):
+                        break
+                    target = targets[attempt]
+                    attempt += 1
+                    decision = FAILOVER
+                    self.metrics.inc("killgate_failovers_total", (plan.name,),
+                                     label_names=("route",))
+                    continue
+                if ex.complete and request.method != "HEAD":
+                    return self._complete(plan, target, decision, ex, started)
                 return await self._respond(request, plan, target, decision, ex, handle, started)
             if plan.fallback is not None:
                 return self._unavailable(plan, FALLBACK)
             assert last is not None
-            return self._upstream_failed(plan, targets[-1], decision, last)
+            return self._upstream_failed(plan, target, decision, last)
         finally:
-            self.inflight.handles.discard(handle)
+            handles.discard(handle)
+
+    def _complete(self, plan: RoutePlan, target: Target, decision: str, ex: Exchange,
+                  started: float) -> web.Response:
+        """The fast path: the whole answer has arrived; hand it back in one write."""
+        out = response_multidict(ex.headers)
+        out["x-killgate-route"] = plan.name
+        out["x-killgate-version"] = target.name
+        out["x-killgate-decision"] = decision
+        status = ex.status
+        body = ex.take_body()
+        ex.release()
+        key = (plan.name, target.name, decision, status)
+        counts = self.counts
+        counts[key] = counts.get(key, 0) + 1
+        if self.observer is not None:
+            self.observer.outcome(plan.name, target.name, "5xx" if status >= 500 else "ok",
+                                  self.loop.time() - started)
+        return web.Response(status=status, body=body, headers=out)
 
     async def _chain(self, first: bytes, request: web.BaseRequest,
                      already: int) -> AsyncIterator[bytes]:
@@ -354,7 +390,7 @@ class Proxy:
                         body: bytes | AsyncIterator[bytes] | None, length: int | None,
                         deadline: float, connect: float, idle: float,
                         replayable: bool) -> Exchange:
-        pool = self.upstreams.pool(target.origin)
+        pool = self.upstreams.pools.get(target.origin) or self.upstreams.pool(target.origin)
         head = self._head(request, target, pool.host_header, length)
         for _ in range(2):
             ex, reused = await pool.acquire(connect)
@@ -383,8 +419,10 @@ class Proxy:
             "connect" if not exc.delivered else type(exc).__name__)
         self.metrics.inc("killgate_upstream_errors_total", (plan.name, target.name, kind),
                          label_names=("route", "version", "kind"))
-        self.observer.outcome(plan.name, target.name, "connect" if not exc.delivered else "error",
-                              asyncio.get_running_loop().time() - started)
+        if self.observer is not None:
+            self.observer.outcome(plan.name, target.name,
+                                  "connect" if not exc.delivered else "error",
+                                  self.loop.time() - started)
 
     def _unavailable_killed(self, plan: RoutePlan, target: Target, why: Aborted) -> web.Response:
         self.metrics.inc("killgate_inflight_aborted_total", (plan.name,), label_names=("route",))
@@ -405,20 +443,13 @@ class Proxy:
     async def _respond(self, request: web.BaseRequest, plan: RoutePlan, target: Target,
                        decision: str, ex: Exchange, handle: Handle,
                        started: float) -> web.StreamResponse:
-        out = CIMultiDict(response_headers(ex.headers))
+        out = response_multidict(ex.headers)
         out["x-killgate-route"] = plan.name
         out["x-killgate-version"] = target.name
         out["x-killgate-decision"] = decision
         status = ex.status
-        self.metrics.inc("killgate_requests_total",
-                         (plan.name, target.name, decision, str(status)),
-                         label_names=("route", "version", "decision", "code"))
-        if ex.complete and request.method != "HEAD":
-            body = ex.take_body()
-            ex.release()
-            self.observer.outcome(plan.name, target.name, "5xx" if status >= 500 else "ok",
-                                  asyncio.get_running_loop().time() - started)
-            return web.Response(status=status, body=body, headers=out)
+        key = (plan.name, target.name, decision, status)
+        self.counts[key] = self.counts.get(key, 0) + 1
         length = _content_length(ex.headers)
         if request.method == "HEAD":
             ex.release()
@@ -476,8 +507,9 @@ class Proxy:
         if tail:
             await resp.write(tail)
         ex.release()
-        self.observer.outcome(plan.name, target.name, "5xx" if status >= 500 else "ok",
-                              asyncio.get_running_loop().time() - started)
+        if self.observer is not None:
+            self.observer.outcome(plan.name, target.name, "5xx" if status >= 500 else "ok",
+                                  self.loop.time() - started)
         await resp.write_eof()
         return resp
 

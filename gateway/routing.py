@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from hashlib import blake2b
 from itertools import accumulate
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
 from gateway.config import Config, FallbackConfig, RouteConfig
@@ -51,18 +52,18 @@ class Target:
     base_path: str
     model: str | None
     artifact: str | None
-
-    @property
-    def origin(self) -> tuple[str, str, int]:
-        return (self.scheme, self.host, self.port)
+    origin: tuple[str, str, int]
+    path_bytes: bytes  # base_path, encoded once
 
 
 def _target(route: str, name: str, url: str, model: str | None, artifact: str | None) -> Target:
     u = urlsplit(url)
     scheme = u.scheme
     port = u.port or (443 if scheme == "https" else 80)
-    return Target(route, name, url, scheme, u.hostname or "", port, u.path.rstrip("/"), model,
-                  artifact)
+    host = u.hostname or ""
+    base = u.path.rstrip("/")
+    return Target(route, name, url, scheme, host, port, base, model, artifact,
+                  (scheme, host, port), base.encode())
 
 
 def bucket_score(route: str, version: str, key: str, weight: float) -> float:
@@ -80,11 +81,9 @@ def path_matches(prefix: str, path: str) -> bool:
     return len(path) == len(prefix) or prefix.endswith("/") or path[len(prefix)] == "/"
 
 
-@dataclass(frozen=True, slots=True)
-class Choice:
+class Choice(NamedTuple):
     target: Target | None
     decision: str
-    failover: tuple[Target, ...] = ()
 
 
 class RoutePlan:
@@ -99,6 +98,7 @@ class RoutePlan:
         "_elig_total",
         "_elig_w",
         "_eligible",
+        "_failover",
         "_servable",
         "allow_pin",
         "config",
@@ -154,6 +154,7 @@ class RoutePlan:
         self._elig_names = tuple(ew)
         self._elig_cum = tuple(accumulate(ew.values()))
         self._elig_total = self._elig_cum[-1] if ew else 0.0
+        self._failover = self._build_failover()
 
     def effective_weights(self) -> dict[str, float]:
         """Each version's share of new traffic in percent (0 for those that cannot serve)."""
@@ -215,15 +216,20 @@ class RoutePlan:
                 idx = bisect_right(self._elig_cum, rand() * self._elig_total)
                 name = self._elig_names[min(idx, len(self._elig_names) - 1)]
                 failed_over = True
-        return Choice(self.targets[name], FAILOVER if failed_over else decision,
-                      self._others(name))
+        return Choice(self.targets[name], FAILOVER if failed_over else decision)
 
-    def _others(self, name: str) -> tuple[Target, ...]:
-        """Versions to try, in order, when the chosen one cannot be reached."""
-        others = [n for n in self._elig_names if n != name]
-        if self.stable != name and self.stable in self._servable and self.stable not in others:
-            others.append(self.stable)
-        return tuple(self.targets[n] for n in others)
+    def failover_for(self, name: str) -> tuple[Target, ...]:
+        """Versions to try, in order, when `name` cannot be reached (precomputed)."""
+        return self._failover.get(name, ())
+
+    def _build_failover(self) -> dict[str, tuple[Target, ...]]:
+        out = {}
+        for name in self.targets:
+            others = [n for n in self._elig_names if n != name]
+            if self.stable != name and self.stable in self._servable and self.stable not in others:
+                others.append(self.stable)
+            out[name] = tuple(self.targets[n] for n in others)
+        return out
 
 
 class RouteTable:

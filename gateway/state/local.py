@@ -160,7 +160,7 @@ class LocalStore:
             left = deadline - time.monotonic()
             if left <= 0:
                 return []
-            await asyncio.sleep(min(0.01, left))
+            await asyncio.sleep(min(0.025, left))
 
     # ------------------------------------------------------------------ instances
 

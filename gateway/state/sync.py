@@ -277,7 +277,7 @@ class Sync:
                     reason=f"no state sync for {stale:.1f}s (max_staleness "
                            f"{self.cfg.max_staleness:g}s): every route answers killed",
                     source=self.instance))
-            await asyncio.sleep(min(0.05, self.cfg.max_staleness / 4))
+            await asyncio.sleep(min(0.1, self.cfg.max_staleness / 4))
 
     def staleness(self) -> float:
         ref = self.last_ok if self.last_ok is not None else self.started_at
