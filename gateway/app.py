@@ -8,6 +8,7 @@ The only module that wires objects together; handlers get their dependencies her
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import os
@@ -18,15 +19,21 @@ from typing import Any
 from aiohttp import web
 
 from gateway.admin.api import AdminApi
-from gateway.audit import utc_now
+from gateway.alerts import Alerts
+from gateway.audit import AuditDraft, utc_now
 from gateway.config import LoadedConfig, load_config, parse_listen
-from gateway.errors import ConfigError
+from gateway.errors import AuditError, ConfigError, Problem, StateError
 from gateway.log import event
 from gateway.metrics import Metrics
-from gateway.proxy import Inflight, Proxy
+from gateway.model import StateDoc
+from gateway.overrides import identity_problems, record_config
+from gateway.probes import HealthMonitor
+from gateway.proxy import Inflight, Observer, Proxy
+from gateway.rollout import RolloutDriver
 from gateway.routing import RouteTable
 from gateway.snapshot import TableHolder
 from gateway.state import StateSync, make_sync
+from gateway.state.sync import Sync
 from gateway.upstream import Upstreams
 
 __all__ = ["Gateway", "bind_socket"]
@@ -70,6 +77,9 @@ class Gateway:
         self._stack = AsyncExitStack()
         self.upstreams: Upstreams | None = None
         self.sync: StateSync | None = None
+        self.health: HealthMonitor | None = None
+        self.rollout: RolloutDriver | None = None
+        self.admin_api: AdminApi | None = None
         self.data_addr: tuple[str, int] | None = None
         self.admin_addr: tuple[str, int] | None = None
         self._data_runner: web.ServerRunner | None = None
@@ -93,9 +103,23 @@ class Gateway:
         self._stack.push_async_callback(self.sync.stop)
         event(log, "phase", phase="state", backend=cfg.state.backend, ready=self.sync.ready,
               generation=self.holder.doc.generation)
+        self._check_identities(self.loaded)
+        await self._record_config(self.loaded)
+
+        self.health = HealthMonitor(self.holder, self.metrics)
+        await self.health.start()
+        self._stack.push_async_callback(self.health.stop)
+        self.alerts = Alerts(self.metrics)
+        self._stack.push_async_callback(self.alerts.stop)
+        assert isinstance(self.sync, Sync)
+        self.rollout = RolloutDriver(self.holder, self.sync, self.alerts, self.instance,
+                                     self.health.ejections)
+        await self.rollout.start()
+        self._stack.push_async_callback(self.rollout.stop)
 
         proxy = Proxy(self.holder, self.upstreams, self.inflight, self.metrics,
-                      cfg.server.max_body_size, cfg.server.model_peek_bytes)
+                      cfg.server.max_body_size, cfg.server.model_peek_bytes,
+                      observer=_Fanout(self.health, self.rollout))
         server = web.Server(proxy, handler_cancellation=True, access_log=None,
                             auto_decompress=False,
                             keepalive_timeout=cfg.server.keepalive_timeout,
@@ -104,9 +128,12 @@ class Gateway:
                                              handle_signals=False)
         await self._data_runner.setup()
 
-        admin = AdminApi(self).app()
-        self._admin_runner = web.AppRunner(admin, access_log=None, shutdown_timeout=2.0,
-                                           handle_signals=False)
+        self.admin_api = AdminApi(self)
+        # Header lines up to 2 MiB reach the handler, so an oversized token is a clean
+        # 401 (admin.auth caps Authorization at 8 KiB) rather than a parser's 400.
+        self._admin_runner = web.AppRunner(self.admin_api.app(), access_log=None,
+                                           shutdown_timeout=2.0, handle_signals=False,
+                                           max_field_size=2 * 1024 * 1024)
         await self._admin_runner.setup()
         self._stack.push_async_callback(self._admin_runner.cleanup)
 
@@ -140,12 +167,40 @@ class Gateway:
         if n:
             event(log, "inflight_aborted", count=n, generation=new.generation)
 
+    # ------------------------------------------------------------------ history
+
+    def _check_identities(self, loaded: LoadedConfig) -> None:
+        """A version name whose artifact changed against the recorded history is refused."""
+        problems = identity_problems(self.holder.doc, list(loaded.config.routes))
+        if problems:
+            raise ConfigError([Problem(path, msg) for path, msg in problems])
+
+    async def _record_config(self, loaded: LoadedConfig) -> None:
+        """Record unseen version identities and the file's stable in the route history."""
+        assert self.sync is not None
+        routes = list(loaded.config.routes)
+
+        def change(cur: StateDoc) -> StateDoc:
+            return record_config(cur, routes, loaded.digest, utc_now())
+
+        def describe(cur: StateDoc, new: StateDoc) -> AuditDraft:
+            return AuditDraft("killgate/config", "config.record", {"config": loaded.digest},
+                              "versions and stables seen in the config file",
+                              None, {"routes": sorted(new.history)}, "", self.instance)
+
+        try:
+            await asyncio.wait_for(self.sync.write(change, describe),
+                                   loaded.config.state.command_timeout * 6)
+        except (StateError, AuditError, TimeoutError) as exc:
+            event(log, "config_record_skipped", logging.WARNING, error=str(exc) or "timeout")
+
     # ------------------------------------------------------------------ status
 
     def status(self) -> dict[str, Any]:
         """GET /v1/status (CONTRACT §4): what this instance enforces, and why."""
         table = self.holder.table
         doc = table.doc
+        health = self.health.status() if self.health is not None else {}
         routes: dict[str, Any] = {}
         for plan in table.routes:
             rc = plan.config
@@ -162,8 +217,11 @@ class Gateway:
                     "url": v.url, "artifact": v.artifact, "configured_weight": v.weight,
                     "effective_weight": eff.get(v.name, 0.0),
                     "healthy": (rc.name, v.name) not in table.unhealthy,
+                    **({"health": health.get((rc.name, v.name))} if health else {}),
                     "killed": plan.excluded.get(v.name) == "killed" or plan.killed is not None,
                 } for v in rc.versions},
+                "previous_known_good": plan.previous,
+                "analysis": self.rollout.status(rc.name) if self.rollout else None,
                 "history": [dataclasses.asdict(h) for h in doc.history.get(rc.name, ())],
             }
         return {
@@ -221,6 +279,17 @@ class Gateway:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.shutdown()
+
+
+class _Fanout:
+    """Tells every interested party how each exchange went (health, canary analysis)."""
+
+    def __init__(self, *observers: Observer) -> None:
+        self.observers = observers
+
+    def outcome(self, route: str, version: str, kind: str, latency: float) -> None:
+        for o in self.observers:
+            o.outcome(route, version, kind, latency)
 
 
 def _fmt(addr: tuple[str, int] | None) -> str:

@@ -299,6 +299,8 @@ class AnalysisConfig(_Model):
     min_requests: int = Field(default=50, ge=1)
     max_error_rate_increase: float = Field(default=0.05, ge=0, le=1)
     max_p99_ratio: float = Field(default=1.5, gt=0)
+    # differences smaller than this never fail a canary (1 ms vs 2 ms is noise, not a ratio)
+    p99_slack: Duration = 0.025
     webhook_url: str | None = None
     steps: list[float] | None = None
     step_interval: Duration = 60.0
@@ -545,6 +547,10 @@ def _semantic_problems(cfg: Config) -> list[Problem]:
             out.append(Problem(f"{base}.sticky.header", "must not be x-killgate-pin"))
         if r.health and r.health.timeout >= r.health.interval:
             out.append(Problem(f"{base}.health.timeout", "must be shorter than health.interval"))
+        if r.analysis is not None and len(r.versions) != 2:
+            out.append(Problem(f"{base}.analysis",
+                               "canary analysis needs exactly two versions: the stable and one "
+                               "canary"))
         if r.timeouts.connect > r.timeouts.total:
             out.append(Problem(f"{base}.timeouts.connect", "must not exceed timeouts.total"))
     out.extend(_overlaps(cfg))

@@ -62,7 +62,7 @@ class HistoryEntry:
 
 @dataclass(frozen=True, slots=True)
 class RouteOverride:
-    """A latched runtime override of a route (rollback / promote / weights)."""
+    """A latched runtime override of a route (rollback / promote / weights / auto)."""
 
     stable: str | None
     weights: dict[str, float]
@@ -81,6 +81,10 @@ class StateDoc:
     kills: dict[str, KillFlag] = field(default_factory=dict)
     overrides: dict[str, RouteOverride] = field(default_factory=dict)
     history: dict[str, tuple[HistoryEntry, ...]] = field(default_factory=dict)
+    #: route -> version -> {"url", "artifact", "time"}: identities seen, never rewritten
+    identities: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    #: route -> progressive delivery state {"step", "since", "state"}
+    progress: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def with_changes(self, **kw: Any) -> StateDoc:
         return replace(self, **kw)
@@ -92,6 +96,8 @@ class StateDoc:
             "kills": {k: asdict(v) for k, v in self.kills.items()},
             "overrides": {k: asdict(v) for k, v in self.overrides.items()},
             "history": {k: [asdict(e) for e in v] for k, v in self.history.items()},
+            "identities": self.identities,
+            "progress": self.progress,
         }
 
     @classmethod
@@ -103,10 +109,14 @@ class StateDoc:
             overrides={k: RouteOverride(**v) for k, v in (d.get("overrides") or {}).items()},
             history={k: tuple(HistoryEntry(**e) for e in v)
                      for k, v in (d.get("history") or {}).items()},
+            identities=dict(d.get("identities") or {}),
+            progress=dict(d.get("progress") or {}),
         )
 
-    def merged_restrictive(self, other: StateDoc) -> StateDoc:
-        """The union of both documents' kills (used when the store's state is unknown)."""
-        kills = dict(other.kills)
-        kills.update(self.kills)
-        return replace(self, kills=kills)
+    def previous_stable(self, route: str, current: str) -> HistoryEntry | None:
+        """The most recent history entry whose stable differs from `current`."""
+        for entry in reversed(self.history.get(route, ())):
+            if entry.stable != current:
+                return entry
+        return None
+

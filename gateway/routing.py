@@ -31,7 +31,9 @@ __all__ = [
     "Target",
     "bucket_score",
     "build_table",
+    "canary_of",
     "path_matches",
+    "progressive_weights",
 ]
 
 # Decisions, as they appear in x-killgate-decision.
@@ -111,6 +113,7 @@ class RoutePlan:
         "model",
         "name",
         "prefix",
+        "previous",
         "stable",
         "sticky_header",
         "targets",
@@ -118,7 +121,8 @@ class RoutePlan:
     )
 
     def __init__(self, rc: RouteConfig, weights: Mapping[str, float], stable: str,
-                 excluded: Mapping[str, str], killed: str | None) -> None:
+                 excluded: Mapping[str, str], killed: str | None,
+                 previous: str | None = None) -> None:
         self.config = rc
         self.name = rc.name
         self.prefix = rc.match.path_prefix
@@ -144,7 +148,12 @@ class RoutePlan:
         eligible = [n for n in self.targets if n not in self.excluded]
         self._servable = frozenset(eligible)
         self.stable = stable
+        self.previous = previous
         ew = {n: w[n] for n in eligible if w[n] > 0}
+        if (stable in self.excluded and previous is not None and previous != stable
+                and previous in self._servable and w[stable] > 0):
+            # The stable cannot serve: its share goes to the previous known-good version.
+            ew[previous] = ew.get(previous, 0.0) + w[stable]
         if not ew and eligible:
             # Every version with traffic is out: the stable (if it can serve) takes it all,
             # else the remaining versions share equally.
@@ -261,6 +270,26 @@ class RouteTable:
         return None
 
 
+def canary_of(rc: RouteConfig, stable: str) -> str | None:
+    """The canary of a two-version route (the version that is not `stable`)."""
+    others = [v.name for v in rc.versions if v.name != stable]
+    return others[0] if len(others) == 1 else None
+
+
+def progressive_weights(rc: RouteConfig, prog: Mapping[str, object]) -> dict[str, float] | None:
+    """Weights while a progressive rollout runs (step percentage to the canary)."""
+    steps = rc.analysis.steps if rc.analysis is not None else None
+    canary = canary_of(rc, rc.stable)
+    if not steps or canary is None or prog.get("canary") != canary \
+            or prog.get("state") not in ("running", "paused"):
+        return None
+    pct = float(steps[min(int(prog.get("step", 0)), len(steps) - 1)])  # type: ignore[call-overload]
+    weights = {v.name: 0.0 for v in rc.versions}
+    weights[canary] = pct
+    weights[rc.stable] = 100.0 - pct
+    return weights
+
+
 def build_table(cfg: Config, doc: StateDoc, unhealthy: frozenset[tuple[str, str]] = frozenset(),
                 fail_closed: bool = False) -> RouteTable:
     """Combine the config, the replicated state and health into the routing snapshot."""
@@ -270,9 +299,12 @@ def build_table(cfg: Config, doc: StateDoc, unhealthy: frozenset[tuple[str, str]
         killed = "global" if global_kill else (
             "route" if kill_key("route", rc.name) in doc.kills else None)
         ov = doc.overrides.get(rc.name)
+        prog = doc.progress.get(rc.name)
         if ov is not None:
             weights = {v.name: float(ov.weights.get(v.name, 0.0)) for v in rc.versions}
             stable = ov.stable if ov.stable and rc.version(ov.stable) else rc.stable
+        elif prog is not None and (w := progressive_weights(rc, prog)) is not None:
+            weights, stable = w, rc.stable
         else:
             weights = {v.name: v.weight for v in rc.versions}
             stable = rc.stable
@@ -282,5 +314,7 @@ def build_table(cfg: Config, doc: StateDoc, unhealthy: frozenset[tuple[str, str]
                 excluded[v.name] = "killed"
             elif (rc.name, v.name) in unhealthy:
                 excluded[v.name] = "unhealthy"
-        plans.append(RoutePlan(rc, weights, stable, excluded, killed))
+        prev = doc.previous_stable(rc.name, stable)
+        previous = prev.stable if prev is not None and rc.version(prev.stable) else None
+        plans.append(RoutePlan(rc, weights, stable, excluded, killed, previous))
     return RouteTable(plans, doc, unhealthy)

@@ -8,27 +8,43 @@ with a propagation receipt. Denied attempts are counted and rate limited per add
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import hashlib
 import json
 import logging
+import time
 import uuid
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from gateway import overrides
+from gateway.admin import openapi
 from gateway.admin.auth import Authenticator, FailureLimiter, Principal
 from gateway.audit import AuditDraft, clean_text, utc_now
-from gateway.config import parse_duration
+from gateway.config import RouteConfig, parse_duration
 from gateway.errors import ApiError, AuditError, StateError, StoreUnavailable
 from gateway.log import event
-from gateway.model import KillFlag, StateDoc, kill_key
+from gateway.model import KillFlag, RouteOverride, StateDoc, kill_key
+from gateway.overrides import effective_stable
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
+
+
+def _override_json(ov: RouteOverride | None, stable: str) -> dict[str, Any]:
+    if ov is None:
+        return {"latched": False, "stable": stable}
+    return {"latched": True, "kind": ov.kind, "stable": ov.stable, "weights": ov.weights}
 
 __all__ = ["AdminApi", "json_error"]
 
 log = logging.getLogger("killgate.admin")
 MAX_WAIT = 30.0
+IDEMPOTENCY_TTL = 24 * 3600.0
+KILL_FIELDS = frozenset({"scope", "route", "version", "reason"})
 
 
 def json_error(status: int, type_: str, message: str) -> web.Response:
@@ -54,7 +70,10 @@ async def _errors(request: web.Request, handler: Any) -> web.StreamResponse:
         return json_error(413, "body_too_large", "the admin request body is too large")
     except web.HTTPException as exc:
         if exc.status >= 400:
-            return json_error(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason)
+            resp = json_error(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason)
+            if "Allow" in exc.headers:
+                resp.headers["Allow"] = exc.headers["Allow"]
+            return resp
         raise
 
 
@@ -74,10 +93,15 @@ class AdminApi:
         r.add_get("/healthz", self.healthz)
         r.add_get("/readyz", self.readyz)
         r.add_get("/metrics", self.metrics)
+        r.add_get("/openapi.json", self.openapi)
         r.add_get("/v1/status", self.status)
         r.add_get("/v1/audit", self.audit)
         r.add_post("/v1/kill", self.kill)
         r.add_post("/v1/unkill", self.unkill)
+        r.add_post("/v1/routes/{route}/rollback", self.rollback)
+        r.add_post("/v1/routes/{route}/promote", self.promote)
+        r.add_put("/v1/routes/{route}/weights", self.weights)
+        r.add_post("/v1/routes/{route}/release", self.release)
         return app
 
     # ------------------------------------------------------------------ helpers
@@ -99,13 +123,17 @@ class AdminApi:
         return principal
 
     @staticmethod
-    async def _body(request: web.Request) -> dict[str, Any]:
+    async def _body(request: web.Request, allowed: frozenset[str]) -> dict[str, Any]:
         try:
             body = await request.json()
         except (ValueError, UnicodeDecodeError):
             raise ApiError(400, "bad_request", "the body must be a JSON object") from None
         if not isinstance(body, dict):
             raise ApiError(400, "bad_request", "the body must be a JSON object")
+        unknown = sorted(set(body) - allowed)
+        if unknown:
+            raise ApiError(400, "bad_request", f"unknown field(s): {', '.join(unknown)}; "
+                           f"allowed: {', '.join(sorted(allowed))}")
         return body
 
     @staticmethod
@@ -177,6 +205,9 @@ class AdminApi:
         return web.Response(text=self.gw.metrics.render(), content_type="text/plain",
                             charset="utf-8", headers={"x-content-type-options": "nosniff"})
 
+    async def openapi(self, request: web.Request) -> web.Response:
+        return web.json_response(openapi.document())
+
     # ------------------------------------------------------------------ reads
 
     async def status(self, request: web.Request) -> web.Response:
@@ -199,7 +230,7 @@ class AdminApi:
 
     async def kill(self, request: web.Request) -> web.Response:
         principal = await self._principal(request, "killgate:kill")
-        body = await self._body(request)
+        body = await self._body(request, KILL_FIELDS | {"abort_inflight"})
         scope, route, version = self._selector(body)
         reason = self._reason(body)
         abort = body.get("abort_inflight", True)
@@ -221,11 +252,11 @@ class AdminApi:
                               before.public() if before else None, new.kills[key].public(),
                               rid, peer)
 
-        return await self._write(change, describe, wait, {"kill": key})
+        return await self._write(request, principal, change, describe, wait, {"kill": key})
 
     async def unkill(self, request: web.Request) -> web.Response:
         principal = await self._principal(request, "killgate:kill")
-        body = await self._body(request)
+        body = await self._body(request, KILL_FIELDS)
         scope, route, version = self._selector(body)
         reason = self._reason(body)
         wait = self._wait(request)
@@ -244,17 +275,154 @@ class AdminApi:
                               {"scope": scope, "route": route, "version": version}, reason,
                               cur.kills[key].public(), None, rid, peer)
 
-        return await self._write(change, describe, wait, {"unkill": key})
+        return await self._write(request, principal, change, describe, wait,
+                                 {"unkill": key})
 
-    async def _write(self, change: Any, describe: Any, wait: float,
-                     extra: dict[str, Any]) -> web.Response:
-        assert self.gw.sync is not None
-        new, ev = await self.gw.sync.write(change, describe)
-        receipt = await self.gw.sync.receipt(new.generation, wait)
+    # ------------------------------------------------------------------ rollouts
+
+    def _route(self, request: web.Request) -> RouteConfig:
+        name = request.match_info["route"]
+        rc = self.gw.loaded.config.route(name)
+        if rc is None:
+            raise ApiError(404, "unknown_route", f"no route named {name!r}")
+        return rc
+
+    async def _route_write(self, request: web.Request, action: str, fields: frozenset[str],
+                           change: Callable[[StateDoc, RouteConfig, Principal, str, dict[str, Any]],
+                                            StateDoc]) -> web.Response:
+        principal = await self._principal(request, "killgate:rollout")
+        rc = self._route(request)
+        body = await self._body(request, fields | {"reason"})
+        reason = self._reason(body)
+        wait = self._wait(request)
+        rid, peer = self._meta(request)
+
+        def apply(cur: StateDoc) -> StateDoc:
+            return change(cur, rc, principal, reason, body)
+
+        def describe(cur: StateDoc, new: StateDoc) -> AuditDraft:
+            before, after = cur.overrides.get(rc.name), new.overrides.get(rc.name)
+            return AuditDraft(principal.subject, action, {"route": rc.name}, reason,
+                              _override_json(before, effective_stable(cur, rc)),
+                              _override_json(after, effective_stable(new, rc)), rid, peer)
+
+        return await self._write(request, principal, apply, describe, wait,
+                                 {"route": rc.name, "action": action})
+
+    async def rollback(self, request: web.Request) -> web.Response:
+        def change(cur: StateDoc, rc: RouteConfig, p: Principal, reason: str,
+                   body: dict[str, Any]) -> StateDoc:
+            to = body.get("to")
+            if to is not None and not isinstance(to, str):
+                raise ApiError(400, "bad_request", "'to' must be a version name")
+            return overrides.rollback(cur, rc, to, p.subject, reason, utc_now())
+
+        return await self._route_write(request, "rollback", frozenset({"to"}), change)
+
+    async def promote(self, request: web.Request) -> web.Response:
+        def change(cur: StateDoc, rc: RouteConfig, p: Principal, reason: str,
+                   body: dict[str, Any]) -> StateDoc:
+            version = body.get("version")
+            if not isinstance(version, str) or not version:
+                raise ApiError(400, "bad_request", "'version' is required")
+            return overrides.promote(cur, rc, version, p.subject, reason, utc_now())
+
+        return await self._route_write(request, "promote", frozenset({"version"}), change)
+
+    async def weights(self, request: web.Request) -> web.Response:
+        def change(cur: StateDoc, rc: RouteConfig, p: Principal, reason: str,
+                   body: dict[str, Any]) -> StateDoc:
+            return overrides.set_weights(cur, rc, body.get("weights"), p.subject, reason,
+                                         utc_now())
+
+        return await self._route_write(request, "weights", frozenset({"weights"}), change)
+
+    async def release(self, request: web.Request) -> web.Response:
+        def change(cur: StateDoc, rc: RouteConfig, p: Principal, reason: str,
+                   body: dict[str, Any]) -> StateDoc:
+            return overrides.release(cur, rc, p.subject, reason, utc_now())
+
+        return await self._route_write(request, "release", frozenset(), change)
+
+    async def _write(self, request: web.Request, principal: Principal, change: Any,
+                     describe: Any, wait: float, extra: dict[str, Any]) -> web.Response:
+        """Apply a change with its audit event; answer with the propagation receipt.
+
+        With an Idempotency-Key, a retried request (same caller, same key, same body)
+        gets the first answer back and causes no second action or audit event.
+        """
+        sync = self.gw.sync
+        assert sync is not None
+        ident, fingerprint = await self._idempotency(request, principal)
+        if ident is not None:
+            earlier = await sync.store.idem_claim(
+                ident, {"fingerprint": fingerprint}, IDEMPOTENCY_TTL)
+            if earlier is not None:
+                return await self._replay(ident, earlier, fingerprint, wait)
+        try:
+            new, ev = await sync.write(change, describe)
+        except BaseException:
+            if ident is not None:
+                with contextlib.suppress(StateError):
+                    await sync.store.idem_release(ident)
+            raise
+        if ident is not None:
+            # record the generation first: a concurrent retry can then answer with it
+            with contextlib.suppress(StateError):
+                await sync.store.idem_set(ident, {"fingerprint": fingerprint,
+                                                  "generation": new.generation,
+                                                  "extra": extra}, IDEMPOTENCY_TTL)
+        receipt = await sync.receipt(new.generation, wait)
         receipt.update(extra)
         if ev is not None:
             receipt["audit_id"] = ev["id"]
             event(log, "admin_write", actor=ev["actor"], action=ev["action"], target=ev["target"],
                   generation=new.generation, acked=receipt["applied"]["acked"],
                   instances=receipt["applied"]["instances"])
+        if ident is not None:
+            with contextlib.suppress(StateError):
+                await sync.store.idem_set(ident, {"fingerprint": fingerprint,
+                                                  "generation": new.generation,
+                                                  "response": receipt}, IDEMPOTENCY_TTL)
         return web.json_response(receipt)
+
+    async def _idempotency(self, request: web.Request,
+                           principal: Principal) -> tuple[str | None, str]:
+        key = request.headers.get("Idempotency-Key")
+        if key is None:
+            return None, ""
+        if not 1 <= len(key) <= 128 or not key.isprintable() or not key.isascii():
+            raise ApiError(400, "bad_request",
+                           "Idempotency-Key must be 1-128 printable ASCII characters")
+        body = await request.read()
+        fingerprint = hashlib.sha256(
+            request.method.encode() + b" " + request.path.encode() + b"\n" + body).hexdigest()
+        ident = hashlib.sha256(f"{principal.subject}\n{key}".encode()).hexdigest()
+        return ident, fingerprint
+
+    async def _replay(self, ident: str, earlier: dict[str, Any], fingerprint: str,
+                      wait: float) -> web.Response:
+        sync = self.gw.sync
+        assert sync is not None
+        if earlier.get("fingerprint") != fingerprint:
+            raise ApiError(409, "idempotency_key_reused",
+                           "this Idempotency-Key was used for a different request")
+        deadline = time.monotonic() + wait + 5.0
+        while "response" not in earlier and "generation" not in earlier:
+            if time.monotonic() > deadline:
+                raise ApiError(409, "in_progress",
+                               "a request with this Idempotency-Key is still being applied")
+            await asyncio.sleep(0.01)
+            got = await sync.store.idem_claim(ident, {"fingerprint": fingerprint},
+                                              IDEMPOTENCY_TTL)
+            if got is None:  # the first attempt failed and released the key
+                await sync.store.idem_release(ident)
+                raise ApiError(409, "in_progress", "the first request with this "
+                               "Idempotency-Key failed; retry with a new key")
+            earlier = got
+        if "response" in earlier:
+            resp = dict(earlier["response"])
+        else:
+            resp = await sync.receipt(int(earlier["generation"]), wait)
+            resp.update(earlier.get("extra", {}))
+        return web.json_response(resp, headers={"idempotent-replayed": "true"})

@@ -194,6 +194,62 @@ class LocalStore:
     async def leave(self, instance: str) -> None:
         await asyncio.to_thread(self._instance_file(instance).unlink, True)
 
+    # ------------------------------------------------------------------ idempotency
+
+    def _idem(self, key: str, record: dict[str, Any] | None, ttl: float,
+              mode: str) -> dict[str, Any] | None:
+        path = self.path.with_name(self.path.name + ".idempotency.json")
+        with open(self.lock_path, "a+b") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                table = json.loads(path.read_bytes())
+            except (FileNotFoundError, ValueError):
+                table = {}
+            now = time.time()
+            table = {k: v for k, v in table.items() if v.get("expires", 0) > now}
+            existing = table.get(key)
+            if mode == "claim" and existing is not None:
+                return dict(existing["record"])
+            if mode == "release":
+                table.pop(key, None)
+            else:
+                table[key] = {"record": record, "expires": now + ttl}
+            atomic_write(path, json.dumps(table).encode())
+            return None
+
+    async def idem_claim(self, key: str, record: dict[str, Any], ttl: float) -> dict[str, Any] | None:
+        return await asyncio.to_thread(self._idem, key, record, ttl, "claim")
+
+    async def idem_set(self, key: str, record: dict[str, Any], ttl: float) -> None:
+        await asyncio.to_thread(self._idem, key, record, ttl, "set")
+
+    async def idem_release(self, key: str) -> None:
+        await asyncio.to_thread(self._idem, key, None, 0, "release")
+
+    # ------------------------------------------------------------------ analysis counts
+
+    def _stats_dir(self, route: str) -> Path:
+        return self.path.with_name(self.path.name + ".stats") / route
+
+    async def put_stats(self, route: str, instance: str, blob: dict[str, Any]) -> None:
+        try:
+            await asyncio.to_thread(atomic_write, self._stats_dir(route) / f"{instance}.json",
+                                    json.dumps(blob).encode())
+        except OSError as exc:
+            raise StoreUnavailable(f"cannot write counts: {exc.strerror}") from None
+
+    def _read_stats(self, route: str) -> list[dict[str, Any]]:
+        out = []
+        for f in self._stats_dir(route).glob("*.json"):
+            try:
+                out.append(json.loads(f.read_bytes()))
+            except (OSError, ValueError):
+                continue
+        return out
+
+    async def get_stats(self, route: str) -> list[dict[str, Any]]:
+        return await asyncio.to_thread(self._read_stats, route)
+
     # ------------------------------------------------------------------ audit
 
     def _audit_all(self) -> list[dict[str, Any]]:

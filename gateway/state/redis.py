@@ -4,6 +4,8 @@ Owns every key under `<prefix>:` and the only import of redis-py:
   <p>:state       the state document (JSON)       <p>:gen         its generation
   <p>:audit       audit events (a stream)         <p>:audit:head  hash of the newest event
   <p>:instances   instance → "generation:server-ms" (heartbeats and acks)
+  <p>:stats:<route> instance → window counts (canary analysis)
+  <p>:idem:<key>  an idempotency record (expires after a day)
   channels <p>:events (new documents) and <p>:acks ("instance generation").
 Commits are one Lua script: compare the generation and the audit head, append the audit
 event, replace the state, publish. Every call has an outer timeout and redis-py's own
@@ -108,6 +110,8 @@ class RedisStore:
         self.k_state, self.k_gen = f"{p}:state", f"{p}:gen"
         self.k_audit, self.k_head = f"{p}:audit", f"{p}:audit:head"
         self.k_instances = f"{p}:instances"
+        self.k_stats = f"{p}:stats"
+        self.k_idem = f"{p}:idem"
         self.ch_events, self.ch_acks = f"{p}:events", f"{p}:acks"
         self.r: aioredis.Redis | None = None
         self._ps: Any = None
@@ -262,6 +266,37 @@ class RedisStore:
 
     async def leave(self, instance: str) -> None:
         await self._call(self._client().hdel(self.k_instances, instance))
+
+    # ------------------------------------------------------------------ idempotency
+
+    async def idem_claim(self, key: str, record: dict[str, Any], ttl: float) -> dict[str, Any] | None:
+        r = self._client()
+        k = f"{self.k_idem}:{key}"
+        if await self._call(r.set(k, json.dumps(record), nx=True, px=int(ttl * 1000))):
+            return None
+        raw = await self._call(r.get(k))
+        return json.loads(raw) if raw else None
+
+    async def idem_set(self, key: str, record: dict[str, Any], ttl: float) -> None:
+        await self._call(self._client().set(f"{self.k_idem}:{key}", json.dumps(record),
+                                            px=int(ttl * 1000)))
+
+    async def idem_release(self, key: str) -> None:
+        await self._call(self._client().delete(f"{self.k_idem}:{key}"))
+
+    # ------------------------------------------------------------------ analysis counts
+
+    async def put_stats(self, route: str, instance: str, blob: dict[str, Any]) -> None:
+        await self._call(self._client().hset(f"{self.k_stats}:{route}", instance,
+                                             json.dumps(blob)))
+
+    async def get_stats(self, route: str) -> list[dict[str, Any]]:
+        raw = await self._call(self._client().hgetall(f"{self.k_stats}:{route}"))
+        out = []
+        for v in raw.values():
+            with contextlib.suppress(ValueError):
+                out.append(json.loads(v))
+        return out
 
     # ------------------------------------------------------------------ audit
 

@@ -62,6 +62,19 @@ class Store(Protocol):
 
     async def leave(self, instance: str) -> None: ...
 
+    async def idem_claim(self, key: str, record: dict[str, Any], ttl: float) -> dict[str, Any] | None:
+        """Store `record` under an idempotency key unless one exists; return the existing."""
+
+    async def idem_set(self, key: str, record: dict[str, Any], ttl: float) -> None: ...
+
+    async def idem_release(self, key: str) -> None: ...
+
+    async def put_stats(self, route: str, instance: str, blob: dict[str, Any]) -> None:
+        """Publish this instance's window counts for a route (canary analysis)."""
+
+    async def get_stats(self, route: str) -> list[dict[str, Any]]:
+        """Every instance's latest window counts for a route."""
+
     async def audit_events(self) -> list[dict[str, Any]]:
         """Every audit event, oldest first."""
 

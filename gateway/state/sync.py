@@ -298,7 +298,10 @@ class Sync:
                 if cur is None or cur.generation < self.holder.doc.generation:
                     await self._reseed(cur, self.holder.doc)
                     continue
-                new = change(cur).with_changes(generation=cur.generation + 1)
+                new = change(cur)
+                if new is cur:
+                    return cur, None  # nothing to change: no generation, no audit event
+                new = new.with_changes(generation=cur.generation + 1)
                 try:
                     ev = await self.store.commit(cur.generation, new, describe(cur, new))
                 except StoreConflict:

@@ -1,0 +1,159 @@
+"""The OpenAPI 3.1 document of the admin API (served at GET /openapi.json).
+
+Owns the machine-readable description of every admin endpoint: its scope, request body
+(unknown fields are refused), its answers and error bodies. Pure data; kept next to the
+handlers it describes and checked against the live API by schemathesis in the tests.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["document"]
+
+_ERROR = {
+    "type": "object", "required": ["error"], "additionalProperties": False,
+    "properties": {"error": {
+        "type": "object", "required": ["type", "message"],
+        "properties": {"type": {"type": "string"}, "message": {"type": "string"}}}},
+}
+_RECEIPT = {
+    "type": "object", "required": ["generation", "applied"],
+    "properties": {
+        "generation": {"type": "integer", "minimum": 0},
+        "applied": {
+            "type": "object", "required": ["instances", "acked", "elapsed_ms", "pending"],
+            "properties": {"instances": {"type": "integer"}, "acked": {"type": "integer"},
+                           "elapsed_ms": {"type": "number"},
+                           "pending": {"type": "array", "items": {"type": "string"}}}},
+        "audit_id": {"type": "string"},
+    },
+}
+_REASON = {"type": "string", "minLength": 1, "maxLength": 1024, "pattern": r"\S",
+           "description": "why (recorded in the audit trail, never shown to clients)"}
+_NAME = {"type": "string", "minLength": 1, "maxLength": 64}
+_SELECTOR_BODY = {
+    "type": "object", "required": ["scope", "reason"], "additionalProperties": False,
+    "properties": {"scope": {"enum": ["global", "route", "version"]}, "route": _NAME,
+                   "version": _NAME, "reason": _REASON},
+}
+_KILL_BODY = {**_SELECTOR_BODY, "properties": {**_SELECTOR_BODY["properties"],  # type: ignore[dict-item]
+                                               "abort_inflight": {"type": "boolean"}}}
+
+
+def _err(desc: str) -> dict[str, Any]:
+    return {"description": desc, "content": {"application/json": {"schema": {"$ref":
+                                                                             "#/components/schemas/Error"}}}}
+
+
+def _auth_errors(write: bool) -> dict[str, Any]:
+    out = {"401": _err("missing or invalid token"), "403": _err("the token lacks the scope"),
+           "429": _err("too many failed authentications from this address"),
+           "503": _err("auth not configured, or the state store / audit trail is unavailable "
+                       "(nothing was changed)")}
+    if write:
+        out |= {"400": _err("bad input"), "404": _err("unknown route or version"),
+                "409": _err("conflicting state"), "413": _err("body too large"),
+                "415": _err("not JSON")}
+    else:
+        out |= {"400": _err("bad query")}
+    return out
+
+
+def _write(summary: str, scope: str, body: dict[str, Any], route: bool = False) -> dict[str, Any]:
+    op: dict[str, Any] = {
+        "summary": summary, "security": [{"bearer": []}], "x-scope": scope,
+        "parameters": [
+            {"name": "wait", "in": "query", "required": False, "description":
+             "how long to wait for every instance to apply the change (duration, <= 30s)",
+             "schema": {"type": "string", "pattern": r"^\d+(\.\d+)?(ms|s)$"}},
+            {"name": "Idempotency-Key", "in": "header", "required": False, "schema":
+             {"type": "string", "minLength": 1, "maxLength": 128, "pattern": "^[ -~]+$"}},
+        ],
+        "requestBody": {"required": True, "content": {"application/json": {"schema": body}}},
+        "responses": {"200": {"description": "applied; the propagation receipt",
+                              "content": {"application/json": {"schema": {
+                                  "$ref": "#/components/schemas/Receipt"}}}},
+                      **_auth_errors(True)},
+    }
+    if route:
+        op["parameters"].insert(0, {"name": "route", "in": "path", "required": True,
+                                    "schema": _NAME})
+    return op
+
+
+def _open(summary: str, schema: dict[str, Any], ctype: str = "application/json",
+          extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"get": {"summary": summary, "security": [], "responses": {
+        "200": {"description": "ok", "content": {ctype: {"schema": schema}}}, **(extra or {})}}}
+
+
+def document() -> dict[str, Any]:
+    obj = {"type": "object"}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "killgate admin API", "version": "1",
+                 "description": "Kill switch, rollbacks and traffic shifts for an inference "
+                                "gateway. Scopes: killgate:read, killgate:kill, "
+                                "killgate:rollout, killgate:admin (all)."},
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
+                                           "bearerFormat": "JWT"}},
+            "schemas": {"Error": _ERROR, "Receipt": _RECEIPT},
+        },
+        "paths": {
+            "/healthz": _open("liveness", obj),
+            "/readyz": _open("readiness: config loaded and state synced", obj,
+                             extra={"503": {"description": "not ready", "content": {
+                                 "application/json": {"schema": obj}}}}),
+            "/metrics": _open("Prometheus metrics", {"type": "string"}, "text/plain"),
+            "/openapi.json": _open("this document", obj),
+            "/v1/status": {"get": {
+                "summary": "what this instance enforces: routes, weights, kills, history, store",
+                "security": [{"bearer": []}], "x-scope": "killgate:read",
+                "responses": {"200": {"description": "status", "content": {"application/json": {
+                    "schema": {"type": "object", "required": ["instance", "generation",
+                                                              "store", "config", "kills",
+                                                              "routes"]}}}},
+                              **_auth_errors(False)}}},
+            "/v1/audit": {"get": {
+                "summary": "audit events, newest first", "security": [{"bearer": []}],
+                "x-scope": "killgate:read",
+                "parameters": [
+                    {"name": "limit", "in": "query", "required": False,
+                     "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
+                    {"name": "before", "in": "query", "required": False,
+                     "schema": {"type": "string"}}],
+                "responses": {"200": {"description": "a page", "content": {"application/json": {
+                    "schema": {"type": "object", "required": ["events", "next"], "properties": {
+                        "events": {"type": "array", "items": {"type": "object"}},
+                        "next": {"type": ["string", "null"]}}}}}},
+                    **_auth_errors(False)}}},
+            "/v1/kill": {"post": _write("set a kill flag; every instance enforces it",
+                                        "killgate:kill", _KILL_BODY)},
+            "/v1/unkill": {"post": _write("lift a kill flag (the only way a kill is lifted)",
+                                          "killgate:kill", _SELECTOR_BODY)},
+            "/v1/routes/{route}/rollback": {"post": _write(
+                "make `to` (default: the previous stable) stable with 100%", "killgate:rollout",
+                {"type": "object", "required": ["reason"], "additionalProperties": False,
+                 "properties": {"to": _NAME, "reason": _REASON}}, route=True)},
+            "/v1/routes/{route}/promote": {"post": _write(
+                "make `version` stable with 100%", "killgate:rollout",
+                {"type": "object", "required": ["version", "reason"],
+                 "additionalProperties": False,
+                 "properties": {"version": _NAME, "reason": _REASON}}, route=True)},
+            "/v1/routes/{route}/weights": {"put": _write(
+                "runtime weight override (latched until release)", "killgate:rollout",
+                {"type": "object", "required": ["weights", "reason"],
+                 "additionalProperties": False,
+                 "properties": {"weights": {"type": "object", "minProperties": 1,
+                                            "additionalProperties": {"type": "number",
+                                                                     "minimum": 0}},
+                                "reason": _REASON}}, route=True)},
+            "/v1/routes/{route}/release": {"post": _write(
+                "drop the route's runtime overrides: the config file governs again",
+                "killgate:rollout",
+                {"type": "object", "required": ["reason"], "additionalProperties": False,
+                 "properties": {"reason": _REASON}}, route=True)},
+        },
+    }

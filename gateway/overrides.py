@@ -1,0 +1,167 @@
+"""Runtime overrides of a route: rollback, promote, weights, release (CONTRACT §4).
+
+Pure state transitions: each function takes the current `StateDoc` and the route's
+config and returns the next document, or raises ApiError (404 unknown version, 409
+conflicting state). An override is latched: config reloads never undo it; only
+`release` hands the route back to the file. Rollback and promote append to the route's
+append-only history, with the version's url and artifact; a rollback refuses a target
+whose configured artifact differs from the one recorded (versions are immutable).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from gateway.config import RouteConfig
+from gateway.errors import ApiError
+from gateway.model import HistoryEntry, RouteOverride, StateDoc
+
+__all__ = [
+    "effective_stable",
+    "identity_problems",
+    "promote",
+    "record_config",
+    "release",
+    "rollback",
+    "set_weights",
+]
+
+MAX_HISTORY = 100
+
+
+def effective_stable(doc: StateDoc, rc: RouteConfig) -> str:
+    ov = doc.overrides.get(rc.name)
+    if ov is not None and ov.stable and rc.version(ov.stable) is not None:
+        return ov.stable
+    return rc.stable
+
+
+def _version(rc: RouteConfig, name: str) -> Any:
+    v = rc.version(name)
+    if v is None:
+        raise ApiError(404, "unknown_version", f"route {rc.name!r} has no version {name!r}")
+    return v
+
+
+def _check_identity(doc: StateDoc, rc: RouteConfig, name: str) -> None:
+    v = _version(rc, name)
+    rec = doc.identities.get(rc.name, {}).get(name)
+    if rec and rec.get("artifact") and v.artifact and rec["artifact"] != v.artifact:
+        raise ApiError(409, "artifact_changed",
+                       f"version {name!r} was recorded with artifact {rec['artifact']} but the "
+                       f"config now says {v.artifact}; a version is immutable, so this is not "
+                       "the version that was known good")
+
+
+def _with_stable(doc: StateDoc, rc: RouteConfig, stable: str, kind: str, actor: str,
+                 reason: str, now: str) -> StateDoc:
+    v = _version(rc, stable)
+    weights = {x.name: (100.0 if x.name == stable else 0.0) for x in rc.versions}
+    ov = RouteOverride(stable, weights, actor, reason, now, kind)
+    entry = HistoryEntry(stable, now, actor, reason, v.url, v.artifact, doc.generation + 1)
+    history = (*doc.history.get(rc.name, ()), entry)[-MAX_HISTORY:]
+    progress = {k: p for k, p in doc.progress.items() if k != rc.name}
+    return doc.with_changes(overrides={**doc.overrides, rc.name: ov},
+                            history={**doc.history, rc.name: history}, progress=progress)
+
+
+def rollback(doc: StateDoc, rc: RouteConfig, to: str | None, actor: str, reason: str,
+             now: str) -> StateDoc:
+    current = effective_stable(doc, rc)
+    if to is None:
+        prev = doc.previous_stable(rc.name, current)
+        if prev is None:
+            raise ApiError(409, "no_previous_stable",
+                           f"route {rc.name!r} has no earlier stable version in its history; "
+                           "name one with 'to'")
+        to = prev.stable
+    _check_identity(doc, rc, to)
+    return _with_stable(doc, rc, to, "rollback", actor, reason, now)
+
+
+def promote(doc: StateDoc, rc: RouteConfig, version: str, actor: str, reason: str,
+            now: str) -> StateDoc:
+    _check_identity(doc, rc, version)
+    return _with_stable(doc, rc, version, "promote", actor, reason, now)
+
+
+def set_weights(doc: StateDoc, rc: RouteConfig, weights: Any, actor: str, reason: str,
+                now: str, kind: str = "weights") -> StateDoc:
+    if not isinstance(weights, dict) or not weights:
+        raise ApiError(400, "bad_request", "'weights' must be an object of version: weight")
+    out: dict[str, float] = {v.name: 0.0 for v in rc.versions}
+    for name, w in weights.items():
+        _version(rc, name)
+        if isinstance(w, bool) or not isinstance(w, int | float) or not math.isfinite(w) or w < 0:
+            raise ApiError(400, "bad_request", f"weight of {name!r} must be a number >= 0")
+        out[name] = float(w)
+    if sum(out.values()) <= 0:
+        raise ApiError(400, "bad_request", "at least one weight must be > 0")
+    stable = effective_stable(doc, rc)
+    ov = RouteOverride(stable, out, actor, reason, now, kind)
+    return doc.with_changes(overrides={**doc.overrides, rc.name: ov})
+
+
+def release(doc: StateDoc, rc: RouteConfig, actor: str, reason: str, now: str) -> StateDoc:
+    ov = doc.overrides.get(rc.name)
+    if ov is None:
+        raise ApiError(409, "not_latched", f"route {rc.name!r} has no runtime override")
+    overrides = {k: v for k, v in doc.overrides.items() if k != rc.name}
+    history = doc.history
+    if ov.stable != rc.stable:
+        v = rc.version(rc.stable)
+        assert v is not None
+        entry = HistoryEntry(rc.stable, now, actor, f"release: {reason}", v.url, v.artifact,
+                             doc.generation + 1)
+        history = {**history, rc.name: (*history.get(rc.name, ()), entry)[-MAX_HISTORY:]}
+    return doc.with_changes(overrides=overrides, history=history)
+
+
+def record_config(doc: StateDoc, routes: list[RouteConfig], digest: str, now: str) -> StateDoc:
+    """Register unseen version identities and config-driven stable changes.
+
+    Returns `doc` itself when there is nothing to record. A stable is recorded once per
+    (stable, config digest), so instances running different files during a rollout do not
+    flap the history.
+    """
+    identities = {k: dict(v) for k, v in doc.identities.items()}
+    history = dict(doc.history)
+    changed = False
+    for rc in routes:
+        known = identities.setdefault(rc.name, {})
+        for v in rc.versions:
+            rec = known.get(v.name)
+            if rec is None or (v.artifact and not rec.get("artifact")):
+                known[v.name] = {"url": v.url, "artifact": v.artifact, "time": now}
+                changed = True
+        entries = history.get(rc.name, ())
+        tag = f"config {digest[:19]}"
+        if rc.name not in doc.overrides and not any(
+                e.stable == rc.stable and e.reason == tag for e in entries):
+            last = entries[-1] if entries else None
+            if last is None or last.stable != rc.stable:
+                v = rc.version(rc.stable)
+                assert v is not None
+                history[rc.name] = (*entries, HistoryEntry(
+                    rc.stable, now, "killgate/config", tag, v.url, v.artifact,
+                    doc.generation + 1))[-MAX_HISTORY:]
+                changed = True
+    if not changed:
+        return doc
+    return doc.with_changes(identities=identities, history=history)
+
+
+def identity_problems(doc: StateDoc, routes: list[RouteConfig]) -> list[tuple[str, str]]:
+    """(yaml path, message) for every version whose artifact changed against the record."""
+    out = []
+    for i, rc in enumerate(routes):
+        known = doc.identities.get(rc.name, {})
+        for j, v in enumerate(rc.versions):
+            rec = known.get(v.name)
+            if rec and rec.get("artifact") and v.artifact and rec["artifact"] != v.artifact:
+                out.append((f"routes[{i}].versions[{j}].artifact",
+                            f"version {v.name!r} of route {rc.name!r} was recorded with "
+                            f"{rec['artifact']} on {rec.get('time', '?')}; versions are "
+                            "immutable: give the new artifact a new version name"))
+    return out

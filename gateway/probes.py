@@ -1,0 +1,202 @@
+"""Active health checks and passive outlier detection, feeding the routing snapshot.
+
+Owns one prober task per distinct backend health URL in this process (versions that
+share a backend share its prober; the workers of one process share the results), the
+`VersionHealth` records, and the aiohttp client session used for probes. It is the
+data plane's `Observer`: every exchange's outcome lands here. Whenever the set of
+versions that cannot serve changes, it hands a new frozenset to `TableHolder`.
+Passive ejection never takes out the last serving version of a route (Envoy's
+max_ejection_percent); active checks may, and then the route answers with its fallback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable
+
+import aiohttp
+
+from gateway.config import Config, HealthConfig
+from gateway.health import OutlierPolicy, VersionHealth
+from gateway.log import event
+from gateway.metrics import Metrics
+from gateway.snapshot import TableHolder
+
+__all__ = ["HealthMonitor"]
+
+log = logging.getLogger("killgate.health")
+
+Key = tuple[str, str]  # (route, version)
+ProbeKey = tuple[str, str, float, float]  # (url, path, interval, timeout)
+
+
+class HealthMonitor:
+    def __init__(self, holder: TableHolder, metrics: Metrics,
+                 policy: OutlierPolicy | None = None,
+                 clock: Callable[[], float] | None = None) -> None:
+        self.holder = holder
+        self.metrics = metrics
+        self.policy = policy or OutlierPolicy()
+        self.records: dict[Key, VersionHealth] = {}
+        self._probe_users: dict[ProbeKey, list[tuple[Key, HealthConfig]]] = {}
+        self._tasks: dict[ProbeKey, asyncio.Task[None]] = {}
+        self._session: aiohttp.ClientSession | None = None
+        self._readmit: asyncio.TimerHandle | None = None
+        self._clock = clock
+        self._published: frozenset[Key] = frozenset()
+
+    def now(self) -> float:
+        return self._clock() if self._clock else asyncio.get_running_loop().time()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=64, force_close=False),
+            auto_decompress=False, skip_auto_headers=("User-Agent",),
+            headers={"user-agent": "killgate-health/1"})
+        await self.configure(self.holder.loaded.config, first_round=True)
+
+    async def stop(self) -> None:
+        for t in self._tasks.values():
+            t.cancel()
+        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        self._tasks.clear()
+        if self._readmit is not None:
+            self._readmit.cancel()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def configure(self, cfg: Config, first_round: bool = False) -> None:
+        """(Re)build probers for a config: unchanged backends keep their state and task;
+        new ones get one probe round (bounded by their timeout) before they serve."""
+        users: dict[ProbeKey, list[tuple[Key, HealthConfig]]] = {}
+        wanted: set[Key] = set()
+        for rc in cfg.routes:
+            for v in rc.versions:
+                key = (rc.name, v.name)
+                wanted.add(key)
+                rec = self.records.get(key)
+                if rec is None or rec.url != v.url:
+                    rec = self.records[key] = VersionHealth(url=v.url)
+                rec.active = rc.health is not None
+                if rc.health is None:
+                    rec.healthy_by_probe = True
+                    continue
+                h = rc.health
+                users.setdefault((v.url, h.path, h.interval, h.timeout), []).append((key, h))
+        for key in list(self.records):
+            if key not in wanted:
+                del self.records[key]
+        for pk in list(self._tasks):
+            if pk not in users:
+                self._tasks.pop(pk).cancel()
+        self._probe_users = users
+        new = [pk for pk in users if pk not in self._tasks]
+        if new:
+            await asyncio.wait([asyncio.ensure_future(self._probe_round(pk)) for pk in new],
+                               timeout=max(pk[3] for pk in new) + 0.5)
+            for pk in new:
+                self._tasks[pk] = asyncio.create_task(self._probe_loop(pk),
+                                                      name=f"probe {pk[0]}{pk[1]}")
+        self._publish()
+        if first_round and users:
+            event(log, "phase", phase="health", probers=len(users),
+                  unhealthy=sorted(f"{r}/{v}" for r, v in self._published))
+
+    # ------------------------------------------------------------------ active checks
+
+    async def _probe_loop(self, pk: ProbeKey) -> None:
+        interval = pk[2]
+        while True:
+            await asyncio.sleep(interval * random.uniform(0.85, 1.15))
+            await self._probe_round(pk)
+
+    async def _probe_round(self, pk: ProbeKey) -> None:
+        url, path, _, timeout = pk
+        ok, err = await self._probe_once(url + path, timeout)
+        now = self.now()
+        changed = False
+        for key, h in self._probe_users.get(pk, []):
+            rec = self.records.get(key)
+            if rec is not None and rec.probe(ok, now, h.healthy_threshold,
+                                             h.unhealthy_threshold, err):
+                changed = True
+                event(log, "health_changed", logging.WARNING if not ok else logging.INFO,
+                      route=key[0], version=key[1], healthy=ok, error=err)
+        if changed:
+            self._publish()
+
+    async def _probe_once(self, url: str, timeout: float) -> tuple[bool, str | None]:
+        assert self._session is not None
+        try:
+            async with self._session.get(url, timeout=aiohttp.ClientTimeout(total=timeout),
+                                         allow_redirects=False) as r:
+                await r.read()
+                if 200 <= r.status < 300:
+                    return True, None
+                return False, f"HTTP {r.status}"
+        except TimeoutError:
+            return False, f"no answer within {timeout:g}s"
+        except (aiohttp.ClientError, OSError) as exc:
+            return False, type(exc).__name__
+
+    # ------------------------------------------------------------------ passive (Observer)
+
+    def outcome(self, route: str, version: str, kind: str, latency: float) -> None:
+        rec = self.records.get((route, version))
+        if rec is None:
+            return
+        if kind == "ok":
+            if rec.gateway_fail_streak or rec.fivexx_streak:
+                rec.traffic(kind, 0.0, self.policy)
+            return
+        now = self.now()
+        if not self._others_serving(route, version, now):
+            # Never eject the last version that serves: count, but do not trip.
+            rec.gateway_fail_streak = rec.fivexx_streak = 0
+            return
+        if rec.traffic(kind, now, self.policy):
+            self.metrics.inc("killgate_upstream_ejections_total", (route, version, kind),
+                             label_names=("route", "version", "kind"))
+            event(log, "version_ejected", logging.WARNING, route=route, version=version,
+                  cause=kind, seconds=round(rec.ejected_until - now, 1), ejections=rec.ejections)
+            self._publish()
+
+    def _others_serving(self, route: str, version: str, now: float) -> bool:
+        return any(r == route and v != version and rec.serving(now)
+                   for (r, v), rec in self.records.items())
+
+    # ------------------------------------------------------------------ publishing
+
+    def _publish(self) -> None:
+        now = self.now()
+        out = frozenset(k for k, rec in self.records.items() if not rec.serving(now))
+        for (r, v), rec in self.records.items():
+            self.metrics.set("killgate_upstream_health", 1 if rec.serving(now) else 0, (r, v),
+                             label_names=("route", "version"))
+        self._published = out
+        self.holder.set_unhealthy(out)
+        # re-admit ejected versions when their time is up
+        if self._readmit is not None:
+            self._readmit.cancel()
+            self._readmit = None
+        pending = [rec.ejected_until for rec in self.records.values() if rec.ejected_until > now]
+        if pending:
+            loop = asyncio.get_running_loop()
+            self._readmit = loop.call_at(min(pending) + 0.001, self._publish)
+
+    def ejections(self, route: str, version: str, seconds: float) -> int:
+        """How often outlier detection ejected (route, version) in the last `seconds`."""
+        rec = self.records.get((route, version))
+        return 0 if rec is None else rec.ejections_since(self.now() - seconds)
+
+    def status(self) -> dict[Key, dict[str, object]]:
+        now = self.now()
+        return {k: {"healthy": rec.serving(now), "probe_healthy": rec.healthy_by_probe,
+                    "ejected_for_s": round(max(0.0, rec.ejected_until - now), 1),
+                    "ejections": rec.ejections, "last_probe_error": rec.last_probe_error}
+                for k, rec in self.records.items()}

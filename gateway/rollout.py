@@ -1,0 +1,279 @@
+"""Automatic canary analysis, automatic rollback, and progressive delivery.
+
+Owns the analysis loop of this process. For every route with `analysis`, every
+`analysis.interval`: publish this process's window counts to the state store, read every
+instance's, merge them (so the verdict covers the fleet, not one process), and let
+`gateway.analysis` judge the canary against the stable. Actions go through
+`StateSync.write`, so they are atomic with their audit event and idempotent: every
+instance may reach the same verdict, only the first write changes anything.
+- `failed`: canary weight 0, the route latched (override `auto_rollback`), an audit event
+  by `killgate/auto` with the evidence, and the alert webhook;
+- with `steps`: the canary's weight advances one step per `step_interval` while the
+  verdict is `passed`, waits while `inconclusive`, and rolls back on `failed`; after the
+  last step the canary is promoted.
+A latched route (an operator's override) is left alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from gateway.alerts import Alerts
+from gateway.analysis import Sample, Verdict, analyze, merge
+from gateway.audit import AuditDraft, utc_now
+from gateway.config import RouteConfig
+from gateway.errors import AuditError, StateError
+from gateway.log import event
+from gateway.model import HistoryEntry, RouteOverride, StateDoc
+from gateway.overrides import MAX_HISTORY, effective_stable
+from gateway.routing import canary_of
+from gateway.snapshot import TableHolder
+from gateway.state.sync import Sync
+from gateway.stats import WindowStats
+
+__all__ = ["RolloutDriver"]
+
+log = logging.getLogger("killgate.rollout")
+
+
+class RolloutDriver:
+    def __init__(self, holder: TableHolder, sync: Sync, alerts: Alerts, instance: str,
+                 ejections: Callable[[str, str, float], int] | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.ejections = ejections
+        self.holder = holder
+        self.sync = sync
+        self.alerts = alerts
+        self.instance = instance
+        self.clock = clock
+        self.stats = WindowStats()
+        self.verdicts: dict[str, Verdict] = {}
+        self._due: dict[str, float] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._analysed: frozenset[str] = frozenset()
+        self._refresh_routes()
+
+    def _refresh_routes(self) -> None:
+        self._analysed = frozenset(rc.name for rc in self.holder.loaded.config.routes
+                                   if rc.analysis is not None)
+
+    # ------------------------------------------------------------------ Observer
+
+    def outcome(self, route: str, version: str, kind: str, latency: float) -> None:
+        if route in self._analysed:
+            self.stats.record(route, version, kind != "ok", latency, self.clock())
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="rollout")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    async def _loop(self) -> None:
+        while True:
+            self._refresh_routes()
+            now = self.clock()
+            for rc in self.holder.loaded.config.routes:
+                if rc.analysis is None:
+                    continue
+                if now >= self._due.get(rc.name, 0.0):
+                    self._due[rc.name] = now + rc.analysis.interval
+                    try:
+                        await self.evaluate(rc)
+                    except (StateError, AuditError) as exc:
+                        event(log, "analysis_action_failed", logging.WARNING, route=rc.name,
+                              error=str(exc))
+            await asyncio.sleep(0.1)
+
+    # ------------------------------------------------------------------ one round
+
+    async def _fleet_samples(self, rc: RouteConfig) -> dict[str, Sample] | None:
+        assert rc.analysis is not None
+        now = self.clock()
+        window = rc.analysis.window
+        local = self.stats.window(rc.name, window, now)
+        if self.ejections is not None:
+            for v in rc.versions:
+                n = self.ejections(rc.name, v.name, window)
+                if n:
+                    local.setdefault(v.name, Sample()).ejections = n
+        blob = {"instance": self.instance, "t": now, "window": window,
+                "versions": {v: s.to_json() for v, s in local.items()}}
+        try:
+            await self.sync.store.put_stats(rc.name, self.instance, blob)
+            blobs = await self.sync.store.get_stats(rc.name)
+        except StateError:
+            return None
+        fresh = [b for b in blobs if now - float(b.get("t", 0)) <= 2 * rc.analysis.interval + 1]
+        per: dict[str, list[Sample]] = {}
+        try:
+            for b in fresh:
+                for v, d in b.get("versions", {}).items():
+                    per.setdefault(v, []).append(Sample.from_json(d))
+        except (ValueError, KeyError, TypeError):
+            return None
+        return {v: merge(xs) for v, xs in per.items()}
+
+    async def evaluate(self, rc: RouteConfig) -> Verdict | None:
+        """One analysis round for `rc`: verdict, then the action it calls for."""
+        assert rc.analysis is not None
+        doc = self.holder.doc
+        stable = effective_stable(doc, rc)
+        canary = canary_of(rc, stable)
+        if canary is None or rc.name in doc.overrides:
+            return None  # latched by an operator (or rolled back): hands off
+        samples = await self._fleet_samples(rc)
+        verdict = analyze(None if samples is None else samples.get(canary, Sample()),
+                          None if samples is None else samples.get(stable, Sample()),
+                          rc.analysis, rc.analysis.window)
+        self.verdicts[rc.name] = verdict
+        event(log, "analysis", route=rc.name, canary=canary, verdict=verdict.status,
+              reasons=list(verdict.reasons))
+        if verdict.status == "failed":
+            await self._rollback(rc, stable, canary, verdict)
+        elif rc.analysis.steps:
+            await self._progress(rc, stable, canary, verdict)
+        return verdict
+
+    async def _rollback(self, rc: RouteConfig, stable: str, canary: str,
+                        verdict: Verdict) -> None:
+        now = utc_now()
+        reason = "canary analysis failed: " + "; ".join(verdict.reasons)
+
+        def change(cur: StateDoc) -> StateDoc:
+            if rc.name in cur.overrides:
+                return cur  # someone (another instance, an operator) already acted
+            weights = {v.name: (100.0 if v.name == stable else 0.0) for v in rc.versions}
+            ov = RouteOverride(stable, weights, "killgate/auto", reason, now, "auto_rollback")
+            progress = dict(cur.progress)
+            if rc.name in progress:
+                progress[rc.name] = {**progress[rc.name], "state": "failed"}
+            return cur.with_changes(overrides={**cur.overrides, rc.name: ov}, progress=progress)
+
+        def describe(cur: StateDoc, new: StateDoc) -> AuditDraft:
+            return AuditDraft("killgate/auto", "auto_rollback", {"route": rc.name,
+                                                                 "version": canary},
+                              reason, {"weights": _weights(cur, rc)},
+                              {"weights": _weights(new, rc), "latched": True}, "",
+                              self.instance, extra={"evidence": verdict.evidence})
+
+        new, ev = await self.sync.write(change, describe)
+        if ev is None:
+            return
+        event(log, "auto_rollback", logging.WARNING, route=rc.name, canary=canary,
+              reasons=list(verdict.reasons), generation=new.generation)
+        url = rc.analysis.webhook_url if rc.analysis else None
+        if url:
+            self.alerts.send(url, {"event": "killgate.auto_rollback", "route": rc.name,
+                                   "canary": canary, "stable": stable, "time": now,
+                                   "reasons": list(verdict.reasons),
+                                   "evidence": verdict.evidence, "audit_id": ev["id"],
+                                   "generation": new.generation})
+
+    async def _progress(self, rc: RouteConfig, stable: str, canary: str,
+                        verdict: Verdict) -> None:
+        assert rc.analysis is not None and rc.analysis.steps
+        steps = rc.analysis.steps
+        prog = self.holder.doc.progress.get(rc.name)
+        now = self.clock()
+        if prog is not None and prog.get("state") in ("done", "failed") \
+                and prog.get("canary") == canary:
+            return
+        if prog is None or prog.get("canary") != canary:
+            await self._set_progress(rc, prog, {"canary": canary, "step": 0, "since": now,
+                                                "state": "running"}, "progressive.start")
+            return
+        if verdict.status == "inconclusive":
+            if prog.get("state") != "paused":
+                await self._set_progress(rc, prog, {**prog, "state": "paused"},
+                                         "progressive.pause")
+            return
+        if verdict.status != "passed":
+            return
+        if now - float(prog.get("since", now)) < rc.analysis.step_interval:
+            if prog.get("state") == "paused":
+                await self._set_progress(rc, prog, {**prog, "state": "running"},
+                                         "progressive.resume")
+            return
+        step = int(prog.get("step", 0))
+        if step + 1 < len(steps):
+            await self._set_progress(rc, prog, {**prog, "step": step + 1, "since": now,
+                                                "state": "running"}, "progressive.step")
+        else:
+            await self._promote(rc, prog, canary)
+
+    async def _set_progress(self, rc: RouteConfig, expected: dict[str, Any] | None,
+                            new_prog: dict[str, Any], action: str) -> None:
+        def change(cur: StateDoc) -> StateDoc:
+            if cur.progress.get(rc.name) != expected or rc.name in cur.overrides:
+                return cur  # another instance moved first
+            return cur.with_changes(progress={**cur.progress, rc.name: new_prog})
+
+        def describe(cur: StateDoc, new: StateDoc) -> AuditDraft:
+            return AuditDraft("killgate/auto", action, {"route": rc.name},
+                              f"progressive delivery: step {new_prog['step'] + 1} of "
+                              f"{len(rc.analysis.steps or [])}, state {new_prog['state']}",
+                              expected, new_prog, "", self.instance)
+
+        await self.sync.write(change, describe)
+
+    async def _promote(self, rc: RouteConfig, prog: dict[str, Any], canary: str) -> None:
+        now = utc_now()
+
+        def change(cur: StateDoc) -> StateDoc:
+            if cur.progress.get(rc.name) != prog or rc.name in cur.overrides:
+                return cur
+            v = rc.version(canary)
+            assert v is not None
+            weights = {x.name: (100.0 if x.name == canary else 0.0) for x in rc.versions}
+            ov = RouteOverride(canary, weights, "killgate/auto",
+                               "progressive delivery completed", now, "promote")
+            entry = HistoryEntry(canary, now, "killgate/auto", "progressive delivery completed",
+                                 v.url, v.artifact, cur.generation + 1)
+            history = (*cur.history.get(rc.name, ()), entry)[-MAX_HISTORY:]
+            return cur.with_changes(
+                overrides={**cur.overrides, rc.name: ov},
+                history={**cur.history, rc.name: history},
+                progress={**cur.progress, rc.name: {**prog, "state": "done"}})
+
+        def describe(cur: StateDoc, new: StateDoc) -> AuditDraft:
+            return AuditDraft("killgate/auto", "progressive.promote", {"route": rc.name,
+                                                                       "version": canary},
+                              "every step passed its analysis", _weights(cur, rc),
+                              _weights(new, rc), "", self.instance)
+
+        await self.sync.write(change, describe)
+
+    def status(self, route: str) -> dict[str, Any] | None:
+        v = self.verdicts.get(route)
+        prog = self.holder.doc.progress.get(route)
+        if v is None and prog is None:
+            return None
+        rc = self.holder.loaded.config.route(route)
+        steps = rc.analysis.steps if rc is not None and rc.analysis is not None else None
+        out: dict[str, Any] = {}
+        if v is not None:
+            out["verdict"] = v.status
+            out["reasons"] = list(v.reasons)
+            out["evidence"] = v.evidence
+        if prog is not None:
+            step = int(prog.get("step", 0))
+            out["progress"] = {**prog, "steps": steps,
+                               "weight": steps[step] if steps and step < len(steps) else None}
+        return out
+
+
+def _weights(doc: StateDoc, rc: RouteConfig) -> dict[str, float]:
+    ov = doc.overrides.get(rc.name)
+    if ov is not None:
+        return dict(ov.weights)
+    return {v.name: v.weight for v in rc.versions}

@@ -1,0 +1,245 @@
+"""Admin authentication and authorization: a table of bad tokens, and scope x endpoint."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from pathlib import Path
+
+import jwt
+import pytest
+from aiohttp import ClientSession, web
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from gateway.admin.auth import mint
+from tests.backends import echo_app
+from tests.conftest import SECRET, running_gateway, two_versions, write_config
+
+NOW = int(time.time())
+ISS, AUD = "killgate", "killgate-admin"
+
+
+def _b64(d: dict | bytes) -> str:
+    raw = d if isinstance(d, bytes) else json.dumps(d).encode()
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def claims(**kw: object) -> dict[str, object]:
+    base: dict[str, object] = {"sub": "mallory", "scope": "killgate:admin", "iat": NOW,
+                               "exp": NOW + 600, "iss": ISS, "aud": AUD}
+    base.update(kw)
+    return {k: v for k, v in base.items() if v is not None}
+
+
+def hs(c: dict[str, object], key: str | bytes = SECRET, alg: str = "HS256",
+       headers: dict | None = None) -> str:
+    return jwt.encode(c, key, algorithm=alg, headers=headers)
+
+
+def unsigned(c: dict[str, object], alg: str) -> str:
+    return f"{_b64({'alg': alg, 'typ': 'JWT'})}.{_b64(c)}."
+
+
+@pytest.fixture(scope="module")
+def rsa_key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def bad_tokens(rsa_key: rsa.RSAPrivateKey) -> dict[str, str]:
+    pub_pem = rsa_key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    good = hs(claims())
+    head, body, sig = good.split(".")
+    tampered = _b64(claims(scope="killgate:admin", sub="root"))
+    other_rsa = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return {
+        "alg none": unsigned(claims(), "none"),
+        "alg None": unsigned(claims(), "None"),
+        "alg NONE": unsigned(claims(), "NONE"),
+        "alg nOnE": unsigned(claims(), "nOnE"),
+        "hs256 signed with an rsa public key": _hmac_raw(claims(), pub_pem),
+        "rs256 by an unrelated key": jwt.encode(claims(), other_rsa, algorithm="RS256"),
+        "es256 when only hs256 is allowed": jwt.encode(
+            claims(), ec.generate_private_key(ec.SECP256R1()), algorithm="ES256"),
+        "signature stripped": f"{head}.{body}.",
+        "signature altered": f"{head}.{body}.{sig[:-4]}AAAA",
+        "payload tampered": f"{head}.{tampered}.{sig}",
+        "wrong key": hs(claims(), "another-secret-that-is-32-bytes-long!!"),
+        "expired": hs(claims(iat=NOW - 7200, exp=NOW - 3600)),
+        "expired beyond leeway": hs(claims(iat=NOW - 600, exp=NOW - 31)),
+        "no exp": hs(claims(exp=None)),
+        "exp as a string": hs(claims(exp=str(NOW + 600))),
+        "no iat": hs(claims(iat=None)),
+        "no sub": hs(claims(sub=None)),
+        "empty sub": hs(claims(sub="")),
+        "nbf in the future": hs(claims(nbf=NOW + 3600)),
+        "iat in the future": hs(claims(iat=NOW + 3600)),
+        "wrong aud": hs(claims(aud="other")),
+        "no aud": hs(claims(aud=None)),
+        "wrong iss": hs(claims(iss="evil")),
+        "iss prefix of the right one": hs(claims(iss="killgat")),
+        "iss with the right one as prefix": hs(claims(iss="killgate-evil")),
+        "crit header": hs(claims(), headers={"crit": ["x-foo"], "x-foo": 1}),
+        "kid path traversal": hs(claims(), "x" * 40, headers={"kid": "../../etc/passwd"}),
+        "jku pointing home": hs(claims(), "y" * 40, headers={"jku": "http://127.0.0.1:1/"}),
+        "nested header": f"{_b64(b'{' + b'[' * 100_000 + b']' * 100_000 + b'}')}.{body}.{sig}",
+        "one megabyte": "a" * (1 << 20),
+        "garbage": "not-a-token",
+        "two segments": f"{head}.{body}",
+        "five segments (JWE)": "a.b.c.d.e",
+        "non-utf8 header": f"{base64.urlsafe_b64encode(bytes([0xff, 0xfe, 0x80])).decode()}"
+                           f".{body}.{sig}",
+        "padded base64": f"{head}==.{body}.{sig}",
+        "empty hmac key": _hmac_raw(claims(), b""),
+    }
+
+
+def _hmac_raw(c: dict[str, object], key: bytes) -> str:
+    import hashlib
+    import hmac
+
+    signing = f"{_b64({'alg': 'HS256', 'typ': 'JWT'})}.{_b64(c)}"
+    sig = hmac.new(key, signing.encode(), hashlib.sha256).digest()
+    return f"{signing}.{_b64(sig)}"
+
+
+async def test_bad_tokens_are_401_never_5xx(tmp_path: Path, backends, session,
+                                            rsa_key: rsa.RSAPrivateKey) -> None:
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p))
+    async with running_gateway(cfg) as g:
+        g.gw.admin_api.limiter.limit = 10_000  # this test is about answers, not rate limits
+        async with session.get(g.admin + "/v1/status",
+                               headers={"Authorization": f"Bearer {hs(claims())}"}) as r:
+            assert r.status == 200  # the control
+        results = {}
+        for name, tok in bad_tokens(rsa_key).items():
+            hdr = f"Bearer {tok}"
+            async with session.post(g.admin + "/v1/kill", headers={"Authorization": hdr},
+                                    json={"scope": "global", "reason": name}) as r:
+                body = await r.json()
+                results[name] = (r.status, body["error"]["type"])
+        assert {k: v for k, v in results.items() if v[0] != 401} == {}
+        assert {t for _, t in results.values()} <= {"invalid_token", "expired"}
+        assert g.gw.holder.doc.kills == {}
+        assert g.gw.metrics.get("killgate_auth_failures_total", ("401",)) == len(results)
+
+
+async def test_repeated_failures_are_rate_limited(tmp_path: Path, backends, session) -> None:
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p))
+    async with running_gateway(cfg) as g:
+        codes = []
+        for _ in range(25):
+            async with session.get(g.admin + "/v1/status",
+                                   headers={"Authorization": "Bearer x.y.z"}) as r:
+                codes.append(r.status)
+        assert codes[:20] == [401] * 20 and set(codes[20:]) == {429}
+
+
+ENDPOINTS = [
+    ("GET", "/v1/status", None, "killgate:read"),
+    ("GET", "/v1/audit", None, "killgate:read"),
+    ("POST", "/v1/kill", {"scope": "route", "route": "iris", "reason": "t"}, "killgate:kill"),
+    ("POST", "/v1/unkill", {"scope": "route", "route": "iris", "reason": "t"}, "killgate:kill"),
+    ("PUT", "/v1/routes/iris/weights", {"weights": {"v1": 50, "v2": 50}, "reason": "t"},
+     "killgate:rollout"),
+    ("POST", "/v1/routes/iris/promote", {"version": "v2", "reason": "t"}, "killgate:rollout"),
+    ("POST", "/v1/routes/iris/rollback", {"reason": "t"}, "killgate:rollout"),
+    ("POST", "/v1/routes/iris/release", {"reason": "t"}, "killgate:rollout"),
+]
+
+
+async def test_scope_by_endpoint(tmp_path: Path, backends) -> None:
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p))
+    scopes = ["killgate:read", "killgate:kill", "killgate:rollout"]
+    async with running_gateway(cfg) as g:
+        g.gw.admin_api.limiter.limit = 10_000
+        async with ClientSession() as s:
+            for method, path, body, needed in ENDPOINTS:
+                for scope in scopes:
+                    gen = g.gw.holder.doc.generation
+                    tok = mint(SECRET, "t", scope, 600, ISS, AUD)
+                    async with s.request(method, g.admin + path, json=body,
+                                         headers={"Authorization": f"Bearer {tok}"}) as r:
+                        if scope != needed:
+                            assert r.status == 403, (method, path, scope)
+                            assert g.gw.holder.doc.generation == gen  # nothing changed
+                        else:
+                            assert r.status in (200, 409), (method, path, scope, await r.text())
+                tok = mint(SECRET, "t", "killgate:admin", 600, ISS, AUD)
+                async with s.request(method, g.admin + path, json=body,
+                                     headers={"Authorization": f"Bearer {tok}"}) as r:
+                    assert r.status in (200, 409), (method, path, "admin", await r.text())
+
+
+async def test_scp_claim_list_is_honoured(tmp_path: Path, backends, session) -> None:
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p))
+    async with running_gateway(cfg) as g:
+        tok = hs(claims(scope=None, scp=["killgate:read"]))
+        async with session.get(g.admin + "/v1/status",
+                               headers={"Authorization": f"Bearer {tok}"}) as r:
+            assert r.status == 200
+
+
+async def test_public_key_and_jwks(tmp_path: Path, backends, session,
+                                   rsa_key: rsa.RSAPrivateKey) -> None:
+    p = await backends(echo_app("v1"))
+    pem = tmp_path / "admin.pub.pem"
+    pem.write_bytes(rsa_key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    extra_auth = "    algorithms: [RS256]\n    public_key_file: admin.pub.pem\n"
+    cfg = write_config(tmp_path, two_versions(p, p))
+    cfg.write_text(cfg.read_text().replace("    hs256_secret_env: KILLGATE_TEST_SECRET\n",
+                                           extra_auth))
+    good = jwt.encode(claims(), rsa_key, algorithm="RS256")
+    async with running_gateway(cfg) as g:
+        for tok, want in ((good, 200), (hs(claims()), 401),
+                          (_hmac_raw(claims(), pem.read_bytes()), 401)):
+            async with session.get(g.admin + "/v1/status",
+                                   headers={"Authorization": f"Bearer {tok}"}) as r:
+                assert r.status == want
+
+    # JWKS: keys fetched once, unknown kids do not cause a refetch storm
+    fetches = []
+    jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(rsa_key.public_key()))
+    jwk.update(kid="k1", use="sig", alg="RS256")
+
+    async def jwks(_: web.Request) -> web.Response:
+        fetches.append(1)
+        return web.json_response({"keys": [jwk]})
+
+    app = web.Application()
+    app.router.add_get("/jwks", jwks)
+    jp = await backends(app)
+    cfg.write_text(cfg.read_text().replace("    public_key_file: admin.pub.pem\n",
+                                           f"    jwks_url: http://127.0.0.1:{jp}/jwks\n"))
+    async with running_gateway(cfg) as g:
+        ok = jwt.encode(claims(), rsa_key, algorithm="RS256", headers={"kid": "k1"})
+        async with session.get(g.admin + "/v1/status",
+                               headers={"Authorization": f"Bearer {ok}"}) as r:
+            assert r.status == 200
+        for i in range(20):
+            bad = jwt.encode(claims(), rsa_key, algorithm="RS256", headers={"kid": f"x{i}"})
+            async with session.get(g.admin + "/v1/status",
+                                   headers={"Authorization": f"Bearer {bad}"}) as r:
+                assert r.status == 401
+        assert len(fetches) == 1
+
+
+async def test_short_or_missing_secret_refuses_every_call(tmp_path: Path, backends, session,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    p = await backends(echo_app("v1"))
+    monkeypatch.setenv("KILLGATE_TEST_SECRET", "too-short")
+    cfg = write_config(tmp_path, two_versions(p, p))
+    async with running_gateway(cfg) as g:
+        async with session.get(g.admin + "/v1/status",
+                               headers={"Authorization": f"Bearer {hs(claims())}"}) as r:
+            assert r.status == 503
+            assert (await r.json())["error"]["type"] == "auth_not_configured"
+        async with session.get(g.admin + "/healthz") as r:
+            assert r.status == 200

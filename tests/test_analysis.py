@@ -1,0 +1,56 @@
+"""Canary verdicts (pure): failed, passed, inconclusive and error are different states."""
+
+from __future__ import annotations
+
+from gateway.analysis import LATENCY_BOUNDS_MS, Sample, analyze, merge, percentile
+from gateway.config import AnalysisConfig
+from gateway.stats import WindowStats
+
+CFG = AnalysisConfig(window="2s", interval="500ms", min_requests=20,
+                     max_error_rate_increase=0.05, max_p99_ratio=2.0)
+
+
+def sample(requests: int, errors: int, latency_ms: float = 4.0) -> Sample:
+    s = Sample(requests, errors)
+    idx = next(i for i, b in enumerate(LATENCY_BOUNDS_MS) if latency_ms <= b)
+    s.hist[idx] = requests
+    return s
+
+
+def test_error_rate_increase_fails() -> None:
+    v = analyze(sample(100, 30), sample(900, 9), CFG, 2)
+    assert v.status == "failed" and "error rate" in v.reasons[0]
+    assert v.evidence["canary"]["errors"] == 30
+
+
+def test_latency_ratio_fails() -> None:
+    v = analyze(sample(100, 0, 40), sample(900, 0, 4), CFG, 2)
+    assert v.status == "failed" and "p99" in v.reasons[0]
+
+
+def test_healthy_canary_passes() -> None:
+    assert analyze(sample(100, 1), sample(900, 5), CFG, 2).status == "passed"
+
+
+def test_too_little_data_is_inconclusive_never_failed() -> None:
+    v = analyze(sample(5, 5), sample(900, 0), CFG, 2)
+    assert v.status == "inconclusive"
+
+
+def test_missing_measurement_is_error() -> None:
+    assert analyze(None, sample(10, 0), CFG, 2).status == "error"
+
+
+def test_merge_and_percentile() -> None:
+    m = merge([sample(10, 1, 1), sample(90, 2, 40)])
+    assert (m.requests, m.errors) == (100, 3)
+    assert percentile(m, 0.5) == 50 and percentile(m, 0.05) == 1
+    assert percentile(Sample(), 0.99) is None
+
+
+def test_window_stats_slide() -> None:
+    w = WindowStats()
+    for t in range(10):
+        w.record("r", "v", t % 2 == 0, 0.004, 1000.0 + t)
+    s = w.window("r", 4, 1009.5)["v"]
+    assert s.requests == 5 and s.errors == 2  # seconds 1005..1009 overlap the window

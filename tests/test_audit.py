@@ -1,0 +1,169 @@
+"""The audit trail: hash chain, tamper detection, refusing actions it cannot record,
+idempotent retries, and log-injection-safe reasons."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from aiohttp import ClientSession
+
+from gateway.admin.auth import mint
+from gateway.audit import GENESIS, AuditDraft, event_hash, seal, verify_chain
+from tests.backends import echo_app
+from tests.conftest import ROOT, SECRET, running_gateway, two_versions, write_config
+from tests.test_killswitch import redis_state
+
+TOKEN = mint(SECRET, "alice", "killgate:admin", 600, "killgate", "killgate-admin")
+H = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def test_hash_is_the_documented_canonical_sha256() -> None:
+    import hashlib
+
+    ev = seal({"id": "1", "time": "t", "reason": "é"}, GENESIS)
+    body = {k: v for k, v in ev.items() if k != "hash"}
+    raw = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    assert ev["hash"] == hashlib.sha256(raw.encode()).hexdigest() == event_hash(ev)
+
+
+def test_control_characters_are_escaped() -> None:
+    ev = AuditDraft("al\nice", "kill", {}, "line1\r\nFAKE EVENT\x1b[31m").as_event()
+    assert "\n" not in ev["reason"] and "\r" not in ev["reason"] and "\x1b" not in ev["reason"]
+    assert ev["reason"] == "line1\\r\\nFAKE EVENT\\x1b[31m" and ev["actor"] == "al\\nice"
+
+
+async def _actions(session: ClientSession, admin: str) -> None:
+    calls = [
+        ("POST", "/v1/kill", {"scope": "route", "route": "iris", "reason": "bad\nline"}),
+        ("POST", "/v1/unkill", {"scope": "route", "route": "iris", "reason": "ok"}),
+        ("PUT", "/v1/routes/iris/weights", {"weights": {"v1": 50, "v2": 50}, "reason": "shift"}),
+        ("POST", "/v1/routes/iris/promote", {"version": "v2", "reason": "ship"}),
+        ("POST", "/v1/routes/iris/rollback", {"reason": "back"}),
+        ("POST", "/v1/routes/iris/release", {"reason": "file"}),
+        ("POST", "/v1/kill", {"scope": "version", "route": "iris", "version": "v2",
+                              "reason": "again"}),
+    ]
+    for method, path, body in calls:
+        async with session.request(method, admin + path, json=body, headers=H) as r:
+            assert r.status == 200, await r.text()
+
+
+def _verify(admin: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "gateway", "audit", "verify", "--admin", admin,
+                           "--token", TOKEN], capture_output=True, text=True, timeout=30,
+                          cwd=str(ROOT))
+
+
+@pytest.mark.parametrize("backend", ["local", "redis"])
+async def test_chain_verifies_and_every_tampering_is_caught(tmp_path: Path, backends, session,
+                                                            request, backend: str) -> None:
+    p = await backends(echo_app("v1"))
+    redis = request.getfixturevalue("redis_server") if backend == "redis" else None
+    state = redis_state(redis, tmp_path) if redis else None
+    cfg = write_config(tmp_path, two_versions(p, p), state=state)
+    async with running_gateway(cfg) as g:
+        await _actions(session, g.admin)
+        res = await asyncio.to_thread(_verify, g.admin)
+        assert res.returncode == 0, res.stdout + res.stderr
+        events = await g.gw.sync.store.audit_events()
+        actions = [e["action"] for e in events]
+        assert actions[-7:] == ["kill", "unkill", "weights", "promote", "rollback", "release",
+                                "kill"]
+        assert verify_chain(events)[1] is None
+        # every kind of tampering, on the stored events themselves
+        for how in ("edit", "delete", "reorder", "insert"):
+            await _tamper(g.gw.sync.store, tmp_path, redis, how)
+            res = await asyncio.to_thread(_verify, g.admin)
+            assert res.returncode == 1, (how, res.stdout)
+            assert "BROKEN at event #" in res.stderr
+            await _restore(g.gw.sync.store, tmp_path, redis, events)
+            assert (await asyncio.to_thread(_verify, g.admin)).returncode == 0, how
+
+
+async def _tamper(store, tmp: Path, redis, how: str) -> None:  # type: ignore[no-untyped-def]
+    events = await store.audit_events()
+    i = len(events) - 3
+    if how == "edit":
+        events[i] = {**events[i], "reason": "nothing to see"}
+    elif how == "delete":
+        del events[i]
+    elif how == "reorder":
+        events[i], events[i + 1] = events[i + 1], events[i]
+    else:
+        events.insert(i, seal({"id": "forged", "action": "kill"}, events[i - 1]["hash"]))
+    await _write_events(store, tmp, redis, events)
+
+
+async def _restore(store, tmp: Path, redis, events: list[dict]) -> None:  # type: ignore[no-untyped-def]
+    await _write_events(store, tmp, redis, events)
+
+
+async def _write_events(store, tmp: Path, redis, events: list[dict]) -> None:  # type: ignore[no-untyped-def]
+    if redis is None:
+        store.audit_path.write_text("".join(json.dumps(e, ensure_ascii=False) + "\n"
+                                            for e in events))
+        return
+    redis.cmd("DEL", "kgtest:audit")
+    for e in events:
+        redis.cmd("XADD", "kgtest:audit", "*", "e", json.dumps(e, ensure_ascii=False))
+
+
+async def test_readonly_redis_refuses_the_kill_and_changes_nothing(tmp_path: Path, backends,
+                                                                   session, redis_server) -> None:
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p), state=redis_state(redis_server, tmp_path))
+    async with running_gateway(cfg) as g:
+        gen = g.gw.holder.doc.generation
+        redis_server.cmd("REPLICAOF", "127.0.0.1", "1")  # a replica: every write is READONLY
+        try:
+            async with session.post(g.admin + "/v1/kill", headers=H,
+                                    json={"scope": "global", "reason": "x"}) as r:
+                assert r.status == 503
+                assert (await r.json())["error"]["type"] == "audit_unavailable"
+        finally:
+            redis_server.cmd("REPLICAOF", "NO", "ONE")
+        assert g.gw.holder.doc.generation == gen and g.gw.holder.doc.kills == {}
+        assert "global" not in redis_server.cmd("GET", "kgtest:state")
+        async with session.get(g.url + "/v2/models/iris/x") as r:
+            assert r.status == 200
+
+
+async def test_unwritable_audit_file_refuses_the_kill(tmp_path: Path, backends, session) -> None:
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p))
+    async with running_gateway(cfg) as g:
+        audit = g.gw.sync.store.audit_path
+        audit.unlink(missing_ok=True)
+        audit.mkdir()  # cannot be opened for appending (even by root)
+        before = (tmp_path / "store.json").read_bytes()
+        async with session.post(g.admin + "/v1/kill", headers=H,
+                                json={"scope": "global", "reason": "x"}) as r:
+            assert r.status == 503
+        assert (tmp_path / "store.json").read_bytes() == before
+        assert g.gw.holder.doc.kills == {}
+
+
+async def test_retried_write_with_the_same_idempotency_key_acts_once(tmp_path: Path, backends,
+                                                                     session) -> None:
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p))
+    async with running_gateway(cfg) as g:
+        n0 = len(await g.gw.sync.store.audit_events())
+        body = {"scope": "route", "route": "iris", "reason": "retry me"}
+        hdr = {**H, "Idempotency-Key": "k-123"}
+        answers = []
+        for _ in range(3):
+            async with session.post(g.admin + "/v1/kill", headers=hdr, json=body) as r:
+                assert r.status == 200
+                answers.append(await r.json())
+        assert len(await g.gw.sync.store.audit_events()) == n0 + 1
+        assert len({a["generation"] for a in answers}) == 1
+        async with session.post(g.admin + "/v1/kill", headers=hdr,
+                                json={**body, "reason": "different"}) as r:
+            assert r.status == 409
+            assert (await r.json())["error"]["type"] == "idempotency_key_reused"

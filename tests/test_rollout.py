@@ -1,0 +1,310 @@
+"""Health checks, failover, rollback and canary analysis against real loopback backends."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+from aiohttp import ClientSession, web
+
+from gateway.admin.auth import mint
+from gateway.audit import AuditDraft
+from tests.backends import echo_app
+from tests.conftest import ROOT, SECRET, free_port, running_gateway, wait_until, write_config
+
+INFER = "/v2/models/iris/infer"
+
+
+def auth(scope: str = "killgate:admin") -> dict[str, str]:
+    return {"Authorization": f"Bearer {mint(SECRET, 'ops', scope, 600, 'killgate', 'killgate-admin')}"}
+
+
+class Flaky:
+    """A backend whose answers the test can switch between 200 and 500."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.status = 200
+
+    def app(self) -> web.Application:
+        async def handler(req: web.Request) -> web.Response:
+            await req.read()
+            return web.json_response({"version": self.name}, status=self.status)
+
+        app = web.Application()
+        app.router.add_route("*", "/{t:.*}", handler)
+        return app
+
+
+class Webhook:
+    def __init__(self) -> None:
+        self.events: list[dict] = []
+
+    def app(self) -> web.Application:
+        async def handler(req: web.Request) -> web.Response:
+            self.events.append(await req.json())
+            return web.json_response({})
+
+        app = web.Application()
+        app.router.add_post("/hook", handler)
+        return app
+
+
+def route(p1: int, p2: int, w1: float, w2: float, extra: str = "", v0: int | None = None,
+          stable: str = "v1", w0: float = 0) -> str:
+    versions = ""
+    if v0 is not None:
+        versions += f'    - {{name: v0, url: "http://127.0.0.1:{v0}", weight: {w0}}}\n'
+    versions += (f'    - {{name: v1, url: "http://127.0.0.1:{p1}", weight: {w1}}}\n'
+                 f'    - {{name: v2, url: "http://127.0.0.1:{p2}", weight: {w2}}}\n')
+    return (f"- name: iris\n  match: {{path_prefix: /v2/models/iris}}\n  stable: {stable}\n"
+            f"  versions:\n{versions}" + extra)
+
+
+class Load:
+    """Steady client load; records (start time, status, version, decision) per request."""
+
+    def __init__(self, url: str, rate: float) -> None:
+        self.url = url
+        self.rate = rate
+        self.results: list[tuple[float, int, str, str]] = []
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        async with ClientSession() as s:
+            async def one() -> None:
+                t0 = time.monotonic()
+                try:
+                    async with s.get(self.url) as r:
+                        await r.read()
+                        self.results.append((t0, r.status, r.headers.get("x-killgate-version", ""),
+                                             r.headers.get("x-killgate-decision", "")))
+                except Exception:  # noqa: BLE001 - a client-visible connection failure
+                    self.results.append((t0, -1, "", ""))
+
+            tasks = set()
+            while not self._stop.is_set():
+                t = asyncio.create_task(one())
+                tasks.add(t)
+                t.add_done_callback(tasks.discard)
+                await asyncio.sleep(1 / self.rate)
+            await asyncio.gather(*tasks)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        self._stop.set()
+        assert self._task is not None
+        await self._task
+
+    def since(self, t: float) -> list[tuple[float, int, str, str]]:
+        return [r for r in self.results if r[0] >= t]
+
+
+async def test_failing_canary_is_rolled_back_automatically(tmp_path: Path, backends) -> None:
+    stable, canary, hook = Flaky("v1"), Flaky("v2"), Webhook()
+    p1, p2 = await backends(stable.app()), await backends(canary.app())
+    ph = await backends(hook.app())
+    canary.status = 500
+    extra = (f"  analysis: {{window: 2s, interval: 250ms, min_requests: 10, "
+             f"webhook_url: 'http://127.0.0.1:{ph}/hook'}}\n")
+    cfg = write_config(tmp_path, route(p1, p2, 70, 30, extra))
+    async with running_gateway(cfg) as g:
+        load = Load(g.url + INFER, 100)
+        load.start()
+        t0 = time.monotonic()
+        await wait_until(lambda: "iris" in g.gw.holder.doc.overrides, 5,
+                         what="the automatic rollback")
+        rolled = time.monotonic()
+        await asyncio.sleep(0.5)
+        await load.stop()
+        assert rolled - t0 < 2.5  # within one analysis window
+        ov = g.gw.holder.doc.overrides["iris"]
+        assert (ov.kind, ov.actor, ov.weights["v2"]) == ("auto_rollback", "killgate/auto", 0.0)
+        after = load.since(rolled + 0.05)
+        assert after and all(r[1:3] == (200, "v1") for r in after)  # no more canary traffic
+        bad = [r for r in load.results if r[1] != 200]
+        assert all(r[1:3] == (500, "v2") for r in bad)  # only the canary's own 500s
+        async with ClientSession() as s, s.get(g.admin + "/v1/audit?limit=50", headers=auth()) as r:
+            events = (await r.json())["events"]
+        ev = next(e for e in events if e["action"] == "auto_rollback")
+        assert ev["actor"] == "killgate/auto" and ev["evidence"]["canary"]["errors"] > 0
+        await wait_until(lambda: hook.events, 5, what="the webhook call")
+        assert hook.events[0]["event"] == "killgate.auto_rollback"
+        assert hook.events[0]["route"] == "iris" and hook.events[0]["canary"] == "v2"
+
+
+def _proc_backend(port: int, version: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "tests.proc_backend", str(port), version],
+                            cwd=str(ROOT), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+async def test_stable_killed_under_load_fails_over_to_previous_known_good(tmp_path: Path) -> None:
+    ports = {v: free_port() for v in ("v0", "v1", "v2")}
+    procs = {v: _proc_backend(p, v) for v, p in ports.items()}
+    try:
+        async with ClientSession() as s:
+            for p in ports.values():
+                await wait_until(lambda p=p: _ready(s, p), 10, 0.05, "backend up")
+        health = ("  health: {path: /v2/health/ready, interval: 200ms, timeout: 100ms, "
+                  "unhealthy_threshold: 3, healthy_threshold: 2}\n")
+        # The file has v0 as stable (recorded in the history); we promote v1 (history: v0,
+        # v1) and give the canary v2 a slice.
+        cfg = write_config(tmp_path, route(ports["v1"], ports["v2"], 0, 0, health,
+                                           v0=ports["v0"], stable="v0", w0=100))
+        async with running_gateway(cfg) as g, ClientSession() as s:
+            async with s.post(g.admin + "/v1/routes/iris/promote", headers=auth(),
+                              json={"version": "v1", "reason": "ship v1"}) as r:
+                assert r.status == 200, await r.text()
+            async with s.put(g.admin + "/v1/routes/iris/weights", headers=auth(),
+                             json={"weights": {"v1": 90, "v2": 10}, "reason": "canary"}) as r:
+                assert r.status == 200, await r.text()
+            load = Load(g.url + "/v2/models/iris", 50)  # GET: model metadata
+            load.start()
+            await asyncio.sleep(1.0)
+            assert {r[1:3] for r in load.results} == {(200, "v1"), (200, "v2")}
+            procs["v1"].kill()
+            procs["v1"].wait()
+            killed = time.monotonic()
+            await wait_until(lambda: ("iris", "v1") in g.gw.holder.unhealthy, 3, 0.01,
+                             "v1 marked unhealthy")
+            marked = time.monotonic() - killed
+            await asyncio.sleep(1.0)
+            failover = load.since(killed + 0.05)
+            procs["v1"] = _proc_backend(ports["v1"], "v1")
+            restarted = time.monotonic()
+            await wait_until(lambda: any(r[2] == "v1" for r in load.since(restarted)), 10, 0.01,
+                             "v1 used again")
+            first_v1 = min(r[0] for r in load.since(restarted) if r[2] == "v1")
+            await load.stop()
+        errors = [r for r in failover if r[1] != 200]
+        assert errors == []  # no request sent after the kill failed
+        assert marked < 0.2 * 3 + 0.5  # interval x unhealthy_threshold, plus slack
+        settled = [r for r in failover if r[0] > killed + marked + 0.05]
+        by_version = Counter(r[2] for r in settled)
+        assert set(by_version) <= {"v0", "v2"} and by_version["v0"] > by_version["v2"] > 0
+        assert all(r[3] == "failover" for r in settled if r[2] == "v0")
+        # back only after healthy_threshold (2) passing probes: at least one more interval
+        assert first_v1 - restarted > 0.15
+    finally:
+        for p in procs.values():
+            p.kill()
+            p.wait()
+
+
+async def _ready(s: ClientSession, port: int) -> bool:
+    try:
+        async with s.get(f"http://127.0.0.1:{port}/v2/health/ready") as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+async def test_every_version_down_answers_the_fallback(tmp_path: Path, session) -> None:
+    health = ("  health: {path: /ready, interval: 100ms, timeout: 50ms, "
+              "unhealthy_threshold: 1, healthy_threshold: 1}\n"
+              "  fallback: {status: 503, json: {error: {type: unavailable}}}\n")
+    cfg = write_config(tmp_path, route(free_port(), free_port(), 50, 50, health))
+    async with running_gateway(cfg) as g, session.get(g.url + INFER) as r:
+        assert r.status == 503
+        assert r.headers["x-killgate-decision"] == "fallback"
+        assert r.headers["x-killgate-route"] == "iris"
+        assert "x-killgate-version" not in r.headers
+        assert await r.json() == {"error": {"type": "unavailable"}}
+
+
+async def test_rollback_history_artifacts_and_latch(tmp_path: Path, backends, session) -> None:
+    p = await backends(echo_app("any"))
+    cfg = write_config(tmp_path, route(p, p, 90, 10).replace(
+        f'{{name: v2, url: "http://127.0.0.1:{p}", weight: 10}}',
+        f'{{name: v2, url: "http://127.0.0.1:{p}", weight: 10, artifact: "sha256:c2"}}'))
+    async with running_gateway(cfg) as g:
+        async with session.post(g.admin + "/v1/routes/iris/rollback", headers=auth(),
+                                json={"reason": "nothing to go back to"}) as r:
+            assert r.status == 409
+        async with session.post(g.admin + "/v1/routes/iris/promote", headers=auth(),
+                                json={"version": "v2", "reason": "ship"}) as r:
+            res = await r.json()
+            assert res["applied"]["acked"] == res["applied"]["instances"] == 1
+        async with session.post(g.admin + "/v1/routes/iris/rollback", headers=auth(),
+                                json={"reason": "v2 is bad"}) as r:
+            res = await r.json()
+            assert r.status == 200 and res["applied"]["pending"] == []
+        async with session.get(g.admin + "/v1/status", headers=auth("killgate:read")) as r:
+            st = (await r.json())["routes"]["iris"]
+        assert st["stable"] == "v1" and st["latched"] is True
+        assert [h["stable"] for h in st["history"]] == ["v1", "v2", "v1"]
+        assert st["versions"]["v2"]["effective_weight"] == 0
+        # a reload that still names the canary's weight does not restore it
+        cfg.write_text(cfg.read_text().replace("weight: 10,", "weight: 40,"))
+        g.gw.request_reload()
+        assert g.gw.holder.table.by_name["iris"].effective_weights()["v2"] == 0.0
+        async with session.post(g.admin + "/v1/routes/iris/release", headers=auth(),
+                                json={"reason": "the file governs again"}) as r:
+            assert r.status == 200
+        assert g.gw.holder.table.by_name["iris"].effective_weights()["v2"] == round(4000 / 130, 4)
+        # another instance recorded v2 with a different artifact: rollback to it is refused
+        await g.gw.sync.write(
+            lambda cur: cur.with_changes(identities={"iris": {
+                **cur.identities["iris"], "v2": {"url": "x", "artifact": "sha256:other"}}}),
+            lambda cur, new: AuditDraft("t", "test", {}, "test"))
+        async with session.post(g.admin + "/v1/routes/iris/rollback", headers=auth(),
+                                json={"to": "v2", "reason": "try"}) as r:
+            assert r.status == 409 and (await r.json())["error"]["type"] == "artifact_changed"
+        async with session.post(g.admin + "/v1/routes/iris/rollback", headers=auth(),
+                                json={"to": "v9", "reason": "try"}) as r:
+            assert r.status == 404
+
+
+async def test_too_little_traffic_is_inconclusive(tmp_path: Path, backends) -> None:
+    stable, canary = Flaky("v1"), Flaky("v2")
+    p1, p2 = await backends(stable.app()), await backends(canary.app())
+    canary.status = 500
+    extra = ("  analysis: {window: 1s, interval: 200ms, min_requests: 50, "
+             "steps: [10, 50, 100], step_interval: 300ms}\n")
+    cfg = write_config(tmp_path, route(p1, p2, 90, 10, extra))
+    async with running_gateway(cfg) as g:
+        load = Load(g.url + INFER, 5)
+        load.start()
+        await wait_until(lambda: g.gw.rollout.verdicts.get("iris") is not None
+                         and g.gw.holder.doc.progress.get("iris", {}).get("state") == "paused",
+                         5, what="a paused rollout")
+        await asyncio.sleep(1.0)
+        await load.stop()
+        assert g.gw.rollout.verdicts["iris"].status == "inconclusive"
+        assert "iris" not in g.gw.holder.doc.overrides  # neither rolled back nor promoted
+        assert g.gw.holder.doc.progress["iris"]["step"] == 0
+
+
+async def test_progressive_steps_advance_then_stop_on_failure(tmp_path: Path, backends) -> None:
+    stable, canary = Flaky("v1"), Flaky("v2")
+    p1, p2 = await backends(stable.app()), await backends(canary.app())
+    extra = ("  analysis: {window: 1s, interval: 150ms, min_requests: 3, "
+             "steps: [10, 30, 60, 100], step_interval: 400ms}\n")
+    cfg = write_config(tmp_path, route(p1, p2, 90, 10, extra))
+    async with running_gateway(cfg) as g:
+        load = Load(g.url + INFER, 100)
+        load.start()
+        steps_seen: list[int] = []
+
+        def progressed_to(step: int) -> bool:
+            prog = g.gw.holder.doc.progress.get("iris", {})
+            if prog.get("step") is not None and prog["step"] not in steps_seen:
+                steps_seen.append(prog["step"])
+            return prog.get("step", -1) >= step
+
+        await wait_until(lambda: progressed_to(2), 10, what="step 3 (60%)")
+        assert g.gw.holder.table.by_name["iris"].effective_weights()["v2"] == 60.0
+        canary.status = 500
+        await wait_until(lambda: "iris" in g.gw.holder.doc.overrides, 5,
+                         what="rollback on failure")
+        await load.stop()
+        assert steps_seen == [0, 1, 2]
+        assert g.gw.holder.doc.progress["iris"]["state"] == "failed"
+        assert g.gw.holder.table.by_name["iris"].effective_weights()["v2"] == 0.0
