@@ -111,7 +111,7 @@ state:
   url: {redis_url}
   prefix: kgbench
   snapshot_path: {tmp}/snap-{name}.json
-log: {{level: warning}}
+log: {{level: info, format: json}}
 routes:
   - name: bench
     match: {{path_prefix: /}}
@@ -208,21 +208,44 @@ async def propagation(admins: list[int], kills: int) -> dict[str, list[float]]:
     h = {"Authorization": f"Bearer {tok}"}
     rtt: list[float] = []
     receipt: list[float] = []
+    sent: dict[int, float] = {}
     acked_all = 0
     async with aiohttp.ClientSession() as s:
         for i in range(kills):
             admin = admins[i % len(admins)]
             path = "/v1/kill" if i % 2 == 0 else "/v1/unkill"
             body = {"scope": "version", "route": "bench", "version": "v2", "reason": f"bench {i}"}
+            wall = time.time()
             t0 = time.perf_counter()
             async with s.post(f"http://127.0.0.1:{admin}{path}?wait=2s", json=body,
                               headers=h) as r:
                 data = await r.json()
             rtt.append((time.perf_counter() - t0) * 1000)
+            sent[data["generation"]] = wall
             receipt.append(data["applied"]["elapsed_ms"])
             acked_all += data["applied"]["acked"] == data["applied"]["instances"]
     return {"rtt": rtt, "receipt": receipt, "acked_all": [float(acked_all)],
-            "instances": [float(data["applied"]["instances"])]}
+            "instances": [float(data["applied"]["instances"])],
+            "sent": [sent[g] for g in sorted(sent)], "gens": [float(g) for g in sorted(sent)]}
+
+
+def enforcement_lags(logs: list[Path], gens: list[float], sent: list[float]) -> list[float]:
+    """Per kill: from the client sending the call to the last instance applying it (ms)."""
+    applied: dict[int, list[float]] = {}
+    for log in logs:
+        for line in log.read_text().splitlines():
+            try:
+                ev = json.loads(line)
+            except ValueError:
+                continue
+            if ev.get("event") == "state_applied":
+                applied.setdefault(int(ev["generation"]), []).append(float(ev["applied_at"]))
+    out = []
+    for g, t in zip(gens, sent, strict=True):
+        times = applied.get(int(g), [])
+        if len(times) == len(logs):
+            out.append((max(times) - t) * 1000)
+    return out
 
 
 async def stream_cut(port: int, admin: int, trials: int) -> list[float]:
@@ -283,8 +306,10 @@ def main() -> int:
             ports.append(port)
         for a in admins:
             wait_http(f"http://127.0.0.1:{a}/readyz")
-        time.sleep(1.5)  # every instance has heartbeated
+        time.sleep(2.5)  # every instance has heartbeated (twice)
         prop = asyncio.run(propagation(admins, args.kills))
+        lags = enforcement_lags([tmp / f"{n}.log" for n in ("a", "b", "c")], prop["gens"],
+                                prop["sent"])
         print("(c) in-flight stream cut …", file=sys.stderr)
         cuts = asyncio.run(stream_cut(ports[0], admins[0], args.cuts))
     finally:
@@ -301,6 +326,8 @@ def main() -> int:
         ("(a) gateway req/s, in-memory check (wrk -c32)", f"{tp['in_memory']:.0f}"),
         ("(a) gateway req/s, naive redis GET per request", f"{tp['naive_redis_get']:.0f}"),
         ("(a) throughput a naive GET would cost", f"{cost * 100:.1f} %"),
+        (f"(b) API call sent → applied by all 3 instances, n={len(lags)}, p50 / p99",
+         f"{statistics.median(lags):.2f} / {pct(lags, 0.99):.2f} ms"),
         (f"(b) kill API round trip, 3 instances, n={len(prop['rtt'])}, p50 / p99",
          f"{statistics.median(prop['rtt']):.2f} / {pct(prop['rtt'], 0.99):.2f} ms"),
         ("(b) receipt elapsed_ms (commit → all acked), p50 / p99",

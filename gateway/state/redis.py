@@ -116,6 +116,7 @@ class RedisStore:
         self.r: aioredis.Redis | None = None
         self._ps: Any = None
         self._orphans: set[asyncio.Future[Any]] = set()
+        self._head: str | None = None  # hash of the audit event we last appended
 
     async def _call(self, aw: Awaitable[T], timeout: float | None = None,
                     refused: type[Exception] = StoreUnavailable) -> T:
@@ -199,27 +200,31 @@ class RedisStore:
 
     async def commit(self, expected: int | None, doc: StateDoc,
                      draft: AuditDraft | None) -> dict[str, Any] | None:
-        r = self._client()
-        event = None
-        head = GENESIS
-        if draft is not None:
-            raw_head = await self._call(r.get(self.k_head))
-            head = raw_head.decode() if raw_head else GENESIS
-            event = seal(draft.as_event(), head)
         body = json.dumps(doc.to_json())
-        args = ["" if expected is None else str(expected), body, str(doc.generation),
-                json.dumps(event, ensure_ascii=False) if event else "", head,
-                event["hash"] if event else "", GENESIS, self.ch_events]
-        # READONLY replica, OOM, script errors: nothing was written, the action is refused.
-        res = await self._call(
-            self._commit(keys=[self.k_state, self.k_gen, self.k_audit, self.k_head], args=args),
-            refused=AuditError)
-        status = res[0].decode() if isinstance(res[0], bytes) else str(res[0])
-        if status == "conflict":
-            raise StoreConflict("the state changed under us")
-        if status == "audit_conflict":
-            raise StoreConflict("the audit head changed under us")
-        return event
+        base = draft.as_event() if draft is not None else None
+        # The audit head we last wrote is usually still the head: one round trip. When
+        # another writer moved it, the script says which head is current and we retry.
+        head = self._head or GENESIS
+        for _ in range(5):
+            event = seal(base, head) if base is not None else None
+            args = ["" if expected is None else str(expected), body, str(doc.generation),
+                    json.dumps(event, ensure_ascii=False) if event else "", head,
+                    event["hash"] if event else "", GENESIS, self.ch_events]
+            # READONLY replica, OOM, script errors: nothing was written, the action is refused.
+            res = await self._call(
+                self._commit(keys=[self.k_state, self.k_gen, self.k_audit, self.k_head],
+                             args=args),
+                refused=AuditError)
+            status = res[0].decode() if isinstance(res[0], bytes) else str(res[0])
+            if status == "conflict":
+                raise StoreConflict("the state changed under us")
+            if status == "audit_conflict":
+                head = res[1].decode() if isinstance(res[1], bytes) else str(res[1])
+                continue
+            if event is not None:
+                self._head = event["hash"]
+            return event
+        raise StoreConflict("the audit head kept changing under us")
 
     async def watch(self, timeout: float) -> list[StateDoc | Ack]:
         ps = self._ps

@@ -56,10 +56,15 @@ class Sync:
         self.started_at = time.monotonic()
         self.last_ok: float | None = None
         self.acks: dict[str, int] = {}
+        self.heard: dict[str, float] = {}  # instance -> when we last heard of it (monotonic)
+        self.watching_since: float | None = None
         self._ack_waiters: set[asyncio.Future[None]] = set()
         self._pending_audit: list[AuditDraft] = []
         self._write_lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
+        self._side_tasks: set[asyncio.Task[None]] = set()
+        self._to_persist: StateDoc | None = None
+        self._persister: asyncio.Task[None] | None = None
         self._last_beat = 0.0
 
     # ------------------------------------------------------------------ lifecycle
@@ -82,6 +87,10 @@ class Sync:
                        asyncio.create_task(self._guard(), name="state-guard")]
 
     async def stop(self) -> None:
+        if self._side_tasks:
+            await asyncio.wait(set(self._side_tasks), timeout=2 * self.cfg.command_timeout)
+        if self._persister is not None:
+            await asyncio.wait({self._persister}, timeout=5.0)  # the last snapshot lands
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
@@ -125,7 +134,8 @@ class Sync:
         if not self.holder.apply_doc(doc):
             return False
         self.metrics.set("killgate_state_generation", doc.generation)
-        event(log, "state_applied", generation=doc.generation, kills=sorted(doc.kills))
+        event(log, "state_applied", generation=doc.generation, kills=sorted(doc.kills),
+              applied_at=round(time.time(), 6))
         return True
 
     async def _after_apply(self, doc: StateDoc) -> None:
@@ -134,7 +144,18 @@ class Sync:
             await self._beat()
         except StateError as exc:
             self.last_error = str(exc)
-        await self._persist(doc)
+        self._persist_soon(doc)
+
+    def _persist_soon(self, doc: StateDoc) -> None:
+        """Write the snapshot in the background; only the newest pending one is written."""
+        self._to_persist = doc
+        if self._persister is None or self._persister.done():
+            self._persister = asyncio.create_task(self._persist_latest())
+
+    async def _persist_latest(self) -> None:
+        while self._to_persist is not None:
+            doc, self._to_persist = self._to_persist, None
+            await self._persist(doc)
 
     async def _beat(self) -> None:
         gen = self.holder.doc.generation
@@ -143,6 +164,7 @@ class Sync:
         self._note_ack(Ack(self.instance, gen))
 
     def _note_ack(self, ack: Ack) -> None:
+        self.heard[ack.instance] = time.monotonic()
         if ack.generation > self.acks.get(ack.instance, -1):
             self.acks[ack.instance] = ack.generation
         for f in self._ack_waiters:
@@ -162,7 +184,9 @@ class Sync:
     # ------------------------------------------------------------------ syncing
 
     async def _connect_and_sync(self) -> None:
+        self.watching_since = None
         await self.store.open()
+        self.watching_since = time.monotonic()
         await self._full_sync()
         self.connected = True
         self.synced_once = True
@@ -172,8 +196,8 @@ class Sync:
         await self._beat()
 
     async def _full_sync(self) -> None:
+        mine = self.holder.doc  # read first: a write landing meanwhile is not "the store lost it"
         doc = await self.store.load()
-        mine = self.holder.doc
         if doc is None and mine.generation == 0 and not mine.kills and not self.from_snapshot:
             # A new store, and we know of no state: start generation 0.
             with contextlib.suppress(StoreConflict):
@@ -183,7 +207,7 @@ class Sync:
             await self._reseed(doc, mine)
             doc = await self.store.load()
         if doc is not None and self._apply(doc):
-            await self._persist(doc)
+            self._persist_soon(doc)
 
     async def _reseed(self, store_doc: StateDoc | None, mine: StateDoc) -> None:
         """The store lost state (restart without persistence, FLUSHALL, old backup)."""
@@ -220,6 +244,7 @@ class Sync:
                 if self.connected:
                     event(log, "state_store_lost", logging.WARNING, error=str(exc))
                 self.connected = False
+                self.watching_since = None
                 self.last_error = str(exc) or type(exc).__name__
                 await self.store.reset()
                 await asyncio.sleep(backoff * (0.5 + random.random()))
@@ -234,8 +259,8 @@ class Sync:
                     self._note_ack(item)
                 elif self._apply(item):
                     await self._after_apply(item)
+        held = self.holder.doc.generation  # read first: what we hold only grows
         gen = await self.store.generation()
-        held = self.holder.doc.generation
         if gen is None or gen < held:
             await self._full_sync()
         elif gen > held:
@@ -293,11 +318,16 @@ class Sync:
         both cases nothing changed.
         """
         async with self._write_lock:
+            # Optimistic first attempt: what we enforce is nearly always the store's newest
+            # state (the commit compares generations, so a stale guess only costs a retry).
+            cur: StateDoc | None = self.holder.doc if self.synced_once else None
             for _ in range(10):
-                cur = await self.store.load()
-                if cur is None or cur.generation < self.holder.doc.generation:
-                    await self._reseed(cur, self.holder.doc)
-                    continue
+                if cur is None:
+                    cur = await self.store.load()
+                    if cur is None or cur.generation < self.holder.doc.generation:
+                        await self._reseed(cur, self.holder.doc)
+                        cur = None
+                        continue
                 new = change(cur)
                 if new is cur:
                     return cur, None  # nothing to change: no generation, no audit event
@@ -305,12 +335,19 @@ class Sync:
                 try:
                     ev = await self.store.commit(cur.generation, new, describe(cur, new))
                 except StoreConflict:
+                    cur = None
                     continue
                 self.metrics.inc("killgate_audit_records_total")
                 if self._apply(new):
-                    await self._after_apply(new)
+                    # ack and snapshot in the background: the receipt counts us already
+                    self._spawn(self._after_apply(new))
                 return new, ev
             raise StoreConflict("the state kept changing; try again")
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._side_tasks.add(task)
+        task.add_done_callback(self._side_tasks.discard)
 
     async def receipt(self, generation: int, wait: float) -> dict[str, Any]:
         """Wait until every live instance has applied `generation` (or `wait` runs out)."""
@@ -342,11 +379,20 @@ class Sync:
             "elapsed_ms": round((time.monotonic() - t0) * 1000, 2), "pending": sorted(pending)}}
 
     async def _live(self) -> dict[str, int]:
-        try:
-            live = await self.store.live_instances(self.cfg.instance_lease)
-        except StateError:
-            live = {}
-        live.setdefault(self.instance, self.holder.doc.generation)
+        lease = self.cfg.instance_lease
+        now = time.monotonic()
+        if (self.store.pushes and self.connected and self.watching_since is not None
+                and now - self.watching_since > 2 * self.cfg.heartbeat_interval):
+            # Every instance's heartbeat reaches us on the acks channel: we know who is live
+            # without asking (one round trip less on every write).
+            live = {i: self.acks.get(i, 0) for i, t in self.heard.items() if now - t <= lease}
+        else:
+            try:
+                live = await self.store.live_instances(lease)
+            except StateError:
+                live = {}
+        # We enforce what we hold, whatever our last heartbeat told the store.
+        live[self.instance] = max(live.get(self.instance, 0), self.holder.doc.generation)
         for inst, gen in live.items():
             self._note_ack(Ack(inst, gen))
         return live
