@@ -315,9 +315,10 @@ def main() -> int:
     finally:
         stop_all()
     cost = 1 - tp["naive_redis_get"] / tp["in_memory"]
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True, cwd=ROOT).stdout.strip()
     print(f"\nkillgate kill-switch benchmarks — {time.strftime('%Y-%m-%d %H:%M')} — "
-          f"commit {subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True, cwd=ROOT).stdout.strip()}"
-          f" — Python {sys.version.split()[0]} — {os.cpu_count()} CPUs\n")
+          f"commit {commit} — Python {sys.version.split()[0]} — {os.cpu_count()} CPUs\n")
     rows = [
         ("(a) routing decision, table with 51 kills", f"{mic['decision_with_kills_ns']:.0f} ns"),
         ("(a) routing decision, no kills", f"{mic['decision_without_kills_ns']:.0f} ns"),

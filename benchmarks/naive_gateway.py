@@ -13,10 +13,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import redis.asyncio as aioredis  # noqa: E402
+import redis.asyncio as aioredis
 
-from gateway import proxy  # noqa: E402
-from gateway.cli import main  # noqa: E402
+from gateway import proxy
+from gateway.cli import main
 
 _original = proxy.Proxy.__call__
 _client: aioredis.Redis | None = None

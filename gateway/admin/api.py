@@ -206,7 +206,10 @@ class AdminApi:
                             charset="utf-8", headers={"x-content-type-options": "nosniff"})
 
     async def openapi(self, request: web.Request) -> web.Response:
-        return web.json_response(openapi.document())
+        cfg = self.gw.loaded.config
+        return web.json_response(openapi.document(
+            [r.name for r in cfg.routes],
+            sorted({v.name for r in cfg.routes for v in r.versions})))
 
     # ------------------------------------------------------------------ reads
 

@@ -37,8 +37,6 @@ _SELECTOR_BODY = {
     "properties": {"scope": {"enum": ["global", "route", "version"]}, "route": _NAME,
                    "version": _NAME, "reason": _REASON},
 }
-_KILL_BODY = {**_SELECTOR_BODY, "properties": {**_SELECTOR_BODY["properties"],  # type: ignore[dict-item]
-                                               "abort_inflight": {"type": "boolean"}}}
 
 
 def _err(desc: str) -> dict[str, Any]:
@@ -60,7 +58,8 @@ def _auth_errors(write: bool) -> dict[str, Any]:
     return out
 
 
-def _write(summary: str, scope: str, body: dict[str, Any], route: bool = False) -> dict[str, Any]:
+def _write(summary: str, scope: str, body: dict[str, Any],
+           route: dict[str, Any] | None = None) -> dict[str, Any]:
     op: dict[str, Any] = {
         "summary": summary, "security": [{"bearer": []}], "x-scope": scope,
         "parameters": [
@@ -76,9 +75,9 @@ def _write(summary: str, scope: str, body: dict[str, Any], route: bool = False) 
                                   "$ref": "#/components/schemas/Receipt"}}}},
                       **_auth_errors(True)},
     }
-    if route:
+    if route is not None:
         op["parameters"].insert(0, {"name": "route", "in": "path", "required": True,
-                                    "schema": _NAME})
+                                    "schema": route})
     return op
 
 
@@ -88,8 +87,15 @@ def _open(summary: str, schema: dict[str, Any], ctype: str = "application/json",
         "200": {"description": "ok", "content": {ctype: {"schema": schema}}}, **(extra or {})}}}
 
 
-def document() -> dict[str, Any]:
+def document(routes: list[str] | None = None, versions: list[str] | None = None) -> dict[str, Any]:
+    """The document; with the config's route and version names as enums when given."""
     obj = {"type": "object"}
+    route_s = {**_NAME, "enum": routes} if routes else _NAME
+    version_s = {**_NAME, "enum": versions} if versions else _NAME
+    selector = {**_SELECTOR_BODY, "properties": {**_SELECTOR_BODY["properties"],  # type: ignore[dict-item]
+                                                 "route": route_s, "version": version_s}}
+    kill = {**selector, "properties": {**selector["properties"],
+                                       "abort_inflight": {"type": "boolean"}}}
     return {
         "openapi": "3.1.0",
         "info": {"title": "killgate admin API", "version": "1",
@@ -130,18 +136,18 @@ def document() -> dict[str, Any]:
                         "next": {"type": ["string", "null"]}}}}}},
                     **_auth_errors(False)}}},
             "/v1/kill": {"post": _write("set a kill flag; every instance enforces it",
-                                        "killgate:kill", _KILL_BODY)},
+                                        "killgate:kill", kill)},
             "/v1/unkill": {"post": _write("lift a kill flag (the only way a kill is lifted)",
-                                          "killgate:kill", _SELECTOR_BODY)},
+                                          "killgate:kill", selector)},
             "/v1/routes/{route}/rollback": {"post": _write(
                 "make `to` (default: the previous stable) stable with 100%", "killgate:rollout",
                 {"type": "object", "required": ["reason"], "additionalProperties": False,
-                 "properties": {"to": _NAME, "reason": _REASON}}, route=True)},
+                 "properties": {"to": version_s, "reason": _REASON}}, route=route_s)},
             "/v1/routes/{route}/promote": {"post": _write(
                 "make `version` stable with 100%", "killgate:rollout",
                 {"type": "object", "required": ["version", "reason"],
                  "additionalProperties": False,
-                 "properties": {"version": _NAME, "reason": _REASON}}, route=True)},
+                 "properties": {"version": version_s, "reason": _REASON}}, route=route_s)},
             "/v1/routes/{route}/weights": {"put": _write(
                 "runtime weight override (latched until release)", "killgate:rollout",
                 {"type": "object", "required": ["weights", "reason"],
@@ -149,11 +155,11 @@ def document() -> dict[str, Any]:
                  "properties": {"weights": {"type": "object", "minProperties": 1,
                                             "additionalProperties": {"type": "number",
                                                                      "minimum": 0}},
-                                "reason": _REASON}}, route=True)},
+                                "reason": _REASON}}, route=route_s)},
             "/v1/routes/{route}/release": {"post": _write(
                 "drop the route's runtime overrides: the config file governs again",
                 "killgate:rollout",
                 {"type": "object", "required": ["reason"], "additionalProperties": False,
-                 "properties": {"reason": _REASON}}, route=True)},
+                 "properties": {"reason": _REASON}}, route=route_s)},
         },
     }

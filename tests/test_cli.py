@@ -1,0 +1,109 @@
+"""The operator CLI against a live gateway: every command, --json, and errors."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jwt
+
+from tests.backends import echo_app
+from tests.conftest import ROOT, SECRET, running_gateway, two_versions, write_config
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    e = dict(os.environ)
+    e.update(env or {})
+    return subprocess.run([sys.executable, "-m", "gateway", *args], capture_output=True,
+                          text=True, timeout=60, cwd=str(ROOT), env=e)
+
+
+async def acli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return await asyncio.to_thread(cli, *args, env=env)
+
+
+async def test_every_command_against_a_live_gateway(tmp_path: Path, backends) -> None:
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p))
+    tok = await acli("token", "--subject", "ops", "--scope", "killgate:admin", "-c", str(cfg))
+    assert tok.returncode == 0, tok.stderr
+    token = tok.stdout.strip()
+    claims = jwt.decode(token, SECRET, algorithms=["HS256"], audience="killgate-admin")
+    assert claims["sub"] == "ops" and claims["iss"] == "killgate"
+    async with running_gateway(cfg) as g:
+        env = {"KILLGATE_ADMIN_URL": g.admin, "KILLGATE_TOKEN": token}
+        steps = [
+            ["kill", "--route", "iris", "--version", "v2", "--reason", "bad v2"],
+            ["unkill", "--route", "iris", "--version", "v2", "--reason", "fixed"],
+            ["kill", "--global", "--reason", "everything", "--keep-inflight"],
+            ["unkill", "--global", "--reason", "back"],
+            ["weights", "iris", "v1=50", "v2=50", "--reason", "shift"],
+            ["promote", "iris", "v2", "--reason", "ship"],
+            ["rollback", "iris", "--reason", "back to v1"],
+            ["rollback", "iris", "--to", "v2", "--reason", "forward again"],
+            ["release", "iris", "--reason", "file governs"],
+        ]
+        for step in steps:
+            human = await acli(*step, env=env)
+            assert human.returncode == 0, (step, human.stderr)
+            assert "generation" in human.stdout and "applied by 1/1" in human.stdout
+        # --json, before or after the subcommand, parses
+        res = await acli("--json", "kill", "--route", "iris", "--reason", "json", env=env)
+        data = json.loads(res.stdout)
+        assert data["kill"] == "route:iris" and data["applied"]["acked"] == 1
+        res = await acli("unkill", "--route", "iris", "--reason", "json", "--json", env=env)
+        assert json.loads(res.stdout)["unkill"] == "route:iris"
+        st = await acli("status", "--json", env=env)
+        assert json.loads(st.stdout)["routes"]["iris"]["stable"] == "v1"
+        human = await acli("status", env=env)
+        assert "ROUTES" in human.stdout and "iris" in human.stdout
+        audit = await acli("audit", "--limit", "5", "--json", env=env)
+        assert len(json.loads(audit.stdout)["events"]) == 5
+        human = await acli("audit", env=env)
+        assert "release" in human.stdout and "rollback" in human.stdout
+        verify = await acli("audit", "verify", env=env)
+        assert verify.returncode == 0 and "audit chain ok" in verify.stdout
+        verify = await acli("audit", "verify", "--json", env=env)
+        assert json.loads(verify.stdout)["ok"] is True
+        # --admin/--token flags win over the environment
+        flags = await acli("status", "--admin", g.admin, "--token", token, "--json")
+        assert flags.returncode == 0
+
+
+async def test_errors_exit_non_zero_with_the_api_message(tmp_path: Path, backends) -> None:
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p))
+    async with running_gateway(cfg) as g:
+        tok = (await acli("token", "--subject", "ro", "--scope", "killgate:read", "-c",
+                          str(cfg))).stdout.strip()
+        env = {"KILLGATE_ADMIN_URL": g.admin, "KILLGATE_TOKEN": tok}
+        res = await acli("kill", "--route", "iris", "--reason", "x", env=env)
+        assert res.returncode == 1
+        assert "403 forbidden: the token lacks the scope 'killgate:kill'" in res.stderr
+        admin = (await acli("token", "--subject", "a", "--scope", "killgate:admin", "-c",
+                            str(cfg))).stdout.strip()
+        env["KILLGATE_TOKEN"] = admin
+        res = await acli("kill", "--route", "nope", "--reason", "x", env=env)
+        assert res.returncode == 1 and "404 unknown_route" in res.stderr
+        res = await acli("release", "iris", "--reason", "x", env=env)
+        assert res.returncode == 1 and "409 not_latched" in res.stderr
+        res = await acli("weights", "iris", "v1:50", "--reason", "x", env=env)
+        assert res.returncode == 1 and "is not VERSION=WEIGHT" in res.stderr
+        res = await acli("kill", "--reason", "x", env=env)
+        assert res.returncode == 1 and "give --global, or --route" in res.stderr
+        res = await acli("status", env={**env, "KILLGATE_TOKEN": "garbage"})
+        assert res.returncode == 1 and "401 invalid_token" in res.stderr
+    res = await acli("status", env={"KILLGATE_ADMIN_URL": "http://127.0.0.1:1"})
+    assert res.returncode == 1 and "cannot reach the admin API" in res.stderr
+
+
+def test_token_needs_a_long_enough_secret() -> None:
+    res = cli("token", "--subject", "a", "--scope", "killgate:read", "--secret-env", "SHORTY",
+              env={"SHORTY": "short"})
+    assert res.returncode == 1 and "at least 32 bytes" in res.stderr
+    res = cli("token", "--subject", "a", "--scope", "killgate:read", "--secret-env", "NOPE_X")
+    assert res.returncode == 1 and "no secret: set NOPE_X" in res.stderr

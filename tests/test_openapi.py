@@ -1,0 +1,67 @@
+"""The admin API's OpenAPI document, checked against the live API by schemathesis."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from gateway.admin.auth import mint
+from tests.backends import echo_app
+from tests.conftest import SECRET, running_gateway, two_versions, write_config
+
+CHECKS = ("not_a_server_error,status_code_conformance,content_type_conformance,"
+          "response_schema_conformance,response_headers_conformance")
+
+
+async def _schemathesis(tmp: Path, url: str, header: str | None) -> tuple[int, str]:
+    exe = shutil.which("schemathesis", path=str(Path(sys.executable).parent))
+    if exe is None:
+        pytest.fail("schemathesis is not installed (pip install -e '.[test]')")
+    args = [exe, "run", url, "--checks", CHECKS, "-n", "12", "--seed", "7",
+            "--request-timeout", "10", "--warnings", "off"]
+    if header:
+        args += ["-H", header]
+    proc = await asyncio.create_subprocess_exec(*args, cwd=str(tmp),
+                                                stdout=asyncio.subprocess.PIPE,
+                                                stderr=asyncio.subprocess.STDOUT)
+    out, _ = await asyncio.wait_for(proc.communicate(), 150)
+    return proc.returncode or 0, out.decode(errors="replace")
+
+
+@pytest.mark.timeout(240)
+async def test_schemathesis_with_and_without_a_token(tmp_path: Path, backends) -> None:
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p))
+    async with running_gateway(cfg) as g:
+        g.gw.admin_api.limiter.limit = 1_000_000  # fuzzing is not brute force
+        url = g.admin + "/openapi.json"
+        tok = mint(SECRET, "fuzz", "killgate:admin", 3600, "killgate", "killgate-admin")
+        rc, out = await _schemathesis(tmp_path, url, f"Authorization: Bearer {tok}")
+        assert rc == 0, out[-4000:]
+        assert " passed" in out and "failed" not in out.split("Test cases:")[-1].split("\n")[1]
+        rc, out = await _schemathesis(tmp_path, url, None)
+        assert rc == 0, out[-4000:]
+
+
+async def test_document_lists_every_route_with_its_scope(tmp_path: Path, backends,
+                                                         session) -> None:
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p))
+    async with running_gateway(cfg) as g, session.get(g.admin + "/openapi.json") as r:
+        doc = await r.json()
+    assert doc["openapi"].startswith("3.1")
+    ops = {(m.upper(), path): op for path, item in doc["paths"].items()
+           for m, op in item.items()}
+    for key in (("POST", "/v1/kill"), ("POST", "/v1/unkill"), ("GET", "/v1/status"),
+                ("GET", "/v1/audit"), ("POST", "/v1/routes/{route}/rollback"),
+                ("POST", "/v1/routes/{route}/promote"), ("PUT", "/v1/routes/{route}/weights"),
+                ("POST", "/v1/routes/{route}/release")):
+        assert ops[key]["security"] == [{"bearer": []}]
+        assert ops[key]["x-scope"].startswith("killgate:")
+        assert {"401", "403"} <= set(ops[key]["responses"])
+    assert ops[("POST", "/v1/routes/{route}/rollback")]["parameters"][0]["schema"]["enum"] == [
+        "iris"]
