@@ -21,7 +21,7 @@ from aiohttp import web
 from gateway.admin.api import AdminApi
 from gateway.alerts import Alerts
 from gateway.audit import AuditDraft, utc_now
-from gateway.config import LoadedConfig, load_config, parse_listen
+from gateway.config import LoadedConfig, parse_listen
 from gateway.errors import AuditError, ConfigError, Problem, StateError
 from gateway.log import event
 from gateway.metrics import Metrics
@@ -29,6 +29,7 @@ from gateway.model import StateDoc
 from gateway.overrides import identity_problems, record_config
 from gateway.probes import HealthMonitor
 from gateway.proxy import Inflight, Observer, Proxy
+from gateway.reload import ConfigWatcher, summarize_changes
 from gateway.rollout import RolloutDriver
 from gateway.routing import RouteTable
 from gateway.snapshot import TableHolder
@@ -63,7 +64,6 @@ class Gateway:
 
     def __init__(self, loaded: LoadedConfig, instance: str, reuse_port: bool = False,
                  ports: tuple[int | None, int | None] = (None, None)) -> None:
-        self.loaded = loaded
         self.instance = instance
         self.reuse_port = reuse_port
         self.ports = ports
@@ -72,8 +72,8 @@ class Gateway:
         self.inflight = Inflight()
         self.draining = False
         self.started = False
-        self.config_error: str | None = None
-        self.loaded_at = utc_now()
+        self.watcher: ConfigWatcher | None = None
+        self._reloads: set[asyncio.Task[bool]] = set()
         self._stack = AsyncExitStack()
         self.upstreams: Upstreams | None = None
         self.sync: StateSync | None = None
@@ -83,6 +83,11 @@ class Gateway:
         self.data_addr: tuple[str, int] | None = None
         self.admin_addr: tuple[str, int] | None = None
         self._data_runner: web.ServerRunner | None = None
+
+    @property
+    def loaded(self) -> LoadedConfig:
+        """The config in force (the routing snapshot's own)."""
+        return self.holder.loaded
 
     @property
     def ready(self) -> bool:
@@ -146,6 +151,13 @@ class Gateway:
         self.started = True
         event(log, "phase", phase="listening", data=_fmt(self.data_addr),
               admin=_fmt(self.admin_addr), pid=os.getpid())
+        if self.loaded.path is not None:
+            self.watcher = ConfigWatcher(self.loaded.path, lambda: self.loaded,
+                                         self._apply_config, self._check_identities,
+                                         self.metrics, cfg.server.reload_debounce,
+                                         cfg.server.watch_config)
+            await self.watcher.start()
+            self._stack.push_async_callback(self.watcher.stop)
 
     def _on_table(self, old: RouteTable, new: RouteTable) -> None:
         """A new snapshot is live: cut in-flight responses that a new kill covers."""
@@ -196,6 +208,19 @@ class Gateway:
 
     # ------------------------------------------------------------------ status
 
+    def _config_status(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"digest": self.loaded.digest, "loaded_digest": self.loaded.digest,
+                               "path": str(self.loaded.path)}
+        if self.watcher is not None:
+            o = self.watcher.outcome
+            out.update(loaded_at=o.loaded_at, last_error=o.last_error,
+                       problems=o.last_problems, last_attempt=o.last_attempt,
+                       restart_required=o.restart_required)
+        else:
+            out.update(loaded_at=None, last_error=None, problems=[], last_attempt=None,
+                       restart_required=[])
+        return out
+
     def status(self) -> dict[str, Any]:
         """GET /v1/status (CONTRACT §4): what this instance enforces, and why."""
         table = self.holder.table
@@ -228,8 +253,7 @@ class Gateway:
             "instance": self.instance,
             "generation": doc.generation,
             "store": self.sync.status() if self.sync else None,
-            "config": {"digest": self.loaded.digest, "loaded_at": self.loaded_at,
-                       "path": str(self.loaded.path), "last_error": self.config_error},
+            "config": self._config_status(),
             "kills": [f.public() for f in doc.kills.values()],
             "routes": routes,
         }
@@ -237,26 +261,47 @@ class Gateway:
     # ------------------------------------------------------------------ reload
 
     def request_reload(self) -> None:
-        """SIGHUP: re-read the config file; a bad file changes nothing."""
-        path = self.loaded.path
-        if path is None:
+        """SIGHUP: re-read the config file now; a bad file changes nothing."""
+        if self.watcher is None:
             return
-        try:
-            loaded = load_config(path)
-        except ConfigError as exc:
-            self.metrics.inc("killgate_config_reload_rejected_total")
-            self.config_error = str(exc)
-            event(log, "config_rejected", logging.ERROR, path=str(path),
-                  problems=[str(p) for p in exc.problems])
-            return
-        if loaded.digest == self.loaded.digest:
-            return
-        self.loaded = loaded
-        self.loaded_at = utc_now()
-        self.config_error = None
+        task = asyncio.create_task(self.watcher.reload("sighup"))
+        self._reloads.add(task)
+        task.add_done_callback(self._reloads.discard)
+
+    async def _apply_config(self, loaded: LoadedConfig) -> None:
+        """Swap in a validated config with the least disruption.
+
+        New backends get one health round before the table that routes to them goes live;
+        unchanged backends keep their pools and health; pools of removed backends close
+        once their in-flight exchanges finish. Overrides and kills are state, not config:
+        they survive (latched) until released or lifted.
+        """
+        old = self.loaded
+        assert self.health is not None and self.upstreams is not None
+        await self.health.configure(loaded.config)
         self.holder.set_config(loaded)
-        self.metrics.inc("killgate_config_reloads_total")
-        event(log, "config_reloaded", digest=loaded.digest)
+        if self.admin_api is not None:
+            self.admin_api.reconfigure(loaded)
+        self.upstreams.retire_except({t.origin for p in self.holder.table.routes
+                                      for t in p.targets.values()})
+        await self._record_config(loaded)
+        await self._audit_reload(old, loaded)
+
+    async def _audit_reload(self, old: LoadedConfig, new: LoadedConfig) -> None:
+        """One audit event per fleet-wide config change (old digest -> new digest)."""
+        sync = self.sync
+        assert isinstance(sync, Sync)
+        key = f"config:{old.digest}:{new.digest}"
+        try:
+            if await sync.store.idem_claim(key, {"instance": self.instance}, 3600) is not None:
+                return  # another instance already recorded this change
+            draft = AuditDraft("killgate/config", "config.reload", {"config": new.digest},
+                               "the config file changed", {"digest": old.digest},
+                               {"digest": new.digest,
+                                "changes": summarize_changes(old, new)}, "", self.instance)
+            await sync.append_audit(draft)
+        except (StateError, AuditError) as exc:
+            event(log, "config_reload_audit_failed", logging.WARNING, error=str(exc))
 
     # ------------------------------------------------------------------ shutdown
 

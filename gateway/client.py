@@ -2,7 +2,7 @@
 
 Owns argument shapes, human-readable tables, `--json` output and exit codes of
 `status`, `kill`, `unkill`, `rollback`, `promote`, `weights`, `release`, `audit`,
-`audit verify` and `token`. Uses only the standard library's HTTP client (the CLI
+`audit verify`, `diff` and `token`. Uses only the standard library's HTTP client (the CLI
 must work where the gateway's event loop is not running). Every write carries an
 Idempotency-Key and is retried once on a connection error with the same key.
 """
@@ -281,6 +281,34 @@ def _token(args: argparse.Namespace) -> int:
     return 0
 
 
+def _diff(args: argparse.Namespace) -> int:
+    """What FILE would change against a running gateway (or --against FILE2): exit 2 if any."""
+    from gateway.config import load_config
+    from gateway.diff import config_dict, diff_configs, diff_rows
+    from gateway.errors import ConfigError
+
+    try:
+        new = config_dict(load_config(args.file).config)
+        if args.against:
+            old = config_dict(load_config(args.against).config)
+            where = args.against
+        else:
+            old = _call(args, "GET", "/v1/config")["config"]
+            where = "the running gateway"
+    except ConfigError as exc:
+        raise ClientError("invalid config: " + "; ".join(str(p) for p in exc.problems)) from None
+    d = diff_configs(old, new)
+    changed = bool(d["routes"] or d["settings"])
+    if args.json:
+        print(json.dumps({"changed": changed, **d}, indent=2))
+    elif not changed:
+        print(f"no changes against {where}")
+    else:
+        print(f"{args.file} against {where}:")
+        print(_table([["route", "change", "before", "after"], *diff_rows(d)]))
+    return 2 if changed else 0
+
+
 def _q(s: str) -> str:
     return urllib.parse.quote(s, safe="")
 
@@ -337,6 +365,10 @@ def add_client_commands(sub: argparse._SubParsersAction) -> None:  # type: ignor
     p = cmd("audit", _audit, "show the audit trail (newest first), or 'audit verify'")
     p.add_argument("action", nargs="?", choices=["verify"], help="check the hash chain")
     p.add_argument("--limit", type=int, default=20)
+    p = cmd("diff", _diff, "what a config file would change (exit 2 when something would)")
+    p.add_argument("file")
+    p.add_argument("--against", metavar="FILE2",
+                   help="compare with another file instead of the running gateway")
     p = sub.add_parser("token", help="mint an HS256 admin token (development and tests)")
     p.add_argument("--subject", required=True)
     p.add_argument("--scope", required=True, help='e.g. "killgate:kill killgate:read"')

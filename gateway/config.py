@@ -340,6 +340,8 @@ class ServerConfig(_Model):
     max_body_size: int = Field(default=10 * 1024 * 1024, gt=0, le=1 << 34)
     model_peek_bytes: int = Field(default=1 << 20, ge=1024, le=64 << 20)
     drain_timeout: Duration = 30.0
+    reload_debounce: Duration = 0.2
+    watch_config: bool = True  # reload when the file changes (SIGHUP always reloads)
     keepalive_timeout: Duration = 60.0
     header_timeout: Duration = 10.0
     max_connections_per_backend: int = Field(default=256, ge=1, le=100_000)

@@ -243,7 +243,7 @@ async def test_rollback_history_artifacts_and_latch(tmp_path: Path, backends, se
         assert st["versions"]["v2"]["effective_weight"] == 0
         # a reload that still names the canary's weight does not restore it
         cfg.write_text(cfg.read_text().replace("weight: 10,", "weight: 40,"))
-        g.gw.request_reload()
+        assert await g.gw.watcher.reload("test")
         assert g.gw.holder.table.by_name["iris"].effective_weights()["v2"] == 0.0
         async with session.post(g.admin + "/v1/routes/iris/release", headers=auth(),
                                 json={"reason": "the file governs again"}) as r:

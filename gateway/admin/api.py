@@ -24,7 +24,8 @@ from gateway import overrides
 from gateway.admin import openapi
 from gateway.admin.auth import Authenticator, FailureLimiter, Principal
 from gateway.audit import AuditDraft, clean_text, utc_now
-from gateway.config import RouteConfig, parse_duration
+from gateway.config import LoadedConfig, RouteConfig, parse_duration
+from gateway.diff import config_dict
 from gateway.errors import ApiError, AuditError, StateError, StoreUnavailable
 from gateway.log import event
 from gateway.model import KillFlag, RouteOverride, StateDoc, kill_key
@@ -86,6 +87,14 @@ class AdminApi:
         if self.auth.problem:
             event(log, "admin_auth_not_configured", logging.ERROR, problem=self.auth.problem)
 
+    def reconfigure(self, loaded: LoadedConfig) -> None:
+        """A reloaded config may change the admin auth settings (not the listener)."""
+        auth = loaded.config.admin.auth
+        if auth != self.auth.cfg:
+            self.auth = Authenticator(auth, loaded.resolve)
+            if self.auth.problem:
+                event(log, "admin_auth_not_configured", logging.ERROR, problem=self.auth.problem)
+
     def app(self) -> web.Application:
         app = web.Application(middlewares=[_errors],
                               client_max_size=self.gw.loaded.config.admin.max_body_size)
@@ -95,6 +104,7 @@ class AdminApi:
         r.add_get("/metrics", self.metrics)
         r.add_get("/openapi.json", self.openapi)
         r.add_get("/v1/status", self.status)
+        r.add_get("/v1/config", self.config)
         r.add_get("/v1/audit", self.audit)
         r.add_post("/v1/kill", self.kill)
         r.add_post("/v1/unkill", self.unkill)
@@ -215,7 +225,17 @@ class AdminApi:
 
     async def status(self, request: web.Request) -> web.Response:
         await self._principal(request, "killgate:read")
-        return web.json_response(self.gw.status())
+        body = self.gw.status()
+        if self.gw.sync is not None:
+            body["instances"] = await self.gw.sync.fleet()
+        return web.json_response(body)
+
+    async def config(self, request: web.Request) -> web.Response:
+        """The config this instance runs, for `killgate diff` (no secrets live in it)."""
+        await self._principal(request, "killgate:read")
+        loaded = self.gw.loaded
+        return web.json_response({"digest": loaded.digest,
+                                  "config": config_dict(loaded.config)})
 
     async def audit(self, request: web.Request) -> web.Response:
         await self._principal(request, "killgate:read")

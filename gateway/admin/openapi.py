@@ -122,6 +122,12 @@ def document(routes: list[str] | None = None, versions: list[str] | None = None)
                                                               "store", "config", "kills",
                                                               "routes"]}}}},
                               **_auth_errors(False)}}},
+            "/v1/config": {"get": {
+                "summary": "the config this instance runs (for `killgate diff`)",
+                "security": [{"bearer": []}], "x-scope": "killgate:read",
+                "responses": {"200": {"description": "config", "content": {"application/json": {
+                    "schema": {"type": "object", "required": ["digest", "config"]}}}},
+                              **_auth_errors(False)}}},
             "/v1/audit": {"get": {
                 "summary": "audit events, newest first", "security": [{"bearer": []}],
                 "x-scope": "killgate:read",

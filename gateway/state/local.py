@@ -167,29 +167,36 @@ class LocalStore:
     def _instance_file(self, instance: str) -> Path:
         return self.instances_dir / f"{instance}.json"
 
-    async def heartbeat(self, instance: str, applied: int) -> None:
-        data = json.dumps({"generation": applied, "seen": time.time(), "pid": os.getpid()})
+    async def heartbeat(self, instance: str, applied: int, config: str = "") -> None:
+        data = json.dumps({"generation": applied, "seen": time.time(), "pid": os.getpid(),
+                           "config": config})
         try:
             await asyncio.to_thread(atomic_write, self._instance_file(instance), data.encode())
         except OSError as exc:
             raise StoreUnavailable(f"cannot write heartbeat: {exc.strerror}") from None
 
-    def _live(self, lease: float) -> dict[str, int]:
+    def _fleet(self, lease: float) -> dict[str, dict[str, Any]]:
         now = time.time()
-        out: dict[str, int] = {}
+        out: dict[str, dict[str, Any]] = {}
         for f in self.instances_dir.glob("*.json"):
             try:
                 info = json.loads(f.read_bytes())
             except (OSError, ValueError):
                 continue
-            if now - float(info.get("seen", 0)) <= lease:
-                out[f.stem] = int(info.get("generation", 0))
-            elif now - float(info.get("seen", 0)) > 10 * lease:
+            age = now - float(info.get("seen", 0))
+            if age <= lease:
+                out[f.stem] = {"generation": int(info.get("generation", 0)),
+                               "config": str(info.get("config", "")),
+                               "seen_s_ago": round(age, 3)}
+            elif age > 10 * lease:
                 f.unlink(missing_ok=True)
         return out
 
+    async def fleet(self, lease: float) -> dict[str, dict[str, Any]]:
+        return await asyncio.to_thread(self._fleet, lease)
+
     async def live_instances(self, lease: float) -> dict[str, int]:
-        return await asyncio.to_thread(self._live, lease)
+        return {k: v["generation"] for k, v in (await self.fleet(lease)).items()}
 
     async def leave(self, instance: str) -> None:
         await asyncio.to_thread(self._instance_file(instance).unlink, True)

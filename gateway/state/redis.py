@@ -3,7 +3,7 @@
 Owns every key under `<prefix>:` and the only import of redis-py:
   <p>:state       the state document (JSON)       <p>:gen         its generation
   <p>:audit       audit events (a stream)         <p>:audit:head  hash of the newest event
-  <p>:instances   instance → "generation:server-ms" (heartbeats and acks)
+  <p>:instances   instance → "generation:server-ms:config-digest" (heartbeats, acks)
   <p>:stats:<route> instance → window counts (canary analysis)
   <p>:idem:<key>  an idempotency record (expires after a day)
   channels <p>:events (new documents) and <p>:acks ("instance generation").
@@ -55,7 +55,7 @@ return {'ok', ''}
 _HEARTBEAT = """
 local t = redis.call('TIME')
 local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. ':' .. ms)
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. ':' .. ms .. ':' .. ARGV[4])
 redis.call('PUBLISH', ARGV[3], ARGV[1] .. ' ' .. ARGV[2])
 return ms
 """
@@ -250,24 +250,28 @@ class RedisStore:
 
     # ------------------------------------------------------------------ instances
 
-    async def heartbeat(self, instance: str, applied: int) -> None:
+    async def heartbeat(self, instance: str, applied: int, config: str = "") -> None:
         await self._call(self._heartbeat(keys=[self.k_instances],
-                                         args=[instance, str(applied), self.ch_acks]))
+                                         args=[instance, str(applied), self.ch_acks, config]))
 
-    async def live_instances(self, lease: float) -> dict[str, int]:
+    async def fleet(self, lease: float) -> dict[str, dict[str, Any]]:
         now_ms, flat = await self._call(self._live(keys=[self.k_instances]))
-        out: dict[str, int] = {}
+        out: dict[str, dict[str, Any]] = {}
         stale: list[bytes] = []
         for i in range(0, len(flat), 2):
-            gen_s, _, seen_s = flat[i + 1].decode().partition(":")
+            gen_s, seen_s, config = ([*flat[i + 1].decode().split(":", 2), "", ""])[:3]
             age = (int(now_ms) - int(seen_s or 0)) / 1000.0
             if age <= lease:
-                out[flat[i].decode()] = int(gen_s or 0)
+                out[flat[i].decode()] = {"generation": int(gen_s or 0), "config": config,
+                                         "seen_s_ago": round(age, 3)}
             elif age > 10 * lease:
                 stale.append(flat[i])
         if stale:
             await self._call(self._client().hdel(self.k_instances, *stale))
         return out
+
+    async def live_instances(self, lease: float) -> dict[str, int]:
+        return {k: v["generation"] for k, v in (await self.fleet(lease)).items()}
 
     async def leave(self, instance: str) -> None:
         await self._call(self._client().hdel(self.k_instances, instance))

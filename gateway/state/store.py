@@ -54,8 +54,11 @@ class Store(Protocol):
     async def watch(self, timeout: float) -> list[StateDoc | Ack]:
         """Changes pushed since the last call, waiting up to `timeout` for the first."""
 
-    async def heartbeat(self, instance: str, applied: int) -> None:
-        """Announce this instance and the generation it enforces (also its ack)."""
+    async def heartbeat(self, instance: str, applied: int, config: str = "") -> None:
+        """Announce this instance, the generation it enforces (its ack) and its config."""
+
+    async def fleet(self, lease: float) -> dict[str, dict[str, Any]]:
+        """Live instances → {"generation", "config" (digest), "seen_s_ago"}."""
 
     async def live_instances(self, lease: float) -> dict[str, int]:
         """Instances heard from within `lease` seconds → the generation each applied."""

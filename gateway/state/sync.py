@@ -159,7 +159,7 @@ class Sync:
 
     async def _beat(self) -> None:
         gen = self.holder.doc.generation
-        await self.store.heartbeat(self.instance, gen)
+        await self.store.heartbeat(self.instance, gen, self.holder.loaded.digest)
         self._last_beat = time.monotonic()
         self._note_ack(Ack(self.instance, gen))
 
@@ -276,15 +276,21 @@ class Sync:
 
     async def _append_only(self, draft: AuditDraft) -> None:
         """Record an automatic action that changed no replicated state (e.g. fail_closed)."""
+        await self.append_audit(draft)
+
+    async def append_audit(self, draft: AuditDraft) -> dict[str, Any] | None:
+        """Append an audit event without changing the state (same generation, same doc)."""
         for _ in range(5):
             cur = await self.store.load()
             if cur is None:
-                return
+                return None
             try:
-                await self.store.commit(cur.generation, cur, draft)
-                return
+                ev = await self.store.commit(cur.generation, cur, draft)
+                self.metrics.inc("killgate_audit_records_total")
+                return ev
             except StoreConflict:
                 continue
+        raise StoreConflict("the state kept changing; the audit event was not written")
 
     async def _guard(self) -> None:
         """Staleness clock and the fail_closed policy; never touches the store."""
@@ -398,6 +404,13 @@ class Sync:
         return live
 
     # ------------------------------------------------------------------ reads
+
+    async def fleet(self) -> dict[str, dict[str, Any]]:
+        """Every live instance with the generation and config digest it runs."""
+        try:
+            return await self.store.fleet(self.cfg.instance_lease)
+        except StateError:
+            return {}
 
     def status(self) -> dict[str, Any]:
         return {

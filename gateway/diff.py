@@ -1,0 +1,102 @@
+"""What a config change would change, per route: the review tool for a pull request.
+
+Pure: compares two configs as plain JSON-shaped dicts (so a file on disk and the config a
+running gateway reports through GET /v1/config compare the same way). Reports added and
+removed routes and versions, weight changes, and changes of every other route setting
+(stable, match, health, fallback, timeouts, retry, sticky, pins, analysis, urls,
+artifacts), plus top-level sections.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway.config import Config
+
+__all__ = ["config_dict", "diff_configs", "diff_rows"]
+
+_ROUTE_SETTINGS = ("stable", "match", "sticky", "allow_pin", "health", "fallback", "timeouts",
+                   "retry", "analysis")
+_VERSION_SETTINGS = ("url", "artifact", "model")
+
+
+def config_dict(cfg: Config) -> dict[str, Any]:
+    return cfg.model_dump(mode="json", by_alias=True)
+
+
+def diff_configs(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {"routes": {}, "settings": {}}
+    for key in sorted(set(old) | set(new)):
+        if key != "routes" and old.get(key) != new.get(key):
+            out["settings"][key] = [old.get(key), new.get(key)]
+    a = {r["name"]: r for r in old.get("routes", [])}
+    b = {r["name"]: r for r in new.get("routes", [])}
+    for name in sorted(set(a) | set(b)):
+        if name not in b:
+            out["routes"][name] = {"status": "removed"}
+            continue
+        if name not in a:
+            out["routes"][name] = {"status": "added",
+                                   "weights": {v["name"]: [None, v["weight"]]
+                                               for v in b[name]["versions"]}}
+            continue
+        change = _route_diff(a[name], b[name])
+        if change:
+            out["routes"][name] = {"status": "changed", **change}
+    return out
+
+
+def _route_diff(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    va = {v["name"]: v for v in a["versions"]}
+    vb = {v["name"]: v for v in b["versions"]}
+    added = sorted(set(vb) - set(va))
+    removed = sorted(set(va) - set(vb))
+    if added:
+        out["versions_added"] = added
+    if removed:
+        out["versions_removed"] = removed
+    weights = {n: [va.get(n, {}).get("weight"), vb.get(n, {}).get("weight")]
+               for n in sorted(set(va) | set(vb))
+               if va.get(n, {}).get("weight") != vb.get(n, {}).get("weight")}
+    if weights:
+        out["weights"] = weights
+    settings = {k: [a.get(k), b.get(k)] for k in _ROUTE_SETTINGS if a.get(k) != b.get(k)}
+    for n in sorted(set(va) & set(vb)):
+        for k in _VERSION_SETTINGS:
+            if va[n].get(k) != vb[n].get(k):
+                settings[f"versions.{n}.{k}"] = [va[n].get(k), vb[n].get(k)]
+    if settings:
+        out["settings"] = settings
+    return out
+
+
+def diff_rows(d: dict[str, Any]) -> list[list[str]]:
+    """A readable table: route, what, before, after."""
+    rows: list[list[str]] = []
+    for key, (x, y) in d.get("settings", {}).items():
+        rows.append(["(top)", key, _short(x), _short(y)])
+    for name, r in d.get("routes", {}).items():
+        if r["status"] == "removed":
+            rows.append([name, "route removed", "", ""])
+            continue
+        if r["status"] == "added":
+            rows.append([name, "route added", "", ""])
+        for v in r.get("versions_added", []):
+            rows.append([name, f"version {v} added", "", ""])
+        for v in r.get("versions_removed", []):
+            rows.append([name, f"version {v} removed", "", ""])
+        for v, (x, y) in r.get("weights", {}).items():
+            rows.append([name, f"weight {v}", _short(x), _short(y)])
+        for k, (x, y) in r.get("settings", {}).items():
+            rows.append([name, k, _short(x), _short(y)])
+    return rows
+
+
+def _short(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    s = str(v)
+    return s if len(s) <= 60 else s[:57] + "..."
