@@ -232,12 +232,17 @@ class RoutePlan:
         return self._failover.get(name, ())
 
     def _build_failover(self) -> dict[str, tuple[Target, ...]]:
+        """Where an undelivered request goes next: versions with traffic, then the previous
+        known-good, then the stable, then any other version that can serve (an answer from
+        a healthy version beats an error for a request no backend has seen)."""
         out = {}
         for name in self.targets:
-            others = [n for n in self._elig_names if n != name]
-            if self.stable != name and self.stable in self._servable and self.stable not in others:
-                others.append(self.stable)
-            out[name] = tuple(self.targets[n] for n in others)
+            order = [n for n in self._elig_names if n != name]
+            for extra in (self.previous, self.stable, *self.targets):
+                if extra is not None and extra != name and extra in self._servable \
+                        and extra not in order:
+                    order.append(extra)
+            out[name] = tuple(self.targets[n] for n in order)
         return out
 
 

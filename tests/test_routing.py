@@ -137,7 +137,10 @@ def test_all_zero_weights_send_everything_to_stable() -> None:
 def test_failover_order_lists_other_eligible_versions() -> None:
     plan = build_table(_cfg(100, 0), StateDoc()).by_name["iris"]
     c = plan.choose(None, None, random.random)
-    assert c.target.name == "v1" and plan.failover_for("v1") == ()
+    # v2 has no traffic, but an undelivered request is better served by it than failed
+    assert c.target.name == "v1" and [t.name for t in plan.failover_for("v1")] == ["v2"]
+    killed = StateDoc(generation=1, kills={"version:iris:v2": _kill("version", "iris", "v2")})
+    assert build_table(_cfg(100, 0), killed).by_name["iris"].failover_for("v1") == ()
     plan = build_table(_cfg(50, 50), StateDoc()).by_name["iris"]
     c = plan.choose(None, None, lambda: 0.0)
     assert [t.name for t in plan.failover_for(c.target.name)] == ["v2"]
