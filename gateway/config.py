@@ -353,19 +353,12 @@ class LogConfig(_Model):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
 
-class TelemetryConfig(_Model):
-    enabled: bool = False
-    service_name: str = "killgate"
-    otlp_endpoint: str | None = None
-
-
 class Config(_Model):
     listen: Annotated[str, BeforeValidator(_check_listen)] = "0.0.0.0:8080"
     admin: AdminConfig = Field(default_factory=AdminConfig)
     state: StateConfig = Field(default_factory=StateConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
     log: LogConfig = Field(default_factory=LogConfig)
-    telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
     routes: list[RouteConfig] = Field(min_length=1)
 
     def route(self, name: str) -> RouteConfig | None:

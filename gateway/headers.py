@@ -16,8 +16,6 @@ __all__ = [
     "RawHeaders",
     "connection_tokens",
     "request_head",
-    "request_headers",
-    "response_headers",
     "response_multidict",
 ]
 
@@ -69,27 +67,12 @@ def _filtered(raw: Iterable[tuple[bytes, bytes]],
     return kept, via, conn
 
 
-def request_headers(raw: Iterable[tuple[bytes, bytes]], peer: str, scheme: str,
-                    host: bytes | None) -> RawHeaders:
-    """End-to-end request fields plus x-forwarded-for/proto/host and via.
-
-    x-forwarded-for is rebuilt from the socket peer: a client cannot spoof its address.
-    """
-    kept, via, _ = _filtered(raw, _REQUEST_DROP)
-    kept.append((b"x-forwarded-for", peer.encode("latin-1")))
-    kept.append((b"x-forwarded-proto", scheme.encode("latin-1")))
-    if host:
-        kept.append((b"x-forwarded-host", host))
-    kept.append((b"via", b", ".join([*via, VIA])))
-    return kept
-
-
 def request_head(first_line: bytes, raw: Iterable[tuple[bytes, bytes]], forwarded: bytes,
                  length: int | None) -> bytes:
     """The whole request head for a backend, built in one pass (the hot path).
 
     `first_line` already holds the request line and our Host; `forwarded` the
-    x-forwarded-* lines. Same rules as `request_headers`.
+    x-forwarded-* lines (rebuilt from the socket peer: a client cannot spoof them).
     """
     parts = [first_line]
     conn: list[bytes] | None = None
@@ -117,7 +100,7 @@ def request_head(first_line: bytes, raw: Iterable[tuple[bytes, bytes]], forwarde
 
 
 def response_multidict(raw: Iterable[tuple[bytes, bytes]]) -> CIMultiDict[str]:
-    """`response_headers` as the CIMultiDict aiohttp wants, built in one pass."""
+    """End-to-end response fields plus via, as the CIMultiDict aiohttp wants (one pass)."""
     out: CIMultiDict[str] = CIMultiDict()
     add = out.add
     conn: list[bytes] | None = None
@@ -136,12 +119,4 @@ def response_multidict(raw: Iterable[tuple[bytes, bytes]]) -> CIMultiDict[str]:
         for tok in connection_tokens(conn):
             out.popall(tok.decode("latin-1"), None)
     add("via", via)
-    return out
-
-
-def response_headers(raw: Iterable[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
-    """End-to-end response fields (as str for aiohttp) plus via."""
-    kept, via, _ = _filtered(raw, _RESPONSE_DROP)
-    out = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in kept]
-    out.append(("via", ", ".join([*(v.decode("latin-1") for v in via), "1.1 killgate"])))
     return out

@@ -1,0 +1,61 @@
+"""Third-party confinement and layering (STYLE §12-13), checked on the source itself."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PKG = Path(__file__).resolve().parent.parent / "gateway"
+MODULES = sorted(p for p in PKG.rglob("*.py"))
+
+# third-party import -> the only modules allowed to import it
+ALLOWED = {
+    "redis": {"state/redis.py"},
+    "jwt": {"admin/auth.py"},
+    "uvloop": {"server.py"},
+    "httptools": {"upstream.py"},
+    "watchfiles": {"reload.py"},
+}
+# modules allowed to use aiohttp's *client*
+CLIENT_USERS = {"probes.py", "alerts.py"}
+CLIENT_NAMES = {"ClientSession", "TCPConnector", "ClientTimeout", "ClientError"}
+PURE = {"routing.py", "snapshot.py", "model.py", "overrides.py", "health.py", "analysis.py",
+        "stats.py", "diff.py", "jsonpeek.py", "headers.py", "audit.py", "metrics.py",
+        "errors.py", "config.py"}
+IO_MODULES = {"aiohttp", "asyncio", "redis", "socket", "subprocess", "httptools", "jwt"}
+
+
+def _imports(path: Path) -> list[tuple[str, set[str]]]:
+    tree = ast.parse(path.read_text())
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out.extend((a.name, set()) for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            out.append((node.module, {a.name for a in node.names}))
+    return out
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(PKG)))
+def test_third_party_confinement(path: Path) -> None:
+    rel = str(path.relative_to(PKG))
+    for module, names in _imports(path):
+        top = module.split(".")[0]
+        if top in ALLOWED:
+            assert rel in ALLOWED[top], f"{rel} imports {module}: only {ALLOWED[top]} may"
+        if top == "aiohttp" and names & CLIENT_NAMES:
+            assert rel in CLIENT_USERS, f"{rel} uses the aiohttp client ({names & CLIENT_NAMES})"
+
+
+@pytest.mark.parametrize("name", sorted(PURE))
+def test_pure_domain_does_no_io(name: str) -> None:
+    for module, _ in _imports(PKG / name):
+        assert module.split(".")[0] not in IO_MODULES, f"{name} imports {module}"
+
+
+def test_every_module_says_what_it_owns() -> None:
+    for path in MODULES:
+        doc = ast.get_docstring(ast.parse(path.read_text()))
+        assert doc and len(doc) > 40, f"{path.relative_to(PKG)} needs a module docstring"
