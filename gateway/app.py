@@ -23,6 +23,7 @@ from gateway.alerts import Alerts
 from gateway.audit import AuditDraft, utc_now
 from gateway.config import LoadedConfig, parse_listen
 from gateway.errors import AuditError, ConfigError, Problem, StateError
+from gateway.listener import GuardedServer
 from gateway.log import event
 from gateway.metrics import Metrics
 from gateway.model import StateDoc
@@ -124,11 +125,13 @@ class Gateway:
 
         proxy = Proxy(self.holder, self.upstreams, self.inflight, self.metrics,
                       cfg.server.max_body_size, cfg.server.model_peek_bytes,
-                      observer=_Fanout(self.health, self.rollout))
-        server = web.Server(proxy, handler_cancellation=True, access_log=None,
-                            auto_decompress=False,
-                            keepalive_timeout=cfg.server.keepalive_timeout,
-                            max_field_size=8190, max_headers=128)
+                      observer=_Fanout(self.health, self.rollout),
+                      body_timeout=cfg.server.body_timeout)
+        server = GuardedServer(proxy, header_timeout=cfg.server.header_timeout,
+                               handler_cancellation=True, access_log=None,
+                               auto_decompress=False,
+                               keepalive_timeout=cfg.server.keepalive_timeout,
+                               max_field_size=8190, max_headers=128)
         self._data_runner = web.ServerRunner(server, shutdown_timeout=cfg.server.drain_timeout,
                                              handle_signals=False)
         await self._data_runner.setup()

@@ -343,7 +343,8 @@ class ServerConfig(_Model):
     reload_debounce: Duration = 0.2
     watch_config: bool = True  # reload when the file changes (SIGHUP always reloads)
     keepalive_timeout: Duration = 60.0
-    header_timeout: Duration = 10.0
+    header_timeout: Duration = 10.0  # a new connection must send a request head by then
+    body_timeout: Duration = 30.0  # the longest pause while reading a request body
     max_connections_per_backend: int = Field(default=256, ge=1, le=100_000)
     access_log: bool = False
 

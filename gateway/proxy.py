@@ -50,6 +50,10 @@ class BodyTooLarge(Exception):
     pass
 
 
+class BodyTimeout(Exception):
+    """The client stopped sending its body (a slow-body attack, or a stuck client)."""
+
+
 class Observer(Protocol):
     """Hook for passive health (outlier detection): told how each exchange went."""
 
@@ -122,7 +126,9 @@ class Proxy:
 
     def __init__(self, holder: TableHolder, upstreams: Upstreams, inflight: Inflight,
                  metrics: Metrics, max_body: int, peek_bytes: int,
-                 observer: Observer | None = None, scheme: str = "http") -> None:
+                 observer: Observer | None = None, scheme: str = "http",
+                 body_timeout: float = 30.0) -> None:
+        self.body_timeout = body_timeout
         self.holder = holder
         self.upstreams = upstreams
         self.inflight = inflight
@@ -147,6 +153,10 @@ class Proxy:
         inflight.count += 1
         try:
             return await self._handle(request, self.holder.table)
+        except BodyTimeout:
+            return self._error(408, "request_timeout",
+                               f"the request body stalled for {self.body_timeout:g}s",
+                               extra_headers={"connection": "close"})
         finally:
             inflight._done()
 
@@ -171,8 +181,9 @@ class Proxy:
 
     def _error(self, status: int, type_: str, message: str, route: str | None = None,
                version: str | None = None, decision: str | None = None,
-               **extra: object) -> web.Response:
-        return self._reply(status, _error_body(type_, message, **extra), route, version, decision)
+               extra_headers: dict[str, str] | None = None, **extra: object) -> web.Response:
+        return self._reply(status, _error_body(type_, message, **extra), route, version, decision,
+                           extra_headers)
 
     def _unavailable(self, plan: RoutePlan, decision: str, scope: str | None = None) -> web.Response:
         """Killed or nothing can serve: the route's fallback, else a 503."""
@@ -254,11 +265,19 @@ class Proxy:
                 return b""
             if content.is_eof() and content.total_bytes == cl:
                 return content.read_nowait()  # already here: no await, no copy
-            return await content.readexactly(cl)
+            try:
+                async with asyncio.timeout(self.body_timeout):
+                    return await content.readexactly(cl)
+            except TimeoutError:
+                raise BodyTimeout from None
         parts: list[bytes] = []
         n = 0
         while n < limit:
-            chunk = await content.readany()
+            try:
+                async with asyncio.timeout(self.body_timeout):
+                    chunk = await content.readany()
+            except TimeoutError:
+                raise BodyTimeout from None
             if not chunk:
                 break
             parts.append(chunk)
@@ -271,7 +290,11 @@ class Proxy:
         content = request.content
         n = already
         while True:
-            chunk = await content.readany()
+            try:
+                async with asyncio.timeout(self.body_timeout):
+                    chunk = await content.readany()
+            except TimeoutError:
+                raise BodyTimeout from None
             if not chunk:
                 return
             n += len(chunk)
@@ -331,6 +354,11 @@ class Proxy:
                     return self._error(413, "body_too_large",
                                        f"the request body exceeds {self.max_body} bytes",
                                        plan.name, target.name, decision)
+                except BodyTimeout:
+                    return self._error(408, "request_timeout",
+                                       f"the request body stalled for {self.body_timeout:g}s",
+                                       plan.name, target.name, decision,
+                                       extra_headers={"connection": "close"})
                 except Aborted as exc:
                     return self._unavailable_killed(plan, target, exc)
                 except UpstreamError as exc:

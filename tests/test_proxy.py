@@ -352,3 +352,37 @@ async def test_client_disconnect_cancels_backend_exchange(tmp_path: Path, backen
 
         await wait_until(lambda: g.gw.inflight.count == 0 and pool.open == 0, 5,
                          what="the upstream exchange to be dropped")
+
+
+async def test_slowloris_and_idle_sockets_are_closed(tmp_path: Path, backends) -> None:
+    rec = Recorder()
+    p1 = await backends(echo_app("v1", rec))
+    cfg = write_config(tmp_path, two_versions(p1, p1, 100, 0),
+                       extra="server: {header_timeout: 500ms, body_timeout: 500ms}\n")
+    async with running_gateway(cfg) as g:
+        port = g.gw.data_addr[1]
+        t0 = time.monotonic()
+        idle_r, idle_w = await asyncio.open_connection("127.0.0.1", port)
+        drip_r, drip_w = await asyncio.open_connection("127.0.0.1", port)
+        drip_w.write(b"GET /v2/models/iris/x HTTP/1.1\r\nHost: x\r\n")  # never finished
+        await drip_w.drain()
+        assert await asyncio.wait_for(idle_r.read(), 3) == b""  # closed by the gateway
+        assert await asyncio.wait_for(drip_r.read(), 3) == b""
+        assert 0.4 < time.monotonic() - t0 < 2.0
+        for w in (idle_w, drip_w):
+            w.close()
+        # a slow body: the head promises 100 bytes, 10 arrive
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        w.write(b"POST /v2/models/iris/x HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n"
+                + b"x" * 10)
+        await w.drain()
+        status = await asyncio.wait_for(r.readline(), 3)
+        assert status.split()[1] == b"408"
+        w.close()
+        # a well-behaved client on a kept-alive connection is unaffected by the deadline
+        async with ClientSession() as s:
+            for _ in range(3):
+                async with s.get(g.url + "/v2/models/iris/x") as resp:
+                    assert resp.status == 200
+                await asyncio.sleep(0.3)
+    assert [q["path"] for q in rec.requests] == ["/v2/models/iris/x"] * 3
