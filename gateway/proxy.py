@@ -22,7 +22,7 @@ from aiohttp.http import HttpVersion11
 from multidict import CIMultiDict
 
 from gateway.errors import UpstreamClosed, UpstreamError, UpstreamTimeout
-from gateway.headers import request_head, response_multidict
+from gateway.headers import request_head, response_head, response_multidict
 from gateway.jsonpeek import Ambiguous, ModelField, find_model, rewrite_model
 from gateway.metrics import Metrics
 from gateway.routing import FAILOVER, FALLBACK, KILLED, Choice, RoutePlan, RouteTable, Target
@@ -141,6 +141,7 @@ class Proxy:
         self.loop = asyncio.get_running_loop()
         # requests answered, by (route, version, decision, status): read by /metrics
         self.counts: dict[tuple[str, str, str, int], int] = {}
+        self._labels: dict[tuple[str, str, str, int], bytes] = {}  # x-killgate-* lines
         metrics.collector(self._collect)
 
     def _collect(self, metrics: Metrics) -> None:
@@ -380,7 +381,7 @@ class Proxy:
                                      label_names=("route",))
                     continue
                 if ex.complete and request.method != "HEAD":
-                    return self._complete(plan, target, decision, ex, started)
+                    return self._complete(request, plan, target, decision, ex, started)
                 return await self._respond(request, plan, target, decision, ex, handle, started)
             if plan.fallback is not None:
                 return self._unavailable(plan, FALLBACK)
@@ -389,15 +390,12 @@ class Proxy:
         finally:
             handles.discard(handle)
 
-    def _complete(self, plan: RoutePlan, target: Target, decision: str, ex: Exchange,
-                  started: float) -> web.Response:
+    def _complete(self, request: web.BaseRequest, plan: RoutePlan, target: Target,
+                  decision: str, ex: Exchange, started: float) -> web.StreamResponse:
         """The fast path: the whole answer has arrived; hand it back in one write."""
-        out = response_multidict(ex.headers)
-        out["x-killgate-route"] = plan.name
-        out["x-killgate-version"] = target.name
-        out["x-killgate-decision"] = decision
         status = ex.status
         body = ex.take_body()
+        raw = ex.headers
         ex.release()
         key = (plan.name, target.name, decision, status)
         counts = self.counts
@@ -405,6 +403,26 @@ class Proxy:
         if self.observer is not None:
             self.observer.outcome(plan.name, target.name, "5xx" if status >= 500 else "ok",
                                   self.loop.time() - started)
+        tr = request.transport
+        if _RAW_WRITES and tr is not None and not tr.is_closing() and status >= 200 \
+                and status not in (204, 304):
+            # Write the answer ourselves: the backend's raw fields go out as they came
+            # (minus hop-by-hop), with no decoding and no response object to fill in.
+            ours = self._labels.get(key)
+            if ours is None:
+                ours = self._labels[key] = (
+                    b"x-killgate-route: %s\r\nx-killgate-version: %s\r\n"
+                    b"x-killgate-decision: %s\r\n" % (plan.name.encode(), target.name.encode(),
+                                                      decision.encode()))
+            keep = request.keep_alive
+            connection = (None if keep and request.version >= HttpVersion11 else
+                          b"keep-alive" if keep else b"close")
+            tr.write(response_head(status, raw, ours, len(body), connection) + body)
+            return _SENT_KEEP if keep else _SENT_CLOSE
+        out = response_multidict(raw)
+        out["x-killgate-route"] = plan.name
+        out["x-killgate-version"] = target.name
+        out["x-killgate-decision"] = decision
         return web.Response(status=status, body=body, headers=out)
 
     async def _chain(self, first: bytes, request: web.BaseRequest,
@@ -540,6 +558,21 @@ class Proxy:
                                   self.loop.time() - started)
         await resp.write_eof()
         return resp
+
+
+def _sent(keep_alive: bool) -> web.StreamResponse | None:
+    """A response aiohttp treats as already written (we wrote it to the transport)."""
+    resp = web.StreamResponse()
+    if not hasattr(resp, "_eof_sent") or not hasattr(resp, "_keep_alive"):
+        return None  # aiohttp changed its internals: use the regular path
+    resp._eof_sent = True
+    resp._keep_alive = keep_alive
+    return resp
+
+
+_SENT_KEEP = _sent(True)
+_SENT_CLOSE = _sent(False)
+_RAW_WRITES = _SENT_KEEP is not None and _SENT_CLOSE is not None
 
 
 def _abort_client(request: web.BaseRequest) -> None:

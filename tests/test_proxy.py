@@ -386,3 +386,36 @@ async def test_slowloris_and_idle_sockets_are_closed(tmp_path: Path, backends) -
                     assert resp.status == 200
                 await asyncio.sleep(0.3)
     assert [q["path"] for q in rec.requests] == ["/v2/models/iris/x"] * 3
+
+
+async def test_complete_answers_keep_http_semantics(tmp_path: Path, backends) -> None:
+    """The one-write fast path: framing, keep-alive, HTTP/1.0 and Connection: close."""
+    p1 = await backends(echo_app("v1", extra_headers={"Date": "Mon, 01 Jan 2024 00:00:00 GMT"}))
+    cfg = write_config(tmp_path, two_versions(p1, p1, 100, 0))
+    async with running_gateway(cfg) as g:
+        port = g.gw.data_addr[1]
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        for _ in range(2):  # two requests on one kept-alive connection
+            w.write(b"GET /v2/models/iris/a HTTP/1.1\r\nHost: x\r\n\r\n")
+            await w.drain()
+            head = await asyncio.wait_for(r.readuntil(b"\r\n\r\n"), 5)
+            assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+            fields = {k.lower(): v for k, v in
+                      (line.split(b": ", 1) for line in head.split(b"\r\n")[1:-2])}
+            body = await r.readexactly(int(fields[b"content-length"]))
+            assert json.loads(body)["version"] == "v1"
+            assert fields[b"date"] == b"Mon, 01 Jan 2024 00:00:00 GMT"  # the backend's own
+            assert fields[b"x-killgate-decision"] == b"weighted" and b"connection" not in fields
+        w.write(b"GET /v2/models/iris/a HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        await w.drain()
+        data = await asyncio.wait_for(r.read(), 5)  # the gateway closes after answering
+        assert b"connection: close\r\n" in data.lower()
+        w.close()
+        await w.wait_closed()
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        w.write(b"GET /v2/models/iris/a HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\n\r\n")
+        await w.drain()
+        head = await asyncio.wait_for(r.readuntil(b"\r\n\r\n"), 5)
+        assert b"connection: keep-alive\r\n" in head.lower()
+        w.close()
+        await w.wait_closed()
