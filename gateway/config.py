@@ -263,6 +263,16 @@ class HealthConfig(_Model):
         return _positive(3600.0)(v)
 
 
+class OutlierConfig(_Model):
+    """Passive outlier detection from real traffic (Envoy's model)."""
+
+    enabled: bool = True
+    consecutive_5xx: int = Field(default=5, ge=1, le=10_000)
+    consecutive_gateway_failures: int = Field(default=5, ge=1, le=10_000)
+    base_ejection: Duration = 30.0
+    max_ejection: Duration = 300.0
+
+
 class FallbackConfig(_Model):
     status: int = Field(default=503, ge=200, le=599)
     json_: Any = Field(default=None, alias="json")
@@ -321,6 +331,7 @@ class RouteConfig(_Model):
     sticky: StickyConfig | None = None
     allow_pin: bool = False
     health: HealthConfig | None = None
+    outlier: OutlierConfig = Field(default_factory=OutlierConfig)
     fallback: FallbackConfig | None = None
     timeouts: TimeoutsConfig = Field(default_factory=TimeoutsConfig)
     retry: RetryConfig | None = None

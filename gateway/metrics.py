@@ -15,6 +15,8 @@ _HELP: dict[str, tuple[str, str]] = {
     "killgate_requests_total": ("counter", "Requests answered by the data plane."),
     "killgate_upstream_errors_total": ("counter", "Failed exchanges with a backend, by kind."),
     "killgate_failovers_total": ("counter", "Requests moved to another version before delivery."),
+    "killgate_retries_total": ("counter", "Delivered requests retried on another version "
+                                          "(routes that opt in with `retry`)."),
     "killgate_inflight_aborted_total": ("counter", "In-flight responses cut by a kill."),
     "killgate_state_generation": ("gauge", "Generation of the replicated state applied here."),
     "killgate_kill_state_age_seconds": ("gauge", "Seconds since the state store last confirmed "

@@ -34,11 +34,10 @@ ProbeKey = tuple[str, str, float, float]  # (url, path, interval, timeout)
 
 class HealthMonitor:
     def __init__(self, holder: TableHolder, metrics: Metrics,
-                 policy: OutlierPolicy | None = None,
                  clock: Callable[[], float] | None = None) -> None:
         self.holder = holder
         self.metrics = metrics
-        self.policy = policy or OutlierPolicy()
+        self.policies: dict[str, OutlierPolicy | None] = {}  # route -> policy (None: off)
         self.records: dict[Key, VersionHealth] = {}
         self._probe_users: dict[ProbeKey, list[tuple[Key, HealthConfig]]] = {}
         self._tasks: dict[ProbeKey, asyncio.Task[None]] = {}
@@ -75,6 +74,10 @@ class HealthMonitor:
         new ones get one probe round (bounded by their timeout) before they serve."""
         users: dict[ProbeKey, list[tuple[Key, HealthConfig]]] = {}
         wanted: set[Key] = set()
+        self.policies = {rc.name: OutlierPolicy(
+            rc.outlier.consecutive_gateway_failures, rc.outlier.consecutive_5xx,
+            rc.outlier.base_ejection, rc.outlier.max_ejection) if rc.outlier.enabled else None
+            for rc in cfg.routes}
         for rc in cfg.routes:
             for v in rc.versions:
                 key = (rc.name, v.name)
@@ -150,16 +153,19 @@ class HealthMonitor:
         rec = self.records.get((route, version))
         if rec is None:
             return
+        policy = self.policies.get(route)
+        if policy is None:
+            return  # outlier detection is off for this route
         if kind == "ok":
             if rec.gateway_fail_streak or rec.fivexx_streak:
-                rec.traffic(kind, 0.0, self.policy)
+                rec.traffic(kind, 0.0, policy)
             return
         now = self.now()
         if not self._others_serving(route, version, now):
             # Never eject the last version that serves: count, but do not trip.
             rec.gateway_fail_streak = rec.fivexx_streak = 0
             return
-        if rec.traffic(kind, now, self.policy):
+        if rec.traffic(kind, now, policy):
             self.metrics.inc("killgate_upstream_ejections_total", (route, version, kind),
                              label_names=("route", "version", "kind"))
             event(log, "version_ejected", logging.WARNING, route=route, version=version,

@@ -142,6 +142,7 @@ class Proxy:
         # requests answered, by (route, version, decision, status): read by /metrics
         self.counts: dict[tuple[str, str, str, int], int] = {}
         self._labels: dict[tuple[str, str, str, int], bytes] = {}  # x-killgate-* lines
+        self._budgets: dict[str, _RetryBudget] = {}
         metrics.collector(self._collect)
 
     def _collect(self, metrics: Metrics) -> None:
@@ -333,6 +334,14 @@ class Proxy:
         decision = choice.decision
         targets: tuple[Target, ...] | None = None
         attempt = 0
+        retries = 0
+        retry = rc.retry
+        budget = None
+        if retry is not None:
+            budget = self._budgets.get(plan.name)
+            if budget is None:
+                budget = self._budgets[plan.name] = _RetryBudget()
+            budget.request(loop.time())
         last: UpstreamError | None = None
         try:
             while True:
@@ -367,11 +376,18 @@ class Proxy:
                     last = exc
                     if handle.aborted is not None:
                         return self._unavailable_killed(plan, target, handle.aborted)
-                    if exc.delivered:
-                        return self._upstream_failed(plan, target, decision, exc)
-                    # Nothing reached that backend: try the next version.
                     if targets is None:
                         targets = plan.failover_for(target.name)
+                    if exc.delivered:
+                        # The backend had the request: move on only if the route opted in.
+                        if not (isinstance(exc, UpstreamClosed) and retry is not None
+                                and "reset" in retry.retry_on and complete
+                                and retries + 1 < retry.attempts and attempt < len(targets)
+                                and budget is not None and budget.allow(loop.time(),
+                                                                        retry.budget)):
+                            return self._upstream_failed(plan, target, decision, exc)
+                        retries += 1
+                    # Nothing reached that backend: try the next version.
                     if attempt >= len(targets):
                         break
                     target = targets[attempt]
@@ -380,6 +396,25 @@ class Proxy:
                     self.metrics.inc("killgate_failovers_total", (plan.name,),
                                      label_names=("route",))
                     continue
+                if retry is not None and ex.status >= 500 and complete \
+                        and _retryable(ex.status, retry.retry_on) \
+                        and retries + 1 < retry.attempts and budget is not None:
+                    if targets is None:
+                        targets = plan.failover_for(target.name)
+                    if attempt < len(targets) and budget.allow(loop.time(), retry.budget):
+                        # Nothing reached the client yet: drop this answer, ask another version.
+                        ex.close()
+                        ex.release()
+                        if self.observer is not None:
+                            self.observer.outcome(plan.name, target.name, "5xx",
+                                                  loop.time() - started)
+                        self.metrics.inc("killgate_retries_total", (plan.name, str(ex.status)),
+                                         label_names=("route", "cause"))
+                        retries += 1
+                        target = targets[attempt]
+                        attempt += 1
+                        decision = FAILOVER
+                        continue
                 if ex.complete and request.method != "HEAD":
                     return self._complete(request, plan, target, decision, ex, started)
                 return await self._respond(request, plan, target, decision, ex, handle, started)
@@ -558,6 +593,33 @@ class Proxy:
                                   self.loop.time() - started)
         await resp.write_eof()
         return resp
+
+
+def _retryable(status: int, retry_on: list[str]) -> bool:
+    return str(status) in retry_on or ("5xx" in retry_on and 500 <= status < 600)
+
+
+class _RetryBudget:
+    """Retries stay within `budget` x recent requests (10 s windows), at least 3 (Envoy's
+    min_retry_concurrency), so a failing fleet is not hit with a retry storm."""
+
+    __slots__ = ("requests", "retries", "start")
+
+    def __init__(self) -> None:
+        self.start = 0.0
+        self.requests = 0
+        self.retries = 0
+
+    def request(self, now: float) -> None:
+        if now - self.start > 10.0:
+            self.start, self.requests, self.retries = now, 0, 0
+        self.requests += 1
+
+    def allow(self, now: float, budget: float) -> bool:
+        if self.retries + 1 > max(3.0, budget * self.requests):
+            return False
+        self.retries += 1
+        return True
 
 
 def _sent(keep_alive: bool) -> web.StreamResponse | None:

@@ -419,3 +419,54 @@ async def test_complete_answers_keep_http_semantics(tmp_path: Path, backends) ->
         assert b"connection: keep-alive\r\n" in head.lower()
         w.close()
         await w.wait_closed()
+
+
+async def test_delivered_requests_retry_only_when_the_route_opts_in(tmp_path: Path, backends,
+                                                                    session) -> None:
+    bad = await backends(echo_app("v1", status=503))
+    good = await backends(echo_app("v2"))
+    reset = RawBackend(b"", close=True)  # reads the request, then closes without answering
+    rport = await reset.start()
+    off = "outlier: {enabled: false}\n"  # keep the failing versions in the split
+    routes = (two_versions(bad, good, 50, 50, "retry: {retry_on: ['503'], attempts: 2, "
+                                              "budget: 1.0}\n" + off)
+              + two_versions(bad, good, 50, 50, off, name="plain", prefix="/plain")
+              + two_versions(rport, good, 50, 50, "retry: {retry_on: [reset], attempts: 2, "
+                                                  "budget: 1.0}\n" + off, name="rst", prefix="/rst")
+              + two_versions(rport, good, 50, 50, off, name="rst0", prefix="/rst0"))
+    cfg = write_config(tmp_path, routes)
+    try:
+        async with running_gateway(cfg) as g:
+            async def codes(path: str, n: int = 60) -> Counter[int]:
+                out: Counter[int] = Counter()
+                for _ in range(n):
+                    async with session.post(g.url + path, data=b"{}") as r:
+                        await r.read()
+                        out[r.status] += 1
+                return out
+
+            assert await codes("/v2/models/iris/x") == {200: 60}  # 503s retried on v2
+            plain = await codes("/plain/x")
+            assert plain[503] > 10 and plain[200] > 10  # no opt-in: the 503s reach clients
+            assert await codes("/rst/x") == {200: 60}  # resets retried on v2
+            rst0 = await codes("/rst0/x")
+            assert rst0[502] > 10  # a reset after delivery is not retried without opt-in
+            assert g.gw.metrics.get("killgate_retries_total", ("iris", "503")) > 10
+    finally:
+        await reset.stop()
+
+
+async def test_retry_budget_caps_retries(tmp_path: Path, backends, session) -> None:
+    bad = await backends(echo_app("v1", status=503))
+    good = await backends(echo_app("v2"))
+    cfg = write_config(tmp_path, two_versions(bad, good, 100, 0,
+                                              "retry: {retry_on: ['5xx'], attempts: 3, "
+                                              "budget: 0.1}\noutlier: {enabled: false}\n"))
+    async with running_gateway(cfg) as g:
+        statuses: Counter[int] = Counter()
+        for _ in range(100):
+            async with session.get(g.url + INFER) as r:
+                await r.read()
+                statuses[r.status] += 1
+    # 10% of 100 requests may be retried: about 10 succeed on v2, the rest see v1's 503
+    assert 8 <= statuses[200] <= 12 and statuses[503] == 100 - statuses[200]

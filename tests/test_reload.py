@@ -171,57 +171,60 @@ async def test_bad_files_change_nothing_and_fixing_recovers(tmp_path: Path, back
         assert {r[2] for r in load.results if r[0] < time.monotonic() - 1.0} <= {"v1", "v2"}
 
 
-def test_permission_denied_keeps_the_running_config(tmp_path: Path) -> None:
-    """chmod the file away from under a running gateway. As root, the gateway runs without
-    CAP_DAC_OVERRIDE/CAP_DAC_READ_SEARCH (setpriv), so file permissions apply to it."""
-    cfg = write_config(tmp_path, two_versions(free_port(), free_port(), 100, 0),
+async def test_permission_denied_keeps_the_running_config(tmp_path: Path, backends) -> None:
+    """chmod the file away from under a running gateway, under load. As root, the gateway
+    runs without CAP_DAC_OVERRIDE/CAP_DAC_READ_SEARCH (setpriv), so permissions apply."""
+    p1 = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p1, p1, 100, 0),
                        listen=f"127.0.0.1:{free_port()}", admin=f"127.0.0.1:{free_port()}")
     os.chmod(cfg, 0o644)
-    port = int(cfg.read_text().split("admin:\n  listen: 127.0.0.1:")[1].split("\n")[0])
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    text = cfg.read_text()
+    port = int(text.split("admin:\n  listen: 127.0.0.1:")[1].split("\n")[0])
+    data = int(text.split("listen: 127.0.0.1:")[1].split("\n")[0])
     prefix: list[str] = []
     if os.geteuid() == 0:
         setpriv = shutil.which("setpriv")
         assert setpriv, "setpriv (util-linux) is needed to test permissions as root"
         caps = "-dac_override,-dac_read_search"
         prefix = [setpriv, f"--inh-caps={caps}", f"--bounding-set={caps}"]
-    proc = subprocess.Popen([*prefix, sys.executable, "-m", "gateway", "serve", "-c", str(cfg)],
-                            cwd=str(ROOT), env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = await asyncio.create_subprocess_exec(
+        *prefix, sys.executable, "-m", "gateway", "serve", "-c", str(cfg), cwd=str(ROOT),
+        env=dict(os.environ, PYTHONUNBUFFERED="1"), stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL)
     try:
-        import urllib.request
-
-        def status() -> dict:
-            req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/status", headers=H)
-            with urllib.request.urlopen(req, timeout=2) as r:
-                return json.loads(r.read())
-
-        def until(pred, what: str) -> dict:  # type: ignore[no-untyped-def]
-            deadline = time.monotonic() + 15
-            while time.monotonic() < deadline:
+        async with ClientSession() as s:
+            async def status() -> dict | None:
                 try:
-                    st = status()
-                    if pred(st):
-                        return st
-                except OSError:
-                    pass
-                time.sleep(0.05)
-            raise AssertionError(f"timed out waiting for {what}")
+                    return await _status(s, f"http://127.0.0.1:{port}")
+                except aiohttp.ClientError:
+                    return None
 
-        first = until(lambda st: True, "the gateway")
-        os.chmod(cfg, 0o000)  # unreadable for the gateway
-        with open(cfg, "a") as f:
-            f.write("# touched\n")
-        st = until(lambda st: st["config"]["last_error"], "the permission error")
-        assert "permission denied" in st["config"]["last_error"]
-        assert st["config"]["digest"] == first["config"]["digest"]
-        os.chmod(cfg, 0o644)
-        until(lambda st: st["config"]["last_error"] is None, "recovery")
+            first = await wait_until(status, 15, 0.05, "the gateway")
+            load = Load(f"http://127.0.0.1:{data}{PATH}")
+            load.start()
+            os.chmod(cfg, 0o000)  # unreadable for the gateway
+            with open(cfg, "a") as f:  # noqa: ASYNC230 - a tiny synchronous touch
+                f.write("# touched\n")
+
+            async def errored() -> dict | None:
+                st = await status()
+                return st if st and st["config"]["last_error"] else None
+
+            st = await wait_until(errored, 10, 0.05, "the permission error")
+            assert "permission denied" in st["config"]["last_error"]
+            assert st["config"]["digest"] == first["config"]["digest"]
+            os.chmod(cfg, 0o644)
+
+            async def recovered() -> bool:
+                st = await status()
+                return bool(st) and st["config"]["last_error"] is None
+
+            await wait_until(recovered, 10, 0.05, "recovery")
+            await load.stop()
+            assert load.results and load.failures() == []
     finally:
         proc.send_signal(signal.SIGTERM)
-        proc.wait(15)
-        assert proc.stdout is not None
-        proc.stdout.close()
+        await asyncio.wait_for(proc.wait(), 15)
 
 
 async def test_half_written_file_is_never_routed(tmp_path: Path, backends) -> None:
