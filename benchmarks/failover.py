@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import secrets
@@ -146,7 +147,10 @@ routes:
     return p
 
 
-async def trial_kill(tmp: Path, rate: float) -> dict[str, float]:
+async def _run(tmp: Path, rate: float, analysis: bool, act,  # type: ignore[no-untyped-def]
+               watch) -> tuple[list[tuple[float, float, int, str]], float, float]:
+    """Start two model servers and a gateway, load them, `act` at 1 s, `watch` until done.
+    Returns the load's results, when `act` happened and what `watch` returned."""
     procs = Procs()
     ports = {"v1": free_port(), "v2": free_port()}
     try:
@@ -156,21 +160,32 @@ async def trial_kill(tmp: Path, rate: float) -> dict[str, float]:
             wait_http(f"http://127.0.0.1:{p}/ready")
         port, admin = free_port(), free_port()
         procs.start([sys.executable, "-m", "gateway", "serve", "-c",
-                     str(config(tmp, port, admin, ports, False))], tmp / "gw.log")
+                     str(config(tmp, port, admin, ports, analysis))], tmp / "gw.log")
         wait_http(f"http://127.0.0.1:{admin}/readyz")
         results: list[tuple[float, float, int, str]] = []
         stop = asyncio.Event()
         load = asyncio.create_task(run_load(f"http://127.0.0.1:{port}/infer", rate, stop,
                                             results))
-        await asyncio.sleep(1.5)
-        victim = procs.procs[0]
-        os.killpg(victim.pid, signal.SIGKILL)
-        killed = time.monotonic()
-        await asyncio.sleep(1.5)
+        await asyncio.sleep(1.0)
+        acted = act(procs, ports)
+        seen = await watch(tmp, port, acted)
         stop.set()
         await load
     finally:
         procs.stop()
+    return results, acted, seen
+
+
+async def trial_kill(tmp: Path, rate: float) -> dict[str, float]:
+    def act(procs: Procs, ports: dict[str, int]) -> float:
+        os.killpg(procs.procs[0].pid, signal.SIGKILL)  # the stable's process
+        return time.monotonic()
+
+    async def watch(tmp: Path, port: int, acted: float) -> float:
+        await asyncio.sleep(1.5)
+        return acted
+
+    results, killed, _ = await _run(tmp, rate, False, act, watch)
     after = [r for r in results if r[0] >= killed]
     inflight = [r for r in results if r[0] < killed < r[1]]
     first_other = min((r[1] for r in after if r[2] == 200 and r[3] == "v2"), default=float("nan"))
@@ -181,40 +196,24 @@ async def trial_kill(tmp: Path, rate: float) -> dict[str, float]:
 
 
 async def trial_canary(tmp: Path, rate: float) -> dict[str, float]:
-    procs = Procs()
-    ports = {"v1": free_port(), "v2": free_port()}
-    try:
-        for v, p in ports.items():
-            procs.start([sys.executable, __file__, "--serve", str(p), v], tmp / f"{v}.log")
-        for p in ports.values():
-            wait_http(f"http://127.0.0.1:{p}/ready")
-        port, admin = free_port(), free_port()
-        procs.start([sys.executable, "-m", "gateway", "serve", "-c",
-                     str(config(tmp, port, admin, ports, True))], tmp / "gw.log")
-        wait_http(f"http://127.0.0.1:{admin}/readyz")
-        results: list[tuple[float, float, int, str]] = []
-        stop = asyncio.Event()
-        load = asyncio.create_task(run_load(f"http://127.0.0.1:{port}/infer", rate, stop,
-                                            results))
-        await asyncio.sleep(1.0)
+    def act(procs: Procs, ports: dict[str, int]) -> float:
         urllib.request.urlopen(urllib.request.Request(
             f"http://127.0.0.1:{ports['v2']}/control/fail", method="POST"), timeout=2).read()
-        failing = time.monotonic()
+        return time.monotonic()
+
+    async def watch(tmp: Path, port: int, failing: float) -> float:
         store = tmp / f"store-{port}.json"
         rolled = float("nan")
         while time.monotonic() - failing < 10:
-            try:
+            with contextlib.suppress(OSError):
                 if "auto_rollback" in store.read_text():
                     rolled = time.monotonic()
                     break
-            except OSError:
-                pass
             await asyncio.sleep(0.005)
         await asyncio.sleep(0.5)
-        stop.set()
-        await load
-    finally:
-        procs.stop()
+        return rolled
+
+    results, failing, rolled = await _run(tmp, rate, True, act, watch)
     bad = [r for r in results if r[2] == 500]
     return {"rollback_ms": (rolled - failing) * 1000, "client_500s": float(len(bad)),
             "other_errors": float(sum(1 for r in results if r[2] not in (200, 500)))}

@@ -144,33 +144,22 @@ def _selector(args: argparse.Namespace) -> dict[str, Any]:
 
 def _kill(args: argparse.Namespace) -> int:
     body = {**_selector(args), "reason": args.reason, "abort_inflight": not args.keep_inflight}
-    res = _call(args, "POST", "/v1/kill" + _wait_q(args), body)
-    if args.json:
-        print(json.dumps(res, indent=2))
-    else:
-        print(f"killed {res.get('kill')}")
-        _print_receipt(res)
-    return 0 if not res.get("applied", {}).get("pending") else 4
+    return _route_write(args, "POST", "/v1/kill", body, lambda res: f"killed {res.get('kill')}")
 
 
 def _unkill(args: argparse.Namespace) -> int:
-    res = _call(args, "POST", "/v1/unkill" + _wait_q(args),
-                {**_selector(args), "reason": args.reason})
-    if args.json:
-        print(json.dumps(res, indent=2))
-    else:
-        print(f"lifted {res.get('unkill')}")
-        _print_receipt(res)
-    return 0 if not res.get("applied", {}).get("pending") else 4
+    return _route_write(args, "POST", "/v1/unkill", {**_selector(args), "reason": args.reason},
+                        lambda res: f"lifted {res.get('unkill')}")
 
 
 def _route_write(args: argparse.Namespace, method: str, path: str, body: dict[str, Any],
-                 label: str) -> int:
+                 label: str | Any) -> int:
+    """One write: the receipt as a line (or JSON); exit 4 if some instance had not applied it."""
     res = _call(args, method, path + _wait_q(args), body)
     if args.json:
         print(json.dumps(res, indent=2))
     else:
-        print(label)
+        print(label(res) if callable(label) else label)
         _print_receipt(res)
     return 0 if not res.get("applied", {}).get("pending") else 4
 

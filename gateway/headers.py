@@ -71,6 +71,33 @@ def _filtered(raw: Iterable[tuple[bytes, bytes]],
     return kept, via, conn
 
 
+def _raw_lines(first: bytes, raw: Iterable[tuple[bytes, bytes]],
+               drop: frozenset[bytes]) -> tuple[list[bytes], list[bytes] | None, bool]:
+    """`first` plus one `name: value` line per end-to-end field (one pass, bytes only),
+    the Via values seen, and whether a Date field was among them."""
+    parts = [first]
+    conn: list[bytes] | None = None
+    via: list[bytes] | None = None
+    dated = False
+    for name, value in raw:
+        low = name.lower()
+        if low in drop or low.startswith(_INTERNAL):
+            if low == b"connection":
+                (conn := conn or []).append(value)
+            continue
+        if low == b"via":
+            (via := via or []).append(value)
+            continue
+        if low == b"date":
+            dated = True
+        parts.append(b"%s: %s\r\n" % (name, value))
+    if conn:
+        named = connection_tokens(conn)
+        parts = [parts[0]] + [p for p in parts[1:] if p.split(b":", 1)[0].lower() not in named]
+    parts.append(b"via: %s\r\n" % b", ".join([*(via or ()), VIA]))
+    return parts, via, dated
+
+
 def request_head(first_line: bytes, raw: Iterable[tuple[bytes, bytes]], forwarded: bytes,
                  length: int | None) -> bytes:
     """The whole request head for a backend, built in one pass (the hot path).
@@ -78,24 +105,8 @@ def request_head(first_line: bytes, raw: Iterable[tuple[bytes, bytes]], forwarde
     `first_line` already holds the request line and our Host; `forwarded` the
     x-forwarded-* lines (rebuilt from the socket peer: a client cannot spoof them).
     """
-    parts = [first_line]
-    conn: list[bytes] | None = None
-    via: list[bytes] | None = None
-    for name, value in raw:
-        low = name.lower()
-        if low in _REQUEST_DROP or low.startswith(_INTERNAL):
-            if low == b"connection":
-                (conn := conn or []).append(value)
-            continue
-        if low == b"via":
-            (via := via or []).append(value)
-            continue
-        parts.append(b"%s: %s\r\n" % (name, value))
-    if conn:
-        named = connection_tokens(conn)
-        parts = [parts[0]] + [p for p in parts[1:] if p.split(b":", 1)[0].lower() not in named]
+    parts, _, _ = _raw_lines(first_line, raw, _REQUEST_DROP)
     parts.append(forwarded)
-    parts.append(b"via: %s\r\n" % b", ".join([*(via or ()), VIA]))
     if length is not None:
         parts.append(b"content-length: %d\r\n\r\n" % length)
     else:
@@ -143,28 +154,10 @@ def response_head(status: int, raw: Iterable[tuple[bytes, bytes]], ours: bytes, 
     """A whole HTTP/1.1 response head for a complete answer, from the backend's raw
     fields (the hot path: no decoding, one pass). Same rules as `response_multidict`;
     `ours` holds the x-killgate-* lines, `connection` an explicit Connection value."""
-    parts = [b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b"Unknown"))]
-    conn: list[bytes] | None = None
-    via: list[bytes] | None = None
-    dated = False
-    for name, value in raw:
-        low = name.lower()
-        if low in _RESPONSE_DROP or low.startswith(_INTERNAL):
-            if low == b"connection":
-                (conn := conn or []).append(value)
-            continue
-        if low == b"via":
-            (via := via or []).append(value)
-            continue
-        if low == b"date":
-            dated = True
-        parts.append(b"%s: %s\r\n" % (name, value))
-    if conn:
-        named = connection_tokens(conn)
-        parts = [parts[0]] + [p for p in parts[1:] if p.split(b":", 1)[0].lower() not in named]
+    status_line = b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b"Unknown"))
+    parts, _, dated = _raw_lines(status_line, raw, _RESPONSE_DROP)
     if not dated:
         parts.append(b"date: %s\r\n" % _date())
-    parts.append(b"via: %s\r\n" % b", ".join([*(via or ()), VIA]))
     parts.append(ours)
     parts.append(b"content-length: %d\r\n" % length)
     if connection is not None:
