@@ -34,7 +34,7 @@ from gateway.reload import ConfigWatcher, summarize_changes
 from gateway.rollout import RolloutDriver
 from gateway.routing import RouteTable
 from gateway.snapshot import TableHolder
-from gateway.state import StateSync, make_sync
+from gateway.state import make_sync
 from gateway.state.sync import Sync
 from gateway.upstream import Upstreams
 
@@ -77,7 +77,7 @@ class Gateway:
         self._reloads: set[asyncio.Task[bool]] = set()
         self._stack = AsyncExitStack()
         self.upstreams: Upstreams | None = None
-        self.sync: StateSync | None = None
+        self.sync: Sync | None = None
         self.health: HealthMonitor | None = None
         self.rollout: RolloutDriver | None = None
         self.admin_api: AdminApi | None = None
@@ -117,7 +117,6 @@ class Gateway:
         self._stack.push_async_callback(self.health.stop)
         self.alerts = Alerts(self.metrics)
         self._stack.push_async_callback(self.alerts.stop)
-        assert isinstance(self.sync, Sync)
         self.rollout = RolloutDriver(self.holder, self.sync, self.alerts, self.instance,
                                      self.health.ejections)
         await self.rollout.start()
@@ -293,7 +292,7 @@ class Gateway:
     async def _audit_reload(self, old: LoadedConfig, new: LoadedConfig) -> None:
         """One audit event per fleet-wide config change (old digest -> new digest)."""
         sync = self.sync
-        assert isinstance(sync, Sync)
+        assert sync is not None
         key = f"config:{old.digest}:{new.digest}"
         try:
             if await sync.store.idem_claim(key, {"instance": self.instance}, 3600) is not None:

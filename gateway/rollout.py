@@ -4,7 +4,7 @@ Owns the analysis loop of this process. For every route with `analysis`, every
 `analysis.interval`: publish this process's window counts to the state store, read every
 instance's, merge them (so the verdict covers the fleet, not one process), and let
 `gateway.analysis` judge the canary against the stable. Actions go through
-`StateSync.write`, so they are atomic with their audit event and idempotent: every
+`Sync.write`, so they are atomic with their audit event and idempotent: every
 instance may reach the same verdict, only the first write changes anything.
 - `failed`: canary weight 0, the route latched (override `auto_rollback`), an audit event
   by `killgate/auto` with the evidence, and the alert webhook;

@@ -2,7 +2,7 @@
 
 Owns the admin routes, request validation, and the mapping of ApiError / state errors
 to JSON error bodies. Handlers are methods of one object built with the gateway's parts;
-state changes go through `StateSync.write` (audit first, then the change) and answer
+state changes go through `Sync.write` (audit first, then the change) and answer
 with a propagation receipt. Denied attempts are counted and rate limited per address.
 """
 

@@ -1,38 +1,25 @@
-"""The replicated state as the rest of the gateway sees it: one interface, two stores.
+"""The replicated state: one sync loop over one of two stores, chosen from config.
 
-Owns the `StateSync` protocol (what app, admin and proxy may ask of the state) and the
-factory choosing the implementation from config: `local` (one host, a file) or `redis`
-(many hosts). Nothing outside `gateway.state` imports redis.
+`local` (one host: files) or `redis` (many hosts); both implement `store.Store`, and
+`sync.Sync` is what the rest of the gateway talks to. Nothing outside `gateway.state`
+imports redis.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from gateway.config import LoadedConfig
     from gateway.metrics import Metrics
     from gateway.snapshot import TableHolder
+    from gateway.state.sync import Sync
 
-__all__ = ["StateSync", "make_sync"]
-
-
-class StateSync(Protocol):
-    ready: bool
-
-    async def start(self) -> None: ...
-
-    async def stop(self) -> None: ...
-
-    def status(self) -> dict[str, Any]: ...
-
-    async def write(self, change: Any, describe: Any) -> tuple[Any, dict[str, Any] | None]: ...
-
-    async def receipt(self, generation: int, wait: float) -> dict[str, Any]: ...
+__all__ = ["make_sync"]
 
 
 def make_sync(loaded: LoadedConfig, holder: TableHolder, metrics: Metrics,
-              instance: str) -> StateSync:
+              instance: str) -> Sync:
     from gateway.state.local import LocalStore
     from gateway.state.sync import Sync
 
