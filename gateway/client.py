@@ -313,7 +313,7 @@ def _run(fn: Any) -> Any:
     return wrapped
 
 
-def add_client_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_client_commands(sub: Any) -> None:
     def cmd(name: str, fn: Any, help_: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_)
         _common(p)

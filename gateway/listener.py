@@ -19,6 +19,7 @@ __all__ = ["GuardedServer"]
 
 class _HeadDeadline(RequestHandler):
     __slots__ = ("_kg_deadline", "_kg_timeout")
+    _kg_timeout: float
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)

@@ -141,10 +141,10 @@ def record_config(doc: StateDoc, routes: list[RouteConfig], digest: str, now: st
                 e.stable == rc.stable and e.reason == tag for e in entries):
             last = entries[-1] if entries else None
             if last is None or last.stable != rc.stable:
-                v = rc.version(rc.stable)
-                assert v is not None
+                sv = rc.version(rc.stable)
+                assert sv is not None
                 history[rc.name] = (*entries, HistoryEntry(
-                    rc.stable, now, "killgate/config", tag, v.url, v.artifact,
+                    rc.stable, now, "killgate/config", tag, sv.url, sv.artifact,
                     doc.generation + 1))[-MAX_HISTORY:]
                 changed = True
     if not changed:

@@ -14,7 +14,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Protocol
 
 from aiohttp import hdrs, web
@@ -453,7 +453,9 @@ class Proxy:
             connection = (None if keep and request.version >= HttpVersion11 else
                           b"keep-alive" if keep else b"close")
             tr.write(response_head(status, raw, ours, len(body), connection) + body)
-            return _SENT_KEEP if keep else _SENT_CLOSE
+            sent = _SENT_KEEP if keep else _SENT_CLOSE
+            assert sent is not None  # _RAW_WRITES
+            return sent
         out = response_multidict(raw)
         out["x-killgate-route"] = plan.name
         out["x-killgate-version"] = target.name
@@ -595,7 +597,7 @@ class Proxy:
         return resp
 
 
-def _retryable(status: int, retry_on: list[str]) -> bool:
+def _retryable(status: int, retry_on: Sequence[str]) -> bool:
     return str(status) in retry_on or ("5xx" in retry_on and 500 <= status < 600)
 
 

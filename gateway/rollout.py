@@ -213,6 +213,7 @@ class RolloutDriver:
 
     async def _set_progress(self, rc: RouteConfig, expected: dict[str, Any] | None,
                             new_prog: dict[str, Any], action: str) -> None:
+        steps = rc.analysis.steps if rc.analysis is not None and rc.analysis.steps else []
         def change(cur: StateDoc) -> StateDoc:
             if cur.progress.get(rc.name) != expected or rc.name in cur.overrides:
                 return cur  # another instance moved first
@@ -221,7 +222,7 @@ class RolloutDriver:
         def describe(cur: StateDoc, new: StateDoc) -> AuditDraft:
             return AuditDraft("killgate/auto", action, {"route": rc.name},
                               f"progressive delivery: step {new_prog['step'] + 1} of "
-                              f"{len(rc.analysis.steps or [])}, state {new_prog['state']}",
+                              f"{len(steps)}, state {new_prog['state']}",
                               expected, new_prog, "", self.instance)
 
         await self.sync.write(change, describe)

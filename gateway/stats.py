@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections import deque
+from typing import Any
 
 from gateway.analysis import LATENCY_BOUNDS_MS, Sample
 
@@ -21,7 +22,7 @@ _BOUNDS = tuple(float(b) for b in LATENCY_BOUNDS_MS)
 class WindowStats:
     def __init__(self, keep_seconds: int = 900) -> None:
         self.keep = keep_seconds
-        self._rings: dict[tuple[str, str], deque[list]] = {}  # type: ignore[type-arg]
+        self._rings: dict[tuple[str, str], deque[list[Any]]] = {}
 
     def record(self, route: str, version: str, error: bool, latency_s: float,
                now: float) -> None:

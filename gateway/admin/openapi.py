@@ -32,7 +32,7 @@ _RECEIPT = {
 _REASON = {"type": "string", "minLength": 1, "maxLength": 1024, "pattern": r"\S",
            "description": "why (recorded in the audit trail, never shown to clients)"}
 _NAME = {"type": "string", "minLength": 1, "maxLength": 64}
-_SELECTOR_BODY = {
+_SELECTOR_BODY: dict[str, Any] = {
     "type": "object", "required": ["scope", "reason"], "additionalProperties": False,
     "properties": {"scope": {"enum": ["global", "route", "version"]}, "route": _NAME,
                    "version": _NAME, "reason": _REASON},
@@ -92,8 +92,9 @@ def document(routes: list[str] | None = None, versions: list[str] | None = None)
     obj = {"type": "object"}
     route_s = {**_NAME, "enum": routes} if routes else _NAME
     version_s = {**_NAME, "enum": versions} if versions else _NAME
-    selector = {**_SELECTOR_BODY, "properties": {**_SELECTOR_BODY["properties"],  # type: ignore[dict-item]
-                                                 "route": route_s, "version": version_s}}
+    props: dict[str, Any] = dict(_SELECTOR_BODY["properties"])
+    selector = {**_SELECTOR_BODY, "properties": {**props, "route": route_s,
+                                                 "version": version_s}}
     kill = {**selector, "properties": {**selector["properties"],
                                        "abort_inflight": {"type": "boolean"}}}
     return {

@@ -310,9 +310,9 @@ class RedisStore:
     # ------------------------------------------------------------------ audit
 
     @staticmethod
-    def _decode(entries: list[Any]) -> list[tuple[str, dict[str, Any]]]:
+    def _decode(entries: Any) -> list[tuple[str, dict[str, Any]]]:
         out = []
-        for sid, fields in entries:
+        for sid, fields in entries or []:
             raw = fields.get(b"e", b"")
             try:
                 ev = json.loads(raw)
