@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from gateway.admin.auth import mint  # noqa: E402
-from gateway.config import parse_config_text  # noqa: E402
+from gateway.configfile import parse_config_text  # noqa: E402
 from gateway.model import KillFlag, StateDoc  # noqa: E402
 from gateway.routing import build_table  # noqa: E402
 

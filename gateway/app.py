@@ -21,15 +21,17 @@ from aiohttp import web
 from gateway.admin.api import AdminApi
 from gateway.alerts import Alerts
 from gateway.audit import AuditDraft, utc_now
-from gateway.config import LoadedConfig, parse_listen
+from gateway.config import parse_listen
+from gateway.configfile import LoadedConfig
 from gateway.errors import AuditError, ConfigError, Problem, StateError
+from gateway.inflight import Inflight
 from gateway.listener import GuardedServer
 from gateway.log import event
 from gateway.metrics import Metrics
 from gateway.model import StateDoc
 from gateway.overrides import identity_problems, record_config
 from gateway.probes import HealthMonitor
-from gateway.proxy import Inflight, Observer, Proxy
+from gateway.proxy import Observer, Proxy
 from gateway.reload import ConfigWatcher, summarize_changes
 from gateway.rollout import RolloutDriver
 from gateway.routing import RouteTable

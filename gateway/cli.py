@@ -12,7 +12,8 @@ import json
 import sys
 
 from gateway import __version__
-from gateway.config import Config, load_config
+from gateway.config import Config
+from gateway.configfile import load_config
 from gateway.errors import ConfigError
 
 __all__ = ["main"]

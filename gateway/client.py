@@ -244,7 +244,8 @@ def _audit_verify(args: argparse.Namespace) -> int:
 
 def _token(args: argparse.Namespace) -> int:
     from gateway.admin.auth import mint
-    from gateway.config import load_config, parse_duration
+    from gateway.config import parse_duration
+    from gateway.configfile import load_config
 
     issuer = audience = None
     env = args.secret_env
@@ -272,7 +273,7 @@ def _token(args: argparse.Namespace) -> int:
 
 def _diff(args: argparse.Namespace) -> int:
     """What FILE would change against a running gateway (or --against FILE2): exit 2 if any."""
-    from gateway.config import load_config
+    from gateway.configfile import load_config
     from gateway.diff import config_dict, diff_configs, diff_rows
     from gateway.errors import ConfigError
 

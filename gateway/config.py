@@ -1,50 +1,36 @@
-"""The config file: YAML parsed once into frozen, validated pydantic models.
+"""The config schema: frozen, validated pydantic models of CONTRACT §2 and its extensions.
 
-Owns the schema of CONTRACT §2 and its extensions, YAML loading (duplicate keys and
-alias bombs refused), and the cross-field checks. Every problem is reported as a
-`Problem(yaml_path, message)`; `load_config` raises one `ConfigError` carrying all of them.
-Imports only foundations. Durations are seconds (float) once parsed.
+Owns the field types (durations are seconds once parsed, listen addresses are checked),
+defaults and per-field checks; unknown keys are refused everywhere. Reading a file and the
+cross-field checks live in `gateway.configfile`. Imports only foundations.
 """
 
 from __future__ import annotations
 
-import difflib
-import hashlib
 import ipaddress
 import math
 import re
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
-    ValidationError,
     field_validator,
 )
 
-from gateway.errors import ConfigError, Problem
-
 __all__ = [
     "AdminConfig",
+    "AnalysisConfig",
     "AuthConfig",
     "Config",
-    "LoadedConfig",
     "RouteConfig",
+    "StateConfig",
     "VersionConfig",
-    "format_path",
-    "load_config",
-    "parse_config_text",
     "parse_duration",
     "parse_listen",
 ]
-
-MAX_FILE_BYTES = 1 << 20
-MAX_ALIASES = 64
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)\s*$")
 _UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -378,257 +364,3 @@ class Config(_Model):
             if r.name == name:
                 return r
         return None
-
-
-class LoadedConfig:
-    """A validated config plus where it came from; immutable once built."""
-
-    __slots__ = ("base_dir", "config", "digest", "path")
-
-    def __init__(self, config: Config, digest: str, path: Path | None) -> None:
-        self.config = config
-        self.digest = digest
-        self.path = path
-        self.base_dir = path.parent if path is not None else Path.cwd()
-
-    def resolve(self, p: str) -> Path:
-        """Relative file paths in a config are relative to the config file's folder."""
-        q = Path(p)
-        return q if q.is_absolute() else self.base_dir / q
-
-
-# ---------------------------------------------------------------- YAML loading
-
-
-class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys and caps alias expansion (billion laughs)."""
-
-    def __init__(self, stream: str) -> None:
-        super().__init__(stream)
-        self._aliases = 0
-
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        if self.check_event(yaml.AliasEvent):
-            self._aliases += 1
-            if self._aliases > MAX_ALIASES:
-                raise yaml.YAMLError(f"more than {MAX_ALIASES} aliases: refusing to expand")
-        return super().compose_node(parent, index)
-
-    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
-        seen: set[Any] = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if key in seen:
-                mark = key_node.start_mark
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r} (line {mark.line + 1})", mark
-                )
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
-def format_path(loc: tuple[Any, ...]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += ("." if out else "") + str(part)
-    return out
-
-
-def _known_fields(loc: tuple[Any, ...]) -> list[str]:
-    """Field names allowed at the model that holds `loc[-1]`, for 'did you mean' hints."""
-    model: Any = Config
-    for part in loc[:-1]:
-        if isinstance(part, int):
-            continue
-        field = model.model_fields.get(part)
-        if field is None:
-            return []
-        ann = field.annotation
-        for cand in _unwrap(ann):
-            if isinstance(cand, type) and issubclass(cand, BaseModel):
-                model = cand
-                break
-        else:
-            return []
-    return [f.alias or n for n, f in model.model_fields.items()]
-
-
-def _unwrap(ann: Any) -> Iterator[Any]:
-    args = getattr(ann, "__args__", None)
-    if not args:
-        yield ann
-        return
-    for a in args:
-        yield from _unwrap(a)
-
-
-def _num(x: Any) -> str:
-    return f"{x:g}" if isinstance(x, float) else str(x)
-
-
-def _message(err: Any) -> str:
-    typ = err["type"]
-    ctx = err.get("ctx", {})
-    if typ == "missing":
-        return "required"
-    if typ == "extra_forbidden":
-        name = err["loc"][-1]
-        hint = difflib.get_close_matches(str(name), _known_fields(err["loc"]), n=1)
-        return "unknown key" + (f" (did you mean {hint[0]!r}?)" if hint else "")
-    if typ == "greater_than_equal":
-        return f"must be >= {_num(ctx.get('ge'))}"
-    if typ == "greater_than":
-        return f"must be > {_num(ctx.get('gt'))}"
-    if typ == "less_than_equal":
-        return f"must be <= {_num(ctx.get('le'))}"
-    if typ == "too_short":
-        return f"must have at least {ctx.get('min_length')} item(s)"
-    if typ == "literal_error":
-        return f"must be one of {ctx.get('expected')}"
-    if typ == "string_pattern_mismatch":
-        return f"must match {ctx.get('pattern')}"
-    if typ == "value_error":
-        return str(ctx.get("error", err["msg"]))
-    if typ in ("model_type", "dict_type"):
-        return "must be a mapping"
-    if typ == "list_type":
-        return "must be a list"
-    return str(err["msg"]).replace("Input should be", "must be")
-
-
-def _problems_from(exc: ValidationError) -> list[Problem]:
-    out: list[Problem] = []
-    for err in exc.errors():
-        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-        out.append(Problem(format_path(loc), _message(err)))
-    return out
-
-
-def _semantic_problems(cfg: Config) -> list[Problem]:
-    """Cross-field checks pydantic cannot express per field."""
-    out: list[Problem] = []
-    _data_host, data_port = parse_listen(cfg.listen)
-    _, admin_port = parse_listen(cfg.admin.listen)
-    if data_port != 0 and admin_port == data_port:
-        out.append(Problem("admin.listen", f"must not use the data-plane port {data_port}"))
-    auth = cfg.admin.auth
-    sources = [auth.hs256_secret_file, auth.public_key_file, auth.jwks_url]
-    hs = [a for a in auth.algorithms if a.startswith("HS")]
-    asym = [a for a in auth.algorithms if not a.startswith("HS")]
-    if hs and asym:
-        out.append(Problem("admin.auth.algorithms",
-                           "mixes HMAC and public-key algorithms; a key is used with one type only"))
-    if asym and not (auth.public_key_file or auth.jwks_url):
-        out.append(Problem("admin.auth", f"{asym[0]} needs public_key_file or jwks_url"))
-    if hs and (auth.public_key_file or auth.jwks_url):
-        out.append(Problem("admin.auth.algorithms",
-                           "HS* algorithms cannot be used with public_key_file or jwks_url"))
-    if sum(s is not None for s in sources) > 1:
-        out.append(Problem("admin.auth", "give only one of hs256_secret_file, public_key_file, "
-                                         "jwks_url"))
-    seen_routes: dict[str, int] = {}
-    for i, r in enumerate(cfg.routes):
-        base = f"routes[{i}]"
-        if r.name in seen_routes:
-            out.append(Problem(f"{base}.name",
-                               f"duplicate route name {r.name!r} (also routes[{seen_routes[r.name]}])"))
-        seen_routes.setdefault(r.name, i)
-        if r.match.keys() == 0:
-            out.append(Problem(f"{base}.match",
-                               "needs at least one of path_prefix, host, header, model"))
-        names: dict[str, int] = {}
-        for j, v in enumerate(r.versions):
-            if v.name in names:
-                out.append(Problem(f"{base}.versions[{j}].name",
-                                   f"duplicate version name {v.name!r} in route {r.name!r}"))
-            names.setdefault(v.name, j)
-        if r.stable not in names:
-            out.append(Problem(f"{base}.stable",
-                               f"names no version of this route ({', '.join(names)})"))
-        if all(v.weight == 0 for v in r.versions) and r.stable not in names:
-            out.append(Problem(f"{base}.versions", "every weight is 0 and there is no stable"))
-        if r.sticky and r.allow_pin and r.sticky.header == "x-killgate-pin":
-            out.append(Problem(f"{base}.sticky.header", "must not be x-killgate-pin"))
-        if r.health and r.health.timeout >= r.health.interval:
-            out.append(Problem(f"{base}.health.timeout", "must be shorter than health.interval"))
-        if r.analysis is not None and len(r.versions) != 2:
-            out.append(Problem(f"{base}.analysis",
-                               "canary analysis needs exactly two versions: the stable and one "
-                               "canary"))
-        if r.timeouts.connect > r.timeouts.total:
-            out.append(Problem(f"{base}.timeouts.connect", "must not exceed timeouts.total"))
-    out.extend(_overlaps(cfg))
-    return out
-
-
-def _overlaps(cfg: Config) -> list[Problem]:
-    """Two equally specific routes that can match the same request are ambiguous."""
-    out: list[Problem] = []
-    routes = cfg.routes
-    for i in range(len(routes)):
-        for j in range(i + 1, len(routes)):
-            a, b = routes[i].match, routes[j].match
-            if (len(a.path_prefix or ""), a.keys()) != (len(b.path_prefix or ""), b.keys()):
-                continue
-            if a.path_prefix != b.path_prefix:
-                continue  # same length, different strings: disjoint
-            if a.host and b.host and a.host != b.host:
-                continue
-            if a.model and b.model and a.model != b.model:
-                continue
-            if a.header and b.header and any(
-                k in b.header and b.header[k] != val for k, val in a.header.items()
-            ):
-                continue
-            out.append(Problem(f"routes[{j}].match",
-                               f"as specific as routes[{i}] ({routes[i].name!r}) and can match "
-                               "the same requests; make one more specific"))
-    return out
-
-
-def parse_config_text(text: str, source: str = "<config>") -> Config:
-    """Parse and validate YAML text; raises ConfigError with every problem found."""
-    if len(text.encode("utf-8", "surrogatepass")) > MAX_FILE_BYTES:
-        raise ConfigError([Problem("", f"{source}: larger than {MAX_FILE_BYTES} bytes")])
-    try:
-        data = yaml.load(text, Loader=_StrictLoader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError([Problem("", f"{source}: YAML syntax error{where}: {problem}")]) from None
-    if data is None:
-        raise ConfigError([Problem("", f"{source}: the file is empty")])
-    if not isinstance(data, dict):
-        raise ConfigError([Problem("", f"{source}: the top level must be a mapping")])
-    try:
-        cfg = Config.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(_problems_from(exc)) from None
-    problems = _semantic_problems(cfg)
-    if problems:
-        raise ConfigError(problems)
-    return cfg
-
-
-def load_config(path: str | Path) -> LoadedConfig:
-    p = Path(path)
-    try:
-        raw = p.read_bytes()
-    except FileNotFoundError:
-        raise ConfigError([Problem("", f"{p}: no such file")]) from None
-    except PermissionError:
-        raise ConfigError([Problem("", f"{p}: permission denied")]) from None
-    except IsADirectoryError:
-        raise ConfigError([Problem("", f"{p}: is a directory")]) from None
-    except OSError as exc:
-        raise ConfigError([Problem("", f"{p}: cannot read ({exc.strerror})")]) from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError([Problem("", f"{p}: not UTF-8 (byte {exc.start})")]) from None
-    cfg = parse_config_text(text, str(p))
-    return LoadedConfig(cfg, "sha256:" + hashlib.sha256(raw).hexdigest(), p.resolve())

@@ -136,7 +136,7 @@ routes:
 
 async def _demo(port: int, admin_port: int) -> int:
     from gateway.app import Gateway
-    from gateway.config import load_config
+    from gateway.configfile import load_config
     from gateway.log import configure
 
     configure("text", "info")

@@ -13,23 +13,25 @@ import asyncio
 import json
 import logging
 import random
-import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator
 from typing import Protocol
 
 from aiohttp import hdrs, web
 from aiohttp.http import HttpVersion11
 from multidict import CIMultiDict
 
+from gateway.bodies import BodyReader, BodyTimeout, BodyTooLarge
 from gateway.errors import UpstreamClosed, UpstreamError, UpstreamTimeout
 from gateway.headers import request_head, response_head, response_multidict
+from gateway.inflight import Aborted, Handle, Inflight
 from gateway.jsonpeek import Ambiguous, ModelField, find_model, rewrite_model
 from gateway.metrics import Metrics
+from gateway.retry import RetryBudget, retryable
 from gateway.routing import FAILOVER, FALLBACK, KILLED, Choice, RoutePlan, RouteTable, Target
 from gateway.snapshot import TableHolder
 from gateway.upstream import Exchange, Upstreams
 
-__all__ = ["Aborted", "Inflight", "Observer", "Proxy"]
+__all__ = ["Observer", "Proxy"]
 
 log = logging.getLogger("killgate.proxy")
 
@@ -37,79 +39,10 @@ SMALL_BODY = 64 * 1024  # bodies up to this size are read first, so they can mov
 _JSON = "application/json"
 
 
-class Aborted(UpstreamError):
-    """An in-flight exchange was cut on purpose (a kill with abort_inflight)."""
-
-    def __init__(self, reason: str, scope: str) -> None:
-        self.reason = reason
-        self.scope = scope
-        super().__init__(reason)
-
-
-class BodyTooLarge(Exception):
-    pass
-
-
-class BodyTimeout(Exception):
-    """The client stopped sending its body (a slow-body attack, or a stuck client)."""
-
-
 class Observer(Protocol):
     """Hook for passive health (outlier detection): told how each exchange went."""
 
     def outcome(self, route: str, version: str, kind: str, latency: float) -> None: ...
-
-
-class Handle:
-    __slots__ = ("aborted", "exchange", "route", "version")
-
-    def __init__(self, route: str) -> None:
-        self.route = route
-        self.version: str | None = None
-        self.exchange: Exchange | None = None
-        self.aborted: Aborted | None = None
-
-    def abort(self, why: Aborted) -> None:
-        if self.aborted is None:
-            self.aborted = why
-            if self.exchange is not None:
-                self.exchange.fail(why)
-
-
-class Inflight:
-    """Requests in flight in this process: counted for draining, findable for kills."""
-
-    def __init__(self) -> None:
-        self.handles: set[Handle] = set()
-        self.count = 0
-        self._idle: asyncio.Event | None = None
-
-    def abort(self, match: Callable[[Handle], str | None], reason: str = "killed") -> int:
-        n = 0
-        for h in list(self.handles):
-            scope = match(h)
-            if scope is not None:
-                h.abort(Aborted(reason, scope))
-                n += 1
-        return n
-
-    async def wait_idle(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while self.count > 0:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return False
-            self._idle = asyncio.Event()
-            try:
-                await asyncio.wait_for(self._idle.wait(), left)
-            except TimeoutError:
-                return False
-        return True
-
-    def _done(self) -> None:
-        self.count -= 1
-        if self.count == 0 and self._idle is not None:
-            self._idle.set()
 
 
 def _error_body(type_: str, message: str, **extra: object) -> bytes:
@@ -129,6 +62,7 @@ class Proxy:
                  observer: Observer | None = None, scheme: str = "http",
                  body_timeout: float = 30.0) -> None:
         self.body_timeout = body_timeout
+        self.bodies = BodyReader(max_body, peek_bytes, body_timeout)
         self.holder = holder
         self.upstreams = upstreams
         self.inflight = inflight
@@ -142,7 +76,7 @@ class Proxy:
         # requests answered, by (route, version, decision, status): read by /metrics
         self.counts: dict[tuple[str, str, str, int], int] = {}
         self._labels: dict[tuple[str, str, str, int], bytes] = {}  # x-killgate-* lines
-        self._budgets: dict[str, _RetryBudget] = {}
+        self._budgets: dict[str, RetryBudget] = {}
         metrics.collector(self._collect)
 
     def _collect(self, metrics: Metrics) -> None:
@@ -220,7 +154,7 @@ class Proxy:
         field: ModelField | None = None
         model: str | None = None
         if table.needs_model(path, host, headers):
-            prefix = await self._read_prefix(request, cl)
+            prefix = await self.bodies.prefix(request, cl)
             if prefix is None:
                 return self._error(413, "body_too_large",
                                    f"the request body exceeds {self.max_body} bytes")
@@ -246,63 +180,12 @@ class Proxy:
             if not request.body_exists:
                 prefix = b""
             elif cl is None or cl <= SMALL_BODY:
-                prefix = await self._read_prefix(request, cl, SMALL_BODY)
+                prefix = await self.bodies.prefix(request, cl, SMALL_BODY)
                 if prefix is None:
                     return self._error(413, "body_too_large",
                                        f"the request body exceeds {self.max_body} bytes",
                                        plan.name)
         return await self._forward(request, plan, choice, prefix, field, cl)
-
-    async def _read_prefix(self, request: web.BaseRequest, cl: int | None,
-                           limit: int | None = None) -> bytes | None:
-        """Read up to `limit` (default: the model peek size) bytes of the body.
-
-        Returns None when the body is larger than max_body. What is read is replayed to
-        the backend; the rest, if any, streams after it.
-        """
-        limit = limit or self.peek_bytes
-        content = request.content
-        if cl is not None and cl <= limit:
-            if not cl:
-                return b""
-            if content.is_eof() and content.total_bytes == cl:
-                return content.read_nowait()  # already here: no await, no copy
-            try:
-                async with asyncio.timeout(self.body_timeout):
-                    return await content.readexactly(cl)
-            except TimeoutError:
-                raise BodyTimeout from None
-        parts: list[bytes] = []
-        n = 0
-        while n < limit:
-            try:
-                async with asyncio.timeout(self.body_timeout):
-                    chunk = await content.readany()
-            except TimeoutError:
-                raise BodyTimeout from None
-            if not chunk:
-                break
-            parts.append(chunk)
-            n += len(chunk)
-            if n > self.max_body:
-                return None
-        return b"".join(parts)
-
-    async def _rest(self, request: web.BaseRequest, already: int) -> AsyncIterator[bytes]:
-        content = request.content
-        n = already
-        while True:
-            try:
-                async with asyncio.timeout(self.body_timeout):
-                    chunk = await content.readany()
-            except TimeoutError:
-                raise BodyTimeout from None
-            if not chunk:
-                return
-            n += len(chunk)
-            if n > self.max_body:
-                raise BodyTooLarge
-            yield chunk
 
     def _head(self, request: web.BaseRequest, target: Target, host_header: bytes,
               length: int | None) -> bytes:
@@ -340,7 +223,7 @@ class Proxy:
         if retry is not None:
             budget = self._budgets.get(plan.name)
             if budget is None:
-                budget = self._budgets[plan.name] = _RetryBudget()
+                budget = self._budgets[plan.name] = RetryBudget()
             budget.request(loop.time())
         last: UpstreamError | None = None
         try:
@@ -353,7 +236,7 @@ class Proxy:
                     send_body: bytes | AsyncIterator[bytes] | None = body
                 else:
                     length = None if cl is None else cl + (len(body or b"") - len(prefix or b""))
-                    send_body = self._chain(body or b"", request, len(prefix or b""))
+                    send_body = self.bodies.chain(body or b"", request, len(prefix or b""))
                 handle.version = target.name
                 started = loop.time()
                 try:
@@ -397,7 +280,7 @@ class Proxy:
                                      label_names=("route",))
                     continue
                 if retry is not None and ex.status >= 500 and complete \
-                        and _retryable(ex.status, retry.retry_on) \
+                        and retryable(ex.status, retry.retry_on) \
                         and retries + 1 < retry.attempts and budget is not None:
                     if targets is None:
                         targets = plan.failover_for(target.name)
@@ -461,13 +344,6 @@ class Proxy:
         out["x-killgate-version"] = target.name
         out["x-killgate-decision"] = decision
         return web.Response(status=status, body=body, headers=out)
-
-    async def _chain(self, first: bytes, request: web.BaseRequest,
-                     already: int) -> AsyncIterator[bytes]:
-        if first:
-            yield first
-        async for chunk in self._rest(request, already):
-            yield chunk
 
     async def _exchange(self, request: web.BaseRequest, target: Target, handle: Handle,
                         body: bytes | AsyncIterator[bytes] | None, length: int | None,
@@ -595,33 +471,6 @@ class Proxy:
                                   self.loop.time() - started)
         await resp.write_eof()
         return resp
-
-
-def _retryable(status: int, retry_on: Sequence[str]) -> bool:
-    return str(status) in retry_on or ("5xx" in retry_on and 500 <= status < 600)
-
-
-class _RetryBudget:
-    """Retries stay within `budget` x recent requests (10 s windows), at least 3 (Envoy's
-    min_retry_concurrency), so a failing fleet is not hit with a retry storm."""
-
-    __slots__ = ("requests", "retries", "start")
-
-    def __init__(self) -> None:
-        self.start = 0.0
-        self.requests = 0
-        self.retries = 0
-
-    def request(self, now: float) -> None:
-        if now - self.start > 10.0:
-            self.start, self.requests, self.retries = now, 0, 0
-        self.requests += 1
-
-    def allow(self, now: float, budget: float) -> bool:
-        if self.retries + 1 > max(3.0, budget * self.requests):
-            return False
-        self.retries += 1
-        return True
 
 
 def _sent(keep_alive: bool) -> web.StreamResponse | None:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.audit import utc_now
-from gateway.config import LoadedConfig, load_config
+from gateway.configfile import LoadedConfig, load_config
 from gateway.diff import config_dict, diff_configs
 from gateway.errors import ConfigError
 from gateway.log import event

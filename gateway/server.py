@@ -18,7 +18,7 @@ import sys
 import time
 
 from gateway.app import Gateway
-from gateway.config import LoadedConfig, load_config
+from gateway.configfile import LoadedConfig, load_config
 from gateway.errors import ConfigError
 from gateway.log import event
 

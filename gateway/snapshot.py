@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from gateway.config import LoadedConfig
+from gateway.configfile import LoadedConfig
 from gateway.model import StateDoc
 from gateway.routing import RouteTable, build_table
 

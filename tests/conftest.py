@@ -24,7 +24,7 @@ import pytest
 from aiohttp import ClientSession, web
 
 from gateway.app import Gateway
-from gateway.config import load_config
+from gateway.configfile import load_config
 from tests.backends import serve_app
 
 ROOT = Path(__file__).resolve().parent.parent

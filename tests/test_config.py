@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import load_config, parse_config_text, parse_duration, parse_listen
+from gateway.config import parse_duration, parse_listen
+from gateway.configfile import load_config, parse_config_text
 from gateway.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent

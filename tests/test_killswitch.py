@@ -141,7 +141,7 @@ async def test_lost_pubsub_messages_are_caught_by_the_poll(tmp_path: Path, backe
 
 
 async def test_duplicates_and_reordering_are_harmless(tmp_path: Path) -> None:
-    from gateway.config import load_config
+    from gateway.configfile import load_config
     from gateway.model import KillFlag, StateDoc
     from gateway.snapshot import TableHolder
 

@@ -22,6 +22,7 @@ ALLOWED = {
 CLIENT_USERS = {"probes.py", "alerts.py"}
 CLIENT_NAMES = {"ClientSession", "TCPConnector", "ClientTimeout", "ClientError"}
 PURE = {"routing.py", "snapshot.py", "model.py", "overrides.py", "health.py", "analysis.py",
+        "configfile.py",
         "stats.py", "diff.py", "jsonpeek.py", "headers.py", "audit.py", "metrics.py",
         "errors.py", "config.py"}
 IO_MODULES = {"aiohttp", "asyncio", "redis", "socket", "subprocess", "httptools", "jwt"}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.config import parse_config_text
+from gateway.configfile import parse_config_text
 from gateway.errors import ApiError
 from gateway.model import StateDoc
 from gateway.overrides import (

@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from gateway.config import parse_config_text
+from gateway.configfile import parse_config_text
 from gateway.model import KillFlag, StateDoc
 from gateway.routing import build_table, path_matches
 

@@ -24,7 +24,8 @@ from gateway import overrides
 from gateway.admin import openapi
 from gateway.admin.auth import Authenticator, FailureLimiter, Principal
 from gateway.audit import AuditDraft, clean_text, utc_now
-from gateway.config import LoadedConfig, RouteConfig, parse_duration
+from gateway.config import RouteConfig, parse_duration
+from gateway.configfile import LoadedConfig
 from gateway.diff import config_dict
 from gateway.errors import ApiError, AuditError, StateError, StoreUnavailable
 from gateway.log import event

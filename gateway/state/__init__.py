@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from gateway.config import LoadedConfig
+    from gateway.configfile import LoadedConfig
     from gateway.metrics import Metrics
     from gateway.snapshot import TableHolder
     from gateway.state.sync import Sync

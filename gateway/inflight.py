@@ -1,0 +1,81 @@
+"""Requests in flight in one process: counted for draining, findable for kills.
+
+Owns `Handle` (one per request being forwarded: its route, version and backend exchange)
+and `Inflight` (the set of handles and the in-flight count). A kill with abort_inflight
+aborts the handles it covers; the proxy then ends those responses as CONTRACT §3 says.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from gateway.errors import UpstreamError
+
+if TYPE_CHECKING:
+    from gateway.upstream import Exchange
+
+__all__ = ["Aborted", "Handle", "Inflight"]
+
+
+class Aborted(UpstreamError):
+    """An in-flight exchange was cut on purpose (a kill with abort_inflight)."""
+
+    def __init__(self, reason: str, scope: str) -> None:
+        self.reason = reason
+        self.scope = scope
+        super().__init__(reason)
+
+
+class Handle:
+    __slots__ = ("aborted", "exchange", "route", "version")
+
+    def __init__(self, route: str) -> None:
+        self.route = route
+        self.version: str | None = None
+        self.exchange: Exchange | None = None
+        self.aborted: Aborted | None = None
+
+    def abort(self, why: Aborted) -> None:
+        if self.aborted is None:
+            self.aborted = why
+            if self.exchange is not None:
+                self.exchange.fail(why)
+
+
+class Inflight:
+    """Requests in flight in this process: counted for draining, findable for kills."""
+
+    def __init__(self) -> None:
+        self.handles: set[Handle] = set()
+        self.count = 0
+        self._idle: asyncio.Event | None = None
+
+    def abort(self, match: Callable[[Handle], str | None], reason: str = "killed") -> int:
+        n = 0
+        for h in list(self.handles):
+            scope = match(h)
+            if scope is not None:
+                h.abort(Aborted(reason, scope))
+                n += 1
+        return n
+
+    async def wait_idle(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while self.count > 0:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            self._idle = asyncio.Event()
+            try:
+                await asyncio.wait_for(self._idle.wait(), left)
+            except TimeoutError:
+                return False
+        return True
+
+    def _done(self) -> None:
+        self.count -= 1
+        if self.count == 0 and self._idle is not None:
+            self._idle.set()
