@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
-from aiohttp import web
+from aiohttp import StreamReader, web
 
 __all__ = ["BodyReader", "BodyTimeout", "BodyTooLarge"]
 
@@ -52,11 +52,7 @@ class BodyReader:
         parts: list[bytes] = []
         n = 0
         while n < limit:
-            try:
-                async with asyncio.timeout(self.timeout):
-                    chunk = await content.readany()
-            except TimeoutError:
-                raise BodyTimeout from None
+            chunk = await self._next(content)
             if not chunk:
                 break
             parts.append(chunk)
@@ -65,15 +61,19 @@ class BodyReader:
                 return None
         return b"".join(parts)
 
+    async def _next(self, content: StreamReader) -> bytes:
+        """The next bytes the client sends; BodyTimeout if it pauses too long."""
+        try:
+            async with asyncio.timeout(self.timeout):
+                return await content.readany()
+        except TimeoutError:
+            raise BodyTimeout from None
+
     async def rest(self, request: web.BaseRequest, already: int) -> AsyncIterator[bytes]:
         content = request.content
         n = already
         while True:
-            try:
-                async with asyncio.timeout(self.timeout):
-                    chunk = await content.readany()
-            except TimeoutError:
-                raise BodyTimeout from None
+            chunk = await self._next(content)
             if not chunk:
                 return
             n += len(chunk)
