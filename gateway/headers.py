@@ -17,6 +17,7 @@ from multidict import CIMultiDict
 
 __all__ = [
     "RawHeaders",
+    "ambiguous_path",
     "connection_tokens",
     "request_head",
     "response_head",
@@ -164,3 +165,19 @@ def response_head(status: int, raw: Iterable[tuple[bytes, bytes]], ours: bytes, 
         parts.append(b"connection: %s\r\n" % connection)
     parts.append(b"\r\n")
     return b"".join(parts)
+
+
+_ENCODED = ("%2f", "%5c", "%2e", "%00")
+
+
+def ambiguous_path(raw_path: str) -> bool:
+    """A path that the gateway and a backend could resolve differently (RELIABILITY row 33):
+    `.`/`..` segments, or encoded `/`, `\\`, `.` or NUL. Such requests are refused rather than
+    normalised, so routing and the backend always see the same path."""
+    path = raw_path.split("?", 1)[0]
+    if "\\" in path:
+        return True
+    low = path.lower()
+    if any(e in low for e in _ENCODED):
+        return True
+    return any(seg in (".", "..") for seg in path.split("/"))

@@ -22,7 +22,7 @@ from multidict import CIMultiDict
 
 from gateway.bodies import BodyReader, BodyTimeout, BodyTooLarge
 from gateway.errors import UpstreamClosed, UpstreamError, UpstreamTimeout
-from gateway.headers import request_head, response_head, response_multidict
+from gateway.headers import ambiguous_path, request_head, response_head, response_multidict
 from gateway.inflight import Aborted, Handle, Inflight
 from gateway.jsonpeek import Ambiguous, ModelField, find_model, rewrite_model
 from gateway.metrics import Metrics
@@ -146,6 +146,11 @@ class Proxy:
         if cl is not None and cl > self.max_body:
             return self._error(413, "body_too_large",
                                f"the request body exceeds {self.max_body} bytes")
+        raw_path = request.raw_path
+        if ("/." in raw_path or "%" in raw_path or "\\" in raw_path) and ambiguous_path(raw_path):
+            return self._error(400, "bad_request",
+                               "the path has dot segments or encoded slashes, dots or "
+                               "backslashes; send it normalised")
         path = request.path
         host = request.host.rsplit(":", 1)[0].lower() if request.host else ""
         if host.startswith("["):

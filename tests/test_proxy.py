@@ -470,3 +470,22 @@ async def test_retry_budget_caps_retries(tmp_path: Path, backends, session) -> N
                 statuses[r.status] += 1
     # 10% of 100 requests may be retried: about 10 succeed on v2, the rest see v1's 503
     assert 8 <= statuses[200] <= 12 and statuses[503] == 100 - statuses[200]
+
+
+@pytest.mark.parametrize("target", [
+    b"/v2/models/iris/../other/infer", b"/v2/models/iris/%2e%2e/other", b"/v2/models/iris/./x",
+    b"/v2/models/iris%2Fx", b"/v2/models/iris/a%5cb", b"/v2/models/iris/a%00b",
+])
+async def test_ambiguous_paths_are_refused(tmp_path: Path, backends, target: bytes) -> None:
+    rec = Recorder()
+    p1 = await backends(echo_app("v1", rec))
+    cfg = write_config(tmp_path, two_versions(p1, p1, 100, 0))
+    async with running_gateway(cfg) as g:
+        r, w = await asyncio.open_connection("127.0.0.1", g.gw.data_addr[1])
+        w.write(b"GET " + target + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        await w.drain()
+        status = await asyncio.wait_for(r.readline(), 5)
+        w.close()
+        await w.wait_closed()
+    assert status.split()[1] == b"400", status
+    assert rec.requests == []
