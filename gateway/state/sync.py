@@ -270,13 +270,9 @@ class Sync:
         self._touch()
         if time.monotonic() - self._last_beat >= self.cfg.heartbeat_interval:
             await self._beat()
-        while self._pending_audit:
-            await self._append_only(self._pending_audit[0])
+        while self._pending_audit:  # automatic actions noted while the store was away
+            await self.append_audit(self._pending_audit[0])
             self._pending_audit.pop(0)
-
-    async def _append_only(self, draft: AuditDraft) -> None:
-        """Record an automatic action that changed no replicated state (e.g. fail_closed)."""
-        await self.append_audit(draft)
 
     async def append_audit(self, draft: AuditDraft) -> dict[str, Any] | None:
         """Append an audit event without changing the state (same generation, same doc)."""
