@@ -133,6 +133,7 @@ class StateConfig(_Model):
     prefix: str = Field(default="killgate", min_length=1, pattern=r"^[A-Za-z0-9_.:\-]+$")
     path: str = "var/killgate-store.json"
     snapshot_path: str = "var/killgate-state.json"
+    audit_mirror: str | None = None  # optional JSONL copy of the whole audit trail
     on_unavailable: Literal["last_known", "fail_closed"] = "last_known"
     max_staleness: Duration = 5.0
     poll_interval: Duration = 0.25

@@ -28,6 +28,8 @@ _HELP: dict[str, tuple[str, str]] = {
     "killgate_config_reload_rejected_total": ("counter", "Config reloads refused (bad file)."),
     "killgate_inflight_requests": ("gauge", "Requests in flight in this process."),
     "killgate_audit_records_total": ("counter", "Audit events appended."),
+    "killgate_audit_mirror_failures_total": ("counter", "Failed attempts to copy the audit "
+                                                        "trail to the mirror file."),
     "killgate_auth_failures_total": ("counter", "Admin requests refused by authentication or "
                                                 "authorization."),
     "killgate_upstream_health": ("gauge", "1 when a version passes its health checks."),

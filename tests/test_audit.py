@@ -167,3 +167,31 @@ async def test_retried_write_with_the_same_idempotency_key_acts_once(tmp_path: P
                                 json={**body, "reason": "different"}) as r:
             assert r.status == 409
             assert (await r.json())["error"]["type"] == "idempotency_key_reused"
+
+
+async def test_redis_audit_is_mirrored_to_a_jsonl_file(tmp_path: Path, backends, session,
+                                                      redis_server) -> None:
+    p = await backends(echo_app("v1"))
+    mirror = tmp_path / "audit-mirror.jsonl"
+    state = redis_state(redis_server, tmp_path, extra=f"  audit_mirror: {mirror}\n")
+    cfg = write_config(tmp_path, two_versions(p, p), state=state)
+    async with running_gateway(cfg) as g:
+        await _actions(session, g.admin)
+        stored = await g.gw.sync.store.audit_events()
+
+        def mirrored() -> list[dict]:
+            if not mirror.exists():
+                return []
+            return [json.loads(line) for line in mirror.read_text().splitlines()]
+
+        from tests.conftest import wait_until
+
+        await wait_until(lambda: len(mirrored()) == len(stored), 5, what="the mirror")
+    assert mirrored() == stored and verify_chain(mirrored())[1] is None
+    # a restart resumes from its cursor: nothing is copied twice
+    async with running_gateway(cfg) as g:
+        async with session.post(g.admin + "/v1/kill", headers=H,
+                                json={"scope": "global", "reason": "after restart"}) as r:
+            assert r.status == 200
+        await wait_until(lambda: len(mirrored()) == len(stored) + 1, 5, what="one more")
+    assert verify_chain(mirrored())[1] is None

@@ -31,4 +31,5 @@ def make_sync(loaded: LoadedConfig, holder: TableHolder, metrics: Metrics,
         store = RedisStore(cfg.url, cfg.prefix, cfg.command_timeout)
     else:
         store = LocalStore(loaded.resolve(cfg.path))
-    return Sync(store, holder, metrics, instance, cfg, loaded.resolve(cfg.snapshot_path))
+    mirror = loaded.resolve(cfg.audit_mirror) if cfg.audit_mirror else None
+    return Sync(store, holder, metrics, instance, cfg, loaded.resolve(cfg.snapshot_path), mirror)

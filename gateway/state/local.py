@@ -275,6 +275,12 @@ class LocalStore:
     async def audit_events(self) -> list[dict[str, Any]]:
         return await asyncio.to_thread(self._audit_all)
 
+    async def audit_since(self, cursor: str | None,
+                          limit: int) -> tuple[list[dict[str, Any]], str | None]:
+        start = int(cursor or 0)
+        events = (await self.audit_events())[start:start + limit]
+        return events, str(start + len(events))
+
     async def audit_page(self, limit: int, before: str | None) -> tuple[list[dict[str, Any]],
                                                                         str | None]:
         events = list(reversed(await self.audit_events()))

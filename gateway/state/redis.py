@@ -325,6 +325,13 @@ class RedisStore:
         entries = await self._call(self._client().xrange(self.k_audit), self.timeout * 10)
         return [ev for _, ev in self._decode(entries)]
 
+    async def audit_since(self, cursor: str | None,
+                          limit: int) -> tuple[list[dict[str, Any]], str | None]:
+        lo = f"({cursor}" if cursor else "-"
+        pairs = self._decode(await self._call(
+            self._client().xrange(self.k_audit, lo, "+", count=limit)))
+        return [ev for _, ev in pairs], (pairs[-1][0] if pairs else cursor)
+
     async def audit_page(self, limit: int, before: str | None) -> tuple[list[dict[str, Any]],
                                                                         str | None]:
         """`before` and the returned cursor are stream entry ids (opaque to callers)."""

@@ -81,6 +81,11 @@ class Store(Protocol):
     async def audit_events(self) -> list[dict[str, Any]]:
         """Every audit event, oldest first."""
 
+    async def audit_since(self, cursor: str | None,
+                          limit: int) -> tuple[list[dict[str, Any]], str | None]:
+        """Up to `limit` events after `cursor` (None: from the start), oldest first, and the
+        cursor of the last one returned (unchanged when there is nothing new)."""
+
     async def audit_page(self, limit: int, before: str | None) -> tuple[list[dict[str, Any]],
                                                                         str | None]:
         """Newest first: up to `limit` events older than `before`, and the next cursor."""

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import random
 import time
 from collections.abc import Callable
@@ -41,7 +42,9 @@ Describe = Callable[[StateDoc, StateDoc], AuditDraft]
 
 class Sync:
     def __init__(self, store: Store, holder: TableHolder, metrics: Metrics, instance: str,
-                 cfg: StateConfig, snapshot_path: Path | None) -> None:
+                 cfg: StateConfig, snapshot_path: Path | None,
+                 audit_mirror: Path | None = None) -> None:
+        self.audit_mirror = audit_mirror
         self.store = store
         self.holder = holder
         self.metrics = metrics
@@ -85,6 +88,9 @@ class Sync:
         self._update_ready()
         self._tasks = [asyncio.create_task(self._run(), name="state-sync"),
                        asyncio.create_task(self._guard(), name="state-guard")]
+        if self.audit_mirror is not None:
+            self._tasks.append(asyncio.create_task(self._mirror(self.audit_mirror),
+                                                   name="audit-mirror"))
 
     async def stop(self) -> None:
         if self._side_tasks:
@@ -288,6 +294,26 @@ class Sync:
                 continue
         raise StoreConflict("the state kept changing; the audit event was not written")
 
+    async def _mirror(self, path: Path) -> None:
+        """Copy the store's audit trail, as it grows, to a local JSONL file (fsynced).
+
+        The position is kept in `<path>.cursor`, so a restart resumes where it stopped.
+        Failures are logged and retried; they never affect the gateway."""
+        cursor_file = path.with_name(path.name + ".cursor")
+        cursor = cursor_file.read_text().strip() if cursor_file.exists() else None
+        while True:
+            try:
+                events, new = await self.store.audit_since(cursor, 500)
+                if events:
+                    await asyncio.to_thread(_append_lines, path, events)
+                    await asyncio.to_thread(atomic_write, cursor_file, (new or "").encode())
+                    cursor = new
+                    continue  # there may be more
+            except (StateError, OSError) as exc:
+                self.metrics.inc("killgate_audit_mirror_failures_total")
+                event(log, "audit_mirror_failed", logging.WARNING, path=str(path), error=str(exc))
+            await asyncio.sleep(max(self.cfg.poll_interval, 0.25))
+
     async def _guard(self) -> None:
         """Staleness clock and the fail_closed policy; never touches the store."""
         while True:
@@ -417,3 +443,15 @@ class Sync:
             "from_snapshot": self.from_snapshot, "epoch": self.holder.doc.epoch,
             "last_error": self.last_error,
         }
+
+
+def _append_lines(path: Path, events: list[dict[str, Any]]) -> None:
+    data = "".join(json.dumps(e, ensure_ascii=False, separators=(",", ":")) + "\n"
+                   for e in events).encode()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
