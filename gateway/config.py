@@ -96,7 +96,8 @@ class AuthConfig(_Model):
     audience: str | None = "killgate-admin"
     leeway: Duration = 30.0
     max_token_age: Duration | None = None
-    jwks_min_refetch_interval: Duration = 30.0
+    jwks_min_refetch_interval: Duration = 30.0  # for an unknown kid, at most this often
+    jwks_refresh_interval: Duration = 300.0  # the key set is refetched when older than this
 
     @field_validator("algorithms")
     @classmethod

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import time
@@ -243,3 +244,47 @@ async def test_short_or_missing_secret_refuses_every_call(tmp_path: Path, backen
             assert (await r.json())["error"]["type"] == "auth_not_configured"
         async with session.get(g.admin + "/healthz") as r:
             assert r.status == 200
+
+
+async def test_jwks_rotation_and_outage(tmp_path: Path, backends, session,
+                                        rsa_key: rsa.RSAPrivateKey) -> None:
+    p = await backends(echo_app("v1"))
+    other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+    def jwk(key: rsa.RSAPrivateKey, kid: str) -> dict:
+        d = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key()))
+        return {**d, "kid": kid, "use": "sig", "alg": "RS256"}
+
+    served = {"keys": [jwk(rsa_key, "k1"), jwk(other, "k2")], "up": True}
+
+    async def jwks(_: web.Request) -> web.Response:
+        if not served["up"]:
+            return web.json_response({}, status=500)
+        return web.json_response({"keys": served["keys"]})
+
+    app = web.Application()
+    app.router.add_get("/jwks", jwks)
+    jp = await backends(app)
+    cfg = write_config(tmp_path, two_versions(p, p))
+    cfg.write_text(cfg.read_text().replace(
+        "    hs256_secret_env: KILLGATE_TEST_SECRET\n",
+        f"    algorithms: [RS256]\n    jwks_url: http://127.0.0.1:{jp}/jwks\n"
+        "    jwks_refresh_interval: 300ms\n"))
+
+    def tok(key: rsa.RSAPrivateKey, kid: str) -> dict[str, str]:
+        return {"Authorization": "Bearer " + jwt.encode(claims(), key, algorithm="RS256",
+                                                        headers={"kid": kid})}
+
+    async def code(h: dict[str, str]) -> int:
+        async with session.get(g.admin + "/v1/status", headers=h) as r:
+            return r.status
+
+    async with running_gateway(cfg) as g:
+        assert await code(tok(rsa_key, "k1")) == 200
+        served["keys"] = [jwk(other, "k2")]  # k1 rotated out at the IdP
+        await asyncio.sleep(0.4)
+        assert await code(tok(rsa_key, "k1")) == 401  # stops verifying after a refresh
+        assert await code(tok(other, "k2")) == 200
+        served["up"] = False  # the IdP is down: the last good set stays in use
+        await asyncio.sleep(0.4)
+        assert await code(tok(other, "k2")) == 200

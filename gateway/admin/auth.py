@@ -127,25 +127,31 @@ class Authenticator:
         self._key = secret
 
     async def _jwks_key(self, kid: str | None) -> Any:
-        assert self._jwks is not None
+        """The key for `kid`. The set is refetched when it is older than the refresh
+        interval (a key removed at the IdP stops verifying then) or, at most once per
+        `jwks_min_refetch_interval`, for an unknown kid; when the endpoint is down the last
+        good set stays in use."""
         if kid is None:
             raise Unauthenticated()
-        key = self._jwks_keys.get(kid)
-        if key is not None:
-            return key
         now = time.monotonic()
-        if now - self._jwks_last_fetch < self.cfg.jwks_min_refetch_interval and self._jwks_keys:
+        since = now - self._jwks_last_fetch
+        stale = since > self.cfg.jwks_refresh_interval
+        if stale or (kid not in self._jwks_keys and
+                     (since >= self.cfg.jwks_min_refetch_interval or not self._jwks_keys)):
+            await self._refresh_jwks(now)
+        key = self._jwks_keys.get(kid)
+        if key is None:
             raise Unauthenticated()  # unknown kid: no refetch storm
+        return key
+
+    async def _refresh_jwks(self, now: float) -> None:
+        assert self._jwks is not None
         self._jwks_last_fetch = now
         try:
             keys = await asyncio.to_thread(self._jwks.get_signing_keys, True)
         except Exception:  # noqa: BLE001 - endpoint down: keep the last good set
-            raise Unauthenticated() from None
+            return
         self._jwks_keys = {k.key_id: k.key for k in keys if k.key_id}
-        key = self._jwks_keys.get(kid)
-        if key is None:
-            raise Unauthenticated()
-        return key
 
     async def authenticate(self, header: str | None) -> Principal:
         if self.problem is not None:
