@@ -288,3 +288,19 @@ async def test_jwks_rotation_and_outage(tmp_path: Path, backends, session,
         served["up"] = False  # the IdP is down: the last good set stays in use
         await asyncio.sleep(0.4)
         assert await code(tok(other, "k2")) == 200
+
+
+async def test_max_token_age(tmp_path: Path, backends, session) -> None:
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p))
+    cfg.write_text(cfg.read_text().replace("    hs256_secret_env: KILLGATE_TEST_SECRET\n",
+                                           "    hs256_secret_env: KILLGATE_TEST_SECRET\n"
+                                           "    max_token_age: 1m\n"))
+    async with running_gateway(cfg) as g:
+        old = hs(claims(iat=NOW - 120, exp=NOW + 600))
+        async with session.get(g.admin + "/v1/status",
+                               headers={"Authorization": f"Bearer {old}"}) as r:
+            assert r.status == 401 and (await r.json())["error"]["type"] == "expired"
+        async with session.get(g.admin + "/v1/status",
+                               headers={"Authorization": f"Bearer {hs(claims())}"}) as r:
+            assert r.status == 200
