@@ -118,6 +118,13 @@ def _status(args: argparse.Namespace) -> int:
         rows += [[k["scope"], k.get("route") or "-", k.get("version") or "-", k["actor"],
                   k["time"], k["reason"]] for k in kills]
         print(_table(rows))
+    instances = st.get("instances") or {}
+    if instances:
+        print("\nINSTANCES")
+        rows = [["instance", "generation", "config", "heard"]]
+        rows += [[name, str(i.get("generation")), (i.get("config") or "")[:19],
+                  f"{i.get('seen_s_ago', 0):.1f}s ago"] for name, i in sorted(instances.items())]
+        print(_table(rows))
     print("\nROUTES")
     rows = [["route", "version", "config w", "effective w", "healthy", "killed", "stable"]]
     for name, r in (st.get("routes") or {}).items():

@@ -61,6 +61,7 @@ async def test_every_command_against_a_live_gateway(tmp_path: Path, backends) ->
         assert json.loads(st.stdout)["routes"]["iris"]["stable"] == "v1"
         human = await acli("status", env=env)
         assert "ROUTES" in human.stdout and "iris" in human.stdout
+        assert "INSTANCES" in human.stdout and "test" in human.stdout  # the fleet view
         audit = await acli("audit", "--limit", "5", "--json", env=env)
         assert len(json.loads(audit.stdout)["events"]) == 5
         human = await acli("audit", env=env)
