@@ -115,6 +115,20 @@ def _num(x: Any) -> str:
     return f"{x:g}" if isinstance(x, float) else str(x)
 
 
+# pydantic error type -> our wording ({names} are the error's context values)
+_TEMPLATES = {
+    "greater_than_equal": "must be >= {ge}",
+    "greater_than": "must be > {gt}",
+    "less_than_equal": "must be <= {le}",
+    "too_short": "must have at least {min_length} item(s)",
+    "literal_error": "must be one of {expected}",
+    "string_pattern_mismatch": "must match {pattern}",
+    "model_type": "must be a mapping",
+    "dict_type": "must be a mapping",
+    "list_type": "must be a list",
+}
+
+
 def _message(err: Any) -> str:
     typ = err["type"]
     ctx = err.get("ctx", {})
@@ -124,24 +138,11 @@ def _message(err: Any) -> str:
         name = err["loc"][-1]
         hint = difflib.get_close_matches(str(name), _known_fields(err["loc"]), n=1)
         return "unknown key" + (f" (did you mean {hint[0]!r}?)" if hint else "")
-    if typ == "greater_than_equal":
-        return f"must be >= {_num(ctx.get('ge'))}"
-    if typ == "greater_than":
-        return f"must be > {_num(ctx.get('gt'))}"
-    if typ == "less_than_equal":
-        return f"must be <= {_num(ctx.get('le'))}"
-    if typ == "too_short":
-        return f"must have at least {ctx.get('min_length')} item(s)"
-    if typ == "literal_error":
-        return f"must be one of {ctx.get('expected')}"
-    if typ == "string_pattern_mismatch":
-        return f"must match {ctx.get('pattern')}"
     if typ == "value_error":
         return str(ctx.get("error", err["msg"]))
-    if typ in ("model_type", "dict_type"):
-        return "must be a mapping"
-    if typ == "list_type":
-        return "must be a list"
+    template = _TEMPLATES.get(typ)
+    if template is not None:
+        return template.format(**{k: _num(v) for k, v in ctx.items()})
     return str(err["msg"]).replace("Input should be", "must be")
 
 

@@ -73,9 +73,9 @@ def _filtered(raw: Iterable[tuple[bytes, bytes]],
 
 
 def _raw_lines(first: bytes, raw: Iterable[tuple[bytes, bytes]],
-               drop: frozenset[bytes]) -> tuple[list[bytes], list[bytes] | None, bool]:
-    """`first` plus one `name: value` line per end-to-end field (one pass, bytes only),
-    the Via values seen, and whether a Date field was among them."""
+               drop: frozenset[bytes]) -> tuple[list[bytes], bool]:
+    """`first`, one `name: value` line per end-to-end field and our Via line (one pass,
+    bytes only), and whether a Date field was among them."""
     parts = [first]
     conn: list[bytes] | None = None
     via: list[bytes] | None = None
@@ -96,7 +96,7 @@ def _raw_lines(first: bytes, raw: Iterable[tuple[bytes, bytes]],
         named = connection_tokens(conn)
         parts = [parts[0]] + [p for p in parts[1:] if p.split(b":", 1)[0].lower() not in named]
     parts.append(b"via: %s\r\n" % b", ".join([*(via or ()), VIA]))
-    return parts, via, dated
+    return parts, dated
 
 
 def request_head(first_line: bytes, raw: Iterable[tuple[bytes, bytes]], forwarded: bytes,
@@ -106,7 +106,7 @@ def request_head(first_line: bytes, raw: Iterable[tuple[bytes, bytes]], forwarde
     `first_line` already holds the request line and our Host; `forwarded` the
     x-forwarded-* lines (rebuilt from the socket peer: a client cannot spoof them).
     """
-    parts, _, _ = _raw_lines(first_line, raw, _REQUEST_DROP)
+    parts, _ = _raw_lines(first_line, raw, _REQUEST_DROP)
     parts.append(forwarded)
     if length is not None:
         parts.append(b"content-length: %d\r\n\r\n" % length)
@@ -156,7 +156,7 @@ def response_head(status: int, raw: Iterable[tuple[bytes, bytes]], ours: bytes, 
     fields (the hot path: no decoding, one pass). Same rules as `response_multidict`;
     `ours` holds the x-killgate-* lines, `connection` an explicit Connection value."""
     status_line = b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b"Unknown"))
-    parts, _, dated = _raw_lines(status_line, raw, _RESPONSE_DROP)
+    parts, dated = _raw_lines(status_line, raw, _RESPONSE_DROP)
     if not dated:
         parts.append(b"date: %s\r\n" % _date())
     parts.append(ours)
