@@ -20,11 +20,8 @@ import asyncio
 import contextlib
 import json
 import os
-import secrets
 import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,14 +30,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
-SECRET = secrets.token_urlsafe(32)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from _procs import Procs, free_port, wait_http  # noqa: E402
 
 
 def serve_backend(port: int, name: str) -> None:
@@ -61,43 +53,6 @@ def serve_backend(port: int, name: str) -> None:
     app.router.add_post("/control/{what}", control)
     app.router.add_route("*", "/{t:.*}", handler)
     web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
-
-
-class Procs:
-    def __init__(self) -> None:
-        self.procs: list[subprocess.Popen[bytes]] = []
-
-    def start(self, args: list[str], log: Path) -> subprocess.Popen[bytes]:
-        env = dict(os.environ, KILLGATE_JWT_SECRET=SECRET, PYTHONUNBUFFERED="1")
-        with open(log, "ab") as f:
-            p = subprocess.Popen(args, stdout=f, stderr=subprocess.STDOUT, env=env,
-                                 start_new_session=True)
-        self.procs.append(p)
-        return p
-
-    def stop(self) -> None:
-        for p in self.procs:
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGTERM)
-        for p in self.procs:
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
-                p.wait()
-
-
-def wait_http(url: str, timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=1):
-                return
-        except urllib.error.HTTPError:
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit(f"timed out waiting for {url}")
 
 
 async def run_load(url: str, rate: float, stop: asyncio.Event,
@@ -217,11 +172,6 @@ async def trial_canary(tmp: Path, rate: float) -> dict[str, float]:
     bad = [r for r in results if r[2] == 500]
     return {"rollback_ms": (rolled - failing) * 1000, "client_500s": float(len(bad)),
             "other_errors": float(sum(1 for r in results if r[2] not in (200, 500)))}
-
-
-def pct(xs: list[float], q: float) -> float:
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(len(xs) * q))]
 
 
 async def main_async(trials: int, rate: float) -> None:

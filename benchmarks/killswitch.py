@@ -25,79 +25,30 @@ import json
 import os
 import random
 import re
-import secrets
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import timeit
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from _procs import SECRET, Procs, free_port, pct, wait_http  # noqa: E402
 
 from gateway.admin.auth import mint  # noqa: E402
 from gateway.configfile import parse_config_text  # noqa: E402
 from gateway.model import KillFlag, StateDoc  # noqa: E402
 from gateway.routing import build_table  # noqa: E402
 
-SECRET = secrets.token_urlsafe(32)
-PROCS: list[subprocess.Popen[bytes]] = []
+PROCS = Procs()
 BODY = b'{"inputs":[{"name":"input-0","shape":[1,4],"datatype":"FP32","data":[6.1,2.8,4.7,1.2]}]}'
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    e = dict(os.environ, KILLGATE_JWT_SECRET=SECRET, PYTHONUNBUFFERED="1")
-    e.update(env or {})
-    with open(log, "wb") as f:
-        p = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=e,
-                             start_new_session=True)
-    PROCS.append(p)
-    return p
-
-
-def stop_all() -> None:
-    for p in reversed(PROCS):
-        if p.poll() is None:
-            try:
-                os.killpg(p.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                continue
-    deadline = time.monotonic() + 10
-    for p in PROCS:
-        try:
-            p.wait(max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            os.killpg(p.pid, signal.SIGKILL)
-            p.wait()
-
-
-def wait_http(url: str, timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=1) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit(f"timed out waiting for {url}")
-
-
-def pct(xs: list[float], q: float) -> float:
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(len(xs) * q))]
 
 
 def gateway_config(tmp: Path, name: str, backend_port: int, redis_url: str) -> tuple[Path, int, int]:
@@ -189,7 +140,7 @@ def throughput(tmp: Path, backend_port: int, redis_url: str, duration: int) -> d
     for label, script in (("in_memory", [sys.executable, "-m", "gateway"]),
                           ("naive_redis_get", [sys.executable, str(ROOT / "benchmarks/naive_gateway.py")])):
         cfg, port, admin = gateway_config(tmp, f"tp-{label}", backend_port, redis_url)
-        p = start([*script, "serve", "-c", str(cfg)], tmp / f"tp-{label}.log",
+        p = PROCS.start([*script, "serve", "-c", str(cfg)], tmp / f"tp-{label}.log",
                   env={"NAIVE_REDIS_URL": redis_url})
         wait_http(f"http://127.0.0.1:{admin}/readyz")
         res[label] = wrk(f"http://127.0.0.1:{port}/", duration)
@@ -286,11 +237,11 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="killgate-ks-bench-"))
     try:
         rport = free_port()
-        start(["redis-server", "--port", str(rport), "--bind", "127.0.0.1", "--save", "",
+        PROCS.start(["redis-server", "--port", str(rport), "--bind", "127.0.0.1", "--save", "",
                "--appendonly", "no"], tmp / "redis.log")
         redis_url = f"redis://127.0.0.1:{rport}/0"
         bport = free_port()
-        start([sys.executable, str(ROOT / "benchmarks/backend.py"), "--port", str(bport),
+        PROCS.start([sys.executable, str(ROOT / "benchmarks/backend.py"), "--port", str(bport),
                "--sse"], tmp / "backend.log")
         time.sleep(0.5)
         print("(a) micro-benchmark …", file=sys.stderr)
@@ -301,7 +252,7 @@ def main() -> int:
         admins, ports = [], []
         for name in ("a", "b", "c"):
             cfg, port, admin = gateway_config(tmp, name, bport, redis_url)
-            start([sys.executable, "-m", "gateway", "serve", "-c", str(cfg)], tmp / f"{name}.log")
+            PROCS.start([sys.executable, "-m", "gateway", "serve", "-c", str(cfg)], tmp / f"{name}.log")
             admins.append(admin)
             ports.append(port)
         for a in admins:
@@ -313,7 +264,7 @@ def main() -> int:
         print("(c) in-flight stream cut …", file=sys.stderr)
         cuts = asyncio.run(stream_cut(ports[0], admins[0], args.cuts))
     finally:
-        stop_all()
+        PROCS.stop()
     cost = 1 - tp["naive_redis_get"] / tp["in_memory"]
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True, cwd=ROOT).stdout.strip()

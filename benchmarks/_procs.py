@@ -1,0 +1,74 @@
+"""Process handling shared by the benchmark scripts: free ports, started children, waits.
+
+Every child runs in its own session (so it and its children stop together), with a
+throwaway admin secret; `Procs.stop` sends SIGTERM to every group, then SIGKILL to any
+that has not exited within 10 s.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+__all__ = ["SECRET", "Procs", "free_port", "pct", "wait_http"]
+
+SECRET = secrets.token_urlsafe(32)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def pct(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(len(xs) * q))]
+
+
+class Procs:
+    def __init__(self) -> None:
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, args: list[str], log: Path,
+              env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        e = dict(os.environ, KILLGATE_JWT_SECRET=SECRET, PYTHONUNBUFFERED="1")
+        e.update(env or {})
+        with open(log, "ab") as f:
+            p = subprocess.Popen(args, stdout=f, stderr=subprocess.STDOUT, env=e,
+                                 start_new_session=True)
+        self.procs.append(p)
+        return p
+
+    def stop(self) -> None:
+        for p in reversed(self.procs):
+            if p.poll() is None:
+                try:
+                    os.killpg(p.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    continue
+        deadline = time.monotonic() + 10
+        for p in self.procs:
+            try:
+                p.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+
+
+def wait_http(url: str, timeout: float = 15) -> None:
+    """Until `url` answers 2xx (readiness), or SystemExit after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except OSError:  # refused, or an HTTP error status (urllib.error.HTTPError)
+            time.sleep(0.05)
+    raise SystemExit(f"timed out waiting for {url}")
