@@ -280,10 +280,12 @@ async def test_jwks_rotation_and_outage(tmp_path: Path, backends, session,
             return r.status
 
     async with running_gateway(cfg) as g:
-        assert await code(tok(rsa_key, "k1")) == 200
+        t1 = tok(rsa_key, "k1")
+        assert await code(t1) == 200
+        assert await code(t1) == 200  # now from the verified-token cache
         served["keys"] = [jwk(other, "k2")]  # k1 rotated out at the IdP
         await asyncio.sleep(0.4)
-        assert await code(tok(rsa_key, "k1")) == 401  # stops verifying after a refresh
+        assert await code(t1) == 401  # stops verifying after a refresh, cached or not
         assert await code(tok(other, "k2")) == 200
         served["up"] = False  # the IdP is down: the last good set stays in use
         await asyncio.sleep(0.4)
@@ -304,3 +306,36 @@ async def test_max_token_age(tmp_path: Path, backends, session) -> None:
         async with session.get(g.admin + "/v1/status",
                                headers={"Authorization": f"Bearer {hs(claims())}"}) as r:
             assert r.status == 200
+
+
+async def test_verified_token_cache_still_checks_time_and_key(monkeypatch) -> None:
+    """A token verified once is not re-verified on every call, but a cached token still
+    expires on time, and a different token (same claims, bad signature) is not a hit."""
+    from gateway.admin.auth import Authenticator
+    from gateway.config import AuthConfig
+    from gateway.errors import Unauthenticated
+
+    monkeypatch.setenv("KILLGATE_JWT_SECRET", SECRET)
+    now = [float(NOW)]
+    auth = Authenticator(AuthConfig(leeway="0s"), Path, clock=lambda: now[0])
+    tok = hs(claims(exp=NOW + 60))
+    assert (await auth.authenticate(f"Bearer {tok}")).subject == "mallory"
+    assert tok in auth._verified
+    calls = []
+
+    def decode(*a: object, **k: object) -> dict:
+        calls.append(1)
+        raise jwt.InvalidSignatureError("bad")
+
+    monkeypatch.setattr(jwt, "decode", decode)
+    assert (await auth.authenticate(f"Bearer {tok}")).subject == "mallory"
+    assert calls == []  # served from the cache: no second signature check
+    head, body, sig = tok.split(".")
+    forged = f"{head}.{body}.{sig[:-4]}AAAA"
+    with pytest.raises(Unauthenticated):
+        await auth.authenticate(f"Bearer {forged}")  # not a hit: verified (and refused)
+    assert calls == [1]
+    now[0] = NOW + 61.0  # past exp: the cached entry expires with the token
+    with pytest.raises(Unauthenticated) as exc:
+        await auth.authenticate(f"Bearer {tok}")
+    assert exc.value.type == "expired" and tok not in auth._verified

@@ -30,6 +30,7 @@ __all__ = ["SCOPES", "Authenticator", "FailureLimiter", "Principal", "mint"]
 SCOPES = ("killgate:read", "killgate:kill", "killgate:rollout", "killgate:admin")
 MAX_AUTH_HEADER = 8192
 MIN_SECRET = 32
+VERIFIED_CACHE = 256  # tokens whose signature we checked, kept for their lifetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +96,10 @@ class Authenticator:
         self._jwks: PyJWKClient | None = None
         self._jwks_last_fetch = 0.0
         self._jwks_keys: dict[str, Any] = {}
+        # token -> (the key that verified it, its claims). A signature check costs ~60 µs
+        # warm and ~0.45 ms on a cold CPU, and operators' scripts reuse one token for
+        # many calls; a hit still checks the times and that the key is still current.
+        self._verified: dict[str, tuple[Any, dict[str, Any]]] = {}
         try:
             self._load(resolve)
         except (OSError, ValueError) as exc:
@@ -162,6 +167,11 @@ class Authenticator:
         token = token.strip()
         if scheme.lower() != "bearer" or token.count(".") != 2:
             raise Unauthenticated()
+        hit = self._verified.get(token)
+        if hit is not None:
+            principal = await self._cached(token, *hit)
+            if principal is not None:
+                return principal
         try:
             head = jwt.get_unverified_header(token)
             alg = head.get("alg")
@@ -181,6 +191,29 @@ class Authenticator:
             raise
         except Exception:  # noqa: BLE001 - any decode failure is a 401, never a 500
             raise Unauthenticated() from None
+        principal = self._principal(claims)
+        if len(self._verified) >= VERIFIED_CACHE:
+            self._verified.pop(next(iter(self._verified)))
+        self._verified[token] = (key, claims)
+        return principal
+
+    async def _cached(self, token: str, key: Any, claims: dict[str, Any]) -> Principal | None:
+        """A token verified before: still in its time window, and its key still current
+        (a JWKS refresh that dropped the key ends it). None: verify it afresh."""
+        if self._jwks:
+            try:
+                current = await self._jwks_key(jwt.get_unverified_header(token).get("kid"))
+            except Unauthenticated:
+                current = None
+            if current is not key:
+                del self._verified[token]
+                return None
+        now = self.clock()
+        if claims["exp"] <= now - self.cfg.leeway:
+            del self._verified[token]
+            raise Unauthenticated("expired")
+        if claims.get("nbf", 0) > now + self.cfg.leeway:
+            raise Unauthenticated()
         return self._principal(claims)
 
     def _principal(self, claims: dict[str, Any]) -> Principal:
