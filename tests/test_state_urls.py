@@ -18,7 +18,8 @@ from tests.conftest import free_port, running_gateway, two_versions, wait_until_
 from tests.test_killswitch import kill, status_of, unkill
 
 
-def _redis(args: list[str], port: int, tls: bool = False) -> subprocess.Popen[bytes]:
+def _redis(args: list[str], port: int, tls: bool = False,
+           password: str | None = None) -> subprocess.Popen[bytes]:
     exe = shutil.which("redis-server")
     assert exe, "redis-server is not on PATH"
     proc = subprocess.Popen([exe, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -28,6 +29,7 @@ def _redis(args: list[str], port: int, tls: bool = False) -> subprocess.Popen[by
         if proc.poll() is not None:
             raise AssertionError(f"redis-server exited with {proc.returncode}")
         cmd = [cli or "redis-cli", "-p", str(port)] + (["--tls", "--insecure"] if tls else [])
+        cmd += ["--no-auth-warning", "-a", password] if password else []
         res = subprocess.run([*cmd, "PING"], capture_output=True, text=True, timeout=5)
         return "PONG" in res.stdout
 
@@ -99,6 +101,49 @@ async def test_rediss_url(tmp_path: Path, backends, session) -> None:
             assert (await status_of(session, g.url))[0] == 503
             await unkill(session, g.admin, scope="route", route="iris")
             assert (await status_of(session, g.url))[0] == 200
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+async def test_unix_socket_with_password(tmp_path: Path, backends, session) -> None:
+    sock = tmp_path / "r.sock"
+    port = free_port()
+    server = _redis(["--port", str(port), "--bind", "127.0.0.1", "--unixsocket", str(sock),
+                     "--requirepass", "s3cret pass", "--save", "", "--appendonly", "no"], port,
+                    password="s3cret pass")
+    try:
+        p = await backends(echo_app("v1"))
+        url = f"unix://:s3cret%20pass@{sock}?db=3"
+        cfg = write_config(tmp_path, two_versions(p, p, 100, 0), state=_state(url, tmp_path))
+        async with running_gateway(cfg) as g:
+            assert g.gw.sync.connected
+            await kill(session, g.admin, scope="route", route="iris")
+            assert (await status_of(session, g.url))[0] == 503
+            await unkill(session, g.admin, scope="route", route="iris")
+            assert (await status_of(session, g.url))[0] == 200
+        res = subprocess.run(["redis-cli", "-s", str(sock), "--no-auth-warning", "-a",
+                              "s3cret pass", "-n", "3", "EXISTS", "kgurl:state"],
+                             capture_output=True, text=True, timeout=5)
+        assert res.stdout.strip() == "1"  # in the database the URL names
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+async def test_wrong_password_is_a_clear_error(tmp_path: Path, backends, session) -> None:
+    port = free_port()
+    server = _redis(["--port", str(port), "--bind", "127.0.0.1", "--requirepass", "right",
+                     "--save", "", "--appendonly", "no"], port, password="right")
+    try:
+        p = await backends(echo_app("v1"))
+        url = f"redis://:wrong@127.0.0.1:{port}/0"
+        cfg = write_config(tmp_path, two_versions(p, p, 100, 0), state=_state(url, tmp_path))
+        async with running_gateway(cfg) as g:
+            err = g.gw.sync.last_error or ""
+            assert not g.gw.sync.connected
+            assert "refused the connection" in err and "WRONGPASS" in err, err
+            assert (await status_of(session, g.url))[0] == 200  # serving from config
     finally:
         server.terminate()
         server.wait(10)

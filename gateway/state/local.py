@@ -15,6 +15,7 @@ import fcntl
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -143,6 +144,9 @@ class LocalStore:
     async def commit(self, expected: int | None, doc: StateDoc,
                      draft: AuditDraft | None) -> dict[str, Any] | None:
         return await asyncio.to_thread(self._commit, expected, doc, draft)
+
+    def listen(self, fn: Callable[[StateDoc | Ack], None]) -> None:
+        """Nothing is pushed: `watch` notices a replaced file."""
 
     async def watch(self, timeout: float) -> list[StateDoc | Ack]:
         """Poll the file's identity (inode, size, mtime) every few ms until it changes."""

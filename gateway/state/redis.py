@@ -1,6 +1,6 @@
 """The shared state store (`state.backend: redis`) for many gateway instances.
 
-Owns every key under `<prefix>:` and the only import of redis-py:
+Owns every key under `<prefix>:`:
   <p>:state       the state document (JSON)       <p>:gen         its generation
   <p>:audit       audit events (a stream)         <p>:audit:head  hash of the newest event
   <p>:instances   instance → "generation:server-ms:config-digest" (heartbeats, acks)
@@ -8,36 +8,42 @@ Owns every key under `<prefix>:` and the only import of redis-py:
   <p>:idem:<key>  an idempotency record (expires after a day)
   channels <p>:events (new documents) and <p>:acks ("instance generation").
 Commits are one Lua script: compare the generation and the audit head, append the audit
-event, replace the state, publish. Every call has an outer timeout and redis-py's own
-retries are off (they stall ~10 s on a frozen server); redis errors leave this module
-only as StoreUnavailable / StoreConflict / AuditError.
+event, replace the state, publish. Two connections (gateway/state/resp.py): one for
+commands, one subscribed, whose messages reach the listener in the loop iteration that
+read them. Every call has a deadline; redis errors leave this module only as
+StoreUnavailable / StoreConflict / AuditError.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
-from collections.abc import Awaitable
-from typing import Any, TypeVar
-from urllib.parse import unquote, urlsplit
-
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel
-from redis.backoff import NoBackoff
-from redis.exceptions import RedisError, ResponseError
+import logging
+from collections.abc import Callable
+from typing import Any
 
 from gateway.audit import GENESIS, AuditDraft, seal
 from gateway.errors import AuditError, StoreConflict, StoreUnavailable
+from gateway.log import event
 from gateway.model import StateDoc
+from gateway.state.resp import Endpoint, RespConnection, RespError, connect, parse_endpoint
 from gateway.state.store import Ack
 
-__all__ = ["RedisStore", "client_from_url"]
+__all__ = ["RedisStore"]
 
-T = TypeVar("T")
+Listener = Callable[[StateDoc | Ack], None]
 
-_COMMIT = """
+log = logging.getLogger("killgate.state")
+
+class _Script:
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.sha = hashlib.sha1(text.encode()).hexdigest()
+
+
+_COMMIT = _Script("""
 local cur = redis.call('GET', KEYS[2])
 if (cur or '') ~= ARGV[1] then return {'conflict', cur or ''} end
 if ARGV[4] ~= '' then
@@ -50,53 +56,21 @@ redis.call('SET', KEYS[1], ARGV[2])
 redis.call('SET', KEYS[2], ARGV[3])
 redis.call('PUBLISH', ARGV[8], ARGV[2])
 return {'ok', ''}
-"""
+""")
 
-_HEARTBEAT = """
+_HEARTBEAT = _Script("""
 local t = redis.call('TIME')
 local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. ':' .. ms .. ':' .. ARGV[4])
 redis.call('PUBLISH', ARGV[3], ARGV[1] .. ' ' .. ARGV[2])
 return ms
-"""
+""")
 
-_LIVE = """
+_LIVE = _Script("""
 local t = redis.call('TIME')
 local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 return {ms, redis.call('HGETALL', KEYS[1])}
-"""
-
-
-def client_from_url(url: str, timeout: float) -> aioredis.Redis:
-    """redis://, rediss://, unix:// and redis+sentinel://h1:26379,h2:26379/service[/db]."""
-    opts: dict[str, Any] = {
-        "socket_timeout": timeout, "socket_connect_timeout": timeout,
-        "retry": Retry(NoBackoff(), 0), "retry_on_timeout": False,
-        "health_check_interval": 0, "decode_responses": False,
-        "client_name": "killgate",
-    }
-    if not url.startswith("redis+sentinel://"):
-        return aioredis.Redis.from_url(url, **opts)
-    u = urlsplit(url)
-    hosts = []
-    for hp in u.netloc.rsplit("@", 1)[-1].split(","):
-        host, _, port = hp.rpartition(":")
-        hosts.append((host.strip("[]") or "127.0.0.1", int(port or 26379)))
-    parts = [p for p in u.path.split("/") if p]
-    if not parts:
-        raise StoreUnavailable("redis+sentinel:// URL needs the service name: "
-                               "redis+sentinel://host:26379/mymaster/0")
-    service = parts[0]
-    db = int(parts[1]) if len(parts) > 1 else 0
-    password = unquote(u.password) if u.password else None
-    sentinel = Sentinel(hosts, socket_timeout=timeout, sentinel_kwargs={
-        "socket_timeout": timeout, "socket_connect_timeout": timeout, "password": password})
-    return sentinel.master_for(service, db=db, password=password, **opts)
-
-
-def _consume(task: asyncio.Future[Any]) -> None:
-    if not task.cancelled():
-        task.exception()  # retrieved: no "exception was never retrieved" warning
+""")
 
 
 class RedisStore:
@@ -113,80 +87,136 @@ class RedisStore:
         self.k_stats = f"{p}:stats"
         self.k_idem = f"{p}:idem"
         self.ch_events, self.ch_acks = f"{p}:events", f"{p}:acks"
-        self.r: aioredis.Redis | None = None
-        self._ps: Any = None
-        self._orphans: set[asyncio.Future[Any]] = set()
+        self._b_events, self._b_acks = self.ch_events.encode(), self.ch_acks.encode()
+        self._endpoint: Endpoint | None = None
+        self._cmd: RespConnection | None = None
+        self._sub: RespConnection | None = None
+        self._connecting: asyncio.Lock | None = None
+        self._listener: Listener | None = None
+        self._pushed: list[StateDoc | Ack] = []
+        self._wake: asyncio.Event | None = None
         self._head: str | None = None  # hash of the audit event we last appended
 
-    async def _call(self, aw: Awaitable[T], timeout: float | None = None,
-                    refused: type[Exception] = StoreUnavailable) -> T:
-        """Run one redis call with an outer deadline that cannot be defeated.
+    # ------------------------------------------------------------------ connections
 
-        redis-py calls do not always finish promptly when cancelled (a pub/sub read can
-        swallow the cancellation), so the call runs as its own task: on timeout or on our
-        own cancellation it is cancelled and left to finish on its own, never awaited.
-        """
-        task: asyncio.Future[T] = asyncio.ensure_future(aw)
+    def _ep(self) -> Endpoint:
+        if self._endpoint is None:
+            try:
+                self._endpoint = parse_endpoint(self.url)
+            except (ValueError, OSError) as exc:
+                raise StoreUnavailable(f"state.url cannot be used: {exc}") from None
+        return self._endpoint
+
+    async def _connect(self, on_message: Callable[[bytes, bytes], None] | None) -> RespConnection:
+        ep = self._ep()
         try:
-            done, _ = await asyncio.wait({task}, timeout=timeout or self.timeout)
-        except asyncio.CancelledError:
-            self._orphan(task)
-            raise
-        if not done:
-            self._orphan(task)
-            raise StoreUnavailable("redis did not answer in time")
+            return await connect(ep, self.timeout, on_message=on_message)
+        except RespError as exc:
+            raise StoreUnavailable(f"redis at {ep.describe()} refused the connection: {exc}") \
+                from None
+        except TimeoutError:
+            raise StoreUnavailable(f"redis at {ep.describe()} did not answer in time") from None
+        except OSError as exc:  # ConnectionError included
+            raise StoreUnavailable(f"redis at {ep.describe()} is unreachable: "
+                                   f"{exc.strerror or exc}") from None
+
+    async def _conn(self) -> RespConnection:
+        """The command connection, (re)connected when needed."""
+        conn = self._cmd
+        if conn is not None and conn.is_open:
+            return conn
+        if self._connecting is None:
+            self._connecting = asyncio.Lock()
+        async with self._connecting:
+            if self._cmd is None or not self._cmd.is_open:
+                self._cmd = await self._connect(None)
+            return self._cmd
+
+    async def _call(self, *args: str | bytes | int, timeout: float | None = None,
+                    refused: type[Exception] = StoreUnavailable) -> Any:
+        """Run one command with a deadline; a reply error raises `refused`."""
+        conn = await self._conn()
         try:
-            return task.result()
-        except ResponseError as exc:
+            return await conn.call(*args, timeout=timeout or self.timeout)
+        except RespError as exc:
             raise refused(f"redis refused: {exc}") from None
-        except (RedisError, OSError) as exc:
+        except TimeoutError:
+            raise StoreUnavailable("redis did not answer in time") from None
+        except OSError as exc:
             raise StoreUnavailable(f"redis unavailable: {exc}") from None
 
-    def _orphan(self, task: asyncio.Future[Any]) -> None:
-        task.cancel()
-        self._orphans.add(task)
-        task.add_done_callback(self._orphans.discard)
-        task.add_done_callback(_consume)
+    async def _script(self, script: _Script, keys: list[str], args: list[str],
+                      refused: type[Exception] = StoreUnavailable) -> Any:
+        conn = await self._conn()
+        try:
+            return await conn.call("EVALSHA", script.sha, len(keys), *keys, *args,
+                                   timeout=self.timeout)
+        except RespError as exc:
+            if not str(exc).startswith("NOSCRIPT"):
+                raise refused(f"redis refused: {exc}") from None
+        except TimeoutError:
+            raise StoreUnavailable("redis did not answer in time") from None
+        except OSError as exc:
+            raise StoreUnavailable(f"redis unavailable: {exc}") from None
+        # first use on this server (or after SCRIPT FLUSH): EVAL also caches it
+        return await self._call("EVAL", script.text, len(keys), *keys, *args, refused=refused)
+
+    def listen(self, fn: Listener) -> None:
+        """Pushed documents and acks go straight to `fn` as they are read."""
+        self._listener = fn
+
+    def _on_message(self, channel: bytes, data: bytes) -> None:
+        item: StateDoc | Ack | None = None
+        if channel == self._b_events:
+            with contextlib.suppress(ValueError, TypeError):  # the poll will load it
+                item = StateDoc.from_json(json.loads(data))
+        elif channel == self._b_acks:
+            inst, _, gen = data.decode("utf-8", "replace").rpartition(" ")
+            if gen.isdigit():
+                item = Ack(inst, int(gen))
+        if item is None:
+            return
+        if self._listener is not None:
+            try:
+                self._listener(item)
+            except Exception as exc:  # noqa: BLE001 - a bug there must not end the subscription
+                event(log, "state_push_failed", logging.ERROR, error=repr(exc))
+        else:
+            self._pushed.append(item)
+            if self._wake is not None:
+                self._wake.set()
 
     async def open(self) -> None:
-        """Create the command client once; (re)subscribe. Safe to call again after reset."""
-        if self.r is None:
-            self.r = client_from_url(self.url, self.timeout)
-            self._commit = self.r.register_script(_COMMIT)
-            self._heartbeat = self.r.register_script(_HEARTBEAT)
-            self._live = self.r.register_script(_LIVE)
+        """Connect the command connection and (re)subscribe. Safe to call again after reset."""
         await self.reset()
+        await self._conn()
         # Subscribe first, then the caller loads: a change published in between is
         # seen either by the load or by the subscription.
-        ps = self.r.pubsub()
-        self._ps = ps
-        await self._call(ps.subscribe(self.ch_events, self.ch_acks))
+        sub = await self._connect(self._on_message)
+        try:
+            for ch in (self.ch_events, self.ch_acks):
+                await sub.call("SUBSCRIBE", ch, timeout=self.timeout)
+        except (RespError, TimeoutError, OSError) as exc:
+            await sub.aclose()
+            raise StoreUnavailable(f"could not subscribe: {exc or type(exc).__name__}") from None
+        self._sub = sub
 
     async def reset(self) -> None:
-        """Drop the subscription (after an error); the command client stays usable."""
-        ps, self._ps = self._ps, None
-        if ps is not None:
-            with contextlib.suppress(StoreUnavailable):
-                await self._call(ps.aclose())
+        """Drop the subscription (after an error); the command connection is checked on use."""
+        sub, self._sub = self._sub, None
+        if sub is not None:
+            await sub.aclose(self.timeout)
 
     async def close(self) -> None:
         await self.reset()
-        r, self.r = self.r, None
-        if r is not None:
-            with contextlib.suppress(StoreUnavailable):
-                await self._call(r.aclose())
-        if self._orphans:
-            await asyncio.wait(set(self._orphans), timeout=self.timeout)
-
-    def _client(self) -> aioredis.Redis:
-        if self.r is None:
-            raise StoreUnavailable("not connected to redis")
-        return self.r
+        cmd, self._cmd = self._cmd, None
+        if cmd is not None:
+            await cmd.aclose(self.timeout)
 
     # ------------------------------------------------------------------ state
 
     async def load(self) -> StateDoc | None:
-        raw = await self._call(self._client().get(self.k_state))
+        raw = await self._call("GET", self.k_state)
         if raw is None:
             return None
         try:
@@ -195,7 +225,7 @@ class RedisStore:
             raise StoreUnavailable(f"{self.k_state} holds invalid JSON: {exc}") from None
 
     async def generation(self) -> int | None:
-        raw = await self._call(self._client().get(self.k_gen))
+        raw = await self._call("GET", self.k_gen)
         return None if raw is None else int(raw)
 
     async def commit(self, expected: int | None, doc: StateDoc,
@@ -211,9 +241,8 @@ class RedisStore:
                     json.dumps(event, ensure_ascii=False) if event else "", head,
                     event["hash"] if event else "", GENESIS, self.ch_events]
             # READONLY replica, OOM, script errors: nothing was written, the action is refused.
-            res = await self._call(
-                self._commit(keys=[self.k_state, self.k_gen, self.k_audit, self.k_head],
-                             args=args),
+            res = await self._script(
+                _COMMIT, [self.k_state, self.k_gen, self.k_audit, self.k_head], args,
                 refused=AuditError)
             status = res[0].decode() if isinstance(res[0], bytes) else str(res[0])
             if status == "conflict":
@@ -227,35 +256,34 @@ class RedisStore:
         raise StoreConflict("the audit head kept changing under us")
 
     async def watch(self, timeout: float) -> list[StateDoc | Ack]:
-        ps = self._ps
-        if ps is None:
-            raise StoreUnavailable("not subscribed")
-        out: list[StateDoc | Ack] = []
-        wait = timeout
-        while True:
-            msg = await self._call(ps.get_message(ignore_subscribe_messages=True, timeout=wait),
-                                   wait + self.timeout)
-            if msg is None:
-                return out
-            chan = msg["channel"].decode()
-            data = msg["data"]
-            if chan == self.ch_events:
-                with contextlib.suppress(ValueError, TypeError):  # the poll will load it
-                    out.append(StateDoc.from_json(json.loads(data)))
-            elif chan == self.ch_acks:
-                inst, _, gen = data.decode().rpartition(" ")
-                if gen.isdigit():
-                    out.append(Ack(inst, int(gen)))
-            wait = 0.0  # drain what is already here, then return
+        """Wait up to `timeout` for pushes (those the listener did not take) or for the
+        subscription to be lost, which raises StoreUnavailable."""
+        sub = self._sub
+        if sub is None or sub.closed.done():
+            raise StoreUnavailable("the redis subscription was lost")
+        if not self._pushed:
+            if self._wake is None:
+                self._wake = asyncio.Event()
+            self._wake.clear()
+            waker: asyncio.Future[Any] = asyncio.ensure_future(self._wake.wait())
+            try:
+                await asyncio.wait({waker, sub.closed}, timeout=timeout,
+                                   return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                waker.cancel()
+            if sub.closed.done() and not self._pushed:
+                raise StoreUnavailable("the redis subscription was lost")
+        out, self._pushed = self._pushed, []
+        return out
 
     # ------------------------------------------------------------------ instances
 
     async def heartbeat(self, instance: str, applied: int, config: str = "") -> None:
-        await self._call(self._heartbeat(keys=[self.k_instances],
-                                         args=[instance, str(applied), self.ch_acks, config]))
+        await self._script(_HEARTBEAT, [self.k_instances],
+                           [instance, str(applied), self.ch_acks, config])
 
     async def fleet(self, lease: float) -> dict[str, dict[str, Any]]:
-        now_ms, flat = await self._call(self._live(keys=[self.k_instances]))
+        now_ms, flat = await self._script(_LIVE, [self.k_instances], [])
         out: dict[str, dict[str, Any]] = {}
         stale: list[bytes] = []
         for i in range(0, len(flat), 2):
@@ -267,42 +295,40 @@ class RedisStore:
             elif age > 10 * lease:
                 stale.append(flat[i])
         if stale:
-            await self._call(self._client().hdel(self.k_instances, *stale))
+            await self._call("HDEL", self.k_instances, *stale)
         return out
 
     async def live_instances(self, lease: float) -> dict[str, int]:
         return {k: v["generation"] for k, v in (await self.fleet(lease)).items()}
 
     async def leave(self, instance: str) -> None:
-        await self._call(self._client().hdel(self.k_instances, instance))
+        await self._call("HDEL", self.k_instances, instance)
 
     # ------------------------------------------------------------------ idempotency
 
     async def idem_claim(self, key: str, record: dict[str, Any], ttl: float) -> dict[str, Any] | None:
-        r = self._client()
         k = f"{self.k_idem}:{key}"
-        if await self._call(r.set(k, json.dumps(record), nx=True, px=int(ttl * 1000))):
+        if await self._call("SET", k, json.dumps(record), "NX", "PX", int(ttl * 1000)):
             return None
-        raw = await self._call(r.get(k))
+        raw = await self._call("GET", k)
         return json.loads(raw) if raw else None
 
     async def idem_set(self, key: str, record: dict[str, Any], ttl: float) -> None:
-        await self._call(self._client().set(f"{self.k_idem}:{key}", json.dumps(record),
-                                            px=int(ttl * 1000)))
+        await self._call("SET", f"{self.k_idem}:{key}", json.dumps(record),
+                         "PX", int(ttl * 1000))
 
     async def idem_release(self, key: str) -> None:
-        await self._call(self._client().delete(f"{self.k_idem}:{key}"))
+        await self._call("DEL", f"{self.k_idem}:{key}")
 
     # ------------------------------------------------------------------ analysis counts
 
     async def put_stats(self, route: str, instance: str, blob: dict[str, Any]) -> None:
-        await self._call(self._client().hset(f"{self.k_stats}:{route}", instance,
-                                             json.dumps(blob)))
+        await self._call("HSET", f"{self.k_stats}:{route}", instance, json.dumps(blob))
 
     async def get_stats(self, route: str) -> list[dict[str, Any]]:
-        raw = await self._call(self._client().hgetall(f"{self.k_stats}:{route}"))
+        flat = await self._call("HGETALL", f"{self.k_stats}:{route}")
         out = []
-        for v in raw.values():
+        for v in flat[1::2]:
             with contextlib.suppress(ValueError):
                 out.append(json.loads(v))
         return out
@@ -312,7 +338,8 @@ class RedisStore:
     @staticmethod
     def _decode(entries: Any) -> list[tuple[str, dict[str, Any]]]:
         out = []
-        for sid, fields in entries or []:
+        for sid, flat in entries or []:
+            fields = dict(zip(flat[::2], flat[1::2], strict=False))
             raw = fields.get(b"e", b"")
             try:
                 ev = json.loads(raw)
@@ -322,22 +349,21 @@ class RedisStore:
         return out
 
     async def audit_events(self) -> list[dict[str, Any]]:
-        entries = await self._call(self._client().xrange(self.k_audit), self.timeout * 10)
+        entries = await self._call("XRANGE", self.k_audit, "-", "+", timeout=self.timeout * 10)
         return [ev for _, ev in self._decode(entries)]
 
     async def audit_since(self, cursor: str | None,
                           limit: int) -> tuple[list[dict[str, Any]], str | None]:
         lo = f"({cursor}" if cursor else "-"
         pairs = self._decode(await self._call(
-            self._client().xrange(self.k_audit, lo, "+", count=limit)))
+            "XRANGE", self.k_audit, lo, "+", "COUNT", limit))
         return [ev for _, ev in pairs], (pairs[-1][0] if pairs else cursor)
 
     async def audit_page(self, limit: int, before: str | None) -> tuple[list[dict[str, Any]],
                                                                         str | None]:
         """`before` and the returned cursor are stream entry ids (opaque to callers)."""
         hi = f"({before}" if before else "+"
-        entries = await self._call(self._client().xrevrange(self.k_audit, hi, "-",
-                                                            count=limit + 1))
+        entries = await self._call("XREVRANGE", self.k_audit, hi, "-", "COUNT", limit + 1)
         pairs = self._decode(entries)
         nxt = pairs[limit - 1][0] if len(pairs) > limit else None
         return [ev for _, ev in pairs[:limit]], nxt

@@ -9,6 +9,7 @@ newest document. Pure apart from the protocol declaration.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -51,8 +52,13 @@ class Store(Protocol):
         AuditError when the audit event cannot be stored (nothing changes then).
         """
 
+    def listen(self, fn: Callable[[StateDoc | Ack], None]) -> None:
+        """Hand pushed changes to `fn` as they arrive, instead of queueing them for `watch`
+        (a store that does not push ignores this)."""
+
     async def watch(self, timeout: float) -> list[StateDoc | Ack]:
-        """Changes pushed since the last call, waiting up to `timeout` for the first."""
+        """Changes since the last call, waiting up to `timeout` for the first; raises
+        StoreUnavailable when the store's push channel is lost."""
 
     async def heartbeat(self, instance: str, applied: int, config: str = "") -> None:
         """Announce this instance, the generation it enforces (its ack) and its config."""

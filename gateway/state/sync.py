@@ -69,6 +69,7 @@ class Sync:
         self._to_persist: StateDoc | None = None
         self._persister: asyncio.Task[None] | None = None
         self._last_beat = 0.0
+        store.listen(self._pushed)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -143,6 +144,14 @@ class Sync:
         event(log, "state_applied", generation=doc.generation, kills=sorted(doc.kills),
               applied_at=round(time.time(), 6))
         return True
+
+    def _pushed(self, item: StateDoc | Ack) -> None:
+        """A change or an ack pushed by the store, taken in the loop iteration that read it:
+        the new table is in force before anything else runs."""
+        if isinstance(item, Ack):
+            self._note_ack(item)
+        elif self._apply(item):
+            self._spawn(self._after_apply(item))
 
     async def _after_apply(self, doc: StateDoc) -> None:
         """Ack first (receipts wait on it), then make the state durable locally."""

@@ -1,0 +1,260 @@
+"""A lean Redis connection: RESP2 over one asyncio transport, parsed by hiredis.
+
+Owns connecting (TCP, TLS, unix socket, Sentinel discovery; AUTH, SELECT, CLIENT
+SETNAME), commands pipelined and answered in order, and subscriptions whose messages
+are handed to a callback in the same loop iteration that parsed them. Every call has a
+deadline; a call that misses it closes the connection, because the replies behind it
+would be out of step.
+
+Why not redis-py on this path: the kill switch's latency is a commit on one instance and
+a pub/sub message on every other, and on the 2-vCPU machines we measure on a GET through
+redis-py after 5 ms of idleness takes 0.56 ms p50 against 0.16 ms through this class (the
+fewer Python frames and tasks on a cold path, the fewer cache misses). redis-py still
+parses our URLs, so every option it documents for them means the same here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, cast
+from urllib.parse import unquote, urlsplit
+
+import hiredis
+from redis.asyncio.connection import parse_url
+
+__all__ = ["Endpoint", "RespConnection", "RespError", "connect", "parse_endpoint"]
+
+OnMessage = Callable[[bytes, bytes], None]
+
+_SSL_KEYS = {"ssl_ca_certs", "ssl_ca_path", "ssl_certfile", "ssl_keyfile", "ssl_cert_reqs",
+             "ssl_check_hostname", "ssl_password", "ssl_ca_data"}
+
+
+class RespError(Exception):
+    """Redis answered with an error reply (READONLY, OOM, NOSCRIPT, a script error, ...)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    host: str = "127.0.0.1"
+    port: int = 6379
+    path: str | None = None  # unix socket
+    tls: ssl.SSLContext | None = None
+    username: str | None = None
+    password: str | None = None
+    db: int = 0
+    sentinels: tuple[tuple[str, int], ...] = ()
+    service: str | None = None  # the master's name, with sentinels
+    sentinel_password: str | None = None
+
+    def describe(self) -> str:
+        if self.sentinels:
+            return f"sentinel service {self.service!r}"
+        return f"unix:{self.path}" if self.path else f"{self.host}:{self.port}"
+
+
+def _tls_context(opts: dict[str, Any]) -> ssl.SSLContext:
+    reqs = str(opts.get("ssl_cert_reqs", "required")).lower()
+    ctx = ssl.create_default_context(cafile=opts.get("ssl_ca_certs"),
+                                     capath=opts.get("ssl_ca_path"),
+                                     cadata=opts.get("ssl_ca_data"))
+    if reqs in ("none", "cert_none"):
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    else:
+        ctx.verify_mode = ssl.CERT_OPTIONAL if reqs in ("optional", "cert_optional") \
+            else ssl.CERT_REQUIRED
+        check = str(opts.get("ssl_check_hostname", "true")).lower()
+        ctx.check_hostname = check not in ("false", "0", "no")
+    if opts.get("ssl_certfile"):
+        ctx.load_cert_chain(opts["ssl_certfile"], opts.get("ssl_keyfile"),
+                            opts.get("ssl_password"))
+    return ctx
+
+
+def parse_endpoint(url: str) -> Endpoint:
+    """redis://, rediss://, unix:// (redis-py's URL grammar) and
+    redis+sentinel://[:password@]h1:26379,h2:26379/service[/db]. Raises ValueError."""
+    if url.startswith("redis+sentinel://"):
+        u = urlsplit(url)
+        hosts = []
+        for hp in u.netloc.rsplit("@", 1)[-1].split(","):
+            host, _, port = hp.rpartition(":")
+            hosts.append((host.strip("[]") or "127.0.0.1", int(port or 26379)))
+        parts = [p for p in u.path.split("/") if p]
+        if not parts:
+            raise ValueError("a redis+sentinel:// URL needs the service name: "
+                             "redis+sentinel://host:26379/mymaster/0")
+        password = unquote(u.password) if u.password else None
+        return Endpoint(sentinels=tuple(hosts), service=parts[0],
+                        db=int(parts[1]) if len(parts) > 1 else 0,
+                        password=password, sentinel_password=password)
+    opts: dict[str, Any] = dict(parse_url(url))
+    unknown = {k for k in opts if k.startswith("ssl_")} - _SSL_KEYS
+    if unknown:
+        raise ValueError(f"unsupported TLS option(s) in the redis URL: {', '.join(sorted(unknown))}")
+    tls = _tls_context(opts) if url.startswith("rediss://") else None
+    return Endpoint(host=opts.get("host") or "127.0.0.1", port=int(opts.get("port") or 6379),
+                    path=opts.get("path"), tls=tls, username=opts.get("username"),
+                    password=opts.get("password"), db=int(opts.get("db") or 0))
+
+
+class RespConnection(asyncio.Protocol):
+    """One connection. Replies resolve the oldest waiting call; with `on_message`, pub/sub
+    messages go to the callback instead (a subscribed connection carries little else)."""
+
+    def __init__(self, on_message: OnMessage | None = None) -> None:
+        self._reader = hiredis.Reader()
+        self._waiting: collections.deque[asyncio.Future[Any]] = collections.deque()
+        self._transport: asyncio.Transport | None = None
+        self._on_message = on_message
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    # -------------------------------------------------------------- asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
+
+    def data_received(self, data: bytes) -> None:
+        self._reader.feed(data)
+        while True:
+            try:
+                reply = self._reader.gets()
+            except hiredis.ProtocolError:
+                self.close()
+                return
+            if reply is False:
+                return
+            if (self._on_message is not None and type(reply) is list and len(reply) == 3
+                    and reply[0] == b"message"):
+                self._on_message(reply[1], reply[2])
+            elif self._waiting:
+                fut = self._waiting.popleft()
+                if not fut.done():
+                    fut.set_result(reply)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._transport = None
+        while self._waiting:
+            fut = self._waiting.popleft()
+            if not fut.done():
+                fut.set_exception(ConnectionError("the redis connection closed"))
+                fut.exception()  # a caller that gave up on it must not log "never retrieved"
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    # -------------------------------------------------------------- calls
+
+    @property
+    def is_open(self) -> bool:
+        return self._transport is not None and not self._transport.is_closing()
+
+    def send(self, *args: str | bytes | int) -> asyncio.Future[Any]:
+        """Write one command now; the future gets its reply (errors as RespError values)."""
+        if not self.is_open:
+            raise ConnectionError("the redis connection is closed")
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._waiting.append(fut)
+        assert self._transport is not None
+        self._transport.write(hiredis.pack_command(args))  # type: ignore[arg-type]
+        return fut
+
+    async def call(self, *args: str | bytes | int, timeout: float) -> Any:
+        """One command with a deadline. Raises RespError, ConnectionError or TimeoutError."""
+        return _checked(await self._wait(self.send(*args), timeout))
+
+    async def _wait(self, fut: asyncio.Future[Any], timeout: float) -> Any:
+        try:
+            async with asyncio.timeout(timeout):
+                return await fut
+        except TimeoutError:
+            self.close()  # replies behind this one would be out of step
+            raise
+        except asyncio.CancelledError:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+    async def aclose(self, timeout: float = 1.0) -> None:
+        self.close()
+        if not self.closed.done():
+            await asyncio.wait({self.closed}, timeout=timeout)
+
+
+def _checked(reply: Any) -> Any:
+    if isinstance(reply, hiredis.ReplyError):
+        raise RespError(str(reply))
+    return reply
+
+
+async def _open(host: str, port: int, path: str | None, tls: ssl.SSLContext | None,
+                on_message: OnMessage | None) -> RespConnection:
+    loop = asyncio.get_running_loop()
+    proto: RespConnection
+    if path is not None:
+        _, proto = await loop.create_unix_connection(lambda: RespConnection(on_message), path)
+    else:
+        _, proto = await loop.create_connection(lambda: RespConnection(on_message), host, port,
+                                                ssl=tls, server_hostname=host if tls else None)
+    return proto
+
+
+async def _handshake(conn: RespConnection, username: str | None, password: str | None,
+                     db: int, name: str, timeout: float) -> None:
+    futs = []
+    if password:
+        futs.append(conn.send("AUTH", *([username] if username else []), password))
+    if db:
+        futs.append(conn.send("SELECT", db))
+    futs.append(conn.send("CLIENT", "SETNAME", name))
+    for f in futs:
+        _checked(await conn._wait(f, timeout))
+
+
+async def _master_address(ep: Endpoint, timeout: float) -> tuple[str, int]:
+    problems = []
+    for host, port in ep.sentinels:
+        try:
+            async with asyncio.timeout(timeout):
+                s = await _open(host, port, None, None, None)
+            try:
+                if ep.sentinel_password:
+                    await s.call("AUTH", ep.sentinel_password, timeout=timeout)
+                addr = await s.call("SENTINEL", "get-master-addr-by-name", ep.service or "",
+                                    timeout=timeout)
+            finally:
+                await s.aclose()
+            if addr:
+                return addr[0].decode(), int(addr[1])
+            problems.append(f"{host}:{port} does not know {ep.service!r}")
+        except (OSError, RespError, TimeoutError) as exc:
+            problems.append(f"{host}:{port}: {exc or type(exc).__name__}")
+    raise ConnectionError("no sentinel named a master: " + "; ".join(problems))
+
+
+async def connect(ep: Endpoint, timeout: float, name: str = "killgate",
+                  on_message: OnMessage | None = None) -> RespConnection:
+    """Connect, authenticate, select the database; with sentinels, to the current master
+    (and check it says so). Raises OSError/ConnectionError, RespError or TimeoutError."""
+    host, port = ep.host, ep.port
+    if ep.sentinels:
+        host, port = await _master_address(ep, timeout)
+    async with asyncio.timeout(timeout):
+        conn = await _open(host, port, ep.path, ep.tls, on_message)
+    try:
+        await _handshake(conn, ep.username, ep.password, ep.db, name, timeout)
+        if ep.sentinels:
+            role = await conn.call("ROLE", timeout=timeout)
+            if not role or role[0] != b"master":
+                raise ConnectionError(f"{host}:{port}, named by the sentinels, is not a master")
+    except BaseException:
+        await conn.aclose()
+        raise
+    return conn
