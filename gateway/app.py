@@ -9,7 +9,6 @@ The only module that wires objects together; handlers get their dependencies her
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import os
 import socket
@@ -28,7 +27,7 @@ from gateway.inflight import Inflight
 from gateway.listener import GuardedServer
 from gateway.log import event
 from gateway.metrics import Metrics
-from gateway.model import StateDoc
+from gateway.model import StateDoc, plain
 from gateway.overrides import identity_problems, record_config
 from gateway.probes import HealthMonitor
 from gateway.proxy import Observer, Proxy
@@ -251,7 +250,7 @@ class Gateway:
                 } for v in rc.versions},
                 "previous_known_good": plan.previous,
                 "analysis": self.rollout.status(rc.name) if self.rollout else None,
-                "history": [dataclasses.asdict(h) for h in doc.history.get(rc.name, ())],
+                "history": [plain(h) for h in doc.history.get(rc.name, ())],
             }
         return {
             "instance": self.instance,
