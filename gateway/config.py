@@ -18,6 +18,7 @@ from pydantic import (
     ConfigDict,
     Field,
     field_validator,
+    model_validator,
 )
 
 __all__ = [
@@ -142,6 +143,9 @@ class StateConfig(_Model):
     instance_lease: Duration = 5.0
     command_timeout: Duration = 0.5
     ready_without_state: bool = False
+    #: a write is confirmed only once this many redis replicas have it (WAIT); 0 = the primary
+    min_replicas: int = Field(default=0, ge=0, le=32)
+    replica_timeout: Duration = 0.5
 
     @field_validator("url")
     @classmethod
@@ -152,7 +156,7 @@ class StateConfig(_Model):
             )
         return v
 
-    @field_validator("poll_interval", "heartbeat_interval", "command_timeout")
+    @field_validator("poll_interval", "heartbeat_interval", "command_timeout", "replica_timeout")
     @classmethod
     def _short(cls, v: float) -> float:
         return _positive(60.0)(v)
@@ -161,6 +165,12 @@ class StateConfig(_Model):
     @classmethod
     def _long(cls, v: float) -> float:
         return _positive(3600.0)(v)
+
+    @model_validator(mode="after")
+    def _replicas_need_redis(self) -> StateConfig:
+        if self.min_replicas and self.backend != "redis":
+            raise ValueError("min_replicas needs backend: redis (a local store has no replicas)")
+        return self
 
 
 # ---------------------------------------------------------------- routes

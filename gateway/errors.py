@@ -76,6 +76,18 @@ class StoreConflict(StateError):
     pass
 
 
+class NotDurable(StateError):
+    """A change is committed on the primary (and in force) but fewer replicas than
+    `state.min_replicas` confirmed it in time: a failover now could lose it."""
+
+    def __init__(self, generation: int, confirmed: int, required: int, timeout: float) -> None:
+        self.generation = generation
+        super().__init__(
+            f"generation {generation} is in force, but {confirmed} of the {required} required "
+            f"redis replicas confirmed it within {timeout * 1000:g} ms, so a failover now could "
+            "lose it; retry the same call (it is idempotent) until it is confirmed")
+
+
 class AuditError(KillgateError):
     pass
 

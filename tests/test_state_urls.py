@@ -37,6 +37,11 @@ def _redis(args: list[str], port: int, tls: bool = False,
     return proc
 
 
+def _cli(*args: str) -> str:
+    return subprocess.run(["redis-cli", *args], capture_output=True, text=True,
+                          timeout=5).stdout.strip()
+
+
 def _state(url: str, tmp: Path) -> str:
     return (f"state:\n  backend: redis\n  url: \"{url}\"\n  prefix: kgurl\n"
             f"  snapshot_path: {tmp}/snap.json\n  poll_interval: 100ms\n")
@@ -122,10 +127,8 @@ async def test_unix_socket_with_password(tmp_path: Path, backends, session) -> N
             assert (await status_of(session, g.url))[0] == 503
             await unkill(session, g.admin, scope="route", route="iris")
             assert (await status_of(session, g.url))[0] == 200
-        res = subprocess.run(["redis-cli", "-s", str(sock), "--no-auth-warning", "-a",
-                              "s3cret pass", "-n", "3", "EXISTS", "kgurl:state"],
-                             capture_output=True, text=True, timeout=5)
-        assert res.stdout.strip() == "1"  # in the database the URL names
+        assert _cli("-s", str(sock), "--no-auth-warning", "-a", "s3cret pass", "-n", "3",
+                    "EXISTS", "kgurl:state") == "1"  # in the database the URL names
     finally:
         server.terminate()
         server.wait(10)

@@ -27,7 +27,7 @@ from gateway.audit import AuditDraft, clean_text, utc_now
 from gateway.config import RouteConfig, parse_duration
 from gateway.configfile import LoadedConfig
 from gateway.diff import config_dict
-from gateway.errors import ApiError, AuditError, StateError, StoreUnavailable
+from gateway.errors import ApiError, AuditError, NotDurable, StateError, StoreUnavailable
 from gateway.log import event
 from gateway.model import KillFlag, RouteOverride, StateDoc, kill_key
 from gateway.overrides import effective_stable
@@ -66,6 +66,10 @@ async def _errors(request: web.Request, handler: Any) -> web.StreamResponse:
     except StoreUnavailable as exc:
         return json_error(503, "state_store_unavailable",
                           f"the state store cannot be reached, nothing was changed ({exc})")
+    except NotDurable as exc:
+        resp = json_error(503, "not_durable", str(exc))
+        resp.headers["Retry-After"] = "1"
+        return resp
     except StateError as exc:
         return json_error(409, "conflict", str(exc))
     except web.HTTPRequestEntityTooLarge:

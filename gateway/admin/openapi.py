@@ -52,7 +52,11 @@ def _auth_errors(write: bool) -> dict[str, Any]:
     if write:
         out |= {"400": _err("bad input"), "404": _err("unknown route or version"),
                 "409": _err("conflicting state"), "413": _err("body too large"),
-                "415": _err("not JSON")}
+                "415": _err("not JSON"),
+                "503": _err("auth not configured, or the state store / audit trail is "
+                            "unavailable (nothing was changed), or `not_durable`: the change "
+                            "is in force but fewer than state.min_replicas replicas confirmed "
+                            "it (retry the same call)")}
     else:
         out |= {"400": _err("bad query")}
     return out

@@ -145,6 +145,10 @@ class LocalStore:
                      draft: AuditDraft | None) -> dict[str, Any] | None:
         return await asyncio.to_thread(self._commit, expected, doc, draft)
 
+    async def replicated(self, replicas: int, timeout: float) -> int:
+        """An fsynced file has no replicas to wait for (the config refuses min_replicas)."""
+        return replicas
+
     def listen(self, fn: Callable[[StateDoc | Ack], None]) -> None:
         """Nothing is pushed: `watch` notices a replaced file."""
 

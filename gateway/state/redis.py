@@ -276,6 +276,12 @@ class RedisStore:
         out, self._pushed = self._pushed, []
         return out
 
+    async def replicated(self, replicas: int, timeout: float) -> int:
+        """WAIT on the connection that committed: replicas that acknowledged its writes.
+        Commands queued behind it on that connection wait too (at most `timeout`)."""
+        return int(await self._call("WAIT", replicas, max(1, int(timeout * 1000)),
+                                    timeout=timeout + self.timeout))
+
     # ------------------------------------------------------------------ instances
 
     async def heartbeat(self, instance: str, applied: int, config: str = "") -> None:

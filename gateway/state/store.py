@@ -60,6 +60,10 @@ class Store(Protocol):
         """Changes since the last call, waiting up to `timeout` for the first; raises
         StoreUnavailable when the store's push channel is lost."""
 
+    async def replicated(self, replicas: int, timeout: float) -> int:
+        """After a commit: wait up to `timeout` until `replicas` replicas hold it; returns
+        how many confirmed."""
+
     async def heartbeat(self, instance: str, applied: int, config: str = "") -> None:
         """Announce this instance, the generation it enforces (its ack) and its config."""
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from gateway.audit import AuditDraft
 from gateway.config import StateConfig
-from gateway.errors import AuditError, StateError, StoreConflict
+from gateway.errors import AuditError, NotDurable, StateError, StoreConflict
 from gateway.log import event
 from gateway.metrics import Metrics
 from gateway.model import StateDoc
@@ -367,7 +367,10 @@ class Sync:
                         continue
                 new = change(cur)
                 if new is cur:
-                    return cur, None  # nothing to change: no generation, no audit event
+                    # nothing to change: no generation, no audit event; a retry after
+                    # NotDurable lands here and confirms what is already there
+                    await self._durable(cur.generation)
+                    return cur, None
                 new = new.with_changes(generation=cur.generation + 1)
                 try:
                     ev = await self.store.commit(cur.generation, new, describe(cur, new))
@@ -378,8 +381,25 @@ class Sync:
                 if self._apply(new):
                     # ack and snapshot in the background: the receipt counts us already
                     self._spawn(self._after_apply(new))
+                await self._durable(new.generation)
                 return new, ev
             raise StoreConflict("the state kept changing; try again")
+
+    async def _durable(self, generation: int) -> None:
+        """With `min_replicas`, a write is confirmed only once that many replicas hold it
+        (row 19: a failover must not lose an acknowledged kill)."""
+        need = self.cfg.min_replicas
+        if not need:
+            return
+        try:
+            got = await self.store.replicated(need, self.cfg.replica_timeout)
+        except StateError:
+            got = 0
+        if got < need:
+            self.metrics.inc("killgate_writes_not_durable_total")
+            event(log, "write_not_durable", logging.WARNING, generation=generation,
+                  replicas=got, required=need)
+            raise NotDurable(generation, got, need, self.cfg.replica_timeout)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)

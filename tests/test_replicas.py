@@ -1,0 +1,146 @@
+"""RELIABILITY row 19: a replica promotion must not lose an acknowledged kill.
+
+A primary and a replica on loopback; the gateway reaches "the primary" through a small
+TCP forwarder the test can repoint, which is what a failover looks like from the client.
+With `min_replicas: 1` a write is acknowledged only once the replica holds it (WAIT);
+when the replica does not confirm, the call says so (503 `not_durable`) while the kill
+stays in force; and when the replica that missed the kill is promoted anyway, the
+instances that hold it re-seed it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import subprocess
+import time
+from pathlib import Path
+
+from aiohttp import ClientSession
+
+from tests.backends import echo_app
+from tests.conftest import RedisServer, running_gateway, two_versions, wait_until, write_config
+from tests.test_killswitch import auth, status_of
+
+
+class Forwarder:
+    """127.0.0.1:<port> → 127.0.0.1:<target>; `point(target)` drops every connection."""
+
+    def __init__(self, target: int) -> None:
+        self.target = target
+        self.server: asyncio.Server | None = None
+        self.pipes: set[asyncio.StreamWriter] = set()
+        self.port = 0
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    async def _serve(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        try:
+            ur, uw = await asyncio.open_connection("127.0.0.1", self.target)
+        except OSError:
+            w.close()
+            return
+        self.pipes |= {w, uw}
+
+        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(OSError):
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            dst.close()
+
+        await asyncio.gather(pump(r, uw), pump(ur, w))
+        self.pipes -= {w, uw}
+
+    def point(self, target: int) -> None:
+        self.target = target
+        for w in list(self.pipes):
+            w.close()
+
+    async def close(self) -> None:
+        self.point(self.target)
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+
+
+def _info(redis: RedisServer, field: str) -> str:
+    out = subprocess.run(["redis-cli", "-p", str(redis.port), "INFO", "replication"],
+                         capture_output=True, text=True, timeout=5).stdout
+    for line in out.splitlines():
+        if line.startswith(field + ":"):
+            return line.split(":", 1)[1].strip()
+    return ""
+
+
+async def _post(session: ClientSession, admin: str, path: str, **body: object
+                ) -> tuple[int, dict, str | None]:
+    body.setdefault("reason", "row 19")
+    async with session.post(f"{admin}{path}?wait=2s", json=body, headers=auth()) as r:
+        return r.status, await r.json(), r.headers.get("Retry-After")
+
+
+async def test_promotion_never_loses_an_acknowledged_kill(tmp_path: Path, backends, session,
+                                                         redis_server: RedisServer) -> None:
+    primary = redis_server
+    (tmp_path / "replica").mkdir()
+    replica = RedisServer(tmp_path / "replica")
+    replica.start()
+    fwd = Forwarder(primary.port)
+    await fwd.start()
+    try:
+        replica.cmd("REPLICAOF", "127.0.0.1", str(primary.port))
+        await wait_until(lambda: _info(primary, "connected_slaves") == "1"
+                         and _info(replica, "master_link_status") == "up", 10,
+                         what="the replica to attach")
+        p = await backends(echo_app("v1"))
+        state = (f"state:\n  backend: redis\n  url: redis://127.0.0.1:{fwd.port}/0\n"
+                 f"  prefix: kgrep\n  snapshot_path: {tmp_path}/snap.json\n"
+                 "  poll_interval: 100ms\n  command_timeout: 300ms\n"
+                 "  min_replicas: 1\n  replica_timeout: 200ms\n")
+        cfg = write_config(tmp_path, two_versions(p, p, 100, 0), state=state)
+        async with running_gateway(cfg) as g:
+            # 1. Confirmed: when the call answers, the replica already holds the kill.
+            status, data, _ = await _post(session, g.admin, "/v1/kill", scope="route",
+                                          route="iris")
+            assert status == 200, data
+            assert "route:iris" in replica.cmd("GET", "kgrep:state")  # no waiting: WAIT did
+            status, data, _ = await _post(session, g.admin, "/v1/unkill", scope="route",
+                                          route="iris")
+            assert status == 200, data
+
+            # 2. The replica stops replicating: the kill is in force, the call says it is
+            #    not confirmed (quickly), and a retry says so again rather than "done".
+            replica.cmd("REPLICAOF", "NO", "ONE")
+            await wait_until(lambda: _info(primary, "connected_slaves") == "0", 10,
+                             what="the replica to detach")
+            t0 = time.monotonic()
+            status, data, retry_after = await _post(session, g.admin, "/v1/kill",
+                                                    scope="route", route="iris")
+            assert status == 503 and data["error"]["type"] == "not_durable", data
+            assert retry_after == "1"
+            assert "in force" in data["error"]["message"]
+            assert time.monotonic() - t0 < 2.0
+            assert (await status_of(session, g.url))[0] == 503  # enforced all the same
+            assert "route:iris" not in replica.cmd("GET", "kgrep:state")
+            status, data, _ = await _post(session, g.admin, "/v1/kill", scope="route",
+                                          route="iris")
+            assert status == 503 and data["error"]["type"] == "not_durable", data
+            m = g.gw.metrics.render()
+            assert "killgate_writes_not_durable_total 2" in m, m
+
+            # 3. The replica that missed the kill is promoted: the gateway follows it,
+            #    keeps enforcing, and re-seeds it with the kill it holds.
+            fwd.point(replica.port)
+            deadline = time.monotonic() + 10
+            while "route:iris" not in replica.cmd("GET", "kgrep:state"):
+                assert time.monotonic() < deadline, "the promoted replica was not re-seeded"
+                assert (await status_of(session, g.url))[0] == 503  # never lifted meanwhile
+                await asyncio.sleep(0.02)
+            assert "state.reseed" in replica.cmd("XREVRANGE", "kgrep:audit", "+", "-",
+                                                 "COUNT", "5")
+    finally:
+        await fwd.close()
+        replica.kill()
