@@ -101,7 +101,8 @@ class Gateway:
         cfg = self.loaded.config
         event(log, "phase", phase="config", digest=self.loaded.digest,
               routes=len(cfg.routes), instance=self.instance)
-        self.upstreams = Upstreams(cfg.server.max_connections_per_backend)
+        self.upstreams = Upstreams(cfg.server.max_connections_per_backend,
+                                   cfg.server.max_pending_per_backend)
         self._stack.push_async_callback(self.upstreams.close)
         self.holder.listen(self._on_table)
 

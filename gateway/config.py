@@ -355,6 +355,8 @@ class ServerConfig(_Model):
     header_timeout: Duration = 10.0  # a new connection must send a request head by then
     body_timeout: Duration = 30.0  # the longest pause while reading a request body
     max_connections_per_backend: int = Field(default=256, ge=1, le=100_000)
+    #: requests that may wait for a busy backend's connection; beyond, a fast 503
+    max_pending_per_backend: int = Field(default=1024, ge=0, le=1_000_000)
     access_log: bool = False
 
 

@@ -120,6 +120,13 @@ class UpstreamConnectError(UpstreamError):
     delivered = False
 
 
+class UpstreamOverflow(UpstreamError):
+    """Every connection to the backend is busy and its queue of waiting requests is full:
+    refused at once (our limit, not the backend's failure)."""
+
+    delivered = False
+
+
 class UpstreamTimeout(UpstreamError):
     def __init__(self, phase: str, delivered: bool = True) -> None:
         self.phase = phase

@@ -21,7 +21,7 @@ from aiohttp.http import HttpVersion11
 from multidict import CIMultiDict
 
 from gateway.bodies import BodyReader, BodyTimeout, BodyTooLarge
-from gateway.errors import UpstreamClosed, UpstreamError, UpstreamTimeout
+from gateway.errors import UpstreamClosed, UpstreamError, UpstreamOverflow, UpstreamTimeout
 from gateway.headers import ambiguous_path, request_head, response_head, response_multidict
 from gateway.inflight import Aborted, Handle, Inflight
 from gateway.jsonpeek import Ambiguous, ModelField, find_model, rewrite_model
@@ -380,10 +380,11 @@ class Proxy:
     def _count_error(self, plan: RoutePlan, target: Target, exc: UpstreamError,
                      started: float) -> None:
         kind = "timeout" if isinstance(exc, UpstreamTimeout) else (
+            "overflow" if isinstance(exc, UpstreamOverflow) else
             "connect" if not exc.delivered else type(exc).__name__)
         self.metrics.inc("killgate_upstream_errors_total", (plan.name, target.name, kind),
                          label_names=("route", "version", "kind"))
-        if self.observer is not None:
+        if self.observer is not None and kind != "overflow":  # our limit, not its failure
             self.observer.outcome(plan.name, target.name,
                                   "connect" if not exc.delivered else "error",
                                   self.loop.time() - started)
@@ -397,6 +398,11 @@ class Proxy:
 
     def _upstream_failed(self, plan: RoutePlan, target: Target, decision: str,
                          exc: UpstreamError) -> web.Response:
+        if isinstance(exc, UpstreamOverflow):
+            return self._error(503, "overloaded",
+                               "the backend's connections and queue are full; retry shortly",
+                               plan.name, target.name, decision,
+                               extra_headers={"retry-after": "1"})
         if isinstance(exc, UpstreamTimeout):
             return self._error(504, "upstream_timeout",
                                f"the backend did not answer in time ({exc.phase} timeout)",

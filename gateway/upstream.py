@@ -21,6 +21,7 @@ from gateway.errors import (
     UpstreamClosed,
     UpstreamConnectError,
     UpstreamError,
+    UpstreamOverflow,
     UpstreamProtocolError,
     UpstreamTimeout,
 )
@@ -255,11 +256,13 @@ class Pool:
     """Keep-alive connections to one origin (scheme, host, port)."""
 
     def __init__(self, scheme: str, host: str, port: int, max_conns: int,
-                 loop: asyncio.AbstractEventLoop, waiting: set[Exchange] | None = None) -> None:
+                 loop: asyncio.AbstractEventLoop, waiting: set[Exchange] | None = None,
+                 max_pending: int = 1024) -> None:
         self.scheme, self.host, self.port = scheme, host, port
         self.loop = loop
         self.waiting: set[Exchange] = waiting if waiting is not None else set()
         self.max_conns = max_conns
+        self.max_pending = max_pending
         self.idle: list[Exchange] = []
         self.open = 0
         self._waiters: deque[asyncio.Future[None]] = deque()
@@ -277,6 +280,9 @@ class Pool:
                 ex._reset()
                 return ex, True
         if self.open >= self.max_conns:
+            if len(self._waiters) >= self.max_pending:
+                raise UpstreamOverflow(f"{self.host}:{self.port} has {self.open} busy connections "
+                                       f"and {len(self._waiters)} requests waiting")
             fut = self.loop.create_future()
             self._waiters.append(fut)
             try:
@@ -340,8 +346,9 @@ class Upstreams:
     #: how often waiting exchanges are checked against their deadlines (their precision)
     SWEEP = 0.01
 
-    def __init__(self, max_conns_per_backend: int) -> None:
+    def __init__(self, max_conns_per_backend: int, max_pending_per_backend: int = 1024) -> None:
         self.max_conns = max_conns_per_backend
+        self.max_pending = max_pending_per_backend
         self.pools: dict[tuple[str, str, int], Pool] = {}
         self.waiting: set[Exchange] = set()  # exchanges waiting on a backend, every pool
         self._sweeper: asyncio.Task[None] | None = None
@@ -350,7 +357,8 @@ class Upstreams:
         p = self.pools.get(origin)
         if p is None:
             loop = asyncio.get_running_loop()
-            p = self.pools[origin] = Pool(*origin, self.max_conns, loop, self.waiting)
+            p = self.pools[origin] = Pool(*origin, self.max_conns, loop, self.waiting,
+                                          self.max_pending)
             if self._sweeper is None:
                 self._sweeper = loop.create_task(self._sweep(), name="upstream-deadlines")
         return p
