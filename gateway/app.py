@@ -127,8 +127,12 @@ class Gateway:
         proxy = Proxy(self.holder, self.upstreams, self.inflight, self.metrics,
                       cfg.server.max_body_size, cfg.server.model_peek_bytes,
                       observer=_Fanout(self.health, self.rollout),
-                      body_timeout=cfg.server.body_timeout)
+                      body_timeout=cfg.server.body_timeout,
+                      max_inflight=cfg.server.max_inflight)
         server = GuardedServer(proxy, header_timeout=cfg.server.header_timeout,
+                               max_connections=cfg.server.max_connections,
+                               on_refused=lambda: self.metrics.inc(
+                                   "killgate_connections_refused_total"),
                                handler_cancellation=True, access_log=None,
                                auto_decompress=False,
                                keepalive_timeout=cfg.server.keepalive_timeout,

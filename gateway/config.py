@@ -357,6 +357,10 @@ class ServerConfig(_Model):
     max_connections_per_backend: int = Field(default=256, ge=1, le=100_000)
     #: requests that may wait for a busy backend's connection; beyond, a fast 503
     max_pending_per_backend: int = Field(default=1024, ge=0, le=1_000_000)
+    #: requests in flight in one process (streams included); beyond, a fast 503
+    max_inflight: int = Field(default=10_000, ge=1, le=1_000_000)
+    #: open client connections per process; beyond, new ones are closed at once
+    max_connections: int = Field(default=20_000, ge=1, le=1_000_000)
     access_log: bool = False
 
 

@@ -1,15 +1,18 @@
-"""The data-plane listener: aiohttp's low-level server with a header-read deadline.
+"""The data-plane listener: aiohttp's low-level server with a header-read deadline and a
+connection cap.
 
-Owns what aiohttp does not do (RELIABILITY rows 37-38, measured: aiohttp keeps a
+Owns what aiohttp does not do (RELIABILITY rows 37-39, measured: aiohttp keeps a
 connection that never sends a request open forever): a connection must deliver a complete
 request head within `server.header_timeout` of being accepted, or it is closed. Later
-requests on a keep-alive connection are covered by aiohttp's keep-alive timeout.
+requests on a keep-alive connection are covered by aiohttp's keep-alive timeout. Beyond
+`server.max_connections` open connections, a new one is closed as soon as it is accepted.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from collections.abc import Callable
+from typing import Any, cast
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
@@ -18,13 +21,20 @@ __all__ = ["GuardedServer"]
 
 
 class _HeadDeadline(RequestHandler):
-    __slots__ = ("_kg_deadline", "_kg_timeout")
+    __slots__ = ("_kg_deadline", "_kg_server", "_kg_timeout")
     _kg_timeout: float
+    _kg_server: GuardedServer
+    _kg_deadline: asyncio.TimerHandle | None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        self._kg_deadline: asyncio.TimerHandle | None = self._loop.call_later(
-            self._kg_timeout, self._kg_expire)
+        server = self._kg_server
+        if server.open_connections() > server.max_connections:
+            self._kg_deadline = None
+            server.on_refused()
+            cast(asyncio.Transport, transport).abort()  # over the cap: refuse fast
+            return
+        self._kg_deadline = self._loop.call_later(self._kg_timeout, self._kg_expire)
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
@@ -45,13 +55,22 @@ class _HeadDeadline(RequestHandler):
 
 
 class GuardedServer(web.Server):
-    """`web.Server` whose connections must send a request head within `header_timeout`."""
+    """`web.Server` whose connections must send a request head within `header_timeout`,
+    and that holds at most `max_connections` of them."""
 
-    def __init__(self, handler: Any, *, header_timeout: float, **kwargs: Any) -> None:
+    def __init__(self, handler: Any, *, header_timeout: float, max_connections: int = 20_000,
+                 on_refused: Callable[[], None] = lambda: None, **kwargs: Any) -> None:
         super().__init__(handler, **kwargs)
         self.header_timeout = header_timeout
+        self.max_connections = max_connections
+        self.on_refused = on_refused
+
+    def open_connections(self) -> int:
+        conns = getattr(self, "_connections", None)  # aiohttp's own dict: O(1)
+        return len(conns) if conns is not None else len(self.connections)
 
     def __call__(self) -> RequestHandler:
         proto = _HeadDeadline(self, loop=self._loop, **self._kwargs)
         proto._kg_timeout = self.header_timeout
+        proto._kg_server = self
         return proto

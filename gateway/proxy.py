@@ -60,8 +60,9 @@ class Proxy:
     def __init__(self, holder: TableHolder, upstreams: Upstreams, inflight: Inflight,
                  metrics: Metrics, max_body: int, peek_bytes: int,
                  observer: Observer | None = None, scheme: str = "http",
-                 body_timeout: float = 30.0) -> None:
+                 body_timeout: float = 30.0, max_inflight: int = 10_000) -> None:
         self.body_timeout = body_timeout
+        self.max_inflight = max_inflight
         self.bodies = BodyReader(max_body, peek_bytes, body_timeout)
         self.holder = holder
         self.upstreams = upstreams
@@ -86,6 +87,11 @@ class Proxy:
 
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
         inflight = self.inflight
+        if inflight.count >= self.max_inflight:
+            # Shed at once (RELIABILITY row 40): admitted requests keep their latency.
+            self.metrics.inc("killgate_requests_shed_total")
+            return self._error(503, "overloaded", "this gateway is at its limit of requests "
+                               "in flight; retry shortly", extra_headers={"retry-after": "1"})
         inflight.count += 1
         try:
             return await self._handle(request, self.holder.table)
