@@ -24,7 +24,7 @@ from gateway.errors import AuditError, StoreConflict, StoreUnavailable
 from gateway.model import StateDoc
 from gateway.state.store import Ack
 
-__all__ = ["LocalStore", "atomic_write"]
+__all__ = ["LocalStore", "atomic_write", "last_line"]
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -42,7 +42,7 @@ def atomic_write(path: Path, data: bytes) -> None:
         os.close(dfd)
 
 
-def _last_line(path: Path) -> bytes | None:
+def last_line(path: Path) -> bytes | None:
     try:
         with open(path, "rb") as f:
             f.seek(0, os.SEEK_END)
@@ -127,7 +127,7 @@ class LocalStore:
 
     def _append_audit(self, draft: AuditDraft) -> dict[str, Any]:
         try:
-            last = _last_line(self.audit_path)
+            last = last_line(self.audit_path)
             prev = json.loads(last)["hash"] if last else GENESIS
             event = seal(draft.as_event(), prev)
             line = json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"

@@ -29,7 +29,7 @@ from gateway.log import event
 from gateway.metrics import Metrics
 from gateway.model import StateDoc
 from gateway.snapshot import TableHolder
-from gateway.state.local import atomic_write
+from gateway.state.local import atomic_write, last_line
 from gateway.state.store import Ack, Store, merge_restrictive, new_epoch
 
 __all__ = ["Sync"]
@@ -310,11 +310,29 @@ class Sync:
         Failures are logged and retried; they never affect the gateway."""
         cursor_file = path.with_name(path.name + ".cursor")
         cursor = cursor_file.read_text().strip() if cursor_file.exists() else None
+        # A stop between appending a batch and saving the cursor leaves the cursor one batch
+        # behind: skip what the file already ends with, so nothing is copied twice.
+        last = await asyncio.to_thread(last_line, path)
+        resume_after = _hash_of(last)
+        batch = 500
         while True:
             try:
-                events, new = await self.store.audit_since(cursor, 500)
+                fetched, new = await self.store.audit_since(cursor, batch)
+                events = fetched
+                if resume_after is not None and fetched:
+                    hashes = [e.get("hash") for e in fetched]
+                    if fetched[0].get("prev_hash") == resume_after:
+                        resume_after = None  # the cursor was right
+                    elif resume_after in hashes:
+                        events = fetched[hashes.index(resume_after) + 1:]
+                        resume_after = None
+                    elif len(fetched) == batch:
+                        events = []  # older than the file's end: copied already
+                    else:
+                        resume_after = None  # another chain (a flushed store): copy as is
                 if events:
                     await asyncio.to_thread(_append_lines, path, events)
+                if fetched:
                     await asyncio.to_thread(atomic_write, cursor_file, (new or "").encode())
                     cursor = new
                     continue  # there may be more
@@ -472,6 +490,14 @@ class Sync:
             "from_snapshot": self.from_snapshot, "epoch": self.holder.doc.epoch,
             "last_error": self.last_error,
         }
+
+
+def _hash_of(line: bytes | None) -> str | None:
+    try:
+        h = json.loads(line).get("hash") if line else None
+    except (ValueError, AttributeError):
+        return None
+    return h if isinstance(h, str) else None
 
 
 def _append_lines(path: Path, events: list[dict[str, Any]]) -> None:
