@@ -11,7 +11,6 @@ instances that hold it re-seed it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import subprocess
 import time
 from pathlib import Path
@@ -20,50 +19,8 @@ from aiohttp import ClientSession
 
 from tests.backends import echo_app
 from tests.conftest import RedisServer, running_gateway, two_versions, wait_until, write_config
+from tests.faultproxy import Forwarder
 from tests.test_killswitch import auth, status_of
-
-
-class Forwarder:
-    """127.0.0.1:<port> → 127.0.0.1:<target>; `point(target)` drops every connection."""
-
-    def __init__(self, target: int) -> None:
-        self.target = target
-        self.server: asyncio.Server | None = None
-        self.pipes: set[asyncio.StreamWriter] = set()
-        self.port = 0
-
-    async def start(self) -> None:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.port = self.server.sockets[0].getsockname()[1]
-
-    async def _serve(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-        try:
-            ur, uw = await asyncio.open_connection("127.0.0.1", self.target)
-        except OSError:
-            w.close()
-            return
-        self.pipes |= {w, uw}
-
-        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(OSError):
-                while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
-            dst.close()
-
-        await asyncio.gather(pump(r, uw), pump(ur, w))
-        self.pipes -= {w, uw}
-
-    def point(self, target: int) -> None:
-        self.target = target
-        for w in list(self.pipes):
-            w.close()
-
-    async def close(self) -> None:
-        self.point(self.target)
-        if self.server is not None:
-            self.server.close()
-            await self.server.wait_closed()
 
 
 def _info(redis: RedisServer, field: str) -> str:

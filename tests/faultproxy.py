@@ -1,0 +1,72 @@
+"""A TCP fault proxy for tests (RELIABILITY §5): loopback only, switchable at runtime."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+__all__ = ["Forwarder"]
+
+
+class Forwarder:
+    """127.0.0.1:<port> → 127.0.0.1:<target>. `point(target)` drops every connection (a
+    failover, seen from the client); `latency` delays each chunk sent to the target."""
+
+    def __init__(self, target: int) -> None:
+        self.target = target
+        self.latency = 0.0
+        self.server: asyncio.Server | None = None
+        self.pipes: set[asyncio.StreamWriter] = set()
+        self.port = 0
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    async def _serve(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        try:
+            ur, uw = await asyncio.open_connection("127.0.0.1", self.target)
+        except OSError:
+            w.close()
+            return
+        self.pipes |= {w, uw}
+
+        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter,
+                       delayed: bool) -> None:
+            # Each chunk is held `latency` from its arrival (a delay line, not a queue
+            # that adds up): what toxiproxy's latency toxic does.
+            line: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
+            loop = asyncio.get_running_loop()
+
+            async def out() -> None:
+                while True:
+                    due, data = await line.get()
+                    if not data:
+                        break
+                    if (wait := due - loop.time()) > 0:
+                        await asyncio.sleep(wait)
+                    dst.write(data)
+                    await dst.drain()
+
+            sender = asyncio.ensure_future(out())
+            with contextlib.suppress(OSError):
+                while data := await src.read(65536):
+                    line.put_nowait((loop.time() + (self.latency if delayed else 0.0), data))
+            line.put_nowait((0.0, b""))
+            with contextlib.suppress(OSError):
+                await sender
+            dst.close()
+
+        await asyncio.gather(pump(r, uw, True), pump(ur, w, False))
+        self.pipes -= {w, uw}
+
+    def point(self, target: int) -> None:
+        self.target = target
+        for w in list(self.pipes):
+            w.close()
+
+    async def close(self) -> None:
+        self.point(self.target)
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
