@@ -76,6 +76,11 @@ class StoreConflict(StateError):
     pass
 
 
+class StoreOutcomeUnknown(StoreUnavailable):
+    """A write reached the store but its answer did not come back (timeout, reset): it may
+    or may not have been applied."""
+
+
 class NotDurable(StateError):
     """A change is committed on the primary (and in force) but fewer replicas than
     `state.min_replicas` confirmed it in time: a failover now could lose it."""

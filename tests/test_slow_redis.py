@@ -7,13 +7,14 @@ working, and a kill still reaches the data plane and answers with its receipt.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 
 from tests.backends import echo_app
 from tests.conftest import RedisServer, running_gateway, two_versions, write_config
 from tests.faultproxy import Forwarder
-from tests.test_killswitch import INFER, kill, status_of
+from tests.test_killswitch import INFER, auth, kill, status_of
 
 
 async def _p99(session, url: str, n: int = 300) -> float:
@@ -50,5 +51,36 @@ async def test_slow_redis_leaves_the_data_plane_alone(tmp_path: Path, backends, 
             assert 0.5 <= time.monotonic() - t0 < 8.0  # slow, as Redis is, but done
             assert (await status_of(session, g.url))[0] == 503
             assert g.gw.sync.connected and g.gw.sync.last_error is None
+    finally:
+        await fwd.close()
+
+
+async def test_unconfirmed_commit_is_reported_as_unknown(tmp_path: Path, backends, session,
+                                                         redis_server: RedisServer) -> None:
+    """A commit that leaves but whose answer does not come back in time may have been
+    applied: the call says so (503 outcome_unknown), not "nothing was changed"; and here it
+    was applied — the kill arrives once Redis gets the delayed command."""
+    fwd = Forwarder(redis_server.port)
+    await fwd.start()
+    try:
+        p = await backends(echo_app("v1"))
+        state = (f"state:\n  backend: redis\n  url: redis://127.0.0.1:{fwd.port}/0\n"
+                 f"  prefix: kgunk\n  snapshot_path: {tmp_path}/snap.json\n"
+                 "  poll_interval: 100ms\n  command_timeout: 300ms\n")
+        cfg = write_config(tmp_path, two_versions(p, p, 100, 0), state=state)
+        async with running_gateway(cfg) as g:
+            fwd.latency = 1.0  # the command reaches Redis after the call gave up on it
+            async with session.post(f"{g.admin}/v1/kill?wait=0s", headers=auth(),
+                                    json={"scope": "route", "route": "iris",
+                                          "reason": "slow"}) as r:
+                body = await r.json()
+                assert r.status == 503 and body["error"]["type"] == "outcome_unknown", body
+                assert "may be in force" in body["error"]["message"]
+            fwd.latency = 0.0
+            deadline = time.monotonic() + 10
+            while (await status_of(session, g.url))[0] != 503:
+                assert time.monotonic() < deadline, "the delayed commit never took effect"
+                await asyncio.sleep(0.05)
+            assert "route:iris" in redis_server.cmd("GET", "kgunk:state")
     finally:
         await fwd.close()

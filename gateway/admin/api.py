@@ -27,7 +27,14 @@ from gateway.audit import AuditDraft, clean_text, utc_now
 from gateway.config import RouteConfig, parse_duration
 from gateway.configfile import LoadedConfig
 from gateway.diff import config_dict
-from gateway.errors import ApiError, AuditError, NotDurable, StateError, StoreUnavailable
+from gateway.errors import (
+    ApiError,
+    AuditError,
+    NotDurable,
+    StateError,
+    StoreOutcomeUnknown,
+    StoreUnavailable,
+)
 from gateway.log import event
 from gateway.model import KillFlag, RouteOverride, StateDoc, kill_key
 from gateway.overrides import effective_stable
@@ -63,6 +70,11 @@ async def _errors(request: web.Request, handler: Any) -> web.StreamResponse:
         event(log, "audit_write_failed", logging.ERROR, error=str(exc))
         return json_error(503, "audit_unavailable",
                           "the audit trail cannot be written, so the action was not applied")
+    except StoreOutcomeUnknown as exc:
+        return json_error(503, "outcome_unknown",
+                          f"the state store took the change but did not confirm it ({exc}): it "
+                          "may be in force; check `killgate status` (the generation) before "
+                          "retrying, or retry with the same Idempotency-Key")
     except StoreUnavailable as exc:
         return json_error(503, "state_store_unavailable",
                           f"the state store cannot be reached, nothing was changed ({exc})")

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 from gateway.audit import GENESIS, AuditDraft, seal
-from gateway.errors import AuditError, StoreConflict, StoreUnavailable
+from gateway.errors import AuditError, StoreConflict, StoreOutcomeUnknown, StoreUnavailable
 from gateway.log import event
 from gateway.model import StateDoc
 from gateway.state.resp import Endpoint, RespConnection, RespError, connect, parse_endpoint
@@ -36,6 +36,7 @@ __all__ = ["RedisStore"]
 Listener = Callable[[StateDoc | Ack], None]
 
 log = logging.getLogger("killgate.state")
+
 
 class _Script:
     def __init__(self, text: str) -> None:
@@ -146,20 +147,23 @@ class RedisStore:
             raise StoreUnavailable(f"redis unavailable: {exc}") from None
 
     async def _script(self, script: _Script, keys: list[str], args: list[str],
-                      refused: type[Exception] = StoreUnavailable) -> Any:
-        conn = await self._conn()
-        try:
-            return await conn.call("EVALSHA", script.sha, len(keys), *keys, *args,
-                                   timeout=self.timeout)
-        except RespError as exc:
-            if not str(exc).startswith("NOSCRIPT"):
-                raise refused(f"redis refused: {exc}") from None
-        except TimeoutError:
-            raise StoreUnavailable("redis did not answer in time") from None
-        except OSError as exc:
-            raise StoreUnavailable(f"redis unavailable: {exc}") from None
-        # first use on this server (or after SCRIPT FLUSH): EVAL also caches it
-        return await self._call("EVAL", script.text, len(keys), *keys, *args, refused=refused)
+                      refused: type[Exception] = StoreUnavailable, writes: bool = False) -> Any:
+        """EVALSHA (EVAL the first time on a server). With `writes`, a timeout or a reset
+        once the command is on its way raises StoreOutcomeUnknown: it may have run."""
+        lost = StoreOutcomeUnknown if writes else StoreUnavailable
+        for op, first in (("EVALSHA", script.sha), ("EVAL", script.text)):
+            conn = await self._conn()  # failing here, nothing was sent
+            try:
+                return await conn.call(op, first, len(keys), *keys, *args, timeout=self.timeout)
+            except RespError as exc:
+                if op == "EVAL" or not str(exc).startswith("NOSCRIPT"):
+                    raise refused(f"redis refused: {exc}") from None
+                # first use on this server (or after SCRIPT FLUSH): EVAL also caches it
+            except TimeoutError:
+                raise lost("redis did not answer in time") from None
+            except OSError as exc:
+                raise lost(f"redis unavailable: {exc}") from None
+        raise AssertionError("unreachable")
 
     def listen(self, fn: Listener) -> None:
         """Pushed documents and acks go straight to `fn` as they are read."""
@@ -243,7 +247,7 @@ class RedisStore:
             # READONLY replica, OOM, script errors: nothing was written, the action is refused.
             res = await self._script(
                 _COMMIT, [self.k_state, self.k_gen, self.k_audit, self.k_head], args,
-                refused=AuditError)
+                refused=AuditError, writes=True)
             status = res[0].decode() if isinstance(res[0], bytes) else str(res[0])
             if status == "conflict":
                 raise StoreConflict("the state changed under us")
