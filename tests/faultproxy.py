@@ -8,13 +8,24 @@ import contextlib
 __all__ = ["Forwarder"]
 
 
+class Link:
+    """One forwarded connection: what its client sent first, and a mute switch that
+    silently drops what the target sends back (a half-open connection)."""
+
+    def __init__(self) -> None:
+        self.head = b""
+        self.muted = False
+
+
 class Forwarder:
     """127.0.0.1:<port> → 127.0.0.1:<target>. `point(target)` drops every connection (a
-    failover, seen from the client); `latency` delays each chunk sent to the target."""
+    failover, seen from the client); `latency` delays each chunk sent to the target;
+    `links` lists the connections, oldest first."""
 
     def __init__(self, target: int) -> None:
         self.target = target
         self.latency = 0.0
+        self.links: list[Link] = []
         self.server: asyncio.Server | None = None
         self.pipes: set[asyncio.StreamWriter] = set()
         self.port = 0
@@ -30,6 +41,8 @@ class Forwarder:
             w.close()
             return
         self.pipes |= {w, uw}
+        link = Link()
+        self.links.append(link)
 
         async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter,
                        delayed: bool) -> None:
@@ -45,6 +58,10 @@ class Forwarder:
                         break
                     if (wait := due - loop.time()) > 0:
                         await asyncio.sleep(wait)
+                    if delayed and len(link.head) < 512:
+                        link.head += data
+                    if not delayed and link.muted:
+                        continue
                     dst.write(data)
                     await dst.drain()
 

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from tests.backends import echo_app
-from tests.conftest import RedisServer, running_gateway, two_versions, write_config
+from tests.conftest import RedisServer, running_gateway, two_versions, wait_until, write_config
 from tests.faultproxy import Forwarder
 from tests.test_killswitch import INFER, auth, kill, status_of
 
@@ -82,5 +82,37 @@ async def test_unconfirmed_commit_is_reported_as_unknown(tmp_path: Path, backend
                 assert time.monotonic() < deadline, "the delayed commit never took effect"
                 await asyncio.sleep(0.05)
             assert "route:iris" in redis_server.cmd("GET", "kgunk:state")
+    finally:
+        await fwd.close()
+
+
+async def test_a_silent_subscription_is_replaced(tmp_path: Path, backends,
+                                                 redis_server: RedisServer) -> None:
+    """A subscription whose socket stays open but delivers nothing (a half-open
+    connection) is noticed — our own heartbeats stop coming back on it — and replaced, so
+    pushes flow again instead of the sync falling back to polling for good."""
+    fwd = Forwarder(redis_server.port)
+    await fwd.start()
+    try:
+        p = await backends(echo_app("v1"))
+        state = (f"state:\n  backend: redis\n  url: redis://127.0.0.1:{fwd.port}/0\n"
+                 f"  prefix: kgsil\n  snapshot_path: {tmp_path}/snap.json\n"
+                 "  poll_interval: 100ms\n  heartbeat_interval: 200ms\n"
+                 "  command_timeout: 300ms\n")
+        cfg = write_config(tmp_path, two_versions(p, p, 100, 0), state=state)
+        async with running_gateway(cfg) as g:
+            def subscriptions() -> list:
+                return [ln for ln in fwd.links if b"SUBSCRIBE" in ln.head]
+
+            await wait_until(lambda: len(subscriptions()) == 1, 5, what="the subscription")
+            subscriptions()[0].muted = True
+            t0 = time.monotonic()
+            await wait_until(lambda: len(subscriptions()) == 2, 5,
+                             what="a new subscription")
+            assert time.monotonic() - t0 < 3.0  # 3 heartbeats + a timeout: ~0.9 s
+            # pushes flow again: an ack only ever arrives by pub/sub
+            redis_server.cmd("PUBLISH", "kgsil:acks", "elsewhere 7")
+            await wait_until(lambda: g.gw.sync.acks.get("elsewhere") == 7, 2,
+                             what="a pushed ack")
     finally:
         await fwd.close()

@@ -28,7 +28,10 @@ def make_sync(loaded: LoadedConfig, holder: TableHolder, metrics: Metrics,
     if cfg.backend == "redis":
         from gateway.state.redis import RedisStore
 
-        store = RedisStore(cfg.url, cfg.prefix, cfg.command_timeout)
+        # our own heartbeat comes back on the acks channel every heartbeat_interval: a
+        # subscription silent for 3 of them is dead even if its socket looks open
+        store = RedisStore(cfg.url, cfg.prefix, cfg.command_timeout,
+                           silence=3 * cfg.heartbeat_interval + cfg.command_timeout)
     else:
         store = LocalStore(loaded.resolve(cfg.path))
     mirror = loaded.resolve(cfg.audit_mirror) if cfg.audit_mirror else None

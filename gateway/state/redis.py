@@ -78,9 +78,10 @@ class RedisStore:
     backend = "redis"
     pushes = True
 
-    def __init__(self, url: str, prefix: str, timeout: float) -> None:
+    def __init__(self, url: str, prefix: str, timeout: float, silence: float = 10.0) -> None:
         self.url = url
         self.timeout = timeout
+        self.silence = silence  # a subscription that hears nothing this long is dead
         p = prefix
         self.k_state, self.k_gen = f"{p}:state", f"{p}:gen"
         self.k_audit, self.k_head = f"{p}:audit", f"{p}:audit:head"
@@ -265,6 +266,10 @@ class RedisStore:
         sub = self._sub
         if sub is None or sub.closed.done():
             raise StoreUnavailable("the redis subscription was lost")
+        if asyncio.get_running_loop().time() - sub.last_rx > self.silence:
+            # not even our own heartbeats come back: a half-open connection
+            raise StoreUnavailable(f"the redis subscription heard nothing for "
+                                   f"{self.silence:g}s")
         if not self._pushed:
             if self._wake is None:
                 self._wake = asyncio.Event()

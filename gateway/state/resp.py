@@ -112,7 +112,9 @@ class RespConnection(asyncio.Protocol):
         self._waiting: collections.deque[asyncio.Future[Any]] = collections.deque()
         self._transport: asyncio.Transport | None = None
         self._on_message = on_message
-        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._loop = asyncio.get_running_loop()
+        self.closed: asyncio.Future[None] = self._loop.create_future()
+        self.last_rx = self._loop.time()  # when bytes last arrived
 
     # -------------------------------------------------------------- asyncio.Protocol
 
@@ -120,6 +122,7 @@ class RespConnection(asyncio.Protocol):
         self._transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
 
     def data_received(self, data: bytes) -> None:
+        self.last_rx = self._loop.time()
         self._reader.feed(data)
         while True:
             try:
@@ -179,8 +182,9 @@ class RespConnection(asyncio.Protocol):
             raise
 
     def close(self) -> None:
+        """Drop the connection now (nothing we would still send matters once we close)."""
         if self._transport is not None:
-            self._transport.close()
+            self._transport.abort()
 
     async def aclose(self, timeout: float = 1.0) -> None:
         self.close()
