@@ -4,8 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from pathlib import Path
 
-__all__ = ["Forwarder"]
+__all__ = ["Forwarder", "redis_state_via"]
+
+
+def redis_state_via(fwd: Forwarder, tmp: Path, prefix: str, **opts: str) -> str:
+    """A `state:` section for a redis store reached through `fwd`."""
+    lines = [f"  {k}: {v}\n" for k, v in {"poll_interval": "100ms", **opts}.items()]
+    return (f"state:\n  backend: redis\n  url: redis://127.0.0.1:{fwd.port}/0\n"
+            f"  prefix: {prefix}\n  snapshot_path: {tmp}/snap.json\n" + "".join(lines))
 
 
 class Link:

@@ -19,7 +19,7 @@ from aiohttp import ClientSession
 
 from tests.backends import echo_app
 from tests.conftest import RedisServer, running_gateway, two_versions, wait_until, write_config
-from tests.faultproxy import Forwarder
+from tests.faultproxy import Forwarder, redis_state_via
 from tests.test_killswitch import auth, status_of
 
 
@@ -53,10 +53,8 @@ async def test_promotion_never_loses_an_acknowledged_kill(tmp_path: Path, backen
                          and _info(replica, "master_link_status") == "up", 10,
                          what="the replica to attach")
         p = await backends(echo_app("v1"))
-        state = (f"state:\n  backend: redis\n  url: redis://127.0.0.1:{fwd.port}/0\n"
-                 f"  prefix: kgrep\n  snapshot_path: {tmp_path}/snap.json\n"
-                 "  poll_interval: 100ms\n  command_timeout: 300ms\n"
-                 "  min_replicas: 1\n  replica_timeout: 200ms\n")
+        state = redis_state_via(fwd, tmp_path, "kgrep", command_timeout="300ms",
+                                min_replicas="1", replica_timeout="200ms")
         cfg = write_config(tmp_path, two_versions(p, p, 100, 0), state=state)
         async with running_gateway(cfg) as g:
             # 1. Confirmed: when the call answers, the replica already holds the kill.

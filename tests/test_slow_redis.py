@@ -9,12 +9,23 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
+
+import pytest
 
 from tests.backends import echo_app
 from tests.conftest import RedisServer, running_gateway, two_versions, wait_until, write_config
-from tests.faultproxy import Forwarder
+from tests.faultproxy import Forwarder, redis_state_via
 from tests.test_killswitch import INFER, auth, kill, status_of
+
+
+@pytest.fixture
+async def fwd(redis_server: RedisServer) -> AsyncIterator[Forwarder]:
+    f = Forwarder(redis_server.port)
+    await f.start()
+    yield f
+    await f.close()
 
 
 async def _p99(session, url: str, n: int = 300) -> float:
@@ -30,89 +41,69 @@ async def _p99(session, url: str, n: int = 300) -> float:
 
 
 async def test_slow_redis_leaves_the_data_plane_alone(tmp_path: Path, backends, session,
-                                                      redis_server: RedisServer) -> None:
-    fwd = Forwarder(redis_server.port)
-    await fwd.start()
-    try:
-        p = await backends(echo_app("v1"))
-        state = (f"state:\n  backend: redis\n  url: redis://127.0.0.1:{fwd.port}/0\n"
-                 f"  prefix: kgslow\n  snapshot_path: {tmp_path}/snap.json\n"
-                 "  poll_interval: 100ms\n  command_timeout: 2s\n")
-        cfg = write_config(tmp_path, two_versions(p, p, 100, 0), state=state)
-        async with running_gateway(cfg) as g:
-            quiet = await _p99(session, g.url)
-            fwd.latency = 0.5
-            slow = await _p99(session, g.url)
-            # "within noise": generous, since both are sub-millisecond-to-few-ms figures
-            assert slow < 3 * quiet + 0.005, (quiet, slow)
-            t0 = time.monotonic()
-            receipt = await kill(session, g.admin, wait="10s", scope="route", route="iris")
-            assert receipt["applied"]["acked"] == receipt["applied"]["instances"], receipt
-            assert 0.5 <= time.monotonic() - t0 < 8.0  # slow, as Redis is, but done
-            assert (await status_of(session, g.url))[0] == 503
-            assert g.gw.sync.connected and g.gw.sync.last_error is None
-    finally:
-        await fwd.close()
+                                                      fwd: Forwarder) -> None:
+    p = await backends(echo_app("v1"))
+    state = redis_state_via(fwd, tmp_path, "kgslow", command_timeout="2s")
+    cfg = write_config(tmp_path, two_versions(p, p, 100, 0), state=state)
+    async with running_gateway(cfg) as g:
+        quiet = await _p99(session, g.url)
+        fwd.latency = 0.5
+        slow = await _p99(session, g.url)
+        # "within noise": generous, since both are sub-millisecond-to-few-ms figures
+        assert slow < 3 * quiet + 0.005, (quiet, slow)
+        t0 = time.monotonic()
+        receipt = await kill(session, g.admin, wait="10s", scope="route", route="iris")
+        assert receipt["applied"]["acked"] == receipt["applied"]["instances"], receipt
+        assert 0.5 <= time.monotonic() - t0 < 8.0  # slow, as Redis is, but done
+        assert (await status_of(session, g.url))[0] == 503
+        assert g.gw.sync.connected and g.gw.sync.last_error is None
 
 
 async def test_unconfirmed_commit_is_reported_as_unknown(tmp_path: Path, backends, session,
+                                                         fwd: Forwarder,
                                                          redis_server: RedisServer) -> None:
     """A commit that leaves but whose answer does not come back in time may have been
     applied: the call says so (503 outcome_unknown), not "nothing was changed"; and here it
     was applied — the kill arrives once Redis gets the delayed command."""
-    fwd = Forwarder(redis_server.port)
-    await fwd.start()
-    try:
-        p = await backends(echo_app("v1"))
-        state = (f"state:\n  backend: redis\n  url: redis://127.0.0.1:{fwd.port}/0\n"
-                 f"  prefix: kgunk\n  snapshot_path: {tmp_path}/snap.json\n"
-                 "  poll_interval: 100ms\n  command_timeout: 300ms\n")
-        cfg = write_config(tmp_path, two_versions(p, p, 100, 0), state=state)
-        async with running_gateway(cfg) as g:
-            fwd.latency = 1.0  # the command reaches Redis after the call gave up on it
-            async with session.post(f"{g.admin}/v1/kill?wait=0s", headers=auth(),
-                                    json={"scope": "route", "route": "iris",
-                                          "reason": "slow"}) as r:
-                body = await r.json()
-                assert r.status == 503 and body["error"]["type"] == "outcome_unknown", body
-                assert "may be in force" in body["error"]["message"]
-            fwd.latency = 0.0
-            deadline = time.monotonic() + 10
-            while (await status_of(session, g.url))[0] != 503:
-                assert time.monotonic() < deadline, "the delayed commit never took effect"
-                await asyncio.sleep(0.05)
-            assert "route:iris" in redis_server.cmd("GET", "kgunk:state")
-    finally:
-        await fwd.close()
+    p = await backends(echo_app("v1"))
+    state = redis_state_via(fwd, tmp_path, "kgunk", command_timeout="300ms")
+    cfg = write_config(tmp_path, two_versions(p, p, 100, 0), state=state)
+    async with running_gateway(cfg) as g:
+        fwd.latency = 1.0  # the command reaches Redis after the call gave up on it
+        async with session.post(f"{g.admin}/v1/kill?wait=0s", headers=auth(),
+                                json={"scope": "route", "route": "iris",
+                                      "reason": "slow"}) as r:
+            body = await r.json()
+            assert r.status == 503 and body["error"]["type"] == "outcome_unknown", body
+            assert "may be in force" in body["error"]["message"]
+        fwd.latency = 0.0
+        deadline = time.monotonic() + 10
+        while (await status_of(session, g.url))[0] != 503:
+            assert time.monotonic() < deadline, "the delayed commit never took effect"
+            await asyncio.sleep(0.05)
+        assert "route:iris" in redis_server.cmd("GET", "kgunk:state")
 
 
-async def test_a_silent_subscription_is_replaced(tmp_path: Path, backends,
+async def test_a_silent_subscription_is_replaced(tmp_path: Path, backends, fwd: Forwarder,
                                                  redis_server: RedisServer) -> None:
     """A subscription whose socket stays open but delivers nothing (a half-open
     connection) is noticed — our own heartbeats stop coming back on it — and replaced, so
     pushes flow again instead of the sync falling back to polling for good."""
-    fwd = Forwarder(redis_server.port)
-    await fwd.start()
-    try:
-        p = await backends(echo_app("v1"))
-        state = (f"state:\n  backend: redis\n  url: redis://127.0.0.1:{fwd.port}/0\n"
-                 f"  prefix: kgsil\n  snapshot_path: {tmp_path}/snap.json\n"
-                 "  poll_interval: 100ms\n  heartbeat_interval: 200ms\n"
-                 "  command_timeout: 300ms\n")
-        cfg = write_config(tmp_path, two_versions(p, p, 100, 0), state=state)
-        async with running_gateway(cfg) as g:
-            def subscriptions() -> list:
-                return [ln for ln in fwd.links if b"SUBSCRIBE" in ln.head]
+    p = await backends(echo_app("v1"))
+    state = redis_state_via(fwd, tmp_path, "kgsil", heartbeat_interval="200ms",
+                            command_timeout="300ms")
+    cfg = write_config(tmp_path, two_versions(p, p, 100, 0), state=state)
+    async with running_gateway(cfg) as g:
+        def subscriptions() -> list:
+            return [ln for ln in fwd.links if b"SUBSCRIBE" in ln.head]
 
-            await wait_until(lambda: len(subscriptions()) == 1, 5, what="the subscription")
-            subscriptions()[0].muted = True
-            t0 = time.monotonic()
-            await wait_until(lambda: len(subscriptions()) == 2, 5,
-                             what="a new subscription")
-            assert time.monotonic() - t0 < 3.0  # 3 heartbeats + a timeout: ~0.9 s
-            # pushes flow again: an ack only ever arrives by pub/sub
-            redis_server.cmd("PUBLISH", "kgsil:acks", "elsewhere 7")
-            await wait_until(lambda: g.gw.sync.acks.get("elsewhere") == 7, 2,
-                             what="a pushed ack")
-    finally:
-        await fwd.close()
+        await wait_until(lambda: len(subscriptions()) == 1, 5, what="the subscription")
+        subscriptions()[0].muted = True
+        t0 = time.monotonic()
+        await wait_until(lambda: len(subscriptions()) == 2, 5,
+                         what="a new subscription")
+        assert time.monotonic() - t0 < 3.0  # 3 heartbeats + a timeout: ~0.9 s
+        # pushes flow again: an ack only ever arrives by pub/sub
+        redis_server.cmd("PUBLISH", "kgsil:acks", "elsewhere 7")
+        await wait_until(lambda: g.gw.sync.acks.get("elsewhere") == 7, 2,
+                         what="a pushed ack")

@@ -37,6 +37,15 @@ def _redis(args: list[str], port: int, tls: bool = False,
     return proc
 
 
+async def _kill_and_unkill(cfg: Path, session) -> None:
+    async with running_gateway(cfg) as g:
+        assert g.gw.sync.connected
+        await kill(session, g.admin, scope="route", route="iris")
+        assert (await status_of(session, g.url))[0] == 503
+        await unkill(session, g.admin, scope="route", route="iris")
+        assert (await status_of(session, g.url))[0] == 200
+
+
 def _cli(*args: str) -> str:
     return subprocess.run(["redis-cli", *args], capture_output=True, text=True,
                           timeout=5).stdout.strip()
@@ -100,12 +109,7 @@ async def test_rediss_url(tmp_path: Path, backends, session) -> None:
         p = await backends(echo_app("v1"))
         url = f"rediss://127.0.0.1:{port}/0?ssl_ca_certs={ca}&ssl_cert_reqs=required"
         cfg = write_config(tmp_path, two_versions(p, p, 100, 0), state=_state(url, tmp_path))
-        async with running_gateway(cfg) as g:
-            assert g.gw.sync.connected
-            await kill(session, g.admin, scope="route", route="iris")
-            assert (await status_of(session, g.url))[0] == 503
-            await unkill(session, g.admin, scope="route", route="iris")
-            assert (await status_of(session, g.url))[0] == 200
+        await _kill_and_unkill(cfg, session)
     finally:
         server.terminate()
         server.wait(10)
@@ -121,12 +125,7 @@ async def test_unix_socket_with_password(tmp_path: Path, backends, session) -> N
         p = await backends(echo_app("v1"))
         url = f"unix://:s3cret%20pass@{sock}?db=3"
         cfg = write_config(tmp_path, two_versions(p, p, 100, 0), state=_state(url, tmp_path))
-        async with running_gateway(cfg) as g:
-            assert g.gw.sync.connected
-            await kill(session, g.admin, scope="route", route="iris")
-            assert (await status_of(session, g.url))[0] == 503
-            await unkill(session, g.admin, scope="route", route="iris")
-            assert (await status_of(session, g.url))[0] == 200
+        await _kill_and_unkill(cfg, session)
         assert _cli("-s", str(sock), "--no-auth-warning", "-a", "s3cret pass", "-n", "3",
                     "EXISTS", "kgurl:state") == "1"  # in the database the URL names
     finally:
