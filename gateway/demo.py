@@ -150,8 +150,8 @@ async def _demo(port: int, admin_port: int) -> int:
         runners.append(runner)
         ports.append(runner.addresses[0][1])
     tmp = tempfile.TemporaryDirectory(prefix="killgate-demo-")
-    state_dir = Path(tmp.name)
-    cfg_path = state_dir / "killgate.yaml"
+    state_dir = Path(tmp.name) / "var"  # apart from the (watched) config file's folder
+    cfg_path = Path(tmp.name) / "killgate.yaml"
     cfg_path.write_text(demo_config(port, admin_port, ports[0], ports[1], state_dir))
     os.environ.setdefault("KILLGATE_JWT_SECRET", secrets.token_urlsafe(32))
     gw = Gateway(load_config(cfg_path), "demo")

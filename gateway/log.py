@@ -62,3 +62,6 @@ def configure(fmt: str = "text", level: str = "info") -> None:
     root.setLevel(level.upper())
     # aiohttp's access logger is replaced by ours; its server errors stay visible.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # watchfiles says "N changes detected" at INFO for any file in the config's folder;
+    # ours is the event that matters (config_reloaded / config_rejected).
+    logging.getLogger("watchfiles").setLevel(logging.WARNING)
