@@ -1,4 +1,4 @@
-"""RELIABILITY rows 27-30: request smuggling and malformed framing from clients.
+"""RELIABILITY rows 27-30, 34 and 36: request smuggling and malformed framing from clients.
 
 Each payload is a request whose body, read by a parser that frames it differently,
 hides a second request starting with `SMUGGLED`. Over a raw socket, with a normal request
@@ -65,6 +65,17 @@ PAYLOADS: dict[str, bytes] = {
     "chunk-size-junk": HEAD + b"Transfer-Encoding: chunked\r\n\r\n5;\x00\r\nhello\r\n" + HIDDEN,
     "chunk-size-overflow": HEAD + b"Transfer-Encoding: chunked\r\n\r\n"
                            b"FFFFFFFFFFFFFFFFF1\r\nhello\r\n" + HIDDEN,
+}
+# rows 34 and 36: oversize heads, and an upgrade whose body hides a pipelined request
+PAYLOADS |= {
+    "long-header-line": HEAD + b"X-Long: " + b"a" * 9000 + b"\r\nContent-Length: 5\r\n\r\n"
+                        + HIDDEN,
+    "too-many-headers": HEAD + b"".join(b"X-%d: 1\r\n" % i for i in range(200))
+                        + b"Content-Length: 5\r\n\r\n" + HIDDEN,
+    "long-target": b"GET /v2/models/iris/" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+    "upgrade-with-body": b"GET /v2/models/iris/infer HTTP/1.1\r\nHost: x\r\n"
+                         b"Connection: Upgrade\r\nUpgrade: websocket\r\n"
+                         b"Content-Length: 5\r\n\r\n" + HIDDEN,
 }
 for _name, _te in _te_variants().items():
     PAYLOADS[f"te-{_name}"] = HEAD + b"Content-Length: 6\r\n" + _te + b"\r\n\r\n" + HIDDEN
