@@ -99,3 +99,31 @@ async def test_promotion_never_loses_an_acknowledged_kill(tmp_path: Path, backen
     finally:
         await fwd.close()
         replica.kill()
+
+
+async def test_waiting_for_replicas_does_not_stall_the_sync(tmp_path: Path, backends, session,
+                                                            redis_server: RedisServer) -> None:
+    """WAIT blocks its connection for up to replica_timeout; polls and heartbeats run on
+    another, so the instance does not go stale while a write waits for replicas."""
+    fwd = Forwarder(redis_server.port)
+    await fwd.start()
+    try:
+        p = await backends(echo_app("v1"))
+        state = redis_state_via(fwd, tmp_path, "kgwait", command_timeout="300ms",
+                                min_replicas="1", replica_timeout="1500ms")
+        cfg = write_config(tmp_path, two_versions(p, p, 100, 0), state=state)
+        async with running_gateway(cfg) as g:
+            t0 = time.monotonic()
+            call = asyncio.ensure_future(_post(session, g.admin, "/v1/kill", scope="route",
+                                               route="iris"))
+            worst = 0.0
+            while not call.done():
+                worst = max(worst, g.gw.sync.staleness())
+                await asyncio.sleep(0.05)
+            status, data, _ = await call
+            assert status == 503 and data["error"]["type"] == "not_durable", data  # no replica
+            assert time.monotonic() - t0 >= 1.4  # the WAIT ran its course, undisturbed
+            assert worst < 0.5, worst  # and polls went on meanwhile
+            assert g.gw.sync.connected
+    finally:
+        await fwd.close()

@@ -8,10 +8,11 @@ Owns every key under `<prefix>:`:
   <p>:idem:<key>  an idempotency record (expires after a day)
   channels <p>:events (new documents) and <p>:acks ("instance generation").
 Commits are one Lua script: compare the generation and the audit head, append the audit
-event, replace the state, publish. Two connections (gateway/state/resp.py): one for
-commands, one subscribed, whose messages reach the listener in the loop iteration that
-read them. Every call has a deadline; redis errors leave this module only as
-StoreUnavailable / StoreConflict / AuditError.
+event, replace the state, publish. Three connections (gateway/state/resp.py): one for
+reads, heartbeats and polls, one for commits and the WAIT after them, and one subscribed,
+whose messages reach the listener in the loop iteration that read them. Every call has a
+deadline; redis errors leave this module only as StoreUnavailable (StoreOutcomeUnknown when
+a commit may have run) / StoreConflict / AuditError.
 """
 
 from __future__ import annotations
@@ -91,9 +92,11 @@ class RedisStore:
         self.ch_events, self.ch_acks = f"{p}:events", f"{p}:acks"
         self._b_events, self._b_acks = self.ch_events.encode(), self.ch_acks.encode()
         self._endpoint: Endpoint | None = None
-        self._cmd: RespConnection | None = None
+        # "cmd": reads, heartbeats, polls; "write": commits and the WAIT after them (WAIT
+        # counts the writes of its own connection, and blocks it while it waits)
+        self._conns: dict[str, RespConnection] = {}
+        self._connecting: dict[str, asyncio.Lock] = {}
         self._sub: RespConnection | None = None
-        self._connecting: asyncio.Lock | None = None
         self._listener: Listener | None = None
         self._pushed: list[StateDoc | Ack] = []
         self._wake: asyncio.Event | None = None
@@ -122,22 +125,22 @@ class RedisStore:
             raise StoreUnavailable(f"redis at {ep.describe()} is unreachable: "
                                    f"{exc.strerror or exc}") from None
 
-    async def _conn(self) -> RespConnection:
-        """The command connection, (re)connected when needed."""
-        conn = self._cmd
+    async def _conn(self, slot: str = "cmd") -> RespConnection:
+        """A command connection ("cmd" or "write"), (re)connected when needed."""
+        conn = self._conns.get(slot)
         if conn is not None and conn.is_open:
             return conn
-        if self._connecting is None:
-            self._connecting = asyncio.Lock()
-        async with self._connecting:
-            if self._cmd is None or not self._cmd.is_open:
-                self._cmd = await self._connect(None)
-            return self._cmd
+        lock = self._connecting.setdefault(slot, asyncio.Lock())
+        async with lock:
+            conn = self._conns.get(slot)
+            if conn is None or not conn.is_open:
+                conn = self._conns[slot] = await self._connect(None)
+            return conn
 
     async def _call(self, *args: str | bytes | int, timeout: float | None = None,
-                    refused: type[Exception] = StoreUnavailable) -> Any:
+                    refused: type[Exception] = StoreUnavailable, slot: str = "cmd") -> Any:
         """Run one command with a deadline; a reply error raises `refused`."""
-        conn = await self._conn()
+        conn = await self._conn(slot)
         try:
             return await conn.call(*args, timeout=timeout or self.timeout)
         except RespError as exc:
@@ -153,7 +156,7 @@ class RedisStore:
         once the command is on its way raises StoreOutcomeUnknown: it may have run."""
         lost = StoreOutcomeUnknown if writes else StoreUnavailable
         for op, first in (("EVALSHA", script.sha), ("EVAL", script.text)):
-            conn = await self._conn()  # failing here, nothing was sent
+            conn = await self._conn("write" if writes else "cmd")  # failing: nothing sent
             try:
                 return await conn.call(op, first, len(keys), *keys, *args, timeout=self.timeout)
             except RespError as exc:
@@ -195,6 +198,7 @@ class RedisStore:
         """Connect the command connection and (re)subscribe. Safe to call again after reset."""
         await self.reset()
         await self._conn()
+        await self._conn("write")
         # Subscribe first, then the caller loads: a change published in between is
         # seen either by the load or by the subscription.
         sub = await self._connect(self._on_message)
@@ -214,9 +218,9 @@ class RedisStore:
 
     async def close(self) -> None:
         await self.reset()
-        cmd, self._cmd = self._cmd, None
-        if cmd is not None:
-            await cmd.aclose(self.timeout)
+        conns, self._conns = self._conns, {}
+        for conn in conns.values():
+            await conn.aclose(self.timeout)
 
     # ------------------------------------------------------------------ state
 
@@ -287,9 +291,9 @@ class RedisStore:
 
     async def replicated(self, replicas: int, timeout: float) -> int:
         """WAIT on the connection that committed: replicas that acknowledged its writes.
-        Commands queued behind it on that connection wait too (at most `timeout`)."""
+        It has that connection to itself (heartbeats and polls do not queue behind it)."""
         return int(await self._call("WAIT", replicas, max(1, int(timeout * 1000)),
-                                    timeout=timeout + self.timeout))
+                                    timeout=timeout + self.timeout, slot="write"))
 
     # ------------------------------------------------------------------ instances
 
