@@ -206,11 +206,11 @@ class Authenticator:
             except Unauthenticated:
                 current = None
             if current is not key:
-                del self._verified[token]
+                self._verified.pop(token, None)
                 return None
         now = self.clock()
         if claims["exp"] <= now - self.cfg.leeway:
-            del self._verified[token]
+            self._verified.pop(token, None)
             raise Unauthenticated("expired")
         if claims.get("nbf", 0) > now + self.cfg.leeway:
             raise Unauthenticated()
