@@ -68,7 +68,29 @@ def run_worker(config_path: str, worker: int | None = None, reuse_port: bool = F
                      "has had request-smuggling bugs")
         return 3
     _install_uvloop()
+    _raise_fd_limit(loaded.config.server.max_connections)
     return asyncio.run(_serve(loaded, worker, reuse_port, ports))
+
+
+def _raise_fd_limit(want: int) -> None:
+    """Every client and backend connection is a file descriptor, and the usual soft limit
+    (1024) would refuse connections long before `server.max_connections`: raise the soft
+    limit to the hard one, and say so when even that is below what the config allows."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        target = max(soft, want) if hard == resource.RLIM_INFINITY else hard
+        if soft < target:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+    except (ImportError, ValueError, OSError):  # pragma: no cover - not on Linux
+        return
+    if soft < want:
+        event(log, "fd_limit_low", logging.WARNING, limit=soft, wanted=want,
+              hint="connections beyond it are refused by the kernel: raise the hard limit "
+                   "(ulimit -Hn, systemd LimitNOFILE=, docker --ulimit nofile=) or lower "
+                   "server.max_connections")
 
 
 def _install_uvloop() -> None:

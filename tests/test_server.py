@@ -12,6 +12,8 @@ import urllib.request
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 from tests.backends import sse_app
 from tests.conftest import free_port, two_versions, wait_until_sync, write_config
 
@@ -95,3 +97,33 @@ async def _to_thread(fn, *args):  # type: ignore[no-untyped-def]
     import asyncio
 
     return await asyncio.to_thread(fn, *args)
+
+
+def _soft_nofile(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith("Max open files"):
+            return int(line.split()[3])
+    raise AssertionError("no 'Max open files' line")
+
+
+@pytest.mark.parametrize("hard", [20000, 512])
+def test_fd_limit_is_raised_to_the_hard_limit(tmp_path: Path, hard: int) -> None:
+    """A soft limit of 256 would refuse connections long before max_connections: the
+    worker raises it to the hard limit, and warns when even that is too low."""
+    import resource
+
+    cfg = write_config(tmp_path, two_versions(9, 9, 100, 0), listen=f"127.0.0.1:{free_port()}",
+                       admin=f"127.0.0.1:{free_port()}")
+    log = tmp_path / "gw.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "serve", "-c", str(cfg)], stdout=out,
+            stderr=subprocess.STDOUT, start_new_session=True,
+            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard)))
+    try:
+        wait_until_sync(lambda: b"listening" in log.read_bytes(), 15, what="listening")
+        assert _soft_nofile(proc.pid) == hard
+        assert (b"fd_limit_low" in log.read_bytes()) == (hard < 20000)  # max_connections
+    finally:
+        proc.terminate()
+        proc.wait(15)
