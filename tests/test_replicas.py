@@ -127,3 +127,39 @@ async def test_waiting_for_replicas_does_not_stall_the_sync(tmp_path: Path, back
             assert g.gw.sync.connected
     finally:
         await fwd.close()
+
+
+async def test_a_demoted_primary_is_left_for_the_new_one(tmp_path: Path, backends, session,
+                                                          redis_server: RedisServer) -> None:
+    """After a failover the connection we hold may lead to the old primary, now a replica
+    (READONLY). The refused call drops it, and the retry reaches the new primary."""
+    old = redis_server
+    (tmp_path / "new").mkdir()
+    new = RedisServer(tmp_path / "new")
+    new.start()
+    fwd = Forwarder(old.port)
+    await fwd.start()
+    try:
+        p = await backends(echo_app("v1"))
+        state = redis_state_via(fwd, tmp_path, "kgdem", command_timeout="300ms")
+        cfg = write_config(tmp_path, two_versions(p, p, 100, 0), state=state)
+        async with running_gateway(cfg) as g:
+            # the failover: `new` takes over, `old` follows it; connections stay open, and
+            # new connections (as a sentinel would say) go to `new`
+            new.cmd("REPLICAOF", "127.0.0.1", str(old.port))
+            await wait_until(lambda: _info(new, "master_link_status") == "up", 10,
+                             what="the new node to catch up")
+            new.cmd("REPLICAOF", "NO", "ONE")
+            old.cmd("REPLICAOF", "127.0.0.1", str(new.port))
+            fwd.target = new.port
+            status, data, _ = await _post(session, g.admin, "/v1/kill", scope="route",
+                                          route="iris")
+            assert status == 503, data  # refused by the demoted node: nothing changed
+            status, data, _ = await _post(session, g.admin, "/v1/kill", scope="route",
+                                          route="iris")
+            assert status == 200, data  # the retry found the new primary
+            assert "route:iris" in new.cmd("GET", "kgdem:state")
+            assert (await status_of(session, g.url))[0] == 503
+    finally:
+        await fwd.close()
+        new.kill()

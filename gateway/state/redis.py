@@ -75,6 +75,14 @@ return {ms, redis.call('HGETALL', KEYS[1])}
 """)
 
 
+def _demoted(conn: RespConnection, exc: RespError) -> None:
+    """READONLY: the server we hold a connection to is a replica now (a failover demoted
+    it). Drop the connection, so the next call connects afresh (through the sentinels, to
+    the new primary) instead of hitting the same replica forever."""
+    if str(exc).startswith("READONLY"):
+        conn.close()
+
+
 class RedisStore:
     backend = "redis"
     pushes = True
@@ -144,6 +152,7 @@ class RedisStore:
         try:
             return await conn.call(*args, timeout=timeout or self.timeout)
         except RespError as exc:
+            _demoted(conn, exc)
             raise refused(f"redis refused: {exc}") from None
         except TimeoutError:
             raise StoreUnavailable("redis did not answer in time") from None
@@ -161,6 +170,7 @@ class RedisStore:
                 return await conn.call(op, first, len(keys), *keys, *args, timeout=self.timeout)
             except RespError as exc:
                 if op == "EVAL" or not str(exc).startswith("NOSCRIPT"):
+                    _demoted(conn, exc)
                     raise refused(f"redis refused: {exc}") from None
                 # first use on this server (or after SCRIPT FLUSH): EVAL also caches it
             except TimeoutError:
