@@ -26,6 +26,7 @@ from aiohttp import ClientSession, web
 from gateway.app import Gateway
 from gateway.configfile import load_config
 from tests.backends import serve_app
+from tests.faultproxy import Forwarder
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "test-secret-0123456789-abcdefghijklmnop"
@@ -309,11 +310,31 @@ class RedisServer:
         self.proc.send_signal(signal.SIGCONT)
 
 
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    r = RedisServer(tmp_path)
+def _own_redis(workdir: Path) -> Iterator[RedisServer]:
+    r = RedisServer(workdir)
     r.start()
     yield r
     if r.proc is not None and r.proc.poll() is None:
         r.thaw()
         r.kill()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    yield from _own_redis(tmp_path)
+
+
+@pytest.fixture
+def second_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """Another redis-server of our own (a replica, a failover target), stopped after."""
+    (tmp_path / "redis2").mkdir()
+    yield from _own_redis(tmp_path / "redis2")
+
+
+@pytest.fixture
+async def fwd(redis_server: RedisServer) -> AsyncIterator[Forwarder]:
+    """A forwarder in front of `redis_server` (tests/faultproxy.py), closed after."""
+    f = Forwarder(redis_server.port)
+    await f.start()
+    yield f
+    await f.close()

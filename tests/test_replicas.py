@@ -39,127 +39,106 @@ async def _post(session: ClientSession, admin: str, path: str, **body: object
         return r.status, await r.json(), r.headers.get("Retry-After")
 
 
-async def test_promotion_never_loses_an_acknowledged_kill(tmp_path: Path, backends, session,
-                                                         redis_server: RedisServer) -> None:
-    primary = redis_server
-    (tmp_path / "replica").mkdir()
-    replica = RedisServer(tmp_path / "replica")
-    replica.start()
-    fwd = Forwarder(primary.port)
-    await fwd.start()
-    try:
-        replica.cmd("REPLICAOF", "127.0.0.1", str(primary.port))
-        await wait_until(lambda: _info(primary, "connected_slaves") == "1"
-                         and _info(replica, "master_link_status") == "up", 10,
-                         what="the replica to attach")
-        p = await backends(echo_app("v1"))
-        state = redis_state_via(fwd, tmp_path, "kgrep", command_timeout="300ms",
-                                min_replicas="1", replica_timeout="200ms")
-        cfg = write_config(tmp_path, two_versions(p, p, 100, 0), state=state)
-        async with running_gateway(cfg) as g:
-            # 1. Confirmed: when the call answers, the replica already holds the kill.
-            status, data, _ = await _post(session, g.admin, "/v1/kill", scope="route",
-                                          route="iris")
-            assert status == 200, data
-            assert "route:iris" in replica.cmd("GET", "kgrep:state")  # no waiting: WAIT did
-            status, data, _ = await _post(session, g.admin, "/v1/unkill", scope="route",
-                                          route="iris")
-            assert status == 200, data
+async def test_promotion_never_loses_an_acknowledged_kill(
+        tmp_path: Path, backends, session, redis_server: RedisServer,
+        second_redis: RedisServer, fwd: Forwarder) -> None:
+    primary, replica = redis_server, second_redis
+    replica.cmd("REPLICAOF", "127.0.0.1", str(primary.port))
+    await wait_until(lambda: _info(primary, "connected_slaves") == "1"
+                     and _info(replica, "master_link_status") == "up", 10,
+                     what="the replica to attach")
+    p = await backends(echo_app("v1"))
+    state = redis_state_via(fwd, tmp_path, "kgrep", command_timeout="300ms",
+                            min_replicas="1", replica_timeout="200ms")
+    cfg = write_config(tmp_path, two_versions(p, p, 100, 0), state=state)
+    async with running_gateway(cfg) as g:
+        # 1. Confirmed: when the call answers, the replica already holds the kill.
+        status, data, _ = await _post(session, g.admin, "/v1/kill", scope="route",
+                                      route="iris")
+        assert status == 200, data
+        assert "route:iris" in replica.cmd("GET", "kgrep:state")  # no waiting: WAIT did
+        status, data, _ = await _post(session, g.admin, "/v1/unkill", scope="route",
+                                      route="iris")
+        assert status == 200, data
 
-            # 2. The replica stops replicating: the kill is in force, the call says it is
-            #    not confirmed (quickly), and a retry says so again rather than "done".
-            replica.cmd("REPLICAOF", "NO", "ONE")
-            await wait_until(lambda: _info(primary, "connected_slaves") == "0", 10,
-                             what="the replica to detach")
-            t0 = time.monotonic()
-            status, data, retry_after = await _post(session, g.admin, "/v1/kill",
-                                                    scope="route", route="iris")
-            assert status == 503 and data["error"]["type"] == "not_durable", data
-            assert retry_after == "1"
-            assert "in force" in data["error"]["message"]
-            assert time.monotonic() - t0 < 2.0
-            assert (await status_of(session, g.url))[0] == 503  # enforced all the same
-            assert "route:iris" not in replica.cmd("GET", "kgrep:state")
-            status, data, _ = await _post(session, g.admin, "/v1/kill", scope="route",
-                                          route="iris")
-            assert status == 503 and data["error"]["type"] == "not_durable", data
-            m = g.gw.metrics.render()
-            assert "killgate_writes_not_durable_total 2" in m, m
+        # 2. The replica stops replicating: the kill is in force, the call says it is
+        #    not confirmed (quickly), and a retry says so again rather than "done".
+        replica.cmd("REPLICAOF", "NO", "ONE")
+        await wait_until(lambda: _info(primary, "connected_slaves") == "0", 10,
+                         what="the replica to detach")
+        t0 = time.monotonic()
+        status, data, retry_after = await _post(session, g.admin, "/v1/kill",
+                                                scope="route", route="iris")
+        assert status == 503 and data["error"]["type"] == "not_durable", data
+        assert retry_after == "1"
+        assert "in force" in data["error"]["message"]
+        assert time.monotonic() - t0 < 2.0
+        assert (await status_of(session, g.url))[0] == 503  # enforced all the same
+        assert "route:iris" not in replica.cmd("GET", "kgrep:state")
+        status, data, _ = await _post(session, g.admin, "/v1/kill", scope="route",
+                                      route="iris")
+        assert status == 503 and data["error"]["type"] == "not_durable", data
+        m = g.gw.metrics.render()
+        assert "killgate_writes_not_durable_total 2" in m, m
 
-            # 3. The replica that missed the kill is promoted: the gateway follows it,
-            #    keeps enforcing, and re-seeds it with the kill it holds.
-            fwd.point(replica.port)
-            deadline = time.monotonic() + 10
-            while "route:iris" not in replica.cmd("GET", "kgrep:state"):
-                assert time.monotonic() < deadline, "the promoted replica was not re-seeded"
-                assert (await status_of(session, g.url))[0] == 503  # never lifted meanwhile
-                await asyncio.sleep(0.02)
-            assert "state.reseed" in replica.cmd("XREVRANGE", "kgrep:audit", "+", "-",
-                                                 "COUNT", "5")
-    finally:
-        await fwd.close()
-        replica.kill()
+        # 3. The replica that missed the kill is promoted: the gateway follows it,
+        #    keeps enforcing, and re-seeds it with the kill it holds.
+        fwd.point(replica.port)
+        deadline = time.monotonic() + 10
+        while "route:iris" not in replica.cmd("GET", "kgrep:state"):
+            assert time.monotonic() < deadline, "the promoted replica was not re-seeded"
+            assert (await status_of(session, g.url))[0] == 503  # never lifted meanwhile
+            await asyncio.sleep(0.02)
+        assert "state.reseed" in replica.cmd("XREVRANGE", "kgrep:audit", "+", "-",
+                                             "COUNT", "5")
 
 
 async def test_waiting_for_replicas_does_not_stall_the_sync(tmp_path: Path, backends, session,
-                                                            redis_server: RedisServer) -> None:
+                                                            fwd: Forwarder) -> None:
     """WAIT blocks its connection for up to replica_timeout; polls and heartbeats run on
     another, so the instance does not go stale while a write waits for replicas."""
-    fwd = Forwarder(redis_server.port)
-    await fwd.start()
-    try:
-        p = await backends(echo_app("v1"))
-        state = redis_state_via(fwd, tmp_path, "kgwait", command_timeout="300ms",
-                                min_replicas="1", replica_timeout="1500ms")
-        cfg = write_config(tmp_path, two_versions(p, p, 100, 0), state=state)
-        async with running_gateway(cfg) as g:
-            t0 = time.monotonic()
-            call = asyncio.ensure_future(_post(session, g.admin, "/v1/kill", scope="route",
-                                               route="iris"))
-            worst = 0.0
-            while not call.done():
-                worst = max(worst, g.gw.sync.staleness())
-                await asyncio.sleep(0.05)
-            status, data, _ = await call
-            assert status == 503 and data["error"]["type"] == "not_durable", data  # no replica
-            assert time.monotonic() - t0 >= 1.4  # the WAIT ran its course, undisturbed
-            assert worst < 0.5, worst  # and polls went on meanwhile
-            assert g.gw.sync.connected
-    finally:
-        await fwd.close()
+    p = await backends(echo_app("v1"))
+    state = redis_state_via(fwd, tmp_path, "kgwait", command_timeout="300ms",
+                            min_replicas="1", replica_timeout="1500ms")
+    cfg = write_config(tmp_path, two_versions(p, p, 100, 0), state=state)
+    async with running_gateway(cfg) as g:
+        t0 = time.monotonic()
+        call = asyncio.ensure_future(_post(session, g.admin, "/v1/kill", scope="route",
+                                           route="iris"))
+        worst = 0.0
+        while not call.done():
+            worst = max(worst, g.gw.sync.staleness())
+            await asyncio.sleep(0.05)
+        status, data, _ = await call
+        assert status == 503 and data["error"]["type"] == "not_durable", data  # no replica
+        assert time.monotonic() - t0 >= 1.4  # the WAIT ran its course, undisturbed
+        assert worst < 0.5, worst  # and polls went on meanwhile
+        assert g.gw.sync.connected
 
 
-async def test_a_demoted_primary_is_left_for_the_new_one(tmp_path: Path, backends, session,
-                                                          redis_server: RedisServer) -> None:
+async def test_a_demoted_primary_is_left_for_the_new_one(
+        tmp_path: Path, backends, session, redis_server: RedisServer,
+        second_redis: RedisServer, fwd: Forwarder) -> None:
     """After a failover the connection we hold may lead to the old primary, now a replica
     (READONLY). The refused call drops it, and the retry reaches the new primary."""
-    old = redis_server
-    (tmp_path / "new").mkdir()
-    new = RedisServer(tmp_path / "new")
-    new.start()
-    fwd = Forwarder(old.port)
-    await fwd.start()
-    try:
-        p = await backends(echo_app("v1"))
-        state = redis_state_via(fwd, tmp_path, "kgdem", command_timeout="300ms")
-        cfg = write_config(tmp_path, two_versions(p, p, 100, 0), state=state)
-        async with running_gateway(cfg) as g:
-            # the failover: `new` takes over, `old` follows it; connections stay open, and
-            # new connections (as a sentinel would say) go to `new`
-            new.cmd("REPLICAOF", "127.0.0.1", str(old.port))
-            await wait_until(lambda: _info(new, "master_link_status") == "up", 10,
-                             what="the new node to catch up")
-            new.cmd("REPLICAOF", "NO", "ONE")
-            old.cmd("REPLICAOF", "127.0.0.1", str(new.port))
-            fwd.target = new.port
-            status, data, _ = await _post(session, g.admin, "/v1/kill", scope="route",
-                                          route="iris")
-            assert status == 503, data  # refused by the demoted node: nothing changed
-            status, data, _ = await _post(session, g.admin, "/v1/kill", scope="route",
-                                          route="iris")
-            assert status == 200, data  # the retry found the new primary
-            assert "route:iris" in new.cmd("GET", "kgdem:state")
-            assert (await status_of(session, g.url))[0] == 503
-    finally:
-        await fwd.close()
-        new.kill()
+    old, new = redis_server, second_redis
+    p = await backends(echo_app("v1"))
+    state = redis_state_via(fwd, tmp_path, "kgdem", command_timeout="300ms")
+    cfg = write_config(tmp_path, two_versions(p, p, 100, 0), state=state)
+    async with running_gateway(cfg) as g:
+        # the failover: `new` takes over, `old` follows it; connections stay open, and
+        # new connections (as a sentinel would say) go to `new`
+        new.cmd("REPLICAOF", "127.0.0.1", str(old.port))
+        await wait_until(lambda: _info(new, "master_link_status") == "up", 10,
+                         what="the new node to catch up")
+        new.cmd("REPLICAOF", "NO", "ONE")
+        old.cmd("REPLICAOF", "127.0.0.1", str(new.port))
+        fwd.target = new.port
+        status, data, _ = await _post(session, g.admin, "/v1/kill", scope="route",
+                                      route="iris")
+        assert status == 503, data  # refused by the demoted node: nothing changed
+        status, data, _ = await _post(session, g.admin, "/v1/kill", scope="route",
+                                      route="iris")
+        assert status == 200, data  # the retry found the new primary
+        assert "route:iris" in new.cmd("GET", "kgdem:state")
+        assert (await status_of(session, g.url))[0] == 503

@@ -9,23 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
-
-import pytest
 
 from tests.backends import echo_app
 from tests.conftest import RedisServer, running_gateway, two_versions, wait_until, write_config
 from tests.faultproxy import Forwarder, redis_state_via
 from tests.test_killswitch import INFER, auth, kill, status_of
-
-
-@pytest.fixture
-async def fwd(redis_server: RedisServer) -> AsyncIterator[Forwarder]:
-    f = Forwarder(redis_server.port)
-    await f.start()
-    yield f
-    await f.close()
 
 
 async def _p99(session, url: str, n: int = 300) -> float:

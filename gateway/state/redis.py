@@ -145,39 +145,39 @@ class RedisStore:
                 conn = self._conns[slot] = await self._connect(None)
             return conn
 
-    async def _call(self, *args: str | bytes | int, timeout: float | None = None,
-                    refused: type[Exception] = StoreUnavailable, slot: str = "cmd") -> Any:
-        """Run one command with a deadline; a reply error raises `refused`."""
-        conn = await self._conn(slot)
+    async def _run(self, slot: str, args: tuple[str | bytes | int, ...], timeout: float,
+                   refused: type[Exception], lost: type[Exception]) -> Any:
+        """One command on a connection slot. A reply error raises `refused` (NOSCRIPT to an
+        EVALSHA is re-raised as is, for the caller to EVAL); a timeout or a reset, `lost`."""
+        conn = await self._conn(slot)  # failing here, nothing was sent
         try:
-            return await conn.call(*args, timeout=timeout or self.timeout)
+            return await conn.call(*args, timeout=timeout)
         except RespError as exc:
+            if args[0] == "EVALSHA" and str(exc).startswith("NOSCRIPT"):
+                raise
             _demoted(conn, exc)
             raise refused(f"redis refused: {exc}") from None
         except TimeoutError:
-            raise StoreUnavailable("redis did not answer in time") from None
+            raise lost("redis did not answer in time") from None
         except OSError as exc:
-            raise StoreUnavailable(f"redis unavailable: {exc}") from None
+            raise lost(f"redis unavailable: {exc}") from None
+
+    async def _call(self, *args: str | bytes | int, timeout: float | None = None,
+                    refused: type[Exception] = StoreUnavailable, slot: str = "cmd") -> Any:
+        """Run one command with a deadline; a reply error raises `refused`."""
+        return await self._run(slot, args, timeout or self.timeout, refused, StoreUnavailable)
 
     async def _script(self, script: _Script, keys: list[str], args: list[str],
                       refused: type[Exception] = StoreUnavailable, writes: bool = False) -> Any:
         """EVALSHA (EVAL the first time on a server). With `writes`, a timeout or a reset
         once the command is on its way raises StoreOutcomeUnknown: it may have run."""
-        lost = StoreOutcomeUnknown if writes else StoreUnavailable
-        for op, first in (("EVALSHA", script.sha), ("EVAL", script.text)):
-            conn = await self._conn("write" if writes else "cmd")  # failing: nothing sent
-            try:
-                return await conn.call(op, first, len(keys), *keys, *args, timeout=self.timeout)
-            except RespError as exc:
-                if op == "EVAL" or not str(exc).startswith("NOSCRIPT"):
-                    _demoted(conn, exc)
-                    raise refused(f"redis refused: {exc}") from None
-                # first use on this server (or after SCRIPT FLUSH): EVAL also caches it
-            except TimeoutError:
-                raise lost("redis did not answer in time") from None
-            except OSError as exc:
-                raise lost(f"redis unavailable: {exc}") from None
-        raise AssertionError("unreachable")
+        slot, lost = ("write", StoreOutcomeUnknown) if writes else ("cmd", StoreUnavailable)
+        try:
+            return await self._run(slot, ("EVALSHA", script.sha, len(keys), *keys, *args),
+                                   self.timeout, refused, lost)
+        except RespError:  # NOSCRIPT: first use on this server (or after SCRIPT FLUSH)
+            return await self._run(slot, ("EVAL", script.text, len(keys), *keys, *args),
+                                   self.timeout, refused, lost)
 
     def listen(self, fn: Listener) -> None:
         """Pushed documents and acks go straight to `fn` as they are read."""
