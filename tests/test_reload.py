@@ -29,6 +29,7 @@ from tests.conftest import (
     wait_until,
     write_config,
 )
+from tests.loadgen import BackgroundLoad
 
 PATH = "/v2/models/iris/x"
 H = {"Authorization": f"Bearer {mint(SECRET, 'ops', 'killgate:admin', 600, 'killgate', 'killgate-admin')}"}
@@ -40,15 +41,14 @@ def atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-class Load:
+class Load(BackgroundLoad):
     """Steady load with a few connections; every answer recorded with its time."""
 
     def __init__(self, url: str, conns: int = 4) -> None:
+        super().__init__()
         self.url = url
         self.conns = conns
         self.results: list[tuple[float, int, str]] = []
-        self._stop = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
 
     async def _run(self) -> None:
         async with ClientSession(connector=aiohttp.TCPConnector(limit=self.conns)) as s:
@@ -64,14 +64,6 @@ class Load:
                     await asyncio.sleep(0.001)
 
             await asyncio.gather(*(worker() for _ in range(self.conns)))
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run())
-
-    async def stop(self) -> None:
-        self._stop.set()
-        assert self._task is not None
-        await self._task
 
     def failures(self) -> list[tuple[float, int, str]]:
         return [r for r in self.results if r[1] != 200]

@@ -15,6 +15,7 @@ from gateway.admin.auth import mint
 from gateway.audit import AuditDraft
 from tests.backends import echo_app
 from tests.conftest import ROOT, SECRET, free_port, running_gateway, wait_until, write_config
+from tests.loadgen import BackgroundLoad
 
 INFER = "/v2/models/iris/infer"
 
@@ -65,15 +66,14 @@ def route(p1: int, p2: int, w1: float, w2: float, extra: str = "", v0: int | Non
             f"  versions:\n{versions}" + extra)
 
 
-class Load:
+class Load(BackgroundLoad):
     """Steady client load; records (start time, status, version, decision) per request."""
 
     def __init__(self, url: str, rate: float) -> None:
+        super().__init__()
         self.url = url
         self.rate = rate
         self.results: list[tuple[float, int, str, str]] = []
-        self._stop = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
 
     async def _run(self) -> None:
         async with ClientSession() as s:
@@ -94,14 +94,6 @@ class Load:
                 t.add_done_callback(tasks.discard)
                 await asyncio.sleep(1 / self.rate)
             await asyncio.gather(*tasks)
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run())
-
-    async def stop(self) -> None:
-        self._stop.set()
-        assert self._task is not None
-        await self._task
 
     def since(self, t: float) -> list[tuple[float, int, str, str]]:
         return [r for r in self.results if r[0] >= t]
