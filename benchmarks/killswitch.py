@@ -15,7 +15,11 @@ benchmarks/backend.py, `killgate serve` instances, and wrk for load. Prints one 
     instance swapping in its new table (each instance logs `state_applied.applied_at`),
     the client-side round trip (the call answers once every instance acked) and the
     receipt's own elapsed_ms, p50/p99. Configs and snapshots live in separate folders,
-    as in /etc/killgate and /var/lib/killgate.
+    as in /etc/killgate and /var/lib/killgate. Before the instances start, the floor under
+    those figures is measured on the same Redis (benchmarks/kill_floor.py): three plain
+    processes taking the same hops (HTTP call, PUBLISH, three subscribers) with none of
+    killgate's work.
+    `--propagation-only` runs (b) alone.
 (c) in-flight stream cut: an SSE stream through the gateway, a version kill; time from the
     kill call to the `killgate.error` event at the client, p50/p99.
 """
@@ -44,6 +48,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from _procs import SECRET, Procs, free_port, pct, wait_http  # noqa: E402
+from kill_floor import measure_floor  # noqa: E402
 
 from gateway.admin.auth import mint  # noqa: E402
 from gateway.configfile import parse_config_text  # noqa: E402
@@ -103,7 +108,7 @@ routes:
     rnd = random.random
     n = 200_000
 
-    def decide(table):  # type: ignore[no-untyped-def]
+    def decide(table):
         plan = table.match("/v2/models/iris/infer", "", {}, None)
         return plan.choose(None, None, rnd)
 
@@ -251,6 +256,8 @@ def main() -> int:
     ap.add_argument("--gap", type=float, default=0.02,
                     help="seconds between kill calls in (b) (default 0.02: each call finds "
                          "a quiet fleet); a second series always runs back to back")
+    ap.add_argument("--propagation-only", action="store_true",
+                    help="run (b) alone: skip the micro-benchmark, throughput and stream cuts")
     args = ap.parse_args()
     for tool in ("redis-server", "wrk"):
         if shutil.which(tool) is None:
@@ -266,10 +273,15 @@ def main() -> int:
         PROCS.start([sys.executable, str(ROOT / "benchmarks/backend.py"), "--port", str(bport),
                "--sse"], tmp / "backend.log")
         time.sleep(0.5)
-        print("(a) micro-benchmark …", file=sys.stderr)
-        mic = micro()
-        print("(a) throughput, in-memory check vs naive GET per request …", file=sys.stderr)
-        tp = throughput(tmp, bport, redis_url, args.duration)
+        mic: dict[str, float] = {}
+        tp: dict[str, float] = {}
+        if not args.propagation_only:
+            print("(a) micro-benchmark …", file=sys.stderr)
+            mic = micro()
+            print("(a) throughput, in-memory check vs naive GET per request …", file=sys.stderr)
+            tp = throughput(tmp, bport, redis_url, args.duration)
+        print("(b) the floor: the same hops without killgate's work …", file=sys.stderr)
+        floor = measure_floor(rport, tmp, args.kills, args.gap)
         print("(b) propagation over 3 instances …", file=sys.stderr)
         admins, ports = [], []
         for name in ("a", "b", "c"):
@@ -285,36 +297,46 @@ def main() -> int:
         burst_lags = enforcement_lags(logs, burst["gens"], burst["sent"])
         prop = asyncio.run(propagation(admins, args.kills, args.gap))
         lags = enforcement_lags(logs, prop["gens"], prop["sent"])
-        print("(c) in-flight stream cut …", file=sys.stderr)
-        cuts = asyncio.run(stream_cut(ports[0], admins[0], args.cuts))
+        cuts: list[float] = []
+        if not args.propagation_only:
+            print("(c) in-flight stream cut …", file=sys.stderr)
+            cuts = asyncio.run(stream_cut(ports[0], admins[0], args.cuts))
     finally:
         PROCS.stop()
-    cost = 1 - tp["naive_redis_get"] / tp["in_memory"]
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True, cwd=ROOT).stdout.strip()
     print(f"\nkillgate kill-switch benchmarks — {time.strftime('%Y-%m-%d %H:%M')} — "
           f"commit {commit} — Python {sys.version.split()[0]} — {os.cpu_count()} CPUs\n")
-    rows = [
-        ("(a) routing decision, table with 51 kills", f"{mic['decision_with_kills_ns']:.0f} ns"),
-        ("(a) routing decision, no kills", f"{mic['decision_without_kills_ns']:.0f} ns"),
-        ("(a) the kill check itself (precomputed flag)", f"{mic['killed_attr_check_ns']:.1f} ns"),
-        ("(a) bare dict lookup, for scale", f"{mic['dict_lookup_ns']:.1f} ns"),
-        ("(a) gateway req/s, in-memory check (wrk -c32)", f"{tp['in_memory']:.0f}"),
-        ("(a) gateway req/s, naive redis GET per request", f"{tp['naive_redis_get']:.0f}"),
-        ("(a) throughput a naive GET would cost", f"{cost * 100:.1f} %"),
+    rows: list[tuple[str, str]] = []
+    if mic:
+        cost = 1 - tp["naive_redis_get"] / tp["in_memory"]
+        rows += [
+            ("(a) routing decision, table with 51 kills", f"{mic['decision_with_kills_ns']:.0f} ns"),
+            ("(a) routing decision, no kills", f"{mic['decision_without_kills_ns']:.0f} ns"),
+            ("(a) the kill check itself (precomputed flag)",
+             f"{mic['killed_attr_check_ns']:.1f} ns"),
+            ("(a) bare dict lookup, for scale", f"{mic['dict_lookup_ns']:.1f} ns"),
+            ("(a) gateway req/s, in-memory check (wrk -c32)", f"{tp['in_memory']:.0f}"),
+            ("(a) gateway req/s, naive redis GET per request", f"{tp['naive_redis_get']:.0f}"),
+            ("(a) throughput a naive GET would cost", f"{cost * 100:.1f} %"),
+        ]
+    rows += [
         (f"(b) API call sent → applied by all 3 instances, n={len(lags)}, p50 / p99",
          f"{statistics.median(lags):.2f} / {pct(lags, 0.99):.2f} ms"),
         (f"(b) the same, calls back to back (no gap), n={len(burst_lags)}, p50 / p99",
          f"{statistics.median(burst_lags):.2f} / {pct(burst_lags, 0.99):.2f} ms"),
+        *((f"(b) floor: {label}, n={len(xs)}, p50 / p99",
+           f"{statistics.median(xs):.2f} / {pct(xs, 0.99):.2f} ms") for label, xs in floor.items()),
         (f"(b) kill API round trip, 3 instances, n={len(prop['rtt'])}, p50 / p99",
          f"{statistics.median(prop['rtt']):.2f} / {pct(prop['rtt'], 0.99):.2f} ms"),
         ("(b) receipt elapsed_ms (commit → all acked), p50 / p99",
          f"{statistics.median(prop['receipt']):.2f} / {pct(prop['receipt'], 0.99):.2f} ms"),
         ("(b) calls answered with every instance acked",
          f"{prop['acked_all'][0]:.0f} / {len(prop['rtt'])} (instances {prop['instances'][0]:.0f})"),
-        (f"(c) kill call → killgate.error at the client, n={len(cuts)}, p50 / p99",
-         f"{statistics.median(cuts):.2f} / {pct(cuts, 0.99):.2f} ms"),
     ]
+    if cuts:
+        rows.append((f"(c) kill call → killgate.error at the client, n={len(cuts)}, p50 / p99",
+                     f"{statistics.median(cuts):.2f} / {pct(cuts, 0.99):.2f} ms"))
     w = max(len(r[0]) for r in rows)
     print(f"| {'measure'.ljust(w)} | value |\n|{'-' * (w + 2)}|-------|")
     for k, v in rows:

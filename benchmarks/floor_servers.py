@@ -1,0 +1,145 @@
+"""Reference servers for benchmarks/floors.py: what a request costs before killgate's own work.
+
+    python benchmarks/floor_servers.py --kind aiohttp|httptools|naive --port P
+        [--backend-port B] [--delay-ms D] [--workers N]
+
+* `aiohttp`: aiohttp's low-level server (`web.Server`, the one killgate's data plane runs
+  on) answering every request with a fixed JSON body after reading the request body. No
+  proxying at all: the least a server built on aiohttp can cost.
+* `httptools`: a raw asyncio Protocol + httptools (llhttp) answering the same fixed body.
+  What a data plane that left aiohttp's server behind could start from.
+* `naive`: the issue's reference, a naive aiohttp proxy: aiohttp's server in front, one
+  `aiohttp.ClientSession` with a keep-alive pool to the backend, the body and the answer
+  passed through whole.
+
+With `--delay-ms D` the fixed answers come D ms late (a timer, never blocking). With
+`--workers N` the process starts N-1 copies of itself; all of them listen on the port with
+SO_REUSEPORT. Stopped by SIGTERM (the benchmark signals the whole process group).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import subprocess
+import sys
+from typing import cast
+
+import httptools
+import uvloop
+from aiohttp import ClientSession, TCPConnector, web
+
+HOST = "127.0.0.1"
+BODY = b'{"ok":true,"model_version":"v1"}'
+RESPONSE = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+            % (len(BODY), BODY))
+
+
+class FixedAnswer(asyncio.Protocol):
+    """httptools: answer every complete request with RESPONSE (after `delay_s`)."""
+
+    def __init__(self, delay_s: float) -> None:
+        self.delay_s = delay_s
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            if self.transport is not None:
+                self.transport.close()
+
+    def on_message_complete(self) -> None:
+        if self.delay_s:
+            asyncio.get_running_loop().call_later(self.delay_s, self._answer)
+        else:
+            self._answer()
+
+    def _answer(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(RESPONSE)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+
+
+def aiohttp_fixed(delay_s: float) -> web.Server:
+    async def handler(request: web.BaseRequest) -> web.Response:
+        await request.read()
+        if delay_s:
+            await asyncio.sleep(delay_s)
+        return web.Response(body=BODY, content_type="application/json")
+
+    return web.Server(handler)
+
+
+def naive_proxy(backend_port: int) -> tuple[web.Server, ClientSession]:
+    session = ClientSession(connector=TCPConnector(limit=0), auto_decompress=False)
+    base = f"http://{HOST}:{backend_port}"
+
+    async def handler(request: web.BaseRequest) -> web.Response:
+        body = await request.read()
+        async with session.request(request.method, base + request.path_qs, data=body,
+                                   headers={"Content-Type": request.content_type}) as r:
+            data = await r.read()
+            return web.Response(body=data, status=r.status,
+                                content_type=r.content_type or "application/json")
+
+    return web.Server(handler), session
+
+
+async def serve(args: argparse.Namespace) -> None:
+    loop = asyncio.get_running_loop()
+    delay_s = args.delay_ms / 1000
+    session: ClientSession | None = None
+    factory: web.Server | type[asyncio.Protocol]
+    if args.kind == "httptools":
+        server = await loop.create_server(lambda: FixedAnswer(delay_s), HOST, args.port,
+                                          reuse_port=True, backlog=4096)
+    else:
+        if args.kind == "aiohttp":
+            factory = aiohttp_fixed(delay_s)
+        else:
+            factory, session = naive_proxy(args.backend_port)
+        server = await loop.create_server(factory, HOST, args.port, reuse_port=True,
+                                          backlog=4096)
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    print("ready", flush=True)
+    await stop.wait()
+    server.close()
+    if session is not None:
+        await session.close()
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--kind", choices=("aiohttp", "httptools", "naive"), required=True)
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--backend-port", type=int, default=0)
+    p.add_argument("--delay-ms", type=int, default=0)
+    p.add_argument("--workers", type=int, default=1)
+    args = p.parse_args()
+    if args.kind == "naive" and not args.backend_port:
+        p.error("--kind naive needs --backend-port")
+    copies = [subprocess.Popen([sys.executable, __file__, "--kind", args.kind,
+                                "--port", str(args.port), "--backend-port", str(args.backend_port),
+                                "--delay-ms", str(args.delay_ms)])
+              for _ in range(args.workers - 1)]
+    try:
+        uvloop.run(serve(args))
+    finally:
+        for c in copies:
+            c.terminate()
+            c.wait(10)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
