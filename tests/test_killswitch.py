@@ -157,6 +157,45 @@ async def test_duplicates_and_reordering_are_harmless(tmp_path: Path) -> None:
     assert holder.table.by_name["iris"].killed == "route"
 
 
+async def test_alternating_writers_commit_in_one_round_trip(redis_server: RedisServer) -> None:
+    """An operator's calls land on whichever instance the load balancer picks. Each
+    instance learns the audit head from the documents pushed to it, so its commit is one
+    script call; guessing its own last head would be refused and retried every time."""
+    from gateway.audit import AuditDraft, verify_chain
+    from gateway.model import KillFlag, StateDoc
+    from gateway.state.redis import RedisStore
+    from gateway.state.resp import connect, parse_endpoint
+
+    stores = [RedisStore(redis_server.url, "kgtest", 1.0) for _ in range(2)]
+    seen: list[list[int]] = [[], []]
+    for store, got in zip(stores, seen, strict=True):
+        store.listen(lambda item, got=got: got.append(getattr(item, "generation", -1)))
+        await store.open()
+    probe = await connect(parse_endpoint(redis_server.url), 2.0)
+    try:
+        flag = KillFlag("route", "iris", None, "alice", "bad", "t", 1)
+        for gen in range(1, 7):
+            if gen == 2:  # the first commit may guess the genesis head; count from here
+                await probe.call("CONFIG", "RESETSTAT", timeout=2.0)
+            writer = stores[gen % 2]
+            doc = StateDoc(generation=gen, kills={"route:iris": flag} if gen % 2 else {})
+            draft = AuditDraft("alice", "kill" if gen % 2 else "unkill", {"route": "iris"}, "r")
+            await writer.commit(gen - 1 if gen > 1 else None, doc, draft)
+            # the other instance hears of it before the next call reaches it
+            await wait_until(lambda gen=gen: all(gen in s for s in seen), 5.0,
+                             what=f"generation {gen} pushed to both stores")
+        stats = (await probe.call("INFO", "commandstats", timeout=2.0)).decode()
+        evals = sum(int(line.split("calls=")[1].split(",")[0]) for line in stats.splitlines()
+                    if line.startswith(("cmdstat_evalsha:", "cmdstat_eval:")))
+        assert evals == 5, stats  # generations 2..6: one call each
+        checked, broken = verify_chain(await stores[0].audit_events())
+        assert (checked, broken) == (6, None)
+    finally:
+        await probe.aclose()
+        for store in stores:
+            await store.close()
+
+
 @pytest.mark.parametrize("how", ["restart", "flushall"])
 async def test_store_emptied_keeps_the_kill_and_reseeds(tmp_path: Path, backends, redis_server,
                                                         session, how: str) -> None:

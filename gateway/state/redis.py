@@ -8,11 +8,14 @@ Owns every key under `<prefix>:`:
   <p>:idem:<key>  an idempotency record (expires after a day)
   channels <p>:events (new documents) and <p>:acks ("instance generation").
 Commits are one Lua script: compare the generation and the audit head, append the audit
-event, replace the state, publish. Three connections (gateway/state/resp.py): one for
-reads, heartbeats and polls, one for commits and the WAIT after them, and one subscribed,
-whose messages reach the listener in the loop iteration that read them. Every call has a
-deadline; redis errors leave this module only as StoreUnavailable (StoreOutcomeUnknown when
-a commit may have run) / StoreConflict / AuditError.
+event, replace the state, publish. The stored and published document carries the hash of
+the event committed with it (`audit_head`), so every instance knows the current head and
+the next commit, from whichever instance, is one round trip. Three connections
+(gateway/state/resp.py): one for reads, heartbeats and polls, one for commits and the WAIT
+after them, and one subscribed, whose messages reach the listener in the loop iteration
+that read them. Every call has a deadline; redis errors leave this module only as
+StoreUnavailable (StoreOutcomeUnknown when a commit may have run) / StoreConflict /
+AuditError.
 """
 
 from __future__ import annotations
@@ -108,7 +111,9 @@ class RedisStore:
         self._listener: Listener | None = None
         self._pushed: list[StateDoc | Ack] = []
         self._wake: asyncio.Event | None = None
-        self._head: str | None = None  # hash of the audit event we last appended
+        # the audit head as of the newest document we saw or wrote (a guess the commit checks)
+        self._head: str | None = None
+        self._head_gen = 0
 
     # ------------------------------------------------------------------ connections
 
@@ -186,8 +191,9 @@ class RedisStore:
     def _on_message(self, channel: bytes, data: bytes) -> None:
         item: StateDoc | Ack | None = None
         if channel == self._b_events:
-            with contextlib.suppress(ValueError, TypeError):  # the poll will load it
-                item = StateDoc.from_json(json.loads(data))
+            # not a document we can read: the poll will load it
+            with contextlib.suppress(ValueError, TypeError, AttributeError):
+                item = self._doc(json.loads(data))
         elif channel == self._b_acks:
             inst, _, gen = data.decode("utf-8", "replace").rpartition(" ")
             if gen.isdigit():
@@ -239,9 +245,17 @@ class RedisStore:
         if raw is None:
             return None
         try:
-            return StateDoc.from_json(json.loads(raw))
+            return self._doc(json.loads(raw))
         except (ValueError, TypeError) as exc:
             raise StoreUnavailable(f"{self.k_state} holds invalid JSON: {exc}") from None
+
+    def _doc(self, d: dict[str, Any]) -> StateDoc:
+        """A stored or pushed document; its `audit_head` becomes our guess of the head."""
+        doc = StateDoc.from_json(d)
+        head = d.get("audit_head")
+        if isinstance(head, str) and head and doc.generation >= self._head_gen:
+            self._head, self._head_gen = head, doc.generation
+        return doc
 
     async def generation(self) -> int | None:
         raw = await self._call("GET", self.k_gen)
@@ -249,13 +263,15 @@ class RedisStore:
 
     async def commit(self, expected: int | None, doc: StateDoc,
                      draft: AuditDraft | None) -> dict[str, Any] | None:
-        body = json.dumps(doc.to_json())
+        plain_doc = doc.to_json()
         base = draft.as_event() if draft is not None else None
-        # The audit head we last wrote is usually still the head: one round trip. When
-        # another writer moved it, the script says which head is current and we retry.
+        # The head named by the newest document we saw is nearly always still the head:
+        # one round trip. When it moved, the script says which head is current and we retry.
         head = self._head or GENESIS
         for _ in range(5):
             event = seal(base, head) if base is not None else None
+            body = json.dumps(plain_doc if event is None
+                              else {**plain_doc, "audit_head": event["hash"]})
             args = ["" if expected is None else str(expected), body, str(doc.generation),
                     json.dumps(event, ensure_ascii=False) if event else "", head,
                     event["hash"] if event else "", GENESIS, self.ch_events]
@@ -269,8 +285,8 @@ class RedisStore:
             if status == "audit_conflict":
                 head = res[1].decode() if isinstance(res[1], bytes) else str(res[1])
                 continue
-            if event is not None:
-                self._head = event["hash"]
+            if event is not None and doc.generation >= self._head_gen:
+                self._head, self._head_gen = event["hash"], doc.generation
             return event
         raise StoreConflict("the audit head kept changing under us")
 
