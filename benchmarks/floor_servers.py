@@ -1,11 +1,14 @@
 """Reference servers for benchmarks/floors.py: what a request costs before killgate's own work.
 
-    python benchmarks/floor_servers.py --kind aiohttp|httptools|naive --port P
+    python benchmarks/floor_servers.py --kind aiohttp|parser|httptools|naive --port P
         [--backend-port B] [--delay-ms D] [--workers N]
 
 * `aiohttp`: aiohttp's low-level server (`web.Server`, the one killgate's data plane runs
   on) answering every request with a fixed JSON body after reading the request body. No
   proxying at all: the least a server built on aiohttp can cost.
+* `parser`: aiohttp's C request parser (`aiohttp._http_parser.HttpRequestParser`, the one
+  its server uses) driven by a Protocol of our own, without aiohttp's per-request
+  machinery (request handler loop, `BaseRequest`, `StreamWriter`, a `Task` per request).
 * `httptools`: a raw asyncio Protocol + httptools (llhttp) answering the same fixed body.
   What a data plane that left aiohttp's server behind could start from.
 * `naive`: the issue's reference, a naive aiohttp proxy: aiohttp's server in front, one
@@ -29,6 +32,9 @@ from typing import cast
 import httptools
 import uvloop
 from aiohttp import ClientSession, TCPConnector, web
+from aiohttp._http_parser import HttpRequestParser
+from aiohttp.base_protocol import BaseProtocol
+from aiohttp.streams import StreamReader
 
 HOST = "127.0.0.1"
 BODY = b'{"ok":true,"model_version":"v1"}'
@@ -68,6 +74,48 @@ class FixedAnswer(asyncio.Protocol):
         self.transport = None
 
 
+class ParserAnswer(BaseProtocol):
+    """aiohttp's C parser: answer every request with RESPONSE once its body has arrived."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, delay_s: float) -> None:
+        super().__init__(loop)
+        self.delay_s = delay_s
+        self.reading: set[asyncio.Task[None]] = set()
+        self.parser = HttpRequestParser(self, loop, 2**16, max_line_size=8190,
+                                        max_headers=128, max_field_size=8190,
+                                        auto_decompress=False)
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            messages, _, _ = self.parser.feed_data(data)
+        except Exception:  # noqa: BLE001 - any parse error: drop the connection
+            if self.transport is not None:
+                self.transport.close()
+            return
+        for _, payload in messages:
+            if payload.is_eof():
+                payload.read_nowait(-1)
+                self._later()
+            else:
+                task = asyncio.ensure_future(self._body(payload))
+                self.reading.add(task)
+                task.add_done_callback(self.reading.discard)
+
+    async def _body(self, payload: StreamReader) -> None:
+        await payload.read()
+        self._later()
+
+    def _later(self) -> None:
+        if self.delay_s:
+            self._loop.call_later(self.delay_s, self._answer)
+        else:
+            self._answer()
+
+    def _answer(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(RESPONSE)
+
+
 def aiohttp_fixed(delay_s: float) -> web.Server:
     async def handler(request: web.BaseRequest) -> web.Response:
         await request.read()
@@ -101,6 +149,9 @@ async def serve(args: argparse.Namespace) -> None:
     if args.kind == "httptools":
         server = await loop.create_server(lambda: FixedAnswer(delay_s), HOST, args.port,
                                           reuse_port=True, backlog=4096)
+    elif args.kind == "parser":
+        server = await loop.create_server(lambda: ParserAnswer(loop, delay_s), HOST, args.port,
+                                          reuse_port=True, backlog=4096)
     else:
         if args.kind == "aiohttp":
             factory = aiohttp_fixed(delay_s)
@@ -120,7 +171,7 @@ async def serve(args: argparse.Namespace) -> None:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--kind", choices=("aiohttp", "httptools", "naive"), required=True)
+    p.add_argument("--kind", choices=("aiohttp", "parser", "httptools", "naive"), required=True)
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--backend-port", type=int, default=0)
     p.add_argument("--delay-ms", type=int, default=0)

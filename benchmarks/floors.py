@@ -9,6 +9,8 @@ three reference servers beside them, loaded the same way by wrk with the same pl
 * `aiohttp alone`: aiohttp's low-level server answering a fixed body, no backend hop. Any
   proxy built on aiohttp's server does at least this much per request, so its figures bound
   killgate's: its throughput from above, its added latency from below.
+* `aiohttp parser alone`: aiohttp's C request parser in a Protocol of our own, without the
+  server's per-request objects: what a data plane kept on aiohttp's parser could start from.
 * `httptools alone`: the same fixed answer from a raw asyncio Protocol + httptools.
 * `naive proxy`: aiohttp's server + `aiohttp.ClientSession`, the issue's reference point.
 
@@ -53,8 +55,9 @@ from harness import (
 )
 
 FLOOR_SERVERS = Path(__file__).resolve().parent / "floor_servers.py"
-AIOHTTP, HTTPTOOLS, NAIVE = "aiohttp alone", "httptools alone", "naive proxy"
-KINDS = {AIOHTTP: "aiohttp", HTTPTOOLS: "httptools", NAIVE: "naive"}
+AIOHTTP, PARSER, HTTPTOOLS, NAIVE = ("aiohttp alone", "aiohttp parser alone", "httptools alone",
+                                     "naive proxy")
+KINDS = {AIOHTTP: "aiohttp", PARSER: "parser", HTTPTOOLS: "httptools", NAIVE: "naive"}
 
 
 @dataclass(frozen=True)
@@ -66,8 +69,8 @@ class Scenario:
 
 
 SCENARIOS = (
-    Scenario(0, 1, (1, 64), (DIRECT, AIOHTTP, HTTPTOOLS, NAIVE, "killgate", "nginx")),
-    Scenario(0, 2, (64,), (AIOHTTP, HTTPTOOLS, NAIVE, "killgate", "nginx")),
+    Scenario(0, 1, (1, 64), (DIRECT, AIOHTTP, PARSER, HTTPTOOLS, NAIVE, "killgate", "nginx")),
+    Scenario(0, 2, (64,), (AIOHTTP, PARSER, HTTPTOOLS, NAIVE, "killgate", "nginx")),
     Scenario(5, 1, (64,), (DIRECT, NAIVE, "killgate", "nginx")),
 )
 
@@ -133,7 +136,7 @@ def table(rows: list[Row]) -> list[list[str]]:
                      and x.side == side), None)
 
     out = [["scenario", "side", "req/s", "p50 ms", "p99 ms", "CPU µs/req", "errors",
-            "req/s vs nginx", "req/s vs direct", "p50 added µs"]]
+            "req/s vs nginx", "req/s vs direct", "p50 added µs", "noise %"]]
     for r in rows:
         nginx = find(r, f"nginx {r.workers}w") if r.workers else None
         direct = find(r, DIRECT)
@@ -148,6 +151,7 @@ def table(rows: list[Row]) -> list[list[str]]:
             f"{r.wrk.rps / direct.wrk.rps:.2f}" if direct and not is_direct else "-",
             f"{(r.wrk.p50_ms - direct.wrk.p50_ms) * 1000:+.0f}"
             if direct and not is_direct else "-",
+            f"{r.noise_pct:.0f}",
         ])
     return out
 
@@ -167,13 +171,14 @@ def bounds(rows: list[Row]) -> list[str]:
 
     checks: list[tuple[str, tuple[int, int, str], list[str], Callable[[Row, Row], str]]] = [
         ("1 connection, p50 added over direct (goal ≤ 150 µs)", (0, 1, DIRECT),
-         [f"{AIOHTTP} 1w", "killgate 1w", "nginx 1w"], added),
+         [f"{AIOHTTP} 1w", f"{PARSER} 1w", "killgate 1w", "nginx 1w"], added),
         ("0 ms backend, c=64, 2 workers, req/s vs nginx (goal ≥ 0.5)", (0, 64, "nginx 2w"),
-         [f"{AIOHTTP} 2w", "killgate 2w", f"{NAIVE} 2w", f"{HTTPTOOLS} 2w"], ratio),
+         [f"{AIOHTTP} 2w", f"{PARSER} 2w", f"{HTTPTOOLS} 2w", "killgate 2w", f"{NAIVE} 2w"],
+         ratio),
         ("5 ms backend, c=64, 1 worker, req/s vs direct (goal ≥ 0.95)", (5, 64, DIRECT),
          ["killgate 1w", f"{NAIVE} 1w", "nginx 1w"], ratio),
         ("CPU per request, 0 ms backend, c=64, 1 worker (goal ≤ 70 µs)", (0, 64, DIRECT),
-         [f"{AIOHTTP} 1w", f"{HTTPTOOLS} 1w", "killgate 1w", "nginx 1w"], cpu),
+         [f"{AIOHTTP} 1w", f"{PARSER} 1w", f"{HTTPTOOLS} 1w", "killgate 1w", "nginx 1w"], cpu),
     ]
     lines: list[str] = []
     for label, base_key, sides, show in checks:
