@@ -1,4 +1,6 @@
-"""RELIABILITY row 12: a busy backend's queue is bounded; the excess gets a fast 503.
+"""RELIABILITY rows 12, 39 and 40: bounded queues, connection caps, 10,000 connections.
+
+Row 12: a busy backend's queue is bounded; the excess gets a fast 503.
 
 A backend that takes 1 s per request, at most 4 connections to it and 8 requests allowed to
 wait for one; 40 clients at once. The 12 admitted requests are all answered; the other 28
@@ -9,13 +11,17 @@ queued without bound, and the backend is not ejected for it (the limit is ours).
 from __future__ import annotations
 
 import asyncio
+import re
+import resource
 import time
 from collections import Counter
 from pathlib import Path
 
+import pytest
 from aiohttp import web
 
-from tests.conftest import running_gateway, two_versions, write_config
+from tests.backends import echo_app
+from tests.conftest import free_port, running_gateway, two_versions, write_config
 
 
 def slow_app(delay: float, state: dict[str, int]) -> web.Application:
@@ -119,3 +125,84 @@ async def test_connection_cap_closes_the_excess_fast(tmp_path: Path, backends) -
         finally:
             for _, w in conns:
                 w.close()
+
+
+async def test_ten_thousand_connections_held_open(tmp_path: Path, backends, gateway_procs,
+                                                  session) -> None:
+    """RELIABILITY row 39: 10,000 client connections at once on one `killgate serve`
+    process, each answered and then held open (keep-alive); a fresh client keeps a
+    bounded latency meanwhile, nothing is refused below the cap, and memory per held
+    connection stays small (plain aiohttp + uvloop: ~12.6 KB each, per the matrix)."""
+    n = 10_000
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard < n + 2_000:
+        pytest.skip(f"needs {n + 2_000} open files in this process; the hard limit is {hard}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    try:
+        p = await backends(echo_app("v1"))
+        # 64 pooled connections: a burst of 256 connects would overflow the test backend's
+        # listen backlog, and the gateway would rightly eject it for failing to connect
+        cfg = write_config(tmp_path, two_versions(p, p, 100, 0),
+                           listen=f"127.0.0.1:{free_port()}", admin=f"127.0.0.1:{free_port()}",
+                           extra="server:\n  max_connections_per_backend: 64\n")
+        gw = gateway_procs(cfg)
+        await asyncio.to_thread(gw.wait_ready)
+        rss_before = _rss_kib(gw.proc.pid)
+        request = b"GET /v2/models/iris/infer HTTP/1.1\r\nHost: x\r\n\r\n"
+
+        async def answered(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> int:
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int(re.search(rb"(?i)\r\ncontent-length: *(\d+)", head).group(1))  # type: ignore[union-attr]
+            await reader.readexactly(length)
+            return int(head.split(b" ", 2)[1])
+
+        async def connect_and_ask() -> tuple[asyncio.StreamReader, asyncio.StreamWriter, int]:
+            reader, writer = await asyncio.open_connection("127.0.0.1", gw.data_port)
+            return reader, writer, await answered(reader, writer)
+
+        conns: list[tuple[asyncio.StreamReader, asyncio.StreamWriter, int]] = []
+        t0 = time.monotonic()
+        try:
+            for _ in range(n // 500):  # 500 at a time: the backend pool's queue is not the test
+                conns += await asyncio.wait_for(
+                    asyncio.gather(*(connect_and_ask() for _ in range(500))), 60)
+            opened_s = time.monotonic() - t0
+            assert Counter(status for _, _, status in conns) == {200: n}
+            rss_held = _rss_kib(gw.proc.pid)
+            # a fresh client, while every one of the 10,000 stays connected
+            reader, writer = await asyncio.open_connection("127.0.0.1", gw.data_port)
+            lat = []
+            for _ in range(200):
+                t = time.monotonic()
+                assert await asyncio.wait_for(answered(reader, writer), 5) == 200
+                lat.append(time.monotonic() - t)
+            writer.close()
+            lat.sort()
+            p99 = lat[int(len(lat) * 0.99)]
+            # the held connections are still open and still answer
+            for r, w, _ in conns[:: n // 20]:
+                assert await asyncio.wait_for(answered(r, w), 5) == 200
+            async with session.get(f"{gw.admin}/metrics") as resp:
+                metrics = await resp.text()
+            print(f"\n{n} connections answered and held in {opened_s:.1f}s; fresh client p99 "
+                  f"{p99 * 1000:.1f} ms; RSS {rss_before / 1024:.0f} -> {rss_held / 1024:.0f} MiB "
+                  f"({(rss_held - rss_before) * 1024 / n / 1000:.1f} KB per connection)")
+            assert p99 < 0.25, lat[-5:]  # generous: ~1 ms here
+            assert (rss_held - rss_before) * 1024 / n < 64_000  # bytes per held connection
+            for refused in ("killgate_connections_refused_total", "killgate_requests_shed_total",
+                            "killgate_upstream_errors_total"):  # none refused, shed or failed
+                assert not re.search(rf"^{refused}\b.* [1-9]", metrics, re.M), metrics
+            assert 'killgate_upstream_health{route="iris",version="v1"} 1' in metrics
+        finally:
+            for _, w, _ in conns:
+                w.close()
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
