@@ -24,6 +24,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -156,6 +157,7 @@ def main() -> int:
         lags = measure_floor(redis_port, tmp, args.trials, args.gap)
     finally:
         procs.stop()
+    shutil.rmtree(tmp, ignore_errors=True)  # kept (logs and all) when the run failed
     print(f"# Kill-propagation floor ({args.trials} messages per chain, {args.gap * 1000:g} ms "
           f"apart, {INSTANCES} instances, {os.cpu_count()} CPUs)\n")
     print("| chain | n | p50 ms | p90 ms | p99 ms | max ms |")

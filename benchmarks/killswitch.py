@@ -303,6 +303,7 @@ def main() -> int:
             cuts = asyncio.run(stream_cut(ports[0], admins[0], args.cuts))
     finally:
         PROCS.stop()
+    shutil.rmtree(tmp, ignore_errors=True)  # kept (logs and all) when the run failed
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True, cwd=ROOT).stdout.strip()
     print(f"\nkillgate kill-switch benchmarks — {time.strftime('%Y-%m-%d %H:%M')} — "
