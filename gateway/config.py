@@ -75,7 +75,9 @@ def parse_listen(value: str) -> tuple[str, int]:
     return host, port
 
 
-def _check_listen(v: str) -> str:
+def _check_listen(v: Any) -> str:
+    if not isinstance(v, str):
+        raise ValueError("must be a 'host:port' string such as '127.0.0.1:8080'")
     parse_listen(v)
     return v
 

@@ -87,6 +87,18 @@ def test_listen_forms() -> None:
         parse_listen("[nothex]:80")
 
 
+@pytest.mark.parametrize("value", ["null", "8080", "[a]", "{h: x}"])
+def test_listen_of_another_type_is_a_config_error(value: str) -> None:
+    """Found by tests/test_properties.py: `listen: null` used to raise AttributeError."""
+    base = EXAMPLES[0].read_text()
+    text = "\n".join(f"listen: {value}" if line.startswith("listen:") else line
+                     for line in base.splitlines())
+    with pytest.raises(ConfigError) as err:
+        parse_config_text(text)
+    assert any(p.path == "listen" and "host:port" in p.message for p in err.value.problems), \
+        err.value.problems
+
+
 def test_defaults_are_documented_values() -> None:
     cfg = parse_config_text(
         "routes:\n  - name: r\n    match: {path_prefix: /r}\n    stable: v1\n    versions:\n"

@@ -1,0 +1,180 @@
+"""Property tests (hypothesis) for two rows of RELIABILITY.md.
+
+Row 20, duplicate and reordered state events: whatever order documents arrive in, and
+however often each one arrives, an instance enforces the newest generation it has seen,
+never goes back to an older one, and its routing table says exactly what that document
+says (an unkill that overtakes its kill is not undone by the late kill, and vice versa).
+
+Row 26, config parser fuzz: whatever the file holds, `parse_config_text` returns a valid
+config or raises `ConfigError` naming every problem, never another exception. The inputs
+are arbitrary text, byte-level edits of the example files, and structural mutations of
+them (values replaced by other types, keys dropped or invented, lists emptied or grown),
+so that most cases reach the validator rather than stop at the YAML parser. The fixed seed
+corpus is `tests/data/config/invalid/` (test_config.py). A longer random campaign:
+`KILLGATE_FUZZ_EXAMPLES=5000 .venv/bin/python -m pytest tests/test_properties.py`.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gateway.config import Config
+from gateway.configfile import LoadedConfig, parse_config_text
+from gateway.errors import ConfigError
+from gateway.model import KillFlag, StateDoc, kill_key
+from gateway.snapshot import TableHolder
+from tests.conftest import two_versions
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE_TEXTS = [p.read_text() for p in sorted((ROOT / "config").glob("*.yaml"))]
+EXAMPLES = [yaml.safe_load(t) for t in EXAMPLE_TEXTS]
+# CI runs a fixed, derandomised set of examples (a red build is then reproducible);
+# KILLGATE_FUZZ_EXAMPLES=N runs a random campaign of N examples per test instead.
+_CAMPAIGN = int(os.environ.get("KILLGATE_FUZZ_EXAMPLES", "0"))
+FUZZ = settings(max_examples=_CAMPAIGN or 150, derandomize=not _CAMPAIGN, database=None,
+                deadline=None,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                       HealthCheck.function_scoped_fixture])
+
+
+# --------------------------------------------------------------------------- row 20
+
+KILL_KEYS = ["global", kill_key("route", "iris"), kill_key("version", "iris", "v1"),
+             kill_key("version", "iris", "v2")]
+
+
+def _holder() -> TableHolder:
+    text = ("listen: 127.0.0.1:0\nadmin:\n  listen: 127.0.0.1:0\n"
+            "state: {backend: local, path: /nonexistent/store.json}\nroutes:\n"
+            + "\n".join("  " + line for line in two_versions(1, 2, 50, 50).splitlines()))
+    return TableHolder(LoadedConfig(parse_config_text(text), "sha256:test", None))
+
+
+def _doc(generation: int, keys: frozenset[str]) -> StateDoc:
+    flags = {}
+    for key in keys:
+        scope, _, rest = key.partition(":")
+        route, _, version = rest.partition(":")
+        flags[key] = KillFlag(scope, route or None, version or None,  # type: ignore[arg-type]
+                              "alice", "r", "t", generation)
+    return StateDoc(generation=generation, kills=flags)
+
+
+@given(st.data())
+@FUZZ
+def test_any_order_and_any_duplicates_end_on_the_newest_document(data: st.DataObject) -> None:
+    n = data.draw(st.integers(1, 12), label="documents")
+    docs = {g: _doc(g, data.draw(st.frozensets(st.sampled_from(KILL_KEYS)), label=f"kills {g}"))
+            for g in range(1, n + 1)}
+    repeats = data.draw(st.lists(st.integers(1, n), max_size=2 * n), label="duplicates")
+    arrivals = data.draw(st.permutations([*range(1, n + 1), *repeats]), label="arrivals")
+    holder = _holder()
+    newest = 0
+    for g in arrivals:
+        applied = holder.apply_doc(docs[g])
+        assert applied == (g > newest)  # older and duplicate documents are no-ops
+        newest = max(newest, g)
+        doc = docs[newest]
+        assert holder.doc is doc
+        plan = holder.table.by_name["iris"]
+        assert plan.killed == ("global" if "global" in doc.kills
+                               else "route" if "route:iris" in doc.kills else None)
+        assert {v for v, why in plan.excluded.items() if why == "killed"} == {
+            v for v in ("v1", "v2") if f"version:iris:{v}" in doc.kills}
+    assert holder.doc.generation == n
+
+
+# --------------------------------------------------------------------------- row 26
+
+SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-(2**70), 2**70),
+                    st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=40),
+                    st.sampled_from(["1s", "-5ms", "0", "100%", "http://127.0.0.1:1", "v1",
+                                     "stable", "127.0.0.1:0", "::1", "", " "]))
+VALUES = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=4)
+                      | st.dictionaries(st.text(max_size=10), inner, max_size=4), max_leaves=12)
+
+
+def _keys(node: Any) -> set[str]:
+    if isinstance(node, dict):
+        return set(map(str, node)) | {k for v in node.values() for k in _keys(v)}
+    if isinstance(node, list):
+        return {k for v in node for k in _keys(v)}
+    return set()
+
+
+KNOWN_KEYS = sorted(set().union(*(_keys(e) for e in EXAMPLES)))
+
+
+def _paths(node: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    out = [prefix]
+    if isinstance(node, dict):
+        for k, v in node.items():
+            out += _paths(v, (*prefix, k))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            out += _paths(v, (*prefix, i))
+    return out
+
+
+def _mutate(data: st.DataObject, doc: Any) -> Any:
+    doc = copy.deepcopy(doc)
+    for _ in range(data.draw(st.integers(1, 4), label="mutations")):
+        path = data.draw(st.sampled_from(_paths(doc)), label="at")
+        if not path:
+            return data.draw(VALUES, label="whole document")
+        parent = doc
+        for step in path[:-1]:
+            parent = parent[step]
+        key = path[-1]
+        action = data.draw(st.sampled_from(["replace", "drop", "add key", "duplicate"]))
+        if action == "replace":
+            parent[key] = data.draw(VALUES, label="value")
+        elif action == "drop":
+            del parent[key]
+        elif action == "add key" and isinstance(parent[key], dict):
+            name = data.draw(st.sampled_from(KNOWN_KEYS) | st.text(max_size=8), label="key")
+            parent[key][name] = data.draw(VALUES, label="value")
+        elif action == "duplicate" and isinstance(parent, list):
+            parent.append(copy.deepcopy(parent[key]))
+    return doc
+
+
+def _parses_or_explains(text: str) -> None:
+    try:
+        cfg = parse_config_text(text, "fuzz.yaml")
+    except ConfigError as exc:
+        assert exc.problems, "a ConfigError must name at least one problem"
+        assert all(str(p).strip() for p in exc.problems)
+    else:
+        assert isinstance(cfg, Config)
+
+
+@given(st.text(max_size=400))
+@FUZZ
+def test_arbitrary_text_is_a_config_or_a_config_error(text: str) -> None:
+    _parses_or_explains(text)
+
+
+@given(st.data())
+@FUZZ
+def test_edited_example_text_is_a_config_or_a_config_error(data: st.DataObject) -> None:
+    text = data.draw(st.sampled_from(EXAMPLE_TEXTS), label="example")
+    for _ in range(data.draw(st.integers(1, 3), label="edits")):
+        at = data.draw(st.integers(0, len(text)), label="offset")
+        cut = data.draw(st.integers(0, 20), label="deleted")
+        text = text[:at] + data.draw(st.text(max_size=12), label="inserted") + text[at + cut:]
+    _parses_or_explains(text)
+
+
+@given(st.data())
+@FUZZ
+def test_mutated_example_is_a_config_or_a_config_error(data: st.DataObject) -> None:
+    doc = _mutate(data, data.draw(st.sampled_from(EXAMPLES), label="example"))
+    _parses_or_explains(yaml.safe_dump(doc, allow_unicode=True))
