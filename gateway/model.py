@@ -2,7 +2,9 @@
 
 Owns the state document every instance holds in memory and the state store persists;
 it is pure data (frozen dataclasses and their JSON form), with no I/O. The document's
-`generation` only grows; `epoch` names the store incarnation that produced it.
+`generation` only grows; `epoch` names the store incarnation that produced it. A document
+read back from a store is validated whole (pydantic, against these dataclasses): whatever
+a store holds, it is either a well-typed `StateDoc` or a `ValueError`.
 """
 
 from __future__ import annotations
@@ -10,10 +12,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+from pydantic import ConfigDict, TypeAdapter, ValidationError
+from typing_extensions import TypedDict  # pydantic validates typing's only from 3.12
+
 __all__ = [
     "HistoryEntry",
     "KillFlag",
     "KillScope",
+    "Progress",
     "RouteOverride",
     "StateDoc",
     "kill_key",
@@ -85,9 +91,21 @@ class RouteOverride:
     kind: str
 
 
+class Progress(TypedDict, total=False):
+    """A route's progressive delivery (gateway/rollout.py); a dict, typed for validation."""
+
+    canary: str
+    step: int
+    since: float
+    state: Literal["running", "paused", "done", "failed"]
+
+
 @dataclass(frozen=True, slots=True)
 class StateDoc:
     """The whole replicated state. Replaced, never mutated."""
+
+    # for from_json: no NaN or infinite weights; unknown keys (newer writers) are ignored
+    __pydantic_config__ = ConfigDict(allow_inf_nan=False)
 
     generation: int = 0
     epoch: str = ""
@@ -96,8 +114,8 @@ class StateDoc:
     history: dict[str, tuple[HistoryEntry, ...]] = field(default_factory=dict)
     #: route -> version -> {"url", "artifact", "time"}: identities seen, never rewritten
     identities: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
-    #: route -> progressive delivery state {"step", "since", "state"}
-    progress: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: route -> progressive delivery state {"canary", "step", "since", "state"}
+    progress: dict[str, Progress] = field(default_factory=dict)
 
     def with_changes(self, **kw: Any) -> StateDoc:
         return replace(self, **kw)
@@ -114,17 +132,17 @@ class StateDoc:
         }
 
     @classmethod
-    def from_json(cls, d: dict[str, Any]) -> StateDoc:
-        return cls(
-            generation=int(d.get("generation", 0)),
-            epoch=str(d.get("epoch", "")),
-            kills={k: KillFlag(**v) for k, v in (d.get("kills") or {}).items()},
-            overrides={k: RouteOverride(**v) for k, v in (d.get("overrides") or {}).items()},
-            history={k: tuple(HistoryEntry(**e) for e in v)
-                     for k, v in (d.get("history") or {}).items()},
-            identities=dict(d.get("identities") or {}),
-            progress=dict(d.get("progress") or {}),
-        )
+    def from_json(cls, d: Any) -> StateDoc:
+        """The document from its JSON form; ValueError when it is not a valid one (wrong
+        shape or types anywhere), so a corrupt store reads as unavailable, never as a crash
+        of the instance reading it."""
+        try:
+            return _DOC_ADAPTER.validate_python(d)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(x) for x in first["loc"]) or "document"
+            raise ValueError(f"not a valid state document: {where}: {first['msg']} "
+                             f"({exc.error_count()} problem(s))") from None
 
     def previous_stable(self, route: str, current: str) -> HistoryEntry | None:
         """The most recent history entry whose stable differs from `current`."""
@@ -133,3 +151,6 @@ class StateDoc:
                 return entry
         return None
 
+
+
+_DOC_ADAPTER: TypeAdapter[StateDoc] = TypeAdapter(StateDoc)

@@ -28,7 +28,7 @@ from gateway.audit import AuditDraft, utc_now
 from gateway.config import RouteConfig
 from gateway.errors import AuditError, StateError
 from gateway.log import event
-from gateway.model import HistoryEntry, RouteOverride, StateDoc
+from gateway.model import HistoryEntry, Progress, RouteOverride, StateDoc
 from gateway.overrides import MAX_HISTORY, effective_stable
 from gateway.routing import canary_of
 from gateway.snapshot import TableHolder
@@ -211,8 +211,8 @@ class RolloutDriver:
         else:
             await self._promote(rc, prog, canary)
 
-    async def _set_progress(self, rc: RouteConfig, expected: dict[str, Any] | None,
-                            new_prog: dict[str, Any], action: str) -> None:
+    async def _set_progress(self, rc: RouteConfig, expected: Progress | None,
+                            new_prog: Progress, action: str) -> None:
         steps = rc.analysis.steps if rc.analysis is not None and rc.analysis.steps else []
         def change(cur: StateDoc) -> StateDoc:
             if cur.progress.get(rc.name) != expected or rc.name in cur.overrides:
@@ -227,7 +227,7 @@ class RolloutDriver:
 
         await self.sync.write(change, describe)
 
-    async def _promote(self, rc: RouteConfig, prog: dict[str, Any], canary: str) -> None:
+    async def _promote(self, rc: RouteConfig, prog: Progress, canary: str) -> None:
         now = utc_now()
 
         def change(cur: StateDoc) -> StateDoc:

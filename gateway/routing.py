@@ -288,7 +288,10 @@ def progressive_weights(rc: RouteConfig, prog: Mapping[str, object]) -> dict[str
     if not steps or canary is None or prog.get("canary") != canary \
             or prog.get("state") not in ("running", "paused"):
         return None
-    pct = float(steps[min(int(prog.get("step", 0)), len(steps) - 1)])  # type: ignore[call-overload]
+    step = prog.get("step", 0)
+    if type(step) is not int:  # not a bool either: the document is corrupt
+        return None
+    pct = float(steps[max(0, min(step, len(steps) - 1))])
     weights = {v.name: 0.0 for v in rc.versions}
     weights[canary] = pct
     weights[rc.stable] = 100.0 - pct

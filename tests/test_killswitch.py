@@ -233,6 +233,39 @@ async def test_store_emptied_keeps_the_kill_and_reseeds(tmp_path: Path, backends
         assert (await status_of(session, g.url))[0] == 200
 
 
+async def test_corrupt_document_in_redis_keeps_the_kill_and_syncing(
+        tmp_path: Path, backends, redis_server, session) -> None:
+    """A state key overwritten with something that is not a state document (a list, a
+    kill flag of the wrong shape, a pushed message that is not JSON): the instance reads the
+    store as unavailable, keeps enforcing what it knew, says why in its status, and goes on
+    syncing: a valid newer document written later is applied."""
+    p1 = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p1, p1, 100, 0),
+                       state=redis_state(redis_server, tmp_path))
+    async with running_gateway(cfg) as g:
+        applied = await kill(session, g.admin, scope="route", route="iris")
+        gen = applied["generation"]
+        good = json.loads(redis_server.cmd("GET", "kgtest:state"))
+        bad_flag = {**good, "generation": gen + 1,
+                    "kills": {"route:iris": {"scope": "everything", "route": ["iris"]}}}
+        for corrupt in ("[1, 2]", json.dumps(bad_flag)):
+            redis_server.cmd("SET", "kgtest:state", corrupt)
+            redis_server.cmd("SET", "kgtest:gen", str(gen + 1))
+            redis_server.cmd("PUBLISH", "kgtest:events", "{not json")
+            await wait_until(lambda: "not a valid state document" in str(g.gw.sync.last_error),
+                             5, what="the corrupt document to be noticed")
+            for _ in range(10):
+                assert await status_of(session, g.url) == (503, "killed")
+            assert g.gw.holder.doc.generation == gen
+        # an operator repairs the key with a valid, newer document that lifts the kill
+        repaired = {**good, "generation": gen + 2, "kills": {}}
+        redis_server.cmd("SET", "kgtest:state", json.dumps(repaired))
+        redis_server.cmd("SET", "kgtest:gen", str(gen + 2))
+        await wait_until(lambda: g.gw.holder.doc.generation == gen + 2, 10,
+                         what="the repaired document to be applied")
+        assert (await status_of(session, g.url))[0] == 200
+
+
 async def test_frozen_redis_does_not_slow_requests(tmp_path: Path, backends, redis_server,
                                                    gateway_procs) -> None:
     p1 = await backends(echo_app("v1"))

@@ -5,6 +5,11 @@ however often each one arrives, an instance enforces the newest generation it ha
 never goes back to an older one, and its routing table says exactly what that document
 says (an unkill that overtakes its kill is not undone by the late kill, and vice versa).
 
+The same row, from the other side: whatever a store holds or a push carries (a corrupt or
+foreign document), `StateDoc.from_json` returns a well-typed document or raises ValueError
+(which the stores report as "unavailable": the instance keeps its last-known state), and a
+document it accepts always builds a routing table that can route.
+
 Row 26, config parser fuzz: whatever the file holds, `parse_config_text` returns a valid
 config or raises `ConfigError` naming every problem, never another exception. The inputs
 are arbitrary text, byte-level edits of the example files, and structural mutations of
@@ -28,7 +33,8 @@ from hypothesis import strategies as st
 from gateway.config import Config
 from gateway.configfile import LoadedConfig, parse_config_text
 from gateway.errors import ConfigError
-from gateway.model import KillFlag, StateDoc, kill_key
+from gateway.model import HistoryEntry, KillFlag, RouteOverride, StateDoc, kill_key
+from gateway.routing import build_table
 from gateway.snapshot import TableHolder
 from tests.conftest import two_versions
 
@@ -91,6 +97,49 @@ def test_any_order_and_any_duplicates_end_on_the_newest_document(data: st.DataOb
     assert holder.doc.generation == n
 
 
+def _progressive_config() -> Config:
+    analysis = "analysis: {window: 1s, interval: 200ms, steps: [10, 50, 100]}\n"
+    text = ("listen: 127.0.0.1:0\nadmin:\n  listen: 127.0.0.1:0\n"
+            "state: {backend: local, path: /nonexistent/store.json}\nroutes:\n"
+            + "\n".join("  " + line for line in two_versions(1, 2, 90, 10, analysis)
+                         .splitlines()))
+    return parse_config_text(text)
+
+
+PROGRESSIVE = _progressive_config()
+SAMPLE_DOC = StateDoc(
+    generation=7, epoch="e1",
+    kills={"version:iris:v2": KillFlag("version", "iris", "v2", "alice", "r", "t", 5)},
+    overrides={"iris": RouteOverride("v1", {"v1": 100.0, "v2": 0.0}, "bob", "r", "t",
+                                     "rollback")},
+    history={"iris": (HistoryEntry("v1", "t", "a", "r", "http://127.0.0.1:1", None, 3),
+                      HistoryEntry("v2", "t", "a", "r", None, "sha256:ab", 4))},
+    identities={"iris": {"v1": {"url": "http://127.0.0.1:1", "artifact": None, "time": "t"}}},
+    progress={"iris": {"canary": "v2", "step": 1, "since": 12.5, "state": "running"}},
+).to_json()
+DOC_KEYS = sorted({"generation", "epoch", "kills", "overrides", "history", "identities",
+                   "progress", "scope", "route", "version", "actor",
+                   "reason", "time", "abort_inflight", "stable", "weights", "kind", "url",
+                   "artifact", "canary", "step", "since", "state"})
+
+
+@given(st.data())
+@FUZZ
+def test_any_stored_document_is_a_valid_state_or_a_value_error(data: st.DataObject) -> None:
+    raw = _mutate(data, SAMPLE_DOC, DOC_KEYS)
+    try:
+        doc = StateDoc.from_json(raw)
+    except ValueError as exc:
+        assert str(exc).startswith("not a valid state document: ")
+        return
+    for fail_closed in (False, True):
+        table = build_table(PROGRESSIVE, doc, frozenset({("iris", "v1")}), fail_closed)
+        choice = table.by_name["iris"].choose("user-1", "v2", lambda: 0.5)
+        assert choice.decision
+    holder = TableHolder(LoadedConfig(PROGRESSIVE, "sha256:test", None))
+    holder.apply_doc(doc)
+
+
 # --------------------------------------------------------------------------- row 26
 
 SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-(2**70), 2**70),
@@ -123,7 +172,7 @@ def _paths(node: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     return out
 
 
-def _mutate(data: st.DataObject, doc: Any) -> Any:
+def _mutate(data: st.DataObject, doc: Any, names: list[str]) -> Any:
     doc = copy.deepcopy(doc)
     for _ in range(data.draw(st.integers(1, 4), label="mutations")):
         path = data.draw(st.sampled_from(_paths(doc)), label="at")
@@ -139,7 +188,7 @@ def _mutate(data: st.DataObject, doc: Any) -> Any:
         elif action == "drop":
             del parent[key]
         elif action == "add key" and isinstance(parent[key], dict):
-            name = data.draw(st.sampled_from(KNOWN_KEYS) | st.text(max_size=8), label="key")
+            name = data.draw(st.sampled_from(names) | st.text(max_size=8), label="key")
             parent[key][name] = data.draw(VALUES, label="value")
         elif action == "duplicate" and isinstance(parent, list):
             parent.append(copy.deepcopy(parent[key]))
@@ -176,5 +225,5 @@ def test_edited_example_text_is_a_config_or_a_config_error(data: st.DataObject) 
 @given(st.data())
 @FUZZ
 def test_mutated_example_is_a_config_or_a_config_error(data: st.DataObject) -> None:
-    doc = _mutate(data, data.draw(st.sampled_from(EXAMPLES), label="example"))
+    doc = _mutate(data, data.draw(st.sampled_from(EXAMPLES), label="example"), KNOWN_KEYS)
     _parses_or_explains(yaml.safe_dump(doc, allow_unicode=True))

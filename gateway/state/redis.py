@@ -192,7 +192,7 @@ class RedisStore:
         item: StateDoc | Ack | None = None
         if channel == self._b_events:
             # not a document we can read: the poll will load it
-            with contextlib.suppress(ValueError, TypeError, AttributeError):
+            with contextlib.suppress(ValueError):  # JSON errors are ValueErrors too
                 item = self._doc(json.loads(data))
         elif channel == self._b_acks:
             inst, _, gen = data.decode("utf-8", "replace").rpartition(" ")
@@ -246,10 +246,11 @@ class RedisStore:
             return None
         try:
             return self._doc(json.loads(raw))
-        except (ValueError, TypeError) as exc:
-            raise StoreUnavailable(f"{self.k_state} holds invalid JSON: {exc}") from None
+        except ValueError as exc:
+            raise StoreUnavailable(f"{self.k_state} does not hold a valid state document: "
+                                   f"{exc}") from None
 
-    def _doc(self, d: dict[str, Any]) -> StateDoc:
+    def _doc(self, d: Any) -> StateDoc:
         """A stored or pushed document; its `audit_head` becomes our guess of the head."""
         doc = StateDoc.from_json(d)
         head = d.get("audit_head")

@@ -255,8 +255,12 @@ class Sync:
                 await self._cycle()
             except asyncio.CancelledError:
                 raise
-            except (StateError, AuditError, OSError) as exc:
-                if self.connected:
+            except Exception as exc:  # noqa: BLE001 - see below
+                if not isinstance(exc, (StateError, AuditError, OSError)):
+                    # a bug (ours, or a library's) must not end syncing: this loop is what
+                    # brings every later kill to this instance
+                    event(log, "state_sync_error", logging.ERROR, error=repr(exc))
+                elif self.connected:
                     event(log, "state_store_lost", logging.WARNING, error=str(exc))
                 self.connected = False
                 self.watching_since = None
