@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +31,6 @@ from harness import (
     HOST,
     NO_PIN,
     PIN_1W,
-    WRK_SCRIPT,
     Pinning,
     Processes,
     Row,
@@ -49,9 +47,9 @@ from harness import (
     start_backend,
     start_killgate,
     start_nginx,
-    terminate_as_interrupt,
     wait_until,
     which,
+    workspace,
 )
 
 FLOOR_SERVERS = Path(__file__).resolve().parent / "floor_servers.py"
@@ -200,22 +198,14 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if nginx is None:
         print("note: nginx not on PATH, skipping the nginx rows", file=sys.stderr)
-    with tempfile.TemporaryDirectory(prefix="killgate-floors-") as tmpname, \
-            terminate_as_interrupt():
-        tmp = Path(tmpname)
-        tmp.chmod(0o755)
-        script = tmp / "post.lua"
-        script.write_text(WRK_SCRIPT)
-        settings = Settings(args.duration, 2.0, [], 0, wrk, nginx, script, tmp, tmp,
-                            max_noise_pct=100.0, retries=0, idle_s=0.0)
-        procs = Processes(tmp)
-        try:
+    try:
+        with workspace("killgate-floors-") as (tmp, script, procs):
+            settings = Settings(args.duration, 2.0, [], 0, wrk, nginx, script, tmp, tmp,
+                                max_noise_pct=100.0, retries=0, idle_s=0.0)
             rows = run(settings, procs, nginx)
-        except KeyboardInterrupt:
-            log("interrupted: stopping every process")
-            return 130
-        finally:
-            procs.stop_all()
+    except KeyboardInterrupt:
+        log("interrupted: every process was stopped")
+        return 130
     print(f"# Floors (`benchmarks/floors.py --duration {args.duration:g}`)\n")
     print(markdown(table(rows)))
     print()

@@ -948,6 +948,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 @contextmanager
+def workspace(prefix: str) -> Iterator[tuple[Path, Path, Processes]]:
+    """A temp folder (world-readable: nginx workers may run as another user), wrk's Lua
+    script in it, and the processes started there: all stopped and removed on the way out,
+    also on SIGINT/SIGTERM/SIGHUP (raised as KeyboardInterrupt)."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmpname, terminate_as_interrupt():
+        tmp = Path(tmpname)
+        tmp.chmod(0o755)
+        script = tmp / "post.lua"
+        script.write_text(WRK_SCRIPT)
+        procs = Processes(tmp)
+        try:
+            yield tmp, script, procs
+        finally:
+            procs.stop_all()
+
+
+@contextmanager
 def terminate_as_interrupt() -> Iterator[None]:
     """SIGINT/SIGTERM/SIGHUP raise KeyboardInterrupt, so every `finally` stops what it started.
 
@@ -982,24 +999,16 @@ def main(argv: list[str] | None = None) -> int:
         d.mkdir(parents=True)
     cmdline = [Path(sys.executable).name, "benchmarks/harness.py",
                *(sys.argv[1:] if argv is None else argv)]
-    with tempfile.TemporaryDirectory(prefix="killgate-bench-") as tmpname, \
-            terminate_as_interrupt():
-        tmp = Path(tmpname)
-        tmp.chmod(0o755)
-        script = tmp / "post.lua"
-        script.write_text(WRK_SCRIPT)
-        settings = Settings(args.duration, min(2.0, max(1.0, args.duration / 5)),
-                            args.connections, args.sse_requests, wrk, nginx, script, tmp,
-                            raw_dir, args.max_noise, max(0, args.retries),
-                            1.0 if args.quick else 2.0)
-        procs = Processes(tmp)
-        try:
+    try:
+        with workspace("killgate-bench-") as (tmp, script, procs):
+            settings = Settings(args.duration, min(2.0, max(1.0, args.duration / 5)),
+                                args.connections, args.sse_requests, wrk, nginx, script, tmp,
+                                raw_dir, args.max_noise, max(0, args.retries),
+                                1.0 if args.quick else 2.0)
             results = run_all(settings, procs, logs_dir)
-        except KeyboardInterrupt:
-            log("interrupted: stopping every process")
-            return 130
-        finally:
-            procs.stop_all()
+    except KeyboardInterrupt:
+        log("interrupted: every process was stopped")
+        return 130
     text = report(settings, results, cmdline, log_excerpts(logs_dir))
     (OUT_DIR / "latest.md").write_text(text)
     print(text)
