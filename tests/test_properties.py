@@ -123,6 +123,12 @@ DOC_KEYS = sorted({"generation", "epoch", "kills", "overrides", "history", "iden
                    "artifact", "canary", "step", "since", "state"})
 
 
+def test_a_valid_document_survives_the_round_trip_unchanged() -> None:
+    doc = StateDoc.from_json(SAMPLE_DOC)
+    assert doc.to_json() == SAMPLE_DOC
+    assert StateDoc.from_json({**SAMPLE_DOC, "audit_head": "ab", "future_field": 1}) == doc
+
+
 @given(st.data())
 @FUZZ
 def test_any_stored_document_is_a_valid_state_or_a_value_error(data: st.DataObject) -> None:
