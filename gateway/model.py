@@ -10,9 +10,9 @@ a store holds, it is either a well-typed `StateDoc` or a `ValueError`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, TypeAdapter, ValidationError
+from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
 from typing_extensions import TypedDict  # pydantic validates typing's only from 3.12
 
 __all__ = [
@@ -92,12 +92,17 @@ class RouteOverride:
 
 
 class Progress(TypedDict, total=False):
-    """A route's progressive delivery (gateway/rollout.py); a dict, typed for validation."""
+    """A route's progressive delivery (gateway/rollout.py); a dict, typed for validation.
+
+    `state` stays a plain string and unknown keys are kept: a newer writer's additions must
+    not make an older instance read the whole document as invalid, nor be dropped by it."""
+
+    __pydantic_config__ = ConfigDict(extra="allow")  # type: ignore[misc]
 
     canary: str
-    step: int
+    step: Annotated[int, Field(ge=0)]
     since: float
-    state: Literal["running", "paused", "done", "failed"]
+    state: str
 
 
 @dataclass(frozen=True, slots=True)

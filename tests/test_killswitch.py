@@ -248,12 +248,13 @@ async def test_corrupt_document_in_redis_keeps_the_kill_and_syncing(
         good = json.loads(redis_server.cmd("GET", "kgtest:state"))
         bad_flag = {**good, "generation": gen + 1,
                     "kills": {"route:iris": {"scope": "everything", "route": ["iris"]}}}
-        for corrupt in ("[1, 2]", json.dumps(bad_flag)):
+        for corrupt, problem in (("[1, 2]", "document: Input should be a dictionary"),
+                                 (json.dumps(bad_flag), "kills.route:iris.scope")):
             redis_server.cmd("SET", "kgtest:state", corrupt)
             redis_server.cmd("SET", "kgtest:gen", str(gen + 1))
-            redis_server.cmd("PUBLISH", "kgtest:events", "{not json")
-            await wait_until(lambda: "not a valid state document" in str(g.gw.sync.last_error),
-                             5, what="the corrupt document to be noticed")
+            redis_server.cmd("PUBLISH", "kgtest:events", "{not json")  # a push it cannot read
+            await wait_until(lambda problem=problem: problem in str(g.gw.sync.last_error), 5,
+                             what=f"the corrupt document ({problem}) to be noticed")
             for _ in range(10):
                 assert await status_of(session, g.url) == (503, "killed")
             assert g.gw.holder.doc.generation == gen

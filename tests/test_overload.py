@@ -141,14 +141,17 @@ async def test_ten_thousand_connections_held_open(tmp_path: Path, backends, gate
     try:
         p = await backends(echo_app("v1"))
         # 64 pooled connections: a burst of 256 connects would overflow the test backend's
-        # listen backlog, and the gateway would rightly eject it for failing to connect
+        # listen backlog, and the gateway would rightly eject it for failing to connect;
+        # a long keep-alive, so no held connection expires on a slow machine
         cfg = write_config(tmp_path, two_versions(p, p, 100, 0),
                            listen=f"127.0.0.1:{free_port()}", admin=f"127.0.0.1:{free_port()}",
-                           extra="server:\n  max_connections_per_backend: 64\n")
+                           extra="server:\n  max_connections_per_backend: 64\n"
+                                 "  keepalive_timeout: 600s\n")
         gw = gateway_procs(cfg)
         await asyncio.to_thread(gw.wait_ready)
         rss_before = _rss_kib(gw.proc.pid)
         request = b"GET /v2/models/iris/infer HTTP/1.1\r\nHost: x\r\n\r\n"
+        writers: list[asyncio.StreamWriter] = []  # every socket we open, closed at the end
 
         async def answered(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> int:
             writer.write(request)
@@ -159,6 +162,7 @@ async def test_ten_thousand_connections_held_open(tmp_path: Path, backends, gate
 
         async def connect_and_ask() -> tuple[asyncio.StreamReader, asyncio.StreamWriter, int]:
             reader, writer = await asyncio.open_connection("127.0.0.1", gw.data_port)
+            writers.append(writer)
             return reader, writer, await answered(reader, writer)
 
         conns: list[tuple[asyncio.StreamReader, asyncio.StreamWriter, int]] = []
@@ -172,12 +176,12 @@ async def test_ten_thousand_connections_held_open(tmp_path: Path, backends, gate
             rss_held = _rss_kib(gw.proc.pid)
             # a fresh client, while every one of the 10,000 stays connected
             reader, writer = await asyncio.open_connection("127.0.0.1", gw.data_port)
+            writers.append(writer)
             lat = []
             for _ in range(200):
                 t = time.monotonic()
                 assert await asyncio.wait_for(answered(reader, writer), 5) == 200
                 lat.append(time.monotonic() - t)
-            writer.close()
             lat.sort()
             p99 = lat[int(len(lat) * 0.99)]
             # the held connections are still open and still answer
@@ -195,8 +199,10 @@ async def test_ten_thousand_connections_held_open(tmp_path: Path, backends, gate
                 assert not re.search(rf"^{refused}\b.* [1-9]", metrics, re.M), metrics
             assert 'killgate_upstream_health{route="iris",version="v1"} 1' in metrics
         finally:
-            for _, w, _ in conns:
+            for w in writers:
                 w.close()
+            # closed before the file limit goes back down
+            await asyncio.gather(*(w.wait_closed() for w in writers), return_exceptions=True)
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 

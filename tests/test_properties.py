@@ -98,11 +98,13 @@ def test_any_order_and_any_duplicates_end_on_the_newest_document(data: st.DataOb
 
 
 def _progressive_config() -> Config:
+    """Two routes: `iris` in a progressive rollout, `llm` under a latched override."""
     analysis = "analysis: {window: 1s, interval: 200ms, steps: [10, 50, 100]}\n"
+    routes = (two_versions(1, 2, 90, 10, analysis)
+              + two_versions(3, 4, 90, 10, name="llm", prefix="/v1/llm"))
     text = ("listen: 127.0.0.1:0\nadmin:\n  listen: 127.0.0.1:0\n"
             "state: {backend: local, path: /nonexistent/store.json}\nroutes:\n"
-            + "\n".join("  " + line for line in two_versions(1, 2, 90, 10, analysis)
-                         .splitlines()))
+            + "\n".join("  " + line for line in routes.splitlines()))
     return parse_config_text(text)
 
 
@@ -110,8 +112,8 @@ PROGRESSIVE = _progressive_config()
 SAMPLE_DOC = StateDoc(
     generation=7, epoch="e1",
     kills={"version:iris:v2": KillFlag("version", "iris", "v2", "alice", "r", "t", 5)},
-    overrides={"iris": RouteOverride("v1", {"v1": 100.0, "v2": 0.0}, "bob", "r", "t",
-                                     "rollback")},
+    overrides={"llm": RouteOverride("v1", {"v1": 100.0, "v2": 0.0}, "bob", "r", "t",
+                                    "rollback")},
     history={"iris": (HistoryEntry("v1", "t", "a", "r", "http://127.0.0.1:1", None, 3),
                       HistoryEntry("v2", "t", "a", "r", None, "sha256:ab", 4))},
     identities={"iris": {"v1": {"url": "http://127.0.0.1:1", "artifact": None, "time": "t"}}},
@@ -126,6 +128,9 @@ DOC_KEYS = sorted({"generation", "epoch", "kills", "overrides", "history", "iden
 def test_a_valid_document_survives_the_round_trip_unchanged() -> None:
     doc = StateDoc.from_json(SAMPLE_DOC)
     assert doc.to_json() == SAMPLE_DOC
+    table = build_table(PROGRESSIVE, doc)
+    assert table.by_name["iris"].weights == {"v1": 50.0, "v2": 50.0}  # step 1 of 10/50/100
+    assert table.by_name["llm"].weights == {"v1": 100.0, "v2": 0.0}  # the override
     assert StateDoc.from_json({**SAMPLE_DOC, "audit_head": "ab", "future_field": 1}) == doc
 
 
@@ -140,8 +145,8 @@ def test_any_stored_document_is_a_valid_state_or_a_value_error(data: st.DataObje
         return
     for fail_closed in (False, True):
         table = build_table(PROGRESSIVE, doc, frozenset({("iris", "v1")}), fail_closed)
-        choice = table.by_name["iris"].choose("user-1", "v2", lambda: 0.5)
-        assert choice.decision
+        for route in ("iris", "llm"):
+            assert table.by_name[route].choose("user-1", "v2", lambda: 0.5).decision
     holder = TableHolder(LoadedConfig(PROGRESSIVE, "sha256:test", None))
     holder.apply_doc(doc)
 

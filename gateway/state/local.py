@@ -98,7 +98,7 @@ class LocalStore:
             raise StoreUnavailable(f"cannot read {self.path}: {exc.strerror}") from None
         try:
             return StateDoc.from_json(json.loads(raw))
-        except (ValueError, TypeError) as exc:
+        except (ValueError, RecursionError) as exc:
             raise StoreUnavailable(f"{self.path} is not a valid state file: {exc}") from None
 
     async def load(self) -> StateDoc | None:

@@ -191,8 +191,8 @@ class RedisStore:
     def _on_message(self, channel: bytes, data: bytes) -> None:
         item: StateDoc | Ack | None = None
         if channel == self._b_events:
-            # not a document we can read: the poll will load it
-            with contextlib.suppress(ValueError):  # JSON errors are ValueErrors too
+            # not a document we can read: the poll will load it (and report it)
+            with contextlib.suppress(ValueError, RecursionError):  # RecursionError: nesting
                 item = self._doc(json.loads(data))
         elif channel == self._b_acks:
             inst, _, gen = data.decode("utf-8", "replace").rpartition(" ")
@@ -246,7 +246,7 @@ class RedisStore:
             return None
         try:
             return self._doc(json.loads(raw))
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # JSON errors are ValueErrors too
             raise StoreUnavailable(f"{self.k_state} does not hold a valid state document: "
                                    f"{exc}") from None
 

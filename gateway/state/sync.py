@@ -120,7 +120,7 @@ class Sync:
             return StateDoc.from_json(json.loads(self.snapshot_path.read_bytes()))
         except FileNotFoundError:
             return None
-        except (OSError, ValueError, TypeError) as exc:
+        except (OSError, ValueError, RecursionError) as exc:
             event(log, "snapshot_unreadable", logging.ERROR, path=str(self.snapshot_path),
                   error=str(exc))
             return None
@@ -251,8 +251,8 @@ class Sync:
                 if not self.connected:
                     await self._connect_and_sync()
                     event(log, "state_store_connected", generation=self.holder.doc.generation)
-                    backoff = 0.05
                 await self._cycle()
+                backoff = 0.05  # only after a whole cycle: a failure in it keeps backing off
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - see below
