@@ -251,8 +251,8 @@ class Sync:
                 if not self.connected:
                     await self._connect_and_sync()
                     event(log, "state_store_connected", generation=self.holder.doc.generation)
+                    backoff = 0.05
                 await self._cycle()
-                backoff = 0.05  # only after a whole cycle: a failure in it keeps backing off
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - see below
@@ -260,6 +260,7 @@ class Sync:
                     # a bug (ours, or a library's) must not end syncing: this loop is what
                     # brings every later kill to this instance
                     event(log, "state_sync_error", logging.ERROR, error=repr(exc))
+                    backoff = max(backoff, 1.0)  # a bug that repeats: once a second at most
                 elif self.connected:
                     event(log, "state_store_lost", logging.WARNING, error=str(exc))
                 self.connected = False
