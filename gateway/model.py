@@ -157,5 +157,4 @@ class StateDoc:
         return None
 
 
-
 _DOC_ADAPTER: TypeAdapter[StateDoc] = TypeAdapter(StateDoc)
