@@ -169,11 +169,18 @@ async def test_retried_write_with_the_same_idempotency_key_acts_once(tmp_path: P
             assert (await r.json())["error"]["type"] == "idempotency_key_reused"
 
 
-async def test_redis_audit_is_mirrored_to_a_jsonl_file(tmp_path: Path, backends, session,
-                                                      redis_server) -> None:
+@pytest.mark.parametrize("backend", ["redis", "local"])
+async def test_audit_is_mirrored_to_a_jsonl_file(tmp_path: Path, backends, session,
+                                                request: pytest.FixtureRequest,
+                                                backend: str) -> None:
     p = await backends(echo_app("v1"))
     mirror = tmp_path / "audit-mirror.jsonl"
-    state = redis_state(redis_server, tmp_path, extra=f"  audit_mirror: {mirror}\n")
+    if backend == "redis":
+        redis_server = request.getfixturevalue("redis_server")
+        state = redis_state(redis_server, tmp_path, extra=f"  audit_mirror: {mirror}\n")
+    else:  # the local store's cursor is a byte offset into its own audit file
+        state = (f"state:\n  backend: local\n  path: {tmp_path}/store.json\n"
+                 f"  poll_interval: 50ms\n  audit_mirror: {mirror}\n")
     cfg = write_config(tmp_path, two_versions(p, p), state=state)
     async with running_gateway(cfg) as g:
         await _actions(session, g.admin)

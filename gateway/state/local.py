@@ -268,26 +268,39 @@ class LocalStore:
     # ------------------------------------------------------------------ audit
 
     def _audit_all(self) -> list[dict[str, Any]]:
+        return self._audit_from(0, None)[0]
+
+    def _audit_from(self, offset: int, limit: int | None) -> tuple[list[dict[str, Any]], int]:
+        """Complete lines from byte `offset` on (at most `limit`), and the offset after them.
+        Only the part of the file after `offset` is read."""
         try:
-            lines = self.audit_path.read_bytes().splitlines()
+            with open(self.audit_path, "rb") as f:
+                f.seek(offset)
+                data = f.read()
         except FileNotFoundError:
-            return []
-        out = []
-        for n, line in enumerate(lines):
+            return [], offset
+        out: list[dict[str, Any]] = []
+        for n, line in enumerate(data.splitlines(keepends=True), 1):
+            if limit is not None and (len(out) == limit or not line.endswith(b"\n")):
+                break  # enough, or a line still being written (the whole read shows it)
             try:
                 out.append(json.loads(line))
             except ValueError:
-                out.append({"id": f"line-{n + 1}", "unparseable": line.decode("utf-8", "replace")})
-        return out
+                where = f"line-{n}" if limit is None else f"offset-{offset}"
+                out.append({"id": where,
+                            "unparseable": line.rstrip(b"\r\n").decode("utf-8", "replace")})
+            offset += len(line)
+        return out, offset
 
     async def audit_events(self) -> list[dict[str, Any]]:
         return await asyncio.to_thread(self._audit_all)
 
     async def audit_since(self, cursor: str | None,
                           limit: int) -> tuple[list[dict[str, Any]], str | None]:
-        start = int(cursor or 0)
-        events = (await self.audit_events())[start:start + limit]
-        return events, str(start + len(events))
+        """The cursor is a byte offset into the audit file: each call reads only what was
+        appended since."""
+        events, end = await asyncio.to_thread(self._audit_from, int(cursor or 0), limit)
+        return events, str(end)
 
     async def audit_page(self, limit: int, before: str | None) -> tuple[list[dict[str, Any]],
                                                                         str | None]:
