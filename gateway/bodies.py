@@ -69,7 +69,12 @@ class BodyReader:
         except TimeoutError:
             raise BodyTimeout from None
 
-    async def rest(self, request: web.BaseRequest, already: int) -> AsyncIterator[bytes]:
+    async def chain(self, first: bytes, request: web.BaseRequest,
+                    already: int) -> AsyncIterator[bytes]:
+        """`first` (the prefix already read), then the rest of the body as it arrives;
+        BodyTooLarge once more than max_body bytes came in all."""
+        if first:
+            yield first
         content = request.content
         n = already
         while True:
@@ -79,12 +84,4 @@ class BodyReader:
             n += len(chunk)
             if n > self.max_body:
                 raise BodyTooLarge
-            yield chunk
-
-    async def chain(self, first: bytes, request: web.BaseRequest,
-                    already: int) -> AsyncIterator[bytes]:
-        """`first` (the prefix already read), then the rest of the body as it arrives."""
-        if first:
-            yield first
-        async for chunk in self.rest(request, already):
             yield chunk

@@ -116,9 +116,15 @@ class Forbidden(ApiError):
 
 
 class UpstreamError(KillgateError):
-    """Base for backend failures; `delivered` says whether any request byte left us."""
+    """Base for backend failures; `delivered` says whether any request byte left us,
+    `backend_fault` whether it counts against the backend's health."""
 
     delivered = True
+    backend_fault = True
+
+    def kind(self) -> str:
+        """The `kind` label of `killgate_upstream_errors_total`."""
+        return "connect" if not self.delivered else type(self).__name__
 
 
 class UpstreamConnectError(UpstreamError):
@@ -130,6 +136,10 @@ class UpstreamOverflow(UpstreamError):
     refused at once (our limit, not the backend's failure)."""
 
     delivered = False
+    backend_fault = False
+
+    def kind(self) -> str:
+        return "overflow"
 
 
 class UpstreamTimeout(UpstreamError):
@@ -137,6 +147,9 @@ class UpstreamTimeout(UpstreamError):
         self.phase = phase
         self.delivered = delivered
         super().__init__(f"{phase} timeout")
+
+    def kind(self) -> str:
+        return "timeout"
 
 
 class UpstreamProtocolError(UpstreamError):

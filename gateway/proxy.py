@@ -61,15 +61,12 @@ class Proxy:
                  metrics: Metrics, max_body: int, peek_bytes: int,
                  observer: Observer | None = None, scheme: str = "http",
                  body_timeout: float = 30.0, max_inflight: int = 10_000) -> None:
-        self.body_timeout = body_timeout
         self.max_inflight = max_inflight
         self.bodies = BodyReader(max_body, peek_bytes, body_timeout)
         self.holder = holder
         self.upstreams = upstreams
         self.inflight = inflight
         self.metrics = metrics
-        self.max_body = max_body
-        self.peek_bytes = peek_bytes
         self.observer = observer
         self.scheme_b = scheme.encode()
         self.rand = random.random
@@ -97,7 +94,7 @@ class Proxy:
             return await self._handle(request, self.holder.table)
         except BodyTimeout:
             return self._error(408, "request_timeout",
-                               f"the request body stalled for {self.body_timeout:g}s",
+                               f"the request body stalled for {self.bodies.timeout:g}s",
                                extra_headers={"connection": "close"})
         finally:
             inflight._done()
@@ -149,9 +146,9 @@ class Proxy:
         if hdrs.UPGRADE in headers or request.method == "CONNECT":
             return self._error(400, "bad_request", "protocol upgrades are not proxied")
         cl = request.content_length
-        if cl is not None and cl > self.max_body:
+        if cl is not None and cl > self.bodies.max_body:
             return self._error(413, "body_too_large",
-                               f"the request body exceeds {self.max_body} bytes")
+                               f"the request body exceeds {self.bodies.max_body} bytes")
         raw_path = request.raw_path
         if ("/." in raw_path or "%" in raw_path or "\\" in raw_path) and ambiguous_path(raw_path):
             return self._error(400, "bad_request",
@@ -168,7 +165,7 @@ class Proxy:
             prefix = await self.bodies.prefix(request, cl)
             if prefix is None:
                 return self._error(413, "body_too_large",
-                                   f"the request body exceeds {self.max_body} bytes")
+                                   f"the request body exceeds {self.bodies.max_body} bytes")
             try:
                 field = find_model(prefix)
             except Ambiguous as exc:
@@ -194,7 +191,7 @@ class Proxy:
                 prefix = await self.bodies.prefix(request, cl, SMALL_BODY)
                 if prefix is None:
                     return self._error(413, "body_too_large",
-                                       f"the request body exceeds {self.max_body} bytes",
+                                       f"the request body exceeds {self.bodies.max_body} bytes",
                                        plan.name)
         return await self._forward(request, plan, choice, prefix, field, cl)
 
@@ -256,11 +253,11 @@ class Proxy:
                                               complete)
                 except BodyTooLarge:
                     return self._error(413, "body_too_large",
-                                       f"the request body exceeds {self.max_body} bytes",
+                                       f"the request body exceeds {self.bodies.max_body} bytes",
                                        plan.name, target.name, decision)
                 except BodyTimeout:
                     return self._error(408, "request_timeout",
-                                       f"the request body stalled for {self.body_timeout:g}s",
+                                       f"the request body stalled for {self.bodies.timeout:g}s",
                                        plan.name, target.name, decision,
                                        extra_headers={"connection": "close"})
                 except Aborted as exc:
@@ -385,12 +382,9 @@ class Proxy:
 
     def _count_error(self, plan: RoutePlan, target: Target, exc: UpstreamError,
                      started: float) -> None:
-        kind = "timeout" if isinstance(exc, UpstreamTimeout) else (
-            "overflow" if isinstance(exc, UpstreamOverflow) else
-            "connect" if not exc.delivered else type(exc).__name__)
-        self.metrics.inc("killgate_upstream_errors_total", (plan.name, target.name, kind),
+        self.metrics.inc("killgate_upstream_errors_total", (plan.name, target.name, exc.kind()),
                          label_names=("route", "version", "kind"))
-        if self.observer is not None and kind != "overflow":  # our limit, not its failure
+        if self.observer is not None and exc.backend_fault:
             self.observer.outcome(plan.name, target.name,
                                   "connect" if not exc.delivered else "error",
                                   self.loop.time() - started)

@@ -165,7 +165,6 @@ class Exchange(asyncio.Protocol):
     def _on_timer(self) -> None:
         phase = "total" if self.loop.time() >= self.deadline - 0.001 else "idle"
         self.fail(UpstreamTimeout(phase, delivered=True))
-        self.wait_until = float("inf")
 
     async def _wait(self) -> None:
         # No timer per wait (a uvloop timer costs ~3 µs to arm and cancel, 5% of a
@@ -256,11 +255,11 @@ class Pool:
     """Keep-alive connections to one origin (scheme, host, port)."""
 
     def __init__(self, scheme: str, host: str, port: int, max_conns: int,
-                 loop: asyncio.AbstractEventLoop, waiting: set[Exchange] | None = None,
-                 max_pending: int = 1024) -> None:
+                 loop: asyncio.AbstractEventLoop, waiting: set[Exchange],
+                 max_pending: int) -> None:
         self.scheme, self.host, self.port = scheme, host, port
         self.loop = loop
-        self.waiting: set[Exchange] = waiting if waiting is not None else set()
+        self.waiting = waiting  # shared by every pool; the Upstreams sweeper scans it
         self.max_conns = max_conns
         self.max_pending = max_pending
         self.idle: list[Exchange] = []
