@@ -109,8 +109,6 @@ class RedisStore:
         self._connecting: dict[str, asyncio.Lock] = {}
         self._sub: RespConnection | None = None
         self._listener: Listener | None = None
-        self._pushed: list[StateDoc | Ack] = []
-        self._wake: asyncio.Event | None = None
         # the audit head as of the newest document we saw or wrote (a guess the commit checks)
         self._head: str | None = None
         self._head_gen = 0
@@ -198,17 +196,12 @@ class RedisStore:
             inst, _, gen = data.decode("utf-8", "replace").rpartition(" ")
             if gen.isdigit():
                 item = Ack(inst, int(gen))
-        if item is None:
-            return
-        if self._listener is not None:
-            try:
-                self._listener(item)
-            except Exception as exc:  # noqa: BLE001 - a bug there must not end the subscription
-                event(log, "state_push_failed", logging.ERROR, error=repr(exc))
-        else:
-            self._pushed.append(item)
-            if self._wake is not None:
-                self._wake.set()
+        if item is None or self._listener is None:
+            return  # with nobody listening, the poll finds the change
+        try:
+            self._listener(item)
+        except Exception as exc:  # noqa: BLE001 - a bug there must not end the subscription
+            event(log, "state_push_failed", logging.ERROR, error=repr(exc))
 
     async def open(self) -> None:
         """Connect the command connection and (re)subscribe. Safe to call again after reset."""
@@ -292,8 +285,8 @@ class RedisStore:
         raise StoreConflict("the audit head kept changing under us")
 
     async def watch(self, timeout: float) -> list[StateDoc | Ack]:
-        """Wait up to `timeout` for pushes (those the listener did not take) or for the
-        subscription to be lost, which raises StoreUnavailable."""
+        """Wait up to `timeout`, or until the subscription is lost (StoreUnavailable).
+        Pushes never queue here: they reach the listener as they are read."""
         sub = self._sub
         if sub is None or sub.closed.done():
             raise StoreUnavailable("the redis subscription was lost")
@@ -301,20 +294,10 @@ class RedisStore:
             # not even our own heartbeats come back: a half-open connection
             raise StoreUnavailable(f"the redis subscription heard nothing for "
                                    f"{self.silence:g}s")
-        if not self._pushed:
-            if self._wake is None:
-                self._wake = asyncio.Event()
-            self._wake.clear()
-            waker: asyncio.Future[Any] = asyncio.ensure_future(self._wake.wait())
-            try:
-                await asyncio.wait({waker, sub.closed}, timeout=timeout,
-                                   return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                waker.cancel()
-            if sub.closed.done() and not self._pushed:
-                raise StoreUnavailable("the redis subscription was lost")
-        out, self._pushed = self._pushed, []
-        return out
+        await asyncio.wait({sub.closed}, timeout=timeout)
+        if sub.closed.done():
+            raise StoreUnavailable("the redis subscription was lost")
+        return []
 
     async def replicated(self, replicas: int, timeout: float) -> int:
         """WAIT on the connection that committed: replicas that acknowledged its writes.

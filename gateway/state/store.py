@@ -53,8 +53,8 @@ class Store(Protocol):
         """
 
     def listen(self, fn: Callable[[StateDoc | Ack], None]) -> None:
-        """Hand pushed changes to `fn` as they arrive, instead of queueing them for `watch`
-        (a store that does not push ignores this)."""
+        """Hand pushed changes to `fn` as they arrive (a store that does not push ignores
+        this; its `watch` returns the changes it finds)."""
 
     async def watch(self, timeout: float) -> list[StateDoc | Ack]:
         """Changes since the last call, waiting up to `timeout` for the first; raises
