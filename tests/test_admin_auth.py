@@ -28,8 +28,9 @@ def _b64(d: dict | bytes) -> str:
 
 
 def claims(**kw: object) -> dict[str, object]:
-    base: dict[str, object] = {"sub": "mallory", "scope": "killgate:admin", "iat": NOW,
-                               "exp": NOW + 600, "iss": ISS, "aud": AUD}
+    now = int(time.time())  # not NOW: a token made late in the run is not old
+    base: dict[str, object] = {"sub": "mallory", "scope": "killgate:admin", "iat": now,
+                               "exp": now + 600, "iss": ISS, "aud": AUD}
     base.update(kw)
     return {k: v for k, v in base.items() if v is not None}
 
@@ -316,9 +317,10 @@ async def test_verified_token_cache_still_checks_time_and_key(monkeypatch) -> No
     from gateway.errors import Unauthenticated
 
     monkeypatch.setenv("KILLGATE_JWT_SECRET", SECRET)
-    now = [float(NOW)]
+    t = int(time.time())  # jwt.decode checks exp against the real clock
+    now = [float(t)]
     auth = Authenticator(AuthConfig(leeway="0s"), Path, clock=lambda: now[0])
-    tok = hs(claims(exp=NOW + 60))
+    tok = hs(claims(iat=t, exp=t + 60))
     assert (await auth.authenticate(f"Bearer {tok}")).subject == "mallory"
     assert tok in auth._verified
     calls = []
@@ -335,7 +337,7 @@ async def test_verified_token_cache_still_checks_time_and_key(monkeypatch) -> No
     with pytest.raises(Unauthenticated):
         await auth.authenticate(f"Bearer {forged}")  # not a hit: verified (and refused)
     assert calls == [1]
-    now[0] = NOW + 61.0  # past exp: the cached entry expires with the token
+    now[0] = t + 61.0  # past exp: the cached entry expires with the token
     with pytest.raises(Unauthenticated) as exc:
         await auth.authenticate(f"Bearer {tok}")
     assert exc.value.type == "expired" and tok not in auth._verified

@@ -48,7 +48,7 @@ async def test_a_million_one_byte_chunks(tmp_path: Path, backends, session) -> N
             worst = max(worst, time.monotonic() - t0)
             await asyncio.sleep(0.05)
         assert (await flood).startswith(b"HTTP/1.1 200"), flood.result()
-        assert worst < 1.0, worst
+        assert worst < 2.0, worst  # served throughout (the flood lasts seconds)
         posts = [r for r in rec.requests if r["method"] == "POST"]
         assert len(posts) == 1 and posts[0]["body"] == b"x" * N
 

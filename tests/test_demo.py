@@ -48,7 +48,7 @@ def test_demo_answers_and_its_token_kills(tmp_path) -> None:  # type: ignore[no-
             version = headers["x-killgate-version"]
             seen[version] += 1
             answers[version] = json.loads(body)["parameters"]["labels"]
-        assert 0.03 < seen["v2"] / 200 < 0.2  # the 90/10 split
+        assert 3 <= seen["v2"] <= 45  # the 90/10 split: Binomial(200, 0.1) misses 1 in 4 million
         assert answers["v1"] != answers["v2"]  # the two model versions answer differently
         # the stream
         with urllib.request.urlopen(urllib.request.Request(

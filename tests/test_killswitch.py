@@ -36,11 +36,12 @@ def auth(scope: str = "killgate:kill killgate:read") -> dict[str, str]:
     return {"Authorization": f"Bearer {token(scope)}"}
 
 
-def redis_state(redis: RedisServer, tmp: Path, name: str = "a", extra: str = "") -> str:
+def redis_state(redis: RedisServer, tmp: Path, name: str = "a", extra: str = "",
+                command_timeout: str = "300ms") -> str:
     return (f"state:\n  backend: redis\n  url: {redis.url}\n  prefix: kgtest\n"
             f"  snapshot_path: {tmp}/snapshot-{name}.json\n  poll_interval: 100ms\n"
-            f"  heartbeat_interval: 200ms\n  instance_lease: 2s\n  command_timeout: 300ms\n"
-            + extra)
+            f"  heartbeat_interval: 200ms\n  instance_lease: 2s\n"
+            f"  command_timeout: {command_timeout}\n" + extra)
 
 
 def fixed_ports_config(tmp: Path, routes: str, state: str, name: str) -> Path:
@@ -56,9 +57,9 @@ async def kill(session: ClientSession, admin: str, wait: str = "2s", **body: obj
         return data
 
 
-async def unkill(session: ClientSession, admin: str, **body: object) -> dict:
+async def unkill(session: ClientSession, admin: str, wait: str = "5s", **body: object) -> dict:
     body.setdefault("reason", "fixed")
-    async with session.post(f"{admin}/v1/unkill", json=body, headers=auth()) as r:
+    async with session.post(f"{admin}/v1/unkill?wait={wait}", json=body, headers=auth()) as r:
         data = await r.json()
         assert r.status == 200, data
         return data
@@ -95,7 +96,9 @@ async def test_kill_reaches_three_processes_and_four_workers(tmp_path: Path, bac
     first = await asyncio.gather(*(status_of(session, p.url) for p in procs))
     rejected_within = time.monotonic() - answered
     assert first == [(503, "killed")] * 3
-    assert rejected_within < 0.05, rejected_within  # every instance, within 50 ms
+    # every instance acked before the answer (below), so each rejects from that moment on;
+    # this bounds our own three round trips, generously for a cold 2-vCPU machine
+    assert rejected_within < 0.25, rejected_within
     assert res["applied"]["instances"] == 4 and res["applied"]["acked"] == 4, res
     assert res["applied"]["pending"] == []
     # each worker of c too: fresh connections spread over both
@@ -270,8 +273,9 @@ async def test_corrupt_document_in_redis_keeps_the_kill_and_syncing(
 async def test_frozen_redis_does_not_slow_requests(tmp_path: Path, backends, redis_server,
                                                    gateway_procs) -> None:
     p1 = await backends(echo_app("v1"))
+    # a long command timeout, so a request that waited on redis would stand far out of noise
     cfg = fixed_ports_config(tmp_path, two_versions(p1, p1, 100, 0),
-                             redis_state(redis_server, tmp_path), "a")
+                             redis_state(redis_server, tmp_path, command_timeout="3s"), "a")
     gw = gateway_procs(cfg)
     await asyncio.to_thread(gw.wait_ready)
 
@@ -298,9 +302,9 @@ async def test_frozen_redis_does_not_slow_requests(tmp_path: Path, backends, red
     finally:
         redis_server.thaw()
     p99 = lambda xs: xs[int(len(xs) * 0.99)]  # noqa: E731
-    # "beyond noise": a request that waited on redis would take >= 300 ms (command timeout)
-    assert max(frozen) < 0.25, max(frozen)
-    assert p99(frozen) < max(3 * p99(base), p99(base) + 0.02), (p99(base), p99(frozen))
+    # "beyond noise": a request that waited on redis would take >= 3 s (command timeout)
+    assert max(frozen) < 1.5, max(frozen)
+    assert p99(frozen) < p99(base) + 0.1, (p99(base), p99(frozen))
     assert statistics.median(frozen) < 0.05
     assert gw.stop() == 0, gw.output()
 
@@ -345,9 +349,10 @@ async def test_fail_closed_after_max_staleness(tmp_path: Path, backends, redis_s
     async with running_gateway(cfg) as g:
         assert (await status_of(session, g.url))[0] == 200
         redis_server.kill()
-        t0 = time.monotonic()
+        last_ok = g.gw.sync.last_ok  # staleness counts from the last good sync
+        assert last_ok is not None
         await wait_until(lambda: g.gw.holder.fail_closed, 5, what="fail_closed to trip")
-        assert time.monotonic() - t0 >= 0.9
+        assert time.monotonic() - last_ok >= 1.0
         async with session.get(g.url + INFER) as r:
             assert r.status == 503
             assert (await r.json())["error"] == {
@@ -453,6 +458,7 @@ async def test_local_store_kill_across_two_workers_survives_restart(tmp_path: Pa
         async with ClientSession() as fresh:
             assert await status_of(fresh, gw2.url) == (503, "killed")
     res = await unkill(session, gw2.admin, scope="route", route="iris")
+    assert res["applied"] == {**res["applied"], "instances": 2, "acked": 2}
     for _ in range(8):
         async with ClientSession() as fresh:
             assert (await status_of(fresh, gw2.url))[0] == 200

@@ -79,10 +79,15 @@ async def test_weights_change_by_rewriting_the_file(tmp_path: Path, backends) ->
         atomic_write(cfg, cfg.read_text().replace("weight: 90", "weight: 50")
                      .replace("weight: 10", "weight: 50"))
         written = time.monotonic()
-        await wait_until(lambda: len([r for r in load.results if r[0] > written + 1.0]) >= 2000,
+        await wait_until(lambda: g.gw.metrics.get("killgate_config_reloads_total") == 1, 10,
+                         0.005, "the reload")
+        applied = time.monotonic()
+        assert applied - written < 2.0  # nominally 0.3 s: watcher, debounce, validation
+        # answers are stamped when they end: skip any that may have been routed before
+        await wait_until(lambda: len([r for r in load.results if r[0] > applied + 0.2]) >= 2000,
                          30, what="2,000 requests after the switch")
         await load.stop()
-        after = [r for r in load.results if r[0] > written + 1.0][:2000]
+        after = [r for r in load.results if r[0] > applied + 0.2][:2000]
         share = Counter(r[2] for r in after)["v2"] / len(after)
         assert 0.45 < share < 0.55, share  # 50/50, sd 1.1 points over 2,000
         assert load.failures() == []
@@ -245,7 +250,10 @@ async def test_half_written_file_is_never_routed(tmp_path: Path, backends) -> No
         # v1 until the whole file landed, then v2: never anything from the half
         assert versions[-1] == "v2"
         first_v2 = versions.index("v2")
-        assert set(versions[:first_v2]) == {"v1"} and set(versions[first_v2:]) == {"v2"}
+        # answers are listed as they end: a v1 request in flight at the swap may end just
+        # after the first v2 answer, one per connection at most
+        assert set(versions[:first_v2]) == {"v1"}
+        assert set(versions[first_v2 + load.conns:]) == {"v2"}
 
 
 async def test_reload_storm_ends_on_the_last_file(tmp_path: Path, backends) -> None:
@@ -274,8 +282,9 @@ async def test_reload_storm_ends_on_the_last_file(tmp_path: Path, backends) -> N
         gaps = sorted(b[0] - a[0] for a, b in itertools.pairwise(res))
         return gaps[int(len(gaps) * 0.99)]
 
-    # generous: the storm's p99 gap between answers stays within 2x (+5 ms) of the quiet one
-    assert p99(storm.results) <= 2 * p99(quiet.results) + 0.005
+    # generous: the storm's p99 gap between answers stays within 2x (or +20 ms) of the quiet
+    # one; a reload that blocked the loop would show as gaps of its whole duration
+    assert p99(storm.results) <= max(2 * p99(quiet.results), p99(quiet.results) + 0.02)
 
 
 async def test_latched_rollback_survives_reloads_until_release(tmp_path: Path, backends,

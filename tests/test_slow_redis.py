@@ -38,8 +38,9 @@ async def test_slow_redis_leaves_the_data_plane_alone(tmp_path: Path, backends, 
         quiet = await _p99(session, g.url)
         fwd.latency = 0.5
         slow = await _p99(session, g.url)
-        # "within noise": generous, since both are sub-millisecond-to-few-ms figures
-        assert slow < 3 * quiet + 0.005, (quiet, slow)
+        # "within noise": a request that waited on redis would take >= 0.5 s; the slack
+        # covers two windows of few-ms figures on a noisy machine
+        assert slow < quiet + 0.1, (quiet, slow)
         t0 = time.monotonic()
         receipt = await kill(session, g.admin, wait="10s", scope="route", route="iris")
         assert receipt["applied"]["acked"] == receipt["applied"]["instances"], receipt
