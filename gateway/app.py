@@ -142,6 +142,10 @@ class Gateway:
         await self._data_runner.setup()
 
         self.admin_api = AdminApi(self)
+        # stopped after the admin listener (pushed before it), before the store: the last
+        # denied calls are written on the way out
+        self.admin_api.denied.start()
+        self._stack.push_async_callback(self.admin_api.denied.stop)
         # Header lines up to 2 MiB reach the handler, so an oversized token is a clean
         # 401 (admin.auth caps Authorization at 8 KiB) rather than a parser's 400.
         self._admin_runner = web.AppRunner(self.admin_api.app(), access_log=None,

@@ -216,8 +216,15 @@ def _audit(args: argparse.Namespace) -> int:
     rows = [["time", "actor", "action", "target", "reason"]]
     for ev in res.get("events", []):
         tgt = ev.get("target") or {}
-        rows.append([ev.get("time", ""), ev.get("actor", ""), ev.get("action", ""),
-                     "/".join(str(v) for v in tgt.values() if v), ev.get("reason", "")])
+        actor, action = str(ev.get("actor", "")), str(ev.get("action", ""))
+        if "attempts" in ev:  # a tally of denied calls: from where, and how many
+            actor = f"{actor} ({ev.get('source', '?')})"
+            action = f"{action} x{ev['attempts']}"
+        if "path" in tgt:
+            target = f"{tgt.get('method', '')} {tgt['path']}"
+        else:
+            target = "/".join(str(v) for v in tgt.values() if v)
+        rows.append([ev.get("time", ""), actor, action, target, ev.get("reason", "")])
     print(_table(rows))
     return 0
 

@@ -32,6 +32,8 @@ _HELP: dict[str, tuple[str, str]] = {
                                                         "trail to the mirror file."),
     "killgate_auth_failures_total": ("counter", "Admin requests refused by authentication or "
                                                 "authorization."),
+    "killgate_audit_denied_failures_total": ("counter", "Failed attempts to write denied admin "
+                                                        "calls to the audit trail (retried)."),
     "killgate_upstream_health": ("gauge", "1 when a version passes its health checks."),
     "killgate_upstream_ejections_total": ("counter", "Versions ejected by outlier detection."),
 }

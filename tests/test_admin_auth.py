@@ -15,8 +15,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from gateway.admin.auth import mint
+from gateway.audit import verify_chain
 from tests.backends import echo_app
-from tests.conftest import SECRET, running_gateway, two_versions, write_config
+from tests.conftest import SECRET, running_gateway, two_versions, wait_until, write_config
 
 NOW = int(time.time())
 ISS, AUD = "killgate", "killgate-admin"
@@ -38,6 +39,19 @@ def claims(**kw: object) -> dict[str, object]:
 def hs(c: dict[str, object], key: str | bytes = SECRET, alg: str = "HS256",
        headers: dict | None = None) -> str:
     return jwt.encode(c, key, algorithm=alg, headers=headers)
+
+
+async def denied_events(g: object, action: str, attempts: int) -> list[dict]:
+    """The audit trail's `action` events, once they stand for `attempts` attempts in all
+    (denied calls are tallied, then written in the background)."""
+    async def got() -> list[dict] | None:
+        evs = [e for e in await g.gw.sync.store.audit_events()  # type: ignore[attr-defined]
+               if e["action"] == action]
+        return evs if sum(e["attempts"] for e in evs) >= attempts else None
+
+    evs = await wait_until(got, 10, 0.05, f"{attempts} {action} attempts in the audit trail")
+    assert sum(e["attempts"] for e in evs) == attempts
+    return evs
 
 
 def unsigned(c: dict[str, object], alg: str) -> str:
@@ -127,6 +141,14 @@ async def test_bad_tokens_are_401_never_5xx(tmp_path: Path, backends, session,
         assert {t for _, t in results.values()} <= {"invalid_token", "expired"}
         assert g.gw.holder.doc.kills == {}
         assert g.gw.metrics.get("killgate_auth_failures_total", ("401",)) == len(results)
+        # RELIABILITY row 41: audited as `authn_fail`, with the caller's address
+        evs = await denied_events(g, "authn_fail", len(results))
+        assert {(e["actor"], e["source"], e["target"]["method"], e["target"]["path"],
+                 e["target"]["scope"]) for e in evs} == {
+            ("anonymous", "127.0.0.1", "POST", "/v1/kill", "killgate:kill")}
+        assert {e["reason"].split(":")[0] for e in evs} <= {"invalid_token", "expired"}
+        assert verify_chain(await g.gw.sync.store.audit_events())[1] is None
+        assert g.gw.holder.doc.kills == {}  # recording them changed nothing
 
 
 async def test_repeated_failures_are_rate_limited(tmp_path: Path, backends, session) -> None:
@@ -139,6 +161,8 @@ async def test_repeated_failures_are_rate_limited(tmp_path: Path, backends, sess
                                    headers={"Authorization": "Bearer x.y.z"}) as r:
                 codes.append(r.status)
         assert codes[:20] == [401] * 20 and set(codes[20:]) == {429}
+        await denied_events(g, "authn_fail", 20)
+        await denied_events(g, "auth_rate_limited", 5)
 
 
 ENDPOINTS = [
@@ -176,6 +200,11 @@ async def test_scope_by_endpoint(tmp_path: Path, backends) -> None:
                 async with s.request(method, g.admin + path, json=body,
                                      headers={"Authorization": f"Bearer {tok}"}) as r:
                     assert r.status in (200, 409), (method, path, "admin", await r.text())
+        # RELIABILITY row 45: every 403 audited as `authz_fail`, saying who and what
+        evs = await denied_events(g, "authz_fail", len(ENDPOINTS) * (len(scopes) - 1))
+        assert {(e["actor"], e["target"]["method"], e["target"]["path"], e["target"]["scope"])
+                for e in evs} == {("t", m, p, needed) for m, p, _, needed in ENDPOINTS}
+        assert all(e["source"] == "127.0.0.1" and "lacks the scope" in e["reason"] for e in evs)
 
 
 async def test_scp_claim_list_is_honoured(tmp_path: Path, backends, session) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import jwt
 
 from tests.backends import echo_app
-from tests.conftest import ROOT, SECRET, running_gateway, two_versions, write_config
+from tests.conftest import ROOT, SECRET, running_gateway, two_versions, wait_until, write_config
 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -98,6 +98,17 @@ async def test_errors_exit_non_zero_with_the_api_message(tmp_path: Path, backend
         assert res.returncode == 1 and "give --global, or --route" in res.stderr
         res = await acli("status", env={**env, "KILLGATE_TOKEN": "garbage"})
         assert res.returncode == 1 and "401 invalid_token" in res.stderr
+
+        async def denied_rows() -> list[str] | None:  # written within about a second
+            out = (await acli("audit", env=env)).stdout.splitlines()
+            rows = [ln for ln in out if "_fail x" in ln]
+            return rows if len(rows) == 2 else None
+
+        rows = await wait_until(denied_rows, 15, 0.2, "the denied calls in `killgate audit`")
+        assert any("ro (127.0.0.1)" in r and "authz_fail x1" in r and "POST /v1/kill" in r
+                   for r in rows), rows
+        assert any("anonymous (127.0.0.1)" in r and "authn_fail x1" in r
+                   and "GET /v1/status" in r for r in rows), rows
     res = await acli("status", env={"KILLGATE_ADMIN_URL": "http://127.0.0.1:1"})
     assert res.returncode == 1 and "cannot reach the admin API" in res.stderr
 

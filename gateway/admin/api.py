@@ -3,7 +3,8 @@
 Owns the admin routes, request validation, and the mapping of ApiError / state errors
 to JSON error bodies. Handlers are methods of one object built with the gateway's parts;
 state changes go through `Sync.write` (audit first, then the change) and answer
-with a propagation receipt. Denied attempts are counted and rate limited per address.
+with a propagation receipt. Denied attempts are counted, rate limited per address, and
+audited (tallied, then written in the background by `DeniedLog`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from aiohttp import web
 from gateway import overrides
 from gateway.admin import openapi
 from gateway.admin.auth import Authenticator, FailureLimiter, Principal
+from gateway.admin.denied import DeniedLog
 from gateway.audit import AuditDraft, clean_text, utc_now
 from gateway.config import RouteConfig, parse_duration
 from gateway.configfile import LoadedConfig
@@ -101,6 +103,7 @@ class AdminApi:
         cfg = gw.loaded.config.admin
         self.auth = Authenticator(cfg.auth, gw.loaded.resolve)
         self.limiter = FailureLimiter()
+        self.denied = DeniedLog(self._append_audit, gw.metrics)
         if self.auth.problem:
             event(log, "admin_auth_not_configured", logging.ERROR, problem=self.auth.problem)
 
@@ -131,23 +134,38 @@ class AdminApi:
         r.add_post("/v1/routes/{route}/release", self.release)
         return app
 
+    async def _append_audit(self, draft: AuditDraft) -> None:
+        sync = self.gw.sync
+        assert sync is not None
+        await sync.append_audit(draft)
+
     # ------------------------------------------------------------------ helpers
 
     async def _principal(self, request: web.Request, scope: str) -> Principal:
         peer = request.remote or "unknown"
-        self.limiter.check(peer)
+        principal: Principal | None = None
         try:
+            self.limiter.check(peer)
             principal = await self.auth.authenticate(request.headers.get("Authorization"))
             principal.require(scope)
         except ApiError as exc:
-            if exc.status in (401, 403):
-                self.limiter.failed(peer)
-                self.gw.metrics.inc("killgate_auth_failures_total", (str(exc.status),),
-                                    label_names=("code",))
-                event(log, "admin_denied", logging.WARNING, status=exc.status, type=exc.type,
-                      peer=peer, path=request.path, scope=scope)
+            self._denied(request, peer, scope, principal, exc)
             raise
         return principal
+
+    def _denied(self, request: web.Request, peer: str, scope: str, principal: Principal | None,
+                exc: ApiError) -> None:
+        """Count, log and (through the audit trail's tally) audit a refused call."""
+        if exc.status in (401, 403):
+            self.limiter.failed(peer)
+        self.gw.metrics.inc("killgate_auth_failures_total", (str(exc.status),),
+                            label_names=("code",))
+        subject = principal.subject if principal is not None else None
+        event(log, "admin_denied", logging.WARNING, status=exc.status, type=exc.type,
+              peer=peer, path=request.path, scope=scope, subject=subject)
+        action = {401: "authn_fail", 403: "authz_fail"}.get(exc.status, "auth_rate_limited")
+        self.denied.record(action, subject, peer, request.method, request.path,
+                           f"{exc.type}: {exc.message}", scope)
 
     @staticmethod
     async def _body(request: web.Request, allowed: frozenset[str]) -> dict[str, Any]:

@@ -1,0 +1,160 @@
+"""Denied admin calls, recorded in the audit trail (RELIABILITY rows 41, 43 and 45).
+
+A refused call (401 bad token, 403 missing scope, 429 after too many failures) is tallied
+in memory at once and written to the hash-chained audit trail by a background task every
+`interval`: one event per caller, action and endpoint, carrying how many attempts it stands
+for and when the first and the last were made. The refusal itself never waits on the state
+store, and a flood of bad tokens from many addresses costs the trail at most `max_events`
+itemised events (plus one summary of the rest) per interval instead of one per attempt.
+A flush that fails keeps its tallies for the next one (bounded, like the tallies).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.audit import AuditDraft, utc_now
+from gateway.errors import AuditError, StateError
+from gateway.log import event
+from gateway.metrics import Metrics
+
+__all__ = ["DeniedLog"]
+
+log = logging.getLogger("killgate.admin")
+
+# (action, actor, peer, method, path)
+Key = tuple[str, str, str, str, str]
+FLUSH_INTERVAL = 1.0  # seconds between writes of what was tallied
+
+
+@dataclass(slots=True)
+class _Tally:
+    reason: str
+    scope: str
+    first: str
+    last: str
+    count: int = 1
+
+
+class DeniedLog:
+    def __init__(self, append: Callable[[AuditDraft], Awaitable[Any]], metrics: Metrics,
+                 interval: float | None = None, max_events: int = 16,
+                 max_keys: int = 1024) -> None:
+        self._append = append
+        self.metrics = metrics
+        self.interval = FLUSH_INTERVAL if interval is None else interval
+        self.max_events = max_events
+        self.max_keys = max_keys
+        self._tallies: dict[Key, _Tally] = {}
+        self._untallied = 0  # attempts beyond max_keys: counted, not itemised
+        self._task: asyncio.Task[None] | None = None
+
+    def record(self, action: str, actor: str | None, peer: str, method: str, path: str,
+               reason: str, scope: str) -> None:
+        """Note one refused call; never blocks, never raises."""
+        key = (action, actor or "anonymous", peer, method, path)
+        now = utc_now()
+        tally = self._tallies.get(key)
+        if tally is not None:
+            tally.count += 1
+            tally.last = now
+            tally.reason = reason
+        elif len(self._tallies) < self.max_keys:
+            self._tallies[key] = _Tally(reason, scope, now, now)
+        else:
+            self._untallied += 1
+
+    @property
+    def pending(self) -> int:
+        return sum(t.count for t in self._tallies.values()) + self._untallied
+
+    async def flush(self) -> None:
+        """Write what is tallied: the oldest callers itemised, the rest summed into one
+        event. What is not written (a failure, an error, a cancellation) is merged back for
+        the next flush; an event whose write was cut short may then be counted twice, never
+        lost."""
+        if not self._tallies and not self._untallied:
+            return
+        tallies = sorted(self._tallies.items(), key=lambda kv: kv[1].first)
+        untallied = self._untallied
+        self._tallies = {}
+        self._untallied = 0
+        itemised, rest = tallies[:self.max_events], tallies[self.max_events:]
+        others = sum(t.count for _, t in rest) + untallied
+        written = 0
+        try:
+            for key, t in itemised:
+                action, actor, peer, method, path = key
+                draft = AuditDraft(actor, action,
+                                   {"method": method, "path": path, "scope": t.scope},
+                                   t.reason, source=peer,
+                                   extra={"attempts": t.count, "first": t.first, "last": t.last})
+                if not await self._write(draft):
+                    return
+                written += 1
+            if others:
+                now = utc_now()
+                # `untallied`: attempts past max_keys, whose callers were not even kept
+                draft = AuditDraft(
+                    "anonymous", "denied.summary", {"callers": len(rest), "untallied": untallied},
+                    "more denied admin calls than one audit flush itemises: counted, not "
+                    "itemised",
+                    extra={"attempts": others,
+                           "first": min((t.first for _, t in rest), default=now),
+                           "last": max((t.last for _, t in rest), default=now)})
+                if await self._write(draft):
+                    others = 0
+        finally:
+            for key, unwritten in itemised[written:]:
+                self._merge(key, unwritten)
+            self._untallied += others
+
+    async def _write(self, draft: AuditDraft) -> bool:
+        try:
+            await self._append(draft)
+        except (StateError, AuditError, OSError) as exc:
+            self.metrics.inc("killgate_audit_denied_failures_total")
+            event(log, "denied_audit_failed", logging.WARNING, error=str(exc))
+            return False
+        return True
+
+    def _merge(self, key: Key, old: _Tally) -> None:
+        """Put an unwritten tally back, merged with any recorded since."""
+        new = self._tallies.pop(key, None)
+        if new is not None:
+            old.count += new.count
+            old.last = new.last
+            old.reason = new.reason
+        if len(self._tallies) < self.max_keys:
+            self._tallies[key] = old
+        else:
+            self._untallied += old.count
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                await self.flush()
+            except Exception as exc:  # noqa: BLE001 - a side channel must not die
+                event(log, "denied_audit_error", logging.ERROR, error=repr(exc))
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="denied-audit")
+
+    async def stop(self, timeout: float = 2.0) -> None:
+        """Stop the loop, then write what is still tallied (bounded by `timeout`)."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        try:
+            await asyncio.wait_for(self.flush(), timeout)
+        except (TimeoutError, StateError, AuditError, OSError) as exc:
+            event(log, "denied_audit_lost", logging.WARNING, error=repr(exc),
+                  attempts=self.pending)
