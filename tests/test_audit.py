@@ -161,8 +161,15 @@ async def test_retried_write_with_the_same_idempotency_key_acts_once(tmp_path: P
             async with session.post(g.admin + "/v1/kill", headers=hdr, json=body) as r:
                 assert r.status == 200
                 answers.append(await r.json())
-        assert len(await g.gw.sync.store.audit_events()) == n0 + 1
         assert len({a["generation"] for a in answers}) == 1
+        # one action record plus one replay record per retry (RELIABILITY row 47)
+        new = (await g.gw.sync.store.audit_events())[n0:]
+        assert [e["action"] for e in new] == ["kill", "replay", "replay"]
+        assert all(e["target"] == {"method": "POST", "path": "/v1/kill",
+                                   "generation": answers[0]["generation"],
+                                   "audit_id": new[0]["id"]} and e["actor"] == "alice"
+                   for e in new[1:])
+        assert len(g.gw.holder.doc.kills) == 1
         async with session.post(g.admin + "/v1/kill", headers=hdr,
                                 json={**body, "reason": "different"}) as r:
             assert r.status == 409

@@ -416,7 +416,9 @@ class AdminApi:
             earlier = await sync.store.idem_claim(
                 ident, {"fingerprint": fingerprint}, IDEMPOTENCY_TTL)
             if earlier is not None:
-                return await self._replay(ident, earlier, fingerprint, wait)
+                resp = await self._replay(ident, earlier, fingerprint, wait)
+                await self._audit_replay(request, principal, resp)
+                return resp
         try:
             new, ev = await sync.write(change, describe)
         except BaseException:
@@ -443,6 +445,24 @@ class AdminApi:
                                                   "generation": new.generation,
                                                   "response": receipt}, IDEMPOTENCY_TTL)
         return web.json_response(receipt)
+
+    async def _audit_replay(self, request: web.Request, principal: Principal,
+                            resp: web.Response) -> None:
+        """One replay record per answered retry (RELIABILITY row 47): the action itself
+        was recorded once. Best effort: the replay changed nothing, so a store that cannot
+        take the record does not turn the answer into an error."""
+        first = json.loads(resp.text or "{}")
+        rid, peer = self._meta(request)
+        draft = AuditDraft(principal.subject, "replay",
+                           {"method": request.method, "path": request.path,
+                            "generation": first.get("generation"),
+                            "audit_id": first.get("audit_id")},
+                           "a retry with the same Idempotency-Key: answered with the first "
+                           "result, nothing applied again", request_id=rid, source=peer)
+        try:
+            await self._append_audit(draft)
+        except (StateError, AuditError) as exc:
+            event(log, "replay_audit_failed", logging.WARNING, error=str(exc))
 
     async def _idempotency(self, request: web.Request,
                            principal: Principal) -> tuple[str | None, str]:
