@@ -150,6 +150,10 @@ class Proxy:
             return self._error(413, "body_too_large",
                                f"the request body exceeds {self.bodies.max_body} bytes")
         raw_path = request.raw_path
+        if raw_path[:1] != "/":  # absolute-form (or `*`): never forwarded as the client sent it
+            return self._error(400, "bad_request",
+                               "send the request target as a path starting with '/', not as "
+                               "an absolute URL")
         if ("/." in raw_path or "%" in raw_path or "\\" in raw_path) and ambiguous_path(raw_path):
             return self._error(400, "bad_request",
                                "the path has dot segments or encoded slashes, dots or "

@@ -475,6 +475,8 @@ async def test_retry_budget_caps_retries(tmp_path: Path, backends, session) -> N
 @pytest.mark.parametrize("target", [
     b"/v2/models/iris/../other/infer", b"/v2/models/iris/%2e%2e/other", b"/v2/models/iris/./x",
     b"/v2/models/iris%2Fx", b"/v2/models/iris/a%5cb", b"/v2/models/iris/a%00b",
+    # absolute-form: routed by its path, it would reach the backend as the URL
+    b"http://evil.example/v2/models/iris/infer", b"http://x/v2/models/iris/../../admin", b"*",
 ])
 async def test_ambiguous_paths_are_refused(tmp_path: Path, backends, target: bytes) -> None:
     rec = Recorder()

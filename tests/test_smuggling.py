@@ -73,6 +73,10 @@ PAYLOADS |= {
     "too-many-headers": HEAD + b"".join(b"X-%d: 1\r\n" % i for i in range(200))
                         + b"Content-Length: 5\r\n\r\n" + HIDDEN,
     "long-target": b"GET /v2/models/iris/" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+    "duplicate-host": b"GET /v2/models/iris/infer HTTP/1.1\r\nHost: x\r\nHost: evil\r\n"
+                      b"Content-Length: 5\r\n\r\n" + HIDDEN,
+    "absolute-form": b"POST http://evil/v2/models/iris/infer HTTP/1.1\r\nHost: x\r\n"
+                     b"Content-Length: 5\r\n\r\n" + HIDDEN,
     "upgrade-with-body": b"GET /v2/models/iris/infer HTTP/1.1\r\nHost: x\r\n"
                          b"Connection: Upgrade\r\nUpgrade: websocket\r\n"
                          b"Content-Length: 5\r\n\r\n" + HIDDEN,
