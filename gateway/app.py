@@ -18,6 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.admin.api import AdminApi
+from gateway.admin.auth import Authenticator
 from gateway.alerts import Alerts
 from gateway.audit import AuditDraft, utc_now
 from gateway.config import parse_listen
@@ -165,7 +166,7 @@ class Gateway:
               admin=_fmt(self.admin_addr), pid=os.getpid())
         if self.loaded.path is not None:
             self.watcher = ConfigWatcher(self.loaded.path, lambda: self.loaded,
-                                         self._apply_config, self._check_identities,
+                                         self._apply_config, self._check_reload,
                                          self.metrics, cfg.server.reload_debounce,
                                          cfg.server.watch_config)
             await self.watcher.start()
@@ -198,6 +199,18 @@ class Gateway:
         problems = identity_problems(self.holder.doc, list(loaded.config.routes))
         if problems:
             raise ConfigError([Problem(path, msg) for path, msg in problems])
+
+    def _check_reload(self, loaded: LoadedConfig) -> None:
+        """What a reload must pass beyond the file's own checks: version identities, and
+        admin auth settings that can verify tokens (a reload that broke them would lock the
+        operators out of kill and rollback while the data plane looked fine)."""
+        self._check_identities(loaded)
+        auth = loaded.config.admin.auth
+        if self.admin_api is not None and auth != self.admin_api.auth.cfg:
+            problem = Authenticator(auth, loaded.resolve).problem
+            if problem:
+                raise ConfigError([Problem("admin.auth", f"{problem}; the running admin "
+                                                         "auth settings stay in force")])
 
     async def _record_config(self, loaded: LoadedConfig) -> None:
         """Record unseen version identities and the file's stable in the route history."""

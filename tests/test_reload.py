@@ -130,12 +130,19 @@ async def test_bad_files_change_nothing_and_fixing_recovers(tmp_path: Path, back
         f'{{name: v1, url: "http://127.0.0.1:{p1}", weight: 100}}',
         f'{{name: v1, url: "http://127.0.0.1:{p1}", weight: 100, artifact: "sha256:a1"}}'))
     text = good.read_text()
+    short_secret = tmp_path / "short-secret"
+    short_secret.write_text("ten bytes!")
     bad_cases = {
         "syntax": (text + "routes: [\n", "YAML syntax error"),
         "semantic": (text.replace("weight: 0}", "weight: -3}"), "routes[0].versions[1].weight"),
         "truncated": (text[: len(text) // 2 + 7], ""),
         "artifact changed": (text.replace("sha256:a1", "sha256:b2"),
                              "routes[0].versions[0].artifact"),
+        # a key that cannot verify tokens would lock operators out of kill and rollback
+        # (the status call below still answers: the running auth stays in force)
+        "admin key unusable": (text.replace("hs256_secret_env: KILLGATE_TEST_SECRET",
+                                            f"hs256_secret_file: {short_secret}"),
+                               "admin.auth"),
     }
     async with running_gateway(good) as g, ClientSession() as s:
         load = Load(g.url + PATH)
