@@ -36,6 +36,7 @@ from gateway.errors import (
     StateError,
     StoreOutcomeUnknown,
     StoreUnavailable,
+    Unauthenticated,
 )
 from gateway.log import event
 from gateway.model import KillFlag, RouteOverride, StateDoc, kill_key
@@ -145,8 +146,14 @@ class AdminApi:
         peer = request.remote or "unknown"
         principal: Principal | None = None
         try:
-            self.limiter.check(peer)
-            principal = await self.auth.authenticate(request.headers.get("Authorization"))
+            try:
+                principal = await self.auth.authenticate(request.headers.get("Authorization"))
+            except Unauthenticated:
+                # an address with too many recent failures gets 429 instead of 401; a valid
+                # token from it still works (an operator behind the same NAT as a broken
+                # cron job must still be able to kill)
+                self.limiter.check(peer)
+                raise
             principal.require(scope)
         except ApiError as exc:
             self._denied(request, peer, scope, principal, exc)
@@ -163,9 +170,10 @@ class AdminApi:
         subject = principal.subject if principal is not None else None
         event(log, "admin_denied", logging.WARNING, status=exc.status, type=exc.type,
               peer=peer, path=request.path, scope=scope, subject=subject)
-        action = {401: "authn_fail", 403: "authz_fail"}.get(exc.status, "auth_rate_limited")
-        self.denied.record(action, subject, peer, request.method, request.path,
-                           f"{exc.type}: {exc.message}", scope)
+        action = {401: "authn_fail", 403: "authz_fail", 429: "auth_rate_limited"}.get(exc.status)
+        if action is not None:  # (not a 503 for auth settings that cannot verify anything)
+            self.denied.record(action, subject, peer, request.method, request.path,
+                               f"{exc.type}: {exc.message}", scope)
 
     @staticmethod
     async def _body(request: web.Request, allowed: frozenset[str]) -> dict[str, Any]:

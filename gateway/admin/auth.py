@@ -59,7 +59,8 @@ def mint(secret: str, subject: str, scope: str, ttl: float, issuer: str | None,
 
 
 class FailureLimiter:
-    """Repeated auth failures from one address are refused for a while (429)."""
+    """Repeated auth failures from one address: its further bad tokens get 429 for a while
+    (a valid token from it is still accepted)."""
 
     def __init__(self, limit: int = 20, window: float = 60.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
