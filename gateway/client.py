@@ -151,7 +151,9 @@ def _selector(args: argparse.Namespace) -> dict[str, Any]:
 
 def _kill(args: argparse.Namespace) -> int:
     body = {**_selector(args), "reason": args.reason, "abort_inflight": not args.keep_inflight}
-    return _route_write(args, "POST", "/v1/kill", body, lambda res: f"killed {res.get('kill')}")
+    return _route_write(args, "POST", "/v1/kill", body,
+                        lambda res: f"killed {res.get('kill')}" if res.get("changed", True)
+                        else f"{res.get('kill')} was already killed (unchanged)")
 
 
 def _unkill(args: argparse.Namespace) -> int:

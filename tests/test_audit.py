@@ -176,6 +176,29 @@ async def test_retried_write_with_the_same_idempotency_key_acts_once(tmp_path: P
             assert (await r.json())["error"]["type"] == "idempotency_key_reused"
 
 
+async def test_a_repeated_kill_changes_nothing(tmp_path: Path, backends, session) -> None:
+    """A retry after `outcome_unknown`, or a second operator, without an Idempotency-Key:
+    the kill stays as first made (who, when, why), no new generation, no second event."""
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p))
+    bob = {"Authorization": "Bearer " + mint(SECRET, "bob", "killgate:kill", 600, "killgate",
+                                             "killgate-admin")}
+    async with running_gateway(cfg) as g:
+        n0 = len(await g.gw.sync.store.audit_events())
+        answers = []
+        for hdr, reason in ((H, "first"), (H, "first"), (bob, "me too")):
+            async with session.post(g.admin + "/v1/kill", headers=hdr,
+                                    json={"scope": "route", "route": "iris",
+                                          "reason": reason}) as r:
+                assert r.status == 200, await r.text()
+                answers.append(await r.json())
+        assert [a["changed"] for a in answers] == [True, False, False]
+        assert len({a["generation"] for a in answers}) == 1
+        assert [e["action"] for e in (await g.gw.sync.store.audit_events())[n0:]] == ["kill"]
+        flag = g.gw.holder.doc.kills["route:iris"]
+        assert (flag.actor, flag.reason) == ("alice", "first")
+
+
 @pytest.mark.parametrize("backend", ["redis", "local"])
 async def test_audit_is_mirrored_to_a_jsonl_file(tmp_path: Path, backends, session,
                                                 request: pytest.FixtureRequest,

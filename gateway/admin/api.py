@@ -307,6 +307,10 @@ class AdminApi:
         key = kill_key(scope, route, version)
 
         def change(cur: StateDoc) -> StateDoc:
+            if key in cur.kills:
+                # already in force: a repeat (a retry after `outcome_unknown`, a second
+                # operator) changes nothing and keeps who killed it, when and why
+                return cur
             flag = KillFlag(scope, route, version, principal.subject, reason,  # type: ignore[arg-type]
                             utc_now(), cur.generation + 1, abort)
             return cur.with_changes(kills={**cur.kills, key: flag})
@@ -442,6 +446,7 @@ class AdminApi:
                                                   "extra": extra}, IDEMPOTENCY_TTL)
         receipt = await sync.receipt(new.generation, wait)
         receipt.update(extra)
+        receipt["changed"] = ev is not None  # false: it was already so (nothing recorded)
         if ev is not None:
             receipt["audit_id"] = ev["id"]
             event(log, "admin_write", actor=ev["actor"], action=ev["action"], target=ev["target"],
