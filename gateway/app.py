@@ -131,9 +131,12 @@ class Gateway:
                       body_timeout=cfg.server.body_timeout,
                       max_inflight=cfg.server.max_inflight)
         server = GuardedServer(proxy, header_timeout=cfg.server.header_timeout,
+                               send_timeout=cfg.server.send_timeout,
                                max_connections=cfg.server.max_connections,
                                on_refused=lambda: self.metrics.inc(
                                    "killgate_connections_refused_total"),
+                               on_send_timeout=lambda: self.metrics.inc(
+                                   "killgate_client_send_timeouts_total"),
                                handler_cancellation=True, access_log=None,
                                auto_decompress=False,
                                keepalive_timeout=cfg.server.keepalive_timeout,

@@ -356,6 +356,8 @@ class ServerConfig(_Model):
     keepalive_timeout: Duration = 60.0
     header_timeout: Duration = 10.0  # a new connection must send a request head by then
     body_timeout: Duration = 30.0  # the longest pause while reading a request body
+    #: the longest a client may leave its socket full (reading nothing) before it is dropped
+    send_timeout: Duration = 60.0
     max_connections_per_backend: int = Field(default=256, ge=1, le=100_000)
     #: requests that may wait for a busy backend's connection; beyond, a fast 503
     max_pending_per_backend: int = Field(default=1024, ge=0, le=1_000_000)

@@ -34,6 +34,8 @@ _HELP: dict[str, tuple[str, str]] = {
                                                 "authorization."),
     "killgate_audit_denied_failures_total": ("counter", "Failed attempts to write denied admin "
                                                         "calls to the audit trail (retried)."),
+    "killgate_client_send_timeouts_total": ("counter", "Clients dropped for reading nothing "
+                                                       "for server.send_timeout."),
     "killgate_upstream_health": ("gauge", "1 when a version passes its health checks."),
     "killgate_upstream_ejections_total": ("counter", "Versions ejected by outlier detection."),
 }

@@ -126,3 +126,39 @@ async def test_huge_and_compressed_answers_in_bounded_memory(tmp_path: Path, bac
             body = await r.read()
         assert body == bomb and len(body) < 2 * MIB
         assert peak_rss_mib(gw.proc.pid) - baseline < 32
+
+
+async def test_a_client_that_never_reads_is_dropped_and_frees_the_backend(
+        tmp_path: Path, backends) -> None:
+    """RELIABILITY row 37 (slow read): a client that stops reading is dropped after
+    `server.send_timeout`, and the backend connection it held serves others again."""
+    import socket
+
+    from tests.conftest import running_gateway
+
+    sent = {"bytes": 0}
+    port = await backends(big_app(sent))
+    # one connection to the backend: a reader that pinned it would starve everyone
+    cfg = write_config(tmp_path, two_versions(port, port, 100, 0),
+                       extra="server: {send_timeout: 500ms, max_connections_per_backend: 1}\n")
+    async with running_gateway(cfg) as g:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setblocking(False)
+        try:
+            await asyncio.get_running_loop().sock_connect(sock, g.gw.data_addr)
+            sock.send(b"GET /v2/models/iris/big?mib=64 HTTP/1.1\r\nHost: x\r\n\r\n")
+            await wait_until(lambda: sent["bytes"] > 0, 5, what="the stream to start")
+            t0 = time.monotonic()
+            await wait_until(lambda: g.gw.metrics.get("killgate_client_send_timeouts_total"),
+                             10, 0.02, "the reader to be dropped")
+            assert time.monotonic() - t0 < 5.0
+            stopped = sent["bytes"]
+            assert stopped < 64 * MIB  # the backend was cut off, not drained into memory
+            # the one backend connection serves a reading client again
+            async with ClientSession(timeout=ClientTimeout(total=20)) as s, \
+                    s.get(g.url + "/v2/models/iris/big?mib=2") as r:
+                assert r.status == 200 and len(await r.read()) == 2 * MIB
+        finally:
+            sock.close()
+        assert g.gw.metrics.get("killgate_client_send_timeouts_total") == 1
