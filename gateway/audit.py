@@ -98,10 +98,15 @@ class ChainBreak:
     problem: str
 
 
-def verify_chain(events: Iterable[dict[str, Any]]) -> tuple[int, ChainBreak | None]:
-    """Check events oldest first. Returns (events checked, first break or None)."""
+def verify_chain(events: Iterable[dict[str, Any]],
+                 head: str | None = None) -> tuple[int, ChainBreak | None]:
+    """Check events oldest first. Returns (events checked, first break or None).
+
+    `head`, when given, is the newest hash as recorded apart from the trail, read before
+    the events: it must be one of theirs, or events were cut off the end."""
     prev = GENESIS
     n = 0
+    seen_head = head is None or head == GENESIS
     for i, ev in enumerate(events):
         n = i + 1
         eid = str(ev.get("id", "?"))
@@ -111,4 +116,8 @@ def verify_chain(events: Iterable[dict[str, Any]]) -> tuple[int, ChainBreak | No
         if ev.get("hash") != event_hash(ev):
             return n, ChainBreak(i, eid, "hash does not match the event's content (edited)")
         prev = str(ev["hash"])
+        seen_head = seen_head or prev == head
+    if not seen_head:
+        return n, ChainBreak(n, "(end)", f"the trail ends before the recorded head "
+                                         f"{str(head)[:16]}…: events were cut off the end")
     return n, None

@@ -231,21 +231,26 @@ def _audit(args: argparse.Namespace) -> int:
     return 0
 
 
-def _all_events(args: argparse.Namespace) -> list[dict[str, Any]]:
+def _all_events(args: argparse.Namespace) -> tuple[list[dict[str, Any]], str | None]:
+    """Every event, oldest first, and the head the store recorded (read before the first
+    page, so the events include it)."""
     events: list[dict[str, Any]] = []
     before: str | None = None
+    head: str | None = None
     while True:
         q = "?limit=1000" + (f"&before={urllib.parse.quote(before)}" if before else "")
         page = _call(args, "GET", "/v1/audit" + q)
+        if before is None:
+            head = page.get("head")
         events.extend(page.get("events", []))
         before = page.get("next")
         if not before:
-            return list(reversed(events))
+            return list(reversed(events)), head
 
 
 def _audit_verify(args: argparse.Namespace) -> int:
-    events = _all_events(args)
-    _n, brk = verify_chain(events)
+    events, head = _all_events(args)
+    _n, brk = verify_chain(events, head)
     if args.json:
         print(json.dumps({"events": len(events), "ok": brk is None,
                           "break": None if brk is None else {

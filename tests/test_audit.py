@@ -76,7 +76,7 @@ async def test_chain_verifies_and_every_tampering_is_caught(tmp_path: Path, back
                                 "kill"]
         assert verify_chain(events)[1] is None
         # every kind of tampering, on the stored events themselves
-        for how in ("edit", "delete", "reorder", "insert"):
+        for how in ("edit", "delete", "reorder", "insert", "truncate"):
             await _tamper(g.gw.sync.store, tmp_path, redis, how)
             res = await asyncio.to_thread(_verify, g.admin)
             assert res.returncode == 1, (how, res.stdout)
@@ -94,6 +94,8 @@ async def _tamper(store, tmp: Path, redis, how: str) -> None:  # type: ignore[no
         del events[i]
     elif how == "reorder":
         events[i], events[i + 1] = events[i + 1], events[i]
+    elif how == "truncate":  # a valid chain, two events short of the recorded head
+        del events[-2:]
     else:
         events.insert(i, seal({"id": "forged", "action": "kill"}, events[i - 1]["hash"]))
     await _write_events(store, tmp, redis, events)

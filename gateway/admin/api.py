@@ -289,8 +289,10 @@ class AdminApi:
         if not 1 <= limit <= 1000:
             raise ApiError(400, "bad_request", "limit must be between 1 and 1000")
         assert self.gw.sync is not None
-        events, nxt = await self.gw.sync.store.audit_page(limit, request.query.get("before"))
-        return web.json_response({"events": events, "next": nxt})
+        store = self.gw.sync.store
+        head = await store.audit_head()  # first: events read after it include it
+        events, nxt = await store.audit_page(limit, request.query.get("before"))
+        return web.json_response({"events": events, "next": nxt, "head": head})
 
     # ------------------------------------------------------------------ kill switch
 

@@ -27,6 +27,8 @@ _RECEIPT = {
                            "elapsed_ms": {"type": "number"},
                            "pending": {"type": "array", "items": {"type": "string"}}}},
         "audit_id": {"type": "string"},
+        "changed": {"type": "boolean",
+                    "description": "false when it was already so (nothing was recorded)"},
     },
 }
 _REASON = {"type": "string", "minLength": 1, "maxLength": 1024, "pattern": r"\S",
@@ -144,7 +146,11 @@ def document(routes: list[str] | None = None, versions: list[str] | None = None)
                 "responses": {"200": {"description": "a page", "content": {"application/json": {
                     "schema": {"type": "object", "required": ["events", "next"], "properties": {
                         "events": {"type": "array", "items": {"type": "object"}},
-                        "next": {"type": ["string", "null"]}}}}}},
+                        "next": {"type": ["string", "null"]},
+                        "head": {"type": ["string", "null"], "description":
+                                 "the newest event's hash as recorded apart from the trail "
+                                 "(read before the events): `audit verify` checks that the "
+                                 "events reach it"}}}}}},
                     **_auth_errors(False)}}},
             "/v1/kill": {"post": _write("set a kill flag; every instance enforces it",
                                         "killgate:kill", kill)},

@@ -119,11 +119,25 @@ class LocalStore:
             event = None
             if draft is not None:
                 event = self._append_audit(draft)
+            # the state file anchors the audit trail's head: events cut off the end of the
+            # audit file are noticed by `audit verify`
+            head = event["hash"] if event is not None else self._stored_head()
+            body = doc.to_json() if head is None else {**doc.to_json(), "audit_head": head}
             try:
-                atomic_write(self.path, json.dumps(doc.to_json()).encode())
+                atomic_write(self.path, json.dumps(body).encode())
             except OSError as exc:
                 raise StoreUnavailable(f"cannot write {self.path}: {exc.strerror}") from None
             return event
+
+    def _stored_head(self) -> str | None:
+        try:
+            head = json.loads(self.path.read_bytes()).get("audit_head")
+        except (OSError, ValueError, AttributeError):
+            return None
+        return head if isinstance(head, str) else None
+
+    async def audit_head(self) -> str | None:
+        return await asyncio.to_thread(self._stored_head)
 
     def _append_audit(self, draft: AuditDraft) -> dict[str, Any]:
         try:

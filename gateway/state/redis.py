@@ -388,6 +388,10 @@ class RedisStore:
             "XRANGE", self.k_audit, lo, "+", "COUNT", limit))
         return [ev for _, ev in pairs], (pairs[-1][0] if pairs else cursor)
 
+    async def audit_head(self) -> str | None:
+        raw = await self._call("GET", self.k_head)
+        return None if raw is None else (raw.decode() if isinstance(raw, bytes) else str(raw))
+
     async def audit_page(self, limit: int, before: str | None) -> tuple[list[dict[str, Any]],
                                                                         str | None]:
         """`before` and the returned cursor are stream entry ids (opaque to callers)."""

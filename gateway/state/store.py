@@ -100,6 +100,11 @@ class Store(Protocol):
                                                                         str | None]:
         """Newest first: up to `limit` events older than `before`, and the next cursor."""
 
+    async def audit_head(self) -> str | None:
+        """The newest event's hash as recorded apart from the trail (Redis: its own key;
+        local: inside the state file), so events cut off the end are noticed. None: no
+        event was recorded with an anchor yet."""
+
 
 def new_epoch() -> str:
     return secrets.token_hex(8)
