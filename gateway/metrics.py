@@ -22,6 +22,8 @@ _HELP: dict[str, tuple[str, str]] = {
     "killgate_kill_state_age_seconds": ("gauge", "Seconds since the state store last confirmed "
                                                  "this instance's state."),
     "killgate_state_store_connected": ("gauge", "1 when the state store answers."),
+    "killgate_state_stale": ("gauge", "1 while no state sync succeeded for longer than "
+                                      "state.max_staleness (alert on it)."),
     "killgate_fail_closed": ("gauge", "1 while the fail_closed policy treats all routes as killed."),
     "killgate_state_reseeds_total": ("counter", "Times this instance re-seeded an emptied store."),
     "killgate_config_reloads_total": ("counter", "Config reloads applied."),

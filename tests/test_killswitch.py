@@ -340,6 +340,31 @@ async def test_not_ready_without_snapshot_or_sync(tmp_path: Path, backends, redi
         await wait_until(lambda: g.gw.ready, 10, what="ready after the first sync")
 
 
+async def test_last_known_raises_the_stale_alarm_and_keeps_serving(
+        tmp_path: Path, backends, redis_server, session) -> None:
+    """RELIABILITY row 14: Redis dies; the last-known state keeps serving, and past
+    max_staleness the alarm is up (gauge, status, log) until a sync succeeds again."""
+    p1 = await backends(echo_app("v1"))
+    state = redis_state(redis_server, tmp_path, extra="  max_staleness: 1s\n")
+    cfg = write_config(tmp_path, two_versions(p1, p1, 100, 0), state=state)
+    async with running_gateway(cfg) as g:
+        assert g.gw.metrics.get("killgate_state_stale") == 0
+        redis_server.kill()
+        last_ok = g.gw.sync.last_ok
+        assert last_ok is not None
+        await wait_until(lambda: g.gw.metrics.get("killgate_state_stale") == 1, 5,
+                         what="the stale alarm")
+        assert time.monotonic() - last_ok >= 1.0
+        async with session.get(g.admin + "/v1/status", headers=auth()) as r:
+            store = (await r.json())["store"]
+        assert store["stale"] is True and store["fail_closed"] is False
+        assert (await status_of(session, g.url))[0] == 200  # last_known: still serving
+        redis_server.start()
+        await wait_until(lambda: g.gw.metrics.get("killgate_state_stale") == 0, 10,
+                         what="the alarm to clear")
+        assert g.gw.sync.status()["stale"] is False
+
+
 async def test_fail_closed_after_max_staleness(tmp_path: Path, backends, redis_server,
                                                session) -> None:
     p1 = await backends(echo_app("v1"))

@@ -58,6 +58,7 @@ class Sync:
         self.last_error: str | None = None
         self.started_at = time.monotonic()
         self.last_ok: float | None = None
+        self.stale = False  # past max_staleness: the alarm (whatever the policy)
         self.acks: dict[str, int] = {}
         self.heard: dict[str, float] = {}  # instance -> when we last heard of it (monotonic)
         self.watching_since: float | None = None
@@ -348,10 +349,12 @@ class Sync:
 
     async def _guard(self) -> None:
         """Staleness clock and the fail_closed policy; never touches the store."""
+        self.metrics.set("killgate_state_stale", 0)
         while True:
             stale = self.staleness()
             self.metrics.set("killgate_kill_state_age_seconds", round(stale, 3))
             self.metrics.set("killgate_state_store_connected", 1 if self.connected else 0)
+            self._alarm(stale)
             if (self.cfg.on_unavailable == "fail_closed" and stale > self.cfg.max_staleness
                     and not self.holder.fail_closed):
                 self.holder.set_fail_closed(True)
@@ -363,6 +366,21 @@ class Sync:
                            f"{self.cfg.max_staleness:g}s): every route answers killed",
                     source=self.instance))
             await asyncio.sleep(min(0.1, self.cfg.max_staleness / 4))
+
+    def _alarm(self, stale: float) -> None:
+        """Past max_staleness the state this instance enforces may be missing kills made
+        since: raise the alarm under either policy (`last_known` keeps serving)."""
+        now = stale > self.cfg.max_staleness
+        if now == self.stale:
+            return
+        self.stale = now
+        self.metrics.set("killgate_state_stale", 1 if now else 0)
+        if now:
+            event(log, "state_stale", logging.ERROR, staleness_s=round(stale, 3),
+                  max_staleness_s=self.cfg.max_staleness, policy=self.cfg.on_unavailable,
+                  error=self.last_error)
+        else:
+            event(log, "state_stale_cleared", logging.WARNING)
 
     def staleness(self) -> float:
         ref = self.last_ok if self.last_ok is not None else self.started_at
@@ -490,7 +508,7 @@ class Sync:
         return {
             "backend": self.store.backend, "connected": self.connected,
             "staleness_ms": round(self.staleness() * 1000, 1), "policy": self.cfg.on_unavailable,
-            "max_staleness_ms": round(self.cfg.max_staleness * 1000),
+            "max_staleness_ms": round(self.cfg.max_staleness * 1000), "stale": self.stale,
             "fail_closed": self.holder.fail_closed, "synced": self.synced_once,
             "from_snapshot": self.from_snapshot, "epoch": self.holder.doc.epoch,
             "last_error": self.last_error,
