@@ -137,8 +137,12 @@ class RawBackend:
         self.close = close
         self.server: asyncio.AbstractServer | None = None
         self.port = 0
+        self.connections = 0
+        self._open: set[asyncio.StreamWriter] = set()  # kept open (close=False): for stop()
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        self._open.add(writer)
         try:
             await reader.readuntil(b"\r\n\r\n")
             writer.write(self.payload)
@@ -148,6 +152,7 @@ class RawBackend:
         finally:
             if self.close:
                 writer.close()
+                self._open.discard(writer)
 
     async def start(self) -> int:
         self.server = await asyncio.start_server(self._client, "127.0.0.1", 0)
@@ -155,6 +160,9 @@ class RawBackend:
         return self.port
 
     async def stop(self) -> None:
+        for writer in self._open:
+            writer.close()
+        self._open.clear()
         if self.server is not None:
             self.server.close()
             await self.server.wait_closed()

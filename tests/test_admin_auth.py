@@ -133,7 +133,9 @@ async def test_bad_tokens_are_401_never_5xx(tmp_path: Path, backends, session,
         results = {}
         for name, tok in bad_tokens(rsa_key).items():
             hdr = f"Bearer {tok}"
-            async with session.post(g.admin + "/v1/kill", headers={"Authorization": hdr},
+            # a forged X-Forwarded-For: the audit names the socket peer (row 32)
+            async with session.post(g.admin + "/v1/kill", headers={"Authorization": hdr,
+                                                                   "X-Forwarded-For": "6.6.6.6"},
                                     json={"scope": "global", "reason": name}) as r:
                 body = await r.json()
                 results[name] = (r.status, body["error"]["type"])

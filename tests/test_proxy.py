@@ -113,15 +113,23 @@ async def test_hop_by_hop_headers_never_cross(tmp_path: Path, backends, session)
             "Connection": "x-secret", "x-secret": "1", "TE": "trailers",
             "Proxy-Authorization": "Basic abc", "Proxy-Connection": "keep-alive",
             "x-forwarded-for": "6.6.6.6", "traceparent": "00-" + "a" * 32 + "-" + "b" * 16 + "-01",
-            "x-killgate-internal": "evil"}) as r:
+            "x-killgate-internal": "evil", "forwarded": "for=6.6.6.6;proto=https",
+            "x-real-ip": "6.6.6.6", "x-forwarded-proto": "https",
+            "x-forwarded-host": "evil.example"}) as r:
             await r.read()
             got = {k.lower(): v for k, v in r.headers.items()}
         sent = dict(rec.requests[-1]["headers"])
     for name in ("x-secret", "te", "proxy-authorization", "proxy-connection", "keep-alive",
-                 "upgrade", "x-killgate-internal"):
+                 "upgrade", "x-killgate-internal", "forwarded", "x-real-ip"):
         assert name not in sent, name
-    assert sent["x-forwarded-for"] == "127.0.0.1"  # rebuilt from the socket peer
+    # RELIABILITY row 32: rebuilt from the socket peer, each once; nothing spoofed passes
+    assert sent["x-forwarded-for"] == "127.0.0.1"
     assert sent["x-forwarded-proto"] == "http"
+    assert sent["x-forwarded-host"] != "evil.example"
+    names = [k for k, _ in rec.requests[-1]["headers"]]
+    assert all(names.count(n) == 1 for n in ("x-forwarded-for", "x-forwarded-proto",
+                                             "x-forwarded-host"))
+    assert "6.6.6.6" not in repr(rec.requests[-1]["headers"])
     assert sent["via"].endswith("1.1 killgate")
     assert sent["traceparent"].startswith("00-aaaa")
     for name in ("x-backend-secret", "keep-alive", "proxy-authenticate", "upgrade"):
@@ -254,16 +262,24 @@ async def test_large_body_streams_through(tmp_path: Path, backends, session) -> 
     b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello",
     b"HTTP/1.1 200 OK\r\nX-Bad: a\x00b\r\nContent-Length: 2\r\n\r\nok",
     b"NOT HTTP AT ALL\r\n\r\n",
-], ids=["cl+te", "dup-cl", "nul", "garbage"])
+    b"HTTP/1.1 200 OK\nContent-Length: 5\n\nhello",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 5x\r\n\r\nhello",
+    b"HTTP/1.1 200 OK\r\nContent-Length: -5\r\n\r\nhello",
+], ids=["cl+te", "dup-cl", "nul", "garbage", "bare-lf", "invalid-cl", "negative-cl"])
 async def test_malformed_backend_answer_is_502(tmp_path: Path, session, payload: bytes) -> None:
-    raw = RawBackend(payload)
+    """RELIABILITY row 7: 502, nothing of the answer forwarded, and the backend connection
+    closed rather than reused (the backend here keeps its side open)."""
+    raw = RawBackend(payload, close=False)
     port = await raw.start()
     try:
         cfg = write_config(tmp_path, two_versions(port, port, 100, 0))
-        async with running_gateway(cfg) as g, session.get(g.url + INFER) as r:
-            assert r.status == 502
-            body = await r.read()
-        assert b"hello" not in body
+        async with running_gateway(cfg) as g:
+            for _ in range(2):
+                async with session.get(g.url + INFER) as r:
+                    assert r.status == 502
+                    body = await r.read()
+                assert b"hello" not in body
+        assert raw.connections == 2  # a fresh connection for the second request
     finally:
         await raw.stop()
 
