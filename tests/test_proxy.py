@@ -14,7 +14,7 @@ import pytest
 from aiohttp import ClientSession, web
 
 from tests.backends import RawBackend, Recorder, echo_app, hang_app, sse_app
-from tests.conftest import free_port, running_gateway, two_versions, write_config
+from tests.conftest import free_port, running_gateway, two_versions, wait_until, write_config
 
 INFER = "/v2/models/iris/infer"
 
@@ -364,10 +364,37 @@ async def test_client_disconnect_cancels_backend_exchange(tmp_path: Path, backen
                 async with s.get(g.url + INFER, timeout=aiohttp.ClientTimeout(total=0.3)):
                     pass
         pool = g.gw.upstreams.pools[("http", "127.0.0.1", p1)]
-        from tests.conftest import wait_until
-
         await wait_until(lambda: g.gw.inflight.count == 0 and pool.open == 0, 5,
                          what="the upstream exchange to be dropped")
+
+
+@pytest.mark.parametrize("when", ["mid-response", "mid-upload"])
+async def test_client_gone_mid_exchange_closes_the_backend_side(tmp_path: Path, backends,
+                                                                when: str) -> None:
+    """RELIABILITY row 11: a client that goes away after the first event of a stream, or
+    halfway through sending its body, leaves no exchange, pooled connection or request."""
+    rec = Recorder()
+    p1 = await backends(sse_app("v1", events=200, interval=0.05))
+    p2 = await backends(echo_app("v2", rec))
+    port = p1 if when == "mid-response" else p2
+    cfg = write_config(tmp_path, two_versions(port, port, 100, 0))
+    async with running_gateway(cfg) as g:
+        r, w = await asyncio.open_connection("127.0.0.1", g.gw.data_addr[1])
+        try:
+            if when == "mid-response":
+                w.write(b"GET /v2/models/iris/stream HTTP/1.1\r\nHost: x\r\n\r\n")
+                await asyncio.wait_for(r.readuntil(b"data: {"), 5)  # the first event
+            else:
+                w.write(b"POST /v2/models/iris/infer HTTP/1.1\r\nHost: x\r\n"
+                        b"Content-Length: 1048576\r\n\r\n" + b"x" * 131072)
+                await w.drain()
+                await wait_until(lambda: g.gw.inflight.count == 1, 5, what="the request")
+        finally:
+            w.transport.abort()
+        pool = g.gw.upstreams.pools[("http", "127.0.0.1", port)]
+        await wait_until(lambda: g.gw.inflight.count == 0 and pool.open == 0, 5,
+                         what="the backend exchange to be closed")
+    assert rec.requests == []  # the half-sent body never became a request
 
 
 async def test_slowloris_and_idle_sockets_are_closed(tmp_path: Path, backends) -> None:
