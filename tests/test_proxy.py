@@ -218,6 +218,24 @@ async def test_idle_timeout_cuts_a_stalled_stream(tmp_path: Path, backends, sess
         assert time.monotonic() - t0 < 1.5
 
 
+async def test_total_timeout_cuts_a_dripping_stream(tmp_path: Path, backends, session) -> None:
+    """RELIABILITY row 6: an event every 100 ms never trips `idle`; `total` still ends the
+    exchange on time, and nothing is left open behind it."""
+    p1 = await backends(sse_app("v1", events=100, interval=0.1))
+    cfg = write_config(tmp_path, two_versions(p1, p1, 100, 0,
+                                              "timeouts: {connect: 1s, total: 1s, idle: 500ms}\n"))
+    async with running_gateway(cfg) as g:
+        t0 = time.monotonic()
+        async with session.get(g.url + "/v2/models/iris/s") as r:
+            body = await asyncio.wait_for(r.read(), 10)
+        took = time.monotonic() - t0
+        assert b"event: killgate.error" in body and body.count(b"data: {\"i\"") >= 3
+        assert 0.9 < took < 3.0, took
+        pool = g.gw.upstreams.pools[("http", "127.0.0.1", p1)]
+        await wait_until(lambda: g.gw.inflight.count == 0 and pool.open == 0, 5,
+                         what="the backend exchange to be closed")
+
+
 async def test_body_limit_413(tmp_path: Path, backends, session) -> None:
     rec = Recorder()
     p1 = await backends(echo_app("v1", rec))
