@@ -311,3 +311,42 @@ async def test_progressive_steps_advance_then_stop_on_failure(tmp_path: Path, ba
         assert steps_seen == [0, 1, 2]
         assert g.gw.holder.doc.progress["iris"]["state"] == "failed"
         assert g.gw.holder.table.by_name["iris"].effective_weights()["v2"] == 0.0
+
+
+async def test_a_version_answering_5xx_is_ejected_and_readmitted(tmp_path: Path, backends,
+                                                                 session) -> None:
+    """RELIABILITY row 1 over HTTP: after `consecutive_5xx` 500s a version leaves the split
+    (its traffic goes to the healthy one), and comes back after `base_ejection`."""
+    stable, canary = Flaky("v1"), Flaky("v2")
+    p1, p2 = await backends(stable.app()), await backends(canary.app())
+    canary.status = 500
+    extra = "  outlier: {consecutive_5xx: 5, base_ejection: 1s}\n"
+    cfg = write_config(tmp_path, route(p1, p2, 50, 50, extra))
+    async with running_gateway(cfg) as g:
+        seen: list[tuple[int, str]] = []
+
+        async def one() -> tuple[int, str]:
+            async with session.get(g.url + INFER) as r:
+                await r.read()
+                return r.status, r.headers.get("x-killgate-version", "")
+
+        while ("iris", "v2") not in g.gw.holder.unhealthy:
+            seen.append(await one())
+            assert len(seen) < 500, Counter(seen)  # 50/50: five v2 answers come quickly
+        ejected = time.monotonic()
+        assert Counter(seen)[(500, "v2")] == 5 and set(seen) <= {(200, "v1"), (500, "v2")}
+        assert g.gw.metrics.get("killgate_upstream_ejections_total",
+                                ("iris", "v2", "5xx")) == 1
+        during = []
+        for _ in range(40):
+            sent = time.monotonic()
+            answer = await one()
+            if sent < ejected + 0.9:  # inside the 1 s ejection: every request to v1
+                during.append(answer)
+        canary.status = 200  # fixed meanwhile
+        assert during and set(during) == {(200, "v1")}, Counter(during)
+        back = await wait_until(lambda: ("iris", "v2") not in g.gw.holder.unhealthy, 5, 0.01,
+                                "v2 re-admitted")
+        assert back and time.monotonic() - ejected >= 0.9
+        after = [await one() for _ in range(60)]
+        assert {v for _, v in after} == {"v1", "v2"} and {s for s, _ in after} == {200}
