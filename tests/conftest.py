@@ -149,14 +149,87 @@ class InProcess:
         self.admin = f"http://127.0.0.1:{gw.admin_addr[1]}"
 
 
+_nesting: list[Gateway] = []  # in-process gateways running now (a test may nest them)
+_watched: list[Gateway] = []  # started since the outermost one: checked when it stops
+_watched_servers: set[object] = set()
+_GATEWAY_SRC = str(Path(__file__).resolve().parent.parent / "gateway")
+
+
+def _gateway_tasks(servers: set[object]) -> list[asyncio.Task[Any]]:
+    """Tasks running gateway code: its own coroutines, and aiohttp's connection handlers
+    of its listeners (backends in the test process have handlers too: not counted)."""
+    out = []
+    for task in asyncio.all_tasks():
+        coro = task.get_coro()
+        frame = getattr(coro, "cr_frame", None)
+        if frame is None:
+            continue
+        mine = frame.f_code.co_filename.startswith(_GATEWAY_SRC)
+        if mine or getattr(frame.f_locals.get("self"), "_manager", None) in servers:
+            out.append(task)
+    return out
+
+
+def _gateway_sockets(ports: set[int]) -> int:
+    """Our process's TCP sockets with a local port of the gateway's listeners (the
+    listeners and the connections they accepted)."""
+    inodes = set()
+    for fd in os.listdir("/proc/self/fd"):
+        with suppress(OSError):
+            link = os.readlink(f"/proc/self/fd/{fd}")
+            if link.startswith("socket:["):
+                inodes.add(link[8:-1])
+    n = 0
+    for table in ("/proc/self/net/tcp", "/proc/self/net/tcp6"):
+        with suppress(OSError), open(table) as f:
+            for line in f.readlines()[1:]:
+                cols = line.split()
+                if cols[9] in inodes and int(cols[1].rsplit(":", 1)[1], 16) in ports:
+                    n += 1
+    return n
+
+
 @asynccontextmanager
 async def running_gateway(path: Path, instance: str = "test") -> AsyncIterator[InProcess]:
+    """An in-process gateway. After it stops (RELIABILITY §5 leak checks): no request in
+    flight, every backend pool closed, no task running its code or serving its listeners,
+    and no socket left on its ports. A fault that leaks fails the test that provoked it.
+    Gateways nested in one test are checked together when the outermost stops (gateway
+    code running then could be any of theirs)."""
     gw = Gateway(load_config(path), instance)
+    _nesting.append(gw)
     try:
         await gw.start()
+        for runner in (gw._data_runner, gw._admin_runner):
+            if runner is not None and runner.server is not None:
+                _watched_servers.add(runner.server)
+        _watched.append(gw)
         yield InProcess(gw)
     finally:
-        await gw.shutdown()
+        try:
+            await gw.shutdown()
+        finally:
+            _nesting.remove(gw)
+    if _nesting:
+        return
+    gateways, servers = list(_watched), set(_watched_servers)
+    _watched.clear()
+    _watched_servers.clear()
+    ports = {a[1] for g in gateways for a in (g.data_addr, g.admin_addr) if a is not None}
+
+    def pools_open() -> int:
+        return sum(p.open for g in gateways for p in g.upstreams.pools.values())
+
+    def clean() -> bool:
+        return not _gateway_tasks(servers) and not _gateway_sockets(ports) and not pools_open()
+
+    with suppress(AssertionError):  # closing sockets take a loop turn or two
+        await wait_until(clean, 5, 0.02)
+    assert all(g.inflight.count == 0 for g in gateways)
+    assert not _gateway_tasks(servers), (f"tasks left running after the gateway stopped: "
+                                         f"{_gateway_tasks(servers)}")
+    assert not _gateway_sockets(ports), "sockets left open on the gateway's ports"
+    assert not pools_open(), "backend connections left open"
 
 
 @pytest.fixture
