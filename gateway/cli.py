@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from gateway import __version__
@@ -27,6 +28,20 @@ def _cmd_check(args: argparse.Namespace) -> int:
             print(str(p), file=sys.stderr)
         return 1
     cfg = loaded.config
+    auth = cfg.admin.auth
+    if not auth.jwks_url:  # (a JWKS endpoint is not fetched here)
+        from gateway.admin.auth import Authenticator
+
+        problem = Authenticator(auth, loaded.resolve).problem
+        from_env = not (auth.hs256_secret_file or auth.public_key_file)
+        env = auth.hs256_secret_env or "KILLGATE_JWT_SECRET"
+        if problem and from_env and not os.environ.get(env):
+            # the secret is the deployment's business: say what the admin API will need
+            print(f"note: admin.auth: {problem}; until then every admin call answers 503",
+                  file=sys.stderr)
+        elif problem:
+            print(f"admin.auth: {problem}", file=sys.stderr)
+            return 1
     print(f"{args.file}: ok ({len(cfg.routes)} route(s), {loaded.digest})")
     return 0
 

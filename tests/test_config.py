@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -58,6 +59,35 @@ def test_check_cli_exit_codes_and_one_line_per_problem(tmp_path: Path) -> None:
     lines = res.stderr.strip().splitlines()
     assert "routes[0].versions[0].weight: must be >= 0" in lines
     assert "admin.lisen: unknown key (did you mean 'listen'?)" in lines
+
+
+@pytest.mark.parametrize("auth, env, code, says", [
+    ("hs256_secret_file: short.txt", {}, 1, "shorter than 32 bytes"),
+    ("hs256_secret_file: missing.txt", {}, 1, "missing.txt"),
+    ("{algorithms: [RS256], public_key_file: private.pem}", {}, 1, "holds a private key"),
+    ("hs256_secret_env: KG_CHECK_SECRET", {"KG_CHECK_SECRET": "short"}, 1, "shorter than 32"),
+    ("hs256_secret_env: KG_CHECK_SECRET", {}, 0, "note: admin.auth: no admin token secret"),
+    ("hs256_secret_file: long.txt", {}, 0, ""),
+], ids=["short-file", "missing-file", "private-key", "short-env", "unset-env", "good-file"])
+def test_check_refuses_admin_keys_that_cannot_verify(tmp_path: Path, auth: str,
+                                                     env: dict[str, str], code: int,
+                                                     says: str) -> None:
+    """RELIABILITY row 23: a key file that is missing, short or private is an error; an
+    unset secret variable is the deployment's business, so only a note."""
+    (tmp_path / "short.txt").write_text("ten bytes!")
+    (tmp_path / "long.txt").write_text("x" * 40)
+    (tmp_path / "private.pem").write_text("-----BEGIN PRIVATE KEY-----\nabc\n")
+    cfg = tmp_path / "k.yaml"
+    cfg.write_text(f"admin:\n  auth: {auth}\n" if auth.startswith("{") else
+                   f"admin:\n  auth:\n    {auth}\n")
+    cfg.write_text(cfg.read_text() + "routes:\n  - name: r\n    match: {path_prefix: /r}\n"
+                   "    stable: v1\n    versions:\n"
+                   "      - {name: v1, url: 'http://127.0.0.1:1', weight: 100}\n")
+    e = {k: v for k, v in os.environ.items() if k != "KG_CHECK_SECRET"}
+    res = subprocess.run([sys.executable, "-m", "gateway", "check", str(cfg)], cwd=str(ROOT),
+                         capture_output=True, text=True, timeout=30, env={**e, **env})
+    assert res.returncode == code, res.stderr
+    assert says in res.stderr
 
 
 def test_schema_command_prints_json_schema() -> None:
