@@ -98,6 +98,9 @@ def bad_tokens(rsa_key: rsa.RSAPrivateKey) -> dict[str, str]:
         "iss prefix of the right one": hs(claims(iss="killgat")),
         "iss with the right one as prefix": hs(claims(iss="killgate-evil")),
         "crit header": hs(claims(), headers={"crit": ["x-foo"], "x-foo": 1}),
+        # a validly signed token of another kind (RFC 8725 §3.11 explicit typing)
+        "typ logout token": hs(claims(), headers={"typ": "logout+jwt"}),
+        "typ not a string": hs(claims(), headers={"typ": ["JWT"]}),
         "kid path traversal": hs(claims(), "x" * 40, headers={"kid": "../../etc/passwd"}),
         "jku pointing home": hs(claims(), "y" * 40, headers={"jku": "http://127.0.0.1:1/"}),
         "nested header": f"{_b64(b'{' + b'[' * 100_000 + b']' * 100_000 + b'}')}.{body}.{sig}",
@@ -219,6 +222,11 @@ async def test_scp_claim_list_is_honoured(tmp_path: Path, backends, session) -> 
     cfg = write_config(tmp_path, two_versions(p, p))
     async with running_gateway(cfg) as g:
         tok = hs(claims(scope=None, scp=["killgate:read"]))
+        async with session.get(g.admin + "/v1/status",
+                               headers={"Authorization": f"Bearer {tok}"}) as r:
+            assert r.status == 200
+        # RFC 9068 access tokens (typ at+jwt) are access tokens too
+        tok = hs(claims(), headers={"typ": "at+jwt"})
         async with session.get(g.admin + "/v1/status",
                                headers={"Authorization": f"Bearer {tok}"}) as r:
             assert r.status == 200

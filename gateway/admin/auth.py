@@ -58,6 +58,9 @@ def mint(secret: str, subject: str, scope: str, ttl: float, issuer: str | None,
     return jwt.encode(claims, secret, algorithm="HS256")
 
 
+ACCESS_TYPS = frozenset({"jwt", "at+jwt", "application/at+jwt"})
+
+
 class FailureLimiter:
     """Repeated auth failures from one address: its further bad tokens get 429 for a while
     (a valid token from it is still accepted)."""
@@ -180,6 +183,11 @@ class Authenticator:
                 raise Unauthenticated()
             if "crit" in head:
                 raise Unauthenticated()  # we understand no extensions (RFC 7515 §4.1.11)
+            typ = head.get("typ")
+            if typ is not None and (not isinstance(typ, str) or typ.lower() not in ACCESS_TYPS):
+                # another kind of JWT (a logout or security-event token, an ID token marked
+                # as such) must not pass as an access token (RFC 8725 §3.11)
+                raise Unauthenticated()
             key = await self._jwks_key(head.get("kid")) if self._jwks else self._key
             claims = jwt.decode(
                 token, key, algorithms=self.algorithms, audience=self.cfg.audience,
