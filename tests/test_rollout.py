@@ -350,3 +350,34 @@ async def test_a_version_answering_5xx_is_ejected_and_readmitted(tmp_path: Path,
         assert back and time.monotonic() - ejected >= 0.9
         after = [await one() for _ in range(60)]
         assert {v for _, v in after} == {"v1", "v2"} and {s for s, _ in after} == {200}
+
+
+async def test_a_hanging_version_times_out_and_its_checks_take_it_out(tmp_path: Path,
+                                                                      backends) -> None:
+    """RELIABILITY row 3: a backend that accepts and never answers: requests to it end in
+    504 at the route's total timeout, and its health checks (timing out too) take it out
+    of the split, so the rest go to the healthy version."""
+    from tests.backends import hang_app
+
+    stable = Flaky("v1")
+    p1, p2 = await backends(stable.app()), await backends(hang_app())
+    extra = ("  timeouts: {connect: 200ms, total: 500ms}\n"
+             "  health: {path: /health, interval: 200ms, timeout: 100ms, "
+             "unhealthy_threshold: 2, healthy_threshold: 2}\n")
+    cfg = write_config(tmp_path, route(p1, p2, 50, 50, extra))
+    async with running_gateway(cfg) as g:
+        started = time.monotonic()
+        load = Load(g.url + INFER, 20)
+        load.start()
+        await wait_until(lambda: ("iris", "v2") in g.gw.holder.unhealthy, 5, 0.01,
+                         "v2 marked unhealthy")
+        marked = time.monotonic() - started
+        settled = marked + 0.6  # requests already sent to v2 end by their timeout
+        await wait_until(lambda: len(load.since(started + settled)) >= 20, 10, 0.01,
+                         "requests after it")
+        await load.stop()
+        timed_out = [r for r in load.results if r[1] == 504]
+        assert all(r[2] == "v2" for r in timed_out)
+        after = load.since(started + settled)
+        assert {(r[1], r[2]) for r in after} == {(200, "v1")}, Counter(r[1:3] for r in after)
+        assert marked < 0.2 * 2 + 0.1 + 1.0  # interval x threshold + timeout, plus slack
