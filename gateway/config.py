@@ -367,6 +367,11 @@ class ServerConfig(_Model):
     max_connections: int = Field(default=20_000, ge=1, le=1_000_000)
     access_log: bool = False
 
+    @field_validator("header_timeout", "body_timeout", "send_timeout")
+    @classmethod
+    def _deadlines(cls, v: float) -> float:
+        return _positive(3600.0)(v)
+
 
 class LogConfig(_Model):
     format: Literal["json", "text"] = "text"

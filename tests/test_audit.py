@@ -201,6 +201,34 @@ async def test_a_repeated_kill_changes_nothing(tmp_path: Path, backends, session
         assert (flag.actor, flag.reason) == ("alice", "first")
 
 
+async def test_a_kill_on_an_instance_behind_the_store_is_not_taken_for_a_repeat(
+        tmp_path: Path, backends, session) -> None:
+    """Two instances whose copies lag the store (their polls are a minute away): B has not
+    heard of A's kill when asked to lift it, and A has not heard of B's unkill when asked to
+    kill again. Each must act on the store's state: the unkill is made, not refused as
+    "not killed", and the kill is made, not answered "already in force"."""
+    p = await backends(echo_app("v1"))
+    state = (f"state:\n  backend: local\n  path: {tmp_path}/store.json\n"
+             f"  snapshot_path: {{snap}}\n  poll_interval: 60s\n")
+    cfg_a = write_config(tmp_path, two_versions(p, p),
+                         state=state.format(snap=tmp_path / "a.json"), name="a.yaml")
+    cfg_b = write_config(tmp_path, two_versions(p, p),
+                         state=state.format(snap=tmp_path / "b.json"), name="b.yaml")
+    body = {"scope": "route", "route": "iris", "reason": "bad"}
+    async with running_gateway(cfg_a, "a") as a, running_gateway(cfg_b, "b") as b:
+        async with session.post(a.admin + "/v1/kill?wait=0s", headers=H, json=body) as r:
+            assert r.status == 200
+        async with session.post(b.admin + "/v1/unkill?wait=0s", headers=H, json=body) as r:
+            assert r.status == 200
+        assert "route:iris" in a.gw.holder.doc.kills  # A is behind
+        async with session.post(a.admin + "/v1/kill?wait=0s", headers=H, json=body) as r:
+            assert r.status == 200
+            res = await r.json()
+        assert res["changed"] is True
+        doc = await a.gw.sync.store.load()
+        assert doc is not None and "route:iris" in doc.kills
+
+
 @pytest.mark.parametrize("backend", ["redis", "local"])
 async def test_audit_is_mirrored_to_a_jsonl_file(tmp_path: Path, backends, session,
                                                 request: pytest.FixtureRequest,

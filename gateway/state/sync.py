@@ -24,7 +24,7 @@ from typing import Any
 
 from gateway.audit import AuditDraft
 from gateway.config import StateConfig
-from gateway.errors import AuditError, NotDurable, StateError, StoreConflict
+from gateway.errors import ApiError, AuditError, NotDurable, StateError, StoreConflict
 from gateway.log import event
 from gateway.metrics import Metrics
 from gateway.model import StateDoc
@@ -399,15 +399,29 @@ class Sync:
             # Optimistic first attempt: what we enforce is nearly always the store's newest
             # state (the commit compares generations, so a stale guess only costs a retry).
             cur: StateDoc | None = self.holder.doc if self.synced_once else None
+            guessed = cur is not None
             for _ in range(10):
                 if cur is None:
+                    guessed = False
                     cur = await self.store.load()
                     if cur is None or cur.generation < self.holder.doc.generation:
                         await self._reseed(cur, self.holder.doc)
                         cur = None
                         continue
-                new = change(cur)
+                # A refusal ("not killed") or a no-op ("already killed") decided on our own
+                # copy must hold in the store too: a change made elsewhere that has not
+                # reached us yet would otherwise make a kill look done, or an unkill moot.
+                try:
+                    new = change(cur)
+                except ApiError:
+                    if guessed and await self._moved(cur):
+                        cur = None
+                        continue
+                    raise
                 if new is cur:
+                    if guessed and await self._moved(cur):
+                        cur = None
+                        continue
                     # nothing to change: no generation, no audit event; a retry after
                     # NotDurable lands here and confirms what is already there
                     await self._durable(cur.generation)
@@ -425,6 +439,10 @@ class Sync:
                 await self._durable(new.generation)
                 return new, ev
             raise StoreConflict("the state kept changing; try again")
+
+    async def _moved(self, cur: StateDoc) -> bool:
+        """Whether the store is past the copy `cur` (one round trip)."""
+        return await self.store.generation() != cur.generation
 
     async def _durable(self, generation: int) -> None:
         """With `min_replicas`, a write is confirmed only once that many replicas hold it
