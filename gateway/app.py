@@ -83,6 +83,7 @@ class Gateway:
         self.health: HealthMonitor | None = None
         self.rollout: RolloutDriver | None = None
         self.admin_api: AdminApi | None = None
+        self._checked_auth: Authenticator | None = None  # by the last reload's checks
         self.data_addr: tuple[str, int] | None = None
         self.admin_addr: tuple[str, int] | None = None
         self._data_runner: web.ServerRunner | None = None
@@ -177,8 +178,9 @@ class Gateway:
 
     def _on_table(self, old: RouteTable, new: RouteTable) -> None:
         """A new snapshot is live: cut in-flight responses that a new kill covers."""
-        added = {k: f for k, f in new.doc.kills.items()
-                 if k not in old.doc.kills and f.abort_inflight}
+        before = old.doc.kills
+        added = {k: f for k, f in new.doc.kills.items()  # new, or newly asked to abort
+                 if f.abort_inflight and (k not in before or not before[k].abort_inflight)}
         if not added:
             return
 
@@ -209,11 +211,13 @@ class Gateway:
         operators out of kill and rollback while the data plane looked fine)."""
         self._check_identities(loaded)
         auth = loaded.config.admin.auth
+        self._checked_auth = None
         if self.admin_api is not None and auth != self.admin_api.auth.cfg:
-            problem = Authenticator(auth, loaded.resolve).problem
-            if problem:
-                raise ConfigError([Problem("admin.auth", f"{problem}; the running admin "
-                                                         "auth settings stay in force")])
+            checked = Authenticator(auth, loaded.resolve)
+            if checked.problem:
+                raise ConfigError([Problem("admin.auth", f"{checked.problem}; the running "
+                                                         "admin auth settings stay in force")])
+            self._checked_auth = checked  # handed to the admin API when the reload applies
 
     async def _record_config(self, loaded: LoadedConfig) -> None:
         """Record unseen version identities and the file's stable in the route history."""
@@ -309,7 +313,7 @@ class Gateway:
         await self.health.configure(loaded.config)
         self.holder.set_config(loaded)
         if self.admin_api is not None:
-            self.admin_api.reconfigure(loaded)
+            self.admin_api.reconfigure(loaded, self._checked_auth)
         self.upstreams.retire_except({t.origin for p in self.holder.table.routes
                                       for t in p.targets.values()})
         await self._record_config(loaded)

@@ -72,7 +72,8 @@ class AuditDraft:
             "time": utc_now(),
             "actor": clean_text(self.actor, 256),
             "action": self.action,
-            "target": self.target,
+            "target": {k: clean_text(v, 256) if isinstance(v, str) else v
+                       for k, v in self.target.items()},
             "reason": clean_text(self.reason),
             "before": self.before,
             "after": self.after,

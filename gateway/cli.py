@@ -34,7 +34,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
         problem = Authenticator(auth, loaded.resolve).problem
         from_env = not (auth.hs256_secret_file or auth.public_key_file)
-        env = auth.hs256_secret_env or "KILLGATE_JWT_SECRET"
+        env = auth.secret_env
         if problem and from_env and not os.environ.get(env):
             # the secret is the deployment's business: say what the admin API will need
             print(f"note: admin.auth: {problem}; until then every admin call answers 503",

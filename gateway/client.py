@@ -19,7 +19,7 @@ import urllib.request
 import uuid
 from typing import Any
 
-from gateway.audit import verify_chain
+from gateway.audit import clean_text, verify_chain
 
 __all__ = ["add_client_commands"]
 
@@ -79,11 +79,14 @@ def _wait_q(args: argparse.Namespace) -> str:
 
 
 def _table(rows: list[list[str]]) -> str:
+    """Aligned columns; control characters in cells are shown escaped, so a value from the
+    audit trail cannot move the cursor, color the terminal or forge a row."""
     if not rows:
         return ""
-    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
-                     for r in rows)
+    cells = [[clean_text(str(c), 4096) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(cells[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+                     for r in cells)
 
 
 def _print_receipt(res: dict[str, Any]) -> None:
@@ -276,7 +279,7 @@ def _token(args: argparse.Namespace) -> int:
         if auth.hs256_secret_file:
             secret = load_config(args.config).resolve(auth.hs256_secret_file).read_text().strip()
         else:
-            env = env or auth.hs256_secret_env or "KILLGATE_JWT_SECRET"
+            env = env or auth.secret_env
             secret = os.environ.get(env, "")
     else:
         env = env or "KILLGATE_JWT_SECRET"

@@ -89,9 +89,12 @@ class _Model(BaseModel):
 # ---------------------------------------------------------------- admin
 
 
+DEFAULT_SECRET_ENV = "KILLGATE_JWT_SECRET"
+
+
 class AuthConfig(_Model):
     algorithms: list[str] = Field(default_factory=lambda: ["HS256"], min_length=1)
-    hs256_secret_env: str | None = "KILLGATE_JWT_SECRET"
+    hs256_secret_env: str | None = DEFAULT_SECRET_ENV
     hs256_secret_file: str | None = None
     public_key_file: str | None = None
     jwks_url: str | None = None
@@ -120,6 +123,11 @@ class AuthConfig(_Model):
         if not 0 <= v <= 60:
             raise ValueError("must be between 0s and 60s")
         return v
+
+    @property
+    def secret_env(self) -> str:
+        """The variable an HS256 secret is read from (when not from a file)."""
+        return self.hs256_secret_env or DEFAULT_SECRET_ENV
 
 
 class AdminConfig(_Model):

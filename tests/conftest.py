@@ -210,11 +210,12 @@ async def running_gateway(path: Path, instance: str = "test") -> AsyncIterator[I
             await gw.shutdown()
         finally:
             _nesting.remove(gw)
+            gateways, servers = list(_watched), set(_watched_servers)
+            if not _nesting:  # (also when the test failed: the next one starts clean)
+                _watched.clear()
+                _watched_servers.clear()
     if _nesting:
         return
-    gateways, servers = list(_watched), set(_watched_servers)
-    _watched.clear()
-    _watched_servers.clear()
     ports = {a[1] for g in gateways for a in (g.data_addr, g.admin_addr) if a is not None}
 
     def pools_open() -> int:

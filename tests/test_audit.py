@@ -15,7 +15,8 @@ from aiohttp import ClientSession
 from gateway.admin.auth import mint
 from gateway.audit import GENESIS, AuditDraft, event_hash, seal, verify_chain
 from tests.backends import echo_app
-from tests.conftest import ROOT, SECRET, running_gateway, two_versions, write_config
+from tests.conftest import ROOT, SECRET, running_gateway, two_versions, wait_until, write_config
+from tests.faultproxy import redis_state_via
 from tests.test_killswitch import redis_state
 
 TOKEN = mint(SECRET, "alice", "killgate:admin", 600, "killgate", "killgate-admin")
@@ -201,30 +202,34 @@ async def test_a_repeated_kill_changes_nothing(tmp_path: Path, backends, session
         assert (flag.actor, flag.reason) == ("alice", "first")
 
 
-async def test_a_kill_on_an_instance_behind_the_store_is_not_taken_for_a_repeat(
-        tmp_path: Path, backends, session) -> None:
-    """Two instances whose copies lag the store (their polls are a minute away): B has not
-    heard of A's kill when asked to lift it, and A has not heard of B's unkill when asked to
-    kill again. Each must act on the store's state: the unkill is made, not refused as
-    "not killed", and the kill is made, not answered "already in force"."""
+async def test_instances_behind_the_store_act_on_the_store_not_their_copy(
+        tmp_path: Path, backends, session, fwd) -> None:
+    """Two instances whose subscriptions have gone deaf (muted half-open links; their
+    polls are a minute away): B has not heard of A's kill when asked to lift it, and A has
+    not heard of B's unkill when asked to kill again. Each must act on the store's state:
+    the unkill is made, not refused as "not killed", and the kill is made, not answered
+    "already in force" while nothing is killed."""
     p = await backends(echo_app("v1"))
-    state = (f"state:\n  backend: local\n  path: {tmp_path}/store.json\n"
-             f"  snapshot_path: {{snap}}\n  poll_interval: 60s\n")
-    cfg_a = write_config(tmp_path, two_versions(p, p),
-                         state=state.format(snap=tmp_path / "a.json"), name="a.yaml")
-    cfg_b = write_config(tmp_path, two_versions(p, p),
-                         state=state.format(snap=tmp_path / "b.json"), name="b.yaml")
+    cfgs = []
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        state = redis_state_via(fwd, tmp_path / name, "kgbehind", poll_interval="60s",
+                                heartbeat_interval="20s")
+        cfgs.append(write_config(tmp_path / name, two_versions(p, p), state=state))
     body = {"scope": "route", "route": "iris", "reason": "bad"}
-    async with running_gateway(cfg_a, "a") as a, running_gateway(cfg_b, "b") as b:
+    async with running_gateway(cfgs[0], "a") as a, running_gateway(cfgs[1], "b") as b:
+        subs = lambda: [ln for ln in fwd.links if b"SUBSCRIBE" in ln.head]  # noqa: E731
+        await wait_until(lambda: len(subs()) == 2, 5, what="both subscriptions")
+        for link in subs():
+            link.muted = True
         async with session.post(a.admin + "/v1/kill?wait=0s", headers=H, json=body) as r:
-            assert r.status == 200
+            assert r.status == 200 and (await r.json())["changed"] is True
+        assert "route:iris" not in b.gw.holder.doc.kills  # B is behind
         async with session.post(b.admin + "/v1/unkill?wait=0s", headers=H, json=body) as r:
-            assert r.status == 200
+            assert r.status == 200, await r.text()
         assert "route:iris" in a.gw.holder.doc.kills  # A is behind
         async with session.post(a.admin + "/v1/kill?wait=0s", headers=H, json=body) as r:
-            assert r.status == 200
-            res = await r.json()
-        assert res["changed"] is True
+            assert r.status == 200 and (await r.json())["changed"] is True
         doc = await a.gw.sync.store.load()
         assert doc is not None and "route:iris" in doc.kills
 

@@ -145,3 +145,43 @@ async def test_the_last_denials_are_written_on_the_way_out(tmp_path: Path, backe
     assert (ev["attempts"], ev["target"]["path"], ev["source"]) == (1, "/v1/status",
                                                                     "127.0.0.1")
     assert verify_chain(trail)[1] is None
+
+
+async def test_a_sustained_flood_slows_the_writes_down_and_quiet_restores_them() -> None:
+    sink = Sink()
+    log = DeniedLog(sink.append, Metrics(), interval=0.01, max_interval=0.08)
+    log.start()
+    try:
+        async def flood_until(pred) -> None:  # type: ignore[no-untyped-def]
+            async def check() -> bool:
+                log.record("authn_fail", None, "10.0.0.1", "GET", "/v1/status", "x", "r")
+                return bool(pred())
+            await wait_until(check, 5, 0.002, "the interval to change")
+
+        await flood_until(lambda: log.wait == 0.08)  # doubled while every write had news
+        writes = len(sink.drafts)
+        await wait_until(lambda: log.wait == 0.01, 5, 0.005, "a quiet write to reset it")
+        assert len(sink.drafts) == writes + 1  # the rest of the flood, in one event
+    finally:
+        await log.stop()
+
+
+async def test_a_caller_cannot_put_its_text_in_the_trail(tmp_path: Path, backends,
+                                                         session: ClientSession) -> None:
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p, 100, 0))
+    async with running_gateway(cfg) as g:
+        for name in ("a%1b%5b31m%0aFORGED", "b" * 2000):
+            async with session.post(g.admin + f"/v1/routes/{name}/rollback", headers=BAD,
+                                    json={"reason": "x"}) as r:
+                assert r.status == 401
+
+        async def written() -> list[dict] | None:
+            evs = [e for e in await g.gw.sync.store.audit_events()
+                   if e["action"] == "authn_fail"]
+            return evs or None
+
+        [ev] = await wait_until(written, 10, 0.05, "the denials to be written")
+    # one caller, one endpoint pattern: the two paths are one tally, without their text
+    assert ev["target"]["path"] == "/v1/routes/{route}/rollback" and ev["attempts"] == 2
+    assert "FORGED" not in json.dumps(ev) and "bbbb" not in json.dumps(ev)

@@ -431,6 +431,30 @@ async def test_keep_inflight_lets_the_stream_finish(tmp_path: Path, backends, re
         assert rest.endswith(b"data: [DONE]\n\n")
 
 
+async def test_a_kept_stream_is_cut_when_the_kill_is_repeated_with_abort(
+        tmp_path: Path, backends, redis_server, session) -> None:
+    """A kill made with keep-inflight, repeated without it: the running stream is cut then,
+    the kill keeps its first actor and reason, and the upgrade is one audited change."""
+    p1 = await backends(sse_app("v1", events=100, interval=0.05))
+    cfg = write_config(tmp_path, two_versions(p1, p1, 100, 0),
+                       state=redis_state(redis_server, tmp_path))
+    async with running_gateway(cfg) as g:
+        async with session.get(g.url + "/v2/models/iris/stream") as r:
+            await r.content.readuntil(b"\n\n")
+            first = await kill(session, g.admin, scope="global", abort_inflight=False,
+                               reason="keep them")
+            await r.content.readuntil(b"\n\n")  # still streaming
+            second = await kill(session, g.admin, scope="global", reason="now cut them")
+            rest = await asyncio.wait_for(r.content.read(), 5)
+        assert b"event: killgate.error" in rest and not rest.endswith(b"[DONE]\n\n")
+        assert first["changed"] and second["changed"]
+        assert second["generation"] == first["generation"] + 1
+        flag = g.gw.holder.doc.kills["global"]
+        assert (flag.reason, flag.abort_inflight) == ("keep them", True)
+        again = await kill(session, g.admin, scope="global", reason="and again")
+        assert again["changed"] is False and again["generation"] == second["generation"]
+
+
 # --------------------------------------------------------------------------- the API's edges
 
 

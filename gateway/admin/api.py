@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -57,6 +58,13 @@ log = logging.getLogger("killgate.admin")
 MAX_WAIT = 30.0
 IDEMPOTENCY_TTL = 24 * 3600.0
 KILL_FIELDS = frozenset({"scope", "route", "version", "reason"})
+
+
+def _endpoint(request: web.Request) -> str:
+    """The route pattern a request matched (`/v1/routes/{route}/rollback`): what callers
+    chose, never their text."""
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else clean_text(request.path, 256)
 
 
 def json_error(status: int, type_: str, message: str) -> web.Response:
@@ -108,11 +116,15 @@ class AdminApi:
         if self.auth.problem:
             event(log, "admin_auth_not_configured", logging.ERROR, problem=self.auth.problem)
 
-    def reconfigure(self, loaded: LoadedConfig) -> None:
-        """A reloaded config may change the admin auth settings (not the listener)."""
+    def reconfigure(self, loaded: LoadedConfig, checked: Authenticator | None = None) -> None:
+        """A reloaded config may change the admin auth settings (not the listener).
+        `checked`: the authenticator the reload was validated with (its key already read)."""
         auth = loaded.config.admin.auth
         if auth != self.auth.cfg:
-            self.auth = Authenticator(auth, loaded.resolve)
+            if checked is not None and checked.cfg == auth:
+                self.auth = checked
+            else:
+                self.auth = Authenticator(auth, loaded.resolve)
             if self.auth.problem:
                 event(log, "admin_auth_not_configured", logging.ERROR, problem=self.auth.problem)
 
@@ -138,7 +150,8 @@ class AdminApi:
     async def _append_audit(self, draft: AuditDraft) -> None:
         sync = self.gw.sync
         assert sync is not None
-        await sync.append_audit(draft)
+        if await sync.append_audit(draft) is None:
+            raise StoreUnavailable("the state store holds no state yet; not recorded")
 
     # ------------------------------------------------------------------ helpers
 
@@ -165,15 +178,18 @@ class AdminApi:
         """Count, log and (through the audit trail's tally) audit a refused call."""
         if exc.status in (401, 403):
             self.limiter.failed(peer)
+        action = {401: "authn_fail", 403: "authz_fail", 429: "auth_rate_limited"}.get(exc.status)
+        if action is None:  # a 503: the auth settings cannot verify anything (logged apart)
+            return
         self.gw.metrics.inc("killgate_auth_failures_total", (str(exc.status),),
                             label_names=("code",))
         subject = principal.subject if principal is not None else None
-        event(log, "admin_denied", logging.WARNING, status=exc.status, type=exc.type,
-              peer=peer, path=request.path, scope=scope, subject=subject)
-        action = {401: "authn_fail", 403: "authz_fail", 429: "auth_rate_limited"}.get(exc.status)
-        if action is not None:  # (not a 503 for auth settings that cannot verify anything)
-            self.denied.record(action, subject, peer, request.method, request.path,
-                               f"{exc.type}: {exc.message}", scope)
+        endpoint = _endpoint(request)
+        if exc.status != 429:  # (429s come in floods: the tally stands for them)
+            event(log, "admin_denied", logging.WARNING, status=exc.status, type=exc.type,
+                  peer=peer, path=endpoint, scope=scope, subject=subject)
+        self.denied.record(action, subject, peer, request.method, endpoint,
+                           f"{exc.type}: {exc.message}", scope)
 
     @staticmethod
     async def _body(request: web.Request, allowed: frozenset[str]) -> dict[str, Any]:
@@ -309,7 +325,13 @@ class AdminApi:
         key = kill_key(scope, route, version)
 
         def change(cur: StateDoc) -> StateDoc:
-            if key in cur.kills:
+            existing = cur.kills.get(key)
+            if existing is not None:
+                if abort and not existing.abort_inflight:
+                    # a kill made with --keep-inflight, now asked to cut in-flight
+                    # responses too: that much changes (and is audited); who, when, why stay
+                    flag = dataclasses.replace(existing, abort_inflight=True)
+                    return cur.with_changes(kills={**cur.kills, key: flag})
                 # already in force: a repeat (a retry after `outcome_unknown`, a second
                 # operator) changes nothing and keeps who killed it, when and why
                 return cur
@@ -440,6 +462,10 @@ class AdminApi:
                 with contextlib.suppress(StateError):
                     await sync.store.idem_release(ident)
             raise
+        # what the answer says beside its receipt; `changed` false: it was already so
+        extra = {**extra, "changed": ev is not None}
+        if ev is not None:
+            extra["audit_id"] = ev["id"]
         if ident is not None:
             # record the generation first: a concurrent retry can then answer with it
             with contextlib.suppress(StateError):
@@ -448,9 +474,7 @@ class AdminApi:
                                                   "extra": extra}, IDEMPOTENCY_TTL)
         receipt = await sync.receipt(new.generation, wait)
         receipt.update(extra)
-        receipt["changed"] = ev is not None  # false: it was already so (nothing recorded)
         if ev is not None:
-            receipt["audit_id"] = ev["id"]
             event(log, "admin_write", actor=ev["actor"], action=ev["action"], target=ev["target"],
                   generation=new.generation, acked=receipt["applied"]["acked"],
                   instances=receipt["applied"]["instances"])

@@ -58,7 +58,8 @@ def mint(secret: str, subject: str, scope: str, ttl: float, issuer: str | None,
     return jwt.encode(claims, secret, algorithm="HS256")
 
 
-ACCESS_TYPS = frozenset({"jwt", "at+jwt", "application/at+jwt"})
+# RFC 7515 §4.1.9: "JWT" and "application/jwt" are the same type; RFC 9068 access tokens
+ACCESS_TYPS = frozenset({"jwt", "application/jwt", "at+jwt", "application/at+jwt"})
 
 
 class FailureLimiter:
@@ -84,7 +85,10 @@ class FailureLimiter:
                            "too many failed authentication attempts from this address")
 
     def failed(self, addr: str) -> None:
-        self._fails.setdefault(addr, []).append(self.clock())
+        fails = self._fails.setdefault(addr, [])
+        fails.append(self.clock())
+        if len(fails) > self.limit:  # only the newest `limit` matter to check()
+            del fails[0]
         if len(self._fails) > 10_000:  # bound memory under a spray of addresses
             self._fails.pop(next(iter(self._fails)))
 
@@ -125,7 +129,7 @@ class Authenticator:
             secret = resolve(cfg.hs256_secret_file).read_text().strip()
             where = f"the file {cfg.hs256_secret_file}"
         else:
-            env = cfg.hs256_secret_env or "KILLGATE_JWT_SECRET"
+            env = cfg.secret_env
             secret = os.environ.get(env, "")
             where = f"the environment variable {env}"
             if not secret:
@@ -185,8 +189,8 @@ class Authenticator:
                 raise Unauthenticated()  # we understand no extensions (RFC 7515 §4.1.11)
             typ = head.get("typ")
             if typ is not None and (not isinstance(typ, str) or typ.lower() not in ACCESS_TYPS):
-                # another kind of JWT (a logout or security-event token, an ID token marked
-                # as such) must not pass as an access token (RFC 8725 §3.11)
+                # a token typed as another kind of JWT (a logout or security-event token)
+                # must not pass as an access token (RFC 8725 §3.11); `aud` does the rest
                 raise Unauthenticated()
             key = await self._jwks_key(head.get("kid")) if self._jwks else self._key
             claims = jwt.decode(

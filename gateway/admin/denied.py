@@ -7,6 +7,11 @@ for and when the first and the last were made. The refusal itself never waits on
 store, and a flood of bad tokens from many addresses costs the trail at most `max_events`
 itemised events (plus one summary of the rest) per interval instead of one per attempt.
 A flush that fails keeps its tallies for the next one (bounded, like the tallies).
+While every flush finds something new (a sustained flood), the interval doubles up to
+`max_interval`, so a flood costs the trail at most `max_events + 1` events a minute per
+instance; the first quiet flush brings it back to `interval`. Endpoints are recorded as
+their route pattern (`/v1/routes/{route}/rollback`), so a caller cannot multiply its
+tallies, or put arbitrary text in the trail, by varying the path.
 """
 
 from __future__ import annotations
@@ -44,10 +49,12 @@ class _Tally:
 class DeniedLog:
     def __init__(self, append: Callable[[AuditDraft], Awaitable[Any]], metrics: Metrics,
                  interval: float | None = None, max_events: int = 16,
-                 max_keys: int = 1024) -> None:
+                 max_keys: int = 1024, max_interval: float = 60.0) -> None:
         self._append = append
         self.metrics = metrics
         self.interval = FLUSH_INTERVAL if interval is None else interval
+        self.max_interval = max(max_interval, self.interval)
+        self.wait = self.interval  # until the next flush: grows while a flood lasts
         self.max_events = max_events
         self.max_keys = max_keys
         self._tallies: dict[Key, _Tally] = {}
@@ -137,11 +144,13 @@ class DeniedLog:
 
     async def _run(self) -> None:
         while True:
-            await asyncio.sleep(self.interval)
+            await asyncio.sleep(self.wait)
+            busy = self.pending > 0
             try:
                 await self.flush()
             except Exception as exc:  # noqa: BLE001 - a side channel must not die
                 event(log, "denied_audit_error", logging.ERROR, error=repr(exc))
+            self.wait = min(self.wait * 2, self.max_interval) if busy else self.interval
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="denied-audit")
@@ -155,6 +164,6 @@ class DeniedLog:
             self._task = None
         try:
             await asyncio.wait_for(self.flush(), timeout)
-        except (TimeoutError, StateError, AuditError, OSError) as exc:
+        except Exception as exc:  # noqa: BLE001 - shutdown goes on; what is lost is said
             event(log, "denied_audit_lost", logging.WARNING, error=repr(exc),
                   attempts=self.pending)
