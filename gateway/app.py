@@ -62,6 +62,9 @@ def bind_socket(addr: str, reuse_port: bool, port_override: int | None = None) -
     return sock
 
 
+DATA_BACKLOG = 4096
+
+
 class Gateway:
     """One serving process: data plane + admin listener + background tasks."""
 
@@ -163,7 +166,9 @@ class Gateway:
         asock = bind_socket(cfg.admin.listen, self.reuse_port, self.ports[1])
         self.data_addr = dsock.getsockname()[:2]
         self.admin_addr = asock.getsockname()[:2]
-        await web.SockSite(self._data_runner, dsock).start()
+        # a deep accept queue (aiohttp's default is 128): a burst of new clients waits in
+        # the kernel for its turn instead of being dropped (the kernel caps it at somaxconn)
+        await web.SockSite(self._data_runner, dsock, backlog=DATA_BACKLOG).start()
         await web.SockSite(self._admin_runner, asock).start()
         self.started = True
         event(log, "phase", phase="listening", data=_fmt(self.data_addr),

@@ -209,6 +209,58 @@ async def test_ten_thousand_connections_held_open(tmp_path: Path, backends, gate
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
+async def test_five_thousand_idle_sockets_are_closed(tmp_path: Path, backends, gateway_procs,
+                                                     session) -> None:
+    """RELIABILITY row 38: 5,000 connections that never send a request are all closed once
+    `header_timeout` passes, and a client with a request is served meanwhile."""
+    n = 5_000
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard < n + 2_000:
+        pytest.skip(f"needs {n + 2_000} open files in this process; the hard limit is {hard}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    writers: list[asyncio.StreamWriter] = []
+    try:
+        p = await backends(echo_app("v1"))
+        cfg = write_config(tmp_path, two_versions(p, p, 100, 0),
+                           listen=f"127.0.0.1:{free_port()}", admin=f"127.0.0.1:{free_port()}",
+                           extra="server: {header_timeout: 2s}\n")
+        gw = gateway_procs(cfg)
+        await asyncio.to_thread(gw.wait_ready)
+
+        async def idle() -> asyncio.StreamReader:
+            reader, writer = await asyncio.open_connection("127.0.0.1", gw.data_port)
+            writers.append(writer)
+            return reader
+
+        t0 = time.monotonic()
+        readers: list[asyncio.StreamReader] = []
+        # 500 at a time: with aiohttp's default accept queue of 128 some of them stayed in
+        # the kernel's queue, never accepted, so no deadline of ours ever applied to them
+        for _ in range(n // 500):
+            readers += await asyncio.wait_for(asyncio.gather(*(idle() for _ in range(500))), 30)
+        # served while they are all open and silent
+        async with session.get(gw.url + "/v2/models/iris/infer") as r:
+            assert r.status == 200
+        async def end(r: asyncio.StreamReader) -> bytes | None:
+            try:
+                return await asyncio.wait_for(r.read(), 20)
+            except TimeoutError:
+                return None
+
+        ends = await asyncio.gather(*(end(r) for r in readers))
+        took = time.monotonic() - t0
+        assert Counter(ends) == {b"": n}, Counter(ends)  # each closed by the gateway
+        assert took >= 2.0 - 0.1  # not before the deadline
+        async with session.get(gw.url + "/v2/models/iris/infer") as r:
+            assert r.status == 200
+        assert gw.stop() == 0, gw.output()
+    finally:
+        for w in writers:
+            w.close()
+        await asyncio.gather(*(w.wait_closed() for w in writers), return_exceptions=True)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
 def _rss_kib(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
