@@ -512,3 +512,27 @@ async def test_local_store_kill_across_two_workers_survives_restart(tmp_path: Pa
         async with ClientSession() as fresh:
             assert (await status_of(fresh, gw2.url))[0] == 200
     assert gw2.stop() == 0, gw2.output()
+
+
+async def test_the_config_file_still_moves_traffic_while_redis_is_down(
+        tmp_path: Path, backends, redis_server, session) -> None:
+    """The runbook's fallback when no kill can be made (Redis down): set the bad version's
+    weight to 0 in the file; the reload applies without the store."""
+    p1, p2 = await backends(echo_app("v1")), await backends(echo_app("v2"))
+    cfg = write_config(tmp_path, two_versions(p1, p2, 50, 50),
+                       state=redis_state(redis_server, tmp_path))
+    async with running_gateway(cfg) as g:
+        redis_server.kill()
+        await wait_until(lambda: not g.gw.sync.connected, 10, what="the store to be missed")
+        text = cfg.read_text()
+        tmp = cfg.with_suffix(".tmp")
+        tmp.write_text(text.replace("weight: 50}", "weight: 100}", 1)
+                       .replace("weight: 50}", "weight: 0}"))
+        tmp.replace(cfg)
+        await wait_until(lambda: g.gw.metrics.get("killgate_config_reloads_total") == 1, 10,
+                         what="the reload")
+        seen = Counter()
+        for _ in range(50):
+            async with session.get(g.url + INFER) as r:
+                seen[(r.status, r.headers["x-killgate-version"])] += 1
+        assert seen == {(200, "v1"): 50}
