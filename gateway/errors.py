@@ -38,7 +38,9 @@ __all__ = [
     "UpstreamClosed",
     "UpstreamConnectError",
     "UpstreamError",
+    "UpstreamOverflow",
     "UpstreamProtocolError",
+    "UpstreamQueueTimeout",
     "UpstreamTimeout",
 ]
 
@@ -140,6 +142,16 @@ class UpstreamOverflow(UpstreamError):
 
     def kind(self) -> str:
         return "overflow"
+
+
+class UpstreamQueueTimeout(UpstreamOverflow):
+    """Waited the connect timeout in the backend's queue and no connection came free:
+    our queue's overflow too (503 `overloaded`), not the backend failing. Counted against
+    the backend, it would eject a busy but healthy version under load and push its
+    traffic onto the others."""
+
+    def kind(self) -> str:
+        return "queue_timeout"
 
 
 class UpstreamTimeout(UpstreamError):

@@ -23,6 +23,7 @@ from gateway.errors import (
     UpstreamError,
     UpstreamOverflow,
     UpstreamProtocolError,
+    UpstreamQueueTimeout,
     UpstreamTimeout,
 )
 
@@ -287,7 +288,9 @@ class Pool:
             try:
                 await asyncio.wait_for(fut, connect_timeout)
             except TimeoutError:
-                raise UpstreamTimeout("pool", delivered=False) from None
+                raise UpstreamQueueTimeout(
+                    f"{self.host}:{self.port} had no free connection within "
+                    f"{connect_timeout:g}s") from None
             finally:
                 if fut in self._waiters:
                     self._waiters.remove(fut)

@@ -21,7 +21,7 @@ import pytest
 from aiohttp import web
 
 from tests.backends import echo_app
-from tests.conftest import free_port, running_gateway, two_versions, write_config
+from tests.conftest import free_port, running_gateway, two_versions, wait_until, write_config
 
 
 def slow_app(delay: float, state: dict[str, int]) -> web.Application:
@@ -67,6 +67,35 @@ async def test_pool_overflow_is_a_fast_503(tmp_path: Path, backends, session) ->
         m = g.gw.metrics.render()
         assert 'kind="overflow"} 28' in m, m
         assert g.gw.holder.unhealthy == frozenset()  # not the backend's failure
+
+
+async def test_a_wait_for_a_busy_backend_ends_in_503_and_ejects_nobody(
+        tmp_path: Path, backends, session) -> None:
+    """RELIABILITY rows 12 and 40: a request that waited `timeouts.connect` for one of a busy
+    backend's connections is our queue's overflow: 503 `overloaded` with Retry-After, never
+    counted against the backend (five in a row used to eject a healthy, busy version)."""
+    state = {"inflight": 0, "peak": 0}
+    p = await backends(slow_app(3.0, state))
+    # two versions on one backend (one pool): ejecting either would be possible
+    routes = two_versions(p, p, 50, 50, extra="timeouts: {connect: 300ms}\n")
+    cfg = write_config(tmp_path, routes, extra="server:\n  max_connections_per_backend: 1\n")
+    async with running_gateway(cfg) as g:
+        async def one() -> tuple[int, str, float, str | None]:
+            t0 = time.monotonic()
+            async with session.post(g.url + "/v2/models/iris/infer", json={"x": 1}) as r:
+                body = await r.json()
+                kind = body.get("error", {}).get("type", "ok")
+                return r.status, kind, time.monotonic() - t0, r.headers.get("Retry-After")
+
+        first = asyncio.ensure_future(one())  # holds the one connection for 3 s
+        await wait_until(lambda: state["inflight"] == 1, 5, what="the first request")
+        waited = await asyncio.gather(*(one() for _ in range(10)))
+        assert {(s, k, ra) for s, k, _, ra in waited} == {(503, "overloaded", "1")}, waited
+        assert max(t for _, _, t, _ in waited) < 2.5  # two waits of 300 ms (v1, then v2)
+        assert g.gw.holder.unhealthy == frozenset()
+        assert g.gw.metrics.get("killgate_upstream_ejections_total") in (None, 0)
+        assert 'kind="queue_timeout"}' in g.gw.metrics.render()
+        assert (await first)[:2] == (200, "ok")
 
 
 async def test_inflight_limit_sheds_the_excess_at_once(tmp_path: Path, backends,
