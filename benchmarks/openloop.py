@@ -7,7 +7,8 @@ the server takes; overload has to be offered open-loop. Request i leaves at t0 +
 a pool without a connection limit (a slow answer never holds the next request back), and
 its outcome is recorded: the status (or -1 for a connection error or `--timeout`) and its
 latency. One JSON object is printed on stdout when done:
-`{"sent": n, "late_ms": max schedule slip, "results": [[status, latency_s], ...]}`.
+`{"sent": n, "late_ms": max schedule slip, "elapsed_s": until the last answer,
+"results": [[status, latency_s], ...]}`.
 Runs on uvloop, one process: run it pinned to a core of its own.
 """
 
@@ -54,7 +55,9 @@ async def run(url: str, rate: float, duration: float, timeout: float) -> dict[st
             tasks.add(task)
             task.add_done_callback(tasks.discard)
         await asyncio.gather(*tasks)
-    return {"sent": n, "late_ms": round(late * 1000, 1), "results": results}
+        elapsed = time.perf_counter() - t0
+    return {"sent": n, "late_ms": round(late * 1000, 1), "elapsed_s": round(elapsed, 3),
+            "results": results}
 
 
 def main() -> None:
