@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import time
@@ -175,6 +176,48 @@ async def test_unreachable_version_fails_over_before_delivery(tmp_path: Path, ba
                 seen[(r.headers["x-killgate-version"], r.headers["x-killgate-decision"])] += 1
         assert set(seen) <= {("v2", "weighted"), ("v2", "failover")}
         assert seen[("v2", "failover")] > 0
+
+
+async def test_a_black_holed_version_fails_over_within_the_connect_timeout(
+        tmp_path: Path, backends, session) -> None:
+    """RELIABILITY row 2, the silent kind: connection attempts to v1 get no answer at all
+    (its listen queue is full and nobody accepts, so SYNs are dropped). No request waits
+    longer than `timeouts.connect` before moving to v2, and none fails."""
+    import socket
+
+    p2 = await backends(echo_app("v2"))
+    hole = socket.socket()
+    hole.bind(("127.0.0.1", 0))
+    hole.listen(0)
+    port = hole.getsockname()[1]
+    fillers = []
+    try:
+        for _ in range(4):  # fill the accept queue: later SYNs go unanswered
+            f = socket.socket()
+            f.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                f.connect(("127.0.0.1", port))
+            fillers.append(f)
+        cfg = write_config(tmp_path, two_versions(port, p2, 50, 50,
+                                                  "timeouts: {connect: 300ms}\n"
+                                                  "outlier: {enabled: false}\n"))
+        async with running_gateway(cfg) as g:
+            took, seen = [], Counter()
+            for _ in range(20):
+                t0 = time.monotonic()
+                async with session.get(g.url + INFER) as r:
+                    assert r.status == 200
+                    seen[(r.headers["x-killgate-version"], r.headers["x-killgate-decision"])] += 1
+                took.append(time.monotonic() - t0)
+        assert set(seen) <= {("v2", "weighted"), ("v2", "failover")}
+        assert seen[("v2", "failover")] > 0  # 50/50 over 20: 1 in a million to see none
+        assert max(took) < 0.3 + 0.7, max(took)  # one connect timeout, plus slack
+        failed_over = sorted(took)[-seen[("v2", "failover")]:]
+        assert min(failed_over) >= 0.25  # they did wait for the timeout (the hole is silent)
+    finally:
+        for f in fillers:
+            f.close()
+        hole.close()
 
 
 async def test_all_unreachable_is_502_or_fallback(tmp_path: Path, session) -> None:
