@@ -268,7 +268,7 @@ def _audit_verify(args: argparse.Namespace) -> int:
 
 def _token(args: argparse.Namespace) -> int:
     from gateway.admin.auth import mint
-    from gateway.config import parse_duration
+    from gateway.config import DEFAULT_SECRET_ENV, parse_duration
     from gateway.configfile import load_config
 
     issuer = audience = None
@@ -282,7 +282,7 @@ def _token(args: argparse.Namespace) -> int:
             env = env or auth.secret_env
             secret = os.environ.get(env, "")
     else:
-        env = env or "KILLGATE_JWT_SECRET"
+        env = env or DEFAULT_SECRET_ENV
         secret = os.environ.get(env, "")
         issuer, audience = args.issuer, args.audience
     if not secret:

@@ -8,10 +8,11 @@ stops reading):
 * a connection must deliver a complete request head within `server.header_timeout` of
   being accepted, or it is closed. Later requests on a keep-alive connection are covered by
   aiohttp's keep-alive timeout;
-* a client whose socket stays full (it reads nothing) for `server.send_timeout` is
-  dropped, as nginx's `send_timeout` does: the response's backend exchange and its pooled
-  connection are freed instead of being held by a reader that never comes back. The timer
-  is armed only while the transport has paused writing, so it costs nothing per write;
+* a client whose socket stays full for `server.send_timeout` (no room for one more
+  write: it reads nothing, or far too slowly) is dropped, like nginx's `send_timeout`:
+  the response's backend exchange and its pooled connection are freed instead of being
+  held by a reader that never comes back. The timer is armed only while the transport
+  has paused writing, so it costs nothing per write;
 * beyond `server.max_connections` open connections, a new one is closed as soon as it is
   accepted.
 """
