@@ -14,6 +14,7 @@ import contextlib
 from pathlib import Path
 
 import pytest
+from aiohttp import ClientSession
 
 from tests.backends import Recorder, echo_app
 from tests.conftest import running_gateway, two_versions, write_config
@@ -142,3 +143,38 @@ async def test_no_payload_smuggles_a_request(gateway) -> None:
                  "space-before-colon", "http10-te", "te-xchunked", "te-chunked-identity",
                  "te-double-te", "te-obs-fold"):
         assert name in refused, (name, framed)
+
+
+@pytest.mark.parametrize("what", ["long-line", "many-headers"])
+async def test_an_oversize_head_split_across_segments_is_refused(gateway, what: str) -> None:
+    """RELIABILITY row 34: the same oversize heads, arriving 100 bytes per TCP segment (the
+    parser must count across reads, not per read), are refused and reach no backend."""
+    import socket
+
+    g, rec = gateway
+    if what == "long-line":
+        head = HEAD + b"X-Long: " + b"a" * 20_000 + b"\r\nContent-Length: 0\r\n\r\n"
+    else:
+        head = HEAD + b"".join(b"X-%d: 1\r\n" % i for i in range(300)) + b"\r\n"
+    before = len(rec.requests)
+    reader, writer = await asyncio.open_connection("127.0.0.1", g.gw.data_addr[1])
+    writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    try:
+        with contextlib.suppress(ConnectionError):
+            for i in range(0, len(head), 100):
+                writer.write(head[i:i + 100])
+                await writer.drain()
+                await asyncio.sleep(0)  # one segment per loop turn
+        try:
+            answer = await asyncio.wait_for(reader.read(65536), 5)
+        except ConnectionResetError:  # refused and closed while we were still sending
+            answer = b""
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+    # refused: a 400, or the connection closed under the rest of the head; never served
+    assert answer == b"" or answer.split(b" ", 2)[1] in (b"400", b"431"), answer[:100]
+    assert rec.requests[before:] == []
+    async with ClientSession() as s, s.get(g.url + "/v2/models/iris/infer") as r:
+        assert r.status == 200  # and the gateway serves the next client
