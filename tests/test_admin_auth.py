@@ -101,6 +101,7 @@ def bad_tokens(rsa_key: rsa.RSAPrivateKey) -> dict[str, str]:
         # a validly signed token of another kind (RFC 8725 §3.11 explicit typing)
         "typ logout token": hs(claims(), headers={"typ": "logout+jwt"}),
         "typ not a string": hs(claims(), headers={"typ": ["JWT"]}),
+        "validly signed, header over 2 KiB": hs(claims(), headers={"x-pad": "a" * 2000}),
         "kid path traversal": hs(claims(), "x" * 40, headers={"kid": "../../etc/passwd"}),
         "jku pointing home": hs(claims(), "y" * 40, headers={"jku": "http://127.0.0.1:1/"}),
         "nested header": f"{_b64(b'{' + b'[' * 100_000 + b']' * 100_000 + b'}')}.{body}.{sig}",

@@ -29,6 +29,7 @@ __all__ = ["SCOPES", "Authenticator", "FailureLimiter", "Principal", "mint"]
 
 SCOPES = ("killgate:read", "killgate:kill", "killgate:rollout", "killgate:admin")
 MAX_AUTH_HEADER = 8192
+MAX_JOSE_HEADER = 2048  # base64url characters of a token's first segment
 MIN_SECRET = 32
 VERIFIED_CACHE = 256  # tokens whose signature we checked, kept for their lifetime
 
@@ -174,6 +175,11 @@ class Authenticator:
         scheme, _, token = header.partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or token.count(".") != 2:
+            raise Unauthenticated()
+        if token.index(".") > MAX_JOSE_HEADER:
+            # a JOSE header is a few dozen bytes (alg, typ, kid); a long one is an attack on
+            # the JSON decoder: 2,900 nested arrays under the 8 KiB cap cost ~6x a valid
+            # check's CPU, at most 2 KiB ~2x (benchmarks/auth_cost.py)
             raise Unauthenticated()
         hit = self._verified.get(token)
         if hit is not None:
