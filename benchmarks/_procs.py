@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
 
-__all__ = ["SECRET", "Procs", "free_port", "pct", "wait_http"]
+__all__ = ["SECRET", "Procs", "free_port", "pct", "pinned", "start_backend", "wait_http"]
 
 SECRET = secrets.token_urlsafe(32)
 
@@ -72,3 +74,18 @@ def wait_http(url: str, timeout: float = 15) -> None:
         except OSError:  # refused, or an HTTP error status (urllib.error.HTTPError)
             time.sleep(0.05)
     raise SystemExit(f"timed out waiting for {url}")
+
+
+def pinned(cpu: int, args: list[str]) -> list[str]:
+    """`args` run on CPU `cpu` (when `taskset` is there)."""
+    return (["taskset", "-c", str(cpu)] if shutil.which("taskset") else []) + args
+
+
+def start_backend(procs: Procs, log: Path, delay_ms: float, cpu: int = 1) -> int:
+    """`benchmarks/backend.py` answering after `delay_ms`, pinned to `cpu`; its port once
+    it answers."""
+    port = free_port()
+    procs.start(pinned(cpu, [sys.executable, str(Path(__file__).with_name("backend.py")),
+                             "--port", str(port), "--delay-ms", f"{delay_ms:g}"]), log)
+    wait_http(f"http://127.0.0.1:{port}/")
+    return port

@@ -24,9 +24,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from _procs import Procs, free_port, wait_http
+from _procs import Procs, free_port, pinned, start_backend, wait_http
 
-HERE = Path(__file__).resolve().parent
 BODY = '{"inputs":[{"name":"input-0","shape":[1,4],"datatype":"FP32","data":[6.1,2.8,4.7,1.2]}]}'
 WRK_SCRIPT = f"""wrk.method = "POST"
 wrk.body = '{BODY}'
@@ -37,10 +36,6 @@ wrk.headers["Content-Type"] = "application/json"
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def pinned(cpu: int, args: list[str]) -> list[str]:
-    return (["taskset", "-c", str(cpu)] if shutil.which("taskset") else []) + args
 
 
 def config(work: Path, port: int, admin: int, backend: int) -> Path:
@@ -107,12 +102,8 @@ def main() -> int:
         script = root / "post.lua"
         script.write_text(WRK_SCRIPT)
         procs = Procs()
-        backend = free_port()
         try:
-            procs.start(pinned(1, [sys.executable, str(HERE / "backend.py"), "--port",
-                                   str(backend), "--delay-ms", f"{args.delay_ms:g}"]),
-                        root / "backend.log")
-            wait_http(f"http://127.0.0.1:{backend}/v2/health/ready")
+            backend = start_backend(procs, root / "backend.log", args.delay_ms)
             for r in range(args.rounds):
                 for label, exe in (("A", args.a), ("B", args.b)):
                     work = root / f"{label}{r}"

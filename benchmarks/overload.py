@@ -23,13 +23,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from _procs import Procs, free_port, pct, wait_http
+from _procs import Procs, free_port, pct, pinned, start_backend, wait_http
 
 HERE = Path(__file__).resolve().parent
-
-
-def pinned(cpu: int, args: list[str]) -> list[str]:
-    return (["taskset", "-c", str(cpu)] if shutil.which("taskset") else []) + args
 
 
 def config(work: Path, port: int, admin: int, backend: int, pool: int, pending: int) -> Path:
@@ -82,12 +78,8 @@ def main() -> int:
         lua.write_text('wrk.method = "POST"\nwrk.body = \'{"inputs":[]}\'\n'
                        'wrk.headers["Content-Type"] = "application/json"\n')
         procs = Procs()
-        backend = free_port()
         try:
-            procs.start(pinned(1, [sys.executable, str(HERE / "backend.py"), "--port",
-                                   str(backend), "--delay-ms", f"{args.delay_ms:g}"]),
-                        root / "backend.log")
-            wait_http(f"http://127.0.0.1:{backend}/")
+            backend = start_backend(procs, root / "backend.log", args.delay_ms)
             for pending in (int(p) for p in args.pending.split(",")):
                 work = root / f"pending-{pending}"
                 work.mkdir()
