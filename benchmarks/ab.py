@@ -96,7 +96,7 @@ def main() -> int:
     if shutil.which("wrk") is None:
         print("benchmarks/ab.py needs wrk (apt-get install -y wrk)", file=sys.stderr)
         return 1
-    results: dict[str, list[tuple[float, float, str]]] = {args.a: [], args.b: []}
+    results: dict[str, list[tuple[float, float, str]]] = {"A": [], "B": []}
     with tempfile.TemporaryDirectory(prefix="killgate-ab-") as tmp:
         root = Path(tmp)
         script = root / "post.lua"
@@ -109,7 +109,7 @@ def main() -> int:
                     work = root / f"{label}{r}"
                     work.mkdir()
                     rps, us, p99 = one(exe, work, backend, args, script)
-                    results[exe].append((rps, us, p99))
+                    results[label].append((rps, us, p99))
                     print(f"round {r + 1} {label}: {rps:9,.0f} req/s {us:6.1f} µs/req "
                           f"p99 {p99}", file=sys.stderr, flush=True)
         finally:
@@ -118,8 +118,8 @@ def main() -> int:
           f"{args.duration:g} s each, backend delay {args.delay_ms:g} ms\n")
     print("| build | median req/s | median µs/req | rounds (req/s) |")
     print("|---|---|---|---|")
-    for label, exe in (("A", args.a), ("B", args.b)):
-        rows = results[exe]
+    for label in ("A", "B"):
+        rows = results[label]
         rps = statistics.median(r[0] for r in rows)
         us = statistics.median(r[1] for r in rows)
         each = " / ".join(f"{r[0]:,.0f}" for r in rows)
