@@ -53,18 +53,19 @@ def kinds() -> dict[str, Callable[[], str]]:
     none = _b64(b'{"alg":"none"}')
     deep = _b64(b"[" * 100_000 + b"]" * 100_000)
     deep_under_cap = _b64(b"[" * 2_900 + b"]" * 2_900)  # ~7.7 KiB: under the 8 KiB cap
-    deep_max = _b64(b"[" * 760 + b"]" * 760)  # ~2 KiB: the most a first segment may hold
+    x5c = {"x5c": ["MIIC" + "A" * 2000, "MIID" + "B" * 1500]}  # a certificate chain
     return {
         "valid, first check": lambda: jwt.encode(claims(), SECRET, algorithm="HS256"),
         "wrong key": lambda: jwt.encode(claims(), other, algorithm="HS256"),
         "expired": lambda: jwt.encode(claims(iat=1, exp=2), SECRET, algorithm="HS256"),
         "alg none": lambda: f"{none}.{body}.",
         "garbage": lambda: "not-a-token-" + uuid.uuid4().hex,
-        "8 KiB, just under the cap": lambda: "a" * (8 * 1024 - 10),
+        "8 KiB of garbage, under the cap": lambda: "a" * (8 * 1024 - 10),
         "1 MB token": lambda: "a" * (1 << 20),
         "100,000-deep header": lambda: f"{deep}.{body}.x",
         "2,900-deep header, under the cap": lambda: f"{deep_under_cap}.x.x",
-        "760-deep header (2 KiB, decoded)": lambda: f"{deep_max}.x.x",
+        "valid, 3.5 KB header (x5c chain)": lambda: jwt.encode(claims(), SECRET,
+                                                              algorithm="HS256", headers=x5c),
     }
 
 

@@ -150,6 +150,8 @@ class HealthMonitor:
     # ------------------------------------------------------------------ passive (Observer)
 
     def outcome(self, route: str, version: str, kind: str, latency: float) -> None:
+        if kind == "overflow":
+            return  # our own queue's limit, not the backend's failure (nor a success)
         rec = self.records.get((route, version))
         if rec is None:
             return

@@ -40,7 +40,9 @@ _JSON = "application/json"
 
 
 class Observer(Protocol):
-    """Hook for passive health (outlier detection): told how each exchange went."""
+    """Hook for passive health (outlier detection) and canary analysis: told how each
+    exchange went. `kind`: "ok", "5xx", "connect" (never reached the backend), "error",
+    or "overflow" (our queue for that backend was full or timed out: not its failure)."""
 
     def outcome(self, route: str, version: str, kind: str, latency: float) -> None: ...
 
@@ -388,9 +390,16 @@ class Proxy:
                      started: float) -> None:
         self.metrics.inc("killgate_upstream_errors_total", (plan.name, target.name, exc.kind()),
                          label_names=("route", "version", "kind"))
-        if self.observer is not None and exc.backend_fault:
+        if self.observer is None:
+            return
+        if exc.backend_fault:
             self.observer.outcome(plan.name, target.name,
                                   "connect" if not exc.delivered else "error",
+                                  self.loop.time() - started)
+        elif isinstance(exc, UpstreamOverflow):
+            # our queue's overflow: not the backend failing (outlier detection ignores it),
+            # but canary analysis counts it: a version that cannot take its share failed it
+            self.observer.outcome(plan.name, target.name, "overflow",
                                   self.loop.time() - started)
 
     def _unavailable_killed(self, plan: RoutePlan, target: Target, why: Aborted) -> web.Response:
@@ -403,8 +412,10 @@ class Proxy:
     def _upstream_failed(self, plan: RoutePlan, target: Target, decision: str,
                          exc: UpstreamError) -> web.Response:
         if isinstance(exc, UpstreamOverflow):
-            return self._error(503, "overloaded",
-                               "the backend's connections and queue are full; retry shortly",
+            why = ("no connection to the backend came free in time"
+                   if exc.kind() == "queue_timeout" else "the backend's connections and queue "
+                   "are full")
+            return self._error(503, "overloaded", f"{why}; retry shortly",
                                plan.name, target.name, decision,
                                extra_headers={"retry-after": "1"})
         if isinstance(exc, UpstreamTimeout):

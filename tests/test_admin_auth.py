@@ -54,6 +54,13 @@ async def denied_events(g: object, action: str, attempts: int) -> list[dict]:
     return evs
 
 
+def _deep(n: int) -> object:
+    out: object = []
+    for _ in range(n - 1):
+        out = [out]
+    return out
+
+
 def unsigned(c: dict[str, object], alg: str) -> str:
     return f"{_b64({'alg': alg, 'typ': 'JWT'})}.{_b64(c)}."
 
@@ -101,7 +108,7 @@ def bad_tokens(rsa_key: rsa.RSAPrivateKey) -> dict[str, str]:
         # a validly signed token of another kind (RFC 8725 §3.11 explicit typing)
         "typ logout token": hs(claims(), headers={"typ": "logout+jwt"}),
         "typ not a string": hs(claims(), headers={"typ": ["JWT"]}),
-        "validly signed, header over 2 KiB": hs(claims(), headers={"x-pad": "a" * 2000}),
+        "validly signed, nested header": hs(claims(), headers={"x-nest": _deep(40)}),
         "kid path traversal": hs(claims(), "x" * 40, headers={"kid": "../../etc/passwd"}),
         "jku pointing home": hs(claims(), "y" * 40, headers={"jku": "http://127.0.0.1:1/"}),
         "nested header": f"{_b64(b'{' + b'[' * 100_000 + b']' * 100_000 + b'}')}.{body}.{sig}",
@@ -167,13 +174,22 @@ async def test_repeated_failures_are_rate_limited(tmp_path: Path, backends, sess
                                    headers={"Authorization": "Bearer x.y.z"}) as r:
                 codes.append(r.status)
         assert codes[:20] == [401] * 20 and set(codes[20:]) == {429}
-        # a valid token from the same address still works (an operator behind the same NAT
-        # as a broken script must still be able to kill)
-        async with session.post(g.admin + "/v1/kill", json={"scope": "global", "reason": "x"},
-                                headers={"Authorization": f"Bearer {hs(claims())}"}) as r:
-            assert r.status == 200, await r.text()
+        # while limited, at most one token a second is checked at all (a flood costs no
+        # token work); a valid token from the same address is accepted when it is checked
+        # (an operator behind the same NAT as a broken script must still be able to kill)
+        valid = {"Authorization": f"Bearer {hs(claims())}"}
+        answers = []
+
+        async def killed() -> bool:
+            async with session.post(g.admin + "/v1/kill", headers=valid,
+                                    json={"scope": "global", "reason": "x"}) as r:
+                answers.append((r.status, r.headers.get("Retry-After")))
+                return r.status == 200
+
+        await wait_until(killed, 5, 0.2, "the valid token to be accepted")
+        assert set(answers[:-1]) <= {(429, "1")}
         await denied_events(g, "authn_fail", 20)
-        await denied_events(g, "auth_rate_limited", 5)
+        await denied_events(g, "auth_rate_limited", 5 + len(answers) - 1)
 
 
 ENDPOINTS = [
@@ -227,11 +243,13 @@ async def test_scp_claim_list_is_honoured(tmp_path: Path, backends, session) -> 
         async with session.get(g.admin + "/v1/status",
                                headers={"Authorization": f"Bearer {tok}"}) as r:
             assert r.status == 200
-        # RFC 9068 access tokens (typ at+jwt) are access tokens too
-        tok = hs(claims(), headers={"typ": "at+jwt"})
-        async with session.get(g.admin + "/v1/status",
-                               headers={"Authorization": f"Bearer {tok}"}) as r:
-            assert r.status == 200
+        # RFC 9068 access tokens (typ at+jwt) are access tokens too; and a long header (an
+        # issuer that sends its certificate chain, `x5c`) is not mistaken for an attack
+        for headers in ({"typ": "at+jwt"}, {"x5c": ["MIIC" + "A" * 2000, "MIID" + "B" * 1500]}):
+            tok = hs(claims(), headers=headers)
+            async with session.get(g.admin + "/v1/status",
+                                   headers={"Authorization": f"Bearer {tok}"}) as r:
+                assert r.status == 200, headers.keys()
 
 
 async def test_public_key_and_jwks(tmp_path: Path, backends, session,

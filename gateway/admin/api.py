@@ -76,7 +76,10 @@ async def _errors(request: web.Request, handler: Any) -> web.StreamResponse:
     try:
         return await handler(request)
     except ApiError as exc:
-        return json_error(exc.status, exc.type, exc.message)
+        resp = json_error(exc.status, exc.type, exc.message)
+        if exc.status == 429:
+            resp.headers["Retry-After"] = "1"  # (FailureLimiter.retry)
+        return resp
     except AuditError as exc:
         event(log, "audit_write_failed", logging.ERROR, error=str(exc))
         return json_error(503, "audit_unavailable",
@@ -159,13 +162,14 @@ class AdminApi:
         peer = request.remote or "unknown"
         principal: Principal | None = None
         try:
+            limited = self.limiter.limited(peer)
+            if limited and not self.limiter.may_check(peer):
+                raise self.limiter.refusal()  # no token work for a flood
             try:
                 principal = await self.auth.authenticate(request.headers.get("Authorization"))
             except Unauthenticated:
-                # an address with too many recent failures gets 429 instead of 401; a valid
-                # token from it still works (an operator behind the same NAT as a broken
-                # cron job must still be able to kill)
-                self.limiter.check(peer)
+                if limited:  # 429 rather than 401; a valid token would have passed
+                    raise self.limiter.refusal() from None
                 raise
             principal.require(scope)
         except ApiError as exc:

@@ -11,6 +11,7 @@ not leave this module.
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import time
 import uuid
@@ -29,7 +30,7 @@ __all__ = ["SCOPES", "Authenticator", "FailureLimiter", "Principal", "mint"]
 
 SCOPES = ("killgate:read", "killgate:kill", "killgate:rollout", "killgate:admin")
 MAX_AUTH_HEADER = 8192
-MAX_JOSE_HEADER = 2048  # base64url characters of a token's first segment
+MAX_JOSE_BRACKETS = 32  # `[` and `{` in a JOSE header; real ones hold a handful
 MIN_SECRET = 32
 VERIFIED_CACHE = 256  # tokens whose signature we checked, kept for their lifetime
 
@@ -59,31 +60,62 @@ def mint(secret: str, subject: str, scope: str, ttl: float, issuer: str | None,
     return jwt.encode(claims, secret, algorithm="HS256")
 
 
+def _nested(segment: str) -> bool:
+    """Whether a token's first segment is not a plausible JOSE header but a nesting attack
+    on the JSON decoder: 2,900 nested arrays fit under the 8 KiB cap and cost ~6x a valid
+    check's CPU before the decoder gives up (benchmarks/auth_cost.py). Real headers hold a
+    handful of brackets (an `x5c` list, an embedded `jwk`), whatever their length."""
+    try:
+        raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+    except ValueError:  # (binascii.Error is one)
+        return True
+    return raw.count(b"[") + raw.count(b"{") > MAX_JOSE_BRACKETS
+
+
 # RFC 7515 §4.1.9: "JWT" and "application/jwt" are the same type; RFC 9068 access tokens
 ACCESS_TYPS = frozenset({"jwt", "application/jwt", "at+jwt", "application/at+jwt"})
 
 
 class FailureLimiter:
-    """Repeated auth failures from one address: its further bad tokens get 429 for a while
-    (a valid token from it is still accepted)."""
+    """Repeated auth failures from one address (`limit` within `window` seconds) limit it:
+    its bad tokens get 429, and at most one token a `retry` seconds is checked at all (a
+    token check costs CPU in the process that also serves traffic). A valid token from a
+    limited address is still accepted when it is checked: an operator behind the same NAT
+    as a broken script can still kill, retrying after `Retry-After`."""
 
-    def __init__(self, limit: int = 20, window: float = 60.0,
+    def __init__(self, limit: int = 20, window: float = 60.0, retry: float = 1.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.limit = limit
         self.window = window
+        self.retry = retry
         self.clock = clock
         self._fails: dict[str, list[float]] = {}
+        self._tried: dict[str, float] = {}  # limited address -> when a token was last checked
 
-    def check(self, addr: str) -> None:
+    def limited(self, addr: str) -> bool:
         now = self.clock()
         recent = [t for t in self._fails.get(addr, []) if now - t < self.window]
         if recent:
             self._fails[addr] = recent
         else:
             self._fails.pop(addr, None)
-        if len(recent) >= self.limit:
-            raise ApiError(429, "too_many_failures",
-                           "too many failed authentication attempts from this address")
+            self._tried.pop(addr, None)
+        return len(recent) >= self.limit
+
+    def may_check(self, addr: str) -> bool:
+        """For a limited address: whether one more token may be checked now."""
+        now = self.clock()
+        if now - self._tried.get(addr, -self.retry) < self.retry:
+            return False
+        self._tried[addr] = now
+        if len(self._tried) > 10_000:  # bound memory under a spray of addresses
+            self._tried.pop(next(iter(self._tried)))
+        return True
+
+    def refusal(self) -> ApiError:
+        return ApiError(429, "too_many_failures", "too many failed authentication attempts "
+                        f"from this address; a valid token is accepted again after "
+                        f"{self.retry:g}s")
 
     def failed(self, addr: str) -> None:
         fails = self._fails.setdefault(addr, [])
@@ -176,16 +208,13 @@ class Authenticator:
         token = token.strip()
         if scheme.lower() != "bearer" or token.count(".") != 2:
             raise Unauthenticated()
-        if token.index(".") > MAX_JOSE_HEADER:
-            # a JOSE header is a few dozen bytes (alg, typ, kid); a long one is an attack on
-            # the JSON decoder: 2,900 nested arrays under the 8 KiB cap cost ~6x a valid
-            # check's CPU, at most 2 KiB ~2x (benchmarks/auth_cost.py)
-            raise Unauthenticated()
         hit = self._verified.get(token)
         if hit is not None:
             principal = await self._cached(token, *hit)
             if principal is not None:
                 return principal
+        if _nested(token[:token.index(".")]):
+            raise Unauthenticated()
         try:
             head = jwt.get_unverified_header(token)
             alg = head.get("alg")
