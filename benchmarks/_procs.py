@@ -77,8 +77,9 @@ def wait_http(url: str, timeout: float = 15) -> None:
 
 
 def pinned(cpu: int, args: list[str]) -> list[str]:
-    """`args` run on CPU `cpu` (when `taskset` is there)."""
-    return (["taskset", "-c", str(cpu)] if shutil.which("taskset") else []) + args
+    """`args` run on CPU `cpu` (when `taskset` is there and the CPU exists)."""
+    ok = shutil.which("taskset") is not None and cpu < (os.cpu_count() or 1)
+    return (["taskset", "-c", str(cpu)] if ok else []) + args
 
 
 def start_backend(procs: Procs, log: Path, delay_ms: float, cpu: int = 1) -> int:

@@ -529,8 +529,8 @@ async def test_the_config_file_still_moves_traffic_while_redis_is_down(
         tmp.write_text(text.replace("weight: 50}", "weight: 100}", 1)
                        .replace("weight: 50}", "weight: 0}"))
         tmp.replace(cfg)
-        await wait_until(lambda: g.gw.metrics.get("killgate_config_reloads_total") == 1, 10,
-                         what="the reload")
+        await wait_until(lambda: g.gw.holder.table.by_name["iris"].effective_weights()["v2"]
+                         == 0, 10, what="the new weights in force")
         seen = Counter()
         for _ in range(50):
             async with session.get(g.url + INFER) as r:

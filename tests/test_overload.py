@@ -88,7 +88,7 @@ async def test_a_wait_for_a_busy_backend_ends_in_503_and_ejects_nobody(
         assert {(s, k, ra) for s, k, _, ra in waited} == {(503, "overloaded", "1")}, waited
         assert max(t for _, _, t, _ in waited) < 2.5  # two waits of 300 ms (v1, then v2)
         assert g.gw.holder.unhealthy == frozenset()
-        assert g.gw.metrics.get("killgate_upstream_ejections_total") in (None, 0)
+        assert "killgate_upstream_ejections_total{" not in g.gw.metrics.render()
         assert 'kind="queue_timeout"}' in g.gw.metrics.render()
         assert (await first)[:2] == (200, "ok")
 
@@ -259,16 +259,16 @@ async def test_five_thousand_idle_sockets_are_closed(tmp_path: Path, backends, g
         # served while they are all open and silent
         async with session.get(gw.url + "/v2/models/iris/infer") as r:
             assert r.status == 200
-        async def end(r: asyncio.StreamReader) -> bytes | None:
+        async def end(r: asyncio.StreamReader) -> tuple[bytes | None, float]:
             try:
-                return await asyncio.wait_for(r.read(), 20)
+                return await asyncio.wait_for(r.read(), 20), time.monotonic()
             except TimeoutError:
-                return None
+                return None, time.monotonic()
 
         ends = await asyncio.gather(*(end(r) for r in readers))
-        took = time.monotonic() - t0
-        assert Counter(ends) == {b"": n}, Counter(ends)  # each closed by the gateway
-        assert took >= 2.0 - 0.1  # not before the deadline
+        assert Counter(e for e, _ in ends) == {b"": n}, Counter(e for e, _ in ends)
+        # none closed before its deadline: not even the first one accepted (after t0)
+        assert min(t for _, t in ends) - t0 >= 2.0 - 0.1
         async with session.get(gw.url + "/v2/models/iris/infer") as r:
             assert r.status == 200
         assert gw.stop() == 0, gw.output()

@@ -199,7 +199,7 @@ async def test_a_black_holed_version_fails_over_within_the_connect_timeout(
                 f.connect(("127.0.0.1", port))
             fillers.append(f)
         cfg = write_config(tmp_path, two_versions(port, p2, 50, 50,
-                                                  "timeouts: {connect: 300ms}\n"
+                                                  "timeouts: {connect: 500ms}\n"
                                                   "outlier: {enabled: false}\n"))
         async with running_gateway(cfg) as g:
             took, seen = [], Counter()
@@ -211,9 +211,9 @@ async def test_a_black_holed_version_fails_over_within_the_connect_timeout(
                 took.append(time.monotonic() - t0)
         assert set(seen) <= {("v2", "weighted"), ("v2", "failover")}
         assert seen[("v2", "failover")] > 0  # 50/50 over 20: 1 in a million to see none
-        assert max(took) < 0.3 + 0.7, max(took)  # one connect timeout, plus slack
+        assert max(took) < 0.95, max(took)  # one connect timeout (two would be 1.0 s)
         failed_over = sorted(took)[-seen[("v2", "failover")]:]
-        assert min(failed_over) >= 0.25  # they did wait for the timeout (the hole is silent)
+        assert min(failed_over) >= 0.45  # they did wait for the timeout (the hole is silent)
     finally:
         for f in fillers:
             f.close()
@@ -251,7 +251,7 @@ async def test_total_timeout_is_504(tmp_path: Path, backends, session) -> None:
 
 @pytest.mark.parametrize("events, interval, timeouts, least, most", [
     # a stream that goes silent longer than `idle` is cut then
-    (3, 2.0, "{connect: 1s, total: 10s, idle: 300ms}", 0.0, 1.5),
+    (3, 2.0, "{connect: 1s, total: 10s, idle: 300ms}", 0.25, 1.5),
     # RELIABILITY row 6: one dripping faster than `idle` is still ended by `total`
     (100, 0.1, "{connect: 1s, total: 1s, idle: 500ms}", 0.9, 3.0),
 ], ids=["idle", "total"])
