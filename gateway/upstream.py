@@ -265,7 +265,7 @@ class Pool:
         self.max_pending = max_pending
         self.idle: list[Exchange] = []
         self.open = 0
-        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._waiters: deque[asyncio.Future[Exchange | None]] = deque()
         self.host_header = (host if port in (80, 443) else f"{host}:{port}").encode("idna")
         if ":" in host:
             self.host_header = f"[{host}]:{port}".encode()
@@ -273,28 +273,54 @@ class Pool:
         self.retired = False
 
     async def acquire(self, connect_timeout: float) -> tuple[Exchange, bool]:
-        idle = self.idle
-        while idle:
-            ex = idle.pop()
-            if not ex.closed:
-                ex._reset()
-                return ex, True
-        if self.open >= self.max_conns:
-            if len(self._waiters) >= self.max_pending:
-                raise UpstreamOverflow(f"{self.host}:{self.port} has {self.open} busy connections "
-                                       f"and {len(self._waiters)} requests waiting")
-            fut = self.loop.create_future()
-            self._waiters.append(fut)
+        """A pooled exchange (reused: True) or a new connection. When every connection is
+        busy the request waits, first come first served, at most `connect_timeout` in all;
+        a released connection is handed straight to the oldest waiter."""
+        deadline = 0.0
+        queued = False
+        while True:
+            idle = self.idle
+            while idle:
+                ex = idle.pop()
+                if not ex.closed:
+                    ex._reset()
+                    return ex, True
+            if self.open < self.max_conns:
+                break
+            if not queued:
+                if len(self._waiters) >= self.max_pending:
+                    raise UpstreamOverflow(f"{self.host}:{self.port} has {self.open} busy "
+                                           f"connections and {len(self._waiters)} requests "
+                                           f"waiting")
+                deadline = self.loop.time() + connect_timeout
+            left = deadline - self.loop.time()
+            if left <= 0:
+                raise self._queue_timeout(connect_timeout)
+            fut: asyncio.Future[Exchange | None] = self.loop.create_future()
+            if queued:
+                self._waiters.appendleft(fut)  # woken, but the slot went: keep its turn
+            else:
+                self._waiters.append(fut)
+            queued = True
             try:
-                await asyncio.wait_for(fut, connect_timeout)
+                handed = await asyncio.wait_for(fut, left)
             except TimeoutError:
-                raise UpstreamQueueTimeout(
-                    f"{self.host}:{self.port} had no free connection within "
-                    f"{connect_timeout:g}s") from None
+                raise self._queue_timeout(connect_timeout) from None
+            except BaseException:
+                # cancelled after being served: pass what it was given on
+                if fut.done() and not fut.cancelled():
+                    given = fut.result()
+                    if given is not None:
+                        self.release(given)
+                    else:
+                        self._wake_one()
+                raise
             finally:
                 if fut in self._waiters:
                     self._waiters.remove(fut)
-            return await self.acquire(connect_timeout)
+            if handed is not None and not handed.closed:
+                handed._reset()
+                return handed, True
         self.open += 1
         try:
             _, ex = await asyncio.wait_for(
@@ -303,6 +329,7 @@ class Pool:
                 connect_timeout)
         except TimeoutError:
             self.open -= 1
+            self._wake_one()
             raise UpstreamTimeout("connect", delivered=False) from None
         except (OSError, ssl.SSLError) as exc:
             self.open -= 1
@@ -311,14 +338,19 @@ class Pool:
                 f"cannot connect to {self.host}:{self.port}: {exc.strerror or exc}") from None
         except BaseException:
             self.open -= 1
+            self._wake_one()
             raise
         return ex, False
 
     def release(self, ex: Exchange) -> None:
         if ex.complete and ex.keep_alive and ex.error is None and not ex.closed \
                 and not self.retired and not ex.chunks:
+            while self._waiters:  # the oldest waiter gets it, not whoever comes next
+                w = self._waiters.popleft()
+                if not w.done():
+                    w.set_result(ex)
+                    return
             self.idle.append(ex)
-            self._wake_one()
         else:
             ex.close()
 
@@ -328,7 +360,12 @@ class Pool:
             self.idle.remove(ex)
         self._wake_one()
 
+    def _queue_timeout(self, waited: float) -> UpstreamQueueTimeout:
+        return UpstreamQueueTimeout(f"{self.host}:{self.port} had no free connection within "
+                                    f"{waited:g}s")
+
     def _wake_one(self) -> None:
+        """A connection slot came free: the oldest waiter may open one."""
         while self._waiters:
             w = self._waiters.popleft()
             if not w.done():

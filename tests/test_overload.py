@@ -93,6 +93,30 @@ async def test_a_wait_for_a_busy_backend_ends_in_503_and_ejects_nobody(
         assert (await first)[:2] == (200, "ok")
 
 
+async def test_no_request_waits_for_a_connection_longer_than_connect(
+        tmp_path: Path, backends, session) -> None:
+    """Under steady overload (requests arriving faster than one connection serves them),
+    the wait for a connection is bounded by `timeouts.connect` in all. A waiter woken for a
+    released connection used to lose it to a request that had just arrived, queue again
+    with a fresh timeout, and wait up to twice as long."""
+    state = {"inflight": 0, "peak": 0}
+    p = await backends(slow_app(0.05, state))  # 20 answers a second on one connection
+    # one version: a refused request is not tried on another (which would wait again)
+    routes = ("- name: iris\n  match: {path_prefix: /v2/models/iris}\n  stable: v1\n"
+              "  timeouts: {connect: 1s}\n  outlier: {enabled: false}\n  versions:\n"
+              f"    - {{name: v1, url: 'http://127.0.0.1:{p}', weight: 100}}\n")
+    cfg = write_config(tmp_path, routes, extra="server:\n  max_connections_per_backend: 1\n")
+    async with running_gateway(cfg) as g:
+        tasks = []
+        for _ in range(250):  # 100 a second for 2.5 s, open-loop
+            tasks.append(asyncio.ensure_future(_post(session, g.url)))
+            await asyncio.sleep(0.01)
+        results = await asyncio.gather(*tasks)
+    refused = [t for s, k, t, _ in results if s == 503]
+    assert {(s, k) for s, k, _, _ in results} == {(200, "ok"), (503, "overloaded")}
+    assert refused and max(refused) < 1.6, sorted(refused)[-5:]  # one wait, not two
+
+
 async def test_inflight_limit_sheds_the_excess_at_once(tmp_path: Path, backends,
                                                        session) -> None:
     """RELIABILITY row 40: in flight is bounded; the excess gets a fast 503 + Retry-After
