@@ -7,6 +7,8 @@ Synchronisation is by polling with a deadline (`wait_until`), never fixed sleeps
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
 import os
 import shutil
 import signal
@@ -242,6 +244,13 @@ async def session() -> AsyncIterator[ClientSession]:
 # --------------------------------------------------------------------------- subprocesses
 
 
+def die_with_parent() -> None:
+    """preexec_fn: the child is killed when the test run dies (pytest-timeout ends a hung
+    run with os._exit, and teardown never runs), so no test leaves a process behind."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
 class GatewayProcess:
     """A real `killgate serve` subprocess; stopped (SIGTERM, then SIGKILL) by the test."""
 
@@ -258,7 +267,7 @@ class GatewayProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gateway", "serve", "-c", str(config), "--workers", str(workers)],
             stdout=self._logf, stderr=subprocess.STDOUT, env=e, cwd=str(ROOT),
-            start_new_session=True)
+            start_new_session=True, preexec_fn=die_with_parent)
 
     @property
     def url(self) -> str:
@@ -343,7 +352,7 @@ class RedisServer:
         self.proc = subprocess.Popen(
             [self.exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "no", "--dir", str(self.workdir), "--protected-mode", "yes"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=die_with_parent)
         wait_until_sync(self._answers, 10.0, what="redis-server to answer")
 
     def _answers(self) -> bool:

@@ -12,7 +12,7 @@ import time
 import urllib.request
 from collections import Counter
 
-from tests.conftest import ROOT, free_port, wait_until_sync
+from tests.conftest import ROOT, die_with_parent, free_port, wait_until_sync
 
 BODY = b'{"inputs":[{"name":"input-0","shape":[1,4],"datatype":"FP32","data":[6.1,2.8,4.7,1.2]}]}'
 
@@ -35,7 +35,7 @@ def test_demo_answers_and_its_token_kills(tmp_path) -> None:  # type: ignore[no-
         proc = subprocess.Popen([sys.executable, "-m", "gateway", "demo", "--port", str(port),
                                  "--admin-port", str(admin)], stdout=out,
                                 stderr=subprocess.STDOUT, cwd=str(ROOT), env=env,
-                                start_new_session=True)
+                                start_new_session=True, preexec_fn=die_with_parent)
     try:
         wait_until_sync(lambda: "export KILLGATE_TOKEN=" in log.read_text(), 20,
                         what="the demo to print its instructions")

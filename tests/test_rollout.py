@@ -14,7 +14,15 @@ from aiohttp import ClientSession, web
 from gateway.admin.auth import mint
 from gateway.audit import AuditDraft
 from tests.backends import echo_app
-from tests.conftest import ROOT, SECRET, free_port, running_gateway, wait_until, write_config
+from tests.conftest import (
+    ROOT,
+    SECRET,
+    die_with_parent,
+    free_port,
+    running_gateway,
+    wait_until,
+    write_config,
+)
 from tests.loadgen import BackgroundLoad
 
 INFER = "/v2/models/iris/infer"
@@ -134,7 +142,8 @@ async def test_failing_canary_is_rolled_back_automatically(tmp_path: Path, backe
 
 def _proc_backend(port: int, version: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, "-m", "tests.proc_backend", str(port), version],
-                            cwd=str(ROOT), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            cwd=str(ROOT), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            preexec_fn=die_with_parent)
 
 
 async def test_stable_killed_under_load_fails_over_to_previous_known_good(tmp_path: Path) -> None:

@@ -14,7 +14,14 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from tests.backends import echo_app
-from tests.conftest import free_port, running_gateway, two_versions, wait_until_sync, write_config
+from tests.conftest import (
+    die_with_parent,
+    free_port,
+    running_gateway,
+    two_versions,
+    wait_until_sync,
+    write_config,
+)
 from tests.test_killswitch import kill, status_of, unkill
 
 
@@ -22,7 +29,8 @@ def _redis(args: list[str], port: int, tls: bool = False,
            password: str | None = None) -> subprocess.Popen[bytes]:
     exe = shutil.which("redis-server")
     assert exe, "redis-server is not on PATH"
-    proc = subprocess.Popen([exe, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([exe, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            preexec_fn=die_with_parent)
     cli = shutil.which("redis-cli")
 
     def up() -> bool:
