@@ -18,7 +18,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-__all__ = ["SECRET", "Procs", "free_port", "pct", "pinned", "start_backend", "wait_http"]
+__all__ = ["SECRET", "Procs", "bench_config", "free_port", "pct", "pinned", "start_backend",
+           "wait_http"]
 
 SECRET = secrets.token_urlsafe(32)
 
@@ -90,3 +91,24 @@ def start_backend(procs: Procs, log: Path, delay_ms: float, cpu: int = 1) -> int
                              "--port", str(port), "--delay-ms", f"{delay_ms:g}"]), log)
     wait_http(f"http://127.0.0.1:{port}/")
     return port
+
+
+def bench_config(work: Path, port: int, admin: int, backend: int, server: str = "",
+                 route: str = "") -> Path:
+    """`work/killgate.yaml`: one route `bench` sending everything to one backend, local
+    state under `work`, warnings only; `server` and `route` are extra flow-mapping lines."""
+    cfg = work / "killgate.yaml"
+    cfg.write_text(f"""listen: 127.0.0.1:{port}
+admin: {{listen: 127.0.0.1:{admin}}}
+state: {{backend: local, path: {work}/store.json, snapshot_path: {work}/snap.json}}
+{f"server: {{{server}}}" if server else ""}
+log: {{level: warning}}
+routes:
+  - name: bench
+    match: {{path_prefix: /}}
+    stable: v1
+{f"    {route}" if route else ""}
+    versions:
+      - {{name: v1, url: "http://127.0.0.1:{backend}", weight: 100}}
+""")
+    return cfg

@@ -24,7 +24,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from _procs import Procs, free_port, pinned, start_backend, wait_http
+from _procs import Procs, bench_config, free_port, pinned, start_backend, wait_http
 
 BODY = '{"inputs":[{"name":"input-0","shape":[1,4],"datatype":"FP32","data":[6.1,2.8,4.7,1.2]}]}'
 WRK_SCRIPT = f"""wrk.method = "POST"
@@ -38,22 +38,6 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def config(work: Path, port: int, admin: int, backend: int) -> Path:
-    cfg = work / "killgate.yaml"
-    cfg.write_text(f"""listen: 127.0.0.1:{port}
-admin: {{listen: 127.0.0.1:{admin}}}
-state: {{backend: local, path: {work}/store.json, snapshot_path: {work}/snap.json}}
-log: {{level: warning}}
-routes:
-  - name: bench
-    match: {{path_prefix: /}}
-    stable: v1
-    versions:
-      - {{name: v1, url: "http://127.0.0.1:{backend}", weight: 100}}
-""")
-    return cfg
-
-
 def wrk(conns: int, seconds: float, url: str, script: Path) -> str:
     return subprocess.run(pinned(1, ["wrk", "-t1", f"-c{conns}", f"-d{seconds:g}s", "--latency",
                                      "-s", str(script), url]),
@@ -64,7 +48,7 @@ def one(exe: str, work: Path, backend: int, args: argparse.Namespace,
         script: Path) -> tuple[float, float, str]:
     procs = Procs()
     port, admin = free_port(), free_port()
-    cfg = config(work, port, admin, backend)
+    cfg = bench_config(work, port, admin, backend)
     try:
         gw = procs.start(pinned(0, [exe, "serve", "-c", str(cfg)]), work / "gateway.log")
         wait_http(f"http://127.0.0.1:{admin}/readyz")

@@ -23,27 +23,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from _procs import Procs, free_port, pct, pinned, start_backend, wait_http
+from _procs import Procs, bench_config, free_port, pct, pinned, start_backend, wait_http
 
 HERE = Path(__file__).resolve().parent
-
-
-def config(work: Path, port: int, admin: int, backend: int, pool: int, pending: int) -> Path:
-    cfg = work / "killgate.yaml"
-    cfg.write_text(f"""listen: 127.0.0.1:{port}
-admin: {{listen: 127.0.0.1:{admin}}}
-state: {{backend: local, path: {work}/store.json, snapshot_path: {work}/snap.json}}
-server: {{max_connections_per_backend: {pool}, max_pending_per_backend: {pending}}}
-log: {{level: warning}}
-routes:
-  - name: bench
-    match: {{path_prefix: /}}
-    stable: v1
-    outlier: {{enabled: false}}
-    versions:
-      - {{name: v1, url: "http://127.0.0.1:{backend}", weight: 100}}
-""")
-    return cfg
 
 
 def capacity(url: str, conns: int, lua: Path) -> float:
@@ -84,7 +66,10 @@ def main() -> int:
                 work = root / f"pending-{pending}"
                 work.mkdir()
                 port, admin = free_port(), free_port()
-                cfg = config(work, port, admin, backend, args.pool, pending)
+                cfg = bench_config(work, port, admin, backend,
+                                   server=f"max_connections_per_backend: {args.pool}, "
+                                          f"max_pending_per_backend: {pending}",
+                                   route="outlier: {enabled: false}")
                 gw = Procs()
                 try:
                     gw.start(pinned(0, [sys.executable, "-m", "gateway", "serve", "-c", str(cfg)]),
