@@ -15,8 +15,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import redis.asyncio as aioredis
 
-from gateway import proxy
-from gateway.cli import main
+from gateway.cli.main import main
+from gateway.dataplane import proxy
 
 _original = proxy.Proxy.__call__
 _client: aioredis.Redis | None = None

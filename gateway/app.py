@@ -19,26 +19,26 @@ from aiohttp import web
 
 from gateway.admin.api import AdminApi
 from gateway.admin.auth import Authenticator
-from gateway.alerts import Alerts
-from gateway.audit import AuditDraft, utc_now
 from gateway.config import parse_listen
 from gateway.configfile import LoadedConfig
+from gateway.control.events import Alerts
+from gateway.control.probes import HealthMonitor
+from gateway.control.reload import ConfigWatcher, summarize_changes
+from gateway.control.rollout import RolloutDriver
+from gateway.control.table import TableHolder
+from gateway.dataplane.inflight import Inflight
+from gateway.dataplane.listener import GuardedServer
+from gateway.dataplane.proxy import Observer, Proxy
+from gateway.dataplane.upstream import Upstreams
+from gateway.domain.audit import AuditDraft, utc_now
+from gateway.domain.overrides import identity_problems, record_config
+from gateway.domain.routing import RouteTable
+from gateway.domain.statedoc import StateDoc, plain
 from gateway.errors import AuditError, ConfigError, Problem, StateError
-from gateway.inflight import Inflight
-from gateway.listener import GuardedServer
 from gateway.log import event
-from gateway.metrics import Metrics
-from gateway.model import StateDoc, plain
-from gateway.overrides import identity_problems, record_config
-from gateway.probes import HealthMonitor
-from gateway.proxy import Observer, Proxy
-from gateway.reload import ConfigWatcher, summarize_changes
-from gateway.rollout import RolloutDriver
-from gateway.routing import RouteTable
-from gateway.snapshot import TableHolder
 from gateway.state import make_sync
 from gateway.state.sync import Sync
-from gateway.upstream import Upstreams
+from gateway.telemetry.metrics import Metrics
 
 __all__ = ["Gateway", "bind_socket"]
 

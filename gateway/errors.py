@@ -2,7 +2,7 @@
 
 Third-party exceptions are translated at the boundary of the one module that uses that
 library (aiohttp client → upstream.py, redis → state/redis.py, jwt → admin/auth.py).
-`gateway.admin.api` and `gateway.proxy` are the only places that map them to HTTP.
+`gateway.admin.api` and `gateway.dataplane.proxy` are the only places that map them to HTTP.
 
     KillgateError
     ├── ConfigError              a config file is unusable; .problems lists (yaml path, message)

@@ -9,7 +9,7 @@ import sys
 
 from aiohttp import web
 
-from gateway.demo import model_app
+from gateway.cli.demo import model_app
 
 if __name__ == "__main__":
     web.run_app(model_app(sys.argv[2]), host="127.0.0.1", port=int(sys.argv[1]),

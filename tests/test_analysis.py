@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from gateway.analysis import LATENCY_BOUNDS_MS, Sample, analyze, merge, percentile
 from gateway.config import AnalysisConfig
-from gateway.stats import WindowStats
+from gateway.domain.analysis import LATENCY_BOUNDS_MS, Sample, analyze, merge, percentile
+from gateway.domain.stats import WindowStats
 
 CFG = AnalysisConfig(window="2s", interval="500ms", min_requests=20,
                      max_error_rate_increase=0.05, max_p99_ratio=2.0)

@@ -13,7 +13,7 @@ import pytest
 from aiohttp import ClientSession
 
 from gateway.admin.auth import mint
-from gateway.audit import GENESIS, AuditDraft, event_hash, seal, verify_chain
+from gateway.domain.audit import GENESIS, AuditDraft, event_hash, seal, verify_chain
 from tests.backends import echo_app
 from tests.conftest import ROOT, SECRET, running_gateway, two_versions, wait_until, write_config
 from tests.faultproxy import redis_state_via

@@ -14,9 +14,9 @@ from aiohttp import ClientSession
 
 from gateway.admin import denied
 from gateway.admin.denied import DeniedLog
-from gateway.audit import AuditDraft, verify_chain
+from gateway.domain.audit import AuditDraft, verify_chain
 from gateway.errors import StoreUnavailable
-from gateway.metrics import Metrics
+from gateway.telemetry.metrics import Metrics
 from tests.backends import echo_app
 from tests.conftest import RedisServer, running_gateway, two_versions, wait_until, write_config
 from tests.test_killswitch import redis_state

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway.health import OutlierPolicy, VersionHealth
+from gateway.domain.health import OutlierPolicy, VersionHealth
 
 
 def test_active_checks_have_hysteresis() -> None:

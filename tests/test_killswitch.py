@@ -145,8 +145,8 @@ async def test_lost_pubsub_messages_are_caught_by_the_poll(tmp_path: Path, backe
 
 async def test_duplicates_and_reordering_are_harmless(tmp_path: Path) -> None:
     from gateway.configfile import load_config
-    from gateway.model import KillFlag, StateDoc
-    from gateway.snapshot import TableHolder
+    from gateway.control.table import TableHolder
+    from gateway.domain.statedoc import KillFlag, StateDoc
 
     cfg = write_config(tmp_path, two_versions(1, 2))
     holder = TableHolder(load_config(cfg))
@@ -164,8 +164,8 @@ async def test_alternating_writers_commit_in_one_round_trip(redis_server: RedisS
     """An operator's calls land on whichever instance the load balancer picks. Each
     instance learns the audit head from the documents pushed to it, so its commit is one
     script call; guessing its own last head would be refused and retried every time."""
-    from gateway.audit import AuditDraft, verify_chain
-    from gateway.model import KillFlag, StateDoc
+    from gateway.domain.audit import AuditDraft, verify_chain
+    from gateway.domain.statedoc import KillFlag, StateDoc
     from gateway.state.redis import RedisStore
     from gateway.state.resp import connect, parse_endpoint
 

@@ -16,16 +16,16 @@ ALLOWED = {
     "hiredis": {"state/resp.py"},
     "jwt": {"admin/auth.py"},
     "uvloop": {"server.py"},
-    "httptools": {"upstream.py"},
-    "watchfiles": {"reload.py"},
+    "httptools": {"dataplane/upstream.py"},
+    "watchfiles": {"control/reload.py"},
 }
 # modules allowed to use aiohttp's *client*
-CLIENT_USERS = {"probes.py", "alerts.py"}
+CLIENT_USERS = {"control/probes.py", "control/events.py"}
 CLIENT_NAMES = {"ClientSession", "TCPConnector", "ClientTimeout", "ClientError"}
-PURE = {"routing.py", "snapshot.py", "model.py", "overrides.py", "health.py", "analysis.py",
-        "configfile.py",
-        "stats.py", "diff.py", "jsonpeek.py", "headers.py", "audit.py", "metrics.py",
-        "errors.py", "config.py"}
+PURE = {"domain/routing.py", "control/table.py", "domain/statedoc.py", "domain/overrides.py",
+        "domain/health.py", "domain/analysis.py", "configfile.py", "domain/stats.py",
+        "domain/diff.py", "dataplane/jsonpeek.py", "dataplane/headers.py", "domain/audit.py",
+        "telemetry/metrics.py", "errors.py", "config.py"}
 IO_MODULES = {"aiohttp", "asyncio", "redis", "socket", "subprocess", "httptools", "jwt"}
 
 

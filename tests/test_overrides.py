@@ -5,9 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gateway.configfile import parse_config_text
-from gateway.errors import ApiError
-from gateway.model import StateDoc
-from gateway.overrides import (
+from gateway.domain.overrides import (
     effective_stable,
     identity_problems,
     promote,
@@ -16,7 +14,9 @@ from gateway.overrides import (
     rollback,
     set_weights,
 )
-from gateway.routing import build_table
+from gateway.domain.routing import build_table
+from gateway.domain.statedoc import StateDoc
+from gateway.errors import ApiError
 
 CFG = parse_config_text("""
 routes:

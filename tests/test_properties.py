@@ -32,10 +32,10 @@ from hypothesis import strategies as st
 
 from gateway.config import Config
 from gateway.configfile import LoadedConfig, parse_config_text
+from gateway.control.table import TableHolder
+from gateway.domain.routing import build_table
+from gateway.domain.statedoc import HistoryEntry, KillFlag, RouteOverride, StateDoc, kill_key
 from gateway.errors import ConfigError
-from gateway.model import HistoryEntry, KillFlag, RouteOverride, StateDoc, kill_key
-from gateway.routing import build_table
-from gateway.snapshot import TableHolder
 from tests.conftest import two_versions
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -12,7 +12,7 @@ from pathlib import Path
 from aiohttp import ClientSession, web
 
 from gateway.admin.auth import mint
-from gateway.audit import AuditDraft
+from gateway.domain.audit import AuditDraft
 from tests.backends import echo_app
 from tests.conftest import (
     ROOT,

@@ -8,8 +8,8 @@ from collections import Counter
 import pytest
 
 from gateway.configfile import parse_config_text
-from gateway.model import KillFlag, StateDoc
-from gateway.routing import build_table, path_matches
+from gateway.domain.routing import build_table, path_matches
+from gateway.domain.statedoc import KillFlag, StateDoc
 
 
 def _cfg(w1: float = 90, w2: float = 10, extra: str = "", stable: str = "v1"):
@@ -63,11 +63,11 @@ def test_bucketing_is_stable_across_processes() -> None:
     import subprocess
     import sys
 
-    code = ("from gateway.routing import bucket_score as b;"
+    code = ("from gateway.domain.routing import bucket_score as b;"
             "print(repr(b('iris','v2','alice',10.0)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=30, env={"PYTHONHASHSEED": "123", "PATH": ""})
-    from gateway.routing import bucket_score
+    from gateway.domain.routing import bucket_score
 
     assert float(out.stdout) == bucket_score("iris", "v2", "alice", 10.0)
 

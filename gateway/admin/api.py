@@ -22,14 +22,16 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from gateway import overrides
 from gateway.admin import openapi
 from gateway.admin.auth import Authenticator, FailureLimiter, Principal
 from gateway.admin.denied import DeniedLog
-from gateway.audit import AuditDraft, clean_text, utc_now
 from gateway.config import RouteConfig, parse_duration
 from gateway.configfile import LoadedConfig
-from gateway.diff import config_dict
+from gateway.domain import overrides
+from gateway.domain.audit import AuditDraft, clean_text, utc_now
+from gateway.domain.diff import config_dict
+from gateway.domain.overrides import effective_stable
+from gateway.domain.statedoc import KillFlag, RouteOverride, StateDoc, kill_key
 from gateway.errors import (
     ApiError,
     AuditError,
@@ -40,8 +42,6 @@ from gateway.errors import (
     Unauthenticated,
 )
 from gateway.log import event
-from gateway.model import KillFlag, RouteOverride, StateDoc, kill_key
-from gateway.overrides import effective_stable
 
 if TYPE_CHECKING:
     from gateway.app import Gateway

@@ -23,10 +23,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.audit import AuditDraft, utc_now
+from gateway.domain.audit import AuditDraft, utc_now
 from gateway.errors import AuditError, StateError
 from gateway.log import event
-from gateway.metrics import Metrics
+from gateway.telemetry.metrics import Metrics
 
 __all__ = ["DeniedLog"]
 

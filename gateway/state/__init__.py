@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from gateway.configfile import LoadedConfig
-    from gateway.metrics import Metrics
-    from gateway.snapshot import TableHolder
+    from gateway.control.table import TableHolder
     from gateway.state.sync import Sync
+    from gateway.telemetry.metrics import Metrics
 
 __all__ = ["make_sync"]
 

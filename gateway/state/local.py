@@ -19,9 +19,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from gateway.audit import GENESIS, AuditDraft, seal
+from gateway.domain.audit import GENESIS, AuditDraft, seal
+from gateway.domain.statedoc import StateDoc
 from gateway.errors import AuditError, StoreConflict, StoreUnavailable
-from gateway.model import StateDoc
 from gateway.state.store import Ack
 
 __all__ = ["LocalStore", "atomic_write", "last_line"]

@@ -28,10 +28,10 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from gateway.audit import GENESIS, AuditDraft, seal
+from gateway.domain.audit import GENESIS, AuditDraft, seal
+from gateway.domain.statedoc import StateDoc
 from gateway.errors import AuditError, StoreConflict, StoreOutcomeUnknown, StoreUnavailable
 from gateway.log import event
-from gateway.model import StateDoc
 from gateway.state.resp import Endpoint, RespConnection, RespError, connect, parse_endpoint
 from gateway.state.store import Ack
 

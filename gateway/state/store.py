@@ -13,8 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from gateway.audit import AuditDraft
-from gateway.model import StateDoc
+from gateway.domain.audit import AuditDraft
+from gateway.domain.statedoc import StateDoc
 
 __all__ = ["Ack", "Store", "merge_restrictive", "new_epoch"]
 

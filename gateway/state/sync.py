@@ -22,15 +22,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from gateway.audit import AuditDraft
 from gateway.config import StateConfig
+from gateway.control.table import TableHolder
+from gateway.domain.audit import AuditDraft
+from gateway.domain.statedoc import StateDoc
 from gateway.errors import ApiError, AuditError, NotDurable, StateError, StoreConflict
 from gateway.log import event
-from gateway.metrics import Metrics
-from gateway.model import StateDoc
-from gateway.snapshot import TableHolder
 from gateway.state.local import atomic_write, last_line
 from gateway.state.store import Ack, Store, merge_restrictive, new_epoch
+from gateway.telemetry.metrics import Metrics
 
 __all__ = ["Sync"]
 

@@ -3,7 +3,7 @@
 Owns the analysis loop of this process. For every route with `analysis`, every
 `analysis.interval`: publish this process's window counts to the state store, read every
 instance's, merge them (so the verdict covers the fleet, not one process), and let
-`gateway.analysis` judge the canary against the stable. Actions go through
+`gateway.domain.analysis` judge the canary against the stable. Actions go through
 `Sync.write`, so they are atomic with their audit event and idempotent: every
 instance may reach the same verdict, only the first write changes anything.
 - `failed`: canary weight 0, the route latched (override `auto_rollback`), an audit event
@@ -22,18 +22,18 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from gateway.alerts import Alerts
-from gateway.analysis import Sample, Verdict, analyze, merge
-from gateway.audit import AuditDraft, utc_now
 from gateway.config import RouteConfig
+from gateway.control.events import Alerts
+from gateway.control.table import TableHolder
+from gateway.domain.analysis import Sample, Verdict, analyze, merge
+from gateway.domain.audit import AuditDraft, utc_now
+from gateway.domain.overrides import MAX_HISTORY, effective_stable
+from gateway.domain.routing import canary_of
+from gateway.domain.statedoc import HistoryEntry, Progress, RouteOverride, StateDoc
+from gateway.domain.stats import WindowStats
 from gateway.errors import AuditError, StateError
 from gateway.log import event
-from gateway.model import HistoryEntry, Progress, RouteOverride, StateDoc
-from gateway.overrides import MAX_HISTORY, effective_stable
-from gateway.routing import canary_of
-from gateway.snapshot import TableHolder
 from gateway.state.sync import Sync
-from gateway.stats import WindowStats
 
 __all__ = ["RolloutDriver"]
 

@@ -62,7 +62,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from gateway.demo import run_demo
+    from gateway.cli.demo import run_demo
 
     return run_demo(args.port, args.admin_port)
 
@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="An inference gateway with canary split, kill "
                                             "switch and rollback.")
     p.add_argument("--version", action="version", version=f"killgate {__version__}")
-    from gateway.client import _common, add_client_commands
+    from gateway.cli.admin import _common, add_client_commands
 
     _common(p, top=True)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")

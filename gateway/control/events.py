@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 
 from gateway.log import event
-from gateway.metrics import Metrics
+from gateway.telemetry.metrics import Metrics
 
 __all__ = ["Alerts"]
 

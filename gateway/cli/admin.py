@@ -19,7 +19,7 @@ import urllib.request
 import uuid
 from typing import Any
 
-from gateway.audit import clean_text, verify_chain
+from gateway.domain.audit import clean_text, verify_chain
 
 __all__ = ["add_client_commands"]
 
@@ -298,7 +298,7 @@ def _token(args: argparse.Namespace) -> int:
 def _diff(args: argparse.Namespace) -> int:
     """What FILE would change against a running gateway (or --against FILE2): exit 2 if any."""
     from gateway.configfile import load_config
-    from gateway.diff import config_dict, diff_configs, diff_rows
+    from gateway.domain.diff import config_dict, diff_configs, diff_rows
     from gateway.errors import ConfigError
 
     try:
@@ -357,12 +357,12 @@ def add_client_commands(sub: Any) -> None:
         if name == "kill":
             p.add_argument("--keep-inflight", action="store_true",
                            help="let responses already streaming finish")
-    p = cmd("rollback", _rollback, "make the previous (or --to) version stable with 100%")
+    p = cmd("rollback", _rollback, "make the previous (or --to) version stable with 100%%")
     p.add_argument("route")
     p.add_argument("--to", help="version to roll back to (default: previous stable)")
     p.add_argument("--reason", required=True)
     p.add_argument("--wait", default=None)
-    p = cmd("promote", _promote, "make VERSION stable with 100% of traffic")
+    p = cmd("promote", _promote, "make VERSION stable with 100%% of traffic")
     p.add_argument("route")
     p.add_argument("version")
     p.add_argument("--reason", required=True)

@@ -18,12 +18,12 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from gateway.audit import utc_now
 from gateway.configfile import LoadedConfig, load_config
-from gateway.diff import config_dict, diff_configs
+from gateway.domain.audit import utc_now
+from gateway.domain.diff import config_dict, diff_configs
 from gateway.errors import ConfigError
 from gateway.log import event
-from gateway.metrics import Metrics
+from gateway.telemetry.metrics import Metrics
 
 __all__ = ["ConfigWatcher", "ReloadOutcome", "summarize_changes"]
 

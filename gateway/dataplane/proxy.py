@@ -2,7 +2,7 @@
 
 Owns the request path of CONTRACT §3. Reads the routing snapshot once per request from
 the `TableHolder` (no I/O for any decision), talks to backends only through
-`gateway.upstream`, and is the one place that maps data-plane errors to HTTP. Streams
+`gateway.dataplane.upstream`, and is the one place that maps data-plane errors to HTTP. Streams
 never end in a way that looks like success when they did not succeed: SSE gets a final
 `killgate.error` event, any other body an aborted connection.
 """
@@ -20,16 +20,15 @@ from aiohttp import hdrs, web
 from aiohttp.http import HttpVersion11
 from multidict import CIMultiDict
 
-from gateway.bodies import BodyReader, BodyTimeout, BodyTooLarge
+from gateway.dataplane.bodies import BodyReader, BodyTimeout, BodyTooLarge
+from gateway.dataplane.headers import ambiguous_path, request_head, response_head, response_multidict
+from gateway.dataplane.inflight import Aborted, Handle, Inflight
+from gateway.dataplane.jsonpeek import Ambiguous, ModelField, find_model, rewrite_model
+from gateway.dataplane.retry import RetryBudget, retryable
+from gateway.dataplane.upstream import Exchange, Upstreams
+from gateway.domain.routing import FAILOVER, FALLBACK, KILLED, Choice, RoutePlan, RouteTable, Target
 from gateway.errors import UpstreamClosed, UpstreamError, UpstreamOverflow, UpstreamTimeout
-from gateway.headers import ambiguous_path, request_head, response_head, response_multidict
-from gateway.inflight import Aborted, Handle, Inflight
-from gateway.jsonpeek import Ambiguous, ModelField, find_model, rewrite_model
-from gateway.metrics import Metrics
-from gateway.retry import RetryBudget, retryable
-from gateway.routing import FAILOVER, FALLBACK, KILLED, Choice, RoutePlan, RouteTable, Target
-from gateway.snapshot import TableHolder
-from gateway.upstream import Exchange, Upstreams
+from gateway.telemetry.metrics import Metrics
 
 __all__ = ["Observer", "Proxy"]
 
@@ -37,6 +36,13 @@ log = logging.getLogger("killgate.proxy")
 
 SMALL_BODY = 64 * 1024  # bodies up to this size are read first, so they can move versions
 _JSON = "application/json"
+
+
+class TableSource(Protocol):
+    """Where the current routing snapshot is read (control/table.py's `TableHolder`)."""
+
+    @property
+    def table(self) -> RouteTable: ...
 
 
 class Observer(Protocol):
@@ -59,7 +65,7 @@ def _sse_error(type_: str, route: str, version: str | None) -> bytes:
 class Proxy:
     """The data-plane request handler (an aiohttp low-level `web.Server` handler)."""
 
-    def __init__(self, holder: TableHolder, upstreams: Upstreams, inflight: Inflight,
+    def __init__(self, holder: TableSource, upstreams: Upstreams, inflight: Inflight,
                  metrics: Metrics, max_body: int, peek_bytes: int,
                  observer: Observer | None = None, scheme: str = "http",
                  body_timeout: float = 30.0, max_inflight: int = 10_000) -> None:

@@ -22,7 +22,7 @@ from typing import NamedTuple
 from urllib.parse import urlsplit
 
 from gateway.config import Config, FallbackConfig, RouteConfig
-from gateway.model import StateDoc, kill_key
+from gateway.domain.statedoc import StateDoc, kill_key
 
 __all__ = [
     "Choice",

@@ -19,10 +19,10 @@ from collections.abc import Callable
 import aiohttp
 
 from gateway.config import Config, HealthConfig
-from gateway.health import OutlierPolicy, VersionHealth
+from gateway.control.table import TableHolder
+from gateway.domain.health import OutlierPolicy, VersionHealth
 from gateway.log import event
-from gateway.metrics import Metrics
-from gateway.snapshot import TableHolder
+from gateway.telemetry.metrics import Metrics
 
 __all__ = ["HealthMonitor"]
 

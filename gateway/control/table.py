@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from gateway.configfile import LoadedConfig
-from gateway.model import StateDoc
-from gateway.routing import RouteTable, build_table
+from gateway.domain.routing import RouteTable, build_table
+from gateway.domain.statedoc import StateDoc
 
 __all__ = ["TableHolder"]
 

@@ -14,8 +14,8 @@ import math
 from typing import Any
 
 from gateway.config import RouteConfig
+from gateway.domain.statedoc import HistoryEntry, RouteOverride, StateDoc
 from gateway.errors import ApiError
-from gateway.model import HistoryEntry, RouteOverride, StateDoc
 
 __all__ = [
     "effective_stable",

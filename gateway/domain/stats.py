@@ -12,7 +12,7 @@ from bisect import bisect_left
 from collections import deque
 from typing import Any
 
-from gateway.analysis import LATENCY_BOUNDS_MS, Sample
+from gateway.domain.analysis import LATENCY_BOUNDS_MS, Sample
 
 __all__ = ["WindowStats"]
 
