@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -278,4 +279,8 @@ def load_config(path: str | Path) -> LoadedConfig:
     except UnicodeDecodeError as exc:
         raise ConfigError([Problem("", f"{p}: not UTF-8 (byte {exc.start})")]) from None
     cfg = parse_config_text(text, str(p))
-    return LoadedConfig(cfg, "sha256:" + hashlib.sha256(raw).hexdigest(), p.resolve())
+    # Absolute, but symlinks kept: a mounted ConfigMap's file is a link through `..data`
+    # into a timestamped folder that the next update deletes. The watcher must follow the
+    # link, and relative paths in the file must stay relative to the mount folder.
+    return LoadedConfig(cfg, "sha256:" + hashlib.sha256(raw).hexdigest(),
+                        Path(os.path.abspath(p)))
