@@ -84,6 +84,8 @@ class RedisNode:
         cfgfile.write_text(f"port {self.port}\nbind 127.0.0.1\ndir {self.workdir}\n"
                            "save \"\"\nappendonly no\n" + conf)
         args = [self.exe, str(cfgfile)] + (["--sentinel"] if self.sentinel else []) + self.extra
+        if hasattr(self, "log"):
+            self.log.close()  # a restart
         self.log = open(self.workdir / "out.log", "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT,
                                      preexec_fn=die_with_parent)
