@@ -13,7 +13,11 @@ kill state is loaded, and the first 200 comes with the kill enforced.
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import shlex
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -27,7 +31,7 @@ from aiohttp import ClientSession
 from gateway.config import StateConfig
 from gateway.configfile import parse_config_text
 from tests.backends import echo_app
-from tests.conftest import free_port, running_gateway, two_versions, wait_until, write_config
+from tests.conftest import ROOT, free_port, running_gateway, two_versions, wait_until, write_config
 from tests.faultproxy import Forwarder
 from tests.redisha import redis_state_yaml, state_key_env
 from tests.test_killswitch import kill, status_of
@@ -217,6 +221,38 @@ def test_services_policy_budget_and_autoscaler_select_the_gateway() -> None:
     script = " ".join(tpl["spec"]["containers"][0]["args"])
     assert "killgate drill kill --route iris" in script
     assert tpl["spec"]["containers"][0]["securityContext"]["readOnlyRootFilesystem"] is True
+
+
+def test_the_drill_cronjob_mints_a_token_the_gateway_accepts(tmp_path: Path) -> None:
+    """Its `killgate token` command, run against the ConfigMap it mounts, gives a token with
+    the issuer, audience and secret the Deployment's config checks."""
+    import jwt
+
+    cron = _one("CronJob")
+    spec = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    c = spec["containers"][0]
+    mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
+    vols = {v["name"]: v for v in spec["volumes"]}
+    assert vols[mounts["/etc/killgate"]]["configMap"]["name"] == "killgate-config"
+    script = c["args"][0]
+    call = re.search(r'\$\(killgate token (.*?)\)"', script, re.S)
+    assert call, script
+    cfg = _config_of(_one("ConfigMap"))
+    text = _one("ConfigMap")["data"]["config.yaml"]
+    if "signing_key_env" not in StateConfig.model_fields:
+        text = re.sub(r"\n\s*signing_key_env: .*", "", text)
+    (tmp_path / "config.yaml").write_text(text)
+    args = shlex.split(call.group(1).replace("/etc/killgate/config.yaml",
+                                             str(tmp_path / "config.yaml")))
+    secret = "s" * 40
+    res = subprocess.run([sys.executable, "-m", "gateway", "token", *args],
+                         capture_output=True, text=True, timeout=30, cwd=str(ROOT),
+                         env={**os.environ, cfg.admin.auth.hs256_secret_env: secret})
+    assert res.returncode == 0, res.stderr
+    claims = jwt.decode(res.stdout.strip(), secret, algorithms=["HS256"],
+                        audience=cfg.admin.auth.audience, issuer=cfg.admin.auth.issuer)
+    assert set(claims["scope"].split()) >= {"killgate:kill", "killgate:read"}
+    assert claims["exp"] - claims["iat"] <= 600
 
 
 # ------------------------------------------------------------------ readiness, for real
