@@ -39,6 +39,8 @@ from gateway.log import event
 from gateway.state import make_sync
 from gateway.state.sync import Sync
 from gateway.telemetry.metrics import Metrics
+from gateway.telemetry.record import combine
+from gateway.telemetry.requests import RequestStats
 
 __all__ = ["Gateway", "bind_socket"]
 
@@ -75,6 +77,8 @@ class Gateway:
         self.ports = ports
         self.metrics = Metrics()
         self.holder = TableHolder(loaded)
+        self.requests = RequestStats(loaded.config.telemetry.buckets, self._intended_split)
+        self.metrics.source(self.requests)
         self.inflight = Inflight()
         self.draining = False
         self.started = False
@@ -133,7 +137,9 @@ class Gateway:
                       cfg.server.max_body_size, cfg.server.model_peek_bytes,
                       observer=_Fanout(self.health, self.rollout),
                       body_timeout=cfg.server.body_timeout,
-                      max_inflight=cfg.server.max_inflight)
+                      max_inflight=cfg.server.max_inflight,
+                      recorder=combine(
+                          self.requests if cfg.telemetry.metrics.request_series else None))
         server = GuardedServer(proxy, header_timeout=cfg.server.header_timeout,
                                send_timeout=cfg.server.send_timeout,
                                max_connections=cfg.server.max_connections,
@@ -180,6 +186,10 @@ class Gateway:
                                          cfg.server.watch_config)
             await self.watcher.start()
             self._stack.push_async_callback(self.watcher.stop)
+
+    def _intended_split(self) -> dict[str, dict[str, float]]:
+        """Each route's effective weights now (percent), for killgate_split_*."""
+        return {p.name: p.effective_weights() for p in self.holder.table.routes}
 
     def _on_table(self, old: RouteTable, new: RouteTable) -> None:
         """A new snapshot is live: cut in-flight responses that a new kill covers."""
