@@ -21,6 +21,7 @@ from gateway.admin.api import AdminApi
 from gateway.admin.auth import Authenticator
 from gateway.config import parse_listen
 from gateway.configfile import LoadedConfig
+from gateway.control.alerts import AlertReceiver
 from gateway.control.events import Alerts
 from gateway.control.probes import HealthMonitor
 from gateway.control.reload import ConfigWatcher, summarize_changes
@@ -122,6 +123,8 @@ class Gateway:
               generation=self.holder.doc.generation)
         self._check_identities(self.loaded)
         await self._record_config(self.loaded)
+        self.alert_receiver = AlertReceiver(self.sync, self.sync.store, lambda: self.loaded.config,
+                                            lambda: self.holder.doc, self.metrics)
 
         self.health = HealthMonitor(self.holder, self.metrics)
         await self.health.start()
