@@ -22,7 +22,7 @@ from gateway.admin.auth import Authenticator
 from gateway.config import parse_listen
 from gateway.configfile import LoadedConfig
 from gateway.control.alerts import AlertReceiver
-from gateway.control.events import Alerts
+from gateway.control.events import EventSink
 from gateway.control.probes import HealthMonitor
 from gateway.control.reload import ConfigWatcher, summarize_changes
 from gateway.control.rollout import RolloutDriver
@@ -117,6 +117,11 @@ class Gateway:
         self.holder.listen(self._on_table)
 
         self.sync = make_sync(self.loaded, self.holder, self.metrics, self.instance)
+        self.events = EventSink(self.metrics, lambda: self.loaded.config, self.loaded.resolve,
+                                self.instance)
+        self.sync.committed.append(self.events.committed)  # every audited change, posted
+        await self.events.start()
+        self._stack.push_async_callback(self.events.stop)
         await self.sync.start()
         self._stack.push_async_callback(self.sync.stop)
         event(log, "phase", phase="state", backend=cfg.state.backend, ready=self.sync.ready,
@@ -129,9 +134,7 @@ class Gateway:
         self.health = HealthMonitor(self.holder, self.metrics)
         await self.health.start()
         self._stack.push_async_callback(self.health.stop)
-        self.alerts = Alerts(self.metrics)
-        self._stack.push_async_callback(self.alerts.stop)
-        self.rollout = RolloutDriver(self.holder, self.sync, self.alerts, self.instance,
+        self.rollout = RolloutDriver(self.holder, self.sync, self.instance,
                                      self.health.ejections)
         await self.rollout.start()
         self._stack.push_async_callback(self.rollout.stop)
