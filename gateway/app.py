@@ -39,6 +39,7 @@ from gateway.errors import AuditError, ConfigError, Problem, StateError
 from gateway.log import event
 from gateway.state import make_sync
 from gateway.state.sync import Sync
+from gateway.telemetry.accesslog import AccessLog
 from gateway.telemetry.metrics import Metrics
 from gateway.telemetry.record import combine
 from gateway.telemetry.requests import RequestStats
@@ -139,13 +140,20 @@ class Gateway:
         await self.rollout.start()
         self._stack.push_async_callback(self.rollout.stop)
 
+        self.access_log: AccessLog | None = None
+        if cfg.server.access_log:
+            self.access_log = AccessLog(cfg.telemetry.access_log, self.metrics,
+                                        self.loaded.resolve)
+            self.access_log.start()
+            self._stack.push_async_callback(self.access_log.aclose)  # after the data plane
         proxy = Proxy(self.holder, self.upstreams, self.inflight, self.metrics,
                       cfg.server.max_body_size, cfg.server.model_peek_bytes,
                       observer=_Fanout(self.health, self.rollout),
                       body_timeout=cfg.server.body_timeout,
                       max_inflight=cfg.server.max_inflight,
                       recorder=combine(
-                          self.requests if cfg.telemetry.metrics.request_series else None))
+                          self.requests if cfg.telemetry.metrics.request_series else None,
+                          self.access_log))
         server = GuardedServer(proxy, header_timeout=cfg.server.header_timeout,
                                send_timeout=cfg.server.send_timeout,
                                max_connections=cfg.server.max_connections,
