@@ -4,8 +4,9 @@ Owns `AlertReceiver`, the logic behind `POST /v1/alerts/alertmanager` (the admin
 only authenticates and hands the body over). Per alert: map it (`domain.alerting`),
 claim its firing episode (fingerprint + startsAt) in the state store so a resend or a
 second receiver changes nothing, then apply the change with its audit event (actor
-`alertmanager/<receiver>`, the alert as evidence) through `Sync.write` and log the
-propagation receipt — or, in `observe` mode, record what it would have done. A resolved
+`alertmanager/<receiver>`, the alert as evidence) through `Sync.write` — or, in `observe`
+mode, record what it would have done — and wait once per notification for the propagation
+receipt of its last change (logged, and in the answer). A resolved
 alert never lifts anything. Bad payloads raise ApiError(400) before anything changes.
 """
 
@@ -87,8 +88,24 @@ class AlertReceiver:
             self.metrics.inc("killgate_alertmanager_alerts_total", (entry["outcome"],),
                              label_names=("outcome",))
             actions.append(entry)
+        await self._receipt(note, actions, cfg.wait)
         return {"receiver": note.receiver, "status": note.status, "mode": cfg.mode,
                 "actions": actions}
+
+    async def _receipt(self, note: Notification, actions: list[dict[str, Any]],
+                       wait: float) -> None:
+        """One wait for the whole notification: until every instance has applied the last
+        change it made (or `wait` runs out); logged, and added to each applied entry."""
+        applied = [a for a in actions if a["outcome"] in ("acted", "unchanged")]
+        if not applied:
+            return
+        receipt = await self.writer.receipt(max(a["generation"] for a in applied), wait)
+        for a in applied:
+            a["applied"] = receipt["applied"]
+        r = receipt["applied"]
+        event(log, "alert_receipt", receiver=note.receiver, generation=receipt["generation"],
+              acked=r["acked"], instances=r["instances"], pending=r["pending"],
+              elapsed_ms=r["elapsed_ms"])
 
     async def _one(self, note: Notification, alert: Alert, want: Intent,
                    cfg: AlertmanagerConfig, config: Config, rid: str,
@@ -122,8 +139,7 @@ class AlertReceiver:
             if dry:
                 return await self._observe(entry, want, change, actor, reason, evidence, rid,
                                            peer)
-            return await self._act(entry, note, want, change, actor, reason, evidence, rid,
-                                   peer, cfg.wait)
+            return await self._act(entry, want, change, actor, reason, evidence, rid, peer)
         except ApiError as exc:  # refused by the change itself (no previous stable, ...)
             await self._release(key)
             entry.update(outcome="refused", message=exc.message)
@@ -134,28 +150,24 @@ class AlertReceiver:
             await self._release(key)  # not applied: Alertmanager's retry may act
             raise
 
-    async def _act(self, entry: dict[str, Any], note: Notification, want: Intent,
-                   change: Change, actor: str, reason: str, evidence: dict[str, Any],
-                   rid: str, peer: str, wait: float) -> dict[str, Any]:
+    async def _act(self, entry: dict[str, Any], want: Intent, change: Change, actor: str,
+                   reason: str, evidence: dict[str, Any], rid: str,
+                   peer: str) -> dict[str, Any]:
         def describe(cur: StateDoc, new: StateDoc) -> AuditDraft:
             return AuditDraft(actor, want.action, want.target or {}, reason,
                               _what(cur, want), _what(new, want), rid, peer,
                               extra={"evidence": evidence})
 
         new, ev = await self.writer.write(change, describe)
-        receipt = await self.writer.receipt(new.generation, wait)
         entry.update(generation=new.generation, outcome="acted" if ev is not None else
-                     "unchanged", applied=receipt["applied"])
+                     "unchanged")
         if ev is None:
             entry["message"] = "already in force; nothing changed"
         else:
             entry["audit_id"] = ev["id"]
         event(log, "alert_action", logging.WARNING, actor=actor, action=want.action,
               target=want.target, fingerprint=entry["fingerprint"], changed=ev is not None,
-              generation=new.generation, acked=receipt["applied"]["acked"],
-              instances=receipt["applied"]["instances"],
-              pending=receipt["applied"]["pending"],
-              elapsed_ms=receipt["applied"]["elapsed_ms"])
+              generation=new.generation)
         return entry
 
     async def _observe(self, entry: dict[str, Any], want: Intent, change: Change, actor: str,
