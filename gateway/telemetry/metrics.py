@@ -25,8 +25,6 @@ __all__ = ["HELP", "Metrics", "Source"]
 HELP: dict[str, tuple[str, str]] = {
     "killgate_requests_total": ("counter", "Requests answered by the data plane, by route, "
                                            "version, decision, arm and status code."),
-    "killgate_bad_requests_total": ("counter", "Requests refused for their shape (400) before "
-                                               "routing, by reason."),
     "killgate_requests_shed_total": ("counter", "Requests refused at once because "
                                                 "server.max_inflight requests were in flight."),
     "killgate_connections_refused_total": ("counter", "Client connections closed at once "
