@@ -14,11 +14,13 @@ import {routeCard} from "./routes.js";
 const REFRESH_MS = 3000;
 const AUDIT_ROWS = 25;
 const $ = (id) => document.getElementById(id);
-const st = {who: null, via: null, timer: null, features: {}, chain: {key: null, res: null}, whole: null};
+const st = {who: null, via: null, timer: null, features: {}, chain: {key: null, res: null}, whole: null,
+            session: 0}; // session: bumped at every sign-in and sign-out
 
 function showSignIn(message) {
   clearTimeout(st.timer);
   st.who = null;
+  st.session++;
   $("main").hidden = true;
   $("signout").hidden = true;
   for (const id of ["fleet-body", "kills-body", "routes-body", "audit-body", "approvals-body", "drills-body"]) {
@@ -35,6 +37,7 @@ async function whoami() {
 }
 
 function signedIn(who, via) {
+  st.session++;
   st.who = who;
   st.via = via;
   $("signin").hidden = true;
@@ -43,11 +46,12 @@ function signedIn(who, via) {
   render($("who"), h("span", {}, "Signed in as ", h("strong", {"data-testid": "subject"}, who.subject),
     " · scopes: ", h("span", {"data-testid": "scopes"}, who.scopes.join(" ") || "(none)"),
     via === "proxy" ? " · through your proxy" : ""));
-  features().then(refresh);
+  const session = st.session;
+  features().then(() => refresh(session));
 }
 
 const open = (spec) => openAction(spec, {breakGlass: Boolean(st.features.breakGlass && st.who.can.breakglass),
-                                          done: () => refresh()});
+                                          done: () => refresh(st.session)});
 
 function failure(exc) {
   return h("p", {class: "receipt error"}, exc instanceof ApiError
@@ -57,7 +61,7 @@ function failure(exc) {
 async function auditPanel(res) {
   const page = res.data;
   const preserved = parse(res.text, true);
-  const key = `${page.head}:${(page.events[0] || {}).hash}`;
+  const key = res.text; // re-checked whenever anything in the page differs
   if (st.chain.key !== key) {
     st.chain = {key, res: await verifyChain(preserved.events, preserved.head)};
     st.whole = st.whole && st.whole.key === key ? st.whole : null;
@@ -100,13 +104,16 @@ async function feature(name, path, panel, draw) {
   }
 }
 
-async function refresh() {
+// One round of reads. A round begun before a sign-out (or a new sign-in) stops at its
+// next step: it neither draws nor calls the API without the token it started with.
+async function refresh(session = st.session) {
   clearTimeout(st.timer);
-  if (!st.who) return;
+  if (!st.who || session !== st.session) return;
   const can = st.who.can;
   const [status, fleet, traffic, audit] = await Promise.allSettled([
     call("GET", "/v1/status"), call("GET", "/v1/fleet"), call("GET", "/v1/traffic"),
     call("GET", `/v1/audit?limit=${AUDIT_ROWS}`)]);
+  if (session !== st.session) return;
   const denied = [status, fleet, traffic, audit].find((r) => r.status === "rejected" && r.reason.status === 401);
   if (denied) {
     if (st.via === "token") clearToken();
@@ -127,16 +134,19 @@ async function refresh() {
   }
   if (audit.status === "fulfilled") await auditPanel(audit.value);
   else render($("audit-body"), failure(audit.reason));
+  if (session !== st.session) return;
   try {
     await feature("approvals", "/v1/approvals", "approvals", (d) => renderApprovals($("approvals-body"), d, can, open));
-    await feature("drills", "/v1/drills", "drills", (d) => renderDrills($("drills-body"), d));
+    if (session === st.session) {
+      await feature("drills", "/v1/drills", "drills", (d) => renderDrills($("drills-body"), d));
+    }
   } catch {
     return showSignIn("Signed out: the token is no longer accepted");
   }
   const failed = [status, fleet, traffic, audit].filter((r) => r.status === "rejected").length;
   render($("banner"), failed ? badge("warn", `${failed} request(s) failed at ${new Date().toLocaleTimeString()}`)
     : h("span", {}, `Updated ${new Date().toLocaleTimeString()}; refreshes every ${REFRESH_MS / 1000} s.`));
-  st.timer = setTimeout(refresh, REFRESH_MS);
+  if (session === st.session) st.timer = setTimeout(() => refresh(session), REFRESH_MS);
 }
 
 async function boot() {
