@@ -68,15 +68,22 @@ class LiveTraffic:
         return traffic.encode(self.instance, now, self.step,
                               self.stats.series(self.window + self.step, self.step, now))
 
+    async def publish(self) -> bool:
+        """Put this instance's counts in the store (a side channel: failures are logged
+        once per outage, never raised)."""
+        try:
+            await self.store.put_stats(STATS_KEY, self.instance, self._blob())
+        except StateError as exc:
+            self._failures += 1
+            if self._failures == 1:
+                event(log, "traffic_publish_failed", logging.WARNING, error=str(exc))
+            return False
+        self._failures = 0
+        return True
+
     async def _loop(self) -> None:
         while True:
-            try:
-                await self.store.put_stats(STATS_KEY, self.instance, self._blob())
-                self._failures = 0
-            except StateError as exc:  # a side channel: counted, never raised
-                self._failures += 1
-                if self._failures == 1:
-                    event(log, "traffic_publish_failed", logging.WARNING, error=str(exc))
+            await self.publish()
             await asyncio.sleep(self.step)
 
     # ------------------------------------------------------------------ the fleet's view
