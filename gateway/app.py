@@ -19,6 +19,8 @@ from aiohttp import web
 
 from gateway.admin.api import AdminApi
 from gateway.admin.auth import Authenticator
+from gateway.admin.console import ConsoleApi, FleetView
+from gateway.admin.ui import UiFiles
 from gateway.config import parse_listen
 from gateway.configfile import LoadedConfig
 from gateway.control.alerts import AlertReceiver
@@ -27,6 +29,7 @@ from gateway.control.probes import HealthMonitor
 from gateway.control.reload import ConfigWatcher, summarize_changes
 from gateway.control.rollout import RolloutDriver
 from gateway.control.table import TableHolder
+from gateway.control.traffic import LiveTraffic
 from gateway.dataplane.inflight import Inflight
 from gateway.dataplane.listener import GuardedServer
 from gateway.dataplane.proxy import Observer, Proxy
@@ -139,6 +142,9 @@ class Gateway:
                                      self.health.ejections)
         await self.rollout.start()
         self._stack.push_async_callback(self.rollout.stop)
+        self.traffic = LiveTraffic(self.sync.store, self.instance)  # the console's charts
+        await self.traffic.start()
+        self._stack.push_async_callback(self.traffic.stop)
 
         self.access_log: AccessLog | None = None
         if cfg.server.access_log:
@@ -148,7 +154,7 @@ class Gateway:
             self._stack.push_async_callback(self.access_log.aclose)  # after the data plane
         proxy = Proxy(self.holder, self.upstreams, self.inflight, self.metrics,
                       cfg.server.max_body_size, cfg.server.model_peek_bytes,
-                      observer=_Fanout(self.health, self.rollout),
+                      observer=_Fanout(self.health, self.rollout, self.traffic),
                       body_timeout=cfg.server.body_timeout,
                       max_inflight=cfg.server.max_inflight,
                       recorder=combine(
@@ -176,7 +182,13 @@ class Gateway:
         self._stack.push_async_callback(self.admin_api.denied.stop)
         # Header lines up to 2 MiB reach the handler, so an oversized token is a clean
         # 401 (admin.auth caps Authorization at 8 KiB) rather than a parser's 400.
-        self._admin_runner = web.AppRunner(self.admin_api.app(), access_log=None,
+        admin_app = self.admin_api.app()
+        ConsoleApi(self.admin_api.authorize,
+                   FleetView(self.instance, cfg.state.instance_lease, self.sync.store, self.sync,
+                             lambda: self.holder.doc.generation, lambda: self.loaded.digest),
+                   self.traffic).register(admin_app.router)
+        UiFiles().register(admin_app.router)  # the operator console, GET /ui/
+        self._admin_runner = web.AppRunner(admin_app, access_log=None,
                                            shutdown_timeout=2.0, handle_signals=False,
                                            max_field_size=2 * 1024 * 1024)
         await self._admin_runner.setup()

@@ -291,6 +291,10 @@ async def test_too_little_traffic_is_inconclusive(tmp_path: Path, backends) -> N
         await asyncio.sleep(1.0)
         await load.stop()
         assert g.gw.rollout.verdicts["iris"].status == "inconclusive"
+        # the last verdicts, newest first, with their evidence (the console shows them)
+        recent = g.gw.rollout.status("iris")["recent"]
+        assert 1 < len(recent) <= 10 and recent[0]["verdict"] == "inconclusive"
+        assert recent[0]["time"] >= recent[-1]["time"] and "canary" in recent[0]["evidence"]
         assert "iris" not in g.gw.holder.doc.overrides  # neither rolled back nor promoted
         assert g.gw.holder.doc.progress["iris"]["step"] == 0
 

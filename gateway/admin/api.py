@@ -159,7 +159,11 @@ class AdminApi:
 
     # ------------------------------------------------------------------ helpers
 
-    async def _principal(self, request: web.Request, scope: str) -> Principal:
+    async def authorize(self, request: web.Request, scope: str | None) -> Principal:
+        """The caller, checked like every other call (for the console's handlers)."""
+        return await self._principal(request, scope)
+
+    async def _principal(self, request: web.Request, scope: str | None) -> Principal:
         peer = request.remote or "unknown"
         principal: Principal | None = None
         try:
@@ -172,9 +176,10 @@ class AdminApi:
                 if limited:  # 429 rather than 401; a valid token would have passed
                     raise self.limiter.refusal() from None
                 raise
-            principal.require(scope)
+            if scope is not None:  # (None: any valid token)
+                principal.require(scope)
         except ApiError as exc:
-            self._denied(request, peer, scope, principal, exc)
+            self._denied(request, peer, scope or "(any)", principal, exc)
             raise
         return principal
 

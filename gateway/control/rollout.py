@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -37,6 +38,7 @@ from gateway.state.sync import Sync
 __all__ = ["RolloutDriver"]
 
 log = logging.getLogger("killgate.rollout")
+RECENT = 10  # verdicts kept per route for GET /v1/status (the console shows them)
 
 
 class RolloutDriver:
@@ -50,6 +52,7 @@ class RolloutDriver:
         self.clock = clock
         self.stats = WindowStats()
         self.verdicts: dict[str, Verdict] = {}
+        self.recent: dict[str, deque[dict[str, Any]]] = {}  # the last verdicts, for status
         self._due: dict[str, float] = {}
         self._task: asyncio.Task[None] | None = None
         self._analysed: frozenset[str] = frozenset()
@@ -134,6 +137,9 @@ class RolloutDriver:
                           None if samples is None else samples.get(stable, Sample()),
                           rc.analysis, rc.analysis.window)
         self.verdicts[rc.name] = verdict
+        self.recent.setdefault(rc.name, deque(maxlen=RECENT)).append(
+            {"time": utc_now(), "canary": canary, "stable": stable, "verdict": verdict.status,
+             "reasons": list(verdict.reasons), "evidence": verdict.evidence})
         event(log, "analysis", route=rc.name, canary=canary, verdict=verdict.status,
               reasons=list(verdict.reasons))
         if verdict.status == "failed":
@@ -257,6 +263,7 @@ class RolloutDriver:
             out["verdict"] = v.status
             out["reasons"] = list(v.reasons)
             out["evidence"] = v.evidence
+            out["recent"] = list(reversed(self.recent.get(route, ())))  # newest first
         if prog is not None:
             step = int(prog.get("step", 0))
             out["progress"] = {**prog, "steps": steps,
