@@ -70,6 +70,7 @@ state:
   backend: redis
   url: {redis_url}
   prefix: kgbench
+  signing_key_env: KILLGATE_STATE_KEY
   snapshot_path: {tmp}/state/snap-{name}.json
 log: {{level: info, format: json}}
 routes:

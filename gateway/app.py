@@ -33,7 +33,7 @@ from gateway.dataplane.upstream import Upstreams
 from gateway.domain.audit import AuditDraft, utc_now
 from gateway.domain.overrides import identity_problems, record_config
 from gateway.domain.routing import RouteTable
-from gateway.domain.statedoc import StateDoc, plain
+from gateway.domain.statedoc import Change, StateDoc, plain
 from gateway.errors import AuditError, ConfigError, Problem, StateError
 from gateway.log import event
 from gateway.state import make_sync
@@ -229,7 +229,7 @@ class Gateway:
         assert self.sync is not None
         routes = list(loaded.config.routes)
 
-        def change(cur: StateDoc) -> StateDoc:
+        def change(cur: StateDoc) -> Change | None:
             return record_config(cur, routes, loaded.digest, utc_now())
 
         def describe(cur: StateDoc, new: StateDoc) -> AuditDraft:
