@@ -146,17 +146,17 @@ def verify_trail(events: Iterable[dict[str, Any]], head: str | None = None,
     `head`, when given, is the newest hash as anchored apart from the trail (a signed state
     document, a mirror), read before the events: it must be one of theirs, or events were
     cut off the end. A first event that does not start from 64 zeros means the events
-    before it were lost (a flushed or truncated store). With keys, the newest event must
-    carry a MAC we can check: it authenticates, through the chain, every event before it."""
+    before it were lost (a flushed or truncated store). With keys, every event after the
+    first keyed one must carry a MAC we can check (events before it: written before keyed
+    audit), and so must the newest: it authenticates, through the chain, all before it."""
     keys = keys or {}
     prev = GENESIS
-    n = macs = unkeyed = 0
+    n = macs = unkeyed = hashed = 0
     seen_head = head is None or head == GENESIS
     last_checked = False
 
     def report(brk: ChainBreak | None) -> TrailReport:
-        return TrailReport(n, n - (brk is not None and brk.index < n), macs, unkeyed,
-                           bool(keys), brk)
+        return TrailReport(n, hashed, macs, unkeyed, bool(keys), brk)
 
     for i, ev in enumerate(events):
         n = i + 1
@@ -171,10 +171,17 @@ def verify_trail(events: Iterable[dict[str, Any]], head: str | None = None,
                                              "hash (an event was deleted, inserted or reordered)"))
         if ev.get("hash") != event_hash(ev):
             return report(ChainBreak(i, eid, "hash does not match the event's content (edited)"))
+        hashed += 1
         if keys:
             problem = _mac_problem(ev, keys)
             if isinstance(problem, str):
                 return report(ChainBreak(i, eid, problem))
+            if problem is False and macs:
+                return report(ChainBreak(i, eid, (
+                    "no MAC under a key given here" + (
+                        f" (kid {str(ev['kid'])[:16]!r})" if ev.get("kid") else "") + ", after "
+                    "events that had one: re-sealed by someone without the audit key, or "
+                    "written with a key not given here")))
             last_checked = problem is None
             macs += last_checked
             unkeyed += not last_checked

@@ -155,15 +155,17 @@ def _read_file(path: Path, where: str, problems: list[Problem]) -> bytes | None:
 
 
 def read_keys(env: str | None, file: str | None, where: str,
-              resolve: Callable[[str], Path], problems: list[Problem]) -> Key | None:
+              resolve: Callable[[str], Path], problems: list[Problem],
+              exact: bool = False) -> Key | None:
     """The key named by an `_env` / `_file` pair of settings, or None when neither is set.
-    Problems are appended with their YAML path (`where` + `_env` or `_file`)."""
+    Problems are appended with their YAML path (`where` + `_env` or `_file`; `where`
+    itself when `exact`)."""
     if env:
-        secret = _read_env(env, f"{where}_env", problems)
-        path = f"{where}_env"
+        path = where if exact else f"{where}_env"
+        secret = _read_env(env, path, problems)
     elif file:
-        secret = _read_file(resolve(file), f"{where}_file", problems)
-        path = f"{where}_file"
+        path = where if exact else f"{where}_file"
+        secret = _read_file(resolve(file), path, problems)
     else:
         return None
     if secret is None:
