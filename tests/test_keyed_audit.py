@@ -192,10 +192,16 @@ async def test_the_mirror_refuses_a_forged_chain(tmp_path: Path, backends, sessi
         await wait_until(lambda: g.gw.metrics.get("killgate_audit_mirror_refused_total") == 1,
                          5, what="the refusal after a restart")
         assert mirror.read_bytes() == copied
-        # moved aside by an operator: a new mirror starts
+        # the operator restores the genuine trail (the gateway's own events since continue
+        # it) and moves the mirror aside: a new mirror starts and copies it all
+        since = events_in(redis_server)[len(genuine):]
+        assert since and since[0]["prev_hash"] == genuine[-1]["hash"]
+        rewrite(redis_server, [*genuine, *since])
         mirror.rename(tmp_path / "mirror.old.jsonl")
-        await wait_until(lambda: g.gw.sync.status()["audit"]["mirror"]["ok"], 5,
-                         what="a new mirror")
+        await wait_until(lambda: g.gw.sync.status()["audit"]["mirror"]["ok"]
+                         and mirror.exists() and len(mirror.read_text().splitlines())
+                         == len(genuine) + len(since), 5, what="a new mirror")
+        assert (await asyncio.to_thread(verify, g.admin, *KEY)).returncode == 0
 
 
 def test_verify_trail_reports_what_it_could_check() -> None:

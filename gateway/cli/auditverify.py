@@ -101,7 +101,7 @@ def _describe(r: TrailReport, keys: dict[str, bytes], source: str, head: str | N
     else:
         out.append(f"MACs checked: {r.macs} (key id(s) {', '.join(sorted(keys))} from "
                    f"{source}); without a MAC we could check: {r.unkeyed}")
-    if what == "store":
+    if what == "chain":
         out.append("anchored head: " + ("present in the trail" if head and r.brk is None
                                         else "checked" if head else
                                         "none named by the gateway (events cut off the end "
@@ -116,7 +116,7 @@ def verify(args: argparse.Namespace, fetch: Fetch) -> int:
         if args.mirror:
             events, head, what = read_mirror(Path(args.mirror)), None, "mirror"
         else:
-            (events, head), what = fetch(args), "store"
+            (events, head), what = fetch(args), "chain"
     except ConfigError as exc:
         for p in exc.problems:
             print(f"killgate: {p}", file=sys.stderr)
