@@ -274,3 +274,36 @@ async def test_unverified_snapshot_file_is_refused(tmp_path: Path, backends, ses
         assert not g.gw.sync.from_snapshot
         assert g.gw.sync.status()["verification"]["unverified"].get("snapshot") == 1
         assert "route:none" not in g.gw.holder.doc.kills
+
+
+async def test_a_push_that_would_relax_is_only_a_hint(tmp_path: Path, backends,
+                                                      redis_server: RedisServer, session) -> None:
+    """Even correctly signed (say, replayed, or during a rotation with a leaked old key),
+    a pushed document that lifts a kill is applied only if the store, re-read and
+    verified, says so; one that only adds a kill is applied from the push at once."""
+    p1 = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p1, p1, 100, 0),
+                       state=redis_state(redis_server, tmp_path))
+    async with running_gateway(cfg) as g:
+        await kill(session, g.admin, scope="route", route="iris")
+        doc = stored_doc(redis_server)
+        gen = g.gw.holder.doc.generation
+        loads = []
+        real_load = g.gw.sync.store.load
+
+        async def counted() -> Any:
+            loads.append(1)
+            return await real_load()
+
+        g.gw.sync.store.load = counted  # type: ignore[method-assign]
+        lifted = sealed({**doc, "generation": gen + 1, "kills": {}}, STATE_KEY)
+        redis_server.cmd("PUBLISH", "kgtest:events", lifted)
+        await wait_until(lambda: loads, 5, what="the store to be re-read")
+        await stays_killed(session, [g.url], 0.5)
+        assert g.gw.holder.doc.generation == gen
+        more = {**doc, "generation": gen + 1, "kills": {**doc["kills"], "global": {
+            **doc["kills"]["route:iris"], "scope": "global", "route": None}}}
+        n = len(loads)
+        redis_server.cmd("PUBLISH", "kgtest:events", sealed(more, STATE_KEY))
+        await wait_until(lambda: "global" in g.gw.holder.doc.kills, 5, what="the added kill")
+        assert len(loads) == n  # applied from the push itself

@@ -225,3 +225,16 @@ def test_verify_trail_reports_what_it_could_check() -> None:
     # a key we do not hold: not checked, and the trail is not authenticated
     r = verify_trail([a, b, c], None, {"other": b"x" * 32})
     assert r.brk is not None and r.macs == 0
+
+
+def test_a_reseed_after_lost_events_is_reported() -> None:
+    """A store restored from an older backup: the re-seed continues the older chain, but
+    names the head its instance had anchored, which the trail does not hold."""
+    a = seal({"id": "a"}, GENESIS)
+    b = seal({"id": "b"}, a["hash"])  # lost with the backup restore
+    reseed = seal({"id": "r", "action": "state.reseed", "anchored_head": b["hash"]}, a["hash"])
+    r = verify_trail([a, reseed])
+    assert r.brk is not None and r.brk.index == 1 and "store lost events" in r.brk.problem
+    # the same re-seed with the whole trail (a mirror): fine
+    reseed = seal({"id": "r", "action": "state.reseed", "anchored_head": b["hash"]}, b["hash"])
+    assert verify_trail([a, b, reseed]).brk is None

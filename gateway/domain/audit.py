@@ -152,6 +152,7 @@ def verify_trail(events: Iterable[dict[str, Any]], head: str | None = None,
     keys = keys or {}
     prev = GENESIS
     n = macs = unkeyed = hashed = 0
+    seen: set[str] = set()
     seen_head = head is None or head == GENESIS
     last_checked = False
 
@@ -187,7 +188,15 @@ def verify_trail(events: Iterable[dict[str, Any]], head: str | None = None,
             unkeyed += not last_checked
         elif "mac" in ev:
             unkeyed += 1
+        anchored = ev.get("anchored_head")
+        if (ev.get("action") == "state.reseed" and isinstance(anchored, str) and anchored
+                and anchored not in seen and anchored != prev):
+            return report(ChainBreak(i, eid, (
+                f"this re-seed names the head its instance had anchored ({anchored[:16]}…), "
+                "which is not in the trail before it: the store lost events (restored from an "
+                "older backup?); the audit mirror or a backup holds them")))
         prev = str(ev["hash"])
+        seen.add(prev)
         seen_head = seen_head or prev == head
     if not seen_head:
         return report(ChainBreak(n, "(end)", f"the trail ends before the anchored head "
