@@ -199,7 +199,7 @@ def merge_restrictive(store: StateDoc | None, mine: StateDoc) -> StateDoc:
     Every kill either side knows survives; overrides, history and identities come from
     the newer document. The generation moves past both, so every instance applies it."""
     if store is None:
-        return apply_change(mine, Change(epoch=new_epoch()), mine.generation + 1)
+        return apply_change(mine, Change(epoch=new_epoch()))
     newer, older = (mine, store) if mine.generation >= store.generation else (store, mine)
     missing = {k: f for k, f in older.kills.items() if k not in newer.kills}
     return apply_change(newer, Change(kills=missing, epoch=new_epoch()),
