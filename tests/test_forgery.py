@@ -307,3 +307,37 @@ async def test_a_push_that_would_relax_is_only_a_hint(tmp_path: Path, backends,
         redis_server.cmd("PUBLISH", "kgtest:events", sealed(more, STATE_KEY))
         await wait_until(lambda: "global" in g.gw.holder.doc.kills, 5, what="the added kill")
         assert len(loads) == n  # applied from the push itself
+
+
+async def test_migration_from_unsigned_state_keeps_only_its_kills(
+        tmp_path: Path, backends, redis_server: RedisServer, session) -> None:
+    """A store written before state signing (a plain JSON document): the first instance
+    with a key keeps its kills (they only stop traffic), not its overrides; once it has
+    seen signed state, an unsigned document's kills are not taken either."""
+    p1 = await backends(echo_app("v1"))
+    flag = {"scope": "route", "route": "iris", "version": None, "actor": "old", "reason": "r",
+            "time": "t", "generation": 7, "abort_inflight": True}
+    legacy = {"generation": 7, "epoch": "old", "kills": {"route:iris": flag},
+              "overrides": {"iris": {"stable": "v2", "weights": {"v1": 0, "v2": 100},
+                                     "actor": "old", "reason": "r", "time": "t",
+                                     "kind": "weights"}},
+              "history": {}, "identities": {}, "progress": {}}
+    redis_server.cmd("SET", "kgtest:state", json.dumps(legacy))
+    redis_server.cmd("SET", "kgtest:gen", "7")
+    cfg = write_config(tmp_path, two_versions(p1, p1, 100, 0),
+                       state=redis_state(redis_server, tmp_path))
+    async with running_gateway(cfg) as g:
+        assert set(g.gw.holder.doc.kills) == {"route:iris"}
+        assert g.gw.holder.doc.overrides == {}  # not trusted: the config governs
+        assert "route:iris" in stored_doc(redis_server)["kills"]  # now signed
+        assert g.gw.sync.status()["verification"]["unverified"]["state"] >= 1
+        assert not g.gw.sync.migrating
+        gen = g.gw.holder.doc.generation
+        redis_server.cmd("SET", "kgtest:state", json.dumps(
+            {**legacy, "generation": gen + 5, "kills": {"global": {**flag, "scope": "global",
+                                                                   "route": None}}}))
+        redis_server.cmd("SET", "kgtest:gen", str(gen + 5))
+        await wait_until(lambda: redis_server.cmd("GET", "kgtest:state").startswith("KGS1 "),
+                         5, what="the store to be re-seeded")
+        assert "global" not in g.gw.holder.doc.kills
+        assert "global" not in stored_doc(redis_server)["kills"]

@@ -22,7 +22,7 @@ from typing import Any
 
 from gateway.config import StateConfig
 from gateway.control.table import TableHolder
-from gateway.domain.audit import AuditDraft
+from gateway.domain.audit import AuditDraft, utc_now
 from gateway.domain.statedoc import Change, StateDoc, apply_change, relaxes
 from gateway.errors import AuditError, StateError, StoreConflict
 from gateway.log import event
@@ -70,11 +70,18 @@ class Sync(Writes):
         self._side_tasks: set[asyncio.Task[None]] = set()
         self._recheck: asyncio.Task[None] | None = None
         self._recheck_again = False
+        self._seen_signed = False
         store.listen(self._pushed)
 
     @property
     def acks(self) -> dict[str, int]:
         return self.peers.acks
+
+    @property
+    def migrating(self) -> bool:
+        """Neither our snapshot nor the store has shown us a signed document yet: the one
+        time a re-seed may keep the kills of an unsigned (pre-signing) document."""
+        return self.keys.enabled and not self.snapshot.signed and not self._seen_signed
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -123,6 +130,8 @@ class Sync(Writes):
     # ------------------------------------------------------------------ applying
 
     def _apply(self, doc: StateDoc) -> bool:
+        """Adopt a verified document (ours, pushed or loaded) if it is newer."""
+        self._seen_signed = True
         if not self.holder.apply_doc(doc):
             return False
         self.metrics.set("killgate_state_generation", doc.generation)
@@ -202,6 +211,8 @@ class Sync(Writes):
 
     def _judge(self, got: Loaded) -> None:
         """Report what the store holds that we refuse."""
+        if got.doc is not None:
+            self._seen_signed = True
         if got.problem is not None:
             self.tamper.note("state", got.problem)
             self.last_error = f"refused the stored state: {got.problem}"
@@ -228,7 +239,7 @@ class Sync(Writes):
         """The store lost its state (restart without persistence, FLUSHALL, an old backup)
         or holds one we refuse: write the restrictive merge of what we know."""
         store_doc = got.doc if got.trusted else None
-        if got.legacy is not None and not self.snapshot.signed:
+        if got.legacy is not None and self.migrating:
             # Migration from unsigned state: its kills are kept (they only stop traffic);
             # its overrides, history and identities are not trusted.
             kills = {k: f for k, f in got.legacy.kills.items() if k not in mine.kills}
@@ -237,9 +248,9 @@ class Sync(Writes):
         merged = merge_restrictive(store_doc, mine)
         why = ("empty" if got.empty else "refused" if got.problem is not None
                else "generation key disagrees" if not got.trusted else "older")
-        if got.empty and mine.audit_head and self.trail_lost is None:
+        if got.empty and mine.audit_head:
             self.trail_lost = {"anchored_head": mine.audit_head, "generation": mine.generation,
-                               "time": time.time()}
+                               "time": utc_now()}
             self.metrics.inc("killgate_audit_trail_lost_total")
             event(log, "audit_trail_lost", logging.ERROR, anchored_head=mine.audit_head,
                   action="the store lost its audit trail: the re-seed continues the chain from "
