@@ -18,6 +18,7 @@ import contextlib
 import logging
 import random
 import time
+from collections.abc import Callable
 from typing import Any
 
 from gateway.config import StateConfig
@@ -71,6 +72,8 @@ class Sync(Writes):
         self._recheck: asyncio.Task[None] | None = None
         self._recheck_again = False
         self._seen_signed = False
+        #: told about every audited change this instance commits (outgoing events)
+        self.committed: list[Callable[[dict[str, Any], StateDoc], None]] = []
         store.listen(self._pushed)
 
     @property

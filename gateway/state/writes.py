@@ -38,6 +38,7 @@ class Writes:
     metrics: Metrics
     cfg: StateConfig
     synced_once: bool
+    committed: list[Callable[[dict[str, Any], StateDoc], None]]
     _write_lock: asyncio.Lock
 
     # provided by Sync
@@ -106,12 +107,22 @@ class Writes:
                 if ev is not None:
                     new = new.with_changes(audit_head=ev["hash"])
                 self.metrics.inc("killgate_audit_records_total")
+                self._tell(ev, new)
                 if self._apply(new):
                     # ack and snapshot in the background: the receipt counts us already
                     self._spawn(self._after_apply(new))
                 await self._durable(new.generation)
                 return new, ev
             raise StoreConflict("the state kept changing; try again")
+
+    def _tell(self, ev: dict[str, Any] | None, new: StateDoc) -> None:
+        """Side channels (events) hear of a committed change; they never fail the write."""
+        for fn in self.committed:
+            if ev is not None:
+                try:
+                    fn(ev, new)
+                except Exception as exc:  # noqa: BLE001 - the change is committed already
+                    event(log, "commit_listener_failed", logging.ERROR, error=repr(exc))
 
     async def append_audit(self, draft: AuditDraft) -> dict[str, Any] | None:
         """Append an audit event without changing the state (same generation, same doc).
