@@ -158,11 +158,19 @@ async def test_a_flushed_store_is_reported_and_the_mirror_holds_everything(
 
 
 async def test_the_mirror_refuses_a_forged_chain(tmp_path: Path, backends, session,
-                                                 redis_server: RedisServer) -> None:
+                                                 redis_server: RedisServer,
+                                                 monkeypatch) -> None:
+    from tests.test_events import HOOK_SECRET, Receiver
+
+    monkeypatch.setenv("KILLGATE_TEST_HOOK_SECRET", HOOK_SECRET)
+    hook = Receiver()
+    hport = await backends(hook.app())
     p = await backends(echo_app("v1"))
     mirror = tmp_path / "mirror.jsonl"
     cfg = write_config(tmp_path, two_versions(p, p), state=redis_state(
-        redis_server, tmp_path, extra=f"  audit_mirror: {mirror}\n"))
+        redis_server, tmp_path, extra=f"  audit_mirror: {mirror}\n"), extra=(
+        f"events:\n  webhooks:\n    - {{url: 'http://127.0.0.1:{hport}/hook', "
+        "secret_env: KILLGATE_TEST_HOOK_SECRET, events: [audit.mirror_refused]}\n"))
     async with running_gateway(cfg) as g:
         await actions(session, g.admin, 2)
         genuine = events_in(redis_server)
@@ -177,6 +185,10 @@ async def test_the_mirror_refuses_a_forged_chain(tmp_path: Path, backends, sessi
         st = g.gw.sync.status()["audit"]["mirror"]
         assert not st["ok"] and "no MAC" in st["refused"]["problem"]
         assert g.gw.metrics.get("killgate_audit_mirror_ok") == 0
+        await wait_until(lambda: hook.events(), 5, what="the webhook event")
+        sent = hook.events()
+        assert [e["event"] for e in sent] == ["killgate.audit.mirror_refused"]
+        assert sent[0]["trigger"] == "automatic" and "no MAC" in sent[0]["reason"]
         # 2. the whole stream edited, re-sealed and rewritten; a genuine kill after it
         rewrite(redis_server, resealed([genuine[0], {**genuine[1], "reason": "x"},
                                         *genuine[2:]], 1))
