@@ -12,6 +12,7 @@ import asyncio
 import logging
 import os
 import socket
+import uuid
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -37,7 +38,7 @@ from gateway.dataplane.upstream import Upstreams
 from gateway.domain.audit import AuditDraft, utc_now
 from gateway.domain.overrides import identity_problems, record_config
 from gateway.domain.routing import RouteTable
-from gateway.domain.statedoc import StateDoc, plain
+from gateway.domain.statedoc import Change, StateDoc, plain
 from gateway.errors import AuditError, ConfigError, Problem, StateError
 from gateway.log import event
 from gateway.state import make_sync
@@ -120,7 +121,8 @@ class Gateway:
         self._stack.push_async_callback(self.upstreams.close)
         self.holder.listen(self._on_table)
 
-        self.sync = make_sync(self.loaded, self.holder, self.metrics, self.instance)
+        self.sync = make_sync(self.loaded, self.holder, self.metrics, self.instance,
+                              alarm=self._mirror_alarm)
         self.events = EventSink(self.metrics, lambda: self.loaded.config, self.loaded.resolve,
                                 self.instance)
         self.sync.committed.append(self.events.committed)  # every audited change, posted
@@ -217,6 +219,15 @@ class Gateway:
         """Each route's effective weights now (percent), for killgate_split_*."""
         return {p.name: p.effective_weights() for p in self.holder.table.routes}
 
+    def _mirror_alarm(self, alarm: dict[str, Any]) -> None:
+        """The audit mirror refused to continue: tell the webhooks (events.py's shape)."""
+        events = getattr(self, "events", None)
+        if events is not None:
+            events.committed({
+                "id": uuid.uuid4().hex, "time": utc_now(), "action": "audit.mirror_refused",
+                "actor": "killgate/auto", "target": {"mirror": alarm.get("path")},
+                "reason": str(alarm.get("problem", "")), "after": alarm}, self.holder.doc)
+
     def _on_table(self, old: RouteTable, new: RouteTable) -> None:
         """A new snapshot is live: cut in-flight responses that a new kill covers."""
         before = old.doc.kills
@@ -265,7 +276,7 @@ class Gateway:
         assert self.sync is not None
         routes = list(loaded.config.routes)
 
-        def change(cur: StateDoc) -> StateDoc:
+        def change(cur: StateDoc) -> Change | None:
             return record_config(cur, routes, loaded.digest, utc_now())
 
         def describe(cur: StateDoc, new: StateDoc) -> AuditDraft:

@@ -23,8 +23,8 @@ from gateway.config_telemetry import AlertmanagerConfig
 from gateway.domain import alerting
 from gateway.domain.alerting import Alert, BadPayload, Intent, Notification
 from gateway.domain.audit import AuditDraft, clean_text, utc_now
-from gateway.domain.statedoc import StateDoc, kill_key
-from gateway.errors import ApiError, StateError
+from gateway.domain.statedoc import Change, StateDoc, apply_change, kill_key
+from gateway.errors import ApiError, DomainError, StateError
 from gateway.log import event
 from gateway.telemetry.metrics import Metrics
 
@@ -32,14 +32,14 @@ __all__ = ["AlertReceiver"]
 
 log = logging.getLogger("killgate.alerts")
 
-Change = Callable[[StateDoc], StateDoc]
+ChangeFn = Callable[[StateDoc], Change | None]
 Describe = Callable[[StateDoc, StateDoc], AuditDraft]
 
 
 class Writer(Protocol):
     """What the receiver needs of `state.sync.Sync`."""
 
-    async def write(self, change: Change, describe: Describe) -> tuple[StateDoc, dict[str, Any] | None]: ...
+    async def write(self, change: ChangeFn, describe: Describe) -> tuple[StateDoc, dict[str, Any] | None]: ...
 
     async def append_audit(self, draft: AuditDraft) -> dict[str, Any] | None: ...
 
@@ -140,7 +140,7 @@ class AlertReceiver:
                 return await self._observe(entry, want, change, actor, reason, evidence, rid,
                                            peer)
             return await self._act(entry, want, change, actor, reason, evidence, rid, peer)
-        except ApiError as exc:  # refused by the change itself (no previous stable, ...)
+        except (ApiError, DomainError) as exc:  # refused by the change (no previous stable, ...)
             await self._release(key)
             entry.update(outcome="refused", message=exc.message)
             event(log, "alert_refused", logging.WARNING, receiver=note.receiver,
@@ -150,7 +150,7 @@ class AlertReceiver:
             await self._release(key)  # not applied: Alertmanager's retry may act
             raise
 
-    async def _act(self, entry: dict[str, Any], want: Intent, change: Change, actor: str,
+    async def _act(self, entry: dict[str, Any], want: Intent, change: ChangeFn, actor: str,
                    reason: str, evidence: dict[str, Any], rid: str,
                    peer: str) -> dict[str, Any]:
         def describe(cur: StateDoc, new: StateDoc) -> AuditDraft:
@@ -170,12 +170,13 @@ class AlertReceiver:
               generation=new.generation)
         return entry
 
-    async def _observe(self, entry: dict[str, Any], want: Intent, change: Change, actor: str,
+    async def _observe(self, entry: dict[str, Any], want: Intent, change: ChangeFn, actor: str,
                        reason: str, evidence: dict[str, Any], rid: str,
                        peer: str) -> dict[str, Any]:
         cur = self.doc()
-        new = change(cur)
-        would = new is not cur
+        ch = change(cur)
+        would = ch is not None
+        new = apply_change(cur, ch) if ch is not None else cur
         draft = AuditDraft(actor, f"alert.observe.{want.action}", want.target or {},
                            f"observe mode, nothing changed; would have: {want.message} "
                            f"({reason})", _what(cur, want), _what(new, want), rid, peer,
@@ -206,17 +207,17 @@ def _reason(alert: Alert) -> str:
     return clean_text(f"alert {name} firing" + (f": {text}" if text else ""), 1024)
 
 
-def _change(want: Intent, config: Config, actor: str, reason: str) -> Change:
+def _change(want: Intent, config: Config, actor: str, reason: str) -> ChangeFn:
     assert want.route is not None
     route, version = want.route, want.version
     if want.action == "kill":
-        def kill(cur: StateDoc) -> StateDoc:
+        def kill(cur: StateDoc) -> Change | None:
             return alerting.kill(cur, route, version, actor, reason, utc_now())
         return kill
     rc = config.route(route)
     assert rc is not None  # (intent checked it)
 
-    def rollback(cur: StateDoc) -> StateDoc:
+    def rollback(cur: StateDoc) -> Change | None:
         return alerting.rollback(cur, rc, version, actor, reason, utc_now())
     return rollback
 

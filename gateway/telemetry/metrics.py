@@ -50,6 +50,17 @@ HELP: dict[str, tuple[str, str]] = {
     "killgate_audit_records_total": ("counter", "Audit events appended."),
     "killgate_audit_mirror_failures_total": ("counter", "Failed attempts to copy the audit "
                                                         "trail to the mirror file."),
+    "killgate_state_unverified_total": ("counter", "Values from the state store refused: "
+                                                   "unsigned, badly signed or malformed "
+                                                   "(documents, pushes, acks, ...), by kind."),
+    "killgate_state_previous_key_total": ("counter", "Values verified only with the previous "
+                                                     "signing key (a rotation's overlap)."),
+    "killgate_audit_mirror_refused_total": ("counter", "Times the audit mirror refused events "
+                                                       "that do not continue its last line."),
+    "killgate_audit_mirror_ok": ("gauge", "0 while the audit mirror refuses to continue "
+                                          "(alert on it)."),
+    "killgate_audit_trail_lost_total": ("counter", "Times the store was found without the "
+                                                   "audit trail this instance had anchored."),
     "killgate_auth_failures_total": ("counter", "Admin requests refused by authentication or "
                                                 "authorization."),
     "killgate_audit_denied_failures_total": ("counter", "Failed attempts to write denied admin "
