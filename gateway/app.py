@@ -17,6 +17,8 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway import __version__
+from gateway.admin import tracing as admin_tracing
 from gateway.admin.api import AdminApi
 from gateway.admin.auth import Authenticator
 from gateway.config import parse_listen
@@ -39,6 +41,8 @@ from gateway.log import event
 from gateway.state import make_sync
 from gateway.state.sync import Sync
 from gateway.telemetry.metrics import Metrics
+from gateway.telemetry.otelenv import resolve as otel_settings
+from gateway.telemetry.tracing import Tracing
 
 __all__ = ["Gateway", "bind_socket"]
 
@@ -74,6 +78,7 @@ class Gateway:
         self.reuse_port = reuse_port
         self.ports = ports
         self.metrics = Metrics()
+        self.tracing = Tracing(None)
         self.holder = TableHolder(loaded)
         self.inflight = Inflight()
         self.draining = False
@@ -106,6 +111,10 @@ class Gateway:
         cfg = self.loaded.config
         event(log, "phase", phase="config", digest=self.loaded.digest,
               routes=len(cfg.routes), instance=self.instance)
+        # first in, last out: spans of the final requests and admin calls still export
+        self.tracing = await self._stack.enter_async_context(Tracing(
+            otel_settings(cfg.telemetry, os.environ), self.instance, __version__))
+        self.tracing.register(self.metrics)
         self.upstreams = Upstreams(cfg.server.max_connections_per_backend,
                                    cfg.server.max_pending_per_backend)
         self._stack.push_async_callback(self.upstreams.close)
@@ -133,7 +142,8 @@ class Gateway:
                       cfg.server.max_body_size, cfg.server.model_peek_bytes,
                       observer=_Fanout(self.health, self.rollout),
                       body_timeout=cfg.server.body_timeout,
-                      max_inflight=cfg.server.max_inflight)
+                      max_inflight=cfg.server.max_inflight,
+                      tracer=self.tracing.requests)
         server = GuardedServer(proxy, header_timeout=cfg.server.header_timeout,
                                send_timeout=cfg.server.send_timeout,
                                max_connections=cfg.server.max_connections,
@@ -156,7 +166,8 @@ class Gateway:
         self._stack.push_async_callback(self.admin_api.denied.stop)
         # Header lines up to 2 MiB reach the handler, so an oversized token is a clean
         # 401 (admin.auth caps Authorization at 8 KiB) rather than a parser's 400.
-        self._admin_runner = web.AppRunner(self.admin_api.app(), access_log=None,
+        admin_app = self.admin_api.app((admin_tracing.middleware(self.tracing.admin),))
+        self._admin_runner = web.AppRunner(admin_app, access_log=None,
                                            shutdown_timeout=2.0, handle_signals=False,
                                            max_field_size=2 * 1024 * 1024)
         await self._admin_runner.setup()

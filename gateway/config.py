@@ -21,6 +21,8 @@ from pydantic import (
     model_validator,
 )
 
+from gateway.config_telemetry import TelemetryConfig
+
 __all__ = [
     "AdminConfig",
     "AnalysisConfig",
@@ -392,6 +394,7 @@ class Config(_Model):
     state: StateConfig = Field(default_factory=StateConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
     log: LogConfig = Field(default_factory=LogConfig)
+    telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)  # CONTRACT §5.1
     routes: list[RouteConfig] = Field(min_length=1)
 
     def route(self, name: str) -> RouteConfig | None:

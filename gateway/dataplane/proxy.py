@@ -25,6 +25,7 @@ from gateway.dataplane.headers import ambiguous_path, request_head, response_hea
 from gateway.dataplane.inflight import Aborted, Handle, Inflight
 from gateway.dataplane.jsonpeek import Ambiguous, ModelField, find_model, rewrite_model
 from gateway.dataplane.retry import RetryBudget, retryable
+from gateway.dataplane.spans import AttemptSpan, RequestSpan, RequestTracer
 from gateway.dataplane.upstream import Exchange, Upstreams
 from gateway.domain.routing import FAILOVER, FALLBACK, KILLED, Choice, RoutePlan, RouteTable, Target
 from gateway.errors import UpstreamClosed, UpstreamError, UpstreamOverflow, UpstreamTimeout
@@ -68,8 +69,10 @@ class Proxy:
     def __init__(self, holder: TableSource, upstreams: Upstreams, inflight: Inflight,
                  metrics: Metrics, max_body: int, peek_bytes: int,
                  observer: Observer | None = None, scheme: str = "http",
-                 body_timeout: float = 30.0, max_inflight: int = 10_000) -> None:
+                 body_timeout: float = 30.0, max_inflight: int = 10_000,
+                 tracer: RequestTracer | None = None) -> None:
         self.max_inflight = max_inflight
+        self.tracer = tracer  # None: tracing off, and the request path never looks further
         self.bodies = BodyReader(max_body, peek_bytes, body_timeout)
         self.holder = holder
         self.upstreams = upstreams
@@ -98,14 +101,22 @@ class Proxy:
             return self._error(503, "overloaded", "this gateway is at its limit of requests "
                                "in flight; retry shortly", extra_headers={"retry-after": "1"})
         inflight.count += 1
+        span = None if self.tracer is None else self.tracer.begin(request)
         try:
-            return await self._handle(request, self.holder.table)
+            resp = await self._handle(request, self.holder.table, span)
         except BodyTimeout:
-            return self._error(408, "request_timeout",
+            resp = self._error(408, "request_timeout",
                                f"the request body stalled for {self.bodies.timeout:g}s",
                                extra_headers={"connection": "close"})
+        except BaseException:
+            if span is not None:
+                span.finish(None)
+            raise
         finally:
             inflight._done()
+        if span is not None:
+            span.finish(resp)
+        return resp
 
     # ------------------------------------------------------------------ responses
 
@@ -146,7 +157,8 @@ class Proxy:
 
     # ------------------------------------------------------------------ request path
 
-    async def _handle(self, request: web.BaseRequest, table: RouteTable) -> web.StreamResponse:
+    async def _handle(self, request: web.BaseRequest, table: RouteTable,
+                      span: RequestSpan | None) -> web.StreamResponse:
         headers = request.headers
         if request.version < HttpVersion11 and hdrs.TRANSFER_ENCODING in headers:
             return self._error(400, "bad_request",
@@ -193,6 +205,8 @@ class Proxy:
                                plan.name)
         sticky = headers.get(plan.sticky_header) if plan.sticky_header else None
         choice = plan.choose(sticky, pin, self.rand)
+        if span is not None:
+            _trace_choice(span, plan, choice, model, path)
         if choice[0] is None:
             return self._unavailable(plan, choice.decision)
         # Small bodies are read up front: a request not yet delivered can move versions.
@@ -205,10 +219,10 @@ class Proxy:
                     return self._error(413, "body_too_large",
                                        f"the request body exceeds {self.bodies.max_body} bytes",
                                        plan.name)
-        return await self._forward(request, plan, choice, prefix, field, cl)
+        return await self._forward(request, plan, choice, prefix, field, cl, span)
 
     def _head(self, request: web.BaseRequest, target: Target, host_header: bytes,
-              length: int | None) -> bytes:
+              length: int | None, traceparent: bytes | None = None) -> bytes:
         first = b"%s %s%s HTTP/1.1\r\nhost: %s\r\n" % (
             request.method.encode(), target.path_bytes, request.raw_path.encode("latin-1"),
             host_header)
@@ -217,11 +231,14 @@ class Proxy:
             (request.remote or "unknown").encode(), self.scheme_b)
         if host:
             fwd += b"x-forwarded-host: %s\r\n" % host.encode("latin-1")
+        if traceparent is not None:  # ours replaces the client's: the backend joins our span
+            fwd += b"traceparent: %s\r\n" % traceparent
+            return request_head(first, request.raw_headers, fwd, length, traced=True)
         return request_head(first, request.raw_headers, fwd, length)
 
     async def _forward(self, request: web.BaseRequest, plan: RoutePlan, choice: Choice,
                        prefix: bytes | None, field: ModelField | None,
-                       cl: int | None) -> web.StreamResponse:
+                       cl: int | None, span: RequestSpan | None) -> web.StreamResponse:
         rc = plan.config
         timeouts = rc.timeouts
         loop = self.loop
@@ -259,10 +276,12 @@ class Proxy:
                     send_body = self.bodies.chain(body or b"", request, len(prefix or b""))
                 handle.version = target.name
                 started = loop.time()
+                att = None if span is None else span.attempt(plan.name, target.name,
+                                                             target.url, request.method)
                 try:
                     ex = await self._exchange(request, target, handle, send_body, length,
                                               deadline, timeouts.connect, timeouts.idle,
-                                              complete)
+                                              complete, att)
                 except BodyTooLarge:
                     return self._error(413, "body_too_large",
                                        f"the request body exceeds {self.bodies.max_body} bytes",
@@ -273,11 +292,19 @@ class Proxy:
                                        plan.name, target.name, decision,
                                        extra_headers={"connection": "close"})
                 except Aborted as exc:
+                    if span is not None:
+                        _trace_abort(span, att, target, exc)
                     return self._unavailable_killed(plan, target, exc)
                 except UpstreamError as exc:
                     self._count_error(plan, target, exc, started)
                     last = exc
+                    if att is not None:
+                        att.failed(exc.kind())
+                    if span is not None:
+                        self._trace_ejection(span, plan, target)
                     if handle.aborted is not None:
+                        if span is not None:
+                            _trace_abort(span, None, target, handle.aborted)
                         return self._unavailable_killed(plan, target, handle.aborted)
                     if targets is None:
                         targets = plan.failover_for(target.name)
@@ -293,6 +320,11 @@ class Proxy:
                     # Nothing reached that backend: try the next version.
                     if attempt >= len(targets):
                         break
+                    if span is not None:
+                        span.event("killgate.failover", {
+                            "killgate.failover.from": target.name,
+                            "killgate.failover.to": targets[attempt].name,
+                            "killgate.failover.cause": exc.kind()})
                     target = targets[attempt]
                     attempt += 1
                     decision = FAILOVER
@@ -311,6 +343,12 @@ class Proxy:
                         if self.observer is not None:
                             self.observer.outcome(plan.name, target.name, "5xx",
                                                   loop.time() - started)
+                        if span is not None:
+                            self._trace_ejection(span, plan, target)
+                            span.event("killgate.failover", {
+                                "killgate.failover.from": target.name,
+                                "killgate.failover.to": targets[attempt].name,
+                                "killgate.failover.cause": str(ex.status)})
                         self.metrics.inc("killgate_retries_total", (plan.name, str(ex.status)),
                                          label_names=("route", "cause"))
                         retries += 1
@@ -319,8 +357,9 @@ class Proxy:
                         decision = FAILOVER
                         continue
                 if ex.complete and request.method != "HEAD":
-                    return self._complete(request, plan, target, decision, ex, started)
-                return await self._respond(request, plan, target, decision, ex, handle, started)
+                    return self._complete(request, plan, target, decision, ex, started, span)
+                return await self._respond(request, plan, target, decision, ex, handle, started,
+                                           span)
             if plan.fallback is not None:
                 return self._unavailable(plan, FALLBACK)
             assert last is not None
@@ -329,10 +368,14 @@ class Proxy:
             handles.discard(handle)
 
     def _complete(self, request: web.BaseRequest, plan: RoutePlan, target: Target,
-                  decision: str, ex: Exchange, started: float) -> web.StreamResponse:
+                  decision: str, ex: Exchange, started: float,
+                  span: RequestSpan | None = None) -> web.StreamResponse:
         """The fast path: the whole answer has arrived; hand it back in one write."""
         status = ex.status
         body = ex.take_body()
+        if span is not None:
+            span.answered(status, plan.name, target.name, decision)
+            span.body(body)
         raw = ex.headers
         ex.release()
         key = (plan.name, target.name, decision, status)
@@ -368,9 +411,10 @@ class Proxy:
     async def _exchange(self, request: web.BaseRequest, target: Target, handle: Handle,
                         body: bytes | AsyncIterator[bytes] | None, length: int | None,
                         deadline: float, connect: float, idle: float,
-                        replayable: bool) -> Exchange:
+                        replayable: bool, att: AttemptSpan | None = None) -> Exchange:
         pool = self.upstreams.pools.get(target.origin) or self.upstreams.pool(target.origin)
-        head = self._head(request, target, pool.host_header, length)
+        head = self._head(request, target, pool.host_header, length,
+                          None if att is None else att.traceparent)
         for _ in range(2):
             ex, reused = await pool.acquire(connect)
             if handle.aborted is not None:
@@ -381,6 +425,8 @@ class Proxy:
             try:
                 await ex.send(head, body, chunked=length is None)
                 await ex.read_head()
+                if att is not None:
+                    att.answered(ex.status)
                 return ex
             except UpstreamClosed:
                 ex.release()
@@ -408,6 +454,13 @@ class Proxy:
             self.observer.outcome(plan.name, target.name, "overflow",
                                   self.loop.time() - started)
 
+    def _trace_ejection(self, span: RequestSpan, plan: RoutePlan, target: Target) -> None:
+        """This attempt's outcome got its version ejected (outlier detection acts at once)."""
+        key = (plan.name, target.name)
+        if key in self.holder.table.unhealthy and target.name not in plan.excluded:
+            span.event("killgate.ejection", {"killgate.version": target.name,
+                                             "killgate.ejection.cause": "outlier"})
+
     def _unavailable_killed(self, plan: RoutePlan, target: Target, why: Aborted) -> web.Response:
         self.metrics.inc("killgate_inflight_aborted_total", (plan.name,), label_names=("route",))
         if why.scope == "version":
@@ -433,7 +486,7 @@ class Proxy:
 
     async def _respond(self, request: web.BaseRequest, plan: RoutePlan, target: Target,
                        decision: str, ex: Exchange, handle: Handle,
-                       started: float) -> web.StreamResponse:
+                       started: float, span: RequestSpan | None = None) -> web.StreamResponse:
         out = response_multidict(ex.headers)
         out["x-killgate-route"] = plan.name
         out["x-killgate-version"] = target.name
@@ -458,11 +511,15 @@ class Proxy:
             resp.enable_chunked_encoding()
         await resp.prepare(request)
         tail = b""  # SSE: bytes of an event not yet complete, held back
+        first = span is not None
         try:
             while True:
                 data = await ex.read()
                 if not data:
                     break
+                if first and span is not None:
+                    first = False
+                    span.first_chunk(data)
                 if sse:
                     data = tail + data
                     cut = max(data.rfind(b"\n\n"), data.rfind(b"\r\n\r\n"))
@@ -476,6 +533,10 @@ class Proxy:
             ex.release()
             why = handle.aborted
             kind = "killed" if why is not None else "upstream_failed"
+            if span is not None:
+                if why is not None:
+                    _trace_abort(span, None, target, why)
+                span.stream_failed(kind)
             if why is not None:
                 self.metrics.inc("killgate_inflight_aborted_total", (plan.name,),
                                  label_names=("route",))
@@ -503,6 +564,49 @@ class Proxy:
                                   self.loop.time() - started)
         await resp.write_eof()
         return resp
+
+
+def _trace_choice(span: RequestSpan, plan: RoutePlan, choice: Choice, model: str | None,
+                  path: str) -> None:
+    """Events for a routing decision shaped by a kill, an ejection or an empty route."""
+    decision = choice.decision
+    if decision == KILLED:
+        span.event("killgate.kill", {"killgate.kill.scope": plan.killed or "route"})
+        if plan.fallback is not None:
+            span.event("killgate.fallback", {"http.response.status_code": plan.fallback.status})
+    elif decision == FAILOVER and choice.target is not None:
+        span.event("killgate.failover", {"killgate.failover.to": choice.target.name,
+                                         "killgate.failover.cause": "excluded"})
+    if decision in (FAILOVER, FALLBACK):
+        for version, why in plan.excluded.items():
+            if why == "killed":
+                span.event("killgate.kill", {"killgate.kill.scope": "version",
+                                             "killgate.version": version})
+            else:
+                span.event("killgate.ejection", {"killgate.version": version,
+                                                 "killgate.ejection.cause": why})
+    target = choice.target
+    if model is not None or (target is not None and target.model):
+        span.model(target.model if target is not None and target.model else model,
+                   _genai_operation(path))
+
+
+def _genai_operation(path: str) -> str | None:
+    if path.endswith("/chat/completions"):
+        return "chat"
+    if path.endswith("/completions"):
+        return "text_completion"
+    if path.endswith("/embeddings"):
+        return "embeddings"
+    return None
+
+
+def _trace_abort(span: RequestSpan, att: AttemptSpan | None, target: Target,
+                 why: Aborted) -> None:
+    if att is not None:
+        att.failed("killed")
+    span.event("killgate.kill", {"killgate.kill.scope": why.scope,
+                                 "killgate.version": target.name, "killgate.inflight": 1})
 
 
 def _sent(keep_alive: bool) -> web.StreamResponse | None:

@@ -40,6 +40,11 @@ _HELP: dict[str, tuple[str, str]] = {
                                                        "for server.send_timeout."),
     "killgate_upstream_health": ("gauge", "1 when a version passes its health checks."),
     "killgate_upstream_ejections_total": ("counter", "Versions ejected by outlier detection."),
+    "killgate_otel_exported_total": ("counter", "Spans (or metric batches) the OTLP collector "
+                                                "accepted, by signal."),
+    "killgate_otel_dropped_total": ("counter", "Spans (or metric batches) lost on the way to "
+                                               "the OTLP collector, by signal and reason "
+                                               "(queue_full, export_failed)."),
 }
 
 
