@@ -368,3 +368,17 @@ async def test_a_broken_collector_never_slows_or_fails_a_request(
     finally:
         if broken is not None:
             await broken.stop()
+
+
+def test_a_traced_request_head_carries_our_traceparent_only() -> None:
+    """dataplane/headers.request_head(traced=True): the client's traceparent is replaced
+    (whatever its case or count), tracestate passes through."""
+    from gateway.dataplane.headers import request_head
+
+    raw = [(b"TraceParent", b"00-aa-bb-01"), (b"traceparent", b"dup"), (b"tracestate", b"v=1")]
+    ours = b"traceparent: 00-%s-%s-01\r\n" % (b"1" * 32, b"2" * 16)
+    head = request_head(b"GET / HTTP/1.1\r\nhost: b\r\n", raw, ours, 0, traced=True)
+    assert head.lower().count(b"traceparent") == 1 and ours in head
+    assert b"tracestate: v=1\r\n" in head
+    plain = request_head(b"GET / HTTP/1.1\r\nhost: b\r\n", raw, b"", 0)
+    assert b"TraceParent: 00-aa-bb-01\r\n" in plain  # off: forwarded as today
