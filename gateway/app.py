@@ -42,6 +42,7 @@ from gateway.state import make_sync
 from gateway.state.sync import Sync
 from gateway.telemetry.metrics import Metrics
 from gateway.telemetry.otelenv import resolve as otel_settings
+from gateway.telemetry.otlpmetrics import OtlpMetrics
 from gateway.telemetry.tracing import Tracing
 
 __all__ = ["Gateway", "bind_socket"]
@@ -115,6 +116,9 @@ class Gateway:
         self.tracing = await self._stack.enter_async_context(Tracing(
             otel_settings(cfg.telemetry, os.environ), self.instance, __version__))
         self.tracing.register(self.metrics)
+        otlp = await self._stack.enter_async_context(OtlpMetrics(
+            self.tracing.settings, self.metrics.registry.collect, self.instance, __version__))
+        otlp.register(self.metrics)
         self.upstreams = Upstreams(cfg.server.max_connections_per_backend,
                                    cfg.server.max_pending_per_backend)
         self._stack.push_async_callback(self.upstreams.close)

@@ -12,10 +12,8 @@ the async context manager the composition root enters (built with no settings: o
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import re
-import threading
 import time
 from collections.abc import Mapping
 from random import getrandbits
@@ -23,7 +21,6 @@ from typing import Any
 
 from aiohttp import web
 from opentelemetry import trace
-from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON
@@ -33,6 +30,7 @@ from opentelemetry.trace import Span as OtelSpan
 from gateway.dataplane.spans import IncomingRequest
 from gateway.log import event
 from gateway.telemetry.metrics import Metrics
+from gateway.telemetry.otelcommon import in_daemon_thread, resource
 from gateway.telemetry.otelenv import OtelSettings
 from gateway.telemetry.spanqueue import BoundedProcessor, ExportCounts
 from gateway.telemetry.w3c import parse_traceparent, trace_id_hex
@@ -351,13 +349,9 @@ class Tracing:
             return self
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-        attrs: dict[str, Any] = {"service.instance.id": self.instance}
-        if self.version:
-            attrs["service.version"] = self.version
-        if s.service_name is not None:
-            attrs["service.name"] = s.service_name
         ids = _Ids()
-        provider = TracerProvider(sampler=ALWAYS_ON, resource=Resource.create(attrs),
+        provider = TracerProvider(sampler=ALWAYS_ON,
+                                  resource=resource(s, self.instance, self.version),
                                   id_generator=ids, shutdown_on_exit=False)
         provider.add_span_processor(BoundedProcessor(
             OTLPSpanExporter(endpoint=s.traces_endpoint), s.max_queue, s.max_batch,
@@ -376,25 +370,11 @@ class Tracing:
         self.admin = _NoAdminSpans()
         if provider is None:
             return
-        # The last export may stall on a stalled collector: it runs on a daemon thread and
-        # shutdown waits for it a bounded time (a daemon thread cannot hold the exit up).
-        done = asyncio.get_running_loop().create_future()
-
-        def close() -> None:
-            try:
-                provider.shutdown()
-            finally:
-                with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
-                    done.get_loop().call_soon_threadsafe(_resolve, done)
-
-        threading.Thread(target=close, name="killgate-otel-shutdown", daemon=True).start()
+        # The last export may stall on a stalled collector: shutdown waits for it a
+        # bounded time, and the daemon thread it runs on cannot hold the exit up.
         try:
-            await asyncio.wait_for(asyncio.shield(done), SHUTDOWN_WAIT)
+            await asyncio.wait_for(in_daemon_thread(provider.shutdown, "killgate-otel-shutdown"),
+                                   SHUTDOWN_WAIT)
         except TimeoutError:
             event(log, "tracing_shutdown_timeout", logging.WARNING, seconds=SHUTDOWN_WAIT)
-
-
-def _resolve(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
-        fut.set_result(None)
 
