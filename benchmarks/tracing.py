@@ -8,9 +8,9 @@ alternating the variants (a shared 2-vCPU machine drifts between runs, not withi
 * `without` — the source tree before tracing was added (`git merge-base HEAD main`, or
   `--without REV`), checked out in a temporary worktree and run with this venv;
 * `off` — this tree, no `telemetry:` section (the request path holds no tracer);
-* `1%` / `100%` — this tree, `telemetry.otlp_endpoint` at `benchmarks/otlp_sink.py` (its own
-  process, CPU 1) and `traces.sample_ratio` 0.01 / 1.0 (OTLP metrics off, to measure
-  tracing alone).
+* `0%` / `1%` / `100%` — this tree, `telemetry.otlp_endpoint` at `benchmarks/otlp_sink.py`
+  (its own process, CPU 1) and `traces.sample_ratio` 0 / 0.01 / 1.0 (OTLP metrics off, to
+  measure tracing alone; 0% is the unsampled path alone: the decision on every request).
 
 Load: `wrk -t1` (CPU 1) POSTing a KServe-V2 body to `benchmarks/backend.py` (CPU 1) through
 the gateway, after a warm-up. CPU per request is the gateway process's utime + stime (all its
@@ -21,6 +21,7 @@ table of medians with each variant's CPU relative to `without` and to `off`. Nee
 from __future__ import annotations
 
 import argparse
+import math
 import shutil
 import statistics
 import subprocess
@@ -33,8 +34,8 @@ from _procs import Procs, bench_config, free_port, pinned, start_backend, wait_h
 from ab import WRK_SCRIPT, cpu_seconds, wrk
 
 ROOT = Path(__file__).resolve().parent.parent
-VARIANTS = ("without", "off", "1%", "100%")
-RATIO = {"1%": 0.01, "100%": 1.0}
+VARIANTS = ("without", "off", "0%", "1%", "100%")
+RATIO = {"0%": 0.0, "1%": 0.01, "100%": 1.0}
 
 
 def run_one(variant: str, tree: Path, work: Path, backend: int, sink: int,
@@ -78,7 +79,10 @@ def main() -> int:
     ap.add_argument("--connections", type=int, default=16)
     ap.add_argument("--without", default=None, help="git revision without tracing "
                     "(default: git merge-base HEAD main)")
+    ap.add_argument("--variants", default=",".join(VARIANTS),
+                    help=f"a comma-separated subset of {', '.join(VARIANTS)}")
     args = ap.parse_args()
+    variants = [v for v in VARIANTS if v in args.variants.split(",")]
     for tool in ("wrk", "git"):
         if shutil.which(tool) is None:
             print(f"benchmarks/tracing.py needs {tool}", file=sys.stderr)
@@ -86,7 +90,7 @@ def main() -> int:
     rev = args.without or subprocess.run(["git", "merge-base", "HEAD", "main"], cwd=ROOT,
                                          capture_output=True, text=True,
                                          check=True).stdout.strip()
-    results: dict[str, list[tuple[float, float, float]]] = {v: [] for v in VARIANTS}
+    results: dict[str, list[tuple[float, float, float]]] = {v: [] for v in variants}
     with tempfile.TemporaryDirectory(prefix="killgate-tracing-") as tmp:
         root = Path(tmp)
         old = root / "without"
@@ -103,7 +107,7 @@ def main() -> int:
                                    "--port", str(sink)]), root / "sink.log")
             wait_http(f"http://127.0.0.1:{sink}/")
             for r in range(args.rounds):
-                for v in VARIANTS:
+                for v in variants:
                     work = root / f"{v.strip('%')}-{r}"
                     work.mkdir()
                     res = run_one(v, trees.get(v, ROOT), work, backend, sink, args, script)
@@ -123,11 +127,12 @@ def main() -> int:
     print("| variant | median req/s | median CPU µs/req | vs without | vs off | median p99 ms "
           "| rounds (µs/req) |")
     print("|---|---|---|---|---|---|---|")
-    for v in VARIANTS:
+    base = {k: med[k][1] if k in med else math.nan for k in ("without", "off")}
+    for v in variants:
         rps, us, p99 = med[v]
         each = " / ".join(f"{x[1]:.1f}" for x in results[v])
-        print(f"| {v} | {rps:,.0f} | {us:.1f} | {us / med['without'][1] - 1:+.1%} | "
-              f"{us / med['off'][1] - 1:+.1%} | {p99:.2f} | {each} |")
+        print(f"| {v} | {rps:,.0f} | {us:.1f} | {us / base['without'] - 1:+.1%} | "
+              f"{us / base['off'] - 1:+.1%} | {p99:.2f} | {each} |")
     return 0
 
 

@@ -260,6 +260,42 @@ async def test_a_version_kill_shows_as_a_kill_event_on_the_request_it_steered(
     assert events["killgate.failover"]["killgate.failover.cause"] == "excluded"
 
 
+async def test_a_refused_admin_write_is_a_span_with_its_status(
+        tmp_path: Path, backends, session: ClientSession, collector: Collector) -> None:
+    p1 = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p1, p1, 50, 50), extra=telemetry(collector.url))
+    async with running_gateway(cfg) as g:
+        async with session.post(g.admin + "/v1/kill", json={"scope": "nope", "reason": "x"},
+                                headers=_admin()) as r:
+            assert r.status == 400
+        await wait_until(lambda: collector.server_spans(), 10, what="the admin span")
+    (s,) = collector.server_spans()
+    assert s.name == "POST /v1/kill" and s.attributes["http.response.status_code"] == 400
+    assert s.status != 2  # a 4xx is the caller's error, not the server's
+
+
+async def test_a_served_fallback_shows_as_an_event(
+        tmp_path: Path, session: ClientSession, collector: Collector) -> None:
+    routes = f"""\
+        - name: iris
+          match: {{path_prefix: /v2/models/iris}}
+          stable: v1
+          versions:
+            - {{name: v1, url: "http://127.0.0.1:{free_port()}", weight: 100}}
+          fallback: {{status: 503, json: {{error: busy}}}}
+        """
+    cfg = write_config(tmp_path, routes, extra=telemetry(collector.url))
+    async with running_gateway(cfg) as g:
+        async with session.get(g.url + INFER) as r:
+            assert r.status == 503 and r.headers["x-killgate-decision"] == "fallback"
+        await wait_until(lambda: len(collector.spans) >= 2, 10, what="spans exported")
+    (s,) = collector.server_spans()
+    assert s.attributes["killgate.decision"] == "fallback" and s.status == 2
+    assert dict(s.events)["killgate.fallback"] == {"http.response.status_code": 503}
+    (attempt,) = collector.children(s)
+    assert attempt.attributes["error.type"] == "connect"
+
+
 async def test_tracing_off_still_records_the_callers_trace_id_in_the_audit_event(
         tmp_path: Path, backends, session: ClientSession) -> None:
     p1 = await backends(echo_app("v1"))
@@ -355,7 +391,8 @@ async def test_a_broken_collector_never_slows_or_fails_a_request(
             async def dropped() -> float:
                 async with session.get(t.admin + "/metrics") as r:
                     for line in (await r.text()).splitlines():
-                        if line.startswith("killgate_otel_dropped_total") and reason in line:
+                        if line.startswith(f'killgate_otel_dropped_total{{reason="{reason}",'
+                                           'signal="spans"}'):
                             return float(line.rsplit(" ", 1)[1])
                 return 0.0
 
