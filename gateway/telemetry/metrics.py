@@ -56,6 +56,9 @@ HELP: dict[str, tuple[str, str]] = {
                                                         "calls to the audit trail (retried)."),
     "killgate_client_send_timeouts_total": ("counter", "Clients dropped for reading nothing "
                                                        "for server.send_timeout."),
+    "killgate_bad_requests_total": ("counter", "Data-plane requests refused with 400 for their "
+                                               "shape (ambiguous path, bad model field, bad "
+                                               "header bytes), by reason."),
     "killgate_upstream_health": ("gauge", "1 when a version passes its health checks."),
     "killgate_upstream_ejections_total": ("counter", "Versions ejected by outlier detection."),
     "killgate_otel_exported_total": ("counter", "Spans (or metric batches) the OTLP collector "
