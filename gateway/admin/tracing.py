@@ -15,7 +15,7 @@ from aiohttp import web
 
 __all__ = ["TRACE_ID", "AdminSpans", "middleware"]
 
-TRACE_ID = web.RequestKey("killgate_trace_id", str)
+TRACE_ID = web.RequestKey("killgate.trace_id", str)
 _WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

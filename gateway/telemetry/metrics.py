@@ -61,6 +61,9 @@ HELP: dict[str, tuple[str, str]] = {
                                                "header bytes), by reason."),
     "killgate_upstream_health": ("gauge", "1 when a version passes its health checks."),
     "killgate_upstream_ejections_total": ("counter", "Versions ejected by outlier detection."),
+    "killgate_request_duration_seconds": ("histogram", "Time from a request's arrival to its "
+                                                       "answer's end, in seconds (OTLP: "
+                                                       "http.server.request.duration)."),
     "killgate_otel_exported_total": ("counter", "Spans (or metric batches) the OTLP collector "
                                                 "accepted, by signal."),
     "killgate_otel_dropped_total": ("counter", "Spans (or metric batches) lost on the way to "
