@@ -268,7 +268,11 @@ async def test_a_refused_admin_write_is_a_span_with_its_status(
         async with session.post(g.admin + "/v1/kill", json={"scope": "nope", "reason": "x"},
                                 headers=_admin()) as r:
             assert r.status == 400
+        for path in ("/v1/no-such-endpoint", "/healthz"):  # 404, 405: no endpoint, no span
+            async with session.post(g.admin + path, json={}, headers=_admin()) as r:
+                assert r.status in (404, 405)
         await wait_until(lambda: collector.server_spans(), 10, what="the admin span")
+        await asyncio.sleep(0.2)  # (a straggler would be exported by now: 50 ms batches)
     (s,) = collector.server_spans()
     assert s.name == "POST /v1/kill" and s.attributes["http.response.status_code"] == 400
     assert s.status != 2  # a 4xx is the caller's error, not the server's

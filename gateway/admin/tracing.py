@@ -36,11 +36,12 @@ def middleware(spans: AdminSpans) -> Callable[[web.Request, Handler],
                                               Awaitable[web.StreamResponse]]:
     @web.middleware
     async def traced(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.method not in _WRITES:
-            return await handler(request)
         resource = request.match_info.route.resource
-        endpoint = resource.canonical if resource is not None else "(unmatched)"
-        span = spans.start(request.method, endpoint, request.headers,
+        if request.method not in _WRITES or resource is None:
+            # reads change nothing; a path that names no endpoint gets no span (a flood of
+            # made-up paths must not cost a span each)
+            return await handler(request)
+        span = spans.start(request.method, resource.canonical, request.headers,
                            request.remote or "unknown")
         request[TRACE_ID] = span.trace_id
         status = 500
