@@ -423,3 +423,41 @@ def test_a_traced_request_head_carries_our_traceparent_only() -> None:
     assert b"tracestate: v=1\r\n" in head
     plain = request_head(b"GET / HTTP/1.1\r\nhost: b\r\n", raw, b"", 0)
     assert b"TraceParent: 00-aa-bb-01\r\n" in plain  # off: forwarded as today
+
+
+async def test_the_access_log_line_of_a_traced_request_names_its_trace(
+        tmp_path: Path, backends, session: ClientSession, collector: Collector) -> None:
+    p1 = await backends(echo_app("v1"))
+    log = tmp_path / "access.jsonl"
+    extra = (telemetry(collector.url) + f"  access_log: {{path: {log}}}\n"
+             "server:\n  access_log: true\n")
+    cfg = write_config(tmp_path, two_versions(p1, p1, 100, 0), extra=extra)
+    async with running_gateway(cfg) as g:
+        async with session.get(g.url + INFER, headers={"traceparent": traceparent()}) as r:
+            assert r.status == 200
+        await wait_until(lambda: log.exists() and log.read_text().strip(), 10,
+                         what="the access log line")
+    line = json.loads(log.read_text().splitlines()[0])
+    assert line["trace_id"] == CLIENT_TRACE
+
+
+async def test_an_alert_driven_kill_is_an_admin_span_named_in_its_audit_event(
+        tmp_path: Path, backends, session: ClientSession, collector: Collector) -> None:
+    from tests.test_alerting import payload
+    from tests.test_alerts import ALERT, READ
+
+    p1, p2 = await backends(echo_app("v1")), await backends(echo_app("v2"))
+    cfg = write_config(tmp_path, two_versions(p1, p2, 50, 50),
+                       extra=telemetry(collector.url, 0) + "alerts:\n  alertmanager: {}\n")
+    async with running_gateway(cfg) as g:
+        async with session.post(g.admin + "/v1/alerts/alertmanager",
+                                json=payload(killgate_action="kill", route="iris", version="v2"),
+                                headers={**ALERT, "traceparent": traceparent()}) as r:
+            assert r.status == 200, await r.text()
+        async with session.get(g.admin + "/v1/audit?limit=5", headers=READ) as r:
+            events = (await r.json())["events"]
+        await wait_until(lambda: collector.server_spans(), 10, what="the admin span")
+    kill = next(e for e in events if e["action"] == "kill")
+    assert kill["actor"] == "alertmanager/killgate" and kill["trace_id"] == CLIENT_TRACE
+    (s,) = collector.server_spans()
+    assert s.name == "POST /v1/alerts/alertmanager" and s.trace_id == CLIENT_TRACE

@@ -47,6 +47,9 @@ class AttemptSpan(Protocol):
 class RequestSpan(Protocol):
     """One sampled data-plane request (a SERVER span)."""
 
+    #: its trace id, 32 hex digits
+    trace_id: str
+
     def attempt(self, route: str, version: str, url: str, method: str) -> AttemptSpan:
         """A new upstream attempt; the previous one, if still open, ends."""
 

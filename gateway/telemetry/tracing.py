@@ -101,10 +101,11 @@ class _Request:
     """A SERVER span: one sampled data-plane request."""
 
     __slots__ = ("_answer", "_attempt", "_attempts", "_genai", "_method", "_t0", "_tracer",
-                 "span")
+                 "span", "trace_id")
 
     def __init__(self, tracer: trace.Tracer, span: OtelSpan, method: str) -> None:
         self._tracer = tracer
+        self.trace_id = trace_id_hex(span.get_span_context().trace_id)
         self._method = method
         self.span = span
         self._t0 = time.monotonic()
