@@ -18,6 +18,8 @@ ALLOWED = {
     "uvloop": {"server.py"},
     "httptools": {"dataplane/upstream.py"},
     "watchfiles": {"control/reload.py"},
+    "opentelemetry": {"telemetry/tracing.py", "telemetry/spanqueue.py", "telemetry/otlpmetrics.py",
+                      "telemetry/otelcommon.py"},
 }
 # modules allowed to use aiohttp's *client*
 CLIENT_USERS = {"control/probes.py", "control/events.py"}
