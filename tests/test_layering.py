@@ -19,7 +19,7 @@ ALLOWED = {
     "httptools": {"dataplane/upstream.py"},
     "watchfiles": {"control/reload.py"},
     "opentelemetry": {"telemetry/tracing.py", "telemetry/spanqueue.py", "telemetry/otlpmetrics.py",
-                      "telemetry/otelcommon.py"},
+                      "telemetry/otelcommon.py", "telemetry/requestspans.py"},
 }
 # modules allowed to use aiohttp's *client*
 CLIENT_USERS = {"control/probes.py", "control/events.py"}
@@ -30,7 +30,7 @@ PURE = {"domain/routing.py", "control/table.py", "domain/statedoc.py", "domain/o
         "dataplane/paths.py", "dataplane/sse.py",
         "telemetry/metrics.py", "errors.py", "config.py", "domain/traffic.py",
         "domain/alerting.py", "telemetry/record.py", "telemetry/requests.py",
-        "config_telemetry.py"}
+        "config_telemetry.py", "telemetry/otlpwire.py"}
 IO_MODULES = {"aiohttp", "asyncio", "redis", "socket", "subprocess", "httptools", "jwt"}
 
 

@@ -6,6 +6,7 @@ and counted (`queue_full`), so a collector that is down or stalled costs memory 
 bound and never blocks the request path. Batches the exporter fails (collector down, 5xx,
 timeout: the exporter retries within its own timeout) are counted as `export_failed`.
 Thread-safe: spans end on the event loop, exports run on the SDK's worker thread.
+`WireExporter` hands the OTLP exporter's transport bytes from telemetry/otlpwire.py.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
-__all__ = ["BoundedProcessor", "ExportCounts"]
+from gateway.telemetry.otlpwire import Unsupported, encode_spans
+
+__all__ = ["BoundedProcessor", "ExportCounts", "WireExporter"]
 
 
 class ExportCounts:
@@ -56,6 +59,40 @@ class _CountingExporter(SpanExporter):
         return result
 
     def shutdown(self) -> None:
+        self.inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self.inner.force_flush(timeout_millis)
+
+
+class WireExporter(SpanExporter):
+    """The OTLP/HTTP span exporter, its batches encoded by telemetry/otlpwire.py: the
+    exporter's own transport (endpoint, headers, compression, TLS, timeout, retries, as
+    configured) without its object-per-value encoding, several times the cost.
+
+    The transport is the exporter's `_client` (a private attribute of
+    opentelemetry-exporter-otlp-proto-http 1.45, hence the upper bound in pyproject.toml):
+    when it is not there, or a batch holds what the wire encoder does not write (links,
+    mapping values), the exporter's public `export` does the whole job instead."""
+
+    def __init__(self, inner: SpanExporter) -> None:
+        self.inner = inner
+        post = getattr(getattr(inner, "_client", None), "export", None)
+        self._post = post if callable(post) else None
+        self._shutdown = False
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        if self._post is None or self._shutdown:
+            return self.inner.export(spans)
+        try:
+            data = encode_spans(spans)
+        except Unsupported:
+            return self.inner.export(spans)
+        ok = getattr(self._post(data), "success", False) is True
+        return SpanExportResult.SUCCESS if ok else SpanExportResult.FAILURE
+
+    def shutdown(self) -> None:
+        self._shutdown = True
         self.inner.shutdown()
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
