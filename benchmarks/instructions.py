@@ -13,7 +13,9 @@ variant at a time: instrumentation on, a warm-up, and per round
    valgrind is ~50x slower, so their mean is subtracted, pro rata of the batch's wall time;
    the state store is a Redis polled once a minute, to keep that work small);
 2. the batch: counters zeroed, `--requests` POSTs (a KServe V2 body) over `--connections`
-   keep-alive connections from this process, then, for tracing variants, a wait until the
+   keep-alive connection(s) from this process (one by default: with several, how many
+   requests share an event-loop iteration depends on the machine's load, and so does the
+   count, by a few per cent), then, for tracing variants, a wait until the
    OTLP sink has had no new span for `--settle` seconds (so the exporter thread's batches
    are counted too), and a dump.
 
@@ -25,6 +27,8 @@ natively, outside valgrind. Variants:
 * `no-metrics` — `telemetry.metrics.request_series: false`: no per-request recording;
 * `off` — the defaults: request metrics and histograms on, tracing off;
 * `log` — `off` + `server.access_log: true` (every request, to a file);
+* `log0` — the access log on, `sample_ratio: 0`: what the request path pays for it (the
+  fields it reads, the sampling), without the lines;
 * `0%` / `1%` / `100%` — `off` + tracing to the sink at that `traces.sample_ratio`
   (OTLP metrics off); `0%` is the unsampled path on every request;
 * `otlp-metrics` — `off` + OTLP metrics pushed every second (tracing off): its cost is per
@@ -56,7 +60,7 @@ from _procs import Procs, bench_config, free_port, start_backend, wait_http
 from ab import BODY
 
 ROOT = Path(__file__).resolve().parent.parent
-VARIANTS = ("no-metrics", "off", "log", "0%", "1%", "100%", "otlp-metrics")
+VARIANTS = ("no-metrics", "off", "log", "log0", "0%", "1%", "100%", "otlp-metrics")
 RATIO = {"0%": 0.0, "1%": 0.01, "100%": 1.0}
 
 
@@ -74,7 +78,7 @@ class Gateway:
 
 def config(gw: Gateway, backend: int, sink: int, redis: int) -> tuple[Path, dict[str, str]]:
     v = gw.variant
-    server = "access_log: true" if v == "log" else ""
+    server = "access_log: true" if v in ("log", "log0") else ""
     cfg = bench_config(gw.work, gw.port, gw.admin, backend, server=server)
     # A Redis store polled once a minute: the local store's file watch polls every 25 ms,
     # work that runs by the clock, and under valgrind the clock runs long (see `measure`).
@@ -87,8 +91,10 @@ def config(gw: Gateway, backend: int, sink: int, redis: int) -> tuple[Path, dict
     tele = ""
     if v == "no-metrics":
         tele = "telemetry: {metrics: {request_series: false}}\n"
-    elif v == "log":
-        tele = f"telemetry: {{access_log: {{path: {gw.work}/access.jsonl}}}}\n"
+    elif v in ("log", "log0"):
+        ratio = 1.0 if v == "log" else 0.0
+        tele = (f"telemetry: {{access_log: {{path: {gw.work}/access.jsonl, "
+                f"sample_ratio: {ratio}}}}}\n")
     elif v in RATIO:
         tele = (f"telemetry: {{otlp_endpoint: 'http://127.0.0.1:{sink}', "
                 f"traces: {{sample_ratio: {RATIO[v]}}}}}\n")
@@ -215,7 +221,10 @@ def measure(gw: Gateway, args: argparse.Namespace, sink: int) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--requests", type=int, default=2000)
-    ap.add_argument("--connections", type=int, default=8)
+    ap.add_argument("--connections", type=int, default=1,
+                    help="keep-alive connections sending in parallel (1: a request's "
+                         "instructions do not depend on how many others share its loop "
+                         "iteration, which the machine's load would decide)")
     ap.add_argument("--warmup", type=int, default=300)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--idle", type=float, default=5.0, help="seconds of the idle measurement")
@@ -294,6 +303,14 @@ def main() -> int:
         sampled = statistics.median(r[2] for r in gw.rows)
         print(f"| {gw.name} | {med[gw.name]:,.0f} | {vs} | {each} | {idle:,.0f} | "
               f"{sampled:.2%} |")
+    for suffix in sorted({gw.name[len(gw.variant):] for gw in gws}):
+        off, zero, full = (med.get(v + suffix) for v in ("off", "0%", "100%"))
+        if off and zero and full:
+            est = zero - off + 0.01 * (full - zero)
+            print(f"\n1% at a request rate where the exporter's batches are full{suffix}: "
+                  f"0% + 1% of a sampled request's cost = {est:+,.0f} Ir ({est / off:+.1%}) "
+                  "(the 1% row above also pays one OTLP POST per batch of the few spans "
+                  "a slow process under valgrind samples in 5 s)")
     return 0
 
 
