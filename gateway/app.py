@@ -19,6 +19,7 @@ from aiohttp import web
 
 from gateway.admin.api import AdminApi
 from gateway.admin.auth import Authenticator
+from gateway.admin.status import StatusBuilder
 from gateway.config import parse_listen
 from gateway.configfile import LoadedConfig
 from gateway.control.events import Alerts
@@ -33,7 +34,7 @@ from gateway.dataplane.upstream import Upstreams
 from gateway.domain.audit import AuditDraft, utc_now
 from gateway.domain.overrides import identity_problems, record_config
 from gateway.domain.routing import RouteTable
-from gateway.domain.statedoc import StateDoc, plain
+from gateway.domain.statedoc import StateDoc
 from gateway.errors import AuditError, ConfigError, Problem, StateError
 from gateway.log import event
 from gateway.state import make_sync
@@ -149,7 +150,15 @@ class Gateway:
                                              handle_signals=False)
         await self._data_runner.setup()
 
-        self.admin_api = AdminApi(self)
+        sync = self.sync
+        self.status_builder = StatusBuilder(
+            self.instance, self.holder, health=self.health.status,
+            analysis=self.rollout.status, store=sync.status,
+            reload=lambda: self.watcher.outcome if self.watcher is not None else None)
+        self.admin_api = AdminApi(instance=self.instance, current=self.holder, state=sync,
+                                  fleet=sync, audit=sync.store, idem=sync.store,
+                                  status=self.status_builder, readiness=self,
+                                  counters=self.metrics, metrics_page=self._metrics_page)
         # stopped after the admin listener (pushed before it), before the store: the last
         # denied calls are written on the way out
         self.admin_api.denied.start()
@@ -245,55 +254,11 @@ class Gateway:
 
     # ------------------------------------------------------------------ status
 
-    def _config_status(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"digest": self.loaded.digest, "loaded_digest": self.loaded.digest,
-                               "path": str(self.loaded.path)}
-        if self.watcher is not None:
-            o = self.watcher.outcome
-            out.update(loaded_at=o.loaded_at, last_error=o.last_error,
-                       problems=o.last_problems, last_attempt=o.last_attempt,
-                       restart_required=o.restart_required)
-        else:
-            out.update(loaded_at=None, last_error=None, problems=[], last_attempt=None,
-                       restart_required=[])
-        return out
-
-    def status(self) -> dict[str, Any]:
-        """GET /v1/status (CONTRACT §4): what this instance enforces, and why."""
-        table = self.holder.table
-        doc = table.doc
-        health = self.health.status() if self.health is not None else {}
-        routes: dict[str, Any] = {}
-        for plan in table.routes:
-            rc = plan.config
-            eff = plan.effective_weights()
-            ov = doc.overrides.get(rc.name)
-            routes[rc.name] = {
-                "stable": plan.stable,
-                "latched": ov is not None,
-                "override": None if ov is None else {
-                    "kind": ov.kind, "stable": ov.stable, "weights": ov.weights, "actor": ov.actor,
-                    "reason": ov.reason, "time": ov.time},
-                "killed": plan.killed,
-                "versions": {v.name: {
-                    "url": v.url, "artifact": v.artifact, "configured_weight": v.weight,
-                    "effective_weight": eff.get(v.name, 0.0),
-                    "healthy": (rc.name, v.name) not in table.unhealthy,
-                    **({"health": health.get((rc.name, v.name))} if health else {}),
-                    "killed": plan.excluded.get(v.name) == "killed" or plan.killed is not None,
-                } for v in rc.versions},
-                "previous_known_good": plan.previous,
-                "analysis": self.rollout.status(rc.name) if self.rollout else None,
-                "history": [plain(h) for h in doc.history.get(rc.name, ())],
-            }
-        return {
-            "instance": self.instance,
-            "generation": doc.generation,
-            "store": self.sync.status() if self.sync else None,
-            "config": self._config_status(),
-            "kills": [f.public() for f in doc.kills.values()],
-            "routes": routes,
-        }
+    def _metrics_page(self, accept: str | None) -> tuple[bytes, str]:
+        """GET /metrics: gauges read at scrape time, then the exposition."""
+        self.metrics.set("killgate_inflight_requests", self.inflight.count)
+        self.metrics.set("killgate_state_generation", self.holder.doc.generation)
+        return self.metrics.render().encode(), "text/plain; version=0.0.4; charset=utf-8"
 
     # ------------------------------------------------------------------ reload
 

@@ -18,9 +18,11 @@ __all__ = ["configure", "event"]
 _FIELDS = "kg_fields"
 
 
-def event(logger: logging.Logger, name: str, level: int = logging.INFO, **fields: Any) -> None:
+def event(logger: logging.Logger, name: str, level: int = logging.INFO, *,
+          exc: BaseException | None = None, **fields: Any) -> None:
+    """One structured line; `exc` adds its traceback (for failures nobody expected)."""
     if logger.isEnabledFor(level):
-        logger.log(level, name, extra={_FIELDS: fields})
+        logger.log(level, name, exc_info=exc, extra={_FIELDS: fields})
 
 
 class _JsonFormatter(logging.Formatter):

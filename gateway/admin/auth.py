@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import math
 import os
 import time
 import uuid
@@ -115,7 +116,7 @@ class FailureLimiter:
     def refusal(self) -> ApiError:
         return ApiError(429, "too_many_failures", "too many failed authentication attempts "
                         f"from this address; a valid token is accepted again after "
-                        f"{self.retry:g}s")
+                        f"{self.retry:g}s", headers={"Retry-After": f"{math.ceil(self.retry)}"})
 
     def failed(self, addr: str) -> None:
         fails = self._fails.setdefault(addr, [])

@@ -25,6 +25,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -394,7 +395,10 @@ class RedisStore:
 
     async def audit_page(self, limit: int, before: str | None) -> tuple[list[dict[str, Any]],
                                                                         str | None]:
-        """`before` and the returned cursor are stream entry ids (opaque to callers)."""
+        """`before` and the returned cursor are stream entry ids (opaque to callers); an
+        unknown cursor gives an empty page, as with the local store."""
+        if before is not None and not re.fullmatch(r"[0-9]{1,20}-[0-9]{1,20}", before):
+            return [], None
         hi = f"({before}" if before else "+"
         entries = await self._call("XREVRANGE", self.k_audit, hi, "-", "COUNT", limit + 1)
         pairs = self._decode(entries)

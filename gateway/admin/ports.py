@@ -1,0 +1,103 @@
+"""The narrow interfaces the admin API is given (STYLE: give a part only what it uses).
+
+Owns the `Protocol`s the admin handlers call: writing state with its audit event and
+waiting for the receipt, reading the audit trail, idempotency records, the fleet view,
+readiness, counters and outgoing notifications. The composition root hands in objects
+that satisfy them; nothing here imports `app`, `state` or `control`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from gateway.configfile import LoadedConfig
+from gateway.domain.audit import AuditDraft
+from gateway.domain.statedoc import StateDoc
+
+__all__ = [
+    "AuditReader",
+    "Change",
+    "Counters",
+    "Current",
+    "Describe",
+    "FleetView",
+    "Idempotency",
+    "MetricsPage",
+    "Notifier",
+    "Readiness",
+    "StateWriter",
+]
+
+Change = Callable[[StateDoc], StateDoc]
+Describe = Callable[[StateDoc, StateDoc], AuditDraft]
+#: the /metrics page for an Accept header: (body, content type)
+MetricsPage = Callable[[str | None], tuple[bytes, str]]
+
+
+class StateWriter(Protocol):
+    """Changes to the replicated state, each with its audit event (state.sync.Sync)."""
+
+    async def write(self, change: Change,
+                    describe: Describe) -> tuple[StateDoc, dict[str, Any] | None]:
+        """Apply `change` atomically with the event `describe` returns; (new doc, event),
+        event None when nothing changed. Raises ApiError from `change` to refuse."""
+
+    async def receipt(self, generation: int, wait: float) -> dict[str, Any]:
+        """Wait up to `wait` for every live instance to apply `generation`."""
+
+    async def append_audit(self, draft: AuditDraft) -> dict[str, Any] | None:
+        """Record an event without changing the state; None when the store holds none."""
+
+
+class FleetView(Protocol):
+    async def fleet(self) -> dict[str, dict[str, Any]]:
+        """Live instances -> their generation, config digest, last heard."""
+
+    def status(self) -> dict[str, Any]:
+        """The store connection as this instance sees it."""
+
+
+class AuditReader(Protocol):
+    async def audit_head(self) -> str | None: ...
+
+    async def audit_page(self, limit: int, before: str | None) -> tuple[list[dict[str, Any]],
+                                                                        str | None]: ...
+
+
+class Idempotency(Protocol):
+    async def idem_claim(self, key: str, record: dict[str, Any],
+                         ttl: float) -> dict[str, Any] | None: ...
+
+    async def idem_set(self, key: str, record: dict[str, Any], ttl: float) -> None: ...
+
+    async def idem_release(self, key: str) -> None: ...
+
+
+class Current(Protocol):
+    """The config and state document in force (control.table.TableHolder)."""
+
+    @property
+    def loaded(self) -> LoadedConfig: ...
+
+    @property
+    def doc(self) -> StateDoc: ...
+
+
+class Readiness(Protocol):
+    @property
+    def ready(self) -> bool: ...
+
+    @property
+    def draining(self) -> bool: ...
+
+
+class Counters(Protocol):
+    def inc(self, name: str, labels: tuple[str, ...] = (), by: float = 1.0,
+            label_names: tuple[str, ...] = ()) -> None: ...
+
+
+class Notifier(Protocol):
+    """Outgoing notifications (webhooks); never blocks, never raises."""
+
+    def notify(self, kind: str, payload: dict[str, Any]) -> None: ...
