@@ -19,6 +19,7 @@ from aiohttp import web
 
 from gateway.admin.api import AdminApi
 from gateway.admin.auth import Authenticator
+from gateway.admin.listener import AdminRunner, Limits
 from gateway.admin.status import StatusBuilder
 from gateway.config import parse_listen
 from gateway.configfile import LoadedConfig
@@ -36,6 +37,7 @@ from gateway.domain.overrides import identity_problems, record_config
 from gateway.domain.routing import RouteTable
 from gateway.domain.statedoc import StateDoc
 from gateway.errors import AuditError, ConfigError, Problem, StateError
+from gateway.forwarded import ClientAddress, trusted_proxies
 from gateway.log import event
 from gateway.state import make_sync
 from gateway.state.sync import Sync
@@ -64,6 +66,7 @@ def bind_socket(addr: str, reuse_port: bool, port_override: int | None = None) -
 
 
 DATA_BACKLOG = 4096
+ADMIN_BACKLOG = 1024  # (aiohttp: 128) a burst of held connections must not queue operators
 
 
 class Gateway:
@@ -91,6 +94,8 @@ class Gateway:
         self.data_addr: tuple[str, int] | None = None
         self.admin_addr: tuple[str, int] | None = None
         self._data_runner: web.ServerRunner | None = None
+        self._admin_runner: web.AppRunner | None = None
+        self.proxy: Proxy | None = None
 
     @property
     def loaded(self) -> LoadedConfig:
@@ -134,7 +139,9 @@ class Gateway:
                       cfg.server.max_body_size, cfg.server.model_peek_bytes,
                       observer=_Fanout(self.health, self.rollout),
                       body_timeout=cfg.server.body_timeout,
-                      max_inflight=cfg.server.max_inflight)
+                      max_inflight=cfg.server.max_inflight,
+                      client_address=_trusted(self.loaded))
+        self.proxy = proxy
         server = GuardedServer(proxy, header_timeout=cfg.server.header_timeout,
                                send_timeout=cfg.server.send_timeout,
                                max_connections=cfg.server.max_connections,
@@ -163,11 +170,13 @@ class Gateway:
         # denied calls are written on the way out
         self.admin_api.denied.start()
         self._stack.push_async_callback(self.admin_api.denied.stop)
-        # Header lines up to 2 MiB reach the handler, so an oversized token is a clean
-        # 401 (admin.auth caps Authorization at 8 KiB) rather than a parser's 400.
-        self._admin_runner = web.AppRunner(self.admin_api.app(), access_log=None,
-                                           shutdown_timeout=2.0, handle_signals=False,
-                                           max_field_size=2 * 1024 * 1024)
+        limits = Limits(header_timeout=cfg.server.header_timeout,
+                        keepalive_timeout=cfg.server.keepalive_timeout,
+                        max_connections=cfg.admin.max_connections,
+                        on_refused=lambda why: self.metrics.inc(
+                            "killgate_admin_refused_total", (why,), label_names=("reason",)))
+        self._admin_runner = AdminRunner(self.admin_api.app(), limits, access_log=None,
+                                         shutdown_timeout=2.0, handle_signals=False)
         await self._admin_runner.setup()
         self._stack.push_async_callback(self._admin_runner.cleanup)
 
@@ -178,7 +187,7 @@ class Gateway:
         # a deep accept queue (aiohttp's default is 128): a burst of new clients waits in
         # the kernel for its turn instead of being dropped (the kernel caps it at somaxconn)
         await web.SockSite(self._data_runner, dsock, backlog=DATA_BACKLOG).start()
-        await web.SockSite(self._admin_runner, asock).start()
+        await web.SockSite(self._admin_runner, asock, backlog=ADMIN_BACKLOG).start()
         self.started = True
         event(log, "phase", phase="listening", data=_fmt(self.data_addr),
               admin=_fmt(self.admin_addr), pid=os.getpid())
@@ -282,6 +291,8 @@ class Gateway:
         assert self.health is not None and self.upstreams is not None
         await self.health.configure(loaded.config)
         self.holder.set_config(loaded)
+        if self.proxy is not None:
+            self.proxy.client_address = _trusted(loaded)
         if self.admin_api is not None:
             self.admin_api.reconfigure(loaded, self._checked_auth)
         self.upstreams.retire_except({t.origin for p in self.holder.table.routes
@@ -337,6 +348,11 @@ class _Fanout:
     def outcome(self, route: str, version: str, kind: str, latency: float) -> None:
         for o in self.observers:
             o.outcome(route, version, kind, latency)
+
+
+def _trusted(loaded: LoadedConfig) -> ClientAddress | None:
+    cidrs = loaded.config.admin.trusted_proxies
+    return trusted_proxies(tuple(cidrs)) if cidrs else None
 
 
 def _fmt(addr: tuple[str, int] | None) -> str:

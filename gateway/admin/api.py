@@ -16,8 +16,9 @@ import uuid
 from aiohttp import web
 
 from gateway.admin import actions, inputs, openapi
-from gateway.admin.auth import Authenticator, FailureLimiter, Principal
+from gateway.admin.auth import Authenticator, Principal
 from gateway.admin.denied import DeniedLog
+from gateway.admin.limiter import TokenBucket
 from gateway.admin.middleware import errors, json_error
 from gateway.admin.ports import (
     AuditReader,
@@ -34,13 +35,14 @@ from gateway.admin.writes import Done, Writer
 from gateway.configfile import LoadedConfig
 from gateway.domain.audit import AuditDraft, clean_text
 from gateway.domain.diff import config_dict
-from gateway.errors import ApiError, StoreUnavailable
+from gateway.errors import ApiError, StoreUnavailable, Unauthenticated
+from gateway.forwarded import trusted_proxies
 from gateway.log import event
 
 __all__ = ["AdminApi", "json_error"]
 
 log = logging.getLogger("killgate.admin")
-AUDIT_CURSOR = r"[A-Za-z0-9_.:\-]{1,64}"
+AUDIT_CURSOR = r"[0-9]{1,20}-[0-9]{1,20}|[0-9a-f]{32}"  # a redis stream id, or an event id
 
 
 def _endpoint(request: web.Request) -> str:
@@ -66,15 +68,26 @@ class AdminApi:
         self.metrics_page = metrics_page
         loaded = current.loaded
         self.auth = Authenticator(loaded.config.admin.auth, loaded.resolve)
-        self.limiter = FailureLimiter()
+        self.limiter, self.all_checks = self._limiters(loaded)
         self.denied = DeniedLog(self._append_audit, counters)
         self.writer = Writer(state, idem, self._append_audit)
         if self.auth.problem:
             event(log, "admin_auth_not_configured", logging.ERROR, problem=self.auth.problem)
 
+    @staticmethod
+    def _limiters(loaded: LoadedConfig) -> tuple[TokenBucket, TokenBucket]:
+        """Token checks per client address, and (ten times that) for all addresses
+        together: a spray from many addresses is bounded too."""
+        a = loaded.config.admin
+        return (TokenBucket(a.auth_check_rate, a.auth_check_burst),
+                TokenBucket(10 * a.auth_check_rate, 10 * a.auth_check_burst))
+
     def reconfigure(self, loaded: LoadedConfig, checked: Authenticator | None = None) -> None:
         """A reloaded config may change the admin auth settings (not the listener).
         `checked`: the authenticator the reload was validated with (its key already read)."""
+        a = loaded.config.admin
+        if (a.auth_check_rate, a.auth_check_burst) != (self.limiter.rate, self.limiter.burst):
+            self.limiter, self.all_checks = self._limiters(loaded)
         auth = loaded.config.admin.auth
         if auth != self.auth.cfg:
             if checked is not None and checked.cfg == auth:
@@ -110,21 +123,29 @@ class AdminApi:
     # ------------------------------------------------------------------ who calls
 
     def _peer(self, request: web.Request) -> str:
-        return request.remote or "unknown"
+        """The client's address: the socket peer, or behind `admin.trusted_proxies` the
+        right-most untrusted X-Forwarded-For hop."""
+        trusted = trusted_proxies(tuple(self.current.loaded.config.admin.trusted_proxies))
+        return trusted.client(request.remote, request.headers.getall("X-Forwarded-For", ()))
 
     async def _principal(self, request: web.Request, scope: str) -> Principal:
+        """Who calls, in the order that keeps a valid token usable under a flood: the
+        header's size was capped by the listener (431), a token verified before is taken
+        from the cache at once, and only an unknown token spends a token check of its
+        address's budget (429 when it is spent) before its signature is checked."""
         peer = self._peer(request)
         principal: Principal | None = None
         try:
-            limited = self.limiter.limited(peer)
-            if limited and not self.limiter.may_check(peer):
-                raise self.limiter.refusal()  # no token work for a flood
-            try:
-                principal = await self.auth.authenticate(request.headers.get("Authorization"))
-            except ApiError as exc:
-                if limited and exc.status == 401:  # 429 rather than 401
-                    raise self.limiter.refusal() from None
-                raise
+            headers = request.headers.getall("Authorization", [])
+            if len(headers) > 1:
+                raise Unauthenticated()
+            header = headers[0] if headers else None
+            principal = await self.auth.cached(header)
+            if principal is None:
+                wait = max(self.limiter.take(peer), self.all_checks.take("*"))
+                if wait > 0:
+                    raise self.limiter.refusal(wait)  # no token work for a flood
+                principal = await self.auth.verify(header)
             principal.require(scope)
         except ApiError as exc:
             self._denied(request, peer, scope, principal, exc)
@@ -134,8 +155,6 @@ class AdminApi:
     def _denied(self, request: web.Request, peer: str, scope: str, principal: Principal | None,
                 exc: ApiError) -> None:
         """Count, log and (through the audit trail's tally) audit a refused call."""
-        if exc.status in (401, 403):
-            self.limiter.failed(peer)
         action = {401: "authn_fail", 403: "authz_fail", 429: "auth_rate_limited"}.get(exc.status)
         if action is None:  # a 503: the auth settings cannot verify anything (logged apart)
             return

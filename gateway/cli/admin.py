@@ -268,13 +268,15 @@ def _audit_verify(args: argparse.Namespace) -> int:
 
 def _token(args: argparse.Namespace) -> int:
     from gateway.admin.auth import mint
-    from gateway.config import DEFAULT_SECRET_ENV, parse_duration
+    from gateway.config import DEFAULT_SECRET_ENV, AuthConfig, parse_duration
     from gateway.configfile import load_config
 
     issuer = audience = None
     env = args.secret_env
+    lifetime = AuthConfig().max_token_lifetime
     if args.config:
         auth = load_config(args.config).config.admin.auth
+        lifetime = auth.max_token_lifetime
         issuer, audience = auth.issuer, auth.audience
         if auth.hs256_secret_file:
             secret = load_config(args.config).resolve(auth.hs256_secret_file).read_text().strip()
@@ -289,6 +291,9 @@ def _token(args: argparse.Namespace) -> int:
         raise ClientError(f"no secret: set {env} (or give -c FILE naming the secret)")
     try:
         ttl = parse_duration(args.ttl)
+        if ttl > lifetime:
+            raise ValueError(f"--ttl {args.ttl} is longer than admin.auth.max_token_lifetime "
+                             f"({lifetime:g}s): the gateway would refuse the token")
         print(mint(secret, args.subject, args.scope, ttl, issuer, audience))
     except ValueError as exc:
         raise ClientError(str(exc)) from None

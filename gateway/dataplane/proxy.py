@@ -28,6 +28,7 @@ from gateway.dataplane.retry import RetryBudget, retryable
 from gateway.dataplane.upstream import Exchange, Upstreams
 from gateway.domain.routing import FAILOVER, FALLBACK, KILLED, Choice, RoutePlan, RouteTable, Target
 from gateway.errors import UpstreamClosed, UpstreamError, UpstreamOverflow, UpstreamTimeout
+from gateway.forwarded import ClientAddress
 from gateway.telemetry.metrics import Metrics
 
 __all__ = ["Observer", "Proxy"]
@@ -68,8 +69,11 @@ class Proxy:
     def __init__(self, holder: TableSource, upstreams: Upstreams, inflight: Inflight,
                  metrics: Metrics, max_body: int, peek_bytes: int,
                  observer: Observer | None = None, scheme: str = "http",
-                 body_timeout: float = 30.0, max_inflight: int = 10_000) -> None:
+                 body_timeout: float = 30.0, max_inflight: int = 10_000,
+                 client_address: ClientAddress | None = None) -> None:
         self.max_inflight = max_inflight
+        #: trusted proxies (admin.trusted_proxies): None when there are none (the fast path)
+        self.client_address = client_address
         self.bodies = BodyReader(max_body, peek_bytes, body_timeout)
         self.holder = holder
         self.upstreams = upstreams
@@ -213,8 +217,11 @@ class Proxy:
             request.method.encode(), target.path_bytes, request.raw_path.encode("latin-1"),
             host_header)
         host = request.headers.get("host")
+        trusted = self.client_address
+        xff = (request.remote or "unknown") if trusted is None else trusted.forwarded_for(
+            request.remote, request.headers.getall("x-forwarded-for", ()))
         fwd = b"x-forwarded-for: %s\r\nx-forwarded-proto: %s\r\n" % (
-            (request.remote or "unknown").encode(), self.scheme_b)
+            xff.encode(), self.scheme_b)
         if host:
             fwd += b"x-forwarded-host: %s\r\n" % host.encode("latin-1")
         return request_head(first, request.raw_headers, fwd, length)

@@ -32,6 +32,8 @@ _HELP: dict[str, tuple[str, str]] = {
     "killgate_audit_records_total": ("counter", "Audit events appended."),
     "killgate_audit_mirror_failures_total": ("counter", "Failed attempts to copy the audit "
                                                         "trail to the mirror file."),
+    "killgate_admin_refused_total": ("counter", "Admin connections closed by the listener's "
+                                     "guards, by reason (connections, head_size, timeout)."),
     "killgate_auth_failures_total": ("counter", "Admin requests refused by authentication or "
                                                 "authorization."),
     "killgate_audit_denied_failures_total": ("counter", "Failed attempts to write denied admin "
