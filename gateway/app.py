@@ -267,7 +267,7 @@ class Gateway:
         """GET /metrics: gauges read at scrape time, then the exposition."""
         self.metrics.set("killgate_inflight_requests", self.inflight.count)
         self.metrics.set("killgate_state_generation", self.holder.doc.generation)
-        return self.metrics.render().encode(), "text/plain; version=0.0.4; charset=utf-8"
+        return self.metrics.exposition(accept)
 
     # ------------------------------------------------------------------ reload
 

@@ -21,6 +21,8 @@ from pydantic import (
     model_validator,
 )
 
+from gateway.config_telemetry import AlertsConfig, EventsConfig, TelemetryConfig
+
 __all__ = [
     "AdminConfig",
     "AnalysisConfig",
@@ -244,6 +246,9 @@ class MatchConfig(_Model):
     host: str | None = None
     header: dict[str, str] | None = None
     model: str | None = None
+    #: false: the route's backend treats paths case-insensitively, so the prefix matches
+    #: in any case (a killed route is not reachable as /V2/Models/IRIS through another)
+    case_sensitive: bool = True
 
     @field_validator("path_prefix")
     @classmethod
@@ -268,6 +273,12 @@ class MatchConfig(_Model):
             if not re.fullmatch(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+", name):
                 raise ValueError(f"{name!r} is not a valid header name")
         return {k.lower(): val for k, val in v.items()}
+
+    @model_validator(mode="after")
+    def _case_needs_prefix(self) -> MatchConfig:
+        if not self.case_sensitive and self.path_prefix is None:
+            raise ValueError("case_sensitive: false needs a path_prefix")
+        return self
 
     def keys(self) -> int:
         return sum(x is not None for x in (self.path_prefix, self.host, self.header, self.model))
@@ -400,6 +411,9 @@ class RouteConfig(_Model):
     timeouts: TimeoutsConfig = Field(default_factory=TimeoutsConfig)
     retry: RetryConfig | None = None
     analysis: AnalysisConfig | None = None
+    #: how the backend says "model not loaded / not ready" (CONTRACT §5.6): with v2 or openai
+    #: such an answer moves the request to another version, as if never delivered
+    protocol: Literal["http", "v2", "openai"] = "http"
 
     def version(self, name: str) -> VersionConfig | None:
         for v in self.versions:
@@ -448,6 +462,9 @@ class Config(_Model):
     state: StateConfig = Field(default_factory=StateConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
     log: LogConfig = Field(default_factory=LogConfig)
+    telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)  # CONTRACT §5.1
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+    events: EventsConfig = Field(default_factory=EventsConfig)
     routes: list[RouteConfig] = Field(min_length=1)
 
     def route(self, name: str) -> RouteConfig | None:

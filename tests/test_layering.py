@@ -32,7 +32,8 @@ CLIENT_NAMES = {"ClientSession", "TCPConnector", "ClientTimeout", "ClientError"}
 PURE = {"domain/routing.py", "control/table.py", "domain/statedoc.py", "domain/overrides.py",
         "domain/health.py", "domain/analysis.py", "configfile.py", "domain/stats.py",
         "domain/diff.py", "dataplane/jsonpeek.py", "dataplane/headers.py", "domain/audit.py",
-        "telemetry/metrics.py", "errors.py", "config.py", "admin/actions.py"}
+        "dataplane/paths.py", "dataplane/sse.py", "admin/actions.py",
+        "telemetry/metrics.py", "errors.py", "config.py"}
 IO_MODULES = {"aiohttp", "asyncio", "redis", "socket", "subprocess", "httptools", "jwt"}
 
 
