@@ -66,6 +66,7 @@ def bind_socket(addr: str, reuse_port: bool, port_override: int | None = None) -
 
 
 DATA_BACKLOG = 4096
+APPROVAL_SWEEP = 0.5  # seconds between looks for expired approval requests (local, cheap)
 ADMIN_BACKLOG = 1024  # (aiohttp: 128) a burst of held connections must not queue operators
 
 
@@ -170,6 +171,8 @@ class Gateway:
         # denied calls are written on the way out
         self.admin_api.denied.start()
         self._stack.push_async_callback(self.admin_api.denied.stop)
+        self.admin_api.approvals.start(APPROVAL_SWEEP)
+        self._stack.push_async_callback(self.admin_api.approvals.stop)
         limits = Limits(header_timeout=cfg.server.header_timeout,
                         keepalive_timeout=cfg.server.keepalive_timeout,
                         max_connections=cfg.admin.max_connections,

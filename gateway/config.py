@@ -26,6 +26,7 @@ from gateway.config_telemetry import AlertsConfig, EventsConfig, TelemetryConfig
 __all__ = [
     "AdminConfig",
     "AnalysisConfig",
+    "ApprovalsConfig",
     "AuthConfig",
     "Config",
     "RouteConfig",
@@ -456,9 +457,42 @@ class LogConfig(_Model):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
 
+class ApprovalsConfig(_Model):
+    """Two-person rule (CONTRACT §5.2): how many principals each write needs, the
+    requester counting as one (1 = no approval). A kill is never gated."""
+
+    unkill_global: int = Field(default=1, ge=1, le=5)
+    unkill_route: int = Field(default=1, ge=1, le=5)
+    unkill_version: int = Field(default=1, ge=1, le=5)
+    rollback: int = Field(default=1, ge=1, le=5)
+    promote: int = Field(default=1, ge=1, le=5)
+    weights: int = Field(default=1, ge=1, le=5)
+    release: int = Field(default=1, ge=1, le=5)
+    ttl: Duration = 900.0  # an open request expires after this long
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_kill(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "kill" in data:
+            raise ValueError("a kill is never gated by approvals (stopping traffic must not "
+                             "wait for a second person); remove 'kill'")
+        return data
+
+    @field_validator("ttl")
+    @classmethod
+    def _ttl(cls, v: float) -> float:
+        if not 1 <= v <= 24 * 3600:
+            raise ValueError("must be between 1s and 24h")
+        return v
+
+    def needs(self, gate: str) -> int:
+        return int(getattr(self, gate, 1))
+
+
 class Config(_Model):
     listen: Annotated[str, BeforeValidator(_check_listen)] = "0.0.0.0:8080"
     admin: AdminConfig = Field(default_factory=AdminConfig)
+    approvals: ApprovalsConfig = Field(default_factory=ApprovalsConfig)  # CONTRACT §5.2
     state: StateConfig = Field(default_factory=StateConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
     log: LogConfig = Field(default_factory=LogConfig)

@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import uuid
+from typing import Any
 
 from aiohttp import web
 
+from gateway import redact
 from gateway.admin import actions, inputs, openapi
+from gateway.admin.approvals import Approvals
 from gateway.admin.auth import Authenticator, Principal
 from gateway.admin.denied import DeniedLog
 from gateway.admin.limiter import TokenBucket
@@ -35,13 +39,15 @@ from gateway.admin.writes import Done, Writer
 from gateway.configfile import LoadedConfig
 from gateway.domain.audit import AuditDraft, clean_text
 from gateway.domain.diff import config_dict
-from gateway.errors import ApiError, StoreUnavailable, Unauthenticated
+from gateway.errors import ApiError, Forbidden, StoreUnavailable, Unauthenticated
 from gateway.forwarded import trusted_proxies
 from gateway.log import event
 
 __all__ = ["AdminApi", "json_error"]
 
 log = logging.getLogger("killgate.admin")
+BREAK_GLASS = "killgate:breakglass"
+APPROVAL_ID = r"ap-[0-9a-f]{16}"
 AUDIT_CURSOR = r"[0-9]{1,20}-[0-9]{1,20}|[0-9a-f]{32}"  # a redis stream id, or an event id
 
 
@@ -71,6 +77,7 @@ class AdminApi:
         self.limiter, self.all_checks = self._limiters(loaded)
         self.denied = DeniedLog(self._append_audit, counters)
         self.writer = Writer(state, idem, self._append_audit)
+        self.approvals = Approvals(current, state)
         if self.auth.problem:
             event(log, "admin_auth_not_configured", logging.ERROR, problem=self.auth.problem)
 
@@ -114,6 +121,9 @@ class AdminApi:
         r.add_post("/v1/routes/{route}/promote", self.promote)
         r.add_put("/v1/routes/{route}/weights", self.weights)
         r.add_post("/v1/routes/{route}/release", self.release)
+        r.add_get("/v1/approvals", self.approvals_list)
+        r.add_post("/v1/approvals/{id}/approve", self.approve)
+        r.add_post("/v1/approvals/{id}/decline", self.decline)
         return app
 
     async def _append_audit(self, draft: AuditDraft) -> None:
@@ -128,7 +138,7 @@ class AdminApi:
         trusted = trusted_proxies(tuple(self.current.loaded.config.admin.trusted_proxies))
         return trusted.client(request.remote, request.headers.getall("X-Forwarded-For", ()))
 
-    async def _principal(self, request: web.Request, scope: str) -> Principal:
+    async def _principal(self, request: web.Request, scope: str | None) -> Principal:
         """Who calls, in the order that keeps a valid token usable under a flood: the
         header's size was capped by the listener (431), a token verified before is taken
         from the cache at once, and only an unknown token spends a token check of its
@@ -146,14 +156,15 @@ class AdminApi:
                 if wait > 0:
                     raise self.limiter.refusal(wait)  # no token work for a flood
                 principal = await self.auth.verify(header)
-            principal.require(scope)
+            if scope is not None:
+                principal.require(scope)
         except ApiError as exc:
             self._denied(request, peer, scope, principal, exc)
             raise
         return principal
 
-    def _denied(self, request: web.Request, peer: str, scope: str, principal: Principal | None,
-                exc: ApiError) -> None:
+    def _denied(self, request: web.Request, peer: str, scope: str | None,
+                principal: Principal | None, exc: ApiError) -> None:
         """Count, log and (through the audit trail's tally) audit a refused call."""
         action = {401: "authn_fail", 403: "authz_fail", 429: "auth_rate_limited"}.get(exc.status)
         if action is None:  # a 503: the auth settings cannot verify anything (logged apart)
@@ -166,7 +177,7 @@ class AdminApi:
             event(log, "admin_denied", logging.WARNING, status=exc.status, type=exc.type,
                   peer=peer, path=endpoint, scope=scope, subject=subject)
         self.denied.record(action, subject, peer, request.method, endpoint,
-                           f"{exc.type}: {exc.message}", scope)
+                           f"{exc.type}: {exc.message}", scope or "")
 
     def _meta(self, request: web.Request) -> tuple[str, str]:
         return inputs.request_id(request, uuid.uuid4().hex), self._peer(request)
@@ -180,7 +191,8 @@ class AdminApi:
         ready = self.readiness.ready
         body = {"ready": ready, "instance": self.instance,
                 "draining": self.readiness.draining,
-                "generation": self.current.doc.generation, "state": self.fleet.status()}
+                "generation": self.current.doc.generation,
+                "state": redact.tree(self.fleet.status())}
         return web.Response(status=200 if ready else 503, text=json.dumps(body),
                             content_type="application/json")
 
@@ -201,7 +213,7 @@ class AdminApi:
         await self._principal(request, "killgate:read")
         body = self.status_doc.document()
         body["instances"] = await self.fleet.fleet()
-        return web.json_response(body)
+        return web.json_response(redact.tree(body))
 
     async def config(self, request: web.Request) -> web.Response:
         """The config this instance runs, for `killgate diff`."""
@@ -227,11 +239,23 @@ class AdminApi:
         route = request.match_info.get("route")
         if route is not None and cfg.route(route) is None:
             raise ApiError(404, "unknown_route", f"no route named {clean_text(route, 64)!r}")
-        body = await inputs.json_body(request, actions.ACTIONS[action] | {"reason"})
+        glass_field = frozenset() if action == "kill" else frozenset({"break_glass"})
+        body = await inputs.json_body(request, actions.ACTIONS[action] | {"reason"} | glass_field)
         reason = inputs.reason(body)
         wait = inputs.wait(request)
         rid, peer = self._meta(request)
         intent = actions.intent(action, body, route, cfg, principal.subject, reason, rid, peer)
+        glass = body.get("break_glass", False)
+        if not isinstance(glass, bool):
+            raise ApiError(400, "bad_request", "'break_glass' must be true or false")
+        gate = actions.gate_of(intent)
+        needs = cfg.approvals.needs(gate) if gate is not None else 1
+        if glass:
+            self._break_glass(request, peer, principal, intent, needs)
+            intent = intent.with_audit(break_glass=True)
+        elif needs > 1:
+            return await self.writer.run(request, principal.subject, wait,
+                                         lambda: self.approvals.request(intent, needs), rid, peer)
 
         async def op() -> Done:
             plan = actions.plan(intent, self.current.loaded.config)
@@ -240,9 +264,27 @@ class AdminApi:
             answer = {**plan.answer, "changed": ev is not None}
             if ev is not None:
                 answer["audit_id"] = ev["id"]
+            if glass:
+                answer["break_glass"] = True
             return Done(answer, new.generation, event=ev)
 
         return await self.writer.run(request, principal.subject, wait, op, rid, peer)
+
+    def _break_glass(self, request: web.Request, peer: str, principal: Principal,
+                     intent: actions.Intent, needs: int) -> None:
+        """Skipping the two-person rule needs its own scope (killgate:admin does not imply
+        it), and is loud: an error-level log line, a counter, and `break_glass: true` in
+        the action's audit event (and so in its outgoing event)."""
+        if BREAK_GLASS not in principal.scopes:
+            exc = ApiError(403, "forbidden", f"the token lacks the scope {BREAK_GLASS!r} "
+                           "that 'break_glass' needs")
+            self._denied(request, peer, BREAK_GLASS, principal, exc)
+            raise exc
+        self.counters.inc("killgate_break_glass_total", (intent.action,),
+                          label_names=("action",))
+        event(log, "break_glass", logging.ERROR, actor=principal.subject, action=intent.action,
+              target=intent.target, reason=intent.reason, approvals_skipped=needs - 1,
+              peer=peer)
 
     async def kill(self, request: web.Request) -> web.Response:
         return await self._action(request, "kill")
@@ -261,3 +303,54 @@ class AdminApi:
 
     async def release(self, request: web.Request) -> web.Response:
         return await self._action(request, "release")
+
+    # ------------------------------------------------------------------ approvals
+
+    async def approvals_list(self, request: web.Request) -> web.Response:
+        await self._principal(request, "killgate:read")
+        return web.json_response({"approvals": self.approvals.open()})
+
+    def _approval_id(self, request: web.Request) -> str:
+        ident = request.match_info["id"]
+        if not re.fullmatch(APPROVAL_ID, ident):
+            raise ApiError(404, "unknown_approval", "no open approval with that id")
+        return ident
+
+    async def approve(self, request: web.Request) -> web.Response:
+        # any valid token; the scope needed is the action's, checked against the record
+        principal = await self._principal(request, None)
+        ident = self._approval_id(request)
+        body = await inputs.json_body(request, frozenset({"hash", "reason"}))
+        expected = body.get("hash")
+        if expected is not None and (not isinstance(expected, str)
+                                     or not re.fullmatch(r"[0-9a-f]{64}", expected)):
+            raise ApiError(400, "bad_request", "'hash' must be the 64 hex digits of the "
+                           "change's hash (GET /v1/approvals shows it)")
+        reason = inputs.reason(body, required=False, default="approved")
+        wait = inputs.wait(request)
+        rid, peer = self._meta(request)
+        return await self._approval_step(request, principal, peer, wait, rid, lambda: (
+            self.approvals.approve(ident, principal, expected, reason, rid, peer)))
+
+    async def decline(self, request: web.Request) -> web.Response:
+        principal = await self._principal(request, None)
+        ident = self._approval_id(request)
+        body = await inputs.json_body(request, frozenset({"reason"}))
+        reason = inputs.reason(body, required=False, default="declined")
+        wait = inputs.wait(request)
+        rid, peer = self._meta(request)
+        return await self._approval_step(request, principal, peer, wait, rid, lambda: (
+            self.approvals.decline(ident, principal, reason, rid, peer)))
+
+    async def _approval_step(self, request: web.Request, principal: Principal, peer: str,
+                             wait: float, rid: str, op: Any) -> web.Response:
+        try:
+            return await self.writer.run(request, principal.subject, wait, op, rid, peer)
+        except Forbidden as exc:  # the action's scope, checked against the stored record
+            self._denied(request, peer, None, principal, exc)
+            raise
+        except ApiError as exc:
+            if exc.type in ("self_approval", "approval_changed", "approval_tampered"):
+                event(log, "approval_refused", logging.WARNING, type=exc.type,
+                      actor=principal.subject, approval=request.match_info["id"], peer=peer)
+            raise

@@ -2,7 +2,7 @@
 
 Owns the `Protocol`s the admin handlers call: writing state with its audit event and
 waiting for the receipt, reading the audit trail, idempotency records, the fleet view,
-readiness, counters and outgoing notifications. The composition root hands in objects
+readiness and counters. The composition root hands in objects
 that satisfy them; nothing here imports `app`, `state` or `control`.
 """
 
@@ -24,7 +24,6 @@ __all__ = [
     "FleetView",
     "Idempotency",
     "MetricsPage",
-    "Notifier",
     "Readiness",
     "StateWriter",
 ]
@@ -95,9 +94,3 @@ class Readiness(Protocol):
 class Counters(Protocol):
     def inc(self, name: str, labels: tuple[str, ...] = (), by: float = 1.0,
             label_names: tuple[str, ...] = ()) -> None: ...
-
-
-class Notifier(Protocol):
-    """Outgoing notifications (webhooks); never blocks, never raises."""
-
-    def notify(self, kind: str, payload: dict[str, Any]) -> None: ...

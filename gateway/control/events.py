@@ -51,10 +51,10 @@ class Alerts:
                     why = f"HTTP {r.status}"
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                 why = type(exc).__name__
-            event(log, "alert_retry", logging.WARNING, url=url, attempt=attempt + 1, error=why)
+            event(log, "alert_retry", logging.WARNING, webhook=url, attempt=attempt + 1, error=why)
             await asyncio.sleep(self.backoff * 2 ** attempt)
         self.metrics.inc("killgate_event_deliveries_total", ("failed",), label_names=("result",))
-        event(log, "alert_failed", logging.ERROR, url=url, attempts=self.attempts)
+        event(log, "alert_failed", logging.ERROR, webhook=url, attempts=self.attempts)
 
     async def stop(self) -> None:
         for t in list(self._tasks):

@@ -121,6 +121,8 @@ class StateDoc:
     identities: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     #: route -> progressive delivery state {"canary", "step", "since", "state"}
     progress: dict[str, Progress] = field(default_factory=dict)
+    #: id -> an open two-person approval request (admin/approvals.py owns the record)
+    approvals: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def with_changes(self, **kw: Any) -> StateDoc:
         return replace(self, **kw)
@@ -134,6 +136,7 @@ class StateDoc:
             "history": {k: [plain(e) for e in v] for k, v in self.history.items()},
             "identities": self.identities,
             "progress": self.progress,
+            "approvals": self.approvals,
         }
 
     @classmethod

@@ -52,6 +52,8 @@ HELP: dict[str, tuple[str, str]] = {
                                                         "trail to the mirror file."),
     "killgate_admin_refused_total": ("counter", "Admin connections closed by the listener's "
                                      "guards, by reason (connections, head_size, timeout)."),
+    "killgate_break_glass_total": ("counter", "Writes that skipped a required approval with "
+                                   "the killgate:breakglass scope, by action."),
     "killgate_auth_failures_total": ("counter", "Admin requests refused by authentication or "
                                                 "authorization."),
     "killgate_audit_denied_failures_total": ("counter", "Failed attempts to write denied admin "
