@@ -24,6 +24,7 @@ from typing import Any
 import jwt
 from jwt import PyJWKClient
 
+from gateway import filemodes
 from gateway.config import AuthConfig
 from gateway.errors import ApiError, Forbidden, Unauthenticated
 
@@ -107,11 +108,16 @@ class Authenticator:
         if cfg.public_key_file:
             path = resolve(cfg.public_key_file)
             self._key = path.read_text()
+            if (bad := filemodes.problem(path, secret=False)) is not None:
+                raise ValueError(bad)
             if "PRIVATE KEY" in self._key:
                 raise ValueError(f"{path} holds a private key; give the public key")
             return
         if cfg.hs256_secret_file:
-            secret = resolve(cfg.hs256_secret_file).read_text().strip()
+            path = resolve(cfg.hs256_secret_file)
+            secret = path.read_text().strip()
+            if (bad := filemodes.problem(path, secret=True)) is not None:
+                raise ValueError(bad)
             where = f"the file {cfg.hs256_secret_file}"
         else:
             env = cfg.secret_env

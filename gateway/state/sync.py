@@ -22,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from gateway import filemodes
 from gateway.config import StateConfig
 from gateway.control.table import TableHolder
 from gateway.domain.audit import AuditDraft
@@ -117,8 +118,16 @@ class Sync:
     def _read_snapshot(self) -> StateDoc | None:
         if self.snapshot_path is None:
             return None
+        loose = filemodes.problem(self.snapshot_path, secret=False)
         try:
-            return StateDoc.from_json(json.loads(self.snapshot_path.read_bytes()))
+            doc = StateDoc.from_json(json.loads(self.snapshot_path.read_bytes()))
+            if loose is not None:
+                # whoever may write it could have dropped kills or forged overrides: only
+                # its kills are kept (they can only stop traffic), and that is said loudly
+                event(log, "snapshot_untrusted", logging.ERROR, path=str(self.snapshot_path),
+                      error=loose, kept="kills only")
+                return StateDoc(generation=doc.generation, epoch=doc.epoch, kills=doc.kills)
+            return doc
         except FileNotFoundError:
             return None
         except (OSError, ValueError, RecursionError) as exc:
