@@ -25,6 +25,7 @@ from gateway.admin.denied import DeniedLog
 from gateway.admin.limiter import TokenBucket
 from gateway.admin.middleware import errors, json_error
 from gateway.admin.ports import (
+    AlertInbox,
     AuditReader,
     Counters,
     Current,
@@ -62,7 +63,7 @@ class AdminApi:
     def __init__(self, *, instance: str, current: Current, state: StateWriter,
                  fleet: FleetView, audit: AuditReader, idem: Idempotency,
                  status: StatusBuilder, readiness: Readiness, counters: Counters,
-                 metrics_page: MetricsPage) -> None:
+                 metrics_page: MetricsPage, alerts: AlertInbox | None = None) -> None:
         self.instance = instance
         self.current = current
         self.state = state
@@ -72,6 +73,7 @@ class AdminApi:
         self.readiness = readiness
         self.counters = counters
         self.metrics_page = metrics_page
+        self.alerts = alerts
         loaded = current.loaded
         self.auth = Authenticator(loaded.config.admin.auth, loaded.resolve)
         self.limiter, self.all_checks = self._limiters(loaded)
@@ -124,6 +126,7 @@ class AdminApi:
         r.add_get("/v1/approvals", self.approvals_list)
         r.add_post("/v1/approvals/{id}/approve", self.approve)
         r.add_post("/v1/approvals/{id}/decline", self.decline)
+        r.add_post("/v1/alerts/alertmanager", self.alertmanager)
         return app
 
     async def _append_audit(self, draft: AuditDraft) -> None:
@@ -137,6 +140,10 @@ class AdminApi:
         right-most untrusted X-Forwarded-For hop."""
         trusted = trusted_proxies(tuple(self.current.loaded.config.admin.trusted_proxies))
         return trusted.client(request.remote, request.headers.getall("X-Forwarded-For", ()))
+
+    async def authorize(self, request: web.Request, scope: str | None) -> Principal:
+        """The caller, checked like every other call (for the console's handlers)."""
+        return await self._principal(request, scope)
 
     async def _principal(self, request: web.Request, scope: str | None) -> Principal:
         """Who calls, in the order that keeps a valid token usable under a flood: the
@@ -177,7 +184,7 @@ class AdminApi:
             event(log, "admin_denied", logging.WARNING, status=exc.status, type=exc.type,
                   peer=peer, path=endpoint, scope=scope, subject=subject)
         self.denied.record(action, subject, peer, request.method, endpoint,
-                           f"{exc.type}: {exc.message}", scope or "")
+                           f"{exc.type}: {exc.message}", scope or "(any)")
 
     def _meta(self, request: web.Request) -> tuple[str, str]:
         return inputs.request_id(request, uuid.uuid4().hex), self._peer(request)
@@ -275,11 +282,12 @@ class AdminApi:
         """Skipping the two-person rule needs its own scope (killgate:admin does not imply
         it), and is loud: an error-level log line, a counter, and `break_glass: true` in
         the action's audit event (and so in its outgoing event)."""
-        if BREAK_GLASS not in principal.scopes:
-            exc = ApiError(403, "forbidden", f"the token lacks the scope {BREAK_GLASS!r} "
-                           "that 'break_glass' needs")
+        try:
+            principal.require(BREAK_GLASS)
+        except Forbidden as exc:
+            exc.message += " that 'break_glass' needs (killgate:admin does not imply it)"
             self._denied(request, peer, BREAK_GLASS, principal, exc)
-            raise exc
+            raise
         self.counters.inc("killgate_break_glass_total", (intent.action,),
                           label_names=("action",))
         event(log, "break_glass", logging.ERROR, actor=principal.subject, action=intent.action,
@@ -303,6 +311,17 @@ class AdminApi:
 
     async def release(self, request: web.Request) -> web.Response:
         return await self._action(request, "release")
+
+    # ------------------------------------------------------------------ alerts
+
+    async def alertmanager(self, request: web.Request) -> web.Response:
+        """Alertmanager's webhook (control/alerts.py does the work)."""
+        await self._principal(request, "killgate:alert")
+        if self.alerts is None:
+            raise ApiError(404, "not_found", "alerts are not configured")
+        body = await inputs.json_body(request, None)
+        rid, peer = self._meta(request)
+        return web.json_response(await self.alerts.receive(body, rid, peer))
 
     # ------------------------------------------------------------------ approvals
 

@@ -31,7 +31,7 @@ __all__ = [
     "wait",
 ]
 
-MAX_DEPTH = 8  # the deepest admin body is {"weights": {...}}: 2 levels
+MAX_DEPTH = 8  # {"weights": {...}}: 2 levels; Alertmanager's {"alerts": [{"labels": {}}]}: 4
 MAX_WAIT = 30.0
 MAX_REASON = 1024
 _REQUEST_ID = re.compile(r"[!-~]{1,128}")
@@ -70,8 +70,9 @@ def valid_text(s: str, where: str = "") -> str:
     return s
 
 
-async def json_body(request: web.Request, allowed: frozenset[str]) -> dict[str, Any]:
-    """The body as a JSON object with only `allowed` fields."""
+async def json_body(request: web.Request,
+                    allowed: frozenset[str] | None) -> dict[str, Any]:
+    """The body as a JSON object with only `allowed` fields (None: any field)."""
     raw = await request.read()
     try:
         text = raw.decode("utf-8")
@@ -86,6 +87,8 @@ async def json_body(request: web.Request, allowed: frozenset[str]) -> dict[str, 
     if not isinstance(body, dict):
         raise bad("the body must be a JSON object")
     _check(body, 1, "")
+    if allowed is None:
+        return body
     unknown = sorted(set(body) - allowed)
     if unknown:
         raise bad(f"unknown field(s): {', '.join(clean_text(u, 64) for u in unknown[:10])}; "

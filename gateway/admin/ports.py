@@ -16,6 +16,7 @@ from gateway.domain.audit import AuditDraft
 from gateway.domain.statedoc import StateDoc
 
 __all__ = [
+    "AlertInbox",
     "AuditReader",
     "Change",
     "Counters",
@@ -94,3 +95,9 @@ class Readiness(Protocol):
 class Counters(Protocol):
     def inc(self, name: str, labels: tuple[str, ...] = (), by: float = 1.0,
             label_names: tuple[str, ...] = ()) -> None: ...
+
+
+class AlertInbox(Protocol):
+    """Alertmanager's webhook (control.alerts.AlertReceiver)."""
+
+    async def receive(self, body: Any, request_id: str, peer: str) -> dict[str, Any]: ...
