@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -93,7 +94,9 @@ async def test_admin_limits_and_audits_the_client_behind_a_trusted_proxy(tmp_pat
 async def test_data_plane_forwards_the_believed_chain(tmp_path: Path, backends) -> None:
     rec = Recorder()
     p = await backends(echo_app("v1", rec))
-    cfg = write_config(tmp_path, two_versions(p, p, 100, 0))
+    out = tmp_path / "access.jsonl"
+    cfg = write_config(tmp_path, two_versions(p, p, 100, 0), extra=(
+        f"server: {{access_log: true}}\ntelemetry:\n  access_log: {{path: {out}}}\n"))
     async with running_gateway(cfg) as g, ClientSession() as s:
         async with s.get(g.url + "/v2/models/iris/x",
                          headers={"X-Forwarded-For": "6.6.6.6"}) as r:
@@ -108,3 +111,6 @@ async def test_data_plane_forwards_the_believed_chain(tmp_path: Path, backends) 
             assert r.status == 200
         headers = [v for k, v in rec.requests[-1]["headers"] if k == "x-forwarded-for"]
         assert headers == ["198.51.100.7, 127.0.0.1"]
+    # the access log names the believed client (and the socket peer before trust was set)
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [line["client"] for line in lines] == ["127.0.0.1", "198.51.100.7"]

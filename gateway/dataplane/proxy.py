@@ -134,7 +134,9 @@ class Proxy:
         rec.end = self.loop.time()
         recorder = self.recorder
         if recorder.detailed:
-            rec.peer = request.remote or ""
+            trusted = self.client_address  # the right-most untrusted hop behind proxies
+            rec.peer = (request.remote or "") if trusted is None else trusted.client(
+                request.remote, request.headers.getall("x-forwarded-for", ()))
             rec.request_id = request.headers.get("x-request-id", "")
             rec.method = request.method
             rec.path = request.path
