@@ -18,6 +18,7 @@ from gateway.domain.statedoc import StateDoc
 from tests.backends import echo_app
 from tests.conftest import (
     SECRET,
+    STATE_KEY_ENV,
     RedisServer,
     running_gateway,
     two_versions,
@@ -225,6 +226,7 @@ async def test_requested_on_one_instance_approved_on_another(tmp_path: Path, bac
         state:
           backend: redis
           url: {redis_server.url}
+          signing_key_env: {STATE_KEY_ENV}
           snapshot_path: {{snap}}
           poll_interval: 50ms
         """)

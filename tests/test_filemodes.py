@@ -38,25 +38,27 @@ def test_modes(tmp_path: Path, mode: int, secret: bool, says: str | None) -> Non
 
 async def test_a_snapshot_others_may_write_keeps_only_its_kills(tmp_path: Path, backends,
                                                                 caplog) -> None:
-    """The store is down at start and the snapshot is world-writable: its kill stays in
-    force (a kill can only stop traffic), its override is not believed."""
+    """A world-writable snapshot (no signing key: a local store) read at start: its kill
+    stays in force (a kill can only stop traffic), its override is not believed."""
     p = await backends(echo_app("v1"))
-    state = (f"state:\n  backend: redis\n  url: redis://127.0.0.1:1/0\n"
-             f"  snapshot_path: {tmp_path}/snapshot.json\n  command_timeout: 100ms\n")
-    cfg = write_config(tmp_path, two_versions(p, p), state=state)
     doc = StateDoc(generation=7, epoch="e", kills={"version:iris:v2": KillFlag(
         "version", "iris", "v2", "ops", "bad", "2026-01-01T00:00:00.000Z", 7)},
         overrides={"iris": RouteOverride("v2", {"v1": 0.0, "v2": 100.0}, "mallory", "x",
                                          "2026-01-01T00:00:00.000Z", "promote")})
-    snap = tmp_path / "snapshot.json"
-    snap.write_text(json.dumps(doc.to_json()))
-    snap.chmod(0o666)
     caplog.set_level(logging.ERROR, "killgate")
-    async with running_gateway(cfg) as g:
-        held = g.gw.holder.doc
-        assert set(held.kills) == {"version:iris:v2"} and held.overrides == {}
-        assert g.gw.holder.table.by_name["iris"].stable == "v1"
-    assert any(r.getMessage() == "snapshot_untrusted" for r in caplog.records)
-    snap.chmod(0o644)  # the same file, writable by its owner only: believed whole
-    async with running_gateway(cfg) as g:
-        assert set(g.gw.holder.doc.overrides) == {"iris"}
+    held = []
+    for run, mode in (("open", 0o666), ("owner", 0o644)):
+        (tmp_path / run).mkdir()
+        snap = tmp_path / run / "snapshot.json"
+        snap.write_text(json.dumps(doc.to_json()))
+        snap.chmod(mode)
+        state = (f"state:\n  backend: local\n  path: {tmp_path / run}/store.json\n"
+                 f"  snapshot_path: {snap}\n")
+        cfg = write_config(tmp_path / run, two_versions(p, p), state=state)
+        async with running_gateway(cfg) as g:
+            held.append(g.gw.holder.doc)
+    untrusted, trusted = held
+    assert set(untrusted.kills) == {"version:iris:v2"} and untrusted.overrides == {}
+    assert [r.getMessage() for r in caplog.records].count("snapshot_untrusted") == 1
+    # the same file, writable by its owner only: believed whole
+    assert set(trusted.kills) == {"version:iris:v2"} and set(trusted.overrides) == {"iris"}

@@ -19,7 +19,16 @@ from gateway import redact
 from gateway.admin.auth import mint
 from gateway.log import _JsonFormatter, _TextFormatter, event
 from tests.backends import echo_app
-from tests.conftest import ROOT, SECRET, free_port, two_versions, wait_until, write_config
+from tests.conftest import (
+    ROOT,
+    SECRET,
+    STATE_KEY,
+    STATE_KEY_ENV,
+    free_port,
+    two_versions,
+    wait_until,
+    write_config,
+)
 from tests.test_state_urls import _redis
 
 
@@ -92,6 +101,7 @@ SECRETS = {
     "event signing secret": "EVENTSECRET-0123456789-abcdefghijklmnop",
     "admin token secret": SECRET,
     "new webhook path": "NEWHOOK-a7b3",
+    "state signing key": STATE_KEY,
 }
 
 
@@ -107,6 +117,7 @@ def _config(tmp: Path, redis_port: int, backend: int, hook: str) -> str:
             state:
               backend: redis
               url: "redis://:{s['redis password']}@127.0.0.1:{redis_port}/0"
+              signing_key_env: {STATE_KEY_ENV}
               snapshot_path: {tmp}/snapshot.json
               poll_interval: 50ms
               max_staleness: 1s

@@ -19,8 +19,8 @@ from gateway.config import Config, RouteConfig
 from gateway.domain import overrides
 from gateway.domain.audit import AuditDraft, utc_now
 from gateway.domain.overrides import effective_stable
-from gateway.domain.statedoc import KillFlag, RouteOverride, StateDoc, kill_key
-from gateway.errors import ApiError
+from gateway.domain.statedoc import Change, KillFlag, RouteOverride, StateDoc, kill_key
+from gateway.errors import ApiError, ConflictingState
 
 __all__ = ["ACTIONS", "SCOPE_OF", "Intent", "Plan", "gate_of", "intent", "plan"]
 
@@ -55,6 +55,7 @@ class Intent:
     source: str = ""
     #: added to the audit event (an approval's record, a break-glass flag)
     audit: dict[str, Any] = field(default_factory=dict)
+    trace_id: str = ""  # the admin call's trace (obs-tracing), recorded in its audit event
 
     def change_hash(self) -> str:
         """SHA-256 over what the write would change (not who asks, why, or when): an
@@ -69,7 +70,7 @@ class Intent:
 
 @dataclass(frozen=True, slots=True)
 class Plan:
-    change: Callable[[StateDoc], StateDoc]
+    change: Callable[[StateDoc], Change | None]  # None: nothing to change
     describe: Callable[[StateDoc, StateDoc], AuditDraft]
     answer: dict[str, Any]  # what the answer says beside the receipt
 
@@ -168,7 +169,7 @@ def plan(i: Intent, cfg: Config) -> Plan:
 
 def _draft(i: Intent, target: dict[str, Any], before: Any, after: Any) -> AuditDraft:
     return AuditDraft(i.actor, i.action, target, i.reason, before, after, i.request_id,
-                      i.source, extra=dict(i.audit) or None)
+                      i.source, extra=dict(i.audit) or None, trace_id=i.trace_id)
 
 
 def _kill(i: Intent, cfg: Config) -> Plan:
@@ -176,20 +177,19 @@ def _kill(i: Intent, cfg: Config) -> Plan:
     key = kill_key(t["scope"], t["route"], t["version"])
     abort = bool(i.args.get("abort_inflight", True))
 
-    def change(cur: StateDoc) -> StateDoc:
+    def change(cur: StateDoc) -> Change | None:
         existing = cur.kills.get(key)
         if existing is not None:
             if abort and not existing.abort_inflight:
                 # a kill made with --keep-inflight, now asked to cut in-flight responses
                 # too: that much changes (and is audited); who, when, why stay
-                flag = dataclasses.replace(existing, abort_inflight=True)
-                return cur.with_changes(kills={**cur.kills, key: flag})
+                return Change(kills={key: dataclasses.replace(existing, abort_inflight=True)})
             # already in force: a repeat (a retry after `outcome_unknown`, a second
             # operator) changes nothing and keeps who killed it, when and why
-            return cur
-        flag = KillFlag(t["scope"], t["route"], t["version"], i.actor, i.reason, utc_now(),
-                        cur.generation + 1, abort)
-        return cur.with_changes(kills={**cur.kills, key: flag})
+            return None
+        # generation 0: apply_change stamps the generation the kill lands in
+        return Change(kills={key: KillFlag(t["scope"], t["route"], t["version"], i.actor,
+                                           i.reason, utc_now(), 0, abort)})
 
     def describe(cur: StateDoc, new: StateDoc) -> AuditDraft:
         before = cur.kills.get(key)
@@ -202,12 +202,11 @@ def _unkill(i: Intent, cfg: Config) -> Plan:
     t = _selector(i.target, cfg)
     key = kill_key(t["scope"], t["route"], t["version"])
 
-    def change(cur: StateDoc) -> StateDoc:
+    def change(cur: StateDoc) -> Change:
         if key not in cur.kills:
-            raise ApiError(409, "not_killed", f"there is no {t['scope']} kill for that selector")
-        kills = dict(cur.kills)
-        del kills[key]
-        return cur.with_changes(kills=kills)
+            raise ConflictingState("not_killed",
+                                   f"there is no {t['scope']} kill for that selector")
+        return Change(kills={key: None})
 
     def describe(cur: StateDoc, new: StateDoc) -> AuditDraft:
         return _draft(i, t, cur.kills[key].public(), None)
@@ -219,7 +218,7 @@ def _route_plan(i: Intent, rc: RouteConfig) -> Plan:
     a = i.args
     now = utc_now()
 
-    def change(cur: StateDoc) -> StateDoc:
+    def change(cur: StateDoc) -> Change:
         if i.action == "rollback":
             return overrides.rollback(cur, rc, a.get("to"), i.actor, i.reason, now)
         if i.action == "promote":

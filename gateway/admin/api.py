@@ -9,6 +9,7 @@ background by `DeniedLog`).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import re
@@ -19,7 +20,7 @@ from aiohttp import web
 
 from gateway import redact
 from gateway.admin import actions, inputs, openapi
-from gateway.admin.approvals import Approvals
+from gateway.admin.approvals import ApprovalRefused, Approvals
 from gateway.admin.auth import Authenticator, Principal
 from gateway.admin.denied import DeniedLog
 from gateway.admin.limiter import TokenBucket
@@ -36,6 +37,7 @@ from gateway.admin.ports import (
     StateWriter,
 )
 from gateway.admin.status import StatusBuilder
+from gateway.admin.tracing import TRACE_ID
 from gateway.admin.writes import Done, Writer
 from gateway.configfile import LoadedConfig
 from gateway.domain.audit import AuditDraft, clean_text
@@ -106,8 +108,9 @@ class AdminApi:
             if self.auth.problem:
                 event(log, "admin_auth_not_configured", logging.ERROR, problem=self.auth.problem)
 
-    def app(self) -> web.Application:
-        app = web.Application(middlewares=[errors],
+    def app(self, outer: tuple[Any, ...] = ()) -> web.Application:
+        """`outer`: middlewares that wrap everything (tracing), outermost first."""
+        app = web.Application(middlewares=[*outer, errors],
                               client_max_size=self.current.loaded.config.admin.max_body_size)
         r = app.router
         r.add_get("/healthz", self.healthz)
@@ -251,7 +254,9 @@ class AdminApi:
         reason = inputs.reason(body)
         wait = inputs.wait(request)
         rid, peer = self._meta(request)
-        intent = actions.intent(action, body, route, cfg, principal.subject, reason, rid, peer)
+        intent = dataclasses.replace(
+            actions.intent(action, body, route, cfg, principal.subject, reason, rid, peer),
+            trace_id=request.get(TRACE_ID, ""))
         glass = body.get("break_glass", False)
         if not isinstance(glass, bool):
             raise ApiError(400, "bad_request", "'break_glass' must be true or false")
@@ -262,7 +267,8 @@ class AdminApi:
             intent = intent.with_audit(break_glass=True)
         elif needs > 1:
             return await self.writer.run(request, principal.subject, wait,
-                                         lambda: self.approvals.request(intent, needs), rid, peer)
+                                         lambda: self.approvals.request(intent, needs), rid, peer,
+                                         intent.trace_id)
 
         async def op() -> Done:
             plan = actions.plan(intent, self.current.loaded.config)
@@ -275,7 +281,8 @@ class AdminApi:
                 answer["break_glass"] = True
             return Done(answer, new.generation, event=ev)
 
-        return await self.writer.run(request, principal.subject, wait, op, rid, peer)
+        return await self.writer.run(request, principal.subject, wait, op, rid, peer,
+                                     intent.trace_id)
 
     def _break_glass(self, request: web.Request, peer: str, principal: Principal,
                      intent: actions.Intent, needs: int) -> None:
@@ -321,7 +328,8 @@ class AdminApi:
             raise ApiError(404, "not_found", "alerts are not configured")
         body = await inputs.json_body(request, None)
         rid, peer = self._meta(request)
-        return web.json_response(await self.alerts.receive(body, rid, peer))
+        return web.json_response(await self.alerts.receive(body, rid, peer,
+                                                           request.get(TRACE_ID, "")))
 
     # ------------------------------------------------------------------ approvals
 
@@ -348,8 +356,9 @@ class AdminApi:
         reason = inputs.reason(body, required=False, default="approved")
         wait = inputs.wait(request)
         rid, peer = self._meta(request)
+        trace = request.get(TRACE_ID, "")
         return await self._approval_step(request, principal, peer, wait, rid, lambda: (
-            self.approvals.approve(ident, principal, expected, reason, rid, peer)))
+            self.approvals.approve(ident, principal, expected, reason, rid, peer, trace)))
 
     async def decline(self, request: web.Request) -> web.Response:
         principal = await self._principal(request, None)
@@ -358,17 +367,19 @@ class AdminApi:
         reason = inputs.reason(body, required=False, default="declined")
         wait = inputs.wait(request)
         rid, peer = self._meta(request)
+        trace = request.get(TRACE_ID, "")
         return await self._approval_step(request, principal, peer, wait, rid, lambda: (
-            self.approvals.decline(ident, principal, reason, rid, peer)))
+            self.approvals.decline(ident, principal, reason, rid, peer, trace)))
 
     async def _approval_step(self, request: web.Request, principal: Principal, peer: str,
                              wait: float, rid: str, op: Any) -> web.Response:
         try:
-            return await self.writer.run(request, principal.subject, wait, op, rid, peer)
+            return await self.writer.run(request, principal.subject, wait, op, rid, peer,
+                                         request.get(TRACE_ID, ""))
         except Forbidden as exc:  # the action's scope, checked against the stored record
             self._denied(request, peer, None, principal, exc)
             raise
-        except ApiError as exc:
+        except (ApiError, ApprovalRefused) as exc:
             if exc.type in ("self_approval", "approval_changed", "approval_tampered"):
                 event(log, "approval_refused", logging.WARNING, type=exc.type,
                       actor=principal.subject, approval=request.match_info["id"], peer=peer)

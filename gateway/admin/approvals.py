@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import secrets
 import time
@@ -30,13 +31,22 @@ from gateway.admin.auth import Principal
 from gateway.admin.ports import Current, StateWriter
 from gateway.admin.writes import Done
 from gateway.domain.audit import AuditDraft
-from gateway.domain.statedoc import StateDoc
-from gateway.errors import ApiError, AuditError, StateError
+from gateway.domain.statedoc import Change, StateDoc
+from gateway.errors import AuditError, DomainError, StateError
 from gateway.log import event
 
-__all__ = ["Approval", "Approvals"]
+__all__ = ["Approval", "ApprovalRefused", "Approvals"]
 
 log = logging.getLogger("killgate.admin")
+
+
+class ApprovalRefused(DomainError):
+    """A refusal decided on the state document (so a stale copy is checked again against
+    the store before it stands), with the HTTP status it means."""
+
+    def __init__(self, status: int, type_: str, message: str) -> None:
+        super().__init__(type_, message)
+        self.status = status
 
 
 def _iso(t: float) -> str:
@@ -123,7 +133,7 @@ class Approvals:
 
     async def request(self, intent: Intent, needs: int) -> Done:
         """Store `intent` as an open request (202), or answer with the open request for
-        the same change."""
+        the same change. (`intent.trace_id` goes into the request's audit event.)"""
         cfg = self.current.loaded.config
         plan = actions.plan(intent, cfg)
         plan.change(self.current.doc)  # refused now (404, 409) rather than at approval
@@ -133,19 +143,19 @@ class Approvals:
                        intent, digest, needs, (intent.actor,), now, now + cfg.approvals.ttl)
         found: list[Approval] = []
 
-        def change(cur: StateDoc) -> StateDoc:
+        def change(cur: StateDoc) -> Change | None:
             same = [a for a in _open(cur).values() if a.hash == digest and a.expires > now]
             if same:
                 found[:] = same[:1]
-                return cur  # the same change is already waiting for approval
+                return None  # the same change is already waiting for approval
             found[:] = []
-            return cur.with_changes(approvals={**cur.approvals, rec.id: rec.to_json()})
+            return Change(approvals={rec.id: rec.to_json()})
 
         def describe(cur: StateDoc, new: StateDoc) -> AuditDraft:
             return AuditDraft(intent.actor, "approval.request",
                               {"approval": rec.id, "action": intent.action, **intent.target},
                               intent.reason, None, rec.public(), intent.request_id,
-                              intent.source)
+                              intent.source, trace_id=intent.trace_id)
 
         _, ev = await self.state.write(change, describe)
         shown = found[0] if found else rec
@@ -157,52 +167,54 @@ class Approvals:
     def _get(cur: StateDoc, approval_id: str, now: float) -> Approval:
         raw = cur.approvals.get(approval_id)
         if raw is None:
-            raise ApiError(404, "unknown_approval", f"no open approval {approval_id!r}")
+            raise ApprovalRefused(404, "unknown_approval", f"no open approval {approval_id!r}")
         try:
             rec = Approval.from_json(raw)
         except ValueError:
-            raise ApiError(409, "approval_invalid",
-                           "the stored approval request is not a valid record") from None
+            raise ApprovalRefused(409, "approval_invalid",
+                                  "the stored approval request is not a valid record") from None
         if rec.expires <= now:
-            raise ApiError(409, "approval_expired",
-                           f"approval {approval_id} expired at {_iso(rec.expires)}")
+            raise ApprovalRefused(409, "approval_expired",
+                                  f"approval {approval_id} expired at {_iso(rec.expires)}")
         if rec.intent.change_hash() != rec.hash:
-            raise ApiError(409, "approval_tampered",
-                           "the stored change does not match the hash it was requested "
-                           "with; it is not applied (decline it and request it again)")
+            raise ApprovalRefused(409, "approval_tampered",
+                                  "the stored change does not match the hash it was requested "
+                                  "with; it is not applied (decline it and request it again)")
         return rec
 
     async def approve(self, approval_id: str, principal: Principal, expected: str | None,
-                      reason: str, request_id: str, source: str) -> Done:
+                      reason: str, request_id: str, source: str, trace_id: str = "") -> Done:
         now = self.clock()
         step: dict[str, Any] = {}
 
-        def change(cur: StateDoc) -> StateDoc:
+        def change(cur: StateDoc) -> Change:
             rec = self._get(cur, approval_id, now)
             principal.require(actions.SCOPE_OF[rec.intent.action])
             if expected is not None and expected != rec.hash:
-                raise ApiError(409, "approval_changed",
-                               "the change waiting for approval is not the one you reviewed "
-                               f"(hash {rec.hash[:12]}…, you named {expected[:12]}…)")
+                raise ApprovalRefused(409, "approval_changed",
+                                      "the change waiting for approval is not the one you "
+                                      f"reviewed (hash {rec.hash[:12]}…, you named "
+                                      f"{expected[:12]}…)")
             if principal.subject == rec.requested_by:
-                raise ApiError(403, "self_approval",
-                               "a requester cannot approve their own request")
+                raise ApprovalRefused(403, "self_approval",
+                                      "a requester cannot approve their own request")
             if principal.subject in rec.approved_by:
-                raise ApiError(409, "already_approved",
-                               f"{principal.subject} approved this request already")
+                raise ApprovalRefused(409, "already_approved",
+                                      f"{principal.subject} approved this request already")
             approved = (*rec.approved_by, principal.subject)
-            rest = {k: v for k, v in cur.approvals.items() if k != approval_id}
             if len(approved) < rec.needs:
                 nxt = Approval(rec.id, rec.gate, rec.intent, rec.hash, rec.needs, approved,
                                rec.created, rec.expires)
                 step.update(rec=nxt, plan=None)
-                return cur.with_changes(approvals={**rest, approval_id: nxt.to_json()})
-            intent = rec.intent.with_audit(approval={
+                return Change(approvals={approval_id: nxt.to_json()})
+            intent = dataclasses.replace(rec.intent.with_audit(approval={
                 "id": rec.id, "requested_by": rec.requested_by, "approved_by": list(approved),
-                "hash": rec.hash, "final_reason": reason})
+                "hash": rec.hash, "final_reason": reason}), trace_id=trace_id)
             plan = actions.plan(intent, self.current.loaded.config)
             step.update(rec=rec, plan=plan, approved=approved)
-            return plan.change(cur).with_changes(approvals=rest)
+            # the change and the request's end, in one state change
+            return dataclasses.replace(plan.change(cur) or Change(),
+                                       approvals={approval_id: None})
 
         def describe(cur: StateDoc, new: StateDoc) -> AuditDraft:
             plan = step["plan"]
@@ -212,7 +224,7 @@ class Approvals:
             return AuditDraft(principal.subject, "approval.approve",
                               {"approval": rec.id, "action": rec.intent.action,
                                **rec.intent.target}, reason, None, rec.public(), request_id,
-                              source)
+                              source, trace_id=trace_id)
 
         new, ev = await self.state.write(change, describe)
         if step["plan"] is None:
@@ -225,14 +237,15 @@ class Approvals:
         return Done(answer, new.generation, event=ev)
 
     async def decline(self, approval_id: str, principal: Principal, reason: str,
-                      request_id: str, source: str) -> Done:
+                      request_id: str, source: str, trace_id: str = "") -> Done:
         now = self.clock()
         seen: list[Approval] = []
 
-        def change(cur: StateDoc) -> StateDoc:
+        def change(cur: StateDoc) -> Change:
             raw = cur.approvals.get(approval_id)
             if raw is None:
-                raise ApiError(404, "unknown_approval", f"no open approval {approval_id!r}")
+                raise ApprovalRefused(404, "unknown_approval",
+                                      f"no open approval {approval_id!r}")
             try:
                 rec = Approval.from_json(raw)
             except ValueError:
@@ -240,8 +253,7 @@ class Approvals:
             if rec is not None:  # (an invalid record may be dropped by anyone who may read it)
                 principal.require(actions.SCOPE_OF[rec.intent.action])
             seen[:] = [rec] if rec is not None else []
-            return cur.with_changes(approvals={k: v for k, v in cur.approvals.items()
-                                               if k != approval_id})
+            return Change(approvals={approval_id: None})
 
         def describe(cur: StateDoc, new: StateDoc) -> AuditDraft:
             before = seen[0].public() if seen else cur.approvals.get(approval_id)
@@ -251,7 +263,7 @@ class Approvals:
                                **({"action": seen[0].intent.action, **seen[0].intent.target}
                                   if seen else {})},
                               reason, before, {"state": "expired" if expired else "declined"},
-                              request_id, source)
+                              request_id, source, trace_id=trace_id)
 
         new, ev = await self.state.write(change, describe)
         return Done({"approval": {"id": approval_id, "state": "declined"},
@@ -276,12 +288,12 @@ class Approvals:
         for key in stale:
             gone: list[Any] = []
 
-            def change(cur: StateDoc, key: str = key, gone: list[Any] = gone) -> StateDoc:
+            def change(cur: StateDoc, key: str = key,
+                       gone: list[Any] = gone) -> Change | None:
                 if key not in cur.approvals:
-                    return cur
+                    return None
                 gone[:] = [cur.approvals[key]]
-                return cur.with_changes(approvals={k: v for k, v in cur.approvals.items()
-                                                   if k != key})
+                return Change(approvals={key: None})
 
             def describe(cur: StateDoc, new: StateDoc, key: str = key,
                          gone: list[Any] = gone) -> AuditDraft:

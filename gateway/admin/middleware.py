@@ -1,7 +1,8 @@
 """The one place admin errors become HTTP answers (CONTRACT §4 error bodies).
 
 Owns the mapping of the exception tree (gateway/errors.py) to status codes and the JSON
-body `{"error": {"type", "message"}}`: ApiError keeps its status, store and audit
+body `{"error": {"type", "message"}}`: ApiError keeps its status, a domain refusal gets
+404/400/409 by its kind, store and audit
 failures are 503 (nothing changed) or 409, aiohttp's own HTTP errors keep theirs. An
 unexpected exception is logged with its traceback and answered with a bare 500 that
 says nothing about it.
@@ -17,16 +18,24 @@ from aiohttp import web
 from gateway.errors import (
     ApiError,
     AuditError,
+    ConflictingState,
+    DomainError,
+    InvalidChange,
     NotDurable,
     StateError,
     StoreOutcomeUnknown,
     StoreUnavailable,
+    UnknownVersion,
 )
 from gateway.log import event
 
 __all__ = ["errors", "json_error"]
 
 log = logging.getLogger("killgate.admin")
+
+#: the domain's refusals as HTTP statuses (one that carries `status` says its own; else 409)
+_DOMAIN_STATUS: dict[type[DomainError], int] = {UnknownVersion: 404, InvalidChange: 400,
+                                                ConflictingState: 409}
 
 
 def json_error(status: int, type_: str, message: str) -> web.Response:
@@ -42,6 +51,9 @@ async def errors(request: web.Request, handler: Any) -> web.StreamResponse:
         for name, value in exc.headers.items():
             resp.headers[name] = value
         return resp
+    except DomainError as exc:
+        status = getattr(exc, "status", None) or _DOMAIN_STATUS.get(type(exc), 409)
+        return json_error(status, exc.type, exc.message)
     except AuditError as exc:
         event(log, "audit_write_failed", logging.ERROR, error=str(exc))
         return json_error(503, "audit_unavailable",

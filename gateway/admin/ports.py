@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from gateway.configfile import LoadedConfig
 from gateway.domain.audit import AuditDraft
+from gateway.domain.statedoc import Change as StateChange
 from gateway.domain.statedoc import StateDoc
 
 __all__ = [
@@ -29,7 +30,7 @@ __all__ = [
     "StateWriter",
 ]
 
-Change = Callable[[StateDoc], StateDoc]
+Change = Callable[[StateDoc], StateChange | None]  # None: nothing to change
 Describe = Callable[[StateDoc, StateDoc], AuditDraft]
 #: the /metrics page for an Accept header: (body, content type)
 MetricsPage = Callable[[str | None], tuple[bytes, str]]
@@ -41,7 +42,8 @@ class StateWriter(Protocol):
     async def write(self, change: Change,
                     describe: Describe) -> tuple[StateDoc, dict[str, Any] | None]:
         """Apply `change` atomically with the event `describe` returns; (new doc, event),
-        event None when nothing changed. Raises ApiError from `change` to refuse."""
+        event None when nothing changed. `change` raises a DomainError to refuse (checked
+        again against the store when decided on a stale copy)."""
 
     async def receipt(self, generation: int, wait: float) -> dict[str, Any]:
         """Wait up to `wait` for every live instance to apply `generation`."""
@@ -100,4 +102,5 @@ class Counters(Protocol):
 class AlertInbox(Protocol):
     """Alertmanager's webhook (control.alerts.AlertReceiver)."""
 
-    async def receive(self, body: Any, request_id: str, peer: str) -> dict[str, Any]: ...
+    async def receive(self, body: Any, request_id: str, peer: str,
+                      trace_id: str = "") -> dict[str, Any]: ...

@@ -54,7 +54,7 @@ class Writer:
         self.audit = audit
 
     async def run(self, request: web.Request, subject: str, wait: float, op: Op,
-                  request_id: str, source: str) -> web.Response:
+                  request_id: str, source: str, trace_id: str = "") -> web.Response:
         """Run `op` once per Idempotency-Key and answer with its receipt."""
         ident, fingerprint = await self._idempotency(request, subject)
         if ident is not None:
@@ -62,7 +62,7 @@ class Writer:
                                                  IDEMPOTENCY_TTL)
             if earlier is not None:
                 resp = await self._replay(ident, earlier, fingerprint, wait)
-                await self._audit_replay(request, subject, resp, request_id, source)
+                await self._audit_replay(request, subject, resp, request_id, source, trace_id)
                 return resp
         try:
             done = await op()
@@ -141,7 +141,7 @@ class Writer:
         return web.json_response(resp, status=status, headers={"idempotent-replayed": "true"})
 
     async def _audit_replay(self, request: web.Request, subject: str, resp: web.Response,
-                            request_id: str, source: str) -> None:
+                            request_id: str, source: str, trace_id: str) -> None:
         """One replay record per answered retry: the action itself was recorded once.
         Best effort: the replay changed nothing, so a store that cannot take the record
         does not turn the answer into an error."""
@@ -152,7 +152,7 @@ class Writer:
                             "audit_id": first.get("audit_id")},
                            "a retry with the same Idempotency-Key: answered with the first "
                            "result, nothing applied again", request_id=request_id,
-                           source=source)
+                           source=source, trace_id=trace_id)
         try:
             await self.audit(draft)
         except (StateError, AuditError) as exc:
