@@ -8,7 +8,7 @@ import pytest
 
 from gateway.admin import actions
 from gateway.configfile import load_config
-from gateway.domain.statedoc import StateDoc
+from gateway.domain.statedoc import StateDoc, apply_change
 from gateway.errors import ApiError
 from tests.conftest import two_versions, write_config
 
@@ -58,9 +58,12 @@ def test_a_plan_changes_the_document_and_describes_it(cfg) -> None:  # type: ign
                        "rid-1", "10.0.0.1").with_audit(break_glass=True)
     plan = actions.plan(i, cfg)
     cur = StateDoc(generation=4)
-    new = plan.change(cur)
+    change = plan.change(cur)
+    assert change is not None
+    new = apply_change(cur, change)
     assert set(new.kills) == {"route:iris"} and new.kills["route:iris"].actor == "alice"
-    assert plan.change(new) is new  # a repeat changes nothing
+    assert new.kills["route:iris"].generation == 5  # stamped where it lands
+    assert plan.change(new) is None  # a repeat changes nothing
     ev = plan.describe(cur, new).as_event()
     assert (ev["actor"], ev["action"], ev["request_id"], ev["source"], ev["break_glass"]) == (
         "alice", "kill", "rid-1", "10.0.0.1", True)
