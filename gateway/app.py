@@ -18,6 +18,8 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway import __version__
+from gateway.admin import tracing as admin_tracing
 from gateway.admin.api import AdminApi
 from gateway.admin.auth import Authenticator
 from gateway.admin.console import ConsoleApi, FleetView
@@ -45,8 +47,11 @@ from gateway.state import make_sync
 from gateway.state.sync import Sync
 from gateway.telemetry.accesslog import AccessLog
 from gateway.telemetry.metrics import Metrics
+from gateway.telemetry.otelenv import resolve as otel_settings
+from gateway.telemetry.otlpmetrics import OtlpMetrics
 from gateway.telemetry.record import combine
 from gateway.telemetry.requests import RequestStats
+from gateway.telemetry.tracing import Tracing
 
 __all__ = ["Gateway", "bind_socket"]
 
@@ -82,6 +87,7 @@ class Gateway:
         self.reuse_port = reuse_port
         self.ports = ports
         self.metrics = Metrics()
+        self.tracing = Tracing(None)
         self.holder = TableHolder(loaded)
         self.requests = RequestStats(loaded.config.telemetry.buckets, self._intended_split)
         self.metrics.source(self.requests)
@@ -116,6 +122,13 @@ class Gateway:
         cfg = self.loaded.config
         event(log, "phase", phase="config", digest=self.loaded.digest,
               routes=len(cfg.routes), instance=self.instance)
+        # first in, last out: spans of the final requests and admin calls still export
+        self.tracing = await self._stack.enter_async_context(Tracing(
+            otel_settings(cfg.telemetry, os.environ), self.instance, __version__))
+        self.tracing.register(self.metrics)
+        otlp = await self._stack.enter_async_context(OtlpMetrics(
+            self.tracing.settings, self.metrics.registry.collect, self.instance, __version__))
+        otlp.register(self.metrics)
         self.upstreams = Upstreams(cfg.server.max_connections_per_backend,
                                    cfg.server.max_pending_per_backend)
         self._stack.push_async_callback(self.upstreams.close)
@@ -161,7 +174,8 @@ class Gateway:
                       max_inflight=cfg.server.max_inflight,
                       recorder=combine(
                           self.requests if cfg.telemetry.metrics.request_series else None,
-                          self.access_log))
+                          self.access_log),
+                      tracer=self.tracing.requests)
         server = GuardedServer(proxy, header_timeout=cfg.server.header_timeout,
                                send_timeout=cfg.server.send_timeout,
                                max_connections=cfg.server.max_connections,
@@ -184,7 +198,7 @@ class Gateway:
         self._stack.push_async_callback(self.admin_api.denied.stop)
         # Header lines up to 2 MiB reach the handler, so an oversized token is a clean
         # 401 (admin.auth caps Authorization at 8 KiB) rather than a parser's 400.
-        admin_app = self.admin_api.app()
+        admin_app = self.admin_api.app((admin_tracing.middleware(self.tracing.admin),))
         ConsoleApi(self.admin_api.authorize,
                    FleetView(self.instance, cfg.state.instance_lease, self.sync.store, self.sync,
                              lambda: self.holder.doc.generation, lambda: self.loaded.digest),

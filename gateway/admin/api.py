@@ -25,6 +25,7 @@ from aiohttp import web
 from gateway.admin import openapi
 from gateway.admin.auth import Authenticator, FailureLimiter, Principal
 from gateway.admin.denied import DeniedLog
+from gateway.admin.tracing import TRACE_ID
 from gateway.config import RouteConfig, parse_duration
 from gateway.configfile import LoadedConfig
 from gateway.domain import overrides
@@ -142,8 +143,9 @@ class AdminApi:
             if self.auth.problem:
                 event(log, "admin_auth_not_configured", logging.ERROR, problem=self.auth.problem)
 
-    def app(self) -> web.Application:
-        app = web.Application(middlewares=[_errors],
+    def app(self, outer: tuple[Any, ...] = ()) -> web.Application:
+        """`outer`: middlewares that wrap everything (tracing), outermost first."""
+        app = web.Application(middlewares=[*outer, _errors],
                               client_max_size=self.gw.loaded.config.admin.max_body_size)
         r = app.router
         r.add_get("/healthz", self.healthz)
@@ -404,7 +406,8 @@ class AdminApi:
             raise ApiError(400, "bad_request", "the body must be Alertmanager's JSON "
                                                "webhook payload") from None
         rid, peer = self._meta(request)
-        return web.json_response(await self.gw.alert_receiver.receive(body, rid, peer))
+        return web.json_response(await self.gw.alert_receiver.receive(
+            body, rid, peer, request.get(TRACE_ID, "")))
 
     # ------------------------------------------------------------------ rollouts
 
@@ -489,8 +492,13 @@ class AdminApi:
                 resp = await self._replay(ident, earlier, fingerprint, wait)
                 await self._audit_replay(request, principal, resp)
                 return resp
+        trace_id = request.get(TRACE_ID, "")
+
+        def traced(cur: StateDoc, new: StateDoc) -> AuditDraft:
+            return dataclasses.replace(describe(cur, new), trace_id=trace_id)
+
         try:
-            new, ev = await sync.write(change, describe)
+            new, ev = await sync.write(change, traced)
         except BaseException:
             if ident is not None:
                 with contextlib.suppress(StateError):
@@ -531,7 +539,8 @@ class AdminApi:
                             "generation": first.get("generation"),
                             "audit_id": first.get("audit_id")},
                            "a retry with the same Idempotency-Key: answered with the first "
-                           "result, nothing applied again", request_id=rid, source=peer)
+                           "result, nothing applied again", request_id=rid, source=peer,
+                           trace_id=request.get(TRACE_ID, ""))
         try:
             await self._append_audit(draft)
         except (StateError, AuditError) as exc:

@@ -67,8 +67,10 @@ class AlertReceiver:
     def settings(self) -> AlertmanagerConfig | None:
         return self.config().alerts.alertmanager
 
-    async def receive(self, body: Any, request_id: str, peer: str) -> dict[str, Any]:
-        """The answer to one notification: one entry per alert, in order."""
+    async def receive(self, body: Any, request_id: str, peer: str,
+                      trace_id: str = "") -> dict[str, Any]:
+        """The answer to one notification: one entry per alert, in order. `trace_id`: the
+        notification's trace, recorded in each audit event."""
         cfg = self.settings
         if cfg is None:
             raise ApiError(404, "not_enabled", "alerts from Alertmanager are not enabled "
@@ -84,7 +86,7 @@ class AlertReceiver:
         actions = []
         for alert in note.alerts:
             want = alerting.intent(alert, cfg, config)
-            entry = await self._one(note, alert, want, cfg, config, request_id, peer)
+            entry = await self._one(note, alert, want, cfg, config, request_id, peer, trace_id)
             self.metrics.inc("killgate_alertmanager_alerts_total", (entry["outcome"],),
                              label_names=("outcome",))
             actions.append(entry)
@@ -109,7 +111,7 @@ class AlertReceiver:
 
     async def _one(self, note: Notification, alert: Alert, want: Intent,
                    cfg: AlertmanagerConfig, config: Config, rid: str,
-                   peer: str) -> dict[str, Any]:
+                   peer: str, trace_id: str = "") -> dict[str, Any]:
         dry = cfg.mode == "observe"
         entry: dict[str, Any] = {"fingerprint": alert.fingerprint, "alertname":
                                  alert.labels.get("alertname"), "status": alert.status,
@@ -138,8 +140,9 @@ class AlertReceiver:
         try:
             if dry:
                 return await self._observe(entry, want, change, actor, reason, evidence, rid,
-                                           peer)
-            return await self._act(entry, want, change, actor, reason, evidence, rid, peer)
+                                           peer, trace_id)
+            return await self._act(entry, want, change, actor, reason, evidence, rid, peer,
+                                   trace_id)
         except (ApiError, DomainError) as exc:  # refused by the change (no previous stable, ...)
             await self._release(key)
             entry.update(outcome="refused", message=exc.message)
@@ -152,11 +155,11 @@ class AlertReceiver:
 
     async def _act(self, entry: dict[str, Any], want: Intent, change: ChangeFn, actor: str,
                    reason: str, evidence: dict[str, Any], rid: str,
-                   peer: str) -> dict[str, Any]:
+                   peer: str, trace_id: str = "") -> dict[str, Any]:
         def describe(cur: StateDoc, new: StateDoc) -> AuditDraft:
             return AuditDraft(actor, want.action, want.target or {}, reason,
                               _what(cur, want), _what(new, want), rid, peer,
-                              extra={"evidence": evidence})
+                              extra={"evidence": evidence}, trace_id=trace_id)
 
         new, ev = await self.writer.write(change, describe)
         entry.update(generation=new.generation, outcome="acted" if ev is not None else
@@ -172,7 +175,7 @@ class AlertReceiver:
 
     async def _observe(self, entry: dict[str, Any], want: Intent, change: ChangeFn, actor: str,
                        reason: str, evidence: dict[str, Any], rid: str,
-                       peer: str) -> dict[str, Any]:
+                       peer: str, trace_id: str = "") -> dict[str, Any]:
         cur = self.doc()
         ch = change(cur)
         would = ch is not None
@@ -180,7 +183,8 @@ class AlertReceiver:
         draft = AuditDraft(actor, f"alert.observe.{want.action}", want.target or {},
                            f"observe mode, nothing changed; would have: {want.message} "
                            f"({reason})", _what(cur, want), _what(new, want), rid, peer,
-                           extra={"evidence": evidence, "would_change": would})
+                           extra={"evidence": evidence, "would_change": would},
+                           trace_id=trace_id)
         ev = await self.writer.append_audit(draft)
         entry.update(outcome="dry_run", message=f"observe mode: would {want.message}"
                      + ("" if would else " (already in force)"))

@@ -71,6 +71,7 @@ class AuditDraft:
     request_id: str = ""
     source: str = ""
     extra: dict[str, Any] | None = None
+    trace_id: str = ""  # the W3C trace id of the call that made it ("" when none)
 
     def as_event(self) -> dict[str, Any]:
         ev: dict[str, Any] = {
@@ -85,6 +86,7 @@ class AuditDraft:
             "after": self.after,
             "request_id": clean_text(self.request_id, 128),
             "source": clean_text(self.source, 128),
+            "trace_id": clean_text(self.trace_id, 32),
         }
         if self.extra:
             ev.update(self.extra)

@@ -72,6 +72,11 @@ HELP: dict[str, tuple[str, str]] = {
                                                "header bytes), by reason."),
     "killgate_upstream_health": ("gauge", "1 when a version passes its health checks."),
     "killgate_upstream_ejections_total": ("counter", "Versions ejected by outlier detection."),
+    "killgate_otel_exported_total": ("counter", "Spans (or metric batches) the OTLP collector "
+                                                "accepted, by signal."),
+    "killgate_otel_dropped_total": ("counter", "Spans (or metric batches) lost on the way to "
+                                               "the OTLP collector, by signal and reason "
+                                               "(queue_full, export_failed)."),
     "killgate_event_deliveries_total": ("counter", "Outgoing event webhook deliveries, by "
                                                    "result (delivered, failed, dropped)."),
     "killgate_alertmanager_alerts_total": ("counter", "Alerts received from Alertmanager, by "
