@@ -19,6 +19,7 @@ from aiohttp import web
 
 from gateway.admin.api import AdminApi
 from gateway.admin.auth import Authenticator
+from gateway.admin.drills import DrillApi, load_drill_key
 from gateway.config import parse_listen
 from gateway.configfile import LoadedConfig
 from gateway.control.events import Alerts
@@ -26,6 +27,7 @@ from gateway.control.probes import HealthMonitor
 from gateway.control.reload import ConfigWatcher, summarize_changes
 from gateway.control.rollout import RolloutDriver
 from gateway.control.table import TableHolder
+from gateway.dataplane.drillfault import FaultGate
 from gateway.dataplane.inflight import Inflight
 from gateway.dataplane.listener import GuardedServer
 from gateway.dataplane.proxy import Observer, Proxy
@@ -129,11 +131,14 @@ class Gateway:
         await self.rollout.start()
         self._stack.push_async_callback(self.rollout.stop)
 
+        drill_key, drill_key_problem = load_drill_key(self.loaded)
         proxy = Proxy(self.holder, self.upstreams, self.inflight, self.metrics,
                       cfg.server.max_body_size, cfg.server.model_peek_bytes,
                       observer=_Fanout(self.health, self.rollout),
                       body_timeout=cfg.server.body_timeout,
-                      max_inflight=cfg.server.max_inflight)
+                      max_inflight=cfg.server.max_inflight,
+                      faults=FaultGate(drill_key, on_refused=lambda: self.metrics.inc(
+                          "killgate_drill_tokens_refused_total")))
         server = GuardedServer(proxy, header_timeout=cfg.server.header_timeout,
                                send_timeout=cfg.server.send_timeout,
                                max_connections=cfg.server.max_connections,
@@ -150,6 +155,7 @@ class Gateway:
         await self._data_runner.setup()
 
         self.admin_api = AdminApi(self)
+        self.admin_api.drills = DrillApi(self.admin_api, drill_key, drill_key_problem)
         # stopped after the admin listener (pushed before it), before the store: the last
         # denied calls are written on the way out
         self.admin_api.denied.start()
@@ -170,6 +176,8 @@ class Gateway:
         # the kernel for its turn instead of being dropped (the kernel caps it at somaxconn)
         await web.SockSite(self._data_runner, dsock, backlog=DATA_BACKLOG).start()
         await web.SockSite(self._admin_runner, asock).start()
+        self.sync.urls = {"data": _url(self.data_addr, cfg.drills.advertise_host),
+                          "admin": _url(self.admin_addr, cfg.drills.advertise_host)}
         self.started = True
         event(log, "phase", phase="listening", data=_fmt(self.data_addr),
               admin=_fmt(self.admin_addr), pid=os.getpid())
@@ -372,6 +380,17 @@ class _Fanout:
     def outcome(self, route: str, version: str, kind: str, latency: float) -> None:
         for o in self.observers:
             o.outcome(route, version, kind, latency)
+
+
+def _url(addr: tuple[str, int], host: str | None) -> str:
+    """The URL this instance publishes for a listener (drills reach every instance so)."""
+    if host is None:
+        host = addr[0]
+        if host in ("0.0.0.0", "::", ""):
+            host = socket.gethostname()
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"http://{host}:{addr[1]}"
 
 
 def _fmt(addr: tuple[str, int] | None) -> str:

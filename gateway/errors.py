@@ -17,7 +17,8 @@ library (aiohttp client → upstream.py, redis → state/redis.py, jwt → admin
         ├── UpstreamConnectError nothing was sent: safe to try another version
         ├── UpstreamTimeout      connect / idle-read / total deadline passed
         ├── UpstreamProtocolError the backend's answer was malformed (502)
-        └── UpstreamClosed       the backend closed or reset after the request was sent
+        ├── UpstreamClosed       the backend closed or reset after the request was sent
+        └── DrillFault           a drill's fault met by a drill request (never sent)
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ __all__ = [
     "ApiError",
     "AuditError",
     "ConfigError",
+    "DrillFault",
     "Forbidden",
     "KillgateError",
     "Problem",
@@ -170,3 +172,17 @@ class UpstreamProtocolError(UpstreamError):
 
 class UpstreamClosed(UpstreamError):
     pass
+
+
+class DrillFault(UpstreamError):
+    """A drill's fault, met by a request carrying a valid drill token (never a user's):
+    nothing was sent, and it says nothing about the backend's health."""
+
+    delivered = False
+    backend_fault = False
+
+    def __init__(self) -> None:
+        super().__init__("a drill fault (this request carries a drill token)")
+
+    def kind(self) -> str:
+        return "drill_fault"

@@ -25,6 +25,7 @@ from aiohttp import web
 from gateway.admin import openapi
 from gateway.admin.auth import Authenticator, FailureLimiter, Principal
 from gateway.admin.denied import DeniedLog
+from gateway.admin.drills import DrillApi
 from gateway.config import RouteConfig, parse_duration
 from gateway.configfile import LoadedConfig
 from gateway.domain import overrides
@@ -116,6 +117,7 @@ class AdminApi:
         self.auth = Authenticator(cfg.auth, gw.loaded.resolve)
         self.limiter = FailureLimiter()
         self.denied = DeniedLog(self._append_audit, gw.metrics)
+        self.drills: DrillApi | None = None  # the /v1/drills endpoints (set by the app)
         if self.auth.problem:
             event(log, "admin_auth_not_configured", logging.ERROR, problem=self.auth.problem)
 
@@ -148,6 +150,8 @@ class AdminApi:
         r.add_post("/v1/routes/{route}/promote", self.promote)
         r.add_put("/v1/routes/{route}/weights", self.weights)
         r.add_post("/v1/routes/{route}/release", self.release)
+        if self.drills is not None:
+            self.drills.add_routes(r)
         return app
 
     async def _append_audit(self, draft: AuditDraft) -> None:

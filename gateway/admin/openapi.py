@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from gateway.admin.openapi_drills import drill_paths
+
 __all__ = ["document"]
 
 _ERROR = {
@@ -108,7 +110,8 @@ def document(routes: list[str] | None = None, versions: list[str] | None = None)
         "info": {"title": "killgate admin API", "version": "1",
                  "description": "Kill switch, rollbacks and traffic shifts for an inference "
                                 "gateway. Scopes: killgate:read, killgate:kill, "
-                                "killgate:rollout, killgate:admin (all)."},
+                                "killgate:rollout, killgate:drill (recovery drills), "
+                                "killgate:admin (all)."},
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
                                            "bearerFormat": "JWT"}},
@@ -178,5 +181,6 @@ def document(routes: list[str] | None = None, versions: list[str] | None = None)
                 "killgate:rollout",
                 {"type": "object", "required": ["reason"], "additionalProperties": False,
                  "properties": {"reason": _REASON}}, route=route_s)},
+            **drill_paths(_write, _REASON, _auth_errors, route_s, version_s),
         },
     }

@@ -21,13 +21,20 @@ from aiohttp.http import HttpVersion11
 from multidict import CIMultiDict
 
 from gateway.dataplane.bodies import BodyReader, BodyTimeout, BodyTooLarge
+from gateway.dataplane.drillfault import FaultGate
 from gateway.dataplane.headers import ambiguous_path, request_head, response_head, response_multidict
 from gateway.dataplane.inflight import Aborted, Handle, Inflight
 from gateway.dataplane.jsonpeek import Ambiguous, ModelField, find_model, rewrite_model
 from gateway.dataplane.retry import RetryBudget, retryable
 from gateway.dataplane.upstream import Exchange, Upstreams
 from gateway.domain.routing import FAILOVER, FALLBACK, KILLED, Choice, RoutePlan, RouteTable, Target
-from gateway.errors import UpstreamClosed, UpstreamError, UpstreamOverflow, UpstreamTimeout
+from gateway.errors import (
+    DrillFault,
+    UpstreamClosed,
+    UpstreamError,
+    UpstreamOverflow,
+    UpstreamTimeout,
+)
 from gateway.telemetry.metrics import Metrics
 
 __all__ = ["Observer", "Proxy"]
@@ -68,8 +75,10 @@ class Proxy:
     def __init__(self, holder: TableSource, upstreams: Upstreams, inflight: Inflight,
                  metrics: Metrics, max_body: int, peek_bytes: int,
                  observer: Observer | None = None, scheme: str = "http",
-                 body_timeout: float = 30.0, max_inflight: int = 10_000) -> None:
+                 body_timeout: float = 30.0, max_inflight: int = 10_000,
+                 faults: FaultGate | None = None) -> None:
         self.max_inflight = max_inflight
+        self.faults = faults or FaultGate(None)
         self.bodies = BodyReader(max_body, peek_bytes, body_timeout)
         self.holder = holder
         self.upstreams = upstreams
@@ -205,7 +214,9 @@ class Proxy:
                     return self._error(413, "body_too_large",
                                        f"the request body exceeds {self.bodies.max_body} bytes",
                                        plan.name)
-        return await self._forward(request, plan, choice, prefix, field, cl)
+        # a failover drill's request (signed drill token) may be made to miss one version
+        faulted = self.faults.version(headers, table.doc, plan.name) if table.doc.drills else None
+        return await self._forward(request, plan, choice, prefix, field, cl, faulted)
 
     def _head(self, request: web.BaseRequest, target: Target, host_header: bytes,
               length: int | None) -> bytes:
@@ -221,7 +232,7 @@ class Proxy:
 
     async def _forward(self, request: web.BaseRequest, plan: RoutePlan, choice: Choice,
                        prefix: bytes | None, field: ModelField | None,
-                       cl: int | None) -> web.StreamResponse:
+                       cl: int | None, faulted: str | None = None) -> web.StreamResponse:
         rc = plan.config
         timeouts = rc.timeouts
         loop = self.loop
@@ -260,6 +271,8 @@ class Proxy:
                 handle.version = target.name
                 started = loop.time()
                 try:
+                    if target.name == faulted:
+                        raise DrillFault()
                     ex = await self._exchange(request, target, handle, send_body, length,
                                               deadline, timeouts.connect, timeouts.idle,
                                               complete)

@@ -16,6 +16,7 @@ from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
 from typing_extensions import TypedDict  # pydantic validates typing's only from 3.12
 
 __all__ = [
+    "DrillRecord",
     "HistoryEntry",
     "KillFlag",
     "KillScope",
@@ -106,6 +107,25 @@ class Progress(TypedDict, total=False):
 
 
 @dataclass(frozen=True, slots=True)
+class DrillRecord:
+    """An open recovery drill (domain/drills.py): the route's state when it started, and
+    every change it made, so a restore undoes exactly those (also after the drill process
+    died). `fault`: the drill-scoped fault in force ({"version", "nonce", "expires"})."""
+
+    id: str
+    kind: str
+    route: str
+    version: str | None
+    actor: str
+    started: str
+    deadline: float  # unix time: past it, the drill is overdue
+    before: dict[str, Any]
+    injected: tuple[dict[str, Any], ...] = ()
+    fault: dict[str, Any] | None = None
+    restored: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class StateDoc:
     """The whole replicated state. Replaced, never mutated."""
 
@@ -121,6 +141,10 @@ class StateDoc:
     identities: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     #: route -> progressive delivery state {"canary", "step", "since", "state"}
     progress: dict[str, Progress] = field(default_factory=dict)
+    #: drill id -> the open drill (started, not yet ended)
+    drills: dict[str, DrillRecord] = field(default_factory=dict)
+    #: "kind:route" -> the last finished drill's summary (exported as killgate_drill_last_*)
+    drill_results: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def with_changes(self, **kw: Any) -> StateDoc:
         return replace(self, **kw)
@@ -134,6 +158,9 @@ class StateDoc:
             "history": {k: [plain(e) for e in v] for k, v in self.history.items()},
             "identities": self.identities,
             "progress": self.progress,
+            "drills": {k: {**plain(v), "injected": list(v.injected)}
+                       for k, v in self.drills.items()},
+            "drill_results": self.drill_results,
         }
 
     @classmethod

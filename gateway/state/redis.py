@@ -66,7 +66,7 @@ return {'ok', ''}
 _HEARTBEAT = _Script("""
 local t = redis.call('TIME')
 local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. ':' .. ms .. ':' .. ARGV[4])
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. ':' .. ms .. ':' .. ARGV[4] .. ARGV[5])
 redis.call('PUBLISH', ARGV[3], ARGV[1] .. ' ' .. ARGV[2])
 return ms
 """)
@@ -76,6 +76,17 @@ local t = redis.call('TIME')
 local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 return {ms, redis.call('HGETALL', KEYS[1])}
 """)
+
+
+def _urls(tail: str) -> dict[str, str]:
+    """The addresses an instance published with its heartbeat (data, admin), if any."""
+    try:
+        got = json.loads(tail) if tail else {}
+    except ValueError:
+        return {}
+    if not isinstance(got, dict):
+        return {}
+    return {k: v for k, v in got.items() if k in ("data", "admin") and isinstance(v, str)}
 
 
 def _demoted(conn: RespConnection, exc: RespError) -> None:
@@ -307,20 +318,24 @@ class RedisStore:
 
     # ------------------------------------------------------------------ instances
 
-    async def heartbeat(self, instance: str, applied: int, config: str = "") -> None:
+    async def heartbeat(self, instance: str, applied: int, config: str = "",
+                        urls: dict[str, str] | None = None) -> None:
+        # the addresses ride after a space (a digest has none): "gen:ms:digest {json}"
+        tail = " " + json.dumps(urls, separators=(",", ":")) if urls else ""
         await self._script(_HEARTBEAT, [self.k_instances],
-                           [instance, str(applied), self.ch_acks, config])
+                           [instance, str(applied), self.ch_acks, config, tail])
 
     async def fleet(self, lease: float) -> dict[str, dict[str, Any]]:
         now_ms, flat = await self._script(_LIVE, [self.k_instances], [])
         out: dict[str, dict[str, Any]] = {}
         stale: list[bytes] = []
         for i in range(0, len(flat), 2):
-            gen_s, seen_s, config = ([*flat[i + 1].decode().split(":", 2), "", ""])[:3]
+            value, _, tail = flat[i + 1].decode().partition(" ")
+            gen_s, seen_s, config = ([*value.split(":", 2), "", ""])[:3]
             age = (int(now_ms) - int(seen_s or 0)) / 1000.0
             if age <= lease:
                 out[flat[i].decode()] = {"generation": int(gen_s or 0), "config": config,
-                                         "seen_s_ago": round(age, 3)}
+                                         "seen_s_ago": round(age, 3), **_urls(tail)}
             elif age > 10 * lease:
                 stale.append(flat[i])
         if stale:

@@ -70,6 +70,8 @@ class Sync:
         self._to_persist: StateDoc | None = None
         self._persister: asyncio.Task[None] | None = None
         self._last_beat = 0.0
+        #: where this instance listens ("data", "admin"), published with each heartbeat
+        self.urls: dict[str, str] = {}
         store.listen(self._pushed)
 
     # ------------------------------------------------------------------ lifecycle
@@ -175,7 +177,7 @@ class Sync:
 
     async def _beat(self) -> None:
         gen = self.holder.doc.generation
-        await self.store.heartbeat(self.instance, gen, self.holder.loaded.digest)
+        await self.store.heartbeat(self.instance, gen, self.holder.loaded.digest, self.urls)
         self._last_beat = time.monotonic()
         self._note_ack(Ack(self.instance, gen))
 
