@@ -144,12 +144,14 @@ async def test_bad_input_is_a_clear_4xx_and_changes_nothing(tmp_path: Path, back
             assert st == 404, (path, out)
         st, out = await call(session, "POST", f"{a}/v1/drills/..%2F/restore", {"reason": "r"})
         assert st == 404
+        st, out = await call(session, "POST", f"{a}/v1/drills", {**base, "kind": "failover"})
+        assert st == 400, out  # a failover drill names the version that fails
         st, out = await call(session, "POST", f"{a}/v1/drills",
                              {**base, "kind": "failover", "version": "v2"})
         drill = out["drill"]
         gen = g.gw.holder.doc.generation
         for body in ({"reason": "r", "ttl": "1h"}, {"reason": "r", "ttl": 5},
-                     {"reason": "r", "scope": "x"}):
+                     {"reason": "r", "scope": "x"}, {"reason": "r", "to": "v1"}):
             st, out = await call(session, "POST", f"{a}/v1/drills/{drill}/inject", body)
             assert st == 400, (body, out)
         for body in ({"reason": "r", "verdict": "great"},
@@ -176,14 +178,16 @@ async def test_failover_fault_meets_drill_requests_only(tmp_path: Path, backends
         st, out = await call(session, "POST", f"{a}/v1/drills",
                              {"kind": "failover", "route": "iris-drill", "version": "v2",
                               "reason": "r"})
-        drill = out["drill"]
-        st, out = await call(session, "POST", f"{a}/v1/drills/{drill}/inject",
-                             {"reason": "fail v2 for drill traffic", "ttl": "30s"})
-        assert st == 200, out
-        token = out["token"]
+        drill, token = out["drill"], out["token"]
         assert token.startswith("kgd1.")
         url = g.url + "/drill/iris/infer"
         pin = {"x-killgate-pin": "v2"}
+        # not injected yet: the token alone does nothing
+        assert await answer(session, url, **pin, **{"x-killgate-drill": token}) == \
+            (200, "v2", "pinned")
+        st, out = await call(session, "POST", f"{a}/v1/drills/{drill}/inject",
+                             {"reason": "fail v2 for drill traffic", "ttl": "30s"})
+        assert st == 200, out
         assert await answer(session, url, **pin, **{"x-killgate-drill": token}) == \
             (200, "v1", "failover")
         assert await answer(session, url, **pin) == (200, "v2", "pinned")  # no token

@@ -37,7 +37,7 @@ ROUTES = {r.name: r for r in CFG.routes}
 def opened(doc: StateDoc | None = None, kind: str = "kill", version: str | None = "v2",
            drill: str = "d-1") -> StateDoc:
     doc = doc or record_config(StateDoc(), list(CFG.routes), "sha256:x", "t0")
-    return drills.open_drill(doc, RC, drill, kind, version, "alice", "t1", 1e12)
+    return drills.open_drill(doc, RC, drill, kind, version, "alice", "t1", 1e12, "nonce")
 
 
 def test_open_records_the_route_state_and_refuses_a_second_drill_on_the_route() -> None:
@@ -113,11 +113,11 @@ def test_rollback_restore_of_an_unlatched_route_hands_it_back_to_the_file() -> N
     assert doc.history["iris-drill"][-1].stable == "v1"  # the stable moved back: recorded
 
 
-def test_fault_needs_the_drills_version_and_restore_clears_it() -> None:
-    doc = opened(kind="failover")
+def test_fault_is_the_failover_drills_and_restore_clears_it() -> None:
     with pytest.raises(ApiError):
-        drills.set_fault(doc, "d-1", "v1", "n", 5.0)
-    doc = drills.set_fault(doc, "d-1", "v2", "nonce", 5.0)
+        drills.set_fault(opened(kind="kill"), "d-1", 5.0)
+    doc = drills.set_fault(opened(kind="failover"), "d-1", 5.0)
+    assert doc.drills["d-1"].fault == {"version": "v2", "expires": 5.0}
     assert drills.route_state(doc, RC)["faults"] == ["d-1"]
     doc, notes = drills.restore(doc, "d-1", ROUTES, "alice", "t3")
     assert doc.drills["d-1"].fault is None and notes == [{"fault_cleared": "v2"}]
@@ -137,7 +137,7 @@ def test_end_needs_a_restore_and_keeps_the_last_result() -> None:
 
 
 def test_the_document_round_trips_with_open_drills_and_results() -> None:
-    doc = drills.set_fault(opened(kind="failover"), "d-1", "v2", "n", 5.0)
+    doc = drills.set_fault(opened(kind="failover"), "d-1", 5.0)
     doc = drills.inject_kill(opened(doc.with_changes(drills={}), drill="d-2"), "d-2", "route",
                              "a", "r", "t")
     doc = doc.with_changes(drill_results={"kill:iris": {"verdict": "passed", "leaks": 0}})

@@ -13,13 +13,14 @@ KEY = derive_key(b"k" * 32)
 CLAIMS = Claims("d-1", "iris-drill", "v2", "nonce-1", 1000.0)
 
 
-def doc_with(fault: dict | None, restored: bool = False, route: str = "iris-drill") -> StateDoc:
+def doc_with(fault: dict | None, restored: bool = False, route: str = "iris-drill",
+             nonce: str = "nonce-1") -> StateDoc:
     rec = DrillRecord("d-1", "failover", route, "v2", "alice", "t", 2000.0, {},
-                      fault=fault, restored=restored)
+                      fault=fault, restored=restored, nonce=nonce)
     return StateDoc(drills={"d-1": rec})
 
 
-FAULT = {"version": "v2", "nonce": "nonce-1", "expires": 1000.0}
+FAULT = {"version": "v2", "expires": 1000.0}
 
 
 def test_a_valid_token_meets_its_fault() -> None:
@@ -59,8 +60,9 @@ def test_replayed_tokens_match_no_fault() -> None:
     assert fault_version(claims, StateDoc(), "iris-drill", 10.0) is None  # drill ended
     assert fault_version(claims, doc_with(None), "iris-drill", 10.0) is None  # fault cleared
     assert fault_version(claims, doc_with(FAULT, restored=True), "iris-drill", 10.0) is None
-    renewed = {**FAULT, "nonce": "nonce-2"}  # a later fault of the same drill
-    assert fault_version(claims, doc_with(renewed), "iris-drill", 10.0) is None
+    # another drill that reused the id (a store restored from a backup): another nonce
+    assert fault_version(claims, doc_with(FAULT, nonce="nonce-2"), "iris-drill", 10.0) is None
+    assert fault_version(claims, doc_with(FAULT, nonce=""), "iris-drill", 10.0) is None
     assert fault_version(claims, doc_with(FAULT), "iris", 10.0) is None  # another route
     assert fault_version(claims, doc_with({**FAULT, "version": "v1"}), "iris-drill",
                          10.0) is None

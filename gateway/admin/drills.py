@@ -132,7 +132,7 @@ class DrillApi:
         if not 1 <= limit <= 200:
             raise ApiError(400, "bad_request", "limit must be between 1 and 200")
         doc = self.gw.holder.doc
-        opened = [{k: v for k, v in plain(r).items() if k != "fault"} | {
+        opened = [{k: v for k, v in plain(r).items() if k not in ("fault", "nonce")} | {
             "injected": list(r.injected), "fault": None if r.fault is None else {
                 "version": r.fault["version"], "expires": r.fault["expires"]},
             "overdue": time.time() > r.deadline} for r in doc.drills.values()]
@@ -185,10 +185,24 @@ class DrillApi:
         rid, peer = self.api._meta(request)
         drill = f"d-{datetime.now(UTC):%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
         deadline = time.time() + duration
+        extra: dict[str, Any] = {"drill": drill}
+        nonce = ""
+        if kind == "failover":
+            if version is None:
+                raise ApiError(400, "bad_request", "a failover drill needs 'version'")
+            if self.key is None:
+                raise ApiError(409, "no_drill_key", str(self.key_problem))
+            if rc.version(version) is None:
+                raise ApiError(404, "unknown_version",
+                               f"route {rc.name!r} has no version {version!r}")
+            # the drill's requests carry this token from the start: the fault, once
+            # injected, meets them (and only them) from the moment each instance applies it
+            nonce = secrets.token_urlsafe(12)
+            extra["token"] = mint(self.key, Claims(drill, rc.name, version, nonce, deadline))
 
         def change(cur: StateDoc) -> StateDoc:
             return drills.open_drill(cur, rc, drill, kind, version, principal.subject,
-                                     utc_now(), deadline)
+                                     utc_now(), deadline, nonce)
 
         def describe(cur: StateDoc, new: StateDoc) -> AuditDraft:
             rec = new.drills[drill]
@@ -198,7 +212,7 @@ class DrillApi:
                               {"deadline": deadline, "production": rc.drill_for is None},
                               rid, peer, {"drill": drill})
 
-        out = await self._write(request, principal, change, describe, {"drill": drill})
+        out = await self._write(request, principal, change, describe, extra)
         rec = self.gw.holder.doc.drills.get(drill)
         out["before"] = rec.before if rec is not None else None
         self._notify("start", {"drill": drill, "kind": kind, "route": rc.name,
@@ -252,18 +266,11 @@ class DrillApi:
                                   drills.tag(drill) + reason, ch["before"], ch["after"],
                                   rid, peer, {"drill": drill})
         elif rec.kind == "failover":
-            if self.key is None:
-                raise ApiError(409, "no_drill_key", str(self.key_problem))
-            if rec.version is None:
-                raise ApiError(409, "bad_request", "a failover drill needs a version")
-            ttl = self._ttl(body.get("ttl"))
-            nonce = secrets.token_urlsafe(12)
-            expires = time.time() + ttl
-            extra["token"] = mint(self.key, Claims(drill, rec.route, rec.version, nonce, expires))
+            expires = time.time() + self._ttl(body.get("ttl"))
             version = rec.version
 
             def change(cur: StateDoc) -> StateDoc:
-                return drills.set_fault(cur, drill, version, nonce, expires)
+                return drills.set_fault(cur, drill, expires)
 
             def describe(cur: StateDoc, new: StateDoc) -> AuditDraft:
                 return AuditDraft(principal.subject, "drill.fault",

@@ -79,7 +79,7 @@ def _put(doc: StateDoc, rec: DrillRecord, **kw: Any) -> StateDoc:
 
 
 def open_drill(doc: StateDoc, rc: RouteConfig, drill: str, kind: str, version: str | None,
-               actor: str, now: str, deadline: float) -> StateDoc:
+               actor: str, now: str, deadline: float, nonce: str = "") -> StateDoc:
     if kind not in KINDS:
         raise ApiError(400, "bad_request", f"'kind' must be one of {', '.join(KINDS)}")
     if drill in doc.drills:
@@ -91,7 +91,8 @@ def open_drill(doc: StateDoc, rc: RouteConfig, drill: str, kind: str, version: s
                            f"route {rc.name!r}: end it, or `killgate drill restore {other.id}`")
     if version is not None and rc.version(version) is None:
         raise ApiError(404, "unknown_version", f"route {rc.name!r} has no version {version!r}")
-    rec = DrillRecord(drill, kind, rc.name, version, actor, now, deadline, route_state(doc, rc))
+    rec = DrillRecord(drill, kind, rc.name, version, actor, now, deadline, route_state(doc, rc),
+                      nonce=nonce)
     return doc.with_changes(drills={**doc.drills, drill: rec})
 
 
@@ -133,12 +134,13 @@ def inject_rollback(doc: StateDoc, drill: str, rc: RouteConfig, to: str | None, 
     return _put(new, rec, injected=(*rec.injected, change))
 
 
-def set_fault(doc: StateDoc, drill: str, version: str, nonce: str, expires: float) -> StateDoc:
+def set_fault(doc: StateDoc, drill: str, expires: float) -> StateDoc:
+    """Make the drill's version fail, until `expires` (unix s), for requests carrying the
+    drill's token (minted when the drill opened, with its nonce)."""
     rec = _open(doc, drill)
-    if version != rec.version:
-        raise ApiError(400, "bad_request", f"drill {drill} was opened for version "
-                                           f"{rec.version!r}, not {version!r}")
-    return _put(doc, rec, fault={"version": version, "nonce": nonce, "expires": expires})
+    if rec.kind != "failover" or rec.version is None or not rec.nonce:
+        raise ApiError(409, "no_fault", f"drill {drill} is not a failover drill of a version")
+    return _put(doc, rec, fault={"version": rec.version, "expires": expires})
 
 
 def clear_fault(doc: StateDoc, drill: str) -> StateDoc:

@@ -3,10 +3,11 @@
 Pure (hmac, hashlib, base64, json; time passed in). A token is
 `kgd1.<payload>.<mac>`: base64url JSON {d: drill id, r: route, v: version, n: nonce,
 e: expiry (unix s)} and HMAC-SHA256 over `kgd1.<payload>` with the drill key, which only
-gateways hold. It is honoured only while the state holds an open drill with that id whose
-fault names the same route, version and nonce, before both expiries: a forged token fails
-the MAC; a token replayed after its drill ended, or from an earlier fault of the same
-drill (a new nonce each time), or on another route or version, matches no fault.
+gateways hold. It is honoured only while the state holds an open drill with that id and
+nonce (random, drawn when the drill opened) whose active fault names the same route and
+version, before both expiries: a forged or altered token fails the MAC; a token replayed
+after its drill ended, or from another drill, or on another route or version, matches no
+fault.
 """
 
 from __future__ import annotations
@@ -88,8 +89,8 @@ def fault_version(claims: Claims, doc: StateDoc, route: str, now: float) -> str 
     if rec is None or rec.restored or rec.fault is None or rec.route != route:
         return None
     fault = rec.fault
-    if (claims.route != route or fault.get("version") != claims.version
-            or not hmac.compare_digest(str(fault.get("nonce", "")), claims.nonce)):
+    if (claims.route != route or fault.get("version") != claims.version or not rec.nonce
+            or not hmac.compare_digest(rec.nonce, claims.nonce)):
         return None
     expires = fault.get("expires")
     if not isinstance(expires, int | float) or now >= expires:

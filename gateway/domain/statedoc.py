@@ -110,7 +110,8 @@ class Progress(TypedDict, total=False):
 class DrillRecord:
     """An open recovery drill (domain/drills.py): the route's state when it started, and
     every change it made, so a restore undoes exactly those (also after the drill process
-    died). `fault`: the drill-scoped fault in force ({"version", "nonce", "expires"})."""
+    died). `fault`: the drill-scoped fault in force ({"version", "expires"}), met only by
+    requests whose drill token carries this drill's `nonce`."""
 
     id: str
     kind: str
@@ -123,6 +124,7 @@ class DrillRecord:
     injected: tuple[dict[str, Any], ...] = ()
     fault: dict[str, Any] | None = None
     restored: bool = False
+    nonce: str = ""
 
 
 @dataclass(frozen=True, slots=True)
