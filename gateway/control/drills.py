@@ -65,6 +65,7 @@ class DrillRunner:
         self.say = say
         self.pause = pause
         self.t0 = time.monotonic()
+        self.t0_unix = time.time()  # the same instant on the wall clock (for comparisons)
         self.marks = Marks()
         self.stopped: str | None = None  # why the drill stopped early
         self._stop = asyncio.Event()
@@ -263,7 +264,8 @@ class DrillRunner:
             **({"scope": plan.kill_scope} if plan.kind in ("kill", "store_loss") else {}),
             **({"to": to} if plan.kind == "rollback" else {}),
             **measured, "restored": restored, "started": started, "finished": utc_now(),
-            "rate": plan.rate, "marks_ms": marks, "receipts": receipts,
+            "rate": plan.rate, "t0_unix": round(self.t0_unix, 4), "marks_ms": marks,
+            "receipts": receipts,
             "undone": restore.get("undone"), "before": restore.get("before"),
             "after": restore.get("state"), "targets": plan.targets.model_dump(),
             "abort": {"route": watch.route, "threshold": plan.abort.error_rate,
