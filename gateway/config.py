@@ -21,6 +21,8 @@ from pydantic import (
     model_validator,
 )
 
+from gateway.config_telemetry import AlertsConfig, EventsConfig, TelemetryConfig
+
 __all__ = [
     "AdminConfig",
     "AnalysisConfig",
@@ -192,6 +194,9 @@ class MatchConfig(_Model):
     host: str | None = None
     header: dict[str, str] | None = None
     model: str | None = None
+    #: false: the route's backend treats paths case-insensitively, so the prefix matches
+    #: in any case (a killed route is not reachable as /V2/Models/IRIS through another)
+    case_sensitive: bool = True
 
     @field_validator("path_prefix")
     @classmethod
@@ -216,6 +221,12 @@ class MatchConfig(_Model):
             if not re.fullmatch(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+", name):
                 raise ValueError(f"{name!r} is not a valid header name")
         return {k.lower(): val for k, val in v.items()}
+
+    @model_validator(mode="after")
+    def _case_needs_prefix(self) -> MatchConfig:
+        if not self.case_sensitive and self.path_prefix is None:
+            raise ValueError("case_sensitive: false needs a path_prefix")
+        return self
 
     def keys(self) -> int:
         return sum(x is not None for x in (self.path_prefix, self.host, self.header, self.model))
@@ -345,6 +356,9 @@ class RouteConfig(_Model):
     timeouts: TimeoutsConfig = Field(default_factory=TimeoutsConfig)
     retry: RetryConfig | None = None
     analysis: AnalysisConfig | None = None
+    #: how the backend says "model not loaded / not ready" (CONTRACT §5.6): with v2 or openai
+    #: such an answer moves the request to another version, as if never delivered
+    protocol: Literal["http", "v2", "openai"] = "http"
     #: a drill route: the same versions as the named route, behind a prefix only drills use
     drill_for: str | None = None
 
@@ -415,6 +429,9 @@ class Config(_Model):
     state: StateConfig = Field(default_factory=StateConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
     log: LogConfig = Field(default_factory=LogConfig)
+    telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)  # CONTRACT §5.1
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+    events: EventsConfig = Field(default_factory=EventsConfig)
     drills: DrillsConfig = Field(default_factory=DrillsConfig)
     routes: list[RouteConfig] = Field(min_length=1)
 

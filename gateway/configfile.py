@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from gateway import config_telemetry
 from gateway.config import Config, parse_listen
 from gateway.errors import ConfigError, Problem
 
@@ -24,6 +26,9 @@ __all__ = ["LoadedConfig", "format_path", "load_config", "parse_config_text"]
 
 MAX_FILE_BYTES = 1 << 20
 MAX_ALIASES = 64
+#: nodes in the document with every alias expanded: a few aliases nested in each other
+#: multiply (8 levels of 8 make 16 million), and whatever walks the result pays for them
+MAX_EXPANDED_NODES = 100_000
 
 
 class LoadedConfig:
@@ -60,6 +65,12 @@ class _StrictLoader(yaml.SafeLoader):
                 raise yaml.YAMLError(f"more than {MAX_ALIASES} aliases: refusing to expand")
         return super().compose_node(parent, index)
 
+    def get_single_node(self) -> Any:
+        node = super().get_single_node()
+        if node is not None and self._aliases:
+            _expanded_size(node)
+        return node
+
     def construct_mapping(self, node: Any, deep: bool = False) -> Any:
         seen: set[Any] = set()
         for key_node, _ in node.value:
@@ -71,6 +82,42 @@ class _StrictLoader(yaml.SafeLoader):
                 )
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
+
+
+def _expanded_size(root: Any) -> int:
+    """Nodes in the tree under `root` with aliases expanded (each anchored node counted
+    once per reference, its size computed once); refuses past MAX_EXPANDED_NODES and
+    refuses a node that contains itself."""
+    sizes: dict[int, int] = {}
+    busy: set[int] = set()
+
+    def size(node: Any) -> int:
+        key = id(node)
+        known = sizes.get(key)
+        if known is not None:
+            return known
+        if key in busy:
+            raise yaml.YAMLError("an alias refers to a node that contains it")
+        busy.add(key)
+        n = 1
+        if isinstance(node, yaml.SequenceNode):
+            for child in node.value:
+                n += size(child)
+                if n > MAX_EXPANDED_NODES:
+                    break
+        elif isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                n += size(k) + size(v)
+                if n > MAX_EXPANDED_NODES:
+                    break
+        if n > MAX_EXPANDED_NODES:
+            raise yaml.YAMLError(f"aliases expand the document past {MAX_EXPANDED_NODES} "
+                                 "nodes: refusing to expand")
+        busy.discard(key)
+        sizes[key] = n
+        return n
+
+    return size(root)
 
 
 def format_path(loc: tuple[Any, ...]) -> str:
@@ -209,6 +256,8 @@ def _semantic_problems(cfg: Config) -> list[Problem]:
             out.append(Problem(f"{base}.timeouts.connect", "must not exceed timeouts.total"))
     out.extend(_drill_routes(cfg))
     out.extend(_overlaps(cfg))
+    out.extend(Problem(path, msg) for path, msg in config_telemetry.problems(
+        cfg.telemetry, cfg.alerts, (r.name for r in cfg.routes)))
     return out
 
 
@@ -241,7 +290,10 @@ def _overlaps(cfg: Config) -> list[Problem]:
             a, b = routes[i].match, routes[j].match
             if (len(a.path_prefix or ""), a.keys()) != (len(b.path_prefix or ""), b.keys()):
                 continue
-            if a.path_prefix != b.path_prefix:
+            pa, pb = a.path_prefix, b.path_prefix
+            if pa is not None and pb is not None and not (a.case_sensitive and b.case_sensitive):
+                pa, pb = pa.lower(), pb.lower()
+            if pa != pb:
                 continue  # same length, different strings: disjoint
             if a.host and b.host and a.host != b.host:
                 continue
@@ -299,4 +351,8 @@ def load_config(path: str | Path) -> LoadedConfig:
     except UnicodeDecodeError as exc:
         raise ConfigError([Problem("", f"{p}: not UTF-8 (byte {exc.start})")]) from None
     cfg = parse_config_text(text, str(p))
-    return LoadedConfig(cfg, "sha256:" + hashlib.sha256(raw).hexdigest(), p.resolve())
+    # Absolute, but symlinks kept: a mounted ConfigMap's file is a link through `..data`
+    # into a timestamped folder that the next update deletes. The watcher must follow the
+    # link, and relative paths in the file must stay relative to the mount folder.
+    return LoadedConfig(cfg, "sha256:" + hashlib.sha256(raw).hexdigest(),
+                        Path(os.path.abspath(p)))

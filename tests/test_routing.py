@@ -179,3 +179,38 @@ routes:
 """)
     assert build_table(cfg2, StateDoc()).match("/x", "models.example.com", {}, None).name == "host"
     assert build_table(cfg2, StateDoc()).match("/x", "other", {}, None) is None
+
+
+def test_a_version_at_weight_zero_by_override_is_out_of_pins() -> None:
+    """A latched rollback (or weights setting a version to 0) excludes it from pins too; a
+    version at weight 0 in the file (a dark launch, reached only by pin) stays pinnable."""
+    from gateway.domain.statedoc import RouteOverride
+
+    dark = build_table(_cfg(100, 0), StateDoc()).by_name["iris"]
+    c = dark.choose(None, "v2", random.random)
+    assert (c.target.name, c.decision) == ("v2", "pinned")
+    for kind in ("rollback", "weights"):
+        ov = RouteOverride("v1", {"v1": 100.0, "v2": 0.0}, "alice", "bad", "now", kind)
+        plan = build_table(_cfg(50, 50), StateDoc(generation=2, overrides={"iris": ov})) \
+            .by_name["iris"]
+        c = plan.choose(None, "v2", random.random)
+        assert (c.target.name, c.decision) == ("v1", "failover"), kind
+        assert plan.choose(None, "v1", random.random).decision == "pinned"
+
+
+def test_case_insensitive_prefix_and_the_fallback_body_built_once() -> None:
+    cfg = parse_config_text("""
+routes:
+  - name: iris
+    match: {path_prefix: /V2/Models/Iris, case_sensitive: false}
+    stable: a
+    versions: [{name: a, url: "http://h:1"}]
+    fallback: {status: 503, json: {error: {type: unavailable, n: [1, 2]}}}
+  - {name: all, match: {path_prefix: /}, stable: a, versions: [{name: a, url: "http://h:2"}]}
+""")
+    t = build_table(cfg, StateDoc())
+    for path in ("/v2/models/iris/infer", "/V2/MODELS/IRIS", "/v2/Models/iRiS/x"):
+        assert t.match(path, "", {}, None).name == "iris", path
+    assert t.match("/v2/models/iris2", "", {}, None).name == "all"
+    assert t.by_name["iris"].fallback_body == b'{"error": {"type": "unavailable", "n": [1, 2]}}'
+    assert t.by_name["all"].fallback_body == b""

@@ -8,6 +8,7 @@ Pure functions over raw (bytes, bytes) pairs; no I/O.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterable
 from email.utils import formatdate
@@ -17,11 +18,12 @@ from multidict import CIMultiDict
 
 __all__ = [
     "RawHeaders",
-    "ambiguous_path",
     "connection_tokens",
+    "declared_charset",
     "request_head",
     "response_head",
     "response_multidict",
+    "undecodable",
 ]
 
 RawHeaders = list[tuple[bytes, bytes]]
@@ -167,17 +169,26 @@ def response_head(status: int, raw: Iterable[tuple[bytes, bytes]], ours: bytes, 
     return b"".join(parts)
 
 
-_ENCODED = ("%2f", "%5c", "%2e", "%00")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-def ambiguous_path(raw_path: str) -> bool:
-    """A path that the gateway and a backend could resolve differently (RELIABILITY row 33):
-    `.`/`..` segments, or encoded `/`, `\\`, `.` or NUL. Such requests are refused rather than
-    normalised, so routing and the backend always see the same path."""
-    path = raw_path.split("?", 1)[0]
-    if "\\" in path:
-        return True
-    low = path.lower()
-    if any(e in low for e in _ENCODED):
-        return True
-    return any(seg in (".", "..") for seg in path.split("/"))
+def undecodable(values: Iterable[str]) -> str | None:
+    """The first field value that is not valid UTF-8 (as a parser that decodes with
+    surrogateescape hands it over), or None. Routing reads Host, match headers, the sticky
+    header and pins as text; bytes that are not UTF-8 would be read one way by us and
+    another by the backend, and once raised a traceback per request."""
+    for v in values:
+        if not v.isascii() and _SURROGATE.search(v):
+            return v
+    return None
+
+
+def declared_charset(content_type: str | None) -> str | None:
+    """The `charset` parameter of a Content-Type, lower-cased and unquoted, or None."""
+    if not content_type or "charset" not in content_type.lower():
+        return None
+    for param in content_type.split(";")[1:]:
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "charset":
+            return value.strip().strip('"').lower()
+    return None

@@ -1,23 +1,33 @@
 """Find and rewrite the top-level `model` field of an OpenAI-style JSON body, cheaply.
 
 Pure: works on bytes already read (a bounded prefix of the body), never parses more
-than the top-level members it must walk. Duplicate top-level `model` keys are reported
-as ambiguous, since backends disagree on which one wins (a routing-confusion vector).
+than the top-level members it must walk. Decoding is strict UTF-8 (RFC 8259) and every
+offset is a byte offset, so a rewrite lands exactly on the value routing read. Whatever a
+backend could read differently from us is refused (`Unreadable`, `Ambiguous`), never
+guessed at: duplicate top-level `model` keys, invalid UTF-8, a `model` string holding a
+lone surrogate escape, nesting too deep to decode, and a body whose top-level members run
+past the peek window (a `model`, or a second one, could hide beyond it).
 """
 
 from __future__ import annotations
 
+import codecs
 import json
 import re
 from dataclasses import dataclass
 
-__all__ = ["Ambiguous", "ModelField", "find_model", "rewrite_model"]
+__all__ = ["Ambiguous", "ModelField", "Unreadable", "find_model", "rewrite_model"]
 
 _decoder = json.JSONDecoder()
 _WS = re.compile(r"[ \t\n\r]*")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-class Ambiguous(ValueError):
+class Unreadable(ValueError):
+    """The body's `model` cannot be read the one way every backend would read it."""
+
+
+class Ambiguous(Unreadable):
     """The body names `model` more than once."""
 
 
@@ -28,18 +38,36 @@ class ModelField:
     end: int
 
 
-def find_model(body: bytes) -> ModelField | None:
-    """The top-level string `model` of a JSON object body, or None (not JSON, absent, cut)."""
-    text = body.decode("utf-8", "replace")
-    found: tuple[str, int, int] | None = None
+def _text(body: bytes, complete: bool) -> str:
+    """Strict UTF-8; a prefix cut inside a character keeps the characters before it."""
     try:
-        i = _WS.match(text, 0).end()  # type: ignore[union-attr]
-        if text[i] != "{":
-            return None
-        i += 1
+        if complete:
+            return body.decode("utf-8")
+        return codecs.getincrementaldecoder("utf-8")("strict").decode(body, final=False)
+    except UnicodeDecodeError as exc:
+        raise Unreadable(f"the body is not valid UTF-8 (byte {exc.start})") from None
+
+
+def find_model(body: bytes, complete: bool = True) -> ModelField | None:
+    """The top-level string `model` of a JSON object body, or None when the body is not a
+    JSON object or has no top-level `model`.
+
+    `complete` says whether `body` is the whole body (else a prefix: the peek window). A
+    prefix whose top-level object does not close inside it raises `Unreadable`.
+    """
+    i = len(body) - len(body.lstrip(b" \t\r\n"))
+    if body[i:i + 1] != b"{":
+        return None  # not a JSON object (form data, a tensor in binary, ...): no model
+    text = _text(body, complete)
+    found: tuple[str, int, int] | None = None
+    seen = False  # a `model` key, of any type
+    closed = False
+    try:
+        i = _WS.match(text, 0).end() + 1  # type: ignore[union-attr]
         while True:
             i = _WS.match(text, i).end()  # type: ignore[union-attr]
             if text[i] == "}":
+                closed = True
                 break
             key, i = _decoder.raw_decode(text, i)
             i = _WS.match(text, i).end()  # type: ignore[union-attr]
@@ -49,22 +77,33 @@ def find_model(body: bytes) -> ModelField | None:
             start = i
             value, i = _decoder.raw_decode(text, i)
             if key == "model":
-                if found is not None:
+                if seen:
                     raise Ambiguous("the body has more than one top-level 'model' field")
+                seen = True
                 if isinstance(value, str):
                     found = (value, start, i)
             i = _WS.match(text, i).end()  # type: ignore[union-attr]
             if text[i] == ",":
                 i += 1
                 continue
+            closed = text[i] == "}"
             break
+    except RecursionError:
+        raise Unreadable("the body nests too deeply to be read") from None
     except (ValueError, IndexError) as exc:
-        if isinstance(exc, Ambiguous):
+        if isinstance(exc, Unreadable):
             raise
-        # Not JSON, or cut at the peek limit: use what the complete members said.
+        # Not JSON (the backend will say so), or cut at the peek limit (below).
+    if not closed and not complete:
+        raise Unreadable("the body's top-level fields run past the gateway's peek window "
+                         "(server.model_peek_bytes), so its 'model' cannot be checked; send a "
+                         "smaller body or raise the window")
     if found is None:
         return None
     value, s, e = found
+    if _SURROGATE.search(value):
+        raise Unreadable("the body's 'model' holds an escaped lone surrogate, which is not a "
+                         "Unicode character")
     if text.isascii():
         return ModelField(value, s, e)
     return ModelField(value, len(text[:s].encode()), len(text[:e].encode()))

@@ -22,10 +22,18 @@ from multidict import CIMultiDict
 
 from gateway.dataplane.bodies import BodyReader, BodyTimeout, BodyTooLarge
 from gateway.dataplane.drillfault import FaultGate
-from gateway.dataplane.headers import ambiguous_path, request_head, response_head, response_multidict
+from gateway.dataplane.headers import (
+    declared_charset,
+    request_head,
+    response_head,
+    response_multidict,
+    undecodable,
+)
 from gateway.dataplane.inflight import Aborted, Handle, Inflight
-from gateway.dataplane.jsonpeek import Ambiguous, ModelField, find_model, rewrite_model
+from gateway.dataplane.jsonpeek import ModelField, Unreadable, find_model, rewrite_model
+from gateway.dataplane.paths import BadTarget, route_host, split_target
 from gateway.dataplane.retry import RetryBudget, retryable
+from gateway.dataplane.sse import EventCutter
 from gateway.dataplane.upstream import Exchange, Upstreams
 from gateway.domain.routing import FAILOVER, FALLBACK, KILLED, Choice, RoutePlan, RouteTable, Target
 from gateway.errors import (
@@ -35,6 +43,7 @@ from gateway.errors import (
     UpstreamOverflow,
     UpstreamTimeout,
 )
+from gateway.log import event
 from gateway.telemetry.metrics import Metrics
 
 __all__ = ["Observer", "Proxy"]
@@ -145,8 +154,8 @@ class Proxy:
         """Killed or nothing can serve: the route's fallback, else a 503."""
         fb = plan.fallback
         if fb is not None:
-            body = json.dumps(fb.json_).encode() if fb.json_ is not None else b""
-            return self._reply(fb.status, body, plan.name, None, decision, dict(fb.headers))
+            return self._reply(fb.status, plan.fallback_body, plan.name, None, decision,
+                               dict(fb.headers))
         if decision == KILLED:
             return self._error(503, "killed", "this model route is disabled", plan.name, None,
                                KILLED, scope=scope or plan.killed or "route")
@@ -166,31 +175,31 @@ class Proxy:
         if cl is not None and cl > self.bodies.max_body:
             return self._error(413, "body_too_large",
                                f"the request body exceeds {self.bodies.max_body} bytes")
-        raw_path = request.raw_path
-        if raw_path[:1] != "/":  # absolute-form (or `*`): never forwarded as the client sent it
-            return self._error(400, "bad_request",
-                               "send the request target as a path starting with '/', not as "
-                               "an absolute URL")
-        if ("/." in raw_path or "%" in raw_path or "\\" in raw_path) and ambiguous_path(raw_path):
-            return self._error(400, "bad_request",
-                               "the path has dot segments or encoded slashes, dots or "
-                               "backslashes; send it normalised")
-        path = request.path
-        host = request.host.rsplit(":", 1)[0].lower() if request.host else ""
-        if host.startswith("["):
-            host = request.host.lower().partition("]")[0] + "]"
+        try:
+            path, target = split_target(request.raw_path)
+            host = route_host(headers.get("host"))
+        except BadTarget as exc:
+            return self._bad("target", str(exc))
+        if undecodable(headers.values()) is not None:
+            return self._bad("header_encoding", "a header value is not valid UTF-8")
         prefix: bytes | None = None
         field: ModelField | None = None
         model: str | None = None
         if table.needs_model(path, host, headers):
+            charset = declared_charset(headers.get("content-type"))
+            if charset is not None and charset not in ("utf-8", "utf8"):
+                return self._bad("model_body", f"the body is declared {charset!r}; a route "
+                                 "chosen by the body's 'model' reads JSON as UTF-8 only")
             prefix = await self.bodies.prefix(request, cl)
             if prefix is None:
                 return self._error(413, "body_too_large",
                                    f"the request body exceeds {self.bodies.max_body} bytes")
+            complete = len(prefix) == cl if cl is not None else request.content.at_eof()
+            peek = self.bodies.peek_bytes  # the window, exactly: however the bytes arrived
             try:
-                field = find_model(prefix)
-            except Ambiguous as exc:
-                return self._error(400, "bad_request", str(exc))
+                field = find_model(prefix[:peek], complete and len(prefix) <= peek)
+            except Unreadable as exc:
+                return self._bad("model_body", str(exc))
             model = field.value if field else None
         plan = table.match(path, host, headers, model)
         if plan is None:
@@ -216,12 +225,19 @@ class Proxy:
                                        plan.name)
         # a failover drill's request (signed drill token) may be made to miss one version
         faulted = self.faults.version(headers, table.doc, plan.name) if table.doc.drills else None
-        return await self._forward(request, plan, choice, prefix, field, cl, faulted)
+        return await self._forward(request, plan, choice, prefix, field, cl, target, faulted)
+
+    def _bad(self, reason: str, message: str) -> web.Response:
+        """A request refused for its shape: 400, counted, logged at debug (a client can send
+        these at will: never a warning or a traceback per request)."""
+        self.metrics.inc("killgate_bad_requests_total", (reason,), label_names=("reason",))
+        event(log, "bad_request", logging.DEBUG, reason=reason, message=message)
+        return self._error(400, "bad_request", message)
 
     def _head(self, request: web.BaseRequest, target: Target, host_header: bytes,
-              length: int | None) -> bytes:
+              length: int | None, raw_target: str) -> bytes:
         first = b"%s %s%s HTTP/1.1\r\nhost: %s\r\n" % (
-            request.method.encode(), target.path_bytes, request.raw_path.encode("latin-1"),
+            request.method.encode(), target.path_bytes, raw_target.encode("latin-1"),
             host_header)
         host = request.headers.get("host")
         fwd = b"x-forwarded-for: %s\r\nx-forwarded-proto: %s\r\n" % (
@@ -232,7 +248,8 @@ class Proxy:
 
     async def _forward(self, request: web.BaseRequest, plan: RoutePlan, choice: Choice,
                        prefix: bytes | None, field: ModelField | None,
-                       cl: int | None, faulted: str | None = None) -> web.StreamResponse:
+                       cl: int | None, raw_target: str,
+                       faulted: str | None = None) -> web.StreamResponse:
         rc = plan.config
         timeouts = rc.timeouts
         loop = self.loop
@@ -275,7 +292,7 @@ class Proxy:
                         raise DrillFault()
                     ex = await self._exchange(request, target, handle, send_body, length,
                                               deadline, timeouts.connect, timeouts.idle,
-                                              complete)
+                                              complete, raw_target)
                 except BodyTooLarge:
                     return self._error(413, "body_too_large",
                                        f"the request body exceeds {self.bodies.max_body} bytes",
@@ -381,9 +398,9 @@ class Proxy:
     async def _exchange(self, request: web.BaseRequest, target: Target, handle: Handle,
                         body: bytes | AsyncIterator[bytes] | None, length: int | None,
                         deadline: float, connect: float, idle: float,
-                        replayable: bool) -> Exchange:
+                        replayable: bool, raw_target: str) -> Exchange:
         pool = self.upstreams.pools.get(target.origin) or self.upstreams.pool(target.origin)
-        head = self._head(request, target, pool.host_header, length)
+        head = self._head(request, target, pool.host_header, length, raw_target)
         for _ in range(2):
             ex, reused = await pool.acquire(connect)
             if handle.aborted is not None:
@@ -470,20 +487,16 @@ class Proxy:
         elif request.version >= HttpVersion11:
             resp.enable_chunked_encoding()
         await resp.prepare(request)
-        tail = b""  # SSE: bytes of an event not yet complete, held back
+        cutter = EventCutter() if sse else None  # SSE: forwarded as whole events
         try:
             while True:
                 data = await ex.read()
                 if not data:
                     break
-                if sse:
-                    data = tail + data
-                    cut = max(data.rfind(b"\n\n"), data.rfind(b"\r\n\r\n"))
-                    if cut < 0:
-                        tail = data
+                if cutter is not None:
+                    data = cutter.feed(data)
+                    if not data:
                         continue
-                    end = cut + (4 if data.startswith(b"\r\n\r\n", cut) else 2)
-                    data, tail = data[:end], data[end:]
                 await resp.write(data)
         except UpstreamError as exc:
             ex.release()
@@ -494,7 +507,7 @@ class Proxy:
                                  label_names=("route",))
             else:
                 self._count_error(plan, target, exc, started)
-            if sse:
+            if cutter is not None and not cutter.mid_event:
                 await resp.write(_sse_error(kind, plan.name, target.name))
                 await resp.write_eof()
                 return resp
@@ -508,7 +521,7 @@ class Proxy:
             ex.close()
             ex.release()
             raise
-        if tail:
+        if cutter is not None and (tail := cutter.flush()):
             await resp.write(tail)
         ex.release()
         if self.observer is not None:

@@ -134,8 +134,8 @@ def analyse(plan: Plan, to: str | None, obs: Sequence[Obs], m: Marks) -> dict[st
             "instance": inst,
             "requests": len(mine),
             plan.measure: _time_to(plan, to, mine, m),
-            "showed": sum(t_inj <= o.sent < t_end and shows_injection(plan, to, o)
-                          for o in mine),
+            # answers that showed the injection (until the restore reached the instance)
+            "showed": sum(o.sent >= t_inj and shows_injection(plan, to, o) for o in mine),
             "leaks": sum(t_leak <= o.sent < t_end and shows_before(plan, to, o) for o in mine),
             "errors": sum(o.sent >= t_inj and is_error(o) for o in mine),
             "time_to_restore_ms": _time_to_restore(plan, to, mine, m),

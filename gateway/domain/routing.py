@@ -12,6 +12,7 @@ removing a version only moves that version's users.
 
 from __future__ import annotations
 
+import json
 import math
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Mapping
@@ -101,11 +102,14 @@ class RoutePlan:
         "_elig_w",
         "_eligible",
         "_failover",
+        "_pinnable",
         "_servable",
         "allow_pin",
         "config",
         "excluded",
         "fallback",
+        "fallback_body",
+        "fold_case",
         "headers",
         "host",
         "killed",
@@ -122,10 +126,12 @@ class RoutePlan:
 
     def __init__(self, rc: RouteConfig, weights: Mapping[str, float], stable: str,
                  excluded: Mapping[str, str], killed: str | None,
-                 previous: str | None = None) -> None:
+                 previous: str | None = None, unpinnable: frozenset[str] = frozenset()) -> None:
         self.config = rc
         self.name = rc.name
-        self.prefix = rc.match.path_prefix
+        self.fold_case = not rc.match.case_sensitive
+        prefix = rc.match.path_prefix
+        self.prefix = prefix.lower() if prefix is not None and self.fold_case else prefix
         self.host = rc.match.host
         self.headers = tuple((rc.match.header or {}).items())
         self.model = rc.match.model
@@ -133,6 +139,10 @@ class RoutePlan:
         self.sticky_header = rc.sticky.header if rc.sticky else None
         self.allow_pin = rc.allow_pin
         self.fallback: FallbackConfig | None = rc.fallback
+        fb = rc.fallback
+        # serialised once here, not per request (a YAML alias tree could make it costly)
+        self.fallback_body = (json.dumps(fb.json_).encode()
+                              if fb is not None and fb.json_ is not None else b"")
         self.killed = killed
         self.excluded = dict(excluded)  # version -> "killed" | "unhealthy"
         self.targets = {v.name: _target(rc.name, v.name, v.url, v.model, v.artifact)
@@ -147,6 +157,9 @@ class RoutePlan:
         self._all_total = self._all_cum[-1]
         eligible = [n for n in self.targets if n not in self.excluded]
         self._servable = frozenset(eligible)
+        # a version taken to weight 0 by an override (a latched rollback, or weights) is out
+        # of pins too; one at weight 0 in the file (a dark launch) stays pinnable
+        self._pinnable = self._servable - unpinnable
         self.stable = stable
         self.previous = previous
         ew = {n: w[n] for n in eligible if w[n] > 0}
@@ -177,7 +190,8 @@ class RoutePlan:
         return out
 
     def matches(self, path: str, host: str, headers: Mapping[str, str], model: str | None) -> bool:
-        if self.prefix is not None and not path_matches(self.prefix, path):
+        if self.prefix is not None and not path_matches(
+                self.prefix, path.lower() if self.fold_case else path):
             return False
         if self.host is not None and host != self.host:
             return False
@@ -205,7 +219,7 @@ class RoutePlan:
         name: str | None = None
         decision = WEIGHTED
         if pin is not None and self.allow_pin:
-            if pin in self._servable:
+            if pin in self._pinnable:
                 name, decision = pin, PINNED
             else:
                 failed_over = True
@@ -308,9 +322,11 @@ def build_table(cfg: Config, doc: StateDoc, unhealthy: frozenset[tuple[str, str]
             "route" if kill_key("route", rc.name) in doc.kills else None)
         ov = doc.overrides.get(rc.name)
         prog = doc.progress.get(rc.name)
+        unpinnable: frozenset[str] = frozenset()
         if ov is not None:
             weights = {v.name: float(ov.weights.get(v.name, 0.0)) for v in rc.versions}
             stable = ov.stable if ov.stable and rc.version(ov.stable) else rc.stable
+            unpinnable = frozenset(n for n, w in weights.items() if w <= 0)
         elif prog is not None and (w := progressive_weights(rc, prog)) is not None:
             weights, stable = w, rc.stable
         else:
@@ -324,5 +340,5 @@ def build_table(cfg: Config, doc: StateDoc, unhealthy: frozenset[tuple[str, str]
                 excluded[v.name] = "unhealthy"
         prev = doc.previous_stable(rc.name, stable)
         previous = prev.stable if prev is not None and rc.version(prev.stable) else None
-        plans.append(RoutePlan(rc, weights, stable, excluded, killed, previous))
+        plans.append(RoutePlan(rc, weights, stable, excluded, killed, previous, unpinnable))
     return RouteTable(plans, doc, unhealthy)

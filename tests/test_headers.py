@@ -1,0 +1,78 @@
+"""dataplane/headers.py without sockets: which fields cross, in each direction, as bytes."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.dataplane.headers import (
+    connection_tokens,
+    declared_charset,
+    request_head,
+    response_head,
+    response_multidict,
+    undecodable,
+)
+
+RAW = [(b"Host", b"client.example"), (b"Connection", b"keep-alive, X-Secret"),
+       (b"X-Secret", b"1"), (b"Keep-Alive", b"timeout=5"), (b"TE", b"trailers"),
+       (b"Transfer-Encoding", b"chunked"), (b"Content-Length", b"5"), (b"Expect", b"100-continue"),
+       (b"Proxy-Authorization", b"Basic x"), (b"X-Forwarded-For", b"6.6.6.6"),
+       (b"Forwarded", b"for=6.6.6.6"), (b"X-Real-IP", b"6.6.6.6"), (b"x-killgate-pin", b"v2"),
+       (b"X-KillGate-Internal", b"1"), (b"Via", b"1.0 edge"), (b"Traceparent", b"00-a-b-01"),
+       (b"Accept", b"*/*"), (b"accept", b"text/plain")]
+
+
+def _fields(head: bytes) -> list[tuple[bytes, bytes]]:
+    lines = head.split(b"\r\n")
+    assert lines[-2:] == [b"", b""]
+    return [tuple(line.split(b": ", 1)) for line in lines[1:-2]]  # type: ignore[misc]
+
+
+def test_request_head_keeps_end_to_end_fields_only() -> None:
+    head = request_head(b"POST /x HTTP/1.1\r\nhost: backend:9\r\n", RAW,
+                        b"x-forwarded-for: 127.0.0.1\r\n", 12)
+    assert head.startswith(b"POST /x HTTP/1.1\r\n")
+    fields = _fields(head)
+    names = [n.lower() for n, _ in fields]
+    assert names == [b"host", b"traceparent", b"accept", b"accept", b"via",
+                     b"x-forwarded-for", b"content-length"]
+    assert dict(fields)[b"via"] == b"1.0 edge, 1.1 killgate"
+    assert dict(fields)[b"content-length"] == b"12"
+    chunked = request_head(b"GET / HTTP/1.1\r\n", [], b"", None)
+    assert chunked.endswith(b"transfer-encoding: chunked\r\n\r\n")
+
+
+def test_response_head_and_multidict_apply_the_same_rules() -> None:
+    raw = [(b"Content-Type", b"application/json"), (b"Connection", b"X-Backend-Secret"),
+           (b"X-Backend-Secret", b"s"), (b"Proxy-Authenticate", b"Basic"),
+           (b"Upgrade", b"h2c"), (b"x-killgate-version", b"spoofed"), (b"Content-Length", b"99"),
+           (b"Date", b"Mon, 01 Jan 2024 00:00:00 GMT"), (b"X-End", b"kept")]
+    head = response_head(200, raw, b"x-killgate-version: v1\r\n", 2, b"close")
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+    fields = dict(_fields(head))
+    assert fields == {b"Content-Type": b"application/json",
+                      b"Date": b"Mon, 01 Jan 2024 00:00:00 GMT", b"X-End": b"kept",
+                      b"via": b"1.1 killgate", b"x-killgate-version": b"v1",
+                      b"content-length": b"2", b"connection": b"close"}
+    md = response_multidict(raw)
+    assert sorted(k.lower() for k in md) == ["content-type", "date", "via", "x-end"]
+    dated = dict(_fields(response_head(404, [], b"", 0, None)))
+    assert dated[b"date"].endswith(b" GMT") and b"connection" not in dated
+
+
+def test_connection_tokens() -> None:
+    assert connection_tokens([b"Keep-Alive, X-A ,,x-b", b"close"]) == {
+        b"keep-alive", b"x-a", b"x-b", b"close"}
+
+
+def test_undecodable_values() -> None:
+    assert undecodable(["ascii", "caf\u00e9", "\u65e5"]) is None  # UTF-8 is fine
+    assert undecodable(["ok", "bad\udcff"]) == "bad\udcff"  # bytes that were not UTF-8
+
+
+@pytest.mark.parametrize("value, charset", [
+    (None, None), ("application/json", None), ("application/json; charset=utf-8", "utf-8"),
+    ('application/json;Charset="UTF-16"', "utf-16"), ("text/plain; x=1; charset=latin1", "latin1"),
+])
+def test_declared_charset(value: str | None, charset: str | None) -> None:
+    assert declared_charset(value) == charset

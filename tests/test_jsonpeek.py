@@ -1,0 +1,97 @@
+"""dataplane/jsonpeek.py without sockets: the `model` field found on bytes, strictly."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from gateway.dataplane.jsonpeek import Ambiguous, Unreadable, find_model, rewrite_model
+
+
+def test_finds_the_top_level_model_and_its_byte_offsets() -> None:
+    body = b'{"messages": [{"content": "h\xc3\xa9llo \xe6\x97\xa5"}], "model": "chat-small", "n": 1}'
+    f = find_model(body)
+    assert f is not None and f.value == "chat-small"
+    assert body[f.start:f.end] == b'"chat-small"'  # bytes, not characters
+    out = rewrite_model(body, f, "llama-\u00e9")
+    assert json.loads(out) == {**json.loads(body), "model": "llama-\u00e9"}
+
+
+@pytest.mark.parametrize("body", [
+    b"", b"[1, 2]", b"not json", b"--boundary\r\nContent-Disposition: form-data", b"{}",
+    b'{"messages": []}', b'{"model": 5}', b'{"nested": {"model": "x"}}',
+])
+def test_no_model(body: bytes) -> None:
+    assert find_model(body) is None
+
+
+def test_escaped_model_value_and_key() -> None:
+    f = find_model(b'{"\\u006dodel": "chat\\u002dsmall"}')
+    assert f is not None and f.value == "chat-small"
+
+
+def test_duplicate_model_keys_are_ambiguous() -> None:
+    with pytest.raises(Ambiguous):
+        find_model(b'{"model": "a", "x": 1, "model": "b"}')
+    with pytest.raises(Ambiguous):  # even when the first is not a string
+        find_model(b'{"model": 1, "model": "b"}')
+
+
+@pytest.mark.parametrize("body", [
+    b'{"model": "chat-small\xff"}',            # invalid UTF-8 in the value
+    b'{"messages": "\xc3\x28", "model": "a"}',  # invalid UTF-8 elsewhere, before it
+    b'{"model": "\xed\xa0\x80"}',               # an encoded surrogate (not UTF-8)
+    b'{"model": "chat-small\\udc80"}',         # an escaped lone surrogate
+    b'{"model": "\\ud800x"}',
+], ids=["bad-byte", "bad-before", "encoded-surrogate", "lone-low", "lone-high"])
+def test_model_that_needs_non_utf8_is_unreadable(body: bytes) -> None:
+    with pytest.raises(Unreadable):
+        find_model(body)
+
+
+def test_escaped_surrogate_pair_is_a_character() -> None:
+    f = find_model(b'{"model": "m\\ud83d\\ude00"}')
+    assert f is not None and f.value == "m\U0001F600"
+
+
+def test_deep_nesting_is_unreadable_not_a_crash() -> None:
+    deep = b'{"x": ' + b"[" * 100_000 + b"]" * 100_000 + b', "model": "a"}'
+    with pytest.raises(Unreadable, match="nests too deeply"):
+        find_model(deep)
+
+
+def test_a_prefix_cut_inside_a_character_keeps_what_precedes() -> None:
+    body = b'{"model": "a", "text": "\xe6\x97\xa5\xe6\x97\xa5"}'
+    prefix = body[: body.index(b"\xa5")]  # cut inside the first character
+    with pytest.raises(Unreadable, match="peek window"):
+        find_model(prefix, complete=False)  # the object does not close in the window
+    f = find_model(body)
+    assert f is not None and f.value == "a"
+
+
+def test_model_beyond_the_window_is_refused_not_missed() -> None:
+    body = b'{"messages": "' + b"x" * 5000 + b'", "model": "chat-small"}'
+    with pytest.raises(Unreadable, match="peek window"):
+        find_model(body[:1024], complete=False)
+    # a second model beyond the window: the first one is not trusted either
+    two = b'{"model": "a", "pad": "' + b"x" * 5000 + b'", "model": "b"}'
+    with pytest.raises(Unreadable, match="peek window"):
+        find_model(two[:1024], complete=False)
+    # the whole object inside the window: fine, whatever follows it
+    f = find_model(b'{"model": "a"}   ' + b" " * 2000, complete=False)
+    assert f is not None and f.value == "a"
+
+
+def test_fragmented_prefixes_never_yield_a_wrong_offset() -> None:
+    """Every prefix of a body either refuses or finds the value at the right bytes."""
+    body = '{"msg": "h\u00e9\u65e5\U0001F600", "model": "m\u00e9", "z": [1, {"a": 2}]}'.encode()
+    for n in range(len(body) + 1):
+        try:
+            f = find_model(body[:n], complete=n == len(body))
+        except Unreadable:
+            assert n < len(body)
+            continue
+        if f is not None:
+            assert json.loads(body[f.start:f.end]) == f.value == "m\u00e9"
+    assert find_model(body) is not None
