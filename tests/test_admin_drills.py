@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp import ClientSession
 
 from gateway.admin.auth import mint
@@ -240,3 +241,51 @@ async def test_instances_publish_their_addresses_with_the_heartbeat(
 
         inst = await wait_until(published, 5, 0.05, "the addresses in the heartbeat")
         assert inst["data"] == g.url and inst["admin"] == g.admin
+
+
+def test_the_drill_key_comes_from_its_own_secret_else_the_admin_secret(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from gateway.admin.drills import load_drill_key
+    from gateway.configfile import LoadedConfig, parse_config_text
+
+    def loaded(extra: str = "", auth: str = "    hs256_secret_env: KILLGATE_TEST_SECRET\n"
+               ) -> LoadedConfig:
+        text = ("admin:\n  auth:\n" + auth + extra + "routes:\n  - name: r\n"
+                "    match: {path_prefix: /r}\n    stable: v1\n"
+                "    versions: [{name: v1, url: 'http://127.0.0.1:1'}]\n")
+        return LoadedConfig(parse_config_text(text), "sha256:x", tmp_path / "k.yaml")
+
+    monkeypatch.delenv("KILLGATE_DRILL_KEY", raising=False)
+    from_admin, problem = load_drill_key(loaded())
+    assert from_admin is not None and problem is None
+    assert from_admin != SECRET.encode()  # derived, never the secret itself
+    monkeypatch.setenv("KILLGATE_DRILL_KEY", "d" * 32)
+    own, _ = load_drill_key(loaded())
+    assert own is not None and own != from_admin
+    (tmp_path / "drill.key").write_text("f" * 40 + "\n")
+    from_file, _ = load_drill_key(loaded("drills:\n  key_file: drill.key\n"))
+    assert from_file not in (None, own)
+    monkeypatch.setenv("KILLGATE_DRILL_KEY", "short")
+    key, problem = load_drill_key(loaded())
+    assert key is None and problem is not None and "32 bytes" in problem
+    monkeypatch.delenv("KILLGATE_DRILL_KEY")
+    rs = "    algorithms: [RS256]\n    public_key_file: pub.pem\n"
+    key, problem = load_drill_key(loaded(auth=rs))
+    assert key is None and "drills.key_env" in str(problem)
+    key, problem = load_drill_key(loaded("drills:\n  key_file: missing.key\n"))
+    assert key is None and "cannot be read" in str(problem)
+
+
+async def test_without_a_drill_key_failover_drills_are_refused(
+        tmp_path: Path, backends, session: ClientSession,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KILLGATE_DRILL_KEY", "too short")
+    p1 = await backends(echo_app("v1"))
+    async with running_gateway(write_config(tmp_path, routes(p1, p1))) as g:
+        st, out = await call(session, "POST", f"{g.admin}/v1/drills",
+                             {"kind": "failover", "route": "iris-drill", "version": "v2",
+                              "reason": "r"})
+        assert st == 409 and out["error"]["type"] == "no_drill_key", out
+        assert "KILLGATE_DRILL_KEY" in out["error"]["message"] or "drills.key_env" in \
+            out["error"]["message"]
+        assert g.gw.holder.doc.drills == {}
