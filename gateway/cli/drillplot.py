@@ -64,7 +64,7 @@ def timeline(report: dict[str, Any], obs: Sequence[Obs], path: Path) -> Path | N
     marks = {k: v / 1000.0 for k, v in (report.get("marks_ms") or {}).items()}
     span = max((o.sent for o in obs), default=1.0)
     period = 1.0 / float(report.get("rate") or 50)
-    width = period * max(4, round(span / 100 / period))  # whole requests per bin
+    width = period * max(8, round(span / 60 / period))  # whole requests per bin
     xs, rows = bins(obs, width)
     outcomes = sorted({k for r in rows.values() for k in r}, key=lambda k: (k in _FIXED, k))
     colours = {k: _FIXED.get(k) or _PALETTE[i % len(_PALETTE)] for i, k in enumerate(outcomes)}
