@@ -19,7 +19,8 @@ from aiohttp import web
 
 from gateway.admin.api import AdminApi
 from gateway.admin.auth import Authenticator
-from gateway.admin.drills import DrillApi, load_drill_key
+from gateway.admin.drills import DrillApi
+from gateway.admin.drillsupport import load_drill_key
 from gateway.config import parse_listen
 from gateway.configfile import LoadedConfig
 from gateway.control.events import Alerts

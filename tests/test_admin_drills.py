@@ -245,7 +245,7 @@ async def test_instances_publish_their_addresses_with_the_heartbeat(
 
 def test_the_drill_key_comes_from_its_own_secret_else_the_admin_secret(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from gateway.admin.drills import load_drill_key
+    from gateway.admin.drillsupport import load_drill_key
     from gateway.configfile import LoadedConfig, parse_config_text
 
     def loaded(extra: str = "", auth: str = "    hs256_secret_env: KILLGATE_TEST_SECRET\n"

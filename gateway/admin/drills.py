@@ -1,8 +1,7 @@
 """The admin API's drill endpoints (CONTRACT §5.4): open, inject, restore, end, list.
 
-Owns request validation and scopes of `/v1/drills*`, the drill key, and the drill
-metrics (`killgate_drill_last_*`, read from the replicated state so every instance
-exports the same). Scope `killgate:drill` opens, injects into, restores and ends drills
+Owns request validation and scopes of `/v1/drills*` (the drill key, metrics and audit
+scans are in `drillsupport`). Scope `killgate:drill` opens, injects into, restores and ends drills
 on drill routes (`drill_for`); a production route needs `"production": true` at open, and
 each injection there also needs the scope of the action itself (`killgate:kill`,
 `killgate:rollout`); a global kill is always treated as production. State changes go
@@ -14,8 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
-import os
 import secrets
 import time
 from datetime import UTC, datetime
@@ -24,58 +21,28 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from gateway.admin.auth import Principal
+from gateway.admin.drillsupport import (
+    clean_summary,
+    drill_events,
+    export_metrics,
+    iso_to_unix,
+)
 from gateway.config import RouteConfig, parse_duration
-from gateway.configfile import LoadedConfig
 from gateway.domain import drills
-from gateway.domain.audit import AuditDraft, clean_text, utc_now
-from gateway.domain.drilltoken import Claims, derive_key, mint
+from gateway.domain.audit import AuditDraft, utc_now
+from gateway.domain.drilltoken import Claims, mint
 from gateway.domain.statedoc import StateDoc, plain
 from gateway.errors import ApiError, Forbidden
 from gateway.log import event
-from gateway.telemetry.metrics import Metrics
 
 if TYPE_CHECKING:
     from gateway.admin.api import AdminApi
 
-__all__ = ["DrillApi", "load_drill_key"]
+__all__ = ["DrillApi"]
 
 log = logging.getLogger("killgate.drills")
 VERDICTS = ("passed", "failed", "aborted", "skipped")
 MAX_SUMMARY = 16 * 1024
-HISTORY_SCAN = 5000  # audit events read (newest first) to find past drills
-
-
-def load_drill_key(loaded: LoadedConfig) -> tuple[bytes | None, str | None]:
-    """The drill token key, and why there is none. A dedicated key (drills.key_file or
-    drills.key_env, >= 32 bytes) wins; else it is derived from the admin HS256 secret.
-    Either way the key used is derived (one-way) from the secret, never the secret."""
-    cfg = loaded.config.drills
-    try:
-        if cfg.key_file:
-            raw = loaded.resolve(cfg.key_file).read_bytes().strip()
-        elif cfg.key_env and os.environ.get(cfg.key_env):
-            raw = os.environ[cfg.key_env].encode()
-        else:
-            auth = loaded.config.admin.auth
-            if auth.hs256_secret_file:
-                raw = loaded.resolve(auth.hs256_secret_file).read_bytes().strip()
-            elif any(a.startswith("HS") for a in auth.algorithms):
-                raw = os.environ.get(auth.secret_env, "").encode()
-            else:
-                raw = b""
-    except OSError as exc:
-        return None, f"the drill key cannot be read ({exc.strerror})"
-    if len(raw) < 32:
-        return None, ("no drill key: set drills.key_env (or drills.key_file) to a secret of "
-                      ">= 32 bytes shared by every instance")
-    return derive_key(raw), None
-
-
-def _iso_to_unix(t: str) -> float:
-    try:
-        return datetime.strptime(t, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp()
-    except ValueError:
-        return 0.0
 
 
 class DrillApi:
@@ -84,7 +51,7 @@ class DrillApi:
         self.gw = api.gw
         self.key = key
         self.key_problem = key_problem
-        self.gw.metrics.collector(self._collect)
+        self.gw.metrics.collector(lambda m: export_metrics(m, self.gw.holder.doc))
 
     def add_routes(self, r: web.UrlDispatcher) -> None:
         r.add_get("/v1/drills", self.list)
@@ -137,16 +104,8 @@ class DrillApi:
                 "version": r.fault["version"], "expires": r.fault["expires"]},
             "overdue": time.time() > r.deadline} for r in doc.drills.values()]
         assert self.gw.sync is not None
-        store = self.gw.sync.store
-        history: list[dict[str, Any]] = []
-        before: str | None = None
-        scanned = 0
-        while len(history) < limit and scanned < HISTORY_SCAN:
-            events, before = await store.audit_page(500, before)
-            scanned += len(events)
-            history.extend(e for e in events if e.get("action") == "drill.end")
-            if before is None or not events:
-                break
+        history = await drill_events(self.gw.sync.store,
+                                     lambda e: e.get("action") == "drill.end", limit)
         return web.json_response({"open": opened, "history": history[:limit],
                                   "last": doc.drill_results})
 
@@ -354,7 +313,7 @@ class DrillApi:
         if not isinstance(summary, dict) or len(json.dumps(summary)) > MAX_SUMMARY:
             raise ApiError(400, "bad_request",
                            f"'summary' must be an object of at most {MAX_SUMMARY} bytes")
-        summary = _clean(summary)
+        summary = clean_summary(summary)
         reason = self.api._reason(body)
         rid, peer = self.api._meta(request)
         routes = {r.name: r for r in self.gw.loaded.config.routes}
@@ -368,7 +327,7 @@ class DrillApi:
             if not rec.restored:  # ending restores first, in the same change
                 cur, got = drills.restore(cur, drill, routes, principal.subject, utc_now())
                 notes[:] = got
-            started = _iso_to_unix(rec.started)
+            started = iso_to_unix(rec.started)
             ended.update(kind=rec.kind, route=rec.route, version=rec.version,
                          started=rec.started)
             result = {"drill": drill, "kind": rec.kind, "route": rec.route,
@@ -394,47 +353,3 @@ class DrillApi:
 
     # ------------------------------------------------------------------ metrics
 
-    def _collect(self, metrics: Metrics) -> None:
-        doc = self.gw.holder.doc
-        now = time.time()
-        metrics.set("killgate_drills_open", len(doc.drills))
-        metrics.set("killgate_drills_overdue", sum(now > d.deadline for d in doc.drills.values()))
-        names = ("kind", "route")
-        for res in doc.drill_results.values():
-            labels = (str(res.get("kind")), str(res.get("route")))
-            summary = res.get("summary") or {}
-            metrics.set("killgate_drill_last_passed", 1 if res.get("verdict") == "passed" else 0,
-                        labels, names)
-            metrics.set("killgate_drill_last_timestamp_seconds", float(res.get("time") or 0),
-                        labels, names)
-            if isinstance(res.get("duration_s"), int | float):
-                metrics.set("killgate_drill_last_duration_seconds", res["duration_s"], labels,
-                            names)
-            for field in ("leaks", "errors"):
-                if isinstance(summary.get(field), int | float):
-                    metrics.set(f"killgate_drill_last_{field}", summary[field], labels, names)
-            for measure in ("time_to_kill_ms", "time_to_failover_ms", "time_to_rollback_ms",
-                            "time_to_restore_ms"):
-                m = summary.get(measure)
-                value = m.get("max") if isinstance(m, dict) else m
-                if isinstance(value, int | float) and not isinstance(value, bool):
-                    metrics.set("killgate_drill_last_seconds", value / 1000.0,
-                                (*labels, measure[:-3]), (*names, "measure"))
-
-
-def _clean(summary: dict[str, Any]) -> dict[str, Any]:
-    """A summary as recorded: strings are escaped (one audit event is one line); numbers
-    must be finite (the state and the audit trail are strict JSON)."""
-    def walk(v: Any) -> Any:
-        if isinstance(v, str):
-            return clean_text(v, 1024)
-        if isinstance(v, float) and not math.isfinite(v):
-            raise ApiError(400, "bad_request", "'summary' holds a number that is not finite")
-        if isinstance(v, dict):
-            return {clean_text(str(k), 128): walk(x) for k, x in v.items()}
-        if isinstance(v, list):
-            return [walk(x) for x in v]
-        return v
-
-    out: dict[str, Any] = walk(summary)
-    return out
