@@ -289,3 +289,42 @@ async def test_without_a_drill_key_failover_drills_are_refused(
         assert "KILLGATE_DRILL_KEY" in out["error"]["message"] or "drills.key_env" in \
             out["error"]["message"]
         assert g.gw.holder.doc.drills == {}
+
+
+async def test_restore_from_the_audit_trail_when_the_state_lost_the_drill(
+        tmp_path: Path, backends, session: ClientSession) -> None:
+    from gateway.domain.audit import AuditDraft
+
+    p1 = await backends(echo_app("v1"))
+    async with running_gateway(write_config(tmp_path, routes(p1, p1))) as g:
+        a = g.admin
+        st, out = await call(session, "POST", f"{a}/v1/drills",
+                             {"kind": "kill", "route": "iris-drill", "scope": None,
+                              "reason": "r"} | {"version": "v2"})
+        assert st == 400  # ('scope' belongs to inject)
+        st, out = await call(session, "POST", f"{a}/v1/drills",
+                             {"kind": "kill", "route": "iris-drill", "version": "v2",
+                              "reason": "r"})
+        drill, before = out["drill"], out["before"]
+        st, out = await call(session, "POST", f"{a}/v1/drills/{drill}/inject",
+                             {"reason": "r", "scope": "route"})
+        assert st == 200, out
+        # the state loses the drill's record (an old backup restored), the kill stays
+        assert g.gw.sync is not None
+        await g.gw.sync.write(lambda cur: cur.with_changes(drills={}),
+                              lambda cur, new: AuditDraft("ops", "state.restore", {},
+                                                          "restored an old backup"))
+        assert "route:iris-drill" in g.gw.holder.doc.kills and not g.gw.holder.doc.drills
+        st, out = await call(session, "POST", f"{a}/v1/drills/{drill}/restore",
+                             {"reason": "after the backup"})
+        assert st == 200, out
+        assert out["undone"] == [{"unkill": "route:iris-drill"}]
+        assert out["state"] == before and g.gw.holder.doc.kills == {}
+        st, audit = await call(session, "GET", f"{a}/v1/audit?limit=5")
+        assert audit["events"][0]["after"]["from"] == "audit trail"
+        st, out = await call(session, "POST", f"{a}/v1/drills/{drill}/end",
+                             {"verdict": "aborted", "reason": "r"})
+        assert st == 200, out
+        st, out = await call(session, "POST", f"{a}/v1/drills/{drill}/restore",
+                             {"reason": "again"})
+        assert st == 404 and "ended at" in out["error"]["message"], out

@@ -142,3 +142,32 @@ def test_the_document_round_trips_with_open_drills_and_results() -> None:
                              "a", "r", "t")
     doc = doc.with_changes(drill_results={"kill:iris": {"verdict": "passed", "leaks": 0}})
     assert StateDoc.from_json(json.loads(json.dumps(doc.to_json()))) == doc
+
+
+def test_a_record_rebuilt_from_the_audit_trail_restores_the_same() -> None:
+    doc = drills.open_drill(record_config(StateDoc(), list(CFG.routes), "sha256:x", "t0"), RC,
+                            "d-9", "rollback", None, "alice", "t1", 1e12)
+    before = drills.route_state(doc, RC)
+    doc = drills.inject_rollback(doc, "d-9", RC, "v2", "alice", "r", "t2")
+    doc = drills.inject_kill(doc, "d-9", "route", "alice", "r", "t3")
+    rec = doc.drills["d-9"]
+    rb, kill = rec.injected
+    # the audit events the API writes for these, newest first
+    events = json.loads(json.dumps([
+        {"drill": "d-9", "action": "kill", "target": {"scope": "route", "route": "iris-drill",
+                                                      "version": None}, "after": kill["flag"]},
+        {"drill": "d-9", "action": "rollback", "target": {"route": "iris-drill"},
+         "before": rb["override"]["before"], "after": rb["override"]["after"]},
+        {"drill": "d-8", "action": "kill", "target": {}, "after": {}},
+        {"drill": "d-9", "action": "drill.start", "actor": "alice", "time": "t1",
+         "target": {"kind": "rollback", "route": "iris-drill", "version": None},
+         "before": rec.before}]))
+    rebuilt = drills.record_from_audit("d-9", events)
+    assert rebuilt is not None
+    assert list(rebuilt.injected) == json.loads(json.dumps(rec.injected))
+    lost = doc.with_changes(drills={"d-9": rebuilt})
+    restored, notes = drills.restore(lost, "d-9", ROUTES, "bob", "t4")
+    assert drills.route_state(restored, RC) == before and len(notes) == 2
+    assert drills.record_from_audit("d-9", [{"drill": "d-9", "action": "drill.end"},
+                                            *events]) is None
+    assert drills.record_from_audit("d-7", events) is None

@@ -271,11 +271,26 @@ class DrillApi:
         rid, peer = self.api._meta(request)
         notes: list[dict[str, Any]] = []
         routes = {r.name: r for r in self.gw.loaded.config.routes}
+        rebuilt = None
+        if drill not in self.gw.holder.doc.drills:
+            # no record in the state (restored from an old backup, say): the audit trail has
+            # every change the drill made, with its id
+            assert self.gw.sync is not None
+            events = await drill_events(self.gw.sync.store, lambda e: e.get("drill") == drill,
+                                        50)
+            rebuilt = drills.record_from_audit(drill, events)
+            if rebuilt is None:
+                ended = next((e for e in events if e.get("action") == "drill.end"), None)
+                raise ApiError(404, "unknown_drill",
+                               f"drill {drill} ended at {ended['time']}: nothing to restore"
+                               if ended else f"no open drill {drill!r}")
 
         def change(cur: StateDoc) -> StateDoc:
             rec = cur.drills.get(drill)
             if rec is not None and rec.restored:
                 return cur  # restored already: nothing to do, nothing recorded
+            if rec is None and rebuilt is not None:
+                cur = cur.with_changes(drills={**cur.drills, drill: rebuilt})
             new, got = drills.restore(cur, drill, routes, principal.subject, utc_now())
             notes[:] = got
             return new
@@ -286,7 +301,8 @@ class DrillApi:
             return AuditDraft(principal.subject, "drill.restore",
                               {"drill": drill, "route": rec.route}, reason, rec.before,
                               {"undone": notes, "state": drills.route_state(new, rc)
-                               if rc else None}, rid, peer, {"drill": drill})
+                               if rc else None, "from": "audit trail" if cur.drills.get(
+                                  drill) is None else "state"}, rid, peer, {"drill": drill})
 
         out = await self._write(request, principal, change, describe, {"drill": drill})
         out["undone"] = notes

@@ -34,6 +34,7 @@ __all__ = [
     "inject_kill",
     "inject_rollback",
     "open_drill",
+    "record_from_audit",
     "restore",
     "route_state",
     "set_fault",
@@ -211,3 +212,29 @@ def end(doc: StateDoc, drill: str, result: dict[str, Any]) -> StateDoc:
     if len(results) > MAX_RESULTS:
         results = dict(list(results.items())[-MAX_RESULTS:])
     return doc.with_changes(drills=drills, drill_results=results)
+
+
+def record_from_audit(drill: str, events: list[dict[str, Any]]) -> DrillRecord | None:
+    """The record of a drill, rebuilt from its audit events (newest first, as the trail
+    pages them) when the state holds none, so a restore works from the trail alone: the
+    state it opened on, and each kill or rollback it made. None when the trail has no
+    `drill.start` for it, or says it ended."""
+    mine = [e for e in reversed(events) if e.get("drill") == drill]
+    start = next((e for e in mine if e.get("action") == "drill.start"), None)
+    if start is None or any(e.get("action") == "drill.end" for e in mine):
+        return None
+    t = start.get("target") or {}
+    injected: list[dict[str, Any]] = []
+    for e in mine:
+        target, after = e.get("target") or {}, e.get("after")
+        if e.get("action") == "kill" and isinstance(after, dict):
+            key = kill_key(str(target.get("scope")), target.get("route"), target.get("version"))
+            injected.append({"kill": key, "flag": after})
+        elif e.get("action") == "rollback" and isinstance(after, dict):
+            injected.append({"override": {"route": target.get("route"),
+                                          "before": e.get("before"), "progress": None,
+                                          "after": after}})
+    before = start.get("before") if isinstance(start.get("before"), dict) else {}
+    return DrillRecord(drill, str(t.get("kind")), str(t.get("route")), t.get("version"),
+                       str(start.get("actor")), str(start.get("time")), 0.0, before,
+                       tuple(injected))
