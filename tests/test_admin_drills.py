@@ -169,7 +169,9 @@ async def test_bad_input_is_a_clear_4xx_and_changes_nothing(tmp_path: Path, back
             assert st == 400, (body, out)
         for body in ({"reason": "r", "verdict": "great"},
                      {"reason": "r", "verdict": "passed", "summary": [1]},
-                     {"reason": "r", "verdict": "passed", "summary": {"x": "y" * 20000}}):
+                     {"reason": "r", "verdict": "passed",
+                      "summary": {f"k{i}": "y" * 1000 for i in range(20)}},
+                     {"reason": "r", "verdict": "passed", "summary": {"x": [[[[[[[1]]]]]]]}}):
             st, out = await call(session, "POST", f"{a}/v1/drills/{drill}/end", body)
             assert st == 400, (body, out)
         async with session.post(f"{a}/v1/drills/{drill}/end", headers=hdr(),
@@ -328,3 +330,36 @@ async def test_restore_from_the_audit_trail_when_the_state_lost_the_drill(
         st, out = await call(session, "POST", f"{a}/v1/drills/{drill}/restore",
                              {"reason": "again"})
         assert st == 404 and "ended at" in out["error"]["message"], out
+
+
+async def test_drill_start_and_end_are_posted_to_the_webhook(tmp_path: Path, backends,
+                                                             session: ClientSession) -> None:
+    from aiohttp import web
+
+    from tests.conftest import wait_until
+
+    got: list[dict[str, Any]] = []
+
+    async def hook(req: web.Request) -> web.Response:
+        got.append(await req.json())
+        return web.json_response({})
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    hook_port = await backends(app)
+    p1 = await backends(echo_app("v1"))
+    extra = f"drills:\n  webhook_url: http://127.0.0.1:{hook_port}/hook\n"
+    async with running_gateway(write_config(tmp_path, routes(p1, p1), extra=extra)) as g:
+        st, out = await call(session, "POST", f"{g.admin}/v1/drills",
+                             {"kind": "rollback", "route": "iris-drill", "reason": "r"})
+        drill = out["drill"]
+        st, out = await call(session, "POST", f"{g.admin}/v1/drills/{drill}/end",
+                             {"verdict": "failed", "reason": "r",
+                              "summary": {"time_to_rollback_ms": {"max": 3000}}})
+        assert st == 200, out
+        await wait_until(lambda: len(got) == 2, 5, 0.02, "two webhook posts")
+    start, end = sorted(got, key=lambda e: e["event"], reverse=True)
+    assert start == {"event": "killgate.drill.start", "drill": drill, "kind": "rollback",
+                     "route": "iris-drill", "version": None, "actor": "dana"}
+    assert end["event"] == "killgate.drill.end" and end["verdict"] == "failed"
+    assert end["summary"] == {"time_to_rollback_ms": {"max": 3000}} and end["actor"] == "dana"

@@ -326,10 +326,11 @@ class DrillApi:
         if verdict not in VERDICTS:
             raise ApiError(400, "bad_request", f"'verdict' must be one of {', '.join(VERDICTS)}")
         summary = body.get("summary", {})
-        if not isinstance(summary, dict) or len(json.dumps(summary)) > MAX_SUMMARY:
-            raise ApiError(400, "bad_request",
-                           f"'summary' must be an object of at most {MAX_SUMMARY} bytes")
+        if not isinstance(summary, dict):
+            raise ApiError(400, "bad_request", "'summary' must be an object")
         summary = clean_summary(summary)
+        if len(json.dumps(summary)) > MAX_SUMMARY:
+            raise ApiError(400, "bad_request", f"'summary' is larger than {MAX_SUMMARY} bytes")
         reason = self.api._reason(body)
         rid, peer = self.api._meta(request)
         routes = {r.name: r for r in self.gw.loaded.config.routes}

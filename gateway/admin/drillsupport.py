@@ -93,19 +93,21 @@ def export_metrics(metrics: Metrics, doc: StateDoc) -> None:
 
 def clean_summary(summary: dict[str, Any]) -> dict[str, Any]:
     """A summary as recorded: strings are escaped (one audit event is one line); numbers
-    must be finite (the state and the audit trail are strict JSON)."""
-    def walk(v: Any) -> Any:
+    must be finite (the state and the audit trail are strict JSON); at most 6 levels deep."""
+    def walk(v: Any, depth: int) -> Any:
+        if depth > 6:
+            raise ApiError(400, "bad_request", "'summary' is nested more than 6 levels deep")
         if isinstance(v, str):
             return clean_text(v, 1024)
         if isinstance(v, float) and not math.isfinite(v):
             raise ApiError(400, "bad_request", "'summary' holds a number that is not finite")
         if isinstance(v, dict):
-            return {clean_text(str(k), 128): walk(x) for k, x in v.items()}
+            return {clean_text(str(k), 128): walk(x, depth + 1) for k, x in v.items()}
         if isinstance(v, list):
-            return [walk(x) for x in v]
+            return [walk(x, depth + 1) for x in v]
         return v
 
-    out: dict[str, Any] = walk(summary)
+    out: dict[str, Any] = walk(summary, 0)
     return out
 
 
