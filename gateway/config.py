@@ -407,7 +407,6 @@ class DrillsConfig(_Model):
     key_file: str | None = None
     max_fault_ttl: Duration = 300.0  # a drill fault ends by itself after this at the latest
     max_duration: Duration = 1800.0  # a drill still open after this is overdue (metric)
-    webhook_url: str | None = None  # drill start and end are posted here
     #: the host instances publish with their heartbeat (default: the listener's address;
     #: a wildcard listener publishes the host name)
     advertise_host: str | None = Field(default=None, pattern=r"^[A-Za-z0-9.\-:\[\]]+$")

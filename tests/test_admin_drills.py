@@ -332,8 +332,9 @@ async def test_restore_from_the_audit_trail_when_the_state_lost_the_drill(
         assert st == 404 and "ended at" in out["error"]["message"], out
 
 
-async def test_drill_start_and_end_are_posted_to_the_webhook(tmp_path: Path, backends,
-                                                             session: ClientSession) -> None:
+async def test_drill_start_and_end_are_posted_as_events(tmp_path: Path, backends,
+                                                        session: ClientSession,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     from aiohttp import web
 
     from tests.conftest import wait_until
@@ -348,7 +349,9 @@ async def test_drill_start_and_end_are_posted_to_the_webhook(tmp_path: Path, bac
     app.router.add_post("/hook", hook)
     hook_port = await backends(app)
     p1 = await backends(echo_app("v1"))
-    extra = f"drills:\n  webhook_url: http://127.0.0.1:{hook_port}/hook\n"
+    monkeypatch.setenv("HOOK_SECRET", "h" * 32)
+    extra = (f"events:\n  webhooks:\n    - url: http://127.0.0.1:{hook_port}/hook\n"
+             "      secret_env: HOOK_SECRET\n      events: [drill.start, drill.end]\n")
     async with running_gateway(write_config(tmp_path, routes(p1, p1), extra=extra)) as g:
         st, out = await call(session, "POST", f"{g.admin}/v1/drills",
                              {"kind": "rollback", "route": "iris-drill", "reason": "r"})
@@ -357,9 +360,11 @@ async def test_drill_start_and_end_are_posted_to_the_webhook(tmp_path: Path, bac
                              {"verdict": "failed", "reason": "r",
                               "summary": {"time_to_rollback_ms": {"max": 3000}}})
         assert st == 200, out
-        await wait_until(lambda: len(got) == 2, 5, 0.02, "two webhook posts")
-    start, end = sorted(got, key=lambda e: e["event"], reverse=True)
-    assert start == {"event": "killgate.drill.start", "drill": drill, "kind": "rollback",
-                     "route": "iris-drill", "version": None, "actor": "dana"}
-    assert end["event"] == "killgate.drill.end" and end["verdict"] == "failed"
-    assert end["summary"] == {"time_to_rollback_ms": {"max": 3000}} and end["actor"] == "dana"
+        await wait_until(lambda: len(got) == 2, 5, 0.02, "two events")
+    start, end = got
+    assert start["event"] == "killgate.drill.start" and start["actor"] == "dana"
+    assert start["target"] == {"drill": drill, "kind": "rollback", "route": "iris-drill",
+                               "version": None}
+    assert start["before"]["kills"] == []  # the state the drill opened on
+    assert end["event"] == "killgate.drill.end" and end["after"]["verdict"] == "failed"
+    assert end["after"]["summary"] == {"time_to_rollback_ms": {"max": 3000}}

@@ -28,8 +28,9 @@ PURE = {"domain/routing.py", "control/table.py", "domain/statedoc.py", "domain/o
         "domain/health.py", "domain/analysis.py", "configfile.py", "domain/stats.py",
         "domain/diff.py", "dataplane/jsonpeek.py", "dataplane/headers.py", "domain/audit.py",
         "dataplane/paths.py", "dataplane/sse.py",
-        "telemetry/metrics.py", "errors.py", "config.py", "domain/drills.py",
-        "domain/drilltoken.py", "domain/drillplan.py", "domain/drillreport.py"}
+        "telemetry/metrics.py", "errors.py", "config.py", "domain/traffic.py",
+        "domain/drills.py", "domain/drilltoken.py", "domain/drillplan.py",
+        "domain/drillreport.py"}
 IO_MODULES = {"aiohttp", "asyncio", "redis", "socket", "subprocess", "httptools", "jwt"}
 
 

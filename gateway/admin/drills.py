@@ -77,11 +77,6 @@ class DrillApi:
             raise ApiError(404, "unknown_drill", "no such drill")
         return drill
 
-    def _notify(self, kind: str, payload: dict[str, Any]) -> None:
-        url = self.gw.loaded.config.drills.webhook_url
-        if url:
-            self.gw.alerts.send(url, {"event": f"killgate.drill.{kind}", **payload})
-
     async def _write(self, request: web.Request, principal: Principal, change: Any,
                      describe: Any, extra: dict[str, Any]) -> dict[str, Any]:
         resp = await self.api._write(request, principal, change, describe,
@@ -174,8 +169,6 @@ class DrillApi:
         out = await self._write(request, principal, change, describe, extra)
         rec = self.gw.holder.doc.drills.get(drill)
         out["before"] = rec.before if rec is not None else None
-        self._notify("start", {"drill": drill, "kind": kind, "route": rc.name,
-                               "version": version, "actor": principal.subject})
         return web.json_response(out)
 
     async def inject(self, request: web.Request) -> web.Response:
@@ -364,8 +357,6 @@ class DrillApi:
         out = await self._write(request, principal, change, describe, {"drill": drill})
         out["undone"] = notes
         event(log, "drill_end", drill=drill, verdict=verdict, actor=principal.subject)
-        self._notify("end", {"drill": drill, "verdict": verdict, "actor": principal.subject,
-                             **ended, "summary": summary})
         return web.json_response(out)
 
     # ------------------------------------------------------------------ metrics
