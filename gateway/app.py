@@ -209,8 +209,8 @@ class Gateway:
         # the kernel for its turn instead of being dropped (the kernel caps it at somaxconn)
         await web.SockSite(self._data_runner, dsock, backlog=DATA_BACKLOG).start()
         await web.SockSite(self._admin_runner, asock).start()
-        self.sync.urls = {"data": _url(self.data_addr, cfg.drills.advertise_host),
-                          "admin": _url(self.admin_addr, cfg.drills.advertise_host)}
+        host = os.environ.get("KILLGATE_ADVERTISE_HOST") or cfg.drills.advertise_host
+        self.sync.urls = {"data": _url(self.data_addr, host), "admin": _url(self.admin_addr, host)}
         self.started = True
         event(log, "phase", phase="listening", data=_fmt(self.data_addr),
               admin=_fmt(self.admin_addr), pid=os.getpid())

@@ -368,3 +368,20 @@ async def test_drill_start_and_end_are_posted_as_events(tmp_path: Path, backends
     assert start["before"]["kills"] == []  # the state the drill opened on
     assert end["event"] == "killgate.drill.end" and end["after"]["verdict"] == "failed"
     assert end["after"]["summary"] == {"time_to_rollback_ms": {"max": 3000}}
+
+
+async def test_the_published_host_can_be_set(tmp_path: Path, backends, session: ClientSession,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.conftest import wait_until
+
+    monkeypatch.setenv("KILLGATE_ADVERTISE_HOST", "10.1.2.3")  # (a pod's IP)
+    p1 = await backends(echo_app("v1"))
+    async with running_gateway(write_config(tmp_path, routes(p1, p1))) as g:
+        async def published() -> dict[str, Any] | None:
+            _, out = await call(session, "GET", f"{g.admin}/v1/status")
+            inst = out["instances"].get("test", {})
+            return inst if "data" in inst else None
+
+        inst = await wait_until(published, 5, 0.05, "the addresses in the heartbeat")
+        port = g.gw.data_addr[1] if g.gw.data_addr else 0
+        assert inst["data"] == f"http://10.1.2.3:{port}"

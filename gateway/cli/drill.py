@@ -129,8 +129,11 @@ def _run_plan(plan: Plan, args: argparse.Namespace) -> int:
     except StateError as exc:
         _say(f"the store could not be paused: {exc}")
         return 1
-    for p in _write(report, obs, Path(args.out), args.picture):
-        _say(f"wrote {p}")
+    try:
+        for p in _write(report, obs, Path(args.out), args.picture):
+            _say(f"wrote {p}")
+    except OSError as exc:  # (a read-only folder: the report still goes to stdout)
+        _say(f"cannot write the report files under {args.out}: {exc.strerror}")
     print(json.dumps(report, indent=2) if args.json else markdown(report), end="" if not
           args.json else "\n")
     return EXIT[report["verdict"]]
