@@ -385,3 +385,26 @@ async def test_the_published_host_can_be_set(tmp_path: Path, backends, session: 
         inst = await wait_until(published, 5, 0.05, "the addresses in the heartbeat")
         port = g.gw.data_addr[1] if g.gw.data_addr else 0
         assert inst["data"] == f"http://10.1.2.3:{port}"
+
+
+async def test_a_global_kill_drill_needs_the_kill_scope_and_is_undone(
+        tmp_path: Path, backends, session: ClientSession) -> None:
+    p1 = await backends(echo_app("v1"))
+    async with running_gateway(write_config(tmp_path, routes(p1, p1))) as g:
+        a = g.admin
+        st, out = await call(session, "POST", f"{a}/v1/drills",
+                             {"kind": "kill", "route": "iris-drill", "reason": "r"})
+        drill, before = out["drill"], out["before"]
+        body = {"reason": "everything off", "scope": "global"}
+        st, out = await call(session, "POST", f"{a}/v1/drills/{drill}/inject", body)
+        assert st == 403 and "killgate:kill" in out["error"]["message"], out
+        st, out = await call(session, "POST", f"{a}/v1/drills/{drill}/inject", body,
+                             hdr(DRILL + " killgate:kill"))
+        assert st == 200, out
+        assert (await answer(session, g.url + "/v2/models/iris/x"))[0] == 503  # users too
+        st, out = await call(session, "POST", f"{a}/v1/drills/{drill}/end",
+                             {"verdict": "passed", "reason": "r"})
+        assert st == 200 and out["undone"] == [{"unkill": "global"}], out
+        assert g.gw.holder.doc.kills == {}
+        assert (await answer(session, g.url + "/v2/models/iris/x"))[0] == 200
+        assert before["kills"] == []
