@@ -296,6 +296,7 @@ async def test_without_a_drill_key_failover_drills_are_refused(
 async def test_restore_from_the_audit_trail_when_the_state_lost_the_drill(
         tmp_path: Path, backends, session: ClientSession) -> None:
     from gateway.domain.audit import AuditDraft
+    from gateway.domain.statedoc import Change
 
     p1 = await backends(echo_app("v1"))
     async with running_gateway(write_config(tmp_path, routes(p1, p1))) as g:
@@ -313,7 +314,7 @@ async def test_restore_from_the_audit_trail_when_the_state_lost_the_drill(
         assert st == 200, out
         # the state loses the drill's record (an old backup restored), the kill stays
         assert g.gw.sync is not None
-        await g.gw.sync.write(lambda cur: cur.with_changes(drills={}),
+        await g.gw.sync.write(lambda cur: Change(drills={drill: None}),
                               lambda cur, new: AuditDraft("ops", "state.restore", {},
                                                           "restored an old backup"))
         assert "route:iris-drill" in g.gw.holder.doc.kills and not g.gw.holder.doc.drills

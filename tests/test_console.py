@@ -41,12 +41,12 @@ async def test_whoami_reports_subject_scopes_and_what_they_allow(tmp_path: Path,
         st, body = await get(session, url, bearer("killgate:read killgate:kill"))
         assert st == 200
         assert body == {"subject": "alice", "scopes": ["killgate:kill", "killgate:read"],
-                        "can": {"read": True, "kill": True, "rollout": False, "admin": False,
-                                "breakglass": False}}
+                        "can": {"read": True, "kill": True, "rollout": False, "alert": False,
+                                "admin": False, "breakglass": False}}
         st, body = await get(session, url, bearer("killgate:admin", "root"))
         assert body["subject"] == "root" and all(body["can"].values())
-        st, body = await get(session, url, bearer("killgate:alert"))  # any valid token
-        assert st == 200 and not any(body["can"].values())
+        st, body = await get(session, url, bearer("killgate:alert"))  # the webhook's scope
+        assert st == 200 and [k for k, v in body["can"].items() if v] == ["alert"]
         # without any Authorization header: nobody (how the page detects a signing proxy)
         st, body = await get(session, url)
         assert st == 200 and body["subject"] is None and not any(body["can"].values())
@@ -142,6 +142,7 @@ async def test_without_the_store_each_view_says_so(tmp_path: Path, backends, ses
                                                    redis_server: RedisServer) -> None:
     p = await backends(echo_app("v1"))
     state = (f"state:\n  backend: redis\n  url: {redis_server.url}\n  prefix: kgcon\n"
+             f"  signing_key_env: KILLGATE_TEST_STATE_KEY\n"
              f"  snapshot_path: {tmp_path}/snap.json\n  poll_interval: 100ms\n"
              "  heartbeat_interval: 100ms\n  instance_lease: 1s\n  command_timeout: 200ms\n")
     async with running_gateway(write_config(tmp_path, two_versions(p, p), state=state)) as g:

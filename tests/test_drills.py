@@ -32,6 +32,8 @@ from gateway.admin.auth import mint
 from tests.conftest import (
     ROOT,
     SECRET,
+    STATE_KEY,
+    STATE_KEY_ENV,
     GatewayProcess,
     RedisServer,
     die_with_parent,
@@ -80,7 +82,7 @@ def _routes(p1: int, p2: int) -> str:
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     tmp = tmp_path_factory.mktemp("drills")
-    env = {"KILLGATE_TEST_SECRET": SECRET}
+    env = {"KILLGATE_TEST_SECRET": SECRET, STATE_KEY_ENV: STATE_KEY}
     redis = RedisServer(tmp)
     redis.start()
     ports = [free_port(), free_port()]
@@ -94,8 +96,9 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
             state = (f"state:\n  backend: redis\n  url: {redis.url}\n  prefix: kgdrill\n"
                      f"  snapshot_path: {tmp}/snap-{name}.json\n  poll_interval: 100ms\n"
                      "  heartbeat_interval: 200ms\n  instance_lease: 2s\n"
-                     "  command_timeout: 300ms\n")
-            os.environ.setdefault("KILLGATE_TEST_SECRET", SECRET)
+                     f"  command_timeout: 300ms\n  signing_key_env: {STATE_KEY_ENV}\n")
+            os.environ.setdefault("KILLGATE_TEST_SECRET", SECRET)  # (for `check` in here)
+            os.environ.setdefault(STATE_KEY_ENV, STATE_KEY)
             cfg = write_config(tmp, _routes(*ports), state=state, name=f"{name}.yaml",
                                listen=f"127.0.0.1:{free_port()}",
                                admin=f"127.0.0.1:{free_port()}")

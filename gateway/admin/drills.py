@@ -31,7 +31,7 @@ from gateway.config import RouteConfig, parse_duration
 from gateway.domain import drills
 from gateway.domain.audit import AuditDraft, utc_now
 from gateway.domain.drilltoken import Claims, mint
-from gateway.domain.statedoc import StateDoc, plain
+from gateway.domain.statedoc import Change, StateDoc, apply_change, plain
 from gateway.errors import ApiError, Forbidden
 from gateway.log import event
 
@@ -154,7 +154,7 @@ class DrillApi:
             nonce = secrets.token_urlsafe(12)
             extra["token"] = mint(self.key, Claims(drill, rc.name, version, nonce, deadline))
 
-        def change(cur: StateDoc) -> StateDoc:
+        def change(cur: StateDoc) -> Change:
             return drills.open_drill(cur, rc, drill, kind, version, principal.subject,
                                      utc_now(), deadline, nonce)
 
@@ -190,7 +190,7 @@ class DrillApi:
             if rc.drill_for is None or scope == "global":
                 self._require(principal, "killgate:kill")
 
-            def change(cur: StateDoc) -> StateDoc:
+            def change(cur: StateDoc) -> Change:
                 return drills.inject_kill(cur, drill, scope, principal.subject, reason,
                                           utc_now())
 
@@ -208,7 +208,7 @@ class DrillApi:
             if rc.drill_for is None:
                 self._require(principal, "killgate:rollout")
 
-            def change(cur: StateDoc) -> StateDoc:
+            def change(cur: StateDoc) -> Change:
                 return drills.inject_rollback(cur, drill, rc, to, principal.subject, reason,
                                               utc_now())
 
@@ -221,7 +221,7 @@ class DrillApi:
             expires = time.time() + self._ttl(body.get("ttl"))
             version = rec.version
 
-            def change(cur: StateDoc) -> StateDoc:
+            def change(cur: StateDoc) -> Change:
                 return drills.set_fault(cur, drill, expires)
 
             def describe(cur: StateDoc, new: StateDoc) -> AuditDraft:
@@ -278,15 +278,15 @@ class DrillApi:
                                f"drill {drill} ended at {ended['time']}: nothing to restore"
                                if ended else f"no open drill {drill!r}")
 
-        def change(cur: StateDoc) -> StateDoc:
+        def change(cur: StateDoc) -> Change:
             rec = cur.drills.get(drill)
             if rec is not None and rec.restored:
-                return cur  # restored already: nothing to do, nothing recorded
+                return Change()  # restored already: nothing to do, nothing recorded
             if rec is None and rebuilt is not None:
                 cur = cur.with_changes(drills={**cur.drills, drill: rebuilt})
-            new, got = drills.restore(cur, drill, routes, principal.subject, utc_now())
+            ch, got = drills.restore(cur, drill, routes, principal.subject, utc_now())
             notes[:] = got
-            return new
+            return ch
 
         def describe(cur: StateDoc, new: StateDoc) -> AuditDraft:
             rec = new.drills[drill]
@@ -330,13 +330,15 @@ class DrillApi:
         notes: list[dict[str, Any]] = []
         ended: dict[str, Any] = {}
 
-        def change(cur: StateDoc) -> StateDoc:
+        def change(cur: StateDoc) -> Change:
             rec = cur.drills.get(drill)
             if rec is None:
                 raise ApiError(404, "unknown_drill", f"no open drill {drill!r}")
+            first = Change()
             if not rec.restored:  # ending restores first, in the same change
-                cur, got = drills.restore(cur, drill, routes, principal.subject, utc_now())
+                first, got = drills.restore(cur, drill, routes, principal.subject, utc_now())
                 notes[:] = got
+                cur = apply_change(cur, first)
             started = iso_to_unix(rec.started)
             ended.update(kind=rec.kind, route=rec.route, version=rec.version,
                          started=rec.started)
@@ -344,7 +346,7 @@ class DrillApi:
                       "verdict": verdict, "time": time.time(),
                       "duration_s": round(time.time() - started, 3) if started else None,
                       "summary": summary}
-            return drills.end(cur, drill, result)
+            return drills.merge(first, drills.end(cur, drill, result))
 
         def describe(cur: StateDoc, new: StateDoc) -> AuditDraft:
             return AuditDraft(principal.subject, "drill.end",
