@@ -26,3 +26,4 @@ async def test_an_unreachable_store_is_a_clear_error() -> None:
         await pause_store(f"redis://127.0.0.1:{free_port()}/0", 0.5, timeout=0.5)
     with pytest.raises(StoreUnavailable):
         await pause_store("redis://[nope", 0.5)
+
