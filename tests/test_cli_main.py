@@ -35,7 +35,9 @@ def test_the_commands_are_discovered() -> None:
     names = {c[0] for c in COMMANDS}
     assert {"serve", "check", "demo", "status", "kill", "unkill", "rollback", "promote",
             "weights", "release", "audit", "diff", "token", "approve", "decline",
-            "approvals"} <= names
+            "approvals", "drill"} <= names
+    assert {("drill", k) for k in ("kill", "rollback", "failover", "store-loss", "run",
+                                   "restore", "history")} <= set(COMMANDS)
 
 
 def test_top_level_help_as_a_process() -> None:

@@ -23,6 +23,7 @@ from gateway.admin import actions, inputs, openapi
 from gateway.admin.approvals import ApprovalRefused, Approvals
 from gateway.admin.auth import Authenticator, Principal
 from gateway.admin.denied import DeniedLog
+from gateway.admin.drills import DrillApi
 from gateway.admin.limiter import TokenBucket
 from gateway.admin.middleware import errors, json_error
 from gateway.admin.ports import (
@@ -82,6 +83,7 @@ class AdminApi:
         self.denied = DeniedLog(self._append_audit, counters)
         self.writer = Writer(state, idem, self._append_audit)
         self.approvals = Approvals(current, state)
+        self.drills: DrillApi | None = None  # the /v1/drills endpoints (set by the app)
         if self.auth.problem:
             event(log, "admin_auth_not_configured", logging.ERROR, problem=self.auth.problem)
 
@@ -130,6 +132,8 @@ class AdminApi:
         r.add_post("/v1/approvals/{id}/approve", self.approve)
         r.add_post("/v1/approvals/{id}/decline", self.decline)
         r.add_post("/v1/alerts/alertmanager", self.alertmanager)
+        if self.drills is not None:
+            self.drills.add_routes(r)
         return app
 
     async def _append_audit(self, draft: AuditDraft) -> None:

@@ -25,6 +25,7 @@ from gateway.errors import (
     StateError,
     StoreOutcomeUnknown,
     StoreUnavailable,
+    UnknownDrill,
     UnknownVersion,
 )
 from gateway.log import event
@@ -35,7 +36,7 @@ log = logging.getLogger("killgate.admin")
 
 #: the domain's refusals as HTTP statuses (one that carries `status` says its own; else 409)
 _DOMAIN_STATUS: dict[type[DomainError], int] = {UnknownVersion: 404, InvalidChange: 400,
-                                                ConflictingState: 409}
+                                                ConflictingState: 409, UnknownDrill: 404}
 
 
 def json_error(status: int, type_: str, message: str) -> web.Response:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from gateway.admin.openapi_drills import drill_paths
+
 __all__ = ["document"]
 
 _ERROR = {
@@ -202,7 +204,9 @@ def document(routes: list[str] | None = None, versions: list[str] | None = None)
                  "description": "Kill switch, rollbacks and traffic shifts for an inference "
                                 "gateway. Scopes: killgate:read, killgate:kill, "
                                 "killgate:rollout, killgate:alert (the Alertmanager webhook "
-                                "only), killgate:admin (all)."},
+                                "only), killgate:drill (recovery drills), killgate:breakglass "
+                                "(skips a required approval), killgate:admin (all but "
+                                "killgate:breakglass)."},
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
                                            "bearerFormat": "JWT"}},
@@ -290,6 +294,9 @@ def document(routes: list[str] | None = None, versions: list[str] | None = None)
                                        "reason": _REASON}, approve=True)},
             "/v1/approvals/{id}/decline": {"post": _step(
                 "decline a request: it is dropped and nothing changes", {"reason": _REASON})},
+            # drill writes are never held for approval (no 202)
+            **drill_paths(lambda summary, scope, body: _write(summary, scope, body, gated=False),
+                          _REASON, _auth_errors, route_s, version_s),
         },
     }
 

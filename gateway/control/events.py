@@ -38,7 +38,7 @@ log = logging.getLogger("killgate.events")
 SCHEMA = "killgate.event/v1"
 # audit actions that are sent (the rest: config records, progress steps, replays...)
 SENT = frozenset({"kill", "unkill", "rollback", "promote", "weights", "release",
-                  "auto_rollback", "progressive.promote",
+                  "auto_rollback", "progressive.promote", "drill.start", "drill.end",
                   "audit.mirror_refused"})  # (an alarm, not an audited change: state/mirror.py)
 CONCURRENCY = 8
 
@@ -54,7 +54,7 @@ def _trigger(actor: str) -> str:
 def payload(ev: dict[str, Any], generation: int, instance: str) -> dict[str, Any]:
     """The one event shape (fields may be added, never renamed or removed)."""
     target = ev.get("target") or {}
-    return {
+    out: dict[str, Any] = {
         "schema": SCHEMA,
         "event": f"killgate.{ev['action']}",
         "id": ev["id"],  # the audit event's id: receivers dedupe retries on it
@@ -75,6 +75,11 @@ def payload(ev: dict[str, Any], generation: int, instance: str) -> dict[str, Any
         "audit_id": ev["id"],
         "audit_hash": ev.get("hash"),
     }
+    # how the change got past the two-person rule, when it was gated (admin/approvals.py)
+    for name in ("break_glass", "approval"):
+        if name in ev:
+            out[name] = ev[name]
+    return out
 
 
 def sign(secret: bytes, body: bytes, now: int) -> str:
