@@ -18,6 +18,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -78,6 +79,7 @@ class Fleet:
     gateways: list[GatewayProcess]
     redis: RedisServer
     backends: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    started: float = field(default_factory=time.time)
 
     @property
     def admin(self) -> str:
@@ -120,6 +122,19 @@ def _backend(version: str) -> tuple[subprocess.Popen[bytes], int]:
 
     wait_until_sync(ready, 15, what=f"backend {version}")
     return proc, port
+
+
+LISTENING = re.compile(r'phase="listening" data="127.0.0.1:(\d+)" admin="127.0.0.1:(\d+)"')
+
+
+def _learn_ports(g: GatewayProcess) -> None:
+    def listening() -> re.Match[str] | None:
+        if g.proc.poll() is not None:
+            raise AssertionError(f"gateway exited with {g.proc.returncode}:\n{g.output()}")
+        return LISTENING.search(g.output())
+
+    m = wait_until_sync(listening, 15, what="the gateway's ports in its log")
+    g.data_port, g.admin_port = int(m.group(1)), int(m.group(2))
 
 
 def _routes(p1: int, p2: int, p3: int) -> str:
@@ -173,15 +188,17 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
             proc, port = _backend(v)
             fl.backends.append(proc)
             ports.append(port)
+        # the same config for both instances, as in a real fleet (one digest): each binds
+        # free ports (":0"), read back from its log; a folder each (logs, snapshots)
+        state = (f"state:\n  backend: redis\n  url: {redis.url}\n  prefix: kgui\n"
+                 f"  snapshot_path: snapshot.json\n  poll_interval: 100ms\n"
+                 f"  heartbeat_interval: 200ms\n  instance_lease: 2s\n")
         for name in ("a", "b"):
-            state = (f"state:\n  backend: redis\n  url: {redis.url}\n  prefix: kgui\n"
-                     f"  snapshot_path: {tmp}/snapshot-{name}.json\n  poll_interval: 100ms\n"
-                     f"  heartbeat_interval: 200ms\n  instance_lease: 2s\n")
-            cfg = write_config(tmp, _routes(*ports), state=state, name=f"{name}.yaml",
-                               listen=f"127.0.0.1:{free_port()}",
-                               admin=f"127.0.0.1:{free_port()}")
+            (tmp / name).mkdir()
+            cfg = write_config(tmp / name, _routes(*ports), state=state, name="fleet.yaml")
             fl.gateways.append(GatewayProcess(cfg, env={"KILLGATE_TEST_SECRET": SECRET}))
         for g in fl.gateways:
+            _learn_ports(g)
             g.wait_ready()
         pump = threading.Thread(target=_traffic, args=(fl, stop), daemon=True)
         pump.start()
@@ -273,6 +290,7 @@ class Browser:
             return _shown(d, "#token")
 
         field_ = self.wait(form_or_signout, "the sign-in form")
+        assert not self.d.find_element(By.ID, "main").is_displayed()  # nothing left showing
         field_.send_keys(tok)
         self.click("#signin-form button[type=submit]")
         self.wait(lambda d: self.text("[data-testid=subject]") == subject, f"{subject} signed in")
@@ -324,6 +342,7 @@ def test_kill_scoped_operator_kills_v2_sees_it_everywhere_and_unkills(fleet: Fle
     assert b.text("[data-testid=scopes]") == "killgate:kill killgate:read"
     b.wait(lambda d: b.text("[data-testid=fleet-live]").startswith("2 live"), "two instances")
     assert len(b.d.find_elements(By.CSS_SELECTOR, "#fleet-body tbody tr")) == 2
+    assert "1 config digest(s)" in b.text("#fleet-body") and "differs" not in b.text("#fleet-body")
     v1, v2 = b.text(_row("v1")), b.text(_row("v2"))
     assert "90" in v1 and "90 %" in v1 and "10" in v2 and "10 %" in v2, (v1, v2)
     assert "serving" in v2
@@ -333,6 +352,7 @@ def test_kill_scoped_operator_kills_v2_sees_it_everywhere_and_unkills(fleet: Fle
                                                   "button[data-key^='weights-']")
 
     b.click("button[data-key='kill-iris-v2']")
+    assert not b.d.find_element(By.ID, "action-confirm").is_displayed()  # a version kill: no
     changes = b.text("#action-changes")
     assert "Kill flag version iris/v2" in changes and "10 % → 0 %" in changes, changes
     receipt = _apply(b, "INC-7: v2 returns garbage")
@@ -355,6 +375,7 @@ def test_kill_scoped_operator_kills_v2_sees_it_everywhere_and_unkills(fleet: Fle
 
     b.click("button[data-key='unkill-iris-v2']")
     assert "Lift the kill" in b.text("#action-title")
+    assert b.d.find_element(By.ID, "action-confirm").is_displayed()
     receipt = _apply(b, "INC-7: v2.1 deployed", confirm=True)
     assert RECEIPT.match(receipt), receipt
     b.click("#action-cancel")
@@ -363,6 +384,31 @@ def test_kill_scoped_operator_kills_v2_sees_it_everywhere_and_unkills(fleet: Fle
     for gw in (0, 1):
         assert fleet.served_by(gw, 3, {"x-killgate-pin": "v2"}) == {"v2"}
     assert not [e for e in b.drain() if e["level"] == "SEVERE"], b.console
+
+
+def test_a_global_kill_needs_its_confirmation_and_stops_every_route(fleet: Fleet,
+                                                                   browser: Browser) -> None:
+    b = browser
+    b.sign_in(fleet.admin, KILLER, "alice")
+    b.click("button[data-key='kill-global']")
+    assert b.d.find_element(By.ID, "action-confirm").is_displayed()
+    assert "stop ALL traffic" in b.text("#action-confirm-label")
+    assert RECEIPT.match(_apply(b, "INC-8: drill", confirm=True))
+    b.click("#action-cancel")
+    b.wait(lambda d: "KILLED (global)" in b.text("article[data-route='iris'] header"),
+           "the global kill on the route")
+    for gw in (0, 1):
+        conn = http.client.HTTPConnection("127.0.0.1", fleet.gateways[gw].data_port, timeout=5)
+        conn.request("POST", INFER, BODY)
+        r = conn.getresponse()
+        r.read()
+        conn.close()
+        assert r.status == 503 and r.headers["x-killgate-decision"] == "killed"
+    b.click("button[data-key='unkill-global']")
+    assert RECEIPT.match(_apply(b, "INC-8: drill over", confirm=True))
+    b.click("#action-cancel")
+    b.wait(lambda d: "No kill in force" in b.text("#kills-body"), "the global kill lifted")
+    assert fleet.served_by(1, 3) <= {"v1", "v2"}
 
 
 def test_keyboard_reaches_a_kill_button_and_the_dialog(fleet: Fleet, browser: Browser) -> None:
@@ -457,8 +503,12 @@ def test_admin_sets_weights_releases_and_verifies_the_whole_trail(fleet: Fleet,
     assert "Chain verified" in b.text(".chain"), b.text(".chain")
 
 
+@pytest.mark.timeout(300)
 def test_canary_screenshot_for_the_readme(fleet: Fleet, browser: Browser) -> None:
     b = browser
+    docs = os.environ.get("KILLGATE_UPDATE_DOCS") == "1"
+    if docs:  # a few minutes of history in the charts
+        b.wait(lambda d: time.time() - fleet.started > 200, "history", timeout=240)
     b.sign_in(fleet.admin, ADMIN, "carol")
     beta = "article[data-route='iris-beta']"
     b.wait(lambda d: "PASSED" in b.text(beta + " .analysis") and "step 1 of 3" in
@@ -470,7 +520,7 @@ def test_canary_screenshot_for_the_readme(fleet: Fleet, browser: Browser) -> Non
     b.d.set_window_size(1280, min(int(height) + 120, 2400))
     b.wait(lambda d: d.execute_script("return window.innerWidth") == 1280, "the wide window")
     b.shot("console-canary.png")
-    if os.environ.get("KILLGATE_UPDATE_DOCS") == "1":
+    if docs:
         shutil.copy(ARTIFACTS / "console-canary.png", ROOT / "docs" / "console.png")
 
 

@@ -192,6 +192,9 @@ Try:
   export KILLGATE_TOKEN={token}
   killgate --admin http://127.0.0.1:{admin_port} kill --route iris --reason "demo"
   killgate --admin http://127.0.0.1:{admin_port} unkill --route iris --reason "demo over"
+
+  # the operator console: open it in a browser and paste the token above
+  http://127.0.0.1:{admin_port}/ui/
 """, flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
