@@ -9,6 +9,7 @@ with KILLGATE_UPDATE_DOCS=1 the canary screenshot also replaces docs/console.png
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import json
 import os
@@ -41,6 +42,7 @@ from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.wait import WebDriverWait
 
 from gateway.admin.auth import mint
+from gateway.domain.audit import canonical
 from tests.conftest import (
     ROOT,
     SECRET,
@@ -503,6 +505,31 @@ def test_admin_sets_weights_releases_and_verifies_the_whole_trail(fleet: Fleet,
     assert "Chain verified" in b.text(".chain"), b.text(".chain")
 
 
+def test_admin_promotes_then_rolls_back_from_the_page(fleet: Fleet, browser: Browser) -> None:
+    b = browser
+    b.sign_in(fleet.admin, ADMIN, "carol")
+    b.click("button[data-key='promote-iris-v2']")
+    assert "Stable version: v1 → v2" in b.text("#action-changes")
+    assert RECEIPT.match(_apply(b, "v2 is good"))
+    b.click("#action-cancel")
+    b.wait(lambda d: "stable" in b.text(_row("v2") + " th") and "100 %" in b.text(_row("v2")),
+           "v2 stable with all the traffic")
+    assert fleet.served_by(1, 10) == {"v2"}
+    b.click("button[data-key='rollback-iris']")
+    to = b.d.find_element(By.ID, "f-to")
+    assert to.get_attribute("value") == "v1"  # the previous known good, preselected
+    assert "Stable version: v2 → v1" in b.text("#action-changes")
+    assert RECEIPT.match(_apply(b, "v2 was not so good"))
+    b.click("#action-cancel")
+    b.wait(lambda d: "stable" in b.text(_row("v1") + " th") and "100 %" in b.text(_row("v1")),
+           "v1 stable again")
+    assert fleet.served_by(0, 10) == {"v1"}
+    b.click("button[data-key='release-iris']")
+    assert RECEIPT.match(_apply(b, "back to the file"))
+    b.click("#action-cancel")
+    b.wait(lambda d: "90 %" in b.text(_row("v1")), "the file's 90/10")
+
+
 @pytest.mark.timeout(300)
 def test_canary_screenshot_for_the_readme(fleet: Fleet, browser: Browser) -> None:
     b = browser
@@ -538,6 +565,31 @@ def test_a_tampered_audit_trail_shows_broken(fleet: Fleet, browser: Browser) -> 
     b.wait(lambda d: "Chain BROKEN" in b.text(".chain"), "the break shown")
     assert "prev_hash" in b.text(".chain")
     b.shot("chain-broken.png")
+
+
+def test_the_pages_hash_and_canonical_json_match_pythons(fleet: Fleet, browser: Browser) -> None:
+    """The audit check runs in the browser: its canonical JSON and its SHA-256 (the fallback
+    for pages not served from a secure context) must agree with Python's byte for byte."""
+    b = browser
+    b.sign_in(fleet.admin, READER, "bob")
+    event = {"id": "e1", "reason": "quote \" backslash \\ tab \t nul \x00 del \x7f é ✓ 𝄞 \u2028",
+             "after": {"weights": {"v1": 100.0, "v2": 0.0, "v3": 33.333333333333336},
+                       "tiny": 1e-05, "huge": 1e16, "neg": -2.5, "n": 7, "ok": True, "none": None},
+             "zeta": [], "alpha": {}, "Z": "upper before lower"}
+    lengths = [0, 1, 55, 56, 63, 64, 65, 119, 1000]
+    got = b.d.execute_async_script("""
+        const [text, lengths, done] = arguments;
+        Promise.all([import('/ui/js/json.js'), import('/ui/js/sha256.js')]).then(([j, h]) => {
+          const canon = j.canonical(j.parse(text, true));
+          done({canon, hash: h.sha256Sync(canon),
+                sizes: lengths.map((n) => h.sha256Sync('a'.repeat(n))),
+                plain: j.parse('{"x": NaN, "y": -Infinity, "z": [1.5e3]}').z[0]});
+        });""", json.dumps(event), lengths)
+    want = canonical(event)
+    assert got["canon"].encode() == want
+    assert got["hash"] == hashlib.sha256(want).hexdigest()
+    assert got["sizes"] == [hashlib.sha256(b"a" * n).hexdigest() for n in lengths]
+    assert got["plain"] == 1500
 
 
 def test_nothing_from_elsewhere_no_csp_violation_no_token_in_a_url(fleet: Fleet,
