@@ -104,3 +104,16 @@ async def test_the_publisher_task_starts_and_stops(tmp_path: Path) -> None:
     finally:
         await a.stop()
     assert a._task is None
+
+
+async def test_a_view_is_served_again_for_a_second(tmp_path: Path) -> None:
+    _, clock, a, _b = pair(tmp_path)
+    a.outcome("iris", "v1", "ok", 0.001)
+    clock.t = 1001.5
+    first = await a.view()
+    a.outcome("iris", "v1", "ok", 0.001)
+    clock.t = 1002.4
+    assert await a.view() is first  # every console asking within the second: one merge
+    clock.t = 1002.6
+    again = await a.view()
+    assert again is not first and sum(again["routes"]["iris"]["v1"]["requests"]) == 2
