@@ -23,7 +23,8 @@ from gateway.admin.console import ConsoleApi, FleetView
 from gateway.admin.ui import UiFiles
 from gateway.config import parse_listen
 from gateway.configfile import LoadedConfig
-from gateway.control.events import Alerts
+from gateway.control.alerts import AlertReceiver
+from gateway.control.events import EventSink
 from gateway.control.probes import HealthMonitor
 from gateway.control.reload import ConfigWatcher, summarize_changes
 from gateway.control.rollout import RolloutDriver
@@ -41,7 +42,10 @@ from gateway.errors import AuditError, ConfigError, Problem, StateError
 from gateway.log import event
 from gateway.state import make_sync
 from gateway.state.sync import Sync
+from gateway.telemetry.accesslog import AccessLog
 from gateway.telemetry.metrics import Metrics
+from gateway.telemetry.record import combine
+from gateway.telemetry.requests import RequestStats
 
 __all__ = ["Gateway", "bind_socket"]
 
@@ -78,6 +82,8 @@ class Gateway:
         self.ports = ports
         self.metrics = Metrics()
         self.holder = TableHolder(loaded)
+        self.requests = RequestStats(loaded.config.telemetry.buckets, self._intended_split)
+        self.metrics.source(self.requests)
         self.inflight = Inflight()
         self.draining = False
         self.started = False
@@ -115,19 +121,24 @@ class Gateway:
         self.holder.listen(self._on_table)
 
         self.sync = make_sync(self.loaded, self.holder, self.metrics, self.instance)
+        self.events = EventSink(self.metrics, lambda: self.loaded.config, self.loaded.resolve,
+                                self.instance)
+        self.sync.committed.append(self.events.committed)  # every audited change, posted
+        await self.events.start()
+        self._stack.push_async_callback(self.events.stop)
         await self.sync.start()
         self._stack.push_async_callback(self.sync.stop)
         event(log, "phase", phase="state", backend=cfg.state.backend, ready=self.sync.ready,
               generation=self.holder.doc.generation)
         self._check_identities(self.loaded)
         await self._record_config(self.loaded)
+        self.alert_receiver = AlertReceiver(self.sync, self.sync.store, lambda: self.loaded.config,
+                                            lambda: self.holder.doc, self.metrics)
 
         self.health = HealthMonitor(self.holder, self.metrics)
         await self.health.start()
         self._stack.push_async_callback(self.health.stop)
-        self.alerts = Alerts(self.metrics)
-        self._stack.push_async_callback(self.alerts.stop)
-        self.rollout = RolloutDriver(self.holder, self.sync, self.alerts, self.instance,
+        self.rollout = RolloutDriver(self.holder, self.sync, self.instance,
                                      self.health.ejections)
         await self.rollout.start()
         self._stack.push_async_callback(self.rollout.stop)
@@ -135,11 +146,20 @@ class Gateway:
         await self.traffic.start()
         self._stack.push_async_callback(self.traffic.stop)
 
+        self.access_log: AccessLog | None = None
+        if cfg.server.access_log:
+            self.access_log = AccessLog(cfg.telemetry.access_log, self.metrics,
+                                        self.loaded.resolve)
+            self.access_log.start()
+            self._stack.push_async_callback(self.access_log.aclose)  # after the data plane
         proxy = Proxy(self.holder, self.upstreams, self.inflight, self.metrics,
                       cfg.server.max_body_size, cfg.server.model_peek_bytes,
                       observer=_Fanout(self.health, self.rollout, self.traffic),
                       body_timeout=cfg.server.body_timeout,
-                      max_inflight=cfg.server.max_inflight)
+                      max_inflight=cfg.server.max_inflight,
+                      recorder=combine(
+                          self.requests if cfg.telemetry.metrics.request_series else None,
+                          self.access_log))
         server = GuardedServer(proxy, header_timeout=cfg.server.header_timeout,
                                send_timeout=cfg.server.send_timeout,
                                max_connections=cfg.server.max_connections,
@@ -192,6 +212,10 @@ class Gateway:
                                          cfg.server.watch_config)
             await self.watcher.start()
             self._stack.push_async_callback(self.watcher.stop)
+
+    def _intended_split(self) -> dict[str, dict[str, float]]:
+        """Each route's effective weights now (percent), for killgate_split_*."""
+        return {p.name: p.effective_weights() for p in self.holder.table.routes}
 
     def _on_table(self, old: RouteTable, new: RouteTable) -> None:
         """A new snapshot is live: cut in-flight responses that a new kill covers."""

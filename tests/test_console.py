@@ -41,12 +41,12 @@ async def test_whoami_reports_subject_scopes_and_what_they_allow(tmp_path: Path,
         st, body = await get(session, url, bearer("killgate:read killgate:kill"))
         assert st == 200
         assert body == {"subject": "alice", "scopes": ["killgate:kill", "killgate:read"],
-                        "can": {"read": True, "kill": True, "rollout": False, "admin": False,
-                                "breakglass": False}}
+                        "can": {"read": True, "kill": True, "rollout": False, "alert": False,
+                                "admin": False, "breakglass": False}}
         st, body = await get(session, url, bearer("killgate:admin", "root"))
         assert body["subject"] == "root" and all(body["can"].values())
-        st, body = await get(session, url, bearer("killgate:alert"))  # any valid token
-        assert st == 200 and not any(body["can"].values())
+        st, body = await get(session, url, bearer("killgate:alert"))  # the webhook's scope
+        assert st == 200 and [k for k, v in body["can"].items() if v] == ["alert"]
         # without any Authorization header: nobody (how the page detects a signing proxy)
         st, body = await get(session, url)
         assert st == 200 and body["subject"] is None and not any(body["can"].values())

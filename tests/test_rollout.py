@@ -137,7 +137,8 @@ async def test_failing_canary_is_rolled_back_automatically(tmp_path: Path, backe
         assert ev["actor"] == "killgate/auto" and ev["evidence"]["canary"]["errors"] > 0
         await wait_until(lambda: hook.events, 5, what="the webhook call")
         assert hook.events[0]["event"] == "killgate.auto_rollback"
-        assert hook.events[0]["route"] == "iris" and hook.events[0]["canary"] == "v2"
+        assert hook.events[0]["route"] == "iris" and hook.events[0]["version"] == "v2"
+        assert hook.events[0]["trigger"] == "automatic" and hook.events[0]["evidence"]["canary"]
 
 
 def _proc_backend(port: int, version: str) -> subprocess.Popen[bytes]:

@@ -148,6 +148,7 @@ class AdminApi:
         r.add_post("/v1/routes/{route}/promote", self.promote)
         r.add_put("/v1/routes/{route}/weights", self.weights)
         r.add_post("/v1/routes/{route}/release", self.release)
+        r.add_post("/v1/alerts/alertmanager", self.alertmanager)
         return app
 
     async def _append_audit(self, draft: AuditDraft) -> None:
@@ -381,6 +382,19 @@ class AdminApi:
 
         return await self._write(request, principal, change, describe, wait,
                                  {"unkill": key})
+
+    # ------------------------------------------------------------------ alerts
+
+    async def alertmanager(self, request: web.Request) -> web.Response:
+        """Alertmanager's webhook (control/alerts.py does the work)."""
+        await self._principal(request, "killgate:alert")
+        try:
+            body = await request.json()
+        except (ValueError, UnicodeDecodeError):
+            raise ApiError(400, "bad_request", "the body must be Alertmanager's JSON "
+                                               "webhook payload") from None
+        rid, peer = self._meta(request)
+        return web.json_response(await self.gw.alert_receiver.receive(body, rid, peer))
 
     # ------------------------------------------------------------------ rollouts
 

@@ -87,6 +87,60 @@ def _write(summary: str, scope: str, body: dict[str, Any],
     return op
 
 
+_ALERT = {
+    "type": "object", "required": ["status", "fingerprint", "startsAt"],
+    "properties": {"status": {"enum": ["firing", "resolved"]},
+                   "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+                   "annotations": {"type": "object",
+                                   "additionalProperties": {"type": "string"}},
+                   "fingerprint": {"type": "string", "minLength": 1, "maxLength": 64},
+                   "startsAt": {"type": "string", "minLength": 1, "maxLength": 64},
+                   "endsAt": {"type": "string"}, "generatorURL": {"type": "string"}},
+}
+_ALERT_RESULT = {
+    "type": "object", "required": ["fingerprint", "action", "target", "generation", "dry_run",
+                                   "outcome"],
+    "properties": {
+        "fingerprint": {"type": "string"}, "alertname": {"type": ["string", "null"]},
+        "action": {"enum": ["kill", "rollback", "none"]},
+        "target": {"type": ["object", "null"]},
+        "generation": {"type": ["integer", "null"]}, "dry_run": {"type": "boolean"},
+        "outcome": {"enum": ["acted", "unchanged", "duplicate", "dry_run", "resolved",
+                             "ignored", "unmapped", "refused"]},
+        "message": {"type": "string"}, "audit_id": {"type": "string"},
+        "applied": {"type": "object"}},
+}
+
+
+def _alertmanager() -> dict[str, Any]:
+    return {
+        "summary": "Alertmanager's webhook (payload version 4): alerts labelled "
+                   "killgate_action kill|rollback with route (and version) act; a resolved "
+                   "alert never lifts anything; a firing alert acts once (fingerprint + "
+                   "startsAt); mode observe records what would have been done",
+        "security": [{"bearer": []}], "x-scope": "killgate:alert",
+        "requestBody": {"required": True, "content": {"application/json": {"schema": {
+            "type": "object", "required": ["version", "receiver", "status", "alerts"],
+            "properties": {"version": {"const": "4"},
+                           "receiver": {"type": "string", "minLength": 1, "maxLength": 128,
+                                        "pattern": "^[ -~]+$"},
+                           "status": {"enum": ["firing", "resolved"]},
+                           "groupKey": {"type": "string"}, "externalURL": {"type": "string"},
+                           "alerts": {"type": "array", "minItems": 1, "maxItems": 1000,
+                                      "items": _ALERT}}}}}},
+        "responses": {
+            "200": {"description": "one entry per alert, in order", "content": {
+                "application/json": {"schema": {
+                    "type": "object", "required": ["actions"],
+                    "properties": {"actions": {"type": "array", "items": _ALERT_RESULT},
+                                   "receiver": {"type": "string"},
+                                   "status": {"type": "string"},
+                                   "mode": {"enum": ["act", "observe"]}}}}}},
+            **_auth_errors(True),
+            "404": _err("alerts.alertmanager is not configured here")},
+    }
+
+
 def _open(summary: str, schema: dict[str, Any], ctype: str = "application/json",
           extra: dict[str, Any] | None = None) -> dict[str, Any]:
     return {"get": {"summary": summary, "security": [], "responses": {
@@ -108,7 +162,8 @@ def document(routes: list[str] | None = None, versions: list[str] | None = None)
         "info": {"title": "killgate admin API", "version": "1",
                  "description": "Kill switch, rollbacks and traffic shifts for an inference "
                                 "gateway. Scopes: killgate:read, killgate:kill, "
-                                "killgate:rollout, killgate:admin (all)."},
+                                "killgate:rollout, killgate:alert (the Alertmanager webhook "
+                                "only), killgate:admin (all)."},
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
                                            "bearerFormat": "JWT"}},
@@ -174,6 +229,7 @@ def document(routes: list[str] | None = None, versions: list[str] | None = None)
                                             "additionalProperties": {"type": "number",
                                                                      "minimum": 0}},
                                 "reason": _REASON}}, route=route_s)},
+            "/v1/alerts/alertmanager": {"post": _alertmanager()},
             "/v1/routes/{route}/release": {"post": _write(
                 "drop the route's runtime overrides: the config file governs again",
                 "killgate:rollout",

@@ -38,6 +38,7 @@ from gateway.domain.routing import FAILOVER, FALLBACK, KILLED, Choice, RoutePlan
 from gateway.errors import UpstreamClosed, UpstreamError, UpstreamOverflow, UpstreamTimeout
 from gateway.log import event
 from gateway.telemetry.metrics import Metrics
+from gateway.telemetry.record import NULL, Recorder, RequestRecord
 
 __all__ = ["Observer", "Proxy"]
 
@@ -77,7 +78,8 @@ class Proxy:
     def __init__(self, holder: TableSource, upstreams: Upstreams, inflight: Inflight,
                  metrics: Metrics, max_body: int, peek_bytes: int,
                  observer: Observer | None = None, scheme: str = "http",
-                 body_timeout: float = 30.0, max_inflight: int = 10_000) -> None:
+                 body_timeout: float = 30.0, max_inflight: int = 10_000,
+                 recorder: Recorder = NULL) -> None:
         self.max_inflight = max_inflight
         self.bodies = BodyReader(max_body, peek_bytes, body_timeout)
         self.holder = holder
@@ -85,36 +87,55 @@ class Proxy:
         self.inflight = inflight
         self.metrics = metrics
         self.observer = observer
+        self.recorder = recorder  # told how each request went (telemetry/record.py)
         self.scheme_b = scheme.encode()
         self.rand = random.random
         self.loop = asyncio.get_running_loop()
-        # requests answered, by (route, version, decision, status): read by /metrics
-        self.counts: dict[tuple[str, str, str, int], int] = {}
         self._labels: dict[tuple[str, str, str, int], bytes] = {}  # x-killgate-* lines
         self._budgets: dict[str, RetryBudget] = {}
-        metrics.collector(self._collect)
-
-    def _collect(self, metrics: Metrics) -> None:
-        for (route, version, decision, status), n in list(self.counts.items()):
-            metrics.set("killgate_requests_total", n, (route, version, decision, str(status)),
-                        label_names=("route", "version", "decision", "code"))
 
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
         inflight = self.inflight
+        rec = RequestRecord(self.loop.time())
+        resp: web.StreamResponse
         if inflight.count >= self.max_inflight:
             # Shed at once (RELIABILITY row 40): admitted requests keep their latency.
             self.metrics.inc("killgate_requests_shed_total")
-            return self._error(503, "overloaded", "this gateway is at its limit of requests "
+            resp = self._error(503, "overloaded", "this gateway is at its limit of requests "
                                "in flight; retry shortly", extra_headers={"retry-after": "1"})
+            self._finished(request, rec, resp)
+            return resp
         inflight.count += 1
         try:
-            return await self._handle(request, self.holder.table)
+            resp = await self._handle(request, self.holder.table, rec)
         except BodyTimeout:
-            return self._error(408, "request_timeout",
+            resp = self._error(408, "request_timeout",
                                f"the request body stalled for {self.bodies.timeout:g}s",
                                extra_headers={"connection": "close"})
         finally:
             inflight._done()
+        self._finished(request, rec, resp)
+        return resp
+
+    def _finished(self, request: web.BaseRequest, rec: RequestRecord,
+                  resp: web.StreamResponse) -> None:
+        """The one place a finished request is reported to telemetry."""
+        if not rec.status:  # an answer of the gateway's own (`_reply`): read what it says
+            rec.status = resp.status
+            h = resp.headers
+            rec.route = h.get("x-killgate-route", "")
+            rec.version = h.get("x-killgate-version", "")
+            rec.decision = h.get("x-killgate-decision", "")
+            rec.bytes_out = resp.content_length or 0
+        rec.end = self.loop.time()
+        recorder = self.recorder
+        if recorder.detailed:
+            rec.peer = request.remote or ""
+            rec.request_id = request.headers.get("x-request-id", "")
+            rec.method = request.method
+            rec.path = request.path
+            rec.bytes_in = request.content_length or 0
+        recorder.done(rec)
 
     # ------------------------------------------------------------------ responses
 
@@ -131,8 +152,6 @@ class Proxy:
             h["x-killgate-decision"] = decision
         if extra:
             h.update(extra)
-        key = (route or "", version or "", decision or "", status)
-        self.counts[key] = self.counts.get(key, 0) + 1
         return web.Response(status=status, body=body, headers=h)
 
     def _error(self, status: int, type_: str, message: str, route: str | None = None,
@@ -155,7 +174,8 @@ class Proxy:
 
     # ------------------------------------------------------------------ request path
 
-    async def _handle(self, request: web.BaseRequest, table: RouteTable) -> web.StreamResponse:
+    async def _handle(self, request: web.BaseRequest, table: RouteTable,
+                      rec: RequestRecord) -> web.StreamResponse:
         headers = request.headers
         if request.version < HttpVersion11 and hdrs.TRANSFER_ENCODING in headers:
             return self._error(400, "bad_request",
@@ -195,6 +215,7 @@ class Proxy:
         plan = table.match(path, host, headers, model)
         if plan is None:
             return self._error(404, "no_route", f"no route matches {request.method} {path}")
+        rec.stable = plan.stable
         pin = headers.get("x-killgate-pin") if plan.allow_pin else None
         if pin is not None and pin not in plan.targets:
             return self._error(400, "unknown_version",
@@ -214,7 +235,7 @@ class Proxy:
                     return self._error(413, "body_too_large",
                                        f"the request body exceeds {self.bodies.max_body} bytes",
                                        plan.name)
-        return await self._forward(request, plan, choice, prefix, field, cl, target)
+        return await self._forward(request, plan, choice, prefix, field, cl, target, rec)
 
     def _bad(self, reason: str, message: str) -> web.Response:
         """A request refused for its shape: 400, counted, logged at debug (a client can send
@@ -237,7 +258,8 @@ class Proxy:
 
     async def _forward(self, request: web.BaseRequest, plan: RoutePlan, choice: Choice,
                        prefix: bytes | None, field: ModelField | None,
-                       cl: int | None, raw_target: str) -> web.StreamResponse:
+                       cl: int | None, raw_target: str,
+                       rec: RequestRecord) -> web.StreamResponse:
         rc = plan.config
         timeouts = rc.timeouts
         loop = self.loop
@@ -279,6 +301,7 @@ class Proxy:
                     ex = await self._exchange(request, target, handle, send_body, length,
                                               deadline, timeouts.connect, timeouts.idle,
                                               complete, raw_target)
+                    rec.upstream = loop.time() - started
                 except BodyTooLarge:
                     return self._error(413, "body_too_large",
                                        f"the request body exceeds {self.bodies.max_body} bytes",
@@ -335,8 +358,9 @@ class Proxy:
                         decision = FAILOVER
                         continue
                 if ex.complete and request.method != "HEAD":
-                    return self._complete(request, plan, target, decision, ex, started)
-                return await self._respond(request, plan, target, decision, ex, handle, started)
+                    return self._complete(request, plan, target, decision, ex, started, rec)
+                return await self._respond(request, plan, target, decision, ex, handle, started,
+                                           rec)
             if plan.fallback is not None:
                 return self._unavailable(plan, FALLBACK)
             assert last is not None
@@ -345,15 +369,16 @@ class Proxy:
             handles.discard(handle)
 
     def _complete(self, request: web.BaseRequest, plan: RoutePlan, target: Target,
-                  decision: str, ex: Exchange, started: float) -> web.StreamResponse:
+                  decision: str, ex: Exchange, started: float,
+                  rec: RequestRecord) -> web.StreamResponse:
         """The fast path: the whole answer has arrived; hand it back in one write."""
         status = ex.status
         body = ex.take_body()
         raw = ex.headers
         ex.release()
         key = (plan.name, target.name, decision, status)
-        counts = self.counts
-        counts[key] = counts.get(key, 0) + 1
+        _served(rec, plan.name, target.name, decision, status)
+        rec.bytes_out = len(body)
         if self.observer is not None:
             self.observer.outcome(plan.name, target.name, "5xx" if status >= 500 else "ok",
                                   self.loop.time() - started)
@@ -449,14 +474,13 @@ class Proxy:
 
     async def _respond(self, request: web.BaseRequest, plan: RoutePlan, target: Target,
                        decision: str, ex: Exchange, handle: Handle,
-                       started: float) -> web.StreamResponse:
+                       started: float, rec: RequestRecord) -> web.StreamResponse:
         out = response_multidict(ex.headers)
         out["x-killgate-route"] = plan.name
         out["x-killgate-version"] = target.name
         out["x-killgate-decision"] = decision
         status = ex.status
-        key = (plan.name, target.name, decision, status)
-        self.counts[key] = self.counts.get(key, 0) + 1
+        _served(rec, plan.name, target.name, decision, status)
         length = _content_length(ex.headers)
         if request.method == "HEAD":
             ex.release()
@@ -483,6 +507,9 @@ class Proxy:
                     data = cutter.feed(data)
                     if not data:
                         continue
+                if not rec.first_byte:
+                    rec.first_byte = self.loop.time()
+                rec.bytes_out += len(data)
                 await resp.write(data)
         except UpstreamError as exc:
             ex.release()
@@ -508,6 +535,7 @@ class Proxy:
             ex.release()
             raise
         if cutter is not None and (tail := cutter.flush()):
+            rec.bytes_out += len(tail)
             await resp.write(tail)
         ex.release()
         if self.observer is not None:
@@ -515,6 +543,14 @@ class Proxy:
                                   self.loop.time() - started)
         await resp.write_eof()
         return resp
+
+
+def _served(rec: RequestRecord, route: str, version: str, decision: str, status: int) -> None:
+    """A version's answer is on its way: what telemetry records about it."""
+    rec.route = route
+    rec.version = version
+    rec.decision = decision
+    rec.status = status
 
 
 def _sent(keep_alive: bool) -> web.StreamResponse | None:
