@@ -501,7 +501,7 @@ def test_admin_sets_weights_releases_and_verifies_the_whole_trail(fleet: Fleet,
     b.click("#action-cancel")
     b.wait(lambda d: "latched" not in b.text("article[data-route='iris'] header"), "released")
     b.click("button[data-key='audit-verify-all']")
-    b.wait(lambda d: "the whole trail" in b.text(".chain"), "the whole trail verified")
+    b.wait(lambda d: "for the whole trail (" in b.text(".chain"), "the whole trail verified")
     assert "Chain verified" in b.text(".chain"), b.text(".chain")
 
 

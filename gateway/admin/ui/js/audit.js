@@ -41,8 +41,8 @@ export async function verifyChain(events, head) {
 // Every event, paging back through the whole trail (the "verify all" button).
 export async function verifyAll() {
   const first = await call("GET", "/v1/audit?limit=1000");
-  const head = parse(first.text, true).head;
-  let events = parse(first.text, true).events;
+  const {head, events: newest} = parse(first.text, true);
+  let events = newest;
   let next = first.data.next;
   while (next) {
     const page = await call("GET", `/v1/audit?limit=1000&before=${encodeURIComponent(next)}`);
@@ -65,7 +65,8 @@ function target(t) {
 }
 
 function verdictLine(res, pageSize) {
-  if (!res) return h("p", {}, "Chain: checking…");
+  if (!res) return h("p", {class: "chain"}, "Chain: checking…");
+  if (res.verifying) return h("p", {class: "chain"}, "Verifying the whole trail…");
   if (!res.ok) {
     return h("p", {class: "chain broken"}, badge("bad", "Chain BROKEN"),
              ` at event ${res.eventId}: ${res.problem}.`);
@@ -90,7 +91,8 @@ export function renderAudit(el, page, preserved, res, onVerifyAll) {
     verdictLine(res, (preserved.events || []).length),
     h("div", {class: "row"},
       h("button", {type: "button", class: "secondary", dataset: {key: "audit-verify-all"},
-                   onclick: onVerifyAll}, "Verify the whole trail")),
+                   disabled: Boolean(res && res.verifying), onclick: onVerifyAll},
+        "Verify the whole trail")),
     h("div", {class: "scroll"},
       h("table", {class: "audit"},
         h("caption", {class: "sr-only"}, "Audit events, newest first"),

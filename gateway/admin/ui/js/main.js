@@ -15,6 +15,7 @@ const REFRESH_MS = 3000;
 const AUDIT_ROWS = 25;
 const $ = (id) => document.getElementById(id);
 const st = {who: null, via: null, timer: null, features: {}, chain: {key: null, res: null}, whole: null,
+            audit: null, verifying: false,
             session: 0}; // session: bumped at every sign-in and sign-out
 
 function showSignIn(message) {
@@ -59,6 +60,7 @@ function failure(exc) {
 }
 
 async function auditPanel(res) {
+  st.audit = res;
   const page = res.data;
   const preserved = parse(res.text, true);
   const key = res.text; // re-checked whenever anything in the page differs
@@ -66,15 +68,28 @@ async function auditPanel(res) {
     st.chain = {key, res: await verifyChain(preserved.events, preserved.head)};
     st.whole = st.whole && st.whole.key === key ? st.whole : null;
   }
-  renderAudit($("audit-body"), page, preserved, st.whole ? st.whole.res : st.chain.res, async () => {
-    render($("audit-body").querySelector(".chain") || $("audit-body"), h("p", {class: "chain"}, "Verifying the whole trail…"));
-    try {
-      st.whole = {key: st.chain.key, res: {...(await verifyAll()), whole: true}};
-    } catch (exc) {
-      st.whole = {key: st.chain.key, res: {ok: false, checked: 0, eventId: "-", problem: exc.message}};
-    }
-    auditPanel(res);
-  });
+  const shown = st.verifying ? {verifying: true} : st.whole ? st.whole.res : st.chain.res;
+  renderAudit($("audit-body"), page, preserved, shown, verifyWhole);
+}
+
+// "Verify the whole trail": every page back to the first event, checked here. A result
+// stands until the newest page changes (then it would describe an older trail).
+async function verifyWhole() {
+  if (st.verifying) return;
+  st.verifying = true;
+  const session = st.session;
+  await auditPanel(st.audit);
+  let res;
+  try {
+    res = {...(await verifyAll()), whole: true};
+  } catch (exc) {
+    res = {ok: false, checked: 0, eventId: "-", problem: exc instanceof ApiError
+      ? `${exc.status} ${exc.type}: ${exc.apiMessage}` : String(exc)};
+  }
+  st.verifying = false;
+  if (session !== st.session) return;
+  st.whole = {key: st.chain.key, res};
+  await auditPanel(st.audit);
 }
 
 // Optional features (approvals, drills) are found in the API's own OpenAPI document, so
