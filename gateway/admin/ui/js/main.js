@@ -98,9 +98,9 @@ async function features() {
   try {
     const doc = (await call("GET", "/openapi.json")).data;
     const paths = doc.paths || {};
-    const kill = paths["/v1/kill"]?.post?.requestBody?.content?.["application/json"]?.schema;
-    st.features = {approvals: "/v1/approvals" in paths, drills: "/v1/drills" in paths,
-                   breakGlass: Boolean(kill?.properties?.break_glass)};
+    const unkill = paths["/v1/unkill"]?.post?.requestBody?.content?.["application/json"]?.schema;
+    st.features = {approvals: "/v1/approvals" in paths, drills: Boolean(paths["/v1/drills"]?.get),
+                   breakGlass: Boolean(unkill?.properties?.break_glass)};
   } catch {
     st.features = {};
   }
