@@ -460,6 +460,12 @@ def test_read_only_token_sees_no_actions_and_a_forced_kill_is_refused(fleet: Fle
     b.wait(lambda d: "serving" in b.text(_row("v2")), "the versions")
     buttons = [e.text for e in b.d.find_elements(By.CSS_SELECTOR, "#main button")]
     assert buttons == ["Verify the whole trail"], buttons
+    # the approvals and drills panels show exactly when the API offers them
+    with urllib.request.urlopen(fleet.admin + "/openapi.json", timeout=5) as r:
+        paths = json.loads(r.read())["paths"]
+    for panel, path in (("approvals", "/v1/approvals"), ("drills", "/v1/drills")):
+        shown = b.d.find_element(By.ID, panel).is_displayed()
+        assert shown == (path in paths), (panel, shown)
     before = fleet.api("GET", "/v1/status", READER)
     forced = b.d.execute_async_script("""
         const done = arguments[arguments.length - 1];
