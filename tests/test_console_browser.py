@@ -483,6 +483,73 @@ def test_read_only_token_sees_no_actions_and_a_forced_kill_is_refused(fleet: Fle
         [e["message"] for e in refused]
 
 
+def _nginx(tmp: Path, admin_port: int, tok: str) -> tuple[subprocess.Popen[bytes], str]:
+    """A real reverse proxy in front of the admin listener that adds the Authorization
+    header to everything it forwards, as an OIDC-fronting proxy does once you signed in."""
+    exe = shutil.which("nginx") or "/usr/sbin/nginx"
+    if not Path(exe).exists():
+        pytest.fail("nginx is not installed (apt-get install -y nginx)")
+    tmp.chmod(0o755)  # its workers may run as an unprivileged user
+    port = free_port()
+    conf = tmp / "nginx.conf"
+    conf.write_text(textwrap.dedent(f"""\
+        worker_processes 1;
+        pid {tmp}/nginx.pid;
+        error_log {tmp}/error.log warn;
+        events {{ worker_connections 64; }}
+        http {{
+            access_log off;
+            client_body_temp_path {tmp}/client_body;
+            proxy_temp_path {tmp}/proxy;
+            fastcgi_temp_path {tmp}/fastcgi;
+            uwsgi_temp_path {tmp}/uwsgi;
+            scgi_temp_path {tmp}/scgi;
+            server {{
+                listen 127.0.0.1:{port};
+                location / {{
+                    proxy_pass http://127.0.0.1:{admin_port};
+                    proxy_http_version 1.1;
+                    proxy_set_header Authorization "Bearer {tok}";
+                }}
+            }}
+        }}
+        """))
+    proc = subprocess.Popen([exe, "-p", f"{tmp}/", "-c", str(conf), "-e", str(tmp / "error.log"),
+                             "-g", "daemon off;"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, preexec_fn=die_with_parent)
+
+    def ready() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"nginx exited: {(tmp / 'error.log').read_text()}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1):
+                return True
+        except OSError:
+            return False
+
+    wait_until_sync(ready, 10, what="nginx")
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def test_signed_in_by_a_proxy_the_page_holds_no_token(fleet: Fleet, browser: Browser,
+                                                      tmp_path: Path) -> None:
+    b = browser
+    proc, url = _nginx(tmp_path, fleet.gateways[1].admin_port, KILLER)
+    try:
+        b.d.get(url + "/ui/")
+        b.wait(lambda d: b.text("[data-testid=subject]") == "alice", "signed in by the proxy")
+        assert "through your proxy" in b.text("#who")
+        assert not b.d.find_element(By.ID, "signout").is_displayed()  # nothing to sign out of
+        assert b.d.execute_script("return sessionStorage.length") == 0
+        b.wait(lambda d: "serving" in b.text(_row("v2")), "the routes through the proxy")
+        assert b.d.find_elements(By.CSS_SELECTOR, "button[data-key='kill-iris-v2']")
+        b.shot("proxy.png")
+    finally:
+        b.d.get(fleet.admin + "/ui/")  # leave the proxy's origin before it goes
+        proc.terminate()
+        proc.wait(10)
+
+
 def test_admin_sets_weights_releases_and_verifies_the_whole_trail(fleet: Fleet,
                                                                   browser: Browser) -> None:
     b = browser
