@@ -46,6 +46,8 @@ from gateway.domain.audit import canonical
 from tests.conftest import (
     ROOT,
     SECRET,
+    STATE_KEY,
+    STATE_KEY_ENV,
     GatewayProcess,
     RedisServer,
     die_with_parent,
@@ -193,12 +195,13 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
         # the same config for both instances, as in a real fleet (one digest): each binds
         # free ports (":0"), read back from its log; a folder each (logs, snapshots)
         state = (f"state:\n  backend: redis\n  url: {redis.url}\n  prefix: kgui\n"
-                 f"  snapshot_path: snapshot.json\n  poll_interval: 100ms\n"
-                 f"  heartbeat_interval: 200ms\n  instance_lease: 2s\n")
+                 f"  signing_key_env: {STATE_KEY_ENV}\n  snapshot_path: snapshot.json\n"
+                 "  poll_interval: 100ms\n  heartbeat_interval: 200ms\n  instance_lease: 2s\n")
         for name in ("a", "b"):
             (tmp / name).mkdir()
             cfg = write_config(tmp / name, _routes(*ports), state=state, name="fleet.yaml")
-            fl.gateways.append(GatewayProcess(cfg, env={"KILLGATE_TEST_SECRET": SECRET}))
+            fl.gateways.append(GatewayProcess(cfg, env={"KILLGATE_TEST_SECRET": SECRET,
+                                                        STATE_KEY_ENV: STATE_KEY}))
         for g in fl.gateways:
             _learn_ports(g)
             g.wait_ready()

@@ -1,6 +1,7 @@
 // The audit trail panel: newest events first, and the hash chain re-checked in the
 // browser from the API's own output (CONTRACT §4): every event's hash recomputed over its
-// canonical JSON, every prev_hash linked to the next older event, the recorded head found.
+// canonical JSON (without `hash` and `mac`), every prev_hash linked to the next older
+// event, the recorded head found.
 // The per-event HMAC (`mac`) needs the audit key, which a browser never holds.
 
 import {call} from "./api.js";
@@ -16,7 +17,8 @@ export async function verifyChain(events, head) {
   let headFound = head === null || head === undefined || head === GENESIS;
   for (let i = 0; i < events.length; i++) {
     const ev = events[i];
-    const body = Object.fromEntries(Object.entries(ev).filter(([k]) => k !== "hash"));
+    // the hash covers the event without `hash` and `mac` (the MAC is over the hash)
+    const body = Object.fromEntries(Object.entries(ev).filter(([k]) => k !== "hash" && k !== "mac"));
     const digest = await sha256(canonical(body));
     if (digest !== ev.hash) {
       return {ok: false, checked: i + 1, eventId: ev.id,
