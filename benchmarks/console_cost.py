@@ -38,6 +38,8 @@ class _Blobs:
         assert route == STATS_KEY
         return self.blobs
 
+    async def drop_stats(self, route: str, instances: list[str]) -> None: ...
+
 
 class _Nothing:
     def outcome(self, route: str, version: str, kind: str, latency: float) -> None:

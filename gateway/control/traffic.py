@@ -4,8 +4,9 @@ Owns this process's recent counts of every route (an observer the data plane tel
 each exchange with a backend went: one 1-second bucket ring per route and version), their
 publication to the state store every `step` seconds (one small blob per instance under a
 stats key no route can have), and the fleet view: every instance's published blob, this
-instance's own counts taken fresh, merged by `gateway.domain.traffic`. A store that
-cannot be read leaves this instance's counts alone in the view, and says so.
+instance's own counts taken fresh, merged by `gateway.domain.traffic`; a view also removes
+the blobs of instances gone for three windows. A store that cannot be read leaves this
+instance's counts alone in the view, and says so.
 """
 
 from __future__ import annotations
@@ -27,12 +28,15 @@ __all__ = ["STATS_KEY", "LiveTraffic"]
 log = logging.getLogger("killgate.traffic")
 STATS_KEY = "console:traffic"  # route names cannot hold ':', so no route's stats are here
 VIEW_TTL = 1.0  # seconds a view is served again to every console that asks
+GONE_AFTER = 3  # windows: a blob that old is a gone instance's leftover, removed by a view
 
 
 class StatsStore(Protocol):
     async def put_stats(self, route: str, instance: str, blob: dict[str, Any]) -> None: ...
 
     async def get_stats(self, route: str) -> list[dict[str, Any]]: ...
+
+    async def drop_stats(self, route: str, instances: list[str]) -> None: ...
 
 
 class LiveTraffic:
@@ -110,6 +114,12 @@ class LiveTraffic:
         out = await asyncio.to_thread(self._merge, now, mine, raw)
         out["scope"], out["store_error"] = ("fleet" if error is None else "instance"), error
         self._view = (now, out)
+        gone = out.pop("gone")
+        if gone:  # instances that went without a word (restarted pods): their leftovers
+            try:
+                await self.store.drop_stats(STATS_KEY, gone)
+            except StateError as exc:
+                event(log, "traffic_prune_failed", logging.WARNING, error=str(exc))
         return out
 
     def _merge(self, now: float, mine: traffic.Buckets, raw: list[Any]) -> dict[str, Any]:
@@ -135,7 +145,9 @@ class LiveTraffic:
         out = traffic.merge(blobs, min(b.t for b in live), self.window, self.step)
         out.update(instance=self.instance, instances=sorted(b.instance for b in live),
                    silent=sorted(b.instance for b in blobs if id(b) not in live_ids),
-                   dropped_blobs=dropped)
+                   dropped_blobs=dropped,
+                   gone=sorted(b.instance for b in decoded.values() if b.instance != self.instance
+                               and now - b.t > GONE_AFTER * self.window))
         return out
 
 
