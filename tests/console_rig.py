@@ -68,9 +68,11 @@ class Fleet:
     def admin(self) -> str:
         return self.gateways[0].admin
 
-    def api(self, method: str, path: str, tok: str, gw: int = 0) -> Any:
+    def api(self, method: str, path: str, tok: str, gw: int = 0, body: Any = None) -> Any:
         req = urllib.request.Request(self.gateways[gw].admin + path, method=method,
-                                     headers={"Authorization": f"Bearer {tok}"})
+                                     data=None if body is None else json.dumps(body).encode(),
+                                     headers={"Authorization": f"Bearer {tok}",
+                                              "Content-Type": "application/json"})
         with urllib.request.urlopen(req, timeout=5) as r:
             return json.loads(r.read())
 

@@ -246,6 +246,28 @@ def test_read_only_token_sees_no_actions_and_a_forced_kill_is_refused(fleet: Fle
         [e["message"] for e in refused]
 
 
+def test_drills_show_while_open_and_in_the_history(fleet: Fleet, browser: Browser) -> None:
+    b = browser
+    b.sign_in(fleet.admin, READER, "bob")
+    opened = fleet.api("POST", "/v1/drills?wait=2s", ADMIN, body={
+        "kind": "kill", "route": "iris", "version": "v2", "production": True,
+        "reason": "game day: can we kill v2?"})
+    drill = opened["drill"]
+    b.wait(lambda d: "running" in b.text("#drills-body") and drill in b.text("#drills-body"),
+           "the open drill", seen="#drills")
+    assert "kill drill on iris/v2" in b.text("#drills-body")
+    fleet.api("POST", f"/v1/drills/{drill}/end?wait=2s", ADMIN, body={
+        "verdict": "passed", "reason": "game day over",
+        "summary": {"time_to_kill_ms": {"p50": 2.5, "p99": 4.0, "max": 4.5}, "leaks": 0,
+                    "errors": 0}})
+    b.wait(lambda d: "running" not in b.text("#drills-body")
+           and "passed" in b.text("#drills-body tbody tr:first-child"), "the drill's result",
+           seen="#drills")
+    row = b.text("#drills-body tbody tr:first-child")
+    assert "kill" in row and "iris/v2" in row and "p50 2.5 ms, p99 4 ms, max 4.5 ms" in row, row
+    b.shot("drills.png")
+
+
 def test_signed_in_by_a_proxy_the_page_holds_no_token(fleet: Fleet, browser: Browser,
                                                       tmp_path: Path) -> None:
     b = browser

@@ -76,7 +76,8 @@ export function fmtPct(x) {
 export function fmtMs(ms) {
   if (ms === null || ms === undefined) return "–";
   if (!Number.isFinite(ms)) return "∞";
-  return ms >= 1000 ? `${fmtNum(ms / 1000, 1)} s` : `${fmtNum(ms, 0)} ms`;
+  if (ms >= 1000) return `${fmtNum(ms / 1000, 1)} s`;
+  return `${fmtNum(ms, ms < 10 ? 1 : 0)} ms`;
 }
 
 // "12 s ago", "3 min ago"; a time still to come: "in 14 min".
