@@ -108,6 +108,7 @@ async function features() {
 
 async function feature(name, path, panel, draw) {
   $(panel).hidden = !st.features[name];
+  $(`nav-${name}`).hidden = !st.features[name];
   if (!st.features[name]) return;
   try {
     const data = await optional(path);
