@@ -10,7 +10,9 @@ stop (deleting keys is a denial of service) is stated in the README's "Trust" se
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -153,3 +155,33 @@ async def test_a_store_rolled_back_to_an_older_genuine_state_keeps_the_kill(
     res = await asyncio.to_thread(verify_mirror, mirror)
     assert res.returncode == 0, res.stderr
 
+
+# ------------------------------------------------------------------ idempotency records
+
+
+async def test_an_expired_idempotency_record_cannot_be_put_back(
+        tmp_path: Path, backends, session, redis_server: RedisServer) -> None:
+    """The attacker keeps a genuine idempotency record and puts it back after it expired:
+    a later request with the same key and body (a script's fixed key) would be answered
+    "killed" from it, and nothing killed. A record carries its signed expiry."""
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p), state=redis_state(redis_server, tmp_path))
+    async with running_gateway(cfg) as g:
+        hdrs = {**H, "Idempotency-Key": "kill-iris"}
+        body = {"scope": "route", "route": "iris", "reason": "r"}
+        ident = hashlib.sha256(b"alice\nkill-iris").hexdigest()
+        async with session.post(g.admin + "/v1/kill", headers=hdrs, json=body) as r:
+            assert r.status == 200
+        record = redis_server.cmd("GET", f"kgtest:idem:{ident}")
+        assert record.startswith("KGS1 ")
+        await post(session, g.admin, "/v1/unkill", scope="route", route="iris")
+        redis_server.cmd("DEL", f"kgtest:idem:{ident}")  # what its TTL does, a day later
+        # (the record's signed expiry is set back, as a day's wait would leave it)
+        g.gw.sync.store.clock = lambda: time.time() + 2 * 86400  # type: ignore[method-assign]
+        redis_server.cmd("SET", f"kgtest:idem:{ident}", record)
+        async with session.post(g.admin + "/v1/kill", headers=hdrs, json=body) as r:
+            got = await r.json()
+            assert r.status == 200, got
+            assert r.headers.get("idempotent-replayed") is None, got
+        assert "route:iris" in g.gw.holder.doc.kills
+        assert g.gw.sync.tamper.counts.get("idempotency", 0) >= 1
