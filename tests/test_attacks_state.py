@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import subprocess
 import time
 from pathlib import Path
@@ -33,6 +34,13 @@ def stream_ids(redis: RedisServer) -> list[str]:
     raw = subprocess.run(["redis-cli", "-p", str(redis.port), "--raw", "XRANGE", "kgtest:audit",
                           "-", "+"], capture_output=True, text=True, check=True).stdout
     return [line for line in raw.splitlines() if line[:1].isdigit() and "-" in line]
+
+
+def stored_kills(redis: RedisServer) -> dict[str, Any]:
+    raw = redis.cmd("GET", "kgtest:state")
+    if not raw.startswith("KGS1 "):
+        return {}
+    return dict(json.loads(raw.split("\n", 1)[1])["kills"])
 
 
 async def post(session: Any, admin: str, path: str, **body: Any) -> dict[str, Any]:
@@ -185,3 +193,42 @@ async def test_an_expired_idempotency_record_cannot_be_put_back(
             assert r.headers.get("idempotent-replayed") is None, got
         assert "route:iris" in g.gw.holder.doc.kills
         assert g.gw.sync.tamper.counts.get("idempotency", 0) >= 1
+
+
+# ------------------------------------------------------------------ re-seed floods
+
+
+async def test_replays_and_deletions_cannot_flood_the_audit_trail_with_reseeds(
+        tmp_path: Path, backends, session, redis_server: RedisServer) -> None:
+    """Forged documents already back off. The same attacker can also replay a genuine older
+    document, rewrite only the (unsigned) generation key, or delete the state: each one
+    used to be repaired at once by every instance, one audited re-seed per poll."""
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p), state=redis_state(redis_server, tmp_path))
+    async with running_gateway(cfg) as g:
+        old = {k: redis_server.cmd("GET", k) for k in ("kgtest:state", "kgtest:gen")}
+        await post(session, g.admin, "/v1/kill", scope="route", route="iris")
+        attacks = {
+            "replayed older document": lambda n: [("SET", "kgtest:state", old["kgtest:state"]),
+                                                  ("SET", "kgtest:gen", old["kgtest:gen"])],
+            "generation key rewritten": lambda n: [("SET", "kgtest:gen", str(10_000 + n))],
+            "state deleted": lambda n: [("DEL", "kgtest:state", "kgtest:gen")],
+        }
+        for how, writes in attacks.items():
+            reseeds = g.gw.metrics.get("killgate_state_reseeds_total")
+            events = len(events_in(redis_server))
+            end = time.monotonic() + 2.0  # (a fixed window: what is counted is what happens in it)
+            n = 0
+            while time.monotonic() < end:
+                n += 1
+                for cmd in writes(n):
+                    redis_server.cmd(*cmd)
+                await asyncio.sleep(0.01)
+            assert n > 50
+            assert g.gw.metrics.get("killgate_state_reseeds_total") - reseeds <= 5, how
+            assert len(events_in(redis_server)) - events <= 5, how
+            await stays_killed(session, [g.url], 0.2)
+        # a write repairs at once, whatever the backoff: the store holds the kill again
+        await post(session, g.admin, "/v1/kill", scope="version", route="iris", version="v2")
+        assert {"route:iris", "version:iris:v2"} <= stored_kills(redis_server).keys()
+
