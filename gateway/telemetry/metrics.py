@@ -41,6 +41,10 @@ HELP: dict[str, tuple[str, str]] = {
     "killgate_state_stale": ("gauge", "1 while no state sync succeeded for longer than "
                                       "state.max_staleness (alert on it)."),
     "killgate_fail_closed": ("gauge", "1 while the fail_closed policy treats all routes as killed."),
+    "killgate_state_unknown_answers_total": ("counter", "Data-plane requests answered with "
+                                                        "503 state_unknown (or the route's "
+                                                        "fallback) because this instance had "
+                                                        "not loaded the kill state yet."),
     "killgate_state_reseeds_total": ("counter", "Times this instance re-seeded an emptied store."),
     "killgate_writes_not_durable_total": ("counter", "Writes that fewer than state.min_replicas "
                                                      "replicas confirmed in time."),
