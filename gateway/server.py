@@ -139,12 +139,19 @@ def run_supervisor(config_path: str, workers: int) -> int:
     stopping = False
     procs: dict[int, subprocess.Popen[bytes]] = {}
     # private (0700): the workers' metric snapshots, one file per worker slot
-    run_dir = tempfile.mkdtemp(prefix="killgate-workers-")
+    run_dir: str | None = None
+    try:
+        run_dir = tempfile.mkdtemp(prefix="killgate-workers-")
+    except OSError as exc:
+        event(log, "worker_metrics_disabled", logging.WARNING, error=str(exc),
+              consequence="each /metrics scrape shows the one worker that answered it; "
+                          "make TMPDIR (or /tmp) writable")
+    shared = ["--metrics-dir", run_dir] if run_dir is not None else []
 
     def spawn(i: int) -> None:
         procs[i] = subprocess.Popen([
             sys.executable, "-m", "gateway", "serve", "-c", config_path,
-            "--worker-index", str(i), "--reuse-port", "--metrics-dir", run_dir,
+            "--worker-index", str(i), "--reuse-port", *shared,
             "--data-port", str(ports[0]), "--admin-port", str(ports[1])])
 
     def forward(sig: int, _frame: object) -> None:
@@ -186,7 +193,8 @@ def run_supervisor(config_path: str, workers: int) -> int:
     finally:
         for s in holds:
             s.close()
-        shutil.rmtree(run_dir, ignore_errors=True)
+        if run_dir is not None:
+            shutil.rmtree(run_dir, ignore_errors=True)
     return 0 if all(c == 0 for c in codes.values()) else 1
 
 

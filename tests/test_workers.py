@@ -222,6 +222,20 @@ def _totals(admin: str) -> tuple[float, float, float]:
     return total, count, workers
 
 
+def _openmetrics_total(admin: str) -> float:
+    """killgate_requests_total from an OpenMetrics scrape (as Prometheus asks), parsed by
+    the library's strict OpenMetrics parser."""
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families as om
+
+    req = urllib.request.Request(admin + "/metrics",
+                                 headers={"Accept": "application/openmetrics-text"})
+    with urllib.request.urlopen(req, timeout=5) as r:
+        assert r.headers["Content-Type"].startswith("application/openmetrics-text")
+        text = r.read().decode()
+    return sum(s.value for f in om(text) for s in f.samples
+               if s.name == "killgate_requests_total")
+
+
 def _children(pid: int) -> list[int]:
     return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 
@@ -268,6 +282,7 @@ async def test_every_scrape_of_two_workers_counts_every_request(
     await asyncio.to_thread(wait_until_sync, settled, 5.0, 0.05, f"{n} requests on a scrape")
     scrapes = [await asyncio.to_thread(_totals, gw.admin) for _ in range(20)]
     assert all(s == (n, n, 2) for s in scrapes), scrapes  # whichever worker answered
+    assert await asyncio.to_thread(_openmetrics_total, gw.admin) == n
 
     # a worker dies (SIGKILL) and the supervisor replaces it: nothing goes backwards
     victim = _children(gw.proc.pid)[0]
