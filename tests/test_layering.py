@@ -26,7 +26,9 @@ PURE = {"domain/routing.py", "control/table.py", "domain/statedoc.py", "domain/o
         "domain/health.py", "domain/analysis.py", "configfile.py", "domain/stats.py",
         "domain/diff.py", "dataplane/jsonpeek.py", "dataplane/headers.py", "domain/audit.py",
         "dataplane/paths.py", "dataplane/sse.py",
-        "telemetry/metrics.py", "errors.py", "config.py", "domain/traffic.py"}
+        "telemetry/metrics.py", "errors.py", "config.py", "domain/traffic.py",
+        "config_shadow.py", "domain/comparison.py", "domain/compare.py", "domain/compare_json.py",
+        "domain/compare_tensors.py", "domain/compare_chat.py"}
 IO_MODULES = {"aiohttp", "asyncio", "redis", "socket", "subprocess", "httptools", "jwt"}
 
 
