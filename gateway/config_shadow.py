@@ -223,9 +223,8 @@ class ShadowConfig(_Model):
     #: default: by the route's protocol (v2: v2_tensors, openai: openai_chat, http: json)
     compare: CompareSpec | None = None
     noise: NoiseConfig | None = None
+    #: the copies' own (they go through a connection pool of their own, too)
     timeouts: ShadowTimeouts = Field(default_factory=ShadowTimeouts)
-    #: the shadow's own connection pool (per backend)
-    max_connections: int = Field(default=64, ge=1, le=10_000)
     disagreements: DisagreementsConfig = Field(default_factory=DisagreementsConfig)
 
     @field_validator("sample")

@@ -1,0 +1,264 @@
+"""Shadow traffic: a sampled copy of a request goes to the route's shadow, and its answer is
+compared with the one the client got (CONTRACT §5.5).
+
+Owns the copies of this process: sampling, the size bounds, `max_inflight` (a copy over it
+is dropped and counted, never queued), sending through a connection pool of its own with
+the shadow's own timeouts (`x-killgate-shadow: 1` on every copy), the noise floor's second
+copy to the primary's version, assembling answers (bounded), comparing them
+(`gateway.domain.compare`) and recording the outcome in each route's `Tally`.
+A copy starts only once the client's answer is complete: the primary never waits on it,
+and nothing of the shadow's answer can reach the client. The data plane calls `tap()`
+(a few lines in proxy/flight); errors here are counted, never raised into a request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import random
+from collections.abc import Iterable
+from typing import Any
+
+from gateway.config_shadow import ShadowConfig
+from gateway.dataplane.headers import request_head
+from gateway.dataplane.jsonpeek import ModelField, rewrite_model
+from gateway.dataplane.upstream import Upstreams
+from gateway.domain.audit import utc_now
+from gateway.domain.compare import DISAGREED, compare, judge
+from gateway.domain.comparison import Answer, Comparison
+from gateway.domain.routing import RoutePlan, Target
+from gateway.domain.shadowstats import Tally, answer_record, body_record
+from gateway.errors import UpstreamError
+from gateway.log import event
+
+__all__ = ["Mirror", "Tap"]
+
+log = logging.getLogger("killgate.shadow")
+SHADOW_HEADER = b"x-killgate-shadow: 1\r\n"
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def _media_type(raw: Iterable[tuple[bytes, bytes]]) -> str:
+    for name, value in raw:
+        if name.lower() == b"content-type":
+            return value.split(b";", 1)[0].strip().lower().decode("latin-1")
+    return ""
+
+
+def spec_of(sh: ShadowConfig, protocol: str) -> str:
+    """A digest of the settings counts depend on (a reload that changes them starts over)."""
+    text = f"{protocol}|{sh.version}|{sh.compare_for(protocol).model_dump_json()}|" \
+           f"{sh.noise.model_dump_json() if sh.noise else ''}"
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+class Tap:
+    """One sampled request whose answer is on its way to the client: collects that answer
+    (bounded), then hands the copy to the mirror."""
+
+    __slots__ = ("body", "chunks", "client", "field", "method", "mirror", "plan", "raw_headers",
+                 "raw_target", "served", "size", "started")
+
+    def __init__(self, mirror: Mirror, plan: RoutePlan, served: Target, method: bytes,
+                 raw_target: bytes, raw_headers: list[tuple[bytes, bytes]], body: bytes,
+                 field: ModelField | None, client: bytes, started: float) -> None:
+        self.mirror, self.plan, self.served = mirror, plan, served
+        self.method, self.raw_target, self.raw_headers = method, raw_target, raw_headers
+        self.body, self.field, self.client, self.started = body, field, client, started
+        self.chunks: list[bytes] | None = []
+        self.size = 0
+
+    def feed(self, data: bytes) -> None:
+        """A piece of a streamed answer (as the backend sent it)."""
+        chunks = self.chunks
+        if chunks is None:
+            return
+        self.size += len(data)
+        assert self.plan.config.shadow is not None
+        if self.size > self.plan.config.shadow.max_answer_bytes:
+            self.chunks = None  # too large to compare: no copy
+            return
+        chunks.append(data)
+
+    def end(self, status: int, raw_headers: list[tuple[bytes, bytes]]) -> None:
+        """A streamed answer reached its clean end."""
+        if self.chunks is None:
+            self.mirror.count(self.plan, "answer")
+            return
+        self.answer(status, raw_headers, b"".join(self.chunks))
+
+    def answer(self, status: int, raw_headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        """The client's whole answer (its status, fields and body)."""
+        mirror = self.mirror
+        sh = self.plan.config.shadow
+        assert sh is not None
+        if len(body) > sh.max_answer_bytes:
+            mirror.count(self.plan, "answer")
+            return
+        primary = Answer(status, body, _media_type(raw_headers))
+        mirror.launch(self, primary, mirror.loop.time() - self.started)
+
+
+class Mirror:
+    """Every shadow copy of this process (one per process, closed on shutdown)."""
+
+    def __init__(self, max_pending: int = 0) -> None:
+        self.upstreams = Upstreams(1024, max_pending)  # the copies' own pools
+        self.loop = asyncio.get_running_loop()
+        self.rand = random.random
+        self.inflight: dict[str, int] = {}
+        self.tallies: dict[str, Tally] = {}
+        self._specs: dict[int, tuple[ShadowConfig, str]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # ------------------------------------------------------------------ the data plane's
+
+    def tap(self, plan: RoutePlan, served: Target, method: bytes, raw_target: bytes,
+            raw_headers: list[tuple[bytes, bytes]], body: bytes | None, complete: bool,
+            field: ModelField | None, client: bytes, started: float) -> Tap | None:
+        """A tap for this request's answer when it is sampled for a copy; else None.
+        `body`: the request body, when `complete` (all of it is in memory)."""
+        sh = plan.config.shadow
+        if sh is None or self.rand() >= sh.sample:
+            return None
+        if plan.shadow is None:
+            if plan.shadow_off in ("killed", "unhealthy"):
+                self.count(plan, "down")
+            return None
+        if not complete or body is None or len(body) > sh.max_request_bytes:
+            self.count(plan, "body")
+            return None
+        return Tap(self, plan, served, method, raw_target, raw_headers, body, field, client,
+                   started)
+
+    # ------------------------------------------------------------------ counting
+
+    def tally(self, plan: RoutePlan) -> Tally:
+        rc = plan.config
+        sh = rc.shadow
+        assert sh is not None
+        known = self._specs.get(id(rc))
+        if known is None or known[0] is not sh:
+            known = self._specs[id(rc)] = (sh, spec_of(sh, rc.protocol))
+            if len(self._specs) > 1024:  # configs come and go with reloads
+                self._specs = {id(rc): known}
+        spec = known[1]
+        t = self.tallies.get(rc.name)
+        if t is None or t.spec != spec:
+            t = self.tallies[rc.name] = Tally(sh.version, spec, keep=sh.disagreements.keep)
+        t.keep = sh.disagreements.keep
+        return t
+
+    def count(self, plan: RoutePlan, result: str) -> None:
+        self.tally(plan).copy(result)
+
+    # ------------------------------------------------------------------ copies
+
+    def launch(self, tap: Tap, primary: Answer, primary_s: float) -> None:
+        plan = tap.plan
+        sh = plan.config.shadow
+        assert sh is not None
+        name = plan.name
+        busy = self.inflight.get(name, 0)
+        if busy >= sh.max_inflight:
+            self.count(plan, "dropped")  # dropped, never queued: the shadow is behind
+            return
+        self.inflight[name] = busy + 1
+        task = self.loop.create_task(self._copy(tap, sh, primary, primary_s))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _copy(self, tap: Tap, sh: ShadowConfig, primary: Answer,
+                    primary_s: float) -> None:
+        plan = tap.plan
+        shadow = plan.shadow
+        try:
+            if shadow is None:
+                return
+            tally = self.tally(plan)
+            tally.copy("sent")
+            noise = sh.noise is not None and self.rand() < sh.noise.sample
+            sends = [self._send(tap, shadow, sh)]
+            if noise:
+                sends.append(self._send(tap, tap.served, sh))
+            got = await asyncio.gather(*sends, return_exceptions=True)
+            first = got[0]
+            if isinstance(first, BaseException):
+                if isinstance(first, asyncio.CancelledError):
+                    raise first
+                tally.failed(first.kind() if isinstance(first, UpstreamError) else
+                             "answer_too_large" if isinstance(first, _TooLarge) else "error")
+                return
+            answer, shadow_s = first
+            cmp = sh.compare_for(plan.config.protocol)
+            result = compare(cmp, tap.body, primary, answer)
+            own_noise: Comparison | None = None
+            if noise and not isinstance(got[1], BaseException):
+                own_noise = compare(cmp, tap.body, primary, got[1][0])
+                tally.noise(own_noise)
+            outcome, left = judge(result, own_noise, tally.noisy_paths(sh.noise))
+            tally.outcome(outcome, left, primary_s, shadow_s, result.detail)
+            if outcome == DISAGREED:
+                d = sh.disagreements
+                tally.disagreement({
+                    "time": utc_now(), "request": body_record(tap.body, d),
+                    "primary": answer_record(primary, d), "shadow": answer_record(answer, d),
+                    "differences": [{"kind": x.kind, "path": x.path} for x in left[:16]],
+                    "detail": _plain(result.detail)})
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a side channel: counted and logged, never raised
+            self.tally(plan).failed("error")
+            event(log, "shadow_copy_failed", logging.WARNING, route=plan.name,
+                  error=f"{type(exc).__name__}: {exc}")
+        finally:
+            self.inflight[plan.name] -= 1
+
+    async def _send(self, tap: Tap, target: Target, sh: ShadowConfig) -> tuple[Answer, float]:
+        """One copy to `target`; its assembled answer and how long it took."""
+        body = tap.body
+        if tap.field is not None and target.model:
+            body = rewrite_model(body, tap.field, target.model)
+        t = sh.timeouts
+        loop = self.loop
+        started = loop.time()
+        pool = self.upstreams.pools.get(target.origin) or self.upstreams.pool(target.origin)
+        ex, _ = await pool.acquire(t.connect)
+        try:
+            ex.begin(started + t.total, t.idle, tap.method == b"HEAD")
+            first = b"%s %s%s HTTP/1.1\r\nhost: %s\r\n" % (tap.method, target.path_bytes,
+                                                           tap.raw_target, pool.host_header)
+            extra = b"x-forwarded-for: %s\r\n%s" % (tap.client, SHADOW_HEADER)
+            await ex.send(request_head(first, tap.raw_headers, extra, len(body)), body)
+            await ex.read_head()
+            parts: list[bytes] = []
+            size = 0
+            while data := await ex.read():
+                size += len(data)
+                if size > sh.max_answer_bytes:
+                    raise _TooLarge()
+                parts.append(data)
+            answer = Answer(ex.status, b"".join(parts), _media_type(ex.headers))
+        except BaseException:
+            ex.close()
+            ex.release()
+            raise
+        ex.release()
+        return answer, loop.time() - started
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def close(self) -> None:
+        """Cancel the copies in flight (they are not the client's) and close the pools."""
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.upstreams.close()
+
+
+def _plain(detail: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in detail.items() if isinstance(v, bool | int | float | str)}
