@@ -32,6 +32,7 @@ from gateway.dataplane.inflight import Aborted, Handle, Inflight
 from gateway.dataplane.jsonpeek import ModelField, Unreadable, find_model, rewrite_model
 from gateway.dataplane.paths import BadTarget, route_host, split_target
 from gateway.dataplane.retry import RetryBudget, retryable
+from gateway.dataplane.spans import AttemptSpan, RequestSpan, RequestTracer
 from gateway.dataplane.sse import EventCutter
 from gateway.dataplane.upstream import Exchange, Upstreams
 from gateway.domain.routing import FAILOVER, FALLBACK, KILLED, Choice, RoutePlan, RouteTable, Target
@@ -79,8 +80,10 @@ class Proxy:
                  metrics: Metrics, max_body: int, peek_bytes: int,
                  observer: Observer | None = None, scheme: str = "http",
                  body_timeout: float = 30.0, max_inflight: int = 10_000,
-                 recorder: Recorder = NULL) -> None:
+                 recorder: Recorder = NULL,
+                 tracer: RequestTracer | None = None) -> None:
         self.max_inflight = max_inflight
+        self.tracer = tracer  # None: tracing off, and the request path never looks further
         self.bodies = BodyReader(max_body, peek_bytes, body_timeout)
         self.holder = holder
         self.upstreams = upstreams
@@ -106,14 +109,22 @@ class Proxy:
             self._finished(request, rec, resp)
             return resp
         inflight.count += 1
+        span = None if self.tracer is None else self.tracer.begin(request)
         try:
-            resp = await self._handle(request, self.holder.table, rec)
+            resp = await self._handle(request, self.holder.table, rec, span)
         except BodyTimeout:
             resp = self._error(408, "request_timeout",
                                f"the request body stalled for {self.bodies.timeout:g}s",
                                extra_headers={"connection": "close"})
+        except BaseException:
+            if span is not None:
+                span.finish(None)
+            raise
         finally:
             inflight._done()
+        if span is not None:
+            rec.trace_id = span.trace_id  # (the access log's)
+            span.finish(resp)
         self._finished(request, rec, resp)
         return resp
 
@@ -175,7 +186,7 @@ class Proxy:
     # ------------------------------------------------------------------ request path
 
     async def _handle(self, request: web.BaseRequest, table: RouteTable,
-                      rec: RequestRecord) -> web.StreamResponse:
+                      rec: RequestRecord, span: RequestSpan | None) -> web.StreamResponse:
         headers = request.headers
         if request.version < HttpVersion11 and hdrs.TRANSFER_ENCODING in headers:
             return self._error(400, "bad_request",
@@ -223,6 +234,8 @@ class Proxy:
                                plan.name)
         sticky = headers.get(plan.sticky_header) if plan.sticky_header else None
         choice = plan.choose(sticky, pin, self.rand)
+        if span is not None:
+            _trace_choice(span, plan, choice, model, path)
         if choice[0] is None:
             return self._unavailable(plan, choice.decision)
         # Small bodies are read up front: a request not yet delivered can move versions.
@@ -235,7 +248,8 @@ class Proxy:
                     return self._error(413, "body_too_large",
                                        f"the request body exceeds {self.bodies.max_body} bytes",
                                        plan.name)
-        return await self._forward(request, plan, choice, prefix, field, cl, target, rec)
+        return await self._forward(request, plan, choice, prefix, field, cl, target, rec,
+                                   span)
 
     def _bad(self, reason: str, message: str) -> web.Response:
         """A request refused for its shape: 400, counted, logged at debug (a client can send
@@ -245,7 +259,7 @@ class Proxy:
         return self._error(400, "bad_request", message)
 
     def _head(self, request: web.BaseRequest, target: Target, host_header: bytes,
-              length: int | None, raw_target: str) -> bytes:
+              length: int | None, raw_target: str, traceparent: bytes | None = None) -> bytes:
         first = b"%s %s%s HTTP/1.1\r\nhost: %s\r\n" % (
             request.method.encode(), target.path_bytes, raw_target.encode("latin-1"),
             host_header)
@@ -254,12 +268,15 @@ class Proxy:
             (request.remote or "unknown").encode(), self.scheme_b)
         if host:
             fwd += b"x-forwarded-host: %s\r\n" % host.encode("latin-1")
+        if traceparent is not None:  # ours replaces the client's: the backend joins our span
+            fwd += b"traceparent: %s\r\n" % traceparent
+            return request_head(first, request.raw_headers, fwd, length, traced=True)
         return request_head(first, request.raw_headers, fwd, length)
 
     async def _forward(self, request: web.BaseRequest, plan: RoutePlan, choice: Choice,
                        prefix: bytes | None, field: ModelField | None,
                        cl: int | None, raw_target: str,
-                       rec: RequestRecord) -> web.StreamResponse:
+                       rec: RequestRecord, span: RequestSpan | None) -> web.StreamResponse:
         rc = plan.config
         timeouts = rc.timeouts
         loop = self.loop
@@ -297,10 +314,12 @@ class Proxy:
                     send_body = self.bodies.chain(body or b"", request, len(prefix or b""))
                 handle.version = target.name
                 started = loop.time()
+                att = None if span is None else span.attempt(plan.name, target.name,
+                                                             target.url, request.method)
                 try:
                     ex = await self._exchange(request, target, handle, send_body, length,
                                               deadline, timeouts.connect, timeouts.idle,
-                                              complete, raw_target)
+                                              complete, raw_target, att)
                     rec.upstream = loop.time() - started
                 except BodyTooLarge:
                     return self._error(413, "body_too_large",
@@ -312,11 +331,19 @@ class Proxy:
                                        plan.name, target.name, decision,
                                        extra_headers={"connection": "close"})
                 except Aborted as exc:
+                    if span is not None:
+                        _trace_abort(span, att, target, exc)
                     return self._unavailable_killed(plan, target, exc)
                 except UpstreamError as exc:
                     self._count_error(plan, target, exc, started)
                     last = exc
+                    if att is not None:
+                        att.failed(exc.kind())
+                    if span is not None:
+                        self._trace_ejection(span, plan, target)
                     if handle.aborted is not None:
+                        if span is not None:
+                            _trace_abort(span, None, target, handle.aborted)
                         return self._unavailable_killed(plan, target, handle.aborted)
                     if targets is None:
                         targets = plan.failover_for(target.name)
@@ -332,6 +359,11 @@ class Proxy:
                     # Nothing reached that backend: try the next version.
                     if attempt >= len(targets):
                         break
+                    if span is not None:
+                        span.event("killgate.failover", {
+                            "killgate.failover.from": target.name,
+                            "killgate.failover.to": targets[attempt].name,
+                            "killgate.failover.cause": exc.kind()})
                     target = targets[attempt]
                     attempt += 1
                     decision = FAILOVER
@@ -350,6 +382,12 @@ class Proxy:
                         if self.observer is not None:
                             self.observer.outcome(plan.name, target.name, "5xx",
                                                   loop.time() - started)
+                        if span is not None:
+                            self._trace_ejection(span, plan, target)
+                            span.event("killgate.failover", {
+                                "killgate.failover.from": target.name,
+                                "killgate.failover.to": targets[attempt].name,
+                                "killgate.failover.cause": str(ex.status)})
                         self.metrics.inc("killgate_retries_total", (plan.name, str(ex.status)),
                                          label_names=("route", "cause"))
                         retries += 1
@@ -358,9 +396,10 @@ class Proxy:
                         decision = FAILOVER
                         continue
                 if ex.complete and request.method != "HEAD":
-                    return self._complete(request, plan, target, decision, ex, started, rec)
+                    return self._complete(request, plan, target, decision, ex, started, rec,
+                                          span)
                 return await self._respond(request, plan, target, decision, ex, handle, started,
-                                           rec)
+                                           rec, span)
             if plan.fallback is not None:
                 return self._unavailable(plan, FALLBACK)
             assert last is not None
@@ -370,10 +409,14 @@ class Proxy:
 
     def _complete(self, request: web.BaseRequest, plan: RoutePlan, target: Target,
                   decision: str, ex: Exchange, started: float,
-                  rec: RequestRecord) -> web.StreamResponse:
+                  rec: RequestRecord,
+                  span: RequestSpan | None = None) -> web.StreamResponse:
         """The fast path: the whole answer has arrived; hand it back in one write."""
         status = ex.status
         body = ex.take_body()
+        if span is not None:
+            span.answered(status, plan.name, target.name, decision)
+            span.body(body)
         raw = ex.headers
         ex.release()
         key = (plan.name, target.name, decision, status)
@@ -409,9 +452,11 @@ class Proxy:
     async def _exchange(self, request: web.BaseRequest, target: Target, handle: Handle,
                         body: bytes | AsyncIterator[bytes] | None, length: int | None,
                         deadline: float, connect: float, idle: float,
-                        replayable: bool, raw_target: str) -> Exchange:
+                        replayable: bool, raw_target: str,
+                        att: AttemptSpan | None = None) -> Exchange:
         pool = self.upstreams.pools.get(target.origin) or self.upstreams.pool(target.origin)
-        head = self._head(request, target, pool.host_header, length, raw_target)
+        head = self._head(request, target, pool.host_header, length, raw_target,
+                          None if att is None else att.traceparent)
         for _ in range(2):
             ex, reused = await pool.acquire(connect)
             if handle.aborted is not None:
@@ -422,6 +467,8 @@ class Proxy:
             try:
                 await ex.send(head, body, chunked=length is None)
                 await ex.read_head()
+                if att is not None:
+                    att.answered(ex.status)
                 return ex
             except UpstreamClosed:
                 ex.release()
@@ -449,6 +496,13 @@ class Proxy:
             self.observer.outcome(plan.name, target.name, "overflow",
                                   self.loop.time() - started)
 
+    def _trace_ejection(self, span: RequestSpan, plan: RoutePlan, target: Target) -> None:
+        """This attempt's outcome got its version ejected (outlier detection acts at once)."""
+        key = (plan.name, target.name)
+        if key in self.holder.table.unhealthy and target.name not in plan.excluded:
+            span.event("killgate.ejection", {"killgate.version": target.name,
+                                             "killgate.ejection.cause": "outlier"})
+
     def _unavailable_killed(self, plan: RoutePlan, target: Target, why: Aborted) -> web.Response:
         self.metrics.inc("killgate_inflight_aborted_total", (plan.name,), label_names=("route",))
         if why.scope == "version":
@@ -474,7 +528,8 @@ class Proxy:
 
     async def _respond(self, request: web.BaseRequest, plan: RoutePlan, target: Target,
                        decision: str, ex: Exchange, handle: Handle,
-                       started: float, rec: RequestRecord) -> web.StreamResponse:
+                       started: float, rec: RequestRecord,
+                       span: RequestSpan | None = None) -> web.StreamResponse:
         out = response_multidict(ex.headers)
         out["x-killgate-route"] = plan.name
         out["x-killgate-version"] = target.name
@@ -498,11 +553,15 @@ class Proxy:
             resp.enable_chunked_encoding()
         await resp.prepare(request)
         cutter = EventCutter() if sse else None  # SSE: forwarded as whole events
+        first = span is not None
         try:
             while True:
                 data = await ex.read()
                 if not data:
                     break
+                if first and span is not None:
+                    first = False
+                    span.first_chunk(data)
                 if cutter is not None:
                     data = cutter.feed(data)
                     if not data:
@@ -515,6 +574,10 @@ class Proxy:
             ex.release()
             why = handle.aborted
             kind = "killed" if why is not None else "upstream_failed"
+            if span is not None:
+                if why is not None:
+                    _trace_abort(span, None, target, why)
+                span.stream_failed(kind)
             if why is not None:
                 self.metrics.inc("killgate_inflight_aborted_total", (plan.name,),
                                  label_names=("route",))
@@ -551,6 +614,49 @@ def _served(rec: RequestRecord, route: str, version: str, decision: str, status:
     rec.version = version
     rec.decision = decision
     rec.status = status
+
+
+def _trace_choice(span: RequestSpan, plan: RoutePlan, choice: Choice, model: str | None,
+                  path: str) -> None:
+    """Events for a routing decision shaped by a kill, an ejection or an empty route."""
+    decision = choice.decision
+    if decision == KILLED:
+        span.event("killgate.kill", {"killgate.kill.scope": plan.killed or "route"})
+        if plan.fallback is not None:
+            span.event("killgate.fallback", {"http.response.status_code": plan.fallback.status})
+    elif decision == FAILOVER and choice.target is not None:
+        span.event("killgate.failover", {"killgate.failover.to": choice.target.name,
+                                         "killgate.failover.cause": "excluded"})
+    if decision in (FAILOVER, FALLBACK):
+        for version, why in plan.excluded.items():
+            if why == "killed":
+                span.event("killgate.kill", {"killgate.kill.scope": "version",
+                                             "killgate.version": version})
+            else:
+                span.event("killgate.ejection", {"killgate.version": version,
+                                                 "killgate.ejection.cause": why})
+    target = choice.target
+    if model is not None or (target is not None and target.model):
+        span.model(target.model if target is not None and target.model else model,
+                   _genai_operation(path))
+
+
+def _genai_operation(path: str) -> str | None:
+    if path.endswith("/chat/completions"):
+        return "chat"
+    if path.endswith("/completions"):
+        return "text_completion"
+    if path.endswith("/embeddings"):
+        return "embeddings"
+    return None
+
+
+def _trace_abort(span: RequestSpan, att: AttemptSpan | None, target: Target,
+                 why: Aborted) -> None:
+    if att is not None:
+        att.failed("killed")
+    span.event("killgate.kill", {"killgate.kill.scope": why.scope,
+                                 "killgate.version": target.name, "killgate.inflight": 1})
 
 
 def _sent(keep_alive: bool) -> web.StreamResponse | None:
