@@ -29,7 +29,13 @@ from gateway.domain.compare import DISAGREED, compare, judge
 from gateway.domain.comparison import Answer, Comparison
 from gateway.domain.routing import RoutePlan, Target
 from gateway.domain.shadowstats import Tally, answer_record, body_record
-from gateway.errors import UpstreamError
+from gateway.errors import (
+    UpstreamClosed,
+    UpstreamError,
+    UpstreamOverflow,
+    UpstreamProtocolError,
+    UpstreamTimeout,
+)
 from gateway.log import event
 
 __all__ = ["Mirror", "Tap"]
@@ -190,8 +196,7 @@ class Mirror:
             if isinstance(first, BaseException):
                 if isinstance(first, asyncio.CancelledError):
                     raise first
-                tally.failed(first.kind() if isinstance(first, UpstreamError) else
-                             "answer_too_large" if isinstance(first, _TooLarge) else "error")
+                tally.failed(_failure(first))
                 return
             answer, shadow_s = first
             cmp = sh.compare_for(plan.config.protocol)
@@ -258,6 +263,23 @@ class Mirror:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.upstreams.close()
+
+
+def _failure(exc: BaseException) -> str:
+    """The `kind` of a copy that got no answer (a fixed set: a metric label)."""
+    if isinstance(exc, _TooLarge):
+        return "answer_too_large"
+    if isinstance(exc, UpstreamTimeout):
+        return "timeout"
+    if isinstance(exc, UpstreamOverflow):
+        return "overflow"
+    if isinstance(exc, UpstreamError) and not exc.delivered:
+        return "connect"
+    if isinstance(exc, UpstreamClosed):
+        return "reset"
+    if isinstance(exc, UpstreamProtocolError):
+        return "malformed"
+    return "error"
 
 
 def _plain(detail: dict[str, Any]) -> dict[str, Any]:

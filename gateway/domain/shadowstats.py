@@ -49,6 +49,8 @@ class Tally:
     failures: dict[str, int] = field(default_factory=dict)
     primary_ms: list[int] = field(default_factory=_hist)
     shadow_ms: list[int] = field(default_factory=_hist)
+    primary_s: float = 0.0  # the sums of both sides' latencies (seconds)
+    shadow_s: float = 0.0
     noise_pairs: int = 0
     noise_paths: dict[str, int] = field(default_factory=dict)
     length_change: float = 0.0  # the sum of |relative change| of compared text answers
@@ -92,6 +94,8 @@ class Tally:
             self.differences[kind] = self.differences.get(kind, 0) + 1
         self.primary_ms[bisect_left(_BOUNDS, primary_s * 1000.0)] += 1
         self.shadow_ms[bisect_left(_BOUNDS, shadow_s * 1000.0)] += 1
+        self.primary_s += primary_s
+        self.shadow_s += shadow_s
         change = detail.get("length_change")
         if isinstance(change, float | int):
             self.length_change += abs(change)
@@ -112,7 +116,8 @@ class Tally:
         return {"version": self.version, "spec": self.spec, "copies": self.copies,
                 "outcomes": self.outcomes, "differences": self.differences,
                 "failures": self.failures, "primary_ms": self.primary_ms,
-                "shadow_ms": self.shadow_ms, "noise_pairs": self.noise_pairs,
+                "shadow_ms": self.shadow_ms, "primary_s": self.primary_s,
+                "shadow_s": self.shadow_s, "noise_pairs": self.noise_pairs,
                 "noise_paths": self.noise_paths, "length_change": self.length_change,
                 "length_n": self.length_n, "disagreements": list(self.disagreements)}
 
@@ -137,6 +142,7 @@ class Tally:
         return cls(str(d["version"]), str(d["spec"]), counts(d.get("copies", {})),
                    counts(d.get("outcomes", {})), counts(d.get("differences", {})),
                    counts(d.get("failures", {})), hist(d["primary_ms"]), hist(d["shadow_ms"]),
+                   float(d.get("primary_s", 0.0)), float(d.get("shadow_s", 0.0)),
                    int(d.get("noise_pairs", 0)), counts(d.get("noise_paths", {})),
                    float(d.get("length_change", 0.0)), int(d.get("length_n", 0)),
                    deque(ds[-1000:]), keep=1000)
@@ -160,6 +166,8 @@ def merge(version: str, spec: str, tallies: list[Tally]) -> Tally:
             _add(mine, theirs)
         out.primary_ms = [a + b for a, b in zip(out.primary_ms, t.primary_ms, strict=True)]
         out.shadow_ms = [a + b for a, b in zip(out.shadow_ms, t.shadow_ms, strict=True)]
+        out.primary_s += t.primary_s
+        out.shadow_s += t.shadow_s
         out.noise_pairs += t.noise_pairs
         out.length_change += t.length_change
         out.length_n += t.length_n
