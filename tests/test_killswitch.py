@@ -142,7 +142,11 @@ async def test_lost_pubsub_messages_are_caught_by_the_poll(tmp_path: Path, backe
             await wait_until(lambda k=killing: ("route:iris" in b.gw.holder.doc.kills) == k,
                              2.0, 0.001, "b to apply the change")
             lags.append(time.monotonic() - t0)
-    assert max(lags) <= poll + 0.1, sorted(lags)[-5:]
+    # The poll, not luck, delivers: typically within one interval; a loaded CI machine may
+    # delay a poll tick, so the worst case gets a generous bound (without the poll the
+    # change never arrives and wait_until fails at 2 s).
+    assert sorted(lags)[len(lags) // 2] <= poll + 0.1, sorted(lags)
+    assert max(lags) <= poll + 0.6, sorted(lags)[-5:]
 
 
 async def test_duplicates_and_reordering_are_harmless(tmp_path: Path) -> None:
