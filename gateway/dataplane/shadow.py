@@ -187,12 +187,16 @@ class Mirror:
                 return
             tally = self.tally(plan)
             tally.copy("sent")
-            noise = sh.noise is not None and self.rand() < sh.noise.sample
-            sends = [self._send(tap, shadow, sh)]
-            if noise:
-                sends.append(self._send(tap, tap.served, sh))
-            got = await asyncio.gather(*sends, return_exceptions=True)
-            first = got[0]
+            second: tuple[Answer, float] | BaseException | None = None
+            if sh.noise is not None and self.rand() < sh.noise.sample:
+                first, second = await asyncio.gather(  # the primary's own second answer
+                    self._send(tap, shadow, sh), self._send(tap, tap.served, sh),
+                    return_exceptions=True)
+            else:
+                try:
+                    first = await self._send(tap, shadow, sh)
+                except (UpstreamError, _TooLarge) as exc:
+                    first = exc
             if isinstance(first, BaseException):
                 if isinstance(first, asyncio.CancelledError):
                     raise first
@@ -202,8 +206,8 @@ class Mirror:
             cmp = sh.compare_for(plan.config.protocol)
             result = compare(cmp, tap.body, primary, answer)
             own_noise: Comparison | None = None
-            if noise and not isinstance(got[1], BaseException):
-                own_noise = compare(cmp, tap.body, primary, got[1][0])
+            if isinstance(second, tuple):
+                own_noise = compare(cmp, tap.body, primary, second[0])
                 tally.noise(own_noise)
             outcome, left = judge(result, own_noise, tally.noisy_paths(sh.noise))
             tally.outcome(outcome, left, primary_s, shadow_s, result.detail)

@@ -10,6 +10,7 @@ per row (the last axis), its scores only measured. Pure; tensor data flat or nes
 from __future__ import annotations
 
 import math
+import operator
 from typing import Any
 
 from gateway.config_shadow import V2TensorsCompare
@@ -31,8 +32,8 @@ def flatten(data: Any) -> list[Any]:
     """Row-major elements of flat or nested tensor data."""
     if not isinstance(data, list):
         raise _Unreadable("tensor data is not a list")
-    if not any(isinstance(x, list) for x in data):
-        return data
+    if not data or type(data[0]) is not list:
+        return data  # flat (nesting is uniform: a list further on fails the type checks)
     out: list[Any] = []
     stack = [iter(data)]
     while stack:
@@ -63,9 +64,12 @@ def _outputs(doc: Any) -> dict[str, dict[str, Any]]:
 
 
 def _numbers(xs: list[Any]) -> list[float]:
-    for x in xs:
-        if isinstance(x, bool) or not isinstance(x, int | float):
-            raise _Unreadable("a numeric tensor holds a non-number")
+    try:
+        sum(xs)  # a loop in C: anything but numbers (bools count as 0/1) raises TypeError
+    except TypeError:
+        raise _Unreadable("a numeric tensor holds a non-number") from None
+    except OverflowError:
+        pass  # a huge integer is still a number
     return xs
 
 
@@ -73,16 +77,23 @@ def top_classes(row: list[float], k: int) -> frozenset[int] | int:
     """The index of the largest score (k == 1: the first one, like numpy's argmax), or
     the set of the k largest."""
     if k == 1:
-        best, at = -math.inf, 0
-        for i, x in enumerate(row):
-            if x > best:
-                best, at = x, i
-        return at
+        return max(range(len(row)), key=row.__getitem__) if row else 0
     return frozenset(sorted(range(len(row)), key=lambda i: (-row[i], i))[:k])
 
 
 def _close(p: list[float], s: list[float], atol: float, rtol: float) -> tuple[int, float]:
     """(elements not close, the largest absolute difference among finite ones)."""
+    if p == s:
+        return 0, 0.0
+    try:
+        # the common case in C loops: every difference finite and within atol
+        diffs = list(map(abs, map(operator.sub, s, p)))
+        if math.isfinite(sum(diffs)):
+            worst = max(diffs)
+            if worst <= atol:
+                return 0, worst
+    except OverflowError:
+        pass
     bad = 0
     worst = 0.0
     for a, b in zip(p, s, strict=True):
