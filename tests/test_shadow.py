@@ -27,13 +27,13 @@ KILL = {"Authorization": f"Bearer {mint(SECRET, 't', 'killgate:kill', 600, 'kill
 
 
 def route(p1: int, p2: int, shadow: str, protocol: str = "v2",
-          prefix: str = "/v2/models/iris", extra: str = "") -> str:
+          prefix: str = "/v2/models/iris", extra: str = "", total: str = "5s") -> str:
     return f"""\
 - name: iris
   match: {{path_prefix: {prefix}}}
   stable: v1
   protocol: {protocol}
-  timeouts: {{connect: 500ms, total: 5s}}
+  timeouts: {{connect: 500ms, total: {total}}}
   shadow: {shadow}
   versions:
     - {{name: v1, url: "http://127.0.0.1:{p1}", weight: 100}}
@@ -378,3 +378,67 @@ async def test_shadow_series_on_metrics(tmp_path: Path, backends: Start,
     assert 'killgate_shadow_copies_total{result="sent",route="iris",version="v2"} 8.0' in text
     assert 'killgate_shadow_duration_seconds_count{route="iris",side="shadow",version="v2"} 8.0' \
         in text
+
+
+async def test_streams_being_assembled_hold_slots_and_a_failed_one_gives_its_back(
+        tmp_path: Path, backends: Start, session: ClientSession) -> None:
+    """A sampled stream holds one of the max_inflight slots while its answer is assembled
+    (memory stays bounded); a stream that fails, or is cut, frees it without a copy."""
+    from tests.backends import sse_app
+
+    p1 = await backends(sse_app("v1"))
+    p2 = await backends(sse_app("v2"))
+    # (a tap lost in a reference cycle gives its slot back by the route's total timeout)
+    cfg = write_config(tmp_path, route(p1, p2, "{version: v2, sample: 1.0, max_inflight: 2}",
+                                       "http", "/v2/models/iris", total="2s"))
+    async with running_gateway(cfg) as gw:
+        mirror = gw.gw.mirror
+
+        async def stream(q: str) -> bytes:
+            async with session.get(gw.url + "/v2/models/iris/sse?" + q) as r:
+                try:
+                    return await r.read()
+                except Exception:  # noqa: BLE001 - the cut stream's client error
+                    return b""
+
+        four = [asyncio.create_task(stream("n=3&interval=0.2")) for _ in range(4)]
+        await asyncio.gather(*four)
+        rep = await settled(session, gw.admin, 2, key="sent")
+        assert rep["copies"]["sent"] == 2 and rep["dropped"] == 2, rep
+        await wait_until(lambda: mirror.inflight["iris"] == 0, 10, what="slots back")
+        await stream("n=5&interval=0.05&die_after=2")  # the primary dies mid-stream
+        await wait_until(lambda: mirror.inflight["iris"] == 0, 10, what="the failed slot back")
+        rep = await report(session, gw.admin)
+        assert rep["copies"]["sent"] == 2  # no copy of a failed answer
+        await stream("n=2&interval=0.01")
+        rep = await settled(session, gw.admin, 3, key="sent")
+        assert rep["dropped"] == 2
+
+
+async def test_large_answers_are_compared_too(tmp_path: Path, backends: Start,
+                                              session: ClientSession) -> None:
+    """Answers past 64 KiB are compared in a worker thread (the loop keeps serving); the
+    verdict is the same, and the stored record is cut to max_body."""
+    def app(shift: float) -> web.Application:
+        async def infer(req: web.Request) -> web.Response:
+            await req.read()
+            data = [i / 7 + shift for i in range(20_000)]
+            return web.json_response({"outputs": [{"name": "emb", "shape": [20_000],
+                                                   "datatype": "FP32", "data": data}]})
+
+        a = web.Application()
+        a.router.add_route("*", "/{tail:.*}", infer)
+        return a
+
+    p1 = await backends(app(0.0))
+    p2 = await backends(app(0.5))
+    cfg = write_config(tmp_path, route(p1, p2, "{version: v2, sample: 1.0, "
+                                               "disagreements: {max_body: 1000}}"))
+    async with running_gateway(cfg) as gw:
+        for x in range(3):
+            async with session.post(gw.url + INFER, data=v2_request(x)) as r:
+                assert r.status == 200 and len(await r.read()) > 64 * 1024
+        rep = await settled(session, gw.admin, 3)
+    assert rep["agreement"] == 0.0 and rep["differences"] == {"values": 3}
+    body = rep["disagreements"][0]["shadow"]["body"]
+    assert isinstance(body, str) and body.endswith("bytes]") and "…[cut " in body

@@ -123,6 +123,10 @@ def test_body_records_redact_and_cut() -> None:
     # not JSON: kept as text when nothing is to be redacted, else not kept at all
     assert body_record(b"plain text", DisagreementsConfig()) == "plain text"
     assert "not kept" in body_record(b"card 4111", cfg)
+    huge = json.dumps({"prompt": "y" * 300_000}).encode()  # not parsed for a record
+    assert "not kept" in body_record(huge, cfg)
+    assert body_record(huge, DisagreementsConfig(max_body=10)) == huge[:10].decode() + \
+        f"…[cut {len(huge) - 10} bytes]"
     assert body_record(b"\xff\xfe" * 10, DisagreementsConfig(max_body=4)) == \
         "\ufffd\ufffd\ufffd\ufffd…[cut 16 bytes]"
 

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import logging
 import random
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 from gateway.config_shadow import ShadowConfig
 from gateway.dataplane.headers import request_head
@@ -26,7 +27,7 @@ from gateway.dataplane.jsonpeek import ModelField, rewrite_model
 from gateway.dataplane.upstream import Upstreams
 from gateway.domain.audit import utc_now
 from gateway.domain.compare import DISAGREED, compare, judge
-from gateway.domain.comparison import Answer, Comparison
+from gateway.domain.comparison import Answer, Comparison, Difference
 from gateway.domain.routing import RoutePlan, Target
 from gateway.domain.shadowstats import Tally, answer_record, body_record
 from gateway.errors import (
@@ -42,6 +43,8 @@ __all__ = ["Mirror", "Tap"]
 
 log = logging.getLogger("killgate.shadow")
 SHADOW_HEADER = b"x-killgate-shadow: 1\r\n"
+#: comparisons of more bytes than this (request and answers) run in a worker thread
+INLINE_BYTES = 64 * 1024
 
 
 class _TooLarge(Exception):
@@ -64,19 +67,30 @@ def spec_of(sh: ShadowConfig, protocol: str) -> str:
 
 class Tap:
     """One sampled request whose answer is on its way to the client: collects that answer
-    (bounded), then hands the copy to the mirror."""
+    (bounded), then hands the copy to the mirror. It holds one of the route's
+    `max_inflight` slots from the start (a streamed answer being assembled counts, so memory
+    stays below max_inflight x max_answer_bytes); the copy keeps it, else it is given back
+    when the answer is refused, or when the tap is dropped unfinished (a failed stream, a
+    client gone)."""
 
-    __slots__ = ("body", "chunks", "client", "field", "method", "mirror", "plan", "raw_headers",
-                 "raw_target", "served", "size", "started")
+    __slots__ = ("body", "chunks", "client", "field", "lease", "method", "mirror", "plan",
+                 "raw_headers", "raw_target", "served", "size", "started")
 
     def __init__(self, mirror: Mirror, plan: RoutePlan, served: Target, method: bytes,
                  raw_target: bytes, raw_headers: list[tuple[bytes, bytes]], body: bytes,
-                 field: ModelField | None, client: bytes, started: float) -> None:
+                 field: ModelField | None, client: bytes, started: float, lease: int) -> None:
         self.mirror, self.plan, self.served = mirror, plan, served
         self.method, self.raw_target, self.raw_headers = method, raw_target, raw_headers
         self.body, self.field, self.client, self.started = body, field, client, started
         self.chunks: list[bytes] | None = []
         self.size = 0
+        self.lease = lease  # 0 once handed to the copy or given back
+
+    def __del__(self) -> None:
+        # never finished (a failed stream, a client gone): the slot goes back now; if a
+        # reference cycle delays this, the lease still ends with the route's total timeout
+        if self.lease:
+            self.mirror.release(self.plan.name, self.lease)
 
     def feed(self, data: bytes) -> None:
         """A piece of a streamed answer (as the backend sent it)."""
@@ -93,20 +107,32 @@ class Tap:
     def end(self, status: int, raw_headers: list[tuple[bytes, bytes]]) -> None:
         """A streamed answer reached its clean end."""
         if self.chunks is None:
-            self.mirror.count(self.plan, "answer")
+            self._refuse()
             return
         self.answer(status, raw_headers, b"".join(self.chunks))
 
     def answer(self, status: int, raw_headers: list[tuple[bytes, bytes]], body: bytes) -> None:
         """The client's whole answer (its status, fields and body)."""
-        mirror = self.mirror
         sh = self.plan.config.shadow
         assert sh is not None
-        if len(body) > sh.max_answer_bytes:
-            mirror.count(self.plan, "answer")
+        lease = self.lease
+        if not lease:
             return
-        primary = Answer(status, body, _media_type(raw_headers))
-        mirror.launch(self, primary, mirror.loop.time() - self.started)
+        if len(body) > sh.max_answer_bytes:
+            self._refuse()
+            return
+        self.chunks = None
+        self.lease = 0  # the copy has the slot now
+        mirror = self.mirror
+        mirror.launch(self, lease, Answer(status, body, _media_type(raw_headers)),
+                      mirror.loop.time() - self.started)
+
+    def _refuse(self) -> None:
+        self.chunks = None
+        if self.lease:
+            self.mirror.release(self.plan.name, self.lease)
+            self.lease = 0
+        self.mirror.count(self.plan, "answer")
 
 
 class Mirror:
@@ -116,7 +142,9 @@ class Mirror:
         self.upstreams = Upstreams(1024, max_pending)  # the copies' own pools
         self.loop = asyncio.get_running_loop()
         self.rand = random.random
-        self.inflight: dict[str, int] = {}
+        # route -> lease -> when it ends at the latest (loop clock): a tap's or a copy's slot
+        self.leases: dict[str, dict[int, float]] = {}
+        self._next_lease = itertools.count(1).__next__
         self.tallies: dict[str, Tally] = {}
         self._specs: dict[int, tuple[ShadowConfig, str]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -138,8 +166,17 @@ class Mirror:
         if not complete or body is None or len(body) > sh.max_request_bytes:
             self.count(plan, "body")
             return None
+        leases = self.leases.get(plan.name)
+        if leases is None:
+            leases = self.leases[plan.name] = {}
+        now = self.loop.time()
+        if len(leases) >= sh.max_inflight and not _prune(leases, now):
+            self.count(plan, "dropped")  # dropped, never queued: the shadow is behind
+            return None
+        lease = self._next_lease()
+        leases[lease] = now + plan.config.timeouts.total + 1.0  # the answer's longest
         return Tap(self, plan, served, method, raw_target, raw_headers, body, field, client,
-                   started)
+                   started, lease)
 
     # ------------------------------------------------------------------ counting
 
@@ -164,21 +201,33 @@ class Mirror:
 
     # ------------------------------------------------------------------ copies
 
-    def launch(self, tap: Tap, primary: Answer, primary_s: float) -> None:
-        plan = tap.plan
-        sh = plan.config.shadow
+    @property
+    def inflight(self) -> dict[str, int]:
+        """Route -> slots held (taps assembling an answer, copies under way)."""
+        now = self.loop.time()
+        out = {}
+        for route, leases in self.leases.items():
+            _prune(leases, now)
+            out[route] = len(leases)
+        return out
+
+    def release(self, route: str, lease: int) -> None:
+        leases = self.leases.get(route)
+        if leases is not None:
+            leases.pop(lease, None)
+
+    def launch(self, tap: Tap, lease: int, primary: Answer, primary_s: float) -> None:
+        """Send the copy of a tapped request (with the tap's slot, `lease`)."""
+        sh = tap.plan.config.shadow
         assert sh is not None
-        name = plan.name
-        busy = self.inflight.get(name, 0)
-        if busy >= sh.max_inflight:
-            self.count(plan, "dropped")  # dropped, never queued: the shadow is behind
-            return
-        self.inflight[name] = busy + 1
-        task = self.loop.create_task(self._copy(tap, sh, primary, primary_s))
+        leases = self.leases.get(tap.plan.name)
+        if leases is not None and lease in leases:  # the copy's own longest
+            leases[lease] = self.loop.time() + 2 * sh.timeouts.total + 1.0
+        task = self.loop.create_task(self._copy(tap, lease, sh, primary, primary_s))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _copy(self, tap: Tap, sh: ShadowConfig, primary: Answer,
+    async def _copy(self, tap: Tap, lease: int, sh: ShadowConfig, primary: Answer,
                     primary_s: float) -> None:
         plan = tap.plan
         shadow = plan.shadow
@@ -203,21 +252,20 @@ class Mirror:
                 tally.failed(_failure(first))
                 return
             answer, shadow_s = first
-            cmp = sh.compare_for(plan.config.protocol)
-            result = compare(cmp, tap.body, primary, answer)
-            own_noise: Comparison | None = None
-            if isinstance(second, tuple):
-                own_noise = compare(cmp, tap.body, primary, second[0])
-                tally.noise(own_noise)
-            outcome, left = judge(result, own_noise, tally.noisy_paths(sh.noise))
-            tally.outcome(outcome, left, primary_s, shadow_s, result.detail)
-            if outcome == DISAGREED:
-                d = sh.disagreements
-                tally.disagreement({
-                    "time": utc_now(), "request": body_record(tap.body, d),
-                    "primary": answer_record(primary, d), "shadow": answer_record(answer, d),
-                    "differences": [{"kind": x.kind, "path": x.path} for x in left[:16]],
-                    "detail": _plain(result.detail)})
+            again = second[0] if isinstance(second, tuple) else None
+            work = (sh, plan.config.protocol, tap.body, primary, answer, again,
+                    tally.noisy_paths(sh.noise))
+            size = len(tap.body) + len(primary.body) + len(answer.body) + \
+                (len(again.body) if again is not None else 0)
+            # a large comparison runs beside the loop (it gets the GIL back every few ms);
+            # a small one costs less than the hand-off
+            v = _verdict(*work) if size <= INLINE_BYTES else \
+                await self.loop.run_in_executor(None, _verdict, *work)
+            if v.noise is not None:
+                tally.noise(v.noise)
+            tally.outcome(v.outcome, v.left, primary_s, shadow_s, v.result.detail)
+            if v.record is not None:
+                tally.disagreement(v.record)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - a side channel: counted and logged, never raised
@@ -225,7 +273,7 @@ class Mirror:
             event(log, "shadow_copy_failed", logging.WARNING, route=plan.name,
                   error=f"{type(exc).__name__}: {exc}")
         finally:
-            self.inflight[plan.name] -= 1
+            self.release(plan.name, lease)
 
     async def _send(self, tap: Tap, target: Target, sh: ShadowConfig) -> tuple[Answer, float]:
         """One copy to `target`; its assembled answer and how long it took."""
@@ -267,6 +315,40 @@ class Mirror:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.upstreams.close()
+
+
+class _Verdict(NamedTuple):
+    result: Comparison
+    noise: Comparison | None
+    outcome: str
+    left: tuple[Difference, ...]
+    record: dict[str, Any] | None
+
+
+def _verdict(sh: ShadowConfig, protocol: str, request: bytes, primary: Answer, answer: Answer,
+             again: Answer | None, noisy: frozenset[str]) -> _Verdict:
+    """Compare, judge with the noise floor, and describe a disagreement (pure: it may run
+    in a worker thread)."""
+    cmp = sh.compare_for(protocol)
+    result = compare(cmp, request, primary, answer)
+    own = compare(cmp, request, primary, again) if again is not None else None
+    outcome, left = judge(result, own, noisy)
+    record = None
+    if outcome == DISAGREED and sh.disagreements.keep:
+        d = sh.disagreements
+        record = {"time": utc_now(), "request": body_record(request, d),
+                  "primary": answer_record(primary, d), "shadow": answer_record(answer, d),
+                  "differences": [{"kind": x.kind, "path": x.path} for x in left[:16]],
+                  "detail": _plain(result.detail)}
+    return _Verdict(result, own, outcome, left, record)
+
+
+def _prune(leases: dict[int, float], now: float) -> int:
+    """Drop the leases past their end (a tap lost without giving its slot back); how many."""
+    gone = [k for k, end in leases.items() if end <= now]
+    for k in gone:
+        del leases[k]
+    return len(gone)
 
 
 def _failure(exc: BaseException) -> str:

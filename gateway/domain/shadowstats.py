@@ -32,6 +32,8 @@ __all__ = ["COPY_RESULTS", "Tally", "answer_record", "body_record", "compared_ag
 #: down (the shadow killed or unhealthy), failed (no answer from the shadow)
 COPY_RESULTS = ("sent", "dropped", "body", "answer", "down", "failed")
 MAX_NOISE_PATHS = 256
+#: bodies larger than this (and than 4 x disagreements.max_body) are not parsed for a record
+PARSE_LIMIT = 256 * 1024
 _BOUNDS = tuple(float(b) for b in LATENCY_BOUNDS_MS)
 
 
@@ -219,10 +221,13 @@ def body_record(body: bytes, cfg: DisagreementsConfig) -> Any:
     `max_body`, else text cut to `max_body`. A body that is not JSON is not kept when
     redaction is configured (it cannot be redacted)."""
     try:
+        if len(body) > max(PARSE_LIMIT, 4 * cfg.max_body):
+            raise ValueError("too large to parse for a record")  # (a record is cut anyway)
         doc = json.loads(body)
     except (ValueError, RecursionError):
         if cfg.redact:
-            return f"[{len(body)} bytes, not JSON: not kept, since redaction is configured]"
+            return (f"[{len(body)} bytes, not JSON (or too large to redact): not kept, since "
+                    "redaction is configured]")
         text = body[:cfg.max_body].decode("utf-8", "replace")
         return text + (f"…[cut {len(body) - cfg.max_body} bytes]" if len(body) > cfg.max_body
                        else "")
