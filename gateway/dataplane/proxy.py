@@ -21,6 +21,7 @@ from aiohttp.http import HttpVersion11
 from multidict import CIMultiDict
 
 from gateway.dataplane.bodies import BodyReader, BodyTimeout, BodyTooLarge
+from gateway.dataplane.drillfault import FaultGate
 from gateway.dataplane.headers import (
     declared_charset,
     request_head,
@@ -37,7 +38,13 @@ from gateway.dataplane.spans import AttemptSpan, RequestSpan, RequestTracer
 from gateway.dataplane.sse import EventCutter
 from gateway.dataplane.upstream import Exchange, Upstreams
 from gateway.domain.routing import FAILOVER, FALLBACK, KILLED, Choice, RoutePlan, RouteTable, Target
-from gateway.errors import UpstreamClosed, UpstreamError, UpstreamOverflow, UpstreamTimeout
+from gateway.errors import (
+    DrillFault,
+    UpstreamClosed,
+    UpstreamError,
+    UpstreamOverflow,
+    UpstreamTimeout,
+)
 from gateway.log import event
 from gateway.telemetry.metrics import Metrics
 from gateway.telemetry.record import NULL, Recorder, RequestRecord
@@ -82,10 +89,12 @@ class Proxy:
                  observer: Observer | None = None, scheme: str = "http",
                  body_timeout: float = 30.0, max_inflight: int = 10_000,
                  recorder: Recorder = NULL,
-                 tracer: RequestTracer | None = None, shadow: Mirror | None = None) -> None:
+                 tracer: RequestTracer | None = None,
+                 faults: FaultGate | None = None, shadow: Mirror | None = None) -> None:
         self.max_inflight = max_inflight
         self.shadow = shadow  # shadow copies (dataplane/shadow.py), for routes with a shadow
         self.tracer = tracer  # None: tracing off, and the request path never looks further
+        self.faults = faults or FaultGate(None)
         self.bodies = BodyReader(max_body, peek_bytes, body_timeout)
         self.holder = holder
         self.upstreams = upstreams
@@ -250,8 +259,10 @@ class Proxy:
                     return self._error(413, "body_too_large",
                                        f"the request body exceeds {self.bodies.max_body} bytes",
                                        plan.name)
+        # a failover drill's request (signed drill token) may be made to miss one version
+        faulted = self.faults.version(headers, table.doc, plan.name) if table.doc.drills else None
         return await self._forward(request, plan, choice, prefix, field, cl, target, rec,
-                                   span)
+                                   span, faulted)
 
     def _bad(self, reason: str, message: str) -> web.Response:
         """A request refused for its shape: 400, counted, logged at debug (a client can send
@@ -278,7 +289,8 @@ class Proxy:
     async def _forward(self, request: web.BaseRequest, plan: RoutePlan, choice: Choice,
                        prefix: bytes | None, field: ModelField | None,
                        cl: int | None, raw_target: str,
-                       rec: RequestRecord, span: RequestSpan | None) -> web.StreamResponse:
+                       rec: RequestRecord, span: RequestSpan | None,
+                       faulted: str | None = None) -> web.StreamResponse:
         rc = plan.config
         timeouts = rc.timeouts
         loop = self.loop
@@ -319,6 +331,8 @@ class Proxy:
                 att = None if span is None else span.attempt(plan.name, target.name,
                                                              target.url, request.method)
                 try:
+                    if target.name == faulted:
+                        raise DrillFault()
                     ex = await self._exchange(request, target, handle, send_body, length,
                                               deadline, timeouts.connect, timeouts.idle,
                                               complete, raw_target, att)
