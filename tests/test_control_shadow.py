@@ -176,3 +176,55 @@ async def test_two_workers_report_the_fleet(tmp_path: Path, backends: Start,
 
     await wait_until(whole, 20, 0.2, what="the fleet's counts")
     assert last["instances"] == 2 and last["agreement"] == 0.75, last
+
+
+async def test_counts_forged_in_redis_cannot_open_the_gate(
+        tmp_path: Path, backends: Start, session: ClientSession, redis_server: Any) -> None:
+    """Someone who can write to Redis but has no state key writes a blob saying the shadow
+    agreed 10,000 times: it does not verify, so the report and the gate ignore it."""
+    import json as _json
+
+    from tests.test_killswitch import redis_state
+
+    p1 = await backends(v2_app("v1"))
+    p2 = await backends(v2_app("v2", lambda x: "change"))
+    routes = f"""\
+- name: iris
+  match: {{path_prefix: /v2/models/iris}}
+  stable: v1
+  protocol: v2
+  shadow: {{version: v2, sample: 1.0}}
+  analysis: {{min_shadow_agreement: 0.9, min_shadow_compared: 10}}
+  versions:
+    - {{name: v1, url: "http://127.0.0.1:{p1}", weight: 100}}
+    - {{name: v2, url: "http://127.0.0.1:{p2}", weight: 0}}
+"""
+    cfg = write_config(tmp_path, routes, state=redis_state(redis_server, tmp_path))
+    tok = mint(SECRET, "m", "killgate:rollout", 600, "killgate", "killgate-admin")
+    rollout = {"Authorization": f"Bearer {tok}"}
+    async with running_gateway(cfg) as gw:
+        for x in range(4):
+            async with session.post(gw.url + "/v2/models/iris/infer", data=v2_request(x)) as r:
+                assert r.status == 200
+        rc = gw.gw.loaded.config.routes[0]
+        assert rc.shadow is not None
+        forged = tally(spec_of(rc.shadow, rc.protocol), 10_000, 0).to_json()
+        redis_server.cmd("HSET", "kgtest:stats:" + stats_key("iris"), "mallory",
+                         _json.dumps({"instance": "mallory", "t": 9e12, "tally": forged}))
+
+        async def rep() -> dict[str, Any]:
+            async with session.get(gw.admin + "/v1/routes/iris/shadow", headers=READ) as r:
+                assert r.status == 200
+                return dict(await r.json())
+
+        out = await wait_until(lambda: _when(rep, lambda d: d["compared"] == 4), 10)
+        assert out["agreed"] == 0 and out["instances"] == 1
+        assert redis_server.cmd("HLEN", "kgtest:stats:" + stats_key("iris")) == "2"
+        async with session.post(gw.admin + "/v1/routes/iris/promote", headers=rollout,
+                                json={"version": "v2", "reason": "trust me"}) as r:
+            assert r.status == 409 and (await r.json())["error"]["type"] == "shadow_agreement"
+
+
+async def _when(fetch: Any, ok: Any) -> Any:
+    d = await fetch()
+    return d if ok(d) else None
