@@ -442,3 +442,37 @@ async def test_large_answers_are_compared_too(tmp_path: Path, backends: Start,
     assert rep["agreement"] == 0.0 and rep["differences"] == {"values": 3}
     body = rep["disagreements"][0]["shadow"]["body"]
     assert isinstance(body, str) and body.endswith("bytes]") and "…[cut " in body
+
+
+async def test_a_reload_turns_mirroring_on_and_new_compare_settings_count_afresh(
+        tmp_path: Path, backends: Start, session: ClientSession) -> None:
+    p1 = await backends(v2_app("v1"))
+    p2 = await backends(v2_app("v2", lambda x: "noise"))
+    seen = Recorder()
+    p3 = await backends(v2_app("v2", recorder=seen))
+    cfg = write_config(tmp_path, route(p1, p2, "{version: v2, sample: 0.0}"))
+
+    async def reload(text: str) -> None:
+        old = gw.gw.loaded.digest
+        cfg.write_text(write_config(tmp_path, text, name="next.yaml").read_text())
+        gw.gw.request_reload()
+        await wait_until(lambda: gw.gw.loaded.digest != old, 10, what="the reload")
+
+    async with running_gateway(cfg) as gw:
+        await send_all(session, gw.url + INFER, [v2_request(x) for x in range(5)])
+        assert (await report(session, gw.admin))["copies"]["sent"] == 0
+        await reload(route(p1, p2, "{version: v2, sample: 1.0}"))
+        await send_all(session, gw.url + INFER, [v2_request(x) for x in range(5)])
+        rep = await settled(session, gw.admin, 5)
+        assert rep["agreement"] == 1.0
+        # other comparison settings: the old counts no longer apply
+        await reload(route(p1, p2, "{version: v2, sample: 1.0, compare: {v2_tensors: "
+                                   "{atol: 0, rtol: 0}}}"))
+        assert (await report(session, gw.admin))["compared"] == 0
+        await send_all(session, gw.url + INFER, [v2_request(x) for x in range(4)])
+        rep = await settled(session, gw.admin, 4)
+        assert rep["agreement"] == 0.0  # 1e-7 is a difference with no tolerance
+        # the shadow moves to another backend: the copies follow the new table
+        await reload(route(p1, p3, "{version: v2, sample: 1.0}"))
+        await send_all(session, gw.url + INFER, [v2_request(x) for x in range(3)])
+        await wait_until(lambda: len(seen.requests) == 3, 10, what="copies at the new url")
