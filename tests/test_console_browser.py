@@ -64,7 +64,7 @@ RECEIPT = re.compile(r"^generation \d+: applied by 2/2 instance\(s\) in [\d.]+ m
 
 
 def token(sub: str, scope: str) -> str:
-    return mint(SECRET, sub, scope, 900, "killgate", "killgate-admin")
+    return mint(SECRET, sub, scope, 10800, "killgate", "killgate-admin")
 
 
 KILLER = token("alice", "killgate:read killgate:kill")
