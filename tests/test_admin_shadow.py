@@ -17,7 +17,7 @@ Start = Callable[[web.Application], Awaitable[int]]
 
 
 def auth(scope: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {mint(SECRET, 'alice', scope, 600, 'killgate', 'killgate-admin')}"}
+    return {"Authorization": f"Bearer {mint(SECRET, 'alice', scope, 3 * 3600, 'killgate', 'killgate-admin')}"}
 
 
 READ, ROLLOUT = auth("killgate:read"), auth("killgate:rollout killgate:read")

@@ -18,7 +18,7 @@ from tests.conftest import SECRET, running_gateway, wait_until, write_config
 from tests.shadow_backends import v2_app, v2_request
 
 Start = Callable[[web.Application], Awaitable[int]]
-TOKEN = mint(SECRET, "t", "killgate:read", 600, "killgate", "killgate-admin")
+TOKEN = mint(SECRET, "t", "killgate:read", 3 * 3600, "killgate", "killgate-admin")
 
 
 async def cli(*args: str) -> tuple[int, str, str]:

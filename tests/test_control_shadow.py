@@ -21,7 +21,7 @@ from tests.conftest import SECRET, free_port, running_gateway, wait_until, write
 from tests.shadow_backends import v2_app, v2_request
 
 Start = Callable[[web.Application], Awaitable[int]]
-READ = {"Authorization": f"Bearer {mint(SECRET, 't', 'killgate:read', 600, 'killgate', 'killgate-admin')}"}
+READ = {"Authorization": f"Bearer {mint(SECRET, 't', 'killgate:read', 10800, 'killgate', 'killgate-admin')}"}
 
 CFG = """
 routes:

@@ -22,8 +22,8 @@ from tests.shadow_backends import chat_app, chat_request, v2_app, v2_request
 Start = Callable[[web.Application], Awaitable[int]]
 INFER = "/v2/models/iris/infer"
 CHAT = "/v1/chat/completions"
-READ = {"Authorization": f"Bearer {mint(SECRET, 't', 'killgate:read', 600, 'killgate', 'killgate-admin')}"}
-KILL = {"Authorization": f"Bearer {mint(SECRET, 't', 'killgate:kill', 600, 'killgate', 'killgate-admin')}"}
+READ = {"Authorization": f"Bearer {mint(SECRET, 't', 'killgate:read', 10800, 'killgate', 'killgate-admin')}"}
+KILL = {"Authorization": f"Bearer {mint(SECRET, 't', 'killgate:kill', 10800, 'killgate', 'killgate-admin')}"}
 
 
 def route(p1: int, p2: int, shadow: str, protocol: str = "v2",
