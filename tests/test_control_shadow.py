@@ -13,9 +13,9 @@ from aiohttp import ClientSession, web
 from gateway.admin.auth import mint
 from gateway.configfile import parse_config_text
 from gateway.control.shadow import FRESH, ShadowResults, stats_key
-from gateway.dataplane.shadow import spec_of
 from gateway.domain.comparison import Difference
 from gateway.domain.shadowstats import Tally
+from gateway.domain.verdict import spec_of
 from gateway.state.local import LocalStore
 from tests.conftest import SECRET, free_port, running_gateway, wait_until, write_config
 from tests.shadow_backends import v2_app, v2_request

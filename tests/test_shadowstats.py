@@ -8,13 +8,12 @@ from typing import Any
 
 import pytest
 
-from gateway.config_shadow import DisagreementsConfig, NoiseConfig
+from gateway.config_shadow import NoiseConfig
 from gateway.configfile import parse_config_text
 from gateway.domain.comparison import Comparison, Difference
 from gateway.domain.shadowstats import (
     MAX_NOISE_PATHS,
     Tally,
-    body_record,
     gate,
     merge,
     promotion_refusal,
@@ -109,26 +108,6 @@ def test_a_malformed_blob_is_refused(mangle: Any) -> None:
     mangle(d)
     with pytest.raises((ValueError, TypeError, KeyError)):
         Tally.from_json(d)
-
-
-def test_body_records_redact_and_cut() -> None:
-    cfg = DisagreementsConfig(max_body=100, redact=["messages[*].content", "user"])
-    body = json.dumps({"messages": [{"role": "user", "content": "card 4111 1111"}],
-                       "user": "bob@example.com", "model": "m"}).encode()
-    assert body_record(body, cfg) == {"messages": [{"role": "user", "content": "[redacted]"}],
-                                      "user": "[redacted]", "model": "m"}
-    long = json.dumps({"model": "m", "prompt": "x" * 200}).encode()
-    cut = body_record(long, cfg)
-    assert isinstance(cut, str) and cut.startswith('{"model":"m"') and "…[cut " in cut
-    # not JSON: kept as text when nothing is to be redacted, else not kept at all
-    assert body_record(b"plain text", DisagreementsConfig()) == "plain text"
-    assert "not kept" in body_record(b"card 4111", cfg)
-    huge = json.dumps({"prompt": "y" * 300_000}).encode()  # not parsed for a record
-    assert "not kept" in body_record(huge, cfg)
-    assert body_record(huge, DisagreementsConfig(max_body=10)) == huge[:10].decode() + \
-        f"…[cut {len(huge) - 10} bytes]"
-    assert body_record(b"\xff\xfe" * 10, DisagreementsConfig(max_body=4)) == \
-        "\ufffd\ufffd\ufffd\ufffd…[cut 16 bytes]"
 
 
 ROUTE = """

@@ -18,9 +18,9 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from gateway.config import Config, RouteConfig
-from gateway.dataplane.shadow import spec_of
 from gateway.domain.shadowstats import Tally, gate, merge, promotion_refusal, report
 from gateway.domain.statedoc import Change, StateDoc, apply_change
+from gateway.domain.verdict import spec_of
 from gateway.errors import StateError
 from gateway.log import event
 

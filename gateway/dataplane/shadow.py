@@ -14,22 +14,19 @@ and nothing of the shadow's answer can reach the client. The data plane calls `t
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import itertools
 import logging
 import random
 from collections.abc import Iterable
-from typing import Any, NamedTuple
 
 from gateway.config_shadow import ShadowConfig
 from gateway.dataplane.headers import request_head
 from gateway.dataplane.jsonpeek import ModelField, rewrite_model
 from gateway.dataplane.upstream import Upstreams
-from gateway.domain.audit import utc_now
-from gateway.domain.compare import DISAGREED, compare, judge
-from gateway.domain.comparison import Answer, Comparison, Difference
+from gateway.domain.comparison import Answer
 from gateway.domain.routing import RoutePlan, Target
-from gateway.domain.shadowstats import Tally, answer_record, body_record
+from gateway.domain.shadowstats import Tally
+from gateway.domain.verdict import spec_of, verdict
 from gateway.errors import (
     UpstreamClosed,
     UpstreamError,
@@ -56,13 +53,6 @@ def _media_type(raw: Iterable[tuple[bytes, bytes]]) -> str:
         if name.lower() == b"content-type":
             return value.split(b";", 1)[0].strip().lower().decode("latin-1")
     return ""
-
-
-def spec_of(sh: ShadowConfig, protocol: str) -> str:
-    """A digest of the settings counts depend on (a reload that changes them starts over)."""
-    text = f"{protocol}|{sh.version}|{sh.compare_for(protocol).model_dump_json()}|" \
-           f"{sh.noise.model_dump_json() if sh.noise else ''}"
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 class Tap:
@@ -259,8 +249,8 @@ class Mirror:
                 (len(again.body) if again is not None else 0)
             # a large comparison runs beside the loop (it gets the GIL back every few ms);
             # a small one costs less than the hand-off
-            v = _verdict(*work) if size <= INLINE_BYTES else \
-                await self.loop.run_in_executor(None, _verdict, *work)
+            v = verdict(*work) if size <= INLINE_BYTES else \
+                await self.loop.run_in_executor(None, verdict, *work)
             if v.noise is not None:
                 tally.noise(v.noise)
             tally.outcome(v.outcome, v.left, primary_s, shadow_s, v.result.detail)
@@ -317,32 +307,6 @@ class Mirror:
         await self.upstreams.close()
 
 
-class _Verdict(NamedTuple):
-    result: Comparison
-    noise: Comparison | None
-    outcome: str
-    left: tuple[Difference, ...]
-    record: dict[str, Any] | None
-
-
-def _verdict(sh: ShadowConfig, protocol: str, request: bytes, primary: Answer, answer: Answer,
-             again: Answer | None, noisy: frozenset[str]) -> _Verdict:
-    """Compare, judge with the noise floor, and describe a disagreement (pure: it may run
-    in a worker thread)."""
-    cmp = sh.compare_for(protocol)
-    result = compare(cmp, request, primary, answer)
-    own = compare(cmp, request, primary, again) if again is not None else None
-    outcome, left = judge(result, own, noisy)
-    record = None
-    if outcome == DISAGREED and sh.disagreements.keep:
-        d = sh.disagreements
-        record = {"time": utc_now(), "request": body_record(request, d),
-                  "primary": answer_record(primary, d), "shadow": answer_record(answer, d),
-                  "differences": [{"kind": x.kind, "path": x.path} for x in left[:16]],
-                  "detail": _plain(result.detail)}
-    return _Verdict(result, own, outcome, left, record)
-
-
 def _prune(leases: dict[int, float], now: float) -> int:
     """Drop the leases past their end (a tap lost without giving its slot back); how many."""
     gone = [k for k, end in leases.items() if end <= now]
@@ -366,7 +330,3 @@ def _failure(exc: BaseException) -> str:
     if isinstance(exc, UpstreamProtocolError):
         return "malformed"
     return "error"
-
-
-def _plain(detail: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in detail.items() if isinstance(v, bool | int | float | str)}

@@ -11,29 +11,26 @@ Pure: time is passed in.
 
 from __future__ import annotations
 
-import json
 from bisect import bisect_left
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.config import RouteConfig
-from gateway.config_shadow import DisagreementsConfig, NoiseConfig
+from gateway.config_shadow import NoiseConfig
 from gateway.domain.analysis import LATENCY_BOUNDS_MS, Sample, percentile
 from gateway.domain.compare import AGREED, DISAGREED, NOISE, UNCOMPARABLE
-from gateway.domain.comparison import Answer, Comparison, Difference, compile_paths, redact
+from gateway.domain.comparison import Comparison, Difference
 from gateway.domain.statedoc import StateDoc
 
-__all__ = ["COPY_RESULTS", "Tally", "answer_record", "body_record", "compared_agreed", "gate",
-           "merge", "promotion_refusal", "report"]
+__all__ = ["COPY_RESULTS", "Tally", "compared_agreed", "gate", "merge", "promotion_refusal",
+           "report"]
 
 #: what happened to a copy that was not compared: sent (then compared or failed),
 #: dropped (max_inflight), body (request too large), answer (answer too large),
 #: down (the shadow killed or unhealthy), failed (no answer from the shadow)
 COPY_RESULTS = ("sent", "dropped", "body", "answer", "down", "failed")
 MAX_NOISE_PATHS = 256
-#: bodies larger than this (and than 4 x disagreements.max_body) are not parsed for a record
-PARSE_LIMIT = 256 * 1024
 _BOUNDS = tuple(float(b) for b in LATENCY_BOUNDS_MS)
 
 
@@ -211,38 +208,6 @@ def report(route: str, t: Tally, compare: str, sample: float, instances: int,
         "instances": instances,
         "disagreements": list(t.disagreements)[:limit],
     }
-
-
-# ---------------------------------------------------------------- disagreement records
-
-
-def body_record(body: bytes, cfg: DisagreementsConfig) -> Any:
-    """What a stored disagreement keeps of a body: JSON (redacted) when it fits in
-    `max_body`, else text cut to `max_body`. A body that is not JSON is not kept when
-    redaction is configured (it cannot be redacted)."""
-    try:
-        if len(body) > max(PARSE_LIMIT, 4 * cfg.max_body):
-            raise ValueError("too large to parse for a record")  # (a record is cut anyway)
-        doc = json.loads(body)
-    except (ValueError, RecursionError):
-        if cfg.redact:
-            return (f"[{len(body)} bytes, not JSON (or too large to redact): not kept, since "
-                    "redaction is configured]")
-        text = body[:cfg.max_body].decode("utf-8", "replace")
-        return text + (f"…[cut {len(body) - cfg.max_body} bytes]" if len(body) > cfg.max_body
-                       else "")
-    try:
-        doc = redact(doc, compile_paths(tuple(cfg.redact)))
-        text = json.dumps(doc, separators=(",", ":"))
-    except RecursionError:
-        return f"[{len(body)} bytes of JSON nested too deeply to keep]"
-    if len(text) <= cfg.max_body:
-        return doc
-    return text[:cfg.max_body] + f"…[cut {len(text) - cfg.max_body} bytes]"
-
-
-def answer_record(a: Answer, cfg: DisagreementsConfig) -> dict[str, Any]:
-    return {"status": a.status, "body": body_record(a.body, cfg)}
 
 
 # ---------------------------------------------------------------- the promotion gate
