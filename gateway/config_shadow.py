@@ -181,8 +181,11 @@ class NoiseConfig(_Model):
 
     #: share of mirrored requests that also get the second primary copy
     sample: float = Field(default=1.0, ge=0, le=1)
-    #: a path that differs in at least this share of the noise pairs is noise everywhere
+    #: a path where the primary differs from itself in at least this share of the pairs ...
     threshold: float = Field(default=0.05, gt=0, le=1)
+    #: ... and where the shadow differs at most this much more often (relative), is noise
+    #: for every request (Diffy's relative threshold) ...
+    relative: float = Field(default=0.2, ge=0, le=100)
     #: ... once there are this many noise pairs
     min_pairs: int = Field(default=10, ge=1, le=1_000_000)
 

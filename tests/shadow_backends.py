@@ -72,8 +72,8 @@ def _reference(x: int) -> str:
 def chat_app(name: str, variant: Variant | None = None, recorder: Recorder | None = None,
              random_text: bool = False, delay: float = 0.0) -> web.Application:
     """`variant(x)`: None, "case" (same text, other case and spacing), "text" (other
-    words), "finish" (finish_reason "length"). `random_text`: a nondeterministic model,
-    whose every answer ends with a random word."""
+    words), "finish" (finish_reason "length"), "random" (a random word at the end).
+    `random_text`: a nondeterministic model, whose every answer ends with a random word."""
 
     async def chat(req: web.Request) -> web.StreamResponse:
         body = await req.read()
@@ -90,7 +90,7 @@ def chat_app(name: str, variant: Variant | None = None, recorder: Recorder | Non
             text = f"Answer number {x}: the capital is Lyon."
         elif how == "finish":
             finish = "length"
-        if random_text:
+        if random_text or how == "random":
             text += f" ({random.random():.12f})"
         if delay:
             await asyncio.sleep(delay)

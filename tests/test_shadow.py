@@ -476,3 +476,23 @@ async def test_a_reload_turns_mirroring_on_and_new_compare_settings_count_afresh
         await reload(route(p1, p3, "{version: v2, sample: 1.0}"))
         await send_all(session, gw.url + INFER, [v2_request(x) for x in range(3)])
         await wait_until(lambda: len(seen.requests) == 3, 10, what="copies at the new url")
+
+
+async def test_a_path_the_primary_is_sometimes_unsure_of_still_catches_a_real_change(
+        tmp_path: Path, backends: Start, session: ClientSession) -> None:
+    """The primary randomises its text on 20% of inputs; the shadow's text is different on
+    every input. The text path is noise in 20% of the pairs but differs in ~100% of the
+    comparisons: not noise for requests without a pair of their own (Diffy's relative
+    rule), so the change is seen."""
+    p1 = await backends(chat_app("v1", lambda x: "random" if x % 5 == 0 else None))
+    p2 = await backends(chat_app("v2", lambda x: "text"))
+    cfg = write_config(tmp_path, route(
+        p1, p2, "{version: v2, sample: 1.0, noise: {sample: 0.3, min_pairs: 5}}",
+        "openai", "/v1/chat"))
+    n = 100
+    async with running_gateway(cfg) as gw:
+        await send_all(session, gw.url + CHAT, [chat_request(x) for x in range(n)])
+        rep = await settled(session, gw.admin, n)
+    assert rep["agreement"] <= 0.2, rep  # only inputs whose own pair disagreed on the text
+    assert rep["differences"]["text"] >= 80
+    assert rep["noise"]["paths"].get("choices[0].text", 0) >= 1

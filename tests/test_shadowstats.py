@@ -72,12 +72,23 @@ def test_noise_paths_are_learned_past_min_pairs_and_threshold() -> None:
     assert t.noisy_paths(cfg) == frozenset() and t.noise_pairs == 1
     for c in (noisy, Comparison(True), Comparison(True)):
         t.noise(c)
-    assert t.noisy_paths(cfg) == {"choices[0].text"}  # 2 of 4 pairs
+    assert t.noisy_paths(cfg) == {"choices[0].text"}  # 2 of 4 pairs; the shadow: never
     assert t.noisy_paths(NoiseConfig(threshold=0.6, min_pairs=4)) == frozenset()
     assert t.noisy_paths(None) == frozenset()
+    # the shadow differs there about as often as the primary does with itself: noise
+    for c in (noisy, noisy, Comparison(True), Comparison(True), Comparison(False)):
+        t.observed(c)
+    assert t.raw_n == 4 and t.noisy_paths(cfg) == {"choices[0].text"}
+    # ... far more often (a real change on an unsure path): not noise
+    for _ in range(6):
+        t.observed(noisy)
+    assert t.noisy_paths(cfg) == frozenset()  # 8 of 10 vs 2 of 4 (+20 % allowed)
+    assert t.noisy_paths(NoiseConfig(threshold=0.5, min_pairs=4, relative=1.0)) == {
+        "choices[0].text"}
     for i in range(MAX_NOISE_PATHS + 50):
         t.noise(Comparison(True, (Difference("value", f"p{i}"),)))
-    assert len(t.noise_paths) == MAX_NOISE_PATHS
+        t.observed(Comparison(True, (Difference("value", f"p{i}"),)))
+    assert len(t.noise_paths) == MAX_NOISE_PATHS and len(t.raw_paths) == MAX_NOISE_PATHS
 
 
 def test_the_store_form_round_trips_and_merges_only_its_own_kind() -> None:

@@ -253,6 +253,8 @@ class Mirror:
                 await self.loop.run_in_executor(None, verdict, *work)
             if v.noise is not None:
                 tally.noise(v.noise)
+            if sh.noise is not None:
+                tally.observed(v.result)
             tally.outcome(v.outcome, v.left, primary_s, shadow_s, v.result.detail)
             if v.record is not None:
                 tally.disagreement(v.record)

@@ -52,6 +52,8 @@ class Tally:
     shadow_s: float = 0.0
     noise_pairs: int = 0
     noise_paths: dict[str, int] = field(default_factory=dict)
+    raw_n: int = 0  # compared answers counted in raw_paths (only with a noise floor)
+    raw_paths: dict[str, int] = field(default_factory=dict)  # where shadow and primary differed
     length_change: float = 0.0  # the sum of |relative change| of compared text answers
     length_n: int = 0
     disagreements: deque[dict[str, Any]] = field(default_factory=deque)
@@ -78,13 +80,32 @@ class Tally:
                 self.noise_paths[path] = self.noise_paths.get(path, 0) + 1
         self.changes += 1
 
+    def observed(self, c: Comparison) -> None:
+        """The shadow's answer was compared: where it differed, before the noise floor."""
+        if not c.comparable:
+            return
+        self.raw_n += 1
+        for path in {d.path for d in c.differences}:
+            if path in self.raw_paths or len(self.raw_paths) < MAX_NOISE_PATHS:
+                self.raw_paths[path] = self.raw_paths.get(path, 0) + 1
+
     def noisy_paths(self, cfg: NoiseConfig | None) -> frozenset[str]:
-        """Paths on which the primary disagrees with itself often enough to be noise for
-        every request (not just those that got a noise pair of their own)."""
+        """Paths that are noise for every request, not just those with a noise pair of their
+        own (Diffy's rule): the primary differs from itself there in at least `threshold`
+        of the pairs, and the shadow differs from it there not much more often (at most
+        `relative` more). A path the primary is sometimes unsure of, where the shadow
+        differs far more often, stays a real difference."""
         if cfg is None or self.noise_pairs < cfg.min_pairs:
             return frozenset()
-        need = cfg.threshold * self.noise_pairs
-        return frozenset(p for p, n in self.noise_paths.items() if n >= need)
+        out = []
+        for path, n in self.noise_paths.items():
+            rate = n / self.noise_pairs
+            if rate < cfg.threshold:
+                continue
+            raw = self.raw_paths.get(path, 0) / self.raw_n if self.raw_n else 0.0
+            if raw <= rate * (1 + cfg.relative):
+                out.append(path)
+        return frozenset(out)
 
     def outcome(self, outcome: str, differences: tuple[Difference, ...], primary_s: float,
                 shadow_s: float, detail: dict[str, Any]) -> None:
@@ -117,7 +138,8 @@ class Tally:
                 "failures": self.failures, "primary_ms": self.primary_ms,
                 "shadow_ms": self.shadow_ms, "primary_s": self.primary_s,
                 "shadow_s": self.shadow_s, "noise_pairs": self.noise_pairs,
-                "noise_paths": self.noise_paths, "length_change": self.length_change,
+                "noise_paths": self.noise_paths, "raw_n": self.raw_n,
+                "raw_paths": self.raw_paths, "length_change": self.length_change,
                 "length_n": self.length_n, "disagreements": list(self.disagreements)}
 
     @classmethod
@@ -143,6 +165,7 @@ class Tally:
                    counts(d.get("failures", {})), hist(d["primary_ms"]), hist(d["shadow_ms"]),
                    float(d.get("primary_s", 0.0)), float(d.get("shadow_s", 0.0)),
                    int(d.get("noise_pairs", 0)), counts(d.get("noise_paths", {})),
+                   int(d.get("raw_n", 0)), counts(d.get("raw_paths", {})),
                    float(d.get("length_change", 0.0)), int(d.get("length_n", 0)),
                    deque(ds[-1000:]), keep=1000)
 
@@ -161,13 +184,14 @@ def merge(version: str, spec: str, tallies: list[Tally]) -> Tally:
             continue
         for mine, theirs in ((out.copies, t.copies), (out.outcomes, t.outcomes),
                              (out.differences, t.differences), (out.failures, t.failures),
-                             (out.noise_paths, t.noise_paths)):
+                             (out.noise_paths, t.noise_paths), (out.raw_paths, t.raw_paths)):
             _add(mine, theirs)
         out.primary_ms = [a + b for a, b in zip(out.primary_ms, t.primary_ms, strict=True)]
         out.shadow_ms = [a + b for a, b in zip(out.shadow_ms, t.shadow_ms, strict=True)]
         out.primary_s += t.primary_s
         out.shadow_s += t.shadow_s
         out.noise_pairs += t.noise_pairs
+        out.raw_n += t.raw_n
         out.length_change += t.length_change
         out.length_n += t.length_n
         ds.extend(t.disagreements)
