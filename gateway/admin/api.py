@@ -19,7 +19,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway import redact
-from gateway.admin import actions, inputs, openapi
+from gateway.admin import actions, inputs, openapi, shadowgate
 from gateway.admin.approvals import ApprovalRefused, Approvals
 from gateway.admin.auth import Authenticator, Principal
 from gateway.admin.denied import DeniedLog
@@ -35,8 +35,10 @@ from gateway.admin.ports import (
     Idempotency,
     MetricsPage,
     Readiness,
+    ShadowGate,
     StateWriter,
 )
+from gateway.admin.shadowgate import ShadowChecks
 from gateway.admin.status import StatusBuilder
 from gateway.admin.tracing import TRACE_ID
 from gateway.admin.writes import Done, Writer
@@ -66,7 +68,8 @@ class AdminApi:
     def __init__(self, *, instance: str, current: Current, state: StateWriter,
                  fleet: FleetView, audit: AuditReader, idem: Idempotency,
                  status: StatusBuilder, readiness: Readiness, counters: Counters,
-                 metrics_page: MetricsPage, alerts: AlertInbox | None = None) -> None:
+                 metrics_page: MetricsPage, alerts: AlertInbox | None = None,
+                 shadow: ShadowGate | None = None) -> None:
         self.instance = instance
         self.current = current
         self.state = state
@@ -82,7 +85,8 @@ class AdminApi:
         self.limiter, self.all_checks = self._limiters(loaded)
         self.denied = DeniedLog(self._append_audit, counters)
         self.writer = Writer(state, idem, self._append_audit)
-        self.approvals = Approvals(current, state)
+        self.shadow_checks = ShadowChecks(shadow, current)  # the shadow promotion gate
+        self.approvals = Approvals(current, state, self.shadow_checks)
         self.drills: DrillApi | None = None  # the /v1/drills endpoints (set by the app)
         if self.auth.problem:
             event(log, "admin_auth_not_configured", logging.ERROR, problem=self.auth.problem)
@@ -276,7 +280,8 @@ class AdminApi:
 
         async def op() -> Done:
             plan = actions.plan(intent, self.current.loaded.config)
-            new, ev = await self.state.write(plan.change, plan.describe)
+            change = await self.shadow_checks.wrap(shadowgate.route_of(intent), plan.change)
+            new, ev = await self.state.write(change, plan.describe)
             # what the answer says beside its receipt; `changed` false: it was already so
             answer = {**plan.answer, "changed": ev is not None}
             if ev is not None:

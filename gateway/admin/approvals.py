@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from gateway.admin import actions
+from gateway.admin import actions, shadowgate
 from gateway.admin.actions import Intent
 from gateway.admin.auth import Principal
 from gateway.admin.ports import Current, StateWriter
@@ -116,9 +116,10 @@ def _open(doc: StateDoc) -> dict[str, Approval]:
 
 class Approvals:
     def __init__(self, current: Current, state: StateWriter,
-                 clock: Any = time.time) -> None:
+                 shadow: shadowgate.ShadowChecks | None = None, clock: Any = time.time) -> None:
         self.current = current
         self.state = state
+        self.shadow = shadow or shadowgate.ShadowChecks(None, current)
         self.clock = clock
         self._task: asyncio.Task[None] | None = None
 
@@ -136,7 +137,8 @@ class Approvals:
         the same change. (`intent.trace_id` goes into the request's audit event.)"""
         cfg = self.current.loaded.config
         plan = actions.plan(intent, cfg)
-        plan.change(self.current.doc)  # refused now (404, 409) rather than at approval
+        # refused now (404, 409, a shadow below its gate) rather than at approval
+        (await self.shadow.wrap(shadowgate.route_of(intent), plan.change))(self.current.doc)
         digest = intent.change_hash()
         now = self.clock()
         rec = Approval(f"ap-{secrets.token_hex(8)}", actions.gate_of(intent) or intent.action,
@@ -186,6 +188,7 @@ class Approvals:
                       reason: str, request_id: str, source: str, trace_id: str = "") -> Done:
         now = self.clock()
         step: dict[str, Any] = {}
+        gates = await self.shadow.read(None)  # (the record, and so its route, is read below)
 
         def change(cur: StateDoc) -> Change:
             rec = self._get(cur, approval_id, now)
@@ -212,9 +215,10 @@ class Approvals:
                 "hash": rec.hash, "final_reason": reason}), trace_id=trace_id)
             plan = actions.plan(intent, self.current.loaded.config)
             step.update(rec=rec, plan=plan, approved=approved)
+            applied = plan.change(cur)
+            shadowgate.refuse(gates, shadowgate.route_of(intent), cur, applied)  # the request stays open
             # the change and the request's end, in one state change
-            return dataclasses.replace(plan.change(cur) or Change(),
-                                       approvals={approval_id: None})
+            return dataclasses.replace(applied or Change(), approvals={approval_id: None})
 
         def describe(cur: StateDoc, new: StateDoc) -> AuditDraft:
             plan = step["plan"]

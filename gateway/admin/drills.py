@@ -247,7 +247,10 @@ class DrillApi:
         else:
             raise ApiError(409, "nothing_to_inject",
                            f"a {rec.kind} drill injects nothing through the API")
-        return web.json_response(await self._write(request, principal, change, describe,
+        # (a rollback that would give a shadow traffic below its gate is refused, as ever)
+        gated = await self.api.shadow_checks.wrap(rc.name if rec.kind == "rollback" else None,
+                                                  change)
+        return web.json_response(await self._write(request, principal, gated, describe,
                                                     extra, (rid, peer)))
 
     def _ttl(self, raw: Any) -> float:

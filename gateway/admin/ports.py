@@ -2,7 +2,7 @@
 
 Owns the `Protocol`s the admin handlers call: writing state with its audit event and
 waiting for the receipt, reading the audit trail, idempotency records, the fleet view,
-readiness and counters. The composition root hands in objects
+readiness, counters and the shadow promotion gate. The composition root hands in objects
 that satisfy them; nothing here imports `app`, `state` or `control`.
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from gateway.config import RouteConfig
 from gateway.configfile import LoadedConfig
 from gateway.domain.audit import AuditDraft
 from gateway.domain.statedoc import Change as StateChange
@@ -20,6 +21,7 @@ __all__ = [
     "AlertInbox",
     "AuditReader",
     "Change",
+    "ChangeCheck",
     "Counters",
     "Current",
     "Describe",
@@ -27,11 +29,14 @@ __all__ = [
     "Idempotency",
     "MetricsPage",
     "Readiness",
+    "ShadowGate",
     "StateWriter",
 ]
 
 Change = Callable[[StateDoc], StateChange | None]  # None: nothing to change
 Describe = Callable[[StateDoc, StateDoc], AuditDraft]
+#: why a change may not be applied to a document (None: it may)
+ChangeCheck = Callable[[StateDoc, StateChange], str | None]
 #: the /metrics page for an Accept header: (body, content type)
 MetricsPage = Callable[[str | None], tuple[bytes, str]]
 
@@ -104,3 +109,11 @@ class AlertInbox(Protocol):
 
     async def receive(self, body: Any, request_id: str, peer: str,
                       trace_id: str = "") -> dict[str, Any]: ...
+
+
+class ShadowGate(Protocol):
+    """The shadow promotion gate (control.shadow.ShadowResults)."""
+
+    async def gate_for(self, rc: RouteConfig) -> ChangeCheck | None:
+        """For a write to `rc`: a check saying why a change would give the route's shadow
+        traffic too early, read fresh from the store now; None when it is not gated."""
