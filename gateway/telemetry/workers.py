@@ -64,6 +64,10 @@ GAUGES: dict[str, str] = {
     "killgate_drill_last_errors": "own",
     "killgate_drill_last_seconds": "own",
     "killgate_metrics_workers": "own",
+    # the shadow series come from their own collector and stay per process (the fleet's
+    # numbers are in GET /v1/routes/{route}/shadow)
+    "killgate_shadow_agreement_ratio": "own",
+    "killgate_shadow_inflight": "own",
 }
 
 Labels = tuple[str, ...]
