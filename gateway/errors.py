@@ -18,6 +18,7 @@ library (aiohttp client → upstream.py, redis → state/redis.py, jwt → admin
         ├── UpstreamTimeout      connect / idle-read / total deadline passed
         ├── UpstreamProtocolError the backend's answer was malformed (502)
         └── UpstreamClosed       the backend closed or reset after the request was sent
+            └── UpstreamStale    ...on a reused keep-alive connection, before any answer byte
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ __all__ = [
     "UpstreamOverflow",
     "UpstreamProtocolError",
     "UpstreamQueueTimeout",
+    "UpstreamStale",
     "UpstreamTimeout",
 ]
 
@@ -170,3 +172,8 @@ class UpstreamProtocolError(UpstreamError):
 
 class UpstreamClosed(UpstreamError):
     pass
+
+
+class UpstreamStale(UpstreamClosed):
+    """A pooled keep-alive connection the backend had already closed took the request and
+    gave no answer byte: the backend most likely never saw it (tried once more, fresh)."""

@@ -25,7 +25,8 @@ CLIENT_NAMES = {"ClientSession", "TCPConnector", "ClientTimeout", "ClientError"}
 PURE = {"domain/routing.py", "control/table.py", "domain/statedoc.py", "domain/overrides.py",
         "domain/health.py", "domain/analysis.py", "configfile.py", "domain/stats.py",
         "domain/diff.py", "dataplane/jsonpeek.py", "dataplane/headers.py", "domain/audit.py",
-        "dataplane/paths.py", "dataplane/sse.py",
+        "dataplane/paths.py", "dataplane/sse.py", "dataplane/attempts.py",
+        "dataplane/notready.py", "dataplane/retry.py",
         "telemetry/metrics.py", "errors.py", "config.py"}
 IO_MODULES = {"aiohttp", "asyncio", "redis", "socket", "subprocess", "httptools", "jwt"}
 

@@ -20,6 +20,24 @@ from aiohttp import hdrs, web
 from aiohttp.http import HttpVersion11
 from multidict import CIMultiDict
 
+from gateway.dataplane.attempts import (
+    ANSWER,
+    ANSWERED,
+    MALFORMED,
+    MOVE,
+    OVERFLOW,
+    RESET,
+    STALE,
+    TIMEOUT,
+    UNDELIVERED,
+    Outcome,
+    Policy,
+    SoFar,
+    next_attempt,
+)
+from gateway.dataplane.attempts import (
+    KILLED as KILLED_OUTCOME,
+)
 from gateway.dataplane.bodies import BodyReader, BodyTimeout, BodyTooLarge
 from gateway.dataplane.headers import (
     declared_charset,
@@ -30,12 +48,21 @@ from gateway.dataplane.headers import (
 )
 from gateway.dataplane.inflight import Aborted, Handle, Inflight
 from gateway.dataplane.jsonpeek import ModelField, Unreadable, find_model, rewrite_model
+from gateway.dataplane.notready import MAX_BODY as NOT_READY_MAX
+from gateway.dataplane.notready import could_be_not_ready, is_not_ready
 from gateway.dataplane.paths import BadTarget, route_host, split_target
-from gateway.dataplane.retry import RetryBudget, retryable
+from gateway.dataplane.retry import RetryBudget
 from gateway.dataplane.sse import EventCutter
 from gateway.dataplane.upstream import Exchange, Upstreams
 from gateway.domain.routing import FAILOVER, FALLBACK, KILLED, Choice, RoutePlan, RouteTable, Target
-from gateway.errors import UpstreamClosed, UpstreamError, UpstreamOverflow, UpstreamTimeout
+from gateway.errors import (
+    UpstreamClosed,
+    UpstreamError,
+    UpstreamOverflow,
+    UpstreamProtocolError,
+    UpstreamStale,
+    UpstreamTimeout,
+)
 from gateway.log import event
 from gateway.telemetry.metrics import Metrics
 
@@ -92,6 +119,7 @@ class Proxy:
         self.counts: dict[tuple[str, str, str, int], int] = {}
         self._labels: dict[tuple[str, str, str, int], bytes] = {}  # x-killgate-* lines
         self._budgets: dict[str, RetryBudget] = {}
+        self._policies: dict[str, tuple[object, Policy]] = {}
         metrics.collector(self._collect)
 
     def _collect(self, metrics: Metrics) -> None:
@@ -214,7 +242,7 @@ class Proxy:
                     return self._error(413, "body_too_large",
                                        f"the request body exceeds {self.bodies.max_body} bytes",
                                        plan.name)
-        return await self._forward(request, plan, choice, prefix, field, cl, target)
+        return await self._forward(request, plan, choice, prefix, field, cl, target, path)
 
     def _bad(self, reason: str, message: str) -> web.Response:
         """A request refused for its shape: 400, counted, logged at debug (a client can send
@@ -237,7 +265,7 @@ class Proxy:
 
     async def _forward(self, request: web.BaseRequest, plan: RoutePlan, choice: Choice,
                        prefix: bytes | None, field: ModelField | None,
-                       cl: int | None, raw_target: str) -> web.StreamResponse:
+                       cl: int | None, raw_target: str, path: str) -> web.StreamResponse:
         rc = plan.config
         timeouts = rc.timeouts
         loop = self.loop
@@ -250,18 +278,18 @@ class Proxy:
         handles.add(handle)
         target = choice.target
         assert target is not None
+        first = target
         decision = choice.decision
-        targets: tuple[Target, ...] | None = None
-        attempt = 0
-        retries = 0
-        retry = rc.retry
+        policy = self._policy(plan)
+        protocol = rc.protocol
         budget = None
-        if retry is not None:
+        if rc.retry is not None:
             budget = self._budgets.get(plan.name)
             if budget is None:
                 budget = self._budgets[plan.name] = RetryBudget()
             budget.request(loop.time())
-        last: UpstreamError | None = None
+        so_far = SoFar()
+        targets: tuple[Target, ...] | None = None
         try:
             while True:
                 body = prefix
@@ -275,10 +303,18 @@ class Proxy:
                     send_body = self.bodies.chain(body or b"", request, len(prefix or b""))
                 handle.version = target.name
                 started = loop.time()
+                ex: Exchange | None = None
+                err: UpstreamError | None = None
                 try:
                     ex = await self._exchange(request, target, handle, send_body, length,
                                               deadline, timeouts.connect, timeouts.idle,
-                                              complete, raw_target)
+                                              raw_target)
+                    not_ready = False
+                    if protocol != "http" and complete and could_be_not_ready(
+                            protocol, ex.status, path):
+                        await ex.settle(NOT_READY_MAX)  # the error body decides
+                        not_ready = ex.complete and is_not_ready(protocol, ex.status, path,
+                                                                 ex.peek_body())
                 except BodyTooLarge:
                     return self._error(413, "body_too_large",
                                        f"the request body exceeds {self.bodies.max_body} bytes",
@@ -291,58 +327,76 @@ class Proxy:
                 except Aborted as exc:
                     return self._unavailable_killed(plan, target, exc)
                 except UpstreamError as exc:
+                    if ex is not None:
+                        ex.release()
+                    ex, err = None, exc
                     self._count_error(plan, target, exc, started)
-                    last = exc
                     if handle.aborted is not None:
                         return self._unavailable_killed(plan, target, handle.aborted)
-                    if targets is None:
-                        targets = plan.failover_for(target.name)
-                    if exc.delivered:
-                        # The backend had the request: move on only if the route opted in.
-                        if not (isinstance(exc, UpstreamClosed) and retry is not None
-                                and "reset" in retry.retry_on and complete
-                                and retries + 1 < retry.attempts and attempt < len(targets)
-                                and budget is not None and budget.allow(loop.time(),
-                                                                        retry.budget)):
-                            return self._upstream_failed(plan, target, decision, exc)
-                        retries += 1
-                    # Nothing reached that backend: try the next version.
-                    if attempt >= len(targets):
-                        break
-                    target = targets[attempt]
-                    attempt += 1
+                    outcome = _outcome_of(exc)
+                else:
+                    if not not_ready and (ex.status < 500 or not policy.retry_on):
+                        return await self._answer(request, plan, target, decision, ex, handle,
+                                                  started)  # the common case: no decision
+                    outcome = Outcome(ANSWERED, ex.status, not_ready)
+                if targets is None:
+                    targets = plan.failover_for(first.name)
+                nxt = next_attempt(so_far, outcome, len(targets), complete, policy,
+                                   lambda: budget is not None and budget.allow(
+                                       loop.time(), rc.retry.budget if rc.retry else 0.0))
+                if nxt.action == ANSWER:
+                    if ex is not None:
+                        return await self._answer(request, plan, target, decision, ex, handle,
+                                                  started)
+                    if nxt.reason == "no_other_version" and plan.fallback is not None:
+                        return self._unavailable(plan, FALLBACK)
+                    assert err is not None
+                    return self._upstream_failed(plan, target, decision, err)
+                so_far = nxt.so_far
+                if ex is not None:  # an answer we will not forward: drop it
+                    ex.close()
+                    ex.release()
+                    self._dropped(plan, target, ex.status, not_ready, started)
+                if nxt.action == MOVE:
+                    target = targets[so_far.moves - 1]
                     decision = FAILOVER
-                    self.metrics.inc("killgate_failovers_total", (plan.name,),
-                                     label_names=("route",))
-                    continue
-                if retry is not None and ex.status >= 500 and complete \
-                        and retryable(ex.status, retry.retry_on) \
-                        and retries + 1 < retry.attempts and budget is not None:
-                    if targets is None:
-                        targets = plan.failover_for(target.name)
-                    if attempt < len(targets) and budget.allow(loop.time(), retry.budget):
-                        # Nothing reached the client yet: drop this answer, ask another version.
-                        ex.close()
-                        ex.release()
-                        if self.observer is not None:
-                            self.observer.outcome(plan.name, target.name, "5xx",
-                                                  loop.time() - started)
-                        self.metrics.inc("killgate_retries_total", (plan.name, str(ex.status)),
+                    if nxt.reason.startswith("retry_"):
+                        self.metrics.inc("killgate_retries_total",
+                                         (plan.name, nxt.reason.removeprefix("retry_")),
                                          label_names=("route", "cause"))
-                        retries += 1
-                        target = targets[attempt]
-                        attempt += 1
-                        decision = FAILOVER
-                        continue
-                if ex.complete and request.method != "HEAD":
-                    return self._complete(request, plan, target, decision, ex, started)
-                return await self._respond(request, plan, target, decision, ex, handle, started)
-            if plan.fallback is not None:
-                return self._unavailable(plan, FALLBACK)
-            assert last is not None
-            return self._upstream_failed(plan, target, decision, last)
+                    else:
+                        self.metrics.inc("killgate_failovers_total", (plan.name,),
+                                         label_names=("route",))
         finally:
             handles.discard(handle)
+
+    def _policy(self, plan: RoutePlan) -> Policy:
+        """The route's retry settings as the attempts plan wants them (cached per config)."""
+        rc = plan.config
+        cached = self._policies.get(plan.name)
+        if cached is not None and cached[0] is rc:
+            return cached[1]
+        retry = rc.retry
+        policy = Policy() if retry is None else Policy(frozenset(retry.retry_on), retry.attempts)
+        self._policies[plan.name] = (rc, policy)
+        return policy
+
+    def _dropped(self, plan: RoutePlan, target: Target, status: int, not_ready: bool,
+                 started: float) -> None:
+        """An answer not forwarded (the request moves on): counted for outlier detection."""
+        kind = "not_ready" if not_ready else "5xx"
+        if not_ready:
+            self.metrics.inc("killgate_upstream_errors_total", (plan.name, target.name, kind),
+                             label_names=("route", "version", "kind"))
+        if self.observer is not None:
+            self.observer.outcome(plan.name, target.name, kind, self.loop.time() - started)
+
+    async def _answer(self, request: web.BaseRequest, plan: RoutePlan, target: Target,
+                      decision: str, ex: Exchange, handle: Handle,
+                      started: float) -> web.StreamResponse:
+        if ex.complete and request.method != "HEAD":
+            return self._complete(request, plan, target, decision, ex, started)
+        return await self._respond(request, plan, target, decision, ex, handle, started)
 
     def _complete(self, request: web.BaseRequest, plan: RoutePlan, target: Target,
                   decision: str, ex: Exchange, started: float) -> web.StreamResponse:
@@ -384,29 +438,27 @@ class Proxy:
     async def _exchange(self, request: web.BaseRequest, target: Target, handle: Handle,
                         body: bytes | AsyncIterator[bytes] | None, length: int | None,
                         deadline: float, connect: float, idle: float,
-                        replayable: bool, raw_target: str) -> Exchange:
+                        raw_target: str) -> Exchange:
         pool = self.upstreams.pools.get(target.origin) or self.upstreams.pool(target.origin)
         head = self._head(request, target, pool.host_header, length, raw_target)
-        for _ in range(2):
-            ex, reused = await pool.acquire(connect)
-            if handle.aborted is not None:
-                pool.release(ex)
-                raise handle.aborted
-            ex.begin(deadline, idle, request.method == "HEAD")
-            handle.exchange = ex
-            try:
-                await ex.send(head, body, chunked=length is None)
-                await ex.read_head()
-                return ex
-            except UpstreamClosed:
-                ex.release()
-                if reused and replayable and not ex.got_bytes:
-                    continue  # a keep-alive connection the backend had closed: retry fresh
-                raise
-            except BaseException:
-                ex.release()
-                raise
-        raise UpstreamClosed("backend closed the connection twice before answering")
+        ex, reused = await pool.acquire(connect)
+        if handle.aborted is not None:
+            pool.release(ex)
+            raise handle.aborted
+        ex.begin(deadline, idle, request.method == "HEAD")
+        handle.exchange = ex
+        try:
+            await ex.send(head, body, chunked=length is None)
+            await ex.read_head()
+            return ex
+        except UpstreamClosed as exc:
+            ex.release()
+            if reused and not ex.got_bytes:
+                raise UpstreamStale(str(exc)) from None  # the backend had closed it idle
+            raise
+        except BaseException:
+            ex.release()
+            raise
 
     def _count_error(self, plan: RoutePlan, target: Target, exc: UpstreamError,
                      started: float) -> None:
@@ -530,6 +582,23 @@ def _sent(keep_alive: bool) -> web.StreamResponse | None:
 _SENT_KEEP = _sent(True)
 _SENT_CLOSE = _sent(False)
 _RAW_WRITES = _SENT_KEEP is not None and _SENT_CLOSE is not None
+
+
+def _outcome_of(exc: UpstreamError) -> Outcome:
+    """An attempt's error as the attempts plan sees it."""
+    if isinstance(exc, Aborted):
+        return Outcome(KILLED_OUTCOME)
+    if isinstance(exc, UpstreamOverflow):
+        return Outcome(OVERFLOW)
+    if not exc.delivered:
+        return Outcome(UNDELIVERED)
+    if isinstance(exc, UpstreamStale):
+        return Outcome(STALE)
+    if isinstance(exc, UpstreamClosed):
+        return Outcome(RESET)
+    if isinstance(exc, UpstreamProtocolError):
+        return Outcome(MALFORMED)
+    return Outcome(TIMEOUT)
 
 
 def _abort_client(request: web.BaseRequest) -> None:

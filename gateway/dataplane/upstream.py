@@ -238,6 +238,21 @@ class Exchange(asyncio.Protocol):
                 raise self.error
             await self._wait()
 
+    async def settle(self, limit: int) -> None:
+        """Wait until the whole body has arrived or more than `limit` bytes of it, reading
+        nothing out (a small answer must be seen whole before it is judged)."""
+        while not self.complete and self.buffered <= limit:
+            if self.error is not None:
+                raise self.error
+            await self._wait()
+
+    def peek_body(self) -> bytes:
+        """The body received so far, left in place."""
+        chunks = self.chunks
+        if len(chunks) > 1:
+            self.chunks = chunks = [b"".join(chunks)]
+        return chunks[0] if chunks else b""
+
     def take_body(self) -> bytes:
         """The whole body when it has already arrived (complete and small)."""
         chunks, self.chunks, self.buffered = self.chunks, [], 0
