@@ -1,24 +1,49 @@
-# killgate: an inference gateway. There is no Docker engine on the machines this was
-# written on, so this file is kept simple and was checked by reading, not by building.
-#   docker build -t killgate .
-#   docker run -p 8080:8080 -p 8081:8081 -e KILLGATE_JWT_SECRET=... \
-#     -v $PWD/config/killgate.yaml:/etc/killgate/config.yaml:ro killgate
-FROM python:3.11-slim
+# killgate: an inference gateway, as a non-root image whose root filesystem can be read-only.
+#
+#   podman build -t killgate .                      (or docker build; default base below)
+#   podman build --build-arg BASE_IMAGE=localhost/killgate-base:bookworm -t killgate .
+#
+# BASE_IMAGE: any Debian-like image with python3 >= 3.11 and its venv module. The default is
+# the official slim Python image; deploy/container/make-base-image.sh makes a Debian bookworm
+# one with debootstrap where no registry is reachable. The run needs only writable
+# /var/lib/killgate (state snapshots) and /tmp: mount an emptyDir/tmpfs on each and run with
+# a read-only root filesystem (README "Deploying").
+ARG BASE_IMAGE=python:3.11-slim
 
-ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
-RUN useradd --system --uid 10001 --home-dir /var/lib/killgate --create-home killgate
-
-WORKDIR /opt/killgate
+FROM ${BASE_IMAGE} AS build
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
+# Dependencies first, in their own layer (rebuilt only when pyproject.toml changes): an
+# empty package of the same name pulls them in, then goes.
+WORKDIR /deps
+COPY pyproject.toml ./
+RUN mkdir gateway && touch gateway/__init__.py README.md \
+ && python3 -m venv /opt/killgate \
+ && /opt/killgate/bin/pip install --no-cache-dir . \
+ && /opt/killgate/bin/pip uninstall --yes killgate
+WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY gateway ./gateway
-RUN pip install . && python -c "import aiohttp._http_parser, httptools, uvloop"
+RUN /opt/killgate/bin/pip install --no-cache-dir --no-deps . \
+ && /opt/killgate/bin/python -c "import aiohttp._http_parser, httptools, uvloop, hiredis, gateway.app" \
+ && /opt/killgate/bin/python -m compileall -q /opt/killgate
 
-USER killgate
+FROM ${BASE_IMAGE}
+LABEL org.opencontainers.image.title="killgate" \
+      org.opencontainers.image.description="Inference gateway: canary split, kill switch, rollback" \
+      org.opencontainers.image.licenses="Apache-2.0"
+ENV PATH=/opt/killgate/bin:$PATH PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
+    HOME=/var/lib/killgate KILLGATE_HEALTHZ_URL=http://127.0.0.1:8081/healthz
+COPY --from=build /opt/killgate /opt/killgate
+# A numeric user (no passwd entry needed), so Kubernetes' runAsNonRoot can verify it.
+RUN mkdir -p /var/lib/killgate /etc/killgate && chown 10001:10001 /var/lib/killgate
+USER 10001:10001
 WORKDIR /var/lib/killgate
-# data plane, admin API (bind the admin listener to 0.0.0.0 in the mounted config to
-# reach it from outside the container; keep it off the public network).
+# data plane, admin API (bind the admin listener to 0.0.0.0 in the mounted config to reach
+# it from outside the container, and keep that port off the public network). With another
+# admin port, set KILLGATE_HEALTHZ_URL to match.
 EXPOSE 8080 8081
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
-  CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8081/healthz', timeout=2)" || exit 1
+  CMD ["python3", "-c", "import os, urllib.request; urllib.request.urlopen(os.environ['KILLGATE_HEALTHZ_URL'], timeout=2)"]
+STOPSIGNAL SIGTERM
 ENTRYPOINT ["killgate"]
 CMD ["serve", "-c", "/etc/killgate/config.yaml"]

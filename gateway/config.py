@@ -21,6 +21,8 @@ from pydantic import (
     model_validator,
 )
 
+from gateway.config_telemetry import AlertsConfig, EventsConfig, TelemetryConfig
+
 __all__ = [
     "AdminConfig",
     "AnalysisConfig",
@@ -404,6 +406,9 @@ class Config(_Model):
     state: StateConfig = Field(default_factory=StateConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
     log: LogConfig = Field(default_factory=LogConfig)
+    telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)  # CONTRACT §5.1
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+    events: EventsConfig = Field(default_factory=EventsConfig)
     routes: list[RouteConfig] = Field(min_length=1)
 
     def route(self, name: str) -> RouteConfig | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from gateway import config_telemetry
 from gateway.config import Config, parse_listen
 from gateway.errors import ConfigError, Problem
 
@@ -253,6 +255,8 @@ def _semantic_problems(cfg: Config) -> list[Problem]:
         if r.timeouts.connect > r.timeouts.total:
             out.append(Problem(f"{base}.timeouts.connect", "must not exceed timeouts.total"))
     out.extend(_overlaps(cfg))
+    out.extend(Problem(path, msg) for path, msg in config_telemetry.problems(
+        cfg.telemetry, cfg.alerts, (r.name for r in cfg.routes)))
     return out
 
 
@@ -326,4 +330,8 @@ def load_config(path: str | Path) -> LoadedConfig:
     except UnicodeDecodeError as exc:
         raise ConfigError([Problem("", f"{p}: not UTF-8 (byte {exc.start})")]) from None
     cfg = parse_config_text(text, str(p))
-    return LoadedConfig(cfg, "sha256:" + hashlib.sha256(raw).hexdigest(), p.resolve())
+    # Absolute, but symlinks kept: a mounted ConfigMap's file is a link through `..data`
+    # into a timestamped folder that the next update deletes. The watcher must follow the
+    # link, and relative paths in the file must stay relative to the mount folder.
+    return LoadedConfig(cfg, "sha256:" + hashlib.sha256(raw).hexdigest(),
+                        Path(os.path.abspath(p)))

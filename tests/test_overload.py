@@ -66,8 +66,7 @@ async def test_pool_overflow_is_a_fast_503(tmp_path: Path, backends, session) ->
         assert max(refused) < 1.0, refused  # at once, not after waiting for a connection
         assert all(ra == "1" for s, _, _, ra in results if s == 503)
         assert state["peak"] == 4
-        m = g.gw.metrics.render()
-        assert 'kind="overflow"} 28' in m, m
+        assert g.gw.metrics.get("killgate_upstream_errors_total", ("iris", "v1", "overflow")) == 28
         assert g.gw.holder.unhealthy == frozenset()  # not the backend's failure
 
 
@@ -89,7 +88,7 @@ async def test_a_wait_for_a_busy_backend_ends_in_503_and_ejects_nobody(
         assert max(t for _, _, t, _ in waited) < 2.5  # two waits of 300 ms (v1, then v2)
         assert g.gw.holder.unhealthy == frozenset()
         assert "killgate_upstream_ejections_total{" not in g.gw.metrics.render()
-        assert 'kind="queue_timeout"}' in g.gw.metrics.render()
+        assert 'kind="queue_timeout"' in g.gw.metrics.render()
         assert (await first)[:2] == (200, "ok")
 
 
@@ -131,7 +130,7 @@ async def test_inflight_limit_sheds_the_excess_at_once(tmp_path: Path, backends,
         assert all(ra == "1" for s, _, _, ra in results if s == 503)
         assert max(t for s, _, t, _ in results if s == 503) < 1.0
         assert max(t for s, _, t, _ in results if s == 200) < 4.0  # 2 s each, not queued
-        assert "killgate_requests_shed_total 16" in g.gw.metrics.render()
+        assert g.gw.metrics.get("killgate_requests_shed_total") == 16
         async with session.post(g.url + "/v2/models/iris/infer", json={"x": 1}) as r:
             assert r.status == 200  # the limit frees as requests finish
 
@@ -165,7 +164,7 @@ async def test_connection_cap_closes_the_excess_fast(tmp_path: Path, backends) -
             r, w = conns[0]
             w.write(b"GET /v2/models/iris/infer HTTP/1.1\r\nHost: x\r\n\r\n")
             assert (await asyncio.wait_for(r.readline(), 5)).startswith(b"HTTP/1.1 200")
-            assert "killgate_connections_refused_total 20" in g.gw.metrics.render()
+            assert g.gw.metrics.get("killgate_connections_refused_total") == 20
         finally:
             for _, w in conns:
                 w.close()

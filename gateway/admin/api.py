@@ -275,8 +275,9 @@ class AdminApi:
     async def metrics(self, request: web.Request) -> web.Response:
         self.gw.metrics.set("killgate_inflight_requests", self.gw.inflight.count)
         self.gw.metrics.set("killgate_state_generation", self.gw.holder.doc.generation)
-        return web.Response(text=self.gw.metrics.render(), content_type="text/plain",
-                            charset="utf-8", headers={"x-content-type-options": "nosniff"})
+        body, ctype = self.gw.metrics.exposition(request.headers.get("Accept"))
+        return web.Response(body=body, headers={"content-type": ctype,
+                                                "x-content-type-options": "nosniff"})
 
     async def openapi(self, request: web.Request) -> web.Response:
         cfg = self.gw.loaded.config

@@ -45,7 +45,7 @@ class Alerts:
             try:
                 async with self._session.post(url, json=payload) as r:
                     if 200 <= r.status < 300:
-                        self.metrics.inc("killgate_alerts_total", ("delivered",),
+                        self.metrics.inc("killgate_event_deliveries_total", ("delivered",),
                                          label_names=("result",))
                         return
                     why = f"HTTP {r.status}"
@@ -53,7 +53,7 @@ class Alerts:
                 why = type(exc).__name__
             event(log, "alert_retry", logging.WARNING, url=url, attempt=attempt + 1, error=why)
             await asyncio.sleep(self.backoff * 2 ** attempt)
-        self.metrics.inc("killgate_alerts_total", ("failed",), label_names=("result",))
+        self.metrics.inc("killgate_event_deliveries_total", ("failed",), label_names=("result",))
         event(log, "alert_failed", logging.ERROR, url=url, attempts=self.attempts)
 
     async def stop(self) -> None:

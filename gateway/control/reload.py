@@ -7,6 +7,9 @@ write wins), and the outcome record shown by /v1/status. A reload parses and val
 whole file, checks version identities against the recorded history, prepares health
 checks for new backends, and only then swaps the routing table; any failure leaves the
 running config in place, logged once per distinct error and counted.
+A mounted ConfigMap is followed through its `..data` link, never into the timestamped
+folder behind it (the next update deletes that folder): only the atomic swap of the link
+is seen as a change, so a folder the kubelet is still writing is never read.
 """
 
 from __future__ import annotations
@@ -133,10 +136,17 @@ class ConfigWatcher:
         """Load, validate and apply the file; True when a new config went live."""
         async with self._lock:
             self.outcome.last_attempt = utc_now()
+            before = _ident(self.path)
             try:
                 loaded = await asyncio.to_thread(load_config, self.path)
                 self.check(loaded)
             except ConfigError as exc:
+                if before is not None and _ident(self.path) != before:
+                    # the file changed while we read it (a ConfigMap swap deleting the
+                    # folder we were reading, a writer mid-way): not a broken file, just
+                    # not settled yet; read it again once it is
+                    self.poke()
+                    return False
                 self._reject(exc, trigger)
                 return False
             if loaded.digest == self.current().digest:

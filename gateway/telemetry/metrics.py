@@ -1,18 +1,34 @@
-"""Process-local counters and gauges, rendered in the Prometheus text format.
+"""Process-local counters and gauges, exposed through `prometheus_client` collectors.
 
-Owns the metric names and their help texts. Increments are plain dict updates (the data
-plane calls them on every request, so no locks and no label objects); rendering happens
-only when /metrics is scraped. Side channel: nothing here may fail a request.
+Owns the metric names, their types and help texts, and the /metrics exposition (the
+library's text format, or OpenMetrics when the scraper asks for it). Increments are plain
+dict updates (no locks, no label objects): the data plane and the background tasks call
+them freely; families are built only when /metrics is scraped. Other parts add whole
+families through `source()` (the request series of `telemetry.requests`). Imports only
+prometheus_client. Side channel: nothing here may fail a request.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from typing import Protocol
 
-__all__ = ["Metrics"]
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, choose_encoder, generate_latest
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import CollectorRegistry
 
-_HELP: dict[str, tuple[str, str]] = {
-    "killgate_requests_total": ("counter", "Requests answered by the data plane."),
+__all__ = ["HELP", "Metrics", "Source"]
+
+# name -> (type, help). A series counted somewhere in gateway/ must be described here (a
+# test reads the source for `killgate_*` names); one that is not gets a type from its
+# name (`_total`: counter, else gauge) and says that it is undocumented.
+HELP: dict[str, tuple[str, str]] = {
+    "killgate_requests_total": ("counter", "Requests answered by the data plane, by route, "
+                                           "version, decision, arm and status code."),
+    "killgate_requests_shed_total": ("counter", "Requests refused at once because "
+                                                "server.max_inflight requests were in flight."),
+    "killgate_connections_refused_total": ("counter", "Client connections closed at once "
+                                                      "because server.max_connections were open."),
     "killgate_upstream_errors_total": ("counter", "Failed exchanges with a backend, by kind."),
     "killgate_failovers_total": ("counter", "Requests moved to another version before delivery."),
     "killgate_retries_total": ("counter", "Delivered requests retried on another version "
@@ -26,6 +42,8 @@ _HELP: dict[str, tuple[str, str]] = {
                                       "state.max_staleness (alert on it)."),
     "killgate_fail_closed": ("gauge", "1 while the fail_closed policy treats all routes as killed."),
     "killgate_state_reseeds_total": ("counter", "Times this instance re-seeded an emptied store."),
+    "killgate_writes_not_durable_total": ("counter", "Writes that fewer than state.min_replicas "
+                                                     "replicas confirmed in time."),
     "killgate_config_reloads_total": ("counter", "Config reloads applied."),
     "killgate_config_reload_rejected_total": ("counter", "Config reloads refused (bad file)."),
     "killgate_inflight_requests": ("gauge", "Requests in flight in this process."),
@@ -40,25 +58,42 @@ _HELP: dict[str, tuple[str, str]] = {
                                                        "for server.send_timeout."),
     "killgate_upstream_health": ("gauge", "1 when a version passes its health checks."),
     "killgate_upstream_ejections_total": ("counter", "Versions ejected by outlier detection."),
+    "killgate_event_deliveries_total": ("counter", "Outgoing event webhook deliveries, by "
+                                                   "result (delivered, failed, dropped)."),
+    "killgate_alertmanager_alerts_total": ("counter", "Alerts received from Alertmanager, by "
+                                                      "outcome."),
+    "killgate_access_log_dropped_total": ("counter", "Access log lines dropped because the "
+                                                     "buffer was full or the output failed."),
+    "killgate_access_log_lines_total": ("counter", "Access log lines written."),
 }
 
 
-def _escape(v: str) -> str:
-    return v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+class Source(Protocol):
+    """Anything that builds whole metric families at scrape time."""
+
+    def collect(self) -> Iterable[Metric]: ...
 
 
-def _labels(names: tuple[str, ...], values: tuple[str, ...]) -> str:
-    if not names:
-        return ""
-    inner = ",".join(f'{n}="{_escape(str(v))}"' for n, v in zip(names, values, strict=True))
-    return "{" + inner + "}"
+def _kind(name: str) -> tuple[str, str]:
+    known = HELP.get(name)
+    if known is not None:
+        return known
+    return ("counter" if name.endswith("_total") else "gauge",
+            f"{name} (undocumented: add it to telemetry/metrics.py HELP)")
 
 
 class Metrics:
+    """The process's metrics: simple series kept here, families from registered sources."""
+
     def __init__(self) -> None:
         self._values: dict[str, dict[tuple[str, ...], float]] = {}
         self._label_names: dict[str, tuple[str, ...]] = {}
-        self._collectors: list[Callable[[Metrics], None]] = []
+        self._refresh: list[Callable[[Metrics], None]] = []
+        self._sources: list[Source] = []
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(self)
+
+    # ------------------------------------------------------------------ counting
 
     def inc(self, name: str, labels: tuple[str, ...] = (), by: float = 1.0,
             label_names: tuple[str, ...] = ()) -> None:
@@ -80,19 +115,42 @@ class Metrics:
         return self._values.get(name, {}).get(labels, 0.0)
 
     def collector(self, fn: Callable[[Metrics], None]) -> None:
-        """Called before each render to refresh gauges computed on demand."""
-        self._collectors.append(fn)
+        """`fn` runs before each scrape to refresh values computed on demand."""
+        self._refresh.append(fn)
+
+    def source(self, src: Source) -> None:
+        """Families built by `src` at each scrape are exposed too."""
+        self._sources.append(src)
+
+    # ------------------------------------------------------------------ exposition
+
+    def collect(self) -> Iterator[Metric]:
+        """prometheus_client's collector protocol."""
+        for fn in self._refresh:
+            fn(self)
+        for name in sorted(self._values):
+            kind, help_ = _kind(name)
+            names = list(self._label_names.get(name, ()))
+            fam: Metric
+            if kind == "counter":
+                fam = CounterMetricFamily(name, help_, labels=names)
+            else:
+                fam = GaugeMetricFamily(name, help_, labels=names)
+            for labels, value in sorted(self._values[name].items()):
+                fam.add_metric(list(labels), value)
+            yield fam
+        for src in self._sources:
+            yield from src.collect()
 
     def render(self) -> str:
-        for fn in self._collectors:
-            fn(self)
-        lines: list[str] = []
-        for name in sorted(self._values):
-            kind, help_ = _HELP.get(name, ("untyped", name))
-            lines.append(f"# HELP {name} {help_}")
-            lines.append(f"# TYPE {name} {kind}")
-            names = self._label_names.get(name, ())
-            for labels, value in sorted(self._values[name].items()):
-                v = int(value) if value == int(value) else value
-                lines.append(f"{name}{_labels(names, labels)} {v}")
-        return "\n".join(lines) + "\n"
+        """The Prometheus text format (0.0.4)."""
+        return generate_latest(self.registry).decode()
+
+    def exposition(self, accept: str | None) -> tuple[bytes, str]:
+        """The body and content type for a scrape with this Accept header: OpenMetrics
+        when asked for, else the text format. A malformed header gets the text format."""
+        try:
+            encoder, ctype = choose_encoder(accept or "")
+        except (ValueError, IndexError, TypeError):
+            encoder, ctype = generate_latest, CONTENT_TYPE_PLAIN_0_0_4
+        return encoder(self.registry), ctype
