@@ -59,7 +59,9 @@ async def test_a_model_unloaded_under_load_costs_no_client_errors(
             finally:
                 stop.set()
                 await asyncio.gather(*tasks)
-        metrics = g.gw.metrics.render()
+        m = g.gw.metrics
+        errors = m.get("killgate_upstream_errors_total", ("iris", "v1", "not_ready"))
+        ejections = m.get("killgate_upstream_ejections_total", ("iris", "v1", "not_ready"))
     if protocol == "http":
         print(f"\nprotocol http: {statuses[404]} of {sum(statuses.values())} requests got 404")
         assert statuses[404] > 0, statuses  # the test can tell: 404s reach clients
@@ -67,6 +69,4 @@ async def test_a_model_unloaded_under_load_costs_no_client_errors(
     assert statuses == {200: sum(statuses.values())}, statuses
     assert served[("v2", "failover")] > 0, served  # moved at once, answered by v2
     # counted for outlier detection: v1 ejected (5 in a row), then nothing more is moved
-    assert 'killgate_upstream_errors_total{route="iris",version="v1",kind="not_ready"}' in metrics
-    assert 'killgate_upstream_ejections_total{route="iris",version="v1",kind="not_ready"} 1' \
-        in metrics, metrics
+    assert errors >= 5 and ejections == 1, (errors, ejections)

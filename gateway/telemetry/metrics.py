@@ -27,6 +27,8 @@ HELP: dict[str, tuple[str, str]] = {
                                            "version, decision, arm and status code."),
     "killgate_requests_shed_total": ("counter", "Requests refused at once because "
                                                 "server.max_inflight requests were in flight."),
+    "killgate_bad_requests_total": ("counter", "Requests refused with 400 for their shape, by "
+                                               "reason (target, header_encoding, model_body)."),
     "killgate_connections_refused_total": ("counter", "Client connections closed at once "
                                                       "because server.max_connections were open."),
     "killgate_upstream_errors_total": ("counter", "Failed exchanges with a backend, by kind."),
