@@ -27,7 +27,7 @@ from gateway.control.reload import ConfigWatcher, summarize_changes
 from gateway.control.rollout import RolloutDriver
 from gateway.control.table import TableHolder
 from gateway.dataplane.inflight import Inflight
-from gateway.dataplane.listener import GuardedServer
+from gateway.dataplane.listener import Limits, Listener
 from gateway.dataplane.proxy import Observer, Proxy
 from gateway.dataplane.upstream import Upstreams
 from gateway.domain.audit import AuditDraft, utc_now
@@ -89,7 +89,7 @@ class Gateway:
         self._checked_auth: Authenticator | None = None  # by the last reload's checks
         self.data_addr: tuple[str, int] | None = None
         self.admin_addr: tuple[str, int] | None = None
-        self._data_runner: web.ServerRunner | None = None
+        self._listener: Listener | None = None
 
     @property
     def loaded(self) -> LoadedConfig:
@@ -132,22 +132,23 @@ class Gateway:
         proxy = Proxy(self.holder, self.upstreams, self.inflight, self.metrics,
                       cfg.server.max_body_size, cfg.server.model_peek_bytes,
                       observer=_Fanout(self.health, self.rollout),
-                      body_timeout=cfg.server.body_timeout,
                       max_inflight=cfg.server.max_inflight)
-        server = GuardedServer(proxy, header_timeout=cfg.server.header_timeout,
-                               send_timeout=cfg.server.send_timeout,
-                               max_connections=cfg.server.max_connections,
-                               on_refused=lambda: self.metrics.inc(
-                                   "killgate_connections_refused_total"),
-                               on_send_timeout=lambda: self.metrics.inc(
-                                   "killgate_client_send_timeouts_total"),
-                               handler_cancellation=True, access_log=None,
-                               auto_decompress=False,
-                               keepalive_timeout=cfg.server.keepalive_timeout,
-                               max_field_size=8190, max_headers=128)
-        self._data_runner = web.ServerRunner(server, shutdown_timeout=cfg.server.drain_timeout,
-                                             handle_signals=False)
-        await self._data_runner.setup()
+        counters = {"refused": "killgate_connections_refused_total",
+                    "send_timeout": "killgate_client_send_timeouts_total"}
+
+        def count(what: str) -> None:
+            name = counters.get(what)
+            if name is not None:
+                self.metrics.inc(name)
+            else:
+                self.metrics.inc("killgate_bad_requests_total", (what,),
+                                 label_names=("reason",))
+
+        self._listener = Listener(proxy, Limits(
+            header_timeout=cfg.server.header_timeout,
+            keepalive_timeout=cfg.server.keepalive_timeout,
+            body_timeout=cfg.server.body_timeout, send_timeout=cfg.server.send_timeout),
+            cfg.server.max_connections, count)
 
         self.admin_api = AdminApi(self)
         # stopped after the admin listener (pushed before it), before the store: the last
@@ -168,7 +169,7 @@ class Gateway:
         self.admin_addr = asock.getsockname()[:2]
         # a deep accept queue (aiohttp's default is 128): a burst of new clients waits in
         # the kernel for its turn instead of being dropped (the kernel caps it at somaxconn)
-        await web.SockSite(self._data_runner, dsock, backlog=DATA_BACKLOG).start()
+        await self._listener.start(dsock, DATA_BACKLOG)
         await web.SockSite(self._admin_runner, asock).start()
         self.started = True
         event(log, "phase", phase="listening", data=_fmt(self.data_addr),
@@ -347,10 +348,11 @@ class Gateway:
         self.draining = True
         timeout = self.loaded.config.server.drain_timeout
         event(log, "phase", phase="draining", inflight=self.inflight.count, timeout_s=timeout)
-        # Stop accepting; aiohttp lets running handlers finish up to shutdown_timeout.
-        if self._data_runner is not None:
-            await self._data_runner.cleanup()
-        drained = await self.inflight.wait_idle(0.1)
+        # Stop accepting; answers in progress finish (up to drain_timeout), then close.
+        drained = True
+        if self._listener is not None:
+            drained = await self._listener.shutdown(timeout)
+        drained = await self.inflight.wait_idle(0.1) and drained
         await self._stack.aclose()
         event(log, "phase", phase="stopped", drained=drained)
         return drained

@@ -16,7 +16,7 @@ ALLOWED = {
     "hiredis": {"state/resp.py"},
     "jwt": {"admin/auth.py"},
     "uvloop": {"server.py"},
-    "httptools": {"dataplane/upstream.py"},
+    "httptools": {"dataplane/upstream.py", "dataplane/protocol.py"},
     "watchfiles": {"control/reload.py"},
 }
 # modules allowed to use aiohttp's *client*

@@ -8,22 +8,18 @@ Pure functions over raw (bytes, bytes) pairs; no I/O.
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Iterable
 from email.utils import formatdate
 from http import HTTPStatus
 
-from multidict import CIMultiDict
-
 __all__ = [
     "RawHeaders",
     "connection_tokens",
     "declared_charset",
+    "own_head",
     "request_head",
     "response_head",
-    "response_multidict",
-    "undecodable",
 ]
 
 RawHeaders = list[tuple[bytes, bytes]]
@@ -117,29 +113,6 @@ def request_head(first_line: bytes, raw: Iterable[tuple[bytes, bytes]], forwarde
     return b"".join(parts)
 
 
-def response_multidict(raw: Iterable[tuple[bytes, bytes]]) -> CIMultiDict[str]:
-    """End-to-end response fields plus via, as the CIMultiDict aiohttp wants (one pass)."""
-    out: CIMultiDict[str] = CIMultiDict()
-    add = out.add
-    conn: list[bytes] | None = None
-    via = "1.1 killgate"
-    for name, value in raw:
-        low = name.lower()
-        if low in _RESPONSE_DROP or low.startswith(_INTERNAL):
-            if low == b"connection":
-                (conn := conn or []).append(value)
-            continue
-        if low == b"via":
-            via = value.decode("latin-1") + ", " + via
-            continue
-        add(name.decode("latin-1"), value.decode("latin-1"))
-    if conn:
-        for tok in connection_tokens(conn):
-            out.popall(tok.decode("latin-1"), None)
-    add("via", via)
-    return out
-
-
 _REASONS = {int(s): s.phrase.encode() for s in HTTPStatus}
 _date_cache: list[object] = [0, b""]
 
@@ -152,35 +125,41 @@ def _date() -> bytes:
     return _date_cache[1]  # type: ignore[return-value]
 
 
-def response_head(status: int, raw: Iterable[tuple[bytes, bytes]], ours: bytes, length: int,
-                  connection: bytes | None) -> bytes:
-    """A whole HTTP/1.1 response head for a complete answer, from the backend's raw
-    fields (the hot path: no decoding, one pass). Same rules as `response_multidict`;
-    `ours` holds the x-killgate-* lines, `connection` an explicit Connection value."""
+_RESPONSE_DROP_SSE = _RESPONSE_DROP | {b"cache-control", b"x-accel-buffering"}
+_SSE_LINES = b"cache-control: no-cache\r\nx-accel-buffering: no\r\n"
+
+
+def response_head(status: int, raw: Iterable[tuple[bytes, bytes]], ours: bytes,
+                  length: int | None, connection: bytes | None, chunked: bool = False,
+                  sse: bool = False) -> bytes:
+    """A whole HTTP/1.1 response head from the backend's raw fields (the hot path: no
+    decoding, one pass). Hop-by-hop fields go, `ours` (the x-killgate-* lines) and Via come
+    in; framing is ours: `length` (Content-Length), `chunked`, or neither (no body, or a
+    body that ends with the connection). `connection` is an explicit Connection value; an
+    SSE answer is marked not to be cached or buffered on the way."""
     status_line = b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b"Unknown"))
-    parts, dated = _raw_lines(status_line, raw, _RESPONSE_DROP)
+    parts, dated = _raw_lines(status_line, raw, _RESPONSE_DROP_SSE if sse else _RESPONSE_DROP)
     if not dated:
         parts.append(b"date: %s\r\n" % _date())
     parts.append(ours)
-    parts.append(b"content-length: %d\r\n" % length)
+    if sse:
+        parts.append(_SSE_LINES)
+    if length is not None:
+        parts.append(b"content-length: %d\r\n" % length)
+    elif chunked:
+        parts.append(b"transfer-encoding: chunked\r\n")
     if connection is not None:
         parts.append(b"connection: %s\r\n" % connection)
     parts.append(b"\r\n")
     return b"".join(parts)
 
 
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def undecodable(values: Iterable[str]) -> str | None:
-    """The first field value that is not valid UTF-8 (as a parser that decodes with
-    surrogateescape hands it over), or None. Routing reads Host, match headers, the sticky
-    header and pins as text; bytes that are not UTF-8 would be read one way by us and
-    another by the backend, and once raised a traceback per request."""
-    for v in values:
-        if not v.isascii() and _SURROGATE.search(v):
-            return v
-    return None
+def own_head(status: int, content_type: bytes, length: int, ours: bytes, extra: bytes,
+             connection: bytes | None) -> bytes:
+    """The head of an answer of the gateway's own (errors, fallbacks)."""
+    return b"HTTP/1.1 %d %s\r\ncontent-type: %s\r\ncontent-length: %d\r\ndate: %s\r\n%s%s%s\r\n" % (
+        status, _REASONS.get(status, b"Unknown"), content_type, length, _date(), ours, extra,
+        b"connection: %s\r\n" % connection if connection is not None else b"")
 
 
 def declared_charset(content_type: str | None) -> str | None:

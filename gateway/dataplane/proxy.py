@@ -1,10 +1,12 @@
-"""The data plane: match a route, choose a version, forward, stream the answer back.
+"""The data plane's decisions: check a request, match a route, choose a version, answer.
 
-Owns the request path of CONTRACT §3. Reads the routing snapshot once per request from
-the `TableHolder` (no I/O for any decision), talks to backends only through
-`gateway.dataplane.upstream`, and is the one place that maps data-plane errors to HTTP. Streams
-never end in a way that looks like success when they did not succeed: SSE gets a final
-`killgate.error` event, any other body an aborted connection.
+Owns the request path of CONTRACT §3 up to the backend, and every answer of the gateway's
+own. Reads the routing snapshot once per request from the `TableSource` (no I/O for any
+decision); forwarding, attempts and streaming are `dataplane/flight.py`'s; this is the one
+place that maps data-plane errors to HTTP. The connection (`dataplane/protocol.py`) calls
+`handle` from its parser callback: a request whose route is decided and whose body is in
+memory goes on without a Task (only a body still to be read, or the model peek of a large
+body, needs a coroutine here).
 """
 
 from __future__ import annotations
@@ -13,56 +15,19 @@ import asyncio
 import json
 import logging
 import random
-from collections.abc import AsyncIterator
 from typing import Protocol
 
-from aiohttp import hdrs, web
-from aiohttp.http import HttpVersion11
-from multidict import CIMultiDict
-
-from gateway.dataplane.attempts import (
-    ANSWER,
-    ANSWERED,
-    MALFORMED,
-    MOVE,
-    OVERFLOW,
-    RESET,
-    STALE,
-    TIMEOUT,
-    UNDELIVERED,
-    Outcome,
-    Policy,
-    SoFar,
-    next_attempt,
-)
-from gateway.dataplane.attempts import (
-    KILLED as KILLED_OUTCOME,
-)
-from gateway.dataplane.bodies import BodyReader, BodyTimeout, BodyTooLarge
-from gateway.dataplane.headers import (
-    declared_charset,
-    request_head,
-    response_head,
-    response_multidict,
-    undecodable,
-)
-from gateway.dataplane.inflight import Aborted, Handle, Inflight
-from gateway.dataplane.jsonpeek import ModelField, Unreadable, find_model, rewrite_model
-from gateway.dataplane.notready import MAX_BODY as NOT_READY_MAX
-from gateway.dataplane.notready import could_be_not_ready, is_not_ready
+from gateway.dataplane.attempts import Policy
+from gateway.dataplane.flight import Flight
+from gateway.dataplane.headers import declared_charset, own_head, request_head, response_head
+from gateway.dataplane.inflight import Aborted, Inflight
+from gateway.dataplane.jsonpeek import ModelField, Unreadable, find_model
 from gateway.dataplane.paths import BadTarget, route_host, split_target
+from gateway.dataplane.request import BadBody, BadHeader, BodyTimeout, ClientGone, Request
 from gateway.dataplane.retry import RetryBudget
-from gateway.dataplane.sse import EventCutter
 from gateway.dataplane.upstream import Exchange, Upstreams
-from gateway.domain.routing import FAILOVER, FALLBACK, KILLED, Choice, RoutePlan, RouteTable, Target
-from gateway.errors import (
-    UpstreamClosed,
-    UpstreamError,
-    UpstreamOverflow,
-    UpstreamProtocolError,
-    UpstreamStale,
-    UpstreamTimeout,
-)
+from gateway.domain.routing import KILLED, RoutePlan, RouteTable, Target
+from gateway.errors import UpstreamError, UpstreamOverflow, UpstreamTimeout
 from gateway.log import event
 from gateway.telemetry.metrics import Metrics
 
@@ -70,8 +35,8 @@ __all__ = ["Observer", "Proxy"]
 
 log = logging.getLogger("killgate.proxy")
 
-SMALL_BODY = 64 * 1024  # bodies up to this size are read first, so they can move versions
-_JSON = "application/json"
+_JSON = b"application/json"
+_ADMITTED = object()  # a request counted in flight, before (or without) a Flight
 
 
 class TableSource(Protocol):
@@ -84,7 +49,8 @@ class TableSource(Protocol):
 class Observer(Protocol):
     """Hook for passive health (outlier detection) and canary analysis: told how each
     exchange went. `kind`: "ok", "5xx", "connect" (never reached the backend), "error",
-    or "overflow" (our queue for that backend was full or timed out: not its failure)."""
+    "not_ready" (a protocol-aware "model not loaded" answer), or "overflow" (our queue for
+    that backend was full or timed out: not its failure)."""
 
     def outcome(self, route: str, version: str, kind: str, latency: float) -> None: ...
 
@@ -93,20 +59,16 @@ def _error_body(type_: str, message: str, **extra: object) -> bytes:
     return json.dumps({"error": {"type": type_, "message": message, **extra}}).encode()
 
 
-def _sse_error(type_: str, route: str, version: str | None) -> bytes:
-    data = json.dumps({"type": type_, "route": route, "version": version})
-    return f"event: killgate.error\ndata: {data}\n\n".encode()
-
-
 class Proxy:
-    """The data-plane request handler (an aiohttp low-level `web.Server` handler)."""
+    """The data-plane request handler (the `Handler` of every data-plane connection)."""
 
     def __init__(self, holder: TableSource, upstreams: Upstreams, inflight: Inflight,
                  metrics: Metrics, max_body: int, peek_bytes: int,
                  observer: Observer | None = None, scheme: str = "http",
-                 body_timeout: float = 30.0, max_inflight: int = 10_000) -> None:
+                 max_inflight: int = 10_000) -> None:
         self.max_inflight = max_inflight
-        self.bodies = BodyReader(max_body, peek_bytes, body_timeout)
+        self.max_body = max_body
+        self.peek_bytes = peek_bytes
         self.holder = holder
         self.upstreams = upstreams
         self.inflight = inflight
@@ -117,9 +79,10 @@ class Proxy:
         self.loop = asyncio.get_running_loop()
         # requests answered, by (route, version, decision, status): read by /metrics
         self.counts: dict[tuple[str, str, str, int], int] = {}
-        self._labels: dict[tuple[str, str, str, int], bytes] = {}  # x-killgate-* lines
+        self._labels: dict[tuple[str, str, str], bytes] = {}  # x-killgate-* lines
         self._budgets: dict[str, RetryBudget] = {}
         self._policies: dict[str, tuple[object, Policy]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
         metrics.collector(self._collect)
 
     def _collect(self, metrics: Metrics) -> None:
@@ -127,250 +90,127 @@ class Proxy:
             metrics.set("killgate_requests_total", n, (route, version, decision, str(status)),
                         label_names=("route", "version", "decision", "code"))
 
-    async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
+    # ------------------------------------------------------------------ Handler
+
+    def handle(self, req: Request) -> None:
         inflight = self.inflight
         if inflight.count >= self.max_inflight:
             # Shed at once (RELIABILITY row 40): admitted requests keep their latency.
             self.metrics.inc("killgate_requests_shed_total")
-            return self._error(503, "overloaded", "this gateway is at its limit of requests "
-                               "in flight; retry shortly", extra_headers={"retry-after": "1"})
+            self._error(req, 503, "overloaded", "this gateway is at its limit of requests in "
+                        "flight; retry shortly", extra=b"retry-after: 1\r\n")
+            return
         inflight.count += 1
+        req.flight = _ADMITTED
         try:
-            return await self._handle(request, self.holder.table)
-        except BodyTimeout:
-            return self._error(408, "request_timeout",
-                               f"the request body stalled for {self.bodies.timeout:g}s",
-                               extra_headers={"connection": "close"})
-        finally:
-            inflight._done()
+            self._decide(req, self.holder.table)
+        except BadHeader as exc:
+            self._bad(req, "header_encoding", str(exc))
 
-    # ------------------------------------------------------------------ responses
+    def gone(self, req: Request) -> None:
+        flight = req.flight
+        if isinstance(flight, Flight):
+            flight.client_gone()
 
-    def _reply(self, status: int, body: bytes, route: str | None, version: str | None,
-               decision: str | None, extra: dict[str, str] | None = None,
-               content_type: str = _JSON) -> web.Response:
-        h: CIMultiDict[str] = CIMultiDict()
-        h[hdrs.CONTENT_TYPE] = content_type
-        if route is not None:
-            h["x-killgate-route"] = route
-        if version is not None:
-            h["x-killgate-version"] = version
-        if decision is not None:
-            h["x-killgate-decision"] = decision
-        if extra:
-            h.update(extra)
-        key = (route or "", version or "", decision or "", status)
-        self.counts[key] = self.counts.get(key, 0) + 1
-        return web.Response(status=status, body=body, headers=h)
+    def done(self, req: Request) -> None:
+        flight = req.flight
+        if flight is not None:
+            req.flight = None
+            self.inflight._done()
+            if isinstance(flight, Flight):
+                self.inflight.handles.discard(flight.handle)
 
-    def _error(self, status: int, type_: str, message: str, route: str | None = None,
-               version: str | None = None, decision: str | None = None,
-               extra_headers: dict[str, str] | None = None, **extra: object) -> web.Response:
-        return self._reply(status, _error_body(type_, message, **extra), route, version, decision,
-                           extra_headers)
+    # ------------------------------------------------------------------ decisions
 
-    def _unavailable(self, plan: RoutePlan, decision: str, scope: str | None = None) -> web.Response:
-        """Killed or nothing can serve: the route's fallback, else a 503."""
-        fb = plan.fallback
-        if fb is not None:
-            return self._reply(fb.status, plan.fallback_body, plan.name, None, decision,
-                               dict(fb.headers))
-        if decision == KILLED:
-            return self._error(503, "killed", "this model route is disabled", plan.name, None,
-                               KILLED, scope=scope or plan.killed or "route")
-        return self._error(503, "unavailable", "no version of this route can serve right now",
-                           plan.name, None, decision)
-
-    # ------------------------------------------------------------------ request path
-
-    async def _handle(self, request: web.BaseRequest, table: RouteTable) -> web.StreamResponse:
-        headers = request.headers
-        if request.version < HttpVersion11 and hdrs.TRANSFER_ENCODING in headers:
-            return self._error(400, "bad_request",
-                               "Transfer-Encoding is not allowed in HTTP/1.0 requests")
-        if hdrs.UPGRADE in headers or request.method == "CONNECT":
-            return self._error(400, "bad_request", "protocol upgrades are not proxied")
-        cl = request.content_length
-        if cl is not None and cl > self.bodies.max_body:
-            return self._error(413, "body_too_large",
-                               f"the request body exceeds {self.bodies.max_body} bytes")
+    def _decide(self, req: Request, table: RouteTable) -> None:
+        cl = req.content_length
+        if cl is not None and cl > self.max_body:
+            self.too_large(req, None)
+            return
         try:
-            path, target = split_target(request.raw_path)
-            host = route_host(headers.get("host"))
+            path, target = split_target(req.target.decode("latin-1"))
+            host = route_host(req.headers.get("host"))
         except BadTarget as exc:
-            return self._bad("target", str(exc))
-        if undecodable(headers.values()) is not None:
-            return self._bad("header_encoding", "a header value is not valid UTF-8")
-        prefix: bytes | None = None
-        field: ModelField | None = None
-        model: str | None = None
-        if table.needs_model(path, host, headers):
-            charset = declared_charset(headers.get("content-type"))
-            if charset is not None and charset not in ("utf-8", "utf8"):
-                return self._bad("model_body", f"the body is declared {charset!r}; a route "
-                                 "chosen by the body's 'model' reads JSON as UTF-8 only")
-            prefix = await self.bodies.prefix(request, cl)
-            if prefix is None:
-                return self._error(413, "body_too_large",
-                                   f"the request body exceeds {self.bodies.max_body} bytes")
-            complete = len(prefix) == cl if cl is not None else request.content.at_eof()
-            peek = self.bodies.peek_bytes  # the window, exactly: however the bytes arrived
-            try:
-                field = find_model(prefix[:peek], complete and len(prefix) <= peek)
-            except Unreadable as exc:
-                return self._bad("model_body", str(exc))
-            model = field.value if field else None
+            self._bad(req, "target", str(exc))
+            return
+        headers = req.headers
+        if not table.needs_model(path, host, headers):
+            self._route(req, table, path, target, host, None, None, None)
+            return
+        charset = declared_charset(headers.get("content-type"))
+        if charset is not None and charset not in ("utf-8", "utf8"):
+            self._bad(req, "model_body", f"the body is declared {charset!r}; a route chosen by "
+                      "the body's 'model' reads JSON as UTF-8 only")
+            return
+        if req.body_done and req.body_size <= self.peek_bytes:
+            self._peeked(req, table, path, target, host, req.body(), True)
+            return
+        self._spawn(self._peek(req, table, path, target, host))
+
+    async def _peek(self, req: Request, table: RouteTable, path: str, target: str,
+                    host: str) -> None:
+        """Read as much of the body as the `model` lookup may need, then route."""
+        try:
+            prefix = await req.read_prefix(self.peek_bytes, self.max_body)
+        except (BodyTimeout, BadBody) as exc:
+            self.body_failed(req, None, None, "", exc)
+            return
+        except ClientGone:
+            return
+        if prefix is None:
+            self.too_large(req, None)
+            return
+        complete = req.body_done and len(prefix) == req.body_size
+        try:
+            self._peeked(req, table, path, target, host, prefix, complete)
+        except BadHeader as exc:
+            self._bad(req, "header_encoding", str(exc))
+
+    def _peeked(self, req: Request, table: RouteTable, path: str, target: str, host: str,
+                prefix: bytes, complete: bool) -> None:
+        peek = self.peek_bytes  # the window, exactly: however the bytes arrived
+        try:
+            field = find_model(prefix[:peek], complete and len(prefix) <= peek)
+        except Unreadable as exc:
+            self._bad(req, "model_body", str(exc))
+            return
+        self._route(req, table, path, target, host, prefix, field,
+                    field.value if field else None, complete)
+
+    def _route(self, req: Request, table: RouteTable, path: str, target: str, host: str,
+               prefix: bytes | None, field: ModelField | None, model: str | None,
+               complete: bool = False) -> None:
+        headers = req.headers
         plan = table.match(path, host, headers, model)
         if plan is None:
-            return self._error(404, "no_route", f"no route matches {request.method} {path}")
+            self._error(req, 404, "no_route", f"no route matches "
+                        f"{req.method.decode('latin-1')} {path}")
+            return
         pin = headers.get("x-killgate-pin") if plan.allow_pin else None
         if pin is not None and pin not in plan.targets:
-            return self._error(400, "unknown_version",
-                               f"x-killgate-pin names no version of route {plan.name!r}",
-                               plan.name)
+            self._error(req, 400, "unknown_version",
+                        f"x-killgate-pin names no version of route {plan.name!r}", plan)
+            return
         sticky = headers.get(plan.sticky_header) if plan.sticky_header else None
         choice = plan.choose(sticky, pin, self.rand)
-        if choice[0] is None:
-            return self._unavailable(plan, choice.decision)
-        # Small bodies are read up front: a request not yet delivered can move versions.
-        if prefix is None:
-            if not request.body_exists:
-                prefix = b""
-            elif cl is None or cl <= SMALL_BODY:
-                prefix = await self.bodies.prefix(request, cl, SMALL_BODY)
-                if prefix is None:
-                    return self._error(413, "body_too_large",
-                                       f"the request body exceeds {self.bodies.max_body} bytes",
-                                       plan.name)
-        return await self._forward(request, plan, choice, prefix, field, cl, target, path)
+        if choice.target is None:
+            self.unavailable(req, plan, choice.decision)
+            return
+        if prefix is None and req.body_done:
+            prefix, complete = req.body(), True
+        flight = Flight(self, req, plan, choice.target, choice.decision, prefix, complete,
+                        field, target.encode("latin-1"), path)
+        req.flight = flight
+        flight.start()
 
-    def _bad(self, reason: str, message: str) -> web.Response:
-        """A request refused for its shape: 400, counted, logged at debug (a client can send
-        these at will: never a warning or a traceback per request)."""
-        self.metrics.inc("killgate_bad_requests_total", (reason,), label_names=("reason",))
-        event(log, "bad_request", logging.DEBUG, reason=reason, message=message)
-        return self._error(400, "bad_request", message)
+    def _spawn(self, coro: object) -> None:
+        task: asyncio.Task[None] = self.loop.create_task(coro)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
-    def _head(self, request: web.BaseRequest, target: Target, host_header: bytes,
-              length: int | None, raw_target: str) -> bytes:
-        first = b"%s %s%s HTTP/1.1\r\nhost: %s\r\n" % (
-            request.method.encode(), target.path_bytes, raw_target.encode("latin-1"),
-            host_header)
-        host = request.headers.get("host")
-        fwd = b"x-forwarded-for: %s\r\nx-forwarded-proto: %s\r\n" % (
-            (request.remote or "unknown").encode(), self.scheme_b)
-        if host:
-            fwd += b"x-forwarded-host: %s\r\n" % host.encode("latin-1")
-        return request_head(first, request.raw_headers, fwd, length)
+    # ------------------------------------------------------------------ what flights use
 
-    async def _forward(self, request: web.BaseRequest, plan: RoutePlan, choice: Choice,
-                       prefix: bytes | None, field: ModelField | None,
-                       cl: int | None, raw_target: str, path: str) -> web.StreamResponse:
-        rc = plan.config
-        timeouts = rc.timeouts
-        loop = self.loop
-        deadline = loop.time() + timeouts.total
-        # Is the whole body in memory (replayable), or does a tail stream after `prefix`?
-        complete = prefix is not None and (
-            (cl is not None and len(prefix) == cl) or (cl is None and request.content.at_eof()))
-        handle = Handle(plan.name)
-        handles = self.inflight.handles
-        handles.add(handle)
-        target = choice.target
-        assert target is not None
-        first = target
-        decision = choice.decision
-        policy = self._policy(plan)
-        protocol = rc.protocol
-        budget = None
-        if rc.retry is not None:
-            budget = self._budgets.get(plan.name)
-            if budget is None:
-                budget = self._budgets[plan.name] = RetryBudget()
-            budget.request(loop.time())
-        so_far = SoFar()
-        targets: tuple[Target, ...] | None = None
-        try:
-            while True:
-                body = prefix
-                if field is not None and target.model and body is not None:
-                    body = rewrite_model(body, field, target.model)
-                if complete:
-                    length: int | None = len(body) if body is not None else 0
-                    send_body: bytes | AsyncIterator[bytes] | None = body
-                else:
-                    length = None if cl is None else cl + (len(body or b"") - len(prefix or b""))
-                    send_body = self.bodies.chain(body or b"", request, len(prefix or b""))
-                handle.version = target.name
-                started = loop.time()
-                ex: Exchange | None = None
-                err: UpstreamError | None = None
-                try:
-                    ex = await self._exchange(request, target, handle, send_body, length,
-                                              deadline, timeouts.connect, timeouts.idle,
-                                              raw_target)
-                    not_ready = False
-                    if protocol != "http" and complete and could_be_not_ready(
-                            protocol, ex.status, path):
-                        await ex.settle(NOT_READY_MAX)  # the error body decides
-                        not_ready = ex.complete and is_not_ready(protocol, ex.status, path,
-                                                                 ex.peek_body())
-                except BodyTooLarge:
-                    return self._error(413, "body_too_large",
-                                       f"the request body exceeds {self.bodies.max_body} bytes",
-                                       plan.name, target.name, decision)
-                except BodyTimeout:
-                    return self._error(408, "request_timeout",
-                                       f"the request body stalled for {self.bodies.timeout:g}s",
-                                       plan.name, target.name, decision,
-                                       extra_headers={"connection": "close"})
-                except Aborted as exc:
-                    return self._unavailable_killed(plan, target, exc)
-                except UpstreamError as exc:
-                    if ex is not None:
-                        ex.release()
-                    ex, err = None, exc
-                    self._count_error(plan, target, exc, started)
-                    if handle.aborted is not None:
-                        return self._unavailable_killed(plan, target, handle.aborted)
-                    outcome = _outcome_of(exc)
-                else:
-                    if not not_ready and (ex.status < 500 or not policy.retry_on):
-                        return await self._answer(request, plan, target, decision, ex, handle,
-                                                  started)  # the common case: no decision
-                    outcome = Outcome(ANSWERED, ex.status, not_ready)
-                if targets is None:
-                    targets = plan.failover_for(first.name)
-                nxt = next_attempt(so_far, outcome, len(targets), complete, policy,
-                                   lambda: budget is not None and budget.allow(
-                                       loop.time(), rc.retry.budget if rc.retry else 0.0))
-                if nxt.action == ANSWER:
-                    if ex is not None:
-                        return await self._answer(request, plan, target, decision, ex, handle,
-                                                  started)
-                    if nxt.reason == "no_other_version" and plan.fallback is not None:
-                        return self._unavailable(plan, FALLBACK)
-                    assert err is not None
-                    return self._upstream_failed(plan, target, decision, err)
-                so_far = nxt.so_far
-                if ex is not None:  # an answer we will not forward: drop it
-                    ex.close()
-                    ex.release()
-                    self._dropped(plan, target, ex.status, not_ready, started)
-                if nxt.action == MOVE:
-                    target = targets[so_far.moves - 1]
-                    decision = FAILOVER
-                    if nxt.reason.startswith("retry_"):
-                        self.metrics.inc("killgate_retries_total",
-                                         (plan.name, nxt.reason.removeprefix("retry_")),
-                                         label_names=("route", "cause"))
-                    else:
-                        self.metrics.inc("killgate_failovers_total", (plan.name,),
-                                         label_names=("route",))
-        finally:
-            handles.discard(handle)
-
-    def _policy(self, plan: RoutePlan) -> Policy:
+    def policy(self, plan: RoutePlan) -> Policy:
         """The route's retry settings as the attempts plan wants them (cached per config)."""
         rc = plan.config
         cached = self._policies.get(plan.name)
@@ -381,8 +221,71 @@ class Proxy:
         self._policies[plan.name] = (rc, policy)
         return policy
 
-    def _dropped(self, plan: RoutePlan, target: Target, status: int, not_ready: bool,
-                 started: float) -> None:
+    def budget(self, plan: RoutePlan) -> RetryBudget | None:
+        if plan.config.retry is None:
+            return None
+        b = self._budgets.get(plan.name)
+        if b is None:
+            b = self._budgets[plan.name] = RetryBudget()
+        return b
+
+    def request_head(self, req: Request, target: Target, host_header: bytes,
+                     length: int | None, raw_target: bytes) -> bytes:
+        first = b"%s %s%s HTTP/1.1\r\nhost: %s\r\n" % (req.method, target.path_bytes,
+                                                       raw_target, host_header)
+        fwd = b"x-forwarded-for: %s\r\nx-forwarded-proto: %s\r\n" % (req.conn.remote_b,
+                                                                     self.scheme_b)
+        if req.host:
+            fwd += b"x-forwarded-host: %s\r\n" % req.host
+        return request_head(first, req.raw_headers, fwd, length)
+
+    def labels(self, plan: RoutePlan, target: Target | None, decision: str) -> bytes:
+        """The x-killgate-* lines of an answer (cached; a part that is unknown is left out)."""
+        version = target.name if target is not None else ""
+        key = (plan.name, version, decision)
+        lines = self._labels.get(key)
+        if lines is None:
+            lines = b"x-killgate-route: %s\r\n" % plan.name.encode()
+            if version:
+                lines += b"x-killgate-version: %s\r\n" % version.encode()
+            if decision:
+                lines += b"x-killgate-decision: %s\r\n" % decision.encode()
+            self._labels[key] = lines
+        return lines
+
+    def count_answer(self, plan: RoutePlan | None, target: Target | None, decision: str,
+                     status: int) -> None:
+        key = (plan.name if plan else "", target.name if target else "", decision, status)
+        counts = self.counts
+        counts[key] = counts.get(key, 0) + 1
+
+    def write_complete(self, flight: Flight, ex: Exchange) -> None:
+        """The fast path's end: the whole answer has arrived; one write to the client."""
+        req = flight.req
+        plan, target, decision = flight.plan, flight.target, flight.decision
+        status = ex.status
+        body = ex.take_body()
+        raw = ex.headers
+        length: int | None = len(body)
+        if req.method == b"HEAD":
+            length, body = ex.length, b""
+        elif status in (204, 304) or status < 200:
+            length, body = None, b""
+        ex.release()
+        self.count_answer(plan, target, decision, status)
+        self.observed(plan, target, status, flight.started)
+        keep = req.will_keep_alive()
+        connection = (None if keep and not req.http10 else b"keep-alive" if keep else b"close")
+        req.respond(response_head(status, raw, self.labels(plan, target, decision), length,
+                                  connection) + body)
+
+    def observed(self, plan: RoutePlan, target: Target, status: int, started: float) -> None:
+        if self.observer is not None:
+            self.observer.outcome(plan.name, target.name, "5xx" if status >= 500 else "ok",
+                                  self.loop.time() - started)
+
+    def dropped(self, plan: RoutePlan, target: Target, status: int, not_ready: bool,
+                started: float) -> None:
         """An answer not forwarded (the request moves on): counted for outlier detection."""
         kind = "not_ready" if not_ready else "5xx"
         if not_ready:
@@ -391,77 +294,15 @@ class Proxy:
         if self.observer is not None:
             self.observer.outcome(plan.name, target.name, kind, self.loop.time() - started)
 
-    async def _answer(self, request: web.BaseRequest, plan: RoutePlan, target: Target,
-                      decision: str, ex: Exchange, handle: Handle,
-                      started: float) -> web.StreamResponse:
-        if ex.complete and request.method != "HEAD":
-            return self._complete(request, plan, target, decision, ex, started)
-        return await self._respond(request, plan, target, decision, ex, handle, started)
+    def moved(self, plan: RoutePlan, reason: str) -> None:
+        if reason.startswith("retry_"):
+            self.metrics.inc("killgate_retries_total", (plan.name, reason.removeprefix("retry_")),
+                             label_names=("route", "cause"))
+        else:
+            self.metrics.inc("killgate_failovers_total", (plan.name,), label_names=("route",))
 
-    def _complete(self, request: web.BaseRequest, plan: RoutePlan, target: Target,
-                  decision: str, ex: Exchange, started: float) -> web.StreamResponse:
-        """The fast path: the whole answer has arrived; hand it back in one write."""
-        status = ex.status
-        body = ex.take_body()
-        raw = ex.headers
-        ex.release()
-        key = (plan.name, target.name, decision, status)
-        counts = self.counts
-        counts[key] = counts.get(key, 0) + 1
-        if self.observer is not None:
-            self.observer.outcome(plan.name, target.name, "5xx" if status >= 500 else "ok",
-                                  self.loop.time() - started)
-        tr = request.transport
-        if _RAW_WRITES and tr is not None and not tr.is_closing() and status >= 200 \
-                and status not in (204, 304):
-            # Write the answer ourselves: the backend's raw fields go out as they came
-            # (minus hop-by-hop), with no decoding and no response object to fill in.
-            ours = self._labels.get(key)
-            if ours is None:
-                ours = self._labels[key] = (
-                    b"x-killgate-route: %s\r\nx-killgate-version: %s\r\n"
-                    b"x-killgate-decision: %s\r\n" % (plan.name.encode(), target.name.encode(),
-                                                      decision.encode()))
-            keep = request.keep_alive
-            connection = (None if keep and request.version >= HttpVersion11 else
-                          b"keep-alive" if keep else b"close")
-            tr.write(response_head(status, raw, ours, len(body), connection) + body)
-            sent = _SENT_KEEP if keep else _SENT_CLOSE
-            assert sent is not None  # _RAW_WRITES
-            return sent
-        out = response_multidict(raw)
-        out["x-killgate-route"] = plan.name
-        out["x-killgate-version"] = target.name
-        out["x-killgate-decision"] = decision
-        return web.Response(status=status, body=body, headers=out)
-
-    async def _exchange(self, request: web.BaseRequest, target: Target, handle: Handle,
-                        body: bytes | AsyncIterator[bytes] | None, length: int | None,
-                        deadline: float, connect: float, idle: float,
-                        raw_target: str) -> Exchange:
-        pool = self.upstreams.pools.get(target.origin) or self.upstreams.pool(target.origin)
-        head = self._head(request, target, pool.host_header, length, raw_target)
-        ex, reused = await pool.acquire(connect)
-        if handle.aborted is not None:
-            pool.release(ex)
-            raise handle.aborted
-        ex.begin(deadline, idle, request.method == "HEAD")
-        handle.exchange = ex
-        try:
-            await ex.send(head, body, chunked=length is None)
-            await ex.read_head()
-            return ex
-        except UpstreamClosed as exc:
-            ex.release()
-            if reused and not ex.got_bytes:
-                raise UpstreamStale(str(exc)) from None  # the backend had closed it idle
-            raise
-        except BaseException:
-            ex.release()
-            raise
-
-    def _count_error(self, plan: RoutePlan, target: Target, exc: UpstreamError,
-                     started: float) -> None:
+    def count_error(self, plan: RoutePlan, target: Target, exc: UpstreamError,
+                    started: float) -> None:
         self.metrics.inc("killgate_upstream_errors_total", (plan.name, target.name, exc.kind()),
                          label_names=("route", "version", "kind"))
         if self.observer is None:
@@ -476,143 +317,90 @@ class Proxy:
             self.observer.outcome(plan.name, target.name, "overflow",
                                   self.loop.time() - started)
 
-    def _unavailable_killed(self, plan: RoutePlan, target: Target, why: Aborted) -> web.Response:
+    # ------------------------------------------------------------------ our own answers
+
+    def _reply(self, req: Request, status: int, body: bytes, plan: RoutePlan | None,
+               target: Target | None, decision: str, extra: bytes = b"",
+               content_type: bytes = _JSON) -> None:
+        ours = self.labels(plan, target, decision) if plan is not None else b""
+        self.count_answer(plan, target, decision, status)
+        keep = req.will_keep_alive()
+        connection = (None if keep and not req.http10 else b"keep-alive" if keep else b"close")
+        head = own_head(status, content_type, len(body), ours, extra, connection)
+        req.respond(head if req.method == b"HEAD" else head + body)
+
+    def _error(self, req: Request, status: int, type_: str, message: str,
+               plan: RoutePlan | None = None, target: Target | None = None,
+               decision: str = "", extra: bytes = b"", **fields: object) -> None:
+        self._reply(req, status, _error_body(type_, message, **fields), plan, target, decision,
+                    extra)
+
+    def _bad(self, req: Request, reason: str, message: str) -> None:
+        """A request refused for its shape: 400, counted, logged at debug (a client can send
+        these at will: never a warning or a traceback per request)."""
+        self.metrics.inc("killgate_bad_requests_total", (reason,), label_names=("reason",))
+        event(log, "bad_request", logging.DEBUG, reason=reason, message=message)
+        self._error(req, 400, "bad_request", message)
+
+    def too_large(self, req: Request, plan: RoutePlan | None) -> None:
+        self._error(req, 413, "body_too_large", f"the request body exceeds {self.max_body} "
+                    "bytes", plan)
+
+    def unavailable(self, req: Request, plan: RoutePlan, decision: str,
+                    scope: str | None = None) -> None:
+        """Killed or nothing can serve: the route's fallback, else a 503."""
+        fb = plan.fallback
+        if fb is not None:
+            extra = b"".join(b"%s: %s\r\n" % (k.encode("latin-1"), v.encode("latin-1", "replace"))
+                             for k, v in fb.headers.items())
+            self._reply(req, fb.status, plan.fallback_body, plan, None, decision, extra)
+            return
+        if decision == KILLED:
+            self._error(req, 503, "killed", "this model route is disabled", plan=plan,
+                        decision=KILLED, scope=scope or plan.killed or "route")
+            return
+        self._error(req, 503, "unavailable", "no version of this route can serve right now",
+                    plan=plan, decision=decision)
+
+    def unavailable_killed(self, req: Request, plan: RoutePlan, target: Target,
+                           why: Aborted) -> None:
         self.metrics.inc("killgate_inflight_aborted_total", (plan.name,), label_names=("route",))
         if why.scope == "version":
-            return self._error(503, "killed", "this model version is disabled", plan.name,
-                               target.name, KILLED, scope="version")
-        return self._unavailable(plan, KILLED, why.scope)
+            self._error(req, 503, "killed", "this model version is disabled", plan=plan,
+                        target=target, decision=KILLED, scope="version")
+            return
+        self.unavailable(req, plan, KILLED, why.scope)
 
-    def _upstream_failed(self, plan: RoutePlan, target: Target, decision: str,
-                         exc: UpstreamError) -> web.Response:
+    def upstream_failed(self, req: Request, plan: RoutePlan, target: Target, decision: str,
+                        exc: UpstreamError) -> None:
         if isinstance(exc, UpstreamOverflow):
             why = ("no connection to the backend came free in time"
                    if exc.kind() == "queue_timeout" else "the backend's connections and queue "
                    "are full")
-            return self._error(503, "overloaded", f"{why}; retry shortly",
-                               plan.name, target.name, decision,
-                               extra_headers={"retry-after": "1"})
+            self._error(req, 503, "overloaded", f"{why}; retry shortly", plan=plan,
+                        target=target, decision=decision, extra=b"retry-after: 1\r\n")
+            return
         if isinstance(exc, UpstreamTimeout):
-            return self._error(504, "upstream_timeout",
-                               f"the backend did not answer in time ({exc.phase} timeout)",
-                               plan.name, target.name, decision)
-        return self._error(502, "upstream_failed", f"the backend failed: {exc}",
-                           plan.name, target.name, decision)
+            self._error(req, 504, "upstream_timeout",
+                        f"the backend did not answer in time ({exc.phase} timeout)", plan=plan,
+                        target=target, decision=decision)
+            return
+        self._error(req, 502, "upstream_failed", f"the backend failed: {exc}", plan=plan,
+                    target=target, decision=decision)
 
-    async def _respond(self, request: web.BaseRequest, plan: RoutePlan, target: Target,
-                       decision: str, ex: Exchange, handle: Handle,
-                       started: float) -> web.StreamResponse:
-        out = response_multidict(ex.headers)
-        out["x-killgate-route"] = plan.name
-        out["x-killgate-version"] = target.name
-        out["x-killgate-decision"] = decision
-        status = ex.status
-        key = (plan.name, target.name, decision, status)
-        self.counts[key] = self.counts.get(key, 0) + 1
-        length = _content_length(ex.headers)
-        if request.method == "HEAD":
-            ex.release()
-            if length is not None:
-                out[hdrs.CONTENT_LENGTH] = str(length)
-            return web.Response(status=status, headers=out)
-        sse = out.get(hdrs.CONTENT_TYPE, "").startswith("text/event-stream")
-        if sse:
-            out[hdrs.CACHE_CONTROL] = "no-cache"
-            out["x-accel-buffering"] = "no"
-        resp = web.StreamResponse(status=status, headers=out)
-        if length is not None and not sse:
-            resp.content_length = length
-        elif request.version >= HttpVersion11:
-            resp.enable_chunked_encoding()
-        await resp.prepare(request)
-        cutter = EventCutter() if sse else None  # SSE: forwarded as whole events
-        try:
-            while True:
-                data = await ex.read()
-                if not data:
-                    break
-                if cutter is not None:
-                    data = cutter.feed(data)
-                    if not data:
-                        continue
-                await resp.write(data)
-        except UpstreamError as exc:
-            ex.release()
-            why = handle.aborted
-            kind = "killed" if why is not None else "upstream_failed"
-            if why is not None:
-                self.metrics.inc("killgate_inflight_aborted_total", (plan.name,),
-                                 label_names=("route",))
-            else:
-                self._count_error(plan, target, exc, started)
-            if cutter is not None and not cutter.mid_event:
-                await resp.write(_sse_error(kind, plan.name, target.name))
-                await resp.write_eof()
-                return resp
-            _abort_client(request)  # the client sees an incomplete body, never a clean end
-            return resp
-        except ConnectionResetError:
-            ex.close()  # the client went away: drop the backend exchange too
-            ex.release()
-            return resp
-        except BaseException:
-            ex.close()
-            ex.release()
-            raise
-        if cutter is not None and (tail := cutter.flush()):
-            await resp.write(tail)
-        ex.release()
-        if self.observer is not None:
-            self.observer.outcome(plan.name, target.name, "5xx" if status >= 500 else "ok",
-                                  self.loop.time() - started)
-        await resp.write_eof()
-        return resp
-
-
-def _sent(keep_alive: bool) -> web.StreamResponse | None:
-    """A response aiohttp treats as already written (we wrote it to the transport)."""
-    resp = web.StreamResponse()
-    if not hasattr(resp, "_eof_sent") or not hasattr(resp, "_keep_alive"):
-        return None  # aiohttp changed its internals: use the regular path
-    resp._eof_sent = True
-    resp._keep_alive = keep_alive
-    return resp
-
-
-_SENT_KEEP = _sent(True)
-_SENT_CLOSE = _sent(False)
-_RAW_WRITES = _SENT_KEEP is not None and _SENT_CLOSE is not None
-
-
-def _outcome_of(exc: UpstreamError) -> Outcome:
-    """An attempt's error as the attempts plan sees it."""
-    if isinstance(exc, Aborted):
-        return Outcome(KILLED_OUTCOME)
-    if isinstance(exc, UpstreamOverflow):
-        return Outcome(OVERFLOW)
-    if not exc.delivered:
-        return Outcome(UNDELIVERED)
-    if isinstance(exc, UpstreamStale):
-        return Outcome(STALE)
-    if isinstance(exc, UpstreamClosed):
-        return Outcome(RESET)
-    if isinstance(exc, UpstreamProtocolError):
-        return Outcome(MALFORMED)
-    return Outcome(TIMEOUT)
-
-
-def _abort_client(request: web.BaseRequest) -> None:
-    tr = request.transport
-    if tr is not None:
-        tr.abort()
-
-
-def _content_length(raw: list[tuple[bytes, bytes]]) -> int | None:
-    for name, value in raw:
-        if name.lower() == b"content-length":
-            try:
-                return int(value)
-            except ValueError:
-                return None
-    return None
-
+    def body_failed(self, req: Request, plan: RoutePlan | None, target: Target | None,
+                    decision: str, exc: Exception) -> None:
+        """The request body could not be read whole: 413, 408 or 400 (or, once the answer
+        has begun, an aborted connection)."""
+        if req.responded:
+            req.abort()
+            return
+        req.keep_alive = False
+        if isinstance(exc, BodyTimeout):
+            self._error(req, 408, "request_timeout", str(exc), plan=plan, target=target,
+                        decision=decision)
+        elif isinstance(exc, BadBody):
+            self._bad(req, "body", f"malformed request body: {exc}")
+        else:
+            self._error(req, 413, "body_too_large", f"the request body exceeds {self.max_body} "
+                        "bytes", plan=plan, target=target, decision=decision)

@@ -4,8 +4,11 @@ Owns every socket to a backend. Built on asyncio protocols and httptools (llhttp
 mode) instead of aiohttp's client: a proxy needs a sliver of that client's features and
 its per-request machinery dominated the gateway's CPU profile (benchmarks/RESULTS.md).
 Invariants: a connection goes back to its pool only after a complete, keep-alive
-response; anything else closes it. Socket and parser errors leave this module only as
-gateway.errors.Upstream* (with `delivered` telling whether a request byte was sent).
+response; anything else closes it. An exchange is driven one of two ways: a coroutine awaits
+it (`read_head`, `read`), or a `Sink` is told of every step from the protocol callbacks (the
+proxy's fast path, with no Task: the answer goes from here to the client transport). Socket
+and parser errors leave this module only as gateway.errors.Upstream* (with `delivered`
+telling whether a request byte was sent).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import asyncio
 import ssl
 from collections import deque
 from collections.abc import AsyncIterator
+from typing import Protocol
 
 import httptools
 
@@ -27,7 +31,7 @@ from gateway.errors import (
     UpstreamTimeout,
 )
 
-__all__ = ["Exchange", "Pool", "Upstreams"]
+__all__ = ["Exchange", "Pool", "Sink", "Upstreams"]
 
 HIGH_WATER = 256 * 1024
 _LOW_WATER = 64 * 1024
@@ -35,10 +39,16 @@ _LOW_WATER = 64 * 1024
 Body = bytes | AsyncIterator[bytes] | None
 
 
+class Sink(Protocol):
+    def upstream(self, ex: Exchange) -> None:
+        """The exchange moved on: its head, body bytes, its end, or an error arrived."""
+
+
 class Exchange(asyncio.Protocol):
     """One pooled connection; carries one request/response exchange at a time."""
 
     def __init__(self, pool: Pool) -> None:
+        self.sink: Sink | None = None
         self.pool = pool
         self.loop = pool.loop
         self.transport: asyncio.Transport | None = None
@@ -53,6 +63,7 @@ class Exchange(asyncio.Protocol):
     def _reset(self) -> None:
         self.status = 0
         self.headers: list[tuple[bytes, bytes]] = []
+        self.length: int | None = None  # the answer's Content-Length
         self.headers_done = False
         self.chunks: list[bytes] = []
         self.buffered = 0
@@ -75,6 +86,8 @@ class Exchange(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.got_bytes = True
+        if self.sink is not None:  # no waits to stamp: the idle deadline moves on here
+            self.wait_until = min(self.loop.time() + self.idle, self.deadline)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -112,7 +125,11 @@ class Exchange(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers.append((name, value))
         low = name.lower()
-        if low == b"content-length" or (low == b"transfer-encoding" and b"chunked" in value.lower()):
+        if low == b"content-length":
+            self._framed = True
+            if value.isdigit():
+                self.length = int(value)
+        elif low == b"transfer-encoding" and b"chunked" in value.lower():
             self._framed = True
 
     def on_headers_complete(self) -> None:
@@ -151,8 +168,11 @@ class Exchange(asyncio.Protocol):
 
     def _wake(self) -> None:
         w = self.waiter
-        if w is not None and not w.done():
-            w.set_result(None)
+        if w is not None:
+            if not w.done():
+                w.set_result(None)
+        elif self.sink is not None:
+            self.sink.upstream(self)
 
     def fail(self, exc: UpstreamError) -> None:
         """Stop this exchange with `exc` (also used to abort it from outside: kills)."""
@@ -188,6 +208,23 @@ class Exchange(asyncio.Protocol):
         self.deadline = deadline
         self.idle = idle
         self.head = head
+
+    def drive(self, sink: Sink, data: bytes) -> None:
+        """Send a whole request and tell `sink` of every step of the answer (no coroutine):
+        the deadline sweeper watches it meanwhile."""
+        self.sink = sink
+        self.wait_until = min(self.loop.time() + self.idle, self.deadline)
+        self.pool.waiting.add(self)
+        tr = self.transport
+        if tr is None or self.closed:
+            self.fail(UpstreamClosed("connection closed before sending"))
+            return
+        tr.write(data)
+
+    def detach(self) -> None:
+        """No sink any more: a coroutine takes over (streaming), or the exchange is done."""
+        self.sink = None
+        self.pool.waiting.discard(self)
 
     async def send(self, head: bytes, body: Body, chunked: bool = False) -> None:
         """Write the request. A streamed body is sent chunked when `chunked`, else as is."""
@@ -357,7 +394,19 @@ class Pool:
             raise
         return ex, False
 
+    def take_idle(self) -> Exchange | None:
+        """A pooled connection at once, or None (the fast path never waits)."""
+        idle = self.idle
+        while idle:
+            ex = idle.pop()
+            if not ex.closed:
+                ex._reset()
+                return ex
+        return None
+
     def release(self, ex: Exchange) -> None:
+        if ex.sink is not None:
+            ex.detach()
         if ex.complete and ex.keep_alive and ex.error is None and not ex.closed \
                 and not self.retired and not ex.chunks:
             while self._waiters:  # the oldest waiter gets it, not whoever comes next
