@@ -19,13 +19,14 @@ COPY pyproject.toml ./
 RUN mkdir gateway && touch gateway/__init__.py README.md \
  && python3 -m venv /opt/killgate \
  && /opt/killgate/bin/pip install --no-cache-dir . \
- && /opt/killgate/bin/pip uninstall --yes killgate
+ && /opt/killgate/bin/pip uninstall --yes killgate \
+ && /opt/killgate/bin/python -m compileall -q /opt/killgate/lib
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY gateway ./gateway
 RUN /opt/killgate/bin/pip install --no-cache-dir --no-deps . \
  && /opt/killgate/bin/python -c "import aiohttp._http_parser, httptools, uvloop, hiredis, gateway.app" \
- && /opt/killgate/bin/python -m compileall -q /opt/killgate
+ && /opt/killgate/bin/python -m compileall -q /opt/killgate/lib/python3*/site-packages/gateway
 
 FROM ${BASE_IMAGE}
 LABEL org.opencontainers.image.title="killgate" \

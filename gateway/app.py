@@ -19,13 +19,17 @@ from aiohttp import web
 
 from gateway.admin.api import AdminApi
 from gateway.admin.auth import Authenticator
+from gateway.admin.console import ConsoleApi, FleetView
+from gateway.admin.ui import UiFiles
 from gateway.config import parse_listen
 from gateway.configfile import LoadedConfig
-from gateway.control.events import Alerts
+from gateway.control.alerts import AlertReceiver
+from gateway.control.events import EventSink
 from gateway.control.probes import HealthMonitor
 from gateway.control.reload import ConfigWatcher, summarize_changes
 from gateway.control.rollout import RolloutDriver
 from gateway.control.table import TableHolder
+from gateway.control.traffic import LiveTraffic
 from gateway.dataplane.inflight import Inflight
 from gateway.dataplane.listener import Limits, Listener
 from gateway.dataplane.proxy import Observer, Proxy
@@ -38,7 +42,10 @@ from gateway.errors import AuditError, ConfigError, Problem, StateError
 from gateway.log import event
 from gateway.state import make_sync
 from gateway.state.sync import Sync
+from gateway.telemetry.accesslog import AccessLog
 from gateway.telemetry.metrics import Metrics
+from gateway.telemetry.record import combine
+from gateway.telemetry.requests import RequestStats
 
 __all__ = ["Gateway", "bind_socket"]
 
@@ -75,6 +82,8 @@ class Gateway:
         self.ports = ports
         self.metrics = Metrics()
         self.holder = TableHolder(loaded)
+        self.requests = RequestStats(loaded.config.telemetry.buckets, self._intended_split)
+        self.metrics.source(self.requests)
         self.inflight = Inflight()
         self.draining = False
         self.started = False
@@ -112,27 +121,44 @@ class Gateway:
         self.holder.listen(self._on_table)
 
         self.sync = make_sync(self.loaded, self.holder, self.metrics, self.instance)
+        self.events = EventSink(self.metrics, lambda: self.loaded.config, self.loaded.resolve,
+                                self.instance)
+        self.sync.committed.append(self.events.committed)  # every audited change, posted
+        await self.events.start()
+        self._stack.push_async_callback(self.events.stop)
         await self.sync.start()
         self._stack.push_async_callback(self.sync.stop)
         event(log, "phase", phase="state", backend=cfg.state.backend, ready=self.sync.ready,
               generation=self.holder.doc.generation)
         self._check_identities(self.loaded)
         await self._record_config(self.loaded)
+        self.alert_receiver = AlertReceiver(self.sync, self.sync.store, lambda: self.loaded.config,
+                                            lambda: self.holder.doc, self.metrics)
 
         self.health = HealthMonitor(self.holder, self.metrics)
         await self.health.start()
         self._stack.push_async_callback(self.health.stop)
-        self.alerts = Alerts(self.metrics)
-        self._stack.push_async_callback(self.alerts.stop)
-        self.rollout = RolloutDriver(self.holder, self.sync, self.alerts, self.instance,
+        self.rollout = RolloutDriver(self.holder, self.sync, self.instance,
                                      self.health.ejections)
         await self.rollout.start()
         self._stack.push_async_callback(self.rollout.stop)
+        self.traffic = LiveTraffic(self.sync.store, self.instance)  # the console's charts
+        await self.traffic.start()
+        self._stack.push_async_callback(self.traffic.stop)
 
+        self.access_log: AccessLog | None = None
+        if cfg.server.access_log:
+            self.access_log = AccessLog(cfg.telemetry.access_log, self.metrics,
+                                        self.loaded.resolve)
+            self.access_log.start()
+            self._stack.push_async_callback(self.access_log.aclose)  # after the data plane
         proxy = Proxy(self.holder, self.upstreams, self.inflight, self.metrics,
                       cfg.server.max_body_size, cfg.server.model_peek_bytes,
-                      observer=_Fanout(self.health, self.rollout),
-                      max_inflight=cfg.server.max_inflight)
+                      observer=_Fanout(self.health, self.rollout, self.traffic),
+                      max_inflight=cfg.server.max_inflight,
+                      recorder=combine(
+                          self.requests if cfg.telemetry.metrics.request_series else None,
+                          self.access_log))
         counters = {"refused": "killgate_connections_refused_total",
                     "send_timeout": "killgate_client_send_timeouts_total"}
 
@@ -157,7 +183,13 @@ class Gateway:
         self._stack.push_async_callback(self.admin_api.denied.stop)
         # Header lines up to 2 MiB reach the handler, so an oversized token is a clean
         # 401 (admin.auth caps Authorization at 8 KiB) rather than a parser's 400.
-        self._admin_runner = web.AppRunner(self.admin_api.app(), access_log=None,
+        admin_app = self.admin_api.app()
+        ConsoleApi(self.admin_api.authorize,
+                   FleetView(self.instance, cfg.state.instance_lease, self.sync.store, self.sync,
+                             lambda: self.holder.doc.generation, lambda: self.loaded.digest),
+                   self.traffic).register(admin_app.router)
+        UiFiles().register(admin_app.router)  # the operator console, GET /ui/
+        self._admin_runner = web.AppRunner(admin_app, access_log=None,
                                            shutdown_timeout=2.0, handle_signals=False,
                                            max_field_size=2 * 1024 * 1024)
         await self._admin_runner.setup()
@@ -181,6 +213,10 @@ class Gateway:
                                          cfg.server.watch_config)
             await self.watcher.start()
             self._stack.push_async_callback(self.watcher.stop)
+
+    def _intended_split(self) -> dict[str, dict[str, float]]:
+        """Each route's effective weights now (percent), for killgate_split_*."""
+        return {p.name: p.effective_weights() for p in self.holder.table.routes}
 
     def _on_table(self, old: RouteTable, new: RouteTable) -> None:
         """A new snapshot is live: cut in-flight responses that a new kill covers."""

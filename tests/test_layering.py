@@ -27,7 +27,7 @@ PURE = {"domain/routing.py", "control/table.py", "domain/statedoc.py", "domain/o
         "domain/diff.py", "dataplane/jsonpeek.py", "dataplane/headers.py", "domain/audit.py",
         "dataplane/paths.py", "dataplane/sse.py", "dataplane/attempts.py",
         "dataplane/notready.py", "dataplane/retry.py",
-        "telemetry/metrics.py", "errors.py", "config.py"}
+        "telemetry/metrics.py", "errors.py", "config.py", "domain/traffic.py"}
 IO_MODULES = {"aiohttp", "asyncio", "redis", "socket", "subprocess", "httptools", "jwt"}
 
 

@@ -35,7 +35,8 @@ async def _schemathesis(tmp: Path, url: str, header: str | None) -> tuple[int, s
 @pytest.mark.timeout(240)
 async def test_schemathesis_with_and_without_a_token(tmp_path: Path, backends) -> None:
     p = await backends(echo_app("v1"))
-    cfg = write_config(tmp_path, two_versions(p, p))
+    # (alerts enabled: the Alertmanager webhook is fuzzed too)
+    cfg = write_config(tmp_path, two_versions(p, p), extra="alerts:\n  alertmanager: {}\n")
     async with running_gateway(cfg) as g:
         g.gw.admin_api.limiter.limit = 1_000_000  # fuzzing is not brute force
         url = g.admin + "/openapi.json"

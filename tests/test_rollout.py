@@ -137,7 +137,8 @@ async def test_failing_canary_is_rolled_back_automatically(tmp_path: Path, backe
         assert ev["actor"] == "killgate/auto" and ev["evidence"]["canary"]["errors"] > 0
         await wait_until(lambda: hook.events, 5, what="the webhook call")
         assert hook.events[0]["event"] == "killgate.auto_rollback"
-        assert hook.events[0]["route"] == "iris" and hook.events[0]["canary"] == "v2"
+        assert hook.events[0]["route"] == "iris" and hook.events[0]["version"] == "v2"
+        assert hook.events[0]["trigger"] == "automatic" and hook.events[0]["evidence"]["canary"]
 
 
 def _proc_backend(port: int, version: str) -> subprocess.Popen[bytes]:
@@ -290,6 +291,10 @@ async def test_too_little_traffic_is_inconclusive(tmp_path: Path, backends) -> N
         await asyncio.sleep(1.0)
         await load.stop()
         assert g.gw.rollout.verdicts["iris"].status == "inconclusive"
+        # the last verdicts, newest first, with their evidence (the console shows them)
+        recent = g.gw.rollout.status("iris")["recent"]
+        assert 1 < len(recent) <= 10 and recent[0]["verdict"] == "inconclusive"
+        assert recent[0]["time"] >= recent[-1]["time"] and "canary" in recent[0]["evidence"]
         assert "iris" not in g.gw.holder.doc.overrides  # neither rolled back nor promoted
         assert g.gw.holder.doc.progress["iris"]["step"] == 0
 

@@ -148,6 +148,7 @@ class AdminApi:
         r.add_post("/v1/routes/{route}/promote", self.promote)
         r.add_put("/v1/routes/{route}/weights", self.weights)
         r.add_post("/v1/routes/{route}/release", self.release)
+        r.add_post("/v1/alerts/alertmanager", self.alertmanager)
         return app
 
     async def _append_audit(self, draft: AuditDraft) -> None:
@@ -158,7 +159,11 @@ class AdminApi:
 
     # ------------------------------------------------------------------ helpers
 
-    async def _principal(self, request: web.Request, scope: str) -> Principal:
+    async def authorize(self, request: web.Request, scope: str | None) -> Principal:
+        """The caller, checked like every other call (for the console's handlers)."""
+        return await self._principal(request, scope)
+
+    async def _principal(self, request: web.Request, scope: str | None) -> Principal:
         peer = request.remote or "unknown"
         principal: Principal | None = None
         try:
@@ -171,9 +176,10 @@ class AdminApi:
                 if limited:  # 429 rather than 401; a valid token would have passed
                     raise self.limiter.refusal() from None
                 raise
-            principal.require(scope)
+            if scope is not None:  # (None: any valid token)
+                principal.require(scope)
         except ApiError as exc:
-            self._denied(request, peer, scope, principal, exc)
+            self._denied(request, peer, scope or "(any)", principal, exc)
             raise
         return principal
 
@@ -376,6 +382,19 @@ class AdminApi:
 
         return await self._write(request, principal, change, describe, wait,
                                  {"unkill": key})
+
+    # ------------------------------------------------------------------ alerts
+
+    async def alertmanager(self, request: web.Request) -> web.Response:
+        """Alertmanager's webhook (control/alerts.py does the work)."""
+        await self._principal(request, "killgate:alert")
+        try:
+            body = await request.json()
+        except (ValueError, UnicodeDecodeError):
+            raise ApiError(400, "bad_request", "the body must be Alertmanager's JSON "
+                                               "webhook payload") from None
+        rid, peer = self._meta(request)
+        return web.json_response(await self.gw.alert_receiver.receive(body, rid, peer))
 
     # ------------------------------------------------------------------ rollouts
 

@@ -87,6 +87,60 @@ def _write(summary: str, scope: str, body: dict[str, Any],
     return op
 
 
+_ALERT = {
+    "type": "object", "required": ["status", "fingerprint", "startsAt"],
+    "properties": {"status": {"enum": ["firing", "resolved"]},
+                   "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+                   "annotations": {"type": "object",
+                                   "additionalProperties": {"type": "string"}},
+                   "fingerprint": {"type": "string", "minLength": 1, "maxLength": 64},
+                   "startsAt": {"type": "string", "minLength": 1, "maxLength": 64},
+                   "endsAt": {"type": "string"}, "generatorURL": {"type": "string"}},
+}
+_ALERT_RESULT = {
+    "type": "object", "required": ["fingerprint", "action", "target", "generation", "dry_run",
+                                   "outcome"],
+    "properties": {
+        "fingerprint": {"type": "string"}, "alertname": {"type": ["string", "null"]},
+        "action": {"enum": ["kill", "rollback", "none"]},
+        "target": {"type": ["object", "null"]},
+        "generation": {"type": ["integer", "null"]}, "dry_run": {"type": "boolean"},
+        "outcome": {"enum": ["acted", "unchanged", "duplicate", "dry_run", "resolved",
+                             "ignored", "unmapped", "refused"]},
+        "message": {"type": "string"}, "audit_id": {"type": "string"},
+        "applied": {"type": "object"}},
+}
+
+
+def _alertmanager() -> dict[str, Any]:
+    return {
+        "summary": "Alertmanager's webhook (payload version 4): alerts labelled "
+                   "killgate_action kill|rollback with route (and version) act; a resolved "
+                   "alert never lifts anything; a firing alert acts once (fingerprint + "
+                   "startsAt); mode observe records what would have been done",
+        "security": [{"bearer": []}], "x-scope": "killgate:alert",
+        "requestBody": {"required": True, "content": {"application/json": {"schema": {
+            "type": "object", "required": ["version", "receiver", "status", "alerts"],
+            "properties": {"version": {"const": "4"},
+                           "receiver": {"type": "string", "minLength": 1, "maxLength": 128,
+                                        "pattern": "^[ -~]+$"},
+                           "status": {"enum": ["firing", "resolved"]},
+                           "groupKey": {"type": "string"}, "externalURL": {"type": "string"},
+                           "alerts": {"type": "array", "minItems": 1, "maxItems": 1000,
+                                      "items": _ALERT}}}}}},
+        "responses": {
+            "200": {"description": "one entry per alert, in order", "content": {
+                "application/json": {"schema": {
+                    "type": "object", "required": ["actions"],
+                    "properties": {"actions": {"type": "array", "items": _ALERT_RESULT},
+                                   "receiver": {"type": "string"},
+                                   "status": {"type": "string"},
+                                   "mode": {"enum": ["act", "observe"]}}}}}},
+            **_auth_errors(True),
+            "404": _err("alerts.alertmanager is not configured here")},
+    }
+
+
 def _open(summary: str, schema: dict[str, Any], ctype: str = "application/json",
           extra: dict[str, Any] | None = None) -> dict[str, Any]:
     return {"get": {"summary": summary, "security": [], "responses": {
@@ -108,7 +162,8 @@ def document(routes: list[str] | None = None, versions: list[str] | None = None)
         "info": {"title": "killgate admin API", "version": "1",
                  "description": "Kill switch, rollbacks and traffic shifts for an inference "
                                 "gateway. Scopes: killgate:read, killgate:kill, "
-                                "killgate:rollout, killgate:admin (all)."},
+                                "killgate:rollout, killgate:alert (the Alertmanager webhook "
+                                "only), killgate:admin (all)."},
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
                                            "bearerFormat": "JWT"}},
@@ -152,6 +207,7 @@ def document(routes: list[str] | None = None, versions: list[str] | None = None)
                                  "(read before the events): `audit verify` checks that the "
                                  "events reach it"}}}}}},
                     **_auth_errors(False)}}},
+            **_console(),
             "/v1/kill": {"post": _write("set a kill flag; every instance enforces it",
                                         "killgate:kill", kill)},
             "/v1/unkill": {"post": _write("lift a kill flag (the only way a kill is lifted)",
@@ -173,10 +229,82 @@ def document(routes: list[str] | None = None, versions: list[str] | None = None)
                                             "additionalProperties": {"type": "number",
                                                                      "minimum": 0}},
                                 "reason": _REASON}}, route=route_s)},
+            "/v1/alerts/alertmanager": {"post": _alertmanager()},
             "/v1/routes/{route}/release": {"post": _write(
                 "drop the route's runtime overrides: the config file governs again",
                 "killgate:rollout",
                 {"type": "object", "required": ["reason"], "additionalProperties": False,
                  "properties": {"reason": _REASON}}, route=route_s)},
         },
+    }
+
+
+def _read(summary: str, required: list[str], props: dict[str, Any],
+          scope: str | None = "killgate:read") -> dict[str, Any]:
+    schema = {"type": "object", "required": required, "properties": props}
+    op: dict[str, Any] = {"summary": summary, "security": [{"bearer": []}],
+                          "responses": {"200": {"description": "ok", "content": {
+                              "application/json": {"schema": schema}}},
+                              **_auth_errors(False)}}
+    if scope:
+        op["x-scope"] = scope
+    else:
+        op["security"] = [{"bearer": []}, {}]  # the token is optional
+    return {"get": op}
+
+
+def _console() -> dict[str, Any]:
+    """What the operator console (GET /ui/) reads besides status and audit."""
+    num_list = {"type": "array", "items": {"type": ["number", "null"]}}
+    return {
+        "/ui/": _open("the operator console (static page; its API calls carry your token)",
+                      {"type": "string"}, "text/html"),
+        "/v1/whoami": _read(
+            "the subject and scopes of the presented token (any valid token); without an "
+            "Authorization header: subject null (how the console detects a signing proxy)",
+            ["subject", "scopes", "can"],
+            {"subject": {"type": ["string", "null"]},
+             "scopes": {"type": "array", "items": {"type": "string"}},
+             "can": {"type": "object", "additionalProperties": {"type": "boolean"},
+                     "description": "read, kill, rollout, admin, breakglass"}}, scope=None),
+        "/v1/fleet": _read(
+            "every instance heard from: generation, config digest, heartbeat age; this "
+            "instance's store connection, staleness and fail-closed state",
+            ["instance", "generation", "config_digest", "store", "instances", "live"],
+            {"instance": {"type": "string"}, "generation": {"type": "integer"},
+             "config_digest": {"type": "string"}, "lease_s": {"type": "number"},
+             "store": {"type": "object"}, "fleet_error": {"type": ["string", "null"]},
+             "live": {"type": "integer"}, "config_digests": {"type": "integer"},
+             "instances": {"type": "array", "items": {
+                 "type": "object",
+                 "required": ["instance", "self", "live", "generation", "behind", "config"],
+                 "properties": {
+                     "instance": {"type": "string"}, "self": {"type": "boolean"},
+                     "live": {"type": "boolean", "description":
+                              "heard from within the instance lease"},
+                     "generation": {"type": "integer"},
+                     "behind": {"type": "integer", "description":
+                                "generations behind the answering instance"},
+                     "config": {"type": "string"}, "config_matches": {"type": "boolean"},
+                     "seen_s_ago": {"type": ["number", "null"]}}}}}),
+        "/v1/traffic": _read(
+            "per route and version, the fleet's exchanges with backends over the last "
+            "window_s seconds in step_s buckets: rate, error rate, p99 (bucket upper bound, "
+            "ms); every instance publishes its counts every step_s",
+            ["step_s", "window_s", "end", "t", "routes", "scope", "instances"],
+            {"step_s": {"type": "integer"}, "window_s": {"type": "integer"},
+             "end": {"type": "integer"}, "t": {"type": "array", "items": {"type": "integer"}},
+             "scope": {"enum": ["fleet", "instance"], "description":
+                       "instance: the store could not be read, only this instance's counts"},
+             "instance": {"type": "string"},
+             "instances": {"type": "array", "items": {"type": "string"}},
+             "silent": {"type": "array", "items": {"type": "string"}},
+             "dropped_blobs": {"type": "integer"},
+             "store_error": {"type": ["string", "null"]},
+             "routes": {"type": "object", "additionalProperties": {
+                 "type": "object", "additionalProperties": {
+                     "type": "object",
+                     "required": ["requests", "errors", "rps", "error_rate", "p99_ms"],
+                     "properties": {"requests": num_list, "errors": num_list, "rps": num_list,
+                                    "error_rate": num_list, "p99_ms": num_list}}}}}),
     }

@@ -182,7 +182,7 @@ def _needs_restart(old: LoadedConfig, new: LoadedConfig) -> list[str]:
     """Settings a reload cannot change in a running process (they apply at restart)."""
     a, b = old.config, new.config
     out = []
-    for name in ("listen", "state", "server", "log"):
+    for name in ("listen", "state", "server", "log", "telemetry"):
         if getattr(a, name) != getattr(b, name):
             out.append(name)
     if a.admin.listen != b.admin.listen:

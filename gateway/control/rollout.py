@@ -7,7 +7,7 @@ instance's, merge them (so the verdict covers the fleet, not one process), and l
 `Sync.write`, so they are atomic with their audit event and idempotent: every
 instance may reach the same verdict, only the first write changes anything.
 - `failed`: canary weight 0, the route latched (override `auto_rollback`), an audit event
-  by `killgate/auto` with the evidence, and the alert webhook;
+  by `killgate/auto` with the evidence (control/events.py posts it to the webhooks);
 - with `steps`: the canary's weight advances one step per `step_interval` while the
   verdict is `passed`, waits while `inconclusive`, and rolls back on `failed`; after the
   last step the canary is promoted.
@@ -19,11 +19,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 from gateway.config import RouteConfig
-from gateway.control.events import Alerts
 from gateway.control.table import TableHolder
 from gateway.domain.analysis import Sample, Verdict, analyze, merge
 from gateway.domain.audit import AuditDraft, utc_now
@@ -38,20 +38,21 @@ from gateway.state.sync import Sync
 __all__ = ["RolloutDriver"]
 
 log = logging.getLogger("killgate.rollout")
+RECENT = 10  # verdicts kept per route for GET /v1/status (the console shows them)
 
 
 class RolloutDriver:
-    def __init__(self, holder: TableHolder, sync: Sync, alerts: Alerts, instance: str,
+    def __init__(self, holder: TableHolder, sync: Sync, instance: str,
                  ejections: Callable[[str, str, float], int] | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self.ejections = ejections
         self.holder = holder
         self.sync = sync
-        self.alerts = alerts
         self.instance = instance
         self.clock = clock
         self.stats = WindowStats()
         self.verdicts: dict[str, Verdict] = {}
+        self.recent: dict[str, deque[dict[str, Any]]] = {}  # the last verdicts, for status
         self._due: dict[str, float] = {}
         self._task: asyncio.Task[None] | None = None
         self._analysed: frozenset[str] = frozenset()
@@ -136,6 +137,9 @@ class RolloutDriver:
                           None if samples is None else samples.get(stable, Sample()),
                           rc.analysis, rc.analysis.window)
         self.verdicts[rc.name] = verdict
+        self.recent.setdefault(rc.name, deque(maxlen=RECENT)).append(
+            {"time": utc_now(), "canary": canary, "stable": stable, "verdict": verdict.status,
+             "reasons": list(verdict.reasons), "evidence": verdict.evidence})
         event(log, "analysis", route=rc.name, canary=canary, verdict=verdict.status,
               reasons=list(verdict.reasons))
         if verdict.status == "failed":
@@ -171,13 +175,6 @@ class RolloutDriver:
             return
         event(log, "auto_rollback", logging.WARNING, route=rc.name, canary=canary,
               reasons=list(verdict.reasons), generation=new.generation)
-        url = rc.analysis.webhook_url if rc.analysis else None
-        if url:
-            self.alerts.send(url, {"event": "killgate.auto_rollback", "route": rc.name,
-                                   "canary": canary, "stable": stable, "time": now,
-                                   "reasons": list(verdict.reasons),
-                                   "evidence": verdict.evidence, "audit_id": ev["id"],
-                                   "generation": new.generation})
 
     async def _progress(self, rc: RouteConfig, stable: str, canary: str,
                         verdict: Verdict) -> None:
@@ -266,6 +263,7 @@ class RolloutDriver:
             out["verdict"] = v.status
             out["reasons"] = list(v.reasons)
             out["evidence"] = v.evidence
+            out["recent"] = list(reversed(self.recent.get(route, ())))  # newest first
         if prog is not None:
             step = int(prog.get("step", 0))
             out["progress"] = {**prog, "steps": steps,

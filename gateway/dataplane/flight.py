@@ -459,7 +459,9 @@ class Flight:
             keep = False  # the body ends with the connection
             req.keep_alive = False
         connection = (None if keep and not req.http10 else b"keep-alive" if keep else b"close")
-        proxy.count_answer(plan, target, self.decision, status)
+        proxy.served(req, plan, target, self.decision, status)
+        rec = req.rec
+        rec.upstream = ex.head_at - self.started
         req.start(response_head(status, raw, proxy.labels(plan, target, self.decision),
                                 length if not head_only or req.method == b"HEAD" else None,
                                 connection, chunked, sse), chunked)
@@ -479,6 +481,9 @@ class Flight:
                     data = cutter.feed(data)
                     if not data:
                         continue
+                if not rec.first_byte:
+                    rec.first_byte = proxy.loop.time()
+                rec.bytes_out += len(data)
                 req.send(data)
                 if req.conn.write_paused:
                     await req.drain()
@@ -506,4 +511,6 @@ class Flight:
         ex.release()
         proxy.observed(plan, target, status, self.started)
         self._finished()
-        req.end(cutter.flush() if cutter is not None else b"")
+        tail = cutter.flush() if cutter is not None else b""
+        rec.bytes_out += len(tail)
+        req.end(tail)

@@ -30,6 +30,7 @@ from gateway.domain.routing import KILLED, RoutePlan, RouteTable, Target
 from gateway.errors import UpstreamError, UpstreamOverflow, UpstreamTimeout
 from gateway.log import event
 from gateway.telemetry.metrics import Metrics
+from gateway.telemetry.record import NULL, Recorder, RequestRecord
 
 __all__ = ["Observer", "Proxy"]
 
@@ -65,7 +66,7 @@ class Proxy:
     def __init__(self, holder: TableSource, upstreams: Upstreams, inflight: Inflight,
                  metrics: Metrics, max_body: int, peek_bytes: int,
                  observer: Observer | None = None, scheme: str = "http",
-                 max_inflight: int = 10_000) -> None:
+                 max_inflight: int = 10_000, recorder: Recorder = NULL) -> None:
         self.max_inflight = max_inflight
         self.max_body = max_body
         self.peek_bytes = peek_bytes
@@ -74,25 +75,19 @@ class Proxy:
         self.inflight = inflight
         self.metrics = metrics
         self.observer = observer
+        self.recorder = recorder  # told how each request went (telemetry/record.py)
         self.scheme_b = scheme.encode()
         self.rand = random.random
         self.loop = asyncio.get_running_loop()
-        # requests answered, by (route, version, decision, status): read by /metrics
-        self.counts: dict[tuple[str, str, str, int], int] = {}
         self._labels: dict[tuple[str, str, str], bytes] = {}  # x-killgate-* lines
         self._budgets: dict[str, RetryBudget] = {}
         self._policies: dict[str, tuple[object, Policy]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        metrics.collector(self._collect)
-
-    def _collect(self, metrics: Metrics) -> None:
-        for (route, version, decision, status), n in list(self.counts.items()):
-            metrics.set("killgate_requests_total", n, (route, version, decision, str(status)),
-                        label_names=("route", "version", "decision", "code"))
 
     # ------------------------------------------------------------------ Handler
 
     def handle(self, req: Request) -> None:
+        req.rec = RequestRecord(req.started)
         inflight = self.inflight
         if inflight.count >= self.max_inflight:
             # Shed at once (RELIABILITY row 40): admitted requests keep their latency.
@@ -113,12 +108,26 @@ class Proxy:
             flight.client_gone()
 
     def done(self, req: Request) -> None:
+        """The one place a finished request is reported to telemetry."""
         flight = req.flight
         if flight is not None:
             req.flight = None
             self.inflight._done()
             if isinstance(flight, Flight):
                 self.inflight.handles.discard(flight.handle)
+        rec = req.rec
+        if rec is None or not rec.status:
+            return  # the client went away before any answer
+        rec.end = self.loop.time()
+        recorder = self.recorder
+        if recorder.detailed:
+            rec.peer = req.remote or ""
+            rid = req.headers.get_bytes(b"x-request-id")
+            rec.request_id = rid.decode("latin-1") if rid is not None else ""
+            rec.method = req.method.decode("latin-1")
+            rec.path = req.path
+            rec.bytes_in = req.body_size
+        recorder.done(rec)
 
     # ------------------------------------------------------------------ decisions
 
@@ -186,6 +195,7 @@ class Proxy:
             self._error(req, 404, "no_route", f"no route matches "
                         f"{req.method.decode('latin-1')} {path}")
             return
+        req.rec.stable = plan.stable
         pin = headers.get("x-killgate-pin") if plan.allow_pin else None
         if pin is not None and pin not in plan.targets:
             self._error(req, 400, "unknown_version",
@@ -253,11 +263,16 @@ class Proxy:
             self._labels[key] = lines
         return lines
 
-    def count_answer(self, plan: RoutePlan | None, target: Target | None, decision: str,
-                     status: int) -> None:
-        key = (plan.name if plan else "", target.name if target else "", decision, status)
-        counts = self.counts
-        counts[key] = counts.get(key, 0) + 1
+    @staticmethod
+    def served(req: Request, plan: RoutePlan | None, target: Target | None, decision: str,
+               status: int, bytes_out: int = 0) -> None:
+        """An answer is on its way: what telemetry records about it."""
+        rec = req.rec
+        rec.route = plan.name if plan is not None else ""
+        rec.version = target.name if target is not None else ""
+        rec.decision = decision
+        rec.status = status
+        rec.bytes_out = bytes_out
 
     def write_complete(self, flight: Flight, ex: Exchange) -> None:
         """The fast path's end: the whole answer has arrived; one write to the client."""
@@ -272,7 +287,8 @@ class Proxy:
         elif status in (204, 304) or status < 200:
             length, body = None, b""
         ex.release()
-        self.count_answer(plan, target, decision, status)
+        self.served(req, plan, target, decision, status, len(body))
+        req.rec.upstream = ex.head_at - flight.started
         self.observed(plan, target, status, flight.started)
         keep = req.will_keep_alive()
         connection = (None if keep and not req.http10 else b"keep-alive" if keep else b"close")
@@ -323,7 +339,8 @@ class Proxy:
                target: Target | None, decision: str, extra: bytes = b"",
                content_type: bytes = _JSON) -> None:
         ours = self.labels(plan, target, decision) if plan is not None else b""
-        self.count_answer(plan, target, decision, status)
+        if req.rec is not None:
+            self.served(req, plan, target, decision, status, len(body))
         keep = req.will_keep_alive()
         connection = (None if keep and not req.http10 else b"keep-alive" if keep else b"close")
         head = own_head(status, content_type, len(body), ours, extra, connection)

@@ -64,6 +64,7 @@ class Exchange(asyncio.Protocol):
         self.status = 0
         self.headers: list[tuple[bytes, bytes]] = []
         self.length: int | None = None  # the answer's Content-Length
+        self.head_at = 0.0  # when the answer's head arrived (loop clock)
         self.headers_done = False
         self.chunks: list[bytes] = []
         self.buffered = 0
@@ -138,6 +139,7 @@ class Exchange(asyncio.Protocol):
             return  # informational: the real head follows
         self.status = status
         self.headers_done = True
+        self.head_at = self.loop.time()
         self.keep_alive = self.parser.should_keep_alive()
         if status in (204, 304) or self.head:
             self._framed = True

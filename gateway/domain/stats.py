@@ -58,3 +58,25 @@ class WindowStats:
     def forget(self, route: str) -> None:
         for key in [k for k in self._rings if k[0] == route]:
             del self._rings[key]
+
+    def series(self, seconds: float, step: int,
+               now: float) -> dict[tuple[str, str], dict[int, Sample]]:
+        """Every (route, version)'s counts of the last `seconds`, summed per `step`-second
+        bucket (keyed by the bucket's start, a multiple of `step`); empty buckets left out."""
+        start = now - seconds
+        out: dict[tuple[str, str], dict[int, Sample]] = {}
+        for key, ring in self._rings.items():
+            points: dict[int, Sample] = {}
+            for sec, n, err, hist in ring:
+                if sec + 1 <= start or n == 0:
+                    continue
+                b = sec - sec % step
+                s = points.get(b)
+                if s is None:
+                    s = points[b] = Sample()
+                s.requests += n
+                s.errors += err
+                s.hist = [a + c for a, c in zip(s.hist, hist, strict=True)]
+            if points:
+                out[key] = points
+        return out

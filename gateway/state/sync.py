@@ -70,6 +70,8 @@ class Sync:
         self._to_persist: StateDoc | None = None
         self._persister: asyncio.Task[None] | None = None
         self._last_beat = 0.0
+        #: told about every audited change this instance commits (outgoing events)
+        self.committed: list[Callable[[dict[str, Any], StateDoc], None]] = []
         store.listen(self._pushed)
 
     # ------------------------------------------------------------------ lifecycle
@@ -433,12 +435,22 @@ class Sync:
                     cur = None
                     continue
                 self.metrics.inc("killgate_audit_records_total")
+                self._tell(ev, new)
                 if self._apply(new):
                     # ack and snapshot in the background: the receipt counts us already
                     self._spawn(self._after_apply(new))
                 await self._durable(new.generation)
                 return new, ev
             raise StoreConflict("the state kept changing; try again")
+
+    def _tell(self, ev: dict[str, Any] | None, new: StateDoc) -> None:
+        """Side channels (events) hear of a committed change; they never fail the write."""
+        for fn in self.committed:
+            if ev is not None:
+                try:
+                    fn(ev, new)
+                except Exception as exc:  # noqa: BLE001 - the change is committed already
+                    event(log, "commit_listener_failed", logging.ERROR, error=repr(exc))
 
     async def _moved(self, cur: StateDoc) -> bool:
         """Whether the store is past the copy `cur` (one round trip)."""

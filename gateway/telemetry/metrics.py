@@ -27,8 +27,6 @@ HELP: dict[str, tuple[str, str]] = {
                                            "version, decision, arm and status code."),
     "killgate_requests_shed_total": ("counter", "Requests refused at once because "
                                                 "server.max_inflight requests were in flight."),
-    "killgate_bad_requests_total": ("counter", "Requests refused with 400 for their shape, by "
-                                               "reason (target, header_encoding, model_body)."),
     "killgate_connections_refused_total": ("counter", "Client connections closed at once "
                                                       "because server.max_connections were open."),
     "killgate_upstream_errors_total": ("counter", "Failed exchanges with a backend, by kind."),
@@ -58,6 +56,9 @@ HELP: dict[str, tuple[str, str]] = {
                                                         "calls to the audit trail (retried)."),
     "killgate_client_send_timeouts_total": ("counter", "Clients dropped for reading nothing "
                                                        "for server.send_timeout."),
+    "killgate_bad_requests_total": ("counter", "Data-plane requests refused with 400 for their "
+                                               "shape (ambiguous path, bad model field, bad "
+                                               "header bytes), by reason."),
     "killgate_upstream_health": ("gauge", "1 when a version passes its health checks."),
     "killgate_upstream_ejections_total": ("counter", "Versions ejected by outlier detection."),
     "killgate_event_deliveries_total": ("counter", "Outgoing event webhook deliveries, by "
@@ -67,6 +68,28 @@ HELP: dict[str, tuple[str, str]] = {
     "killgate_access_log_dropped_total": ("counter", "Access log lines dropped because the "
                                                      "buffer was full or the output failed."),
     "killgate_access_log_lines_total": ("counter", "Access log lines written."),
+    # the request series (telemetry/requests.py)
+    "killgate_request_duration_seconds": (
+        "histogram", "Time from a request's arrival to the end of its answer, by route, "
+                     "version, decision, arm and status class (code)."),
+    "killgate_upstream_duration_seconds": (
+        "histogram", "Time from sending a request to a backend to its response head "
+                     "(the last attempt), by route and version."),
+    "killgate_time_to_first_byte_seconds": (
+        "histogram", "Time from a request's arrival to the first body byte of a streamed "
+                     "answer (an SSE stream's time to first token), by route and version."),
+    "killgate_split_share": (
+        "gauge", "Share (0-1) of the last minute's answers of a route that each version "
+                 "served."),
+    "killgate_split_expected_share": (
+        "gauge", "Share (0-1) of a route's new traffic the routing table gives each version "
+                 "now (its effective weight)."),
+    "killgate_split_drift": (
+        "gauge", "killgate_split_share minus killgate_split_expected_share: how far the "
+                 "actual split is from the intended one."),
+    "killgate_split_window_answers": (
+        "gauge", "Answers a version served on a route in the last minute (the "
+                 "denominator of killgate_split_share)."),
 }
 
 

@@ -1,0 +1,218 @@
+// Every write the console can make, and the one dialog that makes it: it asks for a
+// reason, lists exactly what will change (and shows the request itself), asks for an
+// explicit confirmation before a global or an unkill action, then shows the propagation
+// receipt, or the API's error exactly as the API wrote it.
+
+import {ApiError, call} from "./api.js";
+import {h, render} from "./dom.js";
+
+const WAIT = "2s";
+
+const pct = (x) => `${Number(x ?? 0).toFixed(1).replace(/\.0$/, "")} %`;
+
+function weightsText(versions, pick) {
+  return Object.entries(versions).map(([n, v]) => `${n} ${pct(pick(v))}`).join(", ");
+}
+
+function selectorText(scope, route, version) {
+  return scope === "global" ? "global" : scope === "route" ? `route ${route}` : `version ${route}/${version}`;
+}
+
+export function killSpec(scope, route, version, rs) {
+  const what = selectorText(scope, route, version);
+  const effect = {
+    global: "every route on every instance stops serving (fallbacks, or 503)",
+    route: `route ${route} answers with its fallback (or 503) on every instance`,
+    version: `every instance stops sending requests to ${version}; they go to the other versions`,
+  }[scope];
+  const spec = {
+    key: `kill-${what}`, title: `Kill ${what}`, method: "POST", path: "/v1/kill",
+    body: {scope, ...(route ? {route} : {}), ...(version ? {version} : {})}, danger: true,
+    confirm: scope === "global" ? "Yes: stop ALL traffic, on every route and every instance" : null,
+    changes: (body) => {
+      const out = [[`Kill flag ${what}`, "not set", `set: ${effect}`]];
+      if (scope === "version" && rs) {
+        out.push([`${version}'s share of new traffic`, pct(rs.versions[version]?.effective_weight), "0 %"]);
+      }
+      out.push(["Responses in flight", "", body.abort_inflight === false
+        ? "left to finish" : "cut now (abort_inflight)"]);
+      return out;
+    },
+    fields: (onChange) => {
+      const box = h("input", {type: "checkbox", id: "f-abort", checked: true, onchange: onChange});
+      return {els: [h("div", {class: "check"}, box, h("label", {for: "f-abort"},
+                      "Also cut responses already streaming (abort in-flight)"))],
+              read: () => (box.checked ? {} : {abort_inflight: false})};
+    },
+  };
+  return spec;
+}
+
+export function unkillSpec(flag) {
+  const what = selectorText(flag.scope, flag.route, flag.version);
+  return {
+    key: `unkill-${what}`, title: `Lift the kill on ${what}`, method: "POST", path: "/v1/unkill",
+    body: {scope: flag.scope, ...(flag.route ? {route: flag.route} : {}),
+           ...(flag.version ? {version: flag.version} : {})},
+    confirm: `Yes: lift the kill on ${what} and let traffic flow again`,
+    changes: () => [[`Kill flag ${what}`, `set by ${flag.actor}: “${flag.reason}”`,
+                     "lifted: traffic flows again per the weights"]],
+  };
+}
+
+const latchLine = (rs) => ["Latch", rs.latched ? `latched (${rs.override?.kind})` : "none",
+  "latched: a config reload does not undo it; Release hands the route back to the file"];
+
+export function rollbackSpec(name, rs) {
+  const names = Object.keys(rs.versions);
+  const dflt = rs.previous_known_good || names.find((n) => n !== rs.stable) || rs.stable;
+  return {
+    key: `rollback-${name}`, title: `Roll back route ${name}`, method: "POST",
+    path: `/v1/routes/${encodeURIComponent(name)}/rollback`, body: {},
+    fields: (onChange) => {
+      const sel = h("select", {id: "f-to", onchange: onChange},
+        names.map((n) => h("option", {value: n, selected: n === dflt}, n)));
+      return {els: [h("label", {for: "f-to"}, "Roll back to"), sel], read: () => ({to: sel.value})};
+    },
+    changes: (body) => [["Stable version", rs.stable, body.to],
+      ["Traffic", weightsText(rs.versions, (v) => v.effective_weight), `${body.to} 100 %, others 0 %`],
+      latchLine(rs)],
+  };
+}
+
+export function promoteSpec(name, version, rs) {
+  return {
+    key: `promote-${name}-${version}`, title: `Promote ${version} on route ${name}`, method: "POST",
+    path: `/v1/routes/${encodeURIComponent(name)}/promote`, body: {version},
+    changes: () => [["Stable version", rs.stable, version],
+      ["Traffic", weightsText(rs.versions, (v) => v.effective_weight), `${version} 100 %, others 0 %`],
+      latchLine(rs)],
+  };
+}
+
+export function weightsSpec(name, rs) {
+  return {
+    key: `weights-${name}`, title: `Set the weights of route ${name}`, method: "PUT",
+    path: `/v1/routes/${encodeURIComponent(name)}/weights`, body: {},
+    fields: (onChange) => {
+      const inputs = Object.entries(rs.versions).map(([n, v]) => [n, h("input", {
+        type: "number", min: 0, step: "any", id: `f-w-${n}`, value: v.effective_weight ?? v.configured_weight,
+        oninput: onChange, "aria-describedby": "f-w-help"})]);
+      return {
+        els: [h("fieldset", {}, h("legend", {}, "New weights (relative; 0 = no traffic)"),
+                inputs.map(([n, inp]) => h("div", {class: "weight"}, h("label", {for: inp.id}, n), inp)),
+                h("p", {id: "f-w-help", class: "muted"}, "Killed or unhealthy versions still get nothing."))],
+        read: () => ({weights: Object.fromEntries(inputs.map(([n, inp]) => [n, Number(inp.value)]))}),
+      };
+    },
+    changes: (body) => {
+      const total = Object.values(body.weights || {}).reduce((a, b) => a + (b > 0 ? b : 0), 0);
+      return [...Object.entries(body.weights || {}).map(([n, w]) => [`${n} weight`,
+        `configured ${rs.versions[n].configured_weight}, now ${pct(rs.versions[n].effective_weight)}`,
+        `${w} (${total ? pct((100 * w) / total) : "–"} before kills and health)`]), latchLine(rs)];
+    },
+  };
+}
+
+export function releaseSpec(name, rs) {
+  const file = Object.entries(rs.versions).map(([n, v]) => `${n} ${v.configured_weight}`).join(", ");
+  return {
+    key: `release-${name}`, title: `Release route ${name} to its config file`, method: "POST",
+    path: `/v1/routes/${encodeURIComponent(name)}/release`, body: {},
+    changes: () => [["Runtime override", rs.override
+      ? `${rs.override.kind} by ${rs.override.actor}: stable ${rs.override.stable}` : "none",
+      `none: the file's weights (${file}) and stable govern again`]],
+  };
+}
+
+export function approvalSpec(a, decision) {
+  return {
+    key: `${decision}-${a.id}`, title: `${decision === "approve" ? "Approve" : "Decline"} ${a.action}`,
+    method: "POST", path: `/v1/approvals/${encodeURIComponent(a.id)}/${decision}`, body: {},
+    changes: () => [["Request", `${a.action} by ${(a.approved_by || []).join(", ")}`,
+      decision === "approve" ? `approved by you too (${(a.approved_by || []).length + 1} of ${a.needs})`
+        : "declined: dropped, nothing applied"]],
+  };
+}
+
+// ---------------------------------------------------------------- the dialog
+
+export function receiptText(status, data) {
+  if (status === 202 && data && data.approval) {
+    const a = data.approval;
+    return `Needs approval: ${(a.approved_by || []).length} of ${a.needs} principal(s) so far ` +
+      `(request ${a.id}, expires ${a.expires}). Another operator approves it here or with ` +
+      `\`killgate approve ${a.id}\`.`;
+  }
+  const ap = data && data.applied;
+  if (!ap) return "Done.";
+  let text = `generation ${data.generation}: applied by ${ap.acked}/${ap.instances} instance(s) in ${ap.elapsed_ms} ms`;
+  if (ap.pending && ap.pending.length) text += `; not yet applied by ${ap.pending.join(", ")}`;
+  if (data.changed === false) text += " (nothing changed: it was already so)";
+  return text;
+}
+
+export function openAction(spec, opts) {
+  const dlg = document.getElementById("action-dialog");
+  const form = document.getElementById("action-form");
+  const reason = document.getElementById("action-reason");
+  const confirmBox = document.getElementById("action-confirm-box");
+  const confirm = document.getElementById("action-confirm");
+  const apply = document.getElementById("action-apply");
+  const cancel = document.getElementById("action-cancel");
+  const result = document.getElementById("action-result");
+  document.getElementById("action-title").textContent = spec.title;
+  dlg.classList.toggle("danger", Boolean(spec.danger));
+  reason.value = "";
+  confirm.checked = false;
+  confirmBox.hidden = !spec.confirm;
+  document.getElementById("action-confirm-label").textContent = spec.confirm || "";
+  result.replaceChildren();
+  apply.hidden = false;
+  cancel.textContent = "Cancel";
+  const extra = [];
+  if (opts.breakGlass) {
+    const bg = h("input", {type: "checkbox", id: "f-bg", onchange: () => update()});
+    extra.push({els: [h("div", {class: "check"}, bg, h("label", {for: "f-bg"},
+      "Break glass: skip the approval (audited, alerts sent)"))],
+                read: () => (bg.checked ? {break_glass: true} : {})});
+  }
+  const fields = [spec.fields ? spec.fields(() => update()) : null, ...extra].filter(Boolean);
+  render(document.getElementById("action-fields"), fields.map((f) => f.els));
+  const body = () => Object.assign({}, spec.body, ...fields.map((f) => f.read()),
+                                   {reason: reason.value.trim()});
+  const update = () => {
+    const b = body();
+    render(document.getElementById("action-changes"), spec.changes(b).map(([what, before, after]) =>
+      h("li", {}, h("strong", {}, what), before ? [": ", h("span", {class: "before"}, before), " → "] : ": ",
+        h("span", {class: "after"}, after))));
+    document.getElementById("action-request").textContent =
+      `${spec.method} ${spec.path}?wait=${WAIT}\n${JSON.stringify(b, null, 2)}`;
+    apply.disabled = !b.reason || (spec.confirm && !confirm.checked);
+  };
+  reason.oninput = update;
+  confirm.onchange = update;
+  cancel.onclick = () => dlg.close();
+  form.onsubmit = async (ev) => {
+    ev.preventDefault(); // never a form submission (and the CSP forbids one)
+    update();
+    if (apply.disabled) return;
+    apply.disabled = true;
+    result.replaceChildren(h("p", {}, "Applying…"));
+    try {
+      const r = await call(spec.method, `${spec.path}?wait=${WAIT}`, body());
+      result.replaceChildren(h("p", {class: "receipt ok", "data-testid": "receipt"}, receiptText(r.status, r.data)));
+      apply.hidden = true;
+      cancel.textContent = "Close";
+      cancel.focus();
+      opts.done();
+    } catch (exc) {
+      const msg = exc instanceof ApiError ? `${exc.status} ${exc.type}: ${exc.apiMessage}` : String(exc);
+      result.replaceChildren(h("p", {class: "receipt error", "data-testid": "api-error"}, msg));
+      apply.disabled = false;
+    }
+  };
+  update();
+  dlg.showModal();
+  reason.focus();
+}

@@ -1,0 +1,100 @@
+// The audit trail panel: newest events first, and the hash chain re-checked in the
+// browser from the API's own output (CONTRACT §4): every event's hash recomputed over its
+// canonical JSON, every prev_hash linked to the next older event, the recorded head found.
+// The per-event HMAC (`mac`) needs the audit key, which a browser never holds.
+
+import {call} from "./api.js";
+import {badge, fmtAgo, h, render, short} from "./dom.js";
+import {canonical, parse} from "./json.js";
+import {sha256} from "./sha256.js";
+
+const GENESIS = "0".repeat(64);
+
+// events: newest first, as parsed with keepNumbers. → {ok, checked, problem, eventId,
+// reachesStart, headFound}
+export async function verifyChain(events, head) {
+  let headFound = head === null || head === undefined || head === GENESIS;
+  for (let i = 0; i < events.length; i++) {
+    const ev = events[i];
+    const body = Object.fromEntries(Object.entries(ev).filter(([k]) => k !== "hash"));
+    const digest = await sha256(canonical(body));
+    if (digest !== ev.hash) {
+      return {ok: false, checked: i + 1, eventId: ev.id,
+              problem: "its hash does not match its content (edited)"};
+    }
+    const older = events[i + 1];
+    if (older !== undefined && ev.prev_hash !== older.hash) {
+      return {ok: false, checked: i + 1, eventId: ev.id,
+              problem: "its prev_hash is not the older event's hash (deleted, inserted or reordered)"};
+    }
+    if (ev.hash === head) headFound = true;
+  }
+  const oldest = events[events.length - 1];
+  const reachesStart = !oldest || oldest.prev_hash === GENESIS;
+  if (!headFound) {
+    return {ok: false, checked: events.length, eventId: "(newest)",
+            problem: "the recorded head is not among these events (events cut off the end?)"};
+  }
+  return {ok: true, checked: events.length, reachesStart};
+}
+
+// Every event, paging back through the whole trail (the "verify all" button).
+export async function verifyAll() {
+  const first = await call("GET", "/v1/audit?limit=1000");
+  const head = parse(first.text, true).head;
+  let events = parse(first.text, true).events;
+  let next = first.data.next;
+  while (next) {
+    const page = await call("GET", `/v1/audit?limit=1000&before=${encodeURIComponent(next)}`);
+    events = events.concat(parse(page.text, true).events);
+    next = page.data.next;
+  }
+  const res = await verifyChain(events, head);
+  if (res.ok && !res.reachesStart) {
+    return {ok: false, checked: res.checked, eventId: "(oldest)",
+            problem: "the oldest event does not start the chain"};
+  }
+  return res;
+}
+
+function target(t) {
+  if (!t || typeof t !== "object") return String(t ?? "");
+  if (t.scope === "global") return "global";
+  if (t.scope) return [t.scope, [t.route, t.version].filter(Boolean).join("/")].join(" ");
+  return Object.entries(t).map(([k, v]) => (k === "route" ? v : `${k} ${short(v, 20)}`)).join(" ");
+}
+
+function verdictLine(res, pageSize) {
+  if (!res) return h("p", {}, "Chain: checking…");
+  if (!res.ok) {
+    return h("p", {class: "chain broken"}, badge("bad", "Chain BROKEN"),
+             ` at event ${res.eventId}: ${res.problem}.`);
+  }
+  const scope = res.whole ? `the whole trail (${res.checked} events)`
+    : `the newest ${res.checked} of ${pageSize} events shown`;
+  return h("p", {class: "chain"}, badge("ok", "Chain verified"),
+           ` in this browser for ${scope}: hashes recomputed, links and the recorded head checked. `,
+           h("span", {class: "muted"}, "The per-event HMAC needs the audit key: `killgate audit verify` checks it."));
+}
+
+export function renderAudit(el, page, preserved, res, onVerifyAll) {
+  const rows = (page.events || []).map((ev, i) => h("tr", {},
+    h("td", {title: ev.time}, fmtAgo(ev.time)),
+    h("td", {}, ev.actor),
+    h("td", {}, h("code", {}, ev.action)),
+    h("td", {}, target(ev.target)),
+    h("td", {class: "reason"}, ev.reason),
+    h("td", {class: "hash", title: ev.hash}, h("code", {}, short(ev.hash, 10))),
+  ));
+  render(el,
+    verdictLine(res, (preserved.events || []).length),
+    h("div", {class: "row"},
+      h("button", {type: "button", class: "secondary", dataset: {key: "audit-verify-all"},
+                   onclick: onVerifyAll}, "Verify the whole trail")),
+    h("div", {class: "scroll"},
+      h("table", {class: "audit"},
+        h("caption", {class: "sr-only"}, "Audit events, newest first"),
+        h("thead", {}, h("tr", {}, ["When", "Actor", "Action", "Target", "Reason", "Hash"].map(
+          (c) => h("th", {scope: "col"}, c)))),
+        h("tbody", {}, rows.length ? rows : h("tr", {}, h("td", {colspan: 6}, "No events yet."))))));
+}

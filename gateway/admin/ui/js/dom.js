@@ -1,0 +1,95 @@
+// DOM helpers. Everything the console shows is built with createElement and textContent:
+// no HTML string is ever parsed (the page's CSP requires Trusted Types, so innerHTML
+// would throw), so text from the API (an audit reason, a version name) stays text.
+
+const SVG_NS = "http://www.w3.org/2000/svg";
+
+// h("button", {class: "x", onclick: fn, "aria-label": "…"}, "text", child, …)
+export function h(tag, attrs, ...children) {
+  const el = document.createElement(tag);
+  return fill(el, attrs, children);
+}
+
+export function s(tag, attrs, ...children) {
+  const el = document.createElementNS(SVG_NS, tag);
+  return fill(el, attrs, children);
+}
+
+function fill(el, attrs, children) {
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === null || v === undefined || v === false) continue;
+    if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
+    else if (k === "dataset") Object.assign(el.dataset, v);
+    else el.setAttribute(k, v === true ? "" : String(v));
+  }
+  for (const c of children.flat(Infinity)) {
+    if (c === null || c === undefined || c === false) continue;
+    el.append(c instanceof Node ? c : String(c));
+  }
+  return el;
+}
+
+// Icons drawn as SVG (no emoji font needed); always next to a word, never alone.
+const ICONS = {
+  killed: "M7 1h6l6 6v6l-6 6H7l-6-6V7z M5 9h10v2H5z",
+  ok: "M3 10l5 5L17 5l-1.5-1.5L8 12 4.5 8.5z",
+  warn: "M10 1l9 17H1z M9 7h2v6H9z M9 14h2v2H9z",
+  lock: "M5 9V6a5 5 0 0 1 10 0v3h1v10H4V9z M7 9h6V6a3 3 0 0 0-6 0z",
+  info: "M10 1a9 9 0 1 0 0 18a9 9 0 1 0 0-18z M9 8h2v7H9z M9 4h2v2H9z",
+};
+
+export function icon(name) {
+  return s("svg", {class: `icon icon-${name}`, viewBox: "0 0 20 20", "aria-hidden": "true",
+                   focusable: "false", width: 16, height: 16},
+           s("path", {d: ICONS[name], "fill-rule": "evenodd"}));
+}
+
+// A status word with its icon: colour is never the only signal.
+export function badge(kind, text, title) {
+  const cls = {killed: "bad", bad: "bad", warn: "warn", ok: "good", lock: "note", info: "note"}[kind];
+  const ic = {killed: "killed", bad: "warn", warn: "warn", ok: "ok", lock: "lock", info: "info"}[kind];
+  return h("span", {class: `badge ${cls}`, title}, icon(ic), h("span", {}, text));
+}
+
+// Replace a container's children, keeping keyboard focus on the element with the same
+// data-key (the refresh rebuilds sections every few seconds; focus must not jump).
+export function render(container, ...children) {
+  const active = document.activeElement;
+  const key = active && container.contains(active) ? active.dataset.key : undefined;
+  container.replaceChildren(...children.flat(Infinity).filter((c) => c !== null && c !== undefined));
+  if (key) {
+    const again = container.querySelector(`[data-key="${CSS.escape(key)}"]`);
+    if (again) again.focus({preventScroll: true});
+  }
+}
+
+export function fmtNum(x, digits = 1) {
+  if (x === null || x === undefined || Number.isNaN(x)) return "–";
+  if (!Number.isFinite(x)) return "∞";
+  return Number(x).toFixed(digits).replace(/\.0+$/, "");
+}
+
+export function fmtPct(x) {
+  return x === null || x === undefined ? "–" : `${fmtNum(x * 100, 1)} %`;
+}
+
+export function fmtMs(ms) {
+  if (ms === null || ms === undefined) return "–";
+  if (!Number.isFinite(ms)) return "∞";
+  return ms >= 1000 ? `${fmtNum(ms / 1000, 1)} s` : `${fmtNum(ms, 0)} ms`;
+}
+
+export function fmtAgo(iso) {
+  const t = Date.parse(iso);
+  if (Number.isNaN(t)) return String(iso ?? "");
+  const s = Math.round((Date.now() - t) / 1000);
+  if (s < 60) return `${Math.max(s, 0)} s ago`;
+  if (s < 3600) return `${Math.round(s / 60)} min ago`;
+  if (s < 86400) return `${Math.round(s / 3600)} h ago`;
+  return new Date(t).toISOString().slice(0, 16).replace("T", " ");
+}
+
+export function short(str, n = 12) {
+  str = String(str ?? "");
+  return str.length > n ? str.slice(0, n) + "…" : str;
+}

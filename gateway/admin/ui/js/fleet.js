@@ -1,0 +1,53 @@
+// The fleet panel (instances, generations, config digests, the store) and the kill
+// switch panel (every kill in force, and the global switch).
+
+import {killSpec, unkillSpec} from "./actions.js";
+import {badge, fmtAgo, h, render, short} from "./dom.js";
+
+export function renderFleet(el, fleet) {
+  const st = fleet.store || {};
+  const storeBadges = [
+    st.connected ? badge("ok", "store connected") : badge("bad", "store DISCONNECTED"),
+    st.fail_closed ? badge("killed", "FAIL-CLOSED: every route answers killed") : badge("ok", "not fail-closed"),
+    st.stale ? badge("warn", "state stale") : null,
+  ];
+  const rows = fleet.instances.map((r) => h("tr", {},
+    h("th", {scope: "row"}, r.instance, r.self ? h("span", {class: "muted"}, " (answering)") : null),
+    h("td", {}, r.live ? badge("ok", "live") : badge("bad", r.seen_s_ago === null ? "no heartbeat" : "silent")),
+    h("td", {}, String(r.generation), r.behind ? h("span", {class: "warntext"}, ` (${r.behind} behind)`) : null),
+    h("td", {title: r.config}, h("code", {}, short(r.config.replace(/^sha256:/, ""), 12)),
+      r.config_matches ? null : [" ", badge("warn", "differs")]),
+    h("td", {}, r.seen_s_ago === null || r.seen_s_ago === undefined ? "–" : `${r.seen_s_ago.toFixed(1)} s ago`)));
+  render(el,
+    h("p", {class: "summary"},
+      h("strong", {"data-testid": "fleet-live"}, `${fleet.live} live instance(s)`),
+      ` · generation ${fleet.generation} · ${fleet.config_digests} config digest(s) · `, storeBadges),
+    h("div", {class: "scroll"}, h("table", {class: "fleet"},
+      h("caption", {class: "sr-only"}, "Gateway instances"),
+      h("thead", {}, h("tr", {}, ["Instance", "Heartbeat", "Generation", "Config", "Last seen"].map(
+        (c) => h("th", {scope: "col"}, c)))),
+      h("tbody", {}, rows))),
+    h("p", {class: "muted"},
+      `State store (${st.backend}, seen from ${fleet.instance}): staleness ${st.staleness_ms} ms ` +
+      `of ${st.max_staleness_ms} ms allowed, policy ${st.policy}` +
+      (fleet.fleet_error ? `; heartbeats unreadable: ${fleet.fleet_error}` : "") +
+      ". Another instance that loses the store stops its heartbeat: it shows as silent, then leaves."));
+}
+
+export function renderKills(el, status, can, open) {
+  const kills = status.kills || [];
+  const global = kills.find((k) => k.scope === "global");
+  const items = kills.map((k) => {
+    const what = k.scope === "global" ? "global" : k.scope === "route" ? `route ${k.route}`
+      : `version ${k.route}/${k.version}`;
+    return h("li", {class: "kill"}, badge("killed", "KILLED"), " ", h("strong", {}, what),
+      ` by ${k.actor}, ${fmtAgo(k.time)}: “${k.reason}”`,
+      can.kill ? [" ", h("button", {type: "button", class: "secondary", dataset: {key: `unkill-${what}`},
+                                    onclick: () => open(unkillSpec(k))}, `Unkill ${what}`)] : null);
+  });
+  render(el,
+    items.length ? h("ul", {class: "kills"}, items) : h("p", {}, badge("ok", "No kill in force")),
+    can.kill && !global ? h("button", {type: "button", class: "danger", dataset: {key: "kill-global"},
+                                       onclick: () => open(killSpec("global"))},
+                            "Kill everything (global)…") : null);
+}

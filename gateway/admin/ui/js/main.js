@@ -1,0 +1,190 @@
+// The console's entry point: sign-in, the refresh loop, and the panels it fills.
+// Sign-in: a pasted token (kept in sessionStorage), or none at all when a proxy in front
+// of the admin listener adds its own Authorization header: GET /v1/whoami tells which.
+
+import {ApiError, call, clearToken, optional, setToken, token} from "./api.js";
+import {openAction} from "./actions.js";
+import {renderAudit, verifyAll, verifyChain} from "./audit.js";
+import {badge, h, render} from "./dom.js";
+import {renderApprovals, renderDrills} from "./extras.js";
+import {renderFleet, renderKills} from "./fleet.js";
+import {parse} from "./json.js";
+import {routeCard} from "./routes.js";
+
+const REFRESH_MS = 3000;
+const AUDIT_ROWS = 25;
+const $ = (id) => document.getElementById(id);
+const st = {who: null, via: null, timer: null, features: {}, chain: {key: null, res: null}, whole: null,
+            session: 0}; // session: bumped at every sign-in and sign-out
+
+function showSignIn(message) {
+  clearTimeout(st.timer);
+  st.who = null;
+  st.session++;
+  $("main").hidden = true;
+  $("signout").hidden = true;
+  for (const id of ["fleet-body", "kills-body", "routes-body", "audit-body", "approvals-body", "drills-body"]) {
+    $(id).replaceChildren(); // nothing read with the old token stays on screen
+  }
+  render($("who"), h("span", {}, "Not signed in"));
+  $("signin").hidden = false;
+  render($("signin-error"), message ? h("p", {class: "receipt error"}, message) : null);
+  $("token").focus();
+}
+
+async function whoami() {
+  return (await call("GET", "/v1/whoami")).data;
+}
+
+function signedIn(who, via) {
+  st.session++;
+  st.who = who;
+  st.via = via;
+  $("signin").hidden = true;
+  $("main").hidden = false;
+  $("signout").hidden = via !== "token";
+  render($("who"), h("span", {}, "Signed in as ", h("strong", {"data-testid": "subject"}, who.subject),
+    " · scopes: ", h("span", {"data-testid": "scopes"}, who.scopes.join(" ") || "(none)"),
+    via === "proxy" ? " · through your proxy" : ""));
+  const session = st.session;
+  features().then(() => refresh(session));
+}
+
+const open = (spec) => openAction(spec, {breakGlass: Boolean(st.features.breakGlass && st.who.can.breakglass),
+                                          done: () => refresh(st.session)});
+
+function failure(exc) {
+  return h("p", {class: "receipt error"}, exc instanceof ApiError
+    ? `${exc.status} ${exc.type}: ${exc.apiMessage}` : String(exc));
+}
+
+async function auditPanel(res) {
+  const page = res.data;
+  const preserved = parse(res.text, true);
+  const key = res.text; // re-checked whenever anything in the page differs
+  if (st.chain.key !== key) {
+    st.chain = {key, res: await verifyChain(preserved.events, preserved.head)};
+    st.whole = st.whole && st.whole.key === key ? st.whole : null;
+  }
+  renderAudit($("audit-body"), page, preserved, st.whole ? st.whole.res : st.chain.res, async () => {
+    render($("audit-body").querySelector(".chain") || $("audit-body"), h("p", {class: "chain"}, "Verifying the whole trail…"));
+    try {
+      st.whole = {key: st.chain.key, res: {...(await verifyAll()), whole: true}};
+    } catch (exc) {
+      st.whole = {key: st.chain.key, res: {ok: false, checked: 0, eventId: "-", problem: exc.message}};
+    }
+    auditPanel(res);
+  });
+}
+
+// Optional features (approvals, drills) are found in the API's own OpenAPI document, so
+// a gateway without them costs no failing request (and no console error).
+async function features() {
+  try {
+    const doc = (await call("GET", "/openapi.json")).data;
+    const paths = doc.paths || {};
+    const kill = paths["/v1/kill"]?.post?.requestBody?.content?.["application/json"]?.schema;
+    st.features = {approvals: "/v1/approvals" in paths, drills: "/v1/drills" in paths,
+                   breakGlass: Boolean(kill?.properties?.break_glass)};
+  } catch {
+    st.features = {};
+  }
+}
+
+async function feature(name, path, panel, draw) {
+  $(panel).hidden = !st.features[name];
+  if (!st.features[name]) return;
+  try {
+    const data = await optional(path);
+    if (data !== null) draw(data);
+  } catch (exc) {
+    if (exc instanceof ApiError && exc.status === 401) throw exc;
+    $(panel).hidden = false;
+    render($(`${name}-body`), failure(exc));
+  }
+}
+
+// One round of reads. A round begun before a sign-out (or a new sign-in) stops at its
+// next step: it neither draws nor calls the API without the token it started with.
+async function refresh(session = st.session) {
+  clearTimeout(st.timer);
+  if (!st.who || session !== st.session) return;
+  const can = st.who.can;
+  const [status, fleet, traffic, audit] = await Promise.allSettled([
+    call("GET", "/v1/status"), call("GET", "/v1/fleet"), call("GET", "/v1/traffic"),
+    call("GET", `/v1/audit?limit=${AUDIT_ROWS}`)]);
+  if (session !== st.session) return;
+  const denied = [status, fleet, traffic, audit].find((r) => r.status === "rejected" && r.reason.status === 401);
+  if (denied) {
+    if (st.via === "token") clearToken();
+    showSignIn(`Signed out: ${denied.reason.status} ${denied.reason.type}: ${denied.reason.apiMessage}`);
+    return;
+  }
+  if (fleet.status === "fulfilled") renderFleet($("fleet-body"), fleet.value.data);
+  else render($("fleet-body"), failure(fleet.reason));
+  if (status.status === "fulfilled") {
+    const sd = status.value.data;
+    const tr = traffic.status === "fulfilled" ? traffic.value.data : null;
+    renderKills($("kills-body"), sd, can, open);
+    render($("routes-body"), Object.entries(sd.routes).map(([n, rs]) => routeCard(n, rs, tr, can, open, sd.kills || [])),
+           traffic.status === "rejected" ? failure(traffic.reason) : null);
+  } else {
+    render($("kills-body"), failure(status.reason));
+    render($("routes-body"), failure(status.reason));
+  }
+  if (audit.status === "fulfilled") await auditPanel(audit.value);
+  else render($("audit-body"), failure(audit.reason));
+  if (session !== st.session) return;
+  try {
+    await feature("approvals", "/v1/approvals", "approvals", (d) => renderApprovals($("approvals-body"), d, can, open));
+    if (session === st.session) {
+      await feature("drills", "/v1/drills", "drills", (d) => renderDrills($("drills-body"), d));
+    }
+  } catch {
+    return showSignIn("Signed out: the token is no longer accepted");
+  }
+  const failed = [status, fleet, traffic, audit].filter((r) => r.status === "rejected").length;
+  render($("banner"), failed ? badge("warn", `${failed} request(s) failed at ${new Date().toLocaleTimeString()}`)
+    : h("span", {}, `Updated ${new Date().toLocaleTimeString()}; refreshes every ${REFRESH_MS / 1000} s.`));
+  if (session === st.session) st.timer = setTimeout(() => refresh(session), REFRESH_MS);
+}
+
+async function boot() {
+  $("signin-form").addEventListener("submit", async (ev) => {
+    ev.preventDefault(); // the token never leaves in a form submission (or a URL)
+    const t = $("token").value.trim().replace(/^Bearer\s+/i, "");
+    $("token").value = "";
+    if (!t) return showSignIn("Paste a token first.");
+    setToken(t);
+    try {
+      const who = await whoami();
+      if (!who.subject) throw new Error("the admin API did not accept the token");
+      signedIn(who, "token");
+    } catch (exc) {
+      clearToken();
+      showSignIn(`Not signed in: ${exc instanceof ApiError ? `${exc.status} ${exc.type}: ${exc.apiMessage}` : exc}`);
+    }
+  });
+  $("signout").addEventListener("click", () => {
+    clearToken();
+    showSignIn("Signed out: the token was removed from this tab.");
+  });
+  if (token()) {
+    try {
+      return signedIn(await whoami(), "token");
+    } catch (exc) {
+      clearToken();
+      return showSignIn(`Signed out: ${exc instanceof ApiError ? `${exc.status} ${exc.type}: ${exc.apiMessage}` : exc}`);
+    }
+  }
+  try {
+    // no token of our own: a proxy in front of the admin listener may add one (an
+    // answer without a subject: nobody signed this call in)
+    const who = await whoami();
+    return who.subject ? signedIn(who, "proxy") : showSignIn(null);
+  } catch (exc) {
+    showSignIn(exc instanceof ApiError ? `${exc.status} ${exc.type}: ${exc.apiMessage}` : String(exc));
+  }
+}
+
+boot();

@@ -1,0 +1,138 @@
+// One card per route: its versions (configured and effective weights, health, kills),
+// the latch, the live charts of the fleet's traffic, canary analysis and progressive
+// steps, and the actions the signed-in scopes allow.
+
+import {killSpec, promoteSpec, releaseSpec, rollbackSpec, unkillSpec, weightsSpec} from "./actions.js";
+import {lineChart} from "./charts.js";
+import {badge, fmtAgo, fmtMs, fmtNum, fmtPct, h} from "./dom.js";
+
+const last = (arr) => {
+  for (let i = (arr || []).length - 1; i >= 0; i--) if (arr[i] !== null) return arr[i];
+  return null;
+};
+
+function healthCell(v) {
+  const hl = v.health;
+  if (v.healthy) return badge("ok", "healthy");
+  const why = hl && hl.ejected_for_s > 0 ? `ejected ${hl.ejected_for_s} s` : hl && hl.last_probe_error
+    ? `probe: ${hl.last_probe_error}` : "unhealthy";
+  return badge("bad", why);
+}
+
+function stateCell(name, v, routeKilled) {
+  if (v.killed) return badge("killed", routeKilled ? "KILLED (route)" : "KILLED", `${name} gets no traffic`);
+  return badge("ok", "serving");
+}
+
+function versionRows(name, rs, series, can, open, kills) {
+  return Object.entries(rs.versions).map(([vn, v]) => {
+    const sv = series?.[vn];
+    const flag = kills.find((k) => k.scope === "version" && k.route === name && k.version === vn);
+    const actions = [];
+    if (can.kill) {
+      actions.push(flag
+        ? h("button", {type: "button", class: "secondary", dataset: {key: `unkill-${name}-${vn}`},
+                       onclick: () => open(unkillSpec(flag))}, `Unkill ${vn}`)
+        : h("button", {type: "button", class: "danger", dataset: {key: `kill-${name}-${vn}`},
+                       onclick: () => open(killSpec("version", name, vn, rs))}, `Kill ${vn}`));
+    }
+    if (can.rollout && vn !== rs.stable) {
+      actions.push(h("button", {type: "button", class: "secondary", dataset: {key: `promote-${name}-${vn}`},
+                                onclick: () => open(promoteSpec(name, vn, rs))}, `Promote ${vn}`));
+    }
+    return h("tr", {class: v.killed ? "killed" : null, dataset: {version: vn}},
+      h("th", {scope: "row"}, vn, vn === rs.stable ? h("span", {class: "muted"}, " stable") : null),
+      h("td", {class: "num"}, fmtNum(v.configured_weight, 2)),
+      h("td", {class: "share"}, h("progress", {max: 100, value: v.effective_weight ?? 0,
+                                               "aria-label": `${vn} share`}),
+        ` ${fmtNum(v.effective_weight, 1)} %`),
+      h("td", {}, healthCell(v)),
+      h("td", {"data-testid": "state"}, stateCell(vn, v, Boolean(rs.killed))),
+      h("td", {class: "num"}, sv ? `${fmtNum(last(sv.rps), 1)}/s` : "–"),
+      h("td", {class: "num"}, sv ? fmtPct(last(sv.error_rate)) : "–"),
+      h("td", {class: "num"}, sv ? fmtMs(last(sv.p99_ms)) : "–"),
+      can.kill || can.rollout ? h("td", {class: "actions"}, actions) : null);
+  });
+}
+
+function charts(rs, traffic) {
+  const series = traffic?.routes?.[rs.name] || {};
+  const names = Object.keys(rs.versions);
+  const lines = (field, scale = 1) => names.map((n, i) => ({
+    name: n, style: i, values: (series[n]?.[field] || traffic?.t?.map(() => null) || [])
+      .map((v) => (v === null ? null : v * scale))}));
+  const t = traffic?.t || [];
+  const who = traffic ? (traffic.scope === "fleet"
+    ? `All ${traffic.instances.length} live instance(s), summed, ${traffic.step_s} s buckets`
+    : `Only ${traffic.instance}: the state store could not be read (${traffic.store_error})`) : "loading";
+  return h("div", {class: "charts"},
+    h("p", {class: "muted chartnote"}, `Exchanges with each version over the last ${Math.round((traffic?.window_s || 300) / 60)} minutes. ${who}.`),
+    lineChart({title: "Requests per second", lines: lines("rps"), t, fmt: (v) => `${fmtNum(v, 1)}/s`, floorMax: 1}),
+    lineChart({title: "Error rate", lines: lines("error_rate", 100), t, fmt: (v) => `${fmtNum(v, 1)} %`, floorMax: 5}),
+    lineChart({title: "p99 latency", lines: lines("p99_ms"), t, fmt: fmtMs, floorMax: 10}));
+}
+
+function analysis(rs) {
+  const a = rs.analysis;
+  if (!a) return null;
+  const kind = {passed: "ok", failed: "bad", inconclusive: "warn", error: "warn"}[a.verdict] || "info";
+  const ev = a.evidence || {};
+  const row = (label, x) => x ? h("tr", {}, h("th", {scope: "row"}, label), h("td", {}, String(x.requests)),
+    h("td", {}, String(x.errors)), h("td", {}, fmtPct(x.error_rate)), h("td", {}, fmtMs(x.p99_ms))) : null;
+  const p = a.progress;
+  const steps = p && p.steps ? h("ol", {class: "steps"}, p.steps.map((w, i) => h("li", {
+    class: i === p.step ? "current" : i < p.step ? "done" : null,
+    "aria-current": i === p.step ? "step" : null}, `${w} %`))) : null;
+  return h("div", {class: "analysis"},
+    h("h4", {}, "Canary analysis"),
+    a.verdict ? h("p", {}, badge(kind, a.verdict.toUpperCase()), " ", (a.reasons || []).join("; ")) : null,
+    ev.canary ? h("table", {class: "evidence"},
+      h("caption", {}, `Evidence over ${ev.window_s} s (at least ${ev.min_requests} requests needed)`),
+      h("thead", {}, h("tr", {}, ["", "requests", "errors", "error rate", "p99"].map((c) => h("th", {scope: "col"}, c)))),
+      h("tbody", {}, row("canary", ev.canary), row("stable", ev.stable))) : null,
+    p ? h("p", {}, `Progressive delivery of ${p.canary}: step ${Number(p.step) + 1} of ${p.steps ? p.steps.length : "?"}` +
+      `${p.weight !== null && p.weight !== undefined ? ` (${p.weight} %)` : ""}, ${p.state}.`, steps) : null,
+    a.recent && a.recent.length ? h("details", {},
+      h("summary", {}, `Last ${a.recent.length} verdicts`),
+      h("ul", {class: "recent"}, a.recent.map((r) => h("li", {},
+        h("span", {title: r.time}, fmtAgo(r.time)), " ", h("strong", {}, r.verdict), `: ${(r.reasons || []).join("; ")}`)))) : null);
+}
+
+export function routeCard(name, rs, traffic, can, open, kills) {
+  rs = {...rs, name};
+  const badges = [];
+  if (rs.killed) badges.push(badge("killed", `KILLED (${rs.killed})`));
+  if (rs.latched) badges.push(badge("lock", `latched: ${rs.override?.kind} by ${rs.override?.actor}`, rs.override?.reason));
+  const routeFlag = kills.find((k) => k.scope === "route" && k.route === name);
+  const acts = [];
+  if (can.kill) {
+    acts.push(routeFlag
+      ? h("button", {type: "button", class: "secondary", dataset: {key: `unkill-route-${name}`},
+                     onclick: () => open(unkillSpec(routeFlag))}, "Unkill route")
+      : h("button", {type: "button", class: "danger", dataset: {key: `kill-route-${name}`},
+                     onclick: () => open(killSpec("route", name, null, rs))}, "Kill route…"));
+  }
+  if (can.rollout) {
+    acts.push(h("button", {type: "button", class: "secondary", dataset: {key: `rollback-${name}`},
+                           onclick: () => open(rollbackSpec(name, rs))}, "Roll back…"));
+    acts.push(h("button", {type: "button", class: "secondary", dataset: {key: `weights-${name}`},
+                           onclick: () => open(weightsSpec(name, rs))}, "Set weights…"));
+    if (rs.latched) {
+      acts.push(h("button", {type: "button", class: "secondary", dataset: {key: `release-${name}`},
+                             onclick: () => open(releaseSpec(name, rs))}, "Release to file…"));
+    }
+  }
+  return h("article", {class: "route", "aria-labelledby": `route-${name}`, dataset: {route: name}},
+    h("header", {}, h("h3", {id: `route-${name}`}, name), badges),
+    rs.latched && rs.override ? h("p", {class: "muted"},
+      `Override by ${rs.override.actor} ${fmtAgo(rs.override.time)}: “${rs.override.reason}”. ` +
+      "Config reloads do not undo it; Release hands the route back to the file.") : null,
+    h("div", {class: "scroll"}, h("table", {class: "versions"},
+      h("caption", {class: "sr-only"}, `Versions of route ${name}`),
+      h("thead", {}, h("tr", {}, ["Version", "Configured", "Share now", "Health", "State", "Rate", "Errors", "p99"]
+        .map((c) => h("th", {scope: "col"}, c)), can.kill || can.rollout ? h("th", {scope: "col"}, "Actions") : null)),
+      h("tbody", {}, versionRows(name, rs, traffic?.routes?.[name], can, open, kills)))),
+    charts(rs, traffic),
+    analysis(rs),
+    acts.length ? h("div", {class: "row actions"}, acts) : null);
+}

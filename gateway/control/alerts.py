@@ -1,0 +1,233 @@
+"""Alerts that act: Alertmanager notifications turned into kills and rollbacks.
+
+Owns `AlertReceiver`, the logic behind `POST /v1/alerts/alertmanager` (the admin handler
+only authenticates and hands the body over). Per alert: map it (`domain.alerting`),
+claim its firing episode (fingerprint + startsAt) in the state store so a resend or a
+second receiver changes nothing, then apply the change with its audit event (actor
+`alertmanager/<receiver>`, the alert as evidence) through `Sync.write` — or, in `observe`
+mode, record what it would have done — and wait once per notification for the propagation
+receipt of its last change (logged, and in the answer). A resolved
+alert never lifts anything. Bad payloads raise ApiError(400) before anything changes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from gateway.config import Config
+from gateway.config_telemetry import AlertmanagerConfig
+from gateway.domain import alerting
+from gateway.domain.alerting import Alert, BadPayload, Intent, Notification
+from gateway.domain.audit import AuditDraft, clean_text, utc_now
+from gateway.domain.statedoc import StateDoc, kill_key
+from gateway.errors import ApiError, StateError
+from gateway.log import event
+from gateway.telemetry.metrics import Metrics
+
+__all__ = ["AlertReceiver"]
+
+log = logging.getLogger("killgate.alerts")
+
+Change = Callable[[StateDoc], StateDoc]
+Describe = Callable[[StateDoc, StateDoc], AuditDraft]
+
+
+class Writer(Protocol):
+    """What the receiver needs of `state.sync.Sync`."""
+
+    async def write(self, change: Change, describe: Describe) -> tuple[StateDoc, dict[str, Any] | None]: ...
+
+    async def append_audit(self, draft: AuditDraft) -> dict[str, Any] | None: ...
+
+    async def receipt(self, generation: int, wait: float) -> dict[str, Any]: ...
+
+
+class Claims(Protocol):
+    """Fleet-wide once-only keys (the state store's idempotency records)."""
+
+    async def idem_claim(self, key: str, record: dict[str, Any], ttl: float) -> dict[str, Any] | None: ...
+
+    async def idem_release(self, key: str) -> None: ...
+
+
+class AlertReceiver:
+    def __init__(self, writer: Writer, claims: Claims, config: Callable[[], Config],
+                 doc: Callable[[], StateDoc], metrics: Metrics) -> None:
+        self.writer = writer
+        self.claims = claims
+        self.config = config
+        self.doc = doc
+        self.metrics = metrics
+
+    @property
+    def settings(self) -> AlertmanagerConfig | None:
+        return self.config().alerts.alertmanager
+
+    async def receive(self, body: Any, request_id: str, peer: str) -> dict[str, Any]:
+        """The answer to one notification: one entry per alert, in order."""
+        cfg = self.settings
+        if cfg is None:
+            raise ApiError(404, "not_enabled", "alerts from Alertmanager are not enabled "
+                                               "here (config: alerts.alertmanager)")
+        try:
+            note = alerting.parse(body)
+        except BadPayload as exc:
+            self.metrics.inc("killgate_alertmanager_alerts_total", ("malformed",),
+                             label_names=("outcome",))
+            raise ApiError(400, "bad_request", f"not an Alertmanager notification: {exc}") \
+                from None
+        config = self.config()
+        actions = []
+        for alert in note.alerts:
+            want = alerting.intent(alert, cfg, config)
+            entry = await self._one(note, alert, want, cfg, config, request_id, peer)
+            self.metrics.inc("killgate_alertmanager_alerts_total", (entry["outcome"],),
+                             label_names=("outcome",))
+            actions.append(entry)
+        await self._receipt(note, actions, cfg.wait)
+        return {"receiver": note.receiver, "status": note.status, "mode": cfg.mode,
+                "actions": actions}
+
+    async def _receipt(self, note: Notification, actions: list[dict[str, Any]],
+                       wait: float) -> None:
+        """One wait for the whole notification: until every instance has applied the last
+        change it made (or `wait` runs out); logged, and added to each applied entry."""
+        applied = [a for a in actions if a["outcome"] in ("acted", "unchanged")]
+        if not applied:
+            return
+        receipt = await self.writer.receipt(max(a["generation"] for a in applied), wait)
+        for a in applied:
+            a["applied"] = receipt["applied"]
+        r = receipt["applied"]
+        event(log, "alert_receipt", receiver=note.receiver, generation=receipt["generation"],
+              acked=r["acked"], instances=r["instances"], pending=r["pending"],
+              elapsed_ms=r["elapsed_ms"])
+
+    async def _one(self, note: Notification, alert: Alert, want: Intent,
+                   cfg: AlertmanagerConfig, config: Config, rid: str,
+                   peer: str) -> dict[str, Any]:
+        dry = cfg.mode == "observe"
+        entry: dict[str, Any] = {"fingerprint": alert.fingerprint, "alertname":
+                                 alert.labels.get("alertname"), "status": alert.status,
+                                 "action": want.action, "target": want.target,
+                                 "generation": None, "dry_run": dry, "outcome": want.outcome,
+                                 "message": want.message}
+        if want.action == "none":
+            event(log, "alert_ignored", receiver=note.receiver, fingerprint=alert.fingerprint,
+                  alertname=entry["alertname"], outcome=want.outcome, why=want.message)
+            return entry
+        key = _episode(alert, cfg.mode)
+        earlier = await self.claims.idem_claim(key, {"time": utc_now(), "receiver":
+                                                     note.receiver}, cfg.dedupe_window)
+        if earlier is not None:
+            entry.update(outcome="duplicate", message=f"this firing alert was handled at "
+                         f"{earlier.get('time')}; nothing changes")
+            return entry
+        actor = "alertmanager/" + clean_text(note.receiver, 128)
+        reason = _reason(alert)
+        change = _change(want, config, actor, reason)
+        evidence = {"alert": {"fingerprint": alert.fingerprint, "status": alert.status,
+                              "startsAt": alert.starts_at, "labels": alert.labels,
+                              "annotations": alert.annotations,
+                              "generatorURL": alert.generator_url},
+                    "groupKey": note.group_key, "externalURL": note.external_url}
+        try:
+            if dry:
+                return await self._observe(entry, want, change, actor, reason, evidence, rid,
+                                           peer)
+            return await self._act(entry, want, change, actor, reason, evidence, rid, peer)
+        except ApiError as exc:  # refused by the change itself (no previous stable, ...)
+            await self._release(key)
+            entry.update(outcome="refused", message=exc.message)
+            event(log, "alert_refused", logging.WARNING, receiver=note.receiver,
+                  fingerprint=alert.fingerprint, why=exc.message)
+            return entry
+        except BaseException:
+            await self._release(key)  # not applied: Alertmanager's retry may act
+            raise
+
+    async def _act(self, entry: dict[str, Any], want: Intent, change: Change, actor: str,
+                   reason: str, evidence: dict[str, Any], rid: str,
+                   peer: str) -> dict[str, Any]:
+        def describe(cur: StateDoc, new: StateDoc) -> AuditDraft:
+            return AuditDraft(actor, want.action, want.target or {}, reason,
+                              _what(cur, want), _what(new, want), rid, peer,
+                              extra={"evidence": evidence})
+
+        new, ev = await self.writer.write(change, describe)
+        entry.update(generation=new.generation, outcome="acted" if ev is not None else
+                     "unchanged")
+        if ev is None:
+            entry["message"] = "already in force; nothing changed"
+        else:
+            entry["audit_id"] = ev["id"]
+        event(log, "alert_action", logging.WARNING, actor=actor, action=want.action,
+              target=want.target, fingerprint=entry["fingerprint"], changed=ev is not None,
+              generation=new.generation)
+        return entry
+
+    async def _observe(self, entry: dict[str, Any], want: Intent, change: Change, actor: str,
+                       reason: str, evidence: dict[str, Any], rid: str,
+                       peer: str) -> dict[str, Any]:
+        cur = self.doc()
+        new = change(cur)
+        would = new is not cur
+        draft = AuditDraft(actor, f"alert.observe.{want.action}", want.target or {},
+                           f"observe mode, nothing changed; would have: {want.message} "
+                           f"({reason})", _what(cur, want), _what(new, want), rid, peer,
+                           extra={"evidence": evidence, "would_change": would})
+        ev = await self.writer.append_audit(draft)
+        entry.update(outcome="dry_run", message=f"observe mode: would {want.message}"
+                     + ("" if would else " (already in force)"))
+        if ev is not None:
+            entry["audit_id"] = ev["id"]
+        event(log, "alert_observed", actor=actor, action=want.action, target=want.target,
+              fingerprint=entry["fingerprint"], would_change=would)
+        return entry
+
+    async def _release(self, key: str) -> None:
+        with contextlib.suppress(StateError):
+            await self.claims.idem_release(key)
+
+
+def _episode(alert: Alert, mode: str) -> str:
+    """One firing episode of one alert (a later firing has a new startsAt), per mode."""
+    raw = f"alertmanager\n{mode}\n{alert.fingerprint}\n{alert.starts_at}"
+    return "alert:" + hashlib.sha256(raw.encode()).hexdigest()
+
+
+def _reason(alert: Alert) -> str:
+    name = alert.labels.get("alertname", "unnamed alert")
+    text = alert.annotations.get("summary") or alert.annotations.get("description") or ""
+    return clean_text(f"alert {name} firing" + (f": {text}" if text else ""), 1024)
+
+
+def _change(want: Intent, config: Config, actor: str, reason: str) -> Change:
+    assert want.route is not None
+    route, version = want.route, want.version
+    if want.action == "kill":
+        def kill(cur: StateDoc) -> StateDoc:
+            return alerting.kill(cur, route, version, actor, reason, utc_now())
+        return kill
+    rc = config.route(route)
+    assert rc is not None  # (intent checked it)
+
+    def rollback(cur: StateDoc) -> StateDoc:
+        return alerting.rollback(cur, rc, version, actor, reason, utc_now())
+    return rollback
+
+
+def _what(doc: StateDoc, want: Intent) -> dict[str, Any] | None:
+    """The part of the state an alert's action touches, for the audit event."""
+    assert want.route is not None
+    if want.action == "kill":
+        flag = doc.kills.get(kill_key("version" if want.version else "route", want.route,
+                                      want.version))
+        return flag.public() if flag is not None else None
+    ov = doc.overrides.get(want.route)
+    return None if ov is None else {"stable": ov.stable, "weights": dict(ov.weights),
+                                    "kind": ov.kind}

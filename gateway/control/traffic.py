@@ -1,0 +1,118 @@
+"""Live per-version traffic for the operator console, for the whole fleet.
+
+Owns this process's recent counts of every route (an observer the data plane tells how
+each exchange with a backend went: one 1-second bucket ring per route and version), their
+publication to the state store every `step` seconds (one small blob per instance under a
+stats key no route can have), and the fleet view: every instance's published blob, this
+instance's own counts taken fresh, merged by `gateway.domain.traffic`. A store that
+cannot be read leaves this instance's counts alone in the view, and says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from gateway.domain import traffic
+from gateway.domain.stats import WindowStats
+from gateway.errors import StateError
+from gateway.log import event
+
+__all__ = ["STATS_KEY", "LiveTraffic"]
+
+log = logging.getLogger("killgate.traffic")
+STATS_KEY = "console:traffic"  # route names cannot hold ':', so no route's stats are here
+
+
+class StatsStore(Protocol):
+    async def put_stats(self, route: str, instance: str, blob: dict[str, Any]) -> None: ...
+
+    async def get_stats(self, route: str) -> list[dict[str, Any]]: ...
+
+
+class LiveTraffic:
+    def __init__(self, store: StatsStore, instance: str, step: int = 5, window: int = 300,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.instance = instance
+        self.step = step
+        self.window = window
+        self.clock = clock
+        self.stats = WindowStats(keep_seconds=window + 2 * step)
+        self._task: asyncio.Task[None] | None = None
+        self._failures = 0
+
+    # ------------------------------------------------------------------ Observer
+
+    def outcome(self, route: str, version: str, kind: str, latency: float) -> None:
+        self.stats.record(route, version, kind != "ok", latency, self.clock())
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="live-traffic")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    def _blob(self) -> dict[str, Any]:
+        now = self.clock()
+        return traffic.encode(self.instance, now, self.step,
+                              self.stats.series(self.window + self.step, self.step, now))
+
+    async def publish(self) -> bool:
+        """Put this instance's counts in the store (a side channel: failures are logged
+        once per outage, never raised)."""
+        try:
+            await self.store.put_stats(STATS_KEY, self.instance, self._blob())
+        except StateError as exc:
+            self._failures += 1
+            if self._failures == 1:
+                event(log, "traffic_publish_failed", logging.WARNING, error=str(exc))
+            return False
+        self._failures = 0
+        return True
+
+    async def _loop(self) -> None:
+        while True:
+            await self.publish()
+            await asyncio.sleep(self.step)
+
+    # ------------------------------------------------------------------ the fleet's view
+
+    async def view(self) -> dict[str, Any]:
+        """Chart series of the fleet's last `window` seconds, per route and version."""
+        now = self.clock()
+        mine = traffic.decode(self._blob(), self.step)
+        assert mine is not None
+        blobs = [mine]
+        error = None
+        try:
+            raw = await self.store.get_stats(STATS_KEY)
+        except StateError as exc:
+            raw, error = [], str(exc)
+        dropped = 0
+        for item in raw:
+            b = traffic.decode(item, self.step)
+            if b is None:
+                dropped += 1
+            elif b.instance != self.instance and now - b.t < self.window + self.step:
+                blobs.append(b)
+        # an instance silent for more than a few steps is gone (or cut off): its buckets
+        # up to its last blob still count, but it no longer holds the chart's end back
+        live = [b for b in blobs if now - b.t <= 3 * self.step]
+        live_ids = {id(b) for b in live}
+        out = traffic.merge(blobs, min(b.t for b in live), self.window, self.step)
+        out.update(scope="fleet" if error is None else "instance", instance=self.instance,
+                   instances=sorted(b.instance for b in live),
+                   silent=sorted(b.instance for b in blobs if id(b) not in live_ids),
+                   dropped_blobs=dropped, store_error=error)
+        return out

@@ -1,0 +1,205 @@
+"""Alertmanager notifications as killgate actions: parsing, mapping, the state changes.
+
+Pure: no I/O. `parse` validates an Alertmanager webhook payload (version 4) and returns
+a `Notification` or raises `BadPayload` with a message a person can act on; `intent`
+maps one alert to what killgate would do (kill a version or a route, roll a route back,
+or nothing, and why), from its labels `killgate_action`, `route` and `version` only —
+nothing is guessed; `kill` and `rollback` are the state changes (idempotent: a second
+identical alert changes nothing). A resolved alert never maps to an action.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.config import Config, RouteConfig
+from gateway.config_telemetry import AlertmanagerConfig
+from gateway.domain import overrides
+from gateway.domain.overrides import effective_stable
+from gateway.domain.statedoc import KillFlag, KillScope, StateDoc, kill_key
+
+__all__ = ["Alert", "BadPayload", "Intent", "Notification", "intent", "kill", "parse",
+           "rollback"]
+
+MAX_ALERTS = 1000
+MAX_LABELS = 64
+MAX_VALUE = 4096
+_PRINTABLE = re.compile(r"^[\x20-\x7e]+$")
+
+
+class BadPayload(ValueError):
+    """The body is not an Alertmanager webhook notification we can read."""
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    status: str  # firing | resolved
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    fingerprint: str
+    starts_at: str
+    ends_at: str
+    generator_url: str
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    receiver: str
+    status: str
+    group_key: str
+    external_url: str
+    alerts: tuple[Alert, ...]
+
+
+def _str(d: Mapping[str, Any], key: str, where: str, required: bool = True,
+         limit: int = MAX_VALUE) -> str:
+    v = d.get(key)
+    if v is None and not required:
+        return ""
+    if not isinstance(v, str) or (required and not v):
+        raise BadPayload(f"{where}{key} must be a non-empty string")
+    if len(v) > limit:
+        raise BadPayload(f"{where}{key} is longer than {limit} characters")
+    return v
+
+
+def _strmap(d: Mapping[str, Any], key: str, where: str) -> dict[str, str]:
+    v = d.get(key, {})
+    if v is None:
+        return {}
+    if not isinstance(v, dict):
+        raise BadPayload(f"{where}{key} must be an object of strings")
+    if len(v) > MAX_LABELS:
+        raise BadPayload(f"{where}{key} has more than {MAX_LABELS} entries")
+    for k, x in v.items():
+        if not isinstance(x, str) or len(k) > 256 or len(x) > MAX_VALUE:
+            raise BadPayload(f"{where}{key}.{str(k)[:64]} must be a string of at most "
+                             f"{MAX_VALUE} characters")
+    return dict(v)
+
+
+def parse(body: Any) -> Notification:
+    """An Alertmanager webhook payload (version 4), checked; extra fields are ignored."""
+    if not isinstance(body, dict):
+        raise BadPayload("the body must be an Alertmanager webhook payload (a JSON object)")
+    version = body.get("version")
+    if version != "4":
+        raise BadPayload(f"version must be \"4\" (Alertmanager's webhook format), not "
+                         f"{str(version)[:16]!r}")
+    receiver = _str(body, "receiver", "", limit=128)
+    if not _PRINTABLE.match(receiver):
+        raise BadPayload("receiver must be printable ASCII")
+    status = body.get("status")
+    if status not in ("firing", "resolved"):
+        raise BadPayload("status must be \"firing\" or \"resolved\"")
+    raw = body.get("alerts")
+    if not isinstance(raw, list) or not raw:
+        raise BadPayload("alerts must be a non-empty list")
+    if len(raw) > MAX_ALERTS:
+        raise BadPayload(f"more than {MAX_ALERTS} alerts in one notification")
+    alerts = []
+    for i, a in enumerate(raw):
+        where = f"alerts[{i}]."
+        if not isinstance(a, dict):
+            raise BadPayload(f"alerts[{i}] must be an object")
+        st = a.get("status")
+        if st not in ("firing", "resolved"):
+            raise BadPayload(f"{where}status must be \"firing\" or \"resolved\"")
+        fp = _str(a, "fingerprint", where, limit=64)
+        if not _PRINTABLE.match(fp):
+            raise BadPayload(f"{where}fingerprint must be printable ASCII")
+        alerts.append(Alert(st, _strmap(a, "labels", where), _strmap(a, "annotations", where),
+                            fp, _str(a, "startsAt", where, limit=64),
+                            _str(a, "endsAt", where, required=False, limit=64),
+                            _str(a, "generatorURL", where, required=False)))
+    return Notification(receiver, status, _str(body, "groupKey", "", required=False),
+                        _str(body, "externalURL", "", required=False), tuple(alerts))
+
+
+@dataclass(frozen=True, slots=True)
+class Intent:
+    """What one alert asks for. `action` "none" carries `outcome` saying why not."""
+
+    action: str  # kill | rollback | none
+    outcome: str  # act | resolved | ignored | unmapped
+    message: str
+    route: str | None = None
+    version: str | None = None
+
+    @property
+    def target(self) -> dict[str, Any] | None:
+        if self.route is None:
+            return None
+        scope = "version" if self.action == "kill" and self.version else "route"
+        if self.action == "rollback":
+            scope = "route"
+        out: dict[str, Any] = {"scope": scope, "route": self.route}
+        if self.version is not None:
+            out["version"] = self.version
+        return out
+
+
+def _none(outcome: str, message: str, route: str | None = None,
+          version: str | None = None) -> Intent:
+    return Intent("none", outcome, message, route, version)
+
+
+def intent(alert: Alert, cfg: AlertmanagerConfig, config: Config) -> Intent:
+    """What killgate does for `alert` (see the module docstring)."""
+    action = alert.labels.get("killgate_action")
+    if action is None:
+        return _none("ignored", "no killgate_action label: nothing to do")
+    if action not in ("kill", "rollback"):
+        return _none("unmapped", f"killgate_action {action[:64]!r} is not kill or rollback")
+    if alert.status == "resolved":
+        return _none("resolved", "a resolved alert never lifts a kill or undoes a rollback; a "
+                                 "person does (killgate unkill / release)")
+    if action not in cfg.actions:
+        return _none("unmapped", f"alerts.alertmanager.actions does not allow {action!r}")
+    route = alert.labels.get("route")
+    if not route:
+        return _none("unmapped", f"killgate_action {action} needs a route label")
+    rc = config.route(route)
+    if rc is None:
+        return _none("unmapped", f"no route named {route[:64]!r}")
+    if cfg.routes is not None and route not in cfg.routes:
+        return _none("unmapped", f"alerts.alertmanager.routes does not include {route!r}",
+                     route)
+    version = alert.labels.get("version") or None
+    if version is not None and rc.version(version) is None:
+        return _none("unmapped", f"route {route!r} has no version {version[:64]!r}", route)
+    if action == "kill":
+        what = f"version {version} of route {route}" if version else f"route {route}"
+        return Intent("kill", "act", f"kill {what}", route, version)
+    return Intent("rollback", "act", f"roll route {route} back", route, version)
+
+
+def kill(doc: StateDoc, route: str, version: str | None, actor: str, reason: str,
+         now: str) -> StateDoc:
+    """A route or version kill (abort_inflight), or `doc` itself when already in force."""
+    scope: KillScope = "version" if version else "route"
+    key = kill_key(scope, route, version)
+    if key in doc.kills:
+        return doc
+    flag = KillFlag(scope, route, version, actor, reason, now, doc.generation + 1, True)
+    return doc.with_changes(kills={**doc.kills, key: flag})
+
+
+def rollback(doc: StateDoc, rc: RouteConfig, bad: str | None, actor: str, reason: str,
+             now: str) -> StateDoc:
+    """Move a route off a bad version: when `bad` is a canary (not the stable), the stable
+    takes 100%; otherwise (or with no `bad`), the previous stable does. `doc` itself when
+    that is already in force. Raises ApiError when there is nowhere to go."""
+    stable = effective_stable(doc, rc)
+    to = stable if bad is not None and bad != stable else None
+    if to is None:
+        prev = doc.previous_stable(rc.name, stable)
+        to = prev.stable if prev is not None else None
+    ov = doc.overrides.get(rc.name)
+    if to is not None and ov is not None and ov.stable == to and \
+            all(w == 0 for v, w in ov.weights.items() if v != to):
+        return doc  # already rolled back to it
+    return overrides.rollback(doc, rc, to, actor, reason, now)

@@ -1,0 +1,105 @@
+"""The per-request recorder interface between the data plane and telemetry (STYLE §11).
+
+Owns `RequestRecord` (what one request did, filled in by the data plane as it goes),
+the `Recorder` protocol the data plane calls once when a request finishes, the no-op
+recorder used when telemetry is off, the fan-out to several recorders, and the `arm`
+of an answer. Pure: no I/O, no third-party imports; a recorder must never raise or block.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+__all__ = ["ARMS", "NULL", "Fanout", "NullRecorder", "Recorder", "RequestRecord", "arm_of",
+           "combine"]
+
+# Which arm of a route answered: the stable, the canary (any other version chosen by the
+# split, a pin or stickiness), or a detour. Labels are this fixed set, never client input.
+ARMS = ("stable", "canary", "failover", "fallback", "killed")
+_DETOURS = frozenset({"failover", "fallback", "killed"})
+
+
+def arm_of(decision: str, version: str, stable: str) -> str:
+    """The arm of one answer ("" when no route matched)."""
+    if decision in _DETOURS:
+        return decision
+    if not decision:
+        return ""
+    return "stable" if version == stable else "canary"
+
+
+class RequestRecord:
+    """One request, as the data plane saw it. Times are the event loop's clock (seconds);
+    0 (or -1 for `upstream`) means "did not happen". Strings default to "" (no route,
+    no version...). The `detail` fields are filled only when a recorder asks for them."""
+
+    __slots__ = ("bytes_in", "bytes_out", "decision", "end", "first_byte", "method", "path",
+                 "peer", "request_id", "route", "stable", "start", "status", "trace_id",
+                 "upstream", "version")
+
+    def __init__(self, start: float) -> None:
+        self.start = start
+        self.end = 0.0
+        self.route = ""
+        self.version = ""
+        self.decision = ""
+        self.stable = ""  # the route's stable when the request was routed (for the arm)
+        self.status = 0
+        self.upstream = -1.0  # seconds from sending to the backend's response head
+        self.first_byte = 0.0  # when the first body byte of a streamed answer was written
+        self.bytes_out = 0  # response body bytes written
+        # detail (recorders with `detailed`)
+        self.bytes_in = 0
+        self.peer = ""
+        self.request_id = ""
+        self.method = ""
+        self.path = ""
+        self.trace_id = ""  # filled by tracing when a span exists
+
+    @property
+    def arm(self) -> str:
+        return arm_of(self.decision, self.version, self.stable)
+
+
+class Recorder(Protocol):
+    """Told once about every finished request. Must be cheap, never raise, never block."""
+
+    #: whether `done` reads the detail fields (client address, request id, method, path)
+    detailed: bool
+
+    def done(self, rec: RequestRecord) -> None: ...
+
+
+class NullRecorder:
+    """Telemetry off: nothing recorded."""
+
+    detailed = False
+
+    def done(self, rec: RequestRecord) -> None:
+        return None
+
+
+NULL = NullRecorder()
+
+
+class Fanout:
+    """Several recorders as one."""
+
+    def __init__(self, recorders: list[Recorder]) -> None:
+        self.recorders = tuple(recorders)
+        self.detailed = any(r.detailed for r in recorders)
+
+    def done(self, rec: RequestRecord) -> None:
+        for r in self.recorders:
+            r.done(rec)
+
+
+def combine(*recorders: Recorder | None) -> Recorder:
+    """One recorder for those given (None and no-ops left out): the no-op when none is left,
+    the recorder itself when one is (no fan-out call on the request path)."""
+    real = [r for r in recorders if r is not None and not isinstance(r, NullRecorder)]
+    if not real:
+        return NULL
+    if len(real) == 1:
+        return real[0]
+    return Fanout(real)

@@ -1,0 +1,214 @@
+"""The request series: counts, latency histograms, and the actual split of each route.
+
+Owns `RequestStats`, the recorder behind `killgate_requests_total`, the duration
+histograms (`killgate_request_duration_seconds`, `killgate_upstream_duration_seconds`,
+`killgate_time_to_first_byte_seconds`) and the split gauges (`killgate_split_share`: each
+version's share of the last minute's answers, beside the share the routing table
+intends, and their difference). Recording is a few dict and list operations per request
+(no locks: one event loop); the families are built from them at scrape time. Labels come
+only from config names and fixed enums; bucket boundaries are fixed when the process
+starts (a histogram's buckets must not change under Prometheus). Imports prometheus_client's
+family types only.
+"""
+
+from __future__ import annotations
+
+import time
+from bisect import bisect_left
+from collections.abc import Callable, Iterator, Mapping
+from itertools import accumulate
+
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+
+from gateway.config_telemetry import BucketsConfig
+from gateway.telemetry.metrics import HELP
+from gateway.telemetry.record import RequestRecord, arm_of
+
+__all__ = ["SPLIT_WINDOW", "RequestStats"]
+
+SPLIT_WINDOW = 60.0  # seconds of answers behind killgate_split_share
+_NOT_SERVED = frozenset({"", "killed", "fallback"})  # answers no version served
+_CLASS = ("", "1xx", "2xx", "3xx", "4xx", "5xx")
+
+
+# One entry per (route, version, decision, stable, status): what the request path
+# updates. Each histogram is its boundaries and a list of one count per bucket (+Inf
+# last) followed by the sum. Arms, status classes and per-version series are derived at
+# scrape time, so a request costs one tuple, one dict lookup and a bisect or two.
+Key = tuple[str, str, str, str, int]
+Hist = tuple[tuple[float, ...], list[float]]
+Expected = Callable[[], Mapping[str, Mapping[str, float]]]  # route -> version -> percent
+
+
+def _hist(bounds: tuple[float, ...]) -> Hist:
+    return bounds, [0.0] * (len(bounds) + 2)
+
+
+class _Entry:
+    __slots__ = ("duration", "ttfb", "upstream")
+
+    def __init__(self, duration: Hist, upstream: Hist, ttfb: Hist) -> None:
+        self.duration = duration
+        self.upstream = upstream
+        self.ttfb = ttfb
+
+
+class RequestStats:
+    """Recorder of the request series (see the module docstring)."""
+
+    detailed = False
+
+    def __init__(self, buckets: BucketsConfig, expected: Expected | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.buckets = buckets
+        self.expected = expected
+        self.clock = clock
+        self.entries: dict[Key, _Entry] = {}
+        self._window: list[tuple[float, dict[tuple[str, str], int]]] = [(clock(), {})]
+
+    # ------------------------------------------------------------------ request path
+
+    def done(self, rec: RequestRecord) -> None:
+        key = (rec.route, rec.version, rec.decision, rec.stable, rec.status)
+        e = self.entries.get(key)
+        if e is None:
+            e = self._entry(key)
+        d = rec.end - rec.start
+        bounds, counts = e.duration
+        counts[bisect_left(bounds, d)] += 1
+        counts[-1] += d
+        u = rec.upstream
+        if u >= 0.0:
+            bounds, counts = e.upstream
+            counts[bisect_left(bounds, u)] += 1
+            counts[-1] += u
+        if rec.first_byte:
+            d = rec.first_byte - rec.start
+            bounds, counts = e.ttfb
+            counts[bisect_left(bounds, d)] += 1
+            counts[-1] += d
+
+    def _entry(self, key: Key) -> _Entry:
+        request, upstream = self.buckets.for_route(key[0])
+        e = self.entries[key] = _Entry(_hist(request), _hist(upstream),
+                                       _hist(self.buckets.time_to_first_byte))
+        return e
+
+    # ------------------------------------------------------------------ scrape
+
+    def counts(self) -> dict[tuple[str, str, str, str, int], int]:
+        """(route, version, decision, arm, status) -> answers."""
+        out: dict[tuple[str, str, str, str, int], int] = {}
+        for (route, version, decision, stable, status), e in list(self.entries.items()):
+            k = (route, version, decision, arm_of(decision, version, stable), status)
+            out[k] = out.get(k, 0) + int(sum(e.duration[1][:-1]))
+        return out
+
+    def collect(self) -> Iterator[Metric]:
+        entries = list(self.entries.items())
+        fam = CounterMetricFamily("killgate_requests_total", HELP["killgate_requests_total"][1],
+                                  labels=["route", "version", "decision", "arm", "code"])
+        for (route, version, decision, arm, status), n in sorted(self.counts().items()):
+            fam.add_metric([route, version, decision, arm, str(status)], n)
+        yield fam
+        durations: dict[tuple[str, ...], Hist] = {}
+        upstream: dict[tuple[str, ...], Hist] = {}
+        ttfb: dict[tuple[str, ...], Hist] = {}
+        for (route, version, decision, stable, status), e in entries:
+            code = _CLASS[status // 100] if 0 <= status < 600 else ""
+            _add(durations, (route, version, decision, arm_of(decision, version, stable), code),
+                 e.duration)
+            _add(upstream, (route, version), e.upstream)
+            _add(ttfb, (route, version), e.ttfb)
+        yield _histogram("killgate_request_duration_seconds",
+                         ["route", "version", "decision", "arm", "code"], durations)
+        yield _histogram("killgate_upstream_duration_seconds", ["route", "version"], upstream)
+        yield _histogram("killgate_time_to_first_byte_seconds", ["route", "version"], ttfb)
+        yield from self._split()
+
+    def served(self) -> dict[tuple[str, str], int]:
+        """Answers each (route, version) served since the start."""
+        out: dict[tuple[str, str], int] = {}
+        for (route, version, decision, _, _), e in list(self.entries.items()):
+            if version and decision not in _NOT_SERVED:
+                k = (route, version)
+                out[k] = out.get(k, 0) + int(sum(e.duration[1][:-1]))
+        return out
+
+    def split(self) -> tuple[dict[tuple[str, str], int], dict[str, int]]:
+        """Answers per (route, version) over the last minute, and per route: the totals
+        since the oldest snapshot at least SPLIT_WINDOW old (taken at scrapes; until the
+        process is that old, since its start)."""
+        now = self.clock()
+        cur = self.served()
+        window = self._window
+        window.append((now, cur))
+        base = 0
+        for i, (t, _) in enumerate(window):
+            if now - t >= SPLIT_WINDOW:
+                base = i
+        del window[:base]
+        old = window[0][1]
+        per = {k: n - old.get(k, 0) for k, n in cur.items()}
+        totals: dict[str, int] = {}
+        for (route, _), n in per.items():
+            totals[route] = totals.get(route, 0) + n
+        return per, totals
+
+    def _split(self) -> Iterator[Metric]:
+        per, totals = self.split()
+        expected = self.expected() if self.expected is not None else {}
+        share = GaugeMetricFamily("killgate_split_share", HELP["killgate_split_share"][1],
+                                  labels=["route", "version"])
+        want = GaugeMetricFamily("killgate_split_expected_share",
+                                 HELP["killgate_split_expected_share"][1],
+                                 labels=["route", "version"])
+        drift = GaugeMetricFamily("killgate_split_drift", HELP["killgate_split_drift"][1],
+                                  labels=["route", "version"])
+        answers = GaugeMetricFamily("killgate_split_window_answers",
+                                    HELP["killgate_split_window_answers"][1],
+                                    labels=["route", "version"])
+        for route, weights in sorted(expected.items()):
+            total = totals.get(route, 0)
+            for version, pct in sorted(weights.items()):
+                n = per.get((route, version), 0)
+                answers.add_metric([route, version], n)
+                want.add_metric([route, version], pct / 100.0)
+                if total:
+                    share.add_metric([route, version], n / total)
+                    drift.add_metric([route, version], n / total - pct / 100.0)
+        yield from (share, want, drift, answers)
+
+
+def _add(into: dict[tuple[str, ...], Hist], key: tuple[str, ...], h: Hist) -> None:
+    """Merge `h` into the histogram under `key` (boundaries are fixed for the process's
+    life, so entries of one label set always share them)."""
+    bounds, counts = h
+    if not any(counts[:-1]):
+        return
+    cur = into.get(key)
+    if cur is None:
+        into[key] = (bounds, list(counts))
+    else:
+        acc = cur[1]
+        for i, c in enumerate(counts):
+            acc[i] += c
+
+
+def _histogram(name: str, labels: list[str], series: Mapping[tuple[str, ...], Hist]) -> Metric:
+    fam = HistogramMetricFamily(name, HELP[name][1], labels=labels)
+    for key, (bounds, counts) in sorted(series.items()):
+        cumulative = list(accumulate(counts[:-1]))
+        buckets = [(_le(b), c) for b, c in zip(bounds, cumulative, strict=False)]
+        buckets.append(("+Inf", cumulative[-1]))
+        fam.add_metric(list(key), buckets, counts[-1])
+    return fam
+
+
+def _le(bound: float) -> str:
+    return repr(bound) if bound != int(bound) else f"{bound:.1f}"

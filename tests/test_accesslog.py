@@ -1,0 +1,192 @@
+"""telemetry/accesslog.py: one JSON line per request, sampled, off the request path."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import IO
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from gateway.config_telemetry import AccessLogConfig
+from gateway.telemetry.accesslog import AccessLog, line
+from gateway.telemetry.metrics import Metrics
+from gateway.telemetry.record import RequestRecord
+from tests.backends import echo_app, sse_app
+from tests.conftest import (
+    ROOT,
+    die_with_parent,
+    free_port,
+    running_gateway,
+    two_versions,
+    wait_until_sync,
+    write_config,
+)
+
+
+def _rec(path: str = "/v2/models/iris/infer", status: int = 200) -> RequestRecord:
+    r = RequestRecord(10.0)
+    r.route, r.version, r.decision, r.stable, r.status = "iris", "v2", "weighted", "v1", status
+    r.end, r.upstream, r.bytes_out, r.bytes_in = 10.25, 0.2, 42, 7
+    r.peer, r.method, r.path, r.request_id = "127.0.0.1", "POST", path, "req-1"
+    return r
+
+
+def test_line_has_every_field() -> None:
+    d = json.loads(line(_rec(), 1714557600.5))
+    assert d == {"time": "2024-05-01T10:00:00.500Z", "route": "iris", "version": "v2",
+                 "decision": "weighted", "arm": "canary", "status": 200, "duration_ms": 250.0,
+                 "upstream_ms": 200.0, "ttfb_ms": None, "bytes_in": 7, "bytes_out": 42,
+                 "client": "127.0.0.1", "method": "POST", "path": "/v2/models/iris/infer",
+                 "request_id": "req-1", "trace_id": None}
+
+
+def test_client_input_cannot_break_a_line() -> None:
+    text = line(_rec(path='/x\n{"forged": 1}\x1b[31m\u2028' + "a" * 5000), 0.0)
+    assert "\n" not in text and "\x1b" not in text and "\u2028" not in text
+    assert json.loads(text)["path"].startswith('/x\n{"forged": 1}')
+    assert len(json.loads(text)["path"]) == 1024
+
+
+def test_sampling_and_the_bounded_buffer() -> None:
+    m = Metrics()
+    draws = iter([0.1, 0.6, 0.3, 0.9] * 10)
+    half = AccessLog(AccessLogConfig(sample_ratio=0.5, buffer=3), m, Path,
+                     rand=lambda: next(draws))
+    for _ in range(8):
+        half.done(_rec())
+    assert len(half._buf) == 3  # 4 sampled of 8, one of them beyond the buffer
+    assert m.get("killgate_access_log_dropped_total", ("buffer_full",)) == 1
+    none = AccessLog(AccessLogConfig(sample_ratio=0), m, Path)
+    none.done(_rec())
+    assert not none._buf
+
+
+def test_writer_thread_writes_and_counts(tmp_path: Path) -> None:
+    m = Metrics()
+    out = tmp_path / "access.log"
+    al = AccessLog(AccessLogConfig(path=str(out)), m, Path)
+    al.start()
+    for i in range(500):
+        al.done(_rec(path=f"/p{i}"))
+    al.stop()
+    lines = out.read_text().splitlines()
+    assert [json.loads(x)["path"] for x in lines] == [f"/p{i}" for i in range(500)]
+    assert m.get("killgate_access_log_lines_total") == 500
+
+
+def test_a_failing_output_is_counted_not_raised() -> None:
+    if not os.path.exists("/dev/full"):
+        pytest.fail("/dev/full is needed (Linux)")
+    m = Metrics()
+    al = AccessLog(AccessLogConfig(path="/dev/full"), m, Path)
+    al.start()
+    for _ in range(10):
+        al.done(_rec())
+    al.stop()
+    assert m.get("killgate_access_log_dropped_total", ("write_failed",)) == 10
+
+
+async def test_one_line_per_request_from_a_real_gateway(tmp_path: Path, backends,
+                                                        session) -> None:
+    p1 = await backends(echo_app("v1"))
+    p2 = await backends(sse_app("v2", events=2, interval=0.01))
+    out = tmp_path / "access.jsonl"
+    cfg = write_config(tmp_path, two_versions(p1, p2, 100, 0), extra=(
+        f"server: {{access_log: true}}\ntelemetry:\n  access_log: {{path: {out}}}\n"))
+    async with running_gateway(cfg) as g:
+        for i in range(20):
+            async with session.post(g.url + "/v2/models/iris/infer", json={"i": i},
+                                    headers={"x-request-id": f"r{i}"}) as r:
+                await r.read()
+        async with session.get(g.url + "/nope") as r:
+            assert r.status == 404
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    assert len(lines) == 21
+    first = lines[0]
+    assert (first["route"], first["version"], first["decision"], first["arm"], first["status"]) \
+        == ("iris", "v1", "weighted", "stable", 200)
+    assert first["client"] == "127.0.0.1" and first["request_id"] == "r0"
+    assert first["bytes_in"] == len(b'{"i": 0}') and first["bytes_out"] > 0
+    assert first["upstream_ms"] is not None and first["duration_ms"] >= first["upstream_ms"]
+    assert first["method"] == "POST" and first["path"] == "/v2/models/iris/infer"
+    assert lines[-1]["status"] == 404 and lines[-1]["route"] is None
+
+
+def _metric(admin: str, name: str, labels: dict[str, str]) -> float:
+    with urllib.request.urlopen(admin + "/metrics", timeout=5) as r:
+        text = r.read().decode()
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                return float(s.value)
+    return 0.0
+
+
+def _serve_unread_stdout(cfg: Path, errlog: Path) -> tuple[subprocess.Popen[bytes], IO[bytes]]:
+    """`killgate serve` with its standard output on a pipe (that the test does not read)."""
+    err = open(errlog, "wb")  # noqa: SIM115 - closed by the test
+    proc = subprocess.Popen([sys.executable, "-m", "gateway", "serve", "-c", str(cfg)],
+                            stdout=subprocess.PIPE, stderr=err, cwd=str(ROOT),
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                            preexec_fn=die_with_parent)
+    return proc, err
+
+
+async def test_a_blocked_stdout_never_stalls_requests(tmp_path: Path, backends) -> None:
+    """`killgate serve` whose standard output nobody reads (the pipe fills after ~64 KiB):
+    requests keep their latency, lines beyond the buffer are dropped and counted."""
+    p = await backends(echo_app("v1"))
+    port, admin = free_port(), free_port()
+    cfg = write_config(tmp_path, two_versions(p, p, 100, 0), listen=f"127.0.0.1:{port}",
+                       admin=f"127.0.0.1:{admin}", extra=(
+                           "server: {access_log: true}\ntelemetry:\n  access_log: {buffer: 200}\n"
+                           "log: {level: warning}\n"))
+    proc, err = _serve_unread_stdout(cfg, tmp_path / "stderr.log")
+    url, adm = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{admin}"
+    try:
+        def ready() -> bool:
+            try:
+                with urllib.request.urlopen(adm + "/readyz", timeout=1) as r:
+                    return r.status == 200
+            except OSError:
+                return False
+
+        await asyncio.to_thread(wait_until_sync, ready, 20.0)
+
+        def hammer() -> list[float]:
+            took = []
+            for _ in range(1500):  # ~400 bytes a line: ~600 KB, ten pipes' worth
+                t0 = time.monotonic()
+                with urllib.request.urlopen(url + "/v2/models/iris/infer", timeout=5) as r:
+                    assert r.status == 200
+                took.append(time.monotonic() - t0)
+            return sorted(took)
+
+        took = await asyncio.to_thread(hammer)
+        assert took[int(len(took) * 0.99)] < 0.25, took[-10:]
+        dropped = await asyncio.to_thread(_metric, adm, "killgate_access_log_dropped_total",
+                                          {"reason": "buffer_full"})
+        assert dropped > 1000
+    finally:
+        assert proc.stdout is not None
+        reader = threading.Thread(target=proc.stdout.read, daemon=True)  # let it exit
+        reader.start()
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+        reader.join(5)
+        proc.stdout.close()
+        err.close()
+    assert proc.returncode == 0, (tmp_path / "stderr.log").read_text()[-2000:]

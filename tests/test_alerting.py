@@ -1,0 +1,173 @@
+"""domain/alerting.py: Alertmanager payloads parsed, mapped to actions, applied (no loop)."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from gateway.config_telemetry import AlertmanagerConfig
+from gateway.configfile import parse_config_text
+from gateway.domain import alerting
+from gateway.domain.alerting import BadPayload
+from gateway.domain.statedoc import HistoryEntry, StateDoc
+from gateway.errors import ApiError
+
+CONFIG = parse_config_text("""
+routes:
+  - name: iris
+    match: {path_prefix: /v2/models/iris}
+    stable: v1
+    versions:
+      - {name: v1, url: "http://127.0.0.1:9101", weight: 90}
+      - {name: v2, url: "http://127.0.0.1:9102", weight: 10}
+  - name: chat
+    match: {path_prefix: /chat}
+    stable: a
+    versions:
+      - {name: a, url: "http://127.0.0.1:9103"}
+""")
+
+
+def payload(status: str = "firing", **labels: str) -> dict[str, Any]:
+    """What Alertmanager 0.25 sends (webhook_config, version 4)."""
+    lab = {"alertname": "KillgateCanaryErrorRate", "severity": "page", **labels}
+    return {
+        "receiver": "killgate", "status": status, "version": "4",
+        "groupKey": '{}:{alertname="KillgateCanaryErrorRate"}', "truncatedAlerts": 0,
+        "groupLabels": {"alertname": "KillgateCanaryErrorRate"}, "commonLabels": lab,
+        "commonAnnotations": {}, "externalURL": "http://am.example:9093",
+        "alerts": [{"status": status, "labels": lab,
+                    "annotations": {"summary": "v2 errors 40% vs stable 0%"},
+                    "startsAt": "2024-05-01T10:00:00.000Z",
+                    "endsAt": "0001-01-01T00:00:00Z",
+                    "generatorURL": "http://prom.example:9090/graph?g0.expr=x",
+                    "fingerprint": "3f1c2b9a8d7e6f50"}],
+    }
+
+
+def test_parse_reads_alertmanagers_payload() -> None:
+    note = alerting.parse(payload(killgate_action="kill", route="iris", version="v2"))
+    assert note.receiver == "killgate" and note.status == "firing"
+    (a,) = note.alerts
+    assert a.fingerprint == "3f1c2b9a8d7e6f50" and a.starts_at == "2024-05-01T10:00:00.000Z"
+    assert a.labels["version"] == "v2" and a.generator_url.startswith("http://prom")
+
+
+def _broken(path: str, value: Any) -> dict[str, Any]:
+    body = payload(killgate_action="kill", route="iris")
+    target: Any = body
+    keys = path.split(".")
+    for k in keys[:-1]:
+        target = target[int(k)] if k.isdigit() else target[k]
+    last = keys[-1]
+    if value is KeyError:
+        del target[last]
+    else:
+        target[int(last) if last.isdigit() else last] = value
+    return body
+
+
+@pytest.mark.parametrize("body,message", [
+    ([], "must be an Alertmanager webhook payload"),
+    ("firing", "must be an Alertmanager webhook payload"),
+    (_broken("version", "3"), 'version must be "4"'),
+    (_broken("version", KeyError), 'version must be "4"'),
+    (_broken("receiver", ""), "receiver must be a non-empty string"),
+    (_broken("receiver", "a\nb"), "receiver must be printable ASCII"),
+    (_broken("receiver", "r" * 200), "receiver is longer than 128"),
+    (_broken("status", "pending"), 'status must be "firing" or "resolved"'),
+    (_broken("alerts", []), "alerts must be a non-empty list"),
+    (_broken("alerts", {"a": 1}), "alerts must be a non-empty list"),
+    (_broken("alerts", [{}] * 1001), "more than 1000 alerts"),
+    (_broken("alerts.0", "x"), "alerts[0] must be an object"),
+    (_broken("alerts.0.status", None), 'alerts[0].status must be "firing" or "resolved"'),
+    (_broken("alerts.0.fingerprint", KeyError), "alerts[0].fingerprint must be a non-empty"),
+    (_broken("alerts.0.fingerprint", 7), "alerts[0].fingerprint must be a non-empty"),
+    (_broken("alerts.0.fingerprint", "x" * 65), "alerts[0].fingerprint is longer than 64"),
+    (_broken("alerts.0.startsAt", KeyError), "alerts[0].startsAt must be a non-empty"),
+    (_broken("alerts.0.labels", ["a"]), "alerts[0].labels must be an object of strings"),
+    (_broken("alerts.0.labels", {"route": 1}), "alerts[0].labels.route must be a string"),
+    (_broken("alerts.0.labels", {f"l{i}": "x" for i in range(65)}), "more than 64 entries"),
+    (_broken("alerts.0.annotations", {"s": "x" * 5000}), "alerts[0].annotations.s must be"),
+])
+def test_parse_refuses_with_a_message(body: Any, message: str) -> None:
+    with pytest.raises(BadPayload) as err:
+        alerting.parse(body)
+    assert message in str(err.value)
+
+
+AM = AlertmanagerConfig()
+
+
+def _intent(cfg: AlertmanagerConfig = AM, status: str = "firing",
+            **labels: str) -> alerting.Intent:
+    (a,) = alerting.parse(payload(status, **labels)).alerts
+    return alerting.intent(a, cfg, CONFIG)
+
+
+def test_intent_maps_only_what_the_labels_say() -> None:
+    i = _intent(killgate_action="kill", route="iris", version="v2")
+    assert (i.action, i.outcome, i.target) == ("kill", "act", {"scope": "version",
+                                                               "route": "iris", "version": "v2"})
+    i = _intent(killgate_action="kill", route="iris")
+    assert i.target == {"scope": "route", "route": "iris"}
+    i = _intent(killgate_action="rollback", route="iris", version="v2")
+    assert (i.action, i.target) == ("rollback", {"scope": "route", "route": "iris",
+                                                 "version": "v2"})
+
+
+@pytest.mark.parametrize("labels,cfg,outcome,message", [
+    ({}, AM, "ignored", "no killgate_action label"),
+    ({"killgate_action": "restart", "route": "iris"}, AM, "unmapped", "is not kill or rollback"),
+    ({"killgate_action": "kill"}, AM, "unmapped", "needs a route label"),
+    ({"killgate_action": "kill", "route": "iriss"}, AM, "unmapped", "no route named 'iriss'"),
+    ({"killgate_action": "kill", "route": "iris", "version": "v9"}, AM, "unmapped",
+     "has no version 'v9'"),
+    ({"killgate_action": "rollback", "route": "iris"}, AlertmanagerConfig(actions=["kill"]),
+     "unmapped", "does not allow 'rollback'"),
+    ({"killgate_action": "kill", "route": "chat"}, AlertmanagerConfig(routes=["iris"]),
+     "unmapped", "does not include 'chat'"),
+])
+def test_intent_never_guesses(labels: dict[str, str], cfg: AlertmanagerConfig, outcome: str,
+                              message: str) -> None:
+    i = _intent(cfg, **labels)
+    assert (i.action, i.outcome) == ("none", outcome)
+    assert message in i.message
+
+
+def test_resolved_never_acts() -> None:
+    i = _intent(status="resolved", killgate_action="kill", route="iris", version="v2")
+    assert (i.action, i.outcome) == ("none", "resolved")
+    assert "never lifts a kill" in i.message
+
+
+def test_kill_is_idempotent() -> None:
+    doc = StateDoc(generation=4)
+    new = alerting.kill(doc, "iris", "v2", "alertmanager/k", "why", "t")
+    flag = new.kills["version:iris:v2"]
+    assert (flag.scope, flag.actor, flag.generation, flag.abort_inflight) == (
+        "version", "alertmanager/k", 5, True)
+    assert alerting.kill(new, "iris", "v2", "alertmanager/other", "again", "t2") is new
+    assert "route:iris" in alerting.kill(new, "iris", None, "a", "r", "t").kills
+
+
+def test_rollback_moves_off_the_bad_version() -> None:
+    rc = CONFIG.route("iris")
+    assert rc is not None
+    doc = StateDoc(generation=1)
+    # the canary is bad: the stable takes everything
+    new = alerting.rollback(doc, rc, "v2", "alertmanager/k", "why", "t")
+    ov = new.overrides["iris"]
+    assert ov.stable == "v1" and ov.weights == {"v1": 100.0, "v2": 0.0}
+    assert alerting.rollback(new, rc, "v2", "alertmanager/k", "again", "t") is new
+    # the stable is bad: its predecessor takes over
+    hist = {"iris": (HistoryEntry("v2", "t0", "x", "r", "u", None, 0),
+                     HistoryEntry("v1", "t1", "x", "r", "u", None, 1))}
+    doc = StateDoc(generation=2, history=copy.deepcopy(hist))
+    assert alerting.rollback(doc, rc, "v1", "a", "r", "t").overrides["iris"].stable == "v2"
+    # nowhere to go: refused, nothing changed
+    with pytest.raises(ApiError) as err:
+        alerting.rollback(StateDoc(generation=1), rc, None, "a", "r", "t")
+    assert err.value.status == 409

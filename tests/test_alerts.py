@@ -1,0 +1,233 @@
+"""POST /v1/alerts/alertmanager (control/alerts.py) on a real gateway over HTTP."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import ClientSession
+
+from gateway.admin.auth import mint
+from tests.backends import echo_app
+from tests.conftest import SECRET, running_gateway, two_versions, write_config
+from tests.test_alerting import payload
+
+PATH = "/v1/alerts/alertmanager"
+INFER = "/v2/models/iris/infer"
+
+
+def bearer(scope: str, sub: str = "am") -> dict[str, str]:
+    return {"Authorization": f"Bearer {mint(SECRET, sub, scope, 600, 'killgate', 'killgate-admin')}"}
+
+
+ALERT = bearer("killgate:alert")
+READ = bearer("killgate:read")
+
+
+async def _gateway_cfg(tmp: Path, backends: Any, alerts: str = "alerts:\n  alertmanager: {}\n",
+                       w2: float = 50) -> Path:
+    p1, p2 = await backends(echo_app("v1")), await backends(echo_app("v2"))
+    return write_config(tmp, two_versions(p1, p2, 100 - w2, w2), extra=alerts)
+
+
+async def _post(session: ClientSession, admin: str, body: Any,
+                headers: dict[str, str] = ALERT) -> tuple[int, Any]:
+    kw: dict[str, Any] = {"data": body} if isinstance(body, str | bytes) else {"json": body}
+    async with session.post(admin + PATH, headers=headers, **kw) as r:
+        return r.status, await r.json()
+
+
+async def _audit(session: ClientSession, admin: str) -> list[dict[str, Any]]:
+    async with session.get(admin + "/v1/audit?limit=1000", headers=READ) as r:
+        return list((await r.json())["events"])
+
+
+async def _state(session: ClientSession, admin: str) -> tuple[int, list[Any], int]:
+    async with session.get(admin + "/v1/status", headers=READ) as r:
+        st = await r.json()
+    return st["generation"], st["kills"], len(await _audit(session, admin))
+
+
+async def _versions(session: ClientSession, url: str, n: int = 40) -> set[str]:
+    seen = set()
+    for _ in range(n):
+        async with session.post(url + INFER, json={}) as r:
+            seen.add(r.headers.get("x-killgate-version", ""))
+    return seen
+
+
+async def test_a_firing_alert_kills_the_version_and_the_audit_names_it(
+        tmp_path: Path, backends, session) -> None:
+    cfg = await _gateway_cfg(tmp_path, backends)
+    async with running_gateway(cfg) as g:
+        assert await _versions(session, g.url) == {"v1", "v2"}
+        status, body = await _post(session, g.admin,
+                                   payload(killgate_action="kill", route="iris", version="v2"))
+        assert status == 200, body
+        (act,) = body["actions"]
+        assert act["action"] == "kill" and act["outcome"] == "acted" and not act["dry_run"]
+        assert act["target"] == {"scope": "version", "route": "iris", "version": "v2"}
+        assert act["fingerprint"] == "3f1c2b9a8d7e6f50" and act["generation"] > 0
+        assert act["applied"]["acked"] == act["applied"]["instances"] == 1
+        assert await _versions(session, g.url) == {"v1"}
+        ev = next(e for e in await _audit(session, g.admin) if e["action"] == "kill")
+        assert ev["actor"] == "alertmanager/killgate" and ev["id"] == act["audit_id"]
+        alert = ev["evidence"]["alert"]
+        assert alert["labels"]["alertname"] == "KillgateCanaryErrorRate"
+        assert alert["annotations"]["summary"] == "v2 errors 40% vs stable 0%"
+        assert alert["generatorURL"] == "http://prom.example:9090/graph?g0.expr=x"
+        assert "v2 errors 40%" in ev["reason"]
+        async with session.get(g.admin + "/v1/status", headers=READ) as r:
+            (kill,) = (await r.json())["kills"]
+        assert kill["actor"] == "alertmanager/killgate"
+        assert g.gw.metrics.get("killgate_alertmanager_alerts_total", ("acted",)) == 1
+
+
+async def test_fifty_resends_then_resolved_make_one_kill(tmp_path: Path, backends,
+                                                         session) -> None:
+    """RELIABILITY row 58: the same firing alert 50 times, then `resolved`: one kill, one
+    audit event, and the kill stays."""
+    cfg = await _gateway_cfg(tmp_path, backends)
+    async with running_gateway(cfg) as g:
+        gen0, _, audit0 = await _state(session, g.admin)
+        firing = payload(killgate_action="kill", route="iris", version="v2")
+        outcomes = []
+        for _ in range(50):
+            status, body = await _post(session, g.admin, firing)
+            assert status == 200
+            outcomes.append(body["actions"][0]["outcome"])
+        assert outcomes == ["acted"] + ["duplicate"] * 49
+        status, body = await _post(session, g.admin, payload(
+            "resolved", killgate_action="kill", route="iris", version="v2"))
+        assert status == 200 and body["actions"][0]["outcome"] == "resolved"
+        assert body["actions"][0]["action"] == "none"
+        gen, kills, audit = await _state(session, g.admin)
+        assert gen == gen0 + 1 and audit == audit0 + 1
+        assert [k["version"] for k in kills] == ["v2"]
+        assert await _versions(session, g.url) == {"v1"}
+        # a new firing episode (new startsAt) after a person's unkill acts again, once
+        again = copy.deepcopy(firing)
+        again["alerts"][0]["startsAt"] = "2024-05-02T10:00:00.000Z"
+        async with session.post(g.admin + "/v1/unkill", headers=bearer("killgate:kill"),
+                                json={"scope": "version", "route": "iris", "version": "v2",
+                                      "reason": "fixed"}) as r:
+            assert r.status == 200
+        assert (await _post(session, g.admin, firing))[1]["actions"][0]["outcome"] == "duplicate"
+        assert (await _post(session, g.admin, again))[1]["actions"][0]["outcome"] == "acted"
+
+
+@pytest.mark.parametrize("body", [
+    "{not json", b"\xff\xfe", "[]", '"firing"',
+    {"version": "4", "receiver": "k", "status": "firing"},
+    {**payload(killgate_action="kill", route="iris"), "version": 4},
+    {**payload(killgate_action="kill", route="iris"), "alerts": [{"status": "firing"}]},
+])
+async def test_malformed_payloads_are_400_and_change_nothing(tmp_path: Path, backends, session,
+                                                             body: Any) -> None:
+    cfg = await _gateway_cfg(tmp_path, backends)
+    async with running_gateway(cfg) as g:
+        before = await _state(session, g.admin)
+        status, answer = await _post(session, g.admin, body)
+        assert status == 400, answer
+        assert answer["error"]["type"] == "bad_request" and answer["error"]["message"]
+        assert await _state(session, g.admin) == before
+
+
+async def test_unknown_mappings_are_answered_counted_and_ignored(tmp_path: Path, backends,
+                                                                 session) -> None:
+    cfg = await _gateway_cfg(tmp_path, backends)
+    async with running_gateway(cfg) as g:
+        before = await _state(session, g.admin)
+        body = payload(killgate_action="kill", route="iris")
+        first = body["alerts"][0]
+        body["alerts"] = [
+            {**first, "fingerprint": "a1", "labels": {"alertname": "Other"}},
+            {**first, "fingerprint": "a2", "labels": {"killgate_action": "explode",
+                                                      "route": "iris"}},
+            {**first, "fingerprint": "a3", "labels": {"killgate_action": "kill",
+                                                      "route": "nope"}},
+            {**first, "fingerprint": "a4", "labels": {"killgate_action": "kill",
+                                                      "route": "iris", "version": "v7"}},
+            {**first, "fingerprint": "a5", "labels": {"killgate_action": "kill"}},
+        ]
+        status, answer = await _post(session, g.admin, body)
+        assert status == 200
+        got = [(a["fingerprint"], a["action"], a["outcome"]) for a in answer["actions"]]
+        assert got == [("a1", "none", "ignored"), ("a2", "none", "unmapped"),
+                       ("a3", "none", "unmapped"), ("a4", "none", "unmapped"),
+                       ("a5", "none", "unmapped")]
+        assert "no route named 'nope'" in answer["actions"][2]["message"]
+        assert await _state(session, g.admin) == before
+        assert g.gw.metrics.get("killgate_alertmanager_alerts_total", ("unmapped",)) == 4
+        assert g.gw.metrics.get("killgate_alertmanager_alerts_total", ("ignored",)) == 1
+
+
+async def test_scope_killgate_alert_is_needed_and_allows_nothing_else(
+        tmp_path: Path, backends, session) -> None:
+    cfg = await _gateway_cfg(tmp_path, backends)
+    firing = payload(killgate_action="kill", route="iris", version="v2")
+    async with running_gateway(cfg) as g:
+        before = await _state(session, g.admin)
+        for headers, code in ((READ, 403), (bearer("killgate:kill killgate:rollout"), 403),
+                              ({}, 401), ({"Authorization": "Bearer nope"}, 401)):
+            status, answer = await _post(session, g.admin, firing, headers)
+            assert status == code, answer
+        assert (await _state(session, g.admin))[:2] == before[:2]  # (denials are audited)
+        # the alert scope opens this endpoint only
+        async with session.post(g.admin + "/v1/kill", headers=ALERT,
+                                json={"scope": "global", "reason": "x"}) as r:
+            assert r.status == 403
+        async with session.get(g.admin + "/v1/status", headers=ALERT) as r:
+            assert r.status == 403
+        assert (await _post(session, g.admin, firing, bearer("killgate:admin")))[0] == 200
+
+
+async def test_observe_mode_records_what_it_would_do(tmp_path: Path, backends,
+                                                     session) -> None:
+    cfg = await _gateway_cfg(tmp_path, backends,
+                             alerts="alerts:\n  alertmanager: {mode: observe}\n")
+    async with running_gateway(cfg) as g:
+        gen0, _, audit0 = await _state(session, g.admin)
+        firing = payload(killgate_action="kill", route="iris", version="v2")
+        status, body = await _post(session, g.admin, firing)
+        (act,) = body["actions"]
+        assert status == 200 and act["dry_run"] and act["outcome"] == "dry_run"
+        assert act["action"] == "kill" and "would kill version v2" in act["message"]
+        assert (await _post(session, g.admin, firing))[1]["actions"][0]["outcome"] == "duplicate"
+        gen, kills, audit = await _state(session, g.admin)
+        assert (gen, kills, audit) == (gen0, [], audit0 + 1)
+        ev = (await _audit(session, g.admin))[0]
+        assert ev["action"] == "alert.observe.kill" and ev["would_change"] is True
+        assert ev["actor"] == "alertmanager/killgate" and ev["evidence"]["alert"]["labels"]
+        assert await _versions(session, g.url) == {"v1", "v2"}
+
+
+async def test_rollback_alert_moves_the_route_to_its_stable(tmp_path: Path, backends,
+                                                            session) -> None:
+    cfg = await _gateway_cfg(tmp_path, backends)
+    async with running_gateway(cfg) as g:
+        body = payload(killgate_action="rollback", route="iris", version="v2")
+        status, answer = await _post(session, g.admin, body)
+        assert status == 200 and answer["actions"][0]["outcome"] == "acted"
+        assert await _versions(session, g.url) == {"v1"}
+        async with session.get(g.admin + "/v1/status", headers=READ) as r:
+            route = (await r.json())["routes"]["iris"]
+        assert route["latched"] and route["override"]["actor"] == "alertmanager/killgate"
+        # a rollback with nowhere to go is refused per alert, changing nothing
+        stale = payload(killgate_action="rollback", route="iris")
+        stale["alerts"][0]["fingerprint"] = "ffff"
+        before = await _state(session, g.admin)
+        status, answer = await _post(session, g.admin, stale)
+        assert status == 200 and answer["actions"][0]["outcome"] == "refused", answer
+        assert await _state(session, g.admin) == before
+
+
+async def test_not_enabled_is_404(tmp_path: Path, backends, session) -> None:
+    cfg = await _gateway_cfg(tmp_path, backends, alerts="")
+    async with running_gateway(cfg) as g:
+        status, answer = await _post(session, g.admin,
+                                     payload(killgate_action="kill", route="iris"))
+        assert status == 404 and answer["error"]["type"] == "not_enabled"
+        assert "alerts.alertmanager" in answer["error"]["message"]
