@@ -30,6 +30,7 @@ from gateway.control.reload import ConfigWatcher, summarize_changes
 from gateway.control.rollout import RolloutDriver
 from gateway.control.table import TableHolder
 from gateway.control.traffic import LiveTraffic
+from gateway.dataplane.clock import Clock
 from gateway.dataplane.inflight import Inflight
 from gateway.dataplane.listener import Limits, Listener
 from gateway.dataplane.proxy import Observer, Proxy
@@ -85,6 +86,7 @@ class Gateway:
         self.requests = RequestStats(loaded.config.telemetry.buckets, self._intended_split)
         self.metrics.source(self.requests)
         self.inflight = Inflight()
+        self.clock = Clock()  # the data plane's shared clock reading (dataplane/clock.py)
         self.draining = False
         self.started = False
         self.watcher: ConfigWatcher | None = None
@@ -116,7 +118,7 @@ class Gateway:
         event(log, "phase", phase="config", digest=self.loaded.digest,
               routes=len(cfg.routes), instance=self.instance)
         self.upstreams = Upstreams(cfg.server.max_connections_per_backend,
-                                   cfg.server.max_pending_per_backend)
+                                   cfg.server.max_pending_per_backend, self.clock)
         self._stack.push_async_callback(self.upstreams.close)
         self.holder.listen(self._on_table)
 
@@ -174,7 +176,7 @@ class Gateway:
             header_timeout=cfg.server.header_timeout,
             keepalive_timeout=cfg.server.keepalive_timeout,
             body_timeout=cfg.server.body_timeout, send_timeout=cfg.server.send_timeout),
-            cfg.server.max_connections, count)
+            cfg.server.max_connections, count, self.clock)
 
         self.admin_api = AdminApi(self)
         # stopped after the admin listener (pushed before it), before the store: the last

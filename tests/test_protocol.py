@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from gateway.dataplane.clock import Clock
 from gateway.dataplane.protocol import (
     MAX_HEADERS,
     HttpProtocol,
@@ -59,6 +60,7 @@ class FakeTransport(asyncio.Transport):
 class FakeServer:
     def __init__(self, handler: Any, limits: Limits | None = None, max_connections: int = 10):
         self.handler = handler
+        self.clock = Clock()
         self.limits = limits or Limits(header_timeout=0.3, keepalive_timeout=0.6,
                                        body_timeout=0.3, send_timeout=0.3)
         self.connections: set[HttpProtocol] = set()

@@ -141,8 +141,8 @@ async def test_a_sink_is_told_of_every_step_and_the_sweeper_watches_it() -> None
     assert bytes(tr.out) == b"GET / HTTP/1.1\r\n\r\n" and ex in p.waiting
     feed(ex, b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nab", 0)
     feed(ex, b"cd", 0)
-    assert sink.steps[0] == (True, False, 0, False)  # the head
-    assert sink.steps[-1] == (True, True, 4, False)  # the end
+    # told once per arrival (not per parser step): the head and 2 bytes, then the end
+    assert sink.steps == [(True, False, 2, False), (True, True, 4, False)]
     assert ex.take_body() == b"abcd"
     p.release(ex)  # a complete keep-alive answer: pooled, and no longer watched
     assert ex.sink is None and ex not in p.waiting and p.take_idle() is ex

@@ -93,35 +93,21 @@ def _content_type(raw: list[tuple[bytes, bytes]]) -> bytes:
     return b""
 
 
-class Flight:
-    """A routed request being forwarded (one per request that reaches the upstream side)."""
+class Flight(Handle):
+    """A routed request being forwarded (one per request that reaches the upstream side); it
+    is its own in-flight `Handle` (kills find it by route and version, and cut its exchange)."""
 
-    __slots__ = (
-        "budget",
-        "complete",
-        "deadline",
-        "decision",
-        "ex",
-        "field",
-        "first",
-        "handle",
-        "plan",
-        "prefix",
-        "proxy",
-        "raw_target",
-        "req",
-        "routing_path",
-        "so_far",
-        "started",
-        "target",
-        "targets",
-        "task",
-        "whole",
-    )
+    __slots__ = ("budget", "complete", "deadline", "decision", "field", "first", "plan",
+                 "prefix", "proxy", "raw_target", "req", "routing_path", "so_far", "started",
+                 "target", "targets", "task", "whole")
 
     def __init__(self, proxy: Proxy, req: Request, plan: RoutePlan, target: Target,
                  decision: str, prefix: bytes | None, complete: bool, field: ModelField | None,
                  raw_target: bytes, routing_path: str) -> None:
+        self.route = plan.name  # the Handle's fields: what a kill matches, what it cuts
+        self.version: str | None = None
+        self.exchange: Exchange | None = None  # the exchange this flight holds, if any
+        self.aborted: Aborted | None = None
         self.proxy = proxy
         self.req = req
         self.plan = plan
@@ -132,22 +118,20 @@ class Flight:
         self.field = field
         self.raw_target = raw_target
         self.routing_path = routing_path
-        self.handle = Handle(plan.name)
         self.so_far = SoFar()
         self.targets: tuple[Target, ...] | None = None
-        self.ex: Exchange | None = None
         self.task: asyncio.Task[None] | None = None
         self.whole = False          # fast path: waiting for a small answer to be complete
         self.started = 0.0
-        self.deadline = proxy.loop.time() + plan.config.timeouts.total
-        self.budget = proxy.budget(plan)
+        self.deadline = proxy.clock.now + plan.config.timeouts.total
+        self.budget = None if plan.config.retry is None else proxy.budget(plan)
 
     # ------------------------------------------------------------------ entry points
 
     def start(self) -> None:
-        self.proxy.inflight.handles.add(self.handle)
+        self.proxy.inflight.handles.add(self)
         if self.budget is not None:
-            self.budget.request(self.proxy.loop.time())
+            self.budget.request(self.proxy.clock.now)
         if not (self.complete and self._fast()):
             self._spawn(self._run())
 
@@ -156,18 +140,18 @@ class Flight:
         task = self.task
         if task is not None and not task.done():
             task.cancel()
-        ex = self.ex
+        ex = self.exchange
         if ex is not None:
-            self.ex = None
+            self.exchange = None
             ex.close()
             ex.release()
-        self.proxy.inflight.handles.discard(self.handle)
+        self.proxy.inflight.handles.discard(self)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         self.task = self.proxy.loop.create_task(coro)
 
     def _finished(self) -> None:
-        self.proxy.inflight.handles.discard(self.handle)
+        self.proxy.inflight.handles.discard(self)
 
     # ------------------------------------------------------------------ the fast path
 
@@ -186,30 +170,28 @@ class Flight:
         ex = pool.take_idle()
         if ex is None:
             return False
-        handle = self.handle
-        if handle.aborted is not None:
+        if self.aborted is not None:
             pool.release(ex)
-            self._answer_killed(handle.aborted)
+            self._answer_killed(self.aborted)
             return True
         body = self._body()
         timeouts = self.plan.config.timeouts
         ex.begin(self.deadline, timeouts.idle, self.req.method == b"HEAD")
-        handle.version = target.name
-        handle.exchange = ex
-        self.ex = ex
+        self.version = target.name
+        self.exchange = ex
         self.whole = False
-        self.started = proxy.loop.time()
+        self.started = proxy.clock.now
         ex.drive(self, proxy.request_head(self.req, target, pool.host_header, len(body),
                                           self.raw_target) + body)
         return True
 
     def upstream(self, ex: Exchange) -> None:
         """The exchange moved on (called from the upstream protocol's callbacks)."""
-        if ex is not self.ex:
+        if ex is not self.exchange:
             return
         err = ex.error
         if err is not None:
-            self.ex = None
+            self.exchange = None
             ex.release()
             self._failed(err)
             return
@@ -238,16 +220,21 @@ class Flight:
 
     def _judge(self, ex: Exchange, whole: bool) -> None:
         """An answer's head (or all of it) is in: forward it, or move the request on."""
+        status = ex.status
+        protocol = self.plan.config.protocol
+        if status < 400 or (protocol == "http" and status < 500):
+            self._forward_answer(ex)  # the common case: nothing to decide
+            return
         not_ready = whole and ex.complete and self.complete and is_not_ready(
-            self.plan.config.protocol, ex.status, self.routing_path, ex.peek_body())
-        if not not_ready and (ex.status < 500 or not self.proxy.policy(self.plan).retry_on):
+            protocol, status, self.routing_path, ex.peek_body())
+        if not not_ready and (status < 500 or not self.proxy.policy(self.plan).retry_on):
             self._forward_answer(ex)
             return
         if self._next(Outcome(ANSWERED, ex.status, not_ready), None, ex):
             self._continue()
 
     def _forward_answer(self, ex: Exchange) -> None:
-        self.ex = None
+        self.exchange = None
         if ex.complete:
             ex.detach()
             self.proxy.write_complete(self, ex)
@@ -258,7 +245,7 @@ class Flight:
 
     def _failed(self, err: UpstreamError) -> None:
         self.proxy.count_error(self.plan, self.target, err, self.started)
-        aborted = self.handle.aborted
+        aborted = self.aborted
         if aborted is not None:
             self._answer_killed(aborted)
             return
@@ -297,7 +284,7 @@ class Flight:
             return False
         self.so_far = nxt.so_far
         if ex is not None:  # an answer we will not forward: drop it
-            self.ex = None
+            self.exchange = None
             ex.close()
             ex.release()
             proxy.dropped(plan, self.target, ex.status, outcome.not_ready, self.started)
@@ -341,7 +328,7 @@ class Flight:
                     try:
                         await ex.settle(NOT_READY_MAX)  # the error body decides; it is small
                     except UpstreamError as exc:
-                        self.ex = None
+                        self.exchange = None
                         ex.release()
                         proxy.count_error(self.plan, self.target, exc, self.started)
                         if not self._next(outcome_of(exc), exc, None):
@@ -355,7 +342,7 @@ class Flight:
                     if self.complete and self._fast():
                         return
                     continue
-                self.ex = None
+                self.exchange = None
                 if ex.complete:
                     proxy.write_complete(self, ex)
                     self._finished()
@@ -371,9 +358,9 @@ class Flight:
             self._finished()
 
     def _close_ex(self) -> None:
-        ex = self.ex
+        ex = self.exchange
         if ex is not None:
-            self.ex = None
+            self.exchange = None
             ex.close()
             ex.release()
 
@@ -384,7 +371,6 @@ class Flight:
         while True:
             req = self.req
             target = self.target
-            handle = self.handle
             body: bytes | AsyncIterator[bytes]
             if self.complete:
                 body = self._body()
@@ -396,15 +382,14 @@ class Flight:
                 body = self._chain(first)
             pool = proxy.upstreams.pools.get(target.origin) or proxy.upstreams.pool(target.origin)
             self.started = proxy.loop.time()
-            handle.version = target.name
+            self.version = target.name
             try:
                 ex, reused = await pool.acquire(self.plan.config.timeouts.connect)
-                if handle.aborted is not None:
+                if self.aborted is not None:
                     pool.release(ex)
-                    raise handle.aborted
+                    raise self.aborted
                 ex.begin(self.deadline, self.plan.config.timeouts.idle, req.method == b"HEAD")
-                handle.exchange = ex
-                self.ex = ex
+                self.exchange = ex
                 head = proxy.request_head(req, target, pool.host_header, length,
                                           self.raw_target)
                 try:
@@ -420,13 +405,13 @@ class Flight:
                 self._answer_killed(exc)
                 return None
             except UpstreamError as exc:
-                cur = self.ex
+                cur = self.exchange
                 if cur is not None:
-                    self.ex = None
+                    self.exchange = None
                     cur.release()
                 proxy.count_error(self.plan, target, exc, self.started)
-                if handle.aborted is not None:
-                    self._answer_killed(handle.aborted)
+                if self.aborted is not None:
+                    self._answer_killed(self.aborted)
                     return None
                 if not self._next(outcome_of(exc), exc, None):
                     return None
@@ -447,7 +432,7 @@ class Flight:
         proxy = self.proxy
         req = self.req
         plan, target = self.plan, self.target
-        self.ex = ex
+        self.exchange = ex
         status = ex.status
         raw = ex.headers
         head_only = req.method == b"HEAD" or status in (204, 304)
@@ -466,7 +451,7 @@ class Flight:
                                 length if not head_only or req.method == b"HEAD" else None,
                                 connection, chunked, sse), chunked)
         if head_only:
-            self.ex = None
+            self.exchange = None
             ex.release()
             req.end()
             self._finished()
@@ -482,15 +467,15 @@ class Flight:
                     if not data:
                         continue
                 if not rec.first_byte:
-                    rec.first_byte = proxy.loop.time()
+                    rec.first_byte = proxy.clock.now
                 rec.bytes_out += len(data)
                 req.send(data)
                 if req.conn.write_paused:
                     await req.drain()
         except UpstreamError as exc:
-            self.ex = None
+            self.exchange = None
             ex.release()
-            why = self.handle.aborted
+            why = self.aborted
             kind = "killed" if why is not None else "upstream_failed"
             if why is not None:
                 proxy.metrics.inc("killgate_inflight_aborted_total", (plan.name,),
@@ -507,7 +492,7 @@ class Flight:
             self._close_ex()
             self._finished()
             return
-        self.ex = None
+        self.exchange = None
         ex.release()
         proxy.observed(plan, target, status, self.started)
         self._finished()

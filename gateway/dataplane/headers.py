@@ -49,29 +49,30 @@ def connection_tokens(values: Iterable[bytes]) -> frozenset[bytes]:
     return frozenset(out)
 
 
-def _filtered(raw: Iterable[tuple[bytes, bytes]],
-              drop: frozenset[bytes]) -> tuple[RawHeaders, list[bytes], list[bytes]]:
-    kept: RawHeaders = []
-    conn: list[bytes] = []
-    via: list[bytes] = []
-    for name, value in raw:
-        low = name.lower()
-        if low in drop or low.startswith(_INTERNAL):
-            if low == b"connection":
-                conn.append(value)
-            continue
-        if low == b"via":
-            via.append(value)
-            continue
-        kept.append((name, value))
-    if conn:
-        named = connection_tokens(conn)
-        kept = [(n, v) for n, v in kept if n.lower() not in named]
-    return kept, via, conn
+# What a field does when it crosses, by its name as sent (learned once per spelling: the
+# hot path does one dict lookup per field instead of lower-casing and comparing it).
+_KEEP, _DROP, _CONN, _VIA, _DATE = 0, 1, 2, 3, 4
+_LEARNED_MAX = 4096  # names a client can invent are bounded: the cache starts over past it
 
 
-def _raw_lines(first: bytes, raw: Iterable[tuple[bytes, bytes]],
-               drop: frozenset[bytes]) -> tuple[list[bytes], bool]:
+def _learn(name: bytes, drop: frozenset[bytes], cache: dict[bytes, int]) -> int:
+    low = name.lower()
+    if low in drop or low.startswith(_INTERNAL):
+        act = _CONN if low == b"connection" else _DROP
+    elif low == b"via":
+        act = _VIA
+    elif low == b"date":
+        act = _DATE
+    else:
+        act = _KEEP
+    if len(cache) >= _LEARNED_MAX:
+        cache.clear()
+    cache[name] = act
+    return act
+
+
+def _raw_lines(first: bytes, raw: Iterable[tuple[bytes, bytes]], drop: frozenset[bytes],
+               cache: dict[bytes, int]) -> tuple[list[bytes], bool]:
     """`first`, one `name: value` line per end-to-end field and our Via line (one pass,
     bytes only), and whether a Date field was among them."""
     parts = [first]
@@ -79,22 +80,29 @@ def _raw_lines(first: bytes, raw: Iterable[tuple[bytes, bytes]],
     via: list[bytes] | None = None
     dated = False
     for name, value in raw:
-        low = name.lower()
-        if low in drop or low.startswith(_INTERNAL):
-            if low == b"connection":
-                (conn := conn or []).append(value)
-            continue
-        if low == b"via":
-            (via := via or []).append(value)
-            continue
-        if low == b"date":
+        act = cache.get(name)
+        if act is None:
+            act = _learn(name, drop, cache)
+        if act == _KEEP:
+            parts.append(b"%s: %s\r\n" % (name, value))
+        elif act == _DATE:
             dated = True
-        parts.append(b"%s: %s\r\n" % (name, value))
+            parts.append(b"%s: %s\r\n" % (name, value))
+        elif act == _CONN:
+            (conn := conn or []).append(value)
+        elif act == _VIA:
+            (via := via or []).append(value)
     if conn:
         named = connection_tokens(conn)
         parts = [parts[0]] + [p for p in parts[1:] if p.split(b":", 1)[0].lower() not in named]
-    parts.append(b"via: %s\r\n" % b", ".join([*(via or ()), VIA]))
+    parts.append(_VIA_LINE if via is None else b"via: %s\r\n" % b", ".join([*via, VIA]))
     return parts, dated
+
+
+_VIA_LINE = b"via: %s\r\n" % VIA
+_REQUEST_NAMES: dict[bytes, int] = {}
+_RESPONSE_NAMES: dict[bytes, int] = {}
+_SSE_NAMES: dict[bytes, int] = {}
 
 
 def request_head(first_line: bytes, raw: Iterable[tuple[bytes, bytes]], forwarded: bytes,
@@ -104,7 +112,7 @@ def request_head(first_line: bytes, raw: Iterable[tuple[bytes, bytes]], forwarde
     `first_line` already holds the request line and our Host; `forwarded` the
     x-forwarded-* lines (rebuilt from the socket peer: a client cannot spoof them).
     """
-    parts, _ = _raw_lines(first_line, raw, _REQUEST_DROP)
+    parts, _ = _raw_lines(first_line, raw, _REQUEST_DROP, _REQUEST_NAMES)
     parts.append(forwarded)
     if length is not None:
         parts.append(b"content-length: %d\r\n\r\n" % length)
@@ -114,6 +122,7 @@ def request_head(first_line: bytes, raw: Iterable[tuple[bytes, bytes]], forwarde
 
 
 _REASONS = {int(s): s.phrase.encode() for s in HTTPStatus}
+_STATUS_LINES = {code: b"HTTP/1.1 %d %s\r\n" % (code, phrase) for code, phrase in _REASONS.items()}
 _date_cache: list[object] = [0, b""]
 
 
@@ -137,8 +146,11 @@ def response_head(status: int, raw: Iterable[tuple[bytes, bytes]], ours: bytes,
     in; framing is ours: `length` (Content-Length), `chunked`, or neither (no body, or a
     body that ends with the connection). `connection` is an explicit Connection value; an
     SSE answer is marked not to be cached or buffered on the way."""
-    status_line = b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b"Unknown"))
-    parts, dated = _raw_lines(status_line, raw, _RESPONSE_DROP_SSE if sse else _RESPONSE_DROP)
+    status_line = _STATUS_LINES.get(status) or b"HTTP/1.1 %d Unknown\r\n" % status
+    if sse:
+        parts, dated = _raw_lines(status_line, raw, _RESPONSE_DROP_SSE, _SSE_NAMES)
+    else:
+        parts, dated = _raw_lines(status_line, raw, _RESPONSE_DROP, _RESPONSE_NAMES)
     if not dated:
         parts.append(b"date: %s\r\n" % _date())
     parts.append(ours)

@@ -18,6 +18,7 @@ import contextlib
 import socket
 from collections.abc import Callable
 
+from gateway.dataplane.clock import Clock
 from gateway.dataplane.protocol import Handler, HttpProtocol, Limits
 
 __all__ = ["Limits", "Listener"]
@@ -27,8 +28,10 @@ class Listener:
     """Accepts data-plane connections and holds them until they close."""
 
     def __init__(self, handler: Handler, limits: Limits, max_connections: int,
-                 count: Callable[[str], None] = lambda _: None) -> None:
+                 count: Callable[[str], None] = lambda _: None,
+                 clock: Clock | None = None) -> None:
         self.handler = handler
+        self.clock = clock or Clock()
         self.limits = limits
         self.max_connections = max_connections
         self.connections: set[HttpProtocol] = set()

@@ -30,6 +30,7 @@ from typing import Protocol
 
 import httptools
 
+from gateway.dataplane.clock import Clock
 from gateway.dataplane.request import BadBody, BodyTimeout, ClientGone, Request
 
 log = logging.getLogger("killgate.protocol")
@@ -79,6 +80,7 @@ class Server(Protocol):
 
     limits: Limits
     handler: Handler
+    clock: Clock
     connections: set[HttpProtocol]
     max_connections: int
     draining: bool
@@ -130,6 +132,7 @@ class HttpProtocol(asyncio.Protocol):
         self.server = server
         self.handler = server.handler
         self.limits = server.limits
+        self.clock = server.clock
         self.loop = loop
         self.transport: asyncio.Transport | None = None
         self.remote: str | None = None
@@ -175,6 +178,7 @@ class HttpProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.stopped:
             return
+        self.clock.now = self.loop.time()
         if self.in_head:
             self.head_bytes += len(data)
             if self.head_bytes > MAX_HEAD + 65536:
@@ -236,7 +240,7 @@ class HttpProtocol(asyncio.Protocol):
     def on_message_begin(self) -> None:
         if self.stopped or self.closing:
             raise _Stop
-        now = self.loop.time()
+        now = self.clock.now
         self.parsing = Request(self, now)
         self.in_head = True
         self.head_bytes = 0
@@ -305,11 +309,17 @@ class HttpProtocol(asyncio.Protocol):
         if req.refused is not None:
             req.keep_alive = False
             self.stopped = True  # answered in turn, then the connection closes
-        req.last_body = self.loop.time()
-        self.queue.append(req)
-        if len(self.queue) > 1 and not self.read_paused:
-            self._pause()  # pipelined: read on once the answers caught up
-        self._dispatch()
+        req.last_body = self.clock.now
+        queue = self.queue
+        queue.append(req)
+        if len(queue) > 1:
+            if not self.read_paused:
+                self._pause()  # pipelined: read on once the answers caught up
+        elif req.refused is not None or req.chunked or req.expect_continue or (
+                req.content_length is not None and req.content_length > SMALL_BODY):
+            self._dispatch()  # handed over at its head (else once its small body is in)
+        elif req.content_length:
+            self._arm(req.last_body + self.limits.body_timeout)  # the small body's deadline
 
     def on_body(self, data: bytes) -> None:
         req = self.parsing
@@ -320,7 +330,7 @@ class HttpProtocol(asyncio.Protocol):
         n = len(data)
         req.buffered += n
         req.body_size += n
-        req.last_body = self.loop.time()
+        req.last_body = self.clock.now
         if req.waiter is not None:
             req.wake()
         if req.buffered > BODY_HIGH and not self.read_paused:
@@ -409,7 +419,7 @@ class HttpProtocol(asyncio.Protocol):
             self.close()
             return
         if not queue and self.parsing is None:
-            self.deadline = self.loop.time() + self.limits.keepalive_timeout
+            self.deadline = self.clock.now + self.limits.keepalive_timeout
             self._arm(self.deadline)
         if self.read_paused and len(queue) <= 1:
             self._resume()

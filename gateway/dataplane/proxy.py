@@ -38,6 +38,7 @@ log = logging.getLogger("killgate.proxy")
 
 _JSON = b"application/json"
 _ADMITTED = object()  # a request counted in flight, before (or without) a Flight
+_CACHE_MAX = 1024  # request targets and hosts remembered as parsed (cleared when full)
 
 
 class TableSource(Protocol):
@@ -72,6 +73,7 @@ class Proxy:
         self.peek_bytes = peek_bytes
         self.holder = holder
         self.upstreams = upstreams
+        self.clock = upstreams.clock
         self.inflight = inflight
         self.metrics = metrics
         self.observer = observer
@@ -83,6 +85,8 @@ class Proxy:
         self._budgets: dict[str, RetryBudget] = {}
         self._policies: dict[str, tuple[object, Policy]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._targets: dict[bytes, tuple[str, str]] = {}  # raw target -> split_target()
+        self._hosts: dict[bytes | None, str] = {}  # raw Host -> route_host()
 
     # ------------------------------------------------------------------ Handler
 
@@ -114,11 +118,11 @@ class Proxy:
             req.flight = None
             self.inflight._done()
             if isinstance(flight, Flight):
-                self.inflight.handles.discard(flight.handle)
+                self.inflight.handles.discard(flight)
         rec = req.rec
         if rec is None or not rec.status:
             return  # the client went away before any answer
-        rec.end = self.loop.time()
+        rec.end = self.clock.now
         recorder = self.recorder
         if recorder.detailed:
             rec.peer = req.remote or ""
@@ -137,8 +141,21 @@ class Proxy:
             self.too_large(req, None)
             return
         try:
-            path, target = split_target(req.target.decode("latin-1"))
-            host = route_host(req.headers.get("host"))
+            known = self._targets.get(req.target)  # the same few paths, again and again
+            if known is None:
+                known = split_target(req.target.decode("latin-1"))
+                if len(self._targets) >= _CACHE_MAX:
+                    self._targets.clear()
+                self._targets[req.target] = known
+            path, target = known
+            host = self._hosts.get(req.host)
+            if host is None:
+                raw = req.host
+                host = route_host(req.headers.get("host") if raw and not raw.isascii()
+                                  else raw.decode("ascii") if raw else None)
+                if len(self._hosts) >= _CACHE_MAX:
+                    self._hosts.clear()
+                self._hosts[raw] = host
         except BadTarget as exc:
             self._bad(req, "target", str(exc))
             return
@@ -298,7 +315,7 @@ class Proxy:
     def observed(self, plan: RoutePlan, target: Target, status: int, started: float) -> None:
         if self.observer is not None:
             self.observer.outcome(plan.name, target.name, "5xx" if status >= 500 else "ok",
-                                  self.loop.time() - started)
+                                  self.clock.now - started)
 
     def dropped(self, plan: RoutePlan, target: Target, status: int, not_ready: bool,
                 started: float) -> None:

@@ -21,6 +21,7 @@ from typing import Protocol
 
 import httptools
 
+from gateway.dataplane.clock import Clock
 from gateway.errors import (
     UpstreamClosed,
     UpstreamConnectError,
@@ -49,8 +50,11 @@ class Exchange(asyncio.Protocol):
 
     def __init__(self, pool: Pool) -> None:
         self.sink: Sink | None = None
+        self.feeding = False
+        self.woke = False
         self.pool = pool
         self.loop = pool.loop
+        self.clock = pool.clock
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.closed = False
@@ -87,14 +91,24 @@ class Exchange(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.got_bytes = True
-        if self.sink is not None:  # no waits to stamp: the idle deadline moves on here
-            self.wait_until = min(self.loop.time() + self.idle, self.deadline)
+        self.clock.now = now = self.loop.time()
+        sink = self.sink
+        if sink is not None:  # no waits to stamp: the idle deadline moves on here
+            self.wait_until = min(now + self.idle, self.deadline)
+            self.feeding = True  # the sink hears once, after these bytes (head, body, end)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self.fail(UpstreamProtocolError("backend switched protocols; upgrades are not proxied"))
         except httptools.HttpParserError as exc:
             self.fail(UpstreamProtocolError(f"malformed response from backend: {exc}"))
+        finally:
+            if sink is not None:
+                self.feeding = False
+                if self.woke:
+                    self.woke = False
+                    if self.sink is not None:
+                        self.sink.upstream(self)
 
     def eof_received(self) -> bool:
         return False
@@ -139,7 +153,7 @@ class Exchange(asyncio.Protocol):
             return  # informational: the real head follows
         self.status = status
         self.headers_done = True
-        self.head_at = self.loop.time()
+        self.head_at = self.clock.now
         self.keep_alive = self.parser.should_keep_alive()
         if status in (204, 304) or self.head:
             self._framed = True
@@ -174,7 +188,10 @@ class Exchange(asyncio.Protocol):
             if not w.done():
                 w.set_result(None)
         elif self.sink is not None:
-            self.sink.upstream(self)
+            if self.feeding:
+                self.woke = True
+            else:
+                self.sink.upstream(self)
 
     def fail(self, exc: UpstreamError) -> None:
         """Stop this exchange with `exc` (also used to abort it from outside: kills)."""
@@ -215,7 +232,7 @@ class Exchange(asyncio.Protocol):
         """Send a whole request and tell `sink` of every step of the answer (no coroutine):
         the deadline sweeper watches it meanwhile."""
         self.sink = sink
-        self.wait_until = min(self.loop.time() + self.idle, self.deadline)
+        self.wait_until = min(self.clock.now + self.idle, self.deadline)
         self.pool.waiting.add(self)
         tr = self.transport
         if tr is None or self.closed:
@@ -311,9 +328,10 @@ class Pool:
 
     def __init__(self, scheme: str, host: str, port: int, max_conns: int,
                  loop: asyncio.AbstractEventLoop, waiting: set[Exchange],
-                 max_pending: int) -> None:
+                 max_pending: int, clock: Clock | None = None) -> None:
         self.scheme, self.host, self.port = scheme, host, port
         self.loop = loop
+        self.clock = clock or Clock()
         self.waiting = waiting  # shared by every pool; the Upstreams sweeper scans it
         self.max_conns = max_conns
         self.max_pending = max_pending
@@ -451,7 +469,9 @@ class Upstreams:
     #: how often waiting exchanges are checked against their deadlines (their precision)
     SWEEP = 0.01
 
-    def __init__(self, max_conns_per_backend: int, max_pending_per_backend: int = 1024) -> None:
+    def __init__(self, max_conns_per_backend: int, max_pending_per_backend: int = 1024,
+                 clock: Clock | None = None) -> None:
+        self.clock = clock or Clock()
         self.max_conns = max_conns_per_backend
         self.max_pending = max_pending_per_backend
         self.pools: dict[tuple[str, str, int], Pool] = {}
@@ -463,7 +483,7 @@ class Upstreams:
         if p is None:
             loop = asyncio.get_running_loop()
             p = self.pools[origin] = Pool(*origin, self.max_conns, loop, self.waiting,
-                                          self.max_pending)
+                                          self.max_pending, self.clock)
             if self._sweeper is None:
                 self._sweeper = loop.create_task(self._sweep(), name="upstream-deadlines")
         return p

@@ -102,6 +102,7 @@ class RoutePlan:
         "_elig_w",
         "_eligible",
         "_failover",
+        "_only",
         "_pinnable",
         "_servable",
         "allow_pin",
@@ -177,6 +178,10 @@ class RoutePlan:
         self._elig_cum = tuple(accumulate(ew.values()))
         self._elig_total = self._elig_cum[-1] if ew else 0.0
         self._failover = self._build_failover()
+        # one version takes all traffic and can serve: the weighted choice needs no draw
+        only = all_names[0] if len(all_names) == 1 else None
+        self._only = (Choice(self.targets[only], WEIGHTED)
+                      if only is not None and not killed and self._elig_names == (only,) else None)
 
     def effective_weights(self) -> dict[str, float]:
         """Each version's share of new traffic in percent (0 for those that cannot serve)."""
@@ -211,6 +216,8 @@ class RoutePlan:
     def choose(self, sticky_key: str | None, pin: str | None,
                rand: Callable[[], float]) -> Choice:
         """Pick the version for one request. `pin` is only honoured when allowed."""
+        if self._only is not None and pin is None and sticky_key is None:
+            return self._only
         if self.killed:
             return Choice(None, KILLED)
         if not self._elig_names:
