@@ -100,6 +100,25 @@ _UNDERSCORE_ALIASES = frozenset({
     b"x-forwarded-host", b"x-forwarded-proto", b"forwarded", b"x-real-ip"})
 
 
+_PLAIN, _HOST, _LENGTH, _CHUNKED, _EXPECT, _UPGRADE, _ALIASED = range(7)
+_KINDS = {b"host": _HOST, b"content-length": _LENGTH, b"transfer-encoding": _CHUNKED,
+          b"expect": _EXPECT, b"upgrade": _UPGRADE}
+_NAMES: dict[bytes, int] = {}  # a field name as sent -> what it is to us (learned once)
+
+
+def _name_kind(name: bytes) -> int:
+    low = name.lower()
+    kind = _KINDS.get(low, _PLAIN)
+    if b"_" in low:
+        alias = low.replace(b"_", b"-")
+        if alias in _UNDERSCORE_ALIASES or alias.startswith(b"x-killgate-"):
+            kind = _ALIASED
+    if len(_NAMES) >= 4096:  # names a client invents are bounded: start over
+        _NAMES.clear()
+    _NAMES[name] = kind
+    return kind
+
+
 class _Refuse(Exception):
     def __init__(self, status: int, message: str) -> None:
         self.status = status
@@ -265,28 +284,28 @@ class HttpProtocol(asyncio.Protocol):
             raise _Refuse(400, "a header field is too long")
         if value and value[-1] in (32, 9):
             value = value.rstrip(b" \t")  # llhttp keeps trailing whitespace
-        if b"_" in name:
-            alias = name.lower().replace(b"_", b"-")
-            if alias in _UNDERSCORE_ALIASES or alias.startswith(b"x-killgate-"):
-                raise _Refuse(400, f"the header {name.decode('latin-1')!r} reads as "
-                                   f"{alias.decode('latin-1')!r} to some backends; send it "
-                                   "with '-'")
         raw.append((name, value))
-        n = len(name)
-        if n == 4 or n == 6 or n == 7 or n == 14 or n == 17:
-            low = name.lower()
-            if low == b"host":
-                if req.host is not None:
-                    raise _Refuse(400, "more than one Host header")
-                req.host = value
-            elif low == b"content-length":
-                req.content_length = int(value)  # llhttp checked: digits, no duplicates
-            elif low == b"transfer-encoding":
-                req.chunked = True  # llhttp checked: chunked last, no Content-Length
-            elif low == b"expect":
-                req.expect_continue = value.lower() == b"100-continue"
-            elif low == b"upgrade":
-                req.refused = (400, "protocol upgrades are not proxied")
+        kind = _NAMES.get(name)
+        if kind is None:
+            kind = _name_kind(name)
+        if not kind:
+            return
+        if kind == _HOST:
+            if req.host is not None:
+                raise _Refuse(400, "more than one Host header")
+            req.host = value
+        elif kind == _LENGTH:
+            req.content_length = int(value)  # llhttp checked: digits, no duplicates
+        elif kind == _CHUNKED:
+            req.chunked = True  # llhttp checked: chunked last, no Content-Length
+        elif kind == _EXPECT:
+            req.expect_continue = value.lower() == b"100-continue"
+        elif kind == _UPGRADE:
+            req.refused = (400, "protocol upgrades are not proxied")
+        else:
+            alias = name.lower().replace(b"_", b"-")
+            raise _Refuse(400, f"the header {name.decode('latin-1')!r} reads as "
+                               f"{alias.decode('latin-1')!r} to some backends; send it with '-'")
 
     def on_headers_complete(self) -> None:
         req = self.parsing
@@ -300,7 +319,7 @@ class HttpProtocol(asyncio.Protocol):
         if req.refused is None:
             if version != "1.1" and not req.http10:
                 req.refused = (400, f"HTTP/{version} is not spoken here; use HTTP/1.1")
-            elif p.should_upgrade() or req.method == b"CONNECT":
+            elif req.method == b"CONNECT":  # (an Upgrade field was refused as it came)
                 req.refused = (400, "protocol upgrades are not proxied")
             elif req.http10 and req.chunked:
                 req.refused = (400, "Transfer-Encoding is not allowed in HTTP/1.0 requests")
