@@ -22,6 +22,7 @@ __all__ = ["SECRET", "Procs", "bench_config", "free_port", "pct", "pinned", "sta
            "wait_http"]
 
 SECRET = secrets.token_urlsafe(32)
+STATE_KEY = secrets.token_hex(32)  # state.signing_key_env: KILLGATE_STATE_KEY (redis stores)
 
 
 def free_port() -> int:
@@ -41,7 +42,8 @@ class Procs:
 
     def start(self, args: list[str], log: Path,
               env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-        e = dict(os.environ, KILLGATE_JWT_SECRET=SECRET, PYTHONUNBUFFERED="1")
+        e = dict(os.environ, KILLGATE_JWT_SECRET=SECRET, KILLGATE_STATE_KEY=STATE_KEY,
+                 PYTHONUNBUFFERED="1")
         e.update(env or {})
         with open(log, "ab") as f:
             p = subprocess.Popen(args, stdout=f, stderr=subprocess.STDOUT, env=e,

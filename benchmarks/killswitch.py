@@ -22,6 +22,12 @@ benchmarks/backend.py, `killgate serve` instances, and wrk for load. Prints one 
     `--propagation-only` runs (b) alone.
 (c) in-flight stream cut: an SSE stream through the gateway, a version kill; time from the
     kill call to the `killgate.error` event at the client, p50/p99.
+(d) `--signing`: what state signing costs propagation. Two fleets of 3 instances on the same
+    Redis (own prefixes), one signed (`killgate serve`), one with signing switched off
+    (benchmarks/unsigned_gateway.py, the same build with no key), measured in alternating
+    rounds of the (b) series; kill and unkill p50/p99 for each, and the difference. An unkill
+    would relax the state, so its push is only a hint: every instance re-reads the store
+    before applying it (one GET more than an unsigned unkill).
 """
 
 from __future__ import annotations
@@ -59,7 +65,8 @@ PROCS = Procs()
 BODY = b'{"inputs":[{"name":"input-0","shape":[1,4],"datatype":"FP32","data":[6.1,2.8,4.7,1.2]}]}'
 
 
-def gateway_config(tmp: Path, name: str, backend_port: int, redis_url: str) -> tuple[Path, int, int]:
+def gateway_config(tmp: Path, name: str, backend_port: int, redis_url: str,
+                   prefix: str = "kgbench") -> tuple[Path, int, int]:
     port, admin = free_port(), free_port()
     (tmp / "conf").mkdir(exist_ok=True)
     p = tmp / "conf" / f"{name}.yaml"  # the config folder holds configs only (it is watched)
@@ -69,7 +76,8 @@ admin: {{listen: 127.0.0.1:{admin}}}
 state:
   backend: redis
   url: {redis_url}
-  prefix: kgbench
+  prefix: {prefix}
+  signing_key_env: KILLGATE_STATE_KEY
   snapshot_path: {tmp}/state/snap-{name}.json
 log: {{level: info, format: json}}
 routes:
@@ -173,6 +181,7 @@ async def propagation(admins: list[int], kills: int, gap: float) -> dict[str, li
     rtt: list[float] = []
     receipt: list[float] = []
     sent: dict[int, float] = {}
+    kinds: dict[int, str] = {}
     acked_all = 0
     data: dict = {}
     try:
@@ -194,6 +203,7 @@ async def propagation(admins: list[int], kills: int, gap: float) -> dict[str, li
             rtt.append((time.perf_counter() - t0) * 1000)
             assert head.startswith(b"HTTP/1.1 200"), head
             sent[data["generation"]] = wall
+            kinds[data["generation"]] = "kill" if path == "/v1/kill" else "unkill"
             receipt.append(data["applied"]["elapsed_ms"])
             acked_all += data["applied"]["acked"] == data["applied"]["instances"]
     finally:
@@ -201,11 +211,18 @@ async def propagation(admins: list[int], kills: int, gap: float) -> dict[str, li
             w.close()
     return {"rtt": rtt, "receipt": receipt, "acked_all": [float(acked_all)],
             "instances": [float(data["applied"]["instances"])],
-            "sent": [sent[g] for g in sorted(sent)], "gens": [float(g) for g in sorted(sent)]}
+            "sent": [sent[g] for g in sorted(sent)], "gens": [float(g) for g in sorted(sent)],
+            "kills": [float(g) for g in sorted(sent) if kinds[g] == "kill"]}
 
 
 def enforcement_lags(logs: list[Path], gens: list[float], sent: list[float]) -> list[float]:
     """Per kill: from the client sending the call to the last instance applying it (ms)."""
+    return list(lags_by_generation(logs, gens, sent).values())
+
+
+def lags_by_generation(logs: list[Path], gens: list[float],
+                       sent: list[float]) -> dict[int, float]:
+    """Generation → ms from the call leaving the client to the last instance applying it."""
     applied: dict[int, list[float]] = {}
     for log in logs:
         for line in log.read_text().splitlines():
@@ -215,11 +232,47 @@ def enforcement_lags(logs: list[Path], gens: list[float], sent: list[float]) -> 
                 continue
             if ev.get("event") == "state_applied":
                 applied.setdefault(int(ev["generation"]), []).append(float(ev["applied_at"]))
-    out = []
+    out = {}
     for g, t in zip(gens, sent, strict=True):
         times = applied.get(int(g), [])
         if len(times) == len(logs):
-            out.append((max(times) - t) * 1000)
+            out[int(g)] = (max(times) - t) * 1000
+    return out
+
+
+def signing_overhead(tmp: Path, bport: int, redis_url: str, kills: int, gap: float,
+                     rounds: int) -> dict[str, dict[str, list[float]]]:
+    """(d): kill and unkill propagation, signed vs unsigned fleets, alternating rounds."""
+    sides = {"signed": [sys.executable, "-m", "gateway"],
+             "unsigned": [sys.executable, str(ROOT / "benchmarks/unsigned_gateway.py")]}
+    fleets: dict[str, tuple[list[int], list[Path]]] = {}
+    for side, cmd in sides.items():
+        admins, logs = [], []
+        for name in ("a", "b", "c"):
+            n = f"{side}-{name}"
+            cfg, _port, admin = gateway_config(tmp, n, bport, redis_url, f"kg{side}")
+            PROCS.start([*cmd, "serve", "-c", str(cfg)], tmp / f"{n}.log")
+            admins.append(admin)
+            logs.append(tmp / f"{n}.log")
+        fleets[side] = (admins, logs)
+    for admins, _ in fleets.values():
+        for a in admins:
+            wait_http(f"http://127.0.0.1:{a}/readyz")
+    time.sleep(2.5)  # every instance has heartbeated (twice)
+    runs: dict[str, list[dict[str, list[float]]]] = {side: [] for side in sides}
+    for r in range(rounds):
+        order = list(sides) if r % 2 == 0 else list(reversed(sides))
+        for side in order:
+            runs[side].append(asyncio.run(propagation(fleets[side][0], kills, gap)))
+    out: dict[str, dict[str, list[float]]] = {}
+    for side, results in runs.items():
+        gens = [g for res in results for g in res["gens"]]
+        sent = [t for res in results for t in res["sent"]]
+        kill_gens = {int(g) for res in results for g in res["kills"]}
+        lags = lags_by_generation(fleets[side][1], gens, sent)
+        out[side] = {"kill": [v for g, v in lags.items() if g in kill_gens],
+                     "unkill": [v for g, v in lags.items() if g not in kill_gens],
+                     "rtt": [x for res in results for x in res["rtt"]]}
     return out
 
 
@@ -258,6 +311,10 @@ def main() -> int:
                          "a quiet fleet); a second series always runs back to back")
     ap.add_argument("--propagation-only", action="store_true",
                     help="run (b) alone: skip the micro-benchmark, throughput and stream cuts")
+    ap.add_argument("--signing", action="store_true",
+                    help="run (d) alone: propagation with state signing vs without, same run")
+    ap.add_argument("--rounds", type=int, default=6,
+                    help="(d): alternating rounds of --kills calls per side (default 6)")
     args = ap.parse_args()
     for tool in ("redis-server", "wrk"):
         if shutil.which(tool) is None:
@@ -273,6 +330,13 @@ def main() -> int:
         PROCS.start([sys.executable, str(ROOT / "benchmarks/backend.py"), "--port", str(bport),
                "--sse"], tmp / "backend.log")
         time.sleep(0.5)
+        if args.signing:
+            print("(d) propagation, signed vs unsigned fleets …", file=sys.stderr)
+            sig = signing_overhead(tmp, bport, redis_url, args.kills, args.gap, args.rounds)
+            PROCS.stop()
+            shutil.rmtree(tmp, ignore_errors=True)
+            print_signing(sig, args)
+            return 0
         mic: dict[str, float] = {}
         tp: dict[str, float] = {}
         if not args.propagation_only:
@@ -344,6 +408,30 @@ def main() -> int:
         print(f"| {k.ljust(w)} | {v} |")
     print(json.dumps({"micro": mic, "throughput": tp}), file=sys.stderr)
     return 0
+
+
+def print_signing(sig: dict[str, dict[str, list[float]]], args: argparse.Namespace) -> None:
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True, cwd=ROOT).stdout.strip()
+    print(f"\nkillgate state signing — {time.strftime('%Y-%m-%d %H:%M')} — commit {commit} — "
+          f"Python {sys.version.split()[0]} — {os.cpu_count()} CPUs — {args.rounds} rounds of "
+          f"{args.kills} calls per side, {args.gap * 1000:g} ms apart\n")
+    rows = []
+    for kind in ("kill", "unkill"):
+        for side in ("unsigned", "signed"):
+            xs = sig[side][kind]
+            rows.append((f"(d) {kind} sent → applied by all 3, {side}, n={len(xs)}, p50 / p99",
+                         f"{statistics.median(xs):.2f} / {pct(xs, 0.99):.2f} ms"))
+        a, b = statistics.median(sig["unsigned"][kind]), statistics.median(sig["signed"][kind])
+        rows.append((f"(d) {kind} p50, signed vs unsigned", f"{(b / a - 1) * 100:+.1f} %"))
+    for side in ("unsigned", "signed"):
+        xs = sig[side]["rtt"]
+        rows.append((f"(d) API round trip (receipt: all 3 acked), {side}, p50 / p99",
+                     f"{statistics.median(xs):.2f} / {pct(xs, 0.99):.2f} ms"))
+    w = max(len(r[0]) for r in rows)
+    print(f"| {'measure'.ljust(w)} | value |\n|{'-' * (w + 2)}|-------|")
+    for k, v in rows:
+        print(f"| {k.ljust(w)} | {v} |")
 
 
 if __name__ == "__main__":

@@ -12,11 +12,14 @@ import asyncio
 import logging
 import os
 import socket
+import uuid
 from contextlib import AsyncExitStack
 from typing import Any
 
 from aiohttp import web
 
+from gateway import __version__
+from gateway.admin import tracing as admin_tracing
 from gateway.admin.api import AdminApi
 from gateway.admin.auth import Authenticator
 from gateway.admin.console import ConsoleApi, FleetView
@@ -38,15 +41,18 @@ from gateway.dataplane.upstream import Upstreams
 from gateway.domain.audit import AuditDraft, utc_now
 from gateway.domain.overrides import identity_problems, record_config
 from gateway.domain.routing import RouteTable
-from gateway.domain.statedoc import StateDoc, plain
+from gateway.domain.statedoc import Change, StateDoc, plain
 from gateway.errors import AuditError, ConfigError, Problem, StateError
 from gateway.log import event
 from gateway.state import make_sync
 from gateway.state.sync import Sync
 from gateway.telemetry.accesslog import AccessLog
 from gateway.telemetry.metrics import Metrics
+from gateway.telemetry.otelenv import resolve as otel_settings
+from gateway.telemetry.otlpmetrics import OtlpMetrics
 from gateway.telemetry.record import combine
 from gateway.telemetry.requests import RequestStats
+from gateway.telemetry.tracing import Tracing
 
 __all__ = ["Gateway", "bind_socket"]
 
@@ -82,6 +88,7 @@ class Gateway:
         self.reuse_port = reuse_port
         self.ports = ports
         self.metrics = Metrics()
+        self.tracing = Tracing(None)
         self.holder = TableHolder(loaded)
         self.requests = RequestStats(loaded.config.telemetry.buckets, self._intended_split)
         self.metrics.source(self.requests)
@@ -117,12 +124,20 @@ class Gateway:
         cfg = self.loaded.config
         event(log, "phase", phase="config", digest=self.loaded.digest,
               routes=len(cfg.routes), instance=self.instance)
+        # first in, last out: spans of the final requests and admin calls still export
+        self.tracing = await self._stack.enter_async_context(Tracing(
+            otel_settings(cfg.telemetry, os.environ), self.instance, __version__))
+        self.tracing.register(self.metrics)
+        otlp = await self._stack.enter_async_context(OtlpMetrics(
+            self.tracing.settings, self.metrics.registry.collect, self.instance, __version__))
+        otlp.register(self.metrics)
         self.upstreams = Upstreams(cfg.server.max_connections_per_backend,
                                    cfg.server.max_pending_per_backend, self.clock)
         self._stack.push_async_callback(self.upstreams.close)
         self.holder.listen(self._on_table)
 
-        self.sync = make_sync(self.loaded, self.holder, self.metrics, self.instance)
+        self.sync = make_sync(self.loaded, self.holder, self.metrics, self.instance,
+                              alarm=self._mirror_alarm)
         self.events = EventSink(self.metrics, lambda: self.loaded.config, self.loaded.resolve,
                                 self.instance)
         self.sync.committed.append(self.events.committed)  # every audited change, posted
@@ -160,7 +175,8 @@ class Gateway:
                       max_inflight=cfg.server.max_inflight,
                       recorder=combine(
                           self.requests if cfg.telemetry.metrics.request_series else None,
-                          self.access_log))
+                          self.access_log),
+                      tracer=self.tracing.requests)
         counters = {"refused": "killgate_connections_refused_total",
                     "send_timeout": "killgate_client_send_timeouts_total"}
 
@@ -185,7 +201,7 @@ class Gateway:
         self._stack.push_async_callback(self.admin_api.denied.stop)
         # Header lines up to 2 MiB reach the handler, so an oversized token is a clean
         # 401 (admin.auth caps Authorization at 8 KiB) rather than a parser's 400.
-        admin_app = self.admin_api.app()
+        admin_app = self.admin_api.app((admin_tracing.middleware(self.tracing.admin),))
         ConsoleApi(self.admin_api.authorize,
                    FleetView(self.instance, cfg.state.instance_lease, self.sync.store, self.sync,
                              lambda: self.holder.doc.generation, lambda: self.loaded.digest),
@@ -219,6 +235,15 @@ class Gateway:
     def _intended_split(self) -> dict[str, dict[str, float]]:
         """Each route's effective weights now (percent), for killgate_split_*."""
         return {p.name: p.effective_weights() for p in self.holder.table.routes}
+
+    def _mirror_alarm(self, alarm: dict[str, Any]) -> None:
+        """The audit mirror refused to continue: tell the webhooks (events.py's shape)."""
+        events = getattr(self, "events", None)
+        if events is not None:
+            events.committed({
+                "id": uuid.uuid4().hex, "time": utc_now(), "action": "audit.mirror_refused",
+                "actor": "killgate/auto", "target": {"mirror": alarm.get("path")},
+                "reason": str(alarm.get("problem", "")), "after": alarm}, self.holder.doc)
 
     def _on_table(self, old: RouteTable, new: RouteTable) -> None:
         """A new snapshot is live: cut in-flight responses that a new kill covers."""
@@ -268,7 +293,7 @@ class Gateway:
         assert self.sync is not None
         routes = list(loaded.config.routes)
 
-        def change(cur: StateDoc) -> StateDoc:
+        def change(cur: StateDoc) -> Change | None:
             return record_config(cur, routes, loaded.digest, utc_now())
 
         def describe(cur: StateDoc, new: StateDoc) -> AuditDraft:

@@ -50,6 +50,7 @@ def parse_duration(value: Any) -> float:
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
+EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=128)]
 
 
 def _positive(limit: float) -> Any:
@@ -158,6 +159,18 @@ class StateConfig(_Model):
     #: a write is confirmed only once this many redis replicas have it (WAIT); 0 = the primary
     min_replicas: int = Field(default=0, ge=0, le=32)
     replica_timeout: Duration = 0.5
+    #: the key that signs every state document, push and ack (never stored in the store):
+    #: an environment variable or a file; required with backend redis (gateway/state/signing.py)
+    signing_key_env: EnvName | None = None
+    signing_key_file: str | None = None
+    #: accepted for verification (never used to sign) while set: a rotation's overlap
+    previous_signing_key_env: EnvName | None = None
+    previous_signing_key_file: str | None = None
+    #: the key of the audit events' `mac` (default: the signing keys)
+    audit_key_env: EnvName | None = None
+    audit_key_file: str | None = None
+    previous_audit_key_env: EnvName | None = None
+    previous_audit_key_file: str | None = None
 
     @field_validator("url")
     @classmethod

@@ -201,6 +201,31 @@ def _problems_from(exc: ValidationError) -> list[Problem]:
     return out
 
 
+def _key_problems(cfg: Config) -> list[Problem]:
+    """The state and audit keys: one source each, and a signing key with redis."""
+    st = cfg.state
+    out: list[Problem] = []
+    for name in ("signing_key", "previous_signing_key", "audit_key", "previous_audit_key"):
+        if getattr(st, f"{name}_env") and getattr(st, f"{name}_file"):
+            out.append(Problem(f"state.{name}_file", f"give {name}_env or {name}_file, not both"))
+    signing = st.signing_key_env or st.signing_key_file
+    if st.backend == "redis" and not signing:
+        out.append(Problem(
+            "state.signing_key_env",
+            "required with backend redis (or signing_key_file): without it, anyone who can "
+            "write to Redis could lift a kill. Name an environment variable that holds the "
+            "same secret of at least 32 bytes on every instance, e.g. `signing_key_env: "
+            "KILLGATE_STATE_KEY` and `export KILLGATE_STATE_KEY=$(openssl rand -hex 32)`"))
+    if not signing and (st.previous_signing_key_env or st.previous_signing_key_file):
+        out.append(Problem("state.previous_signing_key_env",
+                           "needs signing_key_env or signing_key_file (the key that signs)"))
+    if not (st.audit_key_env or st.audit_key_file) and (
+            st.previous_audit_key_env or st.previous_audit_key_file):
+        out.append(Problem("state.previous_audit_key_env",
+                           "needs audit_key_env or audit_key_file (the key that signs)"))
+    return out
+
+
 def _semantic_problems(cfg: Config) -> list[Problem]:
     """Cross-field checks pydantic cannot express per field."""
     out: list[Problem] = []
@@ -223,6 +248,7 @@ def _semantic_problems(cfg: Config) -> list[Problem]:
     if sum(s is not None for s in sources) > 1:
         out.append(Problem("admin.auth", "give only one of hs256_secret_file, public_key_file, "
                                          "jwks_url"))
+    out += _key_problems(cfg)
     seen_routes: dict[str, int] = {}
     for i, r in enumerate(cfg.routes):
         base = f"routes[{i}]"

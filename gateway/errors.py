@@ -2,7 +2,8 @@
 
 Third-party exceptions are translated at the boundary of the one module that uses that
 library (aiohttp client → upstream.py, redis → state/redis.py, jwt → admin/auth.py).
-`gateway.admin.api` and `gateway.dataplane.proxy` are the only places that map them to HTTP.
+`gateway.admin.api` and `gateway.dataplane.proxy` are the only places that map them to HTTP;
+the domain's own errors (DomainError) carry no HTTP status.
 
     KillgateError
     ├── ConfigError              a config file is unusable; .problems lists (yaml path, message)
@@ -10,6 +11,10 @@ library (aiohttp client → upstream.py, redis → state/redis.py, jwt → admin
     │   ├── StoreUnavailable     could not reach it / timed out (retry later)
     │   └── StoreConflict        a compare-and-set lost a race (retry at once)
     ├── AuditError               an audit event could not be stored: the action is refused
+    ├── DomainError              the state does not allow a change: .type, .message
+    │   ├── UnknownVersion       a route has no such version
+    │   ├── InvalidChange        the change itself is malformed (weights that are not weights)
+    │   └── ConflictingState     the state forbids it now (not killed, not latched, ...)
     ├── ApiError                 an admin request is refused: .status, .type, .message
     │   ├── Unauthenticated      401, a short type only (invalid_token, expired)
     │   └── Forbidden            403, a scope is missing
@@ -29,13 +34,17 @@ __all__ = [
     "ApiError",
     "AuditError",
     "ConfigError",
+    "ConflictingState",
+    "DomainError",
     "Forbidden",
+    "InvalidChange",
     "KillgateError",
     "Problem",
     "StateError",
     "StoreConflict",
     "StoreUnavailable",
     "Unauthenticated",
+    "UnknownVersion",
     "UpstreamClosed",
     "UpstreamConnectError",
     "UpstreamError",
@@ -98,6 +107,29 @@ class NotDurable(StateError):
 
 
 class AuditError(KillgateError):
+    pass
+
+
+class DomainError(KillgateError):
+    """A change the state does not allow; `type` is a stable machine-readable word."""
+
+    def __init__(self, type_: str, message: str) -> None:
+        self.type = type_
+        self.message = message
+        super().__init__(message)
+
+
+class UnknownVersion(DomainError):
+    def __init__(self, route: str, version: str) -> None:
+        super().__init__("unknown_version", f"route {route!r} has no version {version!r}")
+
+
+class InvalidChange(DomainError):
+    def __init__(self, message: str) -> None:
+        super().__init__("bad_request", message)
+
+
+class ConflictingState(DomainError):
     pass
 
 

@@ -32,6 +32,19 @@ from tests.faultproxy import Forwarder
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "test-secret-0123456789-abcdefghijklmnop"
+#: the state signing key every test gateway with a redis store uses (state.signing_key_env)
+STATE_KEY = "test-state-key-0123456789-abcdefghijklmnop"
+STATE_KEY_ENV = "KILLGATE_TEST_STATE_KEY"
+
+
+def signed_ack(prefix: str, instance: str, generation: int, key: str = STATE_KEY) -> str:
+    """An ack (heartbeat) as a gateway holding `key` publishes it on `<prefix>:acks`."""
+    from gateway.state.signing import Key, Keyring
+
+    keys = Keyring(Key.of(key.encode()), context=prefix)
+    wall = str(int(time.time() * 1000))
+    kid, mac = keys.sign(b"ack", f"{instance}\x00{generation}\x00{wall}\x00-".encode())
+    return f"{kid} {mac} {generation} {wall} - {instance}"
 
 
 def free_port() -> int:
@@ -99,6 +112,7 @@ def two_versions(p1: int, p2: int, w1: float = 90, w2: float = 10, extra: str = 
 @pytest.fixture(autouse=True)
 def _secret_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KILLGATE_TEST_SECRET", SECRET)
+    monkeypatch.setenv(STATE_KEY_ENV, STATE_KEY)
 
 
 @pytest.fixture(autouse=True)

@@ -13,7 +13,8 @@ def redis_state_via(fwd: Forwarder, tmp: Path, prefix: str, **opts: str) -> str:
     """A `state:` section for a redis store reached through `fwd`."""
     lines = [f"  {k}: {v}\n" for k, v in {"poll_interval": "100ms", **opts}.items()]
     return (f"state:\n  backend: redis\n  url: redis://127.0.0.1:{fwd.port}/0\n"
-            f"  prefix: {prefix}\n  snapshot_path: {tmp}/snap.json\n" + "".join(lines))
+            f"  prefix: {prefix}\n  snapshot_path: {tmp}/snap.json\n"
+            f"  signing_key_env: KILLGATE_TEST_STATE_KEY\n" + "".join(lines))
 
 
 class Link:

@@ -155,6 +155,7 @@ async def test_prometheus_alert_kills_the_canary_through_alertmanager(
     gws = []
     for name in ("a", "b"):
         st = (f"state:\n  backend: redis\n  url: {redis_server.url}\n  prefix: kge2e\n"
+              f"  signing_key_env: KILLGATE_TEST_STATE_KEY\n"
               f"  snapshot_path: {tmp_path}/snap-{name}.json\n  poll_interval: 100ms\n"
               f"  heartbeat_interval: 200ms\n  instance_lease: 2s\n")
         cfg = write_config(tmp_path, routes, state=st, listen=f"127.0.0.1:{free_port()}",

@@ -231,3 +231,17 @@ async def test_not_enabled_is_404(tmp_path: Path, backends, session) -> None:
                                      payload(killgate_action="kill", route="iris"))
         assert status == 404 and answer["error"]["type"] == "not_enabled"
         assert "alerts.alertmanager" in answer["error"]["message"]
+
+
+async def test_an_oversized_notification_is_413_and_changes_nothing(tmp_path: Path, backends,
+                                                                    session) -> None:
+    """Beyond admin.max_body_size (64 KiB): the README's receiver sets max_alerts: 20."""
+    cfg = await _gateway_cfg(tmp_path, backends)
+    async with running_gateway(cfg) as g:
+        before = await _state(session, g.admin)
+        body = payload(killgate_action="kill", route="iris", version="v2")
+        body["alerts"][0]["annotations"]["description"] = "x" * 4000
+        body["alerts"] = [dict(body["alerts"][0], fingerprint=f"f{i}") for i in range(20)]
+        status, answer = await _post(session, g.admin, body)
+        assert status == 413 and answer["error"]["type"] == "body_too_large", answer
+        assert await _state(session, g.admin) == before

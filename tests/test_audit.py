@@ -230,7 +230,7 @@ async def test_instances_behind_the_store_act_on_the_store_not_their_copy(
         assert "route:iris" in a.gw.holder.doc.kills  # A is behind
         async with session.post(a.admin + "/v1/kill?wait=0s", headers=H, json=body) as r:
             assert r.status == 200 and (await r.json())["changed"] is True
-        doc = await a.gw.sync.store.load()
+        doc = (await a.gw.sync.store.load()).doc
         assert doc is not None and "route:iris" in doc.kills
 
 

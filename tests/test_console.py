@@ -142,6 +142,7 @@ async def test_without_the_store_each_view_says_so(tmp_path: Path, backends, ses
                                                    redis_server: RedisServer) -> None:
     p = await backends(echo_app("v1"))
     state = (f"state:\n  backend: redis\n  url: {redis_server.url}\n  prefix: kgcon\n"
+             f"  signing_key_env: KILLGATE_TEST_STATE_KEY\n"
              f"  snapshot_path: {tmp_path}/snap.json\n  poll_interval: 100ms\n"
              "  heartbeat_interval: 100ms\n  instance_lease: 1s\n  command_timeout: 200ms\n")
     async with running_gateway(write_config(tmp_path, two_versions(p, p), state=state)) as g:

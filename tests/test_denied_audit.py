@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import time
 from pathlib import Path
@@ -127,7 +128,13 @@ async def test_denials_answer_at_once_while_the_store_is_down_and_are_audited_af
 
         evs = await wait_until(audited, 20, 0.1, "the denials to be written")
         assert sum(e["attempts"] for e in evs) == 3
-        assert verify_chain(await g.gw.sync.store.audit_events())[1] is None
+        # redis restarted empty: the re-seed continues the chain from the head this instance
+        # had anchored, so the trail says the events before it were lost, and is whole after
+        trail = await g.gw.sync.store.audit_events()
+        brk = verify_chain(trail)[1]
+        assert brk is not None and brk.index == 0 and "were lost" in brk.problem
+        assert trail[0]["action"] == "state.reseed"
+        assert all(b["prev_hash"] == a["hash"] for a, b in itertools.pairwise(trail))
 
 
 async def test_the_last_denials_are_written_on_the_way_out(tmp_path: Path, backends, monkeypatch,

@@ -17,6 +17,7 @@ from gateway.admin.auth import mint
 from tests.backends import echo_app, sse_app
 from tests.conftest import (
     SECRET,
+    STATE_KEY,
     RedisServer,
     free_port,
     running_gateway,
@@ -39,6 +40,7 @@ def auth(scope: str = "killgate:kill killgate:read") -> dict[str, str]:
 def redis_state(redis: RedisServer, tmp: Path, name: str = "a", extra: str = "",
                 command_timeout: str = "300ms") -> str:
     return (f"state:\n  backend: redis\n  url: {redis.url}\n  prefix: kgtest\n"
+            f"  signing_key_env: KILLGATE_TEST_STATE_KEY\n"
             f"  snapshot_path: {tmp}/snapshot-{name}.json\n  poll_interval: 100ms\n"
             f"  heartbeat_interval: 200ms\n  instance_lease: 2s\n"
             f"  command_timeout: {command_timeout}\n" + extra)
@@ -168,8 +170,10 @@ async def test_alternating_writers_commit_in_one_round_trip(redis_server: RedisS
     from gateway.domain.statedoc import KillFlag, StateDoc
     from gateway.state.redis import RedisStore
     from gateway.state.resp import connect, parse_endpoint
+    from gateway.state.signing import Key, Keyring
 
-    stores = [RedisStore(redis_server.url, "kgtest", 1.0) for _ in range(2)]
+    keys = Keyring(Key.of(STATE_KEY.encode()))
+    stores = [RedisStore(redis_server.url, "kgtest", 1.0, keys=keys) for _ in range(2)]
     seen: list[list[int]] = [[], []]
     for store, got in zip(stores, seen, strict=True):
         store.listen(lambda item, got=got: got.append(getattr(item, "generation", -1)))
@@ -183,7 +187,7 @@ async def test_alternating_writers_commit_in_one_round_trip(redis_server: RedisS
             writer = stores[gen % 2]
             doc = StateDoc(generation=gen, kills={"route:iris": flag} if gen % 2 else {})
             draft = AuditDraft("alice", "kill" if gen % 2 else "unkill", {"route": "iris"}, "r")
-            await writer.commit(gen - 1 if gen > 1 else None, doc, draft)
+            await writer.commit(str(gen - 1) if gen > 1 else None, doc, draft)
             # the other instance hears of it before the next call reaches it
             await wait_until(lambda gen=gen: all(gen in s for s in seen), 5.0,
                              what=f"generation {gen} pushed to both stores")
@@ -236,37 +240,46 @@ async def test_store_emptied_keeps_the_kill_and_reseeds(tmp_path: Path, backends
         assert (await status_of(session, g.url))[0] == 200
 
 
-async def test_corrupt_document_in_redis_keeps_the_kill_and_syncing(
+async def test_corrupt_or_unsigned_document_in_redis_keeps_the_kill_and_is_repaired(
         tmp_path: Path, backends, redis_server, session) -> None:
-    """A state key overwritten with something that is not a state document (a list, a
-    kill flag of the wrong shape, a pushed message that is not JSON): the instance reads the
-    store as unavailable, keeps enforcing what it knew, says why in its status, and goes on
-    syncing: a valid newer document written later is applied."""
+    """A state key overwritten with something that is not a signed state document (a list,
+    a hand-written document lifting the kill, a kill flag of the wrong shape, a push that
+    is not JSON): the instance refuses it, keeps enforcing what it knew, says why in its
+    status and metrics, and re-seeds the store with its own signed state. A hand-written
+    document never lifts a kill: only an unkill through the API does."""
     p1 = await backends(echo_app("v1"))
     cfg = write_config(tmp_path, two_versions(p1, p1, 100, 0),
                        state=redis_state(redis_server, tmp_path))
     async with running_gateway(cfg) as g:
         applied = await kill(session, g.admin, scope="route", route="iris")
         gen = applied["generation"]
-        good = json.loads(redis_server.cmd("GET", "kgtest:state"))
+        stored = redis_server.cmd("GET", "kgtest:state")
+        good = json.loads(stored.split("\n", 1)[1])
         bad_flag = {**good, "generation": gen + 1,
                     "kills": {"route:iris": {"scope": "everything", "route": ["iris"]}}}
-        for corrupt, problem in (("[1, 2]", "document: Input should be a dictionary"),
-                                 (json.dumps(bad_flag), "kills.route:iris.scope")):
+        lifted = {**good, "generation": gen + 1, "kills": {}}
+        for corrupt, problem in (("[1, 2]", "carries no signature"),
+                                 (json.dumps(lifted), "carries no signature"),
+                                 ("KGS1 00000000 " + "0" * 64 + "\n" + json.dumps(bad_flag),
+                                  "unknown key id")):
+            refused = g.gw.metrics.get("killgate_state_unverified_total", ("state",))
             redis_server.cmd("SET", "kgtest:state", corrupt)
             redis_server.cmd("SET", "kgtest:gen", str(gen + 1))
             redis_server.cmd("PUBLISH", "kgtest:events", "{not json")  # a push it cannot read
-            await wait_until(lambda problem=problem: problem in str(g.gw.sync.last_error), 5,
-                             what=f"the corrupt document ({problem}) to be noticed")
-            for _ in range(10):
+            await wait_until(lambda refused=refused: g.gw.metrics.get(
+                "killgate_state_unverified_total", ("state",)) > refused, 5,
+                what=f"the corrupt document ({problem}) to be refused")
+            assert problem in g.gw.sync.status()["verification"]["last_unverified"]["problem"]
+            for _ in range(5):
                 assert await status_of(session, g.url) == (503, "killed")
-            assert g.gw.holder.doc.generation == gen
-        # an operator repairs the key with a valid, newer document that lifts the kill
-        repaired = {**good, "generation": gen + 2, "kills": {}}
-        redis_server.cmd("SET", "kgtest:state", json.dumps(repaired))
-        redis_server.cmd("SET", "kgtest:gen", str(gen + 2))
-        await wait_until(lambda: g.gw.holder.doc.generation == gen + 2, 10,
-                         what="the repaired document to be applied")
+            # re-seeded: the store holds our signed state again, the kill in it
+            await wait_until(lambda: redis_server.cmd("GET", "kgtest:state").startswith(
+                "KGS1 "), 5, what="the store to be re-seeded")
+            assert "route:iris" in redis_server.cmd("GET", "kgtest:state")
+            gen = g.gw.holder.doc.generation
+        assert g.gw.metrics.get("killgate_state_unverified_total", ("push",)) >= 3
+        assert g.gw.metrics.get("killgate_state_reseeds_total") >= 3
+        await unkill(session, g.admin, scope="route", route="iris")
         assert (await status_of(session, g.url))[0] == 200
 
 

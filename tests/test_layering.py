@@ -18,6 +18,8 @@ ALLOWED = {
     "uvloop": {"server.py"},
     "httptools": {"dataplane/upstream.py", "dataplane/protocol.py"},
     "watchfiles": {"control/reload.py"},
+    "opentelemetry": {"telemetry/tracing.py", "telemetry/spanqueue.py", "telemetry/otlpmetrics.py",
+                      "telemetry/otelcommon.py"},
 }
 # modules allowed to use aiohttp's *client*
 CLIENT_USERS = {"control/probes.py", "control/events.py"}
@@ -27,7 +29,9 @@ PURE = {"domain/routing.py", "control/table.py", "domain/statedoc.py", "domain/o
         "domain/diff.py", "dataplane/jsonpeek.py", "dataplane/headers.py", "domain/audit.py",
         "dataplane/paths.py", "dataplane/sse.py", "dataplane/attempts.py",
         "dataplane/notready.py", "dataplane/retry.py",
-        "telemetry/metrics.py", "errors.py", "config.py", "domain/traffic.py"}
+        "telemetry/metrics.py", "errors.py", "config.py", "domain/traffic.py",
+        "domain/alerting.py", "telemetry/record.py", "telemetry/requests.py",
+        "config_telemetry.py"}
 IO_MODULES = {"aiohttp", "asyncio", "redis", "socket", "subprocess", "httptools", "jwt"}
 
 

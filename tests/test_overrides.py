@@ -1,6 +1,9 @@
-"""Runtime overrides and version history (pure)."""
+"""Runtime overrides and version history (pure): each transition is a `Change`, and
+`apply_change` is the one rule that makes the next document."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import pytest
 
@@ -15,8 +18,16 @@ from gateway.domain.overrides import (
     set_weights,
 )
 from gateway.domain.routing import build_table
-from gateway.domain.statedoc import StateDoc
-from gateway.errors import ApiError
+from gateway.domain.statedoc import (
+    MAX_HISTORY,
+    Change,
+    HistoryEntry,
+    KillFlag,
+    StateDoc,
+    apply_change,
+    relaxes,
+)
+from gateway.errors import ConflictingState, DomainError, InvalidChange, UnknownVersion
 
 CFG = parse_config_text("""
 routes:
@@ -31,57 +42,102 @@ routes:
 RC = CFG.routes[0]
 
 
+def step(doc: StateDoc, fn: Callable[[StateDoc], Change | None]) -> StateDoc:
+    ch = fn(doc)
+    assert ch is not None
+    return apply_change(doc, ch)
+
+
+def recorded() -> StateDoc:
+    return step(StateDoc(), lambda d: record_config(d, list(CFG.routes), "sha256:one", "t0"))
+
+
 def test_record_config_once_per_stable_and_digest() -> None:
-    doc = record_config(StateDoc(), list(CFG.routes), "sha256:one", "t0")
+    doc = recorded()
     assert [e.stable for e in doc.history["iris"]] == ["v1"]
+    assert doc.history["iris"][0].generation == doc.generation == 1
     assert doc.identities["iris"]["v2"]["artifact"] == "sha256:cc"
-    assert record_config(doc, list(CFG.routes), "sha256:one", "t1") is doc  # nothing new
+    assert record_config(doc, list(CFG.routes), "sha256:one", "t1") is None  # nothing new
 
 
 def test_rollback_without_to_goes_to_previous_stable() -> None:
-    doc = record_config(StateDoc(), list(CFG.routes), "sha256:one", "t0")
-    doc = promote(doc, RC, "v2", "alice", "ship v2", "t1")
+    doc = recorded()
+    doc = step(doc, lambda d: promote(d, RC, "v2", "alice", "ship v2", "t1"))
     assert effective_stable(doc, RC) == "v2"
-    doc = rollback(doc, RC, None, "bob", "v2 is bad", "t2")
+    doc = step(doc, lambda d: rollback(d, RC, None, "bob", "v2 is bad", "t2"))
     assert effective_stable(doc, RC) == "v1"
     assert doc.overrides["iris"].weights == {"v0": 0.0, "v1": 100.0, "v2": 0.0}
     assert [e.stable for e in doc.history["iris"]] == ["v1", "v2", "v1"]
+    assert [e.generation for e in doc.history["iris"]] == [1, 2, 3]
 
 
-def test_rollback_without_history_is_409() -> None:
-    with pytest.raises(ApiError) as e:
+def test_rollback_without_history_is_a_conflict_not_an_http_error() -> None:
+    with pytest.raises(ConflictingState) as e:
         rollback(StateDoc(), RC, None, "a", "r", "t")
-    assert e.value.status == 409
+    assert e.value.type == "no_previous_stable"
+    assert not hasattr(e.value, "status")  # the admin layer maps it (409)
 
 
 def test_rollback_refuses_a_changed_artifact() -> None:
     doc = StateDoc(identities={"iris": {"v0": {"url": "http://h:1", "artifact": "sha256:00"}}})
-    with pytest.raises(ApiError) as e:
+    with pytest.raises(ConflictingState) as e:
         rollback(doc, RC, "v0", "a", "r", "t")
-    assert (e.value.status, e.value.type) == (409, "artifact_changed")
+    assert e.value.type == "artifact_changed"
     assert identity_problems(doc, list(CFG.routes))[0][0] == "routes[0].versions[0].artifact"
 
 
 def test_weights_validation_and_release() -> None:
-    with pytest.raises(ApiError):
+    with pytest.raises(UnknownVersion):
         set_weights(StateDoc(), RC, {"v9": 1}, "a", "r", "t")
-    with pytest.raises(ApiError):
+    with pytest.raises(InvalidChange):
         set_weights(StateDoc(), RC, {"v1": -1}, "a", "r", "t")
-    with pytest.raises(ApiError):
+    with pytest.raises(InvalidChange):
         set_weights(StateDoc(), RC, {"v1": 0}, "a", "r", "t")
-    doc = set_weights(StateDoc(), RC, {"v1": 50, "v2": 50}, "a", "r", "t")
+    doc = step(StateDoc(), lambda d: set_weights(d, RC, {"v1": 50, "v2": 50}, "a", "r", "t"))
     assert build_table(CFG, doc).by_name["iris"].effective_weights()["v2"] == 50.0
-    doc = release(doc, RC, "a", "r", "t")
+    doc = step(doc, lambda d: release(d, RC, "a", "r", "t"))
     assert build_table(CFG, doc).by_name["iris"].effective_weights()["v2"] == 10.0
-    with pytest.raises(ApiError):
+    with pytest.raises(DomainError):
         release(doc, RC, "a", "r", "t")
 
 
 def test_unhealthy_stable_share_goes_to_previous_known_good() -> None:
-    doc = record_config(StateDoc(), list(CFG.routes), "sha256:one", "t0")
-    doc = promote(doc, RC, "v2", "alice", "ship", "t1")  # history: v1, v2
-    doc = set_weights(doc, RC, {"v2": 90, "v0": 10}, "alice", "shift", "t2")
+    doc = recorded()
+    doc = step(doc, lambda d: promote(d, RC, "v2", "alice", "ship", "t1"))  # history: v1, v2
+    doc = step(doc, lambda d: set_weights(d, RC, {"v2": 90, "v0": 10}, "alice", "shift", "t2"))
     table = build_table(CFG, doc, unhealthy=frozenset({("iris", "v2")}))
     plan = table.by_name["iris"]
     assert plan.previous == "v1"
     assert plan.effective_weights() == {"v0": 10.0, "v1": 90.0, "v2": 0.0}
+
+
+def test_apply_change_is_the_one_rule() -> None:
+    """Generation + 1, a new kill stamped with it (an existing one keeps its own), a lift,
+    history appended and trimmed, progress ended: all by `apply_change`."""
+    flag = KillFlag("route", "iris", None, "a", "r", "t", 0)
+    doc = apply_change(StateDoc(generation=4), Change(kills={"route:iris": flag}))
+    assert doc.generation == 5 and doc.kills["route:iris"].generation == 5
+    doc = apply_change(doc, Change(kills={"global": KillFlag("global", None, None, "a", "r",
+                                                             "t", 0)}))
+    assert doc.kills["route:iris"].generation == 5 and doc.kills["global"].generation == 6
+    doc = apply_change(doc, Change(kills={"global": None}))
+    assert set(doc.kills) == {"route:iris"} and doc.generation == 7
+    entry = HistoryEntry("v1", "t", "a", "r")
+    for _ in range(MAX_HISTORY + 5):
+        doc = apply_change(doc, Change(history={"iris": (entry,)},
+                                       progress={"iris": {"canary": "v2", "step": 0}}))
+    assert len(doc.history["iris"]) == MAX_HISTORY
+    assert doc.history["iris"][-1].generation == doc.generation
+    doc = apply_change(doc, Change(progress={"iris": None}))
+    assert doc.progress == {}
+    with pytest.raises(ValueError):
+        apply_change(doc, Change(), generation=doc.generation)  # never backwards or equal
+
+
+def test_only_added_kills_do_not_relax() -> None:
+    flag = KillFlag("route", "iris", None, "a", "r", "t", 1)
+    killed = StateDoc(generation=1, kills={"route:iris": flag})
+    assert not relaxes(StateDoc(), killed)
+    assert relaxes(killed, StateDoc(generation=2))  # a lift
+    weights = step(killed, lambda d: set_weights(d, RC, {"v1": 1}, "a", "r", "t"))
+    assert relaxes(killed, weights)  # an override

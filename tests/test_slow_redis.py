@@ -12,7 +12,14 @@ import time
 from pathlib import Path
 
 from tests.backends import echo_app
-from tests.conftest import RedisServer, running_gateway, two_versions, wait_until, write_config
+from tests.conftest import (
+    RedisServer,
+    running_gateway,
+    signed_ack,
+    two_versions,
+    wait_until,
+    write_config,
+)
 from tests.faultproxy import Forwarder, redis_state_via
 from tests.test_killswitch import INFER, auth, kill, status_of
 
@@ -98,5 +105,5 @@ async def test_a_silent_subscription_is_replaced(tmp_path: Path, backends, fwd: 
         deadline = time.monotonic() + 3
         while g.gw.sync.acks.get("elsewhere") != 7:
             assert time.monotonic() < deadline, "no pushed ack after resubscribing"
-            redis_server.cmd("PUBLISH", "kgsil:acks", "elsewhere 7")
+            redis_server.cmd("PUBLISH", "kgsil:acks", signed_ack("kgsil", "elsewhere", 7))
             await asyncio.sleep(0.1)

@@ -61,6 +61,7 @@ def _cli(*args: str) -> str:
 
 def _state(url: str, tmp: Path) -> str:
     return (f"state:\n  backend: redis\n  url: \"{url}\"\n  prefix: kgurl\n"
+            f"  signing_key_env: KILLGATE_TEST_STATE_KEY\n"
             f"  snapshot_path: {tmp}/snap.json\n  poll_interval: 100ms\n")
 
 

@@ -9,6 +9,7 @@
 # debootstrap takes a few minutes, later runs only import the tarball (seconds), and a run
 # that finds the image already in podman's store does nothing. Needs root, debootstrap, podman.
 set -euo pipefail
+export PATH="$PATH:/usr/sbin:/sbin"   # debootstrap lives in sbin
 
 IMAGE="${1:-localhost/killgate-base:bookworm}"
 CACHE="${KILLGATE_IMAGE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/killgate}"

@@ -25,21 +25,26 @@ from aiohttp import web
 from gateway.admin import openapi
 from gateway.admin.auth import Authenticator, FailureLimiter, Principal
 from gateway.admin.denied import DeniedLog
+from gateway.admin.tracing import TRACE_ID
 from gateway.config import RouteConfig, parse_duration
 from gateway.configfile import LoadedConfig
 from gateway.domain import overrides
 from gateway.domain.audit import AuditDraft, clean_text, utc_now
 from gateway.domain.diff import config_dict
 from gateway.domain.overrides import effective_stable
-from gateway.domain.statedoc import KillFlag, RouteOverride, StateDoc, kill_key
+from gateway.domain.statedoc import Change, KillFlag, RouteOverride, StateDoc, kill_key
 from gateway.errors import (
     ApiError,
     AuditError,
+    ConflictingState,
+    DomainError,
+    InvalidChange,
     NotDurable,
     StateError,
     StoreOutcomeUnknown,
     StoreUnavailable,
     Unauthenticated,
+    UnknownVersion,
 )
 from gateway.log import event
 
@@ -71,6 +76,11 @@ def json_error(status: int, type_: str, message: str) -> web.Response:
     return web.json_response({"error": {"type": type_, "message": message}}, status=status)
 
 
+#: the domain's refusals as HTTP statuses (anything else it refuses: 409)
+_DOMAIN_STATUS: dict[type[DomainError], int] = {UnknownVersion: 404, InvalidChange: 400,
+                                                ConflictingState: 409}
+
+
 @web.middleware
 async def _errors(request: web.Request, handler: Any) -> web.StreamResponse:
     try:
@@ -80,6 +90,8 @@ async def _errors(request: web.Request, handler: Any) -> web.StreamResponse:
         if exc.status == 429:
             resp.headers["Retry-After"] = "1"  # (FailureLimiter.retry)
         return resp
+    except DomainError as exc:
+        return json_error(_DOMAIN_STATUS.get(type(exc), 409), exc.type, exc.message)
     except AuditError as exc:
         event(log, "audit_write_failed", logging.ERROR, error=str(exc))
         return json_error(503, "audit_unavailable",
@@ -131,8 +143,9 @@ class AdminApi:
             if self.auth.problem:
                 event(log, "admin_auth_not_configured", logging.ERROR, problem=self.auth.problem)
 
-    def app(self) -> web.Application:
-        app = web.Application(middlewares=[_errors],
+    def app(self, outer: tuple[Any, ...] = ()) -> web.Application:
+        """`outer`: middlewares that wrap everything (tracing), outermost first."""
+        app = web.Application(middlewares=[*outer, _errors],
                               client_max_size=self.gw.loaded.config.admin.max_body_size)
         r = app.router
         r.add_get("/healthz", self.healthz)
@@ -335,20 +348,21 @@ class AdminApi:
         rid, peer = self._meta(request)
         key = kill_key(scope, route, version)
 
-        def change(cur: StateDoc) -> StateDoc:
+        def change(cur: StateDoc) -> Change | None:
             existing = cur.kills.get(key)
             if existing is not None:
                 if abort and not existing.abort_inflight:
                     # a kill made with --keep-inflight, now asked to cut in-flight
                     # responses too: that much changes (and is audited); who, when, why stay
-                    flag = dataclasses.replace(existing, abort_inflight=True)
-                    return cur.with_changes(kills={**cur.kills, key: flag})
+                    return Change(kills={key: dataclasses.replace(existing,
+                                                                  abort_inflight=True)})
                 # already in force: a repeat (a retry after `outcome_unknown`, a second
                 # operator) changes nothing and keeps who killed it, when and why
-                return cur
+                return None
+            # generation 0: apply_change stamps the generation the kill lands in
             flag = KillFlag(scope, route, version, principal.subject, reason,  # type: ignore[arg-type]
-                            utc_now(), cur.generation + 1, abort)
-            return cur.with_changes(kills={**cur.kills, key: flag})
+                            utc_now(), 0, abort)
+            return Change(kills={key: flag})
 
         def describe(cur: StateDoc, new: StateDoc) -> AuditDraft:
             before = cur.kills.get(key)
@@ -368,12 +382,10 @@ class AdminApi:
         rid, peer = self._meta(request)
         key = kill_key(scope, route, version)
 
-        def change(cur: StateDoc) -> StateDoc:
+        def change(cur: StateDoc) -> Change:
             if key not in cur.kills:
-                raise ApiError(409, "not_killed", f"there is no {scope} kill for that selector")
-            kills = dict(cur.kills)
-            del kills[key]
-            return cur.with_changes(kills=kills)
+                raise ConflictingState("not_killed", f"there is no {scope} kill for that selector")
+            return Change(kills={key: None})
 
         def describe(cur: StateDoc, new: StateDoc) -> AuditDraft:
             return AuditDraft(principal.subject, "unkill",
@@ -394,7 +406,8 @@ class AdminApi:
             raise ApiError(400, "bad_request", "the body must be Alertmanager's JSON "
                                                "webhook payload") from None
         rid, peer = self._meta(request)
-        return web.json_response(await self.gw.alert_receiver.receive(body, rid, peer))
+        return web.json_response(await self.gw.alert_receiver.receive(
+            body, rid, peer, request.get(TRACE_ID, "")))
 
     # ------------------------------------------------------------------ rollouts
 
@@ -407,7 +420,7 @@ class AdminApi:
 
     async def _route_write(self, request: web.Request, action: str, fields: frozenset[str],
                            change: Callable[[StateDoc, RouteConfig, Principal, str, dict[str, Any]],
-                                            StateDoc]) -> web.Response:
+                                            Change]) -> web.Response:
         principal = await self._principal(request, "killgate:rollout")
         rc = self._route(request)
         body = await self._body(request, fields | {"reason"})
@@ -415,7 +428,7 @@ class AdminApi:
         wait = self._wait(request)
         rid, peer = self._meta(request)
 
-        def apply(cur: StateDoc) -> StateDoc:
+        def apply(cur: StateDoc) -> Change:
             return change(cur, rc, principal, reason, body)
 
         def describe(cur: StateDoc, new: StateDoc) -> AuditDraft:
@@ -429,7 +442,7 @@ class AdminApi:
 
     async def rollback(self, request: web.Request) -> web.Response:
         def change(cur: StateDoc, rc: RouteConfig, p: Principal, reason: str,
-                   body: dict[str, Any]) -> StateDoc:
+                   body: dict[str, Any]) -> Change:
             to = body.get("to")
             if to is not None and not isinstance(to, str):
                 raise ApiError(400, "bad_request", "'to' must be a version name")
@@ -439,7 +452,7 @@ class AdminApi:
 
     async def promote(self, request: web.Request) -> web.Response:
         def change(cur: StateDoc, rc: RouteConfig, p: Principal, reason: str,
-                   body: dict[str, Any]) -> StateDoc:
+                   body: dict[str, Any]) -> Change:
             version = body.get("version")
             if not isinstance(version, str) or not version:
                 raise ApiError(400, "bad_request", "'version' is required")
@@ -449,7 +462,7 @@ class AdminApi:
 
     async def weights(self, request: web.Request) -> web.Response:
         def change(cur: StateDoc, rc: RouteConfig, p: Principal, reason: str,
-                   body: dict[str, Any]) -> StateDoc:
+                   body: dict[str, Any]) -> Change:
             return overrides.set_weights(cur, rc, body.get("weights"), p.subject, reason,
                                          utc_now())
 
@@ -457,7 +470,7 @@ class AdminApi:
 
     async def release(self, request: web.Request) -> web.Response:
         def change(cur: StateDoc, rc: RouteConfig, p: Principal, reason: str,
-                   body: dict[str, Any]) -> StateDoc:
+                   body: dict[str, Any]) -> Change:
             return overrides.release(cur, rc, p.subject, reason, utc_now())
 
         return await self._route_write(request, "release", frozenset(), change)
@@ -479,8 +492,13 @@ class AdminApi:
                 resp = await self._replay(ident, earlier, fingerprint, wait)
                 await self._audit_replay(request, principal, resp)
                 return resp
+        trace_id = request.get(TRACE_ID, "")
+
+        def traced(cur: StateDoc, new: StateDoc) -> AuditDraft:
+            return dataclasses.replace(describe(cur, new), trace_id=trace_id)
+
         try:
-            new, ev = await sync.write(change, describe)
+            new, ev = await sync.write(change, traced)
         except BaseException:
             if ident is not None:
                 with contextlib.suppress(StateError):
@@ -521,7 +539,8 @@ class AdminApi:
                             "generation": first.get("generation"),
                             "audit_id": first.get("audit_id")},
                            "a retry with the same Idempotency-Key: answered with the first "
-                           "result, nothing applied again", request_id=rid, source=peer)
+                           "result, nothing applied again", request_id=rid, source=peer,
+                           trace_id=request.get(TRACE_ID, ""))
         try:
             await self._append_audit(draft)
         except (StateError, AuditError) as exc:

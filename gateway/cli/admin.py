@@ -19,7 +19,7 @@ import urllib.request
 import uuid
 from typing import Any
 
-from gateway.domain.audit import clean_text, verify_chain
+from gateway.domain.audit import clean_text
 
 __all__ = ["add_client_commands"]
 
@@ -252,18 +252,9 @@ def _all_events(args: argparse.Namespace) -> tuple[list[dict[str, Any]], str | N
 
 
 def _audit_verify(args: argparse.Namespace) -> int:
-    events, head = _all_events(args)
-    _n, brk = verify_chain(events, head)
-    if args.json:
-        print(json.dumps({"events": len(events), "ok": brk is None,
-                          "break": None if brk is None else {
-                              "index": brk.index, "id": brk.event_id, "problem": brk.problem}}))
-    elif brk is None:
-        print(f"audit chain ok: {len(events)} event(s)")
-    else:
-        print(f"audit chain BROKEN at event #{brk.index} (id {brk.event_id}): {brk.problem}",
-              file=sys.stderr)
-    return 0 if brk is None else 1
+    from gateway.cli.auditverify import verify
+
+    return verify(args, _all_events)  # (gateway/cli/auditverify.py)
 
 
 def _token(args: argparse.Namespace) -> int:
@@ -377,8 +368,12 @@ def add_client_commands(sub: Any) -> None:
     p.add_argument("--reason", required=True)
     p.add_argument("--wait", default=None)
     p = cmd("audit", _audit, "show the audit trail (newest first), or 'audit verify'")
-    p.add_argument("action", nargs="?", choices=["verify"], help="check the hash chain")
+    p.add_argument("action", nargs="?", choices=["verify"],
+                   help="check the chain: links, hashes, MACs (with a key), anchored head")
     p.add_argument("--limit", type=int, default=20)
+    from gateway.cli.auditverify import add_verify_arguments
+
+    add_verify_arguments(p)
     p = cmd("diff", _diff, "what a config file would change (exit 2 when something would)")
     p.add_argument("file")
     p.add_argument("--against", metavar="FILE2",

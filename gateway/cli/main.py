@@ -42,6 +42,15 @@ def _cmd_check(args: argparse.Namespace) -> int:
         elif problem:
             print(f"admin.auth: {problem}", file=sys.stderr)
             return 1
+    from gateway.state.signing import check_keys
+
+    errors, notes = check_keys(cfg.state, loaded.resolve)
+    for p in notes:
+        print(f"note: {p}; `killgate serve` refuses to start until it is", file=sys.stderr)
+    for p in errors:
+        print(str(p), file=sys.stderr)
+    if errors:
+        return 1
     print(f"{args.file}: ok ({len(cfg.routes)} route(s), {loaded.digest})")
     return 0
 

@@ -23,8 +23,8 @@ from gateway.config_telemetry import AlertmanagerConfig
 from gateway.domain import alerting
 from gateway.domain.alerting import Alert, BadPayload, Intent, Notification
 from gateway.domain.audit import AuditDraft, clean_text, utc_now
-from gateway.domain.statedoc import StateDoc, kill_key
-from gateway.errors import ApiError, StateError
+from gateway.domain.statedoc import Change, StateDoc, apply_change, kill_key
+from gateway.errors import ApiError, DomainError, StateError
 from gateway.log import event
 from gateway.telemetry.metrics import Metrics
 
@@ -32,14 +32,14 @@ __all__ = ["AlertReceiver"]
 
 log = logging.getLogger("killgate.alerts")
 
-Change = Callable[[StateDoc], StateDoc]
+ChangeFn = Callable[[StateDoc], Change | None]
 Describe = Callable[[StateDoc, StateDoc], AuditDraft]
 
 
 class Writer(Protocol):
     """What the receiver needs of `state.sync.Sync`."""
 
-    async def write(self, change: Change, describe: Describe) -> tuple[StateDoc, dict[str, Any] | None]: ...
+    async def write(self, change: ChangeFn, describe: Describe) -> tuple[StateDoc, dict[str, Any] | None]: ...
 
     async def append_audit(self, draft: AuditDraft) -> dict[str, Any] | None: ...
 
@@ -67,8 +67,10 @@ class AlertReceiver:
     def settings(self) -> AlertmanagerConfig | None:
         return self.config().alerts.alertmanager
 
-    async def receive(self, body: Any, request_id: str, peer: str) -> dict[str, Any]:
-        """The answer to one notification: one entry per alert, in order."""
+    async def receive(self, body: Any, request_id: str, peer: str,
+                      trace_id: str = "") -> dict[str, Any]:
+        """The answer to one notification: one entry per alert, in order. `trace_id`: the
+        notification's trace, recorded in each audit event."""
         cfg = self.settings
         if cfg is None:
             raise ApiError(404, "not_enabled", "alerts from Alertmanager are not enabled "
@@ -84,7 +86,7 @@ class AlertReceiver:
         actions = []
         for alert in note.alerts:
             want = alerting.intent(alert, cfg, config)
-            entry = await self._one(note, alert, want, cfg, config, request_id, peer)
+            entry = await self._one(note, alert, want, cfg, config, request_id, peer, trace_id)
             self.metrics.inc("killgate_alertmanager_alerts_total", (entry["outcome"],),
                              label_names=("outcome",))
             actions.append(entry)
@@ -109,7 +111,7 @@ class AlertReceiver:
 
     async def _one(self, note: Notification, alert: Alert, want: Intent,
                    cfg: AlertmanagerConfig, config: Config, rid: str,
-                   peer: str) -> dict[str, Any]:
+                   peer: str, trace_id: str = "") -> dict[str, Any]:
         dry = cfg.mode == "observe"
         entry: dict[str, Any] = {"fingerprint": alert.fingerprint, "alertname":
                                  alert.labels.get("alertname"), "status": alert.status,
@@ -138,9 +140,10 @@ class AlertReceiver:
         try:
             if dry:
                 return await self._observe(entry, want, change, actor, reason, evidence, rid,
-                                           peer)
-            return await self._act(entry, want, change, actor, reason, evidence, rid, peer)
-        except ApiError as exc:  # refused by the change itself (no previous stable, ...)
+                                           peer, trace_id)
+            return await self._act(entry, want, change, actor, reason, evidence, rid, peer,
+                                   trace_id)
+        except (ApiError, DomainError) as exc:  # refused by the change (no previous stable, ...)
             await self._release(key)
             entry.update(outcome="refused", message=exc.message)
             event(log, "alert_refused", logging.WARNING, receiver=note.receiver,
@@ -150,13 +153,13 @@ class AlertReceiver:
             await self._release(key)  # not applied: Alertmanager's retry may act
             raise
 
-    async def _act(self, entry: dict[str, Any], want: Intent, change: Change, actor: str,
+    async def _act(self, entry: dict[str, Any], want: Intent, change: ChangeFn, actor: str,
                    reason: str, evidence: dict[str, Any], rid: str,
-                   peer: str) -> dict[str, Any]:
+                   peer: str, trace_id: str = "") -> dict[str, Any]:
         def describe(cur: StateDoc, new: StateDoc) -> AuditDraft:
             return AuditDraft(actor, want.action, want.target or {}, reason,
                               _what(cur, want), _what(new, want), rid, peer,
-                              extra={"evidence": evidence})
+                              extra={"evidence": evidence}, trace_id=trace_id)
 
         new, ev = await self.writer.write(change, describe)
         entry.update(generation=new.generation, outcome="acted" if ev is not None else
@@ -170,16 +173,18 @@ class AlertReceiver:
               generation=new.generation)
         return entry
 
-    async def _observe(self, entry: dict[str, Any], want: Intent, change: Change, actor: str,
+    async def _observe(self, entry: dict[str, Any], want: Intent, change: ChangeFn, actor: str,
                        reason: str, evidence: dict[str, Any], rid: str,
-                       peer: str) -> dict[str, Any]:
+                       peer: str, trace_id: str = "") -> dict[str, Any]:
         cur = self.doc()
-        new = change(cur)
-        would = new is not cur
+        ch = change(cur)
+        would = ch is not None
+        new = apply_change(cur, ch) if ch is not None else cur
         draft = AuditDraft(actor, f"alert.observe.{want.action}", want.target or {},
                            f"observe mode, nothing changed; would have: {want.message} "
                            f"({reason})", _what(cur, want), _what(new, want), rid, peer,
-                           extra={"evidence": evidence, "would_change": would})
+                           extra={"evidence": evidence, "would_change": would},
+                           trace_id=trace_id)
         ev = await self.writer.append_audit(draft)
         entry.update(outcome="dry_run", message=f"observe mode: would {want.message}"
                      + ("" if would else " (already in force)"))
@@ -206,17 +211,17 @@ def _reason(alert: Alert) -> str:
     return clean_text(f"alert {name} firing" + (f": {text}" if text else ""), 1024)
 
 
-def _change(want: Intent, config: Config, actor: str, reason: str) -> Change:
+def _change(want: Intent, config: Config, actor: str, reason: str) -> ChangeFn:
     assert want.route is not None
     route, version = want.route, want.version
     if want.action == "kill":
-        def kill(cur: StateDoc) -> StateDoc:
+        def kill(cur: StateDoc) -> Change | None:
             return alerting.kill(cur, route, version, actor, reason, utc_now())
         return kill
     rc = config.route(route)
     assert rc is not None  # (intent checked it)
 
-    def rollback(cur: StateDoc) -> StateDoc:
+    def rollback(cur: StateDoc) -> Change | None:
         return alerting.rollback(cur, rc, version, actor, reason, utc_now())
     return rollback
 

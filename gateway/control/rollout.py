@@ -27,9 +27,9 @@ from gateway.config import RouteConfig
 from gateway.control.table import TableHolder
 from gateway.domain.analysis import Sample, Verdict, analyze, merge
 from gateway.domain.audit import AuditDraft, utc_now
-from gateway.domain.overrides import MAX_HISTORY, effective_stable
+from gateway.domain.overrides import effective_stable, with_stable
 from gateway.domain.routing import canary_of
-from gateway.domain.statedoc import HistoryEntry, Progress, RouteOverride, StateDoc
+from gateway.domain.statedoc import Change, Progress, RouteOverride, StateDoc
 from gateway.domain.stats import WindowStats
 from gateway.errors import AuditError, StateError
 from gateway.log import event
@@ -153,15 +153,14 @@ class RolloutDriver:
         now = utc_now()
         reason = "canary analysis failed: " + "; ".join(verdict.reasons)
 
-        def change(cur: StateDoc) -> StateDoc:
+        def change(cur: StateDoc) -> Change | None:
             if rc.name in cur.overrides:
-                return cur  # someone (another instance, an operator) already acted
+                return None  # someone (another instance, an operator) already acted
             weights = {v.name: (100.0 if v.name == stable else 0.0) for v in rc.versions}
             ov = RouteOverride(stable, weights, "killgate/auto", reason, now, "auto_rollback")
-            progress = dict(cur.progress)
-            if rc.name in progress:
-                progress[rc.name] = {**progress[rc.name], "state": "failed"}
-            return cur.with_changes(overrides={**cur.overrides, rc.name: ov}, progress=progress)
+            prog = cur.progress.get(rc.name)
+            return Change(overrides={rc.name: ov},
+                          progress={} if prog is None else {rc.name: {**prog, "state": "failed"}})
 
         def describe(cur: StateDoc, new: StateDoc) -> AuditDraft:
             return AuditDraft("killgate/auto", "auto_rollback", {"route": rc.name,
@@ -211,10 +210,10 @@ class RolloutDriver:
     async def _set_progress(self, rc: RouteConfig, expected: Progress | None,
                             new_prog: Progress, action: str) -> None:
         steps = rc.analysis.steps if rc.analysis is not None and rc.analysis.steps else []
-        def change(cur: StateDoc) -> StateDoc:
+        def change(cur: StateDoc) -> Change | None:
             if cur.progress.get(rc.name) != expected or rc.name in cur.overrides:
-                return cur  # another instance moved first
-            return cur.with_changes(progress={**cur.progress, rc.name: new_prog})
+                return None  # another instance moved first
+            return Change(progress={rc.name: new_prog})
 
         def describe(cur: StateDoc, new: StateDoc) -> AuditDraft:
             return AuditDraft("killgate/auto", action, {"route": rc.name},
@@ -227,21 +226,13 @@ class RolloutDriver:
     async def _promote(self, rc: RouteConfig, prog: Progress, canary: str) -> None:
         now = utc_now()
 
-        def change(cur: StateDoc) -> StateDoc:
+        def change(cur: StateDoc) -> Change | None:
             if cur.progress.get(rc.name) != prog or rc.name in cur.overrides:
-                return cur
-            v = rc.version(canary)
-            assert v is not None
-            weights = {x.name: (100.0 if x.name == canary else 0.0) for x in rc.versions}
-            ov = RouteOverride(canary, weights, "killgate/auto",
-                               "progressive delivery completed", now, "promote")
-            entry = HistoryEntry(canary, now, "killgate/auto", "progressive delivery completed",
-                                 v.url, v.artifact, cur.generation + 1)
-            history = (*cur.history.get(rc.name, ()), entry)[-MAX_HISTORY:]
-            return cur.with_changes(
-                overrides={**cur.overrides, rc.name: ov},
-                history={**cur.history, rc.name: history},
-                progress={**cur.progress, rc.name: {**prog, "state": "done"}})
+                return None
+            ch = with_stable(rc, canary, "promote", "killgate/auto",
+                             "progressive delivery completed", now)
+            return Change(overrides=ch.overrides, history=ch.history,
+                          progress={rc.name: {**prog, "state": "done"}})
 
         def describe(cur: StateDoc, new: StateDoc) -> AuditDraft:
             return AuditDraft("killgate/auto", "progressive.promote", {"route": rc.name,

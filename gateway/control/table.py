@@ -1,60 +1,92 @@
 """The one reference the data plane reads: the current `RouteTable`, swapped whole.
 
 Owns the inputs of the routing snapshot (config, replicated state, health, fail-closed)
-and rebuilds the table aside whenever one of them changes, then swaps a single
-reference. Listeners hear (old, new) after each swap (used to abort in-flight requests
-covered by a new kill). Requests read `holder.table` once and keep that table.
+together with the table built from them, as one frozen `Held` value. Any change builds
+the new table aside from the new inputs and replaces the whole value in one assignment:
+if building raises, nothing changed (doc, config and table stay as they were). Listeners
+hear (old, new) after each swap (used to abort in-flight requests covered by a new kill).
+Requests read `holder.table` once and keep that table.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
 
 from gateway.configfile import LoadedConfig
 from gateway.domain.routing import RouteTable, build_table
 from gateway.domain.statedoc import StateDoc
 
-__all__ = ["TableHolder"]
+__all__ = ["Held", "TableHolder"]
 
 Listener = Callable[[RouteTable, RouteTable], None]
 
 
+@dataclass(frozen=True, slots=True)
+class Held:
+    """Everything the routing snapshot is made of, and the snapshot itself."""
+
+    loaded: LoadedConfig
+    doc: StateDoc
+    unhealthy: frozenset[tuple[str, str]]
+    fail_closed: bool
+    table: RouteTable
+
+
 class TableHolder:
     def __init__(self, loaded: LoadedConfig, doc: StateDoc | None = None) -> None:
-        self.loaded = loaded
-        self.doc = doc or StateDoc()
-        self.unhealthy: frozenset[tuple[str, str]] = frozenset()
-        self.fail_closed = False
+        doc = doc or StateDoc()
         self._listeners: list[Listener] = []
-        self.table = build_table(loaded.config, self.doc)
+        self.held = Held(loaded, doc, frozenset(), False, build_table(loaded.config, doc))
+
+    # read-only views of the one held value
+    @property
+    def table(self) -> RouteTable:
+        return self.held.table
+
+    @property
+    def doc(self) -> StateDoc:
+        return self.held.doc
+
+    @property
+    def loaded(self) -> LoadedConfig:
+        return self.held.loaded
+
+    @property
+    def unhealthy(self) -> frozenset[tuple[str, str]]:
+        return self.held.unhealthy
+
+    @property
+    def fail_closed(self) -> bool:
+        return self.held.fail_closed
 
     def listen(self, fn: Listener) -> None:
         self._listeners.append(fn)
 
-    def _rebuild(self) -> None:
-        old = self.table
-        self.table = build_table(self.loaded.config, self.doc, self.unhealthy, self.fail_closed)
+    def _swap(self, **changes: Any) -> None:
+        """Build the table from the changed inputs aside, then swap all of it at once."""
+        old = self.held
+        nxt = replace(old, **changes)
+        table = build_table(nxt.loaded.config, nxt.doc, nxt.unhealthy, nxt.fail_closed)
+        self.held = replace(nxt, table=table)  # the one assignment
         for fn in self._listeners:
-            fn(old, self.table)
+            fn(old.table, table)
 
     def apply_doc(self, doc: StateDoc) -> bool:
         """Adopt `doc` if it is newer than what we hold; duplicates and stale ones are no-ops."""
-        if doc.generation <= self.doc.generation:
+        if doc.generation <= self.held.doc.generation:
             return False
-        self.doc = doc
-        self._rebuild()
+        self._swap(doc=doc)
         return True
 
     def set_unhealthy(self, unhealthy: frozenset[tuple[str, str]]) -> None:
-        if unhealthy != self.unhealthy:
-            self.unhealthy = unhealthy
-            self._rebuild()
+        if unhealthy != self.held.unhealthy:
+            self._swap(unhealthy=unhealthy)
 
     def set_fail_closed(self, on: bool) -> None:
-        if on != self.fail_closed:
-            self.fail_closed = on
-            self._rebuild()
+        if on != self.held.fail_closed:
+            self._swap(fail_closed=on)
 
     def set_config(self, loaded: LoadedConfig) -> None:
-        self.loaded = loaded
-        self._rebuild()
+        self._swap(loaded=loaded)

@@ -45,6 +45,7 @@ from gateway.dataplane.notready import MAX_BODY as NOT_READY_MAX
 from gateway.dataplane.notready import could_be_not_ready, is_not_ready
 from gateway.dataplane.protocol import SMALL_BODY
 from gateway.dataplane.request import BadBody, BodyTimeout, BodyTooLarge, ClientGone, Request
+from gateway.dataplane.spans import AttemptSpan, trace_ejection
 from gateway.dataplane.sse import EventCutter
 from gateway.dataplane.upstream import HIGH_WATER, Exchange
 from gateway.domain.routing import FAILOVER, FALLBACK, RoutePlan, Target
@@ -97,7 +98,7 @@ class Flight(Handle):
     """A routed request being forwarded (one per request that reaches the upstream side); it
     is its own in-flight `Handle` (kills find it by route and version, and cut its exchange)."""
 
-    __slots__ = ("budget", "complete", "deadline", "decision", "field", "first", "plan",
+    __slots__ = ("att", "budget", "complete", "deadline", "decision", "field", "first", "plan",
                  "prefix", "proxy", "raw_target", "req", "routing_path", "so_far", "started",
                  "target", "targets", "task", "whole")
 
@@ -125,6 +126,7 @@ class Flight(Handle):
         self.started = 0.0
         self.deadline = proxy.clock.now + plan.config.timeouts.total
         self.budget = None if plan.config.retry is None else proxy.budget(plan)
+        self.att: AttemptSpan | None = None  # this attempt's trace span (tracing on)
 
     # ------------------------------------------------------------------ entry points
 
@@ -181,8 +183,14 @@ class Flight(Handle):
         self.exchange = ex
         self.whole = False
         self.started = proxy.clock.now
+        traceparent = None
+        span = self.req.span
+        if span is not None:
+            self.att = span.attempt(self.plan.name, target.name, target.url,
+                                    self.req.method.decode("latin-1"))
+            traceparent = self.att.traceparent
         ex.drive(self, proxy.request_head(self.req, target, pool.host_header, len(body),
-                                          self.raw_target) + body)
+                                          self.raw_target, traceparent) + body)
         return True
 
     def upstream(self, ex: Exchange) -> None:
@@ -197,6 +205,9 @@ class Flight(Handle):
             return
         if not ex.headers_done:
             return
+        if self.att is not None:
+            self.att.answered(ex.status)
+            self.att = None
         if ex.complete:
             self._judge(ex, whole=True)
             return
@@ -245,6 +256,7 @@ class Flight(Handle):
 
     def _failed(self, err: UpstreamError) -> None:
         self.proxy.count_error(self.plan, self.target, err, self.started)
+        self._trace_failed(err)
         aborted = self.aborted
         if aborted is not None:
             self._answer_killed(aborted)
@@ -289,12 +301,36 @@ class Flight(Handle):
             ex.release()
             proxy.dropped(plan, self.target, ex.status, outcome.not_ready, self.started)
         if nxt.action == MOVE:
-            self.target = self.targets[self.so_far.moves - 1]
+            to = self.targets[self.so_far.moves - 1]
+            span = self.req.span
+            if span is not None:
+                span.event("killgate.failover", {
+                    "killgate.failover.from": self.target.name,
+                    "killgate.failover.to": to.name,
+                    "killgate.failover.cause": (err.kind() if err is not None
+                                                else str(outcome.status))})
+            self.target = to
             self.decision = FAILOVER
             proxy.moved(plan, nxt.reason)
         return True
 
+    def _trace_failed(self, err: UpstreamError) -> None:
+        att, span = self.att, self.req.span
+        if att is not None:
+            att.failed(err.kind())
+            self.att = None
+        if span is not None:
+            trace_ejection(span, self.proxy.holder.table, self.plan, self.target)
+
     def _answer_killed(self, why: Aborted) -> None:
+        span = self.req.span
+        if span is not None:
+            if self.att is not None:
+                self.att.failed("killed")
+                self.att = None
+            span.event("killgate.kill", {"killgate.kill.scope": why.scope,
+                                         "killgate.version": self.target.name,
+                                         "killgate.inflight": 1})
         self._finished()
         self.proxy.unavailable_killed(self.req, self.plan, self.target, why)
 
@@ -383,6 +419,11 @@ class Flight(Handle):
             pool = proxy.upstreams.pools.get(target.origin) or proxy.upstreams.pool(target.origin)
             self.started = proxy.loop.time()
             self.version = target.name
+            traceparent = None
+            if req.span is not None:  # the attempt's span covers the wait for a connection
+                self.att = req.span.attempt(self.plan.name, target.name, target.url,
+                                            req.method.decode("latin-1"))
+                traceparent = self.att.traceparent
             try:
                 ex, reused = await pool.acquire(self.plan.config.timeouts.connect)
                 if self.aborted is not None:
@@ -391,10 +432,13 @@ class Flight(Handle):
                 ex.begin(self.deadline, self.plan.config.timeouts.idle, req.method == b"HEAD")
                 self.exchange = ex
                 head = proxy.request_head(req, target, pool.host_header, length,
-                                          self.raw_target)
+                                          self.raw_target, traceparent)
                 try:
                     await ex.send(head, body, chunked=length is None)
                     await ex.read_head()
+                    if self.att is not None:
+                        self.att.answered(ex.status)
+                        self.att = None
                 except UpstreamClosed as exc:
                     if reused and not ex.got_bytes:
                         raise UpstreamStale(str(exc)) from None  # closed while idle
@@ -410,6 +454,7 @@ class Flight(Handle):
                     self.exchange = None
                     cur.release()
                 proxy.count_error(self.plan, target, exc, self.started)
+                self._trace_failed(exc)
                 if self.aborted is not None:
                     self._answer_killed(self.aborted)
                     return None
@@ -468,6 +513,8 @@ class Flight(Handle):
                         continue
                 if not rec.first_byte:
                     rec.first_byte = proxy.clock.now
+                    if req.span is not None:
+                        req.span.first_chunk(data)
                 rec.bytes_out += len(data)
                 req.send(data)
                 if req.conn.write_paused:
@@ -477,6 +524,13 @@ class Flight(Handle):
             ex.release()
             why = self.aborted
             kind = "killed" if why is not None else "upstream_failed"
+            span = req.span
+            if span is not None:
+                if why is not None:
+                    span.event("killgate.kill", {"killgate.kill.scope": why.scope,
+                                                 "killgate.version": target.name,
+                                                 "killgate.inflight": 1})
+                span.stream_failed(kind)
             if why is not None:
                 proxy.metrics.inc("killgate_inflight_aborted_total", (plan.name,),
                                   label_names=("route",))

@@ -33,6 +33,8 @@ _REQUEST_DROP = HOP_BY_HOP | {
     b"host", b"content-length", b"expect", b"x-forwarded-for", b"x-forwarded-proto",
     b"x-forwarded-host", b"forwarded", b"x-real-ip",
 }
+# With tracing on, the gateway sends its own traceparent (its CLIENT span is the parent).
+_REQUEST_DROP_TRACED = _REQUEST_DROP | {b"traceparent"}
 _RESPONSE_DROP = HOP_BY_HOP | {b"content-length"}
 _INTERNAL = b"x-killgate-"
 VIA = b"1.1 killgate"
@@ -101,18 +103,23 @@ def _raw_lines(first: bytes, raw: Iterable[tuple[bytes, bytes]], drop: frozenset
 
 _VIA_LINE = b"via: %s\r\n" % VIA
 _REQUEST_NAMES: dict[bytes, int] = {}
+_TRACED_NAMES: dict[bytes, int] = {}
 _RESPONSE_NAMES: dict[bytes, int] = {}
 _SSE_NAMES: dict[bytes, int] = {}
 
 
 def request_head(first_line: bytes, raw: Iterable[tuple[bytes, bytes]], forwarded: bytes,
-                 length: int | None) -> bytes:
+                 length: int | None, traced: bool = False) -> bytes:
     """The whole request head for a backend, built in one pass (the hot path).
 
     `first_line` already holds the request line and our Host; `forwarded` the
-    x-forwarded-* lines (rebuilt from the socket peer: a client cannot spoof them).
+    x-forwarded-* lines (rebuilt from the socket peer: a client cannot spoof them), and,
+    when `traced`, our traceparent (the client's is dropped).
     """
-    parts, _ = _raw_lines(first_line, raw, _REQUEST_DROP, _REQUEST_NAMES)
+    if traced:
+        parts, _ = _raw_lines(first_line, raw, _REQUEST_DROP_TRACED, _TRACED_NAMES)
+    else:
+        parts, _ = _raw_lines(first_line, raw, _REQUEST_DROP, _REQUEST_NAMES)
     parts.append(forwarded)
     if length is not None:
         parts.append(b"content-length: %d\r\n\r\n" % length)

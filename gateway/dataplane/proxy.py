@@ -25,6 +25,7 @@ from gateway.dataplane.jsonpeek import ModelField, Unreadable, find_model
 from gateway.dataplane.paths import BadTarget, route_host, split_target
 from gateway.dataplane.request import BadBody, BadHeader, BodyTimeout, ClientGone, Request
 from gateway.dataplane.retry import RetryBudget
+from gateway.dataplane.spans import RequestTracer, TraceView, trace_choice
 from gateway.dataplane.upstream import Exchange, Upstreams
 from gateway.domain.routing import KILLED, RoutePlan, RouteTable, Target
 from gateway.errors import UpstreamError, UpstreamOverflow, UpstreamTimeout
@@ -67,7 +68,8 @@ class Proxy:
     def __init__(self, holder: TableSource, upstreams: Upstreams, inflight: Inflight,
                  metrics: Metrics, max_body: int, peek_bytes: int,
                  observer: Observer | None = None, scheme: str = "http",
-                 max_inflight: int = 10_000, recorder: Recorder = NULL) -> None:
+                 max_inflight: int = 10_000, recorder: Recorder = NULL,
+                 tracer: RequestTracer | None = None) -> None:
         self.max_inflight = max_inflight
         self.max_body = max_body
         self.peek_bytes = peek_bytes
@@ -78,6 +80,7 @@ class Proxy:
         self.metrics = metrics
         self.observer = observer
         self.recorder = recorder  # told how each request went (telemetry/record.py)
+        self.tracer = tracer  # None: tracing off, and the request path never looks further
         self.scheme_b = scheme.encode()
         self.rand = random.random
         self.loop = asyncio.get_running_loop()
@@ -92,6 +95,8 @@ class Proxy:
 
     def handle(self, req: Request) -> None:
         req.rec = RequestRecord(req.started)
+        if self.tracer is not None:
+            req.span = self.tracer.begin(TraceView(req))
         inflight = self.inflight
         if inflight.count >= self.max_inflight:
             # Shed at once (RELIABILITY row 40): admitted requests keep their latency.
@@ -120,6 +125,11 @@ class Proxy:
             if isinstance(flight, Flight):
                 self.inflight.handles.discard(flight)
         rec = req.rec
+        span = req.span
+        if span is not None:
+            req.span = None
+            rec.trace_id = span.trace_id  # (the access log's)
+            span.finish(bool(rec.status))
         if rec is None or not rec.status:
             return  # the client went away before any answer
         rec.end = self.clock.now
@@ -220,6 +230,8 @@ class Proxy:
             return
         sticky = headers.get(plan.sticky_header) if plan.sticky_header else None
         choice = plan.choose(sticky, pin, self.rand)
+        if req.span is not None:
+            trace_choice(req.span, plan, choice, model, path)
         if choice.target is None:
             self.unavailable(req, plan, choice.decision)
             return
@@ -257,13 +269,17 @@ class Proxy:
         return b
 
     def request_head(self, req: Request, target: Target, host_header: bytes,
-                     length: int | None, raw_target: bytes) -> bytes:
+                     length: int | None, raw_target: bytes,
+                     traceparent: bytes | None = None) -> bytes:
         first = b"%s %s%s HTTP/1.1\r\nhost: %s\r\n" % (req.method, target.path_bytes,
                                                        raw_target, host_header)
         fwd = b"x-forwarded-for: %s\r\nx-forwarded-proto: %s\r\n" % (req.conn.remote_b,
                                                                      self.scheme_b)
         if req.host:
             fwd += b"x-forwarded-host: %s\r\n" % req.host
+        if traceparent is not None:  # ours replaces the client's: the backend joins our span
+            fwd += b"traceparent: %s\r\n" % traceparent
+            return request_head(first, req.raw_headers, fwd, length, traced=True)
         return request_head(first, req.raw_headers, fwd, length)
 
     def labels(self, plan: RoutePlan, target: Target | None, decision: str) -> bytes:
@@ -284,6 +300,9 @@ class Proxy:
     def served(req: Request, plan: RoutePlan | None, target: Target | None, decision: str,
                status: int, bytes_out: int = 0) -> None:
         """An answer is on its way: what telemetry records about it."""
+        if req.span is not None:
+            req.span.answered(status, plan.name if plan is not None else "",
+                              target.name if target is not None else "", decision)
         rec = req.rec
         rec.route = plan.name if plan is not None else ""
         rec.version = target.name if target is not None else ""
@@ -305,6 +324,8 @@ class Proxy:
             length, body = None, b""
         ex.release()
         self.served(req, plan, target, decision, status, len(body))
+        if req.span is not None:
+            req.span.body(body)
         req.rec.upstream = ex.head_at - flight.started
         self.observed(plan, target, status, flight.started)
         keep = req.will_keep_alive()
@@ -356,8 +377,7 @@ class Proxy:
                target: Target | None, decision: str, extra: bytes = b"",
                content_type: bytes = _JSON) -> None:
         ours = self.labels(plan, target, decision) if plan is not None else b""
-        if req.rec is not None:
-            self.served(req, plan, target, decision, status, len(body))
+        self.served(req, plan, target, decision, status, len(body))
         keep = req.will_keep_alive()
         connection = (None if keep and not req.http10 else b"keep-alive" if keep else b"close")
         head = own_head(status, content_type, len(body), ours, extra, connection)
@@ -438,3 +458,4 @@ class Proxy:
         else:
             self._error(req, 413, "body_too_large", f"the request body exceeds {self.max_body} "
                         "bytes", plan=plan, target=target, decision=decision)
+

@@ -82,8 +82,8 @@ class Request:
     __slots__ = ("body_done", "body_error", "body_size", "buffered", "chunked", "chunks",
                  "conn", "content_length", "continue_sent", "dispatched", "expect_continue",
                  "flight", "headers", "host", "http10", "keep_alive", "last_body", "method",
-                 "out_chunked", "raw_headers", "rec", "refused", "responded", "started",
-                 "target", "waiter")
+                 "out_chunked", "raw_headers", "rec", "refused", "responded", "span",
+                 "started", "target", "waiter")
 
     def __init__(self, conn: HttpProtocol, now: float) -> None:
         self.conn = conn
@@ -114,6 +114,7 @@ class Request:
         self.out_chunked = False
         self.flight: object | None = None  # the proxy's (told when the client goes away)
         self.rec: Any = None  # the proxy's telemetry record of this request
+        self.span: Any = None  # its trace span, when tracing sampled it
 
     # ------------------------------------------------------------------ head
 

@@ -19,7 +19,7 @@ from gateway.config import Config, RouteConfig
 from gateway.config_telemetry import AlertmanagerConfig
 from gateway.domain import overrides
 from gateway.domain.overrides import effective_stable
-from gateway.domain.statedoc import KillFlag, KillScope, StateDoc, kill_key
+from gateway.domain.statedoc import Change, KillFlag, KillScope, StateDoc, kill_key
 
 __all__ = ["Alert", "BadPayload", "Intent", "Notification", "intent", "kill", "parse",
            "rollback"]
@@ -178,21 +178,21 @@ def intent(alert: Alert, cfg: AlertmanagerConfig, config: Config) -> Intent:
 
 
 def kill(doc: StateDoc, route: str, version: str | None, actor: str, reason: str,
-         now: str) -> StateDoc:
-    """A route or version kill (abort_inflight), or `doc` itself when already in force."""
+         now: str) -> Change | None:
+    """A route or version kill (abort_inflight), or None when already in force."""
     scope: KillScope = "version" if version else "route"
     key = kill_key(scope, route, version)
     if key in doc.kills:
-        return doc
-    flag = KillFlag(scope, route, version, actor, reason, now, doc.generation + 1, True)
-    return doc.with_changes(kills={**doc.kills, key: flag})
+        return None
+    # generation 0: statedoc.apply_change stamps the generation the kill lands in
+    return Change(kills={key: KillFlag(scope, route, version, actor, reason, now, 0, True)})
 
 
 def rollback(doc: StateDoc, rc: RouteConfig, bad: str | None, actor: str, reason: str,
-             now: str) -> StateDoc:
+             now: str) -> Change | None:
     """Move a route off a bad version: when `bad` is a canary (not the stable), the stable
-    takes 100%; otherwise (or with no `bad`), the previous stable does. `doc` itself when
-    that is already in force. Raises ApiError when there is nowhere to go."""
+    takes 100%; otherwise (or with no `bad`), the previous stable does. None when that is
+    already in force. Raises ConflictingState when there is nowhere to go."""
     stable = effective_stable(doc, rc)
     to = stable if bad is not None and bad != stable else None
     if to is None:
@@ -201,5 +201,5 @@ def rollback(doc: StateDoc, rc: RouteConfig, bad: str | None, actor: str, reason
     ov = doc.overrides.get(rc.name)
     if to is not None and ov is not None and ov.stable == to and \
             all(w == 0 for v, w in ov.weights.items() if v != to):
-        return doc  # already rolled back to it
+        return None  # already rolled back to it
     return overrides.rollback(doc, rc, to, actor, reason, now)

@@ -1,18 +1,21 @@
-"""Audit events and their hash chain (CONTRACT §4): building, sealing, verifying.
+"""Audit events and their keyed hash chain (CONTRACT §4): building, sealing, verifying.
 
 Pure: no I/O. An event's `hash` is SHA-256 (hex) over the canonical JSON of the event
-without `hash` (`sort_keys`, `(",", ":")` separators, `ensure_ascii=False`); the first
-event's `prev_hash` is 64 zeros. User-supplied strings are stored with control
+without `hash` and `mac` (`sort_keys`, `(",", ":")` separators, `ensure_ascii=False`); the
+first event's `prev_hash` is 64 zeros. With an audit key, `kid` names the key (inside the
+hashed content) and `mac` is HMAC-SHA256 (hex) of the `hash` with that key: without the
+key nobody can re-seal an edited chain. User-supplied strings are stored with control
 characters escaped, so one event always stays one line and cannot forge another.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import re
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -21,12 +24,15 @@ __all__ = [
     "GENESIS",
     "AuditDraft",
     "ChainBreak",
+    "TrailReport",
+    "audit_mac",
     "canonical",
     "clean_text",
     "event_hash",
     "seal",
     "utc_now",
     "verify_chain",
+    "verify_trail",
 ]
 
 GENESIS = "0" * 64
@@ -44,7 +50,7 @@ def clean_text(s: str, limit: int = 1024) -> str:
 
 
 def canonical(event: dict[str, Any]) -> bytes:
-    body = {k: v for k, v in event.items() if k != "hash"}
+    body = {k: v for k, v in event.items() if k not in ("hash", "mac")}
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
@@ -65,6 +71,7 @@ class AuditDraft:
     request_id: str = ""
     source: str = ""
     extra: dict[str, Any] | None = None
+    trace_id: str = ""  # the W3C trace id of the call that made it ("" when none)
 
     def as_event(self) -> dict[str, Any]:
         ev: dict[str, Any] = {
@@ -79,16 +86,28 @@ class AuditDraft:
             "after": self.after,
             "request_id": clean_text(self.request_id, 128),
             "source": clean_text(self.source, 128),
+            "trace_id": clean_text(self.trace_id, 32),
         }
         if self.extra:
             ev.update(self.extra)
         return ev
 
 
-def seal(event: dict[str, Any], prev_hash: str) -> dict[str, Any]:
+def audit_mac(secret: bytes, hash_: str) -> str:
+    return hmac.new(secret, hash_.encode("ascii", "replace"), hashlib.sha256).hexdigest()
+
+
+def seal(event: dict[str, Any], prev_hash: str,
+         key: tuple[str, bytes] | None = None) -> dict[str, Any]:
+    """The event placed after `prev_hash`; with `key` (key id, secret) also keyed."""
     out = dict(event)
+    out.pop("mac", None)
     out["prev_hash"] = prev_hash
+    if key is not None:
+        out["kid"] = key[0]
     out["hash"] = event_hash(out)
+    if key is not None:
+        out["mac"] = audit_mac(key[1], out["hash"])
     return out
 
 
@@ -99,26 +118,101 @@ class ChainBreak:
     problem: str
 
 
-def verify_chain(events: Iterable[dict[str, Any]],
-                 head: str | None = None) -> tuple[int, ChainBreak | None]:
-    """Check events oldest first. Returns (events checked, first break or None).
+@dataclass(frozen=True, slots=True)
+class TrailReport:
+    """What `verify_trail` could check, and the first break (None: intact)."""
 
-    `head`, when given, is the newest hash as recorded apart from the trail, read before
-    the events: it must be one of theirs, or events were cut off the end."""
+    events: int
+    hashes: int  # events whose chain link and hash were checked
+    macs: int  # events whose MAC was checked with a key we hold
+    unkeyed: int  # events with no MAC, or one under a key we do not hold
+    keyed: bool  # whether any key was given
+    brk: ChainBreak | None
+
+
+def _mac_problem(ev: dict[str, Any], keys: Mapping[str, bytes]) -> str | bool | None:
+    """False: could not check (no mac, unknown key); None: checked and good; str: bad."""
+    mac, kid = ev.get("mac"), ev.get("kid")
+    if not isinstance(mac, str) or not isinstance(kid, str) or kid not in keys:
+        return False
+    if hmac.compare_digest(audit_mac(keys[kid], str(ev.get("hash"))), mac):
+        return None
+    return ("mac does not match the event's hash under its key: the event was edited and "
+            "re-sealed by someone without the audit key")
+
+
+def verify_trail(events: Iterable[dict[str, Any]], head: str | None = None,
+                 keys: Mapping[str, bytes] | None = None) -> TrailReport:
+    """Check a trail oldest first: links, hashes and (with `keys`: key id → secret) MACs.
+
+    `head`, when given, is the newest hash as anchored apart from the trail (a signed state
+    document, a mirror), read before the events: it must be one of theirs, or events were
+    cut off the end. A first event that does not start from 64 zeros means the events
+    before it were lost (a flushed or truncated store). With keys, every event after the
+    first keyed one must carry a MAC we can check (events before it: written before keyed
+    audit), and so must the newest: it authenticates, through the chain, all before it."""
+    keys = keys or {}
     prev = GENESIS
-    n = 0
+    n = macs = unkeyed = hashed = 0
+    seen: set[str] = set()
     seen_head = head is None or head == GENESIS
+    last_checked = False
+
+    def report(brk: ChainBreak | None) -> TrailReport:
+        return TrailReport(n, hashed, macs, unkeyed, bool(keys), brk)
+
     for i, ev in enumerate(events):
         n = i + 1
         eid = str(ev.get("id", "?"))
         if ev.get("prev_hash") != prev:
-            return n, ChainBreak(i, eid, "prev_hash does not match the previous event's hash "
-                                        "(an event was deleted, inserted or reordered)")
+            if i == 0:
+                return report(ChainBreak(0, eid, (
+                    f"the trail starts after event {str(ev.get('prev_hash'))[:16]}…, which the "
+                    "store no longer holds: the events before it were lost (a flushed or "
+                    "truncated store); the audit mirror or a backup holds them")))
+            return report(ChainBreak(i, eid, "prev_hash does not match the previous event's "
+                                             "hash (an event was deleted, inserted or reordered)"))
         if ev.get("hash") != event_hash(ev):
-            return n, ChainBreak(i, eid, "hash does not match the event's content (edited)")
+            return report(ChainBreak(i, eid, "hash does not match the event's content (edited)"))
+        hashed += 1
+        if keys:
+            problem = _mac_problem(ev, keys)
+            if isinstance(problem, str):
+                return report(ChainBreak(i, eid, problem))
+            if problem is False and macs:
+                return report(ChainBreak(i, eid, (
+                    "no MAC under a key given here" + (
+                        f" (kid {str(ev['kid'])[:16]!r})" if ev.get("kid") else "") + ", after "
+                    "events that had one: re-sealed by someone without the audit key, or "
+                    "written with a key not given here")))
+            last_checked = problem is None
+            macs += last_checked
+            unkeyed += not last_checked
+        elif "mac" in ev:
+            unkeyed += 1
+        anchored = ev.get("anchored_head")
+        if (ev.get("action") == "state.reseed" and isinstance(anchored, str) and anchored
+                and anchored not in seen and anchored != prev):
+            return report(ChainBreak(i, eid, (
+                f"this re-seed names the head its instance had anchored ({anchored[:16]}…), "
+                "which is not in the trail before it: the store lost events (restored from an "
+                "older backup?); the audit mirror or a backup holds them")))
         prev = str(ev["hash"])
+        seen.add(prev)
         seen_head = seen_head or prev == head
     if not seen_head:
-        return n, ChainBreak(n, "(end)", f"the trail ends before the recorded head "
-                                         f"{str(head)[:16]}…: events were cut off the end")
-    return n, None
+        return report(ChainBreak(n, "(end)", f"the trail ends before the anchored head "
+                                             f"{str(head)[:16]}…: events were cut off the end"))
+    if keys and n and not last_checked:
+        return report(ChainBreak(n - 1, "(newest)", (
+            "the newest event carries no MAC under a key given here: nothing authenticates "
+            "the trail (re-sealed without the key, written without one, or verified with "
+            "the wrong key)")))
+    return report(None)
+
+
+def verify_chain(events: Iterable[dict[str, Any]],
+                 head: str | None = None) -> tuple[int, ChainBreak | None]:
+    """Links and hashes only (anyone can check these): (events checked, first break)."""
+    r = verify_trail(events, head)
+    return r.events, r.brk

@@ -1,8 +1,9 @@
 """Runtime overrides of a route: rollback, promote, weights, release (CONTRACT §4).
 
 Pure state transitions: each function takes the current `StateDoc` and the route's
-config and returns the next document, or raises ApiError (404 unknown version, 409
-conflicting state). An override is latched: config reloads never undo it; only
+config and returns the `Change` to apply (`statedoc.apply_change` makes the next
+document), None when there is nothing to change, or raises a DomainError (unknown
+version, conflicting state, invalid change). An override is latched: config reloads never undo it; only
 `release` hands the route back to the file. Rollback and promote append to the route's
 append-only history, with the version's url and artifact; a rollback refuses a target
 whose configured artifact differs from the one recorded (versions are immutable).
@@ -14,10 +15,11 @@ import math
 from typing import Any
 
 from gateway.config import RouteConfig
-from gateway.domain.statedoc import HistoryEntry, RouteOverride, StateDoc
-from gateway.errors import ApiError
+from gateway.domain.statedoc import MAX_HISTORY, Change, HistoryEntry, RouteOverride, StateDoc
+from gateway.errors import ConflictingState, InvalidChange, UnknownVersion
 
 __all__ = [
+    "MAX_HISTORY",
     "effective_stable",
     "identity_problems",
     "promote",
@@ -25,9 +27,8 @@ __all__ = [
     "release",
     "rollback",
     "set_weights",
+    "with_stable",
 ]
-
-MAX_HISTORY = 100
 
 
 def effective_stable(doc: StateDoc, rc: RouteConfig) -> str:
@@ -40,7 +41,7 @@ def effective_stable(doc: StateDoc, rc: RouteConfig) -> str:
 def _version(rc: RouteConfig, name: str) -> Any:
     v = rc.version(name)
     if v is None:
-        raise ApiError(404, "unknown_version", f"route {rc.name!r} has no version {name!r}")
+        raise UnknownVersion(rc.name, name)
     return v
 
 
@@ -48,94 +49,91 @@ def _check_identity(doc: StateDoc, rc: RouteConfig, name: str) -> None:
     v = _version(rc, name)
     rec = doc.identities.get(rc.name, {}).get(name)
     if rec and rec.get("artifact") and v.artifact and rec["artifact"] != v.artifact:
-        raise ApiError(409, "artifact_changed",
-                       f"version {name!r} was recorded with artifact {rec['artifact']} but the "
+        raise ConflictingState("artifact_changed",
+                               f"version {name!r} was recorded with artifact {rec['artifact']} but the "
                        f"config now says {v.artifact}; a version is immutable, so this is not "
                        "the version that was known good")
 
 
-def _with_stable(doc: StateDoc, rc: RouteConfig, stable: str, kind: str, actor: str,
-                 reason: str, now: str) -> StateDoc:
+def with_stable(rc: RouteConfig, stable: str, kind: str, actor: str, reason: str,
+                now: str) -> Change:
+    """Latch `stable` with 100% of the route's traffic, recorded in its history; any
+    progressive rollout of the route ends."""
     v = _version(rc, stable)
     weights = {x.name: (100.0 if x.name == stable else 0.0) for x in rc.versions}
     ov = RouteOverride(stable, weights, actor, reason, now, kind)
-    entry = HistoryEntry(stable, now, actor, reason, v.url, v.artifact, doc.generation + 1)
-    history = (*doc.history.get(rc.name, ()), entry)[-MAX_HISTORY:]
-    progress = {k: p for k, p in doc.progress.items() if k != rc.name}
-    return doc.with_changes(overrides={**doc.overrides, rc.name: ov},
-                            history={**doc.history, rc.name: history}, progress=progress)
+    entry = HistoryEntry(stable, now, actor, reason, v.url, v.artifact)
+    return Change(overrides={rc.name: ov}, history={rc.name: (entry,)},
+                  progress={rc.name: None})
 
 
 def rollback(doc: StateDoc, rc: RouteConfig, to: str | None, actor: str, reason: str,
-             now: str) -> StateDoc:
+             now: str) -> Change:
     current = effective_stable(doc, rc)
     if to is None:
         prev = doc.previous_stable(rc.name, current)
         if prev is None:
-            raise ApiError(409, "no_previous_stable",
+            raise ConflictingState("no_previous_stable",
                            f"route {rc.name!r} has no earlier stable version in its history; "
                            "name one with 'to'")
         to = prev.stable
     _check_identity(doc, rc, to)
-    return _with_stable(doc, rc, to, "rollback", actor, reason, now)
+    return with_stable(rc, to, "rollback", actor, reason, now)
 
 
 def promote(doc: StateDoc, rc: RouteConfig, version: str, actor: str, reason: str,
-            now: str) -> StateDoc:
+            now: str) -> Change:
     _check_identity(doc, rc, version)
-    return _with_stable(doc, rc, version, "promote", actor, reason, now)
+    return with_stable(rc, version, "promote", actor, reason, now)
 
 
 def set_weights(doc: StateDoc, rc: RouteConfig, weights: Any, actor: str, reason: str,
-                now: str, kind: str = "weights") -> StateDoc:
+                now: str, kind: str = "weights") -> Change:
     if not isinstance(weights, dict) or not weights:
-        raise ApiError(400, "bad_request", "'weights' must be an object of version: weight")
+        raise InvalidChange("'weights' must be an object of version: weight")
     out: dict[str, float] = {v.name: 0.0 for v in rc.versions}
     for name, w in weights.items():
         _version(rc, name)
         if isinstance(w, bool) or not isinstance(w, int | float) or not math.isfinite(w) or w < 0:
-            raise ApiError(400, "bad_request", f"weight of {name!r} must be a number >= 0")
+            raise InvalidChange(f"weight of {name!r} must be a number >= 0")
         out[name] = float(w)
     if sum(out.values()) <= 0:
-        raise ApiError(400, "bad_request", "at least one weight must be > 0")
+        raise InvalidChange("at least one weight must be > 0")
     stable = effective_stable(doc, rc)
-    ov = RouteOverride(stable, out, actor, reason, now, kind)
-    return doc.with_changes(overrides={**doc.overrides, rc.name: ov})
+    return Change(overrides={rc.name: RouteOverride(stable, out, actor, reason, now, kind)})
 
 
-def release(doc: StateDoc, rc: RouteConfig, actor: str, reason: str, now: str) -> StateDoc:
+def release(doc: StateDoc, rc: RouteConfig, actor: str, reason: str, now: str) -> Change:
     ov = doc.overrides.get(rc.name)
     if ov is None:
-        raise ApiError(409, "not_latched", f"route {rc.name!r} has no runtime override")
-    overrides = {k: v for k, v in doc.overrides.items() if k != rc.name}
-    history = doc.history
+        raise ConflictingState("not_latched", f"route {rc.name!r} has no runtime override")
+    history: dict[str, tuple[HistoryEntry, ...]] = {}
     if ov.stable != rc.stable:
         v = rc.version(rc.stable)
         assert v is not None
-        entry = HistoryEntry(rc.stable, now, actor, f"release: {reason}", v.url, v.artifact,
-                             doc.generation + 1)
-        history = {**history, rc.name: (*history.get(rc.name, ()), entry)[-MAX_HISTORY:]}
-    return doc.with_changes(overrides=overrides, history=history)
+        history[rc.name] = (HistoryEntry(rc.stable, now, actor, f"release: {reason}", v.url,
+                                         v.artifact),)
+    return Change(overrides={rc.name: None}, history=history)
 
 
-def record_config(doc: StateDoc, routes: list[RouteConfig], digest: str, now: str) -> StateDoc:
+def record_config(doc: StateDoc, routes: list[RouteConfig], digest: str,
+                  now: str) -> Change | None:
     """Register unseen version identities and config-driven stable changes.
 
-    Returns `doc` itself when there is nothing to record. A stable is recorded once per
+    Returns None when there is nothing to record. A stable is recorded once per
     (stable, config digest), so instances running different files during a rollout do not
     flap the history.
     """
-    identities = {k: dict(v) for k, v in doc.identities.items()}
-    history = dict(doc.history)
-    changed = False
+    identities: dict[str, dict[str, dict[str, Any]]] = {}
+    history: dict[str, tuple[HistoryEntry, ...]] = {}
     for rc in routes:
-        known = identities.setdefault(rc.name, {})
+        known = doc.identities.get(rc.name, {})
         for v in rc.versions:
             rec = known.get(v.name)
             if rec is None or (v.artifact and not rec.get("artifact")):
-                known[v.name] = {"url": v.url, "artifact": v.artifact, "time": now}
-                changed = True
-        entries = history.get(rc.name, ())
+                identities.setdefault(rc.name, {})[v.name] = {
+                    "url": v.url, "artifact": v.artifact, "time": now}
+        entries = doc.history.get(rc.name, ())
         tag = f"config {digest[:19]}"
         if rc.name not in doc.overrides and not any(
                 e.stable == rc.stable and e.reason == tag for e in entries):
@@ -143,13 +141,11 @@ def record_config(doc: StateDoc, routes: list[RouteConfig], digest: str, now: st
             if last is None or last.stable != rc.stable:
                 sv = rc.version(rc.stable)
                 assert sv is not None
-                history[rc.name] = (*entries, HistoryEntry(
-                    rc.stable, now, "killgate/config", tag, sv.url, sv.artifact,
-                    doc.generation + 1))[-MAX_HISTORY:]
-                changed = True
-    if not changed:
-        return doc
-    return doc.with_changes(identities=identities, history=history)
+                history[rc.name] = (HistoryEntry(rc.stable, now, "killgate/config", tag,
+                                                 sv.url, sv.artifact),)
+    if not identities and not history:
+        return None
+    return Change(history=history, identities=identities)
 
 
 def identity_problems(doc: StateDoc, routes: list[RouteConfig]) -> list[tuple[str, str]]:

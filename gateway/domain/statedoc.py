@@ -1,14 +1,16 @@
 """Value types of the replicated state: kill flags, runtime overrides, version history.
 
-Owns the state document every instance holds in memory and the state store persists;
-it is pure data (frozen dataclasses and their JSON form), with no I/O. The document's
-`generation` only grows; `epoch` names the store incarnation that produced it. A document
-read back from a store is validated whole (pydantic, against these dataclasses): whatever
-a store holds, it is either a well-typed `StateDoc` or a `ValueError`.
+Owns the state document every instance holds in memory and the state store persists, and
+`apply_change`, the one rule by which a document moves on (next generation, kills,
+overrides, history appended and trimmed). Pure data, no I/O. The document's `generation`
+only grows; `epoch` names the store incarnation that produced it. A document read back
+from a store is validated whole (pydantic): it is either a well-typed `StateDoc` or a
+`ValueError`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Annotated, Any, Literal
 
@@ -16,15 +18,21 @@ from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
 from typing_extensions import TypedDict  # pydantic validates typing's only from 3.12
 
 __all__ = [
+    "MAX_HISTORY",
+    "Change",
     "HistoryEntry",
     "KillFlag",
     "KillScope",
     "Progress",
     "RouteOverride",
     "StateDoc",
+    "apply_change",
     "kill_key",
     "plain",
+    "relaxes",
 ]
+
+MAX_HISTORY = 100  # entries kept per route (the oldest are dropped)
 
 KillScope = Literal["global", "route", "version"]
 
@@ -121,6 +129,9 @@ class StateDoc:
     identities: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     #: route -> progressive delivery state {"canary", "step", "since", "state"}
     progress: dict[str, Progress] = field(default_factory=dict)
+    #: the hash of the newest audit event when this document was committed: the head
+    #: this (signed) document anchors, so events cut off the trail's end are noticed
+    audit_head: str = ""
 
     def with_changes(self, **kw: Any) -> StateDoc:
         return replace(self, **kw)
@@ -134,6 +145,7 @@ class StateDoc:
             "history": {k: [plain(e) for e in v] for k, v in self.history.items()},
             "identities": self.identities,
             "progress": self.progress,
+            "audit_head": self.audit_head,
         }
 
     @classmethod
@@ -158,3 +170,64 @@ class StateDoc:
 
 
 _DOC_ADAPTER: TypeAdapter[StateDoc] = TypeAdapter(StateDoc)
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """What one write changes. `None` values remove: a lifted kill, a released override,
+    a finished progressive rollout. History entries are appended."""
+
+    kills: Mapping[str, KillFlag | None] = field(default_factory=dict)
+    overrides: Mapping[str, RouteOverride | None] = field(default_factory=dict)
+    history: Mapping[str, tuple[HistoryEntry, ...]] = field(default_factory=dict)
+    progress: Mapping[str, Progress | None] = field(default_factory=dict)
+    #: route -> version -> identity record, added or replaced
+    identities: Mapping[str, Mapping[str, dict[str, Any]]] = field(default_factory=dict)
+    epoch: str | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.kills or self.overrides or self.history or self.progress
+                    or self.identities or self.epoch is not None)
+
+
+def _merged(base: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in changes.items():
+        if v is None:
+            out.pop(k, None)
+        else:
+            out[k] = v
+    return out
+
+
+def apply_change(doc: StateDoc, change: Change, generation: int | None = None) -> StateDoc:
+    """The next document: `change` applied to `doc` at `generation` (default: the next).
+
+    The one place the rule lives: the generation moves on; a new kill flag (generation 0)
+    and every appended history entry are stamped with it; a route's history keeps its
+    newest MAX_HISTORY entries."""
+    gen = doc.generation + 1 if generation is None else generation
+    if gen <= doc.generation:
+        raise ValueError(f"generation {gen} does not move past {doc.generation}")
+    kills = _merged(doc.kills, {k: (replace(f, generation=gen) if f is not None
+                                    and f.generation == 0 else f)
+                                for k, f in change.kills.items()})
+    history = dict(doc.history)
+    for route, entries in change.history.items():
+        stamped = tuple(replace(e, generation=gen) for e in entries)
+        history[route] = (*history.get(route, ()), *stamped)[-MAX_HISTORY:]
+    identities = {r: dict(v) for r, v in doc.identities.items()}
+    for route, versions in change.identities.items():
+        identities.setdefault(route, {}).update(versions)
+    return replace(doc, generation=gen, kills=kills,
+                   overrides=_merged(doc.overrides, change.overrides), history=history,
+                   progress=_merged(doc.progress, change.progress), identities=identities,
+                   epoch=doc.epoch if change.epoch is None else change.epoch)
+
+
+def relaxes(old: StateDoc, new: StateDoc) -> bool:
+    """Whether adopting `new` over `old` could let traffic through that `old` stops or
+    shifts: a kill lifted, an override or a progressive rollout changed. Adding kills is
+    the only change that never relaxes."""
+    return (not old.kills.keys() <= new.kills.keys() or old.overrides != new.overrides
+            or old.progress != new.progress)

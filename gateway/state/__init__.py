@@ -1,8 +1,9 @@
 """The replicated state: one sync loop over one of two stores, chosen from config.
 
 `local` (one host: files) or `redis` (many hosts); both implement `store.Store`, and
-`sync.Sync` is what the rest of the gateway talks to. Nothing outside `gateway.state`
-imports redis.
+`sync.Sync` is what the rest of the gateway talks to. The signing keys are read here,
+from the environment or files named in the config (never from the store), and handed to
+every part that signs or verifies. Nothing outside `gateway.state` imports redis.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from gateway.configfile import LoadedConfig
     from gateway.control.table import TableHolder
+    from gateway.state.mirror import Alarm
     from gateway.state.sync import Sync
     from gateway.telemetry.metrics import Metrics
 
@@ -19,11 +21,26 @@ __all__ = ["make_sync"]
 
 
 def make_sync(loaded: LoadedConfig, holder: TableHolder, metrics: Metrics,
-              instance: str) -> Sync:
+              instance: str, alarm: Alarm | None = None) -> Sync:
+    """Build the store and the sync loop; raises ConfigError when a key cannot be read."""
     from gateway.state.local import LocalStore
+    from gateway.state.mirror import AuditMirror
+    from gateway.state.signing import audit_keyring, signing_keyring
+    from gateway.state.snapshot import SnapshotFile
     from gateway.state.sync import Sync
+    from gateway.state.tamper import TamperLog
 
     cfg = loaded.config.state
+    keys = signing_keyring(cfg, loaded.resolve)
+    audit_keys = audit_keyring(cfg, loaded.resolve, keys)
+    tamper = TamperLog(metrics)
+
+    def report(kind: str, problem: str, which: str | None) -> None:
+        if which == "previous":
+            tamper.accepted_previous(kind)
+        else:
+            tamper.note(kind, problem)
+
     store: Any
     if cfg.backend == "redis":
         from gateway.state.redis import RedisStore
@@ -31,8 +48,14 @@ def make_sync(loaded: LoadedConfig, holder: TableHolder, metrics: Metrics,
         # our own heartbeat comes back on the acks channel every heartbeat_interval: a
         # subscription silent for 3 of them is dead even if its socket looks open
         store = RedisStore(cfg.url, cfg.prefix, cfg.command_timeout,
-                           silence=3 * cfg.heartbeat_interval + cfg.command_timeout)
+                           silence=3 * cfg.heartbeat_interval + cfg.command_timeout,
+                           keys=keys, audit_keys=audit_keys, on_unverified=report)
     else:
-        store = LocalStore(loaded.resolve(cfg.path))
-    mirror = loaded.resolve(cfg.audit_mirror) if cfg.audit_mirror else None
-    return Sync(store, holder, metrics, instance, cfg, loaded.resolve(cfg.snapshot_path), mirror)
+        store = LocalStore(loaded.resolve(cfg.path), keys=keys, audit_keys=audit_keys,
+                           on_unverified=report)
+    mirror = None
+    if cfg.audit_mirror:
+        mirror = AuditMirror(store, loaded.resolve(cfg.audit_mirror), audit_keys, metrics,
+                             cfg.poll_interval, alarm)
+    snapshot = SnapshotFile(loaded.resolve(cfg.snapshot_path), keys, report)
+    return Sync(store, holder, metrics, instance, cfg, snapshot, tamper, keys, mirror)

@@ -1,9 +1,11 @@
 """The embedded state store (`state.backend: local`): files on one host.
 
 Owns three things next to `state.path`: the state document (replaced atomically:
-write, fsync, rename, fsync the folder), the audit log `<path>.audit.jsonl` (appended
-and fsynced before the state changes), and one heartbeat file per instance in
-`<path>.instances/`. Compare-and-set is an exclusive `flock` on `<path>.lock`, so the
+write, fsync, rename, fsync the folder; signed when a key is configured), the audit log
+`<path>.audit.jsonl` (appended and fsynced before the state changes; keyed MACs with a
+key), and one heartbeat file per instance in `<path>.instances/`. Without a key the
+file permissions are the trust boundary: values are neither signed nor checked.
+Compare-and-set is an exclusive `flock` on `<path>.lock`, so the
 workers of one `killgate serve --workers N` share it safely. Blocking file work runs in
 a thread; change detection is a `stat` per poll.
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import hashlib
 import json
 import os
 import time
@@ -22,15 +25,27 @@ from typing import Any
 from gateway.domain.audit import GENESIS, AuditDraft, seal
 from gateway.domain.statedoc import StateDoc
 from gateway.errors import AuditError, StoreConflict, StoreUnavailable
-from gateway.state.store import Ack
+from gateway.state.signing import Keyring
+from gateway.state.store import (
+    Ack,
+    Loaded,
+    OnUnverified,
+    decode_doc,
+    ignore_unverified,
+    legacy_doc,
+)
 
 __all__ = ["LocalStore", "atomic_write", "last_line"]
 
 
-def atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes, mode: int | None = None) -> None:
+    """Replace `path` with `data` (fsynced, renamed, folder fsynced); `mode` is set on
+    the new file before it takes the name."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "wb") as f:
+        if mode is not None:
+            os.fchmod(f.fileno(), mode)
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
@@ -63,7 +78,12 @@ class LocalStore:
     backend = "local"
     pushes = False
 
-    def __init__(self, path: Path, audit_path: Path | None = None) -> None:
+    def __init__(self, path: Path, audit_path: Path | None = None, *,
+                 keys: Keyring | None = None, audit_keys: Keyring | None = None,
+                 on_unverified: OnUnverified = ignore_unverified) -> None:
+        self.keys = keys or Keyring(None)
+        self.audit_keys = audit_keys or self.keys
+        self.on_unverified = on_unverified
         self.path = path
         self.lock_path = path.with_name(path.name + ".lock")
         self.audit_path = audit_path or path.with_name(path.name + ".audit.jsonl")
@@ -89,61 +109,65 @@ class LocalStore:
 
     # ------------------------------------------------------------------ state
 
-    def _read(self) -> StateDoc | None:
+    def _read(self) -> Loaded:
         try:
             raw = self.path.read_bytes()
         except FileNotFoundError:
-            return None
+            return Loaded(None, None)
         except OSError as exc:
             raise StoreUnavailable(f"cannot read {self.path}: {exc.strerror}") from None
         try:
-            return StateDoc.from_json(json.loads(raw))
-        except (ValueError, RecursionError) as exc:
-            raise StoreUnavailable(f"{self.path} is not a valid state file: {exc}") from None
+            body, which = self.keys.open(b"state", raw)
+            doc = decode_doc(body)
+        except ValueError as exc:
+            # the compare-and-set token of a refused file: its content's digest
+            return Loaded(None, "x" + hashlib.sha256(raw).hexdigest()[:16],
+                          f"{self.path}: {exc}", legacy_doc(raw) if self.keys.enabled else None)
+        if which == "previous":
+            self.on_unverified("state", "", "previous")
+        return Loaded(doc, str(doc.generation))
 
-    async def load(self) -> StateDoc | None:
+    async def load(self) -> Loaded:
         return await asyncio.to_thread(self._read)
 
-    async def generation(self) -> int | None:
-        doc = await self.load()
-        return None if doc is None else doc.generation
+    async def generation(self) -> str | None:
+        return (await self.load()).token
 
-    def _commit(self, expected: int | None, doc: StateDoc,
-                draft: AuditDraft | None) -> dict[str, Any] | None:
+    def _commit(self, expected: str | None, doc: StateDoc, draft: AuditDraft | None,
+                chain_from: str | None) -> dict[str, Any] | None:
         with open(self.lock_path, "a+b") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             cur = self._read()
-            cur_gen = None if cur is None else cur.generation
-            if cur_gen != expected:
-                raise StoreConflict(f"state is at generation {cur_gen}, expected {expected}")
+            if cur.token != expected:
+                raise StoreConflict(f"state is at generation {cur.token}, expected {expected}")
             event = None
             if draft is not None:
-                event = self._append_audit(draft)
-            # the state file anchors the audit trail's head: events cut off the end of the
-            # audit file are noticed by `audit verify`
-            head = event["hash"] if event is not None else self._stored_head()
-            body = doc.to_json() if head is None else {**doc.to_json(), "audit_head": head}
+                event = self._append_audit(draft, chain_from)
+            # the (signed) state file anchors the audit trail's head: events cut off the
+            # end of the audit file are noticed by `audit verify`
+            head = event["hash"] if event is not None else (
+                cur.doc.audit_head if cur.doc is not None else doc.audit_head)
+            body = json.dumps({**doc.to_json(), "audit_head": head}).encode()
             try:
-                atomic_write(self.path, json.dumps(body).encode())
+                atomic_write(self.path, self.keys.seal(b"state", body))
             except OSError as exc:
                 raise StoreUnavailable(f"cannot write {self.path}: {exc.strerror}") from None
             return event
 
-    def _stored_head(self) -> str | None:
-        try:
-            head = json.loads(self.path.read_bytes()).get("audit_head")
-        except (OSError, ValueError, AttributeError):
-            return None
-        return head if isinstance(head, str) else None
-
     async def audit_head(self) -> str | None:
-        return await asyncio.to_thread(self._stored_head)
+        """The head the (verified) state file anchors; None without one."""
+        try:
+            doc = (await self.load()).doc
+        except StoreUnavailable:
+            return None
+        return (doc.audit_head or None) if doc is not None else None
 
-    def _append_audit(self, draft: AuditDraft) -> dict[str, Any]:
+    def _append_audit(self, draft: AuditDraft, chain_from: str | None) -> dict[str, Any]:
+        key = self.audit_keys.current
         try:
             last = last_line(self.audit_path)
-            prev = json.loads(last)["hash"] if last else GENESIS
-            event = seal(draft.as_event(), prev)
+            prev = json.loads(last)["hash"] if last else (chain_from or GENESIS)
+            event = seal(draft.as_event(), prev, (key.kid, key.secret) if key else None)
             line = json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
             fd = os.open(self.audit_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
             try:
@@ -155,9 +179,9 @@ class LocalStore:
             raise AuditError(f"cannot append to the audit log {self.audit_path}: {exc}") from None
         return event
 
-    async def commit(self, expected: int | None, doc: StateDoc,
-                     draft: AuditDraft | None) -> dict[str, Any] | None:
-        return await asyncio.to_thread(self._commit, expected, doc, draft)
+    async def commit(self, expected: str | None, doc: StateDoc, draft: AuditDraft | None,
+                     chain_from: str | None = None) -> dict[str, Any] | None:
+        return await asyncio.to_thread(self._commit, expected, doc, draft, chain_from)
 
     async def replicated(self, replicas: int, timeout: float) -> int:
         """An fsynced file has no replicas to wait for (the config refuses min_replicas)."""
@@ -177,7 +201,7 @@ class LocalStore:
                 ident = None
             if ident is not None and ident != self._seen:
                 self._seen = ident
-                doc = await self.load()
+                doc = (await self.load()).doc  # a refused file: the poll reports it
                 return [doc] if doc is not None else []
             left = deadline - time.monotonic()
             if left <= 0:

@@ -1,28 +1,25 @@
 """The shared state store (`state.backend: redis`) for many gateway instances.
 
-Owns every key under `<prefix>:`:
-  <p>:state       the state document (JSON)       <p>:gen         its generation
+Owns the state document and the audit trail in redis (key names: redislink.py):
+  <p>:state       the signed state document       <p>:gen         its generation (a poll hint)
   <p>:audit       audit events (a stream)         <p>:audit:head  hash of the newest event
-  <p>:instances   instance → "generation:server-ms:config-digest" (heartbeats, acks)
-  <p>:stats:<route> instance → window counts (canary analysis)
-  <p>:idem:<key>  an idempotency record (expires after a day)
-  channels <p>:events (new documents) and <p>:acks ("instance generation").
-Commits are one Lua script: compare the generation and the audit head, append the audit
-event, replace the state, publish. The stored and published document carries the hash of
-the event committed with it (`audit_head`), so every instance knows the current head and
-the next commit, from whichever instance, is one round trip. Three connections
-(gateway/state/resp.py): one for reads, heartbeats and polls, one for commits and the WAIT
-after them, and one subscribed, whose messages reach the listener in the loop iteration
-that read them. Every call has a deadline; redis errors leave this module only as
-StoreUnavailable (StoreOutcomeUnknown when a commit may have run) / StoreConflict /
-AuditError.
+  channel <p>:events: every committed document, as stored (signed).
+Commits are one Lua script: compare the generation and the audit head, append the keyed
+audit event, replace the state, publish. The signed document carries the hash of the
+event committed with it (`audit_head`): the anchor of the trail's end, and every
+instance's guess of the head, so the next commit from any instance is one round trip.
+Whatever we read back is verified (gateway/state/signing.py); what fails is reported to
+`on_unverified` and never applied. Three connections: reads and polls, commits (and the
+WAIT after them), and one subscribed, whose messages reach the listener in the loop
+iteration that read them. Heartbeats, idempotency and counts: redisaux.py. Redis errors
+leave only as StoreUnavailable (StoreOutcomeUnknown when a commit may have run) /
+StoreConflict / AuditError.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import logging
 from collections.abc import Callable
@@ -30,10 +27,20 @@ from typing import Any
 
 from gateway.domain.audit import GENESIS, AuditDraft, seal
 from gateway.domain.statedoc import StateDoc
-from gateway.errors import AuditError, StoreConflict, StoreOutcomeUnknown, StoreUnavailable
+from gateway.errors import AuditError, StoreConflict, StoreUnavailable
 from gateway.log import event
-from gateway.state.resp import Endpoint, RespConnection, RespError, connect, parse_endpoint
-from gateway.state.store import Ack
+from gateway.state.redisaux import RedisRecords
+from gateway.state.redislink import Script
+from gateway.state.resp import RespConnection, RespError
+from gateway.state.signing import Keyring
+from gateway.state.store import (
+    Ack,
+    Loaded,
+    OnUnverified,
+    decode_doc,
+    ignore_unverified,
+    legacy_doc,
+)
 
 __all__ = ["RedisStore"]
 
@@ -41,14 +48,7 @@ Listener = Callable[[StateDoc | Ack], None]
 
 log = logging.getLogger("killgate.state")
 
-
-class _Script:
-    def __init__(self, text: str) -> None:
-        self.text = text
-        self.sha = hashlib.sha1(text.encode()).hexdigest()
-
-
-_COMMIT = _Script("""
+_COMMIT = Script("""
 local cur = redis.call('GET', KEYS[2])
 if (cur or '') ~= ARGV[1] then return {'conflict', cur or ''} end
 if ARGV[4] ~= '' then
@@ -63,139 +63,36 @@ redis.call('PUBLISH', ARGV[8], ARGV[2])
 return {'ok', ''}
 """)
 
-_HEARTBEAT = _Script("""
-local t = redis.call('TIME')
-local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. ':' .. ms .. ':' .. ARGV[4])
-redis.call('PUBLISH', ARGV[3], ARGV[1] .. ' ' .. ARGV[2])
-return ms
-""")
 
-_LIVE = _Script("""
-local t = redis.call('TIME')
-local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-return {ms, redis.call('HGETALL', KEYS[1])}
-""")
-
-
-def _demoted(conn: RespConnection, exc: RespError) -> None:
-    """READONLY: the server we hold a connection to is a replica now (a failover demoted
-    it). Drop the connection, so the next call connects afresh (through the sentinels, to
-    the new primary) instead of hitting the same replica forever."""
-    if str(exc).startswith("READONLY"):
-        conn.close()
-
-
-class RedisStore:
+class RedisStore(RedisRecords):
     backend = "redis"
     pushes = True
 
-    def __init__(self, url: str, prefix: str, timeout: float, silence: float = 10.0) -> None:
-        self.url = url
-        self.timeout = timeout
+    def __init__(self, url: str, prefix: str, timeout: float, silence: float = 10.0, *,
+                 keys: Keyring, audit_keys: Keyring | None = None,
+                 on_unverified: OnUnverified = ignore_unverified) -> None:
+        super().__init__(url, prefix, timeout, keys=keys, audit_keys=audit_keys,
+                         on_unverified=on_unverified)
         self.silence = silence  # a subscription that hears nothing this long is dead
-        p = prefix
-        self.k_state, self.k_gen = f"{p}:state", f"{p}:gen"
-        self.k_audit, self.k_head = f"{p}:audit", f"{p}:audit:head"
-        self.k_instances = f"{p}:instances"
-        self.k_stats = f"{p}:stats"
-        self.k_idem = f"{p}:idem"
-        self.ch_events, self.ch_acks = f"{p}:events", f"{p}:acks"
         self._b_events, self._b_acks = self.ch_events.encode(), self.ch_acks.encode()
-        self._endpoint: Endpoint | None = None
-        # "cmd": reads, heartbeats, polls; "write": commits and the WAIT after them (WAIT
-        # counts the writes of its own connection, and blocks it while it waits)
-        self._conns: dict[str, RespConnection] = {}
-        self._connecting: dict[str, asyncio.Lock] = {}
         self._sub: RespConnection | None = None
         self._listener: Listener | None = None
         # the audit head as of the newest document we saw or wrote (a guess the commit checks)
         self._head: str | None = None
         self._head_gen = 0
 
-    # ------------------------------------------------------------------ connections
-
-    def _ep(self) -> Endpoint:
-        if self._endpoint is None:
-            try:
-                self._endpoint = parse_endpoint(self.url)
-            except (ValueError, OSError) as exc:
-                raise StoreUnavailable(f"state.url cannot be used: {exc}") from None
-        return self._endpoint
-
-    async def _connect(self, on_message: Callable[[bytes, bytes], None] | None) -> RespConnection:
-        ep = self._ep()
-        try:
-            return await connect(ep, self.timeout, on_message=on_message)
-        except RespError as exc:
-            raise StoreUnavailable(f"redis at {ep.describe()} refused the connection: {exc}") \
-                from None
-        except TimeoutError:
-            raise StoreUnavailable(f"redis at {ep.describe()} did not answer in time") from None
-        except OSError as exc:  # ConnectionError included
-            raise StoreUnavailable(f"redis at {ep.describe()} is unreachable: "
-                                   f"{exc.strerror or exc}") from None
-
-    async def _conn(self, slot: str = "cmd") -> RespConnection:
-        """A command connection ("cmd" or "write"), (re)connected when needed."""
-        conn = self._conns.get(slot)
-        if conn is not None and conn.is_open:
-            return conn
-        lock = self._connecting.setdefault(slot, asyncio.Lock())
-        async with lock:
-            conn = self._conns.get(slot)
-            if conn is None or not conn.is_open:
-                conn = self._conns[slot] = await self._connect(None)
-            return conn
-
-    async def _run(self, slot: str, args: tuple[str | bytes | int, ...], timeout: float,
-                   refused: type[Exception], lost: type[Exception]) -> Any:
-        """One command on a connection slot. A reply error raises `refused` (NOSCRIPT to an
-        EVALSHA is re-raised as is, for the caller to EVAL); a timeout or a reset, `lost`."""
-        conn = await self._conn(slot)  # failing here, nothing was sent
-        try:
-            return await conn.call(*args, timeout=timeout)
-        except RespError as exc:
-            if args[0] == "EVALSHA" and str(exc).startswith("NOSCRIPT"):
-                raise
-            _demoted(conn, exc)
-            raise refused(f"redis refused: {exc}") from None
-        except TimeoutError:
-            raise lost("redis did not answer in time") from None
-        except OSError as exc:
-            raise lost(f"redis unavailable: {exc}") from None
-
-    async def _call(self, *args: str | bytes | int, timeout: float | None = None,
-                    refused: type[Exception] = StoreUnavailable, slot: str = "cmd") -> Any:
-        """Run one command with a deadline; a reply error raises `refused`."""
-        return await self._run(slot, args, timeout or self.timeout, refused, StoreUnavailable)
-
-    async def _script(self, script: _Script, keys: list[str], args: list[str],
-                      refused: type[Exception] = StoreUnavailable, writes: bool = False) -> Any:
-        """EVALSHA (EVAL the first time on a server). With `writes`, a timeout or a reset
-        once the command is on its way raises StoreOutcomeUnknown: it may have run."""
-        slot, lost = ("write", StoreOutcomeUnknown) if writes else ("cmd", StoreUnavailable)
-        try:
-            return await self._run(slot, ("EVALSHA", script.sha, len(keys), *keys, *args),
-                                   self.timeout, refused, lost)
-        except RespError:  # NOSCRIPT: first use on this server (or after SCRIPT FLUSH)
-            return await self._run(slot, ("EVAL", script.text, len(keys), *keys, *args),
-                                   self.timeout, refused, lost)
-
     def listen(self, fn: Listener) -> None:
-        """Pushed documents and acks go straight to `fn` as they are read."""
+        """Pushed documents and acks go straight to `fn` as they are read (verified)."""
         self._listener = fn
 
     def _on_message(self, channel: bytes, data: bytes) -> None:
         item: StateDoc | Ack | None = None
         if channel == self._b_events:
-            # not a document we can read: the poll will load it (and report it)
-            with contextlib.suppress(ValueError, RecursionError):  # RecursionError: nesting
-                item = self._doc(json.loads(data))
+            # not a document we can read, or not ours: reported; the poll goes on
+            with contextlib.suppress(ValueError):
+                item = self._open_doc(data, "push")
         elif channel == self._b_acks:
-            inst, _, gen = data.decode("utf-8", "replace").rpartition(" ")
-            if gen.isdigit():
-                item = Ack(inst, int(gen))
+            item = self._open_ack(data, "ack")
         if item is None or self._listener is None:
             return  # with nobody listening, the poll finds the change
         try:
@@ -227,48 +124,62 @@ class RedisStore:
 
     async def close(self) -> None:
         await self.reset()
-        conns, self._conns = self._conns, {}
-        for conn in conns.values():
-            await conn.aclose(self.timeout)
+        await self._close_conns()
 
     # ------------------------------------------------------------------ state
 
-    async def load(self) -> StateDoc | None:
-        raw = await self._call("GET", self.k_state)
+    async def load(self) -> Loaded:
+        raw, gen = await self._call("MGET", self.k_state, self.k_gen)
+        token = None if gen is None else gen.decode("utf-8", "replace")
         if raw is None:
-            return None
+            if token is None:
+                return Loaded(None, None)
+            return Loaded(None, token, f"{self.k_gen} is set but {self.k_state} is missing")
         try:
-            return self._doc(json.loads(raw))
-        except (ValueError, RecursionError) as exc:  # JSON errors are ValueErrors too
-            raise StoreUnavailable(f"{self.k_state} does not hold a valid state document: "
-                                   f"{exc}") from None
+            doc = self._open_doc(raw, None)
+        except ValueError as exc:
+            return Loaded(None, token, f"{self.k_state}: {exc}", legacy_doc(raw))
+        return Loaded(doc, token)
 
-    def _doc(self, d: Any) -> StateDoc:
-        """A stored or pushed document; its `audit_head` becomes our guess of the head."""
-        doc = StateDoc.from_json(d)
-        head = d.get("audit_head")
-        if isinstance(head, str) and head and doc.generation >= self._head_gen:
-            self._head, self._head_gen = head, doc.generation
+    def _open_doc(self, raw: bytes, kind: str | None) -> StateDoc:
+        """A stored or pushed document, verified; its `audit_head` becomes our guess of
+        the head. Raises ValueError (Unverified included); reports it when `kind` is set."""
+        try:
+            body, which = self.keys.open(b"state", raw)
+            doc = decode_doc(body)
+        except ValueError as exc:
+            if kind is not None:
+                self.on_unverified(kind, str(exc), None)
+            raise
+        if which == "previous":
+            self.on_unverified(kind or "state", "", "previous")
+        if doc.audit_head and doc.generation >= self._head_gen:
+            self._head, self._head_gen = doc.audit_head, doc.generation
         return doc
 
-    async def generation(self) -> int | None:
+    async def generation(self) -> str | None:
         raw = await self._call("GET", self.k_gen)
-        return None if raw is None else int(raw)
+        return None if raw is None else raw.decode("utf-8", "replace")
 
-    async def commit(self, expected: int | None, doc: StateDoc,
-                     draft: AuditDraft | None) -> dict[str, Any] | None:
+    async def commit(self, expected: str | None, doc: StateDoc, draft: AuditDraft | None,
+                     chain_from: str | None = None) -> dict[str, Any] | None:
         plain_doc = doc.to_json()
         base = draft.as_event() if draft is not None else None
+        akey = self.audit_keys.current
+        mac_key = (akey.kid, akey.secret) if akey is not None else None
         # The head named by the newest document we saw is nearly always still the head:
         # one round trip. When it moved, the script says which head is current and we retry.
-        head = self._head or GENESIS
+        # With no head stored (a flushed store) the trail continues from `chain_from`.
+        first = chain_from or GENESIS
+        head = self._head or first
         for _ in range(5):
-            event = seal(base, head) if base is not None else None
-            body = json.dumps(plain_doc if event is None
-                              else {**plain_doc, "audit_head": event["hash"]})
-            args = ["" if expected is None else str(expected), body, str(doc.generation),
-                    json.dumps(event, ensure_ascii=False) if event else "", head,
-                    event["hash"] if event else "", GENESIS, self.ch_events]
+            ev = seal(base, head, mac_key) if base is not None else None
+            body = json.dumps(plain_doc if ev is None
+                              else {**plain_doc, "audit_head": ev["hash"]}).encode()
+            args: list[str | bytes] = [
+                "" if expected is None else expected, self.keys.seal(b"state", body),
+                str(doc.generation), json.dumps(ev, ensure_ascii=False) if ev else "", head,
+                ev["hash"] if ev else "", first, self.ch_events]
             # READONLY replica, OOM, script errors: nothing was written, the action is refused.
             res = await self._script(
                 _COMMIT, [self.k_state, self.k_gen, self.k_audit, self.k_head], args,
@@ -279,9 +190,9 @@ class RedisStore:
             if status == "audit_conflict":
                 head = res[1].decode() if isinstance(res[1], bytes) else str(res[1])
                 continue
-            if event is not None and doc.generation >= self._head_gen:
-                self._head, self._head_gen = event["hash"], doc.generation
-            return event
+            if ev is not None and doc.generation >= self._head_gen:
+                self._head, self._head_gen = ev["hash"], doc.generation
+            return ev
         raise StoreConflict("the audit head kept changing under us")
 
     async def watch(self, timeout: float) -> list[StateDoc | Ack]:
@@ -305,63 +216,6 @@ class RedisStore:
         return int(await self._call("WAIT", replicas, max(1, int(timeout * 1000)),
                                     timeout=timeout + self.timeout, slot="write"))
 
-    # ------------------------------------------------------------------ instances
-
-    async def heartbeat(self, instance: str, applied: int, config: str = "") -> None:
-        await self._script(_HEARTBEAT, [self.k_instances],
-                           [instance, str(applied), self.ch_acks, config])
-
-    async def fleet(self, lease: float) -> dict[str, dict[str, Any]]:
-        now_ms, flat = await self._script(_LIVE, [self.k_instances], [])
-        out: dict[str, dict[str, Any]] = {}
-        stale: list[bytes] = []
-        for i in range(0, len(flat), 2):
-            gen_s, seen_s, config = ([*flat[i + 1].decode().split(":", 2), "", ""])[:3]
-            age = (int(now_ms) - int(seen_s or 0)) / 1000.0
-            if age <= lease:
-                out[flat[i].decode()] = {"generation": int(gen_s or 0), "config": config,
-                                         "seen_s_ago": round(age, 3)}
-            elif age > 10 * lease:
-                stale.append(flat[i])
-        if stale:
-            await self._call("HDEL", self.k_instances, *stale)
-        return out
-
-    async def live_instances(self, lease: float) -> dict[str, int]:
-        return {k: v["generation"] for k, v in (await self.fleet(lease)).items()}
-
-    async def leave(self, instance: str) -> None:
-        await self._call("HDEL", self.k_instances, instance)
-
-    # ------------------------------------------------------------------ idempotency
-
-    async def idem_claim(self, key: str, record: dict[str, Any], ttl: float) -> dict[str, Any] | None:
-        k = f"{self.k_idem}:{key}"
-        if await self._call("SET", k, json.dumps(record), "NX", "PX", int(ttl * 1000)):
-            return None
-        raw = await self._call("GET", k)
-        return json.loads(raw) if raw else None
-
-    async def idem_set(self, key: str, record: dict[str, Any], ttl: float) -> None:
-        await self._call("SET", f"{self.k_idem}:{key}", json.dumps(record),
-                         "PX", int(ttl * 1000))
-
-    async def idem_release(self, key: str) -> None:
-        await self._call("DEL", f"{self.k_idem}:{key}")
-
-    # ------------------------------------------------------------------ analysis counts
-
-    async def put_stats(self, route: str, instance: str, blob: dict[str, Any]) -> None:
-        await self._call("HSET", f"{self.k_stats}:{route}", instance, json.dumps(blob))
-
-    async def get_stats(self, route: str) -> list[dict[str, Any]]:
-        flat = await self._call("HGETALL", f"{self.k_stats}:{route}")
-        out = []
-        for v in flat[1::2]:
-            with contextlib.suppress(ValueError):
-                out.append(json.loads(v))
-        return out
-
     # ------------------------------------------------------------------ audit
 
     @staticmethod
@@ -372,7 +226,9 @@ class RedisStore:
             raw = fields.get(b"e", b"")
             try:
                 ev = json.loads(raw)
-            except ValueError:
+                if not isinstance(ev, dict):
+                    raise ValueError("not an object")
+            except (ValueError, RecursionError):
                 ev = {"id": sid.decode(), "unparseable": raw.decode("utf-8", "replace")}
             out.append((sid.decode(), ev))
         return out
@@ -389,8 +245,11 @@ class RedisStore:
         return [ev for _, ev in pairs], (pairs[-1][0] if pairs else cursor)
 
     async def audit_head(self) -> str | None:
-        raw = await self._call("GET", self.k_head)
-        return None if raw is None else (raw.decode() if isinstance(raw, bytes) else str(raw))
+        """The head anchored by the signed state document (the head key itself is not
+        signed: whoever cut events off the end could rewrite it). None: no document, or
+        one that does not verify."""
+        loaded = await self.load()
+        return (loaded.doc.audit_head or None) if loaded.doc is not None else None
 
     async def audit_page(self, limit: int, before: str | None) -> tuple[list[dict[str, Any]],
                                                                         str | None]:

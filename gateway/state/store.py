@@ -1,31 +1,99 @@
-"""The storage contract both state stores fulfil, and the restrictive merge used to re-seed.
+"""What a state store offers, by concern, and the restrictive merge used to re-seed one.
 
-Owns the `Store` protocol (what `Sync` may ask of a backend) and `merge_restrictive`,
-the rule for rebuilding a store that lost its state: the union of every kill anyone
-knows (only an explicit unkill lifts a kill), and the overrides and history of the
-newest document. Pure apart from the protocol declaration.
+Owns the store protocols: `StateStore` (the document: load, poll, commit, pushes),
+`FleetStore` (heartbeats and acks), `IdempotencyStore`, `StatsStore` (analysis counts),
+`AuditStore` (reading the trail), and `Store`, all of them, which both backends fulfil.
+Parts of the gateway take the narrowest one they use. Also `Loaded` (a document as read,
+verified or refused), `merge_restrictive` (the rule for rebuilding a store that lost or
+spoiled its state) and `decode_doc`. Pure apart from the protocol declarations.
 """
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from gateway.domain.audit import AuditDraft
-from gateway.domain.statedoc import StateDoc
+from gateway.domain.statedoc import Change, StateDoc, apply_change
 
-__all__ = ["Ack", "Store", "merge_restrictive", "new_epoch"]
+__all__ = [
+    "Ack",
+    "AuditStore",
+    "FleetStore",
+    "IdempotencyStore",
+    "Loaded",
+    "OnUnverified",
+    "StateStore",
+    "StatsStore",
+    "Store",
+    "decode_doc",
+    "ignore_unverified",
+    "legacy_doc",
+    "merge_restrictive",
+    "new_epoch",
+]
+
+#: (kind, problem, which) → None: told about data that failed verification (which=None),
+#: or that verified only with the previous key (which="previous", problem empty)
+OnUnverified = Callable[[str, str, str | None], None]
+
+
+def ignore_unverified(kind: str, problem: str, which: str | None) -> None:
+    return None
 
 
 @dataclass(frozen=True, slots=True)
 class Ack:
+    """An instance says it enforces `generation` (a signed heartbeat)."""
+
     instance: str
     generation: int
+    config: str = ""
 
 
-class Store(Protocol):
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    """The store's state as read: a verified document, or why there is none."""
+
+    doc: StateDoc | None  # verified (None: the store holds none, or it was refused)
+    token: str | None  # the compare-and-set token: the stored generation (None: empty)
+    problem: str | None = None  # why what the store holds was refused
+    #: a refused document in the format before signing (no signature line), parsed: the
+    #: one source a re-seed may take kills from (a migration), and nothing else
+    legacy: StateDoc | None = None
+
+    @property
+    def empty(self) -> bool:
+        return self.token is None and self.problem is None and self.doc is None
+
+    @property
+    def trusted(self) -> bool:
+        """A verified document whose generation is the one the store compares against."""
+        return self.doc is not None and self.token == str(self.doc.generation)
+
+
+def legacy_doc(raw: bytes) -> StateDoc | None:
+    """`raw` as a document in the format before signing, or None."""
+    if raw.startswith(b"KGS1 "):
+        return None
+    try:
+        return decode_doc(raw)
+    except ValueError:
+        return None
+
+
+def decode_doc(body: bytes) -> StateDoc:
+    """A state document from its (verified) JSON bytes; ValueError when it is not one."""
+    try:
+        return StateDoc.from_json(json.loads(body))
+    except RecursionError:
+        raise ValueError("not a valid state document: nested too deeply") from None
+
+
+class StateStore(Protocol):
     backend: str
     #: True when the store pushes changes and acks (redis pub/sub); False: poll only.
     pushes: bool
@@ -38,23 +106,26 @@ class Store(Protocol):
 
     async def close(self) -> None: ...
 
-    async def load(self) -> StateDoc | None:
-        """The whole state, or None when the store holds none (new, emptied or flushed)."""
+    async def load(self) -> Loaded:
+        """The whole state as stored: verified, refused (with the problem) or absent."""
 
-    async def generation(self) -> int | None: ...
+    async def generation(self) -> str | None:
+        """The stored generation as the store holds it (a poll hint, not verified)."""
 
-    async def commit(self, expected: int | None, doc: StateDoc,
-                     draft: AuditDraft | None) -> dict[str, Any] | None:
-        """Replace the state if its generation is still `expected` (None: must be empty).
+    async def commit(self, expected: str | None, doc: StateDoc, draft: AuditDraft | None,
+                     chain_from: str | None = None) -> dict[str, Any] | None:
+        """Replace the state if the stored generation is still `expected` (None: none).
 
-        The audit event (if any) is chained and stored first, atomically with the state.
-        Returns the sealed event. Raises StoreConflict when `expected` is stale,
-        AuditError when the audit event cannot be stored (nothing changes then).
+        The audit event (if any) is chained, keyed and stored first, atomically with the
+        state; with no trail stored, it continues from `chain_from` (the head this instance
+        anchored before the store lost its trail). Returns the sealed event. Raises
+        StoreConflict when `expected` is stale, AuditError when the audit event cannot be
+        stored (nothing changes then).
         """
 
     def listen(self, fn: Callable[[StateDoc | Ack], None]) -> None:
-        """Hand pushed changes to `fn` as they arrive (a store that does not push ignores
-        this; its `watch` returns the changes it finds)."""
+        """Hand pushed (verified) changes to `fn` as they arrive (a store that does not
+        push ignores this; its `watch` returns the changes it finds)."""
 
     async def watch(self, timeout: float) -> list[StateDoc | Ack]:
         """Changes since the last call, waiting up to `timeout` for the first; raises
@@ -64,6 +135,8 @@ class Store(Protocol):
         """After a commit: wait up to `timeout` until `replicas` replicas hold it; returns
         how many confirmed."""
 
+
+class FleetStore(Protocol):
     async def heartbeat(self, instance: str, applied: int, config: str = "") -> None:
         """Announce this instance, the generation it enforces (its ack) and its config."""
 
@@ -75,6 +148,8 @@ class Store(Protocol):
 
     async def leave(self, instance: str) -> None: ...
 
+
+class IdempotencyStore(Protocol):
     async def idem_claim(self, key: str, record: dict[str, Any], ttl: float) -> dict[str, Any] | None:
         """Store `record` under an idempotency key unless one exists; return the existing."""
 
@@ -82,12 +157,16 @@ class Store(Protocol):
 
     async def idem_release(self, key: str) -> None: ...
 
+
+class StatsStore(Protocol):
     async def put_stats(self, route: str, instance: str, blob: dict[str, Any]) -> None:
         """Publish this instance's window counts for a route (canary analysis)."""
 
     async def get_stats(self, route: str) -> list[dict[str, Any]]:
-        """Every instance's latest window counts for a route."""
+        """Every instance's latest window counts for a route (those that verify)."""
 
+
+class AuditStore(Protocol):
     async def audit_events(self) -> list[dict[str, Any]]:
         """Every audit event, oldest first."""
 
@@ -101,9 +180,12 @@ class Store(Protocol):
         """Newest first: up to `limit` events older than `before`, and the next cursor."""
 
     async def audit_head(self) -> str | None:
-        """The newest event's hash as recorded apart from the trail (Redis: its own key;
-        local: inside the state file), so events cut off the end are noticed. None: no
-        event was recorded with an anchor yet."""
+        """The newest event's hash as anchored by the (verified) state document, so events
+        cut off the end are noticed. None: no verified document names one."""
+
+
+class Store(StateStore, FleetStore, IdempotencyStore, StatsStore, AuditStore, Protocol):
+    """Everything a backend provides."""
 
 
 def new_epoch() -> str:
@@ -111,15 +193,14 @@ def new_epoch() -> str:
 
 
 def merge_restrictive(store: StateDoc | None, mine: StateDoc) -> StateDoc:
-    """The state to re-seed a store with when its content is missing or older than ours.
+    """The state to re-seed a store with when its content is missing, refused or older.
 
-    Every kill either side knows survives; overrides and history come from the newer
-    document. The generation moves past both, so every instance applies the result.
-    """
+    `store` must be a verified document (or None): nothing unverified is ever copied.
+    Every kill either side knows survives; overrides, history and identities come from
+    the newer document. The generation moves past both, so every instance applies it."""
     if store is None:
-        return mine.with_changes(epoch=new_epoch())
+        return apply_change(mine, Change(epoch=new_epoch()))
     newer, older = (mine, store) if mine.generation >= store.generation else (store, mine)
-    kills = dict(older.kills)
-    kills.update(newer.kills)
-    gen = max(store.generation, mine.generation) + 1
-    return newer.with_changes(kills=kills, generation=gen, epoch=new_epoch())
+    missing = {k: f for k, f in older.kills.items() if k not in newer.kills}
+    return apply_change(newer, Change(kills=missing, epoch=new_epoch()),
+                        max(store.generation, mine.generation) + 1)

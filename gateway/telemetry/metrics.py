@@ -50,6 +50,17 @@ HELP: dict[str, tuple[str, str]] = {
     "killgate_audit_records_total": ("counter", "Audit events appended."),
     "killgate_audit_mirror_failures_total": ("counter", "Failed attempts to copy the audit "
                                                         "trail to the mirror file."),
+    "killgate_state_unverified_total": ("counter", "Values from the state store refused: "
+                                                   "unsigned, badly signed or malformed "
+                                                   "(documents, pushes, acks, ...), by kind."),
+    "killgate_state_previous_key_total": ("counter", "Values verified only with the previous "
+                                                     "signing key (a rotation's overlap)."),
+    "killgate_audit_mirror_refused_total": ("counter", "Times the audit mirror refused events "
+                                                       "that do not continue its last line."),
+    "killgate_audit_mirror_ok": ("gauge", "0 while the audit mirror refuses to continue "
+                                          "(alert on it)."),
+    "killgate_audit_trail_lost_total": ("counter", "Times the store was found without the "
+                                                   "audit trail this instance had anchored."),
     "killgate_auth_failures_total": ("counter", "Admin requests refused by authentication or "
                                                 "authorization."),
     "killgate_audit_denied_failures_total": ("counter", "Failed attempts to write denied admin "
@@ -61,6 +72,11 @@ HELP: dict[str, tuple[str, str]] = {
                                                "header bytes), by reason."),
     "killgate_upstream_health": ("gauge", "1 when a version passes its health checks."),
     "killgate_upstream_ejections_total": ("counter", "Versions ejected by outlier detection."),
+    "killgate_otel_exported_total": ("counter", "Spans (or metric batches) the OTLP collector "
+                                                "accepted, by signal."),
+    "killgate_otel_dropped_total": ("counter", "Spans (or metric batches) lost on the way to "
+                                               "the OTLP collector, by signal and reason "
+                                               "(queue_full, export_failed)."),
     "killgate_event_deliveries_total": ("counter", "Outgoing event webhook deliveries, by "
                                                    "result (delivered, failed, dropped)."),
     "killgate_alertmanager_alerts_total": ("counter", "Alerts received from Alertmanager, by "

@@ -1,0 +1,143 @@
+"""`killgate audit verify`: check an audit trail's links, hashes, MACs and anchored head.
+
+Owns reading the keys the check may use (`--key-env VAR`, `--key-file FILE`, the audit
+keys of `-c FILE`, else $KILLGATE_AUDIT_KEY / $KILLGATE_STATE_KEY), reading a mirror file
+(`--mirror FILE`, checked on its own), and the report, which always says what could be
+checked: links and hashes (anyone), MACs (only with a key), the anchored head (only what
+the API names). Exit 0 when intact, 1 at the first break (named).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from gateway.domain.audit import TrailReport, verify_trail
+from gateway.errors import ConfigError, Problem
+
+__all__ = ["add_verify_arguments", "verify"]
+
+DEFAULT_KEY_ENVS = ("KILLGATE_AUDIT_KEY", "KILLGATE_STATE_KEY")
+
+Fetch = Callable[[argparse.Namespace], tuple[list[dict[str, Any]], str | None]]
+
+
+class VerifyError(Exception):
+    pass
+
+
+def add_verify_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--mirror", metavar="FILE",
+                   help="verify: check this audit mirror file on its own (no API call)")
+    p.add_argument("-c", "--config", metavar="FILE", dest="key_config",
+                   help="verify: take the audit keys from this config file")
+    p.add_argument("--key-env", action="append", default=[], metavar="VAR",
+                   help="verify: an environment variable holding an audit key (repeatable)")
+    p.add_argument("--key-file", action="append", default=[], metavar="FILE",
+                   help="verify: a file holding an audit key (repeatable)")
+
+
+def _keys(args: argparse.Namespace) -> tuple[dict[str, bytes], str]:
+    """Key id → secret, and where they came from."""
+    from gateway.state.signing import read_keys
+
+    problems: list[Problem] = []
+    found = []
+    for var in args.key_env:
+        found.append(read_keys(var, None, f"--key-env {var}", Path, problems, exact=True))
+    for f in args.key_file:
+        found.append(read_keys(None, f, f"--key-file {f}", Path, problems, exact=True))
+    source = "the keys given"
+    if args.key_config:
+        from gateway.configfile import load_config
+        from gateway.state.signing import audit_keyring, signing_keyring
+
+        loaded = load_config(args.key_config)
+        cfg = loaded.config.state
+        ring = audit_keyring(cfg, loaded.resolve, signing_keyring(cfg, loaded.resolve))
+        found += [ring.current, ring.previous]
+        source = f"the audit keys of {args.key_config}"
+    elif not found:
+        for var in DEFAULT_KEY_ENVS:
+            if os.environ.get(var):
+                found.append(read_keys(var, None, f"${var}", Path, problems, exact=True))
+                source = f"${var}"
+                break
+    if problems:
+        raise ConfigError(problems)
+    keys = {k.kid: k.secret for k in found if k is not None}
+    return keys, source if keys else "none"
+
+
+def read_mirror(path: Path) -> list[dict[str, Any]]:
+    try:
+        lines = path.read_bytes().splitlines()
+    except OSError as exc:
+        raise VerifyError(f"cannot read {path}: {exc.strerror or exc}") from None
+    events = []
+    for n, line in enumerate(lines, 1):
+        try:
+            ev = json.loads(line)
+            if not isinstance(ev, dict):
+                raise ValueError("not an object")
+        except ValueError:
+            ev = {"id": f"line-{n}", "unparseable": line[:200].decode("utf-8", "replace")}
+        events.append(ev)
+    return events
+
+
+def _describe(r: TrailReport, keys: dict[str, bytes], source: str, head: str | None,
+              what: str) -> list[str]:
+    out = [f"links and hashes checked: {r.hashes} of {r.events}"]
+    if not r.keyed:
+        out.append("MACs NOT checked: no audit key (give -c FILE, --key-env VAR or "
+                   "--key-file FILE, or set $KILLGATE_AUDIT_KEY): without one, a chain "
+                   "re-sealed by someone with write access to the store passes this check")
+    else:
+        out.append(f"MACs checked: {r.macs} (key id(s) {', '.join(sorted(keys))} from "
+                   f"{source}); without a MAC we could check: {r.unkeyed}")
+    if what == "chain":
+        out.append("anchored head: " + ("present in the trail" if head and r.brk is None
+                                        else "checked" if head else
+                                        "none named by the gateway (events cut off the end "
+                                        "could not be detected)"))
+    return out
+
+
+def verify(args: argparse.Namespace, fetch: Fetch) -> int:
+    """Run the check; `fetch` reads every event (oldest first) and the anchored head."""
+    try:
+        keys, source = _keys(args)
+        if args.mirror:
+            events, head, what = read_mirror(Path(args.mirror)), None, "mirror"
+        else:
+            (events, head), what = fetch(args), "chain"
+    except ConfigError as exc:
+        for p in exc.problems:
+            print(f"killgate: {p}", file=sys.stderr)
+        return 1
+    except VerifyError as exc:
+        print(f"killgate: {exc}", file=sys.stderr)
+        return 1
+    r = verify_trail(events, head, keys)
+    brk = r.brk
+    if getattr(args, "json", False):
+        print(json.dumps({
+            "source": args.mirror or "store", "events": r.events, "ok": brk is None,
+            "hashes_checked": r.hashes, "macs_checked": r.macs, "unkeyed": r.unkeyed,
+            "keys": sorted(keys), "anchored_head": head,
+            "break": None if brk is None else {"index": brk.index, "id": brk.event_id,
+                                                "problem": brk.problem}}))
+    else:
+        detail = "; ".join(_describe(r, keys, source, head, what))
+        if brk is None:
+            print(f"audit {what} ok: {r.events} event(s); {detail}")
+        else:
+            print(f"audit {what} BROKEN at event #{brk.index} (id {brk.event_id}): "
+                  f"{brk.problem}\n({detail})", file=sys.stderr)
+    return 0 if brk is None else 1

@@ -1,0 +1,190 @@
+"""The audit mirror (`state.audit_mirror`): a local JSONL copy of the trail that only grows
+by events that verifiably continue it.
+
+Owns copying new events from the store to the file (appended and fsynced; the store's
+position in `<file>.cursor`, so a restart resumes without duplicates) and the refusal:
+an event whose `prev_hash` is not the file's last hash, whose hash does not match its
+content, or (with the audit key) whose MAC does not verify is never appended. A refusal
+raises the alarm — `killgate_audit_mirror_refused_total`, `killgate_audit_mirror_ok` 0, an
+`audit_mirror_refused` error log, and the `alarm` hook — and copying stops until the file is
+moved aside. A flushed or re-sealed store therefore never extends the mirror. Failures to
+reach the store or the disk are retried and never affect the gateway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from gateway.domain.audit import audit_mac, event_hash, utc_now
+from gateway.errors import StateError
+from gateway.log import event
+from gateway.state.local import atomic_write, last_line
+from gateway.state.signing import Keyring
+from gateway.state.store import AuditStore
+from gateway.telemetry.metrics import Metrics
+
+__all__ = ["AuditMirror", "append_lines"]
+
+log = logging.getLogger("killgate.state")
+
+BATCH = 500
+Alarm = Callable[[dict[str, Any]], None]
+
+
+def append_lines(path: Path, events: list[dict[str, Any]]) -> None:
+    data = "".join(json.dumps(e, ensure_ascii=False, separators=(",", ":")) + "\n"
+                   for e in events).encode()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class AuditMirror:
+    def __init__(self, store: AuditStore, path: Path, keys: Keyring, metrics: Metrics,
+                 poll: float, alarm: Alarm | None = None) -> None:
+        self.store = store
+        self.path = path
+        self.cursor_file = path.with_name(path.name + ".cursor")
+        self.keys = keys.keys()
+        self.metrics = metrics
+        self.poll = poll
+        self.alarm = alarm
+        self.last_hash: str | None = None
+        self.keyed = False  # a keyed event is in the file: every later one must be keyed
+        self.copied = 0
+        self.refused: dict[str, Any] | None = None
+        self._logged = 0.0
+
+    def status(self) -> dict[str, Any]:
+        return {"path": str(self.path), "ok": self.refused is None, "copied": self.copied,
+                "last_hash": self.last_hash, "refused": self.refused}
+
+    # ------------------------------------------------------------------ checks
+
+    def _problem(self, ev: dict[str, Any]) -> str | None:
+        """Why `ev` cannot be appended after the file's last line (None: it can)."""
+        if self.last_hash is not None and ev.get("prev_hash") != self.last_hash:
+            return (f"its prev_hash {str(ev.get('prev_hash'))[:16]}… is not the mirror's last "
+                    f"hash {self.last_hash[:16]}…: the store's trail does not continue the "
+                    "mirror (flushed, truncated, reordered or re-sealed)")
+        if ev.get("hash") != event_hash(ev):
+            return "its hash does not match its content (edited)"
+        if not self.keys:
+            return None
+        mac, kid = ev.get("mac"), ev.get("kid")
+        if mac is None and not self.keyed:
+            return None  # written before keyed audit (the trail's unkeyed beginning)
+        if not isinstance(kid, str) or kid not in self.keys:
+            return f"it carries no MAC under a key this instance holds (kid {str(kid)[:16]!r})"
+        if not isinstance(mac, str) or mac != audit_mac(self.keys[kid], str(ev.get("hash"))):
+            return "its MAC does not verify: re-sealed by someone without the audit key"
+        return None
+
+    def _adopt(self, ev: dict[str, Any]) -> None:
+        self.last_hash = str(ev["hash"])
+        self.keyed = self.keyed or "mac" in ev
+
+    def _refuse(self, problem: str, ev: dict[str, Any] | None) -> None:
+        first = self.refused is None
+        self.refused = {"problem": problem, "event_id": None if ev is None else ev.get("id"),
+                        "time": utc_now()}
+        self.metrics.set("killgate_audit_mirror_ok", 0)
+        now = time.monotonic()
+        if first:
+            self.metrics.inc("killgate_audit_mirror_refused_total")
+        if first or now - self._logged > 60:
+            self._logged = now
+            event(log, "audit_mirror_refused", logging.ERROR, path=str(self.path),
+                  problem=problem, event_id=self.refused["event_id"],
+                  action="copying stopped: compare the mirror with the store, then move the "
+                         "mirror file aside to start a new one")
+        if first and self.alarm is not None:
+            self.alarm({"event": "killgate.audit_mirror_refused", "path": str(self.path),
+                        **self.refused})
+
+    # ------------------------------------------------------------------ the copy
+
+    def _open_file(self) -> str | None:
+        """Read the file's last line: the line the next event must continue."""
+        last = last_line(self.path)
+        self.last_hash, self.keyed = None, False
+        if last is None:
+            return None
+        try:
+            ev = json.loads(last)
+            if not isinstance(ev, dict):
+                raise ValueError("not an object")
+        except ValueError:
+            return "the mirror's own last line is not a JSON event"
+        problem = self._problem(ev)  # by itself: its link was checked when it was written
+        if problem is not None:
+            return f"the mirror's own last line does not verify: {problem}"
+        self._adopt(ev)
+        return None
+
+    async def run(self) -> None:
+        cursor = self.cursor_file.read_text().strip() if self.cursor_file.exists() else None
+        problem = await asyncio.to_thread(self._open_file)
+        if problem is not None:
+            self._refuse(problem, None)
+        # A stop between appending a batch and saving the cursor leaves the cursor behind
+        # the file's end: events up to the file's last hash are skipped, not copied twice.
+        catching_up = self.last_hash is not None
+        while True:
+            try:
+                if self.refused is not None:
+                    if not self.path.exists():  # moved aside: start a new mirror
+                        self.refused, cursor, catching_up = None, None, False
+                        await asyncio.to_thread(self._open_file)
+                        self.metrics.set("killgate_audit_mirror_ok", 1)
+                    else:
+                        await asyncio.sleep(max(self.poll, 1.0))
+                        continue
+                fetched, new = await self.store.audit_since(cursor, BATCH)
+                events = fetched
+                if catching_up and fetched:
+                    hashes = [e.get("hash") for e in fetched]
+                    if fetched[0].get("prev_hash") == self.last_hash:
+                        catching_up = False
+                    elif self.last_hash in hashes:
+                        events = fetched[hashes.index(self.last_hash) + 1:]
+                        catching_up = False
+                    elif len(fetched) == BATCH:
+                        events = []  # older than the file's end: copied already
+                    else:
+                        catching_up = False  # the file's end is not in the store: refused below
+                good: list[dict[str, Any]] = []
+                problem = None
+                for ev in events:
+                    problem = self._problem(ev)
+                    if problem is not None:
+                        break
+                    good.append(ev)
+                    self._adopt(ev)
+                if good:
+                    await asyncio.to_thread(append_lines, self.path, good)
+                    self.copied += len(good)
+                if problem is not None:
+                    self._refuse(problem, events[len(good)])
+                    continue
+                self.metrics.set("killgate_audit_mirror_ok", 1)
+                if fetched:
+                    await asyncio.to_thread(atomic_write, self.cursor_file, (new or "").encode())
+                    cursor = new
+                    continue  # there may be more
+            except (StateError, OSError) as exc:
+                self.metrics.inc("killgate_audit_mirror_failures_total")
+                event(log, "audit_mirror_failed", logging.WARNING, path=str(self.path),
+                      error=str(exc))
+            await asyncio.sleep(max(self.poll, 0.25))

@@ -1,0 +1,136 @@
+"""The redis store's side stores: heartbeats (acks), idempotency records, analysis counts.
+
+Owns `<p>:instances` (instance → "server-ms <signed heartbeat>"), the `<p>:acks` channel's
+messages (the same signed heartbeat), `<p>:idem:<key>` and `<p>:stats:<route>`. A
+heartbeat is "kid mac generation wall-ms config instance", signed over all but its key id:
+without the key nobody can make an instance look as if it applied a generation, or make
+one up. A record that does not verify is reported and never used (an idempotency record
+we did not write is replaced, never answered from).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from gateway.state.redislink import RedisLink, Script
+from gateway.state.signing import Unverified
+from gateway.state.store import Ack
+
+__all__ = ["RedisRecords"]
+
+_HEARTBEAT = Script("""
+local t = redis.call('TIME')
+local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('HSET', KEYS[1], ARGV[1], ms .. ' ' .. ARGV[2])
+redis.call('PUBLISH', ARGV[3], ARGV[2])
+return ms
+""")
+
+_LIVE = Script("""
+local t = redis.call('TIME')
+local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+return {ms, redis.call('HGETALL', KEYS[1])}
+""")
+
+_REPLACE = Script("""
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+end
+return 1
+""")
+
+
+class RedisRecords(RedisLink):
+    # ------------------------------------------------------------------ heartbeats
+
+    def _open_ack(self, raw: bytes, kind: str, field: bytes | None = None) -> Ack | None:
+        """A signed heartbeat, or None (reported as `kind`)."""
+        try:
+            kid, mac, gen, wall, config, inst = raw.decode().split(" ", 5)
+            if not gen.isdigit() or (field is not None and field.decode() != inst):
+                raise Unverified("a malformed heartbeat")
+            if self.keys.enabled:
+                body = f"{inst}\x00{gen}\x00{wall}\x00{config}".encode()
+                if self.keys.check(b"ack", body, kid, mac) == "previous":
+                    self.on_unverified(kind, "", "previous")
+        except (ValueError, UnicodeDecodeError) as exc:
+            self.on_unverified(kind, str(exc), None)
+            return None
+        return Ack(inst, int(gen), "" if config == "-" else config)
+
+    async def heartbeat(self, instance: str, applied: int, config: str = "") -> None:
+        wall = str(int(time.time() * 1000))
+        config = config or "-"
+        body = f"{instance}\x00{applied}\x00{wall}\x00{config}".encode()
+        kid, mac = self.keys.sign(b"ack", body) if self.keys.enabled else ("-", "-")
+        record = f"{kid} {mac} {applied} {wall} {config} {instance}"
+        await self._script(_HEARTBEAT, [self.k_instances], [instance, record, self.ch_acks])
+
+    async def fleet(self, lease: float) -> dict[str, dict[str, Any]]:
+        """Instances whose signed heartbeat the store saw within `lease` (server time)."""
+        now_ms, flat = await self._script(_LIVE, [self.k_instances], [])
+        out: dict[str, dict[str, Any]] = {}
+        stale: list[bytes] = []
+        for i in range(0, len(flat), 2):
+            seen_s, _, record = flat[i + 1].partition(b" ")
+            age = (int(now_ms) - int(seen_s)) / 1000.0 if seen_s.isdigit() else 1e9
+            if age > 10 * lease:
+                stale.append(flat[i])
+                continue
+            ack = self._open_ack(record, "heartbeat", flat[i])
+            if ack is not None and age <= lease:
+                out[ack.instance] = {"generation": ack.generation, "config": ack.config,
+                                     "seen_s_ago": round(age, 3)}
+        if stale:
+            await self._call("HDEL", self.k_instances, *stale)
+        return out
+
+    async def live_instances(self, lease: float) -> dict[str, int]:
+        return {k: v["generation"] for k, v in (await self.fleet(lease)).items()}
+
+    async def leave(self, instance: str) -> None:
+        await self._call("HDEL", self.k_instances, instance)
+
+    # ------------------------------------------------------------------ idempotency
+
+    async def idem_claim(self, key: str, record: dict[str, Any], ttl: float) -> dict[str, Any] | None:
+        k = f"{self.k_idem}:{key}"
+        sealed = self._sealed("idem", key, record)
+        for _ in range(3):
+            if await self._call("SET", k, sealed, "NX", "PX", int(ttl * 1000)):
+                return None
+            raw = await self._call("GET", k)
+            if raw is None:
+                continue  # expired in between
+            existing = self._opened("idem", key, raw, "idempotency")
+            if existing is not None:
+                return existing
+            # a record we did not write: never answer from it; replace it (if unchanged)
+            await self._script(_REPLACE, [k], [raw, sealed, str(int(ttl * 1000))])
+            if await self._call("GET", k) == sealed:
+                return None
+        return None
+
+    async def idem_set(self, key: str, record: dict[str, Any], ttl: float) -> None:
+        await self._call("SET", f"{self.k_idem}:{key}", self._sealed("idem", key, record),
+                         "PX", int(ttl * 1000))
+
+    async def idem_release(self, key: str) -> None:
+        await self._call("DEL", f"{self.k_idem}:{key}")
+
+    # ------------------------------------------------------------------ analysis counts
+
+    async def put_stats(self, route: str, instance: str, blob: dict[str, Any]) -> None:
+        await self._call("HSET", f"{self.k_stats}:{route}", instance,
+                         self._sealed("stats", f"{route}\x00{instance}", blob))
+
+    async def get_stats(self, route: str) -> list[dict[str, Any]]:
+        flat = await self._call("HGETALL", f"{self.k_stats}:{route}")
+        out = []
+        for inst, v in zip(flat[::2], flat[1::2], strict=True):
+            name = f"{route}\x00{inst.decode('utf-8', 'replace')}"
+            blob = self._opened("stats", name, v, "stats")
+            if blob is not None:
+                out.append(blob)
+        return out

@@ -1,0 +1,153 @@
+"""The plumbing every part of the redis store shares: keys, connections, deadlines, seals.
+
+Owns the key names under `<prefix>:`, the command connections ("cmd" for reads,
+heartbeats and polls; "write" for commits and the WAIT after them), one deadline per
+call, Lua scripts (EVALSHA, EVAL on first use), the translation of redis errors into
+StoreUnavailable / StoreOutcomeUnknown / the caller's refusal, and sealing / opening the
+signed records (gateway/state/signing.py) of the side stores. Imports resp.py, never
+redis-py's client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from collections.abc import Callable
+from typing import Any
+
+from gateway.errors import StoreOutcomeUnknown, StoreUnavailable
+from gateway.state.resp import Endpoint, RespConnection, RespError, connect, parse_endpoint
+from gateway.state.signing import Keyring
+from gateway.state.store import OnUnverified, ignore_unverified
+
+__all__ = ["RedisLink", "Script"]
+
+
+class Script:
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.sha = hashlib.sha1(text.encode()).hexdigest()
+
+
+def _demoted(conn: RespConnection, exc: RespError) -> None:
+    """READONLY: the server we hold a connection to is a replica now (a failover demoted
+    it). Drop the connection, so the next call connects afresh (through the sentinels, to
+    the new primary) instead of hitting the same replica forever."""
+    if str(exc).startswith("READONLY"):
+        conn.close()
+
+
+class RedisLink:
+    def __init__(self, url: str, prefix: str, timeout: float, *, keys: Keyring,
+                 audit_keys: Keyring | None = None,
+                 on_unverified: OnUnverified = ignore_unverified) -> None:
+        self.url = url
+        self.timeout = timeout
+        self.keys = keys.bound(prefix)
+        self.audit_keys = audit_keys or keys
+        self.on_unverified = on_unverified
+        p = prefix
+        self.k_state, self.k_gen = f"{p}:state", f"{p}:gen"
+        self.k_audit, self.k_head = f"{p}:audit", f"{p}:audit:head"
+        self.k_instances = f"{p}:instances"
+        self.k_stats = f"{p}:stats"
+        self.k_idem = f"{p}:idem"
+        self.ch_events, self.ch_acks = f"{p}:events", f"{p}:acks"
+        self._endpoint: Endpoint | None = None
+        # "cmd": reads, heartbeats, polls; "write": commits and the WAIT after them (WAIT
+        # counts the writes of its own connection, and blocks it while it waits)
+        self._conns: dict[str, RespConnection] = {}
+        self._connecting: dict[str, asyncio.Lock] = {}
+
+    def _ep(self) -> Endpoint:
+        if self._endpoint is None:
+            try:
+                self._endpoint = parse_endpoint(self.url)
+            except (ValueError, OSError) as exc:
+                raise StoreUnavailable(f"state.url cannot be used: {exc}") from None
+        return self._endpoint
+
+    async def _connect(self, on_message: Callable[[bytes, bytes], None] | None) -> RespConnection:
+        ep = self._ep()
+        try:
+            return await connect(ep, self.timeout, on_message=on_message)
+        except RespError as exc:
+            raise StoreUnavailable(f"redis at {ep.describe()} refused the connection: {exc}") \
+                from None
+        except TimeoutError:
+            raise StoreUnavailable(f"redis at {ep.describe()} did not answer in time") from None
+        except OSError as exc:  # ConnectionError included
+            raise StoreUnavailable(f"redis at {ep.describe()} is unreachable: "
+                                   f"{exc.strerror or exc}") from None
+
+    async def _conn(self, slot: str = "cmd") -> RespConnection:
+        """A command connection ("cmd" or "write"), (re)connected when needed."""
+        conn = self._conns.get(slot)
+        if conn is not None and conn.is_open:
+            return conn
+        lock = self._connecting.setdefault(slot, asyncio.Lock())
+        async with lock:
+            conn = self._conns.get(slot)
+            if conn is None or not conn.is_open:
+                conn = self._conns[slot] = await self._connect(None)
+            return conn
+
+    async def _close_conns(self) -> None:
+        conns, self._conns = self._conns, {}
+        for conn in conns.values():
+            await conn.aclose(self.timeout)
+
+    async def _run(self, slot: str, args: tuple[str | bytes | int, ...], timeout: float,
+                   refused: type[Exception], lost: type[Exception]) -> Any:
+        """One command on a connection slot. A reply error raises `refused` (NOSCRIPT to an
+        EVALSHA is re-raised as is, for the caller to EVAL); a timeout or a reset, `lost`."""
+        conn = await self._conn(slot)  # failing here, nothing was sent
+        try:
+            return await conn.call(*args, timeout=timeout)
+        except RespError as exc:
+            if args[0] == "EVALSHA" and str(exc).startswith("NOSCRIPT"):
+                raise
+            _demoted(conn, exc)
+            raise refused(f"redis refused: {exc}") from None
+        except TimeoutError:
+            raise lost("redis did not answer in time") from None
+        except OSError as exc:
+            raise lost(f"redis unavailable: {exc}") from None
+
+    async def _call(self, *args: str | bytes | int, timeout: float | None = None,
+                    refused: type[Exception] = StoreUnavailable, slot: str = "cmd") -> Any:
+        """Run one command with a deadline; a reply error raises `refused`."""
+        return await self._run(slot, args, timeout or self.timeout, refused, StoreUnavailable)
+
+    async def _script(self, script: Script, keys: list[str], args: list[str | bytes],
+                      refused: type[Exception] = StoreUnavailable, writes: bool = False) -> Any:
+        """EVALSHA (EVAL the first time on a server). With `writes`, a timeout or a reset
+        once the command is on its way raises StoreOutcomeUnknown: it may have run."""
+        slot, lost = ("write", StoreOutcomeUnknown) if writes else ("cmd", StoreUnavailable)
+        try:
+            return await self._run(slot, ("EVALSHA", script.sha, len(keys), *keys, *args),
+                                   self.timeout, refused, lost)
+        except RespError:  # NOSCRIPT: first use on this server (or after SCRIPT FLUSH)
+            return await self._run(slot, ("EVAL", script.text, len(keys), *keys, *args),
+                                   self.timeout, refused, lost)
+
+    # ------------------------------------------------------------------ signed records
+
+    def _sealed(self, kind: str, name: str, record: dict[str, Any]) -> bytes:
+        """A JSON record signed for `kind` and `name` (its key), so it cannot be moved."""
+        return self.keys.seal(f"{kind}:{name}".encode(), json.dumps(record).encode())
+
+    def _opened(self, kind: str, name: str, raw: bytes, report: str) -> dict[str, Any] | None:
+        """The record if it verifies; otherwise None, reported as `report`."""
+        try:
+            body, which = self.keys.open(f"{kind}:{name}".encode(), raw)
+            value = json.loads(body)
+            if not isinstance(value, dict):
+                raise ValueError("not a JSON object")
+        except (ValueError, RecursionError) as exc:
+            self.on_unverified(report, str(exc), None)
+            return None
+        if which == "previous":
+            self.on_unverified(report, "", "previous")
+        return value

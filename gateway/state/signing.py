@@ -1,0 +1,218 @@
+"""The keys that make the replicated state trustworthy, and the envelope they sign.
+
+Owns the state signing keyring (`state.signing_key_env`/`_file`, plus the previous key
+accepted during a rotation) and the audit keyring (`state.audit_key_env`/`_file`, default:
+the signing keys), read once at startup from the environment or files, never from the
+store. A signed value is `KGS1 <kid> <hmac-sha256 hex>\\n<body>`; the MAC covers a kind
+(`state`, `ack`, `beat`, ...) and a context (the redis prefix) besides the body, so a
+value cannot be replayed as another kind or into another deployment. Imports only the
+standard library, config and errors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import stat
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from gateway.config import StateConfig
+from gateway.errors import ConfigError, Problem
+
+__all__ = [
+    "MIN_KEY_BYTES",
+    "Key",
+    "Keyring",
+    "Unverified",
+    "audit_keyring",
+    "key_id",
+    "read_keys",
+    "signing_keyring",
+]
+
+MIN_KEY_BYTES = 32
+MAGIC = b"KGS1 "
+Which = Literal["current", "previous", "unkeyed"]
+
+
+class Unverified(ValueError):
+    """A value that is unsigned, signed with a key we do not hold, or altered."""
+
+
+def key_id(secret: bytes) -> str:
+    """A short public name for a key (it reveals nothing usable about the key)."""
+    return hmac.new(secret, b"killgate key id", hashlib.sha256).hexdigest()[:8]
+
+
+@dataclass(frozen=True, slots=True)
+class Key:
+    kid: str
+    secret: bytes = b""
+
+    @classmethod
+    def of(cls, secret: bytes) -> Key:
+        return cls(key_id(secret), secret)
+
+    def __repr__(self) -> str:  # never print the secret
+        return f"Key({self.kid})"
+
+
+class Keyring:
+    """Signs with the current key; verifies with the current or the previous one.
+
+    With no key at all (a `local` store configured without one) values are neither
+    signed nor checked: `seal` returns the body and `open` strips any envelope."""
+
+    def __init__(self, current: Key | None, previous: Key | None = None,
+                 context: str = "") -> None:
+        self.current = current
+        self.previous = previous if current is not None else None
+        self.context = context.encode()
+        self._by_kid = {k.kid: k for k in (previous, current) if k is not None}
+
+    @property
+    def enabled(self) -> bool:
+        return self.current is not None
+
+    def bound(self, context: str) -> Keyring:
+        """The same keys, for values of another context (a redis prefix)."""
+        return Keyring(self.current, self.previous, context)
+
+    def keys(self) -> dict[str, bytes]:
+        return {kid: k.secret for kid, k in self._by_kid.items()}
+
+    def _mac(self, key: Key, kind: bytes, body: bytes) -> str:
+        msg = kind + b"\x00" + self.context + b"\x00" + body
+        return hmac.new(key.secret, msg, hashlib.sha256).hexdigest()
+
+    def sign(self, kind: bytes, body: bytes) -> tuple[str, str]:
+        """(key id, MAC) of `body` with the current key."""
+        assert self.current is not None
+        return self.current.kid, self._mac(self.current, kind, body)
+
+    def check(self, kind: bytes, body: bytes, kid: str, mac: str) -> Which:
+        """Which key signed it; raises Unverified when none of ours did."""
+        key = self._by_kid.get(kid)
+        if key is None:
+            raise Unverified(f"signed with an unknown key id {kid[:16]!r}")
+        if not hmac.compare_digest(self._mac(key, kind, body), mac):
+            raise Unverified("its signature does not match its content")
+        return "current" if key is self.current else "previous"
+
+    def seal(self, kind: bytes, body: bytes) -> bytes:
+        if self.current is None:
+            return body
+        kid, mac = self.sign(kind, body)
+        return MAGIC + kid.encode() + b" " + mac.encode() + b"\n" + body
+
+    def open(self, kind: bytes, data: bytes) -> tuple[bytes, Which]:
+        """The body of a sealed value and which key signed it; raises Unverified."""
+        if not data.startswith(MAGIC):
+            if self.current is None:
+                return data, "unkeyed"
+            raise Unverified("it carries no signature")
+        head, sep, body = data.partition(b"\n")
+        parts = head.split(b" ")
+        if not sep or len(parts) != 3:
+            raise Unverified("its signature line is malformed")
+        if self.current is None:
+            return body, "unkeyed"
+        return body, self.check(kind, body, parts[1].decode("ascii", "replace"),
+                                parts[2].decode("ascii", "replace"))
+
+
+# ---------------------------------------------------------------- reading keys
+
+
+def _read_env(name: str, where: str, problems: list[Problem]) -> bytes | None:
+    value = os.environ.get(name, "")
+    if not value:
+        problems.append(Problem(where, f"the environment variable {name} is not set; set it to "
+                                       f"the same secret of at least {MIN_KEY_BYTES} bytes on "
+                                       f"every instance, e.g. `export {name}=$(openssl rand "
+                                       "-hex 32)`"))
+        return None
+    return value.encode()
+
+
+def _read_file(path: Path, where: str, problems: list[Problem]) -> bytes | None:
+    try:
+        st = path.stat()
+        data = path.read_bytes().strip()
+    except OSError as exc:
+        problems.append(Problem(where, f"cannot read {path}: {exc.strerror or exc}"))
+        return None
+    if st.st_mode & (stat.S_IWGRP | stat.S_IRWXO):
+        problems.append(Problem(where, f"{path} may be read or written by other users (mode "
+                                       f"{stat.S_IMODE(st.st_mode):04o}); `chmod 600` it (on "
+                                       "Kubernetes: defaultMode: 0400 on the secret volume)"))
+        return None
+    return data
+
+
+def read_keys(env: str | None, file: str | None, where: str,
+              resolve: Callable[[str], Path], problems: list[Problem],
+              exact: bool = False) -> Key | None:
+    """The key named by an `_env` / `_file` pair of settings, or None when neither is set.
+    Problems are appended with their YAML path (`where` + `_env` or `_file`; `where`
+    itself when `exact`)."""
+    if env:
+        path = where if exact else f"{where}_env"
+        secret = _read_env(env, path, problems)
+    elif file:
+        path = where if exact else f"{where}_file"
+        secret = _read_file(resolve(file), path, problems)
+    else:
+        return None
+    if secret is None:
+        return None
+    if len(secret) < MIN_KEY_BYTES:
+        problems.append(Problem(path, f"the key is {len(secret)} bytes; it must be at least "
+                                      f"{MIN_KEY_BYTES} (e.g. `openssl rand -hex 32`)"))
+        return None
+    return Key.of(secret)
+
+
+def signing_keyring(cfg: StateConfig, resolve: Callable[[str], Path]) -> Keyring:
+    """The state keys from the config (raises ConfigError naming the setting)."""
+    problems: list[Problem] = []
+    current = read_keys(cfg.signing_key_env, cfg.signing_key_file, "state.signing_key",
+                        resolve, problems)
+    previous = read_keys(cfg.previous_signing_key_env, cfg.previous_signing_key_file,
+                         "state.previous_signing_key", resolve, problems)
+    if problems:
+        raise ConfigError(problems)
+    if current is not None and previous is not None and previous.kid == current.kid:
+        previous = None  # the same key twice: nothing to rotate from
+    return Keyring(current, previous, cfg.prefix if cfg.backend == "redis" else "local")
+
+
+def audit_keyring(cfg: StateConfig, resolve: Callable[[str], Path],
+                  signing: Keyring) -> Keyring:
+    """The audit MAC keys: `audit_key_*` when set, else the signing keys."""
+    problems: list[Problem] = []
+    current = read_keys(cfg.audit_key_env, cfg.audit_key_file, "state.audit_key",
+                        resolve, problems)
+    previous = read_keys(cfg.previous_audit_key_env, cfg.previous_audit_key_file,
+                         "state.previous_audit_key", resolve, problems)
+    if problems:
+        raise ConfigError(problems)
+    if current is None:
+        return signing
+    return Keyring(current, previous)
+
+
+def check_keys(cfg: StateConfig,
+               resolve: Callable[[str], Path]) -> tuple[list[Problem], list[Problem]]:
+    """For `killgate check`: (errors, notes). A key named by an environment variable that
+    is not set here is a note (the deployment sets it); a bad key file is an error."""
+    try:
+        audit_keyring(cfg, resolve, signing_keyring(cfg, resolve))
+    except ConfigError as exc:
+        notes = [p for p in exc.problems if p.path.endswith("_env") and "is not set" in p.message]
+        return [p for p in exc.problems if p not in notes], notes
+    return [], []

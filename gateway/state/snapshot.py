@@ -1,0 +1,98 @@
+"""This instance's durable last-known state: the snapshot file (`state.snapshot_path`).
+
+Owns reading the snapshot at startup and writing it after every applied change (in the
+background, newest pending document only, atomically, mode 0600). With a signing key the
+file is signed like a stored document (kind `snapshot`): an edited or foreign file is
+refused whole. A file in the format before signing (no signature line) is a migration:
+only its kills are kept — they can only stop traffic — and the rest is not trusted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from pathlib import Path
+
+from gateway.domain.statedoc import StateDoc
+from gateway.log import event
+from gateway.state.local import atomic_write
+from gateway.state.signing import MAGIC, Keyring
+from gateway.state.store import OnUnverified, decode_doc, ignore_unverified
+
+__all__ = ["SnapshotFile"]
+
+log = logging.getLogger("killgate.state")
+
+
+class SnapshotFile:
+    def __init__(self, path: Path | None, keys: Keyring,
+                 on_unverified: OnUnverified = ignore_unverified) -> None:
+        self.path = path
+        self.keys = keys.bound("snapshot")
+        self.on_unverified = on_unverified
+        #: the file read at startup was signed with our key (else: absent, or a migration)
+        self.signed = False
+        self._pending: StateDoc | None = None
+        self._writer: asyncio.Task[None] | None = None
+
+    def read(self) -> StateDoc | None:
+        """The snapshot, verified; None when absent or refused (reported)."""
+        if self.path is None:
+            return None
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            event(log, "snapshot_unreadable", logging.ERROR, path=str(self.path),
+                  error=exc.strerror)
+            return None
+        try:
+            if self.keys.enabled and not raw.startswith(MAGIC):
+                legacy = decode_doc(raw)
+                self.on_unverified("snapshot", "written before state signing: only its kills "
+                                               "are kept", None)
+                return StateDoc(generation=legacy.generation, epoch=legacy.epoch,
+                                kills=legacy.kills)
+            body, which = self.keys.open(b"snapshot", raw)
+            doc = decode_doc(body)
+        except ValueError as exc:
+            self.on_unverified("snapshot", f"{self.path}: {exc}", None)
+            event(log, "snapshot_unreadable", logging.ERROR, path=str(self.path),
+                  error=str(exc))
+            return None
+        if which == "previous":
+            self.on_unverified("snapshot", "", "previous")
+        self.signed = which != "unkeyed"
+        return doc
+
+    def _write(self, doc: StateDoc) -> None:
+        assert self.path is not None
+        atomic_write(self.path, self.keys.seal(b"snapshot", json.dumps(doc.to_json()).encode()),
+                     0o600)
+
+    async def write(self, doc: StateDoc) -> None:
+        if self.path is None:
+            return
+        try:
+            await asyncio.to_thread(self._write, doc)
+        except OSError as exc:
+            event(log, "snapshot_write_failed", logging.ERROR, path=str(self.path),
+                  error=exc.strerror)
+
+    def soon(self, doc: StateDoc) -> None:
+        """Write `doc` in the background; only the newest pending one is written."""
+        self._pending = doc
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_latest())
+
+    async def _write_latest(self) -> None:
+        while self._pending is not None:
+            doc, self._pending = self._pending, None
+            await self.write(doc)
+
+    async def flush(self, timeout: float = 5.0) -> None:
+        """On the way out: let the last snapshot land."""
+        if self._writer is not None:
+            await asyncio.wait({self._writer}, timeout=timeout)

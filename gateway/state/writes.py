@@ -1,0 +1,160 @@
+"""Writes to the replicated state: one change at a time, atomic with its audit event.
+
+Owns `write` (read the newest verified state, let the caller's function decide the
+`Change`, apply it with `statedoc.apply_change`, commit it with its audit event
+compare-and-set, retry on a lost race), `append_audit` (an event without a state change)
+and the durability wait (`min_replicas`). Mixed into `Sync`, whose store, holder and
+apply step it uses; it never touches the sync loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from gateway.config import StateConfig
+from gateway.control.table import TableHolder
+from gateway.domain.audit import AuditDraft
+from gateway.domain.statedoc import Change, StateDoc, apply_change
+from gateway.errors import DomainError, NotDurable, StateError, StoreConflict
+from gateway.log import event
+from gateway.state.store import Loaded, Store
+from gateway.telemetry.metrics import Metrics
+
+__all__ = ["ChangeFn", "Describe", "Writes"]
+
+log = logging.getLogger("killgate.state")
+
+#: decides the change from the current state: None = nothing to do; may raise DomainError
+ChangeFn = Callable[[StateDoc], Change | None]
+Describe = Callable[[StateDoc, StateDoc], AuditDraft]
+
+
+class Writes:
+    store: Store
+    holder: TableHolder
+    metrics: Metrics
+    cfg: StateConfig
+    synced_once: bool
+    committed: list[Callable[[dict[str, Any], StateDoc], None]]
+    _write_lock: asyncio.Lock
+
+    # provided by Sync
+    def _apply(self, doc: StateDoc) -> bool:
+        raise NotImplementedError
+
+    def _spawn(self, coro: Any) -> None:
+        raise NotImplementedError
+
+    async def _after_apply(self, doc: StateDoc) -> None:
+        raise NotImplementedError
+
+    async def _reseed(self, got: Loaded, mine: StateDoc) -> None:
+        raise NotImplementedError
+
+    def _judge(self, got: Loaded) -> None:
+        raise NotImplementedError
+
+    async def write(self, change: ChangeFn,
+                    describe: Describe) -> tuple[StateDoc, dict[str, Any] | None]:
+        """Apply `change` to the store's current state atomically with its audit event.
+
+        `change` may raise a DomainError to refuse. Raises StoreUnavailable when the store
+        cannot be reached and AuditError when the audit event cannot be stored; in both
+        cases nothing changed.
+        """
+        async with self._write_lock:
+            # Optimistic first attempt: what we enforce is nearly always the store's newest
+            # state (the commit compares generations, so a stale guess only costs a retry).
+            cur: StateDoc | None = self.holder.doc if self.synced_once else None
+            guessed = cur is not None
+            for _ in range(10):
+                if cur is None:
+                    guessed = False
+                    got = await self.store.load()
+                    self._judge(got)
+                    if not got.trusted or got.doc is None \
+                            or got.doc.generation < self.holder.doc.generation:
+                        await self._reseed(got, self.holder.doc)
+                        continue
+                    cur = got.doc
+                # A refusal ("not killed") or a no-op ("already killed") decided on our own
+                # copy must hold in the store too: a change made elsewhere that has not
+                # reached us yet would otherwise make a kill look done, or an unkill moot.
+                try:
+                    ch = change(cur)
+                except DomainError:
+                    if guessed and await self._moved(cur):
+                        cur = None
+                        continue
+                    raise
+                if not ch:
+                    if guessed and await self._moved(cur):
+                        cur = None
+                        continue
+                    # nothing to change: no generation, no audit event; a retry after
+                    # NotDurable lands here and confirms what is already there
+                    await self._durable(cur.generation)
+                    return cur, None
+                new = apply_change(cur, ch)
+                try:
+                    ev = await self.store.commit(str(cur.generation), new, describe(cur, new))
+                except StoreConflict:
+                    cur = None
+                    continue
+                if ev is not None:
+                    new = new.with_changes(audit_head=ev["hash"])
+                self.metrics.inc("killgate_audit_records_total")
+                self._tell(ev, new)
+                if self._apply(new):
+                    # ack and snapshot in the background: the receipt counts us already
+                    self._spawn(self._after_apply(new))
+                await self._durable(new.generation)
+                return new, ev
+            raise StoreConflict("the state kept changing; try again")
+
+    def _tell(self, ev: dict[str, Any] | None, new: StateDoc) -> None:
+        """Side channels (events) hear of a committed change; they never fail the write."""
+        for fn in self.committed:
+            if ev is not None:
+                try:
+                    fn(ev, new)
+                except Exception as exc:  # noqa: BLE001 - the change is committed already
+                    event(log, "commit_listener_failed", logging.ERROR, error=repr(exc))
+
+    async def append_audit(self, draft: AuditDraft) -> dict[str, Any] | None:
+        """Append an audit event without changing the state (same generation, same doc).
+        None: the store holds no verified state to append to."""
+        for _ in range(5):
+            got = await self.store.load()
+            if not got.trusted or got.doc is None:
+                return None
+            try:
+                ev = await self.store.commit(got.token, got.doc, draft)
+                self.metrics.inc("killgate_audit_records_total")
+                return ev
+            except StoreConflict:
+                continue
+        raise StoreConflict("the state kept changing; the audit event was not written")
+
+    async def _moved(self, cur: StateDoc) -> bool:
+        """Whether the store is past the copy `cur` (one round trip)."""
+        return await self.store.generation() != str(cur.generation)
+
+    async def _durable(self, generation: int) -> None:
+        """With `min_replicas`, a write is confirmed only once that many replicas hold it
+        (row 19: a failover must not lose an acknowledged kill)."""
+        need = self.cfg.min_replicas
+        if not need:
+            return
+        try:
+            got = await self.store.replicated(need, self.cfg.replica_timeout)
+        except StateError:
+            got = 0
+        if got < need:
+            self.metrics.inc("killgate_writes_not_durable_total")
+            event(log, "write_not_durable", logging.WARNING, generation=generation,
+                  replicas=got, required=need)
+            raise NotDurable(generation, got, need, self.cfg.replica_timeout)

@@ -1,0 +1,85 @@
+"""The audit mirror (state/mirror.py) over a local store: files only, no sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+from gateway.domain.audit import AuditDraft, seal, verify_trail
+from gateway.domain.statedoc import StateDoc
+from gateway.state.local import LocalStore
+from gateway.state.mirror import AuditMirror
+from gateway.state.signing import Key, Keyring
+from gateway.telemetry.metrics import Metrics
+from tests.conftest import wait_until
+
+KEYS = Keyring(Key.of(b"m" * 32))
+
+
+async def _store(tmp: Path, n: int) -> LocalStore:
+    store = LocalStore(tmp / "store.json", keys=KEYS)
+    await store.open()
+    await store.commit(None, StateDoc(), None)
+    for i in range(n):
+        await store.commit("0", StateDoc(), AuditDraft("alice", "kill", {"i": i}, f"r{i}"))
+    return store
+
+
+def _lines(path: Path) -> list[dict]:
+    return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+
+
+async def test_copies_verified_events_and_refuses_a_forged_one(tmp_path: Path) -> None:
+    store = await _store(tmp_path, 3)
+    metrics, alarms = Metrics(), []
+    mirror = AuditMirror(store, tmp_path / "m.jsonl", KEYS, metrics, 0.02, alarms.append)
+    task = asyncio.create_task(mirror.run())
+    try:
+        await wait_until(lambda: len(_lines(mirror.path)) == 3, 5, what="the copy")
+        assert verify_trail(_lines(mirror.path), None, KEYS.keys()).brk is None
+        # someone appends a linked but unkeyed event to the store's audit file
+        last = _lines(store.audit_path)[-1]
+        forged = json.dumps(seal({"id": "forged", "action": "unkill"}, last["hash"]))
+        store.audit_path.write_text(store.audit_path.read_text() + forged + "\n")
+        await wait_until(lambda: mirror.refused is not None, 5, what="the refusal")
+        assert "no MAC" in mirror.refused["problem"] and mirror.refused["event_id"] == "forged"
+        assert metrics.get("killgate_audit_mirror_refused_total") == 1
+        assert metrics.get("killgate_audit_mirror_ok") == 0
+        assert [a["event"] for a in alarms] == ["killgate.audit_mirror_refused"]
+        assert len(_lines(mirror.path)) == 3  # nothing after the last verified line
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_resumes_without_duplicates_and_refuses_a_file_that_does_not_verify(
+        tmp_path: Path) -> None:
+    store = await _store(tmp_path, 2)
+    path = tmp_path / "m.jsonl"
+    for cursor_lost in (False, True):
+        mirror = AuditMirror(store, path, KEYS, Metrics(), 0.02)
+        task = asyncio.create_task(mirror.run())
+        want = len(_lines(store.audit_path))
+        await wait_until(lambda want=want: len(_lines(path)) == want, 5, what="the copy")
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await store.commit("0", StateDoc(), AuditDraft("bob", "kill", {}, "more"))
+        if cursor_lost:
+            path.with_name(path.name + ".cursor").unlink()
+    mirror = AuditMirror(store, path, KEYS, Metrics(), 0.02)
+    task = asyncio.create_task(mirror.run())
+    await wait_until(lambda: len(_lines(path)) == len(_lines(store.audit_path)), 5,
+                     what="the rest")
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert [e["hash"] for e in _lines(path)] == [e["hash"] for e in _lines(store.audit_path)]
+    # the mirror's own last line edited: it is not continued
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join([*lines[:-1], lines[-1].replace('"more"', '"less"')]) + "\n")
+    mirror = AuditMirror(store, path, KEYS, Metrics(), 0.02)
+    task = asyncio.create_task(mirror.run())
+    await wait_until(lambda: mirror.refused is not None, 5, what="the refusal")
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert "own last line does not verify" in mirror.refused["problem"]

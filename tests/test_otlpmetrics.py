@@ -1,0 +1,82 @@
+"""OTLP metrics (telemetry/otlpmetrics.py): the /metrics series converted to OpenTelemetry's
+data model, and pushed to a real OTLP/HTTP collector by a running gateway."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from aiohttp import ClientSession
+from opentelemetry.sdk.metrics.export import Gauge, Histogram, Sum
+from opentelemetry.sdk.resources import Resource
+from prometheus_client import CollectorRegistry
+from prometheus_client import Counter as PCounter
+from prometheus_client import Gauge as PGauge
+from prometheus_client import Histogram as PHistogram
+
+from gateway.telemetry.otlpmetrics import to_metrics_data
+from tests.backends import echo_app
+from tests.conftest import running_gateway, two_versions, wait_until, write_config
+from tests.otlp_collector import Collector
+from tests.test_tracing import _fast_export  # noqa: F401 - the same clean OTEL_* env
+
+INFER = "/v2/models/iris/infer"
+
+
+def test_families_convert_to_sums_gauges_and_histograms() -> None:
+    reg = CollectorRegistry()
+    c = PCounter("killgate_things_total", "Things.", ["route"], registry=reg)
+    c.labels("iris").inc(3)
+    g = PGauge("killgate_level", "Level.", registry=reg)
+    g.set(2.5)
+    h = PHistogram("killgate_request_duration_seconds", "Durations.", ["route"],
+                   buckets=(0.1, 1.0), registry=reg)
+    for v in (0.05, 0.5, 0.7, 5.0):
+        h.labels("iris").observe(v)
+    data = to_metrics_data(reg.collect(), Resource.create({"service.name": "t"}), 1, 2)
+    metrics = {m.name: m for m in data.resource_metrics[0].scope_metrics[0].metrics}
+
+    things = metrics["killgate_things"]
+    assert isinstance(things.data, Sum) and things.data.is_monotonic
+    (p,) = things.data.data_points
+    assert p.value == 3 and dict(p.attributes) == {"route": "iris"}
+    assert p.start_time_unix_nano == 1 and p.time_unix_nano == 2
+
+    level = metrics["killgate_level"]
+    assert isinstance(level.data, Gauge) and level.data.data_points[0].value == 2.5
+
+    dur = metrics["http.server.request.duration"]  # the semantic-convention name
+    assert dur.unit == "s" and isinstance(dur.data, Histogram)
+    (hp,) = dur.data.data_points
+    assert list(hp.explicit_bounds) == [0.1, 1.0]
+    assert list(hp.bucket_counts) == [1, 2, 1]  # per bucket, not cumulative
+    assert hp.count == 4 and hp.sum == pytest.approx(6.25)
+
+
+async def test_a_gateway_pushes_its_series_to_the_collector(
+        tmp_path: Path, backends, session: ClientSession) -> None:
+    collector = await Collector().start()
+    try:
+        p1 = await backends(echo_app("v1"))
+        extra = (f"telemetry:\n  otlp_endpoint: {collector.url}\n"
+                 "  traces: {sample_ratio: 0}\n  metrics: {export_interval: 1s}\n")
+        cfg = write_config(tmp_path, two_versions(p1, p1, 100, 0), extra=extra)
+        async with running_gateway(cfg) as g:
+            for _ in range(5):
+                async with session.get(g.url + INFER) as r:
+                    assert r.status == 200
+
+            def answered() -> float:
+                return sum(p["value"] for p in collector.metrics
+                           if p["name"] == "killgate_requests"
+                           and p["attributes"].get("route") == "iris")
+
+            await wait_until(lambda: answered() >= 5, 10, 0.05, what="killgate_requests pushed")
+            async with session.get(g.admin + "/metrics") as r:
+                text = await r.text()
+        assert 'killgate_otel_exported_total{signal="metrics"}' in text
+        point = next(p for p in collector.metrics if p["name"] == "killgate_requests")
+        assert point["kind"] == "sum" and point["monotonic"]
+        assert point["resource"]["service.name"] == "killgate"
+    finally:
+        await collector.stop()

@@ -1,0 +1,38 @@
+"""Refused store data is counted every time, logged at most once per kind per interval."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from gateway.state.tamper import TamperLog
+from gateway.telemetry.metrics import Metrics
+
+
+def test_a_flood_of_forgeries_is_counted_but_logged_once_per_interval(
+        caplog: pytest.LogCaptureFixture) -> None:
+    m = Metrics()
+    t = TamperLog(m, interval=3600)
+    with caplog.at_level(logging.ERROR, "killgate.state"):
+        for i in range(1000):
+            t.note("push", f"forgery {i}")
+        t.note("ack", "forged ack")
+    assert m.get("killgate_state_unverified_total", ("push",)) == 1000
+    assert m.get("killgate_state_unverified_total", ("ack",)) == 1
+    assert len([r for r in caplog.records if r.getMessage() == "state_unverified"]) == 2
+    st = t.status()
+    assert st["unverified"] == {"push": 1000, "ack": 1} and st["unverified_total"] == 1001
+    assert st["last_unverified"]["kind"] == "ack"
+    t.accepted_previous("state")
+    assert t.status()["accepted_with_previous_key"] == {"state": 1}
+    assert m.get("killgate_state_previous_key_total", ("state",)) == 1
+
+
+def test_the_next_interval_logs_again_with_the_number_suppressed(
+        caplog: pytest.LogCaptureFixture) -> None:
+    t = TamperLog(Metrics(), interval=0.0)
+    with caplog.at_level(logging.ERROR, "killgate.state"):
+        t.note("state", "a")
+        t.note("state", "b")
+    assert len([r for r in caplog.records if r.getMessage() == "state_unverified"]) == 2
