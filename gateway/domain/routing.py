@@ -35,6 +35,7 @@ __all__ = [
     "canary_of",
     "path_matches",
     "progressive_weights",
+    "rebuild_table",
 ]
 
 # Decisions, as they appear in x-killgate-decision.
@@ -323,29 +324,66 @@ def build_table(cfg: Config, doc: StateDoc, unhealthy: frozenset[tuple[str, str]
                 fail_closed: bool = False) -> RouteTable:
     """Combine the config, the replicated state and health into the routing snapshot."""
     global_kill = fail_closed or "global" in doc.kills
+    return RouteTable([_plan(rc, doc, unhealthy, global_kill) for rc in cfg.routes], doc,
+                      unhealthy)
+
+
+def rebuild_table(old: RouteTable, cfg: Config, doc: StateDoc,
+                  unhealthy: frozenset[tuple[str, str]] = frozenset(),
+                  fail_closed: bool = False) -> RouteTable:
+    """`build_table` for a new state document when the config, health and fail-closed are
+    those `old` was built from: only the plans of routes whose state changed are built
+    again (a kill flips one route's plan; the others are the same objects), so applying a
+    kill costs the same with 5 routes or 500. Equal to a full build, by construction."""
+    names = _changed_routes(old.doc, doc)
+    if names is None:
+        return build_table(cfg, doc, unhealthy, fail_closed)
+    global_kill = fail_closed or "global" in doc.kills
     plans = []
     for rc in cfg.routes:
-        killed = "global" if global_kill else (
-            "route" if kill_key("route", rc.name) in doc.kills else None)
-        ov = doc.overrides.get(rc.name)
-        prog = doc.progress.get(rc.name)
-        unpinnable: frozenset[str] = frozenset()
-        if ov is not None:
-            weights = {v.name: float(ov.weights.get(v.name, 0.0)) for v in rc.versions}
-            stable = ov.stable if ov.stable and rc.version(ov.stable) else rc.stable
-            unpinnable = frozenset(n for n, w in weights.items() if w <= 0)
-        elif prog is not None and (w := progressive_weights(rc, prog)) is not None:
-            weights, stable = w, rc.stable
-        else:
-            weights = {v.name: v.weight for v in rc.versions}
-            stable = rc.stable
-        excluded: dict[str, str] = {}
-        for v in rc.versions:
-            if kill_key("version", rc.name, v.name) in doc.kills:
-                excluded[v.name] = "killed"
-            elif (rc.name, v.name) in unhealthy:
-                excluded[v.name] = "unhealthy"
-        prev = doc.previous_stable(rc.name, stable)
-        previous = prev.stable if prev is not None and rc.version(prev.stable) else None
-        plans.append(RoutePlan(rc, weights, stable, excluded, killed, previous, unpinnable))
+        kept = old.by_name.get(rc.name)
+        if kept is None or kept.config is not rc:
+            return build_table(cfg, doc, unhealthy, fail_closed)
+        plans.append(_plan(rc, doc, unhealthy, global_kill) if rc.name in names else kept)
     return RouteTable(plans, doc, unhealthy)
+
+
+def _changed_routes(a: StateDoc, b: StateDoc) -> set[str] | None:
+    """Routes whose routing inputs differ between two documents (None: every route)."""
+    if ("global" in a.kills) != ("global" in b.kills):
+        return None
+    names: set[str] = set()
+    for key in a.kills.keys() ^ b.kills.keys():
+        names.add(key.split(":")[1])  # route:<r> or version:<r>:<v>
+    for x, y in ((a.overrides, b.overrides), (a.progress, b.progress), (a.history, b.history)):
+        if x is not y:
+            names.update(k for k in x.keys() | y.keys() if x.get(k) != y.get(k))
+    return names
+
+
+def _plan(rc: RouteConfig, doc: StateDoc, unhealthy: frozenset[tuple[str, str]],
+          global_kill: bool) -> RoutePlan:
+    """One route's plan from the config, the state and health."""
+    killed = "global" if global_kill else (
+        "route" if kill_key("route", rc.name) in doc.kills else None)
+    ov = doc.overrides.get(rc.name)
+    prog = doc.progress.get(rc.name)
+    unpinnable: frozenset[str] = frozenset()
+    if ov is not None:
+        weights = {v.name: float(ov.weights.get(v.name, 0.0)) for v in rc.versions}
+        stable = ov.stable if ov.stable and rc.version(ov.stable) else rc.stable
+        unpinnable = frozenset(n for n, w in weights.items() if w <= 0)
+    elif prog is not None and (w := progressive_weights(rc, prog)) is not None:
+        weights, stable = w, rc.stable
+    else:
+        weights = {v.name: v.weight for v in rc.versions}
+        stable = rc.stable
+    excluded: dict[str, str] = {}
+    for v in rc.versions:
+        if kill_key("version", rc.name, v.name) in doc.kills:
+            excluded[v.name] = "killed"
+        elif (rc.name, v.name) in unhealthy:
+            excluded[v.name] = "unhealthy"
+    prev = doc.previous_stable(rc.name, stable)
+    previous = prev.stable if prev is not None and rc.version(prev.stable) else None
+    return RoutePlan(rc, weights, stable, excluded, killed, previous, unpinnable)
