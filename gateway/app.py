@@ -23,6 +23,8 @@ from gateway.admin import tracing as admin_tracing
 from gateway.admin.api import AdminApi
 from gateway.admin.auth import Authenticator
 from gateway.admin.console import ConsoleApi, FleetView
+from gateway.admin.drills import DrillApi
+from gateway.admin.drillsupport import load_drill_key
 from gateway.admin.ui import UiFiles
 from gateway.config import parse_listen
 from gateway.configfile import LoadedConfig
@@ -34,6 +36,7 @@ from gateway.control.rollout import RolloutDriver
 from gateway.control.table import TableHolder
 from gateway.control.traffic import LiveTraffic
 from gateway.dataplane.clock import Clock
+from gateway.dataplane.drillfault import FaultGate
 from gateway.dataplane.inflight import Inflight
 from gateway.dataplane.listener import Limits, Listener
 from gateway.dataplane.proxy import Observer, Proxy
@@ -169,6 +172,7 @@ class Gateway:
                                         self.loaded.resolve)
             self.access_log.start()
             self._stack.push_async_callback(self.access_log.aclose)  # after the data plane
+        drill_key, drill_key_problem = load_drill_key(self.loaded)
         proxy = Proxy(self.holder, self.upstreams, self.inflight, self.metrics,
                       cfg.server.max_body_size, cfg.server.model_peek_bytes,
                       observer=_Fanout(self.health, self.rollout, self.traffic),
@@ -176,7 +180,9 @@ class Gateway:
                       recorder=combine(
                           self.requests if cfg.telemetry.metrics.request_series else None,
                           self.access_log),
-                      tracer=self.tracing.requests)
+                      tracer=self.tracing.requests,
+                      faults=FaultGate(drill_key, on_refused=lambda: self.metrics.inc(
+                          "killgate_drill_tokens_refused_total")))
         counters = {"refused": "killgate_connections_refused_total",
                     "send_timeout": "killgate_client_send_timeouts_total"}
 
@@ -195,6 +201,7 @@ class Gateway:
             cfg.server.max_connections, count, self.clock)
 
         self.admin_api = AdminApi(self)
+        self.admin_api.drills = DrillApi(self.admin_api, drill_key, drill_key_problem)
         # stopped after the admin listener (pushed before it), before the store: the last
         # denied calls are written on the way out
         self.admin_api.denied.start()
@@ -221,6 +228,9 @@ class Gateway:
         # the kernel for its turn instead of being dropped (the kernel caps it at somaxconn)
         await self._listener.start(dsock, DATA_BACKLOG)
         await web.SockSite(self._admin_runner, asock).start()
+        host = os.environ.get("KILLGATE_ADVERTISE_HOST") or cfg.drills.advertise_host
+        self.sync.peers.urls = {"data": _url(self.data_addr, host),
+                                "admin": _url(self.admin_addr, host)}
         self.started = True
         event(log, "phase", phase="listening", data=_fmt(self.data_addr),
               admin=_fmt(self.admin_addr), pid=os.getpid())
@@ -437,6 +447,17 @@ class _Fanout:
     def outcome(self, route: str, version: str, kind: str, latency: float) -> None:
         for o in self.observers:
             o.outcome(route, version, kind, latency)
+
+
+def _url(addr: tuple[str, int], host: str | None) -> str:
+    """The URL this instance publishes for a listener (drills reach every instance so)."""
+    if host is None:
+        host = addr[0]
+        if host in ("0.0.0.0", "::", ""):
+            host = socket.gethostname()
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"http://{host}:{addr[1]}"
 
 
 def _fmt(addr: tuple[str, int] | None) -> str:

@@ -28,6 +28,7 @@ __all__ = [
     "AnalysisConfig",
     "AuthConfig",
     "Config",
+    "DrillsConfig",
     "RouteConfig",
     "StateConfig",
     "VersionConfig",
@@ -371,6 +372,8 @@ class RouteConfig(_Model):
     #: how the backend says "model not loaded / not ready" (CONTRACT §5.6): with v2 or openai
     #: such an answer moves the request to another version, as if never delivered
     protocol: Literal["http", "v2", "openai"] = "http"
+    #: a drill route: the same versions as the named route, behind a prefix only drills use
+    drill_for: str | None = None
 
     def version(self, name: str) -> VersionConfig | None:
         for v in self.versions:
@@ -408,6 +411,25 @@ class ServerConfig(_Model):
         return _positive(3600.0)(v)
 
 
+class DrillsConfig(_Model):
+    """Recovery drills (CONTRACT §5.4): the key of drill fault tokens, limits, events."""
+
+    #: HMAC key of drill fault tokens (>= 32 bytes), the same on every instance; when the
+    #: variable is unset (and no file), it is derived from the admin HS256 secret
+    key_env: str | None = "KILLGATE_DRILL_KEY"
+    key_file: str | None = None
+    max_fault_ttl: Duration = 300.0  # a drill fault ends by itself after this at the latest
+    max_duration: Duration = 1800.0  # a drill still open after this is overdue (metric)
+    #: the host instances publish with their heartbeat (default: the listener's address;
+    #: a wildcard listener publishes the host name)
+    advertise_host: str | None = Field(default=None, pattern=r"^[A-Za-z0-9.\-:\[\]]+$")
+
+    @field_validator("max_fault_ttl", "max_duration")
+    @classmethod
+    def _limits(cls, v: float) -> float:
+        return _positive(24 * 3600.0)(v)
+
+
 class LogConfig(_Model):
     format: Literal["json", "text"] = "text"
     level: Literal["debug", "info", "warning", "error"] = "info"
@@ -422,6 +444,7 @@ class Config(_Model):
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)  # CONTRACT §5.1
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     events: EventsConfig = Field(default_factory=EventsConfig)
+    drills: DrillsConfig = Field(default_factory=DrillsConfig)
     routes: list[RouteConfig] = Field(min_length=1)
 
     def route(self, name: str) -> RouteConfig | None:

@@ -280,9 +280,30 @@ def _semantic_problems(cfg: Config) -> list[Problem]:
                                "canary"))
         if r.timeouts.connect > r.timeouts.total:
             out.append(Problem(f"{base}.timeouts.connect", "must not exceed timeouts.total"))
+    out.extend(_drill_routes(cfg))
     out.extend(_overlaps(cfg))
     out.extend(Problem(path, msg) for path, msg in config_telemetry.problems(
         cfg.telemetry, cfg.alerts, (r.name for r in cfg.routes)))
+    return out
+
+
+def _drill_routes(cfg: Config) -> list[Problem]:
+    """A drill route mirrors a production route: the same versions (names and backends),
+    so a drill on it exercises what users are served by."""
+    out: list[Problem] = []
+    for i, r in enumerate(cfg.routes):
+        if r.drill_for is None:
+            continue
+        where = f"routes[{i}].drill_for"
+        prod = cfg.route(r.drill_for)
+        if prod is None or prod is r:
+            out.append(Problem(where, f"names no other route ({r.drill_for!r})"))
+        elif prod.drill_for is not None:
+            out.append(Problem(where, f"{prod.name!r} is itself a drill route"))
+        elif {(v.name, v.url) for v in r.versions} != {(v.name, v.url) for v in prod.versions}:
+            out.append(Problem(f"routes[{i}].versions",
+                               f"a drill route serves the same versions as {prod.name!r} "
+                               "(the same names and urls)"))
     return out
 
 

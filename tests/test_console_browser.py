@@ -43,6 +43,8 @@ from gateway.admin.auth import mint
 from tests.conftest import (
     ROOT,
     SECRET,
+    STATE_KEY,
+    STATE_KEY_ENV,
     GatewayProcess,
     RedisServer,
     die_with_parent,
@@ -62,7 +64,7 @@ RECEIPT = re.compile(r"^generation \d+: applied by 2/2 instance\(s\) in [\d.]+ m
 
 
 def token(sub: str, scope: str) -> str:
-    return mint(SECRET, sub, scope, 900, "killgate", "killgate-admin")
+    return mint(SECRET, sub, scope, 10800, "killgate", "killgate-admin")
 
 
 KILLER = token("alice", "killgate:read killgate:kill")
@@ -175,12 +177,14 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
             ports.append(port)
         for name in ("a", "b"):
             state = (f"state:\n  backend: redis\n  url: {redis.url}\n  prefix: kgui\n"
+                     f"  signing_key_env: KILLGATE_TEST_STATE_KEY\n"
                      f"  snapshot_path: {tmp}/snapshot-{name}.json\n  poll_interval: 100ms\n"
                      f"  heartbeat_interval: 200ms\n  instance_lease: 2s\n")
             cfg = write_config(tmp, _routes(*ports), state=state, name=f"{name}.yaml",
                                listen=f"127.0.0.1:{free_port()}",
                                admin=f"127.0.0.1:{free_port()}")
-            fl.gateways.append(GatewayProcess(cfg, env={"KILLGATE_TEST_SECRET": SECRET}))
+            fl.gateways.append(GatewayProcess(cfg, env={"KILLGATE_TEST_SECRET": SECRET,
+                                                        STATE_KEY_ENV: STATE_KEY}))
         for g in fl.gateways:
             g.wait_ready()
         pump = threading.Thread(target=_traffic, args=(fl, stop), daemon=True)

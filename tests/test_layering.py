@@ -20,9 +20,11 @@ ALLOWED = {
     "watchfiles": {"control/reload.py"},
     "opentelemetry": {"telemetry/tracing.py", "telemetry/spanqueue.py", "telemetry/otlpmetrics.py",
                       "telemetry/otelcommon.py"},
+    "matplotlib": {"cli/drillplot.py"},
 }
 # modules allowed to use aiohttp's *client*
-CLIENT_USERS = {"control/probes.py", "control/events.py"}
+CLIENT_USERS = {"control/probes.py", "control/events.py", "control/drillload.py",
+                "cli/drill.py"}
 CLIENT_NAMES = {"ClientSession", "TCPConnector", "ClientTimeout", "ClientError"}
 PURE = {"domain/routing.py", "control/table.py", "domain/statedoc.py", "domain/overrides.py",
         "domain/health.py", "domain/analysis.py", "configfile.py", "domain/stats.py",
@@ -31,7 +33,8 @@ PURE = {"domain/routing.py", "control/table.py", "domain/statedoc.py", "domain/o
         "dataplane/notready.py", "dataplane/retry.py",
         "telemetry/metrics.py", "errors.py", "config.py", "domain/traffic.py",
         "domain/alerting.py", "telemetry/record.py", "telemetry/requests.py",
-        "config_telemetry.py"}
+        "config_telemetry.py", "domain/drills.py", "domain/drilltoken.py",
+        "domain/drillplan.py", "domain/drillreport.py"}
 IO_MODULES = {"aiohttp", "asyncio", "redis", "socket", "subprocess", "httptools", "jwt"}
 
 

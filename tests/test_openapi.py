@@ -60,7 +60,9 @@ async def test_document_lists_every_route_with_its_scope(tmp_path: Path, backend
     for key in (("POST", "/v1/kill"), ("POST", "/v1/unkill"), ("GET", "/v1/status"),
                 ("GET", "/v1/audit"), ("POST", "/v1/routes/{route}/rollback"),
                 ("POST", "/v1/routes/{route}/promote"), ("PUT", "/v1/routes/{route}/weights"),
-                ("POST", "/v1/routes/{route}/release")):
+                ("POST", "/v1/routes/{route}/release"), ("GET", "/v1/drills"),
+                ("POST", "/v1/drills"), ("POST", "/v1/drills/{drill}/inject"),
+                ("POST", "/v1/drills/{drill}/restore"), ("POST", "/v1/drills/{drill}/end")):
         assert ops[key]["security"] == [{"bearer": []}]
         assert ops[key]["x-scope"].startswith("killgate:")
         assert {"401", "403"} <= set(ops[key]["responses"])

@@ -25,6 +25,7 @@ from aiohttp import web
 from gateway.admin import openapi
 from gateway.admin.auth import Authenticator, FailureLimiter, Principal
 from gateway.admin.denied import DeniedLog
+from gateway.admin.drills import DrillApi
 from gateway.admin.tracing import TRACE_ID
 from gateway.config import RouteConfig, parse_duration
 from gateway.configfile import LoadedConfig
@@ -44,6 +45,7 @@ from gateway.errors import (
     StoreOutcomeUnknown,
     StoreUnavailable,
     Unauthenticated,
+    UnknownDrill,
     UnknownVersion,
 )
 from gateway.log import event
@@ -78,7 +80,7 @@ def json_error(status: int, type_: str, message: str) -> web.Response:
 
 #: the domain's refusals as HTTP statuses (anything else it refuses: 409)
 _DOMAIN_STATUS: dict[type[DomainError], int] = {UnknownVersion: 404, InvalidChange: 400,
-                                                ConflictingState: 409}
+                                                ConflictingState: 409, UnknownDrill: 404}
 
 
 @web.middleware
@@ -128,6 +130,7 @@ class AdminApi:
         self.auth = Authenticator(cfg.auth, gw.loaded.resolve)
         self.limiter = FailureLimiter()
         self.denied = DeniedLog(self._append_audit, gw.metrics)
+        self.drills: DrillApi | None = None  # the /v1/drills endpoints (set by the app)
         if self.auth.problem:
             event(log, "admin_auth_not_configured", logging.ERROR, problem=self.auth.problem)
 
@@ -162,6 +165,8 @@ class AdminApi:
         r.add_put("/v1/routes/{route}/weights", self.weights)
         r.add_post("/v1/routes/{route}/release", self.release)
         r.add_post("/v1/alerts/alertmanager", self.alertmanager)
+        if self.drills is not None:
+            self.drills.add_routes(r)
         return app
 
     async def _append_audit(self, draft: AuditDraft) -> None:

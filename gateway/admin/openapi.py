@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from gateway.admin.openapi_drills import drill_paths
+
 __all__ = ["document"]
 
 _ERROR = {
@@ -163,7 +165,7 @@ def document(routes: list[str] | None = None, versions: list[str] | None = None)
                  "description": "Kill switch, rollbacks and traffic shifts for an inference "
                                 "gateway. Scopes: killgate:read, killgate:kill, "
                                 "killgate:rollout, killgate:alert (the Alertmanager webhook "
-                                "only), killgate:admin (all)."},
+                                "only), killgate:drill (recovery drills), killgate:admin (all)."},
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
                                            "bearerFormat": "JWT"}},
@@ -235,6 +237,7 @@ def document(routes: list[str] | None = None, versions: list[str] | None = None)
                 "killgate:rollout",
                 {"type": "object", "required": ["reason"], "additionalProperties": False,
                  "properties": {"reason": _REASON}}, route=route_s)},
+            **drill_paths(_write, _REASON, _auth_errors, route_s, version_s),
         },
     }
 

@@ -109,6 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(fn=_cmd_demo)
 
     add_client_commands(sub)
+    from gateway.cli.drill import add_drill_commands
+
+    add_drill_commands(sub, _common)
     return p
 
 

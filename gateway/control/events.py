@@ -38,7 +38,7 @@ log = logging.getLogger("killgate.events")
 SCHEMA = "killgate.event/v1"
 # audit actions that are sent (the rest: config records, progress steps, replays...)
 SENT = frozenset({"kill", "unkill", "rollback", "promote", "weights", "release",
-                  "auto_rollback", "progressive.promote",
+                  "auto_rollback", "progressive.promote", "drill.start", "drill.end",
                   "audit.mirror_refused"})  # (an alarm, not an audited change: state/mirror.py)
 CONCURRENCY = 8
 

@@ -50,6 +50,7 @@ from gateway.dataplane.sse import EventCutter
 from gateway.dataplane.upstream import HIGH_WATER, Exchange
 from gateway.domain.routing import FAILOVER, FALLBACK, RoutePlan, Target
 from gateway.errors import (
+    DrillFault,
     UpstreamClosed,
     UpstreamError,
     UpstreamOverflow,
@@ -98,7 +99,8 @@ class Flight(Handle):
     """A routed request being forwarded (one per request that reaches the upstream side); it
     is its own in-flight `Handle` (kills find it by route and version, and cut its exchange)."""
 
-    __slots__ = ("att", "budget", "complete", "deadline", "decision", "field", "first", "plan",
+    __slots__ = ("att", "budget", "complete", "deadline", "decision", "faulted", "field",
+                 "first", "plan",
                  "prefix", "proxy", "raw_target", "req", "routing_path", "so_far", "started",
                  "target", "targets", "task", "whole")
 
@@ -127,6 +129,7 @@ class Flight(Handle):
         self.deadline = proxy.clock.now + plan.config.timeouts.total
         self.budget = None if plan.config.retry is None else proxy.budget(plan)
         self.att: AttemptSpan | None = None  # this attempt's trace span (tracing on)
+        self.faulted: str | None = None  # a drill request: the version it must see fail
 
     # ------------------------------------------------------------------ entry points
 
@@ -167,6 +170,10 @@ class Flight(Handle):
     def _fast(self) -> bool:
         """Send the request now on an idle pooled connection; False if there is none."""
         target = self.target
+        if target.name == self.faulted:
+            self.started = self.proxy.clock.now
+            self._failed(DrillFault())  # as if never reached: the plan moves it on
+            return True
         proxy = self.proxy
         pool = proxy.upstreams.pools.get(target.origin) or proxy.upstreams.pool(target.origin)
         ex = pool.take_idle()
@@ -425,6 +432,8 @@ class Flight(Handle):
                                             req.method.decode("latin-1"))
                 traceparent = self.att.traceparent
             try:
+                if target.name == self.faulted:
+                    raise DrillFault()
                 ex, reused = await pool.acquire(self.plan.config.timeouts.connect)
                 if self.aborted is not None:
                     pool.release(ex)

@@ -18,6 +18,7 @@ import random
 from typing import Protocol
 
 from gateway.dataplane.attempts import Policy
+from gateway.dataplane.drillfault import FaultGate
 from gateway.dataplane.flight import Flight
 from gateway.dataplane.headers import declared_charset, own_head, request_head, response_head
 from gateway.dataplane.inflight import Aborted, Inflight
@@ -69,7 +70,7 @@ class Proxy:
                  metrics: Metrics, max_body: int, peek_bytes: int,
                  observer: Observer | None = None, scheme: str = "http",
                  max_inflight: int = 10_000, recorder: Recorder = NULL,
-                 tracer: RequestTracer | None = None) -> None:
+                 tracer: RequestTracer | None = None, faults: FaultGate | None = None) -> None:
         self.max_inflight = max_inflight
         self.max_body = max_body
         self.peek_bytes = peek_bytes
@@ -81,6 +82,7 @@ class Proxy:
         self.observer = observer
         self.recorder = recorder  # told how each request went (telemetry/record.py)
         self.tracer = tracer  # None: tracing off, and the request path never looks further
+        self.faults = faults or FaultGate(None)
         self.scheme_b = scheme.encode()
         self.rand = random.random
         self.loop = asyncio.get_running_loop()
@@ -239,6 +241,8 @@ class Proxy:
             prefix, complete = req.body(), True
         flight = Flight(self, req, plan, choice.target, choice.decision, prefix, complete,
                         field, target.encode("latin-1"), path)
+        if table.doc.drills:  # a failover drill's request (signed token) may miss one version
+            flight.faulted = self.faults.version(headers, table.doc, plan.name)
         req.flight = flight
         flight.start()
 

@@ -20,6 +20,7 @@ from typing_extensions import TypedDict  # pydantic validates typing's only from
 __all__ = [
     "MAX_HISTORY",
     "Change",
+    "DrillRecord",
     "HistoryEntry",
     "KillFlag",
     "KillScope",
@@ -114,6 +115,27 @@ class Progress(TypedDict, total=False):
 
 
 @dataclass(frozen=True, slots=True)
+class DrillRecord:
+    """An open recovery drill (domain/drills.py): the route's state when it started, and
+    every change it made, so a restore undoes exactly those (also after the drill process
+    died). `fault`: the drill-scoped fault in force ({"version", "expires"}), met only by
+    requests whose drill token carries this drill's `nonce`."""
+
+    id: str
+    kind: str
+    route: str
+    version: str | None
+    actor: str
+    started: str
+    deadline: float  # unix time: past it, the drill is overdue
+    before: dict[str, Any]
+    injected: tuple[dict[str, Any], ...] = ()
+    fault: dict[str, Any] | None = None
+    restored: bool = False
+    nonce: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class StateDoc:
     """The whole replicated state. Replaced, never mutated."""
 
@@ -129,6 +151,10 @@ class StateDoc:
     identities: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     #: route -> progressive delivery state {"canary", "step", "since", "state"}
     progress: dict[str, Progress] = field(default_factory=dict)
+    #: drill id -> the open drill (started, not yet ended)
+    drills: dict[str, DrillRecord] = field(default_factory=dict)
+    #: "kind:route" -> the last finished drill's summary (exported as killgate_drill_last_*)
+    drill_results: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: the hash of the newest audit event when this document was committed: the head
     #: this (signed) document anchors, so events cut off the trail's end are noticed
     audit_head: str = ""
@@ -145,6 +171,9 @@ class StateDoc:
             "history": {k: [plain(e) for e in v] for k, v in self.history.items()},
             "identities": self.identities,
             "progress": self.progress,
+            "drills": {k: {**plain(v), "injected": list(v.injected)}
+                       for k, v in self.drills.items()},
+            "drill_results": self.drill_results,
             "audit_head": self.audit_head,
         }
 
@@ -184,10 +213,14 @@ class Change:
     #: route -> version -> identity record, added or replaced
     identities: Mapping[str, Mapping[str, dict[str, Any]]] = field(default_factory=dict)
     epoch: str | None = None
+    #: open drills added, replaced or (None) closed; last results per "kind:route"
+    drills: Mapping[str, DrillRecord | None] = field(default_factory=dict)
+    drill_results: Mapping[str, dict[str, Any] | None] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
         return bool(self.kills or self.overrides or self.history or self.progress
-                    or self.identities or self.epoch is not None)
+                    or self.identities or self.epoch is not None or self.drills
+                    or self.drill_results)
 
 
 def _merged(base: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
@@ -222,7 +255,9 @@ def apply_change(doc: StateDoc, change: Change, generation: int | None = None) -
     return replace(doc, generation=gen, kills=kills,
                    overrides=_merged(doc.overrides, change.overrides), history=history,
                    progress=_merged(doc.progress, change.progress), identities=identities,
-                   epoch=doc.epoch if change.epoch is None else change.epoch)
+                   epoch=doc.epoch if change.epoch is None else change.epoch,
+                   drills=_merged(doc.drills, change.drills),
+                   drill_results=_merged(doc.drill_results, change.drill_results))
 
 
 def relaxes(old: StateDoc, new: StateDoc) -> bool:

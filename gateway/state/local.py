@@ -213,9 +213,10 @@ class LocalStore:
     def _instance_file(self, instance: str) -> Path:
         return self.instances_dir / f"{instance}.json"
 
-    async def heartbeat(self, instance: str, applied: int, config: str = "") -> None:
+    async def heartbeat(self, instance: str, applied: int, config: str = "",
+                        urls: dict[str, str] | None = None) -> None:
         data = json.dumps({"generation": applied, "seen": time.time(), "pid": os.getpid(),
-                           "config": config})
+                           "config": config, "urls": urls or {}})
         try:
             await asyncio.to_thread(atomic_write, self._instance_file(instance), data.encode())
         except OSError as exc:
@@ -231,9 +232,12 @@ class LocalStore:
                 continue
             age = now - float(info.get("seen", 0))
             if age <= lease:
+                urls = info.get("urls")
                 out[f.stem] = {"generation": int(info.get("generation", 0)),
                                "config": str(info.get("config", "")),
-                               "seen_s_ago": round(age, 3)}
+                               "seen_s_ago": round(age, 3),
+                               **({k: v for k, v in urls.items() if k in ("data", "admin")
+                                   and isinstance(v, str)} if isinstance(urls, dict) else {})}
             elif age > 10 * lease:
                 f.unlink(missing_ok=True)
         return out

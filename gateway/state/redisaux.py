@@ -1,7 +1,8 @@
 """The redis store's side stores: heartbeats (acks), idempotency records, analysis counts.
 
 Owns `<p>:instances` (instance → "server-ms <signed heartbeat>"), the `<p>:acks` channel's
-messages (the same signed heartbeat), `<p>:idem:<key>` and `<p>:stats:<route>`. A
+messages (the same signed heartbeat), `<p>:instances:urls` (instance → "kid mac <json>", the
+signed addresses it listens on, for drills), `<p>:idem:<key>` and `<p>:stats:<route>`. A
 heartbeat is "kid mac generation wall-ms config instance", signed over all but its key id:
 without the key nobody can make an instance look as if it applied a generation, or make
 one up. A record that does not verify is reported and never used (an idempotency record
@@ -10,6 +11,7 @@ we did not write is replaced, never answered from).
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -23,6 +25,7 @@ _HEARTBEAT = Script("""
 local t = redis.call('TIME')
 local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('HSET', KEYS[1], ARGV[1], ms .. ' ' .. ARGV[2])
+if ARGV[4] ~= '' then redis.call('HSET', KEYS[2], ARGV[1], ARGV[4]) end
 redis.call('PUBLISH', ARGV[3], ARGV[2])
 return ms
 """)
@@ -59,13 +62,35 @@ class RedisRecords(RedisLink):
             return None
         return Ack(inst, int(gen), "" if config == "-" else config)
 
-    async def heartbeat(self, instance: str, applied: int, config: str = "") -> None:
+    async def heartbeat(self, instance: str, applied: int, config: str = "",
+                        urls: dict[str, str] | None = None) -> None:
         wall = str(int(time.time() * 1000))
         config = config or "-"
         body = f"{instance}\x00{applied}\x00{wall}\x00{config}".encode()
         kid, mac = self.keys.sign(b"ack", body) if self.keys.enabled else ("-", "-")
         record = f"{kid} {mac} {applied} {wall} {config} {instance}"
-        await self._script(_HEARTBEAT, [self.k_instances], [instance, record, self.ch_acks])
+        # the addresses apart (a heartbeat's shape stays what older instances parse)
+        addr = json.dumps(urls, separators=(",", ":"), sort_keys=True) if urls else ""
+        if addr:
+            akid, amac = (self.keys.sign(b"urls", f"{instance}\x00{addr}".encode())
+                          if self.keys.enabled else ("-", "-"))
+            addr = f"{akid} {amac} {addr}"
+        await self._script(_HEARTBEAT, [self.k_instances, self.k_instances + ":urls"],
+                           [instance, record, self.ch_acks, addr])
+
+    def _open_urls(self, instance: str, raw: bytes) -> dict[str, str]:
+        """An instance's signed addresses ({} when they do not verify)."""
+        try:
+            kid, mac, addr = raw.decode().split(" ", 2)
+            if self.keys.enabled:
+                self.keys.check(b"urls", f"{instance}\x00{addr}".encode(), kid, mac)
+            got = json.loads(addr)
+        except (ValueError, UnicodeDecodeError) as exc:
+            self.on_unverified("heartbeat", f"addresses: {exc}", None)
+            return {}
+        if not isinstance(got, dict):
+            return {}
+        return {k: v for k, v in got.items() if k in ("data", "admin") and isinstance(v, str)}
 
     async def fleet(self, lease: float) -> dict[str, dict[str, Any]]:
         """Instances whose signed heartbeat the store saw within `lease` (server time)."""
@@ -84,6 +109,13 @@ class RedisRecords(RedisLink):
                                      "seen_s_ago": round(age, 3)}
         if stale:
             await self._call("HDEL", self.k_instances, *stale)
+            await self._call("HDEL", self.k_instances + ":urls", *stale)
+        if out:
+            flat = await self._call("HGETALL", self.k_instances + ":urls")
+            for i in range(0, len(flat), 2):
+                name = flat[i].decode(errors="replace")
+                if name in out:
+                    out[name].update(self._open_urls(name, flat[i + 1]))
         return out
 
     async def live_instances(self, lease: float) -> dict[str, int]:
@@ -91,6 +123,7 @@ class RedisRecords(RedisLink):
 
     async def leave(self, instance: str) -> None:
         await self._call("HDEL", self.k_instances, instance)
+        await self._call("HDEL", self.k_instances + ":urls", instance)
 
     # ------------------------------------------------------------------ idempotency
 

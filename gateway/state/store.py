@@ -137,11 +137,14 @@ class StateStore(Protocol):
 
 
 class FleetStore(Protocol):
-    async def heartbeat(self, instance: str, applied: int, config: str = "") -> None:
-        """Announce this instance, the generation it enforces (its ack) and its config."""
+    async def heartbeat(self, instance: str, applied: int, config: str = "",
+                        urls: dict[str, str] | None = None) -> None:
+        """Announce this instance, the generation it enforces (its ack), its config, and
+        where it listens (`urls`: "data", "admin"; what drills reach it by)."""
 
     async def fleet(self, lease: float) -> dict[str, dict[str, Any]]:
-        """Live instances → {"generation", "config" (digest), "seen_s_ago"}."""
+        """Live instances → {"generation", "config" (digest), "seen_s_ago", and the
+        "data" / "admin" URLs each published, when it did}."""
 
     async def live_instances(self, lease: float) -> dict[str, int]:
         """Instances heard from within `lease` seconds → the generation each applied."""

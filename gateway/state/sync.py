@@ -72,6 +72,8 @@ class Sync(Writes):
         self._recheck: asyncio.Task[None] | None = None
         self._recheck_again = False
         self._seen_signed = False
+        self._repairs = 0  # repairs of refused documents in a row (backoff)
+        self._repair_at = 0.0
         #: told about every audited change this instance commits (outgoing events)
         self.committed: list[Callable[[dict[str, Any], StateDoc], None]] = []
         store.listen(self._pushed)
@@ -233,10 +235,25 @@ class Sync(Writes):
                 await self.store.commit(None, StateDoc(epoch=new_epoch()), None)
             got = await self.store.load()
         elif not got.trusted or (got.doc is not None and got.doc.generation < mine.generation):
+            if got.problem is not None and not self._may_repair():
+                return  # refused again at once: keep our state, back off (see _may_repair)
             await self._reseed(got, mine)
             got = await self.store.load()
         if got.trusted and got.doc is not None and self._apply(got.doc):
             self.snapshot.soon(got.doc)
+
+    def _may_repair(self) -> bool:
+        """Whether to overwrite a refused document now. Repairs that are refused again at
+        once (two instances with different keys: a rotation step skipped) back off to one
+        per 30 s, so they cannot flood the audit trail; writes still repair at once."""
+        now = time.monotonic()
+        if now - self._repair_at > 60.0:
+            self._repairs = 0  # a minute without a refused document: start afresh
+        if now < self._repair_at:
+            return False
+        self._repair_at = now + min(30.0, 0.25 * 2 ** self._repairs)
+        self._repairs += 1
+        return True
 
     async def _reseed(self, got: Loaded, mine: StateDoc) -> None:
         """The store lost its state (restart without persistence, FLUSHALL, an old backup)

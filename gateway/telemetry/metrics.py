@@ -106,6 +106,19 @@ HELP: dict[str, tuple[str, str]] = {
     "killgate_split_window_answers": (
         "gauge", "Answers a version served on a route in the last minute (the "
                  "denominator of killgate_split_share)."),
+    "killgate_drills_open": ("gauge", "Recovery drills started and not yet ended."),
+    "killgate_drills_overdue": ("gauge", "Open drills past their deadline (restore them)."),
+    "killgate_drill_tokens_refused_total": ("counter", "Requests whose drill token did not "
+                                                       "verify (forged, altered or expired)."),
+    "killgate_drill_last_passed": ("gauge", "1 when the last drill of this kind and route "
+                                            "passed."),
+    "killgate_drill_last_timestamp_seconds": ("gauge", "When the last drill ended (unix)."),
+    "killgate_drill_last_duration_seconds": ("gauge", "How long the last drill ran."),
+    "killgate_drill_last_leaks": ("gauge", "Answers from the killed version after the "
+                                           "receipt, in the last drill."),
+    "killgate_drill_last_errors": ("gauge", "Errors the last drill's requests saw."),
+    "killgate_drill_last_seconds": ("gauge", "The last drill's measure (time_to_kill, ...; "
+                                             "the slowest instance)."),
 }
 
 
