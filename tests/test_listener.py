@@ -142,3 +142,42 @@ async def test_the_fast_path_takes_no_task_per_request(tmp_path: Path, backends,
             assert head.startswith(b"HTTP/1.1 200")
         w.close()
     assert spawned == ["Flight._run"], spawned
+
+
+async def test_a_kill_cuts_a_fast_path_request_waiting_on_its_backend(tmp_path: Path,
+                                                                      backends) -> None:
+    """A request forwarded on the fast path (no Task: its body in memory, a pooled
+    connection) and waiting on a slow backend is cut by a kill with abort_inflight: the
+    client gets the route's killed answer at once, and the backend is not blamed for it."""
+    from aiohttp import ClientSession
+
+    from tests.test_killswitch import auth
+
+    async def slow(req: web.Request) -> web.Response:
+        await req.read()
+        if req.path.endswith("/slow"):
+            await asyncio.sleep(3)
+        return web.json_response({"ok": True})
+
+    app = web.Application()
+    app.router.add_route("*", "/{t:.*}", slow)
+    p = await backends(app)
+    cfg = write_config(tmp_path, two_versions(p, p, 100, 0))
+    async with running_gateway(cfg) as g, ClientSession() as s:
+        async with s.post(g.url + "/v2/models/iris/warm", data=b"{}") as r:
+            assert r.status == 200  # a pooled connection is idle now: the next is fast path
+        t0 = time.monotonic()
+        waiting = asyncio.ensure_future(s.post(g.url + "/v2/models/iris/slow", data=b"{}"))
+        await wait_until(lambda: g.gw.inflight.count == 1, 5, what="the request in flight")
+        async with s.post(f"{g.admin}/v1/kill", headers=auth(),
+                          json={"scope": "route", "route": "iris", "reason": "t"}) as r:
+            assert r.status == 200
+        r = await asyncio.wait_for(waiting, 5)
+        body = await r.json()
+        r.release()
+        assert r.status == 503 and body["error"]["type"] == "killed", body
+        assert time.monotonic() - t0 < 2.5  # cut, not waited out
+        m = g.gw.metrics
+        assert m.get("killgate_inflight_aborted_total", ("iris",)) == 1
+        assert not m.get("killgate_upstream_errors_total", ("iris", "v1", "Aborted"))
+        assert g.gw.holder.unhealthy == frozenset()

@@ -262,12 +262,12 @@ class Flight(Handle):
             self._spawn(self._stream(ex))
 
     def _failed(self, err: UpstreamError) -> None:
-        self.proxy.count_error(self.plan, self.target, err, self.started)
-        self._trace_failed(err)
         aborted = self.aborted
-        if aborted is not None:
+        if aborted is not None:  # cut by a kill: the backend did nothing wrong
             self._answer_killed(aborted)
             return
+        self.proxy.count_error(self.plan, self.target, err, self.started)
+        self._trace_failed(err)
         if self._next(outcome_of(err), err, None):
             self._continue()
 
@@ -291,7 +291,9 @@ class Flight(Handle):
                            lambda: budget is not None and retry is not None
                            and budget.allow(proxy.loop.time(), retry.budget))
         if nxt.action == ANSWER:
-            if ex is not None:
+            if isinstance(err, Aborted):
+                self._answer_killed(err)
+            elif ex is not None:
                 self._forward_answer(ex)
             elif nxt.reason == "no_other_version" and plan.fallback is not None:
                 self._finished()
@@ -373,7 +375,8 @@ class Flight(Handle):
                     except UpstreamError as exc:
                         self.exchange = None
                         ex.release()
-                        proxy.count_error(self.plan, self.target, exc, self.started)
+                        if not isinstance(exc, Aborted):
+                            proxy.count_error(self.plan, self.target, exc, self.started)
                         if not self._next(outcome_of(exc), exc, None):
                             return
                         continue
