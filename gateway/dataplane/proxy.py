@@ -41,6 +41,7 @@ log = logging.getLogger("killgate.proxy")
 _JSON = b"application/json"
 _ADMITTED = object()  # a request counted in flight, before (or without) a Flight
 _CACHE_MAX = 1024  # request targets and hosts remembered as parsed (cleared when full)
+_CACHED_TARGET = 256  # longer targets are parsed every time (the cache stays small)
 
 
 class TableSource(Protocol):
@@ -156,9 +157,10 @@ class Proxy:
             known = self._targets.get(req.target)  # the same few paths, again and again
             if known is None:
                 known = split_target(req.target.decode("latin-1"))
-                if len(self._targets) >= _CACHE_MAX:
-                    self._targets.clear()
-                self._targets[req.target] = known
+                if len(req.target) <= _CACHED_TARGET:
+                    if len(self._targets) >= _CACHE_MAX:
+                        self._targets.clear()
+                    self._targets[req.target] = known
             path, target = known
             host = self._hosts.get(req.host)
             if host is None:
