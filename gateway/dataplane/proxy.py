@@ -167,9 +167,10 @@ class Proxy:
                 raw = req.host
                 host = route_host(req.headers.get("host") if raw and not raw.isascii()
                                   else raw.decode("ascii") if raw else None)
-                if len(self._hosts) >= _CACHE_MAX:
-                    self._hosts.clear()
-                self._hosts[raw] = host
+                if raw is not None and len(raw) <= _CACHED_TARGET:
+                    if len(self._hosts) >= _CACHE_MAX:
+                        self._hosts.clear()
+                    self._hosts[raw] = host
         except BadTarget as exc:
             self._bad(req, "target", str(exc))
             return
