@@ -514,11 +514,14 @@ class Flight(Handle):
             self._finished()
             return
         cutter = EventCutter() if sse else None
+        tap = proxy.tap(self) if plan.config.shadow is not None else None
         try:
             while True:
                 data = await ex.read()
                 if not data:
                     break
+                if tap is not None:
+                    tap.feed(data)  # as the backend sent it
                 if cutter is not None:
                     data = cutter.feed(data)
                     if not data:
@@ -565,3 +568,5 @@ class Flight(Handle):
         tail = cutter.flush() if cutter is not None else b""
         rec.bytes_out += len(tail)
         req.end(tail)
+        if tap is not None:
+            tap.end(status, raw)

@@ -26,9 +26,10 @@ from gateway.dataplane.jsonpeek import ModelField, Unreadable, find_model
 from gateway.dataplane.paths import BadTarget, route_host, split_target
 from gateway.dataplane.request import BadBody, BadHeader, BodyTimeout, ClientGone, Request
 from gateway.dataplane.retry import RetryBudget
+from gateway.dataplane.shadow import Mirror, Tap
 from gateway.dataplane.spans import RequestTracer, TraceView, trace_choice
 from gateway.dataplane.upstream import Exchange, Upstreams
-from gateway.domain.routing import KILLED, RoutePlan, RouteTable, Target
+from gateway.domain.routing import FALLBACK, KILLED, STATE_UNKNOWN, RoutePlan, RouteTable, Target
 from gateway.errors import UpstreamError, UpstreamOverflow, UpstreamTimeout
 from gateway.log import event
 from gateway.telemetry.metrics import Metrics
@@ -71,7 +72,8 @@ class Proxy:
                  metrics: Metrics, max_body: int, peek_bytes: int,
                  observer: Observer | None = None, scheme: str = "http",
                  max_inflight: int = 10_000, recorder: Recorder = NULL,
-                 tracer: RequestTracer | None = None, faults: FaultGate | None = None) -> None:
+                 tracer: RequestTracer | None = None, faults: FaultGate | None = None,
+                 shadow: Mirror | None = None) -> None:
         self.max_inflight = max_inflight
         self.max_body = max_body
         self.peek_bytes = peek_bytes
@@ -84,6 +86,7 @@ class Proxy:
         self.recorder = recorder  # told how each request went (telemetry/record.py)
         self.tracer = tracer  # None: tracing off, and the request path never looks further
         self.faults = faults or FaultGate(None)
+        self.shadow = shadow  # shadow copies (dataplane/shadow.py), for routes with a shadow
         self.scheme_b = scheme.encode()
         self.rand = random.random
         self.loop = asyncio.get_running_loop()
@@ -317,6 +320,15 @@ class Proxy:
         rec.status = status
         rec.bytes_out = bytes_out
 
+    def tap(self, flight: Flight) -> Tap | None:
+        """A shadow copy's tap on this answer, when the route has a shadow and samples it."""
+        if flight.plan.config.shadow is None or self.shadow is None:
+            return None
+        req = flight.req
+        return self.shadow.tap(flight.plan, flight.target, req.method, flight.raw_target,
+                               list(req.raw_headers), flight.prefix, flight.complete,
+                               flight.field, req.conn.remote_b, flight.started)
+
     def write_complete(self, flight: Flight, ex: Exchange) -> None:
         """The fast path's end: the whole answer has arrived; one write to the client."""
         req = flight.req
@@ -324,6 +336,8 @@ class Proxy:
         status = ex.status
         body = ex.take_body()
         raw = ex.headers
+        if plan.config.shadow is not None and (tap := self.tap(flight)) is not None:
+            tap.answer(status, raw, body)  # a copy goes once this answer is written
         length: int | None = len(body)
         if req.method == b"HEAD":
             length, body = ex.length, b""
@@ -411,6 +425,14 @@ class Proxy:
                     scope: str | None = None) -> None:
         """Killed or nothing can serve: the route's fallback, else a 503."""
         fb = plan.fallback
+        if plan.killed == STATE_UNKNOWN:  # not a kill: nothing can serve until we know
+            self.metrics.inc("killgate_state_unknown_answers_total")
+            decision = FALLBACK
+            if fb is None:
+                self._error(req, 503, "state_unknown", "this gateway has not loaded the kill "
+                            "state yet; retry shortly", plan=plan, decision=FALLBACK,
+                            extra=b"retry-after: 1\r\n")
+                return
         if fb is not None:
             extra = b"".join(b"%s: %s\r\n" % (k.encode("latin-1"), v.encode("latin-1", "replace"))
                              for k, v in fb.headers.items())
