@@ -145,6 +145,10 @@ async def test_a_store_rolled_back_to_an_older_genuine_state_keeps_the_kill(
                  for k in ("kgtest:state", "kgtest:gen", "kgtest:audit:head")}
         await post(session, g.admin, "/v1/kill", scope="route", route="iris")
         kill_id = stream_ids(redis_server)[-1]
+        total = len(events_in(redis_server))
+        await wait_until(lambda: mirror.exists()
+                         and len(mirror.read_text().splitlines()) == total, 5,
+                         what="the mirror to copy the kill")
         reseeds = g.gw.metrics.get("killgate_state_reseeds_total")
         for k, v in saved.items():
             redis_server.cmd("SET", k, v)
