@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from gateway.domain.statedoc import MAX_GENERATION
 from tests.backends import echo_app
 from tests.conftest import (
     RedisServer,
@@ -236,3 +237,46 @@ async def test_replays_and_deletions_cannot_flood_the_audit_trail_with_reseeds(
         await post(session, g.admin, "/v1/kill", scope="version", route="iris", version="v2")
         assert {"route:iris", "version:iris:v2"} <= stored_kills(redis_server).keys()
 
+
+# ------------------------------------------------------------------ the unsigned migration
+
+
+async def test_an_unsigned_document_in_a_fresh_store_adds_kills_and_nothing_else(
+        tmp_path: Path, backends, session, redis_server: RedisServer) -> None:
+    """The migration exception: before any instance has seen signed state, the kills of an
+    unsigned document are kept. The attacker who writes one into a fresh store can add
+    kills (a denial of service, as deleting keys is) and nothing else: not overrides, and
+    not its generation (one near the largest valid one left the fleet unable to move on;
+    one past what a float holds made every /metrics scrape answer 500)."""
+    p = await backends(echo_app("v1"))
+    top = MAX_GENERATION
+    flag = {"scope": "route", "route": "iris", "version": None, "actor": "x", "reason": "r",
+            "time": "t", "generation": top, "abort_inflight": True}
+    forged = {"generation": top, "epoch": "x", "kills": {"route:iris": flag},
+              "overrides": {"iris": {"stable": "v2", "weights": {"v1": 0, "v2": 100},
+                                     "actor": "x", "reason": "r", "time": "t",
+                                     "kind": "weights"}}}
+    redis_server.cmd("SET", "kgtest:state", json.dumps(forged))
+    redis_server.cmd("SET", "kgtest:gen", str(top))
+    cfg = write_config(tmp_path, two_versions(p, p), state=redis_state(redis_server, tmp_path))
+    async with running_gateway(cfg) as g:
+        doc = g.gw.holder.doc
+        assert set(doc.kills) == {"route:iris"} and not doc.overrides
+        assert doc.generation < 10
+        # the fleet goes on: writes work, the store's document verifies, metrics export
+        await post(session, g.admin, "/v1/unkill", scope="route", route="iris")
+        assert g.gw.sync.status()["last_error"] is None
+        assert (await g.gw.sync.store.load()).trusted
+        async with session.get(g.admin + "/metrics") as r:
+            assert r.status == 200
+    # a generation past the largest valid one: not a document at all, nothing is taken
+    for field, value in (("generation", 10 ** 400), ("kills", {"route:iris": {
+            **flag, "generation": 10 ** 400}})):
+        redis_server.cmd("FLUSHALL")
+        redis_server.cmd("SET", "kgtest:state", json.dumps({**forged, field: value}))
+        cfg = write_config(tmp_path, two_versions(p, p),
+                           state=redis_state(redis_server, tmp_path, name=field))
+        async with running_gateway(cfg) as g:
+            assert not g.gw.holder.doc.kills and g.gw.holder.doc.generation < 10
+            async with session.get(g.admin + "/metrics") as r:
+                assert r.status == 200

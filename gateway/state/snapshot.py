@@ -53,8 +53,7 @@ class SnapshotFile:
                 legacy = decode_doc(raw)
                 self.on_unverified("snapshot", "written before state signing: only its kills "
                                                "are kept", None)
-                return StateDoc(generation=legacy.generation, epoch=legacy.epoch,
-                                kills=legacy.kills)
+                return StateDoc(kills=legacy.kills)  # (not even its generation)
             body, which = self.keys.open(b"snapshot", raw)
             doc = decode_doc(body)
         except ValueError as exc:

@@ -262,10 +262,10 @@ class Sync(Writes):
         store_doc = got.doc if got.trusted else None
         if got.legacy is not None and self.migrating:
             # Migration from unsigned state: its kills are kept (they only stop traffic);
-            # its overrides, history and identities are not trusted.
+            # its overrides, history, identities and generation are not trusted (whoever
+            # wrote it could choose a generation the fleet could never move past).
             kills = {k: f for k, f in got.legacy.kills.items() if k not in mine.kills}
-            mine = apply_change(mine, Change(kills=kills),
-                                max(mine.generation, got.legacy.generation) + 1)
+            mine = apply_change(mine, Change(kills=kills))
         merged = merge_restrictive(store_doc, mine)
         why = ("empty" if got.empty else "refused" if got.problem is not None
                else "generation key disagrees" if not got.trusted else "older")
