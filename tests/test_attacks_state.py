@@ -280,3 +280,33 @@ async def test_an_unsigned_document_in_a_fresh_store_adds_kills_and_nothing_else
             assert not g.gw.holder.doc.kills and g.gw.holder.doc.generation < 10
             async with session.get(g.admin + "/metrics") as r:
                 assert r.status == 200
+
+
+# ------------------------------------------------------------------ the snapshot file
+
+
+async def test_a_snapshot_from_another_deployment_is_refused(
+        tmp_path: Path, backends, session, redis_server: RedisServer) -> None:
+    """Someone with write access to an instance's disk copies the snapshot of another
+    deployment that shares the key (another prefix: staging beside production) over this
+    instance's. Its generation is higher: once loaded, the re-seed would write its
+    overrides into this deployment's store. A snapshot is bound to its deployment."""
+    p = await backends(echo_app("v1"))
+    other = write_config(tmp_path, two_versions(p, p), name="other.yaml", state=redis_state(
+        redis_server, tmp_path, name="other").replace("prefix: kgtest", "prefix: staging"))
+    async with running_gateway(other) as g:
+        for w in (50, 60, 70):
+            async with session.put(g.admin + "/v1/routes/iris/weights", headers=H, json={
+                    "weights": {"v1": 100 - w, "v2": w}, "reason": "staging"}) as r:
+                assert r.status == 200, await r.text()
+    cfg = write_config(tmp_path, two_versions(p, p), state=redis_state(redis_server, tmp_path))
+    async with running_gateway(cfg) as g:
+        await post(session, g.admin, "/v1/kill", scope="route", route="iris")
+    mine = tmp_path / "snapshot-a.json"
+    mine.write_bytes((tmp_path / "snapshot-other.json").read_bytes())
+    async with running_gateway(cfg) as g:
+        assert not g.gw.sync.from_snapshot
+        assert g.gw.sync.status()["verification"]["unverified"].get("snapshot") == 1
+        assert "iris" not in g.gw.holder.doc.overrides
+        assert "route:iris" in g.gw.holder.doc.kills
+    assert '"overrides": {}' in redis_server.cmd("GET", "kgtest:state")
