@@ -310,3 +310,49 @@ async def test_a_snapshot_from_another_deployment_is_refused(
         assert "iris" not in g.gw.holder.doc.overrides
         assert "route:iris" in g.gw.holder.doc.kills
     assert '"overrides": {}' in redis_server.cmd("GET", "kgtest:state")
+
+
+# ------------------------------------------------------------------ malformed signatures
+
+
+async def test_a_signature_that_is_not_ascii_is_refused_not_a_crash(
+        tmp_path: Path, backends, session, redis_server: RedisServer) -> None:
+    """`hmac.compare_digest` raises TypeError (not ValueError) for a str with non-ASCII
+    characters. The key id is public (status, and every stored value's first line), so
+    the attacker can reach the comparison with `é` as the MAC: in the stored state, a
+    pushed document, an ack, a heartbeat and an audit event. Each must be refused like
+    any bad signature, never crash the sync loop, a receipt or `audit verify`."""
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p), state=redis_state(redis_server, tmp_path))
+    async with running_gateway(cfg) as g:
+        await post(session, g.admin, "/v1/kill", scope="route", route="iris")
+        kid = g.gw.sync.status()["verification"]["key_id"]
+        body = redis_server.cmd("GET", "kgtest:state").split("\n", 1)[1]
+        bad = f"KGS1 {kid} é\n{body}"
+        gen = str(g.gw.holder.doc.generation)
+        redis_server.cmd("PUBLISH", "kgtest:events", bad)
+        redis_server.cmd("PUBLISH", "kgtest:acks", f"{kid} é {gen} 1 - ghost")
+        now = int(time.time() * 1000)
+        redis_server.cmd("HSET", "kgtest:instances", "ghost", f"{now} {kid} é {gen} 1 - ghost")
+        redis_server.cmd("SET", "kgtest:state", bad)
+        redis_server.cmd("SET", "kgtest:gen", str(int(gen) + 1))
+        tamper = g.gw.sync.tamper
+        await wait_until(lambda: {"state", "push", "ack"} <= tamper.counts.keys(), 5,
+                         what=f"each refusal to be counted ({tamper.counts})")
+        async with session.get(g.admin + "/v1/status", headers=H) as r:
+            assert r.status == 200
+            assert "ghost" not in (await r.json())["instances"]
+        assert "heartbeat" in tamper.counts
+        # the sync loop stayed up: it repaired the store, and a write works
+        await wait_until(lambda: redis_server.cmd("GET", "kgtest:state").startswith(
+            f"KGS1 {kid} ") and "é" not in redis_server.cmd("GET", "kgtest:state"), 5,
+            what="the store to be repaired")
+        assert g.gw.sync.connected
+        await post(session, g.admin, "/v1/kill", scope="global")
+        evs = events_in(redis_server)
+        ids = stream_ids(redis_server)
+        redis_server.cmd("XDEL", "kgtest:audit", ids[-1])
+        redis_server.cmd("XADD", "kgtest:audit", "*", "e", json.dumps({**evs[-1], "mac": "é"}))
+        res = await asyncio.to_thread(verify, g.admin, *KEY)
+        assert res.returncode == 1 and "BROKEN" in res.stderr, res.stderr
+        assert "Traceback" not in res.stderr

@@ -99,7 +99,9 @@ class Keyring:
         key = self._by_kid.get(kid)
         if key is None:
             raise Unverified(f"signed with an unknown key id {kid[:16]!r}")
-        if not hmac.compare_digest(self._mac(key, kind, body), mac):
+        # (compare_digest raises TypeError on a str that is not ASCII: compare bytes)
+        if not hmac.compare_digest(self._mac(key, kind, body).encode(),
+                                   mac.encode("utf-8", "replace")):
             raise Unverified("its signature does not match its content")
         return "current" if key is self.current else "previous"
 
