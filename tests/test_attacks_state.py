@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,7 @@ from typing import Any
 from gateway.domain.statedoc import MAX_GENERATION
 from tests.backends import echo_app
 from tests.conftest import (
+    ROOT,
     RedisServer,
     running_gateway,
     two_versions,
@@ -356,3 +359,51 @@ async def test_a_signature_that_is_not_ascii_is_refused_not_a_crash(
         res = await asyncio.to_thread(verify, g.admin, *KEY)
         assert res.returncode == 1 and "BROKEN" in res.stderr, res.stderr
         assert "Traceback" not in res.stderr
+
+
+# ------------------------------------------------------------------ key settings
+
+
+KEY_A = "a" * 40
+KEY_B = "b" * 40
+
+
+def _key_config(tmp: Path, state: str) -> Path:
+    cfg = tmp / "keys.yaml"
+    cfg.write_text("listen: 127.0.0.1:0\nadmin: {listen: 127.0.0.1:0}\n"
+                   f"state: {{backend: redis, url: 'redis://127.0.0.1:1/0', {state}}}\n"
+                   "routes:\n  - {name: r, match: {path_prefix: /r}, stable: v1,\n"
+                   "     versions: [{name: v1, url: 'http://127.0.0.1:1', weight: 1}]}\n")
+    return cfg
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "KG_KEY_A": KEY_A, "KG_KEY_B": KEY_B, "KG_SHORT": "x" * 31}
+    return subprocess.run([sys.executable, "-m", "gateway", *args], env=env,
+                          capture_output=True, text=True, timeout=30, cwd=str(ROOT))
+
+
+def test_check_and_serve_refuse_short_and_repeated_keys(tmp_path: Path) -> None:
+    """A short key, or a previous key that is the current one (a rotation step done
+    wrong: the old key is then not accepted at all, while the config looks like an
+    overlap), is refused by `killgate check` and `killgate serve`, naming the setting;
+    no key value appears in what they print."""
+    cases = {
+        "signing_key_env: KG_SHORT": "state.signing_key_env: the key is 31 bytes",
+        "signing_key_env: KG_KEY_A, previous_signing_key_env: KG_SHORT":
+            "state.previous_signing_key_env: the key is 31 bytes",
+        "signing_key_env: KG_KEY_A, previous_signing_key_env: KG_KEY_A":
+            "state.previous_signing_key_env: the same key as state.signing_key",
+        "signing_key_env: KG_KEY_A, audit_key_env: KG_KEY_B, previous_audit_key_env: KG_KEY_B":
+            "state.previous_audit_key_env: the same key as state.audit_key",
+    }
+    for state, problem in cases.items():
+        cfg = _key_config(tmp_path, state)
+        for args in (("check", str(cfg)), ("serve", "-c", str(cfg))):
+            res = _run(*args)
+            out = res.stdout + res.stderr
+            assert res.returncode == 1 and problem in out, (state, args, out)
+            assert KEY_A not in out and KEY_B not in out and "x" * 31 not in out
+    ok = _run("check", str(_key_config(
+        tmp_path, "signing_key_env: KG_KEY_A, previous_signing_key_env: KG_KEY_B")))
+    assert ok.returncode == 0, ok.stderr

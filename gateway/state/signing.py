@@ -186,11 +186,21 @@ def signing_keyring(cfg: StateConfig, resolve: Callable[[str], Path]) -> Keyring
                         resolve, problems)
     previous = read_keys(cfg.previous_signing_key_env, cfg.previous_signing_key_file,
                          "state.previous_signing_key", resolve, problems)
+    _not_the_same(current, previous, "state.signing_key", cfg.previous_signing_key_env,
+                  problems)
     if problems:
         raise ConfigError(problems)
-    if current is not None and previous is not None and previous.kid == current.kid:
-        previous = None  # the same key twice: nothing to rotate from
     return Keyring(current, previous, cfg.prefix if cfg.backend == "redis" else "local")
+
+
+def _not_the_same(current: Key | None, previous: Key | None, where: str, env: str | None,
+                  problems: list[Problem]) -> None:
+    """A previous key that is the current one: a rotation step done wrong (the old key,
+    which the fleet may still sign with, would not be accepted at all)."""
+    if current is not None and previous is not None and previous.kid == current.kid:
+        prev = where.replace("state.", "state.previous_") + ("_env" if env else "_file")
+        problems.append(Problem(prev, f"the same key as {where}: during a rotation it must "
+                                      "name the old key (remove it once the rotation is done)"))
 
 
 def audit_keyring(cfg: StateConfig, resolve: Callable[[str], Path],
@@ -201,6 +211,7 @@ def audit_keyring(cfg: StateConfig, resolve: Callable[[str], Path],
                         resolve, problems)
     previous = read_keys(cfg.previous_audit_key_env, cfg.previous_audit_key_file,
                          "state.previous_audit_key", resolve, problems)
+    _not_the_same(current, previous, "state.audit_key", cfg.previous_audit_key_env, problems)
     if problems:
         raise ConfigError(problems)
     if current is None:
