@@ -19,7 +19,7 @@ INFER = "/v2/models/iris/infer"
 
 
 def bearer(scope: str, sub: str = "am") -> dict[str, str]:
-    return {"Authorization": f"Bearer {mint(SECRET, sub, scope, 600, 'killgate', 'killgate-admin')}"}
+    return {"Authorization": f"Bearer {mint(SECRET, sub, scope, 10800, 'killgate', 'killgate-admin')}"}
 
 
 ALERT = bearer("killgate:alert")

@@ -19,7 +19,7 @@ from tests.conftest import ROOT, SECRET, running_gateway, two_versions, wait_unt
 from tests.faultproxy import redis_state_via
 from tests.test_killswitch import redis_state
 
-TOKEN = mint(SECRET, "alice", "killgate:admin", 600, "killgate", "killgate-admin")
+TOKEN = mint(SECRET, "alice", "killgate:admin", 3 * 3600, "killgate", "killgate-admin")
 H = {"Authorization": f"Bearer {TOKEN}"}
 
 

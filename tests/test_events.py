@@ -21,7 +21,7 @@ from tests.conftest import SECRET, running_gateway, two_versions, wait_until, wr
 from tests.test_alerting import payload as am_payload
 
 HOOK_SECRET = "hook-secret-0123456789-abcdefghijklmnop"
-ADMIN = {"Authorization": "Bearer " + mint(SECRET, "alice", "killgate:admin", 600, "killgate",
+ADMIN = {"Authorization": "Bearer " + mint(SECRET, "alice", "killgate:admin", 3 * 3600, "killgate",
                                            "killgate-admin")}
 
 

@@ -181,6 +181,10 @@ class RedisRecords(RedisLink):
         await self._call("HSET", f"{self.k_stats}:{route}", instance,
                          self._sealed("stats", f"{route}\x00{instance}", blob))
 
+    async def drop_stats(self, route: str, instances: list[str]) -> None:
+        if instances:
+            await self._call("HDEL", f"{self.k_stats}:{route}", *instances)
+
     async def get_stats(self, route: str) -> list[dict[str, Any]]:
         flat = await self._call("HGETALL", f"{self.k_stats}:{route}")
         out = []

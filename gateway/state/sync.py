@@ -103,7 +103,9 @@ class Sync(Writes):
             self.last_error = str(exc) or type(exc).__name__
             self.connected = False
             event(log, "state_store_unavailable_at_start", logging.WARNING, error=self.last_error,
-                  serving="snapshot" if self.from_snapshot else "config only")
+                  serving="snapshot" if self.from_snapshot else
+                  "config only (ready_without_state)" if self.cfg.ready_without_state else
+                  "nothing: 503 state_unknown until the kill state is loaded")
         self._update_ready()
         self._tasks = [asyncio.create_task(self._run(), name="state-sync"),
                        asyncio.create_task(self._guard(), name="state-guard")]
@@ -126,6 +128,11 @@ class Sync(Writes):
 
     def _update_ready(self) -> None:
         self.ready = self.synced_once or self.from_snapshot or self.cfg.ready_without_state
+        # the data plane opens with readiness, in the same step (after the state's swap)
+        if self.ready and self.holder.state_loaded():
+            event(log, "kill_state_loaded", generation=self.holder.doc.generation,
+                  source="store" if self.synced_once else "snapshot" if self.from_snapshot
+                  else "none (ready_without_state)")
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
