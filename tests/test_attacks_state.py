@@ -13,6 +13,7 @@ import asyncio
 import hashlib
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -31,7 +32,7 @@ from tests.conftest import (
 )
 from tests.test_forgery import stays_killed
 from tests.test_keyed_audit import KEY, H, events_in, verify, verify_mirror
-from tests.test_killswitch import redis_state
+from tests.test_killswitch import redis_state, status_of
 
 
 def stream_ids(redis: RedisServer) -> list[str]:
@@ -407,3 +408,60 @@ def test_check_and_serve_refuse_short_and_repeated_keys(tmp_path: Path) -> None:
     ok = _run("check", str(_key_config(
         tmp_path, "signing_key_env: KG_KEY_A, previous_signing_key_env: KG_KEY_B")))
     assert ok.returncode == 0, ok.stderr
+
+
+# ------------------------------------------------------------------ oversized values
+
+
+def _set_raw(redis: RedisServer, key: str, value: bytes, command: str = "SET") -> None:
+    """SET (or PUBLISH) a large value over a raw socket (the test's own client)."""
+    args = [command.encode(), key.encode(), value]
+    payload = f"*{len(args)}\r\n".encode() + b"".join(
+        f"${len(a)}\r\n".encode() + a + b"\r\n" for a in args)
+    with socket.create_connection(("127.0.0.1", redis.port), timeout=10) as s:
+        s.sendall(payload)
+        s.recv(100)
+
+
+async def test_huge_documents_in_the_store_do_not_stall_the_data_plane(
+        tmp_path: Path, backends, session, redis_server: RedisServer) -> None:
+    """The attacker stores a huge document (and keeps changing the generation key so every
+    instance re-reads it every poll), or publishes one. Reading, verifying and parsing it
+    ran on the loop the data plane runs on: a 40 MB unsigned JSON document stalled every
+    request for ~7 s. Over 16 MiB a document is refused unread; an unsigned one is parsed
+    only during a migration, and then in a thread."""
+    p = await backends(echo_app("v1"))
+    # (reading 14 MB through a script takes redis ~0.2 s: more than the 300 ms the other
+    # tests allow a command on a loaded machine; this one is about the data plane)
+    cfg = write_config(tmp_path, two_versions(p, p, 100, 0),
+                       state=redis_state(redis_server, tmp_path, command_timeout="3s"))
+    async with running_gateway(cfg) as g:
+        await wait_until(lambda: g.gw.sync.synced_once, 5, what="the first sync")
+        tamper = g.gw.sync.tamper
+        flag = {"scope": "route", "route": "iris", "version": None, "actor": "x", "reason": "r",
+                "time": "t", "generation": 1}
+        for size in (12, 40):  # MB: under and over the limit
+            if size == 12:  # a document-shaped one: every kill flag is validated
+                big = json.dumps({"generation": 1, "kills": {
+                    f"route:r{i}": flag for i in range(size * 1024 * 1024 // 110)}}).encode()
+            else:
+                big = b"[" + b"1," * (size * 512 * 1024) + b"1]"
+            await asyncio.to_thread(_set_raw, redis_server, "kgtest:events", big, "PUBLISH")
+            refused = tamper.counts.get("state", 0)
+            worst = 0.0
+            end = time.monotonic() + 2.0
+            while time.monotonic() < end:
+                # (again and again: the instance re-seeds over it)
+                await asyncio.to_thread(_set_raw, redis_server, "kgtest:state", big)
+                redis_server.cmd("SET", "kgtest:gen", str(time.monotonic_ns()))
+                t0 = time.perf_counter()
+                assert (await status_of(session, g.url))[0] == 200
+                worst = max(worst, time.perf_counter() - t0)
+                await asyncio.sleep(0.01)
+            assert tamper.counts.get("state", 0) > refused, (size, g.gw.sync.last_error)
+            assert worst < 1.0, (size, worst)
+            if size == 40:
+                assert "over the 16777216-byte limit (not read)" in str(tamper.last)
+        # (the 12 MB push was read and refused; redis drops a subscriber rather than queue
+        # 40 MB for it: client-output-buffer-limit pubsub, 32 MB by default)
+        assert tamper.counts.get("push", 0) >= 1
