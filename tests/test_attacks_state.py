@@ -465,3 +465,34 @@ async def test_huge_documents_in_the_store_do_not_stall_the_data_plane(
         # (the 12 MB push was read and refused; redis drops a subscriber rather than queue
         # 40 MB for it: client-output-buffer-limit pubsub, 32 MB by default)
         assert tamper.counts.get("push", 0) >= 1
+
+
+# ------------------------------------------------------------------ keys of the wrong type
+
+
+async def test_keys_of_the_wrong_type_do_not_block_kills(
+        tmp_path: Path, backends, session, redis_server: RedisServer) -> None:
+    """The attacker replaces a key the commit or the heartbeat writes with one of another
+    type (a hash where the generation was, a string where the audit stream was). Every
+    commit failed with WRONGTYPE: kills refused (503) and no re-seed possible until an
+    operator cleaned Redis by hand; heartbeats failed, so the sync loop kept reconnecting.
+    The instance now replaces such keys (nothing genuine is in them) and carries on."""
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p, 100, 0),
+                       state=redis_state(redis_server, tmp_path))
+    async with running_gateway(cfg) as g:
+        await post(session, g.admin, "/v1/kill", scope="version", route="iris", version="v2")
+        for key, wrong in (("kgtest:gen", ("HSET", "kgtest:gen", "a", "b")),
+                           ("kgtest:audit", ("SET", "kgtest:audit", "x")),
+                           ("kgtest:audit:head", ("RPUSH", "kgtest:audit:head", "x")),
+                           ("kgtest:instances", ("SET", "kgtest:instances", "x"))):
+            redis_server.cmd("DEL", key)
+            redis_server.cmd(*wrong)
+            async with session.post(g.admin + "/v1/kill", headers=H, json={
+                    "scope": "route", "route": "iris", "reason": key}) as r:
+                assert r.status == 200, (key, await r.text())
+            await post(session, g.admin, "/v1/unkill", scope="route", route="iris")
+            await wait_until(lambda: g.gw.sync.connected, 5, what=f"connected after {key}")
+        assert redis_server.cmd("TYPE", "kgtest:audit") == "stream"
+        assert redis_server.cmd("TYPE", "kgtest:instances") == "hash"
+        assert "version:iris:v2" in g.gw.holder.doc.kills

@@ -30,7 +30,7 @@ from gateway.domain.statedoc import StateDoc
 from gateway.errors import AuditError, StoreConflict, StoreUnavailable
 from gateway.log import event
 from gateway.state.redisaux import RedisRecords
-from gateway.state.redislink import Script
+from gateway.state.redislink import OWN, Script
 from gateway.state.resp import RespConnection, RespError
 from gateway.state.signing import Keyring
 from gateway.state.store import (
@@ -48,7 +48,8 @@ Listener = Callable[[StateDoc | Ack], None]
 
 log = logging.getLogger("killgate.state")
 
-_COMMIT = Script("""
+_COMMIT = Script(OWN + """
+own(KEYS[2], 'string'); own(KEYS[3], 'stream'); own(KEYS[4], 'string')
 local cur = redis.call('GET', KEYS[2])
 if (cur or '') ~= ARGV[1] then return {'conflict', cur or ''} end
 if ARGV[4] ~= '' then
