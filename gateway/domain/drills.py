@@ -33,6 +33,8 @@ __all__ = [
     "KINDS",
     "MAX_RESULTS",
     "end",
+    "holds_kill",
+    "holds_override",
     "inject_kill",
     "inject_rollback",
     "merge",
@@ -165,6 +167,29 @@ def _reinstate(doc: StateDoc, rc: RouteConfig, before: dict[str, Any] | None, ac
         assert v is not None
         history[rc.name] = (HistoryEntry(stable, now, actor, reason, v.url, v.artifact),)
     return Change(overrides={rc.name: ov}, history=history)
+
+
+def holds_kill(doc: StateDoc, key: str) -> bool:
+    """Whether the kill flag in force at `key` is one an open drill made (its restore would
+    lift it): a person's or an alert's kill of the same key must take it over."""
+    flag = doc.kills.get(key)
+    if flag is None:
+        return False
+    mine = _flag_id(flag.public())
+    return any(m.get("kill") == key and _flag_id(m["flag"]) == mine
+               for rec in doc.drills.values() for m in rec.injected)
+
+
+def holds_override(doc: StateDoc, route: str) -> bool:
+    """Whether the route's override is the one an open drill made (its restore would undo
+    it): an alert's rollback to the same place must take it over."""
+    ov = doc.overrides.get(route)
+    if ov is None:
+        return False
+    now = plain(ov)
+    return any("override" in m and m["override"]["route"] == route
+               and m["override"]["after"] == now
+               for rec in doc.drills.values() for m in rec.injected)
 
 
 def restore(doc: StateDoc, drill: str, routes: dict[str, RouteConfig], actor: str,
