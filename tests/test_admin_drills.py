@@ -206,6 +206,11 @@ async def test_failover_fault_meets_drill_requests_only(tmp_path: Path, backends
         assert await answer(session, url, **pin, **{"x-killgate-drill": token}) == \
             (200, "v1", "failover")
         assert await answer(session, url, **pin) == (200, "v2", "pinned")  # no token
+        # the backend that answers a drill request never sees the token (nor the pin)
+        async with session.get(url, headers={"x-killgate-drill": token,
+                                             "X-KillGate-Drill-Route": "1"}) as r:
+            seen = dict((k, v) for k, v in (await r.json())["headers"])
+        assert r.status == 200 and not [k for k in seen if k.startswith("x-killgate")], seen
         # the same token on the production route, where users are: nothing
         prod = g.url + "/v2/models/iris/infer"
         assert await answer(session, prod, **pin, **{"x-killgate-drill": token}) == \
