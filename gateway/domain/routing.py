@@ -26,6 +26,7 @@ from gateway.config import Config, FallbackConfig, RouteConfig
 from gateway.domain.statedoc import StateDoc, kill_key
 
 __all__ = [
+    "STATE_UNKNOWN",
     "Choice",
     "RoutePlan",
     "RouteTable",
@@ -40,6 +41,10 @@ __all__ = [
 # Decisions, as they appear in x-killgate-decision.
 WEIGHTED, STICKY, PINNED, FAILOVER, FALLBACK, KILLED = (
     "weighted", "sticky", "pinned", "failover", "fallback", "killed")
+#: `RoutePlan.killed` while this instance has not loaded the kill state once: every route
+#: is closed like a kill (its fallback, else 503 `state_unknown`), never routed on an
+#: empty state document (that would silently lift every kill the fleet holds)
+STATE_UNKNOWN = "state_unknown"
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +123,8 @@ class RoutePlan:
         "name",
         "prefix",
         "previous",
+        "shadow",
+        "shadow_off",
         "stable",
         "sticky_header",
         "targets",
@@ -156,6 +163,21 @@ class RoutePlan:
         self._all_cum = tuple(accumulate(w[n] for n in all_names))
         self._all_total = self._all_cum[-1]
         eligible = [n for n in self.targets if n not in self.excluded]
+        # The shadow (CONTRACT §5.5) never answers a client while it has no traffic of its
+        # own: not weighted, pinned, sticky or failed over to. It gets copies only while it
+        # can serve (`shadow`); else `shadow_off` says why not.
+        self.shadow: Target | None = None
+        self.shadow_off = ""
+        sh = rc.shadow
+        if sh is not None and sh.version in self.targets:
+            if sh.version == stable or w[sh.version] > 0:
+                self.shadow_off = "serving"  # promoted: a canary (or the stable) now
+            else:
+                if sh.version in eligible:
+                    eligible.remove(sh.version)
+                    self.shadow = self.targets[sh.version]
+                else:
+                    self.shadow_off = self.excluded.get(sh.version, "")
         self._servable = frozenset(eligible)
         # a version taken to weight 0 by an override (a latched rollback, or weights) is out
         # of pins too; one at weight 0 in the file (a dark launch) stays pinnable
@@ -313,12 +335,13 @@ def progressive_weights(rc: RouteConfig, prog: Mapping[str, object]) -> dict[str
 
 
 def build_table(cfg: Config, doc: StateDoc, unhealthy: frozenset[tuple[str, str]] = frozenset(),
-                fail_closed: bool = False) -> RouteTable:
-    """Combine the config, the replicated state and health into the routing snapshot."""
+                fail_closed: bool = False, state_unknown: bool = False) -> RouteTable:
+    """Combine the config, the replicated state and health into the routing snapshot.
+    `state_unknown` (the kill state never loaded) closes every route, before any kill."""
     global_kill = fail_closed or "global" in doc.kills
     plans = []
     for rc in cfg.routes:
-        killed = "global" if global_kill else (
+        killed = STATE_UNKNOWN if state_unknown else "global" if global_kill else (
             "route" if kill_key("route", rc.name) in doc.kills else None)
         ov = doc.overrides.get(rc.name)
         prog = doc.progress.get(rc.name)
