@@ -200,6 +200,7 @@ def restore(doc: StateDoc, drill: str, routes: dict[str, RouteConfig], actor: st
     notes: list[dict[str, Any]] = []
     reason = tag(drill) + "restore"
     kills: dict[str, KillFlag | None] = {}
+    added: dict[str, tuple[HistoryEntry, ...]] = {}  # history entries the restore appends
     cur = doc  # the document as the changes so far leave it
     for made in reversed(rec.injected):
         if "kill" in made:
@@ -222,6 +223,8 @@ def restore(doc: StateDoc, drill: str, routes: dict[str, RouteConfig], actor: st
             if ch["progress"] is not None and ch["route"] not in cur.progress:
                 back = replace(back, progress={ch["route"]: ch["progress"]})
             cur = apply_change(cur, back)
+            for r, entries in back.history.items():
+                added[r] = (*added.get(r, ()), *entries)
             notes.append({"override": ch["route"], "to": ch["before"]})
     if rec.fault is not None:
         notes.append({"fault_cleared": rec.fault["version"]})
@@ -231,8 +234,7 @@ def restore(doc: StateDoc, drill: str, routes: dict[str, RouteConfig], actor: st
     return Change(
         kills=kills,
         overrides={r: cur.overrides.get(r) for r in changed},
-        history={r: cur.history.get(r, ())[len(doc.history.get(r, ())):] for r in changed
-                 if len(cur.history.get(r, ())) > len(doc.history.get(r, ()))},
+        history=added,
         progress={r: cur.progress.get(r) for r in changed},
         drills={drill: done}), notes
 
