@@ -227,3 +227,17 @@ def test_restore_records_its_history_entry_on_a_route_with_a_full_history() -> N
     assert drills.route_state(doc, RC) == before
     last = doc.history["iris-drill"][-1]
     assert (last.stable, last.reason) == (stable, "drill d-1: restore")
+
+
+def test_the_state_keeps_only_the_numbers_of_a_drills_summary() -> None:
+    """A `killgate:drill` token's summary (16 KiB each, one per kind and route) was kept
+    whole in the replicated state, which every instance loads on every write."""
+    doc = opened()
+    doc, _ = restored(doc, "d-1")
+    summary = {"time_to_kill_ms": {"p50": 1.5, "p99": 2, "max": 3, "note": "x" * 9000},
+               "time_to_restore_ms": {"max": 7.0}, "leaks": 0, "errors": 2, "requests": 90,
+               "reasons": ["y" * 9000], "restored": True, "extra": {"z": "w" * 9000}}
+    doc = ap(doc, drills.end(doc, "d-1", {"verdict": "failed", "summary": summary}))
+    assert doc.drill_results["kill:iris-drill"] == {"verdict": "failed", "summary": {
+        "time_to_kill_ms": {"p50": 1.5, "p99": 2, "max": 3},
+        "time_to_restore_ms": {"max": 7.0}, "leaks": 0, "errors": 2, "requests": 90}}

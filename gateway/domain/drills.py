@@ -239,12 +239,40 @@ def restore(doc: StateDoc, drill: str, routes: dict[str, RouteConfig], actor: st
         drills={drill: done}), notes
 
 
+MEASURES = ("time_to_kill_ms", "time_to_failover_ms", "time_to_rollback_ms",
+            "time_to_restore_ms")
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def _numbers(summary: Any) -> dict[str, Any]:
+    """What the state keeps of a drill's summary (the metrics read it; the whole summary is
+    in the `drill.end` audit event): leaks, errors, requests, and each measure's p50, p99
+    and max. Every instance holds the state and every write carries it: nothing else."""
+    if not isinstance(summary, dict):
+        return {}
+    out: dict[str, Any] = {k: summary[k] for k in ("leaks", "errors", "requests")
+                           if _number(summary.get(k))}
+    for m in MEASURES:
+        v = summary.get(m)
+        if isinstance(v, dict):
+            out[m] = {q: v[q] for q in ("p50", "p99", "max") if _number(v.get(q))}
+        elif _number(v):
+            out[m] = v
+    return out
+
+
 def end(doc: StateDoc, drill: str, result: dict[str, Any]) -> Change:
-    """Close a restored drill; keep its summary as the last result of its kind and route."""
+    """Close a restored drill; keep the numbers of its summary as the last result of its
+    kind and route."""
     rec = _record(doc, drill)
     if not rec.restored:
         raise ConflictingState("not_restored", f"drill {drill} has not been restored yet")
     key = f"{rec.kind}:{rec.route}"
+    if "summary" in result:
+        result = {**result, "summary": _numbers(result["summary"])}
     results: dict[str, dict[str, Any] | None] = {key: result}
     others = [k for k in doc.drill_results if k != key]
     for old in others[:max(0, len(others) + 1 - MAX_RESULTS)]:
