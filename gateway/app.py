@@ -25,6 +25,7 @@ from gateway.admin.auth import Authenticator
 from gateway.admin.console import ConsoleApi, FleetView
 from gateway.admin.drills import DrillApi
 from gateway.admin.drillsupport import load_drill_key
+from gateway.admin.shadow import ShadowApi
 from gateway.admin.ui import UiFiles
 from gateway.config import parse_listen
 from gateway.configfile import LoadedConfig
@@ -33,12 +34,14 @@ from gateway.control.events import EventSink
 from gateway.control.probes import HealthMonitor
 from gateway.control.reload import ConfigWatcher, summarize_changes
 from gateway.control.rollout import RolloutDriver
+from gateway.control.shadow import ShadowResults
 from gateway.control.table import TableHolder
 from gateway.control.traffic import LiveTraffic
 from gateway.dataplane.drillfault import FaultGate
 from gateway.dataplane.inflight import Inflight
 from gateway.dataplane.listener import GuardedServer
 from gateway.dataplane.proxy import Observer, Proxy
+from gateway.dataplane.shadow import Mirror
 from gateway.dataplane.upstream import Upstreams
 from gateway.domain.audit import AuditDraft, utc_now
 from gateway.domain.overrides import identity_problems, record_config
@@ -54,6 +57,7 @@ from gateway.telemetry.otelenv import resolve as otel_settings
 from gateway.telemetry.otlpmetrics import OtlpMetrics
 from gateway.telemetry.record import combine
 from gateway.telemetry.requests import RequestStats
+from gateway.telemetry.shadowmetrics import ShadowSeries
 from gateway.telemetry.tracing import Tracing
 
 __all__ = ["Gateway", "bind_socket"]
@@ -136,6 +140,10 @@ class Gateway:
         self.upstreams = Upstreams(cfg.server.max_connections_per_backend,
                                    cfg.server.max_pending_per_backend)
         self._stack.push_async_callback(self.upstreams.close)
+        self.mirror = Mirror()  # shadow copies: their own pools, closed after the data plane
+        self._stack.push_async_callback(self.mirror.close)
+        self.metrics.source(ShadowSeries(lambda: self.mirror.tallies,
+                                         lambda: self.mirror.inflight))
         self.holder.listen(self._on_table)
 
         self.sync = make_sync(self.loaded, self.holder, self.metrics, self.instance,
@@ -157,8 +165,12 @@ class Gateway:
         self.health = HealthMonitor(self.holder, self.metrics)
         await self.health.start()
         self._stack.push_async_callback(self.health.stop)
+        self.shadow = ShadowResults(self.mirror, self.sync.store, self.instance,
+                                    lambda: self.loaded.config)
+        await self.shadow.start()
+        self._stack.push_async_callback(self.shadow.stop)
         self.rollout = RolloutDriver(self.holder, self.sync, self.instance,
-                                     self.health.ejections)
+                                     self.health.ejections, shadow_gate=self.shadow.gate)
         await self.rollout.start()
         self._stack.push_async_callback(self.rollout.stop)
         self.traffic = LiveTraffic(self.sync.store, self.instance)  # the console's charts
@@ -180,7 +192,7 @@ class Gateway:
                       recorder=combine(
                           self.requests if cfg.telemetry.metrics.request_series else None,
                           self.access_log),
-                      tracer=self.tracing.requests,
+                      tracer=self.tracing.requests, shadow=self.mirror,
                       faults=FaultGate(drill_key, on_refused=lambda: self.metrics.inc(
                           "killgate_drill_tokens_refused_total")))
         server = GuardedServer(proxy, header_timeout=cfg.server.header_timeout,
@@ -212,6 +224,8 @@ class Gateway:
                              lambda: self.holder.doc.generation, lambda: self.loaded.digest),
                    self.traffic).register(admin_app.router)
         UiFiles().register(admin_app.router)  # the operator console, GET /ui/
+        ShadowApi(self.admin_api.authorize, self.shadow,
+                  lambda: self.loaded.config).register(admin_app.router)
         self._admin_runner = web.AppRunner(admin_app, access_log=None,
                                            shutdown_timeout=2.0, handle_signals=False,
                                            max_field_size=2 * 1024 * 1024)

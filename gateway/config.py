@@ -21,6 +21,7 @@ from pydantic import (
     model_validator,
 )
 
+from gateway.config_shadow import ShadowConfig
 from gateway.config_telemetry import AlertsConfig, EventsConfig, TelemetryConfig
 
 __all__ = [
@@ -347,6 +348,11 @@ class AnalysisConfig(_Model):
     webhook_url: str | None = None
     steps: list[float] | None = None
     step_interval: Duration = 60.0
+    #: the route's shadow gets traffic (promote, weights, a progressive step) only once it
+    #: agreed with the primary on at least this share of compared requests (§5.5) ...
+    min_shadow_agreement: float | None = Field(default=None, ge=0, le=1)
+    #: ... over at least this many comparisons (fleet-wide)
+    min_shadow_compared: int = Field(default=100, ge=1)
 
     @field_validator("steps")
     @classmethod
@@ -374,6 +380,8 @@ class RouteConfig(_Model):
     protocol: Literal["http", "v2", "openai"] = "http"
     #: a drill route: the same versions as the named route, behind a prefix only drills use
     drill_for: str | None = None
+    #: a weight-0 version that gets a sampled copy of requests, compared (CONTRACT §5.5)
+    shadow: ShadowConfig | None = None
 
     def version(self, name: str) -> VersionConfig | None:
         for v in self.versions:

@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from gateway import config_telemetry
+from gateway import config_shadow, config_telemetry
 from gateway.config import Config, parse_listen
 from gateway.errors import ConfigError, Problem
 
@@ -282,6 +282,9 @@ def _semantic_problems(cfg: Config) -> list[Problem]:
             out.append(Problem(f"{base}.timeouts.connect", "must not exceed timeouts.total"))
     out.extend(_drill_routes(cfg))
     out.extend(_overlaps(cfg))
+    for i, r in enumerate(cfg.routes):
+        others = {v.name: o.name for o in cfg.routes if o is not r for v in o.versions}
+        out.extend(Problem(path, msg) for path, msg in config_shadow.problems(i, r, others))
     out.extend(Problem(path, msg) for path, msg in config_telemetry.problems(
         cfg.telemetry, cfg.alerts, (r.name for r in cfg.routes)))
     return out

@@ -33,7 +33,10 @@ PURE = {"domain/routing.py", "control/table.py", "domain/statedoc.py", "domain/o
         "telemetry/metrics.py", "errors.py", "config.py", "domain/traffic.py",
         "domain/alerting.py", "telemetry/record.py", "telemetry/requests.py",
         "config_telemetry.py", "domain/drills.py", "domain/drilltoken.py",
-        "domain/drillplan.py", "domain/drillreport.py"}
+        "domain/drillplan.py", "domain/drillreport.py",
+        "config_shadow.py", "domain/comparison.py", "domain/compare.py", "domain/compare_json.py",
+        "domain/compare_tensors.py", "domain/compare_chat.py", "domain/shadowstats.py",
+        "domain/verdict.py"}
 IO_MODULES = {"aiohttp", "asyncio", "redis", "socket", "subprocess", "httptools", "jwt"}
 
 

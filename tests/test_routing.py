@@ -214,3 +214,34 @@ routes:
     assert t.match("/v2/models/iris2", "", {}, None).name == "all"
     assert t.by_name["iris"].fallback_body == b'{"error": {"type": "unavailable", "n": [1, 2]}}'
     assert t.by_name["all"].fallback_body == b""
+
+
+def test_a_shadow_never_answers_a_client() -> None:
+    """The shadow (weight 0) is never weighted, pinned, sticky or failed over to; when the
+    stable cannot serve, the route falls back rather than let the shadow answer."""
+    cfg = _cfg(100, 0, extra="    shadow: {version: v2, sample: 1.0}")
+    plan = build_table(cfg, StateDoc()).by_name["iris"]
+    assert plan.shadow is not None and plan.shadow.name == "v2" and plan.shadow_off == ""
+    rng = random.Random(3)
+    for i in range(300):
+        c = plan.choose(f"user-{i}", "v2" if i % 2 else None, rng.random)
+        assert c.target is not None and c.target.name == "v1"
+    assert [t.name for t in plan.failover_for("v1")] == []
+    down = build_table(cfg, StateDoc(), unhealthy=frozenset({("iris", "v1")})).by_name["iris"]
+    assert down.choose(None, None, rng.random) == (None, "fallback")
+    assert down.effective_weights() == {"v1": 0.0, "v2": 0.0}
+
+
+def test_a_killed_or_unhealthy_shadow_gets_no_copies_and_a_promoted_one_serves() -> None:
+    from gateway.domain.statedoc import RouteOverride
+
+    cfg = _cfg(100, 0, extra="    shadow: {version: v2, sample: 1.0}")
+    killed = StateDoc(kills={"version:iris:v2": _kill("version", "iris", "v2")})
+    plan = build_table(cfg, killed).by_name["iris"]
+    assert plan.shadow is None and plan.shadow_off == "killed"
+    plan = build_table(cfg, StateDoc(), unhealthy=frozenset({("iris", "v2")})).by_name["iris"]
+    assert plan.shadow is None and plan.shadow_off == "unhealthy"
+    ov = RouteOverride("v1", {"v1": 90.0, "v2": 10.0}, "alice", "canary now", "now", "weights")
+    plan = build_table(cfg, StateDoc(generation=2, overrides={"iris": ov})).by_name["iris"]
+    assert plan.shadow is None and plan.shadow_off == "serving"
+    assert plan.effective_weights() == {"v1": 90.0, "v2": 10.0}

@@ -432,9 +432,13 @@ class AdminApi:
         reason = self._reason(body)
         wait = self._wait(request)
         rid, peer = self._meta(request)
+        gate = await self.gw.shadow.gate_for(rc)  # a change that gives a shadow traffic
 
         def apply(cur: StateDoc) -> Change:
-            return change(cur, rc, principal, reason, body)
+            ch = change(cur, rc, principal, reason, body)
+            if gate is not None and (why := gate(cur, ch)) is not None:
+                raise ApiError(409, "shadow_agreement", why)
+            return ch
 
         def describe(cur: StateDoc, new: StateDoc) -> AuditDraft:
             before, after = cur.overrides.get(rc.name), new.overrides.get(rc.name)

@@ -210,6 +210,7 @@ def document(routes: list[str] | None = None, versions: list[str] | None = None)
                                  "events reach it"}}}}}},
                     **_auth_errors(False)}}},
             **_console(),
+            "/v1/routes/{route}/shadow": _shadow(route_s),
             "/v1/kill": {"post": _write("set a kill flag; every instance enforces it",
                                         "killgate:kill", kill)},
             "/v1/unkill": {"post": _write("lift a kill flag (the only way a kill is lifted)",
@@ -254,6 +255,56 @@ def _read(summary: str, required: list[str], props: dict[str, Any],
     else:
         op["security"] = [{"bearer": []}, {}]  # the token is optional
     return {"get": op}
+
+
+def _shadow(route_s: dict[str, Any]) -> dict[str, Any]:
+    """GET /v1/routes/{route}/shadow (CONTRACT §5.5, admin/shadow.py)."""
+    counts = {"type": "object", "additionalProperties": {"type": "integer"}}
+    lat = {"type": "object", "properties": {"p50": {"type": ["number", "null"]},
+                                            "p99": {"type": ["number", "null"]}}}
+    body = {"type": ["object", "string", "array", "number", "boolean", "null"], "description":
+            "JSON (fields named by shadow.disagreements.redact replaced by \"[redacted]\"), "
+            "or text cut to shadow.disagreements.max_body bytes"}
+    answer = {"type": "object", "required": ["status", "body"],
+              "properties": {"status": {"type": "integer"}, "body": body}}
+    item = {"type": "object", "required": ["time", "request", "primary", "shadow"],
+            "properties": {"time": {"type": "string"}, "request": body, "primary": answer,
+                           "shadow": answer,
+                           "differences": {"type": "array", "items": {
+                               "type": "object", "required": ["kind", "path"], "properties": {
+                                   "kind": {"type": "string"}, "path": {"type": "string"}}}},
+                           "detail": {"type": "object"}}}
+    op = _read(
+        "the route's shadow: how often its answers agreed with the ones clients got (the "
+        "fleet's counts, for the shadow settings in force), dropped copies, both sides' "
+        "latency and the newest sampled disagreements",
+        ["version", "compared", "agreed", "agreement", "dropped", "disagreements"],
+        {"route": {"type": "string"}, "version": {"type": "string"},
+         "compare": {"enum": ["v2_tensors", "openai_chat", "json"]},
+         "sample": {"type": "number"},
+         "compared": {"type": "integer", "description": "agreed + disagreed (uncomparable "
+                                                         "answers are not counted)"},
+         "agreed": {"type": "integer", "description": "agreed, or every difference within "
+                                                       "the noise floor"},
+         "agreement": {"type": ["number", "null"], "description": "agreed / compared"},
+         "dropped": {"type": "integer", "description": "copies dropped at max_inflight"},
+         "outcomes": counts, "copies": counts, "failures": counts, "differences": counts,
+         "latency_ms": {"type": "object", "properties": {"primary": lat, "shadow": lat}},
+         "length_change": {"type": ["number", "null"]},
+         "noise": {"type": "object", "properties": {"pairs": {"type": "integer"},
+                                                    "paths": counts}},
+         "instances": {"type": "integer"},
+         "gate": {"type": "object", "description": "with analysis.min_shadow_agreement: "
+                                                   "whether the shadow may get traffic"},
+         "disagreements": {"type": "array", "items": item}})
+    get = op["get"]
+    get["parameters"] = [
+        {"name": "route", "in": "path", "required": True, "schema": route_s},
+        {"name": "limit", "in": "query", "required": False,
+         "description": "disagreements listed, newest first (default 20)",
+         "schema": {"type": "integer", "minimum": 1, "maximum": 100}}]
+    get["responses"]["404"] = _err("unknown route, or the route has no shadow")
+    return op
 
 
 def _console() -> dict[str, Any]:

@@ -113,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     from gateway.cli.drill import add_drill_commands
 
     add_drill_commands(sub, _common)
+    from gateway.cli.shadow import add_shadow_commands
+
+    add_shadow_commands(sub, _common)
     return p
 
 

@@ -33,6 +33,7 @@ from gateway.dataplane.inflight import Aborted, Handle, Inflight
 from gateway.dataplane.jsonpeek import ModelField, Unreadable, find_model, rewrite_model
 from gateway.dataplane.paths import BadTarget, route_host, split_target
 from gateway.dataplane.retry import RetryBudget, retryable
+from gateway.dataplane.shadow import Mirror, Tap
 from gateway.dataplane.spans import AttemptSpan, RequestSpan, RequestTracer
 from gateway.dataplane.sse import EventCutter
 from gateway.dataplane.upstream import Exchange, Upstreams
@@ -98,8 +99,9 @@ class Proxy:
                  body_timeout: float = 30.0, max_inflight: int = 10_000,
                  recorder: Recorder = NULL,
                  tracer: RequestTracer | None = None,
-                 faults: FaultGate | None = None) -> None:
+                 faults: FaultGate | None = None, shadow: Mirror | None = None) -> None:
         self.max_inflight = max_inflight
+        self.shadow = shadow  # shadow copies (dataplane/shadow.py), for routes with a shadow
         self.tracer = tracer  # None: tracing off, and the request path never looks further
         self.faults = faults or FaultGate(None)
         self.bodies = BodyReader(max_body, peek_bytes, body_timeout)
@@ -425,11 +427,15 @@ class Proxy:
                         attempt += 1
                         decision = FAILOVER
                         continue
+                tap = None if rc.shadow is None or self.shadow is None else self.shadow.tap(
+                    plan, target, request.method.encode(), raw_target.encode("latin-1"),
+                    list(request.raw_headers), prefix, complete, field,
+                    (request.remote or "").encode(), started)
                 if ex.complete and request.method != "HEAD":
                     return self._complete(request, plan, target, decision, ex, started, rec,
-                                          span)
+                                          span, tap)
                 return await self._respond(request, plan, target, decision, ex, handle, started,
-                                           rec, span)
+                                           rec, span, tap)
             if plan.fallback is not None:
                 return self._unavailable(plan, FALLBACK)
             assert last is not None
@@ -440,10 +446,12 @@ class Proxy:
     def _complete(self, request: web.BaseRequest, plan: RoutePlan, target: Target,
                   decision: str, ex: Exchange, started: float,
                   rec: RequestRecord,
-                  span: RequestSpan | None = None) -> web.StreamResponse:
+                  span: RequestSpan | None = None, tap: Tap | None = None) -> web.StreamResponse:
         """The fast path: the whole answer has arrived; hand it back in one write."""
         status = ex.status
         body = ex.take_body()
+        if tap is not None:
+            tap.answer(status, ex.headers, body)  # a copy goes once this answer is written
         if span is not None:
             span.answered(status, plan.name, target.name, decision)
             span.body(body)
@@ -559,8 +567,10 @@ class Proxy:
     async def _respond(self, request: web.BaseRequest, plan: RoutePlan, target: Target,
                        decision: str, ex: Exchange, handle: Handle,
                        started: float, rec: RequestRecord,
-                       span: RequestSpan | None = None) -> web.StreamResponse:
-        out = response_multidict(ex.headers)
+                       span: RequestSpan | None = None,
+                       tap: Tap | None = None) -> web.StreamResponse:
+        raw = ex.headers
+        out = response_multidict(raw)
         out["x-killgate-route"] = plan.name
         out["x-killgate-version"] = target.name
         out["x-killgate-decision"] = decision
@@ -592,6 +602,8 @@ class Proxy:
                 if first and span is not None:
                     first = False
                     span.first_chunk(data)
+                if tap is not None:
+                    tap.feed(data)
                 if cutter is not None:
                     data = cutter.feed(data)
                     if not data:
@@ -635,6 +647,8 @@ class Proxy:
             self.observer.outcome(plan.name, target.name, "5xx" if status >= 500 else "ok",
                                   self.loop.time() - started)
         await resp.write_eof()
+        if tap is not None:
+            tap.end(status, raw)
         return resp
 
 

@@ -123,6 +123,8 @@ class RoutePlan:
         "name",
         "prefix",
         "previous",
+        "shadow",
+        "shadow_off",
         "stable",
         "sticky_header",
         "targets",
@@ -161,6 +163,21 @@ class RoutePlan:
         self._all_cum = tuple(accumulate(w[n] for n in all_names))
         self._all_total = self._all_cum[-1]
         eligible = [n for n in self.targets if n not in self.excluded]
+        # The shadow (CONTRACT §5.5) never answers a client while it has no traffic of its
+        # own: not weighted, pinned, sticky or failed over to. It gets copies only while it
+        # can serve (`shadow`); else `shadow_off` says why not.
+        self.shadow: Target | None = None
+        self.shadow_off = ""
+        sh = rc.shadow
+        if sh is not None and sh.version in self.targets:
+            if sh.version == stable or w[sh.version] > 0:
+                self.shadow_off = "serving"  # promoted: a canary (or the stable) now
+            else:
+                if sh.version in eligible:
+                    eligible.remove(sh.version)
+                    self.shadow = self.targets[sh.version]
+                else:
+                    self.shadow_off = self.excluded.get(sh.version, "")
         self._servable = frozenset(eligible)
         # a version taken to weight 0 by an override (a latched rollback, or weights) is out
         # of pins too; one at weight 0 in the file (a dark launch) stays pinnable

@@ -242,17 +242,18 @@ class Sync(Writes):
                 await self.store.commit(None, StateDoc(epoch=new_epoch()), None)
             got = await self.store.load()
         elif not got.trusted or (got.doc is not None and got.doc.generation < mine.generation):
-            if got.problem is not None and not self._may_repair():
-                return  # refused again at once: keep our state, back off (see _may_repair)
+            if not self._may_repair():
+                return  # spoiled again at once: keep our state, back off (see _may_repair)
             await self._reseed(got, mine)
             got = await self.store.load()
         if got.trusted and got.doc is not None and self._apply(got.doc):
             self.snapshot.soon(got.doc)
 
     def _may_repair(self) -> bool:
-        """Whether to overwrite a refused document now. Repairs that are refused again at
-        once (two instances with different keys: a rotation step skipped) back off to one
-        per 30 s, so they cannot flood the audit trail; writes still repair at once."""
+        """Whether to re-seed the store now. Repairs that are undone again at once (a
+        forged, replayed or deleted document, a rewritten generation key, two instances
+        with different keys: a rotation step skipped) back off to one per 30 s, so they
+        cannot flood the audit trail; writes still repair at once."""
         now = time.monotonic()
         if now - self._repair_at > 60.0:
             self._repairs = 0  # a minute without a refused document: start afresh

@@ -88,6 +88,26 @@ HELP: dict[str, tuple[str, str]] = {
     "killgate_access_log_dropped_total": ("counter", "Access log lines dropped because the "
                                                      "buffer was full or the output failed."),
     "killgate_access_log_lines_total": ("counter", "Access log lines written."),
+    # the shadow series (telemetry/shadowmetrics.py, CONTRACT §5.5)
+    "killgate_shadow_copies_total": (
+        "counter", "Requests sampled for a shadow copy, by what became of the copy: sent, "
+                   "dropped (shadow.max_inflight), body (request too large), answer (answer "
+                   "too large), down (shadow killed or unhealthy), failed (no shadow answer)."),
+    "killgate_shadow_comparisons_total": (
+        "counter", "Shadow answers compared with the client's, by outcome (agreed, noise, "
+                   "disagreed, uncomparable)."),
+    "killgate_shadow_differences_total": (
+        "counter", "Compared shadow answers with a difference of this kind (counted once per "
+                   "answer per kind, after the noise floor)."),
+    "killgate_shadow_failures_total": (
+        "counter", "Shadow copies that got no answer, by kind of failure."),
+    "killgate_shadow_agreement_ratio": (
+        "gauge", "Share of compared shadow answers that agreed with the client's (this "
+                 "process; the fleet's is in GET /v1/routes/{route}/shadow)."),
+    "killgate_shadow_inflight": ("gauge", "Shadow copies in flight in this process."),
+    "killgate_shadow_duration_seconds": (
+        "histogram", "Time to the whole answer of compared requests, for the primary (the "
+                     "client's answer) and the shadow (its copy), by route and version."),
     # the request series (telemetry/requests.py)
     "killgate_request_duration_seconds": (
         "histogram", "Time from a request's arrival to the end of its answer, by route, "
