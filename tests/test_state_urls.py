@@ -154,10 +154,8 @@ async def test_wrong_password_is_a_clear_error(tmp_path: Path, backends, session
             err = g.gw.sync.last_error or ""
             assert not g.gw.sync.connected
             assert "refused the connection" in err and "WRONGPASS" in err, err
-            # never loaded the kill state (no store, no snapshot): the data plane refuses
-            # rather than serve versions the fleet may have killed
-            async with session.get(g.url + "/v2/models/iris/infer") as r:
-                assert r.status == 503 and (await r.json())["error"]["type"] == "state_unknown"
+            # no sync and no snapshot: the kill state is unknown, so nothing is routed
+            assert await status_of(session, g.url) == (503, "fallback")  # state_unknown
     finally:
         server.terminate()
         server.wait(10)
