@@ -95,7 +95,8 @@ class Gateway:
         self.ports = ports
         self.metrics = Metrics()
         self.tracing = Tracing(None)
-        self.holder = TableHolder(loaded)
+        # closed (503 state_unknown) until the state sync has loaded the kill state once
+        self.holder = TableHolder(loaded, state_unknown=True)
         self.requests = RequestStats(loaded.config.telemetry.buckets, self._intended_split)
         self.metrics.source(self.requests)
         self.inflight = Inflight()

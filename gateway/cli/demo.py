@@ -203,6 +203,9 @@ Try:
 
   # rehearse it: a kill drill on the drill route (users of iris never see it)
   killgate --admin http://127.0.0.1:{admin_port} drill kill --route iris-drill --version v2
+
+  # the operator console: open it in a browser and paste the token above
+  http://127.0.0.1:{admin_port}/ui/
 """, flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

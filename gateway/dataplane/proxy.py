@@ -37,7 +37,16 @@ from gateway.dataplane.shadow import Mirror, Tap
 from gateway.dataplane.spans import AttemptSpan, RequestSpan, RequestTracer
 from gateway.dataplane.sse import EventCutter
 from gateway.dataplane.upstream import Exchange, Upstreams
-from gateway.domain.routing import FAILOVER, FALLBACK, KILLED, Choice, RoutePlan, RouteTable, Target
+from gateway.domain.routing import (
+    FAILOVER,
+    FALLBACK,
+    KILLED,
+    STATE_UNKNOWN,
+    Choice,
+    RoutePlan,
+    RouteTable,
+    Target,
+)
 from gateway.errors import (
     DrillFault,
     UpstreamClosed,
@@ -185,6 +194,13 @@ class Proxy:
     def _unavailable(self, plan: RoutePlan, decision: str, scope: str | None = None) -> web.Response:
         """Killed or nothing can serve: the route's fallback, else a 503."""
         fb = plan.fallback
+        if plan.killed == STATE_UNKNOWN:  # not a kill: nothing can serve until we know
+            self.metrics.inc("killgate_state_unknown_answers_total")
+            decision = FALLBACK
+            if fb is None:
+                return self._error(503, "state_unknown", "this gateway has not loaded the kill "
+                                   "state yet; retry shortly", plan.name, None, FALLBACK,
+                                   extra_headers={"retry-after": "1"})
         if fb is not None:
             return self._reply(fb.status, plan.fallback_body, plan.name, None, decision,
                                dict(fb.headers))

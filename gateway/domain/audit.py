@@ -161,15 +161,24 @@ def verify_trail(events: Iterable[dict[str, Any]], head: str | None = None,
     def report(brk: ChainBreak | None) -> TrailReport:
         return TrailReport(n, hashed, macs, unkeyed, bool(keys), brk)
 
+    lost = ("which is not in the trail before it: the store lost events (restored from an "
+            "older backup?); the audit mirror or a backup holds them")
     for i, ev in enumerate(events):
         n = i + 1
         eid = str(ev.get("id", "?"))
+        anchored = ev.get("anchored_head")
+        if ev.get("action") != "state.reseed" or not isinstance(anchored, str):
+            anchored = ""
         if ev.get("prev_hash") != prev:
             if i == 0:
                 return report(ChainBreak(0, eid, (
                     f"the trail starts after event {str(ev.get('prev_hash'))[:16]}…, which the "
                     "store no longer holds: the events before it were lost (a flushed or "
                     "truncated store); the audit mirror or a backup holds them")))
+            if anchored and anchored == ev.get("prev_hash"):
+                return report(ChainBreak(i, eid, f"this re-seed continues the head its "
+                                                 f"instance had anchored ({anchored[:16]}…), "
+                                                 + lost))
             return report(ChainBreak(i, eid, "prev_hash does not match the previous event's "
                                              "hash (an event was deleted, inserted or reordered)"))
         if ev.get("hash") != event_hash(ev):
@@ -190,13 +199,9 @@ def verify_trail(events: Iterable[dict[str, Any]], head: str | None = None,
             unkeyed += not last_checked
         elif "mac" in ev:
             unkeyed += 1
-        anchored = ev.get("anchored_head")
-        if (ev.get("action") == "state.reseed" and isinstance(anchored, str) and anchored
-                and anchored not in seen and anchored != prev):
-            return report(ChainBreak(i, eid, (
-                f"this re-seed names the head its instance had anchored ({anchored[:16]}…), "
-                "which is not in the trail before it: the store lost events (restored from an "
-                "older backup?); the audit mirror or a backup holds them")))
+        if anchored and anchored not in seen and anchored != prev:
+            return report(ChainBreak(i, eid, f"this re-seed names the head its instance had "
+                                             f"anchored ({anchored[:16]}…), " + lost))
         prev = str(ev["hash"])
         seen.add(prev)
         seen_head = seen_head or prev == head

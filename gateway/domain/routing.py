@@ -26,6 +26,7 @@ from gateway.config import Config, FallbackConfig, RouteConfig
 from gateway.domain.statedoc import StateDoc, kill_key
 
 __all__ = [
+    "STATE_UNKNOWN",
     "Choice",
     "RoutePlan",
     "RouteTable",
@@ -40,6 +41,10 @@ __all__ = [
 # Decisions, as they appear in x-killgate-decision.
 WEIGHTED, STICKY, PINNED, FAILOVER, FALLBACK, KILLED = (
     "weighted", "sticky", "pinned", "failover", "fallback", "killed")
+#: `RoutePlan.killed` while this instance has not loaded the kill state once: every route
+#: is closed like a kill (its fallback, else 503 `state_unknown`), never routed on an
+#: empty state document (that would silently lift every kill the fleet holds)
+STATE_UNKNOWN = "state_unknown"
 
 
 @dataclass(frozen=True, slots=True)
@@ -330,12 +335,13 @@ def progressive_weights(rc: RouteConfig, prog: Mapping[str, object]) -> dict[str
 
 
 def build_table(cfg: Config, doc: StateDoc, unhealthy: frozenset[tuple[str, str]] = frozenset(),
-                fail_closed: bool = False) -> RouteTable:
-    """Combine the config, the replicated state and health into the routing snapshot."""
+                fail_closed: bool = False, state_unknown: bool = False) -> RouteTable:
+    """Combine the config, the replicated state and health into the routing snapshot.
+    `state_unknown` (the kill state never loaded) closes every route, before any kill."""
     global_kill = fail_closed or "global" in doc.kills
     plans = []
     for rc in cfg.routes:
-        killed = "global" if global_kill else (
+        killed = STATE_UNKNOWN if state_unknown else "global" if global_kill else (
             "route" if kill_key("route", rc.name) in doc.kills else None)
         ov = doc.overrides.get(rc.name)
         prog = doc.progress.get(rc.name)

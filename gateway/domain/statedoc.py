@@ -158,6 +158,10 @@ class StateDoc:
     #: the hash of the newest audit event when this document was committed: the head
     #: this (signed) document anchors, so events cut off the trail's end are noticed
     audit_head: str = ""
+    #: the position of `audit_head` in the trail (1: its first event): it orders the
+    #: documents of one generation (an event without a state change keeps the generation),
+    #: so a replayed older one is never taken for the newest head
+    audit_seq: int = 0
 
     def with_changes(self, **kw: Any) -> StateDoc:
         return replace(self, **kw)
@@ -175,6 +179,7 @@ class StateDoc:
                        for k, v in self.drills.items()},
             "drill_results": self.drill_results,
             "audit_head": self.audit_head,
+            "audit_seq": self.audit_seq,
         }
 
     @classmethod

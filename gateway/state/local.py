@@ -17,6 +17,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -72,6 +73,9 @@ def last_line(path: Path) -> bytes | None:
                 block *= 4
     except FileNotFoundError:
         return None
+
+
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,200}")
 
 
 class LocalStore:
@@ -306,6 +310,17 @@ class LocalStore:
 
     async def get_stats(self, route: str) -> list[dict[str, Any]]:
         return await asyncio.to_thread(self._read_stats, route)
+
+    def _drop_stats(self, route: str, instances: list[str]) -> None:
+        for name in instances:
+            if _SAFE_NAME.fullmatch(name):  # a file name of ours, never a path
+                (self._stats_dir(route) / f"{name}.json").unlink(missing_ok=True)
+
+    async def drop_stats(self, route: str, instances: list[str]) -> None:
+        try:
+            await asyncio.to_thread(self._drop_stats, route, instances)
+        except OSError as exc:
+            raise StoreUnavailable(f"cannot remove counts: {exc.strerror}") from None
 
     # ------------------------------------------------------------------ audit
 

@@ -79,7 +79,7 @@ class RedisStore(RedisRecords):
         self._listener: Listener | None = None
         # the audit head as of the newest document we saw or wrote (a guess the commit checks)
         self._head: str | None = None
-        self._head_gen = 0
+        self._head_at = (0, 0)  # (generation, audit_seq) of the document that named it
 
     def listen(self, fn: Listener) -> None:
         """Pushed documents and acks go straight to `fn` as they are read (verified)."""
@@ -153,8 +153,8 @@ class RedisStore(RedisRecords):
             raise
         if which == "previous":
             self.on_unverified(kind or "state", "", "previous")
-        if doc.audit_head and doc.generation >= self._head_gen:
-            self._head, self._head_gen = doc.audit_head, doc.generation
+        if doc.audit_head and (doc.generation, doc.audit_seq) >= self._head_at:
+            self._head, self._head_at = doc.audit_head, (doc.generation, doc.audit_seq)
         return doc
 
     async def generation(self) -> str | None:
@@ -167,18 +167,20 @@ class RedisStore(RedisRecords):
         base = draft.as_event() if draft is not None else None
         akey = self.audit_keys.current
         mac_key = (akey.kid, akey.secret) if akey is not None else None
-        # The head named by the newest document we saw is nearly always still the head:
-        # one round trip. When it moved, the script says which head is current and we retry.
-        # With no head stored (a flushed store) the trail continues from `chain_from`.
+        # The head named by the newest document we verified is nearly always still the
+        # head: one round trip. The event continues that head; the (unsigned) head key is
+        # only what the script compares (`expect`). With no head stored (a flushed store)
+        # the trail continues from `chain_from`.
         first = chain_from or GENESIS
-        head = self._head or first
+        head = expect = self._head or first
+        seq = self._head_at[1] if self._head else doc.audit_seq
         for _ in range(5):
             ev = seal(base, head, mac_key) if base is not None else None
-            body = json.dumps(plain_doc if ev is None
-                              else {**plain_doc, "audit_head": ev["hash"]}).encode()
+            body = json.dumps(plain_doc if ev is None else {
+                **plain_doc, "audit_head": ev["hash"], "audit_seq": seq + 1}).encode()
             args: list[str | bytes] = [
                 "" if expected is None else expected, self.keys.seal(b"state", body),
-                str(doc.generation), json.dumps(ev, ensure_ascii=False) if ev else "", head,
+                str(doc.generation), json.dumps(ev, ensure_ascii=False) if ev else "", expect,
                 ev["hash"] if ev else "", first, self.ch_events]
             # READONLY replica, OOM, script errors: nothing was written, the action is refused.
             res = await self._script(
@@ -188,12 +190,34 @@ class RedisStore(RedisRecords):
             if status == "conflict":
                 raise StoreConflict("the state changed under us")
             if status == "audit_conflict":
-                head = res[1].decode() if isinstance(res[1], bytes) else str(res[1])
+                expect = res[1].decode() if isinstance(res[1], bytes) else str(res[1])
+                head, seq = await self._anchor(expect, chain_from, doc.audit_seq)
                 continue
-            if ev is not None and doc.generation >= self._head_gen:
-                self._head, self._head_gen = ev["hash"], doc.generation
+            if ev is not None and (doc.generation, seq + 1) >= self._head_at:
+                self._head, self._head_at = ev["hash"], (doc.generation, seq + 1)
             return ev
         raise StoreConflict("the audit head kept changing under us")
+
+    async def _anchor(self, stored: str, chain_from: str | None,
+                      seq: int) -> tuple[str, int]:
+        """The head the next event continues (and its position), after the head key named
+        `stored` instead of the head we expected: the newest head a verified document
+        anchors (the store's, if at least as new as any we saw: another instance
+        committed). The key is not signed: chained after an older event it names, the
+        events in between could be cut out of the trail unnoticed; a key that disagrees is
+        reported, never followed."""
+        await self.load()  # a verified document at least as new as ours moves `_head`
+        if self._head is not None:
+            anchor, seq = self._head, self._head_at[1]
+        elif chain_from is not None:
+            anchor = chain_from
+        else:
+            return stored, seq  # no verified anchor at all: nothing better to go by
+        if anchor != stored:
+            self.on_unverified("audit", f"the audit head key names {stored[:16]!r}, not the "
+                                        f"head the newest signed state anchors "
+                                        f"({anchor[:16]}…)", None)
+        return anchor, seq
 
     async def watch(self, timeout: float) -> list[StateDoc | Ack]:
         """Wait up to `timeout`, or until the subscription is lost (StoreUnavailable).

@@ -6,13 +6,14 @@ signed addresses it listens on, for drills), `<p>:idem:<key>` and `<p>:stats:<ro
 heartbeat is "kid mac generation wall-ms config instance", signed over all but its key id:
 without the key nobody can make an instance look as if it applied a generation, or make
 one up. A record that does not verify is reported and never used (an idempotency record
-we did not write is replaced, never answered from).
+we did not write, or one past the expiry signed into it, is replaced, never answered from).
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 from gateway.state.redislink import RedisLink, Script
@@ -44,7 +45,14 @@ return 1
 """)
 
 
+#: the signed expiry (unix time) inside an idempotency record: a genuine record put back
+#: after its TTL removed it is not answered from
+_EXPIRES = "_expires"
+
+
 class RedisRecords(RedisLink):
+    clock: Callable[[], float] = staticmethod(time.time)
+
     # ------------------------------------------------------------------ heartbeats
 
     def _open_ack(self, raw: bytes, kind: str, field: bytes | None = None) -> Ack | None:
@@ -127,26 +135,41 @@ class RedisRecords(RedisLink):
 
     # ------------------------------------------------------------------ idempotency
 
+    def _idem_sealed(self, key: str, record: dict[str, Any], ttl: float) -> bytes:
+        return self._sealed("idem", key, {**record, _EXPIRES: self.clock() + ttl})
+
+    def _idem_opened(self, key: str, raw: bytes) -> dict[str, Any] | None:
+        record = self._opened("idem", key, raw, "idempotency")
+        if record is None:
+            return None
+        expires = record.pop(_EXPIRES, None)
+        if not isinstance(expires, (int, float)) or expires <= self.clock():
+            self.on_unverified("idempotency", "a record past its signed expiry (put back "
+                                              "after it expired)", None)
+            return None
+        return record
+
     async def idem_claim(self, key: str, record: dict[str, Any], ttl: float) -> dict[str, Any] | None:
         k = f"{self.k_idem}:{key}"
-        sealed = self._sealed("idem", key, record)
+        sealed = self._idem_sealed(key, record, ttl)
         for _ in range(3):
             if await self._call("SET", k, sealed, "NX", "PX", int(ttl * 1000)):
                 return None
             raw = await self._call("GET", k)
             if raw is None:
                 continue  # expired in between
-            existing = self._opened("idem", key, raw, "idempotency")
+            existing = self._idem_opened(key, raw)
             if existing is not None:
                 return existing
-            # a record we did not write: never answer from it; replace it (if unchanged)
+            # a record we did not write (or an expired one): never answer from it; replace
+            # it (if unchanged)
             await self._script(_REPLACE, [k], [raw, sealed, str(int(ttl * 1000))])
             if await self._call("GET", k) == sealed:
                 return None
         return None
 
     async def idem_set(self, key: str, record: dict[str, Any], ttl: float) -> None:
-        await self._call("SET", f"{self.k_idem}:{key}", self._sealed("idem", key, record),
+        await self._call("SET", f"{self.k_idem}:{key}", self._idem_sealed(key, record, ttl),
                          "PX", int(ttl * 1000))
 
     async def idem_release(self, key: str) -> None:
@@ -157,6 +180,10 @@ class RedisRecords(RedisLink):
     async def put_stats(self, route: str, instance: str, blob: dict[str, Any]) -> None:
         await self._call("HSET", f"{self.k_stats}:{route}", instance,
                          self._sealed("stats", f"{route}\x00{instance}", blob))
+
+    async def drop_stats(self, route: str, instances: list[str]) -> None:
+        if instances:
+            await self._call("HDEL", f"{self.k_stats}:{route}", *instances)
 
     async def get_stats(self, route: str) -> list[dict[str, Any]]:
         flat = await self._call("HGETALL", f"{self.k_stats}:{route}")

@@ -168,6 +168,9 @@ class StatsStore(Protocol):
     async def get_stats(self, route: str) -> list[dict[str, Any]]:
         """Every instance's latest window counts for a route (those that verify)."""
 
+    async def drop_stats(self, route: str, instances: list[str]) -> None:
+        """Forget these instances' counts (gone instances' leftovers)."""
+
 
 class AuditStore(Protocol):
     async def audit_events(self) -> list[dict[str, Any]]:

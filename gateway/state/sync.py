@@ -103,7 +103,9 @@ class Sync(Writes):
             self.last_error = str(exc) or type(exc).__name__
             self.connected = False
             event(log, "state_store_unavailable_at_start", logging.WARNING, error=self.last_error,
-                  serving="snapshot" if self.from_snapshot else "config only")
+                  serving="snapshot" if self.from_snapshot else
+                  "config only (ready_without_state)" if self.cfg.ready_without_state else
+                  "nothing: 503 state_unknown until the kill state is loaded")
         self._update_ready()
         self._tasks = [asyncio.create_task(self._run(), name="state-sync"),
                        asyncio.create_task(self._guard(), name="state-guard")]
@@ -126,6 +128,11 @@ class Sync(Writes):
 
     def _update_ready(self) -> None:
         self.ready = self.synced_once or self.from_snapshot or self.cfg.ready_without_state
+        # the data plane opens with readiness, in the same step (after the state's swap)
+        if self.ready and self.holder.state_loaded():
+            event(log, "kill_state_loaded", generation=self.holder.doc.generation,
+                  source="store" if self.synced_once else "snapshot" if self.from_snapshot
+                  else "none (ready_without_state)")
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
@@ -235,17 +242,18 @@ class Sync(Writes):
                 await self.store.commit(None, StateDoc(epoch=new_epoch()), None)
             got = await self.store.load()
         elif not got.trusted or (got.doc is not None and got.doc.generation < mine.generation):
-            if got.problem is not None and not self._may_repair():
-                return  # refused again at once: keep our state, back off (see _may_repair)
+            if not self._may_repair():
+                return  # spoiled again at once: keep our state, back off (see _may_repair)
             await self._reseed(got, mine)
             got = await self.store.load()
         if got.trusted and got.doc is not None and self._apply(got.doc):
             self.snapshot.soon(got.doc)
 
     def _may_repair(self) -> bool:
-        """Whether to overwrite a refused document now. Repairs that are refused again at
-        once (two instances with different keys: a rotation step skipped) back off to one
-        per 30 s, so they cannot flood the audit trail; writes still repair at once."""
+        """Whether to re-seed the store now. Repairs that are undone again at once (a
+        forged, replayed or deleted document, a rewritten generation key, two instances
+        with different keys: a rotation step skipped) back off to one per 30 s, so they
+        cannot flood the audit trail; writes still repair at once."""
         now = time.monotonic()
         if now - self._repair_at > 60.0:
             self._repairs = 0  # a minute without a refused document: start afresh

@@ -17,7 +17,7 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, choose_encode
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import CollectorRegistry
 
-__all__ = ["HELP", "Metrics", "Source"]
+__all__ = ["HELP", "Metrics", "Source", "kind_of"]
 
 # name -> (type, help). A series counted somewhere in gateway/ must be described here (a
 # test reads the source for `killgate_*` names); one that is not gets a type from its
@@ -41,6 +41,10 @@ HELP: dict[str, tuple[str, str]] = {
     "killgate_state_stale": ("gauge", "1 while no state sync succeeded for longer than "
                                       "state.max_staleness (alert on it)."),
     "killgate_fail_closed": ("gauge", "1 while the fail_closed policy treats all routes as killed."),
+    "killgate_state_unknown_answers_total": ("counter", "Data-plane requests answered with "
+                                                        "503 state_unknown (or the route's "
+                                                        "fallback) because this instance had "
+                                                        "not loaded the kill state yet."),
     "killgate_state_reseeds_total": ("counter", "Times this instance re-seeded an emptied store."),
     "killgate_writes_not_durable_total": ("counter", "Writes that fewer than state.min_replicas "
                                                      "replicas confirmed in time."),
@@ -126,6 +130,11 @@ HELP: dict[str, tuple[str, str]] = {
     "killgate_split_window_answers": (
         "gauge", "Answers a version served on a route in the last minute (the "
                  "denominator of killgate_split_share)."),
+    "killgate_metrics_workers": ("gauge", "Workers of this process group (serve --workers N) "
+                                          "whose series this scrape merged: fresh snapshots, "
+                                          "the answering worker's included."),
+    "killgate_worker_metrics_errors_total": ("counter", "Worker metric snapshots that could "
+                                                        "not be written or read, by op."),
     "killgate_drills_open": ("gauge", "Recovery drills started and not yet ended."),
     "killgate_drills_overdue": ("gauge", "Open drills past their deadline (restore them)."),
     "killgate_drill_tokens_refused_total": ("counter", "Requests whose drill token did not "
@@ -148,7 +157,8 @@ class Source(Protocol):
     def collect(self) -> Iterable[Metric]: ...
 
 
-def _kind(name: str) -> tuple[str, str]:
+def kind_of(name: str) -> tuple[str, str]:
+    """(type, help) of a series name."""
     known = HELP.get(name)
     if known is not None:
         return known
@@ -166,6 +176,13 @@ class Metrics:
         self._sources: list[Source] = []
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
+        self._exposed = self.registry  # what /metrics renders: this process, or its group
+
+    def expose(self, collector: Source) -> None:
+        """/metrics renders `collector` instead of this process's series alone (the merged
+        series of a `--workers N` group: telemetry/workers.py)."""
+        self._exposed = CollectorRegistry(auto_describe=False)
+        self._exposed.register(collector)
 
     # ------------------------------------------------------------------ counting
 
@@ -196,6 +213,14 @@ class Metrics:
         """Families built by `src` at each scrape are exposed too."""
         self._sources.append(src)
 
+    def dump(self) -> list[tuple[str, tuple[str, ...], dict[tuple[str, ...], float]]]:
+        """Every simple series as plain data, refreshed as for a scrape: (name, label
+        names, labels -> value). What a worker shares with its group (telemetry/workers.py)."""
+        for fn in self._refresh:
+            fn(self)
+        return [(name, self._label_names.get(name, ()), dict(series))
+                for name, series in self._values.items()]
+
     # ------------------------------------------------------------------ exposition
 
     def collect(self) -> Iterator[Metric]:
@@ -203,7 +228,7 @@ class Metrics:
         for fn in self._refresh:
             fn(self)
         for name in sorted(self._values):
-            kind, help_ = _kind(name)
+            kind, help_ = kind_of(name)
             names = list(self._label_names.get(name, ()))
             fam: Metric
             if kind == "counter":
@@ -227,4 +252,4 @@ class Metrics:
             encoder, ctype = choose_encoder(accept or "")
         except (ValueError, IndexError, TypeError):
             encoder, ctype = generate_latest, CONTENT_TYPE_PLAIN_0_0_4
-        return encoder(self.registry), ctype
+        return encoder(self._exposed), ctype
