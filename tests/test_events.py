@@ -84,7 +84,7 @@ def test_payload_says_how_a_gated_change_got_through() -> None:
     ev = {"id": "e1", "time": "t", "actor": "alice", "action": "unkill",
           "target": {"scope": "global"}, "reason": "r", "hash": "h"}
     p = payload(ev, 3, "h")
-    assert "break_glass" not in p and "approval" not in p  # an ungated write says nothing
+    assert p["break_glass"] is False and p["approval"] is None  # an ungated write
     assert payload({**ev, "break_glass": True}, 3, "h")["break_glass"] is True
     approval = {"id": "ap-0123456789abcdef", "requested_by": "alice",
                 "approved_by": ["alice", "bob"], "hash": "0" * 64, "final_reason": "ok"}
@@ -204,12 +204,20 @@ async def test_a_hanging_receiver_never_slows_the_action(tmp_path: Path, backend
             assert r.status == 200  # and the data plane serves (the last write was an unkill)
 
 
+@pytest.mark.parametrize("weak", [None, "short-secret-31-bytes-xxxxxxxxx"])
 async def test_filter_and_missing_secret(tmp_path: Path, backends, session,
-                                         monkeypatch: pytest.MonkeyPatch) -> None:
+                                         monkeypatch: pytest.MonkeyPatch,
+                                         weak: str | None) -> None:
+    """A webhook whose secret is missing, or shorter than 32 bytes (guessable: before, a
+    1-byte secret signed events), gets nothing."""
     only_kills, unsigned = Receiver(), Receiver()
     p = await backends(echo_app("v1"))
     p1, p2 = await backends(only_kills.app()), await backends(unsigned.app())
-    monkeypatch.delenv("KILLGATE_TEST_MISSING", raising=False)
+    if weak is None:
+        monkeypatch.delenv("KILLGATE_TEST_MISSING", raising=False)
+    else:
+        assert len(weak) == 32 - 1
+        monkeypatch.setenv("KILLGATE_TEST_MISSING", weak)
     extra = ("events:\n  webhooks:\n"
              f"    - {{url: 'http://127.0.0.1:{p1}/hook', secret_env: KILLGATE_TEST_HOOK_SECRET,"
              " events: [kill]}\n"
@@ -254,8 +262,8 @@ async def test_break_glass_and_approved_writes_say_so_in_their_events(
     kill, unkill, promote = rcv.events()
     assert [e["event"] for e in (kill, unkill, promote)] == [
         "killgate.kill", "killgate.unkill", "killgate.promote"]
-    assert "break_glass" not in kill and "approval" not in kill
+    assert kill["break_glass"] is False and kill["approval"] is None
     assert unkill["break_glass"] is True and unkill["actor"] == "alice"
     assert promote["approval"]["id"] == ident
     assert promote["approval"]["approved_by"] == ["alice", "bob"]
-    assert "break_glass" not in promote
+    assert promote["break_glass"] is False and unkill["approval"] is None

@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.config import Config, RouteConfig
-from gateway.domain import overrides
+from gateway.domain import kills, overrides
 from gateway.domain.audit import AuditDraft, utc_now
 from gateway.domain.overrides import effective_stable
-from gateway.domain.statedoc import Change, KillFlag, RouteOverride, StateDoc, kill_key
+from gateway.domain.statedoc import Change, RouteOverride, StateDoc, kill_key
 from gateway.errors import ApiError, ConflictingState
 
 __all__ = ["ACTIONS", "SCOPE_OF", "Intent", "Plan", "gate_of", "intent", "plan"]
@@ -178,18 +178,12 @@ def _kill(i: Intent, cfg: Config) -> Plan:
     abort = bool(i.args.get("abort_inflight", True))
 
     def change(cur: StateDoc) -> Change | None:
-        existing = cur.kills.get(key)
-        if existing is not None:
-            if abort and not existing.abort_inflight:
-                # a kill made with --keep-inflight, now asked to cut in-flight responses
-                # too: that much changes (and is audited); who, when, why stay
-                return Change(kills={key: dataclasses.replace(existing, abort_inflight=True)})
-            # already in force: a repeat (a retry after `outcome_unknown`, a second
-            # operator) changes nothing and keeps who killed it, when and why
-            return None
-        # generation 0: apply_change stamps the generation the kill lands in
-        return Change(kills={key: KillFlag(t["scope"], t["route"], t["version"], i.actor,
-                                           i.reason, utc_now(), 0, abort)})
+        # the one kill rule (domain/kills.py): a kill in force changes nothing (a retry
+        # after `outcome_unknown`, a second operator) but may be asked to cut in-flight
+        # answers too; one an open drill holds is taken over, so the drill's restore
+        # leaves the operator's kill in force
+        return kills.kill(cur, t["scope"], t["route"], t["version"], i.actor, i.reason,
+                          utc_now(), abort)
 
     def describe(cur: StateDoc, new: StateDoc) -> AuditDraft:
         before = cur.kills.get(key)

@@ -101,6 +101,9 @@ class StatusBuilder:
                     "killed": plan.excluded.get(v.name) == "killed" or plan.killed is not None,
                 } for v in rc.versions},
                 "previous_known_good": plan.previous,
+                "shadow": None if rc.shadow is None else {  # §5.5; results: /v1/routes/R/shadow
+                    "version": rc.shadow.version, "sample": rc.shadow.sample,
+                    "mirroring": plan.shadow is not None, "off": plan.shadow_off or None},
                 "analysis": self.analysis(rc.name) if self.analysis is not None else None,
                 "history": [plain(h) for h in doc.history.get(rc.name, ())],
             }

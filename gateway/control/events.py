@@ -38,9 +38,10 @@ log = logging.getLogger("killgate.events")
 SCHEMA = "killgate.event/v1"
 # audit actions that are sent (the rest: config records, progress steps, replays...)
 SENT = frozenset({"kill", "unkill", "rollback", "promote", "weights", "release",
-                  "auto_rollback", "progressive.promote", "drill.start", "drill.end",
-                  "audit.mirror_refused"})  # (an alarm, not an audited change: state/mirror.py)
+                  "auto_rollback", "progressive.promote", "drill.start", "drill.restore",
+                  "drill.end", "audit.mirror_refused"})  # (an alarm, not an audited change: state/mirror.py)
 CONCURRENCY = 8
+MIN_SECRET = 32  # bytes: a shorter webhook secret counts as none (nothing is sent)
 
 
 def _trigger(actor: str) -> str:
@@ -54,7 +55,7 @@ def _trigger(actor: str) -> str:
 def payload(ev: dict[str, Any], generation: int, instance: str) -> dict[str, Any]:
     """The one event shape (fields may be added, never renamed or removed)."""
     target = ev.get("target") or {}
-    out: dict[str, Any] = {
+    return {
         "schema": SCHEMA,
         "event": f"killgate.{ev['action']}",
         "id": ev["id"],  # the audit event's id: receivers dedupe retries on it
@@ -74,12 +75,13 @@ def payload(ev: dict[str, Any], generation: int, instance: str) -> dict[str, Any
         "evidence": ev.get("evidence"),
         "audit_id": ev["id"],
         "audit_hash": ev.get("hash"),
+        # the recovery drill that made this change (a rehearsal, not an incident), or None
+        "drill": ev.get("drill"),
+        # how a gated change got past the two-person rule (admin/approvals.py): skipped
+        # with killgate:breakglass, or applied by its approvers ({"id", "approved_by", ...})
+        "break_glass": ev.get("break_glass") is True,
+        "approval": ev.get("approval"),
     }
-    # how the change got past the two-person rule, when it was gated (admin/approvals.py)
-    for name in ("break_glass", "approval"):
-        if name in ev:
-            out[name] = ev[name]
-    return out
 
 
 def sign(secret: bytes, body: bytes, now: int) -> str:
@@ -116,8 +118,9 @@ class EventSink:
         for i, hook in enumerate(self.config().events.webhooks):
             if self._secret(hook.secret_env, hook.secret_file) is None:
                 event(log, "event_webhook_without_secret", logging.ERROR, index=i,
-                      webhook=hook.url, fix="set the variable or file the config names "
-                      "(events to this webhook are not sent unsigned)")
+                      webhook=hook.url, fix=f"set the variable or file the config names to a "
+                      f"secret of at least {MIN_SECRET} bytes (events to this webhook are not "
+                      "sent unsigned)")
 
     async def stop(self, grace: float = 2.0) -> None:
         """Deliveries under way get `grace` seconds, then everything is cancelled."""
@@ -169,15 +172,17 @@ class EventSink:
         return out
 
     def _secret(self, env: str | None, file: str | None) -> bytes | None:
+        """The key: the variable's value (UTF-8, as is) or the file's bytes without the
+        white space around them; None when missing or shorter than MIN_SECRET bytes."""
+        raw = b""
         if env is not None:
-            value = os.environ.get(env, "")
-            return value.encode() if value else None
-        if file is not None:
+            raw = os.environ.get(env, "").encode()
+        elif file is not None:
             try:
-                return self.resolve(file).read_bytes().strip() or None
+                raw = self.resolve(file).read_bytes().strip()
             except OSError:
                 return None
-        return None
+        return raw if len(raw) >= MIN_SECRET else None
 
     # ------------------------------------------------------------------ delivery
 
@@ -202,7 +207,7 @@ class EventSink:
             self.metrics.inc("killgate_event_deliveries_total", ("failed",),
                              label_names=("result",))
             event(log, "event_not_sent", logging.ERROR, webhook=target.url, event=body["event"],
-                  why="the webhook's secret is not set")
+                  why=f"the webhook's secret is not set (or shorter than {MIN_SECRET} bytes)")
             return
         if self._session is None:
             self._session = aiohttp.ClientSession(
