@@ -142,8 +142,8 @@ class Gateway:
         self._stack.push_async_callback(self.upstreams.close)
         self.mirror = Mirror()  # shadow copies: their own pools, closed after the data plane
         self._stack.push_async_callback(self.mirror.close)
-        self.metrics.source(ShadowSeries(lambda: self.mirror.tallies,
-                                         lambda: self.mirror.inflight))
+        self.metrics.collector(ShadowSeries(lambda: self.mirror.tallies,
+                                            lambda: self.mirror.inflight).refresh)
         self.holder.listen(self._on_table)
 
         self.sync = make_sync(self.loaded, self.holder, self.metrics, self.instance,

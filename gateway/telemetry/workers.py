@@ -64,6 +64,7 @@ GAUGES: dict[str, str] = {
     "killgate_drill_last_errors": "own",
     "killgate_drill_last_seconds": "own",
     "killgate_metrics_workers": "own",
+    "killgate_shadow_inflight": "sum",
 }
 
 Labels = tuple[str, ...]
