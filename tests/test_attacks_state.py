@@ -12,13 +12,18 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
+import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from gateway.domain.statedoc import MAX_GENERATION
 from tests.backends import echo_app
 from tests.conftest import (
+    ROOT,
     RedisServer,
     running_gateway,
     two_versions,
@@ -27,7 +32,7 @@ from tests.conftest import (
 )
 from tests.test_forgery import stays_killed
 from tests.test_keyed_audit import KEY, H, events_in, verify, verify_mirror
-from tests.test_killswitch import redis_state
+from tests.test_killswitch import redis_state, status_of
 
 
 def stream_ids(redis: RedisServer) -> list[str]:
@@ -145,6 +150,10 @@ async def test_a_store_rolled_back_to_an_older_genuine_state_keeps_the_kill(
                  for k in ("kgtest:state", "kgtest:gen", "kgtest:audit:head")}
         await post(session, g.admin, "/v1/kill", scope="route", route="iris")
         kill_id = stream_ids(redis_server)[-1]
+        total = len(events_in(redis_server))
+        await wait_until(lambda: mirror.exists()
+                         and len(mirror.read_text().splitlines()) == total, 5,
+                         what="the mirror to copy the kill")
         reseeds = g.gw.metrics.get("killgate_state_reseeds_total")
         for k, v in saved.items():
             redis_server.cmd("SET", k, v)
@@ -232,3 +241,258 @@ async def test_replays_and_deletions_cannot_flood_the_audit_trail_with_reseeds(
         await post(session, g.admin, "/v1/kill", scope="version", route="iris", version="v2")
         assert {"route:iris", "version:iris:v2"} <= stored_kills(redis_server).keys()
 
+
+# ------------------------------------------------------------------ the unsigned migration
+
+
+async def test_an_unsigned_document_in_a_fresh_store_adds_kills_and_nothing_else(
+        tmp_path: Path, backends, session, redis_server: RedisServer) -> None:
+    """The migration exception: before any instance has seen signed state, the kills of an
+    unsigned document are kept. The attacker who writes one into a fresh store can add
+    kills (a denial of service, as deleting keys is) and nothing else: not overrides, and
+    not its generation (one near the largest valid one left the fleet unable to move on;
+    one past what a float holds made every /metrics scrape answer 500)."""
+    p = await backends(echo_app("v1"))
+    top = MAX_GENERATION
+    flag = {"scope": "route", "route": "iris", "version": None, "actor": "x", "reason": "r",
+            "time": "t", "generation": top, "abort_inflight": True}
+    forged = {"generation": top, "epoch": "x", "kills": {"route:iris": flag},
+              "overrides": {"iris": {"stable": "v2", "weights": {"v1": 0, "v2": 100},
+                                     "actor": "x", "reason": "r", "time": "t",
+                                     "kind": "weights"}}}
+    redis_server.cmd("SET", "kgtest:state", json.dumps(forged))
+    redis_server.cmd("SET", "kgtest:gen", str(top))
+    cfg = write_config(tmp_path, two_versions(p, p), state=redis_state(redis_server, tmp_path))
+    async with running_gateway(cfg) as g:
+        doc = g.gw.holder.doc
+        assert set(doc.kills) == {"route:iris"} and not doc.overrides
+        assert doc.generation < 10
+        # the fleet goes on: writes work, the store's document verifies, metrics export
+        await post(session, g.admin, "/v1/unkill", scope="route", route="iris")
+        assert g.gw.sync.status()["last_error"] is None
+        assert (await g.gw.sync.store.load()).trusted
+        async with session.get(g.admin + "/metrics") as r:
+            assert r.status == 200
+    # a generation past the largest valid one: not a document at all, nothing is taken
+    for field, value in (("generation", 10 ** 400), ("kills", {"route:iris": {
+            **flag, "generation": 10 ** 400}})):
+        redis_server.cmd("FLUSHALL")
+        redis_server.cmd("SET", "kgtest:state", json.dumps({**forged, field: value}))
+        cfg = write_config(tmp_path, two_versions(p, p),
+                           state=redis_state(redis_server, tmp_path, name=field))
+        async with running_gateway(cfg) as g:
+            assert not g.gw.holder.doc.kills and g.gw.holder.doc.generation < 10
+            async with session.get(g.admin + "/metrics") as r:
+                assert r.status == 200
+
+
+# ------------------------------------------------------------------ the snapshot file
+
+
+async def test_a_snapshot_from_another_deployment_is_refused(
+        tmp_path: Path, backends, session, redis_server: RedisServer) -> None:
+    """Someone with write access to an instance's disk copies the snapshot of another
+    deployment that shares the key (another prefix: staging beside production) over this
+    instance's. Its generation is higher: once loaded, the re-seed would write its
+    overrides into this deployment's store. A snapshot is bound to its deployment."""
+    p = await backends(echo_app("v1"))
+    other = write_config(tmp_path, two_versions(p, p), name="other.yaml", state=redis_state(
+        redis_server, tmp_path, name="other").replace("prefix: kgtest", "prefix: staging"))
+    async with running_gateway(other) as g:
+        for w in (50, 60, 70):
+            async with session.put(g.admin + "/v1/routes/iris/weights", headers=H, json={
+                    "weights": {"v1": 100 - w, "v2": w}, "reason": "staging"}) as r:
+                assert r.status == 200, await r.text()
+    cfg = write_config(tmp_path, two_versions(p, p), state=redis_state(redis_server, tmp_path))
+    async with running_gateway(cfg) as g:
+        await post(session, g.admin, "/v1/kill", scope="route", route="iris")
+    mine = tmp_path / "snapshot-a.json"
+    mine.write_bytes((tmp_path / "snapshot-other.json").read_bytes())
+    async with running_gateway(cfg) as g:
+        assert not g.gw.sync.from_snapshot
+        assert g.gw.sync.status()["verification"]["unverified"].get("snapshot") == 1
+        assert "iris" not in g.gw.holder.doc.overrides
+        assert "route:iris" in g.gw.holder.doc.kills
+    assert '"overrides": {}' in redis_server.cmd("GET", "kgtest:state")
+
+
+# ------------------------------------------------------------------ malformed signatures
+
+
+async def test_a_signature_that_is_not_ascii_is_refused_not_a_crash(
+        tmp_path: Path, backends, session, redis_server: RedisServer) -> None:
+    """`hmac.compare_digest` raises TypeError (not ValueError) for a str with non-ASCII
+    characters. The key id is public (status, and every stored value's first line), so
+    the attacker can reach the comparison with `é` as the MAC: in the stored state, a
+    pushed document, an ack, a heartbeat and an audit event. Each must be refused like
+    any bad signature, never crash the sync loop, a receipt or `audit verify`."""
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p), state=redis_state(redis_server, tmp_path))
+    async with running_gateway(cfg) as g:
+        await post(session, g.admin, "/v1/kill", scope="route", route="iris")
+        kid = g.gw.sync.status()["verification"]["key_id"]
+        body = redis_server.cmd("GET", "kgtest:state").split("\n", 1)[1]
+        bad = f"KGS1 {kid} é\n{body}"
+        gen = str(g.gw.holder.doc.generation)
+        redis_server.cmd("PUBLISH", "kgtest:events", bad)
+        redis_server.cmd("PUBLISH", "kgtest:acks", f"{kid} é {gen} 1 - ghost")
+        now = int(time.time() * 1000)
+        redis_server.cmd("HSET", "kgtest:instances", "ghost", f"{now} {kid} é {gen} 1 - ghost")
+        redis_server.cmd("SET", "kgtest:state", bad)
+        redis_server.cmd("SET", "kgtest:gen", str(int(gen) + 1))
+        tamper = g.gw.sync.tamper
+        await wait_until(lambda: {"state", "push", "ack"} <= tamper.counts.keys(), 5,
+                         what=f"each refusal to be counted ({tamper.counts})")
+        async with session.get(g.admin + "/v1/status", headers=H) as r:
+            assert r.status == 200
+            assert "ghost" not in (await r.json())["instances"]
+        assert "heartbeat" in tamper.counts
+        # the sync loop stayed up: it repaired the store, and a write works
+        await wait_until(lambda: redis_server.cmd("GET", "kgtest:state").startswith(
+            f"KGS1 {kid} ") and "é" not in redis_server.cmd("GET", "kgtest:state"), 5,
+            what="the store to be repaired")
+        assert g.gw.sync.connected
+        await post(session, g.admin, "/v1/kill", scope="global")
+        evs = events_in(redis_server)
+        ids = stream_ids(redis_server)
+        redis_server.cmd("XDEL", "kgtest:audit", ids[-1])
+        redis_server.cmd("XADD", "kgtest:audit", "*", "e", json.dumps({**evs[-1], "mac": "é"}))
+        res = await asyncio.to_thread(verify, g.admin, *KEY)
+        assert res.returncode == 1 and "BROKEN" in res.stderr, res.stderr
+        assert "Traceback" not in res.stderr
+
+
+# ------------------------------------------------------------------ key settings
+
+
+KEY_A = "a" * 40
+KEY_B = "b" * 40
+
+
+def _key_config(tmp: Path, state: str) -> Path:
+    cfg = tmp / "keys.yaml"
+    cfg.write_text("listen: 127.0.0.1:0\nadmin: {listen: 127.0.0.1:0}\n"
+                   f"state: {{backend: redis, url: 'redis://127.0.0.1:1/0', {state}}}\n"
+                   "routes:\n  - {name: r, match: {path_prefix: /r}, stable: v1,\n"
+                   "     versions: [{name: v1, url: 'http://127.0.0.1:1', weight: 1}]}\n")
+    return cfg
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "KG_KEY_A": KEY_A, "KG_KEY_B": KEY_B, "KG_SHORT": "x" * 31}
+    return subprocess.run([sys.executable, "-m", "gateway", *args], env=env,
+                          capture_output=True, text=True, timeout=30, cwd=str(ROOT))
+
+
+def test_check_and_serve_refuse_short_and_repeated_keys(tmp_path: Path) -> None:
+    """A short key, or a previous key that is the current one (a rotation step done
+    wrong: the old key is then not accepted at all, while the config looks like an
+    overlap), is refused by `killgate check` and `killgate serve`, naming the setting;
+    no key value appears in what they print."""
+    cases = {
+        "signing_key_env: KG_SHORT": "state.signing_key_env: the key is 31 bytes",
+        "signing_key_env: KG_KEY_A, previous_signing_key_env: KG_SHORT":
+            "state.previous_signing_key_env: the key is 31 bytes",
+        "signing_key_env: KG_KEY_A, previous_signing_key_env: KG_KEY_A":
+            "state.previous_signing_key_env: the same key as state.signing_key",
+        "signing_key_env: KG_KEY_A, audit_key_env: KG_KEY_B, previous_audit_key_env: KG_KEY_B":
+            "state.previous_audit_key_env: the same key as state.audit_key",
+    }
+    for state, problem in cases.items():
+        cfg = _key_config(tmp_path, state)
+        for args in (("check", str(cfg)), ("serve", "-c", str(cfg))):
+            res = _run(*args)
+            out = res.stdout + res.stderr
+            assert res.returncode == 1 and problem in out, (state, args, out)
+            assert KEY_A not in out and KEY_B not in out and "x" * 31 not in out
+    ok = _run("check", str(_key_config(
+        tmp_path, "signing_key_env: KG_KEY_A, previous_signing_key_env: KG_KEY_B")))
+    assert ok.returncode == 0, ok.stderr
+
+
+# ------------------------------------------------------------------ oversized values
+
+
+def _set_raw(redis: RedisServer, key: str, value: bytes, command: str = "SET") -> None:
+    """SET (or PUBLISH) a large value over a raw socket (the test's own client)."""
+    args = [command.encode(), key.encode(), value]
+    payload = f"*{len(args)}\r\n".encode() + b"".join(
+        f"${len(a)}\r\n".encode() + a + b"\r\n" for a in args)
+    with socket.create_connection(("127.0.0.1", redis.port), timeout=10) as s:
+        s.sendall(payload)
+        s.recv(100)
+
+
+async def test_huge_documents_in_the_store_do_not_stall_the_data_plane(
+        tmp_path: Path, backends, session, redis_server: RedisServer) -> None:
+    """The attacker stores a huge document (and keeps changing the generation key so every
+    instance re-reads it every poll), or publishes one. Reading, verifying and parsing it
+    ran on the loop the data plane runs on: a 40 MB unsigned JSON document stalled every
+    request for ~7 s. Over 16 MiB a document is refused unread; an unsigned one is parsed
+    only during a migration, and then in a thread."""
+    p = await backends(echo_app("v1"))
+    # (reading 14 MB through a script takes redis ~0.2 s: more than the 300 ms the other
+    # tests allow a command on a loaded machine; this one is about the data plane)
+    cfg = write_config(tmp_path, two_versions(p, p, 100, 0),
+                       state=redis_state(redis_server, tmp_path, command_timeout="3s"))
+    async with running_gateway(cfg) as g:
+        await wait_until(lambda: g.gw.sync.synced_once, 5, what="the first sync")
+        tamper = g.gw.sync.tamper
+        flag = {"scope": "route", "route": "iris", "version": None, "actor": "x", "reason": "r",
+                "time": "t", "generation": 1}
+        for size in (12, 40):  # MB: under and over the limit
+            if size == 12:  # a document-shaped one: every kill flag is validated
+                big = json.dumps({"generation": 1, "kills": {
+                    f"route:r{i}": flag for i in range(size * 1024 * 1024 // 110)}}).encode()
+            else:
+                big = b"[" + b"1," * (size * 512 * 1024) + b"1]"
+            await asyncio.to_thread(_set_raw, redis_server, "kgtest:events", big, "PUBLISH")
+            refused = tamper.counts.get("state", 0)
+            worst = 0.0
+            end = time.monotonic() + 2.0
+            while time.monotonic() < end:
+                # (again and again: the instance re-seeds over it)
+                await asyncio.to_thread(_set_raw, redis_server, "kgtest:state", big)
+                redis_server.cmd("SET", "kgtest:gen", str(time.monotonic_ns()))
+                t0 = time.perf_counter()
+                assert (await status_of(session, g.url))[0] == 200
+                worst = max(worst, time.perf_counter() - t0)
+                await asyncio.sleep(0.01)
+            assert tamper.counts.get("state", 0) > refused, (size, g.gw.sync.last_error)
+            assert worst < 1.0, (size, worst)
+            if size == 40:
+                assert "over the 16777216-byte limit (not read)" in str(tamper.last)
+        # (the 12 MB push was read and refused; redis drops a subscriber rather than queue
+        # 40 MB for it: client-output-buffer-limit pubsub, 32 MB by default)
+        assert tamper.counts.get("push", 0) >= 1
+
+
+# ------------------------------------------------------------------ keys of the wrong type
+
+
+async def test_keys_of_the_wrong_type_do_not_block_kills(
+        tmp_path: Path, backends, session, redis_server: RedisServer) -> None:
+    """The attacker replaces a key the commit or the heartbeat writes with one of another
+    type (a hash where the generation was, a string where the audit stream was). Every
+    commit failed with WRONGTYPE: kills refused (503) and no re-seed possible until an
+    operator cleaned Redis by hand; heartbeats failed, so the sync loop kept reconnecting.
+    The instance now replaces such keys (nothing genuine is in them) and carries on."""
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p, 100, 0),
+                       state=redis_state(redis_server, tmp_path))
+    async with running_gateway(cfg) as g:
+        await post(session, g.admin, "/v1/kill", scope="version", route="iris", version="v2")
+        for key, wrong in (("kgtest:gen", ("HSET", "kgtest:gen", "a", "b")),
+                           ("kgtest:audit", ("SET", "kgtest:audit", "x")),
+                           ("kgtest:audit:head", ("RPUSH", "kgtest:audit:head", "x")),
+                           ("kgtest:instances", ("SET", "kgtest:instances", "x"))):
+            redis_server.cmd("DEL", key)
+            redis_server.cmd(*wrong)
+            async with session.post(g.admin + "/v1/kill", headers=H, json={
+                    "scope": "route", "route": "iris", "reason": key}) as r:
+                assert r.status == 200, (key, await r.text())
+            await post(session, g.admin, "/v1/unkill", scope="route", route="iris")
+            await wait_until(lambda: g.gw.sync.connected, 5, what=f"connected after {key}")
+        assert redis_server.cmd("TYPE", "kgtest:audit") == "stream"
+        assert redis_server.cmd("TYPE", "kgtest:instances") == "hash"
+        assert "version:iris:v2" in g.gw.holder.doc.kills

@@ -29,6 +29,7 @@ __all__ = [
     "canonical",
     "clean_text",
     "event_hash",
+    "mac_matches",
     "seal",
     "utc_now",
     "verify_chain",
@@ -97,6 +98,14 @@ def audit_mac(secret: bytes, hash_: str) -> str:
     return hmac.new(secret, hash_.encode("ascii", "replace"), hashlib.sha256).hexdigest()
 
 
+def mac_matches(secret: bytes, ev: dict[str, Any]) -> bool:
+    """Whether `ev`'s `mac` is the MAC of its `hash` under `secret` (in constant time; a
+    `mac` that is not a string, or not ASCII, simply does not match)."""
+    mac = ev.get("mac")
+    return isinstance(mac, str) and hmac.compare_digest(
+        audit_mac(secret, str(ev.get("hash"))).encode(), mac.encode("utf-8", "replace"))
+
+
 def seal(event: dict[str, Any], prev_hash: str,
          key: tuple[str, bytes] | None = None) -> dict[str, Any]:
     """The event placed after `prev_hash`; with `key` (key id, secret) also keyed."""
@@ -135,7 +144,7 @@ def _mac_problem(ev: dict[str, Any], keys: Mapping[str, bytes]) -> str | bool | 
     mac, kid = ev.get("mac"), ev.get("kid")
     if not isinstance(mac, str) or not isinstance(kid, str) or kid not in keys:
         return False
-    if hmac.compare_digest(audit_mac(keys[kid], str(ev.get("hash"))), mac):
+    if mac_matches(keys[kid], ev):
         return None
     return ("mac does not match the event's hash under its key: the event was edited and "
             "re-sealed by someone without the audit key")

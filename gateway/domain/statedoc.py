@@ -18,6 +18,7 @@ from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
 from typing_extensions import TypedDict  # pydantic validates typing's only from 3.12
 
 __all__ = [
+    "MAX_GENERATION",
     "MAX_HISTORY",
     "Change",
     "DrillRecord",
@@ -34,6 +35,10 @@ __all__ = [
 ]
 
 MAX_HISTORY = 100  # entries kept per route (the oldest are dropped)
+#: the largest generation a document may carry: exact as a float (metrics) and in
+#: JavaScript (the console); a real fleet never comes near it
+MAX_GENERATION = 2 ** 53 - 1
+Generation = Annotated[int, Field(ge=0, le=MAX_GENERATION)]
 
 KillScope = Literal["global", "route", "version"]
 
@@ -66,7 +71,7 @@ class KillFlag:
     actor: str
     reason: str
     time: str
-    generation: int
+    generation: Generation
     abort_inflight: bool = True
 
     @property
@@ -85,7 +90,7 @@ class HistoryEntry:
     reason: str
     url: str | None = None
     artifact: str | None = None
-    generation: int = 0
+    generation: Generation = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +147,7 @@ class StateDoc:
     # for from_json: no NaN or infinite weights; unknown keys (newer writers) are ignored
     __pydantic_config__ = ConfigDict(allow_inf_nan=False)
 
-    generation: int = 0
+    generation: Generation = 0
     epoch: str = ""
     kills: dict[str, KillFlag] = field(default_factory=dict)
     overrides: dict[str, RouteOverride] = field(default_factory=dict)

@@ -33,7 +33,6 @@ from gateway.state.store import (
     OnUnverified,
     decode_doc,
     ignore_unverified,
-    legacy_doc,
 )
 
 __all__ = ["LocalStore", "atomic_write", "last_line"]
@@ -126,7 +125,7 @@ class LocalStore:
         except ValueError as exc:
             # the compare-and-set token of a refused file: its content's digest
             return Loaded(None, "x" + hashlib.sha256(raw).hexdigest()[:16],
-                          f"{self.path}: {exc}", legacy_doc(raw) if self.keys.enabled else None)
+                          f"{self.path}: {exc}", raw if self.keys.enabled else None)
         if which == "previous":
             self.on_unverified("state", "", "previous")
         return Loaded(doc, str(doc.generation))

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from gateway.domain.audit import audit_mac, event_hash, utc_now
+from gateway.domain.audit import event_hash, mac_matches, utc_now
 from gateway.errors import StateError
 from gateway.log import event
 from gateway.state.local import atomic_write, last_line
@@ -87,7 +87,7 @@ class AuditMirror:
             return None  # written before keyed audit (the trail's unkeyed beginning)
         if not isinstance(kid, str) or kid not in self.keys:
             return f"it carries no MAC under a key this instance holds (kid {str(kid)[:16]!r})"
-        if not isinstance(mac, str) or mac != audit_mac(self.keys[kid], str(ev.get("hash"))):
+        if not mac_matches(self.keys[kid], ev):
             return "its MAC does not verify: re-sealed by someone without the audit key"
         return None
 

@@ -30,16 +30,16 @@ from gateway.domain.statedoc import StateDoc
 from gateway.errors import AuditError, StoreConflict, StoreUnavailable
 from gateway.log import event
 from gateway.state.redisaux import RedisRecords
-from gateway.state.redislink import Script
+from gateway.state.redislink import OWN, Script
 from gateway.state.resp import RespConnection, RespError
 from gateway.state.signing import Keyring
 from gateway.state.store import (
+    MAX_DOC_BYTES,
     Ack,
     Loaded,
     OnUnverified,
     decode_doc,
     ignore_unverified,
-    legacy_doc,
 )
 
 __all__ = ["RedisStore"]
@@ -48,7 +48,8 @@ Listener = Callable[[StateDoc | Ack], None]
 
 log = logging.getLogger("killgate.state")
 
-_COMMIT = Script("""
+_COMMIT = Script(OWN + """
+own(KEYS[2], 'string'); own(KEYS[3], 'stream'); own(KEYS[4], 'string')
 local cur = redis.call('GET', KEYS[2])
 if (cur or '') ~= ARGV[1] then return {'conflict', cur or ''} end
 if ARGV[4] ~= '' then
@@ -61,6 +62,19 @@ redis.call('SET', KEYS[1], ARGV[2])
 redis.call('SET', KEYS[2], ARGV[3])
 redis.call('PUBLISH', ARGV[8], ARGV[2])
 return {'ok', ''}
+""")
+
+
+# The document and its generation in one step; a document over the size limit (ARGV[1])
+# is not sent at all: {false, generation, its size}. MGET reads a key of another type as
+# nil, as an absent one.
+_LOAD = Script("""
+local gen = redis.call('MGET', KEYS[2])[1]
+if redis.call('TYPE', KEYS[1])['ok'] == 'string' then
+  local n = redis.call('STRLEN', KEYS[1])
+  if n > tonumber(ARGV[1]) then return {false, gen, n} end
+end
+return {redis.call('MGET', KEYS[1])[1], gen, 0}
 """)
 
 
@@ -89,6 +103,9 @@ class RedisStore(RedisRecords):
         item: StateDoc | Ack | None = None
         if channel == self._b_events:
             # not a document we can read, or not ours: reported; the poll goes on
+            if len(data) > MAX_DOC_BYTES:
+                self.on_unverified("push", f"{len(data)} bytes, over the limit", None)
+                return
             with contextlib.suppress(ValueError):
                 item = self._open_doc(data, "push")
         elif channel == self._b_acks:
@@ -129,8 +146,12 @@ class RedisStore(RedisRecords):
     # ------------------------------------------------------------------ state
 
     async def load(self) -> Loaded:
-        raw, gen = await self._call("MGET", self.k_state, self.k_gen)
+        raw, gen, size = await self._script(_LOAD, [self.k_state, self.k_gen],
+                                            [str(MAX_DOC_BYTES)])
         token = None if gen is None else gen.decode("utf-8", "replace")
+        if size:
+            return Loaded(None, token or "", f"{self.k_state}: {size} bytes, over the "
+                                             f"{MAX_DOC_BYTES}-byte limit (not read)")
         if raw is None:
             if token is None:
                 return Loaded(None, None)
@@ -138,7 +159,7 @@ class RedisStore(RedisRecords):
         try:
             doc = self._open_doc(raw, None)
         except ValueError as exc:
-            return Loaded(None, token, f"{self.k_state}: {exc}", legacy_doc(raw))
+            return Loaded(None, token, f"{self.k_state}: {exc}", raw)
         return Loaded(doc, token)
 
     def _open_doc(self, raw: bytes, kind: str | None) -> StateDoc:

@@ -16,13 +16,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from gateway.state.redislink import RedisLink, Script
+from gateway.state.redislink import OWN, RedisLink, Script
 from gateway.state.signing import Unverified
 from gateway.state.store import Ack
 
 __all__ = ["RedisRecords"]
 
-_HEARTBEAT = Script("""
+_HEARTBEAT = Script(OWN + """
+own(KEYS[1], 'hash'); own(KEYS[2], 'hash')
 local t = redis.call('TIME')
 local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('HSET', KEYS[1], ARGV[1], ms .. ' ' .. ARGV[2])

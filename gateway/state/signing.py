@@ -99,7 +99,9 @@ class Keyring:
         key = self._by_kid.get(kid)
         if key is None:
             raise Unverified(f"signed with an unknown key id {kid[:16]!r}")
-        if not hmac.compare_digest(self._mac(key, kind, body), mac):
+        # (compare_digest raises TypeError on a str that is not ASCII: compare bytes)
+        if not hmac.compare_digest(self._mac(key, kind, body).encode(),
+                                   mac.encode("utf-8", "replace")):
             raise Unverified("its signature does not match its content")
         return "current" if key is self.current else "previous"
 
@@ -184,11 +186,21 @@ def signing_keyring(cfg: StateConfig, resolve: Callable[[str], Path]) -> Keyring
                         resolve, problems)
     previous = read_keys(cfg.previous_signing_key_env, cfg.previous_signing_key_file,
                          "state.previous_signing_key", resolve, problems)
+    _not_the_same(current, previous, "state.signing_key", cfg.previous_signing_key_env,
+                  problems)
     if problems:
         raise ConfigError(problems)
-    if current is not None and previous is not None and previous.kid == current.kid:
-        previous = None  # the same key twice: nothing to rotate from
     return Keyring(current, previous, cfg.prefix if cfg.backend == "redis" else "local")
+
+
+def _not_the_same(current: Key | None, previous: Key | None, where: str, env: str | None,
+                  problems: list[Problem]) -> None:
+    """A previous key that is the current one: a rotation step done wrong (the old key,
+    which the fleet may still sign with, would not be accepted at all)."""
+    if current is not None and previous is not None and previous.kid == current.kid:
+        prev = where.replace("state.", "state.previous_") + ("_env" if env else "_file")
+        problems.append(Problem(prev, f"the same key as {where}: during a rotation it must "
+                                      "name the old key (remove it once the rotation is done)"))
 
 
 def audit_keyring(cfg: StateConfig, resolve: Callable[[str], Path],
@@ -199,6 +211,7 @@ def audit_keyring(cfg: StateConfig, resolve: Callable[[str], Path],
                         resolve, problems)
     previous = read_keys(cfg.previous_audit_key_env, cfg.previous_audit_key_file,
                          "state.previous_audit_key", resolve, problems)
+    _not_the_same(current, previous, "state.audit_key", cfg.previous_audit_key_env, problems)
     if problems:
         raise ConfigError(problems)
     if current is None:

@@ -2,9 +2,10 @@
 
 Owns reading the snapshot at startup and writing it after every applied change (in the
 background, newest pending document only, atomically, mode 0600). With a signing key the
-file is signed like a stored document (kind `snapshot`): an edited or foreign file is
-refused whole. A file in the format before signing (no signature line) is a migration:
-only its kills are kept — they can only stop traffic — and the rest is not trusted.
+file is signed like a stored document (kind `snapshot`, bound to the deployment: the redis
+prefix): an edited file, or one of another deployment sharing the key, is refused whole.
+A file in the format before signing (no signature line) is a migration: only its kills
+are kept — they can only stop traffic — and the rest (its generation too) is not trusted.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ class SnapshotFile:
     def __init__(self, path: Path | None, keys: Keyring,
                  on_unverified: OnUnverified = ignore_unverified) -> None:
         self.path = path
-        self.keys = keys.bound("snapshot")
+        self.keys = keys.bound("snapshot\x00" + keys.context.decode())
         self.on_unverified = on_unverified
         #: the file read at startup was signed with our key (else: absent, or a migration)
         self.signed = False
@@ -53,8 +54,7 @@ class SnapshotFile:
                 legacy = decode_doc(raw)
                 self.on_unverified("snapshot", "written before state signing: only its kills "
                                                "are kept", None)
-                return StateDoc(generation=legacy.generation, epoch=legacy.epoch,
-                                kills=legacy.kills)
+                return StateDoc(kills=legacy.kills)  # (not even its generation)
             body, which = self.keys.open(b"snapshot", raw)
             doc = decode_doc(body)
         except ValueError as exc:

@@ -31,7 +31,14 @@ from gateway.state.fleet import Fleet
 from gateway.state.mirror import AuditMirror
 from gateway.state.signing import Keyring
 from gateway.state.snapshot import SnapshotFile
-from gateway.state.store import Ack, Loaded, Store, merge_restrictive, new_epoch
+from gateway.state.store import (
+    Ack,
+    Loaded,
+    Store,
+    legacy_doc,
+    merge_restrictive,
+    new_epoch,
+)
 from gateway.state.tamper import TamperLog
 from gateway.state.writes import Writes
 from gateway.telemetry.metrics import Metrics
@@ -267,12 +274,15 @@ class Sync(Writes):
         """The store lost its state (restart without persistence, FLUSHALL, an old backup)
         or holds one we refuse: write the restrictive merge of what we know."""
         store_doc = got.doc if got.trusted else None
-        if got.legacy is not None and self.migrating:
+        legacy = None
+        if got.refused is not None and self.migrating:
+            legacy = await asyncio.to_thread(legacy_doc, got.refused)
+        if legacy is not None:
             # Migration from unsigned state: its kills are kept (they only stop traffic);
-            # its overrides, history and identities are not trusted.
-            kills = {k: f for k, f in got.legacy.kills.items() if k not in mine.kills}
-            mine = apply_change(mine, Change(kills=kills),
-                                max(mine.generation, got.legacy.generation) + 1)
+            # its overrides, history, identities and generation are not trusted (whoever
+            # wrote it could choose a generation the fleet could never move past).
+            kills = {k: f for k, f in legacy.kills.items() if k not in mine.kills}
+            mine = apply_change(mine, Change(kills=kills))
         merged = merge_restrictive(store_doc, mine)
         why = ("empty" if got.empty else "refused" if got.problem is not None
                else "generation key disagrees" if not got.trusted else "older")

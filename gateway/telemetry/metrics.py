@@ -95,19 +95,19 @@ HELP: dict[str, tuple[str, str]] = {
                    "too large), down (shadow killed or unhealthy), failed (no shadow answer)."),
     "killgate_shadow_comparisons_total": (
         "counter", "Shadow answers compared with the client's, by outcome (agreed, noise, "
-                   "disagreed, uncomparable); agreement = (agreed + noise) / (agreed + noise "
-                   "+ disagreed)."),
+                   "disagreed, uncomparable)."),
     "killgate_shadow_differences_total": (
         "counter", "Compared shadow answers with a difference of this kind (counted once per "
                    "answer per kind, after the noise floor)."),
     "killgate_shadow_failures_total": (
         "counter", "Shadow copies that got no answer, by kind of failure."),
-    "killgate_shadow_seconds_total": (
-        "counter", "Summed time to the whole answer of compared requests, for the primary "
-                   "(side=primary, the client's answer) and the shadow (its copy); over "
-                   "killgate_shadow_comparisons_total, the mean of each."),
-    "killgate_shadow_inflight": ("gauge", "Shadow copies in flight (and sampled answers being "
-                                          "assembled) in this process."),
+    "killgate_shadow_agreement_ratio": (
+        "gauge", "Share of compared shadow answers that agreed with the client's (this "
+                 "process; the fleet's is in GET /v1/routes/{route}/shadow)."),
+    "killgate_shadow_inflight": ("gauge", "Shadow copies in flight in this process."),
+    "killgate_shadow_duration_seconds": (
+        "histogram", "Time to the whole answer of compared requests, for the primary (the "
+                     "client's answer) and the shadow (its copy), by route and version."),
     # the request series (telemetry/requests.py)
     "killgate_request_duration_seconds": (
         "histogram", "Time from a request's arrival to the end of its answer, by route, "
@@ -212,6 +212,10 @@ class Metrics:
     def source(self, src: Source) -> None:
         """Families built by `src` at each scrape are exposed too."""
         self._sources.append(src)
+
+    @property
+    def sources(self) -> tuple[Source, ...]:
+        return tuple(self._sources)
 
     def dump(self) -> list[tuple[str, tuple[str, ...], dict[tuple[str, ...], float]]]:
         """Every simple series as plain data, refreshed as for a scrape: (name, label

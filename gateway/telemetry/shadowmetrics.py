@@ -1,24 +1,31 @@
-"""The shadow series of /metrics, refreshed from this process's tallies at each scrape.
+"""The shadow series of /metrics, built at scrape time from this process's tallies.
 
-Owns `ShadowSeries`, a metrics collector (telemetry/metrics.py `Metrics.collector`): per
-route and shadow version, what happened to the copies, comparison outcomes, kinds of
-difference, failures, and the summed time to the whole answer on each side; and the copies
-in flight per route. Plain counters and a gauge (no families of its own), so a
-`--workers N` group merges them like every other series (telemetry/workers.py). Labels
-come only from config names and fixed sets. The agreement ratio is the counters' quotient
-(README "Shadow traffic"); a per-process ratio could not be merged.
+Owns `ShadowSeries`, a metrics source (telemetry/metrics.py `Source`): per route and shadow
+version, what happened to the copies, comparison outcomes, kinds of difference, failures,
+this process's agreement ratio, copies in flight, and both sides' latency as histograms
+(`side` = primary | shadow). Labels come only from config names and fixed sets. Imports
+prometheus_client's family types only.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from itertools import accumulate
 
-from gateway.domain.shadowstats import Tally
-from gateway.telemetry.metrics import Metrics
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+
+from gateway.domain.analysis import LATENCY_BOUNDS_MS
+from gateway.domain.shadowstats import Tally, compared_agreed
+from gateway.telemetry.metrics import HELP
 
 __all__ = ["ShadowSeries"]
 
-_ROUTE = ("route", "version")
+_BOUNDS_S = [b / 1000.0 for b in LATENCY_BOUNDS_MS]
 
 
 class ShadowSeries:
@@ -26,33 +33,41 @@ class ShadowSeries:
                  inflight: Callable[[], Mapping[str, int]]) -> None:
         self.tallies = tallies
         self.inflight = inflight
-        # label sets written before: a count that starts afresh (new comparison settings)
-        # goes back to 0 rather than keep an old value beside the new ones
-        self._seen: dict[str, set[tuple[str, ...]]] = {}
 
-    def refresh(self, metrics: Metrics) -> None:
-        now: dict[str, dict[tuple[str, ...], float]] = {}
-        names: dict[str, tuple[str, ...]] = {}
+    def collect(self) -> Iterator[Metric]:
+        tallies = sorted(self.tallies().items())
+        labels = ["route", "version"]
 
-        def put(name: str, label: str, route: str, t: Tally, counts: Mapping[str, float]) -> None:
-            names[name] = (*_ROUTE, label)
-            series = now.setdefault(name, {})
-            for k, v in counts.items():
-                series[(route, t.version, k)] = float(v)
+        def counter(name: str, extra: str, pick: Callable[[Tally], dict[str, int]]) -> Metric:
+            fam = CounterMetricFamily(name, HELP[name][1], labels=[*labels, extra])
+            for route, t in tallies:
+                for k, v in sorted(pick(t).items()):
+                    fam.add_metric([route, t.version, k], v)
+            return fam
 
-        for route, t in self.tallies().items():
-            put("killgate_shadow_copies_total", "result", route, t, t.copies)
-            put("killgate_shadow_comparisons_total", "outcome", route, t, t.outcomes)
-            put("killgate_shadow_differences_total", "kind", route, t, t.differences)
-            put("killgate_shadow_failures_total", "kind", route, t, t.failures)
-            put("killgate_shadow_seconds_total", "side", route, t,
-                {"primary": t.primary_s, "shadow": t.shadow_s})
-        names["killgate_shadow_inflight"] = ("route",)
-        now["killgate_shadow_inflight"] = {(r,): float(n) for r, n in self.inflight().items()}
-        for name, series in now.items():
-            seen = self._seen.setdefault(name, set())
-            for labels in seen - series.keys():
-                metrics.set(name, 0.0, labels, names[name])
-            for labels, v in series.items():
-                metrics.set(name, v, labels, names[name])
-            seen |= series.keys()
+        yield counter("killgate_shadow_copies_total", "result", lambda t: t.copies)
+        yield counter("killgate_shadow_comparisons_total", "outcome", lambda t: t.outcomes)
+        yield counter("killgate_shadow_differences_total", "kind", lambda t: t.differences)
+        yield counter("killgate_shadow_failures_total", "kind", lambda t: t.failures)
+        name = "killgate_shadow_agreement_ratio"
+        ratio = GaugeMetricFamily(name, HELP[name][1], labels=labels)
+        for route, t in tallies:
+            compared, agreed = compared_agreed(t)
+            if compared:
+                ratio.add_metric([route, t.version], agreed / compared)
+        yield ratio
+        name = "killgate_shadow_inflight"
+        busy = GaugeMetricFamily(name, HELP[name][1], labels=["route"])
+        for route, n in sorted(self.inflight().items()):
+            busy.add_metric([route], n)
+        yield busy
+        name = "killgate_shadow_duration_seconds"
+        hist = HistogramMetricFamily(name, HELP[name][1], labels=[*labels, "side"])
+        for route, t in tallies:
+            for side, counts, total in (("primary", t.primary_ms, t.primary_s),
+                                        ("shadow", t.shadow_ms, t.shadow_s)):
+                cumulative = list(accumulate(counts))
+                buckets = [(repr(b), c) for b, c in zip(_BOUNDS_S, cumulative, strict=False)]
+                buckets.append(("+Inf", cumulative[-1]))
+                hist.add_metric([route, t.version, side], buckets, total)
+        yield hist
