@@ -700,3 +700,44 @@ async def test_only_an_instance_with_a_snapshot_refuses_an_older_genuine_documen
     async with running_gateway(cfg) as g:
         assert set(g.gw.holder.doc.kills) == {"version:iris:v2"}  # the limit
         assert (await status_of(session, g.url))[0] == 200
+
+
+async def test_a_flooded_heartbeat_or_counts_hash_does_not_stall_the_data_plane(
+        tmp_path: Path, backends, session, redis_server: RedisServer) -> None:
+    """The attacker fills the instances hash and a counts hash with 200,000 fresh-looking
+    entries each. Checking them all for `/v1/status` (the console polls it) and for the
+    fleet's counts ran on the data plane's loop in one go: 300,000 stalled every request
+    for 2.7 s. The check now lets requests through as it goes; the forgeries are counted."""
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p, 100, 0),
+                       state=redis_state(redis_server, tmp_path, command_timeout="5s"))
+    async with running_gateway(cfg) as g:
+        now = int(time.time() * 1000)
+        fill = (f"for i=1,200000 do redis.call('HSET', KEYS[1], 'i'..i, '{now} - - 1 1 - i'..i)"
+                " redis.call('HSET', KEYS[2], 'i'..i, 'x') end return 1")
+        await asyncio.to_thread(subprocess.run, [
+            "redis-cli", "-p", str(redis_server.port), "EVAL", fill, "2", "kgtest:instances",
+            "kgtest:stats:iris"], check=True, capture_output=True)
+        worst = 0.0
+        done = asyncio.Event()
+
+        async def probe() -> None:
+            nonlocal worst
+            while not done.is_set():
+                t0 = time.perf_counter()
+                assert (await status_of(session, g.url))[0] == 200
+                worst = max(worst, time.perf_counter() - t0)
+                await asyncio.sleep(0.01)
+
+        task = asyncio.create_task(probe())
+        try:
+            async with session.get(g.admin + "/v1/status", headers=H) as r:
+                assert r.status == 200
+                assert len((await r.json())["instances"]) == 1
+            assert await g.gw.sync.store.get_stats("iris") == []
+        finally:
+            done.set()
+            await task
+        assert g.gw.sync.tamper.counts.get("heartbeat", 0) >= 200_000
+        assert g.gw.sync.tamper.counts.get("stats", 0) >= 200_000
+        assert worst < 1.0, worst
