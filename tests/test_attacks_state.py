@@ -741,3 +741,13 @@ async def test_a_flooded_heartbeat_or_counts_hash_does_not_stall_the_data_plane(
         assert g.gw.sync.tamper.counts.get("heartbeat", 0) >= 200_000
         assert g.gw.sync.tamper.counts.get("stats", 0) >= 200_000
         assert worst < 1.0, worst
+
+
+def test_a_mirror_line_nested_too_deeply_is_a_break_not_a_traceback(tmp_path: Path) -> None:
+    """`audit verify --mirror FILE` on a file whose line nests 100,000 arrays: a named
+    break (exit 1), never a RecursionError traceback."""
+    mirror = tmp_path / "m.jsonl"
+    mirror.write_text("[" * 100_000 + "]" * 100_000 + "\n")
+    res = verify_mirror(mirror)
+    assert res.returncode == 1 and "BROKEN at event #0" in res.stderr, res.stderr
+    assert "Traceback" not in res.stderr

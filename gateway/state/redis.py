@@ -25,7 +25,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from gateway.domain.audit import GENESIS, AuditDraft, seal
+from gateway.domain.audit import GENESIS, AuditDraft, parse_event, seal
 from gateway.domain.statedoc import StateDoc
 from gateway.errors import AuditError, StoreConflict, StoreUnavailable
 from gateway.log import event
@@ -269,13 +269,9 @@ class RedisStore(RedisRecords):
         for sid, flat in entries or []:
             fields = dict(zip(flat[::2], flat[1::2], strict=False))
             raw = fields.get(b"e", b"")
-            try:
-                ev = json.loads(raw)
-                if not isinstance(ev, dict):
-                    raise ValueError("not an object")
-            except (ValueError, RecursionError):
-                ev = {"id": sid.decode(), "unparseable": raw.decode("utf-8", "replace")}
-            out.append((sid.decode(), ev))
+            ev = parse_event(raw)
+            out.append((sid.decode(), ev if ev is not None else {
+                "id": sid.decode(), "unparseable": raw.decode("utf-8", "replace")}))
         return out
 
     async def audit_events(self) -> list[dict[str, Any]]:
