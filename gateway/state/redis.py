@@ -6,8 +6,11 @@ Owns the state document and the audit trail in redis (key names: redislink.py):
   channel <p>:events: every committed document, as stored (signed).
 Commits are one Lua script: compare the generation and the audit head, append the keyed
 audit event, replace the state, publish. The signed document carries the hash of the
-event committed with it (`audit_head`): the anchor of the trail's end, and every
-instance's guess of the head, so the next commit from any instance is one round trip.
+event committed with it (`audit_head`, and its position `audit_seq`): the anchor of the
+trail's end, and every instance's guess of the head, so the next commit from any instance
+is one round trip. An event continues the newest head a verified document anchors, never
+the unsigned head key's (only what the script compares). A document over MAX_DOC_BYTES is
+refused unread.
 Whatever we read back is verified (gateway/state/signing.py); what fails is reported to
 `on_unverified` and never applied. Three connections: reads and polls, commits (and the
 WAIT after them), and one subscribed, whose messages reach the listener in the loop
