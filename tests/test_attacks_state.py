@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from gateway.domain.audit import seal
 from gateway.domain.statedoc import MAX_GENERATION
 from tests.backends import echo_app
 from tests.conftest import (
@@ -751,3 +752,34 @@ def test_a_mirror_line_nested_too_deeply_is_a_break_not_a_traceback(tmp_path: Pa
     res = verify_mirror(mirror)
     assert res.returncode == 1 and "BROKEN at event #0" in res.stderr, res.stderr
     assert "Traceback" not in res.stderr
+
+
+async def test_an_event_with_a_correct_hash_and_a_forged_mac_is_refused(
+        tmp_path: Path, backends, session, redis_server: RedisServer) -> None:
+    """Held: an event the attacker writes with a correct hash and a MAC that is not ours
+    (a copy of another event's, hex garbage, or not ASCII) is refused by `audit verify`
+    with the key and never appended to the mirror."""
+    p = await backends(echo_app("v1"))
+    mirror = tmp_path / "mirror.jsonl"
+    cfg = write_config(tmp_path, two_versions(p, p), state=redis_state(
+        redis_server, tmp_path, extra=f"  audit_mirror: {mirror}\n"))
+    async with running_gateway(cfg) as g:
+        await post(session, g.admin, "/v1/kill", scope="route", route="iris")
+        genuine = events_in(redis_server)
+        await wait_until(lambda: mirror.exists() and len(mirror.read_text().splitlines())
+                         == len(genuine), 5, what="the mirror to catch up")
+        copied = mirror.read_bytes()
+        last = genuine[-1]
+        for mac in (genuine[0]["mac"], "0" * 64, "é"):
+            forged = seal({"id": "forged", "action": "unkill", "reason": "x"}, last["hash"],
+                          (last["kid"], b"not the key" * 4))
+            redis_server.cmd("XADD", "kgtest:audit", "*", "e", json.dumps({**forged,
+                                                                          "mac": mac}))
+            res = await asyncio.to_thread(verify, g.admin, *KEY)
+            assert res.returncode == 1 and "mac does not match" in res.stderr, res.stderr
+            redis_server.cmd("XDEL", "kgtest:audit", stream_ids(redis_server)[-1])
+        await wait_until(lambda: g.gw.metrics.get("killgate_audit_mirror_refused_total") == 1,
+                         5, what="the mirror's refusal")
+        assert "MAC does not verify" in g.gw.sync.status()["audit"]["mirror"]["refused"][
+            "problem"]
+        assert mirror.read_bytes() == copied
