@@ -37,9 +37,10 @@ from gateway.control.rollout import RolloutDriver
 from gateway.control.shadow import ShadowResults
 from gateway.control.table import TableHolder
 from gateway.control.traffic import LiveTraffic
+from gateway.dataplane.clock import Clock
 from gateway.dataplane.drillfault import FaultGate
 from gateway.dataplane.inflight import Inflight
-from gateway.dataplane.listener import GuardedServer
+from gateway.dataplane.listener import Limits, Listener
 from gateway.dataplane.proxy import Observer, Proxy
 from gateway.dataplane.shadow import Mirror
 from gateway.dataplane.upstream import Upstreams
@@ -100,6 +101,7 @@ class Gateway:
         self.requests = RequestStats(loaded.config.telemetry.buckets, self._intended_split)
         self.metrics.source(self.requests)
         self.inflight = Inflight()
+        self.clock = Clock()  # the data plane's shared clock reading (dataplane/clock.py)
         self.draining = False
         self.started = False
         self.watcher: ConfigWatcher | None = None
@@ -113,7 +115,7 @@ class Gateway:
         self._checked_auth: Authenticator | None = None  # by the last reload's checks
         self.data_addr: tuple[str, int] | None = None
         self.admin_addr: tuple[str, int] | None = None
-        self._data_runner: web.ServerRunner | None = None
+        self._listener: Listener | None = None
 
     @property
     def loaded(self) -> LoadedConfig:
@@ -138,7 +140,7 @@ class Gateway:
             self.tracing.settings, self.metrics.registry.collect, self.instance, __version__))
         otlp.register(self.metrics)
         self.upstreams = Upstreams(cfg.server.max_connections_per_backend,
-                                   cfg.server.max_pending_per_backend)
+                                   cfg.server.max_pending_per_backend, self.clock)
         self._stack.push_async_callback(self.upstreams.close)
         self.mirror = Mirror()  # shadow copies: their own pools, closed after the data plane
         self._stack.push_async_callback(self.mirror.close)
@@ -187,7 +189,6 @@ class Gateway:
         proxy = Proxy(self.holder, self.upstreams, self.inflight, self.metrics,
                       cfg.server.max_body_size, cfg.server.model_peek_bytes,
                       observer=_Fanout(self.health, self.rollout, self.traffic),
-                      body_timeout=cfg.server.body_timeout,
                       max_inflight=cfg.server.max_inflight,
                       recorder=combine(
                           self.requests if cfg.telemetry.metrics.request_series else None,
@@ -195,20 +196,22 @@ class Gateway:
                       tracer=self.tracing.requests, shadow=self.mirror,
                       faults=FaultGate(drill_key, on_refused=lambda: self.metrics.inc(
                           "killgate_drill_tokens_refused_total")))
-        server = GuardedServer(proxy, header_timeout=cfg.server.header_timeout,
-                               send_timeout=cfg.server.send_timeout,
-                               max_connections=cfg.server.max_connections,
-                               on_refused=lambda: self.metrics.inc(
-                                   "killgate_connections_refused_total"),
-                               on_send_timeout=lambda: self.metrics.inc(
-                                   "killgate_client_send_timeouts_total"),
-                               handler_cancellation=True, access_log=None,
-                               auto_decompress=False,
-                               keepalive_timeout=cfg.server.keepalive_timeout,
-                               max_field_size=8190, max_headers=128)
-        self._data_runner = web.ServerRunner(server, shutdown_timeout=cfg.server.drain_timeout,
-                                             handle_signals=False)
-        await self._data_runner.setup()
+        counters = {"refused": "killgate_connections_refused_total",
+                    "send_timeout": "killgate_client_send_timeouts_total"}
+
+        def count(what: str) -> None:
+            name = counters.get(what)
+            if name is not None:
+                self.metrics.inc(name)
+            else:
+                self.metrics.inc("killgate_bad_requests_total", (what,),
+                                 label_names=("reason",))
+
+        self._listener = Listener(proxy, Limits(
+            header_timeout=cfg.server.header_timeout,
+            keepalive_timeout=cfg.server.keepalive_timeout,
+            body_timeout=cfg.server.body_timeout, send_timeout=cfg.server.send_timeout),
+            cfg.server.max_connections, count, self.clock)
 
         self.admin_api = AdminApi(self)
         self.admin_api.drills = DrillApi(self.admin_api, drill_key, drill_key_problem)
@@ -238,7 +241,7 @@ class Gateway:
         self.admin_addr = asock.getsockname()[:2]
         # a deep accept queue (aiohttp's default is 128): a burst of new clients waits in
         # the kernel for its turn instead of being dropped (the kernel caps it at somaxconn)
-        await web.SockSite(self._data_runner, dsock, backlog=DATA_BACKLOG).start()
+        await self._listener.start(dsock, DATA_BACKLOG)
         await web.SockSite(self._admin_runner, asock).start()
         host = os.environ.get("KILLGATE_ADVERTISE_HOST") or cfg.drills.advertise_host
         self.sync.peers.urls = {"data": _url(self.data_addr, host),
@@ -369,6 +372,9 @@ class Gateway:
                     "killed": plan.excluded.get(v.name) == "killed" or plan.killed is not None,
                 } for v in rc.versions},
                 "previous_known_good": plan.previous,
+                "shadow": None if rc.shadow is None else {  # §5.5; results: /v1/routes/R/shadow
+                    "version": rc.shadow.version, "sample": rc.shadow.sample,
+                    "mirroring": plan.shadow is not None, "off": plan.shadow_off or None},
                 "analysis": self.rollout.status(rc.name) if self.rollout else None,
                 "history": [plain(h) for h in doc.history.get(rc.name, ())],
             }
@@ -433,10 +439,11 @@ class Gateway:
         self.draining = True
         timeout = self.loaded.config.server.drain_timeout
         event(log, "phase", phase="draining", inflight=self.inflight.count, timeout_s=timeout)
-        # Stop accepting; aiohttp lets running handlers finish up to shutdown_timeout.
-        if self._data_runner is not None:
-            await self._data_runner.cleanup()
-        drained = await self.inflight.wait_idle(0.1)
+        # Stop accepting; answers in progress finish (up to drain_timeout), then close.
+        drained = True
+        if self._listener is not None:
+            drained = await self._listener.shutdown(timeout)
+        drained = await self.inflight.wait_idle(0.1) and drained
         await self._stack.aclose()
         event(log, "phase", phase="stopped", drained=drained)
         return drained

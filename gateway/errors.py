@@ -24,6 +24,7 @@ the domain's own errors (DomainError) carry no HTTP status.
         ├── UpstreamTimeout      connect / idle-read / total deadline passed
         ├── UpstreamProtocolError the backend's answer was malformed (502)
         ├── UpstreamClosed       the backend closed or reset after the request was sent
+        │   └── UpstreamStale    ...on a reused keep-alive connection, before any answer byte
         └── DrillFault           a drill's fault met by a drill request (never sent)
 """
 
@@ -54,6 +55,7 @@ __all__ = [
     "UpstreamOverflow",
     "UpstreamProtocolError",
     "UpstreamQueueTimeout",
+    "UpstreamStale",
     "UpstreamTimeout",
 ]
 
@@ -211,6 +213,11 @@ class UpstreamProtocolError(UpstreamError):
 
 class UpstreamClosed(UpstreamError):
     pass
+
+
+class UpstreamStale(UpstreamClosed):
+    """A pooled keep-alive connection the backend had already closed took the request and
+    gave no answer byte: the backend most likely never saw it (tried once more, fresh)."""
 
 
 class DrillFault(UpstreamError):

@@ -33,10 +33,14 @@ log = logging.getLogger("killgate")
 
 
 def c_parser_in_use() -> bool:
-    """aiohttp's pure-Python parser has had request-smuggling bugs: we refuse it."""
+    """Both listeners parse with C: the data plane with llhttp (httptools), the admin API with
+    aiohttp's C parser (its pure-Python one has had request-smuggling bugs): we refuse
+    anything else."""
     from aiohttp import http_parser
 
-    return http_parser.HttpRequestParser.__module__ == "aiohttp._http_parser"
+    from gateway.dataplane.protocol import c_parser
+
+    return http_parser.HttpRequestParser.__module__ == "aiohttp._http_parser" and c_parser()
 
 
 def instance_id(worker: int | None) -> str:
@@ -80,9 +84,9 @@ def run_worker(config_path: str, worker: int | None = None, reuse_port: bool = F
     _configure_logging(loaded)
     if not c_parser_in_use():
         event(log, "refusing_to_start", logging.ERROR,
-              reason="aiohttp's C HTTP parser is not in use (AIOHTTP_NO_EXTENSIONS set, or "
-                     "aiohttp was installed without its C extensions); the pure-Python parser "
-                     "has had request-smuggling bugs")
+              reason="a C HTTP parser is not in use (AIOHTTP_NO_EXTENSIONS set, aiohttp "
+                     "installed without its C extensions, or httptools without llhttp); "
+                     "pure-Python parsers have had request-smuggling bugs")
         return 3
     _install_uvloop()
     _raise_fd_limit(loaded.config.server.max_connections)

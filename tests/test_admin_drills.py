@@ -206,6 +206,11 @@ async def test_failover_fault_meets_drill_requests_only(tmp_path: Path, backends
         assert await answer(session, url, **pin, **{"x-killgate-drill": token}) == \
             (200, "v1", "failover")
         assert await answer(session, url, **pin) == (200, "v2", "pinned")  # no token
+        # the backend that answers a drill request never sees the token (nor the pin)
+        async with session.get(url, headers={"x-killgate-drill": token,
+                                             "X-KillGate-Drill-Route": "1"}) as r:
+            seen = dict((k, v) for k, v in (await r.json())["headers"])
+        assert r.status == 200 and not [k for k in seen if k.startswith("x-killgate")], seen
         # the same token on the production route, where users are: nothing
         prod = g.url + "/v2/models/iris/infer"
         assert await answer(session, prod, **pin, **{"x-killgate-drill": token}) == \
@@ -363,6 +368,7 @@ async def test_drill_start_and_end_are_posted_as_events(tmp_path: Path, backends
         assert st == 200, out
         await wait_until(lambda: len(got) == 2, 5, 0.02, "two events")
     start, end = got
+    assert start["drill"] == end["drill"] == drill
     assert start["event"] == "killgate.drill.start" and start["actor"] == "dana"
     assert start["target"] == {"drill": drill, "kind": "rollback", "route": "iris-drill",
                                "version": None}
@@ -409,3 +415,41 @@ async def test_a_global_kill_drill_needs_the_kill_scope_and_is_undone(
         assert g.gw.holder.doc.kills == {}
         assert (await answer(session, g.url + "/v2/models/iris/x"))[0] == 200
         assert before["kills"] == []
+
+
+async def test_a_drills_kill_is_posted_as_the_drills_and_so_is_its_restore(
+        tmp_path: Path, backends, session: ClientSession,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before: a receiver paging on `killgate.kill` could not tell a rehearsal from an
+    incident, and never heard that the drill's restore lifted the kill."""
+    from aiohttp import web
+
+    from tests.conftest import wait_until
+
+    got: list[dict[str, Any]] = []
+
+    async def hook(req: web.Request) -> web.Response:
+        got.append(await req.json())
+        return web.json_response({})
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    hook_port = await backends(app)
+    p1 = await backends(echo_app("v1"))
+    monkeypatch.setenv("HOOK_SECRET", "h" * 32)
+    extra = (f"events:\n  webhooks:\n    - url: http://127.0.0.1:{hook_port}/hook\n"
+             "      secret_env: HOOK_SECRET\n      events: [kill, unkill, drill.restore]\n")
+    async with running_gateway(write_config(tmp_path, routes(p1, p1), extra=extra)) as g:
+        st, out = await call(session, "POST", f"{g.admin}/v1/drills",
+                             {"kind": "kill", "route": "iris-drill", "version": "v2",
+                              "reason": "r"})
+        drill = out["drill"]
+        for step in ("inject", "restore"):
+            st, out = await call(session, "POST", f"{g.admin}/v1/drills/{drill}/{step}",
+                                 {"reason": "r"})
+            assert st == 200, out
+        await wait_until(lambda: len(got) == 2, 5, 0.02, "two events")
+    kill, restore = got
+    assert kill["event"] == "killgate.kill" and kill["drill"] == drill
+    assert restore["event"] == "killgate.drill.restore" and restore["drill"] == drill
+    assert restore["after"]["undone"] == [{"unkill": "version:iris-drill:v2"}]

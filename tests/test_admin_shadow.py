@@ -152,3 +152,16 @@ async def test_a_shadow_below_the_gate_gets_no_traffic_from_promote_weights_or_r
     plan = gateway.gw.holder.table.by_name["good"]
     assert plan.shadow is None and plan.shadow_off == "serving"
     assert plan.effective_weights() == {"v1": 90.0, "v2": 10.0}
+
+
+async def test_status_says_whether_each_shadow_is_mirrored(gateway, session: ClientSession) -> None:  # type: ignore[no-untyped-def]
+    async with session.post(gateway.admin + "/v1/kill", headers=auth("killgate:kill"), json={
+            "scope": "version", "route": "good", "version": "v2", "reason": "off"}) as r:
+        assert r.status == 200
+    async with session.get(gateway.admin + "/v1/status", headers=READ) as r:
+        routes = (await r.json())["routes"]
+    assert routes["iris"]["shadow"] == {"version": "v2", "sample": 1.0, "mirroring": True,
+                                        "off": None}
+    assert routes["good"]["shadow"]["mirroring"] is False
+    assert routes["good"]["shadow"]["off"] == "killed"
+    assert routes["plain"]["shadow"] is None

@@ -1,4 +1,4 @@
-"""`killgate drill ...` arguments and output (cli/drill.py): every command's --help, bad
+"""`killgate drill ...` arguments and output (cli/drill.py, cli/drillpast.py): every command's --help, bad
 input refused before anything is touched (exit 2), the history table and its trend."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.cli.drill import _history_rows, _trend
+from gateway.cli.drillpast import history_rows, trend
 from gateway.cli.main import main
 from tests.conftest import ROOT, free_port
 
@@ -74,7 +74,7 @@ def test_history_rows_and_trend() -> None:
 
     newest_first = [ended("d-3", "passed", 40.0), ended("d-2", "failed", 2500.0),
                     ended("d-1", "passed", 55.5)]
-    rows = _history_rows(newest_first)
+    rows = history_rows(newest_first)
     assert len(rows) == 4 and "d-3" in rows[1] and "failed" in rows[2] and "dana" in rows[1]
-    assert _trend(newest_first) == [
+    assert trend(newest_first) == [
         "kill on iris-drill: 2/3 passed; slowest instance (ms): 55.5 → 2500 → 40"]

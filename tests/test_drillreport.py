@@ -162,3 +162,17 @@ def test_markdown_summary_has_every_instance_and_the_targets() -> None:
     refused = markdown({"id": None, "kind": "kill", "verdict": "aborted", "route": "r",
                         "reasons": ["no"], "started": "s", "finished": "f"})
     assert "(not opened)" in refused and "- no" in refused
+
+
+def test_an_answer_that_may_have_met_the_restore_is_no_leak() -> None:
+    """A request sent just before the restore call and answered after the restore reached
+    its instance rightly shows the state from before; it is no leak (it was counted as one:
+    a slow answer failed a drill that had none)."""
+    plan = kill_plan()
+    obs = timeline("a", 4.0, killed_at(1.2))
+    obs.append(Obs("a", 2.999, 3.2, 200, "v2", "pinned"))  # slow: answered after the restore
+    m = analyse(plan, None, obs, MARKS)
+    assert m["leaks"] == 0 and verdict(plan, m, True, None, []) == ("passed", [])
+    # answered before the restore was asked for: a leak, however slow
+    obs.append(Obs("a", 2.5, 2.99, 200, "v2", "pinned"))
+    assert analyse(plan, None, obs, MARKS)["leaks"] == 1

@@ -417,12 +417,13 @@ async def test_sigint_mid_drill_restores_before_exiting(fleet: Fleet,
     assert ends[0]["after"]["verdict"] == "aborted"
 
 
-@pytest.mark.parametrize("step", ["opened", "injected"])
+@pytest.mark.parametrize("step", ["opened", "injected", "restored"])
 async def test_sigkill_at_each_step_then_drill_restore(fleet: Fleet, session: ClientSession,
                                                        step: str) -> None:
     before = await fleet_state(session, fleet)
     drill = Drill(fleet, "kill", "--route", "iris-drill", "--scope", "route", "--rate", "20",
-                  "--steady", "1s", "--hold", "30s")
+                  "--steady", "1s", "--hold", "1s" if step == "restored" else "30s",
+                  "--settle", "10s")
     await drill.wait_line(step)
     opened = next(x for x in drill.lines if " opened " in x)
     drill_id = opened.split("drill: drill ", 1)[1].split()[0]
@@ -448,6 +449,17 @@ async def test_sigkill_at_each_step_then_drill_restore(fleet: Fleet, session: Cl
         cwd=str(ROOT))
     out, err = await asyncio.wait_for(proc.communicate(), 40)
     assert proc.returncode == 0 and b"ended already" in err, (out, err)
+    if step != "opened":
+        return
+    # a token that may restore drills but not read their history: a clear answer (it was
+    # a traceback)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway", "drill", "restore", drill_id, "--admin", fleet.admin,
+        "--token", token("killgate:drill"), stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE, cwd=str(ROOT))
+    out, err = await asyncio.wait_for(proc.communicate(), 40)
+    assert proc.returncode == 1 and b"Traceback" not in err, (out, err)
+    assert b"history cannot be read" in err and b"killgate:read" in err, err
 
 
 async def _same(s: ClientSession, f: Fleet, before: list[dict[str, Any]]) -> bool:

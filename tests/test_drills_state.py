@@ -206,3 +206,38 @@ def test_domain_errors_are_not_http_errors() -> None:
     with pytest.raises(DomainError) as e:
         drills.end(StateDoc(), "d-x", {})
     assert not hasattr(e.value, "status")
+
+
+def test_restore_records_its_history_entry_on_a_route_with_a_full_history() -> None:
+    """The restore's move back to the old stable is recorded in the route's history also
+    when the history is full (it was lost: the entries were found by counting them, and a
+    full history does not grow)."""
+    from gateway.domain.statedoc import MAX_HISTORY
+
+    doc = base()
+    for i in range(MAX_HISTORY):
+        doc = ap(doc, promote(doc, RC, ("v1", "v2")[i % 2], "x", f"p{i}", f"t{i}"))
+    assert len(doc.history["iris-drill"]) == MAX_HISTORY
+    stable = doc.overrides["iris-drill"].stable
+    doc = opened(doc, kind="rollback", version=None)
+    before = drills.route_state(doc, RC)
+    doc = ap(doc, drills.inject_rollback(doc, "d-1", RC, None, "alice", "drill", "t2"))
+    assert doc.history["iris-drill"][-1].stable != stable
+    doc, _ = restored(doc, "d-1")
+    assert drills.route_state(doc, RC) == before
+    last = doc.history["iris-drill"][-1]
+    assert (last.stable, last.reason) == (stable, "drill d-1: restore")
+
+
+def test_the_state_keeps_only_the_numbers_of_a_drills_summary() -> None:
+    """A `killgate:drill` token's summary (16 KiB each, one per kind and route) was kept
+    whole in the replicated state, which every instance loads on every write."""
+    doc = opened()
+    doc, _ = restored(doc, "d-1")
+    summary = {"time_to_kill_ms": {"p50": 1.5, "p99": 2, "max": 3, "note": "x" * 9000},
+               "time_to_restore_ms": {"max": 7.0}, "leaks": 0, "errors": 2, "requests": 90,
+               "reasons": ["y" * 9000], "restored": True, "extra": {"z": "w" * 9000}}
+    doc = ap(doc, drills.end(doc, "d-1", {"verdict": "failed", "summary": summary}))
+    assert doc.drill_results["kill:iris-drill"] == {"verdict": "failed", "summary": {
+        "time_to_kill_ms": {"p50": 1.5, "p99": 2, "max": 3},
+        "time_to_restore_ms": {"max": 7.0}, "leaks": 0, "errors": 2, "requests": 90}}

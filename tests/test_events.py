@@ -193,12 +193,20 @@ async def test_a_hanging_receiver_never_slows_the_action(tmp_path: Path, backend
             assert r.status == 200  # and the data plane serves (the last write was an unkill)
 
 
+@pytest.mark.parametrize("weak", [None, "short-secret-31-bytes-xxxxxxxxx"])
 async def test_filter_and_missing_secret(tmp_path: Path, backends, session,
-                                         monkeypatch: pytest.MonkeyPatch) -> None:
+                                         monkeypatch: pytest.MonkeyPatch,
+                                         weak: str | None) -> None:
+    """A webhook whose secret is missing, or shorter than 32 bytes (guessable: before, a
+    1-byte secret signed events), gets nothing."""
     only_kills, unsigned = Receiver(), Receiver()
     p = await backends(echo_app("v1"))
     p1, p2 = await backends(only_kills.app()), await backends(unsigned.app())
-    monkeypatch.delenv("KILLGATE_TEST_MISSING", raising=False)
+    if weak is None:
+        monkeypatch.delenv("KILLGATE_TEST_MISSING", raising=False)
+    else:
+        assert len(weak) == 32 - 1
+        monkeypatch.setenv("KILLGATE_TEST_MISSING", weak)
     extra = ("events:\n  webhooks:\n"
              f"    - {{url: 'http://127.0.0.1:{p1}/hook', secret_env: KILLGATE_TEST_HOOK_SECRET,"
              " events: [kill]}\n"

@@ -1,9 +1,10 @@
-"""`killgate drill ...` (CONTRACT §5.4): run a drill, restore one, show past drills.
+"""`killgate drill ...` (CONTRACT §5.4): the commands' arguments, and running a drill.
 
-Owns the drill commands' arguments, their output (a Markdown summary, or `--json`; the
-report, summary and picture written under `--out`) and exit codes: 0 passed, 1 failed
+Owns the drill commands' arguments, a drill run's output (a Markdown summary, or `--json`;
+the report, summary and picture written under `--out`) and exit codes: 0 passed, 1 failed
 (or an error), 2 aborted, 3 skipped. Ctrl-C and SIGTERM stop a running drill, which then
-restores before it exits. The drill itself runs in `gateway.control.drills`.
+restores before it exits. The drill itself runs in `gateway.control.drills`; `restore` and
+`history` live in `cli.drillpast`.
 """
 
 from __future__ import annotations
@@ -11,37 +12,25 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import signal
 import sys
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-from pydantic import ValidationError
 
+from gateway.cli import drillpast
+from gateway.cli.drillpast import client, say
 from gateway.config import parse_duration
-from gateway.configfile import format_path
-from gateway.control.drillload import AdminClient, DrillApiError
+from gateway.control.drillload import DrillApiError
 from gateway.control.drills import DrillRunner
-from gateway.domain.drillplan import Plan, parse_plan
+from gateway.domain.drillplan import MEASURE, Plan, parse_plan, plan_from
 from gateway.domain.drillreport import markdown
-from gateway.errors import ConfigError, Problem, StateError
+from gateway.errors import ConfigError, StateError
 
 __all__ = ["add_drill_commands"]
 
 EXIT = {"passed": 0, "failed": 1, "aborted": 2, "skipped": 3}
-DEFAULT_ADMIN = "http://127.0.0.1:8081"
-
-
-def _say(msg: str) -> None:
-    print(f"killgate drill: {msg}", file=sys.stderr, flush=True)
-
-
-def _client(args: argparse.Namespace, session: aiohttp.ClientSession) -> AdminClient:
-    base = getattr(args, "admin", None) or os.environ.get("KILLGATE_ADMIN_URL") or DEFAULT_ADMIN
-    return AdminClient(session, base, getattr(args, "token", None)
-                       or os.environ.get("KILLGATE_TOKEN"))
 
 
 def _plan_from_args(kind: str, args: argparse.Namespace) -> Plan:
@@ -62,20 +51,11 @@ def _plan_from_args(kind: str, args: argparse.Namespace) -> Plan:
         if args.max_errors is not None:
             targets["errors"] = args.max_errors
         if args.target_ms is not None:
-            targets[_measure(kind)] = {"max": args.target_ms}
+            targets[MEASURE[kind]] = {"max": args.target_ms}
         data["targets"] = targets
     if args.abort_error_rate is not None:
         data["abort"] = {"error_rate": args.abort_error_rate}
-    try:
-        return Plan.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError([Problem(format_path(tuple(e["loc"])), e["msg"])
-                           for e in exc.errors()]) from None
-
-
-def _measure(kind: str) -> str:
-    return {"failover": "time_to_failover_ms", "rollback": "time_to_rollback_ms"}.get(
-        kind, "time_to_kill_ms")
+    return plan_from(data)
 
 
 async def _drive(plan: Plan, args: argparse.Namespace) -> tuple[dict[str, Any], list[Any]]:
@@ -90,7 +70,7 @@ async def _drive(plan: Plan, args: argparse.Namespace) -> tuple[dict[str, Any], 
 
     connector = aiohttp.TCPConnector(limit=0, limit_per_host=128)
     async with aiohttp.ClientSession(connector=connector) as session:
-        runner = DrillRunner(plan, session, _client(args, session), _say, pause)
+        runner = DrillRunner(plan, session, client(args, session), say, pause)
         loop = asyncio.get_running_loop()
         for sig, name in ((signal.SIGINT, "SIGINT"), (signal.SIGTERM, "SIGTERM")):
             loop.add_signal_handler(sig, runner.stop, f"interrupted ({name})")
@@ -114,7 +94,7 @@ def _write(report: dict[str, Any], obs: list[Any], out: Path, picture: str) -> l
 
     pic = timeline(report, obs, base.with_suffix("." + picture))
     if pic is None:
-        _say("no timeline picture: install the extra (pip install 'killgate[drills]')")
+        say("no timeline picture: install the extra (pip install 'killgate[drills]')")
     else:
         paths.append(pic)
     return paths
@@ -124,16 +104,16 @@ def _run_plan(plan: Plan, args: argparse.Namespace) -> int:
     try:
         report, obs = asyncio.run(_drive(plan, args))
     except DrillApiError as exc:
-        _say(str(exc))
+        say(str(exc))
         return 1
     except StateError as exc:
-        _say(f"the store could not be paused: {exc}")
+        say(f"the store could not be paused: {exc}")
         return 1
     try:
         for p in _write(report, obs, Path(args.out), args.picture):
-            _say(f"wrote {p}")
+            say(f"wrote {p}")
     except OSError as exc:  # (a read-only folder: the report still goes to stdout)
-        _say(f"cannot write the report files under {args.out}: {exc.strerror}")
+        say(f"cannot write the report files under {args.out}: {exc.strerror}")
     print(json.dumps(report, indent=2) if args.json else markdown(report), end="" if not
           args.json else "\n")
     return EXIT[report["verdict"]]
@@ -164,94 +144,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
             print(f"killgate drill: {args.plan}: {p}", file=sys.stderr)
         return 2
     return _run_plan(plan, args)
-
-
-async def _restore(args: argparse.Namespace) -> int:
-    async with aiohttp.ClientSession() as session:
-        api = _client(args, session)
-        reason = args.reason or "restored with `killgate drill restore`"
-        try:
-            out = await api.call("POST", f"/v1/drills/{args.id}/restore", {"reason": reason},
-                                 retry_for=30.0)
-        except DrillApiError as exc:
-            if exc.status != 404:
-                _say(str(exc))
-                return 1
-            past = await api.call("GET", "/v1/drills?limit=200")
-            done = next((e for e in past["history"]
-                         if e.get("target", {}).get("drill") == args.id), None)
-            if done is None:
-                _say(f"no drill {args.id}: not open, and not among the last drills ended")
-                return 1
-            _say(f"drill {args.id} ended already ({done['after'].get('verdict')}, "
-                 f"{done['time']}); nothing to restore")
-            return 0
-        await api.call("POST", f"/v1/drills/{args.id}/end",
-                       {"verdict": "aborted", "reason": reason,
-                        "summary": {"restored_by": "killgate drill restore"}}, retry_for=30.0)
-    same = out.get("state") == out.get("before")
-    if args.json:
-        print(json.dumps({"id": args.id, "restored": same, "undone": out.get("undone"),
-                          "before": out.get("before"), "after": out.get("state")}, indent=2))
-    else:
-        for note in out.get("undone") or [{"nothing": "to undo"}]:
-            print(" ".join(f"{k}={json.dumps(v)}" for k, v in note.items()))
-        print(f"drill {args.id}: {'restored' if same else 'NOT restored'}: the route is "
-              f"{'exactly as before the drill' if same else 'not as before the drill'}")
-    return 0 if same else 1
-
-
-def _history_rows(events: list[dict[str, Any]]) -> list[str]:
-    lines = [f"{'ended':24} {'drill':26} {'kind':10} {'route':16} {'verdict':8} "
-             f"{'measure max ms':>14} {'leaks':>5} {'errors':>6}  actor"]
-    for e in events:
-        s = (e.get("after") or {}).get("summary") or {}
-        m: dict[str, Any] = next((s[k] for k in ("time_to_kill_ms", "time_to_failover_ms",
-                                 "time_to_rollback_ms") if isinstance(s.get(k), dict)), {})
-        t = e.get("target", {})
-        lines.append(f"{e.get('time', ''):24} {t.get('drill', ''):26} {t.get('kind') or '':10} "
-                     f"{t.get('route') or '':16} {(e.get('after') or {}).get('verdict', ''):8} "
-                     f"{m.get('max', '-')!s:>14} {s.get('leaks', '-')!s:>5} "
-                     f"{s.get('errors', '-')!s:>6}  {e.get('actor', '')}")
-    return lines
-
-
-def _trend(events: list[dict[str, Any]]) -> list[str]:
-    """Per kind and route, oldest to newest: the slowest instance, and passes."""
-    series: dict[str, list[tuple[str, Any]]] = {}
-    for e in reversed(events):
-        t, after = e.get("target", {}), e.get("after") or {}
-        s = after.get("summary") or {}
-        m: dict[str, Any] = next((s[k] for k in ("time_to_kill_ms", "time_to_failover_ms",
-                                 "time_to_rollback_ms") if isinstance(s.get(k), dict)), {})
-        series.setdefault(f"{t.get('kind')} on {t.get('route')}", []).append(
-            (after.get("verdict", "?"), m.get("max")))
-    out = []
-    for key, items in series.items():
-        passed = sum(v == "passed" for v, _ in items)
-        times = " → ".join("-" if x is None else f"{x:g}" for _, x in items)
-        out.append(f"{key}: {passed}/{len(items)} passed; slowest instance (ms): {times}")
-    return out
-
-
-async def _history(args: argparse.Namespace) -> int:
-    async with aiohttp.ClientSession() as session:
-        try:
-            got = await _client(args, session).call("GET", f"/v1/drills?limit={args.limit}")
-        except DrillApiError as exc:
-            _say(str(exc))
-            return 1
-    if args.json:
-        print(json.dumps(got, indent=2))
-        return 0
-    for d in got["open"]:
-        print(f"OPEN {d['id']} {d['kind']} on {d['route']} by {d['actor']} since "
-              f"{d['started']}{' (OVERDUE: killgate drill restore ' + d['id'] + ')' if d['overdue'] else ''}")
-    print("\n".join(_history_rows(got["history"])))
-    trend = _trend(got["history"])
-    if trend:
-        print("\ntrend:\n" + "\n".join("  " + t for t in trend))
-    return 0
 
 
 def _duration(v: str) -> str:
@@ -311,11 +203,11 @@ def add_drill_commands(sub: Any, common: Any) -> None:
     common(s)
     s.add_argument("id", metavar="ID")
     s.add_argument("--reason")
-    s.set_defaults(fn=lambda a: asyncio.run(_restore(a)))
+    s.set_defaults(fn=lambda a: asyncio.run(drillpast.restore(a)))
     h = ds.add_parser("history", help="past drills, open ones, and the trend")
     common(h)
     h.add_argument("--limit", type=int, default=20, choices=range(1, 201), metavar="N")
-    h.set_defaults(fn=lambda a: asyncio.run(_history(a)))
+    h.set_defaults(fn=lambda a: asyncio.run(drillpast.history(a)))
 
 
 def _outputs(p: argparse.ArgumentParser) -> None:

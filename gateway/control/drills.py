@@ -229,6 +229,9 @@ class DrillRunner:
             self.say(f"RESTORE FAILED: {exc}; run: killgate drill restore {drill}")
             return {"error": str(exc)}
         self.marks.restore_done = self.now()
+        applied = out.get("applied", {})
+        self.say(f"restored: generation {out.get('generation')} applied by "
+                 f"{applied.get('acked')}/{applied.get('instances')} instance(s)")
         return out
 
     async def _settle(self, seconds: float) -> None:

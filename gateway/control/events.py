@@ -38,9 +38,10 @@ log = logging.getLogger("killgate.events")
 SCHEMA = "killgate.event/v1"
 # audit actions that are sent (the rest: config records, progress steps, replays...)
 SENT = frozenset({"kill", "unkill", "rollback", "promote", "weights", "release",
-                  "auto_rollback", "progressive.promote", "drill.start", "drill.end",
-                  "audit.mirror_refused"})  # (an alarm, not an audited change: state/mirror.py)
+                  "auto_rollback", "progressive.promote", "drill.start", "drill.restore",
+                  "drill.end", "audit.mirror_refused"})  # (an alarm, not an audited change: state/mirror.py)
 CONCURRENCY = 8
+MIN_SECRET = 32  # bytes: a shorter webhook secret counts as none (nothing is sent)
 
 
 def _trigger(actor: str) -> str:
@@ -74,6 +75,8 @@ def payload(ev: dict[str, Any], generation: int, instance: str) -> dict[str, Any
         "evidence": ev.get("evidence"),
         "audit_id": ev["id"],
         "audit_hash": ev.get("hash"),
+        # the recovery drill that made this change (a rehearsal, not an incident), or None
+        "drill": ev.get("drill"),
     }
 
 
@@ -111,8 +114,9 @@ class EventSink:
         for i, hook in enumerate(self.config().events.webhooks):
             if self._secret(hook.secret_env, hook.secret_file) is None:
                 event(log, "event_webhook_without_secret", logging.ERROR, webhook=i,
-                      url=hook.url, fix="set the variable or file the config names "
-                      "(events to this webhook are not sent unsigned)")
+                      url=hook.url, fix=f"set the variable or file the config names to a "
+                      f"secret of at least {MIN_SECRET} bytes (events to this webhook are not "
+                      "sent unsigned)")
 
     async def stop(self, grace: float = 2.0) -> None:
         """Deliveries under way get `grace` seconds, then everything is cancelled."""
@@ -164,15 +168,17 @@ class EventSink:
         return out
 
     def _secret(self, env: str | None, file: str | None) -> bytes | None:
+        """The key: the variable's value (UTF-8, as is) or the file's bytes without the
+        white space around them; None when missing or shorter than MIN_SECRET bytes."""
+        raw = b""
         if env is not None:
-            value = os.environ.get(env, "")
-            return value.encode() if value else None
-        if file is not None:
+            raw = os.environ.get(env, "").encode()
+        elif file is not None:
             try:
-                return self.resolve(file).read_bytes().strip() or None
+                raw = self.resolve(file).read_bytes().strip()
             except OSError:
                 return None
-        return None
+        return raw if len(raw) >= MIN_SECRET else None
 
     # ------------------------------------------------------------------ delivery
 
@@ -197,7 +203,7 @@ class EventSink:
             self.metrics.inc("killgate_event_deliveries_total", ("failed",),
                              label_names=("result",))
             event(log, "event_not_sent", logging.ERROR, url=target.url, event=body["event"],
-                  why="the webhook's secret is not set")
+                  why=f"the webhook's secret is not set (or shorter than {MIN_SECRET} bytes)")
             return
         if self._session is None:
             self._session = aiohttp.ClientSession(

@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from gateway.configfile import LoadedConfig
-from gateway.domain.routing import RouteTable, build_table
+from gateway.domain.routing import RouteTable, build_table, rebuild_table
 from gateway.domain.statedoc import StateDoc
 
 __all__ = ["Held", "TableHolder"]
@@ -76,11 +76,16 @@ class TableHolder:
         self._listeners.append(fn)
 
     def _swap(self, **changes: Any) -> None:
-        """Build the table from the changed inputs aside, then swap all of it at once."""
+        """Build the table from the changed inputs aside, then swap all of it at once. A new
+        document alone rebuilds only the routes it changes (a kill flips one plan)."""
         old = self.held
         nxt = replace(old, **changes)
-        table = build_table(nxt.loaded.config, nxt.doc, nxt.unhealthy, nxt.fail_closed,
-                            nxt.state_unknown)
+        build = rebuild_table if changes.keys() == {"doc"} else None
+        table = (build(old.table, nxt.loaded.config, nxt.doc, nxt.unhealthy, nxt.fail_closed,
+                       nxt.state_unknown)
+                 if build is not None else
+                 build_table(nxt.loaded.config, nxt.doc, nxt.unhealthy, nxt.fail_closed,
+                             nxt.state_unknown))
         self.held = replace(nxt, table=table)  # the one assignment
         for fn in self._listeners:
             fn(old.table, table)

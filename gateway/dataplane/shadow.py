@@ -79,8 +79,9 @@ class Tap:
     def __del__(self) -> None:
         # never finished (a failed stream, a client gone): the slot goes back now; if a
         # reference cycle delays this, the lease still ends with the route's total timeout
-        if self.lease:
-            self.mirror.release(self.plan.name, self.lease)
+        lease = getattr(self, "lease", 0)  # (unset if __init__ failed)
+        if lease:
+            self.mirror.release(self.plan.name, lease)
 
     def feed(self, data: bytes) -> None:
         """A piece of a streamed answer (as the backend sent it)."""

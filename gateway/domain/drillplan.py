@@ -7,7 +7,7 @@ path) and its defaults. Pure: parsing only, no I/O beyond the text it is given.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -16,7 +16,7 @@ from gateway.config import Duration
 from gateway.configfile import format_path
 from gateway.errors import ConfigError, Problem
 
-__all__ = ["Abort", "Plan", "Request", "Target", "Targets", "parse_plan"]
+__all__ = ["MEASURE", "Abort", "Plan", "Request", "Target", "Targets", "parse_plan", "plan_from"]
 
 Kind = Literal["kill", "rollback", "failover", "store_loss"]
 MEASURE = {"kill": "time_to_kill_ms", "store_loss": "time_to_kill_ms",
@@ -125,6 +125,12 @@ def parse_plan(text: str, source: str = "<plan>") -> Plan:
         raise ConfigError([Problem("", f"{source}: not YAML ({exc})")]) from None
     if not isinstance(data, dict):
         raise ConfigError([Problem("", f"{source}: the plan must be a mapping")])
+    return plan_from(data)
+
+
+def plan_from(data: dict[str, Any]) -> Plan:
+    """A plan from its fields (a YAML mapping, or the one-line forms' arguments);
+    ConfigError naming every problem by its path."""
     try:
         return Plan.model_validate(data)
     except ValidationError as exc:

@@ -3,9 +3,11 @@
 Owns the definitions (times in ms from the API call, per instance): time to kill = first
 answer showing the kill; time to failover = first answer from another version through
 failover; time to rollback = from the call until every answer comes from the target;
-leaks = answers showing the old state sent after the receipt said every instance applied
-the change; errors = no answer, or >= 500 other than `killed`; time to restore = first
-answer showing the state from before. No I/O; observations and marks are passed in.
+leaks = answers showing the old state to requests sent after the receipt said every
+instance applied the change and answered before the restore was asked for (a later answer
+may rightly show the restored state); errors = no answer, or >= 500 other than
+`killed`; time to restore = first answer showing the state from before. No I/O;
+observations and marks are passed in.
 """
 
 from __future__ import annotations
@@ -136,7 +138,8 @@ def analyse(plan: Plan, to: str | None, obs: Sequence[Obs], m: Marks) -> dict[st
             plan.measure: _time_to(plan, to, mine, m),
             # answers that showed the injection (until the restore reached the instance)
             "showed": sum(o.sent >= t_inj and shows_injection(plan, to, o) for o in mine),
-            "leaks": sum(t_leak <= o.sent < t_end and shows_before(plan, to, o) for o in mine),
+            "leaks": sum(t_leak <= o.sent and o.recv < t_end and shows_before(plan, to, o)
+                         for o in mine),
             "errors": sum(o.sent >= t_inj and is_error(o) for o in mine),
             "time_to_restore_ms": _time_to_restore(plan, to, mine, m),
             "resolution_ms": round(1000.0 / (plan.rate * share), 1) if share else

@@ -33,6 +33,8 @@ __all__ = [
     "KINDS",
     "MAX_RESULTS",
     "end",
+    "holds_kill",
+    "holds_override",
     "inject_kill",
     "inject_rollback",
     "merge",
@@ -167,6 +169,29 @@ def _reinstate(doc: StateDoc, rc: RouteConfig, before: dict[str, Any] | None, ac
     return Change(overrides={rc.name: ov}, history=history)
 
 
+def holds_kill(doc: StateDoc, key: str) -> bool:
+    """Whether the kill flag in force at `key` is one an open drill made (its restore would
+    lift it): a person's or an alert's kill of the same key must take it over."""
+    flag = doc.kills.get(key)
+    if flag is None:
+        return False
+    mine = _flag_id(flag.public())
+    return any(m.get("kill") == key and _flag_id(m["flag"]) == mine
+               for rec in doc.drills.values() for m in rec.injected)
+
+
+def holds_override(doc: StateDoc, route: str) -> bool:
+    """Whether the route's override is the one an open drill made (its restore would undo
+    it): an alert's rollback to the same place must take it over."""
+    ov = doc.overrides.get(route)
+    if ov is None:
+        return False
+    now = plain(ov)
+    return any("override" in m and m["override"]["route"] == route
+               and m["override"]["after"] == now
+               for rec in doc.drills.values() for m in rec.injected)
+
+
 def restore(doc: StateDoc, drill: str, routes: dict[str, RouteConfig], actor: str,
             now: str) -> tuple[Change, list[dict[str, Any]]]:
     """Undo every change the drill made that is still as the drill left it; a change
@@ -175,6 +200,7 @@ def restore(doc: StateDoc, drill: str, routes: dict[str, RouteConfig], actor: st
     notes: list[dict[str, Any]] = []
     reason = tag(drill) + "restore"
     kills: dict[str, KillFlag | None] = {}
+    added: dict[str, tuple[HistoryEntry, ...]] = {}  # history entries the restore appends
     cur = doc  # the document as the changes so far leave it
     for made in reversed(rec.injected):
         if "kill" in made:
@@ -197,6 +223,8 @@ def restore(doc: StateDoc, drill: str, routes: dict[str, RouteConfig], actor: st
             if ch["progress"] is not None and ch["route"] not in cur.progress:
                 back = replace(back, progress={ch["route"]: ch["progress"]})
             cur = apply_change(cur, back)
+            for r, entries in back.history.items():
+                added[r] = (*added.get(r, ()), *entries)
             notes.append({"override": ch["route"], "to": ch["before"]})
     if rec.fault is not None:
         notes.append({"fault_cleared": rec.fault["version"]})
@@ -206,18 +234,45 @@ def restore(doc: StateDoc, drill: str, routes: dict[str, RouteConfig], actor: st
     return Change(
         kills=kills,
         overrides={r: cur.overrides.get(r) for r in changed},
-        history={r: cur.history.get(r, ())[len(doc.history.get(r, ())):] for r in changed
-                 if len(cur.history.get(r, ())) > len(doc.history.get(r, ()))},
+        history=added,
         progress={r: cur.progress.get(r) for r in changed},
         drills={drill: done}), notes
 
 
+MEASURES = ("time_to_kill_ms", "time_to_failover_ms", "time_to_rollback_ms",
+            "time_to_restore_ms")
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def _numbers(summary: Any) -> dict[str, Any]:
+    """What the state keeps of a drill's summary (the metrics read it; the whole summary is
+    in the `drill.end` audit event): leaks, errors, requests, and each measure's p50, p99
+    and max. Every instance holds the state and every write carries it: nothing else."""
+    if not isinstance(summary, dict):
+        return {}
+    out: dict[str, Any] = {k: summary[k] for k in ("leaks", "errors", "requests")
+                           if _number(summary.get(k))}
+    for m in MEASURES:
+        v = summary.get(m)
+        if isinstance(v, dict):
+            out[m] = {q: v[q] for q in ("p50", "p99", "max") if _number(v.get(q))}
+        elif _number(v):
+            out[m] = v
+    return out
+
+
 def end(doc: StateDoc, drill: str, result: dict[str, Any]) -> Change:
-    """Close a restored drill; keep its summary as the last result of its kind and route."""
+    """Close a restored drill; keep the numbers of its summary as the last result of its
+    kind and route."""
     rec = _record(doc, drill)
     if not rec.restored:
         raise ConflictingState("not_restored", f"drill {drill} has not been restored yet")
     key = f"{rec.kind}:{rec.route}"
+    if "summary" in result:
+        result = {**result, "summary": _numbers(result["summary"])}
     results: dict[str, dict[str, Any] | None] = {key: result}
     others = [k for k in doc.drill_results if k != key]
     for old in others[:max(0, len(others) + 1 - MAX_RESULTS)]:

@@ -36,6 +36,7 @@ __all__ = [
     "canary_of",
     "path_matches",
     "progressive_weights",
+    "rebuild_table",
 ]
 
 # Decisions, as they appear in x-killgate-decision.
@@ -107,6 +108,7 @@ class RoutePlan:
         "_elig_w",
         "_eligible",
         "_failover",
+        "_only",
         "_pinnable",
         "_servable",
         "allow_pin",
@@ -199,6 +201,10 @@ class RoutePlan:
         self._elig_cum = tuple(accumulate(ew.values()))
         self._elig_total = self._elig_cum[-1] if ew else 0.0
         self._failover = self._build_failover()
+        # one version takes all traffic and can serve: the weighted choice needs no draw
+        only = all_names[0] if len(all_names) == 1 else None
+        self._only = (Choice(self.targets[only], WEIGHTED)
+                      if only is not None and not killed and self._elig_names == (only,) else None)
 
     def effective_weights(self) -> dict[str, float]:
         """Each version's share of new traffic in percent (0 for those that cannot serve)."""
@@ -233,6 +239,8 @@ class RoutePlan:
     def choose(self, sticky_key: str | None, pin: str | None,
                rand: Callable[[], float]) -> Choice:
         """Pick the version for one request. `pin` is only honoured when allowed."""
+        if self._only is not None and pin is None and sticky_key is None:
+            return self._only
         if self.killed:
             return Choice(None, KILLED)
         if not self._elig_names:
@@ -339,29 +347,68 @@ def build_table(cfg: Config, doc: StateDoc, unhealthy: frozenset[tuple[str, str]
     """Combine the config, the replicated state and health into the routing snapshot.
     `state_unknown` (the kill state never loaded) closes every route, before any kill."""
     global_kill = fail_closed or "global" in doc.kills
+    return RouteTable([_plan(rc, doc, unhealthy, global_kill, state_unknown)
+                       for rc in cfg.routes], doc, unhealthy)
+
+
+def rebuild_table(old: RouteTable, cfg: Config, doc: StateDoc,
+                  unhealthy: frozenset[tuple[str, str]] = frozenset(),
+                  fail_closed: bool = False, state_unknown: bool = False) -> RouteTable:
+    """`build_table` for a new state document when the config, health, fail-closed and
+    state-unknown are those `old` was built from: only the plans of routes whose state
+    changed are built again (a kill flips one route's plan; the others are the same
+    objects), so applying a kill costs the same with 5 routes or 500. Equal to a full
+    build, by construction."""
+    names = _changed_routes(old.doc, doc)
+    if names is None:
+        return build_table(cfg, doc, unhealthy, fail_closed, state_unknown)
+    global_kill = fail_closed or "global" in doc.kills
     plans = []
     for rc in cfg.routes:
-        killed = STATE_UNKNOWN if state_unknown else "global" if global_kill else (
-            "route" if kill_key("route", rc.name) in doc.kills else None)
-        ov = doc.overrides.get(rc.name)
-        prog = doc.progress.get(rc.name)
-        unpinnable: frozenset[str] = frozenset()
-        if ov is not None:
-            weights = {v.name: float(ov.weights.get(v.name, 0.0)) for v in rc.versions}
-            stable = ov.stable if ov.stable and rc.version(ov.stable) else rc.stable
-            unpinnable = frozenset(n for n, w in weights.items() if w <= 0)
-        elif prog is not None and (w := progressive_weights(rc, prog)) is not None:
-            weights, stable = w, rc.stable
-        else:
-            weights = {v.name: v.weight for v in rc.versions}
-            stable = rc.stable
-        excluded: dict[str, str] = {}
-        for v in rc.versions:
-            if kill_key("version", rc.name, v.name) in doc.kills:
-                excluded[v.name] = "killed"
-            elif (rc.name, v.name) in unhealthy:
-                excluded[v.name] = "unhealthy"
-        prev = doc.previous_stable(rc.name, stable)
-        previous = prev.stable if prev is not None and rc.version(prev.stable) else None
-        plans.append(RoutePlan(rc, weights, stable, excluded, killed, previous, unpinnable))
+        kept = old.by_name.get(rc.name)
+        if kept is None or kept.config is not rc:
+            return build_table(cfg, doc, unhealthy, fail_closed, state_unknown)
+        plans.append(_plan(rc, doc, unhealthy, global_kill, state_unknown)
+                     if rc.name in names else kept)
     return RouteTable(plans, doc, unhealthy)
+
+
+def _changed_routes(a: StateDoc, b: StateDoc) -> set[str] | None:
+    """Routes whose routing inputs differ between two documents (None: every route)."""
+    if ("global" in a.kills) != ("global" in b.kills):
+        return None
+    names: set[str] = set()
+    for key in a.kills.keys() ^ b.kills.keys():
+        names.add(key.split(":")[1])  # route:<r> or version:<r>:<v>
+    for x, y in ((a.overrides, b.overrides), (a.progress, b.progress), (a.history, b.history)):
+        if x is not y:
+            names.update(k for k in x.keys() | y.keys() if x.get(k) != y.get(k))
+    return names
+
+
+def _plan(rc: RouteConfig, doc: StateDoc, unhealthy: frozenset[tuple[str, str]],
+          global_kill: bool, state_unknown: bool = False) -> RoutePlan:
+    """One route's plan from the config, the state and health."""
+    killed = STATE_UNKNOWN if state_unknown else "global" if global_kill else (
+        "route" if kill_key("route", rc.name) in doc.kills else None)
+    ov = doc.overrides.get(rc.name)
+    prog = doc.progress.get(rc.name)
+    unpinnable: frozenset[str] = frozenset()
+    if ov is not None:
+        weights = {v.name: float(ov.weights.get(v.name, 0.0)) for v in rc.versions}
+        stable = ov.stable if ov.stable and rc.version(ov.stable) else rc.stable
+        unpinnable = frozenset(n for n, w in weights.items() if w <= 0)
+    elif prog is not None and (w := progressive_weights(rc, prog)) is not None:
+        weights, stable = w, rc.stable
+    else:
+        weights = {v.name: v.weight for v in rc.versions}
+        stable = rc.stable
+    excluded: dict[str, str] = {}
+    for v in rc.versions:
+        if kill_key("version", rc.name, v.name) in doc.kills:
+            excluded[v.name] = "killed"
+        elif (rc.name, v.name) in unhealthy:
+            excluded[v.name] = "unhealthy"
+    prev = doc.previous_stable(rc.name, stable)
+    previous = prev.stable if prev is not None and rc.version(prev.stable) else None
+    return RoutePlan(rc, weights, stable, excluded, killed, previous, unpinnable)

@@ -213,6 +213,10 @@ class Metrics:
         """Families built by `src` at each scrape are exposed too."""
         self._sources.append(src)
 
+    @property
+    def sources(self) -> tuple[Source, ...]:
+        return tuple(self._sources)
+
     def dump(self) -> list[tuple[str, tuple[str, ...], dict[tuple[str, ...], float]]]:
         """Every simple series as plain data, refreshed as for a scrape: (name, label
         names, labels -> value). What a worker shares with its group (telemetry/workers.py)."""

@@ -19,7 +19,6 @@ from collections.abc import Mapping
 from random import getrandbits
 from typing import Any
 
-from aiohttp import web
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.id_generator import IdGenerator
@@ -168,23 +167,16 @@ class _Request:
         self.span.set_status(Status(StatusCode.ERROR, f"the stream was cut: {kind}"))
         self.span.add_event("killgate.stream_cut", {"killgate.cause": kind})
 
-    def finish(self, response: web.StreamResponse | None) -> None:
+    def finish(self, answered: bool) -> None:
         span = self.span
         if self._attempt is not None:
             self._attempt.end()
-        if response is None:
+        if not answered or self._answer is None:
             span.set_attribute("error.type", "cancelled")
             span.set_status(Status(StatusCode.ERROR, "the request ended without an answer"))
             span.end()
             return
-        if self._answer is not None:
-            status, route, version, decision = self._answer
-        else:
-            h = response.headers
-            status = response.status
-            route = h.get("x-killgate-route", "")
-            version = h.get("x-killgate-version", "")
-            decision = h.get("x-killgate-decision", "")
+        status, route, version, decision = self._answer
         attrs: dict[str, Any] = {"http.response.status_code": status}
         if route:
             attrs["killgate.route"] = route

@@ -1,0 +1,301 @@
+"""Instructions per request, per telemetry variant, side by side in one run (callgrind).
+
+    .venv/bin/python benchmarks/instructions.py [--requests 2000] [--rounds 3]
+        [--variants off,0%,1%] [--before REV] [--keep DIR]
+
+CPU time per request swings with the load of a shared machine; the number of instructions
+a request executes does not. Each variant is a real `killgate serve` (1 worker) run under
+`valgrind --tool=callgrind`, started uninstrumented (fast) and all at once; then, one
+variant at a time: instrumentation on, a warm-up, and per round
+
+1. the idle rate, before and after the batch: counters zeroed, `--idle` seconds without
+   requests, a dump (timers and background tasks run by the wall clock, and a process under
+   valgrind is ~50x slower, so their mean is subtracted, pro rata of the batch's wall time;
+   the state store is a Redis polled once a minute, to keep that work small);
+2. the batch: counters zeroed, `--requests` POSTs (a KServe V2 body) over `--connections`
+   keep-alive connections from this process, then, for tracing variants, a wait until the
+   OTLP sink has had no new span for `--settle` seconds (so the exporter thread's batches
+   are counted too), and a dump.
+
+Instructions per request = (batch - idle rate * batch wall time) / requests, all threads of
+the gateway process (event loop, exporter, access-log writer). The backend
+(`benchmarks/backend.py`), the OTLP sink (`benchmarks/otlp_sink.py`) and the client run
+natively, outside valgrind. Variants:
+
+* `no-metrics` — `telemetry.metrics.request_series: false`: no per-request recording;
+* `off` — the defaults: request metrics and histograms on, tracing off;
+* `log` — `off` + `server.access_log: true` (every request, to a file);
+* `0%` / `1%` / `100%` — `off` + tracing to the sink at that `traces.sample_ratio`
+  (OTLP metrics off); `0%` is the unsampled path on every request;
+* `otlp-metrics` — `off` + OTLP metrics pushed every second (tracing off): its cost is per
+  export, so it shows in the idle rate, not per request.
+
+`--before REV` runs every variant on that revision too (a temporary git worktree, same
+venv), so a change is measured before and after in one run. `--keep DIR` keeps the
+callgrind files (`callgrind_annotate DIR/<file>` shows where the instructions go). Needs
+valgrind (`apt-get install -y valgrind`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from _procs import Procs, bench_config, free_port, start_backend, wait_http
+from ab import BODY
+
+ROOT = Path(__file__).resolve().parent.parent
+VARIANTS = ("no-metrics", "off", "log", "0%", "1%", "100%", "otlp-metrics")
+RATIO = {"0%": 0.0, "1%": 0.01, "100%": 1.0}
+
+
+@dataclass
+class Gateway:
+    name: str  # variant, or "variant@before"
+    variant: str
+    work: Path
+    port: int = 0
+    admin: int = 0
+    pid: int = 0
+    dumps: int = 0
+    rows: list[tuple[float, float, float]] = field(default_factory=list)  # Ir/req, idle Ir/s, sampled
+
+
+def config(gw: Gateway, backend: int, sink: int, redis: int) -> tuple[Path, dict[str, str]]:
+    v = gw.variant
+    server = "access_log: true" if v == "log" else ""
+    cfg = bench_config(gw.work, gw.port, gw.admin, backend, server=server)
+    # A Redis store polled once a minute: the local store's file watch polls every 25 ms,
+    # work that runs by the clock, and under valgrind the clock runs long (see `measure`).
+    state = (f"state: {{backend: redis, url: 'redis://127.0.0.1:{redis}/0', prefix: "
+             f"'{gw.name.replace('%', 'pct').replace('@', '.')}', signing_key_env: "
+             "KILLGATE_STATE_KEY, poll_interval: 60s, heartbeat_interval: 60s, "
+             "max_staleness: 3600s, instance_lease: 3600s, command_timeout: 30s, "
+             f"snapshot_path: {gw.work}/snap.json}}")
+    env: dict[str, str] = {}
+    tele = ""
+    if v == "no-metrics":
+        tele = "telemetry: {metrics: {request_series: false}}\n"
+    elif v == "log":
+        tele = f"telemetry: {{access_log: {{path: {gw.work}/access.jsonl}}}}\n"
+    elif v in RATIO:
+        tele = (f"telemetry: {{otlp_endpoint: 'http://127.0.0.1:{sink}', "
+                f"traces: {{sample_ratio: {RATIO[v]}}}}}\n")
+        env["OTEL_METRICS_EXPORTER"] = "none"
+    elif v == "otlp-metrics":
+        tele = (f"telemetry: {{otlp_endpoint: 'http://127.0.0.1:{sink}', "
+                "metrics: {export_interval: 1s}}\n")
+        env["OTEL_TRACES_EXPORTER"] = "none"
+    text = "\n".join(state if line.startswith("state:") else line
+                     for line in cfg.read_text().splitlines())
+    cfg.write_text(text.replace("routes:", tele + "routes:", 1) + "\n")
+    return cfg, env
+
+
+def control(gw: Gateway, *flags: str) -> None:
+    subprocess.run(["callgrind_control", *flags, str(gw.pid)], check=True, capture_output=True,
+                   timeout=120)
+
+
+def dump(gw: Gateway) -> int:
+    """Dump the counters since the last zero; their instruction count."""
+    control(gw, "-d")
+    gw.dumps += 1
+    out = gw.work / f"callgrind.out.{gw.dumps}"
+    for line in out.read_text(errors="replace").splitlines():
+        if line.startswith("summary:"):
+            return int(line.split()[1])
+    raise SystemExit(f"no summary in {out}")
+
+
+def send(port: int, n: int, conns: int) -> None:
+    """`n` POSTs over `conns` keep-alive connections in parallel; every answer must be 200."""
+    errors: list[str] = []
+
+    def worker(count: int) -> None:
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
+        try:
+            for _ in range(count):
+                c.request("POST", "/v2/models/m/infer", BODY,
+                          {"content-type": "application/json"})
+                r = c.getresponse()
+                r.read()
+                if r.status != 200:
+                    errors.append(f"status {r.status}")
+        except OSError as exc:
+            errors.append(repr(exc))
+        finally:
+            c.close()
+
+    threads = [threading.Thread(target=worker, args=(n // conns + (i < n % conns),))
+               for i in range(conns)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise SystemExit(f"requests failed: {errors[:3]}")
+
+
+def start_redis(procs: Procs, log: Path) -> int:
+    port = free_port()
+    procs.start(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                 "--appendonly", "no"], log)
+    deadline = time.monotonic() + 15
+    while subprocess.run(["redis-cli", "-p", str(port), "PING"], capture_output=True,
+                         text=True).stdout.strip() != "PONG":
+        if time.monotonic() > deadline:
+            raise SystemExit("redis-server did not start")
+        time.sleep(0.05)
+    return port
+
+
+def idle_rate(gw: Gateway, seconds: float) -> float:
+    """Instructions per second with no request (the clock's work: timers, background tasks)."""
+    control(gw, "-z")
+    t0 = time.monotonic()
+    time.sleep(seconds)
+    ir = dump(gw)
+    return ir / (time.monotonic() - t0)
+
+
+def sink_spans(sink: int) -> int:
+    with urllib.request.urlopen(f"http://127.0.0.1:{sink}/", timeout=10) as r:
+        return int(json.loads(r.read())["spans"])
+
+
+def settle(sink: int, quiet: float) -> int:
+    """Wait until the sink has received no span for `quiet` seconds; its span count."""
+    last, since = sink_spans(sink), time.monotonic()
+    while time.monotonic() - since < quiet:
+        time.sleep(0.25)
+        now = sink_spans(sink)
+        if now != last:
+            last, since = now, time.monotonic()
+    return last
+
+
+def measure(gw: Gateway, args: argparse.Namespace, sink: int) -> None:
+    traced = RATIO.get(gw.variant, 0.0) > 0
+    control(gw, "-i", "on")  # instrumentation on (it starts off, so start-up runs fast)
+    send(gw.port, args.warmup, args.connections)
+    if traced:
+        settle(sink, args.settle)
+    before = idle_rate(gw, args.idle)
+    for r in range(args.rounds):
+        spans0 = sink_spans(sink)
+        control(gw, "-z")
+        t0 = time.monotonic()
+        send(gw.port, args.requests, args.connections)
+        spans = settle(sink, args.settle) - spans0 if traced else 0
+        total = dump(gw)
+        wall = time.monotonic() - t0
+        after = idle_rate(gw, args.idle)  # (also the next round's "before")
+        idle = (before + after) / 2
+        before = after
+        per = (total - idle * wall) / args.requests
+        # a sampled request is a SERVER span and one CLIENT span
+        gw.rows.append((per, idle, spans / 2 / args.requests))
+        print(f"{gw.name:>20} round {r + 1}: {per:10,.0f} Ir/req  (batch {total:,} Ir in "
+              f"{wall:.1f} s, idle {idle:,.0f} Ir/s, sampled {spans // 2})",
+              file=sys.stderr, flush=True)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--requests", type=int, default=2000)
+    ap.add_argument("--connections", type=int, default=8)
+    ap.add_argument("--warmup", type=int, default=300)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--idle", type=float, default=5.0, help="seconds of the idle measurement")
+    ap.add_argument("--settle", type=float, default=6.0,
+                    help="seconds without a new span that mean the exporter is done (more "
+                         "than OTEL_BSP_SCHEDULE_DELAY, 5 s by default)")
+    ap.add_argument("--variants", default=",".join(VARIANTS),
+                    help=f"a comma-separated subset of {', '.join(VARIANTS)}")
+    ap.add_argument("--before", default=None, metavar="REV",
+                    help="also run every variant on this git revision (before a change)")
+    ap.add_argument("--keep", type=Path, default=None, metavar="DIR",
+                    help="keep the callgrind files here")
+    args = ap.parse_args()
+    variants = [v for v in VARIANTS if v in args.variants.split(",")]
+    for tool in ("valgrind", "callgrind_control", "redis-server", "redis-cli") + (
+            ("git",) if args.before else ()):
+        if shutil.which(tool) is None:
+            print(f"benchmarks/instructions.py needs {tool} (apt-get install -y valgrind "
+                  "redis-server)", file=sys.stderr)
+            return 1
+    with tempfile.TemporaryDirectory(prefix="killgate-instructions-") as tmp:
+        root = Path(tmp)
+        trees = {"": ROOT}
+        if args.before:
+            trees["@before"] = root / "before"
+            subprocess.run(["git", "worktree", "add", "--detach", str(trees["@before"]),
+                            args.before], cwd=ROOT, check=True, capture_output=True)
+        procs = Procs()
+        gws: list[Gateway] = []
+        try:
+            backend = start_backend(procs, root / "backend.log", 0.0)
+            redis = start_redis(procs, root / "redis.log")
+            sink = free_port()
+            procs.start([sys.executable, str(Path(__file__).with_name("otlp_sink.py")),
+                         "--port", str(sink)], root / "sink.log")
+            wait_http(f"http://127.0.0.1:{sink}/")
+            for v in variants:
+                for suffix, tree in trees.items():
+                    gw = Gateway(v + suffix, v, root / f"{v.strip('%')}{suffix}")
+                    gw.work.mkdir()
+                    gw.port, gw.admin = free_port(), free_port()
+                    cfg, env = config(gw, backend, sink, redis)
+                    p = procs.start(["valgrind", "--tool=callgrind", "--instr-atstart=no",
+                                     f"--callgrind-out-file={gw.work}/callgrind.out",
+                                     sys.executable, "-m", "gateway", "serve", "-c", str(cfg)],
+                                    gw.work / "gateway.log", env=dict(env, PYTHONPATH=str(tree)))
+                    gw.pid = p.pid
+                    gws.append(gw)
+            for gw in gws:
+                wait_http(f"http://127.0.0.1:{gw.admin}/readyz", timeout=900)
+            print(f"{len(gws)} gateways ready under callgrind", file=sys.stderr, flush=True)
+            for gw in gws:
+                measure(gw, args, sink)
+        finally:
+            procs.stop()
+            if args.keep is not None:
+                args.keep.mkdir(parents=True, exist_ok=True)
+                for gw in gws:
+                    for f in gw.work.glob("callgrind.out*"):
+                        shutil.copy(f, args.keep / f"{gw.name.replace('%', 'pct')}.{f.name}")
+            if args.before:
+                subprocess.run(["git", "worktree", "remove", "--force", str(trees["@before"])],
+                               cwd=ROOT, capture_output=True)
+    print(f"\n{time.strftime('%Y-%m-%d %H:%M')}: {args.requests} requests x {args.rounds} "
+          f"rounds per variant, {args.connections} connections, callgrind (valgrind "
+          "instruction counts, all threads, idle rate subtracted)\n")
+    med = {gw.name: statistics.median(r[0] for r in gw.rows) for gw in gws}
+    print("| variant | Ir/request (median) | vs off | rounds | idle Ir/s | sampled |")
+    print("|---|---|---|---|---|---|")
+    for gw in gws:
+        base = med.get("off" + gw.name[len(gw.variant):])
+        vs = "" if base is None else (f"{med[gw.name] - base:+,.0f} "
+                                      f"({med[gw.name] / base - 1:+.1%})")
+        each = " / ".join(f"{r[0]:,.0f}" for r in gw.rows)
+        idle = statistics.median(r[1] for r in gw.rows)
+        sampled = statistics.median(r[2] for r in gw.rows)
+        print(f"| {gw.name} | {med[gw.name]:,.0f} | {vs} | {each} | {idle:,.0f} | "
+              f"{sampled:.2%} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
