@@ -24,6 +24,7 @@ from typing import Any
 
 from gateway.domain.audit import seal
 from gateway.domain.statedoc import MAX_GENERATION
+from gateway.state.signing import Key, Keyring
 from tests.backends import echo_app
 from tests.conftest import (
     ROOT,
@@ -783,3 +784,82 @@ async def test_an_event_with_a_correct_hash_and_a_forged_mac_is_refused(
         assert "MAC does not verify" in g.gw.sync.status()["audit"]["mirror"]["refused"][
             "problem"]
         assert mirror.read_bytes() == copied
+
+
+async def test_a_forged_or_moved_idempotency_record_is_never_answered_from(
+        tmp_path: Path, backends, session, redis_server: RedisServer) -> None:
+    """Held: the attacker writes a record for the key a script will use (unsigned, signed
+    with another key, or a genuine record of another key moved there) claiming the kill
+    was done. The kill is applied; the record is replaced and the forgery counted."""
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p, 100, 0),
+                       state=redis_state(redis_server, tmp_path))
+    async with running_gateway(cfg) as g:
+        body = {"scope": "route", "route": "iris", "reason": "r"}
+        async with session.post(g.admin + "/v1/kill", headers={**H, "Idempotency-Key": "a"},
+                                json={**body, "scope": "version", "version": "v2"}) as r:
+            assert r.status == 200
+        genuine = redis_server.cmd("GET", "kgtest:idem:" + hashlib.sha256(
+            b"alice\na").hexdigest())
+        fp = hashlib.sha256(b"POST /v1/kill\n" + json.dumps(body).encode()).hexdigest()
+        claim = json.dumps({"fingerprint": fp, "response": {"generation": 1, "applied": {
+            "instances": 1, "acked": 1, "elapsed_ms": 1, "pending": []}, "changed": True},
+            "_expires": time.time() + 3600})
+        for n, value in enumerate((claim, Keyring(Key.of(b"x" * 40), context="kgtest").seal(
+                b"idem:" + hashlib.sha256(b"alice\nk0").hexdigest().encode(),
+                claim.encode()).decode(), genuine)):
+            ident = hashlib.sha256(f"alice\nk{n}".encode()).hexdigest()
+            redis_server.cmd("SET", f"kgtest:idem:{ident}", value)
+            refused = g.gw.sync.tamper.counts.get("idempotency", 0)
+            async with session.post(g.admin + "/v1/kill", json=body,
+                                    headers={**H, "Idempotency-Key": f"k{n}"}) as r:
+                got = await r.json()
+                assert r.status == 200 and r.headers.get("idempotent-replayed") is None, got
+            assert "route:iris" in g.gw.holder.doc.kills
+            assert g.gw.sync.tamper.counts.get("idempotency", 0) > refused
+            await post(session, g.admin, "/v1/unkill", scope="route", route="iris")
+
+
+async def test_a_deleted_audit_stream_is_reported_as_lost(
+        tmp_path: Path, backends, session, redis_server: RedisServer) -> None:
+    """Documented limit: deleting the audit stream loses its events (the mirror holds
+    them). The next event continues the anchored head, so `audit verify` names the loss
+    instead of reporting a short trail as intact."""
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p), state=redis_state(redis_server, tmp_path))
+    async with running_gateway(cfg) as g:
+        await post(session, g.admin, "/v1/kill", scope="route", route="iris")
+        redis_server.cmd("DEL", "kgtest:audit")
+        await post(session, g.admin, "/v1/unkill", scope="route", route="iris")
+        res = await asyncio.to_thread(verify, g.admin, *KEY)
+        assert res.returncode == 1 and "the events before it were lost" in res.stderr
+
+
+async def test_an_older_genuine_snapshot_put_back_holds_only_until_the_store_answers(
+        tmp_path: Path, backends, session, redis_server: RedisServer) -> None:
+    """Documented limit (disk access, with the key configured): an older genuine snapshot
+    of this deployment put back is accepted. While the store cannot be reached at start
+    the instance enforces that older state (a later kill not in force); once the store
+    answers, its newer document replaces it."""
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p, 100, 0),
+                       state=redis_state(redis_server, tmp_path))
+    snap = tmp_path / "snapshot-a.json"
+    async with running_gateway(cfg) as g:
+        await post(session, g.admin, "/v1/kill", scope="version", route="iris", version="v2")
+        await wait_until(lambda: snap.exists() and b"version:iris:v2" in snap.read_bytes(),
+                         5, what="the snapshot")
+        older = snap.read_bytes()
+        await post(session, g.admin, "/v1/kill", scope="route", route="iris")
+        await wait_until(lambda: b"route:iris" in snap.read_bytes(), 5, what="the snapshot")
+    snap.write_bytes(older)
+    redis_server.freeze()
+    try:
+        async with running_gateway(cfg) as g:
+            assert g.gw.sync.from_snapshot and not g.gw.sync.connected
+            assert set(g.gw.holder.doc.kills) == {"version:iris:v2"}  # the limit
+            redis_server.thaw()
+            await wait_until(lambda: "route:iris" in g.gw.holder.doc.kills, 10,
+                             what="the store's newer document")
+    finally:
+        redis_server.thaw()
