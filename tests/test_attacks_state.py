@@ -478,24 +478,30 @@ async def test_huge_documents_in_the_store_do_not_stall_the_data_plane(
 async def test_keys_of_the_wrong_type_do_not_block_kills(
         tmp_path: Path, backends, session, redis_server: RedisServer) -> None:
     """The attacker replaces a key the commit or the heartbeat writes with one of another
-    type (a hash where the generation was, a string where the audit stream was). Every
-    commit failed with WRONGTYPE: kills refused (503) and no re-seed possible until an
-    operator cleaned Redis by hand; heartbeats failed, so the sync loop kept reconnecting.
+    type (a hash where the generation was, a string where the audit stream was, a set
+    where a script's idempotency record will be). Every commit failed with WRONGTYPE:
+    kills refused (503) and no re-seed possible until an operator cleaned Redis by hand;
+    heartbeats failed, so the sync loop kept reconnecting; the script's kill answered 503.
     The instance now replaces such keys (nothing genuine is in them) and carries on."""
     p = await backends(echo_app("v1"))
     cfg = write_config(tmp_path, two_versions(p, p, 100, 0),
                        state=redis_state(redis_server, tmp_path))
     async with running_gateway(cfg) as g:
         await post(session, g.admin, "/v1/kill", scope="version", route="iris", version="v2")
+        idem = "kgtest:idem:" + hashlib.sha256(b"alice\nscript").hexdigest()
         for key, wrong in (("kgtest:gen", ("HSET", "kgtest:gen", "a", "b")),
                            ("kgtest:audit", ("SET", "kgtest:audit", "x")),
                            ("kgtest:audit:head", ("RPUSH", "kgtest:audit:head", "x")),
-                           ("kgtest:instances", ("SET", "kgtest:instances", "x"))):
+                           ("kgtest:instances", ("SET", "kgtest:instances", "x")),
+                           (idem, ("SADD", idem, "x"))):
             redis_server.cmd("DEL", key)
             redis_server.cmd(*wrong)
-            async with session.post(g.admin + "/v1/kill", headers=H, json={
+            async with session.post(g.admin + "/v1/kill", headers={
+                    **H, "Idempotency-Key": "script"}, json={
                     "scope": "route", "route": "iris", "reason": key}) as r:
                 assert r.status == 200, (key, await r.text())
+                assert r.headers.get("idempotent-replayed") is None
+            redis_server.cmd("DEL", idem)
             await post(session, g.admin, "/v1/unkill", scope="route", route="iris")
             await wait_until(lambda: g.gw.sync.connected, 5, what=f"connected after {key}")
         assert redis_server.cmd("TYPE", "kgtest:audit") == "stream"

@@ -39,6 +39,13 @@ local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 return {ms, redis.call('HGETALL', KEYS[1])}
 """)
 
+# Claim an idempotency key: nil when claimed, else the record already there.
+_CLAIM = Script(OWN + """
+own(KEYS[1], 'string')
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return false end
+return redis.call('GET', KEYS[1])
+""")
+
 _REPLACE = Script("""
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
@@ -164,11 +171,9 @@ class RedisRecords(RedisLink):
         k = f"{self.k_idem}:{key}"
         sealed = self._idem_sealed(key, record, ttl)
         for _ in range(3):
-            if await self._call("SET", k, sealed, "NX", "PX", int(ttl * 1000)):
-                return None
-            raw = await self._call("GET", k)
+            raw = await self._script(_CLAIM, [k], [sealed, str(int(ttl * 1000))])
             if raw is None:
-                continue  # expired in between
+                return None
             existing = self._idem_opened(key, raw)
             if existing is not None:
                 return existing
