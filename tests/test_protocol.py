@@ -430,3 +430,33 @@ async def test_a_head_split_across_reads_with_a_large_body_after_it_is_served() 
     feed(proto, b"st: x\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
     await until(lambda: len(answers(tr.out)) == 1)
     assert answers(tr.out) == [b"POST /big " + body]
+
+
+async def test_a_head_begun_behind_a_slow_answer_keeps_its_deadline() -> None:
+    """Slowloris behind a slow answer: a client pipelines the start of a second head behind
+    a request whose answer takes longer than `header_timeout`, then never finishes it. The
+    head's deadline still holds once the answer is written (it was lost: no timer ran)."""
+    h = Recorder(answer_now=False)
+    proto, tr, _ = connect(h, limits=Limits(header_timeout=0.2, keepalive_timeout=30,
+                                            body_timeout=0.2, send_timeout=30))
+    feed(proto, GET)
+    answer(h.seen[0])  # kept alive: later heads have their own deadline
+    feed(proto, GET + b"GET /b HTTP/1.1\r\nX-Drip: 1\r\n")
+    await asyncio.sleep(0.4)  # the answer takes longer than header_timeout
+    assert not tr.closed
+    answer(h.seen[1])
+    await until(lambda: tr.aborted, timeout=2)
+    assert answers(tr.out) == [b"GET /a ", b"GET /a "]
+
+
+@pytest.mark.parametrize("answer_now", [True, False])
+async def test_bytes_after_a_connection_close_request_are_not_answered(answer_now: bool) -> None:
+    """`Connection: close` ends the connection after its answer: what a client pipelines
+    after it is ignored (llhttp calls it an error), never answered after the close."""
+    h = Recorder(answer_now=answer_now)
+    proto, tr, _ = connect(h)
+    feed(proto, b"GET /a HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" + GET)
+    if not answer_now:
+        answer(h.seen[0])
+    await until(lambda: tr.closed)
+    assert answers(tr.out) == [b"GET /a "] and len(h.seen) == 1

@@ -273,9 +273,10 @@ class HttpProtocol(asyncio.Protocol):
         self.in_head = True
         self.head_bytes = self.wire_bytes = 0
         self.fresh = True
-        if self.seen and not self.queue:
-            self.deadline = now + self.limits.header_timeout  # re-armed for every head
-            self._arm(self.deadline)
+        if self.seen:  # every head has its own deadline (armed now, or once answers catch up)
+            self.deadline = now + self.limits.header_timeout
+            if not self.queue:
+                self._arm(self.deadline)
 
     def on_url(self, url: bytes) -> None:
         req = self.parsing
@@ -450,6 +451,8 @@ class HttpProtocol(asyncio.Protocol):
                 self.closing = True
                 return
             self.queue.remove(req)
+        if self.closing or (self.queue and not self.queue[-1].keep_alive):
+            return  # bytes after the last answer this connection gives (`Connection: close`)
         bad = Request(self, self.loop.time())
         bad.refused = (status, message)
         bad.keep_alive = False
@@ -466,9 +469,10 @@ class HttpProtocol(asyncio.Protocol):
         if not req.keep_alive or not req.body_done or self.closing or self.server.draining:
             self.close()
             return
-        if not queue and self.parsing is None:
-            self.deadline = self.clock.now + self.limits.keepalive_timeout
-            self._arm(self.deadline)
+        if not queue:
+            if self.parsing is None:
+                self.deadline = self.clock.now + self.limits.keepalive_timeout
+            self._arm(self.deadline)  # (or the deadline of a head begun meanwhile)
         if self.read_paused and len(queue) <= 1:
             self._resume()
         if queue and not self.dispatching:
