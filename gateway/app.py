@@ -23,6 +23,12 @@ from gateway.admin import tracing as admin_tracing
 from gateway.admin.api import AdminApi
 from gateway.admin.auth import Authenticator
 from gateway.admin.console import ConsoleApi, FleetView
+from gateway.admin.drills import DrillApi
+from gateway.admin.drillsupport import export_metrics, load_drill_key
+from gateway.admin.listener import AdminRunner
+from gateway.admin.listener import Limits as AdminLimits
+from gateway.admin.shadow import ShadowApi
+from gateway.admin.status import StatusBuilder
 from gateway.admin.ui import UiFiles
 from gateway.config import parse_listen
 from gateway.configfile import LoadedConfig
@@ -31,17 +37,22 @@ from gateway.control.events import EventSink
 from gateway.control.probes import HealthMonitor
 from gateway.control.reload import ConfigWatcher, summarize_changes
 from gateway.control.rollout import RolloutDriver
+from gateway.control.shadow import ShadowResults
 from gateway.control.table import TableHolder
 from gateway.control.traffic import LiveTraffic
+from gateway.dataplane.clock import Clock
+from gateway.dataplane.drillfault import FaultGate
 from gateway.dataplane.inflight import Inflight
-from gateway.dataplane.listener import GuardedServer
+from gateway.dataplane.listener import Limits, Listener
 from gateway.dataplane.proxy import Observer, Proxy
+from gateway.dataplane.shadow import Mirror
 from gateway.dataplane.upstream import Upstreams
 from gateway.domain.audit import AuditDraft, utc_now
 from gateway.domain.overrides import identity_problems, record_config
 from gateway.domain.routing import RouteTable
-from gateway.domain.statedoc import Change, StateDoc, plain
+from gateway.domain.statedoc import Change, StateDoc
 from gateway.errors import AuditError, ConfigError, Problem, StateError
+from gateway.forwarded import ClientAddress, trusted_proxies
 from gateway.log import event
 from gateway.state import make_sync
 from gateway.state.sync import Sync
@@ -51,6 +62,7 @@ from gateway.telemetry.otelenv import resolve as otel_settings
 from gateway.telemetry.otlpmetrics import OtlpMetrics
 from gateway.telemetry.record import combine
 from gateway.telemetry.requests import RequestStats
+from gateway.telemetry.shadowmetrics import ShadowSeries
 from gateway.telemetry.tracing import Tracing
 
 __all__ = ["Gateway", "bind_socket"]
@@ -76,6 +88,8 @@ def bind_socket(addr: str, reuse_port: bool, port_override: int | None = None) -
 
 
 DATA_BACKLOG = 4096
+APPROVAL_SWEEP = 0.5  # seconds between looks for expired approval requests (local, cheap)
+ADMIN_BACKLOG = 1024  # (aiohttp: 128) a burst of held connections must not queue operators
 
 
 class Gateway:
@@ -88,10 +102,12 @@ class Gateway:
         self.ports = ports
         self.metrics = Metrics()
         self.tracing = Tracing(None)
-        self.holder = TableHolder(loaded)
+        # closed (503 state_unknown) until the state sync has loaded the kill state once
+        self.holder = TableHolder(loaded, state_unknown=True)
         self.requests = RequestStats(loaded.config.telemetry.buckets, self._intended_split)
         self.metrics.source(self.requests)
         self.inflight = Inflight()
+        self.clock = Clock()  # the data plane's shared clock reading (dataplane/clock.py)
         self.draining = False
         self.started = False
         self.watcher: ConfigWatcher | None = None
@@ -105,7 +121,9 @@ class Gateway:
         self._checked_auth: Authenticator | None = None  # by the last reload's checks
         self.data_addr: tuple[str, int] | None = None
         self.admin_addr: tuple[str, int] | None = None
-        self._data_runner: web.ServerRunner | None = None
+        self._listener: Listener | None = None
+        self._admin_runner: web.AppRunner | None = None
+        self.proxy: Proxy | None = None
 
     @property
     def loaded(self) -> LoadedConfig:
@@ -130,8 +148,12 @@ class Gateway:
             self.tracing.settings, self.metrics.registry.collect, self.instance, __version__))
         otlp.register(self.metrics)
         self.upstreams = Upstreams(cfg.server.max_connections_per_backend,
-                                   cfg.server.max_pending_per_backend)
+                                   cfg.server.max_pending_per_backend, self.clock)
         self._stack.push_async_callback(self.upstreams.close)
+        self.mirror = Mirror()  # shadow copies: their own pools, closed after the data plane
+        self._stack.push_async_callback(self.mirror.close)
+        self.metrics.source(ShadowSeries(lambda: self.mirror.tallies,
+                                         lambda: self.mirror.inflight))
         self.holder.listen(self._on_table)
 
         self.sync = make_sync(self.loaded, self.holder, self.metrics, self.instance,
@@ -153,8 +175,12 @@ class Gateway:
         self.health = HealthMonitor(self.holder, self.metrics)
         await self.health.start()
         self._stack.push_async_callback(self.health.stop)
+        self.shadow = ShadowResults(self.mirror, self.sync.store, self.instance,
+                                    lambda: self.loaded.config)
+        await self.shadow.start()
+        self._stack.push_async_callback(self.shadow.stop)
         self.rollout = RolloutDriver(self.holder, self.sync, self.instance,
-                                     self.health.ejections)
+                                     self.health.ejections, shadow_gate=self.shadow.gate)
         await self.rollout.start()
         self._stack.push_async_callback(self.rollout.stop)
         self.traffic = LiveTraffic(self.sync.store, self.instance)  # the console's charts
@@ -167,46 +193,71 @@ class Gateway:
                                         self.loaded.resolve)
             self.access_log.start()
             self._stack.push_async_callback(self.access_log.aclose)  # after the data plane
+        drill_key, drill_key_problem = load_drill_key(self.loaded)
         proxy = Proxy(self.holder, self.upstreams, self.inflight, self.metrics,
                       cfg.server.max_body_size, cfg.server.model_peek_bytes,
                       observer=_Fanout(self.health, self.rollout, self.traffic),
-                      body_timeout=cfg.server.body_timeout,
                       max_inflight=cfg.server.max_inflight,
                       recorder=combine(
                           self.requests if cfg.telemetry.metrics.request_series else None,
                           self.access_log),
-                      tracer=self.tracing.requests)
-        server = GuardedServer(proxy, header_timeout=cfg.server.header_timeout,
-                               send_timeout=cfg.server.send_timeout,
-                               max_connections=cfg.server.max_connections,
-                               on_refused=lambda: self.metrics.inc(
-                                   "killgate_connections_refused_total"),
-                               on_send_timeout=lambda: self.metrics.inc(
-                                   "killgate_client_send_timeouts_total"),
-                               handler_cancellation=True, access_log=None,
-                               auto_decompress=False,
-                               keepalive_timeout=cfg.server.keepalive_timeout,
-                               max_field_size=8190, max_headers=128)
-        self._data_runner = web.ServerRunner(server, shutdown_timeout=cfg.server.drain_timeout,
-                                             handle_signals=False)
-        await self._data_runner.setup()
+                      tracer=self.tracing.requests, shadow=self.mirror,
+                      client_address=_trusted(self.loaded),
+                      faults=FaultGate(drill_key, on_refused=lambda: self.metrics.inc(
+                          "killgate_drill_tokens_refused_total")))
+        self.proxy = proxy
+        counters = {"refused": "killgate_connections_refused_total",
+                    "send_timeout": "killgate_client_send_timeouts_total"}
 
-        self.admin_api = AdminApi(self)
+        def count(what: str) -> None:
+            name = counters.get(what)
+            if name is not None:
+                self.metrics.inc(name)
+            else:
+                self.metrics.inc("killgate_bad_requests_total", (what,),
+                                 label_names=("reason",))
+
+        self._listener = Listener(proxy, Limits(
+            header_timeout=cfg.server.header_timeout,
+            keepalive_timeout=cfg.server.keepalive_timeout,
+            body_timeout=cfg.server.body_timeout, send_timeout=cfg.server.send_timeout),
+            cfg.server.max_connections, count, self.clock)
+
+        sync = self.sync
+        self.status_builder = StatusBuilder(
+            self.instance, self.holder, health=self.health.status,
+            analysis=self.rollout.status, store=sync.status,
+            reload=lambda: self.watcher.outcome if self.watcher is not None else None)
+        self.admin_api = AdminApi(instance=self.instance, current=self.holder, state=sync,
+                                  fleet=sync, audit=sync.store, idem=sync.store,
+                                  status=self.status_builder, readiness=self,
+                                  counters=self.metrics, metrics_page=self._metrics_page,
+                                  alerts=self.alert_receiver, shadow=self.shadow)
+        self.admin_api.drills = DrillApi(self.admin_api, current=self.holder, state=sync,
+                                         audit=sync.store, key=drill_key,
+                                         key_problem=drill_key_problem)
+        self.metrics.collector(lambda m: export_metrics(m, self.holder.doc))
         # stopped after the admin listener (pushed before it), before the store: the last
         # denied calls are written on the way out
         self.admin_api.denied.start()
         self._stack.push_async_callback(self.admin_api.denied.stop)
-        # Header lines up to 2 MiB reach the handler, so an oversized token is a clean
-        # 401 (admin.auth caps Authorization at 8 KiB) rather than a parser's 400.
+        self.admin_api.approvals.start(APPROVAL_SWEEP)
+        self._stack.push_async_callback(self.admin_api.approvals.stop)
         admin_app = self.admin_api.app((admin_tracing.middleware(self.tracing.admin),))
         ConsoleApi(self.admin_api.authorize,
                    FleetView(self.instance, cfg.state.instance_lease, self.sync.store, self.sync,
                              lambda: self.holder.doc.generation, lambda: self.loaded.digest),
                    self.traffic).register(admin_app.router)
         UiFiles().register(admin_app.router)  # the operator console, GET /ui/
-        self._admin_runner = web.AppRunner(admin_app, access_log=None,
-                                           shutdown_timeout=2.0, handle_signals=False,
-                                           max_field_size=2 * 1024 * 1024)
+        ShadowApi(self.admin_api.authorize, self.shadow,
+                  lambda: self.loaded.config).register(admin_app.router)
+        limits = AdminLimits(header_timeout=cfg.server.header_timeout,
+                             keepalive_timeout=cfg.server.keepalive_timeout,
+                             max_connections=cfg.admin.max_connections,
+                             on_refused=lambda why: self.metrics.inc(
+                                 "killgate_admin_refused_total", (why,), label_names=("reason",)))
+        self._admin_runner = AdminRunner(admin_app, limits, access_log=None,
+                                         shutdown_timeout=2.0, handle_signals=False)
         await self._admin_runner.setup()
         self._stack.push_async_callback(self._admin_runner.cleanup)
 
@@ -216,8 +267,11 @@ class Gateway:
         self.admin_addr = asock.getsockname()[:2]
         # a deep accept queue (aiohttp's default is 128): a burst of new clients waits in
         # the kernel for its turn instead of being dropped (the kernel caps it at somaxconn)
-        await web.SockSite(self._data_runner, dsock, backlog=DATA_BACKLOG).start()
-        await web.SockSite(self._admin_runner, asock).start()
+        await self._listener.start(dsock, DATA_BACKLOG)
+        await web.SockSite(self._admin_runner, asock, backlog=ADMIN_BACKLOG).start()
+        host = os.environ.get("KILLGATE_ADVERTISE_HOST") or cfg.drills.advertise_host
+        self.sync.peers.urls = {"data": _url(self.data_addr, host),
+                                "admin": _url(self.admin_addr, host)}
         self.started = True
         event(log, "phase", phase="listening", data=_fmt(self.data_addr),
               admin=_fmt(self.admin_addr), pid=os.getpid())
@@ -306,55 +360,11 @@ class Gateway:
 
     # ------------------------------------------------------------------ status
 
-    def _config_status(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"digest": self.loaded.digest, "loaded_digest": self.loaded.digest,
-                               "path": str(self.loaded.path)}
-        if self.watcher is not None:
-            o = self.watcher.outcome
-            out.update(loaded_at=o.loaded_at, last_error=o.last_error,
-                       problems=o.last_problems, last_attempt=o.last_attempt,
-                       restart_required=o.restart_required)
-        else:
-            out.update(loaded_at=None, last_error=None, problems=[], last_attempt=None,
-                       restart_required=[])
-        return out
-
-    def status(self) -> dict[str, Any]:
-        """GET /v1/status (CONTRACT §4): what this instance enforces, and why."""
-        table = self.holder.table
-        doc = table.doc
-        health = self.health.status() if self.health is not None else {}
-        routes: dict[str, Any] = {}
-        for plan in table.routes:
-            rc = plan.config
-            eff = plan.effective_weights()
-            ov = doc.overrides.get(rc.name)
-            routes[rc.name] = {
-                "stable": plan.stable,
-                "latched": ov is not None,
-                "override": None if ov is None else {
-                    "kind": ov.kind, "stable": ov.stable, "weights": ov.weights, "actor": ov.actor,
-                    "reason": ov.reason, "time": ov.time},
-                "killed": plan.killed,
-                "versions": {v.name: {
-                    "url": v.url, "artifact": v.artifact, "configured_weight": v.weight,
-                    "effective_weight": eff.get(v.name, 0.0),
-                    "healthy": (rc.name, v.name) not in table.unhealthy,
-                    **({"health": health.get((rc.name, v.name))} if health else {}),
-                    "killed": plan.excluded.get(v.name) == "killed" or plan.killed is not None,
-                } for v in rc.versions},
-                "previous_known_good": plan.previous,
-                "analysis": self.rollout.status(rc.name) if self.rollout else None,
-                "history": [plain(h) for h in doc.history.get(rc.name, ())],
-            }
-        return {
-            "instance": self.instance,
-            "generation": doc.generation,
-            "store": self.sync.status() if self.sync else None,
-            "config": self._config_status(),
-            "kills": [f.public() for f in doc.kills.values()],
-            "routes": routes,
-        }
+    def _metrics_page(self, accept: str | None) -> tuple[bytes, str]:
+        """GET /metrics: gauges read at scrape time, then the exposition."""
+        self.metrics.set("killgate_inflight_requests", self.inflight.count)
+        self.metrics.set("killgate_state_generation", self.holder.doc.generation)
+        return self.metrics.exposition(accept)
 
     # ------------------------------------------------------------------ reload
 
@@ -378,6 +388,8 @@ class Gateway:
         assert self.health is not None and self.upstreams is not None
         await self.health.configure(loaded.config)
         self.holder.set_config(loaded)
+        if self.proxy is not None:
+            self.proxy.client_address = _trusted(loaded)
         if self.admin_api is not None:
             self.admin_api.reconfigure(loaded, self._checked_auth)
         self.upstreams.retire_except({t.origin for p in self.holder.table.routes
@@ -408,10 +420,11 @@ class Gateway:
         self.draining = True
         timeout = self.loaded.config.server.drain_timeout
         event(log, "phase", phase="draining", inflight=self.inflight.count, timeout_s=timeout)
-        # Stop accepting; aiohttp lets running handlers finish up to shutdown_timeout.
-        if self._data_runner is not None:
-            await self._data_runner.cleanup()
-        drained = await self.inflight.wait_idle(0.1)
+        # Stop accepting; answers in progress finish (up to drain_timeout), then close.
+        drained = True
+        if self._listener is not None:
+            drained = await self._listener.shutdown(timeout)
+        drained = await self.inflight.wait_idle(0.1) and drained
         await self._stack.aclose()
         event(log, "phase", phase="stopped", drained=drained)
         return drained
@@ -433,6 +446,22 @@ class _Fanout:
     def outcome(self, route: str, version: str, kind: str, latency: float) -> None:
         for o in self.observers:
             o.outcome(route, version, kind, latency)
+
+
+def _trusted(loaded: LoadedConfig) -> ClientAddress | None:
+    cidrs = loaded.config.admin.trusted_proxies
+    return trusted_proxies(tuple(cidrs)) if cidrs else None
+
+
+def _url(addr: tuple[str, int], host: str | None) -> str:
+    """The URL this instance publishes for a listener (drills reach every instance so)."""
+    if host is None:
+        host = addr[0]
+        if host in ("0.0.0.0", "::", ""):
+            host = socket.gethostname()
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"http://{host}:{addr[1]}"
 
 
 def _fmt(addr: tuple[str, int] | None) -> str:

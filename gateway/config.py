@@ -21,13 +21,16 @@ from pydantic import (
     model_validator,
 )
 
+from gateway.config_shadow import ShadowConfig
 from gateway.config_telemetry import AlertsConfig, EventsConfig, TelemetryConfig
 
 __all__ = [
     "AdminConfig",
     "AnalysisConfig",
+    "ApprovalsConfig",
     "AuthConfig",
     "Config",
+    "DrillsConfig",
     "RouteConfig",
     "StateConfig",
     "VersionConfig",
@@ -85,6 +88,15 @@ def _check_listen(v: Any) -> str:
     return v
 
 
+def _loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
 
@@ -104,7 +116,9 @@ class AuthConfig(_Model):
     issuer: str | None = "killgate"
     audience: str | None = "killgate-admin"
     leeway: Duration = 30.0
-    max_token_age: Duration | None = None
+    #: the oldest a token may be (now - iat), and the longest it may live (exp - iat)
+    max_token_age: Duration = 24 * 3600.0
+    max_token_lifetime: Duration = 24 * 3600.0
     jwks_min_refetch_interval: Duration = 30.0  # for an unknown kid, at most this often
     jwks_refresh_interval: Duration = 300.0  # the key set is refetched when older than this
 
@@ -127,6 +141,29 @@ class AuthConfig(_Model):
             raise ValueError("must be between 0s and 60s")
         return v
 
+    @field_validator("max_token_age", "max_token_lifetime")
+    @classmethod
+    def _max_age(cls, v: float) -> float:
+        if not 60 <= v <= 31 * 24 * 3600:
+            raise ValueError("must be between 1m and 744h (31 days)")
+        return v
+
+    @field_validator("jwks_url")
+    @classmethod
+    def _jwks(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        m = re.fullmatch(r"(https?)://([^/?#\s]+)([/?][^\s#]*)?", v)
+        if not m:
+            raise ValueError("must be an https:// URL")
+        if "@" in m.group(2):
+            raise ValueError("must not hold user:password@ (the key set is public)")
+        host = m.group(2).rsplit(":", 1)[0] if not m.group(2).endswith("]") else m.group(2)
+        if m.group(1) == "http" and not _loopback(host.strip("[]")):
+            raise ValueError("must be https:// (plain http:// only to a loopback address, "
+                             "where no network sits between the gateway and the key set)")
+        return v
+
     @property
     def secret_env(self) -> str:
         """The variable an HS256 secret is read from (when not from a file)."""
@@ -137,6 +174,25 @@ class AdminConfig(_Model):
     listen: Annotated[str, BeforeValidator(_check_listen)] = "127.0.0.1:8081"
     auth: AuthConfig = Field(default_factory=AuthConfig)
     max_body_size: int = Field(default=64 * 1024, gt=0, le=16 * 1024 * 1024)
+    #: X-Forwarded-For is believed only from these peers (both planes); CIDR or address
+    trusted_proxies: list[str] = Field(default_factory=list, max_length=256)
+    #: open admin connections; beyond, new ones are closed at once
+    max_connections: int = Field(default=1024, ge=1, le=100_000)
+    #: token checks (signature verifications) per second from one client address, and
+    #: the burst allowed above that rate; a token verified before is never counted
+    auth_check_rate: float = Field(default=100.0, gt=0, le=1_000_000)
+    auth_check_burst: int = Field(default=200, ge=1, le=1_000_000)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _cidrs(cls, v: list[str]) -> list[str]:
+        for i, c in enumerate(v):
+            try:
+                ipaddress.ip_network(c, strict=False)
+            except ValueError:
+                raise ValueError(f"[{i}] {c!r} is not an address or CIDR such as "
+                                 "10.0.0.0/8") from None
+        return v
 
 
 # ---------------------------------------------------------------- state
@@ -256,6 +312,9 @@ class VersionConfig(_Model):
     def _url(cls, v: str) -> str:
         if not re.match(r"^https?://[^/\s?#]+(/[^\s?#]*)?$", v):
             raise ValueError("must be an http:// or https:// URL with a host, optionally a path")
+        if "@" in v.split("://", 1)[1].split("/", 1)[0]:
+            raise ValueError("must not hold user:password@: the gateway never sends URL "
+                             "credentials to a backend, and they would show in status and logs")
         return v.rstrip("/")
 
     @field_validator("weight")
@@ -346,6 +405,11 @@ class AnalysisConfig(_Model):
     webhook_url: str | None = None
     steps: list[float] | None = None
     step_interval: Duration = 60.0
+    #: the route's shadow gets traffic (promote, weights, a progressive step) only once it
+    #: agreed with the primary on at least this share of compared requests (§5.5) ...
+    min_shadow_agreement: float | None = Field(default=None, ge=0, le=1)
+    #: ... over at least this many comparisons (fleet-wide)
+    min_shadow_compared: int = Field(default=100, ge=1)
 
     @field_validator("steps")
     @classmethod
@@ -371,6 +435,10 @@ class RouteConfig(_Model):
     #: how the backend says "model not loaded / not ready" (CONTRACT §5.6): with v2 or openai
     #: such an answer moves the request to another version, as if never delivered
     protocol: Literal["http", "v2", "openai"] = "http"
+    #: a drill route: the same versions as the named route, behind a prefix only drills use
+    drill_for: str | None = None
+    #: a weight-0 version that gets a sampled copy of requests, compared (CONTRACT §5.5)
+    shadow: ShadowConfig | None = None
 
     def version(self, name: str) -> VersionConfig | None:
         for v in self.versions:
@@ -408,20 +476,73 @@ class ServerConfig(_Model):
         return _positive(3600.0)(v)
 
 
+class DrillsConfig(_Model):
+    """Recovery drills (CONTRACT §5.4): the key of drill fault tokens, limits, events."""
+
+    #: HMAC key of drill fault tokens (>= 32 bytes), the same on every instance; when the
+    #: variable is unset (and no file), it is derived from the admin HS256 secret
+    key_env: str | None = "KILLGATE_DRILL_KEY"
+    key_file: str | None = None
+    max_fault_ttl: Duration = 300.0  # a drill fault ends by itself after this at the latest
+    max_duration: Duration = 1800.0  # a drill still open after this is overdue (metric)
+    #: the host instances publish with their heartbeat (default: the listener's address;
+    #: a wildcard listener publishes the host name)
+    advertise_host: str | None = Field(default=None, pattern=r"^[A-Za-z0-9.\-:\[\]]+$")
+
+    @field_validator("max_fault_ttl", "max_duration")
+    @classmethod
+    def _limits(cls, v: float) -> float:
+        return _positive(24 * 3600.0)(v)
+
+
 class LogConfig(_Model):
     format: Literal["json", "text"] = "text"
     level: Literal["debug", "info", "warning", "error"] = "info"
 
 
+class ApprovalsConfig(_Model):
+    """Two-person rule (CONTRACT §5.2): how many principals each write needs, the
+    requester counting as one (1 = no approval). A kill is never gated."""
+
+    unkill_global: int = Field(default=1, ge=1, le=5)
+    unkill_route: int = Field(default=1, ge=1, le=5)
+    unkill_version: int = Field(default=1, ge=1, le=5)
+    rollback: int = Field(default=1, ge=1, le=5)
+    promote: int = Field(default=1, ge=1, le=5)
+    weights: int = Field(default=1, ge=1, le=5)
+    release: int = Field(default=1, ge=1, le=5)
+    ttl: Duration = 900.0  # an open request expires after this long
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_kill(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "kill" in data:
+            raise ValueError("a kill is never gated by approvals (stopping traffic must not "
+                             "wait for a second person); remove 'kill'")
+        return data
+
+    @field_validator("ttl")
+    @classmethod
+    def _ttl(cls, v: float) -> float:
+        if not 1 <= v <= 24 * 3600:
+            raise ValueError("must be between 1s and 24h")
+        return v
+
+    def needs(self, gate: str) -> int:
+        return int(getattr(self, gate, 1))
+
+
 class Config(_Model):
     listen: Annotated[str, BeforeValidator(_check_listen)] = "0.0.0.0:8080"
     admin: AdminConfig = Field(default_factory=AdminConfig)
+    approvals: ApprovalsConfig = Field(default_factory=ApprovalsConfig)  # CONTRACT §5.2
     state: StateConfig = Field(default_factory=StateConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
     log: LogConfig = Field(default_factory=LogConfig)
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)  # CONTRACT §5.1
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     events: EventsConfig = Field(default_factory=EventsConfig)
+    drills: DrillsConfig = Field(default_factory=DrillsConfig)
     routes: list[RouteConfig] = Field(min_length=1)
 
     def route(self, name: str) -> RouteConfig | None:

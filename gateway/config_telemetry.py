@@ -44,7 +44,8 @@ AlertAction = Literal["kill", "rollback"]
 _ALL_ACTIONS: list[AlertAction] = ["kill", "rollback"]
 # what an outgoing event may be about (the audit action that caused it)
 EVENT_KINDS = ("kill", "unkill", "rollback", "promote", "weights", "release", "auto_rollback",
-               "progressive.promote", "alert", "audit.mirror_refused")
+               "progressive.promote", "alert", "audit.mirror_refused", "drill.start",
+               "drill.restore", "drill.end")
 
 def _duration(value: Any) -> float:
     # gateway.config's grammar; imported when called, since gateway.config imports this module

@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from gateway import config_telemetry
+from gateway import config_shadow, config_telemetry
 from gateway.config import Config, parse_listen
 from gateway.errors import ConfigError, Problem
 
@@ -280,9 +280,33 @@ def _semantic_problems(cfg: Config) -> list[Problem]:
                                "canary"))
         if r.timeouts.connect > r.timeouts.total:
             out.append(Problem(f"{base}.timeouts.connect", "must not exceed timeouts.total"))
+    out.extend(_drill_routes(cfg))
     out.extend(_overlaps(cfg))
+    for i, r in enumerate(cfg.routes):
+        others = {v.name: o.name for o in cfg.routes if o is not r for v in o.versions}
+        out.extend(Problem(path, msg) for path, msg in config_shadow.problems(i, r, others))
     out.extend(Problem(path, msg) for path, msg in config_telemetry.problems(
         cfg.telemetry, cfg.alerts, (r.name for r in cfg.routes)))
+    return out
+
+
+def _drill_routes(cfg: Config) -> list[Problem]:
+    """A drill route mirrors a production route: the same versions (names and backends),
+    so a drill on it exercises what users are served by."""
+    out: list[Problem] = []
+    for i, r in enumerate(cfg.routes):
+        if r.drill_for is None:
+            continue
+        where = f"routes[{i}].drill_for"
+        prod = cfg.route(r.drill_for)
+        if prod is None or prod is r:
+            out.append(Problem(where, f"names no other route ({r.drill_for!r})"))
+        elif prod.drill_for is not None:
+            out.append(Problem(where, f"{prod.name!r} is itself a drill route"))
+        elif {(v.name, v.url) for v in r.versions} != {(v.name, v.url) for v in prod.versions}:
+            out.append(Problem(f"routes[{i}].versions",
+                               f"a drill route serves the same versions as {prod.name!r} "
+                               "(the same names and urls)"))
     return out
 
 

@@ -14,7 +14,8 @@ the domain's own errors (DomainError) carry no HTTP status.
     ├── DomainError              the state does not allow a change: .type, .message
     │   ├── UnknownVersion       a route has no such version
     │   ├── InvalidChange        the change itself is malformed (weights that are not weights)
-    │   └── ConflictingState     the state forbids it now (not killed, not latched, ...)
+    │   ├── ConflictingState     the state forbids it now (not killed, not latched, ...)
+    │   └── UnknownDrill         no such open drill
     ├── ApiError                 an admin request is refused: .status, .type, .message
     │   ├── Unauthenticated      401, a short type only (invalid_token, expired)
     │   └── Forbidden            403, a scope is missing
@@ -22,7 +23,9 @@ the domain's own errors (DomainError) carry no HTTP status.
         ├── UpstreamConnectError nothing was sent: safe to try another version
         ├── UpstreamTimeout      connect / idle-read / total deadline passed
         ├── UpstreamProtocolError the backend's answer was malformed (502)
-        └── UpstreamClosed       the backend closed or reset after the request was sent
+        ├── UpstreamClosed       the backend closed or reset after the request was sent
+        │   └── UpstreamStale    ...on a reused keep-alive connection, before any answer byte
+        └── DrillFault           a drill's fault met by a drill request (never sent)
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ __all__ = [
     "ConfigError",
     "ConflictingState",
     "DomainError",
+    "DrillFault",
     "Forbidden",
     "InvalidChange",
     "KillgateError",
@@ -43,6 +47,7 @@ __all__ = [
     "StoreConflict",
     "StoreUnavailable",
     "Unauthenticated",
+    "UnknownDrill",
     "UnknownVersion",
     "UpstreamClosed",
     "UpstreamConnectError",
@@ -50,6 +55,7 @@ __all__ = [
     "UpstreamOverflow",
     "UpstreamProtocolError",
     "UpstreamQueueTimeout",
+    "UpstreamStale",
     "UpstreamTimeout",
 ]
 
@@ -131,11 +137,18 @@ class ConflictingState(DomainError):
     pass
 
 
+class UnknownDrill(DomainError):
+    def __init__(self, drill: str, message: str | None = None) -> None:
+        super().__init__("unknown_drill", message or f"no open drill {drill!r}")
+
+
 class ApiError(KillgateError):
-    def __init__(self, status: int, type_: str, message: str) -> None:
+    def __init__(self, status: int, type_: str, message: str,
+                 headers: dict[str, str] | None = None) -> None:
         self.status = status
         self.type = type_
         self.message = message
+        self.headers = headers or {}  # e.g. Retry-After on a 429
         super().__init__(f"{status} {type_}: {message}")
 
 
@@ -202,3 +215,22 @@ class UpstreamProtocolError(UpstreamError):
 
 class UpstreamClosed(UpstreamError):
     pass
+
+
+class UpstreamStale(UpstreamClosed):
+    """A pooled keep-alive connection the backend had already closed took the request and
+    gave no answer byte: the backend most likely never saw it (tried once more, fresh)."""
+
+
+class DrillFault(UpstreamError):
+    """A drill's fault, met by a request carrying a valid drill token (never a user's):
+    nothing was sent, and it says nothing about the backend's health."""
+
+    delivered = False
+    backend_fault = False
+
+    def __init__(self) -> None:
+        super().__init__("a drill fault (this request carries a drill token)")
+
+    def kind(self) -> str:
+        return "drill_fault"

@@ -4,6 +4,8 @@ Owns signals (SIGTERM/SIGINT drain and exit 0, SIGHUP reload), the C-parser chec
 `--workers N`: the supervisor reserves the ports (bound, never listening, SO_REUSEPORT)
 and starts N copies of itself that each bind the same ports with SO_REUSEPORT, so the
 kernel spreads connections across them. A worker that dies unexpectedly is restarted.
+The supervisor also makes a private run directory where the workers share their metrics
+(telemetry/workers.py), so /metrics answers for the whole group; removed at exit.
 """
 
 from __future__ import annotations
@@ -11,11 +13,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 from gateway.app import Gateway
 from gateway.configfile import LoadedConfig, load_config
@@ -28,10 +33,14 @@ log = logging.getLogger("killgate")
 
 
 def c_parser_in_use() -> bool:
-    """aiohttp's pure-Python parser has had request-smuggling bugs: we refuse it."""
+    """Both listeners parse with C: the data plane with llhttp (httptools), the admin API with
+    aiohttp's C parser (its pure-Python one has had request-smuggling bugs): we refuse
+    anything else."""
     from aiohttp import http_parser
 
-    return http_parser.HttpRequestParser.__module__ == "aiohttp._http_parser"
+    from gateway.dataplane.protocol import c_parser
+
+    return http_parser.HttpRequestParser.__module__ == "aiohttp._http_parser" and c_parser()
 
 
 def instance_id(worker: int | None) -> str:
@@ -40,36 +49,48 @@ def instance_id(worker: int | None) -> str:
 
 
 async def _serve(loaded: LoadedConfig, worker: int | None, reuse_port: bool,
-                 ports: tuple[int | None, int | None]) -> int:
+                 ports: tuple[int | None, int | None], metrics_dir: str | None = None) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     gw = Gateway(loaded, instance_id(worker), reuse_port=reuse_port, ports=ports)
+    group = None
+    if metrics_dir is not None and worker is not None:
+        from gateway.telemetry.workers import WorkerMetrics
+
+        group = WorkerMetrics(gw.metrics, gw.requests, Path(metrics_dir), worker)
+        group.start()  # before the admin listener opens: every scrape is the group's
+        gw.metrics.expose(group)
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, gw.request_reload)
     try:
-        await gw.start()
-    except BaseException:
+        try:
+            await gw.start()
+        except BaseException:
+            await gw.shutdown()
+            raise
+        await stop.wait()
         await gw.shutdown()
-        raise
-    await stop.wait()
-    await gw.shutdown()
+    finally:
+        if group is not None:
+            await group.stop()
     return 0
 
 
 def run_worker(config_path: str, worker: int | None = None, reuse_port: bool = False,
-               ports: tuple[int | None, int | None] = (None, None)) -> int:
+               ports: tuple[int | None, int | None] = (None, None),
+               metrics_dir: str | None = None) -> int:
     loaded = load_config(config_path)
     _configure_logging(loaded)
     if not c_parser_in_use():
         event(log, "refusing_to_start", logging.ERROR,
-              reason="aiohttp's C HTTP parser is not in use (AIOHTTP_NO_EXTENSIONS set, or "
-                     "aiohttp was installed without its C extensions); the pure-Python parser "
-                     "has had request-smuggling bugs")
+              reason="a C HTTP parser is not in use (AIOHTTP_NO_EXTENSIONS set, aiohttp "
+                     "installed without its C extensions, or httptools without llhttp); "
+                     "pure-Python parsers have had request-smuggling bugs")
         return 3
     _install_uvloop()
     _raise_fd_limit(loaded.config.server.max_connections)
-    return asyncio.run(_serve(loaded, worker, reuse_port, ports))
+    return asyncio.run(_serve(loaded, worker, reuse_port, ports, metrics_dir))
 
 
 def _raise_fd_limit(want: int) -> None:
@@ -121,11 +142,20 @@ def run_supervisor(config_path: str, workers: int) -> int:
           admin_port=ports[1], pid=os.getpid())
     stopping = False
     procs: dict[int, subprocess.Popen[bytes]] = {}
+    # private (0700): the workers' metric snapshots, one file per worker slot
+    run_dir: str | None = None
+    try:
+        run_dir = tempfile.mkdtemp(prefix="killgate-workers-")
+    except OSError as exc:
+        event(log, "worker_metrics_disabled", logging.WARNING, error=str(exc),
+              consequence="each /metrics scrape shows the one worker that answered it; "
+                          "make TMPDIR (or /tmp) writable")
+    shared = ["--metrics-dir", run_dir] if run_dir is not None else []
 
     def spawn(i: int) -> None:
         procs[i] = subprocess.Popen([
             sys.executable, "-m", "gateway", "serve", "-c", config_path,
-            "--worker-index", str(i), "--reuse-port",
+            "--worker-index", str(i), "--reuse-port", *shared,
             "--data-port", str(ports[0]), "--admin-port", str(ports[1])])
 
     def forward(sig: int, _frame: object) -> None:
@@ -142,29 +172,33 @@ def run_supervisor(config_path: str, workers: int) -> int:
         spawn(i)
     codes: dict[int, int] = {}
     restarts: dict[int, float] = {}
-    while procs:
-        for i, p in list(procs.items()):
-            rc = p.poll()
-            if rc is None:
-                continue
-            del procs[i]
-            if stopping:
-                # -SIGTERM: the worker was still booting (no handler yet), so it served
-                # nothing; any other non-zero code is a real failure.
-                codes[i] = 0 if rc == -signal.SIGTERM else rc
-            elif time.monotonic() - restarts.get(i, 0.0) > 1.0:
-                event(log, "worker_exited", logging.WARNING, worker=i, code=rc, action="restart")
-                restarts[i] = time.monotonic()
-                spawn(i)
-            else:
-                event(log, "worker_exited", logging.ERROR, worker=i, code=rc,
-                      action="stop (crash loop)")
-                codes[i] = rc
-                stopping = True
-                forward(signal.SIGTERM, None)
-        time.sleep(0.05)
-    for s in holds:
-        s.close()
+    try:
+        while procs:
+            for i, p in list(procs.items()):
+                rc = p.poll()
+                if rc is None:
+                    continue
+                del procs[i]
+                if stopping:
+                    # -SIGTERM: the worker was still booting (no handler yet), so it served
+                    # nothing; any other non-zero code is a real failure.
+                    codes[i] = 0 if rc == -signal.SIGTERM else rc
+                elif time.monotonic() - restarts.get(i, 0.0) > 1.0:
+                    event(log, "worker_exited", logging.WARNING, worker=i, code=rc, action="restart")
+                    restarts[i] = time.monotonic()
+                    spawn(i)
+                else:
+                    event(log, "worker_exited", logging.ERROR, worker=i, code=rc,
+                          action="stop (crash loop)")
+                    codes[i] = rc
+                    stopping = True
+                    forward(signal.SIGTERM, None)
+            time.sleep(0.05)
+    finally:
+        for s in holds:
+            s.close()
+        if run_dir is not None:
+            shutil.rmtree(run_dir, ignore_errors=True)
     return 0 if all(c == 0 for c in codes.values()) else 1
 
 
@@ -182,11 +216,12 @@ def _reserve(addr: str) -> socket.socket:
 
 
 def serve(config_path: str, workers: int, worker_index: int | None, reuse_port: bool,
-          data_port: int | None, admin_port: int | None) -> int:
+          data_port: int | None, admin_port: int | None, metrics_dir: str | None = None) -> int:
     try:
         if workers > 1 and worker_index is None:
             return run_supervisor(config_path, workers)
-        return run_worker(config_path, worker_index, reuse_port, (data_port, admin_port))
+        return run_worker(config_path, worker_index, reuse_port, (data_port, admin_port),
+                          metrics_dir)
     except ConfigError as exc:
         for p in exc.problems:
             print(f"killgate: config: {p}", file=sys.stderr)

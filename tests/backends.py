@@ -166,3 +166,31 @@ class RawBackend:
         if self.server is not None:
             self.server.close()
             await self.server.wait_closed()
+
+
+def v2_model_server(name: str, models: set[str]) -> web.Application:
+    """An MLServer-like Open Inference Protocol server holding `models` (a set the test may
+    change): infer answers 404 `{"error": "Model <m> not found"}` for a model it does not
+    hold, as MLServer does; `POST /v2/repository/models/<m>/unload` unloads one."""
+
+    async def infer(req: web.Request) -> web.Response:
+        model = req.match_info["model"]
+        await req.read()
+        if model not in models:
+            return web.json_response({"error": f"Model {model} not found"}, status=404)
+        return web.json_response({"model_name": model, "model_version": name, "id": "1",
+                                  "outputs": [{"name": "y", "shape": [1], "datatype": "FP32",
+                                               "data": [0.5]}]})
+
+    async def unload(req: web.Request) -> web.Response:
+        models.discard(req.match_info["model"])
+        return web.json_response({})
+
+    async def ready(_: web.Request) -> web.Response:
+        return web.json_response({})  # the server itself stays up
+
+    app = web.Application()
+    app.router.add_post("/v2/models/{model}/infer", infer)
+    app.router.add_post("/v2/repository/models/{model}/unload", unload)
+    app.router.add_get("/v2/health/ready", ready)
+    return app

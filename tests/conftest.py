@@ -216,7 +216,7 @@ async def running_gateway(path: Path, instance: str = "test") -> AsyncIterator[I
     _nesting.append(gw)
     try:
         await gw.start()
-        for runner in (gw._data_runner, gw._admin_runner):
+        for runner in (gw._admin_runner,):
             if runner is not None and runner.server is not None:
                 _watched_servers.add(runner.server)
         _watched.append(gw)

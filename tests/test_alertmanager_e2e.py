@@ -40,7 +40,8 @@ from tests.conftest import (
 )
 
 INFER = "/v2/models/iris/infer"
-READ = {"Authorization": f"Bearer {mint(SECRET, 'test', 'killgate:read', 600, 'killgate', 'killgate-admin')}"}
+READ = {"Authorization": "Bearer " + mint(SECRET, "test", "killgate:read", 10800, "killgate",
+                                          "killgate-admin")}
 
 
 def _exe(*names: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 from pathlib import Path
 from typing import Any
@@ -10,8 +11,10 @@ import pytest
 from aiohttp import ClientSession
 
 from gateway.admin.auth import mint
+from gateway.control.alerts import Budget
+from gateway.errors import StoreUnavailable
 from tests.backends import echo_app
-from tests.conftest import SECRET, running_gateway, two_versions, write_config
+from tests.conftest import SECRET, running_gateway, two_versions, wait_until, write_config
 from tests.test_alerting import payload
 
 PATH = "/v1/alerts/alertmanager"
@@ -19,7 +22,7 @@ INFER = "/v2/models/iris/infer"
 
 
 def bearer(scope: str, sub: str = "am") -> dict[str, str]:
-    return {"Authorization": f"Bearer {mint(SECRET, sub, scope, 600, 'killgate', 'killgate-admin')}"}
+    return {"Authorization": f"Bearer {mint(SECRET, sub, scope, 10800, 'killgate', 'killgate-admin')}"}
 
 
 ALERT = bearer("killgate:alert")
@@ -245,3 +248,77 @@ async def test_an_oversized_notification_is_413_and_changes_nothing(tmp_path: Pa
         status, answer = await _post(session, g.admin, body)
         assert status == 413 and answer["error"]["type"] == "body_too_large", answer
         assert await _state(session, g.admin) == before
+
+
+class _LostStore:
+    """The receiver's writer and claims as they are when the store goes away right after
+    an alert was claimed: the write and the release both fail (as a receiver killed
+    between the two leaves it: claimed, not applied)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def write(self, *a: Any) -> Any:
+        raise StoreUnavailable("lost")
+
+    async def idem_release(self, key: str) -> None:
+        raise StoreUnavailable("lost")
+
+
+async def test_an_alert_claimed_but_never_applied_acts_on_a_later_retry(
+        tmp_path: Path, backends, session) -> None:
+    """Before: the claim was kept for the whole dedupe window (a week), so every retry of
+    that firing alert answered `duplicate` and the canary was never killed."""
+    cfg = await _gateway_cfg(tmp_path, backends)
+    async with running_gateway(cfg) as g:
+        rx = g.gw.alert_receiver
+        writer, claims = rx.writer, rx.claims
+        rx.writer, rx.claims = _LostStore(writer), _LostStore(claims)
+        rx.pending = 0.5
+        firing = payload(killgate_action="kill", route="iris", version="v2")
+        status, answer = await _post(session, g.admin, firing)
+        assert status == 503, answer
+        rx.writer, rx.claims = writer, claims
+
+        async def retried() -> bool:
+            status, answer = await _post(session, g.admin, firing)
+            assert status == 200, answer
+            return bool(answer["actions"][0]["outcome"] == "acted")
+
+        await wait_until(retried, timeout=10, interval=0.1, what="the retry to act")
+        assert await _versions(session, g.url) == {"v1"}
+        # once acted, the episode is remembered for the dedupe window, not just briefly
+        await asyncio.sleep(0.6)
+        assert (await _post(session, g.admin, firing))[1]["actions"][0]["outcome"] == \
+            "duplicate"
+
+
+@pytest.mark.parametrize("mode", ["act", "observe"])
+async def test_new_firing_alerts_are_rate_bounded_and_deferred_with_503(
+        tmp_path: Path, backends, session, mode: str) -> None:
+    """An alert token sending ever new fingerprints left a week-long record in the store
+    for each (and, in observe mode, an audit event each), without bound."""
+    cfg = await _gateway_cfg(tmp_path, backends,
+                             alerts=f"alerts:\n  alertmanager: {{mode: {mode}}}\n")
+    async with running_gateway(cfg) as g:
+        rx = g.gw.alert_receiver
+        clock = [0.0]
+        rx.budget = Budget(3, 3600.0, clock=lambda: clock[0])  # 3 at once, 1 a second
+        audit0 = len(await _audit(session, g.admin))
+        body = payload(killgate_action="kill", route="iris", version="v2")
+        body["alerts"] = [dict(body["alerts"][0], fingerprint=f"f{i}") for i in range(5)]
+        status, answer = await _post(session, g.admin, body)
+        assert status == 503 and answer["error"]["type"] == "too_many_alerts", answer
+        assert "2 of 5 alerts" in answer["error"]["message"]
+        audit1 = len(await _audit(session, g.admin))
+        assert audit1 - audit0 == (1 if mode == "act" else 3)
+        assert g.gw.metrics.get("killgate_alertmanager_alerts_total", ("deferred",)) == 2
+        # Alertmanager retries: the three handled are duplicates, the rest act once refilled
+        clock[0] += 2.0
+        status, answer = await _post(session, g.admin, body)
+        assert status == 200, answer
+        assert [a["outcome"] for a in answer["actions"]] == ["duplicate"] * 3 + (
+            ["unchanged"] * 2 if mode == "act" else ["dry_run"] * 2)

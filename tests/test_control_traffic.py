@@ -104,3 +104,41 @@ async def test_the_publisher_task_starts_and_stops(tmp_path: Path) -> None:
     finally:
         await a.stop()
     assert a._task is None
+
+
+async def test_a_view_is_served_again_for_a_second(tmp_path: Path) -> None:
+    _, clock, a, _b = pair(tmp_path)
+    a.outcome("iris", "v1", "ok", 0.001)
+    clock.t = 1001.5
+    first = await a.view()
+    a.outcome("iris", "v1", "ok", 0.001)
+    clock.t = 1002.4
+    assert await a.view() is first  # every console asking within the second: one merge
+    clock.t = 1002.6
+    again = await a.view()
+    assert again is not first and sum(again["routes"]["iris"]["v1"]["requests"]) == 2
+
+
+async def test_a_view_removes_the_leftovers_of_instances_long_gone(tmp_path: Path) -> None:
+    store, clock, a, b = pair(tmp_path)
+    b.outcome("iris", "v1", "ok", 0.001)
+    assert await b.publish()  # at 1000, and then b is never heard of again
+    clock.t = 1000 + 3 * 10 - 1  # not yet three windows
+    await a.view()
+    assert [x["instance"] for x in await store.get_stats(STATS_KEY)] == ["b"]
+    clock.t = 1000 + 3 * 10 + 1
+    await a.view()
+    assert await store.get_stats(STATS_KEY) == []
+    assert await a.publish()  # (its own entry is never pruned by itself)
+    clock.t += 100
+    await a.view()
+    assert [x["instance"] for x in await store.get_stats(STATS_KEY)] == ["a"]
+
+
+async def test_drop_stats_touches_only_file_names_of_ours(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "state.json")
+    await store.put_stats(STATS_KEY, "a", {"x": 1})
+    victim = tmp_path / "state.json.stats" / "keep.json"
+    victim.write_text("{}")
+    await store.drop_stats(STATS_KEY, ["../keep", "/etc/passwd", ".x", "a"])
+    assert victim.exists() and await store.get_stats(STATS_KEY) == []

@@ -56,6 +56,7 @@ def test_demo_answers_and_its_token_kills(tmp_path) -> None:  # type: ignore[no-
                 data=b'{"n": 3}', method="POST"), timeout=10) as r:
             assert r.read().count(b"data: ") == 4
         token = re.search(r"export KILLGATE_TOKEN=(\S+)", log.read_text()).group(1)
+        assert f"http://127.0.0.1:{admin}/ui/" in log.read_text()  # the console's address
         res = subprocess.run([sys.executable, "-m", "gateway", "--admin",
                               f"http://127.0.0.1:{admin}", "--token", token, "kill", "--route",
                               "iris", "--reason", "demo"], capture_output=True, text=True,

@@ -21,7 +21,7 @@ from tests.conftest import SECRET, running_gateway, two_versions, wait_until, wr
 from tests.test_alerting import payload as am_payload
 
 HOOK_SECRET = "hook-secret-0123456789-abcdefghijklmnop"
-ADMIN = {"Authorization": "Bearer " + mint(SECRET, "alice", "killgate:admin", 600, "killgate",
+ADMIN = {"Authorization": "Bearer " + mint(SECRET, "alice", "killgate:admin", 3 * 3600, "killgate",
                                            "killgate-admin")}
 
 
@@ -78,6 +78,17 @@ def test_payload_shape_and_signature() -> None:
                   body)
     assert not verify({"x-killgate-signature": sign(b"other-secret", body, int(time.time()))},
                       body)
+
+
+def test_payload_says_how_a_gated_change_got_through() -> None:
+    ev = {"id": "e1", "time": "t", "actor": "alice", "action": "unkill",
+          "target": {"scope": "global"}, "reason": "r", "hash": "h"}
+    p = payload(ev, 3, "h")
+    assert p["break_glass"] is False and p["approval"] is None  # an ungated write
+    assert payload({**ev, "break_glass": True}, 3, "h")["break_glass"] is True
+    approval = {"id": "ap-0123456789abcdef", "requested_by": "alice",
+                "approved_by": ["alice", "bob"], "hash": "0" * 64, "final_reason": "ok"}
+    assert payload({**ev, "approval": approval}, 3, "h")["approval"] == approval
 
 
 def _events_cfg(port: int, extra: str = "  timeout: 1s\n") -> str:
@@ -193,12 +204,20 @@ async def test_a_hanging_receiver_never_slows_the_action(tmp_path: Path, backend
             assert r.status == 200  # and the data plane serves (the last write was an unkill)
 
 
+@pytest.mark.parametrize("weak", [None, "short-secret-31-bytes-xxxxxxxxx"])
 async def test_filter_and_missing_secret(tmp_path: Path, backends, session,
-                                         monkeypatch: pytest.MonkeyPatch) -> None:
+                                         monkeypatch: pytest.MonkeyPatch,
+                                         weak: str | None) -> None:
+    """A webhook whose secret is missing, or shorter than 32 bytes (guessable: before, a
+    1-byte secret signed events), gets nothing."""
     only_kills, unsigned = Receiver(), Receiver()
     p = await backends(echo_app("v1"))
     p1, p2 = await backends(only_kills.app()), await backends(unsigned.app())
-    monkeypatch.delenv("KILLGATE_TEST_MISSING", raising=False)
+    if weak is None:
+        monkeypatch.delenv("KILLGATE_TEST_MISSING", raising=False)
+    else:
+        assert len(weak) == 32 - 1
+        monkeypatch.setenv("KILLGATE_TEST_MISSING", weak)
     extra = ("events:\n  webhooks:\n"
              f"    - {{url: 'http://127.0.0.1:{p1}/hook', secret_env: KILLGATE_TEST_HOOK_SECRET,"
              " events: [kill]}\n"
@@ -213,3 +232,38 @@ async def test_filter_and_missing_secret(tmp_path: Path, backends, session,
         assert g.gw.metrics.get("killgate_event_deliveries_total", ("failed",)) == 3
     assert [e["event"] for e in only_kills.events()] == ["killgate.kill", "killgate.kill"]
     assert unsigned.attempts == 0  # never sent unsigned
+
+
+def _token(sub: str, scope: str) -> dict[str, str]:
+    return {"Authorization": "Bearer " + mint(SECRET, sub, scope, 600, "killgate",
+                                              "killgate-admin")}
+
+
+async def test_break_glass_and_approved_writes_say_so_in_their_events(
+        tmp_path: Path, backends, session: ClientSession) -> None:
+    rcv = Receiver()
+    p = await backends(echo_app("v1"))
+    ph = await backends(rcv.app())
+    cfg = write_config(tmp_path, two_versions(p, p, 90, 10),
+                       extra=_events_cfg(ph) + "approvals: {unkill_global: 2, promote: 2}\n")
+    async with running_gateway(cfg) as g:
+        a = g.admin
+        await _call(session, "POST", a + "/v1/kill", {"scope": "global", "reason": "x"})
+        await _call(session, "POST", a + "/v1/unkill",
+                    {"scope": "global", "reason": "over", "break_glass": True},
+                    _token("alice", "killgate:kill killgate:breakglass"))
+        async with session.post(a + "/v1/routes/iris/promote", json={
+                "version": "v2", "reason": "good"}, headers=_token("alice", "killgate:admin")) as r:
+            assert r.status == 202
+            ident = (await r.json())["approval"]["id"]
+        await _call(session, "POST", a + f"/v1/approvals/{ident}/approve", {"reason": "agreed"},
+                    _token("bob", "killgate:rollout"))
+        await wait_until(lambda: len(rcv.got) >= 3, 10, what="3 deliveries")
+    kill, unkill, promote = rcv.events()
+    assert [e["event"] for e in (kill, unkill, promote)] == [
+        "killgate.kill", "killgate.unkill", "killgate.promote"]
+    assert kill["break_glass"] is False and kill["approval"] is None
+    assert unkill["break_glass"] is True and unkill["actor"] == "alice"
+    assert promote["approval"]["id"] == ident
+    assert promote["approval"]["approved_by"] == ["alice", "bob"]
+    assert promote["break_glass"] is False and unkill["approval"] is None

@@ -283,7 +283,8 @@ async def test_a_push_that_would_relax_is_only_a_hint(tmp_path: Path, backends,
     verified, says so; one that only adds a kill is applied from the push at once."""
     p1 = await backends(echo_app("v1"))
     cfg = write_config(tmp_path, two_versions(p1, p1, 100, 0),
-                       state=redis_state(redis_server, tmp_path))
+                       state=redis_state(redis_server, tmp_path).replace(
+                           "poll_interval: 100ms", "poll_interval: 10s"))  # pushes only
     async with running_gateway(cfg) as g:
         await kill(session, g.admin, scope="route", route="iris")
         doc = stored_doc(redis_server)
@@ -341,3 +342,28 @@ async def test_migration_from_unsigned_state_keeps_only_its_kills(
                          5, what="the store to be re-seeded")
         assert "global" not in g.gw.holder.doc.kills
         assert "global" not in stored_doc(redis_server)["kills"]
+
+
+async def test_a_forger_who_keeps_writing_cannot_flood_the_audit_trail(
+        tmp_path: Path, backends, redis_server: RedisServer, session) -> None:
+    """Someone rewrites the state key with a forged document every few milliseconds: every
+    instance keeps its verified state and the kill; its repairs of the store (each one an
+    audited re-seed) back off instead of following every forgery."""
+    p1 = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p1, p1, 100, 0),
+                       state=redis_state(redis_server, tmp_path))
+    async with running_gateway(cfg) as g:
+        await kill(session, g.admin, scope="route", route="iris")
+        genuine = stored_doc(redis_server)
+        reseeds = g.gw.metrics.get("killgate_state_reseeds_total")
+        end = time.monotonic() + 3.0  # (a fixed window: what is counted is what happens in it)
+        n = 0
+        while time.monotonic() < end:
+            n += 1
+            redis_server.cmd("SET", "kgtest:state", json.dumps({**genuine, "kills": {}}))
+            redis_server.cmd("SET", "kgtest:gen", str(10_000 + n))
+            await asyncio.sleep(0.01)
+        assert n > 50
+        assert g.gw.metrics.get("killgate_state_reseeds_total") - reseeds <= 6
+        assert g.gw.metrics.get("killgate_state_unverified_total", ("state",)) >= 10
+        await stays_killed(session, [g.url], 0.2)

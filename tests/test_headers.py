@@ -7,10 +7,9 @@ import pytest
 from gateway.dataplane.headers import (
     connection_tokens,
     declared_charset,
+    own_head,
     request_head,
     response_head,
-    response_multidict,
-    undecodable,
 )
 
 RAW = [(b"Host", b"client.example"), (b"Connection", b"keep-alive, X-Secret"),
@@ -42,7 +41,7 @@ def test_request_head_keeps_end_to_end_fields_only() -> None:
     assert chunked.endswith(b"transfer-encoding: chunked\r\n\r\n")
 
 
-def test_response_head_and_multidict_apply_the_same_rules() -> None:
+def test_response_head_keeps_end_to_end_fields_and_frames_the_body_itself() -> None:
     raw = [(b"Content-Type", b"application/json"), (b"Connection", b"X-Backend-Secret"),
            (b"X-Backend-Secret", b"s"), (b"Proxy-Authenticate", b"Basic"),
            (b"Upgrade", b"h2c"), (b"x-killgate-version", b"spoofed"), (b"Content-Length", b"99"),
@@ -54,20 +53,29 @@ def test_response_head_and_multidict_apply_the_same_rules() -> None:
                       b"Date": b"Mon, 01 Jan 2024 00:00:00 GMT", b"X-End": b"kept",
                       b"via": b"1.1 killgate", b"x-killgate-version": b"v1",
                       b"content-length": b"2", b"connection": b"close"}
-    md = response_multidict(raw)
-    assert sorted(k.lower() for k in md) == ["content-type", "date", "via", "x-end"]
     dated = dict(_fields(response_head(404, [], b"", 0, None)))
     assert dated[b"date"].endswith(b" GMT") and b"connection" not in dated
+    streamed = dict(_fields(response_head(200, raw, b"", None, None, chunked=True)))
+    assert streamed[b"transfer-encoding"] == b"chunked" and b"content-length" not in streamed
+    cached = [*raw, (b"Cache-Control", b"max-age=60"), (b"X-Accel-Buffering", b"yes")]
+    sse = dict(_fields(response_head(200, cached, b"", None, None, chunked=True, sse=True)))
+    assert sse[b"cache-control"] == b"no-cache" and sse[b"x-accel-buffering"] == b"no"
+    assert b"Cache-Control" not in sse and b"X-Accel-Buffering" not in sse
+    assert b"content-length" not in dict(_fields(response_head(204, [], b"", None, None)))
+
+
+def test_own_head() -> None:
+    head = own_head(503, b"application/json", 12, b"x-killgate-route: iris\r\n",
+                    b"retry-after: 1\r\n", b"close")
+    assert head.startswith(b"HTTP/1.1 503 Service Unavailable\r\n")
+    fields = dict(_fields(head))
+    assert fields[b"content-length"] == b"12" and fields[b"retry-after"] == b"1"
+    assert fields[b"x-killgate-route"] == b"iris" and fields[b"connection"] == b"close"
 
 
 def test_connection_tokens() -> None:
     assert connection_tokens([b"Keep-Alive, X-A ,,x-b", b"close"]) == {
         b"keep-alive", b"x-a", b"x-b", b"close"}
-
-
-def test_undecodable_values() -> None:
-    assert undecodable(["ascii", "caf\u00e9", "\u65e5"]) is None  # UTF-8 is fine
-    assert undecodable(["ok", "bad\udcff"]) == "bad\udcff"  # bytes that were not UTF-8
 
 
 @pytest.mark.parametrize("value, charset", [

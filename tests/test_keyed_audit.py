@@ -31,7 +31,7 @@ from tests.conftest import (
 )
 from tests.test_killswitch import redis_state
 
-TOKEN = mint(SECRET, "alice", "killgate:admin", 600, "killgate", "killgate-admin")
+TOKEN = mint(SECRET, "alice", "killgate:admin", 3 * 3600, "killgate", "killgate-admin")
 H = {"Authorization": f"Bearer {TOKEN}"}
 KEY = ["--key-env", STATE_KEY_ENV]
 

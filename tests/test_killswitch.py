@@ -251,6 +251,8 @@ async def test_corrupt_or_unsigned_document_in_redis_keeps_the_kill_and_is_repai
     is not JSON): the instance refuses it, keeps enforcing what it knew, says why in its
     status and metrics, and re-seeds the store with its own signed state. A hand-written
     document never lifts a kill: only an unkill through the API does."""
+    from gateway.state.signing import Key
+
     p1 = await backends(echo_app("v1"))
     cfg = write_config(tmp_path, two_versions(p1, p1, 100, 0),
                        state=redis_state(redis_server, tmp_path))
@@ -277,8 +279,9 @@ async def test_corrupt_or_unsigned_document_in_redis_keeps_the_kill_and_is_repai
             for _ in range(5):
                 assert await status_of(session, g.url) == (503, "killed")
             # re-seeded: the store holds our signed state again, the kill in it
-            await wait_until(lambda: redis_server.cmd("GET", "kgtest:state").startswith(
-                "KGS1 "), 5, what="the store to be re-seeded")
+            ours = f"KGS1 {Key.of(STATE_KEY.encode()).kid} "
+            await wait_until(lambda ours=ours: redis_server.cmd("GET", "kgtest:state")
+                             .startswith(ours), 5, what="the store to be re-seeded")
             assert "route:iris" in redis_server.cmd("GET", "kgtest:state")
             gen = g.gw.holder.doc.generation
         assert g.gw.metrics.get("killgate_state_unverified_total", ("push",)) >= 3

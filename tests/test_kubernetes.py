@@ -175,7 +175,11 @@ def test_deployment_probes_drain_and_security() -> None:
     assert keys == {"topology.kubernetes.io/zone", "kubernetes.io/hostname"}
 
     # every key the config names comes from the Secret
-    env = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in c["env"] if "valueFrom" in e}
+    env = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in c["env"]
+           if "secretKeyRef" in e.get("valueFrom", {})}
+    # drills reach each pod at the address it publishes: its own IP
+    advertise = next(e for e in c["env"] if e["name"] == "KILLGATE_ADVERTISE_HOST")
+    assert advertise["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
     assert env["KILLGATE_JWT_SECRET"]["name"] == "killgate-keys"
     assert env["KILLGATE_STATE_KEY"]["name"] == "killgate-keys"
     assert cfg.admin.auth.hs256_secret_env in env
@@ -219,7 +223,7 @@ def test_services_policy_budget_and_autoscaler_select_the_gateway() -> None:
     client = admin_rules[0]["from"][0]["podSelector"]["matchLabels"]
     assert client.items() <= tpl["metadata"]["labels"].items()
     script = " ".join(tpl["spec"]["containers"][0]["args"])
-    assert "killgate drill kill --route iris" in script
+    assert "killgate drill kill --route iris-drill" in script
     assert tpl["spec"]["containers"][0]["securityContext"]["readOnlyRootFilesystem"] is True
 
 
@@ -251,7 +255,7 @@ def test_the_drill_cronjob_mints_a_token_the_gateway_accepts(tmp_path: Path) -> 
     assert res.returncode == 0, res.stderr
     claims = jwt.decode(res.stdout.strip(), secret, algorithms=["HS256"],
                         audience=cfg.admin.auth.audience, issuer=cfg.admin.auth.issuer)
-    assert set(claims["scope"].split()) >= {"killgate:kill", "killgate:read"}
+    assert set(claims["scope"].split()) >= {"killgate:drill", "killgate:read"}
     assert claims["exp"] - claims["iat"] <= 600
 
 

@@ -32,7 +32,7 @@ from tests.conftest import (
 from tests.loadgen import BackgroundLoad
 
 PATH = "/v2/models/iris/x"
-H = {"Authorization": f"Bearer {mint(SECRET, 'ops', 'killgate:admin', 600, 'killgate', 'killgate-admin')}"}
+H = {"Authorization": f"Bearer {mint(SECRET, 'ops', 'killgate:admin', 10800, 'killgate', 'killgate-admin')}"}
 
 
 def atomic_write(path: Path, text: str) -> None:

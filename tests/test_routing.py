@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections import Counter
 
@@ -214,3 +215,81 @@ routes:
     assert t.match("/v2/models/iris2", "", {}, None).name == "all"
     assert t.by_name["iris"].fallback_body == b'{"error": {"type": "unavailable", "n": [1, 2]}}'
     assert t.by_name["all"].fallback_body == b""
+
+
+def test_a_new_document_rebuilds_only_the_routes_it_changes() -> None:
+    """rebuild_table (what the holder does for a new state document) equals a full build,
+    and reuses the plans of every route the document did not change: a kill flips one."""
+    from gateway.domain.routing import rebuild_table
+    from gateway.domain.statedoc import HistoryEntry, RouteOverride
+
+    routes = "\n".join(f"""  - name: r{i}
+    match: {{path_prefix: /r{i}}}
+    stable: v1
+    allow_pin: true
+    versions:
+      - {{name: v1, url: "http://127.0.0.1:9101", weight: 90}}
+      - {{name: v2, url: "http://127.0.0.1:9102", weight: 10}}""" for i in range(6))
+    cfg = parse_config_text("routes:\n" + routes + "\n")
+    ov = RouteOverride("v1", {"v1": 100.0, "v2": 0.0}, "a", "r", "t", "rollback")
+    hist = (HistoryEntry("v2", "t", "a", "r", "http://x", None, 1),)
+    docs = [
+        StateDoc(),
+        StateDoc(generation=1, kills={"route:r1": _kill("route", "r1")}),
+        StateDoc(generation=2, kills={"route:r1": _kill("route", "r1"),
+                                      "version:r2:v2": _kill("version", "r2", "v2")}),
+        StateDoc(generation=3, kills={"version:r2:v2": _kill("version", "r2", "v2")},
+                 overrides={"r3": ov}, history={"r4": hist}),
+        StateDoc(generation=4, kills={"global": _kill("global")}, overrides={"r3": ov}),
+        StateDoc(generation=5, overrides={"r3": ov}),
+    ]
+
+    def shape(t):  # type: ignore[no-untyped-def]
+        return {p.name: (p.killed, p.excluded, p.stable, p.previous, p.effective_weights(),
+                         sorted(p._pinnable)) for p in t.routes}
+
+    for unhealthy in (frozenset(), frozenset({("r5", "v1")})):
+        table = build_table(cfg, docs[0], unhealthy)
+        for old_doc, doc in itertools.pairwise(docs):
+            new = rebuild_table(table, cfg, doc, unhealthy)
+            assert shape(new) == shape(build_table(cfg, doc, unhealthy)), doc.generation
+            assert new.doc is doc and new.generation == doc.generation
+            same = {p.name for p in new.routes if p is table.by_name[p.name]}
+            if "global" in old_doc.kills or "global" in doc.kills:
+                assert same == set(), doc.generation  # a global kill touches every route
+            else:
+                assert {"r0", "r5"} <= same  # no document here touches them
+                moved = {n for n, s in shape(new).items() if s != shape(table)[n]}
+                assert not same & moved  # a route whose plan changed got a new one
+            table = new
+
+
+def test_a_shadow_never_answers_a_client() -> None:
+    """The shadow (weight 0) is never weighted, pinned, sticky or failed over to; when the
+    stable cannot serve, the route falls back rather than let the shadow answer."""
+    cfg = _cfg(100, 0, extra="    shadow: {version: v2, sample: 1.0}")
+    plan = build_table(cfg, StateDoc()).by_name["iris"]
+    assert plan.shadow is not None and plan.shadow.name == "v2" and plan.shadow_off == ""
+    rng = random.Random(3)
+    for i in range(300):
+        c = plan.choose(f"user-{i}", "v2" if i % 2 else None, rng.random)
+        assert c.target is not None and c.target.name == "v1"
+    assert [t.name for t in plan.failover_for("v1")] == []
+    down = build_table(cfg, StateDoc(), unhealthy=frozenset({("iris", "v1")})).by_name["iris"]
+    assert down.choose(None, None, rng.random) == (None, "fallback")
+    assert down.effective_weights() == {"v1": 0.0, "v2": 0.0}
+
+
+def test_a_killed_or_unhealthy_shadow_gets_no_copies_and_a_promoted_one_serves() -> None:
+    from gateway.domain.statedoc import RouteOverride
+
+    cfg = _cfg(100, 0, extra="    shadow: {version: v2, sample: 1.0}")
+    killed = StateDoc(kills={"version:iris:v2": _kill("version", "iris", "v2")})
+    plan = build_table(cfg, killed).by_name["iris"]
+    assert plan.shadow is None and plan.shadow_off == "killed"
+    plan = build_table(cfg, StateDoc(), unhealthy=frozenset({("iris", "v2")})).by_name["iris"]
+    assert plan.shadow is None and plan.shadow_off == "unhealthy"
+    ov = RouteOverride("v1", {"v1": 90.0, "v2": 10.0}, "alice", "canary now", "now", "weights")
+    plan = build_table(cfg, StateDoc(generation=2, overrides={"iris": ov})).by_name["iris"]
+    assert plan.shadow is None and plan.shadow_off == "serving"
+    assert plan.effective_weights() == {"v1": 90.0, "v2": 10.0}

@@ -154,7 +154,8 @@ async def test_wrong_password_is_a_clear_error(tmp_path: Path, backends, session
             err = g.gw.sync.last_error or ""
             assert not g.gw.sync.connected
             assert "refused the connection" in err and "WRONGPASS" in err, err
-            assert (await status_of(session, g.url))[0] == 200  # serving from config
+            # no sync and no snapshot: the kill state is unknown, so nothing is routed
+            assert await status_of(session, g.url) == (503, "fallback")  # state_unknown
     finally:
         server.terminate()
         server.wait(10)

@@ -31,6 +31,7 @@ def test_a_failing_rebuild_leaves_table_doc_and_config_in_force(tmp_path: Path,
         raise RuntimeError("rebuild failed")
 
     monkeypatch.setattr(table_mod, "build_table", broken)
+    monkeypatch.setattr(table_mod, "rebuild_table", broken)  # (a new document alone)
     for attempt in (lambda: holder.apply_doc(StateDoc(generation=2)),
                     lambda: holder.set_config(other),
                     lambda: holder.set_unhealthy(frozenset({("iris", "v1")})),

@@ -6,30 +6,37 @@ from typing import Any
 
 import pytest
 
-from gateway.domain.analysis import LATENCY_BOUNDS_MS, Sample
-from gateway.domain.traffic import MAX_POINTS, decode, encode, merge
+from gateway.domain.analysis import LATENCY_BOUNDS_MS
+from gateway.domain.traffic import MAX_POINTS, decode, encode, local, merge
 
 STEP = 5
 
 
-def sample(requests: int, errors: int = 0, bucket: int = 0) -> Sample:
-    s = Sample(requests=requests, errors=errors)
-    s.hist[bucket] = requests
-    return s
+def sample(requests: int, errors: int = 0, bucket: int = 0) -> list[Any]:
+    """[requests, errors, histogram] with every request in one latency bucket."""
+    hist = [0] * (len(LATENCY_BOUNDS_MS) + 1)
+    hist[bucket] = requests
+    return [requests, errors, hist]
 
 
-def blob(instance: str, t: float, points: dict[tuple[str, str], dict[int, Sample]]) -> Any:
-    b = decode(encode(instance, t, STEP, points), STEP)
+def buckets(points: dict[tuple[str, str], dict[int, list[Any]]]) -> dict:
+    """WindowStats.buckets' shape: (route, version) -> [[start, n, err, hist], ...]."""
+    return {k: [[start, *row] for start, row in sorted(v.items())] for k, v in points.items()}
+
+
+def blob(instance: str, t: float, points: dict[tuple[str, str], dict[int, list[Any]]]) -> Any:
+    b = decode(encode(instance, t, STEP, buckets(points)), STEP)
     assert b is not None
     return b
 
 
-def test_encode_decode_round_trip() -> None:
+def test_encode_decode_round_trip_equals_the_local_shortcut() -> None:
     pts = {("iris", "v1"): {100: sample(7, 1, 3), 105: sample(2)}, ("iris", "v2"): {100: sample(1)}}
     b = blob("a", 111.5, pts)
     assert b.instance == "a" and b.t == 111.5
-    assert {k: {t: s.to_json() for t, s in v.items()} for k, v in b.points.items()} == \
-        {k: {t: s.to_json() for t, s in v.items()} for k, v in pts.items()}
+    assert b.points == {("iris", "v1"): {100: (7, 1, ((3, 7),)), 105: (2, 0, ((0, 2),))},
+                        ("iris", "v2"): {100: (1, 0, ((0, 1),))}}
+    assert local("a", 111.5, buckets(pts)) == b
 
 
 def test_merge_sums_the_fleet_and_p99_comes_from_the_merged_histogram() -> None:
@@ -67,7 +74,7 @@ def test_a_p99_beyond_the_last_bound_is_reported_as_the_last_bound() -> None:
 
 
 def _good() -> dict[str, Any]:
-    return encode("a", 120.0, STEP, {("iris", "v1"): {100: sample(3, 1, 2)}})
+    return encode("a", 120.0, STEP, buckets({("iris", "v1"): {100: sample(3, 1, 2)}}))
 
 
 def _row(**change: Any) -> dict[str, Any]:

@@ -131,6 +131,14 @@ routes:
     fallback:
       status: 503
       json: {{error: {{type: unavailable, message: iris is temporarily unavailable}}}}
+  - name: iris-drill                # the same versions, for drills' synthetic requests only
+    match: {{path_prefix: /v2/models/iris, header: {{x-killgate-drill-route: "1"}}}}
+    drill_for: iris
+    stable: v1
+    versions:
+      - {{name: v1, url: "http://127.0.0.1:{v1}", weight: 90}}
+      - {{name: v2, url: "http://127.0.0.1:{v2}", weight: 10}}
+    allow_pin: true
 """
 
 
@@ -192,6 +200,12 @@ Try:
   export KILLGATE_TOKEN={token}
   killgate --admin http://127.0.0.1:{admin_port} kill --route iris --reason "demo"
   killgate --admin http://127.0.0.1:{admin_port} unkill --route iris --reason "demo over"
+
+  # rehearse it: a kill drill on the drill route (users of iris never see it)
+  killgate --admin http://127.0.0.1:{admin_port} drill kill --route iris-drill --version v2
+
+  # the operator console: open it in a browser and paste the token above
+  http://127.0.0.1:{admin_port}/ui/
 """, flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -67,7 +67,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from gateway.server import serve
 
     return serve(args.config, args.workers, args.worker_index, args.reuse_port,
-                 args.data_port, args.admin_port)
+                 args.data_port, args.admin_port, args.metrics_dir)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -94,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     s.add_argument("--data-port", type=int, default=None, help=argparse.SUPPRESS)
     s.add_argument("--admin-port", type=int, default=None, help=argparse.SUPPRESS)
+    s.add_argument("--metrics-dir", default=None, help=argparse.SUPPRESS)
     s.set_defaults(fn=_cmd_serve)
 
     c = sub.add_parser("check", help="validate a config file")
@@ -109,6 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(fn=_cmd_demo)
 
     add_client_commands(sub)
+    from gateway.cli.drill import add_drill_commands
+
+    add_drill_commands(sub, _common)
+    from gateway.cli.shadow import add_shadow_commands
+
+    add_shadow_commands(sub, _common)
     return p
 
 

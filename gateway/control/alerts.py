@@ -8,6 +8,10 @@ second receiver changes nothing, then apply the change with its audit event (act
 mode, record what it would have done — and wait once per notification for the propagation
 receipt of its last change (logged, and in the answer). A resolved
 alert never lifts anything. Bad payloads raise ApiError(400) before anything changes.
+A claim is held briefly until its action is done (a receiver that dies meanwhile blocks
+nobody for long), then for the dedupe window; new episodes are rate-bounded per instance
+(what they leave in the store and the audit trail stays bounded), the rest deferred with
+a 503 that Alertmanager retries.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -54,6 +59,35 @@ class Claims(Protocol):
     async def idem_release(self, key: str) -> None: ...
 
 
+    async def idem_set(self, key: str, record: dict[str, Any], ttl: float) -> None: ...
+
+
+#: how long a claimed episode stays claimed before its action is done: a receiver that
+#: died meanwhile (SIGKILL, OOM) holds Alertmanager's retry off for this long, not a week
+PENDING = 60.0
+#: new firing episodes acted on per instance: a burst, then a steady rate per hour
+NEW_BURST = 100
+NEW_PER_HOUR = 100.0
+
+
+class Budget:
+    """A token bucket: `burst` at once, refilled at `per_hour` (a clock handed in)."""
+
+    def __init__(self, burst: int, per_hour: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.burst, self.rate, self.clock = float(burst), per_hour / 3600.0, clock
+        self.tokens, self.at = self.burst, clock()
+
+    def take(self) -> bool:
+        now = self.clock()
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+
 class AlertReceiver:
     def __init__(self, writer: Writer, claims: Claims, config: Callable[[], Config],
                  doc: Callable[[], StateDoc], metrics: Metrics) -> None:
@@ -62,6 +96,8 @@ class AlertReceiver:
         self.config = config
         self.doc = doc
         self.metrics = metrics
+        self.pending = PENDING
+        self.budget = Budget(NEW_BURST, NEW_PER_HOUR)
 
     @property
     def settings(self) -> AlertmanagerConfig | None:
@@ -91,6 +127,14 @@ class AlertReceiver:
                              label_names=("outcome",))
             actions.append(entry)
         await self._receipt(note, actions, cfg.wait)
+        deferred = sum(a["outcome"] == "deferred" for a in actions)
+        if deferred:
+            event(log, "alerts_deferred", logging.WARNING, receiver=note.receiver,
+                  deferred=deferred, acted=len(actions) - deferred)
+            raise ApiError(503, "too_many_alerts", f"{deferred} of {len(actions)} alerts are "
+                           f"new firing alerts beyond what one instance acts on ({NEW_BURST} "
+                           f"at once, {NEW_PER_HOUR:g} an hour): not acted on yet; the others "
+                           "were (a retry answers them `duplicate`)")
         return {"receiver": note.receiver, "status": note.status, "mode": cfg.mode,
                 "actions": actions}
 
@@ -123,11 +167,17 @@ class AlertReceiver:
                   alertname=entry["alertname"], outcome=want.outcome, why=want.message)
             return entry
         key = _episode(alert, cfg.mode)
-        earlier = await self.claims.idem_claim(key, {"time": utc_now(), "receiver":
-                                                     note.receiver}, cfg.dedupe_window)
+        claim = {"time": utc_now(), "receiver": note.receiver}
+        earlier = await self.claims.idem_claim(key, claim, min(self.pending,
+                                                               cfg.dedupe_window))
         if earlier is not None:
             entry.update(outcome="duplicate", message=f"this firing alert was handled at "
                          f"{earlier.get('time')}; nothing changes")
+            return entry
+        if not self.budget.take():
+            await self._release(key)
+            entry.update(outcome="deferred", message="too many new firing alerts on this "
+                         "instance: not acted on yet (Alertmanager's retry will)")
             return entry
         actor = "alertmanager/" + clean_text(note.receiver, 128)
         reason = _reason(alert)
@@ -139,10 +189,11 @@ class AlertReceiver:
                     "groupKey": note.group_key, "externalURL": note.external_url}
         try:
             if dry:
-                return await self._observe(entry, want, change, actor, reason, evidence, rid,
+                done = await self._observe(entry, want, change, actor, reason, evidence, rid,
                                            peer, trace_id)
-            return await self._act(entry, want, change, actor, reason, evidence, rid, peer,
-                                   trace_id)
+            else:
+                done = await self._act(entry, want, change, actor, reason, evidence, rid, peer,
+                                       trace_id)
         except (ApiError, DomainError) as exc:  # refused by the change (no previous stable, ...)
             await self._release(key)
             entry.update(outcome="refused", message=exc.message)
@@ -152,6 +203,12 @@ class AlertReceiver:
         except BaseException:
             await self._release(key)  # not applied: Alertmanager's retry may act
             raise
+        try:  # done: remembered for the dedupe window
+            await self.claims.idem_set(key, claim, cfg.dedupe_window)
+        except StateError as exc:
+            event(log, "alert_claim_not_kept", logging.WARNING, fingerprint=alert.fingerprint,
+                  error=str(exc), why=f"a resend after {self.pending:g}s may act again")
+        return done
 
     async def _act(self, entry: dict[str, Any], want: Intent, change: ChangeFn, actor: str,
                    reason: str, evidence: dict[str, Any], rid: str,

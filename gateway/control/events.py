@@ -38,9 +38,10 @@ log = logging.getLogger("killgate.events")
 SCHEMA = "killgate.event/v1"
 # audit actions that are sent (the rest: config records, progress steps, replays...)
 SENT = frozenset({"kill", "unkill", "rollback", "promote", "weights", "release",
-                  "auto_rollback", "progressive.promote",
-                  "audit.mirror_refused"})  # (an alarm, not an audited change: state/mirror.py)
+                  "auto_rollback", "progressive.promote", "drill.start", "drill.restore",
+                  "drill.end", "audit.mirror_refused"})  # (an alarm, not an audited change: state/mirror.py)
 CONCURRENCY = 8
+MIN_SECRET = 32  # bytes: a shorter webhook secret counts as none (nothing is sent)
 
 
 def _trigger(actor: str) -> str:
@@ -74,6 +75,12 @@ def payload(ev: dict[str, Any], generation: int, instance: str) -> dict[str, Any
         "evidence": ev.get("evidence"),
         "audit_id": ev["id"],
         "audit_hash": ev.get("hash"),
+        # the recovery drill that made this change (a rehearsal, not an incident), or None
+        "drill": ev.get("drill"),
+        # how a gated change got past the two-person rule (admin/approvals.py): skipped
+        # with killgate:breakglass, or applied by its approvers ({"id", "approved_by", ...})
+        "break_glass": ev.get("break_glass") is True,
+        "approval": ev.get("approval"),
     }
 
 
@@ -110,9 +117,10 @@ class EventSink:
         self._worker = asyncio.create_task(self._run(), name="events")
         for i, hook in enumerate(self.config().events.webhooks):
             if self._secret(hook.secret_env, hook.secret_file) is None:
-                event(log, "event_webhook_without_secret", logging.ERROR, webhook=i,
-                      url=hook.url, fix="set the variable or file the config names "
-                      "(events to this webhook are not sent unsigned)")
+                event(log, "event_webhook_without_secret", logging.ERROR, index=i,
+                      webhook=hook.url, fix=f"set the variable or file the config names to a "
+                      f"secret of at least {MIN_SECRET} bytes (events to this webhook are not "
+                      "sent unsigned)")
 
     async def stop(self, grace: float = 2.0) -> None:
         """Deliveries under way get `grace` seconds, then everything is cancelled."""
@@ -164,15 +172,17 @@ class EventSink:
         return out
 
     def _secret(self, env: str | None, file: str | None) -> bytes | None:
+        """The key: the variable's value (UTF-8, as is) or the file's bytes without the
+        white space around them; None when missing or shorter than MIN_SECRET bytes."""
+        raw = b""
         if env is not None:
-            value = os.environ.get(env, "")
-            return value.encode() if value else None
-        if file is not None:
+            raw = os.environ.get(env, "").encode()
+        elif file is not None:
             try:
-                return self.resolve(file).read_bytes().strip() or None
+                raw = self.resolve(file).read_bytes().strip()
             except OSError:
                 return None
-        return None
+        return raw if len(raw) >= MIN_SECRET else None
 
     # ------------------------------------------------------------------ delivery
 
@@ -196,8 +206,8 @@ class EventSink:
         if target.secret == b"":
             self.metrics.inc("killgate_event_deliveries_total", ("failed",),
                              label_names=("result",))
-            event(log, "event_not_sent", logging.ERROR, url=target.url, event=body["event"],
-                  why="the webhook's secret is not set")
+            event(log, "event_not_sent", logging.ERROR, webhook=target.url, event=body["event"],
+                  why=f"the webhook's secret is not set (or shorter than {MIN_SECRET} bytes)")
             return
         if self._session is None:
             self._session = aiohttp.ClientSession(
@@ -215,7 +225,7 @@ class EventSink:
                     if 200 <= r.status < 300:
                         self.metrics.inc("killgate_event_deliveries_total", ("delivered",),
                                          label_names=("result",))
-                        event(log, "event_delivered", url=target.url, event=body["event"],
+                        event(log, "event_delivered", webhook=target.url, event=body["event"],
                               id=body["id"], attempt=attempt + 1)
                         return
                     why = f"HTTP {r.status}"
@@ -224,11 +234,11 @@ class EventSink:
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                 why = type(exc).__name__
             if attempt + 1 < cfg.attempts:
-                event(log, "event_retry", logging.WARNING, url=target.url, event=body["event"],
+                event(log, "event_retry", logging.WARNING, webhook=target.url, event=body["event"],
                       attempt=attempt + 1, error=why)
                 await asyncio.sleep(cfg.backoff * 2 ** attempt)
         self.metrics.inc("killgate_event_deliveries_total", ("failed",), label_names=("result",))
-        event(log, "event_failed", logging.ERROR, url=target.url, event=body["event"],
+        event(log, "event_failed", logging.ERROR, webhook=target.url, event=body["event"],
               id=body["id"], error=why)
 
     async def drained(self, timeout: float) -> bool:

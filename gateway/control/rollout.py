@@ -44,8 +44,11 @@ RECENT = 10  # verdicts kept per route for GET /v1/status (the console shows the
 class RolloutDriver:
     def __init__(self, holder: TableHolder, sync: Sync, instance: str,
                  ejections: Callable[[str, str, float], int] | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 shadow_gate: Callable[[RouteConfig], str | None] | None = None) -> None:
         self.ejections = ejections
+        #: why a route's shadow may not get traffic yet (control/shadow.py); None: it may
+        self.shadow_gate = shadow_gate
         self.holder = holder
         self.sync = sync
         self.instance = instance
@@ -185,6 +188,12 @@ class RolloutDriver:
                 and prog.get("canary") == canary:
             return
         if prog is None or prog.get("canary") != canary:
+            held = (self.shadow_gate(rc) if self.shadow_gate is not None
+                    and rc.shadow is not None and rc.shadow.version == canary else None)
+            if held is not None:  # a shadow becomes a canary only once it agreed enough
+                self.recent[rc.name][-1]["held"] = held
+                event(log, "progressive_held", route=rc.name, canary=canary, reason=held)
+                return
             await self._set_progress(rc, prog, {"canary": canary, "step": 0, "since": now,
                                                 "state": "running"}, "progressive.start")
             return

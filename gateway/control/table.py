@@ -1,11 +1,11 @@
 """The one reference the data plane reads: the current `RouteTable`, swapped whole.
 
-Owns the inputs of the routing snapshot (config, replicated state, health, fail-closed)
-together with the table built from them, as one frozen `Held` value. Any change builds
-the new table aside from the new inputs and replaces the whole value in one assignment:
-if building raises, nothing changed (doc, config and table stay as they were). Listeners
-hear (old, new) after each swap (used to abort in-flight requests covered by a new kill).
-Requests read `holder.table` once and keep that table.
+Owns the inputs of the routing snapshot (config, replicated state, health, fail-closed,
+whether the kill state was ever loaded) with the table built from them, as one frozen
+`Held` value. Any change builds the new table aside from the new inputs and replaces the
+whole value in one assignment: if building raises, nothing changed (doc, config and table
+stay as they were). Listeners hear (old, new) after each swap (used to abort in-flight
+requests covered by a new kill). Requests read `holder.table` once and keep that table.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from gateway.configfile import LoadedConfig
-from gateway.domain.routing import RouteTable, build_table
+from gateway.domain.routing import RouteTable, build_table, rebuild_table
 from gateway.domain.statedoc import StateDoc
 
 __all__ = ["Held", "TableHolder"]
@@ -31,14 +31,21 @@ class Held:
     doc: StateDoc
     unhealthy: frozenset[tuple[str, str]]
     fail_closed: bool
+    #: the kill state was never loaded (no sync, no snapshot) and policy requires it
+    #: (`state.ready_without_state: false`): every route is closed (routing.STATE_UNKNOWN)
+    state_unknown: bool
     table: RouteTable
 
 
 class TableHolder:
-    def __init__(self, loaded: LoadedConfig, doc: StateDoc | None = None) -> None:
+    def __init__(self, loaded: LoadedConfig, doc: StateDoc | None = None,
+                 state_unknown: bool = False) -> None:
+        """`state_unknown=True` until the state sync calls `state_loaded()` (the serving
+        gateway's holder); a holder built from a known document starts open."""
         doc = doc or StateDoc()
         self._listeners: list[Listener] = []
-        self.held = Held(loaded, doc, frozenset(), False, build_table(loaded.config, doc))
+        self.held = Held(loaded, doc, frozenset(), False, state_unknown,
+                         build_table(loaded.config, doc, state_unknown=state_unknown))
 
     # read-only views of the one held value
     @property
@@ -61,14 +68,24 @@ class TableHolder:
     def fail_closed(self) -> bool:
         return self.held.fail_closed
 
+    @property
+    def state_unknown(self) -> bool:
+        return self.held.state_unknown
+
     def listen(self, fn: Listener) -> None:
         self._listeners.append(fn)
 
     def _swap(self, **changes: Any) -> None:
-        """Build the table from the changed inputs aside, then swap all of it at once."""
+        """Build the table from the changed inputs aside, then swap all of it at once. A new
+        document alone rebuilds only the routes it changes (a kill flips one plan)."""
         old = self.held
         nxt = replace(old, **changes)
-        table = build_table(nxt.loaded.config, nxt.doc, nxt.unhealthy, nxt.fail_closed)
+        build = rebuild_table if changes.keys() == {"doc"} else None
+        table = (build(old.table, nxt.loaded.config, nxt.doc, nxt.unhealthy, nxt.fail_closed,
+                       nxt.state_unknown)
+                 if build is not None else
+                 build_table(nxt.loaded.config, nxt.doc, nxt.unhealthy, nxt.fail_closed,
+                             nxt.state_unknown))
         self.held = replace(nxt, table=table)  # the one assignment
         for fn in self._listeners:
             fn(old.table, table)
@@ -87,6 +104,14 @@ class TableHolder:
     def set_fail_closed(self, on: bool) -> None:
         if on != self.held.fail_closed:
             self._swap(fail_closed=on)
+
+    def state_loaded(self) -> bool:
+        """The kill state is known (synced, or read from a snapshot, or policy says serve
+        without it): open the routes. One way only; True when this call opened them."""
+        if not self.held.state_unknown:
+            return False
+        self._swap(state_unknown=False)
+        return True
 
     def set_config(self, loaded: LoadedConfig) -> None:
         self._swap(loaded=loaded)

@@ -4,8 +4,9 @@ Owns this process's recent counts of every route (an observer the data plane tel
 each exchange with a backend went: one 1-second bucket ring per route and version), their
 publication to the state store every `step` seconds (one small blob per instance under a
 stats key no route can have), and the fleet view: every instance's published blob, this
-instance's own counts taken fresh, merged by `gateway.domain.traffic`. A store that
-cannot be read leaves this instance's counts alone in the view, and says so.
+instance's own counts taken fresh, merged by `gateway.domain.traffic`; a view also removes
+the blobs of instances gone for three windows. A store that cannot be read leaves this
+instance's counts alone in the view, and says so.
 """
 
 from __future__ import annotations
@@ -26,12 +27,16 @@ __all__ = ["STATS_KEY", "LiveTraffic"]
 
 log = logging.getLogger("killgate.traffic")
 STATS_KEY = "console:traffic"  # route names cannot hold ':', so no route's stats are here
+VIEW_TTL = 1.0  # seconds a view is served again to every console that asks
+GONE_AFTER = 3  # windows: a blob that old is a gone instance's leftover, removed by a view
 
 
 class StatsStore(Protocol):
     async def put_stats(self, route: str, instance: str, blob: dict[str, Any]) -> None: ...
 
     async def get_stats(self, route: str) -> list[dict[str, Any]]: ...
+
+    async def drop_stats(self, route: str, instances: list[str]) -> None: ...
 
 
 class LiveTraffic:
@@ -42,9 +47,13 @@ class LiveTraffic:
         self.step = step
         self.window = window
         self.clock = clock
-        self.stats = WindowStats(keep_seconds=window + 2 * step)
+        self.stats = WindowStats(keep_seconds=window + 2 * step, bucket_s=step)
         self._task: asyncio.Task[None] | None = None
         self._failures = 0
+        # decoding is most of a view's cost: each instance's blob is decoded once (it
+        # changes every `step`), and a view serves every console asking within a second
+        self._decoded: dict[tuple[str, float], traffic.Blob] = {}
+        self._view: tuple[float, dict[str, Any]] | None = None
 
     # ------------------------------------------------------------------ Observer
 
@@ -66,7 +75,7 @@ class LiveTraffic:
     def _blob(self) -> dict[str, Any]:
         now = self.clock()
         return traffic.encode(self.instance, now, self.step,
-                              self.stats.series(self.window + self.step, self.step, now))
+                              self.stats.buckets(self.window + self.step, now))
 
     async def publish(self) -> bool:
         """Put this instance's counts in the store (a side channel: failures are logged
@@ -91,28 +100,62 @@ class LiveTraffic:
     async def view(self) -> dict[str, Any]:
         """Chart series of the fleet's last `window` seconds, per route and version."""
         now = self.clock()
-        mine = traffic.decode(self._blob(), self.step)
-        assert mine is not None
-        blobs = [mine]
+        if self._view is not None and 0 <= now - self._view[0] < VIEW_TTL:
+            return self._view[1]
+        # our own counts are read here, on the loop that writes them; the rest (decoding
+        # and summing thousands of points for a large fleet) runs in a thread, so the data
+        # plane on this loop is never held up for its whole length
+        mine = self.stats.buckets(self.window + self.step, now)
         error = None
         try:
             raw = await self.store.get_stats(STATS_KEY)
         except StateError as exc:
             raw, error = [], str(exc)
+        out = await asyncio.to_thread(self._merge, now, mine, raw)
+        out["scope"], out["store_error"] = ("fleet" if error is None else "instance"), error
+        self._view = (now, out)
+        gone = out.pop("gone")
+        if gone:  # instances that went without a word (restarted pods): their leftovers
+            try:
+                await self.store.drop_stats(STATS_KEY, gone)
+            except StateError as exc:
+                event(log, "traffic_prune_failed", logging.WARNING, error=str(exc))
+        return out
+
+    def _merge(self, now: float, mine: traffic.Buckets, raw: list[Any]) -> dict[str, Any]:
+        blobs = [traffic.local(self.instance, now, mine)]
         dropped = 0
+        decoded: dict[tuple[str, float], traffic.Blob] = {}
         for item in raw:
-            b = traffic.decode(item, self.step)
+            key = _identity(item)
+            b = self._decoded.get(key) if key is not None else None
+            if b is None:
+                b = traffic.decode(item, self.step)
             if b is None:
                 dropped += 1
-            elif b.instance != self.instance and now - b.t < self.window + self.step:
+                continue
+            decoded[(b.instance, b.t)] = b
+            if b.instance != self.instance and now - b.t < self.window + self.step:
                 blobs.append(b)
+        self._decoded = decoded  # (what is no longer in the store is forgotten)
         # an instance silent for more than a few steps is gone (or cut off): its buckets
         # up to its last blob still count, but it no longer holds the chart's end back
         live = [b for b in blobs if now - b.t <= 3 * self.step]
         live_ids = {id(b) for b in live}
         out = traffic.merge(blobs, min(b.t for b in live), self.window, self.step)
-        out.update(scope="fleet" if error is None else "instance", instance=self.instance,
-                   instances=sorted(b.instance for b in live),
+        out.update(instance=self.instance, instances=sorted(b.instance for b in live),
                    silent=sorted(b.instance for b in blobs if id(b) not in live_ids),
-                   dropped_blobs=dropped, store_error=error)
+                   dropped_blobs=dropped,
+                   gone=sorted(b.instance for b in decoded.values() if b.instance != self.instance
+                               and now - b.t > GONE_AFTER * self.window))
         return out
+
+
+def _identity(blob: Any) -> tuple[str, float] | None:
+    """Which instance's blob of when: the key its decoding is kept under."""
+    if not isinstance(blob, dict):
+        return None
+    inst, t = blob.get("instance"), blob.get("t")
+    if isinstance(inst, str) and isinstance(t, int | float) and not isinstance(t, bool):
+        return inst, float(t)
+    return None

@@ -8,22 +8,18 @@ Pure functions over raw (bytes, bytes) pairs; no I/O.
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Iterable
 from email.utils import formatdate
 from http import HTTPStatus
 
-from multidict import CIMultiDict
-
 __all__ = [
     "RawHeaders",
     "connection_tokens",
     "declared_charset",
+    "own_head",
     "request_head",
     "response_head",
-    "response_multidict",
-    "undecodable",
 ]
 
 RawHeaders = list[tuple[bytes, bytes]]
@@ -55,29 +51,30 @@ def connection_tokens(values: Iterable[bytes]) -> frozenset[bytes]:
     return frozenset(out)
 
 
-def _filtered(raw: Iterable[tuple[bytes, bytes]],
-              drop: frozenset[bytes]) -> tuple[RawHeaders, list[bytes], list[bytes]]:
-    kept: RawHeaders = []
-    conn: list[bytes] = []
-    via: list[bytes] = []
-    for name, value in raw:
-        low = name.lower()
-        if low in drop or low.startswith(_INTERNAL):
-            if low == b"connection":
-                conn.append(value)
-            continue
-        if low == b"via":
-            via.append(value)
-            continue
-        kept.append((name, value))
-    if conn:
-        named = connection_tokens(conn)
-        kept = [(n, v) for n, v in kept if n.lower() not in named]
-    return kept, via, conn
+# What a field does when it crosses, by its name as sent (learned once per spelling: the
+# hot path does one dict lookup per field instead of lower-casing and comparing it).
+_KEEP, _DROP, _CONN, _VIA, _DATE = 0, 1, 2, 3, 4
+_LEARNED_MAX = 4096  # names a client can invent are bounded: the cache starts over past it
 
 
-def _raw_lines(first: bytes, raw: Iterable[tuple[bytes, bytes]],
-               drop: frozenset[bytes]) -> tuple[list[bytes], bool]:
+def _learn(name: bytes, drop: frozenset[bytes], cache: dict[bytes, int]) -> int:
+    low = name.lower()
+    if low in drop or low.startswith(_INTERNAL):
+        act = _CONN if low == b"connection" else _DROP
+    elif low == b"via":
+        act = _VIA
+    elif low == b"date":
+        act = _DATE
+    else:
+        act = _KEEP
+    if len(cache) >= _LEARNED_MAX:
+        cache.clear()
+    cache[name] = act
+    return act
+
+
+def _raw_lines(first: bytes, raw: Iterable[tuple[bytes, bytes]], drop: frozenset[bytes],
+               cache: dict[bytes, int]) -> tuple[list[bytes], bool]:
     """`first`, one `name: value` line per end-to-end field and our Via line (one pass,
     bytes only), and whether a Date field was among them."""
     parts = [first]
@@ -85,22 +82,30 @@ def _raw_lines(first: bytes, raw: Iterable[tuple[bytes, bytes]],
     via: list[bytes] | None = None
     dated = False
     for name, value in raw:
-        low = name.lower()
-        if low in drop or low.startswith(_INTERNAL):
-            if low == b"connection":
-                (conn := conn or []).append(value)
-            continue
-        if low == b"via":
-            (via := via or []).append(value)
-            continue
-        if low == b"date":
+        act = cache.get(name)
+        if act is None:
+            act = _learn(name, drop, cache)
+        if act == _KEEP:
+            parts.append(b"%s: %s\r\n" % (name, value))
+        elif act == _DATE:
             dated = True
-        parts.append(b"%s: %s\r\n" % (name, value))
+            parts.append(b"%s: %s\r\n" % (name, value))
+        elif act == _CONN:
+            (conn := conn or []).append(value)
+        elif act == _VIA:
+            (via := via or []).append(value)
     if conn:
         named = connection_tokens(conn)
         parts = [parts[0]] + [p for p in parts[1:] if p.split(b":", 1)[0].lower() not in named]
-    parts.append(b"via: %s\r\n" % b", ".join([*(via or ()), VIA]))
+    parts.append(_VIA_LINE if via is None else b"via: %s\r\n" % b", ".join([*via, VIA]))
     return parts, dated
+
+
+_VIA_LINE = b"via: %s\r\n" % VIA
+_REQUEST_NAMES: dict[bytes, int] = {}
+_TRACED_NAMES: dict[bytes, int] = {}
+_RESPONSE_NAMES: dict[bytes, int] = {}
+_SSE_NAMES: dict[bytes, int] = {}
 
 
 def request_head(first_line: bytes, raw: Iterable[tuple[bytes, bytes]], forwarded: bytes,
@@ -111,7 +116,10 @@ def request_head(first_line: bytes, raw: Iterable[tuple[bytes, bytes]], forwarde
     x-forwarded-* lines (rebuilt from the socket peer: a client cannot spoof them), and,
     when `traced`, our traceparent (the client's is dropped).
     """
-    parts, _ = _raw_lines(first_line, raw, _REQUEST_DROP_TRACED if traced else _REQUEST_DROP)
+    if traced:
+        parts, _ = _raw_lines(first_line, raw, _REQUEST_DROP_TRACED, _TRACED_NAMES)
+    else:
+        parts, _ = _raw_lines(first_line, raw, _REQUEST_DROP, _REQUEST_NAMES)
     parts.append(forwarded)
     if length is not None:
         parts.append(b"content-length: %d\r\n\r\n" % length)
@@ -120,30 +128,8 @@ def request_head(first_line: bytes, raw: Iterable[tuple[bytes, bytes]], forwarde
     return b"".join(parts)
 
 
-def response_multidict(raw: Iterable[tuple[bytes, bytes]]) -> CIMultiDict[str]:
-    """End-to-end response fields plus via, as the CIMultiDict aiohttp wants (one pass)."""
-    out: CIMultiDict[str] = CIMultiDict()
-    add = out.add
-    conn: list[bytes] | None = None
-    via = "1.1 killgate"
-    for name, value in raw:
-        low = name.lower()
-        if low in _RESPONSE_DROP or low.startswith(_INTERNAL):
-            if low == b"connection":
-                (conn := conn or []).append(value)
-            continue
-        if low == b"via":
-            via = value.decode("latin-1") + ", " + via
-            continue
-        add(name.decode("latin-1"), value.decode("latin-1"))
-    if conn:
-        for tok in connection_tokens(conn):
-            out.popall(tok.decode("latin-1"), None)
-    add("via", via)
-    return out
-
-
 _REASONS = {int(s): s.phrase.encode() for s in HTTPStatus}
+_STATUS_LINES = {code: b"HTTP/1.1 %d %s\r\n" % (code, phrase) for code, phrase in _REASONS.items()}
 _date_cache: list[object] = [0, b""]
 
 
@@ -155,35 +141,44 @@ def _date() -> bytes:
     return _date_cache[1]  # type: ignore[return-value]
 
 
-def response_head(status: int, raw: Iterable[tuple[bytes, bytes]], ours: bytes, length: int,
-                  connection: bytes | None) -> bytes:
-    """A whole HTTP/1.1 response head for a complete answer, from the backend's raw
-    fields (the hot path: no decoding, one pass). Same rules as `response_multidict`;
-    `ours` holds the x-killgate-* lines, `connection` an explicit Connection value."""
-    status_line = b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b"Unknown"))
-    parts, dated = _raw_lines(status_line, raw, _RESPONSE_DROP)
+_RESPONSE_DROP_SSE = _RESPONSE_DROP | {b"cache-control", b"x-accel-buffering"}
+_SSE_LINES = b"cache-control: no-cache\r\nx-accel-buffering: no\r\n"
+
+
+def response_head(status: int, raw: Iterable[tuple[bytes, bytes]], ours: bytes,
+                  length: int | None, connection: bytes | None, chunked: bool = False,
+                  sse: bool = False) -> bytes:
+    """A whole HTTP/1.1 response head from the backend's raw fields (the hot path: no
+    decoding, one pass). Hop-by-hop fields go, `ours` (the x-killgate-* lines) and Via come
+    in; framing is ours: `length` (Content-Length), `chunked`, or neither (no body, or a
+    body that ends with the connection). `connection` is an explicit Connection value; an
+    SSE answer is marked not to be cached or buffered on the way."""
+    status_line = _STATUS_LINES.get(status) or b"HTTP/1.1 %d Unknown\r\n" % status
+    if sse:
+        parts, dated = _raw_lines(status_line, raw, _RESPONSE_DROP_SSE, _SSE_NAMES)
+    else:
+        parts, dated = _raw_lines(status_line, raw, _RESPONSE_DROP, _RESPONSE_NAMES)
     if not dated:
         parts.append(b"date: %s\r\n" % _date())
     parts.append(ours)
-    parts.append(b"content-length: %d\r\n" % length)
+    if sse:
+        parts.append(_SSE_LINES)
+    if length is not None:
+        parts.append(b"content-length: %d\r\n" % length)
+    elif chunked:
+        parts.append(b"transfer-encoding: chunked\r\n")
     if connection is not None:
         parts.append(b"connection: %s\r\n" % connection)
     parts.append(b"\r\n")
     return b"".join(parts)
 
 
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def undecodable(values: Iterable[str]) -> str | None:
-    """The first field value that is not valid UTF-8 (as a parser that decodes with
-    surrogateescape hands it over), or None. Routing reads Host, match headers, the sticky
-    header and pins as text; bytes that are not UTF-8 would be read one way by us and
-    another by the backend, and once raised a traceback per request."""
-    for v in values:
-        if not v.isascii() and _SURROGATE.search(v):
-            return v
-    return None
+def own_head(status: int, content_type: bytes, length: int, ours: bytes, extra: bytes,
+             connection: bytes | None) -> bytes:
+    """The head of an answer of the gateway's own (errors, fallbacks)."""
+    return b"HTTP/1.1 %d %s\r\ncontent-type: %s\r\ncontent-length: %d\r\ndate: %s\r\n%s%s%s\r\n" % (
+        status, _REASONS.get(status, b"Unknown"), content_type, length, _date(), ours, extra,
+        b"connection: %s\r\n" % connection if connection is not None else b"")
 
 
 def declared_charset(content_type: str | None) -> str | None:

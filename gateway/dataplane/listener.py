@@ -1,112 +1,76 @@
-"""The data-plane listener: aiohttp's low-level server with a header-read deadline, a
-send deadline for slow readers, and a connection cap.
+"""The data-plane listener: the listening socket, its connections, the cap and the drain.
 
-Owns what aiohttp does not do (RELIABILITY rows 37-39, measured: aiohttp keeps a
-connection that never sends a request open forever, and waits forever on a client that
-stops reading):
+Owns what spans connections (RELIABILITY rows 37-39): the open-connection cap (beyond
+`server.max_connections` a new connection is closed as soon as it is accepted), the
+connection deadlines every connection applies (`Limits`), the counters connections report,
+and the graceful drain on SIGTERM: stop accepting, close idle connections at once, let each
+busy one finish the answer in progress and close, abort what is left after the timeout.
 
-* a connection must deliver a complete request head within `server.header_timeout` of
-  being accepted, or it is closed. Later requests on a keep-alive connection are covered by
-  aiohttp's keep-alive timeout;
-* a client whose socket stays full for `server.send_timeout` (no room for one more
-  write: it reads nothing, or far too slowly) is dropped, like nginx's `send_timeout`:
-  the response's backend exchange and its pooled connection are freed instead of being
-  held by a reader that never comes back. The timer is armed only while the transport
-  has paused writing, so it costs nothing per write;
-* beyond `server.max_connections` open connections, a new one is closed as soon as it is
-  accepted.
+One protocol serves today: HTTP/1.1 (`dataplane/protocol.py`). The registry, limits and
+drain are the protocol's `Server` interface, so an HTTP/2 protocol (h2, for gRPC
+pass-through) can sit beside it, chosen per connection, and feed the same proxy.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 from collections.abc import Callable
-from typing import Any, cast
 
-from aiohttp import web
-from aiohttp.web_protocol import RequestHandler
+from gateway.dataplane.clock import Clock
+from gateway.dataplane.protocol import Handler, HttpProtocol, Limits
 
-__all__ = ["GuardedServer"]
-
-
-class _GuardedProtocol(RequestHandler):
-    __slots__ = ("_kg_deadline", "_kg_send", "_kg_server", "_kg_timeout")
-    _kg_timeout: float
-    _kg_server: GuardedServer
-    _kg_deadline: asyncio.TimerHandle | None
-    _kg_send: asyncio.TimerHandle | None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
-        server = self._kg_server
-        if server.open_connections() > server.max_connections:
-            self._kg_deadline = None
-            server.on_refused()
-            cast(asyncio.Transport, transport).abort()  # over the cap: refuse fast
-            return
-        self._kg_deadline = self._loop.call_later(self._kg_timeout, self._kg_expire)
-
-    def data_received(self, data: bytes) -> None:
-        super().data_received(data)
-        if self._kg_deadline is not None and self._request_count:
-            self._kg_deadline.cancel()
-            self._kg_deadline = None
-
-    def pause_writing(self) -> None:
-        super().pause_writing()
-        if self._kg_send is None:
-            self._kg_send = self._loop.call_later(self._kg_server.send_timeout,
-                                                  self._kg_send_expire)
-
-    def resume_writing(self) -> None:
-        if self._kg_send is not None:
-            self._kg_send.cancel()
-            self._kg_send = None
-        super().resume_writing()
-
-    def connection_lost(self, exc: BaseException | None) -> None:
-        if self._kg_deadline is not None:
-            self._kg_deadline.cancel()
-            self._kg_deadline = None
-        if self._kg_send is not None:
-            self._kg_send.cancel()
-            self._kg_send = None
-        super().connection_lost(exc)
-
-    def _kg_send_expire(self) -> None:
-        self._kg_send = None
-        if self.transport is not None:
-            self._kg_server.on_send_timeout()
-            self.transport.abort()  # the handler is cancelled; its backend exchange closed
-
-    def _kg_expire(self) -> None:
-        self._kg_deadline = None
-        if not self._request_count and self.transport is not None:
-            self.transport.abort()  # slowloris, or an idle socket that never spoke
+__all__ = ["Limits", "Listener"]
 
 
-class GuardedServer(web.Server):
-    """`web.Server` whose connections must send a request head within `header_timeout` and
-    read what they are sent within `send_timeout`, and that holds at most `max_connections`
-    of them."""
+class Listener:
+    """Accepts data-plane connections and holds them until they close."""
 
-    def __init__(self, handler: Any, *, header_timeout: float, send_timeout: float = 60.0,
-                 max_connections: int = 20_000, on_refused: Callable[[], None] = lambda: None,
-                 on_send_timeout: Callable[[], None] = lambda: None, **kwargs: Any) -> None:
-        super().__init__(handler, **kwargs)
-        self.header_timeout = header_timeout
-        self.send_timeout = send_timeout
+    def __init__(self, handler: Handler, limits: Limits, max_connections: int,
+                 count: Callable[[str], None] = lambda _: None,
+                 clock: Clock | None = None) -> None:
+        self.handler = handler
+        self.clock = clock or Clock()
+        self.limits = limits
         self.max_connections = max_connections
-        self.on_refused = on_refused
-        self.on_send_timeout = on_send_timeout
+        self.connections: set[HttpProtocol] = set()
+        self.draining = False
+        self._count = count
+        self._server: asyncio.AbstractServer | None = None
+        self._empty: asyncio.Event | None = None
 
-    def open_connections(self) -> int:
-        conns = getattr(self, "_connections", None)  # aiohttp's own dict: O(1)
-        return len(conns) if conns is not None else len(self.connections)
+    def counted(self, what: str) -> None:
+        self._count(what)
 
-    def __call__(self) -> RequestHandler:
-        proto = _GuardedProtocol(self, loop=self._loop, **self._kwargs)
-        proto._kg_timeout = self.header_timeout
-        proto._kg_server = self
-        proto._kg_send = None
-        return proto
+    def forget(self, conn: HttpProtocol) -> None:
+        self.connections.discard(conn)
+        if not self.connections and self._empty is not None:
+            self._empty.set()
+
+    async def start(self, sock: socket.socket, backlog: int) -> None:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: HttpProtocol(self, loop), sock=sock,
+                                                backlog=backlog)
+
+    async def shutdown(self, timeout: float) -> bool:
+        """Stop accepting, let answers in progress finish (at most `timeout`), close all.
+        True when every connection closed on its own."""
+        self.draining = True
+        if self._server is not None:
+            self._server.close()
+        for conn in list(self.connections):
+            conn.shutdown()
+        if self.connections:
+            self._empty = asyncio.Event()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._empty.wait(), timeout)
+        clean = not self.connections
+        for conn in list(self.connections):
+            conn.abort()
+        if self._server is not None:
+            await self._server.wait_closed()
+            self._server = None
+        for _ in range(3):  # let aborted connections run connection_lost
+            await asyncio.sleep(0)
+        return clean

@@ -1,18 +1,13 @@
-"""Opt-in retries of delivered requests (CONTRACT §3): which answers qualify, and the budget.
+"""The retry budget of opt-in retries of delivered requests (CONTRACT §3).
 
 Pure. A delivered request is retried on another version only when its route opts in with
-`retry` (inference calls are not always idempotent) and the route's retry budget allows.
+`retry` (inference calls are not always idempotent), and only within the route's budget;
+which answers qualify is the attempts plan's business (`dataplane/attempts.py`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
-__all__ = ["RetryBudget", "retryable"]
-
-
-def retryable(status: int, retry_on: Sequence[str]) -> bool:
-    return str(status) in retry_on or ("5xx" in retry_on and 500 <= status < 600)
+__all__ = ["RetryBudget"]
 
 
 class RetryBudget:

@@ -1,4 +1,5 @@
-"""The tracing hook the data plane calls (STYLE §11): protocols only, no OpenTelemetry.
+"""The tracing hook the data plane calls (STYLE §11): protocols and the small helpers that
+feed them, no OpenTelemetry.
 
 `RequestTracer.begin` decides head sampling from the request's `traceparent`; it returns a
 `RequestSpan` only for a sampled request, so with tracing off (the proxy holds None) or for
@@ -8,16 +9,20 @@ an unsampled request the request path does nothing but one `is None` check. Impl
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Protocol
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Protocol
 
-from aiohttp import web
+from gateway.domain.routing import FAILOVER, FALLBACK, KILLED, Choice, RoutePlan, RouteTable, Target
 
-__all__ = ["AttemptSpan", "IncomingRequest", "RequestSpan", "RequestTracer"]
+if TYPE_CHECKING:
+    from gateway.dataplane.request import Request
+
+__all__ = ["AttemptSpan", "IncomingRequest", "RequestSpan", "RequestTracer", "TraceView",
+           "trace_choice", "trace_ejection"]
 
 
 class IncomingRequest(Protocol):
-    """What a tracer reads of a data-plane request (aiohttp's BaseRequest has it all)."""
+    """What a tracer reads of a data-plane request (`proxy.TraceView` over our `Request`)."""
 
     @property
     def method(self) -> str: ...
@@ -66,15 +71,115 @@ class RequestSpan(Protocol):
         """A complete answer body (read for the response's model, when cheap)."""
 
     def answered(self, status: int, route: str, version: str, decision: str) -> None:
-        """The answer was written directly to the transport (no response object to read)."""
+        """The answer's status and labels (every answer, the gateway's own included)."""
 
     def stream_failed(self, kind: str) -> None:
         """A streamed answer was cut after its head was sent."""
 
-    def finish(self, response: web.StreamResponse | None) -> None:
-        """The request is over (None: it raised); the span ends."""
+    def finish(self, answered: bool) -> None:
+        """The request is over; `answered` False: it ended without an answer (the client
+        went away); else `answered()` said how. The span ends."""
 
 
 class RequestTracer(Protocol):
     def begin(self, request: IncomingRequest) -> RequestSpan | None:
         """A span for a sampled request; None for an unsampled one (nothing to record)."""
+
+
+class TraceView:
+    """What a tracer reads of a request (`IncomingRequest`), as text, with tracing on; fields
+    are decoded leniently (a tracer must never refuse a request)."""
+
+    __slots__ = ("req",)
+
+    def __init__(self, req: Request) -> None:
+        self.req = req
+
+    @property
+    def method(self) -> str:
+        return self.req.method.decode("latin-1")
+
+    @property
+    def path(self) -> str:
+        return self.req.path
+
+    @property
+    def headers(self) -> _Lenient:
+        return _Lenient(self.req.raw_headers)
+
+    @property
+    def host(self) -> str:
+        return (self.req.host or b"").decode("latin-1")
+
+    @property
+    def remote(self) -> str | None:
+        return self.req.remote
+
+    @property
+    def version(self) -> tuple[int, int]:
+        return (1, 0) if self.req.http10 else (1, 1)
+
+
+class _Lenient(Mapping[str, str]):
+    """Raw fields as text, first of each name, Latin-1 (never raises), decoded on demand."""
+
+    __slots__ = ("raw",)
+
+    def __init__(self, raw: list[tuple[bytes, bytes]]) -> None:
+        self.raw = raw
+
+    def __getitem__(self, key: str) -> str:
+        name = key.lower().encode("latin-1")
+        for n, v in self.raw:
+            if n.lower() == name:
+                return v.decode("latin-1")
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter({n.decode("latin-1").lower(): None for n, _ in self.raw})
+
+    def __len__(self) -> int:
+        return len({n.lower() for n, _ in self.raw})
+
+
+def trace_ejection(span: RequestSpan, table: RouteTable, plan: RoutePlan,
+                   target: Target) -> None:
+    """This attempt's outcome got its version ejected (outlier detection acts at once)."""
+    if (plan.name, target.name) in table.unhealthy and target.name not in plan.excluded:
+        span.event("killgate.ejection", {"killgate.version": target.name,
+                                         "killgate.ejection.cause": "outlier"})
+
+
+def trace_choice(span: RequestSpan, plan: RoutePlan, choice: Choice, model: str | None,
+                  path: str) -> None:
+    """Events for a routing decision shaped by a kill, an ejection or an empty route."""
+    decision = choice.decision
+    if decision == KILLED:
+        span.event("killgate.kill", {"killgate.kill.scope": plan.killed or "route"})
+        if plan.fallback is not None:
+            span.event("killgate.fallback", {"http.response.status_code": plan.fallback.status})
+    elif decision == FAILOVER and choice.target is not None:
+        span.event("killgate.failover", {"killgate.failover.to": choice.target.name,
+                                         "killgate.failover.cause": "excluded"})
+    if decision in (FAILOVER, FALLBACK):
+        for version, why in plan.excluded.items():
+            if why == "killed":
+                span.event("killgate.kill", {"killgate.kill.scope": "version",
+                                             "killgate.version": version})
+            else:
+                span.event("killgate.ejection", {"killgate.version": version,
+                                                 "killgate.ejection.cause": why})
+    target = choice.target
+    if model is not None or (target is not None and target.model):
+        span.model(target.model if target is not None and target.model else model,
+                   _genai_operation(path))
+
+
+def _genai_operation(path: str) -> str | None:
+    if path.endswith("/chat/completions"):
+        return "chat"
+    if path.endswith("/completions"):
+        return "text_completion"
+    if path.endswith("/embeddings"):
+        return "embeddings"
+    return None

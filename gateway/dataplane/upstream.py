@@ -4,8 +4,11 @@ Owns every socket to a backend. Built on asyncio protocols and httptools (llhttp
 mode) instead of aiohttp's client: a proxy needs a sliver of that client's features and
 its per-request machinery dominated the gateway's CPU profile (benchmarks/RESULTS.md).
 Invariants: a connection goes back to its pool only after a complete, keep-alive
-response; anything else closes it. Socket and parser errors leave this module only as
-gateway.errors.Upstream* (with `delivered` telling whether a request byte was sent).
+response; anything else closes it. An exchange is driven one of two ways: a coroutine awaits
+it (`read_head`, `read`), or a `Sink` is told of every step from the protocol callbacks (the
+proxy's fast path, with no Task: the answer goes from here to the client transport). Socket
+and parser errors leave this module only as gateway.errors.Upstream* (with `delivered`
+telling whether a request byte was sent).
 """
 
 from __future__ import annotations
@@ -14,9 +17,11 @@ import asyncio
 import ssl
 from collections import deque
 from collections.abc import AsyncIterator
+from typing import Protocol
 
 import httptools
 
+from gateway.dataplane.clock import Clock
 from gateway.errors import (
     UpstreamClosed,
     UpstreamConnectError,
@@ -27,7 +32,7 @@ from gateway.errors import (
     UpstreamTimeout,
 )
 
-__all__ = ["Exchange", "Pool", "Upstreams"]
+__all__ = ["Exchange", "Pool", "Sink", "Upstreams"]
 
 HIGH_WATER = 256 * 1024
 _LOW_WATER = 64 * 1024
@@ -35,12 +40,21 @@ _LOW_WATER = 64 * 1024
 Body = bytes | AsyncIterator[bytes] | None
 
 
+class Sink(Protocol):
+    def upstream(self, ex: Exchange) -> None:
+        """The exchange moved on: its head, body bytes, its end, or an error arrived."""
+
+
 class Exchange(asyncio.Protocol):
     """One pooled connection; carries one request/response exchange at a time."""
 
     def __init__(self, pool: Pool) -> None:
+        self.sink: Sink | None = None
+        self.feeding = False
+        self.woke = False
         self.pool = pool
         self.loop = pool.loop
+        self.clock = pool.clock
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.closed = False
@@ -53,6 +67,8 @@ class Exchange(asyncio.Protocol):
     def _reset(self) -> None:
         self.status = 0
         self.headers: list[tuple[bytes, bytes]] = []
+        self.length: int | None = None  # the answer's Content-Length
+        self.head_at = 0.0  # when the answer's head arrived (loop clock)
         self.headers_done = False
         self.chunks: list[bytes] = []
         self.buffered = 0
@@ -75,12 +91,24 @@ class Exchange(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.got_bytes = True
+        self.clock.now = now = self.loop.time()
+        sink = self.sink
+        if sink is not None:  # no waits to stamp: the idle deadline moves on here
+            self.wait_until = min(now + self.idle, self.deadline)
+            self.feeding = True  # the sink hears once, after these bytes (head, body, end)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self.fail(UpstreamProtocolError("backend switched protocols; upgrades are not proxied"))
         except httptools.HttpParserError as exc:
             self.fail(UpstreamProtocolError(f"malformed response from backend: {exc}"))
+        finally:
+            if sink is not None:
+                self.feeding = False
+                if self.woke:
+                    self.woke = False
+                    if self.sink is not None:
+                        self.sink.upstream(self)
 
     def eof_received(self) -> bool:
         return False
@@ -112,7 +140,11 @@ class Exchange(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers.append((name, value))
         low = name.lower()
-        if low == b"content-length" or (low == b"transfer-encoding" and b"chunked" in value.lower()):
+        if low == b"content-length":
+            self._framed = True
+            if value.isdigit():
+                self.length = int(value)
+        elif low == b"transfer-encoding" and b"chunked" in value.lower():
             self._framed = True
 
     def on_headers_complete(self) -> None:
@@ -121,6 +153,7 @@ class Exchange(asyncio.Protocol):
             return  # informational: the real head follows
         self.status = status
         self.headers_done = True
+        self.head_at = self.clock.now
         self.keep_alive = self.parser.should_keep_alive()
         if status in (204, 304) or self.head:
             self._framed = True
@@ -151,8 +184,14 @@ class Exchange(asyncio.Protocol):
 
     def _wake(self) -> None:
         w = self.waiter
-        if w is not None and not w.done():
-            w.set_result(None)
+        if w is not None:
+            if not w.done():
+                w.set_result(None)
+        elif self.sink is not None:
+            if self.feeding:
+                self.woke = True
+            else:
+                self.sink.upstream(self)
 
     def fail(self, exc: UpstreamError) -> None:
         """Stop this exchange with `exc` (also used to abort it from outside: kills)."""
@@ -188,6 +227,23 @@ class Exchange(asyncio.Protocol):
         self.deadline = deadline
         self.idle = idle
         self.head = head
+
+    def drive(self, sink: Sink, data: bytes) -> None:
+        """Send a whole request and tell `sink` of every step of the answer (no coroutine):
+        the deadline sweeper watches it meanwhile."""
+        self.sink = sink
+        self.wait_until = min(self.clock.now + self.idle, self.deadline)
+        self.pool.waiting.add(self)
+        tr = self.transport
+        if tr is None or self.closed:
+            self.fail(UpstreamClosed("connection closed before sending"))
+            return
+        tr.write(data)
+
+    def detach(self) -> None:
+        """No sink any more: a coroutine takes over (streaming), or the exchange is done."""
+        self.sink = None
+        self.pool.waiting.discard(self)
 
     async def send(self, head: bytes, body: Body, chunked: bool = False) -> None:
         """Write the request. A streamed body is sent chunked when `chunked`, else as is."""
@@ -238,6 +294,21 @@ class Exchange(asyncio.Protocol):
                 raise self.error
             await self._wait()
 
+    async def settle(self, limit: int) -> None:
+        """Wait until the whole body has arrived or more than `limit` bytes of it, reading
+        nothing out (a small answer must be seen whole before it is judged)."""
+        while not self.complete and self.buffered <= limit:
+            if self.error is not None:
+                raise self.error
+            await self._wait()
+
+    def peek_body(self) -> bytes:
+        """The body received so far, left in place."""
+        chunks = self.chunks
+        if len(chunks) > 1:
+            self.chunks = chunks = [b"".join(chunks)]
+        return chunks[0] if chunks else b""
+
     def take_body(self) -> bytes:
         """The whole body when it has already arrived (complete and small)."""
         chunks, self.chunks, self.buffered = self.chunks, [], 0
@@ -257,9 +328,10 @@ class Pool:
 
     def __init__(self, scheme: str, host: str, port: int, max_conns: int,
                  loop: asyncio.AbstractEventLoop, waiting: set[Exchange],
-                 max_pending: int) -> None:
+                 max_pending: int, clock: Clock | None = None) -> None:
         self.scheme, self.host, self.port = scheme, host, port
         self.loop = loop
+        self.clock = clock or Clock()
         self.waiting = waiting  # shared by every pool; the Upstreams sweeper scans it
         self.max_conns = max_conns
         self.max_pending = max_pending
@@ -342,7 +414,19 @@ class Pool:
             raise
         return ex, False
 
+    def take_idle(self) -> Exchange | None:
+        """A pooled connection at once, or None (the fast path never waits)."""
+        idle = self.idle
+        while idle:
+            ex = idle.pop()
+            if not ex.closed:
+                ex._reset()
+                return ex
+        return None
+
     def release(self, ex: Exchange) -> None:
+        if ex.sink is not None:
+            ex.detach()
         if ex.complete and ex.keep_alive and ex.error is None and not ex.closed \
                 and not self.retired and not ex.chunks:
             while self._waiters:  # the oldest waiter gets it, not whoever comes next
@@ -385,7 +469,9 @@ class Upstreams:
     #: how often waiting exchanges are checked against their deadlines (their precision)
     SWEEP = 0.01
 
-    def __init__(self, max_conns_per_backend: int, max_pending_per_backend: int = 1024) -> None:
+    def __init__(self, max_conns_per_backend: int, max_pending_per_backend: int = 1024,
+                 clock: Clock | None = None) -> None:
+        self.clock = clock or Clock()
         self.max_conns = max_conns_per_backend
         self.max_pending = max_pending_per_backend
         self.pools: dict[tuple[str, str, int], Pool] = {}
@@ -397,7 +483,7 @@ class Upstreams:
         if p is None:
             loop = asyncio.get_running_loop()
             p = self.pools[origin] = Pool(*origin, self.max_conns, loop, self.waiting,
-                                          self.max_pending)
+                                          self.max_pending, self.clock)
             if self._sweeper is None:
                 self._sweeper = loop.create_task(self._sweep(), name="upstream-deadlines")
         return p

@@ -17,9 +17,9 @@ from typing import Any
 
 from gateway.config import Config, RouteConfig
 from gateway.config_telemetry import AlertmanagerConfig
-from gateway.domain import overrides
+from gateway.domain import drills, kills, overrides
 from gateway.domain.overrides import effective_stable
-from gateway.domain.statedoc import Change, KillFlag, KillScope, StateDoc, kill_key
+from gateway.domain.statedoc import Change, StateDoc
 
 __all__ = ["Alert", "BadPayload", "Intent", "Notification", "intent", "kill", "parse",
            "rollback"]
@@ -179,13 +179,10 @@ def intent(alert: Alert, cfg: AlertmanagerConfig, config: Config) -> Intent:
 
 def kill(doc: StateDoc, route: str, version: str | None, actor: str, reason: str,
          now: str) -> Change | None:
-    """A route or version kill (abort_inflight), or None when already in force."""
-    scope: KillScope = "version" if version else "route"
-    key = kill_key(scope, route, version)
-    if key in doc.kills:
-        return None
-    # generation 0: statedoc.apply_change stamps the generation the kill lands in
-    return Change(kills={key: KillFlag(scope, route, version, actor, reason, now, 0, True)})
+    """A route or version kill (abort_inflight), or None when already in force
+    (`domain.kills.kill`, the rule every kill follows)."""
+    return kills.kill(doc, "version" if version else "route", route, version, actor, reason,
+                      now)
 
 
 def rollback(doc: StateDoc, rc: RouteConfig, bad: str | None, actor: str, reason: str,
@@ -200,6 +197,7 @@ def rollback(doc: StateDoc, rc: RouteConfig, bad: str | None, actor: str, reason
         to = prev.stable if prev is not None else None
     ov = doc.overrides.get(rc.name)
     if to is not None and ov is not None and ov.stable == to and \
-            all(w == 0 for v, w in ov.weights.items() if v != to):
-        return None  # already rolled back to it
+            all(w == 0 for v, w in ov.weights.items() if v != to) and \
+            not drills.holds_override(doc, rc.name):
+        return None  # already rolled back to it (a drill's rollback is taken over)
     return overrides.rollback(doc, rc, to, actor, reason, now)

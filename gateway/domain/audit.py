@@ -29,6 +29,8 @@ __all__ = [
     "canonical",
     "clean_text",
     "event_hash",
+    "mac_matches",
+    "parse_event",
     "seal",
     "utc_now",
     "verify_chain",
@@ -93,8 +95,26 @@ class AuditDraft:
         return ev
 
 
+def parse_event(raw: bytes | str) -> dict[str, Any] | None:
+    """An event as stored (one JSON object), or None when it is not one (also when nested
+    too deeply to parse)."""
+    try:
+        ev = json.loads(raw)
+    except (ValueError, RecursionError):
+        return None
+    return ev if isinstance(ev, dict) else None
+
+
 def audit_mac(secret: bytes, hash_: str) -> str:
     return hmac.new(secret, hash_.encode("ascii", "replace"), hashlib.sha256).hexdigest()
+
+
+def mac_matches(secret: bytes, ev: dict[str, Any]) -> bool:
+    """Whether `ev`'s `mac` is the MAC of its `hash` under `secret` (in constant time; a
+    `mac` that is not a string, or not ASCII, simply does not match)."""
+    mac = ev.get("mac")
+    return isinstance(mac, str) and hmac.compare_digest(
+        audit_mac(secret, str(ev.get("hash"))).encode(), mac.encode("utf-8", "replace"))
 
 
 def seal(event: dict[str, Any], prev_hash: str,
@@ -135,7 +155,7 @@ def _mac_problem(ev: dict[str, Any], keys: Mapping[str, bytes]) -> str | bool | 
     mac, kid = ev.get("mac"), ev.get("kid")
     if not isinstance(mac, str) or not isinstance(kid, str) or kid not in keys:
         return False
-    if hmac.compare_digest(audit_mac(keys[kid], str(ev.get("hash"))), mac):
+    if mac_matches(keys[kid], ev):
         return None
     return ("mac does not match the event's hash under its key: the event was edited and "
             "re-sealed by someone without the audit key")
@@ -161,15 +181,24 @@ def verify_trail(events: Iterable[dict[str, Any]], head: str | None = None,
     def report(brk: ChainBreak | None) -> TrailReport:
         return TrailReport(n, hashed, macs, unkeyed, bool(keys), brk)
 
+    lost = ("which is not in the trail before it: the store lost events (restored from an "
+            "older backup?); the audit mirror or a backup holds them")
     for i, ev in enumerate(events):
         n = i + 1
         eid = str(ev.get("id", "?"))
+        anchored = ev.get("anchored_head")
+        if ev.get("action") != "state.reseed" or not isinstance(anchored, str):
+            anchored = ""
         if ev.get("prev_hash") != prev:
             if i == 0:
                 return report(ChainBreak(0, eid, (
                     f"the trail starts after event {str(ev.get('prev_hash'))[:16]}…, which the "
                     "store no longer holds: the events before it were lost (a flushed or "
                     "truncated store); the audit mirror or a backup holds them")))
+            if anchored and anchored == ev.get("prev_hash"):
+                return report(ChainBreak(i, eid, f"this re-seed continues the head its "
+                                                 f"instance had anchored ({anchored[:16]}…), "
+                                                 + lost))
             return report(ChainBreak(i, eid, "prev_hash does not match the previous event's "
                                              "hash (an event was deleted, inserted or reordered)"))
         if ev.get("hash") != event_hash(ev):
@@ -190,13 +219,9 @@ def verify_trail(events: Iterable[dict[str, Any]], head: str | None = None,
             unkeyed += not last_checked
         elif "mac" in ev:
             unkeyed += 1
-        anchored = ev.get("anchored_head")
-        if (ev.get("action") == "state.reseed" and isinstance(anchored, str) and anchored
-                and anchored not in seen and anchored != prev):
-            return report(ChainBreak(i, eid, (
-                f"this re-seed names the head its instance had anchored ({anchored[:16]}…), "
-                "which is not in the trail before it: the store lost events (restored from an "
-                "older backup?); the audit mirror or a backup holds them")))
+        if anchored and anchored not in seen and anchored != prev:
+            return report(ChainBreak(i, eid, f"this re-seed names the head its instance had "
+                                             f"anchored ({anchored[:16]}…), " + lost))
         prev = str(ev["hash"])
         seen.add(prev)
         seen_head = seen_head or prev == head

@@ -3,25 +3,29 @@
 Pure: compares two configs as plain JSON-shaped dicts (so a file on disk and the config a
 running gateway reports through GET /v1/config compare the same way). Reports added and
 removed routes and versions, weight changes, and changes of every other route setting
-(stable, match, health, fallback, timeouts, retry, sticky, pins, analysis, urls,
-artifacts), plus top-level sections.
+(stable, match, health, fallback, timeouts, retry, sticky, pins, analysis, protocol,
+shadow, urls, artifacts), plus top-level sections.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from gateway import redact
 from gateway.config import Config
 
 __all__ = ["config_dict", "diff_configs", "diff_rows"]
 
 _ROUTE_SETTINGS = ("stable", "match", "sticky", "allow_pin", "health", "fallback", "timeouts",
-                   "retry", "analysis")
+                   "retry", "analysis", "protocol", "shadow")
 _VERSION_SETTINGS = ("url", "artifact", "model")
 
 
 def config_dict(cfg: Config) -> dict[str, Any]:
-    return cfg.model_dump(mode="json", by_alias=True)
+    """The config as JSON, with its secrets redacted (gateway/redact.py): what GET
+    /v1/config answers, `killgate diff` compares and a reload's audit event records."""
+    out: dict[str, Any] = redact.tree(cfg.model_dump(mode="json", by_alias=True))
+    return out
 
 
 def diff_configs(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:

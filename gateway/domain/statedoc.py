@@ -18,8 +18,10 @@ from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
 from typing_extensions import TypedDict  # pydantic validates typing's only from 3.12
 
 __all__ = [
+    "MAX_GENERATION",
     "MAX_HISTORY",
     "Change",
+    "DrillRecord",
     "HistoryEntry",
     "KillFlag",
     "KillScope",
@@ -33,6 +35,10 @@ __all__ = [
 ]
 
 MAX_HISTORY = 100  # entries kept per route (the oldest are dropped)
+#: the largest generation a document may carry: exact as a float (metrics) and in
+#: JavaScript (the console); a real fleet never comes near it
+MAX_GENERATION = 2 ** 53 - 1
+Generation = Annotated[int, Field(ge=0, le=MAX_GENERATION)]
 
 KillScope = Literal["global", "route", "version"]
 
@@ -65,7 +71,7 @@ class KillFlag:
     actor: str
     reason: str
     time: str
-    generation: int
+    generation: Generation
     abort_inflight: bool = True
 
     @property
@@ -84,7 +90,7 @@ class HistoryEntry:
     reason: str
     url: str | None = None
     artifact: str | None = None
-    generation: int = 0
+    generation: Generation = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,13 +120,34 @@ class Progress(TypedDict, total=False):
 
 
 @dataclass(frozen=True, slots=True)
+class DrillRecord:
+    """An open recovery drill (domain/drills.py): the route's state when it started, and
+    every change it made, so a restore undoes exactly those (also after the drill process
+    died). `fault`: the drill-scoped fault in force ({"version", "expires"}), met only by
+    requests whose drill token carries this drill's `nonce`."""
+
+    id: str
+    kind: str
+    route: str
+    version: str | None
+    actor: str
+    started: str
+    deadline: float  # unix time: past it, the drill is overdue
+    before: dict[str, Any]
+    injected: tuple[dict[str, Any], ...] = ()
+    fault: dict[str, Any] | None = None
+    restored: bool = False
+    nonce: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class StateDoc:
     """The whole replicated state. Replaced, never mutated."""
 
     # for from_json: no NaN or infinite weights; unknown keys (newer writers) are ignored
     __pydantic_config__ = ConfigDict(allow_inf_nan=False)
 
-    generation: int = 0
+    generation: Generation = 0
     epoch: str = ""
     kills: dict[str, KillFlag] = field(default_factory=dict)
     overrides: dict[str, RouteOverride] = field(default_factory=dict)
@@ -129,9 +156,19 @@ class StateDoc:
     identities: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     #: route -> progressive delivery state {"canary", "step", "since", "state"}
     progress: dict[str, Progress] = field(default_factory=dict)
+    #: drill id -> the open drill (started, not yet ended)
+    drills: dict[str, DrillRecord] = field(default_factory=dict)
+    #: "kind:route" -> the last finished drill's summary (exported as killgate_drill_last_*)
+    drill_results: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: the hash of the newest audit event when this document was committed: the head
     #: this (signed) document anchors, so events cut off the trail's end are noticed
     audit_head: str = ""
+    #: the position of `audit_head` in the trail (1: its first event): it orders the
+    #: documents of one generation (an event without a state change keeps the generation),
+    #: so a replayed older one is never taken for the newest head
+    audit_seq: int = 0
+    #: id -> an open two-person approval request (admin/approvals.py owns the record)
+    approvals: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def with_changes(self, **kw: Any) -> StateDoc:
         return replace(self, **kw)
@@ -145,7 +182,12 @@ class StateDoc:
             "history": {k: [plain(e) for e in v] for k, v in self.history.items()},
             "identities": self.identities,
             "progress": self.progress,
+            "drills": {k: {**plain(v), "injected": list(v.injected)}
+                       for k, v in self.drills.items()},
+            "drill_results": self.drill_results,
             "audit_head": self.audit_head,
+            "audit_seq": self.audit_seq,
+            "approvals": self.approvals,
         }
 
     @classmethod
@@ -184,10 +226,16 @@ class Change:
     #: route -> version -> identity record, added or replaced
     identities: Mapping[str, Mapping[str, dict[str, Any]]] = field(default_factory=dict)
     epoch: str | None = None
+    #: id -> an open approval request (admin/approvals.py), or None to close it
+    approvals: Mapping[str, dict[str, Any] | None] = field(default_factory=dict)
+    #: open drills added, replaced or (None) closed; last results per "kind:route"
+    drills: Mapping[str, DrillRecord | None] = field(default_factory=dict)
+    drill_results: Mapping[str, dict[str, Any] | None] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
         return bool(self.kills or self.overrides or self.history or self.progress
-                    or self.identities or self.epoch is not None)
+                    or self.identities or self.epoch is not None or self.approvals
+                    or self.drills or self.drill_results)
 
 
 def _merged(base: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
@@ -222,7 +270,10 @@ def apply_change(doc: StateDoc, change: Change, generation: int | None = None) -
     return replace(doc, generation=gen, kills=kills,
                    overrides=_merged(doc.overrides, change.overrides), history=history,
                    progress=_merged(doc.progress, change.progress), identities=identities,
-                   epoch=doc.epoch if change.epoch is None else change.epoch)
+                   epoch=doc.epoch if change.epoch is None else change.epoch,
+                   approvals=_merged(doc.approvals, change.approvals),
+                   drills=_merged(doc.drills, change.drills),
+                   drill_results=_merged(doc.drill_results, change.drill_results))
 
 
 def relaxes(old: StateDoc, new: StateDoc) -> bool:

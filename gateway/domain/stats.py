@@ -1,9 +1,9 @@
 """Per-process traffic counts over a sliding window, for canary analysis.
 
-Owns one ring of 1-second buckets per (route, version): requests, errors (5xx answers
-and failed exchanges) and a latency histogram. `record` is called on the request path
-for routes with analysis only (a few dict and list operations); `window` sums the last
-N seconds. Pure apart from being mutable; time is passed in.
+Owns one ring of buckets (1 second by default) per (route, version): requests, errors
+(5xx answers and failed exchanges) and a latency histogram. `record` is called on the
+request path (a few dict and list operations); `window` sums the last N seconds, `buckets`
+lists them. Pure apart from being mutable; time is passed in.
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ _BOUNDS = tuple(float(b) for b in LATENCY_BOUNDS_MS)
 
 
 class WindowStats:
-    def __init__(self, keep_seconds: int = 900) -> None:
+    def __init__(self, keep_seconds: int = 900, bucket_s: int = 1) -> None:
         self.keep = keep_seconds
+        self.bucket = bucket_s
         self._rings: dict[tuple[str, str], deque[list[Any]]] = {}
 
     def record(self, route: str, version: str, error: bool, latency_s: float,
@@ -29,7 +30,7 @@ class WindowStats:
         ring = self._rings.get((route, version))
         if ring is None:
             ring = self._rings[(route, version)] = deque()
-        sec = int(now)
+        sec = int(now) // self.bucket * self.bucket
         if not ring or ring[-1][0] != sec:
             ring.append([sec, 0, 0, [0] * (len(_BOUNDS) + 1)])
             while ring and ring[0][0] <= sec - self.keep:
@@ -48,7 +49,7 @@ class WindowStats:
                 continue
             s = Sample()
             for sec, n, err, hist in ring:
-                if sec + 1 > start:
+                if sec + self.bucket > start:
                     s.requests += n
                     s.errors += err
                     s.hist = [a + b for a, b in zip(s.hist, hist, strict=True)]
@@ -59,24 +60,13 @@ class WindowStats:
         for key in [k for k in self._rings if k[0] == route]:
             del self._rings[key]
 
-    def series(self, seconds: float, step: int,
-               now: float) -> dict[tuple[str, str], dict[int, Sample]]:
-        """Every (route, version)'s counts of the last `seconds`, summed per `step`-second
-        bucket (keyed by the bucket's start, a multiple of `step`); empty buckets left out."""
+    def buckets(self, seconds: float, now: float) -> dict[tuple[str, str], list[list[Any]]]:
+        """Every (route, version)'s buckets that overlap the last `seconds`, oldest first:
+        `[start, requests, errors, histogram]` (the ring's own lists: read, never change)."""
         start = now - seconds
-        out: dict[tuple[str, str], dict[int, Sample]] = {}
+        out: dict[tuple[str, str], list[list[Any]]] = {}
         for key, ring in self._rings.items():
-            points: dict[int, Sample] = {}
-            for sec, n, err, hist in ring:
-                if sec + 1 <= start or n == 0:
-                    continue
-                b = sec - sec % step
-                s = points.get(b)
-                if s is None:
-                    s = points[b] = Sample()
-                s.requests += n
-                s.errors += err
-                s.hist = [a + c for a, c in zip(s.hist, hist, strict=True)]
-            if points:
-                out[key] = points
+            rows = [b for b in ring if b[0] + self.bucket > start and b[1]]
+            if rows:
+                out[key] = rows
         return out

@@ -13,16 +13,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.domain.analysis import LATENCY_BOUNDS_MS, Sample, percentile
+from gateway.domain.analysis import LATENCY_BOUNDS_MS
 
-__all__ = ["Blob", "decode", "encode", "merge"]
+__all__ = ["Blob", "decode", "encode", "local", "merge"]
 
 FORMAT = 1
 MAX_POINTS = 50_000  # per blob: bounds the work one (hostile) blob can cause
 MAX_COUNT = 10**12
 _BUCKETS = len(LATENCY_BOUNDS_MS) + 1
 
-Points = dict[tuple[str, str], dict[int, Sample]]
+Row = tuple[int, int, tuple[tuple[int, int], ...]]  # requests, errors, sparse histogram
+Points = dict[tuple[str, str], dict[int, Row]]  # (route, version) -> bucket start -> counts
+Buckets = dict[tuple[str, str], list[list[Any]]]  # WindowStats.buckets: [start, n, err, hist]
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,21 +34,23 @@ class Blob:
     points: Points
 
 
-def encode(instance: str, t: float, step: int, points: Points) -> dict[str, Any]:
+def _sparse(hist: list[int]) -> tuple[tuple[int, int], ...]:
+    return tuple((i, n) for i, n in enumerate(hist) if n)
+
+
+def encode(instance: str, t: float, step: int, buckets: Buckets) -> dict[str, Any]:
+    """The blob an instance publishes (buckets `step` seconds long, from WindowStats)."""
     routes: dict[str, dict[str, list[Any]]] = {}
-    for (route, version), buckets in points.items():
-        rows = routes.setdefault(route, {}).setdefault(version, [])
-        for start in sorted(buckets):
-            s = buckets[start]
-            rows.append([start, s.requests, s.errors,
-                         [[i, n] for i, n in enumerate(s.hist) if n]])
+    for (route, version), rows in buckets.items():
+        routes.setdefault(route, {})[version] = [
+            [start, n, err, [list(p) for p in _sparse(hist)]] for start, n, err, hist in rows]
     return {"format": FORMAT, "instance": instance, "t": t, "step": step, "routes": routes}
 
 
-def _count(x: Any) -> int:
-    if isinstance(x, bool) or not isinstance(x, int) or not 0 <= x <= MAX_COUNT:
-        raise ValueError("a count must be a non-negative integer")
-    return x
+def local(instance: str, t: float, buckets: Buckets) -> Blob:
+    """This instance's own counts, as `decode(encode(...))` would give, without the trip."""
+    return Blob(instance, t, {key: {start: (n, err, _sparse(hist)) for start, n, err, hist in rows}
+                              for key, rows in buckets.items()})
 
 
 def _name(x: Any) -> str:
@@ -55,23 +59,26 @@ def _name(x: Any) -> str:
     return x
 
 
-def _sample(row: Any, step: int) -> tuple[int, Sample]:
-    if not isinstance(row, list) or len(row) != 4 or not isinstance(row[3], list):
+def _row(row: Any, step: int) -> tuple[int, Row]:
+    # `type(x) is int`: not a bool, not a float; checked inline (a view decodes thousands)
+    if type(row) is not list or len(row) != 4:
         raise ValueError("a point is [start, requests, errors, histogram]")
-    start = _count(row[0])
-    if start % step:
-        raise ValueError("a point's start is not on the step")
-    s = Sample(requests=_count(row[1]), errors=_count(row[2]))
-    for pair in row[3]:
-        if not isinstance(pair, list) or len(pair) != 2:
+    start, n, err, hist = row
+    if type(start) is not int or type(n) is not int or type(err) is not int \
+            or type(hist) is not list:
+        raise ValueError("a point is [start, requests, errors, histogram]")
+    if not (0 <= start <= MAX_COUNT and 0 <= err <= n <= MAX_COUNT) or start % step:
+        raise ValueError("counts out of range, more errors than requests, or off the step")
+    pairs = []
+    for pair in hist:
+        if type(pair) is not list or len(pair) != 2:
             raise ValueError("a histogram entry is [bucket, count]")
-        i, n = _count(pair[0]), _count(pair[1])
-        if i >= _BUCKETS:
-            raise ValueError("no such histogram bucket")
-        s.hist[i] += n
-    if s.errors > s.requests:
-        raise ValueError("more errors than requests")
-    return start, s
+        i, c = pair
+        if type(i) is not int or type(c) is not int or not (0 <= i < _BUCKETS
+                                                             and 0 <= c <= MAX_COUNT):
+            raise ValueError("no such histogram bucket, or a bad count")
+        pairs.append((i, c))
+    return start, (n, err, tuple(pairs))
 
 
 def decode(blob: Any, step: int) -> Blob | None:
@@ -97,10 +104,7 @@ def decode(blob: Any, step: int) -> Blob | None:
                 n += len(rows)
                 if n > MAX_POINTS:
                     return None
-                buckets = points.setdefault((_name(route), _name(version)), {})
-                for row in rows:
-                    start, s = _sample(row, step)
-                    buckets[start] = s
+                points[(_name(route), _name(version))] = dict(_row(r, step) for r in rows)
         return Blob(_name(blob.get("instance")), float(t), points)
     except ValueError:
         return None
@@ -112,32 +116,43 @@ def merge(blobs: list[Blob], until: float, window: int, step: int) -> dict[str, 
     end = int(until) - int(until) % step  # buckets starting before `end` are complete
     starts = list(range(end - window, end, step))
     first = starts[0] if starts else end
-    summed: Points = {}
+    summed: dict[tuple[str, str], dict[int, list[Any]]] = {}
     for blob in blobs:
-        for key, buckets in blob.points.items():
+        for key, rows in blob.points.items():
             into = summed.setdefault(key, {})
-            for start, s in buckets.items():
+            for start, (n, err, pairs) in rows.items():
                 if first <= start < end:
-                    acc = into.setdefault(start, Sample())
-                    acc.requests += s.requests
-                    acc.errors += s.errors
-                    acc.hist = [a + b for a, b in zip(acc.hist, s.hist, strict=True)]
+                    acc = into.get(start)
+                    if acc is None:
+                        acc = into[start] = [0, 0, [0] * _BUCKETS]
+                    acc[0] += n
+                    acc[1] += err
+                    hist = acc[2]
+                    for i, c in pairs:
+                        hist[i] += c
     routes: dict[str, dict[str, Any]] = {}
+    empty = [0, 0, None]
     for (route, version), buckets in sorted(summed.items()):
-        pts = [buckets.get(t, Sample()) for t in starts]
+        pts = [buckets.get(t, empty) for t in starts]
         routes.setdefault(route, {})[version] = {
-            "requests": [p.requests for p in pts],
-            "errors": [p.errors for p in pts],
-            "rps": [round(p.requests / step, 3) for p in pts],
-            "error_rate": [round(p.errors / p.requests, 4) if p.requests else None
-                           for p in pts],
-            "p99_ms": [_p99(p) for p in pts],
+            "requests": [p[0] for p in pts],
+            "errors": [p[1] for p in pts],
+            "rps": [round(p[0] / step, 3) for p in pts],
+            "error_rate": [round(p[1] / p[0], 4) if p[0] else None for p in pts],
+            "p99_ms": [_p99(p[2]) for p in pts],
         }
     return {"step_s": step, "window_s": window, "end": end, "t": starts, "routes": routes}
 
 
-def _p99(s: Sample) -> float | None:
-    p = percentile(s, 0.99)
-    if p is None:
+def _p99(hist: list[int] | None) -> float | None:
+    """The upper bound (ms) of the bucket holding the 99th percentile (the last bound for
+    anything beyond it: JSON has no Infinity)."""
+    total = sum(hist) if hist else 0
+    if not total:
         return None
-    return min(p, float(LATENCY_BOUNDS_MS[-1]))  # (JSON has no Infinity)
+    rank, seen = 0.99 * total, 0
+    for i, c in enumerate(hist or ()):
+        seen += c
+        if seen >= rank:
+            return float(LATENCY_BOUNDS_MS[min(i, len(LATENCY_BOUNDS_MS) - 1)])
+    return float(LATENCY_BOUNDS_MS[-1])

@@ -34,12 +34,16 @@ class Fleet:
         #: since when our push channel has been open (None: not watching)
         self.watching_since: float | None = None
         self.last_beat = 0.0
+        #: where this instance listens ("data", "admin"), published with its heartbeat so
+        #: that a drill can reach every instance
+        self.urls: dict[str, str] = {}
         self._waiters: set[asyncio.Future[None]] = set()
 
     async def beat(self) -> None:
         """Heartbeat: announce the generation we enforce (and count our own ack)."""
         gen = self.holder.doc.generation
-        await self.store.heartbeat(self.instance, gen, self.holder.loaded.digest)
+        await self.store.heartbeat(self.instance, gen, self.holder.loaded.digest,
+                                   self.urls or None)
         self.last_beat = time.monotonic()
         self.note(Ack(self.instance, gen))
 

@@ -17,6 +17,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -32,10 +33,9 @@ from gateway.state.store import (
     OnUnverified,
     decode_doc,
     ignore_unverified,
-    legacy_doc,
 )
 
-__all__ = ["LocalStore", "atomic_write", "last_line"]
+__all__ = ["LocalStore", "append_lines", "atomic_write", "last_line"]
 
 
 def atomic_write(path: Path, data: bytes, mode: int | None = None) -> None:
@@ -57,6 +57,19 @@ def atomic_write(path: Path, data: bytes, mode: int | None = None) -> None:
         os.close(dfd)
 
 
+def append_lines(path: Path, events: list[dict[str, Any]]) -> None:
+    """Append events as JSON lines (one write, fsynced): the audit file, the mirror."""
+    data = "".join(json.dumps(e, ensure_ascii=False, separators=(",", ":")) + "\n"
+                   for e in events).encode()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def last_line(path: Path) -> bytes | None:
     try:
         with open(path, "rb") as f:
@@ -72,6 +85,9 @@ def last_line(path: Path) -> bytes | None:
                 block *= 4
     except FileNotFoundError:
         return None
+
+
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,200}")
 
 
 class LocalStore:
@@ -122,7 +138,7 @@ class LocalStore:
         except ValueError as exc:
             # the compare-and-set token of a refused file: its content's digest
             return Loaded(None, "x" + hashlib.sha256(raw).hexdigest()[:16],
-                          f"{self.path}: {exc}", legacy_doc(raw) if self.keys.enabled else None)
+                          f"{self.path}: {exc}", raw if self.keys.enabled else None)
         if which == "previous":
             self.on_unverified("state", "", "previous")
         return Loaded(doc, str(doc.generation))
@@ -168,13 +184,7 @@ class LocalStore:
             last = last_line(self.audit_path)
             prev = json.loads(last)["hash"] if last else (chain_from or GENESIS)
             event = seal(draft.as_event(), prev, (key.kid, key.secret) if key else None)
-            line = json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
-            fd = os.open(self.audit_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
-            try:
-                os.write(fd, line)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            append_lines(self.audit_path, [event])
         except (OSError, ValueError, KeyError) as exc:
             raise AuditError(f"cannot append to the audit log {self.audit_path}: {exc}") from None
         return event
@@ -213,9 +223,10 @@ class LocalStore:
     def _instance_file(self, instance: str) -> Path:
         return self.instances_dir / f"{instance}.json"
 
-    async def heartbeat(self, instance: str, applied: int, config: str = "") -> None:
+    async def heartbeat(self, instance: str, applied: int, config: str = "",
+                        urls: dict[str, str] | None = None) -> None:
         data = json.dumps({"generation": applied, "seen": time.time(), "pid": os.getpid(),
-                           "config": config})
+                           "config": config, "urls": urls or {}})
         try:
             await asyncio.to_thread(atomic_write, self._instance_file(instance), data.encode())
         except OSError as exc:
@@ -231,9 +242,12 @@ class LocalStore:
                 continue
             age = now - float(info.get("seen", 0))
             if age <= lease:
+                urls = info.get("urls")
                 out[f.stem] = {"generation": int(info.get("generation", 0)),
                                "config": str(info.get("config", "")),
-                               "seen_s_ago": round(age, 3)}
+                               "seen_s_ago": round(age, 3),
+                               **({k: v for k, v in urls.items() if k in ("data", "admin")
+                                   and isinstance(v, str)} if isinstance(urls, dict) else {})}
             elif age > 10 * lease:
                 f.unlink(missing_ok=True)
         return out
@@ -302,6 +316,17 @@ class LocalStore:
 
     async def get_stats(self, route: str) -> list[dict[str, Any]]:
         return await asyncio.to_thread(self._read_stats, route)
+
+    def _drop_stats(self, route: str, instances: list[str]) -> None:
+        for name in instances:
+            if _SAFE_NAME.fullmatch(name):  # a file name of ours, never a path
+                (self._stats_dir(route) / f"{name}.json").unlink(missing_ok=True)
+
+    async def drop_stats(self, route: str, instances: list[str]) -> None:
+        try:
+            await asyncio.to_thread(self._drop_stats, route, instances)
+        except OSError as exc:
+            raise StoreUnavailable(f"cannot remove counts: {exc.strerror}") from None
 
     # ------------------------------------------------------------------ audit
 

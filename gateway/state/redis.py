@@ -6,8 +6,11 @@ Owns the state document and the audit trail in redis (key names: redislink.py):
   channel <p>:events: every committed document, as stored (signed).
 Commits are one Lua script: compare the generation and the audit head, append the keyed
 audit event, replace the state, publish. The signed document carries the hash of the
-event committed with it (`audit_head`): the anchor of the trail's end, and every
-instance's guess of the head, so the next commit from any instance is one round trip.
+event committed with it (`audit_head`, and its position `audit_seq`): the anchor of the
+trail's end, and every instance's guess of the head, so the next commit from any instance
+is one round trip. An event continues the newest head a verified document anchors, never
+the unsigned head key's (only what the script compares). A document over MAX_DOC_BYTES is
+refused unread.
 Whatever we read back is verified (gateway/state/signing.py); what fails is reported to
 `on_unverified` and never applied. Three connections: reads and polls, commits (and the
 WAIT after them), and one subscribed, whose messages reach the listener in the loop
@@ -22,24 +25,25 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 from collections.abc import Callable
 from typing import Any
 
-from gateway.domain.audit import GENESIS, AuditDraft, seal
+from gateway.domain.audit import GENESIS, AuditDraft, parse_event, seal
 from gateway.domain.statedoc import StateDoc
 from gateway.errors import AuditError, StoreConflict, StoreUnavailable
 from gateway.log import event
 from gateway.state.redisaux import RedisRecords
-from gateway.state.redislink import Script
+from gateway.state.redislink import OWN, Script
 from gateway.state.resp import RespConnection, RespError
 from gateway.state.signing import Keyring
 from gateway.state.store import (
+    MAX_DOC_BYTES,
     Ack,
     Loaded,
     OnUnverified,
     decode_doc,
     ignore_unverified,
-    legacy_doc,
 )
 
 __all__ = ["RedisStore"]
@@ -48,7 +52,8 @@ Listener = Callable[[StateDoc | Ack], None]
 
 log = logging.getLogger("killgate.state")
 
-_COMMIT = Script("""
+_COMMIT = Script(OWN + """
+own(KEYS[2], 'string'); own(KEYS[3], 'stream'); own(KEYS[4], 'string')
 local cur = redis.call('GET', KEYS[2])
 if (cur or '') ~= ARGV[1] then return {'conflict', cur or ''} end
 if ARGV[4] ~= '' then
@@ -61,6 +66,19 @@ redis.call('SET', KEYS[1], ARGV[2])
 redis.call('SET', KEYS[2], ARGV[3])
 redis.call('PUBLISH', ARGV[8], ARGV[2])
 return {'ok', ''}
+""")
+
+
+# The document and its generation in one step; a document over the size limit (ARGV[1])
+# is not sent at all: {false, generation, its size}. MGET reads a key of another type as
+# nil, as an absent one.
+_LOAD = Script("""
+local gen = redis.call('MGET', KEYS[2])[1]
+if redis.call('TYPE', KEYS[1])['ok'] == 'string' then
+  local n = redis.call('STRLEN', KEYS[1])
+  if n > tonumber(ARGV[1]) then return {false, gen, n} end
+end
+return {redis.call('MGET', KEYS[1])[1], gen, 0}
 """)
 
 
@@ -79,7 +97,7 @@ class RedisStore(RedisRecords):
         self._listener: Listener | None = None
         # the audit head as of the newest document we saw or wrote (a guess the commit checks)
         self._head: str | None = None
-        self._head_gen = 0
+        self._head_at = (0, 0)  # (generation, audit_seq) of the document that named it
 
     def listen(self, fn: Listener) -> None:
         """Pushed documents and acks go straight to `fn` as they are read (verified)."""
@@ -89,6 +107,9 @@ class RedisStore(RedisRecords):
         item: StateDoc | Ack | None = None
         if channel == self._b_events:
             # not a document we can read, or not ours: reported; the poll goes on
+            if len(data) > MAX_DOC_BYTES:
+                self.on_unverified("push", f"{len(data)} bytes, over the limit", None)
+                return
             with contextlib.suppress(ValueError):
                 item = self._open_doc(data, "push")
         elif channel == self._b_acks:
@@ -129,8 +150,12 @@ class RedisStore(RedisRecords):
     # ------------------------------------------------------------------ state
 
     async def load(self) -> Loaded:
-        raw, gen = await self._call("MGET", self.k_state, self.k_gen)
+        raw, gen, size = await self._script(_LOAD, [self.k_state, self.k_gen],
+                                            [str(MAX_DOC_BYTES)])
         token = None if gen is None else gen.decode("utf-8", "replace")
+        if size:
+            return Loaded(None, token or "", f"{self.k_state}: {size} bytes, over the "
+                                             f"{MAX_DOC_BYTES}-byte limit (not read)")
         if raw is None:
             if token is None:
                 return Loaded(None, None)
@@ -138,7 +163,7 @@ class RedisStore(RedisRecords):
         try:
             doc = self._open_doc(raw, None)
         except ValueError as exc:
-            return Loaded(None, token, f"{self.k_state}: {exc}", legacy_doc(raw))
+            return Loaded(None, token, f"{self.k_state}: {exc}", raw)
         return Loaded(doc, token)
 
     def _open_doc(self, raw: bytes, kind: str | None) -> StateDoc:
@@ -153,8 +178,8 @@ class RedisStore(RedisRecords):
             raise
         if which == "previous":
             self.on_unverified(kind or "state", "", "previous")
-        if doc.audit_head and doc.generation >= self._head_gen:
-            self._head, self._head_gen = doc.audit_head, doc.generation
+        if doc.audit_head and (doc.generation, doc.audit_seq) >= self._head_at:
+            self._head, self._head_at = doc.audit_head, (doc.generation, doc.audit_seq)
         return doc
 
     async def generation(self) -> str | None:
@@ -167,18 +192,20 @@ class RedisStore(RedisRecords):
         base = draft.as_event() if draft is not None else None
         akey = self.audit_keys.current
         mac_key = (akey.kid, akey.secret) if akey is not None else None
-        # The head named by the newest document we saw is nearly always still the head:
-        # one round trip. When it moved, the script says which head is current and we retry.
-        # With no head stored (a flushed store) the trail continues from `chain_from`.
+        # The head named by the newest document we verified is nearly always still the
+        # head: one round trip. The event continues that head; the (unsigned) head key is
+        # only what the script compares (`expect`). With no head stored (a flushed store)
+        # the trail continues from `chain_from`.
         first = chain_from or GENESIS
-        head = self._head or first
+        head = expect = self._head or first
+        seq = self._head_at[1] if self._head else doc.audit_seq
         for _ in range(5):
             ev = seal(base, head, mac_key) if base is not None else None
-            body = json.dumps(plain_doc if ev is None
-                              else {**plain_doc, "audit_head": ev["hash"]}).encode()
+            body = json.dumps(plain_doc if ev is None else {
+                **plain_doc, "audit_head": ev["hash"], "audit_seq": seq + 1}).encode()
             args: list[str | bytes] = [
                 "" if expected is None else expected, self.keys.seal(b"state", body),
-                str(doc.generation), json.dumps(ev, ensure_ascii=False) if ev else "", head,
+                str(doc.generation), json.dumps(ev, ensure_ascii=False) if ev else "", expect,
                 ev["hash"] if ev else "", first, self.ch_events]
             # READONLY replica, OOM, script errors: nothing was written, the action is refused.
             res = await self._script(
@@ -188,12 +215,34 @@ class RedisStore(RedisRecords):
             if status == "conflict":
                 raise StoreConflict("the state changed under us")
             if status == "audit_conflict":
-                head = res[1].decode() if isinstance(res[1], bytes) else str(res[1])
+                expect = res[1].decode() if isinstance(res[1], bytes) else str(res[1])
+                head, seq = await self._anchor(expect, chain_from, doc.audit_seq)
                 continue
-            if ev is not None and doc.generation >= self._head_gen:
-                self._head, self._head_gen = ev["hash"], doc.generation
+            if ev is not None and (doc.generation, seq + 1) >= self._head_at:
+                self._head, self._head_at = ev["hash"], (doc.generation, seq + 1)
             return ev
         raise StoreConflict("the audit head kept changing under us")
+
+    async def _anchor(self, stored: str, chain_from: str | None,
+                      seq: int) -> tuple[str, int]:
+        """The head the next event continues (and its position), after the head key named
+        `stored` instead of the head we expected: the newest head a verified document
+        anchors (the store's, if at least as new as any we saw: another instance
+        committed). The key is not signed: chained after an older event it names, the
+        events in between could be cut out of the trail unnoticed; a key that disagrees is
+        reported, never followed."""
+        await self.load()  # a verified document at least as new as ours moves `_head`
+        if self._head is not None:
+            anchor, seq = self._head, self._head_at[1]
+        elif chain_from is not None:
+            anchor = chain_from
+        else:
+            return stored, seq  # no verified anchor at all: nothing better to go by
+        if anchor != stored:
+            self.on_unverified("audit", f"the audit head key names {stored[:16]!r}, not the "
+                                        f"head the newest signed state anchors "
+                                        f"({anchor[:16]}…)", None)
+        return anchor, seq
 
     async def watch(self, timeout: float) -> list[StateDoc | Ack]:
         """Wait up to `timeout`, or until the subscription is lost (StoreUnavailable).
@@ -224,13 +273,9 @@ class RedisStore(RedisRecords):
         for sid, flat in entries or []:
             fields = dict(zip(flat[::2], flat[1::2], strict=False))
             raw = fields.get(b"e", b"")
-            try:
-                ev = json.loads(raw)
-                if not isinstance(ev, dict):
-                    raise ValueError("not an object")
-            except (ValueError, RecursionError):
-                ev = {"id": sid.decode(), "unparseable": raw.decode("utf-8", "replace")}
-            out.append((sid.decode(), ev))
+            ev = parse_event(raw)
+            out.append((sid.decode(), ev if ev is not None else {
+                "id": sid.decode(), "unparseable": raw.decode("utf-8", "replace")}))
         return out
 
     async def audit_events(self) -> list[dict[str, Any]]:
@@ -253,7 +298,10 @@ class RedisStore(RedisRecords):
 
     async def audit_page(self, limit: int, before: str | None) -> tuple[list[dict[str, Any]],
                                                                         str | None]:
-        """`before` and the returned cursor are stream entry ids (opaque to callers)."""
+        """`before` and the returned cursor are stream entry ids (opaque to callers); an
+        unknown cursor gives an empty page, as with the local store."""
+        if before is not None and not re.fullmatch(r"[0-9]{1,20}-[0-9]{1,20}", before):
+            return [], None
         hi = f"({before}" if before else "+"
         entries = await self._call("XREVRANGE", self.k_audit, hi, "-", "COUNT", limit + 1)
         pairs = self._decode(entries)

@@ -1,28 +1,34 @@
 """The redis store's side stores: heartbeats (acks), idempotency records, analysis counts.
 
 Owns `<p>:instances` (instance → "server-ms <signed heartbeat>"), the `<p>:acks` channel's
-messages (the same signed heartbeat), `<p>:idem:<key>` and `<p>:stats:<route>`. A
+messages (the same signed heartbeat), `<p>:instances:urls` (instance → "kid mac <json>", the
+signed addresses it listens on, for drills), `<p>:idem:<key>` and `<p>:stats:<route>`. A
 heartbeat is "kid mac generation wall-ms config instance", signed over all but its key id:
 without the key nobody can make an instance look as if it applied a generation, or make
 one up. A record that does not verify is reported and never used (an idempotency record
-we did not write is replaced, never answered from).
+we did not write, or one past the expiry signed into it, is replaced, never answered from).
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import time
+from collections.abc import Callable
 from typing import Any
 
-from gateway.state.redislink import RedisLink, Script
+from gateway.state.redislink import OWN, RedisLink, Script
 from gateway.state.signing import Unverified
 from gateway.state.store import Ack
 
 __all__ = ["RedisRecords"]
 
-_HEARTBEAT = Script("""
+_HEARTBEAT = Script(OWN + """
+own(KEYS[1], 'hash'); own(KEYS[2], 'hash')
 local t = redis.call('TIME')
 local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('HSET', KEYS[1], ARGV[1], ms .. ' ' .. ARGV[2])
+if ARGV[4] ~= '' then redis.call('HSET', KEYS[2], ARGV[1], ARGV[4]) end
 redis.call('PUBLISH', ARGV[3], ARGV[2])
 return ms
 """)
@@ -33,6 +39,13 @@ local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 return {ms, redis.call('HGETALL', KEYS[1])}
 """)
 
+# Claim an idempotency key: nil when claimed, else the record already there.
+_CLAIM = Script(OWN + """
+own(KEYS[1], 'string')
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return false end
+return redis.call('GET', KEYS[1])
+""")
+
 _REPLACE = Script("""
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
@@ -41,7 +54,21 @@ return 1
 """)
 
 
+#: the signed expiry (unix time) inside an idempotency record: a genuine record put back
+#: after its TTL removed it is not answered from
+_EXPIRES = "_expires"
+
+
+async def _turn(i: int) -> None:
+    """Let the loop (the data plane) run every so many entries of a hash read whole: whoever
+    can write to the store can fill it with hundreds of thousands of entries to refuse."""
+    if i % 2048 == 0:
+        await asyncio.sleep(0)
+
+
 class RedisRecords(RedisLink):
+    clock: Callable[[], float] = staticmethod(time.time)
+
     # ------------------------------------------------------------------ heartbeats
 
     def _open_ack(self, raw: bytes, kind: str, field: bytes | None = None) -> Ack | None:
@@ -59,13 +86,35 @@ class RedisRecords(RedisLink):
             return None
         return Ack(inst, int(gen), "" if config == "-" else config)
 
-    async def heartbeat(self, instance: str, applied: int, config: str = "") -> None:
+    async def heartbeat(self, instance: str, applied: int, config: str = "",
+                        urls: dict[str, str] | None = None) -> None:
         wall = str(int(time.time() * 1000))
         config = config or "-"
         body = f"{instance}\x00{applied}\x00{wall}\x00{config}".encode()
         kid, mac = self.keys.sign(b"ack", body) if self.keys.enabled else ("-", "-")
         record = f"{kid} {mac} {applied} {wall} {config} {instance}"
-        await self._script(_HEARTBEAT, [self.k_instances], [instance, record, self.ch_acks])
+        # the addresses apart (a heartbeat's shape stays what older instances parse)
+        addr = json.dumps(urls, separators=(",", ":"), sort_keys=True) if urls else ""
+        if addr:
+            akid, amac = (self.keys.sign(b"urls", f"{instance}\x00{addr}".encode())
+                          if self.keys.enabled else ("-", "-"))
+            addr = f"{akid} {amac} {addr}"
+        await self._script(_HEARTBEAT, [self.k_instances, self.k_instances + ":urls"],
+                           [instance, record, self.ch_acks, addr])
+
+    def _open_urls(self, instance: str, raw: bytes) -> dict[str, str]:
+        """An instance's signed addresses ({} when they do not verify)."""
+        try:
+            kid, mac, addr = raw.decode().split(" ", 2)
+            if self.keys.enabled:
+                self.keys.check(b"urls", f"{instance}\x00{addr}".encode(), kid, mac)
+            got = json.loads(addr)
+        except (ValueError, UnicodeDecodeError) as exc:
+            self.on_unverified("heartbeat", f"addresses: {exc}", None)
+            return {}
+        if not isinstance(got, dict):
+            return {}
+        return {k: v for k, v in got.items() if k in ("data", "admin") and isinstance(v, str)}
 
     async def fleet(self, lease: float) -> dict[str, dict[str, Any]]:
         """Instances whose signed heartbeat the store saw within `lease` (server time)."""
@@ -73,6 +122,7 @@ class RedisRecords(RedisLink):
         out: dict[str, dict[str, Any]] = {}
         stale: list[bytes] = []
         for i in range(0, len(flat), 2):
+            await _turn(i)
             seen_s, _, record = flat[i + 1].partition(b" ")
             age = (int(now_ms) - int(seen_s)) / 1000.0 if seen_s.isdigit() else 1e9
             if age > 10 * lease:
@@ -84,6 +134,14 @@ class RedisRecords(RedisLink):
                                      "seen_s_ago": round(age, 3)}
         if stale:
             await self._call("HDEL", self.k_instances, *stale)
+            await self._call("HDEL", self.k_instances + ":urls", *stale)
+        if out:
+            flat = await self._call("HGETALL", self.k_instances + ":urls")
+            for i in range(0, len(flat), 2):
+                await _turn(i)
+                name = flat[i].decode(errors="replace")
+                if name in out:
+                    out[name].update(self._open_urls(name, flat[i + 1]))
         return out
 
     async def live_instances(self, lease: float) -> dict[str, int]:
@@ -91,29 +149,43 @@ class RedisRecords(RedisLink):
 
     async def leave(self, instance: str) -> None:
         await self._call("HDEL", self.k_instances, instance)
+        await self._call("HDEL", self.k_instances + ":urls", instance)
 
     # ------------------------------------------------------------------ idempotency
 
+    def _idem_sealed(self, key: str, record: dict[str, Any], ttl: float) -> bytes:
+        return self._sealed("idem", key, {**record, _EXPIRES: self.clock() + ttl})
+
+    def _idem_opened(self, key: str, raw: bytes) -> dict[str, Any] | None:
+        record = self._opened("idem", key, raw, "idempotency")
+        if record is None:
+            return None
+        expires = record.pop(_EXPIRES, None)
+        if not isinstance(expires, (int, float)) or expires <= self.clock():
+            self.on_unverified("idempotency", "a record past its signed expiry (put back "
+                                              "after it expired)", None)
+            return None
+        return record
+
     async def idem_claim(self, key: str, record: dict[str, Any], ttl: float) -> dict[str, Any] | None:
         k = f"{self.k_idem}:{key}"
-        sealed = self._sealed("idem", key, record)
+        sealed = self._idem_sealed(key, record, ttl)
         for _ in range(3):
-            if await self._call("SET", k, sealed, "NX", "PX", int(ttl * 1000)):
-                return None
-            raw = await self._call("GET", k)
+            raw = await self._script(_CLAIM, [k], [sealed, str(int(ttl * 1000))])
             if raw is None:
-                continue  # expired in between
-            existing = self._opened("idem", key, raw, "idempotency")
+                return None
+            existing = self._idem_opened(key, raw)
             if existing is not None:
                 return existing
-            # a record we did not write: never answer from it; replace it (if unchanged)
+            # a record we did not write (or an expired one): never answer from it; replace
+            # it (if unchanged)
             await self._script(_REPLACE, [k], [raw, sealed, str(int(ttl * 1000))])
             if await self._call("GET", k) == sealed:
                 return None
         return None
 
     async def idem_set(self, key: str, record: dict[str, Any], ttl: float) -> None:
-        await self._call("SET", f"{self.k_idem}:{key}", self._sealed("idem", key, record),
+        await self._call("SET", f"{self.k_idem}:{key}", self._idem_sealed(key, record, ttl),
                          "PX", int(ttl * 1000))
 
     async def idem_release(self, key: str) -> None:
@@ -125,10 +197,15 @@ class RedisRecords(RedisLink):
         await self._call("HSET", f"{self.k_stats}:{route}", instance,
                          self._sealed("stats", f"{route}\x00{instance}", blob))
 
+    async def drop_stats(self, route: str, instances: list[str]) -> None:
+        if instances:
+            await self._call("HDEL", f"{self.k_stats}:{route}", *instances)
+
     async def get_stats(self, route: str) -> list[dict[str, Any]]:
         flat = await self._call("HGETALL", f"{self.k_stats}:{route}")
         out = []
-        for inst, v in zip(flat[::2], flat[1::2], strict=True):
+        for i, (inst, v) in enumerate(zip(flat[::2], flat[1::2], strict=True)):
+            await _turn(i)
             name = f"{route}\x00{inst.decode('utf-8', 'replace')}"
             blob = self._opened("stats", name, v, "stats")
             if blob is not None:

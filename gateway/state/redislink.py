@@ -21,7 +21,18 @@ from gateway.state.resp import Endpoint, RespConnection, RespError, connect, par
 from gateway.state.signing import Keyring
 from gateway.state.store import OnUnverified, ignore_unverified
 
-__all__ = ["RedisLink", "Script"]
+__all__ = ["OWN", "RedisLink", "Script"]
+
+
+#: Lua: `own(key, type)` deletes a key of another type than the script writes to it. Only
+#: someone with write access to the store puts one there, and nothing genuine is in it; left
+#: alone, every command on it fails (WRONGTYPE): no commit, hence no kill and no re-seed.
+OWN = """
+local function own(key, kind)
+  local t = redis.call('TYPE', key)['ok']
+  if t ~= 'none' and t ~= kind then redis.call('DEL', key) end
+end
+"""
 
 
 class Script:

@@ -20,6 +20,7 @@ from gateway.domain.audit import AuditDraft
 from gateway.domain.statedoc import Change, StateDoc, apply_change
 
 __all__ = [
+    "MAX_DOC_BYTES",
     "Ack",
     "AuditStore",
     "FleetStore",
@@ -61,9 +62,10 @@ class Loaded:
     doc: StateDoc | None  # verified (None: the store holds none, or it was refused)
     token: str | None  # the compare-and-set token: the stored generation (None: empty)
     problem: str | None = None  # why what the store holds was refused
-    #: a refused document in the format before signing (no signature line), parsed: the
-    #: one source a re-seed may take kills from (a migration), and nothing else
-    legacy: StateDoc | None = None
+    #: the bytes of a refused document: in the format before signing (no signature line)
+    #: the one source a re-seed may take kills from (a migration), and nothing else; parsed
+    #: only then (`legacy_doc`), never on the event loop (whoever wrote it chose its size)
+    refused: bytes | None = None
 
     @property
     def empty(self) -> bool:
@@ -73,6 +75,13 @@ class Loaded:
     def trusted(self) -> bool:
         """A verified document whose generation is the one the store compares against."""
         return self.doc is not None and self.token == str(self.doc.generation)
+
+
+#: a stored or pushed document larger than this is refused unread: whoever can write to
+#: the store must not make every instance read, verify or parse hundreds of megabytes on
+#: the loop the data plane runs on (a real document is kilobytes; 100 routes with full
+#: histories are a few megabytes)
+MAX_DOC_BYTES = 16 * 1024 * 1024
 
 
 def legacy_doc(raw: bytes) -> StateDoc | None:
@@ -137,11 +146,14 @@ class StateStore(Protocol):
 
 
 class FleetStore(Protocol):
-    async def heartbeat(self, instance: str, applied: int, config: str = "") -> None:
-        """Announce this instance, the generation it enforces (its ack) and its config."""
+    async def heartbeat(self, instance: str, applied: int, config: str = "",
+                        urls: dict[str, str] | None = None) -> None:
+        """Announce this instance, the generation it enforces (its ack), its config, and
+        where it listens (`urls`: "data", "admin"; what drills reach it by)."""
 
     async def fleet(self, lease: float) -> dict[str, dict[str, Any]]:
-        """Live instances → {"generation", "config" (digest), "seen_s_ago"}."""
+        """Live instances → {"generation", "config" (digest), "seen_s_ago", and the
+        "data" / "admin" URLs each published, when it did}."""
 
     async def live_instances(self, lease: float) -> dict[str, int]:
         """Instances heard from within `lease` seconds → the generation each applied."""
@@ -164,6 +176,9 @@ class StatsStore(Protocol):
 
     async def get_stats(self, route: str) -> list[dict[str, Any]]:
         """Every instance's latest window counts for a route (those that verify)."""
+
+    async def drop_stats(self, route: str, instances: list[str]) -> None:
+        """Forget these instances' counts (gone instances' leftovers)."""
 
 
 class AuditStore(Protocol):

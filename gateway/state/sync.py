@@ -31,7 +31,7 @@ from gateway.state.fleet import Fleet
 from gateway.state.mirror import AuditMirror
 from gateway.state.signing import Keyring
 from gateway.state.snapshot import SnapshotFile
-from gateway.state.store import Ack, Loaded, Store, merge_restrictive, new_epoch
+from gateway.state.store import Ack, Loaded, Store, legacy_doc, merge_restrictive, new_epoch
 from gateway.state.tamper import TamperLog
 from gateway.state.writes import Writes
 from gateway.telemetry.metrics import Metrics
@@ -72,6 +72,8 @@ class Sync(Writes):
         self._recheck: asyncio.Task[None] | None = None
         self._recheck_again = False
         self._seen_signed = False
+        self._repairs = 0  # repairs of refused documents in a row (backoff)
+        self._repair_at = 0.0
         #: told about every audited change this instance commits (outgoing events)
         self.committed: list[Callable[[dict[str, Any], StateDoc], None]] = []
         store.listen(self._pushed)
@@ -101,7 +103,9 @@ class Sync(Writes):
             self.last_error = str(exc) or type(exc).__name__
             self.connected = False
             event(log, "state_store_unavailable_at_start", logging.WARNING, error=self.last_error,
-                  serving="snapshot" if self.from_snapshot else "config only")
+                  serving="snapshot" if self.from_snapshot else
+                  "config only (ready_without_state)" if self.cfg.ready_without_state else
+                  "nothing: 503 state_unknown until the kill state is loaded")
         self._update_ready()
         self._tasks = [asyncio.create_task(self._run(), name="state-sync"),
                        asyncio.create_task(self._guard(), name="state-guard")]
@@ -124,6 +128,11 @@ class Sync(Writes):
 
     def _update_ready(self) -> None:
         self.ready = self.synced_once or self.from_snapshot or self.cfg.ready_without_state
+        # the data plane opens with readiness, in the same step (after the state's swap)
+        if self.ready and self.holder.state_loaded():
+            event(log, "kill_state_loaded", generation=self.holder.doc.generation,
+                  source="store" if self.synced_once else "snapshot" if self.from_snapshot
+                  else "none (ready_without_state)")
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
@@ -233,21 +242,40 @@ class Sync(Writes):
                 await self.store.commit(None, StateDoc(epoch=new_epoch()), None)
             got = await self.store.load()
         elif not got.trusted or (got.doc is not None and got.doc.generation < mine.generation):
+            if not self._may_repair():
+                return  # spoiled again at once: keep our state, back off (see _may_repair)
             await self._reseed(got, mine)
             got = await self.store.load()
         if got.trusted and got.doc is not None and self._apply(got.doc):
             self.snapshot.soon(got.doc)
 
+    def _may_repair(self) -> bool:
+        """Whether to re-seed the store now. Repairs that are undone again at once (a
+        forged, replayed or deleted document, a rewritten generation key, two instances
+        with different keys: a rotation step skipped) back off to one per 30 s, so they
+        cannot flood the audit trail; writes still repair at once."""
+        now = time.monotonic()
+        if now - self._repair_at > 60.0:
+            self._repairs = 0  # a minute without a refused document: start afresh
+        if now < self._repair_at:
+            return False
+        self._repair_at = now + min(30.0, 0.25 * 2 ** self._repairs)
+        self._repairs += 1
+        return True
+
     async def _reseed(self, got: Loaded, mine: StateDoc) -> None:
         """The store lost its state (restart without persistence, FLUSHALL, an old backup)
         or holds one we refuse: write the restrictive merge of what we know."""
         store_doc = got.doc if got.trusted else None
-        if got.legacy is not None and self.migrating:
+        legacy = None
+        if got.refused is not None and self.migrating:
+            legacy = await asyncio.to_thread(legacy_doc, got.refused)
+        if legacy is not None:
             # Migration from unsigned state: its kills are kept (they only stop traffic);
-            # its overrides, history and identities are not trusted.
-            kills = {k: f for k, f in got.legacy.kills.items() if k not in mine.kills}
-            mine = apply_change(mine, Change(kills=kills),
-                                max(mine.generation, got.legacy.generation) + 1)
+            # its overrides, history, identities and generation are not trusted (whoever
+            # wrote it could choose a generation the fleet could never move past).
+            kills = {k: f for k, f in legacy.kills.items() if k not in mine.kills}
+            mine = apply_change(mine, Change(kills=kills))
         merged = merge_restrictive(store_doc, mine)
         why = ("empty" if got.empty else "refused" if got.problem is not None
                else "generation key disagrees" if not got.trusted else "older")

@@ -106,11 +106,13 @@ class Writes:
                     continue
                 if ev is not None:
                     new = new.with_changes(audit_head=ev["hash"])
+                # Enforced here, from the commit's own result (not our pub/sub echo), before
+                # anything that can wait: ack and snapshot go to the background (the receipt
+                # counts us already), then side channels hear of it.
+                if self._apply(new):
+                    self._spawn(self._after_apply(new))
                 self.metrics.inc("killgate_audit_records_total")
                 self._tell(ev, new)
-                if self._apply(new):
-                    # ack and snapshot in the background: the receipt counts us already
-                    self._spawn(self._after_apply(new))
                 await self._durable(new.generation)
                 return new, ev
             raise StoreConflict("the state kept changing; try again")

@@ -17,7 +17,7 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, choose_encode
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import CollectorRegistry
 
-__all__ = ["HELP", "Metrics", "Source"]
+__all__ = ["HELP", "Metrics", "Source", "kind_of"]
 
 # name -> (type, help). A series counted somewhere in gateway/ must be described here (a
 # test reads the source for `killgate_*` names); one that is not gets a type from its
@@ -41,6 +41,10 @@ HELP: dict[str, tuple[str, str]] = {
     "killgate_state_stale": ("gauge", "1 while no state sync succeeded for longer than "
                                       "state.max_staleness (alert on it)."),
     "killgate_fail_closed": ("gauge", "1 while the fail_closed policy treats all routes as killed."),
+    "killgate_state_unknown_answers_total": ("counter", "Data-plane requests answered with "
+                                                        "503 state_unknown (or the route's "
+                                                        "fallback) because this instance had "
+                                                        "not loaded the kill state yet."),
     "killgate_state_reseeds_total": ("counter", "Times this instance re-seeded an emptied store."),
     "killgate_writes_not_durable_total": ("counter", "Writes that fewer than state.min_replicas "
                                                      "replicas confirmed in time."),
@@ -50,6 +54,10 @@ HELP: dict[str, tuple[str, str]] = {
     "killgate_audit_records_total": ("counter", "Audit events appended."),
     "killgate_audit_mirror_failures_total": ("counter", "Failed attempts to copy the audit "
                                                         "trail to the mirror file."),
+    "killgate_admin_refused_total": ("counter", "Admin connections closed by the listener's "
+                                     "guards, by reason (connections, head_size, timeout)."),
+    "killgate_break_glass_total": ("counter", "Writes that skipped a required approval with "
+                                   "the killgate:breakglass scope, by action."),
     "killgate_state_unverified_total": ("counter", "Values from the state store refused: "
                                                    "unsigned, badly signed or malformed "
                                                    "(documents, pushes, acks, ...), by kind."),
@@ -84,6 +92,26 @@ HELP: dict[str, tuple[str, str]] = {
     "killgate_access_log_dropped_total": ("counter", "Access log lines dropped because the "
                                                      "buffer was full or the output failed."),
     "killgate_access_log_lines_total": ("counter", "Access log lines written."),
+    # the shadow series (telemetry/shadowmetrics.py, CONTRACT §5.5)
+    "killgate_shadow_copies_total": (
+        "counter", "Requests sampled for a shadow copy, by what became of the copy: sent, "
+                   "dropped (shadow.max_inflight), body (request too large), answer (answer "
+                   "too large), down (shadow killed or unhealthy), failed (no shadow answer)."),
+    "killgate_shadow_comparisons_total": (
+        "counter", "Shadow answers compared with the client's, by outcome (agreed, noise, "
+                   "disagreed, uncomparable)."),
+    "killgate_shadow_differences_total": (
+        "counter", "Compared shadow answers with a difference of this kind (counted once per "
+                   "answer per kind, after the noise floor)."),
+    "killgate_shadow_failures_total": (
+        "counter", "Shadow copies that got no answer, by kind of failure."),
+    "killgate_shadow_agreement_ratio": (
+        "gauge", "Share of compared shadow answers that agreed with the client's (this "
+                 "process; the fleet's is in GET /v1/routes/{route}/shadow)."),
+    "killgate_shadow_inflight": ("gauge", "Shadow copies in flight in this process."),
+    "killgate_shadow_duration_seconds": (
+        "histogram", "Time to the whole answer of compared requests, for the primary (the "
+                     "client's answer) and the shadow (its copy), by route and version."),
     # the request series (telemetry/requests.py)
     "killgate_request_duration_seconds": (
         "histogram", "Time from a request's arrival to the end of its answer, by route, "
@@ -106,6 +134,24 @@ HELP: dict[str, tuple[str, str]] = {
     "killgate_split_window_answers": (
         "gauge", "Answers a version served on a route in the last minute (the "
                  "denominator of killgate_split_share)."),
+    "killgate_metrics_workers": ("gauge", "Workers of this process group (serve --workers N) "
+                                          "whose series this scrape merged: fresh snapshots, "
+                                          "the answering worker's included."),
+    "killgate_worker_metrics_errors_total": ("counter", "Worker metric snapshots that could "
+                                                        "not be written or read, by op."),
+    "killgate_drills_open": ("gauge", "Recovery drills started and not yet ended."),
+    "killgate_drills_overdue": ("gauge", "Open drills past their deadline (restore them)."),
+    "killgate_drill_tokens_refused_total": ("counter", "Requests whose drill token did not "
+                                                       "verify (forged, altered or expired)."),
+    "killgate_drill_last_passed": ("gauge", "1 when the last drill of this kind and route "
+                                            "passed."),
+    "killgate_drill_last_timestamp_seconds": ("gauge", "When the last drill ended (unix)."),
+    "killgate_drill_last_duration_seconds": ("gauge", "How long the last drill ran."),
+    "killgate_drill_last_leaks": ("gauge", "Answers from the killed version after the "
+                                           "receipt, in the last drill."),
+    "killgate_drill_last_errors": ("gauge", "Errors the last drill's requests saw."),
+    "killgate_drill_last_seconds": ("gauge", "The last drill's measure (time_to_kill, ...; "
+                                             "the slowest instance)."),
 }
 
 
@@ -115,7 +161,8 @@ class Source(Protocol):
     def collect(self) -> Iterable[Metric]: ...
 
 
-def _kind(name: str) -> tuple[str, str]:
+def kind_of(name: str) -> tuple[str, str]:
+    """(type, help) of a series name."""
     known = HELP.get(name)
     if known is not None:
         return known
@@ -133,6 +180,13 @@ class Metrics:
         self._sources: list[Source] = []
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
+        self._exposed = self.registry  # what /metrics renders: this process, or its group
+
+    def expose(self, collector: Source) -> None:
+        """/metrics renders `collector` instead of this process's series alone (the merged
+        series of a `--workers N` group: telemetry/workers.py)."""
+        self._exposed = CollectorRegistry(auto_describe=False)
+        self._exposed.register(collector)
 
     # ------------------------------------------------------------------ counting
 
@@ -163,6 +217,18 @@ class Metrics:
         """Families built by `src` at each scrape are exposed too."""
         self._sources.append(src)
 
+    @property
+    def sources(self) -> tuple[Source, ...]:
+        return tuple(self._sources)
+
+    def dump(self) -> list[tuple[str, tuple[str, ...], dict[tuple[str, ...], float]]]:
+        """Every simple series as plain data, refreshed as for a scrape: (name, label
+        names, labels -> value). What a worker shares with its group (telemetry/workers.py)."""
+        for fn in self._refresh:
+            fn(self)
+        return [(name, self._label_names.get(name, ()), dict(series))
+                for name, series in self._values.items()]
+
     # ------------------------------------------------------------------ exposition
 
     def collect(self) -> Iterator[Metric]:
@@ -170,7 +236,7 @@ class Metrics:
         for fn in self._refresh:
             fn(self)
         for name in sorted(self._values):
-            kind, help_ = _kind(name)
+            kind, help_ = kind_of(name)
             names = list(self._label_names.get(name, ()))
             fam: Metric
             if kind == "counter":
@@ -194,4 +260,4 @@ class Metrics:
             encoder, ctype = choose_encoder(accept or "")
         except (ValueError, IndexError, TypeError):
             encoder, ctype = generate_latest, CONTENT_TYPE_PLAIN_0_0_4
-        return encoder(self.registry), ctype
+        return encoder(self._exposed), ctype

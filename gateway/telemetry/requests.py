@@ -99,6 +99,23 @@ class RequestStats:
                                        _hist(self.buckets.time_to_first_byte))
         return e
 
+    def add_counts(self, key: Key, duration: list[float], upstream: list[float],
+                   ttfb: list[float]) -> bool:
+        """Add another recorder's counts for `key` (bucket counts, then the sum: the
+        layout of `entries`); False, and nothing added, when its boundaries differ."""
+        request, up = self.buckets.for_route(key[0])
+        if (len(duration), len(upstream), len(ttfb)) != (
+                len(request) + 2, len(up) + 2, len(self.buckets.time_to_first_byte) + 2):
+            return False
+        e = self.entries.get(key)
+        if e is None:
+            e = self._entry(key)
+        for mine, more in ((e.duration[1], duration), (e.upstream[1], upstream),
+                           (e.ttfb[1], ttfb)):
+            for i, v in enumerate(more):
+                mine[i] += v
+        return True
+
     # ------------------------------------------------------------------ scrape
 
     def counts(self) -> dict[tuple[str, str, str, str, int], int]:

@@ -18,7 +18,6 @@ from random import getrandbits
 from time import time_ns
 from typing import Any
 
-from aiohttp import web
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
@@ -162,25 +161,18 @@ class _Request:
         self.state = Status(StatusCode.ERROR, f"the stream was cut: {kind}")
         self.event("killgate.stream_cut", {"killgate.cause": kind})
 
-    def finish(self, response: web.StreamResponse | None) -> None:
+    def finish(self, answered: bool) -> None:
         if self.ended:
             return
         if self._attempt is not None:
             self._attempt.end()
         attrs = self.attrs
         name = self._method
-        if response is None:
+        if not answered or self._answer is None:
             attrs["error.type"] = "cancelled"
             self.state = Status(StatusCode.ERROR, "the request ended without an answer")
         else:
-            if self._answer is not None:
-                status, route, version, decision = self._answer
-            else:
-                h = response.headers
-                status = response.status
-                route = h.get("x-killgate-route", "")
-                version = h.get("x-killgate-version", "")
-                decision = h.get("x-killgate-decision", "")
+            status, route, version, decision = self._answer
             attrs["http.response.status_code"] = status
             if route:
                 attrs["killgate.route"] = route

@@ -51,7 +51,7 @@ export function killSpec(scope, route, version, rs) {
 export function unkillSpec(flag) {
   const what = selectorText(flag.scope, flag.route, flag.version);
   return {
-    key: `unkill-${what}`, title: `Lift the kill on ${what}`, method: "POST", path: "/v1/unkill",
+    key: `unkill-${what}`, gated: true, title: `Lift the kill on ${what}`, method: "POST", path: "/v1/unkill",
     body: {scope: flag.scope, ...(flag.route ? {route: flag.route} : {}),
            ...(flag.version ? {version: flag.version} : {})},
     confirm: `Yes: lift the kill on ${what} and let traffic flow again`,
@@ -67,7 +67,7 @@ export function rollbackSpec(name, rs) {
   const names = Object.keys(rs.versions);
   const dflt = rs.previous_known_good || names.find((n) => n !== rs.stable) || rs.stable;
   return {
-    key: `rollback-${name}`, title: `Roll back route ${name}`, method: "POST",
+    key: `rollback-${name}`, gated: true, title: `Roll back route ${name}`, method: "POST",
     path: `/v1/routes/${encodeURIComponent(name)}/rollback`, body: {},
     fields: (onChange) => {
       const sel = h("select", {id: "f-to", onchange: onChange},
@@ -82,7 +82,7 @@ export function rollbackSpec(name, rs) {
 
 export function promoteSpec(name, version, rs) {
   return {
-    key: `promote-${name}-${version}`, title: `Promote ${version} on route ${name}`, method: "POST",
+    key: `promote-${name}-${version}`, gated: true, title: `Promote ${version} on route ${name}`, method: "POST",
     path: `/v1/routes/${encodeURIComponent(name)}/promote`, body: {version},
     changes: () => [["Stable version", rs.stable, version],
       ["Traffic", weightsText(rs.versions, (v) => v.effective_weight), `${version} 100 %, others 0 %`],
@@ -92,7 +92,7 @@ export function promoteSpec(name, version, rs) {
 
 export function weightsSpec(name, rs) {
   return {
-    key: `weights-${name}`, title: `Set the weights of route ${name}`, method: "PUT",
+    key: `weights-${name}`, gated: true, title: `Set the weights of route ${name}`, method: "PUT",
     path: `/v1/routes/${encodeURIComponent(name)}/weights`, body: {},
     fields: (onChange) => {
       const inputs = Object.entries(rs.versions).map(([n, v]) => [n, h("input", {
@@ -117,7 +117,7 @@ export function weightsSpec(name, rs) {
 export function releaseSpec(name, rs) {
   const file = Object.entries(rs.versions).map(([n, v]) => `${n} ${v.configured_weight}`).join(", ");
   return {
-    key: `release-${name}`, title: `Release route ${name} to its config file`, method: "POST",
+    key: `release-${name}`, gated: true, title: `Release route ${name} to its config file`, method: "POST",
     path: `/v1/routes/${encodeURIComponent(name)}/release`, body: {},
     changes: () => [["Runtime override", rs.override
       ? `${rs.override.kind} by ${rs.override.actor}: stable ${rs.override.stable}` : "none",
@@ -126,12 +126,20 @@ export function releaseSpec(name, rs) {
 }
 
 export function approvalSpec(a, decision) {
+  const t = a.target || {};
+  const what = [a.action, t.scope === "global" ? "global" : [t.route, t.version].filter(Boolean).join("/")]
+    .filter(Boolean).join(" ");
   return {
-    key: `${decision}-${a.id}`, title: `${decision === "approve" ? "Approve" : "Decline"} ${a.action}`,
-    method: "POST", path: `/v1/approvals/${encodeURIComponent(a.id)}/${decision}`, body: {},
-    changes: () => [["Request", `${a.action} by ${(a.approved_by || []).join(", ")}`,
-      decision === "approve" ? `approved by you too (${(a.approved_by || []).length + 1} of ${a.needs})`
-        : "declined: dropped, nothing applied"]],
+    key: `${decision}-${a.id}`, title: `${decision === "approve" ? "Approve" : "Decline"}: ${what}`,
+    method: "POST", path: `/v1/approvals/${encodeURIComponent(a.id)}/${decision}`,
+    // approving names the change reviewed here: a stored change that differs is refused
+    body: decision === "approve" && a.hash ? {hash: a.hash} : {},
+    changes: () => [[`${a.action} asked by ${a.requested_by || "?"}`,
+      `approved by ${(a.approved_by || []).join(", ") || "nobody"} (${(a.approved_by || []).length} of ${a.needs})`,
+      decision === "approve"
+        ? ((a.approved_by || []).length + 1 >= a.needs ? "approved by you too: applied now" : "approved by you too; more needed")
+        : "declined: dropped, nothing applied"],
+      ["The change", "", `${JSON.stringify(a.target || {})}${a.args ? " " + JSON.stringify(a.args) : ""}`]],
   };
 }
 
@@ -171,7 +179,7 @@ export function openAction(spec, opts) {
   apply.hidden = false;
   cancel.textContent = "Cancel";
   const extra = [];
-  if (opts.breakGlass) {
+  if (opts.breakGlass && spec.gated) {
     const bg = h("input", {type: "checkbox", id: "f-bg", onchange: () => update()});
     extra.push({els: [h("div", {class: "check"}, bg, h("label", {for: "f-bg"},
       "Break glass: skip the approval (audited, alerts sent)"))],

@@ -1,6 +1,7 @@
 // The audit trail panel: newest events first, and the hash chain re-checked in the
 // browser from the API's own output (CONTRACT §4): every event's hash recomputed over its
-// canonical JSON, every prev_hash linked to the next older event, the recorded head found.
+// canonical JSON (without `hash` and `mac`), every prev_hash linked to the next older
+// event, the recorded head found.
 // The per-event HMAC (`mac`) needs the audit key, which a browser never holds.
 
 import {call} from "./api.js";
@@ -16,7 +17,8 @@ export async function verifyChain(events, head) {
   let headFound = head === null || head === undefined || head === GENESIS;
   for (let i = 0; i < events.length; i++) {
     const ev = events[i];
-    const body = Object.fromEntries(Object.entries(ev).filter(([k]) => k !== "hash"));
+    // the hash covers the event without `hash` and `mac` (the MAC is over the hash)
+    const body = Object.fromEntries(Object.entries(ev).filter(([k]) => k !== "hash" && k !== "mac"));
     const digest = await sha256(canonical(body));
     if (digest !== ev.hash) {
       return {ok: false, checked: i + 1, eventId: ev.id,
@@ -41,8 +43,8 @@ export async function verifyChain(events, head) {
 // Every event, paging back through the whole trail (the "verify all" button).
 export async function verifyAll() {
   const first = await call("GET", "/v1/audit?limit=1000");
-  const head = parse(first.text, true).head;
-  let events = parse(first.text, true).events;
+  const {head, events: newest} = parse(first.text, true);
+  let events = newest;
   let next = first.data.next;
   while (next) {
     const page = await call("GET", `/v1/audit?limit=1000&before=${encodeURIComponent(next)}`);
@@ -65,7 +67,8 @@ function target(t) {
 }
 
 function verdictLine(res, pageSize) {
-  if (!res) return h("p", {}, "Chain: checking…");
+  if (!res) return h("p", {class: "chain"}, "Chain: checking…");
+  if (res.verifying) return h("p", {class: "chain"}, "Verifying the whole trail…");
   if (!res.ok) {
     return h("p", {class: "chain broken"}, badge("bad", "Chain BROKEN"),
              ` at event ${res.eventId}: ${res.problem}.`);
@@ -90,7 +93,8 @@ export function renderAudit(el, page, preserved, res, onVerifyAll) {
     verdictLine(res, (preserved.events || []).length),
     h("div", {class: "row"},
       h("button", {type: "button", class: "secondary", dataset: {key: "audit-verify-all"},
-                   onclick: onVerifyAll}, "Verify the whole trail")),
+                   disabled: Boolean(res && res.verifying), onclick: onVerifyAll},
+        "Verify the whole trail")),
     h("div", {class: "scroll"},
       h("table", {class: "audit"},
         h("caption", {class: "sr-only"}, "Audit events, newest first"),

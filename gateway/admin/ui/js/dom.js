@@ -76,17 +76,20 @@ export function fmtPct(x) {
 export function fmtMs(ms) {
   if (ms === null || ms === undefined) return "–";
   if (!Number.isFinite(ms)) return "∞";
-  return ms >= 1000 ? `${fmtNum(ms / 1000, 1)} s` : `${fmtNum(ms, 0)} ms`;
+  if (ms >= 1000) return `${fmtNum(ms / 1000, 1)} s`;
+  return `${fmtNum(ms, ms < 10 ? 1 : 0)} ms`;
 }
 
+// "12 s ago", "3 min ago"; a time still to come: "in 14 min".
 export function fmtAgo(iso) {
   const t = Date.parse(iso);
   if (Number.isNaN(t)) return String(iso ?? "");
   const s = Math.round((Date.now() - t) / 1000);
-  if (s < 60) return `${Math.max(s, 0)} s ago`;
-  if (s < 3600) return `${Math.round(s / 60)} min ago`;
-  if (s < 86400) return `${Math.round(s / 3600)} h ago`;
-  return new Date(t).toISOString().slice(0, 16).replace("T", " ");
+  const span = Math.abs(s);
+  const text = span < 60 ? `${span} s` : span < 3600 ? `${Math.round(span / 60)} min`
+    : span < 86400 ? `${Math.round(span / 3600)} h` : null;
+  if (text === null) return new Date(t).toISOString().slice(0, 16).replace("T", " ");
+  return s >= 0 ? `${text} ago` : `in ${text}`;
 }
 
 export function short(str, n = 12) {

@@ -12,10 +12,10 @@ const allowed = (a, can) => (String(a.action).includes("kill") ? can.kill : can.
 export function renderApprovals(el, data, can, open) {
   const items = list(data, "approvals");
   render(el, items.length ? h("ul", {class: "approvals"}, items.map((a) => h("li", {},
-    badge("warn", "waiting"), " ", h("strong", {}, a.action), " ",
-    a.target ? JSON.stringify(a.target) : "",
+    badge("warn", "waiting"), " ", h("strong", {}, a.action), " ", describeTarget(a),
     ` — ${(a.approved_by || []).length} of ${a.needs} (${(a.approved_by || []).join(", ")})`,
-    a.reason ? `: “${a.reason}”` : "", a.expires ? ` · expires ${a.expires}` : "",
+    a.requested_by ? `, asked by ${a.requested_by}` : "",
+    a.reason ? `: “${a.reason}”` : "", a.expires ? ` · expires ${fmtAgo(a.expires)}` : "",
     allowed(a, can) ? [" ",
       h("button", {type: "button", class: "secondary", dataset: {key: `approve-${a.id}`},
                    onclick: () => open(approvalSpec(a, "approve"))}, "Approve…"), " ",
@@ -24,23 +24,46 @@ export function renderApprovals(el, data, can, open) {
     : h("p", {}, "No request is waiting for approval."));
 }
 
-function timing(d) {
-  const t = d.time_to_kill_ms || d.time_to_failover_ms || d.time_to_rollback_ms;
+export function describeTarget(a) {
+  const t = a.target || {};
+  const what = t.scope === "global" ? "global" : [t.scope, [t.route, t.version].filter(Boolean).join("/")]
+    .filter(Boolean).join(" ");
+  const args = a.args && Object.keys(a.args).length ? ` ${JSON.stringify(a.args)}` : "";
+  return what + args;
+}
+
+function timing(s) {
+  const t = s.time_to_kill_ms || s.time_to_failover_ms || s.time_to_rollback_ms;
   return t ? `p50 ${fmtMs(t.p50)}, p99 ${fmtMs(t.p99)}, max ${fmtMs(t.max)}` : "–";
 }
 
+// A drill's result: a `drill.end` audit event (GET /v1/drills' history), or a report.
+function drillRow(d) {
+  const t = d.target || d;
+  const after = d.after || d;
+  const s = after.summary || d;
+  return {when: d.time || d.finished || d.started, kind: t.kind, route: t.route, version: t.version,
+          verdict: after.verdict, s, actor: d.actor};
+}
+
 export function renderDrills(el, data) {
-  const items = list(data, "drills");
-  const kind = {passed: "ok", failed: "bad", aborted: "warn"};
-  render(el, items.length ? h("div", {class: "scroll"}, h("table", {},
-    h("caption", {class: "sr-only"}, "Drill history, newest first"),
-    h("thead", {}, h("tr", {}, ["When", "Kind", "Target", "Verdict", "Time to act", "Leaks", "Restored"]
-      .map((c) => h("th", {scope: "col"}, c)))),
-    h("tbody", {}, items.map((d) => h("tr", {},
-      h("td", {title: d.started}, fmtAgo(d.started)), h("td", {}, d.kind),
-      h("td", {}, [d.route, d.version].filter(Boolean).join("/")),
-      h("td", {}, badge(kind[d.verdict] || "info", String(d.verdict))),
-      h("td", {}, timing(d)), h("td", {}, String(d.leaks ?? "–")),
-      h("td", {}, d.restored ? "yes" : "no"))))))
-    : h("p", {}, "No drill has run yet."));
+  const open = Array.isArray(data?.open) ? data.open : [];
+  const rows = (Array.isArray(data?.history) ? data.history : list(data, "drills")).map(drillRow);
+  const kind = {passed: "ok", failed: "bad", aborted: "warn", skipped: "info"};
+  render(el,
+    open.length ? h("ul", {class: "kills"}, open.map((r) => h("li", {},
+      r.overdue ? badge("bad", "OVERDUE") : badge("warn", "running"), " ",
+      h("strong", {}, `${r.kind} drill on ${[r.route, r.version].filter(Boolean).join("/")}`),
+      ` (${r.id || r.drill || ""}) since ${fmtAgo(r.started)}`))) : null,
+    rows.length ? h("div", {class: "scroll"}, h("table", {},
+      h("caption", {class: "sr-only"}, "Drill history, newest first"),
+      h("thead", {}, h("tr", {}, ["When", "Kind", "Target", "Verdict", "Time to act", "Leaks", "Errors", "By"]
+        .map((c) => h("th", {scope: "col"}, c)))),
+      h("tbody", {}, rows.map((d) => h("tr", {},
+        h("td", {title: d.when}, fmtAgo(d.when)), h("td", {}, d.kind || "–"),
+        h("td", {}, [d.route, d.version].filter(Boolean).join("/")),
+        h("td", {}, badge(kind[d.verdict] || "info", String(d.verdict ?? "?"))),
+        h("td", {}, timing(d.s)), h("td", {}, String(d.s.leaks ?? "–")),
+        h("td", {}, String(d.s.errors ?? "–")), h("td", {}, d.actor || "–"))))))
+      : h("p", {}, "No drill has ended yet."));
 }

@@ -12,23 +12,23 @@ export function renderFleet(el, fleet) {
     st.stale ? badge("warn", "state stale") : null,
   ];
   const rows = fleet.instances.map((r) => h("tr", {},
-    h("th", {scope: "row"}, r.instance, r.self ? h("span", {class: "muted"}, " (answering)") : null),
+    h("th", {scope: "row"}, r.instance, r.self ? h("span", {class: "muted"}, " (this one)") : null),
     h("td", {}, r.live ? badge("ok", "live") : badge("bad", r.seen_s_ago === null ? "no heartbeat" : "silent")),
     h("td", {}, String(r.generation), r.behind ? h("span", {class: "warntext"}, ` (${r.behind} behind)`) : null),
     h("td", {title: r.config}, h("code", {}, short(r.config.replace(/^sha256:/, ""), 12)),
       r.config_matches ? null : [" ", badge("warn", "differs")]),
-    h("td", {}, r.seen_s_ago === null || r.seen_s_ago === undefined ? "–" : `${r.seen_s_ago.toFixed(1)} s ago`)));
+    h("td", {}, r.seen_s_ago === null || r.seen_s_ago === undefined ? "–" : `${r.seen_s_ago.toFixed(1)} s`)));
   render(el,
     h("p", {class: "summary"},
       h("strong", {"data-testid": "fleet-live"}, `${fleet.live} live instance(s)`),
       ` · generation ${fleet.generation} · ${fleet.config_digests} config digest(s) · `, storeBadges),
     h("div", {class: "scroll"}, h("table", {class: "fleet"},
       h("caption", {class: "sr-only"}, "Gateway instances"),
-      h("thead", {}, h("tr", {}, ["Instance", "Heartbeat", "Generation", "Config", "Last seen"].map(
+      h("thead", {}, h("tr", {}, ["Instance", "Heartbeat", "Generation", "Config", "Heard"].map(
         (c) => h("th", {scope: "col"}, c)))),
       h("tbody", {}, rows))),
     h("p", {class: "muted"},
-      `State store (${st.backend}, seen from ${fleet.instance}): staleness ${st.staleness_ms} ms ` +
+      `The state store (${st.backend}) as ${fleet.instance} sees it: staleness ${st.staleness_ms} ms ` +
       `of ${st.max_staleness_ms} ms allowed, policy ${st.policy}` +
       (fleet.fleet_error ? `; heartbeats unreadable: ${fleet.fleet_error}` : "") +
       ". Another instance that loses the store stops its heartbeat: it shows as silent, then leaves."));

@@ -15,6 +15,7 @@ const REFRESH_MS = 3000;
 const AUDIT_ROWS = 25;
 const $ = (id) => document.getElementById(id);
 const st = {who: null, via: null, timer: null, features: {}, chain: {key: null, res: null}, whole: null,
+            audit: null, verifying: false,
             session: 0}; // session: bumped at every sign-in and sign-out
 
 function showSignIn(message) {
@@ -59,6 +60,7 @@ function failure(exc) {
 }
 
 async function auditPanel(res) {
+  st.audit = res;
   const page = res.data;
   const preserved = parse(res.text, true);
   const key = res.text; // re-checked whenever anything in the page differs
@@ -66,15 +68,28 @@ async function auditPanel(res) {
     st.chain = {key, res: await verifyChain(preserved.events, preserved.head)};
     st.whole = st.whole && st.whole.key === key ? st.whole : null;
   }
-  renderAudit($("audit-body"), page, preserved, st.whole ? st.whole.res : st.chain.res, async () => {
-    render($("audit-body").querySelector(".chain") || $("audit-body"), h("p", {class: "chain"}, "Verifying the whole trail…"));
-    try {
-      st.whole = {key: st.chain.key, res: {...(await verifyAll()), whole: true}};
-    } catch (exc) {
-      st.whole = {key: st.chain.key, res: {ok: false, checked: 0, eventId: "-", problem: exc.message}};
-    }
-    auditPanel(res);
-  });
+  const shown = st.verifying ? {verifying: true} : st.whole ? st.whole.res : st.chain.res;
+  renderAudit($("audit-body"), page, preserved, shown, verifyWhole);
+}
+
+// "Verify the whole trail": every page back to the first event, checked here. A result
+// stands until the newest page changes (then it would describe an older trail).
+async function verifyWhole() {
+  if (st.verifying) return;
+  st.verifying = true;
+  const session = st.session;
+  await auditPanel(st.audit);
+  let res;
+  try {
+    res = {...(await verifyAll()), whole: true};
+  } catch (exc) {
+    res = {ok: false, checked: 0, eventId: "-", problem: exc instanceof ApiError
+      ? `${exc.status} ${exc.type}: ${exc.apiMessage}` : String(exc)};
+  }
+  st.verifying = false;
+  if (session !== st.session) return;
+  st.whole = {key: st.chain.key, res};
+  await auditPanel(st.audit);
 }
 
 // Optional features (approvals, drills) are found in the API's own OpenAPI document, so
@@ -83,9 +98,9 @@ async function features() {
   try {
     const doc = (await call("GET", "/openapi.json")).data;
     const paths = doc.paths || {};
-    const kill = paths["/v1/kill"]?.post?.requestBody?.content?.["application/json"]?.schema;
-    st.features = {approvals: "/v1/approvals" in paths, drills: "/v1/drills" in paths,
-                   breakGlass: Boolean(kill?.properties?.break_glass)};
+    const unkill = paths["/v1/unkill"]?.post?.requestBody?.content?.["application/json"]?.schema;
+    st.features = {approvals: "/v1/approvals" in paths, drills: Boolean(paths["/v1/drills"]?.get),
+                   breakGlass: Boolean(unkill?.properties?.break_glass)};
   } catch {
     st.features = {};
   }
@@ -93,6 +108,7 @@ async function features() {
 
 async function feature(name, path, panel, draw) {
   $(panel).hidden = !st.features[name];
+  $(`nav-${name}`).hidden = !st.features[name];
   if (!st.features[name]) return;
   try {
     const data = await optional(path);

@@ -1,0 +1,161 @@
+"""The data plane's own Python cost per request on its fast path, in process, no sockets.
+
+A real `HttpProtocol` and `Proxy` (one route, one version, the benchmarks' KServe V2 POST)
+with fake transports: each round feeds the client's request bytes to the connection (the
+request goes out on an idle pooled backend connection from the parser callback) and the
+backend's answer bytes to that connection (the answer is written to the client in one
+write from the upstream callback). What is measured is the process CPU time of our code,
+llhttp and the callbacks: no syscalls, no event loop wake-ups, no other process. Those are
+what `harness.py` adds; this figure is the part a code change moves, and it is steadier on
+a shared machine than any wrk run. A calibration loop (plain dict and list work) runs in the
+same process, and the ratio of the two is given too: compare ratios across machines.
+
+    .venv/bin/python benchmarks/fastpath.py [--requests 50000] [--rounds 5] [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from gateway.configfile import load_config
+from gateway.control.table import TableHolder
+from gateway.dataplane.clock import Clock
+from gateway.dataplane.inflight import Inflight
+from gateway.dataplane.listener import Limits, Listener
+from gateway.dataplane.protocol import HttpProtocol
+from gateway.dataplane.proxy import Proxy
+from gateway.dataplane.upstream import Exchange, Upstreams
+from gateway.telemetry.metrics import Metrics
+
+BODY = b'{"inputs":[{"name":"input-0","shape":[1,4],"datatype":"FP32","data":[6.1,2.8,4.7,1.2]}]}'
+REQUEST = (b"POST /v2/models/m/infer HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nContent-Length: %d\r\n"
+           b"Content-Type: application/json\r\n\r\n" % len(BODY)) + BODY
+ANSWER_BODY = b'{"ok":true,"model_version":"v1"}'
+ANSWER = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
+          b"Date: Mon, 01 Jan 2024 00:00:00 GMT\r\n\r\n" % len(ANSWER_BODY)) + ANSWER_BODY
+
+
+class Sink(asyncio.Transport):
+    """A transport that keeps the last write."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.last = b""
+
+    def write(self, data: Any) -> None:
+        self.last = data
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return ("127.0.0.1", 40000) if name == "peername" else default
+
+    def pause_reading(self) -> None: ...
+
+    def resume_reading(self) -> None: ...
+
+    def is_closing(self) -> bool:
+        return False
+
+    def close(self) -> None: ...
+
+    def abort(self) -> None: ...
+
+
+def calibration() -> list[tuple[int, bytes]]:
+    d = {}
+    for i in range(50):
+        d[i] = (i, b"x%d" % i)
+    return [v for v in d.values() if v[0] & 1]
+
+
+async def measure(args: argparse.Namespace, work: Path) -> None:
+    cfg = work / "killgate.yaml"
+    cfg.write_text(f"""listen: 127.0.0.1:0
+admin: {{listen: 127.0.0.1:0}}
+state: {{backend: local, path: {work}/store.json, snapshot_path: {work}/snap.json}}
+routes:
+  - name: bench
+    match: {{path_prefix: /}}
+    stable: v1
+    versions:
+      - {{name: v1, url: "http://127.0.0.1:9", weight: 100}}
+""")
+    loop = asyncio.get_running_loop()
+    clock = Clock()
+    upstreams = Upstreams(256, 1024, clock)
+    proxy = Proxy(TableHolder(load_config(cfg)), upstreams, Inflight(), Metrics(), 10 << 20, 1 << 20)
+    listener = Listener(proxy, Limits(), 100, clock=clock)
+    pool = upstreams.pool(("http", "127.0.0.1", 9))
+    backend = Exchange(pool)
+    backend.connection_made(Sink())
+    pool.open = 1
+    pool.idle.append(backend)
+    client = Sink()
+    conn = HttpProtocol(listener, loop)
+    conn.connection_made(client)
+
+    def one() -> None:
+        conn.data_received(REQUEST)
+        backend.data_received(ANSWER)
+
+    for _ in range(2000):
+        one()
+    assert client.last.startswith(b"HTTP/1.1 200 OK") and client.last.endswith(ANSWER_BODY), \
+        client.last
+    per_request, ratios = [], []
+    n = args.requests
+    for _ in range(args.rounds):
+        t0 = time.process_time()
+        for _ in range(n):
+            one()
+        us = (time.process_time() - t0) / n * 1e6
+        t1 = time.process_time()
+        for _ in range(n // 5):
+            calibration()
+        cal = (time.process_time() - t1) / (n // 5) * 1e6
+        per_request.append(us)
+        ratios.append(us / cal)
+        print(f"round: {us:6.2f} µs per request; calibration {cal:5.2f} µs; ratio {us / cal:.2f}",
+              file=sys.stderr)
+    print(f"fast path, Python CPU per request (median of {args.rounds} x {n}): "
+          f"{statistics.median(per_request):.2f} µs; per calibration unit "
+          f"{statistics.median(ratios):.2f}")
+    if args.profile:
+        import cProfile
+        import pstats
+
+        prof = cProfile.Profile()
+        prof.enable()
+        for _ in range(20000):
+            one()
+        prof.disable()
+        pstats.Stats(prof).sort_stats("tottime").print_stats(25)
+    await upstreams.close()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    ap.add_argument("--requests", type=int, default=50_000)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--profile", action="store_true", help="then a cProfile of 20,000 more")
+    args = ap.parse_args()
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:  # pragma: no cover
+        pass
+    with tempfile.TemporaryDirectory() as tmp:
+        asyncio.run(measure(args, Path(tmp)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,391 @@
+"""The admin API's drill endpoints (CONTRACT §5.4): open, inject, restore, end, list.
+
+Owns request validation and scopes of `/v1/drills*`; transitions live in `domain/drills.py`,
+the drill key, gauges and audit scans in `drillsupport`. Scope `killgate:drill` acts on drill
+routes (`drill_for`); a production route needs `"production": true` at open, each injection
+there the action's own scope too (a global kill always counts as production), and never what
+`approvals:` gates. Writes go through the admin API's writer; given only the ports it uses.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import secrets
+import time
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from gateway.admin import inputs
+from gateway.admin.auth import Principal
+from gateway.admin.drillsupport import clean_summary, drill_events, iso_to_unix
+from gateway.admin.ports import AuditReader, Current, Describe, StateWriter
+from gateway.admin.ports import Change as ChangeFn
+from gateway.admin.tracing import TRACE_ID
+from gateway.admin.writes import Done
+from gateway.config import RouteConfig, parse_duration
+from gateway.domain import drills
+from gateway.domain.audit import AuditDraft, clean_text, utc_now
+from gateway.domain.drilltoken import Claims, mint
+from gateway.domain.statedoc import Change, StateDoc, apply_change, plain
+from gateway.errors import ApiError, Forbidden, UnknownDrill
+from gateway.log import event
+
+if TYPE_CHECKING:
+    from gateway.admin.api import AdminApi
+
+__all__ = ["DrillApi"]
+
+log = logging.getLogger("killgate.drills")
+VERDICTS = ("passed", "failed", "aborted", "skipped")
+MAX_SUMMARY = 16 * 1024
+
+
+class DrillApi:
+    def __init__(self, api: AdminApi, *, current: Current, state: StateWriter,
+                 audit: AuditReader, key: bytes | None, key_problem: str | None) -> None:
+        self.api = api  # who calls (_principal, _meta) and the writer (idempotency, receipt)
+        self.current = current
+        self.state = state
+        self.audit = audit
+        self.key = key
+        self.key_problem = key_problem
+
+    def add_routes(self, r: web.UrlDispatcher) -> None:
+        r.add_get("/v1/drills", self.list)
+        r.add_post("/v1/drills", self.open)
+        r.add_post("/v1/drills/{drill}/inject", self.inject)
+        r.add_post("/v1/drills/{drill}/restore", self.restore)
+        r.add_post("/v1/drills/{drill}/end", self.end)
+
+    # ------------------------------------------------------------------ helpers
+
+    def _cfg_route(self, name: Any) -> RouteConfig:
+        if not isinstance(name, str) or not name:
+            raise ApiError(400, "bad_request", "'route' is required")
+        rc = self.current.loaded.config.route(name)
+        if rc is None:
+            raise ApiError(404, "unknown_route", f"no route named {clean_text(name, 64)!r}")
+        return rc
+
+    def _drill_id(self, request: web.Request) -> str:
+        drill = request.match_info["drill"]
+        if not 1 <= len(drill) <= 64 or not drill.replace("-", "").isalnum() \
+                or not drill.isascii():
+            raise ApiError(404, "unknown_drill", "no such drill")
+        return drill
+
+    async def _write(self, request: web.Request, principal: Principal, change: ChangeFn,
+                     describe: Describe, extra: dict[str, Any],
+                     meta: tuple[str, str]) -> dict[str, Any]:
+        """Apply a change with its audit event (carrying the call's trace id) through the
+        admin writer; the answer: the receipt, `changed`, `audit_id` and `extra`."""
+        wait = inputs.wait(request)
+        rid, peer = meta
+        trace = request.get(TRACE_ID, "")
+
+        def traced(cur: StateDoc, new: StateDoc) -> AuditDraft:
+            return dataclasses.replace(describe(cur, new), trace_id=trace)
+
+        async def op() -> Done:
+            new, ev = await self.state.write(change, traced)
+            answer = {**extra, "changed": ev is not None}
+            if ev is not None:
+                answer["audit_id"] = ev["id"]
+            return Done(answer, new.generation, event=ev)
+
+        resp = await self.api.writer.run(request, principal.subject, wait, op, rid, peer,
+                                         trace)
+        return dict(json.loads(resp.text or "{}"))
+
+    # ------------------------------------------------------------------ reads
+
+    async def list(self, request: web.Request) -> web.Response:
+        await self.api._principal(request, "killgate:read")
+        limit = inputs.query_int(request, "limit", 20, 1, 200)
+        doc = self.current.doc
+        opened = [{k: v for k, v in plain(r).items() if k not in ("fault", "nonce")} | {
+            "injected": list(r.injected), "fault": None if r.fault is None else {
+                "version": r.fault["version"], "expires": r.fault["expires"]},
+            "overdue": time.time() > r.deadline} for r in doc.drills.values()]
+        history = await drill_events(self.audit, lambda e: e.get("action") == "drill.end",
+                                     limit)
+        return web.json_response({"open": opened, "history": history[:limit],
+                                  "last": doc.drill_results})
+
+    # ------------------------------------------------------------------ writes
+
+    async def open(self, request: web.Request) -> web.Response:
+        principal = await self.api._principal(request, "killgate:drill")
+        body = await inputs.json_body(request, frozenset(
+            {"kind", "route", "version", "production", "duration", "reason"}))
+        rc = self._cfg_route(body.get("route"))
+        kind = body.get("kind")
+        if kind not in drills.KINDS:
+            raise ApiError(400, "bad_request", f"'kind' must be one of {', '.join(drills.KINDS)}")
+        version = body.get("version")
+        if version is not None and (not isinstance(version, str) or not version):
+            raise ApiError(400, "bad_request", "'version' must be a version name")
+        production = body.get("production", False)
+        if not isinstance(production, bool):
+            raise ApiError(400, "bad_request", "'production' must be true or false")
+        if rc.drill_for is None and not production:
+            raise ApiError(409, "production_route",
+                           f"route {rc.name!r} serves users (it is not a drill route): pass "
+                           "\"production\": true to drill on it, or declare a drill route "
+                           f"with drill_for: {rc.name}")
+        limit = self.current.loaded.config.drills.max_duration
+        duration = limit
+        if body.get("duration") is not None:
+            try:
+                duration = parse_duration(body["duration"])
+            except ValueError as exc:
+                raise ApiError(400, "bad_request", f"'duration': {exc}") from None
+            if not 0 < duration <= limit:
+                raise ApiError(400, "bad_request", f"'duration' must be > 0 and at most "
+                                                   f"{limit:g}s (drills.max_duration)")
+        reason = inputs.reason(body)
+        rid, peer = self.api._meta(request)
+        drill = f"d-{datetime.now(UTC):%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
+        deadline = time.time() + duration
+        extra: dict[str, Any] = {"drill": drill}
+        nonce = ""
+        if kind == "failover":
+            if version is None:
+                raise ApiError(400, "bad_request", "a failover drill needs 'version'")
+            if self.key is None:
+                raise ApiError(409, "no_drill_key", str(self.key_problem))
+            if rc.version(version) is None:
+                raise ApiError(404, "unknown_version",
+                               f"route {rc.name!r} has no version {version!r}")
+            # the drill's requests carry this token from the start: the fault, once
+            # injected, meets them (and only them) from the moment each instance applies it
+            nonce = secrets.token_urlsafe(12)
+            extra["token"] = mint(self.key, Claims(drill, rc.name, version, nonce, deadline))
+
+        def change(cur: StateDoc) -> Change:
+            return drills.open_drill(cur, rc, drill, kind, version, principal.subject,
+                                     utc_now(), deadline, nonce)
+
+        def describe(cur: StateDoc, new: StateDoc) -> AuditDraft:
+            rec = new.drills[drill]
+            return AuditDraft(principal.subject, "drill.start",
+                              {"drill": drill, "kind": kind, "route": rc.name,
+                               "version": version}, reason, rec.before,
+                              {"deadline": deadline, "production": rc.drill_for is None},
+                              rid, peer, {"drill": drill})
+
+        out = await self._write(request, principal, change, describe, extra,
+                                (rid, peer))
+        rec = self.current.doc.drills.get(drill)
+        out["before"] = rec.before if rec is not None else None
+        return web.json_response(out)
+
+    async def inject(self, request: web.Request) -> web.Response:
+        principal = await self.api._principal(request, "killgate:drill")
+        drill = self._drill_id(request)
+        rec = self.current.doc.drills.get(drill)
+        if rec is None:
+            raise ApiError(404, "unknown_drill", f"no open drill {drill!r}")
+        fields = {"kill": "scope", "store_loss": "scope", "rollback": "to", "failover": "ttl"}
+        body = await inputs.json_body(request, frozenset({"reason", fields[rec.kind]}))
+        rc = self._cfg_route(rec.route)
+        reason = inputs.reason(body)
+        rid, peer = self.api._meta(request)
+        extra: dict[str, Any] = {"drill": drill}
+        if rec.kind in ("kill", "store_loss"):
+            scope = body.get("scope") or ("version" if rec.version else "route")
+            if scope not in ("global", "route", "version"):
+                raise ApiError(400, "bad_request", "'scope' must be one of global, route, version")
+            if rc.drill_for is None or scope == "global":
+                self._require(principal, "killgate:kill")
+
+            def change(cur: StateDoc) -> Change:
+                return drills.inject_kill(cur, drill, scope, principal.subject, reason,
+                                          utc_now())
+
+            def describe(cur: StateDoc, new: StateDoc) -> AuditDraft:
+                key = new.drills[drill].injected[-1]["kill"]
+                return AuditDraft(principal.subject, "kill", {
+                    "scope": scope, "route": None if scope == "global" else rec.route,
+                    "version": rec.version if scope == "version" else None},
+                    drills.tag(drill) + reason, None, new.kills[key].public(), rid, peer,
+                    {"drill": drill})
+        elif rec.kind == "rollback":
+            to = body.get("to")
+            if to is not None and (not isinstance(to, str) or not to):
+                raise ApiError(400, "bad_request", "'to' must be a version name")
+            if rc.drill_for is None:
+                self._require(principal, "killgate:rollout")
+                self._ungated("rollback")
+
+            def change(cur: StateDoc) -> Change:
+                return drills.inject_rollback(cur, drill, rc, to, principal.subject, reason,
+                                              utc_now())
+
+            def describe(cur: StateDoc, new: StateDoc) -> AuditDraft:
+                ch = new.drills[drill].injected[-1]["override"]
+                return AuditDraft(principal.subject, "rollback", {"route": rc.name},
+                                  drills.tag(drill) + reason, ch["before"], ch["after"],
+                                  rid, peer, {"drill": drill})
+        elif rec.kind == "failover":
+            expires = time.time() + self._ttl(body.get("ttl"))
+            version = rec.version
+
+            def change(cur: StateDoc) -> Change:
+                return drills.set_fault(cur, drill, expires)
+
+            def describe(cur: StateDoc, new: StateDoc) -> AuditDraft:
+                return AuditDraft(principal.subject, "drill.fault",
+                                  {"drill": drill, "route": rec.route, "version": version},
+                                  reason, None, {"expires": expires, "applies_to":
+                                                 "requests carrying this drill's token"},
+                                  rid, peer, {"drill": drill})
+        else:
+            raise ApiError(409, "nothing_to_inject",
+                           f"a {rec.kind} drill injects nothing through the API")
+        # (a rollback that would give a shadow traffic below its gate is refused, as ever)
+        gated = await self.api.shadow_checks.wrap(rc.name if rec.kind == "rollback" else None,
+                                                  change)
+        return web.json_response(await self._write(request, principal, gated, describe,
+                                                    extra, (rid, peer)))
+
+    def _ttl(self, raw: Any) -> float:
+        limit = self.current.loaded.config.drills.max_fault_ttl
+        if raw is None:
+            return min(60.0, limit)
+        try:
+            ttl = parse_duration(raw)
+        except ValueError as exc:
+            raise ApiError(400, "bad_request", f"'ttl': {exc}") from None
+        if not 0 < ttl <= limit:
+            raise ApiError(400, "bad_request",
+                           f"'ttl' must be > 0 and at most {limit:g}s (drills.max_fault_ttl)")
+        return ttl
+
+    def _ungated(self, gate: str) -> None:
+        """A drill injects directly: on a route that serves users it may not do what the
+        two-person rule (approvals:) gates. Its restore, which only undoes the drill's own
+        changes, is never gated (a drill must always be able to put things back)."""
+        needs = self.current.loaded.config.approvals.needs(gate)
+        if needs > 1:
+            raise ApiError(409, "approval_required",
+                           f"a {gate} on a route that serves users needs {needs} principals "
+                           f"(approvals.{gate}), which a drill does not ask for: drill on a "
+                           "drill route (drill_for) instead")
+
+    @staticmethod
+    def _require(principal: Principal, scope: str) -> None:
+        try:
+            principal.require(scope)
+        except Forbidden:
+            raise ApiError(403, "forbidden", f"this drill touches what users are served: it "
+                                             f"also needs the scope {scope!r}") from None
+
+    async def restore(self, request: web.Request) -> web.Response:
+        principal = await self.api._principal(request, "killgate:drill")
+        drill = self._drill_id(request)
+        body = await inputs.json_body(request, frozenset({"reason"}))
+        reason = inputs.reason(body)
+        rid, peer = self.api._meta(request)
+        notes: list[dict[str, Any]] = []
+        routes = {r.name: r for r in self.current.loaded.config.routes}
+        rebuilt = None
+        if drill not in self.current.doc.drills:
+            # no record in the state (restored from an old backup, say): the audit trail has
+            # every change the drill made, with its id
+            events = await drill_events(self.audit, lambda e: e.get("drill") == drill, 50)
+            rebuilt = drills.record_from_audit(drill, events)
+            if rebuilt is None:
+                ended = next((e for e in events if e.get("action") == "drill.end"), None)
+                raise ApiError(404, "unknown_drill",
+                               f"drill {drill} ended at {ended['time']}: nothing to restore"
+                               if ended else f"no open drill {drill!r}")
+
+        def change(cur: StateDoc) -> Change:
+            rec = cur.drills.get(drill)
+            if rec is not None and rec.restored:
+                return Change()  # restored already: nothing to do, nothing recorded
+            if rec is None and rebuilt is not None:
+                cur = cur.with_changes(drills={**cur.drills, drill: rebuilt})
+            ch, got = drills.restore(cur, drill, routes, principal.subject, utc_now())
+            notes[:] = got
+            return ch
+
+        def describe(cur: StateDoc, new: StateDoc) -> AuditDraft:
+            rec = new.drills[drill]
+            rc = routes.get(rec.route)
+            return AuditDraft(principal.subject, "drill.restore",
+                              {"drill": drill, "route": rec.route}, reason, rec.before,
+                              {"undone": notes, "state": drills.route_state(new, rc)
+                               if rc else None, "from": "audit trail" if cur.drills.get(
+                                  drill) is None else "state"}, rid, peer, {"drill": drill})
+
+        out = await self._write(request, principal, change, describe, {"drill": drill},
+                                (rid, peer))
+        out["undone"] = notes
+        out.update(self._state_of(drill))
+        return web.json_response(out)
+
+    def _state_of(self, drill: str) -> dict[str, Any]:
+        doc = self.current.doc
+        rec = doc.drills.get(drill)
+        if rec is None:
+            return {}
+        rc = self.current.loaded.config.route(rec.route)
+        return {"before": rec.before,
+                "state": drills.route_state(doc, rc) if rc is not None else None}
+
+    async def end(self, request: web.Request) -> web.Response:
+        principal = await self.api._principal(request, "killgate:drill")
+        drill = self._drill_id(request)
+        body = await inputs.json_body(request, frozenset({"verdict", "summary", "reason"}))
+        verdict = body.get("verdict")
+        if verdict not in VERDICTS:
+            raise ApiError(400, "bad_request", f"'verdict' must be one of {', '.join(VERDICTS)}")
+        summary = body.get("summary", {})
+        if not isinstance(summary, dict):
+            raise ApiError(400, "bad_request", "'summary' must be an object")
+        summary = clean_summary(summary)
+        if len(json.dumps(summary)) > MAX_SUMMARY:
+            raise ApiError(400, "bad_request", f"'summary' is larger than {MAX_SUMMARY} bytes")
+        reason = inputs.reason(body)
+        rid, peer = self.api._meta(request)
+        routes = {r.name: r for r in self.current.loaded.config.routes}
+        notes: list[dict[str, Any]] = []
+        ended: dict[str, Any] = {}
+
+        def change(cur: StateDoc) -> Change:
+            rec = cur.drills.get(drill)
+            if rec is None:
+                raise UnknownDrill(drill)  # (re-checked on the store's copy if ours is stale)
+            first = Change()
+            if not rec.restored:  # ending restores first, in the same change
+                first, got = drills.restore(cur, drill, routes, principal.subject, utc_now())
+                notes[:] = got
+                cur = apply_change(cur, first)
+            started = iso_to_unix(rec.started)
+            ended.update(kind=rec.kind, route=rec.route, version=rec.version,
+                         started=rec.started)
+            result = {"drill": drill, "kind": rec.kind, "route": rec.route,
+                      "verdict": verdict, "time": time.time(),
+                      "duration_s": round(time.time() - started, 3) if started else None,
+                      "summary": summary}
+            return drills.merge(first, drills.end(cur, drill, result))
+
+        def describe(cur: StateDoc, new: StateDoc) -> AuditDraft:
+            return AuditDraft(principal.subject, "drill.end",
+                              {"drill": drill, "kind": ended.get("kind"),
+                               "route": ended.get("route"), "version": ended.get("version")},
+                              reason, None, {"verdict": verdict, "summary": summary,
+                                             "undone": notes, "started": ended.get("started")},
+                              rid, peer, {"drill": drill})
+
+        out = await self._write(request, principal, change, describe, {"drill": drill},
+                                (rid, peer))
+        out["undone"] = notes
+        event(log, "drill_end", drill=drill, verdict=verdict, actor=principal.subject)
+        return web.json_response(out)

@@ -1,0 +1,129 @@
+"""What the drill endpoints need besides handlers: the drill key, the drill metrics, the
+recorded summary's hygiene, and past drills read back from the audit trail.
+
+Owns reading the drill key (a secret: never logged or returned), the `killgate_drill*`
+gauges (computed from the replicated state at scrape time), and the bounded scans of the
+audit trail that `GET /v1/drills` and a restore without a drill record use.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from gateway import filemodes
+from gateway.admin.ports import AuditReader
+from gateway.configfile import LoadedConfig
+from gateway.domain.audit import clean_text
+from gateway.domain.drilltoken import derive_key
+from gateway.domain.statedoc import StateDoc
+from gateway.errors import ApiError
+from gateway.telemetry.metrics import Metrics
+
+__all__ = ["HISTORY_SCAN", "clean_summary", "drill_events", "export_metrics",
+           "iso_to_unix", "load_drill_key"]
+
+HISTORY_SCAN = 5000  # audit events read (newest first) to find past drills
+
+
+def load_drill_key(loaded: LoadedConfig) -> tuple[bytes | None, str | None]:
+    """The drill token key, and why there is none. A dedicated key (drills.key_file or
+    drills.key_env, >= 32 bytes) wins; else it is derived from the admin HS256 secret.
+    Either way the key used is derived (one-way) from the secret, never the secret. A key
+    file others may read or write is refused, like the admin's (gateway/filemodes.py)."""
+    cfg = loaded.config.drills
+    try:
+        if cfg.key_file:
+            path = loaded.resolve(cfg.key_file)
+            if (loose := filemodes.problem(path, secret=True)) is not None:
+                return None, f"the drill key file is refused: {loose}"
+            raw = path.read_bytes().strip()
+        elif cfg.key_env and os.environ.get(cfg.key_env):
+            raw = os.environ[cfg.key_env].encode()
+        else:
+            auth = loaded.config.admin.auth
+            if auth.hs256_secret_file:
+                raw = loaded.resolve(auth.hs256_secret_file).read_bytes().strip()
+            elif any(a.startswith("HS") for a in auth.algorithms):
+                raw = os.environ.get(auth.secret_env, "").encode()
+            else:
+                raw = b""
+    except OSError as exc:
+        return None, f"the drill key cannot be read ({exc.strerror})"
+    if len(raw) < 32:
+        return None, ("no drill key: set drills.key_env (or drills.key_file) to a secret of "
+                      ">= 32 bytes shared by every instance")
+    return derive_key(raw), None
+
+
+def iso_to_unix(t: str) -> float:
+    try:
+        return datetime.strptime(t, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp()
+    except ValueError:
+        return 0.0
+
+
+def export_metrics(metrics: Metrics, doc: StateDoc) -> None:
+    """The drill gauges, from the replicated state (every instance exports the same)."""
+    now = time.time()
+    metrics.set("killgate_drills_open", len(doc.drills))
+    metrics.set("killgate_drills_overdue", sum(now > d.deadline for d in doc.drills.values()))
+    names = ("kind", "route")
+    for res in doc.drill_results.values():
+        labels = (str(res.get("kind")), str(res.get("route")))
+        summary = res.get("summary") or {}
+        metrics.set("killgate_drill_last_passed", 1 if res.get("verdict") == "passed" else 0,
+                    labels, names)
+        metrics.set("killgate_drill_last_timestamp_seconds", float(res.get("time") or 0),
+                    labels, names)
+        if isinstance(res.get("duration_s"), int | float):
+            metrics.set("killgate_drill_last_duration_seconds", res["duration_s"], labels,
+                        names)
+        for field in ("leaks", "errors"):
+            if isinstance(summary.get(field), int | float):
+                metrics.set(f"killgate_drill_last_{field}", summary[field], labels, names)
+        for measure in ("time_to_kill_ms", "time_to_failover_ms", "time_to_rollback_ms",
+                        "time_to_restore_ms"):
+            m = summary.get(measure)
+            value = m.get("max") if isinstance(m, dict) else m
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                metrics.set("killgate_drill_last_seconds", value / 1000.0,
+                            (*labels, measure[:-3]), (*names, "measure"))
+
+
+def clean_summary(summary: dict[str, Any]) -> dict[str, Any]:
+    """A summary as recorded: strings are escaped (one audit event is one line); numbers
+    must be finite (the state and the audit trail are strict JSON); at most 6 levels deep."""
+    def walk(v: Any, depth: int) -> Any:
+        if depth > 6:
+            raise ApiError(400, "bad_request", "'summary' is nested more than 6 levels deep")
+        if isinstance(v, str):
+            return clean_text(v, 1024)
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ApiError(400, "bad_request", "'summary' holds a number that is not finite")
+        if isinstance(v, dict):
+            return {clean_text(str(k), 128): walk(x, depth + 1) for k, x in v.items()}
+        if isinstance(v, list):
+            return [walk(x, depth + 1) for x in v]
+        return v
+
+    out: dict[str, Any] = walk(summary, 0)
+    return out
+
+
+async def drill_events(store: AuditReader, want: Any, limit: int) -> list[dict[str, Any]]:
+    """Audit events for which `want(event)` holds, newest first: at most `limit`, from at
+    most HISTORY_SCAN of the newest events."""
+    out: list[dict[str, Any]] = []
+    before: str | None = None
+    scanned = 0
+    while len(out) < limit and scanned < HISTORY_SCAN:
+        events, before = await store.audit_page(500, before)
+        scanned += len(events)
+        out.extend(e for e in events if want(e))
+        if before is None or not events:
+            break
+    return out[:limit]

@@ -1,0 +1,134 @@
+"""`killgate drill restore` and `killgate drill history`: the commands about drills already
+opened. Owns their output and exit codes (restore: 0 when the route is exactly as before
+the drill, else 1; history: the table of past drills, open ones, and the trend per kind and
+route) and the admin client every drill command uses (`--admin`, `--token`, or
+KILLGATE_ADMIN_URL and KILLGATE_TOKEN). Talks to the admin API only (control.drillload).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+import aiohttp
+
+from gateway.control.drillload import AdminClient, DrillApiError
+
+__all__ = ["client", "history", "history_rows", "restore", "say", "trend"]
+
+DEFAULT_ADMIN = "http://127.0.0.1:8081"
+MEASURES = ("time_to_kill_ms", "time_to_failover_ms", "time_to_rollback_ms")
+
+
+def say(msg: str) -> None:
+    print(f"killgate drill: {msg}", file=sys.stderr, flush=True)
+
+
+def client(args: argparse.Namespace, session: aiohttp.ClientSession) -> AdminClient:
+    base = getattr(args, "admin", None) or os.environ.get("KILLGATE_ADMIN_URL") or DEFAULT_ADMIN
+    return AdminClient(session, base, getattr(args, "token", None)
+                       or os.environ.get("KILLGATE_TOKEN"))
+
+
+def _measure_of(summary: dict[str, Any]) -> dict[str, Any]:
+    """The drill's own measure (p50, p99, max) from a recorded summary; {} if none."""
+    return next((summary[k] for k in MEASURES if isinstance(summary.get(k), dict)), {})
+
+
+async def restore(args: argparse.Namespace) -> int:
+    async with aiohttp.ClientSession() as session:
+        api = client(args, session)
+        reason = args.reason or "restored with `killgate drill restore`"
+        try:
+            out = await api.call("POST", f"/v1/drills/{args.id}/restore", {"reason": reason},
+                                 retry_for=30.0)
+        except DrillApiError as exc:
+            if exc.status != 404:
+                say(str(exc))
+                return 1
+            try:
+                past = await api.call("GET", "/v1/drills?limit=200")
+            except DrillApiError as why:
+                say(f"drill {args.id} is not open ({exc}); its history cannot be read: {why}")
+                return 1
+            done = next((e for e in past["history"]
+                         if e.get("target", {}).get("drill") == args.id), None)
+            if done is None:
+                say(f"no drill {args.id}: not open, and not among the last drills ended")
+                return 1
+            say(f"drill {args.id} ended already ({done['after'].get('verdict')}, "
+                f"{done['time']}); nothing to restore")
+            return 0
+        try:
+            await api.call("POST", f"/v1/drills/{args.id}/end",
+                           {"verdict": "aborted", "reason": reason,
+                            "summary": {"restored_by": "killgate drill restore"}},
+                           retry_for=30.0)
+        except DrillApiError as exc:
+            say(f"drill {args.id} was restored, but its end could not be recorded ({exc}): "
+                "run this again")
+            return 1
+    same = out.get("state") == out.get("before")
+    if args.json:
+        print(json.dumps({"id": args.id, "restored": same, "undone": out.get("undone"),
+                          "before": out.get("before"), "after": out.get("state")}, indent=2))
+    else:
+        for note in out.get("undone") or [{"nothing": "to undo"}]:
+            print(" ".join(f"{k}={json.dumps(v)}" for k, v in note.items()))
+        print(f"drill {args.id}: {'restored' if same else 'NOT restored'}: the route is "
+              f"{'exactly as before the drill' if same else 'not as before the drill'}")
+    return 0 if same else 1
+
+
+def history_rows(events: list[dict[str, Any]]) -> list[str]:
+    lines = [f"{'ended':24} {'drill':26} {'kind':10} {'route':16} {'verdict':8} "
+             f"{'measure max ms':>14} {'leaks':>5} {'errors':>6}  actor"]
+    for e in events:
+        s = (e.get("after") or {}).get("summary") or {}
+        m = _measure_of(s)
+        t = e.get("target", {})
+        lines.append(f"{e.get('time', ''):24} {t.get('drill', ''):26} {t.get('kind') or '':10} "
+                     f"{t.get('route') or '':16} {(e.get('after') or {}).get('verdict', ''):8} "
+                     f"{m.get('max', '-')!s:>14} {s.get('leaks', '-')!s:>5} "
+                     f"{s.get('errors', '-')!s:>6}  {e.get('actor', '')}")
+    return lines
+
+
+def trend(events: list[dict[str, Any]]) -> list[str]:
+    """Per kind and route, oldest to newest: the slowest instance, and passes."""
+    series: dict[str, list[tuple[str, Any]]] = {}
+    for e in reversed(events):
+        t, after = e.get("target", {}), e.get("after") or {}
+        s = after.get("summary") or {}
+        m = _measure_of(s)
+        series.setdefault(f"{t.get('kind')} on {t.get('route')}", []).append(
+            (after.get("verdict", "?"), m.get("max")))
+    out = []
+    for key, items in series.items():
+        passed = sum(v == "passed" for v, _ in items)
+        times = " → ".join("-" if x is None else f"{x:g}" for _, x in items)
+        out.append(f"{key}: {passed}/{len(items)} passed; slowest instance (ms): {times}")
+    return out
+
+
+async def history(args: argparse.Namespace) -> int:
+    async with aiohttp.ClientSession() as session:
+        try:
+            got = await client(args, session).call("GET", f"/v1/drills?limit={args.limit}")
+        except DrillApiError as exc:
+            say(str(exc))
+            return 1
+    if args.json:
+        print(json.dumps(got, indent=2))
+        return 0
+    for d in got["open"]:
+        print(f"OPEN {d['id']} {d['kind']} on {d['route']} by {d['actor']} since "
+              f"{d['started']}{' (OVERDUE: killgate drill restore ' + d['id'] + ')' if d['overdue'] else ''}")
+    print("\n".join(history_rows(got["history"])))
+    lines = trend(got["history"])
+    if lines:
+        print("\ntrend:\n" + "\n".join("  " + t for t in lines))
+    return 0

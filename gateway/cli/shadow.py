@@ -1,0 +1,97 @@
+"""`killgate shadow report ROUTE`: a route's shadow results (CONTRACT §1, §5.5).
+
+Owns the command's arguments and its human-readable summary and disagreement table;
+`--json` prints the API's answer (GET /v1/routes/{route}/shadow) as it came. Calls the
+admin API through the admin client's helpers (gateway/cli/admin.py). Exit 0 when the
+report was read, 1 on any error (with the API's message).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from gateway.cli.admin import ClientError, _call, _q, _run, _table
+from gateway.domain.audit import clean_text
+
+__all__ = ["add_shadow_commands", "render"]
+
+
+def _pct(x: Any) -> str:
+    return f"{x:.1%}" if isinstance(x, int | float) else "-"
+
+
+def _ms(lat: dict[str, Any]) -> str:
+    def one(v: Any) -> str:
+        return "-" if v is None else ">30000" if v == float("inf") else f"{v:g}"
+
+    return f"{one(lat.get('p50'))}/{one(lat.get('p99'))}"
+
+
+def _short(v: Any, width: int = 60) -> str:
+    text = v if isinstance(v, str) else json.dumps(v, separators=(",", ":"))
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+
+def render(rep: dict[str, Any]) -> str:
+    """The report as a person reads it."""
+    lines = [f"route {rep.get('route')}  shadow {rep.get('version')}  compare "
+             f"{rep.get('compare')}  sample {_pct(rep.get('sample'))}  instances "
+             f"{rep.get('instances')}"]
+    o = rep.get("outcomes") or {}
+    lines.append(f"agreement {_pct(rep.get('agreement'))} ({rep.get('agreed')} of "
+                 f"{rep.get('compared')} compared; {o.get('noise', 0)} of them within the "
+                 f"noise floor; {o.get('uncomparable', 0)} uncomparable)")
+    copies = rep.get("copies") or {}
+    lines.append("copies: " + ", ".join(f"{k} {v}" for k, v in copies.items()))
+    if rep.get("failures"):
+        lines.append("failures: " + ", ".join(f"{k} {v}" for k, v in rep["failures"].items()))
+    lat = rep.get("latency_ms") or {}
+    lines.append(f"latency p50/p99 ms: primary {_ms(lat.get('primary') or {})}  shadow "
+                 f"{_ms(lat.get('shadow') or {})}")
+    if rep.get("differences"):
+        lines.append("differences: " + ", ".join(f"{k} {v}" for k, v in
+                                                 rep["differences"].items()))
+    noise = rep.get("noise") or {}
+    if noise.get("pairs"):
+        lines.append(f"noise floor: {noise['pairs']} pair(s); the primary disagreed with "
+                     "itself on " + (", ".join(f"{k} ({v})" for k, v in noise["paths"].items())
+                                     or "nothing"))
+    gate = rep.get("gate")
+    if gate:
+        lines.append("gate: open" if gate.get("open") else f"gate: CLOSED: {gate.get('reason')}")
+    # what the store holds may come from anyone who can write to it: escaped, like cells
+    lines = [clean_text(line, 4096) for line in lines]
+    ds = rep.get("disagreements") or []
+    if ds:
+        rows = [["time", "differences", "request", "primary", "shadow"]]
+        for d in ds:
+            diffs = ", ".join(f"{x.get('kind')} {x.get('path')}" for x in d.get("differences")
+                              or [])
+            p, s = d.get("primary") or {}, d.get("shadow") or {}
+            rows.append([str(d.get("time", "")), _short(diffs, 40), _short(d.get("request")),
+                         f"{p.get('status')} {_short(p.get('body'), 40)}",
+                         f"{s.get('status')} {_short(s.get('body'), 40)}"])
+        lines += ["", "DISAGREEMENTS (newest first)", _table(rows)]
+    return "\n".join(lines)
+
+
+def _report(args: argparse.Namespace) -> int:
+    if not 1 <= args.limit <= 100:
+        raise ClientError("--limit must be from 1 to 100")
+    rep = _call(args, "GET", f"/v1/routes/{_q(args.route)}/shadow?limit={args.limit}")
+    print(json.dumps(rep, indent=2) if args.json else render(rep))
+    return 0
+
+
+def add_shadow_commands(sub: Any, common: Any) -> None:
+    p = sub.add_parser("shadow", help="shadow traffic: how often the shadow agrees "
+                                      "('shadow report ROUTE')")
+    inner = p.add_subparsers(dest="shadow_command", required=True, metavar="COMMAND")
+    r = inner.add_parser("report", help="a route's comparison results and sampled "
+                                        "disagreements")
+    common(r)
+    r.add_argument("route")
+    r.add_argument("--limit", type=int, default=10, help="disagreements shown (1-100)")
+    r.set_defaults(fn=_run(_report))

@@ -1,0 +1,228 @@
+"""A drill's HTTP: its admin API calls, its synthetic traffic, and the abort watch.
+
+Owns the drill process's aiohttp client use (like events.py and probes.py, one of the few
+modules allowed the client): `AdminClient` (writes carry an Idempotency-Key and are
+retried with it; a redirect is never followed), `Traffic` (requests to every instance at
+a steady rate, open loop: a slow answer never delays the next request; each one recorded
+as an `Obs`), and `ErrorWatch` (users' error rate on a route, from the gateways' own
+/metrics, the drill's own requests taken out).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from gateway.domain.drillreport import Obs, is_error
+
+__all__ = ["AdminClient", "DrillApiError", "ErrorWatch", "Probe", "Traffic"]
+
+
+class DrillApiError(Exception):
+    def __init__(self, status: int, type_: str, message: str) -> None:
+        super().__init__(f"{status} {type_}: {message}" if status else message)
+        self.status = status
+        self.type = type_
+
+
+class AdminClient:
+    def __init__(self, session: aiohttp.ClientSession, base: str, token: str | None) -> None:
+        self.session = session
+        self.base = base.rstrip("/")
+        self.headers = {"accept": "application/json", "user-agent": "killgate-drill"}
+        if token:
+            self.headers["authorization"] = f"Bearer {token}"
+
+    async def call(self, method: str, path: str, body: dict[str, Any] | None = None,
+                   retry_for: float = 0.0) -> dict[str, Any]:
+        """One API call; with `retry_for`, connection failures and 503s are retried (same
+        Idempotency-Key) for that long: a restore must get through a store outage."""
+        headers = dict(self.headers)
+        if body is not None:
+            headers["idempotency-key"] = uuid.uuid4().hex
+        deadline = time.monotonic() + retry_for
+        while True:
+            try:
+                async with self.session.request(
+                        method, self.base + path, json=body, headers=headers,
+                        allow_redirects=False, timeout=aiohttp.ClientTimeout(total=35)) as r:
+                    if 300 <= r.status < 400:  # never followed: it would carry the token
+                        raise DrillApiError(r.status, "redirect", (
+                            f"the admin API at {self.base} answered {r.status} to "
+                            f"{r.headers.get('Location', '(no Location)')[:256]}: not followed "
+                            "(it would carry the token there); give the admin URL itself"))
+                    data = await r.json(content_type=None)
+                    if r.status < 300 and isinstance(data, dict):
+                        return data
+                    err = data.get("error", {}) if isinstance(data, dict) else {}
+                    exc = DrillApiError(r.status, str(err.get("type", "error")),
+                                        str(err.get("message", data)))
+            except (aiohttp.ClientError, TimeoutError, ValueError) as e:
+                exc = DrillApiError(0, "unreachable",
+                                    f"cannot reach the admin API at {self.base}: {e!r}")
+            if exc.status not in (0, 503) or time.monotonic() > deadline:
+                raise exc
+            await asyncio.sleep(0.2)
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """The synthetic request, resolved against the route's config."""
+
+    method: str
+    path: str
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes | None = None
+
+
+class Traffic:
+    """Requests to every instance at `rate` per second each, until stopped."""
+
+    def __init__(self, session: aiohttp.ClientSession, instances: list[str], probe: Probe,
+                 rate: float, t0: float, timeout: float = 5.0, max_inflight: int = 256) -> None:
+        self.session = session
+        self.instances = instances
+        self.probe = probe
+        self.period = 1.0 / rate
+        self.t0 = t0
+        self.timeout = aiohttp.ClientTimeout(total=timeout)
+        self.max_inflight = max_inflight
+        self.extra: dict[str, str] = {}  # headers added later (none today)
+        self.obs: list[Obs] = []
+        self._stop = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def now(self) -> float:
+        return time.monotonic() - self.t0
+
+    async def run(self) -> None:
+        await asyncio.gather(*(self._pace(i) for i in self.instances))
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def drain(self, timeout: float = 6.0) -> None:
+        """Stop, and wait for the requests in flight (they are part of the record)."""
+        self._stop.set()
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=timeout)
+        for t in list(self._tasks):
+            t.cancel()
+
+    async def _pace(self, instance: str) -> None:
+        nxt = time.monotonic()
+        inflight: set[asyncio.Task[None]] = set()
+        while not self._stop.is_set():
+            if len(inflight) >= self.max_inflight:  # the instance stopped answering
+                self.obs.append(Obs(instance, self.now(), self.now(), 0, None, "client_full"))
+            else:
+                t = asyncio.create_task(self._one(instance))
+                for s in (inflight, self._tasks):
+                    s.add(t)
+                    t.add_done_callback(s.discard)
+            nxt += self.period
+            if nxt < time.monotonic() - 2 * self.period:
+                nxt = time.monotonic()  # this process stalled: go on, do not send a burst
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), max(0.0, nxt - time.monotonic()))
+
+    async def _one(self, instance: str) -> None:
+        p = self.probe
+        sent = self.now()
+        try:
+            async with self.session.request(p.method, instance + p.path, data=p.body,
+                                            headers={**p.headers, **self.extra},
+                                            timeout=self.timeout) as r:
+                await r.read()
+                self.obs.append(Obs(instance, sent, self.now(), r.status,
+                                    r.headers.get("x-killgate-version"),
+                                    r.headers.get("x-killgate-decision")))
+        except (aiohttp.ClientError, TimeoutError, OSError):
+            self.obs.append(Obs(instance, sent, self.now(), 0, None, None))
+
+
+_LINE = re.compile(r'^killgate_requests_total\{([^}]*)\}\s+([0-9.eE+]+)\s*$', re.M)
+_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
+def route_counts(text: str, route: str) -> tuple[float, float]:
+    """(answers, errors) on `route` in a /metrics page; errors: >= 500, not `killed`."""
+    total = errors = 0.0
+    for labels, value in _LINE.findall(text):
+        lab = dict(_LABEL.findall(labels))
+        if lab.get("route") != route:
+            continue
+        n = float(value)
+        total += n
+        code = lab.get("code", "")
+        if code.isdigit() and int(code) >= 500 and lab.get("decision") != "killed":
+            errors += n
+    return total, errors
+
+
+class ErrorWatch:
+    """Calls `on_abort(reason)` once users' error rate on `route` over the last `window`
+    seconds passes `error_rate` (with at least `min_requests` answers)."""
+
+    def __init__(self, session: aiohttp.ClientSession, admins: list[str], route: str,
+                 own: Callable[[], tuple[int, int]], error_rate: float, min_requests: int,
+                 interval: float, window: float = 5.0) -> None:
+        self.session = session
+        self.admins = admins
+        self.route = route
+        self.own = own
+        self.error_rate = error_rate
+        self.min_requests = min_requests
+        self.interval = interval
+        self.window = window
+        self.samples: deque[tuple[float, float, float]] = deque()
+        self.unreadable: set[str] = set()
+        self.worst = 0.0
+
+    async def _read(self) -> tuple[float, float]:
+        async def one(url: str) -> tuple[float, float]:
+            try:
+                async with self.session.get(url + "/metrics",
+                                            timeout=aiohttp.ClientTimeout(total=2)) as r:
+                    return route_counts(await r.text(), self.route)
+            except (aiohttp.ClientError, TimeoutError, UnicodeDecodeError):
+                self.unreadable.add(url)
+                return 0.0, 0.0
+
+        got = await asyncio.gather(*(one(u) for u in self.admins))
+        own_total, own_errors = self.own()
+        return (sum(t for t, _ in got) - own_total, sum(e for _, e in got) - own_errors)
+
+    async def run(self, on_abort: Callable[[str], None]) -> None:
+        while True:
+            total, errors = await self._read()
+            now = time.monotonic()
+            self.samples.append((now, total, errors))
+            while len(self.samples) > 2 and now - self.samples[1][0] >= self.window:
+                self.samples.popleft()
+            _, t0, e0 = self.samples[0]
+            d_total, d_err = total - t0, max(0.0, errors - e0)
+            if d_total >= self.min_requests:
+                rate = d_err / d_total
+                self.worst = max(self.worst, rate)
+                if rate > self.error_rate:
+                    on_abort(f"users' error rate on route {self.route!r} reached "
+                             f"{rate:.1%} ({d_err:g} of {d_total:g} answers) > "
+                             f"{self.error_rate:.1%}")
+                    return
+            await asyncio.sleep(self.interval)
+
+
+def own_counts(obs: list[Obs]) -> tuple[int, int]:
+    """The drill's own answers and errors (as the gateways counted them)."""
+    answered = [o for o in obs if o.status != 0]
+    return len(answered), sum(is_error(o) for o in answered)

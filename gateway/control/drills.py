@@ -1,0 +1,292 @@
+"""Runs one recovery drill against a live fleet, phase by phase, and writes its report.
+
+Phases: discover (the route, and every instance from its heartbeat) → open (the route's
+state is recorded, `drill.start`) → steady state (synthetic traffic to every instance) →
+inject → measure (hold) → restore, which always runs: after the hold, on an abort
+condition, on Ctrl-C (`stop`), on a failed steady-state check → settle (time to
+restore) → verdict → end (`drill.end`). A drill process that dies leaves an open drill
+that `killgate drill restore ID` undoes. HTTP lives in `drillload`, analysis in
+`domain.drillreport`; the store pause is handed in (the CLI owns the store access).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+
+from gateway.control.drillload import (
+    AdminClient,
+    DrillApiError,
+    ErrorWatch,
+    Probe,
+    Traffic,
+    own_counts,
+)
+from gateway.domain.audit import utc_now
+from gateway.domain.drillplan import Plan
+from gateway.domain.drillreport import Marks, Obs, analyse, steady_problems, verdict
+from gateway.domain.drilltoken import HEADER
+
+__all__ = ["DrillRunner", "resolve_probe"]
+
+Pause = Callable[[float], Awaitable[None]]
+
+
+def resolve_probe(plan: Plan, match: dict[str, Any], pin: bool) -> Probe:
+    """The synthetic request: the plan's, else what the route matches on."""
+    req = plan.request
+    headers = dict(match.get("header") or {})
+    if match.get("host"):
+        headers["host"] = match["host"]
+    headers.update(req.headers)
+    body = req.body.encode() if req.body is not None else None
+    method = req.method
+    if body is None and match.get("model"):
+        method = "POST"
+        body = json.dumps({"model": match["model"]}).encode()
+        headers.setdefault("content-type", "application/json")
+    if pin and plan.version:
+        headers["x-killgate-pin"] = plan.version
+    return Probe(method, req.path or match.get("path_prefix") or "/", headers, body)
+
+
+class DrillRunner:
+    def __init__(self, plan: Plan, session: aiohttp.ClientSession, admin: AdminClient,
+                 say: Callable[[str], None], pause: Pause | None = None) -> None:
+        self.plan = plan
+        self.session = session
+        self.api = admin
+        self.say = say
+        self.pause = pause
+        self.t0 = time.monotonic()
+        self.t0_unix = time.time()  # the same instant on the wall clock (for comparisons)
+        self.marks = Marks()
+        self.stopped: str | None = None  # why the drill stopped early
+        self._stop = asyncio.Event()
+        self.drill: str | None = None
+        self.obs: list[Obs] = []
+        self.report: dict[str, Any] = {}
+
+    def now(self) -> float:
+        return time.monotonic() - self.t0
+
+    def stop(self, why: str) -> None:
+        """Stop now and restore (Ctrl-C, an abort condition); the first reason wins."""
+        if self.stopped is None:
+            self.stopped = why
+            self.say(f"stopping: {why}; restoring")
+        self._stop.set()
+
+    async def _hold(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), seconds)
+
+    # ------------------------------------------------------------------ phases
+
+    async def _discover(self) -> dict[str, Any]:
+        plan = self.plan
+        status = await self.api.call("GET", "/v1/status")
+        cfg = await self.api.call("GET", "/v1/config")
+        route = status.get("routes", {}).get(plan.route)
+        rcfg = next((r for r in cfg.get("config", {}).get("routes", [])
+                     if r.get("name") == plan.route), None)
+        if route is None or rcfg is None:
+            raise DrillApiError(404, "unknown_route", f"no route named {plan.route!r}")
+        for v in (plan.version, plan.to):
+            if v is not None and v not in route["versions"]:
+                raise DrillApiError(404, "unknown_version",
+                                    f"route {plan.route!r} has no version {v!r}")
+        insts = status.get("instances", {}).values()
+        urls = plan.instances or sorted({i["data"] for i in insts if i.get("data")})
+        admins = sorted({i["admin"] for i in insts if i.get("admin")} | {self.api.base})
+        if not urls:
+            raise DrillApiError(0, "no_instances", "no instance published its address (give "
+                                "--instances URL,...)")
+        return {"status": status, "route": route, "config": rcfg, "instances": urls,
+                "admins": admins}
+
+    def _skip(self, fleet: dict[str, Any]) -> str | None:
+        """Why a store-loss drill cannot run here (None: it can)."""
+        store = fleet["status"].get("store") or {}
+        if store.get("backend") != "redis":
+            return (f"the fleet's state store is {store.get('backend')!r}: nothing to stop "
+                    "(store loss is drilled on a redis store)")
+        if self.pause is None or not self.plan.store:
+            return ("this drill was not given the store (--store URL): a store-loss drill "
+                    "runs next to the fleet and must be allowed to stop its store")
+        if store.get("policy") == "fail_closed" and \
+                self.plan.hold * 1000 >= store.get("max_staleness_ms", 0):
+            return ("the fleet's on_unavailable is fail_closed: a store outage of "
+                    f"{self.plan.hold:g}s would close every route for its users")
+        return None
+
+    async def run(self) -> dict[str, Any]:
+        plan = self.plan
+        started = utc_now()
+        fleet = await self._discover()
+        route = fleet["route"]
+        if self.stopped:
+            return self._refused(started, self.stopped)
+        if fleet["config"].get("drill_for") is None and not plan.production:
+            return self._refused(started, f"route {plan.route!r} serves users: pass "
+                                 "--production to drill on it, or declare a drill route")
+        if plan.kind == "store_loss" and (why := self._skip(fleet)):
+            return self._refused(started, why, "skipped")
+        to = plan.to or route.get("previous_known_good") or route.get("stable")
+        opened = await self.api.call("POST", "/v1/drills", {
+            "kind": plan.kind, "route": plan.route, "version": plan.version,
+            "production": plan.production, "reason": plan.reason,
+            "duration": f"{int(plan.steady + plan.hold + plan.settle + 300)}s"})
+        self.drill = drill = opened["drill"]
+        self.say(f"drill {drill} opened ({plan.kind} on {plan.route}); if this process dies, "
+                 f"run: killgate drill restore {drill}")
+        probe = resolve_probe(plan, fleet["config"].get("match", {}), plan.kind != "rollback")
+        if "token" in opened:
+            probe.headers[HEADER] = opened["token"]
+        traffic = Traffic(self.session, fleet["instances"], probe, plan.rate, self.t0)
+        self.obs = traffic.obs
+        watch_route = plan.abort.route or fleet["config"].get("drill_for") or plan.route
+        watch = ErrorWatch(self.session, fleet["admins"], watch_route,
+                           (lambda: own_counts(traffic.obs)) if watch_route == plan.route
+                           else (lambda: (0, 0)), plan.abort.error_rate,
+                           plan.abort.min_requests, plan.abort.interval)
+        tasks = [asyncio.create_task(traffic.run()),
+                 asyncio.create_task(watch.run(self.stop))]
+        receipts: dict[str, Any] = {}
+        problems: list[str] = []
+        restore: dict[str, Any] = {}
+        try:
+            s0 = self.now()
+            await self._hold(plan.steady)
+            self.marks.steady = (s0, self.now())
+            problems = steady_problems(plan, to, traffic.obs, fleet["instances"],
+                                       self.marks.steady)
+            if problems and not self.stopped:
+                self.stop("the steady-state check failed: " + "; ".join(problems))
+            if not self.stopped:
+                receipts["inject"] = await self._inject(to)
+                await self._measure()
+        except DrillApiError as exc:
+            self.stop(f"the injection failed: {exc}")
+        finally:
+            restore = await self._restore(drill)
+            await asyncio.sleep(0)  # (the Ctrl-C handler may still set the stop reason)
+            await self._settle(plan.settle if not self.stopped else min(plan.settle, 1.0))
+            await traffic.drain()
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        receipts["restore"] = restore.get("applied")
+        return await self._finish(started, to, fleet, restore, receipts, watch)
+
+    async def _inject(self, to: str | None) -> Any:
+        plan = self.plan
+        body: dict[str, Any] = {"reason": plan.reason}
+        if plan.kind in ("kill", "store_loss"):
+            body["scope"] = plan.kill_scope
+        elif plan.kind == "rollback":
+            body["to"] = to
+        else:
+            body["ttl"] = f"{int(plan.hold + 60)}s"
+        self.marks.inject_sent = self.now()
+        out = await self.api.call("POST", f"/v1/drills/{self.drill}/inject", body)
+        self.marks.inject_done = self.now()
+        applied = out.get("applied", {})
+        self.say(f"injected: generation {out.get('generation')} applied by "
+                 f"{applied.get('acked')}/{applied.get('instances')} instance(s) in "
+                 f"{applied.get('elapsed_ms')} ms")
+        return applied
+
+    async def _measure(self) -> None:
+        plan = self.plan
+        if plan.kind != "store_loss":
+            await self._hold(plan.hold)
+            return
+        assert self.pause is not None
+        await self._hold(min(1.0, plan.hold))  # every instance enforces the kill first
+        if self.stopped:
+            return
+        start = self.now()
+        await self.pause(plan.hold)
+        self.say(f"store paused for {plan.hold:g}s")
+        # the outage cannot be cut short (redis ends a pause by itself): wait it out
+        await asyncio.sleep(max(0.0, start + plan.hold - self.now()))
+        self.marks.outage = (start, self.now())
+
+    async def _restore(self, drill: str) -> dict[str, Any]:
+        self.marks.restore_sent = self.now()
+        try:
+            out = await asyncio.shield(self.api.call(
+                "POST", f"/v1/drills/{drill}/restore",
+                {"reason": f"drill ended ({self.stopped or 'done'})"}, retry_for=30.0))
+        except DrillApiError as exc:
+            self.say(f"RESTORE FAILED: {exc}; run: killgate drill restore {drill}")
+            return {"error": str(exc)}
+        self.marks.restore_done = self.now()
+        applied = out.get("applied", {})
+        self.say(f"restored: generation {out.get('generation')} applied by "
+                 f"{applied.get('acked')}/{applied.get('instances')} instance(s)")
+        return out
+
+    async def _settle(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+    def _refused(self, started: str, why: str, verdict_: str = "aborted") -> dict[str, Any]:
+        self.report = {"id": None, "kind": self.plan.kind, "verdict": verdict_,
+                       "reasons": [why], "route": self.plan.route, "version": self.plan.version,
+                       "restored": True, "started": started, "finished": utc_now()}
+        return self.report
+
+    async def _finish(self, started: str, to: str | None, fleet: dict[str, Any],
+                      restore: dict[str, Any], receipts: dict[str, Any],
+                      watch: ErrorWatch) -> dict[str, Any]:
+        plan = self.plan
+        self.marks.end = self.now()
+        measured = analyse(plan, to, self.obs, self.marks)
+        pending = (restore.get("applied") or {}).get("pending", ["?"])
+        restored = ("state" in restore and restore.get("state") == restore.get("before")
+                    and not pending)
+        verdict_, reasons = verdict(plan, measured, restored, self.stopped, [])
+        marks = {k: round(v * 1000, 1) for k, v in (
+            ("steady_start", (self.marks.steady or (None, None))[0]),
+            ("inject_sent", self.marks.inject_sent), ("inject_done", self.marks.inject_done),
+            ("restore_sent", self.marks.restore_sent),
+            ("restore_done", self.marks.restore_done), ("end", self.marks.end)) if v is not None}
+        if self.marks.outage:
+            marks["outage_start"] = round(self.marks.outage[0] * 1000, 1)
+            marks["outage_end"] = round(self.marks.outage[1] * 1000, 1)
+        self.report = {
+            "id": self.drill, "kind": plan.kind, "verdict": verdict_, "reasons": reasons,
+            "route": plan.route, "version": plan.version,
+            **({"scope": plan.kill_scope} if plan.kind in ("kill", "store_loss") else {}),
+            **({"to": to} if plan.kind == "rollback" else {}),
+            **measured, "restored": restored, "started": started, "finished": utc_now(),
+            "rate": plan.rate, "t0_unix": round(self.t0_unix, 4), "marks_ms": marks,
+            "receipts": receipts,
+            "undone": restore.get("undone"), "before": restore.get("before"),
+            "after": restore.get("state"), "targets": plan.targets.model_dump(),
+            "abort": {"route": watch.route, "threshold": plan.abort.error_rate,
+                      "worst_error_rate": round(watch.worst, 4),
+                      "unreadable_metrics": sorted(watch.unreadable)},
+            "instances_from": "--instances" if plan.instances else "heartbeats",
+        }
+        if self.marks.outage:
+            self.report["store_outage_ms"] = round(
+                (self.marks.outage[1] - self.marks.outage[0]) * 1000, 1)
+        summary = {k: self.report[k] for k in (
+            plan.measure, "time_to_restore_ms", "leaks", "errors", "restored", "requests")}
+        summary["reasons"] = reasons[:5]
+        try:
+            await self.api.call("POST", f"/v1/drills/{self.drill}/end",
+                                {"verdict": verdict_, "summary": summary,
+                                 "reason": plan.reason}, retry_for=30.0)
+        except DrillApiError as exc:
+            self.say(f"could not record the drill's end: {exc}; run: killgate drill restore "
+                     f"{self.drill}")
+        return self.report

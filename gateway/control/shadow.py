@@ -1,0 +1,163 @@
+"""Shadow results across the fleet: publish this process's counts, read everyone's.
+
+Owns the shadow loop of this process: every `INTERVAL`, each route's `Tally` (kept by
+`dataplane/shadow.py`'s mirror) goes to the state store when it changed (and at least every
+`REPUBLISH`, a heartbeat), under the stats key `shadow~<route>`; routes whose shadow is
+gated (`analysis.min_shadow_agreement`) also read the fleet's and keep the merge, so the
+gate (`refusal`, `gate`) is a synchronous in-memory check. `report()` reads the fleet fresh
+for GET /v1/routes/{route}/shadow and `killgate shadow report`. Counts are those of
+instances heard from in the last `FRESH` seconds, for the shadow settings in force here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from gateway.config import Config, RouteConfig
+from gateway.domain.shadowstats import Tally, gate, merge, promotion_refusal, report
+from gateway.domain.statedoc import Change, StateDoc, apply_change
+from gateway.domain.verdict import spec_of
+from gateway.errors import StateError
+from gateway.log import event
+
+__all__ = ["FRESH", "ShadowResults", "stats_key"]
+
+log = logging.getLogger("killgate.shadow")
+INTERVAL = 1.0
+REPUBLISH = 5.0
+FRESH = 20.0
+
+
+def stats_key(route: str) -> str:
+    """The stats key of a route's shadow ('~' is not allowed in route names)."""
+    return f"shadow~{route}"
+
+
+class StatsStore(Protocol):
+    async def put_stats(self, route: str, instance: str, blob: dict[str, Any]) -> None: ...
+
+    async def get_stats(self, route: str) -> list[dict[str, Any]]: ...
+
+
+class Tallies(Protocol):
+    """Where this process's counts are kept (the mirror)."""
+
+    @property
+    def tallies(self) -> dict[str, Tally]: ...
+
+
+class ShadowResults:
+    def __init__(self, local: Tallies, store: StatsStore, instance: str,
+                 config: Callable[[], Config], clock: Callable[[], float] = time.time,
+                 interval: float = INTERVAL) -> None:
+        self.local = local
+        self.store = store
+        self.instance = instance
+        self.config = config
+        self.clock = clock
+        self.interval = interval
+        self.fleet: dict[str, Tally] = {}  # route -> the fleet's counts (gated routes)
+        self._published: dict[str, tuple[int, str, float]] = {}  # changes, spec, when
+        self._task: asyncio.Task[None] | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="shadow-results")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    async def _loop(self) -> None:
+        while True:
+            for rc in self.config().routes:
+                if rc.shadow is None:
+                    continue
+                try:
+                    await self.publish(rc)
+                    if rc.analysis is not None and rc.analysis.min_shadow_agreement is not None:
+                        await self.refresh(rc)
+                except StateError as exc:
+                    event(log, "shadow_results_unavailable", logging.DEBUG, route=rc.name,
+                          error=str(exc))
+            await asyncio.sleep(self.interval)
+
+    # ------------------------------------------------------------------ the store
+
+    async def publish(self, rc: RouteConfig, force: bool = False) -> None:
+        t = self.local.tallies.get(rc.name)
+        if t is None:
+            return
+        now = self.clock()
+        last = self._published.get(rc.name)
+        if not force and last is not None and last[:2] == (t.changes, t.spec) \
+                and now - last[2] < REPUBLISH:
+            return
+        await self.store.put_stats(stats_key(rc.name), self.instance,
+                                   {"instance": self.instance, "t": now, "tally": t.to_json()})
+        self._published[rc.name] = (t.changes, t.spec, now)
+
+    async def _fleet(self, rc: RouteConfig) -> tuple[Tally, int]:
+        """The fleet's counts for the shadow settings in force, and how many instances."""
+        assert rc.shadow is not None
+        spec = spec_of(rc.shadow, rc.protocol)
+        now = self.clock()
+        tallies = []
+        for blob in await self.store.get_stats(stats_key(rc.name)):
+            try:
+                if now - float(blob["t"]) > FRESH:
+                    continue
+                tallies.append(Tally.from_json(blob["tally"]))
+            except (KeyError, TypeError, ValueError):
+                event(log, "shadow_counts_unreadable", logging.WARNING, route=rc.name)
+        tallies = [t for t in tallies if t.version == rc.shadow.version and t.spec == spec]
+        return merge(rc.shadow.version, spec, tallies), len(tallies)
+
+    async def refresh(self, rc: RouteConfig) -> Tally:
+        fleet, _ = await self._fleet(rc)
+        self.fleet[rc.name] = fleet
+        return fleet
+
+    async def report(self, rc: RouteConfig, limit: int = 20) -> dict[str, Any]:
+        """GET /v1/routes/{route}/shadow: the fleet's results (raises StateError)."""
+        sh = rc.shadow
+        assert sh is not None
+        await self.publish(rc, force=True)
+        fleet, instances = await self._fleet(rc)
+        if rc.analysis is not None and rc.analysis.min_shadow_agreement is not None:
+            self.fleet[rc.name] = fleet
+        out = report(rc.name, fleet, sh.compare_for(rc.protocol).kind, sh.sample, instances,
+                     limit)
+        if rc.analysis is not None and rc.analysis.min_shadow_agreement is not None:
+            why = gate(rc, fleet)
+            out["gate"] = {"min_agreement": rc.analysis.min_shadow_agreement,
+                           "min_compared": rc.analysis.min_shadow_compared,
+                           "open": why is None, "reason": why}
+        return out
+
+    # ------------------------------------------------------------------ the gate
+
+    def gate(self, rc: RouteConfig) -> str | None:
+        """Why the route's shadow may not get traffic now (None: it may)."""
+        return gate(rc, self.fleet.get(rc.name))
+
+    async def gate_for(self, rc: RouteConfig) -> Callable[[StateDoc, Change], str | None] | None:
+        """For a write to `rc` (promote, weights, rollback): a check of the change that says
+        why it is refused (it would give the shadow traffic while the fleet's agreement is
+        below the gate), read fresh from the store now. None: the route's shadow is not
+        gated."""
+        if rc.shadow is None or rc.analysis is None or rc.analysis.min_shadow_agreement is None:
+            return None
+        fleet = await self.refresh(rc)
+
+        def check(cur: StateDoc, change: Change) -> str | None:
+            return promotion_refusal(rc, cur, apply_change(cur, change), fleet)
+
+        return check

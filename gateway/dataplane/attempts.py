@@ -1,0 +1,109 @@
+"""The retry and failover plan of one request: from how the attempts so far went, the next
+attempt and why (CONTRACT §3 and §5.6).
+
+Pure: no I/O, no clock; the retry budget is asked through a callable, and only when a
+delivered request would be sent again. The proxy turns each attempt's result into an
+`Outcome`, asks `next_attempt`, and does what it says:
+
+* `ANSWER` — stop: hand the client this answer (or this error, or the route's fallback);
+* `FRESH`  — the same version again on a new connection: a pooled keep-alive connection
+  the backend had already closed took the request without a byte of answer (once);
+* `MOVE`   — the next version in the route's failover order.
+
+The rules: a request that never reached a backend (connection refused, connect timeout, our
+own queue full) moves to the next version that can serve, as does one answered "model not
+loaded / not ready" by a route that declares its backend protocol (`v2`, `openai`): such an
+answer means it was not processed. Neither needs an opt-in nor spends the retry budget. A
+delivered request (a reset before the answer, a 5xx) moves only when the route opts in with
+`retry`, its body can be sent again, fewer than `attempts` tries were made, and the budget
+allows. Timeouts and malformed answers are never retried. All moves need a version left.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+__all__ = ["ANSWER", "FRESH", "MOVE", "Next", "Outcome", "Policy", "SoFar", "next_attempt"]
+
+ANSWER, FRESH, MOVE = "answer", "fresh", "move"
+
+# Outcome kinds
+UNDELIVERED = "undelivered"  # nothing reached the backend (connect error or timeout)
+OVERFLOW = "overflow"        # our queue for that backend was full / timed out
+STALE = "stale"              # a reused connection closed before any answer byte
+RESET = "reset"              # closed or reset after the request was sent, before an answer
+TIMEOUT = "timeout"          # delivered, then no answer in time
+MALFORMED = "malformed"      # the answer could not be parsed
+ANSWERED = "answered"        # an answer (see status, not_ready)
+KILLED = "killed"            # cut on purpose by a kill
+
+
+class Outcome(NamedTuple):
+    kind: str
+    status: int = 0
+    not_ready: bool = False  # a protocol-aware "model not loaded / not ready" answer
+
+
+class Policy(NamedTuple):
+    """A route's retry settings (None-free: a route without `retry` has attempts 1)."""
+
+    retry_on: frozenset[str] = frozenset()
+    attempts: int = 1
+
+    def retries_status(self, status: int) -> bool:
+        on = self.retry_on
+        return str(status) in on or ("5xx" in on and 500 <= status < 600)
+
+
+class SoFar(NamedTuple):
+    moves: int = 0    # versions moved to (the index of the next one in the failover order)
+    retries: int = 0  # times a delivered request was sent again
+    fresh: int = 0    # times the same version was tried again on a new connection
+
+
+class Next(NamedTuple):
+    action: str
+    reason: str
+    so_far: SoFar
+
+
+def next_attempt(so_far: SoFar, outcome: Outcome, alternatives: int, replayable: bool,
+                 policy: Policy, budget: Callable[[], bool]) -> Next:
+    """What to do after an attempt ended with `outcome`. `alternatives` is the length of the
+    route's failover order for the first version tried; `replayable`, whether the whole body
+    is in memory (a streamed body cannot be sent twice)."""
+    kind = outcome.kind
+    if kind == KILLED:
+        return Next(ANSWER, "killed", so_far)
+    if kind == ANSWERED and not outcome.not_ready:
+        if outcome.status < 500 or not policy.retries_status(outcome.status):
+            return Next(ANSWER, "answered", so_far)
+        return _retry(so_far, f"retry_{outcome.status}", alternatives, replayable, policy, budget)
+    if kind == STALE and replayable and so_far.fresh == 0:
+        return Next(FRESH, "stale_connection", so_far._replace(fresh=1))
+    if kind in (UNDELIVERED, OVERFLOW) or outcome.not_ready:
+        if not replayable and kind == ANSWERED:
+            return Next(ANSWER, "body_not_replayable", so_far)
+        if so_far.moves >= alternatives:
+            return Next(ANSWER, "no_other_version", so_far)
+        why = "not_ready" if outcome.not_ready else kind
+        return Next(MOVE, why, so_far._replace(moves=so_far.moves + 1, fresh=0))
+    if kind in (RESET, STALE) and "reset" in policy.retry_on:
+        return _retry(so_far, "retry_reset", alternatives, replayable, policy, budget)
+    return Next(ANSWER, "not_retried", so_far)
+
+
+def _retry(so_far: SoFar, reason: str, alternatives: int, replayable: bool, policy: Policy,
+           budget: Callable[[], bool]) -> Next:
+    """A delivered request sent again: only with everything the opt-in asks for."""
+    if not replayable:
+        return Next(ANSWER, "body_not_replayable", so_far)
+    if so_far.retries + 1 >= policy.attempts:
+        return Next(ANSWER, "attempts_spent", so_far)
+    if so_far.moves >= alternatives:
+        return Next(ANSWER, "no_other_version", so_far)
+    if not budget():
+        return Next(ANSWER, "budget_spent", so_far)
+    return Next(MOVE, reason, so_far._replace(moves=so_far.moves + 1,
+                                              retries=so_far.retries + 1, fresh=0))

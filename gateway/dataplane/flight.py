@@ -1,0 +1,572 @@
+"""One request on its way to a backend and its answer on the way back: the forwarding path.
+
+Owns the attempts of one routed request (the plan is `dataplane/attempts.py`'s) and the three
+ways its answer travels:
+
+* the fast path, with no Task: a request whose body is in memory and whose backend has an
+  idle pooled connection is written from the parser callback; the exchange tells this
+  object of each step (it is the exchange's `Sink`), and a complete answer goes to the
+  client transport in one write from the upstream protocol's callback;
+* the slow path: a coroutine when no connection is idle (connect, or wait in the pool's
+  queue), when the body streams, or after a failure moved the request on;
+* streaming: a coroutine forwards an answer that is not complete (SSE cut on event
+  boundaries, chunked or large bodies), with flow control both ways.
+
+Streams never end in a way that looks like success when they did not succeed: SSE gets a
+final `killgate.error` event, any other body an aborted connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Coroutine
+from typing import TYPE_CHECKING, Any
+
+from gateway.dataplane.attempts import (
+    ANSWER,
+    ANSWERED,
+    KILLED,
+    MALFORMED,
+    MOVE,
+    OVERFLOW,
+    RESET,
+    STALE,
+    TIMEOUT,
+    UNDELIVERED,
+    Outcome,
+    SoFar,
+    next_attempt,
+)
+from gateway.dataplane.headers import response_head
+from gateway.dataplane.inflight import Aborted, Handle
+from gateway.dataplane.jsonpeek import ModelField, rewrite_model
+from gateway.dataplane.notready import MAX_BODY as NOT_READY_MAX
+from gateway.dataplane.notready import could_be_not_ready, is_not_ready
+from gateway.dataplane.protocol import SMALL_BODY
+from gateway.dataplane.request import BadBody, BodyTimeout, BodyTooLarge, ClientGone, Request
+from gateway.dataplane.spans import AttemptSpan, trace_ejection
+from gateway.dataplane.sse import EventCutter
+from gateway.dataplane.upstream import HIGH_WATER, Exchange
+from gateway.domain.routing import FAILOVER, FALLBACK, RoutePlan, Target
+from gateway.errors import (
+    DrillFault,
+    UpstreamClosed,
+    UpstreamError,
+    UpstreamOverflow,
+    UpstreamProtocolError,
+    UpstreamStale,
+)
+
+if TYPE_CHECKING:
+    from gateway.dataplane.proxy import Proxy
+
+__all__ = ["Flight"]
+
+_SSE = b"text/event-stream"
+
+
+def _sse_error(type_: str, route: str, version: str | None) -> bytes:
+    data = json.dumps({"type": type_, "route": route, "version": version})
+    return f"event: killgate.error\ndata: {data}\n\n".encode()
+
+
+def outcome_of(exc: UpstreamError) -> Outcome:
+    """An attempt's error as the attempts plan sees it."""
+    if isinstance(exc, Aborted):
+        return Outcome(KILLED)
+    if isinstance(exc, UpstreamOverflow):
+        return Outcome(OVERFLOW)
+    if not exc.delivered:
+        return Outcome(UNDELIVERED)
+    if isinstance(exc, UpstreamStale):
+        return Outcome(STALE)
+    if isinstance(exc, UpstreamClosed):
+        return Outcome(RESET)
+    if isinstance(exc, UpstreamProtocolError):
+        return Outcome(MALFORMED)
+    return Outcome(TIMEOUT)
+
+
+def _content_type(raw: list[tuple[bytes, bytes]]) -> bytes:
+    for name, value in raw:
+        if len(name) == 12 and name.lower() == b"content-type":
+            return value
+    return b""
+
+
+class Flight(Handle):
+    """A routed request being forwarded (one per request that reaches the upstream side); it
+    is its own in-flight `Handle` (kills find it by route and version, and cut its exchange)."""
+
+    __slots__ = ("att", "budget", "complete", "deadline", "decision", "faulted", "field",
+                 "first", "plan",
+                 "prefix", "proxy", "raw_target", "req", "routing_path", "so_far", "started",
+                 "target", "targets", "task", "whole")
+
+    def __init__(self, proxy: Proxy, req: Request, plan: RoutePlan, target: Target,
+                 decision: str, prefix: bytes | None, complete: bool, field: ModelField | None,
+                 raw_target: bytes, routing_path: str) -> None:
+        self.route = plan.name  # the Handle's fields: what a kill matches, what it cuts
+        self.version: str | None = None
+        self.exchange: Exchange | None = None  # the exchange this flight holds, if any
+        self.aborted: Aborted | None = None
+        self.proxy = proxy
+        self.req = req
+        self.plan = plan
+        self.target = self.first = target
+        self.decision = decision
+        self.prefix = prefix        # the body (complete) or its first bytes, in memory
+        self.complete = complete    # the whole body is in `prefix`: it can be sent again
+        self.field = field
+        self.raw_target = raw_target
+        self.routing_path = routing_path
+        self.so_far = SoFar()
+        self.targets: tuple[Target, ...] | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.whole = False          # fast path: waiting for a small answer to be complete
+        self.started = 0.0
+        self.deadline = proxy.clock.now + plan.config.timeouts.total
+        self.budget = None if plan.config.retry is None else proxy.budget(plan)
+        self.att: AttemptSpan | None = None  # this attempt's trace span (tracing on)
+        self.faulted: str | None = None  # a drill request: the version it must see fail
+
+    # ------------------------------------------------------------------ entry points
+
+    def start(self) -> None:
+        self.proxy.inflight.handles.add(self)
+        if self.budget is not None:
+            self.budget.request(self.proxy.clock.now)
+        if not (self.complete and self._fast()):
+            self._spawn(self._run())
+
+    def client_gone(self) -> None:
+        """The client went away: stop whatever is under way, and free the backend side."""
+        task = self.task
+        if task is not None and not task.done():
+            task.cancel()
+        ex = self.exchange
+        if ex is not None:
+            self.exchange = None
+            ex.close()
+            ex.release()
+        self.proxy.inflight.handles.discard(self)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        self.task = self.proxy.loop.create_task(coro)
+
+    def _finished(self) -> None:
+        self.proxy.inflight.handles.discard(self)
+
+    # ------------------------------------------------------------------ the fast path
+
+    def _body(self) -> bytes:
+        body = self.prefix or b""
+        target = self.target
+        if self.field is not None and target.model:
+            body = rewrite_model(body, self.field, target.model)
+        return body
+
+    def _fast(self) -> bool:
+        """Send the request now on an idle pooled connection; False if there is none."""
+        target = self.target
+        if target.name == self.faulted:
+            self.started = self.proxy.clock.now
+            self._failed(DrillFault())  # as if never reached: the plan moves it on
+            return True
+        proxy = self.proxy
+        pool = proxy.upstreams.pools.get(target.origin) or proxy.upstreams.pool(target.origin)
+        ex = pool.take_idle()
+        if ex is None:
+            return False
+        if self.aborted is not None:
+            pool.release(ex)
+            self._answer_killed(self.aborted)
+            return True
+        body = self._body()
+        timeouts = self.plan.config.timeouts
+        ex.begin(self.deadline, timeouts.idle, self.req.method == b"HEAD")
+        self.version = target.name
+        self.exchange = ex
+        self.whole = False
+        self.started = proxy.clock.now
+        traceparent = None
+        span = self.req.span
+        if span is not None:
+            self.att = span.attempt(self.plan.name, target.name, target.url,
+                                    self.req.method.decode("latin-1"))
+            traceparent = self.att.traceparent
+        ex.drive(self, proxy.request_head(self.req, target, pool.host_header, len(body),
+                                          self.raw_target, traceparent) + body)
+        return True
+
+    def upstream(self, ex: Exchange) -> None:
+        """The exchange moved on (called from the upstream protocol's callbacks)."""
+        if ex is not self.exchange:
+            return
+        err = ex.error
+        if err is not None:
+            self.exchange = None
+            ex.release()
+            self._failed(err)
+            return
+        if not ex.headers_done:
+            return
+        if self.att is not None:
+            self.att.answered(ex.status)
+            self.att = None
+        if ex.complete:
+            self._judge(ex, whole=True)
+            return
+        if self.whole:
+            if ex.buffered <= HIGH_WATER:
+                return  # still coming
+            self.whole = False  # larger than announced: stream it
+        status = ex.status
+        if status >= 500 and self.proxy.policy(self.plan).retry_on:
+            self._judge(ex, whole=False)
+            return
+        if could_be_not_ready(self.plan.config.protocol, status, self.routing_path):
+            self.whole = True  # the error body decides; it is small
+            return
+        length = ex.length
+        if length is not None and length <= HIGH_WATER:
+            self.whole = True  # a small answer: it will be written in one piece
+            return
+        ex.detach()
+        self._spawn(self._stream(ex))
+
+    def _judge(self, ex: Exchange, whole: bool) -> None:
+        """An answer's head (or all of it) is in: forward it, or move the request on."""
+        status = ex.status
+        protocol = self.plan.config.protocol
+        if status < 400 or (protocol == "http" and status < 500):
+            self._forward_answer(ex)  # the common case: nothing to decide
+            return
+        not_ready = whole and ex.complete and self.complete and is_not_ready(
+            protocol, status, self.routing_path, ex.peek_body())
+        if not not_ready and (status < 500 or not self.proxy.policy(self.plan).retry_on):
+            self._forward_answer(ex)
+            return
+        if self._next(Outcome(ANSWERED, ex.status, not_ready), None, ex):
+            self._continue()
+
+    def _forward_answer(self, ex: Exchange) -> None:
+        self.exchange = None
+        if ex.complete:
+            ex.detach()
+            self.proxy.write_complete(self, ex)
+            self._finished()
+        else:
+            ex.detach()
+            self._spawn(self._stream(ex))
+
+    def _failed(self, err: UpstreamError) -> None:
+        aborted = self.aborted
+        if aborted is not None:  # cut by a kill: the backend did nothing wrong
+            self._answer_killed(aborted)
+            return
+        self.proxy.count_error(self.plan, self.target, err, self.started)
+        self._trace_failed(err)
+        if self._next(outcome_of(err), err, None):
+            self._continue()
+
+    def _continue(self) -> None:
+        if not (self.complete and self._fast()):
+            self._spawn(self._run())
+
+    # ------------------------------------------------------------------ the plan
+
+    def _next(self, outcome: Outcome, err: UpstreamError | None, ex: Exchange | None) -> bool:
+        """Ask the plan; True when the request goes on (the target is updated), False when
+        it has been answered here."""
+        if self.targets is None:
+            self.targets = self.plan.failover_for(self.first.name)
+        proxy = self.proxy
+        plan = self.plan
+        budget = self.budget
+        retry = plan.config.retry
+        nxt = next_attempt(self.so_far, outcome, len(self.targets), self.complete,
+                           proxy.policy(plan),
+                           lambda: budget is not None and retry is not None
+                           and budget.allow(proxy.loop.time(), retry.budget))
+        if nxt.action == ANSWER:
+            if isinstance(err, Aborted):
+                self._answer_killed(err)
+            elif ex is not None:
+                self._forward_answer(ex)
+            elif nxt.reason == "no_other_version" and plan.fallback is not None:
+                self._finished()
+                proxy.unavailable(self.req, plan, FALLBACK)
+            else:
+                assert err is not None
+                self._finished()
+                proxy.upstream_failed(self.req, plan, self.target, self.decision, err)
+            return False
+        self.so_far = nxt.so_far
+        if ex is not None:  # an answer we will not forward: drop it
+            self.exchange = None
+            ex.close()
+            ex.release()
+            proxy.dropped(plan, self.target, ex.status, outcome.not_ready, self.started)
+        if nxt.action == MOVE:
+            to = self.targets[self.so_far.moves - 1]
+            span = self.req.span
+            if span is not None:
+                span.event("killgate.failover", {
+                    "killgate.failover.from": self.target.name,
+                    "killgate.failover.to": to.name,
+                    "killgate.failover.cause": (err.kind() if err is not None
+                                                else str(outcome.status))})
+            self.target = to
+            self.decision = FAILOVER
+            proxy.moved(plan, nxt.reason)
+        return True
+
+    def _trace_failed(self, err: UpstreamError) -> None:
+        att, span = self.att, self.req.span
+        if att is not None:
+            att.failed(err.kind())
+            self.att = None
+        if span is not None:
+            trace_ejection(span, self.proxy.holder.table, self.plan, self.target)
+
+    def _answer_killed(self, why: Aborted) -> None:
+        span = self.req.span
+        if span is not None:
+            if self.att is not None:
+                self.att.failed("killed")
+                self.att = None
+            span.event("killgate.kill", {"killgate.kill.scope": why.scope,
+                                         "killgate.version": self.target.name,
+                                         "killgate.inflight": 1})
+        self._finished()
+        self.proxy.unavailable_killed(self.req, self.plan, self.target, why)
+
+    # ------------------------------------------------------------------ the slow path
+
+    async def _run(self) -> None:
+        """Attempts that need waiting: a connection to open or free, a body to stream."""
+        proxy = self.proxy
+        req = self.req
+        protocol = self.plan.config.protocol
+        try:
+            if self.prefix is None:  # the body is not in memory yet
+                cl = req.content_length
+                if cl is not None and cl > SMALL_BODY:
+                    self.prefix, self.complete = b"", False  # it streams from its start
+                else:  # small (it may move versions) or chunked: its start first
+                    prefix = await req.read_prefix(SMALL_BODY, proxy.max_body)
+                    if prefix is None:
+                        self._finished()
+                        proxy.too_large(req, self.plan)
+                        return
+                    self.prefix = prefix
+                    self.complete = req.body_done and len(prefix) == req.body_size
+            while True:
+                ex = await self._attempt()
+                if ex is None:
+                    return  # answered (a failure, a fallback) or moved to the fast path
+                status = ex.status
+                not_ready = False
+                if self.complete and could_be_not_ready(protocol, status, self.routing_path):
+                    try:
+                        await ex.settle(NOT_READY_MAX)  # the error body decides; it is small
+                    except UpstreamError as exc:
+                        self.exchange = None
+                        ex.release()
+                        if not isinstance(exc, Aborted):
+                            proxy.count_error(self.plan, self.target, exc, self.started)
+                        if not self._next(outcome_of(exc), exc, None):
+                            return
+                        continue
+                    not_ready = ex.complete and is_not_ready(protocol, status,
+                                                             self.routing_path, ex.peek_body())
+                if not_ready or (status >= 500 and proxy.policy(self.plan).retry_on):
+                    if not self._next(Outcome(ANSWERED, status, not_ready), None, ex):
+                        return
+                    if self.complete and self._fast():
+                        return
+                    continue
+                self.exchange = None
+                if ex.complete:
+                    proxy.write_complete(self, ex)
+                    self._finished()
+                    return
+                await self._stream(ex)
+                return
+        except (BodyTooLarge, BodyTimeout, BadBody) as exc:
+            self._close_ex()
+            self._finished()
+            proxy.body_failed(req, self.plan, self.target, self.decision, exc)
+        except (ClientGone, asyncio.CancelledError):
+            self._close_ex()
+            self._finished()
+
+    def _close_ex(self) -> None:
+        ex = self.exchange
+        if ex is not None:
+            self.exchange = None
+            ex.close()
+            ex.release()
+
+    async def _attempt(self) -> Exchange | None:
+        """One attempt at the current target, waiting as needed. An exchange with its answer
+        head in; or None when the request was answered or taken over by the fast path."""
+        proxy = self.proxy
+        while True:
+            req = self.req
+            target = self.target
+            body: bytes | AsyncIterator[bytes]
+            if self.complete:
+                body = self._body()
+                length: int | None = len(body)
+            else:
+                first = self._body()
+                cl = req.content_length
+                length = None if cl is None else cl + len(first) - len(self.prefix or b"")
+                body = self._chain(first)
+            pool = proxy.upstreams.pools.get(target.origin) or proxy.upstreams.pool(target.origin)
+            self.started = proxy.loop.time()
+            self.version = target.name
+            traceparent = None
+            if req.span is not None:  # the attempt's span covers the wait for a connection
+                self.att = req.span.attempt(self.plan.name, target.name, target.url,
+                                            req.method.decode("latin-1"))
+                traceparent = self.att.traceparent
+            try:
+                if target.name == self.faulted:
+                    raise DrillFault()
+                ex, reused = await pool.acquire(self.plan.config.timeouts.connect)
+                if self.aborted is not None:
+                    pool.release(ex)
+                    raise self.aborted
+                ex.begin(self.deadline, self.plan.config.timeouts.idle, req.method == b"HEAD")
+                self.exchange = ex
+                head = proxy.request_head(req, target, pool.host_header, length,
+                                          self.raw_target, traceparent)
+                try:
+                    await ex.send(head, body, chunked=length is None)
+                    await ex.read_head()
+                    if self.att is not None:
+                        self.att.answered(ex.status)
+                        self.att = None
+                except UpstreamClosed as exc:
+                    if reused and not ex.got_bytes:
+                        raise UpstreamStale(str(exc)) from None  # closed while idle
+                    raise
+                return ex
+            except Aborted as exc:
+                self._close_ex()
+                self._answer_killed(exc)
+                return None
+            except UpstreamError as exc:
+                cur = self.exchange
+                if cur is not None:
+                    self.exchange = None
+                    cur.release()
+                proxy.count_error(self.plan, target, exc, self.started)
+                self._trace_failed(exc)
+                if self.aborted is not None:
+                    self._answer_killed(self.aborted)
+                    return None
+                if not self._next(outcome_of(exc), exc, None):
+                    return None
+                if self.complete and self._fast():
+                    return None  # the next attempt runs without this coroutine
+
+    async def _chain(self, first: bytes) -> AsyncIterator[bytes]:
+        """The body as the backend gets it: what is in memory, then the rest as it comes."""
+        if first:
+            yield first
+        async for chunk in self.req.rest(len(self.prefix or b""), self.proxy.max_body):
+            yield chunk
+
+    # ------------------------------------------------------------------ streaming
+
+    async def _stream(self, ex: Exchange) -> None:
+        """Forward an answer that is not complete yet, chunk by chunk."""
+        proxy = self.proxy
+        req = self.req
+        plan, target = self.plan, self.target
+        self.exchange = ex
+        status = ex.status
+        raw = ex.headers
+        head_only = req.method == b"HEAD" or status in (204, 304)
+        sse = not head_only and _content_type(raw).startswith(_SSE)
+        keep = req.will_keep_alive()
+        length = ex.length if not sse else None
+        chunked = not head_only and length is None and not req.http10
+        if not head_only and length is None and req.http10:
+            keep = False  # the body ends with the connection
+            req.keep_alive = False
+        connection = (None if keep and not req.http10 else b"keep-alive" if keep else b"close")
+        proxy.served(req, plan, target, self.decision, status)
+        rec = req.rec
+        rec.upstream = ex.head_at - self.started
+        req.start(response_head(status, raw, proxy.labels(plan, target, self.decision),
+                                length if not head_only or req.method == b"HEAD" else None,
+                                connection, chunked, sse), chunked)
+        if head_only:
+            self.exchange = None
+            ex.release()
+            req.end()
+            self._finished()
+            return
+        cutter = EventCutter() if sse else None
+        tap = proxy.tap(self) if plan.config.shadow is not None else None
+        try:
+            while True:
+                data = await ex.read()
+                if not data:
+                    break
+                if tap is not None:
+                    tap.feed(data)  # as the backend sent it
+                if cutter is not None:
+                    data = cutter.feed(data)
+                    if not data:
+                        continue
+                if not rec.first_byte:
+                    rec.first_byte = proxy.clock.now
+                    if req.span is not None:
+                        req.span.first_chunk(data)
+                rec.bytes_out += len(data)
+                req.send(data)
+                if req.conn.write_paused:
+                    await req.drain()
+        except UpstreamError as exc:
+            self.exchange = None
+            ex.release()
+            why = self.aborted
+            kind = "killed" if why is not None else "upstream_failed"
+            span = req.span
+            if span is not None:
+                if why is not None:
+                    span.event("killgate.kill", {"killgate.kill.scope": why.scope,
+                                                 "killgate.version": target.name,
+                                                 "killgate.inflight": 1})
+                span.stream_failed(kind)
+            if why is not None:
+                proxy.metrics.inc("killgate_inflight_aborted_total", (plan.name,),
+                                  label_names=("route",))
+            else:
+                proxy.count_error(plan, target, exc, self.started)
+            self._finished()
+            if cutter is not None and not cutter.mid_event:
+                req.end(_sse_error(kind, plan.name, target.name))
+            else:
+                req.abort()  # the client sees an incomplete body, never a clean end
+            return
+        except (ClientGone, asyncio.CancelledError):
+            self._close_ex()
+            self._finished()
+            return
+        self.exchange = None
+        ex.release()
+        proxy.observed(plan, target, status, self.started)
+        self._finished()
+        tail = cutter.flush() if cutter is not None else b""
+        rec.bytes_out += len(tail)
+        req.end(tail)
+        if tap is not None:
+            tap.end(status, raw)

@@ -1,0 +1,70 @@
+"""Protocol-aware outcomes (CONTRACT §5.6): does this answer say "model not loaded / not ready"?
+
+Pure. Model servers answer a request for a model they do not hold in their own words, and
+such an answer means the request was not processed: the proxy then moves it to another
+version as if it had never been delivered. Recognised, by the route's `protocol`:
+
+* `v2` (Open Inference Protocol: MLServer, Triton, KServe) on an inference path (`.../infer`,
+  `.../generate`, `.../generate_stream`): 404, 400 or 503 with the protocol's error body
+  `{"error": "<message>"}` whose message says the model is unknown, not found, not ready, not
+  loaded or unavailable (MLServer "Model iris not found", Triton "Request for unknown model:
+  'iris' is not found", KServe "Model with name iris is not ready"). Other 400s (a bad tensor,
+  a missing input) are the client's and pass through;
+* `openai`: 404 whose error has `"code": "model_not_found"` (OpenAI, LiteLLM), or whose
+  message says the model does not exist / is not found (vLLM, Ollama's OpenAI API);
+* `http`: never (today's behaviour).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+__all__ = ["MAX_BODY", "could_be_not_ready", "is_not_ready"]
+
+#: larger answers are never read as a not-ready answer (they are streamed as they come)
+MAX_BODY = 64 * 1024
+
+_V2_STATUS = frozenset({400, 404, 503})
+_V2_PATH = re.compile(r"/v2/models/[^/]+(?:/versions/[^/]+)?/(?:infer|generate|generate_stream)$")
+_V2_MESSAGE = re.compile(
+    r"(?i)\bunknown model\b|\bmodel\b.*\b(?:not found|not ready|not loaded|not available|"
+    r"unavailable|does not exist|no available versions|not at ready state)\b")
+_OPENAI_MESSAGE = re.compile(r"(?i)\bmodel\b.*\b(?:not found|does not exist)\b")
+
+
+def could_be_not_ready(protocol: str, status: int, path: str) -> bool:
+    """Whether this answer's body must be read before it can be forwarded (cheap: no body)."""
+    if protocol == "v2":
+        return status in _V2_STATUS and _V2_PATH.search(path) is not None
+    if protocol == "openai":
+        return status == 404
+    return False
+
+
+def _json(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+
+
+def is_not_ready(protocol: str, status: int, path: str, body: bytes) -> bool:
+    """Whether the backend answered "this model is not loaded / not ready" (see above)."""
+    if not could_be_not_ready(protocol, status, path) or len(body) > MAX_BODY:
+        return False
+    doc = _json(body)
+    if not isinstance(doc, dict):
+        return False
+    if protocol == "v2":
+        err = doc.get("error")
+        return isinstance(err, str) and _V2_MESSAGE.search(err) is not None
+    err = doc.get("error")
+    if isinstance(err, dict):
+        if err.get("code") == "model_not_found":
+            return True
+        msg = err.get("message")
+    else:  # vLLM: {"object": "error", "message": ..., "type": "NotFoundError", "code": 404}
+        msg = doc.get("message") if doc.get("object") == "error" else err
+    return isinstance(msg, str) and _OPENAI_MESSAGE.search(msg) is not None

@@ -1,0 +1,589 @@
+"""Our HTTP/1.1 server protocol for the data-plane listener: one client connection.
+
+An `asyncio.Protocol` (uvloop's transports) parsed by llhttp through httptools in its strict
+default mode. Owns, per connection: head limits (one line 8190 bytes, 128 fields, 64 KiB in
+all) and framing checks (a malformed or ambiguous request is a 400, then the connection
+closes); keep-alive and pipelining (answers strictly in request order: the next request is
+handed over when the previous answer is written, and reading pauses while requests queue);
+`Expect: 100-continue` (sent when the proxy first reads the body); sized and chunked bodies
+with flow control (reading pauses while the proxy is not taking the body); refused
+`Upgrade`/`CONNECT` (400, then close); a client's end of its side (nothing pending: close;
+an answer pending: the client is gone, as for nginx and aiohttp); and the connection's
+deadlines with one timer, re-armed lazily: the first head within `header_timeout` of the
+accept, each later head within `header_timeout` of its first byte, `keepalive_timeout`
+between requests, `body_timeout` between body bytes while we read, `send_timeout` while the
+client reads nothing.
+
+It knows nothing of routing: each request goes to the `Handler` (the proxy) from the parser
+callback, with no Task of its own, and is answered through its `Request`. Imports httptools
+(the only other user is the upstream client) and nothing of the gateway's above dataplane.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections import deque
+from dataclasses import dataclass
+from typing import Protocol
+
+import httptools
+
+from gateway.dataplane.clock import Clock
+from gateway.dataplane.request import BadBody, BodyTimeout, ClientGone, Request
+
+log = logging.getLogger("killgate.protocol")
+
+__all__ = ["MAX_HEAD", "MAX_HEADERS", "MAX_LINE", "SMALL_BODY", "Handler", "HttpProtocol",
+           "Limits", "Server", "c_parser"]
+
+MAX_LINE = 8190       # a request line or one field (aiohttp's and nginx's 8 KiB)
+MAX_HEADERS = 128
+MAX_HEAD = 64 * 1024  # the whole head (Envoy's default is 60 KiB)
+SMALL_BODY = 64 * 1024  # a body up to this size is read whole before the request goes on
+BODY_HIGH = 256 * 1024  # buffered body bytes past which reading pauses
+
+
+def c_parser() -> bool:
+    """llhttp (C) is what parses: httptools has no pure-Python fallback, but check anyway."""
+    mod = getattr(httptools.HttpRequestParser, "__module__", "")
+    lib = getattr(httptools.parser.parser, "__file__", "") or ""
+    return mod.startswith("httptools.parser") and lib.endswith((".so", ".pyd"))
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """A connection's deadlines (`server.*` in the config), in seconds."""
+
+    header_timeout: float = 10.0
+    keepalive_timeout: float = 60.0
+    body_timeout: float = 30.0
+    send_timeout: float = 60.0
+
+
+class Handler(Protocol):
+    """The proxy, as a connection sees it."""
+
+    def handle(self, req: Request) -> None:
+        """Take a request (its head, and its body when small): answer now or later."""
+
+    def gone(self, req: Request) -> None:
+        """The client went away before the answer was over: drop whatever serves it."""
+
+    def done(self, req: Request) -> None:
+        """The request is over (answered, or its client gone): once per handled request."""
+
+
+class Server(Protocol):
+    """What a connection needs of its listener (`dataplane/listener.py`)."""
+
+    limits: Limits
+    handler: Handler
+    clock: Clock
+    connections: set[HttpProtocol]
+    max_connections: int
+    draining: bool
+
+    def counted(self, what: str) -> None:
+        """Count an event of the listener's (refused, send_timeout, malformed)."""
+
+    def forget(self, conn: HttpProtocol) -> None:
+        """`conn` has closed."""
+
+
+# Names that, with `_` read as `-` (CGI, WSGI and some frameworks do), would change how a
+# backend frames or routes a request: such a field is refused, never forwarded.
+_UNDERSCORE_ALIASES = frozenset({
+    b"content-length", b"transfer-encoding", b"host", b"connection", b"upgrade", b"expect",
+    b"te", b"trailer", b"keep-alive", b"proxy-connection", b"x-forwarded-for",
+    b"x-forwarded-host", b"x-forwarded-proto", b"forwarded", b"x-real-ip"})
+
+
+_PLAIN, _HOST, _LENGTH, _CHUNKED, _EXPECT, _UPGRADE, _ALIASED = range(7)
+_KINDS = {b"host": _HOST, b"content-length": _LENGTH, b"transfer-encoding": _CHUNKED,
+          b"expect": _EXPECT, b"upgrade": _UPGRADE}
+_NAMES: dict[bytes, int] = {}  # a field name as sent -> what it is to us (learned once)
+
+
+def _name_kind(name: bytes) -> int:
+    low = name.lower()
+    kind = _KINDS.get(low, _PLAIN)
+    if b"_" in low:
+        alias = low.replace(b"_", b"-")
+        if alias in _UNDERSCORE_ALIASES or alias.startswith(b"x-killgate-"):
+            kind = _ALIASED
+    if len(_NAMES) >= 4096:  # names a client invents are bounded: start over
+        _NAMES.clear()
+    _NAMES[name] = kind
+    return kind
+
+
+class _Refuse(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        self.status = status
+        self.message = message
+
+
+class _Stop(Exception):
+    """Bytes after a request that ends the connection are not parsed."""
+
+
+_REASONS = {400: b"Bad Request", 408: b"Request Timeout", 413: b"Payload Too Large",
+            500: b"Internal Server Error"}
+_TYPES = {400: "bad_request", 408: "request_timeout", 413: "body_too_large",
+          500: "internal_error"}
+
+
+def error_response(status: int, message: str) -> bytes:
+    """A refusal of the connection's own (no route decided): JSON, then the close."""
+    body = json.dumps({"error": {"type": _TYPES.get(status, "bad_request"),
+                                 "message": message}}).encode()
+    return (b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
+            b"connection: close\r\n\r\n%s" % (status, _REASONS.get(status, b"Error"),
+                                              len(body), body))
+
+
+class HttpProtocol(asyncio.Protocol):
+    """One HTTP/1.1 client connection of the data plane."""
+
+    def __init__(self, server: Server, loop: asyncio.AbstractEventLoop) -> None:
+        self.server = server
+        self.handler = server.handler
+        self.limits = server.limits
+        self.clock = server.clock
+        self.loop = loop
+        self.transport: asyncio.Transport | None = None
+        self.remote: str | None = None
+        self.remote_b = b"unknown"
+        self.parser = httptools.HttpRequestParser(self)
+        self.queue: deque[Request] = deque()  # heads parsed, not yet answered, in order
+        self.parsing: Request | None = None   # the request whose bytes are arriving
+        self.in_head = False
+        self.in_trailer = False                # after a chunk header, until its data (if any)
+        self.head_bytes = 0                    # of the head (or trailer section) so far
+        self.wire_bytes = 0                    # reads spent wholly inside that section
+        self.fresh = False                     # that section began in this read
+        self.seen = 0                          # requests parsed whole on this connection
+        self.dispatching = False
+        self.read_paused = False
+        self.write_paused = False
+        self.paused_at = 0.0                   # since when the client has not been reading
+        self.drainer: asyncio.Future[None] | None = None
+        self.closing = False                   # close once the answer in progress is written
+        self.closed = False
+        self.stopped = False                   # parse nothing more (a refused request)
+        self.deadline = 0.0                    # for the next (or current) request head
+        self.timer: asyncio.TimerHandle | None = None
+        self.timer_at = 0.0
+
+    # ------------------------------------------------------------------ connection
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        server = self.server
+        if len(server.connections) >= server.max_connections:
+            server.counted("refused")
+            self.closed = True
+            transport.abort()  # type: ignore[attr-defined]  # over the cap: refused at once
+            return
+        server.connections.add(self)
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        self.remote = peer[0] if isinstance(peer, tuple) and peer else None
+        if self.remote:
+            self.remote_b = self.remote.encode()
+        self.deadline = self.loop.time() + self.limits.header_timeout
+        self._arm(self.deadline)
+        if server.draining:
+            self.close()
+
+    def data_received(self, data: bytes) -> None:
+        if self.stopped:
+            return
+        self.clock.now = self.loop.time()
+        self.fresh = False
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self.stopped = True  # the upgrade request is queued as refused; nothing follows
+            return
+        except httptools.HttpParserError as exc:
+            cause = exc.__context__
+            if isinstance(cause, _Stop):
+                return
+            if isinstance(cause, _Refuse):
+                self._malformed(cause.status, cause.message)
+            else:
+                self._malformed(400, f"malformed request: {exc}")
+            return
+        if (self.in_head or self.in_trailer) and not self.fresh:
+            # A read wholly inside a head or trailer section whose field is still open:
+            # httptools holds such a field until its end, so its bytes are counted here
+            # (a section's complete fields are counted exactly as they arrive).
+            self.wire_bytes += len(data)
+            if self.wire_bytes > MAX_HEAD:
+                self._malformed(400, "the request head is too large" if self.in_head
+                                else "the trailer section is too large")
+
+    def eof_received(self) -> bool:
+        """The client closed its side. Answers still pending are dropped and their backend
+        exchanges freed (nginx's default, `proxy_ignore_client_abort off`, and aiohttp's):
+        a client that shuts down its side and one that went away look the same until a
+        write fails, and a backend held for a client that left is the costlier mistake."""
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.closed and self.transport is None:
+            return  # refused at accept
+        self.closed = True
+        self.server.forget(self)
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        d = self.drainer
+        if d is not None and not d.done():
+            d.set_result(None)
+        queue, self.queue = self.queue, deque()
+        for req in queue:
+            req.body_error = ClientGone("the client went away")
+            req.wake()
+            if req.dispatched:
+                self.handler.gone(req)
+                self.handler.done(req)
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        self.paused_at = self.loop.time()
+        self._arm(self.paused_at + self.limits.send_timeout)
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        self.paused_at = 0.0
+        d = self.drainer
+        if d is not None and not d.done():
+            d.set_result(None)
+
+    # ------------------------------------------------------------------ parser callbacks
+
+    def on_message_begin(self) -> None:
+        if self.stopped or self.closing:
+            raise _Stop
+        now = self.clock.now
+        self.parsing = Request(self, now)
+        self.in_head = True
+        self.head_bytes = self.wire_bytes = 0
+        self.fresh = True
+        if self.seen:  # every head has its own deadline (armed now, or once answers catch up)
+            self.deadline = now + self.limits.header_timeout
+            if not self.queue:
+                self._arm(self.deadline)
+
+    def on_url(self, url: bytes) -> None:
+        req = self.parsing
+        assert req is not None
+        req.target += url
+        if len(req.target) > MAX_LINE:
+            raise _Refuse(400, "the request target is too long")
+        self.head_bytes += len(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        req = self.parsing
+        assert req is not None
+        n = len(name) + len(value)
+        if n > MAX_LINE:
+            raise _Refuse(400, "a header field is too long")
+        self.head_bytes += n + 4
+        if self.head_bytes > MAX_HEAD:
+            raise _Refuse(400, "the request head is too large" if self.in_head
+                          else "the trailer section is too large")
+        if not self.in_head:
+            # A chunked body's trailer section: never merged into the head (RFC 9110
+            # §6.5.1), which was routed and is forwarded without it; dropped.
+            return
+        raw = req.raw_headers
+        if len(raw) >= MAX_HEADERS:
+            raise _Refuse(400, f"more than {MAX_HEADERS} header fields")
+        if value and value[-1] in (32, 9):
+            value = value.rstrip(b" \t")  # llhttp keeps trailing whitespace
+        raw.append((name, value))
+        kind = _NAMES.get(name)
+        if kind is None:
+            kind = _name_kind(name)
+        if not kind:
+            return
+        if kind == _HOST:
+            if req.host is not None:
+                raise _Refuse(400, "more than one Host header")
+            req.host = value
+        elif kind == _LENGTH:
+            req.content_length = int(value)  # llhttp checked: digits, no duplicates
+        elif kind == _CHUNKED:
+            req.chunked = True  # llhttp checked: chunked last, no Content-Length
+        elif kind == _EXPECT:
+            req.expect_continue = value.lower() == b"100-continue"
+        elif kind == _UPGRADE:
+            req.refused = (400, "protocol upgrades are not proxied")
+        else:
+            alias = name.lower().replace(b"_", b"-")
+            raise _Refuse(400, f"the header {name.decode('latin-1')!r} reads as "
+                               f"{alias.decode('latin-1')!r} to some backends; send it with '-'")
+
+    def on_headers_complete(self) -> None:
+        req = self.parsing
+        assert req is not None
+        self.in_head = False
+        p = self.parser
+        req.method = p.get_method()
+        version = p.get_http_version()
+        req.http10 = version == "1.0"
+        req.keep_alive = p.should_keep_alive()
+        if req.refused is None:
+            if version != "1.1" and not req.http10:
+                req.refused = (400, f"HTTP/{version} is not spoken here; use HTTP/1.1")
+            elif req.method == b"CONNECT":  # (an Upgrade field was refused as it came)
+                req.refused = (400, "protocol upgrades are not proxied")
+            elif req.http10 and req.chunked:
+                req.refused = (400, "Transfer-Encoding is not allowed in HTTP/1.0 requests")
+            elif req.host is None and not req.http10:
+                req.refused = (400, "an HTTP/1.1 request needs a Host header")
+        if req.refused is not None:
+            req.keep_alive = False
+            self.stopped = True  # answered in turn, then the connection closes
+        req.last_body = self.clock.now
+        queue = self.queue
+        queue.append(req)
+        if len(queue) > 1:
+            if not self.read_paused:
+                self._pause()  # pipelined: read on once the answers caught up
+        elif req.refused is not None or req.chunked or req.expect_continue or (
+                req.content_length is not None and req.content_length > SMALL_BODY):
+            self._dispatch()  # handed over at its head (else once its small body is in)
+        elif req.content_length:
+            self._arm(req.last_body + self.limits.body_timeout)  # the small body's deadline
+
+    def on_chunk_header(self) -> None:
+        # the data of a chunk follows, or (after the last, empty one) the trailer section
+        self.in_trailer = self.fresh = True
+        self.head_bytes = self.wire_bytes = 0
+
+    def on_chunk_complete(self) -> None:
+        self.in_trailer = False
+
+    def on_body(self, data: bytes) -> None:
+        self.in_trailer = False
+        req = self.parsing
+        assert req is not None
+        if req.refused is not None:
+            return
+        req.chunks.append(data)
+        n = len(data)
+        req.buffered += n
+        req.body_size += n
+        req.last_body = self.clock.now
+        if req.waiter is not None:
+            req.wake()
+        if req.buffered > BODY_HIGH and not self.read_paused:
+            self._pause()
+
+    def on_message_complete(self) -> None:
+        req = self.parsing
+        assert req is not None
+        self.parsing = None
+        self.seen += 1
+        req.body_done = True
+        if req.waiter is not None:
+            req.wake()
+        self._dispatch()
+
+    # ------------------------------------------------------------------ requests
+
+    def _dispatch(self) -> None:
+        """Hand the request at the head of the queue to the proxy when it is ready: its head
+        and its small body are in, or it streams its body (large, chunked, or 100-continue).
+        Iterative: an answer given synchronously hands over the next one in this loop."""
+        if self.dispatching:
+            return
+        self.dispatching = True
+        try:
+            while self.queue and not self.closed:
+                req = self.queue[0]
+                if req.dispatched:
+                    return
+                if req.refused is not None:
+                    self._refuse(req)
+                    return
+                if not req.body_done:
+                    cl = req.content_length
+                    if not (req.chunked or req.expect_continue
+                            or (cl is not None and cl > SMALL_BODY)):
+                        self._arm(req.last_body + self.limits.body_timeout)
+                        return  # a small body still on its way: the fast path waits for it
+                req.dispatched = True
+                try:
+                    self.handler.handle(req)
+                except Exception:  # a bug of ours: this request fails, never the connection loop
+                    log.exception("request_failed")
+                    self.server.counted("internal_error")
+                    if self.queue and req is self.queue[0] and not req.responded:
+                        req.keep_alive = False
+                        req.respond(error_response(500, "the gateway failed on this request"))
+                    else:
+                        self.abort()
+                    return
+        finally:
+            self.dispatching = False
+
+    def _refuse(self, req: Request) -> None:
+        status, message = req.refused or (400, "bad request")
+        self.server.counted("malformed")
+        self.queue.popleft()
+        self.write(error_response(status, message))
+        self.close()
+
+    def _malformed(self, status: int, message: str) -> None:
+        """Bytes that are not a request we accept: refuse in turn, parse nothing more."""
+        self.stopped = True
+        req = self.parsing
+        if req is not None and req in self.queue:  # its body was malformed
+            if req.dispatched:
+                req.body_error = BadBody(message)
+                req.wake()
+                self.closing = True
+                return
+            self.queue.remove(req)
+        if self.closing or (self.queue and not self.queue[-1].keep_alive):
+            return  # bytes after the last answer this connection gives (`Connection: close`)
+        bad = Request(self, self.loop.time())
+        bad.refused = (status, message)
+        bad.keep_alive = False
+        self.queue.append(bad)
+        self._dispatch()
+
+    def finished(self, req: Request) -> None:
+        """`req`'s answer is written: the next request may go (or the connection closes)."""
+        queue = self.queue
+        if not queue or queue[0] is not req:
+            return  # the connection went first
+        queue.popleft()
+        self.handler.done(req)
+        if not req.keep_alive or not req.body_done or self.closing or self.server.draining:
+            self.close()
+            return
+        if not queue:
+            if self.parsing is None:
+                self.deadline = self.clock.now + self.limits.keepalive_timeout
+            self._arm(self.deadline)  # (or the deadline of a head begun meanwhile)
+        if self.read_paused and len(queue) <= 1:
+            self._resume()
+        if queue and not self.dispatching:
+            self._dispatch()
+
+    # ------------------------------------------------------------------ flow control
+
+    def _pause(self) -> None:
+        if not self.read_paused and self.transport is not None:
+            self.read_paused = True
+            self.transport.pause_reading()
+
+    def _resume(self) -> None:
+        if self.read_paused and self.transport is not None and not self.closed:
+            self.read_paused = False
+            self.transport.resume_reading()
+            if self.queue:  # a stall while we did not read is not the client's
+                self.queue[0].last_body = self.loop.time()
+
+    def reading_body(self, req: Request) -> None:
+        """The proxy waits for `req`'s body: read, and watch the body deadline."""
+        if self.read_paused and self.queue and self.queue[0] is req and req.buffered < BODY_HIGH:
+            self._resume()
+        self._arm(req.last_body + self.limits.body_timeout)
+
+    def body_taken(self, req: Request) -> None:
+        if self.read_paused and len(self.queue) <= 1:
+            self._resume()
+
+    def write(self, data: bytes) -> None:
+        if not self.closed and self.transport is not None:
+            self.transport.write(data)
+
+    async def drain(self) -> None:
+        while self.write_paused and not self.closed:
+            fut = self.loop.create_future()
+            self.drainer = fut
+            try:
+                await fut
+            finally:
+                self.drainer = None
+        if self.closed:
+            raise ClientGone("the client went away")
+
+    def close(self) -> None:
+        """Close once what was written is sent."""
+        self.closing = True
+        self.stopped = True
+        if self.transport is not None and not self.closed:
+            self.transport.close()
+
+    def abort(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.abort()
+
+    def shutdown(self) -> None:
+        """Graceful drain: close now if idle, else after the answer in progress."""
+        self.closing = True
+        if not self.queue:
+            self.close()
+
+    # ------------------------------------------------------------------ deadlines
+
+    def _arm(self, when: float) -> None:
+        """One timer per connection: moved earlier when needed, never later (a timer that
+        fires early looks at the state and re-arms for what is next)."""
+        t = self.timer
+        if t is not None:
+            if when >= self.timer_at:
+                return
+            t.cancel()
+        self.timer_at = when
+        self.timer = self.loop.call_at(when, self._tick)
+
+    def _tick(self) -> None:
+        self.timer = None
+        if self.closed:
+            return
+        now = self.loop.time()
+        nxt = float("inf")
+        limits = self.limits
+        if not self.queue:  # waiting for a head, or in the middle of one
+            if now >= self.deadline:
+                self.abort()  # slowloris, an idle socket, or a kept-alive one gone quiet
+                return
+            nxt = self.deadline
+        else:
+            req = self.queue[0]
+            if not req.body_done and not self.read_paused and req.body_error is None:
+                due = req.last_body + limits.body_timeout
+                if now >= due:
+                    self._body_timeout(req)
+                else:
+                    nxt = due
+        if self.write_paused and self.paused_at:
+            due = self.paused_at + limits.send_timeout
+            if now >= due:
+                self.server.counted("send_timeout")
+                self.abort()  # the answer's backend exchange is freed by connection_lost
+                return
+            nxt = min(nxt, due)
+        if nxt != float("inf"):
+            self._arm(nxt)
+
+    def _body_timeout(self, req: Request) -> None:
+        timeout = self.limits.body_timeout
+        self.stopped = True
+        if req.dispatched:  # the proxy is reading it: it answers 408 (or aborts)
+            req.body_error = BodyTimeout(f"the request body stalled for {timeout:g}s")
+            req.keep_alive = False
+            req.wake()
+            return
+        req.refused = (408, f"the request body stalled for {timeout:g}s")
+        self._dispatch()

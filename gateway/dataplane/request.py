@@ -1,0 +1,233 @@
+"""One request on a data-plane connection: its head, its body as it arrives, its answer.
+
+Owns the request side of `dataplane/protocol.py`'s contract with the proxy: the head as
+parsed (method, target and fields as raw bytes, never decoded unless routing reads them),
+the body (in memory, or read as it comes with flow control and its deadline), and the answer
+(one write for a complete one; head, chunks and an end, or an abort, for a stream). The
+connection decides keep-alive and the order of answers; the proxy only answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from gateway.dataplane.protocol import HttpProtocol
+
+__all__ = ["BadBody", "BadHeader", "BodyTimeout", "BodyTooLarge", "ClientGone", "HeaderView",
+           "Request"]
+
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+class BodyTooLarge(Exception):
+    """The body exceeds `server.max_body_size` (413)."""
+
+
+class BodyTimeout(Exception):
+    """The client stopped sending its body for `server.body_timeout` (408)."""
+
+
+class BadBody(Exception):
+    """The body's framing broke (a malformed chunk): 400, and the connection closes."""
+
+
+class ClientGone(ConnectionError):
+    """The client closed or reset its connection before the request was over."""
+
+
+class BadHeader(ValueError):
+    """A field routing reads is not valid UTF-8 (400)."""
+
+
+class HeaderView(Mapping[str, str]):
+    """Case-insensitive, read-only text view of raw fields, decoded on demand: routing reads
+    a handful of fields (Host, match headers, sticky, pins), so nothing else is decoded. A
+    value that is not UTF-8 raises `BadHeader` (one the gateway cannot read one way)."""
+
+    __slots__ = ("raw",)
+
+    def __init__(self, raw: list[tuple[bytes, bytes]]) -> None:
+        self.raw = raw
+
+    def get_bytes(self, name: bytes) -> bytes | None:
+        for n, v in self.raw:
+            if len(n) == len(name) and n.lower() == name:
+                return v
+        return None
+
+    def __getitem__(self, key: str) -> str:
+        v = self.get_bytes(key.lower().encode("latin-1"))
+        if v is None:
+            raise KeyError(key)
+        if v.isascii():
+            return v.decode("ascii")
+        try:
+            return v.decode("utf-8")
+        except UnicodeDecodeError:
+            raise BadHeader(f"the {key!r} header is not valid UTF-8") from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter({n.decode("latin-1").lower(): None for n, _ in self.raw})
+
+    def __len__(self) -> int:
+        return len({n.lower() for n, _ in self.raw})
+
+
+class Request:
+    """A request and its answer. Created by the connection at the start of a head."""
+
+    __slots__ = ("body_done", "body_error", "body_size", "buffered", "chunked", "chunks",
+                 "conn", "content_length", "continue_sent", "dispatched", "expect_continue",
+                 "flight", "headers", "host", "http10", "keep_alive", "last_body", "method",
+                 "out_chunked", "raw_headers", "rec", "refused", "responded", "span",
+                 "started", "target", "waiter")
+
+    def __init__(self, conn: HttpProtocol, now: float) -> None:
+        self.conn = conn
+        self.started = now
+        self.method = b""
+        self.target = b""
+        self.raw_headers: list[tuple[bytes, bytes]] = []
+        self.headers = HeaderView(self.raw_headers)
+        self.host: bytes | None = None
+        self.http10 = False
+        self.keep_alive = True
+        self.content_length: int | None = None
+        self.chunked = False
+        self.expect_continue = False
+        self.continue_sent = False
+        self.refused: tuple[int, str] | None = None  # the connection answers it, then closes
+        # body
+        self.chunks: list[bytes] = []
+        self.buffered = 0
+        self.body_size = 0
+        self.body_done = False
+        self.body_error: BaseException | None = None
+        self.last_body = now
+        self.waiter: asyncio.Future[None] | None = None
+        # answer
+        self.dispatched = False
+        self.responded = False  # the answer's head has been written
+        self.out_chunked = False
+        self.flight: object | None = None  # the proxy's (told when the client goes away)
+        self.rec: Any = None  # the proxy's telemetry record of this request
+        self.span: Any = None  # its trace span, when tracing sampled it
+
+    # ------------------------------------------------------------------ head
+
+    @property
+    def remote(self) -> str | None:
+        return self.conn.remote
+
+    @property
+    def path(self) -> str:
+        return self.target.split(b"?", 1)[0].decode("latin-1")
+
+    # ------------------------------------------------------------------ body
+
+    def body(self) -> bytes:
+        """The whole body, when it has all arrived (`body_done`)."""
+        chunks = self.chunks
+        if not chunks:
+            return b""
+        if len(chunks) > 1:
+            self.chunks = chunks = [b"".join(chunks)]
+        return chunks[0]
+
+    def _take(self) -> bytes:
+        chunks, self.chunks = self.chunks, []
+        self.buffered = 0
+        self.conn.body_taken(self)
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    async def _more(self) -> None:
+        """Wait for body bytes (or its end, or its failure)."""
+        if self.expect_continue and not self.continue_sent and not self.responded:
+            self.continue_sent = True
+            self.conn.write(CONTINUE)
+        fut = self.conn.loop.create_future()
+        self.waiter = fut
+        self.conn.reading_body(self)
+        try:
+            await fut
+        finally:
+            self.waiter = None
+
+    def wake(self) -> None:
+        w = self.waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    async def read_prefix(self, limit: int, max_body: int) -> bytes | None:
+        """Up to about `limit` bytes of the body (all of it when shorter); None when more
+        than `max_body` bytes arrive first. What is read stays to be replayed."""
+        while not self.body_done and self.buffered < limit:
+            if self.body_error is not None:
+                raise self.body_error
+            if self.body_size > max_body:
+                return None
+            await self._more()
+        if self.body_size > max_body and not self.body_done:
+            return None
+        return self.body()
+
+    async def rest(self, already: int, max_body: int) -> AsyncIterator[bytes]:
+        """The body after the `already` bytes taken as a prefix, as it arrives."""
+        skip = already  # the prefix is still at the start of what is buffered
+        n = already
+        while True:
+            if self.chunks:
+                data = self._take()
+                if skip:
+                    data, skip = data[skip:], max(0, skip - len(data))
+                if not data:
+                    continue
+                n += len(data)
+                if n > max_body:
+                    raise BodyTooLarge
+                yield data
+                continue
+            if self.body_done:
+                return
+            if self.body_error is not None:
+                raise self.body_error
+            await self._more()
+
+    # ------------------------------------------------------------------ answer
+
+    def will_keep_alive(self) -> bool:
+        """Whether the connection stays open after this answer (say so in its head)."""
+        return self.keep_alive and self.body_done and not self.conn.closing
+
+    def respond(self, data: bytes) -> None:
+        """A whole answer (head and body) in one write; the request is over."""
+        self.responded = True
+        self.conn.write(data)
+        self.conn.finished(self)
+
+    def start(self, head: bytes, chunked: bool) -> None:
+        """The head of a streamed answer; the body follows with `send` and `end`."""
+        self.responded = True
+        self.out_chunked = chunked
+        self.conn.write(head)
+
+    def send(self, data: bytes) -> None:
+        if data:
+            self.conn.write(b"%x\r\n%b\r\n" % (len(data), data) if self.out_chunked else data)
+
+    async def drain(self) -> None:
+        """Wait while the client is not taking what it is sent (flow control)."""
+        await self.conn.drain()
+
+    def end(self, last: bytes = b"") -> None:
+        self.send(last)
+        if self.out_chunked:
+            self.conn.write(b"0\r\n\r\n")
+        self.conn.finished(self)
+
+    def abort(self) -> None:
+        """End the connection without a clean end of the answer (an incomplete body)."""
+        self.conn.abort()

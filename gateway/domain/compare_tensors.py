@@ -1,0 +1,194 @@
+"""Open Inference Protocol (V2) answer comparison, per output tensor.
+
+Owns `compare_tensors`, the `compare: v2_tensors` kind: outputs matched by name; each
+must have the primary's shape and datatype; numbers agree when |s - p| <= atol +
+rtol * |p| (numpy's `isclose`, NaN equal to NaN), so float noise of 1e-7 passes where a
+real change does not; with `argmax` (or `top_k`) a classifier is judged by its decision
+per row (the last axis), its scores only measured. Pure; tensor data flat or nested.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from typing import Any
+
+from gateway.config_shadow import V2TensorsCompare
+from gateway.domain.compare_json import loads
+from gateway.domain.comparison import Comparison, Difference
+
+__all__ = ["compare_tensors", "flatten", "top_classes"]
+
+_NUMERIC = frozenset({"FP16", "FP32", "FP64", "BF16", "INT8", "INT16", "INT32", "INT64",
+                      "UINT8", "UINT16", "UINT32", "UINT64"})
+_MAX_ELEMENTS = 10_000_000
+
+
+class _Unreadable(ValueError):
+    pass
+
+
+def flatten(data: Any) -> list[Any]:
+    """Row-major elements of flat or nested tensor data."""
+    if not isinstance(data, list):
+        raise _Unreadable("tensor data is not a list")
+    if not data or type(data[0]) is not list:
+        return data  # flat (nesting is uniform: a list further on fails the type checks)
+    out: list[Any] = []
+    stack = [iter(data)]
+    while stack:
+        for x in stack[-1]:
+            if isinstance(x, list):
+                stack.append(iter(x))
+                break
+            out.append(x)
+        else:
+            stack.pop()
+    return out
+
+
+def _outputs(doc: Any) -> dict[str, dict[str, Any]]:
+    if not isinstance(doc, dict) or not isinstance(doc.get("outputs"), list):
+        raise _Unreadable("not a V2 inference answer (no 'outputs' list)")
+    out: dict[str, dict[str, Any]] = {}
+    for i, t in enumerate(doc["outputs"]):
+        if not isinstance(t, dict):
+            raise _Unreadable(f"outputs[{i}] is not an object")
+        name = t.get("name")
+        shape = t.get("shape")
+        if not isinstance(name, str) or not isinstance(shape, list) or \
+                not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+            raise _Unreadable(f"outputs[{i}] has no name or no valid shape")
+        out[name] = t
+    return out
+
+
+def _numbers(xs: list[Any]) -> list[float]:
+    try:
+        sum(xs)  # a loop in C: anything but numbers (bools count as 0/1) raises TypeError
+    except TypeError:
+        raise _Unreadable("a numeric tensor holds a non-number") from None
+    except OverflowError:
+        pass  # a huge integer is still a number
+    return xs
+
+
+def top_classes(row: list[float], k: int) -> frozenset[int] | int:
+    """The index of the largest score (k == 1: the first one, like numpy's argmax), or
+    the set of the k largest."""
+    if k == 1:
+        return max(range(len(row)), key=row.__getitem__) if row else 0
+    return frozenset(sorted(range(len(row)), key=lambda i: (-row[i], i))[:k])
+
+
+def _close(p: list[float], s: list[float], atol: float, rtol: float) -> tuple[int, float]:
+    """(elements not close, the largest absolute difference among finite ones)."""
+    if p == s:
+        return 0, 0.0
+    try:
+        # the common case in C loops: every difference finite and within atol
+        diffs = list(map(abs, map(operator.sub, s, p)))
+        if math.isfinite(sum(diffs)):
+            worst = max(diffs)
+            if worst <= atol:
+                return 0, worst
+    except OverflowError:
+        pass
+    bad = 0
+    worst = 0.0
+    for a, b in zip(p, s, strict=True):
+        d = abs(b - a)
+        if d <= atol + rtol * abs(a):
+            if d > worst:
+                worst = d
+            continue
+        if a == b or (a != a and b != b):  # the same infinity; NaN and NaN
+            continue
+        bad += 1
+        if d > worst and math.isfinite(d):
+            worst = d
+    return bad, worst
+
+
+def _tensor(cfg: V2TensorsCompare, name: str, p: dict[str, Any], s: dict[str, Any],
+            diffs: list[Difference], detail: dict[str, Any]) -> None:
+    where = f"outputs[{name}]"
+    n = math.prod(p["shape"])
+    if n > _MAX_ELEMENTS:
+        raise _Unreadable(f"{where} has more than {_MAX_ELEMENTS} elements")
+    pd = flatten(p.get("data"))
+    if len(pd) != n:
+        raise _Unreadable(f"{where}: {len(pd)} elements for shape {p['shape']}")
+    numeric = p.get("datatype") in _NUMERIC
+    pn = _numbers(pd) if numeric else pd
+    if s.get("shape") != p["shape"]:
+        diffs.append(Difference("shape", where))
+        return
+    if s.get("datatype") != p.get("datatype"):
+        diffs.append(Difference("datatype", where))
+        return
+    try:
+        sd = flatten(s.get("data"))
+    except _Unreadable:
+        diffs.append(Difference("unparsable", where))
+        return
+    if len(sd) != n:
+        diffs.append(Difference("shape", where))
+        return
+    if not numeric:
+        if pd != sd:  # BYTES, BOOL: exact
+            diffs.append(Difference("values", where))
+        return
+    try:
+        sn = _numbers(sd)
+    except _Unreadable:
+        diffs.append(Difference("unparsable", where))
+        return
+    bad, worst = _close(pn, sn, cfg.atol, cfg.rtol)
+    detail["max_abs_diff"] = max(detail.get("max_abs_diff", 0.0), worst)
+    detail["values_close"] = detail.get("values_close", True) and bad == 0
+    k = cfg.top_k or (1 if cfg.argmax else 0)
+    if not k:
+        if bad:
+            diffs.append(Difference("values", where))
+        return
+    width = p["shape"][-1] if p["shape"] else n
+    rows = n // width if width else 0
+    differ = sum(1 for r in range(rows)
+                 if top_classes(pn[r * width:(r + 1) * width], k)
+                 != top_classes(sn[r * width:(r + 1) * width], k))
+    seen, same = detail.get("rows", 0) + rows, detail.get("rows_agreed", 0) + rows - differ
+    detail["rows"], detail["rows_agreed"] = seen, same
+    if differ:
+        diffs.append(Difference("argmax" if k == 1 else "top_k", where))
+
+
+def compare_tensors(cfg: V2TensorsCompare, primary: bytes, shadow: bytes) -> Comparison:
+    try:
+        p_out = _outputs(loads(primary))
+    except ValueError as exc:
+        return Comparison(False, (), {"why": f"the primary's answer: {exc}"})
+    try:
+        s_out = _outputs(loads(shadow))
+    except ValueError:
+        return Comparison(True, (Difference("unparsable", "$"),))
+    names = list(cfg.outputs) if cfg.outputs is not None else list(p_out)
+    diffs: list[Difference] = []
+    detail: dict[str, Any] = {}
+    try:
+        for name in names:
+            p = p_out.get(name)
+            s = s_out.get(name)
+            if p is None:
+                if s is not None:
+                    diffs.append(Difference("extra_output", f"outputs[{name}]"))
+                continue
+            if s is None:
+                diffs.append(Difference("missing_output", f"outputs[{name}]"))
+                continue
+            _tensor(cfg, name, p, s, diffs, detail)
+    except _Unreadable as exc:
+        return Comparison(False, (), {"why": f"the primary's answer: {exc}"})
+    if cfg.outputs is None:
+        diffs.extend(Difference("extra_output", f"outputs[{n}]") for n in s_out if n not in p_out)
+    return Comparison(True, tuple(diffs), detail)

@@ -1,0 +1,115 @@
+"""The values of shadow answer comparison, and the JSON paths they name.
+
+Owns `Answer` (an assembled answer), `Difference` (what differs, and where), `Comparison`
+(a comparison's differences and measurements), the matching of JSON paths against the
+patterns of the config (`gateway.config_shadow.parse_path`), and redaction by path.
+Pure: no I/O, no clock.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+from gateway.config_shadow import PathToken, parse_path
+
+__all__ = [
+    "Answer",
+    "Comparison",
+    "Difference",
+    "Pattern",
+    "Step",
+    "compile_paths",
+    "matches",
+    "redact",
+    "render",
+]
+
+#: one step of a concrete path: a key (str) or an index (int)
+Step = str | int
+Pattern = tuple[PathToken, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """One side's answer, assembled (a stream's bytes joined, up to the size bound)."""
+
+    status: int
+    body: bytes
+    content_type: str = ""  # the media type, lower-cased, without parameters
+
+
+@dataclass(frozen=True, slots=True)
+class Difference:
+    """`kind` is one of a small fixed set per comparison (a metric label); `path` says
+    where (the unit of the noise floor: a path on which the primary disagrees with itself
+    is noise)."""
+
+    kind: str
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
+class Comparison:
+    #: False: the primary's answer could not be read as the protocol says (not counted)
+    comparable: bool
+    differences: tuple[Difference, ...] = ()
+    #: measurements, whatever the verdict (max_abs_diff, exact, length_change, ...)
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def agreed(self) -> bool:
+        return self.comparable and not self.differences
+
+
+@lru_cache(maxsize=256)
+def compile_paths(texts: tuple[str, ...]) -> tuple[Pattern, ...]:
+    return tuple(parse_path(t) for t in texts)
+
+
+def _step_matches(tok: PathToken, step: Step) -> bool:
+    kind, val = tok
+    if isinstance(step, int):
+        return kind == "[*]" or (kind == "index" and val == step)
+    return kind == "*" or (kind == "key" and val == step)
+
+
+def matches(patterns: Sequence[Pattern], steps: Sequence[Step]) -> bool:
+    """Whether a pattern covers this path (a pattern covers its whole subtree)."""
+    for pat in patterns:
+        if len(pat) <= len(steps) and all(_step_matches(t, s) for t, s in zip(pat, steps,
+                                                                                strict=False)):
+            return True
+    return False
+
+
+def render(steps: Sequence[Step]) -> str:
+    """['choices', 0, 'text'] -> 'choices[0].text' (the root is '$')."""
+    out = ""
+    for s in steps:
+        if isinstance(s, int):
+            out += f"[{s}]"
+        elif s and all(c.isalnum() or c in "_-$@:" for c in s):
+            out += ("." if out else "") + s
+        else:
+            out += "[" + json.dumps(s) + "]"
+    return out or "$"
+
+
+REDACTED = "[redacted]"
+
+
+def redact(doc: Any, patterns: Sequence[Pattern], _at: tuple[Step, ...] = ()) -> Any:
+    """A copy of `doc` with every value under a matching path replaced by "[redacted]"."""
+    if not patterns:
+        return doc
+    if _at and matches(patterns, _at):
+        return REDACTED
+    if isinstance(doc, dict):
+        return {k: redact(v, patterns, (*_at, k)) for k, v in doc.items()}
+    if isinstance(doc, list):
+        return [redact(v, patterns, (*_at, i)) for i, v in enumerate(doc)]
+    return doc

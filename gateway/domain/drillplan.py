@@ -1,0 +1,138 @@
+"""A drill plan (`killgate drill run PLAN.yaml`, or the one-line forms): what to rehearse,
+how hard to push, what counts as passing and when to stop.
+
+Owns the plan's schema (pydantic, frozen, unknown keys refused, errors named by YAML
+path) and its defaults. Pure: parsing only, no I/O beyond the text it is given.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from gateway.config import Duration
+from gateway.configfile import format_path
+from gateway.errors import ConfigError, Problem
+
+__all__ = ["MEASURE", "Abort", "Plan", "Request", "Target", "Targets", "parse_plan", "plan_from"]
+
+Kind = Literal["kill", "rollback", "failover", "store_loss"]
+MEASURE = {"kill": "time_to_kill_ms", "store_loss": "time_to_kill_ms",
+           "failover": "time_to_failover_ms", "rollback": "time_to_rollback_ms"}
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Target(_Model):
+    p50: float | None = Field(default=None, ge=0)
+    p99: float | None = Field(default=None, ge=0)
+    max: float | None = Field(default=None, ge=0)
+
+
+class Targets(_Model):
+    """What passing means. Times in milliseconds; the main measure is the kind's own
+    (time_to_kill_ms, time_to_failover_ms or time_to_rollback_ms)."""
+
+    time_to_kill_ms: Target = Field(default_factory=lambda: Target(max=2000))
+    time_to_failover_ms: Target = Field(default_factory=lambda: Target(max=2000))
+    time_to_rollback_ms: Target = Field(default_factory=lambda: Target(max=2000))
+    time_to_restore_ms: Target = Field(default_factory=lambda: Target(max=5000))
+    leaks: int = Field(default=0, ge=0)
+    errors: int = Field(default=0, ge=0)
+
+
+class Abort(_Model):
+    """Stop and restore at once when users on the watched route see errors: answers >= 500
+    other than `killed` ones, from the gateways' own /metrics, the drill's own excluded."""
+
+    error_rate: float = Field(default=0.05, gt=0, le=1)
+    min_requests: int = Field(default=20, ge=1)
+    route: str | None = None  # default: the production route a drill route mirrors
+    interval: Duration = 0.5
+
+
+class Request(_Model):
+    """The synthetic request (default: GET on the route's path prefix, with its match
+    headers and host; the body's `model` when the route matches on it)."""
+
+    method: Literal["GET", "POST", "HEAD", "PUT"] = "GET"
+    path: str | None = Field(default=None, pattern=r"^/[!-~]*$")
+    headers: dict[str, str] = Field(default_factory=dict)
+    body: str | None = Field(default=None, max_length=64 * 1024)
+
+
+class Plan(_Model):
+    kind: Kind
+    route: str = Field(min_length=1, max_length=64)
+    version: str | None = None
+    scope: Literal["version", "route", "global"] | None = None  # kill, store_loss
+    to: str | None = None  # rollback: default the previous known-good, else the stable
+    production: bool = False
+    rate: float = Field(default=50, gt=0, le=2000)  # requests per second per instance
+    steady: Duration = 1.0
+    hold: Duration = 5.0
+    settle: Duration = 2.0
+    instances: list[str] | None = None
+    request: Request = Field(default_factory=Request)
+    store: str | None = None  # store_loss: the redis URL the drill may pause
+    targets: Targets = Field(default_factory=Targets)
+    abort: Abort = Field(default_factory=Abort)
+    reason: str = Field(default="recovery drill", min_length=1, max_length=512)
+
+    @field_validator("steady", "hold", "settle")
+    @classmethod
+    def _window(cls, v: float) -> float:
+        if not 0 < v <= 600:
+            raise ValueError("must be > 0 and at most 10m")
+        return v
+
+    @field_validator("instances")
+    @classmethod
+    def _urls(cls, v: list[str] | None) -> list[str] | None:
+        for u in v or ():
+            if not u.startswith(("http://", "https://")):
+                raise ValueError(f"{u!r} is not an http(s) URL")
+        return v
+
+    @model_validator(mode="after")
+    def _fits_kind(self) -> Plan:
+        if self.kind == "failover" and self.version is None:
+            raise ValueError("a failover drill names the version that fails ('version')")
+        if self.kind in ("kill", "store_loss") and self.scope == "version" and not self.version:
+            raise ValueError("scope 'version' needs 'version'")
+        if self.kind == "store_loss" and self.hold > 60:
+            raise ValueError("a store outage lasts at most 60s ('hold')")
+        return self
+
+    @property
+    def kill_scope(self) -> str:
+        return self.scope or ("version" if self.version else "route")
+
+    @property
+    def measure(self) -> str:
+        return MEASURE[self.kind]
+
+
+def parse_plan(text: str, source: str = "<plan>") -> Plan:
+    """A plan from YAML text; ConfigError naming every problem by its path."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError([Problem("", f"{source}: not YAML ({exc})")]) from None
+    if not isinstance(data, dict):
+        raise ConfigError([Problem("", f"{source}: the plan must be a mapping")])
+    return plan_from(data)
+
+
+def plan_from(data: dict[str, Any]) -> Plan:
+    """A plan from its fields (a YAML mapping, or the one-line forms' arguments);
+    ConfigError naming every problem by its path."""
+    try:
+        return Plan.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError([Problem(format_path(tuple(e["loc"])), e["msg"])
+                           for e in exc.errors()]) from None

@@ -1,0 +1,267 @@
+"""What a drill measured, and its verdict: pure analysis of the drill's own requests.
+
+Owns the definitions (times in ms from the API call, per instance): time to kill = first
+answer showing the kill; time to failover = first answer from another version through
+failover; time to rollback = from the call until every answer comes from the target;
+leaks = answers showing the old state to requests sent after the receipt said every
+instance applied the change and answered before the restore was asked for (a later answer
+may rightly show the restored state); errors = no answer, or >= 500 other than
+`killed`; time to restore = first answer showing the state from before. No I/O;
+observations and marks are passed in.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.domain.drillplan import Plan, Target
+
+__all__ = ["Marks", "Obs", "analyse", "markdown", "percentiles", "steady_problems", "verdict"]
+
+
+@dataclass(frozen=True, slots=True)
+class Obs:
+    """One drill request: seconds since the drill began; status 0 = no answer."""
+
+    instance: str
+    sent: float
+    recv: float
+    status: int
+    version: str | None
+    decision: str | None
+
+
+@dataclass(slots=True)
+class Marks:
+    steady: tuple[float, float] | None = None
+    inject_sent: float | None = None
+    inject_done: float | None = None
+    outage: tuple[float, float] | None = None
+    restore_sent: float | None = None
+    restore_done: float | None = None
+    end: float | None = None
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+def percentiles(values: Iterable[float]) -> dict[str, float | None]:
+    """Nearest-rank p50, p99 and max (None when there is nothing to rank)."""
+    xs = sorted(values)
+    if not xs:
+        return {"p50": None, "p99": None, "max": None}
+
+    def rank(q: float) -> float:
+        return round(xs[max(0, math.ceil(q * len(xs)) - 1)], 1)
+
+    return {"p50": rank(0.5), "p99": rank(0.99), "max": round(xs[-1], 1)}
+
+
+def is_error(o: Obs) -> bool:
+    return o.status == 0 or (o.status >= 500 and o.decision != "killed")
+
+
+def shows_injection(plan: Plan, to: str | None, o: Obs) -> bool:
+    if o.status == 0:
+        return False
+    if plan.kind == "rollback":
+        return o.version == to and o.status < 500
+    if plan.kind == "failover":
+        return o.decision == "failover" and o.version not in (None, plan.version)
+    if plan.kill_scope == "version":
+        return o.decision in ("failover", "killed") and o.version != plan.version
+    return o.decision == "killed"
+
+
+def shows_before(plan: Plan, to: str | None, o: Obs) -> bool:
+    """The answer could only come from the state before the injection (a leak after it)."""
+    if o.status == 0:
+        return False
+    if plan.kind == "rollback":
+        return o.version is not None and o.version != to
+    if plan.kind == "failover" or plan.kill_scope == "version":
+        return o.version == plan.version
+    return o.decision != "killed" and o.status < 500
+
+
+def _ms(t: float | None, since: float | None) -> float | None:
+    return None if t is None or since is None else round((t - since) * 1000, 1)
+
+
+def _by_instance(obs: Sequence[Obs]) -> dict[str, list[Obs]]:
+    out: dict[str, list[Obs]] = {}
+    for o in sorted(obs, key=lambda o: o.sent):
+        out.setdefault(o.instance, []).append(o)
+    return out
+
+
+def _time_to(plan: Plan, to: str | None, mine: list[Obs], m: Marks) -> float | None:
+    t0 = m.inject_sent
+    if t0 is None:
+        return None
+    end = m.restore_sent if m.restore_sent is not None else math.inf
+    window = [o for o in mine if t0 <= o.sent < end and o.status != 0]
+    if plan.kind == "rollback":
+        last_old = max((i for i, o in enumerate(window) if not shows_injection(plan, to, o)),
+                       default=-1)
+        after = window[last_old + 1:]
+        return _ms(after[0].recv, t0) if after else None
+    first = next((o for o in window if shows_injection(plan, to, o)), None)
+    return _ms(first.recv, t0) if first else None
+
+
+def _time_to_restore(plan: Plan, to: str | None, mine: list[Obs], m: Marks) -> float | None:
+    if m.restore_sent is None:
+        return None
+    first = next((o for o in mine if o.sent >= m.restore_sent and shows_before(plan, to, o)),
+                 None)
+    return _ms(first.recv, m.restore_sent) if first else None
+
+
+def analyse(plan: Plan, to: str | None, obs: Sequence[Obs], m: Marks) -> dict[str, Any]:
+    """The report's measured part: per instance and over instances."""
+    rows: list[dict[str, Any]] = []
+    t_leak = m.inject_done if m.inject_done is not None else math.inf
+    t_end = m.restore_sent if m.restore_sent is not None else math.inf
+    t_inj = m.inject_sent if m.inject_sent is not None else math.inf
+    for inst, mine in _by_instance(obs).items():
+        steady = [o for o in mine if m.steady and m.steady[0] <= o.sent < m.steady[1]]
+        # how often the answer that shows the change comes by: the version drilled (or,
+        # for a rollback, the versions it moves away from)
+        hit = ((lambda o: o.version not in (None, to)) if plan.kind == "rollback"
+               else (lambda o: o.version == plan.version) if plan.version else None)
+        share = sum(map(hit, steady)) / len(steady) if steady and hit else None
+        rows.append({
+            "instance": inst,
+            "requests": len(mine),
+            plan.measure: _time_to(plan, to, mine, m),
+            # answers that showed the injection (until the restore reached the instance)
+            "showed": sum(o.sent >= t_inj and shows_injection(plan, to, o) for o in mine),
+            "leaks": sum(t_leak <= o.sent and o.recv < t_end and shows_before(plan, to, o)
+                         for o in mine),
+            "errors": sum(o.sent >= t_inj and is_error(o) for o in mine),
+            "time_to_restore_ms": _time_to_restore(plan, to, mine, m),
+            "resolution_ms": round(1000.0 / (plan.rate * share), 1) if share else
+            round(1000.0 / plan.rate, 1),
+        })
+    measured = [r[plan.measure] for r in rows if r[plan.measure] is not None]
+    restored = [r["time_to_restore_ms"] for r in rows if r["time_to_restore_ms"] is not None]
+    return {
+        "instances": rows,
+        plan.measure: percentiles(measured),
+        "time_to_restore_ms": percentiles(restored),
+        "leaks": sum(r["leaks"] for r in rows),
+        "errors": sum(r["errors"] for r in rows),
+        "requests": len(obs),
+    }
+
+
+def steady_problems(plan: Plan, to: str | None, obs: Sequence[Obs], instances: Sequence[str],
+                    window: tuple[float, float]) -> list[str]:
+    """Why the fleet is not in a state worth drilling (empty: steady)."""
+    problems = []
+    expect = max(3, int(0.5 * plan.rate * (window[1] - window[0])))
+    by = _by_instance([o for o in obs if window[0] <= o.sent < window[1]])
+    for inst in instances:
+        mine = by.get(inst, [])
+        bad = [o for o in mine if is_error(o) or o.decision == "killed"]
+        if len(mine) < expect:
+            problems.append(f"{inst}: answered {len(mine)} drill requests in the steady window "
+                            f"(expected >= {expect})")
+        elif bad:
+            problems.append(f"{inst}: {len(bad)} of {len(mine)} drill requests failed or were "
+                            f"killed before the injection (e.g. {bad[0].status} "
+                            f"{bad[0].decision or ''})".rstrip())
+        elif any(o.decision == "failover" for o in mine):
+            problems.append(f"{inst}: requests already fail over before the injection")
+        elif plan.version and plan.kind != "rollback" and \
+                not any(o.version == plan.version for o in mine):
+            problems.append(f"{inst}: no drill request reached {plan.version}: nothing to "
+                            f"{'fail' if plan.kind == 'failover' else 'kill'} (weight 0?)")
+    if plan.kind == "rollback" and by and all(o.version == to for v in by.values() for o in v):
+        problems.append(f"every answer already comes from {to}: a rollback would change "
+                        "nothing")
+    return problems
+
+
+def _over(name: str, got: dict[str, float | None], target: Target) -> list[str]:
+    out = []
+    for q in ("p50", "p99", "max"):
+        limit, value = getattr(target, q), got.get(q)
+        if limit is not None and value is not None and value > limit:
+            out.append(f"{name} {q} {value:g} ms > target {limit:g} ms")
+    return out
+
+
+def verdict(plan: Plan, measured: dict[str, Any], restored: bool, aborted: str | None,
+            after_problems: Sequence[str]) -> tuple[str, list[str]]:
+    """passed / failed / aborted, and why (a failed drill lists every missed target)."""
+    if aborted:
+        return "aborted", [aborted]
+    why = []
+    for r in measured["instances"]:
+        if r[plan.measure] is None:
+            why.append(f"{r['instance']}: never showed the {plan.kind} "
+                       f"({plan.measure} not measured)")
+        if r["time_to_restore_ms"] is None:
+            why.append(f"{r['instance']}: showed no answer from before the drill after the "
+                       "restore")
+    t = plan.targets
+    why += _over(plan.measure, measured[plan.measure], getattr(t, plan.measure))
+    why += _over("time_to_restore_ms", measured["time_to_restore_ms"], t.time_to_restore_ms)
+    if measured["leaks"] > t.leaks:
+        why.append(f"{measured['leaks']} leak(s) > target {t.leaks}")
+    if measured["errors"] > t.errors:
+        why.append(f"{measured['errors']} error(s) > target {t.errors}")
+    if not restored:
+        why.append("the fleet is not as it was before the drill")
+    why += after_problems
+    return ("failed", why) if why else ("passed", [])
+
+
+def _fmt(v: Any) -> str:
+    return "-" if v is None else f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The human summary of a report (also what `killgate drill` prints)."""
+    kind, measure = report["kind"], next(
+        (k for k in ("time_to_kill_ms", "time_to_failover_ms", "time_to_rollback_ms")
+         if k in report), None)
+    what = f"{kind} on `{report['route']}`" + (
+        f" / `{report['version']}`" if report.get("version") else "")
+    lines = [f"# Drill {report.get('id') or '(not opened)'}: {what}: "
+             f"**{report['verdict'].upper()}**", "",
+             f"{report['started']} → {report['finished']}"]
+    if report.get("reasons"):
+        lines += ["", *[f"- {r}" for r in report["reasons"]]]
+    if measure is None:
+        return "\n".join(lines) + "\n"
+    name = measure[:-3].replace("_", " ")
+    lines += ["", f"| instance | requests | {name} (ms) | leaks | errors | "
+                  "time to restore (ms) | resolution (ms) |",
+              "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in report["instances"]:
+        lines.append(f"| {r['instance']} | {r['requests']} | {_fmt(r[measure])} | {r['leaks']}"
+                     f" | {r['errors']} | {_fmt(r['time_to_restore_ms'])} | "
+                     f"{_fmt(r['resolution_ms'])} |")
+    targets = report.get("targets", {})
+    rows = [(name, report[measure], targets.get(measure, {})),
+            ("time to restore", report["time_to_restore_ms"],
+             targets.get("time_to_restore_ms", {}))]
+    lines += ["", "| measure | p50 | p99 | max | target |", "| --- | ---: | ---: | ---: | --- |"]
+    for label, got, want in rows:
+        goal = ", ".join(f"{q} ≤ {v:g} ms" for q, v in want.items() if v is not None) or "-"
+        lines.append(f"| {label} | {_fmt(got['p50'])} | {_fmt(got['p99'])} | "
+                     f"{_fmt(got['max'])} | {goal} |")
+    lines += ["", f"Leaks (answers showing the old state after the receipt): "
+                  f"**{report['leaks']}** (target ≤ {targets.get('leaks', 0)}); errors: "
+                  f"**{report['errors']}** (target ≤ {targets.get('errors', 0)}); "
+                  f"{report['requests']} drill requests at {_fmt(report.get('rate'))}/s per "
+                  "instance."]
+    if "store_outage_ms" in report:
+        lines.append(f"The state store was unreachable for {report['store_outage_ms']:g} ms.")
+    lines.append("Fleet restored to exactly its state before the drill (kills, weights, "
+                 f"latches): **{'yes' if report['restored'] else 'NO'}**.")
+    return "\n".join(lines) + "\n"

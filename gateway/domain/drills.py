@@ -1,0 +1,321 @@
+"""Recovery drills in the replicated state: open, inject, restore, end (CONTRACT §5.4).
+
+Pure state transitions (no I/O, time passed in): each takes the current `StateDoc` and
+returns the `Change` to commit. A drill's record lists every change it made, committed in
+the same write as the change itself, so a restore — by the drill, or later by `killgate
+drill restore ID` after the drill process died — undoes exactly those and nothing an
+operator did meanwhile. Raises DomainError (UnknownDrill, UnknownVersion, InvalidChange,
+ConflictingState).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from gateway.config import RouteConfig
+from gateway.domain import overrides
+from gateway.domain.overrides import effective_stable
+from gateway.domain.statedoc import (
+    Change,
+    DrillRecord,
+    HistoryEntry,
+    KillFlag,
+    RouteOverride,
+    StateDoc,
+    apply_change,
+    kill_key,
+    plain,
+)
+from gateway.errors import ConflictingState, InvalidChange, UnknownDrill, UnknownVersion
+
+__all__ = [
+    "KINDS",
+    "MAX_RESULTS",
+    "end",
+    "holds_kill",
+    "holds_override",
+    "inject_kill",
+    "inject_rollback",
+    "merge",
+    "open_drill",
+    "record_from_audit",
+    "restore",
+    "route_state",
+    "set_fault",
+    "tag",
+]
+
+KINDS = ("kill", "rollback", "failover", "store_loss")
+MAX_RESULTS = 50
+
+
+def tag(drill: str) -> str:
+    """The prefix of the reason of every change a drill makes."""
+    return f"drill {drill}: "
+
+
+def route_state(doc: StateDoc, rc: RouteConfig) -> dict[str, Any]:
+    """What a drill must leave as it found it: every kill in force, the route's latch
+    (runtime override) and weights, its progressive rollout, and drill faults on it."""
+    ov = doc.overrides.get(rc.name)
+    weights = ov.weights if ov is not None else {v.name: v.weight for v in rc.versions}
+    return {
+        "kills": sorted(doc.kills),
+        "latched": ov is not None,
+        "override": None if ov is None else {"kind": ov.kind, "stable": ov.stable,
+                                             "weights": dict(ov.weights)},
+        "stable": effective_stable(doc, rc),
+        "weights": {k: float(v) for k, v in weights.items()},
+        "progress": dict(doc.progress[rc.name]) if rc.name in doc.progress else None,
+        "faults": sorted(d.id for d in doc.drills.values()
+                         if d.route == rc.name and d.fault is not None),
+    }
+
+
+def _record(doc: StateDoc, drill: str) -> DrillRecord:
+    rec = doc.drills.get(drill)
+    if rec is None:
+        raise UnknownDrill(drill)
+    return rec
+
+
+def _open(doc: StateDoc, drill: str) -> DrillRecord:
+    rec = _record(doc, drill)
+    if rec.restored:
+        raise ConflictingState("drill_restored",
+                               f"drill {drill} was restored; it injects nothing more")
+    return rec
+
+
+def open_drill(doc: StateDoc, rc: RouteConfig, drill: str, kind: str, version: str | None,
+               actor: str, now: str, deadline: float, nonce: str = "") -> Change:
+    if kind not in KINDS:
+        raise InvalidChange(f"'kind' must be one of {', '.join(KINDS)}")
+    if drill in doc.drills:
+        raise ConflictingState("drill_exists", f"drill {drill!r} is already open")
+    for other in doc.drills.values():
+        if other.route == rc.name:
+            raise ConflictingState(
+                "drill_in_progress", f"drill {other.id} ({other.kind}, by {other.actor}) is "
+                f"still open on route {rc.name!r}: end it, or `killgate drill restore "
+                f"{other.id}`")
+    if version is not None and rc.version(version) is None:
+        raise UnknownVersion(rc.name, version)
+    rec = DrillRecord(drill, kind, rc.name, version, actor, now, deadline, route_state(doc, rc),
+                      nonce=nonce)
+    return Change(drills={drill: rec})
+
+
+def _flag_id(flag: dict[str, Any]) -> dict[str, Any]:
+    """A kill flag as the drill recorded it (its generation is stamped when committed)."""
+    return {k: v for k, v in flag.items() if k != "generation"}
+
+
+def inject_kill(doc: StateDoc, drill: str, scope: str, actor: str, reason: str,
+                now: str) -> Change:
+    """Kill the drill's version (scope version), its route, or everything (global)."""
+    rec = _open(doc, drill)
+    if scope == "version" and rec.version is None:
+        raise InvalidChange("a version kill drill needs the drill's version")
+    route = None if scope == "global" else rec.route
+    version = rec.version if scope == "version" else None
+    key = kill_key(scope, route, version)
+    if key in doc.kills:
+        raise ConflictingState("already_killed", f"{key} is already killed: a drill would "
+                                                 "measure nothing and could lift a real kill")
+    flag = KillFlag(scope, route, version, actor, tag(drill) + reason, now, 0, True)  # type: ignore[arg-type]
+    made = {"kill": key, "flag": _flag_id(flag.public())}
+    return Change(kills={key: flag},
+                  drills={drill: replace(rec, injected=(*rec.injected, made))})
+
+
+def inject_rollback(doc: StateDoc, drill: str, rc: RouteConfig, to: str | None, actor: str,
+                    reason: str, now: str) -> Change:
+    rec = _open(doc, drill)
+    before = doc.overrides.get(rc.name)
+    ch = overrides.rollback(doc, rc, to, actor, tag(drill) + reason, now)
+    made = ch.overrides[rc.name]
+    assert made is not None
+    record = {"override": {"route": rc.name, "before": plain(before) if before else None,
+                           "progress": dict(doc.progress[rc.name])
+                           if rc.name in doc.progress else None,
+                           "after": plain(made)}}
+    return replace(ch, drills={drill: replace(rec, injected=(*rec.injected, record))})
+
+
+def set_fault(doc: StateDoc, drill: str, expires: float) -> Change:
+    """Make the drill's version fail, until `expires` (unix s), for requests carrying the
+    drill's token (minted when the drill opened, with its nonce)."""
+    rec = _open(doc, drill)
+    if rec.kind != "failover" or rec.version is None or not rec.nonce:
+        raise ConflictingState("no_fault",
+                               f"drill {drill} is not a failover drill of a version")
+    return Change(drills={drill: replace(rec, fault={"version": rec.version,
+                                                     "expires": expires})})
+
+
+def _reinstate(doc: StateDoc, rc: RouteConfig, before: dict[str, Any] | None, actor: str,
+               reason: str, now: str) -> Change:
+    """Put back the override the route had before the drill (none: the file governs)."""
+    was = effective_stable(doc, rc)
+    ov = RouteOverride(**before) if before is not None else None
+    stable = ov.stable if ov is not None and ov.stable and rc.version(ov.stable) else rc.stable
+    history: dict[str, tuple[HistoryEntry, ...]] = {}
+    if stable != was:
+        v = rc.version(stable)
+        assert v is not None
+        history[rc.name] = (HistoryEntry(stable, now, actor, reason, v.url, v.artifact),)
+    return Change(overrides={rc.name: ov}, history=history)
+
+
+def holds_kill(doc: StateDoc, key: str) -> bool:
+    """Whether the kill flag in force at `key` is one an open drill made (its restore would
+    lift it): a person's or an alert's kill of the same key must take it over."""
+    flag = doc.kills.get(key)
+    if flag is None:
+        return False
+    mine = _flag_id(flag.public())
+    return any(m.get("kill") == key and _flag_id(m["flag"]) == mine
+               for rec in doc.drills.values() for m in rec.injected)
+
+
+def holds_override(doc: StateDoc, route: str) -> bool:
+    """Whether the route's override is the one an open drill made (its restore would undo
+    it): an alert's rollback to the same place must take it over."""
+    ov = doc.overrides.get(route)
+    if ov is None:
+        return False
+    now = plain(ov)
+    return any("override" in m and m["override"]["route"] == route
+               and m["override"]["after"] == now
+               for rec in doc.drills.values() for m in rec.injected)
+
+
+def restore(doc: StateDoc, drill: str, routes: dict[str, RouteConfig], actor: str,
+            now: str) -> tuple[Change, list[dict[str, Any]]]:
+    """Undo every change the drill made that is still as the drill left it; a change
+    someone made since (an operator's own kill or rollback) is kept and reported."""
+    rec = _record(doc, drill)
+    notes: list[dict[str, Any]] = []
+    reason = tag(drill) + "restore"
+    kills: dict[str, KillFlag | None] = {}
+    added: dict[str, tuple[HistoryEntry, ...]] = {}  # history entries the restore appends
+    cur = doc  # the document as the changes so far leave it
+    for made in reversed(rec.injected):
+        if "kill" in made:
+            key = made["kill"]
+            flag = cur.kills.get(key)
+            if flag is not None and _flag_id(flag.public()) == _flag_id(made["flag"]):
+                kills[key] = None
+                notes.append({"unkill": key})
+            else:
+                notes.append({"kept": key, "why": "lifted or replaced since the drill made it"})
+        elif "override" in made:
+            ch = made["override"]
+            rc = routes.get(ch["route"])
+            now_ov = cur.overrides.get(ch["route"])
+            if rc is None or now_ov is None or plain(now_ov) != ch["after"]:
+                notes.append({"kept": f"override:{ch['route']}",
+                              "why": "changed since the drill made it"})
+                continue
+            back = _reinstate(cur, rc, ch["before"], actor, reason, now)
+            if ch["progress"] is not None and ch["route"] not in cur.progress:
+                back = replace(back, progress={ch["route"]: ch["progress"]})
+            cur = apply_change(cur, back)
+            for r, entries in back.history.items():
+                added[r] = (*added.get(r, ()), *entries)
+            notes.append({"override": ch["route"], "to": ch["before"]})
+    if rec.fault is not None:
+        notes.append({"fault_cleared": rec.fault["version"]})
+    done = replace(rec, injected=(), fault=None, restored=True)
+    # the overrides, history and progress as `cur` has them (one write for everything)
+    changed = {r for m in rec.injected if "override" in m for r in (m["override"]["route"],)}
+    return Change(
+        kills=kills,
+        overrides={r: cur.overrides.get(r) for r in changed},
+        history=added,
+        progress={r: cur.progress.get(r) for r in changed},
+        drills={drill: done}), notes
+
+
+MEASURES = ("time_to_kill_ms", "time_to_failover_ms", "time_to_rollback_ms",
+            "time_to_restore_ms")
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def _numbers(summary: Any) -> dict[str, Any]:
+    """What the state keeps of a drill's summary (the metrics read it; the whole summary is
+    in the `drill.end` audit event): leaks, errors, requests, and each measure's p50, p99
+    and max. Every instance holds the state and every write carries it: nothing else."""
+    if not isinstance(summary, dict):
+        return {}
+    out: dict[str, Any] = {k: summary[k] for k in ("leaks", "errors", "requests")
+                           if _number(summary.get(k))}
+    for m in MEASURES:
+        v = summary.get(m)
+        if isinstance(v, dict):
+            out[m] = {q: v[q] for q in ("p50", "p99", "max") if _number(v.get(q))}
+        elif _number(v):
+            out[m] = v
+    return out
+
+
+def end(doc: StateDoc, drill: str, result: dict[str, Any]) -> Change:
+    """Close a restored drill; keep the numbers of its summary as the last result of its
+    kind and route."""
+    rec = _record(doc, drill)
+    if not rec.restored:
+        raise ConflictingState("not_restored", f"drill {drill} has not been restored yet")
+    key = f"{rec.kind}:{rec.route}"
+    if "summary" in result:
+        result = {**result, "summary": _numbers(result["summary"])}
+    results: dict[str, dict[str, Any] | None] = {key: result}
+    others = [k for k in doc.drill_results if k != key]
+    for old in others[:max(0, len(others) + 1 - MAX_RESULTS)]:
+        results[old] = None  # the oldest go
+    return Change(drills={drill: None}, drill_results=results)
+
+
+def merge(first: Change, then: Change) -> Change:
+    """One change doing `first`, then `then` (one write, one audit event)."""
+    history = dict(first.history)
+    for r, entries in then.history.items():
+        history[r] = (*history.get(r, ()), *entries)
+    return Change(kills={**first.kills, **then.kills},
+                  overrides={**first.overrides, **then.overrides}, history=history,
+                  progress={**first.progress, **then.progress},
+                  identities={**first.identities, **then.identities},
+                  epoch=then.epoch if then.epoch is not None else first.epoch,
+                  drills={**first.drills, **then.drills},
+                  approvals={**first.approvals, **then.approvals},
+                  drill_results={**first.drill_results, **then.drill_results})
+
+
+def record_from_audit(drill: str, events: list[dict[str, Any]]) -> DrillRecord | None:
+    """The record of a drill, rebuilt from its audit events (newest first, as the trail
+    pages them) when the state holds none, so a restore works from the trail alone: the
+    state it opened on, and each kill or rollback it made. None when the trail has no
+    `drill.start` for it, or says it ended."""
+    mine = [e for e in reversed(events) if e.get("drill") == drill]
+    start = next((e for e in mine if e.get("action") == "drill.start"), None)
+    if start is None or any(e.get("action") == "drill.end" for e in mine):
+        return None
+    t = start.get("target") or {}
+    injected: list[dict[str, Any]] = []
+    for e in mine:
+        target, after = e.get("target") or {}, e.get("after")
+        if e.get("action") == "kill" and isinstance(after, dict):
+            key = kill_key(str(target.get("scope")), target.get("route"), target.get("version"))
+            injected.append({"kill": key, "flag": _flag_id(after)})
+        elif e.get("action") == "rollback" and isinstance(after, dict):
+            injected.append({"override": {"route": target.get("route"),
+                                          "before": e.get("before"), "progress": None,
+                                          "after": after}})
+    before = start.get("before") if isinstance(start.get("before"), dict) else {}
+    return DrillRecord(drill, str(t.get("kind")), str(t.get("route")), t.get("version"),
+                       str(start.get("actor")), str(start.get("time")), 0.0, before,
+                       tuple(injected))

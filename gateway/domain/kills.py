@@ -1,0 +1,31 @@
+"""The kill switch's rule: what a kill asks of the state document, for every caller.
+
+Pure (statedoc, drills). `kill` is the one rule by which a person (admin API), an alert or
+anything else sets a kill flag. A kill already in force changes nothing and keeps who
+killed, when and why, except that asking to cut in-flight answers upgrades a flag that
+did not, and a flag an open drill holds is taken over: the drill's restore then leaves it
+(it undoes only what is still as the drill left it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from gateway.domain import drills
+from gateway.domain.statedoc import Change, KillFlag, KillScope, StateDoc, kill_key
+
+__all__ = ["kill"]
+
+
+def kill(doc: StateDoc, scope: KillScope, route: str | None, version: str | None,
+         actor: str, reason: str, now: str, abort_inflight: bool = True) -> Change | None:
+    """The change a kill of (scope, route, version) makes; None when already in force."""
+    key = kill_key(scope, route, version)
+    existing = doc.kills.get(key)
+    if existing is not None and not drills.holds_kill(doc, key):
+        if abort_inflight and not existing.abort_inflight:
+            return Change(kills={key: replace(existing, abort_inflight=True)})
+        return None
+    # generation 0: statedoc.apply_change stamps the generation the kill lands in
+    return Change(kills={key: KillFlag(scope, route, version, actor, reason, now, 0,
+                                       abort_inflight)})

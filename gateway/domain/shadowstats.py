@@ -1,0 +1,270 @@
+"""Shadow results: the counts of one shadow, their fleet merge, the report and the gate.
+
+Owns `Tally` (one process's counts for one route's shadow: what happened to the copies,
+comparison outcomes, kinds of difference, both sides' latency histograms, the noise
+floor's pairs and paths, and a bounded ring of sampled disagreements with redacted
+bodies), its JSON form for the state store, `merge` (the fleet's), `report` (the shape
+of GET /v1/routes/{route}/shadow, CONTRACT §5.5) and `promotion_refusal`, the rule that
+a shadow gets traffic only once it agreed enough (`analysis.min_shadow_agreement`).
+Pure: time is passed in.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.config import RouteConfig
+from gateway.config_shadow import NoiseConfig
+from gateway.domain.analysis import LATENCY_BOUNDS_MS, Sample, percentile
+from gateway.domain.compare import AGREED, DISAGREED, NOISE, UNCOMPARABLE
+from gateway.domain.comparison import Comparison, Difference
+from gateway.domain.statedoc import StateDoc
+
+__all__ = ["COPY_RESULTS", "Tally", "compared_agreed", "gate", "merge", "promotion_refusal",
+           "report"]
+
+#: what happened to a copy that was not compared: sent (then compared or failed),
+#: dropped (max_inflight), body (request too large), answer (answer too large),
+#: down (the shadow killed or unhealthy), failed (no answer from the shadow)
+COPY_RESULTS = ("sent", "dropped", "body", "answer", "down", "failed")
+MAX_NOISE_PATHS = 256
+_BOUNDS = tuple(float(b) for b in LATENCY_BOUNDS_MS)
+
+
+def _hist() -> list[int]:
+    return [0] * (len(_BOUNDS) + 1)
+
+
+@dataclass
+class Tally:
+    version: str
+    spec: str  # digest of the shadow's settings: counts of other settings are not merged
+    copies: dict[str, int] = field(default_factory=dict)
+    outcomes: dict[str, int] = field(default_factory=dict)
+    differences: dict[str, int] = field(default_factory=dict)
+    failures: dict[str, int] = field(default_factory=dict)
+    primary_ms: list[int] = field(default_factory=_hist)
+    shadow_ms: list[int] = field(default_factory=_hist)
+    primary_s: float = 0.0  # the sums of both sides' latencies (seconds)
+    shadow_s: float = 0.0
+    noise_pairs: int = 0
+    noise_paths: dict[str, int] = field(default_factory=dict)
+    raw_n: int = 0  # compared answers counted in raw_paths (only with a noise floor)
+    raw_paths: dict[str, int] = field(default_factory=dict)  # where shadow and primary differed
+    length_change: float = 0.0  # the sum of |relative change| of compared text answers
+    length_n: int = 0
+    disagreements: deque[dict[str, Any]] = field(default_factory=deque)
+    keep: int = 20
+    changes: int = 0  # bumped by every record: publish only what changed
+
+    # ------------------------------------------------------------------ recording
+
+    def copy(self, result: str, n: int = 1) -> None:
+        self.copies[result] = self.copies.get(result, 0) + n
+        self.changes += 1
+
+    def failed(self, kind: str) -> None:
+        self.copy("failed")
+        self.failures[kind] = self.failures.get(kind, 0) + 1
+
+    def noise(self, c: Comparison) -> None:
+        """A pair of the primary's own answers was compared."""
+        if not c.comparable:
+            return
+        self.noise_pairs += 1
+        for path in {d.path for d in c.differences}:
+            if path in self.noise_paths or len(self.noise_paths) < MAX_NOISE_PATHS:
+                self.noise_paths[path] = self.noise_paths.get(path, 0) + 1
+        self.changes += 1
+
+    def observed(self, c: Comparison) -> None:
+        """The shadow's answer was compared: where it differed, before the noise floor."""
+        if not c.comparable:
+            return
+        self.raw_n += 1
+        for path in {d.path for d in c.differences}:
+            if path in self.raw_paths or len(self.raw_paths) < MAX_NOISE_PATHS:
+                self.raw_paths[path] = self.raw_paths.get(path, 0) + 1
+
+    def noisy_paths(self, cfg: NoiseConfig | None) -> frozenset[str]:
+        """Paths that are noise for every request, not just those with a noise pair of their
+        own (Diffy's rule): the primary differs from itself there in at least `threshold`
+        of the pairs, and the shadow differs from it there not much more often (at most
+        `relative` more). A path the primary is sometimes unsure of, where the shadow
+        differs far more often, stays a real difference."""
+        if cfg is None or self.noise_pairs < cfg.min_pairs:
+            return frozenset()
+        out = []
+        for path, n in self.noise_paths.items():
+            rate = n / self.noise_pairs
+            if rate < cfg.threshold:
+                continue
+            raw = self.raw_paths.get(path, 0) / self.raw_n if self.raw_n else 0.0
+            if raw <= rate * (1 + cfg.relative):
+                out.append(path)
+        return frozenset(out)
+
+    def outcome(self, outcome: str, differences: tuple[Difference, ...], primary_s: float,
+                shadow_s: float, detail: dict[str, Any]) -> None:
+        self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
+        for kind in {d.kind for d in differences}:
+            self.differences[kind] = self.differences.get(kind, 0) + 1
+        self.primary_ms[bisect_left(_BOUNDS, primary_s * 1000.0)] += 1
+        self.shadow_ms[bisect_left(_BOUNDS, shadow_s * 1000.0)] += 1
+        self.primary_s += primary_s
+        self.shadow_s += shadow_s
+        change = detail.get("length_change")
+        if isinstance(change, float | int):
+            self.length_change += abs(change)
+            self.length_n += 1
+        self.changes += 1
+
+    def disagreement(self, record: dict[str, Any]) -> None:
+        if self.keep <= 0:
+            return
+        self.disagreements.append(record)
+        while len(self.disagreements) > self.keep:
+            self.disagreements.popleft()
+        self.changes += 1
+
+    # ------------------------------------------------------------------ the store's form
+
+    def to_json(self) -> dict[str, Any]:
+        return {"version": self.version, "spec": self.spec, "copies": self.copies,
+                "outcomes": self.outcomes, "differences": self.differences,
+                "failures": self.failures, "primary_ms": self.primary_ms,
+                "shadow_ms": self.shadow_ms, "primary_s": self.primary_s,
+                "shadow_s": self.shadow_s, "noise_pairs": self.noise_pairs,
+                "noise_paths": self.noise_paths, "raw_n": self.raw_n,
+                "raw_paths": self.raw_paths, "length_change": self.length_change,
+                "length_n": self.length_n, "disagreements": list(self.disagreements)}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Tally:
+        """ValueError/TypeError/KeyError on a malformed blob (another instance's, or
+        anyone who can write to the store)."""
+        def counts(x: Any) -> dict[str, int]:
+            if not isinstance(x, dict):
+                raise TypeError("counts must be an object")
+            return {str(k)[:64]: int(v) for k, v in list(x.items())[:MAX_NOISE_PATHS]}
+
+        def hist(x: Any) -> list[int]:
+            h = [int(v) for v in x]
+            if len(h) != len(_BOUNDS) + 1:
+                raise ValueError("histogram has the wrong number of buckets")
+            return h
+
+        ds = d.get("disagreements", [])
+        if not isinstance(ds, list) or not all(isinstance(r, dict) for r in ds):
+            raise TypeError("disagreements must be a list of objects")
+        return cls(str(d["version"]), str(d["spec"]), counts(d.get("copies", {})),
+                   counts(d.get("outcomes", {})), counts(d.get("differences", {})),
+                   counts(d.get("failures", {})), hist(d["primary_ms"]), hist(d["shadow_ms"]),
+                   float(d.get("primary_s", 0.0)), float(d.get("shadow_s", 0.0)),
+                   int(d.get("noise_pairs", 0)), counts(d.get("noise_paths", {})),
+                   int(d.get("raw_n", 0)), counts(d.get("raw_paths", {})),
+                   float(d.get("length_change", 0.0)), int(d.get("length_n", 0)),
+                   deque(ds[-1000:]), keep=1000)
+
+
+def _add(into: dict[str, int], more: dict[str, int]) -> None:
+    for k, v in more.items():
+        into[k] = into.get(k, 0) + v
+
+
+def merge(version: str, spec: str, tallies: list[Tally]) -> Tally:
+    """The fleet's counts: the tallies of this version and these settings, summed."""
+    out = Tally(version, spec, keep=0)
+    ds: list[dict[str, Any]] = []
+    for t in tallies:
+        if t.version != version or t.spec != spec:
+            continue
+        for mine, theirs in ((out.copies, t.copies), (out.outcomes, t.outcomes),
+                             (out.differences, t.differences), (out.failures, t.failures),
+                             (out.noise_paths, t.noise_paths), (out.raw_paths, t.raw_paths)):
+            _add(mine, theirs)
+        out.primary_ms = [a + b for a, b in zip(out.primary_ms, t.primary_ms, strict=True)]
+        out.shadow_ms = [a + b for a, b in zip(out.shadow_ms, t.shadow_ms, strict=True)]
+        out.primary_s += t.primary_s
+        out.shadow_s += t.shadow_s
+        out.noise_pairs += t.noise_pairs
+        out.raw_n += t.raw_n
+        out.length_change += t.length_change
+        out.length_n += t.length_n
+        ds.extend(t.disagreements)
+    ds.sort(key=lambda r: str(r.get("time", "")), reverse=True)
+    out.disagreements = deque(ds)
+    return out
+
+
+def compared_agreed(t: Tally) -> tuple[int, int]:
+    """(compared, agreed): a `noise` outcome counts as agreement; `uncomparable` is not
+    counted either way."""
+    o = t.outcomes
+    agreed = o.get(AGREED, 0) + o.get(NOISE, 0)
+    return agreed + o.get(DISAGREED, 0), agreed
+
+
+def _latency(h: list[int]) -> dict[str, float | None]:
+    s = Sample(requests=sum(h), hist=h)
+    return {"p50": percentile(s, 0.5), "p99": percentile(s, 0.99)}
+
+
+def report(route: str, t: Tally, compare: str, sample: float, instances: int,
+           limit: int = 20) -> dict[str, Any]:
+    compared, agreed = compared_agreed(t)
+    return {
+        "route": route, "version": t.version, "compare": compare, "sample": sample,
+        "compared": compared, "agreed": agreed,
+        "agreement": round(agreed / compared, 6) if compared else None,
+        "dropped": t.copies.get("dropped", 0),
+        "outcomes": {k: t.outcomes.get(k, 0) for k in (AGREED, NOISE, DISAGREED, UNCOMPARABLE)},
+        "copies": {k: t.copies.get(k, 0) for k in COPY_RESULTS},
+        "failures": dict(sorted(t.failures.items())),
+        "differences": dict(sorted(t.differences.items(), key=lambda kv: -kv[1])),
+        "latency_ms": {"primary": _latency(t.primary_ms), "shadow": _latency(t.shadow_ms)},
+        "length_change": round(t.length_change / t.length_n, 4) if t.length_n else None,
+        "noise": {"pairs": t.noise_pairs,
+                  "paths": dict(sorted(t.noise_paths.items(), key=lambda kv: -kv[1])[:20])},
+        "instances": instances,
+        "disagreements": list(t.disagreements)[:limit],
+    }
+
+
+# ---------------------------------------------------------------- the promotion gate
+
+
+def _gives_traffic(doc: StateDoc, route: str, version: str) -> bool:
+    ov = doc.overrides.get(route)
+    return ov is not None and (ov.stable == version or ov.weights.get(version, 0.0) > 0)
+
+
+def gate(rc: RouteConfig, fleet: Tally | None) -> str | None:
+    """Why the route's shadow may not get traffic now (None: it may)."""
+    sh, a = rc.shadow, rc.analysis
+    if sh is None or a is None or a.min_shadow_agreement is None:
+        return None
+    need, least = a.min_shadow_agreement, a.min_shadow_compared
+    compared, agreed = compared_agreed(fleet) if fleet is not None else (0, 0)
+    if compared >= least and agreed >= need * compared:
+        return None
+    seen = (f"it agreed with the primary on {agreed} of {compared} compared requests "
+            f"({agreed / compared:.1%})" if compared else "no comparison of its answers is "
+            "known yet")
+    return (f"shadow {sh.version!r} of route {rc.name!r} may not get traffic yet: {seen}; "
+            f"analysis.min_shadow_agreement needs {need:.1%} over at least {least} compared "
+            f"requests (see `killgate shadow report {rc.name}`)")
+
+
+def promotion_refusal(rc: RouteConfig, before: StateDoc, after: StateDoc,
+                      fleet: Tally | None) -> str | None:
+    """A change that would give the route's shadow traffic (promote, weights, rollback
+    to it) while its agreement is below the gate: why it is refused. None: allowed."""
+    sh = rc.shadow
+    if sh is None or not _gives_traffic(after, rc.name, sh.version) \
+            or _gives_traffic(before, rc.name, sh.version):
+        return None
+    return gate(rc, fleet)

@@ -1,0 +1,87 @@
+"""One shadow copy's verdict: compare, judge with the noise floor, describe a disagreement.
+
+Owns `verdict()` (what the mirror runs for each answered copy, inline or in a worker
+thread), the stored form of a disagreement's bodies (`body_record`: JSON redacted by path
+and cut at `max_body`; text when not JSON, or nothing when redaction is configured) and
+`spec_of`, the digest of the settings counts depend on. Pure: no I/O; the time of a record
+is read from the clock only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, NamedTuple
+
+from gateway.config_shadow import DisagreementsConfig, ShadowConfig
+from gateway.domain.audit import utc_now
+from gateway.domain.compare import DISAGREED, compare, judge
+from gateway.domain.comparison import Answer, Comparison, Difference, compile_paths, redact
+
+__all__ = ["PARSE_LIMIT", "Verdict", "answer_record", "body_record", "spec_of", "verdict"]
+
+#: bodies larger than this (and than 4 x disagreements.max_body) are not parsed for a record
+PARSE_LIMIT = 256 * 1024
+
+
+def spec_of(sh: ShadowConfig, protocol: str) -> str:
+    """A digest of the settings counts depend on (a reload that changes them starts over)."""
+    text = f"{protocol}|{sh.version}|{sh.compare_for(protocol).model_dump_json()}|" \
+           f"{sh.noise.model_dump_json() if sh.noise else ''}"
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+class Verdict(NamedTuple):
+    result: Comparison  # the shadow's answer against the client's
+    noise: Comparison | None  # the primary's second answer against the client's
+    outcome: str
+    left: tuple[Difference, ...]  # the differences that count (after the noise floor)
+    record: dict[str, Any] | None  # a disagreement, as stored
+
+
+def verdict(sh: ShadowConfig, protocol: str, request: bytes, primary: Answer, answer: Answer,
+            again: Answer | None, noisy: frozenset[str]) -> Verdict:
+    """`again`: the primary's second answer (the noise floor), if one was asked for;
+    `noisy`: paths known to be noise from earlier pairs."""
+    cmp = sh.compare_for(protocol)
+    result = compare(cmp, request, primary, answer)
+    own = compare(cmp, request, primary, again) if again is not None else None
+    outcome, left = judge(result, own, noisy)
+    record = None
+    if outcome == DISAGREED and sh.disagreements.keep:
+        d = sh.disagreements
+        record = {"time": utc_now(), "request": body_record(request, d),
+                  "primary": answer_record(primary, d), "shadow": answer_record(answer, d),
+                  "differences": [{"kind": x.kind, "path": x.path} for x in left[:16]],
+                  "detail": {k: v for k, v in result.detail.items()
+                             if isinstance(v, bool | int | float | str)}}
+    return Verdict(result, own, outcome, left, record)
+
+
+def body_record(body: bytes, cfg: DisagreementsConfig) -> Any:
+    """What a stored disagreement keeps of a body: JSON (redacted) when it fits in
+    `max_body`, else text cut to `max_body`. A body that is not JSON is not kept when
+    redaction is configured (it cannot be redacted)."""
+    try:
+        if len(body) > max(PARSE_LIMIT, 4 * cfg.max_body):
+            raise ValueError("too large to parse for a record")  # (a record is cut anyway)
+        doc = json.loads(body)
+    except (ValueError, RecursionError):
+        if cfg.redact:
+            return (f"[{len(body)} bytes, not JSON (or too large to redact): not kept, since "
+                    "redaction is configured]")
+        text = body[:cfg.max_body].decode("utf-8", "replace")
+        return text + (f"…[cut {len(body) - cfg.max_body} bytes]" if len(body) > cfg.max_body
+                       else "")
+    try:
+        doc = redact(doc, compile_paths(tuple(cfg.redact)))
+        text = json.dumps(doc, separators=(",", ":"))
+    except RecursionError:
+        return f"[{len(body)} bytes of JSON nested too deeply to keep]"
+    if len(text) <= cfg.max_body:
+        return doc
+    return text[:cfg.max_body] + f"…[cut {len(text) - cfg.max_body} bytes]"
+
+
+def answer_record(a: Answer, cfg: DisagreementsConfig) -> dict[str, Any]:
+    return {"status": a.status, "body": body_record(a.body, cfg)}

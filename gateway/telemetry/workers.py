@@ -1,0 +1,149 @@
+"""One /metrics for a `killgate serve --workers N` process group: the files.
+
+Owns the per-worker snapshot files in the supervisor's private run directory (one per
+worker slot, `slot-<i>.json`, written whole then renamed), publishing them every
+`INTERVAL`, the carry-over that keeps a slot's counters monotonic when its worker is
+replaced, and answering a scrape with the group's series (groupseries.py merges them).
+Invariant: a slot's file is never behind anything a scrape has shown of that slot (the
+answering worker writes its own file first). Runs on the event loop, never on the request
+path; absent with one worker. Imports telemetry only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from prometheus_client.metrics_core import Metric
+
+from gateway.log import event
+from gateway.telemetry.groupseries import Raw, add_counted, add_gauges, capture, decode, encode, render
+from gateway.telemetry.metrics import Metrics
+from gateway.telemetry.requests import RequestStats
+
+__all__ = ["INTERVAL", "STALE_AFTER", "WorkerMetrics"]
+
+log = logging.getLogger("killgate.metrics")
+
+INTERVAL = 1.0  # seconds between snapshots of a worker's series
+STALE_AFTER = 3.0  # a snapshot older than this is a dead (or stopped) worker's: no gauges
+
+
+# ------------------------------------------------------------------ the worker's side
+
+
+class WorkerMetrics:
+    """One worker's part of the group: publishes its series every `interval`, and answers
+    a scrape with the whole group's (a prometheus_client collector)."""
+
+    def __init__(self, metrics: Metrics, stats: RequestStats, run_dir: Path, slot: int,
+                 interval: float = INTERVAL, stale_after: float = STALE_AFTER) -> None:
+        self.metrics = metrics
+        self.stats = stats
+        self.dir = run_dir
+        self.slot = slot
+        self.path = run_dir / f"slot-{slot}.json"
+        self.interval = interval
+        self.stale_after = stale_after
+        self.base = Raw()  # the slot's counts before this process (a replaced worker's)
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Continue the slot's counters from its last snapshot, then publish now and
+        every `interval`."""
+        try:
+            self.base = decode(self.path.read_bytes())[1].counted()
+            event(log, "worker_metrics_carried", slot=self.slot,
+                  series=len(self.base.values) + len(self.base.entries))
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError) as exc:
+            self._error("read")
+            event(log, "worker_metrics_unreadable", logging.WARNING, path=str(self.path),
+                  error=str(exc), action="this slot's counters start from zero")
+        self.publish()
+        self._task = asyncio.create_task(self._run(), name="worker-metrics")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        self.publish()  # the last counts stay with the slot
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            self.publish()
+
+    def own(self) -> Raw:
+        """This worker's series, with the slot's carried counts."""
+        raw = capture(self.metrics, self.stats)
+        if add_counted(raw, self.base):
+            self._error("buckets")
+        return raw
+
+    def publish(self) -> Raw:
+        """Write this worker's series whole (write, then rename); return them."""
+        raw = self.own()
+        tmp = self.dir / f".slot-{self.slot}.{os.getpid()}.tmp"
+        try:
+            tmp.write_bytes(encode(raw, self.slot))
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            self._error("write")
+            event(log, "worker_metrics_write_failed", logging.WARNING, error=str(exc))
+        return raw
+
+    def siblings(self) -> Iterator[tuple[bool, Raw]]:
+        """(fresh, series) of every other slot's latest snapshot."""
+        now = time.monotonic()
+        try:
+            paths = sorted(self.dir.glob("slot-*.json"))
+        except OSError:
+            paths = []
+        for p in paths:
+            if p == self.path:
+                continue
+            try:
+                at, raw = decode(p.read_bytes())
+            except FileNotFoundError:
+                continue
+            except (OSError, ValueError):
+                self._error("read")
+                continue
+            yield now - at <= self.stale_after, raw
+
+    def group(self) -> tuple[Raw, int]:
+        """The group's series (and how many workers' gauges are in them): this worker's,
+        published first, then every sibling's counts, and the gauges of the live ones."""
+        raw = self.publish()
+        fresh: list[Raw] = []
+        skipped = 0
+        for live, other in self.siblings():
+            skipped += add_counted(raw, other)  # a dead worker's counts stay in the sum
+            if live:
+                fresh.append(other)
+        add_gauges(raw, fresh)
+        if skipped:
+            self._error("buckets", skipped)
+        return raw, 1 + len(fresh)
+
+    def collect(self) -> Iterator[Metric]:
+        """prometheus_client's collector protocol: the group's series."""
+        raw, workers = self.group()
+        fams, skipped = render(raw, self.stats, workers)
+        if skipped:
+            self._error("buckets", skipped)
+        yield from fams
+
+    def _error(self, op: str, n: int = 1) -> None:
+        self.metrics.inc("killgate_worker_metrics_errors_total", (op,), by=n,
+                         label_names=("op",))
+

@@ -1,0 +1,338 @@
+"""The rig for the console's browser tests: a real fleet and a real Chromium.
+
+`running_fleet`: a redis-server, three model servers (`tests.proc_backend`), two `killgate
+serve` processes on one config (free ports read back from their logs) and a thread sending
+~16 requests a second through both; `Browser`: Chromium under chromedriver (Debian's
+packages, never a downloaded driver), its console and network logs drained as read;
+`nginx_proxy`: a real nginx that signs requests in, as an OIDC-fronting proxy does.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from selenium import webdriver
+from selenium.common.exceptions import (
+    ElementClickInterceptedException,
+    StaleElementReferenceException,
+    TimeoutException,
+    WebDriverException,
+)
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webelement import WebElement
+from selenium.webdriver.support.wait import WebDriverWait
+
+from tests.conftest import (
+    ROOT,
+    SECRET,
+    STATE_KEY,
+    STATE_KEY_ENV,
+    GatewayProcess,
+    RedisServer,
+    die_with_parent,
+    free_port,
+    wait_until_sync,
+    write_config,
+)
+
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+ARTIFACTS = Path(os.environ.get("KILLGATE_ARTIFACTS", ROOT / "tests" / "artifacts")) / "console"
+INFER = "/v2/models/iris/infer"
+BODY = json.dumps({"inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP32",
+                               "data": [6.1, 2.8, 4.7, 1.2]}]}).encode()
+@dataclass
+class Fleet:
+    gateways: list[GatewayProcess]
+    redis: RedisServer
+    backends: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    started: float = field(default_factory=time.time)
+
+    @property
+    def admin(self) -> str:
+        return self.gateways[0].admin
+
+    def api(self, method: str, path: str, tok: str, gw: int = 0, body: Any = None) -> Any:
+        req = urllib.request.Request(self.gateways[gw].admin + path, method=method,
+                                     data=None if body is None else json.dumps(body).encode(),
+                                     headers={"Authorization": f"Bearer {tok}",
+                                              "Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return json.loads(r.read())
+
+    def served_by(self, gw: int, n: int, headers: dict[str, str] | None = None) -> set[str]:
+        """The versions that answered `n` requests through instance `gw`'s data plane."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.gateways[gw].data_port, timeout=5)
+        seen = set()
+        try:
+            for _ in range(n):
+                conn.request("POST", INFER, BODY, headers or {})
+                r = conn.getresponse()
+                r.read()
+                assert r.status == 200, r.status
+                seen.add(r.headers.get("x-killgate-version", "?"))
+        finally:
+            conn.close()
+        return seen
+
+
+def start_backend(version: str) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "tests.proc_backend", str(port), version],
+                            cwd=str(ROOT), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            preexec_fn=die_with_parent)
+
+    def ready() -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/ready", timeout=1):
+                return True
+        except OSError:
+            return False
+
+    wait_until_sync(ready, 15, what=f"backend {version}")
+    return proc, port
+
+
+LISTENING = re.compile(r'phase="listening" data="127.0.0.1:(\d+)" admin="127.0.0.1:(\d+)"')
+
+
+def learn_ports(g: GatewayProcess) -> None:
+    def listening() -> re.Match[str] | None:
+        if g.proc.poll() is not None:
+            raise AssertionError(f"gateway exited with {g.proc.returncode}:\n{g.output()}")
+        return LISTENING.search(g.output())
+
+    m = wait_until_sync(listening, 15, what="the gateway's ports in its log")
+    g.data_port, g.admin_port = int(m.group(1)), int(m.group(2))
+
+
+def fleet_routes(p1: int, p2: int, p3: int) -> str:
+    return textwrap.dedent(f"""\
+        - name: iris
+          match: {{path_prefix: /v2/models/iris}}
+          stable: v1
+          allow_pin: true
+          versions:
+            - {{name: v1, url: "http://127.0.0.1:{p1}", weight: 90}}
+            - {{name: v2, url: "http://127.0.0.1:{p2}", weight: 10}}
+        - name: iris-beta
+          match: {{path_prefix: /v2/models/iris, header: {{x-tenant: beta}}}}
+          stable: v2
+          versions:
+            - {{name: v2, url: "http://127.0.0.1:{p2}", weight: 75}}
+            - {{name: v3, url: "http://127.0.0.1:{p3}", weight: 25}}
+          analysis: {{interval: 1s, window: 20s, min_requests: 10, steps: [25, 50, 100],
+                      step_interval: 10m, max_p99_ratio: 1000, p99_slack: 10s}}
+        """)
+
+
+def pump_traffic(fleet: Fleet, stop: threading.Event) -> None:
+    """About 16 requests a second through both instances, to both routes."""
+    conns = [http.client.HTTPConnection("127.0.0.1", g.data_port, timeout=5)
+             for g in fleet.gateways]
+    i = 0
+    while not stop.wait(0.06):
+        i += 1
+        conn = conns[i % 2]
+        try:
+            conn.request("POST", INFER, BODY, {"x-tenant": "beta"} if i % 4 < 2 else {})
+            conn.getresponse().read()
+        except (OSError, http.client.HTTPException):
+            conn.close()
+    for c in conns:
+        c.close()
+
+
+@contextmanager
+def running_fleet(tmp: Path) -> Iterator[Fleet]:
+    """Redis, three model servers, two `killgate serve` on one config, and the traffic pump;
+    everything stopped on the way out."""
+    redis = RedisServer(tmp)
+    redis.start()
+    fl = Fleet([], redis)
+    stop = threading.Event()
+    pump: threading.Thread | None = None
+    try:
+        ports = []
+        for v in ("v1", "v2", "v3"):
+            proc, port = start_backend(v)
+            fl.backends.append(proc)
+            ports.append(port)
+        # the same config for both instances, as in a real fleet (one digest): each binds
+        # free ports (":0"), read back from its log; a folder each (logs, snapshots)
+        state = (f"state:\n  backend: redis\n  url: {redis.url}\n  prefix: kgui\n"
+                 f"  signing_key_env: {STATE_KEY_ENV}\n  snapshot_path: snapshot.json\n"
+                 "  poll_interval: 100ms\n  heartbeat_interval: 200ms\n  instance_lease: 2s\n")
+        for name in ("a", "b"):
+            (tmp / name).mkdir()
+            cfg = write_config(tmp / name, fleet_routes(*ports), state=state, name="fleet.yaml")
+            fl.gateways.append(GatewayProcess(cfg, env={"KILLGATE_TEST_SECRET": SECRET,
+                                                        STATE_KEY_ENV: STATE_KEY}))
+        for g in fl.gateways:
+            learn_ports(g)
+            g.wait_ready()
+        pump = threading.Thread(target=pump_traffic, args=(fl, stop), daemon=True)
+        pump.start()
+        yield fl
+    finally:
+        stop.set()
+        if pump is not None:
+            pump.join(10)
+        for g in fl.gateways:
+            g.stop()
+        for b in fl.backends:
+            b.kill()
+            b.wait(5)
+        redis.kill()
+
+
+# --------------------------------------------------------------------------- the browser
+
+
+class Browser:
+    """One Chromium for the module; its logs are drained into lists as they are read."""
+
+    def __init__(self, profile: Path) -> None:
+        opts = webdriver.ChromeOptions()
+        opts.binary_location = CHROMIUM
+        for arg in ("--headless=new", "--no-sandbox", "--disable-gpu",
+                    "--disable-background-networking", "--disable-component-update",
+                    "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
+                    f"--user-data-dir={profile}", "--window-size=1280,720"):
+            opts.add_argument(arg)
+        opts.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
+        self.d = webdriver.Chrome(options=opts, service=Service(CHROMEDRIVER))
+        self.d.set_script_timeout(15)
+        self.console: list[dict[str, Any]] = []
+        self.requests: list[tuple[str, str]] = []  # (the document asking, the URL)
+
+    def drain(self) -> list[dict[str, Any]]:
+        """New console entries (and every request URL the browser made, kept aside)."""
+        for entry in self.d.get_log("performance"):
+            msg = json.loads(entry["message"])["message"]
+            if msg["method"] == "Network.requestWillBeSent":
+                p = msg["params"]
+                self.requests.append((p.get("documentURL", ""), p["request"]["url"]))
+        new = self.d.get_log("browser")
+        self.console.extend(new)
+        return new
+
+    def wait(self, pred: Callable[[webdriver.Chrome], Any], what: str, timeout: float = 20,
+             seen: str = "#main") -> Any:
+        try:
+            return WebDriverWait(self.d, timeout, 0.1,
+                                 ignored_exceptions=(StaleElementReferenceException,)).until(pred)
+        except TimeoutException:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}; the page "
+                                 f"shows:\n{self.text(seen)[-3000:]}") from None
+
+    def text(self, css: str) -> str:
+        els = self.d.find_elements(By.CSS_SELECTOR, css)
+        return " ".join(e.text for e in els)
+
+    def click(self, css: str) -> None:
+        """Click what `css` finds now (the page re-renders every few seconds: retried)."""
+        def attempt(d: webdriver.Chrome) -> bool:
+            try:
+                el = d.find_element(By.CSS_SELECTOR, css)
+                d.execute_script("arguments[0].scrollIntoView({block: 'center'})", el)
+                el.click()
+                return True
+            except (StaleElementReferenceException, ElementClickInterceptedException):
+                return False
+            except WebDriverException as exc:
+                if "no such element" in str(exc):
+                    return False
+                raise
+        self.wait(attempt, f"a clickable {css}")
+
+    def shot(self, name: str) -> None:
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        self.d.save_screenshot(str(ARTIFACTS / name))
+
+    def sign_in(self, url: str, tok: str, subject: str) -> None:
+        self.d.set_window_size(1280, 720)
+        self.d.get(url + "/ui/")
+
+        def form_or_signout(d: webdriver.Chrome) -> WebElement | None:
+            out = shown(d, "#signout")  # still signed in from before: sign out first
+            if out is not None:
+                out.click()
+            return shown(d, "#token")
+
+        field_ = self.wait(form_or_signout, "the sign-in form")
+        assert not self.d.find_element(By.ID, "main").is_displayed()  # nothing left showing
+        field_.send_keys(tok)
+        self.click("#signin-form button[type=submit]")
+        self.wait(lambda d: self.text("[data-testid=subject]") == subject, f"{subject} signed in")
+        self.wait(lambda d: d.find_elements(By.CSS_SELECTOR, "article[data-route=iris] tr"),
+                  "the routes")
+
+
+def shown(d: webdriver.Chrome, css: str) -> WebElement | None:
+    els = [e for e in d.find_elements(By.CSS_SELECTOR, css) if e.is_displayed()]
+    return els[0] if els else None
+
+
+def nginx_proxy(tmp: Path, admin_port: int, tok: str) -> tuple[subprocess.Popen[bytes], str]:
+    """A real reverse proxy in front of the admin listener that adds the Authorization
+    header to everything it forwards, as an OIDC-fronting proxy does once you signed in."""
+    exe = shutil.which("nginx") or "/usr/sbin/nginx"
+    if not Path(exe).exists():
+        pytest.fail("nginx is not installed (apt-get install -y nginx)")
+    tmp.chmod(0o755)  # its workers may run as an unprivileged user
+    port = free_port()
+    conf = tmp / "nginx.conf"
+    conf.write_text(textwrap.dedent(f"""\
+        worker_processes 1;
+        pid {tmp}/nginx.pid;
+        error_log {tmp}/error.log warn;
+        events {{ worker_connections 64; }}
+        http {{
+            access_log off;
+            client_body_temp_path {tmp}/client_body;
+            proxy_temp_path {tmp}/proxy;
+            fastcgi_temp_path {tmp}/fastcgi;
+            uwsgi_temp_path {tmp}/uwsgi;
+            scgi_temp_path {tmp}/scgi;
+            server {{
+                listen 127.0.0.1:{port};
+                location / {{
+                    proxy_pass http://127.0.0.1:{admin_port};
+                    proxy_http_version 1.1;
+                    proxy_set_header Authorization "Bearer {tok}";
+                }}
+            }}
+        }}
+        """))
+    proc = subprocess.Popen([exe, "-p", f"{tmp}/", "-c", str(conf), "-e", str(tmp / "error.log"),
+                             "-g", "daemon off;"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, preexec_fn=die_with_parent)
+
+    def ready() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"nginx exited: {(tmp / 'error.log').read_text()}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1):
+                return True
+        except OSError:
+            return False
+
+    wait_until_sync(ready, 10, what="nginx")
+    return proc, f"http://127.0.0.1:{port}"

@@ -1,0 +1,88 @@
+"""`killgate shadow report ROUTE` (cli/shadow.py): the table, --json, errors, --help."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+from aiohttp import ClientSession, web
+
+from gateway.admin.auth import mint
+from gateway.cli.shadow import render
+from tests.conftest import SECRET, running_gateway, wait_until, write_config
+from tests.shadow_backends import v2_app, v2_request
+
+Start = Callable[[web.Application], Awaitable[int]]
+TOKEN = mint(SECRET, "t", "killgate:read", 3 * 3600, "killgate", "killgate-admin")
+
+
+async def cli(*args: str) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway", *args, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    return proc.returncode or 0, out.decode(), err.decode()
+
+
+@pytest.mark.parametrize("args", [["shadow", "--help"], ["shadow", "report", "--help"]])
+def test_help(args: list[str]) -> None:
+    res = subprocess.run([sys.executable, "-m", "gateway", *args], capture_output=True,
+                         text=True, timeout=30)
+    assert res.returncode == 0 and "usage: killgate shadow" in res.stdout
+
+
+async def test_report_table_json_and_errors(tmp_path: Path, backends: Start,
+                                            session: ClientSession) -> None:
+    p1 = await backends(v2_app("v1"))
+    p2 = await backends(v2_app("v2", lambda x: "change" if x == 3 else "noise"))
+    cfg = write_config(tmp_path, f"""\
+- name: iris
+  match: {{path_prefix: /v2/models/iris}}
+  stable: v1
+  protocol: v2
+  shadow: {{version: v2, sample: 1.0, noise: {{sample: 1.0}}}}
+  versions:
+    - {{name: v1, url: "http://127.0.0.1:{p1}", weight: 100}}
+    - {{name: v2, url: "http://127.0.0.1:{p2}", weight: 0}}
+""")
+    async with running_gateway(cfg) as gw:
+        for x in range(8):
+            async with session.post(gw.url + "/v2/models/iris/infer", data=v2_request(x)) as r:
+                assert r.status == 200
+        base = ("--admin", gw.admin, "--token", TOKEN)
+
+        async def eight() -> bool:
+            code, out, _ = await cli("shadow", "report", "iris", "--json", *base)
+            return code == 0 and json.loads(out)["compared"] == 8
+
+        await wait_until(eight, 20, 0.2)
+        code, out, err = await cli("shadow", "report", "iris", *base)
+        assert code == 0, err
+        assert "agreement 87.5% (7 of 8 compared" in out
+        assert "noise floor: 8 pair(s)" in out
+        assert "DISAGREEMENTS" in out and "values outputs[probs]" in out
+        code, _, err = await cli("shadow", "report", "nope", *base)
+        assert code == 1 and "404 unknown_route" in err
+        code, _, err = await cli("shadow", "report", "iris", "--admin", gw.admin)
+        assert code == 1 and "401" in err
+        code, _, err = await cli("shadow", "report", "iris", "--limit", "0", *base)
+        assert code == 1 and "--limit must be from 1 to 100" in err
+
+
+def test_render_escapes_what_the_api_carries() -> None:
+    """Bodies in a disagreement come from clients and backends: control characters are
+    shown escaped, never sent to the terminal."""
+    rep = {"route": "iris", "version": "v2", "compare": "json", "sample": 1.0, "instances": 1,
+           "compared": 1, "agreed": 0, "agreement": 0.0, "outcomes": {}, "copies": {},
+           "noise": {"pairs": 1, "paths": {"\x1b[2Jx": 1}},
+           "latency_ms": {"primary": {"p50": 1.0, "p99": None}, "shadow": {}},
+           "disagreements": [{"time": "t", "request": "\x1b[31mred", "differences": [],
+                              "primary": {"status": 200, "body": "a"},
+                              "shadow": {"status": 200, "body": "\x1b]0;title\x07"}}]}
+    text = render(rep)
+    assert "\x1b" not in text and "agreement 0.0%" in text and "primary 1/-" in text

@@ -1,0 +1,321 @@
+"""Shadow answer comparison (domain/compare*.py, domain/comparison.py): pure, no loop."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import pytest
+
+from gateway.config_shadow import CompareConfig, parse_path
+from gateway.domain.compare import AGREED, DISAGREED, NOISE, UNCOMPARABLE, compare, judge
+from gateway.domain.compare_chat import normalize, read_choices
+from gateway.domain.compare_json import diff_json
+from gateway.domain.compare_tensors import flatten, top_classes
+from gateway.domain.comparison import Answer, Difference, compile_paths, matches, redact, render
+
+
+def cfg(spec: Any) -> CompareConfig:
+    from gateway.config_shadow import _one_kind
+
+    return CompareConfig.model_validate(_one_kind(spec))
+
+
+def ok(doc: Any, status: int = 200, ctype: str = "application/json") -> Answer:
+    return Answer(status, json.dumps(doc).encode(), ctype)
+
+
+def v2(data: list[Any], shape: list[int] | None = None, dtype: str = "FP32",
+       name: str = "probs", rid: str = "a") -> Answer:
+    return ok({"model_name": "iris", "id": rid, "outputs": [
+        {"name": name, "shape": shape or [len(data)], "datatype": dtype, "data": data}]})
+
+
+def kinds(c: Any) -> list[str]:
+    return [d.kind for d in c.differences]
+
+
+# ---------------------------------------------------------------- common
+
+
+def test_status_differs_is_a_difference_and_same_error_agrees() -> None:
+    c = compare(cfg("json"), b"", ok({"a": 1}), ok({"a": 1}, 500))
+    assert kinds(c) == ["status"] and c.detail == {"primary_status": 200, "shadow_status": 500}
+    same_err = compare(cfg("json"), b"", ok({"e": "x"}, 503), ok({"e": "y"}, 503))
+    assert same_err.agreed
+
+
+def test_identical_bodies_agree_without_parsing() -> None:
+    c = compare(cfg("v2_tensors"), b"", Answer(200, b"not json"), Answer(200, b"not json"))
+    assert c.agreed and c.detail == {"identical": True}
+
+
+# ---------------------------------------------------------------- V2 tensors
+
+
+def test_tensor_noise_of_1e7_agrees_and_a_real_change_does_not() -> None:
+    base = [0.1, 0.2, 0.7]
+    noisy = [x + 1e-7 for x in base]
+    changed = [0.1, 0.25, 0.65]
+    c = compare(cfg("v2_tensors"), b"", v2(base), v2(noisy, rid="b"))
+    assert c.agreed and 0 < c.detail["max_abs_diff"] < 2e-7
+    c = compare(cfg("v2_tensors"), b"", v2(base), v2(changed))
+    assert kinds(c) == ["values"] and c.differences[0].path == "outputs[probs]"
+    # a tolerance loose enough for the change lets it pass
+    assert compare(cfg({"v2_tensors": {"atol": 0.1}}), b"", v2(base), v2(changed)).agreed
+
+
+def test_tensor_relative_tolerance_scales_with_the_value() -> None:
+    c = cfg({"v2_tensors": {"atol": 0, "rtol": 1e-3}})
+    assert compare(c, b"", v2([1000.0]), v2([1000.5])).agreed
+    assert not compare(c, b"", v2([1.0]), v2([1.5])).agreed
+
+
+def test_tensor_shape_datatype_and_output_sets() -> None:
+    c = cfg("v2_tensors")
+    assert kinds(compare(c, b"", v2([1, 2, 3, 4], [2, 2]), v2([1, 2, 3, 4], [4]))) == ["shape"]
+    assert kinds(compare(c, b"", v2([1.0]), v2([1.0], dtype="FP64"))) == ["datatype"]
+    assert kinds(compare(c, b"", v2([1.0]), v2([1.0], name="other"))) == [
+        "missing_output", "extra_output"]
+    only = cfg({"v2_tensors": {"outputs": ["probs"]}})
+    two = ok({"outputs": [{"name": "probs", "shape": [1], "datatype": "FP32", "data": [1]},
+                          {"name": "debug", "shape": [1], "datatype": "FP32", "data": [5]}]})
+    assert compare(only, b"", two, v2([1.0])).agreed  # debug is not compared
+
+
+def test_tensor_nested_data_nan_inf_and_bytes() -> None:
+    c = cfg("v2_tensors")
+    assert compare(c, b"", v2([[0.5, 0.5], [1.0, 0.0]], [2, 2]),
+                   v2([0.5, 0.5, 1.0, 0.0], [2, 2])).agreed
+    nan = Answer(200, b'{"outputs":[{"name":"x","shape":[2],"datatype":"FP32",'
+                      b'"data":[NaN, Infinity]}]}')
+    nan2 = Answer(200, b'{"outputs":[{"name":"x","shape":[2],"datatype":"FP32",'
+                       b'"data":[NaN,  Infinity]}]}')
+    assert compare(c, b"", nan, nan2).agreed
+    assert not compare(c, b"", nan, v2([0.0, math.inf], name="x")).agreed
+    assert compare(c, b"", v2(["a", "b"], dtype="BYTES"), v2(["a", "b"], dtype="BYTES",
+                                                             rid="z")).agreed
+    assert kinds(compare(c, b"", v2(["a"], dtype="BYTES"), v2(["b"], dtype="BYTES"))) == [
+        "values"]
+
+
+def test_argmax_judges_the_decision_not_the_scores() -> None:
+    c = cfg({"v2_tensors": {"argmax": True}})
+    p = v2([0.1, 0.2, 0.7, 0.6, 0.3, 0.1], [2, 3])
+    moved = v2([0.2, 0.2, 0.6, 0.5, 0.4, 0.1], [2, 3])  # scores moved, same top class
+    res = compare(c, b"", p, moved)
+    assert res.agreed and res.detail["values_close"] is False
+    assert res.detail["rows"] == 2 and res.detail["rows_agreed"] == 2
+    flipped = v2([0.1, 0.2, 0.7, 0.3, 0.6, 0.1], [2, 3])  # second row's class changed
+    res = compare(c, b"", p, flipped)
+    assert kinds(res) == ["argmax"] and res.detail["rows_agreed"] == 1
+
+
+def test_top_k_set_agreement() -> None:
+    c = cfg({"v2_tensors": {"top_k": 2}})
+    assert compare(c, b"", v2([0.5, 0.3, 0.2]), v2([0.3, 0.5, 0.2])).agreed
+    assert kinds(compare(c, b"", v2([0.5, 0.3, 0.2]), v2([0.5, 0.1, 0.4]))) == ["top_k"]
+    assert top_classes([1.0, 3.0, 3.0], 1) == 1  # ties: the first, like numpy
+    assert flatten([[1, [2]], [3]]) == [1, 2, 3]
+
+
+@pytest.mark.parametrize("primary", [
+    b"not json", b"[1,2]", b'{"outputs": 3}', b'{"outputs": [{"name": "x"}]}',
+    b'{"outputs": [{"name": "x", "shape": [3], "datatype": "FP32", "data": [1, 2]}]}',
+    b'{"outputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": ["a"]}]}',
+    b'{"outputs": [{"name": "x", "shape": [-1], "datatype": "FP32", "data": []}]}',
+])
+def test_an_unreadable_primary_is_uncomparable(primary: bytes) -> None:
+    res = compare(cfg("v2_tensors"), b"", Answer(200, primary), v2([1.0], name="x"))
+    assert not res.comparable and judge(res) == (UNCOMPARABLE, ())
+
+
+@pytest.mark.parametrize("shadow", [
+    b"not json", b'{"outputs": [{"name": "probs", "shape": [1], "datatype": "FP32", '
+                 b'"data": ["x"]}]}',
+    b'{"outputs": [{"name": "probs", "shape": [1], "datatype": "FP32", "data": 7}]}',
+])
+def test_an_unreadable_shadow_is_a_difference(shadow: bytes) -> None:
+    res = compare(cfg("v2_tensors"), b"", v2([1.0]), Answer(200, shadow))
+    assert res.comparable and kinds(res) == ["unparsable"]
+
+
+def test_deep_nesting_is_uncomparable_not_a_crash() -> None:
+    deep = b"[" * 100_000 + b"]" * 100_000
+    for kind in ("json", "v2_tensors", "openai_chat"):
+        res = compare(cfg(kind), b"", Answer(200, deep), Answer(200, b"{}"))
+        assert not res.differences or res.comparable  # no exception, a verdict
+
+
+# ---------------------------------------------------------------- OpenAI chat
+
+
+def chat(*texts: str, finish: str = "stop", **extra: Any) -> Answer:
+    return ok({"id": "chatcmpl-1", "created": 1, "choices": [
+        {"index": i, "message": {"role": "assistant", "content": t}, "finish_reason": finish}
+        for i, t in enumerate(texts)], **extra})
+
+
+def stream(text: str, finish: str = "stop", pieces: int = 3) -> Answer:
+    step = max(1, len(text) // pieces)
+    parts = [text[i:i + step] for i in range(0, len(text), step)]
+    lines = [b'data: ' + json.dumps({"id": "x", "choices": [
+        {"index": 0, "delta": {"role": "assistant"}}]}).encode()]
+    lines += [b'data: ' + json.dumps({"id": "x", "choices": [
+        {"index": 0, "delta": {"content": p}, "finish_reason": None}]}).encode() for p in parts]
+    lines.append(b'data: ' + json.dumps({"id": "x", "choices": [
+        {"index": 0, "delta": {}, "finish_reason": finish}]}).encode())
+    lines.append(b"data: [DONE]")
+    return Answer(200, b"\n\n".join(lines) + b"\n\n", "text/event-stream")
+
+
+def test_chat_exact_and_normalized_text() -> None:
+    c = cfg("openai_chat")
+    res = compare(c, b"", chat("Paris is the capital."), chat("  paris IS the\ncapital. "))
+    assert res.agreed and res.detail["exact"] is False and res.detail["normalized"] is True
+    exact = cfg({"openai_chat": {"text": "exact"}})
+    assert kinds(compare(exact, b"", chat("Paris"), chat("paris"))) == ["text"]
+    assert kinds(compare(c, b"", chat("Paris"), chat("Lyon"))) == ["text"]
+    assert normalize("ﬁne\u00a0 TEXT") == "fine text"
+
+
+def test_chat_finish_reason_choices_and_length() -> None:
+    c = cfg("openai_chat")
+    assert kinds(compare(c, b"", chat("a"), chat("a", finish="length"))) == ["finish_reason"]
+    assert kinds(compare(c, b"", chat("a", "b"), chat("a"))) == ["choices"]
+    res = compare(cfg({"openai_chat": {"text": "none", "max_length_change": 0.5}}), b"",
+                  chat("x" * 100), chat("y" * 120))
+    assert res.agreed and res.detail["length_change"] == 0.2
+    res = compare(cfg({"openai_chat": {"text": "none", "max_length_change": 0.5}}), b"",
+                  chat("x" * 100), chat("y" * 30))
+    assert kinds(res) == ["length"]
+
+
+def test_chat_json_mode_checks_the_shadow_answer_is_json() -> None:
+    asked = json.dumps({"model": "m", "response_format": {"type": "json_object"}}).encode()
+    c = cfg({"openai_chat": {"text": "none"}})
+    res = compare(c, asked, chat('{"city": "Paris"}'), chat('{"city": "Lyon"}'))
+    assert res.agreed and res.detail["shadow_json_valid"] is True
+    res = compare(c, asked, chat('{"city": "Paris"}'), chat("Sure! {city: Paris}"))
+    assert kinds(res) == ["json"]
+    # not asked for JSON: not checked
+    assert compare(c, b'{"model": "m"}', chat('{"a": 1}'), chat("text")).agreed
+
+
+def test_chat_streams_are_assembled_and_compared_with_whole_answers() -> None:
+    c = cfg("openai_chat")
+    text = "The quick brown fox jumps over the lazy dog."
+    assert compare(c, b"", stream(text), chat(text)).agreed
+    assert compare(c, b"", stream(text, pieces=5), stream(text, pieces=2)).agreed
+    assert kinds(compare(c, b"", stream(text), stream(text, finish="length"))) == [
+        "finish_reason"]
+    assert [ch.text for ch in read_choices(stream(text).body, "text/event-stream")] == [text]
+
+
+def test_chat_tool_calls_and_completions() -> None:
+    def tools(args: str) -> Answer:
+        return ok({"choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
+            "content": None, "tool_calls": [{"id": "call_1", "type": "function", "function": {
+                "name": "weather", "arguments": args}}]}}]})
+
+    c = cfg("openai_chat")
+    assert compare(c, b"", tools('{"city":"Paris"}'), tools('{"city":"Paris"}')).agreed
+    assert kinds(compare(c, b"", tools('{"city":"Paris"}'), tools('{"city":"Rome"}'))) == [
+        "tool_calls"]
+    comp = ok({"choices": [{"index": 0, "text": "hello", "finish_reason": "stop"}]})
+    comp2 = ok({"id": "other", "choices": [{"index": 0, "text": "Hello", "finish_reason": "stop"}]})
+    assert compare(c, b"", comp, comp2).agreed
+
+
+@pytest.mark.parametrize("body", [b"{}", b"[]", b'{"choices": 3}', b'{"choices": [1]}',
+                                  b'{"choices": [{"index": -1}]}', b"data: nope\n\n",
+                                  b"data: [DONE]\n\n"])
+def test_chat_unreadable_primary_is_uncomparable(body: bytes) -> None:
+    assert not compare(cfg("openai_chat"), b"", Answer(200, body), chat("x")).comparable
+
+
+# ---------------------------------------------------------------- generic JSON
+
+
+def test_json_diff_paths_and_ignores() -> None:
+    a = {"id": "1", "created": 5, "data": [{"id": "x", "v": 1}, {"id": "y", "v": 2}], "m": {}}
+    b = {"id": "2", "created": 6, "data": [{"id": "z", "v": 1.0}, {"id": "w", "v": 3}],
+         "extra": True}
+    diffs, total = diff_json(a, b)
+    assert [(d.kind, d.path) for d in diffs] == [
+        ("value", "id"), ("value", "created"), ("value", "data[0].id"), ("value", "data[1].id"),
+        ("value", "data[1].v"), ("missing", "m"), ("extra", "extra")]
+    assert total == 7
+    ignore = compile_paths(("id", "created", "data[*].id", "m", "extra"))
+    diffs, _ = diff_json(a, b, ignore)
+    assert [d.path for d in diffs] == ["data[1].v"]
+    c = cfg({"json": {"ignore": ["id", "created", "data[*].id", "m", "extra"]}})
+    assert kinds(compare(c, b"", ok(a), ok(b))) == ["value"]
+
+
+def test_json_types_and_lengths() -> None:
+    diffs, _ = diff_json({"a": True, "b": [1, 2], "c": None}, {"a": 1, "b": [1], "c": 0})
+    assert [(d.kind, d.path) for d in diffs] == [("type", "a"), ("length", "b"),
+                                                 ("type", "c")]
+    diffs, total = diff_json(list(range(200)), [x + 1 for x in range(200)], limit=5)
+    assert len(diffs) == 5 and total == 200
+
+
+def test_json_non_json_answers_compare_as_bytes() -> None:
+    c = cfg("json")
+    assert compare(c, b"", Answer(200, b"hello"), Answer(200, b"hello")).agreed
+    assert kinds(compare(c, b"", Answer(200, b"hello"), Answer(200, b"bye"))) == ["body"]
+    assert kinds(compare(c, b"", ok({"a": 1}), Answer(200, b"<html>"))) == ["unparsable"]
+
+
+# ---------------------------------------------------------------- the noise floor
+
+
+def test_judge_cancels_differences_the_primary_has_with_itself() -> None:
+    c = cfg("openai_chat")
+    res = compare(c, b"", chat("A", finish="stop"), chat("B", finish="length"))
+    assert judge(res) == (DISAGREED, res.differences)
+    noise = compare(c, b"", chat("A"), chat("C"))  # the primary's text is random
+    outcome, left = judge(res, noise)
+    assert outcome == DISAGREED and left == (Difference("finish_reason",
+                                                        "choices[0].finish_reason"),)
+    assert judge(compare(c, b"", chat("A"), chat("B")), noise) == (NOISE, ())
+    assert judge(compare(c, b"", chat("A"), chat("B")), None, {"choices[0].text"}) == (NOISE, ())
+    assert judge(compare(c, b"", chat("A"), chat("a"))) == (AGREED, ())
+
+
+# ---------------------------------------------------------------- paths
+
+
+@pytest.mark.parametrize("text, tokens", [
+    ("id", (("key", "id"),)),
+    ("choices[*].message.content", (("key", "choices"), ("[*]", ""), ("key", "message"),
+                                    ("key", "content"))),
+    ("*.timestamp", (("*", ""), ("key", "timestamp"))),
+    ("outputs[0]", (("key", "outputs"), ("index", 0))),
+    ("[*]", (("[*]", ""),)),
+])
+def test_path_grammar(text: str, tokens: tuple[Any, ...]) -> None:
+    assert parse_path(text) == tokens
+
+
+@pytest.mark.parametrize("bad", ["", "a..b", ".a", "a.", "a[", "a[x]", "a b", "a[-1]",
+                                 "x" * 300, "a]"])
+def test_bad_paths_are_refused(bad: str) -> None:
+    with pytest.raises(ValueError, match="not a JSON path"):
+        parse_path(bad)
+
+
+def test_match_render_and_redact() -> None:
+    pats = compile_paths(("messages[*].content", "user"))
+    assert matches(pats, ["messages", 3, "content"])
+    assert matches(pats, ["user", "email"])  # a pattern covers its subtree
+    assert not matches(pats, ["messages", 3, "role"])
+    assert render(["choices", 0, "text"]) == "choices[0].text"
+    assert render([]) == "$" and render(["a.b"]) == '["a.b"]'
+    doc = {"messages": [{"role": "user", "content": "my card is 4111"}], "user": {"e": 1},
+           "model": "m"}
+    assert redact(doc, pats) == {"messages": [{"role": "user", "content": "[redacted]"}],
+                                 "user": "[redacted]", "model": "m"}
+    assert redact(doc, ()) is doc

@@ -1,0 +1,31 @@
+"""What a config change would change (domain/diff.py): route settings a review must see."""
+
+from __future__ import annotations
+
+from gateway.configfile import parse_config_text
+from gateway.domain.diff import config_dict, diff_configs, diff_rows
+
+ROUTE = """
+routes:
+  - name: iris
+    match: {{path_prefix: /v2/models/iris}}
+    stable: v1
+    protocol: {protocol}
+    shadow: {shadow}
+    versions:
+      - {{name: v1, url: "http://127.0.0.1:9101", weight: 100}}
+      - {{name: v2, url: "http://127.0.0.1:9102", weight: 0}}
+"""
+
+
+def test_shadow_and_protocol_changes_are_listed() -> None:
+    old = config_dict(parse_config_text(ROUTE.format(protocol="v2",
+                                                     shadow="{version: v2, sample: 0.1}")))
+    new = config_dict(parse_config_text(ROUTE.format(protocol="http",
+                                                     shadow="{version: v2, sample: 1.0}")))
+    d = diff_configs(old, new)
+    settings = d["routes"]["iris"]["settings"]
+    assert settings["protocol"] == ["v2", "http"]
+    assert settings["shadow"][0]["sample"] == 0.1 and settings["shadow"][1]["sample"] == 1.0
+    assert [r[1] for r in diff_rows(d)] == ["protocol", "shadow"]
+    assert diff_configs(old, old) == {"routes": {}, "settings": {}}

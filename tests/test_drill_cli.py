@@ -1,0 +1,80 @@
+"""`killgate drill ...` arguments and output (cli/drill.py, cli/drillpast.py): every command's --help, bad
+input refused before anything is touched (exit 2), the history table and its trend."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gateway.cli.drillpast import history_rows, trend
+from gateway.cli.main import main
+from tests.conftest import ROOT, free_port
+
+COMMANDS = ["kill", "rollback", "failover", "store-loss", "run", "restore", "history"]
+
+
+@pytest.mark.parametrize("cmd", [None, *COMMANDS])
+def test_every_drill_command_has_help(cmd: str | None, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as e:
+        main(["drill", *([cmd] if cmd else []), "--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert "usage: killgate drill" in out
+    if cmd in ("kill", "failover", "rollback", "store-loss"):
+        assert "--route" in out and "--instances" in out and "--production" in out
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["kill", "--route", "r", "--rate", "-3"], "rate: Input should be greater than 0"),
+    (["kill", "--route", "r", "--scope", "version"], "scope 'version' needs 'version'"),
+    (["kill", "--route", "r", "--instances", "10.0.0.1:8080"], "is not an http(s) URL"),
+    (["store-loss", "--route", "r", "--hold", "5m"], "at most 60s"),
+])
+def test_bad_arguments_exit_2_before_any_call(argv: list[str], message: str,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    rc = main(["drill", *argv, "--admin", f"http://127.0.0.1:{free_port()}"])
+    assert rc == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_bad_duration_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as e:
+        main(["drill", "kill", "--route", "r", "--hold", "5"])
+    assert e.value.code == 2
+    assert "is not a duration" in capsys.readouterr().err
+
+
+def test_plan_file_problems_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["drill", "run", str(tmp_path / "missing.yaml")]) == 2
+    assert "No such file" in capsys.readouterr().err
+    plan = tmp_path / "plan.yaml"
+    plan.write_text("kind: kill\nroute: r\nhold: forever\n")
+    assert main(["drill", "run", str(plan)]) == 2
+    assert "plan.yaml: hold:" in capsys.readouterr().err
+
+
+def test_an_unreachable_admin_api_is_exit_1_with_the_address() -> None:
+    port = free_port()
+    p = subprocess.run([sys.executable, "-m", "gateway", "drill", "kill", "--route", "r",
+                        "--admin", f"http://127.0.0.1:{port}", "--token", "t"],
+                       capture_output=True, text=True, timeout=30, cwd=str(ROOT))
+    assert p.returncode == 1
+    assert f"127.0.0.1:{port}" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_history_rows_and_trend() -> None:
+    def ended(drill: str, verdict: str, ms: float | None) -> dict:
+        summary = {"time_to_kill_ms": {"p50": 1, "p99": 2, "max": ms}, "leaks": 0, "errors": 0}
+        return {"time": f"2025-01-0{drill[-1]}T00:00:00Z", "actor": "dana",
+                "target": {"drill": drill, "kind": "kill", "route": "iris-drill"},
+                "after": {"verdict": verdict, "summary": summary}}
+
+    newest_first = [ended("d-3", "passed", 40.0), ended("d-2", "failed", 2500.0),
+                    ended("d-1", "passed", 55.5)]
+    rows = history_rows(newest_first)
+    assert len(rows) == 4 and "d-3" in rows[1] and "failed" in rows[2] and "dana" in rows[1]
+    assert trend(newest_first) == [
+        "kill on iris-drill: 2/3 passed; slowest instance (ms): 55.5 → 2500 → 40"]

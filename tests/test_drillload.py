@@ -1,0 +1,158 @@
+"""A drill's HTTP (control/drillload.py) against real loopback servers: the admin client's
+retries, the paced traffic, and the abort watch reading /metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+
+import pytest
+from aiohttp import ClientSession, web
+
+from gateway.control.drillload import (
+    AdminClient,
+    DrillApiError,
+    ErrorWatch,
+    Probe,
+    Traffic,
+    route_counts,
+)
+from tests.backends import echo_app
+from tests.conftest import free_port
+
+METRICS = """# HELP killgate_requests_total Requests answered by the data plane.
+# TYPE killgate_requests_total counter
+killgate_requests_total{code="200",decision="weighted",route="iris",version="v1"} 90.0
+killgate_requests_total{code="502",decision="weighted",route="iris",version="v2"} 7.0
+killgate_requests_total{code="503",decision="killed",route="iris",version=""} 3.0
+killgate_requests_total{code="500",decision="weighted",route="other",version="v1"} 50.0
+"""
+
+
+def test_route_counts_takes_failures_but_not_kills() -> None:
+    assert route_counts(METRICS, "iris") == (100.0, 7.0)
+    assert route_counts(METRICS, "nope") == (0.0, 0.0)
+    assert route_counts("garbage\n{}", "iris") == (0.0, 0.0)
+
+
+async def test_admin_client_retries_503_with_the_same_key_and_not_409(backends) -> None:
+    keys: list[str] = []
+
+    async def flaky(req: web.Request) -> web.Response:
+        keys.append(req.headers["idempotency-key"])
+        if len(keys) < 3:
+            return web.json_response({"error": {"type": "state_store_unavailable",
+                                                "message": "later"}}, status=503)
+        return web.json_response({"ok": True})
+
+    async def conflict(req: web.Request) -> web.Response:
+        return web.json_response({"error": {"type": "drill_in_progress", "message": "no"}},
+                                 status=409)
+
+    app = web.Application()
+    app.router.add_post("/flaky", flaky)
+    app.router.add_post("/conflict", conflict)
+    port = await backends(app)
+    async with ClientSession() as s:
+        api = AdminClient(s, f"http://127.0.0.1:{port}/", "tok")
+        assert await api.call("POST", "/flaky", {"reason": "r"}, retry_for=5) == {"ok": True}
+        assert len(keys) == 3 and len(set(keys)) == 1
+        with pytest.raises(DrillApiError) as e:
+            await api.call("POST", "/conflict", {}, retry_for=5)
+        assert e.value.status == 409 and e.value.type == "drill_in_progress"
+        dead = AdminClient(s, f"http://127.0.0.1:{free_port()}", None)
+        t0 = time.monotonic()
+        with pytest.raises(DrillApiError) as e:
+            await dead.call("GET", "/v1/status", retry_for=0.5)
+        assert e.value.status == 0 and "cannot reach" in str(e.value)
+        assert 0.4 < time.monotonic() - t0 < 5
+
+
+async def test_admin_client_never_follows_a_redirect(backends) -> None:
+    seen: list[str | None] = []
+
+    async def moved(req: web.Request) -> web.Response:
+        raise web.HTTPFound("/elsewhere")
+
+    async def elsewhere(req: web.Request) -> web.Response:
+        seen.append(req.headers.get("Authorization"))
+        return web.json_response({"ok": True})
+
+    app = web.Application()
+    app.router.add_post("/v1/drills", moved)
+    app.router.add_post("/elsewhere", elsewhere)
+    port = await backends(app)
+    async with ClientSession() as s:
+        api = AdminClient(s, f"http://127.0.0.1:{port}", "secret-token")
+        with pytest.raises(DrillApiError) as e:
+            await api.call("POST", "/v1/drills", {"reason": "r"}, retry_for=5)
+    assert (e.value.status, e.value.type) == (302, "redirect")
+    assert "/elsewhere" in str(e.value) and "secret-token" not in str(e.value)
+    assert seen == []  # the token went nowhere else
+
+
+async def test_traffic_is_paced_per_instance_and_records_failures(backends) -> None:
+    port = await backends(echo_app("v1", extra_headers={"x-killgate-version": "v1",
+                                                        "x-killgate-decision": "weighted"}))
+    live, dead = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{free_port()}"
+    async with ClientSession() as s:
+        t = Traffic(s, [live, dead], Probe("GET", "/x", {"h": "1"}), 40, time.monotonic())
+        task = asyncio.create_task(t.run())
+        await asyncio.sleep(0.5)
+        await t.drain()
+        await task
+    mine = [o for o in t.obs if o.instance == live]
+    assert 15 <= len(mine) <= 25, len(mine)
+    assert all((o.status, o.version, o.decision) == (200, "v1", "weighted") for o in mine)
+    sent = sorted(o.sent for o in mine)
+    gaps = [b - a for a, b in itertools.pairwise(sent)]
+    assert sum(gaps) / len(gaps) == pytest.approx(0.025, abs=0.01)
+    assert all(o.status == 0 for o in t.obs if o.instance == dead)
+
+
+async def test_error_watch_aborts_on_users_errors_only(backends) -> None:
+    counts = {"ok": 0.0, "bad": 0.0}
+
+    async def metrics(req: web.Request) -> web.Response:
+        return web.Response(text=(
+            f'killgate_requests_total{{code="200",decision="weighted",route="iris",'
+            f'version="v1"}} {counts["ok"]}\n'
+            f'killgate_requests_total{{code="502",decision="weighted",route="iris",'
+            f'version="v1"}} {counts["bad"]}\n'))
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    url = f"http://127.0.0.1:{await backends(app)}"
+    own = {"total": 0, "errors": 0}
+    reasons: list[str] = []
+    async with ClientSession() as s:
+        watch = ErrorWatch(s, [url], "iris", lambda: (own["total"], own["errors"]), 0.1, 10,
+                           0.02, window=5)
+        task = asyncio.create_task(watch.run(reasons.append))
+        await asyncio.sleep(0.1)
+        # the drill's own failing requests: subtracted, no abort
+        for _ in range(10):
+            counts["bad"] += 5
+            own["total"] += 5
+            own["errors"] += 5
+            counts["ok"] += 20
+            await asyncio.sleep(0.03)
+        assert not reasons and not task.done()
+        counts["bad"] += 30  # users now see 30 failures among ~230 answers
+        await asyncio.wait_for(task, 2)
+    assert reasons and "error rate on route 'iris'" in reasons[0], reasons
+    assert watch.worst > 0.1
+
+
+async def test_error_watch_notes_unreadable_metrics(backends) -> None:
+    dead = f"http://127.0.0.1:{free_port()}"
+    async with ClientSession() as s:
+        watch = ErrorWatch(s, [dead], "iris", lambda: (0, 0), 0.1, 10, 0.01)
+        task = asyncio.create_task(watch.run(lambda why: None))
+        await asyncio.sleep(0.1)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert watch.unreadable == {dead}
+
+

@@ -1,0 +1,40 @@
+"""Drill plans (domain/drillplan.py): defaults, and every mistake named by its path."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.domain.drillplan import parse_plan
+from gateway.errors import ConfigError
+
+
+def test_defaults_and_kind_measures() -> None:
+    p = parse_plan("kind: kill\nroute: iris-drill\nversion: v2\n")
+    assert (p.rate, p.steady, p.hold, p.settle) == (50, 1.0, 5.0, 2.0)
+    assert p.kill_scope == "version" and p.measure == "time_to_kill_ms"
+    assert p.targets.time_to_kill_ms.max == 2000 and p.targets.leaks == 0
+    assert parse_plan("kind: kill\nroute: r\n").kill_scope == "route"
+    assert parse_plan("kind: rollback\nroute: r\n").measure == "time_to_rollback_ms"
+    assert parse_plan("kind: failover\nroute: r\nversion: v\n").measure == "time_to_failover_ms"
+
+
+@pytest.mark.parametrize(("text", "problem"), [
+    ("kind: chaos\nroute: r\n", "kind: Input should be"),
+    ("kind: kill\n", "route: Field required"),
+    ("kind: kill\nroute: r\nrate: 0\n", "rate: Input should be greater than 0"),
+    ("kind: kill\nroute: r\nhold: 5\n", "hold: Value error, must be a duration"),
+    ("kind: kill\nroute: r\nhold: 2h\n", "hold: Value error, must be > 0 and at most 10m"),
+    ("kind: kill\nroute: r\ntargets: {leak: 1}\n", "targets.leak: Extra inputs"),
+    ("kind: kill\nroute: r\ninstances: [ftp://x]\n", "instances: Value error, 'ftp://x'"),
+    ("kind: failover\nroute: r\n", "names the version that fails"),
+    ("kind: kill\nroute: r\nscope: version\n", "scope 'version' needs 'version'"),
+    ("kind: store_loss\nroute: r\nhold: 2m\n", "at most 60s"),
+    ("kind: kill\nroute: r\nrequest: {path: nope}\n", "request.path: String should match"),
+    ("kind: kill\nroute: r\nabort: {error_rate: 2}\n", "abort.error_rate"),
+    ("- a\n", "the plan must be a mapping"),
+    ("kind: [\n", "not YAML"),
+])
+def test_every_mistake_is_named(text: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        parse_plan(text, "plan.yaml")
+    assert any(problem in str(p) for p in e.value.problems), e.value.problems

@@ -1,0 +1,178 @@
+"""What a drill measured and its verdict (domain/drillreport.py, pure): synthetic timelines
+with known answers."""
+
+from __future__ import annotations
+
+from gateway.domain.drillplan import Plan
+from gateway.domain.drillreport import (
+    Marks,
+    Obs,
+    analyse,
+    markdown,
+    percentiles,
+    steady_problems,
+    verdict,
+)
+
+RATE = 10.0  # one request per 100 ms per instance
+
+
+def timeline(instance: str, until: float, answer) -> list[Obs]:  # type: ignore[no-untyped-def]
+    """One request every 100 ms from t=0; `answer(t)` gives (status, version, decision)."""
+    out = []
+    t = 0.0
+    while t < until:
+        status, version, decision = answer(t)
+        out.append(Obs(instance, t, t + 0.005, status, version, decision))
+        t = round(t + 1 / RATE, 3)
+    return out
+
+
+def kill_plan(**kw: object) -> Plan:
+    return Plan.model_validate({"kind": "kill", "route": "r", "version": "v2", "rate": RATE,
+                                **kw})
+
+
+MARKS = Marks(steady=(0.0, 1.0), inject_sent=1.0, inject_done=1.3, restore_sent=3.0,
+              restore_done=3.1, end=4.0)
+
+
+def killed_at(t_kill: float, t_back: float = 3.05):  # type: ignore[no-untyped-def]
+    def answer(t: float) -> tuple[int, str, str]:
+        if t_kill <= t < t_back:
+            return 200, "v1", "failover"
+        return 200, "v2", "pinned"
+    return answer
+
+
+def test_percentiles_are_nearest_rank() -> None:
+    assert percentiles([]) == {"p50": None, "p99": None, "max": None}
+    assert percentiles([5.0]) == {"p50": 5.0, "p99": 5.0, "max": 5.0}
+    xs = [float(i) for i in range(1, 101)]
+    assert percentiles(xs) == {"p50": 50.0, "p99": 99.0, "max": 100.0}
+
+
+def test_time_to_kill_per_instance_leaks_and_restore() -> None:
+    plan = kill_plan()
+    obs = timeline("a", 4.0, killed_at(1.2)) + timeline("b", 4.0, killed_at(1.45))
+    m = analyse(plan, None, obs, MARKS)
+    rows = {r["instance"]: r for r in m["instances"]}
+    assert rows["a"]["time_to_kill_ms"] == 205.0  # the answer to the request sent at 1.2
+    # b applied late: its answers at 1.3 and 1.4 (after the receipt at 1.3) are leaks
+    assert rows["b"]["time_to_kill_ms"] == 505.0 and rows["b"]["leaks"] == 2
+    assert m["leaks"] == 2 and m["errors"] == 0
+    assert m["time_to_kill_ms"] == {"p50": 205.0, "p99": 505.0, "max": 505.0}
+    assert rows["a"]["time_to_restore_ms"] == 105.0  # first v2 answer: sent at 3.1
+    assert rows["a"]["resolution_ms"] == 100.0
+    got, why = verdict(plan, m, True, None, [])
+    assert got == "failed" and why == ["2 leak(s) > target 0"]
+
+
+def test_route_kill_counts_killed_answers_but_not_as_errors() -> None:
+    plan = kill_plan(version=None, scope="route")
+
+    def answer(t: float) -> tuple[int, str | None, str]:
+        return (503, None, "killed") if 1.1 <= t < 3.05 else (200, "v1", "weighted")
+    m = analyse(plan, None, timeline("a", 4.0, answer), MARKS)
+    assert m["errors"] == 0 and m["leaks"] == 0
+    assert m["instances"][0]["time_to_kill_ms"] == 105.0
+    assert verdict(plan, m, True, None, []) == ("passed", [])
+
+
+def test_errors_and_missed_targets_fail_the_drill() -> None:
+    plan = kill_plan(targets={"time_to_kill_ms": {"p99": 100}})
+
+    def answer(t: float) -> tuple[int, str | None, str | None]:
+        if 1.5 <= t < 1.7:
+            return 0, None, None  # no answer at all
+        return killed_at(1.2)(t)
+    m = analyse(plan, None, timeline("a", 4.0, answer), MARKS)
+    assert m["errors"] == 2
+    got, why = verdict(plan, m, False, None, [])
+    assert got == "failed"
+    assert why == ["time_to_kill_ms p99 205 ms > target 100 ms", "2 error(s) > target 0",
+                   "the fleet is not as it was before the drill"]
+
+
+def test_an_instance_that_never_shows_the_kill_fails_the_drill() -> None:
+    plan = kill_plan()
+    m = analyse(plan, None, timeline("a", 4.0, killed_at(99)), MARKS)
+    assert m["instances"][0]["time_to_kill_ms"] is None
+    got, why = verdict(plan, m, True, None, [])
+    assert got == "failed" and "a: never showed the kill" in why[0]
+
+
+def test_aborted_wins_over_everything() -> None:
+    plan = kill_plan()
+    m = analyse(plan, None, [], MARKS)
+    assert verdict(plan, m, True, "interrupted (SIGINT)", []) == (
+        "aborted", ["interrupted (SIGINT)"])
+
+
+def test_rollback_is_done_when_every_later_answer_comes_from_the_target() -> None:
+    plan = Plan.model_validate({"kind": "rollback", "route": "r", "rate": RATE})
+
+    def answer(t: float) -> tuple[int, str, str]:
+        if 1.0 <= t < 3.05:  # v2 answers twice more after the call (at 1.1 and 1.4)
+            return 200, "v2" if t in (1.1, 1.4) else "v1", "weighted"
+        return 200, "v2" if int(t * 10) % 2 else "v1", "weighted"
+    m = analyse(plan, "v1", timeline("a", 4.0, answer), MARKS)
+    row = m["instances"][0]
+    assert row["time_to_rollback_ms"] == 505.0  # the answer to 1.5, after the last v2
+    assert row["leaks"] == 1  # the v2 answer to the request sent at 1.4 (after the receipt)
+    assert row["time_to_restore_ms"] == 5.0 + 100.0  # first v2 answer after 3.0: sent 3.1
+    assert row["resolution_ms"] == 200.0  # half the answers come from v2
+
+
+def test_failover_measures_answers_moved_to_another_version() -> None:
+    plan = Plan.model_validate({"kind": "failover", "route": "r", "version": "v2",
+                                "rate": RATE})
+    m = analyse(plan, None, timeline("a", 4.0, killed_at(1.2)), MARKS)
+    assert m["instances"][0]["time_to_failover_ms"] == 205.0
+    assert m["instances"][0]["showed"] == 19  # 1.2 … 3.0, sent before the restore reached it
+
+
+def test_steady_state_problems_name_the_instance_and_the_reason() -> None:
+    plan = kill_plan()
+    ok = timeline("a", 1.0, killed_at(99))
+    assert steady_problems(plan, None, ok, ["a"], (0.0, 1.0)) == []
+    assert "b: answered 0" in steady_problems(plan, None, ok, ["a", "b"], (0.0, 1.0))[0]
+    failing = timeline("a", 1.0, lambda t: (502, "v2", "pinned"))
+    assert "failed or were killed" in steady_problems(plan, None, failing, ["a"], (0.0, 1.0))[0]
+    moved = timeline("a", 1.0, killed_at(0.5))
+    assert "already fail over" in steady_problems(plan, None, moved, ["a"], (0.0, 1.0))[0]
+    no_v2 = timeline("a", 1.0, lambda t: (200, "v1", "weighted"))
+    assert "no drill request reached v2" in steady_problems(plan, None, no_v2, ["a"],
+                                                            (0.0, 1.0))[0]
+    rb = Plan.model_validate({"kind": "rollback", "route": "r", "rate": RATE})
+    assert "already comes from v1" in steady_problems(rb, "v1", no_v2, ["a"], (0.0, 1.0))[0]
+
+
+def test_markdown_summary_has_every_instance_and_the_targets() -> None:
+    plan = kill_plan()
+    m = analyse(plan, None, timeline("a", 4.0, killed_at(1.2)), MARKS)
+    report = {"id": "d-1", "kind": "kill", "verdict": "passed", "reasons": [], "route": "r",
+              "version": "v2", "started": "s", "finished": "f", "restored": True,
+              "rate": RATE, "targets": plan.targets.model_dump(), **m}
+    md = markdown(report)
+    assert "# Drill d-1: kill on `r` / `v2`: **PASSED**" in md
+    assert "| a | 40 | 205 | 0 | 0 | 105 | 100 |" in md
+    assert "| time to kill | 205 | 205 | 205 | max ≤ 2000 ms |" in md
+    assert "**yes**" in md
+    refused = markdown({"id": None, "kind": "kill", "verdict": "aborted", "route": "r",
+                        "reasons": ["no"], "started": "s", "finished": "f"})
+    assert "(not opened)" in refused and "- no" in refused
+
+
+def test_an_answer_that_may_have_met_the_restore_is_no_leak() -> None:
+    """A request sent just before the restore call and answered after the restore reached
+    its instance rightly shows the state from before; it is no leak (it was counted as one:
+    a slow answer failed a drill that had none)."""
+    plan = kill_plan()
+    obs = timeline("a", 4.0, killed_at(1.2))
+    obs.append(Obs("a", 2.999, 3.2, 200, "v2", "pinned"))  # slow: answered after the restore
+    m = analyse(plan, None, obs, MARKS)
+    assert m["leaks"] == 0 and verdict(plan, m, True, None, []) == ("passed", [])
+    # answered before the restore was asked for: a leak, however slow
+    obs.append(Obs("a", 2.5, 2.99, 200, "v2", "pinned"))
+    assert analyse(plan, None, obs, MARKS)["leaks"] == 1

@@ -1,0 +1,545 @@
+"""`killgate drill` end to end (control/drills.py, cli/drill.py): each drill kind against a
+fleet of three `killgate serve` processes sharing a real redis-server, in front of real
+model servers (the demo's, in their own processes). The drill runs as the real CLI
+process; an independent client observes every instance meanwhile, and the test compares
+what it saw with the report, checks the fleet is exactly as before, and interrupts drills
+at each step (SIGINT, SIGKILL, a failed steady-state check, an abort condition).
+
+The fleet is shared by the module's tests (it takes seconds to start); every test leaves
+it as it found it, which is what the tests check anyway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import ClientSession
+
+from gateway.admin.auth import mint
+from tests.conftest import (
+    ROOT,
+    SECRET,
+    STATE_KEY,
+    STATE_KEY_ENV,
+    GatewayProcess,
+    RedisServer,
+    die_with_parent,
+    free_port,
+    wait_until,
+    wait_until_sync,
+    write_config,
+)
+
+DRILL_HDR = {"x-killgate-drill-route": "1"}
+PATH = "/v2/models/iris"
+
+
+def token(scope: str = "killgate:drill killgate:read", sub: str = "dana") -> str:
+    return mint(SECRET, sub, scope, 3600, "killgate", "killgate-admin")
+
+
+@dataclass
+class Fleet:
+    redis: RedisServer
+    gateways: list[GatewayProcess]
+    tmp: Path
+
+    @property
+    def admin(self) -> str:
+        return self.gateways[0].admin
+
+    @property
+    def urls(self) -> list[str]:
+        return [g.url for g in self.gateways]
+
+
+def _routes(p1: int, p2: int) -> str:
+    versions = (f'  versions:\n    - {{name: v1, url: "http://127.0.0.1:{p1}", weight: 50}}\n'
+                f'    - {{name: v2, url: "http://127.0.0.1:{p2}", weight: 50}}\n')
+    dead = free_port()
+    return ("- name: iris\n  match: {path_prefix: /v2/models/iris}\n  stable: v1\n"
+            "  allow_pin: true\n" + versions
+            + "- name: iris-drill\n  match: {path_prefix: /v2/models/iris, header: "
+              "{x-killgate-drill-route: '1'}}\n  drill_for: iris\n  stable: v1\n"
+              "  allow_pin: true\n" + versions
+            + "- name: broken\n  match: {path_prefix: /broken}\n  stable: v1\n  versions:\n"
+              f'    - {{name: v1, url: "http://127.0.0.1:{dead}", weight: 100}}\n')
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    tmp = tmp_path_factory.mktemp("drills")
+    env = {"KILLGATE_TEST_SECRET": SECRET, STATE_KEY_ENV: STATE_KEY}
+    redis = RedisServer(tmp)
+    redis.start()
+    ports = [free_port(), free_port()]
+    backends = [subprocess.Popen([sys.executable, "-m", "tests.proc_backend", str(p), v],
+                                 cwd=str(ROOT), preexec_fn=die_with_parent,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                for p, v in zip(ports, ("v1", "v2"), strict=True)]
+    gateways: list[GatewayProcess] = []
+    try:
+        for name in "abc":
+            state = (f"state:\n  backend: redis\n  url: {redis.url}\n  prefix: kgdrill\n"
+                     f"  snapshot_path: {tmp}/snap-{name}.json\n  poll_interval: 100ms\n"
+                     "  heartbeat_interval: 200ms\n  instance_lease: 2s\n"
+                     f"  command_timeout: 300ms\n  signing_key_env: {STATE_KEY_ENV}\n")
+            os.environ.setdefault("KILLGATE_TEST_SECRET", SECRET)  # (for `check` in here)
+            os.environ.setdefault(STATE_KEY_ENV, STATE_KEY)
+            cfg = write_config(tmp, _routes(*ports), state=state, name=f"{name}.yaml",
+                               listen=f"127.0.0.1:{free_port()}",
+                               admin=f"127.0.0.1:{free_port()}")
+            gateways.append(GatewayProcess(cfg, env=env))
+        for g in gateways:
+            g.wait_ready()
+        f = Fleet(redis, gateways, tmp)
+        wait_until_sync(lambda: len(_published(f)) == 3, 15,
+                        what="three instances publishing their addresses")
+        yield f
+    finally:
+        for g in gateways:
+            with suppress(Exception):
+                g.stop()
+        for b in backends:
+            b.kill()
+            b.wait(5)
+        redis.kill()
+
+
+def _published(f: Fleet) -> list[str]:
+    import urllib.request
+
+    req = urllib.request.Request(f.admin + "/v1/status",
+                                 headers={"Authorization": f"Bearer {token()}"})
+    with urllib.request.urlopen(req, timeout=2) as r:
+        return [i["data"] for i in json.loads(r.read())["instances"].values() if "data" in i]
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+async def fleet_state(s: ClientSession, f: Fleet) -> list[dict[str, Any]]:
+    """What every instance enforces: kills, and per route its latch, stable and weights."""
+    out = []
+    for g in f.gateways:
+        async with s.get(g.admin + "/v1/status",
+                         headers={"Authorization": f"Bearer {token()}"}) as r:
+            st = await r.json()
+        out.append({
+            "kills": sorted(k["scope"] + str(k["route"]) + str(k["version"])
+                            for k in st["kills"]),
+            "routes": {n: {"stable": r["stable"], "latched": r["latched"],
+                           "override": r["override"],
+                           "weights": {v: x["effective_weight"] for v, x in r["versions"].items()}}
+                       for n, r in st["routes"].items()}})
+    return out
+
+
+async def audit(s: ClientSession, f: Fleet, limit: int = 200) -> list[dict[str, Any]]:
+    async with s.get(f.admin + f"/v1/audit?limit={limit}",
+                     headers={"Authorization": f"Bearer {token()}"}) as r:
+        return list((await r.json())["events"])
+
+
+async def every_change_is_audited(s: ClientSession, f: Fleet) -> None:
+    """Nothing is killed or latched without an audit event that says who did it, and why
+    (for a drill's change: its id)."""
+    events = await audit(s, f, 1000)
+    async with s.get(f.admin + "/v1/status",
+                     headers={"Authorization": f"Bearer {token()}"}) as r:
+        st = await r.json()
+    for k in st["kills"]:
+        assert any(e["action"] == "kill" and (e.get("after") or {}).get("time") == k["time"]
+                   for e in events), k
+    for name, r in st["routes"].items():
+        if r["latched"]:
+            assert any(e["target"].get("route") == name and e["action"] in
+                       ("rollback", "promote", "weights") for e in events), name
+
+
+@dataclass
+class Seen:
+    instance: str
+    sent: float  # unix time
+    recv: float
+    status: int
+    version: str | None
+    decision: str | None
+
+
+class Observer:
+    """The independent client: its own requests to every instance, 50 per second each."""
+
+    def __init__(self, s: ClientSession, urls: list[str], headers: dict[str, str],
+                 path: str = PATH, rate: float = 50) -> None:
+        self.s, self.urls, self.headers, self.path, self.period = s, urls, headers, path, 1 / rate
+        self.seen: list[Seen] = []
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[Any] | None = None
+
+    async def _one(self, url: str) -> None:
+        t = time.time()
+        try:
+            async with self.s.get(url + self.path, headers=self.headers) as r:
+                await r.read()
+                self.seen.append(Seen(url, t, time.time(), r.status,
+                                      r.headers.get("x-killgate-version"),
+                                      r.headers.get("x-killgate-decision")))
+        except (OSError, aiohttp.ClientError):
+            self.seen.append(Seen(url, t, time.time(), 0, None, None))
+
+    async def _pace(self, url: str) -> None:
+        tasks = set()
+        while not self._stop.is_set():
+            task = asyncio.create_task(self._one(url))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), self.period)
+        if tasks:
+            await asyncio.wait(tasks, timeout=5)
+
+    def start(self) -> None:
+        self._task = asyncio.ensure_future(asyncio.gather(*(self._pace(u) for u in self.urls)))
+
+    async def stop(self) -> list[Seen]:
+        self._stop.set()
+        assert self._task is not None
+        await self._task
+        return self.seen
+
+
+class Drill:
+    """The real CLI in its own process."""
+
+    def __init__(self, f: Fleet, *args: str, scope: str = "killgate:drill killgate:read") -> None:
+        out = f.tmp / "reports"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "drill", *args, "--json", "--out", str(out),
+             "--admin", f.admin, "--token", token(scope)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=str(ROOT), text=True,
+            preexec_fn=die_with_parent)
+        self.lines: list[str] = []
+
+    async def wait_line(self, text: str, timeout: float = 20) -> str:
+        assert self.proc.stderr is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            line = await asyncio.to_thread(self.proc.stderr.readline)
+            if not line:
+                break
+            self.lines.append(line)
+            if text in line:
+                return line
+        raise AssertionError(f"no {text!r} from the drill: {self.lines}")
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait(5)
+        for f in (self.proc.stdout, self.proc.stderr):
+            if f is not None:
+                f.close()
+
+    async def result(self, timeout: float = 40) -> tuple[int, dict[str, Any] | None, str]:
+        out, err = await asyncio.to_thread(self.proc.communicate, None, timeout)
+        report = json.loads(out) if out.strip() else None
+        return self.proc.returncode, report, "".join(self.lines) + err
+
+
+FAST = ("--rate", "40", "--steady", "600ms", "--hold", "1500ms", "--settle", "1s")
+
+
+def first_after(seen: list[Seen], url: str, t: float, pred: Any) -> Seen | None:
+    return next((x for x in sorted(seen, key=lambda x: x.sent)
+                 if x.instance == url and x.sent >= t and pred(x)), None)
+
+
+def agree(report: dict[str, Any], seen: list[Seen], measure: str, pred: Any,
+          rollback: bool = False) -> None:
+    """The report's time per instance against what the independent client saw: both are
+    late by at most one request interval (plus scheduling noise on a shared machine)."""
+    t_inject = report["t0_unix"] + report["marks_ms"]["inject_sent"] / 1000
+    t_restore = report["t0_unix"] + report["marks_ms"]["restore_sent"] / 1000
+    for row in report["instances"]:
+        mine = [x for x in seen if x.instance == row["instance"] and t_inject <= x.sent < t_restore]
+        if rollback:
+            last_old = max((x.recv for x in mine if not pred(x)), default=t_inject)
+            hit = first_after(mine, row["instance"], last_old, pred)
+        else:
+            hit = first_after(mine, row["instance"], t_inject, pred)
+        assert hit is not None, (row, mine[:5])
+        theirs = (hit.recv - t_inject) * 1000
+        slack = 1000 / report["rate"] + 1000 / 50 + 150
+        assert abs(theirs - row[measure]) <= slack, (row["instance"], theirs, row[measure])
+
+
+# --------------------------------------------------------------------------- the kinds
+
+
+async def test_kill_drill_agrees_with_an_independent_client_and_restores(
+        fleet: Fleet, session: ClientSession) -> None:
+    before = await fleet_state(session, fleet)
+    obs = Observer(session, fleet.urls, {**DRILL_HDR, "x-killgate-pin": "v2"})
+    obs.start()
+    drill = Drill(fleet, "kill", "--route", "iris-drill", "--version", "v2", *FAST)
+    rc, report, err = await drill.result()
+    seen = await obs.stop()
+    assert rc == 0, err
+    assert report is not None and report["verdict"] == "passed", report
+    assert report["leaks"] == 0 and report["errors"] == 0 and report["restored"] is True
+    assert len(report["instances"]) == 3
+    assert set(report["time_to_kill_ms"]) == {"p50", "p99", "max"}
+    agree(report, seen, "time_to_kill_ms", lambda x: x.decision == "failover")
+    # the independent client saw no answer from v2 between the receipt and the restore
+    t_done = report["t0_unix"] + report["marks_ms"]["inject_done"] / 1000
+    t_restore = report["t0_unix"] + report["marks_ms"]["restore_sent"] / 1000
+    assert not [x for x in seen if t_done <= x.sent < t_restore and x.version == "v2"]
+    # (a request in flight to v2 when the kill lands is cut: 503 `killed`, as a kill says)
+    assert all(x.status == 200 or x.decision == "killed" for x in seen), \
+        [x for x in seen if x.status != 200][:5]
+    assert await fleet_state(session, fleet) == before
+    events = await audit(session, fleet, 20)
+    mine = [e["action"] for e in events if e.get("drill") == report["id"]]
+    assert mine == ["drill.end", "drill.restore", "kill", "drill.start"]
+    # the files: report, summary, picture
+    files = sorted(p.suffix for p in (fleet.tmp / "reports").glob(report["id"] + ".*"))
+    assert files == [".json", ".md", ".svg"]
+
+
+async def test_rollback_drill(fleet: Fleet, session: ClientSession) -> None:
+    before = await fleet_state(session, fleet)
+    obs = Observer(session, fleet.urls, DRILL_HDR)
+    obs.start()
+    rc, report, err = await Drill(fleet, "rollback", "--route", "iris-drill", "--to", "v1",
+                                  *FAST).result()
+    seen = await obs.stop()
+    assert rc == 0 and report is not None, err
+    assert report["verdict"] == "passed" and report["to"] == "v1", report
+    assert report["restored"] and report["leaks"] == 0
+    agree(report, seen, "time_to_rollback_ms", lambda x: x.version == "v1", rollback=True)
+    assert await fleet_state(session, fleet) == before
+
+
+async def test_failover_drill_never_touches_user_traffic(fleet: Fleet,
+                                                         session: ClientSession) -> None:
+    before = await fleet_state(session, fleet)
+
+    async def faults() -> list[float]:
+        out = []
+        for g in fleet.gateways:
+            async with session.get(g.admin + "/metrics") as r:
+                text = await r.text()
+            out.append(sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                           if line.startswith("killgate_upstream_errors_total{")
+                           and 'kind="drill_fault"' in line))
+        return out
+
+    faults_before = await faults()
+    # users: the drill route's own versions pinned to v2 (no token), and the production route
+    users = Observer(session, fleet.urls, {**DRILL_HDR, "x-killgate-pin": "v2"})
+    prod = Observer(session, fleet.urls, {"x-killgate-pin": "v2"})
+    users.start()
+    prod.start()
+    rc, report, err = await Drill(fleet, "failover", "--route", "iris-drill", "--version",
+                                  "v2", *FAST).result()
+    seen = await users.stop() + await prod.stop()
+    assert rc == 0 and report is not None, err
+    assert report["verdict"] == "passed", report
+    assert all(r["time_to_failover_ms"] is not None for r in report["instances"])
+    # no user request met the fault: every one answered by v2, pinned, 200
+    assert seen and all((x.status, x.version, x.decision) == (200, "v2", "pinned")
+                        for x in seen), [x for x in seen if x.version != "v2"][:3]
+    # every drill answer that failed over is a fault the gateways counted (and no more)
+    met = [a - b for a, b in zip(await faults(), faults_before, strict=True)]
+    by_url = {g.url: m for g, m in zip(fleet.gateways, met, strict=True)}
+    for row in report["instances"]:
+        assert by_url[row["instance"]] == row["showed"], (row, by_url)
+    assert await fleet_state(session, fleet) == before
+
+
+async def test_store_loss_drill_keeps_enforcing(fleet: Fleet, session: ClientSession) -> None:
+    before = await fleet_state(session, fleet)
+    obs = Observer(session, fleet.urls, {**DRILL_HDR, "x-killgate-pin": "v2"})
+    obs.start()
+    rc, report, err = await Drill(fleet, "store-loss", "--route", "iris-drill", "--version",
+                                  "v2", "--store", fleet.redis.url, "--rate", "40", "--steady",
+                                  "600ms", "--hold", "2s", "--settle", "1s").result(60)
+    seen = await obs.stop()
+    assert rc == 0 and report is not None, err
+    assert report["verdict"] == "passed", report
+    assert report["store_outage_ms"] >= 1900
+    out0 = report["t0_unix"] + report["marks_ms"]["outage_start"] / 1000
+    out1 = report["t0_unix"] + report["marks_ms"]["outage_end"] / 1000
+    during = [x for x in seen if out0 <= x.sent < out1]
+    assert len(during) > 100
+    assert all(x.status == 200 and x.version == "v1" for x in during)  # still killed
+    assert await fleet_state(session, fleet) == before
+
+
+async def test_store_loss_without_the_store_is_skipped(fleet: Fleet,
+                                                       session: ClientSession) -> None:
+    rc, report, _ = await Drill(fleet, "store-loss", "--route", "iris-drill", "--version",
+                                "v2", *FAST).result()
+    assert rc == 3 and report is not None and report["verdict"] == "skipped"
+    assert "--store" in report["reasons"][0]
+
+
+# --------------------------------------------------------------------------- interruptions
+
+
+async def test_sigint_mid_drill_restores_before_exiting(fleet: Fleet,
+                                                        session: ClientSession) -> None:
+    before = await fleet_state(session, fleet)
+    drill = Drill(fleet, "kill", "--route", "iris-drill", "--version", "v2", "--rate", "40",
+                  "--steady", "500ms", "--hold", "30s", "--settle", "1s")
+    await drill.wait_line("injected")
+    assert (await fleet_state(session, fleet)) != before
+    drill.proc.send_signal(signal.SIGINT)
+    rc, report, err = await drill.result()
+    assert rc == 2 and report is not None, err
+    assert report["verdict"] == "aborted" and "SIGINT" in report["reasons"][0]
+    assert report["restored"] is True
+    assert await fleet_state(session, fleet) == before
+    ends = [e for e in await audit(session, fleet, 10) if e["action"] == "drill.end"]
+    assert ends[0]["after"]["verdict"] == "aborted"
+
+
+@pytest.mark.parametrize("step", ["opened", "injected", "restored"])
+async def test_sigkill_at_each_step_then_drill_restore(fleet: Fleet, session: ClientSession,
+                                                       step: str) -> None:
+    before = await fleet_state(session, fleet)
+    drill = Drill(fleet, "kill", "--route", "iris-drill", "--scope", "route", "--rate", "20",
+                  "--steady", "1s", "--hold", "1s" if step == "restored" else "30s",
+                  "--settle", "10s")
+    await drill.wait_line(step)
+    opened = next(x for x in drill.lines if " opened " in x)
+    drill_id = opened.split("drill: drill ", 1)[1].split()[0]
+    drill.kill()
+    # the fleet is left as the drill left it, and says so
+    await every_change_is_audited(session, fleet)
+    if step == "injected":
+        assert await fleet_state(session, fleet) != before  # the drill's kill is in force
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway", "drill", "restore", drill_id, "--admin", fleet.admin,
+        "--token", token(), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        cwd=str(ROOT))
+    out, err = await asyncio.wait_for(proc.communicate(), 40)
+    assert proc.returncode == 0, (out, err)
+    assert b"exactly as before" in out
+    await wait_until(lambda: _same(session, fleet, before), 5, 0.1, "the fleet as before")
+    events = [e for e in await audit(session, fleet, 20) if e.get("drill") == drill_id]
+    assert events[0]["action"] == "drill.end" and events[0]["after"]["verdict"] == "aborted"
+    # a second restore finds the drill ended: nothing to do
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway", "drill", "restore", drill_id, "--admin", fleet.admin,
+        "--token", token(), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        cwd=str(ROOT))
+    out, err = await asyncio.wait_for(proc.communicate(), 40)
+    assert proc.returncode == 0 and b"ended already" in err, (out, err)
+    if step != "opened":
+        return
+    # a token that may restore drills but not read their history: a clear answer (it was
+    # a traceback)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway", "drill", "restore", drill_id, "--admin", fleet.admin,
+        "--token", token("killgate:drill"), stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE, cwd=str(ROOT))
+    out, err = await asyncio.wait_for(proc.communicate(), 40)
+    assert proc.returncode == 1 and b"Traceback" not in err, (out, err)
+    assert b"history cannot be read" in err and b"killgate:read" in err, err
+
+
+async def _same(s: ClientSession, f: Fleet, before: list[dict[str, Any]]) -> bool:
+    return await fleet_state(s, f) == before
+
+
+async def test_failed_steady_state_check_aborts_and_keeps_the_operators_kill(
+        fleet: Fleet, session: ClientSession) -> None:
+    hdr = {"Authorization": f"Bearer {token('killgate:kill killgate:read', 'olga')}"}
+    body = {"scope": "version", "route": "iris-drill", "version": "v2", "reason": "real"}
+    async with session.post(fleet.admin + "/v1/kill?wait=2s", json=body, headers=hdr) as r:
+        assert r.status == 200
+    try:
+        before = await fleet_state(session, fleet)
+        rc, report, err = await Drill(fleet, "kill", "--route", "iris-drill", "--version",
+                                      "v2", *FAST).result()
+        assert rc == 2 and report is not None, err
+        assert report["verdict"] == "aborted"
+        assert "steady-state" in report["reasons"][0], report["reasons"]
+        assert report["receipts"].get("inject") is None  # nothing was injected
+        assert await fleet_state(session, fleet) == before  # the operator's kill stays
+    finally:
+        async with session.post(fleet.admin + "/v1/unkill?wait=2s", json=body,
+                                headers=hdr) as r:
+            assert r.status == 200
+
+
+async def test_abort_condition_stops_and_restores(fleet: Fleet, session: ClientSession,
+                                                  tmp_path: Path) -> None:
+    before = await fleet_state(session, fleet)
+    plan = tmp_path / "plan.yaml"
+    plan.write_text("kind: kill\nroute: iris-drill\nversion: v2\nrate: 40\nsteady: 600ms\n"
+                    "hold: 30s\nsettle: 1s\nabort: {route: broken, error_rate: 0.2, "
+                    "min_requests: 10, interval: 200ms}\n")
+    drill = Drill(fleet, "run", str(plan))
+    await drill.wait_line("injected")
+    users = Observer(session, fleet.urls, {}, path="/broken/x", rate=20)  # 502s
+    users.start()
+    try:
+        rc, report, err = await drill.result()
+    finally:
+        await users.stop()
+    assert rc == 2 and report is not None, err
+    assert report["verdict"] == "aborted" and "error rate" in report["reasons"][0], report
+    assert report["marks_ms"]["restore_sent"] < 15000  # long before the 30 s hold ended
+    assert await fleet_state(session, fleet) == before
+
+
+async def test_production_routes_need_the_flag_and_the_scope(fleet: Fleet,
+                                                             session: ClientSession) -> None:
+    before = await fleet_state(session, fleet)
+    rc, report, _ = await Drill(fleet, "kill", "--route", "iris", "--version", "v2",
+                                *FAST).result()
+    assert rc == 2 and report is not None and "--production" in report["reasons"][0]
+    rc, report, err = await Drill(fleet, "kill", "--route", "iris", "--version", "v2",
+                                  "--production", *FAST).result()
+    assert rc == 2 and report is not None, err  # the kill scope is missing: refused
+    assert "killgate:kill" in report["reasons"][0]
+    assert await fleet_state(session, fleet) == before
+
+
+async def test_history_trend_and_metrics_on_every_instance(fleet: Fleet,
+                                                           session: ClientSession) -> None:
+    """Run after the drills above: each is in the history, and every instance exports the
+    last result of each kind and route (from the replicated state)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway", "drill", "history", "--limit", "50", "--admin",
+        fleet.admin, "--token", token(), stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE, cwd=str(ROOT))
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    text = out.decode()
+    assert proc.returncode == 0, err
+    assert "trend:" in text and "failover on iris-drill: 1/1 passed" in text, text
+    assert "rollback on iris-drill" in text and "aborted" in text and "OPEN" not in text
+    for g in fleet.gateways:
+        async with session.get(g.admin + "/metrics") as r:
+            m = await r.text()
+        for kind in ("failover", "rollback", "store_loss"):
+            line = next(x for x in m.splitlines() if x.startswith("killgate_drill_last_passed{")
+                        and f'kind="{kind}"' in x and 'route="iris-drill"' in x)
+            assert float(line.rsplit(" ", 1)[1]) == 1.0, (g.admin, line)
+        assert any(x.startswith("killgate_drills_open ") and float(x.split()[1]) == 0
+                   for x in m.splitlines())

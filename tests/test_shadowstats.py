@@ -1,0 +1,166 @@
+"""Shadow tallies (domain/shadowstats.py): counting, the store's form, the fleet merge,
+the report, disagreement records and the promotion gate. Pure: no loop."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from gateway.config_shadow import NoiseConfig
+from gateway.configfile import parse_config_text
+from gateway.domain.comparison import Comparison, Difference
+from gateway.domain.shadowstats import (
+    MAX_NOISE_PATHS,
+    Tally,
+    gate,
+    merge,
+    promotion_refusal,
+    report,
+)
+from gateway.domain.statedoc import RouteOverride, StateDoc
+
+DIFF = (Difference("values", "outputs[probs]"),)
+
+
+def filled(version: str = "v2", spec: str = "s", keep: int = 3) -> Tally:
+    t = Tally(version, spec, keep=keep)
+    t.copy("sent", 6)
+    t.copy("dropped")
+    t.failed("timeout")
+    for _ in range(3):
+        t.outcome("agreed", (), 0.004, 0.006, {"length_change": 0.5})
+    t.outcome("noise", (), 0.004, 0.006, {})
+    for i in range(2):
+        t.outcome("disagreed", DIFF, 0.004, 2.0, {})
+        t.disagreement({"time": f"2030-01-01T00:00:0{i}Z", "request": i})
+    t.outcome("uncomparable", (), 0.004, 0.006, {})
+    return t
+
+
+def test_counting_and_the_report() -> None:
+    rep = report("iris", filled(), "v2_tensors", 0.5, 1)
+    assert (rep["compared"], rep["agreed"], rep["agreement"], rep["dropped"]) == (6, 4, 0.666667, 1)
+    assert rep["outcomes"] == {"agreed": 3, "noise": 1, "disagreed": 2, "uncomparable": 1}
+    assert rep["copies"] == {"sent": 6, "dropped": 1, "body": 0, "answer": 0, "down": 0,
+                             "failed": 1}
+    assert rep["failures"] == {"timeout": 1} and rep["differences"] == {"values": 2}
+    assert rep["latency_ms"]["primary"] == {"p50": 5.0, "p99": 5.0}
+    assert rep["latency_ms"]["shadow"]["p99"] == 2000.0
+    assert rep["length_change"] == 0.5
+    empty = report("iris", Tally("v2", "s"), "json", 1.0, 0)
+    assert empty["agreement"] is None and empty["compared"] == 0
+
+
+def test_the_disagreement_ring_is_bounded() -> None:
+    t = Tally("v2", "s", keep=2)
+    for i in range(5):
+        t.disagreement({"time": str(i)})
+    assert [d["time"] for d in t.disagreements] == ["3", "4"]
+    none = Tally("v2", "s", keep=0)
+    none.disagreement({"time": "x"})
+    assert not none.disagreements
+
+
+def test_noise_paths_are_learned_past_min_pairs_and_threshold() -> None:
+    t = Tally("v2", "s")
+    cfg = NoiseConfig(threshold=0.5, min_pairs=4)
+    noisy = Comparison(True, (Difference("text", "choices[0].text"),))
+    t.noise(noisy)
+    t.noise(Comparison(False))  # uncomparable pairs teach nothing
+    assert t.noisy_paths(cfg) == frozenset() and t.noise_pairs == 1
+    for c in (noisy, Comparison(True), Comparison(True)):
+        t.noise(c)
+    assert t.noisy_paths(cfg) == {"choices[0].text"}  # 2 of 4 pairs; the shadow: never
+    assert t.noisy_paths(NoiseConfig(threshold=0.6, min_pairs=4)) == frozenset()
+    assert t.noisy_paths(None) == frozenset()
+    # the shadow differs there about as often as the primary does with itself: noise
+    for c in (noisy, noisy, Comparison(True), Comparison(True), Comparison(False)):
+        t.observed(c)
+    assert t.raw_n == 4 and t.noisy_paths(cfg) == {"choices[0].text"}
+    # ... far more often (a real change on an unsure path): not noise
+    for _ in range(6):
+        t.observed(noisy)
+    assert t.noisy_paths(cfg) == frozenset()  # 8 of 10 vs 2 of 4 (+20 % allowed)
+    assert t.noisy_paths(NoiseConfig(threshold=0.5, min_pairs=4, relative=1.0)) == {
+        "choices[0].text"}
+    for i in range(MAX_NOISE_PATHS + 50):
+        t.noise(Comparison(True, (Difference("value", f"p{i}"),)))
+        t.observed(Comparison(True, (Difference("value", f"p{i}"),)))
+    assert len(t.noise_paths) == MAX_NOISE_PATHS and len(t.raw_paths) == MAX_NOISE_PATHS
+
+
+def test_the_store_form_round_trips_and_merges_only_its_own_kind() -> None:
+    a, b = filled(), filled()
+    back = Tally.from_json(json.loads(json.dumps(a.to_json())))
+    assert back.to_json() == a.to_json()
+    m = merge("v2", "s", [a, b, filled("v3"), filled(spec="other")])
+    rep = report("iris", m, "json", 1.0, 2)
+    assert (rep["compared"], rep["agreed"], rep["dropped"]) == (12, 8, 2)
+    assert [d["time"] for d in rep["disagreements"]] == [
+        "2030-01-01T00:00:01Z", "2030-01-01T00:00:01Z", "2030-01-01T00:00:00Z",
+        "2030-01-01T00:00:00Z"]  # newest first
+    assert m.primary_s == pytest.approx(2 * a.primary_s)
+
+
+@pytest.mark.parametrize("mangle", [
+    lambda d: d.pop("version"),
+    lambda d: d.update(primary_ms=[1, 2, 3]),
+    lambda d: d.update(shadow_ms="x"),
+    lambda d: d.update(copies=[1]),
+    lambda d: d.update(outcomes={"agreed": "many"}),
+    lambda d: d.update(disagreements={"a": 1}),
+    lambda d: d.update(disagreements=[1, 2]),
+    lambda d: d.update(noise_pairs=None),
+])
+def test_a_malformed_blob_is_refused(mangle: Any) -> None:
+    d = filled().to_json()
+    mangle(d)
+    with pytest.raises((ValueError, TypeError, KeyError)):
+        Tally.from_json(d)
+
+
+ROUTE = """
+routes:
+  - name: iris
+    match: {path_prefix: /x}
+    stable: v1
+    shadow: {version: v2}
+    analysis: {min_shadow_agreement: 0.8, min_shadow_compared: 5}
+    versions:
+      - {name: v1, url: "http://127.0.0.1:1", weight: 100}
+      - {name: v2, url: "http://127.0.0.1:2", weight: 0}
+"""
+
+
+def doc(stable: str | None, weights: dict[str, float] | None) -> StateDoc:
+    if weights is None:
+        return StateDoc()
+    return StateDoc(overrides={"iris": RouteOverride(stable, weights, "a", "r", "t", "weights")})
+
+
+def test_the_gate_and_what_it_refuses() -> None:
+    rc = parse_config_text(ROUTE).routes[0]
+    low, high = filled(), Tally("v2", "s")
+    for _ in range(5):
+        high.outcome("agreed", (), 0.01, 0.01, {})
+    assert "no comparison of its answers is known yet" in (gate(rc, None) or "")
+    assert "agreed with the primary on 4 of 6 compared requests (66.7%)" in (gate(rc, low) or "")
+    assert gate(rc, high) is None
+    few = Tally("v2", "s")
+    few.outcome("agreed", (), 0.01, 0.01, {})
+    assert "at least 5" in (gate(rc, few) or "")  # 100%, but of too few
+    before = StateDoc()
+    for after in (doc("v2", {"v1": 0, "v2": 100}), doc("v1", {"v1": 90, "v2": 10}),
+                  doc("v2", {"v1": 100, "v2": 0})):
+        assert promotion_refusal(rc, before, after, low) is not None
+        assert promotion_refusal(rc, before, after, high) is None
+    # changes that give the shadow nothing, or that it already had, are not gated
+    assert promotion_refusal(rc, before, doc("v1", {"v1": 100, "v2": 0}), low) is None
+    assert promotion_refusal(rc, before, StateDoc(), low) is None
+    had = doc("v1", {"v1": 90, "v2": 10})
+    assert promotion_refusal(rc, had, doc("v1", {"v1": 50, "v2": 50}), low) is None
+    ungated = parse_config_text(ROUTE.replace(
+        "analysis: {min_shadow_agreement: 0.8, min_shadow_compared: 5}", "")).routes[0]
+    assert promotion_refusal(ungated, before, doc("v2", {"v2": 100}), low) is None

@@ -1,0 +1,184 @@
+"""dataplane/upstream.py without sockets: an Exchange fed fragmented answers on a fake
+transport, driven both ways (awaited by a coroutine, or telling a sink), and its pool."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from gateway.dataplane.upstream import HIGH_WATER, Exchange, Pool
+from gateway.errors import UpstreamClosed, UpstreamProtocolError, UpstreamTimeout
+
+
+class FakeTransport(asyncio.Transport):
+    def __init__(self, ex: Exchange) -> None:
+        super().__init__()
+        self.ex = ex
+        self.out = bytearray()
+        self.paused = False
+        self.closed = False
+
+    def write(self, data: Any) -> None:
+        self.out += data
+
+    def pause_reading(self) -> None:
+        self.paused = True
+
+    def resume_reading(self) -> None:
+        self.paused = False
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.abort()
+
+    def abort(self) -> None:
+        if not self.closed:
+            self.closed = True
+            asyncio.get_running_loop().call_soon(self.ex.connection_lost, None)
+
+
+def pool() -> Pool:
+    return Pool("http", "127.0.0.1", 9, 4, asyncio.get_running_loop(), set(), 8)
+
+
+def exchange(p: Pool | None = None, head: bool = False) -> tuple[Exchange, FakeTransport]:
+    p = p or pool()
+    ex = Exchange(p)
+    tr = FakeTransport(ex)
+    ex.connection_made(tr)
+    p.open += 1
+    ex.begin(asyncio.get_running_loop().time() + 5, 5, head)
+    return ex, tr
+
+
+def feed(ex: Exchange, data: bytes, step: int) -> None:
+    for i in range(0, len(data), step or len(data)):
+        ex.data_received(data[i:i + (step or len(data))])
+
+
+async def read_all(ex: Exchange) -> bytes:
+    out = b""
+    while chunk := await ex.read():
+        out += chunk
+    return out
+
+
+ANSWERS = {
+    "sized": (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello", b"hello", True),
+    "chunked": (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                b"2\r\nhe\r\n3\r\nllo\r\n0\r\n\r\n", b"hello", True),
+    "1xx-first": (b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </x>\r\n\r\n"
+                  b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", b"ok", True),
+    "no-content": (b"HTTP/1.1 204 No Content\r\n\r\n", b"", True),
+    "close-delimited": (b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the end", b"", False),
+}
+
+
+@pytest.mark.parametrize("name", list(ANSWERS))
+@pytest.mark.parametrize("step", [0, 1, 5])
+async def test_fragmented_answers_are_read_whole(name: str, step: int) -> None:
+    payload, body, keep = ANSWERS[name]
+    ex, tr = exchange()
+    await ex.send(b"GET / HTTP/1.1\r\n\r\n", None)
+    feed(ex, payload, step)
+    if name == "close-delimited":
+        tr.abort()  # the backend's FIN ends such a body
+        await ex.read_head()
+        assert await read_all(ex) == b"until the end"
+        return
+    await ex.read_head()
+    assert ex.status in (200, 204)
+    assert all(n != b"Link" for n, _ in ex.headers)  # a 1xx answer's fields are gone
+    assert await read_all(ex) == body
+    assert ex.complete and ex.keep_alive is keep
+
+
+@pytest.mark.parametrize("payload, error", [
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n", UpstreamProtocolError),
+    (b"HTTP/1.1 200 OK\nContent-Length: 1\n\nx", UpstreamProtocolError),
+    (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n",
+     UpstreamProtocolError),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort", UpstreamClosed),
+])
+async def test_broken_answers_fail_the_exchange(payload: bytes, error: type) -> None:
+    ex, tr = exchange()
+    await ex.send(b"GET / HTTP/1.1\r\n\r\n", None)
+    feed(ex, payload, 0)
+    if error is UpstreamClosed:
+        tr.abort()
+    with pytest.raises(error):
+        await ex.read_head()
+        await read_all(ex)
+    assert not ex.keep_alive or ex.error is not None
+
+
+async def test_a_head_answer_ends_at_its_head() -> None:
+    ex, _ = exchange(head=True)
+    await ex.send(b"HEAD / HTTP/1.1\r\n\r\n", None)
+    feed(ex, b"HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n", 0)
+    await ex.read_head()
+    assert ex.complete and ex.length == 1234 and await ex.read() == b""
+    assert not ex.keep_alive  # llhttp cannot be told of HEAD: never reused
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.steps: list[tuple[bool, bool, int, bool]] = []
+
+    def upstream(self, ex: Exchange) -> None:
+        self.steps.append((ex.headers_done, ex.complete, ex.buffered, ex.error is not None))
+
+
+async def test_a_sink_is_told_of_every_step_and_the_sweeper_watches_it() -> None:
+    p = pool()
+    ex, tr = exchange(p)
+    sink = Sink()
+    ex.drive(sink, b"GET / HTTP/1.1\r\n\r\n")
+    assert bytes(tr.out) == b"GET / HTTP/1.1\r\n\r\n" and ex in p.waiting
+    feed(ex, b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nab", 0)
+    feed(ex, b"cd", 0)
+    # told once per arrival (not per parser step): the head and 2 bytes, then the end
+    assert sink.steps == [(True, False, 2, False), (True, True, 4, False)]
+    assert ex.take_body() == b"abcd"
+    p.release(ex)  # a complete keep-alive answer: pooled, and no longer watched
+    assert ex.sink is None and ex not in p.waiting and p.take_idle() is ex
+
+
+async def test_a_sinks_exchange_times_out_through_the_sweeper() -> None:
+    p = pool()
+    ex, _ = exchange(p)
+    ex.idle = 0.0
+    sink = Sink()
+    ex.drive(sink, b"GET / HTTP/1.1\r\n\r\n")
+    ex._on_timer()  # what the sweeper does for an exchange past its wait_until
+    assert sink.steps[-1][3] and isinstance(ex.error, UpstreamTimeout)
+
+
+async def test_reading_pauses_past_high_water_and_resumes_when_read() -> None:
+    ex, tr = exchange()
+    await ex.send(b"GET / HTTP/1.1\r\n\r\n", None)
+    feed(ex, b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % (HIGH_WATER * 4), 0)
+    await ex.read_head()
+    for _ in range(5):
+        feed(ex, b"x" * (HIGH_WATER // 4), 0)
+    assert tr.paused
+    assert len(await ex.read()) == 5 * (HIGH_WATER // 4)
+    assert not tr.paused
+
+
+async def test_pool_take_idle_and_release() -> None:
+    p = pool()
+    assert p.take_idle() is None
+    ex, _ = exchange(p)
+    await ex.send(b"GET / HTTP/1.1\r\n\r\n", None)
+    feed(ex, b"HTTP/1.1 500 Oops\r\nContent-Length: 0\r\n\r\n", 0)
+    await ex.read_head()
+    p.release(ex)
+    assert p.take_idle() is ex and ex.status == 0  # reset for its next exchange
+    ex.keep_alive = False
+    p.release(ex)  # not reusable: closed, not pooled
+    assert p.take_idle() is None

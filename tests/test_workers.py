@@ -1,0 +1,256 @@
+"""One /metrics for `killgate serve --workers N` (telemetry/workers.py): the files.
+
+Slots and snapshot files without processes (real `Metrics` objects, real files), then a
+real `killgate serve --workers 2`: every scrape, whichever worker answers it, counts every
+request of the group, and counters never go backwards, also when a worker is killed and
+replaced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from gateway.config_telemetry import BucketsConfig
+from gateway.domain.shadowstats import Tally
+from gateway.telemetry.groupseries import Raw, decode, render
+from gateway.telemetry.metrics import Metrics
+from gateway.telemetry.record import RequestRecord
+from gateway.telemetry.requests import RequestStats
+from gateway.telemetry.shadowmetrics import ShadowSeries
+from gateway.telemetry.workers import WorkerMetrics
+from tests.backends import echo_app
+from tests.conftest import free_port, two_versions, wait_until_sync, write_config
+
+# ------------------------------------------------------------------ helpers
+
+
+def _stats() -> RequestStats:
+    return RequestStats(BucketsConfig(), lambda: {"iris": {"v1": 90.0, "v2": 10.0}})
+
+
+def _record(stats: RequestStats, version: str, status: int = 200, took: float = 0.05) -> None:
+    rec = RequestRecord(0.0)
+    rec.route, rec.version, rec.decision, rec.stable = "iris", version, "weighted", "v1"
+    rec.status, rec.end, rec.upstream = status, took, took / 2
+    stats.done(rec)
+
+
+def _samples(raw: Raw, stats: RequestStats, workers: int = 2) -> dict:
+    fams, _ = render(raw, stats, workers)
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value for f in fams for s in f.samples}
+
+
+def _one(samples: dict, name: str, **labels: str) -> float | None:
+    return samples.get((name, tuple(sorted(labels.items()))))
+
+
+def _all(fams: list) -> dict:
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value for f in fams for s in f.samples}
+
+
+async def test_a_worker_alone_shows_exactly_what_its_process_shows(tmp_path: Path) -> None:
+    """Every family of the process (its values, the request series, any other source such
+    as the shadow series) reaches the group's /metrics unchanged: a source the snapshot
+    forgot would vanish from /metrics under --workers N."""
+    m, stats = Metrics(), _stats()
+    m.source(stats)
+    tally = Tally("v2", "spec")
+    for outcome in ("agreed", "agreed", "noise", "disagreed"):
+        tally.outcomes[outcome] = tally.outcomes.get(outcome, 0) + 1
+    tally.copy("sent", 4)
+    tally.primary_ms[3] += 4
+    tally.primary_s += 0.1
+    m.source(ShadowSeries(lambda: {"iris": tally}, lambda: {"iris": 2}))
+    m.inc("killgate_failovers_total", by=2)
+    m.set("killgate_state_generation", 5)
+    m.collector(lambda mm: mm.set("killgate_inflight_requests", 3))
+    for v in ("v1", "v1", "v2"):
+        _record(stats, v)
+    w = WorkerMetrics(m, stats, tmp_path, 0)
+    w.start()
+    single = _all(list(m.collect()))
+    group = _all(list(w.collect()))
+    assert group.pop(("killgate_metrics_workers", ())) == 1
+    assert group == single
+    assert _one(group, "killgate_shadow_agreement_ratio", route="iris", version="v2") == 0.75
+    await w.stop()
+
+
+# ------------------------------------------------------------------ files and slots
+
+
+async def test_a_replaced_worker_continues_its_slot_and_dead_gauges_drop(tmp_path: Path) -> None:
+    first, sibling = Metrics(), Metrics()
+    first_stats = _stats()
+    w0 = WorkerMetrics(first, first_stats, tmp_path, 0)
+    w1 = WorkerMetrics(sibling, _stats(), tmp_path, 1)
+    w0.start()
+    w1.start()
+    for _ in range(5):
+        _record(first_stats, "v1")
+    first.set("killgate_inflight_requests", 2)
+    _record(w1.stats, "v2")
+    (tmp_path / "slot-7.json").write_bytes(b"not json")  # counted, skipped
+
+    def total(w: WorkerMetrics) -> float:
+        return sum(v for (n, _), v in _samples(*w.group()[:1], w.stats).items()
+                   if n == "killgate_requests_total")
+
+    assert total(w1) == 1  # slot 0 has not published yet
+    w0.publish()  # (its periodic publish)
+    seen = [total(w1)]
+    await w0.stop()  # its worker is gone: the file keeps the slot's last counts
+    assert _one(_samples(w1.group()[0], w1.stats), "killgate_inflight_requests") == 2
+    w1.stale_after = -1.0  # from now on slot 0's snapshot counts as old (its writer died)
+    raw, workers = w1.group()
+    assert workers == 1 and _one(_samples(raw, w1.stats), "killgate_inflight_requests") is None
+    seen.append(total(w1))
+
+    replacement = _stats()  # a new process in slot 0: its own counts start at zero
+    w0 = WorkerMetrics(Metrics(), replacement, tmp_path, 0)
+    w0.start()
+    w1.stale_after = 3.0
+    seen += [total(w1), total(w0)]
+    _record(replacement, "v1")
+    seen += [total(w0), total(w1)]
+    assert seen == [6, 6, 6, 6, 7, 7], seen  # no double count, never backwards
+    assert sibling.get("killgate_worker_metrics_errors_total", ("read",)) >= 1
+    await w0.stop()
+    await w1.stop()
+
+
+# ------------------------------------------------------------------ a real process group
+
+
+def _get(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=5) as r:
+        assert r.status == 200
+        return r.read()
+
+
+def _totals(admin: str) -> tuple[float, float, float]:
+    """(killgate_requests_total, request duration _count, metrics workers) of one scrape,
+    on a fresh connection (SO_REUSEPORT picks the worker)."""
+    text = _get(admin + "/metrics").decode()
+    total = count = workers = 0.0
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            if s.name == "killgate_requests_total":
+                total += s.value
+            elif s.name == "killgate_request_duration_seconds_count":
+                count += s.value
+            elif s.name == "killgate_metrics_workers":
+                workers = s.value
+    return total, count, workers
+
+
+def _openmetrics_total(admin: str) -> float:
+    """killgate_requests_total from an OpenMetrics scrape (as Prometheus asks), parsed by
+    the library's strict OpenMetrics parser."""
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families as om
+
+    req = urllib.request.Request(admin + "/metrics",
+                                 headers={"Accept": "application/openmetrics-text"})
+    with urllib.request.urlopen(req, timeout=5) as r:
+        assert r.headers["Content-Type"].startswith("application/openmetrics-text")
+        text = r.read().decode()
+    return sum(s.value for f in om(text) for s in f.samples
+               if s.name == "killgate_requests_total")
+
+
+def _children(pid: int) -> list[int]:
+    return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+@pytest.fixture
+def tmpdir_env(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """The supervisor makes its run directory under TMPDIR: here, where the test sees it."""
+    d = tmp_path / "run"
+    d.mkdir()
+    yield {"TMPDIR": str(d)}
+
+
+async def test_every_scrape_of_two_workers_counts_every_request(
+        tmp_path: Path, backends, gateway_procs, tmpdir_env) -> None:
+    port = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(port, port, 100, 0),
+                       listen=f"127.0.0.1:{free_port()}", admin=f"127.0.0.1:{free_port()}")
+    gw = gateway_procs(cfg, workers=2, env=tmpdir_env)
+    await asyncio.to_thread(gw.wait_ready)
+    run = Path(tmpdir_env["TMPDIR"])
+    await asyncio.to_thread(wait_until_sync, lambda: len(list(run.glob("*/slot-*.json"))) == 2,
+                            10.0, 0.05, "both workers' snapshots")
+    (name,) = await asyncio.to_thread(os.listdir, run)
+    run_dir = run / name
+    assert run_dir.stat().st_mode & 0o777 == 0o700
+
+    n = 60
+    history: list[float] = []
+
+    def traffic() -> None:
+        for _ in range(n):
+            _get(gw.url + "/v2/models/iris/infer")  # a fresh connection each: both workers
+            history.append(_totals(gw.admin)[0])
+
+    await asyncio.to_thread(traffic)
+    assert history == sorted(history), history  # never backwards while traffic flows
+    # both workers served some (each slot's own file says so)
+    per_slot = [_slot_requests(p) for p in sorted(run_dir.glob("slot-*.json"))]
+    assert all(c > 0 for c in per_slot) and sum(per_slot) <= n, per_slot
+
+    def settled() -> bool:  # a sibling's snapshot is at most INTERVAL (1 s) old
+        return _totals(gw.admin)[:2] == (n, n)
+
+    await asyncio.to_thread(wait_until_sync, settled, 5.0, 0.05, f"{n} requests on a scrape")
+    scrapes = [await asyncio.to_thread(_totals, gw.admin) for _ in range(20)]
+    assert all(s == (n, n, 2) for s in scrapes), scrapes  # whichever worker answered
+    assert await asyncio.to_thread(_openmetrics_total, gw.admin) == n
+
+    # a worker dies (SIGKILL) and the supervisor replaces it: nothing goes backwards
+    victim = _children(gw.proc.pid)[0]
+    os.kill(victim, signal.SIGKILL)
+    await asyncio.to_thread(wait_until_sync, lambda: victim not in _children(gw.proc.pid)
+                            and len(_children(gw.proc.pid)) == 2, 10.0, 0.05, "a replacement")
+    await asyncio.to_thread(gw.wait_ready)
+
+    def after_restart() -> list[tuple[float, float, float]]:
+        out = []
+        for _ in range(20):
+            out.append(_totals(gw.admin))
+            _get(gw.url + "/v2/models/iris/infer")
+        return out
+
+    seen = await asyncio.to_thread(after_restart)
+    counts = [s[0] for s in seen]
+    assert counts == sorted(counts) and counts[0] >= n, counts  # monotonic, none lost
+    await asyncio.to_thread(wait_until_sync, lambda: _totals(gw.admin)[:2] == (n + 20, n + 20),
+                            5.0, 0.05, "the requests since, on a scrape")
+    assert gw.stop() == 0, gw.output()
+    assert not await asyncio.to_thread(os.listdir, run)  # the supervisor removed its run dir
+
+
+def _slot_requests(path: Path) -> float:
+    _, raw = decode(path.read_bytes())
+    return sum(int(sum(dur[:-1])) for dur, _, _ in raw.entries.values())
+
+
+async def test_one_worker_writes_no_files(tmp_path: Path, backends, gateway_procs,
+                                          tmpdir_env) -> None:
+    port = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(port, port, 100, 0),
+                       listen=f"127.0.0.1:{free_port()}", admin=f"127.0.0.1:{free_port()}")
+    gw = gateway_procs(cfg, workers=1, env=tmpdir_env)
+    await asyncio.to_thread(gw.wait_ready)
+    await asyncio.to_thread(_get, gw.url + "/v2/models/iris/infer")
+    total, count, workers = await asyncio.to_thread(_totals, gw.admin)
+    assert (total, count, workers) == (1, 1, 0)  # its own series; no group gauge
+    assert not await asyncio.to_thread(os.listdir, tmpdir_env["TMPDIR"])
+    assert gw.stop() == 0, gw.output()
