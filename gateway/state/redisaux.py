@@ -62,7 +62,7 @@ _EXPIRES = "_expires"
 async def _turn(i: int) -> None:
     """Let the loop (the data plane) run every so many entries of a hash read whole: whoever
     can write to the store can fill it with hundreds of thousands of entries to refuse."""
-    if i % 2048 == 0:
+    if i and i % 2048 == 0:
         await asyncio.sleep(0)
 
 
