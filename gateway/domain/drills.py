@@ -316,7 +316,7 @@ def record_from_audit(drill: str, events: list[dict[str, Any]]) -> DrillRecord |
                                           "after": after}})
     before = start.get("before") if isinstance(start.get("before"), dict) else {}
     opened = start.get("after") if isinstance(start.get("after"), dict) else {}
-    deadline = opened.get("deadline")
+    deadline = opened.get("deadline", 0.0)
     return DrillRecord(drill, str(t.get("kind")), str(t.get("route")), t.get("version"),
                        str(start.get("actor")), str(start.get("time")),
                        float(deadline) if _number(deadline) else 0.0, before,
