@@ -14,12 +14,13 @@ import pytest
 
 from gateway.dataplane.clock import Clock
 from gateway.dataplane.protocol import (
+    MAX_HEAD,
     MAX_HEADERS,
     HttpProtocol,
     Limits,
     c_parser,
 )
-from gateway.dataplane.request import BodyTimeout, Request
+from gateway.dataplane.request import BadBody, BodyTimeout, Request
 
 
 class FakeTransport(asyncio.Transport):
@@ -363,3 +364,99 @@ async def test_connection_cap_and_graceful_drain() -> None:
     answer(h.seen[0])
     assert b"connection: close" in tr.out.lower()
     await until(lambda: tr.closed)
+
+
+# --------------------------------------------------------------------------- hostile clients
+# (review of the data plane: each attack below failed before its fix)
+
+
+@pytest.mark.parametrize("step", [0, 1])
+async def test_trailer_fields_never_join_the_head(step: int) -> None:
+    """A chunked body's trailer section is not merged into the header fields (RFC 9110
+    §6.5.1): the head was routed and forwarded without them, and a trailer `Host` or
+    `Upgrade` must not change the request after its decision."""
+    h = Recorder()
+    proto, tr, _ = connect(h)
+    feed(proto, b"POST /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                b"3\r\nabc\r\n0\r\nX-Injected: 1\r\nUpgrade: h2c\r\nHost: evil\r\n\r\n"
+                + GET, step)
+    await until(lambda: len(answers(tr.out)) == 2)
+    assert answers(tr.out) == [b"POST /c abc", b"GET /a "] and not tr.closed
+    req = h.seen[0]
+    assert req.raw_headers == [(b"Host", b"x"), (b"Transfer-Encoding", b"chunked")]
+    assert req.refused is None and req.host == b"x"
+
+
+class BodyReader(Recorder):
+    """Reads each body as it comes; a body that fails is answered as the proxy would."""
+
+    def handle(self, req: Request) -> None:
+        self.seen.append(req)
+
+        async def read() -> None:
+            try:
+                body = b"".join([chunk async for chunk in req.rest(0, 1 << 30)])
+            except (BadBody, BodyTimeout) as exc:
+                req.keep_alive = False
+                answer(req, b"refused: " + str(exc).encode())
+                return
+            answer(req, req.method + b" " + req.target + b" " + body)
+
+        asyncio.get_running_loop().create_task(read())
+
+
+async def test_an_endless_trailer_section_is_refused_without_growing() -> None:
+    """A trailer field that never ends is held by the parser until its end: its bytes are
+    counted like a head's, and refused past the head limit (400 from the body's reader)."""
+    h = BodyReader()
+    proto, tr, _ = connect(h)
+    feed(proto, b"POST /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                b"3\r\nabc\r\n0\r\nX-Endless: ")
+    for _ in range(200):  # 12.8 MB offered, 64 KB at a time
+        if tr.closed:
+            break
+        proto.data_received(b"a" * 65536)
+    await until(lambda: tr.closed)
+    assert answers(tr.out) == [b"refused: the trailer section is too large"]
+    assert proto.wire_bytes <= MAX_HEAD + 65536
+
+
+async def test_a_head_split_across_reads_with_a_large_body_after_it_is_served() -> None:
+    """The head limit counts the head, not the body bytes that share its last read."""
+    h = Recorder()
+    proto, tr, _ = connect(h)
+    body = b"x" * 200_000
+    feed(proto, b"POST /big HTTP/1.1\r\nHo")
+    feed(proto, b"st: x\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+    await until(lambda: len(answers(tr.out)) == 1)
+    assert answers(tr.out) == [b"POST /big " + body]
+
+
+async def test_a_head_begun_behind_a_slow_answer_keeps_its_deadline() -> None:
+    """Slowloris behind a slow answer: a client pipelines the start of a second head behind
+    a request whose answer takes longer than `header_timeout`, then never finishes it. The
+    head's deadline still holds once the answer is written (it was lost: no timer ran)."""
+    h = Recorder(answer_now=False)
+    proto, tr, _ = connect(h, limits=Limits(header_timeout=0.2, keepalive_timeout=30,
+                                            body_timeout=0.2, send_timeout=30))
+    feed(proto, GET)
+    answer(h.seen[0])  # kept alive: later heads have their own deadline
+    feed(proto, GET + b"GET /b HTTP/1.1\r\nX-Drip: 1\r\n")
+    await asyncio.sleep(0.4)  # the answer takes longer than header_timeout
+    assert not tr.closed
+    answer(h.seen[1])
+    await until(lambda: tr.aborted, timeout=2)
+    assert answers(tr.out) == [b"GET /a ", b"GET /a "]
+
+
+@pytest.mark.parametrize("answer_now", [True, False])
+async def test_bytes_after_a_connection_close_request_are_not_answered(answer_now: bool) -> None:
+    """`Connection: close` ends the connection after its answer: what a client pipelines
+    after it is ignored (llhttp calls it an error), never answered after the close."""
+    h = Recorder(answer_now=answer_now)
+    proto, tr, _ = connect(h)
+    feed(proto, b"GET /a HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" + GET)
+    if not answer_now:
+        answer(h.seen[0])
+    await until(lambda: tr.closed)
+    assert answers(tr.out) == [b"GET /a "] and len(h.seen) == 1

@@ -178,3 +178,21 @@ async def test_an_oversize_head_split_across_segments_is_refused(gateway, what: 
     assert rec.requests[before:] == []
     async with ClientSession() as s, s.get(g.url + "/v2/models/iris/infer") as r:
         assert r.status == 200  # and the gateway serves the next client
+
+
+async def test_trailers_and_chunk_extensions_are_not_forwarded(gateway) -> None:
+    """A chunked body is re-framed: its chunk extensions and trailer fields (which some
+    backends merge into the head) never reach the backend, whatever they name."""
+    g, rec = gateway
+    before = len(rec.requests)
+    payload = (HEAD + b"Transfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n"
+               b"0\r\nX-Trailer-Injected: 1\r\nAuthorization: Bearer forged\r\n"
+               b"Host: evil\r\n\r\n")
+    answer = await _exchange(g.gw.data_addr[1], payload)
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+    assert answer.count(b"HTTP/1.1 200") == 2  # and the pipelined request after it
+    first = rec.requests[before]
+    names = [k for k, _ in first["headers"]]
+    assert first["body"] == b"hello"
+    assert "x-trailer-injected" not in names and "authorization" not in names
+    assert b"ext=" not in first["body"] and "evil" not in str(first["headers"])

@@ -160,7 +160,10 @@ class HttpProtocol(asyncio.Protocol):
         self.queue: deque[Request] = deque()  # heads parsed, not yet answered, in order
         self.parsing: Request | None = None   # the request whose bytes are arriving
         self.in_head = False
-        self.head_bytes = 0
+        self.in_trailer = False                # after a chunk header, until its data (if any)
+        self.head_bytes = 0                    # of the head (or trailer section) so far
+        self.wire_bytes = 0                    # reads spent wholly inside that section
+        self.fresh = False                     # that section began in this read
         self.seen = 0                          # requests parsed whole on this connection
         self.dispatching = False
         self.read_paused = False
@@ -198,15 +201,12 @@ class HttpProtocol(asyncio.Protocol):
         if self.stopped:
             return
         self.clock.now = self.loop.time()
-        if self.in_head:
-            self.head_bytes += len(data)
-            if self.head_bytes > MAX_HEAD + 65536:
-                self._malformed(400, "the request head is too large")
-                return
+        self.fresh = False
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self.stopped = True  # the upgrade request is queued as refused; nothing follows
+            return
         except httptools.HttpParserError as exc:
             cause = exc.__context__
             if isinstance(cause, _Stop):
@@ -215,6 +215,15 @@ class HttpProtocol(asyncio.Protocol):
                 self._malformed(cause.status, cause.message)
             else:
                 self._malformed(400, f"malformed request: {exc}")
+            return
+        if (self.in_head or self.in_trailer) and not self.fresh:
+            # A read wholly inside a head or trailer section whose field is still open:
+            # httptools holds such a field until its end, so its bytes are counted here
+            # (a section's complete fields are counted exactly as they arrive).
+            self.wire_bytes += len(data)
+            if self.wire_bytes > MAX_HEAD:
+                self._malformed(400, "the request head is too large" if self.in_head
+                                else "the trailer section is too large")
 
     def eof_received(self) -> bool:
         """The client closed its side. Answers still pending are dropped and their backend
@@ -262,10 +271,12 @@ class HttpProtocol(asyncio.Protocol):
         now = self.clock.now
         self.parsing = Request(self, now)
         self.in_head = True
-        self.head_bytes = 0
-        if self.seen and not self.queue:
-            self.deadline = now + self.limits.header_timeout  # re-armed for every head
-            self._arm(self.deadline)
+        self.head_bytes = self.wire_bytes = 0
+        self.fresh = True
+        if self.seen:  # every head has its own deadline (armed now, or once answers catch up)
+            self.deadline = now + self.limits.header_timeout
+            if not self.queue:
+                self._arm(self.deadline)
 
     def on_url(self, url: bytes) -> None:
         req = self.parsing
@@ -273,15 +284,25 @@ class HttpProtocol(asyncio.Protocol):
         req.target += url
         if len(req.target) > MAX_LINE:
             raise _Refuse(400, "the request target is too long")
+        self.head_bytes += len(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         req = self.parsing
         assert req is not None
+        n = len(name) + len(value)
+        if n > MAX_LINE:
+            raise _Refuse(400, "a header field is too long")
+        self.head_bytes += n + 4
+        if self.head_bytes > MAX_HEAD:
+            raise _Refuse(400, "the request head is too large" if self.in_head
+                          else "the trailer section is too large")
+        if not self.in_head:
+            # A chunked body's trailer section: never merged into the head (RFC 9110
+            # §6.5.1), which was routed and is forwarded without it; dropped.
+            return
         raw = req.raw_headers
         if len(raw) >= MAX_HEADERS:
             raise _Refuse(400, f"more than {MAX_HEADERS} header fields")
-        if len(name) + len(value) > MAX_LINE:
-            raise _Refuse(400, "a header field is too long")
         if value and value[-1] in (32, 9):
             value = value.rstrip(b" \t")  # llhttp keeps trailing whitespace
         raw.append((name, value))
@@ -340,7 +361,16 @@ class HttpProtocol(asyncio.Protocol):
         elif req.content_length:
             self._arm(req.last_body + self.limits.body_timeout)  # the small body's deadline
 
+    def on_chunk_header(self) -> None:
+        # the data of a chunk follows, or (after the last, empty one) the trailer section
+        self.in_trailer = self.fresh = True
+        self.head_bytes = self.wire_bytes = 0
+
+    def on_chunk_complete(self) -> None:
+        self.in_trailer = False
+
     def on_body(self, data: bytes) -> None:
+        self.in_trailer = False
         req = self.parsing
         assert req is not None
         if req.refused is not None:
@@ -421,6 +451,8 @@ class HttpProtocol(asyncio.Protocol):
                 self.closing = True
                 return
             self.queue.remove(req)
+        if self.closing or (self.queue and not self.queue[-1].keep_alive):
+            return  # bytes after the last answer this connection gives (`Connection: close`)
         bad = Request(self, self.loop.time())
         bad.refused = (status, message)
         bad.keep_alive = False
@@ -437,9 +469,10 @@ class HttpProtocol(asyncio.Protocol):
         if not req.keep_alive or not req.body_done or self.closing or self.server.draining:
             self.close()
             return
-        if not queue and self.parsing is None:
-            self.deadline = self.clock.now + self.limits.keepalive_timeout
-            self._arm(self.deadline)
+        if not queue:
+            if self.parsing is None:
+                self.deadline = self.clock.now + self.limits.keepalive_timeout
+            self._arm(self.deadline)  # (or the deadline of a head begun meanwhile)
         if self.read_paused and len(queue) <= 1:
             self._resume()
         if queue and not self.dispatching:
