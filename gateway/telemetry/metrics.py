@@ -206,6 +206,12 @@ class Metrics:
             self._label_names[name] = label_names
         series[labels] = value
 
+    def clear(self, name: str) -> None:
+        """Drop every series of `name` (a collector that sets them afresh at each scrape,
+        so a series its source no longer has goes too); the family stays, empty."""
+        if name in self._values:
+            self._values[name] = {}
+
     def get(self, name: str, labels: tuple[str, ...] = ()) -> float:
         return self._values.get(name, {}).get(labels, 0.0)
 
