@@ -518,3 +518,35 @@ async def test_a_drills_kill_is_posted_as_the_drills_and_so_is_its_restore(
     assert kill["event"] == "killgate.kill" and kill["drill"] == drill
     assert restore["event"] == "killgate.drill.restore" and restore["drill"] == drill
     assert restore["after"]["undone"] == [{"unkill": "version:iris-drill:v2"}]
+
+
+async def test_restore_from_the_audit_trail_puts_back_a_progressive_rollout(
+        tmp_path: Path, backends, session: ClientSession) -> None:
+    """A rollback drill on a route in the middle of a progressive rollout, whose record the
+    state lost: the restore from the audit trail alone put the latch back but not the
+    rollout (the audit events did not carry it)."""
+    from gateway.domain.audit import AuditDraft
+    from gateway.domain.statedoc import Change
+
+    p1 = await backends(echo_app("v1"))
+    async with running_gateway(write_config(tmp_path, routes(p1, p1))) as g:
+        a = g.admin
+        assert g.gw.sync is not None
+        prog = {"canary": "v2", "step": 1, "since": 1.7e9, "state": "running"}
+        await g.gw.sync.write(lambda cur: Change(progress={"iris-drill": prog}),
+                              lambda cur, new: AuditDraft("ops", "progressive.step", {}, "r"))
+        st, out = await call(session, "POST", f"{a}/v1/drills",
+                             {"kind": "rollback", "route": "iris-drill", "reason": "r"})
+        drill, before = out["drill"], out["before"]
+        assert before["progress"] == prog
+        st, out = await call(session, "POST", f"{a}/v1/drills/{drill}/inject",
+                             {"reason": "r", "to": "v1"})
+        assert st == 200, out
+        assert "iris-drill" not in g.gw.holder.doc.progress
+        await g.gw.sync.write(lambda cur: Change(drills={drill: None}),
+                              lambda cur, new: AuditDraft("ops", "state.restore", {},
+                                                          "restored an old backup"))
+        st, out = await call(session, "POST", f"{a}/v1/drills/{drill}/restore",
+                             {"reason": "after the backup"})
+        assert st == 200, out
+        assert out["state"] == before, out

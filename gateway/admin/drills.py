@@ -228,9 +228,11 @@ class DrillApi:
 
             def describe(cur: StateDoc, new: StateDoc) -> AuditDraft:
                 ch = new.drills[drill].injected[-1]["override"]
+                # (the rollout it ended, too: a restore from the trail alone puts it back)
                 return AuditDraft(principal.subject, "rollback", {"route": rc.name},
                                   drills.tag(drill) + reason, ch["before"], ch["after"],
-                                  rid, peer, {"drill": drill})
+                                  rid, peer, {"drill": drill,
+                                              "progress_before": ch["progress"]})
         elif rec.kind == "failover":
             expires = time.time() + self._ttl(body.get("ttl"))
             version = rec.version

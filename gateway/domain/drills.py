@@ -312,8 +312,10 @@ def record_from_audit(drill: str, events: list[dict[str, Any]]) -> DrillRecord |
             key = kill_key(str(target.get("scope")), target.get("route"), target.get("version"))
             injected.append({"kill": key, "flag": _flag_id(after)})
         elif e.get("action") == "rollback" and isinstance(after, dict):
+            prog = e.get("progress_before")
             injected.append({"override": {"route": target.get("route"),
-                                          "before": e.get("before"), "progress": None,
+                                          "before": e.get("before"),
+                                          "progress": prog if isinstance(prog, dict) else None,
                                           "after": after}})
     before = start.get("before") if isinstance(start.get("before"), dict) else {}
     opened = start.get("after") if isinstance(start.get("after"), dict) else {}
