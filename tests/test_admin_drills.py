@@ -550,3 +550,17 @@ async def test_restore_from_the_audit_trail_puts_back_a_progressive_rollout(
                              {"reason": "after the backup"})
         assert st == 200, out
         assert out["state"] == before, out
+
+
+async def test_two_drills_opened_at_once_on_one_route_one_wins(
+        tmp_path: Path, backends, session: ClientSession) -> None:
+    import asyncio
+
+    p1 = await backends(echo_app("v1"))
+    async with running_gateway(write_config(tmp_path, routes(p1, p1))) as g:
+        body = {"kind": "kill", "route": "iris-drill", "version": "v2", "reason": "r"}
+        got = await asyncio.gather(*(call(session, "POST", f"{g.admin}/v1/drills", body)
+                                     for _ in range(4)))
+        assert sorted(st for st, _ in got) == [200, 409, 409, 409], got
+        assert {out["error"]["type"] for st, out in got if st == 409} == {"drill_in_progress"}
+        assert len(g.gw.holder.doc.drills) == 1
