@@ -403,12 +403,10 @@ async def test_restore_from_the_audit_trail_when_the_state_lost_the_drill(
         assert st == 404 and "ended at" in out["error"]["message"], out
 
 
-async def test_drill_start_and_end_are_posted_as_events(tmp_path: Path, backends,
-                                                        session: ClientSession,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+async def _hooked(tmp_path: Path, backends: Any, monkeypatch: pytest.MonkeyPatch,
+                  events: str) -> tuple[Path, list[dict[str, Any]]]:
+    """A config whose webhook (a real receiver) gets `events`, and what it received."""
     from aiohttp import web
-
-    from tests.conftest import wait_until
 
     got: list[dict[str, Any]] = []
 
@@ -422,8 +420,17 @@ async def test_drill_start_and_end_are_posted_as_events(tmp_path: Path, backends
     p1 = await backends(echo_app("v1"))
     monkeypatch.setenv("HOOK_SECRET", "h" * 32)
     extra = (f"events:\n  webhooks:\n    - url: http://127.0.0.1:{hook_port}/hook\n"
-             "      secret_env: HOOK_SECRET\n      events: [drill.start, drill.end]\n")
-    async with running_gateway(write_config(tmp_path, routes(p1, p1), extra=extra)) as g:
+             f"      secret_env: HOOK_SECRET\n      events: [{events}]\n")
+    return write_config(tmp_path, routes(p1, p1), extra=extra), got
+
+
+async def test_drill_start_and_end_are_posted_as_events(tmp_path: Path, backends,
+                                                        session: ClientSession,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.conftest import wait_until
+
+    cfg, got = await _hooked(tmp_path, backends, monkeypatch, "drill.start, drill.end")
+    async with running_gateway(cfg) as g:
         st, out = await call(session, "POST", f"{g.admin}/v1/drills",
                              {"kind": "rollback", "route": "iris-drill", "reason": "r"})
         drill = out["drill"]
@@ -487,24 +494,10 @@ async def test_a_drills_kill_is_posted_as_the_drills_and_so_is_its_restore(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """Before: a receiver paging on `killgate.kill` could not tell a rehearsal from an
     incident, and never heard that the drill's restore lifted the kill."""
-    from aiohttp import web
-
     from tests.conftest import wait_until
 
-    got: list[dict[str, Any]] = []
-
-    async def hook(req: web.Request) -> web.Response:
-        got.append(await req.json())
-        return web.json_response({})
-
-    app = web.Application()
-    app.router.add_post("/hook", hook)
-    hook_port = await backends(app)
-    p1 = await backends(echo_app("v1"))
-    monkeypatch.setenv("HOOK_SECRET", "h" * 32)
-    extra = (f"events:\n  webhooks:\n    - url: http://127.0.0.1:{hook_port}/hook\n"
-             "      secret_env: HOOK_SECRET\n      events: [kill, unkill, drill.restore]\n")
-    async with running_gateway(write_config(tmp_path, routes(p1, p1), extra=extra)) as g:
+    cfg, got = await _hooked(tmp_path, backends, monkeypatch, "kill, unkill, drill.restore")
+    async with running_gateway(cfg) as g:
         st, out = await call(session, "POST", f"{g.admin}/v1/drills",
                              {"kind": "kill", "route": "iris-drill", "version": "v2",
                               "reason": "r"})
