@@ -147,8 +147,10 @@ HELP: dict[str, tuple[str, str]] = {
                                             "passed."),
     "killgate_drill_last_timestamp_seconds": ("gauge", "When the last drill ended (unix)."),
     "killgate_drill_last_duration_seconds": ("gauge", "How long the last drill ran."),
-    "killgate_drill_last_leaks": ("gauge", "Answers from the killed version after the "
-                                           "receipt, in the last drill."),
+    "killgate_drill_last_leaks": ("gauge", "Answers showing the state from before the "
+                                           "injection (the killed version, the version "
+                                           "rolled back or failed) after the receipt, in the "
+                                           "last drill."),
     "killgate_drill_last_errors": ("gauge", "Errors the last drill's requests saw."),
     "killgate_drill_last_seconds": ("gauge", "The last drill's measure (time_to_kill, ...; "
                                              "the slowest instance)."),
