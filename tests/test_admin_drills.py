@@ -403,12 +403,10 @@ async def test_restore_from_the_audit_trail_when_the_state_lost_the_drill(
         assert st == 404 and "ended at" in out["error"]["message"], out
 
 
-async def test_drill_start_and_end_are_posted_as_events(tmp_path: Path, backends,
-                                                        session: ClientSession,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+async def _hooked(tmp_path: Path, backends: Any, monkeypatch: pytest.MonkeyPatch,
+                  events: str) -> tuple[Path, list[dict[str, Any]]]:
+    """A config whose webhook (a real receiver) gets `events`, and what it received."""
     from aiohttp import web
-
-    from tests.conftest import wait_until
 
     got: list[dict[str, Any]] = []
 
@@ -422,8 +420,17 @@ async def test_drill_start_and_end_are_posted_as_events(tmp_path: Path, backends
     p1 = await backends(echo_app("v1"))
     monkeypatch.setenv("HOOK_SECRET", "h" * 32)
     extra = (f"events:\n  webhooks:\n    - url: http://127.0.0.1:{hook_port}/hook\n"
-             "      secret_env: HOOK_SECRET\n      events: [drill.start, drill.end]\n")
-    async with running_gateway(write_config(tmp_path, routes(p1, p1), extra=extra)) as g:
+             f"      secret_env: HOOK_SECRET\n      events: [{events}]\n")
+    return write_config(tmp_path, routes(p1, p1), extra=extra), got
+
+
+async def test_drill_start_and_end_are_posted_as_events(tmp_path: Path, backends,
+                                                        session: ClientSession,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.conftest import wait_until
+
+    cfg, got = await _hooked(tmp_path, backends, monkeypatch, "drill.start, drill.end")
+    async with running_gateway(cfg) as g:
         st, out = await call(session, "POST", f"{g.admin}/v1/drills",
                              {"kind": "rollback", "route": "iris-drill", "reason": "r"})
         drill = out["drill"]
@@ -487,24 +494,10 @@ async def test_a_drills_kill_is_posted_as_the_drills_and_so_is_its_restore(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """Before: a receiver paging on `killgate.kill` could not tell a rehearsal from an
     incident, and never heard that the drill's restore lifted the kill."""
-    from aiohttp import web
-
     from tests.conftest import wait_until
 
-    got: list[dict[str, Any]] = []
-
-    async def hook(req: web.Request) -> web.Response:
-        got.append(await req.json())
-        return web.json_response({})
-
-    app = web.Application()
-    app.router.add_post("/hook", hook)
-    hook_port = await backends(app)
-    p1 = await backends(echo_app("v1"))
-    monkeypatch.setenv("HOOK_SECRET", "h" * 32)
-    extra = (f"events:\n  webhooks:\n    - url: http://127.0.0.1:{hook_port}/hook\n"
-             "      secret_env: HOOK_SECRET\n      events: [kill, unkill, drill.restore]\n")
-    async with running_gateway(write_config(tmp_path, routes(p1, p1), extra=extra)) as g:
+    cfg, got = await _hooked(tmp_path, backends, monkeypatch, "kill, unkill, drill.restore")
+    async with running_gateway(cfg) as g:
         st, out = await call(session, "POST", f"{g.admin}/v1/drills",
                              {"kind": "kill", "route": "iris-drill", "version": "v2",
                               "reason": "r"})
@@ -518,3 +511,49 @@ async def test_a_drills_kill_is_posted_as_the_drills_and_so_is_its_restore(
     assert kill["event"] == "killgate.kill" and kill["drill"] == drill
     assert restore["event"] == "killgate.drill.restore" and restore["drill"] == drill
     assert restore["after"]["undone"] == [{"unkill": "version:iris-drill:v2"}]
+
+
+async def test_restore_from_the_audit_trail_puts_back_a_progressive_rollout(
+        tmp_path: Path, backends, session: ClientSession) -> None:
+    """A rollback drill on a route in the middle of a progressive rollout, whose record the
+    state lost: the restore from the audit trail alone put the latch back but not the
+    rollout (the audit events did not carry it)."""
+    from gateway.domain.audit import AuditDraft
+    from gateway.domain.statedoc import Change
+
+    p1 = await backends(echo_app("v1"))
+    async with running_gateway(write_config(tmp_path, routes(p1, p1))) as g:
+        a = g.admin
+        assert g.gw.sync is not None
+        prog = {"canary": "v2", "step": 1, "since": 1.7e9, "state": "running"}
+        await g.gw.sync.write(lambda cur: Change(progress={"iris-drill": prog}),
+                              lambda cur, new: AuditDraft("ops", "progressive.step", {}, "r"))
+        st, out = await call(session, "POST", f"{a}/v1/drills",
+                             {"kind": "rollback", "route": "iris-drill", "reason": "r"})
+        drill, before = out["drill"], out["before"]
+        assert before["progress"] == prog
+        st, out = await call(session, "POST", f"{a}/v1/drills/{drill}/inject",
+                             {"reason": "r", "to": "v1"})
+        assert st == 200, out
+        assert "iris-drill" not in g.gw.holder.doc.progress
+        await g.gw.sync.write(lambda cur: Change(drills={drill: None}),
+                              lambda cur, new: AuditDraft("ops", "state.restore", {},
+                                                          "restored an old backup"))
+        st, out = await call(session, "POST", f"{a}/v1/drills/{drill}/restore",
+                             {"reason": "after the backup"})
+        assert st == 200, out
+        assert out["state"] == before, out
+
+
+async def test_two_drills_opened_at_once_on_one_route_one_wins(
+        tmp_path: Path, backends, session: ClientSession) -> None:
+    import asyncio
+
+    p1 = await backends(echo_app("v1"))
+    async with running_gateway(write_config(tmp_path, routes(p1, p1))) as g:
+        body = {"kind": "kill", "route": "iris-drill", "version": "v2", "reason": "r"}
+        got = await asyncio.gather(*(call(session, "POST", f"{g.admin}/v1/drills", body)
+                                     for _ in range(4)))
+        assert sorted(st for st, _ in got) == [200, 409, 409, 409], got
+        assert {out["error"]["type"] for st, out in got if st == 409} == {"drill_in_progress"}
+        assert len(g.gw.holder.doc.drills) == 1

@@ -176,3 +176,24 @@ def test_rollback_moves_off_the_bad_version() -> None:
     # nowhere to go: refused (a conflict: the admin layer answers 409), nothing changed
     with pytest.raises(ConflictingState):
         alerting.rollback(StateDoc(generation=1), rc, None, "a", "r", "t")
+
+
+def test_an_alert_never_rolls_a_rolled_back_route_onto_the_version_it_left() -> None:
+    """After a rollback from v2 to v1, the 'previous stable' of v1 is v2: an alert saying
+    the stable v1 is bad rolled the route straight back onto v2, the version a person (or
+    an alert) had just rolled it off; two such alerts flapped it between the two."""
+    from gateway.domain import overrides
+
+    rc = CONFIG.route("iris")
+    assert rc is not None
+    doc = StateDoc(generation=1)
+    doc = _then(doc, overrides.promote(doc, rc, "v2", "alice", "ship v2", "t1"))
+    doc = _then(doc, overrides.rollback(doc, rc, "v1", "bob", "v2 is bad", "t2"))
+    assert doc.previous_stable("iris", "v1").stable == "v2"  # what it would have picked
+    with pytest.raises(ConflictingState) as e:
+        alerting.rollback(doc, rc, "v1", "alertmanager/k", "v1 slow", "t3")
+    assert "rolled back to 'v1' by bob" in e.value.message and "'v2'" in e.value.message
+    with pytest.raises(ConflictingState):
+        alerting.rollback(doc, rc, None, "alertmanager/k", "route bad", "t3")
+    # the version it left is named bad: already done, nothing changes
+    assert alerting.rollback(doc, rc, "v2", "alertmanager/k", "v2 bad", "t3") is None

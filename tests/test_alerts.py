@@ -77,6 +77,8 @@ async def test_a_firing_alert_kills_the_version_and_the_audit_names_it(
         assert await _versions(session, g.url) == {"v1"}
         ev = next(e for e in await _audit(session, g.admin) if e["action"] == "kill")
         assert ev["actor"] == "alertmanager/killgate" and ev["id"] == act["audit_id"]
+        assert ev["evidence"]["caller"] == "am"  # the token's subject (the payload names
+        # the receiver, so whoever holds an alert token chooses the actor's second half)
         alert = ev["evidence"]["alert"]
         assert alert["labels"]["alertname"] == "KillgateCanaryErrorRate"
         assert alert["annotations"]["summary"] == "v2 errors 40% vs stable 0%"

@@ -258,3 +258,12 @@ def test_the_state_keeps_only_the_numbers_of_a_drills_summary() -> None:
     assert doc.drill_results["kill:iris-drill"] == {"verdict": "failed", "summary": {
         "time_to_kill_ms": {"p50": 1.5, "p99": 2, "max": 3},
         "time_to_restore_ms": {"max": 7.0}, "leaks": 0, "errors": 2, "requests": 90}}
+
+
+def test_a_record_rebuilt_from_the_audit_trail_keeps_its_deadline() -> None:
+    """(It was 0: the rebuilt drill counted as overdue at once.)"""
+    start = {"drill": "d-5", "action": "drill.start", "actor": "a", "time": "t",
+             "target": {"kind": "kill", "route": "iris-drill", "version": "v2"},
+             "before": {}, "after": {"deadline": 1.9e9, "production": False}}
+    rec = drills.record_from_audit("d-5", [start])
+    assert rec is not None and rec.deadline == 1.9e9

@@ -332,13 +332,13 @@ class AdminApi:
 
     async def alertmanager(self, request: web.Request) -> web.Response:
         """Alertmanager's webhook (control/alerts.py does the work)."""
-        await self._principal(request, "killgate:alert")
+        principal = await self._principal(request, "killgate:alert")
         if self.alerts is None:
             raise ApiError(404, "not_found", "alerts are not configured")
         body = await inputs.json_body(request, None)
         rid, peer = self._meta(request)
-        return web.json_response(await self.alerts.receive(body, rid, peer,
-                                                           request.get(TRACE_ID, "")))
+        return web.json_response(await self.alerts.receive(
+            body, rid, peer, request.get(TRACE_ID, ""), principal.subject))
 
     # ------------------------------------------------------------------ approvals
 

@@ -1,10 +1,10 @@
 """The admin API's drill endpoints (CONTRACT §5.4): open, inject, restore, end, list.
 
 Owns request validation and scopes of `/v1/drills*`; transitions live in `domain/drills.py`,
-the drill key, gauges and audit scans in `drillsupport`. Scope `killgate:drill` acts on drill
-routes (`drill_for`); a production route needs `"production": true` at open, each injection
-there the action's own scope too (a global kill always counts as production), and never what
-`approvals:` gates. Writes go through the admin API's writer; given only the ports it uses.
+what an injection changes and needs in `drillinject`, the drill key, gauges and audit scans
+in `drillsupport`. Scope `killgate:drill` acts on drill routes (`drill_for`); a production
+route needs `"production": true` at open. Writes go through the admin API's writer; given
+only the ports it uses.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from aiohttp import web
 
 from gateway.admin import inputs
 from gateway.admin.auth import Principal
+from gateway.admin.drillinject import FIELDS, injection
 from gateway.admin.drillsupport import clean_summary, drill_events, iso_to_unix
 from gateway.admin.ports import AuditReader, Current, Describe, StateWriter
 from gateway.admin.ports import Change as ChangeFn
@@ -31,7 +32,7 @@ from gateway.domain import drills
 from gateway.domain.audit import AuditDraft, clean_text, utc_now
 from gateway.domain.drilltoken import Claims, mint
 from gateway.domain.statedoc import Change, StateDoc, apply_change, plain
-from gateway.errors import ApiError, Forbidden, UnknownDrill
+from gateway.errors import ApiError, UnknownDrill
 from gateway.log import event
 
 if TYPE_CHECKING:
@@ -190,100 +191,15 @@ class DrillApi:
         rec = self.current.doc.drills.get(drill)
         if rec is None:
             raise ApiError(404, "unknown_drill", f"no open drill {drill!r}")
-        fields = {"kill": "scope", "store_loss": "scope", "rollback": "to", "failover": "ttl"}
-        body = await inputs.json_body(request, frozenset({"reason", fields[rec.kind]}))
+        body = await inputs.json_body(request, frozenset({"reason", FIELDS[rec.kind]}))
         rc = self._cfg_route(rec.route)
-        reason = inputs.reason(body)
-        rid, peer = self.api._meta(request)
-        extra: dict[str, Any] = {"drill": drill}
-        if rec.kind in ("kill", "store_loss"):
-            scope = body.get("scope") or ("version" if rec.version else "route")
-            if scope not in ("global", "route", "version"):
-                raise ApiError(400, "bad_request", "'scope' must be one of global, route, version")
-            if rc.drill_for is None or scope == "global":
-                self._require(principal, "killgate:kill")
-
-            def change(cur: StateDoc) -> Change:
-                return drills.inject_kill(cur, drill, scope, principal.subject, reason,
-                                          utc_now())
-
-            def describe(cur: StateDoc, new: StateDoc) -> AuditDraft:
-                key = new.drills[drill].injected[-1]["kill"]
-                return AuditDraft(principal.subject, "kill", {
-                    "scope": scope, "route": None if scope == "global" else rec.route,
-                    "version": rec.version if scope == "version" else None},
-                    drills.tag(drill) + reason, None, new.kills[key].public(), rid, peer,
-                    {"drill": drill})
-        elif rec.kind == "rollback":
-            to = body.get("to")
-            if to is not None and (not isinstance(to, str) or not to):
-                raise ApiError(400, "bad_request", "'to' must be a version name")
-            if rc.drill_for is None:
-                self._require(principal, "killgate:rollout")
-                self._ungated("rollback")
-
-            def change(cur: StateDoc) -> Change:
-                return drills.inject_rollback(cur, drill, rc, to, principal.subject, reason,
-                                              utc_now())
-
-            def describe(cur: StateDoc, new: StateDoc) -> AuditDraft:
-                ch = new.drills[drill].injected[-1]["override"]
-                return AuditDraft(principal.subject, "rollback", {"route": rc.name},
-                                  drills.tag(drill) + reason, ch["before"], ch["after"],
-                                  rid, peer, {"drill": drill})
-        elif rec.kind == "failover":
-            expires = time.time() + self._ttl(body.get("ttl"))
-            version = rec.version
-
-            def change(cur: StateDoc) -> Change:
-                return drills.set_fault(cur, drill, expires)
-
-            def describe(cur: StateDoc, new: StateDoc) -> AuditDraft:
-                return AuditDraft(principal.subject, "drill.fault",
-                                  {"drill": drill, "route": rec.route, "version": version},
-                                  reason, None, {"expires": expires, "applies_to":
-                                                 "requests carrying this drill's token"},
-                                  rid, peer, {"drill": drill})
-        else:
-            raise ApiError(409, "nothing_to_inject",
-                           f"a {rec.kind} drill injects nothing through the API")
+        meta = self.api._meta(request)
+        inj = injection(rec, rc, body, principal, inputs.reason(body), meta,
+                        self.current.loaded.config)
         # (a rollback that would give a shadow traffic below its gate is refused, as ever)
-        gated = await self.api.shadow_checks.wrap(rc.name if rec.kind == "rollback" else None,
-                                                  change)
-        return web.json_response(await self._write(request, principal, gated, describe,
-                                                    extra, (rid, peer)))
-
-    def _ttl(self, raw: Any) -> float:
-        limit = self.current.loaded.config.drills.max_fault_ttl
-        if raw is None:
-            return min(60.0, limit)
-        try:
-            ttl = parse_duration(raw)
-        except ValueError as exc:
-            raise ApiError(400, "bad_request", f"'ttl': {exc}") from None
-        if not 0 < ttl <= limit:
-            raise ApiError(400, "bad_request",
-                           f"'ttl' must be > 0 and at most {limit:g}s (drills.max_fault_ttl)")
-        return ttl
-
-    def _ungated(self, gate: str) -> None:
-        """A drill injects directly: on a route that serves users it may not do what the
-        two-person rule (approvals:) gates. Its restore, which only undoes the drill's own
-        changes, is never gated (a drill must always be able to put things back)."""
-        needs = self.current.loaded.config.approvals.needs(gate)
-        if needs > 1:
-            raise ApiError(409, "approval_required",
-                           f"a {gate} on a route that serves users needs {needs} principals "
-                           f"(approvals.{gate}), which a drill does not ask for: drill on a "
-                           "drill route (drill_for) instead")
-
-    @staticmethod
-    def _require(principal: Principal, scope: str) -> None:
-        try:
-            principal.require(scope)
-        except Forbidden:
-            raise ApiError(403, "forbidden", f"this drill touches what users are served: it "
-                                             f"also needs the scope {scope!r}") from None
+        gated = await self.api.shadow_checks.wrap(inj.gated_route, inj.change)
+        return web.json_response(await self._write(request, principal, gated, inj.describe,
+                                                    {"drill": drill}, meta))
 
     async def restore(self, request: web.Request) -> web.Response:
         principal = await self.api._principal(request, "killgate:drill")

@@ -66,12 +66,19 @@ def iso_to_unix(t: str) -> float:
         return 0.0
 
 
+LAST = ("killgate_drill_last_passed", "killgate_drill_last_timestamp_seconds",
+        "killgate_drill_last_duration_seconds", "killgate_drill_last_leaks",
+        "killgate_drill_last_errors", "killgate_drill_last_seconds")
+
+
 def export_metrics(metrics: Metrics, doc: StateDoc) -> None:
     """The drill gauges, from the replicated state (every instance exports the same)."""
     now = time.time()
     metrics.set("killgate_drills_open", len(doc.drills))
     metrics.set("killgate_drills_overdue", sum(now > d.deadline for d in doc.drills.values()))
     names = ("kind", "route")
+    for name in LAST:  # set afresh: a value the last result lacks is not an old one's
+        metrics.clear(name)
     for res in doc.drill_results.values():
         labels = (str(res.get("kind")), str(res.get("route")))
         summary = res.get("summary") or {}

@@ -146,7 +146,7 @@ _ALERT_RESULT = {
         "target": {"type": ["object", "null"]},
         "generation": {"type": ["integer", "null"]}, "dry_run": {"type": "boolean"},
         "outcome": {"enum": ["acted", "unchanged", "duplicate", "dry_run", "resolved",
-                             "ignored", "unmapped", "refused"]},
+                             "ignored", "unmapped", "refused", "deferred"]},
         "message": {"type": "string"}, "audit_id": {"type": "string"},
         "applied": {"type": "object"}},
 }
@@ -177,7 +177,10 @@ def _alertmanager() -> dict[str, Any]:
                                    "status": {"type": "string"},
                                    "mode": {"enum": ["act", "observe"]}}}}}},
             **_auth_errors(True),
-            "404": _err("alerts.alertmanager is not configured here")},
+            "404": _err("alerts.alertmanager is not configured here"),
+            "503": _err("too_many_alerts: more new firing alerts than one instance acts on "
+                        "(those beyond were not acted on; Alertmanager retries), or the "
+                        "state store is unavailable")},
     }
 
 

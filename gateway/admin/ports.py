@@ -107,8 +107,8 @@ class Counters(Protocol):
 class AlertInbox(Protocol):
     """Alertmanager's webhook (control.alerts.AlertReceiver)."""
 
-    async def receive(self, body: Any, request_id: str, peer: str,
-                      trace_id: str = "") -> dict[str, Any]: ...
+    async def receive(self, body: Any, request_id: str, peer: str, trace_id: str = "",
+                      caller: str = "") -> dict[str, Any]: ...
 
 
 class ShadowGate(Protocol):

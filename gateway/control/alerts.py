@@ -21,6 +21,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from gateway.config import Config
@@ -33,7 +34,7 @@ from gateway.errors import ApiError, DomainError, StateError
 from gateway.log import event
 from gateway.telemetry.metrics import Metrics
 
-__all__ = ["AlertReceiver"]
+__all__ = ["AlertReceiver", "Budget"]
 
 log = logging.getLogger("killgate.alerts")
 
@@ -88,6 +89,16 @@ class Budget:
         return True
 
 
+@dataclass(frozen=True, slots=True)
+class Call:
+    """The admin call that brought a notification, for the audit events it causes."""
+
+    request_id: str
+    peer: str
+    trace_id: str = ""
+    caller: str = ""  # the subject of the token that posted it
+
+
 class AlertReceiver:
     def __init__(self, writer: Writer, claims: Claims, config: Callable[[], Config],
                  doc: Callable[[], StateDoc], metrics: Metrics) -> None:
@@ -103,10 +114,12 @@ class AlertReceiver:
     def settings(self) -> AlertmanagerConfig | None:
         return self.config().alerts.alertmanager
 
-    async def receive(self, body: Any, request_id: str, peer: str,
-                      trace_id: str = "") -> dict[str, Any]:
+    async def receive(self, body: Any, request_id: str, peer: str, trace_id: str = "",
+                      caller: str = "") -> dict[str, Any]:
         """The answer to one notification: one entry per alert, in order. `trace_id`: the
-        notification's trace, recorded in each audit event."""
+        notification's trace, recorded in each audit event; `caller`: the subject of the
+        token that posted it (the audit actor is the receiver the payload names)."""
+        call = Call(request_id, peer, trace_id, caller)
         cfg = self.settings
         if cfg is None:
             raise ApiError(404, "not_enabled", "alerts from Alertmanager are not enabled "
@@ -122,7 +135,7 @@ class AlertReceiver:
         actions = []
         for alert in note.alerts:
             want = alerting.intent(alert, cfg, config)
-            entry = await self._one(note, alert, want, cfg, config, request_id, peer, trace_id)
+            entry = await self._one(note, alert, want, cfg, config, call)
             self.metrics.inc("killgate_alertmanager_alerts_total", (entry["outcome"],),
                              label_names=("outcome",))
             actions.append(entry)
@@ -154,8 +167,7 @@ class AlertReceiver:
               elapsed_ms=r["elapsed_ms"])
 
     async def _one(self, note: Notification, alert: Alert, want: Intent,
-                   cfg: AlertmanagerConfig, config: Config, rid: str,
-                   peer: str, trace_id: str = "") -> dict[str, Any]:
+                   cfg: AlertmanagerConfig, config: Config, call: Call) -> dict[str, Any]:
         dry = cfg.mode == "observe"
         entry: dict[str, Any] = {"fingerprint": alert.fingerprint, "alertname":
                                  alert.labels.get("alertname"), "status": alert.status,
@@ -186,14 +198,13 @@ class AlertReceiver:
                               "startsAt": alert.starts_at, "labels": alert.labels,
                               "annotations": alert.annotations,
                               "generatorURL": alert.generator_url},
-                    "groupKey": note.group_key, "externalURL": note.external_url}
+                    "groupKey": note.group_key, "externalURL": note.external_url,
+                    "caller": call.caller}  # the token that posted it (its subject)
         try:
             if dry:
-                done = await self._observe(entry, want, change, actor, reason, evidence, rid,
-                                           peer, trace_id)
+                done = await self._observe(entry, want, change, actor, reason, evidence, call)
             else:
-                done = await self._act(entry, want, change, actor, reason, evidence, rid, peer,
-                                       trace_id)
+                done = await self._act(entry, want, change, actor, reason, evidence, call)
         except (ApiError, DomainError) as exc:  # refused by the change (no previous stable, ...)
             await self._release(key)
             entry.update(outcome="refused", message=exc.message)
@@ -211,12 +222,12 @@ class AlertReceiver:
         return done
 
     async def _act(self, entry: dict[str, Any], want: Intent, change: ChangeFn, actor: str,
-                   reason: str, evidence: dict[str, Any], rid: str,
-                   peer: str, trace_id: str = "") -> dict[str, Any]:
+                   reason: str, evidence: dict[str, Any], call: Call) -> dict[str, Any]:
         def describe(cur: StateDoc, new: StateDoc) -> AuditDraft:
             return AuditDraft(actor, want.action, want.target or {}, reason,
-                              _what(cur, want), _what(new, want), rid, peer,
-                              extra={"evidence": evidence}, trace_id=trace_id)
+                              _what(cur, want), _what(new, want), call.request_id,
+                              call.peer, extra={"evidence": evidence},
+                              trace_id=call.trace_id)
 
         new, ev = await self.writer.write(change, describe)
         entry.update(generation=new.generation, outcome="acted" if ev is not None else
@@ -231,17 +242,17 @@ class AlertReceiver:
         return entry
 
     async def _observe(self, entry: dict[str, Any], want: Intent, change: ChangeFn, actor: str,
-                       reason: str, evidence: dict[str, Any], rid: str,
-                       peer: str, trace_id: str = "") -> dict[str, Any]:
+                       reason: str, evidence: dict[str, Any], call: Call) -> dict[str, Any]:
         cur = self.doc()
         ch = change(cur)
         would = ch is not None
         new = apply_change(cur, ch) if ch is not None else cur
         draft = AuditDraft(actor, f"alert.observe.{want.action}", want.target or {},
                            f"observe mode, nothing changed; would have: {want.message} "
-                           f"({reason})", _what(cur, want), _what(new, want), rid, peer,
+                           f"({reason})", _what(cur, want), _what(new, want),
+                           call.request_id, call.peer,
                            extra={"evidence": evidence, "would_change": would},
-                           trace_id=trace_id)
+                           trace_id=call.trace_id)
         ev = await self.writer.append_audit(draft)
         entry.update(outcome="dry_run", message=f"observe mode: would {want.message}"
                      + ("" if would else " (already in force)"))

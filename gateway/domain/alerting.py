@@ -20,6 +20,7 @@ from gateway.config_telemetry import AlertmanagerConfig
 from gateway.domain import drills, kills, overrides
 from gateway.domain.overrides import effective_stable
 from gateway.domain.statedoc import Change, StateDoc
+from gateway.errors import ConflictingState
 
 __all__ = ["Alert", "BadPayload", "Intent", "Notification", "intent", "kill", "parse",
            "rollback"]
@@ -188,14 +189,21 @@ def kill(doc: StateDoc, route: str, version: str | None, actor: str, reason: str
 def rollback(doc: StateDoc, rc: RouteConfig, bad: str | None, actor: str, reason: str,
              now: str) -> Change | None:
     """Move a route off a bad version: when `bad` is a canary (not the stable), the stable
-    takes 100%; otherwise (or with no `bad`), the previous stable does. None when that is
+    takes 100%; otherwise (or with no `bad`), the previous stable does — never on a route
+    that was rolled back (its previous stable is the version it left). None when that is
     already in force. Raises ConflictingState when there is nowhere to go."""
     stable = effective_stable(doc, rc)
     to = stable if bad is not None and bad != stable else None
+    ov = doc.overrides.get(rc.name)
     if to is None:
         prev = doc.previous_stable(rc.name, stable)
         to = prev.stable if prev is not None else None
-    ov = doc.overrides.get(rc.name)
+        if ov is not None and ov.kind == "rollback" and prev is not None:
+            # the previous stable of a route rolled back is the version it was rolled off
+            raise ConflictingState(
+                "rolled_back", f"route {rc.name!r} was rolled back to {stable!r} by "
+                f"{ov.actor}: an alert does not roll it onto {to!r}, the version it left "
+                "(a person decides what comes next)")
     if to is not None and ov is not None and ov.stable == to and \
             all(w == 0 for v, w in ov.weights.items() if v != to) and \
             not drills.holds_override(doc, rc.name):

@@ -312,10 +312,15 @@ def record_from_audit(drill: str, events: list[dict[str, Any]]) -> DrillRecord |
             key = kill_key(str(target.get("scope")), target.get("route"), target.get("version"))
             injected.append({"kill": key, "flag": _flag_id(after)})
         elif e.get("action") == "rollback" and isinstance(after, dict):
+            prog = e.get("progress_before")
             injected.append({"override": {"route": target.get("route"),
-                                          "before": e.get("before"), "progress": None,
+                                          "before": e.get("before"),
+                                          "progress": prog if isinstance(prog, dict) else None,
                                           "after": after}})
     before = start.get("before") if isinstance(start.get("before"), dict) else {}
+    opened = start.get("after") if isinstance(start.get("after"), dict) else {}
+    deadline = opened.get("deadline", 0.0)
     return DrillRecord(drill, str(t.get("kind")), str(t.get("route")), t.get("version"),
-                       str(start.get("actor")), str(start.get("time")), 0.0, before,
+                       str(start.get("actor")), str(start.get("time")),
+                       float(deadline) if _number(deadline) else 0.0, before,
                        tuple(injected))

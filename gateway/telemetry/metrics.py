@@ -147,8 +147,10 @@ HELP: dict[str, tuple[str, str]] = {
                                             "passed."),
     "killgate_drill_last_timestamp_seconds": ("gauge", "When the last drill ended (unix)."),
     "killgate_drill_last_duration_seconds": ("gauge", "How long the last drill ran."),
-    "killgate_drill_last_leaks": ("gauge", "Answers from the killed version after the "
-                                           "receipt, in the last drill."),
+    "killgate_drill_last_leaks": ("gauge", "Answers showing the state from before the "
+                                           "injection (the killed version, the version "
+                                           "rolled back or failed) after the receipt, in the "
+                                           "last drill."),
     "killgate_drill_last_errors": ("gauge", "Errors the last drill's requests saw."),
     "killgate_drill_last_seconds": ("gauge", "The last drill's measure (time_to_kill, ...; "
                                              "the slowest instance)."),
@@ -205,6 +207,12 @@ class Metrics:
             series = self._values[name] = {}
             self._label_names[name] = label_names
         series[labels] = value
+
+    def clear(self, name: str) -> None:
+        """Drop every series of `name` (a collector that sets them afresh at each scrape,
+        so a series its source no longer has goes too); the family stays, empty."""
+        if name in self._values:
+            self._values[name] = {}
 
     def get(self, name: str, labels: tuple[str, ...] = ()) -> float:
         return self._values.get(name, {}).get(labels, 0.0)
