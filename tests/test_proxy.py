@@ -320,7 +320,11 @@ async def test_large_body_streams_through(tmp_path: Path, backends, session) -> 
     b"HTTP/1.1 200 OK\nContent-Length: 5\n\nhello",
     b"HTTP/1.1 200 OK\r\nContent-Length: 5x\r\n\r\nhello",
     b"HTTP/1.1 200 OK\r\nContent-Length: -5\r\n\r\nhello",
-], ids=["cl+te", "dup-cl", "nul", "garbage", "bare-lf", "invalid-cl", "negative-cl"])
+    b"HTTP/2.0 200 OK\r\nContent-Length: 5\r\n\r\nhello",
+    b"HTTP/1.1 099 Odd\r\nContent-Length: 5\r\n\r\nhello",
+    b"HTTP/1.1 600 Odd\r\nContent-Length: 5\r\n\r\nhello",
+], ids=["cl+te", "dup-cl", "nul", "garbage", "bare-lf", "invalid-cl", "negative-cl", "http2.0",
+        "status-099", "status-600"])
 async def test_malformed_backend_answer_is_502(tmp_path: Path, session, payload: bytes) -> None:
     """RELIABILITY row 7: 502, nothing of the answer forwarded, and the backend connection
     closed rather than reused (the backend here keeps its side open)."""
@@ -589,3 +593,62 @@ async def test_ambiguous_paths_are_refused(tmp_path: Path, backends, target: byt
         await w.wait_closed()
     assert status.split()[1] == b"400", status
     assert rec.requests == []
+
+
+async def _raw_answer(port: int, request: bytes) -> tuple[bytes, bytes, bytes]:
+    """(head, body by the head's own framing, bytes after it until the close) of one
+    request on a fresh connection, read as a strict client would."""
+    r, w = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        w.write(request)
+        head = await asyncio.wait_for(r.readuntil(b"\r\n\r\n"), 5)
+        low = head.lower()
+        if b"content-length: " in low:
+            n = int(low.split(b"content-length: ")[1].split(b"\r\n")[0])
+            body = await asyncio.wait_for(r.readexactly(n), 5)
+        elif b"transfer-encoding: chunked" in low:
+            body = b""
+            while (size := int(await asyncio.wait_for(r.readline(), 5), 16)) > 0:
+                body += await r.readexactly(size + 2)
+                body = body[:-2]
+            await r.readexactly(2)
+        else:
+            body = b""
+        with contextlib.suppress(TimeoutError, ConnectionError):
+            rest = await asyncio.wait_for(r.read(), 2)
+        return head, body, rest
+    finally:
+        w.close()
+
+
+@pytest.mark.parametrize("payload, status, body", [
+    # a 1xx whose Content-Length framed the final answer: 5 bytes announced, 11 sent
+    (b"HTTP/1.1 103 Early Hints\r\nContent-Length: 5\r\n\r\n"
+     b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nhello world", b"200", b"hello world"),
+    # the same, sized by the 1xx and chunked by the final answer
+    (b"HTTP/1.1 103 Early Hints\r\nContent-Length: 5\r\n\r\n"
+     b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nb\r\nhello world\r\n0\r\n\r\n",
+     b"200", b"hello world"),
+    # a 204 whose "body" is a second answer: it was merged into the first (status 200)
+    (b"HTTP/1.1 204 No Content\r\nX-First: 1\r\nContent-Length: 46\r\n\r\n"
+     b"HTTP/1.1 200 OK\r\nX-Smuggled: 1\r\nContent-Length: 2\r\n\r\nhi", b"204", b""),
+], ids=["1xx-framing", "1xx-framing-chunked", "204-with-an-answer"])
+async def test_a_backends_extra_messages_never_reframe_or_replace_its_answer(
+        tmp_path: Path, payload: bytes, status: bytes, body: bytes) -> None:
+    """A backend's answer is framed by its own fields only, and what follows it on the
+    connection is never read as (part of) an answer."""
+    raw = RawBackend(payload, close=status == b"200")  # (answers one request a connection)
+    port = await raw.start()
+    try:
+        cfg = write_config(tmp_path, two_versions(port, port, 100, 0))
+        async with running_gateway(cfg) as g:
+            for _ in range(2):  # the second on a fresh backend connection
+                head, got, rest = await _raw_answer(
+                    g.gw.data_addr[1], b"GET " + INFER.encode() + b" HTTP/1.1\r\nHost: x\r\n"
+                    b"Connection: close\r\n\r\n")
+                assert head.split(b" ")[1] == status, head
+                assert got == body and rest == b"", (head, got, rest)
+                assert b"x-smuggled" not in head.lower()
+        assert raw.connections == 2
+    finally:
+        await raw.stop()

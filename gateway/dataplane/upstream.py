@@ -40,6 +40,14 @@ _LOW_WATER = 64 * 1024
 Body = bytes | AsyncIterator[bytes] | None
 
 
+class _BadAnswer(Exception):
+    """An answer the parser took that HTTP/1.1 does not have (its message is the reason)."""
+
+
+class _Extra(Exception):
+    """Another message after the exchange's answer, or on an idle connection."""
+
+
 class Sink(Protocol):
     def upstream(self, ex: Exchange) -> None:
         """The exchange moved on: its head, body bytes, its end, or an error arrived."""
@@ -101,7 +109,18 @@ class Exchange(asyncio.Protocol):
         except httptools.HttpParserUpgrade:
             self.fail(UpstreamProtocolError("backend switched protocols; upgrades are not proxied"))
         except httptools.HttpParserError as exc:
-            self.fail(UpstreamProtocolError(f"malformed response from backend: {exc}"))
+            if self.complete:
+                # Bytes after a complete answer (a 204's "body", a second answer, anything
+                # on an idle pooled connection): the answer stands, the bytes are never
+                # read as part of it or of the next one, and the connection is not reused.
+                self.keep_alive = False
+                if self.transport is not None:
+                    self.transport.abort()
+            else:
+                cause = exc.__context__
+                self.fail(UpstreamProtocolError(
+                    str(cause) if isinstance(cause, _BadAnswer)
+                    else f"malformed response from backend: {exc}"))
         finally:
             if sink is not None:
                 self.feeding = False
@@ -137,6 +156,10 @@ class Exchange(asyncio.Protocol):
 
     # ------------------------------------------------------------ parser callbacks
 
+    def on_message_begin(self) -> None:
+        if self.headers_done:
+            raise _Extra  # (a 1xx is followed by its final answer: that one is welcome)
+
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers.append((name, value))
         low = name.lower()
@@ -149,7 +172,11 @@ class Exchange(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
-        if 100 <= status < 200:
+        if not 100 <= status <= 599:
+            raise _BadAnswer(f"the backend answered status {status:03d}, which HTTP does not have")
+        if self.parser.get_http_version() not in ("1.1", "1.0"):
+            raise _BadAnswer(f"the backend answered in HTTP/{self.parser.get_http_version()}")
+        if status < 200:
             return  # informational: the real head follows
         self.status = status
         self.headers_done = True
@@ -174,8 +201,10 @@ class Exchange(asyncio.Protocol):
         self._wake()
 
     def on_message_complete(self) -> None:
-        if not self.headers_done:
-            self.headers = []  # end of a 1xx
+        if not self.headers_done:  # the end of a 1xx: none of its fields are the answer's
+            self.headers = []
+            self.length = None
+            self._framed = False
             return
         self.complete = True
         self._wake()
@@ -354,7 +383,7 @@ class Pool:
             idle = self.idle
             while idle:
                 ex = idle.pop()
-                if not ex.closed:
+                if not ex.closed and ex.keep_alive:
                     ex._reset()
                     return ex, True
             if self.open < self.max_conns:
@@ -390,7 +419,7 @@ class Pool:
             finally:
                 if fut in self._waiters:
                     self._waiters.remove(fut)
-            if handed is not None and not handed.closed:
+            if handed is not None and not handed.closed and handed.keep_alive:
                 handed._reset()
                 return handed, True
         self.open += 1
@@ -419,7 +448,7 @@ class Pool:
         idle = self.idle
         while idle:
             ex = idle.pop()
-            if not ex.closed:
+            if not ex.closed and ex.keep_alive:  # (aborted while idle: not closed yet)
                 ex._reset()
                 return ex
         return None
