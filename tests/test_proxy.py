@@ -652,3 +652,44 @@ async def test_a_backends_extra_messages_never_reframe_or_replace_its_answer(
         assert raw.connections == 2
     finally:
         await raw.stop()
+
+
+async def test_a_backend_that_never_reads_the_body_times_out(tmp_path: Path) -> None:
+    """A backend that accepts and never reads: once the socket buffers are full the body's
+    upload waits, under the route's idle timeout (it waited for ever: the client, its
+    request and the backend connection were held until the client gave up)."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def deaf(_: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        held.append(w)  # never reads
+
+    server = await asyncio.start_server(deaf, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        cfg = write_config(tmp_path, two_versions(port, port, 100, 0,
+                                                  extra="timeouts: {idle: 300ms}\n"))
+        async with running_gateway(cfg) as g:
+            r, w = await asyncio.open_connection("127.0.0.1", g.gw.data_addr[1])
+            size = 10 * 1024 * 1024  # max_body_size (10 MiB): far more than socket buffers
+            w.write(b"POST " + INFER.encode() + b" HTTP/1.1\r\nHost: x\r\n"
+                    b"Content-Length: %d\r\n\r\n" % size)
+
+            async def upload() -> None:
+                with contextlib.suppress(ConnectionError):
+                    for _ in range(size // 65536):
+                        w.write(b"x" * 65536)
+                        await w.drain()
+
+            sending = asyncio.ensure_future(upload())
+            t0 = time.monotonic()
+            head = await asyncio.wait_for(r.readuntil(b"\r\n\r\n"), 10)
+            assert head.startswith(b"HTTP/1.1 504"), head
+            assert time.monotonic() - t0 < 5
+            sending.cancel()
+            w.close()
+            await wait_until(lambda: g.gw.inflight.count == 0, 5)
+    finally:
+        for w in held:
+            w.close()
+        server.close()
+        await server.wait_closed()

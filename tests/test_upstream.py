@@ -245,3 +245,52 @@ async def test_a_status_outside_100_599_is_malformed(status: bytes) -> None:
     feed(ex, b"HTTP/1.1 " + status + b" Odd\r\nContent-Length: 2\r\n\r\nok", 0)
     with pytest.raises(UpstreamProtocolError):
         await ex.read_head()
+
+
+async def _body(parts: list[bytes], gate: asyncio.Event | None = None):  # type: ignore[no-untyped-def]
+    for i, part in enumerate(parts):
+        if gate is not None and i == 1:
+            await gate.wait()
+        yield part
+
+
+async def test_a_backend_that_stops_taking_the_body_is_timed_out() -> None:
+    """A backend that never reads the request body: the write side pauses, and the wait
+    for it to resume is under the exchange's idle deadline like any other wait (it was
+    awaited with none: the request, its client and its Task hung for ever)."""
+    p = pool()
+    ex, tr = exchange(p)
+    ex.idle = 0.05
+
+    def write(data: Any) -> None:  # a backend whose window is shut
+        tr.out += data
+        ex.pause_writing()
+
+    tr.write = write  # type: ignore[method-assign]
+    sending = asyncio.ensure_future(ex.send(b"POST / HTTP/1.1\r\n\r\n", _body([b"a", b"b"]),
+                                            chunked=True))
+    await asyncio.sleep(0.01)
+    assert not sending.done() and ex in p.waiting  # watched by the deadline sweeper
+    ex._on_timer()  # what the sweeper does past wait_until
+    with pytest.raises(UpstreamTimeout):
+        await asyncio.wait_for(sending, 1)
+
+
+async def test_a_request_not_sent_whole_never_goes_back_to_the_pool() -> None:
+    """The backend answers before the request body is all sent (a 413 while the upload
+    streams): sending stops, and although the answer is complete and keep-alive, the
+    connection is not reused, since the backend still waits for the rest of that body and
+    would read the next request as body bytes."""
+    p = pool()
+    ex, tr = exchange(p)
+    gate = asyncio.Event()
+    sending = asyncio.ensure_future(ex.send(
+        b"POST / HTTP/1.1\r\nContent-Length: 6\r\n\r\n", _body([b"abc", b"def"], gate)))
+    await asyncio.sleep(0.01)
+    feed(ex, b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 0\r\n\r\n", 0)
+    gate.set()
+    await sending
+    await ex.read_head()
+    assert ex.status == 413 and ex.complete and not tr.out.endswith(b"def")
+    p.release(ex)
+    assert p.take_idle() is None and tr.closed

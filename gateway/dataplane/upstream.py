@@ -67,7 +67,6 @@ class Exchange(asyncio.Protocol):
         self.parser = httptools.HttpResponseParser(self)
         self.closed = False
         self._write_paused = False
-        self._drain: asyncio.Future[None] | None = None
         self._chunked_out = False
         self.uses = 0
         self._reset()
@@ -87,6 +86,7 @@ class Exchange(asyncio.Protocol):
         self.got_bytes = False
         self.keep_alive = False
         self.head = False
+        self.unsent = False  # a request body not sent whole (the backend answered first)
         self._framed = False
         self.deadline = 0.0
         self.idle = 0.0
@@ -142,8 +142,6 @@ class Exchange(asyncio.Protocol):
             self.error = UpstreamClosed("backend closed the connection"
                                         + (" mid-response" if self.headers_done else ""))
         self._wake()
-        if self._drain is not None and not self._drain.done():
-            self._drain.set_result(None)
         self.pool._lost(self)
 
     def pause_writing(self) -> None:
@@ -151,8 +149,9 @@ class Exchange(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._write_paused = False
-        if self._drain is not None and not self._drain.done():
-            self._drain.set_result(None)
+        w = self.waiter
+        if w is not None and not w.done():
+            w.set_result(None)  # (a send waiting for the backend to take the body)
 
     # ------------------------------------------------------------ parser callbacks
 
@@ -284,20 +283,25 @@ class Exchange(asyncio.Protocol):
             tr.write(head + body if body else head)
             return
         tr.write(head)
+        self.unsent = True
         async for chunk in body:
             if self.error is not None:
                 raise self.error
             if self.headers_done:
-                break  # the backend answered early; stop sending
+                return  # the backend answered early: stop sending (and never reuse this)
             if chunk:
                 tr.write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if self._chunked_out else chunk)
-            if self._write_paused:
-                self._drain = self.loop.create_future()
-                await self._drain
+            while self._write_paused:  # the backend is slow to take the body: its deadlines
+                if self.error is not None:
+                    raise self.error
                 if self.closed:
-                    raise self.error or UpstreamClosed("backend closed while receiving the body")
+                    raise UpstreamClosed("backend closed while receiving the body")
+                if self.headers_done:
+                    return
+                await self._wait()
         if self._chunked_out and not self.headers_done:
             tr.write(b"0\r\n\r\n")
+        self.unsent = self.headers_done and self._chunked_out
 
     async def read_head(self) -> None:
         while not self.headers_done:
@@ -457,7 +461,7 @@ class Pool:
         if ex.sink is not None:
             ex.detach()
         if ex.complete and ex.keep_alive and ex.error is None and not ex.closed \
-                and not self.retired and not ex.chunks:
+                and not self.retired and not ex.chunks and not ex.unsent:
             while self._waiters:  # the oldest waiter gets it, not whoever comes next
                 w = self._waiters.popleft()
                 if not w.done():
