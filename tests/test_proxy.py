@@ -693,3 +693,63 @@ async def test_a_backend_that_never_reads_the_body_times_out(tmp_path: Path) -> 
             w.close()
         server.close()
         await server.wait_closed()
+
+
+class _ClosesIdle:
+    """A backend that answers the first request on each connection (keep-alive), and
+    closes the connection when a second arrives on it without answering: what a backend
+    closing an idle connection just as the gateway reuses it looks like."""
+
+    def __init__(self) -> None:
+        self.connections = 0
+        self.answered = 0
+        self.server: asyncio.AbstractServer | None = None
+
+    async def _client(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            await r.readuntil(b"\r\n\r\n")
+            w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            self.answered += 1
+            await r.readuntil(b"\r\n\r\n")  # a second request: gone without a word
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            w.close()
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._client, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def stop(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        await self.server.wait_closed()
+
+
+async def test_a_stale_pooled_connection_is_retried_fresh_on_the_fast_path(
+        tmp_path: Path, session: ClientSession) -> None:
+    """A pooled connection the backend closed just as a request went out on it (no byte
+    of answer) is tried once more on a new connection, as the slow path always did: the
+    fast path (every request on an idle pooled connection) answered 502, and with two
+    such connections idle, the retry took the other stale one."""
+    backend = _ClosesIdle()
+    port = await backend.start()
+    try:
+        cfg = write_config(tmp_path, two_versions(port, port, 100, 0))
+        async with running_gateway(cfg) as g:
+            pool_of = g.gw.upstreams.pools
+
+            async def post() -> int:
+                async with session.post(g.url + INFER, data=b"{}") as r:
+                    await r.read()
+                    return r.status
+
+            assert await asyncio.gather(post(), post()) == [200, 200]  # two pooled now
+            await wait_until(lambda: len(pool_of[("http", "127.0.0.1", port)].idle) == 2, 5)
+            for _ in range(3):
+                assert await post() == 200
+            assert g.gw.metrics.get("killgate_upstream_errors_total",
+                                    ("iris", "v1", "UpstreamStale")) >= 1
+    finally:
+        await backend.stop()

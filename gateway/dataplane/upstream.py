@@ -377,14 +377,15 @@ class Pool:
         self._ssl: ssl.SSLContext | None = ssl.create_default_context() if scheme == "https" else None
         self.retired = False
 
-    async def acquire(self, connect_timeout: float) -> tuple[Exchange, bool]:
-        """A pooled exchange (reused: True) or a new connection. When every connection is
-        busy the request waits, first come first served, at most `connect_timeout` in all;
-        a released connection is handed straight to the oldest waiter."""
+    async def acquire(self, connect_timeout: float, new: bool = False) -> tuple[Exchange, bool]:
+        """A pooled exchange (reused: True) or a new connection (`new`: unless the pool is
+        full, after a pooled one turned out closed). When every connection is busy the
+        request waits, first come first served, at most `connect_timeout` in all; a
+        released connection is handed straight to the oldest waiter."""
         deadline = 0.0
         queued = False
         while True:
-            idle = self.idle
+            idle = self.idle if not new or self.open >= self.max_conns else []
             while idle:
                 ex = idle.pop()
                 if not ex.closed and ex.keep_alive:
