@@ -39,7 +39,7 @@ from gateway.dataplane.attempts import (
     SoFar,
     next_attempt,
 )
-from gateway.dataplane.headers import response_head
+from gateway.dataplane.headers import is_event_stream, response_head
 from gateway.dataplane.inflight import Aborted, Handle
 from gateway.dataplane.jsonpeek import ModelField, rewrite_model
 from gateway.dataplane.notready import MAX_BODY as NOT_READY_MAX
@@ -63,9 +63,6 @@ if TYPE_CHECKING:
     from gateway.dataplane.proxy import Proxy
 
 __all__ = ["Flight"]
-
-_SSE = b"text/event-stream"
-
 
 def _sse_error(type_: str, route: str, version: str | None) -> bytes:
     data = json.dumps({"type": type_, "route": route, "version": version})
@@ -500,7 +497,7 @@ class Flight(Handle):
         status = ex.status
         raw = ex.headers
         head_only = req.method == b"HEAD" or status in (204, 304)
-        sse = not head_only and _content_type(raw).startswith(_SSE)
+        sse = not head_only and is_event_stream(_content_type(raw))
         keep = req.will_keep_alive()
         length = ex.length if not sse else None
         chunked = not head_only and length is None and not req.http10
