@@ -24,8 +24,11 @@ from gateway.admin.api import AdminApi
 from gateway.admin.auth import Authenticator
 from gateway.admin.console import ConsoleApi, FleetView
 from gateway.admin.drills import DrillApi
-from gateway.admin.drillsupport import load_drill_key
+from gateway.admin.drillsupport import export_metrics, load_drill_key
+from gateway.admin.listener import AdminRunner
+from gateway.admin.listener import Limits as AdminLimits
 from gateway.admin.shadow import ShadowApi
+from gateway.admin.status import StatusBuilder
 from gateway.admin.ui import UiFiles
 from gateway.config import parse_listen
 from gateway.configfile import LoadedConfig
@@ -47,8 +50,9 @@ from gateway.dataplane.upstream import Upstreams
 from gateway.domain.audit import AuditDraft, utc_now
 from gateway.domain.overrides import identity_problems, record_config
 from gateway.domain.routing import RouteTable
-from gateway.domain.statedoc import Change, StateDoc, plain
+from gateway.domain.statedoc import Change, StateDoc
 from gateway.errors import AuditError, ConfigError, Problem, StateError
+from gateway.forwarded import ClientAddress, trusted_proxies
 from gateway.log import event
 from gateway.state import make_sync
 from gateway.state.sync import Sync
@@ -84,6 +88,8 @@ def bind_socket(addr: str, reuse_port: bool, port_override: int | None = None) -
 
 
 DATA_BACKLOG = 4096
+APPROVAL_SWEEP = 0.5  # seconds between looks for expired approval requests (local, cheap)
+ADMIN_BACKLOG = 1024  # (aiohttp: 128) a burst of held connections must not queue operators
 
 
 class Gateway:
@@ -116,6 +122,8 @@ class Gateway:
         self.data_addr: tuple[str, int] | None = None
         self.admin_addr: tuple[str, int] | None = None
         self._listener: Listener | None = None
+        self._admin_runner: web.AppRunner | None = None
+        self.proxy: Proxy | None = None
 
     @property
     def loaded(self) -> LoadedConfig:
@@ -194,8 +202,10 @@ class Gateway:
                           self.requests if cfg.telemetry.metrics.request_series else None,
                           self.access_log),
                       tracer=self.tracing.requests, shadow=self.mirror,
+                      client_address=_trusted(self.loaded),
                       faults=FaultGate(drill_key, on_refused=lambda: self.metrics.inc(
                           "killgate_drill_tokens_refused_total")))
+        self.proxy = proxy
         counters = {"refused": "killgate_connections_refused_total",
                     "send_timeout": "killgate_client_send_timeouts_total"}
 
@@ -213,14 +223,26 @@ class Gateway:
             body_timeout=cfg.server.body_timeout, send_timeout=cfg.server.send_timeout),
             cfg.server.max_connections, count, self.clock)
 
-        self.admin_api = AdminApi(self)
-        self.admin_api.drills = DrillApi(self.admin_api, drill_key, drill_key_problem)
+        sync = self.sync
+        self.status_builder = StatusBuilder(
+            self.instance, self.holder, health=self.health.status,
+            analysis=self.rollout.status, store=sync.status,
+            reload=lambda: self.watcher.outcome if self.watcher is not None else None)
+        self.admin_api = AdminApi(instance=self.instance, current=self.holder, state=sync,
+                                  fleet=sync, audit=sync.store, idem=sync.store,
+                                  status=self.status_builder, readiness=self,
+                                  counters=self.metrics, metrics_page=self._metrics_page,
+                                  alerts=self.alert_receiver, shadow=self.shadow)
+        self.admin_api.drills = DrillApi(self.admin_api, current=self.holder, state=sync,
+                                         audit=sync.store, key=drill_key,
+                                         key_problem=drill_key_problem)
+        self.metrics.collector(lambda m: export_metrics(m, self.holder.doc))
         # stopped after the admin listener (pushed before it), before the store: the last
         # denied calls are written on the way out
         self.admin_api.denied.start()
         self._stack.push_async_callback(self.admin_api.denied.stop)
-        # Header lines up to 2 MiB reach the handler, so an oversized token is a clean
-        # 401 (admin.auth caps Authorization at 8 KiB) rather than a parser's 400.
+        self.admin_api.approvals.start(APPROVAL_SWEEP)
+        self._stack.push_async_callback(self.admin_api.approvals.stop)
         admin_app = self.admin_api.app((admin_tracing.middleware(self.tracing.admin),))
         ConsoleApi(self.admin_api.authorize,
                    FleetView(self.instance, cfg.state.instance_lease, self.sync.store, self.sync,
@@ -229,9 +251,13 @@ class Gateway:
         UiFiles().register(admin_app.router)  # the operator console, GET /ui/
         ShadowApi(self.admin_api.authorize, self.shadow,
                   lambda: self.loaded.config).register(admin_app.router)
-        self._admin_runner = web.AppRunner(admin_app, access_log=None,
-                                           shutdown_timeout=2.0, handle_signals=False,
-                                           max_field_size=2 * 1024 * 1024)
+        limits = AdminLimits(header_timeout=cfg.server.header_timeout,
+                             keepalive_timeout=cfg.server.keepalive_timeout,
+                             max_connections=cfg.admin.max_connections,
+                             on_refused=lambda why: self.metrics.inc(
+                                 "killgate_admin_refused_total", (why,), label_names=("reason",)))
+        self._admin_runner = AdminRunner(admin_app, limits, access_log=None,
+                                         shutdown_timeout=2.0, handle_signals=False)
         await self._admin_runner.setup()
         self._stack.push_async_callback(self._admin_runner.cleanup)
 
@@ -242,7 +268,7 @@ class Gateway:
         # a deep accept queue (aiohttp's default is 128): a burst of new clients waits in
         # the kernel for its turn instead of being dropped (the kernel caps it at somaxconn)
         await self._listener.start(dsock, DATA_BACKLOG)
-        await web.SockSite(self._admin_runner, asock).start()
+        await web.SockSite(self._admin_runner, asock, backlog=ADMIN_BACKLOG).start()
         host = os.environ.get("KILLGATE_ADVERTISE_HOST") or cfg.drills.advertise_host
         self.sync.peers.urls = {"data": _url(self.data_addr, host),
                                 "admin": _url(self.admin_addr, host)}
@@ -334,58 +360,11 @@ class Gateway:
 
     # ------------------------------------------------------------------ status
 
-    def _config_status(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"digest": self.loaded.digest, "loaded_digest": self.loaded.digest,
-                               "path": str(self.loaded.path)}
-        if self.watcher is not None:
-            o = self.watcher.outcome
-            out.update(loaded_at=o.loaded_at, last_error=o.last_error,
-                       problems=o.last_problems, last_attempt=o.last_attempt,
-                       restart_required=o.restart_required)
-        else:
-            out.update(loaded_at=None, last_error=None, problems=[], last_attempt=None,
-                       restart_required=[])
-        return out
-
-    def status(self) -> dict[str, Any]:
-        """GET /v1/status (CONTRACT §4): what this instance enforces, and why."""
-        table = self.holder.table
-        doc = table.doc
-        health = self.health.status() if self.health is not None else {}
-        routes: dict[str, Any] = {}
-        for plan in table.routes:
-            rc = plan.config
-            eff = plan.effective_weights()
-            ov = doc.overrides.get(rc.name)
-            routes[rc.name] = {
-                "stable": plan.stable,
-                "latched": ov is not None,
-                "override": None if ov is None else {
-                    "kind": ov.kind, "stable": ov.stable, "weights": ov.weights, "actor": ov.actor,
-                    "reason": ov.reason, "time": ov.time},
-                "killed": plan.killed,
-                "versions": {v.name: {
-                    "url": v.url, "artifact": v.artifact, "configured_weight": v.weight,
-                    "effective_weight": eff.get(v.name, 0.0),
-                    "healthy": (rc.name, v.name) not in table.unhealthy,
-                    **({"health": health.get((rc.name, v.name))} if health else {}),
-                    "killed": plan.excluded.get(v.name) == "killed" or plan.killed is not None,
-                } for v in rc.versions},
-                "previous_known_good": plan.previous,
-                "shadow": None if rc.shadow is None else {  # §5.5; results: /v1/routes/R/shadow
-                    "version": rc.shadow.version, "sample": rc.shadow.sample,
-                    "mirroring": plan.shadow is not None, "off": plan.shadow_off or None},
-                "analysis": self.rollout.status(rc.name) if self.rollout else None,
-                "history": [plain(h) for h in doc.history.get(rc.name, ())],
-            }
-        return {
-            "instance": self.instance,
-            "generation": doc.generation,
-            "store": self.sync.status() if self.sync else None,
-            "config": self._config_status(),
-            "kills": [f.public() for f in doc.kills.values()],
-            "routes": routes,
-        }
+    def _metrics_page(self, accept: str | None) -> tuple[bytes, str]:
+        """GET /metrics: gauges read at scrape time, then the exposition."""
+        self.metrics.set("killgate_inflight_requests", self.inflight.count)
+        self.metrics.set("killgate_state_generation", self.holder.doc.generation)
+        return self.metrics.exposition(accept)
 
     # ------------------------------------------------------------------ reload
 
@@ -409,6 +388,8 @@ class Gateway:
         assert self.health is not None and self.upstreams is not None
         await self.health.configure(loaded.config)
         self.holder.set_config(loaded)
+        if self.proxy is not None:
+            self.proxy.client_address = _trusted(loaded)
         if self.admin_api is not None:
             self.admin_api.reconfigure(loaded, self._checked_auth)
         self.upstreams.retire_except({t.origin for p in self.holder.table.routes
@@ -465,6 +446,11 @@ class _Fanout:
     def outcome(self, route: str, version: str, kind: str, latency: float) -> None:
         for o in self.observers:
             o.outcome(route, version, kind, latency)
+
+
+def _trusted(loaded: LoadedConfig) -> ClientAddress | None:
+    cidrs = loaded.config.admin.trusted_proxies
+    return trusted_proxies(tuple(cidrs)) if cidrs else None
 
 
 def _url(addr: tuple[str, int], host: str | None) -> str:

@@ -238,7 +238,11 @@ class ShadowConfig(_Model):
     def compare_for(self, protocol: str) -> CompareConfig:
         if self.compare is not None:
             return self.compare
-        return CompareConfig.model_validate(_one_kind(DEFAULT_COMPARE.get(protocol, "json")))
+        return _DEFAULTS[DEFAULT_COMPARE.get(protocol, "json")]
+
+
+#: the comparison of each kind with its default options, built once (asked per copy)
+_DEFAULTS = {k: CompareConfig.model_validate(_one_kind(k)) for k in COMPARE_KINDS}
 
 
 def problems(index: int, route: Any, versions_of: dict[str, str]) -> list[tuple[str, str]]:

@@ -143,10 +143,12 @@ class UnknownDrill(DomainError):
 
 
 class ApiError(KillgateError):
-    def __init__(self, status: int, type_: str, message: str) -> None:
+    def __init__(self, status: int, type_: str, message: str,
+                 headers: dict[str, str] | None = None) -> None:
         self.status = status
         self.type = type_
         self.message = message
+        self.headers = headers or {}  # e.g. Retry-After on a 429
         super().__init__(f"{status} {type_}: {message}")
 
 

@@ -1,4 +1,5 @@
-"""Structured logging: one line per event, JSON or text, never a secret.
+"""Structured logging: one line per event, JSON or text, never a secret (fields pass
+through gateway/redact.py: URL userinfo, secret-named values, webhook paths).
 
 Owns the log format. Call `event(logger, "name", key=value, ...)`; the fields land as
 JSON keys (format json) or `key=value` pairs (format text). Strings are escaped so a
@@ -13,14 +14,18 @@ import sys
 import time
 from typing import Any
 
+from gateway import redact
+
 __all__ = ["configure", "event"]
 
 _FIELDS = "kg_fields"
 
 
-def event(logger: logging.Logger, name: str, level: int = logging.INFO, **fields: Any) -> None:
+def event(logger: logging.Logger, name: str, level: int = logging.INFO, *,
+          exc: BaseException | None = None, **fields: Any) -> None:
+    """One structured line; `exc` adds its traceback (for failures nobody expected)."""
     if logger.isEnabledFor(level):
-        logger.log(level, name, extra={_FIELDS: fields})
+        logger.log(level, name, exc_info=exc, extra={_FIELDS: fields})
 
 
 class _JsonFormatter(logging.Formatter):
@@ -32,7 +37,7 @@ class _JsonFormatter(logging.Formatter):
             "logger": record.name,
             "event": record.getMessage(),
         }
-        out.update(getattr(record, _FIELDS, {}))
+        out.update(redact.tree(getattr(record, _FIELDS, {})))
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
         return json.dumps(out, default=str, ensure_ascii=True)
@@ -40,7 +45,7 @@ class _JsonFormatter(logging.Formatter):
 
 class _TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        fields = getattr(record, _FIELDS, {})
+        fields = redact.tree(getattr(record, _FIELDS, {}))
         kv = " ".join(f"{k}={json.dumps(v, default=str, ensure_ascii=True)}" for k, v in fields.items())
         ts = time.strftime("%H:%M:%S", time.localtime(record.created))
         line = f"{ts} {record.levelname.lower():7s} {record.name}: {record.getMessage()}"

@@ -21,12 +21,14 @@ __all__ = ["ConfigMapVolume"]
 
 
 class ConfigMapVolume:
-    def __init__(self, root: Path, files: dict[str, str]) -> None:
+    def __init__(self, root: Path, files: dict[str, str], mode: int = 0o644) -> None:
         self.root = root
+        self.mode = mode  # the volume's defaultMode
         root.mkdir(parents=True, exist_ok=True)
         ts = self._new_ts_dir()
         for name, text in files.items():
             (ts / name).write_text(text)
+            (ts / name).chmod(mode)
         os.symlink(ts.name, root / "..data")
         for name in files:
             os.symlink(f"..data/{name}", root / name)
@@ -56,6 +58,7 @@ class ConfigMapVolume:
                     f.write(text[split:])
                 else:
                     f.write(text)
+            (ts / name).chmod(self.mode)
         yield "new folder complete"
         os.symlink(ts.name, self.root / "..data_tmp")
         yield "..data_tmp created"

@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from gateway.admin.auth import mint
+from gateway.admin.limiter import TokenBucket
 from gateway.domain.audit import verify_chain
 from tests.backends import echo_app
 from tests.conftest import SECRET, running_gateway, two_versions, wait_until, write_config
@@ -112,7 +113,10 @@ def bad_tokens(rsa_key: rsa.RSAPrivateKey) -> dict[str, str]:
         "kid path traversal": hs(claims(), "x" * 40, headers={"kid": "../../etc/passwd"}),
         "jku pointing home": hs(claims(), "y" * 40, headers={"jku": "http://127.0.0.1:1/"}),
         "nested header": f"{_b64(b'{' + b'[' * 100_000 + b']' * 100_000 + b'}')}.{body}.{sig}",
-        "one megabyte": "a" * (1 << 20),
+        "exp a century ahead": hs(claims(exp=NOW + 100 * 365 * 86400)),
+        "exp NaN": hs(claims(exp=float("nan"))),
+        "iat NaN": hs(claims(iat=float("nan"))),
+        "exp infinite": hs(claims(exp=float("inf"))),
         "garbage": "not-a-token",
         "two segments": f"{head}.{body}",
         "five segments (JWE)": "a.b.c.d.e",
@@ -137,7 +141,7 @@ async def test_bad_tokens_are_401_never_5xx(tmp_path: Path, backends, session,
     p = await backends(echo_app("v1"))
     cfg = write_config(tmp_path, two_versions(p, p))
     async with running_gateway(cfg) as g:
-        g.gw.admin_api.limiter.limit = 10_000  # this test is about answers, not rate limits
+        g.gw.admin_api.limiter = TokenBucket(1e9, 10**9)  # about answers, not rate limits
         async with session.get(g.admin + "/v1/status",
                                headers={"Authorization": f"Bearer {hs(claims())}"}) as r:
             assert r.status == 200  # the control
@@ -150,6 +154,13 @@ async def test_bad_tokens_are_401_never_5xx(tmp_path: Path, backends, session,
                                     json={"scope": "global", "reason": name}) as r:
                 body = await r.json()
                 results[name] = (r.status, body["error"]["type"])
+        # a header line the listener will not take (row 43: capped before any decoding)
+        # is a 431; every other bad token a 401
+        huge = {k for k, tok in bad_tokens(rsa_key).items() if len(tok) > 8000}
+        assert huge == {"nested header"}
+        assert {k: v for k, v in results.items() if k in huge} == {
+            "nested header": (431, "headers_too_large")}
+        results = {k: v for k, v in results.items() if k not in huge}
         assert {k: v for k, v in results.items() if v[0] != 401} == {}
         assert {t for _, t in results.values()} <= {"invalid_token", "expired"}
         assert g.gw.holder.doc.kills == {}
@@ -162,34 +173,6 @@ async def test_bad_tokens_are_401_never_5xx(tmp_path: Path, backends, session,
         assert {e["reason"].split(":")[0] for e in evs} <= {"invalid_token", "expired"}
         assert verify_chain(await g.gw.sync.store.audit_events())[1] is None
         assert g.gw.holder.doc.kills == {}  # recording them changed nothing
-
-
-async def test_repeated_failures_are_rate_limited(tmp_path: Path, backends, session) -> None:
-    p = await backends(echo_app("v1"))
-    cfg = write_config(tmp_path, two_versions(p, p))
-    async with running_gateway(cfg) as g:
-        codes = []
-        for _ in range(25):
-            async with session.get(g.admin + "/v1/status",
-                                   headers={"Authorization": "Bearer x.y.z"}) as r:
-                codes.append(r.status)
-        assert codes[:20] == [401] * 20 and set(codes[20:]) == {429}
-        # while limited, at most one token a second is checked at all (a flood costs no
-        # token work); a valid token from the same address is accepted when it is checked
-        # (an operator behind the same NAT as a broken script must still be able to kill)
-        valid = {"Authorization": f"Bearer {hs(claims())}"}
-        answers = []
-
-        async def killed() -> bool:
-            async with session.post(g.admin + "/v1/kill", headers=valid,
-                                    json={"scope": "global", "reason": "x"}) as r:
-                answers.append((r.status, r.headers.get("Retry-After")))
-                return r.status == 200
-
-        await wait_until(killed, 5, 0.2, "the valid token to be accepted")
-        assert set(answers[:-1]) <= {(429, "1")}
-        await denied_events(g, "authn_fail", 20)
-        await denied_events(g, "auth_rate_limited", 5 + len(answers) - 1)
 
 
 ENDPOINTS = [
@@ -210,7 +193,7 @@ async def test_scope_by_endpoint(tmp_path: Path, backends) -> None:
     cfg = write_config(tmp_path, two_versions(p, p))
     scopes = ["killgate:read", "killgate:kill", "killgate:rollout"]
     async with running_gateway(cfg) as g:
-        g.gw.admin_api.limiter.limit = 10_000
+        g.gw.admin_api.limiter = TokenBucket(1e9, 10**9)
         async with ClientSession() as s:
             for method, path, body, needed in ENDPOINTS:
                 for scope in scopes:

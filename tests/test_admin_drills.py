@@ -135,6 +135,67 @@ async def test_blast_radius_and_scopes(tmp_path: Path, backends, session: Client
         assert g.gw.holder.doc.kills == {} and g.gw.holder.doc.drills == {}
 
 
+async def test_an_operator_kill_during_a_drill_survives_its_restore(
+        tmp_path: Path, backends, session: ClientSession) -> None:
+    """The admin API's kill follows the one kill rule (domain/kills.py): a kill of what an
+    open drill killed takes the flag over, so the drill's end leaves the real kill."""
+    p1, p2 = await backends(echo_app("v1")), await backends(echo_app("v2"))
+    async with running_gateway(write_config(tmp_path, routes(p1, p2))) as g:
+        a = g.admin
+        both = hdr(DRILL + " killgate:kill")
+        st, out = await call(session, "POST", f"{a}/v1/drills", {
+            "kind": "kill", "route": "iris", "version": "v2", "production": True,
+            "reason": "r"}, both)
+        drill = out["drill"]
+        st, out = await call(session, "POST", f"{a}/v1/drills/{drill}/inject",
+                             {"reason": "r"}, both)
+        assert st == 200, out
+        st, out = await call(session, "POST", f"{a}/v1/kill", {
+            "scope": "version", "route": "iris", "version": "v2", "reason": "real incident"},
+            hdr("killgate:kill", sub="oncall"))
+        assert st == 200 and out["changed"] is True, out
+        st, out = await call(session, "POST", f"{a}/v1/drills/{drill}/end",
+                             {"verdict": "aborted", "reason": "r"}, both)
+        assert st == 200, out
+        assert out["undone"] == [{"kept": "version:iris:v2",
+                                  "why": "lifted or replaced since the drill made it"}], out
+        flag = g.gw.holder.doc.kills["version:iris:v2"]
+        assert (flag.actor, flag.reason) == ("oncall", "real incident")
+
+
+async def test_a_drill_does_not_get_round_the_two_person_rule(
+        tmp_path: Path, backends, session: ClientSession) -> None:
+    p1, p2 = await backends(echo_app("v1")), await backends(echo_app("v2"))
+    cfg = write_config(tmp_path, routes(p1, p2), extra="approvals: {rollback: 2}\n")
+    async with running_gateway(cfg) as g:
+        a = g.admin
+        both = hdr(DRILL + " killgate:rollout")
+        st, out = await call(session, "POST", f"{a}/v1/drills", {
+            "kind": "rollback", "route": "iris", "production": True, "reason": "r"}, both)
+        assert st == 200, out
+        drill = out["drill"]
+        gen = g.gw.holder.doc.generation
+        st, out = await call(session, "POST", f"{a}/v1/drills/{drill}/inject",
+                             {"reason": "r", "to": "v2"}, both)
+        assert (st, out["error"]["type"]) == (409, "approval_required"), out
+        assert "approvals.rollback" in out["error"]["message"]
+        assert g.gw.holder.doc.generation == gen and g.gw.holder.doc.overrides == {}
+        st, out = await call(session, "POST", f"{a}/v1/drills/{drill}/end",
+                             {"verdict": "aborted", "reason": "r"}, both)
+        assert st == 200 and out["undone"] == [], out
+        # a drill route serves no users: its rollback is not gated
+        st, out = await call(session, "POST", f"{a}/v1/drills", {
+            "kind": "rollback", "route": "iris-drill", "reason": "r"})
+        drill = out["drill"]
+        st, out = await call(session, "POST", f"{a}/v1/drills/{drill}/inject",
+                             {"reason": "r", "to": "v2"})
+        assert st == 200, out
+        assert g.gw.holder.doc.overrides["iris-drill"].stable == "v2"
+        st, out = await call(session, "POST", f"{a}/v1/drills/{drill}/end",
+                             {"verdict": "passed", "reason": "r"})
+        assert st == 200 and g.gw.holder.doc.overrides == {}, out
+
+
 async def test_bad_input_is_a_clear_4xx_and_changes_nothing(tmp_path: Path, backends,
                                                            session: ClientSession) -> None:
     p1 = await backends(echo_app("v1"))
@@ -270,6 +331,10 @@ def test_the_drill_key_comes_from_its_own_secret_else_the_admin_secret(
     own, _ = load_drill_key(loaded())
     assert own is not None and own != from_admin
     (tmp_path / "drill.key").write_text("f" * 40 + "\n")
+    (tmp_path / "drill.key").chmod(0o644)  # a secret others may read: refused
+    key, problem = load_drill_key(loaded("drills:\n  key_file: drill.key\n"))
+    assert key is None and "chmod 600" in str(problem) and "f" * 40 not in str(problem)
+    (tmp_path / "drill.key").chmod(0o600)
     from_file, _ = load_drill_key(loaded("drills:\n  key_file: drill.key\n"))
     assert from_file not in (None, own)
     monkeypatch.setenv("KILLGATE_DRILL_KEY", "short")

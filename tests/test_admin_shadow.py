@@ -165,3 +165,48 @@ async def test_status_says_whether_each_shadow_is_mirrored(gateway, session: Cli
     assert routes["good"]["shadow"]["mirroring"] is False
     assert routes["good"]["shadow"]["off"] == "killed"
     assert routes["plain"]["shadow"] is None
+
+
+async def test_the_gate_holds_for_break_glass_and_two_person_requests(
+        tmp_path: Path, backends: Start, session: ClientSession) -> None:
+    """Break-glass skips approvals, never the shadow gate; a two-person request for a change
+    the gate refuses is refused when asked, and a stored one (asked while the gate was open,
+    say) is refused at its last approval and stays open."""
+    import time
+
+    from gateway.admin import actions
+    from gateway.admin.approvals import Approval
+    from gateway.domain.audit import AuditDraft
+    from gateway.domain.statedoc import Change
+
+    p1 = await backends(v2_app("v1"))
+    p2 = await backends(v2_app("v2", lambda x: "change" if x % 2 else "noise"))  # 50%
+    cfg = write_config(tmp_path, routes(p1, p2, p2), extra="approvals: {weights: 2}\n")
+    async with running_gateway(cfg) as g:
+        url = g.admin + "/v1/routes/iris/weights"
+        canary = {"weights": {"v1": 90, "v2": 10}, "reason": "canary"}
+        glass = auth("killgate:rollout killgate:breakglass")
+        async with session.put(url, json={**canary, "break_glass": True}, headers=glass) as r:
+            out = await r.json()
+            assert (r.status, out["error"]["type"]) == (409, "shadow_agreement"), out
+        async with session.put(url, json=canary, headers=ROLLOUT) as r:
+            out = await r.json()
+            assert (r.status, out["error"]["type"]) == (409, "shadow_agreement"), out
+        assert g.gw.holder.doc.approvals == {}  # nothing was asked for
+        loaded = g.gw.holder.loaded.config
+        intent = actions.intent("weights", canary, "iris", loaded, "alice", "canary")
+        now = time.time()
+        rec = Approval("ap-00000000000000aa", "weights", intent, intent.change_hash(), 2,
+                       ("alice",), now, now + 600)
+        await g.gw.sync.write(lambda cur: Change(approvals={rec.id: rec.to_json()}),
+                              lambda c, n: AuditDraft("alice", "approval.request",
+                                                      {"approval": rec.id}, "canary"))
+        gen = g.gw.holder.doc.generation
+        token = mint(SECRET, "bob", "killgate:rollout", 600, "killgate", "killgate-admin")
+        bob = {"Authorization": f"Bearer {token}"}
+        async with session.post(g.admin + f"/v1/approvals/{rec.id}/approve", json={},
+                                headers=bob) as r:
+            out = await r.json()
+            assert (r.status, out["error"]["type"]) == (409, "shadow_agreement"), out
+        doc = g.gw.holder.doc
+        assert doc.generation == gen and rec.id in doc.approvals and "iris" not in doc.overrides

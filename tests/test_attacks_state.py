@@ -10,9 +10,11 @@ stop (deleting keys is a denial of service) is stated in the README's "Trust" se
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -20,17 +22,20 @@ import time
 from pathlib import Path
 from typing import Any
 
+from gateway.domain.audit import seal
 from gateway.domain.statedoc import MAX_GENERATION
+from gateway.state.signing import Key, Keyring
 from tests.backends import echo_app
 from tests.conftest import (
     ROOT,
+    STATE_KEY,
     RedisServer,
     running_gateway,
     two_versions,
     wait_until,
     write_config,
 )
-from tests.test_forgery import stays_killed
+from tests.test_forgery import _fleet, metric, stays_killed
 from tests.test_keyed_audit import KEY, H, events_in, verify, verify_mirror
 from tests.test_killswitch import redis_state, status_of
 
@@ -473,26 +478,394 @@ async def test_huge_documents_in_the_store_do_not_stall_the_data_plane(
 async def test_keys_of_the_wrong_type_do_not_block_kills(
         tmp_path: Path, backends, session, redis_server: RedisServer) -> None:
     """The attacker replaces a key the commit or the heartbeat writes with one of another
-    type (a hash where the generation was, a string where the audit stream was). Every
-    commit failed with WRONGTYPE: kills refused (503) and no re-seed possible until an
-    operator cleaned Redis by hand; heartbeats failed, so the sync loop kept reconnecting.
+    type (a hash where the generation was, a string where the audit stream was, a set
+    where a script's idempotency record will be). Every commit failed with WRONGTYPE:
+    kills refused (503) and no re-seed possible until an operator cleaned Redis by hand;
+    heartbeats failed, so the sync loop kept reconnecting; the script's kill answered 503.
     The instance now replaces such keys (nothing genuine is in them) and carries on."""
     p = await backends(echo_app("v1"))
     cfg = write_config(tmp_path, two_versions(p, p, 100, 0),
                        state=redis_state(redis_server, tmp_path))
     async with running_gateway(cfg) as g:
         await post(session, g.admin, "/v1/kill", scope="version", route="iris", version="v2")
+        idem = "kgtest:idem:" + hashlib.sha256(b"alice\nscript").hexdigest()
         for key, wrong in (("kgtest:gen", ("HSET", "kgtest:gen", "a", "b")),
                            ("kgtest:audit", ("SET", "kgtest:audit", "x")),
                            ("kgtest:audit:head", ("RPUSH", "kgtest:audit:head", "x")),
-                           ("kgtest:instances", ("SET", "kgtest:instances", "x"))):
+                           ("kgtest:instances", ("SET", "kgtest:instances", "x")),
+                           (idem, ("SADD", idem, "x"))):
             redis_server.cmd("DEL", key)
             redis_server.cmd(*wrong)
-            async with session.post(g.admin + "/v1/kill", headers=H, json={
+            async with session.post(g.admin + "/v1/kill", headers={
+                    **H, "Idempotency-Key": "script"}, json={
                     "scope": "route", "route": "iris", "reason": key}) as r:
                 assert r.status == 200, (key, await r.text())
+                assert r.headers.get("idempotent-replayed") is None
+            redis_server.cmd("DEL", idem)
             await post(session, g.admin, "/v1/unkill", scope="route", route="iris")
             await wait_until(lambda: g.gw.sync.connected, 5, what=f"connected after {key}")
         assert redis_server.cmd("TYPE", "kgtest:audit") == "stream"
         assert redis_server.cmd("TYPE", "kgtest:instances") == "hash"
         assert "version:iris:v2" in g.gw.holder.doc.kills
+
+
+# ------------------------------------------------------------------ replays that hold
+
+
+async def test_genuine_values_replayed_across_prefixes_kinds_or_generations_are_refused(
+        tmp_path: Path, backends, session, redis_server: RedisServer) -> None:
+    """Held: a genuine document of another deployment sharing the key (prefix `staging`),
+    a genuine signed value of another kind (an idempotency record, a snapshot file), and
+    a genuine document whose generation was edited are all refused, stored or pushed: the
+    MAC covers kind, prefix and the whole body, generation included."""
+    p = await backends(echo_app("v1"))
+    staging = write_config(tmp_path, two_versions(p, p, 100, 0), name="staging.yaml",
+                           state=redis_state(redis_server, tmp_path, name="staging").replace(
+                               "prefix: kgtest", "prefix: staging"))
+    async with running_gateway(staging) as s:
+        async with session.put(s.admin + "/v1/routes/iris/weights", headers=H, json={
+                "weights": {"v1": 0, "v2": 100}, "reason": "staging"}) as r:
+            assert r.status == 200
+        for _ in range(5):
+            await post(session, s.admin, "/v1/kill", scope="global")
+            await post(session, s.admin, "/v1/unkill", scope="global")
+    foreign = redis_server.cmd("GET", "staging:state")
+    cfg = write_config(tmp_path, two_versions(p, p, 100, 0),
+                       state=redis_state(redis_server, tmp_path))
+    async with running_gateway(cfg) as g:
+        hdrs = {**H, "Idempotency-Key": "k"}
+        async with session.post(g.admin + "/v1/kill", headers=hdrs, json={
+                "scope": "route", "route": "iris", "reason": "r"}) as r:
+            assert r.status == 200
+        gen = g.gw.holder.doc.generation
+        ident = hashlib.sha256(b"alice\nk").hexdigest()
+        own = redis_server.cmd("GET", "kgtest:state")
+        head, body = own.split("\n", 1)
+        doc = json.loads(body)
+        await wait_until(lambda: (tmp_path / "snapshot-a.json").exists(), 5, what="snapshot")
+        values = {
+            "another prefix": foreign,
+            "an idempotency record": redis_server.cmd("GET", f"kgtest:idem:{ident}"),
+            "a snapshot file": (tmp_path / "snapshot-a.json").read_text(),
+            "the generation edited": head + "\n" + json.dumps(
+                {**doc, "generation": gen + 100, "kills": {}}),
+        }
+        tamper = g.gw.sync.tamper
+        for how, value in values.items():
+            assert value.startswith("KGS1 "), how
+            pushes, stored = tamper.counts.get("push", 0), tamper.counts.get("state", 0)
+            redis_server.cmd("PUBLISH", "kgtest:events", value)
+            redis_server.cmd("SET", "kgtest:state", value)
+            redis_server.cmd("SET", "kgtest:gen", str(gen + 100))
+            await wait_until(lambda p=pushes, s=stored: tamper.counts.get("push", 0) > p
+                             and tamper.counts.get("state", 0) > s, 5, what=how)
+            assert g.gw.holder.doc.generation < gen + 100, how
+            assert "route:iris" in g.gw.holder.doc.kills and not g.gw.holder.doc.overrides
+            await stays_killed(session, [g.url], 0.2)
+
+
+async def test_a_replayed_heartbeat_makes_a_stopped_instance_pending_never_acked(
+        tmp_path: Path, backends, session, redis_server: RedisServer, gateway_procs) -> None:
+    """Documented limit, and what holds: b is frozen. Its own genuine heartbeat, replayed
+    on the acks channel and into the instances hash with a fresh server time, makes it
+    look live, so receipts wait for it; it is listed as pending, never counted as having
+    applied the new kill (its heartbeat names the generation it had)."""
+    a, b = await _fleet(tmp_path, backends, redis_server, gateway_procs)
+    async with session.get(b.admin + "/v1/status", headers=H) as r:
+        name_b = (await r.json())["instance"]
+    record = redis_server.cmd("HGET", "kgtest:instances", name_b).split(" ", 1)[1]
+    os.kill(b.proc.pid, signal.SIGSTOP)
+    stop = asyncio.Event()
+
+    async def replay() -> None:
+        while not stop.is_set():
+            redis_server.cmd("PUBLISH", "kgtest:acks", record)
+            redis_server.cmd("HSET", "kgtest:instances", name_b,
+                             f"{int(time.time() * 1000)} {record}")
+            await asyncio.sleep(0.05)
+
+    task = asyncio.create_task(replay())
+    try:
+        # for longer than b's lease (2 s), only the replay keeps it "live"
+        end = time.monotonic() + 2.5
+        while time.monotonic() < end:
+            async with session.get(a.admin + "/v1/status", headers=H) as r:
+                assert name_b in (await r.json())["instances"]
+            await asyncio.sleep(0.1)
+        async with session.post(f"{a.admin}/v1/kill?wait=1s", headers=H, json={
+                "scope": "route", "route": "iris", "reason": "r"}) as r:
+            receipt = await r.json()
+            assert r.status == 200, receipt
+        applied = receipt["applied"]
+        assert applied["pending"] == [name_b] and applied["acked"] == 1, applied
+    finally:
+        stop.set()
+        await task
+        os.kill(b.proc.pid, signal.SIGCONT)
+
+
+async def test_a_commit_over_a_forged_document_repairs_it_and_is_audited(
+        tmp_path: Path, backends, session, redis_server: RedisServer) -> None:
+    """Held: the attacker replaces the document but leaves the generation key, so the
+    commit script's compare-and-set passes. The commit writes the instance's own verified
+    state (it never read the forgery) with its audit event, and the trail verifies."""
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p, 100, 0),
+                       state=redis_state(redis_server, tmp_path))
+    async with running_gateway(cfg) as g:
+        await post(session, g.admin, "/v1/kill", scope="route", route="iris")
+        doc = json.loads(redis_server.cmd("GET", "kgtest:state").split("\n", 1)[1])
+        redis_server.cmd("SET", "kgtest:state", json.dumps({**doc, "kills": {}}))
+        res = await post(session, g.admin, "/v1/kill", scope="version", route="iris",
+                         version="v2")
+        assert res["changed"]
+        assert set(stored_kills(redis_server)) == {"route:iris", "version:iris:v2"}
+        assert events_in(redis_server)[-1]["action"] == "kill"
+        ok = await asyncio.to_thread(verify, g.admin, *KEY)
+        assert ok.returncode == 0, ok.stderr
+
+
+async def test_no_key_material_in_logs_answers_or_the_store(
+        tmp_path: Path, backends, session, redis_server: RedisServer, gateway_procs) -> None:
+    """Held: after forgeries of every kind (so every refusal path logs), neither the state
+    key nor its hex/base64 forms appear in the process log, any admin answer (with or
+    without a token), the metrics, or anything stored in Redis. Without a token the admin
+    port answers 401 to every state endpoint and changes nothing."""
+    (a,) = await _fleet(tmp_path, backends, redis_server, gateway_procs, names=("a",))
+    await post(session, a.admin, "/v1/kill", scope="route", route="iris")
+    kid = (await (await session.get(a.admin + "/v1/status", headers=H)).json())[
+        "store"]["verification"]["key_id"]
+    series = 'killgate_state_unverified_total{kind="push"}'
+    for value in ("{}", f"KGS1 {kid} é\n{{}}", f"KGS1 {kid} {'0' * 64}\n{{}}", "KGS1 x"):
+        before = await metric(session, a.admin, series)
+        redis_server.cmd("PUBLISH", "kgtest:events", value)
+        redis_server.cmd("PUBLISH", "kgtest:acks", value)
+        redis_server.cmd("SET", "kgtest:state", value)
+        redis_server.cmd("SET", "kgtest:gen", "9999")
+
+        async def refused(b: float = before) -> bool:
+            return await metric(session, a.admin, series) > b
+        await wait_until(refused, 5, what=f"{value[:12]!r} refused")
+    await wait_until(lambda: "state_unverified" in a.output(), 5, what="a refusal logged")
+    seen = [a.output()]
+    for path in ("/v1/status", "/v1/config", "/v1/audit?limit=100", "/metrics", "/readyz",
+                 "/healthz", "/openapi.json"):
+        async with session.get(a.admin + path, headers=H) as r:
+            seen.append(await r.text())
+        async with session.get(a.admin + path) as r:
+            seen.append(await r.text())
+            if path.startswith("/v1/"):
+                assert r.status == 401, path
+    for path in ("/v1/kill", "/v1/unkill"):
+        async with session.post(a.admin + path, json={"scope": "global", "reason": "x"}) as r:
+            assert r.status == 401
+    async with session.get(a.admin + "/v1/status", headers=H) as r:
+        assert [k["scope"] for k in (await r.json())["kills"]] == ["route"]
+    raw = await asyncio.to_thread(subprocess.run, ["redis-cli", "-p", str(redis_server.port), "--raw", "EVAL",
+                          "local out = {} for _, k in ipairs(redis.call('KEYS', '*')) do "
+                          "out[#out+1] = k out[#out+1] = redis.call('DUMP', k) end "
+                          "return out", "0"], capture_output=True, check=True)
+    seen.append(raw.stdout.decode("latin-1"))
+    text = "\n".join(seen)
+    for form in (STATE_KEY, STATE_KEY.encode().hex(), base64.b64encode(
+            STATE_KEY.encode()).decode(), STATE_KEY[:16]):
+        assert form not in text, form
+
+
+# ------------------------------------------------------------------ an instance's memory
+
+
+async def test_only_an_instance_with_a_snapshot_refuses_an_older_genuine_document_at_start(
+        tmp_path: Path, backends, session, redis_server: RedisServer) -> None:
+    """The attacker saved a genuine document from before a kill and restores it (with its
+    generation) while instances restart. One that starts from its snapshot knows a newer
+    generation: it keeps the kill and re-seeds the store. One that starts without a
+    snapshot (none configured, or the file lost) has nothing to compare with and adopts
+    the older document: the kill is lifted on it until an instance that remembers re-seeds
+    the store. The README states this limit; keep `snapshot_path` on persistent storage."""
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p, 100, 0),
+                       state=redis_state(redis_server, tmp_path))
+    async with running_gateway(cfg) as g:
+        await post(session, g.admin, "/v1/kill", scope="version", route="iris", version="v2")
+        saved = {k: redis_server.cmd("GET", k) for k in ("kgtest:state", "kgtest:gen")}
+        await post(session, g.admin, "/v1/kill", scope="route", route="iris")
+        await wait_until(lambda: b"route:iris" in (tmp_path / "snapshot-a.json").read_bytes(),
+                         5, what="the snapshot")
+
+    def rollback() -> None:
+        redis_server.cmd("FLUSHALL")
+        for k, v in saved.items():
+            redis_server.cmd("SET", k, v)
+
+    rollback()
+    async with running_gateway(cfg) as g:
+        assert "route:iris" in g.gw.holder.doc.kills
+        await wait_until(lambda: "route:iris" in stored_kills(redis_server), 5,
+                         what="the store re-seeded with the kill")
+    rollback()
+    (tmp_path / "snapshot-a.json").unlink()
+    async with running_gateway(cfg) as g:
+        assert set(g.gw.holder.doc.kills) == {"version:iris:v2"}  # the limit
+        assert (await status_of(session, g.url))[0] == 200
+
+
+async def test_a_flooded_heartbeat_or_counts_hash_does_not_stall_the_data_plane(
+        tmp_path: Path, backends, session, redis_server: RedisServer) -> None:
+    """The attacker fills the instances hash and a counts hash with 200,000 fresh-looking
+    entries each. Checking them all for `/v1/status` (the console polls it) and for the
+    fleet's counts ran on the data plane's loop in one go: 300,000 stalled every request
+    for 2.7 s. The check now lets requests through as it goes; the forgeries are counted."""
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p, 100, 0),
+                       state=redis_state(redis_server, tmp_path, command_timeout="5s"))
+    async with running_gateway(cfg) as g:
+        now = int(time.time() * 1000)
+        fill = (f"for i=1,200000 do redis.call('HSET', KEYS[1], 'i'..i, '{now} - - 1 1 - i'..i)"
+                " redis.call('HSET', KEYS[2], 'i'..i, 'x') end return 1")
+        await asyncio.to_thread(subprocess.run, [
+            "redis-cli", "-p", str(redis_server.port), "EVAL", fill, "2", "kgtest:instances",
+            "kgtest:stats:iris"], check=True, capture_output=True)
+        worst = 0.0
+        done = asyncio.Event()
+
+        async def probe() -> None:
+            nonlocal worst
+            while not done.is_set():
+                t0 = time.perf_counter()
+                assert (await status_of(session, g.url))[0] == 200
+                worst = max(worst, time.perf_counter() - t0)
+                await asyncio.sleep(0.01)
+
+        task = asyncio.create_task(probe())
+        try:
+            async with session.get(g.admin + "/v1/status", headers=H) as r:
+                assert r.status == 200
+                assert len((await r.json())["instances"]) == 1
+            assert await g.gw.sync.store.get_stats("iris") == []
+        finally:
+            done.set()
+            await task
+        assert g.gw.sync.tamper.counts.get("heartbeat", 0) >= 200_000
+        assert g.gw.sync.tamper.counts.get("stats", 0) >= 200_000
+        assert worst < 1.0, worst
+
+
+def test_a_mirror_line_nested_too_deeply_is_a_break_not_a_traceback(tmp_path: Path) -> None:
+    """`audit verify --mirror FILE` on a file whose line nests 100,000 arrays: a named
+    break (exit 1), never a RecursionError traceback."""
+    mirror = tmp_path / "m.jsonl"
+    mirror.write_text("[" * 100_000 + "]" * 100_000 + "\n")
+    res = verify_mirror(mirror)
+    assert res.returncode == 1 and "BROKEN at event #0" in res.stderr, res.stderr
+    assert "Traceback" not in res.stderr
+
+
+async def test_an_event_with_a_correct_hash_and_a_forged_mac_is_refused(
+        tmp_path: Path, backends, session, redis_server: RedisServer) -> None:
+    """Held: an event the attacker writes with a correct hash and a MAC that is not ours
+    (a copy of another event's, hex garbage, or not ASCII) is refused by `audit verify`
+    with the key and never appended to the mirror."""
+    p = await backends(echo_app("v1"))
+    mirror = tmp_path / "mirror.jsonl"
+    cfg = write_config(tmp_path, two_versions(p, p), state=redis_state(
+        redis_server, tmp_path, extra=f"  audit_mirror: {mirror}\n"))
+    async with running_gateway(cfg) as g:
+        await post(session, g.admin, "/v1/kill", scope="route", route="iris")
+        genuine = events_in(redis_server)
+        await wait_until(lambda: mirror.exists() and len(mirror.read_text().splitlines())
+                         == len(genuine), 5, what="the mirror to catch up")
+        copied = mirror.read_bytes()
+        last = genuine[-1]
+        for mac in (genuine[0]["mac"], "0" * 64, "é"):
+            forged = seal({"id": "forged", "action": "unkill", "reason": "x"}, last["hash"],
+                          (last["kid"], b"not the key" * 4))
+            redis_server.cmd("XADD", "kgtest:audit", "*", "e", json.dumps({**forged,
+                                                                          "mac": mac}))
+            res = await asyncio.to_thread(verify, g.admin, *KEY)
+            assert res.returncode == 1 and "mac does not match" in res.stderr, res.stderr
+            redis_server.cmd("XDEL", "kgtest:audit", stream_ids(redis_server)[-1])
+        await wait_until(lambda: g.gw.metrics.get("killgate_audit_mirror_refused_total") == 1,
+                         5, what="the mirror's refusal")
+        assert "MAC does not verify" in g.gw.sync.status()["audit"]["mirror"]["refused"][
+            "problem"]
+        assert mirror.read_bytes() == copied
+
+
+async def test_a_forged_or_moved_idempotency_record_is_never_answered_from(
+        tmp_path: Path, backends, session, redis_server: RedisServer) -> None:
+    """Held: the attacker writes a record for the key a script will use (unsigned, signed
+    with another key, or a genuine record of another key moved there) claiming the kill
+    was done. The kill is applied; the record is replaced and the forgery counted."""
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p, 100, 0),
+                       state=redis_state(redis_server, tmp_path))
+    async with running_gateway(cfg) as g:
+        body = {"scope": "route", "route": "iris", "reason": "r"}
+        async with session.post(g.admin + "/v1/kill", headers={**H, "Idempotency-Key": "a"},
+                                json={**body, "scope": "version", "version": "v2"}) as r:
+            assert r.status == 200
+        genuine = redis_server.cmd("GET", "kgtest:idem:" + hashlib.sha256(
+            b"alice\na").hexdigest())
+        fp = hashlib.sha256(b"POST /v1/kill\n" + json.dumps(body).encode()).hexdigest()
+        claim = json.dumps({"fingerprint": fp, "response": {"generation": 1, "applied": {
+            "instances": 1, "acked": 1, "elapsed_ms": 1, "pending": []}, "changed": True},
+            "_expires": time.time() + 3600})
+        for n, value in enumerate((claim, Keyring(Key.of(b"x" * 40), context="kgtest").seal(
+                b"idem:" + hashlib.sha256(b"alice\nk0").hexdigest().encode(),
+                claim.encode()).decode(), genuine)):
+            ident = hashlib.sha256(f"alice\nk{n}".encode()).hexdigest()
+            redis_server.cmd("SET", f"kgtest:idem:{ident}", value)
+            refused = g.gw.sync.tamper.counts.get("idempotency", 0)
+            async with session.post(g.admin + "/v1/kill", json=body,
+                                    headers={**H, "Idempotency-Key": f"k{n}"}) as r:
+                got = await r.json()
+                assert r.status == 200 and r.headers.get("idempotent-replayed") is None, got
+            assert "route:iris" in g.gw.holder.doc.kills
+            assert g.gw.sync.tamper.counts.get("idempotency", 0) > refused
+            await post(session, g.admin, "/v1/unkill", scope="route", route="iris")
+
+
+async def test_a_deleted_audit_stream_is_reported_as_lost(
+        tmp_path: Path, backends, session, redis_server: RedisServer) -> None:
+    """Documented limit: deleting the audit stream loses its events (the mirror holds
+    them). The next event continues the anchored head, so `audit verify` names the loss
+    instead of reporting a short trail as intact."""
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p), state=redis_state(redis_server, tmp_path))
+    async with running_gateway(cfg) as g:
+        await post(session, g.admin, "/v1/kill", scope="route", route="iris")
+        redis_server.cmd("DEL", "kgtest:audit")
+        await post(session, g.admin, "/v1/unkill", scope="route", route="iris")
+        res = await asyncio.to_thread(verify, g.admin, *KEY)
+        assert res.returncode == 1 and "the events before it were lost" in res.stderr
+
+
+async def test_an_older_genuine_snapshot_put_back_holds_only_until_the_store_answers(
+        tmp_path: Path, backends, session, redis_server: RedisServer) -> None:
+    """Documented limit (disk access, with the key configured): an older genuine snapshot
+    of this deployment put back is accepted. While the store cannot be reached at start
+    the instance enforces that older state (a later kill not in force); once the store
+    answers, its newer document replaces it."""
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p, 100, 0),
+                       state=redis_state(redis_server, tmp_path))
+    snap = tmp_path / "snapshot-a.json"
+    async with running_gateway(cfg) as g:
+        await post(session, g.admin, "/v1/kill", scope="version", route="iris", version="v2")
+        await wait_until(lambda: snap.exists() and b"version:iris:v2" in snap.read_bytes(),
+                         5, what="the snapshot")
+        older = snap.read_bytes()
+        await post(session, g.admin, "/v1/kill", scope="route", route="iris")
+        await wait_until(lambda: b"route:iris" in snap.read_bytes(), 5, what="the snapshot")
+    snap.write_bytes(older)
+    redis_server.freeze()
+    try:
+        async with running_gateway(cfg) as g:
+            assert g.gw.sync.from_snapshot and not g.gw.sync.connected
+            assert set(g.gw.holder.doc.kills) == {"version:iris:v2"}  # the limit
+            redis_server.thaw()
+            await wait_until(lambda: "route:iris" in g.gw.holder.doc.kills, 10,
+                             what="the store's newer document")
+    finally:
+        redis_server.thaw()

@@ -68,14 +68,26 @@ def test_check_cli_exit_codes_and_one_line_per_problem(tmp_path: Path) -> None:
     ("hs256_secret_env: KG_CHECK_SECRET", {"KG_CHECK_SECRET": "short"}, 1, "shorter than 32"),
     ("hs256_secret_env: KG_CHECK_SECRET", {}, 0, "note: admin.auth: no admin token secret"),
     ("hs256_secret_file: long.txt", {}, 0, ""),
-], ids=["short-file", "missing-file", "private-key", "short-env", "unset-env", "good-file"])
+    ("hs256_secret_file: open.txt", {}, 1, "may be read or written by other users (mode 0644)"),
+    ("hs256_secret_file: groupw.txt", {}, 1, "may be written by other users (mode 0620)"),
+    ("{algorithms: [RS256], public_key_file: open.pem}", {}, 1, "(mode 0666); `chmod go-w`"),
+], ids=["short-file", "missing-file", "private-key", "short-env", "unset-env", "good-file",
+        "world-readable-secret", "group-writable-secret", "world-writable-public-key"])
 def test_check_refuses_admin_keys_that_cannot_verify(tmp_path: Path, auth: str,
                                                      env: dict[str, str], code: int,
                                                      says: str) -> None:
     """RELIABILITY row 23: a key file that is missing, short or private is an error; an
     unset secret variable is the deployment's business, so only a note."""
     (tmp_path / "short.txt").write_text("ten bytes!")
+    (tmp_path / "short.txt").chmod(0o600)
     (tmp_path / "long.txt").write_text("x" * 40)
+    (tmp_path / "long.txt").chmod(0o600)
+    (tmp_path / "open.txt").write_text("x" * 40)
+    (tmp_path / "open.txt").chmod(0o644)
+    (tmp_path / "groupw.txt").write_text("x" * 40)
+    (tmp_path / "groupw.txt").chmod(0o620)
+    (tmp_path / "open.pem").write_text("-----BEGIN PUBLIC KEY-----\nabc\n")
+    (tmp_path / "open.pem").chmod(0o666)
     (tmp_path / "private.pem").write_text("-----BEGIN PRIVATE KEY-----\nabc\n")
     cfg = tmp_path / "k.yaml"
     cfg.write_text(f"admin:\n  auth: {auth}\n" if auth.startswith("{") else

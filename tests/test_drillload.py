@@ -69,6 +69,29 @@ async def test_admin_client_retries_503_with_the_same_key_and_not_409(backends) 
         assert 0.4 < time.monotonic() - t0 < 5
 
 
+async def test_admin_client_never_follows_a_redirect(backends) -> None:
+    seen: list[str | None] = []
+
+    async def moved(req: web.Request) -> web.Response:
+        raise web.HTTPFound("/elsewhere")
+
+    async def elsewhere(req: web.Request) -> web.Response:
+        seen.append(req.headers.get("Authorization"))
+        return web.json_response({"ok": True})
+
+    app = web.Application()
+    app.router.add_post("/v1/drills", moved)
+    app.router.add_post("/elsewhere", elsewhere)
+    port = await backends(app)
+    async with ClientSession() as s:
+        api = AdminClient(s, f"http://127.0.0.1:{port}", "secret-token")
+        with pytest.raises(DrillApiError) as e:
+            await api.call("POST", "/v1/drills", {"reason": "r"}, retry_for=5)
+    assert (e.value.status, e.value.type) == (302, "redirect")
+    assert "/elsewhere" in str(e.value) and "secret-token" not in str(e.value)
+    assert seen == []  # the token went nowhere else
+
+
 async def test_traffic_is_paced_per_instance_and_records_failures(backends) -> None:
     port = await backends(echo_app("v1", extra_headers={"x-killgate-version": "v1",
                                                         "x-killgate-decision": "weighted"}))

@@ -4,6 +4,7 @@ change made meanwhile."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -162,6 +163,22 @@ def test_restore_and_end_merge_into_one_change() -> None:
     after = ap(doc, both)
     assert after.kills == {} and after.drills == {}
     assert after.drill_results["kill:iris-drill"] == {"verdict": "aborted"}
+
+
+def test_merge_keeps_every_field_of_both_changes() -> None:
+    """Each of Change's fields, set in the first change only and in the second only: a
+    field merge forgot (one added to Change later, say) is caught."""
+    flag = KillFlag("global", None, None, "a", "r", "t", 0)
+    values = {"kills": {"global": flag}, "overrides": {"iris": None},
+              "history": {"iris": ()}, "progress": {"iris": None},
+              "identities": {"iris": {"v1": {"url": "u"}}}, "epoch": "e1",
+              "approvals": {"ap-1": {"x": 1}}, "drills": {"d-1": None},
+              "drill_results": {"kill:iris": {"verdict": "passed"}}}
+    assert set(values) == {f.name for f in dataclasses.fields(Change)}
+    for name, value in values.items():
+        one = Change(**{name: value})
+        assert getattr(drills.merge(one, Change()), name) == value, name
+        assert getattr(drills.merge(Change(), one), name) == value, name
 
 
 def test_the_document_round_trips_with_open_drills_and_results() -> None:

@@ -80,6 +80,17 @@ def test_payload_shape_and_signature() -> None:
                       body)
 
 
+def test_payload_says_how_a_gated_change_got_through() -> None:
+    ev = {"id": "e1", "time": "t", "actor": "alice", "action": "unkill",
+          "target": {"scope": "global"}, "reason": "r", "hash": "h"}
+    p = payload(ev, 3, "h")
+    assert p["break_glass"] is False and p["approval"] is None  # an ungated write
+    assert payload({**ev, "break_glass": True}, 3, "h")["break_glass"] is True
+    approval = {"id": "ap-0123456789abcdef", "requested_by": "alice",
+                "approved_by": ["alice", "bob"], "hash": "0" * 64, "final_reason": "ok"}
+    assert payload({**ev, "approval": approval}, 3, "h")["approval"] == approval
+
+
 def _events_cfg(port: int, extra: str = "  timeout: 1s\n") -> str:
     return ("events:\n  backoff: 20ms\n" + extra +
             f"  webhooks:\n    - {{url: 'http://127.0.0.1:{port}/hook', "
@@ -221,3 +232,38 @@ async def test_filter_and_missing_secret(tmp_path: Path, backends, session,
         assert g.gw.metrics.get("killgate_event_deliveries_total", ("failed",)) == 3
     assert [e["event"] for e in only_kills.events()] == ["killgate.kill", "killgate.kill"]
     assert unsigned.attempts == 0  # never sent unsigned
+
+
+def _token(sub: str, scope: str) -> dict[str, str]:
+    return {"Authorization": "Bearer " + mint(SECRET, sub, scope, 600, "killgate",
+                                              "killgate-admin")}
+
+
+async def test_break_glass_and_approved_writes_say_so_in_their_events(
+        tmp_path: Path, backends, session: ClientSession) -> None:
+    rcv = Receiver()
+    p = await backends(echo_app("v1"))
+    ph = await backends(rcv.app())
+    cfg = write_config(tmp_path, two_versions(p, p, 90, 10),
+                       extra=_events_cfg(ph) + "approvals: {unkill_global: 2, promote: 2}\n")
+    async with running_gateway(cfg) as g:
+        a = g.admin
+        await _call(session, "POST", a + "/v1/kill", {"scope": "global", "reason": "x"})
+        await _call(session, "POST", a + "/v1/unkill",
+                    {"scope": "global", "reason": "over", "break_glass": True},
+                    _token("alice", "killgate:kill killgate:breakglass"))
+        async with session.post(a + "/v1/routes/iris/promote", json={
+                "version": "v2", "reason": "good"}, headers=_token("alice", "killgate:admin")) as r:
+            assert r.status == 202
+            ident = (await r.json())["approval"]["id"]
+        await _call(session, "POST", a + f"/v1/approvals/{ident}/approve", {"reason": "agreed"},
+                    _token("bob", "killgate:rollout"))
+        await wait_until(lambda: len(rcv.got) >= 3, 10, what="3 deliveries")
+    kill, unkill, promote = rcv.events()
+    assert [e["event"] for e in (kill, unkill, promote)] == [
+        "killgate.kill", "killgate.unkill", "killgate.promote"]
+    assert kill["break_glass"] is False and kill["approval"] is None
+    assert unkill["break_glass"] is True and unkill["actor"] == "alice"
+    assert promote["approval"]["id"] == ident
+    assert promote["approval"]["approved_by"] == ["alice", "bob"]
+    assert promote["break_glass"] is False and unkill["approval"] is None

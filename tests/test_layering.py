@@ -1,13 +1,20 @@
-"""Third-party confinement and layering (STYLE §12-13), checked on the source itself."""
+"""Layering (STYLE layout) on the import graph with import-linter, and third-party
+confinement (STYLE §12-13) on the source itself."""
 
 from __future__ import annotations
 
 import ast
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-PKG = Path(__file__).resolve().parent.parent / "gateway"
+ROOT = Path(__file__).resolve().parent.parent
+PKG = ROOT / "gateway"
+CONTRACTS = ROOT / ".importlinter"
 MODULES = sorted(p for p in PKG.rglob("*.py"))
 
 # third-party import -> the only modules allowed to import it
@@ -30,7 +37,7 @@ PURE = {"domain/routing.py", "control/table.py", "domain/statedoc.py", "domain/o
         "domain/health.py", "domain/analysis.py", "configfile.py", "domain/stats.py",
         "domain/diff.py", "dataplane/jsonpeek.py", "dataplane/headers.py", "domain/audit.py",
         "dataplane/paths.py", "dataplane/sse.py", "dataplane/attempts.py",
-        "dataplane/notready.py", "dataplane/retry.py",
+        "dataplane/notready.py", "dataplane/retry.py", "admin/actions.py",
         "telemetry/metrics.py", "errors.py", "config.py", "domain/traffic.py",
         "domain/alerting.py", "telemetry/record.py", "telemetry/requests.py",
         "config_telemetry.py", "domain/drills.py", "domain/drilltoken.py",
@@ -73,3 +80,38 @@ def test_every_module_says_what_it_owns() -> None:
     for path in MODULES:
         doc = ast.get_docstring(ast.parse(path.read_text()))
         assert doc and len(doc) > 40, f"{path.relative_to(PKG)} needs a module docstring"
+
+
+def _lint_imports(root: Path) -> subprocess.CompletedProcess[str]:
+    """import-linter over the `gateway` package found first under `root`."""
+    code = ("import sys, gateway; from importlinter.cli import lint_imports; "
+            f"assert gateway.__file__.startswith({str(root)!r}), gateway.__file__; "
+            f"sys.exit(lint_imports(config_filename={str(CONTRACTS)!r}, no_cache=True, "
+            "no_logo=True))")
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=root, env=env, timeout=120)
+
+
+def test_import_layers_hold() -> None:
+    res = _lint_imports(ROOT)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "0 broken" in res.stdout
+
+
+@pytest.mark.parametrize(("module", "line", "contract"), [
+    ("dataplane/bodies.py", "import gateway.state.sync", "The data plane reads"),
+    ("domain/routing.py", "import asyncio", "The domain is pure"),
+    ("admin/status.py", "from gateway.app import Gateway", "Layers"),
+    ("config.py", "import gateway.domain.audit", "Layers"),
+])
+def test_the_layer_check_can_fail(tmp_path: Path, module: str, line: str,
+                                  contract: str) -> None:
+    """The same contracts over a copy of the package with one forbidden import added."""
+    shutil.copytree(PKG, tmp_path / "gateway", ignore=shutil.ignore_patterns("__pycache__"))
+    with open(tmp_path / "gateway" / module, "a") as f:
+        f.write(f"\n{line}  # noqa\n")
+    res = _lint_imports(tmp_path)
+    assert res.returncode == 1, res.stdout + res.stderr
+    broken = res.stdout.split("Broken contracts", 1)[1]
+    assert contract in broken, res.stdout

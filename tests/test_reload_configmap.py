@@ -117,7 +117,9 @@ async def test_files_named_relative_to_the_config_follow_the_update(tmp_path: Pa
     new_secret = "rotated-secret-0123456789-abcdefghijklmnop"
     base = _config_text(tmp_path, p1, p1, 100, 0).replace(
         "hs256_secret_env: KILLGATE_TEST_SECRET", "hs256_secret_file: jwt.secret")
-    vol = ConfigMapVolume(tmp_path / "cm", {"killgate.yaml": base, "jwt.secret": SECRET})
+    # (a key file must not be readable by other users: defaultMode 0400, as the README says)
+    vol = ConfigMapVolume(tmp_path / "cm", {"killgate.yaml": base, "jwt.secret": SECRET},
+                          mode=0o400)
     async with running_gateway(vol.path("killgate.yaml")) as g, ClientSession() as s:
         async def status_with(secret: str) -> int:
             tok = mint(secret, "ops", "killgate:read", 60, "killgate", "killgate-admin")

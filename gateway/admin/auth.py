@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import math
 import os
 import time
 import uuid
@@ -23,13 +24,14 @@ from typing import Any
 import jwt
 from jwt import PyJWKClient
 
+from gateway import filemodes
 from gateway.config import AuthConfig
 from gateway.errors import ApiError, Forbidden, Unauthenticated
 
-__all__ = ["SCOPES", "Authenticator", "FailureLimiter", "Principal", "mint"]
+__all__ = ["SCOPES", "Authenticator", "Principal", "mint"]
 
 SCOPES = ("killgate:read", "killgate:kill", "killgate:rollout", "killgate:alert",
-          "killgate:admin")
+          "killgate:admin", "killgate:breakglass")
 MAX_AUTH_HEADER = 8192
 MAX_JOSE_BRACKETS = 32  # `[` and `{` in a JOSE header; real ones hold a handful
 MIN_SECRET = 32
@@ -42,7 +44,11 @@ class Principal:
     scopes: frozenset[str]
 
     def require(self, scope: str) -> None:
-        if scope not in self.scopes and "killgate:admin" not in self.scopes:
+        """killgate:admin implies every scope but killgate:breakglass, which skips the
+        two-person rule and so must be granted by name."""
+        if scope in self.scopes:
+            return
+        if "killgate:admin" not in self.scopes or scope == "killgate:breakglass":
             raise Forbidden(scope)
 
 
@@ -77,56 +83,6 @@ def _nested(segment: str) -> bool:
 ACCESS_TYPS = frozenset({"jwt", "application/jwt", "at+jwt", "application/at+jwt"})
 
 
-class FailureLimiter:
-    """Repeated auth failures from one address (`limit` within `window` seconds) limit it:
-    its bad tokens get 429, and at most one token a `retry` seconds is checked at all (a
-    token check costs CPU in the process that also serves traffic). A valid token from a
-    limited address is still accepted when it is checked: an operator behind the same NAT
-    as a broken script can still kill, retrying after `Retry-After`."""
-
-    def __init__(self, limit: int = 20, window: float = 60.0, retry: float = 1.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.limit = limit
-        self.window = window
-        self.retry = retry
-        self.clock = clock
-        self._fails: dict[str, list[float]] = {}
-        self._tried: dict[str, float] = {}  # limited address -> when a token was last checked
-
-    def limited(self, addr: str) -> bool:
-        now = self.clock()
-        recent = [t for t in self._fails.get(addr, []) if now - t < self.window]
-        if recent:
-            self._fails[addr] = recent
-        else:
-            self._fails.pop(addr, None)
-            self._tried.pop(addr, None)
-        return len(recent) >= self.limit
-
-    def may_check(self, addr: str) -> bool:
-        """For a limited address: whether one more token may be checked now."""
-        now = self.clock()
-        if now - self._tried.get(addr, -self.retry) < self.retry:
-            return False
-        self._tried[addr] = now
-        if len(self._tried) > 10_000:  # bound memory under a spray of addresses
-            self._tried.pop(next(iter(self._tried)))
-        return True
-
-    def refusal(self) -> ApiError:
-        return ApiError(429, "too_many_failures", "too many failed authentication attempts "
-                        f"from this address; a valid token is accepted again after "
-                        f"{self.retry:g}s")
-
-    def failed(self, addr: str) -> None:
-        fails = self._fails.setdefault(addr, [])
-        fails.append(self.clock())
-        if len(fails) > self.limit:  # only the newest `limit` matter to check()
-            del fails[0]
-        if len(self._fails) > 10_000:  # bound memory under a spray of addresses
-            self._fails.pop(next(iter(self._fails)))
-
-
 class Authenticator:
     def __init__(self, cfg: AuthConfig, resolve: Callable[[str], Path],
                  clock: Callable[[], float] = time.time) -> None:
@@ -156,11 +112,16 @@ class Authenticator:
         if cfg.public_key_file:
             path = resolve(cfg.public_key_file)
             self._key = path.read_text()
+            if (bad := filemodes.problem(path, secret=False)) is not None:
+                raise ValueError(bad)
             if "PRIVATE KEY" in self._key:
                 raise ValueError(f"{path} holds a private key; give the public key")
             return
         if cfg.hs256_secret_file:
-            secret = resolve(cfg.hs256_secret_file).read_text().strip()
+            path = resolve(cfg.hs256_secret_file)
+            secret = path.read_text().strip()
+            if (bad := filemodes.problem(path, secret=True)) is not None:
+                raise ValueError(bad)
             where = f"the file {cfg.hs256_secret_file}"
         else:
             env = cfg.secret_env
@@ -200,20 +161,32 @@ class Authenticator:
             return
         self._jwks_keys = {k.key_id: k.key for k in keys if k.key_id}
 
-    async def authenticate(self, header: str | None) -> Principal:
+    def _token(self, header: str | None) -> str:
+        """The bearer token of an Authorization header, by its shape alone (no work)."""
         if self.problem is not None:
             raise ApiError(503, "auth_not_configured", self.problem)
         if not header or len(header) > MAX_AUTH_HEADER:
             raise Unauthenticated()
         scheme, _, token = header.partition(" ")
         token = token.strip()
-        if scheme.lower() != "bearer" or token.count(".") != 2:
+        if scheme.lower() != "bearer" or token.count(".") != 2 or not token.isascii():
             raise Unauthenticated()
+        return token
+
+    async def cached(self, header: str | None) -> Principal | None:
+        """The principal of a token verified before and still valid; None when it must be
+        verified (a dictionary look-up: consulted before any rate limit)."""
+        token = self._token(header)
         hit = self._verified.get(token)
-        if hit is not None:
-            principal = await self._cached(token, *hit)
-            if principal is not None:
-                return principal
+        return None if hit is None else await self._cached(token, *hit)
+
+    async def authenticate(self, header: str | None) -> Principal:
+        """`cached`, else `verify`."""
+        return await self.cached(header) or await self.verify(header)
+
+    async def verify(self, header: str | None) -> Principal:
+        """Check the token's signature and claims (the work a rate limit bounds)."""
+        token = self._token(header)
         if _nested(token[:token.index(".")]):
             raise Unauthenticated()
         try:
@@ -269,12 +242,17 @@ class Authenticator:
         now = self.clock()
         for name in ("exp", "iat", "nbf"):
             v = claims.get(name)
-            if name in claims and (isinstance(v, bool) or not isinstance(v, int | float)):
-                raise Unauthenticated()  # pyjwt accepts numeric strings; we do not
+            if name in claims and (isinstance(v, bool) or not isinstance(v, int | float)
+                                   or not math.isfinite(v)):
+                # pyjwt accepts numeric strings (and NaN, which compares false with
+                # everything: a token that never expires); we do not
+                raise Unauthenticated()
         if claims["iat"] > now + self.cfg.leeway:
             raise Unauthenticated()
-        if self.cfg.max_token_age is not None and now - claims["iat"] > self.cfg.max_token_age:
+        if now - claims["iat"] > self.cfg.max_token_age:
             raise Unauthenticated("expired")
+        if claims["exp"] - claims["iat"] > self.cfg.max_token_lifetime + self.cfg.leeway:
+            raise Unauthenticated()  # an absurd lifetime: refused whatever its signature
         sub = claims.get("sub")
         if not isinstance(sub, str) or not sub.strip():
             raise Unauthenticated()

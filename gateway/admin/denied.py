@@ -23,10 +23,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.admin.ports import Counters
 from gateway.domain.audit import AuditDraft, utc_now
 from gateway.errors import AuditError, StateError
 from gateway.log import event
-from gateway.telemetry.metrics import Metrics
 
 __all__ = ["DeniedLog"]
 
@@ -47,7 +47,7 @@ class _Tally:
 
 
 class DeniedLog:
-    def __init__(self, append: Callable[[AuditDraft], Awaitable[Any]], metrics: Metrics,
+    def __init__(self, append: Callable[[AuditDraft], Awaitable[Any]], metrics: Counters,
                  interval: float | None = None, max_events: int = 16,
                  max_keys: int = 1024, max_interval: float = 60.0) -> None:
         self._append = append

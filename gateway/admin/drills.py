@@ -1,16 +1,15 @@
 """The admin API's drill endpoints (CONTRACT §5.4): open, inject, restore, end, list.
 
-Owns request validation and scopes of `/v1/drills*` (the drill key, metrics and audit
-scans are in `drillsupport`). Scope `killgate:drill` opens, injects into, restores and ends drills
-on drill routes (`drill_for`); a production route needs `"production": true` at open, and
-each injection there also needs the scope of the action itself (`killgate:kill`,
-`killgate:rollout`); a global kill is always treated as production. State changes go
-through the AdminApi's `_write` (one audit event each, receipts), transitions live in
-`gateway.domain.drills`.
+Owns request validation and scopes of `/v1/drills*`; transitions live in `domain/drills.py`,
+the drill key, gauges and audit scans in `drillsupport`. Scope `killgate:drill` acts on drill
+routes (`drill_for`); a production route needs `"production": true` at open, each injection
+there the action's own scope too (a global kill always counts as production), and never what
+`approvals:` gates. Writes go through the admin API's writer; given only the ports it uses.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import secrets
@@ -20,19 +19,19 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from gateway.admin import inputs
 from gateway.admin.auth import Principal
-from gateway.admin.drillsupport import (
-    clean_summary,
-    drill_events,
-    export_metrics,
-    iso_to_unix,
-)
+from gateway.admin.drillsupport import clean_summary, drill_events, iso_to_unix
+from gateway.admin.ports import AuditReader, Current, Describe, StateWriter
+from gateway.admin.ports import Change as ChangeFn
+from gateway.admin.tracing import TRACE_ID
+from gateway.admin.writes import Done
 from gateway.config import RouteConfig, parse_duration
 from gateway.domain import drills
-from gateway.domain.audit import AuditDraft, utc_now
+from gateway.domain.audit import AuditDraft, clean_text, utc_now
 from gateway.domain.drilltoken import Claims, mint
 from gateway.domain.statedoc import Change, StateDoc, apply_change, plain
-from gateway.errors import ApiError, Forbidden
+from gateway.errors import ApiError, Forbidden, UnknownDrill
 from gateway.log import event
 
 if TYPE_CHECKING:
@@ -46,12 +45,14 @@ MAX_SUMMARY = 16 * 1024
 
 
 class DrillApi:
-    def __init__(self, api: AdminApi, key: bytes | None, key_problem: str | None) -> None:
-        self.api = api
-        self.gw = api.gw
+    def __init__(self, api: AdminApi, *, current: Current, state: StateWriter,
+                 audit: AuditReader, key: bytes | None, key_problem: str | None) -> None:
+        self.api = api  # who calls (_principal, _meta) and the writer (idempotency, receipt)
+        self.current = current
+        self.state = state
+        self.audit = audit
         self.key = key
         self.key_problem = key_problem
-        self.gw.metrics.collector(lambda m: export_metrics(m, self.gw.holder.doc))
 
     def add_routes(self, r: web.UrlDispatcher) -> None:
         r.add_get("/v1/drills", self.list)
@@ -65,9 +66,9 @@ class DrillApi:
     def _cfg_route(self, name: Any) -> RouteConfig:
         if not isinstance(name, str) or not name:
             raise ApiError(400, "bad_request", "'route' is required")
-        rc = self.gw.loaded.config.route(name)
+        rc = self.current.loaded.config.route(name)
         if rc is None:
-            raise ApiError(404, "unknown_route", f"no route named {name!r}")
+            raise ApiError(404, "unknown_route", f"no route named {clean_text(name, 64)!r}")
         return rc
 
     def _drill_id(self, request: web.Request) -> str:
@@ -77,30 +78,41 @@ class DrillApi:
             raise ApiError(404, "unknown_drill", "no such drill")
         return drill
 
-    async def _write(self, request: web.Request, principal: Principal, change: Any,
-                     describe: Any, extra: dict[str, Any]) -> dict[str, Any]:
-        resp = await self.api._write(request, principal, change, describe,
-                                     self.api._wait(request), extra)
+    async def _write(self, request: web.Request, principal: Principal, change: ChangeFn,
+                     describe: Describe, extra: dict[str, Any],
+                     meta: tuple[str, str]) -> dict[str, Any]:
+        """Apply a change with its audit event (carrying the call's trace id) through the
+        admin writer; the answer: the receipt, `changed`, `audit_id` and `extra`."""
+        wait = inputs.wait(request)
+        rid, peer = meta
+        trace = request.get(TRACE_ID, "")
+
+        def traced(cur: StateDoc, new: StateDoc) -> AuditDraft:
+            return dataclasses.replace(describe(cur, new), trace_id=trace)
+
+        async def op() -> Done:
+            new, ev = await self.state.write(change, traced)
+            answer = {**extra, "changed": ev is not None}
+            if ev is not None:
+                answer["audit_id"] = ev["id"]
+            return Done(answer, new.generation, event=ev)
+
+        resp = await self.api.writer.run(request, principal.subject, wait, op, rid, peer,
+                                         trace)
         return dict(json.loads(resp.text or "{}"))
 
     # ------------------------------------------------------------------ reads
 
     async def list(self, request: web.Request) -> web.Response:
         await self.api._principal(request, "killgate:read")
-        try:
-            limit = int(request.query.get("limit", "20"))
-        except ValueError:
-            raise ApiError(400, "bad_request", "limit must be an integer") from None
-        if not 1 <= limit <= 200:
-            raise ApiError(400, "bad_request", "limit must be between 1 and 200")
-        doc = self.gw.holder.doc
+        limit = inputs.query_int(request, "limit", 20, 1, 200)
+        doc = self.current.doc
         opened = [{k: v for k, v in plain(r).items() if k not in ("fault", "nonce")} | {
             "injected": list(r.injected), "fault": None if r.fault is None else {
                 "version": r.fault["version"], "expires": r.fault["expires"]},
             "overdue": time.time() > r.deadline} for r in doc.drills.values()]
-        assert self.gw.sync is not None
-        history = await drill_events(self.gw.sync.store,
-                                     lambda e: e.get("action") == "drill.end", limit)
+        history = await drill_events(self.audit, lambda e: e.get("action") == "drill.end",
+                                     limit)
         return web.json_response({"open": opened, "history": history[:limit],
                                   "last": doc.drill_results})
 
@@ -108,7 +120,7 @@ class DrillApi:
 
     async def open(self, request: web.Request) -> web.Response:
         principal = await self.api._principal(request, "killgate:drill")
-        body = await self.api._body(request, frozenset(
+        body = await inputs.json_body(request, frozenset(
             {"kind", "route", "version", "production", "duration", "reason"}))
         rc = self._cfg_route(body.get("route"))
         kind = body.get("kind")
@@ -125,7 +137,7 @@ class DrillApi:
                            f"route {rc.name!r} serves users (it is not a drill route): pass "
                            "\"production\": true to drill on it, or declare a drill route "
                            f"with drill_for: {rc.name}")
-        limit = self.gw.loaded.config.drills.max_duration
+        limit = self.current.loaded.config.drills.max_duration
         duration = limit
         if body.get("duration") is not None:
             try:
@@ -135,7 +147,7 @@ class DrillApi:
             if not 0 < duration <= limit:
                 raise ApiError(400, "bad_request", f"'duration' must be > 0 and at most "
                                                    f"{limit:g}s (drills.max_duration)")
-        reason = self.api._reason(body)
+        reason = inputs.reason(body)
         rid, peer = self.api._meta(request)
         drill = f"d-{datetime.now(UTC):%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
         deadline = time.time() + duration
@@ -166,21 +178,22 @@ class DrillApi:
                               {"deadline": deadline, "production": rc.drill_for is None},
                               rid, peer, {"drill": drill})
 
-        out = await self._write(request, principal, change, describe, extra)
-        rec = self.gw.holder.doc.drills.get(drill)
+        out = await self._write(request, principal, change, describe, extra,
+                                (rid, peer))
+        rec = self.current.doc.drills.get(drill)
         out["before"] = rec.before if rec is not None else None
         return web.json_response(out)
 
     async def inject(self, request: web.Request) -> web.Response:
         principal = await self.api._principal(request, "killgate:drill")
         drill = self._drill_id(request)
-        rec = self.gw.holder.doc.drills.get(drill)
+        rec = self.current.doc.drills.get(drill)
         if rec is None:
             raise ApiError(404, "unknown_drill", f"no open drill {drill!r}")
         fields = {"kill": "scope", "store_loss": "scope", "rollback": "to", "failover": "ttl"}
-        body = await self.api._body(request, frozenset({"reason", fields[rec.kind]}))
+        body = await inputs.json_body(request, frozenset({"reason", fields[rec.kind]}))
         rc = self._cfg_route(rec.route)
-        reason = self.api._reason(body)
+        reason = inputs.reason(body)
         rid, peer = self.api._meta(request)
         extra: dict[str, Any] = {"drill": drill}
         if rec.kind in ("kill", "store_loss"):
@@ -207,6 +220,7 @@ class DrillApi:
                 raise ApiError(400, "bad_request", "'to' must be a version name")
             if rc.drill_for is None:
                 self._require(principal, "killgate:rollout")
+                self._ungated("rollback")
 
             def change(cur: StateDoc) -> Change:
                 return drills.inject_rollback(cur, drill, rc, to, principal.subject, reason,
@@ -233,10 +247,14 @@ class DrillApi:
         else:
             raise ApiError(409, "nothing_to_inject",
                            f"a {rec.kind} drill injects nothing through the API")
-        return web.json_response(await self._write(request, principal, change, describe, extra))
+        # (a rollback that would give a shadow traffic below its gate is refused, as ever)
+        gated = await self.api.shadow_checks.wrap(rc.name if rec.kind == "rollback" else None,
+                                                  change)
+        return web.json_response(await self._write(request, principal, gated, describe,
+                                                    extra, (rid, peer)))
 
     def _ttl(self, raw: Any) -> float:
-        limit = self.gw.loaded.config.drills.max_fault_ttl
+        limit = self.current.loaded.config.drills.max_fault_ttl
         if raw is None:
             return min(60.0, limit)
         try:
@@ -247,6 +265,17 @@ class DrillApi:
             raise ApiError(400, "bad_request",
                            f"'ttl' must be > 0 and at most {limit:g}s (drills.max_fault_ttl)")
         return ttl
+
+    def _ungated(self, gate: str) -> None:
+        """A drill injects directly: on a route that serves users it may not do what the
+        two-person rule (approvals:) gates. Its restore, which only undoes the drill's own
+        changes, is never gated (a drill must always be able to put things back)."""
+        needs = self.current.loaded.config.approvals.needs(gate)
+        if needs > 1:
+            raise ApiError(409, "approval_required",
+                           f"a {gate} on a route that serves users needs {needs} principals "
+                           f"(approvals.{gate}), which a drill does not ask for: drill on a "
+                           "drill route (drill_for) instead")
 
     @staticmethod
     def _require(principal: Principal, scope: str) -> None:
@@ -259,18 +288,16 @@ class DrillApi:
     async def restore(self, request: web.Request) -> web.Response:
         principal = await self.api._principal(request, "killgate:drill")
         drill = self._drill_id(request)
-        body = await self.api._body(request, frozenset({"reason"}))
-        reason = self.api._reason(body)
+        body = await inputs.json_body(request, frozenset({"reason"}))
+        reason = inputs.reason(body)
         rid, peer = self.api._meta(request)
         notes: list[dict[str, Any]] = []
-        routes = {r.name: r for r in self.gw.loaded.config.routes}
+        routes = {r.name: r for r in self.current.loaded.config.routes}
         rebuilt = None
-        if drill not in self.gw.holder.doc.drills:
+        if drill not in self.current.doc.drills:
             # no record in the state (restored from an old backup, say): the audit trail has
             # every change the drill made, with its id
-            assert self.gw.sync is not None
-            events = await drill_events(self.gw.sync.store, lambda e: e.get("drill") == drill,
-                                        50)
+            events = await drill_events(self.audit, lambda e: e.get("drill") == drill, 50)
             rebuilt = drills.record_from_audit(drill, events)
             if rebuilt is None:
                 ended = next((e for e in events if e.get("action") == "drill.end"), None)
@@ -297,24 +324,25 @@ class DrillApi:
                                if rc else None, "from": "audit trail" if cur.drills.get(
                                   drill) is None else "state"}, rid, peer, {"drill": drill})
 
-        out = await self._write(request, principal, change, describe, {"drill": drill})
+        out = await self._write(request, principal, change, describe, {"drill": drill},
+                                (rid, peer))
         out["undone"] = notes
         out.update(self._state_of(drill))
         return web.json_response(out)
 
     def _state_of(self, drill: str) -> dict[str, Any]:
-        doc = self.gw.holder.doc
+        doc = self.current.doc
         rec = doc.drills.get(drill)
         if rec is None:
             return {}
-        rc = self.gw.loaded.config.route(rec.route)
+        rc = self.current.loaded.config.route(rec.route)
         return {"before": rec.before,
                 "state": drills.route_state(doc, rc) if rc is not None else None}
 
     async def end(self, request: web.Request) -> web.Response:
         principal = await self.api._principal(request, "killgate:drill")
         drill = self._drill_id(request)
-        body = await self.api._body(request, frozenset({"verdict", "summary", "reason"}))
+        body = await inputs.json_body(request, frozenset({"verdict", "summary", "reason"}))
         verdict = body.get("verdict")
         if verdict not in VERDICTS:
             raise ApiError(400, "bad_request", f"'verdict' must be one of {', '.join(VERDICTS)}")
@@ -324,16 +352,16 @@ class DrillApi:
         summary = clean_summary(summary)
         if len(json.dumps(summary)) > MAX_SUMMARY:
             raise ApiError(400, "bad_request", f"'summary' is larger than {MAX_SUMMARY} bytes")
-        reason = self.api._reason(body)
+        reason = inputs.reason(body)
         rid, peer = self.api._meta(request)
-        routes = {r.name: r for r in self.gw.loaded.config.routes}
+        routes = {r.name: r for r in self.current.loaded.config.routes}
         notes: list[dict[str, Any]] = []
         ended: dict[str, Any] = {}
 
         def change(cur: StateDoc) -> Change:
             rec = cur.drills.get(drill)
             if rec is None:
-                raise ApiError(404, "unknown_drill", f"no open drill {drill!r}")
+                raise UnknownDrill(drill)  # (re-checked on the store's copy if ours is stale)
             first = Change()
             if not rec.restored:  # ending restores first, in the same change
                 first, got = drills.restore(cur, drill, routes, principal.subject, utc_now())
@@ -356,10 +384,8 @@ class DrillApi:
                                              "undone": notes, "started": ended.get("started")},
                               rid, peer, {"drill": drill})
 
-        out = await self._write(request, principal, change, describe, {"drill": drill})
+        out = await self._write(request, principal, change, describe, {"drill": drill},
+                                (rid, peer))
         out["undone"] = notes
         event(log, "drill_end", drill=drill, verdict=verdict, actor=principal.subject)
         return web.json_response(out)
-
-    # ------------------------------------------------------------------ metrics
-

@@ -12,17 +12,16 @@ import math
 import os
 import time
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from gateway import filemodes
+from gateway.admin.ports import AuditReader
 from gateway.configfile import LoadedConfig
 from gateway.domain.audit import clean_text
 from gateway.domain.drilltoken import derive_key
 from gateway.domain.statedoc import StateDoc
 from gateway.errors import ApiError
 from gateway.telemetry.metrics import Metrics
-
-if TYPE_CHECKING:
-    from gateway.state.store import Store
 
 __all__ = ["HISTORY_SCAN", "clean_summary", "drill_events", "export_metrics",
            "iso_to_unix", "load_drill_key"]
@@ -33,11 +32,15 @@ HISTORY_SCAN = 5000  # audit events read (newest first) to find past drills
 def load_drill_key(loaded: LoadedConfig) -> tuple[bytes | None, str | None]:
     """The drill token key, and why there is none. A dedicated key (drills.key_file or
     drills.key_env, >= 32 bytes) wins; else it is derived from the admin HS256 secret.
-    Either way the key used is derived (one-way) from the secret, never the secret."""
+    Either way the key used is derived (one-way) from the secret, never the secret. A key
+    file others may read or write is refused, like the admin's (gateway/filemodes.py)."""
     cfg = loaded.config.drills
     try:
         if cfg.key_file:
-            raw = loaded.resolve(cfg.key_file).read_bytes().strip()
+            path = loaded.resolve(cfg.key_file)
+            if (loose := filemodes.problem(path, secret=True)) is not None:
+                return None, f"the drill key file is refused: {loose}"
+            raw = path.read_bytes().strip()
         elif cfg.key_env and os.environ.get(cfg.key_env):
             raw = os.environ[cfg.key_env].encode()
         else:
@@ -111,7 +114,7 @@ def clean_summary(summary: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-async def drill_events(store: Store, want: Any, limit: int) -> list[dict[str, Any]]:
+async def drill_events(store: AuditReader, want: Any, limit: int) -> list[dict[str, Any]]:
     """Audit events for which `want(event)` holds, newest first: at most `limit`, from at
     most HISTORY_SCAN of the newest events."""
     out: list[dict[str, Any]] = []

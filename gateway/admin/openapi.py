@@ -33,6 +33,22 @@ _RECEIPT = {
                     "description": "false when it was already so (nothing was recorded)"},
     },
 }
+_APPROVAL_ITEM: dict[str, Any] = {
+        "type": "object",
+        "required": ["id", "action", "needs", "approved_by", "expires"],
+        "properties": {
+            "id": {"type": "string"}, "action": {"type": "string"}, "gate": {"type": "string"},
+            "target": {"type": "object"}, "args": {"type": "object"},
+            "reason": {"type": "string"}, "requested_by": {"type": "string"},
+            "needs": {"type": "integer", "minimum": 1},
+            "approved_by": {"type": "array", "items": {"type": "string"}},
+            "created": {"type": "string"}, "expires": {"type": "string"},
+            "hash": {"type": "string", "description": "SHA-256 of the change: an approval "
+                     "names it, and a stored change that does not match it is refused"}}}
+_APPROVAL = {"type": "object", "required": ["approval"],
+             "properties": {"approval": _APPROVAL_ITEM}}
+_GLASS = {"type": "boolean", "description": "skip a required approval (scope "
+          "killgate:breakglass; loudly audited)"}
 _REASON = {"type": "string", "minLength": 1, "maxLength": 1024, "pattern": r"\S",
            "description": "why (recorded in the audit trail, never shown to clients)"}
 _NAME = {"type": "string", "minLength": 1, "maxLength": 64}
@@ -50,7 +66,9 @@ def _err(desc: str) -> dict[str, Any]:
 
 def _auth_errors(write: bool) -> dict[str, Any]:
     out = {"401": _err("missing or invalid token"), "403": _err("the token lacks the scope"),
-           "429": _err("too many failed authentications from this address"),
+           "429": _err("too many token checks from this address (a token used before is "
+                       "still accepted)"),
+           "431": _err("the request head is too large (the listener's limit)"),
            "503": _err("auth not configured, or the state store / audit trail is unavailable "
                        "(nothing was changed)")}
     if write:
@@ -67,7 +85,7 @@ def _auth_errors(write: bool) -> dict[str, Any]:
 
 
 def _write(summary: str, scope: str, body: dict[str, Any],
-           route: dict[str, Any] | None = None) -> dict[str, Any]:
+           route: dict[str, Any] | None = None, gated: bool = True) -> dict[str, Any]:
     op: dict[str, Any] = {
         "summary": summary, "security": [{"bearer": []}], "x-scope": scope,
         "parameters": [
@@ -83,9 +101,29 @@ def _write(summary: str, scope: str, body: dict[str, Any],
                                   "$ref": "#/components/schemas/Receipt"}}}},
                       **_auth_errors(True)},
     }
+    if gated:
+        op["responses"]["202"] = {
+            "description": "needs approval by another principal (approvals: config): nothing "
+                           "changed yet", "content": {"application/json": {"schema": {
+                               "$ref": "#/components/schemas/ApprovalRequest"}}}}
     if route is not None:
         op["parameters"].insert(0, {"name": "route", "in": "path", "required": True,
                                     "schema": route})
+    return op
+
+
+def _step(summary: str, props: dict[str, Any], approve: bool = False) -> dict[str, Any]:
+    op = _write(summary, "killgate:kill or killgate:rollout (the action's)", {
+        "type": "object", "additionalProperties": False, "properties": props}, gated=False)
+    op["parameters"].insert(0, {"name": "id", "in": "path", "required": True,
+                                "schema": {"type": "string"}})
+    op["requestBody"]["required"] = False
+    if approve:
+        op["responses"]["202"] = {"description": "approval recorded; more are needed",
+                                  "content": {"application/json": {"schema": {
+                                      "$ref": "#/components/schemas/ApprovalRequest"}}}}
+    op["responses"]["200"] = {"description": "applied (the receipt) or declined",
+                              "content": {"application/json": {"schema": {"type": "object"}}}}
     return op
 
 
@@ -159,17 +197,20 @@ def document(routes: list[str] | None = None, versions: list[str] | None = None)
                                                  "version": version_s}}
     kill = {**selector, "properties": {**selector["properties"],
                                        "abort_inflight": {"type": "boolean"}}}
+    unkill = {**selector, "properties": {**selector["properties"], "break_glass": _GLASS}}
     return {
         "openapi": "3.1.0",
         "info": {"title": "killgate admin API", "version": "1",
                  "description": "Kill switch, rollbacks and traffic shifts for an inference "
                                 "gateway. Scopes: killgate:read, killgate:kill, "
                                 "killgate:rollout, killgate:alert (the Alertmanager webhook "
-                                "only), killgate:drill (recovery drills), killgate:admin (all)."},
+                                "only), killgate:drill (recovery drills), killgate:breakglass "
+                                "(skips a required approval), killgate:admin (all but "
+                                "killgate:breakglass)."},
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
                                            "bearerFormat": "JWT"}},
-            "schemas": {"Error": _ERROR, "Receipt": _RECEIPT},
+            "schemas": {"Error": _ERROR, "Receipt": _RECEIPT, "ApprovalRequest": _APPROVAL},
         },
         "paths": {
             "/healthz": _open("liveness", obj),
@@ -211,19 +252,21 @@ def document(routes: list[str] | None = None, versions: list[str] | None = None)
                     **_auth_errors(False)}}},
             **_console(),
             "/v1/routes/{route}/shadow": _shadow(route_s),
-            "/v1/kill": {"post": _write("set a kill flag; every instance enforces it",
-                                        "killgate:kill", kill)},
+            "/v1/kill": {"post": _write("set a kill flag; every instance enforces it (never "
+                                        "waits for approval)", "killgate:kill", kill,
+                                        gated=False)},
             "/v1/unkill": {"post": _write("lift a kill flag (the only way a kill is lifted)",
-                                          "killgate:kill", selector)},
+                                          "killgate:kill", unkill)},
             "/v1/routes/{route}/rollback": {"post": _write(
                 "make `to` (default: the previous stable) stable with 100%", "killgate:rollout",
                 {"type": "object", "required": ["reason"], "additionalProperties": False,
-                 "properties": {"to": version_s, "reason": _REASON}}, route=route_s)},
+                 "properties": {"to": version_s, "reason": _REASON, "break_glass": _GLASS}}, route=route_s)},
             "/v1/routes/{route}/promote": {"post": _write(
                 "make `version` stable with 100%", "killgate:rollout",
                 {"type": "object", "required": ["version", "reason"],
                  "additionalProperties": False,
-                 "properties": {"version": version_s, "reason": _REASON}}, route=route_s)},
+                 "properties": {"version": version_s, "reason": _REASON,
+                                "break_glass": _GLASS}}, route=route_s)},
             "/v1/routes/{route}/weights": {"put": _write(
                 "runtime weight override (latched until release)", "killgate:rollout",
                 {"type": "object", "required": ["weights", "reason"],
@@ -231,14 +274,30 @@ def document(routes: list[str] | None = None, versions: list[str] | None = None)
                  "properties": {"weights": {"type": "object", "minProperties": 1,
                                             "additionalProperties": {"type": "number",
                                                                      "minimum": 0}},
-                                "reason": _REASON}}, route=route_s)},
+                                "reason": _REASON, "break_glass": _GLASS}}, route=route_s)},
             "/v1/alerts/alertmanager": {"post": _alertmanager()},
             "/v1/routes/{route}/release": {"post": _write(
                 "drop the route's runtime overrides: the config file governs again",
                 "killgate:rollout",
                 {"type": "object", "required": ["reason"], "additionalProperties": False,
-                 "properties": {"reason": _REASON}}, route=route_s)},
-            **drill_paths(_write, _REASON, _auth_errors, route_s, version_s),
+                 "properties": {"reason": _REASON, "break_glass": _GLASS}}, route=route_s)},
+            "/v1/approvals": {"get": {
+                "summary": "open two-person approval requests", "security": [{"bearer": []}],
+                "x-scope": "killgate:read",
+                "responses": {"200": {"description": "open requests", "content": {
+                    "application/json": {"schema": {
+                        "type": "object", "required": ["approvals"], "properties": {
+                            "approvals": {"type": "array", "items": _APPROVAL_ITEM}}}}}},
+                    **_auth_errors(False)}}},
+            "/v1/approvals/{id}/approve": {"post": _step(
+                "approve a request (another principal than the requester); the last approval "
+                "applies the change", {"hash": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+                                       "reason": _REASON}, approve=True)},
+            "/v1/approvals/{id}/decline": {"post": _step(
+                "decline a request: it is dropped and nothing changes", {"reason": _REASON})},
+            # drill writes are never held for approval (no 202)
+            **drill_paths(lambda summary, scope, body: _write(summary, scope, body, gated=False),
+                          _REASON, _auth_errors, route_s, version_s),
         },
     }
 

@@ -2,9 +2,9 @@
 
 Owns argument shapes, human-readable tables, `--json` output and exit codes of
 `status`, `kill`, `unkill`, `rollback`, `promote`, `weights`, `release`, `audit`,
-`audit verify`, `diff` and `token`. Uses only the standard library's HTTP client (the CLI
-must work where the gateway's event loop is not running). Every write carries an
-Idempotency-Key and is retried once on a connection error with the same key.
+`audit verify`, `diff` and `token`. The HTTP call and the check of every answer live in
+cli/http.py. Exit codes: 0 done, 1 error (or an answer that is not what was asked),
+3 an approval was requested (nothing changed yet), 4 not yet applied by every instance.
 """
 
 from __future__ import annotations
@@ -13,21 +13,19 @@ import argparse
 import json
 import os
 import sys
-import urllib.error
 import urllib.parse
-import urllib.request
-import uuid
 from typing import Any
 
+from gateway.cli.approvals import add_approval_commands
+from gateway.cli.http import APPROVAL, RECEIPT, ClientError, Shape, call, expect
 from gateway.domain.audit import clean_text
+from gateway.domain.statedoc import kill_key
 
 __all__ = ["add_client_commands"]
 
 DEFAULT_ADMIN = "http://127.0.0.1:8081"
-
-
-class ClientError(Exception):
-    pass
+STATUS: Shape = {"instance": str, "generation": int, "routes": dict, "kills": list}
+AUDIT_PAGE: Shape = {"events": list, "next": (str, type(None))}
 
 
 def _common(p: argparse.ArgumentParser, top: bool = False) -> None:
@@ -40,38 +38,27 @@ def _common(p: argparse.ArgumentParser, top: bool = False) -> None:
 
 
 def _call(args: argparse.Namespace, method: str, path: str,
-          body: dict[str, Any] | None = None) -> dict[str, Any]:
+          body: dict[str, Any] | None = None, shape: Shape | None = None) -> dict[str, Any]:
+    """One API call answered 200, its body checked against `shape`. An approval request
+    (202) is printed and ends the command with exit 3: nothing was changed yet."""
     base = (getattr(args, "admin", None) or os.environ.get("KILLGATE_ADMIN_URL")
             or DEFAULT_ADMIN).rstrip("/")
     token = getattr(args, "token", None) or os.environ.get("KILLGATE_TOKEN")
-    headers = {"accept": "application/json", "user-agent": "killgate-cli"}
-    if token:
-        headers["authorization"] = f"Bearer {token}"
-    data = None
-    if body is not None:
-        data = json.dumps(body).encode()
-        headers["content-type"] = "application/json"
-        headers["idempotency-key"] = uuid.uuid4().hex
-    attempts = 2 if body is not None else 1
-    for attempt in range(attempts):
-        req = urllib.request.Request(base + path, data=data, method=method, headers=headers)
-        try:
-            with urllib.request.urlopen(req, timeout=35) as resp:
-                return dict(json.loads(resp.read() or b"{}"))
-        except urllib.error.HTTPError as exc:
-            raw = exc.read()
-            try:
-                err = json.loads(raw)["error"]
-                msg = f"{exc.code} {err.get('type')}: {err.get('message')}"
-            except (ValueError, KeyError, TypeError):
-                msg = f"{exc.code} {raw[:200].decode('utf-8', 'replace')}"
-            raise ClientError(msg) from None
-        except (urllib.error.URLError, OSError) as exc:
-            if attempt + 1 < attempts:
-                continue
-            reason = getattr(exc, "reason", exc)
-            raise ClientError(f"cannot reach the admin API at {base}: {reason}") from None
-    raise ClientError("unreachable")  # pragma: no cover
+    answer = call(base, token, method, path, body)
+    if answer.status == 202 and body is not None:
+        pending = expect(answer.body, APPROVAL)["approval"]
+        if getattr(args, "json", False):
+            print(json.dumps(answer.body, indent=2))
+        else:
+            print(f"approval {pending['id']} requested: {pending['action']} needs "
+                  f"{pending['needs']} principals, approved by "
+                  f"{', '.join(map(str, pending['approved_by']))}; expires {pending['expires']}"
+                  f"\nnothing is changed until another principal runs: killgate approve "
+                  f"{pending['id']}")
+        raise ClientError("", code=3)
+    if answer.status != 200:
+        raise ClientError(f"the admin API answered {answer.status}, not 200")
+    return expect(answer.body, shape) if shape is not None else answer.body
 
 
 def _wait_q(args: argparse.Namespace) -> str:
@@ -102,7 +89,7 @@ def _print_receipt(res: dict[str, Any]) -> None:
 
 
 def _status(args: argparse.Namespace) -> int:
-    st = _call(args, "GET", "/v1/status")
+    st = _call(args, "GET", "/v1/status", shape=STATUS)
     if args.json:
         print(json.dumps(st, indent=2))
         return 0
@@ -152,22 +139,38 @@ def _selector(args: argparse.Namespace) -> dict[str, Any]:
     return {"scope": "route", "route": args.route}
 
 
+def _key(body: dict[str, Any]) -> str:
+    return kill_key(body["scope"], body.get("route"), body.get("version"))
+
+
+def _glass(args: argparse.Namespace) -> dict[str, Any]:
+    return {"break_glass": True} if getattr(args, "break_glass", False) else {}
+
+
 def _kill(args: argparse.Namespace) -> int:
     body = {**_selector(args), "reason": args.reason, "abort_inflight": not args.keep_inflight}
     return _route_write(args, "POST", "/v1/kill", body,
-                        lambda res: f"killed {res.get('kill')}" if res.get("changed", True)
-                        else f"{res.get('kill')} was already killed (unchanged)")
+                        lambda res: f"killed {res['kill']}" if res.get("changed", True)
+                        else f"{res['kill']} was already killed (unchanged)",
+                        {"kill": _key(body)})
 
 
 def _unkill(args: argparse.Namespace) -> int:
-    return _route_write(args, "POST", "/v1/unkill", {**_selector(args), "reason": args.reason},
-                        lambda res: f"lifted {res.get('unkill')}")
+    body = {**_selector(args), "reason": args.reason, **_glass(args)}
+    return _route_write(args, "POST", "/v1/unkill", body, lambda res: f"lifted {res['unkill']}",
+                        {"unkill": _key(body)})
 
 
 def _route_write(args: argparse.Namespace, method: str, path: str, body: dict[str, Any],
-                 label: str | Any) -> int:
-    """One write: the receipt as a line (or JSON); exit 4 if some instance had not applied it."""
-    res = _call(args, method, path + _wait_q(args), body)
+                 label: str | Any, asked: dict[str, Any] | None = None) -> int:
+    """One write: the receipt as a line (or JSON); exit 4 if some instance had not applied
+    it. `asked`: fields the answer must echo (the kill key, the route and action), or the
+    answer is not about what was asked and the command fails."""
+    res = _call(args, method, path + _wait_q(args), body,
+                shape={**RECEIPT, **{k: type(v) for k, v in (asked or {}).items()}})
+    for k, v in (asked or {}).items():
+        if res[k] != v:
+            raise ClientError(f"the admin API answered about {k} {res[k]!r}, not {v!r}")
     if args.json:
         print(json.dumps(res, indent=2))
     else:
@@ -177,17 +180,19 @@ def _route_write(args: argparse.Namespace, method: str, path: str, body: dict[st
 
 
 def _rollback(args: argparse.Namespace) -> int:
-    body: dict[str, Any] = {"reason": args.reason}
+    body: dict[str, Any] = {"reason": args.reason, **_glass(args)}
     if args.to:
         body["to"] = args.to
     return _route_write(args, "POST", f"/v1/routes/{_q(args.route)}/rollback", body,
-                        f"rolled back {args.route}" + (f" to {args.to}" if args.to else ""))
+                        f"rolled back {args.route}" + (f" to {args.to}" if args.to else ""),
+                        {"route": args.route, "action": "rollback"})
 
 
 def _promote(args: argparse.Namespace) -> int:
     return _route_write(args, "POST", f"/v1/routes/{_q(args.route)}/promote",
-                        {"version": args.version, "reason": args.reason},
-                        f"promoted {args.version} on {args.route}")
+                        {"version": args.version, "reason": args.reason, **_glass(args)},
+                        f"promoted {args.version} on {args.route}",
+                        {"route": args.route, "action": "promote"})
 
 
 def _weights(args: argparse.Namespace) -> int:
@@ -201,20 +206,23 @@ def _weights(args: argparse.Namespace) -> int:
         except ValueError:
             raise ClientError(f"{pair!r} is not VERSION=WEIGHT") from None
     return _route_write(args, "PUT", f"/v1/routes/{_q(args.route)}/weights",
-                        {"weights": weights, "reason": args.reason},
+                        {"weights": weights, "reason": args.reason, **_glass(args)},
                         f"weights of {args.route}: " + ", ".join(f"{k}={v:g}" for k, v in
-                                                                 weights.items()))
+                                                                 weights.items()),
+                        {"route": args.route, "action": "weights"})
 
 
 def _release(args: argparse.Namespace) -> int:
     return _route_write(args, "POST", f"/v1/routes/{_q(args.route)}/release",
-                        {"reason": args.reason}, f"released {args.route} to its config file")
+                        {"reason": args.reason, **_glass(args)},
+                        f"released {args.route} to its config file",
+                        {"route": args.route, "action": "release"})
 
 
 def _audit(args: argparse.Namespace) -> int:
     if args.action == "verify":
         return _audit_verify(args)
-    res = _call(args, "GET", f"/v1/audit?limit={args.limit}")
+    res = _call(args, "GET", f"/v1/audit?limit={args.limit}", shape=AUDIT_PAGE)
     if args.json:
         print(json.dumps(res, indent=2))
         return 0
@@ -242,7 +250,7 @@ def _all_events(args: argparse.Namespace) -> tuple[list[dict[str, Any]], str | N
     head: str | None = None
     while True:
         q = "?limit=1000" + (f"&before={urllib.parse.quote(before)}" if before else "")
-        page = _call(args, "GET", "/v1/audit" + q)
+        page = _call(args, "GET", "/v1/audit" + q, shape=AUDIT_PAGE)
         if before is None:
             head = page.get("head")
         events.extend(page.get("events", []))
@@ -259,13 +267,15 @@ def _audit_verify(args: argparse.Namespace) -> int:
 
 def _token(args: argparse.Namespace) -> int:
     from gateway.admin.auth import mint
-    from gateway.config import DEFAULT_SECRET_ENV, parse_duration
+    from gateway.config import DEFAULT_SECRET_ENV, AuthConfig, parse_duration
     from gateway.configfile import load_config
 
     issuer = audience = None
     env = args.secret_env
+    lifetime = AuthConfig().max_token_lifetime
     if args.config:
         auth = load_config(args.config).config.admin.auth
+        lifetime = auth.max_token_lifetime
         issuer, audience = auth.issuer, auth.audience
         if auth.hs256_secret_file:
             secret = load_config(args.config).resolve(auth.hs256_secret_file).read_text().strip()
@@ -280,6 +290,9 @@ def _token(args: argparse.Namespace) -> int:
         raise ClientError(f"no secret: set {env} (or give -c FILE naming the secret)")
     try:
         ttl = parse_duration(args.ttl)
+        if ttl > lifetime:
+            raise ValueError(f"--ttl {args.ttl} is longer than admin.auth.max_token_lifetime "
+                             f"({lifetime:g}s): the gateway would refuse the token")
         print(mint(secret, args.subject, args.scope, ttl, issuer, audience))
     except ValueError as exc:
         raise ClientError(str(exc)) from None
@@ -293,12 +306,16 @@ def _diff(args: argparse.Namespace) -> int:
     from gateway.errors import ConfigError
 
     try:
-        new = config_dict(load_config(args.file).config)
+        loaded = load_config(args.file)
+        new, new_digest = config_dict(loaded.config), loaded.digest
+        old_digest: str | None = None
         if args.against:
-            old = config_dict(load_config(args.against).config)
+            against = load_config(args.against)
+            old, old_digest = config_dict(against.config), against.digest
             where = args.against
         else:
-            old = _call(args, "GET", "/v1/config")["config"]
+            running = _call(args, "GET", "/v1/config", shape={"digest": str, "config": dict})
+            old, old_digest = running["config"], running["digest"]
             where = "the running gateway"
     except ConfigError as exc:
         raise ClientError("invalid config: " + "; ".join(str(p) for p in exc.problems)) from None
@@ -308,6 +325,9 @@ def _diff(args: argparse.Namespace) -> int:
         print(json.dumps({"changed": changed, **d}, indent=2))
     elif not changed:
         print(f"no changes against {where}")
+        if old_digest is not None and old_digest != new_digest:
+            print("note: the files differ, in comments or in secrets (shown redacted here: a "
+                  "changed password or webhook URL is not visible)")
     else:
         print(f"{args.file} against {where}:")
         print(_table([["route", "change", "before", "after"], *diff_rows(d)]))
@@ -323,10 +343,17 @@ def _run(fn: Any) -> Any:
         try:
             return int(fn(args))
         except ClientError as exc:
-            print(f"killgate: {exc}", file=sys.stderr)
-            return 1
+            if str(exc):
+                print(f"killgate: {exc}", file=sys.stderr)
+            return exc.code
 
     return wrapped
+
+
+def _glass_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--break-glass", action="store_true",
+                   help="skip a required approval (needs the killgate:breakglass scope; "
+                        "loudly audited)")
 
 
 def add_client_commands(sub: Any) -> None:
@@ -337,6 +364,7 @@ def add_client_commands(sub: Any) -> None:
         return p
 
     cmd("status", _status, "what the gateway enforces: routes, weights, kills, store")
+    add_approval_commands(cmd)
     for name, fn, help_ in (("kill", _kill, "stop traffic to a scope (global, route, version)"),
                             ("unkill", _unkill, "lift a kill (the only way a kill is lifted)")):
         p = cmd(name, fn, help_)
@@ -348,25 +376,31 @@ def add_client_commands(sub: Any) -> None:
         if name == "kill":
             p.add_argument("--keep-inflight", action="store_true",
                            help="let responses already streaming finish")
+        else:
+            _glass_option(p)
     p = cmd("rollback", _rollback, "make the previous (or --to) version stable with 100%%")
     p.add_argument("route")
     p.add_argument("--to", help="version to roll back to (default: previous stable)")
     p.add_argument("--reason", required=True)
     p.add_argument("--wait", default=None)
+    _glass_option(p)
     p = cmd("promote", _promote, "make VERSION stable with 100%% of traffic")
     p.add_argument("route")
     p.add_argument("version")
     p.add_argument("--reason", required=True)
     p.add_argument("--wait", default=None)
+    _glass_option(p)
     p = cmd("weights", _weights, "override a route's weights: V=W [V=W ...]")
     p.add_argument("route")
     p.add_argument("pairs", nargs="+", metavar="V=W")
     p.add_argument("--reason", required=True)
     p.add_argument("--wait", default=None)
+    _glass_option(p)
     p = cmd("release", _release, "drop a route's runtime overrides (the file governs again)")
     p.add_argument("route")
     p.add_argument("--reason", required=True)
     p.add_argument("--wait", default=None)
+    _glass_option(p)
     p = cmd("audit", _audit, "show the audit trail (newest first), or 'audit verify'")
     p.add_argument("action", nargs="?", choices=["verify"],
                    help="check the chain: links, hashes, MACs (with a key), anchored head")

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from gateway.domain.audit import TrailReport, verify_trail
+from gateway.domain.audit import TrailReport, parse_event, verify_trail
 from gateway.errors import ConfigError, Problem
 
 __all__ = ["add_verify_arguments", "verify"]
@@ -81,13 +81,9 @@ def read_mirror(path: Path) -> list[dict[str, Any]]:
         raise VerifyError(f"cannot read {path}: {exc.strerror or exc}") from None
     events = []
     for n, line in enumerate(lines, 1):
-        try:
-            ev = json.loads(line)
-            if not isinstance(ev, dict):
-                raise ValueError("not an object")
-        except ValueError:
-            ev = {"id": f"line-{n}", "unparseable": line[:200].decode("utf-8", "replace")}
-        events.append(ev)
+        ev = parse_event(line)
+        events.append(ev if ev is not None else {
+            "id": f"line-{n}", "unparseable": line[:200].decode("utf-8", "replace")})
     return events
 
 

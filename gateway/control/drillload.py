@@ -2,10 +2,10 @@
 
 Owns the drill process's aiohttp client use (like events.py and probes.py, one of the few
 modules allowed the client): `AdminClient` (writes carry an Idempotency-Key and are
-retried with it), `Traffic` (requests to every instance at a steady rate, open loop: a
-slow answer never delays the next request; each one recorded as an `Obs`), and
-`ErrorWatch` (users' error rate on a route, from the gateways' own /metrics, the drill's
-own requests taken out).
+retried with it; a redirect is never followed), `Traffic` (requests to every instance at
+a steady rate, open loop: a slow answer never delays the next request; each one recorded
+as an `Obs`), and `ErrorWatch` (users' error rate on a route, from the gateways' own
+/metrics, the drill's own requests taken out).
 """
 
 from __future__ import annotations
@@ -54,7 +54,12 @@ class AdminClient:
             try:
                 async with self.session.request(
                         method, self.base + path, json=body, headers=headers,
-                        timeout=aiohttp.ClientTimeout(total=35)) as r:
+                        allow_redirects=False, timeout=aiohttp.ClientTimeout(total=35)) as r:
+                    if 300 <= r.status < 400:  # never followed: it would carry the token
+                        raise DrillApiError(r.status, "redirect", (
+                            f"the admin API at {self.base} answered {r.status} to "
+                            f"{r.headers.get('Location', '(no Location)')[:256]}: not followed "
+                            "(it would carry the token there); give the admin URL itself"))
                     data = await r.json(content_type=None)
                     if r.status < 300 and isinstance(data, dict):
                         return data

@@ -77,6 +77,10 @@ def payload(ev: dict[str, Any], generation: int, instance: str) -> dict[str, Any
         "audit_hash": ev.get("hash"),
         # the recovery drill that made this change (a rehearsal, not an incident), or None
         "drill": ev.get("drill"),
+        # how a gated change got past the two-person rule (admin/approvals.py): skipped
+        # with killgate:breakglass, or applied by its approvers ({"id", "approved_by", ...})
+        "break_glass": ev.get("break_glass") is True,
+        "approval": ev.get("approval"),
     }
 
 
@@ -113,8 +117,8 @@ class EventSink:
         self._worker = asyncio.create_task(self._run(), name="events")
         for i, hook in enumerate(self.config().events.webhooks):
             if self._secret(hook.secret_env, hook.secret_file) is None:
-                event(log, "event_webhook_without_secret", logging.ERROR, webhook=i,
-                      url=hook.url, fix=f"set the variable or file the config names to a "
+                event(log, "event_webhook_without_secret", logging.ERROR, index=i,
+                      webhook=hook.url, fix=f"set the variable or file the config names to a "
                       f"secret of at least {MIN_SECRET} bytes (events to this webhook are not "
                       "sent unsigned)")
 
@@ -202,7 +206,7 @@ class EventSink:
         if target.secret == b"":
             self.metrics.inc("killgate_event_deliveries_total", ("failed",),
                              label_names=("result",))
-            event(log, "event_not_sent", logging.ERROR, url=target.url, event=body["event"],
+            event(log, "event_not_sent", logging.ERROR, webhook=target.url, event=body["event"],
                   why=f"the webhook's secret is not set (or shorter than {MIN_SECRET} bytes)")
             return
         if self._session is None:
@@ -221,7 +225,7 @@ class EventSink:
                     if 200 <= r.status < 300:
                         self.metrics.inc("killgate_event_deliveries_total", ("delivered",),
                                          label_names=("result",))
-                        event(log, "event_delivered", url=target.url, event=body["event"],
+                        event(log, "event_delivered", webhook=target.url, event=body["event"],
                               id=body["id"], attempt=attempt + 1)
                         return
                     why = f"HTTP {r.status}"
@@ -230,11 +234,11 @@ class EventSink:
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                 why = type(exc).__name__
             if attempt + 1 < cfg.attempts:
-                event(log, "event_retry", logging.WARNING, url=target.url, event=body["event"],
+                event(log, "event_retry", logging.WARNING, webhook=target.url, event=body["event"],
                       attempt=attempt + 1, error=why)
                 await asyncio.sleep(cfg.backoff * 2 ** attempt)
         self.metrics.inc("killgate_event_deliveries_total", ("failed",), label_names=("result",))
-        event(log, "event_failed", logging.ERROR, url=target.url, event=body["event"],
+        event(log, "event_failed", logging.ERROR, webhook=target.url, event=body["event"],
               id=body["id"], error=why)
 
     async def drained(self, timeout: float) -> bool:

@@ -31,6 +31,7 @@ from gateway.dataplane.spans import RequestTracer, TraceView, trace_choice
 from gateway.dataplane.upstream import Exchange, Upstreams
 from gateway.domain.routing import FALLBACK, KILLED, STATE_UNKNOWN, RoutePlan, RouteTable, Target
 from gateway.errors import UpstreamError, UpstreamOverflow, UpstreamTimeout
+from gateway.forwarded import ClientAddress
 from gateway.log import event
 from gateway.telemetry.metrics import Metrics
 from gateway.telemetry.record import NULL, Recorder, RequestRecord
@@ -73,7 +74,8 @@ class Proxy:
                  observer: Observer | None = None, scheme: str = "http",
                  max_inflight: int = 10_000, recorder: Recorder = NULL,
                  tracer: RequestTracer | None = None, faults: FaultGate | None = None,
-                 shadow: Mirror | None = None) -> None:
+                 shadow: Mirror | None = None,
+                 client_address: ClientAddress | None = None) -> None:
         self.max_inflight = max_inflight
         self.max_body = max_body
         self.peek_bytes = peek_bytes
@@ -87,6 +89,8 @@ class Proxy:
         self.tracer = tracer  # None: tracing off, and the request path never looks further
         self.faults = faults or FaultGate(None)
         self.shadow = shadow  # shadow copies (dataplane/shadow.py), for routes with a shadow
+        #: trusted proxies (admin.trusted_proxies): None when there are none (the fast path)
+        self.client_address = client_address
         self.scheme_b = scheme.encode()
         self.rand = random.random
         self.loop = asyncio.get_running_loop()
@@ -141,7 +145,9 @@ class Proxy:
         rec.end = self.clock.now
         recorder = self.recorder
         if recorder.detailed:
-            rec.peer = req.remote or ""
+            trusted = self.client_address  # the right-most untrusted hop behind proxies
+            rec.peer = (req.remote or "") if trusted is None else trusted.client(
+                req.remote, _forwarded_for(req))
             rid = req.headers.get_bytes(b"x-request-id")
             rec.request_id = rid.decode("latin-1") if rid is not None else ""
             rec.method = req.method.decode("latin-1")
@@ -283,8 +289,10 @@ class Proxy:
                      traceparent: bytes | None = None) -> bytes:
         first = b"%s %s%s HTTP/1.1\r\nhost: %s\r\n" % (req.method, target.path_bytes,
                                                        raw_target, host_header)
-        fwd = b"x-forwarded-for: %s\r\nx-forwarded-proto: %s\r\n" % (req.conn.remote_b,
-                                                                     self.scheme_b)
+        trusted = self.client_address  # behind trusted proxies: the chain they vouch for
+        xff = req.conn.remote_b if trusted is None else trusted.forwarded_for(
+            req.remote, _forwarded_for(req)).encode()
+        fwd = b"x-forwarded-for: %s\r\nx-forwarded-proto: %s\r\n" % (xff, self.scheme_b)
         if req.host:
             fwd += b"x-forwarded-host: %s\r\n" % req.host
         if traceparent is not None:  # ours replaces the client's: the backend joins our span
@@ -488,3 +496,7 @@ class Proxy:
             self._error(req, 413, "body_too_large", f"the request body exceeds {self.max_body} "
                         "bytes", plan=plan, target=target, decision=decision)
 
+
+def _forwarded_for(req: Request) -> list[str]:
+    """Every X-Forwarded-For field of the request, as sent."""
+    return [v.decode("latin-1") for n, v in req.raw_headers if n.lower() == b"x-forwarded-for"]

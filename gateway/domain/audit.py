@@ -30,6 +30,7 @@ __all__ = [
     "clean_text",
     "event_hash",
     "mac_matches",
+    "parse_event",
     "seal",
     "utc_now",
     "verify_chain",
@@ -92,6 +93,16 @@ class AuditDraft:
         if self.extra:
             ev.update(self.extra)
         return ev
+
+
+def parse_event(raw: bytes | str) -> dict[str, Any] | None:
+    """An event as stored (one JSON object), or None when it is not one (also when nested
+    too deeply to parse)."""
+    try:
+        ev = json.loads(raw)
+    except (ValueError, RecursionError):
+        return None
+    return ev if isinstance(ev, dict) else None
 
 
 def audit_mac(secret: bytes, hash_: str) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from gateway import redact
 from gateway.config import Config
 
 __all__ = ["config_dict", "diff_configs", "diff_rows"]
@@ -21,7 +22,10 @@ _VERSION_SETTINGS = ("url", "artifact", "model")
 
 
 def config_dict(cfg: Config) -> dict[str, Any]:
-    return cfg.model_dump(mode="json", by_alias=True)
+    """The config as JSON, with its secrets redacted (gateway/redact.py): what GET
+    /v1/config answers, `killgate diff` compares and a reload's audit event records."""
+    out: dict[str, Any] = redact.tree(cfg.model_dump(mode="json", by_alias=True))
+    return out
 
 
 def diff_configs(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:

@@ -291,6 +291,7 @@ def merge(first: Change, then: Change) -> Change:
                   identities={**first.identities, **then.identities},
                   epoch=then.epoch if then.epoch is not None else first.epoch,
                   drills={**first.drills, **then.drills},
+                  approvals={**first.approvals, **then.approvals},
                   drill_results={**first.drill_results, **then.drill_results})
 
 

@@ -167,6 +167,8 @@ class StateDoc:
     #: documents of one generation (an event without a state change keeps the generation),
     #: so a replayed older one is never taken for the newest head
     audit_seq: int = 0
+    #: id -> an open two-person approval request (admin/approvals.py owns the record)
+    approvals: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def with_changes(self, **kw: Any) -> StateDoc:
         return replace(self, **kw)
@@ -185,6 +187,7 @@ class StateDoc:
             "drill_results": self.drill_results,
             "audit_head": self.audit_head,
             "audit_seq": self.audit_seq,
+            "approvals": self.approvals,
         }
 
     @classmethod
@@ -223,14 +226,16 @@ class Change:
     #: route -> version -> identity record, added or replaced
     identities: Mapping[str, Mapping[str, dict[str, Any]]] = field(default_factory=dict)
     epoch: str | None = None
+    #: id -> an open approval request (admin/approvals.py), or None to close it
+    approvals: Mapping[str, dict[str, Any] | None] = field(default_factory=dict)
     #: open drills added, replaced or (None) closed; last results per "kind:route"
     drills: Mapping[str, DrillRecord | None] = field(default_factory=dict)
     drill_results: Mapping[str, dict[str, Any] | None] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
         return bool(self.kills or self.overrides or self.history or self.progress
-                    or self.identities or self.epoch is not None or self.drills
-                    or self.drill_results)
+                    or self.identities or self.epoch is not None or self.approvals
+                    or self.drills or self.drill_results)
 
 
 def _merged(base: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
@@ -266,6 +271,7 @@ def apply_change(doc: StateDoc, change: Change, generation: int | None = None) -
                    overrides=_merged(doc.overrides, change.overrides), history=history,
                    progress=_merged(doc.progress, change.progress), identities=identities,
                    epoch=doc.epoch if change.epoch is None else change.epoch,
+                   approvals=_merged(doc.approvals, change.approvals),
                    drills=_merged(doc.drills, change.drills),
                    drill_results=_merged(doc.drill_results, change.drill_results))
 

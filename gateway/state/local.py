@@ -35,7 +35,7 @@ from gateway.state.store import (
     ignore_unverified,
 )
 
-__all__ = ["LocalStore", "atomic_write", "last_line"]
+__all__ = ["LocalStore", "append_lines", "atomic_write", "last_line"]
 
 
 def atomic_write(path: Path, data: bytes, mode: int | None = None) -> None:
@@ -55,6 +55,19 @@ def atomic_write(path: Path, data: bytes, mode: int | None = None) -> None:
         os.fsync(dfd)
     finally:
         os.close(dfd)
+
+
+def append_lines(path: Path, events: list[dict[str, Any]]) -> None:
+    """Append events as JSON lines (one write, fsynced): the audit file, the mirror."""
+    data = "".join(json.dumps(e, ensure_ascii=False, separators=(",", ":")) + "\n"
+                   for e in events).encode()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def last_line(path: Path) -> bytes | None:
@@ -171,13 +184,7 @@ class LocalStore:
             last = last_line(self.audit_path)
             prev = json.loads(last)["hash"] if last else (chain_from or GENESIS)
             event = seal(draft.as_event(), prev, (key.kid, key.secret) if key else None)
-            line = json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
-            fd = os.open(self.audit_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
-            try:
-                os.write(fd, line)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            append_lines(self.audit_path, [event])
         except (OSError, ValueError, KeyError) as exc:
             raise AuditError(f"cannot append to the audit log {self.audit_path}: {exc}") from None
         return event

@@ -14,40 +14,26 @@ reach the store or the disk are retried and never affect the gateway.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from gateway.domain.audit import event_hash, mac_matches, utc_now
+from gateway.domain.audit import event_hash, mac_matches, parse_event, utc_now
 from gateway.errors import StateError
 from gateway.log import event
-from gateway.state.local import atomic_write, last_line
+from gateway.state.local import append_lines, atomic_write, last_line
 from gateway.state.signing import Keyring
 from gateway.state.store import AuditStore
 from gateway.telemetry.metrics import Metrics
 
-__all__ = ["AuditMirror", "append_lines"]
+__all__ = ["AuditMirror"]
 
 log = logging.getLogger("killgate.state")
 
 BATCH = 500
 Alarm = Callable[[dict[str, Any]], None]
-
-
-def append_lines(path: Path, events: list[dict[str, Any]]) -> None:
-    data = "".join(json.dumps(e, ensure_ascii=False, separators=(",", ":")) + "\n"
-                   for e in events).encode()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class AuditMirror:
@@ -121,11 +107,8 @@ class AuditMirror:
         self.last_hash, self.keyed = None, False
         if last is None:
             return None
-        try:
-            ev = json.loads(last)
-            if not isinstance(ev, dict):
-                raise ValueError("not an object")
-        except ValueError:
+        ev = parse_event(last)
+        if ev is None:
             return "the mirror's own last line is not a JSON event"
         problem = self._problem(ev)  # by itself: its link was checked when it was written
         if problem is not None:

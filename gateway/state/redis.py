@@ -6,8 +6,11 @@ Owns the state document and the audit trail in redis (key names: redislink.py):
   channel <p>:events: every committed document, as stored (signed).
 Commits are one Lua script: compare the generation and the audit head, append the keyed
 audit event, replace the state, publish. The signed document carries the hash of the
-event committed with it (`audit_head`): the anchor of the trail's end, and every
-instance's guess of the head, so the next commit from any instance is one round trip.
+event committed with it (`audit_head`, and its position `audit_seq`): the anchor of the
+trail's end, and every instance's guess of the head, so the next commit from any instance
+is one round trip. An event continues the newest head a verified document anchors, never
+the unsigned head key's (only what the script compares). A document over MAX_DOC_BYTES is
+refused unread.
 Whatever we read back is verified (gateway/state/signing.py); what fails is reported to
 `on_unverified` and never applied. Three connections: reads and polls, commits (and the
 WAIT after them), and one subscribed, whose messages reach the listener in the loop
@@ -22,10 +25,11 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 from collections.abc import Callable
 from typing import Any
 
-from gateway.domain.audit import GENESIS, AuditDraft, seal
+from gateway.domain.audit import GENESIS, AuditDraft, parse_event, seal
 from gateway.domain.statedoc import StateDoc
 from gateway.errors import AuditError, StoreConflict, StoreUnavailable
 from gateway.log import event
@@ -269,13 +273,9 @@ class RedisStore(RedisRecords):
         for sid, flat in entries or []:
             fields = dict(zip(flat[::2], flat[1::2], strict=False))
             raw = fields.get(b"e", b"")
-            try:
-                ev = json.loads(raw)
-                if not isinstance(ev, dict):
-                    raise ValueError("not an object")
-            except (ValueError, RecursionError):
-                ev = {"id": sid.decode(), "unparseable": raw.decode("utf-8", "replace")}
-            out.append((sid.decode(), ev))
+            ev = parse_event(raw)
+            out.append((sid.decode(), ev if ev is not None else {
+                "id": sid.decode(), "unparseable": raw.decode("utf-8", "replace")}))
         return out
 
     async def audit_events(self) -> list[dict[str, Any]]:
@@ -298,7 +298,10 @@ class RedisStore(RedisRecords):
 
     async def audit_page(self, limit: int, before: str | None) -> tuple[list[dict[str, Any]],
                                                                         str | None]:
-        """`before` and the returned cursor are stream entry ids (opaque to callers)."""
+        """`before` and the returned cursor are stream entry ids (opaque to callers); an
+        unknown cursor gives an empty page, as with the local store."""
+        if before is not None and not re.fullmatch(r"[0-9]{1,20}-[0-9]{1,20}", before):
+            return [], None
         hi = f"({before}" if before else "+"
         entries = await self._call("XREVRANGE", self.k_audit, hi, "-", "COUNT", limit + 1)
         pairs = self._decode(entries)

@@ -11,6 +11,7 @@ we did not write, or one past the expiry signed into it, is replaced, never answ
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Callable
@@ -38,6 +39,13 @@ local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 return {ms, redis.call('HGETALL', KEYS[1])}
 """)
 
+# Claim an idempotency key: nil when claimed, else the record already there.
+_CLAIM = Script(OWN + """
+own(KEYS[1], 'string')
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return false end
+return redis.call('GET', KEYS[1])
+""")
+
 _REPLACE = Script("""
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
@@ -49,6 +57,13 @@ return 1
 #: the signed expiry (unix time) inside an idempotency record: a genuine record put back
 #: after its TTL removed it is not answered from
 _EXPIRES = "_expires"
+
+
+async def _turn(i: int) -> None:
+    """Let the loop (the data plane) run every so many entries of a hash read whole: whoever
+    can write to the store can fill it with hundreds of thousands of entries to refuse."""
+    if i % 2048 == 0:
+        await asyncio.sleep(0)
 
 
 class RedisRecords(RedisLink):
@@ -107,6 +122,7 @@ class RedisRecords(RedisLink):
         out: dict[str, dict[str, Any]] = {}
         stale: list[bytes] = []
         for i in range(0, len(flat), 2):
+            await _turn(i)
             seen_s, _, record = flat[i + 1].partition(b" ")
             age = (int(now_ms) - int(seen_s)) / 1000.0 if seen_s.isdigit() else 1e9
             if age > 10 * lease:
@@ -122,6 +138,7 @@ class RedisRecords(RedisLink):
         if out:
             flat = await self._call("HGETALL", self.k_instances + ":urls")
             for i in range(0, len(flat), 2):
+                await _turn(i)
                 name = flat[i].decode(errors="replace")
                 if name in out:
                     out[name].update(self._open_urls(name, flat[i + 1]))
@@ -154,11 +171,9 @@ class RedisRecords(RedisLink):
         k = f"{self.k_idem}:{key}"
         sealed = self._idem_sealed(key, record, ttl)
         for _ in range(3):
-            if await self._call("SET", k, sealed, "NX", "PX", int(ttl * 1000)):
-                return None
-            raw = await self._call("GET", k)
+            raw = await self._script(_CLAIM, [k], [sealed, str(int(ttl * 1000))])
             if raw is None:
-                continue  # expired in between
+                return None
             existing = self._idem_opened(key, raw)
             if existing is not None:
                 return existing
@@ -189,7 +204,8 @@ class RedisRecords(RedisLink):
     async def get_stats(self, route: str) -> list[dict[str, Any]]:
         flat = await self._call("HGETALL", f"{self.k_stats}:{route}")
         out = []
-        for inst, v in zip(flat[::2], flat[1::2], strict=True):
+        for i, (inst, v) in enumerate(zip(flat[::2], flat[1::2], strict=True)):
+            await _turn(i)
             name = f"{route}\x00{inst.decode('utf-8', 'replace')}"
             blob = self._opened("stats", name, v, "stats")
             if blob is not None:

@@ -179,41 +179,37 @@ def read_keys(env: str | None, file: str | None, where: str,
     return Key.of(secret)
 
 
-def signing_keyring(cfg: StateConfig, resolve: Callable[[str], Path]) -> Keyring:
-    """The state keys from the config (raises ConfigError naming the setting)."""
+def _pair(cfg: StateConfig, name: str,
+          resolve: Callable[[str], Path]) -> tuple[Key | None, Key | None]:
+    """The current and previous keys of `state.<name>_*` / `state.previous_<name>_*`
+    (raises ConfigError naming the setting). The previous key must not be the current one:
+    a rotation step done wrong (the old key, which the fleet may still sign with, would not
+    be accepted at all)."""
     problems: list[Problem] = []
-    current = read_keys(cfg.signing_key_env, cfg.signing_key_file, "state.signing_key",
-                        resolve, problems)
-    previous = read_keys(cfg.previous_signing_key_env, cfg.previous_signing_key_file,
-                         "state.previous_signing_key", resolve, problems)
-    _not_the_same(current, previous, "state.signing_key", cfg.previous_signing_key_env,
-                  problems)
+    current = read_keys(getattr(cfg, f"{name}_env"), getattr(cfg, f"{name}_file"),
+                        f"state.{name}", resolve, problems)
+    prev_env = getattr(cfg, f"previous_{name}_env")
+    previous = read_keys(prev_env, getattr(cfg, f"previous_{name}_file"),
+                         f"state.previous_{name}", resolve, problems)
+    if current is not None and previous is not None and previous.kid == current.kid:
+        problems.append(Problem(f"state.previous_{name}_" + ("env" if prev_env else "file"),
+                                f"the same key as state.{name}: during a rotation it must "
+                                "name the old key (remove it once the rotation is done)"))
     if problems:
         raise ConfigError(problems)
+    return current, previous
+
+
+def signing_keyring(cfg: StateConfig, resolve: Callable[[str], Path]) -> Keyring:
+    """The state keys from the config (raises ConfigError naming the setting)."""
+    current, previous = _pair(cfg, "signing_key", resolve)
     return Keyring(current, previous, cfg.prefix if cfg.backend == "redis" else "local")
-
-
-def _not_the_same(current: Key | None, previous: Key | None, where: str, env: str | None,
-                  problems: list[Problem]) -> None:
-    """A previous key that is the current one: a rotation step done wrong (the old key,
-    which the fleet may still sign with, would not be accepted at all)."""
-    if current is not None and previous is not None and previous.kid == current.kid:
-        prev = where.replace("state.", "state.previous_") + ("_env" if env else "_file")
-        problems.append(Problem(prev, f"the same key as {where}: during a rotation it must "
-                                      "name the old key (remove it once the rotation is done)"))
 
 
 def audit_keyring(cfg: StateConfig, resolve: Callable[[str], Path],
                   signing: Keyring) -> Keyring:
     """The audit MAC keys: `audit_key_*` when set, else the signing keys."""
-    problems: list[Problem] = []
-    current = read_keys(cfg.audit_key_env, cfg.audit_key_file, "state.audit_key",
-                        resolve, problems)
-    previous = read_keys(cfg.previous_audit_key_env, cfg.previous_audit_key_file,
-                         "state.previous_audit_key", resolve, problems)
-    _not_the_same(current, previous, "state.audit_key", cfg.previous_audit_key_env, problems)
-    if problems:
-        raise ConfigError(problems)
+    current, previous = _pair(cfg, "audit_key", resolve)
     if current is None:
         return signing
     return Keyring(current, previous)

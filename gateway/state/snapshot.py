@@ -5,7 +5,8 @@ background, newest pending document only, atomically, mode 0600). With a signing
 file is signed like a stored document (kind `snapshot`, bound to the deployment: the redis
 prefix): an edited file, or one of another deployment sharing the key, is refused whole.
 A file in the format before signing (no signature line) is a migration: only its kills
-are kept — they can only stop traffic — and the rest (its generation too) is not trusted.
+are kept — they can only stop traffic — and the rest (its generation too) is not trusted;
+so too for a file that other users may write (gateway/filemodes.py).
 """
 
 from __future__ import annotations
@@ -15,15 +16,23 @@ import json
 import logging
 from pathlib import Path
 
+from gateway import filemodes
 from gateway.domain.statedoc import StateDoc
 from gateway.log import event
 from gateway.state.local import atomic_write
 from gateway.state.signing import MAGIC, Keyring
 from gateway.state.store import OnUnverified, decode_doc, ignore_unverified
 
-__all__ = ["SnapshotFile"]
+__all__ = ["SnapshotFile", "kills_only"]
 
 log = logging.getLogger("killgate.state")
+
+
+def kills_only(doc: StateDoc) -> StateDoc:
+    """What an untrusted file may tell us: its kills (they only stop traffic), at generation
+    1 — past an instance's empty start, so they are adopted, and never its own generation
+    (whoever wrote the file chose it: one the fleet could never move past)."""
+    return StateDoc(generation=1, kills=doc.kills)
 
 
 class SnapshotFile:
@@ -54,7 +63,7 @@ class SnapshotFile:
                 legacy = decode_doc(raw)
                 self.on_unverified("snapshot", "written before state signing: only its kills "
                                                "are kept", None)
-                return StateDoc(kills=legacy.kills)  # (not even its generation)
+                return kills_only(legacy)
             body, which = self.keys.open(b"snapshot", raw)
             doc = decode_doc(body)
         except ValueError as exc:
@@ -65,6 +74,13 @@ class SnapshotFile:
         if which == "previous":
             self.on_unverified("snapshot", "", "previous")
         self.signed = which != "unkeyed"
+        loose = filemodes.problem(self.path, secret=False)
+        if loose is not None:
+            # whoever may write it could have put back an older file without a kill (or,
+            # unsigned, anything): only its kills are kept, and that is said loudly
+            event(log, "snapshot_untrusted", logging.ERROR, path=str(self.path), error=loose,
+                  kept="kills only")
+            return kills_only(doc)
         return doc
 
     def _write(self, doc: StateDoc) -> None:

@@ -31,14 +31,7 @@ from gateway.state.fleet import Fleet
 from gateway.state.mirror import AuditMirror
 from gateway.state.signing import Keyring
 from gateway.state.snapshot import SnapshotFile
-from gateway.state.store import (
-    Ack,
-    Loaded,
-    Store,
-    legacy_doc,
-    merge_restrictive,
-    new_epoch,
-)
+from gateway.state.store import Ack, Loaded, Store, legacy_doc, merge_restrictive, new_epoch
 from gateway.state.tamper import TamperLog
 from gateway.state.writes import Writes
 from gateway.telemetry.metrics import Metrics

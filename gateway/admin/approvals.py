@@ -1,0 +1,337 @@
+"""Two-person approvals (CONTRACT §5.2; RELIABILITY rows 46-47): request, approve,
+decline, expire.
+
+Owns the approval record and its life. A gated write is stored, whole, as an open
+request in the replicated state document (so every instance sees it, and it is as
+tamper-evident as the state itself); each step is one state change with its audit
+event (`approval.request`, `approval.approve`, `approval.decline`, `approval.expire`).
+The record is bound to the SHA-256 of its change: an approver may name the hash they
+reviewed, and a stored change that no longer matches its hash is refused. The last
+approval applies the stored change exactly as a direct write would (admin/actions.py),
+in the same state change that closes the request; its audit event names everyone who
+approved. A requester never approves their own request; any decline drops it; a kill is
+never gated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import secrets
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from gateway.admin import actions, shadowgate
+from gateway.admin.actions import Intent
+from gateway.admin.auth import Principal
+from gateway.admin.ports import Current, StateWriter
+from gateway.admin.writes import Done
+from gateway.domain.audit import AuditDraft
+from gateway.domain.statedoc import Change, StateDoc
+from gateway.errors import AuditError, DomainError, StateError
+from gateway.log import event
+
+__all__ = ["Approval", "ApprovalRefused", "Approvals"]
+
+log = logging.getLogger("killgate.admin")
+
+
+class ApprovalRefused(DomainError):
+    """A refusal decided on the state document (so a stale copy is checked again against
+    the store before it stands), with the HTTP status it means."""
+
+    def __init__(self, status: int, type_: str, message: str) -> None:
+        super().__init__(type_, message)
+        self.status = status
+
+
+def _iso(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+@dataclass(frozen=True, slots=True)
+class Approval:
+    id: str
+    gate: str  # the approvals: key (unkill_global, promote, ...)
+    intent: Intent
+    hash: str
+    needs: int
+    approved_by: tuple[str, ...]
+    created: float  # unix seconds
+    expires: float
+
+    @property
+    def requested_by(self) -> str:
+        return self.intent.actor
+
+    def to_json(self) -> dict[str, Any]:
+        i = self.intent
+        return {"id": self.id, "gate": self.gate, "hash": self.hash, "needs": self.needs,
+                "approved_by": list(self.approved_by), "created": self.created,
+                "expires": self.expires,
+                "intent": {"action": i.action, "target": i.target, "args": i.args,
+                           "reason": i.reason, "actor": i.actor, "request_id": i.request_id,
+                           "source": i.source}}
+
+    @classmethod
+    def from_json(cls, d: Any) -> Approval:
+        """The record as stored; ValueError when it is not one (shape or types)."""
+        try:
+            i = d["intent"]
+            intent = Intent(str(i["action"]), dict(i["target"]), dict(i["args"]),
+                            str(i["reason"]), str(i["actor"]), str(i.get("request_id", "")),
+                            str(i.get("source", "")))
+            approved = tuple(str(a) for a in d["approved_by"])
+            rec = cls(str(d["id"]), str(d["gate"]), intent, str(d["hash"]), int(d["needs"]),
+                      approved, float(d["created"]), float(d["expires"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"not an approval record ({exc})") from None
+        if intent.action not in actions.ACTIONS:
+            raise ValueError(f"not an approval record (action {intent.action!r})")
+        return rec
+
+    def public(self) -> dict[str, Any]:
+        """What the API shows (CONTRACT §5.2's shape, and what is to be changed)."""
+        i = self.intent
+        return {"id": self.id, "action": i.action, "gate": self.gate, "target": i.target,
+                "args": i.args, "reason": i.reason, "requested_by": i.actor,
+                "needs": self.needs, "approved_by": list(self.approved_by),
+                "created": _iso(self.created), "expires": _iso(self.expires),
+                "hash": self.hash}
+
+
+def _open(doc: StateDoc) -> dict[str, Approval]:
+    out = {}
+    for key, raw in doc.approvals.items():
+        try:
+            out[key] = Approval.from_json(raw)
+        except ValueError:
+            continue  # shown nowhere and never applied; the sweeper drops it
+    return out
+
+
+class Approvals:
+    def __init__(self, current: Current, state: StateWriter,
+                 shadow: shadowgate.ShadowChecks | None = None, clock: Any = time.time) -> None:
+        self.current = current
+        self.state = state
+        self.shadow = shadow or shadowgate.ShadowChecks(None, current)
+        self.clock = clock
+        self._task: asyncio.Task[None] | None = None
+
+    # ------------------------------------------------------------------ reads
+
+    def open(self) -> list[dict[str, Any]]:
+        now = self.clock()
+        return [a.public() for a in sorted(_open(self.current.doc).values(),
+                                           key=lambda a: a.created) if a.expires > now]
+
+    # ------------------------------------------------------------------ request
+
+    async def request(self, intent: Intent, needs: int) -> Done:
+        """Store `intent` as an open request (202), or answer with the open request for
+        the same change. (`intent.trace_id` goes into the request's audit event.)"""
+        cfg = self.current.loaded.config
+        plan = actions.plan(intent, cfg)
+        # refused now (404, 409, a shadow below its gate) rather than at approval
+        (await self.shadow.wrap(shadowgate.route_of(intent), plan.change))(self.current.doc)
+        digest = intent.change_hash()
+        now = self.clock()
+        rec = Approval(f"ap-{secrets.token_hex(8)}", actions.gate_of(intent) or intent.action,
+                       intent, digest, needs, (intent.actor,), now, now + cfg.approvals.ttl)
+        found: list[Approval] = []
+
+        def change(cur: StateDoc) -> Change | None:
+            same = [a for a in _open(cur).values() if a.hash == digest and a.expires > now]
+            if same:
+                found[:] = same[:1]
+                return None  # the same change is already waiting for approval
+            found[:] = []
+            return Change(approvals={rec.id: rec.to_json()})
+
+        def describe(cur: StateDoc, new: StateDoc) -> AuditDraft:
+            return AuditDraft(intent.actor, "approval.request",
+                              {"approval": rec.id, "action": intent.action, **intent.target},
+                              intent.reason, None, rec.public(), intent.request_id,
+                              intent.source, trace_id=intent.trace_id)
+
+        _, ev = await self.state.write(change, describe)
+        shown = found[0] if found else rec
+        return Done({"approval": shown.public()}, None, status=202, event=ev)
+
+    # ------------------------------------------------------------------ approve / decline
+
+    @staticmethod
+    def _get(cur: StateDoc, approval_id: str, now: float) -> Approval:
+        raw = cur.approvals.get(approval_id)
+        if raw is None:
+            raise ApprovalRefused(404, "unknown_approval", f"no open approval {approval_id!r}")
+        try:
+            rec = Approval.from_json(raw)
+        except ValueError:
+            raise ApprovalRefused(409, "approval_invalid",
+                                  "the stored approval request is not a valid record") from None
+        if rec.expires <= now:
+            raise ApprovalRefused(409, "approval_expired",
+                                  f"approval {approval_id} expired at {_iso(rec.expires)}")
+        if rec.intent.change_hash() != rec.hash:
+            raise ApprovalRefused(409, "approval_tampered",
+                                  "the stored change does not match the hash it was requested "
+                                  "with; it is not applied (decline it and request it again)")
+        return rec
+
+    async def approve(self, approval_id: str, principal: Principal, expected: str | None,
+                      reason: str, request_id: str, source: str, trace_id: str = "") -> Done:
+        now = self.clock()
+        step: dict[str, Any] = {}
+        gates = await self.shadow.read(None)  # (the record, and so its route, is read below)
+
+        def change(cur: StateDoc) -> Change:
+            rec = self._get(cur, approval_id, now)
+            principal.require(actions.SCOPE_OF[rec.intent.action])
+            if expected is not None and expected != rec.hash:
+                raise ApprovalRefused(409, "approval_changed",
+                                      "the change waiting for approval is not the one you "
+                                      f"reviewed (hash {rec.hash[:12]}…, you named "
+                                      f"{expected[:12]}…)")
+            if principal.subject == rec.requested_by:
+                raise ApprovalRefused(403, "self_approval",
+                                      "a requester cannot approve their own request")
+            if principal.subject in rec.approved_by:
+                raise ApprovalRefused(409, "already_approved",
+                                      f"{principal.subject} approved this request already")
+            approved = (*rec.approved_by, principal.subject)
+            if len(approved) < rec.needs:
+                nxt = Approval(rec.id, rec.gate, rec.intent, rec.hash, rec.needs, approved,
+                               rec.created, rec.expires)
+                step.update(rec=nxt, plan=None)
+                return Change(approvals={approval_id: nxt.to_json()})
+            intent = dataclasses.replace(rec.intent.with_audit(approval={
+                "id": rec.id, "requested_by": rec.requested_by, "approved_by": list(approved),
+                "hash": rec.hash, "final_reason": reason}), trace_id=trace_id)
+            plan = actions.plan(intent, self.current.loaded.config)
+            step.update(rec=rec, plan=plan, approved=approved)
+            applied = plan.change(cur)
+            shadowgate.refuse(gates, shadowgate.route_of(intent), cur, applied)  # the request stays open
+            # the change and the request's end, in one state change
+            return dataclasses.replace(applied or Change(), approvals={approval_id: None})
+
+        def describe(cur: StateDoc, new: StateDoc) -> AuditDraft:
+            plan = step["plan"]
+            if plan is not None:
+                return plan.describe(cur, new)  # the action itself, naming its approvers
+            rec = step["rec"]
+            return AuditDraft(principal.subject, "approval.approve",
+                              {"approval": rec.id, "action": rec.intent.action,
+                               **rec.intent.target}, reason, None, rec.public(), request_id,
+                              source, trace_id=trace_id)
+
+        new, ev = await self.state.write(change, describe)
+        if step["plan"] is None:
+            return Done({"approval": step["rec"].public()}, None, status=202, event=ev)
+        answer = {**step["plan"].answer, "changed": True,
+                  "approval": {"id": approval_id, "state": "applied",
+                               "approved_by": list(step["approved"])}}
+        if ev is not None:
+            answer["audit_id"] = ev["id"]
+        return Done(answer, new.generation, event=ev)
+
+    async def decline(self, approval_id: str, principal: Principal, reason: str,
+                      request_id: str, source: str, trace_id: str = "") -> Done:
+        now = self.clock()
+        seen: list[Approval] = []
+
+        def change(cur: StateDoc) -> Change:
+            raw = cur.approvals.get(approval_id)
+            if raw is None:
+                raise ApprovalRefused(404, "unknown_approval",
+                                      f"no open approval {approval_id!r}")
+            try:
+                rec = Approval.from_json(raw)
+            except ValueError:
+                rec = None
+            if rec is not None:  # (an invalid record may be dropped by anyone who may read it)
+                principal.require(actions.SCOPE_OF[rec.intent.action])
+            seen[:] = [rec] if rec is not None else []
+            return Change(approvals={approval_id: None})
+
+        def describe(cur: StateDoc, new: StateDoc) -> AuditDraft:
+            before = seen[0].public() if seen else cur.approvals.get(approval_id)
+            expired = bool(seen) and seen[0].expires <= now
+            return AuditDraft(principal.subject, "approval.decline",
+                              {"approval": approval_id,
+                               **({"action": seen[0].intent.action, **seen[0].intent.target}
+                                  if seen else {})},
+                              reason, before, {"state": "expired" if expired else "declined"},
+                              request_id, source, trace_id=trace_id)
+
+        new, ev = await self.state.write(change, describe)
+        return Done({"approval": {"id": approval_id, "state": "declined"},
+                     **({"audit_id": ev["id"]} if ev is not None else {})},
+                    new.generation, event=ev)
+
+    # ------------------------------------------------------------------ expiry
+
+    async def sweep(self) -> int:
+        """Drop expired (and unreadable) requests, each with an `approval.expire` event.
+        Another instance may sweep the same one: the second finds nothing to drop."""
+        now = self.clock()
+        doc = self.current.doc
+        stale = []
+        for key, raw in doc.approvals.items():
+            try:
+                if Approval.from_json(raw).expires <= now:
+                    stale.append(key)
+            except ValueError:
+                stale.append(key)
+        dropped = 0
+        for key in stale:
+            gone: list[Any] = []
+
+            def change(cur: StateDoc, key: str = key,
+                       gone: list[Any] = gone) -> Change | None:
+                if key not in cur.approvals:
+                    return None
+                gone[:] = [cur.approvals[key]]
+                return Change(approvals={key: None})
+
+            def describe(cur: StateDoc, new: StateDoc, key: str = key,
+                         gone: list[Any] = gone) -> AuditDraft:
+                raw = gone[0] if gone else None
+                try:
+                    shown: Any = Approval.from_json(raw).public()
+                    why = f"not approved by {shown['needs']} principals within its ttl"
+                except ValueError:
+                    shown, why = raw, "not a valid approval record"
+                return AuditDraft("killgate/auto", "approval.expire", {"approval": key}, why,
+                                  shown, None)
+
+            _, ev = await self.state.write(change, describe)
+            if ev is not None:
+                dropped += 1
+                event(log, "approval_expired", logging.WARNING, approval=key)
+        return dropped
+
+    async def _run(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.sweep()
+            except (StateError, AuditError) as exc:
+                event(log, "approval_sweep_failed", logging.WARNING, error=str(exc))
+            except Exception as exc:  # noqa: BLE001 - a background task must not die
+                event(log, "approval_sweep_error", logging.ERROR, exc=exc, error=repr(exc))
+
+    def start(self, interval: float = 1.0) -> None:
+        self._task = asyncio.create_task(self._run(interval), name="approval-sweep")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None

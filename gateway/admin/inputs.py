@@ -1,0 +1,158 @@
+"""Reading what an admin caller sent: JSON bodies, query values, request ids, reasons.
+
+Owns the rule that bad input is a 400 naming what was wrong, never a 500: bodies must be
+one JSON object of valid Unicode (no lone surrogates, no NaN), nested at most MAX_DEPTH
+deep, with only the allowed fields; query values are checked against their grammar
+before anything reads the store; `x-request-id` is printable ASCII. Imports only the
+foundations and aiohttp's request type.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from aiohttp import web
+
+from gateway.config import parse_duration
+from gateway.domain.audit import clean_text
+from gateway.errors import ApiError
+
+__all__ = [
+    "MAX_DEPTH",
+    "MAX_WAIT",
+    "json_body",
+    "query_int",
+    "query_text",
+    "reason",
+    "request_id",
+    "valid_text",
+    "wait",
+]
+
+MAX_DEPTH = 8  # {"weights": {...}}: 2 levels; Alertmanager's {"alerts": [{"labels": {}}]}: 4
+MAX_WAIT = 30.0
+MAX_REASON = 1024
+_REQUEST_ID = re.compile(r"[!-~]{1,128}")
+
+
+def bad(message: str) -> ApiError:
+    return ApiError(400, "bad_request", message)
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _check(value: Any, depth: int, where: str) -> None:
+    """Every string valid Unicode, nesting bounded (iteratively bounded by `depth`)."""
+    if depth > MAX_DEPTH:
+        raise bad(f"the body is nested deeper than {MAX_DEPTH} levels")
+    if isinstance(value, str):
+        valid_text(value, where)
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            valid_text(k, where)
+            _check(v, depth + 1, f"{where}.{k}" if where else str(k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _check(v, depth + 1, f"{where}[{i}]")
+
+
+def valid_text(s: str, where: str = "") -> str:
+    """`s` unless it holds a lone surrogate (JSON's \\ud800 escapes): such a string cannot
+    be stored, logged or hashed as UTF-8."""
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        raise bad(f"{where or 'a value'} is not valid Unicode (a lone surrogate escape)") from None
+    return s
+
+
+async def json_body(request: web.Request,
+                    allowed: frozenset[str] | None) -> dict[str, Any]:
+    """The body as a JSON object with only `allowed` fields (None: any field)."""
+    raw = await request.read()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise bad(f"the body is not UTF-8 (byte {exc.start})") from None
+    try:
+        body = json.loads(text, parse_constant=_no_constant)
+    except RecursionError:
+        raise bad(f"the body is nested deeper than {MAX_DEPTH} levels") from None
+    except ValueError:
+        raise bad("the body must be a JSON object") from None
+    if not isinstance(body, dict):
+        raise bad("the body must be a JSON object")
+    _check(body, 1, "")
+    if allowed is None:
+        return body
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise bad(f"unknown field(s): {', '.join(clean_text(u, 64) for u in unknown[:10])}; "
+                  f"allowed: {', '.join(sorted(allowed))}")
+    return body
+
+
+def reason(body: dict[str, Any], required: bool = True, default: str = "") -> str:
+    value = body.get("reason")
+    if value is None and not required:
+        return default
+    if not isinstance(value, str) or not value.strip():
+        raise bad("'reason' is required and must be a non-empty string")
+    if len(value) > MAX_REASON:
+        raise bad(f"'reason' is longer than {MAX_REASON} characters")
+    return clean_text(value.strip(), MAX_REASON)
+
+
+def _single(request: web.Request, name: str) -> str | None:
+    values = request.query.getall(name, [])
+    if len(values) > 1:
+        raise bad(f"{name} is given {len(values)} times; give it once")
+    if not values:
+        return None
+    return valid_text(values[0], name)
+
+
+def wait(request: web.Request) -> float:
+    raw = _single(request, "wait")
+    if raw is None:
+        return 1.0
+    try:
+        value = parse_duration(raw)
+    except ValueError:
+        raise bad(f"wait={clean_text(raw, 32)!r} is not a duration such as 1s") from None
+    if value > MAX_WAIT:
+        raise bad(f"wait must be at most {MAX_WAIT:g}s")
+    return value
+
+
+def query_int(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    raw = _single(request, name)
+    if raw is None:
+        return default
+    if not re.fullmatch(r"[0-9]{1,9}", raw):
+        raise bad(f"{name} must be an integer between {low} and {high}")
+    value = int(raw)
+    if not low <= value <= high:
+        raise bad(f"{name} must be between {low} and {high}")
+    return value
+
+
+def query_text(request: web.Request, name: str, pattern: str, what: str) -> str | None:
+    raw = _single(request, name)
+    if raw is not None and not re.fullmatch(pattern, raw):
+        raise bad(f"{name} must be {what}")
+    return raw
+
+
+def request_id(request: web.Request, fallback: str) -> str:
+    """The caller's `x-request-id` (1-128 printable ASCII characters), else `fallback`."""
+    values = request.headers.getall("x-request-id", [])
+    if not values:
+        return fallback
+    if len(values) > 1 or not _REQUEST_ID.fullmatch(values[0]):
+        raise bad("x-request-id must be one value of 1-128 printable ASCII characters")
+    return values[0]

@@ -1,0 +1,220 @@
+"""The admin listener: aiohttp's application server with the data plane's guards.
+
+Owns what aiohttp does not do for the admin port (RELIABILITY row 53), so that the
+process that is also the data plane and the kill switch cannot be exhausted without a
+login:
+* a request head must be complete within `header_timeout` of its first byte (of the
+  connection's start, for the first request), or the connection gets a 408 and is closed;
+  idle keep-alive connections close after `keepalive_timeout`;
+* a request head may hold `MAX_HEAD_BYTES` in all, each line `MAX_FIELD_SIZE` and at
+  most `MAX_HEADERS` fields: beyond, a 431 (414 for the request line) and the connection
+  is closed. Nothing past the cap is buffered, so a held connection costs a bounded amount;
+* beyond `max_connections` open connections, a new one is closed as soon as accepted;
+* parse errors are answered in the API's JSON error shape and logged at debug level
+  (a flood of garbage must not flood the log).
+Relies on aiohttp's RequestHandler internals (`_request_count`, `_messages`,
+`_request_in_progress`): pyproject pins aiohttp below 3.15, and tests/test_admin_listener.py
+checks the guards are really in force.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, cast
+
+from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
+from aiohttp.web_protocol import RequestHandler, _ErrInfo
+
+__all__ = ["AdminRunner", "Limits"]
+
+log = logging.getLogger("killgate.admin")
+
+MAX_HEAD_BYTES = 32 * 1024
+MAX_FIELD_SIZE = 8190  # one header line (an Authorization header holds a JWT up to ~8 KiB)
+MAX_HEADERS = 64
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    header_timeout: float
+    keepalive_timeout: float
+    max_connections: int
+    max_head_bytes: int = MAX_HEAD_BYTES
+    on_refused: Callable[[str], None] = lambda why: None  # "connections", "head_size", "timeout"
+
+
+def _json(status: int, type_: str, message: str) -> bytes:
+    return json.dumps({"error": {"type": type_, "message": message}}).encode()
+
+
+_REFUSED = object()  # in place of a payload: the parser refused the head
+_REASONS = {400: "Bad Request", 408: "Request Timeout", 414: "URI Too Long",
+            431: "Request Header Fields Too Large"}
+
+
+class _AdminProtocol(RequestHandler):
+    __slots__ = ("_kg_deadline", "_kg_head", "_kg_limits", "_kg_line_done", "_kg_payload",
+                 "_kg_server")
+    _kg_limits: Limits
+    _kg_server: _AdminServer
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._kg_head = 0
+        self._kg_line_done = False
+        self._kg_payload: Any = None
+        self._kg_deadline: asyncio.TimerHandle | None = None
+        if self._kg_server.open_connections() > self._kg_limits.max_connections:
+            self._kg_limits.on_refused("connections")
+            cast(asyncio.Transport, transport).abort()  # over the cap: refuse fast
+            return
+        self._kg_arm()
+
+    def _kg_arm(self) -> None:
+        self._kg_deadline = self._loop.call_later(self._kg_limits.header_timeout,
+                                                  self._kg_expire)
+
+    def _kg_disarm(self) -> None:
+        if self._kg_deadline is not None:
+            self._kg_deadline.cancel()
+            self._kg_deadline = None
+
+    def data_received(self, data: bytes) -> None:
+        # bytes that belong to the next request head (not to the last request's body)
+        if self._kg_payload is _REFUSED:  # the parser refused this head: it is answered
+            super().data_received(data)
+            return
+        awaiting = self._kg_payload is None or self._kg_payload.is_eof()
+        if awaiting:
+            if self._kg_head == 0:  # a new head starts
+                self._kg_line_done = False
+                if self._kg_deadline is None:
+                    self._kg_arm()  # a keep-alive connection's next request
+            if not self._kg_line_done:  # (tells 414 from 431)
+                lf = data.find(b"\n")
+                self._kg_line_done = lf >= 0 and self._kg_head + lf <= MAX_FIELD_SIZE + 1
+            self._kg_head += len(data)
+        count = self._request_count
+        super().data_received(data)
+        if self._request_count != count:  # a head was parsed (or refused by the parser)
+            self._kg_disarm()
+            self._kg_head = 0
+            last = self._messages[-1] if self._messages else None
+            self._kg_payload = (None if last is None else
+                                _REFUSED if isinstance(last[0], _ErrInfo) else last[1])
+            return
+        if awaiting and self.transport is not None and \
+                self._kg_head > self._kg_limits.max_head_bytes:
+            self._kg_limits.on_refused("head_size")
+            self._kg_refuse(431, "headers_too_large",
+                            f"the request head exceeds {self._kg_limits.max_head_bytes} bytes")
+
+    def _kg_refuse(self, status: int, type_: str, message: str) -> None:
+        """Answer and close, or only close when a response may be on its way already."""
+        self._kg_disarm()
+        transport = self.transport
+        if transport is None:
+            return
+        if self._request_in_progress or self._messages:
+            transport.abort()
+            return
+        body = _json(status, type_, message)
+        transport.write(b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
+                        b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
+                        % (status, _REASONS[status].encode(), len(body), body))
+        self.force_close()  # (closes the transport once the answer is written)
+
+    def _kg_expire(self) -> None:
+        self._kg_deadline = None
+        if self.transport is not None and not self._request_in_progress and not self._messages:
+            self._kg_limits.on_refused("timeout")
+            self._kg_refuse(408, "header_timeout", "the request head did not arrive in time")
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._kg_disarm()
+        super().connection_lost(exc)
+
+    def handle_error(self, request: Any, status: int = 500, exc: BaseException | None = None,
+                     message: str | None = None) -> web.StreamResponse:
+        """Parser refusals and unexpected failures, in the API's error shape."""
+        if request.writer.output_size > 0:
+            raise ConnectionError("a response was sent already")
+        if isinstance(exc, LineTooLong):
+            if self._kg_line_done:
+                status, type_, text = 431, "headers_too_large", \
+                    f"a header line exceeds {MAX_FIELD_SIZE} bytes"
+            else:
+                status, type_, text = 414, "uri_too_long", \
+                    f"the request line exceeds {MAX_FIELD_SIZE} bytes"
+        elif isinstance(exc, BadHttpMessage) and "Too many headers" in exc.message:
+            status, type_, text = 431, "too_many_headers", f"more than {MAX_HEADERS} headers"
+        elif status == 500:
+            log.error("admin request failed", exc_info=exc)
+            type_, text = "internal", "the admin API failed to handle this request"
+        else:
+            log.debug("bad admin request: %s", exc)
+            type_, text = "bad_request", "the request is not valid HTTP/1.1"
+        if status in (414, 431):
+            self._kg_limits.on_refused("head_size")
+        resp = web.Response(status=status, body=_json(status, type_, text),
+                            content_type="application/json")
+        resp.force_close()
+        return resp
+
+
+class _AdminServer(web.Server):
+    def __init__(self, handler: Any, *, limits: Limits, **kwargs: Any) -> None:
+        super().__init__(handler, **kwargs)
+        self.limits = limits
+
+    def open_connections(self) -> int:
+        return len(self._connections)
+
+    def __call__(self) -> RequestHandler:
+        proto = _AdminProtocol(self, loop=self._loop, **self._kwargs)
+        proto._kg_limits = self.limits
+        proto._kg_server = self
+        return proto
+
+
+def _head_limit(limits: Limits) -> Any:
+    """A head that arrived whole in one read, but is larger than the cap, is refused the
+    same as one that arrived in pieces (which `_AdminProtocol` cuts off while it grows)."""
+
+    @web.middleware
+    async def head_limit(request: web.Request, handler: Any) -> web.StreamResponse:
+        size = len(request.method) + len(request.raw_path) + 11 + sum(
+            len(k) + len(v) + 4 for k, v in request.raw_headers)
+        if size > limits.max_head_bytes:
+            limits.on_refused("head_size")
+            resp = web.Response(status=431, content_type="application/json", body=_json(
+                431, "headers_too_large",
+                f"the request head exceeds {limits.max_head_bytes} bytes"))
+            resp.force_close()
+            return resp
+        return await handler(request)
+
+    return head_limit
+
+
+class AdminRunner(web.AppRunner):
+    """`web.AppRunner` whose server is guarded by `limits`."""
+
+    def __init__(self, app: web.Application, limits: Limits, **kwargs: Any) -> None:
+        kwargs.update(keepalive_timeout=limits.keepalive_timeout, max_field_size=MAX_FIELD_SIZE,
+                      max_line_size=MAX_FIELD_SIZE, max_headers=MAX_HEADERS)
+        app.middlewares.insert(0, _head_limit(limits))  # before anything reads the request
+        super().__init__(app, **kwargs)
+        self.limits = limits
+
+    async def _make_server(self) -> web.Server:
+        plain = await super()._make_server()
+        return _AdminServer(plain.request_handler, limits=self.limits,
+                            request_factory=plain.request_factory,
+                            handler_cancellation=plain.handler_cancellation,
+                            loop=plain._loop, **plain._kwargs)

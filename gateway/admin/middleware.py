@@ -1,0 +1,88 @@
+"""The one place admin errors become HTTP answers (CONTRACT §4 error bodies).
+
+Owns the mapping of the exception tree (gateway/errors.py) to status codes and the JSON
+body `{"error": {"type", "message"}}`: ApiError keeps its status, a domain refusal gets
+404/400/409 by its kind, store and audit
+failures are 503 (nothing changed) or 409, aiohttp's own HTTP errors keep theirs. An
+unexpected exception is logged with its traceback and answered with a bare 500 that
+says nothing about it.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from aiohttp import web
+
+from gateway.errors import (
+    ApiError,
+    AuditError,
+    ConflictingState,
+    DomainError,
+    InvalidChange,
+    NotDurable,
+    StateError,
+    StoreOutcomeUnknown,
+    StoreUnavailable,
+    UnknownDrill,
+    UnknownVersion,
+)
+from gateway.log import event
+
+__all__ = ["errors", "json_error"]
+
+log = logging.getLogger("killgate.admin")
+
+#: the domain's refusals as HTTP statuses (one that carries `status` says its own; else 409)
+_DOMAIN_STATUS: dict[type[DomainError], int] = {UnknownVersion: 404, InvalidChange: 400,
+                                                ConflictingState: 409, UnknownDrill: 404}
+
+
+def json_error(status: int, type_: str, message: str) -> web.Response:
+    return web.json_response({"error": {"type": type_, "message": message}}, status=status)
+
+
+@web.middleware
+async def errors(request: web.Request, handler: Any) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        resp = json_error(exc.status, exc.type, exc.message)
+        for name, value in exc.headers.items():
+            resp.headers[name] = value
+        return resp
+    except DomainError as exc:
+        status = getattr(exc, "status", None) or _DOMAIN_STATUS.get(type(exc), 409)
+        return json_error(status, exc.type, exc.message)
+    except AuditError as exc:
+        event(log, "audit_write_failed", logging.ERROR, error=str(exc))
+        return json_error(503, "audit_unavailable",
+                          "the audit trail cannot be written, so the action was not applied")
+    except StoreOutcomeUnknown as exc:
+        return json_error(503, "outcome_unknown",
+                          f"the state store took the change but did not confirm it ({exc}): it "
+                          "may be in force; check `killgate status` (the generation) before "
+                          "retrying, or retry with the same Idempotency-Key")
+    except StoreUnavailable as exc:
+        return json_error(503, "state_store_unavailable",
+                          f"the state store cannot be reached, nothing was changed ({exc})")
+    except NotDurable as exc:
+        resp = json_error(503, "not_durable", str(exc))
+        resp.headers["Retry-After"] = "1"
+        return resp
+    except StateError as exc:
+        return json_error(409, "conflict", str(exc))
+    except web.HTTPRequestEntityTooLarge:
+        return json_error(413, "body_too_large", "the admin request body is too large")
+    except web.HTTPException as exc:
+        if exc.status >= 400:
+            resp = json_error(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason)
+            if "Allow" in exc.headers:
+                resp.headers["Allow"] = exc.headers["Allow"]
+            return resp
+        raise
+    except Exception as exc:  # noqa: BLE001 - answered as a bare 500, logged in full
+        event(log, "admin_internal_error", logging.ERROR, exc=exc, error=type(exc).__name__,
+              path=request.path[:256], method=request.method)
+        return json_error(500, "internal", "the admin API failed to handle this request")

@@ -1,0 +1,119 @@
+"""The narrow interfaces the admin API is given (STYLE: give a part only what it uses).
+
+Owns the `Protocol`s the admin handlers call: writing state with its audit event and
+waiting for the receipt, reading the audit trail, idempotency records, the fleet view,
+readiness, counters and the shadow promotion gate. The composition root hands in objects
+that satisfy them; nothing here imports `app`, `state` or `control`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from gateway.config import RouteConfig
+from gateway.configfile import LoadedConfig
+from gateway.domain.audit import AuditDraft
+from gateway.domain.statedoc import Change as StateChange
+from gateway.domain.statedoc import StateDoc
+
+__all__ = [
+    "AlertInbox",
+    "AuditReader",
+    "Change",
+    "ChangeCheck",
+    "Counters",
+    "Current",
+    "Describe",
+    "FleetView",
+    "Idempotency",
+    "MetricsPage",
+    "Readiness",
+    "ShadowGate",
+    "StateWriter",
+]
+
+Change = Callable[[StateDoc], StateChange | None]  # None: nothing to change
+Describe = Callable[[StateDoc, StateDoc], AuditDraft]
+#: why a change may not be applied to a document (None: it may)
+ChangeCheck = Callable[[StateDoc, StateChange], str | None]
+#: the /metrics page for an Accept header: (body, content type)
+MetricsPage = Callable[[str | None], tuple[bytes, str]]
+
+
+class StateWriter(Protocol):
+    """Changes to the replicated state, each with its audit event (state.sync.Sync)."""
+
+    async def write(self, change: Change,
+                    describe: Describe) -> tuple[StateDoc, dict[str, Any] | None]:
+        """Apply `change` atomically with the event `describe` returns; (new doc, event),
+        event None when nothing changed. `change` raises a DomainError to refuse (checked
+        again against the store when decided on a stale copy)."""
+
+    async def receipt(self, generation: int, wait: float) -> dict[str, Any]:
+        """Wait up to `wait` for every live instance to apply `generation`."""
+
+    async def append_audit(self, draft: AuditDraft) -> dict[str, Any] | None:
+        """Record an event without changing the state; None when the store holds none."""
+
+
+class FleetView(Protocol):
+    async def fleet(self) -> dict[str, dict[str, Any]]:
+        """Live instances -> their generation, config digest, last heard."""
+
+    def status(self) -> dict[str, Any]:
+        """The store connection as this instance sees it."""
+
+
+class AuditReader(Protocol):
+    async def audit_head(self) -> str | None: ...
+
+    async def audit_page(self, limit: int, before: str | None) -> tuple[list[dict[str, Any]],
+                                                                        str | None]: ...
+
+
+class Idempotency(Protocol):
+    async def idem_claim(self, key: str, record: dict[str, Any],
+                         ttl: float) -> dict[str, Any] | None: ...
+
+    async def idem_set(self, key: str, record: dict[str, Any], ttl: float) -> None: ...
+
+    async def idem_release(self, key: str) -> None: ...
+
+
+class Current(Protocol):
+    """The config and state document in force (control.table.TableHolder)."""
+
+    @property
+    def loaded(self) -> LoadedConfig: ...
+
+    @property
+    def doc(self) -> StateDoc: ...
+
+
+class Readiness(Protocol):
+    @property
+    def ready(self) -> bool: ...
+
+    @property
+    def draining(self) -> bool: ...
+
+
+class Counters(Protocol):
+    def inc(self, name: str, labels: tuple[str, ...] = (), by: float = 1.0,
+            label_names: tuple[str, ...] = ()) -> None: ...
+
+
+class AlertInbox(Protocol):
+    """Alertmanager's webhook (control.alerts.AlertReceiver)."""
+
+    async def receive(self, body: Any, request_id: str, peer: str,
+                      trace_id: str = "") -> dict[str, Any]: ...
+
+
+class ShadowGate(Protocol):
+    """The shadow promotion gate (control.shadow.ShadowResults)."""
+
+    async def gate_for(self, rc: RouteConfig) -> ChangeCheck | None:
+        """For a write to `rc`: a check saying why a change would give the route's shadow
+        traffic too early, read fresh from the store now; None when it is not gated."""

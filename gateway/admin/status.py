@@ -1,0 +1,117 @@
+"""The status document of GET /v1/status (CONTRACT §4): what this instance enforces, and why.
+
+Owns the shape of the document. It reads the parts it describes through small protocols
+(the routing snapshot, health, canary analysis, the store's status, the last reload), so
+it is built outside the composition root and tested without one. Imports the domain and
+foundations only; pure apart from calling those read-only views.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+from gateway.configfile import LoadedConfig
+from gateway.domain.routing import RouteTable
+from gateway.domain.statedoc import plain
+
+__all__ = ["ReloadView", "RoutingView", "StatusBuilder"]
+
+
+class RoutingView(Protocol):
+    """The routing snapshot in force and the config it was built from."""
+
+    @property
+    def table(self) -> RouteTable: ...
+
+    @property
+    def loaded(self) -> LoadedConfig: ...
+
+
+class ReloadView(Protocol):
+    """The outcome of the last config reload (control.reload.ReloadOutcome)."""
+
+    @property
+    def loaded_at(self) -> str | None: ...
+
+    @property
+    def last_error(self) -> str | None: ...
+
+    @property
+    def last_problems(self) -> list[str]: ...
+
+    @property
+    def last_attempt(self) -> str | None: ...
+
+    @property
+    def restart_required(self) -> list[str]: ...
+
+
+class StatusBuilder:
+    """Builds the document from read-only views; every view may be absent (None) while
+    the process starts."""
+
+    def __init__(self, instance: str, routing: RoutingView,
+                 health: Callable[[], Mapping[tuple[str, str], Any]] | None = None,
+                 analysis: Callable[[str], dict[str, Any] | None] | None = None,
+                 store: Callable[[], dict[str, Any]] | None = None,
+                 reload: Callable[[], ReloadView | None] | None = None) -> None:
+        self.instance = instance
+        self.routing = routing
+        self.health = health
+        self.analysis = analysis
+        self.store = store
+        self.reload = reload
+
+    def config_status(self) -> dict[str, Any]:
+        loaded = self.routing.loaded
+        out: dict[str, Any] = {"digest": loaded.digest, "loaded_digest": loaded.digest,
+                               "path": str(loaded.path)}
+        o = self.reload() if self.reload is not None else None
+        if o is not None:
+            out.update(loaded_at=o.loaded_at, last_error=o.last_error,
+                       problems=list(o.last_problems), last_attempt=o.last_attempt,
+                       restart_required=list(o.restart_required))
+        else:
+            out.update(loaded_at=None, last_error=None, problems=[], last_attempt=None,
+                       restart_required=[])
+        return out
+
+    def document(self) -> dict[str, Any]:
+        table = self.routing.table
+        doc = table.doc
+        health = self.health() if self.health is not None else {}
+        routes: dict[str, Any] = {}
+        for plan in table.routes:
+            rc = plan.config
+            eff = plan.effective_weights()
+            ov = doc.overrides.get(rc.name)
+            routes[rc.name] = {
+                "stable": plan.stable,
+                "latched": ov is not None,
+                "override": None if ov is None else {
+                    "kind": ov.kind, "stable": ov.stable, "weights": ov.weights, "actor": ov.actor,
+                    "reason": ov.reason, "time": ov.time},
+                "killed": plan.killed,
+                "versions": {v.name: {
+                    "url": v.url, "artifact": v.artifact, "configured_weight": v.weight,
+                    "effective_weight": eff.get(v.name, 0.0),
+                    "healthy": (rc.name, v.name) not in table.unhealthy,
+                    **({"health": health.get((rc.name, v.name))} if health else {}),
+                    "killed": plan.excluded.get(v.name) == "killed" or plan.killed is not None,
+                } for v in rc.versions},
+                "previous_known_good": plan.previous,
+                "shadow": None if rc.shadow is None else {  # §5.5; results: /v1/routes/R/shadow
+                    "version": rc.shadow.version, "sample": rc.shadow.sample,
+                    "mirroring": plan.shadow is not None, "off": plan.shadow_off or None},
+                "analysis": self.analysis(rc.name) if self.analysis is not None else None,
+                "history": [plain(h) for h in doc.history.get(rc.name, ())],
+            }
+        return {
+            "instance": self.instance,
+            "generation": doc.generation,
+            "store": self.store() if self.store is not None else None,
+            "config": self.config_status(),
+            "kills": [f.public() for f in doc.kills.values()],
+            "routes": routes,
+        }

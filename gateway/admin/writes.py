@@ -1,0 +1,159 @@
+"""Running one admin write: idempotency, the state change with its audit event, and the
+propagation receipt the caller gets back.
+
+Owns the Idempotency-Key contract: a retried request (same caller, same key, same body)
+gets the first answer back and causes no second action or audit event, only one replay
+record (RELIABILITY row 47); the same key with another body is a 409. Works through the
+narrow ports of admin/ports.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from gateway.admin.ports import Idempotency, StateWriter
+from gateway.domain.audit import AuditDraft
+from gateway.errors import ApiError, AuditError, StateError
+from gateway.log import event
+
+__all__ = ["Done", "Writer"]
+
+log = logging.getLogger("killgate.admin")
+IDEMPOTENCY_TTL = 24 * 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    """What a write did: the answer's fields, its status, and the generation to wait for
+    (None: nothing to propagate, e.g. an approval request)."""
+
+    body: dict[str, Any]
+    generation: int | None
+    status: int = 200
+    event: dict[str, Any] | None = None  # the audit event it recorded, if any
+
+
+Op = Callable[[], Awaitable[Done]]
+
+
+class Writer:
+    def __init__(self, state: StateWriter, idem: Idempotency,
+                 audit: Callable[[AuditDraft], Awaitable[None]]) -> None:
+        self.state = state
+        self.idem = idem
+        self.audit = audit
+
+    async def run(self, request: web.Request, subject: str, wait: float, op: Op,
+                  request_id: str, source: str, trace_id: str = "") -> web.Response:
+        """Run `op` once per Idempotency-Key and answer with its receipt."""
+        ident, fingerprint = await self._idempotency(request, subject)
+        if ident is not None:
+            earlier = await self.idem.idem_claim(ident, {"fingerprint": fingerprint},
+                                                 IDEMPOTENCY_TTL)
+            if earlier is not None:
+                resp = await self._replay(ident, earlier, fingerprint, wait)
+                await self._audit_replay(request, subject, resp, request_id, source, trace_id)
+                return resp
+        try:
+            done = await op()
+        except BaseException:
+            if ident is not None:
+                with contextlib.suppress(StateError):
+                    await self.idem.idem_release(ident)
+            raise
+        if ident is not None:
+            # record the generation first: a concurrent retry can then answer with it
+            with contextlib.suppress(StateError):
+                await self.idem.idem_set(ident, {"fingerprint": fingerprint,
+                                                 "generation": done.generation,
+                                                 "status": done.status, "extra": done.body},
+                                         IDEMPOTENCY_TTL)
+        answer = dict(done.body)
+        if done.generation is not None:
+            receipt = await self.state.receipt(done.generation, wait)
+            answer = {**receipt, **done.body}
+            ev = done.event
+            if ev is not None:
+                event(log, "admin_write", actor=ev["actor"], action=ev["action"],
+                      target=ev["target"], generation=done.generation,
+                      acked=receipt["applied"]["acked"],
+                      instances=receipt["applied"]["instances"])
+        if ident is not None:
+            with contextlib.suppress(StateError):
+                await self.idem.idem_set(ident, {"fingerprint": fingerprint,
+                                                 "generation": done.generation,
+                                                 "status": done.status, "response": answer},
+                                         IDEMPOTENCY_TTL)
+        return web.json_response(answer, status=done.status)
+
+    async def _idempotency(self, request: web.Request, subject: str) -> tuple[str | None, str]:
+        keys = request.headers.getall("Idempotency-Key", [])
+        if not keys:
+            return None, ""
+        key = keys[0]
+        if (len(keys) > 1 or not 1 <= len(key) <= 128 or not key.isprintable()
+                or not key.isascii()):
+            raise ApiError(400, "bad_request",
+                           "Idempotency-Key must be one value of 1-128 printable ASCII characters")
+        body = await request.read()
+        fingerprint = hashlib.sha256(
+            request.method.encode() + b" " + request.path.encode("utf-8", "replace")
+            + b"\n" + body).hexdigest()
+        ident = hashlib.sha256(f"{subject}\n{key}".encode()).hexdigest()
+        return ident, fingerprint
+
+    async def _replay(self, ident: str, earlier: dict[str, Any], fingerprint: str,
+                      wait: float) -> web.Response:
+        if earlier.get("fingerprint") != fingerprint:
+            raise ApiError(409, "idempotency_key_reused",
+                           "this Idempotency-Key was used for a different request")
+        deadline = time.monotonic() + wait + 5.0
+        while "response" not in earlier and "generation" not in earlier:
+            if time.monotonic() > deadline:
+                raise ApiError(409, "in_progress",
+                               "a request with this Idempotency-Key is still being applied")
+            await asyncio.sleep(0.01)
+            got = await self.idem.idem_claim(ident, {"fingerprint": fingerprint},
+                                             IDEMPOTENCY_TTL)
+            if got is None:  # the first attempt failed and released the key
+                await self.idem.idem_release(ident)
+                raise ApiError(409, "in_progress", "the first request with this "
+                               "Idempotency-Key failed; retry with a new key")
+            earlier = got
+        status = int(earlier.get("status", 200))
+        if "response" in earlier:
+            resp = dict(earlier["response"])
+        elif earlier.get("generation") is None:
+            resp = dict(earlier.get("extra", {}))
+        else:
+            resp = await self.state.receipt(int(earlier["generation"]), wait)
+            resp.update(earlier.get("extra", {}))
+        return web.json_response(resp, status=status, headers={"idempotent-replayed": "true"})
+
+    async def _audit_replay(self, request: web.Request, subject: str, resp: web.Response,
+                            request_id: str, source: str, trace_id: str) -> None:
+        """One replay record per answered retry: the action itself was recorded once.
+        Best effort: the replay changed nothing, so a store that cannot take the record
+        does not turn the answer into an error."""
+        first = json.loads(resp.text or "{}")
+        draft = AuditDraft(subject, "replay",
+                           {"method": request.method, "path": request.path[:256],
+                            "generation": first.get("generation"),
+                            "audit_id": first.get("audit_id")},
+                           "a retry with the same Idempotency-Key: answered with the first "
+                           "result, nothing applied again", request_id=request_id,
+                           source=source, trace_id=trace_id)
+        try:
+            await self.audit(draft)
+        except (StateError, AuditError) as exc:
+            event(log, "replay_audit_failed", logging.WARNING, error=str(exc))

@@ -1,0 +1,128 @@
+"""The admin client's HTTP: one call to the admin API, and a check of what came back.
+
+Owns the rules that keep the operator's token and the operator's picture honest: a
+redirect is never followed (it would carry the bearer token to wherever the Location
+points, and a redirected write would look done); an answer must be a JSON object of the
+expected shape (`expect`), or the command fails naming what was wrong. Writes carry an
+Idempotency-Key and are retried once on a connection error with the same key. Standard
+library only: the CLI works where the gateway's event loop is not running.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["Answer", "ClientError", "call", "expect"]
+
+TIMEOUT = 35.0  # the API waits up to 30s for a receipt
+
+
+class ClientError(Exception):
+    """A failed command: the message is printed and the exit code is `code`."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, req: Any, fp: Any, code: int, msg: str, headers: Any,
+                         newurl: str) -> None:
+        return None  # urllib then raises HTTPError with the 3xx: handled in `call`
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect())
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    status: int
+    body: dict[str, Any]
+
+
+def call(base: str, token: str | None, method: str, path: str,
+         body: dict[str, Any] | None = None) -> Answer:
+    headers = {"accept": "application/json", "user-agent": "killgate-cli"}
+    if token:
+        headers["authorization"] = f"Bearer {token}"
+    data = None
+    if body is not None:
+        data = json.dumps(body).encode()
+        headers["content-type"] = "application/json"
+        headers["idempotency-key"] = uuid.uuid4().hex
+    attempts = 2 if body is not None else 1
+    for attempt in range(attempts):
+        req = urllib.request.Request(base + path, data=data, method=method, headers=headers)
+        try:
+            with _OPENER.open(req, timeout=TIMEOUT) as resp:
+                return Answer(resp.status, _json_object(resp.read(), resp.status))
+        except urllib.error.HTTPError as exc:
+            raw = exc.read()
+            if 300 <= exc.code < 400:
+                where = exc.headers.get("Location", "?")
+                raise ClientError(
+                    f"the admin API at {base} answered {exc.code} redirecting to {where!r}; "
+                    "not followed (the token would go with it): give --admin the final "
+                    "URL") from None
+            try:
+                err = json.loads(raw)["error"]
+                msg = f"{exc.code} {err.get('type')}: {err.get('message')}"
+            except (ValueError, KeyError, TypeError):
+                msg = f"{exc.code} {raw[:200].decode('utf-8', 'replace')}"
+            raise ClientError(msg) from None
+        except (urllib.error.URLError, OSError) as exc:
+            if attempt + 1 < attempts:
+                continue
+            reason = getattr(exc, "reason", exc)
+            raise ClientError(f"cannot reach the admin API at {base}: {reason}") from None
+    raise ClientError("unreachable")  # pragma: no cover
+
+
+def _json_object(raw: bytes, status: int) -> dict[str, Any]:
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        raise ClientError(f"the admin API answered {status} with something that is not "
+                          f"JSON: {raw[:80]!r}") from None
+    if not isinstance(body, dict):
+        raise ClientError(f"the admin API answered {status} with JSON that is not an object")
+    return body
+
+
+# a shape: field -> type, tuple of types, or a nested shape (a dict)
+Shape = Mapping[str, Any]
+
+RECEIPT: Shape = {"generation": int, "applied": {"instances": int, "acked": int,
+                                                 "elapsed_ms": (int, float),
+                                                 "pending": list}}
+APPROVAL: Shape = {"approval": {"id": str, "action": str, "needs": int, "approved_by": list,
+                                "expires": str}}
+
+
+def expect(body: dict[str, Any], shape: Shape, where: str = "") -> dict[str, Any]:
+    """`body` if it has every field of `shape` with the right type; else a ClientError
+    naming the first field that is missing or wrong (the command then exits 1: it must
+    not print a success it cannot show)."""
+    for name, want in shape.items():
+        path = f"{where}.{name}" if where else name
+        if name not in body:
+            raise ClientError(f"unexpected answer from the admin API: no {path!r}")
+        value = body[name]
+        if isinstance(want, Mapping):
+            if not isinstance(value, dict):
+                raise ClientError(f"unexpected answer from the admin API: {path!r} is not "
+                                  "an object")
+            expect(value, want, path)
+        elif isinstance(value, bool) and want is not bool and bool not in (
+                want if isinstance(want, tuple) else (want,)):
+            raise ClientError(f"unexpected answer from the admin API: {path!r} is a boolean")
+        elif not isinstance(value, want):
+            raise ClientError(f"unexpected answer from the admin API: {path!r} has the wrong "
+                              "type")
+    return body

@@ -1,0 +1,68 @@
+"""Secrets out of everything a reader sees: API answers, log lines, CLI tables.
+
+Owns the redaction rules (CONTRACT §5.2): a URL keeps its scheme and host but never its
+userinfo (`redis://:pw@h` -> `redis://***@h`), nor the value of a query parameter named
+like a secret (`?password=`, `?token=`); a URL under a key that names a webhook, JWKS or
+other callback keeps only its scheme and host (their path and query are the secret:
+Slack-style hook URLs). A string under a key named like a secret (password, token, key,
+authorization, ...) is replaced whole; names of environment variables and files that
+hold secrets (`*_env`, `*_file`) are not secrets. Pure; foundations only.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ["MASK", "text", "tree", "url"]
+
+MASK = "***"
+_SECRET_KEY = re.compile(r"pass(word|wd|phrase)?|secret|token|api[_-]?key|apikey|credential"
+                         r"|private|signature|authorization|cookie|^key$|_key$|^auth$", re.I)
+_NOT_SECRET = re.compile(r"(_env|_file|_path|_ttl|_age|_lifetime|_interval|_timeout|_size"
+                         r"|_rate|_burst|_header)$", re.I)
+_HIDE_PATH = re.compile(r"webhook|hook|jwks|callback|notify", re.I)
+_URL = re.compile(r"\b([a-z][a-z0-9+.\-]*://)([^/?#\s@]*@)?([^/?#\s]*)([^\s\"'<>]*)", re.I)
+_PARAM = re.compile(r"([?&;])([^=&;#]+)=([^&;#]*)")
+
+
+def _secret_key(key: str) -> bool:
+    return bool(_SECRET_KEY.search(key)) and not _NOT_SECRET.search(key)
+
+
+def url(value: str, hide_path: bool = False) -> str:
+    """One URL, redacted: no userinfo, no secret query values; no path or query at all
+    when `hide_path` (a webhook's or key set's)."""
+    m = _URL.match(value.strip())
+    if m is None:
+        return value
+    scheme, userinfo, host, rest = m.groups()
+    out = scheme + (MASK + "@" if userinfo else "") + host
+    if hide_path:
+        return out + ("/" + MASK if rest.strip("/") else "")
+    return out + _PARAM.sub(
+        lambda p: f"{p.group(1)}{p.group(2)}={MASK}" if _secret_key(p.group(2)) else p.group(0),
+        rest)
+
+
+def text(value: str, hide_path: bool = False) -> str:
+    """Every URL inside free text (an error message) redacted as `url` does."""
+    if "://" not in value:
+        return value
+    return _URL.sub(lambda m: url(m.group(0), hide_path), value)
+
+
+def tree(value: Any, key: str = "", hide_path: bool = False) -> Any:
+    """A JSON-shaped value (a config, a status document, log fields), redacted by the
+    names of the keys it sits under. Returns new containers; never mutates."""
+    if isinstance(value, str):
+        if key and _secret_key(key):
+            return MASK if value else value
+        return text(value, hide_path)
+    if isinstance(value, Mapping):
+        return {k: tree(v, str(k), hide_path or bool(_HIDE_PATH.search(str(k))))
+                for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [tree(v, key, hide_path) for v in value]
+    return value

@@ -1,0 +1,70 @@
+"""Writes as values (admin/actions.py): validation against the config, the gate, the hash."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gateway.admin import actions
+from gateway.configfile import load_config
+from gateway.domain.statedoc import StateDoc, apply_change
+from gateway.errors import ApiError
+from tests.conftest import two_versions, write_config
+
+
+@pytest.fixture
+def cfg(tmp_path: Path):  # type: ignore[no-untyped-def]
+    return load_config(write_config(tmp_path, two_versions(1, 2))).config
+
+
+def test_gates(cfg) -> None:  # type: ignore[no-untyped-def]
+    def gate(action: str, body: dict, route: str | None = None) -> str | None:
+        return actions.gate_of(actions.intent(action, body, route, cfg, "a", "r"))
+
+    assert gate("kill", {"scope": "global"}) is None  # never gated
+    assert gate("unkill", {"scope": "global"}) == "unkill_global"
+    assert gate("unkill", {"scope": "version", "route": "iris", "version": "v2"}) == \
+        "unkill_version"
+    assert gate("promote", {"version": "v2"}, "iris") == "promote"
+
+
+def test_the_hash_is_the_change_not_who_or_why(cfg) -> None:  # type: ignore[no-untyped-def]
+    a = actions.intent("weights", {"weights": {"v1": 50, "v2": 50}}, "iris", cfg, "alice", "x")
+    b = actions.intent("weights", {"weights": {"v2": 50, "v1": 50}}, "iris", cfg, "bob", "y")
+    c = actions.intent("weights", {"weights": {"v1": 60, "v2": 40}}, "iris", cfg, "alice", "x")
+    assert a.change_hash() == b.change_hash() != c.change_hash()
+    assert len(a.change_hash()) == 64
+
+
+@pytest.mark.parametrize(("action", "body", "route", "status"), [
+    ("kill", {"scope": "route", "route": "nope"}, None, 404),
+    ("kill", {"scope": "version", "route": "iris", "version": "v9"}, None, 404),
+    ("kill", {"scope": "global", "route": "iris"}, None, 400),
+    ("promote", {}, "iris", 400),
+    ("rollback", {"to": 3}, "iris", 400),
+    ("weights", {"weights": []}, "iris", 400),
+    ("release", {}, "nope", 404),
+])
+def test_bad_intents(cfg, action: str, body: dict, route: str | None,  # type: ignore[no-untyped-def]
+                     status: int) -> None:
+    with pytest.raises(ApiError) as exc:
+        actions.intent(action, body, route, cfg, "a", "r")
+    assert exc.value.status == status
+
+
+def test_a_plan_changes_the_document_and_describes_it(cfg) -> None:  # type: ignore[no-untyped-def]
+    i = actions.intent("kill", {"scope": "route", "route": "iris"}, None, cfg, "alice", "bad",
+                       "rid-1", "10.0.0.1").with_audit(break_glass=True)
+    plan = actions.plan(i, cfg)
+    cur = StateDoc(generation=4)
+    change = plan.change(cur)
+    assert change is not None
+    new = apply_change(cur, change)
+    assert set(new.kills) == {"route:iris"} and new.kills["route:iris"].actor == "alice"
+    assert new.kills["route:iris"].generation == 5  # stamped where it lands
+    assert plan.change(new) is None  # a repeat changes nothing
+    ev = plan.describe(cur, new).as_event()
+    assert (ev["actor"], ev["action"], ev["request_id"], ev["source"], ev["break_glass"]) == (
+        "alice", "kill", "rid-1", "10.0.0.1", True)
+    assert plan.answer == {"kill": "route:iris"}

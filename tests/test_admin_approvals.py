@@ -1,0 +1,296 @@
+"""Two-person approvals and break-glass (admin/approvals.py; CONTRACT §5.2; RELIABILITY
+rows 46-47): a second principal is required where configured, self-approval is refused,
+a decline or expiry drops the request, break-glass is audited, and a kill never waits."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import ClientSession
+
+from gateway.admin.auth import mint
+from gateway.domain.statedoc import StateDoc
+from tests.backends import echo_app
+from tests.conftest import (
+    SECRET,
+    STATE_KEY_ENV,
+    RedisServer,
+    running_gateway,
+    two_versions,
+    wait_until,
+    write_config,
+)
+from tests.test_cli import acli
+
+APPROVALS = "approvals: {unkill_global: 2, promote: 2, weights: 3, ttl: 2s}\n"
+
+
+def tok(sub: str, scope: str = "killgate:admin") -> str:
+    return mint(SECRET, sub, scope, 600, "killgate", "killgate-admin")
+
+
+class Api:
+    def __init__(self, session: ClientSession, admin: str) -> None:
+        self.s = session
+        self.admin = admin
+
+    async def __call__(self, who: str, method: str, path: str, body: dict | None = None,
+                       scope: str = "killgate:admin") -> tuple[int, Any]:
+        async with self.s.request(method, self.admin + path, json=body,
+                                  headers={"Authorization": f"Bearer {tok(who, scope)}"}) as r:
+            return r.status, await r.json()
+
+
+async def _events(g: Any, *actions: str) -> list[dict[str, Any]]:
+    return [e for e in await g.gw.sync.store.audit_events() if e["action"] in actions]
+
+
+async def test_a_second_principal_lifts_a_global_kill(tmp_path: Path, backends) -> None:
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p), extra=APPROVALS)
+    async with running_gateway(cfg) as g, ClientSession() as s:
+        api = Api(s, g.admin)
+        # a kill never waits for anyone
+        status, body = await api("alice", "POST", "/v1/kill", {"scope": "global", "reason": "x"})
+        assert status == 200 and "global" in g.gw.holder.doc.kills
+        status, body = await api("alice", "POST", "/v1/unkill",
+                                 {"scope": "global", "reason": "fixed"})
+        assert status == 202, body
+        ap = body["approval"]
+        assert (ap["action"], ap["needs"], ap["approved_by"], ap["requested_by"]) == (
+            "unkill", 2, ["alice"], "alice")
+        assert ap["id"].startswith("ap-") and ap["expires"].endswith("Z") and len(ap["hash"]) == 64
+        assert "global" in g.gw.holder.doc.kills  # nothing lifted yet
+        # the same change asked again is the same request
+        status, again = await api("alice", "POST", "/v1/unkill",
+                                  {"scope": "global", "reason": "really"})
+        assert status == 202 and again["approval"]["id"] == ap["id"]
+        status, listing = await api("reader", "GET", "/v1/approvals", scope="killgate:read")
+        assert status == 200 and [a["id"] for a in listing["approvals"]] == [ap["id"]]
+        path = f"/v1/approvals/{ap['id']}/approve"
+        # the requester cannot approve; a principal without the action's scope cannot either
+        assert (await api("alice", "POST", path, {}))[1]["error"]["type"] == "self_approval"
+        status, body = await api("viewer", "POST", path, {}, scope="killgate:read")
+        assert (status, body["error"]["type"]) == (403, "forbidden")
+        status, body = await api("rolf", "POST", path, {}, scope="killgate:rollout")
+        assert status == 403  # unkill needs killgate:kill
+        # an approval names the change it reviewed: another hash is refused
+        status, body = await api("bob", "POST", path, {"hash": "0" * 64})
+        assert (status, body["error"]["type"]) == (409, "approval_changed")
+        assert "global" in g.gw.holder.doc.kills
+        status, body = await api("bob", "POST", path, {"hash": ap["hash"], "reason": "agreed"},
+                                 scope="killgate:kill")
+        assert status == 200, body
+        assert body["unkill"] == "global" and body["approval"] == {
+            "id": ap["id"], "state": "applied", "approved_by": ["alice", "bob"]}
+        assert body["applied"]["acked"] == 1
+        assert "global" not in g.gw.holder.doc.kills and g.gw.holder.doc.approvals == {}
+        # used up: a replay of the approval finds nothing
+        assert (await api("carol", "POST", path, {}))[0] == 404
+        requests = await _events(g, "approval.request")
+        assert len(requests) == 1 and requests[0]["actor"] == "alice"
+        [lifted] = await _events(g, "unkill")
+        assert lifted["actor"] == "alice" and lifted["reason"] == "fixed"
+        assert lifted["approval"]["approved_by"] == ["alice", "bob"]
+        assert lifted["approval"]["hash"] == ap["hash"]
+        assert (await api("reader", "GET", "/v1/approvals",
+                          scope="killgate:read"))[1] == {"approvals": []}
+
+
+async def test_three_principals_and_a_decline(tmp_path: Path, backends) -> None:
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p), extra=APPROVALS)
+    async with running_gateway(cfg) as g, ClientSession() as s:
+        api = Api(s, g.admin)
+        gen = g.gw.holder.doc.generation
+        status, body = await api("alice", "PUT", "/v1/routes/iris/weights",
+                                 {"weights": {"v1": 50, "v2": 50}, "reason": "shift"})
+        assert status == 202 and body["approval"]["needs"] == 3
+        ident = body["approval"]["id"]
+        status, body = await api("bob", "POST", f"/v1/approvals/{ident}/approve", {})
+        assert status == 202 and body["approval"]["approved_by"] == ["alice", "bob"]
+        assert (await api("bob", "POST", f"/v1/approvals/{ident}/approve", {}))[1][
+            "error"]["type"] == "already_approved"
+        assert "iris" not in g.gw.holder.doc.overrides
+        status, body = await api("dave", "POST", f"/v1/approvals/{ident}/decline",
+                                 {"reason": "not during the sale"})
+        assert status == 200 and body["approval"] == {"id": ident, "state": "declined"}
+        assert (await api("carol", "POST", f"/v1/approvals/{ident}/approve", {}))[0] == 404
+        assert "iris" not in g.gw.holder.doc.overrides  # nothing ever changed the route
+        assert g.gw.holder.doc.generation == gen + 3  # request, approval, decline
+        [declined] = await _events(g, "approval.decline")
+        assert declined["actor"] == "dave" and declined["reason"] == "not during the sale"
+        assert declined["before"]["approved_by"] == ["alice", "bob"]
+        assert len(await _events(g, "approval.approve")) == 1
+
+
+async def test_an_open_request_expires(tmp_path: Path, backends) -> None:
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p), extra=APPROVALS)
+    async with running_gateway(cfg) as g, ClientSession() as s:
+        api = Api(s, g.admin)
+        status, body = await api("alice", "POST", "/v1/routes/iris/promote",
+                                 {"version": "v2", "reason": "ship"})
+        assert status == 202
+        ident = body["approval"]["id"]
+        await wait_until(lambda: not g.gw.holder.doc.approvals, 6, 0.05, "the expiry")
+        assert (await api("bob", "POST", f"/v1/approvals/{ident}/approve", {}))[0] == 404
+        [expired] = await _events(g, "approval.expire")
+        assert expired["actor"] == "killgate/auto" and expired["target"] == {"approval": ident}
+        assert expired["before"]["requested_by"] == "alice"
+        assert g.gw.holder.table.by_name["iris"].stable == "v1"
+
+
+async def test_break_glass_skips_approval_loudly(tmp_path: Path, backends, caplog) -> None:
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p), extra=APPROVALS)
+    caplog.set_level(logging.INFO, "killgate")
+    async with running_gateway(cfg) as g, ClientSession() as s:
+        api = Api(s, g.admin)
+        await api("alice", "POST", "/v1/kill", {"scope": "global", "reason": "x"})
+        body = {"scope": "global", "reason": "the outage is over", "break_glass": True}
+        # killgate:admin does not imply break-glass
+        status, answer = await api("alice", "POST", "/v1/unkill", body)
+        assert (status, answer["error"]["type"]) == (403, "forbidden")
+        assert "killgate:breakglass" in answer["error"]["message"]
+        status, answer = await api("alice", "POST", "/v1/unkill", {**body, "break_glass": "yes"},
+                                   scope="killgate:kill killgate:breakglass")
+        assert status == 400
+        status, answer = await api("alice", "POST", "/v1/unkill", body,
+                                   scope="killgate:kill killgate:breakglass")
+        assert status == 200 and answer["break_glass"] is True
+        assert "global" not in g.gw.holder.doc.kills
+        [ev] = await _events(g, "unkill")
+        assert ev["break_glass"] is True and ev["actor"] == "alice"
+        assert g.gw.metrics.get("killgate_break_glass_total", ("unkill",)) == 1
+        loud = [r for r in caplog.records if r.getMessage() == "break_glass"]
+        assert len(loud) == 1 and loud[0].levelno == logging.ERROR
+        # a kill takes no break_glass field (it never needs approval)
+        status, answer = await api("alice", "POST", "/v1/kill", {
+            "scope": "global", "reason": "x", "break_glass": True})
+        assert status == 400
+
+
+async def test_a_kill_never_waits(tmp_path: Path, backends) -> None:
+    p = await backends(echo_app("v1"))
+    gated = "approvals: {unkill_global: 5, unkill_route: 5, unkill_version: 5, rollback: 5, " \
+            "promote: 5, weights: 5, release: 5}\n"
+    cfg = write_config(tmp_path, two_versions(p, p), extra=gated)
+    async with running_gateway(cfg) as g, ClientSession() as s:
+        api = Api(s, g.admin)
+        for body in ({"scope": "global"}, {"scope": "route", "route": "iris"},
+                     {"scope": "version", "route": "iris", "version": "v2"}):
+            status, answer = await api("alice", "POST", "/v1/kill", {**body, "reason": "now"},
+                                       scope="killgate:kill")
+            assert status == 200 and answer["changed"] is True
+        assert len(g.gw.holder.doc.kills) == 3
+        # and every other write waits
+        status, _ = await api("alice", "POST", "/v1/routes/iris/rollback",
+                              {"to": "v1", "reason": "x"})
+        assert status == 202
+
+
+async def test_a_tampered_request_is_not_applied(tmp_path: Path, backends) -> None:
+    """Someone who can write the state store changes the stored weights after the
+    request: the record no longer matches its hash, and the approval is refused."""
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p), extra=APPROVALS)
+    async with running_gateway(cfg) as g, ClientSession() as s:
+        api = Api(s, g.admin)
+        status, body = await api("alice", "POST", "/v1/routes/iris/promote",
+                                 {"version": "v1", "reason": "x"})
+        ident = body["approval"]["id"]
+
+        def tamper(cur: StateDoc) -> StateDoc:
+            rec = dict(cur.approvals[ident])
+            rec["intent"] = {**rec["intent"], "args": {"version": "v2"}}
+            return cur.with_changes(approvals={**cur.approvals, ident: rec})
+
+        from gateway.domain.audit import AuditDraft
+
+        await g.gw.sync.write(tamper, lambda c, n: AuditDraft("mallory", "x", {}, "tamper"))
+        status, body = await api("bob", "POST", f"/v1/approvals/{ident}/approve", {})
+        assert (status, body["error"]["type"]) == (409, "approval_tampered")
+        assert "iris" not in g.gw.holder.doc.overrides
+
+
+async def test_requested_on_one_instance_approved_on_another(tmp_path: Path, backends,
+                                                             redis_server: RedisServer) -> None:
+    p = await backends(echo_app("v1"))
+    state = textwrap.dedent(f"""\
+        state:
+          backend: redis
+          url: {redis_server.url}
+          signing_key_env: {STATE_KEY_ENV}
+          snapshot_path: {{snap}}
+          poll_interval: 50ms
+        """)
+    cfgs = []
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        cfgs.append(write_config(tmp_path / name, two_versions(p, p), extra=APPROVALS,
+                                 state=state.format(snap=tmp_path / name / "snap.json")))
+    async with running_gateway(cfgs[0], "gw-a") as a, running_gateway(cfgs[1], "gw-b") as b, \
+            ClientSession() as s:
+        on_a, on_b = Api(s, a.admin), Api(s, b.admin)
+        await on_a("alice", "POST", "/v1/kill", {"scope": "global", "reason": "x"})
+        status, body = await on_a("alice", "POST", "/v1/unkill", {"scope": "global",
+                                                                 "reason": "ok"})
+        assert status == 202
+        status, body = await on_b("bob", "POST", f"/v1/approvals/{body['approval']['id']}"
+                                                 "/approve", {})
+        assert status == 200, body
+        assert body["applied"]["instances"] == 2 and body["applied"]["acked"] == 2
+        assert "global" not in a.gw.holder.doc.kills and "global" not in b.gw.holder.doc.kills
+
+
+async def test_the_cli_requests_lists_approves_and_declines(tmp_path: Path, backends) -> None:
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p), extra=APPROVALS.replace("2s", "5m"))
+    async with running_gateway(cfg) as g:
+        env = {"KILLGATE_ADMIN_URL": g.admin}
+        alice, bob = {**env, "KILLGATE_TOKEN": tok("alice")}, {**env, "KILLGATE_TOKEN": tok("bob")}
+        assert (await acli("kill", "--global", "--reason", "x", env=alice)).returncode == 0
+        res = await acli("unkill", "--global", "--reason", "fixed", env=alice)
+        assert res.returncode == 3, res.stderr  # asked, not done
+        assert "approval ap-" in res.stdout and "killgate approve ap-" in res.stdout
+        ident = res.stdout.split("approval ", 1)[1].split(" ", 1)[0]
+        res = await acli("approvals", env=bob)
+        assert res.returncode == 0 and ident in res.stdout and "unkill global" in res.stdout
+        assert "asked by alice: fixed" in res.stdout
+        res = await acli("approve", ident, env=alice)
+        assert res.returncode == 1 and "self_approval" in res.stderr
+        res = await acli("approve", ident, "--reason", "checked", env=bob)
+        assert res.returncode == 0, res.stderr
+        assert "approved and applied: generation" in res.stdout
+        assert "global" not in g.gw.holder.doc.kills
+        res = await acli("approve", ident, env=bob)
+        assert res.returncode == 1 and "no open approval" in res.stderr
+        # a decline, and the JSON forms
+        res = await acli("--json", "promote", "iris", "v2", "--reason", "ship", env=alice)
+        assert res.returncode == 3 and '"approval"' in res.stdout
+        ident = res.stdout.split('"id": "', 1)[1].split('"', 1)[0]
+        res = await acli("approvals", "--json", env=bob)
+        assert res.returncode == 0 and ident in res.stdout
+        res = await acli("decline", ident, "--reason", "no", env=bob)
+        assert res.returncode == 0 and res.stdout.strip() == f"declined {ident}"
+        res = await acli("--json", "promote", "iris", "v2", "--reason", "now",
+                         "--break-glass", env=alice)
+        assert res.returncode == 1 and "killgate:breakglass" in res.stderr
+
+
+@pytest.mark.parametrize("ident", ["ap-zz", "../../etc", "ap-" + "0" * 16])
+async def test_unknown_approval_ids_are_404(tmp_path: Path, backends, ident: str) -> None:
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p), extra=APPROVALS)
+    async with running_gateway(cfg) as g, ClientSession() as s:
+        api = Api(s, g.admin)
+        for verb in ("approve", "decline"):
+            status, body = await api("bob", "POST", f"/v1/approvals/{ident}/{verb}", {})
+            assert status == 404 and body["error"]["type"] in ("unknown_approval", "not_found")
+        await asyncio.sleep(0)

@@ -1,0 +1,127 @@
+"""The token-check budget (admin/limiter.py) and its order in the admin API: a token
+verified before is never refused, however many bad tokens the same address sends
+(RELIABILITY row 54)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from pathlib import Path
+
+import jwt
+from aiohttp import ClientSession
+
+from gateway.admin.auth import mint
+from gateway.admin.limiter import TokenBucket
+from tests.backends import echo_app
+from tests.conftest import SECRET, running_gateway, two_versions, wait_until, write_config
+
+ISS, AUD = "killgate", "killgate-admin"
+
+
+def bad_token() -> str:
+    """A well-formed token signed with the wrong key: each one new (no cache can help)."""
+    now = int(time.time())
+    return jwt.encode({"sub": "mallory", "scope": "killgate:admin", "iat": now,
+                       "exp": now + 60, "iss": ISS, "aud": AUD, "jti": uuid.uuid4().hex},
+                      "another-secret-that-is-32-bytes-long!!", algorithm="HS256")
+
+
+def test_bucket_allows_a_burst_then_its_rate() -> None:
+    now = [100.0]
+    b = TokenBucket(rate=2.0, burst=3, clock=lambda: now[0])
+    assert [b.take("a") for _ in range(3)] == [0.0, 0.0, 0.0]
+    wait = b.take("a")
+    assert 0.49 < wait <= 0.5  # one token comes back every 1/rate s
+    assert b.take("b") == 0.0  # another address has its own bucket
+    now[0] += 0.5
+    assert b.take("a") == 0.0 and b.take("a") > 0
+    now[0] += 60  # refilled to the burst, not beyond
+    assert [b.take("a") for _ in range(4)][-1] > 0
+    err = b.refusal(0.2)
+    assert err.status == 429 and err.headers == {"Retry-After": "1"}
+
+
+def test_bucket_memory_is_bounded() -> None:
+    b = TokenBucket(rate=1.0, burst=1, clock=lambda: 0.0, max_keys=100)
+    for i in range(10_000):
+        b.take(f"10.0.{i // 256}.{i % 256}")
+    assert len(b._buckets) == 100
+
+
+async def test_a_known_token_passes_while_its_address_is_limited(tmp_path: Path,
+                                                                  backends) -> None:
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p))
+    cfg.write_text(cfg.read_text().replace("  auth:\n", "  auth_check_rate: 2\n"
+                                           "  auth_check_burst: 5\n  auth:\n", 1))
+    async with running_gateway(cfg) as g, ClientSession() as s:
+        known = mint(SECRET, "ops", "killgate:admin", 600, ISS, AUD)
+
+        async def call(tok: str, method: str = "GET", path: str = "/v1/status",
+                       body: dict | None = None) -> tuple[int, str | None]:
+            async with s.request(method, g.admin + path, json=body,
+                                 headers={"Authorization": f"Bearer {tok}"}) as r:
+                return r.status, r.headers.get("Retry-After")
+
+        assert (await call(known))[0] == 200  # verified once: cached from now on
+        codes = [(await call(bad_token()))[0] for _ in range(12)]
+        # the burst's checks answer 401 (the first one used by `known`), the rest 429
+        assert codes[:4] == [401] * 4 and set(codes[4:]) == {429}
+        status, retry = await call(bad_token())
+        assert status == 429 and retry == "1"
+        # while the address is limited, the known token is not refused: a kill goes through
+        status, _ = await call(known, "POST", "/v1/kill", {"scope": "global", "reason": "x"})
+        assert status == 200 and "global" in g.gw.holder.doc.kills
+        # a new valid token waits for the bucket like any other unknown token, then passes
+        fresh = mint(SECRET, "ops2", "killgate:admin", 600, ISS, AUD)
+        assert await call(fresh) == (429, "1")
+        answers: list[int] = []
+
+        async def accepted() -> bool:
+            answers.append((await call(fresh))[0])
+            return answers[-1] == 200
+
+        await wait_until(accepted, 5, 0.25, "the new token to be checked and accepted")
+        assert set(answers[:-1]) <= {429}
+        assert g.gw.metrics.get("killgate_auth_failures_total", ("429",)) >= 9
+
+
+async def test_a_valid_kill_succeeds_during_a_flood_of_bad_tokens(tmp_path: Path,
+                                                                  backends) -> None:
+    """Row 54 with the default budget: 50 bad tokens a second from one address, and an
+    operator on the same address killing with a token never used before: no refusal."""
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p))
+    async with running_gateway(cfg) as g, ClientSession() as s:
+        stop = asyncio.Event()
+        flood: list[int] = []
+
+        async def flooder() -> None:
+            while not stop.is_set():
+                t0 = time.monotonic()
+                async with s.get(g.admin + "/v1/status",
+                                 headers={"Authorization": f"Bearer {bad_token()}"}) as r:
+                    flood.append(r.status)
+                await asyncio.sleep(max(0.0, 0.02 - (time.monotonic() - t0)))  # 50/s
+
+        task = asyncio.create_task(flooder())
+        try:
+            await wait_until(lambda: len(flood) >= 50, 10, 0.05, "a second of flood")
+            kills = []
+            for i, scope in enumerate(("global", "route")):
+                tok = mint(SECRET, f"operator{i}", "killgate:kill", 600, ISS, AUD)
+                body = {"scope": scope, "reason": "flood drill"} | (
+                    {"route": "iris"} if scope == "route" else {})
+                async with s.post(g.admin + "/v1/kill", json=body,
+                                  headers={"Authorization": f"Bearer {tok}"}) as r:
+                    kills.append(r.status)
+                n = len(flood)
+                await wait_until(lambda n=n: len(flood) >= n + 25, 10, 0.05, "more flood")
+        finally:
+            stop.set()
+            await task
+        assert kills == [200, 200]
+        assert set(flood) == {401}  # 50/s is within one address's budget: all were checked
+        assert set(g.gw.holder.doc.kills) == {"global", "route:iris"}

@@ -1,0 +1,105 @@
+"""The admin client never follows a redirect and never prints a success it cannot show
+(cli/http.py): against real loopback servers that redirect or answer nonsense."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from gateway.cli.http import ClientError, expect
+from tests.test_cli import acli
+
+
+def _lying_api(answer: dict | str, status: int = 200) -> web.Application:
+    async def handler(req: web.Request) -> web.StreamResponse:
+        text = answer if isinstance(answer, str) else json.dumps(answer)
+        return web.Response(text=text, status=status, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handler)
+    return app
+
+
+RECEIPT = {"generation": 3, "applied": {"instances": 1, "acked": 1, "elapsed_ms": 1.0,
+                                        "pending": []}}
+
+
+async def test_a_redirect_is_not_followed_and_the_token_stays_home(backends) -> None:
+    seen: list[str | None] = []
+
+    async def thief(req: web.Request) -> web.StreamResponse:
+        seen.append(req.headers.get("Authorization"))
+        return web.json_response({"kill": "global", "changed": True, **RECEIPT})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", thief)
+    elsewhere = await backends(app)
+    for code in (301, 302, 303, 307, 308):
+        async def redirect(req: web.Request, code: int = code) -> web.StreamResponse:
+            return web.Response(status=code, headers={
+                "Location": f"http://127.0.0.1:{elsewhere}{req.path}"})
+
+        front = web.Application()
+        front.router.add_route("*", "/{tail:.*}", redirect)
+        port = await backends(front)
+        env = {"KILLGATE_ADMIN_URL": f"http://127.0.0.1:{port}", "KILLGATE_TOKEN": "tok.en.x"}
+        res = await acli("kill", "--global", "--reason", "x", env=env)
+        assert res.returncode == 1, (code, res.stdout)
+        assert f"answered {code} redirecting to" in res.stderr and "not followed" in res.stderr
+        assert "killed" not in res.stdout
+        res = await acli("status", env=env)
+        assert res.returncode == 1 and "not followed" in res.stderr
+    assert seen == []  # the token never reached the other server
+
+
+@pytest.mark.parametrize(("args", "answer", "why"), [
+    (["kill", "--global", "--reason", "x"], {}, "no 'generation'"),
+    (["kill", "--global", "--reason", "x"], {**RECEIPT}, "no 'kill'"),
+    (["kill", "--global", "--reason", "x"], {**RECEIPT, "kill": "route:other"},
+     "not 'global'"),
+    (["kill", "--global", "--reason", "x"], {**RECEIPT, "kill": None}, "'kill' has the wrong"),
+    (["kill", "--global", "--reason", "x"], "<html>ok</html>", "not JSON"),
+    (["kill", "--global", "--reason", "x"], "[1, 2]", "not an object"),
+    (["kill", "--global", "--reason", "x"],
+     {"kill": "global", "generation": True, "applied": RECEIPT["applied"]}, "boolean"),
+    (["unkill", "--route", "iris", "--reason", "x"], {**RECEIPT, "unkill": "route:iris",
+                                                      "applied": {"instances": 1}},
+     "no 'applied.acked'"),
+    (["promote", "iris", "v2", "--reason", "x"], {**RECEIPT, "route": "iris",
+                                                  "action": "rollback"}, "not 'promote'"),
+    (["status"], {"instance": "x"}, "no 'generation'"),
+    (["audit"], {"events": "none"}, "'events' has the wrong type"),
+])
+async def test_an_answer_that_is_not_what_was_asked_fails(backends, args: list[str],
+                                                         answer: dict | str, why: str) -> None:
+    port = await backends(_lying_api(answer))
+    res = await acli(*args, env={"KILLGATE_ADMIN_URL": f"http://127.0.0.1:{port}",
+                                 "KILLGATE_TOKEN": "t"})
+    assert res.returncode == 1, res.stdout
+    assert why in res.stderr, res.stderr
+    assert "None" not in res.stdout and "killed" not in res.stdout
+
+
+async def test_an_unexpected_status_is_an_error(backends) -> None:
+    port = await backends(_lying_api({**RECEIPT, "kill": "global"}, status=201))
+    res = await acli("kill", "--global", "--reason", "x",
+                     env={"KILLGATE_ADMIN_URL": f"http://127.0.0.1:{port}", "KILLGATE_TOKEN": "t"})
+    assert res.returncode == 1 and "answered 201, not 200" in res.stderr
+
+
+def test_expect_names_the_field() -> None:
+    assert expect({"a": 1, "b": {"c": "x"}}, {"a": int, "b": {"c": str}}) == {
+        "a": 1, "b": {"c": "x"}}
+    with pytest.raises(ClientError, match=r"'b\.c' has the wrong type"):
+        expect({"a": 1, "b": {"c": 2}}, {"a": int, "b": {"c": str}})
+
+
+def test_the_cli_never_builds_its_own_redirect_follower() -> None:
+    """Every request goes through cli/http.py's opener (the one without redirects)."""
+    root = Path(__file__).resolve().parent.parent / "gateway" / "cli"
+    users = {p.name for p in root.glob("*.py") if "urlopen" in p.read_text()
+             or "build_opener" in p.read_text()}
+    assert users == {"http.py"}

@@ -1,0 +1,61 @@
+"""`killgate --help` and every subcommand's `--help` work: the first thing a new user types.
+
+Subcommands are discovered from the parser itself, so a command added later is covered
+without touching this test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import subprocess
+import sys
+
+import pytest
+
+from gateway.cli.main import build_parser, main
+from tests.conftest import ROOT
+
+
+def _commands(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    out = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                out.append((*prefix, name))
+                out.extend(_commands(sub, (*prefix, name)))
+    return out
+
+
+COMMANDS = _commands(build_parser())
+
+
+def test_the_commands_are_discovered() -> None:
+    names = {c[0] for c in COMMANDS}
+    assert {"serve", "check", "demo", "status", "kill", "unkill", "rollback", "promote",
+            "weights", "release", "audit", "diff", "token", "approve", "decline",
+            "approvals", "drill"} <= names
+    assert {("drill", k) for k in ("kill", "rollback", "failover", "store-loss", "run",
+                                   "restore", "history")} <= set(COMMANDS)
+
+
+def test_top_level_help_as_a_process() -> None:
+    res = subprocess.run([sys.executable, "-m", "gateway", "--help"], capture_output=True,
+                         text=True, timeout=60, cwd=str(ROOT))
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.startswith("usage: killgate") and res.stderr == ""
+    for (name, *_) in COMMANDS:
+        assert name in res.stdout
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
+def test_every_subcommand_has_help(command: tuple[str, ...]) -> None:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), \
+            pytest.raises(SystemExit) as exc:
+        main([*command, "--help"])
+    assert exc.value.code == 0, err.getvalue()
+    text = out.getvalue()
+    assert text.startswith(f"usage: killgate {' '.join(command)}"), text[:200]
+    assert err.getvalue() == ""

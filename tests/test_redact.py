@@ -1,0 +1,212 @@
+"""Redaction (gateway/redact.py; RELIABILITY row 55): no secret of the config in any API
+answer, log line or CLI output, checked by grepping all of them for each secret."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from aiohttp import ClientSession
+
+from gateway import redact
+from gateway.admin.auth import mint
+from gateway.log import _JsonFormatter, _TextFormatter, event
+from tests.backends import echo_app
+from tests.conftest import (
+    ROOT,
+    SECRET,
+    STATE_KEY,
+    STATE_KEY_ENV,
+    free_port,
+    two_versions,
+    wait_until,
+    write_config,
+)
+from tests.test_state_urls import _redis
+
+
+@pytest.mark.parametrize(("given", "hide", "shown"), [
+    ("redis://:pw@127.0.0.1:6379/0", False, "redis://***@127.0.0.1:6379/0"),
+    ("rediss://u:pw@h:1/0?password=pw&ssl_cert_reqs=none", False,
+     "rediss://***@h:1/0?password=***&ssl_cert_reqs=none"),
+    ("redis+sentinel://:pw@h1:26379,h2:26379/main", False,
+     "redis+sentinel://***@h1:26379,h2:26379/main"),
+    ("unix:///run/redis.sock?password=pw&db=1", False, "unix:///run/redis.sock?password=***&db=1"),
+    ("https://hooks.example.com/services/T0/B0/XX?token=t", True, "https://hooks.example.com/***"),
+    ("https://hooks.example.com", True, "https://hooks.example.com"),
+    ("http://10.0.0.1:8000/v2", False, "http://10.0.0.1:8000/v2"),
+])
+def test_url(given: str, hide: bool, shown: str) -> None:
+    assert redact.url(given, hide) == shown
+
+
+def test_tree_by_key_names() -> None:
+    given = {
+        "state": {"url": "redis://:pw@h/0", "signing_key_env": "KG_KEY",
+                  "audit_key_file": "/run/key"},
+        "admin": {"auth": {"jwks_url": "https://idp.example.com/tenant/keys?x=1",
+                           "hs256_secret_env": "KG_SECRET", "max_token_age": 60}},
+        "routes": [{"analysis": {"webhook_url": "https://h/p/q"},
+                    "fallback": {"headers": {"Authorization": "Bearer t", "X-Api-Key": "k",
+                                             "content-type": "application/json"}},
+                    "versions": [{"url": "http://h:1/v2"}]}],
+        "events": {"webhooks": [{"url": "https://h/secret/path", "secret_env": "EV"}]},
+        "password": "", "last_error": "cannot reach redis://:pw@h:1/0 (refused)",
+    }
+    assert redact.tree(given) == {
+        "state": {"url": "redis://***@h/0", "signing_key_env": "KG_KEY",
+                  "audit_key_file": "/run/key"},
+        "admin": {"auth": {"jwks_url": "https://idp.example.com/***",
+                           "hs256_secret_env": "KG_SECRET", "max_token_age": 60}},
+        "routes": [{"analysis": {"webhook_url": "https://h/***"},
+                    "fallback": {"headers": {"Authorization": "***", "X-Api-Key": "***",
+                                             "content-type": "application/json"}},
+                    "versions": [{"url": "http://h:1/v2"}]}],
+        "events": {"webhooks": [{"url": "https://h/***", "secret_env": "EV"}]},
+        "password": "", "last_error": "cannot reach redis://***@h:1/0 (refused)",
+    }
+
+
+@pytest.mark.parametrize("formatter", [_JsonFormatter(), _TextFormatter()])
+def test_log_fields_are_redacted(formatter: logging.Formatter) -> None:
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    logger = logging.getLogger("killgate.test_redact")
+    logger.addHandler(Keep())
+    logger.setLevel(logging.INFO)
+    event(logger, "alert_retry", logging.WARNING, webhook="https://h/HOOKPATH?t=HOOKQ",
+          error="redis://:REDISPW@h:1/0 refused", password="PWFIELD")
+    line = formatter.format(records[0])
+    for secret in ("HOOKPATH", "HOOKQ", "REDISPW", "PWFIELD"):
+        assert secret not in line
+    assert "https://h/***" in line and "redis://***@h:1/0" in line
+
+
+SECRETS = {
+    "redis password": "REDISPW-7f3a",
+    "webhook path": "HOOKPATH-91ce",
+    "webhook query": "HOOKQUERY-55d0",
+    "event webhook path": "EVENTPATH-2b8e",
+    "event signing secret": "EVENTSECRET-0123456789-abcdefghijklmnop",
+    "admin token secret": SECRET,
+    "new webhook path": "NEWHOOK-a7b3",
+    "state signing key": STATE_KEY,
+}
+
+
+def _config(tmp: Path, redis_port: int, backend: int, hook: str) -> str:
+    s = SECRETS
+    routes = two_versions(backend, backend, extra=textwrap.dedent(f"""\
+        analysis:
+          webhook_url: "https://hooks.example.com/{hook}?token={s['webhook query']}"
+        """))
+    text = write_config(
+        tmp, routes, listen=f"127.0.0.1:{free_port()}", admin=f"127.0.0.1:{free_port()}",
+        state=textwrap.dedent(f"""\
+            state:
+              backend: redis
+              url: "redis://:{s['redis password']}@127.0.0.1:{redis_port}/0"
+              signing_key_env: {STATE_KEY_ENV}
+              snapshot_path: {tmp}/snapshot.json
+              poll_interval: 50ms
+              max_staleness: 1s
+            """),
+        extra=textwrap.dedent(f"""\
+            events:
+              webhooks:
+                - url: "http://127.0.0.1:1/hooks/{s['event webhook path']}"
+                  secret_env: KG_EVENT_SECRET
+            log: {{format: json, level: debug}}
+            """)).read_text()
+    return text
+
+
+async def test_no_secret_in_any_answer_log_or_cli_output(tmp_path: Path, backends,
+                                                         gateway_procs) -> None:
+    port = free_port()
+    redis = _redis(["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
+                    "no", "--requirepass", SECRETS["redis password"]], port,
+                   password=SECRETS["redis password"])
+    try:
+        backend = await backends(echo_app("v1"))
+        cfg_path = tmp_path / "killgate.yaml"
+        cfg_path.write_text(_config(tmp_path, port, backend, SECRETS["webhook path"]))
+        env = {"KG_EVENT_SECRET": SECRETS["event signing secret"]}
+        gw = gateway_procs(cfg_path, env=env)
+        await asyncio.to_thread(gw.wait_ready)
+        tok = mint(SECRET, "reader", "killgate:read killgate:kill", 600, "killgate",
+                   "killgate-admin")
+        auth = {"Authorization": f"Bearer {tok}"}
+        seen: dict[str, str] = {}
+        async with ClientSession() as s:
+            async with s.post(gw.admin + "/v1/kill", headers=auth,
+                              json={"scope": "route", "route": "iris", "reason": "drill"}) as r:
+                assert r.status == 200
+                seen["kill answer"] = await r.text()
+            # a reload that changes the webhook: its audit event summarises the change
+            other = tmp_path / "other.yaml"
+            other.write_text(_config(tmp_path, port, backend, SECRETS["new webhook path"]))
+            other.replace(cfg_path)
+
+            async def reloaded() -> bool:
+                async with s.get(gw.admin + "/v1/audit", headers=auth) as r:
+                    return "config.reload" in await r.text()
+
+            await wait_until(reloaded, 15, 0.1, "the reload's audit event")
+            other = tmp_path / "first.yaml"  # the file as it was: a diff to show
+            other.write_text(_config(tmp_path, port, backend, SECRETS["webhook path"]))
+            for path in ("/v1/config", "/v1/status", "/v1/audit", "/readyz", "/metrics",
+                         "/openapi.json"):
+                async with s.get(gw.admin + path, headers=auth) as r:
+                    assert r.status == 200, path
+                    seen[path] = await r.text()
+            cli_env = {**os.environ, "KILLGATE_ADMIN_URL": gw.admin, "KILLGATE_TOKEN": tok,
+                       **env}
+            runs = [["status"], ["status", "--json"], ["audit"], ["audit", "--json"],
+                    ["diff", str(other)], ["diff", "--json", str(other)],
+                    ["diff", str(other), "--against", str(tmp_path / "killgate.yaml")],
+                    ["check", str(other)]]
+            for args in runs:
+                res = await asyncio.to_thread(
+                    subprocess.run, [sys.executable, "-m", "gateway", *args],
+                    capture_output=True, text=True, env=cli_env, cwd=str(ROOT), timeout=60)
+                assert res.returncode in (0, 2), (args, res.stderr)
+                seen["killgate " + " ".join(args)] = res.stdout + res.stderr
+            # the store goes away: its error shows in status and logs, without the password
+            redis.kill()
+            redis.wait(5)
+
+            async def disconnected() -> bool:
+                async with s.get(gw.admin + "/v1/status", headers=auth) as r:
+                    body = await r.json()
+                    if body["store"]["connected"] is False and body["store"]["last_error"]:
+                        seen["status while the store is down"] = json.dumps(body)
+                        return True
+                    return False
+
+            await wait_until(disconnected, 15, 0.1, "the store to be missed")
+        assert gw.stop() == 0
+        seen["gateway log"] = gw.output()
+        assert '"event": "config_reloaded"' in seen["gateway log"]  # (the log was read)
+        leaks = {(where, name) for where, out in seen.items()
+                 for name, secret in SECRETS.items() if secret in out}
+        assert leaks == set()
+        # and what was shown instead
+        assert "redis://***@127.0.0.1" in seen["/v1/config"]
+        assert "https://hooks.example.com/***" in seen["/v1/config"]
+        assert "http://127.0.0.1:1/***" in seen["/v1/config"]
+    finally:
+        if redis.poll() is None:
+            redis.kill()
+            redis.wait(5)

@@ -1,0 +1,52 @@
+"""state/snapshot.py without a gateway: a file it cannot trust gives its kills only (and
+they are adopted at start), a signed file of its own owner is read whole."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from gateway.control.table import TableHolder
+from gateway.domain.statedoc import KillFlag, RouteOverride, StateDoc
+from gateway.state.signing import Key, Keyring
+from gateway.state.snapshot import SnapshotFile
+from tests.conftest import two_versions, write_config
+
+FLAG = KillFlag("version", "iris", "v2", "ops", "bad", "2026-01-01T00:00:00.000Z", 7)
+DOC = StateDoc(generation=10 ** 12, epoch="e", kills={"version:iris:v2": FLAG},
+               overrides={"iris": RouteOverride("v2", {"v1": 0.0, "v2": 100.0}, "mallory", "x",
+                                                "2026-01-01T00:00:00.000Z", "promote")})
+RING = Keyring(Key.of(b"k" * 32), context="kgtest:")
+
+
+def _holder(tmp_path: Path) -> TableHolder:
+    from gateway.configfile import load_config
+
+    return TableHolder(load_config(write_config(tmp_path, two_versions(1, 2))),
+                       state_unknown=True)
+
+
+def test_an_unsigned_file_under_a_signing_key_gives_its_kills_only(tmp_path: Path) -> None:
+    """A file from before state signing: a migration, so its kills are kept and adopted
+    (a document at generation 0 would be ignored by an instance that just started), its
+    overrides and its generation are not believed."""
+    path = tmp_path / "snapshot.json"
+    path.write_text(json.dumps(DOC.to_json()))
+    path.chmod(0o600)
+    got = SnapshotFile(path, RING).read()
+    assert got is not None
+    assert got.kills == DOC.kills and got.overrides == {} and got.generation == 1
+    holder = _holder(tmp_path)
+    assert holder.apply_doc(got) and set(holder.doc.kills) == {"version:iris:v2"}
+
+
+def test_a_file_others_may_write_gives_its_kills_only(tmp_path: Path) -> None:
+    path = tmp_path / "snapshot.json"
+    path.write_text(json.dumps(DOC.to_json()))  # no signing key: a local store
+    path.chmod(0o666)
+    got = SnapshotFile(path, Keyring(None)).read()
+    assert got is not None
+    assert got.kills == DOC.kills and got.overrides == {} and got.generation == 1
+    path.chmod(0o600)
+    whole = SnapshotFile(path, Keyring(None)).read()
+    assert whole == DOC  # its owner's own file: believed whole
