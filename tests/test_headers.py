@@ -84,3 +84,17 @@ def test_connection_tokens() -> None:
 ])
 def test_declared_charset(value: str | None, charset: str | None) -> None:
     assert declared_charset(value) == charset
+
+
+def test_an_event_stream_answer_is_marked_whole_or_streamed() -> None:
+    """Whatever the path (a whole answer or a stream), an SSE answer, of any case, is marked
+    not to be cached or buffered, and the backend's own Cache-Control gives way."""
+    for ctype in (b"text/event-stream", b"Text/Event-Stream; charset=utf-8"):
+        raw = [(b"Content-Type", ctype), (b"Cache-Control", b"max-age=60")]
+        fields = [(n.lower(), v) for n, v in _fields(response_head(200, raw, b"", 10, None))]
+        assert fields.count((b"cache-control", b"no-cache")) == 1
+        assert (b"x-accel-buffering", b"no") in fields
+        assert (b"cache-control", b"max-age=60") not in fields
+    plain = [(n.lower(), v) for n, v in _fields(response_head(
+        200, [(b"Content-Type", b"text/plain"), (b"Cache-Control", b"max-age=60")], b"", 10, None))]
+    assert (b"cache-control", b"max-age=60") in plain and b"x-accel-buffering" not in dict(plain)

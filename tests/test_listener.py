@@ -181,3 +181,45 @@ async def test_a_kill_cuts_a_fast_path_request_waiting_on_its_backend(tmp_path: 
         assert m.get("killgate_inflight_aborted_total", ("iris",)) == 1
         assert not m.get("killgate_upstream_errors_total", ("iris", "v1", "Aborted"))
         assert g.gw.holder.unhealthy == frozenset()
+
+
+async def test_a_client_that_reads_no_answers_stops_getting_them(tmp_path: Path,
+                                                                 backends) -> None:
+    """A client sends request after request on one connection and reads none of the
+    answers. Once its socket and the transport's buffer are full, no further request is
+    forwarded (each answer would wait in the gateway's memory) until the client reads."""
+    import socket
+
+    hits = []
+
+    async def big(req: web.Request) -> web.Response:
+        hits.append(req.path)
+        return web.Response(body=b"x" * 200_000)
+
+    app = web.Application()
+    app.router.add_route("*", "/{t:.*}", big)
+    p = await backends(app)
+    cfg = write_config(tmp_path, two_versions(p, p, 100, 0))
+    async with running_gateway(cfg) as g:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", g.gw.data_addr[1]))
+        r, w = await asyncio.open_connection(sock=sock)
+        assert g.gw._listener is not None
+        buffered = 0
+        for _ in range(100):  # one request at a time, as a client that never reads would
+            w.write(b"GET /v2/models/iris/big HTTP/1.1\r\nHost: x\r\n\r\n")
+            await asyncio.sleep(0.01)
+            for conn in g.gw._listener.connections:
+                assert conn.transport is not None
+                buffered = max(buffered, conn.transport.get_write_buffer_size())
+        # 100 answers of 200 kB (20 MB) held in the gateway's memory before the fix
+        assert buffered < 1_000_000, buffered
+        held = len(hits)
+        assert held < 50
+        for _ in range(100):  # the client reads: every request is answered, in order
+            head, body = await _read_answer(r)
+            assert head.startswith(b"HTTP/1.1 200") and len(body) == 200_000
+        assert len(hits) == 100
+        w.close()

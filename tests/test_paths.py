@@ -27,6 +27,9 @@ def test_accepted_targets(raw: str, path: str, forwarded: str) -> None:
     "/v2/models/iris;x=1/infer", "/v2/models/iris/..;/other", "/x/..;/v2/models/iris",
     "/v2/models/iris%3bx/infer", "/v2/models/iris%2Finfer", "/v2/models/iris/%2e%2e/x",
     "/a%5cb", "/a%00b", "/a\\b", "/v1/\u65e5", "/v1/%ff%fe",
+    # a fragment is never part of a request target (RFC 9112 §3.2), and uvicorn (so
+    # MLServer and vLLM) and aiohttp drop it: /v2/models/iris#x is /v2/models/iris there
+    "/v2/models/iris#x", "/v2/models/iris#/../other", "/v2/models/iris?a=1#x", "/#",
 ])
 def test_refused_targets(raw: str) -> None:
     with pytest.raises(BadTarget):

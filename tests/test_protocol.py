@@ -16,6 +16,7 @@ from gateway.dataplane.clock import Clock
 from gateway.dataplane.protocol import (
     MAX_HEAD,
     MAX_HEADERS,
+    SLICE,
     HttpProtocol,
     Limits,
     c_parser,
@@ -130,12 +131,13 @@ def feed(proto: HttpProtocol, data: bytes, step: int = 0) -> None:
 
 def answers(out: bytes | bytearray) -> list[bytes]:
     """The bodies of the answers in `out`, in order (content-length framing only)."""
-    got, rest = [], bytes(out)
-    while rest:
-        head, _, rest = rest.partition(b"\r\n\r\n")
-        n = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
-        got.append(rest[:n])
-        rest = rest[n:]
+    got, data, i = [], bytes(out), 0
+    while i < len(data):
+        end = data.index(b"\r\n\r\n", i)
+        head = data[i:end].lower()
+        n = int(head.split(b"content-length: ")[1].split(b"\r\n")[0])
+        got.append(data[end + 4:end + 4 + n])
+        i = end + 4 + n
     return got
 
 
@@ -460,3 +462,56 @@ async def test_bytes_after_a_connection_close_request_are_not_answered(answer_no
         answer(h.seen[0])
     await until(lambda: tr.closed)
     assert answers(tr.out) == [b"GET /a "] and len(h.seen) == 1
+
+
+async def test_a_client_that_reads_nothing_gets_no_more_answers_queued() -> None:
+    """Pipelined requests from a client that reads none of its answers: once the transport
+    says its buffer is full, no further request is handed over (each answer would wait in
+    memory) and reading pauses; the rest go on when the client reads again."""
+    h = Recorder()
+    proto, tr, _ = connect(h)
+
+    def write(data: Any) -> None:  # a client that stops reading after the first answer
+        tr.out += data
+        proto.pause_writing()
+
+    tr.write = write  # type: ignore[method-assign]
+    for _ in range(1000):
+        feed(proto, GET)
+    assert len(h.seen) == 1 and tr.paused
+    tr.write = lambda data: tr.out.extend(data)  # type: ignore[method-assign]
+    proto.resume_writing()
+    await until(lambda: len(answers(tr.out)) == 1000)
+    assert answers(tr.out) == [b"GET /a "] * 1000 and len(h.seen) == 1000
+
+
+@pytest.mark.parametrize("answer_now", [True, False])
+async def test_one_read_of_many_pipelined_requests_is_parsed_as_they_are_answered(
+        answer_now: bool) -> None:
+    """64 KiB of tiny pipelined requests in one read (a uvloop read is up to 256 KiB: ten
+    thousand requests) are not parsed into as many queued requests at once: a slice at a
+    time, the rest held as bytes while requests queue, and all answered in order."""
+    h = Recorder(answer_now=answer_now)
+    proto, tr, _ = connect(h)
+    n = 64 * 1024 // len(GET)
+    feed(proto, GET * n)
+    assert len(proto.queue) <= SLICE // len(GET) + 1
+    queued = len(proto.queue)
+    while tr.out.count(b"HTTP/1.1 200") < n:
+        if not answer_now:
+            await until(lambda: h.seen and not h.seen[-1].responded)
+            answer(h.seen[-1])
+            queued = max(queued, len(proto.queue))
+        else:
+            await asyncio.sleep(0.001)
+    assert answers(tr.out) == [b"GET /a "] * n and not tr.closed and not tr.paused
+    assert queued <= SLICE // len(GET) + 1
+
+
+async def test_a_large_body_in_one_read_is_parsed_in_one_piece() -> None:
+    """Slicing a read is for heads: a large sized body goes to the parser in one piece."""
+    h = Recorder(answer_now=False)
+    proto, _, _ = connect(h)
+    feed(proto, b"POST /u HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n" + b"x" * 100000)
+    req = h.seen[0]
+    assert req.body_done and len(req.chunks) <= 2

@@ -320,7 +320,11 @@ async def test_large_body_streams_through(tmp_path: Path, backends, session) -> 
     b"HTTP/1.1 200 OK\nContent-Length: 5\n\nhello",
     b"HTTP/1.1 200 OK\r\nContent-Length: 5x\r\n\r\nhello",
     b"HTTP/1.1 200 OK\r\nContent-Length: -5\r\n\r\nhello",
-], ids=["cl+te", "dup-cl", "nul", "garbage", "bare-lf", "invalid-cl", "negative-cl"])
+    b"HTTP/2.0 200 OK\r\nContent-Length: 5\r\n\r\nhello",
+    b"HTTP/1.1 099 Odd\r\nContent-Length: 5\r\n\r\nhello",
+    b"HTTP/1.1 600 Odd\r\nContent-Length: 5\r\n\r\nhello",
+], ids=["cl+te", "dup-cl", "nul", "garbage", "bare-lf", "invalid-cl", "negative-cl", "http2.0",
+        "status-099", "status-600"])
 async def test_malformed_backend_answer_is_502(tmp_path: Path, session, payload: bytes) -> None:
     """RELIABILITY row 7: 502, nothing of the answer forwarded, and the backend connection
     closed rather than reused (the backend here keeps its side open)."""
@@ -589,3 +593,232 @@ async def test_ambiguous_paths_are_refused(tmp_path: Path, backends, target: byt
         await w.wait_closed()
     assert status.split()[1] == b"400", status
     assert rec.requests == []
+
+
+async def _raw_answer(port: int, request: bytes) -> tuple[bytes, bytes, bytes]:
+    """(head, body by the head's own framing, bytes after it until the close) of one
+    request on a fresh connection, read as a strict client would."""
+    r, w = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        w.write(request)
+        head = await asyncio.wait_for(r.readuntil(b"\r\n\r\n"), 5)
+        low = head.lower()
+        if request.startswith(b"HEAD ") or head.split(b" ")[1] in (b"204", b"304"):
+            body = b""
+        elif b"content-length: " in low:
+            n = int(low.split(b"content-length: ")[1].split(b"\r\n")[0])
+            body = await asyncio.wait_for(r.readexactly(n), 5)
+        elif b"transfer-encoding: chunked" in low:
+            body = b""
+            while (size := int(await asyncio.wait_for(r.readline(), 5), 16)) > 0:
+                body += await r.readexactly(size + 2)
+                body = body[:-2]
+            await r.readexactly(2)
+        else:
+            body = b""
+        with contextlib.suppress(TimeoutError, ConnectionError):
+            rest = await asyncio.wait_for(r.read(), 2)
+        return head, body, rest
+    finally:
+        w.close()
+
+
+@pytest.mark.parametrize("payload, status, body", [
+    # a 1xx whose Content-Length framed the final answer: 5 bytes announced, 11 sent
+    (b"HTTP/1.1 103 Early Hints\r\nContent-Length: 5\r\n\r\n"
+     b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nhello world", b"200", b"hello world"),
+    # the same, sized by the 1xx and chunked by the final answer
+    (b"HTTP/1.1 103 Early Hints\r\nContent-Length: 5\r\n\r\n"
+     b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nb\r\nhello world\r\n0\r\n\r\n",
+     b"200", b"hello world"),
+    # a 204 whose "body" is a second answer: it was merged into the first (status 200)
+    (b"HTTP/1.1 204 No Content\r\nX-First: 1\r\nContent-Length: 46\r\n\r\n"
+     b"HTTP/1.1 200 OK\r\nX-Smuggled: 1\r\nContent-Length: 2\r\n\r\nhi", b"204", b""),
+], ids=["1xx-framing", "1xx-framing-chunked", "204-with-an-answer"])
+async def test_a_backends_extra_messages_never_reframe_or_replace_its_answer(
+        tmp_path: Path, payload: bytes, status: bytes, body: bytes) -> None:
+    """A backend's answer is framed by its own fields only, and what follows it on the
+    connection is never read as (part of) an answer."""
+    raw = RawBackend(payload, close=status == b"200")  # (answers one request a connection)
+    port = await raw.start()
+    try:
+        cfg = write_config(tmp_path, two_versions(port, port, 100, 0))
+        async with running_gateway(cfg) as g:
+            for _ in range(2):  # the second on a fresh backend connection
+                head, got, rest = await _raw_answer(
+                    g.gw.data_addr[1], b"GET " + INFER.encode() + b" HTTP/1.1\r\nHost: x\r\n"
+                    b"Connection: close\r\n\r\n")
+                assert head.split(b" ")[1] == status, head
+                assert got == body and rest == b"", (head, got, rest)
+                assert b"x-smuggled" not in head.lower()
+        assert raw.connections == 2
+    finally:
+        await raw.stop()
+
+
+async def test_a_backend_that_never_reads_the_body_times_out(tmp_path: Path) -> None:
+    """A backend that accepts and never reads: once the socket buffers are full the body's
+    upload waits, under the route's idle timeout (it waited for ever: the client, its
+    request and the backend connection were held until the client gave up)."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def deaf(_: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        held.append(w)  # never reads
+
+    server = await asyncio.start_server(deaf, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        cfg = write_config(tmp_path, two_versions(port, port, 100, 0,
+                                                  extra="timeouts: {idle: 300ms}\n"))
+        async with running_gateway(cfg) as g:
+            r, w = await asyncio.open_connection("127.0.0.1", g.gw.data_addr[1])
+            size = 10 * 1024 * 1024  # max_body_size (10 MiB): far more than socket buffers
+            w.write(b"POST " + INFER.encode() + b" HTTP/1.1\r\nHost: x\r\n"
+                    b"Content-Length: %d\r\n\r\n" % size)
+
+            async def upload() -> None:
+                with contextlib.suppress(ConnectionError):
+                    for _ in range(size // 65536):
+                        w.write(b"x" * 65536)
+                        await w.drain()
+
+            sending = asyncio.ensure_future(upload())
+            t0 = time.monotonic()
+            head = await asyncio.wait_for(r.readuntil(b"\r\n\r\n"), 10)
+            assert head.startswith(b"HTTP/1.1 504"), head
+            assert time.monotonic() - t0 < 5
+            sending.cancel()
+            w.close()
+            await wait_until(lambda: g.gw.inflight.count == 0, 5)
+    finally:
+        for w in held:
+            w.close()
+        server.close()
+        await server.wait_closed()
+
+
+class _ClosesIdle:
+    """A backend that answers the first request on each connection (keep-alive), and
+    closes the connection when a second arrives on it without answering: what a backend
+    closing an idle connection just as the gateway reuses it looks like."""
+
+    def __init__(self) -> None:
+        self.connections = 0
+        self.answered = 0
+        self.server: asyncio.AbstractServer | None = None
+
+    async def _client(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            await r.readuntil(b"\r\n\r\n")
+            w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            self.answered += 1
+            await r.readuntil(b"\r\n\r\n")  # a second request: gone without a word
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            w.close()
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._client, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def stop(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        await self.server.wait_closed()
+
+
+async def test_a_stale_pooled_connection_is_retried_fresh_on_the_fast_path(
+        tmp_path: Path, session: ClientSession) -> None:
+    """A pooled connection the backend closed just as a request went out on it (no byte
+    of answer) is tried once more on a new connection, as the slow path always did: the
+    fast path (every request on an idle pooled connection) answered 502, and with two
+    such connections idle, the retry took the other stale one."""
+    backend = _ClosesIdle()
+    port = await backend.start()
+    try:
+        cfg = write_config(tmp_path, two_versions(port, port, 100, 0))
+        async with running_gateway(cfg) as g:
+            pool_of = g.gw.upstreams.pools
+
+            async def post() -> int:
+                async with session.post(g.url + INFER, data=b"{}") as r:
+                    await r.read()
+                    return r.status
+
+            assert await asyncio.gather(post(), post()) == [200, 200]  # two pooled now
+            await wait_until(lambda: len(pool_of[("http", "127.0.0.1", port)].idle) == 2, 5)
+            for _ in range(3):
+                assert await post() == 200
+            assert g.gw.metrics.get("killgate_upstream_errors_total",
+                                    ("iris", "v1", "UpstreamStale")) >= 1
+    finally:
+        await backend.stop()
+
+
+def _paths_app() -> web.Application:
+    """Answers of every shape, the same each time they are asked for."""
+
+    async def handler(req: web.Request) -> web.StreamResponse:
+        await req.read()
+        kind = req.path.rsplit("/", 1)[-1]
+        if kind == "sized":
+            return web.Response(body=b"hello", headers={"X-Kind": "sized"})
+        if kind == "nocontent":
+            return web.Response(status=204, headers={"X-Kind": "nocontent"})
+        if kind == "notmodified":
+            return web.Response(status=304, headers={"ETag": '"v1"'})
+        if kind == "error":
+            return web.json_response({"error": "nope"}, status=503)
+        resp = web.StreamResponse(headers={"X-Kind": kind, "Cache-Control": "max-age=60"})
+        if kind.startswith("sse"):
+            resp.content_type = "text/event-stream"
+        resp.enable_chunked_encoding()
+        await resp.prepare(req)
+        await resp.write(b"data: 1\n\n")
+        if kind.endswith("stream"):
+            await asyncio.sleep(0.05)  # the rest comes later: streamed on both paths
+            await resp.write(b"data: 2\n\n")
+        await resp.write_eof()
+        return resp
+
+    app = web.Application()
+    app.router.add_route("*", "/{t:.*}", handler)
+    return app
+
+
+async def _answer(port: int, request: bytes) -> tuple[bytes, dict[bytes, bytes], bytes]:
+    head, body, _ = await _raw_answer(port, request)
+    lines = head.split(b"\r\n")
+    fields = {}
+    for line in lines[1:]:
+        if line:
+            name, _, value = line.partition(b": ")
+            if name.lower() not in (b"date", b"content-length", b"transfer-encoding"):
+                fields[name.lower()] = value
+    return lines[0], fields, body
+
+
+@pytest.mark.parametrize("kind", ["sized", "chunked", "sse", "sse-stream", "nocontent",
+                                  "notmodified", "error"])
+@pytest.mark.parametrize("method", [b"POST", b"HEAD"])
+async def test_the_fast_and_slow_paths_answer_alike(tmp_path: Path, backends, kind: str,
+                                                    method: bytes) -> None:
+    """The same request, once on the fast path (its body in memory: sent from the parser
+    callback) and once on the slow path (a chunked body: a coroutine reads it first), gets
+    the same status line, the same fields (but for framing and Date) and the same body."""
+    p = await backends(_paths_app())
+    cfg = write_config(tmp_path, two_versions(p, p, 100, 0))
+    async with running_gateway(cfg) as g:
+        port = g.gw.data_addr[1]
+        target = method + b" /v2/models/iris/" + kind.encode() + b" HTTP/1.1\r\nHost: x\r\n"
+        fast_req = target + b"Content-Length: 2\r\nConnection: close\r\n\r\n{}"
+        slow_req = target + b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n2\r\n{}\r\n0\r\n\r\n"
+        await _answer(port, fast_req)  # a pooled connection for the fast path
+        fast = await _answer(port, fast_req)
+        slow = await _answer(port, slow_req)
+        assert fast == slow
+        if kind.startswith("sse") and method == b"POST":
+            assert fast[1][b"cache-control"] == b"no-cache"
+            assert fast[1][b"x-accel-buffering"] == b"no"

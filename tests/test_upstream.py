@@ -182,3 +182,115 @@ async def test_pool_take_idle_and_release() -> None:
     ex.keep_alive = False
     p.release(ex)  # not reusable: closed, not pooled
     assert p.take_idle() is None
+
+
+# --------------------------------------------------------------------------- hostile backends
+# (review of the data plane: each case below failed before its fix)
+
+
+async def test_a_1xx_answers_framing_fields_do_not_frame_the_final_answer() -> None:
+    """A 103 carrying Content-Length: 5 before a final answer delimited by the close: the
+    final answer has no length (its body is read to the end), never the 1xx's 5 (which,
+    forwarded, told the client 5 bytes and sent it 11: the rest read as another answer)."""
+    ex, tr = exchange()
+    await ex.send(b"GET / HTTP/1.1\r\n\r\n", None)
+    feed(ex, b"HTTP/1.1 103 Early Hints\r\nContent-Length: 5\r\n\r\n"
+             b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nhello world", 0)
+    await ex.read_head()
+    assert ex.status == 200 and ex.length is None
+    tr.abort()  # the backend's FIN ends the body
+    assert await read_all(ex) == b"hello world"
+
+
+@pytest.mark.parametrize("step", [0, 7])
+async def test_a_second_answer_in_the_same_bytes_is_not_merged_into_the_first(step: int) -> None:
+    """A backend answers once and then again (a 204 with a 'body' that is an answer, or two
+    answers at once): the first answer is the exchange's, with its own status and fields;
+    the rest is never read as part of it, and the connection is not reused."""
+    p = pool()
+    ex, tr = exchange(p)
+    await ex.send(b"GET / HTTP/1.1\r\n\r\n", None)
+    feed(ex, b"HTTP/1.1 204 No Content\r\nX-First: 1\r\nContent-Length: 39\r\n\r\n"
+             b"HTTP/1.1 200 OK\r\nX-Smuggled: 1\r\nContent-Length: 2\r\n\r\nhi", step)
+    await ex.read_head()
+    assert ex.status == 204 and [n for n, _ in ex.headers] == [b"X-First", b"Content-Length"]
+    assert ex.complete and await read_all(ex) == b""
+    assert not ex.keep_alive and tr.closed
+    p.release(ex)
+    assert p.take_idle() is None
+
+
+async def test_an_idle_pooled_connection_that_speaks_is_closed() -> None:
+    """Bytes from a backend on an idle keep-alive connection (an unsolicited 408, or the
+    head of an answer to nothing): the connection is closed, never handed a request whose
+    answer would be read as the rest of those bytes."""
+    p = pool()
+    ex, tr = exchange(p)
+    await ex.send(b"GET / HTTP/1.1\r\n\r\n", None)
+    feed(ex, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", 0)
+    await ex.read_head()
+    assert await read_all(ex) == b"ok"
+    p.release(ex)
+    feed(ex, b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n", 0)
+    await asyncio.sleep(0)
+    assert tr.closed and p.take_idle() is None
+
+
+@pytest.mark.parametrize("status", [b"099", b"000", b"600", b"999"])
+async def test_a_status_outside_100_599_is_malformed(status: bytes) -> None:
+    """llhttp takes any three digits; an answer with a status HTTP does not have would be
+    forwarded as an invalid status line."""
+    ex, _ = exchange()
+    await ex.send(b"GET / HTTP/1.1\r\n\r\n", None)
+    feed(ex, b"HTTP/1.1 " + status + b" Odd\r\nContent-Length: 2\r\n\r\nok", 0)
+    with pytest.raises(UpstreamProtocolError):
+        await ex.read_head()
+
+
+async def _body(parts: list[bytes], gate: asyncio.Event | None = None):  # type: ignore[no-untyped-def]
+    for i, part in enumerate(parts):
+        if gate is not None and i == 1:
+            await gate.wait()
+        yield part
+
+
+async def test_a_backend_that_stops_taking_the_body_is_timed_out() -> None:
+    """A backend that never reads the request body: the write side pauses, and the wait
+    for it to resume is under the exchange's idle deadline like any other wait (it was
+    awaited with none: the request, its client and its Task hung for ever)."""
+    p = pool()
+    ex, tr = exchange(p)
+    ex.idle = 0.05
+
+    def write(data: Any) -> None:  # a backend whose window is shut
+        tr.out += data
+        ex.pause_writing()
+
+    tr.write = write  # type: ignore[method-assign]
+    sending = asyncio.ensure_future(ex.send(b"POST / HTTP/1.1\r\n\r\n", _body([b"a", b"b"]),
+                                            chunked=True))
+    await asyncio.sleep(0.01)
+    assert not sending.done() and ex in p.waiting  # watched by the deadline sweeper
+    ex._on_timer()  # what the sweeper does past wait_until
+    with pytest.raises(UpstreamTimeout):
+        await asyncio.wait_for(sending, 1)
+
+
+async def test_a_request_not_sent_whole_never_goes_back_to_the_pool() -> None:
+    """The backend answers before the request body is all sent (a 413 while the upload
+    streams): sending stops, and although the answer is complete and keep-alive, the
+    connection is not reused, since the backend still waits for the rest of that body and
+    would read the next request as body bytes."""
+    p = pool()
+    ex, tr = exchange(p)
+    gate = asyncio.Event()
+    sending = asyncio.ensure_future(ex.send(
+        b"POST / HTTP/1.1\r\nContent-Length: 6\r\n\r\n", _body([b"abc", b"def"], gate)))
+    await asyncio.sleep(0.01)
+    feed(ex, b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 0\r\n\r\n", 0)
+    gate.set()
+    await sending
+    await ex.read_head()
+    assert ex.status == 413 and ex.complete and not tr.out.endswith(b"def")
+    p.release(ex)
+    assert p.take_idle() is None and tr.closed

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from gateway.dataplane.attempts import (
     ANSWER,
     ANSWERED,
+    FRESH,
     KILLED,
     MALFORMED,
     MOVE,
@@ -38,7 +39,7 @@ from gateway.dataplane.attempts import (
     SoFar,
     next_attempt,
 )
-from gateway.dataplane.headers import response_head
+from gateway.dataplane.headers import is_event_stream, response_head
 from gateway.dataplane.inflight import Aborted, Handle
 from gateway.dataplane.jsonpeek import ModelField, rewrite_model
 from gateway.dataplane.notready import MAX_BODY as NOT_READY_MAX
@@ -62,9 +63,6 @@ if TYPE_CHECKING:
     from gateway.dataplane.proxy import Proxy
 
 __all__ = ["Flight"]
-
-_SSE = b"text/event-stream"
-
 
 def _sse_error(type_: str, route: str, version: str | None) -> bytes:
     data = json.dumps({"type": type_, "route": route, "version": version})
@@ -100,7 +98,7 @@ class Flight(Handle):
     is its own in-flight `Handle` (kills find it by route and version, and cut its exchange)."""
 
     __slots__ = ("att", "budget", "complete", "deadline", "decision", "faulted", "field",
-                 "first", "plan",
+                 "first", "new_connection", "plan",
                  "prefix", "proxy", "raw_target", "req", "routing_path", "so_far", "started",
                  "target", "targets", "task", "whole")
 
@@ -130,6 +128,7 @@ class Flight(Handle):
         self.budget = None if plan.config.retry is None else proxy.budget(plan)
         self.att: AttemptSpan | None = None  # this attempt's trace span (tracing on)
         self.faulted: str | None = None  # a drill request: the version it must see fail
+        self.new_connection = False  # the next attempt opens a connection (a stale one failed)
 
     # ------------------------------------------------------------------ entry points
 
@@ -208,6 +207,8 @@ class Flight(Handle):
         if err is not None:
             self.exchange = None
             ex.release()
+            if type(err) is UpstreamClosed and not ex.got_bytes:
+                err = UpstreamStale(str(err))  # a pooled connection closed while idle
             self._failed(err)
             return
         if not ex.headers_done:
@@ -272,7 +273,7 @@ class Flight(Handle):
             self._continue()
 
     def _continue(self) -> None:
-        if not (self.complete and self._fast()):
+        if self.new_connection or not (self.complete and self._fast()):
             self._spawn(self._run())
 
     # ------------------------------------------------------------------ the plan
@@ -304,6 +305,7 @@ class Flight(Handle):
                 proxy.upstream_failed(self.req, plan, self.target, self.decision, err)
             return False
         self.so_far = nxt.so_far
+        self.new_connection = nxt.action == FRESH
         if ex is not None:  # an answer we will not forward: drop it
             self.exchange = None
             ex.close()
@@ -437,7 +439,9 @@ class Flight(Handle):
             try:
                 if target.name == self.faulted:
                     raise DrillFault()
-                ex, reused = await pool.acquire(self.plan.config.timeouts.connect)
+                ex, reused = await pool.acquire(self.plan.config.timeouts.connect,
+                                                self.new_connection)
+                self.new_connection = False
                 if self.aborted is not None:
                     pool.release(ex)
                     raise self.aborted
@@ -472,7 +476,7 @@ class Flight(Handle):
                     return None
                 if not self._next(outcome_of(exc), exc, None):
                     return None
-                if self.complete and self._fast():
+                if not self.new_connection and self.complete and self._fast():
                     return None  # the next attempt runs without this coroutine
 
     async def _chain(self, first: bytes) -> AsyncIterator[bytes]:
@@ -493,7 +497,7 @@ class Flight(Handle):
         status = ex.status
         raw = ex.headers
         head_only = req.method == b"HEAD" or status in (204, 304)
-        sse = not head_only and _content_type(raw).startswith(_SSE)
+        sse = not head_only and is_event_stream(_content_type(raw))
         keep = req.will_keep_alive()
         length = ex.length if not sse else None
         chunked = not head_only and length is None and not req.http10

@@ -17,6 +17,7 @@ __all__ = [
     "RawHeaders",
     "connection_tokens",
     "declared_charset",
+    "is_event_stream",
     "own_head",
     "request_head",
     "response_head",
@@ -53,7 +54,7 @@ def connection_tokens(values: Iterable[bytes]) -> frozenset[bytes]:
 
 # What a field does when it crosses, by its name as sent (learned once per spelling: the
 # hot path does one dict lookup per field instead of lower-casing and comparing it).
-_KEEP, _DROP, _CONN, _VIA, _DATE = 0, 1, 2, 3, 4
+_KEEP, _DROP, _CONN, _VIA, _DATE, _CTYPE = 0, 1, 2, 3, 4, 5
 _LEARNED_MAX = 4096  # names a client can invent are bounded: the cache starts over past it
 
 
@@ -65,6 +66,8 @@ def _learn(name: bytes, drop: frozenset[bytes], cache: dict[bytes, int]) -> int:
         act = _VIA
     elif low == b"date":
         act = _DATE
+    elif low == b"content-type":
+        act = _CTYPE
     else:
         act = _KEEP
     if len(cache) >= _LEARNED_MAX:
@@ -73,14 +76,19 @@ def _learn(name: bytes, drop: frozenset[bytes], cache: dict[bytes, int]) -> int:
     return act
 
 
+def is_event_stream(content_type: bytes) -> bool:
+    """Whether a Content-Type value is Server-Sent Events (`text/event-stream`, any case)."""
+    return content_type[:17].lower() == b"text/event-stream"
+
+
 def _raw_lines(first: bytes, raw: Iterable[tuple[bytes, bytes]], drop: frozenset[bytes],
-               cache: dict[bytes, int]) -> tuple[list[bytes], bool]:
+               cache: dict[bytes, int]) -> tuple[list[bytes], bool, bool]:
     """`first`, one `name: value` line per end-to-end field and our Via line (one pass,
-    bytes only), and whether a Date field was among them."""
+    bytes only), whether a Date field was among them, and whether it is an event stream."""
     parts = [first]
     conn: list[bytes] | None = None
     via: list[bytes] | None = None
-    dated = False
+    dated = events = False
     for name, value in raw:
         act = cache.get(name)
         if act is None:
@@ -90,6 +98,9 @@ def _raw_lines(first: bytes, raw: Iterable[tuple[bytes, bytes]], drop: frozenset
         elif act == _DATE:
             dated = True
             parts.append(b"%s: %s\r\n" % (name, value))
+        elif act == _CTYPE:
+            events = is_event_stream(value)
+            parts.append(b"%s: %s\r\n" % (name, value))
         elif act == _CONN:
             (conn := conn or []).append(value)
         elif act == _VIA:
@@ -98,7 +109,7 @@ def _raw_lines(first: bytes, raw: Iterable[tuple[bytes, bytes]], drop: frozenset
         named = connection_tokens(conn)
         parts = [parts[0]] + [p for p in parts[1:] if p.split(b":", 1)[0].lower() not in named]
     parts.append(_VIA_LINE if via is None else b"via: %s\r\n" % b", ".join([*via, VIA]))
-    return parts, dated
+    return parts, dated, events
 
 
 _VIA_LINE = b"via: %s\r\n" % VIA
@@ -117,9 +128,9 @@ def request_head(first_line: bytes, raw: Iterable[tuple[bytes, bytes]], forwarde
     when `traced`, our traceparent (the client's is dropped).
     """
     if traced:
-        parts, _ = _raw_lines(first_line, raw, _REQUEST_DROP_TRACED, _TRACED_NAMES)
+        parts, _, _ = _raw_lines(first_line, raw, _REQUEST_DROP_TRACED, _TRACED_NAMES)
     else:
-        parts, _ = _raw_lines(first_line, raw, _REQUEST_DROP, _REQUEST_NAMES)
+        parts, _, _ = _raw_lines(first_line, raw, _REQUEST_DROP, _REQUEST_NAMES)
     parts.append(forwarded)
     if length is not None:
         parts.append(b"content-length: %d\r\n\r\n" % length)
@@ -152,12 +163,15 @@ def response_head(status: int, raw: Iterable[tuple[bytes, bytes]], ours: bytes,
     decoding, one pass). Hop-by-hop fields go, `ours` (the x-killgate-* lines) and Via come
     in; framing is ours: `length` (Content-Length), `chunked`, or neither (no body, or a
     body that ends with the connection). `connection` is an explicit Connection value; an
-    SSE answer is marked not to be cached or buffered on the way."""
+    SSE answer (`sse`, or its Content-Type says so: whole or streamed, it reads the same)
+    is marked not to be cached or buffered on the way."""
     status_line = _STATUS_LINES.get(status) or b"HTTP/1.1 %d Unknown\r\n" % status
     if sse:
-        parts, dated = _raw_lines(status_line, raw, _RESPONSE_DROP_SSE, _SSE_NAMES)
+        parts, dated, _ = _raw_lines(status_line, raw, _RESPONSE_DROP_SSE, _SSE_NAMES)
     else:
-        parts, dated = _raw_lines(status_line, raw, _RESPONSE_DROP, _RESPONSE_NAMES)
+        parts, dated, sse = _raw_lines(status_line, raw, _RESPONSE_DROP, _RESPONSE_NAMES)
+        if sse:
+            parts, dated, _ = _raw_lines(status_line, raw, _RESPONSE_DROP_SSE, _SSE_NAMES)
     if not dated:
         parts.append(b"date: %s\r\n" % _date())
     parts.append(ours)

@@ -4,7 +4,8 @@ Pure. A path that a backend could resolve to another route than the gateway woul
 either refused (`BadTarget`, a 400) or normalised, and then forwarded as normalised, so
 routing and the backend always see the same path (RELIABILITY rows 33 and 56):
 
-* refused: absolute-form and `*` targets, raw non-ASCII bytes, `.`/`..` segments, a `\\`,
+* refused: absolute-form and `*` targets, raw non-ASCII bytes, a `#` fragment (uvicorn and
+  aiohttp drop it: `/iris#x` is `/iris` there), `.`/`..` segments, a `\\`,
   an encoded `/`, `\\`, `.`, `;` or NUL, and `;` path parameters (Tomcat, Jetty and Spring
   drop `;params` from segments and resolve `..;` as `..`);
 * normalised: runs of `/` (`//v2//models` is `/v2/models`, as nginx's and Envoy's
@@ -38,6 +39,9 @@ def split_target(raw: str) -> tuple[str, str]:
                         "absolute URL")
     if not raw.isascii():
         raise BadTarget("the request target holds raw non-ASCII bytes; percent-encode them")
+    if "#" in raw:
+        raise BadTarget("the request target has a '#' fragment, which backends drop; "
+                        "send it without one (or as %23)")
     path, sep, query = raw.partition("?")
     if "\\" in path or ";" in path:
         raise BadTarget("the path has a '\\' or ';' parameters, which backends resolve in "

@@ -35,13 +35,14 @@ from gateway.dataplane.request import BadBody, BodyTimeout, ClientGone, Request
 
 log = logging.getLogger("killgate.protocol")
 
-__all__ = ["MAX_HEAD", "MAX_HEADERS", "MAX_LINE", "SMALL_BODY", "Handler", "HttpProtocol",
+__all__ = ["MAX_HEAD", "MAX_HEADERS", "MAX_LINE", "SLICE", "SMALL_BODY", "Handler", "HttpProtocol",
            "Limits", "Server", "c_parser"]
 
 MAX_LINE = 8190       # a request line or one field (aiohttp's and nginx's 8 KiB)
 MAX_HEADERS = 128
 MAX_HEAD = 64 * 1024  # the whole head (Envoy's default is 60 KiB)
 SMALL_BODY = 64 * 1024  # a body up to this size is read whole before the request goes on
+SLICE = 4096  # a larger read is parsed in slices of this size (its bodies in one piece)
 BODY_HIGH = 256 * 1024  # buffered body bytes past which reading pauses
 
 
@@ -170,6 +171,8 @@ class HttpProtocol(asyncio.Protocol):
         self.write_paused = False
         self.paused_at = 0.0                   # since when the client has not been reading
         self.drainer: asyncio.Future[None] | None = None
+        self.held = b""                        # bytes read, not parsed yet (requests queued)
+        self.replaying = False
         self.closing = False                   # close once the answer in progress is written
         self.closed = False
         self.stopped = False                   # parse nothing more (a refused request)
@@ -201,6 +204,40 @@ class HttpProtocol(asyncio.Protocol):
         if self.stopped:
             return
         self.clock.now = self.loop.time()
+        if self.held:  # (reading is paused while bytes are held: kept in order anyway)
+            data, self.held = self.held + data, b""
+        if len(data) <= SLICE:
+            self._feed(data)
+            return
+        # One read can hold thousands of tiny pipelined requests: parsed all at once, each
+        # would wait as a Request for its turn. Parse a slice at a time, and hold the rest
+        # as bytes while requests queue (a body goes in one piece: it makes no requests).
+        view = memoryview(data)
+        i, n = 0, len(data)
+        while i < n:
+            if len(self.queue) > 1:
+                self.held = bytes(view[i:])
+                self._pause()
+                return
+            step = SLICE
+            req = self.parsing
+            if req is not None and not self.in_head and req.content_length:
+                step = max(step, req.content_length - req.body_size)
+            self._feed(view[i:i + step])
+            if self.stopped:
+                return
+            i += step
+
+    def _replay(self) -> None:
+        """Parse the bytes held while requests queued (the queue has caught up)."""
+        self.replaying = False
+        data, self.held = self.held, b""
+        if data and not self.closed:
+            self.data_received(data)
+            if not self.held and len(self.queue) <= 1:
+                self._resume()
+
+    def _feed(self, data: bytes | memoryview) -> None:
         self.fresh = False
         try:
             self.parser.feed_data(data)
@@ -262,6 +299,8 @@ class HttpProtocol(asyncio.Protocol):
         d = self.drainer
         if d is not None and not d.done():
             d.set_result(None)
+        if self.queue and not self.dispatching:
+            self._dispatch()  # a request held while the client was not reading
 
     # ------------------------------------------------------------------ parser callbacks
 
@@ -407,8 +446,8 @@ class HttpProtocol(asyncio.Protocol):
         try:
             while self.queue and not self.closed:
                 req = self.queue[0]
-                if req.dispatched:
-                    return
+                if req.dispatched or self.write_paused:
+                    return  # (a client reading none of its answers gets no more of them)
                 if req.refused is not None:
                     self._refuse(req)
                     return
@@ -487,6 +526,11 @@ class HttpProtocol(asyncio.Protocol):
 
     def _resume(self) -> None:
         if self.read_paused and self.transport is not None and not self.closed:
+            if self.held:  # what was read first is parsed first, in a loop turn of its own
+                if not self.replaying:
+                    self.replaying = True
+                    self.loop.call_soon(self._replay)
+                return
             self.read_paused = False
             self.transport.resume_reading()
             if self.queue:  # a stall while we did not read is not the client's

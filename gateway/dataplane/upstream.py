@@ -40,6 +40,14 @@ _LOW_WATER = 64 * 1024
 Body = bytes | AsyncIterator[bytes] | None
 
 
+class _BadAnswer(Exception):
+    """An answer the parser took that HTTP/1.1 does not have (its message is the reason)."""
+
+
+class _Extra(Exception):
+    """Another message after the exchange's answer, or on an idle connection."""
+
+
 class Sink(Protocol):
     def upstream(self, ex: Exchange) -> None:
         """The exchange moved on: its head, body bytes, its end, or an error arrived."""
@@ -59,7 +67,6 @@ class Exchange(asyncio.Protocol):
         self.parser = httptools.HttpResponseParser(self)
         self.closed = False
         self._write_paused = False
-        self._drain: asyncio.Future[None] | None = None
         self._chunked_out = False
         self.uses = 0
         self._reset()
@@ -79,6 +86,7 @@ class Exchange(asyncio.Protocol):
         self.got_bytes = False
         self.keep_alive = False
         self.head = False
+        self.unsent = False  # a request body not sent whole (the backend answered first)
         self._framed = False
         self.deadline = 0.0
         self.idle = 0.0
@@ -101,7 +109,18 @@ class Exchange(asyncio.Protocol):
         except httptools.HttpParserUpgrade:
             self.fail(UpstreamProtocolError("backend switched protocols; upgrades are not proxied"))
         except httptools.HttpParserError as exc:
-            self.fail(UpstreamProtocolError(f"malformed response from backend: {exc}"))
+            if self.complete:
+                # Bytes after a complete answer (a 204's "body", a second answer, anything
+                # on an idle pooled connection): the answer stands, the bytes are never
+                # read as part of it or of the next one, and the connection is not reused.
+                self.keep_alive = False
+                if self.transport is not None:
+                    self.transport.abort()
+            else:
+                cause = exc.__context__
+                self.fail(UpstreamProtocolError(
+                    str(cause) if isinstance(cause, _BadAnswer)
+                    else f"malformed response from backend: {exc}"))
         finally:
             if sink is not None:
                 self.feeding = False
@@ -123,8 +142,6 @@ class Exchange(asyncio.Protocol):
             self.error = UpstreamClosed("backend closed the connection"
                                         + (" mid-response" if self.headers_done else ""))
         self._wake()
-        if self._drain is not None and not self._drain.done():
-            self._drain.set_result(None)
         self.pool._lost(self)
 
     def pause_writing(self) -> None:
@@ -132,10 +149,15 @@ class Exchange(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._write_paused = False
-        if self._drain is not None and not self._drain.done():
-            self._drain.set_result(None)
+        w = self.waiter
+        if w is not None and not w.done():
+            w.set_result(None)  # (a send waiting for the backend to take the body)
 
     # ------------------------------------------------------------ parser callbacks
+
+    def on_message_begin(self) -> None:
+        if self.headers_done:
+            raise _Extra  # (a 1xx is followed by its final answer: that one is welcome)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers.append((name, value))
@@ -149,7 +171,11 @@ class Exchange(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
-        if 100 <= status < 200:
+        if not 100 <= status <= 599:
+            raise _BadAnswer(f"the backend answered status {status:03d}, which HTTP does not have")
+        if self.parser.get_http_version() not in ("1.1", "1.0"):
+            raise _BadAnswer(f"the backend answered in HTTP/{self.parser.get_http_version()}")
+        if status < 200:
             return  # informational: the real head follows
         self.status = status
         self.headers_done = True
@@ -174,8 +200,10 @@ class Exchange(asyncio.Protocol):
         self._wake()
 
     def on_message_complete(self) -> None:
-        if not self.headers_done:
-            self.headers = []  # end of a 1xx
+        if not self.headers_done:  # the end of a 1xx: none of its fields are the answer's
+            self.headers = []
+            self.length = None
+            self._framed = False
             return
         self.complete = True
         self._wake()
@@ -255,20 +283,25 @@ class Exchange(asyncio.Protocol):
             tr.write(head + body if body else head)
             return
         tr.write(head)
+        self.unsent = True
         async for chunk in body:
             if self.error is not None:
                 raise self.error
             if self.headers_done:
-                break  # the backend answered early; stop sending
+                return  # the backend answered early: stop sending (and never reuse this)
             if chunk:
                 tr.write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if self._chunked_out else chunk)
-            if self._write_paused:
-                self._drain = self.loop.create_future()
-                await self._drain
+            while self._write_paused:  # the backend is slow to take the body: its deadlines
+                if self.error is not None:
+                    raise self.error
                 if self.closed:
-                    raise self.error or UpstreamClosed("backend closed while receiving the body")
+                    raise UpstreamClosed("backend closed while receiving the body")
+                if self.headers_done:
+                    return
+                await self._wait()
         if self._chunked_out and not self.headers_done:
             tr.write(b"0\r\n\r\n")
+        self.unsent = self.headers_done and self._chunked_out
 
     async def read_head(self) -> None:
         while not self.headers_done:
@@ -344,17 +377,18 @@ class Pool:
         self._ssl: ssl.SSLContext | None = ssl.create_default_context() if scheme == "https" else None
         self.retired = False
 
-    async def acquire(self, connect_timeout: float) -> tuple[Exchange, bool]:
-        """A pooled exchange (reused: True) or a new connection. When every connection is
-        busy the request waits, first come first served, at most `connect_timeout` in all;
-        a released connection is handed straight to the oldest waiter."""
+    async def acquire(self, connect_timeout: float, new: bool = False) -> tuple[Exchange, bool]:
+        """A pooled exchange (reused: True) or a new connection (`new`: unless the pool is
+        full, after a pooled one turned out closed). When every connection is busy the
+        request waits, first come first served, at most `connect_timeout` in all; a
+        released connection is handed straight to the oldest waiter."""
         deadline = 0.0
         queued = False
         while True:
-            idle = self.idle
+            idle = self.idle if not new or self.open >= self.max_conns else []
             while idle:
                 ex = idle.pop()
-                if not ex.closed:
+                if not ex.closed and ex.keep_alive:
                     ex._reset()
                     return ex, True
             if self.open < self.max_conns:
@@ -390,7 +424,7 @@ class Pool:
             finally:
                 if fut in self._waiters:
                     self._waiters.remove(fut)
-            if handed is not None and not handed.closed:
+            if handed is not None and not handed.closed and handed.keep_alive:
                 handed._reset()
                 return handed, True
         self.open += 1
@@ -419,7 +453,7 @@ class Pool:
         idle = self.idle
         while idle:
             ex = idle.pop()
-            if not ex.closed:
+            if not ex.closed and ex.keep_alive:  # (aborted while idle: not closed yet)
                 ex._reset()
                 return ex
         return None
@@ -428,7 +462,7 @@ class Pool:
         if ex.sink is not None:
             ex.detach()
         if ex.complete and ex.keep_alive and ex.error is None and not ex.closed \
-                and not self.retired and not ex.chunks:
+                and not self.retired and not ex.chunks and not ex.unsent:
             while self._waiters:  # the oldest waiter gets it, not whoever comes next
                 w = self._waiters.popleft()
                 if not w.done():
