@@ -160,9 +160,9 @@ def pump_traffic(fleet: Fleet, stop: threading.Event) -> None:
 
 
 @contextmanager
-def running_fleet(tmp: Path) -> Iterator[Fleet]:
-    """Redis, three model servers, two `killgate serve` on one config, and the traffic pump;
-    everything stopped on the way out."""
+def running_fleet(tmp: Path, extra: str = "") -> Iterator[Fleet]:
+    """Redis, three model servers, two `killgate serve` on one config (plus `extra`, YAML
+    sections such as `approvals:`), and the traffic pump; everything stopped on the way out."""
     redis = RedisServer(tmp)
     redis.start()
     fl = Fleet([], redis)
@@ -181,7 +181,8 @@ def running_fleet(tmp: Path) -> Iterator[Fleet]:
                  "  poll_interval: 100ms\n  heartbeat_interval: 200ms\n  instance_lease: 2s\n")
         for name in ("a", "b"):
             (tmp / name).mkdir()
-            cfg = write_config(tmp / name, fleet_routes(*ports), state=state, name="fleet.yaml")
+            cfg = write_config(tmp / name, fleet_routes(*ports), state=state, extra=extra,
+                               name="fleet.yaml")
             fl.gateways.append(GatewayProcess(cfg, env={"KILLGATE_TEST_SECRET": SECRET,
                                                         STATE_KEY_ENV: STATE_KEY}))
         for g in fl.gateways:

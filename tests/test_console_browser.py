@@ -57,6 +57,11 @@ def token(sub: str, scope: str) -> str:
 KILLER = token("alice", "killgate:read killgate:kill")
 READER = token("bob", "killgate:read")
 ADMIN = token("carol", "killgate:admin")
+APPROVER = token("bob", "killgate:read killgate:kill")  # bob again, now allowed to approve
+GLASS = token("dave", "killgate:read killgate:kill killgate:breakglass")
+# lifting a route kill needs two principals (the requester counts as one); nothing else in
+# this module unkills a route, so the other tests are not gated
+APPROVALS = "approvals:\n  unkill_route: 2\n"
 
 
 # --------------------------------------------------------------------------- the fleet
@@ -64,7 +69,7 @@ ADMIN = token("carol", "killgate:admin")
 
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
-    with running_fleet(tmp_path_factory.mktemp("console")) as fl:
+    with running_fleet(tmp_path_factory.mktemp("console"), extra=APPROVALS) as fl:
         yield fl
 
 
@@ -351,6 +356,107 @@ def test_admin_promotes_then_rolls_back_from_the_page(fleet: Fleet, browser: Bro
     b.wait(lambda d: "90 %" in b.text(_row("v1")), "the file's 90/10")
 
 
+def _route_kills(fleet: Fleet) -> list[dict[str, object]]:
+    return [k for k in fleet.api("GET", "/v1/status", READER, gw=1)["kills"]
+            if k["scope"] == "route" and k["route"] == "iris"]
+
+
+@pytest.mark.timeout(180)
+def test_two_person_unkill_approval_self_approval_decline_and_break_glass(
+        fleet: Fleet, browser: Browser) -> None:
+    """Against the real approvals API (`approvals: {unkill_route: 2}`): the requester's
+    unkill waits, the requester cannot approve it, a second principal applies it with its
+    receipt, a decline blocks, and break-glass skips the wait, loudly."""
+    b = browser
+    b.sign_in(fleet.admin, KILLER, "alice")
+    b.click("button[data-key='kill-route-iris']")
+    assert RECEIPT.match(_apply(b, "INC-9: iris answers garbage"))
+    b.click("#action-cancel")
+    b.click("button[data-key='unkill-route-iris']")
+    assert not b.d.find_elements(By.ID, "f-bg")  # alice has no killgate:breakglass
+    pending = _apply(b, "INC-9: fixed upstream", confirm=True)
+    m = re.match(r"Needs approval: 1 of 2 principal\(s\) so far \(request (ap-[0-9a-f]{16})",
+                 pending)
+    assert m, pending
+    ident = m.group(1)
+    b.click("#action-cancel")
+    item = f"#approvals-body li[data-approval='{ident}']"
+    b.wait(lambda d: "1 of 2" in b.text(item), "the request in the approvals panel",
+           seen="#approvals")
+    shown_item = b.text(item)
+    assert "unkill" in shown_item and "route iris" in shown_item and "alice" in shown_item \
+        and "INC-9: fixed upstream" in shown_item, shown_item
+    assert _route_kills(fleet), "the unkill applied without its approval"
+    # the requester approves her own request: the API's refusal, as it wrote it
+    b.click(f"button[data-key='approve-{ident}']")
+    assert _apply(b, "I checked it myself") == \
+        "403 self_approval: a requester cannot approve their own request"
+    b.click("#action-cancel")
+    assert _route_kills(fleet)
+
+    # bob, from his own console session, approves the change he reviewed (its hash)
+    b.sign_in(fleet.admin, APPROVER, "bob")
+    waiting = fleet.api("GET", "/v1/approvals", READER)["approvals"]
+    assert [a["id"] for a in waiting] == [ident]
+    b.click(f"button[data-key='approve-{ident}']")
+    assert "applied now" in b.text("#action-changes")
+    sent = b.d.find_element(By.ID, "action-request").get_attribute("textContent")
+    assert f"/v1/approvals/{ident}/approve" in sent and waiting[0]["hash"] in sent, sent
+    receipt = _apply(b, "reviewed the fix")
+    assert RECEIPT.match(receipt) and "approved by alice, bob" in receipt, receipt
+    b.click("#action-cancel")
+    b.wait(lambda d: "No request is waiting" in b.text("#approvals-body"), "the request gone",
+           seen="#approvals")
+    assert _route_kills(fleet) == []
+    assert fleet.served_by(1, 3) <= {"v1", "v2"}
+    b.wait(lambda d: "approved by alice, bob" in b.text("table.audit tbody tr:first-child"),
+           "the approval in the audit trail", seen="#audit")
+    first = b.text("table.audit tbody tr:first-child")
+    assert "unkill" in first and "route iris" in first, first
+
+    # a decline blocks: the request is dropped and the kill stays
+    fleet.api("POST", "/v1/kill?wait=2s", KILLER,
+              body={"scope": "route", "route": "iris", "reason": "INC-10: again"})
+    asked = fleet.api("POST", "/v1/unkill?wait=2s", KILLER,
+                      body={"scope": "route", "route": "iris", "reason": "INC-10: fixed?"})
+    ident = asked["approval"]["id"]
+    b.click(f"button[data-key='decline-{ident}']")
+    assert "declined: dropped, nothing applied" in b.text("#action-changes")
+    receipt = _apply(b, "not fixed yet, see the error rate")
+    assert receipt.startswith(f"Declined: request {ident} dropped, nothing applied"), receipt
+    b.click("#action-cancel")
+    b.wait(lambda d: "No request is waiting" in b.text("#approvals-body"), "the request gone",
+           seen="#approvals")
+    assert _route_kills(fleet)
+    assert fleet.api("GET", "/v1/approvals", READER)["approvals"] == []
+    b.wait(lambda d: "approval.decline" in b.text("table.audit tbody tr:first-child"),
+           "the decline in the audit trail", seen="#audit")
+
+    # break-glass: dave skips the approval; the reason stays mandatory, the trail says so
+    b.sign_in(fleet.admin, GLASS, "dave")
+    refused = b.d.execute_async_script("""
+        const done = arguments[arguments.length - 1];
+        import('/ui/js/api.js').then((api) => api.call('POST', '/v1/unkill?wait=1s',
+            {scope: 'route', route: 'iris', break_glass: true, reason: ' '}))
+          .then((r) => done({status: r.status}),
+                (e) => done({status: e.status, type: e.type}));""")
+    assert refused == {"status": 400, "type": "bad_request"}, refused
+    b.click("button[data-key='unkill-route-iris']")
+    b.click("#f-bg")
+    assert "skipped: applied at once as break glass" in b.text("#action-changes")
+    assert '"break_glass": true' in \
+        b.d.find_element(By.ID, "action-request").get_attribute("textContent")
+    receipt = _apply(b, "INC-10: customers waiting, nobody to approve", confirm=True)
+    assert RECEIPT.match(receipt) and "break glass" in receipt, receipt
+    b.click("#action-cancel")
+    assert _route_kills(fleet) == []
+    b.wait(lambda d: "BREAK GLASS" in b.text("table.audit tbody tr:first-child"),
+           "break-glass in the audit trail", seen="#audit")
+    first = b.text("table.audit tbody tr:first-child")
+    assert "dave" in first and "unkill" in first and "INC-10: customers waiting" in first, first
+    b.shot("break-glass.png")
+
+
 @pytest.mark.timeout(300)
 def test_canary_screenshot_for_the_readme(fleet: Fleet, browser: Browser) -> None:
     b = browser
@@ -429,9 +535,11 @@ def test_nothing_from_elsewhere_no_csp_violation_no_token_in_a_url(fleet: Fleet,
         assert not [u for _, u in b.requests if tok in u or tok[-20:] in u]
     assert not [e for e in b.console if "Content Security Policy" in e["message"]
                 or "Trusted Type" in e["message"]], b.console
-    # apart from the forced 403 of the read-only test and the refused weights (400), the
-    # console stayed clean
-    expected = (("/v1/kill", "403"), ("/v1/routes/iris/weights", "400"))
+    # apart from the forced 403 of the read-only test, the refused weights (400), the
+    # refused self-approval (403) and the break-glass without a reason (400), the console
+    # stayed clean
+    expected = (("/v1/kill", "403"), ("/v1/routes/iris/weights", "400"), ("/approve", "403"),
+                ("/v1/unkill", "400"))
     severe = [e for e in b.console if e["level"] == "SEVERE"
               and not any(p in e["message"] and c in e["message"] for p, c in expected)]
     assert not severe, severe

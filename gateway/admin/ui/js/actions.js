@@ -157,6 +157,12 @@ export function receiptText(status, data) {
   let text = `generation ${data.generation}: applied by ${ap.acked}/${ap.instances} instance(s) in ${ap.elapsed_ms} ms`;
   if (ap.pending && ap.pending.length) text += `; not yet applied by ${ap.pending.join(", ")}`;
   if (data.changed === false) text += " (nothing changed: it was already so)";
+  const a = data.approval;
+  // POST /v1/approvals/{id}/decline: the request is dropped, nothing else changes
+  if (a && a.state === "declined") return `Declined: request ${a.id} dropped, nothing applied (${text})`;
+  // the approval that reached `needs`: the change applied, with its approvers
+  if (a && a.state === "applied") text += `; approved by ${(a.approved_by || []).join(", ")}`;
+  if (data.break_glass === true) text += "; break glass: applied without approval (audited)";
   return text;
 }
 
@@ -183,7 +189,10 @@ export function openAction(spec, opts) {
     const bg = h("input", {type: "checkbox", id: "f-bg", onchange: () => update()});
     extra.push({els: [h("div", {class: "check"}, bg, h("label", {for: "f-bg"},
       "Break glass: skip the approval (audited, alerts sent)"))],
-                read: () => (bg.checked ? {break_glass: true} : {})});
+                read: () => (bg.checked ? {break_glass: true} : {}),
+                changes: () => (bg.checked ? [["Approval", "needed where the config asks for it",
+                  "skipped: applied at once as break glass (killgate:breakglass); " +
+                  "the audit event and the outgoing event say so"]] : [])});
   }
   const fields = [spec.fields ? spec.fields(() => update()) : null, ...extra].filter(Boolean);
   render(document.getElementById("action-fields"), fields.map((f) => f.els));
@@ -191,7 +200,8 @@ export function openAction(spec, opts) {
                                    {reason: reason.value.trim()});
   const update = () => {
     const b = body();
-    render(document.getElementById("action-changes"), spec.changes(b).map(([what, before, after]) =>
+    const lines = [...spec.changes(b), ...fields.flatMap((f) => (f.changes ? f.changes() : []))];
+    render(document.getElementById("action-changes"), lines.map(([what, before, after]) =>
       h("li", {}, h("strong", {}, what), before ? [": ", h("span", {class: "before"}, before), " → "] : ": ",
         h("span", {class: "after"}, after))));
     document.getElementById("action-request").textContent =

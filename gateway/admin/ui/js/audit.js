@@ -66,6 +66,17 @@ function target(t) {
   return Object.entries(t).map(([k, v]) => (k === "route" ? v : `${k} ${short(v, 20)}`)).join(" ");
 }
 
+// How a gated write got past the two-person rule (admin/approvals.py), shown with its action
+function marks(ev) {
+  const out = [];
+  if (ev.break_glass === true) out.push(" ", badge("warn", "BREAK GLASS", "applied without the approval the config asks for"));
+  const ap = ev.approval;
+  if (ap && typeof ap === "object" && Array.isArray(ap.approved_by)) {
+    out.push(" ", h("span", {class: "muted"}, `approved by ${ap.approved_by.join(", ")}`));
+  }
+  return out;
+}
+
 function verdictLine(res, pageSize) {
   if (!res) return h("p", {class: "chain"}, "Chain: checking…");
   if (res.verifying) return h("p", {class: "chain"}, "Verifying the whole trail…");
@@ -84,7 +95,7 @@ export function renderAudit(el, page, preserved, res, onVerifyAll) {
   const rows = (page.events || []).map((ev, i) => h("tr", {},
     h("td", {title: ev.time}, fmtAgo(ev.time)),
     h("td", {}, ev.actor),
-    h("td", {}, h("code", {}, ev.action)),
+    h("td", {}, h("code", {}, ev.action), marks(ev)),
     h("td", {}, target(ev.target)),
     h("td", {class: "reason"}, ev.reason),
     h("td", {class: "hash", title: ev.hash}, h("code", {}, short(ev.hash, 10))),

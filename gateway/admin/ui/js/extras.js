@@ -11,7 +11,7 @@ const allowed = (a, can) => (String(a.action).includes("kill") ? can.kill : can.
 
 export function renderApprovals(el, data, can, open) {
   const items = list(data, "approvals");
-  render(el, items.length ? h("ul", {class: "approvals"}, items.map((a) => h("li", {},
+  render(el, items.length ? h("ul", {class: "approvals"}, items.map((a) => h("li", {dataset: {approval: a.id}},
     badge("warn", "waiting"), " ", h("strong", {}, a.action), " ", describeTarget(a),
     ` — ${(a.approved_by || []).length} of ${a.needs} (${(a.approved_by || []).join(", ")})`,
     a.requested_by ? `, asked by ${a.requested_by}` : "",

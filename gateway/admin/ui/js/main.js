@@ -15,7 +15,7 @@ const REFRESH_MS = 3000;
 const AUDIT_ROWS = 25;
 const $ = (id) => document.getElementById(id);
 const st = {who: null, via: null, timer: null, features: {}, chain: {key: null, res: null}, whole: null,
-            audit: null, verifying: false,
+            audit: null, verifying: false, round: false, again: false,
             session: 0}; // session: bumped at every sign-in and sign-out
 
 function showSignIn(message) {
@@ -120,11 +120,33 @@ async function feature(name, path, panel, draw) {
   }
 }
 
-// One round of reads. A round begun before a sign-out (or a new sign-in) stops at its
-// next step: it neither draws nor calls the API without the token it started with.
+// One round of reads at a time: asked for while one runs (an action's answer arrives
+// mid-round), another follows it at once, so what an action changed is drawn from reads
+// made after it. The next round is always scheduled, whatever a round met.
 async function refresh(session = st.session) {
   clearTimeout(st.timer);
   if (!st.who || session !== st.session) return;
+  if (st.round) {
+    st.again = true;
+    return;
+  }
+  st.round = true;
+  try {
+    await round(session);
+  } catch (exc) {
+    if (session === st.session) render($("banner"), badge("warn", `The refresh failed: ${exc}`));
+  } finally {
+    st.round = false;
+    const again = st.again;
+    st.again = false;
+    if (st.who && (again || session !== st.session)) refresh(st.session); // (a new sign-in's)
+    else if (st.who) st.timer = setTimeout(() => refresh(session), REFRESH_MS);
+  }
+}
+
+// One round of reads. A round begun before a sign-out (or a new sign-in) stops at its
+// next step: it neither draws nor calls the API without the token it started with.
+async function round(session) {
   const can = st.who.can;
   const [status, fleet, traffic, audit] = await Promise.allSettled([
     call("GET", "/v1/status"), call("GET", "/v1/fleet"), call("GET", "/v1/traffic"),
@@ -162,7 +184,6 @@ async function refresh(session = st.session) {
   const failed = [status, fleet, traffic, audit].filter((r) => r.status === "rejected").length;
   render($("banner"), failed ? badge("warn", `${failed} request(s) failed at ${new Date().toLocaleTimeString()}`)
     : h("span", {}, `Updated ${new Date().toLocaleTimeString()}; refreshes every ${REFRESH_MS / 1000} s.`));
-  if (session === st.session) st.timer = setTimeout(() => refresh(session), REFRESH_MS);
 }
 
 async function boot() {
