@@ -3,16 +3,18 @@
 Owns the frozen pydantic models of mirroring (sample, limits, timeouts), comparison
 (`v2_tensors` | `openai_chat` | `json`, each with its options), the noise floor and the
 disagreement store; the grammar of the JSON paths they name (`parse_path`); and
-`problems()`, the checks against the rest of the route. Imports only pydantic.
+`problems()`, the checks against the rest of the route. Imports only pydantic and the
+config building blocks (`gateway.config_types`).
 """
 
 from __future__ import annotations
 
-import math
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import BeforeValidator, ConfigDict, Field, field_validator, model_validator
+
+from gateway.config_types import Duration, Frozen, finite, positive
 
 __all__ = [
     "COMPARE_KINDS",
@@ -73,29 +75,10 @@ def _paths(v: Any) -> Any:
 Paths = Annotated[list[str], BeforeValidator(_paths)]
 
 
-def _duration(value: Any) -> float:
-    from gateway.config import parse_duration  # (gateway.config imports this module)
-
-    return parse_duration(value)
-
-
-Duration = Annotated[float, BeforeValidator(_duration)]
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
-
-
-def _finite(v: float) -> float:
-    if not math.isfinite(v):
-        raise ValueError("must be a finite number")
-    return v
-
-
 # ---------------------------------------------------------------- comparison
 
 
-class V2TensorsCompare(_Model):
+class V2TensorsCompare(Frozen):
     """Open Inference Protocol answers: per output tensor, by name."""
 
     #: values agree when |shadow - primary| <= atol + rtol * |primary| (numpy's isclose)
@@ -111,10 +94,10 @@ class V2TensorsCompare(_Model):
     @field_validator("atol", "rtol")
     @classmethod
     def _tolerance(cls, v: float) -> float:
-        return _finite(v)
+        return finite(v)
 
 
-class OpenAIChatCompare(_Model):
+class OpenAIChatCompare(Frozen):
     """OpenAI-style chat/completions answers (whole JSON or an SSE stream), per choice."""
 
     #: which text equality counts: exact bytes, normalized (Unicode NFKC, case and
@@ -128,10 +111,10 @@ class OpenAIChatCompare(_Model):
     @field_validator("max_length_change")
     @classmethod
     def _change(cls, v: float | None) -> float | None:
-        return v if v is None else _finite(v)
+        return v if v is None else finite(v)
 
 
-class JsonCompare(_Model):
+class JsonCompare(Frozen):
     """Any JSON answer: a structural diff."""
 
     #: paths whose values never count (ids, timestamps): `id`, `data[*].created`, `*.trace`
@@ -149,7 +132,7 @@ def _one_kind(v: Any) -> Any:
     return v
 
 
-class CompareConfig(_Model):
+class CompareConfig(Frozen):
     """Exactly one of the kinds; `compare: json` is short for `compare: {json: {}}`."""
 
     v2_tensors: V2TensorsCompare | None = None
@@ -174,7 +157,7 @@ class CompareConfig(_Model):
 CompareSpec = Annotated[CompareConfig, BeforeValidator(_one_kind)]
 
 
-class NoiseConfig(_Model):
+class NoiseConfig(Frozen):
     """Diffy's noise floor: a sample of mirrored requests also goes to the primary's
     version a second time; where the primary disagrees with itself, a difference of the
     shadow is not counted against it."""
@@ -190,7 +173,7 @@ class NoiseConfig(_Model):
     min_pairs: int = Field(default=10, ge=1, le=1_000_000)
 
 
-class DisagreementsConfig(_Model):
+class DisagreementsConfig(Frozen):
     #: sampled disagreements kept per process (request and both answers)
     keep: int = Field(default=20, ge=0, le=1000)
     #: bytes of each body kept in a record (the rest is cut, and says so)
@@ -199,7 +182,7 @@ class DisagreementsConfig(_Model):
     redact: Paths = Field(default_factory=list)
 
 
-class ShadowTimeouts(_Model):
+class ShadowTimeouts(Frozen):
     connect: Duration = 1.0
     total: Duration = 30.0
     idle: Duration = 30.0
@@ -207,12 +190,10 @@ class ShadowTimeouts(_Model):
     @field_validator("connect", "total", "idle")
     @classmethod
     def _bounded(cls, v: float) -> float:
-        if not 0 < v <= 3600:
-            raise ValueError("must be > 0 and at most 3600s")
-        return v
+        return positive(3600.0)(v)
 
 
-class ShadowConfig(_Model):
+class ShadowConfig(Frozen):
     #: the version that gets the copies: declared in the route's `versions` with weight 0
     version: str = Field(min_length=1, max_length=64)
     #: share of the route's answered requests that are mirrored
@@ -233,7 +214,7 @@ class ShadowConfig(_Model):
     @field_validator("sample")
     @classmethod
     def _share(cls, v: float) -> float:
-        return _finite(v)
+        return finite(v)
 
     def compare_for(self, protocol: str) -> CompareConfig:
         if self.compare is not None:

@@ -1,9 +1,8 @@
 """The config sections of monitoring: `telemetry`, `alerts` and `events` (CONTRACT §5.1).
 
 Owns their frozen pydantic models, defaults and per-field checks, and `problems()`, the
-checks against the rest of the file (route names). `gateway.config` embeds these models
-(that module was full); this one imports only pydantic (and `gateway.config`'s duration
-parser, at call time).
+checks against the rest of the file (route names). `gateway.config` embeds these models;
+this one imports only pydantic and the config building blocks (`gateway.config_types`).
 """
 
 from __future__ import annotations
@@ -14,7 +13,9 @@ from collections.abc import Iterable
 from itertools import pairwise
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import BeforeValidator, Field, field_validator, model_validator
+
+from gateway.config_types import Duration, Frozen, check_http_url, positive
 
 __all__ = [
     "ALERT_ACTIONS",
@@ -47,16 +48,6 @@ EVENT_KINDS = ("kill", "unkill", "rollback", "promote", "weights", "release", "a
                "progressive.promote", "alert", "audit.mirror_refused", "drill.start",
                "drill.restore", "drill.end")
 
-def _duration(value: Any) -> float:
-    # gateway.config's grammar; imported when called, since gateway.config imports this module
-    from gateway.config import parse_duration
-
-    return parse_duration(value)
-
-
-Duration = Annotated[float, BeforeValidator(_duration)]
-
-
 def _buckets(v: Any) -> Any:
     if not isinstance(v, list | tuple):
         return v  # (pydantic says "must be a list")
@@ -77,18 +68,14 @@ def _buckets(v: Any) -> Any:
 Buckets = Annotated[tuple[float, ...], BeforeValidator(_buckets)]
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
-
-
 # ---------------------------------------------------------------- telemetry
 
 
-class TracesConfig(_Model):
+class TracesConfig(Frozen):
     sample_ratio: float = Field(default=0.01, ge=0, le=1)
 
 
-class MetricsConfig(_Model):
+class MetricsConfig(Frozen):
     export_interval: Duration = 15.0  # OTLP metrics (Prometheus /metrics is always on)
     #: per-request series (requests_total, the duration histograms, split share); false
     #: leaves the data plane's request path without any recording
@@ -102,7 +89,7 @@ class MetricsConfig(_Model):
         return v
 
 
-class BucketsConfig(_Model):
+class BucketsConfig(Frozen):
     request_duration: Buckets = DURATION_BUCKETS
     #: default: the same boundaries as request_duration
     upstream_duration: Buckets | None = None
@@ -118,7 +105,7 @@ class BucketsConfig(_Model):
         return self.request_duration, self.upstream_duration or self.request_duration
 
 
-class AccessLogConfig(_Model):
+class AccessLogConfig(Frozen):
     """Tuning of the access log (`server.access_log: true` turns it on)."""
 
     sample_ratio: float = Field(default=1.0, ge=0, le=1)
@@ -128,7 +115,7 @@ class AccessLogConfig(_Model):
     path: str | None = None
 
 
-class TelemetryConfig(_Model):
+class TelemetryConfig(Frozen):
     otlp_endpoint: str | None = None
     service_name: str = Field(default="killgate", min_length=1, max_length=128)
     traces: TracesConfig = Field(default_factory=TracesConfig)
@@ -147,7 +134,7 @@ class TelemetryConfig(_Model):
 # ---------------------------------------------------------------- alerts (incoming)
 
 
-class AlertmanagerConfig(_Model):
+class AlertmanagerConfig(Frozen):
     mode: Literal["act", "observe"] = "act"
     #: the actions alerts may take (an alert asking for another is answered and ignored)
     actions: list[AlertAction] = Field(default_factory=lambda: _ALL_ACTIONS.copy())
@@ -169,19 +156,17 @@ class AlertmanagerConfig(_Model):
     @field_validator("wait")
     @classmethod
     def _wait(cls, v: float) -> float:
-        if not 0 < v <= 30:
-            raise ValueError("must be > 0 and at most 30s")
-        return v
+        return positive(30.0)(v)
 
 
-class AlertsConfig(_Model):
+class AlertsConfig(Frozen):
     alertmanager: AlertmanagerConfig | None = None  # enables POST /v1/alerts/alertmanager
 
 
 # ---------------------------------------------------------------- events (outgoing)
 
 
-class WebhookConfig(_Model):
+class WebhookConfig(Frozen):
     url: str
     #: the HMAC-SHA256 key (at least 32 bytes) is read from this variable, or this file
     secret_env: str | None = None
@@ -192,9 +177,7 @@ class WebhookConfig(_Model):
     @field_validator("url")
     @classmethod
     def _url(cls, v: str) -> str:
-        if not re.match(r"^https?://[^/\s?#]+(/[^\s?#]*)?$", v):
-            raise ValueError("must be an http:// or https:// URL with a host, optionally a path")
-        return v
+        return check_http_url(v)
 
     @model_validator(mode="after")
     def _one_secret(self) -> WebhookConfig:
@@ -204,7 +187,7 @@ class WebhookConfig(_Model):
         return self
 
 
-class EventsConfig(_Model):
+class EventsConfig(Frozen):
     webhooks: list[WebhookConfig] = Field(default_factory=list)
     attempts: int = Field(default=5, ge=1, le=20)
     backoff: Duration = 0.5  # doubled after each failed attempt
@@ -215,9 +198,7 @@ class EventsConfig(_Model):
     @field_validator("backoff", "timeout")
     @classmethod
     def _bounded(cls, v: float) -> float:
-        if not 0 < v <= 300:
-            raise ValueError("must be > 0 and at most 300s")
-        return v
+        return positive(300.0)(v)
 
 
 # ---------------------------------------------------------------- cross checks

@@ -42,7 +42,8 @@ PURE = {"domain/routing.py", "control/table.py", "domain/statedoc.py", "domain/o
         "domain/alerting.py", "telemetry/record.py", "telemetry/requests.py",
         "config_telemetry.py", "telemetry/otlpwire.py", "domain/drills.py", "domain/drilltoken.py",
         "domain/drillplan.py", "domain/drillreport.py",
-        "config_shadow.py", "domain/comparison.py", "domain/compare.py", "domain/compare_json.py",
+        "config_shadow.py", "config_types.py", "config_admin.py", "config_routes.py",
+        "domain/comparison.py", "domain/compare.py", "domain/compare_json.py",
         "domain/compare_tensors.py", "domain/compare_chat.py", "domain/shadowstats.py",
         "domain/verdict.py"}
 IO_MODULES = {"aiohttp", "asyncio", "redis", "socket", "subprocess", "httptools", "jwt"}

@@ -1,0 +1,142 @@
+"""The config of the admin side: `admin` (listener, limits, trusted proxies), `admin.auth`
+(JWT algorithms, keys, token ages) and `approvals` (the two-person rule, CONTRACT §5.2).
+
+Owns their frozen pydantic models, defaults and per-field checks. Imports only the config
+building blocks (`gateway.config_types`).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Any
+
+from pydantic import Field, field_validator, model_validator
+
+from gateway.config_types import Duration, Frozen, Listen, is_loopback
+
+__all__ = ["DEFAULT_SECRET_ENV", "AdminConfig", "ApprovalsConfig", "AuthConfig"]
+
+DEFAULT_SECRET_ENV = "KILLGATE_JWT_SECRET"
+
+
+class AuthConfig(Frozen):
+    algorithms: list[str] = Field(default_factory=lambda: ["HS256"], min_length=1)
+    hs256_secret_env: str | None = DEFAULT_SECRET_ENV
+    hs256_secret_file: str | None = None
+    public_key_file: str | None = None
+    jwks_url: str | None = None
+    issuer: str | None = "killgate"
+    audience: str | None = "killgate-admin"
+    leeway: Duration = 30.0
+    #: the oldest a token may be (now - iat), and the longest it may live (exp - iat)
+    max_token_age: Duration = 24 * 3600.0
+    max_token_lifetime: Duration = 24 * 3600.0
+    jwks_min_refetch_interval: Duration = 30.0  # for an unknown kid, at most this often
+    jwks_refresh_interval: Duration = 300.0  # the key set is refetched when older than this
+
+    @field_validator("algorithms")
+    @classmethod
+    def _allowlist(cls, v: list[str]) -> list[str]:
+        allowed = {"HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "ES256",
+                   "ES384", "EdDSA"}
+        for alg in v:
+            if alg.lower() == "none":
+                raise ValueError("'none' can never be allowed")
+            if alg not in allowed:
+                raise ValueError(f"unknown algorithm {alg!r}; allowed: {', '.join(sorted(allowed))}")
+        return v
+
+    @field_validator("leeway")
+    @classmethod
+    def _leeway(cls, v: float) -> float:
+        if not 0 <= v <= 60:
+            raise ValueError("must be between 0s and 60s")
+        return v
+
+    @field_validator("max_token_age", "max_token_lifetime")
+    @classmethod
+    def _max_age(cls, v: float) -> float:
+        if not 60 <= v <= 31 * 24 * 3600:
+            raise ValueError("must be between 1m and 744h (31 days)")
+        return v
+
+    @field_validator("jwks_url")
+    @classmethod
+    def _jwks(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        m = re.fullmatch(r"(https?)://([^/?#\s]+)([/?][^\s#]*)?", v)
+        if not m:
+            raise ValueError("must be an https:// URL")
+        if "@" in m.group(2):
+            raise ValueError("must not hold user:password@ (the key set is public)")
+        host = m.group(2).rsplit(":", 1)[0] if not m.group(2).endswith("]") else m.group(2)
+        if m.group(1) == "http" and not is_loopback(host.strip("[]")):
+            raise ValueError("must be https:// (plain http:// only to a loopback address, "
+                             "where no network sits between the gateway and the key set)")
+        return v
+
+    @property
+    def secret_env(self) -> str:
+        """The variable an HS256 secret is read from (when not from a file)."""
+        return self.hs256_secret_env or DEFAULT_SECRET_ENV
+
+
+class AdminConfig(Frozen):
+    listen: Listen = "127.0.0.1:8081"
+    auth: AuthConfig = Field(default_factory=AuthConfig)
+    max_body_size: int = Field(default=64 * 1024, gt=0, le=16 * 1024 * 1024)
+    #: X-Forwarded-For is believed only from these peers (both planes); CIDR or address
+    trusted_proxies: list[str] = Field(default_factory=list, max_length=256)
+    #: open admin connections; beyond, new ones are closed at once
+    max_connections: int = Field(default=1024, ge=1, le=100_000)
+    #: token checks (signature verifications) per second from one client address, and
+    #: the burst allowed above that rate; a token verified before is never counted
+    auth_check_rate: float = Field(default=100.0, gt=0, le=1_000_000)
+    auth_check_burst: int = Field(default=200, ge=1, le=1_000_000)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _cidrs(cls, v: list[str]) -> list[str]:
+        for i, c in enumerate(v):
+            try:
+                ipaddress.ip_network(c, strict=False)
+            except ValueError:
+                raise ValueError(f"[{i}] {c!r} is not an address or CIDR such as "
+                                 "10.0.0.0/8") from None
+        return v
+
+
+
+class ApprovalsConfig(Frozen):
+    """Two-person rule (CONTRACT §5.2): how many principals each write needs, the
+    requester counting as one (1 = no approval). A kill is never gated."""
+
+    unkill_global: int = Field(default=1, ge=1, le=5)
+    unkill_route: int = Field(default=1, ge=1, le=5)
+    unkill_version: int = Field(default=1, ge=1, le=5)
+    rollback: int = Field(default=1, ge=1, le=5)
+    promote: int = Field(default=1, ge=1, le=5)
+    weights: int = Field(default=1, ge=1, le=5)
+    release: int = Field(default=1, ge=1, le=5)
+    ttl: Duration = 900.0  # an open request expires after this long
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_kill(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "kill" in data:
+            raise ValueError("a kill is never gated by approvals (stopping traffic must not "
+                             "wait for a second person); remove 'kill'")
+        return data
+
+    @field_validator("ttl")
+    @classmethod
+    def _ttl(cls, v: float) -> float:
+        if not 1 <= v <= 24 * 3600:
+            raise ValueError("must be between 1s and 24h")
+        return v
+
+    def needs(self, gate: str) -> int:
+        return int(getattr(self, gate, 1))
+

@@ -1,0 +1,218 @@
+"""The config of `routes[]`: matching, versions, health checks, outlier ejection, fallback,
+timeouts, retries and canary analysis (CONTRACT §2), and the route that holds them.
+
+Owns their frozen pydantic models, defaults and per-field checks; the checks across the
+file (names that must exist) live in `gateway.configfile`. Imports only the config
+building blocks (`gateway.config_types`) and the shadow section it embeds.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import ConfigDict, Field, field_validator, model_validator
+
+from gateway.config_shadow import ShadowConfig
+from gateway.config_types import Duration, Frozen, check_http_url, finite, positive
+
+__all__ = [
+    "AnalysisConfig",
+    "FallbackConfig",
+    "HealthConfig",
+    "MatchConfig",
+    "OutlierConfig",
+    "RetryConfig",
+    "RouteConfig",
+    "StickyConfig",
+    "TimeoutsConfig",
+    "VersionConfig",
+]
+
+
+class MatchConfig(Frozen):
+    path_prefix: str | None = None
+    host: str | None = None
+    header: dict[str, str] | None = None
+    model: str | None = None
+    #: false: the route's backend treats paths case-insensitively, so the prefix matches
+    #: in any case (a killed route is not reachable as /V2/Models/IRIS through another)
+    case_sensitive: bool = True
+
+    @field_validator("path_prefix")
+    @classmethod
+    def _prefix(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith("/"):
+            raise ValueError("must start with '/'")
+        return v
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, v: str | None) -> str | None:
+        return v.lower() if v is not None else v
+
+    @field_validator("header")
+    @classmethod
+    def _header(cls, v: dict[str, str] | None) -> dict[str, str] | None:
+        if v is None:
+            return v
+        if not v:
+            raise ValueError("must name at least one header")
+        for name in v:
+            if not re.fullmatch(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+", name):
+                raise ValueError(f"{name!r} is not a valid header name")
+        return {k.lower(): val for k, val in v.items()}
+
+    @model_validator(mode="after")
+    def _case_needs_prefix(self) -> MatchConfig:
+        if not self.case_sensitive and self.path_prefix is None:
+            raise ValueError("case_sensitive: false needs a path_prefix")
+        return self
+
+    def keys(self) -> int:
+        return sum(x is not None for x in (self.path_prefix, self.host, self.header, self.model))
+
+
+class VersionConfig(Frozen):
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")
+    url: str
+    artifact: str | None = None
+    weight: float = Field(default=0, ge=0)
+    model: str | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        check_http_url(v)
+        if "@" in v.split("://", 1)[1].split("/", 1)[0]:
+            raise ValueError("must not hold user:password@: the gateway never sends URL "
+                             "credentials to a backend, and they would show in status and logs")
+        return v.rstrip("/")
+
+    @field_validator("weight")
+    @classmethod
+    def _finite(cls, v: float) -> float:
+        return finite(v)
+
+    @field_validator("artifact")
+    @classmethod
+    def _artifact(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"[a-z0-9]+:[A-Za-z0-9._\-]+", v):
+            raise ValueError("must look like 'sha256:<hex>' (algorithm:digest)")
+        return v
+
+
+class StickyConfig(Frozen):
+    header: str = Field(min_length=1)
+
+    @field_validator("header")
+    @classmethod
+    def _lower(cls, v: str) -> str:
+        return v.lower()
+
+
+class HealthConfig(Frozen):
+    path: str = "/v2/health/ready"
+    interval: Duration = 2.0
+    timeout: Duration = 1.0
+    unhealthy_threshold: int = Field(default=3, ge=1, le=100)
+    healthy_threshold: int = Field(default=2, ge=1, le=100)
+
+    @field_validator("interval", "timeout")
+    @classmethod
+    def _bounded(cls, v: float) -> float:
+        return positive(3600.0)(v)
+
+
+class OutlierConfig(Frozen):
+    """Passive outlier detection from real traffic (Envoy's model)."""
+
+    enabled: bool = True
+    consecutive_5xx: int = Field(default=5, ge=1, le=10_000)
+    consecutive_gateway_failures: int = Field(default=5, ge=1, le=10_000)
+    base_ejection: Duration = 30.0
+    max_ejection: Duration = 300.0
+
+
+class FallbackConfig(Frozen):
+    status: int = Field(default=503, ge=200, le=599)
+    json_: Any = Field(default=None, alias="json")
+    headers: dict[str, str] = Field(default_factory=dict)
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class TimeoutsConfig(Frozen):
+    connect: Duration = 1.0
+    total: Duration = 60.0
+    idle: Duration = 30.0
+
+    @field_validator("connect", "total", "idle")
+    @classmethod
+    def _bounded(cls, v: float) -> float:
+        return positive(3600.0)(v)
+
+
+class RetryConfig(Frozen):
+    retry_on: list[Literal["reset", "502", "503", "504", "5xx"]] = Field(default_factory=list)
+    attempts: int = Field(default=2, ge=1, le=5)
+    budget: float = Field(default=0.2, ge=0, le=1)
+
+    @field_validator("retry_on", mode="before")
+    @classmethod
+    def _strs(cls, v: Any) -> Any:
+        return [str(x) for x in v] if isinstance(v, list) else v
+
+
+class AnalysisConfig(Frozen):
+    window: Duration = 60.0
+    interval: Duration = 10.0
+    min_requests: int = Field(default=50, ge=1)
+    max_error_rate_increase: float = Field(default=0.05, ge=0, le=1)
+    max_p99_ratio: float = Field(default=1.5, gt=0)
+    # differences smaller than this never fail a canary (1 ms vs 2 ms is noise, not a ratio)
+    p99_slack: Duration = 0.025
+    webhook_url: str | None = None
+    steps: list[float] | None = None
+    step_interval: Duration = 60.0
+    #: the route's shadow gets traffic (promote, weights, a progressive step) only once it
+    #: agreed with the primary on at least this share of compared requests (§5.5) ...
+    min_shadow_agreement: float | None = Field(default=None, ge=0, le=1)
+    #: ... over at least this many comparisons (fleet-wide)
+    min_shadow_compared: int = Field(default=100, ge=1)
+
+    @field_validator("steps")
+    @classmethod
+    def _steps(cls, v: list[float] | None) -> list[float] | None:
+        if v is not None and (not v or any(not 0 <= s <= 100 for s in v) or v != sorted(v)):
+            raise ValueError("must be a non-empty ascending list of percentages 0-100")
+        return v
+
+
+class RouteConfig(Frozen):
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")
+    match: MatchConfig
+    stable: str
+    versions: list[VersionConfig] = Field(min_length=1)
+    sticky: StickyConfig | None = None
+    allow_pin: bool = False
+    health: HealthConfig | None = None
+    outlier: OutlierConfig = Field(default_factory=OutlierConfig)
+    fallback: FallbackConfig | None = None
+    timeouts: TimeoutsConfig = Field(default_factory=TimeoutsConfig)
+    retry: RetryConfig | None = None
+    analysis: AnalysisConfig | None = None
+    #: how the backend says "model not loaded / not ready" (CONTRACT §5.6): with v2 or openai
+    #: such an answer moves the request to another version, as if never delivered
+    protocol: Literal["http", "v2", "openai"] = "http"
+    #: a drill route: the same versions as the named route, behind a prefix only drills use
+    drill_for: str | None = None
+    #: a weight-0 version that gets a sampled copy of requests, compared (CONTRACT §5.5)
+    shadow: ShadowConfig | None = None
+
+    def version(self, name: str) -> VersionConfig | None:
+        for v in self.versions:
+            if v.name == name:
+                return v
+        return None
+

@@ -1,0 +1,114 @@
+"""The building blocks every config section is written with: the frozen model base,
+durations, listen addresses, bounds and URL checks.
+
+Owns the value grammars (a duration is seconds once parsed; bare numbers are refused) and
+the wording of the per-field errors they raise. Imports only pydantic and the standard
+library: every `gateway.config*` module builds on it, and it builds on none of them.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import re
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+__all__ = [
+    "Duration",
+    "EnvName",
+    "Frozen",
+    "Listen",
+    "check_http_url",
+    "finite",
+    "is_loopback",
+    "parse_duration",
+    "parse_listen",
+    "positive",
+]
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)\s*$")
+_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_HTTP_URL = re.compile(r"^https?://[^/\s?#]+(/[^\s?#]*)?$")
+
+
+class Frozen(BaseModel):
+    """The base of every config model: immutable, unknown keys refused."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+
+def parse_duration(value: Any) -> float:
+    """'250ms' / '2s' / '1.5m' / '1h' → seconds. Bare numbers are refused (ambiguous units)."""
+    if isinstance(value, bool) or not isinstance(value, str):
+        raise ValueError("must be a duration string such as '250ms', '2s' or '1m'")
+    m = _DURATION.match(value)
+    if not m:
+        raise ValueError(f"{value!r} is not a duration; use a number and ms, s, m or h ('2s')")
+    return float(m.group(1)) * _UNIT[m.group(2)]
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=128)]
+
+
+def positive(limit: float) -> Callable[[float], float]:
+    """A check that a duration is > 0 and at most `limit` seconds."""
+
+    def check(v: float) -> float:
+        if not 0 < v <= limit:
+            raise ValueError(f"must be > 0 and at most {limit:g}s")
+        return v
+
+    return check
+
+
+def finite(v: float) -> float:
+    if not math.isfinite(v):
+        raise ValueError("must be a finite number")
+    return v
+
+
+def check_http_url(v: str) -> str:
+    """An http:// or https:// URL with a host and optionally a path (no query, no fragment)."""
+    if not _HTTP_URL.match(v):
+        raise ValueError("must be an http:// or https:// URL with a host, optionally a path")
+    return v
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """'0.0.0.0:8080' / '[::1]:8080' / 'localhost:0' → (host, port)."""
+    m = re.fullmatch(r"\[([0-9a-fA-F:.]+)\]:(\d{1,5})|([^:\[\]\s]+):(\d{1,5})", value.strip())
+    if not m:
+        raise ValueError(f"{value!r} is not host:port (IPv6 as [::1]:8080)")
+    host = m.group(1) or m.group(3)
+    port = int(m.group(2) or m.group(4))
+    if port > 65535:
+        raise ValueError(f"port {port} is out of range 0-65535")
+    if m.group(1):
+        ipaddress.IPv6Address(host)
+    elif not re.fullmatch(r"[A-Za-z0-9.\-]+", host):
+        raise ValueError(f"{host!r} is not a valid host name or address")
+    return host, port
+
+
+def _check_listen(v: Any) -> str:
+    if not isinstance(v, str):
+        raise ValueError("must be a 'host:port' string such as '127.0.0.1:8080'")
+    parse_listen(v)
+    return v
+
+
+#: a 'host:port' listen address, kept as written once it parses
+Listen = Annotated[str, BeforeValidator(_check_listen)]
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
