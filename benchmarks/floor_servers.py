@@ -11,6 +11,11 @@
   machinery (request handler loop, `BaseRequest`, `StreamWriter`, a `Task` per request).
 * `httptools`: a raw asyncio Protocol + httptools (llhttp) answering the same fixed body.
   What a data plane that left aiohttp's server behind could start from.
+* `minproxy`: the least a Python HTTP/1.1 proxy on uvloop does per request: a raw Protocol
+  per client connection with its own kept-alive backend connection, httptools parsing both
+  directions (to find where each message ends) and the bytes passed through unchanged: no
+  routing, no header rewriting, no pool, no kill check, no telemetry. Two reads and two
+  writes per request, like any proxy: the floor under killgate's data plane (issue 13).
 * `naive`: the issue's reference, a naive aiohttp proxy: aiohttp's server in front, one
   `aiohttp.ClientSession` with a keep-alive pool to the backend, the body and the answer
   passed through whole.
@@ -116,6 +121,74 @@ class ParserAnswer(BaseProtocol):
             self.transport.write(RESPONSE)
 
 
+class PassThroughUp(asyncio.Protocol):
+    """minproxy, backend side: parse each answer (to find its end) and pass its bytes on."""
+
+    def __init__(self, down: PassThrough) -> None:
+        self.down = down
+        self.parser = httptools.HttpResponseParser(self)
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            self.down.close()
+            return
+        if self.down.transport is not None:
+            self.down.transport.write(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.down.close()
+
+
+class PassThrough(asyncio.Protocol):
+    """minproxy, client side: parse each request (to find its end) and pass its bytes on."""
+
+    def __init__(self, backend_port: int) -> None:
+        self.backend_port = backend_port
+        self.transport: asyncio.Transport | None = None
+        self.up: asyncio.Transport | None = None
+        self.early: list[bytes] = []
+        self.parser = httptools.HttpRequestParser(self)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        self.opening = asyncio.ensure_future(self._open())
+
+    async def _open(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            up, _ = await loop.create_connection(lambda: PassThroughUp(self), HOST,
+                                                 self.backend_port)
+        except OSError:
+            self.close()
+            return
+        self.up = cast(asyncio.Transport, up)
+        if self.early:
+            self.up.write(b"".join(self.early))
+            self.early.clear()
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            self.close()
+            return
+        if self.up is not None:
+            self.up.write(data)
+        else:
+            self.early.append(data)
+
+    def close(self) -> None:
+        for t in (self.transport, self.up):
+            if t is not None and not t.is_closing():
+                t.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        self.close()
+
+
 def aiohttp_fixed(delay_s: float) -> web.Server:
     async def handler(request: web.BaseRequest) -> web.Response:
         await request.read()
@@ -149,6 +222,9 @@ async def serve(args: argparse.Namespace) -> None:
     if args.kind == "httptools":
         server = await loop.create_server(lambda: FixedAnswer(delay_s), HOST, args.port,
                                           reuse_port=True, backlog=4096)
+    elif args.kind == "minproxy":
+        server = await loop.create_server(lambda: PassThrough(args.backend_port), HOST,
+                                          args.port, reuse_port=True, backlog=4096)
     elif args.kind == "parser":
         server = await loop.create_server(lambda: ParserAnswer(loop, delay_s), HOST, args.port,
                                           reuse_port=True, backlog=4096)
@@ -171,14 +247,14 @@ async def serve(args: argparse.Namespace) -> None:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--kind", choices=("aiohttp", "parser", "httptools", "naive"), required=True)
+    p.add_argument("--kind", choices=("aiohttp", "parser", "httptools", "minproxy", "naive"), required=True)
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--backend-port", type=int, default=0)
     p.add_argument("--delay-ms", type=int, default=0)
     p.add_argument("--workers", type=int, default=1)
     args = p.parse_args()
-    if args.kind == "naive" and not args.backend_port:
-        p.error("--kind naive needs --backend-port")
+    if args.kind in ("naive", "minproxy") and not args.backend_port:
+        p.error(f"--kind {args.kind} needs --backend-port")
     copies = [subprocess.Popen([sys.executable, __file__, "--kind", args.kind,
                                 "--port", str(args.port), "--backend-port", str(args.backend_port),
                                 "--delay-ms", str(args.delay_ms)])

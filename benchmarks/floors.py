@@ -12,6 +12,8 @@ three reference servers beside them, loaded the same way by wrk with the same pl
 * `aiohttp parser alone`: aiohttp's C request parser in a Protocol of our own, without the
   server's per-request objects: what a data plane kept on aiohttp's parser could start from.
 * `httptools alone`: the same fixed answer from a raw asyncio Protocol + httptools.
+* `minimal proxy`: a raw Protocol + httptools both ways passing bytes through to a kept-alive
+  backend connection: the least a Python proxy on uvloop costs (issue 13's floor).
 * `naive proxy`: aiohttp's server + `aiohttp.ClientSession`, the issue's reference point.
 
 Every side is started, measured after a warm-up, and stopped before the next; the servers
@@ -53,9 +55,10 @@ from harness import (
 )
 
 FLOOR_SERVERS = Path(__file__).resolve().parent / "floor_servers.py"
-AIOHTTP, PARSER, HTTPTOOLS, NAIVE = ("aiohttp alone", "aiohttp parser alone", "httptools alone",
-                                     "naive proxy")
-KINDS = {AIOHTTP: "aiohttp", PARSER: "parser", HTTPTOOLS: "httptools", NAIVE: "naive"}
+AIOHTTP, PARSER, HTTPTOOLS, MINPROXY, NAIVE = (
+    "aiohttp alone", "aiohttp parser alone", "httptools alone", "minimal proxy", "naive proxy")
+KINDS = {AIOHTTP: "aiohttp", PARSER: "parser", HTTPTOOLS: "httptools", MINPROXY: "minproxy",
+         NAIVE: "naive"}
 
 
 @dataclass(frozen=True)
@@ -67,9 +70,10 @@ class Scenario:
 
 
 SCENARIOS = (
-    Scenario(0, 1, (1, 64), (DIRECT, AIOHTTP, PARSER, HTTPTOOLS, NAIVE, "killgate", "nginx")),
-    Scenario(0, 2, (64,), (AIOHTTP, PARSER, HTTPTOOLS, NAIVE, "killgate", "nginx")),
-    Scenario(5, 1, (64,), (DIRECT, NAIVE, "killgate", "nginx")),
+    Scenario(0, 1, (1, 64), (DIRECT, AIOHTTP, PARSER, HTTPTOOLS, MINPROXY, NAIVE, "killgate",
+                             "nginx")),
+    Scenario(0, 2, (64,), (AIOHTTP, PARSER, HTTPTOOLS, MINPROXY, NAIVE, "killgate", "nginx")),
+    Scenario(5, 1, (64,), (DIRECT, MINPROXY, NAIVE, "killgate", "nginx")),
 )
 
 
@@ -171,12 +175,14 @@ def bounds(rows: list[Row]) -> list[str]:
         ("1 connection, p50 added over direct (goal ≤ 150 µs)", (0, 1, DIRECT),
          [f"{AIOHTTP} 1w", f"{PARSER} 1w", "killgate 1w", "nginx 1w"], added),
         ("0 ms backend, c=64, 2 workers, req/s vs nginx (goal ≥ 0.5)", (0, 64, "nginx 2w"),
-         [f"{AIOHTTP} 2w", f"{PARSER} 2w", f"{HTTPTOOLS} 2w", "killgate 2w", f"{NAIVE} 2w"],
+         [f"{AIOHTTP} 2w", f"{PARSER} 2w", f"{HTTPTOOLS} 2w", f"{MINPROXY} 2w", "killgate 2w",
+          f"{NAIVE} 2w"],
          ratio),
         ("5 ms backend, c=64, 1 worker, req/s vs direct (goal ≥ 0.95)", (5, 64, DIRECT),
-         ["killgate 1w", f"{NAIVE} 1w", "nginx 1w"], ratio),
+         [f"{MINPROXY} 1w", "killgate 1w", f"{NAIVE} 1w", "nginx 1w"], ratio),
         ("CPU per request, 0 ms backend, c=64, 1 worker (goal ≤ 70 µs)", (0, 64, DIRECT),
-         [f"{AIOHTTP} 1w", f"{PARSER} 1w", f"{HTTPTOOLS} 1w", "killgate 1w", "nginx 1w"], cpu),
+         [f"{AIOHTTP} 1w", f"{PARSER} 1w", f"{HTTPTOOLS} 1w", f"{MINPROXY} 1w", "killgate 1w",
+          "nginx 1w"], cpu),
     ]
     lines: list[str] = []
     for label, base_key, sides, show in checks:

@@ -175,7 +175,9 @@ async def test_a_blocked_stdout_never_stalls_requests(tmp_path: Path, backends) 
         assert took[int(len(took) * 0.99)] < 0.25, took[-10:]
         dropped = await asyncio.to_thread(_metric, adm, "killgate_access_log_dropped_total",
                                           {"reason": "buffer_full"})
-        assert dropped > 1000
+        # what got through: the pipe (~64 KiB of lines), the batch the writer thread holds
+        # blocked in write(), and the 200-line buffer; at least half of 1,500 is dropped
+        assert dropped >= 750, dropped
     finally:
         assert proc.stdout is not None
         reader = threading.Thread(target=proc.stdout.read, daemon=True)  # let it exit
