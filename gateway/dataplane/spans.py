@@ -31,6 +31,9 @@ class IncomingRequest(Protocol):
     @property
     def headers(self) -> Mapping[str, str]: ...
     @property
+    def traceparent(self) -> str | None:
+        """The first `traceparent` field, if any (the sampling decision reads only this)."""
+    @property
     def host(self) -> str: ...
     @property
     def remote(self) -> str | None: ...
@@ -106,6 +109,11 @@ class TraceView:
     @property
     def headers(self) -> _Lenient:
         return _Lenient(self.req.raw_headers)
+
+    @property
+    def traceparent(self) -> str | None:
+        tp = self.req.traceparent
+        return None if tp is None else tp.decode("latin-1")
 
     @property
     def host(self) -> str:
