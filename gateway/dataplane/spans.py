@@ -85,8 +85,13 @@ class RequestSpan(Protocol):
 
 
 class RequestTracer(Protocol):
-    def begin(self, request: IncomingRequest) -> RequestSpan | None:
-        """A span for a sampled request; None for an unsampled one (nothing to record)."""
+    def sample(self, traceparent: bytes | None) -> object | None:
+        """The head-sampling decision from the request's first `traceparent` field: None
+        for an unsampled request (nothing more happens), else what `start` takes. Cheap:
+        every request pays it when tracing is on."""
+
+    def start(self, decision: object, request: IncomingRequest) -> RequestSpan:
+        """The span of a request `sample` chose."""
 
 
 class TraceView:
