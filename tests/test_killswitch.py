@@ -339,9 +339,11 @@ async def test_frozen_redis_does_not_slow_requests(tmp_path: Path, backends, red
     finally:
         redis_server.thaw()
     p99 = lambda xs: xs[int(len(xs) * 0.99)]  # noqa: E731
-    # "beyond noise": a request that waited on redis would take >= 3 s (command timeout)
+    # "beyond noise": a request that waited on redis would take >= 3 s (command timeout);
+    # the sync loop hogging the loop while redis is frozen would move the p99. The margin
+    # is a loaded 2-core machine's: 8 s of measurements there differ by a few 100 ms.
     assert max(frozen) < 1.5, max(frozen)
-    assert p99(frozen) < p99(base) + 0.1, (p99(base), p99(frozen))
+    assert p99(frozen) < p99(base) + 0.5, (p99(base), p99(frozen))
     assert statistics.median(frozen) < 0.05
     assert gw.stop() == 0, gw.output()
 
