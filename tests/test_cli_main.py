@@ -59,3 +59,28 @@ def test_every_subcommand_has_help(command: tuple[str, ...]) -> None:
     text = out.getvalue()
     assert text.startswith(f"usage: killgate {' '.join(command)}"), text[:200]
     assert err.getvalue() == ""
+
+
+@pytest.mark.parametrize("group", [("drill", "history"), ("shadow", "report", "iris")],
+                         ids=" ".join)
+@pytest.mark.parametrize("where", ["before", "between", "after"])
+def test_client_options_before_between_or_after_a_command(group: tuple[str, ...],
+                                                          where: str) -> None:
+    """CONTRACT §1: --admin, --token and --json are accepted before or after the
+    subcommand, so also between a command group (`drill`, `shadow`) and its command."""
+    opts = ["--admin", "http://10.9.8.7:1", "--token", "t0k", "--json"]
+    argv = {"before": [*opts, *group], "between": [group[0], *opts, *group[1:]],
+            "after": [*group, *opts]}[where]
+    args = build_parser().parse_args(argv)
+    assert (args.admin, args.token, args.json) == ("http://10.9.8.7:1", "t0k", True)
+
+
+def test_options_between_drill_and_its_command_are_used(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from tests.conftest import free_port
+
+    port = free_port()  # nothing listens: the error names the address given
+    res = subprocess.run([sys.executable, "-m", "gateway", "drill", "--admin",
+                          f"http://127.0.0.1:{port}", "--json", "history"],
+                         capture_output=True, text=True, timeout=60, cwd=str(ROOT))
+    assert res.returncode == 1, res.stderr
+    assert f"cannot reach the admin API at http://127.0.0.1:{port}" in res.stderr

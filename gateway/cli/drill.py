@@ -156,6 +156,7 @@ def _duration(v: str) -> str:
 
 def add_drill_commands(sub: Any, common: Any) -> None:
     d = sub.add_parser("drill", help="rehearse a kill, rollback, failover or store loss")
+    common(d)  # (--admin, --token, --json also between `drill` and its command)
     ds = d.add_subparsers(dest="drill_command", required=True, metavar="KIND")
 
     def kind(name: str, kind_: str, help_: str) -> argparse.ArgumentParser:
