@@ -3,8 +3,11 @@ input refused before anything is touched (exit 2), the history table and its tre
 
 from __future__ import annotations
 
+import http.server
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -63,6 +66,49 @@ def test_an_unreachable_admin_api_is_exit_1_with_the_address() -> None:
                        capture_output=True, text=True, timeout=30, cwd=str(ROOT))
     assert p.returncode == 1
     assert f"127.0.0.1:{port}" in p.stderr and "Traceback" not in p.stderr
+    # the reason as a person reads it, not an exception object's repr
+    assert p.stderr.strip().endswith("Connection refused"), p.stderr
+    assert "ClientConnectorError" not in p.stderr and "ConnectionKey" not in p.stderr
+
+
+class _NotKillgate(http.server.BaseHTTPRequestHandler):
+    """Something else on the admin address: a web page."""
+
+    def do_GET(self) -> None:  # a web page; under /json/, some other JSON API
+        json_api = self.path.startswith("/json/")
+        body = b'{"hello": "world"}' if json_api else b"<html>hello</html>"
+        self.send_response(200)
+        self.send_header("content-type", "application/json" if json_api else "text/html")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_an_admin_url_that_is_not_killgates_says_so() -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _NotKillgate)
+    th = threading.Thread(target=server.serve_forever, daemon=True)
+    th.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        t0 = time.monotonic()
+        p = subprocess.run([sys.executable, "-m", "gateway", "drill", "history", "--admin", url,
+                            "--token", "t"], capture_output=True, text=True, timeout=30,
+                           cwd=str(ROOT))
+        q = subprocess.run([sys.executable, "-m", "gateway", "drill", "history", "--admin",
+                            url + "/json", "--token", "t"], capture_output=True, text=True,
+                           timeout=30, cwd=str(ROOT))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert p.returncode == 1 and p.stdout == ""
+    assert f"the admin API at {url} answered 200 with something that is not JSON" in p.stderr
+    assert "cannot reach" not in p.stderr and time.monotonic() - t0 < 20
+    # JSON of another shape: said so, no traceback
+    assert q.returncode == 1 and q.stdout == "" and "Traceback" not in q.stderr
+    assert "unexpected answer from the admin API: no 'open'" in q.stderr, q.stderr
 
 
 def test_history_rows_and_trend() -> None:
