@@ -111,6 +111,16 @@ def test_an_admin_url_that_is_not_killgates_says_so() -> None:
     assert "unexpected answer from the admin API: no 'open'" in q.stderr, q.stderr
 
 
+def test_a_bad_history_limit_names_the_range(capsys: pytest.CaptureFixture[str]) -> None:
+    for bad in ("0", "201", "x"):
+        with pytest.raises(SystemExit) as e:
+            main(["drill", "history", "--limit", bad])
+        assert e.value.code == 2
+        err = capsys.readouterr().err
+        assert f"argument --limit: {bad!r} is not a whole number from 1 to 200" in err
+        assert len(err) < 400, err  # (not the 200 choices one by one)
+
+
 def test_history_rows_and_trend() -> None:
     def ended(drill: str, verdict: str, ms: float | None) -> dict:
         summary = {"time_to_kill_ms": {"p50": 1, "p99": 2, "max": ms}, "leaks": 0, "errors": 0}
