@@ -3,18 +3,24 @@ input refused before anything is touched (exit 2), the history table and its tre
 
 from __future__ import annotations
 
+import asyncio
 import http.server
+import json
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from gateway.admin.auth import mint
 from gateway.cli.drillpast import history_rows, trend
 from gateway.cli.main import main
-from tests.conftest import ROOT, free_port
+from tests.backends import echo_app
+from tests.conftest import ROOT, SECRET, free_port, two_versions, write_config
+from tests.test_cli import acli
 
 COMMANDS = ["kill", "rollback", "failover", "store-loss", "run", "restore", "history"]
 
@@ -119,6 +125,40 @@ def test_a_bad_history_limit_names_the_range(capsys: pytest.CaptureFixture[str])
         err = capsys.readouterr().err
         assert f"argument --limit: {bad!r} is not a whole number from 1 to 200" in err
         assert len(err) < 400, err  # (not the 200 choices one by one)
+
+
+async def test_a_drill_refused_before_it_opens_reports_every_contract_field(
+        tmp_path: Path, backends: Any, gateway_procs: Any) -> None:
+    """A drill on a production route without --production never opens (exit 2, aborted);
+    its --json report still has every field of CONTRACT §5.4, and nothing changed."""
+    port = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(port, port), listen=f"127.0.0.1:{free_port()}",
+                       admin=f"127.0.0.1:{free_port()}")
+    g = gateway_procs(cfg)
+    await asyncio.to_thread(g.wait_ready)
+    tok = mint(SECRET, "ops", "killgate:admin", 600, "killgate", "killgate-admin")
+    before = await acli("status", "--json", "--admin", g.admin, "--token", tok)
+    where = ("--admin", g.admin, "--token", tok, "--instances", g.url)
+    res = await acli("drill", "kill", "--route", "iris", "--version", "v2", "--json", *where,
+                     "--out", str(tmp_path / "out"))
+    assert res.returncode == 2, res.stderr
+    report = json.loads(res.stdout)
+    contract = {"id", "kind", "verdict", "route", "version", "instances", "time_to_kill_ms",
+                "leaks", "errors", "restored", "started", "finished"}
+    assert contract <= report.keys(), contract - report.keys()
+    assert report["verdict"] == "aborted" and "--production" in report["reasons"][0]
+    assert report["time_to_kill_ms"] == {"p50": None, "p99": None, "max": None}
+    assert (report["instances"], report["leaks"], report["errors"]) == ([], 0, 0)
+    assert not (tmp_path / "out").exists()  # (no drill, no files)
+    # the human form says why, without an empty table
+    human = await acli("drill", "kill", "--route", "iris", "--version", "v2", *where,
+                       "--out", str(tmp_path / "out"))
+    assert human.returncode == 2 and "**ABORTED**" in human.stdout
+    assert "--production" in human.stdout and "| instance |" not in human.stdout
+    after = await acli("status", "--json", "--admin", g.admin, "--token", tok)
+    assert json.loads(after.stdout)["generation"] == json.loads(before.stdout)["generation"]
+    assert json.loads(after.stdout)["kills"] == []
+    assert g.stop() == 0
 
 
 def test_history_rows_and_trend() -> None:
