@@ -294,3 +294,20 @@ async def test_unknown_approval_ids_are_404(tmp_path: Path, backends, ident: str
             status, body = await api("bob", "POST", f"/v1/approvals/{ident}/{verb}", {})
             assert status == 404 and body["error"]["type"] in ("unknown_approval", "not_found")
         await asyncio.sleep(0)
+
+
+async def test_the_cli_refuses_an_id_that_is_not_one(tmp_path: Path, backends) -> None:
+    """`killgate decline`/`approve` send the id as one path segment: an id shaped like a
+    path reaches no other endpoint; exit 1 with the API's message, nothing changed."""
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p), extra=APPROVALS)
+    async with running_gateway(cfg) as g:
+        env = {"KILLGATE_ADMIN_URL": g.admin, "KILLGATE_TOKEN": tok("bob")}
+        gen = g.gw.holder.doc.generation
+        for ident in ("../../kill", "ap-0123456789abcdef/../../../unkill", "x?y=1"):
+            res = await acli("decline", ident, "--reason", "no", env=env)
+            assert res.returncode == 1 and res.stdout == ""
+            assert "404 unknown_approval" in res.stderr, (ident, res.stderr)
+            res = await acli("approve", ident, env=env)
+            assert res.returncode == 1 and f"no open approval {ident!r}" in res.stderr
+        assert g.gw.holder.doc.generation == gen and g.gw.holder.doc.kills == {}

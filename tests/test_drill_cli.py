@@ -155,6 +155,11 @@ async def test_a_drill_refused_before_it_opens_reports_every_contract_field(
                        "--out", str(tmp_path / "out"))
     assert human.returncode == 2 and "**ABORTED**" in human.stdout
     assert "--production" in human.stdout and "| instance |" not in human.stdout
+    # an id shaped like a path is one drill id that does not exist, nothing else
+    for ident in ("../../kill", "d-1/../../../unkill"):
+        res = await acli("drill", "restore", ident, "--admin", g.admin, "--token", tok)
+        assert res.returncode == 1, res.stderr
+        assert f"no drill {ident}: not open, and not among the last drills ended" in res.stderr
     after = await acli("status", "--json", "--admin", g.admin, "--token", tok)
     assert json.loads(after.stdout)["generation"] == json.loads(before.stdout)["generation"]
     assert json.loads(after.stdout)["kills"] == []

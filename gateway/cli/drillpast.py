@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import sys
+import urllib.parse
 from typing import Any
 
 import aiohttp
@@ -34,6 +35,11 @@ def client(args: argparse.Namespace, session: aiohttp.ClientSession) -> AdminCli
                        or os.environ.get("KILLGATE_TOKEN"))
 
 
+def _q(ident: str) -> str:
+    """A drill id as one path segment: an id shaped like a path names no other endpoint."""
+    return urllib.parse.quote(ident, safe="")
+
+
 def _listing(got: dict[str, Any]) -> dict[str, Any]:
     """GET /v1/drills's answer, checked before anything of it is printed."""
     expect(got, {"open": list, "history": list})
@@ -55,7 +61,7 @@ async def restore(args: argparse.Namespace) -> int:
         api = client(args, session)
         reason = args.reason or "restored with `killgate drill restore`"
         try:
-            out = await api.call("POST", f"/v1/drills/{args.id}/restore", {"reason": reason},
+            out = await api.call("POST", f"/v1/drills/{_q(args.id)}/restore", {"reason": reason},
                                  retry_for=30.0)
         except DrillApiError as exc:
             if exc.status != 404:
@@ -75,7 +81,7 @@ async def restore(args: argparse.Namespace) -> int:
                 f"{done.get('time')}); nothing to restore")
             return 0
         try:
-            await api.call("POST", f"/v1/drills/{args.id}/end",
+            await api.call("POST", f"/v1/drills/{_q(args.id)}/end",
                            {"verdict": "aborted", "reason": reason,
                             "summary": {"restored_by": "killgate drill restore"}},
                            retry_for=30.0)
