@@ -61,6 +61,16 @@ def test_every_subcommand_has_help(command: tuple[str, ...]) -> None:
     assert err.getvalue() == ""
 
 
+def test_token_help_names_every_scope() -> None:
+    from gateway.admin.auth import SCOPES
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.raises(SystemExit):
+        main(["token", "--help"])
+    text = " ".join(out.getvalue().split())  # (argparse wraps the help)
+    assert [s for s in SCOPES if s not in text] == []
+
+
 @pytest.mark.parametrize("group", [("drill", "history"), ("shadow", "report", "iris")],
                          ids=" ".join)
 @pytest.mark.parametrize("where", ["before", "between", "after"])
