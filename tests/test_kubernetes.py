@@ -16,6 +16,7 @@ import asyncio
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import urllib.error
@@ -317,3 +318,20 @@ async def test_readyz_stays_503_until_the_kill_state_is_loaded(
         assert gw.stop() == 0, gw.output()
     finally:
         await fwd.close()
+
+
+def test_the_readmes_configmap_check_command_works(tmp_path: Path) -> None:
+    """README "Deploying" step 4, run as written (from the repository's root)."""
+    readme = (ROOT / "README.md").read_text().replace("\n", " ")
+    m = re.search(r"`(yq [^`]*> /tmp/k\.yaml) && killgate check /tmp/k\.yaml`", readme)
+    assert m, "README step 4 shows no `yq ... && killgate check` command"
+    if shutil.which("yq") is None:
+        pytest.skip("yq is not installed (apt-get install -y yq): README step 4 not run")
+    argv = shlex.split(m.group(1).replace("> /tmp/k.yaml", ""))
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=30, cwd=str(ROOT))
+    assert out.returncode == 0, out.stderr
+    (tmp_path / "k.yaml").write_text(out.stdout)
+    env = {**os.environ, "KILLGATE_JWT_SECRET": "j" * 40, "KILLGATE_STATE_KEY": "s" * 40}
+    res = subprocess.run([sys.executable, "-m", "gateway", "check", str(tmp_path / "k.yaml")],
+                         capture_output=True, text=True, timeout=30, cwd=str(ROOT), env=env)
+    assert res.returncode == 0 and ": ok (" in res.stdout, res.stderr
