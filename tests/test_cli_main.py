@@ -61,6 +61,15 @@ def test_every_subcommand_has_help(command: tuple[str, ...]) -> None:
     assert err.getvalue() == ""
 
 
+def test_audit_verify_has_help() -> None:
+    """`audit verify` is a command of its own in CONTRACT §1 (a positional of `audit`)."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as exc:
+        main(["audit", "verify", "--help"])
+    assert exc.value.code == 0
+    assert "--mirror" in out.getvalue() and "--key-env" in out.getvalue()
+
+
 def test_token_help_names_every_scope() -> None:
     from gateway.admin.auth import SCOPES
 
