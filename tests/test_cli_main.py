@@ -103,3 +103,16 @@ def test_options_between_drill_and_its_command_are_used(tmp_path) -> None:  # ty
                          capture_output=True, text=True, timeout=60, cwd=str(ROOT))
     assert res.returncode == 1, res.stderr
     assert f"cannot reach the admin API at http://127.0.0.1:{port}" in res.stderr
+
+
+def test_a_reader_that_leaves_early_gets_no_traceback() -> None:
+    """`killgate schema | head -1`: the reader closes the pipe before the output ends. The
+    command stops like a process killed by SIGPIPE (141), with nothing on stderr."""
+    proc = subprocess.Popen([sys.executable, "-m", "gateway", "schema"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, cwd=str(ROOT))
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # (long before the interpreter has started and written anything)
+    with proc.stderr:
+        err = proc.stderr.read().decode()
+    rc = proc.wait(timeout=60)
+    assert (rc, err) == (141, "")
