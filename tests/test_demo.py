@@ -83,3 +83,15 @@ def test_demo_answers_and_its_token_kills(tmp_path) -> None:  # type: ignore[no-
         t0 = time.monotonic()
         proc.wait(15)
         assert proc.returncode == 0 and time.monotonic() - t0 < 15
+
+
+def test_the_demo_refuses_pure_python_parsers_and_says_which_cause() -> None:
+    """Like `killgate serve`: both listeners parse with C, or nothing starts; the message
+    names the ways to end up without (here, AIOHTTP_NO_EXTENSIONS)."""
+    env = dict(os.environ, AIOHTTP_NO_EXTENSIONS="1")
+    res = subprocess.run([sys.executable, "-m", "gateway", "demo", "--port", str(free_port()),
+                          "--admin-port", str(free_port())], capture_output=True, text=True,
+                         timeout=60, cwd=str(ROOT), env=env)
+    assert res.returncode == 3, res.stdout + res.stderr
+    assert "a C HTTP parser is not in use (AIOHTTP_NO_EXTENSIONS set" in res.stdout
+    assert "httptools without llhttp" in res.stdout and "refusing to start" in res.stdout

@@ -247,7 +247,9 @@ def run_demo(port: int = 8080, admin_port: int = 8081) -> int:
     from gateway.server import _install_uvloop, c_parser_in_use
 
     if not c_parser_in_use():
-        print("killgate demo: aiohttp's C HTTP parser is not available; refusing to start")
+        print("killgate demo: a C HTTP parser is not in use (AIOHTTP_NO_EXTENSIONS set, "
+              "aiohttp installed without its C extensions, or httptools without llhttp); "
+              "refusing to start")
         return 3
     _install_uvloop()
     return asyncio.run(_demo(port, admin_port))
