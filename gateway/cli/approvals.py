@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import urllib.parse
 from typing import Any
 
 from gateway.cli.http import APPROVAL, RECEIPT, Answer, ClientError, call, expect
@@ -30,6 +31,11 @@ def _call(args: argparse.Namespace, method: str, path: str,
             or DEFAULT_ADMIN).rstrip("/")
     token = getattr(args, "token", None) or os.environ.get("KILLGATE_TOKEN")
     return call(base, token, method, path, body)
+
+
+def _q(ident: str) -> str:
+    """An id as one path segment: `../../kill` must not name another endpoint."""
+    return urllib.parse.quote(ident, safe="")
 
 
 def _open(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -76,7 +82,7 @@ def _approve(args: argparse.Namespace) -> int:
     body: dict[str, Any] = {"hash": item["hash"]}
     if args.reason:
         body["reason"] = args.reason
-    answer = _call(args, "POST", f"/v1/approvals/{args.id}/approve", body)
+    answer = _call(args, "POST", f"/v1/approvals/{_q(args.id)}/approve", body)
     if answer.status == 202:  # recorded; more approvals are needed
         pending = expect(answer.body, APPROVAL)["approval"]
         if args.json:
@@ -102,7 +108,7 @@ def _approve(args: argparse.Namespace) -> int:
 
 def _decline(args: argparse.Namespace) -> int:
     body: dict[str, Any] = {"reason": args.reason} if args.reason else {}
-    answer = _call(args, "POST", f"/v1/approvals/{args.id}/decline", body)
+    answer = _call(args, "POST", f"/v1/approvals/{_q(args.id)}/decline", body)
     if answer.status != 200:
         raise ClientError(f"the admin API answered {answer.status}, not 200")
     res = expect(answer.body, {"approval": {"id": str, "state": str}})
