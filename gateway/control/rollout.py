@@ -28,9 +28,9 @@ from gateway.control.table import TableHolder
 from gateway.domain.analysis import Sample, Verdict, analyze, merge
 from gateway.domain.audit import AuditDraft, utc_now
 from gateway.domain.overrides import effective_stable, with_stable
-from gateway.domain.routing import canary_of
 from gateway.domain.statedoc import Change, Progress, RouteOverride, StateDoc
 from gateway.domain.stats import WindowStats
+from gateway.domain.tablebuild import canary_of
 from gateway.errors import AuditError, StateError
 from gateway.log import event
 from gateway.state.sync import Sync
