@@ -39,7 +39,7 @@ async def test_schemathesis_with_and_without_a_token(tmp_path: Path, backends) -
     # (alerts enabled: the Alertmanager webhook is fuzzed too)
     cfg = write_config(tmp_path, two_versions(p, p), extra="alerts:\n  alertmanager: {}\n")
     async with running_gateway(cfg) as g:
-        g.gw.admin_api.limiter = TokenBucket(1e9, 10**9)  # fuzzing is not brute force
+        g.gw.admin_api.callers.limiter = TokenBucket(1e9, 10**9)  # fuzzing is not brute force
         url = g.admin + "/openapi.json"
         tok = mint(SECRET, "fuzz", "killgate:admin", 3600, "killgate", "killgate-admin")
         rc, out = await _schemathesis(tmp_path, url, f"Authorization: Bearer {tok}")
