@@ -41,11 +41,12 @@ PURE = {"domain/routing.py", "control/table.py", "domain/statedoc.py", "domain/o
         "telemetry/metrics.py", "errors.py", "config.py", "domain/traffic.py",
         "domain/alerting.py", "telemetry/record.py", "telemetry/requests.py",
         "config_telemetry.py", "telemetry/otlpwire.py", "domain/drills.py", "domain/drilltoken.py",
-        "domain/drillplan.py", "domain/drillreport.py",
+        "domain/drillplan.py", "domain/drillreport.py", "config_checks.py", "config_problems.py",
         "config_shadow.py", "config_types.py", "config_admin.py", "config_routes.py",
         "domain/comparison.py", "domain/compare.py", "domain/compare_json.py",
         "domain/compare_tensors.py", "domain/compare_chat.py", "domain/shadowstats.py",
-        "domain/verdict.py", "domain/tablebuild.py", "domain/kills.py", "state/holder.py"}
+        "domain/verdict.py", "domain/tablebuild.py", "domain/kills.py", "state/holder.py",
+        "config_yaml.py"}
 IO_MODULES = {"aiohttp", "asyncio", "redis", "socket", "subprocess", "httptools", "jwt"}
 
 
