@@ -46,7 +46,7 @@ PURE = {"domain/routing.py", "control/table.py", "domain/statedoc.py", "domain/o
         "domain/comparison.py", "domain/compare.py", "domain/compare_json.py",
         "domain/compare_tensors.py", "domain/compare_chat.py", "domain/shadowstats.py",
         "domain/verdict.py", "domain/tablebuild.py", "domain/kills.py", "state/holder.py",
-        "config_yaml.py"}
+        "tokenbucket.py", "config_yaml.py"}
 IO_MODULES = {"aiohttp", "asyncio", "redis", "socket", "subprocess", "httptools", "jwt"}
 
 
