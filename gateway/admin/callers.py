@@ -1,10 +1,8 @@
-"""Who calls the admin API: the token check, its budget per address, refused calls.
+"""Who calls the admin API: the token check, its budgets, what a refused call leaves behind.
 
-Owns `Callers`: the client's address (behind `admin.trusted_proxies`), the bearer token
-checked in the order that keeps a valid token usable under a flood (cached first, then
-a token check spent from the address's budget), scopes, and what a refused call leaves
-behind (a counter, a log line, the denied-calls tally for the audit trail). Every admin
-handler (api, drills, console, shadow) asks it; given ports only (admin/ports.py).
+Owns `Callers`: the client's address (behind trusted proxies), the token checked cache
+first and budgeted per address (a flood never blocks a known token), scopes, and a refused
+call's counter, log line and audit tally. Every admin handler asks it; ports only.
 """
 
 from __future__ import annotations

@@ -1,10 +1,8 @@
 """What every admin client command shares: options, the call, tables, exit codes.
 
-Owns the `--admin`/`--token`/`--json` options (and their environment defaults), one API
-call answered 200 (an approval request, 202, ends the command with exit 3), the receipt
-line of a write (exit 4 when some instance had not applied it), aligned tables with
-control characters escaped, and turning a `ClientError` into its message and exit code.
-Standard library and cli/http.py only.
+Owns `--admin`/`--token`/`--json`, one API call answered 200 (a 202 approval request
+ends the command with exit 3), a write's receipt line (exit 4 when not applied
+everywhere), tables with control characters escaped. Standard library and cli/http.py.
 """
 
 from __future__ import annotations

@@ -1,10 +1,8 @@
-"""The CLI's state-changing commands: `kill`, `unkill`, `rollback`, `promote`, `weights`,
-`release`.
+"""The CLI's state-changing commands: kill, unkill, rollback, promote, weights, release.
 
 Owns their arguments, the body each sends, and what the answer must echo (the kill key,
-the route and action): an answer about anything else fails the command. The call, the
-receipt line and exit codes (0, 3 approval requested, 4 not yet applied everywhere) are
-cli/client.py's.
+the route and action: an answer about anything else fails the command). The call, the
+receipt and exit codes are cli/client.py's.
 """
 
 from __future__ import annotations

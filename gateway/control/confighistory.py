@@ -1,11 +1,8 @@
 """The config file's trace in the replicated state: version identities, stables, reloads.
 
-Owns three steps the composition root runs at startup and on each reload: refuse a config
-whose version names point at changed artifacts (against the recorded history), record
-unseen identities and stables (`overrides.record_config`, one audited write), and one
-audit event per fleet-wide config change (claimed once across instances). Uses the state
-sync's write path; never touches the routing table. Recording is best effort (a store
-that is away only skips it); the identity check is not.
+Owns the identity check (a version name must not point at a changed artifact), the record
+of unseen identities and stables (best effort), and one audit event per fleet-wide reload.
+Writes through the state sync; never touches the routing table.
 """
 
 from __future__ import annotations

@@ -1,10 +1,8 @@
 """Repairing the store from what this instance knows: judge, full sync, re-seed.
 
-Owns the full sync (load, verify, adopt if newer) and the re-seed of a store that lost or
-spoiled its state: the restrictive merge of the store's verified document and ours (a
-kill is only ever lifted by an explicit unkill), the legacy kills kept while migrating
-from unsigned state, and the back-off of repairs that are undone again at once. Mixed
-into `Sync` (state/sync.py), whose store, holder and apply step it uses.
+Owns the full sync and the re-seed of a store that lost or spoiled its state (the
+restrictive merge: only an explicit unkill lifts a kill; legacy kills kept while migrating;
+repairs undone at once back off). Mixed into `Sync`, whose store, holder and apply it uses.
 """
 
 from __future__ import annotations
