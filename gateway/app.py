@@ -3,7 +3,8 @@
 Owns startup and shutdown as named phases with bounded waits (STYLE §10):
 startup: config → pools → state sync (bounded) → health round (bounded) → listeners;
 shutdown: readiness 503 → stop accepting → drain (drain_timeout) → close in reverse.
-The only module that wires objects together; handlers get their dependencies here.
+The composition root: it alone holds the parts and their lifecycles; the builders it
+calls for the data plane and the admin side live in gateway/wiring/.
 """
 
 from __future__ import annotations
