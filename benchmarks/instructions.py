@@ -232,7 +232,7 @@ def main() -> int:
                     help="seconds without a new span that mean the exporter is done (more "
                          "than OTEL_BSP_SCHEDULE_DELAY, 5 s by default)")
     ap.add_argument("--variants", default=",".join(VARIANTS),
-                    help=f"a comma-separated subset of {', '.join(VARIANTS)}")
+                    help="a comma-separated subset of " + ", ".join(VARIANTS).replace("%", "%%"))
     ap.add_argument("--before", default=None, metavar="REV",
                     help="also run every variant on this git revision (before a change)")
     ap.add_argument("--keep", type=Path, default=None, metavar="DIR",

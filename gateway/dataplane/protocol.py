@@ -101,9 +101,9 @@ _UNDERSCORE_ALIASES = frozenset({
     b"x-forwarded-host", b"x-forwarded-proto", b"forwarded", b"x-real-ip"})
 
 
-_PLAIN, _HOST, _LENGTH, _CHUNKED, _EXPECT, _UPGRADE, _ALIASED = range(7)
+_PLAIN, _HOST, _LENGTH, _CHUNKED, _EXPECT, _UPGRADE, _ALIASED, _TRACEPARENT = range(8)
 _KINDS = {b"host": _HOST, b"content-length": _LENGTH, b"transfer-encoding": _CHUNKED,
-          b"expect": _EXPECT, b"upgrade": _UPGRADE}
+          b"expect": _EXPECT, b"upgrade": _UPGRADE, b"traceparent": _TRACEPARENT}
 _NAMES: dict[bytes, int] = {}  # a field name as sent -> what it is to us (learned once)
 
 
@@ -362,6 +362,9 @@ class HttpProtocol(asyncio.Protocol):
             req.expect_continue = value.lower() == b"100-continue"
         elif kind == _UPGRADE:
             req.refused = (400, "protocol upgrades are not proxied")
+        elif kind == _TRACEPARENT:
+            if req.traceparent is None:  # (the first, as a tracer reads it; noted here so
+                req.traceparent = value  # that the sampling decision scans no fields)
         else:
             alias = name.lower().replace(b"_", b"-")
             raise _Refuse(400, f"the header {name.decode('latin-1')!r} reads as "
