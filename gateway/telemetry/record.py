@@ -118,6 +118,9 @@ class IncomingRequest(Protocol):
     @property
     def headers(self) -> Mapping[str, str]: ...
     @property
+    def traceparent(self) -> str | None:
+        """The first `traceparent` field, if any (the sampling decision reads only this)."""
+    @property
     def host(self) -> str: ...
     @property
     def remote(self) -> str | None: ...
