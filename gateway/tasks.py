@@ -1,19 +1,23 @@
 """The end of a background task: cancel it and wait until it has finished.
 
-Owns the one way the control loops, the admin API's sweepers and the telemetry writers
-stop their tasks (STYLE §1: cancelled and awaited on exit). The task's own cancellation
-is the expected end; any other exception it ended with is raised to the caller (a loop
-that died of a bug is not hidden at shutdown). Standard library only.
+Owns the one way the control loops, the admin API's sweepers, the state sync and the
+telemetry writers stop their tasks (STYLE §1: cancelled and awaited on exit). A task that
+had already died of an error is logged at that point, never raised into the shutdown
+(the rest of it still runs). Standard library and gateway.log only.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import logging
 from collections.abc import Iterable
 from typing import Any
 
+from gateway.log import event
+
 __all__ = ["cancel"]
+
+log = logging.getLogger("killgate")
 
 
 async def cancel(*tasks: asyncio.Task[Any] | Iterable[asyncio.Task[Any]] | None) -> None:
@@ -29,5 +33,10 @@ async def cancel(*tasks: asyncio.Task[Any] | Iterable[asyncio.Task[Any]] | None)
     for t in flat:
         t.cancel()
     for t in flat:
-        with contextlib.suppress(asyncio.CancelledError):
+        try:
             await t
+        except asyncio.CancelledError:
+            pass
+        except Exception as exc:  # noqa: BLE001 - a loop that died: said, not raised
+            event(log, "task_failed", logging.ERROR, exc=exc, task=t.get_name(),
+                  error=repr(exc))
