@@ -57,7 +57,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from _procs import Procs, bench_config, free_port, start_backend, wait_http
-from ab import BODY
+from harness import REQUEST_BODY as BODY
 
 ROOT = Path(__file__).resolve().parent.parent
 VARIANTS = ("no-metrics", "off", "log", "log0", "0%", "1%", "100%", "otlp-metrics")

@@ -37,6 +37,18 @@ STATE_KEY = "test-state-key-0123456789-abcdefghijklmnop"
 STATE_KEY_ENV = "KILLGATE_TEST_STATE_KEY"
 
 
+def admin_token(scope: str, sub: str = "alice", ttl: float = 600) -> str:
+    """A token the test gateways accept: HS256 with SECRET, killgate's issuer and audience."""
+    from gateway.admin.auth import mint
+
+    return mint(SECRET, sub, scope, ttl, "killgate", "killgate-admin")
+
+
+def bearer(scope: str, sub: str = "alice", ttl: float = 600) -> dict[str, str]:
+    """The Authorization header carrying `admin_token(scope, sub, ttl)`."""
+    return {"Authorization": f"Bearer {admin_token(scope, sub, ttl)}"}
+
+
 def signed_ack(prefix: str, instance: str, generation: int, key: str = STATE_KEY) -> str:
     """An ack (heartbeat) as a gateway holding `key` publishes it on `<prefix>:acks`."""
     from gateway.state.signing import Key, Keyring

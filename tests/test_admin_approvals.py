@@ -13,13 +13,12 @@ from typing import Any
 import pytest
 from aiohttp import ClientSession
 
-from gateway.admin.auth import mint
 from gateway.domain.statedoc import StateDoc
 from tests.backends import echo_app
 from tests.conftest import (
-    SECRET,
     STATE_KEY_ENV,
     RedisServer,
+    admin_token,
     running_gateway,
     two_versions,
     wait_until,
@@ -31,7 +30,7 @@ APPROVALS = "approvals: {unkill_global: 2, promote: 2, weights: 3, ttl: 2s}\n"
 
 
 def tok(sub: str, scope: str = "killgate:admin") -> str:
-    return mint(SECRET, sub, scope, 600, "killgate", "killgate-admin")
+    return admin_token(scope, sub, 600)
 
 
 class Api:

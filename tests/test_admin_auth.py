@@ -141,7 +141,7 @@ async def test_bad_tokens_are_401_never_5xx(tmp_path: Path, backends, session,
     p = await backends(echo_app("v1"))
     cfg = write_config(tmp_path, two_versions(p, p))
     async with running_gateway(cfg) as g:
-        g.gw.admin_api.limiter = TokenBucket(1e9, 10**9)  # about answers, not rate limits
+        g.gw.admin_api.callers.limiter = TokenBucket(1e9, 10**9)  # about answers, not rate limits
         async with session.get(g.admin + "/v1/status",
                                headers={"Authorization": f"Bearer {hs(claims())}"}) as r:
             assert r.status == 200  # the control
@@ -193,7 +193,7 @@ async def test_scope_by_endpoint(tmp_path: Path, backends) -> None:
     cfg = write_config(tmp_path, two_versions(p, p))
     scopes = ["killgate:read", "killgate:kill", "killgate:rollout"]
     async with running_gateway(cfg) as g:
-        g.gw.admin_api.limiter = TokenBucket(1e9, 10**9)
+        g.gw.admin_api.callers.limiter = TokenBucket(1e9, 10**9)
         async with ClientSession() as s:
             for method, path, body, needed in ENDPOINTS:
                 for scope in scopes:

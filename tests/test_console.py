@@ -9,12 +9,11 @@ from pathlib import Path
 import pytest
 from aiohttp import ClientSession
 
-from gateway.admin.auth import mint
 from gateway.control.traffic import STATS_KEY
 from tests.backends import echo_app
 from tests.conftest import (
-    SECRET,
     RedisServer,
+    bearer,
     running_gateway,
     two_versions,
     wait_until,
@@ -22,10 +21,6 @@ from tests.conftest import (
 )
 
 INFER = "/v2/models/iris/infer"
-
-
-def bearer(scope: str, sub: str = "alice", ttl: float = 600) -> dict[str, str]:
-    return {"Authorization": f"Bearer {mint(SECRET, sub, scope, ttl, 'killgate', 'killgate-admin')}"}
 
 
 async def get(session: ClientSession, url: str, headers: dict[str, str] | None = None

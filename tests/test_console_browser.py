@@ -26,11 +26,10 @@ from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 
-from gateway.admin.auth import mint
 from gateway.domain.audit import canonical
 from tests.conftest import (
     ROOT,
-    SECRET,
+    admin_token,
 )
 from tests.console_rig import (
     ARTIFACTS,
@@ -51,7 +50,7 @@ RECEIPT = re.compile(r"^generation \d+: applied by 2/2 instance\(s\) in [\d.]+ m
 
 
 def token(sub: str, scope: str) -> str:
-    return mint(SECRET, sub, scope, 10800, "killgate", "killgate-admin")
+    return admin_token(scope, sub, 10800)
 
 
 KILLER = token("alice", "killgate:read killgate:kill")

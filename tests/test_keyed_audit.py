@@ -15,15 +15,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from gateway.admin.auth import mint
 from gateway.domain.audit import GENESIS, audit_mac, seal, verify_trail
 from tests.backends import echo_app
 from tests.conftest import (
     ROOT,
-    SECRET,
     STATE_KEY,
     STATE_KEY_ENV,
     RedisServer,
+    admin_token,
     running_gateway,
     two_versions,
     wait_until,
@@ -31,7 +30,7 @@ from tests.conftest import (
 )
 from tests.test_killswitch import redis_state
 
-TOKEN = mint(SECRET, "alice", "killgate:admin", 3 * 3600, "killgate", "killgate-admin")
+TOKEN = admin_token("killgate:admin", "alice", 3 * 3600)
 H = {"Authorization": f"Bearer {TOKEN}"}
 KEY = ["--key-env", STATE_KEY_ENV]
 

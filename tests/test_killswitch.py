@@ -13,12 +13,11 @@ import aiohttp
 import pytest
 from aiohttp import ClientSession
 
-from gateway.admin.auth import mint
 from tests.backends import echo_app, sse_app
 from tests.conftest import (
-    SECRET,
     STATE_KEY,
     RedisServer,
+    admin_token,
     free_port,
     running_gateway,
     two_versions,
@@ -30,7 +29,7 @@ INFER = "/v2/models/iris/infer"
 
 
 def token(scope: str = "killgate:kill killgate:read", sub: str = "alice") -> str:
-    return mint(SECRET, sub, scope, 600, "killgate", "killgate-admin")
+    return admin_token(scope, sub, 600)
 
 
 def auth(scope: str = "killgate:kill killgate:read") -> dict[str, str]:

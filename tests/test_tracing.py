@@ -13,9 +13,8 @@ from pathlib import Path
 import pytest
 from aiohttp import ClientSession, web
 
-from gateway.admin.auth import mint
 from tests.backends import Recorder, echo_app
-from tests.conftest import SECRET, free_port, running_gateway, two_versions, wait_until, write_config
+from tests.conftest import bearer, free_port, running_gateway, two_versions, wait_until, write_config
 from tests.otlp_collector import Collector
 
 INFER = "/v2/models/iris/infer"
@@ -208,8 +207,7 @@ async def test_otel_environment_variables_configure_tracing(
 
 
 def _admin(sub: str = "alice") -> dict[str, str]:
-    return {"Authorization": "Bearer " + mint(SECRET, sub, "killgate:admin", 600, "killgate",
-                                              "killgate-admin")}
+    return bearer("killgate:admin", sub, 600)
 
 
 async def test_an_admin_kill_is_a_span_whose_trace_id_is_in_the_audit_event(

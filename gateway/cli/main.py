@@ -82,9 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="An inference gateway with canary split, kill "
                                             "switch and rollback.")
     p.add_argument("--version", action="version", version=f"killgate {__version__}")
-    from gateway.cli.admin import _common, add_client_commands
+    from gateway.cli.admin import add_client_commands
+    from gateway.cli.client import common_options
 
-    _common(p, top=True)
+    common_options(p, top=True)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     s = sub.add_parser("serve", help="run the gateway from a config file")
@@ -113,10 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_client_commands(sub)
     from gateway.cli.drill import add_drill_commands
 
-    add_drill_commands(sub, _common)
+    add_drill_commands(sub, common_options)
     from gateway.cli.shadow import add_shadow_commands
 
-    add_shadow_commands(sub, _common)
+    add_shadow_commands(sub, common_options)
     return p
 
 

@@ -23,8 +23,8 @@ from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
-from gateway.dataplane.spans import IncomingRequest
 from gateway.telemetry.otelenv import Sampling
+from gateway.telemetry.record import IncomingRequest
 from gateway.telemetry.w3c import parse_traceparent, trace_id_hex
 
 __all__ = ["METHODS", "RequestSpans", "method_name"]
