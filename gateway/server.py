@@ -26,7 +26,7 @@ from gateway.app import Gateway
 from gateway.configfile import LoadedConfig, load_config
 from gateway.errors import ConfigError
 from gateway.log import event
-from gateway.sockets import bound
+from gateway.sockets import ListenError, bound
 
 __all__ = ["c_parser_in_use", "run_supervisor", "run_worker"]
 
@@ -213,4 +213,7 @@ def serve(config_path: str, workers: int, worker_index: int | None, reuse_port: 
     except ConfigError as exc:
         for p in exc.problems:
             print(f"killgate: config: {p}", file=sys.stderr)
+        return 1
+    except ListenError as exc:  # (a port in use: another killgate, or another server)
+        print(f"killgate: {exc}", file=sys.stderr)
         return 1

@@ -12,7 +12,12 @@ import socket
 
 from gateway.config_types import parse_listen
 
-__all__ = ["bind_socket", "bound", "format_addr", "listen_url"]
+__all__ = ["ListenError", "bind_socket", "bound", "format_addr", "listen_url"]
+
+
+class ListenError(OSError):
+    """A listener address that cannot be bound (in use, not ours, not resolvable): the
+    message names the address and why, for the person starting the gateway."""
 
 
 def bound(addr: str, reuse_port: bool, port_override: int | None = None) -> socket.socket:
@@ -20,13 +25,22 @@ def bound(addr: str, reuse_port: bool, port_override: int | None = None) -> sock
     host, port = parse_listen(addr)
     if port_override is not None:
         port = port_override
-    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                   flags=socket.AI_PASSIVE)
+    except OSError as exc:
+        raise ListenError(f"cannot listen on {addr}: {exc.strerror or exc}") from None
     family, _, _, _, sockaddr = infos[0]
     sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if reuse_port:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind(sockaddr)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(sockaddr)
+    except OSError as exc:
+        sock.close()
+        raise ListenError(f"cannot listen on {format_addr((host, port))}: "
+                          f"{exc.strerror or exc}") from None
     return sock
 
 

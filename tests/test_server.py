@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -89,6 +90,29 @@ def test_serve_with_a_bad_config_exits_one(tmp_path: Path) -> None:
                          capture_output=True, text=True, timeout=30)
     assert res.returncode == 1
     assert "routes: must have at least 1 item(s)" in res.stderr
+
+
+@pytest.mark.parametrize(("which", "workers"), [("listen", 1), ("admin", 1), ("listen", 2)])
+def test_a_port_in_use_is_one_line_naming_it_not_a_traceback(tmp_path: Path, which: str,
+                                                             workers: int) -> None:
+    """Another process listens on the data (or admin) port: `killgate serve` says which
+    address and why on one line and exits 1, with one worker or a supervisor of two."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        other = f"127.0.0.1:{free_port()}"
+        mine = f"127.0.0.1:{port}"
+        cfg = write_config(tmp_path, two_versions(free_port(), free_port()),
+                           listen=mine if which == "listen" else other,
+                           admin=mine if which == "admin" else other)
+        res = subprocess.run([sys.executable, "-m", "gateway", "serve", "-c", str(cfg),
+                              "--workers", str(workers)], capture_output=True, text=True,
+                             timeout=30)
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert res.stderr.strip().splitlines()[-1] == (
+        f"killgate: cannot listen on {mine}: Address already in use"), res.stderr
+    assert "Traceback" not in res.stderr + res.stdout
 
 
 def _inflight(admin: str) -> float:
