@@ -97,9 +97,10 @@ async def test_kill_reaches_three_processes_and_four_workers(tmp_path: Path, bac
     first = await asyncio.gather(*(status_of(session, p.url) for p in procs))
     rejected_within = time.monotonic() - answered
     assert first == [(503, "killed")] * 3
-    # every instance acked before the answer (below), so each rejects from that moment on;
-    # this bounds our own three round trips, generously for a cold 2-vCPU machine
-    assert rejected_within < 0.25, rejected_within
+    # every instance acked before the answer (below), so each rejects from that moment on
+    # (one that had not would answer 200 above); this bounds our own three round trips,
+    # generously for a 2-vCPU machine running seven processes of this test and more
+    assert rejected_within < 1.0, rejected_within
     assert res["applied"]["instances"] == 4 and res["applied"]["acked"] == 4, res
     assert res["applied"]["pending"] == []
     # each worker of c too: fresh connections spread over both

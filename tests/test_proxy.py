@@ -99,7 +99,9 @@ async def test_sse_events_arrive_as_sent(tmp_path: Path, backends, session) -> N
                 if line.startswith(b"data: {"):
                     lags.append(time.time() - json.loads(line[6:])["sent"])
         assert len(lags) == 10  # a 3 s stream
-        assert max(lags) < 0.1, lags
+        # an event held back until the next one (or the end) would lag >= 0.3 s; the rest
+        # is for a loaded machine's scheduling
+        assert max(lags) < 0.25, lags
 
 
 async def test_hop_by_hop_headers_never_cross(tmp_path: Path, backends, session) -> None:
