@@ -59,6 +59,14 @@ def signed_ack(prefix: str, instance: str, generation: int, key: str = STATE_KEY
     return f"{kid} {mac} {generation} {wall} - {instance}"
 
 
+def rss_kib(pid: int) -> int:
+    """A process's resident memory (VmRSS), KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
