@@ -15,7 +15,13 @@ from pathlib import Path
 import pytest
 
 from tests.backends import sse_app
-from tests.conftest import free_port, two_versions, wait_until_sync, write_config
+from tests.conftest import (
+    die_with_parent,
+    free_port,
+    two_versions,
+    wait_until_sync,
+    write_config,
+)
 
 
 def _cfg(tmp: Path, port: int, extra: str = "") -> Path:
@@ -115,15 +121,23 @@ def test_fd_limit_is_raised_to_the_hard_limit(tmp_path: Path, hard: int) -> None
     cfg = write_config(tmp_path, two_versions(9, 9, 100, 0), listen=f"127.0.0.1:{free_port()}",
                        admin=f"127.0.0.1:{free_port()}")
     log = tmp_path / "gw.log"
+
+    def limited() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+        die_with_parent()  # (a run ended by its timeout leaves no gateway behind)
+
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "gateway", "serve", "-c", str(cfg)], stdout=out,
-            stderr=subprocess.STDOUT, start_new_session=True,
-            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard)))
+            stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=limited)
     try:
         wait_until_sync(lambda: b"listening" in log.read_bytes(), 15, what="listening")
         assert _soft_nofile(proc.pid) == hard
         assert (b"fd_limit_low" in log.read_bytes()) == (hard < 20000)  # max_connections
     finally:
         proc.terminate()
-        proc.wait(15)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)

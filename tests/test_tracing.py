@@ -169,8 +169,9 @@ async def test_the_sampling_ratio_is_respected(tmp_path: Path, backends, session
         for _ in range(n):
             async with session.get(g.url + INFER) as r:
                 assert r.status == 200
-        await asyncio.sleep(0.3)
-        got = len(collector.server_spans())
+    # counted once the gateway stopped: its shutdown exports what it still held (a count
+    # taken while batches were on their way could find a server span without its attempt)
+    got = len(collector.server_spans())
     # binomial(400, 0.25): mean 100, sd 8.7; the bounds are 5 sd away
     assert 56 <= got <= 144, got
     assert len(collector.spans) == 2 * got  # each sampled request: server + one attempt

@@ -133,7 +133,7 @@ def console() -> dict[str, Any]:
             {"subject": {"type": ["string", "null"]},
              "scopes": {"type": "array", "items": {"type": "string"}},
              "can": {"type": "object", "additionalProperties": {"type": "boolean"},
-                     "description": "read, kill, rollout, admin, breakglass"}}, scope=None),
+                     "description": "read, kill, rollout, alert, drill, admin, breakglass"}}, scope=None),
         "/v1/fleet": read(
             "every instance heard from: generation, config digest, heartbeat age; this "
             "instance's store connection, staleness and fail-closed state",

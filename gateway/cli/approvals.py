@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import urllib.parse
 from typing import Any
 
 from gateway.cli.client import raw_call
@@ -21,6 +22,11 @@ __all__ = ["add_approval_commands"]
 LISTING = {"approvals": list}
 ITEM = {"id": str, "action": str, "target": dict, "args": dict, "requested_by": str,
         "reason": str, "needs": int, "approved_by": list, "expires": str, "hash": str}
+
+
+def _q(ident: str) -> str:
+    """An id as one path segment: `../../kill` must not name another endpoint."""
+    return urllib.parse.quote(ident, safe="")
 
 
 def _open(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -67,7 +73,7 @@ def _approve(args: argparse.Namespace) -> int:
     body: dict[str, Any] = {"hash": item["hash"]}
     if args.reason:
         body["reason"] = args.reason
-    answer = raw_call(args, "POST", f"/v1/approvals/{args.id}/approve", body)
+    answer = raw_call(args, "POST", f"/v1/approvals/{_q(args.id)}/approve", body)
     if answer.status == 202:  # recorded; more approvals are needed
         pending = expect(answer.body, APPROVAL)["approval"]
         if args.json:
@@ -93,7 +99,7 @@ def _approve(args: argparse.Namespace) -> int:
 
 def _decline(args: argparse.Namespace) -> int:
     body: dict[str, Any] = {"reason": args.reason} if args.reason else {}
-    answer = raw_call(args, "POST", f"/v1/approvals/{args.id}/decline", body)
+    answer = raw_call(args, "POST", f"/v1/approvals/{_q(args.id)}/decline", body)
     if answer.status != 200:
         raise ClientError(f"the admin API answered {answer.status}, not 200")
     res = expect(answer.body, {"approval": {"id": str, "state": str}})

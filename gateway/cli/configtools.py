@@ -96,9 +96,10 @@ def add_config_commands(cmd: Any, sub: Any) -> None:
                    help="compare with another file instead of the running gateway")
     p = sub.add_parser("token", help="mint an HS256 admin token (development and tests)")
     p.add_argument("--subject", required=True)
-    p.add_argument("--scope", required=True,
-                   help='space-separated: killgate:read, killgate:kill, killgate:rollout, '
-                        'killgate:alert (Alertmanager\'s webhook only), killgate:admin; '
+    p.add_argument("--scope", required=True,  # (every scope of admin.auth.SCOPES)
+                   help="space-separated: killgate:read, killgate:kill, killgate:rollout, "
+                        "killgate:alert (Alertmanager's webhook only), killgate:drill, "
+                        "killgate:admin (all but break-glass), killgate:breakglass; "
                         'e.g. "killgate:kill killgate:read"')
     p.add_argument("--ttl", default="15m")
     p.add_argument("-c", "--config", help="take issuer, audience and secret from this config")

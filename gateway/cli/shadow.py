@@ -88,6 +88,7 @@ def _report(args: argparse.Namespace) -> int:
 def add_shadow_commands(sub: Any, common: Any) -> None:
     p = sub.add_parser("shadow", help="shadow traffic: how often the shadow agrees "
                                       "('shadow report ROUTE')")
+    common(p)  # (--admin, --token, --json also between `shadow` and its command)
     inner = p.add_subparsers(dest="shadow_command", required=True, metavar="COMMAND")
     r = inner.add_parser("report", help="a route's comparison results and sampled "
                                         "disagreements")
