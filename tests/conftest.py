@@ -59,6 +59,14 @@ def signed_ack(prefix: str, instance: str, generation: int, key: str = STATE_KEY
     return f"{kid} {mac} {generation} {wall} - {instance}"
 
 
+def rss_kib(pid: int) -> int:
+    """A process's resident memory (VmRSS), KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
 #: where free_port() looks: below Linux's ephemeral range (32768-60999 by default), from
 #: which the kernel takes the local port of every outgoing connection and of every bind to
 #: port 0. A port found free there could be taken by any connection the machine opens (a

@@ -16,6 +16,7 @@ from tests.backends import echo_app
 from tests.conftest import (
     bearer,
     free_port,
+    rss_kib,
     running_gateway,
     two_versions,
     wait_until,
@@ -156,13 +157,6 @@ async def test_connections_beyond_the_cap_are_closed_at_once(tmp_path: Path, bac
             assert r.status == 200
 
 
-def _rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmRSS")
-
-
 # What one held admin connection may cost the serving process. Measured: ~10 KiB each
 # (550 held: 64 -> 70 MiB peak); the bound leaves room for a slower, busier machine.
 RSS_PER_CONNECTION = 64 * 1024
@@ -183,14 +177,14 @@ async def test_500_held_connections_close_on_time_and_cost_little(tmp_path: Path
     await asyncio.to_thread(gw.wait_ready)
     async with ClientSession() as s, s.get(gw.admin + "/v1/status", headers=TOKEN) as r:
         assert r.status == 200  # the process at rest, warmed up
-    rss0 = _rss_kib(gw.proc.pid)
+    rss0 = rss_kib(gw.proc.pid)
     writers: list[asyncio.StreamWriter] = []
     peak = [rss0]
     stop = asyncio.Event()
 
     async def sample() -> None:
         while not stop.is_set():
-            peak.append(_rss_kib(gw.proc.pid))
+            peak.append(rss_kib(gw.proc.pid))
             await asyncio.sleep(0.05)
 
     async def idle() -> tuple[bytes, float, float]:

@@ -16,7 +16,6 @@ from gateway.config_telemetry import BucketsConfig
 from gateway.domain.shadowstats import Tally
 from gateway.telemetry.groupseries import (
     GAUGES,
-    Raw,
     add_counted,
     add_gauges,
     capture,
@@ -25,31 +24,9 @@ from gateway.telemetry.groupseries import (
     render,
 )
 from gateway.telemetry.metrics import HELP, Metrics
-from gateway.telemetry.record import RequestRecord
 from gateway.telemetry.requests import RequestStats
 from gateway.telemetry.shadowmetrics import ShadowSeries
-
-EXPECTED = {"iris": {"v1": 90.0, "v2": 10.0}}
-
-
-def _stats() -> RequestStats:
-    return RequestStats(BucketsConfig(), lambda: EXPECTED)
-
-
-def _record(stats: RequestStats, version: str, status: int = 200, took: float = 0.05) -> None:
-    rec = RequestRecord(0.0)
-    rec.route, rec.version, rec.decision, rec.stable = "iris", version, "weighted", "v1"
-    rec.status, rec.end, rec.upstream = status, took, took / 2
-    stats.done(rec)
-
-
-def _samples(raw: Raw, stats: RequestStats | None = None, workers: int = 2) -> dict:
-    fams, _ = render(raw, stats or _stats(), workers)
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value for f in fams for s in f.samples}
-
-
-def _one(samples: dict, name: str, **labels: str) -> float | None:
-    return samples.get((name, tuple(sorted(labels.items()))))
+from tests.series import EXPECTED, new_stats, record_request, sample, samples_of
 
 
 def test_every_documented_gauge_has_a_merge_rule() -> None:
@@ -73,19 +50,19 @@ def test_counters_add_up_and_gauges_follow_their_rule() -> None:
     a.set("killgate_drills_open", 1)
     b.set("killgate_drills_open", 3)
     b.set("killgate_fail_closed", 1)
-    own, sib = capture(a, _stats()), capture(b, _stats())
+    own, sib = capture(a, new_stats()), capture(b, new_stats())
     assert add_counted(own, sib) == 0
     add_gauges(own, [sib])
-    out = _samples(own)
-    assert _one(out, "killgate_failovers_total") == 7
-    assert _one(out, "killgate_retries_total") == 2
-    assert _one(out, "killgate_inflight_requests") == 7  # per-worker amounts: summed
-    assert _one(out, "killgate_state_generation") == 7  # what every worker has applied
-    assert _one(out, "killgate_kill_state_age_seconds") == 4.0  # the stalest worker
-    assert _one(out, "killgate_state_store_connected") == 0  # any worker cut off
-    assert _one(out, "killgate_drills_open") == 1  # the answering worker's document
-    assert _one(out, "killgate_fail_closed") == 1  # only the sibling has it: taken
-    assert _one(out, "killgate_metrics_workers") == 2
+    out = samples_of(own)
+    assert sample(out, "killgate_failovers_total") == 7
+    assert sample(out, "killgate_retries_total") == 2
+    assert sample(out, "killgate_inflight_requests") == 7  # per-worker amounts: summed
+    assert sample(out, "killgate_state_generation") == 7  # what every worker has applied
+    assert sample(out, "killgate_kill_state_age_seconds") == 4.0  # the stalest worker
+    assert sample(out, "killgate_state_store_connected") == 0  # any worker cut off
+    assert sample(out, "killgate_drills_open") == 1  # the answering worker's document
+    assert sample(out, "killgate_fail_closed") == 1  # only the sibling has it: taken
+    assert sample(out, "killgate_metrics_workers") == 2
 
 
 def _text(stats: RequestStats) -> bytes:
@@ -97,41 +74,41 @@ def _text(stats: RequestStats) -> bytes:
 def test_the_group_renders_what_one_process_with_every_request_would() -> None:
     """Histogram buckets, sums, counts, requests_total and the split: summed counts
     rendered by requests.py itself, so the families are the same as one process's."""
-    a, b, alone = _stats(), _stats(), _stats()
+    a, b, alone = new_stats(), new_stats(), new_stats()
     for i in range(90):
         for s in (a, alone):
-            _record(s, "v1", took=0.001 * (i % 40))
+            record_request(s, "v1", took=0.001 * (i % 40))
     for i in range(10):
         for s in (b, alone):
-            _record(s, "v2", 500 if i % 3 == 0 else 200, took=0.3)
+            record_request(s, "v2", 500 if i % 3 == 0 else 200, took=0.3)
     own = capture(Metrics(), a)
     add_counted(own, capture(Metrics(), b))
     add_gauges(own, [capture(Metrics(), b)])
     assert render(own, a, 2)[1] == 0  # no entry skipped
-    group = _samples(own, a)
+    group = samples_of(own, a)
     single = {(s.name, tuple(sorted(s.labels.items()))): s.value
               for f in text_string_to_metric_families(_text(alone).decode()) for s in f.samples}
     assert {k: v for k, v in group.items() if k[0] != "killgate_metrics_workers"} == single
-    assert _one(group, "killgate_split_share", route="iris", version="v1") == pytest.approx(0.9)
-    assert _one(group, "killgate_split_drift", route="iris", version="v2") == pytest.approx(0.0)
+    assert sample(group, "killgate_split_share", route="iris", version="v1") == pytest.approx(0.9)
+    assert sample(group, "killgate_split_drift", route="iris", version="v2") == pytest.approx(0.0)
 
 
 def test_different_buckets_are_skipped_not_mixed() -> None:
-    a = _stats()
+    a = new_stats()
     other = RequestStats(BucketsConfig(request_duration=[0.1, 1.0]), lambda: EXPECTED)
-    _record(a, "v1")
-    _record(other, "v1")
+    record_request(a, "v1")
+    record_request(other, "v1")
     own = capture(Metrics(), a)
     assert add_counted(own, capture(Metrics(), other)) == 1  # counted as an error upstream
-    assert _one(_samples(own, a), "killgate_requests_total", route="iris", version="v1",
+    assert sample(samples_of(own, a), "killgate_requests_total", route="iris", version="v1",
                 decision="weighted", arm="stable", code="200") == 1
 
 
 def test_snapshot_round_trip_and_garbage() -> None:
-    m, stats = Metrics(), _stats()
+    m, stats = Metrics(), new_stats()
     m.inc("killgate_bad_requests_total", ("target",), label_names=("reason",))
     m.set("killgate_state_generation", 4)
-    _record(stats, "v2")
+    record_request(stats, "v2")
     raw = capture(m, stats)
     at, back = decode(encode(raw, 1))
     assert abs(at - time.monotonic()) < 5
@@ -156,14 +133,14 @@ def _shadow(agreed: int, disagreed: int, inflight: int) -> Metrics:
 def test_other_sources_merge_sample_by_sample_and_the_agreement_is_the_groups() -> None:
     """The shadow series (another source): counters summed, in-flight copies summed, and
     the agreement ratio recomputed from the group's comparisons, not either worker's."""
-    own = capture(_shadow(9, 1, 2), _stats())  # 90 % alone
-    sib = capture(_shadow(1, 9, 3), _stats())  # 10 % alone
+    own = capture(_shadow(9, 1, 2), new_stats())  # 90 % alone
+    sib = capture(_shadow(1, 9, 3), new_stats())  # 10 % alone
     add_counted(own, sib)
     add_gauges(own, [sib])
-    out = _samples(own)
-    assert _one(out, "killgate_shadow_copies_total", route="iris", version="v2",
+    out = samples_of(own)
+    assert sample(out, "killgate_shadow_copies_total", route="iris", version="v2",
                 result="sent") == 20
-    assert _one(out, "killgate_shadow_inflight", route="iris") == 5
-    assert _one(out, "killgate_shadow_agreement_ratio", route="iris", version="v2") == 0.5
-    assert _one(out, "killgate_shadow_duration_seconds_count", route="iris", version="v2",
+    assert sample(out, "killgate_shadow_inflight", route="iris") == 5
+    assert sample(out, "killgate_shadow_agreement_ratio", route="iris", version="v2") == 0.5
+    assert sample(out, "killgate_shadow_duration_seconds_count", route="iris", version="v2",
                 side="primary") == 0

@@ -21,7 +21,7 @@ import pytest
 from aiohttp import ClientSession, TCPConnector, web
 
 from tests.backends import echo_app
-from tests.conftest import free_port, running_gateway, two_versions, wait_until, write_config
+from tests.conftest import free_port, rss_kib, running_gateway, two_versions, wait_until, write_config
 
 
 async def _post(session: ClientSession, url: str) -> tuple[int, str, float, str | None]:
@@ -199,7 +199,7 @@ async def test_ten_thousand_connections_held_open(tmp_path: Path, backends, gate
                                  "  keepalive_timeout: 600s\n")
         gw = gateway_procs(cfg)
         await asyncio.to_thread(gw.wait_ready)
-        rss_before = _rss_kib(gw.proc.pid)
+        rss_before = rss_kib(gw.proc.pid)
         request = b"GET /v2/models/iris/infer HTTP/1.1\r\nHost: x\r\n\r\n"
         writers: list[asyncio.StreamWriter] = []  # every socket we open, closed at the end
 
@@ -223,7 +223,7 @@ async def test_ten_thousand_connections_held_open(tmp_path: Path, backends, gate
                     asyncio.gather(*(connect_and_ask() for _ in range(500))), 60)
             opened_s = time.monotonic() - t0
             assert Counter(status for _, _, status in conns) == {200: n}
-            rss_held = _rss_kib(gw.proc.pid)
+            rss_held = rss_kib(gw.proc.pid)
             # a fresh client, while every one of the 10,000 stays connected
             reader, writer = await asyncio.open_connection("127.0.0.1", gw.data_port)
             writers.append(writer)
@@ -307,10 +307,3 @@ async def test_five_thousand_idle_sockets_are_closed(tmp_path: Path, backends, g
             w.close()
         await asyncio.gather(*(w.wait_closed() for w in writers), return_exceptions=True)
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
-
-
-def _rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmRSS")

@@ -18,38 +18,16 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.config_telemetry import BucketsConfig
 from gateway.domain.shadowstats import Tally
-from gateway.telemetry.groupseries import Raw, decode, render
+from gateway.telemetry.groupseries import decode
 from gateway.telemetry.metrics import Metrics
-from gateway.telemetry.record import RequestRecord
-from gateway.telemetry.requests import RequestStats
 from gateway.telemetry.shadowmetrics import ShadowSeries
 from gateway.telemetry.workers import WorkerMetrics
 from tests.backends import echo_app
 from tests.conftest import free_port, two_versions, wait_until_sync, write_config
+from tests.series import new_stats, record_request, sample, samples_of
 
 # ------------------------------------------------------------------ helpers
-
-
-def _stats() -> RequestStats:
-    return RequestStats(BucketsConfig(), lambda: {"iris": {"v1": 90.0, "v2": 10.0}})
-
-
-def _record(stats: RequestStats, version: str, status: int = 200, took: float = 0.05) -> None:
-    rec = RequestRecord(0.0)
-    rec.route, rec.version, rec.decision, rec.stable = "iris", version, "weighted", "v1"
-    rec.status, rec.end, rec.upstream = status, took, took / 2
-    stats.done(rec)
-
-
-def _samples(raw: Raw, stats: RequestStats, workers: int = 2) -> dict:
-    fams, _ = render(raw, stats, workers)
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value for f in fams for s in f.samples}
-
-
-def _one(samples: dict, name: str, **labels: str) -> float | None:
-    return samples.get((name, tuple(sorted(labels.items()))))
 
 
 def _all(fams: list) -> dict:
@@ -60,7 +38,7 @@ async def test_a_worker_alone_shows_exactly_what_its_process_shows(tmp_path: Pat
     """Every family of the process (its values, the request series, any other source such
     as the shadow series) reaches the group's /metrics unchanged: a source the snapshot
     forgot would vanish from /metrics under --workers N."""
-    m, stats = Metrics(), _stats()
+    m, stats = Metrics(), new_stats()
     m.source(stats)
     tally = Tally("v2", "spec")
     for outcome in ("agreed", "agreed", "noise", "disagreed"):
@@ -73,14 +51,14 @@ async def test_a_worker_alone_shows_exactly_what_its_process_shows(tmp_path: Pat
     m.set("killgate_state_generation", 5)
     m.collector(lambda mm: mm.set("killgate_inflight_requests", 3))
     for v in ("v1", "v1", "v2"):
-        _record(stats, v)
+        record_request(stats, v)
     w = WorkerMetrics(m, stats, tmp_path, 0)
     w.start()
     single = _all(list(m.collect()))
     group = _all(list(w.collect()))
     assert group.pop(("killgate_metrics_workers", ())) == 1
     assert group == single
-    assert _one(group, "killgate_shadow_agreement_ratio", route="iris", version="v2") == 0.75
+    assert sample(group, "killgate_shadow_agreement_ratio", route="iris", version="v2") == 0.75
     await w.stop()
 
 
@@ -89,37 +67,37 @@ async def test_a_worker_alone_shows_exactly_what_its_process_shows(tmp_path: Pat
 
 async def test_a_replaced_worker_continues_its_slot_and_dead_gauges_drop(tmp_path: Path) -> None:
     first, sibling = Metrics(), Metrics()
-    first_stats = _stats()
+    first_stats = new_stats()
     w0 = WorkerMetrics(first, first_stats, tmp_path, 0)
-    w1 = WorkerMetrics(sibling, _stats(), tmp_path, 1)
+    w1 = WorkerMetrics(sibling, new_stats(), tmp_path, 1)
     w0.start()
     w1.start()
     for _ in range(5):
-        _record(first_stats, "v1")
+        record_request(first_stats, "v1")
     first.set("killgate_inflight_requests", 2)
-    _record(w1.stats, "v2")
+    record_request(w1.stats, "v2")
     (tmp_path / "slot-7.json").write_bytes(b"not json")  # counted, skipped
 
     def total(w: WorkerMetrics) -> float:
-        return sum(v for (n, _), v in _samples(*w.group()[:1], w.stats).items()
+        return sum(v for (n, _), v in samples_of(*w.group()[:1], w.stats).items()
                    if n == "killgate_requests_total")
 
     assert total(w1) == 1  # slot 0 has not published yet
     w0.publish()  # (its periodic publish)
     seen = [total(w1)]
     await w0.stop()  # its worker is gone: the file keeps the slot's last counts
-    assert _one(_samples(w1.group()[0], w1.stats), "killgate_inflight_requests") == 2
+    assert sample(samples_of(w1.group()[0], w1.stats), "killgate_inflight_requests") == 2
     w1.stale_after = -1.0  # from now on slot 0's snapshot counts as old (its writer died)
     raw, workers = w1.group()
-    assert workers == 1 and _one(_samples(raw, w1.stats), "killgate_inflight_requests") is None
+    assert workers == 1 and sample(samples_of(raw, w1.stats), "killgate_inflight_requests") is None
     seen.append(total(w1))
 
-    replacement = _stats()  # a new process in slot 0: its own counts start at zero
+    replacement = new_stats()  # a new process in slot 0: its own counts start at zero
     w0 = WorkerMetrics(Metrics(), replacement, tmp_path, 0)
     w0.start()
     w1.stale_after = 3.0
     seen += [total(w1), total(w0)]
-    _record(replacement, "v1")
+    record_request(replacement, "v1")
     seen += [total(w0), total(w1)]
     assert seen == [6, 6, 6, 6, 7, 7], seen  # no double count, never backwards
     assert sibling.get("killgate_worker_metrics_errors_total", ("read",)) >= 1
