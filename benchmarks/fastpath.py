@@ -11,6 +11,11 @@ a shared machine than any wrk run. A calibration loop (plain dict and list work)
 same process, and the ratio of the two is given too: compare ratios across machines.
 
     .venv/bin/python benchmarks/fastpath.py [--requests 50000] [--rounds 5] [--profile]
+        [--telemetry]
+
+`--telemetry` wires what `killgate serve` tells of each request by default: the request
+series (`RequestStats`) as the recorder, and outlier detection and the console's live
+traffic counts as observers (canary analysis, off for this route, is left out).
 """
 
 from __future__ import annotations
@@ -91,11 +96,25 @@ routes:
     loop = asyncio.get_running_loop()
     clock = Clock()
     upstreams = Upstreams(256, 1024, clock)
-    proxy = Proxy(TableHolder(load_config(cfg)), upstreams, Inflight(), Metrics(), 10 << 20, 1 << 20)
+    holder = TableHolder(load_config(cfg))
+    metrics = Metrics()
+    extra: dict[str, Any] = {}
+    if args.telemetry:
+        from gateway.app import _Fanout
+        from gateway.control.probes import HealthMonitor
+        from gateway.control.traffic import LiveTraffic
+        from gateway.telemetry.requests import RequestStats
+
+        health = HealthMonitor(holder, metrics)
+        await health.configure(holder.loaded.config)  # (no probes: outlier detection only)
+        extra = {"recorder": RequestStats(holder.loaded.config.telemetry.buckets),
+                 "observer": _Fanout(health, LiveTraffic(None, "bench"))}  # type: ignore[arg-type]
+    proxy = Proxy(holder, upstreams, Inflight(), metrics, 10 << 20, 1 << 20, **extra)
     listener = Listener(proxy, Limits(), 100, clock=clock)
     pool = upstreams.pool(("http", "127.0.0.1", 9))
     backend = Exchange(pool)
     backend.connection_made(Sink())
+    backend.keep_alive = True  # (as after a kept-alive answer: the pool hands it out)
     pool.open = 1
     pool.idle.append(backend)
     client = Sink()
@@ -146,6 +165,8 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=50_000)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--profile", action="store_true", help="then a cProfile of 20,000 more")
+    ap.add_argument("--telemetry", action="store_true",
+                    help="with the request series and the default observers (as serve)")
     args = ap.parse_args()
     try:
         import uvloop

@@ -64,6 +64,9 @@ if TYPE_CHECKING:
 
 __all__ = ["Flight"]
 
+_FIRST = SoFar()  # (immutable: shared by every flight's first attempt)
+
+
 def _sse_error(type_: str, route: str, version: str | None) -> bytes:
     data = json.dumps({"type": type_, "route": route, "version": version})
     return f"event: killgate.error\ndata: {data}\n\n".encode()
@@ -119,7 +122,7 @@ class Flight(Handle):
         self.field = field
         self.raw_target = raw_target
         self.routing_path = routing_path
-        self.so_far = SoFar()
+        self.so_far = _FIRST
         self.targets: tuple[Target, ...] | None = None
         self.task: asyncio.Task[None] | None = None
         self.whole = False          # fast path: waiting for a small answer to be complete
@@ -182,21 +185,23 @@ class Flight(Handle):
             pool.release(ex)
             self._answer_killed(self.aborted)
             return True
-        body = self._body()
-        timeouts = self.plan.config.timeouts
-        ex.begin(self.deadline, timeouts.idle, self.req.method == b"HEAD")
+        body = self.prefix or b""  # (`_body`, inline)
+        if self.field is not None and target.model:
+            body = rewrite_model(body, self.field, target.model)
+        req = self.req
+        ex.begin(self.deadline, self.plan.config.timeouts.idle, req.method == b"HEAD")
         self.version = target.name
         self.exchange = ex
         self.whole = False
         self.started = proxy.clock.now
         traceparent = None
-        span = self.req.span
+        span = req.span
         if span is not None:
             self.att = span.attempt(self.plan.name, target.name, target.url,
-                                    self.req.method.decode("latin-1"))
+                                    req.method.decode("latin-1"))
             traceparent = self.att.traceparent
-        ex.drive(self, proxy.request_head(self.req, target, pool.host_header, len(body),
-                                          self.raw_target, traceparent) + body)
+        ex.drive(self, proxy.request_head(req, target, pool.host_header, len(body),
+                                          self.raw_target, traceparent, body))
         return True
 
     def upstream(self, ex: Exchange) -> None:
@@ -217,6 +222,13 @@ class Flight(Handle):
             self.att.answered(ex.status)
             self.att = None
         if ex.complete:
+            status = ex.status
+            if status < 400 or (status < 500 and self.plan.config.protocol == "http"):
+                self.exchange = None  # the common case, as `_judge` would: nothing to decide
+                ex.detach()
+                self.proxy.write_complete(self, ex)
+                self.proxy.inflight.handles.discard(self)
+                return
             self._judge(ex, whole=True)
             return
         if self.whole:

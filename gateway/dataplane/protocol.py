@@ -206,8 +206,18 @@ class HttpProtocol(asyncio.Protocol):
         self.clock.now = self.loop.time()
         if self.held:  # (reading is paused while bytes are held: kept in order anyway)
             data, self.held = self.held + data, b""
-        if len(data) <= SLICE:
-            self._feed(data)
+        if len(data) <= SLICE:  # (`_feed`, inline: most reads)
+            self.fresh = False
+            try:
+                self.parser.feed_data(data)
+            except httptools.HttpParserUpgrade:
+                self.stopped = True
+                return
+            except httptools.HttpParserError as exc:
+                self._parse_error(exc)
+                return
+            if (self.in_head or self.in_trailer) and not self.fresh:
+                self._open_field(len(data))
             return
         # One read can hold thousands of tiny pipelined requests: parsed all at once, each
         # would wait as a Request for its turn. Parse a slice at a time, and hold the rest
@@ -245,22 +255,28 @@ class HttpProtocol(asyncio.Protocol):
             self.stopped = True  # the upgrade request is queued as refused; nothing follows
             return
         except httptools.HttpParserError as exc:
-            cause = exc.__context__
-            if isinstance(cause, _Stop):
-                return
-            if isinstance(cause, _Refuse):
-                self._malformed(cause.status, cause.message)
-            else:
-                self._malformed(400, f"malformed request: {exc}")
+            self._parse_error(exc)
             return
         if (self.in_head or self.in_trailer) and not self.fresh:
-            # A read wholly inside a head or trailer section whose field is still open:
-            # httptools holds such a field until its end, so its bytes are counted here
-            # (a section's complete fields are counted exactly as they arrive).
-            self.wire_bytes += len(data)
-            if self.wire_bytes > MAX_HEAD:
-                self._malformed(400, "the request head is too large" if self.in_head
-                                else "the trailer section is too large")
+            self._open_field(len(data))
+
+    def _parse_error(self, exc: httptools.HttpParserError) -> None:
+        cause = exc.__context__
+        if isinstance(cause, _Stop):
+            return
+        if isinstance(cause, _Refuse):
+            self._malformed(cause.status, cause.message)
+        else:
+            self._malformed(400, f"malformed request: {exc}")
+
+    def _open_field(self, n: int) -> None:
+        """A read wholly inside a head or trailer section whose field is still open:
+        httptools holds such a field until its end, so its bytes are counted here (a
+        section's complete fields are counted exactly as they arrive)."""
+        self.wire_bytes += n
+        if self.wire_bytes > MAX_HEAD:
+            self._malformed(400, "the request head is too large" if self.in_head
+                            else "the trailer section is too large")
 
     def eof_received(self) -> bool:
         """The client closed its side. Answers still pending are dropped and their backend
@@ -313,9 +329,9 @@ class HttpProtocol(asyncio.Protocol):
         self.head_bytes = self.wire_bytes = 0
         self.fresh = True
         if self.seen:  # every head has its own deadline (armed now, or once answers catch up)
-            self.deadline = now + self.limits.header_timeout
-            if not self.queue:
-                self._arm(self.deadline)
+            self.deadline = when = now + self.limits.header_timeout
+            if not self.queue and (self.timer is None or when < self.timer_at):
+                self._arm(when)
 
     def on_url(self, url: bytes) -> None:
         req = self.parsing
@@ -397,8 +413,10 @@ class HttpProtocol(asyncio.Protocol):
         elif req.refused is not None or req.chunked or req.expect_continue or (
                 req.content_length is not None and req.content_length > SMALL_BODY):
             self._dispatch()  # handed over at its head (else once its small body is in)
-        elif req.content_length:
-            self._arm(req.last_body + self.limits.body_timeout)  # the small body's deadline
+        elif req.content_length:  # the small body's deadline
+            when = req.last_body + self.limits.body_timeout
+            if self.timer is None or when < self.timer_at:
+                self._arm(when)
 
     def on_chunk_header(self) -> None:
         # the data of a chunk follows, or (after the last, empty one) the trailer section
@@ -511,7 +529,8 @@ class HttpProtocol(asyncio.Protocol):
         if not queue:
             if self.parsing is None:
                 self.deadline = self.clock.now + self.limits.keepalive_timeout
-            self._arm(self.deadline)  # (or the deadline of a head begun meanwhile)
+            if self.timer is None or self.deadline < self.timer_at:
+                self._arm(self.deadline)  # (or the deadline of a head begun meanwhile)
         if self.read_paused and len(queue) <= 1:
             self._resume()
         if queue and not self.dispatching:

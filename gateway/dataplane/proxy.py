@@ -98,8 +98,10 @@ class Proxy:
         self._budgets: dict[str, RetryBudget] = {}
         self._policies: dict[str, tuple[object, Policy]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self._targets: dict[bytes, tuple[str, str]] = {}  # raw target -> split_target()
+        # raw target -> split_target(), the forwarded target encoded
+        self._targets: dict[bytes, tuple[str, bytes]] = {}
         self._hosts: dict[bytes | None, str] = {}  # raw Host -> route_host()
+        self._forwarded: dict[tuple[bytes, bytes | None], bytes] = {}  # (peer, Host) -> lines
 
     # ------------------------------------------------------------------ Handler
 
@@ -165,7 +167,8 @@ class Proxy:
         try:
             known = self._targets.get(req.target)  # the same few paths, again and again
             if known is None:
-                known = split_target(req.target.decode("latin-1"))
+                path, target_s = split_target(req.target.decode("latin-1"))
+                known = (path, target_s.encode("latin-1"))
                 if len(req.target) <= _CACHED_TARGET:
                     if len(self._targets) >= _CACHE_MAX:
                         self._targets.clear()
@@ -184,7 +187,7 @@ class Proxy:
             self._bad(req, "target", str(exc))
             return
         headers = req.headers
-        if not table.needs_model(path, host, headers):
+        if not table.model_routes or not table.needs_model(path, host, headers):
             self._route(req, table, path, target, host, None, None, None)
             return
         charset = declared_charset(headers.get("content-type"))
@@ -197,7 +200,7 @@ class Proxy:
             return
         self._spawn(self._peek(req, table, path, target, host))
 
-    async def _peek(self, req: Request, table: RouteTable, path: str, target: str,
+    async def _peek(self, req: Request, table: RouteTable, path: str, target: bytes,
                     host: str) -> None:
         """Read as much of the body as the `model` lookup may need, then route."""
         try:
@@ -216,7 +219,7 @@ class Proxy:
         except BadHeader as exc:
             self._bad(req, "header_encoding", str(exc))
 
-    def _peeked(self, req: Request, table: RouteTable, path: str, target: str, host: str,
+    def _peeked(self, req: Request, table: RouteTable, path: str, target: bytes, host: str,
                 prefix: bytes, complete: bool) -> None:
         peek = self.peek_bytes  # the window, exactly: however the bytes arrived
         try:
@@ -227,7 +230,7 @@ class Proxy:
         self._route(req, table, path, target, host, prefix, field,
                     field.value if field else None, complete)
 
-    def _route(self, req: Request, table: RouteTable, path: str, target: str, host: str,
+    def _route(self, req: Request, table: RouteTable, path: str, target: bytes, host: str,
                prefix: bytes | None, field: ModelField | None, model: str | None,
                complete: bool = False) -> None:
         headers = req.headers
@@ -252,7 +255,7 @@ class Proxy:
         if prefix is None and req.body_done:
             prefix, complete = req.body(), True
         flight = Flight(self, req, plan, choice.target, choice.decision, prefix, complete,
-                        field, target.encode("latin-1"), path)
+                        field, target, path)
         if table.doc.drills:  # a failover drill's request (signed token) may miss one version
             flight.faulted = self.faults.version(headers, table.doc, plan.name)
         req.flight = flight
@@ -286,19 +289,36 @@ class Proxy:
 
     def request_head(self, req: Request, target: Target, host_header: bytes,
                      length: int | None, raw_target: bytes,
-                     traceparent: bytes | None = None) -> bytes:
+                     traceparent: bytes | None = None, body: bytes = b"") -> bytes:
+        """The head for the backend (and `body`, when given, after it in the same bytes)."""
         first = b"%s %s%s HTTP/1.1\r\nhost: %s\r\n" % (req.method, target.path_bytes,
                                                        raw_target, host_header)
         trusted = self.client_address  # behind trusted proxies: the chain they vouch for
-        xff = req.conn.remote_b if trusted is None else trusted.forwarded_for(
-            req.remote, _forwarded_for(req)).encode()
-        fwd = b"x-forwarded-for: %s\r\nx-forwarded-proto: %s\r\n" % (xff, self.scheme_b)
-        if req.host:
-            fwd += b"x-forwarded-host: %s\r\n" % req.host
+        if trusted is None:
+            # the x-forwarded-* lines of a socket peer and Host (bounded cache: the same
+            # few pairs, request after request)
+            host = req.host
+            key = (req.conn.remote_b, host)
+            fwd = self._forwarded.get(key)
+            if fwd is None:
+                fwd = self._forwarded_lines(req.conn.remote_b, host)
+                if host is None or len(host) <= _CACHED_TARGET:
+                    if len(self._forwarded) >= _CACHE_MAX:
+                        self._forwarded.clear()
+                    self._forwarded[key] = fwd
+        else:
+            fwd = self._forwarded_lines(trusted.forwarded_for(
+                req.remote, _forwarded_for(req)).encode(), req.host)
         if traceparent is not None:  # ours replaces the client's: the backend joins our span
             fwd += b"traceparent: %s\r\n" % traceparent
-            return request_head(first, req.raw_headers, fwd, length, traced=True)
-        return request_head(first, req.raw_headers, fwd, length)
+            return request_head(first, req.raw_headers, fwd, length, traced=True, body=body)
+        return request_head(first, req.raw_headers, fwd, length, body=body)
+
+    def _forwarded_lines(self, xff: bytes, host: bytes | None) -> bytes:
+        fwd = b"x-forwarded-for: %s\r\nx-forwarded-proto: %s\r\n" % (xff, self.scheme_b)
+        if host:
+            fwd += b"x-forwarded-host: %s\r\n" % host
+        return fwd
 
     def labels(self, plan: RoutePlan, target: Target | None, decision: str) -> bytes:
         """The x-killgate-* lines of an answer (cached; a part that is unknown is left out)."""
@@ -351,16 +371,27 @@ class Proxy:
             length, body = ex.length, b""
         elif status in (204, 304) or status < 200:
             length, body = None, b""
-        ex.release()
-        self.served(req, plan, target, decision, status, len(body))
-        if req.span is not None:
-            req.span.body(body)
-        req.rec.upstream = ex.head_at - flight.started
-        self.observed(plan, target, status, flight.started)
-        keep = req.will_keep_alive()
+        ex.pool.release(ex)
+        span = req.span
+        if span is not None:
+            span.answered(status, plan.name, target.name, decision)
+        rec = req.rec  # (what `served` records, inline: this is the path of most answers)
+        rec.route = plan.name
+        rec.version = target.name
+        rec.decision = decision
+        rec.status = status
+        rec.bytes_out = len(body)
+        if span is not None:
+            span.body(body)
+        rec.upstream = ex.head_at - flight.started
+        observer = self.observer
+        if observer is not None:
+            observer.outcome(plan.name, target.name, "5xx" if status >= 500 else "ok",
+                             self.clock.now - flight.started)
+        keep = req.keep_alive and req.body_done and not req.conn.closing  # will_keep_alive
         connection = (None if keep and not req.http10 else b"keep-alive" if keep else b"close")
         req.respond(response_head(status, raw, self.labels(plan, target, decision), length,
-                                  connection) + body)
+                                  connection, body=body))
 
     def observed(self, plan: RoutePlan, target: Target, status: int, started: float) -> None:
         if self.observer is not None:

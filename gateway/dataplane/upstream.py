@@ -48,6 +48,21 @@ class _Extra(Exception):
     """Another message after the exchange's answer, or on an idle connection."""
 
 
+_OTHER, _LENGTH, _CODING = 0, 1, 2
+_FRAMING: dict[bytes, int] = {}  # a field name as a backend spells it -> what it frames
+
+
+def _framing(name: bytes) -> int:
+    """Whether an answer's field frames its body (learned once per spelling, bounded)."""
+    low = name.lower()
+    kind = _LENGTH if low == b"content-length" else (
+        _CODING if low == b"transfer-encoding" else _OTHER)
+    if len(_FRAMING) >= 1024:
+        _FRAMING.clear()
+    _FRAMING[name] = kind
+    return kind
+
+
 class Sink(Protocol):
     def upstream(self, ex: Exchange) -> None:
         """The exchange moved on: its head, body bytes, its end, or an error arrived."""
@@ -161,13 +176,16 @@ class Exchange(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers.append((name, value))
-        low = name.lower()
-        if low == b"content-length":
-            self._framed = True
-            if value.isdigit():
-                self.length = int(value)
-        elif low == b"transfer-encoding" and b"chunked" in value.lower():
-            self._framed = True
+        kind = _FRAMING.get(name)
+        if kind is None:
+            kind = _framing(name)
+        if kind:
+            if kind == _LENGTH:
+                self._framed = True
+                if value.isdigit():
+                    self.length = int(value)
+            elif b"chunked" in value.lower():
+                self._framed = True
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
