@@ -189,7 +189,6 @@ class Flight(Handle):
         if self.field is not None and target.model:
             body = rewrite_model(body, self.field, target.model)
         req = self.req
-        ex.begin(self.deadline, self.plan.config.timeouts.idle, req.method == b"HEAD")
         self.version = target.name
         self.exchange = ex
         self.whole = False
@@ -200,8 +199,9 @@ class Flight(Handle):
             self.att = span.attempt(self.plan.name, target.name, target.url,
                                     req.method.decode("latin-1"))
             traceparent = self.att.traceparent
-        ex.drive(self, proxy.request_head(req, target, pool.host_header, len(body),
-                                          self.raw_target, traceparent, body))
+        ex.begin_drive(self, proxy.request_head(req, target, pool.host_header, len(body),
+                                                self.raw_target, traceparent, body),
+                       self.deadline, self.plan.config.timeouts.idle, req.method == b"HEAD")
         return True
 
     def upstream(self, ex: Exchange) -> None:

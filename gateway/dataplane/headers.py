@@ -58,15 +58,16 @@ _KEEP, _DROP, _CONN, _VIA, _DATE, _CTYPE = 0, 1, 2, 3, 4, 5
 _LEARNED_MAX = 4096  # names a client can invent are bounded: the cache starts over past it
 
 
-def _learn(name: bytes, drop: frozenset[bytes], cache: dict[bytes, int]) -> int:
+def _learn(name: bytes, drop: frozenset[bytes], cache: dict[bytes, int],
+           answer: bool = True) -> int:
     low = name.lower()
     if low in drop or low.startswith(_INTERNAL):
         act = _CONN if low == b"connection" else _DROP
     elif low == b"via":
         act = _VIA
-    elif low == b"date":
+    elif answer and low == b"date":  # (Date and Content-Type matter in answers only)
         act = _DATE
-    elif low == b"content-type":
+    elif answer and low == b"content-type":
         act = _CTYPE
     else:
         act = _KEEP
@@ -83,8 +84,9 @@ def is_event_stream(content_type: bytes) -> bool:
 
 def _raw_lines(first: bytes, raw: Iterable[tuple[bytes, bytes]], drop: frozenset[bytes],
                cache: dict[bytes, int]) -> tuple[list[bytes], bool, bool]:
-    """`first`, one `name: value` line per end-to-end field and our Via line (one pass,
-    bytes only), whether a Date field was among them, and whether it is an event stream."""
+    """`first`, each end-to-end field as its `name`, `: `, `value`, CRLF parts and our Via
+    line (one pass, bytes only: four appends cost less than formatting one line), whether
+    a Date field was among them, and whether it is an event stream."""
     parts = [first]
     append = parts.append
     conn: list[bytes] | None = None
@@ -95,22 +97,44 @@ def _raw_lines(first: bytes, raw: Iterable[tuple[bytes, bytes]], drop: frozenset
         if act is None:
             act = _learn(name, drop, cache)
         if not act:  # _KEEP
-            append(b"%s: %s\r\n" % (name, value))
+            append(name)
+            append(b": ")
+            append(value)
+            append(b"\r\n")
         elif act == _DATE:
             dated = True
-            append(b"%s: %s\r\n" % (name, value))
+            append(name)
+            append(b": ")
+            append(value)
+            append(b"\r\n")
         elif act == _CTYPE:
             events = value[:17].lower() == b"text/event-stream"
-            append(b"%s: %s\r\n" % (name, value))
+            append(name)
+            append(b": ")
+            append(value)
+            append(b"\r\n")
         elif act == _CONN:
             (conn := conn or []).append(value)
         elif act == _VIA:
             (via := via or []).append(value)
     if conn:
-        named = connection_tokens(conn)
-        parts = [parts[0]] + [p for p in parts[1:] if p.split(b":", 1)[0].lower() not in named]
+        parts = _kept(first, raw, drop, cache, connection_tokens(conn))
     parts.append(_VIA_LINE if via is None else b"via: %s\r\n" % b", ".join([*via, VIA]))
     return parts, dated, events
+
+
+def _kept(first: bytes, raw: Iterable[tuple[bytes, bytes]], drop: frozenset[bytes],
+          cache: dict[bytes, int], named: frozenset[bytes],
+          answer: bool = True) -> list[bytes]:
+    """The parts again, without the fields that `Connection` names (rare: a second pass)."""
+    parts = [first]
+    for name, value in raw:
+        act = cache.get(name)
+        if act is None:
+            act = _learn(name, drop, cache, answer)
+        if act in (_KEEP, _DATE, _CTYPE) and name.lower() not in named:
+            parts += (name, b": ", value, b"\r\n")
+    return parts
 
 
 _VIA_LINE = b"via: %s\r\n" % VIA
@@ -140,19 +164,18 @@ def request_head(first_line: bytes, raw: Iterable[tuple[bytes, bytes]], forwarde
     for name, value in raw:
         act = cache.get(name)
         if act is None:
-            act = _learn(name, drop, cache)
-            if act in (_DATE, _CTYPE):  # (only answers care about these)
-                act = cache[name] = _KEEP
+            act = _learn(name, drop, cache, answer=False)
         if not act:  # _KEEP
-            append(b"%s: %s\r\n" % (name, value))
+            append(name)
+            append(b": ")
+            append(value)
+            append(b"\r\n")
         elif act == _CONN:
             (conn := conn or []).append(value)
         elif act == _VIA:
             (via := via or []).append(value)
     if conn:
-        named = connection_tokens(conn)
-        parts = [first_line] + [p for p in parts[1:]
-                                if p.split(b":", 1)[0].lower() not in named]
+        parts = _kept(first_line, raw, drop, cache, connection_tokens(conn), answer=False)
         append = parts.append
     append(_VIA_LINE if via is None else b"via: %s\r\n" % b", ".join([*via, VIA]))
     append(forwarded)
@@ -167,23 +190,38 @@ def request_head(first_line: bytes, raw: Iterable[tuple[bytes, bytes]], forwarde
 
 _REASONS = {int(s): s.phrase.encode() for s in HTTPStatus}
 _STATUS_LINES = {code: b"HTTP/1.1 %d %s\r\n" % (code, phrase) for code, phrase in _REASONS.items()}
-_date_cache: list[object] = [0, b"", b""]
+class _Date:
+    """The Date value and line of the current second (formatted once a second)."""
+
+    __slots__ = ("line", "next", "value")
+
+    def __init__(self) -> None:
+        self.next = 0.0  # when the second after the one formatted begins
+        self.value = self.line = b""
+
+    def refresh(self, now: float) -> None:
+        second = int(now)
+        self.next = second + 1.0
+        self.value = formatdate(second, usegmt=True).encode()
+        self.line = b"date: %s\r\n" % self.value
+
+
+_DATE_NOW = _Date()
 
 
 def _date() -> bytes:
-    now = int(time.time())
-    if _date_cache[0] != now:
-        _date_cache[0] = now
-        _date_cache[1] = date = formatdate(now, usegmt=True).encode()
-        _date_cache[2] = b"date: %s\r\n" % date
-    return _date_cache[1]  # type: ignore[return-value]
+    now = time.time()
+    if now >= _DATE_NOW.next:
+        _DATE_NOW.refresh(now)
+    return _DATE_NOW.value
 
 
 def _date_line() -> bytes:
-    """`date: <now>\r\n` (formatted once a second)."""
-    if _date_cache[0] != int(time.time()):
-        _date()
-    return _date_cache[2]  # type: ignore[return-value]
+    """`date: <now>\r\n`."""
+    now = time.time()
+    if now >= _DATE_NOW.next:
+        _DATE_NOW.refresh(now)
+    return _DATE_NOW.line
 
 
 _RESPONSE_DROP_SSE = _RESPONSE_DROP | {b"cache-control", b"x-accel-buffering"}

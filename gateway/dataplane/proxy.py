@@ -102,6 +102,10 @@ class Proxy:
         self._targets: dict[bytes, tuple[str, bytes]] = {}
         self._hosts: dict[bytes | None, str] = {}  # raw Host -> route_host()
         self._forwarded: dict[tuple[bytes, bytes | None], bytes] = {}  # (peer, Host) -> lines
+        # (path, Host) -> the route they match in `_match_table`, when no route of that table
+        # matches by header fields (None: some route does; every match is made afresh)
+        self._match_table: RouteTable | None = None
+        self._matched: dict[tuple[str, str], RoutePlan] | None = None
 
     # ------------------------------------------------------------------ Handler
 
@@ -186,10 +190,10 @@ class Proxy:
         except BadTarget as exc:
             self._bad(req, "target", str(exc))
             return
-        headers = req.headers
-        if not table.model_routes or not table.needs_model(path, host, headers):
+        if not table.model_routes or not table.needs_model(path, host, req.headers):
             self._route(req, table, path, target, host, None, None, None)
             return
+        headers = req.headers
         charset = declared_charset(headers.get("content-type"))
         if charset is not None and charset not in ("utf-8", "utf8"):
             self._bad(req, "model_body", f"the body is declared {charset!r}; a route chosen by "
@@ -233,19 +237,30 @@ class Proxy:
     def _route(self, req: Request, table: RouteTable, path: str, target: bytes, host: str,
                prefix: bytes | None, field: ModelField | None, model: str | None,
                complete: bool = False) -> None:
-        headers = req.headers
-        plan = table.match(path, host, headers, model)
+        if model is None and table is self._match_table and self._matched is not None:
+            # routes that match by path and Host alone: the same few pairs, again and again
+            key = (path, host)
+            plan = self._matched.get(key)
+            if plan is None:
+                plan = table.match(path, host, req.headers, None)
+                if plan is not None:
+                    self._remember(key, plan)
+        else:
+            if table is not self._match_table:
+                self._match_table = table
+                self._matched = None if any(p.headers for p in table.routes) else {}
+            plan = table.match(path, host, req.headers, model)
         if plan is None:
             self._error(req, 404, "no_route", f"no route matches "
                         f"{req.method.decode('latin-1')} {path}")
             return
         req.rec.stable = plan.stable
-        pin = headers.get("x-killgate-pin") if plan.allow_pin else None
+        pin = req.headers.get("x-killgate-pin") if plan.allow_pin else None
         if pin is not None and pin not in plan.targets:
             self._error(req, 400, "unknown_version",
                         f"x-killgate-pin names no version of route {plan.name!r}", plan)
             return
-        sticky = headers.get(plan.sticky_header) if plan.sticky_header else None
+        sticky = req.headers.get(plan.sticky_header) if plan.sticky_header else None
         choice = plan.choose(sticky, pin, self.rand)
         if req.span is not None:
             trace_choice(req.span, plan, choice, model, path)
@@ -257,9 +272,18 @@ class Proxy:
         flight = Flight(self, req, plan, choice.target, choice.decision, prefix, complete,
                         field, target, path)
         if table.doc.drills:  # a failover drill's request (signed token) may miss one version
-            flight.faulted = self.faults.version(headers, table.doc, plan.name)
+            flight.faulted = self.faults.version(req.headers, table.doc, plan.name)
         req.flight = flight
         flight.start()
+
+    def _remember(self, key: tuple[str, str], plan: RoutePlan) -> None:
+        """Keep a match of the current table (short paths and Hosts; cleared when full)."""
+        matched = self._matched
+        if matched is not None and len(key[0]) <= _CACHED_TARGET \
+                and len(key[1]) <= _CACHED_TARGET:
+            if len(matched) >= _CACHE_MAX:
+                matched.clear()
+            matched[key] = plan
 
     def _spawn(self, coro: object) -> None:
         task: asyncio.Task[None] = self.loop.create_task(coro)  # type: ignore[arg-type]

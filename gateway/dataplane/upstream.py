@@ -205,7 +205,10 @@ class Exchange(asyncio.Protocol):
             # llhttp cannot be told a HEAD response has no body: end here, never reuse.
             self.complete = True
             self.keep_alive = False
-        self._wake()
+        if self.feeding and self.waiter is None:
+            self.woke = True  # (`_wake`, inline: the sink hears once these bytes are parsed)
+        else:
+            self._wake()
 
     def on_body(self, body: bytes) -> None:
         if self.head:
@@ -215,7 +218,10 @@ class Exchange(asyncio.Protocol):
         if self.buffered > HIGH_WATER and not self.read_paused and self.transport:
             self.read_paused = True
             self.transport.pause_reading()
-        self._wake()
+        if self.feeding and self.waiter is None:
+            self.woke = True
+        else:
+            self._wake()
 
     def on_message_complete(self) -> None:
         if not self.headers_done:  # the end of a 1xx: none of its fields are the answer's
@@ -224,7 +230,10 @@ class Exchange(asyncio.Protocol):
             self._framed = False
             return
         self.complete = True
-        self._wake()
+        if self.feeding and self.waiter is None:
+            self.woke = True
+        else:
+            self._wake()
 
     # ------------------------------------------------------------ internals
 
@@ -278,7 +287,26 @@ class Exchange(asyncio.Protocol):
         """Send a whole request and tell `sink` of every step of the answer (no coroutine):
         the deadline sweeper watches it meanwhile."""
         self.sink = sink
-        self.wait_until = min(self.clock.now + self.idle, self.deadline)
+        until = self.clock.now + self.idle
+        deadline = self.deadline
+        self.wait_until = until if until < deadline else deadline
+        self.pool.waiting.add(self)
+        tr = self.transport
+        if tr is None or self.closed:
+            self.fail(UpstreamClosed("connection closed before sending"))
+            return
+        tr.write(data)
+
+    def begin_drive(self, sink: Sink, data: bytes, deadline: float, idle: float,
+                    head: bool) -> None:
+        """`begin` and `drive` in one call (the fast path's: one call less per request)."""
+        self.uses += 1
+        self.deadline = deadline
+        self.idle = idle
+        self.head = head
+        self.sink = sink
+        until = self.clock.now + idle
+        self.wait_until = until if until < deadline else deadline
         self.pool.waiting.add(self)
         tr = self.transport
         if tr is None or self.closed:
