@@ -11,18 +11,22 @@ a shared machine than any wrk run. A calibration loop (plain dict and list work)
 same process, and the ratio of the two is given too: compare ratios across machines.
 
     .venv/bin/python benchmarks/fastpath.py [--requests 50000] [--rounds 5] [--profile]
-        [--telemetry]
+        [--telemetry] [--callgrind]
 
 `--telemetry` wires what `killgate serve` tells of each request by default: the request
 series (`RequestStats`) as the recorder, and outlier detection and the console's live
 traffic counts as observers (canary analysis, off for this route, is left out).
+`--callgrind` counts instructions instead of timing (needs valgrind; a few minutes): the
+figure a loaded machine does not move.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -129,6 +133,11 @@ routes:
         one()
     assert client.last.startswith(b"HTTP/1.1 200 OK") and client.last.endswith(ANSWER_BODY), \
         client.last
+    if args.loop is not None:  # (--callgrind's run: the loop alone, then exit)
+        for _ in range(args.loop):
+            one()
+        await upstreams.close()
+        return
     per_request, ratios = [], []
     n = args.requests
     for _ in range(args.rounds):
@@ -160,6 +169,18 @@ routes:
     await upstreams.close()
 
 
+def _instructions(loop: int, telemetry: bool) -> int:
+    """Instructions of one run of this script with `--loop` (callgrind's total)."""
+    out = subprocess.run(
+        ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
+         __file__, "--loop", str(loop)] + ["--telemetry"] * telemetry,
+        capture_output=True, text=True, check=True).stderr
+    found = re.search(r"Collected : (\d+)", out)
+    if found is None:
+        raise SystemExit(f"no instruction count from valgrind: {out[-500:]}")
+    return int(found.group(1))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     ap.add_argument("--requests", type=int, default=50_000)
@@ -167,7 +188,15 @@ def main() -> None:
     ap.add_argument("--profile", action="store_true", help="then a cProfile of 20,000 more")
     ap.add_argument("--telemetry", action="store_true",
                     help="with the request series and the default observers (as serve)")
+    ap.add_argument("--callgrind", action="store_true",
+                    help="instead: instructions per request (valgrind's callgrind: this "
+                         "script's loop of 4,000 minus its loop of 1,000, no calibration)")
+    ap.add_argument("--loop", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.callgrind:
+        print(f"fast path, instructions per request{' (--telemetry)' * args.telemetry}: "
+              f"{(_instructions(4000, args.telemetry) - _instructions(1000, args.telemetry)) // 3000:,}")
+        return
     try:
         import uvloop
 
