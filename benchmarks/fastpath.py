@@ -38,11 +38,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from gateway.configfile import load_config
 from gateway.control.table import TableHolder
 from gateway.dataplane.clock import Clock
+from gateway.dataplane.exchange import Exchange
 from gateway.dataplane.inflight import Inflight
 from gateway.dataplane.listener import Limits, Listener
 from gateway.dataplane.protocol import HttpProtocol
 from gateway.dataplane.proxy import Proxy
-from gateway.dataplane.upstream import Exchange, Upstreams
+from gateway.dataplane.upstream import Upstreams
 from gateway.telemetry.metrics import Metrics
 
 BODY = b'{"inputs":[{"name":"input-0","shape":[1,4],"datatype":"FP32","data":[6.1,2.8,4.7,1.2]}]}'

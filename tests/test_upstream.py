@@ -1,4 +1,4 @@
-"""dataplane/upstream.py without sockets: an Exchange fed fragmented answers on a fake
+"""dataplane/exchange.py and upstream.py without sockets: an Exchange fed fragmented answers on a fake
 transport, driven both ways (awaited by a coroutine, or telling a sink), and its pool."""
 
 from __future__ import annotations
@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from gateway.dataplane.upstream import HIGH_WATER, Exchange, Pool
+from gateway.dataplane.exchange import HIGH_WATER, Exchange
+from gateway.dataplane.upstream import Pool
 from gateway.errors import UpstreamClosed, UpstreamProtocolError, UpstreamTimeout
 
 

@@ -39,6 +39,7 @@ from gateway.dataplane.attempts import (
     SoFar,
     next_attempt,
 )
+from gateway.dataplane.exchange import HIGH_WATER, Exchange
 from gateway.dataplane.headers import is_event_stream, response_head
 from gateway.dataplane.inflight import Aborted, Handle
 from gateway.dataplane.jsonpeek import ModelField, rewrite_model
@@ -48,7 +49,6 @@ from gateway.dataplane.protocol import SMALL_BODY
 from gateway.dataplane.request import BadBody, BodyTimeout, BodyTooLarge, ClientGone, Request
 from gateway.dataplane.spans import AttemptSpan, trace_ejection
 from gateway.dataplane.sse import EventCutter
-from gateway.dataplane.upstream import HIGH_WATER, Exchange
 from gateway.domain.routing import FAILOVER, FALLBACK, RoutePlan, Target
 from gateway.errors import (
     DrillFault,

@@ -19,6 +19,7 @@ from typing import Protocol
 
 from gateway.dataplane.attempts import Policy
 from gateway.dataplane.drillfault import FaultGate
+from gateway.dataplane.exchange import Exchange
 from gateway.dataplane.flight import Flight
 from gateway.dataplane.headers import declared_charset, own_head, request_head, response_head
 from gateway.dataplane.inflight import Aborted, Inflight
@@ -28,7 +29,7 @@ from gateway.dataplane.request import BadBody, BadHeader, BodyTimeout, ClientGon
 from gateway.dataplane.retry import RetryBudget
 from gateway.dataplane.shadow import Mirror, Tap
 from gateway.dataplane.spans import RequestTracer, TraceView, trace_choice
-from gateway.dataplane.upstream import Exchange, Upstreams
+from gateway.dataplane.upstream import Upstreams
 from gateway.domain.routing import FALLBACK, KILLED, STATE_UNKNOWN, RoutePlan, RouteTable, Target
 from gateway.errors import UpstreamError, UpstreamOverflow, UpstreamTimeout
 from gateway.forwarded import ClientAddress
