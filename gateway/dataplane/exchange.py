@@ -96,6 +96,7 @@ class Exchange(asyncio.Protocol):
         self.waiter: asyncio.Future[None] | None = None
         self.read_paused = False
         self.got_bytes = False
+        self.v1_seen = False  # the answer's first bytes were "HTTP/1.1 " or "HTTP/1.0 "
         self.keep_alive = False
         self.head = False
         self.unsent = False  # a request body not sent whole (the backend answered first)
@@ -110,11 +111,14 @@ class Exchange(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
+        if not self.got_bytes:  # the answer's first bytes: its status line begins here
+            self.v1_seen = data.startswith((b"HTTP/1.1 ", b"HTTP/1.0 "))
         self.got_bytes = True
         self.clock.now = now = self.loop.time()
         sink = self.sink
         if sink is not None:  # no waits to stamp: the idle deadline moves on here
-            self.wait_until = min(now + self.idle, self.deadline)
+            until = now + self.idle
+            self.wait_until = until if until < self.deadline else self.deadline
             self.feeding = True  # the sink hears once, after these bytes (head, body, end)
         try:
             self.parser.feed_data(data)
@@ -188,7 +192,9 @@ class Exchange(asyncio.Protocol):
         status = self.parser.get_status_code()
         if not 100 <= status <= 599:
             raise _BadAnswer(f"the backend answered status {status:03d}, which HTTP does not have")
-        if self.parser.get_http_version() not in ("1.1", "1.0"):
+        if self.v1_seen:  # the first message's version, read from its first bytes (the
+            self.v1_seen = False  # parser's own answer formats a string: 0.4 µs per answer)
+        elif self.parser.get_http_version() not in ("1.1", "1.0"):
             raise _BadAnswer(f"the backend answered in HTTP/{self.parser.get_http_version()}")
         if status < 200:
             return  # informational: the real head follows

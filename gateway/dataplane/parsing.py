@@ -58,6 +58,7 @@ class Parsing:
     closing: bool
     read_paused: bool
     deadline: float
+    version_hint: str | None
     timer: asyncio.TimerHandle | None
     timer_at: float
     _arm: Callable[[float], None]
@@ -133,7 +134,11 @@ class Parsing:
         self.in_head = False
         p = self.parser
         req.method = p.get_method()
-        version = p.get_http_version()
+        version = self.version_hint  # (the first head of a read: see HttpProtocol)
+        if version is None:
+            version = p.get_http_version()
+        else:
+            self.version_hint = None
         req.http10 = version == "1.0"
         req.keep_alive = p.should_keep_alive()
         if req.refused is None:
