@@ -20,7 +20,6 @@ of medians: requests/s, the proxy's CPU µs per request (its process tree, from
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import shutil
 import statistics
@@ -30,53 +29,9 @@ import tempfile
 from pathlib import Path
 
 from _procs import Procs, bench_config, free_port, pinned, start_backend, wait_http
+from harness import WRK_SCRIPT, cpu_seconds, nginx_config
 
-BODY = '{"inputs":[{"name":"input-0","shape":[1,4],"datatype":"FP32","data":[6.1,2.8,4.7,1.2]}]}'
-WRK_SCRIPT = f"""wrk.method = "POST"
-wrk.body = '{BODY}'
-wrk.headers["Content-Type"] = "application/json"
-"""
-NGINX = """worker_processes {workers};
-pid {prefix}/nginx.pid;
-error_log {prefix}/error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    client_body_temp_path {prefix}/client_body;
-    proxy_temp_path {prefix}/proxy;
-    fastcgi_temp_path {prefix}/fastcgi;
-    uwsgi_temp_path {prefix}/uwsgi;
-    scgi_temp_path {prefix}/scgi;
-    keepalive_requests 1000000;
-    upstream b {{ server 127.0.0.1:{backend}; keepalive 64; keepalive_requests 1000000; }}
-    server {{
-        listen 127.0.0.1:{port} reuseport;
-        location / {{ proxy_pass http://b; proxy_http_version 1.1;
-                     proxy_set_header Connection ""; }}
-    }}
-}}
-"""
-
-
-def tree(pid: int) -> list[int]:
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        for task in Path(f"/proc/{p}/task").glob("*/children"):
-            todo.extend(int(c) for c in task.read_text().split())
-    return out
-
-
-def cpu_seconds(pid: int) -> float:
-    total = 0
-    for p in tree(pid):
-        try:
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
+__all__ = ["WRK_SCRIPT", "cpu_seconds", "wrk"]  # (telemetry_cost, tracing, shadow use them)
 
 
 def wrk(conns: int, seconds: float, url: str, script: Path, cpu: int | None) -> str:
@@ -109,7 +64,7 @@ def one(spec: str, work: Path, backend: int, args: argparse.Namespace,
             pid, port = 0, backend
         elif name == "nginx":
             conf = work / "nginx.conf"
-            conf.write_text(NGINX.format(workers=workers, prefix=work, backend=backend, port=port))
+            conf.write_text(nginx_config(work, port, backend, workers))
             argv = ["nginx", "-p", f"{work}/", "-c", str(conf), "-e", str(work / "error.log"),
                     "-g", "daemon off;"]
             pid = procs.start(pinned(0, argv) if pin else argv, work / "nginx.log").pid

@@ -13,6 +13,7 @@ started on a free loopback port and stopped at the end.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import shutil
 import subprocess
@@ -71,6 +72,10 @@ async def run(port: int) -> dict[str, list[tuple[float, float]]]:
 
 
 def main() -> int:
+    global N
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--n", type=int, default=N, help="measurements per cell")
+    N = ap.parse_args().n
     if shutil.which("redis-server") is None:
         print("redis-server is missing: apt-get install -y redis-server", file=sys.stderr)
         return 1

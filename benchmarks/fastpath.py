@@ -106,15 +106,15 @@ routes:
     metrics = Metrics()
     extra: dict[str, Any] = {}
     if args.telemetry:
-        from gateway.app import _Fanout
         from gateway.control.probes import HealthMonitor
         from gateway.control.traffic import LiveTraffic
         from gateway.telemetry.requests import RequestStats
+        from gateway.wiring.dataplane import Outcomes
 
         health = HealthMonitor(holder, metrics)
         await health.configure(holder.loaded.config)  # (no probes: outlier detection only)
         extra = {"recorder": RequestStats(holder.loaded.config.telemetry.buckets),
-                 "observer": _Fanout(health, LiveTraffic(None, "bench"))}  # type: ignore[arg-type]
+                 "observer": Outcomes(health, LiveTraffic(None, "bench"))}  # type: ignore[arg-type]
     proxy = Proxy(holder, upstreams, Inflight(), metrics, 10 << 20, 1 << 20, **extra)
     listener = Listener(proxy, Limits(), 100, clock=clock)
     pool = upstreams.pool(("http", "127.0.0.1", 9))

@@ -57,7 +57,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from _procs import Procs, bench_config, free_port, start_backend, wait_http
-from ab import BODY
+from harness import REQUEST_BODY as BODY
 
 ROOT = Path(__file__).resolve().parent.parent
 VARIANTS = ("no-metrics", "off", "log", "log0", "0%", "1%", "100%", "otlp-metrics")
@@ -232,7 +232,7 @@ def main() -> int:
                     help="seconds without a new span that mean the exporter is done (more "
                          "than OTEL_BSP_SCHEDULE_DELAY, 5 s by default)")
     ap.add_argument("--variants", default=",".join(VARIANTS),
-                    help=f"a comma-separated subset of {', '.join(VARIANTS)}")
+                    help="a comma-separated subset of " + ", ".join(VARIANTS).replace("%", "%%"))
     ap.add_argument("--before", default=None, metavar="REV",
                     help="also run every variant on this git revision (before a change)")
     ap.add_argument("--keep", type=Path, default=None, metavar="DIR",

@@ -58,8 +58,8 @@ from kill_floor import measure_floor  # noqa: E402
 
 from gateway.admin.auth import mint  # noqa: E402
 from gateway.configfile import parse_config_text  # noqa: E402
-from gateway.domain.routing import build_table  # noqa: E402
 from gateway.domain.statedoc import KillFlag, StateDoc  # noqa: E402
+from gateway.domain.tablebuild import build_table  # noqa: E402
 
 PROCS = Procs()
 BODY = b'{"inputs":[{"name":"input-0","shape":[1,4],"datatype":"FP32","data":[6.1,2.8,4.7,1.2]}]}'

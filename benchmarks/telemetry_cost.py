@@ -78,7 +78,7 @@ def one(variant: str, work: Path, backend: int, args: argparse.Namespace,
                          work / "gateway.log")
         wait_http(f"http://127.0.0.1:{admin}/readyz")
         url = f"http://127.0.0.1:{port}/v2/models/m/infer"
-        wrk(args.connections, 2, url, script)  # warm-up
+        wrk(args.connections, 2, url, script, 1)  # warm-up (wrk on CPU 1)
         th = threading.Thread(target=scraper, args=(f"http://127.0.0.1:{admin}/metrics", stop))
         th.start()
         i0 = cpu_seconds(gw.pid)
@@ -86,7 +86,7 @@ def one(variant: str, work: Path, backend: int, args: argparse.Namespace,
         idle = (cpu_seconds(gw.pid) - i0) / args.idle  # background work, CPU s per s
         c0 = cpu_seconds(gw.pid)
         t0 = time.monotonic()
-        out = wrk(args.connections, args.duration, url, script)
+        out = wrk(args.connections, args.duration, url, script, 1)
         c1 = cpu_seconds(gw.pid)
         took = time.monotonic() - t0
         stop.set()

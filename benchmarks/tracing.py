@@ -55,9 +55,9 @@ def run_one(variant: str, tree: Path, work: Path, backend: int, sink: int,
                          work / "gateway.log", env=dict(env, PYTHONPATH=str(tree)))
         wait_http(f"http://127.0.0.1:{admin}/readyz")
         url = f"http://127.0.0.1:{port}/v2/models/m/infer"
-        wrk(args.connections, 2, url, script)  # warm-up
+        wrk(args.connections, 2, url, script, 1)  # warm-up (wrk on CPU 1)
         c0 = cpu_seconds(gw.pid)
-        out = wrk(args.connections, args.duration, url, script)
+        out = wrk(args.connections, args.duration, url, script, 1)
         c1 = cpu_seconds(gw.pid)
     finally:
         procs.stop()
@@ -80,7 +80,7 @@ def main() -> int:
     ap.add_argument("--without", default=None, help="git revision without tracing "
                     "(default: git merge-base HEAD main)")
     ap.add_argument("--variants", default=",".join(VARIANTS),
-                    help=f"a comma-separated subset of {', '.join(VARIANTS)}")
+                    help="a comma-separated subset of " + ", ".join(VARIANTS).replace("%", "%%"))
     args = ap.parse_args()
     variants = [v for v in VARIANTS if v in args.variants.split(",")]
     for tool in ("wrk", "git"):

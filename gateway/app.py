@@ -3,7 +3,8 @@
 Owns startup and shutdown as named phases with bounded waits (STYLE §10):
 startup: config → pools → state sync (bounded) → health round (bounded) → listeners;
 shutdown: readiness 503 → stop accepting → drain (drain_timeout) → close in reverse.
-The only module that wires objects together; handlers get their dependencies here.
+The composition root: it alone holds the parts and their lifecycles; the builders it
+calls for the data plane and the admin side live in gateway/wiring/.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import socket
 import uuid
 from contextlib import AsyncExitStack
 from typing import Any
@@ -19,41 +19,32 @@ from typing import Any
 from aiohttp import web
 
 from gateway import __version__
-from gateway.admin import tracing as admin_tracing
 from gateway.admin.api import AdminApi
 from gateway.admin.auth import Authenticator
-from gateway.admin.console import ConsoleApi, FleetView
-from gateway.admin.drills import DrillApi
 from gateway.admin.drillsupport import export_metrics, load_drill_key
-from gateway.admin.listener import AdminRunner
-from gateway.admin.listener import Limits as AdminLimits
-from gateway.admin.shadow import ShadowApi
 from gateway.admin.status import StatusBuilder
-from gateway.admin.ui import UiFiles
-from gateway.config import parse_listen
 from gateway.configfile import LoadedConfig
 from gateway.control.alerts import AlertReceiver
+from gateway.control.confighistory import ConfigHistory
 from gateway.control.events import EventSink
 from gateway.control.probes import HealthMonitor
-from gateway.control.reload import ConfigWatcher, summarize_changes
+from gateway.control.reload import ConfigWatcher
 from gateway.control.rollout import RolloutDriver
 from gateway.control.shadow import ShadowResults
 from gateway.control.table import TableHolder
 from gateway.control.traffic import LiveTraffic
 from gateway.dataplane.clock import Clock
-from gateway.dataplane.drillfault import FaultGate
 from gateway.dataplane.inflight import Inflight
-from gateway.dataplane.listener import Limits, Listener
-from gateway.dataplane.proxy import Observer, Proxy
+from gateway.dataplane.listener import Listener
+from gateway.dataplane.proxy import Proxy
 from gateway.dataplane.shadow import Mirror
 from gateway.dataplane.upstream import Upstreams
-from gateway.domain.audit import AuditDraft, utc_now
-from gateway.domain.overrides import identity_problems, record_config
+from gateway.domain.audit import utc_now
+from gateway.domain.kills import covering, newly_aborting
 from gateway.domain.routing import RouteTable
-from gateway.domain.statedoc import Change, StateDoc
-from gateway.errors import AuditError, ConfigError, Problem, StateError
-from gateway.forwarded import ClientAddress, trusted_proxies
+from gateway.errors import ConfigError, Problem
 from gateway.log import event
+from gateway.sockets import bind_socket, format_addr, listen_url
 from gateway.state import make_sync
 from gateway.state.sync import Sync
 from gateway.telemetry.accesslog import AccessLog
@@ -64,27 +55,12 @@ from gateway.telemetry.record import combine
 from gateway.telemetry.requests import RequestStats
 from gateway.telemetry.shadowmetrics import ShadowSeries
 from gateway.telemetry.tracing import Tracing
+from gateway.wiring.admin import admin_side
+from gateway.wiring.dataplane import Outcomes, data_plane, trusted
 
-__all__ = ["Gateway", "bind_socket"]
+__all__ = ["Gateway"]
 
 log = logging.getLogger("killgate")
-
-
-def bind_socket(addr: str, reuse_port: bool, port_override: int | None = None) -> socket.socket:
-    host, port = parse_listen(addr)
-    if port_override is not None:
-        port = port_override
-    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
-                               flags=socket.AI_PASSIVE)
-    family, _, _, _, sockaddr = infos[0]
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if reuse_port:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind(sockaddr)
-    sock.listen(4096)
-    sock.setblocking(False)
-    return sock
 
 
 DATA_BACKLOG = 4096
@@ -167,8 +143,9 @@ class Gateway:
         self._stack.push_async_callback(self.sync.stop)
         event(log, "phase", phase="state", backend=cfg.state.backend, ready=self.sync.ready,
               generation=self.holder.doc.generation)
-        self._check_identities(self.loaded)
-        await self._record_config(self.loaded)
+        self.history = ConfigHistory(self.sync, lambda: self.holder.doc, self.instance)
+        self.history.check(self.loaded)
+        await self.history.record(self.loaded)
         self.alert_receiver = AlertReceiver(self.sync, self.sync.store, lambda: self.loaded.config,
                                             lambda: self.holder.doc, self.metrics)
 
@@ -193,49 +170,23 @@ class Gateway:
                                         self.loaded.resolve)
             self.access_log.start()
             self._stack.push_async_callback(self.access_log.aclose)  # after the data plane
-        drill_key, drill_key_problem = load_drill_key(self.loaded)
-        proxy = Proxy(self.holder, self.upstreams, self.inflight, self.metrics,
-                      cfg.server.max_body_size, cfg.server.model_peek_bytes,
-                      observer=_Fanout(self.health, self.rollout, self.traffic),
-                      max_inflight=cfg.server.max_inflight,
-                      recorder=combine(
-                          self.requests if cfg.telemetry.metrics.request_series else None,
-                          self.access_log),
-                      tracer=self.tracing.requests, shadow=self.mirror,
-                      client_address=_trusted(self.loaded),
-                      faults=FaultGate(drill_key, on_refused=lambda: self.metrics.inc(
-                          "killgate_drill_tokens_refused_total")))
-        self.proxy = proxy
-        counters = {"refused": "killgate_connections_refused_total",
-                    "send_timeout": "killgate_client_send_timeouts_total"}
-
-        def count(what: str) -> None:
-            name = counters.get(what)
-            if name is not None:
-                self.metrics.inc(name)
-            else:
-                self.metrics.inc("killgate_bad_requests_total", (what,),
-                                 label_names=("reason",))
-
-        self._listener = Listener(proxy, Limits(
-            header_timeout=cfg.server.header_timeout,
-            keepalive_timeout=cfg.server.keepalive_timeout,
-            body_timeout=cfg.server.body_timeout, send_timeout=cfg.server.send_timeout),
-            cfg.server.max_connections, count, self.clock)
+        drill_key = load_drill_key(self.loaded)
+        self.proxy, self._listener = data_plane(
+            self.loaded, self.holder, self.upstreams, self.inflight, self.metrics, self.clock,
+            Outcomes(self.health, self.rollout, self.traffic),
+            combine(self.requests if cfg.telemetry.metrics.request_series else None,
+                    self.access_log),
+            self.tracing.requests, self.mirror, drill_key[0])
 
         sync = self.sync
         self.status_builder = StatusBuilder(
             self.instance, self.holder, health=self.health.status,
             analysis=self.rollout.status, store=sync.status,
             reload=lambda: self.watcher.outcome if self.watcher is not None else None)
-        self.admin_api = AdminApi(instance=self.instance, current=self.holder, state=sync,
-                                  fleet=sync, audit=sync.store, idem=sync.store,
-                                  status=self.status_builder, readiness=self,
-                                  counters=self.metrics, metrics_page=self._metrics_page,
-                                  alerts=self.alert_receiver, shadow=self.shadow)
-        self.admin_api.drills = DrillApi(self.admin_api, current=self.holder, state=sync,
-                                         audit=sync.store, key=drill_key,
-                                         key_problem=drill_key_problem)
+        self.admin_api, self._admin_runner = admin_side(
+            self.instance, self.holder, sync, self.metrics, self.status_builder, self,
+            self._metrics_page, self.alert_receiver, self.shadow, self.traffic,
+            self.tracing.admin, drill_key)
         self.metrics.collector(lambda m: export_metrics(m, self.holder.doc))
         # stopped after the admin listener (pushed before it), before the store: the last
         # denied calls are written on the way out
@@ -243,21 +194,6 @@ class Gateway:
         self._stack.push_async_callback(self.admin_api.denied.stop)
         self.admin_api.approvals.start(APPROVAL_SWEEP)
         self._stack.push_async_callback(self.admin_api.approvals.stop)
-        admin_app = self.admin_api.app((admin_tracing.middleware(self.tracing.admin),))
-        ConsoleApi(self.admin_api.authorize,
-                   FleetView(self.instance, cfg.state.instance_lease, self.sync.store, self.sync,
-                             lambda: self.holder.doc.generation, lambda: self.loaded.digest),
-                   self.traffic).register(admin_app.router)
-        UiFiles().register(admin_app.router)  # the operator console, GET /ui/
-        ShadowApi(self.admin_api.authorize, self.shadow,
-                  lambda: self.loaded.config).register(admin_app.router)
-        limits = AdminLimits(header_timeout=cfg.server.header_timeout,
-                             keepalive_timeout=cfg.server.keepalive_timeout,
-                             max_connections=cfg.admin.max_connections,
-                             on_refused=lambda why: self.metrics.inc(
-                                 "killgate_admin_refused_total", (why,), label_names=("reason",)))
-        self._admin_runner = AdminRunner(admin_app, limits, access_log=None,
-                                         shutdown_timeout=2.0, handle_signals=False)
         await self._admin_runner.setup()
         self._stack.push_async_callback(self._admin_runner.cleanup)
 
@@ -270,11 +206,11 @@ class Gateway:
         await self._listener.start(dsock, DATA_BACKLOG)
         await web.SockSite(self._admin_runner, asock, backlog=ADMIN_BACKLOG).start()
         host = os.environ.get("KILLGATE_ADVERTISE_HOST") or cfg.drills.advertise_host
-        self.sync.peers.urls = {"data": _url(self.data_addr, host),
-                                "admin": _url(self.admin_addr, host)}
+        self.sync.peers.urls = {"data": listen_url(self.data_addr, host),
+                                "admin": listen_url(self.admin_addr, host)}
         self.started = True
-        event(log, "phase", phase="listening", data=_fmt(self.data_addr),
-              admin=_fmt(self.admin_addr), pid=os.getpid())
+        event(log, "phase", phase="listening", data=format_addr(self.data_addr),
+              admin=format_addr(self.admin_addr), pid=os.getpid())
         if self.loaded.path is not None:
             self.watcher = ConfigWatcher(self.loaded.path, lambda: self.loaded,
                                          self._apply_config, self._check_reload,
@@ -298,65 +234,28 @@ class Gateway:
 
     def _on_table(self, old: RouteTable, new: RouteTable) -> None:
         """A new snapshot is live: cut in-flight responses that a new kill covers."""
-        before = old.doc.kills
-        added = {k: f for k, f in new.doc.kills.items()  # new, or newly asked to abort
-                 if f.abort_inflight and (k not in before or not before[k].abort_inflight)}
+        added = newly_aborting(old.doc, new.doc)
         if not added:
             return
-
-        def covered(h: Any) -> str | None:
-            if "global" in added:
-                return "global"
-            if f"route:{h.route}" in added:
-                return "route"
-            if h.version is not None and f"version:{h.route}:{h.version}" in added:
-                return "version"
-            return None
-
-        n = self.inflight.abort(covered)
+        n = self.inflight.abort(lambda h: covering(added, h.route, h.version))
         if n:
             event(log, "inflight_aborted", count=n, generation=new.generation)
 
-    # ------------------------------------------------------------------ history
-
-    def _check_identities(self, loaded: LoadedConfig) -> None:
-        """A version name whose artifact changed against the recorded history is refused."""
-        problems = identity_problems(self.holder.doc, list(loaded.config.routes))
-        if problems:
-            raise ConfigError([Problem(path, msg) for path, msg in problems])
+    # ------------------------------------------------------------------ reload checks
 
     def _check_reload(self, loaded: LoadedConfig) -> None:
         """What a reload must pass beyond the file's own checks: version identities, and
         admin auth settings that can verify tokens (a reload that broke them would lock the
         operators out of kill and rollback while the data plane looked fine)."""
-        self._check_identities(loaded)
+        self.history.check(loaded)
         auth = loaded.config.admin.auth
         self._checked_auth = None
-        if self.admin_api is not None and auth != self.admin_api.auth.cfg:
+        if self.admin_api is not None and auth != self.admin_api.callers.auth.cfg:
             checked = Authenticator(auth, loaded.resolve)
             if checked.problem:
                 raise ConfigError([Problem("admin.auth", f"{checked.problem}; the running "
                                                          "admin auth settings stay in force")])
             self._checked_auth = checked  # handed to the admin API when the reload applies
-
-    async def _record_config(self, loaded: LoadedConfig) -> None:
-        """Record unseen version identities and the file's stable in the route history."""
-        assert self.sync is not None
-        routes = list(loaded.config.routes)
-
-        def change(cur: StateDoc) -> Change | None:
-            return record_config(cur, routes, loaded.digest, utc_now())
-
-        def describe(cur: StateDoc, new: StateDoc) -> AuditDraft:
-            return AuditDraft("killgate/config", "config.record", {"config": loaded.digest},
-                              "versions and stables seen in the config file",
-                              None, {"routes": sorted(new.history)}, "", self.instance)
-
-        try:
-            await asyncio.wait_for(self.sync.write(change, describe),
-                                   loaded.config.state.command_timeout * 6)
-        except (StateError, AuditError, TimeoutError) as exc:
-            event(log, "config_record_skipped", logging.WARNING, error=str(exc) or "timeout")
 
     # ------------------------------------------------------------------ status
 
@@ -389,29 +288,13 @@ class Gateway:
         await self.health.configure(loaded.config)
         self.holder.set_config(loaded)
         if self.proxy is not None:
-            self.proxy.client_address = _trusted(loaded)
+            self.proxy.client_address = trusted(loaded)
         if self.admin_api is not None:
             self.admin_api.reconfigure(loaded, self._checked_auth)
         self.upstreams.retire_except({t.origin for p in self.holder.table.routes
                                       for t in p.targets.values()})
-        await self._record_config(loaded)
-        await self._audit_reload(old, loaded)
-
-    async def _audit_reload(self, old: LoadedConfig, new: LoadedConfig) -> None:
-        """One audit event per fleet-wide config change (old digest -> new digest)."""
-        sync = self.sync
-        assert sync is not None
-        key = f"config:{old.digest}:{new.digest}"
-        try:
-            if await sync.store.idem_claim(key, {"instance": self.instance}, 3600) is not None:
-                return  # another instance already recorded this change
-            draft = AuditDraft("killgate/config", "config.reload", {"config": new.digest},
-                               "the config file changed", {"digest": old.digest},
-                               {"digest": new.digest,
-                                "changes": summarize_changes(old, new)}, "", self.instance)
-            await sync.append_audit(draft)
-        except (StateError, AuditError) as exc:
-            event(log, "config_reload_audit_failed", logging.WARNING, error=str(exc))
+        await self.history.record(loaded)
+        await self.history.reloaded(old, loaded)
 
     # ------------------------------------------------------------------ shutdown
 
@@ -435,38 +318,3 @@ class Gateway:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.shutdown()
-
-
-class _Fanout:
-    """Tells every interested party how each exchange went (health, canary analysis)."""
-
-    def __init__(self, *observers: Observer) -> None:
-        self.observers = observers
-
-    def outcome(self, route: str, version: str, kind: str, latency: float) -> None:
-        for o in self.observers:
-            o.outcome(route, version, kind, latency)
-
-
-def _trusted(loaded: LoadedConfig) -> ClientAddress | None:
-    cidrs = loaded.config.admin.trusted_proxies
-    return trusted_proxies(tuple(cidrs)) if cidrs else None
-
-
-def _url(addr: tuple[str, int], host: str | None) -> str:
-    """The URL this instance publishes for a listener (drills reach every instance so)."""
-    if host is None:
-        host = addr[0]
-        if host in ("0.0.0.0", "::", ""):
-            host = socket.gethostname()
-    if ":" in host and not host.startswith("["):
-        host = f"[{host}]"
-    return f"http://{host}:{addr[1]}"
-
-
-def _fmt(addr: tuple[str, int] | None) -> str:
-    if addr is None:
-        return ""
-    host, port = addr
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-

@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from gateway.config_shadow import ShadowConfig
-from gateway.config_types import Duration, Frozen, check_http_url, finite, positive
+from gateway.config_types import Duration, Frozen, Timeouts, check_http_url, finite, positive
 
 __all__ = [
     "AnalysisConfig",
@@ -142,15 +142,8 @@ class FallbackConfig(Frozen):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
-class TimeoutsConfig(Frozen):
-    connect: Duration = 1.0
-    total: Duration = 60.0
-    idle: Duration = 30.0
-
-    @field_validator("connect", "total", "idle")
-    @classmethod
-    def _bounded(cls, v: float) -> float:
-        return positive(3600.0)(v)
+class TimeoutsConfig(Timeouts):
+    """routes[].timeouts."""
 
 
 class RetryConfig(Frozen):

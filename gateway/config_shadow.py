@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
-from gateway.config_types import Duration, Frozen, finite, positive
+from gateway.config_types import Duration, Frozen, Timeouts, finite
 
 __all__ = [
     "COMPARE_KINDS",
@@ -182,15 +182,10 @@ class DisagreementsConfig(Frozen):
     redact: Paths = Field(default_factory=list)
 
 
-class ShadowTimeouts(Frozen):
-    connect: Duration = 1.0
-    total: Duration = 30.0
-    idle: Duration = 30.0
+class ShadowTimeouts(Timeouts):
+    """routes[].shadow.timeouts: a copy gives up sooner than the client's request."""
 
-    @field_validator("connect", "total", "idle")
-    @classmethod
-    def _bounded(cls, v: float) -> float:
-        return positive(3600.0)(v)
+    total: Duration = 30.0
 
 
 class ShadowConfig(Frozen):

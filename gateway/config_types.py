@@ -14,13 +14,14 @@ import re
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 __all__ = [
     "Duration",
     "EnvName",
     "Frozen",
     "Listen",
+    "Timeouts",
     "check_http_url",
     "finite",
     "is_loopback",
@@ -63,6 +64,20 @@ def positive(limit: float) -> Callable[[float], float]:
         return v
 
     return check
+
+
+class Timeouts(Frozen):
+    """The deadlines of an exchange with a backend, each > 0 and at most an hour
+    (routes[].timeouts; routes[].shadow.timeouts with a shorter total)."""
+
+    connect: Duration = 1.0
+    total: Duration = 60.0
+    idle: Duration = 30.0
+
+    @field_validator("connect", "total", "idle")
+    @classmethod
+    def _bounded(cls, v: float) -> float:
+        return positive(3600.0)(v)
 
 
 def finite(v: float) -> float:

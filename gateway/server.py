@@ -26,6 +26,7 @@ from gateway.app import Gateway
 from gateway.configfile import LoadedConfig, load_config
 from gateway.errors import ConfigError
 from gateway.log import event
+from gateway.sockets import ListenError, bound
 
 __all__ = ["c_parser_in_use", "run_supervisor", "run_worker"]
 
@@ -136,7 +137,7 @@ def run_supervisor(config_path: str, workers: int) -> int:
         return run_worker(config_path)  # prints the refusal
     cfg = loaded.config
     # Reserve the ports (resolving :0) without listening, so workers can share them.
-    holds = [_reserve(cfg.listen), _reserve(cfg.admin.listen)]
+    holds = [bound(cfg.listen, True), bound(cfg.admin.listen, True)]  # never listening
     ports = [h.getsockname()[1] for h in holds]
     event(log, "phase", phase="supervisor", workers=workers, data_port=ports[0],
           admin_port=ports[1], pid=os.getpid())
@@ -202,19 +203,6 @@ def run_supervisor(config_path: str, workers: int) -> int:
     return 0 if all(c == 0 for c in codes.values()) else 1
 
 
-def _reserve(addr: str) -> socket.socket:
-    """Bind (never listen) with SO_REUSEPORT: holds the port, takes no connections."""
-    from gateway.config import parse_listen
-
-    host, port = parse_listen(addr)
-    family, _, _, _, sockaddr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-    s = socket.socket(family, socket.SOCK_STREAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    s.bind(sockaddr)
-    return s
-
-
 def serve(config_path: str, workers: int, worker_index: int | None, reuse_port: bool,
           data_port: int | None, admin_port: int | None, metrics_dir: str | None = None) -> int:
     try:
@@ -225,4 +213,7 @@ def serve(config_path: str, workers: int, worker_index: int | None, reuse_port: 
     except ConfigError as exc:
         for p in exc.problems:
             print(f"killgate: config: {p}", file=sys.stderr)
+        return 1
+    except ListenError as exc:  # (a port in use: another killgate, or another server)
+        print(f"killgate: {exc}", file=sys.stderr)
         return 1

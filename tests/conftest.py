@@ -37,6 +37,18 @@ STATE_KEY = "test-state-key-0123456789-abcdefghijklmnop"
 STATE_KEY_ENV = "KILLGATE_TEST_STATE_KEY"
 
 
+def admin_token(scope: str, sub: str = "alice", ttl: float = 600) -> str:
+    """A token the test gateways accept: HS256 with SECRET, killgate's issuer and audience."""
+    from gateway.admin.auth import mint
+
+    return mint(SECRET, sub, scope, ttl, "killgate", "killgate-admin")
+
+
+def bearer(scope: str, sub: str = "alice", ttl: float = 600) -> dict[str, str]:
+    """The Authorization header carrying `admin_token(scope, sub, ttl)`."""
+    return {"Authorization": f"Bearer {admin_token(scope, sub, ttl)}"}
+
+
 def signed_ack(prefix: str, instance: str, generation: int, key: str = STATE_KEY) -> str:
     """An ack (heartbeat) as a gateway holding `key` publishes it on `<prefix>:acks`."""
     from gateway.state.signing import Key, Keyring
@@ -47,8 +59,28 @@ def signed_ack(prefix: str, instance: str, generation: int, key: str = STATE_KEY
     return f"{kid} {mac} {generation} {wall} - {instance}"
 
 
+#: where free_port() looks: below Linux's ephemeral range (32768-60999 by default), from
+#: which the kernel takes the local port of every outgoing connection and of every bind to
+#: port 0. A port found free there could be taken by any connection the machine opens (a
+#: suite opens thousands) before the server the test starts binds it; down here only
+#: another free_port() could take it, and 12,000 ports make that unlikely.
+_PORTS = range(20000, 32768)
+
+
 def free_port() -> int:
-    with socket.socket() as s:
+    """A loopback port nobody listens on now, for a server a test starts later (a
+    subprocess with its port in a config file) or for a port that must refuse."""
+    import random
+
+    for _ in range(200):
+        port = random.choice(_PORTS)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as s:  # (that range is full: let the kernel choose)
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
@@ -346,6 +378,47 @@ def gateway_procs() -> Iterator[Callable[..., GatewayProcess]]:
 # --------------------------------------------------------------------------- redis-server
 
 
+def _read_reply(sock: socket.socket) -> bytes:
+    """One whole RESP2 reply from `sock` (its raw bytes)."""
+    buf = bytearray()
+
+    def need(n: int) -> None:
+        while len(buf) < n:
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("redis closed the connection mid-reply")
+            buf.extend(chunk)
+
+    def line_end(pos: int) -> int:
+        while (end := buf.find(b"\r\n", pos)) < 0:
+            need(len(buf) + 1)
+        return end
+
+    def skip(pos: int) -> int:  # the position after the reply that starts at `pos`
+        need(pos + 1)
+        end = line_end(pos)
+        kind, n = buf[pos:pos + 1], buf[pos + 1:end]
+        if kind == b"$":
+            size = int(n)
+            if size < 0:
+                return end + 2
+            need(end + 2 + size + 2)
+            return end + 2 + size + 2
+        if kind == b"*":
+            pos = end + 2
+            for _ in range(max(int(n), 0)):
+                pos = skip(pos)
+            return pos
+        return end + 2
+
+    end = skip(0)
+    return bytes(buf[:end])
+
+
+class _PortTaken(Exception):
+    """Another process holds the port a server of ours was to listen on."""
+
+
 class RedisServer:
     """Our own redis-server on a free loopback port, without persistence."""
 
@@ -363,30 +436,63 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [self.exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.workdir), "--protected-mode", "yes"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=die_with_parent)
-        wait_until_sync(self._answers, 10.0, what="redis-server to answer")
+        """Start it on its port and wait until it answers. The port was free when it was
+        chosen; if something took it since, redis-server exits (bind failed) or another
+        server answers there: on a first start, a new port is chosen (three tries)."""
+        for attempt in range(3):
+            self.proc = subprocess.Popen(
+                [self.exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                 "--appendonly", "no", "--dir", str(self.workdir), "--protected-mode", "yes"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=die_with_parent)
+            try:
+                wait_until_sync(self._answers, 10.0,
+                                what=f"redis-server to answer on port {self.port}")
+                return
+            except _PortTaken:
+                self.kill()
+                if self._started or attempt == 2:
+                    raise AssertionError(f"redis-server could not listen on port {self.port}: "
+                                         "another process holds it" + (
+                                             " (taken while ours was down)" if self._started
+                                             else "")) from None
+                self.port = free_port()
+            finally:
+                self._started = self._started or (self.proc.poll() is None)
+
+    _started = False
 
     def _answers(self) -> bool:
+        """Our redis-server answers (the one whose process id INFO names)."""
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise _PortTaken
         try:
-            return self.cmd("PING") == "PONG"
+            info = self.cmd("INFO", "server")
         except OSError:
             return False
+        if info.startswith("LOADING"):
+            return False
+        if "process_id:" not in info:
+            return False  # (still loading)
+        if f"process_id:{self.proc.pid}\r\n" not in info:
+            raise _PortTaken
+        return True
 
     def cmd(self, *args: str) -> str:
-        """One command over a raw socket (the tests' own, independent of redis-py)."""
+        """One command over a raw socket (the tests' own, independent of redis-py): a
+        status, error or integer reply's text, a bulk string's content ("" for none), or
+        an array's raw reply text (for `in` checks). The whole reply is read, however
+        many segments it comes in."""
         payload = f"*{len(args)}\r\n".encode() + b"".join(
             f"${len(a.encode())}\r\n".encode() + a.encode() + b"\r\n" for a in args)
         with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
             s.sendall(payload)
-            data = s.recv(65536)
+            data = _read_reply(s)
         line = data.split(b"\r\n", 1)[0].decode()
         if line[:1] in "+-:":
             return line[1:]
         if line[:1] == "$":
-            return "" if line == "$-1" else data.split(b"\r\n")[1].decode()
+            return "" if line == "$-1" else data[len(line) + 2:-2].decode()
         return data.decode(errors="replace")
 
     def kill(self) -> None:

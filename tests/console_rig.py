@@ -218,7 +218,9 @@ class Browser:
                     f"--user-data-dir={profile}", "--window-size=1280,720"):
             opts.add_argument(arg)
         opts.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
-        self.d = webdriver.Chrome(options=opts, service=Service(CHROMEDRIVER))
+        # (chromedriver dies with the test run, even one its timeout ends without teardown)
+        self.d = webdriver.Chrome(options=opts, service=Service(
+            CHROMEDRIVER, popen_kw={"preexec_fn": die_with_parent}))
         self.d.set_script_timeout(15)
         self.console: list[dict[str, Any]] = []
         self.requests: list[tuple[str, str]] = []  # (the document asking, the URL)

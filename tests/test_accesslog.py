@@ -172,7 +172,13 @@ async def test_a_blocked_stdout_never_stalls_requests(tmp_path: Path, backends) 
             return sorted(took)
 
         took = await asyncio.to_thread(hammer)
-        assert took[int(len(took) * 0.99)] < 0.25, took[-10:]
+        # A stdout written on the loop stalls every request once the pipe is full: for ever
+        # (urlopen's 5 s timeout fails the test above) or, for a write that waits a while,
+        # for that while on every request past the first ~150. What is left is this
+        # machine's noise: on a loaded 2-core CI machine, a request now and then waits for
+        # a core for tens of milliseconds. Both bounds stay far below a stall.
+        assert took[len(took) // 2] < 0.1, took[len(took) // 2]
+        assert took[int(len(took) * 0.99)] < 1.0, took[-10:]
         dropped = await asyncio.to_thread(_metric, adm, "killgate_access_log_dropped_total",
                                           {"reason": "buffer_full"})
         # what got through: the pipe (~64 KiB of lines), the batch the writer thread holds

@@ -13,13 +13,12 @@ from typing import Any
 import pytest
 from aiohttp import ClientSession
 
-from gateway.admin.auth import mint
 from gateway.domain.statedoc import StateDoc
 from tests.backends import echo_app
 from tests.conftest import (
-    SECRET,
     STATE_KEY_ENV,
     RedisServer,
+    admin_token,
     running_gateway,
     two_versions,
     wait_until,
@@ -31,7 +30,7 @@ APPROVALS = "approvals: {unkill_global: 2, promote: 2, weights: 3, ttl: 2s}\n"
 
 
 def tok(sub: str, scope: str = "killgate:admin") -> str:
-    return mint(SECRET, sub, scope, 600, "killgate", "killgate-admin")
+    return admin_token(scope, sub, 600)
 
 
 class Api:
@@ -294,3 +293,74 @@ async def test_unknown_approval_ids_are_404(tmp_path: Path, backends, ident: str
             status, body = await api("bob", "POST", f"/v1/approvals/{ident}/{verb}", {})
             assert status == 404 and body["error"]["type"] in ("unknown_approval", "not_found")
         await asyncio.sleep(0)
+
+
+async def test_bad_input_to_an_open_request_is_a_4xx_and_changes_nothing(tmp_path: Path,
+                                                                         backends) -> None:
+    """Malformed approve and decline calls on an open request: a 4xx naming the problem;
+    the request stays open with its approvals, the route unchanged; then a good approval
+    still applies it."""
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p), extra=APPROVALS)
+    async with running_gateway(cfg) as g, ClientSession() as s:
+        api = Api(s, g.admin)
+        status, body = await api("alice", "POST", "/v1/routes/iris/promote",
+                                 {"version": "v2", "reason": "ship"})
+        assert status == 202, body
+        ident, change = body["approval"]["id"], body["approval"]["hash"]
+        open_before = g.gw.holder.doc.approvals
+        gen, events = g.gw.holder.doc.generation, len(await g.gw.sync.store.audit_events())
+        base = f"{g.admin}/v1/approvals/{ident}"
+        bob = {"Authorization": f"Bearer {tok('bob')}"}
+        cases: list[tuple[str, str, bytes, int, str, str]] = [
+            ("approve", "", b'{"hash": "abc"}', 400, "bad_request", "64 hex digits"),
+            ("approve", "", b'{"hash": 7}', 400, "bad_request", "64 hex digits"),
+            ("approve", "", b'{"hash": "' + b"G" * 64 + b'"}', 400, "bad_request", "64 hex"),
+            ("approve", "", b'{"reason": 7}', 400, "bad_request", "'reason'"),
+            ("approve", "", b'{"reason": "  "}', 400, "bad_request", "'reason'"),
+            ("approve", "", b'{"evil": 1}', 400, "bad_request", "evil"),
+            ("approve", "", b"[]", 400, "bad_request", ""),
+            ("approve", "", b'{"reason": "\\ud800"}', 400, "bad_request", ""),
+            ("approve", "", b"{not json", 400, "bad_request", ""),
+            ("approve", "?wait=soon", b"{}", 400, "bad_request", "wait"),
+            ("approve", "?wait=1s&wait=2s", b"{}", 400, "bad_request", "once"),
+            ("approve", "", b'{"hash": "' + b"0" * 64 + b'"}', 409, "approval_changed", ""),
+            ("decline", "", b'{"hash": "' + change.encode() + b'"}', 400, "bad_request",
+             "hash"),
+            ("decline", "", b'{"reason": ["no"]}', 400, "bad_request", "'reason'"),
+            ("decline", "?wait=-1s", b"{}", 400, "bad_request", "wait"),
+        ]
+        wrong = []
+        for verb, query, payload, want, kind, says in cases:
+            async with s.post(f"{base}/{verb}{query}", data=payload,
+                              headers={**bob, "content-type": "application/json"}) as r:
+                err = (await r.json())["error"]
+                if (r.status, err["type"]) != (want, kind) or says not in err["message"]:
+                    wrong.append((verb, query, payload, r.status, err))
+        assert wrong == []
+        # nothing changed: the request is open with alice's approval only, the route as it was
+        assert g.gw.holder.doc.approvals == open_before
+        assert g.gw.holder.doc.generation == gen and "iris" not in g.gw.holder.doc.overrides
+        actions = {e["action"] for e in (await g.gw.sync.store.audit_events())[events:]}
+        assert actions <= {"authz_fail"}, actions
+        status, body = await api("bob", "POST", f"/v1/approvals/{ident}/approve",
+                                 {"hash": change})
+        assert status == 200 and body["approval"]["state"] == "applied", body
+        assert g.gw.holder.doc.overrides["iris"]
+
+
+async def test_the_cli_refuses_an_id_that_is_not_one(tmp_path: Path, backends) -> None:
+    """`killgate decline`/`approve` send the id as one path segment: an id shaped like a
+    path reaches no other endpoint; exit 1 with the API's message, nothing changed."""
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p), extra=APPROVALS)
+    async with running_gateway(cfg) as g:
+        env = {"KILLGATE_ADMIN_URL": g.admin, "KILLGATE_TOKEN": tok("bob")}
+        gen = g.gw.holder.doc.generation
+        for ident in ("../../kill", "ap-0123456789abcdef/../../../unkill", "x?y=1"):
+            res = await acli("decline", ident, "--reason", "no", env=env)
+            assert res.returncode == 1 and res.stdout == ""
+            assert "404 unknown_approval" in res.stderr, (ident, res.stderr)
+            res = await acli("approve", ident, env=env)
+            assert res.returncode == 1 and f"no open approval {ident!r}" in res.stderr
+        assert g.gw.holder.doc.generation == gen and g.gw.holder.doc.kills == {}

@@ -11,17 +11,16 @@ from typing import Any
 import pytest
 from aiohttp import ClientSession
 
-from gateway.admin.auth import mint
 from gateway.domain.drilltoken import Claims, derive_key
 from gateway.domain.drilltoken import mint as mint_drill
 from tests.backends import echo_app
-from tests.conftest import SECRET, running_gateway, write_config
+from tests.conftest import SECRET, bearer, running_gateway, write_config
 
 DRILL = "killgate:drill killgate:read"
 
 
 def hdr(scope: str = DRILL, sub: str = "dana") -> dict[str, str]:
-    return {"Authorization": f"Bearer {mint(SECRET, sub, scope, 600, 'killgate', 'killgate-admin')}"}
+    return bearer(scope, sub, 600)
 
 
 def routes(p1: int, p2: int, pin: bool = True) -> str:

@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.admin.auth import mint
 from tests.backends import echo_app
-from tests.conftest import SECRET, running_gateway, two_versions, write_config
+from tests.conftest import admin_token, running_gateway, two_versions, write_config
 from tests.rawhttp import error_type, exchange, request
 
 DEEP = b'{"scope": "global", "reason": "x", "route": ' + b"[" * 5000 + b"]" * 5000 + b"}"
@@ -115,7 +114,7 @@ def _cases(tok: str) -> dict[str, tuple[bytes, int]]:
 async def test_bad_input_is_a_4xx_and_changes_nothing(tmp_path: Path, backends) -> None:
     p = await backends(echo_app("v1"))
     cfg = write_config(tmp_path, two_versions(p, p))
-    tok = mint(SECRET, "ops", "killgate:admin", 600, "killgate", "killgate-admin")
+    tok = admin_token("killgate:admin", "ops", 600)
     async with running_gateway(cfg) as g:
         port = g.gw.admin_addr[1]
         before = g.gw.holder.doc
@@ -140,7 +139,7 @@ async def test_bad_input_is_a_4xx_and_changes_nothing(tmp_path: Path, backends) 
 async def test_a_good_request_id_is_kept(tmp_path: Path, backends, rid: str) -> None:
     p = await backends(echo_app("v1"))
     cfg = write_config(tmp_path, two_versions(p, p))
-    tok = mint(SECRET, "ops", "killgate:admin", 600, "killgate", "killgate-admin")
+    tok = admin_token("killgate:admin", "ops", 600)
     async with running_gateway(cfg) as g:
         status, _, _ = await exchange(g.gw.admin_addr[1], request(
             "POST", "/v1/kill", b'{"scope": "global", "reason": "x"}',

@@ -12,10 +12,9 @@ from pathlib import Path
 
 from aiohttp import ClientSession
 
-from gateway.admin.auth import mint
 from tests.backends import echo_app
 from tests.conftest import (
-    SECRET,
+    bearer,
     free_port,
     running_gateway,
     two_versions,
@@ -24,8 +23,7 @@ from tests.conftest import (
 )
 from tests.rawhttp import error_type, exchange, request
 
-TOKEN = {"Authorization": "Bearer " + mint(SECRET, "ops", "killgate:admin", 3600, "killgate",
-                                            "killgate-admin")}
+TOKEN = bearer("killgate:admin", "ops", 3600)
 
 
 async def _closed(reader: asyncio.StreamReader, timeout: float) -> tuple[bytes, float]:

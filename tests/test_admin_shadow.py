@@ -9,15 +9,14 @@ from pathlib import Path
 import pytest
 from aiohttp import ClientSession, web
 
-from gateway.admin.auth import mint
-from tests.conftest import SECRET, running_gateway, wait_until, write_config
+from tests.conftest import admin_token, bearer, running_gateway, wait_until, write_config
 from tests.shadow_backends import v2_app, v2_request
 
 Start = Callable[[web.Application], Awaitable[int]]
 
 
 def auth(scope: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {mint(SECRET, 'alice', scope, 3 * 3600, 'killgate', 'killgate-admin')}"}
+    return bearer(scope, 'alice', 3 * 3600)
 
 
 READ, ROLLOUT = auth("killgate:read"), auth("killgate:rollout killgate:read")
@@ -202,7 +201,7 @@ async def test_the_gate_holds_for_break_glass_and_two_person_requests(
                               lambda c, n: AuditDraft("alice", "approval.request",
                                                       {"approval": rec.id}, "canary"))
         gen = g.gw.holder.doc.generation
-        token = mint(SECRET, "bob", "killgate:rollout", 600, "killgate", "killgate-admin")
+        token = admin_token("killgate:rollout", "bob", 600)
         bob = {"Authorization": f"Bearer {token}"}
         async with session.post(g.admin + f"/v1/approvals/{rec.id}/approve", json={},
                                 headers=bob) as r:

@@ -27,12 +27,12 @@ import yaml
 from aiohttp import ClientSession, web
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.admin.auth import mint
 from tests.backends import echo_app
 from tests.conftest import (
     ROOT,
-    SECRET,
     RedisServer,
+    admin_token,
+    bearer,
     die_with_parent,
     free_port,
     wait_until,
@@ -40,8 +40,7 @@ from tests.conftest import (
 )
 
 INFER = "/v2/models/iris/infer"
-READ = {"Authorization": "Bearer " + mint(SECRET, "test", "killgate:read", 10800, "killgate",
-                                          "killgate-admin")}
+READ = bearer("killgate:read", "test", 10800)
 
 
 def _exe(*names: str) -> str:
@@ -167,7 +166,7 @@ async def test_prometheus_alert_kills_the_canary_through_alertmanager(
         await asyncio.to_thread(g.wait_ready)
 
     am_port, prom_port = free_port(), free_port()
-    token = mint(SECRET, "alertmanager", "killgate:alert", 3600, "killgate", "killgate-admin")
+    token = admin_token("killgate:alert", "alertmanager", 3600)
     am_config(tmp_path / "am.yml", f"{gws[0].admin}/v1/alerts/alertmanager", token)
     fast_rules(tmp_path / "rules.yml")
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump({

@@ -10,23 +10,18 @@ from typing import Any
 import pytest
 from aiohttp import ClientSession
 
-from gateway.admin.auth import mint
 from gateway.control.alerts import Budget
 from gateway.errors import StoreUnavailable
 from tests.backends import echo_app
-from tests.conftest import SECRET, running_gateway, two_versions, wait_until, write_config
+from tests.conftest import bearer, running_gateway, two_versions, wait_until, write_config
 from tests.test_alerting import payload
 
 PATH = "/v1/alerts/alertmanager"
 INFER = "/v2/models/iris/infer"
 
 
-def bearer(scope: str, sub: str = "am") -> dict[str, str]:
-    return {"Authorization": f"Bearer {mint(SECRET, sub, scope, 10800, 'killgate', 'killgate-admin')}"}
-
-
-ALERT = bearer("killgate:alert")
-READ = bearer("killgate:read")
+ALERT = bearer("killgate:alert", "am", 10800)
+READ = bearer("killgate:read", "am", 10800)
 
 
 async def _gateway_cfg(tmp: Path, backends: Any, alerts: str = "alerts:\n  alertmanager: {}\n",
@@ -115,7 +110,7 @@ async def test_fifty_resends_then_resolved_make_one_kill(tmp_path: Path, backend
         # a new firing episode (new startsAt) after a person's unkill acts again, once
         again = copy.deepcopy(firing)
         again["alerts"][0]["startsAt"] = "2024-05-02T10:00:00.000Z"
-        async with session.post(g.admin + "/v1/unkill", headers=bearer("killgate:kill"),
+        async with session.post(g.admin + "/v1/unkill", headers=bearer("killgate:kill", "am", 10800),
                                 json={"scope": "version", "route": "iris", "version": "v2",
                                       "reason": "fixed"}) as r:
             assert r.status == 200
@@ -175,7 +170,7 @@ async def test_scope_killgate_alert_is_needed_and_allows_nothing_else(
     firing = payload(killgate_action="kill", route="iris", version="v2")
     async with running_gateway(cfg) as g:
         before = await _state(session, g.admin)
-        for headers, code in ((READ, 403), (bearer("killgate:kill killgate:rollout"), 403),
+        for headers, code in ((READ, 403), (bearer("killgate:kill killgate:rollout", "am", 10800), 403),
                               ({}, 401), ({"Authorization": "Bearer nope"}, 401)):
             status, answer = await _post(session, g.admin, firing, headers)
             assert status == code, answer
@@ -186,7 +181,7 @@ async def test_scope_killgate_alert_is_needed_and_allows_nothing_else(
             assert r.status == 403
         async with session.get(g.admin + "/v1/status", headers=ALERT) as r:
             assert r.status == 403
-        assert (await _post(session, g.admin, firing, bearer("killgate:admin")))[0] == 200
+        assert (await _post(session, g.admin, firing, bearer("killgate:admin", "am", 10800)))[0] == 200
 
 
 async def test_observe_mode_records_what_it_would_do(tmp_path: Path, backends,

@@ -12,14 +12,21 @@ from pathlib import Path
 import pytest
 from aiohttp import ClientSession
 
-from gateway.admin.auth import mint
 from gateway.domain.audit import GENESIS, AuditDraft, event_hash, seal, verify_chain
 from tests.backends import echo_app
-from tests.conftest import ROOT, SECRET, running_gateway, two_versions, wait_until, write_config
+from tests.conftest import (
+    ROOT,
+    admin_token,
+    bearer,
+    running_gateway,
+    two_versions,
+    wait_until,
+    write_config,
+)
 from tests.faultproxy import redis_state_via
 from tests.test_killswitch import redis_state
 
-TOKEN = mint(SECRET, "alice", "killgate:admin", 3 * 3600, "killgate", "killgate-admin")
+TOKEN = admin_token("killgate:admin", "alice", 3 * 3600)
 H = {"Authorization": f"Bearer {TOKEN}"}
 
 
@@ -184,8 +191,7 @@ async def test_a_repeated_kill_changes_nothing(tmp_path: Path, backends, session
     the kill stays as first made (who, when, why), no new generation, no second event."""
     p = await backends(echo_app("v1"))
     cfg = write_config(tmp_path, two_versions(p, p))
-    bob = {"Authorization": "Bearer " + mint(SECRET, "bob", "killgate:kill", 600, "killgate",
-                                             "killgate-admin")}
+    bob = bearer("killgate:kill", "bob", 600)
     async with running_gateway(cfg) as g:
         n0 = len(await g.gw.sync.store.audit_events())
         answers = []

@@ -59,3 +59,60 @@ def test_every_subcommand_has_help(command: tuple[str, ...]) -> None:
     text = out.getvalue()
     assert text.startswith(f"usage: killgate {' '.join(command)}"), text[:200]
     assert err.getvalue() == ""
+
+
+def test_audit_verify_has_help() -> None:
+    """`audit verify` is a command of its own in CONTRACT §1 (a positional of `audit`)."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as exc:
+        main(["audit", "verify", "--help"])
+    assert exc.value.code == 0
+    assert "--mirror" in out.getvalue() and "--key-env" in out.getvalue()
+
+
+def test_token_help_names_every_scope() -> None:
+    from gateway.admin.auth import SCOPES
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.raises(SystemExit):
+        main(["token", "--help"])
+    text = " ".join(out.getvalue().split())  # (argparse wraps the help)
+    assert [s for s in SCOPES if s not in text] == []
+
+
+@pytest.mark.parametrize("group", [("drill", "history"), ("shadow", "report", "iris")],
+                         ids=" ".join)
+@pytest.mark.parametrize("where", ["before", "between", "after"])
+def test_client_options_before_between_or_after_a_command(group: tuple[str, ...],
+                                                          where: str) -> None:
+    """CONTRACT §1: --admin, --token and --json are accepted before or after the
+    subcommand, so also between a command group (`drill`, `shadow`) and its command."""
+    opts = ["--admin", "http://10.9.8.7:1", "--token", "t0k", "--json"]
+    argv = {"before": [*opts, *group], "between": [group[0], *opts, *group[1:]],
+            "after": [*group, *opts]}[where]
+    args = build_parser().parse_args(argv)
+    assert (args.admin, args.token, args.json) == ("http://10.9.8.7:1", "t0k", True)
+
+
+def test_options_between_drill_and_its_command_are_used(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from tests.conftest import free_port
+
+    port = free_port()  # nothing listens: the error names the address given
+    res = subprocess.run([sys.executable, "-m", "gateway", "drill", "--admin",
+                          f"http://127.0.0.1:{port}", "--json", "history"],
+                         capture_output=True, text=True, timeout=60, cwd=str(ROOT))
+    assert res.returncode == 1, res.stderr
+    assert f"cannot reach the admin API at http://127.0.0.1:{port}" in res.stderr
+
+
+def test_a_reader_that_leaves_early_gets_no_traceback() -> None:
+    """`killgate schema | head -1`: the reader closes the pipe before the output ends. The
+    command stops like a process killed by SIGPIPE (141), with nothing on stderr."""
+    proc = subprocess.Popen([sys.executable, "-m", "gateway", "schema"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, cwd=str(ROOT))
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # (long before the interpreter has started and written anything)
+    with proc.stderr:
+        err = proc.stderr.read().decode()
+    rc = proc.wait(timeout=60)
+    assert (rc, err) == (141, "")

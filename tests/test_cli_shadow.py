@@ -12,13 +12,12 @@ from pathlib import Path
 import pytest
 from aiohttp import ClientSession, web
 
-from gateway.admin.auth import mint
 from gateway.cli.shadow import render
-from tests.conftest import SECRET, running_gateway, wait_until, write_config
+from tests.conftest import admin_token, running_gateway, wait_until, write_config
 from tests.shadow_backends import v2_app, v2_request
 
 Start = Callable[[web.Application], Awaitable[int]]
-TOKEN = mint(SECRET, "t", "killgate:read", 3 * 3600, "killgate", "killgate-admin")
+TOKEN = admin_token("killgate:read", "t", 3 * 3600)
 
 
 async def cli(*args: str) -> tuple[int, str, str]:

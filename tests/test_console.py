@@ -9,12 +9,11 @@ from pathlib import Path
 import pytest
 from aiohttp import ClientSession
 
-from gateway.admin.auth import mint
 from gateway.control.traffic import STATS_KEY
 from tests.backends import echo_app
 from tests.conftest import (
-    SECRET,
     RedisServer,
+    bearer,
     running_gateway,
     two_versions,
     wait_until,
@@ -22,10 +21,6 @@ from tests.conftest import (
 )
 
 INFER = "/v2/models/iris/infer"
-
-
-def bearer(scope: str, sub: str = "alice", ttl: float = 600) -> dict[str, str]:
-    return {"Authorization": f"Bearer {mint(SECRET, sub, scope, ttl, 'killgate', 'killgate-admin')}"}
 
 
 async def get(session: ClientSession, url: str, headers: dict[str, str] | None = None
@@ -43,13 +38,15 @@ async def test_whoami_reports_subject_scopes_and_what_they_allow(tmp_path: Path,
         assert st == 200
         assert body == {"subject": "alice", "scopes": ["killgate:kill", "killgate:read"],
                         "can": {"read": True, "kill": True, "rollout": False, "alert": False,
-                                "admin": False, "breakglass": False}}
+                                "drill": False, "admin": False, "breakglass": False}}
         st, body = await get(session, url, bearer("killgate:admin", "root"))
         # admin implies every scope but break-glass (which skips the two-person rule)
         assert body["subject"] == "root" and [k for k, v in body["can"].items() if not v] == [
             "breakglass"]
         st, body = await get(session, url, bearer("killgate:alert"))  # the webhook's scope
         assert st == 200 and [k for k, v in body["can"].items() if v] == ["alert"]
+        st, body = await get(session, url, bearer("killgate:drill"))  # a drill job's scope
+        assert st == 200 and [k for k, v in body["can"].items() if v] == ["drill"]
         # without any Authorization header: nobody (how the page detects a signing proxy)
         st, body = await get(session, url)
         assert st == 200 and body["subject"] is None and not any(body["can"].values())

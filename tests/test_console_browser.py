@@ -26,11 +26,10 @@ from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 
-from gateway.admin.auth import mint
 from gateway.domain.audit import canonical
 from tests.conftest import (
     ROOT,
-    SECRET,
+    admin_token,
 )
 from tests.console_rig import (
     ARTIFACTS,
@@ -51,7 +50,7 @@ RECEIPT = re.compile(r"^generation \d+: applied by 2/2 instance\(s\) in [\d.]+ m
 
 
 def token(sub: str, scope: str) -> str:
-    return mint(SECRET, sub, scope, 10800, "killgate", "killgate-admin")
+    return admin_token(scope, sub, 10800)
 
 
 KILLER = token("alice", "killgate:read killgate:kill")
@@ -323,9 +322,14 @@ def test_admin_sets_weights_releases_and_verifies_the_whole_trail(fleet: Fleet,
     b.wait(lambda d: "Chain verified" in b.text(".chain"), "the chain verified")
     b.click("button[data-key='release-iris']")
     assert "v1 90, v2 10" in b.text("#action-changes")
-    assert RECEIPT.match(_apply(b, "back to the file"))
+    assert RECEIPT.match(_apply(b, "weights test: back to the file"))
     b.click("#action-cancel")
     b.wait(lambda d: "latched" not in b.text("article[data-route='iris'] header"), "released")
+    # The whole trail's verdict stands for the audit page shown when it was asked for: a
+    # page that changes (the release's event drawn by a later refresh) replaces it with
+    # the page's own verdict. So verify once the page shows the newest event.
+    b.wait(lambda d: "weights test: back to the file" in b.text(
+        "table.audit tbody tr:first-child"), "the release in the audit trail")
     b.click("button[data-key='audit-verify-all']")
     b.wait(lambda d: "for the whole trail (" in b.text(".chain"), "the whole trail verified")
     assert "Chain verified" in b.text(".chain"), b.text(".chain")

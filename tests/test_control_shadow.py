@@ -10,18 +10,17 @@ from typing import Any
 
 from aiohttp import ClientSession, web
 
-from gateway.admin.auth import mint
 from gateway.configfile import parse_config_text
 from gateway.control.shadow import FRESH, ShadowResults, stats_key
 from gateway.domain.comparison import Difference
 from gateway.domain.shadowstats import Tally
 from gateway.domain.verdict import spec_of
 from gateway.state.local import LocalStore
-from tests.conftest import SECRET, free_port, running_gateway, wait_until, write_config
+from tests.conftest import admin_token, bearer, free_port, running_gateway, wait_until, write_config
 from tests.shadow_backends import v2_app, v2_request
 
 Start = Callable[[web.Application], Awaitable[int]]
-READ = {"Authorization": f"Bearer {mint(SECRET, 't', 'killgate:read', 10800, 'killgate', 'killgate-admin')}"}
+READ = bearer('killgate:read', 't', 10800)
 
 CFG = """
 routes:
@@ -212,7 +211,7 @@ async def test_counts_forged_in_redis_cannot_open_the_gate(
     - {{name: v2, url: "http://127.0.0.1:{p2}", weight: 0}}
 """
     cfg = write_config(tmp_path, routes, state=redis_state(redis_server, tmp_path))
-    tok = mint(SECRET, "m", "killgate:rollout", 600, "killgate", "killgate-admin")
+    tok = admin_token("killgate:rollout", "m", 600)
     rollout = {"Authorization": f"Bearer {tok}"}
     async with running_gateway(cfg) as gw:
         for x in range(4):

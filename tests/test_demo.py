@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -29,7 +30,10 @@ def _post(url: str, body: bytes, headers: dict[str, str] | None = None) -> tuple
 def test_demo_answers_and_its_token_kills(tmp_path) -> None:  # type: ignore[no-untyped-def]
     port, admin = free_port(), free_port()
     log = tmp_path / "demo.log"
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    # a shell that has not activated the venv: `killgate` is not on its PATH
+    path = os.pathsep.join(d for d in os.environ.get("PATH", "").split(os.pathsep)
+                           if d and not os.access(os.path.join(d, "killgate"), os.X_OK))
+    env = dict(os.environ, PYTHONUNBUFFERED="1", PATH=path)
     env.pop("KILLGATE_JWT_SECRET", None)
     with open(log, "wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "gateway", "demo", "--port", str(port),
@@ -55,17 +59,39 @@ def test_demo_answers_and_its_token_kills(tmp_path) -> None:  # type: ignore[no-
                 f"http://127.0.0.1:{port}/v2/models/iris/generate_stream",
                 data=b'{"n": 3}', method="POST"), timeout=10) as r:
             assert r.read().count(b"data: ") == 4
-        token = re.search(r"export KILLGATE_TOKEN=(\S+)", log.read_text()).group(1)
-        assert f"http://127.0.0.1:{admin}/ui/" in log.read_text()  # the console's address
-        res = subprocess.run([sys.executable, "-m", "gateway", "--admin",
-                              f"http://127.0.0.1:{admin}", "--token", token, "kill", "--route",
-                              "iris", "--reason", "demo"], capture_output=True, text=True,
-                             timeout=30, cwd=str(ROOT))
-        assert res.returncode == 0, res.stderr
+        printed = log.read_text()
+        token = re.search(r"export KILLGATE_TOKEN=(\S+)", printed).group(1)
+        assert f"http://127.0.0.1:{admin}/ui/" in printed  # the console's address
+        # the printed commands run as printed, in that same kind of shell, from elsewhere
+        shell = dict(env, KILLGATE_TOKEN=token)
+        kill, unkill = (next(line.strip() for line in printed.splitlines()
+                             if f" {verb} --route iris --reason" in line)
+                        for verb in ("kill", "unkill"))
+        res = subprocess.run(shlex.split(kill), capture_output=True, text=True, timeout=30,
+                             cwd=str(tmp_path), env=shell)
+        assert res.returncode == 0, (kill, res.stderr)
+        assert res.stdout.startswith("killed route:iris")
         status, headers, _ = _post(url, BODY)
         assert status == 503 and headers["x-killgate-decision"] == "killed"
+        res = subprocess.run(shlex.split(unkill), capture_output=True, text=True, timeout=30,
+                             cwd=str(tmp_path), env=shell)
+        assert res.returncode == 0, (unkill, res.stderr)
+        status, headers, _ = _post(url, BODY)
+        assert status == 200
     finally:
         os.killpg(proc.pid, signal.SIGINT)
         t0 = time.monotonic()
         proc.wait(15)
         assert proc.returncode == 0 and time.monotonic() - t0 < 15
+
+
+def test_the_demo_refuses_pure_python_parsers_and_says_which_cause() -> None:
+    """Like `killgate serve`: both listeners parse with C, or nothing starts; the message
+    names the ways to end up without (here, AIOHTTP_NO_EXTENSIONS)."""
+    env = dict(os.environ, AIOHTTP_NO_EXTENSIONS="1")
+    res = subprocess.run([sys.executable, "-m", "gateway", "demo", "--port", str(free_port()),
+                          "--admin-port", str(free_port())], capture_output=True, text=True,
+                         timeout=60, cwd=str(ROOT), env=env)
+    assert res.returncode == 3, res.stdout + res.stderr
+    assert "a C HTTP parser is not in use (AIOHTTP_NO_EXTENSIONS set" in res.stdout
+    assert "httptools without llhttp" in res.stdout and "refusing to start" in res.stdout

@@ -114,3 +114,43 @@ def test_dashboard_loads_and_names_only_exported_series() -> None:
     ids = [p["id"] for p in dash["panels"]]
     assert len(ids) == len(set(ids))
 
+
+
+def _alert_token_commands() -> list[tuple[str, str]]:
+    """(where, arguments) of each `killgate token` command the docs give Alertmanager."""
+    am = (ROOT / "deploy/alertmanager/alertmanager.yml").read_text()
+    comments = "\n".join(line.lstrip("#") for line in am.splitlines() if line.startswith("#"))
+    out = []
+    for where, text in (("README.md", (ROOT / "README.md").read_text()),
+                        ("alertmanager.yml", comments)):
+        text = text.replace("\\\n", " ").replace("\n", " ")  # (continued and wrapped lines)
+        found = re.findall(r"killgate token ([^>`]*--scope killgate:alert[^>`]*?)\s*>", text)
+        assert found, f"{where} shows no `killgate token` command for Alertmanager"
+        out += [(where, f) for f in found]
+    return out
+
+
+@pytest.mark.parametrize(("where", "args"), _alert_token_commands(), ids=lambda v: v[:40])
+def test_the_documented_alertmanager_token_command_works(where: str, args: str) -> None:
+    """The command, run as written against the shipped config (config/killgate.yaml), mints
+    a token the gateway accepts: its lifetime within admin.auth.max_token_lifetime."""
+    import os
+    import shlex
+    import sys
+
+    import jwt
+
+    from gateway.configfile import load_config
+
+    cfg_path = ROOT / "config/killgate.yaml"
+    auth = load_config(cfg_path).config.admin.auth
+    argv = [str(cfg_path) if a == "killgate.yaml" else a for a in shlex.split(args)]
+    secret = "s" * 40
+    res = subprocess.run([sys.executable, "-m", "gateway", "token", *argv], capture_output=True,
+                         text=True, timeout=30, cwd=ROOT,
+                         env={**os.environ, auth.secret_env: secret})
+    assert res.returncode == 0, (where, res.stderr)
+    claims = jwt.decode(res.stdout.strip(), secret, algorithms=["HS256"],
+                        audience=auth.audience, issuer=auth.issuer)
+    assert claims["scope"] == "killgate:alert" and claims["sub"] == "alertmanager"
+    assert claims["exp"] - claims["iat"] <= auth.max_token_lifetime

@@ -4,18 +4,7 @@ from __future__ import annotations
 
 from gateway.configfile import parse_config_text
 from gateway.domain.diff import config_dict, diff_configs, diff_rows
-
-ROUTE = """
-routes:
-  - name: iris
-    match: {{path_prefix: /v2/models/iris}}
-    stable: v1
-    protocol: {protocol}
-    shadow: {shadow}
-    versions:
-      - {{name: v1, url: "http://127.0.0.1:9101", weight: 100}}
-      - {{name: v2, url: "http://127.0.0.1:9102", weight: 0}}
-"""
+from tests.test_config_shadow import ROUTE  # one shadowed route, protocol and shadow to fill
 
 
 def test_shadow_and_protocol_changes_are_listed() -> None:

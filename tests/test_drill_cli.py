@@ -3,15 +3,24 @@ input refused before anything is touched (exit 2), the history table and its tre
 
 from __future__ import annotations
 
+import asyncio
+import http.server
+import json
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from gateway.admin.auth import mint
 from gateway.cli.drillpast import history_rows, trend
 from gateway.cli.main import main
-from tests.conftest import ROOT, free_port
+from tests.backends import echo_app
+from tests.conftest import ROOT, SECRET, free_port, two_versions, write_config
+from tests.test_cli import acli
 
 COMMANDS = ["kill", "rollback", "failover", "store-loss", "run", "restore", "history"]
 
@@ -63,6 +72,98 @@ def test_an_unreachable_admin_api_is_exit_1_with_the_address() -> None:
                        capture_output=True, text=True, timeout=30, cwd=str(ROOT))
     assert p.returncode == 1
     assert f"127.0.0.1:{port}" in p.stderr and "Traceback" not in p.stderr
+    # the reason as a person reads it, not an exception object's repr
+    assert p.stderr.strip().endswith("Connection refused"), p.stderr
+    assert "ClientConnectorError" not in p.stderr and "ConnectionKey" not in p.stderr
+
+
+class _NotKillgate(http.server.BaseHTTPRequestHandler):
+    """Something else on the admin address: a web page."""
+
+    def do_GET(self) -> None:  # a web page; under /json/, some other JSON API
+        json_api = self.path.startswith("/json/")
+        body = b'{"hello": "world"}' if json_api else b"<html>hello</html>"
+        self.send_response(200)
+        self.send_header("content-type", "application/json" if json_api else "text/html")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_an_admin_url_that_is_not_killgates_says_so() -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _NotKillgate)
+    th = threading.Thread(target=server.serve_forever, daemon=True)
+    th.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        t0 = time.monotonic()
+        p = subprocess.run([sys.executable, "-m", "gateway", "drill", "history", "--admin", url,
+                            "--token", "t"], capture_output=True, text=True, timeout=30,
+                           cwd=str(ROOT))
+        q = subprocess.run([sys.executable, "-m", "gateway", "drill", "history", "--admin",
+                            url + "/json", "--token", "t"], capture_output=True, text=True,
+                           timeout=30, cwd=str(ROOT))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert p.returncode == 1 and p.stdout == ""
+    assert f"the admin API at {url} answered 200 with something that is not JSON" in p.stderr
+    assert "cannot reach" not in p.stderr and time.monotonic() - t0 < 20
+    # JSON of another shape: said so, no traceback
+    assert q.returncode == 1 and q.stdout == "" and "Traceback" not in q.stderr
+    assert "unexpected answer from the admin API: no 'open'" in q.stderr, q.stderr
+
+
+def test_a_bad_history_limit_names_the_range(capsys: pytest.CaptureFixture[str]) -> None:
+    for bad in ("0", "201", "x"):
+        with pytest.raises(SystemExit) as e:
+            main(["drill", "history", "--limit", bad])
+        assert e.value.code == 2
+        err = capsys.readouterr().err
+        assert f"argument --limit: {bad!r} is not a whole number from 1 to 200" in err
+        assert len(err) < 400, err  # (not the 200 choices one by one)
+
+
+async def test_a_drill_refused_before_it_opens_reports_every_contract_field(
+        tmp_path: Path, backends: Any, gateway_procs: Any) -> None:
+    """A drill on a production route without --production never opens (exit 2, aborted);
+    its --json report still has every field of CONTRACT §5.4, and nothing changed."""
+    port = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(port, port), listen=f"127.0.0.1:{free_port()}",
+                       admin=f"127.0.0.1:{free_port()}")
+    g = gateway_procs(cfg)
+    await asyncio.to_thread(g.wait_ready)
+    tok = mint(SECRET, "ops", "killgate:admin", 600, "killgate", "killgate-admin")
+    before = await acli("status", "--json", "--admin", g.admin, "--token", tok)
+    where = ("--admin", g.admin, "--token", tok, "--instances", g.url)
+    res = await acli("drill", "kill", "--route", "iris", "--version", "v2", "--json", *where,
+                     "--out", str(tmp_path / "out"))
+    assert res.returncode == 2, res.stderr
+    report = json.loads(res.stdout)
+    contract = {"id", "kind", "verdict", "route", "version", "instances", "time_to_kill_ms",
+                "leaks", "errors", "restored", "started", "finished"}
+    assert contract <= report.keys(), contract - report.keys()
+    assert report["verdict"] == "aborted" and "--production" in report["reasons"][0]
+    assert report["time_to_kill_ms"] == {"p50": None, "p99": None, "max": None}
+    assert (report["instances"], report["leaks"], report["errors"]) == ([], 0, 0)
+    assert not (tmp_path / "out").exists()  # (no drill, no files)
+    # the human form says why, without an empty table
+    human = await acli("drill", "kill", "--route", "iris", "--version", "v2", *where,
+                       "--out", str(tmp_path / "out"))
+    assert human.returncode == 2 and "**ABORTED**" in human.stdout
+    assert "--production" in human.stdout and "| instance |" not in human.stdout
+    # an id shaped like a path is one drill id that does not exist, nothing else
+    for ident in ("../../kill", "d-1/../../../unkill"):
+        res = await acli("drill", "restore", ident, "--admin", g.admin, "--token", tok)
+        assert res.returncode == 1, res.stderr
+        assert f"no drill {ident}: not open, and not among the last drills ended" in res.stderr
+    after = await acli("status", "--json", "--admin", g.admin, "--token", tok)
+    assert json.loads(after.stdout)["generation"] == json.loads(before.stdout)["generation"]
+    assert json.loads(after.stdout)["kills"] == []
+    assert g.stop() == 0
 
 
 def test_history_rows_and_trend() -> None:

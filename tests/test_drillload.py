@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import statistics
 import time
 
 import pytest
@@ -99,15 +100,20 @@ async def test_traffic_is_paced_per_instance_and_records_failures(backends) -> N
     async with ClientSession() as s:
         t = Traffic(s, [live, dead], Probe("GET", "/x", {"h": "1"}), 40, time.monotonic())
         task = asyncio.create_task(t.run())
-        await asyncio.sleep(0.5)
+        t0 = time.monotonic()
+        await asyncio.sleep(0.5)  # (a window of time to count what was sent in it)
         await t.drain()
+        took = time.monotonic() - t0
         await task
     mine = [o for o in t.obs if o.instance == live]
-    assert 15 <= len(mine) <= 25, len(mine)
+    # 40 a second: ~20 in the window, never a burst beyond the pace (a loaded machine can
+    # stall the sender, which then goes on without catching up, so fewer is allowed)
+    assert 5 <= len(mine) <= took * 40 + 2, (len(mine), took)
     assert all((o.status, o.version, o.decision) == (200, "v1", "weighted") for o in mine)
     sent = sorted(o.sent for o in mine)
     gaps = [b - a for a, b in itertools.pairwise(sent)]
-    assert sum(gaps) / len(gaps) == pytest.approx(0.025, abs=0.01)
+    # the pace between sends (the median: a stall is one long gap, not a slower pace)
+    assert statistics.median(gaps) == pytest.approx(0.025, abs=0.006), gaps
     assert all(o.status == 0 for o in t.obs if o.instance == dead)
 
 

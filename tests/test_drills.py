@@ -28,7 +28,6 @@ import aiohttp
 import pytest
 from aiohttp import ClientSession
 
-from gateway.admin.auth import mint
 from tests.conftest import (
     ROOT,
     SECRET,
@@ -36,6 +35,7 @@ from tests.conftest import (
     STATE_KEY_ENV,
     GatewayProcess,
     RedisServer,
+    admin_token,
     die_with_parent,
     free_port,
     wait_until,
@@ -48,7 +48,7 @@ PATH = "/v2/models/iris"
 
 
 def token(scope: str = "killgate:drill killgate:read", sub: str = "dana") -> str:
-    return mint(SECRET, sub, scope, 3600, "killgate", "killgate-admin")
+    return admin_token(scope, sub, 3600)
 
 
 @dataclass

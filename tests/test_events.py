@@ -14,15 +14,13 @@ from typing import Any
 import pytest
 from aiohttp import ClientSession, web
 
-from gateway.admin.auth import mint
 from gateway.control.events import SCHEMA, payload, sign
 from tests.backends import echo_app
-from tests.conftest import SECRET, running_gateway, two_versions, wait_until, write_config
+from tests.conftest import bearer, running_gateway, two_versions, wait_until, write_config
 from tests.test_alerting import payload as am_payload
 
 HOOK_SECRET = "hook-secret-0123456789-abcdefghijklmnop"
-ADMIN = {"Authorization": "Bearer " + mint(SECRET, "alice", "killgate:admin", 3 * 3600, "killgate",
-                                           "killgate-admin")}
+ADMIN = bearer("killgate:admin", "alice", 3 * 3600)
 
 
 class Receiver:
@@ -235,8 +233,7 @@ async def test_filter_and_missing_secret(tmp_path: Path, backends, session,
 
 
 def _token(sub: str, scope: str) -> dict[str, str]:
-    return {"Authorization": "Bearer " + mint(SECRET, sub, scope, 600, "killgate",
-                                              "killgate-admin")}
+    return bearer(scope, sub, 600)
 
 
 async def test_break_glass_and_approved_writes_say_so_in_their_events(

@@ -76,12 +76,14 @@ async def stays_killed(session: ClientSession, urls: list[str], seconds: float =
         await asyncio.sleep(0.02)
 
 
-async def _fleet(tmp_path: Path, backends, redis_server, gateway_procs, names=("a", "b")):  # type: ignore[no-untyped-def]
+async def _fleet(tmp_path: Path, backends, redis_server, gateway_procs, names=("a", "b"),  # type: ignore[no-untyped-def]
+                 lease: str = "2s"):
     p1 = await backends(echo_app("v1"))
     procs = []
     for name in names:
-        cfg = fixed_ports_config(tmp_path, two_versions(p1, p1, 100, 0),
-                                 redis_state(redis_server, tmp_path, name), name)
+        state = redis_state(redis_server, tmp_path, name).replace(
+            "instance_lease: 2s", f"instance_lease: {lease}")
+        cfg = fixed_ports_config(tmp_path, two_versions(p1, p1, 100, 0), state, name)
         procs.append(gateway_procs(cfg))
     for p in procs:
         await asyncio.to_thread(p.wait_ready)
@@ -158,7 +160,10 @@ async def test_forged_acks_count_in_no_receipt(tmp_path: Path, backends, redis_s
     """Instance b is frozen (SIGSTOP), so it applies nothing. Acks forged in its name, and
     a heartbeat of an instance that does not exist, must not make the receipt of a kill
     say b (or a ghost) enforces it."""
-    a, b = await _fleet(tmp_path, backends, redis_server, gateway_procs)
+    # b stays live (within its lease) for the whole test although it is frozen: with a 2 s
+    # lease, a loaded machine could take that long from the freeze to the kill's receipt,
+    # and b would drop out of the fleet instead of being pending
+    a, b = await _fleet(tmp_path, backends, redis_server, gateway_procs, lease="30s")
     st_b = await admin_json(session, b.admin, "/v1/status")
     name_b = st_b["instance"]
     os.kill(b.proc.pid, signal.SIGSTOP)

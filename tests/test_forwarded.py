@@ -10,10 +10,9 @@ import jwt
 import pytest
 from aiohttp import ClientSession
 
-from gateway.admin.auth import mint
 from gateway.forwarded import ClientAddress
 from tests.backends import Recorder, echo_app
-from tests.conftest import SECRET, running_gateway, two_versions, wait_until, write_config
+from tests.conftest import admin_token, running_gateway, two_versions, wait_until, write_config
 
 T = ClientAddress(["10.0.0.0/8", "192.168.1.1", "fd00::/8"])
 
@@ -74,7 +73,7 @@ async def test_admin_limits_and_audits_the_client_behind_a_trusted_proxy(tmp_pat
         # one client behind the ingress spends its own budget, not its neighbours'
         assert [await status(_bad_token(), "198.51.100.7") for _ in range(5)] == \
             [401, 401, 401, 429, 429]
-        good = mint(SECRET, "ops", "killgate:admin", 600, "killgate", "killgate-admin")
+        good = admin_token("killgate:admin", "ops", 600)
         assert await status(good, "198.51.100.8") == 200
         async with s.post(g.admin + "/v1/kill", json={"scope": "global", "reason": "x"},
                           headers={"Authorization": f"Bearer {good}",

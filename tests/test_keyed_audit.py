@@ -15,15 +15,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from gateway.admin.auth import mint
 from gateway.domain.audit import GENESIS, audit_mac, seal, verify_trail
 from tests.backends import echo_app
 from tests.conftest import (
     ROOT,
-    SECRET,
     STATE_KEY,
     STATE_KEY_ENV,
     RedisServer,
+    admin_token,
     running_gateway,
     two_versions,
     wait_until,
@@ -31,7 +30,7 @@ from tests.conftest import (
 )
 from tests.test_killswitch import redis_state
 
-TOKEN = mint(SECRET, "alice", "killgate:admin", 3 * 3600, "killgate", "killgate-admin")
+TOKEN = admin_token("killgate:admin", "alice", 3 * 3600)
 H = {"Authorization": f"Bearer {TOKEN}"}
 KEY = ["--key-env", STATE_KEY_ENV]
 
@@ -250,3 +249,22 @@ def test_a_reseed_after_lost_events_is_reported() -> None:
     # the same re-seed with the whole trail (a mirror): fine
     reseed = seal({"id": "r", "action": "state.reseed", "anchored_head": b["hash"]}, b["hash"])
     assert verify_trail([a, b, reseed]).brk is None
+
+
+def test_a_line_that_is_not_an_audit_event_is_named_as_such(tmp_path: Path) -> None:
+    """`audit verify --mirror` of a file that is not a mirror (or holds an overwritten line)
+    names what is wrong, not "the store lost the events before it"."""
+    a = seal({"id": "a"}, GENESIS)
+    r = verify_trail([{"time": "t", "route": "iris"}])
+    assert r.brk is not None and r.brk.index == 0
+    assert r.brk.problem.startswith("not an audit event (no prev_hash and hash)")
+    r = verify_trail([a, {"id": "line-2", "unparseable": "{oops"}])
+    assert r.brk is not None and r.brk.index == 1 and r.hashes == 1
+    assert r.brk.problem.startswith("not an audit event (not one JSON object)")
+    for name, text in (("access.jsonl", '{"time": "t", "route": "iris", "status": 200}\n'),
+                       ("garbled.jsonl", json.dumps(a) + "\n{oops\n")):
+        path = tmp_path / name
+        path.write_text(text)
+        res = verify_mirror(path)
+        assert res.returncode == 1 and "not an audit event" in res.stderr, res.stderr
+        assert "lost" not in res.stderr.split("\n")[0]

@@ -83,3 +83,21 @@ def test_an_alert_rollback_during_a_drill_rollback_survives_the_restore() -> Non
                                                  {"v1": 100.0, "v2": 0.0})
     # and once the alert's rollback stands, a resend changes nothing
     assert alerting.rollback(doc, RC, "v2", "alertmanager/k", "again", "t5") is None
+
+
+def test_which_inflight_answers_a_new_document_cuts() -> None:
+    """Only kills that newly ask to cut in-flight answers cut them; the widest scope that
+    covers an exchange names why."""
+    quiet = ap(StateDoc(), kills.kill(StateDoc(), "version", "iris", "v2", "bob", "why", "t",
+                                      abort_inflight=False))
+    assert kills.newly_aborting(StateDoc(), quiet) == frozenset()
+    loud = ap(quiet, kills.kill(quiet, "version", "iris", "v2", "bob", "why", "t"))
+    assert kills.newly_aborting(quiet, loud) == {"version:iris:v2"}
+    assert kills.newly_aborting(loud, loud) == frozenset()  # already cutting: nothing new
+    added = kills.newly_aborting(quiet, loud)
+    assert kills.covering(added, "iris", "v2") == "version"
+    assert kills.covering(added, "iris", "v1") is None
+    assert kills.covering(added, "iris", None) is None
+    assert kills.covering(frozenset({"route:iris", "global"}), "iris", "v1") == "global"
+    assert kills.covering(frozenset({"route:iris"}), "iris", None) == "route"
+    assert kills.covering(frozenset({"route:iris"}), "other", "v1") is None

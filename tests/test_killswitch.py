@@ -13,12 +13,11 @@ import aiohttp
 import pytest
 from aiohttp import ClientSession
 
-from gateway.admin.auth import mint
 from tests.backends import echo_app, sse_app
 from tests.conftest import (
-    SECRET,
     STATE_KEY,
     RedisServer,
+    admin_token,
     free_port,
     running_gateway,
     two_versions,
@@ -30,7 +29,7 @@ INFER = "/v2/models/iris/infer"
 
 
 def token(scope: str = "killgate:kill killgate:read", sub: str = "alice") -> str:
-    return mint(SECRET, sub, scope, 600, "killgate", "killgate-admin")
+    return admin_token(scope, sub, 600)
 
 
 def auth(scope: str = "killgate:kill killgate:read") -> dict[str, str]:
@@ -211,8 +210,10 @@ async def test_alternating_writers_commit_in_one_round_trip(redis_server: RedisS
 async def test_store_emptied_keeps_the_kill_and_reseeds(tmp_path: Path, backends, redis_server,
                                                         session, how: str) -> None:
     p1 = await backends(echo_app("v1"))
+    # (a re-seed whose reply comes after the command timeout landed, but is not counted:
+    # the instance cannot tell it did it; 300 ms is not much on a loaded machine)
     cfg = write_config(tmp_path, two_versions(p1, p1, 100, 0),
-                       state=redis_state(redis_server, tmp_path))
+                       state=redis_state(redis_server, tmp_path, command_timeout="2s"))
     async with running_gateway(cfg) as g:
         await kill(session, g.admin, scope="route", route="iris")
         served = Counter()
@@ -238,6 +239,7 @@ async def test_store_emptied_keeps_the_kill_and_reseeds(tmp_path: Path, backends
         stop.set()
         await task
         assert set(served) == {(503, "killed")}, served  # not one request reached the backend
+        assert "state.reseed" in redis_server.cmd("XRANGE", "kgtest:audit", "-", "+")
         assert g.gw.metrics.get("killgate_state_reseeds_total") >= 1
         # the kill is in redis again, and only an explicit unkill lifts it
         await unkill(session, g.admin, scope="route", route="iris")
@@ -268,10 +270,24 @@ async def test_corrupt_or_unsigned_document_in_redis_keeps_the_kill_and_is_repai
                                  (json.dumps(lifted), "carries no signature"),
                                  ("KGS1 00000000 " + "0" * 64 + "\n" + json.dumps(bad_flag),
                                   "unknown key id")):
+            # a push it cannot read, refused before the document is written: the status
+            # names the last refusal of any kind, and that must be the document's below
+            pushes = g.gw.metrics.get("killgate_state_unverified_total", ("push",))
+            receivers = [redis_server.cmd("PUBLISH", "kgtest:events", "{not json")]
+
+            def push_refused(pushes: float = pushes, receivers: list[str] = receivers) -> bool:
+                if g.gw.metrics.get("killgate_state_unverified_total", ("push",)) > pushes:
+                    return True
+                if receivers[-1] == "0":  # published while it was not subscribed (it
+                    # reconnects after a command timed out on a loaded machine): pub/sub
+                    # keeps nothing for later, so again
+                    receivers.append(redis_server.cmd("PUBLISH", "kgtest:events", "{not json"))
+                return False
+
+            await wait_until(push_refused, 10, 0.02, what="the unreadable push to be refused")
             refused = g.gw.metrics.get("killgate_state_unverified_total", ("state",))
             redis_server.cmd("SET", "kgtest:state", corrupt)
             redis_server.cmd("SET", "kgtest:gen", str(gen + 1))
-            redis_server.cmd("PUBLISH", "kgtest:events", "{not json")  # a push it cannot read
             await wait_until(lambda refused=refused: g.gw.metrics.get(
                 "killgate_state_unverified_total", ("state",)) > refused, 5,
                 what=f"the corrupt document ({problem}) to be refused")
@@ -322,9 +338,11 @@ async def test_frozen_redis_does_not_slow_requests(tmp_path: Path, backends, red
     finally:
         redis_server.thaw()
     p99 = lambda xs: xs[int(len(xs) * 0.99)]  # noqa: E731
-    # "beyond noise": a request that waited on redis would take >= 3 s (command timeout)
+    # "beyond noise": a request that waited on redis would take >= 3 s (command timeout);
+    # the sync loop hogging the loop while redis is frozen would move the p99. The margin
+    # is a loaded 2-core machine's: 8 s of measurements there differ by a few 100 ms.
     assert max(frozen) < 1.5, max(frozen)
-    assert p99(frozen) < p99(base) + 0.1, (p99(base), p99(frozen))
+    assert p99(frozen) < p99(base) + 0.5, (p99(base), p99(frozen))
     assert statistics.median(frozen) < 0.05
     assert gw.stop() == 0, gw.output()
 
@@ -429,7 +447,9 @@ async def test_sse_on_a_killed_version_gets_the_error_event(tmp_path: Path, back
         assert events[-1].startswith("event: killgate.error")
         assert json.loads(events[-1].split("data: ", 1)[1]) == {
             "type": "killed", "route": "iris", "version": "v1"}
-        assert closed_at - receipt_at < 0.1
+        # cut at the kill (the stream itself runs 5 s more); what is measured is reading
+        # what had arrived, so the bound is for a loaded machine's scheduling
+        assert closed_at - receipt_at < 1.0, closed_at - receipt_at
         assert res["applied"]["acked"] == 1
         # the killed version gets no new traffic: v2 takes its share
         async with session.get(g.url + INFER) as r:

@@ -30,19 +30,32 @@ def _lines(path: Path) -> list[dict]:
     return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
 
 
+def _caught_up(mirror: AuditMirror, store: LocalStore) -> bool:
+    """The mirror copied the whole audit file and saved its position (the cursor is the
+    file's size): idle now. Its lines show before that (appended, then the cursor written,
+    each fsynced in a thread), and a task cancelled in between has not saved the cursor."""
+    try:
+        cursor = mirror.cursor_file.read_text().strip()
+    except FileNotFoundError:
+        return False
+    return cursor == str(store.audit_path.stat().st_size)
+
+
 async def test_copies_verified_events_and_refuses_a_forged_one(tmp_path: Path) -> None:
     store = await _store(tmp_path, 3)
     metrics, alarms = Metrics(), []
     mirror = AuditMirror(store, tmp_path / "m.jsonl", KEYS, metrics, 0.02, alarms.append)
     task = asyncio.create_task(mirror.run())
     try:
-        await wait_until(lambda: len(_lines(mirror.path)) == 3, 5, what="the copy")
+        await wait_until(lambda: _caught_up(mirror, store), 15, what="the copy")
+        assert len(_lines(mirror.path)) == 3
         assert verify_trail(_lines(mirror.path), None, KEYS.keys()).brk is None
         # someone appends a linked but unkeyed event to the store's audit file
         last = _lines(store.audit_path)[-1]
         forged = json.dumps(seal({"id": "forged", "action": "unkill"}, last["hash"]))
-        store.audit_path.write_text(store.audit_path.read_text() + forged + "\n")
-        await wait_until(lambda: mirror.refused is not None, 5, what="the refusal")
+        with open(store.audit_path, "a") as f:  # noqa: ASYNC230 - appended, never truncated
+            f.write(forged + "\n")
+        await wait_until(lambda: mirror.refused is not None, 15, what="the refusal")
         assert "no MAC" in mirror.refused["problem"] and mirror.refused["event_id"] == "forged"
         assert metrics.get("killgate_audit_mirror_refused_total") == 1
         assert metrics.get("killgate_audit_mirror_ok") == 0
@@ -60,8 +73,8 @@ async def test_resumes_without_duplicates_and_refuses_a_file_that_does_not_verif
     for cursor_lost in (False, True):
         mirror = AuditMirror(store, path, KEYS, Metrics(), 0.02)
         task = asyncio.create_task(mirror.run())
-        want = len(_lines(store.audit_path))
-        await wait_until(lambda want=want: len(_lines(path)) == want, 5, what="the copy")
+        await wait_until(lambda mirror=mirror: _caught_up(mirror, store), 15, what="the copy")
+        assert len(_lines(path)) == len(_lines(store.audit_path))
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await store.commit("0", StateDoc(), AuditDraft("bob", "kill", {}, "more"))
@@ -69,8 +82,7 @@ async def test_resumes_without_duplicates_and_refuses_a_file_that_does_not_verif
             path.with_name(path.name + ".cursor").unlink()
     mirror = AuditMirror(store, path, KEYS, Metrics(), 0.02)
     task = asyncio.create_task(mirror.run())
-    await wait_until(lambda: len(_lines(path)) == len(_lines(store.audit_path)), 5,
-                     what="the rest")
+    await wait_until(lambda: _caught_up(mirror, store), 15, what="the rest")
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     assert [e["hash"] for e in _lines(path)] == [e["hash"] for e in _lines(store.audit_path)]
@@ -79,7 +91,7 @@ async def test_resumes_without_duplicates_and_refuses_a_file_that_does_not_verif
     path.write_text("\n".join([*lines[:-1], lines[-1].replace('"more"', '"less"')]) + "\n")
     mirror = AuditMirror(store, path, KEYS, Metrics(), 0.02)
     task = asyncio.create_task(mirror.run())
-    await wait_until(lambda: mirror.refused is not None, 5, what="the refusal")
+    await wait_until(lambda: mirror.refused is not None, 15, what="the refusal")
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     assert "own last line does not verify" in mirror.refused["problem"]

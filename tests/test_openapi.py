@@ -9,10 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.admin.auth import mint
 from gateway.admin.limiter import TokenBucket
 from tests.backends import echo_app
-from tests.conftest import SECRET, running_gateway, two_versions, write_config
+from tests.conftest import admin_token, running_gateway, two_versions, write_config
 
 CHECKS = ("not_a_server_error,status_code_conformance,content_type_conformance,"
           "response_schema_conformance,response_headers_conformance")
@@ -39,9 +38,9 @@ async def test_schemathesis_with_and_without_a_token(tmp_path: Path, backends) -
     # (alerts enabled: the Alertmanager webhook is fuzzed too)
     cfg = write_config(tmp_path, two_versions(p, p), extra="alerts:\n  alertmanager: {}\n")
     async with running_gateway(cfg) as g:
-        g.gw.admin_api.limiter = TokenBucket(1e9, 10**9)  # fuzzing is not brute force
+        g.gw.admin_api.callers.limiter = TokenBucket(1e9, 10**9)  # fuzzing is not brute force
         url = g.admin + "/openapi.json"
-        tok = mint(SECRET, "fuzz", "killgate:admin", 3600, "killgate", "killgate-admin")
+        tok = admin_token("killgate:admin", "fuzz", 3600)
         rc, out = await _schemathesis(tmp_path, url, f"Authorization: Bearer {tok}")
         assert rc == 0, out[-4000:]
         assert " passed" in out and "failed" not in out.split("Test cases:")[-1].split("\n")[1]

@@ -17,7 +17,6 @@ from gateway.domain.overrides import (
     rollback,
     set_weights,
 )
-from gateway.domain.routing import build_table
 from gateway.domain.statedoc import (
     MAX_HISTORY,
     Change,
@@ -27,6 +26,7 @@ from gateway.domain.statedoc import (
     apply_change,
     relaxes,
 )
+from gateway.domain.tablebuild import build_table
 from gateway.errors import ConflictingState, DomainError, InvalidChange, UnknownVersion
 
 CFG = parse_config_text("""

@@ -33,8 +33,8 @@ from hypothesis import strategies as st
 from gateway.config import Config
 from gateway.configfile import LoadedConfig, parse_config_text
 from gateway.control.table import TableHolder
-from gateway.domain.routing import build_table
 from gateway.domain.statedoc import HistoryEntry, KillFlag, RouteOverride, StateDoc, kill_key
+from gateway.domain.tablebuild import build_table
 from gateway.errors import ConfigError
 from tests.conftest import two_versions
 

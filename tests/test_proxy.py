@@ -199,7 +199,7 @@ async def test_a_black_holed_version_fails_over_within_the_connect_timeout(
                 f.connect(("127.0.0.1", port))
             fillers.append(f)
         cfg = write_config(tmp_path, two_versions(port, p2, 50, 50,
-                                                  "timeouts: {connect: 500ms}\n"
+                                                  "timeouts: {connect: 1s}\n"
                                                   "outlier: {enabled: false}\n"))
         async with running_gateway(cfg) as g:
             took, seen = [], Counter()
@@ -211,9 +211,10 @@ async def test_a_black_holed_version_fails_over_within_the_connect_timeout(
                 took.append(time.monotonic() - t0)
         assert set(seen) <= {("v2", "weighted"), ("v2", "failover")}
         assert seen[("v2", "failover")] > 0  # 50/50 over 20: 1 in a million to see none
-        assert max(took) < 0.95, max(took)  # one connect timeout (two would be 1.0 s)
+        # one connect timeout, not two (2 s): the rest of a second is for a loaded machine
+        assert max(took) < 1.9, max(took)
         failed_over = sorted(took)[-seen[("v2", "failover")]:]
-        assert min(failed_over) >= 0.45  # they did wait for the timeout (the hole is silent)
+        assert min(failed_over) >= 0.95  # they did wait for the timeout (the hole is silent)
     finally:
         for f in fillers:
             f.close()

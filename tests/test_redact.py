@@ -16,7 +16,6 @@ import pytest
 from aiohttp import ClientSession
 
 from gateway import redact
-from gateway.admin.auth import mint
 from gateway.log import _JsonFormatter, _TextFormatter, event
 from tests.backends import echo_app
 from tests.conftest import (
@@ -24,6 +23,7 @@ from tests.conftest import (
     SECRET,
     STATE_KEY,
     STATE_KEY_ENV,
+    admin_token,
     free_port,
     two_versions,
     wait_until,
@@ -145,8 +145,7 @@ async def test_no_secret_in_any_answer_log_or_cli_output(tmp_path: Path, backend
         env = {"KG_EVENT_SECRET": SECRETS["event signing secret"]}
         gw = gateway_procs(cfg_path, env=env)
         await asyncio.to_thread(gw.wait_ready)
-        tok = mint(SECRET, "reader", "killgate:read killgate:kill", 600, "killgate",
-                   "killgate-admin")
+        tok = admin_token("killgate:read killgate:kill", "reader", 600)
         auth = {"Authorization": f"Bearer {tok}"}
         seen: dict[str, str] = {}
         async with ClientSession() as s:

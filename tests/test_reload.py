@@ -18,11 +18,10 @@ from pathlib import Path
 import aiohttp
 from aiohttp import ClientSession
 
-from gateway.admin.auth import mint
 from tests.backends import echo_app, sse_app
 from tests.conftest import (
     ROOT,
-    SECRET,
+    bearer,
     free_port,
     running_gateway,
     two_versions,
@@ -32,7 +31,7 @@ from tests.conftest import (
 from tests.loadgen import BackgroundLoad
 
 PATH = "/v2/models/iris/x"
-H = {"Authorization": f"Bearer {mint(SECRET, 'ops', 'killgate:admin', 10800, 'killgate', 'killgate-admin')}"}
+H = bearer('killgate:admin', 'ops', 10800)
 
 
 def atomic_write(path: Path, text: str) -> None:

@@ -37,6 +37,10 @@ class Req:
     remote: str | None = "10.0.0.7"
     version: tuple[int, int] = (1, 1)
 
+    @property
+    def traceparent(self) -> str | None:
+        return self.headers.get("traceparent")
+
 
 def req(**headers: str) -> Req:
     return Req(CIMultiDictProxy(CIMultiDict({"user-agent": "curl/8", **headers})))

@@ -11,12 +11,11 @@ from pathlib import Path
 
 from aiohttp import ClientSession, web
 
-from gateway.admin.auth import mint
 from gateway.domain.audit import AuditDraft
 from tests.backends import echo_app
 from tests.conftest import (
     ROOT,
-    SECRET,
+    bearer,
     die_with_parent,
     free_port,
     running_gateway,
@@ -29,7 +28,7 @@ INFER = "/v2/models/iris/infer"
 
 
 def auth(scope: str = "killgate:admin") -> dict[str, str]:
-    return {"Authorization": f"Bearer {mint(SECRET, 'ops', scope, 600, 'killgate', 'killgate-admin')}"}
+    return bearer(scope, 'ops', 600)
 
 
 class Flaky:

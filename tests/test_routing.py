@@ -9,8 +9,9 @@ from collections import Counter
 import pytest
 
 from gateway.configfile import parse_config_text
-from gateway.domain.routing import build_table, path_matches
+from gateway.domain.routing import path_matches
 from gateway.domain.statedoc import KillFlag, StateDoc
+from gateway.domain.tablebuild import build_table
 
 
 def _cfg(w1: float = 90, w2: float = 10, extra: str = "", stable: str = "v1"):
@@ -220,8 +221,8 @@ routes:
 def test_a_new_document_rebuilds_only_the_routes_it_changes() -> None:
     """rebuild_table (what the holder does for a new state document) equals a full build,
     and reuses the plans of every route the document did not change: a kill flips one."""
-    from gateway.domain.routing import rebuild_table
     from gateway.domain.statedoc import HistoryEntry, RouteOverride
+    from gateway.domain.tablebuild import rebuild_table
 
     routes = "\n".join(f"""  - name: r{i}
     match: {{path_prefix: /r{i}}}

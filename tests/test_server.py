@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -15,7 +16,13 @@ from pathlib import Path
 import pytest
 
 from tests.backends import sse_app
-from tests.conftest import free_port, two_versions, wait_until_sync, write_config
+from tests.conftest import (
+    die_with_parent,
+    free_port,
+    two_versions,
+    wait_until_sync,
+    write_config,
+)
 
 
 def _cfg(tmp: Path, port: int, extra: str = "") -> Path:
@@ -85,6 +92,29 @@ def test_serve_with_a_bad_config_exits_one(tmp_path: Path) -> None:
     assert "routes: must have at least 1 item(s)" in res.stderr
 
 
+@pytest.mark.parametrize(("which", "workers"), [("listen", 1), ("admin", 1), ("listen", 2)])
+def test_a_port_in_use_is_one_line_naming_it_not_a_traceback(tmp_path: Path, which: str,
+                                                             workers: int) -> None:
+    """Another process listens on the data (or admin) port: `killgate serve` says which
+    address and why on one line and exits 1, with one worker or a supervisor of two."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        other = f"127.0.0.1:{free_port()}"
+        mine = f"127.0.0.1:{port}"
+        cfg = write_config(tmp_path, two_versions(free_port(), free_port()),
+                           listen=mine if which == "listen" else other,
+                           admin=mine if which == "admin" else other)
+        res = subprocess.run([sys.executable, "-m", "gateway", "serve", "-c", str(cfg),
+                              "--workers", str(workers)], capture_output=True, text=True,
+                             timeout=30)
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert res.stderr.strip().splitlines()[-1] == (
+        f"killgate: cannot listen on {mine}: Address already in use"), res.stderr
+    assert "Traceback" not in res.stderr + res.stdout
+
+
 def _inflight(admin: str) -> float:
     with urllib.request.urlopen(admin + "/metrics", timeout=2) as r:
         for line in r.read().decode().splitlines():
@@ -115,15 +145,23 @@ def test_fd_limit_is_raised_to_the_hard_limit(tmp_path: Path, hard: int) -> None
     cfg = write_config(tmp_path, two_versions(9, 9, 100, 0), listen=f"127.0.0.1:{free_port()}",
                        admin=f"127.0.0.1:{free_port()}")
     log = tmp_path / "gw.log"
+
+    def limited() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+        die_with_parent()  # (a run ended by its timeout leaves no gateway behind)
+
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "gateway", "serve", "-c", str(cfg)], stdout=out,
-            stderr=subprocess.STDOUT, start_new_session=True,
-            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard)))
+            stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=limited)
     try:
         wait_until_sync(lambda: b"listening" in log.read_bytes(), 15, what="listening")
         assert _soft_nofile(proc.pid) == hard
         assert (b"fd_limit_low" in log.read_bytes()) == (hard < 20000)  # max_connections
     finally:
         proc.terminate()
-        proc.wait(15)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)

@@ -14,16 +14,15 @@ from typing import Any
 import pytest
 from aiohttp import ClientSession, web
 
-from gateway.admin.auth import mint
 from tests.backends import RawBackend, Recorder, echo_app, hang_app
-from tests.conftest import SECRET, running_gateway, wait_until, write_config
+from tests.conftest import bearer, running_gateway, wait_until, write_config
 from tests.shadow_backends import chat_app, chat_request, v2_app, v2_request
 
 Start = Callable[[web.Application], Awaitable[int]]
 INFER = "/v2/models/iris/infer"
 CHAT = "/v1/chat/completions"
-READ = {"Authorization": f"Bearer {mint(SECRET, 't', 'killgate:read', 10800, 'killgate', 'killgate-admin')}"}
-KILL = {"Authorization": f"Bearer {mint(SECRET, 't', 'killgate:kill', 10800, 'killgate', 'killgate-admin')}"}
+READ = bearer('killgate:read', 't', 10800)
+KILL = bearer('killgate:kill', 't', 10800)
 
 
 def route(p1: int, p2: int, shadow: str, protocol: str = "v2",

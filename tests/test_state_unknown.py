@@ -22,8 +22,9 @@ from aiohttp import ClientSession
 
 from gateway.configfile import load_config
 from gateway.control.table import TableHolder
-from gateway.domain.routing import KILLED, STATE_UNKNOWN, build_table
+from gateway.domain.routing import KILLED, STATE_UNKNOWN
 from gateway.domain.statedoc import KillFlag, StateDoc
+from gateway.domain.tablebuild import build_table
 from tests.backends import echo_app
 from tests.conftest import free_port, running_gateway, two_versions, wait_until, write_config
 from tests.faultproxy import Forwarder

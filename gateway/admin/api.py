@@ -1,10 +1,10 @@
 """Admin HTTP API (CONTRACT §4) on its own listener, separate from the data plane.
 
 Owns the admin routes and their handlers: who may call what (scopes), reading the
-request (admin/inputs.py), and handing writes to admin/writes.py. It is given only the
-narrow interfaces it uses (admin/ports.py), never the composition root. Denied attempts
-are counted, rate limited per address, and audited (tallied, then written in the
-background by `DeniedLog`).
+request (admin/inputs.py), and handing writes to admin/writes.py. Who calls is checked by
+admin/callers.py (refused calls counted, rate limited per address, and audited through
+`DeniedLog`). It is given only the narrow interfaces it uses (admin/ports.py), never the
+composition root.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import dataclasses
 import json
 import logging
 import re
-import uuid
 from typing import Any
 
 from aiohttp import web
@@ -22,9 +21,8 @@ from gateway import redact
 from gateway.admin import actions, inputs, openapi, shadowgate
 from gateway.admin.approvals import ApprovalRefused, Approvals
 from gateway.admin.auth import Authenticator, Principal
+from gateway.admin.callers import Callers
 from gateway.admin.denied import DeniedLog
-from gateway.admin.drills import DrillApi
-from gateway.admin.limiter import TokenBucket
 from gateway.admin.middleware import errors, json_error
 from gateway.admin.ports import (
     AlertInbox,
@@ -45,8 +43,7 @@ from gateway.admin.writes import Done, Writer
 from gateway.configfile import LoadedConfig
 from gateway.domain.audit import AuditDraft, clean_text
 from gateway.domain.diff import config_dict
-from gateway.errors import ApiError, Forbidden, StoreUnavailable, Unauthenticated
-from gateway.forwarded import trusted_proxies
+from gateway.errors import ApiError, Forbidden, StoreUnavailable
 from gateway.log import event
 
 __all__ = ["AdminApi", "json_error"]
@@ -55,13 +52,6 @@ log = logging.getLogger("killgate.admin")
 BREAK_GLASS = "killgate:breakglass"
 APPROVAL_ID = r"ap-[0-9a-f]{16}"
 AUDIT_CURSOR = r"[0-9]{1,20}-[0-9]{1,20}|[0-9a-f]{32}"  # a redis stream id, or an event id
-
-
-def _endpoint(request: web.Request) -> str:
-    """The route pattern a request matched (`/v1/routes/{route}/rollback`): what callers
-    chose, never their text."""
-    resource = request.match_info.route.resource
-    return resource.canonical if resource is not None else clean_text(request.path, 256)
 
 
 class AdminApi:
@@ -80,39 +70,15 @@ class AdminApi:
         self.counters = counters
         self.metrics_page = metrics_page
         self.alerts = alerts
-        loaded = current.loaded
-        self.auth = Authenticator(loaded.config.admin.auth, loaded.resolve)
-        self.limiter, self.all_checks = self._limiters(loaded)
         self.denied = DeniedLog(self._append_audit, counters)
+        self.callers = Callers(current, counters, self.denied)  # who calls, refused calls
         self.writer = Writer(state, idem, self._append_audit)
         self.shadow_checks = ShadowChecks(shadow, current)  # the shadow promotion gate
         self.approvals = Approvals(current, state, self.shadow_checks)
-        self.drills: DrillApi | None = None  # the /v1/drills endpoints (set by the app)
-        if self.auth.problem:
-            event(log, "admin_auth_not_configured", logging.ERROR, problem=self.auth.problem)
-
-    @staticmethod
-    def _limiters(loaded: LoadedConfig) -> tuple[TokenBucket, TokenBucket]:
-        """Token checks per client address, and (ten times that) for all addresses
-        together: a spray from many addresses is bounded too."""
-        a = loaded.config.admin
-        return (TokenBucket(a.auth_check_rate, a.auth_check_burst),
-                TokenBucket(10 * a.auth_check_rate, 10 * a.auth_check_burst))
 
     def reconfigure(self, loaded: LoadedConfig, checked: Authenticator | None = None) -> None:
-        """A reloaded config may change the admin auth settings (not the listener).
-        `checked`: the authenticator the reload was validated with (its key already read)."""
-        a = loaded.config.admin
-        if (a.auth_check_rate, a.auth_check_burst) != (self.limiter.rate, self.limiter.burst):
-            self.limiter, self.all_checks = self._limiters(loaded)
-        auth = loaded.config.admin.auth
-        if auth != self.auth.cfg:
-            if checked is not None and checked.cfg == auth:
-                self.auth = checked
-            else:
-                self.auth = Authenticator(auth, loaded.resolve)
-            if self.auth.problem:
-                event(log, "admin_auth_not_configured", logging.ERROR, problem=self.auth.problem)
+        """A reloaded config may change the admin auth settings (not the listener)."""
+        self.callers.reconfigure(loaded, checked)
 
     def app(self, outer: tuple[Any, ...] = ()) -> web.Application:
         """`outer`: middlewares that wrap everything (tracing), outermost first."""
@@ -136,69 +102,11 @@ class AdminApi:
         r.add_post("/v1/approvals/{id}/approve", self.approve)
         r.add_post("/v1/approvals/{id}/decline", self.decline)
         r.add_post("/v1/alerts/alertmanager", self.alertmanager)
-        if self.drills is not None:
-            self.drills.add_routes(r)
         return app
 
     async def _append_audit(self, draft: AuditDraft) -> None:
         if await self.state.append_audit(draft) is None:
             raise StoreUnavailable("the state store holds no state yet; not recorded")
-
-    # ------------------------------------------------------------------ who calls
-
-    def _peer(self, request: web.Request) -> str:
-        """The client's address: the socket peer, or behind `admin.trusted_proxies` the
-        right-most untrusted X-Forwarded-For hop."""
-        trusted = trusted_proxies(tuple(self.current.loaded.config.admin.trusted_proxies))
-        return trusted.client(request.remote, request.headers.getall("X-Forwarded-For", ()))
-
-    async def authorize(self, request: web.Request, scope: str | None) -> Principal:
-        """The caller, checked like every other call (for the console's handlers)."""
-        return await self._principal(request, scope)
-
-    async def _principal(self, request: web.Request, scope: str | None) -> Principal:
-        """Who calls, in the order that keeps a valid token usable under a flood: the
-        header's size was capped by the listener (431), a token verified before is taken
-        from the cache at once, and only an unknown token spends a token check of its
-        address's budget (429 when it is spent) before its signature is checked."""
-        peer = self._peer(request)
-        principal: Principal | None = None
-        try:
-            headers = request.headers.getall("Authorization", [])
-            if len(headers) > 1:
-                raise Unauthenticated()
-            header = headers[0] if headers else None
-            principal = await self.auth.cached(header)
-            if principal is None:
-                wait = max(self.limiter.take(peer), self.all_checks.take("*"))
-                if wait > 0:
-                    raise self.limiter.refusal(wait)  # no token work for a flood
-                principal = await self.auth.verify(header)
-            if scope is not None:
-                principal.require(scope)
-        except ApiError as exc:
-            self._denied(request, peer, scope, principal, exc)
-            raise
-        return principal
-
-    def _denied(self, request: web.Request, peer: str, scope: str | None,
-                principal: Principal | None, exc: ApiError) -> None:
-        """Count, log and (through the audit trail's tally) audit a refused call."""
-        action = {401: "authn_fail", 403: "authz_fail", 429: "auth_rate_limited"}.get(exc.status)
-        if action is None:  # a 503: the auth settings cannot verify anything (logged apart)
-            return
-        self.counters.inc("killgate_auth_failures_total", (str(exc.status),),
-                          label_names=("code",))
-        subject = principal.subject if principal is not None else None
-        endpoint = _endpoint(request)
-        if exc.status != 429:  # (429s come in floods: the tally stands for them)
-            event(log, "admin_denied", logging.WARNING, status=exc.status, type=exc.type,
-                  peer=peer, path=endpoint, scope=scope, subject=subject)
-        self.denied.record(action, subject, peer, request.method, endpoint,
-                           f"{exc.type}: {exc.message}", scope or "(any)")
-
-    def _meta(self, request: web.Request) -> tuple[str, str]:
-        return inputs.request_id(request, uuid.uuid4().hex), self._peer(request)
 
     # ------------------------------------------------------------------ open endpoints
 
@@ -228,20 +136,23 @@ class AdminApi:
     # ------------------------------------------------------------------ reads
 
     async def status(self, request: web.Request) -> web.Response:
-        await self._principal(request, "killgate:read")
+        await self.callers.authorize(request, "killgate:read")
+        # the fleet first: a heartbeat it refuses is counted in the document's
+        # verification counts, which would otherwise lag one call behind its instances
+        instances = await self.fleet.fleet()
         body = self.status_doc.document()
-        body["instances"] = await self.fleet.fleet()
+        body["instances"] = instances
         return web.json_response(redact.tree(body))
 
     async def config(self, request: web.Request) -> web.Response:
         """The config this instance runs, for `killgate diff`."""
-        await self._principal(request, "killgate:read")
+        await self.callers.authorize(request, "killgate:read")
         loaded = self.current.loaded
         return web.json_response({"digest": loaded.digest,
                                   "config": config_dict(loaded.config)})
 
     async def audit(self, request: web.Request) -> web.Response:
-        await self._principal(request, "killgate:read")
+        await self.callers.authorize(request, "killgate:read")
         limit = inputs.query_int(request, "limit", 50, 1, 1000)
         before = inputs.query_text(request, "before", AUDIT_CURSOR,
                                    "an event cursor from a previous page's `next`")
@@ -252,7 +163,7 @@ class AdminApi:
     # ------------------------------------------------------------------ writes
 
     async def _action(self, request: web.Request, action: str) -> web.Response:
-        principal = await self._principal(request, actions.SCOPE_OF[action])
+        principal = await self.callers.authorize(request, actions.SCOPE_OF[action])
         cfg = self.current.loaded.config
         route = request.match_info.get("route")
         if route is not None and cfg.route(route) is None:
@@ -261,7 +172,7 @@ class AdminApi:
         body = await inputs.json_body(request, actions.ACTIONS[action] | {"reason"} | glass_field)
         reason = inputs.reason(body)
         wait = inputs.wait(request)
-        rid, peer = self._meta(request)
+        rid, peer = self.callers.meta(request)
         intent = dataclasses.replace(
             actions.intent(action, body, route, cfg, principal.subject, reason, rid, peer),
             trace_id=request.get(TRACE_ID, ""))
@@ -302,7 +213,7 @@ class AdminApi:
             principal.require(BREAK_GLASS)
         except Forbidden as exc:
             exc.message += " that 'break_glass' needs (killgate:admin does not imply it)"
-            self._denied(request, peer, BREAK_GLASS, principal, exc)
+            self.callers.refused(request, peer, BREAK_GLASS, principal, exc)
             raise
         self.counters.inc("killgate_break_glass_total", (intent.action,),
                           label_names=("action",))
@@ -332,18 +243,18 @@ class AdminApi:
 
     async def alertmanager(self, request: web.Request) -> web.Response:
         """Alertmanager's webhook (control/alerts.py does the work)."""
-        principal = await self._principal(request, "killgate:alert")
+        principal = await self.callers.authorize(request, "killgate:alert")
         if self.alerts is None:
             raise ApiError(404, "not_found", "alerts are not configured")
         body = await inputs.json_body(request, None)
-        rid, peer = self._meta(request)
+        rid, peer = self.callers.meta(request)
         return web.json_response(await self.alerts.receive(
             body, rid, peer, request.get(TRACE_ID, ""), principal.subject))
 
     # ------------------------------------------------------------------ approvals
 
     async def approvals_list(self, request: web.Request) -> web.Response:
-        await self._principal(request, "killgate:read")
+        await self.callers.authorize(request, "killgate:read")
         return web.json_response({"approvals": self.approvals.open()})
 
     def _approval_id(self, request: web.Request) -> str:
@@ -354,7 +265,7 @@ class AdminApi:
 
     async def approve(self, request: web.Request) -> web.Response:
         # any valid token; the scope needed is the action's, checked against the record
-        principal = await self._principal(request, None)
+        principal = await self.callers.authorize(request, None)
         ident = self._approval_id(request)
         body = await inputs.json_body(request, frozenset({"hash", "reason"}))
         expected = body.get("hash")
@@ -364,18 +275,18 @@ class AdminApi:
                            "change's hash (GET /v1/approvals shows it)")
         reason = inputs.reason(body, required=False, default="approved")
         wait = inputs.wait(request)
-        rid, peer = self._meta(request)
+        rid, peer = self.callers.meta(request)
         trace = request.get(TRACE_ID, "")
         return await self._approval_step(request, principal, peer, wait, rid, lambda: (
             self.approvals.approve(ident, principal, expected, reason, rid, peer, trace)))
 
     async def decline(self, request: web.Request) -> web.Response:
-        principal = await self._principal(request, None)
+        principal = await self.callers.authorize(request, None)
         ident = self._approval_id(request)
         body = await inputs.json_body(request, frozenset({"reason"}))
         reason = inputs.reason(body, required=False, default="declined")
         wait = inputs.wait(request)
-        rid, peer = self._meta(request)
+        rid, peer = self.callers.meta(request)
         trace = request.get(TRACE_ID, "")
         return await self._approval_step(request, principal, peer, wait, rid, lambda: (
             self.approvals.decline(ident, principal, reason, rid, peer, trace)))
@@ -386,7 +297,7 @@ class AdminApi:
             return await self.writer.run(request, principal.subject, wait, op, rid, peer,
                                          request.get(TRACE_ID, ""))
         except Forbidden as exc:  # the action's scope, checked against the stored record
-            self._denied(request, peer, None, principal, exc)
+            self.callers.refused(request, peer, None, principal, exc)
             raise
         except (ApiError, ApprovalRefused) as exc:
             if exc.type in ("self_approval", "approval_changed", "approval_tampered"):

@@ -16,7 +16,6 @@ never gated.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import secrets
@@ -34,6 +33,7 @@ from gateway.domain.audit import AuditDraft
 from gateway.domain.statedoc import Change, StateDoc
 from gateway.errors import AuditError, DomainError, StateError
 from gateway.log import event
+from gateway.tasks import cancel
 
 __all__ = ["Approval", "ApprovalRefused", "Approvals"]
 
@@ -330,8 +330,5 @@ class Approvals:
         self._task = asyncio.create_task(self._run(interval), name="approval-sweep")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel(self._task)
+        self._task = None

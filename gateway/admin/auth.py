@@ -31,7 +31,7 @@ from gateway.errors import ApiError, Forbidden, Unauthenticated
 __all__ = ["SCOPES", "Authenticator", "Principal", "mint"]
 
 SCOPES = ("killgate:read", "killgate:kill", "killgate:rollout", "killgate:alert",
-          "killgate:admin", "killgate:breakglass")
+          "killgate:drill", "killgate:admin", "killgate:breakglass")
 MAX_AUTH_HEADER = 8192
 MAX_JOSE_BRACKETS = 32  # `[` and `{` in a JOSE header; real ones hold a handful
 MIN_SECRET = 32

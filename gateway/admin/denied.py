@@ -17,7 +17,6 @@ tallies, or put arbitrary text in the trail, by varying the path.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from gateway.admin.ports import Counters
 from gateway.domain.audit import AuditDraft, utc_now
 from gateway.errors import AuditError, StateError
 from gateway.log import event
+from gateway.tasks import cancel
 
 __all__ = ["DeniedLog"]
 
@@ -157,11 +157,8 @@ class DeniedLog:
 
     async def stop(self, timeout: float = 2.0) -> None:
         """Stop the loop, then write what is still tallied (bounded by `timeout`)."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel(self._task)
+        self._task = None
         try:
             await asyncio.wait_for(self.flush(), timeout)
         except Exception as exc:  # noqa: BLE001 - shutdown goes on; what is lost is said

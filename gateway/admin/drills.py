@@ -36,7 +36,9 @@ from gateway.errors import ApiError, UnknownDrill
 from gateway.log import event
 
 if TYPE_CHECKING:
-    from gateway.admin.api import AdminApi
+    from gateway.admin.callers import Callers
+    from gateway.admin.shadowgate import ShadowChecks
+    from gateway.admin.writes import Writer
 
 __all__ = ["DrillApi"]
 
@@ -46,9 +48,12 @@ MAX_SUMMARY = 16 * 1024
 
 
 class DrillApi:
-    def __init__(self, api: AdminApi, *, current: Current, state: StateWriter,
-                 audit: AuditReader, key: bytes | None, key_problem: str | None) -> None:
-        self.api = api  # who calls (_principal, _meta) and the writer (idempotency, receipt)
+    def __init__(self, callers: Callers, writer: Writer, shadow_checks: ShadowChecks, *,
+                 current: Current, state: StateWriter, audit: AuditReader, key: bytes | None,
+                 key_problem: str | None) -> None:
+        self.callers = callers  # who calls
+        self.writer = writer  # idempotency, receipt
+        self.shadow_checks = shadow_checks
         self.current = current
         self.state = state
         self.audit = audit
@@ -98,14 +103,13 @@ class DrillApi:
                 answer["audit_id"] = ev["id"]
             return Done(answer, new.generation, event=ev)
 
-        resp = await self.api.writer.run(request, principal.subject, wait, op, rid, peer,
-                                         trace)
+        resp = await self.writer.run(request, principal.subject, wait, op, rid, peer, trace)
         return dict(json.loads(resp.text or "{}"))
 
     # ------------------------------------------------------------------ reads
 
     async def list(self, request: web.Request) -> web.Response:
-        await self.api._principal(request, "killgate:read")
+        await self.callers.authorize(request, "killgate:read")
         limit = inputs.query_int(request, "limit", 20, 1, 200)
         doc = self.current.doc
         opened = [{k: v for k, v in plain(r).items() if k not in ("fault", "nonce")} | {
@@ -120,7 +124,7 @@ class DrillApi:
     # ------------------------------------------------------------------ writes
 
     async def open(self, request: web.Request) -> web.Response:
-        principal = await self.api._principal(request, "killgate:drill")
+        principal = await self.callers.authorize(request, "killgate:drill")
         body = await inputs.json_body(request, frozenset(
             {"kind", "route", "version", "production", "duration", "reason"}))
         rc = self._cfg_route(body.get("route"))
@@ -149,7 +153,7 @@ class DrillApi:
                 raise ApiError(400, "bad_request", f"'duration' must be > 0 and at most "
                                                    f"{limit:g}s (drills.max_duration)")
         reason = inputs.reason(body)
-        rid, peer = self.api._meta(request)
+        rid, peer = self.callers.meta(request)
         drill = f"d-{datetime.now(UTC):%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
         deadline = time.time() + duration
         extra: dict[str, Any] = {"drill": drill}
@@ -186,27 +190,27 @@ class DrillApi:
         return web.json_response(out)
 
     async def inject(self, request: web.Request) -> web.Response:
-        principal = await self.api._principal(request, "killgate:drill")
+        principal = await self.callers.authorize(request, "killgate:drill")
         drill = self._drill_id(request)
         rec = self.current.doc.drills.get(drill)
         if rec is None:
             raise ApiError(404, "unknown_drill", f"no open drill {drill!r}")
         body = await inputs.json_body(request, frozenset({"reason", FIELDS[rec.kind]}))
         rc = self._cfg_route(rec.route)
-        meta = self.api._meta(request)
+        meta = self.callers.meta(request)
         inj = injection(rec, rc, body, principal, inputs.reason(body), meta,
                         self.current.loaded.config)
         # (a rollback that would give a shadow traffic below its gate is refused, as ever)
-        gated = await self.api.shadow_checks.wrap(inj.gated_route, inj.change)
+        gated = await self.shadow_checks.wrap(inj.gated_route, inj.change)
         return web.json_response(await self._write(request, principal, gated, inj.describe,
                                                     {"drill": drill}, meta))
 
     async def restore(self, request: web.Request) -> web.Response:
-        principal = await self.api._principal(request, "killgate:drill")
+        principal = await self.callers.authorize(request, "killgate:drill")
         drill = self._drill_id(request)
         body = await inputs.json_body(request, frozenset({"reason"}))
         reason = inputs.reason(body)
-        rid, peer = self.api._meta(request)
+        rid, peer = self.callers.meta(request)
         notes: list[dict[str, Any]] = []
         routes = {r.name: r for r in self.current.loaded.config.routes}
         rebuilt = None
@@ -256,7 +260,7 @@ class DrillApi:
                 "state": drills.route_state(doc, rc) if rc is not None else None}
 
     async def end(self, request: web.Request) -> web.Response:
-        principal = await self.api._principal(request, "killgate:drill")
+        principal = await self.callers.authorize(request, "killgate:drill")
         drill = self._drill_id(request)
         body = await inputs.json_body(request, frozenset({"verdict", "summary", "reason"}))
         verdict = body.get("verdict")
@@ -269,7 +273,7 @@ class DrillApi:
         if len(json.dumps(summary)) > MAX_SUMMARY:
             raise ApiError(400, "bad_request", f"'summary' is larger than {MAX_SUMMARY} bytes")
         reason = inputs.reason(body)
-        rid, peer = self.api._meta(request)
+        rid, peer = self.callers.meta(request)
         routes = {r.name: r for r in self.current.loaded.config.routes}
         notes: list[dict[str, Any]] = []
         ended: dict[str, Any] = {}

@@ -11,29 +11,26 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
+import urllib.parse
 from typing import Any
 
-from gateway.cli.http import APPROVAL, RECEIPT, Answer, ClientError, call, expect
+from gateway.cli.client import raw_call
+from gateway.cli.http import APPROVAL, RECEIPT, ClientError, expect
 
 __all__ = ["add_approval_commands"]
 
-DEFAULT_ADMIN = "http://127.0.0.1:8081"
 LISTING = {"approvals": list}
 ITEM = {"id": str, "action": str, "target": dict, "args": dict, "requested_by": str,
         "reason": str, "needs": int, "approved_by": list, "expires": str, "hash": str}
 
 
-def _call(args: argparse.Namespace, method: str, path: str,
-          body: dict[str, Any] | None = None) -> Answer:
-    base = (getattr(args, "admin", None) or os.environ.get("KILLGATE_ADMIN_URL")
-            or DEFAULT_ADMIN).rstrip("/")
-    token = getattr(args, "token", None) or os.environ.get("KILLGATE_TOKEN")
-    return call(base, token, method, path, body)
+def _q(ident: str) -> str:
+    """An id as one path segment: `../../kill` must not name another endpoint."""
+    return urllib.parse.quote(ident, safe="")
 
 
 def _open(args: argparse.Namespace) -> list[dict[str, Any]]:
-    answer = _call(args, "GET", "/v1/approvals")
+    answer = raw_call(args, "GET", "/v1/approvals")
     if answer.status != 200:
         raise ClientError(f"the admin API answered {answer.status}, not 200")
     items = expect(answer.body, LISTING)["approvals"]
@@ -76,7 +73,7 @@ def _approve(args: argparse.Namespace) -> int:
     body: dict[str, Any] = {"hash": item["hash"]}
     if args.reason:
         body["reason"] = args.reason
-    answer = _call(args, "POST", f"/v1/approvals/{args.id}/approve", body)
+    answer = raw_call(args, "POST", f"/v1/approvals/{_q(args.id)}/approve", body)
     if answer.status == 202:  # recorded; more approvals are needed
         pending = expect(answer.body, APPROVAL)["approval"]
         if args.json:
@@ -102,7 +99,7 @@ def _approve(args: argparse.Namespace) -> int:
 
 def _decline(args: argparse.Namespace) -> int:
     body: dict[str, Any] = {"reason": args.reason} if args.reason else {}
-    answer = _call(args, "POST", f"/v1/approvals/{args.id}/decline", body)
+    answer = raw_call(args, "POST", f"/v1/approvals/{_q(args.id)}/decline", body)
     if answer.status != 200:
         raise ClientError(f"the admin API answered {answer.status}, not 200")
     res = expect(answer.body, {"approval": {"id": str, "state": str}})

@@ -12,7 +12,10 @@ import asyncio
 import json
 import os
 import secrets
+import shlex
+import shutil
 import signal
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -173,6 +176,7 @@ async def _demo(port: int, admin_port: int) -> int:
         return 1
     token = _dev_token(os.environ["KILLGATE_JWT_SECRET"])
     base = f"http://127.0.0.1:{port}"
+    kg = _cli_command()
     body = '{"inputs":[{"name":"input-0","shape":[1,4],"datatype":"FP32","data":[6.1,2.8,4.7,1.2]}]}'
     print(f"""
 killgate demo is running (Ctrl-C to stop)
@@ -198,11 +202,11 @@ Try:
   # the admin side
   curl -s http://127.0.0.1:{admin_port}/readyz
   export KILLGATE_TOKEN={token}
-  killgate --admin http://127.0.0.1:{admin_port} kill --route iris --reason "demo"
-  killgate --admin http://127.0.0.1:{admin_port} unkill --route iris --reason "demo over"
+  {kg} --admin http://127.0.0.1:{admin_port} kill --route iris --reason "demo"
+  {kg} --admin http://127.0.0.1:{admin_port} unkill --route iris --reason "demo over"
 
   # rehearse it: a kill drill on the drill route (users of iris never see it)
-  killgate --admin http://127.0.0.1:{admin_port} drill kill --route iris-drill --version v2
+  {kg} --admin http://127.0.0.1:{admin_port} drill kill --route iris-drill --version v2
 
   # the operator console: open it in a browser and paste the token above
   http://127.0.0.1:{admin_port}/ui/
@@ -219,6 +223,20 @@ Try:
     return 0
 
 
+def _cli_command() -> str:
+    """How another shell runs this same killgate: `killgate` when that is what PATH finds,
+    else the full path of the script that runs now (the quick start's `.venv/bin/killgate`
+    works without an activated venv, from any folder), else `python -m gateway` with this
+    interpreter."""
+    argv0 = Path(sys.argv[0])
+    if argv0.name == "killgate" and argv0.exists():
+        found = shutil.which("killgate")
+        if found and Path(found).resolve() == argv0.resolve():
+            return "killgate"
+        return shlex.quote(str(argv0.absolute()))
+    return f"{shlex.quote(sys.executable)} -m gateway"
+
+
 def _dev_token(secret: str) -> str:
     from gateway.admin.auth import mint
 
@@ -229,7 +247,9 @@ def run_demo(port: int = 8080, admin_port: int = 8081) -> int:
     from gateway.server import _install_uvloop, c_parser_in_use
 
     if not c_parser_in_use():
-        print("killgate demo: aiohttp's C HTTP parser is not available; refusing to start")
+        print("killgate demo: a C HTTP parser is not in use (AIOHTTP_NO_EXTENSIONS set, "
+              "aiohttp installed without its C extensions, or httptools without llhttp); "
+              "refusing to start")
         return 3
     _install_uvloop()
     return asyncio.run(_demo(port, admin_port))

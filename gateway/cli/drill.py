@@ -154,8 +154,19 @@ def _duration(v: str) -> str:
     return v
 
 
+def _limit(v: str) -> int:
+    try:
+        n = int(v)
+    except ValueError:
+        n = 0
+    if not 1 <= n <= 200:
+        raise argparse.ArgumentTypeError(f"{v!r} is not a whole number from 1 to 200")
+    return n
+
+
 def add_drill_commands(sub: Any, common: Any) -> None:
     d = sub.add_parser("drill", help="rehearse a kill, rollback, failover or store loss")
+    common(d)  # (--admin, --token, --json also between `drill` and its command)
     ds = d.add_subparsers(dest="drill_command", required=True, metavar="KIND")
 
     def kind(name: str, kind_: str, help_: str) -> argparse.ArgumentParser:
@@ -206,7 +217,8 @@ def add_drill_commands(sub: Any, common: Any) -> None:
     s.set_defaults(fn=lambda a: asyncio.run(drillpast.restore(a)))
     h = ds.add_parser("history", help="past drills, open ones, and the trend")
     common(h)
-    h.add_argument("--limit", type=int, default=20, choices=range(1, 201), metavar="N")
+    h.add_argument("--limit", type=_limit, default=20, metavar="N",
+                   help="past drills shown, 1-200 (20)")
     h.set_defaults(fn=lambda a: asyncio.run(drillpast.history(a)))
 
 

@@ -11,10 +11,12 @@ import argparse
 import json
 import os
 import sys
+import urllib.parse
 from typing import Any
 
 import aiohttp
 
+from gateway.cli.http import ClientError, expect
 from gateway.control.drillload import AdminClient, DrillApiError
 
 __all__ = ["client", "history", "history_rows", "restore", "say", "trend"]
@@ -33,6 +35,22 @@ def client(args: argparse.Namespace, session: aiohttp.ClientSession) -> AdminCli
                        or os.environ.get("KILLGATE_TOKEN"))
 
 
+def _q(ident: str) -> str:
+    """A drill id as one path segment: an id shaped like a path names no other endpoint."""
+    return urllib.parse.quote(ident, safe="")
+
+
+def _listing(got: dict[str, Any]) -> dict[str, Any]:
+    """GET /v1/drills's answer, checked before anything of it is printed."""
+    expect(got, {"open": list, "history": list})
+    for item in (*got["open"], *got["history"]):
+        if not isinstance(item, dict):
+            raise ClientError("unexpected answer from the admin API: a drill is not an object")
+    for d in got["open"]:
+        expect(d, {"id": str, "kind": str, "route": str, "actor": str, "started": str})
+    return got
+
+
 def _measure_of(summary: dict[str, Any]) -> dict[str, Any]:
     """The drill's own measure (p50, p99, max) from a recorded summary; {} if none."""
     return next((summary[k] for k in MEASURES if isinstance(summary.get(k), dict)), {})
@@ -43,15 +61,15 @@ async def restore(args: argparse.Namespace) -> int:
         api = client(args, session)
         reason = args.reason or "restored with `killgate drill restore`"
         try:
-            out = await api.call("POST", f"/v1/drills/{args.id}/restore", {"reason": reason},
+            out = await api.call("POST", f"/v1/drills/{_q(args.id)}/restore", {"reason": reason},
                                  retry_for=30.0)
         except DrillApiError as exc:
             if exc.status != 404:
                 say(str(exc))
                 return 1
             try:
-                past = await api.call("GET", "/v1/drills?limit=200")
-            except DrillApiError as why:
+                past = _listing(await api.call("GET", "/v1/drills?limit=200"))
+            except (DrillApiError, ClientError) as why:
                 say(f"drill {args.id} is not open ({exc}); its history cannot be read: {why}")
                 return 1
             done = next((e for e in past["history"]
@@ -59,11 +77,11 @@ async def restore(args: argparse.Namespace) -> int:
             if done is None:
                 say(f"no drill {args.id}: not open, and not among the last drills ended")
                 return 1
-            say(f"drill {args.id} ended already ({done['after'].get('verdict')}, "
-                f"{done['time']}); nothing to restore")
+            say(f"drill {args.id} ended already ({(done.get('after') or {}).get('verdict')}, "
+                f"{done.get('time')}); nothing to restore")
             return 0
         try:
-            await api.call("POST", f"/v1/drills/{args.id}/end",
+            await api.call("POST", f"/v1/drills/{_q(args.id)}/end",
                            {"verdict": "aborted", "reason": reason,
                             "summary": {"restored_by": "killgate drill restore"}},
                            retry_for=30.0)
@@ -117,16 +135,18 @@ def trend(events: list[dict[str, Any]]) -> list[str]:
 async def history(args: argparse.Namespace) -> int:
     async with aiohttp.ClientSession() as session:
         try:
-            got = await client(args, session).call("GET", f"/v1/drills?limit={args.limit}")
-        except DrillApiError as exc:
+            got = _listing(await client(args, session).call("GET",
+                                                             f"/v1/drills?limit={args.limit}"))
+        except (DrillApiError, ClientError) as exc:
             say(str(exc))
             return 1
     if args.json:
         print(json.dumps(got, indent=2))
         return 0
     for d in got["open"]:
+        overdue = f" (OVERDUE: killgate drill restore {d['id']})" if d.get("overdue") else ""
         print(f"OPEN {d['id']} {d['kind']} on {d['route']} by {d['actor']} since "
-              f"{d['started']}{' (OVERDUE: killgate drill restore ' + d['id'] + ')' if d['overdue'] else ''}")
+              f"{d['started']}{overdue}")
     print("\n".join(history_rows(got["history"])))
     lines = trend(got["history"])
     if lines:

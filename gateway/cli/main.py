@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 
 from gateway import __version__
@@ -81,9 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="An inference gateway with canary split, kill "
                                             "switch and rollback.")
     p.add_argument("--version", action="version", version=f"killgate {__version__}")
-    from gateway.cli.admin import _common, add_client_commands
+    from gateway.cli.admin import add_client_commands
+    from gateway.cli.client import common_options
 
-    _common(p, top=True)
+    common_options(p, top=True)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     s = sub.add_parser("serve", help="run the gateway from a config file")
@@ -112,19 +114,32 @@ def build_parser() -> argparse.ArgumentParser:
     add_client_commands(sub)
     from gateway.cli.drill import add_drill_commands
 
-    add_drill_commands(sub, _common)
+    add_drill_commands(sub, common_options)
     from gateway.cli.shadow import add_shadow_commands
 
-    add_shadow_commands(sub, _common)
+    add_shadow_commands(sub, common_options)
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
+def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "serve" and args.workers < 1:
         print("killgate: --workers must be >= 1", file=sys.stderr)
         return 2
+    return int(args.fn(args))
+
+
+def main(argv: list[str] | None = None) -> int:
     try:
-        return int(args.fn(args))
+        try:
+            return _main(argv)
+        finally:  # (here, not at exit, also after --help: a reader that left is handled)
+            sys.stdout.flush()
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # `killgate ... --json | head`: the reader left before the output ended. Not an
+        # error of ours to show a traceback for; exit like a process killed by SIGPIPE,
+        # and keep the interpreter's last flush from raising again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE

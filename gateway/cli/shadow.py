@@ -2,7 +2,7 @@
 
 Owns the command's arguments and its human-readable summary and disagreement table;
 `--json` prints the API's answer (GET /v1/routes/{route}/shadow) as it came. Calls the
-admin API through the admin client's helpers (gateway/cli/admin.py). Exit 0 when the
+admin API through the admin client's helpers (gateway/cli/client.py). Exit 0 when the
 report was read, 1 on any error (with the API's message).
 """
 
@@ -12,7 +12,7 @@ import argparse
 import json
 from typing import Any
 
-from gateway.cli.admin import ClientError, _call, _q, _run, _table
+from gateway.cli.client import ClientError, api, quote, run, table
 from gateway.domain.audit import clean_text
 
 __all__ = ["add_shadow_commands", "render"]
@@ -73,14 +73,14 @@ def render(rep: dict[str, Any]) -> str:
             rows.append([str(d.get("time", "")), _short(diffs, 40), _short(d.get("request")),
                          f"{p.get('status')} {_short(p.get('body'), 40)}",
                          f"{s.get('status')} {_short(s.get('body'), 40)}"])
-        lines += ["", "DISAGREEMENTS (newest first)", _table(rows)]
+        lines += ["", "DISAGREEMENTS (newest first)", table(rows)]
     return "\n".join(lines)
 
 
 def _report(args: argparse.Namespace) -> int:
     if not 1 <= args.limit <= 100:
         raise ClientError("--limit must be from 1 to 100")
-    rep = _call(args, "GET", f"/v1/routes/{_q(args.route)}/shadow?limit={args.limit}")
+    rep = api(args, "GET", f"/v1/routes/{quote(args.route)}/shadow?limit={args.limit}")
     print(json.dumps(rep, indent=2) if args.json else render(rep))
     return 0
 
@@ -88,10 +88,11 @@ def _report(args: argparse.Namespace) -> int:
 def add_shadow_commands(sub: Any, common: Any) -> None:
     p = sub.add_parser("shadow", help="shadow traffic: how often the shadow agrees "
                                       "('shadow report ROUTE')")
+    common(p)  # (--admin, --token, --json also between `shadow` and its command)
     inner = p.add_subparsers(dest="shadow_command", required=True, metavar="COMMAND")
     r = inner.add_parser("report", help="a route's comparison results and sampled "
                                         "disagreements")
     common(r)
     r.add_argument("route")
     r.add_argument("--limit", type=int, default=10, help="disagreements shown (1-100)")
-    r.set_defaults(fn=_run(_report))
+    r.set_defaults(fn=run(_report))

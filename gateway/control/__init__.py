@@ -1,4 +1,4 @@
 """The control loops: rollout, reload, probes, outgoing events and the swapped route table.
 
-May import dataplane/ (narrow interfaces), domain/, telemetry/ and the foundations.
+May import state/, telemetry/, domain/ and the foundations; never admin/ or dataplane/.
 """

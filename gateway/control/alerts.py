@@ -33,6 +33,7 @@ from gateway.domain.statedoc import Change, StateDoc, apply_change, kill_key
 from gateway.errors import ApiError, DomainError, StateError
 from gateway.log import event
 from gateway.telemetry.metrics import Metrics
+from gateway.tokenbucket import TokenBucket
 
 __all__ = ["AlertReceiver", "Budget"]
 
@@ -72,21 +73,14 @@ NEW_PER_HOUR = 100.0
 
 
 class Budget:
-    """A token bucket: `burst` at once, refilled at `per_hour` (a clock handed in)."""
+    """`burst` new episodes at once, refilled at `per_hour` (a clock handed in)."""
 
     def __init__(self, burst: int, per_hour: float,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        self.burst, self.rate, self.clock = float(burst), per_hour / 3600.0, clock
-        self.tokens, self.at = self.burst, clock()
+        self._bucket = TokenBucket(per_hour / 3600.0, burst, clock, max_keys=1)
 
     def take(self) -> bool:
-        now = self.clock()
-        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
-        self.at = now
-        if self.tokens < 1:
-            return False
-        self.tokens -= 1
-        return True
+        return self._bucket.take("*") == 0.0
 
 
 @dataclass(frozen=True, slots=True)

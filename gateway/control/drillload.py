@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
 import time
 import uuid
@@ -60,18 +61,36 @@ class AdminClient:
                             f"the admin API at {self.base} answered {r.status} to "
                             f"{r.headers.get('Location', '(no Location)')[:256]}: not followed "
                             "(it would carry the token there); give the admin URL itself"))
-                    data = await r.json(content_type=None)
+                    try:
+                        data = await r.json(content_type=None)
+                    except ValueError:  # (an answer, so not retried as "unreachable")
+                        raise DrillApiError(r.status, "bad_answer", (
+                            f"the admin API at {self.base} answered {r.status} with something "
+                            "that is not JSON: is that killgate's admin listener?")) from None
                     if r.status < 300 and isinstance(data, dict):
                         return data
                     err = data.get("error", {}) if isinstance(data, dict) else {}
                     exc = DrillApiError(r.status, str(err.get("type", "error")),
                                         str(err.get("message", data)))
-            except (aiohttp.ClientError, TimeoutError, ValueError) as e:
+            except (aiohttp.ClientError, TimeoutError) as e:
                 exc = DrillApiError(0, "unreachable",
-                                    f"cannot reach the admin API at {self.base}: {e!r}")
+                                    f"cannot reach the admin API at {self.base}: {_why(e)}")
             if exc.status not in (0, 503) or time.monotonic() > deadline:
                 raise exc
             await asyncio.sleep(0.2)
+
+
+def _why(exc: BaseException) -> str:
+    """What went wrong with a connection, as a person reads it (`[Errno 111] Connection
+    refused`), never an object's repr."""
+    if isinstance(exc, TimeoutError):
+        return "no answer in time"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        err = exc.os_error  # (a name that does not resolve: a gaierror, errno < 0)
+        if err.errno and err.errno > 0:
+            return f"[Errno {err.errno}] {os.strerror(err.errno)}"
+        return err.strerror or str(err)
+    return str(exc) or type(exc).__name__
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,7 +30,7 @@ from gateway.control.drillload import (
 )
 from gateway.domain.audit import utc_now
 from gateway.domain.drillplan import Plan
-from gateway.domain.drillreport import Marks, Obs, analyse, steady_problems, verdict
+from gateway.domain.drillreport import Marks, Obs, analyse, percentiles, steady_problems, verdict
 from gateway.domain.drilltoken import HEADER
 
 __all__ = ["DrillRunner", "resolve_probe"]
@@ -238,9 +238,14 @@ class DrillRunner:
         await asyncio.sleep(seconds)
 
     def _refused(self, started: str, why: str, verdict_: str = "aborted") -> dict[str, Any]:
+        """The report of a drill that never opened: every field of CONTRACT §5.4, with
+        nothing measured (no instance, no time, no leak, no error; nothing to restore)."""
         self.report = {"id": None, "kind": self.plan.kind, "verdict": verdict_,
                        "reasons": [why], "route": self.plan.route, "version": self.plan.version,
-                       "restored": True, "started": started, "finished": utc_now()}
+                       "instances": [], self.plan.measure: percentiles(()),
+                       "time_to_restore_ms": percentiles(()), "leaks": 0, "errors": 0,
+                       "requests": 0, "restored": True, "started": started,
+                       "finished": utc_now()}
         return self.report
 
     async def _finish(self, started: str, to: str | None, fleet: dict[str, Any],

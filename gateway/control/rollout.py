@@ -28,12 +28,13 @@ from gateway.control.table import TableHolder
 from gateway.domain.analysis import Sample, Verdict, analyze, merge
 from gateway.domain.audit import AuditDraft, utc_now
 from gateway.domain.overrides import effective_stable, with_stable
-from gateway.domain.routing import canary_of
 from gateway.domain.statedoc import Change, Progress, RouteOverride, StateDoc
 from gateway.domain.stats import WindowStats
+from gateway.domain.tablebuild import canary_of
 from gateway.errors import AuditError, StateError
 from gateway.log import event
 from gateway.state.sync import Sync
+from gateway.tasks import cancel
 
 __all__ = ["RolloutDriver"]
 
@@ -77,10 +78,8 @@ class RolloutDriver:
         self._task = asyncio.create_task(self._loop(), name="rollout")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        await cancel(self._task)
+        self._task = None
 
     async def _loop(self) -> None:
         while True:

@@ -23,6 +23,7 @@ from gateway.domain.statedoc import Change, StateDoc, apply_change
 from gateway.domain.verdict import spec_of
 from gateway.errors import StateError
 from gateway.log import event
+from gateway.tasks import cancel
 
 __all__ = ["FRESH", "ShadowResults", "stats_key"]
 
@@ -70,10 +71,8 @@ class ShadowResults:
         self._task = asyncio.create_task(self._loop(), name="shadow-results")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        await cancel(self._task)
+        self._task = None
 
     async def _loop(self) -> None:
         while True:

@@ -15,8 +15,9 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from gateway.configfile import LoadedConfig
-from gateway.domain.routing import RouteTable, build_table, rebuild_table
+from gateway.domain.routing import RouteTable
 from gateway.domain.statedoc import StateDoc
+from gateway.domain.tablebuild import build_table, rebuild_table
 
 __all__ = ["Held", "TableHolder"]
 

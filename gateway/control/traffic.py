@@ -12,7 +12,6 @@ instance's counts alone in the view, and says so.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -22,6 +21,7 @@ from gateway.domain import traffic
 from gateway.domain.stats import WindowStats
 from gateway.errors import StateError
 from gateway.log import event
+from gateway.tasks import cancel
 
 __all__ = ["STATS_KEY", "LiveTraffic"]
 
@@ -66,11 +66,8 @@ class LiveTraffic:
         self._task = asyncio.create_task(self._loop(), name="live-traffic")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel(self._task)
+        self._task = None
 
     def _blob(self) -> dict[str, Any]:
         now = self.clock()

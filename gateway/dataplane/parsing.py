@@ -29,6 +29,7 @@ from gateway.dataplane.wire import (
     MAX_LINE,
     NAMES,
     SMALL_BODY,
+    TRACEPARENT,
     UPGRADE,
     Limits,
     Refuse,
@@ -123,6 +124,9 @@ class Parsing:
             req.expect_continue = value.lower() == b"100-continue"
         elif kind == UPGRADE:
             req.refused = (400, "protocol upgrades are not proxied")
+        elif kind == TRACEPARENT:
+            if req.traceparent is None:  # (the first, as a tracer reads it; noted here so
+                req.traceparent = value  # that the sampling decision scans no fields)
         else:
             alias = name.lower().replace(b"_", b"-")
             raise Refuse(400, f"the header {name.decode('latin-1')!r} reads as "

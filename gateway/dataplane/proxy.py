@@ -94,8 +94,11 @@ class Proxy(Answers):
 
     def handle(self, req: Request) -> None:
         req.rec = RequestRecord(req.started)
-        if self.tracer is not None:
-            req.span = self.tracer.begin(TraceView(req))
+        tracer = self.tracer
+        if tracer is not None:
+            sampled = tracer.sample(req.traceparent)
+            if sampled is not None:  # (the view is built for sampled requests only)
+                req.span = tracer.start(sampled, TraceView(req))
         inflight = self.inflight
         if inflight.count >= self.max_inflight:
             # Shed at once (RELIABILITY row 40): admitted requests keep their latency.

@@ -83,7 +83,7 @@ class Request:
                  "chunks", "conn", "content_length", "continue_sent", "dispatched",
                  "expect_continue", "flight", "host", "http10", "keep_alive", "last_body",
                  "method", "out_chunked", "raw_headers", "rec", "refused", "responded", "span",
-                 "started", "target", "waiter")
+                 "started", "target", "traceparent", "waiter")
 
     def __init__(self, conn: HttpProtocol, now: float) -> None:
         self.conn = conn
@@ -93,6 +93,7 @@ class Request:
         self.raw_headers: list[tuple[bytes, bytes]] = []
         self._headers: HeaderView | None = None  # made when something reads a field by name
         self.host: bytes | None = None
+        self.traceparent: bytes | None = None  # the first such field (read by tracing only)
         self.http10 = False
         self.keep_alive = True
         self.content_length: int | None = None

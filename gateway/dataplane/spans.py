@@ -31,6 +31,9 @@ class IncomingRequest(Protocol):
     @property
     def headers(self) -> Mapping[str, str]: ...
     @property
+    def traceparent(self) -> str | None:
+        """The first `traceparent` field, if any (the sampling decision reads only this)."""
+    @property
     def host(self) -> str: ...
     @property
     def remote(self) -> str | None: ...
@@ -82,8 +85,13 @@ class RequestSpan(Protocol):
 
 
 class RequestTracer(Protocol):
-    def begin(self, request: IncomingRequest) -> RequestSpan | None:
-        """A span for a sampled request; None for an unsampled one (nothing to record)."""
+    def sample(self, traceparent: bytes | None) -> object | None:
+        """The head-sampling decision from the request's first `traceparent` field: None
+        for an unsampled request (nothing more happens), else what `start` takes. Cheap:
+        every request pays it when tracing is on."""
+
+    def start(self, decision: object, request: IncomingRequest) -> RequestSpan:
+        """The span of a request `sample` chose."""
 
 
 class TraceView:
@@ -106,6 +114,11 @@ class TraceView:
     @property
     def headers(self) -> _Lenient:
         return _Lenient(self.req.raw_headers)
+
+    @property
+    def traceparent(self) -> str | None:
+        tp = self.req.traceparent
+        return None if tp is None else tp.decode("latin-1")
 
     @property
     def host(self) -> str:

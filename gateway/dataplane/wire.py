@@ -79,9 +79,9 @@ _UNDERSCORE_ALIASES = frozenset({
     b"x-forwarded-host", b"x-forwarded-proto", b"forwarded", b"x-real-ip"})
 
 
-PLAIN, HOST, LENGTH, CHUNKED, EXPECT, UPGRADE, ALIASED = range(7)
+PLAIN, HOST, LENGTH, CHUNKED, EXPECT, UPGRADE, ALIASED, TRACEPARENT = range(8)
 _KINDS = {b"host": HOST, b"content-length": LENGTH, b"transfer-encoding": CHUNKED,
-          b"expect": EXPECT, b"upgrade": UPGRADE}
+          b"expect": EXPECT, b"upgrade": UPGRADE, b"traceparent": TRACEPARENT}
 NAMES: dict[bytes, int] = {}  # a field name as sent -> what it is to us (learned once)
 
 

@@ -189,6 +189,11 @@ def verify_trail(events: Iterable[dict[str, Any]], head: str | None = None,
         anchored = ev.get("anchored_head")
         if ev.get("action") != "state.reseed" or not isinstance(anchored, str):
             anchored = ""
+        if not isinstance(ev.get("prev_hash"), str) or not isinstance(ev.get("hash"), str):
+            what = ("not one JSON object" if "unparseable" in ev
+                    else "no prev_hash and hash")
+            return report(ChainBreak(i, eid, f"not an audit event ({what}): this is not an "
+                                             "audit trail, or an event was overwritten"))
         if ev.get("prev_hash") != prev:
             if i == 0:
                 return report(ChainBreak(0, eid, (

@@ -13,7 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from gateway.config import Duration
-from gateway.configfile import format_path
+from gateway.config_problems import format_path
 from gateway.errors import ConfigError, Problem
 
 __all__ = ["MEASURE", "Abort", "Plan", "Request", "Target", "Targets", "parse_plan", "plan_from"]

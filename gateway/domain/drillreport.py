@@ -236,7 +236,7 @@ def markdown(report: dict[str, Any]) -> str:
              f"{report['started']} → {report['finished']}"]
     if report.get("reasons"):
         lines += ["", *[f"- {r}" for r in report["reasons"]]]
-    if measure is None:
+    if measure is None or report.get("id") is None:  # (never opened: nothing measured)
         return "\n".join(lines) + "\n"
     name = measure[:-3].replace("_", " ")
     lines += ["", f"| instance | requests | {name} (ms) | leaks | errors | "

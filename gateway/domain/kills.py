@@ -4,7 +4,8 @@ Pure (statedoc, drills). `kill` is the one rule by which a person (admin API), a
 anything else sets a kill flag. A kill already in force changes nothing and keeps who
 killed, when and why, except that asking to cut in-flight answers upgrades a flag that
 did not, and a flag an open drill holds is taken over: the drill's restore then leaves it
-(it undoes only what is still as the drill left it).
+(it undoes only what is still as the drill left it). `newly_aborting` and `covering`: which
+in-flight exchanges a new document's kills cut.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import replace
 from gateway.domain import drills
 from gateway.domain.statedoc import Change, KillFlag, KillScope, StateDoc, kill_key
 
-__all__ = ["kill"]
+__all__ = ["covering", "kill", "newly_aborting"]
 
 
 def kill(doc: StateDoc, scope: KillScope, route: str | None, version: str | None,
@@ -29,3 +30,23 @@ def kill(doc: StateDoc, scope: KillScope, route: str | None, version: str | None
     # generation 0: statedoc.apply_change stamps the generation the kill lands in
     return Change(kills={key: KillFlag(scope, route, version, actor, reason, now, 0,
                                        abort_inflight)})
+
+
+def newly_aborting(before: StateDoc, after: StateDoc) -> frozenset[str]:
+    """The kill keys of `after` that ask to cut in-flight answers and did not in `before`
+    (new kills, or kills newly asked to abort)."""
+    old = before.kills
+    return frozenset(k for k, f in after.kills.items()
+                     if f.abort_inflight and (k not in old or not old[k].abort_inflight))
+
+
+def covering(keys: frozenset[str], route: str, version: str | None) -> str | None:
+    """The scope ("global", "route", "version") of the widest of `keys` that covers an
+    exchange on (route, version), or None."""
+    if "global" in keys:
+        return "global"
+    if kill_key("route", route, None) in keys:
+        return "route"
+    if version is not None and kill_key("version", route, version) in keys:
+        return "version"
+    return None

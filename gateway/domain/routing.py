@@ -1,8 +1,9 @@
 """Route matching and version choice: the pure decision core of the data plane.
 
-Owns `RouteTable` (an immutable snapshot built from config + replicated state + health)
-and the one bucketing function. No I/O, no aiohttp, no redis: randomness and the
-sticky key are passed in. A request reads the table once and keeps it to the end.
+Owns `RoutePlan` and `RouteTable` (an immutable snapshot; built from config + replicated
+state + health by domain/tablebuild.py) and the one bucketing function. No I/O, no
+aiohttp, no redis: randomness and the sticky key are passed in. A request reads the table
+once and keeps it to the end.
 
 Sticky assignment uses weighted rendezvous hashing (score = -ln(u) / weight, lowest wins,
 u from blake2b salted by route and version): the share of each version is exactly its
@@ -22,8 +23,8 @@ from itertools import accumulate
 from typing import NamedTuple
 from urllib.parse import urlsplit
 
-from gateway.config import Config, FallbackConfig, RouteConfig
-from gateway.domain.statedoc import StateDoc, kill_key
+from gateway.config import FallbackConfig, RouteConfig
+from gateway.domain.statedoc import StateDoc
 
 __all__ = [
     "STATE_UNKNOWN",
@@ -32,11 +33,7 @@ __all__ = [
     "RouteTable",
     "Target",
     "bucket_score",
-    "build_table",
-    "canary_of",
     "path_matches",
-    "progressive_weights",
-    "rebuild_table",
 ]
 
 # Decisions, as they appear in x-killgate-decision.
@@ -317,98 +314,3 @@ class RouteTable:
             if p.matches(path, host, headers, model):
                 return p
         return None
-
-
-def canary_of(rc: RouteConfig, stable: str) -> str | None:
-    """The canary of a two-version route (the version that is not `stable`)."""
-    others = [v.name for v in rc.versions if v.name != stable]
-    return others[0] if len(others) == 1 else None
-
-
-def progressive_weights(rc: RouteConfig, prog: Mapping[str, object]) -> dict[str, float] | None:
-    """Weights while a progressive rollout runs (step percentage to the canary)."""
-    steps = rc.analysis.steps if rc.analysis is not None else None
-    canary = canary_of(rc, rc.stable)
-    if not steps or canary is None or prog.get("canary") != canary \
-            or prog.get("state") not in ("running", "paused"):
-        return None
-    step = prog.get("step", 0)
-    if type(step) is not int:  # not a bool either: the document is corrupt
-        return None
-    pct = float(steps[max(0, min(step, len(steps) - 1))])
-    weights = {v.name: 0.0 for v in rc.versions}
-    weights[canary] = pct
-    weights[rc.stable] = 100.0 - pct
-    return weights
-
-
-def build_table(cfg: Config, doc: StateDoc, unhealthy: frozenset[tuple[str, str]] = frozenset(),
-                fail_closed: bool = False, state_unknown: bool = False) -> RouteTable:
-    """Combine the config, the replicated state and health into the routing snapshot.
-    `state_unknown` (the kill state never loaded) closes every route, before any kill."""
-    global_kill = fail_closed or "global" in doc.kills
-    return RouteTable([_plan(rc, doc, unhealthy, global_kill, state_unknown)
-                       for rc in cfg.routes], doc, unhealthy)
-
-
-def rebuild_table(old: RouteTable, cfg: Config, doc: StateDoc,
-                  unhealthy: frozenset[tuple[str, str]] = frozenset(),
-                  fail_closed: bool = False, state_unknown: bool = False) -> RouteTable:
-    """`build_table` for a new state document when the config, health, fail-closed and
-    state-unknown are those `old` was built from: only the plans of routes whose state
-    changed are built again (a kill flips one route's plan; the others are the same
-    objects), so applying a kill costs the same with 5 routes or 500. Equal to a full
-    build, by construction."""
-    names = _changed_routes(old.doc, doc)
-    if names is None:
-        return build_table(cfg, doc, unhealthy, fail_closed, state_unknown)
-    global_kill = fail_closed or "global" in doc.kills
-    plans = []
-    for rc in cfg.routes:
-        kept = old.by_name.get(rc.name)
-        if kept is None or kept.config is not rc:
-            return build_table(cfg, doc, unhealthy, fail_closed, state_unknown)
-        plans.append(_plan(rc, doc, unhealthy, global_kill, state_unknown)
-                     if rc.name in names else kept)
-    return RouteTable(plans, doc, unhealthy)
-
-
-def _changed_routes(a: StateDoc, b: StateDoc) -> set[str] | None:
-    """Routes whose routing inputs differ between two documents (None: every route)."""
-    if ("global" in a.kills) != ("global" in b.kills):
-        return None
-    names: set[str] = set()
-    for key in a.kills.keys() ^ b.kills.keys():
-        names.add(key.split(":")[1])  # route:<r> or version:<r>:<v>
-    for x, y in ((a.overrides, b.overrides), (a.progress, b.progress), (a.history, b.history)):
-        if x is not y:
-            names.update(k for k in x.keys() | y.keys() if x.get(k) != y.get(k))
-    return names
-
-
-def _plan(rc: RouteConfig, doc: StateDoc, unhealthy: frozenset[tuple[str, str]],
-          global_kill: bool, state_unknown: bool = False) -> RoutePlan:
-    """One route's plan from the config, the state and health."""
-    killed = STATE_UNKNOWN if state_unknown else "global" if global_kill else (
-        "route" if kill_key("route", rc.name) in doc.kills else None)
-    ov = doc.overrides.get(rc.name)
-    prog = doc.progress.get(rc.name)
-    unpinnable: frozenset[str] = frozenset()
-    if ov is not None:
-        weights = {v.name: float(ov.weights.get(v.name, 0.0)) for v in rc.versions}
-        stable = ov.stable if ov.stable and rc.version(ov.stable) else rc.stable
-        unpinnable = frozenset(n for n, w in weights.items() if w <= 0)
-    elif prog is not None and (w := progressive_weights(rc, prog)) is not None:
-        weights, stable = w, rc.stable
-    else:
-        weights = {v.name: v.weight for v in rc.versions}
-        stable = rc.stable
-    excluded: dict[str, str] = {}
-    for v in rc.versions:
-        if kill_key("version", rc.name, v.name) in doc.kills:
-            excluded[v.name] = "killed"
-        elif (rc.name, v.name) in unhealthy:
-            excluded[v.name] = "unhealthy"
-    prev = doc.previous_stable(rc.name, stable)
-    previous = prev.stable if prev is not None and rc.version(prev.stable) else None
-    return RoutePlan(rc, weights, stable, excluded, killed, previous, unpinnable)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from gateway.configfile import LoadedConfig
-    from gateway.control.table import TableHolder
+    from gateway.state.holder import Holder
     from gateway.state.mirror import Alarm
     from gateway.state.sync import Sync
     from gateway.telemetry.metrics import Metrics
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 __all__ = ["make_sync"]
 
 
-def make_sync(loaded: LoadedConfig, holder: TableHolder, metrics: Metrics,
+def make_sync(loaded: LoadedConfig, holder: Holder, metrics: Metrics,
               instance: str, alarm: Alarm | None = None) -> Sync:
     """Build the store and the sync loop; raises ConfigError when a key cannot be read."""
     from gateway.state.local import LocalStore

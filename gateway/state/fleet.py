@@ -14,15 +14,15 @@ import time
 from typing import Any
 
 from gateway.config import StateConfig
-from gateway.control.table import TableHolder
 from gateway.errors import StateError
+from gateway.state.holder import Holder
 from gateway.state.store import Ack, FleetStore
 
 __all__ = ["Fleet"]
 
 
 class Fleet:
-    def __init__(self, store: FleetStore, holder: TableHolder, cfg: StateConfig,
+    def __init__(self, store: FleetStore, holder: Holder, cfg: StateConfig,
                  instance: str, pushes: bool) -> None:
         self.store = store
         self.holder = holder

@@ -3,9 +3,9 @@
 Owns the background task that (re)connects, subscribes first and then loads, applies
 pushed documents, polls the generation every `poll_interval` (the only delivery
 guarantee: pub/sub drops messages during reconnects), re-seeds a store that lost or
-spoiled its state, and enforces `on_unavailable`. Heartbeats and receipts live in
-fleet.py, the snapshot file in snapshot.py, the audit mirror in mirror.py, writes in
-writes.py. Invariants: only verified documents are applied, and only when newer than the
+spoiled its state (reseed.py), and enforces `on_unavailable` (staleness.py). Heartbeats
+and receipts live in fleet.py, the snapshot file in snapshot.py, the audit mirror in
+mirror.py, writes in writes.py. Invariants: only verified documents are applied, and only when newer than the
 one held; a push that would relax anything (lift a kill, change an override) is a hint:
 the store is re-read and verified first; a re-seed copies nothing unverified but kills;
 the data plane never waits for any of this.
@@ -22,18 +22,21 @@ from collections.abc import Callable
 from typing import Any
 
 from gateway.config import StateConfig
-from gateway.control.table import TableHolder
-from gateway.domain.audit import AuditDraft, utc_now
-from gateway.domain.statedoc import Change, StateDoc, apply_change, relaxes
-from gateway.errors import AuditError, StateError, StoreConflict
+from gateway.domain.audit import AuditDraft
+from gateway.domain.statedoc import StateDoc, relaxes
+from gateway.errors import AuditError, StateError
 from gateway.log import event
 from gateway.state.fleet import Fleet
+from gateway.state.holder import Holder
 from gateway.state.mirror import AuditMirror
+from gateway.state.reseed import Repair
 from gateway.state.signing import Keyring
 from gateway.state.snapshot import SnapshotFile
-from gateway.state.store import Ack, Loaded, Store, legacy_doc, merge_restrictive, new_epoch
+from gateway.state.staleness import Guard
+from gateway.state.store import Ack, Store
 from gateway.state.tamper import TamperLog
 from gateway.state.writes import Writes
+from gateway.tasks import cancel
 from gateway.telemetry.metrics import Metrics
 
 __all__ = ["Sync"]
@@ -41,8 +44,11 @@ __all__ = ["Sync"]
 log = logging.getLogger("killgate.state")
 
 
-class Sync(Writes):
-    def __init__(self, store: Store, holder: TableHolder, metrics: Metrics, instance: str,
+class Sync(Repair, Guard, Writes):
+    """The sync loop; re-seeds (reseed.py), the staleness guard (staleness.py) and writes
+    (writes.py) are its mixins."""
+
+    def __init__(self, store: Store, holder: Holder, metrics: Metrics, instance: str,
                  cfg: StateConfig, snapshot: SnapshotFile, tamper: TamperLog,
                  keys: Keyring, mirror: AuditMirror | None = None) -> None:
         self.store = store
@@ -116,11 +122,7 @@ class Sync(Writes):
         if self._side_tasks:
             await asyncio.wait(set(self._side_tasks), timeout=2 * self.cfg.command_timeout)
         await self.snapshot.flush()  # the last snapshot lands
-        for t in self._tasks:
-            t.cancel()
-        for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
+        await cancel(self._tasks)
         self._tasks = []
         with contextlib.suppress(StateError, TimeoutError):
             await asyncio.wait_for(self.store.leave(self.instance), self.cfg.command_timeout)
@@ -221,89 +223,6 @@ class Sync(Writes):
         self._touch()
         await self.peers.beat()
 
-    def _judge(self, got: Loaded) -> None:
-        """Report what the store holds that we refuse."""
-        if got.doc is not None:
-            self._seen_signed = True
-        if got.problem is not None:
-            self.tamper.note("state", got.problem)
-            self.last_error = f"refused the stored state: {got.problem}"
-        elif got.doc is not None and not got.trusted:
-            self.tamper.note("generation", f"the stored generation {got.token!r} is not the "
-                                           f"signed document's {got.doc.generation}")
-
-    async def _full_sync(self) -> None:
-        mine = self.holder.doc  # read first: a write landing meanwhile is not "the store lost it"
-        got = await self.store.load()
-        self._judge(got)
-        if got.empty and mine.generation == 0 and not mine.kills and not self.from_snapshot:
-            # A new store, and we know of no state: start generation 0.
-            with contextlib.suppress(StoreConflict):
-                await self.store.commit(None, StateDoc(epoch=new_epoch()), None)
-            got = await self.store.load()
-        elif not got.trusted or (got.doc is not None and got.doc.generation < mine.generation):
-            if not self._may_repair():
-                return  # spoiled again at once: keep our state, back off (see _may_repair)
-            await self._reseed(got, mine)
-            got = await self.store.load()
-        if got.trusted and got.doc is not None and self._apply(got.doc):
-            self.snapshot.soon(got.doc)
-
-    def _may_repair(self) -> bool:
-        """Whether to re-seed the store now. Repairs that are undone again at once (a
-        forged, replayed or deleted document, a rewritten generation key, two instances
-        with different keys: a rotation step skipped) back off to one per 30 s, so they
-        cannot flood the audit trail; writes still repair at once."""
-        now = time.monotonic()
-        if now - self._repair_at > 60.0:
-            self._repairs = 0  # a minute without a refused document: start afresh
-        if now < self._repair_at:
-            return False
-        self._repair_at = now + min(30.0, 0.25 * 2 ** self._repairs)
-        self._repairs += 1
-        return True
-
-    async def _reseed(self, got: Loaded, mine: StateDoc) -> None:
-        """The store lost its state (restart without persistence, FLUSHALL, an old backup)
-        or holds one we refuse: write the restrictive merge of what we know."""
-        store_doc = got.doc if got.trusted else None
-        legacy = None
-        if got.refused is not None and self.migrating:
-            legacy = await asyncio.to_thread(legacy_doc, got.refused)
-        if legacy is not None:
-            # Migration from unsigned state: its kills are kept (they only stop traffic);
-            # its overrides, history, identities and generation are not trusted (whoever
-            # wrote it could choose a generation the fleet could never move past).
-            kills = {k: f for k, f in legacy.kills.items() if k not in mine.kills}
-            mine = apply_change(mine, Change(kills=kills))
-        merged = merge_restrictive(store_doc, mine)
-        why = ("empty" if got.empty else "refused" if got.problem is not None
-               else "generation key disagrees" if not got.trusted else "older")
-        if got.empty and mine.audit_head:
-            self.trail_lost = {"anchored_head": mine.audit_head, "generation": mine.generation,
-                               "time": utc_now()}
-            self.metrics.inc("killgate_audit_trail_lost_total")
-            event(log, "audit_trail_lost", logging.ERROR, anchored_head=mine.audit_head,
-                  action="the store lost its audit trail: the re-seed continues the chain from "
-                         "this head; the mirror or a backup holds the events before it")
-        event(log, "state_store_reseed", logging.WARNING, why=why,
-              store_generation=None if store_doc is None else store_doc.generation,
-              our_generation=mine.generation, kills=sorted(merged.kills))
-        draft = AuditDraft(
-            actor="killgate/auto", action="state.reseed", target={"store": self.store.backend},
-            reason=f"the state store's state was {why}; re-seeded from this instance's "
-                   "verified last-known state (kills merged: only an explicit unkill lifts a "
-                   "kill)",
-            before={"generation": None if store_doc is None else store_doc.generation,
-                    "problem": got.problem},
-            after={"generation": merged.generation, "kills": sorted(merged.kills)},
-            source=self.instance, extra={"anchored_head": mine.audit_head or None})
-        try:
-            await self.store.commit(got.token, merged, draft, chain_from=mine.audit_head or None)
-        except StoreConflict:
-            return  # another instance re-seeded first; the caller reloads
-        self.metrics.inc("killgate_state_reseeds_total")
-
     async def _run(self) -> None:
         backoff = 0.05
         while True:
@@ -345,45 +264,6 @@ class Sync(Writes):
         while self._pending_audit:  # automatic actions noted while the store was away
             await self.append_audit(self._pending_audit[0])
             self._pending_audit.pop(0)
-
-    async def _guard(self) -> None:
-        """Staleness clock and the fail_closed policy; never touches the store."""
-        self.metrics.set("killgate_state_stale", 0)
-        while True:
-            stale = self.staleness()
-            self.metrics.set("killgate_kill_state_age_seconds", round(stale, 3))
-            self.metrics.set("killgate_state_store_connected", 1 if self.connected else 0)
-            self._alarm(stale)
-            if (self.cfg.on_unavailable == "fail_closed" and stale > self.cfg.max_staleness
-                    and not self.holder.fail_closed):
-                self.holder.set_fail_closed(True)
-                self.metrics.set("killgate_fail_closed", 1)
-                event(log, "fail_closed_tripped", logging.ERROR, staleness_s=round(stale, 3))
-                self._pending_audit.append(AuditDraft(
-                    actor="killgate/auto", action="fail_closed.trip", target={"scope": "global"},
-                    reason=f"no state sync for {stale:.1f}s (max_staleness "
-                           f"{self.cfg.max_staleness:g}s): every route answers killed",
-                    source=self.instance))
-            await asyncio.sleep(min(0.1, self.cfg.max_staleness / 4))
-
-    def _alarm(self, stale: float) -> None:
-        """Past max_staleness the state this instance enforces may be missing kills made
-        since: raise the alarm under either policy (`last_known` keeps serving)."""
-        now = stale > self.cfg.max_staleness
-        if now == self.stale:
-            return
-        self.stale = now
-        self.metrics.set("killgate_state_stale", 1 if now else 0)
-        if now:
-            event(log, "state_stale", logging.ERROR, staleness_s=round(stale, 3),
-                  max_staleness_s=self.cfg.max_staleness, policy=self.cfg.on_unavailable,
-                  error=self.last_error)
-        else:
-            event(log, "state_stale_cleared", logging.WARNING)
-
-    def staleness(self) -> float:
-        ref = self.last_ok if self.last_ok is not None else self.started_at
-        return time.monotonic() - ref
 
     # ------------------------------------------------------------------ reads
 

@@ -15,11 +15,11 @@ from collections.abc import Callable
 from typing import Any
 
 from gateway.config import StateConfig
-from gateway.control.table import TableHolder
 from gateway.domain.audit import AuditDraft
 from gateway.domain.statedoc import Change, StateDoc, apply_change
 from gateway.errors import DomainError, NotDurable, StateError, StoreConflict
 from gateway.log import event
+from gateway.state.holder import Holder
 from gateway.state.store import Loaded, Store
 from gateway.telemetry.metrics import Metrics
 
@@ -34,14 +34,14 @@ Describe = Callable[[StateDoc, StateDoc], AuditDraft]
 
 class Writes:
     store: Store
-    holder: TableHolder
+    holder: Holder
     metrics: Metrics
     cfg: StateConfig
     synced_once: bool
     committed: list[Callable[[dict[str, Any], StateDoc], None]]
     _write_lock: asyncio.Lock
 
-    # provided by Sync
+    # provided by Sync and its other mixins (reseed.py)
     def _apply(self, doc: StateDoc) -> bool:
         raise NotImplementedError
 

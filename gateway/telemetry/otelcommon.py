@@ -1,5 +1,5 @@
-"""What the OpenTelemetry exporters of this process share: the resource that names it, and
-the daemon threads their blocking exports run on.
+"""What the OpenTelemetry exporters of this process share: the resource that names it, the
+daemon threads their blocking exports run on, and their export counts on /metrics.
 
 An exporter blocks (HTTP with retries, up to its timeout) and a stalled collector can hold it
 that long: exports never run on the event loop, and the ones still running when the process
@@ -11,14 +11,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from opentelemetry.sdk.resources import Resource
 
+from gateway.telemetry.metrics import Metrics
 from gateway.telemetry.otelenv import OtelSettings
 
-__all__ = ["in_daemon_thread", "resource"]
+__all__ = ["export_counts", "in_daemon_thread", "resource"]
 
 T = TypeVar("T")
 
@@ -59,3 +60,18 @@ async def in_daemon_thread(fn: Callable[[], T], name: str) -> T:
 
     threading.Thread(target=run, name=name, daemon=True).start()
     return await fut
+
+
+def export_counts(metrics: Metrics, signal: str,
+                  counts: Callable[[], tuple[int, Mapping[str, int]]]) -> None:
+    """Show an exporter's counts on /metrics, read at each scrape: what the collector
+    accepted and what was lost by reason (the collector's trouble made visible)."""
+
+    def collect(m: Metrics) -> None:
+        exported, dropped = counts()
+        m.set("killgate_otel_exported_total", exported, (signal,), label_names=("signal",))
+        for reason, n in dropped.items():
+            m.set("killgate_otel_dropped_total", n, (signal, reason),
+                  label_names=("signal", "reason"))
+
+    metrics.collector(collect)

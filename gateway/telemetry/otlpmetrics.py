@@ -38,7 +38,7 @@ from prometheus_client.metrics_core import Metric as PromFamily
 
 from gateway.log import event
 from gateway.telemetry.metrics import Metrics
-from gateway.telemetry.otelcommon import in_daemon_thread, resource
+from gateway.telemetry.otelcommon import export_counts, in_daemon_thread, resource
 from gateway.telemetry.otelenv import OtelSettings
 
 __all__ = ["OtlpMetrics", "to_metrics_data"]
@@ -135,14 +135,7 @@ class OtlpMetrics:
         if not self.enabled:
             return
 
-        def collect(m: Metrics) -> None:
-            m.set("killgate_otel_exported_total", self.exported, ("metrics",),
-                  label_names=("signal",))
-            for reason, n in self.dropped.items():
-                m.set("killgate_otel_dropped_total", n, ("metrics", reason),
-                      label_names=("signal", "reason"))
-
-        metrics.collector(collect)
+        export_counts(metrics, "metrics", lambda: (self.exported, self.dropped))
 
     async def __aenter__(self) -> OtlpMetrics:
         s = self.settings

@@ -2,16 +2,18 @@
 
 Owns `RequestRecord` (what one request did, filled in by the data plane as it goes),
 the `Recorder` protocol the data plane calls once when a request finishes, the no-op
-recorder used when telemetry is off, the fan-out to several recorders, and the `arm`
-of an answer. Pure: no I/O, no third-party imports; a recorder must never raise or block.
+recorder used when telemetry is off, the fan-out to several recorders, the `arm` of an
+answer, and `IncomingRequest` (what a tracer reads of a request). Pure: no I/O, no
+third-party imports; a recorder must never raise or block.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Protocol
 
-__all__ = ["ARMS", "NULL", "Fanout", "NullRecorder", "Recorder", "RequestRecord", "arm_of",
-           "combine"]
+__all__ = ["ARMS", "NULL", "Fanout", "IncomingRequest", "NullRecorder", "Recorder",
+           "RequestRecord", "arm_of", "combine"]
 
 # Which arm of a route answered: the stable, the canary (any other version chosen by the
 # split, a pin or stickiness), or a detour. Labels are this fixed set, never client input.
@@ -103,3 +105,22 @@ def combine(*recorders: Recorder | None) -> Recorder:
     if len(real) == 1:
         return real[0]
     return Fanout(real)
+
+
+class IncomingRequest(Protocol):
+    """What a tracer reads of a data-plane request (telemetry/requestspans.py reads it; the
+    data plane's `spans.TraceView` has this shape)."""
+
+    @property
+    def method(self) -> str: ...
+    @property
+    def path(self) -> str: ...
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+    @property
+    def traceparent(self) -> str | None:
+        """The first `traceparent` field, if any (the sampling decision reads only this)."""
+    @property
+    def host(self) -> str: ...
+    @property
+    def remote(self) -> str | None: ...

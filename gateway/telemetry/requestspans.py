@@ -16,15 +16,15 @@ import time
 from collections.abc import Callable, Mapping
 from random import getrandbits
 from time import time_ns
-from typing import Any
+from typing import Any, cast
 
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
-from gateway.dataplane.spans import IncomingRequest
 from gateway.telemetry.otelenv import Sampling
+from gateway.telemetry.record import IncomingRequest
 from gateway.telemetry.w3c import parse_traceparent, trace_id_hex
 
 __all__ = ["METHODS", "RequestSpans", "method_name"]
@@ -208,23 +208,34 @@ class RequestSpans:
         self.parent_based = sampling.parent_based
         self.bound = round(sampling.ratio * (1 << 64))  # as TraceIdRatioBased decides
 
-    def begin(self, request: IncomingRequest) -> _Request | None:
-        headers = request.headers
-        parent = None
-        if "traceparent" in headers:  # (cheaper than a get that mostly finds nothing)
-            parent = parse_traceparent(headers["traceparent"])
-        if parent is None:
+    def sample(self, traceparent: bytes | None) -> tuple[int, SpanContext | None] | None:
+        """(trace id, remote parent) of a sampled request; None: not sampled. The request
+        path pays this on every request: no objects unless sampled."""
+        if traceparent is None:
             low = getrandbits(64)  # the trace id's low half: what the ratio decides on
             if low >= self.bound:
                 return None
-            return self._begin(request, (getrandbits(64) << 64 | low) or 1, None)
+            return (getrandbits(64) << 64 | low) or 1, None
+        parent = parse_traceparent(traceparent.decode("latin-1"))
+        if parent is None:
+            return self.sample(None)
         if self.parent_based:
             if not parent.flags & 1:
                 return None
         elif parent.trace_id & 0xFFFFFFFFFFFFFFFF >= self.bound:
             return None
-        return self._begin(request, parent.trace_id, SpanContext(
-            parent.trace_id, parent.span_id, True, TraceFlags(parent.flags | 1)))
+        return parent.trace_id, SpanContext(parent.trace_id, parent.span_id, True,
+                                            TraceFlags(parent.flags | 1))
+
+    def start(self, decision: object, request: IncomingRequest) -> _Request:
+        trace_id, parent = cast(tuple[int, "SpanContext | None"], decision)
+        return self._begin(request, trace_id, parent)
+
+    def begin(self, request: IncomingRequest) -> _Request | None:
+        """`sample` then `start`, for a request seen as text (the tests' way in)."""
+        tp = request.traceparent
+        decision = self.sample(None if tp is None else tp.encode("latin-1"))
+        return None if decision is None else self.start(decision, request)
 
     def _begin(self, request: IncomingRequest, trace_id: int,
                parent: SpanContext | None) -> _Request:

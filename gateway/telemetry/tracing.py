@@ -22,7 +22,7 @@ from opentelemetry.trace import Span as OtelSpan
 
 from gateway.log import event
 from gateway.telemetry.metrics import Metrics
-from gateway.telemetry.otelcommon import in_daemon_thread, resource
+from gateway.telemetry.otelcommon import export_counts, in_daemon_thread, resource
 from gateway.telemetry.otelenv import OtelSettings
 from gateway.telemetry.requestspans import RequestSpans, method_name
 from gateway.telemetry.spanqueue import BoundedProcessor, ExportCounts, WireExporter
@@ -116,14 +116,7 @@ class Tracing:
         if not self.enabled:
             return
 
-        def collect(m: Metrics) -> None:
-            exported, dropped = self.counts.snapshot()
-            m.set("killgate_otel_exported_total", exported, ("spans",), label_names=("signal",))
-            for reason, n in dropped.items():
-                m.set("killgate_otel_dropped_total", n, ("spans", reason),
-                      label_names=("signal", "reason"))
-
-        metrics.collector(collect)
+        export_counts(metrics, "spans", self.counts.snapshot)
 
     async def __aenter__(self) -> Tracing:
         s = self.settings

@@ -12,7 +12,6 @@ path; absent with one worker. Imports telemetry only.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import time
@@ -22,6 +21,7 @@ from pathlib import Path
 from prometheus_client.metrics_core import Metric
 
 from gateway.log import event
+from gateway.tasks import cancel
 from gateway.telemetry.groupseries import Raw, add_counted, add_gauges, capture, decode, encode, render
 from gateway.telemetry.metrics import Metrics
 from gateway.telemetry.requests import RequestStats
@@ -70,11 +70,8 @@ class WorkerMetrics:
         self._task = asyncio.create_task(self._run(), name="worker-metrics")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel(self._task)
+        self._task = None
         self.publish()  # the last counts stay with the slot
 
     async def _run(self) -> None:

@@ -73,11 +73,14 @@ async function auditPanel(res) {
 }
 
 // "Verify the whole trail": every page back to the first event, checked here. A result
-// stands until the newest page changes (then it would describe an older trail).
+// stands for the page shown when it was asked for, until the newest page changes (then it
+// would describe an older trail). A page drawn while it ran may hold an event the
+// verification's own reads came too early to see: it does not take the result.
 async function verifyWhole() {
   if (st.verifying) return;
   st.verifying = true;
   const session = st.session;
+  const key = st.chain.key;
   await auditPanel(st.audit);
   let res;
   try {
@@ -88,7 +91,7 @@ async function verifyWhole() {
   }
   st.verifying = false;
   if (session !== st.session) return;
-  st.whole = {key: st.chain.key, res};
+  st.whole = {key, res};
   await auditPanel(st.audit);
 }
 

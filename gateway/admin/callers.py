@@ -1,0 +1,122 @@
+"""Who calls the admin API: the token check, its budgets, what a refused call leaves behind.
+
+Owns `Callers`: the client's address (behind trusted proxies), the token checked cache
+first and budgeted per address (a flood never blocks a known token), scopes, and a refused
+call's counter, log line and audit tally. Every admin handler asks it; ports only.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from aiohttp import web
+
+from gateway.admin import inputs
+from gateway.admin.auth import Authenticator, Principal
+from gateway.admin.denied import DeniedLog
+from gateway.admin.limiter import TokenBucket
+from gateway.admin.ports import Counters, Current
+from gateway.configfile import LoadedConfig
+from gateway.domain.audit import clean_text
+from gateway.errors import ApiError, Unauthenticated
+from gateway.forwarded import trusted_proxies
+from gateway.log import event
+
+__all__ = ["Callers"]
+
+log = logging.getLogger("killgate.admin")
+
+
+def _endpoint(request: web.Request) -> str:
+    """The route pattern a request matched (`/v1/routes/{route}/rollback`): what callers
+    chose, never their text."""
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else clean_text(request.path, 256)
+
+
+def _limiters(loaded: LoadedConfig) -> tuple[TokenBucket, TokenBucket]:
+    """Token checks per client address, and (ten times that) for all addresses together:
+    a spray from many addresses is bounded too."""
+    a = loaded.config.admin
+    return (TokenBucket(a.auth_check_rate, a.auth_check_burst),
+            TokenBucket(10 * a.auth_check_rate, 10 * a.auth_check_burst))
+
+
+class Callers:
+    def __init__(self, current: Current, counters: Counters, denied: DeniedLog) -> None:
+        self.current = current
+        self.counters = counters
+        self.denied = denied
+        loaded = current.loaded
+        self.auth = Authenticator(loaded.config.admin.auth, loaded.resolve)
+        self.limiter, self.all_checks = _limiters(loaded)
+        if self.auth.problem:
+            event(log, "admin_auth_not_configured", logging.ERROR, problem=self.auth.problem)
+
+    def reconfigure(self, loaded: LoadedConfig, checked: Authenticator | None = None) -> None:
+        """A reloaded config may change the admin auth settings (not the listener).
+        `checked`: the authenticator the reload was validated with (its key already read)."""
+        a = loaded.config.admin
+        if (a.auth_check_rate, a.auth_check_burst) != (self.limiter.rate, self.limiter.burst):
+            self.limiter, self.all_checks = _limiters(loaded)
+        auth = loaded.config.admin.auth
+        if auth != self.auth.cfg:
+            if checked is not None and checked.cfg == auth:
+                self.auth = checked
+            else:
+                self.auth = Authenticator(auth, loaded.resolve)
+            if self.auth.problem:
+                event(log, "admin_auth_not_configured", logging.ERROR, problem=self.auth.problem)
+
+    def peer(self, request: web.Request) -> str:
+        """The client's address: the socket peer, or behind `admin.trusted_proxies` the
+        right-most untrusted X-Forwarded-For hop."""
+        trusted = trusted_proxies(tuple(self.current.loaded.config.admin.trusted_proxies))
+        return trusted.client(request.remote, request.headers.getall("X-Forwarded-For", ()))
+
+    def meta(self, request: web.Request) -> tuple[str, str]:
+        """(request id, peer) for the audit event and the answer."""
+        return inputs.request_id(request, uuid.uuid4().hex), self.peer(request)
+
+    async def authorize(self, request: web.Request, scope: str | None) -> Principal:
+        """Who calls, in the order that keeps a valid token usable under a flood: the
+        header's size was capped by the listener (431), a token verified before is taken
+        from the cache at once, and only an unknown token spends a token check of its
+        address's budget (429 when it is spent) before its signature is checked.
+        `scope` None: any valid token."""
+        peer = self.peer(request)
+        principal: Principal | None = None
+        try:
+            headers = request.headers.getall("Authorization", [])
+            if len(headers) > 1:
+                raise Unauthenticated()
+            header = headers[0] if headers else None
+            principal = await self.auth.cached(header)
+            if principal is None:
+                wait = max(self.limiter.take(peer), self.all_checks.take("*"))
+                if wait > 0:
+                    raise self.limiter.refusal(wait)  # no token work for a flood
+                principal = await self.auth.verify(header)
+            if scope is not None:
+                principal.require(scope)
+        except ApiError as exc:
+            self.refused(request, peer, scope, principal, exc)
+            raise
+        return principal
+
+    def refused(self, request: web.Request, peer: str, scope: str | None,
+                principal: Principal | None, exc: ApiError) -> None:
+        """Count, log and (through the audit trail's tally) audit a refused call."""
+        action = {401: "authn_fail", 403: "authz_fail", 429: "auth_rate_limited"}.get(exc.status)
+        if action is None:  # a 503: the auth settings cannot verify anything (logged apart)
+            return
+        self.counters.inc("killgate_auth_failures_total", (str(exc.status),),
+                          label_names=("code",))
+        subject = principal.subject if principal is not None else None
+        endpoint = _endpoint(request)
+        if exc.status != 429:  # (429s come in floods: the tally stands for them)
+            event(log, "admin_denied", logging.WARNING, status=exc.status, type=exc.type,
+                  peer=peer, path=endpoint, scope=scope, subject=subject)
+        self.denied.record(action, subject, peer, request.method, endpoint,
+                           f"{exc.type}: {exc.message}", scope or "(any)")

@@ -1,0 +1,133 @@
+"""What every admin client command shares: options, the call, tables, exit codes.
+
+Owns `--admin`/`--token`/`--json`, one API call answered 200 (a 202 approval request
+ends the command with exit 3), a write's receipt line (exit 4 when not applied
+everywhere), tables with control characters escaped. Standard library and cli/http.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import urllib.parse
+from collections.abc import Callable
+from typing import Any
+
+from gateway.cli.http import APPROVAL, RECEIPT, Answer, ClientError, Shape, call, expect
+from gateway.domain.audit import clean_text
+
+__all__ = ["DEFAULT_ADMIN", "ClientError", "api", "common_options", "glass", "glass_option",
+           "quote", "raw_call", "run", "table", "write"]
+
+DEFAULT_ADMIN = "http://127.0.0.1:8081"
+
+
+def common_options(p: argparse.ArgumentParser, top: bool = False) -> None:
+    d = None if top else argparse.SUPPRESS
+    p.add_argument("--admin", default=d, metavar="URL",
+                   help=f"admin API (default $KILLGATE_ADMIN_URL or {DEFAULT_ADMIN})")
+    p.add_argument("--token", default=d, help="bearer token (default $KILLGATE_TOKEN)")
+    p.add_argument("--json", action="store_true", default=False if top else argparse.SUPPRESS,
+                   help="machine-readable output")
+
+
+def raw_call(args: argparse.Namespace, method: str, path: str,
+             body: dict[str, Any] | None = None) -> Answer:
+    """One call to the admin API named by the options (or the environment), any status."""
+    base = (getattr(args, "admin", None) or os.environ.get("KILLGATE_ADMIN_URL")
+            or DEFAULT_ADMIN).rstrip("/")
+    token = getattr(args, "token", None) or os.environ.get("KILLGATE_TOKEN")
+    return call(base, token, method, path, body)
+
+
+def api(args: argparse.Namespace, method: str, path: str,
+        body: dict[str, Any] | None = None, shape: Shape | None = None) -> dict[str, Any]:
+    """One API call answered 200, its body checked against `shape`. An approval request
+    (202) is printed and ends the command with exit 3: nothing was changed yet."""
+    answer = raw_call(args, method, path, body)
+    if answer.status == 202 and body is not None:
+        pending = expect(answer.body, APPROVAL)["approval"]
+        if getattr(args, "json", False):
+            print(json.dumps(answer.body, indent=2))
+        else:
+            print(f"approval {pending['id']} requested: {pending['action']} needs "
+                  f"{pending['needs']} principals, approved by "
+                  f"{', '.join(map(str, pending['approved_by']))}; expires {pending['expires']}"
+                  f"\nnothing is changed until another principal runs: killgate approve "
+                  f"{pending['id']}")
+        raise ClientError("", code=3)
+    if answer.status != 200:
+        raise ClientError(f"the admin API answered {answer.status}, not 200")
+    return expect(answer.body, shape) if shape is not None else answer.body
+
+
+def table(rows: list[list[str]]) -> str:
+    """Aligned columns; control characters in cells are shown escaped, so a value from the
+    audit trail cannot move the cursor, color the terminal or forge a row."""
+    if not rows:
+        return ""
+    cells = [[clean_text(str(c), 4096) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(cells[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+                     for r in cells)
+
+
+def quote(s: str) -> str:
+    """A path segment (a route or version name), escaped."""
+    return urllib.parse.quote(s, safe="")
+
+
+def _print_receipt(res: dict[str, Any]) -> None:
+    ap = res.get("applied", {})
+    line = (f"generation {res.get('generation')}: applied by {ap.get('acked')}/"
+            f"{ap.get('instances')} instance(s) in {ap.get('elapsed_ms')} ms")
+    if ap.get("pending"):
+        line += f"; NOT YET by: {', '.join(ap['pending'])}"
+    print(line)
+
+
+def write(args: argparse.Namespace, method: str, path: str, body: dict[str, Any],
+          label: str | Callable[[dict[str, Any]], str],
+          asked: dict[str, Any] | None = None) -> int:
+    """One write: the receipt as a line (or JSON); exit 4 if some instance had not applied
+    it. `asked`: fields the answer must echo (the kill key, the route and action), or the
+    answer is not about what was asked and the command fails."""
+    wait = getattr(args, "wait", None)
+    q = "?" + urllib.parse.urlencode({"wait": wait}) if wait else ""
+    res = api(args, method, path + q, body,
+              shape={**RECEIPT, **{k: type(v) for k, v in (asked or {}).items()}})
+    for k, v in (asked or {}).items():
+        if res[k] != v:
+            raise ClientError(f"the admin API answered about {k} {res[k]!r}, not {v!r}")
+    if args.json:
+        print(json.dumps(res, indent=2))
+    else:
+        print(label(res) if callable(label) else label)
+        _print_receipt(res)
+    return 0 if not res.get("applied", {}).get("pending") else 4
+
+
+def glass(args: argparse.Namespace) -> dict[str, Any]:
+    """The `break_glass` field of a write, when --break-glass was given."""
+    return {"break_glass": True} if getattr(args, "break_glass", False) else {}
+
+
+def glass_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--break-glass", action="store_true",
+                   help="skip a required approval (needs the killgate:breakglass scope; "
+                        "loudly audited)")
+
+
+def run(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """`fn` as a command: a ClientError is printed (when it says anything) as its exit code."""
+    def wrapped(args: argparse.Namespace) -> int:
+        try:
+            return int(fn(args))
+        except ClientError as exc:
+            if str(exc):
+                print(f"killgate: {exc}", file=sys.stderr)
+            return exc.code
+
+    return wrapped

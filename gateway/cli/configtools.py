@@ -1,0 +1,109 @@
+"""The CLI's commands over config files: `token` (mint an HS256 admin token) and `diff`
+(what a file would change against the running gateway, or against another file).
+
+Owns their arguments and output; `diff` exits 2 when something would change. Reads the
+config with gateway/configfile.py; `diff` asks the admin API for the running config
+through cli/client.py. Secrets are never printed (the diff shows them redacted).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from typing import Any
+
+from gateway.cli.client import ClientError, api, run, table
+
+__all__ = ["add_config_commands"]
+
+
+def _token(args: argparse.Namespace) -> int:
+    from gateway.admin.auth import mint
+    from gateway.config import DEFAULT_SECRET_ENV, AuthConfig, parse_duration
+    from gateway.configfile import load_config
+
+    issuer = audience = None
+    env = args.secret_env
+    lifetime = AuthConfig().max_token_lifetime
+    if args.config:
+        auth = load_config(args.config).config.admin.auth
+        lifetime = auth.max_token_lifetime
+        issuer, audience = auth.issuer, auth.audience
+        if auth.hs256_secret_file:
+            secret = load_config(args.config).resolve(auth.hs256_secret_file).read_text().strip()
+        else:
+            env = env or auth.secret_env
+            secret = os.environ.get(env, "")
+    else:
+        env = env or DEFAULT_SECRET_ENV
+        secret = os.environ.get(env, "")
+        issuer, audience = args.issuer, args.audience
+    if not secret:
+        raise ClientError(f"no secret: set {env} (or give -c FILE naming the secret)")
+    try:
+        ttl = parse_duration(args.ttl)
+        if ttl > lifetime:
+            raise ValueError(f"--ttl {args.ttl} is longer than admin.auth.max_token_lifetime "
+                             f"({lifetime:g}s): the gateway would refuse the token")
+        print(mint(secret, args.subject, args.scope, ttl, issuer, audience))
+    except ValueError as exc:
+        raise ClientError(str(exc)) from None
+    return 0
+
+
+def _diff(args: argparse.Namespace) -> int:
+    """What FILE would change against a running gateway (or --against FILE2): exit 2 if any."""
+    from gateway.configfile import load_config
+    from gateway.domain.diff import config_dict, diff_configs, diff_rows
+    from gateway.errors import ConfigError
+
+    try:
+        loaded = load_config(args.file)
+        new, new_digest = config_dict(loaded.config), loaded.digest
+        old_digest: str | None = None
+        if args.against:
+            against = load_config(args.against)
+            old, old_digest = config_dict(against.config), against.digest
+            where = args.against
+        else:
+            running = api(args, "GET", "/v1/config", shape={"digest": str, "config": dict})
+            old, old_digest = running["config"], running["digest"]
+            where = "the running gateway"
+    except ConfigError as exc:
+        raise ClientError("invalid config: " + "; ".join(str(p) for p in exc.problems)) from None
+    d = diff_configs(old, new)
+    changed = bool(d["routes"] or d["settings"])
+    if args.json:
+        print(json.dumps({"changed": changed, **d}, indent=2))
+    elif not changed:
+        print(f"no changes against {where}")
+        if old_digest is not None and old_digest != new_digest:
+            print("note: the files differ, in comments or in secrets (shown redacted here: a "
+                  "changed password or webhook URL is not visible)")
+    else:
+        print(f"{args.file} against {where}:")
+        print(table([["route", "change", "before", "after"], *diff_rows(d)]))
+    return 2 if changed else 0
+
+
+def add_config_commands(cmd: Any, sub: Any) -> None:
+    """`cmd(name, fn, help)` adds a subcommand with the client options (cli/admin.py);
+    `token` talks to no gateway and takes none of them."""
+    p = cmd("diff", _diff, "what a config file would change (exit 2 when something would)")
+    p.add_argument("file")
+    p.add_argument("--against", metavar="FILE2",
+                   help="compare with another file instead of the running gateway")
+    p = sub.add_parser("token", help="mint an HS256 admin token (development and tests)")
+    p.add_argument("--subject", required=True)
+    p.add_argument("--scope", required=True,  # (every scope of admin.auth.SCOPES)
+                   help="space-separated: killgate:read, killgate:kill, killgate:rollout, "
+                        "killgate:alert (Alertmanager's webhook only), killgate:drill, "
+                        "killgate:admin (all but break-glass), killgate:breakglass; "
+                        'e.g. "killgate:kill killgate:read"')
+    p.add_argument("--ttl", default="15m")
+    p.add_argument("-c", "--config", help="take issuer, audience and secret from this config")
+    p.add_argument("--secret-env", help="environment variable holding the secret")
+    p.add_argument("--issuer", default="killgate")
+    p.add_argument("--audience", default="killgate-admin")
+    p.set_defaults(fn=run(_token))

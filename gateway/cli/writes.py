@@ -1,0 +1,124 @@
+"""The CLI's state-changing commands: kill, unkill, rollback, promote, weights, release.
+
+Owns their arguments, the body each sends, and what the answer must echo (the kill key,
+the route and action: an answer about anything else fails the command). The call, the
+receipt and exit codes are cli/client.py's.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from gateway.cli.client import ClientError, glass, glass_option, quote, write
+from gateway.domain.statedoc import kill_key
+
+__all__ = ["add_write_commands"]
+
+
+def _selector(args: argparse.Namespace) -> dict[str, Any]:
+    if args.all:
+        if args.route or args.version:
+            raise ClientError("--global takes no --route or --version")
+        return {"scope": "global"}
+    if not args.route:
+        raise ClientError("give --global, or --route ROUTE [--version VERSION]")
+    if args.version:
+        return {"scope": "version", "route": args.route, "version": args.version}
+    return {"scope": "route", "route": args.route}
+
+
+def _key(body: dict[str, Any]) -> str:
+    return kill_key(body["scope"], body.get("route"), body.get("version"))
+
+
+def _kill(args: argparse.Namespace) -> int:
+    body = {**_selector(args), "reason": args.reason, "abort_inflight": not args.keep_inflight}
+    return write(args, "POST", "/v1/kill", body,
+                 lambda res: f"killed {res['kill']}" if res.get("changed", True)
+                 else f"{res['kill']} was already killed (unchanged)",
+                 {"kill": _key(body)})
+
+
+def _unkill(args: argparse.Namespace) -> int:
+    body = {**_selector(args), "reason": args.reason, **glass(args)}
+    return write(args, "POST", "/v1/unkill", body, lambda res: f"lifted {res['unkill']}",
+                 {"unkill": _key(body)})
+
+
+def _rollback(args: argparse.Namespace) -> int:
+    body: dict[str, Any] = {"reason": args.reason, **glass(args)}
+    if args.to:
+        body["to"] = args.to
+    return write(args, "POST", f"/v1/routes/{quote(args.route)}/rollback", body,
+                 f"rolled back {args.route}" + (f" to {args.to}" if args.to else ""),
+                 {"route": args.route, "action": "rollback"})
+
+
+def _promote(args: argparse.Namespace) -> int:
+    return write(args, "POST", f"/v1/routes/{quote(args.route)}/promote",
+                 {"version": args.version, "reason": args.reason, **glass(args)},
+                 f"promoted {args.version} on {args.route}",
+                 {"route": args.route, "action": "promote"})
+
+
+def _weights(args: argparse.Namespace) -> int:
+    weights: dict[str, float] = {}
+    for pair in args.pairs:
+        name, sep, w = pair.partition("=")
+        try:
+            if not sep or not name:
+                raise ValueError
+            weights[name] = float(w)
+        except ValueError:
+            raise ClientError(f"{pair!r} is not VERSION=WEIGHT") from None
+    return write(args, "PUT", f"/v1/routes/{quote(args.route)}/weights",
+                 {"weights": weights, "reason": args.reason, **glass(args)},
+                 f"weights of {args.route}: " + ", ".join(f"{k}={v:g}" for k, v in
+                                                          weights.items()),
+                 {"route": args.route, "action": "weights"})
+
+
+def _release(args: argparse.Namespace) -> int:
+    return write(args, "POST", f"/v1/routes/{quote(args.route)}/release",
+                 {"reason": args.reason, **glass(args)},
+                 f"released {args.route} to its config file",
+                 {"route": args.route, "action": "release"})
+
+
+def add_write_commands(cmd: Any) -> None:
+    """`cmd(name, fn, help)` adds a subcommand with the client options (cli/admin.py)."""
+    for name, fn, help_ in (("kill", _kill, "stop traffic to a scope (global, route, version)"),
+                            ("unkill", _unkill, "lift a kill (the only way a kill is lifted)")):
+        p = cmd(name, fn, help_)
+        p.add_argument("--global", dest="all", action="store_true", help="every route")
+        p.add_argument("--route", help="route name")
+        p.add_argument("--version", help="version name (with --route)")
+        p.add_argument("--reason", required=True, help="why (recorded in the audit trail)")
+        p.add_argument("--wait", default=None, help="how long to wait for every instance (1s)")
+        if name == "kill":
+            p.add_argument("--keep-inflight", action="store_true",
+                           help="let responses already streaming finish")
+        else:
+            glass_option(p)
+    p = cmd("rollback", _rollback, "make the previous (or --to) version stable with 100%%")
+    p.add_argument("route")
+    p.add_argument("--to", help="version to roll back to (default: previous stable)")
+    _route_options(p)
+    p = cmd("promote", _promote, "make VERSION stable with 100%% of traffic")
+    p.add_argument("route")
+    p.add_argument("version")
+    _route_options(p)
+    p = cmd("weights", _weights, "override a route's weights: V=W [V=W ...]")
+    p.add_argument("route")
+    p.add_argument("pairs", nargs="+", metavar="V=W")
+    _route_options(p)
+    p = cmd("release", _release, "drop a route's runtime overrides (the file governs again)")
+    p.add_argument("route")
+    _route_options(p)
+
+
+def _route_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--reason", required=True)
+    p.add_argument("--wait", default=None)
+    glass_option(p)

@@ -1,0 +1,152 @@
+"""The config checks pydantic cannot express per field: across fields and across routes.
+
+Owns the listener ports, the admin auth settings' coherence, the state and audit keys,
+unique route and version names, stables, drill routes (they mirror a production route),
+ambiguous route overlaps, and hands routes[].shadow, telemetry and alerts to their
+sections' own checks. Every problem names its YAML path. Pure; the schema only.
+"""
+
+from __future__ import annotations
+
+from gateway import config_shadow, config_telemetry
+from gateway.config import Config, parse_listen
+from gateway.errors import Problem
+
+__all__ = ["semantic_problems"]
+
+
+def _key_problems(cfg: Config) -> list[Problem]:
+    """The state and audit keys: one source each, and a signing key with redis."""
+    st = cfg.state
+    out: list[Problem] = []
+    for name in ("signing_key", "previous_signing_key", "audit_key", "previous_audit_key"):
+        if getattr(st, f"{name}_env") and getattr(st, f"{name}_file"):
+            out.append(Problem(f"state.{name}_file", f"give {name}_env or {name}_file, not both"))
+    signing = st.signing_key_env or st.signing_key_file
+    if st.backend == "redis" and not signing:
+        out.append(Problem(
+            "state.signing_key_env",
+            "required with backend redis (or signing_key_file): without it, anyone who can "
+            "write to Redis could lift a kill. Name an environment variable that holds the "
+            "same secret of at least 32 bytes on every instance, e.g. `signing_key_env: "
+            "KILLGATE_STATE_KEY` and `export KILLGATE_STATE_KEY=$(openssl rand -hex 32)`"))
+    if not signing and (st.previous_signing_key_env or st.previous_signing_key_file):
+        out.append(Problem("state.previous_signing_key_env",
+                           "needs signing_key_env or signing_key_file (the key that signs)"))
+    if not (st.audit_key_env or st.audit_key_file) and (
+            st.previous_audit_key_env or st.previous_audit_key_file):
+        out.append(Problem("state.previous_audit_key_env",
+                           "needs audit_key_env or audit_key_file (the key that signs)"))
+    return out
+
+
+def semantic_problems(cfg: Config) -> list[Problem]:
+    """Cross-field checks pydantic cannot express per field."""
+    out: list[Problem] = []
+    _data_host, data_port = parse_listen(cfg.listen)
+    _, admin_port = parse_listen(cfg.admin.listen)
+    if data_port != 0 and admin_port == data_port:
+        out.append(Problem("admin.listen", f"must not use the data-plane port {data_port}"))
+    auth = cfg.admin.auth
+    sources = [auth.hs256_secret_file, auth.public_key_file, auth.jwks_url]
+    hs = [a for a in auth.algorithms if a.startswith("HS")]
+    asym = [a for a in auth.algorithms if not a.startswith("HS")]
+    if hs and asym:
+        out.append(Problem("admin.auth.algorithms",
+                           "mixes HMAC and public-key algorithms; a key is used with one type only"))
+    if asym and not (auth.public_key_file or auth.jwks_url):
+        out.append(Problem("admin.auth", f"{asym[0]} needs public_key_file or jwks_url"))
+    if hs and (auth.public_key_file or auth.jwks_url):
+        out.append(Problem("admin.auth.algorithms",
+                           "HS* algorithms cannot be used with public_key_file or jwks_url"))
+    if sum(s is not None for s in sources) > 1:
+        out.append(Problem("admin.auth", "give only one of hs256_secret_file, public_key_file, "
+                                         "jwks_url"))
+    out += _key_problems(cfg)
+    seen_routes: dict[str, int] = {}
+    for i, r in enumerate(cfg.routes):
+        base = f"routes[{i}]"
+        if r.name in seen_routes:
+            out.append(Problem(f"{base}.name",
+                               f"duplicate route name {r.name!r} (also routes[{seen_routes[r.name]}])"))
+        seen_routes.setdefault(r.name, i)
+        if r.match.keys() == 0:
+            out.append(Problem(f"{base}.match",
+                               "needs at least one of path_prefix, host, header, model"))
+        names: dict[str, int] = {}
+        for j, v in enumerate(r.versions):
+            if v.name in names:
+                out.append(Problem(f"{base}.versions[{j}].name",
+                                   f"duplicate version name {v.name!r} in route {r.name!r}"))
+            names.setdefault(v.name, j)
+        if r.stable not in names:
+            out.append(Problem(f"{base}.stable",
+                               f"names no version of this route ({', '.join(names)})"))
+        if all(v.weight == 0 for v in r.versions) and r.stable not in names:
+            out.append(Problem(f"{base}.versions", "every weight is 0 and there is no stable"))
+        if r.sticky and r.allow_pin and r.sticky.header == "x-killgate-pin":
+            out.append(Problem(f"{base}.sticky.header", "must not be x-killgate-pin"))
+        if r.health and r.health.timeout >= r.health.interval:
+            out.append(Problem(f"{base}.health.timeout", "must be shorter than health.interval"))
+        if r.analysis is not None and len(r.versions) != 2:
+            out.append(Problem(f"{base}.analysis",
+                               "canary analysis needs exactly two versions: the stable and one "
+                               "canary"))
+        if r.timeouts.connect > r.timeouts.total:
+            out.append(Problem(f"{base}.timeouts.connect", "must not exceed timeouts.total"))
+    out.extend(_drill_routes(cfg))
+    out.extend(_overlaps(cfg))
+    for i, r in enumerate(cfg.routes):
+        others = {v.name: o.name for o in cfg.routes if o is not r for v in o.versions}
+        out.extend(Problem(path, msg) for path, msg in config_shadow.problems(i, r, others))
+    out.extend(Problem(path, msg) for path, msg in config_telemetry.problems(
+        cfg.telemetry, cfg.alerts, (r.name for r in cfg.routes)))
+    return out
+
+
+def _drill_routes(cfg: Config) -> list[Problem]:
+    """A drill route mirrors a production route: the same versions (names and backends),
+    so a drill on it exercises what users are served by."""
+    out: list[Problem] = []
+    for i, r in enumerate(cfg.routes):
+        if r.drill_for is None:
+            continue
+        where = f"routes[{i}].drill_for"
+        prod = cfg.route(r.drill_for)
+        if prod is None or prod is r:
+            out.append(Problem(where, f"names no other route ({r.drill_for!r})"))
+        elif prod.drill_for is not None:
+            out.append(Problem(where, f"{prod.name!r} is itself a drill route"))
+        elif {(v.name, v.url) for v in r.versions} != {(v.name, v.url) for v in prod.versions}:
+            out.append(Problem(f"routes[{i}].versions",
+                               f"a drill route serves the same versions as {prod.name!r} "
+                               "(the same names and urls)"))
+    return out
+
+
+def _overlaps(cfg: Config) -> list[Problem]:
+    """Two equally specific routes that can match the same request are ambiguous."""
+    out: list[Problem] = []
+    routes = cfg.routes
+    for i in range(len(routes)):
+        for j in range(i + 1, len(routes)):
+            a, b = routes[i].match, routes[j].match
+            if (len(a.path_prefix or ""), a.keys()) != (len(b.path_prefix or ""), b.keys()):
+                continue
+            pa, pb = a.path_prefix, b.path_prefix
+            if pa is not None and pb is not None and not (a.case_sensitive and b.case_sensitive):
+                pa, pb = pa.lower(), pb.lower()
+            if pa != pb:
+                continue  # same length, different strings: disjoint
+            if a.host and b.host and a.host != b.host:
+                continue
+            if a.model and b.model and a.model != b.model:
+                continue
+            if a.header and b.header and any(
+                k in b.header and b.header[k] != val for k, val in a.header.items()
+            ):
+                continue
+            out.append(Problem(f"routes[{j}].match",
+                               f"as specific as routes[{i}] ({routes[i].name!r}) and can match "
+                               "the same requests; make one more specific"))
+    return out

@@ -1,0 +1,102 @@
+"""YAML text in, plain data out: the strict loader every config file goes through.
+
+Owns what we refuse before any schema sees the data: duplicate keys, more than
+MAX_ALIASES aliases, aliases that expand the document past MAX_EXPANDED_NODES nodes or
+refer to a node that contains them (billion laughs). Syntax errors become one `Problem`
+naming the line and column. Imports yaml and errors only.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from gateway.errors import ConfigError, Problem
+
+__all__ = ["load_yaml"]
+
+MAX_ALIASES = 64
+#: nodes in the document with every alias expanded: a few aliases nested in each other
+#: multiply (8 levels of 8 make 16 million), and whatever walks the result pays for them
+MAX_EXPANDED_NODES = 100_000
+
+
+def load_yaml(text: str, source: str) -> Any:
+    """The document in `text` as plain data; raises ConfigError naming `source`."""
+    try:
+        return yaml.load(text, Loader=_StrictLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError([Problem("", f"{source}: YAML syntax error{where}: {problem}")]) from None
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys and caps alias expansion (billion laughs)."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._aliases = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            self._aliases += 1
+            if self._aliases > MAX_ALIASES:
+                raise yaml.YAMLError(f"more than {MAX_ALIASES} aliases: refusing to expand")
+        return super().compose_node(parent, index)
+
+    def get_single_node(self) -> Any:
+        node = super().get_single_node()
+        if node is not None and self._aliases:
+            _expanded_size(node)
+        return node
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                mark = key_node.start_mark
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (line {mark.line + 1})", mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _expanded_size(root: Any) -> int:
+    """Nodes in the tree under `root` with aliases expanded (each anchored node counted
+    once per reference, its size computed once); refuses past MAX_EXPANDED_NODES and
+    refuses a node that contains itself."""
+    sizes: dict[int, int] = {}
+    busy: set[int] = set()
+
+    def size(node: Any) -> int:
+        key = id(node)
+        known = sizes.get(key)
+        if known is not None:
+            return known
+        if key in busy:
+            raise yaml.YAMLError("an alias refers to a node that contains it")
+        busy.add(key)
+        n = 1
+        if isinstance(node, yaml.SequenceNode):
+            for child in node.value:
+                n += size(child)
+                if n > MAX_EXPANDED_NODES:
+                    break
+        elif isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                n += size(k) + size(v)
+                if n > MAX_EXPANDED_NODES:
+                    break
+        if n > MAX_EXPANDED_NODES:
+            raise yaml.YAMLError(f"aliases expand the document past {MAX_EXPANDED_NODES} "
+                                 "nodes: refusing to expand")
+        busy.discard(key)
+        sizes[key] = n
+        return n
+
+    return size(root)

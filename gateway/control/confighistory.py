@@ -1,0 +1,71 @@
+"""The config file's trace in the replicated state: version identities, stables, reloads.
+
+Owns the identity check (a version name must not point at a changed artifact), the record
+of unseen identities and stables (best effort), and one audit event per fleet-wide reload.
+Writes through the state sync; never touches the routing table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from gateway.configfile import LoadedConfig
+from gateway.control.reload import summarize_changes
+from gateway.domain.audit import AuditDraft, utc_now
+from gateway.domain.overrides import identity_problems, record_config
+from gateway.domain.statedoc import Change, StateDoc
+from gateway.errors import AuditError, ConfigError, Problem, StateError
+from gateway.log import event
+from gateway.state.sync import Sync
+
+__all__ = ["ConfigHistory"]
+
+log = logging.getLogger("killgate")
+
+
+class ConfigHistory:
+    def __init__(self, sync: Sync, doc: Callable[[], StateDoc], instance: str) -> None:
+        self.sync = sync
+        self.doc = doc  # the document in force (the holder's)
+        self.instance = instance
+
+    def check(self, loaded: LoadedConfig) -> None:
+        """A version name whose artifact changed against the recorded history is refused."""
+        problems = identity_problems(self.doc(), list(loaded.config.routes))
+        if problems:
+            raise ConfigError([Problem(path, msg) for path, msg in problems])
+
+    async def record(self, loaded: LoadedConfig) -> None:
+        """Record unseen version identities and the file's stable in the route history."""
+        routes = list(loaded.config.routes)
+
+        def change(cur: StateDoc) -> Change | None:
+            return record_config(cur, routes, loaded.digest, utc_now())
+
+        def describe(cur: StateDoc, new: StateDoc) -> AuditDraft:
+            return AuditDraft("killgate/config", "config.record", {"config": loaded.digest},
+                              "versions and stables seen in the config file",
+                              None, {"routes": sorted(new.history)}, "", self.instance)
+
+        try:
+            await asyncio.wait_for(self.sync.write(change, describe),
+                                   loaded.config.state.command_timeout * 6)
+        except (StateError, AuditError, TimeoutError) as exc:
+            event(log, "config_record_skipped", logging.WARNING, error=str(exc) or "timeout")
+
+    async def reloaded(self, old: LoadedConfig, new: LoadedConfig) -> None:
+        """One audit event per fleet-wide config change (old digest -> new digest)."""
+        key = f"config:{old.digest}:{new.digest}"
+        try:
+            if await self.sync.store.idem_claim(key, {"instance": self.instance},
+                                                3600) is not None:
+                return  # another instance already recorded this change
+            draft = AuditDraft("killgate/config", "config.reload", {"config": new.digest},
+                               "the config file changed", {"digest": old.digest},
+                               {"digest": new.digest,
+                                "changes": summarize_changes(old, new)}, "", self.instance)
+            await self.sync.append_audit(draft)
+        except (StateError, AuditError) as exc:
+            event(log, "config_reload_audit_failed", logging.WARNING, error=str(exc))

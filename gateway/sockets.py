@@ -1,0 +1,71 @@
+"""Listener sockets from `host:port` strings, and how an address is written out.
+
+Owns binding (SO_REUSEADDR always, SO_REUSEPORT for `--workers N`: the supervisor holds
+the ports bound but never listening, each worker binds them again and listens), the URL
+an instance publishes for a listener, and the form of an address in log lines.
+Foundations only (`config_types.parse_listen`); no event loop.
+"""
+
+from __future__ import annotations
+
+import socket
+
+from gateway.config_types import parse_listen
+
+__all__ = ["ListenError", "bind_socket", "bound", "format_addr", "listen_url"]
+
+
+class ListenError(OSError):
+    """A listener address that cannot be bound (in use, not ours, not resolvable): the
+    message names the address and why, for the person starting the gateway."""
+
+
+def bound(addr: str, reuse_port: bool, port_override: int | None = None) -> socket.socket:
+    """A socket bound to `addr` (its port replaced by `port_override`), not listening."""
+    host, port = parse_listen(addr)
+    if port_override is not None:
+        port = port_override
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                   flags=socket.AI_PASSIVE)
+    except OSError as exc:
+        raise ListenError(f"cannot listen on {addr}: {exc.strerror or exc}") from None
+    family, _, _, _, sockaddr = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(sockaddr)
+    except OSError as exc:
+        sock.close()
+        raise ListenError(f"cannot listen on {format_addr((host, port))}: "
+                          f"{exc.strerror or exc}") from None
+    return sock
+
+
+def bind_socket(addr: str, reuse_port: bool, port_override: int | None = None) -> socket.socket:
+    """A bound, listening, non-blocking socket for an asyncio server."""
+    sock = bound(addr, reuse_port, port_override)
+    sock.listen(4096)
+    sock.setblocking(False)
+    return sock
+
+
+def listen_url(addr: tuple[str, int], host: str | None) -> str:
+    """The URL this instance publishes for a listener (drills reach every instance so)."""
+    if host is None:
+        host = addr[0]
+        if host in ("0.0.0.0", "::", ""):
+            host = socket.gethostname()
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"http://{host}:{addr[1]}"
+
+
+def format_addr(addr: tuple[str, int] | None) -> str:
+    """`host:port`, `[v6]:port`, or "" for no address (log lines)."""
+    if addr is None:
+        return ""
+    host, port = addr
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

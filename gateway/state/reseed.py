@@ -1,0 +1,134 @@
+"""Repairing the store from what this instance knows: judge, full sync, re-seed.
+
+Owns the full sync and the re-seed of a store that lost or spoiled its state (the
+restrictive merge: only an explicit unkill lifts a kill; legacy kills kept while migrating;
+repairs undone at once back off). Mixed into `Sync`, whose store, holder and apply it uses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+from gateway.domain.audit import AuditDraft, utc_now
+from gateway.domain.statedoc import Change, StateDoc, apply_change
+from gateway.errors import StoreConflict
+from gateway.log import event
+from gateway.state.holder import Holder
+from gateway.state.snapshot import SnapshotFile
+from gateway.state.store import Loaded, Store, legacy_doc, merge_restrictive, new_epoch
+from gateway.state.tamper import TamperLog
+from gateway.telemetry.metrics import Metrics
+
+__all__ = ["Repair"]
+
+log = logging.getLogger("killgate.state")
+
+
+class Repair:
+    store: Store
+    holder: Holder
+    metrics: Metrics
+    snapshot: SnapshotFile
+    tamper: TamperLog
+    instance: str
+    from_snapshot: bool
+    last_error: str | None
+    trail_lost: dict[str, Any] | None
+    _seen_signed: bool
+    _repairs: int
+    _repair_at: float
+
+    # provided by Sync
+    @property
+    def migrating(self) -> bool:
+        raise NotImplementedError
+
+    def _apply(self, doc: StateDoc) -> bool:
+        raise NotImplementedError
+
+    def _judge(self, got: Loaded) -> None:
+        """Report what the store holds that we refuse."""
+        if got.doc is not None:
+            self._seen_signed = True
+        if got.problem is not None:
+            self.tamper.note("state", got.problem)
+            self.last_error = f"refused the stored state: {got.problem}"
+        elif got.doc is not None and not got.trusted:
+            self.tamper.note("generation", f"the stored generation {got.token!r} is not the "
+                                           f"signed document's {got.doc.generation}")
+
+    async def _full_sync(self) -> None:
+        mine = self.holder.doc  # read first: a write landing meanwhile is not "the store lost it"
+        got = await self.store.load()
+        self._judge(got)
+        if got.empty and mine.generation == 0 and not mine.kills and not self.from_snapshot:
+            # A new store, and we know of no state: start generation 0.
+            with contextlib.suppress(StoreConflict):
+                await self.store.commit(None, StateDoc(epoch=new_epoch()), None)
+            got = await self.store.load()
+        elif not got.trusted or (got.doc is not None and got.doc.generation < mine.generation):
+            if not self._may_repair():
+                return  # spoiled again at once: keep our state, back off (see _may_repair)
+            await self._reseed(got, mine)
+            got = await self.store.load()
+        if got.trusted and got.doc is not None and self._apply(got.doc):
+            self.snapshot.soon(got.doc)
+
+    def _may_repair(self) -> bool:
+        """Whether to re-seed the store now. Repairs that are undone again at once (a
+        forged, replayed or deleted document, a rewritten generation key, two instances
+        with different keys: a rotation step skipped) back off to one per 30 s, so they
+        cannot flood the audit trail; writes still repair at once."""
+        now = time.monotonic()
+        if now - self._repair_at > 60.0:
+            self._repairs = 0  # a minute without a refused document: start afresh
+        if now < self._repair_at:
+            return False
+        self._repair_at = now + min(30.0, 0.25 * 2 ** self._repairs)
+        self._repairs += 1
+        return True
+
+    async def _reseed(self, got: Loaded, mine: StateDoc) -> None:
+        """The store lost its state (restart without persistence, FLUSHALL, an old backup)
+        or holds one we refuse: write the restrictive merge of what we know."""
+        store_doc = got.doc if got.trusted else None
+        legacy = None
+        if got.refused is not None and self.migrating:
+            legacy = await asyncio.to_thread(legacy_doc, got.refused)
+        if legacy is not None:
+            # Migration from unsigned state: its kills are kept (they only stop traffic);
+            # its overrides, history, identities and generation are not trusted (whoever
+            # wrote it could choose a generation the fleet could never move past).
+            kills = {k: f for k, f in legacy.kills.items() if k not in mine.kills}
+            mine = apply_change(mine, Change(kills=kills))
+        merged = merge_restrictive(store_doc, mine)
+        why = ("empty" if got.empty else "refused" if got.problem is not None
+               else "generation key disagrees" if not got.trusted else "older")
+        if got.empty and mine.audit_head:
+            self.trail_lost = {"anchored_head": mine.audit_head, "generation": mine.generation,
+                               "time": utc_now()}
+            self.metrics.inc("killgate_audit_trail_lost_total")
+            event(log, "audit_trail_lost", logging.ERROR, anchored_head=mine.audit_head,
+                  action="the store lost its audit trail: the re-seed continues the chain from "
+                         "this head; the mirror or a backup holds the events before it")
+        event(log, "state_store_reseed", logging.WARNING, why=why,
+              store_generation=None if store_doc is None else store_doc.generation,
+              our_generation=mine.generation, kills=sorted(merged.kills))
+        draft = AuditDraft(
+            actor="killgate/auto", action="state.reseed", target={"store": self.store.backend},
+            reason=f"the state store's state was {why}; re-seeded from this instance's "
+                   "verified last-known state (kills merged: only an explicit unkill lifts a "
+                   "kill)",
+            before={"generation": None if store_doc is None else store_doc.generation,
+                    "problem": got.problem},
+            after={"generation": merged.generation, "kills": sorted(merged.kills)},
+            source=self.instance, extra={"anchored_head": mine.audit_head or None})
+        try:
+            await self.store.commit(got.token, merged, draft, chain_from=mine.audit_head or None)
+        except StoreConflict:
+            return  # another instance re-seeded first; the caller reloads
+        self.metrics.inc("killgate_state_reseeds_total")

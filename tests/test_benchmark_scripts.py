@@ -1,0 +1,30 @@
+"""Every benchmark script README.md names starts and prints its usage: a script broken by a
+change elsewhere (an import, a helper's signature, a help text argparse cannot format) fails
+here, not in the middle of a measurement."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "benchmarks"
+NAMED = sorted(set(re.findall(r"benchmarks/(\w+\.py)", (ROOT / "README.md").read_text())))
+
+
+def test_the_readme_names_benchmarks() -> None:
+    assert len(NAMED) >= 10, NAMED
+    missing = [n for n in NAMED if not (BENCH / n).is_file()]
+    assert not missing, f"README.md names benchmark scripts that do not exist: {missing}"
+
+
+@pytest.mark.parametrize("name", NAMED)
+def test_a_benchmark_prints_its_usage(name: str) -> None:
+    done = subprocess.run([sys.executable, name, "--help"], cwd=BENCH, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "usage:" in done.stdout, done.stdout
