@@ -1,11 +1,6 @@
-"""What the client is told and what is recorded of it: the gateway's own answers.
-
-Owns every answer of the gateway's own (CONTRACT §3: no route, bad requests, the body too
-large or stalled, kills and fallbacks, the state not loaded yet, a backend that failed or
-timed out, our own queues full) and the one place those map to HTTP; the x-killgate-* lines
-every answer carries; what the request's record holds of its answer; and what each
-attempt's outcome tells the observers (outlier detection, canary analysis) and the
-counters. A base of `dataplane/proxy.Proxy`: the proxy decides, this answers and records.
+"""The gateway's own answers (the one place data-plane errors map to HTTP, CONTRACT §3), the
+x-killgate-* lines every answer carries, what a request's record holds of its answer, and
+what each attempt's outcome tells the observers and counters. A base of `proxy.Proxy`.
 """
 
 from __future__ import annotations

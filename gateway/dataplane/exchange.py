@@ -1,14 +1,7 @@
-"""One connection to a model backend and the exchange it carries: HTTP/1.1 over httptools.
-
-Owns a backend socket's protocol (`Exchange`): writing a request, parsing the answer with
-llhttp in strict mode (instead of aiohttp's client: a proxy needs a sliver of that
-client's features and its per-request machinery dominated the gateway's CPU profile,
-benchmarks/RESULTS.md), flow control both ways, and the exchange's idle and total
-deadlines (checked by the pool's sweeper, `dataplane/upstream.py`). An exchange is driven
-one of two ways: a coroutine awaits it (`read_head`, `read`), or a `Sink` is told of every
-step from the protocol callbacks (the proxy's fast path, with no Task: the answer goes from
-here to the client transport). Socket and parser errors leave this module only as
-gateway.errors.Upstream* (with `delivered` telling whether a request byte was sent).
+"""One connection to a model backend and the exchange it carries: HTTP/1.1 on httptools
+(llhttp, strict), driven by a coroutine (`read_head`, `read`) or telling a `Sink` of each
+step from its callbacks (the fast path: no Task). Socket and parser errors leave only as
+gateway.errors.Upstream* (`delivered`: whether a request byte was sent).
 """
 
 from __future__ import annotations

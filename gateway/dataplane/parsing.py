@@ -1,12 +1,7 @@
-"""What each llhttp callback does with the request a data-plane connection is parsing.
-
-Owns the head as it arrives (a `Request` per message; target and fields with their limits
-counted exactly; Host, framing, Expect and Upgrade noted; a field whose name reads as
-another with `_` as `-` refused), the checks once the head is whole (version, CONNECT,
-HTTP/1.0 chunked, a missing Host), trailers dropped and bounded, the body collected with
-flow control, and when each request is handed on (at its head when it streams its body,
-else once its small body is in). A base of `dataplane/protocol.HttpProtocol`, which owns
-the connection, the queue of requests and the deadlines.
+"""The llhttp callbacks of a data-plane connection: the head as it arrives (limits counted,
+Host/framing/Expect/Upgrade noted, `_` aliases refused), its checks once whole, trailers
+dropped, the body collected with flow control, and when each request is handed on.
+A base of `protocol.HttpProtocol`, which owns the connection, its queue and deadlines.
 """
 
 from __future__ import annotations

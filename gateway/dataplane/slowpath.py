@@ -1,12 +1,7 @@
-"""A flight's slow path: the attempts that need waiting, as a coroutine.
-
-Owns what `dataplane/flight.py`'s fast path cannot do from a callback: opening a connection
-or waiting for a free one (the pool's queue), reading a body that is not in memory yet
-(streamed to the backend as it arrives, chunked when its length is unknown), waiting for
-an answer's head, and judging a small error answer whole (protocol-aware "not ready").
-After each failure the attempts plan (`dataplane/attempts.py`) says what comes next; a next
-attempt that can go out at once goes back to the fast path. Works on the flight's state
-and helpers (a part of `Flight`, in a module of its own).
+"""A flight's attempts that must wait, as a coroutine: connect or queue for a connection,
+stream a body not in memory yet, judge a small error answer whole ("not ready"); after a
+failure the attempts plan says what is next, and an attempt that can go out at once goes
+back to the fast path. Part of `flight.Flight` (it uses the flight's state and helpers).
 """
 
 from __future__ import annotations

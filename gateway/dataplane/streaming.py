@@ -1,11 +1,7 @@
-"""Streaming an answer to the client: a flight's answer that is not complete yet.
-
-Owns the forwarding of an answer chunk by chunk (chunked or sized, HEAD and bodiless
-statuses, HTTP/1.0 clients whose body ends with the connection), SSE cut on event
-boundaries (`dataplane/sse.py`), flow control toward the client, the shadow tap fed as
-the backend sent it, and how a stream that fails ends: SSE with a final `killgate.error`
-event, any other body with an aborted connection, never a clean end. Works on the
-flight's state and helpers (a part of `Flight`, in a module of its own).
+"""Forwarding an answer that is not complete yet: chunked or sized, HEAD, HTTP/1.0, SSE cut
+on event boundaries, flow control toward the client, the shadow tap fed as sent. A stream
+never ends like a success when it failed (SSE: a final `killgate.error` event, else an
+aborted connection). Part of `flight.Flight` (it uses the flight's state and helpers).
 """
 
 from __future__ import annotations

@@ -1,11 +1,7 @@
-"""Keep-alive connection pools to the model backends, and the sweeper of their deadlines.
-
-Owns every socket to a backend (each one's exchange is `dataplane/exchange.py`'s): a `Pool`
-per origin (scheme, host, port) with its connection cap and its queue of waiting requests
-(first come, first served, a released connection handed straight to the oldest waiter), and
-`Upstreams`, every pool of the process with the one task that fails exchanges past their
-idle or total deadline. Invariant: a connection goes back to its pool only after a
-complete, keep-alive response; anything else closes it.
+"""Keep-alive pools to the model backends (a connection cap and a first-come queue per origin;
+a released connection goes to the oldest waiter) and the sweeper that fails exchanges past
+their idle or total deadline. A connection is pooled again only after a complete, keep-alive
+answer; anything else closes it. Each connection's exchange is `exchange.py`'s.
 """
 
 from __future__ import annotations

@@ -1,11 +1,6 @@
-"""The rules of a data-plane HTTP/1.1 connection: its limits, the fields it refuses, its
-own error answers, and what it needs of the proxy and of its listener.
-
-Owns the head limits (one line 8190 bytes, 128 fields, 64 KiB in all), the size under which
-a body is read whole, the classification of request field names (learned once per
-spelling: Host, framing, Expect, Upgrade, and names that read as another with `_` as `-`),
-the refusals' JSON answer, the deadlines' settings (`Limits`), and the `Handler` (the proxy)
-and `Server` (the listener) interfaces. Pure: no I/O.
+"""A data-plane connection's rules: head limits, field-name kinds (learned once per spelling),
+refusals and their JSON answer, the deadlines' settings (`Limits`), and the `Handler` (proxy)
+and `Server` (listener) interfaces it is handed. Pure: no I/O; imports request.py for types.
 """
 
 from __future__ import annotations
