@@ -11,13 +11,23 @@ a shared machine than any wrk run. A calibration loop (plain dict and list work)
 same process, and the ratio of the two is given too: compare ratios across machines.
 
     .venv/bin/python benchmarks/fastpath.py [--requests 50000] [--rounds 5] [--profile]
+        [--telemetry] [--callgrind]
+
+`--telemetry` wires what `killgate serve` tells of each request by default: the request
+series (`RequestStats`) as the recorder, and outlier detection and the console's live
+traffic counts as observers (canary analysis, off for this route, is left out).
+`--callgrind` counts instructions instead of timing (needs valgrind; a few minutes): the
+figure a loaded machine does not move.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import re
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -29,11 +39,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from gateway.configfile import load_config
 from gateway.control.table import TableHolder
 from gateway.dataplane.clock import Clock
+from gateway.dataplane.exchange import Exchange
 from gateway.dataplane.inflight import Inflight
 from gateway.dataplane.listener import Limits, Listener
 from gateway.dataplane.protocol import HttpProtocol
 from gateway.dataplane.proxy import Proxy
-from gateway.dataplane.upstream import Exchange, Upstreams
+from gateway.dataplane.upstream import Upstreams
 from gateway.telemetry.metrics import Metrics
 
 BODY = b'{"inputs":[{"name":"input-0","shape":[1,4],"datatype":"FP32","data":[6.1,2.8,4.7,1.2]}]}'
@@ -91,11 +102,25 @@ routes:
     loop = asyncio.get_running_loop()
     clock = Clock()
     upstreams = Upstreams(256, 1024, clock)
-    proxy = Proxy(TableHolder(load_config(cfg)), upstreams, Inflight(), Metrics(), 10 << 20, 1 << 20)
+    holder = TableHolder(load_config(cfg))
+    metrics = Metrics()
+    extra: dict[str, Any] = {}
+    if args.telemetry:
+        from gateway.control.probes import HealthMonitor
+        from gateway.control.traffic import LiveTraffic
+        from gateway.telemetry.requests import RequestStats
+        from gateway.wiring.dataplane import Outcomes
+
+        health = HealthMonitor(holder, metrics)
+        await health.configure(holder.loaded.config)  # (no probes: outlier detection only)
+        extra = {"recorder": RequestStats(holder.loaded.config.telemetry.buckets),
+                 "observer": Outcomes(health, LiveTraffic(None, "bench"))}  # type: ignore[arg-type]
+    proxy = Proxy(holder, upstreams, Inflight(), metrics, 10 << 20, 1 << 20, **extra)
     listener = Listener(proxy, Limits(), 100, clock=clock)
     pool = upstreams.pool(("http", "127.0.0.1", 9))
     backend = Exchange(pool)
     backend.connection_made(Sink())
+    backend.keep_alive = True  # (as after a kept-alive answer: the pool hands it out)
     pool.open = 1
     pool.idle.append(backend)
     client = Sink()
@@ -110,6 +135,11 @@ routes:
         one()
     assert client.last.startswith(b"HTTP/1.1 200 OK") and client.last.endswith(ANSWER_BODY), \
         client.last
+    if args.loop is not None:  # (--callgrind's run: the loop alone, then exit)
+        for _ in range(args.loop):
+            one()
+        await upstreams.close()
+        return
     per_request, ratios = [], []
     n = args.requests
     for _ in range(args.rounds):
@@ -141,12 +171,36 @@ routes:
     await upstreams.close()
 
 
+def _instructions(loop: int, telemetry: bool) -> int:
+    """Instructions of one run of this script with `--loop` (callgrind's total)."""
+    out = subprocess.run(
+        ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
+         __file__, "--loop", str(loop)] + ["--telemetry"] * telemetry,
+        # one hash seed: dict and set layouts (and so the count) vary by ~1-2 % with it
+        env=dict(os.environ, PYTHONHASHSEED="0"),
+        capture_output=True, text=True, check=True).stderr
+    found = re.search(r"Collected : (\d+)", out)
+    if found is None:
+        raise SystemExit(f"no instruction count from valgrind: {out[-500:]}")
+    return int(found.group(1))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     ap.add_argument("--requests", type=int, default=50_000)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--profile", action="store_true", help="then a cProfile of 20,000 more")
+    ap.add_argument("--telemetry", action="store_true",
+                    help="with the request series and the default observers (as serve)")
+    ap.add_argument("--callgrind", action="store_true",
+                    help="instead: instructions per request (valgrind's callgrind: this "
+                         "script's loop of 4,000 minus its loop of 1,000, no calibration)")
+    ap.add_argument("--loop", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.callgrind:
+        print(f"fast path, instructions per request{' (--telemetry)' * args.telemetry}: "
+              f"{(_instructions(4000, args.telemetry) - _instructions(1000, args.telemetry)) // 3000:,}")
+        return
     try:
         import uvloop
 

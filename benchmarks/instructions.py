@@ -269,7 +269,10 @@ def main() -> int:
                     cfg, env = config(gw, backend, sink, redis)
                     p = procs.start(["valgrind", "--tool=callgrind", "--instr-atstart=no",
                                      f"--callgrind-out-file={gw.work}/callgrind.out",
-                                     sys.executable, "-m", "gateway", "serve", "-c", str(cfg)],
+                                     # -P: not the working directory first on sys.path
+                                     # (it held ROOT's gateway: --before measured ROOT twice)
+                                     sys.executable, "-P", "-m", "gateway", "serve", "-c",
+                                     str(cfg)],
                                     gw.work / "gateway.log", env=dict(env, PYTHONPATH=str(tree)))
                     gw.pid = p.pid
                     gws.append(gw)

@@ -1,9 +1,9 @@
 """The one exception tree of killgate.
 
 Third-party exceptions are translated at the boundary of the one module that uses that
-library (aiohttp client → upstream.py, redis → state/redis.py, jwt → admin/auth.py).
-`gateway.admin.api` and `gateway.dataplane.proxy` are the only places that map them to HTTP;
-the domain's own errors (DomainError) carry no HTTP status.
+library (httptools, the backends' client → dataplane/exchange.py, redis → state/redis.py,
+jwt → admin/auth.py). `gateway.admin.api` and `gateway.dataplane.answers` are the only places
+that map them to HTTP; the domain's own errors (DomainError) carry no HTTP status.
 
     KillgateError
     ├── ConfigError              a config file is unusable; .problems lists (yaml path, message)

@@ -23,7 +23,7 @@ ALLOWED = {
     "hiredis": {"state/resp.py"},
     "jwt": {"admin/auth.py"},
     "uvloop": {"server.py"},
-    "httptools": {"dataplane/upstream.py", "dataplane/protocol.py"},
+    "httptools": {"dataplane/exchange.py", "dataplane/protocol.py"},
     "watchfiles": {"control/reload.py"},
     "opentelemetry": {"telemetry/tracing.py", "telemetry/spanqueue.py", "telemetry/otlpmetrics.py",
                       "telemetry/otelcommon.py", "telemetry/requestspans.py"},

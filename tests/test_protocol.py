@@ -515,3 +515,32 @@ async def test_a_large_body_in_one_read_is_parsed_in_one_piece() -> None:
     feed(proto, b"POST /u HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n" + b"x" * 100000)
     req = h.seen[0]
     assert req.body_done and len(req.chunks) <= 2
+
+
+@pytest.mark.parametrize("step", [0, 1, 7])
+async def test_each_pipelined_head_is_read_in_its_own_http_version(step: int) -> None:
+    """The first request line of a read gives its version without asking the parser; every
+    head after it in the same read, and any head begun in an earlier read, asks the parser."""
+    h = Recorder()
+    proto, tr, server = connect(h)
+    feed(proto, b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n"
+                b"GET /b HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\n\r\n"
+                b"GET /c HTTP/1.1\r\nHost: x\r\n\r\n"
+                b"GET /d HTTP/2.0\r\nHost: x\r\n\r\n", step)
+    await until(lambda: tr.closed)
+    assert [(r.target, r.http10) for r in h.seen] == [(b"/a", False), (b"/b", True),
+                                                        (b"/c", False)]
+    assert b"HTTP/2.0 is not spoken here" in tr.out and server.counts == ["malformed"]
+
+
+async def test_a_version_after_the_first_line_of_a_read_is_not_taken_for_its_own() -> None:
+    h = Recorder()
+    proto, tr, _ = connect(h)
+    feed(proto, b"GET /a HTTP/2.0\r\nX: GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    await until(lambda: tr.closed)
+    assert h.seen == [] and b"HTTP/2.0 is not spoken here" in tr.out
+    h = Recorder()
+    proto, tr, _ = connect(h)
+    feed(proto, b"POST /a HTTP/1.0\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+    await until(lambda: tr.closed)
+    assert h.seen == [] and b"not allowed in HTTP/1.0" in tr.out

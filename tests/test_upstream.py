@@ -1,4 +1,4 @@
-"""dataplane/upstream.py without sockets: an Exchange fed fragmented answers on a fake
+"""dataplane/exchange.py and upstream.py without sockets: an Exchange fed fragmented answers on a fake
 transport, driven both ways (awaited by a coroutine, or telling a sink), and its pool."""
 
 from __future__ import annotations
@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from gateway.dataplane.upstream import HIGH_WATER, Exchange, Pool
+from gateway.dataplane.exchange import HIGH_WATER, Exchange
+from gateway.dataplane.upstream import Pool
 from gateway.errors import UpstreamClosed, UpstreamProtocolError, UpstreamTimeout
 
 
@@ -294,3 +295,28 @@ async def test_a_request_not_sent_whole_never_goes_back_to_the_pool() -> None:
     assert ex.status == 413 and ex.complete and not tr.out.endswith(b"def")
     p.release(ex)
     assert p.take_idle() is None and tr.closed
+
+
+@pytest.mark.parametrize("step", [0, 1, 5])
+async def test_every_answer_of_an_exchange_is_checked_for_its_http_version(step: int) -> None:
+    """The first answer's version is read from its first bytes (no parser call); the final
+    answer after a 1xx, and the answer of a reused connection, are checked as well."""
+    ex, _ = exchange()
+    await ex.send(b"GET / HTTP/1.1\r\n\r\n", None)
+    feed(ex, b"HTTP/1.1 100 Continue\r\n\r\nHTTP/2.0 200 OK\r\nContent-Length: 0\r\n\r\n", step)
+    with pytest.raises(UpstreamProtocolError, match=r"HTTP/2\.0"):
+        await ex.read_head()
+    p = pool()
+    ex, _ = exchange(p)
+    await ex.send(b"GET / HTTP/1.1\r\n\r\n", None)
+    feed(ex, b"HTTP/1.0 200 OK\r\nContent-Length: 1\r\nConnection: keep-alive\r\n\r\nx", step)
+    await ex.read_head()
+    assert ex.status == 200 and await read_all(ex) == b"x"
+    p.release(ex)
+    again = p.take_idle()
+    assert again is ex
+    again.begin(asyncio.get_running_loop().time() + 5, 5, False)
+    await again.send(b"GET / HTTP/1.1\r\n\r\n", None)
+    feed(again, b"HTTP/0.9 200 OK\r\nContent-Length: 0\r\n\r\n", step)
+    with pytest.raises(UpstreamProtocolError):
+        await again.read_head()

@@ -7,55 +7,42 @@ ways its answer travels:
   idle pooled connection is written from the parser callback; the exchange tells this
   object of each step (it is the exchange's `Sink`), and a complete answer goes to the
   client transport in one write from the upstream protocol's callback;
-* the slow path: a coroutine when no connection is idle (connect, or wait in the pool's
-  queue), when the body streams, or after a failure moved the request on;
-* streaming: a coroutine forwards an answer that is not complete (SSE cut on event
-  boundaries, chunked or large bodies), with flow control both ways.
-
-Streams never end in a way that looks like success when they did not succeed: SSE gets a
-final `killgate.error` event, any other body an aborted connection.
+* the slow path (`dataplane/slowpath.py`): a coroutine when no connection is idle
+  (connect, or wait in the pool's queue), when the body streams, or after a failure moved
+  the request on;
+* streaming (`dataplane/streaming.py`): a coroutine forwards an answer that is not
+  complete (SSE cut on event boundaries, chunked or large bodies), with flow control both
+  ways; a stream never ends in a way that looks like success when it did not succeed.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 from gateway.dataplane.attempts import (
     ANSWER,
     ANSWERED,
     FRESH,
-    KILLED,
-    MALFORMED,
     MOVE,
-    OVERFLOW,
-    RESET,
-    STALE,
-    TIMEOUT,
-    UNDELIVERED,
     Outcome,
     SoFar,
     next_attempt,
 )
-from gateway.dataplane.headers import is_event_stream, response_head
+from gateway.dataplane.exchange import HIGH_WATER, Exchange
 from gateway.dataplane.inflight import Aborted, Handle
 from gateway.dataplane.jsonpeek import ModelField, rewrite_model
-from gateway.dataplane.notready import MAX_BODY as NOT_READY_MAX
 from gateway.dataplane.notready import could_be_not_ready, is_not_ready
-from gateway.dataplane.protocol import SMALL_BODY
-from gateway.dataplane.request import BadBody, BodyTimeout, BodyTooLarge, ClientGone, Request
+from gateway.dataplane.request import Request
+from gateway.dataplane.slowpath import outcome_of, run
 from gateway.dataplane.spans import AttemptSpan, trace_ejection
-from gateway.dataplane.sse import EventCutter
-from gateway.dataplane.upstream import HIGH_WATER, Exchange
+from gateway.dataplane.streaming import stream
 from gateway.domain.routing import FAILOVER, FALLBACK, RoutePlan, Target
 from gateway.errors import (
     DrillFault,
     UpstreamClosed,
     UpstreamError,
-    UpstreamOverflow,
-    UpstreamProtocolError,
     UpstreamStale,
 )
 
@@ -64,33 +51,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Flight"]
 
-def _sse_error(type_: str, route: str, version: str | None) -> bytes:
-    data = json.dumps({"type": type_, "route": route, "version": version})
-    return f"event: killgate.error\ndata: {data}\n\n".encode()
-
-
-def outcome_of(exc: UpstreamError) -> Outcome:
-    """An attempt's error as the attempts plan sees it."""
-    if isinstance(exc, Aborted):
-        return Outcome(KILLED)
-    if isinstance(exc, UpstreamOverflow):
-        return Outcome(OVERFLOW)
-    if not exc.delivered:
-        return Outcome(UNDELIVERED)
-    if isinstance(exc, UpstreamStale):
-        return Outcome(STALE)
-    if isinstance(exc, UpstreamClosed):
-        return Outcome(RESET)
-    if isinstance(exc, UpstreamProtocolError):
-        return Outcome(MALFORMED)
-    return Outcome(TIMEOUT)
-
-
-def _content_type(raw: list[tuple[bytes, bytes]]) -> bytes:
-    for name, value in raw:
-        if len(name) == 12 and name.lower() == b"content-type":
-            return value
-    return b""
+_FIRST = SoFar()  # (immutable: shared by every flight's first attempt)
 
 
 class Flight(Handle):
@@ -119,7 +80,7 @@ class Flight(Handle):
         self.field = field
         self.raw_target = raw_target
         self.routing_path = routing_path
-        self.so_far = SoFar()
+        self.so_far = _FIRST
         self.targets: tuple[Target, ...] | None = None
         self.task: asyncio.Task[None] | None = None
         self.whole = False          # fast path: waiting for a small answer to be complete
@@ -137,7 +98,7 @@ class Flight(Handle):
         if self.budget is not None:
             self.budget.request(self.proxy.clock.now)
         if not (self.complete and self._fast()):
-            self._spawn(self._run())
+            self._spawn(run(self))
 
     def client_gone(self) -> None:
         """The client went away: stop whatever is under way, and free the backend side."""
@@ -182,21 +143,23 @@ class Flight(Handle):
             pool.release(ex)
             self._answer_killed(self.aborted)
             return True
-        body = self._body()
-        timeouts = self.plan.config.timeouts
-        ex.begin(self.deadline, timeouts.idle, self.req.method == b"HEAD")
+        body = self.prefix or b""  # (`_body`, inline)
+        if self.field is not None and target.model:
+            body = rewrite_model(body, self.field, target.model)
+        req = self.req
         self.version = target.name
         self.exchange = ex
         self.whole = False
         self.started = proxy.clock.now
         traceparent = None
-        span = self.req.span
+        span = req.span
         if span is not None:
             self.att = span.attempt(self.plan.name, target.name, target.url,
-                                    self.req.method.decode("latin-1"))
+                                    req.method.decode("latin-1"))
             traceparent = self.att.traceparent
-        ex.drive(self, proxy.request_head(self.req, target, pool.host_header, len(body),
-                                          self.raw_target, traceparent) + body)
+        ex.begin_drive(self, proxy.request_head(req, target, pool.host_header, len(body),
+                                                self.raw_target, traceparent, body),
+                       self.deadline, self.plan.config.timeouts.idle, req.method == b"HEAD")
         return True
 
     def upstream(self, ex: Exchange) -> None:
@@ -217,6 +180,13 @@ class Flight(Handle):
             self.att.answered(ex.status)
             self.att = None
         if ex.complete:
+            status = ex.status
+            if status < 400 or (status < 500 and self.plan.config.protocol == "http"):
+                self.exchange = None  # the common case, as `_judge` would: nothing to decide
+                ex.detach()
+                self.proxy.write_complete(self, ex)
+                self.proxy.inflight.handles.discard(self)
+                return
             self._judge(ex, whole=True)
             return
         if self.whole:
@@ -235,7 +205,7 @@ class Flight(Handle):
             self.whole = True  # a small answer: it will be written in one piece
             return
         ex.detach()
-        self._spawn(self._stream(ex))
+        self._spawn(stream(self, ex))
 
     def _judge(self, ex: Exchange, whole: bool) -> None:
         """An answer's head (or all of it) is in: forward it, or move the request on."""
@@ -260,7 +230,7 @@ class Flight(Handle):
             self._finished()
         else:
             ex.detach()
-            self._spawn(self._stream(ex))
+            self._spawn(stream(self, ex))
 
     def _failed(self, err: UpstreamError) -> None:
         aborted = self.aborted
@@ -274,7 +244,7 @@ class Flight(Handle):
 
     def _continue(self) -> None:
         if self.new_connection or not (self.complete and self._fast()):
-            self._spawn(self._run())
+            self._spawn(run(self))
 
     # ------------------------------------------------------------------ the plan
 
@@ -345,65 +315,7 @@ class Flight(Handle):
         self._finished()
         self.proxy.unavailable_killed(self.req, self.plan, self.target, why)
 
-    # ------------------------------------------------------------------ the slow path
-
-    async def _run(self) -> None:
-        """Attempts that need waiting: a connection to open or free, a body to stream."""
-        proxy = self.proxy
-        req = self.req
-        protocol = self.plan.config.protocol
-        try:
-            if self.prefix is None:  # the body is not in memory yet
-                cl = req.content_length
-                if cl is not None and cl > SMALL_BODY:
-                    self.prefix, self.complete = b"", False  # it streams from its start
-                else:  # small (it may move versions) or chunked: its start first
-                    prefix = await req.read_prefix(SMALL_BODY, proxy.max_body)
-                    if prefix is None:
-                        self._finished()
-                        proxy.too_large(req, self.plan)
-                        return
-                    self.prefix = prefix
-                    self.complete = req.body_done and len(prefix) == req.body_size
-            while True:
-                ex = await self._attempt()
-                if ex is None:
-                    return  # answered (a failure, a fallback) or moved to the fast path
-                status = ex.status
-                not_ready = False
-                if self.complete and could_be_not_ready(protocol, status, self.routing_path):
-                    try:
-                        await ex.settle(NOT_READY_MAX)  # the error body decides; it is small
-                    except UpstreamError as exc:
-                        self.exchange = None
-                        ex.release()
-                        if not isinstance(exc, Aborted):
-                            proxy.count_error(self.plan, self.target, exc, self.started)
-                        if not self._next(outcome_of(exc), exc, None):
-                            return
-                        continue
-                    not_ready = ex.complete and is_not_ready(protocol, status,
-                                                             self.routing_path, ex.peek_body())
-                if not_ready or (status >= 500 and proxy.policy(self.plan).retry_on):
-                    if not self._next(Outcome(ANSWERED, status, not_ready), None, ex):
-                        return
-                    if self.complete and self._fast():
-                        return
-                    continue
-                self.exchange = None
-                if ex.complete:
-                    proxy.write_complete(self, ex)
-                    self._finished()
-                    return
-                await self._stream(ex)
-                return
-        except (BodyTooLarge, BodyTimeout, BadBody) as exc:
-            self._close_ex()
-            self._finished()
-            proxy.body_failed(req, self.plan, self.target, self.decision, exc)
-        except (ClientGone, asyncio.CancelledError):
-            self._close_ex()
-            self._finished()
+    # ------------------------------------------------------------------ the slow path and streaming
 
     def _close_ex(self) -> None:
         ex = self.exchange
@@ -411,166 +323,3 @@ class Flight(Handle):
             self.exchange = None
             ex.close()
             ex.release()
-
-    async def _attempt(self) -> Exchange | None:
-        """One attempt at the current target, waiting as needed. An exchange with its answer
-        head in; or None when the request was answered or taken over by the fast path."""
-        proxy = self.proxy
-        while True:
-            req = self.req
-            target = self.target
-            body: bytes | AsyncIterator[bytes]
-            if self.complete:
-                body = self._body()
-                length: int | None = len(body)
-            else:
-                first = self._body()
-                cl = req.content_length
-                length = None if cl is None else cl + len(first) - len(self.prefix or b"")
-                body = self._chain(first)
-            pool = proxy.upstreams.pools.get(target.origin) or proxy.upstreams.pool(target.origin)
-            self.started = proxy.loop.time()
-            self.version = target.name
-            traceparent = None
-            if req.span is not None:  # the attempt's span covers the wait for a connection
-                self.att = req.span.attempt(self.plan.name, target.name, target.url,
-                                            req.method.decode("latin-1"))
-                traceparent = self.att.traceparent
-            try:
-                if target.name == self.faulted:
-                    raise DrillFault()
-                ex, reused = await pool.acquire(self.plan.config.timeouts.connect,
-                                                self.new_connection)
-                self.new_connection = False
-                if self.aborted is not None:
-                    pool.release(ex)
-                    raise self.aborted
-                ex.begin(self.deadline, self.plan.config.timeouts.idle, req.method == b"HEAD")
-                self.exchange = ex
-                head = proxy.request_head(req, target, pool.host_header, length,
-                                          self.raw_target, traceparent)
-                try:
-                    await ex.send(head, body, chunked=length is None)
-                    await ex.read_head()
-                    if self.att is not None:
-                        self.att.answered(ex.status)
-                        self.att = None
-                except UpstreamClosed as exc:
-                    if reused and not ex.got_bytes:
-                        raise UpstreamStale(str(exc)) from None  # closed while idle
-                    raise
-                return ex
-            except Aborted as exc:
-                self._close_ex()
-                self._answer_killed(exc)
-                return None
-            except UpstreamError as exc:
-                cur = self.exchange
-                if cur is not None:
-                    self.exchange = None
-                    cur.release()
-                proxy.count_error(self.plan, target, exc, self.started)
-                self._trace_failed(exc)
-                if self.aborted is not None:
-                    self._answer_killed(self.aborted)
-                    return None
-                if not self._next(outcome_of(exc), exc, None):
-                    return None
-                if not self.new_connection and self.complete and self._fast():
-                    return None  # the next attempt runs without this coroutine
-
-    async def _chain(self, first: bytes) -> AsyncIterator[bytes]:
-        """The body as the backend gets it: what is in memory, then the rest as it comes."""
-        if first:
-            yield first
-        async for chunk in self.req.rest(len(self.prefix or b""), self.proxy.max_body):
-            yield chunk
-
-    # ------------------------------------------------------------------ streaming
-
-    async def _stream(self, ex: Exchange) -> None:
-        """Forward an answer that is not complete yet, chunk by chunk."""
-        proxy = self.proxy
-        req = self.req
-        plan, target = self.plan, self.target
-        self.exchange = ex
-        status = ex.status
-        raw = ex.headers
-        head_only = req.method == b"HEAD" or status in (204, 304)
-        sse = not head_only and is_event_stream(_content_type(raw))
-        keep = req.will_keep_alive()
-        length = ex.length if not sse else None
-        chunked = not head_only and length is None and not req.http10
-        if not head_only and length is None and req.http10:
-            keep = False  # the body ends with the connection
-            req.keep_alive = False
-        connection = (None if keep and not req.http10 else b"keep-alive" if keep else b"close")
-        proxy.served(req, plan, target, self.decision, status)
-        rec = req.rec
-        rec.upstream = ex.head_at - self.started
-        req.start(response_head(status, raw, proxy.labels(plan, target, self.decision),
-                                length if not head_only or req.method == b"HEAD" else None,
-                                connection, chunked, sse), chunked)
-        if head_only:
-            self.exchange = None
-            ex.release()
-            req.end()
-            self._finished()
-            return
-        cutter = EventCutter() if sse else None
-        tap = proxy.tap(self) if plan.config.shadow is not None else None
-        try:
-            while True:
-                data = await ex.read()
-                if not data:
-                    break
-                if tap is not None:
-                    tap.feed(data)  # as the backend sent it
-                if cutter is not None:
-                    data = cutter.feed(data)
-                    if not data:
-                        continue
-                if not rec.first_byte:
-                    rec.first_byte = proxy.clock.now
-                    if req.span is not None:
-                        req.span.first_chunk(data)
-                rec.bytes_out += len(data)
-                req.send(data)
-                if req.conn.write_paused:
-                    await req.drain()
-        except UpstreamError as exc:
-            self.exchange = None
-            ex.release()
-            why = self.aborted
-            kind = "killed" if why is not None else "upstream_failed"
-            span = req.span
-            if span is not None:
-                if why is not None:
-                    span.event("killgate.kill", {"killgate.kill.scope": why.scope,
-                                                 "killgate.version": target.name,
-                                                 "killgate.inflight": 1})
-                span.stream_failed(kind)
-            if why is not None:
-                proxy.metrics.inc("killgate_inflight_aborted_total", (plan.name,),
-                                  label_names=("route",))
-            else:
-                proxy.count_error(plan, target, exc, self.started)
-            self._finished()
-            if cutter is not None and not cutter.mid_event:
-                req.end(_sse_error(kind, plan.name, target.name))
-            else:
-                req.abort()  # the client sees an incomplete body, never a clean end
-            return
-        except (ClientGone, asyncio.CancelledError):
-            self._close_ex()
-            self._finished()
-            return
-        self.exchange = None
-        ex.release()
-        proxy.observed(plan, target, status, self.started)
-        self._finished()
-        tail = cutter.flush() if cutter is not None else b""
-        rec.bytes_out += len(tail)
-        req.end(tail)
-        if tap is not None:
-            tap.end(status, raw)

@@ -58,15 +58,16 @@ _KEEP, _DROP, _CONN, _VIA, _DATE, _CTYPE = 0, 1, 2, 3, 4, 5
 _LEARNED_MAX = 4096  # names a client can invent are bounded: the cache starts over past it
 
 
-def _learn(name: bytes, drop: frozenset[bytes], cache: dict[bytes, int]) -> int:
+def _learn(name: bytes, drop: frozenset[bytes], cache: dict[bytes, int],
+           answer: bool = True) -> int:
     low = name.lower()
     if low in drop or low.startswith(_INTERNAL):
         act = _CONN if low == b"connection" else _DROP
     elif low == b"via":
         act = _VIA
-    elif low == b"date":
+    elif answer and low == b"date":  # (Date and Content-Type matter in answers only)
         act = _DATE
-    elif low == b"content-type":
+    elif answer and low == b"content-type":
         act = _CTYPE
     else:
         act = _KEEP
@@ -83,9 +84,11 @@ def is_event_stream(content_type: bytes) -> bool:
 
 def _raw_lines(first: bytes, raw: Iterable[tuple[bytes, bytes]], drop: frozenset[bytes],
                cache: dict[bytes, int]) -> tuple[list[bytes], bool, bool]:
-    """`first`, one `name: value` line per end-to-end field and our Via line (one pass,
-    bytes only), whether a Date field was among them, and whether it is an event stream."""
+    """`first`, each end-to-end field as its `name`, `: `, `value`, CRLF parts and our Via
+    line (one pass, bytes only: four appends cost less than formatting one line), whether
+    a Date field was among them, and whether it is an event stream."""
     parts = [first]
+    append = parts.append
     conn: list[bytes] | None = None
     via: list[bytes] | None = None
     dated = events = False
@@ -93,23 +96,45 @@ def _raw_lines(first: bytes, raw: Iterable[tuple[bytes, bytes]], drop: frozenset
         act = cache.get(name)
         if act is None:
             act = _learn(name, drop, cache)
-        if act == _KEEP:
-            parts.append(b"%s: %s\r\n" % (name, value))
+        if not act:  # _KEEP
+            append(name)
+            append(b": ")
+            append(value)
+            append(b"\r\n")
         elif act == _DATE:
             dated = True
-            parts.append(b"%s: %s\r\n" % (name, value))
+            append(name)
+            append(b": ")
+            append(value)
+            append(b"\r\n")
         elif act == _CTYPE:
-            events = is_event_stream(value)
-            parts.append(b"%s: %s\r\n" % (name, value))
+            events = value[:17].lower() == b"text/event-stream"
+            append(name)
+            append(b": ")
+            append(value)
+            append(b"\r\n")
         elif act == _CONN:
             (conn := conn or []).append(value)
         elif act == _VIA:
             (via := via or []).append(value)
     if conn:
-        named = connection_tokens(conn)
-        parts = [parts[0]] + [p for p in parts[1:] if p.split(b":", 1)[0].lower() not in named]
+        parts = _kept(first, raw, drop, cache, connection_tokens(conn))
     parts.append(_VIA_LINE if via is None else b"via: %s\r\n" % b", ".join([*via, VIA]))
     return parts, dated, events
+
+
+def _kept(first: bytes, raw: Iterable[tuple[bytes, bytes]], drop: frozenset[bytes],
+          cache: dict[bytes, int], named: frozenset[bytes],
+          answer: bool = True) -> list[bytes]:
+    """The parts again, without the fields that `Connection` names (rare: a second pass)."""
+    parts = [first]
+    for name, value in raw:
+        act = cache.get(name)
+        if act is None:
+            act = _learn(name, drop, cache, answer)
+        if act in (_KEEP, _DATE, _CTYPE) and name.lower() not in named:
+            parts += (name, b": ", value, b"\r\n")
+    return parts
 
 
 _VIA_LINE = b"via: %s\r\n" % VIA
@@ -120,36 +145,83 @@ _SSE_NAMES: dict[bytes, int] = {}
 
 
 def request_head(first_line: bytes, raw: Iterable[tuple[bytes, bytes]], forwarded: bytes,
-                 length: int | None, traced: bool = False) -> bytes:
+                 length: int | None, traced: bool = False, body: bytes = b"") -> bytes:
     """The whole request head for a backend, built in one pass (the hot path).
 
     `first_line` already holds the request line and our Host; `forwarded` the
     x-forwarded-* lines (rebuilt from the socket peer: a client cannot spoof them), and,
-    when `traced`, our traceparent (the client's is dropped).
+    when `traced`, our traceparent (the client's is dropped). `body`, when given, follows
+    the head in the same bytes.
     """
     if traced:
-        parts, _, _ = _raw_lines(first_line, raw, _REQUEST_DROP_TRACED, _TRACED_NAMES)
+        drop, cache = _REQUEST_DROP_TRACED, _TRACED_NAMES
     else:
-        parts, _, _ = _raw_lines(first_line, raw, _REQUEST_DROP, _REQUEST_NAMES)
-    parts.append(forwarded)
+        drop, cache = _REQUEST_DROP, _REQUEST_NAMES
+    parts = [first_line]
+    append = parts.append
+    conn: list[bytes] | None = None
+    via: list[bytes] | None = None
+    for name, value in raw:
+        act = cache.get(name)
+        if act is None:
+            act = _learn(name, drop, cache, answer=False)
+        if not act:  # _KEEP
+            append(name)
+            append(b": ")
+            append(value)
+            append(b"\r\n")
+        elif act == _CONN:
+            (conn := conn or []).append(value)
+        elif act == _VIA:
+            (via := via or []).append(value)
+    if conn:
+        parts = _kept(first_line, raw, drop, cache, connection_tokens(conn), answer=False)
+        append = parts.append
+    append(_VIA_LINE if via is None else b"via: %s\r\n" % b", ".join([*via, VIA]))
+    append(forwarded)
     if length is not None:
-        parts.append(b"content-length: %d\r\n\r\n" % length)
+        append(b"content-length: %d\r\n\r\n" % length)
     else:
-        parts.append(b"transfer-encoding: chunked\r\n\r\n")
+        append(b"transfer-encoding: chunked\r\n\r\n")
+    if body:
+        append(body)
     return b"".join(parts)
 
 
 _REASONS = {int(s): s.phrase.encode() for s in HTTPStatus}
 _STATUS_LINES = {code: b"HTTP/1.1 %d %s\r\n" % (code, phrase) for code, phrase in _REASONS.items()}
-_date_cache: list[object] = [0, b""]
+class _Date:
+    """The Date value and line of the current second (formatted once a second)."""
+
+    __slots__ = ("line", "next", "value")
+
+    def __init__(self) -> None:
+        self.next = 0.0  # when the second after the one formatted begins
+        self.value = self.line = b""
+
+    def refresh(self, now: float) -> None:
+        second = int(now)
+        self.next = second + 1.0
+        self.value = formatdate(second, usegmt=True).encode()
+        self.line = b"date: %s\r\n" % self.value
+
+
+_DATE_NOW = _Date()
 
 
 def _date() -> bytes:
-    now = int(time.time())
-    if _date_cache[0] != now:
-        _date_cache[0] = now
-        _date_cache[1] = formatdate(now, usegmt=True).encode()
-    return _date_cache[1]  # type: ignore[return-value]
+    now = time.time()
+    if now >= _DATE_NOW.next:
+        _DATE_NOW.refresh(now)
+    return _DATE_NOW.value
+
+
+def _date_line() -> bytes:
+    """`date: <now>\r\n`."""
+    now = time.time()
+    if now >= _DATE_NOW.next:
+        _DATE_NOW.refresh(now)
+    return _DATE_NOW.line
 
 
 _RESPONSE_DROP_SSE = _RESPONSE_DROP | {b"cache-control", b"x-accel-buffering"}
@@ -158,13 +230,14 @@ _SSE_LINES = b"cache-control: no-cache\r\nx-accel-buffering: no\r\n"
 
 def response_head(status: int, raw: Iterable[tuple[bytes, bytes]], ours: bytes,
                   length: int | None, connection: bytes | None, chunked: bool = False,
-                  sse: bool = False) -> bytes:
+                  sse: bool = False, body: bytes = b"") -> bytes:
     """A whole HTTP/1.1 response head from the backend's raw fields (the hot path: no
     decoding, one pass). Hop-by-hop fields go, `ours` (the x-killgate-* lines) and Via come
     in; framing is ours: `length` (Content-Length), `chunked`, or neither (no body, or a
     body that ends with the connection). `connection` is an explicit Connection value; an
     SSE answer (`sse`, or its Content-Type says so: whole or streamed, it reads the same)
-    is marked not to be cached or buffered on the way."""
+    is marked not to be cached or buffered on the way. `body`, when given, follows the head
+    in the same bytes (a whole answer is built in one join)."""
     status_line = _STATUS_LINES.get(status) or b"HTTP/1.1 %d Unknown\r\n" % status
     if sse:
         parts, dated, _ = _raw_lines(status_line, raw, _RESPONSE_DROP_SSE, _SSE_NAMES)
@@ -172,19 +245,25 @@ def response_head(status: int, raw: Iterable[tuple[bytes, bytes]], ours: bytes,
         parts, dated, sse = _raw_lines(status_line, raw, _RESPONSE_DROP, _RESPONSE_NAMES)
         if sse:
             parts, dated, _ = _raw_lines(status_line, raw, _RESPONSE_DROP_SSE, _SSE_NAMES)
+    append = parts.append
     if not dated:
-        parts.append(b"date: %s\r\n" % _date())
-    parts.append(ours)
+        append(_date_line())
+    append(ours)
     if sse:
-        parts.append(_SSE_LINES)
+        append(_SSE_LINES)
     if length is not None:
-        parts.append(b"content-length: %d\r\n" % length)
+        append(b"content-length: %d\r\n" % length)
     elif chunked:
-        parts.append(b"transfer-encoding: chunked\r\n")
+        append(b"transfer-encoding: chunked\r\n")
     if connection is not None:
-        parts.append(b"connection: %s\r\n" % connection)
-    parts.append(b"\r\n")
+        append(_CONNECTION.get(connection) or b"connection: %s\r\n" % connection)
+    append(b"\r\n")
+    if body:
+        append(body)
     return b"".join(parts)
+
+
+_CONNECTION = {b"close": b"connection: close\r\n", b"keep-alive": b"connection: keep-alive\r\n"}
 
 
 def own_head(status: int, content_type: bytes, length: int, ours: bytes, extra: bytes,

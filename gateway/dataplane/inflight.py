@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from gateway.errors import UpstreamError
 
 if TYPE_CHECKING:
-    from gateway.dataplane.upstream import Exchange
+    from gateway.dataplane.exchange import Exchange
 
 __all__ = ["Aborted", "Handle", "Inflight"]
 

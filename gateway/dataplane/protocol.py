@@ -1,49 +1,55 @@
 """Our HTTP/1.1 server protocol for the data-plane listener: one client connection.
 
 An `asyncio.Protocol` (uvloop's transports) parsed by llhttp through httptools in its strict
-default mode. Owns, per connection: head limits (one line 8190 bytes, 128 fields, 64 KiB in
-all) and framing checks (a malformed or ambiguous request is a 400, then the connection
-closes); keep-alive and pipelining (answers strictly in request order: the next request is
-handed over when the previous answer is written, and reading pauses while requests queue);
-`Expect: 100-continue` (sent when the proxy first reads the body); sized and chunked bodies
-with flow control (reading pauses while the proxy is not taking the body); refused
-`Upgrade`/`CONNECT` (400, then close); a client's end of its side (nothing pending: close;
-an answer pending: the client is gone, as for nginx and aiohttp); and the connection's
-deadlines with one timer, re-armed lazily: the first head within `header_timeout` of the
-accept, each later head within `header_timeout` of its first byte, `keepalive_timeout`
-between requests, `body_timeout` between body bytes while we read, `send_timeout` while the
-client reads nothing.
+default mode. Owns, per connection: the reads and their parsing (the callbacks are
+`dataplane/parsing.py`'s, the limits and refusals `dataplane/wire.py`'s: a malformed or
+ambiguous request is a 400, then the connection closes); keep-alive and pipelining (answers
+strictly in request order: the next request is handed over when the previous answer is
+written, and reading pauses while requests queue); `Expect: 100-continue` (sent when the
+proxy first reads the body); flow control both ways (reading pauses while the proxy is not
+taking the body); a client's end of its side (nothing pending: close; an answer pending:
+the client is gone, as for nginx and aiohttp); and the connection's deadlines with one
+timer, re-armed lazily (a timer that fires early looks at the state and re-arms for what is
+next; a deadline only moved later costs no timer call): the first head within
+`header_timeout` of the accept, each later head within `header_timeout` of its first byte,
+`keepalive_timeout` between requests, `body_timeout` between body bytes while we read,
+`send_timeout` while the client reads nothing. Each fires at its deadline (the loop's timer
+precision), never later.
 
 It knows nothing of routing: each request goes to the `Handler` (the proxy) from the parser
 callback, with no Task of its own, and is answered through its `Request`. Imports httptools
-(the only other user is the upstream client) and nothing of the gateway's above dataplane.
+(the only other user is the upstream exchange) and nothing of the gateway's above dataplane.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections import deque
-from dataclasses import dataclass
-from typing import Protocol
 
 import httptools
 
-from gateway.dataplane.clock import Clock
+from gateway.dataplane.parsing import Parsing
 from gateway.dataplane.request import BadBody, BodyTimeout, ClientGone, Request
+from gateway.dataplane.wire import (
+    BODY_HIGH,
+    MAX_HEAD,
+    MAX_HEADERS,
+    MAX_LINE,
+    SLICE,
+    SMALL_BODY,
+    Handler,
+    Limits,
+    Refuse,
+    Server,
+    Stop,
+    error_response,
+)
 
 log = logging.getLogger("killgate.protocol")
 
 __all__ = ["MAX_HEAD", "MAX_HEADERS", "MAX_LINE", "SLICE", "SMALL_BODY", "Handler", "HttpProtocol",
-           "Limits", "Server", "c_parser"]
-
-MAX_LINE = 8190       # a request line or one field (aiohttp's and nginx's 8 KiB)
-MAX_HEADERS = 128
-MAX_HEAD = 64 * 1024  # the whole head (Envoy's default is 60 KiB)
-SMALL_BODY = 64 * 1024  # a body up to this size is read whole before the request goes on
-SLICE = 4096  # a larger read is parsed in slices of this size (its bodies in one piece)
-BODY_HIGH = 256 * 1024  # buffered body bytes past which reading pauses
+           "Limits", "Server", "c_parser", "error_response"]
 
 
 def c_parser() -> bool:
@@ -53,99 +59,7 @@ def c_parser() -> bool:
     return mod.startswith("httptools.parser") and lib.endswith((".so", ".pyd"))
 
 
-@dataclass(frozen=True, slots=True)
-class Limits:
-    """A connection's deadlines (`server.*` in the config), in seconds."""
-
-    header_timeout: float = 10.0
-    keepalive_timeout: float = 60.0
-    body_timeout: float = 30.0
-    send_timeout: float = 60.0
-
-
-class Handler(Protocol):
-    """The proxy, as a connection sees it."""
-
-    def handle(self, req: Request) -> None:
-        """Take a request (its head, and its body when small): answer now or later."""
-
-    def gone(self, req: Request) -> None:
-        """The client went away before the answer was over: drop whatever serves it."""
-
-    def done(self, req: Request) -> None:
-        """The request is over (answered, or its client gone): once per handled request."""
-
-
-class Server(Protocol):
-    """What a connection needs of its listener (`dataplane/listener.py`)."""
-
-    limits: Limits
-    handler: Handler
-    clock: Clock
-    connections: set[HttpProtocol]
-    max_connections: int
-    draining: bool
-
-    def counted(self, what: str) -> None:
-        """Count an event of the listener's (refused, send_timeout, malformed)."""
-
-    def forget(self, conn: HttpProtocol) -> None:
-        """`conn` has closed."""
-
-
-# Names that, with `_` read as `-` (CGI, WSGI and some frameworks do), would change how a
-# backend frames or routes a request: such a field is refused, never forwarded.
-_UNDERSCORE_ALIASES = frozenset({
-    b"content-length", b"transfer-encoding", b"host", b"connection", b"upgrade", b"expect",
-    b"te", b"trailer", b"keep-alive", b"proxy-connection", b"x-forwarded-for",
-    b"x-forwarded-host", b"x-forwarded-proto", b"forwarded", b"x-real-ip"})
-
-
-_PLAIN, _HOST, _LENGTH, _CHUNKED, _EXPECT, _UPGRADE, _ALIASED, _TRACEPARENT = range(8)
-_KINDS = {b"host": _HOST, b"content-length": _LENGTH, b"transfer-encoding": _CHUNKED,
-          b"expect": _EXPECT, b"upgrade": _UPGRADE, b"traceparent": _TRACEPARENT}
-_NAMES: dict[bytes, int] = {}  # a field name as sent -> what it is to us (learned once)
-
-
-def _name_kind(name: bytes) -> int:
-    low = name.lower()
-    kind = _KINDS.get(low, _PLAIN)
-    if b"_" in low:
-        alias = low.replace(b"_", b"-")
-        if alias in _UNDERSCORE_ALIASES or alias.startswith(b"x-killgate-"):
-            kind = _ALIASED
-    if len(_NAMES) >= 4096:  # names a client invents are bounded: start over
-        _NAMES.clear()
-    _NAMES[name] = kind
-    return kind
-
-
-class _Refuse(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        self.status = status
-        self.message = message
-
-
-class _Stop(Exception):
-    """Bytes after a request that ends the connection are not parsed."""
-
-
-_REASONS = {400: b"Bad Request", 408: b"Request Timeout", 413: b"Payload Too Large",
-            500: b"Internal Server Error"}
-_TYPES = {400: "bad_request", 408: "request_timeout", 413: "body_too_large",
-          500: "internal_error"}
-
-
-def error_response(status: int, message: str) -> bytes:
-    """A refusal of the connection's own (no route decided): JSON, then the close."""
-    body = json.dumps({"error": {"type": _TYPES.get(status, "bad_request"),
-                                 "message": message}}).encode()
-    return (b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
-            b"connection: close\r\n\r\n%s" % (status, _REASONS.get(status, b"Error"),
-                                              len(body), body))
-
-
-class HttpProtocol(asyncio.Protocol):
+class HttpProtocol(Parsing, asyncio.Protocol):
     """One HTTP/1.1 client connection of the data plane."""
 
     def __init__(self, server: Server, loop: asyncio.AbstractEventLoop) -> None:
@@ -177,6 +91,10 @@ class HttpProtocol(asyncio.Protocol):
         self.closed = False
         self.stopped = False                   # parse nothing more (a refused request)
         self.deadline = 0.0                    # for the next (or current) request head
+        # the HTTP version of the first request line of this read, when that line was whole
+        # in it and began it (" HTTP/1.1" or " HTTP/1.0" right before its CRLF): its head's
+        # version needs no parser call; any other case asks the parser
+        self.version_hint: str | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.timer_at = 0.0
 
@@ -206,8 +124,26 @@ class HttpProtocol(asyncio.Protocol):
         self.clock.now = self.loop.time()
         if self.held:  # (reading is paused while bytes are held: kept in order anyway)
             data, self.held = self.held + data, b""
-        if len(data) <= SLICE:
-            self._feed(data)
+        if len(data) <= SLICE:  # (`_feed`, inline: most reads)
+            self.fresh = False
+            self.version_hint = None
+            if self.parsing is None:  # a request line starts this read: its version, if whole
+                j = data.find(b"\n")  # (the parser's own answer formats a string: 0.4 µs)
+                if j >= 10:
+                    if data.startswith(b" HTTP/1.1\r", j - 10):
+                        self.version_hint = "1.1"
+                    elif data.startswith(b" HTTP/1.0\r", j - 10):
+                        self.version_hint = "1.0"
+            try:
+                self.parser.feed_data(data)
+            except httptools.HttpParserUpgrade:
+                self.stopped = True
+                return
+            except httptools.HttpParserError as exc:
+                self._parse_error(exc)
+                return
+            if (self.in_head or self.in_trailer) and not self.fresh:
+                self._open_field(len(data))
             return
         # One read can hold thousands of tiny pipelined requests: parsed all at once, each
         # would wait as a Request for its turn. Parse a slice at a time, and hold the rest
@@ -239,28 +175,35 @@ class HttpProtocol(asyncio.Protocol):
 
     def _feed(self, data: bytes | memoryview) -> None:
         self.fresh = False
+        self.version_hint = None
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self.stopped = True  # the upgrade request is queued as refused; nothing follows
             return
         except httptools.HttpParserError as exc:
-            cause = exc.__context__
-            if isinstance(cause, _Stop):
-                return
-            if isinstance(cause, _Refuse):
-                self._malformed(cause.status, cause.message)
-            else:
-                self._malformed(400, f"malformed request: {exc}")
+            self._parse_error(exc)
             return
         if (self.in_head or self.in_trailer) and not self.fresh:
-            # A read wholly inside a head or trailer section whose field is still open:
-            # httptools holds such a field until its end, so its bytes are counted here
-            # (a section's complete fields are counted exactly as they arrive).
-            self.wire_bytes += len(data)
-            if self.wire_bytes > MAX_HEAD:
-                self._malformed(400, "the request head is too large" if self.in_head
-                                else "the trailer section is too large")
+            self._open_field(len(data))
+
+    def _parse_error(self, exc: httptools.HttpParserError) -> None:
+        cause = exc.__context__
+        if isinstance(cause, Stop):
+            return
+        if isinstance(cause, Refuse):
+            self._malformed(cause.status, cause.message)
+        else:
+            self._malformed(400, f"malformed request: {exc}")
+
+    def _open_field(self, n: int) -> None:
+        """A read wholly inside a head or trailer section whose field is still open:
+        httptools holds such a field until its end, so its bytes are counted here (a
+        section's complete fields are counted exactly as they arrive)."""
+        self.wire_bytes += n
+        if self.wire_bytes > MAX_HEAD:
+            self._malformed(400, "the request head is too large" if self.in_head
+                            else "the trailer section is too large")
 
     def eof_received(self) -> bool:
         """The client closed its side. Answers still pending are dropped and their backend
@@ -301,141 +244,6 @@ class HttpProtocol(asyncio.Protocol):
             d.set_result(None)
         if self.queue and not self.dispatching:
             self._dispatch()  # a request held while the client was not reading
-
-    # ------------------------------------------------------------------ parser callbacks
-
-    def on_message_begin(self) -> None:
-        if self.stopped or self.closing:
-            raise _Stop
-        now = self.clock.now
-        self.parsing = Request(self, now)
-        self.in_head = True
-        self.head_bytes = self.wire_bytes = 0
-        self.fresh = True
-        if self.seen:  # every head has its own deadline (armed now, or once answers catch up)
-            self.deadline = now + self.limits.header_timeout
-            if not self.queue:
-                self._arm(self.deadline)
-
-    def on_url(self, url: bytes) -> None:
-        req = self.parsing
-        assert req is not None
-        req.target += url
-        if len(req.target) > MAX_LINE:
-            raise _Refuse(400, "the request target is too long")
-        self.head_bytes += len(url)
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        req = self.parsing
-        assert req is not None
-        n = len(name) + len(value)
-        if n > MAX_LINE:
-            raise _Refuse(400, "a header field is too long")
-        self.head_bytes += n + 4
-        if self.head_bytes > MAX_HEAD:
-            raise _Refuse(400, "the request head is too large" if self.in_head
-                          else "the trailer section is too large")
-        if not self.in_head:
-            # A chunked body's trailer section: never merged into the head (RFC 9110
-            # §6.5.1), which was routed and is forwarded without it; dropped.
-            return
-        raw = req.raw_headers
-        if len(raw) >= MAX_HEADERS:
-            raise _Refuse(400, f"more than {MAX_HEADERS} header fields")
-        if value and value[-1] in (32, 9):
-            value = value.rstrip(b" \t")  # llhttp keeps trailing whitespace
-        raw.append((name, value))
-        kind = _NAMES.get(name)
-        if kind is None:
-            kind = _name_kind(name)
-        if not kind:
-            return
-        if kind == _HOST:
-            if req.host is not None:
-                raise _Refuse(400, "more than one Host header")
-            req.host = value
-        elif kind == _LENGTH:
-            req.content_length = int(value)  # llhttp checked: digits, no duplicates
-        elif kind == _CHUNKED:
-            req.chunked = True  # llhttp checked: chunked last, no Content-Length
-        elif kind == _EXPECT:
-            req.expect_continue = value.lower() == b"100-continue"
-        elif kind == _UPGRADE:
-            req.refused = (400, "protocol upgrades are not proxied")
-        elif kind == _TRACEPARENT:
-            if req.traceparent is None:  # (the first, as a tracer reads it; noted here so
-                req.traceparent = value  # that the sampling decision scans no fields)
-        else:
-            alias = name.lower().replace(b"_", b"-")
-            raise _Refuse(400, f"the header {name.decode('latin-1')!r} reads as "
-                               f"{alias.decode('latin-1')!r} to some backends; send it with '-'")
-
-    def on_headers_complete(self) -> None:
-        req = self.parsing
-        assert req is not None
-        self.in_head = False
-        p = self.parser
-        req.method = p.get_method()
-        version = p.get_http_version()
-        req.http10 = version == "1.0"
-        req.keep_alive = p.should_keep_alive()
-        if req.refused is None:
-            if version != "1.1" and not req.http10:
-                req.refused = (400, f"HTTP/{version} is not spoken here; use HTTP/1.1")
-            elif req.method == b"CONNECT":  # (an Upgrade field was refused as it came)
-                req.refused = (400, "protocol upgrades are not proxied")
-            elif req.http10 and req.chunked:
-                req.refused = (400, "Transfer-Encoding is not allowed in HTTP/1.0 requests")
-            elif req.host is None and not req.http10:
-                req.refused = (400, "an HTTP/1.1 request needs a Host header")
-        if req.refused is not None:
-            req.keep_alive = False
-            self.stopped = True  # answered in turn, then the connection closes
-        req.last_body = self.clock.now
-        queue = self.queue
-        queue.append(req)
-        if len(queue) > 1:
-            if not self.read_paused:
-                self._pause()  # pipelined: read on once the answers caught up
-        elif req.refused is not None or req.chunked or req.expect_continue or (
-                req.content_length is not None and req.content_length > SMALL_BODY):
-            self._dispatch()  # handed over at its head (else once its small body is in)
-        elif req.content_length:
-            self._arm(req.last_body + self.limits.body_timeout)  # the small body's deadline
-
-    def on_chunk_header(self) -> None:
-        # the data of a chunk follows, or (after the last, empty one) the trailer section
-        self.in_trailer = self.fresh = True
-        self.head_bytes = self.wire_bytes = 0
-
-    def on_chunk_complete(self) -> None:
-        self.in_trailer = False
-
-    def on_body(self, data: bytes) -> None:
-        self.in_trailer = False
-        req = self.parsing
-        assert req is not None
-        if req.refused is not None:
-            return
-        req.chunks.append(data)
-        n = len(data)
-        req.buffered += n
-        req.body_size += n
-        req.last_body = self.clock.now
-        if req.waiter is not None:
-            req.wake()
-        if req.buffered > BODY_HIGH and not self.read_paused:
-            self._pause()
-
-    def on_message_complete(self) -> None:
-        req = self.parsing
-        assert req is not None
-        self.parsing = None
-        self.seen += 1
-        req.body_done = True
-        if req.waiter is not None:
-            req.wake()
-        self._dispatch()
 
     # ------------------------------------------------------------------ requests
 
@@ -514,7 +322,8 @@ class HttpProtocol(asyncio.Protocol):
         if not queue:
             if self.parsing is None:
                 self.deadline = self.clock.now + self.limits.keepalive_timeout
-            self._arm(self.deadline)  # (or the deadline of a head begun meanwhile)
+            if self.timer is None or self.deadline < self.timer_at:
+                self._arm(self.deadline)  # (or the deadline of a head begun meanwhile)
         if self.read_paused and len(queue) <= 1:
             self._resume()
         if queue and not self.dispatching:

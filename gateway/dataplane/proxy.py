@@ -1,9 +1,10 @@
-"""The data plane's decisions: check a request, match a route, choose a version, answer.
+"""The data plane's decisions: check a request, match a route, choose a version.
 
-Owns the request path of CONTRACT §3 up to the backend, and every answer of the gateway's
-own. Reads the routing snapshot once per request from the `TableSource` (no I/O for any
-decision); forwarding, attempts and streaming are `dataplane/flight.py`'s; this is the one
-place that maps data-plane errors to HTTP. The connection (`dataplane/protocol.py`) calls
+Owns the request path of CONTRACT §3 up to the backend. Reads the routing snapshot once
+per request from the `TableSource` (no I/O for any decision); forwarding, attempts and
+streaming are `dataplane/flight.py`'s; the gateway's own answers (the one place that maps
+data-plane errors to HTTP) and what is recorded of every answer are
+`dataplane/answers.py`'s, the base of `Proxy`. The connection (`dataplane/protocol.py`) calls
 `handle` from its parser callback: a request whose route is decided and whose body is in
 memory goes on without a Task (only a body still to be read, or the model peek of a large
 body, needs a coroutine here).
@@ -12,35 +13,30 @@ body, needs a coroutine here).
 from __future__ import annotations
 
 import asyncio
-import json
-import logging
 import random
 from typing import Protocol
 
+from gateway.dataplane.answers import Answers, Observer
 from gateway.dataplane.attempts import Policy
 from gateway.dataplane.drillfault import FaultGate
+from gateway.dataplane.exchange import Exchange
 from gateway.dataplane.flight import Flight
-from gateway.dataplane.headers import declared_charset, own_head, request_head, response_head
-from gateway.dataplane.inflight import Aborted, Inflight
+from gateway.dataplane.headers import declared_charset, request_head, response_head
+from gateway.dataplane.inflight import Inflight
 from gateway.dataplane.jsonpeek import ModelField, Unreadable, find_model
 from gateway.dataplane.paths import BadTarget, route_host, split_target
 from gateway.dataplane.request import BadBody, BadHeader, BodyTimeout, ClientGone, Request
 from gateway.dataplane.retry import RetryBudget
 from gateway.dataplane.shadow import Mirror, Tap
 from gateway.dataplane.spans import RequestTracer, TraceView, trace_choice
-from gateway.dataplane.upstream import Exchange, Upstreams
-from gateway.domain.routing import FALLBACK, KILLED, STATE_UNKNOWN, RoutePlan, RouteTable, Target
-from gateway.errors import UpstreamError, UpstreamOverflow, UpstreamTimeout
+from gateway.dataplane.upstream import Upstreams
+from gateway.domain.routing import RoutePlan, RouteTable, Target
 from gateway.forwarded import ClientAddress
-from gateway.log import event
 from gateway.telemetry.metrics import Metrics
 from gateway.telemetry.record import NULL, Recorder, RequestRecord
 
 __all__ = ["Observer", "Proxy"]
 
-log = logging.getLogger("killgate.proxy")
-
-_JSON = b"application/json"
 _ADMITTED = object()  # a request counted in flight, before (or without) a Flight
 _CACHE_MAX = 1024  # request targets and hosts remembered as parsed (cleared when full)
 _CACHED_TARGET = 256  # longer targets are parsed every time (the cache stays small)
@@ -53,20 +49,7 @@ class TableSource(Protocol):
     def table(self) -> RouteTable: ...
 
 
-class Observer(Protocol):
-    """Hook for passive health (outlier detection) and canary analysis: told how each
-    exchange went. `kind`: "ok", "5xx", "connect" (never reached the backend), "error",
-    "not_ready" (a protocol-aware "model not loaded" answer), or "overflow" (our queue for
-    that backend was full or timed out: not its failure)."""
-
-    def outcome(self, route: str, version: str, kind: str, latency: float) -> None: ...
-
-
-def _error_body(type_: str, message: str, **extra: object) -> bytes:
-    return json.dumps({"error": {"type": type_, "message": message, **extra}}).encode()
-
-
-class Proxy:
+class Proxy(Answers):
     """The data-plane request handler (the `Handler` of every data-plane connection)."""
 
     def __init__(self, holder: TableSource, upstreams: Upstreams, inflight: Inflight,
@@ -98,8 +81,14 @@ class Proxy:
         self._budgets: dict[str, RetryBudget] = {}
         self._policies: dict[str, tuple[object, Policy]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self._targets: dict[bytes, tuple[str, str]] = {}  # raw target -> split_target()
+        # raw target -> split_target(), the forwarded target encoded
+        self._targets: dict[bytes, tuple[str, bytes]] = {}
         self._hosts: dict[bytes | None, str] = {}  # raw Host -> route_host()
+        self._forwarded: dict[tuple[bytes, bytes | None], bytes] = {}  # (peer, Host) -> lines
+        # (path, Host) -> the route they match in `_match_table`, when no route of that table
+        # matches by header fields (None: some route does; every match is made afresh)
+        self._match_table: RouteTable | None = None
+        self._matched: dict[tuple[str, str], RoutePlan] | None = None
 
     # ------------------------------------------------------------------ Handler
 
@@ -168,7 +157,8 @@ class Proxy:
         try:
             known = self._targets.get(req.target)  # the same few paths, again and again
             if known is None:
-                known = split_target(req.target.decode("latin-1"))
+                path, target_s = split_target(req.target.decode("latin-1"))
+                known = (path, target_s.encode("latin-1"))
                 if len(req.target) <= _CACHED_TARGET:
                     if len(self._targets) >= _CACHE_MAX:
                         self._targets.clear()
@@ -186,10 +176,10 @@ class Proxy:
         except BadTarget as exc:
             self._bad(req, "target", str(exc))
             return
-        headers = req.headers
-        if not table.needs_model(path, host, headers):
+        if not table.model_routes or not table.needs_model(path, host, req.headers):
             self._route(req, table, path, target, host, None, None, None)
             return
+        headers = req.headers
         charset = declared_charset(headers.get("content-type"))
         if charset is not None and charset not in ("utf-8", "utf8"):
             self._bad(req, "model_body", f"the body is declared {charset!r}; a route chosen by "
@@ -200,7 +190,7 @@ class Proxy:
             return
         self._spawn(self._peek(req, table, path, target, host))
 
-    async def _peek(self, req: Request, table: RouteTable, path: str, target: str,
+    async def _peek(self, req: Request, table: RouteTable, path: str, target: bytes,
                     host: str) -> None:
         """Read as much of the body as the `model` lookup may need, then route."""
         try:
@@ -219,7 +209,7 @@ class Proxy:
         except BadHeader as exc:
             self._bad(req, "header_encoding", str(exc))
 
-    def _peeked(self, req: Request, table: RouteTable, path: str, target: str, host: str,
+    def _peeked(self, req: Request, table: RouteTable, path: str, target: bytes, host: str,
                 prefix: bytes, complete: bool) -> None:
         peek = self.peek_bytes  # the window, exactly: however the bytes arrived
         try:
@@ -230,22 +220,33 @@ class Proxy:
         self._route(req, table, path, target, host, prefix, field,
                     field.value if field else None, complete)
 
-    def _route(self, req: Request, table: RouteTable, path: str, target: str, host: str,
+    def _route(self, req: Request, table: RouteTable, path: str, target: bytes, host: str,
                prefix: bytes | None, field: ModelField | None, model: str | None,
                complete: bool = False) -> None:
-        headers = req.headers
-        plan = table.match(path, host, headers, model)
+        if model is None and table is self._match_table and self._matched is not None:
+            # routes that match by path and Host alone: the same few pairs, again and again
+            key = (path, host)
+            plan = self._matched.get(key)
+            if plan is None:
+                plan = table.match(path, host, req.headers, None)
+                if plan is not None:
+                    self._remember(key, plan)
+        else:
+            if table is not self._match_table:
+                self._match_table = table
+                self._matched = None if any(p.headers for p in table.routes) else {}
+            plan = table.match(path, host, req.headers, model)
         if plan is None:
             self._error(req, 404, "no_route", f"no route matches "
                         f"{req.method.decode('latin-1')} {path}")
             return
         req.rec.stable = plan.stable
-        pin = headers.get("x-killgate-pin") if plan.allow_pin else None
+        pin = req.headers.get("x-killgate-pin") if plan.allow_pin else None
         if pin is not None and pin not in plan.targets:
             self._error(req, 400, "unknown_version",
                         f"x-killgate-pin names no version of route {plan.name!r}", plan)
             return
-        sticky = headers.get(plan.sticky_header) if plan.sticky_header else None
+        sticky = req.headers.get(plan.sticky_header) if plan.sticky_header else None
         choice = plan.choose(sticky, pin, self.rand)
         if req.span is not None:
             trace_choice(req.span, plan, choice, model, path)
@@ -255,11 +256,20 @@ class Proxy:
         if prefix is None and req.body_done:
             prefix, complete = req.body(), True
         flight = Flight(self, req, plan, choice.target, choice.decision, prefix, complete,
-                        field, target.encode("latin-1"), path)
+                        field, target, path)
         if table.doc.drills:  # a failover drill's request (signed token) may miss one version
-            flight.faulted = self.faults.version(headers, table.doc, plan.name)
+            flight.faulted = self.faults.version(req.headers, table.doc, plan.name)
         req.flight = flight
         flight.start()
+
+    def _remember(self, key: tuple[str, str], plan: RoutePlan) -> None:
+        """Keep a match of the current table (short paths and Hosts; cleared when full)."""
+        matched = self._matched
+        if matched is not None and len(key[0]) <= _CACHED_TARGET \
+                and len(key[1]) <= _CACHED_TARGET:
+            if len(matched) >= _CACHE_MAX:
+                matched.clear()
+            matched[key] = plan
 
     def _spawn(self, coro: object) -> None:
         task: asyncio.Task[None] = self.loop.create_task(coro)  # type: ignore[arg-type]
@@ -289,47 +299,36 @@ class Proxy:
 
     def request_head(self, req: Request, target: Target, host_header: bytes,
                      length: int | None, raw_target: bytes,
-                     traceparent: bytes | None = None) -> bytes:
+                     traceparent: bytes | None = None, body: bytes = b"") -> bytes:
+        """The head for the backend (and `body`, when given, after it in the same bytes)."""
         first = b"%s %s%s HTTP/1.1\r\nhost: %s\r\n" % (req.method, target.path_bytes,
                                                        raw_target, host_header)
         trusted = self.client_address  # behind trusted proxies: the chain they vouch for
-        xff = req.conn.remote_b if trusted is None else trusted.forwarded_for(
-            req.remote, _forwarded_for(req)).encode()
-        fwd = b"x-forwarded-for: %s\r\nx-forwarded-proto: %s\r\n" % (xff, self.scheme_b)
-        if req.host:
-            fwd += b"x-forwarded-host: %s\r\n" % req.host
+        if trusted is None:
+            # the x-forwarded-* lines of a socket peer and Host (bounded cache: the same
+            # few pairs, request after request)
+            host = req.host
+            key = (req.conn.remote_b, host)
+            fwd = self._forwarded.get(key)
+            if fwd is None:
+                fwd = self._forwarded_lines(req.conn.remote_b, host)
+                if host is None or len(host) <= _CACHED_TARGET:
+                    if len(self._forwarded) >= _CACHE_MAX:
+                        self._forwarded.clear()
+                    self._forwarded[key] = fwd
+        else:
+            fwd = self._forwarded_lines(trusted.forwarded_for(
+                req.remote, _forwarded_for(req)).encode(), req.host)
         if traceparent is not None:  # ours replaces the client's: the backend joins our span
             fwd += b"traceparent: %s\r\n" % traceparent
-            return request_head(first, req.raw_headers, fwd, length, traced=True)
-        return request_head(first, req.raw_headers, fwd, length)
+            return request_head(first, req.raw_headers, fwd, length, traced=True, body=body)
+        return request_head(first, req.raw_headers, fwd, length, body=body)
 
-    def labels(self, plan: RoutePlan, target: Target | None, decision: str) -> bytes:
-        """The x-killgate-* lines of an answer (cached; a part that is unknown is left out)."""
-        version = target.name if target is not None else ""
-        key = (plan.name, version, decision)
-        lines = self._labels.get(key)
-        if lines is None:
-            lines = b"x-killgate-route: %s\r\n" % plan.name.encode()
-            if version:
-                lines += b"x-killgate-version: %s\r\n" % version.encode()
-            if decision:
-                lines += b"x-killgate-decision: %s\r\n" % decision.encode()
-            self._labels[key] = lines
-        return lines
-
-    @staticmethod
-    def served(req: Request, plan: RoutePlan | None, target: Target | None, decision: str,
-               status: int, bytes_out: int = 0) -> None:
-        """An answer is on its way: what telemetry records about it."""
-        if req.span is not None:
-            req.span.answered(status, plan.name if plan is not None else "",
-                              target.name if target is not None else "", decision)
-        rec = req.rec
-        rec.route = plan.name if plan is not None else ""
-        rec.version = target.name if target is not None else ""
-        rec.decision = decision
-        rec.status = status
-        rec.bytes_out = bytes_out
+    def _forwarded_lines(self, xff: bytes, host: bytes | None) -> bytes:
+        fwd = b"x-forwarded-for: %s\r\nx-forwarded-proto: %s\r\n" % (xff, self.scheme_b)
+        if host:
+            fwd += b"x-forwarded-host: %s\r\n" % host
+        return fwd
 
     def tap(self, flight: Flight) -> Tap | None:
         """A shadow copy's tap on this answer, when the route has a shadow and samples it."""
@@ -354,151 +353,27 @@ class Proxy:
             length, body = ex.length, b""
         elif status in (204, 304) or status < 200:
             length, body = None, b""
-        ex.release()
-        self.served(req, plan, target, decision, status, len(body))
-        if req.span is not None:
-            req.span.body(body)
-        req.rec.upstream = ex.head_at - flight.started
-        self.observed(plan, target, status, flight.started)
-        keep = req.will_keep_alive()
+        ex.pool.release(ex)
+        span = req.span
+        if span is not None:
+            span.answered(status, plan.name, target.name, decision)
+        rec = req.rec  # (what `served` records, inline: this is the path of most answers)
+        rec.route = plan.name
+        rec.version = target.name
+        rec.decision = decision
+        rec.status = status
+        rec.bytes_out = len(body)
+        if span is not None:
+            span.body(body)
+        rec.upstream = ex.head_at - flight.started
+        observer = self.observer
+        if observer is not None:
+            observer.outcome(plan.name, target.name, "5xx" if status >= 500 else "ok",
+                             self.clock.now - flight.started)
+        keep = req.keep_alive and req.body_done and not req.conn.closing  # will_keep_alive
         connection = (None if keep and not req.http10 else b"keep-alive" if keep else b"close")
         req.respond(response_head(status, raw, self.labels(plan, target, decision), length,
-                                  connection) + body)
-
-    def observed(self, plan: RoutePlan, target: Target, status: int, started: float) -> None:
-        if self.observer is not None:
-            self.observer.outcome(plan.name, target.name, "5xx" if status >= 500 else "ok",
-                                  self.clock.now - started)
-
-    def dropped(self, plan: RoutePlan, target: Target, status: int, not_ready: bool,
-                started: float) -> None:
-        """An answer not forwarded (the request moves on): counted for outlier detection."""
-        kind = "not_ready" if not_ready else "5xx"
-        if not_ready:
-            self.metrics.inc("killgate_upstream_errors_total", (plan.name, target.name, kind),
-                             label_names=("route", "version", "kind"))
-        if self.observer is not None:
-            self.observer.outcome(plan.name, target.name, kind, self.loop.time() - started)
-
-    def moved(self, plan: RoutePlan, reason: str) -> None:
-        if reason.startswith("retry_"):
-            self.metrics.inc("killgate_retries_total", (plan.name, reason.removeprefix("retry_")),
-                             label_names=("route", "cause"))
-        else:
-            self.metrics.inc("killgate_failovers_total", (plan.name,), label_names=("route",))
-
-    def count_error(self, plan: RoutePlan, target: Target, exc: UpstreamError,
-                    started: float) -> None:
-        self.metrics.inc("killgate_upstream_errors_total", (plan.name, target.name, exc.kind()),
-                         label_names=("route", "version", "kind"))
-        if self.observer is None:
-            return
-        if exc.backend_fault:
-            self.observer.outcome(plan.name, target.name,
-                                  "connect" if not exc.delivered else "error",
-                                  self.loop.time() - started)
-        elif isinstance(exc, UpstreamOverflow):
-            # our queue's overflow: not the backend failing (outlier detection ignores it),
-            # but canary analysis counts it: a version that cannot take its share failed it
-            self.observer.outcome(plan.name, target.name, "overflow",
-                                  self.loop.time() - started)
-
-    # ------------------------------------------------------------------ our own answers
-
-    def _reply(self, req: Request, status: int, body: bytes, plan: RoutePlan | None,
-               target: Target | None, decision: str, extra: bytes = b"",
-               content_type: bytes = _JSON) -> None:
-        ours = self.labels(plan, target, decision) if plan is not None else b""
-        self.served(req, plan, target, decision, status, len(body))
-        keep = req.will_keep_alive()
-        connection = (None if keep and not req.http10 else b"keep-alive" if keep else b"close")
-        head = own_head(status, content_type, len(body), ours, extra, connection)
-        req.respond(head if req.method == b"HEAD" else head + body)
-
-    def _error(self, req: Request, status: int, type_: str, message: str,
-               plan: RoutePlan | None = None, target: Target | None = None,
-               decision: str = "", extra: bytes = b"", **fields: object) -> None:
-        self._reply(req, status, _error_body(type_, message, **fields), plan, target, decision,
-                    extra)
-
-    def _bad(self, req: Request, reason: str, message: str) -> None:
-        """A request refused for its shape: 400, counted, logged at debug (a client can send
-        these at will: never a warning or a traceback per request)."""
-        self.metrics.inc("killgate_bad_requests_total", (reason,), label_names=("reason",))
-        event(log, "bad_request", logging.DEBUG, reason=reason, message=message)
-        self._error(req, 400, "bad_request", message)
-
-    def too_large(self, req: Request, plan: RoutePlan | None) -> None:
-        self._error(req, 413, "body_too_large", f"the request body exceeds {self.max_body} "
-                    "bytes", plan)
-
-    def unavailable(self, req: Request, plan: RoutePlan, decision: str,
-                    scope: str | None = None) -> None:
-        """Killed or nothing can serve: the route's fallback, else a 503."""
-        fb = plan.fallback
-        if plan.killed == STATE_UNKNOWN:  # not a kill: nothing can serve until we know
-            self.metrics.inc("killgate_state_unknown_answers_total")
-            decision = FALLBACK
-            if fb is None:
-                self._error(req, 503, "state_unknown", "this gateway has not loaded the kill "
-                            "state yet; retry shortly", plan=plan, decision=FALLBACK,
-                            extra=b"retry-after: 1\r\n")
-                return
-        if fb is not None:
-            extra = b"".join(b"%s: %s\r\n" % (k.encode("latin-1"), v.encode("latin-1", "replace"))
-                             for k, v in fb.headers.items())
-            self._reply(req, fb.status, plan.fallback_body, plan, None, decision, extra)
-            return
-        if decision == KILLED:
-            self._error(req, 503, "killed", "this model route is disabled", plan=plan,
-                        decision=KILLED, scope=scope or plan.killed or "route")
-            return
-        self._error(req, 503, "unavailable", "no version of this route can serve right now",
-                    plan=plan, decision=decision)
-
-    def unavailable_killed(self, req: Request, plan: RoutePlan, target: Target,
-                           why: Aborted) -> None:
-        self.metrics.inc("killgate_inflight_aborted_total", (plan.name,), label_names=("route",))
-        if why.scope == "version":
-            self._error(req, 503, "killed", "this model version is disabled", plan=plan,
-                        target=target, decision=KILLED, scope="version")
-            return
-        self.unavailable(req, plan, KILLED, why.scope)
-
-    def upstream_failed(self, req: Request, plan: RoutePlan, target: Target, decision: str,
-                        exc: UpstreamError) -> None:
-        if isinstance(exc, UpstreamOverflow):
-            why = ("no connection to the backend came free in time"
-                   if exc.kind() == "queue_timeout" else "the backend's connections and queue "
-                   "are full")
-            self._error(req, 503, "overloaded", f"{why}; retry shortly", plan=plan,
-                        target=target, decision=decision, extra=b"retry-after: 1\r\n")
-            return
-        if isinstance(exc, UpstreamTimeout):
-            self._error(req, 504, "upstream_timeout",
-                        f"the backend did not answer in time ({exc.phase} timeout)", plan=plan,
-                        target=target, decision=decision)
-            return
-        self._error(req, 502, "upstream_failed", f"the backend failed: {exc}", plan=plan,
-                    target=target, decision=decision)
-
-    def body_failed(self, req: Request, plan: RoutePlan | None, target: Target | None,
-                    decision: str, exc: Exception) -> None:
-        """The request body could not be read whole: 413, 408 or 400 (or, once the answer
-        has begun, an aborted connection)."""
-        if req.responded:
-            req.abort()
-            return
-        req.keep_alive = False
-        if isinstance(exc, BodyTimeout):
-            self._error(req, 408, "request_timeout", str(exc), plan=plan, target=target,
-                        decision=decision)
-        elif isinstance(exc, BadBody):
-            self._bad(req, "body", f"malformed request body: {exc}")
-        else:
-            self._error(req, 413, "body_too_large", f"the request body exceeds {self.max_body} "
-                        "bytes", plan=plan, target=target, decision=decision)
-
+                                  connection, body=body))
 
 def _forwarded_for(req: Request) -> list[str]:
     """Every X-Forwarded-For field of the request, as sent."""

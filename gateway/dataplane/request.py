@@ -79,10 +79,10 @@ class HeaderView(Mapping[str, str]):
 class Request:
     """A request and its answer. Created by the connection at the start of a head."""
 
-    __slots__ = ("body_done", "body_error", "body_size", "buffered", "chunked", "chunks",
-                 "conn", "content_length", "continue_sent", "dispatched", "expect_continue",
-                 "flight", "headers", "host", "http10", "keep_alive", "last_body", "method",
-                 "out_chunked", "raw_headers", "rec", "refused", "responded", "span",
+    __slots__ = ("_headers", "body_done", "body_error", "body_size", "buffered", "chunked",
+                 "chunks", "conn", "content_length", "continue_sent", "dispatched",
+                 "expect_continue", "flight", "host", "http10", "keep_alive", "last_body",
+                 "method", "out_chunked", "raw_headers", "rec", "refused", "responded", "span",
                  "started", "target", "traceparent", "waiter")
 
     def __init__(self, conn: HttpProtocol, now: float) -> None:
@@ -91,7 +91,7 @@ class Request:
         self.method = b""
         self.target = b""
         self.raw_headers: list[tuple[bytes, bytes]] = []
-        self.headers = HeaderView(self.raw_headers)
+        self._headers: HeaderView | None = None  # made when something reads a field by name
         self.host: bytes | None = None
         self.traceparent: bytes | None = None  # the first such field (read by tracing only)
         self.http10 = False
@@ -118,6 +118,14 @@ class Request:
         self.span: Any = None  # its trace span, when tracing sampled it
 
     # ------------------------------------------------------------------ head
+
+    @property
+    def headers(self) -> HeaderView:
+        """The fields as text, by name (most requests are routed without it)."""
+        view = self._headers
+        if view is None:
+            view = self._headers = HeaderView(self.raw_headers)
+        return view
 
     @property
     def remote(self) -> str | None:
@@ -206,8 +214,10 @@ class Request:
     def respond(self, data: bytes) -> None:
         """A whole answer (head and body) in one write; the request is over."""
         self.responded = True
-        self.conn.write(data)
-        self.conn.finished(self)
+        conn = self.conn
+        if not conn.closed and conn.transport is not None:  # (`conn.write`, inline)
+            conn.transport.write(data)
+        conn.finished(self)
 
     def start(self, head: bytes, chunked: bool) -> None:
         """The head of a streamed answer; the body follows with `send` and `end`."""

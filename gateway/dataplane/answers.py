@@ -1,0 +1,217 @@
+"""The gateway's own answers (the one place data-plane errors map to HTTP, CONTRACT §3), the
+x-killgate-* lines every answer carries, what a request's record holds of its answer, and
+what each attempt's outcome tells the observers and counters. A base of `proxy.Proxy`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Protocol
+
+from gateway.dataplane.clock import Clock
+from gateway.dataplane.headers import own_head
+from gateway.dataplane.inflight import Aborted
+from gateway.dataplane.request import BadBody, BodyTimeout, Request
+from gateway.domain.routing import FALLBACK, KILLED, STATE_UNKNOWN, RoutePlan, Target
+from gateway.errors import UpstreamError, UpstreamOverflow, UpstreamTimeout
+from gateway.log import event
+from gateway.telemetry.metrics import Metrics
+
+__all__ = ["Answers", "Observer"]
+
+log = logging.getLogger("killgate.proxy")
+
+_JSON = b"application/json"
+
+
+class Observer(Protocol):
+    """Hook for passive health (outlier detection) and canary analysis: told how each
+    exchange went. `kind`: "ok", "5xx", "connect" (never reached the backend), "error",
+    "not_ready" (a protocol-aware "model not loaded" answer), or "overflow" (our queue for
+    that backend was full or timed out: not its failure)."""
+
+    def outcome(self, route: str, version: str, kind: str, latency: float) -> None: ...
+
+
+def _error_body(type_: str, message: str, **extra: object) -> bytes:
+    return json.dumps({"error": {"type": type_, "message": message, **extra}}).encode()
+
+
+class Answers:
+    """The proxy's answers and records (see the module docstring)."""
+
+    metrics: Metrics
+    observer: Observer | None
+    clock: Clock
+    loop: asyncio.AbstractEventLoop
+    max_body: int
+    _labels: dict[tuple[str, str, str], bytes]  # x-killgate-* lines
+
+    # ------------------------------------------------------------------ every answer
+
+    def labels(self, plan: RoutePlan, target: Target | None, decision: str) -> bytes:
+        """The x-killgate-* lines of an answer (cached; a part that is unknown is left out)."""
+        version = target.name if target is not None else ""
+        key = (plan.name, version, decision)
+        lines = self._labels.get(key)
+        if lines is None:
+            lines = b"x-killgate-route: %s\r\n" % plan.name.encode()
+            if version:
+                lines += b"x-killgate-version: %s\r\n" % version.encode()
+            if decision:
+                lines += b"x-killgate-decision: %s\r\n" % decision.encode()
+            self._labels[key] = lines
+        return lines
+
+    @staticmethod
+    def served(req: Request, plan: RoutePlan | None, target: Target | None, decision: str,
+               status: int, bytes_out: int = 0) -> None:
+        """An answer is on its way: what telemetry records about it."""
+        if req.span is not None:
+            req.span.answered(status, plan.name if plan is not None else "",
+                              target.name if target is not None else "", decision)
+        rec = req.rec
+        rec.route = plan.name if plan is not None else ""
+        rec.version = target.name if target is not None else ""
+        rec.decision = decision
+        rec.status = status
+        rec.bytes_out = bytes_out
+
+    # ------------------------------------------------------------------ outcomes
+
+    def observed(self, plan: RoutePlan, target: Target, status: int, started: float) -> None:
+        if self.observer is not None:
+            self.observer.outcome(plan.name, target.name, "5xx" if status >= 500 else "ok",
+                                  self.clock.now - started)
+
+    def dropped(self, plan: RoutePlan, target: Target, status: int, not_ready: bool,
+                started: float) -> None:
+        """An answer not forwarded (the request moves on): counted for outlier detection."""
+        kind = "not_ready" if not_ready else "5xx"
+        if not_ready:
+            self.metrics.inc("killgate_upstream_errors_total", (plan.name, target.name, kind),
+                             label_names=("route", "version", "kind"))
+        if self.observer is not None:
+            self.observer.outcome(plan.name, target.name, kind, self.loop.time() - started)
+
+    def moved(self, plan: RoutePlan, reason: str) -> None:
+        if reason.startswith("retry_"):
+            self.metrics.inc("killgate_retries_total", (plan.name, reason.removeprefix("retry_")),
+                             label_names=("route", "cause"))
+        else:
+            self.metrics.inc("killgate_failovers_total", (plan.name,), label_names=("route",))
+
+    def count_error(self, plan: RoutePlan, target: Target, exc: UpstreamError,
+                    started: float) -> None:
+        self.metrics.inc("killgate_upstream_errors_total", (plan.name, target.name, exc.kind()),
+                         label_names=("route", "version", "kind"))
+        if self.observer is None:
+            return
+        if exc.backend_fault:
+            self.observer.outcome(plan.name, target.name,
+                                  "connect" if not exc.delivered else "error",
+                                  self.loop.time() - started)
+        elif isinstance(exc, UpstreamOverflow):
+            # our queue's overflow: not the backend failing (outlier detection ignores it),
+            # but canary analysis counts it: a version that cannot take its share failed it
+            self.observer.outcome(plan.name, target.name, "overflow",
+                                  self.loop.time() - started)
+
+    # ------------------------------------------------------------------ our own answers
+
+
+    def _reply(self, req: Request, status: int, body: bytes, plan: RoutePlan | None,
+               target: Target | None, decision: str, extra: bytes = b"",
+               content_type: bytes = _JSON) -> None:
+        ours = self.labels(plan, target, decision) if plan is not None else b""
+        self.served(req, plan, target, decision, status, len(body))
+        keep = req.will_keep_alive()
+        connection = (None if keep and not req.http10 else b"keep-alive" if keep else b"close")
+        head = own_head(status, content_type, len(body), ours, extra, connection)
+        req.respond(head if req.method == b"HEAD" else head + body)
+
+    def _error(self, req: Request, status: int, type_: str, message: str,
+               plan: RoutePlan | None = None, target: Target | None = None,
+               decision: str = "", extra: bytes = b"", **fields: object) -> None:
+        self._reply(req, status, _error_body(type_, message, **fields), plan, target, decision,
+                    extra)
+
+    def _bad(self, req: Request, reason: str, message: str) -> None:
+        """A request refused for its shape: 400, counted, logged at debug (a client can send
+        these at will: never a warning or a traceback per request)."""
+        self.metrics.inc("killgate_bad_requests_total", (reason,), label_names=("reason",))
+        event(log, "bad_request", logging.DEBUG, reason=reason, message=message)
+        self._error(req, 400, "bad_request", message)
+
+    def too_large(self, req: Request, plan: RoutePlan | None) -> None:
+        self._error(req, 413, "body_too_large", f"the request body exceeds {self.max_body} "
+                    "bytes", plan)
+
+    def unavailable(self, req: Request, plan: RoutePlan, decision: str,
+                    scope: str | None = None) -> None:
+        """Killed or nothing can serve: the route's fallback, else a 503."""
+        fb = plan.fallback
+        if plan.killed == STATE_UNKNOWN:  # not a kill: nothing can serve until we know
+            self.metrics.inc("killgate_state_unknown_answers_total")
+            decision = FALLBACK
+            if fb is None:
+                self._error(req, 503, "state_unknown", "this gateway has not loaded the kill "
+                            "state yet; retry shortly", plan=plan, decision=FALLBACK,
+                            extra=b"retry-after: 1\r\n")
+                return
+        if fb is not None:
+            extra = b"".join(b"%s: %s\r\n" % (k.encode("latin-1"), v.encode("latin-1", "replace"))
+                             for k, v in fb.headers.items())
+            self._reply(req, fb.status, plan.fallback_body, plan, None, decision, extra)
+            return
+        if decision == KILLED:
+            self._error(req, 503, "killed", "this model route is disabled", plan=plan,
+                        decision=KILLED, scope=scope or plan.killed or "route")
+            return
+        self._error(req, 503, "unavailable", "no version of this route can serve right now",
+                    plan=plan, decision=decision)
+
+    def unavailable_killed(self, req: Request, plan: RoutePlan, target: Target,
+                           why: Aborted) -> None:
+        self.metrics.inc("killgate_inflight_aborted_total", (plan.name,), label_names=("route",))
+        if why.scope == "version":
+            self._error(req, 503, "killed", "this model version is disabled", plan=plan,
+                        target=target, decision=KILLED, scope="version")
+            return
+        self.unavailable(req, plan, KILLED, why.scope)
+
+    def upstream_failed(self, req: Request, plan: RoutePlan, target: Target, decision: str,
+                        exc: UpstreamError) -> None:
+        if isinstance(exc, UpstreamOverflow):
+            why = ("no connection to the backend came free in time"
+                   if exc.kind() == "queue_timeout" else "the backend's connections and queue "
+                   "are full")
+            self._error(req, 503, "overloaded", f"{why}; retry shortly", plan=plan,
+                        target=target, decision=decision, extra=b"retry-after: 1\r\n")
+            return
+        if isinstance(exc, UpstreamTimeout):
+            self._error(req, 504, "upstream_timeout",
+                        f"the backend did not answer in time ({exc.phase} timeout)", plan=plan,
+                        target=target, decision=decision)
+            return
+        self._error(req, 502, "upstream_failed", f"the backend failed: {exc}", plan=plan,
+                    target=target, decision=decision)
+
+    def body_failed(self, req: Request, plan: RoutePlan | None, target: Target | None,
+                    decision: str, exc: Exception) -> None:
+        """The request body could not be read whole: 413, 408 or 400 (or, once the answer
+        has begun, an aborted connection)."""
+        if req.responded:
+            req.abort()
+            return
+        req.keep_alive = False
+        if isinstance(exc, BodyTimeout):
+            self._error(req, 408, "request_timeout", str(exc), plan=plan, target=target,
+                        decision=decision)
+        elif isinstance(exc, BadBody):
+            self._bad(req, "body", f"malformed request body: {exc}")
+        else:
+            self._error(req, 413, "body_too_large", f"the request body exceeds {self.max_body} "
+                        "bytes", plan=plan, target=target, decision=decision)

@@ -1,0 +1,398 @@
+"""One connection to a model backend and the exchange it carries: HTTP/1.1 on httptools
+(llhttp, strict), driven by a coroutine (`read_head`, `read`) or telling a `Sink` of each
+step from its callbacks (the fast path: no Task). Socket and parser errors leave only as
+gateway.errors.Upstream* (`delivered`: whether a request byte was sent).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Protocol
+
+import httptools
+
+from gateway.errors import (
+    UpstreamClosed,
+    UpstreamError,
+    UpstreamProtocolError,
+    UpstreamTimeout,
+)
+
+if TYPE_CHECKING:
+    from gateway.dataplane.upstream import Pool
+
+__all__ = ["HIGH_WATER", "Body", "Exchange", "Sink"]
+
+HIGH_WATER = 256 * 1024
+_LOW_WATER = 64 * 1024
+
+Body = bytes | AsyncIterator[bytes] | None
+
+
+class _BadAnswer(Exception):
+    """An answer the parser took that HTTP/1.1 does not have (its message is the reason)."""
+
+
+class _Extra(Exception):
+    """Another message after the exchange's answer, or on an idle connection."""
+
+
+_OTHER, _LENGTH, _CODING = 0, 1, 2
+_FRAMING: dict[bytes, int] = {}  # a field name as a backend spells it -> what it frames
+
+
+def _framing(name: bytes) -> int:
+    """Whether an answer's field frames its body (learned once per spelling, bounded)."""
+    low = name.lower()
+    kind = _LENGTH if low == b"content-length" else (
+        _CODING if low == b"transfer-encoding" else _OTHER)
+    if len(_FRAMING) >= 1024:
+        _FRAMING.clear()
+    _FRAMING[name] = kind
+    return kind
+
+
+class Sink(Protocol):
+    def upstream(self, ex: Exchange) -> None:
+        """The exchange moved on: its head, body bytes, its end, or an error arrived."""
+
+
+class Exchange(asyncio.Protocol):
+    """One pooled connection; carries one request/response exchange at a time."""
+
+    def __init__(self, pool: Pool) -> None:
+        self.sink: Sink | None = None
+        self.feeding = False
+        self.woke = False
+        self.pool = pool
+        self.loop = pool.loop
+        self.clock = pool.clock
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.closed = False
+        self._write_paused = False
+        self._chunked_out = False
+        self.uses = 0
+        self._reset()
+
+    def _reset(self) -> None:
+        self.status = 0
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.length: int | None = None  # the answer's Content-Length
+        self.head_at = 0.0  # when the answer's head arrived (loop clock)
+        self.headers_done = False
+        self.chunks: list[bytes] = []
+        self.buffered = 0
+        self.complete = False
+        self.error: UpstreamError | None = None
+        self.waiter: asyncio.Future[None] | None = None
+        self.read_paused = False
+        self.got_bytes = False
+        self.v1_seen = False  # the answer's first bytes were "HTTP/1.1 " or "HTTP/1.0 "
+        self.keep_alive = False
+        self.head = False
+        self.unsent = False  # a request body not sent whole (the backend answered first)
+        self._framed = False
+        self.deadline = 0.0
+        self.idle = 0.0
+        self.wait_until = 0.0
+
+    # ------------------------------------------------------------ protocol callbacks
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        if not self.got_bytes:  # the answer's first bytes: its status line begins here
+            self.v1_seen = data.startswith((b"HTTP/1.1 ", b"HTTP/1.0 "))
+        self.got_bytes = True
+        self.clock.now = now = self.loop.time()
+        sink = self.sink
+        if sink is not None:  # no waits to stamp: the idle deadline moves on here
+            until = now + self.idle
+            self.wait_until = until if until < self.deadline else self.deadline
+            self.feeding = True  # the sink hears once, after these bytes (head, body, end)
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self.fail(UpstreamProtocolError("backend switched protocols; upgrades are not proxied"))
+        except httptools.HttpParserError as exc:
+            if self.complete:
+                # Bytes after a complete answer (a 204's "body", a second answer, anything
+                # on an idle pooled connection): the answer stands, the bytes are never
+                # read as part of it or of the next one, and the connection is not reused.
+                self.keep_alive = False
+                if self.transport is not None:
+                    self.transport.abort()
+            else:
+                cause = exc.__context__
+                self.fail(UpstreamProtocolError(
+                    str(cause) if isinstance(cause, _BadAnswer)
+                    else f"malformed response from backend: {exc}"))
+        finally:
+            if sink is not None:
+                self.feeding = False
+                if self.woke:
+                    self.woke = False
+                    if self.sink is not None:
+                        self.sink.upstream(self)
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self.headers_done and not self.complete and not self._framed and not self.error:
+            # Body delimited by connection close (no length, not chunked): EOF ends it.
+            self.complete = True
+            self.keep_alive = False
+        elif not self.complete and self.error is None:
+            self.error = UpstreamClosed("backend closed the connection"
+                                        + (" mid-response" if self.headers_done else ""))
+        self._wake()
+        self.pool._lost(self)
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        w = self.waiter
+        if w is not None and not w.done():
+            w.set_result(None)  # (a send waiting for the backend to take the body)
+
+    # ------------------------------------------------------------ parser callbacks
+
+    def on_message_begin(self) -> None:
+        if self.headers_done:
+            raise _Extra  # (a 1xx is followed by its final answer: that one is welcome)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+        kind = _FRAMING.get(name)
+        if kind is None:
+            kind = _framing(name)
+        if kind:
+            if kind == _LENGTH:
+                self._framed = True
+                if value.isdigit():
+                    self.length = int(value)
+            elif b"chunked" in value.lower():
+                self._framed = True
+
+    def on_headers_complete(self) -> None:
+        status = self.parser.get_status_code()
+        if not 100 <= status <= 599:
+            raise _BadAnswer(f"the backend answered status {status:03d}, which HTTP does not have")
+        if self.v1_seen:  # the first message's version, read from its first bytes (the
+            self.v1_seen = False  # parser's own answer formats a string: 0.4 µs per answer)
+        elif self.parser.get_http_version() not in ("1.1", "1.0"):
+            raise _BadAnswer(f"the backend answered in HTTP/{self.parser.get_http_version()}")
+        if status < 200:
+            return  # informational: the real head follows
+        self.status = status
+        self.headers_done = True
+        self.head_at = self.clock.now
+        self.keep_alive = self.parser.should_keep_alive()
+        if status in (204, 304) or self.head:
+            self._framed = True
+        if self.head:
+            # llhttp cannot be told a HEAD response has no body: end here, never reuse.
+            self.complete = True
+            self.keep_alive = False
+        if self.feeding and self.waiter is None:
+            self.woke = True  # (`_wake`, inline: the sink hears once these bytes are parsed)
+        else:
+            self._wake()
+
+    def on_body(self, body: bytes) -> None:
+        if self.head:
+            return
+        self.chunks.append(body)
+        self.buffered += len(body)
+        if self.buffered > HIGH_WATER and not self.read_paused and self.transport:
+            self.read_paused = True
+            self.transport.pause_reading()
+        if self.feeding and self.waiter is None:
+            self.woke = True
+        else:
+            self._wake()
+
+    def on_message_complete(self) -> None:
+        if not self.headers_done:  # the end of a 1xx: none of its fields are the answer's
+            self.headers = []
+            self.length = None
+            self._framed = False
+            return
+        self.complete = True
+        if self.feeding and self.waiter is None:
+            self.woke = True
+        else:
+            self._wake()
+
+    # ------------------------------------------------------------ internals
+
+    def _wake(self) -> None:
+        w = self.waiter
+        if w is not None:
+            if not w.done():
+                w.set_result(None)
+        elif self.sink is not None:
+            if self.feeding:
+                self.woke = True
+            else:
+                self.sink.upstream(self)
+
+    def fail(self, exc: UpstreamError) -> None:
+        """Stop this exchange with `exc` (also used to abort it from outside: kills)."""
+        if self.error is None:
+            self.error = exc
+        self.keep_alive = False
+        if self.transport is not None:
+            self.transport.abort()
+        self._wake()
+
+    def _on_timer(self) -> None:
+        phase = "total" if self.loop.time() >= self.deadline - 0.001 else "idle"
+        self.fail(UpstreamTimeout(phase, delivered=True))
+
+    async def _wait(self) -> None:
+        # No timer per wait (a uvloop timer costs ~3 µs to arm and cancel, 5% of a
+        # request): the pool's deadline sweeper checks `wait_until` every few ms.
+        fut = self.loop.create_future()
+        self.waiter = fut
+        self.wait_until = min(self.loop.time() + self.idle, self.deadline)
+        waiting = self.pool.waiting
+        waiting.add(self)
+        try:
+            await fut
+        finally:
+            waiting.discard(self)
+            self.waiter = None
+
+    # ------------------------------------------------------------ API
+
+    def begin(self, deadline: float, idle: float, head: bool) -> None:
+        self.uses += 1
+        self.deadline = deadline
+        self.idle = idle
+        self.head = head
+
+    def drive(self, sink: Sink, data: bytes) -> None:
+        """Send a whole request and tell `sink` of every step of the answer (no coroutine):
+        the deadline sweeper watches it meanwhile."""
+        self.sink = sink
+        until = self.clock.now + self.idle
+        deadline = self.deadline
+        self.wait_until = until if until < deadline else deadline
+        self.pool.waiting.add(self)
+        tr = self.transport
+        if tr is None or self.closed:
+            self.fail(UpstreamClosed("connection closed before sending"))
+            return
+        tr.write(data)
+
+    def begin_drive(self, sink: Sink, data: bytes, deadline: float, idle: float,
+                    head: bool) -> None:
+        """`begin` and `drive` in one call (the fast path's: one call less per request)."""
+        self.uses += 1
+        self.deadline = deadline
+        self.idle = idle
+        self.head = head
+        self.sink = sink
+        until = self.clock.now + idle
+        self.wait_until = until if until < deadline else deadline
+        self.pool.waiting.add(self)
+        tr = self.transport
+        if tr is None or self.closed:
+            self.fail(UpstreamClosed("connection closed before sending"))
+            return
+        tr.write(data)
+
+    def detach(self) -> None:
+        """No sink any more: a coroutine takes over (streaming), or the exchange is done."""
+        self.sink = None
+        self.pool.waiting.discard(self)
+
+    async def send(self, head: bytes, body: Body, chunked: bool = False) -> None:
+        """Write the request. A streamed body is sent chunked when `chunked`, else as is."""
+        self._chunked_out = chunked
+        tr = self.transport
+        if tr is None or self.closed:
+            raise UpstreamClosed("connection closed before sending")
+        if body is None or isinstance(body, bytes):
+            tr.write(head + body if body else head)
+            return
+        tr.write(head)
+        self.unsent = True
+        async for chunk in body:
+            if self.error is not None:
+                raise self.error
+            if self.headers_done:
+                return  # the backend answered early: stop sending (and never reuse this)
+            if chunk:
+                tr.write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if self._chunked_out else chunk)
+            while self._write_paused:  # the backend is slow to take the body: its deadlines
+                if self.error is not None:
+                    raise self.error
+                if self.closed:
+                    raise UpstreamClosed("backend closed while receiving the body")
+                if self.headers_done:
+                    return
+                await self._wait()
+        if self._chunked_out and not self.headers_done:
+            tr.write(b"0\r\n\r\n")
+        self.unsent = self.headers_done and self._chunked_out
+
+    async def read_head(self) -> None:
+        while not self.headers_done:
+            if self.error is not None:
+                raise self.error
+            await self._wait()
+
+    async def read(self) -> bytes:
+        """Next body bytes; b'' at the end. Raises UpstreamError when the body is cut."""
+        while True:
+            if self.chunks:
+                chunks = self.chunks
+                data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+                self.chunks = []
+                self.buffered = 0
+                if self.read_paused and self.transport:
+                    self.read_paused = False
+                    self.transport.resume_reading()
+                return data
+            if self.complete:
+                return b""
+            if self.error is not None:
+                raise self.error
+            await self._wait()
+
+    async def settle(self, limit: int) -> None:
+        """Wait until the whole body has arrived or more than `limit` bytes of it, reading
+        nothing out (a small answer must be seen whole before it is judged)."""
+        while not self.complete and self.buffered <= limit:
+            if self.error is not None:
+                raise self.error
+            await self._wait()
+
+    def peek_body(self) -> bytes:
+        """The body received so far, left in place."""
+        chunks = self.chunks
+        if len(chunks) > 1:
+            self.chunks = chunks = [b"".join(chunks)]
+        return chunks[0] if chunks else b""
+
+    def take_body(self) -> bytes:
+        """The whole body when it has already arrived (complete and small)."""
+        chunks, self.chunks, self.buffered = self.chunks, [], 0
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    def release(self) -> None:
+        """Hand the connection back: pooled if reusable, else closed."""
+        self.pool.release(self)
+
+    def close(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.abort()

@@ -1,0 +1,201 @@
+"""The llhttp callbacks of a data-plane connection: the head as it arrives (limits counted,
+Host/framing/Expect/Upgrade noted, `_` aliases refused), its checks once whole, trailers
+dropped, the body collected with flow control, and when each request is handed on.
+A base of `protocol.HttpProtocol`, which owns the connection, its queue and deadlines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from gateway.dataplane.clock import Clock
+from gateway.dataplane.request import Request
+from gateway.dataplane.wire import (
+    BODY_HIGH,
+    CHUNKED,
+    EXPECT,
+    HOST,
+    LENGTH,
+    MAX_HEAD,
+    MAX_HEADERS,
+    MAX_LINE,
+    NAMES,
+    SMALL_BODY,
+    TRACEPARENT,
+    UPGRADE,
+    Limits,
+    Refuse,
+    Stop,
+    name_kind,
+)
+
+__all__ = ["Parsing"]
+
+
+class Parsing:
+    """The parser callbacks of `HttpProtocol` (see the module docstring)."""
+
+    # the connection's state they read and write (HttpProtocol's)
+    parser: Any  # httptools.HttpRequestParser (httptools is protocol.py's to import)
+    clock: Clock
+    limits: Limits
+    queue: deque[Request]
+    parsing: Request | None
+    in_head: bool
+    in_trailer: bool
+    head_bytes: int
+    wire_bytes: int
+    fresh: bool
+    seen: int
+    stopped: bool
+    closing: bool
+    read_paused: bool
+    deadline: float
+    version_hint: str | None
+    timer: asyncio.TimerHandle | None
+    timer_at: float
+    _arm: Callable[[float], None]
+    _pause: Callable[[], None]
+    _dispatch: Callable[[], None]
+
+    def on_message_begin(self) -> None:
+        if self.stopped or self.closing:
+            raise Stop
+        now = self.clock.now
+        self.parsing = Request(self, now)  # type: ignore[arg-type]  # (self: the HttpProtocol)
+        self.in_head = True
+        self.head_bytes = self.wire_bytes = 0
+        self.fresh = True
+        if self.seen:  # every head has its own deadline (armed now, or once answers catch up)
+            self.deadline = when = now + self.limits.header_timeout
+            if not self.queue and (self.timer is None or when < self.timer_at):
+                self._arm(when)
+
+    def on_url(self, url: bytes) -> None:
+        req = self.parsing
+        assert req is not None
+        req.target += url
+        if len(req.target) > MAX_LINE:
+            raise Refuse(400, "the request target is too long")
+        self.head_bytes += len(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        req = self.parsing
+        assert req is not None
+        n = len(name) + len(value)
+        if n > MAX_LINE:
+            raise Refuse(400, "a header field is too long")
+        self.head_bytes += n + 4
+        if self.head_bytes > MAX_HEAD:
+            raise Refuse(400, "the request head is too large" if self.in_head
+                          else "the trailer section is too large")
+        if not self.in_head:
+            # A chunked body's trailer section: never merged into the head (RFC 9110
+            # §6.5.1), which was routed and is forwarded without it; dropped.
+            return
+        raw = req.raw_headers
+        if len(raw) >= MAX_HEADERS:
+            raise Refuse(400, f"more than {MAX_HEADERS} header fields")
+        if value and value[-1] in (32, 9):
+            value = value.rstrip(b" \t")  # llhttp keeps trailing whitespace
+        raw.append((name, value))
+        kind = NAMES.get(name)
+        if kind is None:
+            kind = name_kind(name)
+        if not kind:
+            return
+        if kind == HOST:
+            if req.host is not None:
+                raise Refuse(400, "more than one Host header")
+            req.host = value
+        elif kind == LENGTH:
+            req.content_length = int(value)  # llhttp checked: digits, no duplicates
+        elif kind == CHUNKED:
+            req.chunked = True  # llhttp checked: chunked last, no Content-Length
+        elif kind == EXPECT:
+            req.expect_continue = value.lower() == b"100-continue"
+        elif kind == UPGRADE:
+            req.refused = (400, "protocol upgrades are not proxied")
+        elif kind == TRACEPARENT:
+            if req.traceparent is None:  # (the first, as a tracer reads it; noted here so
+                req.traceparent = value  # that the sampling decision scans no fields)
+        else:
+            alias = name.lower().replace(b"_", b"-")
+            raise Refuse(400, f"the header {name.decode('latin-1')!r} reads as "
+                               f"{alias.decode('latin-1')!r} to some backends; send it with '-'")
+
+    def on_headers_complete(self) -> None:
+        req = self.parsing
+        assert req is not None
+        self.in_head = False
+        p = self.parser
+        req.method = p.get_method()
+        version = self.version_hint  # (the first head of a read: see HttpProtocol)
+        if version is None:
+            version = p.get_http_version()
+        else:
+            self.version_hint = None
+        req.http10 = version == "1.0"
+        req.keep_alive = p.should_keep_alive()
+        if req.refused is None:
+            if version != "1.1" and not req.http10:
+                req.refused = (400, f"HTTP/{version} is not spoken here; use HTTP/1.1")
+            elif req.method == b"CONNECT":  # (an Upgrade field was refused as it came)
+                req.refused = (400, "protocol upgrades are not proxied")
+            elif req.http10 and req.chunked:
+                req.refused = (400, "Transfer-Encoding is not allowed in HTTP/1.0 requests")
+            elif req.host is None and not req.http10:
+                req.refused = (400, "an HTTP/1.1 request needs a Host header")
+        if req.refused is not None:
+            req.keep_alive = False
+            self.stopped = True  # answered in turn, then the connection closes
+        req.last_body = self.clock.now
+        queue = self.queue
+        queue.append(req)
+        if len(queue) > 1:
+            if not self.read_paused:
+                self._pause()  # pipelined: read on once the answers caught up
+        elif req.refused is not None or req.chunked or req.expect_continue or (
+                req.content_length is not None and req.content_length > SMALL_BODY):
+            self._dispatch()  # handed over at its head (else once its small body is in)
+        elif req.content_length:  # the small body's deadline
+            when = req.last_body + self.limits.body_timeout
+            if self.timer is None or when < self.timer_at:
+                self._arm(when)
+
+    def on_chunk_header(self) -> None:
+        # the data of a chunk follows, or (after the last, empty one) the trailer section
+        self.in_trailer = self.fresh = True
+        self.head_bytes = self.wire_bytes = 0
+
+    def on_chunk_complete(self) -> None:
+        self.in_trailer = False
+
+    def on_body(self, data: bytes) -> None:
+        self.in_trailer = False
+        req = self.parsing
+        assert req is not None
+        if req.refused is not None:
+            return
+        req.chunks.append(data)
+        n = len(data)
+        req.buffered += n
+        req.body_size += n
+        req.last_body = self.clock.now
+        if req.waiter is not None:
+            req.wake()
+        if req.buffered > BODY_HIGH and not self.read_paused:
+            self._pause()
+
+    def on_message_complete(self) -> None:
+        req = self.parsing
+        assert req is not None
+        self.parsing = None
+        self.seen += 1
+        req.body_done = True
+        if req.waiter is not None:
+            req.wake()
+        self._dispatch()

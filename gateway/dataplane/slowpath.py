@@ -1,0 +1,195 @@
+"""A flight's attempts that must wait, as a coroutine: connect or queue for a connection,
+stream a body not in memory yet, judge a small error answer whole ("not ready"); after a
+failure the attempts plan says what is next, and an attempt that can go out at once goes
+back to the fast path. Part of `flight.Flight` (it uses the flight's state and helpers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+from gateway.dataplane.attempts import (
+    ANSWERED,
+    KILLED,
+    MALFORMED,
+    OVERFLOW,
+    RESET,
+    STALE,
+    TIMEOUT,
+    UNDELIVERED,
+    Outcome,
+)
+from gateway.dataplane.exchange import Exchange
+from gateway.dataplane.inflight import Aborted
+from gateway.dataplane.notready import MAX_BODY as NOT_READY_MAX
+from gateway.dataplane.notready import could_be_not_ready, is_not_ready
+from gateway.dataplane.protocol import SMALL_BODY
+from gateway.dataplane.request import BadBody, BodyTimeout, BodyTooLarge, ClientGone
+from gateway.dataplane.streaming import stream
+from gateway.errors import (
+    DrillFault,
+    UpstreamClosed,
+    UpstreamError,
+    UpstreamOverflow,
+    UpstreamProtocolError,
+    UpstreamStale,
+)
+
+if TYPE_CHECKING:
+    from gateway.dataplane.flight import Flight
+
+__all__ = ["outcome_of", "run"]
+
+
+def outcome_of(exc: UpstreamError) -> Outcome:
+    """An attempt's error as the attempts plan sees it."""
+    if isinstance(exc, Aborted):
+        return Outcome(KILLED)
+    if isinstance(exc, UpstreamOverflow):
+        return Outcome(OVERFLOW)
+    if not exc.delivered:
+        return Outcome(UNDELIVERED)
+    if isinstance(exc, UpstreamStale):
+        return Outcome(STALE)
+    if isinstance(exc, UpstreamClosed):
+        return Outcome(RESET)
+    if isinstance(exc, UpstreamProtocolError):
+        return Outcome(MALFORMED)
+    return Outcome(TIMEOUT)
+
+
+async def run(flight: Flight) -> None:
+    """Attempts that need waiting: a connection to open or free, a body to stream."""
+    proxy = flight.proxy
+    req = flight.req
+    protocol = flight.plan.config.protocol
+    try:
+        if flight.prefix is None:  # the body is not in memory yet
+            cl = req.content_length
+            if cl is not None and cl > SMALL_BODY:
+                flight.prefix, flight.complete = b"", False  # it streams from its start
+            else:  # small (it may move versions) or chunked: its start first
+                prefix = await req.read_prefix(SMALL_BODY, proxy.max_body)
+                if prefix is None:
+                    flight._finished()
+                    proxy.too_large(req, flight.plan)
+                    return
+                flight.prefix = prefix
+                flight.complete = req.body_done and len(prefix) == req.body_size
+        while True:
+            ex = await _attempt(flight)
+            if ex is None:
+                return  # answered (a failure, a fallback) or moved to the fast path
+            status = ex.status
+            not_ready = False
+            if flight.complete and could_be_not_ready(protocol, status, flight.routing_path):
+                try:
+                    await ex.settle(NOT_READY_MAX)  # the error body decides; it is small
+                except UpstreamError as exc:
+                    flight.exchange = None
+                    ex.release()
+                    if not isinstance(exc, Aborted):
+                        proxy.count_error(flight.plan, flight.target, exc, flight.started)
+                    if not flight._next(outcome_of(exc), exc, None):
+                        return
+                    continue
+                not_ready = ex.complete and is_not_ready(protocol, status,
+                                                         flight.routing_path, ex.peek_body())
+            if not_ready or (status >= 500 and proxy.policy(flight.plan).retry_on):
+                if not flight._next(Outcome(ANSWERED, status, not_ready), None, ex):
+                    return
+                if flight.complete and flight._fast():
+                    return
+                continue
+            flight.exchange = None
+            if ex.complete:
+                proxy.write_complete(flight, ex)
+                flight._finished()
+                return
+            await stream(flight, ex)
+            return
+    except (BodyTooLarge, BodyTimeout, BadBody) as exc:
+        flight._close_ex()
+        flight._finished()
+        proxy.body_failed(req, flight.plan, flight.target, flight.decision, exc)
+    except (ClientGone, asyncio.CancelledError):
+        flight._close_ex()
+        flight._finished()
+
+
+async def _attempt(flight: Flight) -> Exchange | None:
+    """One attempt at the current target, waiting as needed. An exchange with its answer
+    head in; or None when the request was answered or taken over by the fast path."""
+    proxy = flight.proxy
+    while True:
+        req = flight.req
+        target = flight.target
+        body: bytes | AsyncIterator[bytes]
+        if flight.complete:
+            body = flight._body()
+            length: int | None = len(body)
+        else:
+            first = flight._body()
+            cl = req.content_length
+            length = None if cl is None else cl + len(first) - len(flight.prefix or b"")
+            body = _chain(flight, first)
+        pool = proxy.upstreams.pools.get(target.origin) or proxy.upstreams.pool(target.origin)
+        flight.started = proxy.loop.time()
+        flight.version = target.name
+        traceparent = None
+        if req.span is not None:  # the attempt's span covers the wait for a connection
+            flight.att = req.span.attempt(flight.plan.name, target.name, target.url,
+                                        req.method.decode("latin-1"))
+            traceparent = flight.att.traceparent
+        try:
+            if target.name == flight.faulted:
+                raise DrillFault()
+            ex, reused = await pool.acquire(flight.plan.config.timeouts.connect,
+                                            flight.new_connection)
+            flight.new_connection = False
+            if flight.aborted is not None:
+                pool.release(ex)
+                raise flight.aborted
+            ex.begin(flight.deadline, flight.plan.config.timeouts.idle, req.method == b"HEAD")
+            flight.exchange = ex
+            head = proxy.request_head(req, target, pool.host_header, length,
+                                      flight.raw_target, traceparent)
+            try:
+                await ex.send(head, body, chunked=length is None)
+                await ex.read_head()
+                if flight.att is not None:
+                    flight.att.answered(ex.status)
+                    flight.att = None
+            except UpstreamClosed as exc:
+                if reused and not ex.got_bytes:
+                    raise UpstreamStale(str(exc)) from None  # closed while idle
+                raise
+            return ex
+        except Aborted as exc:
+            flight._close_ex()
+            flight._answer_killed(exc)
+            return None
+        except UpstreamError as exc:
+            cur = flight.exchange
+            if cur is not None:
+                flight.exchange = None
+                cur.release()
+            proxy.count_error(flight.plan, target, exc, flight.started)
+            flight._trace_failed(exc)
+            if flight.aborted is not None:
+                flight._answer_killed(flight.aborted)
+                return None
+            if not flight._next(outcome_of(exc), exc, None):
+                return None
+            if not flight.new_connection and flight.complete and flight._fast():
+                return None  # the next attempt runs without this coroutine
+
+
+async def _chain(flight: Flight, first: bytes) -> AsyncIterator[bytes]:
+    """The body as the backend gets it: what is in memory, then the rest as it comes."""
+    if first:
+        yield first
+    async for chunk in flight.req.rest(len(flight.prefix or b""), flight.proxy.max_body):
+        yield chunk

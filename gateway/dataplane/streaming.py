@@ -1,0 +1,122 @@
+"""Forwarding an answer that is not complete yet: chunked or sized, HEAD, HTTP/1.0, SSE cut
+on event boundaries, flow control toward the client, the shadow tap fed as sent. A stream
+never ends like a success when it failed (SSE: a final `killgate.error` event, else an
+aborted connection). Part of `flight.Flight` (it uses the flight's state and helpers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import TYPE_CHECKING
+
+from gateway.dataplane.exchange import Exchange
+from gateway.dataplane.headers import is_event_stream, response_head
+from gateway.dataplane.request import ClientGone
+from gateway.dataplane.sse import EventCutter
+from gateway.errors import UpstreamError
+
+if TYPE_CHECKING:
+    from gateway.dataplane.flight import Flight
+
+__all__ = ["stream"]
+
+
+def _sse_error(type_: str, route: str, version: str | None) -> bytes:
+    data = json.dumps({"type": type_, "route": route, "version": version})
+    return f"event: killgate.error\ndata: {data}\n\n".encode()
+
+
+def _content_type(raw: list[tuple[bytes, bytes]]) -> bytes:
+    for name, value in raw:
+        if len(name) == 12 and name.lower() == b"content-type":
+            return value
+    return b""
+
+
+async def stream(flight: Flight, ex: Exchange) -> None:
+    """Forward an answer that is not complete yet, chunk by chunk."""
+    proxy = flight.proxy
+    req = flight.req
+    plan, target = flight.plan, flight.target
+    flight.exchange = ex
+    status = ex.status
+    raw = ex.headers
+    head_only = req.method == b"HEAD" or status in (204, 304)
+    sse = not head_only and is_event_stream(_content_type(raw))
+    keep = req.will_keep_alive()
+    length = ex.length if not sse else None
+    chunked = not head_only and length is None and not req.http10
+    if not head_only and length is None and req.http10:
+        keep = False  # the body ends with the connection
+        req.keep_alive = False
+    connection = (None if keep and not req.http10 else b"keep-alive" if keep else b"close")
+    proxy.served(req, plan, target, flight.decision, status)
+    rec = req.rec
+    rec.upstream = ex.head_at - flight.started
+    req.start(response_head(status, raw, proxy.labels(plan, target, flight.decision),
+                            length if not head_only or req.method == b"HEAD" else None,
+                            connection, chunked, sse), chunked)
+    if head_only:
+        flight.exchange = None
+        ex.release()
+        req.end()
+        flight._finished()
+        return
+    cutter = EventCutter() if sse else None
+    tap = proxy.tap(flight) if plan.config.shadow is not None else None
+    try:
+        while True:
+            data = await ex.read()
+            if not data:
+                break
+            if tap is not None:
+                tap.feed(data)  # as the backend sent it
+            if cutter is not None:
+                data = cutter.feed(data)
+                if not data:
+                    continue
+            if not rec.first_byte:
+                rec.first_byte = proxy.clock.now
+                if req.span is not None:
+                    req.span.first_chunk(data)
+            rec.bytes_out += len(data)
+            req.send(data)
+            if req.conn.write_paused:
+                await req.drain()
+    except UpstreamError as exc:
+        flight.exchange = None
+        ex.release()
+        why = flight.aborted
+        kind = "killed" if why is not None else "upstream_failed"
+        span = req.span
+        if span is not None:
+            if why is not None:
+                span.event("killgate.kill", {"killgate.kill.scope": why.scope,
+                                             "killgate.version": target.name,
+                                             "killgate.inflight": 1})
+            span.stream_failed(kind)
+        if why is not None:
+            proxy.metrics.inc("killgate_inflight_aborted_total", (plan.name,),
+                              label_names=("route",))
+        else:
+            proxy.count_error(plan, target, exc, flight.started)
+        flight._finished()
+        if cutter is not None and not cutter.mid_event:
+            req.end(_sse_error(kind, plan.name, target.name))
+        else:
+            req.abort()  # the client sees an incomplete body, never a clean end
+        return
+    except (ClientGone, asyncio.CancelledError):
+        flight._close_ex()
+        flight._finished()
+        return
+    flight.exchange = None
+    ex.release()
+    proxy.observed(plan, target, status, flight.started)
+    flight._finished()
+    tail = cutter.flush() if cutter is not None else b""
+    rec.bytes_out += len(tail)
+    req.end(tail)
+    if tap is not None:
+        tap.end(status, raw)

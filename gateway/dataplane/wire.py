@@ -1,0 +1,121 @@
+"""A data-plane connection's rules: head limits, field-name kinds (learned once per spelling),
+refusals and their JSON answer, the deadlines' settings (`Limits`), and the `Handler` (proxy)
+and `Server` (listener) interfaces it is handed. Pure: no I/O; imports request.py for types.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from gateway.dataplane.clock import Clock
+from gateway.dataplane.request import Request
+
+if TYPE_CHECKING:
+    from gateway.dataplane.protocol import HttpProtocol
+
+__all__ = ["BODY_HIGH", "MAX_HEAD", "MAX_HEADERS", "MAX_LINE", "SLICE", "SMALL_BODY", "Handler",
+           "Limits", "Refuse", "Server", "Stop", "error_response", "name_kind"]
+
+MAX_LINE = 8190       # a request line or one field (aiohttp's and nginx's 8 KiB)
+MAX_HEADERS = 128
+MAX_HEAD = 64 * 1024  # the whole head (Envoy's default is 60 KiB)
+SMALL_BODY = 64 * 1024  # a body up to this size is read whole before the request goes on
+SLICE = 4096  # a larger read is parsed in slices of this size (its bodies in one piece)
+BODY_HIGH = 256 * 1024  # buffered body bytes past which reading pauses
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """A connection's deadlines (`server.*` in the config), in seconds."""
+
+    header_timeout: float = 10.0
+    keepalive_timeout: float = 60.0
+    body_timeout: float = 30.0
+    send_timeout: float = 60.0
+
+
+class Handler(Protocol):
+    """The proxy, as a connection sees it."""
+
+    def handle(self, req: Request) -> None:
+        """Take a request (its head, and its body when small): answer now or later."""
+
+    def gone(self, req: Request) -> None:
+        """The client went away before the answer was over: drop whatever serves it."""
+
+    def done(self, req: Request) -> None:
+        """The request is over (answered, or its client gone): once per handled request."""
+
+
+class Server(Protocol):
+    """What a connection needs of its listener (`dataplane/listener.py`)."""
+
+    limits: Limits
+    handler: Handler
+    clock: Clock
+    connections: set[HttpProtocol]
+    max_connections: int
+    draining: bool
+
+    def counted(self, what: str) -> None:
+        """Count an event of the listener's (refused, send_timeout, malformed)."""
+
+    def forget(self, conn: HttpProtocol) -> None:
+        """`conn` has closed."""
+
+
+# Names that, with `_` read as `-` (CGI, WSGI and some frameworks do), would change how a
+# backend frames or routes a request: such a field is refused, never forwarded.
+_UNDERSCORE_ALIASES = frozenset({
+    b"content-length", b"transfer-encoding", b"host", b"connection", b"upgrade", b"expect",
+    b"te", b"trailer", b"keep-alive", b"proxy-connection", b"x-forwarded-for",
+    b"x-forwarded-host", b"x-forwarded-proto", b"forwarded", b"x-real-ip"})
+
+
+PLAIN, HOST, LENGTH, CHUNKED, EXPECT, UPGRADE, ALIASED, TRACEPARENT = range(8)
+_KINDS = {b"host": HOST, b"content-length": LENGTH, b"transfer-encoding": CHUNKED,
+          b"expect": EXPECT, b"upgrade": UPGRADE, b"traceparent": TRACEPARENT}
+NAMES: dict[bytes, int] = {}  # a field name as sent -> what it is to us (learned once)
+
+
+def name_kind(name: bytes) -> int:
+    """What a field name is to the connection (see the kinds above); remembered."""
+    low = name.lower()
+    kind = _KINDS.get(low, PLAIN)
+    if b"_" in low:
+        alias = low.replace(b"_", b"-")
+        if alias in _UNDERSCORE_ALIASES or alias.startswith(b"x-killgate-"):
+            kind = ALIASED
+    if len(NAMES) >= 4096:  # names a client invents are bounded: start over
+        NAMES.clear()
+    NAMES[name] = kind
+    return kind
+
+
+class Refuse(Exception):
+    """A request refused as it is parsed (its status and message)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        self.status = status
+        self.message = message
+
+
+class Stop(Exception):
+    """Bytes after a request that ends the connection are not parsed."""
+
+
+_REASONS = {400: b"Bad Request", 408: b"Request Timeout", 413: b"Payload Too Large",
+            500: b"Internal Server Error"}
+_TYPES = {400: "bad_request", 408: "request_timeout", 413: "body_too_large",
+          500: "internal_error"}
+
+
+def error_response(status: int, message: str) -> bytes:
+    """A refusal of the connection's own (no route decided): JSON, then the close."""
+    body = json.dumps({"error": {"type": _TYPES.get(status, "bad_request"),
+                                 "message": message}}).encode()
+    return (b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
+            b"connection: close\r\n\r\n%s" % (status, _REASONS.get(status, b"Error"),
+                                              len(body), body))
