@@ -185,6 +185,23 @@ async def test_pool_take_idle_and_release() -> None:
     assert p.take_idle() is None
 
 
+async def test_an_answer_taken_whole_after_reading_paused_resumes_reading() -> None:
+    """An answer that ends in the read that pushed the buffer past the high water mark
+    (reading paused), taken whole (`take_body`, the one-write path): reading goes on before
+    the connection is pooled, else the next answer on it never arrives."""
+    p = pool()
+    ex, tr = exchange(p)
+    await ex.send(b"GET / HTTP/1.1\r\n\r\n", None)
+    body = b"z" * (HIGH_WATER + 1)
+    feed(ex, b"HTTP/1.1 404 Not Found\r\nContent-Length: %d\r\n\r\n" % len(body) + body, 0)
+    await ex.read_head()
+    assert ex.complete and tr.paused
+    assert ex.take_body() == body
+    assert not tr.paused and not ex.read_paused
+    p.release(ex)
+    assert p.take_idle() is ex and not tr.paused
+
+
 # --------------------------------------------------------------------------- hostile backends
 # (review of the data plane: each case below failed before its fix)
 

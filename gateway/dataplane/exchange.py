@@ -387,6 +387,9 @@ class Exchange(asyncio.Protocol):
     def take_body(self) -> bytes:
         """The whole body when it has already arrived (complete and small)."""
         chunks, self.chunks, self.buffered = self.chunks, [], 0
+        if self.read_paused and self.transport:  # (as `read`: the buffer is empty again;
+            self.read_paused = False  # a connection pooled paused would never answer again)
+            self.transport.resume_reading()
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     def release(self) -> None:
