@@ -192,7 +192,12 @@ class Flight(Handle):
         if self.whole:
             if ex.buffered <= HIGH_WATER:
                 return  # still coming
-            self.whole = False  # larger than announced: stream it
+            # Too large to be held whole (reading from the backend is paused now, so no
+            # callback will come again): forward it as it comes, never wait for the rest.
+            self.whole = False
+            ex.detach()
+            self._spawn(stream(self, ex))
+            return
         status = ex.status
         if status >= 500 and self.proxy.policy(self.plan).retry_on:
             self._judge(ex, whole=False)
