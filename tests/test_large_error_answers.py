@@ -1,7 +1,8 @@
 """Error answers that could say "model not ready" (CONTRACT §5.6) but are large, on the fast
 path (a pooled connection, the answer told to the flight from the upstream callbacks): they
 are forwarded as they come, never held until the idle timeout, and the connection they
-leave in the pool can carry the next request (reading from it is not left paused)."""
+leave in the pool can carry the next request (reading from it is not left paused); so can
+one pooled after a slow client made the gateway pause reading from the backend."""
 
 from __future__ import annotations
 
@@ -149,3 +150,51 @@ async def test_a_connection_pooled_after_reading_paused_serves_the_next_request(
     finally:
         with contextlib.suppress(Exception):
             await backend.stop()
+
+
+async def test_a_connection_pooled_after_a_slow_client_serves_the_next_request(
+        tmp_path: Path, backends) -> None:
+    """A large answer to a client that stops reading: the gateway pauses reading from the
+    backend; when the client reads again the rest flows (each buffered read resumes
+    reading), the connection is pooled, and the next request on it is answered at once."""
+    big = b"w" * (8 * 1024 * 1024)
+    peers: set[object] = set()
+
+    async def answer(request: web.Request) -> web.Response:
+        peers.add(request.transport.get_extra_info("peername") if request.transport else None)
+        if request.query.get("big"):
+            return web.Response(body=big, content_type="application/octet-stream")
+        return web.Response(body=b"{}", content_type="application/json")
+
+    app = web.Application()
+    app.router.add_get("/v1/models", answer)
+    port = await backends(app)
+    cfg = write_config(tmp_path, _route("openai", port))
+    async with running_gateway(cfg) as g:
+        gw_port = int(g.url.rsplit(":", 1)[1])
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw_port, limit=2 ** 16)
+        try:
+            writer.write(b"GET /v1/models?big=1 HTTP/1.1\r\nHost: x\r\n\r\n")
+
+            def paused() -> bool:
+                return any(getattr(h, "exchange", None) is not None and h.exchange.read_paused
+                           for h in g.gw.inflight.handles)
+
+            await wait_until(paused, 10, what="the gateway to pause reading from the backend")
+            head = await reader.readuntil(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200 ") and b"\r\ncontent-length: %d\r\n" % len(
+                big) in head.lower()
+            assert await asyncio.wait_for(reader.readexactly(len(big)), 10) == big
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError, OSError):
+                await writer.wait_closed()
+        await wait_until(lambda: any(p.idle for p in g.gw.upstreams.pools.values()), 5,
+                         what="the backend connection pooled")
+        async with aiohttp.ClientSession() as s:
+            t0 = time.monotonic()
+            async with s.get(g.url + "/v1/models") as r:
+                assert (r.status, await r.read()) == (200, b"{}")
+            took = time.monotonic() - t0
+        assert took < IDLE / 2, f"the reused connection took {took:.2f}s to answer"
+        assert len(peers) == 1  # the second request went on the pooled connection
