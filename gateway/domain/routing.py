@@ -135,7 +135,10 @@ class RoutePlan:
 
     def __init__(self, rc: RouteConfig, weights: Mapping[str, float], stable: str,
                  excluded: Mapping[str, str], killed: str | None,
-                 previous: str | None = None, unpinnable: frozenset[str] = frozenset()) -> None:
+                 previous: str | None = None, unpinnable: frozenset[str] = frozenset(),
+                 like: RoutePlan | None = None) -> None:
+        """`like`: a plan of the same route config, whose config-only parts (targets, the
+        serialised fallback) are taken as they are instead of being built again."""
         self.config = rc
         self.name = rc.name
         self.fold_case = not rc.match.case_sensitive
@@ -150,12 +153,15 @@ class RoutePlan:
         self.fallback: FallbackConfig | None = rc.fallback
         fb = rc.fallback
         # serialised once here, not per request (a YAML alias tree could make it costly)
-        self.fallback_body = (json.dumps(fb.json_).encode()
-                              if fb is not None and fb.json_ is not None else b"")
+        same = like if like is not None and like.config is rc else None
+        self.fallback_body: bytes = (same.fallback_body if same is not None else
+                                     json.dumps(fb.json_).encode()
+                                     if fb is not None and fb.json_ is not None else b"")
         self.killed = killed
         self.excluded = dict(excluded)  # version -> "killed" | "unhealthy"
-        self.targets = {v.name: _target(rc.name, v.name, v.url, v.model, v.artifact)
-                        for v in rc.versions}
+        self.targets: dict[str, Target] = (
+            same.targets if same is not None else
+            {v.name: _target(rc.name, v.name, v.url, v.model, v.artifact) for v in rc.versions})
         w = {n: float(weights.get(n, 0.0)) for n in self.targets}
         if sum(w.values()) <= 0:
             w[stable] = 100.0
@@ -368,7 +374,7 @@ def rebuild_table(old: RouteTable, cfg: Config, doc: StateDoc,
         kept = old.by_name.get(rc.name)
         if kept is None or kept.config is not rc:
             return build_table(cfg, doc, unhealthy, fail_closed, state_unknown)
-        plans.append(_plan(rc, doc, unhealthy, global_kill, state_unknown)
+        plans.append(_plan(rc, doc, unhealthy, global_kill, state_unknown, kept)
                      if rc.name in names else kept)
     return RouteTable(plans, doc, unhealthy)
 
@@ -387,8 +393,9 @@ def _changed_routes(a: StateDoc, b: StateDoc) -> set[str] | None:
 
 
 def _plan(rc: RouteConfig, doc: StateDoc, unhealthy: frozenset[tuple[str, str]],
-          global_kill: bool, state_unknown: bool = False) -> RoutePlan:
-    """One route's plan from the config, the state and health."""
+          global_kill: bool, state_unknown: bool = False,
+          like: RoutePlan | None = None) -> RoutePlan:
+    """One route's plan from the config, the state and health (`like`: see RoutePlan)."""
     killed = STATE_UNKNOWN if state_unknown else "global" if global_kill else (
         "route" if kill_key("route", rc.name) in doc.kills else None)
     ov = doc.overrides.get(rc.name)
@@ -411,4 +418,4 @@ def _plan(rc: RouteConfig, doc: StateDoc, unhealthy: frozenset[tuple[str, str]],
             excluded[v.name] = "unhealthy"
     prev = doc.previous_stable(rc.name, stable)
     previous = prev.stable if prev is not None and rc.version(prev.stable) else None
-    return RoutePlan(rc, weights, stable, excluded, killed, previous, unpinnable)
+    return RoutePlan(rc, weights, stable, excluded, killed, previous, unpinnable, like)
