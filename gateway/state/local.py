@@ -143,8 +143,11 @@ class LocalStore:
             self.on_unverified("state", "", "previous")
         return Loaded(doc, str(doc.generation))
 
-    async def load(self) -> Loaded:
-        return await asyncio.to_thread(self._read)
+    async def load(self, on_loaded: Callable[[Loaded], None] | None = None) -> Loaded:
+        got = await asyncio.to_thread(self._read)
+        if on_loaded is not None:
+            on_loaded(got)
+        return got
 
     async def generation(self) -> str | None:
         return (await self.load()).token

@@ -50,6 +50,7 @@ __all__ = ["RedisStore"]
 
 Listener = Callable[[StateDoc | Ack], None]
 OnStored = Callable[[StateDoc], None]
+OnLoaded = Callable[[Loaded], None]
 
 log = logging.getLogger("killgate.state")
 
@@ -151,7 +152,9 @@ class RedisStore(RedisRecords):
             with contextlib.suppress(ValueError):
                 item = self._open_doc(data, "push")
         elif channel == self._b_acks:
-            item = self._open_ack(data, "ack")
+            ack = self._own_ack
+            # our own heartbeat coming back needs no verifying (the bytes we signed)
+            item = ack[1] if ack is not None and data == ack[0] else self._open_ack(data, "ack")
         if item is None or self._listener is None:
             return  # with nobody listening, the poll finds the change
         try:
@@ -187,9 +190,25 @@ class RedisStore(RedisRecords):
 
     # ------------------------------------------------------------------ state
 
-    async def load(self) -> Loaded:
-        raw, gen, size = await self._script(_LOAD, [self.k_state, self.k_gen],
-                                            [str(MAX_DOC_BYTES)])
+    async def load(self, on_loaded: OnLoaded | None = None) -> Loaded:
+        got: list[Loaded] = []
+
+        def read(reply: Any) -> None:  # as the answer is read (see StateStore.load)
+            if type(reply) is not list:
+                return  # NOSCRIPT: the EVAL that follows answers
+            got.append(self._loaded(reply))
+            if on_loaded is not None:
+                try:
+                    on_loaded(got[0])
+                except Exception as exc:  # noqa: BLE001 - the caller's await still gets it
+                    event(log, "state_load_hook_failed", logging.ERROR, error=repr(exc))
+
+        reply = await self._script(_LOAD, [self.k_state, self.k_gen], [str(MAX_DOC_BYTES)],
+                                   on_reply=read)
+        return got[0] if got else self._loaded(reply)
+
+    def _loaded(self, reply: list[Any]) -> Loaded:
+        raw, gen, size = reply
         token = None if gen is None else gen.decode("utf-8", "replace")
         if size:
             return Loaded(None, token or "", f"{self.k_state}: {size} bytes, over the "

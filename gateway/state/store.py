@@ -115,8 +115,10 @@ class StateStore(Protocol):
 
     async def close(self) -> None: ...
 
-    async def load(self) -> Loaded:
-        """The whole state as stored: verified, refused (with the problem) or absent."""
+    async def load(self, on_loaded: Callable[[Loaded], None] | None = None) -> Loaded:
+        """The whole state as stored: verified, refused (with the problem) or absent.
+        `on_loaded` is told the same as early as the store can (redis: as its answer is
+        read, a loop turn before this returns); it must not raise."""
 
     async def generation(self) -> str | None:
         """The stored generation as the store holds it (a poll hint, not verified)."""
