@@ -690,7 +690,8 @@ async def test_only_an_instance_with_a_snapshot_refuses_an_older_genuine_documen
         await post(session, g.admin, "/v1/kill", scope="version", route="iris", version="v2")
         saved = {k: redis_server.cmd("GET", k) for k in ("kgtest:state", "kgtest:gen")}
         await post(session, g.admin, "/v1/kill", scope="route", route="iris")
-        await wait_until(lambda: b"route:iris" in (tmp_path / "snapshot-a.json").read_bytes(),
+        snap = tmp_path / "snapshot-a.json"  # (written in the background: maybe not yet)
+        await wait_until(lambda: snap.exists() and b"route:iris" in snap.read_bytes(),
                          5, what="the snapshot")
 
     def rollback() -> None:
