@@ -297,9 +297,9 @@ async def test_a_push_that_would_relax_is_only_a_hint(tmp_path: Path, backends,
         loads = []
         real_load = g.gw.sync.store.load
 
-        async def counted() -> Any:
+        async def counted(**kw: Any) -> Any:
             loads.append(1)
-            return await real_load()
+            return await real_load(**kw)
 
         g.gw.sync.store.load = counted  # type: ignore[method-assign]
         lifted = sealed({**doc, "generation": gen + 1, "kills": {}}, STATE_KEY)

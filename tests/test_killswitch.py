@@ -207,6 +207,60 @@ async def test_alternating_writers_commit_in_one_round_trip(redis_server: RedisS
             await store.close()
 
 
+async def test_a_commit_is_enforced_from_its_answer_and_its_echo_is_not_reopened(
+        redis_server: RedisServer) -> None:
+    """The committing instance is handed the document as stored (audit head and position
+    set) in the loop turn that read the script's answer, before `commit` returns, and
+    only when the script stored it; its own push coming back is that same document, not
+    verified and decoded again. Another instance opens the push once, and re-reading the
+    same bytes from the store (an unkill's check) does not open them again."""
+    from gateway.domain.audit import AuditDraft
+    from gateway.domain.statedoc import KillFlag, StateDoc
+    from gateway.errors import StoreConflict
+    from gateway.state.redis import RedisStore
+    from gateway.state.signing import Key, Keyring
+
+    keys = Keyring(Key.of(STATE_KEY.encode()))
+    stores = [RedisStore(redis_server.url, "kgtest", 1.0, keys=keys) for _ in range(2)]
+    pushed: list[list[object]] = [[], []]
+    opened: list[list[bytes]] = [[], []]
+    for store, got, seen in zip(stores, pushed, opened, strict=True):
+        store.listen(got.append)
+        real = store.keys.open
+        store.keys.open = (  # type: ignore[method-assign]
+            lambda kind, raw, real=real, seen=seen: (seen.append(raw), real(kind, raw))[1])
+        await store.open()
+    mine, other = stores
+    try:
+        flag = KillFlag("route", "iris", None, "alice", "bad", "t", 1)
+        doc = StateDoc(generation=1, kills={"route:iris": flag})
+        told: list[tuple[StateDoc, bool]] = []
+        returned = False
+        ev = await mine.commit(None, doc, AuditDraft("alice", "kill", {"route": "iris"}, "r"),
+                               on_stored=lambda d: told.append((d, returned)))
+        returned = True
+        assert ev is not None and len(told) == 1
+        stored, after_return = told[0]
+        assert not after_return
+        assert (stored.audit_head, stored.audit_seq) == (ev["hash"], 1)
+        assert stored.with_changes(audit_head="", audit_seq=0) == doc
+        await wait_until(lambda: pushed[0] and pushed[1], 5.0, what="the push on both")
+        assert pushed[0] == [stored] and pushed[0][0] is stored  # the echo: not reopened
+        assert opened[0] == []
+        assert pushed[1] == [stored] and len(opened[1]) == 1  # the other one checks it
+        loaded = await other.load()
+        assert loaded.trusted and loaded.doc is pushed[1][0] and len(opened[1]) == 1
+        assert (await mine.load()).doc == stored and len(opened[0]) == 1  # a store read
+        # a commit the script refuses is not handed over
+        with pytest.raises(StoreConflict):
+            await mine.commit("7", StateDoc(generation=8), None,
+                              on_stored=lambda d: told.append((d, True)))
+        assert len(told) == 1
+    finally:
+        for store in stores:
+            await store.close()
+
+
 @pytest.mark.parametrize("how", ["restart", "flushall"])
 async def test_store_emptied_keeps_the_kill_and_reseeds(tmp_path: Path, backends, redis_server,
                                                         session, how: str) -> None:

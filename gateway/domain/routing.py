@@ -132,7 +132,10 @@ class RoutePlan:
 
     def __init__(self, rc: RouteConfig, weights: Mapping[str, float], stable: str,
                  excluded: Mapping[str, str], killed: str | None,
-                 previous: str | None = None, unpinnable: frozenset[str] = frozenset()) -> None:
+                 previous: str | None = None, unpinnable: frozenset[str] = frozenset(),
+                 like: RoutePlan | None = None) -> None:
+        """`like`: a plan of the same route config, whose config-only parts (targets, the
+        serialised fallback) are taken as they are instead of being built again."""
         self.config = rc
         self.name = rc.name
         self.fold_case = not rc.match.case_sensitive
@@ -147,12 +150,15 @@ class RoutePlan:
         self.fallback: FallbackConfig | None = rc.fallback
         fb = rc.fallback
         # serialised once here, not per request (a YAML alias tree could make it costly)
-        self.fallback_body = (json.dumps(fb.json_).encode()
-                              if fb is not None and fb.json_ is not None else b"")
+        same = like if like is not None and like.config is rc else None
+        self.fallback_body: bytes = (same.fallback_body if same is not None else
+                                     json.dumps(fb.json_).encode()
+                                     if fb is not None and fb.json_ is not None else b"")
         self.killed = killed
         self.excluded = dict(excluded)  # version -> "killed" | "unhealthy"
-        self.targets = {v.name: _target(rc.name, v.name, v.url, v.model, v.artifact)
-                        for v in rc.versions}
+        self.targets: dict[str, Target] = (
+            same.targets if same is not None else
+            {v.name: _target(rc.name, v.name, v.url, v.model, v.artifact) for v in rc.versions})
         w = {n: float(weights.get(n, 0.0)) for n in self.targets}
         if sum(w.values()) <= 0:
             w[stable] = 100.0

@@ -66,7 +66,7 @@ def rebuild_table(old: RouteTable, cfg: Config, doc: StateDoc,
         kept = old.by_name.get(rc.name)
         if kept is None or kept.config is not rc:
             return build_table(cfg, doc, unhealthy, fail_closed, state_unknown)
-        plans.append(_plan(rc, doc, unhealthy, global_kill, state_unknown)
+        plans.append(_plan(rc, doc, unhealthy, global_kill, state_unknown, kept)
                      if rc.name in names else kept)
     return RouteTable(plans, doc, unhealthy)
 
@@ -85,8 +85,9 @@ def _changed_routes(a: StateDoc, b: StateDoc) -> set[str] | None:
 
 
 def _plan(rc: RouteConfig, doc: StateDoc, unhealthy: frozenset[tuple[str, str]],
-          global_kill: bool, state_unknown: bool = False) -> RoutePlan:
-    """One route's plan from the config, the state and health."""
+          global_kill: bool, state_unknown: bool = False,
+          like: RoutePlan | None = None) -> RoutePlan:
+    """One route's plan from the config, the state and health (`like`: see RoutePlan)."""
     killed = STATE_UNKNOWN if state_unknown else "global" if global_kill else (
         "route" if kill_key("route", rc.name) in doc.kills else None)
     ov = doc.overrides.get(rc.name)
@@ -109,4 +110,4 @@ def _plan(rc: RouteConfig, doc: StateDoc, unhealthy: frozenset[tuple[str, str]],
             excluded[v.name] = "unhealthy"
     prev = doc.previous_stable(rc.name, stable)
     previous = prev.stable if prev is not None and rc.version(prev.stable) else None
-    return RoutePlan(rc, weights, stable, excluded, killed, previous, unpinnable)
+    return RoutePlan(rc, weights, stable, excluded, killed, previous, unpinnable, like)

@@ -143,14 +143,17 @@ class LocalStore:
             self.on_unverified("state", "", "previous")
         return Loaded(doc, str(doc.generation))
 
-    async def load(self) -> Loaded:
-        return await asyncio.to_thread(self._read)
+    async def load(self, on_loaded: Callable[[Loaded], None] | None = None) -> Loaded:
+        got = await asyncio.to_thread(self._read)
+        if on_loaded is not None:
+            on_loaded(got)
+        return got
 
     async def generation(self) -> str | None:
         return (await self.load()).token
 
     def _commit(self, expected: str | None, doc: StateDoc, draft: AuditDraft | None,
-                chain_from: str | None) -> dict[str, Any] | None:
+                chain_from: str | None) -> tuple[dict[str, Any] | None, str]:
         with open(self.lock_path, "a+b") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             cur = self._read()
@@ -168,7 +171,7 @@ class LocalStore:
                 atomic_write(self.path, self.keys.seal(b"state", body))
             except OSError as exc:
                 raise StoreUnavailable(f"cannot write {self.path}: {exc.strerror}") from None
-            return event
+            return event, head
 
     async def audit_head(self) -> str | None:
         """The head the (verified) state file anchors; None without one."""
@@ -190,8 +193,13 @@ class LocalStore:
         return event
 
     async def commit(self, expected: str | None, doc: StateDoc, draft: AuditDraft | None,
-                     chain_from: str | None = None) -> dict[str, Any] | None:
-        return await asyncio.to_thread(self._commit, expected, doc, draft, chain_from)
+                     chain_from: str | None = None,
+                     on_stored: Callable[[StateDoc], None] | None = None
+                     ) -> dict[str, Any] | None:
+        event, head = await asyncio.to_thread(self._commit, expected, doc, draft, chain_from)
+        if on_stored is not None:
+            on_stored(doc.with_changes(audit_head=head))
+        return event
 
     async def replicated(self, replicas: int, timeout: float) -> int:
         """An fsynced file has no replicas to wait for (the config refuses min_replicas)."""

@@ -49,6 +49,8 @@ from gateway.state.store import (
 __all__ = ["RedisStore"]
 
 Listener = Callable[[StateDoc | Ack], None]
+OnStored = Callable[[StateDoc], None]
+OnLoaded = Callable[[Loaded], None]
 
 log = logging.getLogger("killgate.state")
 
@@ -82,6 +84,35 @@ return {redis.call('MGET', KEYS[1])[1], gen, 0}
 """)
 
 
+class _Own:
+    """A commit as sent: its signed bytes and the document they hold once stored."""
+
+    __slots__ = ("_doc", "_stored", "head", "sealed", "sent", "seq")
+
+    def __init__(self, sealed: bytes, sent: StateDoc, head: str | None, seq: int,
+                 on_stored: OnStored | None) -> None:
+        self.sealed, self.sent, self.head, self.seq = sealed, sent, head, seq
+        self._stored = on_stored
+        self._doc: StateDoc | None = None
+
+    def doc(self) -> StateDoc:
+        """The document as stored: the one sent, anchoring the audit event's hash."""
+        if self._doc is None:
+            self._doc = self.sent if self.head is None else self.sent.with_changes(
+                audit_head=self.head, audit_seq=self.seq)
+        return self._doc
+
+    def replied(self, reply: Any) -> None:
+        """The script's answer, as it is read: when it stored the document, `on_stored`
+        has it before anything else runs (the caller's await resumes a loop turn later)."""
+        if self._stored is None or type(reply) is not list or not reply or reply[0] != b"ok":
+            return
+        try:
+            self._stored(self.doc())
+        except Exception as exc:  # noqa: BLE001 - the caller's await still gets the answer
+            event(log, "state_commit_hook_failed", logging.ERROR, error=repr(exc))
+
+
 class RedisStore(RedisRecords):
     backend = "redis"
     pushes = True
@@ -98,6 +129,8 @@ class RedisStore(RedisRecords):
         # the audit head as of the newest document we saw or wrote (a guess the commit checks)
         self._head: str | None = None
         self._head_at = (0, 0)  # (generation, audit_seq) of the document that named it
+        self._own: _Own | None = None  # our newest commit as sent
+        self._last_open: tuple[bytes, StateDoc, str] | None = None  # the last document verified
 
     def listen(self, fn: Listener) -> None:
         """Pushed documents and acks go straight to `fn` as they are read (verified)."""
@@ -105,7 +138,13 @@ class RedisStore(RedisRecords):
 
     def _on_message(self, channel: bytes, data: bytes) -> None:
         item: StateDoc | Ack | None = None
-        if channel == self._b_events:
+        own = self._own
+        if channel == self._b_events and own is not None and data == own.sealed:
+            # our own commit coming back: the bytes we signed, from the script that stored
+            # them; the document is the one we built (no verifying, no decoding). Usually
+            # the commit's answer, read just before, has put it in force already.
+            item = own.doc()
+        elif channel == self._b_events:
             # not a document we can read, or not ours: reported; the poll goes on
             if len(data) > MAX_DOC_BYTES:
                 self.on_unverified("push", f"{len(data)} bytes, over the limit", None)
@@ -113,7 +152,9 @@ class RedisStore(RedisRecords):
             with contextlib.suppress(ValueError):
                 item = self._open_doc(data, "push")
         elif channel == self._b_acks:
-            item = self._open_ack(data, "ack")
+            ack = self._own_ack
+            # our own heartbeat coming back needs no verifying (the bytes we signed)
+            item = ack[1] if ack is not None and data == ack[0] else self._open_ack(data, "ack")
         if item is None or self._listener is None:
             return  # with nobody listening, the poll finds the change
         try:
@@ -149,9 +190,25 @@ class RedisStore(RedisRecords):
 
     # ------------------------------------------------------------------ state
 
-    async def load(self) -> Loaded:
-        raw, gen, size = await self._script(_LOAD, [self.k_state, self.k_gen],
-                                            [str(MAX_DOC_BYTES)])
+    async def load(self, on_loaded: OnLoaded | None = None) -> Loaded:
+        got: list[Loaded] = []
+
+        def read(reply: Any) -> None:  # as the answer is read (see StateStore.load)
+            if type(reply) is not list:
+                return  # NOSCRIPT: the EVAL that follows answers
+            got.append(self._loaded(reply))
+            if on_loaded is not None:
+                try:
+                    on_loaded(got[0])
+                except Exception as exc:  # noqa: BLE001 - the caller's await still gets it
+                    event(log, "state_load_hook_failed", logging.ERROR, error=repr(exc))
+
+        reply = await self._script(_LOAD, [self.k_state, self.k_gen], [str(MAX_DOC_BYTES)],
+                                   on_reply=read)
+        return got[0] if got else self._loaded(reply)
+
+    def _loaded(self, reply: list[Any]) -> Loaded:
+        raw, gen, size = reply
         token = None if gen is None else gen.decode("utf-8", "replace")
         if size:
             return Loaded(None, token or "", f"{self.k_state}: {size} bytes, over the "
@@ -169,13 +226,20 @@ class RedisStore(RedisRecords):
     def _open_doc(self, raw: bytes, kind: str | None) -> StateDoc:
         """A stored or pushed document, verified; its `audit_head` becomes our guess of
         the head. Raises ValueError (Unverified included); reports it when `kind` is set."""
-        try:
-            body, which = self.keys.open(b"state", raw)
-            doc = decode_doc(body)
-        except ValueError as exc:
-            if kind is not None:
-                self.on_unverified(kind, str(exc), None)
-            raise
+        last = self._last_open
+        if last is not None and raw == last[0]:
+            # the bytes we verified last (an unkill's push, then the store re-read before
+            # applying it: the same document, whose checks would give the same answer)
+            doc, which = last[1], last[2]
+        else:
+            try:
+                body, which = self.keys.open(b"state", raw)
+                doc = decode_doc(body)
+            except ValueError as exc:
+                if kind is not None:
+                    self.on_unverified(kind, str(exc), None)
+                raise
+            self._last_open = (raw, doc, which)
         if which == "previous":
             self.on_unverified(kind or "state", "", "previous")
         if doc.audit_head and (doc.generation, doc.audit_seq) >= self._head_at:
@@ -187,7 +251,8 @@ class RedisStore(RedisRecords):
         return None if raw is None else raw.decode("utf-8", "replace")
 
     async def commit(self, expected: str | None, doc: StateDoc, draft: AuditDraft | None,
-                     chain_from: str | None = None) -> dict[str, Any] | None:
+                     chain_from: str | None = None,
+                     on_stored: OnStored | None = None) -> dict[str, Any] | None:
         plain_doc = doc.to_json()
         base = draft.as_event() if draft is not None else None
         akey = self.audit_keys.current
@@ -203,14 +268,17 @@ class RedisStore(RedisRecords):
             ev = seal(base, head, mac_key) if base is not None else None
             body = json.dumps(plain_doc if ev is None else {
                 **plain_doc, "audit_head": ev["hash"], "audit_seq": seq + 1}).encode()
+            sealed = self.keys.seal(b"state", body)
+            own = _Own(sealed, doc, ev["hash"] if ev else None, seq + 1, on_stored)
+            self._own = own  # its echo on the channel needs no opening (see _on_message)
             args: list[str | bytes] = [
-                "" if expected is None else expected, self.keys.seal(b"state", body),
+                "" if expected is None else expected, sealed,
                 str(doc.generation), json.dumps(ev, ensure_ascii=False) if ev else "", expect,
                 ev["hash"] if ev else "", first, self.ch_events]
             # READONLY replica, OOM, script errors: nothing was written, the action is refused.
             res = await self._script(
                 _COMMIT, [self.k_state, self.k_gen, self.k_audit, self.k_head], args,
-                refused=AuditError, writes=True)
+                refused=AuditError, writes=True, on_reply=own.replied)
             status = res[0].decode() if isinstance(res[0], bytes) else str(res[0])
             if status == "conflict":
                 raise StoreConflict("the state changed under us")

@@ -68,6 +68,9 @@ async def _turn(i: int) -> None:
 
 class RedisRecords(RedisLink):
     clock: Callable[[], float] = staticmethod(time.time)
+    #: our newest heartbeat as published, and the ack it says: its echo on the acks
+    #: channel is not verified again (redis.py)
+    _own_ack: tuple[bytes, Ack] | None = None
 
     # ------------------------------------------------------------------ heartbeats
 
@@ -99,6 +102,7 @@ class RedisRecords(RedisLink):
             akid, amac = (self.keys.sign(b"urls", f"{instance}\x00{addr}".encode())
                           if self.keys.enabled else ("-", "-"))
             addr = f"{akid} {amac} {addr}"
+        self._own_ack = (record.encode(), Ack(instance, applied, "" if config == "-" else config))
         await self._script(_HEARTBEAT, [self.k_instances, self.k_instances + ":urls"],
                            [instance, record, self.ch_acks, addr])
 

@@ -17,7 +17,14 @@ from collections.abc import Callable
 from typing import Any
 
 from gateway.errors import StoreOutcomeUnknown, StoreUnavailable
-from gateway.state.resp import Endpoint, RespConnection, RespError, connect, parse_endpoint
+from gateway.state.resp import (
+    Endpoint,
+    OnReply,
+    RespConnection,
+    RespError,
+    connect,
+    parse_endpoint,
+)
 from gateway.state.signing import Keyring
 from gateway.state.store import OnUnverified, ignore_unverified
 
@@ -110,12 +117,14 @@ class RedisLink:
             await conn.aclose(self.timeout)
 
     async def _run(self, slot: str, args: tuple[str | bytes | int, ...], timeout: float,
-                   refused: type[Exception], lost: type[Exception]) -> Any:
+                   refused: type[Exception], lost: type[Exception],
+                   on_reply: OnReply | None = None) -> Any:
         """One command on a connection slot. A reply error raises `refused` (NOSCRIPT to an
-        EVALSHA is re-raised as is, for the caller to EVAL); a timeout or a reset, `lost`."""
+        EVALSHA is re-raised as is, for the caller to EVAL); a timeout or a reset, `lost`.
+        `on_reply`: see RespConnection.send."""
         conn = await self._conn(slot)  # failing here, nothing was sent
         try:
-            return await conn.call(*args, timeout=timeout)
+            return await conn.call(*args, timeout=timeout, on_reply=on_reply)
         except RespError as exc:
             if args[0] == "EVALSHA" and str(exc).startswith("NOSCRIPT"):
                 raise
@@ -132,16 +141,18 @@ class RedisLink:
         return await self._run(slot, args, timeout or self.timeout, refused, StoreUnavailable)
 
     async def _script(self, script: Script, keys: list[str], args: list[str | bytes],
-                      refused: type[Exception] = StoreUnavailable, writes: bool = False) -> Any:
+                      refused: type[Exception] = StoreUnavailable, writes: bool = False,
+                      on_reply: OnReply | None = None) -> Any:
         """EVALSHA (EVAL the first time on a server). With `writes`, a timeout or a reset
-        once the command is on its way raises StoreOutcomeUnknown: it may have run."""
+        once the command is on its way raises StoreOutcomeUnknown: it may have run.
+        `on_reply` sees every reply, error replies (NOSCRIPT) included."""
         slot, lost = ("write", StoreOutcomeUnknown) if writes else ("cmd", StoreUnavailable)
         try:
             return await self._run(slot, ("EVALSHA", script.sha, len(keys), *keys, *args),
-                                   self.timeout, refused, lost)
+                                   self.timeout, refused, lost, on_reply)
         except RespError:  # NOSCRIPT: first use on this server (or after SCRIPT FLUSH)
             return await self._run(slot, ("EVAL", script.text, len(keys), *keys, *args),
-                                   self.timeout, refused, lost)
+                                   self.timeout, refused, lost, on_reply)
 
     # ------------------------------------------------------------------ signed records
 

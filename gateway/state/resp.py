@@ -29,6 +29,8 @@ from redis.asyncio.connection import parse_url
 __all__ = ["Endpoint", "RespConnection", "RespError", "connect", "parse_endpoint"]
 
 OnMessage = Callable[[bytes, bytes], None]
+#: told a call's reply as it is parsed, before the caller's await resumes (must not raise)
+OnReply = Callable[[Any], None]
 
 _SSL_KEYS = {"ssl_ca_certs", "ssl_ca_path", "ssl_certfile", "ssl_keyfile", "ssl_cert_reqs",
              "ssl_check_hostname", "ssl_password", "ssl_ca_data"}
@@ -109,7 +111,8 @@ class RespConnection(asyncio.Protocol):
 
     def __init__(self, on_message: OnMessage | None = None) -> None:
         self._reader = hiredis.Reader()
-        self._waiting: collections.deque[asyncio.Future[Any]] = collections.deque()
+        self._waiting: collections.deque[tuple[asyncio.Future[Any], OnReply | None]] = \
+            collections.deque()
         self._transport: asyncio.Transport | None = None
         self._on_message = on_message
         self._loop = asyncio.get_running_loop()
@@ -136,14 +139,16 @@ class RespConnection(asyncio.Protocol):
                     and reply[0] == b"message"):
                 self._on_message(reply[1], reply[2])
             elif self._waiting:
-                fut = self._waiting.popleft()
+                fut, on_reply = self._waiting.popleft()
                 if not fut.done():
+                    if on_reply is not None:
+                        on_reply(reply)
                     fut.set_result(reply)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
         while self._waiting:
-            fut = self._waiting.popleft()
+            fut, _ = self._waiting.popleft()
             if not fut.done():
                 fut.set_exception(ConnectionError("the redis connection closed"))
                 fut.exception()  # a caller that gave up on it must not log "never retrieved"
@@ -156,19 +161,24 @@ class RespConnection(asyncio.Protocol):
     def is_open(self) -> bool:
         return self._transport is not None and not self._transport.is_closing()
 
-    def send(self, *args: str | bytes | int) -> asyncio.Future[Any]:
-        """Write one command now; the future gets its reply (errors as RespError values)."""
+    def send(self, *args: str | bytes | int,
+             on_reply: OnReply | None = None) -> asyncio.Future[Any]:
+        """Write one command now; the future gets its reply (errors as hiredis.ReplyError
+        values). `on_reply` is called with the reply in the loop iteration that parsed it,
+        before whoever awaits the future resumes (the commit's own result is enforced
+        there: a task's wake-up is one more loop iteration, on a cold CPU ~0.2 ms)."""
         if not self.is_open:
             raise ConnectionError("the redis connection is closed")
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._waiting.append(fut)
+        self._waiting.append((fut, on_reply))
         assert self._transport is not None
         self._transport.write(hiredis.pack_command(args))  # type: ignore[arg-type]
         return fut
 
-    async def call(self, *args: str | bytes | int, timeout: float) -> Any:
+    async def call(self, *args: str | bytes | int, timeout: float,
+                   on_reply: OnReply | None = None) -> Any:
         """One command with a deadline. Raises RespError, ConnectionError or TimeoutError."""
-        return _checked(await self._wait(self.send(*args), timeout))
+        return _checked(await self._wait(self.send(*args, on_reply=on_reply), timeout))
 
     async def _wait(self, fut: asyncio.Future[Any], timeout: float) -> Any:
         try:

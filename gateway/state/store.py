@@ -115,21 +115,27 @@ class StateStore(Protocol):
 
     async def close(self) -> None: ...
 
-    async def load(self) -> Loaded:
-        """The whole state as stored: verified, refused (with the problem) or absent."""
+    async def load(self, on_loaded: Callable[[Loaded], None] | None = None) -> Loaded:
+        """The whole state as stored: verified, refused (with the problem) or absent.
+        `on_loaded` is told the same as early as the store can (redis: as its answer is
+        read, a loop turn before this returns); it must not raise."""
 
     async def generation(self) -> str | None:
         """The stored generation as the store holds it (a poll hint, not verified)."""
 
     async def commit(self, expected: str | None, doc: StateDoc, draft: AuditDraft | None,
-                     chain_from: str | None = None) -> dict[str, Any] | None:
+                     chain_from: str | None = None,
+                     on_stored: Callable[[StateDoc], None] | None = None
+                     ) -> dict[str, Any] | None:
         """Replace the state if the stored generation is still `expected` (None: none).
 
         The audit event (if any) is chained, keyed and stored first, atomically with the
         state; with no trail stored, it continues from `chain_from` (the head this instance
         anchored before the store lost its trail). Returns the sealed event. Raises
         StoreConflict when `expected` is stale, AuditError when the audit event cannot be
-        stored (nothing changes then).
+        stored (nothing changes then). `on_stored` is told the document as stored (its
+        `audit_head` set) once the store confirms it, as early as the store can say so
+        (redis: as its answer is read, before this returns); it must not raise.
         """
 
     def listen(self, fn: Callable[[StateDoc | Ack], None]) -> None:

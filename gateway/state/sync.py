@@ -33,7 +33,7 @@ from gateway.state.reseed import Repair
 from gateway.state.signing import Keyring
 from gateway.state.snapshot import SnapshotFile
 from gateway.state.staleness import Guard
-from gateway.state.store import Ack, Store
+from gateway.state.store import Ack, Loaded, Store
 from gateway.state.tamper import TamperLog
 from gateway.state.writes import Writes
 from gateway.tasks import cancel
@@ -180,16 +180,18 @@ class Sync(Repair, Guard, Writes):
     async def _reread_loop(self) -> None:
         while True:
             self._recheck_again = False
-            try:
-                got = await self.store.load()
+            try:  # applied as the store's answer is read (no loop turn in between)
+                got = await self.store.load(on_loaded=self._adopt)
             except StateError:
                 return  # the poll will find it
-            if got.trusted:
-                assert got.doc is not None
-                if self._apply(got.doc):
-                    await self._after_apply(got.doc)
+            self._adopt(got)  # (done already, unless the store could not say it early)
             if not self._recheck_again:
                 return
+
+    def _adopt(self, got: Loaded) -> None:
+        """The store's document, verified, if it is newer than ours."""
+        if got.trusted and got.doc is not None and self._apply(got.doc):
+            self._spawn(self._after_apply(got.doc))
 
     async def _after_apply(self, doc: StateDoc) -> None:
         """Ack first (receipts wait on it), then make the state durable locally."""

@@ -99,23 +99,36 @@ class Writes:
                     await self._durable(cur.generation)
                     return cur, None
                 new = apply_change(cur, ch)
+                stored: list[StateDoc] = []
                 try:
-                    ev = await self.store.commit(str(cur.generation), new, describe(cur, new))
+                    ev = await self.store.commit(str(cur.generation), new, describe(cur, new),
+                                                 on_stored=self._enforcer(stored))
                 except StoreConflict:
                     cur = None
                     continue
-                if ev is not None:
+                if stored:
+                    new = stored[0]
+                elif ev is not None:
                     new = new.with_changes(audit_head=ev["hash"])
-                # Enforced here, from the commit's own result (not our pub/sub echo), before
-                # anything that can wait: ack and snapshot go to the background (the receipt
-                # counts us already), then side channels hear of it.
-                if self._apply(new):
+                if self._apply(new):  # (when the store's answer did not already)
                     self._spawn(self._after_apply(new))
                 self.metrics.inc("killgate_audit_records_total")
                 self._tell(ev, new)
                 await self._durable(new.generation)
                 return new, ev
             raise StoreConflict("the state kept changing; try again")
+
+    def _enforcer(self, stored: list[StateDoc]) -> Callable[[StateDoc], None]:
+        """Enforces a commit's own result (not our pub/sub echo) as the store's answer is
+        read, before anything that can wait: ack and snapshot go to the background (the
+        receipt counts us already); side channels hear of it once `write` resumes."""
+
+        def enforce(doc: StateDoc) -> None:
+            stored.append(doc)
+            if self._apply(doc):
+                self._spawn(self._after_apply(doc))
+
+        return enforce
 
     def _tell(self, ev: dict[str, Any] | None, new: StateDoc) -> None:
         """Side channels (events) hear of a committed change; they never fail the write."""
