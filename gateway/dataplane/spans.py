@@ -1,10 +1,11 @@
 """The tracing hook the data plane calls (STYLE §11): protocols and the small helpers that
 feed them, no OpenTelemetry.
 
-`RequestTracer.begin` decides head sampling from the request's `traceparent`; it returns a
-`RequestSpan` only for a sampled request, so with tracing off (the proxy holds None) or for
-an unsampled request the request path does nothing but one `is None` check. Implemented by
-`gateway.telemetry.tracing`.
+`RequestTracer.sample` decides head sampling from the request's first `traceparent` bytes
+(noted by the parser); `start` makes a `RequestSpan` only for a sampled request, so with
+tracing off (the proxy holds None) or for an unsampled request the request path does one
+`is None` check (and, tracing on, that decision). Implemented by `gateway.telemetry.tracing`;
+`IncomingRequest` (what a tracer reads) is declared once, in `gateway.telemetry.record`.
 """
 
 from __future__ import annotations
@@ -13,30 +14,13 @@ from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Protocol
 
 from gateway.domain.routing import FAILOVER, FALLBACK, KILLED, Choice, RoutePlan, RouteTable, Target
+from gateway.telemetry.record import IncomingRequest
 
 if TYPE_CHECKING:
     from gateway.dataplane.request import Request
 
 __all__ = ["AttemptSpan", "IncomingRequest", "RequestSpan", "RequestTracer", "TraceView",
            "trace_choice", "trace_ejection"]
-
-
-class IncomingRequest(Protocol):
-    """What a tracer reads of a data-plane request (`proxy.TraceView` over our `Request`)."""
-
-    @property
-    def method(self) -> str: ...
-    @property
-    def path(self) -> str: ...
-    @property
-    def headers(self) -> Mapping[str, str]: ...
-    @property
-    def traceparent(self) -> str | None:
-        """The first `traceparent` field, if any (the sampling decision reads only this)."""
-    @property
-    def host(self) -> str: ...
-    @property
-    def remote(self) -> str | None: ...
 
 
 class AttemptSpan(Protocol):
