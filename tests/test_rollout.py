@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import subprocess
 import sys
 import time
 from collections import Counter
 from pathlib import Path
 
+import pytest
 from aiohttp import ClientSession, web
 
 from gateway.domain.audit import AuditDraft
@@ -394,3 +396,30 @@ async def test_a_hanging_version_times_out_and_its_checks_take_it_out(tmp_path: 
         after = load.since(started + settled)
         assert {(r[1], r[2]) for r in after} == {(200, "v1")}, Counter(r[1:3] for r in after)
         assert marked < 0.2 * 2 + 0.1 + 1.0  # interval x threshold + timeout, plus slack
+
+
+async def test_an_unexpected_error_in_one_round_does_not_end_analysis(
+        tmp_path: Path, backends, caplog: pytest.LogCaptureFixture) -> None:
+    """A bug in one evaluation (an error that is neither the store's nor the audit's) is
+    logged with its traceback, and the loop goes on: analysis (and with it automatic
+    rollback) does not stop silently until the next restart."""
+    p1, p2 = await backends(echo_app("v1")), await backends(echo_app("v2"))
+    extra = "  analysis: {window: 1s, interval: 100ms, min_requests: 50}\n"
+    cfg = write_config(tmp_path, route(p1, p2, 90, 10, extra))
+    async with running_gateway(cfg) as g:
+        rollout = g.gw.rollout
+        real = rollout.evaluate
+        calls = {"n": 0}
+
+        async def evaluate(rc):  # type: ignore[no-untyped-def]
+            calls["n"] += 1
+            if calls["n"] == 1:
+                raise RuntimeError("a bug in one round")
+            return await real(rc)
+
+        rollout.evaluate = evaluate  # type: ignore[method-assign]
+        with caplog.at_level(logging.ERROR, logger="killgate"):
+            await wait_until(lambda: calls["n"] >= 3, 10, what="rounds after the failed one")
+        failed = [r for r in caplog.records if r.getMessage() == "analysis_failed"]
+        assert len(failed) == 1 and failed[0].exc_info is not None
+        assert rollout._task is not None and not rollout._task.done()

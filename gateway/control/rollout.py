@@ -95,6 +95,10 @@ class RolloutDriver:
                     except (StateError, AuditError) as exc:
                         event(log, "analysis_action_failed", logging.WARNING, route=rc.name,
                               error=str(exc))
+                    except Exception as exc:  # noqa: BLE001 - a bug must not end analysis
+                        # for every route until the next restart: logged with its traceback,
+                        # and this route is tried again at its next interval
+                        event(log, "analysis_failed", logging.ERROR, exc=exc, route=rc.name)
             await asyncio.sleep(0.1)
 
     # ------------------------------------------------------------------ one round
