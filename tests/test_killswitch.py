@@ -354,7 +354,12 @@ async def test_corrupt_or_unsigned_document_in_redis_keeps_the_kill_and_is_repai
             await wait_until(lambda ours=ours: redis_server.cmd("GET", "kgtest:state")
                              .startswith(ours), 5, what="the store to be re-seeded")
             assert "route:iris" in redis_server.cmd("GET", "kgtest:state")
-            gen = g.gw.holder.doc.generation
+            # the next corrupt document must be newer than the re-seeded one, which the
+            # instance holds once it has taken it (read before that, the holder's older
+            # generation + 1 could equal the store's: nothing to load, nothing refused)
+            gen = int(redis_server.cmd("GET", "kgtest:gen"))
+            await wait_until(lambda gen=gen: g.gw.holder.doc.generation >= gen, 5,
+                             what="the re-seeded document to be held")
         assert g.gw.metrics.get("killgate_state_unverified_total", ("push",)) >= 3
         assert g.gw.metrics.get("killgate_state_reseeds_total") >= 3
         await unkill(session, g.admin, scope="route", route="iris")
