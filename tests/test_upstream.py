@@ -138,7 +138,7 @@ async def test_a_sink_is_told_of_every_step_and_the_sweeper_watches_it() -> None
     p = pool()
     ex, tr = exchange(p)
     sink = Sink()
-    ex.drive(sink, b"GET / HTTP/1.1\r\n\r\n")
+    ex.begin_drive(sink, b"GET / HTTP/1.1\r\n\r\n", ex.deadline, ex.idle, False)
     assert bytes(tr.out) == b"GET / HTTP/1.1\r\n\r\n" and ex in p.waiting
     feed(ex, b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nab", 0)
     feed(ex, b"cd", 0)
@@ -154,7 +154,7 @@ async def test_a_sinks_exchange_times_out_through_the_sweeper() -> None:
     ex, _ = exchange(p)
     ex.idle = 0.0
     sink = Sink()
-    ex.drive(sink, b"GET / HTTP/1.1\r\n\r\n")
+    ex.begin_drive(sink, b"GET / HTTP/1.1\r\n\r\n", ex.deadline, ex.idle, False)
     ex._on_timer()  # what the sweeper does for an exchange past its wait_until
     assert sink.steps[-1][3] and isinstance(ex.error, UpstreamTimeout)
 

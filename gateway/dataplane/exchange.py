@@ -279,23 +279,10 @@ class Exchange(asyncio.Protocol):
         self.idle = idle
         self.head = head
 
-    def drive(self, sink: Sink, data: bytes) -> None:
-        """Send a whole request and tell `sink` of every step of the answer (no coroutine):
-        the deadline sweeper watches it meanwhile."""
-        self.sink = sink
-        until = self.clock.now + self.idle
-        deadline = self.deadline
-        self.wait_until = until if until < deadline else deadline
-        self.pool.waiting.add(self)
-        tr = self.transport
-        if tr is None or self.closed:
-            self.fail(UpstreamClosed("connection closed before sending"))
-            return
-        tr.write(data)
-
     def begin_drive(self, sink: Sink, data: bytes, deadline: float, idle: float,
                     head: bool) -> None:
-        """`begin` and `drive` in one call (the fast path's: one call less per request)."""
+        """`begin`, then send a whole request and tell `sink` of every step of the answer
+        (no coroutine: the fast path's); the deadline sweeper watches it meanwhile."""
         self.uses += 1
         self.deadline = deadline
         self.idle = idle
