@@ -29,8 +29,9 @@ from collections import deque
 
 import httptools
 
+from gateway.dataplane.deadlines import Deadlines
 from gateway.dataplane.parsing import Parsing
-from gateway.dataplane.request import BadBody, BodyTimeout, ClientGone, Request
+from gateway.dataplane.request import BadBody, ClientGone, Request
 from gateway.dataplane.wire import (
     BODY_HIGH,
     MAX_HEAD,
@@ -59,7 +60,7 @@ def c_parser() -> bool:
     return mod.startswith("httptools.parser") and lib.endswith((".so", ".pyd"))
 
 
-class HttpProtocol(Parsing, asyncio.Protocol):
+class HttpProtocol(Parsing, Deadlines, asyncio.Protocol):
     """One HTTP/1.1 client connection of the data plane."""
 
     def __init__(self, server: Server, loop: asyncio.AbstractEventLoop) -> None:
@@ -389,57 +390,3 @@ class HttpProtocol(Parsing, asyncio.Protocol):
         self.closing = True
         if not self.queue:
             self.close()
-
-    # ------------------------------------------------------------------ deadlines
-
-    def _arm(self, when: float) -> None:
-        """One timer per connection: moved earlier when needed, never later (a timer that
-        fires early looks at the state and re-arms for what is next)."""
-        t = self.timer
-        if t is not None:
-            if when >= self.timer_at:
-                return
-            t.cancel()
-        self.timer_at = when
-        self.timer = self.loop.call_at(when, self._tick)
-
-    def _tick(self) -> None:
-        self.timer = None
-        if self.closed:
-            return
-        now = self.loop.time()
-        nxt = float("inf")
-        limits = self.limits
-        if not self.queue:  # waiting for a head, or in the middle of one
-            if now >= self.deadline:
-                self.abort()  # slowloris, an idle socket, or a kept-alive one gone quiet
-                return
-            nxt = self.deadline
-        else:
-            req = self.queue[0]
-            if not req.body_done and not self.read_paused and req.body_error is None:
-                due = req.last_body + limits.body_timeout
-                if now >= due:
-                    self._body_timeout(req)
-                else:
-                    nxt = due
-        if self.write_paused and self.paused_at:
-            due = self.paused_at + limits.send_timeout
-            if now >= due:
-                self.server.counted("send_timeout")
-                self.abort()  # the answer's backend exchange is freed by connection_lost
-                return
-            nxt = min(nxt, due)
-        if nxt != float("inf"):
-            self._arm(nxt)
-
-    def _body_timeout(self, req: Request) -> None:
-        timeout = self.limits.body_timeout
-        self.stopped = True
-        if req.dispatched:  # the proxy is reading it: it answers 408 (or aborts)
-            req.body_error = BodyTimeout(f"the request body stalled for {timeout:g}s")
-            req.keep_alive = False
-            req.wake()
-            return
-        req.refused = (408, f"the request body stalled for {timeout:g}s")
-        self._dispatch()

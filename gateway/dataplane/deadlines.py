@@ -1,0 +1,88 @@
+"""The deadlines of a data-plane connection, on one timer re-armed lazily: the head's
+(`header_timeout`, `keepalive_timeout`), the body's (`body_timeout` between body bytes while
+we read) and the client's reading (`send_timeout`). A base of `protocol.HttpProtocol`, which
+owns the connection and the state these read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+
+from gateway.dataplane.request import BodyTimeout, Request
+from gateway.dataplane.wire import Limits, Server
+
+__all__ = ["Deadlines"]
+
+
+class Deadlines:
+    """The timer and what it enforces (see the module docstring)."""
+
+    # the connection's state they read and write (HttpProtocol's)
+    loop: asyncio.AbstractEventLoop
+    server: Server
+    limits: Limits
+    queue: deque[Request]
+    timer: asyncio.TimerHandle | None
+    timer_at: float
+    closed: bool
+    deadline: float
+    read_paused: bool
+    write_paused: bool
+    paused_at: float
+    stopped: bool
+    abort: Callable[[], None]
+    _dispatch: Callable[[], None]
+
+    def _arm(self, when: float) -> None:
+        """One timer per connection: moved earlier when needed, never later (a timer that
+        fires early looks at the state and re-arms for what is next)."""
+        t = self.timer
+        if t is not None:
+            if when >= self.timer_at:
+                return
+            t.cancel()
+        self.timer_at = when
+        self.timer = self.loop.call_at(when, self._tick)
+
+    def _tick(self) -> None:
+        self.timer = None
+        if self.closed:
+            return
+        now = self.loop.time()
+        nxt = float("inf")
+        limits = self.limits
+        if not self.queue:  # waiting for a head, or in the middle of one
+            if now >= self.deadline:
+                self.abort()  # slowloris, an idle socket, or a kept-alive one gone quiet
+                return
+            nxt = self.deadline
+        else:
+            req = self.queue[0]
+            if not req.body_done and not self.read_paused and req.body_error is None:
+                due = req.last_body + limits.body_timeout
+                if now >= due:
+                    self._body_timeout(req)
+                else:
+                    nxt = due
+        if self.write_paused and self.paused_at:
+            due = self.paused_at + limits.send_timeout
+            if now >= due:
+                self.server.counted("send_timeout")
+                self.abort()  # the answer's backend exchange is freed by connection_lost
+                return
+            nxt = min(nxt, due)
+        if nxt != float("inf"):
+            self._arm(nxt)
+
+    def _body_timeout(self, req: Request) -> None:
+        timeout = self.limits.body_timeout
+        self.stopped = True
+        if req.dispatched:  # the proxy is reading it: it answers 408 (or aborts)
+            req.body_error = BodyTimeout(f"the request body stalled for {timeout:g}s")
+            req.keep_alive = False
+            req.wake()
+            return
+        req.refused = (408, f"the request body stalled for {timeout:g}s")
+        self._dispatch()
