@@ -11,6 +11,7 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.config_telemetry import DURATION_BUCKETS, BucketsConfig
+from gateway.telemetry import requests as requests_mod
 from gateway.telemetry.metrics import Metrics
 from gateway.telemetry.record import NULL, RequestRecord, arm_of, combine
 from gateway.telemetry.requests import SPLIT_WINDOW, RequestStats
@@ -86,6 +87,28 @@ def test_histogram_buckets_counts_and_sum() -> None:
     total = _samples(fams["killgate_requests"], "_total")
     assert total[(("arm", "failover"), ("code", "503"), ("decision", "failover"),
                   ("route", "iris"), ("version", "v2"))] == 1
+
+
+def test_times_are_bucketed_in_batches_and_every_read_sees_all_of_them() -> None:
+    """done() only appends a request's times; they are bucketed when _BATCH wait (memory
+    stays bounded) and before any read, with the same le semantics as one at a time."""
+    s = RequestStats(BucketsConfig())
+    n = requests_mod._BATCH * 2 + 7
+    times = [(i % 13) * 0.0025 for i in range(n)]  # every third lands on a boundary
+    for t in times:
+        s.done(_rec(took=t, upstream=t, first_byte=t))
+        assert len(s._entries[("iris", "v1", "weighted", "v1", 200)].pending) < requests_mod._BATCH
+    e = s.entries[("iris", "v1", "weighted", "v1", 200)]  # (a read: nothing left pending)
+    assert not e.pending and not e.pending_upstream and not e.pending_ttfb
+    bounds, counts = e.duration
+    expected = [0] * (len(bounds) + 1)
+    took = [(100.0 + t) - 100.0 for t in times]  # (as done() computes it from start, end)
+    for t in took:
+        expected[sum(b < t for b in bounds)] += 1
+    assert counts[:-1] == expected and e.upstream[1][:-1][0] == 3 * (n // 13) + min(3, n % 13)
+    assert abs(counts[-1] - sum(took)) < 1e-9 and sum(e.ttfb[1][:-1]) == n - times.count(0.0)
+    s.done(_rec(took=0.004))  # one more after a read, then read again
+    assert s.counts() == {("iris", "v1", "weighted", "stable", 200): n + 1}
 
 
 def test_per_route_boundaries() -> None:
