@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import random
+from bisect import bisect_left
+from collections import deque
+from typing import Any
+
+from gateway.domain import stats as stats_mod
+from gateway.domain.analysis import LATENCY_BOUNDS_MS
 from gateway.domain.stats import WindowStats
 
 
@@ -28,3 +35,54 @@ def test_window_still_sums_the_last_seconds() -> None:
         w.record("r", "v", t == 12.0, 0.01, t)
     s = w.window("r", 1, now=12.5)["v"]  # seconds 11 and 12 overlap [11.5, 12.5]
     assert s.requests == 2 and s.errors == 1
+
+
+def _one_at_a_time(keep: int, bucket: int, records: list[tuple[str, bool, float, float]],
+                   ) -> dict[tuple[str, str], list[list[Any]]]:
+    """The rings as bucketing each request as it comes makes them (the reference)."""
+    rings: dict[tuple[str, str], deque[list[Any]]] = {}
+    for version, error, latency, now in records:
+        ring = rings.setdefault(("r", version), deque())
+        sec = int(now) // bucket * bucket
+        if not ring or ring[-1][0] != sec:
+            ring.append([sec, 0, 0, [0] * (len(LATENCY_BOUNDS_MS) + 1)])
+            while ring and ring[0][0] <= sec - keep:
+                ring.popleft()
+        b = ring[-1]
+        b[1] += 1
+        b[2] += error
+        b[3][bisect_left(LATENCY_BOUNDS_MS, latency * 1000.0)] += 1
+    return {k: [b for b in ring if b[1]] for k, ring in rings.items()}
+
+
+def test_batched_buckets_equal_bucketing_each_request_as_it_comes() -> None:
+    """record() only appends; what it files later (at a bucket's end, a read, or _BATCH
+    waiting) is what filing each request at once gave: boundaries (le), errors, eviction,
+    several versions, a clock that steps back, and reads between records."""
+    rnd = random.Random(7)
+    bounds_s = [b / 1000.0 for b in LATENCY_BOUNDS_MS]
+    records: list[tuple[str, bool, float, float]] = []
+    now = 1000.0
+    for i in range(stats_mod._BATCH * 3):
+        now += rnd.choice((0.0, 0.0, 0.001, 0.3, 2.5)) if i != 5000 else -7.0  # one step back
+        latency = rnd.choice(bounds_s) if i % 3 == 0 else rnd.uniform(0.0, 40.0)
+        records.append((rnd.choice(("v1", "v1", "v2")), rnd.random() < 0.1, latency, now))
+    for keep, bucket in ((60, 5), (900, 1)):
+        w = WindowStats(keep_seconds=keep, bucket_s=bucket)
+        for n, (version, error, latency, at) in enumerate(records):
+            w.record("r", version, error, latency, at)
+            if n % 997 == 0:
+                w.window("r", 10, at)  # a read files what waits, mid-bucket
+            assert len(w._pending["r"][version][0]) < stats_mod._BATCH
+        got = w.buckets(seconds=10**9, now=now)
+        assert got == _one_at_a_time(keep, bucket, records)
+        assert sum(b[1] for ring in got.values() for b in ring) > 0
+
+
+def test_forget_drops_what_waits_too() -> None:
+    w = WindowStats()
+    w.record("r", "v", True, 0.01, 10.0)
+    w.forget("r")
+    w.record("s", "v", False, 0.01, 10.2)
+    assert list(w.buckets(60, 10.5)) == [("s", "v")]
+    assert w.window("r", 60, 10.5) == {}
