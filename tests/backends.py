@@ -183,13 +183,14 @@ NOT_HELD: dict[str, tuple[str, int, Callable[[str], dict[str, Any]]]] = {
 
 
 def v2_model_server(name: str, models: set[str], flavour: str = "mlserver",
-                    split: bool = False) -> web.Application:
+                    split: bool = False, peers: set[object] | None = None) -> web.Application:
     """A model server holding `models` (a set the test may change), answering an inference
     for a model it does not hold as `flavour` does (`NOT_HELD`: MLServer's 404, Triton's
     400, KServe's 503, an OpenAI-compatible server's 404 `model_not_found`); with `split`,
     every answer's head is written first and its body a few ms later, as uvicorn writes
     `http.response.start` and `http.response.body` (the gateway reads them apart).
-    `POST /v2/repository/models/<m>/unload` unloads one; the server itself stays up."""
+    `POST /v2/repository/models/<m>/unload` unloads one; the server itself stays up.
+    `peers` collects the address of every connection an inference came on."""
     path, status, error = NOT_HELD[flavour]
 
     async def answer(req: web.Request, code: int, doc: dict[str, Any]) -> web.StreamResponse:
@@ -206,6 +207,8 @@ def v2_model_server(name: str, models: set[str], flavour: str = "mlserver",
 
     async def infer(req: web.Request) -> web.StreamResponse:
         body = await req.read()
+        if peers is not None and req.transport is not None:
+            peers.add(req.transport.get_extra_info("peername"))
         model = req.match_info.get("model") or json.loads(body).get("model", "")
         if model not in models:
             return await answer(req, status, error(model))

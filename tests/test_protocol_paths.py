@@ -148,8 +148,8 @@ async def test_a_model_unloaded_under_keep_alive_load_costs_no_client_errors(
     before its body; clients on kept-alive connections, so requests ride pooled backend
     connections (the fast path). v1 unloads the model mid-load: not one client error, the
     moves counted as not_ready, and the not-ready answers leave their connections pooled."""
-    held1 = {"iris"}
-    p1 = await backends(v2_model_server("v1", held1, flavour, split=True))
+    held1, peers = {"iris"}, set[object]()
+    p1 = await backends(v2_model_server("v1", held1, flavour, split=True, peers=peers))
     p2 = await backends(v2_model_server("v2", {"iris"}, flavour, split=True))
     route = _route("openai" if flavour == "openai" else "v2", flavour, p1, p2, "reset")
     route = route.replace("weight: 0", "weight: 50").replace("weight: 100", "weight: 50")
@@ -171,7 +171,7 @@ async def test_a_model_unloaded_under_keep_alive_load_costs_no_client_errors(
         try:
             await wait_until(lambda: sum(statuses.values()) >= 200, 20, what="steady load")
             held1.discard("iris")
-            at_unload = sum(statuses.values())
+            at_unload, conns = sum(statuses.values()), len(peers)
             await wait_until(lambda: sum(statuses.values()) >= at_unload + 400, 30,
                              what="load after the unload")
         finally:
@@ -185,3 +185,6 @@ async def test_a_model_unloaded_under_keep_alive_load_costs_no_client_errors(
                         kind="not_ready")
     assert not_ready >= 100, not_ready  # about half of the 400 after the unload
     assert _sample(text, "killgate_failovers_total", route="iris") == not_ready
+    # each not-ready answer was read whole and its connection pooled again: the requests
+    # after it went out on pooled connections, from the parser callback (the fast path)
+    assert len(peers) <= conns + 8, (conns, len(peers))
