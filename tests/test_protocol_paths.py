@@ -49,19 +49,18 @@ async def _chunked(body: bytes) -> AsyncIterator[bytes]:
     yield body  # (aiohttp sends an async iterator chunked: the slow path reads it first)
 
 
-async def _post(s: aiohttp.ClientSession, url: str, fast: bool,
-                method: str = "POST") -> tuple[int, str, str, bytes]:
+async def _post(s: aiohttp.ClientSession, url: str, fast: bool) -> tuple[int, str, str, bytes]:
     body = json.dumps({"model": "iris", "inputs": []}).encode()
     data = body if fast else _chunked(body)
-    async with s.request(method, url, data=data,
-                         headers={"content-type": "application/json"}) as r:
+    async with s.post(url, data=data,
+                      headers={"content-type": "application/json"}) as r:
         return (r.status, r.headers.get("x-killgate-version", ""),
                 r.headers.get("x-killgate-decision", ""), await r.read())
 
 
 async def _not_ready_case(tmp_path: Path, backends, protocol: str, flavour: str, split: bool,
                           retry: str, fast: bool, path: str | None = None,
-                          method: str = "POST") -> tuple[tuple[int, str, str, bytes], float]:
+                          ) -> tuple[tuple[int, str, str, bytes], float]:
     """v1 serves one request (its connection is pooled), then unloads the model; the next
     request goes to v1 on that pooled connection (sized body: the fast path) or on the slow
     path (chunked body). Its answer and the `not_ready` errors counted for v1."""
@@ -74,7 +73,7 @@ async def _not_ready_case(tmp_path: Path, backends, protocol: str, flavour: str,
         assert (await _post(s, url, True))[:3] == (200, "v1", "weighted")  # pools a connection
         assert [len(p.idle) for p in g.gw.upstreams.pools.values()] == [1]  # v1's
         held1.discard("iris")
-        got = await _post(s, g.url + (path or _path(flavour)), fast, method)
+        got = await _post(s, g.url + (path or _path(flavour)), fast)
         errors = g.gw.metrics.get("killgate_upstream_errors_total", ("iris", "v1", "not_ready"))
     return got, errors
 
