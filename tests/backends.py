@@ -168,29 +168,69 @@ class RawBackend:
             await self.server.wait_closed()
 
 
-def v2_model_server(name: str, models: set[str]) -> web.Application:
-    """An MLServer-like Open Inference Protocol server holding `models` (a set the test may
-    change): infer answers 404 `{"error": "Model <m> not found"}` for a model it does not
-    hold, as MLServer does; `POST /v2/repository/models/<m>/unload` unloads one."""
+#: how a model server says "I do not hold this model" (CONTRACT §5.6): path, status, body
+NOT_HELD: dict[str, tuple[str, int, Callable[[str], dict[str, Any]]]] = {
+    "mlserver": ("/v2/models/{model}/infer", 404, lambda m: {"error": f"Model {m} not found"}),
+    "triton": ("/v2/models/{model}/infer", 400,
+               lambda m: {"error": f"Request for unknown model: '{m}' is not found"}),
+    "kserve": ("/v2/models/{model}/infer", 503,
+               lambda m: {"error": f"Model with name {m} is not ready."}),
+    "openai": ("/v1/chat/completions", 404,
+               lambda m: {"error": {"message": f"The model `{m}` does not exist.",
+                                    "type": "invalid_request_error", "param": None,
+                                    "code": "model_not_found"}}),
+}
 
-    async def infer(req: web.Request) -> web.Response:
-        model = req.match_info["model"]
-        await req.read()
+
+def v2_model_server(name: str, models: set[str], flavour: str = "mlserver",
+                    split: bool = False, peers: set[object] | None = None) -> web.Application:
+    """A model server holding `models` (a set the test may change), answering an inference
+    for a model it does not hold as `flavour` does (`NOT_HELD`: MLServer's 404, Triton's
+    400, KServe's 503, an OpenAI-compatible server's 404 `model_not_found`); with `split`,
+    every answer's head is written first and its body a few ms later, as uvicorn writes
+    `http.response.start` and `http.response.body` (the gateway reads them apart).
+    `POST /v2/repository/models/<m>/unload` unloads one; the server itself stays up.
+    `peers` collects the address of every connection an inference came on."""
+    path, status, error = NOT_HELD[flavour]
+
+    async def answer(req: web.Request, code: int, doc: dict[str, Any]) -> web.StreamResponse:
+        if not split:
+            return web.json_response(doc, status=code)
+        body = json.dumps(doc).encode()
+        resp = web.StreamResponse(status=code, headers={"content-type": "application/json"})
+        resp.content_length = len(body)
+        await resp.prepare(req)  # (a StreamResponse writes its head here)
+        await asyncio.sleep(0.01)  # the backend's own pace, not a wait of the test's
+        await resp.write(body)
+        await resp.write_eof()
+        return resp
+
+    async def infer(req: web.Request) -> web.StreamResponse:
+        body = await req.read()
+        if peers is not None and req.transport is not None:
+            peers.add(req.transport.get_extra_info("peername"))
+        model = req.match_info.get("model") or json.loads(body).get("model", "")
         if model not in models:
-            return web.json_response({"error": f"Model {model} not found"}, status=404)
-        return web.json_response({"model_name": model, "model_version": name, "id": "1",
-                                  "outputs": [{"name": "y", "shape": [1], "datatype": "FP32",
-                                               "data": [0.5]}]})
+            return await answer(req, status, error(model))
+        return await answer(req, 200, {
+            "model_name": model, "model_version": name, "id": "1",
+            "outputs": [{"name": "y", "shape": [1], "datatype": "FP32", "data": [0.5]}]})
 
     async def unload(req: web.Request) -> web.Response:
         models.discard(req.match_info["model"])
         return web.json_response({})
 
     async def ready(_: web.Request) -> web.Response:
-        return web.json_response({})  # the server itself stays up
+        return web.json_response({})
+
+    async def other(req: web.Request) -> web.StreamResponse:
+        # any other path: the same not-found answer (a v2 route passes it on, as not inference)
+        await req.read()
+        return await answer(req, status, error(req.path))
 
     app = web.Application()
-    app.router.add_post("/v2/models/{model}/infer", infer)
+    app.router.add_post(path, infer)
     app.router.add_post("/v2/repository/models/{model}/unload", unload)
     app.router.add_get("/v2/health/ready", ready)
+    app.router.add_route("*", "/{tail:.*}", other)
     return app

@@ -17,6 +17,11 @@ answer means it was not processed. Neither needs an opt-in nor spends the retry 
 delivered request (a reset before the answer, a 5xx) moves only when the route opts in with
 `retry`, its body can be sent again, fewer than `attempts` tries were made, and the budget
 allows. Timeouts and malformed answers are never retried. All moves need a version left.
+
+Both forwarding paths (the fast path's upstream callbacks, the slow path's coroutine) judge
+an answer by the same two steps, before a byte of it goes to the client: `on_head` once its
+head is in (a status below 400 is always `PASS`, and the fast path does not even ask), then,
+for an answer held whole or one the route may retry, `answered` gives the plan its outcome.
 """
 
 from __future__ import annotations
@@ -24,7 +29,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import NamedTuple
 
-__all__ = ["ANSWER", "FRESH", "MOVE", "Next", "Outcome", "Policy", "SoFar", "next_attempt"]
+from gateway.dataplane.notready import could_be_not_ready, is_not_ready
+
+__all__ = ["ANSWER", "FRESH", "HOLD", "MOVE", "PASS", "PLAN", "Next", "Outcome", "Policy",
+           "SoFar", "answered", "next_attempt", "on_head"]
 
 ANSWER, FRESH, MOVE = "answer", "fresh", "move"
 
@@ -45,6 +53,12 @@ class Outcome(NamedTuple):
     not_ready: bool = False  # a protocol-aware "model not loaded / not ready" answer
 
 
+# What to do with an answer once its head is in (`on_head`)
+PASS = 0  # forward it: nothing in it can change where the request goes
+HOLD = 1  # it may say "model not loaded / not ready": hold its (small) body whole, then judge
+PLAN = 2  # a 5xx the route retries: ask the plan now, before anything is forwarded
+
+
 class Policy(NamedTuple):
     """A route's retry settings (None-free: a route without `retry` has attempts 1)."""
 
@@ -60,6 +74,27 @@ class SoFar(NamedTuple):
     moves: int = 0    # versions moved to (the index of the next one in the failover order)
     retries: int = 0  # times a delivered request was sent again
     fresh: int = 0    # times the same version was tried again on a new connection
+
+
+def on_head(protocol: str, status: int, path: str, replayable: bool, policy: Policy) -> int:
+    """How an answer is handled once its head is in: `PASS`, `HOLD` or `PLAN` (above). A
+    not-ready answer is only worth holding when the request could go elsewhere (its body can
+    be sent again); one that is not (too large, or another error) is then judged as any answer
+    of its status."""
+    if status < 400:
+        return PASS
+    if replayable and could_be_not_ready(protocol, status, path):
+        return HOLD
+    if status >= 500 and policy.retries_status(status):
+        return PLAN
+    return PASS
+
+
+def answered(protocol: str, status: int, path: str, body: bytes | None) -> Outcome:
+    """The outcome of an answer `on_head` did not pass: `body` is the whole body of one held
+    (None when it was not held, or did not arrive whole within the limit)."""
+    return Outcome(ANSWERED, status,
+                   body is not None and is_not_ready(protocol, status, path, body))
 
 
 class Next(NamedTuple):

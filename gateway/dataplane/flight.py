@@ -23,17 +23,20 @@ from typing import TYPE_CHECKING, Any
 
 from gateway.dataplane.attempts import (
     ANSWER,
-    ANSWERED,
     FRESH,
+    HOLD,
     MOVE,
+    PASS,
+    PLAN,
     Outcome,
     SoFar,
+    answered,
     next_attempt,
+    on_head,
 )
 from gateway.dataplane.exchange import HIGH_WATER, Exchange
 from gateway.dataplane.inflight import Aborted, Handle
 from gateway.dataplane.jsonpeek import ModelField, rewrite_model
-from gateway.dataplane.notready import could_be_not_ready, is_not_ready
 from gateway.dataplane.request import Request
 from gateway.dataplane.slowpath import outcome_of, run
 from gateway.dataplane.spans import AttemptSpan, trace_ejection
@@ -180,31 +183,32 @@ class Flight(Handle):
             self.att.answered(ex.status)
             self.att = None
         if ex.complete:
-            status = ex.status
-            if status < 400 or (status < 500 and self.plan.config.protocol == "http"):
+            if ex.status < 400:
                 self.exchange = None  # the common case, as `_judge` would: nothing to decide
                 ex.detach()
                 self.proxy.write_complete(self, ex)
                 self.proxy.inflight.handles.discard(self)
                 return
-            self._judge(ex, whole=True)
+            self._judge(ex, ex.peek_body())
             return
         if self.whole:
             if ex.buffered <= HIGH_WATER:
                 return  # still coming
             # Too large to be held whole (reading from the backend is paused now, so no
-            # callback will come again): forward it as it comes, never wait for the rest.
+            # callback will come again): judged as it is, forwarded as it comes if it goes.
             self.whole = False
-            ex.detach()
-            self._spawn(stream(self, ex))
+            self._judge(ex, None)
             return
         status = ex.status
-        if status >= 500 and self.proxy.policy(self.plan).retry_on:
-            self._judge(ex, whole=False)
-            return
-        if could_be_not_ready(self.plan.config.protocol, status, self.routing_path):
-            self.whole = True  # the error body decides; it is small
-            return
+        if status >= 400:  # (the attempts plan's `on_head`; a 2xx does not ask)
+            how = on_head(self.plan.config.protocol, status, self.routing_path, self.complete,
+                          self.proxy.policy(self.plan))
+            if how == HOLD:
+                self.whole = True  # the error body decides; it is small
+                return
+            if how == PLAN:
+                self._judge(ex, None)
+                return
         length = ex.length
         if length is not None and length <= HIGH_WATER:
             self.whole = True  # a small answer: it will be written in one piece
@@ -212,19 +216,19 @@ class Flight(Handle):
         ex.detach()
         self._spawn(stream(self, ex))
 
-    def _judge(self, ex: Exchange, whole: bool) -> None:
-        """An answer's head (or all of it) is in: forward it, or move the request on."""
-        status = ex.status
+    def _judge(self, ex: Exchange, body: bytes | None) -> None:
+        """An answer's head is in, and its whole body (`body`) or not (None): forward it, or
+        move the request on, by the rules the slow path follows too (`on_head`, `answered`,
+        the attempts plan). Nothing of it has been forwarded yet."""
         protocol = self.plan.config.protocol
-        if status < 400 or (protocol == "http" and status < 500):
-            self._forward_answer(ex)  # the common case: nothing to decide
-            return
-        not_ready = whole and ex.complete and self.complete and is_not_ready(
-            protocol, status, self.routing_path, ex.peek_body())
-        if not not_ready and (status < 500 or not self.proxy.policy(self.plan).retry_on):
+        status = ex.status
+        how = on_head(protocol, status, self.routing_path, self.complete,
+                      self.proxy.policy(self.plan))
+        if how == PASS:
             self._forward_answer(ex)
             return
-        if self._next(Outcome(ANSWERED, ex.status, not_ready), None, ex):
+        outcome = answered(protocol, status, self.routing_path, body if how == HOLD else None)
+        if self._next(outcome, None, ex):
             self._continue()
 
     def _forward_answer(self, ex: Exchange) -> None:
@@ -283,7 +287,10 @@ class Flight(Handle):
         self.new_connection = nxt.action == FRESH
         if ex is not None:  # an answer we will not forward: drop it
             self.exchange = None
-            ex.close()
+            if ex.complete:
+                ex.take_body()  # read whole: its connection can carry the next request
+            else:
+                ex.close()
             ex.release()
             proxy.dropped(plan, self.target, ex.status, outcome.not_ready, self.started)
         if nxt.action == MOVE:

@@ -11,20 +11,22 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 from gateway.dataplane.attempts import (
-    ANSWERED,
+    HOLD,
     KILLED,
     MALFORMED,
     OVERFLOW,
+    PASS,
     RESET,
     STALE,
     TIMEOUT,
     UNDELIVERED,
     Outcome,
+    answered,
+    on_head,
 )
 from gateway.dataplane.exchange import Exchange
 from gateway.dataplane.inflight import Aborted
 from gateway.dataplane.notready import MAX_BODY as NOT_READY_MAX
-from gateway.dataplane.notready import could_be_not_ready, is_not_ready
 from gateway.dataplane.protocol import SMALL_BODY
 from gateway.dataplane.request import BadBody, BodyTimeout, BodyTooLarge, ClientGone
 from gateway.dataplane.streaming import stream
@@ -83,23 +85,26 @@ async def run(flight: Flight) -> None:
             if ex is None:
                 return  # answered (a failure, a fallback) or moved to the fast path
             status = ex.status
-            not_ready = False
-            if flight.complete and could_be_not_ready(protocol, status, flight.routing_path):
-                try:
-                    await ex.settle(NOT_READY_MAX)  # the error body decides; it is small
-                except UpstreamError as exc:
-                    flight.exchange = None
-                    ex.release()
-                    if not isinstance(exc, Aborted):
-                        proxy.count_error(flight.plan, flight.target, exc, flight.started)
-                    if not flight._next(outcome_of(exc), exc, None):
-                        return
-                    continue
-                not_ready = ex.complete and is_not_ready(protocol, status,
-                                                         flight.routing_path, ex.peek_body())
-            if not_ready or (status >= 500 and proxy.policy(flight.plan).retry_on):
-                if not flight._next(Outcome(ANSWERED, status, not_ready), None, ex):
-                    return
+            how = PASS if status < 400 else on_head(protocol, status, flight.routing_path,
+                                                    flight.complete, proxy.policy(flight.plan))
+            if how != PASS:
+                body = None
+                if how == HOLD:
+                    try:
+                        await ex.settle(NOT_READY_MAX)  # the error body decides; it is small
+                    except UpstreamError as exc:
+                        flight.exchange = None
+                        ex.release()
+                        if not isinstance(exc, Aborted):
+                            proxy.count_error(flight.plan, flight.target, exc, flight.started)
+                        if not flight._next(outcome_of(exc), exc, None):
+                            return
+                        continue
+                    if ex.complete:
+                        body = ex.peek_body()
+                outcome = answered(protocol, status, flight.routing_path, body)
+                if not flight._next(outcome, None, ex):
+                    return  # answered: forwarded (or the route's fallback)
                 if flight.complete and flight._fast():
                     return
                 continue
