@@ -136,6 +136,24 @@ def test_split_share_over_the_last_minute() -> None:
         (("route", "iris"), ("version", "v2"))] == 20
 
 
+def test_scrapes_in_quick_succession_keep_the_window_bounded() -> None:
+    """/metrics needs no token: a client scraping it hundreds of times a second (or a few
+    Prometheus servers and dashboards) kept one snapshot per scrape for a minute, so memory
+    and the cost of every scrape grew with the scrape rate. Now at most one a second is
+    kept, and the share is still that of the last minute's answers."""
+    now = [1000.0]
+    s = RequestStats(BucketsConfig(), lambda: {"iris": {"v1": 50.0, "v2": 50.0}},
+                     clock=lambda: now[0])
+    for i in range(20_000):  # 200 s: an answer and a scrape every 10 ms
+        s.done(_rec(version="v2" if i % 2 else "v1"))
+        now[0] += 0.01
+        s.split()
+    assert len(s._window) <= SPLIT_WINDOW + 3, len(s._window)
+    per, totals = s.split()
+    assert 6000 <= totals["iris"] <= 6100 + 100, totals  # the last 60-61 s
+    assert abs(per[("iris", "v1")] - per[("iris", "v2")]) <= 1
+
+
 def test_no_traffic_no_share() -> None:
     s = RequestStats(BucketsConfig(), lambda: {"iris": {"v1": 100.0, "v2": 0.0}})
     fams = _scrape(_metrics(s))
