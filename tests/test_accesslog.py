@@ -83,6 +83,37 @@ def test_writer_thread_writes_and_counts(tmp_path: Path) -> None:
     assert m.get("killgate_access_log_lines_total") == 500
 
 
+def test_a_rotated_file_is_reopened(tmp_path: Path) -> None:
+    """logrotate's default (rename the file, then expect the program to write a new one),
+    or a removed file: the lines that follow go to a new file at the configured path,
+    not on into the renamed (or unlinked) one for ever. (`copytruncate` worked before:
+    the file is opened for appending.)"""
+    m = Metrics()
+    out = tmp_path / "access.log"
+    al = AccessLog(AccessLogConfig(path=str(out)), m, Path)
+    al.start()
+    try:
+        def wrote(f: Path, n: int) -> bool:
+            return f.exists() and len(f.read_text().splitlines()) == n
+
+        for i in range(3):
+            al.done(_rec(path=f"/a{i}"))
+        wait_until_sync(lambda: wrote(out, 3), 10.0, what="first")
+        out.rename(tmp_path / "access.log.1")
+        for i in range(2):
+            al.done(_rec(path=f"/b{i}"))
+        wait_until_sync(lambda: wrote(out, 2), 10.0, what="the lines after the rename")
+        out.unlink()
+        al.done(_rec(path="/c0"))
+        wait_until_sync(lambda: wrote(out, 1), 10.0, what="last")
+    finally:
+        al.stop()
+    assert [json.loads(x)["path"] for x in (tmp_path / "access.log.1").read_text()
+            .splitlines()] == ["/a0", "/a1", "/a2"]
+    assert json.loads(out.read_text())["path"] == "/c0"
+    assert m.get("killgate_access_log_lines_total") == 6
+
+
 def test_a_failing_output_is_counted_not_raised() -> None:
     if not os.path.exists("/dev/full"):
         pytest.fail("/dev/full is needed (Linux)")

@@ -4,9 +4,11 @@ Owns `AccessLog`, a recorder (telemetry/record.py) whose `done` only samples and
 the finished request's record to a bounded buffer — no formatting, no I/O on the request
 path; a full buffer drops the line and counts it. A writer thread formats and writes the
 buffered lines (to standard output or `telemetry.access_log.path`) every `FLUSH` seconds,
-so a slow or blocked output never stalls the event loop. Client-sent values (path,
-request id) are JSON-escaped: a line is always one line. Write failures are counted (the
-thread counts under its own label keys, so the loop's increments are never raced).
+so a slow or blocked output never stalls the event loop. Before each write, a file is reopened
+when its path no longer names it (renamed by logrotate, or removed).
+Client-sent values (path, request id) are JSON-escaped: a line is always one line. Write
+failures are counted (the thread counts under its own label keys, so the loop's increments
+are never raced).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
 import sys
 import threading
@@ -132,9 +135,12 @@ class AccessLog:
 
     # ------------------------------------------------------------------ writer
 
+    @staticmethod
+    def _open(path: Path) -> IO[str]:
+        return open(path, "a", encoding="ascii", buffering=1 << 16)
+
     def start(self) -> None:
-        out: IO[str] = (open(self.path, "a", encoding="ascii", buffering=1 << 16)  # noqa: SIM115
-                        if self.path is not None else sys.stdout)
+        out: IO[str] = self._open(self.path) if self.path is not None else sys.stdout
         self._thread = threading.Thread(target=self._run, args=(out,), name="access-log",
                                         daemon=True)
         self._thread.start()
@@ -149,12 +155,45 @@ class AccessLog:
     def _run(self, out: IO[str]) -> None:
         try:
             while not self._stop.wait(FLUSH):
+                out = self._current(out)
                 self._flush(out)
+            out = self._current(out)
             self._flush(out)
         finally:
             if out is not sys.stdout:
                 with contextlib.suppress(OSError, ValueError):  # (counted at the write)
                     out.close()
+
+    def _current(self, out: IO[str]) -> IO[str]:
+        """`out`, or a new file at the path when the path no longer names `out`'s file."""
+        path = self.path
+        if path is None or not self._buf:
+            return out
+        try:
+            own = os.fstat(out.fileno())
+            st = os.stat(path)
+            if (st.st_dev, st.st_ino) == (own.st_dev, own.st_ino):
+                return out
+        except FileNotFoundError:
+            pass  # removed: write a new one
+        except (OSError, ValueError):
+            return out  # (cannot tell: keep writing where we are)
+        try:
+            new = self._open(path)
+        except OSError as exc:
+            self._error(exc)
+            return out
+        with contextlib.suppress(OSError, ValueError):
+            out.close()
+        event(log, "access_log_reopened", path=str(path))
+        return new
+
+    def _error(self, exc: Exception) -> None:
+        now = time.monotonic()
+        if now - self._last_error > 10:
+            self._last_error = now
+            event(log, "access_log_write_failed", logging.ERROR, error=str(exc),
+                  path=str(self.path or "stdout"))
 
     def _flush(self, out: IO[str]) -> None:
         buf = self._buf
@@ -171,11 +210,7 @@ class AccessLog:
         except (OSError, ValueError) as exc:
             self.metrics.inc("killgate_access_log_dropped_total", ("write_failed",),
                              label_names=("reason",), by=len(lines))
-            now = time.monotonic()
-            if now - self._last_error > 10:
-                self._last_error = now
-                event(log, "access_log_write_failed", logging.ERROR, error=str(exc),
-                      path=str(self.path or "stdout"))
+            self._error(exc)
             return
         self.metrics.inc("killgate_access_log_lines_total", by=len(lines))
 
