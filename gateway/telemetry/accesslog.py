@@ -5,7 +5,10 @@ the finished request's record to a bounded buffer — no formatting, no I/O on t
 path; a full buffer drops the line and counts it. A writer thread formats and writes the
 buffered lines (to standard output or `telemetry.access_log.path`) every `FLUSH` seconds,
 so a slow or blocked output never stalls the event loop. Before each write, a file is reopened
-when its path no longer names it (renamed by logrotate, or removed).
+when its path no longer names it (renamed by logrotate, or removed). To a pipe or a socket
+(`serve --workers N` share standard output), lines go out in writes of whole lines of at
+most PIPE_BUF bytes, which POSIX never interleaves with another process's writes (a longer
+write to a full pipe is split, and tears lines).
 Client-sent values (path, request id) are JSON-escaped: a line is always one line. Write
 failures are counted (the thread counts under its own label keys, so the loop's increments
 are never raced).
@@ -18,11 +21,13 @@ import contextlib
 import logging
 import os
 import random
+import select
+import stat
 import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import lru_cache
 from json.encoder import encode_basestring_ascii as dumps  # (a str in quotes)
 from pathlib import Path
@@ -38,6 +43,7 @@ __all__ = ["AccessLog", "line"]
 log = logging.getLogger("killgate.accesslog")
 
 FLUSH = 0.05  # seconds between writes
+ATOMIC = select.PIPE_BUF  # bytes a write to a pipe puts in one piece (4096 on Linux)
 MAX_PATH = 1024
 
 
@@ -99,6 +105,29 @@ def line(rec: RequestRecord, wall: float) -> str:
         _ms(fb - rec.start) if fb else "null", rec.bytes_in, rec.bytes_out,
         dumps(peer) if peer else "null", dumps(rec.method), dumps(rec.path[:MAX_PATH]),
         dumps(rid[:128]) if rid else "null", dumps(tid) if tid else "null")
+
+
+def _pieces(lines: list[str]) -> Iterator[tuple[str, int]]:
+    """(text, lines in it): whole lines, at most ATOMIC bytes a piece (a longer line alone).
+    Lines are ASCII: a character is a byte."""
+    start, size = 0, 0
+    for i, ln in enumerate(lines):
+        n = len(ln) + 1
+        if i > start and size + n > ATOMIC:
+            yield "\n".join(lines[start:i]) + "\n", i - start
+            start, size = i, 0
+        size += n
+    if start < len(lines):
+        yield "\n".join(lines[start:]) + "\n", len(lines) - start
+
+
+def _stream(out: IO[str]) -> bool:
+    """Whether `out` is a pipe or a socket (where a long write may be torn)."""
+    try:
+        mode = os.fstat(out.fileno()).st_mode
+    except (OSError, ValueError):
+        return False
+    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
 
 
 class AccessLog:
@@ -204,15 +233,20 @@ class AccessLog:
         while buf:
             rec = buf.popleft()
             lines.append(line(rec, rec.end + offset))
+        pieces = (_pieces(lines) if _stream(out)
+                  else (("\n".join(lines) + "\n", len(lines)),))  # (a file: one write)
+        written = 0
         try:
-            out.write("\n".join(lines) + "\n")
-            out.flush()
+            for text, n in pieces:
+                out.write(text)
+                out.flush()
+                written += n
         except (OSError, ValueError) as exc:
             self.metrics.inc("killgate_access_log_dropped_total", ("write_failed",),
-                             label_names=("reason",), by=len(lines))
+                             label_names=("reason",), by=len(lines) - written)
             self._error(exc)
-            return
-        self.metrics.inc("killgate_access_log_lines_total", by=len(lines))
+        if written:
+            self.metrics.inc("killgate_access_log_lines_total", by=written)
 
     async def aclose(self) -> None:
         """`stop` from the event loop without blocking it."""
