@@ -96,6 +96,10 @@ class Collector:
     async def _metrics(self, req: web.Request) -> web.StreamResponse:
         self.posts += 1
         body = await req.read()
+        if self.mode == "stall":
+            fut = asyncio.get_running_loop().create_future()
+            self._stalled.append(fut)
+            await fut
         if self.mode != "ok":
             return web.Response(status=500, text="collector broken")
         msg = ExportMetricsServiceRequest()

@@ -17,7 +17,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.config_telemetry import AccessLogConfig
-from gateway.telemetry.accesslog import AccessLog, line
+from gateway.telemetry.accesslog import ATOMIC, AccessLog, _pieces, line
 from gateway.telemetry.metrics import Metrics
 from gateway.telemetry.record import RequestRecord
 from tests.backends import echo_app, sse_app
@@ -81,6 +81,97 @@ def test_writer_thread_writes_and_counts(tmp_path: Path) -> None:
     lines = out.read_text().splitlines()
     assert [json.loads(x)["path"] for x in lines] == [f"/p{i}" for i in range(500)]
     assert m.get("killgate_access_log_lines_total") == 500
+
+
+def test_a_rotated_file_is_reopened(tmp_path: Path) -> None:
+    """logrotate's default (rename the file, then expect the program to write a new one),
+    or a removed file: the lines that follow go to a new file at the configured path,
+    not on into the renamed (or unlinked) one for ever. (`copytruncate` worked before:
+    the file is opened for appending.)"""
+    m = Metrics()
+    out = tmp_path / "access.log"
+    al = AccessLog(AccessLogConfig(path=str(out)), m, Path)
+    al.start()
+    try:
+        def wrote(f: Path, n: int) -> bool:
+            return f.exists() and len(f.read_text().splitlines()) == n
+
+        for i in range(3):
+            al.done(_rec(path=f"/a{i}"))
+        wait_until_sync(lambda: wrote(out, 3), 10.0, what="first")
+        out.rename(tmp_path / "access.log.1")
+        for i in range(2):
+            al.done(_rec(path=f"/b{i}"))
+        wait_until_sync(lambda: wrote(out, 2), 10.0, what="the lines after the rename")
+        out.unlink()
+        al.done(_rec(path="/c0"))
+        wait_until_sync(lambda: wrote(out, 1), 10.0, what="last")
+    finally:
+        al.stop()
+    assert [json.loads(x)["path"] for x in (tmp_path / "access.log.1").read_text()
+            .splitlines()] == ["/a0", "/a1", "/a2"]
+    assert json.loads(out.read_text())["path"] == "/c0"
+    assert m.get("killgate_access_log_lines_total") == 6
+
+
+def test_pieces_are_whole_lines_of_at_most_pipe_buf_bytes() -> None:
+    lines = ["a" * 100] * 100 + ["b" * (ATOMIC + 10)] + ["c" * 10] * 3 + ["d" * (ATOMIC - 1)]
+    pieces = list(_pieces(lines))
+    assert "".join(t for t, _ in pieces) == "\n".join(lines) + "\n"
+    assert [t.count("\n") for t, _ in pieces] == [n for _, n in pieces]
+    assert sum(n for _, n in pieces) == len(lines)
+    assert all(len(t) <= ATOMIC or n == 1 for t, n in pieces)
+    alone = [t for t, _ in pieces if t[0] in "bd"]
+    assert alone == ["b" * (ATOMIC + 10) + "\n", "d" * (ATOMIC - 1) + "\n"]
+
+
+_WRITER = """
+import sys
+from pathlib import Path
+from gateway.config_telemetry import AccessLogConfig
+from gateway.telemetry.accesslog import AccessLog
+from gateway.telemetry.metrics import Metrics
+from gateway.telemetry.record import RequestRecord
+al = AccessLog(AccessLogConfig(buffer=100_000), Metrics(), Path)
+al.start()
+for i in range(int(sys.argv[1])):
+    r = RequestRecord(1.0)
+    r.route, r.version, r.decision, r.stable, r.status, r.end = "iris", "v1", "weighted", "v1", 200, 2.0
+    r.method, r.path = "GET", "/" + sys.argv[2] * 300
+    al.done(r)
+al.stop(60)
+"""
+
+
+def test_workers_sharing_a_slow_stdout_pipe_never_tear_a_line() -> None:
+    """`serve --workers N` with the access log on standard output: the workers share one
+    pipe. A write of more than PIPE_BUF bytes to a full pipe is split and can interleave
+    with another process's (POSIX): one batch of lines in one write tore about one line
+    in 150. Lines now go out in writes of whole lines of at most PIPE_BUF bytes each."""
+    n = 15_000
+    r, w = os.pipe()
+    try:
+        procs = [subprocess.Popen([sys.executable, "-c", _WRITER, str(n), tag], stdout=w,
+                                  cwd=str(ROOT), preexec_fn=die_with_parent)
+                 for tag in "ab"]
+    finally:
+        os.close(w)
+    good, torn = 0, []
+    rest = b""
+    with os.fdopen(r, "rb") as f:
+        while chunk := f.read(8192):
+            time.sleep(0.0002)  # a reader that lags: the pipe is full most of the time
+            *lines, rest = (rest + chunk).split(b"\n")
+            for ln in lines:
+                try:
+                    json.loads(ln)
+                    good += 1
+                except ValueError:
+                    torn.append(ln[:80])
+    for p in procs:
+        assert p.wait(60) == 0
+    assert not torn and not rest, (len(torn), torn[:3])
+    assert good == 2 * n
 
 
 def test_a_failing_output_is_counted_not_raised() -> None:

@@ -3,6 +3,7 @@ data model, and pushed to a real OTLP/HTTP collector by a running gateway."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ from prometheus_client import Histogram as PHistogram
 
 from gateway.telemetry.otlpmetrics import to_metrics_data
 from tests.backends import echo_app
-from tests.conftest import running_gateway, two_versions, wait_until, write_config
+from tests.conftest import free_port, running_gateway, two_versions, wait_until, write_config
 from tests.otlp_collector import Collector
 from tests.test_tracing import _fast_export  # noqa: F401 - the same clean OTEL_* env
 
@@ -80,3 +81,47 @@ async def test_a_gateway_pushes_its_series_to_the_collector(
         assert point["resource"]["service.name"] == "killgate"
     finally:
         await collector.stop()
+
+
+@pytest.mark.parametrize("mode", ["down", "stall", "fail"])
+async def test_a_broken_collector_fails_no_request_and_lost_exports_are_counted(
+        tmp_path: Path, backends, session: ClientSession, mode: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """RELIABILITY row 59 for the metrics signal: with the collector refusing connections,
+    never answering, or answering 500, requests keep succeeding, each lost export is
+    counted, and the gateway still stops promptly."""
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "1")
+    broken: Collector | None = None
+    if mode == "down":
+        endpoint = f"http://127.0.0.1:{free_port()}"
+    else:
+        broken = await Collector(mode=mode).start()
+        endpoint = broken.url
+    try:
+        p1 = await backends(echo_app("v1"))
+        extra = (f"telemetry:\n  otlp_endpoint: {endpoint}\n"
+                 "  traces: {sample_ratio: 0}\n  metrics: {export_interval: 1s}\n")
+        cfg = write_config(tmp_path, two_versions(p1, p1, 100, 0), extra=extra)
+        async with running_gateway(cfg) as g:
+            async def failed() -> float:
+                async with session.get(g.admin + "/metrics") as r:
+                    for line in (await r.text()).splitlines():
+                        if line.startswith('killgate_otel_dropped_total{reason="export_failed",'
+                                           'signal="metrics"}'):
+                            return float(line.rsplit(" ", 1)[1])
+                return 0.0
+
+            deadline = time.monotonic() + 30
+            while not await failed():
+                assert time.monotonic() < deadline, "no failed metrics export counted"
+                t0 = time.monotonic()
+                async with session.get(g.url + INFER) as r:
+                    assert r.status == 200
+                # generous (a loaded machine): an export waited on would take 1 s or more
+                assert time.monotonic() - t0 < 0.9, (mode, time.monotonic() - t0)
+            t_stop = time.monotonic()
+        # the last export on the way out is bounded (telemetry/otlpmetrics.LAST_EXPORT_WAIT)
+        assert time.monotonic() - t_stop < 8, time.monotonic() - t_stop
+    finally:
+        if broken is not None:
+            await broken.stop()

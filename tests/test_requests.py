@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import textwrap
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from aiohttp import ClientTimeout, web
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.config_telemetry import DURATION_BUCKETS, BucketsConfig
@@ -16,7 +18,7 @@ from gateway.telemetry.metrics import Metrics
 from gateway.telemetry.record import NULL, RequestRecord, arm_of, combine
 from gateway.telemetry.requests import SPLIT_WINDOW, RequestStats
 from tests.backends import echo_app, sse_app
-from tests.conftest import free_port, running_gateway, write_config
+from tests.conftest import free_port, running_gateway, two_versions, wait_until, write_config
 
 INFER = "/v2/models/iris/infer"
 
@@ -159,6 +161,24 @@ def test_split_share_over_the_last_minute() -> None:
         (("route", "iris"), ("version", "v2"))] == 20
 
 
+def test_scrapes_in_quick_succession_keep_the_window_bounded() -> None:
+    """/metrics needs no token: a client scraping it hundreds of times a second (or a few
+    Prometheus servers and dashboards) kept one snapshot per scrape for a minute, so memory
+    and the cost of every scrape grew with the scrape rate. Now at most one a second is
+    kept, and the share is still that of the last minute's answers."""
+    now = [1000.0]
+    s = RequestStats(BucketsConfig(), lambda: {"iris": {"v1": 50.0, "v2": 50.0}},
+                     clock=lambda: now[0])
+    for i in range(20_000):  # 200 s: an answer and a scrape every 10 ms
+        s.done(_rec(version="v2" if i % 2 else "v1"))
+        now[0] += 0.01
+        s.split()
+    assert len(s._window) <= SPLIT_WINDOW + 3, len(s._window)
+    per, totals = s.split()
+    assert 6000 <= totals["iris"] <= 6100 + 100, totals  # the last 60-61 s
+    assert abs(per[("iris", "v1")] - per[("iris", "v2")]) <= 1
+
+
 def test_no_traffic_no_share() -> None:
     s = RequestStats(BucketsConfig(), lambda: {"iris": {"v1": 100.0, "v2": 0.0}})
     fams = _scrape(_metrics(s))
@@ -266,3 +286,53 @@ async def test_metrics_match_the_requests_sent(tmp_path: Path, backends, session
             for k, v in s.labels.items():
                 if k in allowed:
                     assert v in allowed[k], (f.name, k, v)
+
+
+async def test_a_request_the_client_gave_up_on_is_counted_as_499(tmp_path: Path, backends,
+                                                                  session) -> None:
+    """A canary that hangs: clients give up long before the route's total timeout. Those
+    requests were in no series and no access-log line, so the canary looked idle, not
+    slow (no 5xx, no duration samples) and no shipped alert could see it. Now each counts
+    with code 499 (nginx's "client closed request"), its duration the time until then."""
+    release = asyncio.Event()
+
+    async def hang(req: web.Request) -> web.Response:
+        await release.wait()
+        return web.json_response({})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", hang)
+    p1, p2 = await backends(echo_app("v1")), await backends(app)
+    log = tmp_path / "access.jsonl"
+    cfg = write_config(tmp_path, two_versions(p1, p2, 0, 100), extra=(
+        f"server: {{access_log: true}}\ntelemetry:\n  access_log: {{path: {log}}}\n"))
+    try:
+        async with running_gateway(cfg) as g:
+            for _ in range(3):
+                try:
+                    async with session.post(g.url + INFER, json={},
+                                            timeout=ClientTimeout(total=0.3)) as r:
+                        await r.read()
+                except TimeoutError:
+                    pass
+
+            async def counted() -> dict[str, Any]:
+                async with session.get(g.admin + "/metrics") as r:
+                    fams = {f.name: f for f in text_string_to_metric_families(await r.text())}
+                return fams if fams["killgate_requests"].samples else {}
+
+            fams = await wait_until(counted, 10, 0.05, what="the abandoned requests counted")
+    finally:
+        release.set()
+    (sample,) = fams["killgate_requests"].samples
+    assert sample.value == 3 and sample.labels == {
+        "route": "iris", "version": "v2", "decision": "weighted", "arm": "canary",
+        "code": "499"}
+    counts = [s for s in fams["killgate_request_duration_seconds"].samples
+              if s.name.endswith("_count")]
+    assert [(s.labels["code"], s.value) for s in counts] == [("4xx", 3)]
+    total = next(s.value for s in fams["killgate_request_duration_seconds"].samples
+                 if s.name.endswith("_sum"))
+    assert 0.6 < total < 3, total  # about 0.3 s each
+    lines = [json.loads(x) for x in log.read_text().splitlines()]
+    assert [(x["version"], x["status"]) for x in lines] == [("v2", 499)] * 3

@@ -38,6 +38,9 @@ from gateway.telemetry.record import NULL, Recorder, RequestRecord
 __all__ = ["Observer", "Proxy"]
 
 _ADMITTED = object()  # a request counted in flight, before (or without) a Flight
+#: the status recorded for a routed request whose client went away before any answer
+#: (nginx's "client closed request"): a backend that hangs shows, not looks idle
+CLIENT_CLOSED = 499
 _CACHE_MAX = 1024  # request targets and hosts remembered as parsed (cleared when full)
 _CACHED_TARGET = 256  # longer targets are parsed every time (the cache stays small)
 
@@ -132,9 +135,16 @@ class Proxy(Answers):
             req.span = None
             rec.trace_id = span.trace_id  # (the access log's)
             span.finish(bool(rec.status))
-        if rec is None or not rec.status:
-            return  # the client went away before any answer
-        rec.end = self.clock.now
+        if rec is None:
+            return
+        if rec.status:
+            rec.end = self.clock.now
+        elif isinstance(flight, Flight):  # the client went away before any answer
+            rec.route, rec.version = flight.plan.name, flight.target.name
+            rec.decision, rec.status = flight.decision, CLIENT_CLOSED
+            rec.end = self.loop.time()  # (no bytes arrived: the shared clock is stale)
+        else:
+            return  # (before it was routed)
         recorder = self.recorder
         if recorder.detailed:
             trusted = self.client_address  # the right-most untrusted hop behind proxies

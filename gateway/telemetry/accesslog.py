@@ -4,9 +4,14 @@ Owns `AccessLog`, a recorder (telemetry/record.py) whose `done` only samples and
 the finished request's record to a bounded buffer — no formatting, no I/O on the request
 path; a full buffer drops the line and counts it. A writer thread formats and writes the
 buffered lines (to standard output or `telemetry.access_log.path`) every `FLUSH` seconds,
-so a slow or blocked output never stalls the event loop. Client-sent values (path,
-request id) are JSON-escaped: a line is always one line. Write failures are counted (the
-thread counts under its own label keys, so the loop's increments are never raced).
+so a slow or blocked output never stalls the event loop. Before each write, a file is reopened
+when its path no longer names it (renamed by logrotate, or removed). To a pipe or a socket
+(`serve --workers N` share standard output), lines go out in writes of whole lines of at
+most PIPE_BUF bytes, which POSIX never interleaves with another process's writes (a longer
+write to a full pipe is split, and tears lines).
+Client-sent values (path, request id) are JSON-escaped: a line is always one line. Write
+failures are counted (the thread counts under its own label keys, so the loop's increments
+are never raced).
 """
 
 from __future__ import annotations
@@ -14,12 +19,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
+import select
+import stat
 import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import lru_cache
 from json.encoder import encode_basestring_ascii as dumps  # (a str in quotes)
 from pathlib import Path
@@ -35,6 +43,7 @@ __all__ = ["AccessLog", "line"]
 log = logging.getLogger("killgate.accesslog")
 
 FLUSH = 0.05  # seconds between writes
+ATOMIC = select.PIPE_BUF  # bytes a write to a pipe puts in one piece (4096 on Linux)
 MAX_PATH = 1024
 
 
@@ -98,6 +107,29 @@ def line(rec: RequestRecord, wall: float) -> str:
         dumps(rid[:128]) if rid else "null", dumps(tid) if tid else "null")
 
 
+def _pieces(lines: list[str]) -> Iterator[tuple[str, int]]:
+    """(text, lines in it): whole lines, at most ATOMIC bytes a piece (a longer line alone).
+    Lines are ASCII: a character is a byte."""
+    start, size = 0, 0
+    for i, ln in enumerate(lines):
+        n = len(ln) + 1
+        if i > start and size + n > ATOMIC:
+            yield "\n".join(lines[start:i]) + "\n", i - start
+            start, size = i, 0
+        size += n
+    if start < len(lines):
+        yield "\n".join(lines[start:]) + "\n", len(lines) - start
+
+
+def _stream(out: IO[str]) -> bool:
+    """Whether `out` is a pipe or a socket (where a long write may be torn)."""
+    try:
+        mode = os.fstat(out.fileno()).st_mode
+    except (OSError, ValueError):
+        return False
+    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
+
+
 class AccessLog:
     """Recorder writing the access log (see the module docstring)."""
 
@@ -132,9 +164,12 @@ class AccessLog:
 
     # ------------------------------------------------------------------ writer
 
+    @staticmethod
+    def _open(path: Path) -> IO[str]:
+        return open(path, "a", encoding="ascii", buffering=1 << 16)
+
     def start(self) -> None:
-        out: IO[str] = (open(self.path, "a", encoding="ascii", buffering=1 << 16)  # noqa: SIM115
-                        if self.path is not None else sys.stdout)
+        out: IO[str] = self._open(self.path) if self.path is not None else sys.stdout
         self._thread = threading.Thread(target=self._run, args=(out,), name="access-log",
                                         daemon=True)
         self._thread.start()
@@ -149,12 +184,45 @@ class AccessLog:
     def _run(self, out: IO[str]) -> None:
         try:
             while not self._stop.wait(FLUSH):
+                out = self._current(out)
                 self._flush(out)
+            out = self._current(out)
             self._flush(out)
         finally:
             if out is not sys.stdout:
                 with contextlib.suppress(OSError, ValueError):  # (counted at the write)
                     out.close()
+
+    def _current(self, out: IO[str]) -> IO[str]:
+        """`out`, or a new file at the path when the path no longer names `out`'s file."""
+        path = self.path
+        if path is None or not self._buf:
+            return out
+        try:
+            own = os.fstat(out.fileno())
+            st = os.stat(path)
+            if (st.st_dev, st.st_ino) == (own.st_dev, own.st_ino):
+                return out
+        except FileNotFoundError:
+            pass  # removed: write a new one
+        except (OSError, ValueError):
+            return out  # (cannot tell: keep writing where we are)
+        try:
+            new = self._open(path)
+        except OSError as exc:
+            self._error(exc)
+            return out
+        with contextlib.suppress(OSError, ValueError):
+            out.close()
+        event(log, "access_log_reopened", path=str(path))
+        return new
+
+    def _error(self, exc: Exception) -> None:
+        now = time.monotonic()
+        if now - self._last_error > 10:
+            self._last_error = now
+            event(log, "access_log_write_failed", logging.ERROR, error=str(exc),
+                  path=str(self.path or "stdout"))
 
     def _flush(self, out: IO[str]) -> None:
         buf = self._buf
@@ -165,19 +233,20 @@ class AccessLog:
         while buf:
             rec = buf.popleft()
             lines.append(line(rec, rec.end + offset))
+        pieces = (_pieces(lines) if _stream(out)
+                  else (("\n".join(lines) + "\n", len(lines)),))  # (a file: one write)
+        written = 0
         try:
-            out.write("\n".join(lines) + "\n")
-            out.flush()
+            for text, n in pieces:
+                out.write(text)
+                out.flush()
+                written += n
         except (OSError, ValueError) as exc:
             self.metrics.inc("killgate_access_log_dropped_total", ("write_failed",),
-                             label_names=("reason",), by=len(lines))
-            now = time.monotonic()
-            if now - self._last_error > 10:
-                self._last_error = now
-                event(log, "access_log_write_failed", logging.ERROR, error=str(exc),
-                      path=str(self.path or "stdout"))
-            return
-        self.metrics.inc("killgate_access_log_lines_total", by=len(lines))
+                             label_names=("reason",), by=len(lines) - written)
+            self._error(exc)
+        if written:
+            self.metrics.inc("killgate_access_log_lines_total", by=written)
 
     async def aclose(self) -> None:
         """`stop` from the event loop without blocking it."""

@@ -29,9 +29,12 @@ from gateway.config_telemetry import BucketsConfig
 from gateway.telemetry.metrics import HELP
 from gateway.telemetry.record import RequestRecord, arm_of
 
-__all__ = ["SPLIT_WINDOW", "RequestStats"]
+__all__ = ["SPLIT_STEP", "SPLIT_WINDOW", "RequestStats"]
 
 SPLIT_WINDOW = 60.0  # seconds of answers behind killgate_split_share
+#: at most one snapshot kept per this many seconds, however often /metrics is scraped (it
+#: needs no token): the window stays about SPLIT_WINDOW / SPLIT_STEP snapshots
+SPLIT_STEP = 1.0
 _NOT_SERVED = frozenset({"", "killed", "fallback"})  # answers no version served
 _CLASS = ("", "1xx", "2xx", "3xx", "4xx", "5xx")
 
@@ -193,12 +196,16 @@ class RequestStats:
 
     def split(self) -> tuple[dict[tuple[str, str], int], dict[str, int]]:
         """Answers per (route, version) over the last minute, and per route: the totals
-        since the oldest snapshot at least SPLIT_WINDOW old (taken at scrapes; until the
-        process is that old, since its start)."""
+        since the newest snapshot at least SPLIT_WINDOW old (taken at scrapes, at most one
+        per SPLIT_STEP: a newer one replaces the last; until the process is that old,
+        since its start)."""
         now = self.clock()
         cur = self.served()
         window = self._window
-        window.append((now, cur))
+        if len(window) > 1 and now - window[-2][0] < SPLIT_STEP:
+            window[-1] = (now, cur)
+        else:
+            window.append((now, cur))
         base = 0
         for i, (t, _) in enumerate(window):
             if now - t >= SPLIT_WINDOW:
