@@ -85,6 +85,32 @@ async def test_a_firing_alert_kills_the_version_and_the_audit_names_it(
         assert g.gw.metrics.get("killgate_alertmanager_alerts_total", ("acted",)) == 1
 
 
+
+async def test_one_alerts_long_text_or_many_labels_do_not_lose_the_kill(
+        tmp_path: Path, backends, session) -> None:
+    """Alertmanager never retries a 4xx, so a notification is not refused for people's
+    text: a long runbook annotation and 80 pod labels on one alert, another alert beside
+    it, a receiver named in French: the kill is made and the audit keeps the text, cut."""
+    cfg = await _gateway_cfg(tmp_path, backends)
+    body = payload(killgate_action="kill", route="iris", version="v2")
+    first = body["alerts"][0]
+    first["labels"] = {**{f"pod_label_{i}": "x" for i in range(80)}, **first["labels"]}
+    first["annotations"] = {**first["annotations"], "runbook": "step " * 2000}
+    other = {**first, "fingerprint": "0000000000000001", "labels": {"alertname": "Other"}}
+    body["alerts"].append(other)
+    body["receiver"] = "équipe-ml"
+    async with running_gateway(cfg) as g:
+        status, answer = await _post(session, g.admin, body)
+        assert status == 200, answer
+        assert [a["outcome"] for a in answer["actions"]] == ["acted", "ignored"]
+        assert await _versions(session, g.url) == {"v1"}
+        ev = next(e for e in await _audit(session, g.admin) if e["action"] == "kill")
+        assert ev["actor"] == "alertmanager/\\xe9quipe-ml"
+        runbook = ev["evidence"]["alert"]["annotations"]["runbook"]
+        assert runbook.startswith("step step") and runbook.endswith("…[cut]")
+        assert len(ev["evidence"]["alert"]["labels"]) == 64
+
+
 async def test_fifty_resends_then_resolved_make_one_kill(tmp_path: Path, backends,
                                                          session) -> None:
     """RELIABILITY row 58: the same firing alert 50 times, then `resolved`: one kill, one

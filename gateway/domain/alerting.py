@@ -29,6 +29,8 @@ MAX_ALERTS = 1000
 MAX_LABELS = 64
 MAX_VALUE = 4096
 _PRINTABLE = re.compile(r"^[\x20-\x7e]+$")
+_CUT = "…[cut]"  # ends a value cut to its bound
+_OWN = ("alertname", "killgate_action", "route", "version")  # labels killgate reads
 
 
 class BadPayload(ValueError):
@@ -57,6 +59,7 @@ class Notification:
 
 def _str(d: Mapping[str, Any], key: str, where: str, required: bool = True,
          limit: int = MAX_VALUE) -> str:
+    """A string field; refused when longer than `limit` (fields a person never writes)."""
     v = d.get(key)
     if v is None and not required:
         return ""
@@ -67,32 +70,55 @@ def _str(d: Mapping[str, Any], key: str, where: str, required: bool = True,
     return v
 
 
+def _text(d: Mapping[str, Any], key: str, where: str, limit: int = MAX_VALUE) -> str:
+    """A free-form string field (a URL, a group key): cut to `limit`, never refused for
+    its length, so one long field cannot cost the other alerts of a notification."""
+    v = d.get(key)
+    if v is None:
+        return ""
+    if not isinstance(v, str):
+        raise BadPayload(f"{where}{key} must be a string")
+    return _cut(v, limit)
+
+
+def _cut(v: str, limit: int) -> str:
+    return v if len(v) <= limit else v[:limit - len(_CUT)] + _CUT
+
+
 def _strmap(d: Mapping[str, Any], key: str, where: str) -> dict[str, str]:
+    """Labels or annotations. A wrong type is refused; sizes are bounded instead: values cut
+    to MAX_VALUE characters, names to 256, and at most MAX_LABELS entries kept (killgate's own
+    labels first). Alertmanager does not retry a 4xx, so refusing a whole notification for
+    one alert's long description or many labels would lose every other alert in it."""
     v = d.get(key, {})
     if v is None:
         return {}
     if not isinstance(v, dict):
         raise BadPayload(f"{where}{key} must be an object of strings")
-    if len(v) > MAX_LABELS:
-        raise BadPayload(f"{where}{key} has more than {MAX_LABELS} entries")
     for k, x in v.items():
-        if not isinstance(x, str) or len(k) > 256 or len(x) > MAX_VALUE:
-            raise BadPayload(f"{where}{key}.{str(k)[:64]} must be a string of at most "
-                             f"{MAX_VALUE} characters")
-    return dict(v)
+        if not isinstance(x, str):
+            raise BadPayload(f"{where}{key}.{str(k)[:64]} must be a string")
+    names = [k for k in _OWN if k in v] + [k for k in v if k not in _OWN]
+    return {_cut(k, 256): _cut(v[k], MAX_VALUE) for k in names[:MAX_LABELS]}
 
 
 def parse(body: Any) -> Notification:
-    """An Alertmanager webhook payload (version 4), checked; extra fields are ignored."""
+    """An Alertmanager webhook payload (version 4), checked; extra fields are ignored. What
+    Alertmanager itself never sends (a wrong type, a missing field, a long fingerprint) is
+    refused; long or unusual text from people's rules is bounded and kept."""
     if not isinstance(body, dict):
         raise BadPayload("the body must be an Alertmanager webhook payload (a JSON object)")
     version = body.get("version")
     if version != "4":
         raise BadPayload(f"version must be \"4\" (Alertmanager's webhook format), not "
                          f"{str(version)[:16]!r}")
-    receiver = _str(body, "receiver", "", limit=128)
+    # a receiver's name is anyone's text: escaped to printable ASCII (it names the audit
+    # actor), not refused
+    receiver = _str(body, "receiver", "", limit=MAX_VALUE)
     if not _PRINTABLE.match(receiver):
-        raise BadPayload("receiver must be printable ASCII")
+        receiver = receiver.encode("ascii", "backslashreplace").decode("ascii")
+        receiver = "".join(c if " " <= c <= "~" else f"\\x{ord(c):02x}" for c in receiver)
+    receiver = _cut(receiver, 128)
     status = body.get("status")
     if status not in ("firing", "resolved"):
         raise BadPayload("status must be \"firing\" or \"resolved\"")
@@ -115,9 +141,9 @@ def parse(body: Any) -> Notification:
         alerts.append(Alert(st, _strmap(a, "labels", where), _strmap(a, "annotations", where),
                             fp, _str(a, "startsAt", where, limit=64),
                             _str(a, "endsAt", where, required=False, limit=64),
-                            _str(a, "generatorURL", where, required=False)))
-    return Notification(receiver, status, _str(body, "groupKey", "", required=False),
-                        _str(body, "externalURL", "", required=False), tuple(alerts))
+                            _text(a, "generatorURL", where)))
+    return Notification(receiver, status, _text(body, "groupKey", ""),
+                        _text(body, "externalURL", ""), tuple(alerts))
 
 
 @dataclass(frozen=True, slots=True)
