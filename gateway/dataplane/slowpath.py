@@ -25,9 +25,9 @@ from gateway.dataplane.exchange import Exchange
 from gateway.dataplane.inflight import Aborted
 from gateway.dataplane.notready import MAX_BODY as NOT_READY_MAX
 from gateway.dataplane.notready import could_be_not_ready, is_not_ready
-from gateway.dataplane.protocol import SMALL_BODY
 from gateway.dataplane.request import BadBody, BodyTimeout, BodyTooLarge, ClientGone
 from gateway.dataplane.streaming import stream
+from gateway.dataplane.wire import SMALL_BODY
 from gateway.errors import (
     DrillFault,
     UpstreamClosed,
