@@ -1,17 +1,18 @@
 """One connection to a model backend and the exchange it carries: HTTP/1.1 on httptools
 (llhttp, strict), driven by a coroutine (`read_head`, `read`) or telling a `Sink` of each
 step from its callbacks (the fast path: no Task). Socket and parser errors leave only as
-gateway.errors.Upstream* (`delivered`: whether a request byte was sent).
+gateway.errors.Upstream* (`delivered`: whether a request byte was sent). Its pool is a `Home`.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import httptools
 
+from gateway.dataplane.clock import Clock
 from gateway.errors import (
     UpstreamClosed,
     UpstreamError,
@@ -19,10 +20,7 @@ from gateway.errors import (
     UpstreamTimeout,
 )
 
-if TYPE_CHECKING:
-    from gateway.dataplane.upstream import Pool
-
-__all__ = ["HIGH_WATER", "Body", "Exchange", "Sink"]
+__all__ = ["HIGH_WATER", "Body", "Exchange", "Home", "Sink"]
 
 HIGH_WATER = 256 * 1024
 _LOW_WATER = 64 * 1024
@@ -58,10 +56,23 @@ class Sink(Protocol):
         """The exchange moved on: its head, body bytes, its end, or an error arrived."""
 
 
+class Home(Protocol):
+    """The pool of an exchange (`upstream.Pool`) as the exchange sees it: the set its deadline
+    sweeper scans, where the exchange goes back, and the hook told of a closed connection."""
+
+    loop: asyncio.AbstractEventLoop
+    clock: Clock
+    waiting: set[Exchange]
+
+    def release(self, ex: Exchange) -> None: ...
+
+    def _lost(self, ex: Exchange) -> None: ...
+
+
 class Exchange(asyncio.Protocol):
     """One pooled connection; carries one request/response exchange at a time."""
 
-    def __init__(self, pool: Pool) -> None:
+    def __init__(self, pool: Home) -> None:
         self.sink: Sink | None = None
         self.feeding = False
         self.woke = False

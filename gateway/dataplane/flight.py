@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from gateway.dataplane.attempts import (
     ANSWER,
@@ -37,6 +37,7 @@ from gateway.dataplane.attempts import (
 from gateway.dataplane.exchange import HIGH_WATER, Exchange
 from gateway.dataplane.inflight import Aborted, Handle
 from gateway.dataplane.jsonpeek import ModelField, rewrite_model
+from gateway.dataplane.ports import FlightHost
 from gateway.dataplane.request import Request
 from gateway.dataplane.slowpath import outcome_of, run
 from gateway.dataplane.spans import AttemptSpan, trace_ejection
@@ -48,9 +49,6 @@ from gateway.errors import (
     UpstreamError,
     UpstreamStale,
 )
-
-if TYPE_CHECKING:
-    from gateway.dataplane.proxy import Proxy
 
 __all__ = ["Flight"]
 
@@ -66,7 +64,7 @@ class Flight(Handle):
                  "prefix", "proxy", "raw_target", "req", "routing_path", "so_far", "started",
                  "target", "targets", "task", "whole")
 
-    def __init__(self, proxy: Proxy, req: Request, plan: RoutePlan, target: Target,
+    def __init__(self, proxy: FlightHost, req: Request, plan: RoutePlan, target: Target,
                  decision: str, prefix: bytes | None, complete: bool, field: ModelField | None,
                  raw_target: bytes, routing_path: str) -> None:
         self.route = plan.name  # the Handle's fields: what a kill matches, what it cuts

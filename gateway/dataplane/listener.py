@@ -20,6 +20,7 @@ from collections.abc import Callable
 
 from gateway.dataplane.clock import Clock
 from gateway.dataplane.protocol import Handler, HttpProtocol, Limits
+from gateway.dataplane.wire import Drainable
 
 __all__ = ["Limits", "Listener"]
 
@@ -34,7 +35,7 @@ class Listener:
         self.clock = clock or Clock()
         self.limits = limits
         self.max_connections = max_connections
-        self.connections: set[HttpProtocol] = set()
+        self.connections: set[Drainable] = set()
         self.draining = False
         self._count = count
         self._server: asyncio.AbstractServer | None = None
@@ -43,7 +44,7 @@ class Listener:
     def counted(self, what: str) -> None:
         self._count(what)
 
-    def forget(self, conn: HttpProtocol) -> None:
+    def forget(self, conn: Drainable) -> None:
         self.connections.discard(conn)
         if not self.connections and self._empty is not None:
             self._empty.set()

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-from typing import Protocol
 
 from gateway.dataplane.answers import Answers, Observer
 from gateway.dataplane.attempts import Policy
@@ -25,6 +24,7 @@ from gateway.dataplane.headers import declared_charset, request_head, response_h
 from gateway.dataplane.inflight import Inflight
 from gateway.dataplane.jsonpeek import ModelField, Unreadable, find_model
 from gateway.dataplane.paths import BadTarget, route_host, split_target
+from gateway.dataplane.ports import Forwarding, TableSource
 from gateway.dataplane.request import BadBody, BadHeader, BodyTimeout, ClientGone, Request
 from gateway.dataplane.retry import RetryBudget
 from gateway.dataplane.shadow import Mirror, Tap
@@ -43,13 +43,6 @@ _ADMITTED = object()  # a request counted in flight, before (or without) a Fligh
 CLIENT_CLOSED = 499
 _CACHE_MAX = 1024  # request targets and hosts remembered as parsed (cleared when full)
 _CACHED_TARGET = 256  # longer targets are parsed every time (the cache stays small)
-
-
-class TableSource(Protocol):
-    """Where the current routing snapshot is read (control/table.py's `TableHolder`)."""
-
-    @property
-    def table(self) -> RouteTable: ...
 
 
 class Proxy(Answers):
@@ -340,7 +333,7 @@ class Proxy(Answers):
             fwd += b"x-forwarded-host: %s\r\n" % host
         return fwd
 
-    def tap(self, flight: Flight) -> Tap | None:
+    def tap(self, flight: Forwarding) -> Tap | None:
         """A shadow copy's tap on this answer, when the route has a shadow and samples it."""
         if flight.plan.config.shadow is None or self.shadow is None:
             return None
@@ -349,7 +342,7 @@ class Proxy(Answers):
                                list(req.raw_headers), flight.prefix, flight.complete,
                                flight.field, req.conn.remote_b, flight.started)
 
-    def write_complete(self, flight: Flight, ex: Exchange) -> None:
+    def write_complete(self, flight: Forwarding, ex: Exchange) -> None:
         """The fast path's end: the whole answer has arrived; one write to the client."""
         req = flight.req
         plan, target, decision = flight.plan, flight.target, flight.decision

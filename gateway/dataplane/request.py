@@ -11,13 +11,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from gateway.dataplane.protocol import HttpProtocol
-
-__all__ = ["BadBody", "BadHeader", "BodyTimeout", "BodyTooLarge", "ClientGone", "HeaderView",
-           "Request"]
+__all__ = ["BadBody", "BadHeader", "BodyTimeout", "BodyTooLarge", "ClientGone", "Connection",
+           "HeaderView", "Request"]
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
@@ -76,6 +73,34 @@ class HeaderView(Mapping[str, str]):
         return len({n.lower() for n, _ in self.raw})
 
 
+class Connection(Protocol):
+    """The connection a request is on, as the request and the proxy see it
+    (`protocol.HttpProtocol`: declared here so that this module needs nothing above it)."""
+
+    loop: asyncio.AbstractEventLoop
+    transport: asyncio.Transport | None
+    remote: str | None
+    remote_b: bytes  # the peer's address as bytes (b"unknown" when there is none)
+    closing: bool  # closes once the answer in progress is written
+    closed: bool
+    write_paused: bool  # the client is not reading: wait (`drain`) before sending more
+
+    def write(self, data: bytes) -> None: ...
+
+    async def drain(self) -> None: ...
+
+    def abort(self) -> None: ...
+
+    def finished(self, req: Request) -> None:
+        """`req`'s answer is written: the next request may go (or the connection closes)."""
+
+    def reading_body(self, req: Request) -> None:
+        """`req`'s body is being waited for: read, and watch the body deadline."""
+
+    def body_taken(self, req: Request) -> None:
+        """Buffered body bytes of `req` were taken: reading may resume."""
+
+
 class Request:
     """A request and its answer. Created by the connection at the start of a head."""
 
@@ -85,7 +110,7 @@ class Request:
                  "method", "out_chunked", "raw_headers", "rec", "refused", "responded", "span",
                  "started", "target", "traceparent", "waiter")
 
-    def __init__(self, conn: HttpProtocol, now: float) -> None:
+    def __init__(self, conn: Connection, now: float) -> None:
         self.conn = conn
         self.started = now
         self.method = b""

@@ -1,14 +1,13 @@
 """A flight's attempts that must wait, as a coroutine: connect or queue for a connection,
 stream a body not in memory yet, judge a small error answer whole ("not ready"); after a
 failure the attempts plan says what is next, and an attempt that can go out at once goes
-back to the fast path. Part of `flight.Flight` (it uses the flight's state and helpers).
+back to the fast path. Part of `flight.Flight`, which hands itself in (a `ports.Forwarding`).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
 
 from gateway.dataplane.attempts import (
     HOLD,
@@ -27,9 +26,10 @@ from gateway.dataplane.attempts import (
 from gateway.dataplane.exchange import Exchange
 from gateway.dataplane.inflight import Aborted
 from gateway.dataplane.notready import MAX_BODY as NOT_READY_MAX
-from gateway.dataplane.protocol import SMALL_BODY
+from gateway.dataplane.ports import Forwarding
 from gateway.dataplane.request import BadBody, BodyTimeout, BodyTooLarge, ClientGone
 from gateway.dataplane.streaming import stream
+from gateway.dataplane.wire import SMALL_BODY
 from gateway.errors import (
     DrillFault,
     UpstreamClosed,
@@ -38,9 +38,6 @@ from gateway.errors import (
     UpstreamProtocolError,
     UpstreamStale,
 )
-
-if TYPE_CHECKING:
-    from gateway.dataplane.flight import Flight
 
 __all__ = ["outcome_of", "run"]
 
@@ -62,7 +59,7 @@ def outcome_of(exc: UpstreamError) -> Outcome:
     return Outcome(TIMEOUT)
 
 
-async def run(flight: Flight) -> None:
+async def run(flight: Forwarding) -> None:
     """Attempts that need waiting: a connection to open or free, a body to stream."""
     proxy = flight.proxy
     req = flight.req
@@ -124,7 +121,7 @@ async def run(flight: Flight) -> None:
         flight._finished()
 
 
-async def _attempt(flight: Flight) -> Exchange | None:
+async def _attempt(flight: Forwarding) -> Exchange | None:
     """One attempt at the current target, waiting as needed. An exchange with its answer
     head in; or None when the request was answered or taken over by the fast path."""
     proxy = flight.proxy
@@ -192,7 +189,7 @@ async def _attempt(flight: Flight) -> Exchange | None:
                 return None  # the next attempt runs without this coroutine
 
 
-async def _chain(flight: Flight, first: bytes) -> AsyncIterator[bytes]:
+async def _chain(flight: Forwarding, first: bytes) -> AsyncIterator[bytes]:
     """The body as the backend gets it: what is in memory, then the rest as it comes."""
     if first:
         yield first

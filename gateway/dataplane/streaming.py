@@ -1,23 +1,20 @@
 """Forwarding an answer that is not complete yet: chunked or sized, HEAD, HTTP/1.0, SSE cut
 on event boundaries, flow control toward the client, the shadow tap fed as sent. A stream
 never ends like a success when it failed (SSE: a final `killgate.error` event, else an
-aborted connection). Part of `flight.Flight` (it uses the flight's state and helpers).
+aborted connection). Part of `flight.Flight`, which hands itself in (a `ports.Forwarding`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from typing import TYPE_CHECKING
 
 from gateway.dataplane.exchange import Exchange
 from gateway.dataplane.headers import is_event_stream, response_head
+from gateway.dataplane.ports import Forwarding
 from gateway.dataplane.request import ClientGone
 from gateway.dataplane.sse import EventCutter
 from gateway.errors import UpstreamError
-
-if TYPE_CHECKING:
-    from gateway.dataplane.flight import Flight
 
 __all__ = ["stream"]
 
@@ -34,7 +31,7 @@ def _content_type(raw: list[tuple[bytes, bytes]]) -> bytes:
     return b""
 
 
-async def stream(flight: Flight, ex: Exchange) -> None:
+async def stream(flight: Forwarding, ex: Exchange) -> None:
     """Forward an answer that is not complete yet, chunk by chunk."""
     proxy = flight.proxy
     req = flight.req

@@ -1,22 +1,20 @@
 """A data-plane connection's rules: head limits, field-name kinds (learned once per spelling),
 refusals and their JSON answer, the deadlines' settings (`Limits`), and the `Handler` (proxy)
-and `Server` (listener) interfaces it is handed. Pure: no I/O; imports request.py for types.
+and `Server` (listener) interfaces it is handed. Pure: no I/O; imports request.py for types,
+nothing of the connection's own (protocol.py is above it).
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from gateway.dataplane.clock import Clock
 from gateway.dataplane.request import Request
 
-if TYPE_CHECKING:
-    from gateway.dataplane.protocol import HttpProtocol
-
-__all__ = ["BODY_HIGH", "MAX_HEAD", "MAX_HEADERS", "MAX_LINE", "SLICE", "SMALL_BODY", "Handler",
-           "Limits", "Refuse", "Server", "Stop", "error_response", "name_kind"]
+__all__ = ["BODY_HIGH", "MAX_HEAD", "MAX_HEADERS", "MAX_LINE", "SLICE", "SMALL_BODY", "Drainable",
+           "Handler", "Limits", "Refuse", "Server", "Stop", "error_response", "name_kind"]
 
 MAX_LINE = 8190       # a request line or one field (aiohttp's and nginx's 8 KiB)
 MAX_HEADERS = 128
@@ -49,20 +47,30 @@ class Handler(Protocol):
         """The request is over (answered, or its client gone): once per handled request."""
 
 
+class Drainable(Protocol):
+    """A connection as its listener holds it (`protocol.HttpProtocol`)."""
+
+    def shutdown(self) -> None:
+        """Graceful drain: close now if idle, else after the answer in progress."""
+
+    def abort(self) -> None:
+        """Close at once (what is left after the drain timeout)."""
+
+
 class Server(Protocol):
     """What a connection needs of its listener (`dataplane/listener.py`)."""
 
     limits: Limits
     handler: Handler
     clock: Clock
-    connections: set[HttpProtocol]
+    connections: set[Drainable]
     max_connections: int
     draining: bool
 
     def counted(self, what: str) -> None:
         """Count an event of the listener's (refused, send_timeout, malformed)."""
 
-    def forget(self, conn: HttpProtocol) -> None:
+    def forget(self, conn: Drainable) -> None:
         """`conn` has closed."""
 
 
