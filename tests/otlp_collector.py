@@ -8,6 +8,8 @@ answers, like a wedged collector).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +25,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
 from tests.backends import serve_app
+from tests.conftest import free_port
 
 KINDS = {0: "UNSPECIFIED", 1: "INTERNAL", 2: "SERVER", 3: "CLIENT", 4: "PRODUCER", 5: "CONSUMER"}
 
@@ -147,3 +150,17 @@ class Collector:
     def children(self, parent: SpanRecord) -> list[SpanRecord]:
         return sorted((s for s in self.spans if s.parent_span_id == parent.span_id),
                       key=lambda s: s.start_ns)
+
+
+@contextlib.asynccontextmanager
+async def broken_collector(mode: str) -> AsyncIterator[str]:
+    """The endpoint of a collector that fails the way `mode` says (RELIABILITY row 59):
+    `down` (nothing listens), `stall` (takes a request, never answers) or `fail` (500)."""
+    if mode == "down":
+        yield f"http://127.0.0.1:{free_port()}"
+        return
+    broken = await Collector(mode=mode).start()
+    try:
+        yield broken.url
+    finally:
+        await broken.stop()

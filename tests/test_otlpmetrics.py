@@ -17,8 +17,8 @@ from prometheus_client import Histogram as PHistogram
 
 from gateway.telemetry.otlpmetrics import to_metrics_data
 from tests.backends import echo_app
-from tests.conftest import free_port, running_gateway, two_versions, wait_until, write_config
-from tests.otlp_collector import Collector
+from tests.conftest import running_gateway, two_versions, wait_until, write_config
+from tests.otlp_collector import Collector, broken_collector
 from tests.test_tracing import _fast_export  # noqa: F401 - the same clean OTEL_* env
 
 INFER = "/v2/models/iris/infer"
@@ -91,13 +91,7 @@ async def test_a_broken_collector_fails_no_request_and_lost_exports_are_counted(
     never answering, or answering 500, requests keep succeeding, each lost export is
     counted, and the gateway still stops promptly."""
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "1")
-    broken: Collector | None = None
-    if mode == "down":
-        endpoint = f"http://127.0.0.1:{free_port()}"
-    else:
-        broken = await Collector(mode=mode).start()
-        endpoint = broken.url
-    try:
+    async with broken_collector(mode) as endpoint:
         p1 = await backends(echo_app("v1"))
         extra = (f"telemetry:\n  otlp_endpoint: {endpoint}\n"
                  "  traces: {sample_ratio: 0}\n  metrics: {export_interval: 1s}\n")
@@ -122,6 +116,3 @@ async def test_a_broken_collector_fails_no_request_and_lost_exports_are_counted(
             t_stop = time.monotonic()
         # the last export on the way out is bounded (telemetry/otlpmetrics.LAST_EXPORT_WAIT)
         assert time.monotonic() - t_stop < 8, time.monotonic() - t_stop
-    finally:
-        if broken is not None:
-            await broken.stop()

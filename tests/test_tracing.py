@@ -15,7 +15,7 @@ from aiohttp import ClientSession, web
 
 from tests.backends import Recorder, echo_app
 from tests.conftest import bearer, free_port, running_gateway, two_versions, wait_until, write_config
-from tests.otlp_collector import Collector
+from tests.otlp_collector import Collector, broken_collector
 
 INFER = "/v2/models/iris/infer"
 CLIENT_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -369,17 +369,11 @@ async def test_a_broken_collector_never_slows_or_fails_a_request(
     answering, or answering 500, every request still succeeds, latency stays within noise of
     a gateway without tracing, and the lost spans are counted in /metrics."""
     monkeypatch.setenv("OTEL_BSP_MAX_QUEUE_SIZE", "32")
-    broken: Collector | None = None
-    if mode == "down":
-        endpoint = f"http://127.0.0.1:{free_port()}"
-    else:
-        broken = await Collector(mode=mode).start()
-        endpoint = broken.url
     p1 = await backends(echo_app("v1"))
-    traced = write_config(tmp_path, two_versions(p1, p1, 100, 0), extra=telemetry(endpoint),
-                          name="traced.yaml")
     plain = write_config(tmp_path, two_versions(p1, p1, 100, 0), name="plain.yaml")
-    try:
+    async with broken_collector(mode) as endpoint:
+        traced = write_config(tmp_path, two_versions(p1, p1, 100, 0), extra=telemetry(endpoint),
+                              name="traced.yaml")
         async with running_gateway(traced, "traced") as t, running_gateway(plain, "plain") as p:
             lat: dict[str, list[float]] = {"traced": [], "plain": []}
             for i in range(300):  # interleaved, so both see the same machine load
@@ -405,9 +399,6 @@ async def test_a_broken_collector_never_slows_or_fails_a_request(
         # the collector would take its export timeout (2 s here)
         assert med_t < 3 * med_p + 0.005, (mode, med_t, med_p)
         assert max(lat["traced"]) < 1.0, (mode, max(lat["traced"]))
-    finally:
-        if broken is not None:
-            await broken.stop()
 
 
 def test_a_traced_request_head_carries_our_traceparent_only() -> None:
