@@ -22,7 +22,7 @@ only in the compiled modules. Then, in one run:
 
 `--build-only DIR` builds the copies under DIR and stops, to run the tests against one:
 `cd DIR/cython && PYTHONPATH=$PWD ../../.venv/bin/python -m pytest tests/test_protocol.py`
-(the copy also holds `tests/` and `pyproject.toml`, so pytest and `python -m gateway` in
+(the copy is the whole working tree, tests included, so pytest and `python -m gateway` in
 subprocesses import the copy's `gateway`, not the working tree's).
 
 Needs gcc and the Python headers; Cython for `cython` (`pip install -e '.[bench]'`), mypy's
@@ -84,12 +84,11 @@ class Build:
 
 
 def copy_tree(dest: Path) -> None:
-    """The working tree's package, tests and pyproject.toml (mypy's settings) into `dest`,
-    without anything built."""
-    skip = shutil.ignore_patterns("__pycache__", "*.so", "*.c", "build", ".pytest_cache")
-    for name in ("gateway", "tests"):
-        shutil.copytree(ROOT / name, dest / name, ignore=skip)
-    shutil.copy(ROOT / "pyproject.toml", dest)
+    """The working tree (a few MB: the package, tests, docs, configs, pyproject.toml with
+    mypy's settings) into `dest`, without anything built, cached or installed."""
+    shutil.copytree(ROOT, dest, ignore=shutil.ignore_patterns(
+        ".git", ".venv*", "venv", "out", "__pycache__", "*.so", "*.c", "build", "*.egg-info",
+        ".pytest_cache", ".mypy_cache", ".ruff_cache", ".hypothesis"))
 
 
 def sources(tree: Path, globs: str, skip: tuple[str, ...] = ()) -> list[str]:
@@ -213,13 +212,17 @@ def report(builds: list[Build], nginx: list[tuple[float, float, float, float]],
     print(f"\n{time.strftime('%Y-%m-%d %H:%M')}, load average "
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())} at the end")
     for b in builds[1:]:
-        print(f"{b.name}: {len(b.modules)} modules compiled in {b.seconds:.0f} s: "
+        took = f" in {b.seconds:.0f} s" if b.seconds else " (prebuilt)"
+        print(f"{b.name}: {len(b.modules)} modules compiled{took}: "
               + ", ".join(m.removeprefix("gateway.") for m in b.modules))
         if b.name == "mypyc":
             print(f"mypyc: left interpreted (see MYPYC_SKIP): {', '.join(MYPYC_SKIP)}")
-    print(f"\ncallgrind: {args.requests} requests x {args.rounds} rounds over 1 connection, "
-          f"idle rate subtracted; alternated: {args.ab_rounds} rounds, c={args.connections}, "
-          f"{args.duration:g} s, 0 ms backend, 1 worker\n")
+    parts = ([] if args.no_callgrind else [
+        f"callgrind: {args.requests} requests x {args.rounds} rounds over 1 connection, idle "
+        "rate subtracted"]) + ([] if args.no_ab else [
+        f"alternated with nginx: {args.ab_rounds} rounds, c={args.connections}, "
+        f"{args.duration:g} s, 0 ms backend, 1 worker pinned"])
+    print("\n" + "; ".join(parts) + "\n")
     print("| build | Ir/request (median) | vs pure | rounds (Ir) | req/s (median) | "
           "CPU µs/req (median) | vs pure | CPU/req vs nginx 1w |")
     print("|---|---|---|---|---|---|---|---|")
@@ -263,6 +266,9 @@ def main() -> int:
                     help="build the copies under DIR (new or empty) and stop")
     ap.add_argument("--prebuilt", type=Path, default=None, metavar="DIR",
                     help="measure the copies a --build-only run left under DIR (no build)")
+    ap.add_argument("--keep", type=Path, default=None, metavar="DIR",
+                    help="keep the callgrind files here (callgrind_annotate shows where the "
+                         "instructions go)")
     args = ap.parse_args()
     args.connections, args.settle = 1, 0.0  # (instructions.measure's)
     compilers = [c for c in COMPILERS if c in args.compilers.split(",")]
@@ -298,6 +304,10 @@ def main() -> int:
                     callgrind(builds, args, root, cg, backend)
                 finally:
                     cg.stop()
+                    if args.keep is not None:
+                        args.keep.mkdir(parents=True, exist_ok=True)
+                        for f in root.glob("cg-*/callgrind.out*"):
+                            shutil.copy(f, args.keep / f"{f.parent.name[3:]}.{f.name}")
             if not args.no_ab:
                 args.connections = 64
                 nginx = alternate(builds, args, root, backend)
