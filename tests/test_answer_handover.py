@@ -1,4 +1,4 @@
-"""An error answer the fast path judged and then forwards as it comes (flight.py
+"""An error answer the gateway judged and then forwards as it comes (flight.py
 `_forward_answer`: a not-ready-shaped 503 too large to hold, or a retried 5xx the plan answers)
 is handed to a new streaming task. Until that task's first step the flight must still hold
 the exchange: a kill with abort_inflight, or the client going away, can land in between (a
@@ -87,8 +87,9 @@ async def test_a_kill_landing_before_the_stream_starts_still_cuts_the_answer(
     async with running_gateway(write_config(tmp_path, _route(port, retry))) as g:
         async with aiohttp.ClientSession() as s, \
                 s.post(g.url + INFER, data=b'{"inputs": []}') as r:
-            with pytest.raises(aiohttp.ClientPayloadError):
-                await r.read()  # never a clean end (CONTRACT §3)
+            # nothing of the answer went out yet: the killed answer (CONTRACT §3)
+            assert (r.status, r.headers.get("x-killgate-decision")) == (503, "killed")
+            assert (await r.json())["error"]["type"] == "killed"
         assert "landed" in landing  # (the kill came in the hand-over, not later)
         pool = g.gw.upstreams.pools[("http", "127.0.0.1", port)]
         await wait_until(lambda: g.gw.inflight.count == 0 and pool.open == 0, 5,
