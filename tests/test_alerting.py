@@ -224,3 +224,19 @@ def test_an_alert_never_rolls_a_rolled_back_route_onto_the_version_it_left() -> 
         alerting.rollback(doc, rc, None, "alertmanager/k", "route bad", "t3")
     # the version it left is named bad: already done, nothing changes
     assert alerting.rollback(doc, rc, "v2", "alertmanager/k", "v2 bad", "t3") is None
+
+
+@pytest.mark.parametrize("receiver", ["équipe-ml", "r" * 200])
+def test_the_openapi_document_admits_every_receiver_parse_takes(receiver: str) -> None:
+    """The API's own document must not refuse what the webhook accepts (an OpenAPI-checking
+    proxy or client would drop the notification the server would have acted on)."""
+    import re
+
+    from gateway.admin.openapi_paths import alertmanager
+
+    alerting.parse({"version": "4", "receiver": receiver, "status": "firing",
+                    "alerts": [{"status": "firing", "fingerprint": "f", "startsAt": "t"}]})
+    schema = alertmanager()["requestBody"]["content"]["application/json"]["schema"]
+    rx = schema["properties"]["receiver"]
+    assert len(receiver) <= rx.get("maxLength", len(receiver))
+    assert "pattern" not in rx or re.search(rx["pattern"], receiver)

@@ -48,8 +48,9 @@ def alertmanager() -> dict[str, Any]:
         "requestBody": {"required": True, "content": {"application/json": {"schema": {
             "type": "object", "required": ["version", "receiver", "status", "alerts"],
             "properties": {"version": {"const": "4"},
-                           "receiver": {"type": "string", "minLength": 1, "maxLength": 128,
-                                        "pattern": "^[ -~]+$"},
+                           "receiver": {"type": "string", "minLength": 1, "maxLength": 4096,
+                                        "description": "not printable ASCII: escaped; "
+                                                       "cut to 128 characters (the actor)"},
                            "status": {"enum": ["firing", "resolved"]},
                            "groupKey": {"type": "string"}, "externalURL": {"type": "string"},
                            "alerts": {"type": "array", "minItems": 1, "maxItems": 1000,

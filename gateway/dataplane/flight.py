@@ -230,13 +230,15 @@ class Flight(Handle):
             self._continue()
 
     def _forward_answer(self, ex: Exchange) -> None:
-        self.exchange = None
+        ex.detach()
         if ex.complete:
-            ex.detach()
+            self.exchange = None
             self.proxy.write_complete(self, ex)
             self._finished()
         else:
-            ex.detach()
+            # the flight keeps the exchange until the streaming task takes it: a kill or the
+            # client leaving before that task's first step still finds (and cuts) it
+            self.exchange = ex
             self._spawn(stream(self, ex))
 
     def _failed(self, err: UpstreamError) -> None:

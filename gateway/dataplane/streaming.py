@@ -36,6 +36,12 @@ async def stream(flight: Forwarding, ex: Exchange) -> None:
     proxy = flight.proxy
     req = flight.req
     plan, target = flight.plan, flight.target
+    if flight.aborted is not None:  # killed before a byte of it went out: answered as killed
+        flight.exchange = None
+        ex.close()
+        ex.release()
+        flight._answer_killed(flight.aborted)
+        return
     flight.exchange = ex
     status = ex.status
     raw = ex.headers
