@@ -78,8 +78,13 @@ def landing(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     yield what
 
 
-@pytest.mark.parametrize("retry", ["", "retry: {retry_on: ['5xx'], attempts: 2, budget: 1}"],
-                         ids=["held-too-large", "retried-5xx-answered"])
+# the two ways an answer is handed to a streaming task: an error answer too large to hold,
+# and a retried 5xx the retry plan answers anyway
+HANDED_OVER = pytest.mark.parametrize(
+    "retry", ["", "retry: {retry_on: ['5xx'], attempts: 2, budget: 1}"],
+    ids=["held-too-large", "retried-5xx-answered"])
+
+@HANDED_OVER
 async def test_a_kill_landing_before_the_stream_starts_still_cuts_the_answer(
         tmp_path, backends, landing: list[str], retry: str) -> None:
     port = await backends(_slow_503())
@@ -96,8 +101,7 @@ async def test_a_kill_landing_before_the_stream_starts_still_cuts_the_answer(
                          what="the killed exchange to be closed")
 
 
-@pytest.mark.parametrize("retry", ["", "retry: {retry_on: ['5xx'], attempts: 2, budget: 1}"],
-                         ids=["held-too-large", "retried-5xx-answered"])
+@HANDED_OVER
 async def test_a_client_gone_before_the_stream_starts_frees_the_backend_connection(
         tmp_path, backends, landing: list[str], retry: str) -> None:
     port = await backends(_slow_503())
