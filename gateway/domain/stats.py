@@ -18,12 +18,25 @@ from typing import Any
 
 from gateway.domain.analysis import LATENCY_BOUNDS_MS, Sample
 
-__all__ = ["WindowStats"]
+__all__ = ["WindowStats", "add_to_buckets"]
 
 _BOUNDS = tuple(float(b) for b in LATENCY_BOUNDS_MS)
 _BATCH = 4096  # latencies waiting per (route, version) before they are bucketed anyway
 
 Key = tuple[str, str]
+
+
+def add_to_buckets(bounds: tuple[float, ...], counts: list[Any], values: list[float]) -> None:
+    """Count `values` (sorted here, in place) into `counts[0..len(bounds)]`: one bucket per
+    boundary, a value equal to a boundary in its own (le), then +Inf. A batch costs a sort
+    and one bisect per boundary, all in C, instead of a Python call per value."""
+    values.sort()
+    below = 0
+    for i, bound in enumerate(bounds):
+        upto = bisect_right(values, bound)
+        counts[i] += upto - below
+        below = upto
+    counts[len(bounds)] += len(values) - below
 
 
 class WindowStats:
@@ -78,14 +91,7 @@ class WindowStats:
         b = ring[-1]
         b[1] += len(latencies)
         b[2] += p[1]
-        hist = b[3]
-        ms = sorted([x * 1000.0 for x in latencies])
-        below = 0
-        for i, bound in enumerate(_BOUNDS):  # (a bound counts in its own bucket: le)
-            upto = bisect_right(ms, bound)
-            hist[i] += upto - below
-            below = upto
-        hist[-1] += len(ms) - below
+        add_to_buckets(_BOUNDS, b[3], [x * 1000.0 for x in latencies])
         latencies.clear()
         p[1] = 0
 

@@ -14,7 +14,6 @@ family types only.
 from __future__ import annotations
 
 import time
-from bisect import bisect_right
 from collections.abc import Callable, Iterator, Mapping
 from itertools import accumulate
 
@@ -26,6 +25,7 @@ from prometheus_client.metrics_core import (
 )
 
 from gateway.config_telemetry import BucketsConfig
+from gateway.domain.stats import add_to_buckets
 from gateway.telemetry.metrics import HELP
 from gateway.telemetry.record import RequestRecord, arm_of
 
@@ -45,8 +45,8 @@ _CLASS = ("", "1xx", "2xx", "3xx", "4xx", "5xx")
 # scrape time. A request costs one tuple, one dict lookup and an append or two: its times
 # wait in the entry's pending lists and are put into buckets a batch at a time (sorted,
 # then one bisect per boundary, all in C), before any read and whenever _BATCH are
-# waiting. Bucketing each request as it came cost about 1,100 more CPU instructions a
-# request (benchmarks/instructions.py, RESULTS §12).
+# waiting. Bucketing each request as it came cost about 1,400 more CPU instructions a
+# request (benchmarks/instructions.py, RESULTS §11, "Stop 20").
 Key = tuple[str, str, str, str, int]
 Hist = tuple[tuple[float, ...], list[float]]
 Expected = Callable[[], Mapping[str, Mapping[str, float]]]  # route -> version -> percent
@@ -62,13 +62,7 @@ def _bucket(h: Hist, pending: list[float]) -> None:
     if not pending:
         return
     bounds, counts = h
-    pending.sort()
-    below = 0
-    for i, b in enumerate(bounds):
-        upto = bisect_right(pending, b)
-        counts[i] += upto - below
-        below = upto
-    counts[-2] += len(pending) - below
+    add_to_buckets(bounds, counts, pending)
     counts[-1] += sum(pending)
     pending.clear()
 
