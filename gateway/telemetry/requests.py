@@ -8,7 +8,7 @@ intends, and their difference). Recording is a few dict and list operations per 
 (no locks: one event loop); the families are built from them at scrape time. Labels come
 only from config names and fixed enums; bucket boundaries are fixed when the process
 starts (a histogram's buckets must not change under Prometheus). Imports prometheus_client's
-family types only.
+family types and the domain's batch bucketing (`domain.stats.add_to_buckets`) only.
 """
 
 from __future__ import annotations
