@@ -220,18 +220,26 @@ def enforcement_lags(logs: list[Path], gens: list[float], sent: list[float]) -> 
     return list(lags_by_generation(logs, gens, sent).values())
 
 
+def applied_times(log: Path) -> dict[int, float]:
+    """Generation → when this instance swapped it in (its `state_applied.applied_at`)."""
+    out = {}
+    for line in log.read_text().splitlines():
+        try:
+            ev = json.loads(line)
+        except ValueError:
+            continue
+        if ev.get("event") == "state_applied":
+            out[int(ev["generation"])] = float(ev["applied_at"])
+    return out
+
+
 def lags_by_generation(logs: list[Path], gens: list[float],
                        sent: list[float]) -> dict[int, float]:
     """Generation → ms from the call leaving the client to the last instance applying it."""
     applied: dict[int, list[float]] = {}
     for log in logs:
-        for line in log.read_text().splitlines():
-            try:
-                ev = json.loads(line)
-            except ValueError:
-                continue
-            if ev.get("event") == "state_applied":
-                applied.setdefault(int(ev["generation"]), []).append(float(ev["applied_at"]))
+        for g, t in applied_times(log).items():
+            applied.setdefault(g, []).append(t)
     out = {}
     for g, t in zip(gens, sent, strict=True):
         times = applied.get(int(g), [])
@@ -240,11 +248,37 @@ def lags_by_generation(logs: list[Path], gens: list[float],
     return out
 
 
+def split_lags(logs: list[Path], res: dict[str, list[float]]) -> dict[str, list[float]]:
+    """One series' lags apart for kills and unkills. The goal is about kills; an unkill
+    relaxes the state, so every other instance re-reads the store before applying it (one
+    round trip more by design: README, Trust), and a mixed median sits between the two."""
+    lags = lags_by_generation(logs, res["gens"], res["sent"])
+    kills = {int(g) for g in res["kills"]}
+    return {"kill": [v for g, v in lags.items() if g in kills],
+            "unkill": [v for g, v in lags.items() if g not in kills]}
+
+
 def signing_overhead(tmp: Path, bport: int, redis_url: str, kills: int, gap: float,
                      rounds: int) -> dict[str, dict[str, list[float]]]:
     """(d): kill and unkill propagation, signed vs unsigned fleets, alternating rounds."""
     sides = {"signed": [sys.executable, "-m", "gateway"],
              "unsigned": [sys.executable, str(ROOT / "benchmarks/unsigned_gateway.py")]}
+    return alternated(tmp, bport, redis_url, sides, kills, gap, rounds)
+
+
+def tree_gateway(tree: Path) -> list[str]:
+    """`killgate` from the source tree `tree` (first on the path: not this one, nor the
+    installed package)."""
+    boot = (f"import sys; sys.path.insert(0, {str(tree)!r}); "
+            "from gateway.cli.main import main; raise SystemExit(main(sys.argv[1:]))")
+    return [sys.executable, "-c", boot]
+
+
+def alternated(tmp: Path, bport: int, redis_url: str, sides: dict[str, list[str]],
+               kills: int, gap: float, rounds: int) -> dict[str, dict[str, list[float]]]:
+    """Two fleets of 3 instances on one Redis (own prefixes), each started by its own
+    command, measured in alternating rounds of the (b) series: the machine's weather falls
+    on both sides alike. Side → kill and unkill lags, API round trips."""
     fleets: dict[str, tuple[list[int], list[Path]]] = {}
     for side, cmd in sides.items():
         admins, logs = [], []
@@ -313,8 +347,14 @@ def main() -> int:
                     help="run (b) alone: skip the micro-benchmark, throughput and stream cuts")
     ap.add_argument("--signing", action="store_true",
                     help="run (d) alone: propagation with state signing vs without, same run")
+    ap.add_argument("--raw", type=Path, default=None,
+                    help="(b): also write every figure of the 20 ms-apart series as JSON here "
+                         "(send times, each instance's applied_at by generation, the floor)")
+    ap.add_argument("--against", type=Path, default=None, metavar="TREE",
+                    help="run (e) alone: (b)'s series for a fleet of this tree and one of the "
+                         "source tree TREE (e.g. an export of main), alternating rounds")
     ap.add_argument("--rounds", type=int, default=6,
-                    help="(d): alternating rounds of --kills calls per side (default 6)")
+                    help="(d), (e): alternating rounds of --kills calls per side (default 6)")
     args = ap.parse_args()
     for tool in ("redis-server", "wrk"):
         if shutil.which(tool) is None:
@@ -336,6 +376,16 @@ def main() -> int:
             PROCS.stop()
             shutil.rmtree(tmp, ignore_errors=True)
             print_signing(sig, args)
+            return 0
+        if args.against is not None:
+            print("(e) propagation, this tree vs the other, and the floor …", file=sys.stderr)
+            floor = measure_floor(rport, tmp, args.kills, args.gap)
+            ab = alternated(tmp, bport, redis_url, {
+                "this": tree_gateway(ROOT), "other": tree_gateway(args.against.resolve())},
+                args.kills, args.gap, args.rounds)
+            PROCS.stop()
+            shutil.rmtree(tmp, ignore_errors=True)
+            print_against(ab, floor, args)
             return 0
         mic: dict[str, float] = {}
         tp: dict[str, float] = {}
@@ -361,6 +411,10 @@ def main() -> int:
         burst_lags = enforcement_lags(logs, burst["gens"], burst["sent"])
         prop = asyncio.run(propagation(admins, args.kills, args.gap))
         lags = enforcement_lags(logs, prop["gens"], prop["sent"])
+        by_kind = split_lags(logs, prop)
+        if args.raw is not None:
+            args.raw.write_text(json.dumps({"floor": floor, "series": prop, "applied": {
+                name: applied_times(log) for name, log in zip("abc", logs, strict=True)}}))
         cuts: list[float] = []
         if not args.propagation_only:
             print("(c) in-flight stream cut …", file=sys.stderr)
@@ -386,8 +440,11 @@ def main() -> int:
             ("(a) throughput a naive GET would cost", f"{cost * 100:.1f} %"),
         ]
     rows += [
-        (f"(b) API call sent → applied by all 3 instances, n={len(lags)}, p50 / p99",
-         f"{statistics.median(lags):.2f} / {pct(lags, 0.99):.2f} ms"),
+        *((f"(b) {kind} call sent → applied by all 3 instances, n={len(xs)}, p50 / p99",
+           f"{statistics.median(xs):.2f} / {pct(xs, 0.99):.2f} ms")
+          for kind, xs in by_kind.items()),
+        (f"(b) API call sent → applied by all 3 instances (kills and unkills), n={len(lags)}, "
+         "p50 / p99", f"{statistics.median(lags):.2f} / {pct(lags, 0.99):.2f} ms"),
         (f"(b) the same, calls back to back (no gap), n={len(burst_lags)}, p50 / p99",
          f"{statistics.median(burst_lags):.2f} / {pct(burst_lags, 0.99):.2f} ms"),
         *((f"(b) floor: {label}, n={len(xs)}, p50 / p99",
@@ -428,6 +485,32 @@ def print_signing(sig: dict[str, dict[str, list[float]]], args: argparse.Namespa
         xs = sig[side]["rtt"]
         rows.append((f"(d) API round trip (receipt: all 3 acked), {side}, p50 / p99",
                      f"{statistics.median(xs):.2f} / {pct(xs, 0.99):.2f} ms"))
+    w = max(len(r[0]) for r in rows)
+    print(f"| {'measure'.ljust(w)} | value |\n|{'-' * (w + 2)}|-------|")
+    for k, v in rows:
+        print(f"| {k.ljust(w)} | {v} |")
+
+
+def print_against(ab: dict[str, dict[str, list[float]]], floor: dict[str, list[float]],
+                  args: argparse.Namespace) -> None:
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True, cwd=ROOT).stdout.strip()
+    print(f"\nkillgate kill propagation, two trees — {time.strftime('%Y-%m-%d %H:%M')} — "
+          f"this: {ROOT} ({commit}), other: {args.against} — {args.rounds} rounds of "
+          f"{args.kills} calls per side, {args.gap * 1000:g} ms apart, alternated\n")
+    rows = []
+    for kind in ("kill", "unkill", "rtt"):
+        for side in ("other", "this"):
+            xs = ab[side][kind]
+            what = "API round trip" if kind == "rtt" else f"{kind} sent → applied by all 3"
+            rows.append((f"(e) {what}, {side}, n={len(xs)}, p50 / p90 / p99",
+                         f"{statistics.median(xs):.2f} / {pct(xs, 0.9):.2f} / "
+                         f"{pct(xs, 0.99):.2f} ms"))
+        a, b = statistics.median(ab["other"][kind]), statistics.median(ab["this"][kind])
+        rows.append((f"(e) {kind} p50, this minus other", f"{b - a:+.2f} ms"))
+    rows += [(f"(e) floor: {label}, n={len(xs)}, p50 / p99",
+              f"{statistics.median(xs):.2f} / {pct(xs, 0.99):.2f} ms")
+             for label, xs in floor.items()]
     w = max(len(r[0]) for r in rows)
     print(f"| {'measure'.ljust(w)} | value |\n|{'-' * (w + 2)}|-------|")
     for k, v in rows:
