@@ -24,10 +24,14 @@ benchmarks/backend.py, `killgate serve` instances, and wrk for load. Prints one 
     kill call to the `killgate.error` event at the client, p50/p99.
 (d) `--signing`: what state signing costs propagation. Two fleets of 3 instances on the same
     Redis (own prefixes), one signed (`killgate serve`), one with signing switched off
-    (benchmarks/unsigned_gateway.py, the same build with no key), measured in alternating
-    rounds of the (b) series; kill and unkill p50/p99 for each, and the difference. An unkill
-    would relax the state, so its push is only a hint: every instance re-reads the store
-    before applying it (one GET more than an unsigned unkill).
+    (benchmarks/unsigned_gateway.py, the same build with no key), measured in rounds of
+    the (b) series with the two fleets' calls interleaved; kill and unkill p50/p99 for each,
+    and the difference. An unkill would relax the state, so its push is only a hint: every
+    instance re-reads the store before applying it (one GET more than an unsigned unkill).
+(e) `--against TREE`: the same two-fleet measure for this source tree and another (an
+    export of main, say): the A/B of a change to the kill path. Before the fleets start,
+    the floor is measured as in (b). Kills and unkills are reported apart in (b) and (e):
+    the goal is about kills, and an unkill re-reads the store by design.
 """
 
 from __future__ import annotations
@@ -169,50 +173,89 @@ def throughput(tmp: Path, backend_port: int, redis_url: str, duration: int) -> d
 # --------------------------------------------------------------------------- (b) and (c)
 
 
-async def propagation(admins: list[int], kills: int, gap: float) -> dict[str, list[float]]:
-    """Kills and unkills, alternating, round robin over the instances' admin APIs.
+class _Caller:
+    """Kills and unkills, alternating, round robin over one fleet's admin APIs.
 
     The client is a bare HTTP/1.1 keep-alive connection per instance: each request is
     fully built before its send time is taken, so the figures start when the call leaves
     the client (an aiohttp client adds ~0.3 ms of its own before the bytes go out).
     """
-    tok = mint(SECRET, "bench", "killgate:admin", 3600, "killgate", "killgate-admin")
-    conns = [await asyncio.open_connection("127.0.0.1", a) for a in admins]
-    rtt: list[float] = []
-    receipt: list[float] = []
-    sent: dict[int, float] = {}
-    kinds: dict[int, str] = {}
-    acked_all = 0
-    data: dict = {}
+
+    def __init__(self, conns: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]]) -> None:
+        self.conns = conns
+        self.tok = mint(SECRET, "bench", "killgate:admin", 3600, "killgate", "killgate-admin")
+        self.rtt: list[float] = []
+        self.receipt: list[float] = []
+        self.sent: dict[int, float] = {}
+        self.kinds: dict[int, str] = {}
+        self.acked_all = 0
+        self.data: dict = {}
+
+    @classmethod
+    async def open(cls, admins: list[int]) -> _Caller:
+        return cls([await asyncio.open_connection("127.0.0.1", a) for a in admins])
+
+    async def call(self, i: int) -> None:
+        reader, writer = self.conns[i % len(self.conns)]
+        path = "/v1/kill" if i % 2 == 0 else "/v1/unkill"
+        body = json.dumps({"scope": "version", "route": "bench", "version": "v2",
+                           "reason": f"bench {i}"}).encode()
+        req = (f"POST {path}?wait=2s HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+               f"Authorization: Bearer {self.tok}\r\nContent-Type: application/json\r\n"
+               f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+        wall = time.time()
+        t0 = time.perf_counter()
+        writer.write(req)
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))  # type: ignore[union-attr]
+        data = self.data = json.loads(await reader.readexactly(length))
+        self.rtt.append((time.perf_counter() - t0) * 1000)
+        assert head.startswith(b"HTTP/1.1 200"), head
+        self.sent[data["generation"]] = wall
+        self.kinds[data["generation"]] = "kill" if path == "/v1/kill" else "unkill"
+        self.receipt.append(data["applied"]["elapsed_ms"])
+        self.acked_all += data["applied"]["acked"] == data["applied"]["instances"]
+
+    def close(self) -> None:
+        for _, w in self.conns:
+            w.close()
+
+    def result(self) -> dict[str, list[float]]:
+        sent, kinds = self.sent, self.kinds
+        return {"rtt": self.rtt, "receipt": self.receipt, "acked_all": [float(self.acked_all)],
+                "instances": [float(self.data["applied"]["instances"])],
+                "sent": [sent[g] for g in sorted(sent)], "gens": [float(g) for g in sorted(sent)],
+                "kills": [float(g) for g in sorted(sent) if kinds[g] == "kill"]}
+
+
+async def propagation(admins: list[int], kills: int, gap: float) -> dict[str, list[float]]:
+    """`kills` calls to one fleet, `gap` seconds apart (see _Caller)."""
+    caller = await _Caller.open(admins)
     try:
         for i in range(kills):
             await asyncio.sleep(gap)  # an operator's call finds a quiet fleet
-            reader, writer = conns[i % len(conns)]
-            path = "/v1/kill" if i % 2 == 0 else "/v1/unkill"
-            body = json.dumps({"scope": "version", "route": "bench", "version": "v2",
-                               "reason": f"bench {i}"}).encode()
-            req = (f"POST {path}?wait=2s HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                   f"Authorization: Bearer {tok}\r\nContent-Type: application/json\r\n"
-                   f"Content-Length: {len(body)}\r\n\r\n").encode() + body
-            wall = time.time()
-            t0 = time.perf_counter()
-            writer.write(req)
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))  # type: ignore[union-attr]
-            data = json.loads(await reader.readexactly(length))
-            rtt.append((time.perf_counter() - t0) * 1000)
-            assert head.startswith(b"HTTP/1.1 200"), head
-            sent[data["generation"]] = wall
-            kinds[data["generation"]] = "kill" if path == "/v1/kill" else "unkill"
-            receipt.append(data["applied"]["elapsed_ms"])
-            acked_all += data["applied"]["acked"] == data["applied"]["instances"]
+            await caller.call(i)
     finally:
-        for _, w in conns:
-            w.close()
-    return {"rtt": rtt, "receipt": receipt, "acked_all": [float(acked_all)],
-            "instances": [float(data["applied"]["instances"])],
-            "sent": [sent[g] for g in sorted(sent)], "gens": [float(g) for g in sorted(sent)],
-            "kills": [float(g) for g in sorted(sent) if kinds[g] == "kill"]}
+        caller.close()
+    return caller.result()
+
+
+async def interleaved(fleets: dict[str, list[int]], kills: int,
+                      gap: float) -> dict[str, dict[str, list[float]]]:
+    """`kills` calls to each fleet, one fleet after the other call by call (which goes
+    first alternates), `gap` seconds between any two calls: both sides meet the same
+    weather, paired at the scale of one call."""
+    callers = {side: await _Caller.open(admins) for side, admins in fleets.items()}
+    order = list(callers)
+    try:
+        for i in range(kills):
+            for side in order if i % 4 < 2 else reversed(order):
+                await asyncio.sleep(gap)
+                await callers[side].call(i)
+    finally:
+        for c in callers.values():
+            c.close()
+    return {side: c.result() for side, c in callers.items()}
 
 
 def enforcement_lags(logs: list[Path], gens: list[float], sent: list[float]) -> list[float]:
@@ -260,10 +303,10 @@ def split_lags(logs: list[Path], res: dict[str, list[float]]) -> dict[str, list[
 
 def signing_overhead(tmp: Path, bport: int, redis_url: str, kills: int, gap: float,
                      rounds: int) -> dict[str, dict[str, list[float]]]:
-    """(d): kill and unkill propagation, signed vs unsigned fleets, alternating rounds."""
+    """(d): kill and unkill propagation, signed vs unsigned fleets, calls interleaved."""
     sides = {"signed": [sys.executable, "-m", "gateway"],
              "unsigned": [sys.executable, str(ROOT / "benchmarks/unsigned_gateway.py")]}
-    return alternated(tmp, bport, redis_url, sides, kills, gap, rounds)
+    return side_by_side(tmp, bport, redis_url, sides, kills, gap, rounds)
 
 
 def tree_gateway(tree: Path) -> list[str]:
@@ -274,11 +317,12 @@ def tree_gateway(tree: Path) -> list[str]:
     return [sys.executable, "-c", boot]
 
 
-def alternated(tmp: Path, bport: int, redis_url: str, sides: dict[str, list[str]],
+def side_by_side(tmp: Path, bport: int, redis_url: str, sides: dict[str, list[str]],
                kills: int, gap: float, rounds: int) -> dict[str, dict[str, list[float]]]:
     """Two fleets of 3 instances on one Redis (own prefixes), each started by its own
-    command, measured in alternating rounds of the (b) series: the machine's weather falls
-    on both sides alike. Side → kill and unkill lags, API round trips."""
+    command, measured in rounds of the (b) series with their calls interleaved: the
+    machine's weather falls on both sides alike. Side → kill and unkill lags, API round
+    trips."""
     fleets: dict[str, tuple[list[int], list[Path]]] = {}
     for side, cmd in sides.items():
         admins, logs = [], []
@@ -294,10 +338,10 @@ def alternated(tmp: Path, bport: int, redis_url: str, sides: dict[str, list[str]
             wait_http(f"http://127.0.0.1:{a}/readyz")
     time.sleep(2.5)  # every instance has heartbeated (twice)
     runs: dict[str, list[dict[str, list[float]]]] = {side: [] for side in sides}
-    for r in range(rounds):
-        order = list(sides) if r % 2 == 0 else list(reversed(sides))
-        for side in order:
-            runs[side].append(asyncio.run(propagation(fleets[side][0], kills, gap)))
+    for _ in range(rounds):
+        got = asyncio.run(interleaved({side: f[0] for side, f in fleets.items()}, kills, gap))
+        for side, res in got.items():
+            runs[side].append(res)
     out: dict[str, dict[str, list[float]]] = {}
     for side, results in runs.items():
         gens = [g for res in results for g in res["gens"]]
@@ -352,9 +396,9 @@ def main() -> int:
                          "(send times, each instance's applied_at by generation, the floor)")
     ap.add_argument("--against", type=Path, default=None, metavar="TREE",
                     help="run (e) alone: (b)'s series for a fleet of this tree and one of the "
-                         "source tree TREE (e.g. an export of main), alternating rounds")
+                         "source tree TREE (e.g. an export of main), calls interleaved")
     ap.add_argument("--rounds", type=int, default=6,
-                    help="(d), (e): alternating rounds of --kills calls per side (default 6)")
+                    help="(d), (e): rounds of --kills calls per side, interleaved (default 6)")
     args = ap.parse_args()
     for tool in ("redis-server", "wrk"):
         if shutil.which(tool) is None:
@@ -380,7 +424,7 @@ def main() -> int:
         if args.against is not None:
             print("(e) propagation, this tree vs the other, and the floor …", file=sys.stderr)
             floor = measure_floor(rport, tmp, args.kills, args.gap)
-            ab = alternated(tmp, bport, redis_url, {
+            ab = side_by_side(tmp, bport, redis_url, {
                 "this": tree_gateway(ROOT), "other": tree_gateway(args.against.resolve())},
                 args.kills, args.gap, args.rounds)
             PROCS.stop()
@@ -497,7 +541,7 @@ def print_against(ab: dict[str, dict[str, list[float]]], floor: dict[str, list[f
                             text=True, cwd=ROOT).stdout.strip()
     print(f"\nkillgate kill propagation, two trees — {time.strftime('%Y-%m-%d %H:%M')} — "
           f"this: {ROOT} ({commit}), other: {args.against} — {args.rounds} rounds of "
-          f"{args.kills} calls per side, {args.gap * 1000:g} ms apart, alternated\n")
+          f"{args.kills} calls per side, {args.gap * 1000:g} ms apart, interleaved call by call\n")
     rows = []
     for kind in ("kill", "unkill", "rtt"):
         for side in ("other", "this"):
