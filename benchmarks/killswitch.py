@@ -281,8 +281,8 @@ def lags_by_generation(logs: list[Path], gens: list[float],
     """Generation → ms from the call leaving the client to the last instance applying it."""
     applied: dict[int, list[float]] = {}
     for log in logs:
-        for g, t in applied_times(log).items():
-            applied.setdefault(g, []).append(t)
+        for gen, at in applied_times(log).items():
+            applied.setdefault(gen, []).append(at)
     out = {}
     for g, t in zip(gens, sent, strict=True):
         times = applied.get(int(g), [])
