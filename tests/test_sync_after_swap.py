@@ -1,0 +1,131 @@
+"""What an instance does after it swaps in a new state, and when (gateway/state/sync.py).
+
+A push wakes every instance and Redis at once; what can wait waits until that burst has
+passed: the ack (ACK_AFTER) and the `state_applied` line (LOG_AFTER). The swap itself
+happens in the loop turn that read the push, and the receipt still counts every instance.
+Two `Sync`s in this process on our own redis-server; a third connection listens to the
+acks channel as any instance does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+
+import pytest
+
+from gateway.configfile import LoadedConfig, parse_config_text
+from gateway.control.table import TableHolder
+from gateway.domain.audit import AuditDraft
+from gateway.domain.statedoc import Change, KillFlag, StateDoc
+from gateway.state import make_sync
+from gateway.state.resp import connect, parse_endpoint
+from gateway.state.sync import ACK_AFTER, LOG_AFTER, Sync
+from gateway.telemetry.metrics import Metrics
+from tests.conftest import STATE_KEY, STATE_KEY_ENV, RedisServer, wait_until
+
+
+def loaded(redis: RedisServer, tmp: Path, name: str) -> LoadedConfig:
+    # heartbeats far apart: the only ack in the window is the one after the swap
+    return LoadedConfig(parse_config_text(f"""
+state:
+  backend: redis
+  url: {redis.url}
+  prefix: kgafter
+  signing_key_env: {STATE_KEY_ENV}
+  snapshot_path: {tmp}/snap-{name}.json
+  heartbeat_interval: 30s
+  instance_lease: 120s
+routes:
+  - name: iris
+    match: {{path_prefix: /v2/models/iris}}
+    stable: v1
+    versions:
+      - {{name: v1, url: "http://127.0.0.1:1", weight: 100}}
+"""), "sha256:test", tmp / f"{name}.yaml")
+
+
+def kill_iris(cur: StateDoc) -> Change:
+    return Change(kills={"route:iris": KillFlag("route", "iris", None, "alice", "r", "t", 0)})
+
+
+def draft(cur: StateDoc, new: StateDoc) -> AuditDraft:
+    return AuditDraft("alice", "kill", {"scope": "route", "route": "iris"}, "r")
+
+
+async def test_a_pushed_kill_is_in_force_before_its_ack_and_its_log_line(
+        redis_server: RedisServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setenv(STATE_KEY_ENV, STATE_KEY)
+    caplog.set_level(logging.INFO, logger="killgate.state")
+    holders: dict[str, TableHolder] = {}
+    syncs: dict[str, Sync] = {}
+    for name in ("a", "b"):
+        cfg = loaded(redis_server, tmp_path, name)
+        holders[name] = TableHolder(cfg, state_unknown=True)
+        syncs[name] = make_sync(cfg, holders[name], Metrics(), f"inst-{name}")
+    swapped: list[tuple[float, float]] = []  # b's swap: (monotonic, wall)
+    holders["b"].listen(lambda old, new: swapped.append((time.monotonic(), time.time()))
+                        if new.by_name["iris"].killed else None)
+    acks: list[tuple[float, bytes]] = []
+    probe = await connect(parse_endpoint(redis_server.url), 2.0,
+                          on_message=lambda _ch, data: acks.append((time.monotonic(), data)))
+    try:
+        for s in syncs.values():
+            await s.start()
+        await probe.call("SUBSCRIBE", "kgafter:acks", timeout=2.0)
+        new, ev = await syncs["a"].write(kill_iris, draft)
+        assert ev is not None
+        gen = new.generation
+        await wait_until(lambda: swapped, 5.0, what="the kill in force on b")
+        swap_at, swap_wall = swapped[0]
+        receipt = await syncs["a"].receipt(gen, 5.0)
+        assert receipt["applied"]["acked"] == receipt["applied"]["instances"] == 2, receipt
+
+        # b's ack of this generation (a heartbeat record: kid mac generation wall config
+        # instance) left only once the burst had passed, and the receipt counted it
+        from_b = [t for t, data in acks
+                  if data.split(b" ")[5:6] == [b"inst-b"] and int(data.split(b" ")[2]) >= gen]
+        assert from_b, acks
+        # (loop timers may fire up to a millisecond early: half the delay is the bound)
+        assert from_b[0] - swap_at >= ACK_AFTER / 2, (from_b[0] - swap_at, ACK_AFTER)
+
+        # b's state_applied line says when the swap happened, and was written later
+        def line() -> logging.LogRecord | None:
+            return next((r for r in caplog.records if r.getMessage() == "state_applied"
+                         and r.kg_fields["generation"] == gen  # type: ignore[attr-defined]
+                         and abs(r.kg_fields["applied_at"] - swap_wall) < 0.05), None)  # type: ignore[attr-defined]
+
+        await wait_until(lambda: line() is not None, 5.0, what="b's state_applied line")
+        rec = line()
+        assert rec is not None
+        fields = rec.kg_fields  # type: ignore[attr-defined]
+        assert fields["kills"] == ["route:iris"]
+        assert rec.created - fields["applied_at"] >= LOG_AFTER / 2
+    finally:
+        await probe.aclose()
+        for s in syncs.values():
+            await s.stop()
+
+
+async def test_lines_not_yet_written_are_written_at_stop(
+        redis_server: RedisServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A swap just before the instance stops still gets its line."""
+    monkeypatch.setenv(STATE_KEY_ENV, STATE_KEY)
+    monkeypatch.setattr("gateway.state.sync.LOG_AFTER", 60.0)  # never by the timer here
+    caplog.set_level(logging.INFO, logger="killgate.state")
+    cfg = loaded(redis_server, tmp_path, "a")
+    sync = make_sync(cfg, TableHolder(cfg, state_unknown=True), Metrics(), "inst-a")
+    await sync.start()
+    try:
+        new, _ = await sync.write(kill_iris, draft)
+        await asyncio.sleep(0.05)
+        assert not [r for r in caplog.records if r.getMessage() == "state_applied"
+                    and r.kg_fields["generation"] == new.generation]  # type: ignore[attr-defined]
+    finally:
+        await sync.stop()
+    assert [r for r in caplog.records if r.getMessage() == "state_applied"
+            and r.kg_fields["generation"] == new.generation]  # type: ignore[attr-defined]
