@@ -103,7 +103,9 @@ async def test_a_pushed_kill_is_in_force_before_its_ack_and_its_log_line(
         assert rec is not None
         fields = rec.kg_fields  # type: ignore[attr-defined]
         assert fields["kills"] == ["route:iris"]
-        assert rec.created - fields["applied_at"] >= LOG_AFTER / 2
+        # (after the ack: not in the burst, and not ahead of the ack either)
+        assert rec.created - fields["applied_at"] >= ACK_AFTER / 2
+        assert rec.created - swap_wall <= LOG_AFTER + 1.0
     finally:
         await probe.aclose()
         for s in syncs.values():
@@ -113,9 +115,11 @@ async def test_a_pushed_kill_is_in_force_before_its_ack_and_its_log_line(
 async def test_lines_not_yet_written_are_written_at_stop(
         redis_server: RedisServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         caplog: pytest.LogCaptureFixture) -> None:
-    """A swap just before the instance stops still gets its line."""
+    """A swap just before the instance stops still gets its line (here its ack, and so
+    the line, would come later than `stop` waits for side tasks)."""
     monkeypatch.setenv(STATE_KEY_ENV, STATE_KEY)
     monkeypatch.setattr("gateway.state.sync.LOG_AFTER", 60.0)  # never by the timer here
+    monkeypatch.setattr("gateway.state.sync.ACK_AFTER", 60.0)
     caplog.set_level(logging.INFO, logger="killgate.state")
     cfg = loaded(redis_server, tmp_path, "a")
     sync = make_sync(cfg, TableHolder(cfg, state_unknown=True), Metrics(), "inst-a")
@@ -127,5 +131,7 @@ async def test_lines_not_yet_written_are_written_at_stop(
                     and r.kg_fields["generation"] == new.generation]  # type: ignore[attr-defined]
     finally:
         await sync.stop()
+        for task in list(sync._side_tasks):  # the ack still asleep
+            task.cancel()
     assert [r for r in caplog.records if r.getMessage() == "state_applied"
             and r.kg_fields["generation"] == new.generation]  # type: ignore[attr-defined]

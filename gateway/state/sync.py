@@ -50,8 +50,9 @@ log = logging.getLogger("killgate.state")
 #: 1 ms: kill -0.25 ms p50, API round trip +0.47; 2 ms: kill -0.84, round trip +1.39;
 #: 3 ms: kill -0.56, round trip +2.2 (RESULTS "Stop 21: the kill path")
 ACK_AFTER = 0.002
-#: seconds from a swap to its log line: past the burst of CPU a push causes on the fleet
-#: (1-3 ms here), short enough that the line still reads as "now" to an operator
+#: seconds from a swap to its log line at the latest: it is written once the ack has
+#: left (the same wake-up), past the burst of CPU a push causes on the fleet; this bounds
+#: it when no ack follows (a re-seed) or the ack is slow
 LOG_AFTER = 0.005
 
 
@@ -168,11 +169,12 @@ class Sync(Repair, Guard, Writes):
         return True
 
     def _log_later(self, generation: int, kills: list[str], applied_at: float) -> None:
-        """The `state_applied` line, written LOG_AFTER seconds after the first swap that
-        waits for it. A push wakes every instance and Redis at once, more of them than this
-        machine class has vCPUs: the line is the largest piece of cold CPU an instance
-        spends after its swap (~0.25 ms, RESULTS "Stop 19: the kill path"), and written at
-        once it holds a vCPU that another instance's swap is waiting for."""
+        """The `state_applied` line, written after the ack that follows the swap (or
+        LOG_AFTER seconds after it at the latest). A push wakes every instance and Redis at
+        once, more of them than this machine class has vCPUs: the line is the largest
+        piece of cold CPU an instance spends after its swap (~0.25 ms, RESULTS "Stop 19:
+        the kill path"), and written at once it holds a vCPU that another instance's swap
+        is waiting for; written before the ack, it delays every receipt."""
         self._unlogged.append((generation, kills, applied_at))
         if len(self._unlogged) == 1:
             try:
@@ -228,12 +230,13 @@ class Sync(Repair, Guard, Writes):
 
     async def _after_apply(self, doc: StateDoc) -> None:
         """Ack once the fleet's burst of swaps has passed (ACK_AFTER; receipts wait on
-        it), then make the state durable locally."""
+        it), write the swap's log line, then make the state durable locally."""
         await asyncio.sleep(ACK_AFTER)
         try:
             await self.peers.beat()
         except StateError as exc:
             self.last_error = str(exc)
+        self._write_applied()
         self.snapshot.soon(doc)
 
     def _touch(self) -> None:
