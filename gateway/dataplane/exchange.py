@@ -13,6 +13,16 @@ from typing import Protocol
 import httptools
 
 from gateway.dataplane.clock import Clock
+from gateway.dataplane.headers import (
+    ANSWER_FIELDS,
+    CODING,
+    DATED,
+    FORWARD,
+    GENERAL,
+    LENGTH,
+    TYPED,
+    answer_field,
+)
 from gateway.errors import (
     UpstreamClosed,
     UpstreamError,
@@ -34,21 +44,6 @@ class _BadAnswer(Exception):
 
 class _Extra(Exception):
     """Another message after the exchange's answer, or on an idle connection."""
-
-
-_OTHER, _LENGTH, _CODING = 0, 1, 2
-_FRAMING: dict[bytes, int] = {}  # a field name as a backend spells it -> what it frames
-
-
-def _framing(name: bytes) -> int:
-    """Whether an answer's field frames its body (learned once per spelling, bounded)."""
-    low = name.lower()
-    kind = _LENGTH if low == b"content-length" else (
-        _CODING if low == b"transfer-encoding" else _OTHER)
-    if len(_FRAMING) >= 1024:
-        _FRAMING.clear()
-    _FRAMING[name] = kind
-    return kind
 
 
 class Sink(Protocol):
@@ -90,6 +85,9 @@ class Exchange(asyncio.Protocol):
     def _reset(self) -> None:
         self.status = 0
         self.headers: list[tuple[bytes, bytes]] = []
+        self.lines: list[bytes] = []  # the forwarded fields as head parts (`answer_head`)
+        self.dated = False  # a Date field was among them
+        self.general = False  # a field only `response_head` handles (Connection, Via, SSE)
         self.length: int | None = None  # the answer's Content-Length
         self.head_at = 0.0  # when the answer's head arrived (loop clock)
         self.headers_done = False
@@ -181,16 +179,29 @@ class Exchange(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers.append((name, value))
-        kind = _FRAMING.get(name)
+        kind = ANSWER_FIELDS.get(name)
         if kind is None:
-            kind = _framing(name)
-        if kind:
-            if kind == _LENGTH:
+            kind = answer_field(name)
+        if kind == FORWARD:
+            self.lines += (name, b": ", value, b"\r\n")
+        elif kind == DATED:
+            self.lines += (name, b": ", value, b"\r\n")
+            self.dated = True
+        elif kind == TYPED:
+            self.lines += (name, b": ", value, b"\r\n")
+            # (an event stream's head drops more fields: `response_head`'s; "text/event-
+            # stream" is 17 bytes, so most types, "application/json" first, stop at len)
+            if len(value) >= 17 and value[:17].lower() == b"text/event-stream":
+                self.general = True
+        elif kind == LENGTH:
+            self._framed = True
+            if value.isdigit():
+                self.length = int(value)
+        elif kind == CODING:
+            if b"chunked" in value.lower():
                 self._framed = True
-                if value.isdigit():
-                    self.length = int(value)
-            elif b"chunked" in value.lower():
-                self._framed = True
+        elif kind == GENERAL:
+            self.general = True
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
@@ -233,6 +244,8 @@ class Exchange(asyncio.Protocol):
     def on_message_complete(self) -> None:
         if not self.headers_done:  # the end of a 1xx: none of its fields are the answer's
             self.headers = []
+            self.lines = []
+            self.dated = self.general = False
             self.length = None
             self._framed = False
             return

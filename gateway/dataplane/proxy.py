@@ -20,7 +20,12 @@ from gateway.dataplane.attempts import Policy
 from gateway.dataplane.drillfault import FaultGate
 from gateway.dataplane.exchange import Exchange
 from gateway.dataplane.flight import Flight
-from gateway.dataplane.headers import declared_charset, request_head, response_head
+from gateway.dataplane.headers import (
+    answer_head,
+    declared_charset,
+    request_head,
+    response_head,
+)
 from gateway.dataplane.inflight import Inflight
 from gateway.dataplane.jsonpeek import ModelField, Unreadable, find_model
 from gateway.dataplane.paths import BadTarget, route_host, split_target
@@ -375,8 +380,11 @@ class Proxy(Answers):
                              self.clock.now - flight.started)
         keep = req.keep_alive and req.body_done and not req.conn.closing  # will_keep_alive
         connection = (None if keep and not req.http10 else b"keep-alive" if keep else b"close")
-        req.respond(response_head(status, raw, self.labels(plan, target, decision), length,
-                                  connection, body=body))
+        ours = self.labels(plan, target, decision)
+        if ex.general:
+            req.respond(response_head(status, raw, ours, length, connection, body=body))
+        else:  # (the fields were classified as they came: no second pass over them)
+            req.respond(answer_head(status, ex.lines, ex.dated, ours, length, connection, body))
 
 def _forwarded_for(req: Request) -> list[str]:
     """Every X-Forwarded-For field of the request, as sent."""
