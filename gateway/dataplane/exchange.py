@@ -403,6 +403,22 @@ class Exchange(asyncio.Protocol):
             self.transport.resume_reading()
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
+    def finish(self) -> bytes:
+        """`take_body`, then `release` (the fast path's end of a complete answer, in one
+        call): the whole body; the connection goes back to its pool, or is closed."""
+        chunks = self.chunks
+        if chunks:
+            body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            self.chunks = []
+            self.buffered = 0
+            if self.read_paused and self.transport:  # (as `take_body`)
+                self.read_paused = False
+                self.transport.resume_reading()
+        else:
+            body = b""
+        self.pool.release(self)
+        return body
+
     def release(self) -> None:
         """Hand the connection back: pooled if reusable, else closed."""
         self.pool.release(self)
