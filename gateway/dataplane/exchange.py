@@ -80,32 +80,37 @@ class Exchange(asyncio.Protocol):
         self._write_paused = False
         self._chunked_out = False
         self.uses = 0
+        # What no answer leaves behind on a connection that goes back to its pool (the pool
+        # takes one only complete, kept alive, without error, body read whole and request
+        # sent whole), and what `begin`/`begin_drive` set before any use: written here once.
+        self.chunks: list[bytes] = []
+        self.buffered = 0
+        self.error: UpstreamError | None = None
+        self.waiter: asyncio.Future[None] | None = None
+        self.read_paused = False
+        self.v1_seen = False  # the answer's first bytes were "HTTP/1.1 " or "HTTP/1.0 "
+        self.unsent = False  # a request body not sent whole (the backend answered first)
+        self.head_at = 0.0  # when the answer's head arrived (loop clock; read only after)
+        self.head = False
+        self.deadline = 0.0
+        self.idle = 0.0
+        self.wait_until = 0.0
         self._reset()
 
     def _reset(self) -> None:
+        """Ready for the next exchange: what the last answer set (the state of a new
+        connection, tests/test_exchange_reuse.py)."""
         self.status = 0
         self.headers: list[tuple[bytes, bytes]] = []
         self.lines: list[bytes] = []  # the forwarded fields as head parts (`answer_head`)
         self.dated = False  # a Date field was among them
         self.general = False  # a field only `response_head` handles (Connection, Via, SSE)
         self.length: int | None = None  # the answer's Content-Length
-        self.head_at = 0.0  # when the answer's head arrived (loop clock)
         self.headers_done = False
-        self.chunks: list[bytes] = []
-        self.buffered = 0
         self.complete = False
-        self.error: UpstreamError | None = None
-        self.waiter: asyncio.Future[None] | None = None
-        self.read_paused = False
         self.got_bytes = False
-        self.v1_seen = False  # the answer's first bytes were "HTTP/1.1 " or "HTTP/1.0 "
         self.keep_alive = False
-        self.head = False
-        self.unsent = False  # a request body not sent whole (the backend answered first)
         self._framed = False
-        self.deadline = 0.0
-        self.idle = 0.0
-        self.wait_until = 0.0
 
     # ------------------------------------------------------------ protocol callbacks
 
