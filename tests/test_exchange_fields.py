@@ -99,7 +99,7 @@ async def test_answer_head_is_response_head_when_no_field_needs_it(seed: int) ->
         assert ex.length == (int(lengths[-1]) if lengths else None)
         assert ex._framed == (framing != "none" or ex.status in (204, 304))
         ours = rng.choice([b"", b"x-killgate-route: r\r\n"])
-        length = rng.choice([None, 0, 17])
+        length = rng.choice([None, 0, 17, 4095, 4096, 123_456])
         connection = rng.choice([None, b"close", b"keep-alive", b"upgrade"])
         body = rng.choice([b"", b"{}"])
         general = response_head(ex.status, ex.headers, ours, length, connection, body=body)
