@@ -1,17 +1,19 @@
 """One connection to a model backend and the exchange it carries: HTTP/1.1 on httptools
-(llhttp, strict), driven by a coroutine (`read_head`, `read`) or telling a `Sink` of each
-step from its callbacks (the fast path: no Task). Socket and parser errors leave only as
-gateway.errors.Upstream* (`delivered`: whether a request byte was sent). Its pool is a `Home`.
+(llhttp, strict), driven by a coroutine (`read_head`, `read`: `awaiting.py`, a base) or
+telling a `Sink` of each step from its callbacks (the fast path: no Task). Socket and parser
+errors leave only as gateway.errors.Upstream* (`delivered`: whether a request byte was
+sent). Its pool is a `Home`. Each answer field is classified as it is parsed
+(`headers.answer_field`): framing, and the forwarded ones kept as head parts.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Protocol
 
 import httptools
 
+from gateway.dataplane.awaiting import Awaiting, Body
 from gateway.dataplane.clock import Clock
 from gateway.dataplane.headers import (
     ANSWER_FIELDS,
@@ -33,9 +35,6 @@ from gateway.errors import (
 __all__ = ["HIGH_WATER", "Body", "Exchange", "Home", "Sink"]
 
 HIGH_WATER = 256 * 1024
-_LOW_WATER = 64 * 1024
-
-Body = bytes | AsyncIterator[bytes] | None
 
 
 class _BadAnswer(Exception):
@@ -64,8 +63,11 @@ class Home(Protocol):
     def _lost(self, ex: Exchange) -> None: ...
 
 
-class Exchange(asyncio.Protocol):
-    """One pooled connection; carries one request/response exchange at a time."""
+class Exchange(Awaiting, asyncio.Protocol):
+    """One pooled connection; carries one request/response exchange at a time (awaited
+    through `Awaiting`'s coroutines, or telling a `Sink`)."""
+
+    pool: Home
 
     def __init__(self, pool: Home) -> None:
         self.sink: Sink | None = None
@@ -286,20 +288,6 @@ class Exchange(asyncio.Protocol):
         phase = "total" if self.loop.time() >= self.deadline - 0.001 else "idle"
         self.fail(UpstreamTimeout(phase, delivered=True))
 
-    async def _wait(self) -> None:
-        # No timer per wait (a uvloop timer costs ~3 µs to arm and cancel, 5% of a
-        # request): the pool's deadline sweeper checks `wait_until` every few ms.
-        fut = self.loop.create_future()
-        self.waiter = fut
-        self.wait_until = min(self.loop.time() + self.idle, self.deadline)
-        waiting = self.pool.waiting
-        waiting.add(self)
-        try:
-            await fut
-        finally:
-            waiting.discard(self)
-            self.waiter = None
-
     # ------------------------------------------------------------ API
 
     def begin(self, deadline: float, idle: float, head: bool) -> None:
@@ -330,75 +318,6 @@ class Exchange(asyncio.Protocol):
         """No sink any more: a coroutine takes over (streaming), or the exchange is done."""
         self.sink = None
         self.pool.waiting.discard(self)
-
-    async def send(self, head: bytes, body: Body, chunked: bool = False) -> None:
-        """Write the request. A streamed body is sent chunked when `chunked`, else as is."""
-        self._chunked_out = chunked
-        tr = self.transport
-        if tr is None or self.closed:
-            raise UpstreamClosed("connection closed before sending")
-        if body is None or isinstance(body, bytes):
-            tr.write(head + body if body else head)
-            return
-        tr.write(head)
-        self.unsent = True
-        async for chunk in body:
-            if self.error is not None:
-                raise self.error
-            if self.headers_done:
-                return  # the backend answered early: stop sending (and never reuse this)
-            if chunk:
-                tr.write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if self._chunked_out else chunk)
-            while self._write_paused:  # the backend is slow to take the body: its deadlines
-                if self.error is not None:
-                    raise self.error
-                if self.closed:
-                    raise UpstreamClosed("backend closed while receiving the body")
-                if self.headers_done:
-                    return
-                await self._wait()
-        if self._chunked_out and not self.headers_done:
-            tr.write(b"0\r\n\r\n")
-        self.unsent = self.headers_done and self._chunked_out
-
-    async def read_head(self) -> None:
-        while not self.headers_done:
-            if self.error is not None:
-                raise self.error
-            await self._wait()
-
-    async def read(self) -> bytes:
-        """Next body bytes; b'' at the end. Raises UpstreamError when the body is cut."""
-        while True:
-            if self.chunks:
-                chunks = self.chunks
-                data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-                self.chunks = []
-                self.buffered = 0
-                if self.read_paused and self.transport:
-                    self.read_paused = False
-                    self.transport.resume_reading()
-                return data
-            if self.complete:
-                return b""
-            if self.error is not None:
-                raise self.error
-            await self._wait()
-
-    async def settle(self, limit: int) -> None:
-        """Wait until the whole body has arrived or more than `limit` bytes of it, reading
-        nothing out (a small answer must be seen whole before it is judged)."""
-        while not self.complete and self.buffered <= limit:
-            if self.error is not None:
-                raise self.error
-            await self._wait()
-
-    def peek_body(self) -> bytes:
-        """The body received so far, left in place."""
-        chunks = self.chunks
-        if len(chunks) > 1:
-            self.chunks = chunks = [b"".join(chunks)]
-        return chunks[0] if chunks else b""
 
     def take_body(self) -> bytes:
         """The whole body when it has already arrived (complete and small)."""
