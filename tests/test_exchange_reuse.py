@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from gateway.dataplane.awaiting import Awaiting
 from gateway.dataplane.exchange import Exchange
 from gateway.dataplane.upstream import Pool
 
@@ -53,7 +54,9 @@ class Sink:
 
 
 def state(ex: Exchange) -> dict[str, Any]:
-    return {k: v for k, v in vars(ex).items() if k not in _CONNECTION}
+    names = (*Exchange.__slots__, *Awaiting.__slots__)  # (slots: no instance dict)
+    assert not hasattr(ex, "__dict__")
+    return {k: getattr(ex, k) for k in names if k not in _CONNECTION}
 
 
 @pytest.mark.parametrize("last", range(len(ANSWERS)))

@@ -24,6 +24,10 @@ class _Pool(Protocol):
 class Awaiting:
     """The coroutines of an exchange; its state is the exchange's (declared here)."""
 
+    # (what these coroutines write; the exchange's other state is in its own slots)
+    __slots__ = ("_chunked_out", "buffered", "chunks", "read_paused", "unsent", "wait_until",
+                 "waiter")
+
     loop: asyncio.AbstractEventLoop
     pool: _Pool
     transport: asyncio.Transport | None

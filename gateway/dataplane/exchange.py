@@ -67,6 +67,40 @@ class Exchange(Awaiting, asyncio.Protocol):
     """One pooled connection; carries one request/response exchange at a time (awaited
     through `Awaiting`'s coroutines, or telling a `Sink`)."""
 
+    # Slots, not a dict: an instance dict holds at most 30 names in the keys it shares
+    # with the other instances (CPython 3.11); past that it becomes a dict of its own,
+    # and every attribute read and write of the hot path becomes a lookup in it. (The ones
+    # `Awaiting`'s coroutines write are its slots.)
+    __slots__ = (
+        "_framed",
+        "_write_paused",
+        "clock",
+        "closed",
+        "complete",
+        "dated",
+        "deadline",
+        "error",
+        "feeding",
+        "general",
+        "got_bytes",
+        "head",
+        "head_at",
+        "headers",
+        "headers_done",
+        "idle",
+        "keep_alive",
+        "length",
+        "lines",
+        "loop",
+        "parser",
+        "pool",
+        "sink",
+        "status",
+        "transport",
+        "uses",
+        "v1_seen",
+        "woke",
+    )
     pool: Home
 
     def __init__(self, pool: Home) -> None:
