@@ -388,7 +388,6 @@ class Proxy(Answers):
         else:  # (the fields were classified as they came: no second pass over them)
             req.respond(answer_head(status, ex.lines, ex.dated, ours, length, connection, body))
 
-
 def _forwarded_for(req: Request) -> list[str]:
     """Every X-Forwarded-For field of the request, as sent."""
     return [v.decode("latin-1") for n, v in req.raw_headers if n.lower() == b"x-forwarded-for"]
