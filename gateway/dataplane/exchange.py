@@ -1,18 +1,30 @@
 """One connection to a model backend and the exchange it carries: HTTP/1.1 on httptools
-(llhttp, strict), driven by a coroutine (`read_head`, `read`) or telling a `Sink` of each
-step from its callbacks (the fast path: no Task). Socket and parser errors leave only as
-gateway.errors.Upstream* (`delivered`: whether a request byte was sent). Its pool is a `Home`.
+(llhttp, strict), driven by a coroutine (`read_head`, `read`: `awaiting.py`, a base) or
+telling a `Sink` of each step from its callbacks (the fast path: no Task). Socket and parser
+errors leave only as gateway.errors.Upstream* (`delivered`: whether a request byte was
+sent). Its pool is a `Home`. Each answer field is classified as it is parsed
+(`headers.answer_field`): framing, and the forwarded ones kept as head parts.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Protocol
 
 import httptools
 
+from gateway.dataplane.awaiting import Awaiting, Body
 from gateway.dataplane.clock import Clock
+from gateway.dataplane.headers import (
+    ANSWER_FIELDS,
+    CODING,
+    DATED,
+    FORWARD,
+    GENERAL,
+    LENGTH,
+    TYPED,
+    answer_field,
+)
 from gateway.errors import (
     UpstreamClosed,
     UpstreamError,
@@ -23,9 +35,6 @@ from gateway.errors import (
 __all__ = ["HIGH_WATER", "Body", "Exchange", "Home", "Sink"]
 
 HIGH_WATER = 256 * 1024
-_LOW_WATER = 64 * 1024
-
-Body = bytes | AsyncIterator[bytes] | None
 
 
 class _BadAnswer(Exception):
@@ -34,21 +43,6 @@ class _BadAnswer(Exception):
 
 class _Extra(Exception):
     """Another message after the exchange's answer, or on an idle connection."""
-
-
-_OTHER, _LENGTH, _CODING = 0, 1, 2
-_FRAMING: dict[bytes, int] = {}  # a field name as a backend spells it -> what it frames
-
-
-def _framing(name: bytes) -> int:
-    """Whether an answer's field frames its body (learned once per spelling, bounded)."""
-    low = name.lower()
-    kind = _LENGTH if low == b"content-length" else (
-        _CODING if low == b"transfer-encoding" else _OTHER)
-    if len(_FRAMING) >= 1024:
-        _FRAMING.clear()
-    _FRAMING[name] = kind
-    return kind
 
 
 class Sink(Protocol):
@@ -69,8 +63,45 @@ class Home(Protocol):
     def _lost(self, ex: Exchange) -> None: ...
 
 
-class Exchange(asyncio.Protocol):
-    """One pooled connection; carries one request/response exchange at a time."""
+class Exchange(Awaiting, asyncio.Protocol):
+    """One pooled connection; carries one request/response exchange at a time (awaited
+    through `Awaiting`'s coroutines, or telling a `Sink`)."""
+
+    # Slots, not a dict: an instance dict holds at most 30 names in the keys it shares
+    # with the other instances (CPython 3.11); past that it becomes a dict of its own,
+    # and every attribute read and write of the hot path becomes a lookup in it. (The ones
+    # `Awaiting`'s coroutines write are its slots.)
+    __slots__ = (
+        "_framed",
+        "_write_paused",
+        "clock",
+        "closed",
+        "complete",
+        "dated",
+        "deadline",
+        "error",
+        "feeding",
+        "general",
+        "got_bytes",
+        "head",
+        "head_at",
+        "headers",
+        "headers_done",
+        "idle",
+        "keep_alive",
+        "length",
+        "lines",
+        "loop",
+        "parser",
+        "pool",
+        "sink",
+        "status",
+        "transport",
+        "uses",
+        "v1_seen",
+        "woke",
+    )
+    pool: Home
 
     def __init__(self, pool: Home) -> None:
         self.sink: Sink | None = None
@@ -85,29 +116,37 @@ class Exchange(asyncio.Protocol):
         self._write_paused = False
         self._chunked_out = False
         self.uses = 0
-        self._reset()
-
-    def _reset(self) -> None:
-        self.status = 0
-        self.headers: list[tuple[bytes, bytes]] = []
-        self.length: int | None = None  # the answer's Content-Length
-        self.head_at = 0.0  # when the answer's head arrived (loop clock)
-        self.headers_done = False
+        # What no answer leaves behind on a connection that goes back to its pool (the pool
+        # takes one only complete, kept alive, without error, body read whole and request
+        # sent whole), and what `begin`/`begin_drive` set before any use: written here once.
         self.chunks: list[bytes] = []
         self.buffered = 0
-        self.complete = False
         self.error: UpstreamError | None = None
         self.waiter: asyncio.Future[None] | None = None
         self.read_paused = False
-        self.got_bytes = False
         self.v1_seen = False  # the answer's first bytes were "HTTP/1.1 " or "HTTP/1.0 "
-        self.keep_alive = False
-        self.head = False
         self.unsent = False  # a request body not sent whole (the backend answered first)
-        self._framed = False
+        self.head_at = 0.0  # when the answer's head arrived (loop clock; read only after)
+        self.head = False
         self.deadline = 0.0
         self.idle = 0.0
         self.wait_until = 0.0
+        self._reset()
+
+    def _reset(self) -> None:
+        """Ready for the next exchange: what the last answer set (the state of a new
+        connection, tests/test_exchange_reuse.py)."""
+        self.status = 0
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.lines: list[bytes] = []  # the forwarded fields as head parts (`answer_head`)
+        self.dated = False  # a Date field was among them
+        self.general = False  # a field only `response_head` handles (Connection, Via, SSE)
+        self.length: int | None = None  # the answer's Content-Length
+        self.headers_done = False
+        self.complete = False
+        self.got_bytes = False
+        self.keep_alive = False
+        self._framed = False
 
     # ------------------------------------------------------------ protocol callbacks
 
@@ -181,16 +220,29 @@ class Exchange(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers.append((name, value))
-        kind = _FRAMING.get(name)
+        kind = ANSWER_FIELDS.get(name)
         if kind is None:
-            kind = _framing(name)
-        if kind:
-            if kind == _LENGTH:
+            kind = answer_field(name)
+        if kind == FORWARD:
+            self.lines += (name, b": ", value, b"\r\n")
+        elif kind == DATED:
+            self.lines += (name, b": ", value, b"\r\n")
+            self.dated = True
+        elif kind == TYPED:
+            self.lines += (name, b": ", value, b"\r\n")
+            # (an event stream's head drops more fields: `response_head`'s; "text/event-
+            # stream" is 17 bytes, so most types, "application/json" first, stop at len)
+            if len(value) >= 17 and value[:17].lower() == b"text/event-stream":
+                self.general = True
+        elif kind == LENGTH:
+            self._framed = True
+            if value.isdigit():
+                self.length = int(value)
+        elif kind == CODING:
+            if b"chunked" in value.lower():
                 self._framed = True
-                if value.isdigit():
-                    self.length = int(value)
-            elif b"chunked" in value.lower():
-                self._framed = True
+        elif kind == GENERAL:
+            self.general = True
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
@@ -233,6 +285,8 @@ class Exchange(asyncio.Protocol):
     def on_message_complete(self) -> None:
         if not self.headers_done:  # the end of a 1xx: none of its fields are the answer's
             self.headers = []
+            self.lines = []
+            self.dated = self.general = False
             self.length = None
             self._framed = False
             return
@@ -268,20 +322,6 @@ class Exchange(asyncio.Protocol):
         phase = "total" if self.loop.time() >= self.deadline - 0.001 else "idle"
         self.fail(UpstreamTimeout(phase, delivered=True))
 
-    async def _wait(self) -> None:
-        # No timer per wait (a uvloop timer costs ~3 µs to arm and cancel, 5% of a
-        # request): the pool's deadline sweeper checks `wait_until` every few ms.
-        fut = self.loop.create_future()
-        self.waiter = fut
-        self.wait_until = min(self.loop.time() + self.idle, self.deadline)
-        waiting = self.pool.waiting
-        waiting.add(self)
-        try:
-            await fut
-        finally:
-            waiting.discard(self)
-            self.waiter = None
-
     # ------------------------------------------------------------ API
 
     def begin(self, deadline: float, idle: float, head: bool) -> None:
@@ -313,75 +353,6 @@ class Exchange(asyncio.Protocol):
         self.sink = None
         self.pool.waiting.discard(self)
 
-    async def send(self, head: bytes, body: Body, chunked: bool = False) -> None:
-        """Write the request. A streamed body is sent chunked when `chunked`, else as is."""
-        self._chunked_out = chunked
-        tr = self.transport
-        if tr is None or self.closed:
-            raise UpstreamClosed("connection closed before sending")
-        if body is None or isinstance(body, bytes):
-            tr.write(head + body if body else head)
-            return
-        tr.write(head)
-        self.unsent = True
-        async for chunk in body:
-            if self.error is not None:
-                raise self.error
-            if self.headers_done:
-                return  # the backend answered early: stop sending (and never reuse this)
-            if chunk:
-                tr.write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if self._chunked_out else chunk)
-            while self._write_paused:  # the backend is slow to take the body: its deadlines
-                if self.error is not None:
-                    raise self.error
-                if self.closed:
-                    raise UpstreamClosed("backend closed while receiving the body")
-                if self.headers_done:
-                    return
-                await self._wait()
-        if self._chunked_out and not self.headers_done:
-            tr.write(b"0\r\n\r\n")
-        self.unsent = self.headers_done and self._chunked_out
-
-    async def read_head(self) -> None:
-        while not self.headers_done:
-            if self.error is not None:
-                raise self.error
-            await self._wait()
-
-    async def read(self) -> bytes:
-        """Next body bytes; b'' at the end. Raises UpstreamError when the body is cut."""
-        while True:
-            if self.chunks:
-                chunks = self.chunks
-                data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-                self.chunks = []
-                self.buffered = 0
-                if self.read_paused and self.transport:
-                    self.read_paused = False
-                    self.transport.resume_reading()
-                return data
-            if self.complete:
-                return b""
-            if self.error is not None:
-                raise self.error
-            await self._wait()
-
-    async def settle(self, limit: int) -> None:
-        """Wait until the whole body has arrived or more than `limit` bytes of it, reading
-        nothing out (a small answer must be seen whole before it is judged)."""
-        while not self.complete and self.buffered <= limit:
-            if self.error is not None:
-                raise self.error
-            await self._wait()
-
-    def peek_body(self) -> bytes:
-        """The body received so far, left in place."""
-        chunks = self.chunks
-        if len(chunks) > 1:
-            self.chunks = chunks = [b"".join(chunks)]
-        return chunks[0] if chunks else b""
-
     def take_body(self) -> bytes:
         """The whole body when it has already arrived (complete and small)."""
         chunks, self.chunks, self.buffered = self.chunks, [], 0
@@ -389,6 +360,22 @@ class Exchange(asyncio.Protocol):
             self.read_paused = False  # a connection pooled paused would never answer again)
             self.transport.resume_reading()
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    def finish(self) -> bytes:
+        """`take_body`, then `release` (the fast path's end of a complete answer, in one
+        call): the whole body; the connection goes back to its pool, or is closed."""
+        chunks = self.chunks
+        if chunks:
+            body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            self.chunks = []
+            self.buffered = 0
+            if self.read_paused and self.transport:  # (as `take_body`)
+                self.read_paused = False
+                self.transport.resume_reading()
+        else:
+            body = b""
+        self.pool.release(self)
+        return body
 
     def release(self) -> None:
         """Hand the connection back: pooled if reusable, else closed."""

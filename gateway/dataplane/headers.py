@@ -14,7 +14,10 @@ from email.utils import formatdate
 from http import HTTPStatus
 
 __all__ = [
+    "ANSWER_FIELDS",
     "RawHeaders",
+    "answer_field",
+    "answer_head",
     "connection_tokens",
     "declared_charset",
     "is_event_stream",
@@ -264,6 +267,67 @@ def response_head(status: int, raw: Iterable[tuple[bytes, bytes]], ours: bytes,
 
 
 _CONNECTION = {b"close": b"connection: close\r\n", b"keep-alive": b"connection: keep-alive\r\n"}
+
+
+# What an answer's field is to the exchange that receives it (`answer_field`): forwarded as
+# it came (plain, the Date, the Content-Type), framing that is dropped (Content-Length,
+# Transfer-Encoding), dropped, or one that only `response_head` handles (Connection, whose
+# tokens name fields to drop, and Via, which ours extends). The exchange classifies each
+# field as it is parsed and keeps the forwarded ones as head parts, so the common answer's
+# head (`answer_head`) is a join, not a second pass over the fields.
+FORWARD, DATED, TYPED, LENGTH, CODING, DROPPED, GENERAL = range(7)
+ANSWER_FIELDS: dict[bytes, int] = {}  # a field name as a backend spells it -> its kind
+
+
+def answer_field(name: bytes) -> int:
+    """The kind of an answer's field named `name` (learned once per spelling, bounded)."""
+    low = name.lower()
+    if low == b"content-length":
+        kind = LENGTH
+    elif low == b"transfer-encoding":
+        kind = CODING
+    else:
+        kind = (FORWARD, DROPPED, GENERAL, GENERAL, DATED, TYPED)[
+            _learn(name, _RESPONSE_DROP, _RESPONSE_NAMES)]
+    if len(ANSWER_FIELDS) >= _LEARNED_MAX:
+        ANSWER_FIELDS.clear()
+    ANSWER_FIELDS[name] = kind
+    return kind
+
+
+def answer_head(status: int, lines: list[bytes], dated: bool, ours: bytes, length: int | None,
+                connection: bytes | None, body: bytes = b"") -> bytes:
+    """`response_head` of an answer whose forwarded fields are `lines` already (as
+    `name`, `: `, `value`, CRLF parts) and hold none that only `response_head` handles
+    (no Connection, no Via, not an event stream); `dated`: a Date was among them. The
+    same bytes as `response_head`, without its pass over the fields."""
+    parts = [_STATUS_LINES.get(status) or b"HTTP/1.1 %d Unknown\r\n" % status]
+    parts += lines
+    append = parts.append
+    append(_VIA_LINE)
+    if not dated:
+        append(_date_line())
+    append(ours)
+    if length is not None:
+        append(_LENGTH_LINES.get(length) or _length_line(length))
+    if connection is not None:
+        append(_CONNECTION.get(connection) or b"connection: %s\r\n" % connection)
+    append(b"\r\n")
+    if body:
+        append(body)
+    return b"".join(parts)
+
+
+# The Content-Length lines of small answers, formatted once (a lookup costs less than
+# formatting the number; bounded by construction: lengths under 4096 only).
+_LENGTH_LINES: dict[int, bytes] = {}
+
+
+def _length_line(length: int) -> bytes:
+    line = b"content-length: %d\r\n" % length
+    if length < 4096:
+        _LENGTH_LINES[length] = line
+    return line
 
 
 def own_head(status: int, content_type: bytes, length: int, ours: bytes, extra: bytes,

@@ -20,7 +20,12 @@ from gateway.dataplane.attempts import Policy
 from gateway.dataplane.drillfault import FaultGate
 from gateway.dataplane.exchange import Exchange
 from gateway.dataplane.flight import Flight
-from gateway.dataplane.headers import declared_charset, request_head, response_head
+from gateway.dataplane.headers import (
+    answer_head,
+    declared_charset,
+    request_head,
+    response_head,
+)
 from gateway.dataplane.inflight import Inflight
 from gateway.dataplane.jsonpeek import ModelField, Unreadable, find_model
 from gateway.dataplane.paths import BadTarget, route_host, split_target
@@ -346,9 +351,10 @@ class Proxy(Answers):
         """The fast path's end: the whole answer has arrived; one write to the client."""
         req = flight.req
         plan, target, decision = flight.plan, flight.target, flight.decision
+        route, version = plan.name, target.name
         status = ex.status
-        body = ex.take_body()
         raw = ex.headers
+        body = ex.finish()  # (back in its pool: `ex` holds this answer until its `_reset`)
         if plan.config.shadow is not None and (tap := self.tap(flight)) is not None:
             tap.answer(status, raw, body)  # a copy goes once this answer is written
         length: int | None = len(body)
@@ -356,27 +362,31 @@ class Proxy(Answers):
             length, body = ex.length, b""
         elif status in (204, 304) or status < 200:
             length, body = None, b""
-        ex.pool.release(ex)
         span = req.span
         if span is not None:
-            span.answered(status, plan.name, target.name, decision)
+            span.answered(status, route, version, decision)
         rec = req.rec  # (what `served` records, inline: this is the path of most answers)
-        rec.route = plan.name
-        rec.version = target.name
+        rec.route = route
+        rec.version = version
         rec.decision = decision
         rec.status = status
         rec.bytes_out = len(body)
         if span is not None:
             span.body(body)
-        rec.upstream = ex.head_at - flight.started
+        started = flight.started
+        rec.upstream = ex.head_at - started
         observer = self.observer
         if observer is not None:
-            observer.outcome(plan.name, target.name, "5xx" if status >= 500 else "ok",
-                             self.clock.now - flight.started)
+            observer.outcome(route, version, "5xx" if status >= 500 else "ok",
+                             self.clock.now - started)
         keep = req.keep_alive and req.body_done and not req.conn.closing  # will_keep_alive
         connection = (None if keep and not req.http10 else b"keep-alive" if keep else b"close")
-        req.respond(response_head(status, raw, self.labels(plan, target, decision), length,
-                                  connection, body=body))
+        ours = self._labels.get((route, version, decision)) or self.labels(plan, target,
+                                                                           decision)
+        if ex.general:
+            req.respond(response_head(status, raw, ours, length, connection, body=body))
+        else:  # (the fields were classified as they came: no second pass over them)
+            req.respond(answer_head(status, ex.lines, ex.dated, ours, length, connection, body))
 
 def _forwarded_for(req: Request) -> list[str]:
     """Every X-Forwarded-For field of the request, as sent."""

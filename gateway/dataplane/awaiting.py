@@ -1,0 +1,130 @@
+"""The coroutine side of an exchange (`exchange.Exchange`, a base of it): send a request
+whose body is streamed, with the backend's flow control, wait for the answer's head, read or
+settle its body. Waits have no timer: the pool's deadline sweeper fails an exchange whose
+`wait_until` has passed (it scans `waiting`), and the callbacks wake `waiter`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any, Protocol
+
+from gateway.errors import UpstreamClosed, UpstreamError
+
+__all__ = ["Awaiting", "Body"]
+
+Body = bytes | AsyncIterator[bytes] | None
+
+
+class _Pool(Protocol):
+    waiting: set[Any]  # (the exchanges waiting on a backend, which the sweeper scans)
+
+
+class Awaiting:
+    """The coroutines of an exchange; its state is the exchange's (declared here)."""
+
+    # (what these coroutines write; the exchange's other state is in its own slots)
+    __slots__ = ("_chunked_out", "buffered", "chunks", "read_paused", "unsent", "wait_until",
+                 "waiter")
+
+    loop: asyncio.AbstractEventLoop
+    pool: _Pool
+    transport: asyncio.Transport | None
+    closed: bool
+    error: UpstreamError | None
+    waiter: asyncio.Future[None] | None
+    idle: float
+    deadline: float
+    wait_until: float
+    headers_done: bool
+    complete: bool
+    chunks: list[bytes]
+    buffered: int
+    read_paused: bool
+    unsent: bool
+    _write_paused: bool
+    _chunked_out: bool
+
+    async def _wait(self) -> None:
+        # No timer per wait (a uvloop timer costs ~3 µs to arm and cancel, 5% of a
+        # request): the pool's deadline sweeper checks `wait_until` every few ms.
+        fut = self.loop.create_future()
+        self.waiter = fut
+        self.wait_until = min(self.loop.time() + self.idle, self.deadline)
+        waiting = self.pool.waiting
+        waiting.add(self)
+        try:
+            await fut
+        finally:
+            waiting.discard(self)
+            self.waiter = None
+
+    async def send(self, head: bytes, body: Body, chunked: bool = False) -> None:
+        """Write the request. A streamed body is sent chunked when `chunked`, else as is."""
+        self._chunked_out = chunked
+        tr = self.transport
+        if tr is None or self.closed:
+            raise UpstreamClosed("connection closed before sending")
+        if body is None or isinstance(body, bytes):
+            tr.write(head + body if body else head)
+            return
+        tr.write(head)
+        self.unsent = True
+        async for chunk in body:
+            if self.error is not None:
+                raise self.error
+            if self.headers_done:
+                return  # the backend answered early: stop sending (and never reuse this)
+            if chunk:
+                tr.write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if self._chunked_out else chunk)
+            while self._write_paused:  # the backend is slow to take the body: its deadlines
+                if self.error is not None:
+                    raise self.error
+                if self.closed:
+                    raise UpstreamClosed("backend closed while receiving the body")
+                if self.headers_done:
+                    return
+                await self._wait()
+        if self._chunked_out and not self.headers_done:
+            tr.write(b"0\r\n\r\n")
+        self.unsent = self.headers_done and self._chunked_out
+
+    async def read_head(self) -> None:
+        while not self.headers_done:
+            if self.error is not None:
+                raise self.error
+            await self._wait()
+
+    async def read(self) -> bytes:
+        """Next body bytes; b'' at the end. Raises UpstreamError when the body is cut."""
+        while True:
+            if self.chunks:
+                chunks = self.chunks
+                data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+                self.chunks = []
+                self.buffered = 0
+                if self.read_paused and self.transport:
+                    self.read_paused = False
+                    self.transport.resume_reading()
+                return data
+            if self.complete:
+                return b""
+            if self.error is not None:
+                raise self.error
+            await self._wait()
+
+    async def settle(self, limit: int) -> None:
+        """Wait until the whole body has arrived or more than `limit` bytes of it, reading
+        nothing out (a small answer must be seen whole before it is judged)."""
+        while not self.complete and self.buffered <= limit:
+            if self.error is not None:
+                raise self.error
+            await self._wait()
+
+    def peek_body(self) -> bytes:
+        """The body received so far, left in place."""
+        chunks = self.chunks
+        if len(chunks) > 1:
+            self.chunks = chunks = [b"".join(chunks)]
+        return chunks[0] if chunks else b""
