@@ -1,6 +1,7 @@
-"""dataplane/parsing.py's field callback without sockets: the fields a head yields (compared
-with a reference split of the same bytes over random heads, whole and fragmented) and the
-limits at their exact boundaries. (test_protocol.py's fakes.)"""
+"""dataplane/parsing.py's field callback and the version read from a request line, without
+sockets: the fields a head yields (compared with a reference split of the same bytes over
+random heads, whole and fragmented), the limits at their exact boundaries, and the version
+kept for a head completed in a later read. (test_protocol.py's fakes.)"""
 
 from __future__ import annotations
 
@@ -111,3 +112,29 @@ def test_field_names_are_classified_once_per_spelling_and_the_table_stays_bounde
         assert len(NAMES) <= 4096
     assert NAMES.get(b"x-invented-4999") == PLAIN  # (remembered after the table started over)
     assert NAMES[b"HoSt"] == HOST and wire.NAMES is NAMES
+
+
+@pytest.mark.parametrize("reads, http10", [
+    # the request line whole in the first read, the head completed in a later one: the
+    # version read from that line holds
+    ([b"GET /v HTTP/1.0\r\nHo", b"st: x\r\n\r\n"], True),
+    ([b"GET /v HTTP/1.1\r\nHo", b"st: x\r\n\r\n"], False),
+    # the line cut: the parser is asked
+    ([b"GET /v HTT", b"P/1.0\r\nHost: x\r\n\r\n"], True),
+    # a version read for the first head of a read is not the second head's
+    ([GET_B + b"GET /v HTTP/1.0\r\nHo", b"st: x\r\nConnection: keep-alive\r\n\r\n"], True),
+    ([b"GET /b HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\n\r\nGET /v HTTP/1.1\r\nHo",
+      b"st: x\r\n\r\n"], False),
+    # a read of empty lines before the request line
+    ([GET_B, b"\r\n", b"\r\nGET /v HTTP/1.0\r\n", b"Host: x\r\n\r\n"], True),
+])
+async def test_a_head_completed_in_a_later_read_has_its_own_version(reads: list[bytes],
+                                                                   http10: bool) -> None:
+    h = Recorder()
+    proto, _, _ = connect(h)
+    for data in reads:
+        proto.data_received(data)
+    await until(lambda: bool(h.seen) and h.seen[-1].target == b"/v")
+    req = h.seen[-1]
+    assert req.http10 is http10
+    assert req.keep_alive is (not http10 or b"keep-alive" in reads[-1])

@@ -102,9 +102,10 @@ class HttpProtocol(Parsing, Deadlines, asyncio.Protocol):
         self.closed = False
         self.stopped = False                   # parse nothing more (a refused request)
         self.deadline = 0.0                    # for the next (or current) request head
-        # the HTTP version of the first request line of this read, when that line was whole
-        # in it and began it (" HTTP/1.1" or " HTTP/1.0" right before its CRLF): its head's
-        # version needs no parser call; any other case asks the parser
+        # the HTTP version of the first request line of a read that began between requests,
+        # when that line was whole in it (" HTTP/1.1" or " HTTP/1.0" right before its CRLF),
+        # until that request's head is complete (in that read or a later one): its version
+        # needs no parser call; any other case asks the parser
         self.version_hint: str | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.timer_at = 0.0
@@ -137,14 +138,16 @@ class HttpProtocol(Parsing, Deadlines, asyncio.Protocol):
             data, self.held = self.held + data, b""
         if len(data) <= SLICE:  # (`_feed`, inline: most reads)
             self.fresh = False
-            self.version_hint = None
             if self.parsing is None:  # a request line starts this read: its version, if whole
+                hint = None  # (else one from an earlier read is its head's: still true)
                 j = data.find(b"\n")  # (the parser's own answer formats a string: 0.4 µs)
                 if j >= 10:
-                    if data.startswith(b" HTTP/1.1\r", j - 10):
-                        self.version_hint = "1.1"
-                    elif data.startswith(b" HTTP/1.0\r", j - 10):
-                        self.version_hint = "1.0"
+                    end = data[j - 10:j]
+                    if end == b" HTTP/1.1\r":
+                        hint = "1.1"
+                    elif end == b" HTTP/1.0\r":
+                        hint = "1.0"
+                self.version_hint = hint
             try:
                 self.parser.feed_data(data)
             except httptools.HttpParserUpgrade:
@@ -265,9 +268,10 @@ class HttpProtocol(Parsing, Deadlines, asyncio.Protocol):
         if self.dispatching:
             return
         self.dispatching = True
+        queue = self.queue  # (connection_lost replaces it, and sets `closed`)
         try:
-            while self.queue and not self.closed:
-                req = self.queue[0]
+            while queue and not self.closed:
+                req = queue[0]
                 if req.dispatched or self.write_paused:
                     return  # (a client reading none of its answers gets no more of them)
                 if req.refused is not None:
@@ -332,12 +336,17 @@ class HttpProtocol(Parsing, Deadlines, asyncio.Protocol):
             return
         if not queue:
             if self.parsing is None:
-                self.deadline = self.clock.now + self.limits.keepalive_timeout
-            if self.timer is None or self.deadline < self.timer_at:
-                self._arm(self.deadline)  # (or the deadline of a head begun meanwhile)
+                self.deadline = deadline = self.clock.now + self.limits.keepalive_timeout
+            else:
+                deadline = self.deadline  # (of a head begun meanwhile)
+            if self.timer is None or deadline < self.timer_at:
+                self._arm(deadline)
+            if self.read_paused:
+                self._resume()
+            return
         if self.read_paused and len(queue) <= 1:
             self._resume()
-        if queue and not self.dispatching:
+        if not self.dispatching:
             self._dispatch()
 
     # ------------------------------------------------------------------ flow control
