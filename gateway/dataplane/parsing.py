@@ -1,7 +1,8 @@
 """The llhttp callbacks of a data-plane connection: the head as it arrives (limits counted,
 Host/framing/Expect/Upgrade noted, `_` aliases refused), its checks once whole, trailers
-dropped, the body collected with flow control, and when each request is handed on.
-A base of `protocol.HttpProtocol`, which owns the connection, its queue and deadlines.
+dropped, the body collected with flow control, when each request is handed on, and what
+a parse error or an overlong open field becomes. A base of `protocol.HttpProtocol`, which
+owns the connection (its reads), its queue and deadlines.
 """
 
 from __future__ import annotations
@@ -64,6 +65,26 @@ class Parsing:
     _arm: Callable[[float], None]
     _pause: Callable[[], None]
     _dispatch: Callable[[], None]
+    _malformed: Callable[[int, str], None]
+
+    def _parse_error(self, exc: Exception) -> None:
+        """llhttp refused the bytes (`exc`, an httptools error), or a callback did."""
+        cause = exc.__context__
+        if isinstance(cause, Stop):
+            return
+        if isinstance(cause, Refuse):
+            self._malformed(cause.status, cause.message)
+        else:
+            self._malformed(400, f"malformed request: {exc}")
+
+    def _open_field(self, n: int) -> None:
+        """A read wholly inside a head or trailer section whose field is still open:
+        httptools holds such a field until its end, so its bytes are counted here (a
+        section's complete fields are counted exactly as they arrive)."""
+        self.wire_bytes += n
+        if self.wire_bytes > MAX_HEAD:
+            self._malformed(400, "the request head is too large" if self.in_head
+                            else "the trailer section is too large")
 
     def on_message_begin(self) -> None:
         if self.stopped or self.closing:

@@ -41,9 +41,7 @@ from gateway.dataplane.wire import (
     SMALL_BODY,
     Handler,
     Limits,
-    Refuse,
     Server,
-    Stop,
     error_response,
 )
 
@@ -200,24 +198,6 @@ class HttpProtocol(Parsing, Deadlines, asyncio.Protocol):
             return
         if (self.in_head or self.in_trailer) and not self.fresh:
             self._open_field(len(data))
-
-    def _parse_error(self, exc: httptools.HttpParserError) -> None:
-        cause = exc.__context__
-        if isinstance(cause, Stop):
-            return
-        if isinstance(cause, Refuse):
-            self._malformed(cause.status, cause.message)
-        else:
-            self._malformed(400, f"malformed request: {exc}")
-
-    def _open_field(self, n: int) -> None:
-        """A read wholly inside a head or trailer section whose field is still open:
-        httptools holds such a field until its end, so its bytes are counted here (a
-        section's complete fields are counted exactly as they arrive)."""
-        self.wire_bytes += n
-        if self.wire_bytes > MAX_HEAD:
-            self._malformed(400, "the request head is too large" if self.in_head
-                            else "the trailer section is too large")
 
     def eof_received(self) -> bool:
         """The client closed its side. Answers still pending are dropped and their backend
