@@ -519,8 +519,9 @@ async def test_a_large_body_in_one_read_is_parsed_in_one_piece() -> None:
 
 @pytest.mark.parametrize("step", [0, 1, 7])
 async def test_each_pipelined_head_is_read_in_its_own_http_version(step: int) -> None:
-    """The first request line of a read gives its version without asking the parser; every
-    head after it in the same read, and any head begun in an earlier read, asks the parser."""
+    """The first request line of a read gives its version without asking the parser (also
+    when its head is completed by a later read); every head after it in the same read, and
+    one whose first line was cut, asks the parser."""
     h = Recorder()
     proto, tr, server = connect(h)
     feed(proto, b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n"

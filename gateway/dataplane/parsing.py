@@ -1,7 +1,8 @@
 """The llhttp callbacks of a data-plane connection: the head as it arrives (limits counted,
 Host/framing/Expect/Upgrade noted, `_` aliases refused), its checks once whole, trailers
-dropped, the body collected with flow control, and when each request is handed on.
-A base of `protocol.HttpProtocol`, which owns the connection, its queue and deadlines.
+dropped, the body collected with flow control, when each request is handed on, and what
+a parse error or an overlong open field becomes. A base of `protocol.HttpProtocol`, which
+owns the connection (its reads), its queue and deadlines.
 """
 
 from __future__ import annotations
@@ -29,10 +30,14 @@ from gateway.dataplane.wire import (
     Limits,
     Refuse,
     Stop,
-    name_kind,
 )
 
 __all__ = ["Parsing"]
+
+# A head (or trailer section) of at most this many counted bytes is within MAX_HEAD and
+# holds fewer than MAX_HEADERS fields (each field counts at least 5: a name, and 4)
+_COUNTED = 5 * MAX_HEADERS
+assert _COUNTED < MAX_HEAD
 
 
 class Parsing:
@@ -60,6 +65,26 @@ class Parsing:
     _arm: Callable[[float], None]
     _pause: Callable[[], None]
     _dispatch: Callable[[], None]
+    _malformed: Callable[[int, str], None]
+
+    def _parse_error(self, exc: Exception) -> None:
+        """llhttp refused the bytes (`exc`, an httptools error), or a callback did."""
+        cause = exc.__context__
+        if isinstance(cause, Stop):
+            return
+        if isinstance(cause, Refuse):
+            self._malformed(cause.status, cause.message)
+        else:
+            self._malformed(400, f"malformed request: {exc}")
+
+    def _open_field(self, n: int) -> None:
+        """A read wholly inside a head or trailer section whose field is still open:
+        httptools holds such a field until its end, so its bytes are counted here (a
+        section's complete fields are counted exactly as they arrive)."""
+        self.wire_bytes += n
+        if self.wire_bytes > MAX_HEAD:
+            self._malformed(400, "the request head is too large" if self.in_head
+                            else "the trailer section is too large")
 
     def on_message_begin(self) -> None:
         if self.stopped or self.closing:
@@ -77,43 +102,50 @@ class Parsing:
     def on_url(self, url: bytes) -> None:
         req = self.parsing
         assert req is not None
-        req.target += url
-        if len(req.target) > MAX_LINE:
+        req.target = target = req.target + url
+        if len(target) > MAX_LINE:
             raise Refuse(400, "the request target is too long")
         self.head_bytes += len(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        req = self.parsing
-        assert req is not None
+        # (a call per field of every request: few operations on the common path, which is
+        # most of the head's cost; the rare cases are checked behind one comparison each)
         n = len(name) + len(value)
         if n > MAX_LINE:
             raise Refuse(400, "a header field is too long")
-        self.head_bytes += n + 4
-        if self.head_bytes > MAX_HEAD:
-            raise Refuse(400, "the request head is too large" if self.in_head
-                          else "the trailer section is too large")
+        self.head_bytes = size = self.head_bytes + n + 4
+        if size > _COUNTED:  # (below it, neither limit can be reached)
+            if size > MAX_HEAD:
+                raise Refuse(400, "the request head is too large" if self.in_head
+                             else "the trailer section is too large")
+            if self.in_head and len(self.parsing.raw_headers) >= MAX_HEADERS:  # type: ignore[union-attr]
+                raise Refuse(400, f"more than {MAX_HEADERS} header fields")
         if not self.in_head:
             # A chunked body's trailer section: never merged into the head (RFC 9110
             # §6.5.1), which was routed and is forwarded without it; dropped.
             return
-        raw = req.raw_headers
-        if len(raw) >= MAX_HEADERS:
-            raise Refuse(400, f"more than {MAX_HEADERS} header fields")
         if value and value[-1] in (32, 9):
             value = value.rstrip(b" \t")  # llhttp keeps trailing whitespace
-        raw.append((name, value))
-        kind = NAMES.get(name)
-        if kind is None:
-            kind = name_kind(name)
-        if not kind:
-            return
+        self.parsing.raw_headers.append((name, value))  # type: ignore[union-attr]  # (in a head)
+        kind = NAMES[name]
+        if kind:
+            req = self.parsing
+            assert req is not None
+            if kind == HOST and req.host is None:
+                req.host = value
+            elif kind == LENGTH:
+                req.content_length = int(value)  # llhttp checked: digits, no duplicates
+            else:
+                self._field(kind, name, value)
+
+    def _field(self, kind: int, name: bytes, value: bytes) -> None:
+        """A field that means something to the connection (see `wire.name_kind`), other
+        than a first Host or Content-Length."""
+        req = self.parsing
+        assert req is not None
         if kind == HOST:
-            if req.host is not None:
-                raise Refuse(400, "more than one Host header")
-            req.host = value
-        elif kind == LENGTH:
-            req.content_length = int(value)  # llhttp checked: digits, no duplicates
-        elif kind == CHUNKED:
+            raise Refuse(400, "more than one Host header")
+        if kind == CHUNKED:
             req.chunked = True  # llhttp checked: chunked last, no Content-Length
         elif kind == EXPECT:
             req.expect_continue = value.lower() == b"100-continue"
@@ -132,37 +164,33 @@ class Parsing:
         assert req is not None
         self.in_head = False
         p = self.parser
-        req.method = p.get_method()
+        req.method = method = p.get_method()
         version = self.version_hint  # (the first head of a read: see HttpProtocol)
         if version is None:
             version = p.get_http_version()
         else:
             self.version_hint = None
-        req.http10 = version == "1.0"
         req.keep_alive = p.should_keep_alive()
-        if req.refused is None:
-            if version != "1.1" and not req.http10:
-                req.refused = (400, f"HTTP/{version} is not spoken here; use HTTP/1.1")
-            elif req.method == b"CONNECT":  # (an Upgrade field was refused as it came)
-                req.refused = (400, "protocol upgrades are not proxied")
-            elif req.http10 and req.chunked:
-                req.refused = (400, "Transfer-Encoding is not allowed in HTTP/1.0 requests")
-            elif req.host is None and not req.http10:
-                req.refused = (400, "an HTTP/1.1 request needs a Host header")
-        if req.refused is not None:
+        if version != "1.1":
+            req.http10 = version == "1.0"
+        refused = req.refused
+        if refused is None and (version != "1.1" or method == b"CONNECT" or req.host is None):
+            req.refused = refused = _refusal(req, version)
+        if refused is not None:
             req.keep_alive = False
             self.stopped = True  # answered in turn, then the connection closes
-        req.last_body = self.clock.now
+        req.last_body = now = self.clock.now
         queue = self.queue
         queue.append(req)
+        length = req.content_length
         if len(queue) > 1:
             if not self.read_paused:
                 self._pause()  # pipelined: read on once the answers caught up
-        elif req.refused is not None or req.chunked or req.expect_continue or (
-                req.content_length is not None and req.content_length > SMALL_BODY):
+        elif refused is not None or req.chunked or req.expect_continue or (
+                length is not None and length > SMALL_BODY):
             self._dispatch()  # handed over at its head (else once its small body is in)
-        elif req.content_length:  # the small body's deadline
-            when = req.last_body + self.limits.body_timeout
+        elif length:  # the small body's deadline
+            when = now + self.limits.body_timeout
             if self.timer is None or when < self.timer_at:
                 self._arm(when)
 
@@ -182,12 +210,12 @@ class Parsing:
             return
         req.chunks.append(data)
         n = len(data)
-        req.buffered += n
+        req.buffered = buffered = req.buffered + n
         req.body_size += n
         req.last_body = self.clock.now
         if req.waiter is not None:
             req.wake()
-        if req.buffered > BODY_HIGH and not self.read_paused:
+        if buffered > BODY_HIGH and not self.read_paused:
             self._pause()
 
     def on_message_complete(self) -> None:
@@ -199,3 +227,17 @@ class Parsing:
         if req.waiter is not None:
             req.wake()
         self._dispatch()
+
+
+def _refusal(req: Request, version: str) -> tuple[int, str] | None:
+    """Why a whole head is refused, if it is (the rare heads: not HTTP/1.1, CONNECT, or no
+    Host; an Upgrade field was refused as it came)."""
+    if version != "1.1" and not req.http10:
+        return (400, f"HTTP/{version} is not spoken here; use HTTP/1.1")
+    if req.method == b"CONNECT":
+        return (400, "protocol upgrades are not proxied")
+    if req.http10 and req.chunked:
+        return (400, "Transfer-Encoding is not allowed in HTTP/1.0 requests")
+    if req.host is None and not req.http10:
+        return (400, "an HTTP/1.1 request needs a Host header")
+    return None

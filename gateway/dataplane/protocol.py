@@ -41,9 +41,7 @@ from gateway.dataplane.wire import (
     SMALL_BODY,
     Handler,
     Limits,
-    Refuse,
     Server,
-    Stop,
     error_response,
 )
 
@@ -62,6 +60,16 @@ def c_parser() -> bool:
 
 class HttpProtocol(Parsing, Deadlines, asyncio.Protocol):
     """One HTTP/1.1 client connection of the data plane."""
+
+    # Slots, not instance dict entries: over ~30 attributes CPython 3.11 stops sharing the
+    # dict's keys and every `self.x` of the callbacks takes the slower dict-with-hint access
+    # (the mixins declare none: mypy would refuse their writes to these; the instance dict
+    # their lack of slots leaves stays empty)
+    __slots__ = ("clock", "closed", "closing", "deadline", "dispatching", "drainer", "fresh",
+                 "handler", "head_bytes", "held", "in_head", "in_trailer", "limits", "loop",
+                 "parser", "parsing", "paused_at", "queue", "read_paused", "remote", "remote_b",
+                 "replaying", "seen", "server", "stopped", "timer", "timer_at", "transport",
+                 "version_hint", "wire_bytes", "write_paused")
 
     def __init__(self, server: Server, loop: asyncio.AbstractEventLoop) -> None:
         self.server = server
@@ -92,9 +100,10 @@ class HttpProtocol(Parsing, Deadlines, asyncio.Protocol):
         self.closed = False
         self.stopped = False                   # parse nothing more (a refused request)
         self.deadline = 0.0                    # for the next (or current) request head
-        # the HTTP version of the first request line of this read, when that line was whole
-        # in it and began it (" HTTP/1.1" or " HTTP/1.0" right before its CRLF): its head's
-        # version needs no parser call; any other case asks the parser
+        # the HTTP version of the first request line of a read that began between requests,
+        # when that line was whole in it (" HTTP/1.1" or " HTTP/1.0" right before its CRLF),
+        # until that request's head is complete (in that read or a later one): its version
+        # needs no parser call; any other case asks the parser
         self.version_hint: str | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.timer_at = 0.0
@@ -127,14 +136,16 @@ class HttpProtocol(Parsing, Deadlines, asyncio.Protocol):
             data, self.held = self.held + data, b""
         if len(data) <= SLICE:  # (`_feed`, inline: most reads)
             self.fresh = False
-            self.version_hint = None
             if self.parsing is None:  # a request line starts this read: its version, if whole
+                hint = None  # (else one from an earlier read is its head's: still true)
                 j = data.find(b"\n")  # (the parser's own answer formats a string: 0.4 µs)
                 if j >= 10:
-                    if data.startswith(b" HTTP/1.1\r", j - 10):
-                        self.version_hint = "1.1"
-                    elif data.startswith(b" HTTP/1.0\r", j - 10):
-                        self.version_hint = "1.0"
+                    end = data[j - 10:j]
+                    if end == b" HTTP/1.1\r":
+                        hint = "1.1"
+                    elif end == b" HTTP/1.0\r":
+                        hint = "1.0"
+                self.version_hint = hint
             try:
                 self.parser.feed_data(data)
             except httptools.HttpParserUpgrade:
@@ -188,24 +199,6 @@ class HttpProtocol(Parsing, Deadlines, asyncio.Protocol):
         if (self.in_head or self.in_trailer) and not self.fresh:
             self._open_field(len(data))
 
-    def _parse_error(self, exc: httptools.HttpParserError) -> None:
-        cause = exc.__context__
-        if isinstance(cause, Stop):
-            return
-        if isinstance(cause, Refuse):
-            self._malformed(cause.status, cause.message)
-        else:
-            self._malformed(400, f"malformed request: {exc}")
-
-    def _open_field(self, n: int) -> None:
-        """A read wholly inside a head or trailer section whose field is still open:
-        httptools holds such a field until its end, so its bytes are counted here (a
-        section's complete fields are counted exactly as they arrive)."""
-        self.wire_bytes += n
-        if self.wire_bytes > MAX_HEAD:
-            self._malformed(400, "the request head is too large" if self.in_head
-                            else "the trailer section is too large")
-
     def eof_received(self) -> bool:
         """The client closed its side. Answers still pending are dropped and their backend
         exchanges freed (nginx's default, `proxy_ignore_client_abort off`, and aiohttp's):
@@ -255,9 +248,10 @@ class HttpProtocol(Parsing, Deadlines, asyncio.Protocol):
         if self.dispatching:
             return
         self.dispatching = True
+        queue = self.queue  # (connection_lost replaces it, and sets `closed`)
         try:
-            while self.queue and not self.closed:
-                req = self.queue[0]
+            while queue and not self.closed:
+                req = queue[0]
                 if req.dispatched or self.write_paused:
                     return  # (a client reading none of its answers gets no more of them)
                 if req.refused is not None:
@@ -322,12 +316,17 @@ class HttpProtocol(Parsing, Deadlines, asyncio.Protocol):
             return
         if not queue:
             if self.parsing is None:
-                self.deadline = self.clock.now + self.limits.keepalive_timeout
-            if self.timer is None or self.deadline < self.timer_at:
-                self._arm(self.deadline)  # (or the deadline of a head begun meanwhile)
+                self.deadline = deadline = self.clock.now + self.limits.keepalive_timeout
+            else:
+                deadline = self.deadline  # (of a head begun meanwhile)
+            if self.timer is None or deadline < self.timer_at:
+                self._arm(deadline)
+            if self.read_paused:
+                self._resume()
+            return
         if self.read_paused and len(queue) <= 1:
             self._resume()
-        if queue and not self.dispatching:
+        if not self.dispatching:
             self._dispatch()
 
     # ------------------------------------------------------------------ flow control

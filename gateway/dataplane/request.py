@@ -240,8 +240,9 @@ class Request:
         """A whole answer (head and body) in one write; the request is over."""
         self.responded = True
         conn = self.conn
-        if not conn.closed and conn.transport is not None:  # (`conn.write`, inline)
-            conn.transport.write(data)
+        transport = conn.transport
+        if transport is not None and not conn.closed:  # (`conn.write`, inline)
+            transport.write(data)
         conn.finished(self)
 
     def start(self, head: bytes, chunked: bool) -> None:

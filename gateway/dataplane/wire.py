@@ -85,21 +85,31 @@ _UNDERSCORE_ALIASES = frozenset({
 PLAIN, HOST, LENGTH, CHUNKED, EXPECT, UPGRADE, ALIASED, TRACEPARENT = range(8)
 _KINDS = {b"host": HOST, b"content-length": LENGTH, b"transfer-encoding": CHUNKED,
           b"expect": EXPECT, b"upgrade": UPGRADE, b"traceparent": TRACEPARENT}
-NAMES: dict[bytes, int] = {}  # a field name as sent -> what it is to us (learned once)
+
+
+class _Kinds(dict[bytes, int]):
+    """A field name as sent -> what it is to us, learned once per spelling: `NAMES[name]`
+    (one subscript per field of every request, no method call)."""
+
+    def __missing__(self, name: bytes) -> int:
+        low = name.lower()
+        kind = _KINDS.get(low, PLAIN)
+        if b"_" in low:
+            alias = low.replace(b"_", b"-")
+            if alias in _UNDERSCORE_ALIASES or alias.startswith(b"x-killgate-"):
+                kind = ALIASED
+        if len(self) >= 4096:  # names a client invents are bounded: start over
+            self.clear()
+        self[name] = kind
+        return kind
+
+
+NAMES = _Kinds()
 
 
 def name_kind(name: bytes) -> int:
     """What a field name is to the connection (see the kinds above); remembered."""
-    low = name.lower()
-    kind = _KINDS.get(low, PLAIN)
-    if b"_" in low:
-        alias = low.replace(b"_", b"-")
-        if alias in _UNDERSCORE_ALIASES or alias.startswith(b"x-killgate-"):
-            kind = ALIASED
-    if len(NAMES) >= 4096:  # names a client invents are bounded: start over
-        NAMES.clear()
-    NAMES[name] = kind
-    return kind
+    return NAMES[name]
 
 
 class Refuse(Exception):
