@@ -304,8 +304,9 @@ class Proxy(Answers):
                      length: int | None, raw_target: bytes,
                      traceparent: bytes | None = None, body: bytes = b"") -> bytes:
         """The head for the backend (and `body`, when given, after it in the same bytes)."""
-        first = b"%s %s%s HTTP/1.1\r\nhost: %s\r\n" % (req.method, target.path_bytes,
-                                                       raw_target, host_header)
+        # the request line and our Host as parts (joined once, with the rest of the head)
+        first = [req.method, b" ", target.path_bytes, raw_target, b" HTTP/1.1\r\nhost: ",
+                 host_header, b"\r\n"]
         trusted = self.client_address  # behind trusted proxies: the chain they vouch for
         if trusted is None:
             # the x-forwarded-* lines of a socket peer and Host (bounded cache: the same
