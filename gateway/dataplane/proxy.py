@@ -244,13 +244,15 @@ class Proxy(Answers):
                         f"{req.method.decode('latin-1')} {path}")
             return
         req.rec.stable = plan.stable
-        pin = req.headers.get("x-killgate-pin") if plan.allow_pin else None
-        if pin is not None and pin not in plan.targets:
-            self._error(req, 400, "unknown_version",
-                        f"x-killgate-pin names no version of route {plan.name!r}", plan)
-            return
-        sticky = req.headers.get(plan.sticky_header) if plan.sticky_header else None
-        choice = plan.choose(sticky, pin, self.rand)
+        choice = plan.fixed  # (one version takes all traffic; no pins, no sticky keys)
+        if choice is None:
+            pin = req.headers.get("x-killgate-pin") if plan.allow_pin else None
+            if pin is not None and pin not in plan.targets:
+                self._error(req, 400, "unknown_version",
+                            f"x-killgate-pin names no version of route {plan.name!r}", plan)
+                return
+            sticky = req.headers.get(plan.sticky_header) if plan.sticky_header else None
+            choice = plan.choose(sticky, pin, self.rand)
         if req.span is not None:
             trace_choice(req.span, plan, choice, model, path)
         if choice.target is None:

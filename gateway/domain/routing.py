@@ -113,6 +113,7 @@ class RoutePlan:
         "excluded",
         "fallback",
         "fallback_body",
+        "fixed",
         "fold_case",
         "headers",
         "host",
@@ -208,6 +209,9 @@ class RoutePlan:
         only = all_names[0] if len(all_names) == 1 else None
         self._only = (Choice(self.targets[only], WEIGHTED)
                       if only is not None and not killed and self._elig_names == (only,) else None)
+        # ... and no request can ask for another (no pins, no sticky key): the choice of every
+        # request, which the proxy takes without calling `choose`
+        self.fixed = self._only if not self.allow_pin and self.sticky_header is None else None
 
     def effective_weights(self) -> dict[str, float]:
         """Each version's share of new traffic in percent (0 for those that cannot serve)."""
