@@ -60,7 +60,7 @@ class Flight(Handle):
     is its own in-flight `Handle` (kills find it by route and version, and cut its exchange)."""
 
     __slots__ = ("att", "budget", "complete", "deadline", "decision", "faulted", "field",
-                 "first", "new_connection", "plan",
+                 "new_connection", "plan",
                  "prefix", "proxy", "raw_target", "req", "routing_path", "so_far", "started",
                  "target", "targets", "task", "whole")
 
@@ -74,7 +74,7 @@ class Flight(Handle):
         self.proxy = proxy
         self.req = req
         self.plan = plan
-        self.target = self.first = target
+        self.target = target
         self.decision = decision
         self.prefix = prefix        # the body (complete) or its first bytes, in memory
         self.complete = complete    # the whole body is in `prefix`: it can be sent again
@@ -260,8 +260,8 @@ class Flight(Handle):
     def _next(self, outcome: Outcome, err: UpstreamError | None, ex: Exchange | None) -> bool:
         """Ask the plan; True when the request goes on (the target is updated), False when
         it has been answered here."""
-        if self.targets is None:
-            self.targets = self.plan.failover_for(self.first.name)
+        if self.targets is None:  # (asked once, before any move: `target` is the first)
+            self.targets = self.plan.failover_for(self.target.name)
         proxy = self.proxy
         plan = self.plan
         budget = self.budget

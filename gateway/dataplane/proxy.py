@@ -104,8 +104,38 @@ class Proxy(Answers):
             return
         inflight.count += 1
         req.flight = _ADMITTED
-        try:
-            self._decide(req, self.holder.table)
+        try:  # (the decision is inline here: a call less on every request)
+            table = self.holder.table
+            cl = req.content_length
+            if cl is not None and cl > self.max_body:
+                self.too_large(req, None)
+                return
+            try:
+                known = self._targets.get(req.target)  # the same few paths, again and again
+                if known is None:
+                    path, target_s = split_target(req.target.decode("latin-1"))
+                    known = (path, target_s.encode("latin-1"))
+                    if len(req.target) <= _CACHED_TARGET:
+                        if len(self._targets) >= _CACHE_MAX:
+                            self._targets.clear()
+                        self._targets[req.target] = known
+                path, target = known
+                host = self._hosts.get(req.host)
+                if host is None:
+                    raw = req.host
+                    host = route_host(req.headers.get("host") if raw and not raw.isascii()
+                                      else raw.decode("ascii") if raw else None)
+                    if raw is not None and len(raw) <= _CACHED_TARGET:
+                        if len(self._hosts) >= _CACHE_MAX:
+                            self._hosts.clear()
+                        self._hosts[raw] = host
+            except BadTarget as exc:
+                self._bad(req, "target", str(exc))
+                return
+            if not table.model_routes or not table.needs_model(path, host, req.headers):
+                self._route(req, table, path, target, host, None, None, None)
+                return
+            self._by_model(req, table, path, target, host)
         except BadHeader as exc:
             self._bad(req, "header_encoding", str(exc))
 
@@ -152,36 +182,9 @@ class Proxy(Answers):
 
     # ------------------------------------------------------------------ decisions
 
-    def _decide(self, req: Request, table: RouteTable) -> None:
-        cl = req.content_length
-        if cl is not None and cl > self.max_body:
-            self.too_large(req, None)
-            return
-        try:
-            known = self._targets.get(req.target)  # the same few paths, again and again
-            if known is None:
-                path, target_s = split_target(req.target.decode("latin-1"))
-                known = (path, target_s.encode("latin-1"))
-                if len(req.target) <= _CACHED_TARGET:
-                    if len(self._targets) >= _CACHE_MAX:
-                        self._targets.clear()
-                    self._targets[req.target] = known
-            path, target = known
-            host = self._hosts.get(req.host)
-            if host is None:
-                raw = req.host
-                host = route_host(req.headers.get("host") if raw and not raw.isascii()
-                                  else raw.decode("ascii") if raw else None)
-                if raw is not None and len(raw) <= _CACHED_TARGET:
-                    if len(self._hosts) >= _CACHE_MAX:
-                        self._hosts.clear()
-                    self._hosts[raw] = host
-        except BadTarget as exc:
-            self._bad(req, "target", str(exc))
-            return
-        if not table.model_routes or not table.needs_model(path, host, req.headers):
-            self._route(req, table, path, target, host, None, None, None)
-            return
+    def _by_model(self, req: Request, table: RouteTable, path: str, target: bytes,
+                  host: str) -> None:
+        """A route may match by the body's `model`: read it (peeking when it is not all in)."""
         headers = req.headers
         charset = declared_charset(headers.get("content-type"))
         if charset is not None and charset not in ("utf-8", "utf8"):
