@@ -167,8 +167,9 @@ def request_head(first_line: bytes | list[bytes], raw: Iterable[tuple[bytes, byt
     conn: list[bytes] | None = None
     via: list[bytes] | None = None
     for name, value in raw:
-        act = cache.get(name)
-        if act is None:
+        try:
+            act = cache[name]  # (a subscript costs less than a `get` call)
+        except KeyError:
             act = _learn(name, drop, cache, answer=False)
         if not act:  # _KEEP (one extend by a tuple costs less than four appends)
             parts += (name, b": ", value, b"\r\n")
