@@ -105,7 +105,7 @@ class Proxy(Answers):
         inflight.count += 1
         req.flight = _ADMITTED
         try:  # (the decision is inline here: a call less on every request)
-            table = self.holder.table
+            table = self.holder.held.table  # (the field itself: `holder.table` is a call)
             cl = req.content_length
             if cl is not None and cl > self.max_body:
                 self.too_large(req, None)
