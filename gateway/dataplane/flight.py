@@ -66,7 +66,11 @@ class Flight(Handle):
 
     def __init__(self, proxy: FlightHost, req: Request, plan: RoutePlan, target: Target,
                  decision: str, prefix: bytes | None, complete: bool, field: ModelField | None,
-                 raw_target: bytes, routing_path: str) -> None:
+                 raw_target: bytes, routing_path: str, faulted: str | None = None) -> None:
+        """Made when a request is routed, and started at once (made and started in one call:
+        a call less per request): it is `req.flight` from then on, findable by kills, and
+        sent now on an idle pooled connection, or its slow path runs. `faulted`: a drill
+        request's version that must seem to fail."""
         self.route = plan.name  # the Handle's fields: what a kill matches, what it cuts
         self.version: str | None = None
         self.exchange: Exchange | None = None  # the exchange this flight holds, if any
@@ -89,17 +93,17 @@ class Flight(Handle):
         self.deadline = proxy.clock.now + plan.config.timeouts.total
         self.budget = None if plan.config.retry is None else proxy.budget(plan)
         self.att: AttemptSpan | None = None  # this attempt's trace span (tracing on)
-        self.faulted: str | None = None  # a drill request: the version it must see fail
+        self.faulted = faulted  # a drill request: the version it must see fail
         self.new_connection = False  # the next attempt opens a connection (a stale one failed)
+        # start (the request may be answered before this returns: it is the flight first)
+        req.flight = self
+        proxy.inflight.handles.add(self)
+        if self.budget is not None:
+            self.budget.request(proxy.clock.now)
+        if not (complete and self._fast()):
+            self._spawn(run(self))
 
     # ------------------------------------------------------------------ entry points
-
-    def start(self) -> None:
-        self.proxy.inflight.handles.add(self)
-        if self.budget is not None:
-            self.budget.request(self.proxy.clock.now)
-        if not (self.complete and self._fast()):
-            self._spawn(run(self))
 
     def client_gone(self) -> None:
         """The client went away: stop whatever is under way, and free the backend side."""

@@ -263,12 +263,11 @@ class Proxy(Answers):
             return
         if prefix is None and req.body_done:
             prefix, complete = req.body(), True
-        flight = Flight(self, req, plan, choice.target, choice.decision, prefix, complete,
-                        field, target, path)
-        if table.doc.drills:  # a failover drill's request (signed token) may miss one version
-            flight.faulted = self.faults.version(req.headers, table.doc, plan.name)
-        req.flight = flight
-        flight.start()
+        # a failover drill's request (signed token) may miss one version
+        faulted = (self.faults.version(req.headers, table.doc, plan.name) if table.doc.drills
+                   else None)
+        Flight(self, req, plan, choice.target, choice.decision, prefix, complete, field,
+               target, path, faulted)  # (it starts itself: `req.flight` is it)
 
     def _remember(self, key: tuple[str, str], plan: RoutePlan) -> None:
         """Keep a match of the current table (short paths and Hosts; cleared when full)."""
