@@ -329,8 +329,9 @@ class Proxy(Answers):
                 req.remote, _forwarded_for(req)).encode(), req.host)
         if traceparent is not None:  # ours replaces the client's: the backend joins our span
             fwd += b"traceparent: %s\r\n" % traceparent
-            return request_head(first, req.raw_headers, fwd, length, traced=True, body=body)
-        return request_head(first, req.raw_headers, fwd, length, body=body)
+            return request_head(first, req.raw_headers, fwd, length, True, body)
+        # (all positional: a call with keywords is not specialised)
+        return request_head(first, req.raw_headers, fwd, length, False, body)
 
     def _forwarded_lines(self, xff: bytes, host: bytes | None) -> bytes:
         fwd = b"x-forwarded-for: %s\r\nx-forwarded-proto: %s\r\n" % (xff, self.scheme_b)
