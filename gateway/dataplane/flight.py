@@ -90,7 +90,7 @@ class Flight(Handle):
         self.task: asyncio.Task[None] | None = None
         self.whole = False          # fast path: waiting for a small answer to be complete
         self.started = 0.0
-        self.deadline = proxy.clock.now + plan.config.timeouts.total
+        self.deadline = proxy.clock.now + plan.total_timeout
         self.budget = None if plan.config.retry is None else proxy.budget(plan)
         self.att: AttemptSpan | None = None  # this attempt's trace span (tracing on)
         self.faulted = faulted  # a drill request: the version it must see fail
@@ -135,7 +135,7 @@ class Flight(Handle):
     def _fast(self) -> bool:
         """Send the request now on an idle pooled connection; False if there is none."""
         target = self.target
-        if target.name == self.faulted:
+        if self.faulted is not None and target.name == self.faulted:
             self.started = self.proxy.clock.now
             self._failed(DrillFault())  # as if never reached: the plan moves it on
             return True
@@ -164,7 +164,7 @@ class Flight(Handle):
             traceparent = self.att.traceparent
         ex.begin_drive(self, proxy.request_head(req, target, pool.host_header, len(body),
                                                 self.raw_target, traceparent, body),
-                       self.deadline, self.plan.config.timeouts.idle, req.method == b"HEAD")
+                       self.deadline, self.plan.idle_timeout, req.method == b"HEAD")
         return True
 
     def upstream(self, ex: Exchange) -> None:

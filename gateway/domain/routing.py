@@ -117,6 +117,7 @@ class RoutePlan:
         "fold_case",
         "headers",
         "host",
+        "idle_timeout",
         "killed",
         "match_keys",
         "model",
@@ -128,6 +129,7 @@ class RoutePlan:
         "stable",
         "sticky_header",
         "targets",
+        "total_timeout",
         "weights",
     )
 
@@ -148,6 +150,9 @@ class RoutePlan:
         self.match_keys = rc.match.keys()
         self.sticky_header = rc.sticky.header if rc.sticky else None
         self.allow_pin = rc.allow_pin
+        # read by every request (one load each, not three through the config)
+        self.total_timeout = rc.timeouts.total
+        self.idle_timeout = rc.timeouts.idle
         self.fallback: FallbackConfig | None = rc.fallback
         fb = rc.fallback
         # serialised once here, not per request (a YAML alias tree could make it costly)
