@@ -91,7 +91,7 @@ class Flight(Handle):
         self.whole = False          # fast path: waiting for a small answer to be complete
         self.started = 0.0
         self.deadline = proxy.clock.now + plan.total_timeout
-        self.budget = None if plan.config.retry is None else proxy.budget(plan)
+        self.budget = None if plan.retry is None else proxy.budget(plan)
         self.att: AttemptSpan | None = None  # this attempt's trace span (tracing on)
         self.faulted = faulted  # a drill request: the version it must see fail
         self.new_connection = False  # the next attempt opens a connection (a stale one failed)

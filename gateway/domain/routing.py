@@ -124,6 +124,7 @@ class RoutePlan:
         "name",
         "prefix",
         "previous",
+        "retry",
         "shadow",
         "shadow_off",
         "stable",
@@ -150,9 +151,11 @@ class RoutePlan:
         self.match_keys = rc.match.keys()
         self.sticky_header = rc.sticky.header if rc.sticky else None
         self.allow_pin = rc.allow_pin
-        # read by every request (one load each, not three through the config)
+        # read by every request: a slot each (a config model's attribute is a slow lookup:
+        # pydantic's BaseModel defines __getattr__, so CPython 3.11 does not specialise it)
         self.total_timeout = rc.timeouts.total
         self.idle_timeout = rc.timeouts.idle
+        self.retry = rc.retry
         self.fallback: FallbackConfig | None = rc.fallback
         fb = rc.fallback
         # serialised once here, not per request (a YAML alias tree could make it costly)
