@@ -328,3 +328,16 @@ def test_no_fixed_choice_when_a_request_could_be_routed_otherwise(
         w2: float, extra: str, doc: StateDoc, unhealthy: frozenset[tuple[str, str]]) -> None:
     plan = build_table(parse_config_text(_plain(w2, extra)), doc, unhealthy=unhealthy).by_name["iris"]
     assert plan.fixed is None
+
+
+def test_the_plan_carries_the_settings_every_request_reads() -> None:
+    """Timeouts and retry settings are copied onto the plan (slots: a config model's
+    attributes are slow to read), and stay what the config says."""
+    extra = "    timeouts: {total: 7s, idle: 3s}\n    retry: {attempts: 2, retry_on: [reset]}\n"
+    rc_plan = build_table(parse_config_text(_plain(0, extra)), StateDoc()).by_name["iris"]
+    assert (rc_plan.total_timeout, rc_plan.idle_timeout) == (7, 3)
+    assert rc_plan.retry is rc_plan.config.retry and rc_plan.retry.attempts == 2
+    plain = build_table(parse_config_text(_plain()), StateDoc()).by_name["iris"]
+    assert plain.retry is None
+    assert (plain.total_timeout, plain.idle_timeout) == (plain.config.timeouts.total,
+                                                        plain.config.timeouts.idle)
