@@ -159,10 +159,7 @@ def request_head(first_line: bytes | list[bytes], raw: Iterable[tuple[bytes, byt
         drop, cache = _REQUEST_DROP_TRACED, _TRACED_NAMES
     else:
         drop, cache = _REQUEST_DROP, _REQUEST_NAMES
-    if isinstance(first_line, bytes):
-        parts = [first_line]
-    else:
-        parts = first_line
+    parts = [first_line] if isinstance(first_line, bytes) else first_line
     line_parts = len(parts)
     conn: list[bytes] | None = None
     via: list[bytes] | None = None
