@@ -269,7 +269,7 @@ class Flight(Handle):
         proxy = self.proxy
         plan = self.plan
         budget = self.budget
-        retry = plan.config.retry
+        retry = plan.retry
         nxt = next_attempt(self.so_far, outcome, len(self.targets), self.complete,
                            proxy.policy(plan),
                            lambda: budget is not None and retry is not None

@@ -286,18 +286,18 @@ class Proxy(Answers):
     # ------------------------------------------------------------------ what flights use
 
     def policy(self, plan: RoutePlan) -> Policy:
-        """The route's retry settings as the attempts plan wants them (cached per config)."""
-        rc = plan.config
+        """The route's retry settings as the attempts plan wants them (cached per settings:
+        the plan's copy, as every read here, is a slot, not a config model's attribute)."""
+        retry = plan.retry
         cached = self._policies.get(plan.name)
-        if cached is not None and cached[0] is rc:
+        if cached is not None and cached[0] is retry:
             return cached[1]
-        retry = rc.retry
         policy = Policy() if retry is None else Policy(frozenset(retry.retry_on), retry.attempts)
-        self._policies[plan.name] = (rc, policy)
+        self._policies[plan.name] = (retry, policy)
         return policy
 
     def budget(self, plan: RoutePlan) -> RetryBudget | None:
-        if plan.config.retry is None:
+        if plan.retry is None:
             return None
         b = self._budgets.get(plan.name)
         if b is None:
