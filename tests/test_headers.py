@@ -41,6 +41,26 @@ def test_request_head_keeps_end_to_end_fields_only() -> None:
     assert chunked.endswith(b"transfer-encoding: chunked\r\n\r\n")
 
 
+@pytest.mark.parametrize("raw", [
+    RAW,  # Connection names a field: the second pass (`_kept`) rebuilds from the first line
+    [(b"Host", b"h"), (b"Content-Length", b"3"), (b"Content-Type", b"application/json")],
+    [],
+])
+@pytest.mark.parametrize("traced", [False, True])
+def test_request_head_from_the_first_line_as_parts_is_the_same_bytes(
+        raw: list[tuple[bytes, bytes]], traced: bool) -> None:
+    """The proxy hands the request line and Host over as a list of parts (no formatting per
+    request): the head is byte for byte the one built from the joined line."""
+    parts = [b"POST", b" ", b"/base", b"/v2/x?q=1", b" HTTP/1.1\r\nhost: ", b"backend:9",
+             b"\r\n"]
+    line = b"".join(parts)
+    fwd = b"x-forwarded-for: 127.0.0.1\r\nx-forwarded-proto: http\r\n"
+    for length, body in ((3, b"abc"), (None, b"")):
+        expected = request_head(line, raw, fwd, length, traced, body)
+        assert expected.startswith(line)
+        assert request_head(list(parts), raw, fwd, length, traced, body) == expected
+
+
 def test_response_head_keeps_end_to_end_fields_and_frames_the_body_itself() -> None:
     raw = [(b"Content-Type", b"application/json"), (b"Connection", b"X-Backend-Secret"),
            (b"X-Backend-Secret", b"s"), (b"Proxy-Authenticate", b"Basic"),

@@ -294,3 +294,50 @@ def test_a_killed_or_unhealthy_shadow_gets_no_copies_and_a_promoted_one_serves()
     plan = build_table(cfg, StateDoc(generation=2, overrides={"iris": ov})).by_name["iris"]
     assert plan.shadow is None and plan.shadow_off == "serving"
     assert plan.effective_weights() == {"v1": 90.0, "v2": 10.0}
+
+
+def _plain(w2: float = 0, extra: str = "") -> str:
+    """One route without pins or sticky keys (what `RoutePlan.fixed` is for)."""
+    return f"""
+routes:
+  - name: iris
+    match: {{path_prefix: /v2/models/iris}}
+    stable: v1
+{extra}    versions:
+      - {{name: v1, url: "http://127.0.0.1:9101", weight: 100}}
+      - {{name: v2, url: "http://127.0.0.1:9102", weight: {w2}}}
+"""
+
+
+def test_the_fixed_choice_is_what_choose_gives_every_request() -> None:
+    plan = build_table(parse_config_text(_plain()), StateDoc()).by_name["iris"]
+    assert plan.fixed is not None
+    assert plan.fixed == plan.choose(None, None, random.random)
+    assert (plan.fixed.target.name, plan.fixed.decision) == ("v1", "weighted")
+
+
+@pytest.mark.parametrize(("w2", "extra", "doc", "unhealthy"), [
+    (10, "", StateDoc(), frozenset()),  # a split: a draw per request
+    (0, "    allow_pin: true\n", StateDoc(), frozenset()),  # a request may pin v2
+    (0, "    sticky: {header: x-user-id}\n", StateDoc(), frozenset()),  # sticky keys
+    (0, "", StateDoc(generation=1, kills={"route:iris": _kill("route", "iris")}),
+     frozenset()),  # killed: no version
+    (0, "", StateDoc(), frozenset({("iris", "v1")})),  # the stable cannot serve
+])
+def test_no_fixed_choice_when_a_request_could_be_routed_otherwise(
+        w2: float, extra: str, doc: StateDoc, unhealthy: frozenset[tuple[str, str]]) -> None:
+    plan = build_table(parse_config_text(_plain(w2, extra)), doc, unhealthy=unhealthy).by_name["iris"]
+    assert plan.fixed is None
+
+
+def test_the_plan_carries_the_settings_every_request_reads() -> None:
+    """Timeouts and retry settings are copied onto the plan (slots: a config model's
+    attributes are slow to read), and stay what the config says."""
+    extra = "    timeouts: {total: 7s, idle: 3s}\n    retry: {attempts: 2, retry_on: [reset]}\n"
+    rc_plan = build_table(parse_config_text(_plain(0, extra)), StateDoc()).by_name["iris"]
+    assert (rc_plan.total_timeout, rc_plan.idle_timeout) == (7, 3)
+    assert rc_plan.retry is rc_plan.config.retry and rc_plan.retry.attempts == 2
+    plain = build_table(parse_config_text(_plain()), StateDoc()).by_name["iris"]
+    assert plain.retry is None
+    assert (plain.total_timeout, plain.idle_timeout) == (plain.config.timeouts.total,
+                                                        plain.config.timeouts.idle)

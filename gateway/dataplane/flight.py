@@ -60,13 +60,17 @@ class Flight(Handle):
     is its own in-flight `Handle` (kills find it by route and version, and cut its exchange)."""
 
     __slots__ = ("att", "budget", "complete", "deadline", "decision", "faulted", "field",
-                 "first", "new_connection", "plan",
+                 "new_connection", "plan",
                  "prefix", "proxy", "raw_target", "req", "routing_path", "so_far", "started",
                  "target", "targets", "task", "whole")
 
     def __init__(self, proxy: FlightHost, req: Request, plan: RoutePlan, target: Target,
                  decision: str, prefix: bytes | None, complete: bool, field: ModelField | None,
-                 raw_target: bytes, routing_path: str) -> None:
+                 raw_target: bytes, routing_path: str, faulted: str | None = None) -> None:
+        """Made when a request is routed, and started at once (made and started in one call:
+        a call less per request): it is `req.flight` from then on, findable by kills, and
+        sent now on an idle pooled connection, or its slow path runs. `faulted`: a drill
+        request's version that must seem to fail."""
         self.route = plan.name  # the Handle's fields: what a kill matches, what it cuts
         self.version: str | None = None
         self.exchange: Exchange | None = None  # the exchange this flight holds, if any
@@ -74,7 +78,7 @@ class Flight(Handle):
         self.proxy = proxy
         self.req = req
         self.plan = plan
-        self.target = self.first = target
+        self.target = target
         self.decision = decision
         self.prefix = prefix        # the body (complete) or its first bytes, in memory
         self.complete = complete    # the whole body is in `prefix`: it can be sent again
@@ -86,20 +90,20 @@ class Flight(Handle):
         self.task: asyncio.Task[None] | None = None
         self.whole = False          # fast path: waiting for a small answer to be complete
         self.started = 0.0
-        self.deadline = proxy.clock.now + plan.config.timeouts.total
-        self.budget = None if plan.config.retry is None else proxy.budget(plan)
+        self.deadline = proxy.clock.now + plan.total_timeout
+        self.budget = None if plan.retry is None else proxy.budget(plan)
         self.att: AttemptSpan | None = None  # this attempt's trace span (tracing on)
-        self.faulted: str | None = None  # a drill request: the version it must see fail
+        self.faulted = faulted  # a drill request: the version it must see fail
         self.new_connection = False  # the next attempt opens a connection (a stale one failed)
+        # start (the request may be answered before this returns: it is the flight first)
+        req.flight = self
+        proxy.inflight.handles.add(self)
+        if self.budget is not None:
+            self.budget.request(proxy.clock.now)
+        if not (complete and self._fast()):
+            self._spawn(run(self))
 
     # ------------------------------------------------------------------ entry points
-
-    def start(self) -> None:
-        self.proxy.inflight.handles.add(self)
-        if self.budget is not None:
-            self.budget.request(self.proxy.clock.now)
-        if not (self.complete and self._fast()):
-            self._spawn(run(self))
 
     def client_gone(self) -> None:
         """The client went away: stop whatever is under way, and free the backend side."""
@@ -131,7 +135,7 @@ class Flight(Handle):
     def _fast(self) -> bool:
         """Send the request now on an idle pooled connection; False if there is none."""
         target = self.target
-        if target.name == self.faulted:
+        if self.faulted is not None and target.name == self.faulted:
             self.started = self.proxy.clock.now
             self._failed(DrillFault())  # as if never reached: the plan moves it on
             return True
@@ -160,7 +164,7 @@ class Flight(Handle):
             traceparent = self.att.traceparent
         ex.begin_drive(self, proxy.request_head(req, target, pool.host_header, len(body),
                                                 self.raw_target, traceparent, body),
-                       self.deadline, self.plan.config.timeouts.idle, req.method == b"HEAD")
+                       self.deadline, self.plan.idle_timeout, req.method == b"HEAD")
         return True
 
     def upstream(self, ex: Exchange) -> None:
@@ -260,12 +264,12 @@ class Flight(Handle):
     def _next(self, outcome: Outcome, err: UpstreamError | None, ex: Exchange | None) -> bool:
         """Ask the plan; True when the request goes on (the target is updated), False when
         it has been answered here."""
-        if self.targets is None:
-            self.targets = self.plan.failover_for(self.first.name)
+        if self.targets is None:  # (asked once, before any move: `target` is the first)
+            self.targets = self.plan.failover_for(self.target.name)
         proxy = self.proxy
         plan = self.plan
         budget = self.budget
-        retry = plan.config.retry
+        retry = plan.retry
         nxt = next_attempt(self.so_far, outcome, len(self.targets), self.complete,
                            proxy.policy(plan),
                            lambda: budget is not None and retry is not None

@@ -24,7 +24,14 @@ from gateway.domain.routing import RoutePlan, RouteTable, Target
 from gateway.errors import UpstreamError
 from gateway.telemetry.metrics import Metrics
 
-__all__ = ["FlightHost", "Forwarding", "TableSource"]
+__all__ = ["FlightHost", "Forwarding", "Held", "TableSource"]
+
+
+class Held(Protocol):
+    """The one value a `TableSource` swaps (control/table.py's `Held`): its table is a field."""
+
+    @property
+    def table(self) -> RouteTable: ...
 
 
 class TableSource(Protocol):
@@ -32,6 +39,9 @@ class TableSource(Protocol):
 
     @property
     def table(self) -> RouteTable: ...
+
+    @property
+    def held(self) -> Held: ...  # (`held.table` reads a field: `table` is a property, a call)
 
 
 class FlightHost(Protocol):

@@ -109,8 +109,38 @@ class Proxy(Answers):
             return
         inflight.count += 1
         req.flight = _ADMITTED
-        try:
-            self._decide(req, self.holder.table)
+        try:  # (the decision is inline here: a call less on every request)
+            table = self.holder.held.table  # (the field itself: `holder.table` is a call)
+            cl = req.content_length
+            if cl is not None and cl > self.max_body:
+                self.too_large(req, None)
+                return
+            try:
+                known = self._targets.get(req.target)  # the same few paths, again and again
+                if known is None:
+                    path, target_s = split_target(req.target.decode("latin-1"))
+                    known = (path, target_s.encode("latin-1"))
+                    if len(req.target) <= _CACHED_TARGET:
+                        if len(self._targets) >= _CACHE_MAX:
+                            self._targets.clear()
+                        self._targets[req.target] = known
+                path, target = known
+                host = self._hosts.get(req.host)
+                if host is None:
+                    raw = req.host
+                    host = route_host(req.headers.get("host") if raw and not raw.isascii()
+                                      else raw.decode("ascii") if raw else None)
+                    if raw is not None and len(raw) <= _CACHED_TARGET:
+                        if len(self._hosts) >= _CACHE_MAX:
+                            self._hosts.clear()
+                        self._hosts[raw] = host
+            except BadTarget as exc:
+                self._bad(req, "target", str(exc))
+                return
+            if not table.model_routes or not table.needs_model(path, host, req.headers):
+                self._route(req, table, path, target, host, None, None, None)
+                return
+            self._by_model(req, table, path, target, host)
         except BadHeader as exc:
             self._bad(req, "header_encoding", str(exc))
 
@@ -157,36 +187,9 @@ class Proxy(Answers):
 
     # ------------------------------------------------------------------ decisions
 
-    def _decide(self, req: Request, table: RouteTable) -> None:
-        cl = req.content_length
-        if cl is not None and cl > self.max_body:
-            self.too_large(req, None)
-            return
-        try:
-            known = self._targets.get(req.target)  # the same few paths, again and again
-            if known is None:
-                path, target_s = split_target(req.target.decode("latin-1"))
-                known = (path, target_s.encode("latin-1"))
-                if len(req.target) <= _CACHED_TARGET:
-                    if len(self._targets) >= _CACHE_MAX:
-                        self._targets.clear()
-                    self._targets[req.target] = known
-            path, target = known
-            host = self._hosts.get(req.host)
-            if host is None:
-                raw = req.host
-                host = route_host(req.headers.get("host") if raw and not raw.isascii()
-                                  else raw.decode("ascii") if raw else None)
-                if raw is not None and len(raw) <= _CACHED_TARGET:
-                    if len(self._hosts) >= _CACHE_MAX:
-                        self._hosts.clear()
-                    self._hosts[raw] = host
-        except BadTarget as exc:
-            self._bad(req, "target", str(exc))
-            return
-        if not table.model_routes or not table.needs_model(path, host, req.headers):
-            self._route(req, table, path, target, host, None, None, None)
-            return
+    def _by_model(self, req: Request, table: RouteTable, path: str, target: bytes,
+                  host: str) -> None:
+        """A route may match by the body's `model`: read it (peeking when it is not all in)."""
         headers = req.headers
         charset = declared_charset(headers.get("content-type"))
         if charset is not None and charset not in ("utf-8", "utf8"):
@@ -249,13 +252,15 @@ class Proxy(Answers):
                         f"{req.method.decode('latin-1')} {path}")
             return
         req.rec.stable = plan.stable
-        pin = req.headers.get("x-killgate-pin") if plan.allow_pin else None
-        if pin is not None and pin not in plan.targets:
-            self._error(req, 400, "unknown_version",
-                        f"x-killgate-pin names no version of route {plan.name!r}", plan)
-            return
-        sticky = req.headers.get(plan.sticky_header) if plan.sticky_header else None
-        choice = plan.choose(sticky, pin, self.rand)
+        choice = plan.fixed  # (one version takes all traffic; no pins, no sticky keys)
+        if choice is None:
+            pin = req.headers.get("x-killgate-pin") if plan.allow_pin else None
+            if pin is not None and pin not in plan.targets:
+                self._error(req, 400, "unknown_version",
+                            f"x-killgate-pin names no version of route {plan.name!r}", plan)
+                return
+            sticky = req.headers.get(plan.sticky_header) if plan.sticky_header else None
+            choice = plan.choose(sticky, pin, self.rand)
         if req.span is not None:
             trace_choice(req.span, plan, choice, model, path)
         if choice.target is None:
@@ -263,12 +268,11 @@ class Proxy(Answers):
             return
         if prefix is None and req.body_done:
             prefix, complete = req.body(), True
-        flight = Flight(self, req, plan, choice.target, choice.decision, prefix, complete,
-                        field, target, path)
-        if table.doc.drills:  # a failover drill's request (signed token) may miss one version
-            flight.faulted = self.faults.version(req.headers, table.doc, plan.name)
-        req.flight = flight
-        flight.start()
+        # a failover drill's request (signed token) may miss one version
+        faulted = (self.faults.version(req.headers, table.doc, plan.name) if table.doc.drills
+                   else None)
+        Flight(self, req, plan, choice.target, choice.decision, prefix, complete, field,
+               target, path, faulted)  # (it starts itself: `req.flight` is it)
 
     def _remember(self, key: tuple[str, str], plan: RoutePlan) -> None:
         """Keep a match of the current table (short paths and Hosts; cleared when full)."""
@@ -287,18 +291,18 @@ class Proxy(Answers):
     # ------------------------------------------------------------------ what flights use
 
     def policy(self, plan: RoutePlan) -> Policy:
-        """The route's retry settings as the attempts plan wants them (cached per config)."""
-        rc = plan.config
+        """The route's retry settings as the attempts plan wants them (cached per settings:
+        the plan's copy, as every read here, is a slot, not a config model's attribute)."""
+        retry = plan.retry
         cached = self._policies.get(plan.name)
-        if cached is not None and cached[0] is rc:
+        if cached is not None and cached[0] is retry:
             return cached[1]
-        retry = rc.retry
         policy = Policy() if retry is None else Policy(frozenset(retry.retry_on), retry.attempts)
-        self._policies[plan.name] = (rc, policy)
+        self._policies[plan.name] = (retry, policy)
         return policy
 
     def budget(self, plan: RoutePlan) -> RetryBudget | None:
-        if plan.config.retry is None:
+        if plan.retry is None:
             return None
         b = self._budgets.get(plan.name)
         if b is None:
@@ -309,8 +313,9 @@ class Proxy(Answers):
                      length: int | None, raw_target: bytes,
                      traceparent: bytes | None = None, body: bytes = b"") -> bytes:
         """The head for the backend (and `body`, when given, after it in the same bytes)."""
-        first = b"%s %s%s HTTP/1.1\r\nhost: %s\r\n" % (req.method, target.path_bytes,
-                                                       raw_target, host_header)
+        # the request line and our Host as parts (joined once, with the rest of the head)
+        first = [req.method, b" ", target.path_bytes, raw_target, b" HTTP/1.1\r\nhost: ",
+                 host_header, b"\r\n"]
         trusted = self.client_address  # behind trusted proxies: the chain they vouch for
         if trusted is None:
             # the x-forwarded-* lines of a socket peer and Host (bounded cache: the same
@@ -329,8 +334,9 @@ class Proxy(Answers):
                 req.remote, _forwarded_for(req)).encode(), req.host)
         if traceparent is not None:  # ours replaces the client's: the backend joins our span
             fwd += b"traceparent: %s\r\n" % traceparent
-            return request_head(first, req.raw_headers, fwd, length, traced=True, body=body)
-        return request_head(first, req.raw_headers, fwd, length, body=body)
+            return request_head(first, req.raw_headers, fwd, length, True, body)
+        # (all positional: a call with keywords is not specialised)
+        return request_head(first, req.raw_headers, fwd, length, False, body)
 
     def _forwarded_lines(self, xff: bytes, host: bytes | None) -> bytes:
         fwd = b"x-forwarded-for: %s\r\nx-forwarded-proto: %s\r\n" % (xff, self.scheme_b)

@@ -113,20 +113,24 @@ class RoutePlan:
         "excluded",
         "fallback",
         "fallback_body",
+        "fixed",
         "fold_case",
         "headers",
         "host",
+        "idle_timeout",
         "killed",
         "match_keys",
         "model",
         "name",
         "prefix",
         "previous",
+        "retry",
         "shadow",
         "shadow_off",
         "stable",
         "sticky_header",
         "targets",
+        "total_timeout",
         "weights",
     )
 
@@ -147,6 +151,11 @@ class RoutePlan:
         self.match_keys = rc.match.keys()
         self.sticky_header = rc.sticky.header if rc.sticky else None
         self.allow_pin = rc.allow_pin
+        # read by every request: a slot each (a config model's attribute is a slow lookup:
+        # pydantic's BaseModel defines __getattr__, so CPython 3.11 does not specialise it)
+        self.total_timeout = rc.timeouts.total
+        self.idle_timeout = rc.timeouts.idle
+        self.retry = rc.retry
         self.fallback: FallbackConfig | None = rc.fallback
         fb = rc.fallback
         # serialised once here, not per request (a YAML alias tree could make it costly)
@@ -208,6 +217,9 @@ class RoutePlan:
         only = all_names[0] if len(all_names) == 1 else None
         self._only = (Choice(self.targets[only], WEIGHTED)
                       if only is not None and not killed and self._elig_names == (only,) else None)
+        # ... and no request can ask for another (no pins, no sticky key): the choice of every
+        # request, which the proxy takes without calling `choose`
+        self.fixed = self._only if not self.allow_pin and self.sticky_header is None else None
 
     def effective_weights(self) -> dict[str, float]:
         """Each version's share of new traffic in percent (0 for those that cannot serve)."""
