@@ -64,6 +64,21 @@ class WindowStats:
         if len(latencies) >= _BATCH:
             self._flush((route, version), p)
 
+    def record_ok(self, route: str, version: str, latencies: list[float], now: float) -> None:
+        """`record` of answers that were no errors, all of one bucket (`now` is in it): what
+        `wiring.dataplane.Outcomes` hands over a batch at a time. The counts are the same as
+        one `record` per latency."""
+        if now >= self._until or now < self._sec:
+            self._roll(now)
+        try:
+            p = self._pending[route][version]
+        except KeyError:
+            p = self._pending.setdefault(route, {}).setdefault(version, [[], 0])
+        waiting = p[0]
+        waiting += latencies
+        if len(waiting) >= _BATCH:
+            self._flush((route, version), p)
+
     def _roll(self, now: float) -> None:
         """`now` is outside the current bucket: what waits goes to the old one first."""
         self._flush_all()
