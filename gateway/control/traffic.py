@@ -1,7 +1,8 @@
 """Live per-version traffic for the operator console, for the whole fleet.
 
 Owns this process's recent counts of every route (an observer the data plane tells how
-each exchange with a backend went: one 1-second bucket ring per route and version), their
+each exchange with a backend went, the "ok" ones a batch at a time through
+`wiring.dataplane.Outcomes`: one bucket ring per route and version), their
 publication to the state store every `step` seconds (one small blob per instance under a
 stats key no route can have), and the fleet view: every instance's published blob, this
 instance's own counts taken fresh, merged by `gateway.domain.traffic`; a view also removes

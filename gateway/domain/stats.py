@@ -6,8 +6,9 @@ request path, so it only appends: the current bucket's latencies and errors wait
 (route, version) and are put into the ring when the bucket ends, before any read, and when
 _BATCH wait (sorted, then one bisect per boundary, in C). Putting each request into its
 bucket as it came cost about 5,000 CPU instructions a request, 3 % of a proxied request
-(benchmarks/RESULTS.md §11, stop 20). `window` sums the last N seconds, `buckets` lists
-them. Pure apart from being mutable; time is passed in.
+(benchmarks/RESULTS.md §11, stop 20); `record_ok` takes a batch of answers of one bucket
+that were no errors. `window` sums the last N seconds, `buckets` lists them. Pure apart
+from being mutable; time is passed in.
 """
 
 from __future__ import annotations
