@@ -86,3 +86,21 @@ def test_forget_drops_what_waits_too() -> None:
     w.record("s", "v", False, 0.01, 10.2)
     assert list(w.buckets(60, 10.5)) == [("s", "v")]
     assert w.window("r", 60, 10.5) == {}
+
+
+def test_record_ok_counts_as_one_record_per_latency() -> None:
+    rnd = random.Random(11)
+    one, many = WindowStats(keep_seconds=60, bucket_s=5), WindowStats(keep_seconds=60, bucket_s=5)
+    now = 1000.0
+    for _ in range(300):
+        now += rnd.choice((0.0, 0.4, 3.0, -6.0))
+        version = rnd.choice(("v1", "v2"))
+        latencies = [rnd.uniform(0.0, 40.0) for _ in range(rnd.randrange(1, 40))]
+        for latency in latencies:
+            one.record("r", version, False, latency, now)
+        many.record_ok("r", version, latencies, now)
+        if rnd.random() < 0.1:
+            one.record("r", version, True, 0.5, now)
+            many.record("r", version, True, 0.5, now)
+    assert many.buckets(10**9, now) == one.buckets(10**9, now)
+    assert many.window("r", 30, now) == one.window("r", 30, now)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import aiohttp
 
@@ -45,6 +45,9 @@ class HealthMonitor:
         self._readmit: asyncio.TimerHandle | None = None
         self._clock = clock
         self._published: frozenset[Key] = frozenset()
+        # versions whose failure streak may not be 0 (any other's is): an "ok" for another
+        # version, the common case, costs one set lookup
+        self._streaking: set[Key] = set()
 
     def now(self) -> float:
         return self._clock() if self._clock else asyncio.get_running_loop().time()
@@ -152,16 +155,21 @@ class HealthMonitor:
     def outcome(self, route: str, version: str, kind: str, latency: float) -> None:
         if kind == "overflow":
             return  # our own queue's limit, not the backend's failure (nor a success)
-        rec = self.records.get((route, version))
+        key = (route, version)
+        if kind == "ok" and key not in self._streaking:
+            return  # (no streak to end)
+        rec = self.records.get(key)
         if rec is None:
+            self._streaking.discard(key)  # (a record made for it later starts at 0)
             return
         policy = self.policies.get(route)
         if policy is None:
             return  # outlier detection is off for this route
         if kind == "ok":
-            if rec.gateway_fail_streak or rec.fivexx_streak:
-                rec.traffic(kind, 0.0, policy)
+            rec.traffic(kind, 0.0, policy)
+            self._streaking.discard(key)
             return
+        self._streaking.add(key)
         now = self.now()
         if not self._others_serving(route, version, now):
             # Never eject the last version that serves: count, but do not trip.
@@ -173,6 +181,16 @@ class HealthMonitor:
             event(log, "version_ejected", logging.WARNING, route=route, version=version,
                   cause=kind, seconds=round(rec.ejected_until - now, 1), ejections=rec.ejections)
             self._publish()
+
+    def served(self, batch: Mapping[Key, list[float]], now: float) -> None:
+        """"ok" exchanges, a batch at a time (`wiring.dataplane.Outcomes`, which hands them
+        over before any other outcome): each ends its version's failure streaks."""
+        if self._streaking:
+            for route, version in batch:
+                self.outcome(route, version, "ok", 0.0)
+
+    def batched_by(self, flush: Callable[[], None]) -> None:
+        return None  # (nothing read here counts "ok" exchanges: streaks are read on failures)
 
     def _others_serving(self, route: str, version: str, now: float) -> bool:
         return any(r == route and v != version and rec.serving(now)

@@ -1,7 +1,8 @@
 """Live per-version traffic for the operator console, for the whole fleet.
 
 Owns this process's recent counts of every route (an observer the data plane tells how
-each exchange with a backend went: one 1-second bucket ring per route and version), their
+each exchange with a backend went, the "ok" ones a batch at a time through
+`wiring.dataplane.Outcomes`: one bucket ring per route and version), their
 publication to the state store every `step` seconds (one small blob per instance under a
 stats key no route can have), and the fleet view: every instance's published blob, this
 instance's own counts taken fresh, merged by `gateway.domain.traffic`; a view also removes
@@ -14,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from gateway.domain import traffic
@@ -54,11 +55,22 @@ class LiveTraffic:
         # changes every `step`), and a view serves every console asking within a second
         self._decoded: dict[tuple[str, float], traffic.Blob] = {}
         self._view: tuple[float, dict[str, Any]] | None = None
+        # hands over the outcomes a fan-out holds back (Outcomes.flush): before every read
+        self._held: Callable[[], None] = _nothing
 
     # ------------------------------------------------------------------ Observer
 
     def outcome(self, route: str, version: str, kind: str, latency: float) -> None:
         self.stats.record(route, version, kind != "ok", latency, self.clock())
+
+    def served(self, batch: Mapping[tuple[str, str], list[float]], now: float) -> None:
+        """"ok" exchanges of one second, a batch at a time (`wiring.dataplane.Outcomes`)."""
+        record = self.stats.record_ok
+        for (route, version), latencies in batch.items():
+            record(route, version, latencies, now)
+
+    def batched_by(self, flush: Callable[[], None]) -> None:
+        self._held = flush
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -70,6 +82,7 @@ class LiveTraffic:
         self._task = None
 
     def _blob(self) -> dict[str, Any]:
+        self._held()
         now = self.clock()
         return traffic.encode(self.instance, now, self.step,
                               self.stats.buckets(self.window + self.step, now))
@@ -102,6 +115,7 @@ class LiveTraffic:
         # our own counts are read here, on the loop that writes them; the rest (decoding
         # and summing thousands of points for a large fleet) runs in a thread, so the data
         # plane on this loop is never held up for its whole length
+        self._held()
         mine = self.stats.buckets(self.window + self.step, now)
         error = None
         try:
@@ -146,6 +160,10 @@ class LiveTraffic:
                    gone=sorted(b.instance for b in decoded.values() if b.instance != self.instance
                                and now - b.t > GONE_AFTER * self.window))
         return out
+
+
+def _nothing() -> None:
+    return None
 
 
 def _identity(blob: Any) -> tuple[str, float] | None:

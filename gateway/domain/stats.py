@@ -6,8 +6,9 @@ request path, so it only appends: the current bucket's latencies and errors wait
 (route, version) and are put into the ring when the bucket ends, before any read, and when
 _BATCH wait (sorted, then one bisect per boundary, in C). Putting each request into its
 bucket as it came cost about 5,000 CPU instructions a request, 3 % of a proxied request
-(benchmarks/RESULTS.md §11, stop 20). `window` sums the last N seconds, `buckets` lists
-them. Pure apart from being mutable; time is passed in.
+(benchmarks/RESULTS.md §11, stop 20); `record_ok` takes a batch of answers of one bucket
+that were no errors. `window` sums the last N seconds, `buckets` lists them. Pure apart
+from being mutable; time is passed in.
 """
 
 from __future__ import annotations
@@ -62,6 +63,21 @@ class WindowStats:
         if error:
             p[1] += 1
         if len(latencies) >= _BATCH:
+            self._flush((route, version), p)
+
+    def record_ok(self, route: str, version: str, latencies: list[float], now: float) -> None:
+        """`record` of answers that were no errors, all of one bucket (`now` is in it): what
+        `wiring.dataplane.Outcomes` hands over a batch at a time. The counts are the same as
+        one `record` per latency."""
+        if now >= self._until or now < self._sec:
+            self._roll(now)
+        try:
+            p = self._pending[route][version]
+        except KeyError:
+            p = self._pending.setdefault(route, {}).setdefault(version, [[], 0])
+        waiting = p[0]
+        waiting += latencies
+        if len(waiting) >= _BATCH:
             self._flush((route, version), p)
 
     def _roll(self, now: float) -> None:
