@@ -9,7 +9,7 @@ from collections import Counter
 import pytest
 
 from gateway.configfile import parse_config_text
-from gateway.domain.routing import path_matches
+from gateway.domain.routing import Choice, path_matches
 from gateway.domain.statedoc import KillFlag, StateDoc
 from gateway.domain.tablebuild import build_table
 
@@ -341,3 +341,35 @@ def test_the_plan_carries_the_settings_every_request_reads() -> None:
     assert plain.retry is None
     assert (plain.total_timeout, plain.idle_timeout) == (plain.config.timeouts.total,
                                                         plain.config.timeouts.idle)
+
+
+def test_the_fixed_choice_follows_every_document_a_kill_flips_in() -> None:
+    """`fixed` is the plan's own, never carried over by `rebuild_table` (which reuses a
+    plan's config-only parts): after a kill, a version kill, an override moving all traffic,
+    an unkill and a release, the proxy's shortcut gives what `choose` gives."""
+    from gateway.domain.statedoc import RouteOverride
+    from gateway.domain.tablebuild import rebuild_table
+
+    cfg = parse_config_text(_plain())
+    ov = RouteOverride("v2", {"v1": 0.0, "v2": 100.0}, "a", "r", "t", "weights")
+    steps = [  # (document, fixed, what choose gives)
+        (StateDoc(generation=1, kills={"route:iris": _kill("route", "iris")}),
+         None, (None, "killed")),
+        (StateDoc(generation=2, kills={"version:iris:v1": _kill("version", "iris", "v1")}),
+         None, ("v2", "failover")),
+        (StateDoc(generation=3), ("v1", "weighted"), ("v1", "weighted")),  # unkilled
+        (StateDoc(generation=4, overrides={"iris": ov}), ("v2", "weighted"),
+         ("v2", "weighted")),
+        (StateDoc(generation=5), ("v1", "weighted"), ("v1", "weighted")),  # released
+    ]
+    table = build_table(cfg, StateDoc())
+    assert table.by_name["iris"].fixed is not None
+    for doc, fixed, chosen in steps:
+        table = rebuild_table(table, cfg, doc)
+        plan = table.by_name["iris"]
+        assert (None if plan.fixed is None else _named(plan.fixed)) == fixed, doc
+        assert _named(plan.choose(None, None, random.random)) == chosen, doc
+
+
+def _named(c: Choice) -> tuple[str | None, str]:
+    return (c.target.name if c.target is not None else None, c.decision)
