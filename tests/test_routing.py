@@ -341,6 +341,7 @@ def test_the_plan_carries_the_settings_every_request_reads() -> None:
     assert plain.retry is None
     assert (plain.total_timeout, plain.idle_timeout) == (plain.config.timeouts.total,
                                                         plain.config.timeouts.idle)
+    assert plain.shadow_config is None
 
 
 def test_the_fixed_choice_follows_every_document_a_kill_flips_in() -> None:
@@ -373,3 +374,15 @@ def test_the_fixed_choice_follows_every_document_a_kill_flips_in() -> None:
 
 def _named(c: Choice) -> tuple[str | None, str]:
     return (c.target.name if c.target is not None else None, c.decision)
+
+
+def test_the_plan_carries_its_shadow_settings_whether_or_not_the_shadow_can_serve() -> None:
+    """`shadow_config` is the route's shadow section as configured (the proxy asks it of
+    every answer); `shadow` is the version copies go to, only while it can take them."""
+    cfg = _cfg(100, 0, extra="    shadow: {version: v2, sample: 1.0}")
+    plan = build_table(cfg, StateDoc()).by_name["iris"]
+    assert plan.shadow_config is plan.config.shadow and plan.shadow_config is not None
+    assert plan.shadow_config.version == "v2" and plan.shadow is not None
+    killed = StateDoc(kills={"version:iris:v2": _kill("version", "iris", "v2")})
+    plan = build_table(cfg, killed).by_name["iris"]
+    assert plan.shadow is None and plan.shadow_config is plan.config.shadow

@@ -20,7 +20,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from gateway.config import RouteConfig
@@ -60,17 +60,35 @@ class RolloutDriver:
         self._due: dict[str, float] = {}
         self._task: asyncio.Task[None] | None = None
         self._analysed: frozenset[str] = frozenset()
+        #: hands over the "ok" outcomes held back for `served` (`wiring.dataplane.Outcomes`)
+        self._held: Callable[[], None] = _nothing
         self._refresh_routes()
 
     def _refresh_routes(self) -> None:
-        self._analysed = frozenset(rc.name for rc in self.holder.loaded.config.routes
-                                   if rc.analysis is not None)
+        analysed = frozenset(rc.name for rc in self.holder.loaded.config.routes
+                             if rc.analysis is not None)
+        if analysed != self._analysed:
+            # what is held came while the old set held: counted by it, as if told of each
+            self._held()
+            self._analysed = analysed
 
     # ------------------------------------------------------------------ Observer
 
     def outcome(self, route: str, version: str, kind: str, latency: float) -> None:
         if route in self._analysed:
             self.stats.record(route, version, kind != "ok", latency, self.clock())
+
+    def served(self, batch: Mapping[tuple[str, str], list[float]], now: float) -> None:
+        """"ok" exchanges of one second, a batch at a time (`wiring.dataplane.Outcomes`):
+        the same counts as `outcome` of each."""
+        analysed = self._analysed
+        record = self.stats.record_ok
+        for (route, version), latencies in batch.items():
+            if route in analysed:
+                record(route, version, latencies, now)
+
+    def batched_by(self, flush: Callable[[], None]) -> None:
+        self._held = flush
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -107,6 +125,7 @@ class RolloutDriver:
         assert rc.analysis is not None
         now = self.clock()
         window = rc.analysis.window
+        self._held()  # (the "ok"s held back count too)
         local = self.stats.window(rc.name, window, now)
         if self.ejections is not None:
             for v in rc.versions:
@@ -279,3 +298,7 @@ def _weights(doc: StateDoc, rc: RouteConfig) -> dict[str, float]:
     if ov is not None:
         return dict(ov.weights)
     return {v.name: v.weight for v in rc.versions}
+
+
+def _nothing() -> None:
+    return None

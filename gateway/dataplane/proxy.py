@@ -346,7 +346,7 @@ class Proxy(Answers):
 
     def tap(self, flight: Forwarding) -> Tap | None:
         """A shadow copy's tap on this answer, when the route has a shadow and samples it."""
-        if flight.plan.config.shadow is None or self.shadow is None:
+        if flight.plan.shadow_config is None or self.shadow is None:
             return None
         req = flight.req
         return self.shadow.tap(flight.plan, flight.target, req.method, flight.raw_target,
@@ -361,7 +361,7 @@ class Proxy(Answers):
         status = ex.status
         raw = ex.headers
         body = ex.finish()  # (back in its pool: `ex` holds this answer until its `_reset`)
-        if plan.config.shadow is not None and (tap := self.tap(flight)) is not None:
+        if plan.shadow_config is not None and (tap := self.tap(flight)) is not None:
             tap.answer(status, raw, body)  # a copy goes once this answer is written
         length: int | None = len(body)
         if req.method == b"HEAD":
@@ -389,8 +389,9 @@ class Proxy(Answers):
         connection = (None if keep and not req.http10 else b"keep-alive" if keep else b"close")
         ours = self._labels.get((route, version, decision)) or self.labels(plan, target,
                                                                            decision)
-        if ex.general:
-            req.respond(response_head(status, raw, ours, length, connection, body=body))
+        if ex.general:  # (positional: a call with keywords is not specialised)
+            req.respond(response_head(status, raw, ours, length, connection, False, False,
+                                      body))
         else:  # (the fields were classified as they came: no second pass over them)
             req.respond(answer_head(status, ex.lines, ex.dated, ours, length, connection, body))
 

@@ -67,7 +67,7 @@ async def stream(flight: Forwarding, ex: Exchange) -> None:
         flight._finished()
         return
     cutter = EventCutter() if sse else None
-    tap = proxy.tap(flight) if plan.config.shadow is not None else None
+    tap = proxy.tap(flight) if plan.shadow_config is not None else None
     try:
         while True:
             data = await ex.read()

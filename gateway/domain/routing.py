@@ -126,6 +126,7 @@ class RoutePlan:
         "previous",
         "retry",
         "shadow",
+        "shadow_config",
         "shadow_off",
         "stable",
         "sticky_header",
@@ -156,6 +157,7 @@ class RoutePlan:
         self.total_timeout = rc.timeouts.total
         self.idle_timeout = rc.timeouts.idle
         self.retry = rc.retry
+        self.shadow_config = rc.shadow  # (the proxy asks of every answer: copies or none)
         self.fallback: FallbackConfig | None = rc.fallback
         fb = rc.fallback
         # serialised once here, not per request (a YAML alias tree could make it costly)
