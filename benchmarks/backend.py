@@ -10,8 +10,9 @@ little CPU per request as we can get from Python and the proxy under test domina
   With `--delay-ms D > 0` the answer is sent D ms later (loop.call_later, never blocking).
 * With `--sse`, `GET /sse` answers a chunked `text/event-stream`: the headers and the
   first `data: {...}` event at once, then one event every 100 ms, 5 events in all
-  (`--delay-ms` does not apply). Reading is paused while a stream runs, so a pipelined
-  request cannot interleave with it.
+  (`--delay-ms` does not apply). Each event carries `sent_ns`, the backend's
+  `time.monotonic_ns()` when it was written, so a client can time each event's delivery.
+  Reading is paused while a stream runs, so a pipelined request cannot interleave with it.
 * Prints one line `ready` on stdout once it listens; SIGTERM/SIGINT stop it.
 
 Delayed answers keep their order on a connection because timers with the same delay fire
@@ -26,6 +27,7 @@ import json
 import signal
 import socket
 import sys
+import time
 from collections.abc import Callable
 from typing import cast
 
@@ -44,9 +46,14 @@ SSE_INTERVAL_S = 0.1
 
 
 def sse_chunk(index: int) -> bytes:
-    """One SSE event framed as one HTTP chunk."""
-    payload = json.dumps({"index": index, "model_version": "v1", "token": f"t{index}"},
-                         separators=(",", ":"))
+    """One SSE event framed as one HTTP chunk.
+
+    `sent_ns` is CLOCK_MONOTONIC (system-wide on Linux) when the event is framed, just before
+    it is written: a client on the same machine subtracts it from its own reading to get each
+    event's delivery time.
+    """
+    payload = json.dumps({"index": index, "model_version": "v1", "token": f"t{index}",
+                          "sent_ns": time.monotonic_ns()}, separators=(",", ":"))
     event = f"data: {payload}\n\n".encode()
     return b"%x\r\n%s\r\n" % (len(event), event)
 

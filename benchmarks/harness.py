@@ -545,6 +545,7 @@ async def _sse_requests(url: str, n: int) -> dict[str, Any]:
 
     first_ms: list[float] = []
     total_ms: list[float] = []
+    event_ms: list[float] = []
     problems: list[str] = []
     timeout = aiohttp.ClientTimeout(total=10)
     async with aiohttp.ClientSession(timeout=timeout) as session:
@@ -558,18 +559,39 @@ async def _sse_requests(url: str, n: int) -> dict[str, Any]:
                         continue
                     first = await resp.content.readuntil(b"\n\n")
                     t1 = time.perf_counter()
-                    rest = await resp.read()
+                    later = await _later_events(resp.content)
                     t2 = time.perf_counter()
-            except (aiohttp.ClientError, TimeoutError) as exc:
+            except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
                 problems.append(f"{type(exc).__name__}: {exc}")
                 continue
-            events = (first + rest).count(b"data: ")
-            if not first.startswith(b"data: ") or events != 5 or b"killgate.error" in rest:
-                problems.append(f"bad stream ({events} events): {(first + rest)[:200]!r}")
+            events = 1 + len(later)
+            whole = first + b"".join(event for event, _ in later)
+            if not first.startswith(b"data: ") or events != 5 or b"killgate.error" in whole:
+                problems.append(f"bad stream ({events} events): {whole[:200]!r}")
             if i > 0:  # the first request only opens the connection
                 first_ms.append((t1 - t0) * 1000)
                 total_ms.append((t2 - t0) * 1000)
-    return {"first_ms": first_ms, "total_ms": total_ms, "problems": problems}
+                event_ms.extend(ms for _, ms in later)
+    return {"first_ms": first_ms, "total_ms": total_ms, "event_ms": event_ms,
+            "problems": problems}
+
+
+async def _later_events(content: Any) -> list[tuple[bytes, float]]:
+    """Each event after the first, with ms from the backend writing it to its arrival here.
+
+    The backend stamps every event with its CLOCK_MONOTONIC (`sent_ns`), which is one clock for
+    every process on this machine, so the difference is the event's whole delivery time.
+    """
+    out: list[tuple[bytes, float]] = []
+    while True:
+        event = await content.readuntil(b"\n\n")
+        if not event:
+            return out
+        arrived_ns = time.monotonic_ns()
+        if not event.endswith(b"\n\n"):
+            raise ValueError(f"stream ended inside an event: {event[:80]!r}")
+        sent_ns = json.loads(event.removeprefix(b"data: "))["sent_ns"]
+        out.append((event, (arrived_ns - sent_ns) / 1e6))
 
 
 def measure_sse(url: str, n: int, cpus: frozenset[int] | None) -> dict[str, Any]:
@@ -599,6 +621,7 @@ class SseRow:
     side: str
     first_ms: list[float]
     total_ms: list[float]
+    event_ms: list[float]
     problems: list[str]
 
 
@@ -683,7 +706,7 @@ def idle_cpu_percent(target: Server, seconds: float) -> float:
 
 def sse_side(settings: Settings, target: Server, pin: Pinning) -> SseRow:
     res = measure_sse(f"http://{HOST}:{target.port}/sse", settings.sse_requests, pin.client)
-    row = SseRow(target.side, res["first_ms"], res["total_ms"], res["problems"])
+    row = SseRow(target.side, res["first_ms"], res["total_ms"], res["event_ms"], res["problems"])
     if row.first_ms:
         log(f"  SSE {target.side:<11} first event p50={percentile(row.first_ms, 50):.2f}ms "
             f"p99={percentile(row.first_ms, 99):.2f}ms problems={len(row.problems)}")
@@ -796,16 +819,42 @@ def main_table(rows: list[Row]) -> list[list[str]]:
 
 def sse_table(rows: list[SseRow], n: int) -> list[list[str]]:
     table = [["side", "requests ok", f"first event p50 ms (n={n})", "first event p99 ms",
-              "whole stream p50 ms", "problems"]]
+              "later events p50 ms", "later events p99 ms", "whole stream p50 ms", "problems"]]
     for r in rows:
         ok = bool(r.first_ms)
+        later = bool(r.event_ms)
         table.append([r.side, str(len(r.first_ms)),
                       f"{percentile(r.first_ms, 50):.2f}" if ok else "-",
                       f"{percentile(r.first_ms, 99):.2f}" if ok else "-",
+                      f"{percentile(r.event_ms, 50):.3f}" if later else "-",
+                      f"{percentile(r.event_ms, 99):.3f}" if later else "-",
                       f"{percentile(r.total_ms, 50):.1f}" if ok else "-",
                       str(len(r.problems)) if not r.problems else
                       f"{len(r.problems)}: {r.problems[0][:80]}"])
     return table
+
+
+def sse_added(rows: list[SseRow]) -> list[str]:
+    """What each proxy adds to the direct figures, p50, and killgate's ratio to nginx's."""
+    by_side = {r.side: r for r in rows if r.first_ms and r.event_ms}
+    direct = by_side.get("direct")
+    if direct is None:
+        return []
+    added: dict[str, tuple[float, float]] = {}
+    for side, r in by_side.items():
+        if side != "direct":
+            added[side] = (percentile(r.first_ms, 50) - percentile(direct.first_ms, 50),
+                           percentile(r.event_ms, 50) - percentile(direct.event_ms, 50))
+    lines = ["", "Added to direct, p50: " + "; ".join(
+        f"{side} first event {first * 1000:+.0f} µs, later events {event * 1000:+.0f} µs"
+        for side, (first, event) in added.items()) + "."]
+    kg, ng = by_side.get("killgate 1w"), by_side.get("nginx 1w")
+    if kg and ng:
+        first = percentile(kg.first_ms, 50) / percentile(ng.first_ms, 50)
+        event = percentile(kg.event_ms, 50) / percentile(ng.event_ms, 50)
+        lines.append(f"killgate 1w / nginx 1w, whole times p50: first event {first:.2f}x, "
+                     f"later events {event:.2f}x.")
+    return lines
 
 
 def markdown(table: list[list[str]]) -> str:
@@ -910,14 +959,17 @@ def report(settings: Settings, res: Results, argv: list[str], logs: list[str]) -
     if sse_rows:
         parts += [
             "",
-            f"## SSE time to first event ({settings.sse_requests} sequential GET /sse, "
+            f"## SSE: first event and later events ({settings.sse_requests} sequential GET /sse, "
             "5 events 100 ms apart, the first one sent with the headers)",
             "",
             markdown(sse_table(sse_rows, settings.sse_requests)),
             "",
             "`first event` = from sending the request to reading the first complete "
-            "`data:` event (aiohttp client, one keep-alive connection); `whole stream` "
-            "should be ~400 ms if nothing buffers.",
+            "`data:` event (aiohttp client, one keep-alive connection); `later events` = "
+            "from the backend writing each of events 2-5 to the client reading it whole (the "
+            "backend stamps each with its CLOCK_MONOTONIC); `whole stream` should be ~400 ms "
+            "if nothing buffers.",
+            *sse_added(sse_rows),
         ]
     parts += ["", "## Logs of the processes under test (benchmarks/out/logs/)", ""]
     parts += ["```", *logs, "```"] if logs else ["All empty: no warnings or errors logged."]
