@@ -32,7 +32,10 @@ natively, outside valgrind. Variants:
 * `0%` / `1%` / `100%` — `off` + tracing to the sink at that `traces.sample_ratio`
   (OTLP metrics off); `0%` is the unsampled path on every request;
 * `otlp-metrics` — `off` + OTLP metrics pushed every second (tracing off): its cost is per
-  export, so it shows in the idle rate, not per request.
+  export, so it shows in the idle rate, not per request;
+* `worker` — `off` run as worker 0 of a `serve --workers N` group, as the supervisor
+  starts one (`--worker-index 0 --reuse-port --metrics-dir DIR`): the same request path, plus
+  the group's metric snapshot every second (telemetry/workers.py), which shows in the idle rate.
 
 `--before REV` runs every variant on that revision too (a temporary git worktree, same
 venv), so a change is measured before and after in one run. `--keep DIR` keeps the
@@ -60,7 +63,7 @@ from _procs import Procs, bench_config, free_port, start_backend, wait_http
 from harness import REQUEST_BODY as BODY
 
 ROOT = Path(__file__).resolve().parent.parent
-VARIANTS = ("no-metrics", "off", "log", "log0", "0%", "1%", "100%", "otlp-metrics")
+VARIANTS = ("no-metrics", "off", "log", "log0", "0%", "1%", "100%", "otlp-metrics", "worker")
 RATIO = {"0%": 0.0, "1%": 0.01, "100%": 1.0}
 
 
@@ -267,12 +270,18 @@ def main() -> int:
                     gw.work.mkdir()
                     gw.port, gw.admin = free_port(), free_port()
                     cfg, env = config(gw, backend, sink, redis)
+                    group: list[str] = []
+                    if v == "worker":
+                        (gw.work / "run").mkdir(mode=0o700)
+                        group = ["--worker-index", "0", "--reuse-port", "--metrics-dir",
+                                 str(gw.work / "run"), "--data-port", str(gw.port),
+                                 "--admin-port", str(gw.admin)]
                     p = procs.start(["valgrind", "--tool=callgrind", "--instr-atstart=no",
                                      f"--callgrind-out-file={gw.work}/callgrind.out",
                                      # -P: not the working directory first on sys.path
                                      # (it held ROOT's gateway: --before measured ROOT twice)
                                      sys.executable, "-P", "-m", "gateway", "serve", "-c",
-                                     str(cfg)],
+                                     str(cfg), *group],
                                     gw.work / "gateway.log", env=dict(env, PYTHONPATH=str(tree)))
                     gw.pid = p.pid
                     gws.append(gw)

@@ -3,7 +3,8 @@
 Owns signals (SIGTERM/SIGINT drain and exit 0, SIGHUP reload), the C-parser check, and
 `--workers N`: the supervisor reserves the ports (bound, never listening, SO_REUSEPORT)
 and starts N copies of itself that each bind the same ports with SO_REUSEPORT, so the
-kernel spreads connections across them. A worker that dies unexpectedly is restarted.
+kernel spreads connections across them. A worker that dies unexpectedly is restarted; the
+supervisor sleeps in waitid until one does (no periodic wake-up while the workers serve).
 The supervisor also makes a private run directory where the workers share their metrics
 (telemetry/workers.py), so /metrics answers for the whole group; removed at exit.
 """
@@ -11,6 +12,7 @@ The supervisor also makes a private run directory where the workers share their 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import shutil
@@ -194,13 +196,26 @@ def run_supervisor(config_path: str, workers: int) -> int:
                     codes[i] = rc
                     stopping = True
                     forward(signal.SIGTERM, None)
-            time.sleep(0.05)
+            if procs:
+                _until_a_child_exits()
     finally:
         for s in holds:
             s.close()
         if run_dir is not None:
             shutil.rmtree(run_dir, ignore_errors=True)
     return 0 if all(c == 0 for c in codes.values()) else 1
+
+
+def _until_a_child_exits() -> None:
+    """Block until some child has exited, leaving it for `Popen.poll` to reap (WNOWAIT): the
+    supervisor takes no CPU while its workers run. A signal (SIGTERM, SIGHUP) runs its
+    handler, and the wait goes on (PEP 475) until the workers it was forwarded to exit.
+    Without waitid (not POSIX everywhere), a 50 ms poll."""
+    if not hasattr(os, "waitid"):  # pragma: no cover - Linux has it
+        time.sleep(0.05)
+        return
+    with contextlib.suppress(ChildProcessError):  # (no child left: the caller's loop ends)
+        os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOWAIT)
 
 
 def serve(config_path: str, workers: int, worker_index: int | None, reuse_port: bool,

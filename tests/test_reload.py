@@ -16,6 +16,7 @@ from collections import Counter
 from pathlib import Path
 
 import aiohttp
+import pytest
 from aiohttp import ClientSession
 
 from tests.backends import echo_app, sse_app
@@ -93,14 +94,16 @@ async def test_weights_change_by_rewriting_the_file(tmp_path: Path, backends) ->
         assert g.gw.metrics.get("killgate_config_reloads_total") == 1
 
 
-async def test_sighup_reloads(tmp_path: Path, backends, gateway_procs) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_sighup_reloads(tmp_path: Path, backends, gateway_procs, workers: int) -> None:
     p1, p2 = await backends(echo_app("v1")), await backends(echo_app("v2"))
     cfg = write_config(tmp_path, two_versions(p1, p2, 100, 0),
                        extra="server: {watch_config: false}\n",
                        listen=f"127.0.0.1:{free_port()}", admin=f"127.0.0.1:{free_port()}")
-    gw = gateway_procs(cfg)
+    gw = gateway_procs(cfg, workers=workers)  # 2: the supervisor forwards it to each worker
     await asyncio.to_thread(gw.wait_ready)
-    async with ClientSession() as s:
+    # a fresh connection per request: SO_REUSEPORT spreads them over the workers
+    async with ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as s:
         text = cfg.read_text()
         text = text.replace(f'{p1}", weight: 100}}', f'{p1}", weight: 0}}')
         text = text.replace(f'{p2}", weight: 0}}', f'{p2}", weight: 100}}')
@@ -110,9 +113,12 @@ async def test_sighup_reloads(tmp_path: Path, backends, gateway_procs) -> None:
             assert r.headers["x-killgate-version"] == "v1"
         gw.signal(signal.SIGHUP)
 
-        async def on_v2() -> bool:
-            async with s.get(gw.url + PATH) as r:
-                return r.headers["x-killgate-version"] == "v2"
+        async def on_v2() -> bool:  # 20 in a row: every worker has reloaded
+            for _ in range(20):
+                async with s.get(gw.url + PATH) as r:
+                    if r.headers["x-killgate-version"] != "v2":
+                        return False
+            return True
 
         await wait_until(on_v2, 5, 0.02, "the SIGHUP reload")
     assert gw.stop() == 0, gw.output()

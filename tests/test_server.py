@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -71,6 +72,47 @@ async def test_two_workers_share_the_port(tmp_path: Path, backends, gateway_proc
 
     await _to_thread(hit)
     assert len(pids) == 2, pids  # new connections land on both workers
+    assert gw.stop() == 0, gw.output()
+
+
+def _switches(pid: int) -> int:
+    """Times `pid` has been switched out (voluntarily or not): each wake-up counts one."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    return sum(int(line.split()[1]) for line in status.splitlines() if "ctxt_switches:" in line)
+
+
+def _children(pid: int) -> set[int]:
+    return {int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc")
+async def test_the_supervisor_sleeps_while_workers_serve_and_wakes_when_one_dies(
+        tmp_path: Path, backends, gateway_procs) -> None:
+    from tests.backends import echo_app
+
+    port = await backends(echo_app("v1"))
+    gw = gateway_procs(_cfg(tmp_path, port), workers=2)
+    await _to_thread(gw.wait_ready)
+    sup = gw.proc.pid
+    await _to_thread(wait_until_sync, lambda: len(_children(sup)) == 2, 10.0)
+    before = _switches(sup)
+
+    def serve_a_while() -> int:  # requests for at least 1 s (a 50 ms poll woke 20 times)
+        n, start = 0, time.monotonic()
+        while time.monotonic() - start < 1.0 or n < 20:
+            with urllib.request.urlopen(gw.url + "/v2/models/iris/x", timeout=2) as r:
+                assert r.status == 200
+            n += 1
+        return n
+
+    await _to_thread(serve_a_while)
+    assert _switches(sup) - before <= 2  # no periodic wake-up while the workers serve
+
+    victim = min(_children(sup))
+    os.kill(victim, signal.SIGKILL)  # the supervisor wakes and replaces it
+    await _to_thread(wait_until_sync, lambda: victim not in _children(sup)
+                     and len(_children(sup)) == 2, 10.0)
+    await _to_thread(gw.wait_ready)
     assert gw.stop() == 0, gw.output()
 
 
