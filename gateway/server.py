@@ -197,7 +197,7 @@ def run_supervisor(config_path: str, workers: int) -> int:
                     stopping = True
                     forward(signal.SIGTERM, None)
             if procs:
-                _until_a_child_exits()
+                _until_a_child_exits({p.pid for p in procs.values()})
     finally:
         for s in holds:
             s.close()
@@ -206,16 +206,19 @@ def run_supervisor(config_path: str, workers: int) -> int:
     return 0 if all(c == 0 for c in codes.values()) else 1
 
 
-def _until_a_child_exits() -> None:
-    """Block until some child has exited, leaving it for `Popen.poll` to reap (WNOWAIT): the
-    supervisor takes no CPU while its workers run. A signal (SIGTERM, SIGHUP) runs its
-    handler, and the wait goes on (PEP 475) until the workers it was forwarded to exit.
+def _until_a_child_exits(workers: set[int]) -> None:
+    """Block until some child has exited, leaving a worker for `Popen.poll` to reap (WNOWAIT):
+    the supervisor takes no CPU while its workers run. A signal (SIGTERM, SIGHUP) runs its
+    handler, and the wait goes on (PEP 475) until the workers it was forwarded to exit. A
+    child that is not a worker is reaped here, or its zombie would end every wait at once.
     Without waitid (not POSIX everywhere), a 50 ms poll."""
     if not hasattr(os, "waitid"):  # pragma: no cover - Linux has it
         time.sleep(0.05)
         return
     with contextlib.suppress(ChildProcessError):  # (no child left: the caller's loop ends)
-        os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOWAIT)
+        info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOWAIT)
+        if info is not None and info.si_pid not in workers:
+            os.waitpid(info.si_pid, 0)
 
 
 def serve(config_path: str, workers: int, worker_index: int | None, reuse_port: bool,

@@ -207,3 +207,18 @@ def test_fd_limit_is_raised_to_the_hard_limit(tmp_path: Path, hard: int) -> None
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
+
+
+def test_the_supervisors_wait_reaps_a_child_that_is_not_a_worker_and_leaves_workers() -> None:
+    """A zombie the supervisor does not own would end every WNOWAIT wait at once (a busy
+    loop); a worker's exit is left for Popen.poll, which reports its code."""
+    from gateway.server import _until_a_child_exits
+
+    stray = subprocess.Popen([sys.executable, "-c", "pass"])
+    _until_a_child_exits(set())  # returns once the stray exits, and reaps it
+    with pytest.raises(ChildProcessError):
+        os.waitpid(stray.pid, os.WNOHANG)
+    stray.wait(timeout=5)  # (Popen learns the child is gone: ECHILD reads as code 0)
+    worker = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+    _until_a_child_exits({worker.pid})
+    assert worker.poll() == 3  # still there for Popen to reap, with its code
