@@ -81,6 +81,9 @@ class StateConfig(Frozen):
     heartbeat_interval: Duration = 1.0
     instance_lease: Duration = 5.0
     command_timeout: Duration = 0.5
+    #: how long start-up tries (attempt after attempt) to sync with the store before the
+    #: listeners open without it; at least 4 x command_timeout (state/sync.py)
+    start_timeout: Duration = 2.0
     ready_without_state: bool = False
     #: a write is confirmed only once this many redis replicas have it (WAIT); 0 = the primary
     min_replicas: int = Field(default=0, ge=0, le=32)
@@ -107,7 +110,8 @@ class StateConfig(Frozen):
             )
         return v
 
-    @field_validator("poll_interval", "heartbeat_interval", "command_timeout", "replica_timeout")
+    @field_validator("poll_interval", "heartbeat_interval", "command_timeout", "replica_timeout",
+                     "start_timeout")
     @classmethod
     def _short(cls, v: float) -> float:
         return positive(60.0)(v)

@@ -498,6 +498,8 @@ async def test_sse_on_a_killed_version_gets_the_error_event(tmp_path: Path, back
         async with session.get(g.url + "/v2/models/iris/stream") as r:
             got = []
             first = await r.content.readuntil(b"\n\n")
+            # (a gateway that started without the kill state answers 503 state_unknown)
+            assert r.status == 200 and first.startswith(b"data: "), (r.status, first)
             got.append(first)
             res = await kill(session, g.admin, scope="version", route="iris", version="v1")
             receipt_at = time.monotonic()
@@ -540,7 +542,8 @@ async def test_a_kept_stream_is_cut_when_the_kill_is_repeated_with_abort(
                        state=redis_state(redis_server, tmp_path))
     async with running_gateway(cfg) as g:
         async with session.get(g.url + "/v2/models/iris/stream") as r:
-            await r.content.readuntil(b"\n\n")
+            head = await r.content.readuntil(b"\n\n")
+            assert r.status == 200 and head.startswith(b"data: "), (r.status, head)
             first = await kill(session, g.admin, scope="global", abort_inflight=False,
                                reason="keep them")
             await r.content.readuntil(b"\n\n")  # still streaming

@@ -118,9 +118,8 @@ class Sync(Repair, Guard, Writes):
             event(log, "snapshot_loaded", generation=snap.generation, kills=sorted(snap.kills),
                   signed=self.snapshot.signed)
         try:
-            await asyncio.wait_for(self._connect_and_sync(), max(4 * self.cfg.command_timeout, 1.0))
-        except (StateError, AuditError, TimeoutError) as exc:
-            self.last_error = str(exc) or type(exc).__name__
+            await self._first_sync()
+        except TimeoutError:
             self.connected = False
             event(log, "state_store_unavailable_at_start", logging.WARNING, error=self.last_error,
                   serving="snapshot" if self.from_snapshot else
@@ -131,6 +130,28 @@ class Sync(Repair, Guard, Writes):
                        asyncio.create_task(self._guard(), name="state-guard")]
         if self.mirror is not None:
             self._tasks.append(asyncio.create_task(self.mirror.run(), name="audit-mirror"))
+
+    async def _first_sync(self) -> None:
+        """Start-up's sync: attempt after attempt until the start deadline. A reply that
+        misses command_timeout (a loaded host, a Redis busy for a moment) fails an attempt,
+        not the start: the instance would open unsynced (503 state_unknown, or its
+        snapshot) though the store answers a moment later. TimeoutError at the deadline."""
+        budget = max(self.cfg.start_timeout, 4 * self.cfg.command_timeout)
+        attempts, backoff = 0, 0.05
+        try:
+            async with asyncio.timeout(budget):
+                while True:
+                    attempts += 1
+                    try:
+                        return await self._connect_and_sync()
+                    except (StateError, AuditError) as exc:
+                        self.last_error = str(exc) or type(exc).__name__
+                    await asyncio.sleep(backoff * (0.5 + random.random()))
+                    backoff = min(backoff * 2, 0.5)
+        except TimeoutError:
+            self.last_error = (f"no sync within {budget:g}s, {attempts} attempt(s); last: "
+                               f"{self.last_error or 'no answer'}")
+            raise
 
     async def stop(self) -> None:
         if self._side_tasks:

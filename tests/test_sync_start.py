@@ -1,0 +1,94 @@
+"""Start-up's sync (gateway/state/sync.py `Sync.start`): bounded, and not lost to one slow reply.
+
+A reply that misses `command_timeout` at start (a loaded host, a Redis busy for a moment)
+used to end the start-up sync at once: the instance opened without the kill state (503
+state_unknown, or its snapshot) although the store answered a moment later. Start-up now
+tries again until `state.start_timeout`, and still opens without the store after it. A
+`Sync` in this process on our own redis-server, frozen (SIGSTOP) or stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+
+import pytest
+
+from gateway.configfile import LoadedConfig, parse_config_text
+from gateway.control.table import TableHolder
+from gateway.state import make_sync
+from gateway.telemetry.metrics import Metrics
+from tests.conftest import STATE_KEY, STATE_KEY_ENV, RedisServer, wait_until
+
+
+def loaded(redis: RedisServer, tmp: Path, start_timeout: str) -> LoadedConfig:
+    return LoadedConfig(parse_config_text(f"""
+state:
+  backend: redis
+  url: {redis.url}
+  prefix: kgstart
+  signing_key_env: {STATE_KEY_ENV}
+  snapshot_path: {tmp}/snap.json
+  command_timeout: 300ms
+  start_timeout: {start_timeout}
+routes:
+  - name: iris
+    match: {{path_prefix: /v2/models/iris}}
+    stable: v1
+    versions:
+      - {{name: v1, url: "http://127.0.0.1:1", weight: 100}}
+"""), "sha256:test", tmp / "killgate.yaml")
+
+
+def gave_up(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.getMessage() == "state_store_unavailable_at_start"]
+
+
+async def test_a_reply_late_at_start_fails_an_attempt_not_the_start(
+        redis_server: RedisServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setenv(STATE_KEY_ENV, STATE_KEY)
+    caplog.set_level(logging.INFO, logger="killgate.state")
+    cfg = loaded(redis_server, tmp_path, "20s")  # (a loaded machine's slack; not waited out)
+    holder = TableHolder(cfg, state_unknown=True)
+    sync = make_sync(cfg, holder, Metrics(), "inst-a")
+    redis_server.freeze()
+    try:
+        start = asyncio.ensure_future(sync.start())
+        # an attempt has missed command_timeout; the store answers again from here on
+        await wait_until(lambda: sync.last_error is not None, 10, what="a failed attempt")
+        redis_server.thaw()
+        await asyncio.wait_for(start, 30)
+        assert sync.synced_once and sync.connected and sync.ready, sync.last_error
+        assert not holder.state_unknown  # the data plane opens knowing the kill state
+        assert not gave_up(caplog)
+    finally:
+        redis_server.thaw()
+        await sync.stop()
+
+
+async def test_a_store_away_through_the_deadline_is_started_without(
+        redis_server: RedisServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The documented fallback stays: after start_timeout the instance opens without the
+    store (not ready, with no snapshot), says why, and syncs once the store is back."""
+    monkeypatch.setenv(STATE_KEY_ENV, STATE_KEY)
+    caplog.set_level(logging.INFO, logger="killgate.state")
+    cfg = loaded(redis_server, tmp_path, "1500ms")
+    sync = make_sync(cfg, TableHolder(cfg, state_unknown=True), Metrics(), "inst-a")
+    redis_server.kill()
+    try:
+        t0 = time.monotonic()
+        await asyncio.wait_for(sync.start(), 30)
+        took = time.monotonic() - t0
+        assert 1.4 <= took < 15, took  # tried until the deadline, and no longer (+ slack)
+        assert not sync.synced_once and not sync.ready and not sync.connected
+        [line] = gave_up(caplog)
+        error = line.kg_fields["error"]  # type: ignore[attr-defined]
+        assert error.startswith("no sync within 1.5s") and "unreachable" in error, error
+        redis_server.start()
+        await wait_until(lambda: sync.ready and sync.connected, 10, what="the first sync")
+    finally:
+        await sync.stop()
