@@ -5,10 +5,10 @@ pushed documents, polls the generation every `poll_interval` (the only delivery
 guarantee: pub/sub drops messages during reconnects), re-seeds a store that lost or
 spoiled its state (reseed.py), and enforces `on_unavailable` (staleness.py). Heartbeats
 and receipts live in fleet.py, the snapshot file in snapshot.py, the audit mirror in
-mirror.py, writes in writes.py. Invariants: only verified documents are applied, and only when newer than the
-one held; a push that would relax anything (lift a kill, change an override) is a hint:
-the store is re-read and verified first; a re-seed copies nothing unverified but kills;
-the data plane never waits for any of this.
+mirror.py, writes in writes.py, start-up in startup.py. Invariants: only verified documents
+are applied, and only when newer than the one held; a push that would relax anything (lift
+a kill, change an override) is a hint: the store is re-read and verified first; a re-seed
+copies nothing unverified but kills; the data plane never waits for any of this.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from gateway.state.reseed import Repair
 from gateway.state.signing import Keyring
 from gateway.state.snapshot import SnapshotFile
 from gateway.state.staleness import Guard
+from gateway.state.startup import Startup
 from gateway.state.store import Ack, Loaded, Store
 from gateway.state.tamper import TamperLog
 from gateway.state.writes import Writes
@@ -56,9 +57,9 @@ ACK_AFTER = 0.002
 LOG_AFTER = 0.005
 
 
-class Sync(Repair, Guard, Writes):
-    """The sync loop; re-seeds (reseed.py), the staleness guard (staleness.py) and writes
-    (writes.py) are its mixins."""
+class Sync(Repair, Guard, Writes, Startup):
+    """The sync loop; re-seeds (reseed.py), the staleness guard (staleness.py), writes
+    (writes.py) and start-up (startup.py) are its mixins."""
 
     def __init__(self, store: Store, holder: Holder, metrics: Metrics, instance: str,
                  cfg: StateConfig, snapshot: SnapshotFile, tamper: TamperLog,
@@ -109,49 +110,6 @@ class Sync(Repair, Guard, Writes):
         return self.keys.enabled and not self.snapshot.signed and not self._seen_signed
 
     # ------------------------------------------------------------------ lifecycle
-
-    async def start(self) -> None:
-        snap = await asyncio.to_thread(self.snapshot.read)
-        if snap is not None:
-            self.holder.apply_doc(snap)
-            self.from_snapshot = True
-            event(log, "snapshot_loaded", generation=snap.generation, kills=sorted(snap.kills),
-                  signed=self.snapshot.signed)
-        try:
-            await self._first_sync()
-        except TimeoutError:
-            self.connected = False
-            event(log, "state_store_unavailable_at_start", logging.WARNING, error=self.last_error,
-                  serving="snapshot" if self.from_snapshot else
-                  "config only (ready_without_state)" if self.cfg.ready_without_state else
-                  "nothing: 503 state_unknown until the kill state is loaded")
-        self._update_ready()
-        self._tasks = [asyncio.create_task(self._run(), name="state-sync"),
-                       asyncio.create_task(self._guard(), name="state-guard")]
-        if self.mirror is not None:
-            self._tasks.append(asyncio.create_task(self.mirror.run(), name="audit-mirror"))
-
-    async def _first_sync(self) -> None:
-        """Start-up's sync: attempt after attempt until the start deadline. A reply that
-        misses command_timeout (a loaded host, a Redis busy for a moment) fails an attempt,
-        not the start: the instance would open unsynced (503 state_unknown, or its
-        snapshot) though the store answers a moment later. TimeoutError at the deadline."""
-        budget = max(self.cfg.start_timeout, 4 * self.cfg.command_timeout)
-        attempts, backoff = 0, 0.05
-        try:
-            async with asyncio.timeout(budget):
-                while True:
-                    attempts += 1
-                    try:
-                        return await self._connect_and_sync()
-                    except (StateError, AuditError) as exc:
-                        self.last_error = str(exc) or type(exc).__name__
-                    await asyncio.sleep(backoff * (0.5 + random.random()))
-                    backoff = min(backoff * 2, 0.5)
-        except TimeoutError:
-            self.last_error = (f"no sync within {budget:g}s, {attempts} attempt(s); last: "
-                               f"{self.last_error or 'no answer'}")
-            raise
 
     async def stop(self) -> None:
         if self._side_tasks:
@@ -273,18 +231,6 @@ class Sync(Repair, Guard, Writes):
                 reason="the state store answers again", source=self.instance))
 
     # ------------------------------------------------------------------ syncing
-
-    async def _connect_and_sync(self) -> None:
-        self.peers.watching_since = None
-        await self.store.open()
-        self.peers.watching_since = time.monotonic()
-        await self._full_sync()
-        self.connected = True
-        self.synced_once = True
-        self.last_error = None
-        self._update_ready()
-        self._touch()
-        await self.peers.beat()
 
     async def _run(self) -> None:
         backoff = 0.05

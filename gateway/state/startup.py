@@ -1,0 +1,111 @@
+"""Start-up of the sync loop: the snapshot, then sync attempt after attempt until a deadline.
+
+A reply that misses `command_timeout` (a loaded host, a Redis busy for a moment) fails an
+attempt, not the start; at `max(start_timeout, 4 x command_timeout)` the instance opens
+without the store (its snapshot, `ready_without_state`, or 503 state_unknown), one
+`state_store_unavailable_at_start` line saying why. Then the sync loop, the staleness guard
+and the audit mirror run as tasks. Mixed into `Sync` (state/sync.py), after its other mixins.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+
+from gateway.config import StateConfig
+from gateway.errors import AuditError, StateError
+from gateway.log import event
+from gateway.state.fleet import Fleet
+from gateway.state.holder import Holder
+from gateway.state.mirror import AuditMirror
+from gateway.state.snapshot import SnapshotFile
+from gateway.state.store import Store
+
+__all__ = ["Startup"]
+
+log = logging.getLogger("killgate.state")
+
+
+class Startup:
+    store: Store
+    holder: Holder
+    cfg: StateConfig
+    snapshot: SnapshotFile
+    mirror: AuditMirror | None
+    peers: Fleet
+    connected: bool
+    synced_once: bool
+    from_snapshot: bool
+    last_error: str | None
+    _tasks: list[asyncio.Task[None]]
+
+    async def start(self) -> None:
+        snap = await asyncio.to_thread(self.snapshot.read)
+        if snap is not None:
+            self.holder.apply_doc(snap)
+            self.from_snapshot = True
+            event(log, "snapshot_loaded", generation=snap.generation, kills=sorted(snap.kills),
+                  signed=self.snapshot.signed)
+        try:
+            await self._first_sync()
+        except TimeoutError:
+            self.connected = False
+            event(log, "state_store_unavailable_at_start", logging.WARNING, error=self.last_error,
+                  serving="snapshot" if self.from_snapshot else
+                  "config only (ready_without_state)" if self.cfg.ready_without_state else
+                  "nothing: 503 state_unknown until the kill state is loaded")
+        self._update_ready()
+        self._tasks = [asyncio.create_task(self._run(), name="state-sync"),
+                       asyncio.create_task(self._guard(), name="state-guard")]
+        if self.mirror is not None:
+            self._tasks.append(asyncio.create_task(self.mirror.run(), name="audit-mirror"))
+
+    async def _first_sync(self) -> None:
+        """Attempt after attempt until the start deadline; TimeoutError at the deadline."""
+        budget = max(self.cfg.start_timeout, 4 * self.cfg.command_timeout)
+        attempts, backoff = 0, 0.05
+        try:
+            async with asyncio.timeout(budget):
+                while True:
+                    attempts += 1
+                    try:
+                        return await self._connect_and_sync()
+                    except (StateError, AuditError) as exc:
+                        self.last_error = str(exc) or type(exc).__name__
+                    await asyncio.sleep(backoff * (0.5 + random.random()))
+                    backoff = min(backoff * 2, 0.5)
+        except TimeoutError:
+            self.last_error = (f"no sync within {budget:g}s, {attempts} attempt(s); last: "
+                               f"{self.last_error or 'no answer'}")
+            raise
+
+    async def _connect_and_sync(self) -> None:
+        """One attempt (also the sync loop's reconnect): open, watch, load, beat."""
+        self.peers.watching_since = None
+        await self.store.open()
+        self.peers.watching_since = time.monotonic()
+        await self._full_sync()
+        self.connected = True
+        self.synced_once = True
+        self.last_error = None
+        self._update_ready()
+        self._touch()
+        await self.peers.beat()
+
+    # provided by Sync and its other mixins (which come first in its bases)
+    async def _full_sync(self) -> None:
+        raise NotImplementedError
+
+    def _update_ready(self) -> None:
+        raise NotImplementedError
+
+    def _touch(self) -> None:
+        raise NotImplementedError
+
+    async def _run(self) -> None:
+        raise NotImplementedError
+
+    async def _guard(self) -> None:
+        raise NotImplementedError
