@@ -141,8 +141,13 @@ class Flight(Handle):
             return True
         proxy = self.proxy
         pool = proxy.upstreams.pools.get(target.origin) or proxy.upstreams.pool(target.origin)
-        ex = pool.take_idle()
-        if ex is None:
+        idle = pool.idle  # (`pool.take_idle()`, inline)
+        while idle:
+            ex = idle.pop()
+            if not ex.closed and ex.keep_alive:  # (aborted while idle: not closed yet)
+                ex._reset()
+                break
+        else:
             return False
         if self.aborted is not None:
             pool.release(ex)
@@ -187,7 +192,7 @@ class Flight(Handle):
         if ex.complete:
             if ex.status < 400:
                 self.exchange = None  # the common case, as `_judge` would: nothing to decide
-                ex.detach()
+                # (no `ex.detach()`: `write_complete` releases `ex`, which detaches it)
                 self.proxy.write_complete(self, ex)
                 self.proxy.inflight.handles.discard(self)
                 return

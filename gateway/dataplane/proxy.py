@@ -154,9 +154,12 @@ class Proxy(Answers):
         flight = req.flight
         if flight is not None:
             req.flight = None
-            self.inflight._done()
+            inflight = self.inflight
+            inflight.count -= 1  # (`inflight._done()`, inline)
+            if inflight.count == 0 and inflight._idle is not None:
+                inflight._idle.set()
             if isinstance(flight, Flight):
-                self.inflight.handles.discard(flight)
+                inflight.handles.discard(flight)
         rec = req.rec
         span = req.span
         if span is not None:
@@ -267,7 +270,9 @@ class Proxy(Answers):
             self.unavailable(req, plan, choice.decision)
             return
         if prefix is None and req.body_done:
-            prefix, complete = req.body(), True
+            chunks = req.chunks  # (`req.body()`, inline for a body that came in one piece)
+            prefix = chunks[0] if len(chunks) == 1 else req.body()
+            complete = True
         # a failover drill's request (signed token) may miss one version
         faulted = (self.faults.version(req.headers, table.doc, plan.name) if table.doc.drills
                    else None)
@@ -390,10 +395,15 @@ class Proxy(Answers):
         ours = self._labels.get((route, version, decision)) or self.labels(plan, target,
                                                                            decision)
         if ex.general:  # (positional: a call with keywords is not specialised)
-            req.respond(response_head(status, raw, ours, length, connection, False, False,
-                                      body))
+            data = response_head(status, raw, ours, length, connection, False, False, body)
         else:  # (the fields were classified as they came: no second pass over them)
-            req.respond(answer_head(status, ex.lines, ex.dated, ours, length, connection, body))
+            data = answer_head(status, ex.lines, ex.dated, ours, length, connection, body)
+        req.responded = True  # (`req.respond(data)`, inline)
+        conn = req.conn
+        transport = conn.transport
+        if transport is not None and not conn.closed:
+            transport.write(data)
+        conn.finished(req)
 
 def _forwarded_for(req: Request) -> list[str]:
     """Every X-Forwarded-For field of the request, as sent."""
