@@ -86,11 +86,18 @@ class Parsing:
             self._malformed(400, "the request head is too large" if self.in_head
                             else "the trailer section is too large")
 
-    def on_message_begin(self) -> None:
+    # (no `on_message_begin`: httptools calls only the callbacks a protocol has, and each
+    # costs a call from C. A request begins with the first read between requests, in
+    # `HttpProtocol.data_received`, or, after another request in the same read, with its
+    # target's first bytes: here)
+
+    def _begin(self) -> Request:
+        """A request head begins (its bytes are arriving; see `HttpProtocol.data_received`,
+        which does the same inline for a read that begins between requests)."""
         if self.stopped or self.closing:
             raise Stop
         now = self.clock.now
-        self.parsing = Request(self, now)  # type: ignore[arg-type]  # (self: the HttpProtocol)
+        self.parsing = req = Request(self, now)  # type: ignore[arg-type]  # (self: the HttpProtocol)
         self.in_head = True
         self.head_bytes = self.wire_bytes = 0
         self.fresh = True
@@ -98,10 +105,12 @@ class Parsing:
             self.deadline = when = now + self.limits.header_timeout
             if not self.queue and (self.timer is None or when < self.timer_at):
                 self._arm(when)
+        return req
 
     def on_url(self, url: bytes) -> None:
         req = self.parsing
-        assert req is not None
+        if req is None:  # a request after another in the same read
+            req = self._begin()
         req.target = target = req.target + url
         if len(target) > MAX_LINE:
             raise Refuse(400, "the request target is too long")
