@@ -38,7 +38,7 @@ from gateway.dataplane.upstream import Upstreams
 from gateway.domain.routing import RoutePlan, RouteTable, Target
 from gateway.forwarded import ClientAddress
 from gateway.telemetry.metrics import Metrics
-from gateway.telemetry.record import NULL, Recorder, RequestRecord
+from gateway.telemetry.record import NULL, NewRecord, Recorder
 
 __all__ = ["Observer", "Proxy"]
 
@@ -94,7 +94,8 @@ class Proxy(Answers):
     # ------------------------------------------------------------------ Handler
 
     def handle(self, req: Request) -> None:
-        req.rec = RequestRecord(req.started)
+        req.rec = rec = NewRecord()  # (`RequestRecord(req.started)`, without its call)
+        rec.start = req.started
         tracer = self.tracer
         if tracer is not None:
             sampled = tracer.sample(req.traceparent)
