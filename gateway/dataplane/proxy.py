@@ -277,8 +277,8 @@ class Proxy(Answers):
         # a failover drill's request (signed token) may miss one version
         faulted = (self.faults.version(req.headers, table.doc, plan.name) if table.doc.drills
                    else None)
-        Flight(self, req, plan, choice.target, choice.decision, prefix, complete, field,
-               target, path, faulted)  # (it starts itself: `req.flight` is it)
+        Flight().start(self, req, plan, choice.target, choice.decision, prefix, complete,
+                       field, target, path, faulted)  # (`req.flight` is it)
 
     def _remember(self, key: tuple[str, str], plan: RoutePlan) -> None:
         """Keep a match of the current table (short paths and Hosts; cleared when full)."""
