@@ -35,9 +35,10 @@ from gateway.dataplane.wire import (
 __all__ = ["Parsing"]
 
 # A head (or trailer section) of at most this many counted bytes is within MAX_HEAD and
-# holds fewer than MAX_HEADERS fields (each field counts at least 5: a name, and 4)
+# holds fewer than MAX_HEADERS fields (each field counts at least 5: a name, and 4), none
+# of them longer than MAX_LINE
 _COUNTED = 5 * MAX_HEADERS
-assert _COUNTED < MAX_HEAD
+assert _COUNTED < MAX_HEAD and _COUNTED <= MAX_LINE
 
 
 class Parsing:
@@ -118,12 +119,11 @@ class Parsing:
 
     def on_header(self, name: bytes, value: bytes) -> None:
         # (a call per field of every request: few operations on the common path, which is
-        # most of the head's cost; the rare cases are checked behind one comparison each)
-        n = len(name) + len(value)
-        if n > MAX_LINE:
-            raise Refuse(400, "a header field is too long")
-        self.head_bytes = size = self.head_bytes + n + 4
-        if size > _COUNTED:  # (below it, neither limit can be reached)
+        # most of the head's cost; the rare cases are checked behind one comparison)
+        self.head_bytes = size = self.head_bytes + len(name) + len(value) + 4
+        if size > _COUNTED:  # (below it, no limit can be reached: not MAX_LINE either)
+            if len(name) + len(value) > MAX_LINE:
+                raise Refuse(400, "a header field is too long")
             if size > MAX_HEAD:
                 raise Refuse(400, "the request head is too large" if self.in_head
                              else "the trailer section is too large")
@@ -133,13 +133,12 @@ class Parsing:
             # A chunked body's trailer section: never merged into the head (RFC 9110
             # §6.5.1), which was routed and is forwarded without it; dropped.
             return
+        req: Request = self.parsing  # type: ignore[assignment]  # (in a head)
         if value and value[-1] in (32, 9):
             value = value.rstrip(b" \t")  # llhttp keeps trailing whitespace
-        self.parsing.raw_headers.append((name, value))  # type: ignore[union-attr]  # (in a head)
+        req.raw_headers.append((name, value))
         kind = NAMES[name]
         if kind:
-            req = self.parsing
-            assert req is not None
             if kind == HOST and req.host is None:
                 req.host = value
             elif kind == LENGTH:
