@@ -197,9 +197,9 @@ class Flight(Handle):
         if ex.complete:
             if ex.status < 400:
                 self.exchange = None  # the common case, as `_judge` would: nothing to decide
-                # (no `ex.detach()`: `write_complete` releases `ex`, which detaches it)
+                # (no `ex.detach()`: `write_complete` releases `ex`, which detaches it; nor
+                # `_finished()`: the answer written, `Proxy.done` has taken this flight out)
                 self.proxy.write_complete(self, ex)
-                self.proxy.inflight.handles.discard(self)
                 return
             self._judge(ex, ex.peek_body())
             return

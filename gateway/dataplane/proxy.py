@@ -159,8 +159,7 @@ class Proxy(Answers):
             inflight.count -= 1  # (`inflight._done()`, inline)
             if inflight.count == 0 and inflight._idle is not None:
                 inflight._idle.set()
-            if isinstance(flight, Flight):
-                inflight.handles.discard(flight)
+            inflight.handles.discard(flight)  # (_ADMITTED: never in it)
         rec = req.rec
         span = req.span
         if span is not None:
@@ -365,10 +364,9 @@ class Proxy(Answers):
         plan, target, decision = flight.plan, flight.target, flight.decision
         route, version = plan.name, target.name
         status = ex.status
-        raw = ex.headers
         body = ex.finish()  # (back in its pool: `ex` holds this answer until its `_reset`)
         if plan.shadow_config is not None and (tap := self.tap(flight)) is not None:
-            tap.answer(status, raw, body)  # a copy goes once this answer is written
+            tap.answer(status, ex.headers, body)  # a copy goes once this answer is written
         length: int | None = len(body)
         if req.method == b"HEAD":
             length, body = ex.length, b""
@@ -396,7 +394,8 @@ class Proxy(Answers):
         ours = self._labels.get((route, version, decision)) or self.labels(plan, target,
                                                                            decision)
         if ex.general:  # (positional: a call with keywords is not specialised)
-            data = response_head(status, raw, ours, length, connection, False, False, body)
+            data = response_head(status, ex.headers, ours, length, connection, False, False,
+                                 body)
         else:  # (the fields were classified as they came: no second pass over them)
             data = answer_head(status, ex.lines, ex.dated, ours, length, connection, body)
         req.responded = True  # (`req.respond(data)`, inline)
