@@ -145,7 +145,10 @@ class Flight(Handle):
             self._failed(DrillFault())  # as if never reached: the plan moves it on
             return True
         proxy = self.proxy
-        pool = proxy.upstreams.pools.get(target.origin) or proxy.upstreams.pool(target.origin)
+        try:  # (a subscript costs less than a `get` call)
+            pool = proxy.upstreams.pools[target.origin]
+        except KeyError:
+            pool = proxy.upstreams.pool(target.origin)
         idle = pool.idle  # (`pool.take_idle()`, inline)
         while idle:
             ex = idle.pop()
