@@ -98,7 +98,7 @@ class Parsing:
         if self.stopped or self.closing:
             raise Stop
         now = self.clock.now
-        self.parsing = req = Request(self, now)  # type: ignore[arg-type]  # (self: the HttpProtocol)
+        self.parsing = req = Request().begin(self, now)
         self.in_head = True
         self.head_bytes = self.wire_bytes = 0
         self.fresh = True

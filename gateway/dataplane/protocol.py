@@ -151,7 +151,7 @@ class HttpProtocol(Parsing, Deadlines, asyncio.Protocol):
                 if j >= 10 or data.lstrip(b"\r\n"):  # (llhttp skips empty lines here)
                     # a request begins (`_begin`, inline: the parser has no `on_message_begin`)
                     now = self.clock.now
-                    self.parsing = Request(self, now)
+                    self.parsing = Request().begin(self, now)
                     self.in_head = True
                     self.head_bytes = self.wire_bytes = 0
                     self.fresh = True
@@ -311,7 +311,7 @@ class HttpProtocol(Parsing, Deadlines, asyncio.Protocol):
             self.queue.remove(req)
         if self.closing or (self.queue and not self.queue[-1].keep_alive):
             return  # bytes after the last answer this connection gives (`Connection: close`)
-        bad = Request(self, self.loop.time())
+        bad = Request().begin(self, self.loop.time())
         bad.refused = (status, message)
         bad.keep_alive = False
         self.queue.append(bad)
