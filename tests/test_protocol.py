@@ -333,6 +333,24 @@ async def test_deadlines_first_head_next_heads_idle_and_body() -> None:
     assert tr.out.startswith(b"HTTP/1.1 408") and len(h.seen) == 1  # never handed over
 
 
+async def test_empty_lines_between_requests_begin_no_head() -> None:
+    """llhttp skips empty lines before a request line: a read of nothing else, between
+    requests, begins no head (the connection stays idle: keepalive_timeout, not
+    header_timeout), and the next request is timed from its own first read."""
+    h = Recorder()
+    loop = asyncio.get_running_loop()
+    proto, tr, _ = connect(h)
+    feed(proto, GET)
+    feed(proto, b"\r\n")
+    feed(proto, b"\n")
+    await asyncio.sleep(0.4)  # past header_timeout
+    assert not tr.closed and proto.parsing is None
+    t0 = loop.time()
+    feed(proto, b"\r\n" + GET.replace(b"/a", b"/b"))
+    assert answers(tr.out) == [b"GET /a ", b"GET /b "]
+    assert h.seen[1].started >= t0 and not tr.closed
+
+
 async def test_a_streamed_body_that_stalls_fails_its_reader() -> None:
     h = Recorder(answer_now=False)
     proto, _, _ = connect(h)

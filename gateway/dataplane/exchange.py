@@ -220,8 +220,9 @@ class Exchange(Awaiting, asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers.append((name, value))
-        kind = ANSWER_FIELDS.get(name)
-        if kind is None:
+        try:
+            kind = ANSWER_FIELDS[name]  # (a subscript costs less than a `get` call)
+        except KeyError:
             kind = answer_field(name)
         if kind == FORWARD:
             self.lines += (name, b": ", value, b"\r\n")

@@ -35,9 +35,10 @@ from gateway.dataplane.wire import (
 __all__ = ["Parsing"]
 
 # A head (or trailer section) of at most this many counted bytes is within MAX_HEAD and
-# holds fewer than MAX_HEADERS fields (each field counts at least 5: a name, and 4)
+# holds fewer than MAX_HEADERS fields (each field counts at least 5: a name, and 4), none
+# of them longer than MAX_LINE
 _COUNTED = 5 * MAX_HEADERS
-assert _COUNTED < MAX_HEAD
+assert _COUNTED < MAX_HEAD and _COUNTED <= MAX_LINE
 
 
 class Parsing:
@@ -86,11 +87,18 @@ class Parsing:
             self._malformed(400, "the request head is too large" if self.in_head
                             else "the trailer section is too large")
 
-    def on_message_begin(self) -> None:
+    # (no `on_message_begin`: httptools calls only the callbacks a protocol has, and each
+    # costs a call from C. A request begins with the first read between requests, in
+    # `HttpProtocol.data_received`, or, after another request in the same read, with its
+    # target's first bytes: here)
+
+    def _begin(self) -> Request:
+        """A request head begins (its bytes are arriving; see `HttpProtocol.data_received`,
+        which does the same inline for a read that begins between requests)."""
         if self.stopped or self.closing:
             raise Stop
         now = self.clock.now
-        self.parsing = Request(self, now)  # type: ignore[arg-type]  # (self: the HttpProtocol)
+        self.parsing = req = Request().begin(self, now)
         self.in_head = True
         self.head_bytes = self.wire_bytes = 0
         self.fresh = True
@@ -98,10 +106,12 @@ class Parsing:
             self.deadline = when = now + self.limits.header_timeout
             if not self.queue and (self.timer is None or when < self.timer_at):
                 self._arm(when)
+        return req
 
     def on_url(self, url: bytes) -> None:
         req = self.parsing
-        assert req is not None
+        if req is None:  # a request after another in the same read
+            req = self._begin()
         req.target = target = req.target + url
         if len(target) > MAX_LINE:
             raise Refuse(400, "the request target is too long")
@@ -109,12 +119,11 @@ class Parsing:
 
     def on_header(self, name: bytes, value: bytes) -> None:
         # (a call per field of every request: few operations on the common path, which is
-        # most of the head's cost; the rare cases are checked behind one comparison each)
-        n = len(name) + len(value)
-        if n > MAX_LINE:
-            raise Refuse(400, "a header field is too long")
-        self.head_bytes = size = self.head_bytes + n + 4
-        if size > _COUNTED:  # (below it, neither limit can be reached)
+        # most of the head's cost; the rare cases are checked behind one comparison)
+        self.head_bytes = size = self.head_bytes + len(name) + len(value) + 4
+        if size > _COUNTED:  # (below it, no limit can be reached: not MAX_LINE either)
+            if len(name) + len(value) > MAX_LINE:
+                raise Refuse(400, "a header field is too long")
             if size > MAX_HEAD:
                 raise Refuse(400, "the request head is too large" if self.in_head
                              else "the trailer section is too large")
@@ -124,13 +133,12 @@ class Parsing:
             # A chunked body's trailer section: never merged into the head (RFC 9110
             # §6.5.1), which was routed and is forwarded without it; dropped.
             return
+        req: Request = self.parsing  # type: ignore[assignment]  # (in a head)
         if value and value[-1] in (32, 9):
             value = value.rstrip(b" \t")  # llhttp keeps trailing whitespace
-        self.parsing.raw_headers.append((name, value))  # type: ignore[union-attr]  # (in a head)
+        req.raw_headers.append((name, value))
         kind = NAMES[name]
         if kind:
-            req = self.parsing
-            assert req is not None
             if kind == HOST and req.host is None:
                 req.host = value
             elif kind == LENGTH:

@@ -137,6 +137,8 @@ class HttpProtocol(Parsing, Deadlines, asyncio.Protocol):
         if len(data) <= SLICE:  # (`_feed`, inline: most reads)
             self.fresh = False
             if self.parsing is None:  # a request line starts this read: its version, if whole
+                if self.closing:
+                    return  # bytes after the last answer this connection gives: not parsed
                 hint = None  # (else one from an earlier read is its head's: still true)
                 j = data.find(b"\n")  # (the parser's own answer formats a string: 0.4 µs)
                 if j >= 10:
@@ -146,6 +148,17 @@ class HttpProtocol(Parsing, Deadlines, asyncio.Protocol):
                     elif end == b" HTTP/1.0\r":
                         hint = "1.0"
                 self.version_hint = hint
+                if j >= 10 or data.lstrip(b"\r\n"):  # (llhttp skips empty lines here)
+                    # a request begins (`_begin`, inline: the parser has no `on_message_begin`)
+                    now = self.clock.now
+                    self.parsing = Request().begin(self, now)
+                    self.in_head = True
+                    self.head_bytes = self.wire_bytes = 0
+                    self.fresh = True
+                    if self.seen:  # each later head has its own deadline
+                        self.deadline = when = now + self.limits.header_timeout
+                        if not self.queue and (self.timer is None or when < self.timer_at):
+                            self._arm(when)
             try:
                 self.parser.feed_data(data)
             except httptools.HttpParserUpgrade:
@@ -298,7 +311,7 @@ class HttpProtocol(Parsing, Deadlines, asyncio.Protocol):
             self.queue.remove(req)
         if self.closing or (self.queue and not self.queue[-1].keep_alive):
             return  # bytes after the last answer this connection gives (`Connection: close`)
-        bad = Request(self, self.loop.time())
+        bad = Request().begin(self, self.loop.time())
         bad.refused = (status, message)
         bad.keep_alive = False
         self.queue.append(bad)

@@ -38,7 +38,7 @@ from gateway.dataplane.upstream import Upstreams
 from gateway.domain.routing import RoutePlan, RouteTable, Target
 from gateway.forwarded import ClientAddress
 from gateway.telemetry.metrics import Metrics
-from gateway.telemetry.record import NULL, Recorder, RequestRecord
+from gateway.telemetry.record import NULL, NewRecord, Recorder
 
 __all__ = ["Observer", "Proxy"]
 
@@ -94,7 +94,8 @@ class Proxy(Answers):
     # ------------------------------------------------------------------ Handler
 
     def handle(self, req: Request) -> None:
-        req.rec = RequestRecord(req.started)
+        req.rec = rec = NewRecord()  # (`RequestRecord(req.started)`, without its call)
+        rec.start = req.started
         tracer = self.tracer
         if tracer is not None:
             sampled = tracer.sample(req.traceparent)
@@ -115,25 +116,15 @@ class Proxy(Answers):
             if cl is not None and cl > self.max_body:
                 self.too_large(req, None)
                 return
-            try:
-                known = self._targets.get(req.target)  # the same few paths, again and again
-                if known is None:
-                    path, target_s = split_target(req.target.decode("latin-1"))
-                    known = (path, target_s.encode("latin-1"))
-                    if len(req.target) <= _CACHED_TARGET:
-                        if len(self._targets) >= _CACHE_MAX:
-                            self._targets.clear()
-                        self._targets[req.target] = known
-                path, target = known
-                host = self._hosts.get(req.host)
-                if host is None:
-                    raw = req.host
-                    host = route_host(req.headers.get("host") if raw and not raw.isascii()
-                                      else raw.decode("ascii") if raw else None)
-                    if raw is not None and len(raw) <= _CACHED_TARGET:
-                        if len(self._hosts) >= _CACHE_MAX:
-                            self._hosts.clear()
-                        self._hosts[raw] = host
+            try:  # the same few targets and Hosts, again and again (a subscript costs
+                try:  # less than a `get` call)
+                    path, target = self._targets[req.target]
+                except KeyError:
+                    path, target = self._new_target(req.target)
+                try:
+                    host = self._hosts[req.host]
+                except KeyError:
+                    host = self._new_host(req.host, req)
             except BadTarget as exc:
                 self._bad(req, "target", str(exc))
                 return
@@ -143,6 +134,27 @@ class Proxy(Answers):
             self._by_model(req, table, path, target, host)
         except BadHeader as exc:
             self._bad(req, "header_encoding", str(exc))
+
+    def _new_target(self, raw: bytes) -> tuple[str, bytes]:
+        """A target not seen lately: its path as routing reads it and the target forwarded
+        (remembered when short: a bounded cache, cleared when full)."""
+        path, target_s = split_target(raw.decode("latin-1"))
+        known = (path, target_s.encode("latin-1"))
+        if len(raw) <= _CACHED_TARGET:
+            if len(self._targets) >= _CACHE_MAX:
+                self._targets.clear()
+            self._targets[raw] = known
+        return known
+
+    def _new_host(self, raw: bytes | None, req: Request) -> str:
+        """A Host not seen lately, as routing reads it (remembered as `_new_target` does)."""
+        host = route_host(req.headers.get("host") if raw and not raw.isascii()
+                          else raw.decode("ascii") if raw else None)
+        if raw is not None and len(raw) <= _CACHED_TARGET:
+            if len(self._hosts) >= _CACHE_MAX:
+                self._hosts.clear()
+            self._hosts[raw] = host
+        return host
 
     def gone(self, req: Request) -> None:
         flight = req.flight
@@ -154,9 +166,11 @@ class Proxy(Answers):
         flight = req.flight
         if flight is not None:
             req.flight = None
-            self.inflight._done()
-            if isinstance(flight, Flight):
-                self.inflight.handles.discard(flight)
+            inflight = self.inflight
+            inflight.count -= 1  # (`inflight._done()`, inline)
+            if inflight.count == 0 and inflight._idle is not None:
+                inflight._idle.set()
+            inflight.handles.discard(flight)  # (_ADMITTED: never in it)
         rec = req.rec
         span = req.span
         if span is not None:
@@ -237,8 +251,10 @@ class Proxy(Answers):
         if model is None and table is self._match_table and self._matched is not None:
             # routes that match by path and Host alone: the same few pairs, again and again
             key = (path, host)
-            plan = self._matched.get(key)
-            if plan is None:
+            plan: RoutePlan | None
+            try:
+                plan = self._matched[key]
+            except KeyError:
                 plan = table.match(path, host, req.headers, None)
                 if plan is not None:
                     self._remember(key, plan)
@@ -267,12 +283,14 @@ class Proxy(Answers):
             self.unavailable(req, plan, choice.decision)
             return
         if prefix is None and req.body_done:
-            prefix, complete = req.body(), True
+            chunks = req.chunks  # (`req.body()`, inline for a body that came in one piece)
+            prefix = chunks[0] if len(chunks) == 1 else req.body()
+            complete = True
         # a failover drill's request (signed token) may miss one version
         faulted = (self.faults.version(req.headers, table.doc, plan.name) if table.doc.drills
                    else None)
-        Flight(self, req, plan, choice.target, choice.decision, prefix, complete, field,
-               target, path, faulted)  # (it starts itself: `req.flight` is it)
+        Flight().start(self, req, plan, choice.target, choice.decision, prefix, complete,
+                       field, target, path, faulted)  # (`req.flight` is it)
 
     def _remember(self, key: tuple[str, str], plan: RoutePlan) -> None:
         """Keep a match of the current table (short paths and Hosts; cleared when full)."""
@@ -322,8 +340,9 @@ class Proxy(Answers):
             # few pairs, request after request)
             host = req.host
             key = (req.conn.remote_b, host)
-            fwd = self._forwarded.get(key)
-            if fwd is None:
+            try:
+                fwd = self._forwarded[key]
+            except KeyError:
                 fwd = self._forwarded_lines(req.conn.remote_b, host)
                 if host is None or len(host) <= _CACHED_TARGET:
                     if len(self._forwarded) >= _CACHE_MAX:
@@ -359,10 +378,9 @@ class Proxy(Answers):
         plan, target, decision = flight.plan, flight.target, flight.decision
         route, version = plan.name, target.name
         status = ex.status
-        raw = ex.headers
         body = ex.finish()  # (back in its pool: `ex` holds this answer until its `_reset`)
         if plan.shadow_config is not None and (tap := self.tap(flight)) is not None:
-            tap.answer(status, raw, body)  # a copy goes once this answer is written
+            tap.answer(status, ex.headers, body)  # a copy goes once this answer is written
         length: int | None = len(body)
         if req.method == b"HEAD":
             length, body = ex.length, b""
@@ -387,13 +405,21 @@ class Proxy(Answers):
                              self.clock.now - started)
         keep = req.keep_alive and req.body_done and not req.conn.closing  # will_keep_alive
         connection = (None if keep and not req.http10 else b"keep-alive" if keep else b"close")
-        ours = self._labels.get((route, version, decision)) or self.labels(plan, target,
-                                                                           decision)
+        try:
+            ours = self._labels[route, version, decision]
+        except KeyError:
+            ours = self.labels(plan, target, decision)
         if ex.general:  # (positional: a call with keywords is not specialised)
-            req.respond(response_head(status, raw, ours, length, connection, False, False,
-                                      body))
+            data = response_head(status, ex.headers, ours, length, connection, False, False,
+                                 body)
         else:  # (the fields were classified as they came: no second pass over them)
-            req.respond(answer_head(status, ex.lines, ex.dated, ours, length, connection, body))
+            data = answer_head(status, ex.lines, ex.dated, ours, length, connection, body)
+        req.responded = True  # (`req.respond(data)`, inline)
+        conn = req.conn
+        transport = conn.transport
+        if transport is not None and not conn.closed:
+            transport.write(data)
+        conn.finished(req)
 
 def _forwarded_for(req: Request) -> list[str]:
     """Every X-Forwarded-For field of the request, as sent."""

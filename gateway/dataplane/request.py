@@ -102,7 +102,8 @@ class Connection(Protocol):
 
 
 class Request:
-    """A request and its answer. Created by the connection at the start of a head."""
+    """A request and its answer. Made by the connection at the start of a head:
+    `Request().begin(conn, now)`."""
 
     __slots__ = ("_headers", "body_done", "body_error", "body_size", "buffered", "chunked",
                  "chunks", "conn", "content_length", "continue_sent", "dispatched",
@@ -110,7 +111,12 @@ class Request:
                  "method", "out_chunked", "raw_headers", "rec", "refused", "responded", "span",
                  "started", "target", "traceparent", "waiter")
 
-    def __init__(self, conn: Connection, now: float) -> None:
+    # (no Python `__init__`: it would be called from C, which costs more than `begin`, a
+    # method called from Python code; `object.__init__` is C)
+    __init__ = object.__init__
+
+    def begin(self, conn: Connection, now: float) -> Request:
+        """A request on `conn` whose first bytes came at `now` (this request, made ready)."""
         self.conn = conn
         self.started = now
         self.method = b""
@@ -141,6 +147,7 @@ class Request:
         self.flight: object | None = None  # the proxy's (told when the client goes away)
         self.rec: Any = None  # the proxy's telemetry record of this request
         self.span: Any = None  # its trace span, when tracing sampled it
+        return self
 
     # ------------------------------------------------------------------ head
 
