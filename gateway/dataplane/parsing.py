@@ -87,18 +87,15 @@ class Parsing:
             self._malformed(400, "the request head is too large" if self.in_head
                             else "the trailer section is too large")
 
-    # (no `on_message_begin`: httptools calls only the callbacks a protocol has, and each
-    # costs a call from C. A request begins with the first read between requests, in
-    # `HttpProtocol.data_received`, or, after another request in the same read, with its
-    # target's first bytes: here)
-
-    def _begin(self) -> Request:
-        """A request head begins (its bytes are arriving; see `HttpProtocol.data_received`,
-        which does the same inline for a read that begins between requests)."""
+    def on_message_begin(self) -> None:
+        """A request begins: its first byte after any empty lines (llhttp skips those), in
+        whatever read it comes. (Not guessed from the reads instead: the method alone, in
+        the read that ends the request before, calls nothing else, and its head's deadline
+        runs from then.)"""
         if self.stopped or self.closing:
             raise Stop
         now = self.clock.now
-        self.parsing = req = Request().begin(self, now)
+        self.parsing = Request().begin(self, now)
         self.in_head = True
         self.head_bytes = self.wire_bytes = 0
         self.fresh = True
@@ -106,12 +103,9 @@ class Parsing:
             self.deadline = when = now + self.limits.header_timeout
             if not self.queue and (self.timer is None or when < self.timer_at):
                 self._arm(when)
-        return req
 
     def on_url(self, url: bytes) -> None:
-        req = self.parsing
-        if req is None:  # a request after another in the same read
-            req = self._begin()
+        req: Request = self.parsing  # type: ignore[assignment]  # (begun)
         req.target = target = req.target + url
         if len(target) > MAX_LINE:
             raise Refuse(400, "the request target is too long")

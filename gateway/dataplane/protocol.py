@@ -148,17 +148,6 @@ class HttpProtocol(Parsing, Deadlines, asyncio.Protocol):
                     elif end == b" HTTP/1.0\r":
                         hint = "1.0"
                 self.version_hint = hint
-                if j >= 10 or data.lstrip(b"\r\n"):  # (llhttp skips empty lines here)
-                    # a request begins (`_begin`, inline: the parser has no `on_message_begin`)
-                    now = self.clock.now
-                    self.parsing = Request().begin(self, now)
-                    self.in_head = True
-                    self.head_bytes = self.wire_bytes = 0
-                    self.fresh = True
-                    if self.seen:  # each later head has its own deadline
-                        self.deadline = when = now + self.limits.header_timeout
-                        if not self.queue and (self.timer is None or when < self.timer_at):
-                            self._arm(when)
             try:
                 self.parser.feed_data(data)
             except httptools.HttpParserUpgrade:
