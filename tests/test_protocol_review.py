@@ -40,3 +40,77 @@ async def test_a_second_head_begun_in_the_read_that_ends_a_request_has_its_deadl
     await until(lambda: tr.aborted, timeout=2)
     assert loop.time() - t0 < 1.0
     assert len(answers(tr.out)) == 2
+
+
+_PIPELINE = (b"\r\n" + GET
+             + b"POST /s HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabG"
+             + b"\r\n\r\n"
+             + b"POST /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+               b"3\r\nabc\r\n0\r\nX-T: 1\r\n\r\n"
+             + b"HEAD /h HTTP/1.1\r\nHost: x\r\n\r\n"
+             + b"GET /v HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\n\r\n"
+             + b"POST /e HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\nhi"
+             + GET.replace(b"/a", b"/z"))
+_EXPECTED = [b"GET /a ", b"POST /s abG", b"POST /c abc", b"HEAD /h ", b"GET /v ",
+             b"POST /e hi", b"GET /z "]
+
+
+@pytest.mark.parametrize("answer_now", [True, False])
+async def test_a_pipeline_split_in_two_reads_at_every_offset_is_answered_the_same(
+        answer_now: bool) -> None:
+    """Where each request begins no longer has a parser callback of its own: every split of
+    one pipeline (empty lines, sized, chunked with a trailer, HEAD, HTTP/1.0 kept alive,
+    100-continue) in two reads gives the same requests, versions and answers."""
+    for cut in range(1, len(_PIPELINE)):
+        h = Recorder(answer_now=answer_now)
+        proto, tr, _ = connect(h)
+        feed(proto, _PIPELINE[:cut])
+        feed(proto, _PIPELINE[cut:])
+        while len(answers(tr.out.replace(b"HTTP/1.1 100 Continue\r\n\r\n", b""))) < 7:
+            if not answer_now:
+                await until(lambda: h.seen and not h.seen[-1].responded)  # noqa: B023
+                req = h.seen[-1]
+                if req.body_done:
+                    answer(req)
+                else:
+                    body = b"".join([c async for c in req.rest(0, 100)])
+                    answer(req, req.method + b" " + req.target + b" " + body)
+            else:
+                await asyncio.sleep(0.001)
+        got = answers(tr.out.replace(b"HTTP/1.1 100 Continue\r\n\r\n", b""))
+        assert got == _EXPECTED, cut
+        assert [r.http10 for r in h.seen] == [False] * 4 + [True] + [False] * 2, cut
+        assert not tr.closed, cut
+        starts = [r.started for r in h.seen]
+        assert starts == sorted(starts), cut
+
+
+@pytest.mark.parametrize("bad, why", [
+    (b"GET / HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n", b"more than one Host"),
+    (b"GET /\x01 HTTP/1.1\r\nHost: x\r\n\r\n", b"malformed"),
+    (b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n", b"upgrades"),
+    (b"CONNECT x:443 HTTP/1.1\r\nHost: x\r\n\r\n", b"upgrades"),
+])
+async def test_a_refused_request_after_a_good_one_split_at_every_offset(bad: bytes,
+                                                                       why: bytes) -> None:
+    data = GET + b"\r\n" + bad + GET
+    for cut in range(1, len(data)):
+        h = Recorder()
+        proto, tr, server = connect(h)
+        feed(proto, data[:cut])
+        feed(proto, data[cut:])
+        await until(lambda: tr.closed)  # noqa: B023
+        assert answers(tr.out[:tr.out.index(b"HTTP/1.1 400")]) == [b"GET /a "], cut
+        assert why in tr.out and server.counts == ["malformed"], cut
+        assert len(h.seen) == 1, cut
+
+
+async def test_one_byte_of_a_second_head_in_a_read_of_its_own_is_cut_at_header_timeout() -> None:
+    h = Recorder()
+    proto, tr, _ = connect(h, limits=_SLOW_IDLE)
+    loop = asyncio.get_running_loop()
+    feed(proto, GET)
+    t0 = loop.time()
+    feed(proto, b"G")
+    await until(lambda: tr.aborted, timeout=2)
+    assert loop.time() - t0 < 1.0 and answers(tr.out) == [b"GET /a "]
