@@ -171,6 +171,10 @@ def run_supervisor(config_path: str, workers: int) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, forward)
+    # An ignored SIGCHLD (inherited across exec: some init scripts and daemons start their
+    # children so) has the kernel reap every child: no zombie, and waitid would return only
+    # once the last worker is gone. The default leaves each exit to be seen and reaped.
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     for i in range(workers):
         spawn(i)
     codes: dict[int, int] = {}

@@ -222,3 +222,28 @@ def test_the_supervisors_wait_reaps_a_child_that_is_not_a_worker_and_leaves_work
     worker = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
     _until_a_child_exits({worker.pid})
     assert worker.poll() == 3  # still there for Popen to reap, with its code
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc")
+async def test_a_supervisor_started_with_sigchld_ignored_still_replaces_a_dead_worker(
+        tmp_path: Path, backends, gateway_procs) -> None:
+    """An ignored SIGCHLD is inherited across exec (some init scripts and daemons start
+    their children so): the kernel then reaps each child itself, and a wait returns only
+    when the last child is gone; a worker that dies must still be replaced at once."""
+    from tests.backends import echo_app
+
+    port = await backends(echo_app("v1"))
+    old = signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # (only the supervisor inherits it)
+    try:
+        gw = gateway_procs(_cfg(tmp_path, port), workers=2)
+    finally:
+        signal.signal(signal.SIGCHLD, old)
+    await _to_thread(gw.wait_ready)
+    sup = gw.proc.pid
+    await _to_thread(wait_until_sync, lambda: len(_children(sup)) == 2, 10.0)
+    victim = min(_children(sup))
+    os.kill(victim, signal.SIGKILL)
+    await _to_thread(wait_until_sync, lambda: victim not in _children(sup)
+                     and len(_children(sup)) == 2, 10.0)
+    await _to_thread(gw.wait_ready)
+    assert gw.stop() == 0, gw.output()
