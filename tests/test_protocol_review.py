@@ -114,3 +114,18 @@ async def test_one_byte_of_a_second_head_in_a_read_of_its_own_is_cut_at_header_t
     feed(proto, b"G")
     await until(lambda: tr.aborted, timeout=2)
     assert loop.time() - t0 < 1.0 and answers(tr.out) == [b"GET /a "]
+
+
+@pytest.mark.parametrize("empty", [b"\r" * 10 + b"\n", b"\n" * 12, b"\r\n" * 6])
+async def test_a_long_read_of_empty_lines_between_requests_begins_no_head(empty: bytes) -> None:
+    """llhttp skips CR and LF before a request line, however many: a read of them between
+    requests leaves the connection idle (keepalive_timeout, not header_timeout)."""
+    h = Recorder()
+    proto, tr, _ = connect(h, limits=Limits(header_timeout=0.1, keepalive_timeout=30,
+                                            body_timeout=5, send_timeout=30))
+    feed(proto, GET)
+    feed(proto, empty)
+    await asyncio.sleep(0.3)  # past header_timeout
+    assert not tr.closed and proto.parsing is None
+    feed(proto, GET.replace(b"/a", b"/b"))
+    assert answers(tr.out) == [b"GET /a ", b"GET /b "]
