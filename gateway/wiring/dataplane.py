@@ -79,18 +79,26 @@ class Outcomes:
             o.batched_by(self.flush)
 
     def outcome(self, route: str, version: str, kind: str, latency: float) -> None:
-        for o in self.each:
-            o.outcome(route, version, kind, latency)
-        now = self.clock()
-        if kind == "ok" and self._sec <= now < self._until:
-            if route is self._route and version is self._version:
+        if self.each:
+            for o in self.each:
+                o.outcome(route, version, kind, latency)
+        # the usual "ok": of the last (route, version) held, in the second held
+        if route is self._route and version is self._version and kind == "ok":
+            now = self.clock()
+            if self._sec <= now < self._until:
                 held = self._last
-            else:
+                held.append(latency)
+                if len(held) >= _HELD:
+                    self.flush()
+                return
+        else:
+            now = self.clock()
+            if kind == "ok" and self._sec <= now < self._until:
                 held = self._hold(route, version)
-            held.append(latency)
-            if len(held) >= _HELD:
-                self.flush()
-            return
+                held.append(latency)
+                if len(held) >= _HELD:
+                    self.flush()
+                return
         self._other(route, version, kind, latency, now)
 
     def _hold(self, route: str, version: str) -> list[float]:
