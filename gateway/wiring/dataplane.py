@@ -83,8 +83,10 @@ class Outcomes:
             for o in self.each:
                 o.outcome(route, version, kind, latency)
         # the usual "ok": of the last (route, version) held, in the second held
+        clock = self.clock  # (`self.clock()` is a method load that never specializes: an
+        # instance attribute; a local is an attribute read and a call to the builtin)
         if route is self._route and version is self._version and kind == "ok":
-            now = self.clock()
+            now = clock()
             if self._sec <= now < self._until:
                 held = self._last
                 held.append(latency)
@@ -92,7 +94,7 @@ class Outcomes:
                     self.flush()
                 return
         else:
-            now = self.clock()
+            now = clock()
             if kind == "ok" and self._sec <= now < self._until:
                 held = self._hold(route, version)
                 held.append(latency)
