@@ -113,6 +113,28 @@ def test_times_are_bucketed_in_batches_and_every_read_sees_all_of_them() -> None
     assert s.counts() == {("iris", "v1", "weighted", "stable", 200): n + 1}
 
 
+def test_labels_changing_between_requests_count_as_found_afresh() -> None:
+    """done() keeps the entry of the last request's labels (an identity check): requests
+    whose labels change every time, equal strings that are other objects, and status codes
+    past the small ints count the same as one lookup of each request's labels."""
+    s = RequestStats(BucketsConfig())
+    want: Counter[tuple[str, str, str, str, int]] = Counter()
+    combos = [("iris", "v1", "weighted", "v1", 200), ("iris", "v2", "weighted", "v1", 200),
+              ("iris", "v1", "weighted", "v1", 503), ("iris", "v1", "failover", "v1", 200),
+              ("iris", "v1", "weighted", "v2", 200), ("chat", "v1", "weighted", "v1", 200),
+              ("", "", "", "", 404)]
+    for i in range(3000):
+        route, version, decision, stable, status = combos[(i * 7 + i // 5) % len(combos)]
+        if i % 3 == 0:  # equal strings, other objects; an int made afresh
+            route, version = "".join(list(route)), "".join(list(version))
+            decision, stable = "".join(list(decision)), "".join(list(stable))
+            status = int(str(status))
+        s.done(_rec(route, version, decision, status, stable=stable))
+        want[route, version, decision, arm_of(decision, version, stable), status] += 1
+    assert s.counts() == dict(want)
+    assert sum(sum(e.duration[1][:-1]) for e in s.entries.values()) == 3000
+
+
 def test_per_route_boundaries() -> None:
     s = RequestStats(BucketsConfig.model_validate(
         {"request_duration": [0.1, 1], "routes": {"chat": [1, 10, 100, 300]}}))

@@ -395,6 +395,8 @@ class Proxy(Answers):
         rec.decision = decision
         rec.status = status
         rec.bytes_out = len(body)
+        rec.first_byte = 0.0  # (not streamed; written, as a recorder's read of the class's
+        # default through the instance costs about 250 CPU instructions more)
         if span is not None:
             span.body(body)
         started = flight.started

@@ -138,6 +138,7 @@ class AccessLog:
     def __init__(self, cfg: AccessLogConfig, metrics: Metrics, resolve: Callable[[str], Path],
                  rand: Callable[[], float] = random.random,
                  clock: Callable[[], float] = time.monotonic) -> None:
+        self.detailed = True  # (read on every request: see RequestStats.__init__)
         self.ratio = cfg.sample_ratio
         self.cap = cfg.buffer
         self.metrics = metrics
