@@ -4,10 +4,11 @@ Owns the request path of CONTRACT §3 up to the backend. Reads the routing snaps
 per request from the `TableSource` (no I/O for any decision); forwarding, attempts and
 streaming are `dataplane/flight.py`'s; the gateway's own answers (the one place that maps
 data-plane errors to HTTP) and what is recorded of every answer are
-`dataplane/answers.py`'s, the base of `Proxy`. The connection (`dataplane/protocol.py`) calls
-`handle` from its parser callback: a request whose route is decided and whose body is in
-memory goes on without a Task (only a body still to be read, or the model peek of a large
-body, needs a coroutine here).
+`dataplane/answers.py`'s, the base of `Proxy`; what flights ask of it besides (the head
+for the backend, retry policy and budget, the shadow tap) `dataplane/outgoing.py`'s. The
+connection (`dataplane/protocol.py`) calls `handle` from its parser callback: a request
+whose route is decided and whose body is in memory goes on without a Task (only a body still
+to be read, or the model peek of a large body, needs a coroutine here).
 """
 
 from __future__ import annotations
@@ -23,19 +24,19 @@ from gateway.dataplane.flight import Flight
 from gateway.dataplane.headers import (
     answer_head,
     declared_charset,
-    request_head,
     response_head,
 )
 from gateway.dataplane.inflight import Inflight
 from gateway.dataplane.jsonpeek import ModelField, Unreadable, find_model
+from gateway.dataplane.outgoing import CACHE_MAX, CACHED_TARGET, Outgoing, forwarded_for
 from gateway.dataplane.paths import BadTarget, route_host, split_target
 from gateway.dataplane.ports import Forwarding, TableSource
 from gateway.dataplane.request import BadBody, BadHeader, BodyTimeout, ClientGone, Request
 from gateway.dataplane.retry import RetryBudget
-from gateway.dataplane.shadow import Mirror, Tap
+from gateway.dataplane.shadow import Mirror
 from gateway.dataplane.spans import RequestTracer, TraceView, trace_choice
 from gateway.dataplane.upstream import Upstreams
-from gateway.domain.routing import RoutePlan, RouteTable, Target
+from gateway.domain.routing import RoutePlan, RouteTable
 from gateway.forwarded import ClientAddress
 from gateway.telemetry.metrics import Metrics
 from gateway.telemetry.record import NULL, NewRecord, Recorder
@@ -46,11 +47,9 @@ _ADMITTED = object()  # a request counted in flight, before (or without) a Fligh
 #: the status recorded for a routed request whose client went away before any answer
 #: (nginx's "client closed request"): a backend that hangs shows, not looks idle
 CLIENT_CLOSED = 499
-_CACHE_MAX = 1024  # request targets and hosts remembered as parsed (cleared when full)
-_CACHED_TARGET = 256  # longer targets are parsed every time (the cache stays small)
 
 
-class Proxy(Answers):
+class Proxy(Outgoing, Answers):
     """The data-plane request handler (the `Handler` of every data-plane connection)."""
 
     def __init__(self, holder: TableSource, upstreams: Upstreams, inflight: Inflight,
@@ -140,8 +139,8 @@ class Proxy(Answers):
         (remembered when short: a bounded cache, cleared when full)."""
         path, target_s = split_target(raw.decode("latin-1"))
         known = (path, target_s.encode("latin-1"))
-        if len(raw) <= _CACHED_TARGET:
-            if len(self._targets) >= _CACHE_MAX:
+        if len(raw) <= CACHED_TARGET:
+            if len(self._targets) >= CACHE_MAX:
                 self._targets.clear()
             self._targets[raw] = known
         return known
@@ -150,8 +149,8 @@ class Proxy(Answers):
         """A Host not seen lately, as routing reads it (remembered as `_new_target` does)."""
         host = route_host(req.headers.get("host") if raw and not raw.isascii()
                           else raw.decode("ascii") if raw else None)
-        if raw is not None and len(raw) <= _CACHED_TARGET:
-            if len(self._hosts) >= _CACHE_MAX:
+        if raw is not None and len(raw) <= CACHED_TARGET:
+            if len(self._hosts) >= CACHE_MAX:
                 self._hosts.clear()
             self._hosts[raw] = host
         return host
@@ -191,7 +190,7 @@ class Proxy(Answers):
         if recorder.detailed:
             trusted = self.client_address  # the right-most untrusted hop behind proxies
             rec.peer = (req.remote or "") if trusted is None else trusted.client(
-                req.remote, _forwarded_for(req))
+                req.remote, forwarded_for(req))
             rid = req.headers.get_bytes(b"x-request-id")
             rec.request_id = rid.decode("latin-1") if rid is not None else ""
             rec.method = req.method.decode("latin-1")
@@ -295,9 +294,9 @@ class Proxy(Answers):
     def _remember(self, key: tuple[str, str], plan: RoutePlan) -> None:
         """Keep a match of the current table (short paths and Hosts; cleared when full)."""
         matched = self._matched
-        if matched is not None and len(key[0]) <= _CACHED_TARGET \
-                and len(key[1]) <= _CACHED_TARGET:
-            if len(matched) >= _CACHE_MAX:
+        if matched is not None and len(key[0]) <= CACHED_TARGET \
+                and len(key[1]) <= CACHED_TARGET:
+            if len(matched) >= CACHE_MAX:
                 matched.clear()
             matched[key] = plan
 
@@ -305,72 +304,6 @@ class Proxy(Answers):
         task: asyncio.Task[None] = self.loop.create_task(coro)  # type: ignore[arg-type]
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-    # ------------------------------------------------------------------ what flights use
-
-    def policy(self, plan: RoutePlan) -> Policy:
-        """The route's retry settings as the attempts plan wants them (cached per settings:
-        the plan's copy, as every read here, is a slot, not a config model's attribute)."""
-        retry = plan.retry
-        cached = self._policies.get(plan.name)
-        if cached is not None and cached[0] is retry:
-            return cached[1]
-        policy = Policy() if retry is None else Policy(frozenset(retry.retry_on), retry.attempts)
-        self._policies[plan.name] = (retry, policy)
-        return policy
-
-    def budget(self, plan: RoutePlan) -> RetryBudget | None:
-        if plan.retry is None:
-            return None
-        b = self._budgets.get(plan.name)
-        if b is None:
-            b = self._budgets[plan.name] = RetryBudget()
-        return b
-
-    def request_head(self, req: Request, target: Target, host_header: bytes,
-                     length: int | None, raw_target: bytes,
-                     traceparent: bytes | None = None, body: bytes = b"") -> bytes:
-        """The head for the backend (and `body`, when given, after it in the same bytes)."""
-        # the request line and our Host as parts (joined once, with the rest of the head)
-        first = [req.method, b" ", target.path_bytes, raw_target, b" HTTP/1.1\r\nhost: ",
-                 host_header, b"\r\n"]
-        trusted = self.client_address  # behind trusted proxies: the chain they vouch for
-        if trusted is None:
-            # the x-forwarded-* lines of a socket peer and Host (bounded cache: the same
-            # few pairs, request after request)
-            host = req.host
-            key = (req.conn.remote_b, host)
-            try:
-                fwd = self._forwarded[key]
-            except KeyError:
-                fwd = self._forwarded_lines(req.conn.remote_b, host)
-                if host is None or len(host) <= _CACHED_TARGET:
-                    if len(self._forwarded) >= _CACHE_MAX:
-                        self._forwarded.clear()
-                    self._forwarded[key] = fwd
-        else:
-            fwd = self._forwarded_lines(trusted.forwarded_for(
-                req.remote, _forwarded_for(req)).encode(), req.host)
-        if traceparent is not None:  # ours replaces the client's: the backend joins our span
-            fwd += b"traceparent: %s\r\n" % traceparent
-            return request_head(first, req.raw_headers, fwd, length, True, body)
-        # (all positional: a call with keywords is not specialised)
-        return request_head(first, req.raw_headers, fwd, length, False, body)
-
-    def _forwarded_lines(self, xff: bytes, host: bytes | None) -> bytes:
-        fwd = b"x-forwarded-for: %s\r\nx-forwarded-proto: %s\r\n" % (xff, self.scheme_b)
-        if host:
-            fwd += b"x-forwarded-host: %s\r\n" % host
-        return fwd
-
-    def tap(self, flight: Forwarding) -> Tap | None:
-        """A shadow copy's tap on this answer, when the route has a shadow and samples it."""
-        if flight.plan.shadow_config is None or self.shadow is None:
-            return None
-        req = flight.req
-        return self.shadow.tap(flight.plan, flight.target, req.method, flight.raw_target,
-                               list(req.raw_headers), flight.prefix, flight.complete,
-                               flight.field, req.conn.remote_b, flight.started)
 
     def write_complete(self, flight: Forwarding, ex: Exchange) -> None:
         """The fast path's end: the whole answer has arrived; one write to the client."""
@@ -422,7 +355,3 @@ class Proxy(Answers):
         if transport is not None and not conn.closed:
             transport.write(data)
         conn.finished(req)
-
-def _forwarded_for(req: Request) -> list[str]:
-    """Every X-Forwarded-For field of the request, as sent."""
-    return [v.decode("latin-1") for n, v in req.raw_headers if n.lower() == b"x-forwarded-for"]

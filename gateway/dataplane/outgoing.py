@@ -1,0 +1,99 @@
+"""What a flight asks of the proxy besides the decision: the head for the backend (with the
+x-forwarded-* lines of the peer, or of the chain trusted proxies vouch for, and our
+traceparent), the route's retry policy and budget, and the shadow tap of an answer.
+
+A mixin of `Proxy` (dataplane/proxy.py), which owns the state read here.
+"""
+
+from __future__ import annotations
+
+from gateway.dataplane.attempts import Policy
+from gateway.dataplane.headers import request_head
+from gateway.dataplane.ports import Forwarding
+from gateway.dataplane.request import Request
+from gateway.dataplane.retry import RetryBudget
+from gateway.dataplane.shadow import Mirror, Tap
+from gateway.domain.routing import RoutePlan, Target
+from gateway.forwarded import ClientAddress
+
+__all__ = ["CACHED_TARGET", "CACHE_MAX", "Outgoing", "forwarded_for"]
+
+CACHE_MAX = 1024  # request targets and hosts remembered as parsed (cleared when full)
+CACHED_TARGET = 256  # longer targets are parsed every time (the cache stays small)
+
+
+class Outgoing:
+    client_address: ClientAddress | None
+    scheme_b: bytes
+    shadow: Mirror | None
+    _forwarded: dict[tuple[bytes, bytes | None], bytes]
+    _policies: dict[str, tuple[object, Policy]]
+    _budgets: dict[str, RetryBudget]
+
+    def policy(self, plan: RoutePlan) -> Policy:
+        """The route's retry settings as the attempts plan wants them (cached per settings:
+        the plan's copy, as every read here, is a slot, not a config model's attribute)."""
+        retry = plan.retry
+        cached = self._policies.get(plan.name)
+        if cached is not None and cached[0] is retry:
+            return cached[1]
+        policy = Policy() if retry is None else Policy(frozenset(retry.retry_on), retry.attempts)
+        self._policies[plan.name] = (retry, policy)
+        return policy
+
+    def budget(self, plan: RoutePlan) -> RetryBudget | None:
+        if plan.retry is None:
+            return None
+        b = self._budgets.get(plan.name)
+        if b is None:
+            b = self._budgets[plan.name] = RetryBudget()
+        return b
+
+    def request_head(self, req: Request, target: Target, host_header: bytes,
+                     length: int | None, raw_target: bytes,
+                     traceparent: bytes | None = None, body: bytes = b"") -> bytes:
+        """The head for the backend (and `body`, when given, after it in the same bytes)."""
+        # the request line and our Host as parts (joined once, with the rest of the head)
+        first = [req.method, b" ", target.path_bytes, raw_target, b" HTTP/1.1\r\nhost: ",
+                 host_header, b"\r\n"]
+        trusted = self.client_address  # behind trusted proxies: the chain they vouch for
+        if trusted is None:
+            # the x-forwarded-* lines of a socket peer and Host (bounded cache: the same
+            # few pairs, request after request)
+            host = req.host
+            key = (req.conn.remote_b, host)
+            try:
+                fwd = self._forwarded[key]
+            except KeyError:
+                fwd = self._forwarded_lines(req.conn.remote_b, host)
+                if host is None or len(host) <= CACHED_TARGET:
+                    if len(self._forwarded) >= CACHE_MAX:
+                        self._forwarded.clear()
+                    self._forwarded[key] = fwd
+        else:
+            fwd = self._forwarded_lines(trusted.forwarded_for(
+                req.remote, forwarded_for(req)).encode(), req.host)
+        if traceparent is not None:  # ours replaces the client's: the backend joins our span
+            fwd += b"traceparent: %s\r\n" % traceparent
+            return request_head(first, req.raw_headers, fwd, length, True, body)
+        # (all positional: a call with keywords is not specialised)
+        return request_head(first, req.raw_headers, fwd, length, False, body)
+
+    def _forwarded_lines(self, xff: bytes, host: bytes | None) -> bytes:
+        fwd = b"x-forwarded-for: %s\r\nx-forwarded-proto: %s\r\n" % (xff, self.scheme_b)
+        if host:
+            fwd += b"x-forwarded-host: %s\r\n" % host
+        return fwd
+
+    def tap(self, flight: Forwarding) -> Tap | None:
+        """A shadow copy's tap on this answer, when the route has a shadow and samples it."""
+        if flight.plan.shadow_config is None or self.shadow is None:
+            return None
+        req = flight.req
+        return self.shadow.tap(flight.plan, flight.target, req.method, flight.raw_target,
+                               list(req.raw_headers), flight.prefix, flight.complete,
+                               flight.field, req.conn.remote_b, flight.started)
+
+def forwarded_for(req: Request) -> list[str]:
+    """Every X-Forwarded-For field of the request, as sent."""
+    return [v.decode("latin-1") for n, v in req.raw_headers if n.lower() == b"x-forwarded-for"]
