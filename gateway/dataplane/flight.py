@@ -149,13 +149,8 @@ class Flight(Handle):
             pool = proxy.upstreams.pools[target.origin]
         except KeyError:
             pool = proxy.upstreams.pool(target.origin)
-        idle = pool.idle  # (`pool.take_idle()`, inline)
-        while idle:
-            ex = idle.pop()
-            if not ex.closed and ex.keep_alive:  # (aborted while idle: not closed yet)
-                ex._reset()
-                break
-        else:
+        ex = pool.take_idle()
+        if ex is None:
             return False
         if self.aborted is not None:
             pool.release(ex)

@@ -166,9 +166,7 @@ class Proxy(Outgoing, Answers):
         if flight is not None:
             req.flight = None
             inflight = self.inflight
-            inflight.count -= 1  # (`inflight._done()`, inline)
-            if inflight.count == 0 and inflight._idle is not None:
-                inflight._idle.set()
+            inflight._done()
             inflight.handles.discard(flight)  # (_ADMITTED: never in it)
         rec = req.rec
         span = req.span
@@ -349,9 +347,4 @@ class Proxy(Outgoing, Answers):
                                  body)
         else:  # (the fields were classified as they came: no second pass over them)
             data = answer_head(status, ex.lines, ex.dated, ours, length, connection, body)
-        req.responded = True  # (`req.respond(data)`, inline)
-        conn = req.conn
-        transport = conn.transport
-        if transport is not None and not conn.closed:
-            transport.write(data)
-        conn.finished(req)
+        req.respond(data)

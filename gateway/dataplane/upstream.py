@@ -125,9 +125,8 @@ class Pool:
         return None
 
     def release(self, ex: Exchange) -> None:
-        if ex.sink is not None:  # (`ex.detach()`, inline: the fast path's every answer)
-            ex.sink = None
-            self.waiting.discard(ex)
+        if ex.sink is not None:
+            ex.detach()
         if ex.complete and ex.keep_alive and ex.error is None and not ex.closed \
                 and not self.retired and not ex.chunks and not ex.unsent:
             while self._waiters:  # the oldest waiter gets it, not whoever comes next

@@ -79,28 +79,21 @@ class Outcomes:
             o.batched_by(self.flush)
 
     def outcome(self, route: str, version: str, kind: str, latency: float) -> None:
-        if self.each:
+        if self.each:  # (a loop over an empty tuple costs its setup)
             for o in self.each:
                 o.outcome(route, version, kind, latency)
-        # the usual "ok": of the last (route, version) held, in the second held
         clock = self.clock  # (`self.clock()` is a method load that never specializes: an
         # instance attribute; a local is an attribute read and a call to the builtin)
-        if route is self._route and version is self._version and kind == "ok":
-            now = clock()
-            if self._sec <= now < self._until:
-                held = self._last
-                held.append(latency)
-                if len(held) >= _HELD:
-                    self.flush()
-                return
-        else:
-            now = clock()
-            if kind == "ok" and self._sec <= now < self._until:
+        now = clock()
+        if kind == "ok" and self._sec <= now < self._until:
+            if route is self._route and version is self._version:
+                held = self._last  # the usual "ok": of the last (route, version) held
+            else:
                 held = self._hold(route, version)
-                held.append(latency)
-                if len(held) >= _HELD:
-                    self.flush()
-                return
+            held.append(latency)
+            if len(held) >= _HELD:
+                self.flush()
+            return
         self._other(route, version, kind, latency, now)
 
     def _hold(self, route: str, version: str) -> list[float]:
