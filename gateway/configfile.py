@@ -20,7 +20,7 @@ from gateway.config_problems import problems_from
 from gateway.config_yaml import load_yaml
 from gateway.errors import ConfigError, Problem
 
-__all__ = ["LoadedConfig", "load_config", "parse_config_text"]
+__all__ = ["LoadedConfig", "load_config", "parse_config_text", "read_config_bytes"]
 
 MAX_FILE_BYTES = 1 << 20
 
@@ -61,10 +61,11 @@ def parse_config_text(text: str, source: str = "<config>") -> Config:
     return cfg
 
 
-def load_config(path: str | Path) -> LoadedConfig:
+def read_config_bytes(path: str | Path) -> bytes:
+    """The file's bytes, or a ConfigError saying why they cannot be read."""
     p = Path(path)
     try:
-        raw = p.read_bytes()
+        return p.read_bytes()
     except FileNotFoundError:
         raise ConfigError([Problem("", f"{p}: no such file")]) from None
     except PermissionError:
@@ -73,6 +74,15 @@ def load_config(path: str | Path) -> LoadedConfig:
         raise ConfigError([Problem("", f"{p}: is a directory")]) from None
     except OSError as exc:
         raise ConfigError([Problem("", f"{p}: cannot read ({exc.strerror})")]) from None
+
+
+def load_config(path: str | Path, raw: bytes | None = None) -> LoadedConfig:
+    """Read and validate the file at `path`; or, given `raw`, validate those bytes as the
+    file at `path` (its folder for relative paths, its path for the watcher): a worker
+    parses the bytes its supervisor read, so workers started apart serve one config."""
+    p = Path(path)
+    if raw is None:
+        raw = read_config_bytes(p)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -6,7 +6,10 @@ and starts N copies of itself that each bind the same ports with SO_REUSEPORT, s
 kernel spreads connections across them. A worker that dies unexpectedly is restarted; the
 supervisor sleeps in waitid until one does (no periodic wake-up while the workers serve).
 The supervisor also makes a private run directory where the workers share their metrics
-(telemetry/workers.py), so /metrics answers for the whole group; removed at exit.
+(telemetry/workers.py), so /metrics answers for the whole group, and the config bytes the
+workers parse: read once by the supervisor, so workers that start apart (the slower one,
+a restarted one) serve the config their siblings run, not whatever the file holds by then;
+SIGHUP refreshes those bytes from the file before it is forwarded. Removed at exit.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import time
 from pathlib import Path
 
 from gateway.app import Gateway
-from gateway.configfile import LoadedConfig, load_config
+from gateway.configfile import LoadedConfig, load_config, read_config_bytes
 from gateway.errors import ConfigError
 from gateway.log import event
 from gateway.sockets import ListenError, bound
@@ -82,8 +85,9 @@ async def _serve(loaded: LoadedConfig, worker: int | None, reuse_port: bool,
 
 def run_worker(config_path: str, worker: int | None = None, reuse_port: bool = False,
                ports: tuple[int | None, int | None] = (None, None),
-               metrics_dir: str | None = None) -> int:
-    loaded = load_config(config_path)
+               metrics_dir: str | None = None, config_bytes: str | None = None) -> int:
+    raw = read_config_bytes(config_bytes) if config_bytes is not None else None
+    loaded = load_config(config_path, raw)
     _configure_logging(loaded)
     if not c_parser_in_use():
         event(log, "refusing_to_start", logging.ERROR,
@@ -133,7 +137,8 @@ def _configure_logging(loaded: LoadedConfig) -> None:
 
 def run_supervisor(config_path: str, workers: int) -> int:
     """Start `workers` worker processes sharing the ports; forward signals; reap."""
-    loaded = load_config(config_path)
+    raw = read_config_bytes(config_path)
+    loaded = load_config(config_path, raw)
     _configure_logging(loaded)
     if not c_parser_in_use():
         return run_worker(config_path)  # prints the refusal
@@ -145,15 +150,33 @@ def run_supervisor(config_path: str, workers: int) -> int:
           admin_port=ports[1], pid=os.getpid())
     stopping = False
     procs: dict[int, subprocess.Popen[bytes]] = {}
-    # private (0700): the workers' metric snapshots, one file per worker slot
+    # private (0700): the workers' metric snapshots, one file per worker slot, and the
+    # config bytes they parse
     run_dir: str | None = None
     try:
         run_dir = tempfile.mkdtemp(prefix="killgate-workers-")
     except OSError as exc:
         event(log, "worker_metrics_disabled", logging.WARNING, error=str(exc),
-              consequence="each /metrics scrape shows the one worker that answered it; "
-                          "make TMPDIR (or /tmp) writable")
-    shared = ["--metrics-dir", run_dir] if run_dir is not None else []
+              consequence="each /metrics scrape shows the one worker that answered it, and "
+                          "each worker reads the config file itself when it starts; make "
+                          "TMPDIR (or /tmp) writable")
+    shared: list[str] = []
+    snapshot = None
+    if run_dir is not None:
+        snapshot = os.path.join(run_dir, "config")
+        shared = ["--metrics-dir", run_dir]
+        if _write_private(snapshot, raw):
+            shared += ["--config-bytes", snapshot]
+
+    def refresh_snapshot() -> None:
+        """SIGHUP: a worker restarted later starts from what its siblings reload now."""
+        try:
+            new = read_config_bytes(config_path)
+            load_config(config_path, new)
+        except ConfigError:
+            return  # the workers refuse it too, and keep what they run
+        if snapshot is not None:
+            _write_private(snapshot, new)
 
     def spawn(i: int) -> None:
         procs[i] = subprocess.Popen([
@@ -165,6 +188,8 @@ def run_supervisor(config_path: str, workers: int) -> int:
         nonlocal stopping
         if sig in (signal.SIGTERM, signal.SIGINT):
             stopping = True
+        if sig == signal.SIGHUP:
+            refresh_snapshot()
         for p in procs.values():
             if p.poll() is None:
                 p.send_signal(sig)
@@ -210,6 +235,24 @@ def run_supervisor(config_path: str, workers: int) -> int:
     return 0 if all(c == 0 for c in codes.values()) else 1
 
 
+def _write_private(path: str, data: bytes) -> bool:
+    """Replace the file at `path` by `data` at once (a worker starting meanwhile reads the
+    old bytes or the new, never a part), readable by this user only. False (and a warning)
+    when it cannot be written: the file there, if any, stays as it was."""
+    tmp = path + ".new"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except OSError as exc:
+        event(log, "worker_config_not_saved", logging.WARNING, error=str(exc),
+              consequence="a worker restarted after a crash starts from the config as it "
+                          "was before the last SIGHUP")
+        return False
+    return True
+
+
 def _until_a_child_exits(workers: set[int]) -> None:
     """Block until some child has exited, leaving a worker for `Popen.poll` to reap (WNOWAIT):
     the supervisor takes no CPU while its workers run. A signal (SIGTERM, SIGHUP) runs its
@@ -226,12 +269,13 @@ def _until_a_child_exits(workers: set[int]) -> None:
 
 
 def serve(config_path: str, workers: int, worker_index: int | None, reuse_port: bool,
-          data_port: int | None, admin_port: int | None, metrics_dir: str | None = None) -> int:
+          data_port: int | None, admin_port: int | None, metrics_dir: str | None = None,
+          config_bytes: str | None = None) -> int:
     try:
         if workers > 1 and worker_index is None:
             return run_supervisor(config_path, workers)
         return run_worker(config_path, worker_index, reuse_port, (data_port, admin_port),
-                          metrics_dir)
+                          metrics_dir, config_bytes)
     except ConfigError as exc:
         for p in exc.problems:
             print(f"killgate: config: {p}", file=sys.stderr)

@@ -68,7 +68,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from gateway.server import serve
 
     return serve(args.config, args.workers, args.worker_index, args.reuse_port,
-                 args.data_port, args.admin_port, args.metrics_dir)
+                 args.data_port, args.admin_port, args.metrics_dir, args.config_bytes)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -97,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--data-port", type=int, default=None, help=argparse.SUPPRESS)
     s.add_argument("--admin-port", type=int, default=None, help=argparse.SUPPRESS)
     s.add_argument("--metrics-dir", default=None, help=argparse.SUPPRESS)
+    s.add_argument("--config-bytes", default=None, help=argparse.SUPPRESS)
     s.set_defaults(fn=_cmd_serve)
 
     c = sub.add_parser("check", help="validate a config file")
