@@ -4,7 +4,8 @@ Owns signals (SIGTERM/SIGINT drain and exit 0, SIGHUP reload), the C-parser chec
 `--workers N`: the supervisor reserves the ports (bound, never listening, SO_REUSEPORT)
 and starts N copies of itself that each bind the same ports with SO_REUSEPORT, so the
 kernel spreads connections across them. A worker that dies unexpectedly is restarted; the
-supervisor sleeps in waitid until one does (no periodic wake-up while the workers serve).
+supervisor sleeps until one does or a signal comes (childwait.py: no periodic wake-up while
+the workers serve, and no signal lost).
 The supervisor also makes a private run directory where the workers share their metrics
 (telemetry/workers.py), so /metrics answers for the whole group, and the config bytes the
 workers parse: read once by the supervisor, so workers that start apart (the slower one,
@@ -15,7 +16,6 @@ SIGHUP refreshes those bytes from the file before it is forwarded. Removed at ex
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import shutil
@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 from gateway.app import Gateway
+from gateway.childwait import ChildWait
 from gateway.configfile import LoadedConfig, load_config, read_config_bytes
 from gateway.errors import ConfigError
 from gateway.log import event
@@ -75,6 +76,9 @@ async def _serve(loaded: LoadedConfig, worker: int | None, reuse_port: bool,
         except BaseException:
             await gw.shutdown()
             raise
+        # a supervisor starts its workers with SIGHUP blocked (see spawn): one that came
+        # while this worker started is delivered now, to the handler above
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
         await stop.wait()
         await gw.shutdown()
     finally:
@@ -179,10 +183,17 @@ def run_supervisor(config_path: str, workers: int) -> int:
             _write_private(snapshot, new)
 
     def spawn(i: int) -> None:
-        procs[i] = subprocess.Popen([
-            sys.executable, "-m", "gateway", "serve", "-c", config_path,
-            "--worker-index", str(i), "--reuse-port", *shared,
-            "--data-port", str(ports[0]), "--admin-port", str(ports[1])])
+        # The worker starts with SIGHUP blocked (the mask is inherited across exec), and
+        # unblocks it once it can reload: a SIGHUP meanwhile waits for it, where the default
+        # action would end it (and a restarted worker's death within 1 s, the group).
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
+        try:
+            procs[i] = subprocess.Popen([
+                sys.executable, "-m", "gateway", "serve", "-c", config_path,
+                "--worker-index", str(i), "--reuse-port", *shared,
+                "--data-port", str(ports[0]), "--admin-port", str(ports[1])])
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
     def forward(sig: int, _frame: object) -> None:
         nonlocal stopping
@@ -196,10 +207,7 @@ def run_supervisor(config_path: str, workers: int) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, forward)
-    # An ignored SIGCHLD (inherited across exec: some init scripts and daemons start their
-    # children so) has the kernel reap every child: no zombie, and waitid would return only
-    # once the last worker is gone. The default leaves each exit to be seen and reaped.
-    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    wait = ChildWait().open()  # (before the first child: its exit must wake the sleep)
     for i in range(workers):
         spawn(i)
     codes: dict[int, int] = {}
@@ -226,8 +234,9 @@ def run_supervisor(config_path: str, workers: int) -> int:
                     stopping = True
                     forward(signal.SIGTERM, None)
             if procs:
-                _until_a_child_exits({p.pid for p in procs.values()})
+                wait.sleep({p.pid for p in procs.values()})
     finally:
+        wait.close()
         for s in holds:
             s.close()
         if run_dir is not None:
@@ -251,21 +260,6 @@ def _write_private(path: str, data: bytes) -> bool:
                           "was before the last SIGHUP")
         return False
     return True
-
-
-def _until_a_child_exits(workers: set[int]) -> None:
-    """Block until some child has exited, leaving a worker for `Popen.poll` to reap (WNOWAIT):
-    the supervisor takes no CPU while its workers run. A signal (SIGTERM, SIGHUP) runs its
-    handler, and the wait goes on (PEP 475) until the workers it was forwarded to exit. A
-    child that is not a worker is reaped here, or its zombie would end every wait at once.
-    Without waitid (not POSIX everywhere), a 50 ms poll."""
-    if not hasattr(os, "waitid"):  # pragma: no cover - Linux has it
-        time.sleep(0.05)
-        return
-    with contextlib.suppress(ChildProcessError):  # (no child left: the caller's loop ends)
-        info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOWAIT)
-        if info is not None and info.si_pid not in workers:
-            os.waitpid(info.si_pid, 0)
 
 
 def serve(config_path: str, workers: int, worker_index: int | None, reuse_port: bool,

@@ -128,6 +128,19 @@ def _workers(pid: int) -> list[int]:
     return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 
 
+async def _replacement(sup: int, victim: int) -> int:
+    """The pid of the worker the supervisor starts in place of `victim`."""
+    others = set(_workers(sup)) - {victim}
+    await wait_until(lambda: victim not in _workers(sup) and len(_workers(sup)) == 2, 15,
+                     0.005, "a replacement worker")
+    (new,) = set(_workers(sup)) - others
+    return new
+
+
+def _listening(log: str, pid: int) -> bool:
+    return any("listening" in line and f"pid={pid}" in line for line in log.splitlines())
+
+
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc")
 async def test_a_restarted_worker_serves_what_its_sibling_runs(tmp_path: Path, backends,
                                                                gateway_procs) -> None:
@@ -143,11 +156,10 @@ async def test_a_restarted_worker_serves_what_its_sibling_runs(tmp_path: Path, b
     sup = gw.proc.pid
 
     async def restart_one() -> None:
-        listening = gw.output().count("listening")
         victim = _workers(sup)[0]
         os.kill(victim, signal.SIGKILL)
-        await wait_until(lambda: victim not in _workers(sup) and len(_workers(sup)) == 2
-                         and gw.output().count("listening") > listening, 15, 0.05,
+        new = await _replacement(sup, victim)
+        await wait_until(lambda: _listening(gw.output(), new), 15, 0.05,
                          "the replacement worker listening")
 
     async def versions(s: ClientSession) -> Counter[str]:
@@ -178,6 +190,42 @@ async def test_a_restarted_worker_serves_what_its_sibling_runs(tmp_path: Path, b
                          "both workers refusing the broken file")
         await restart_one()
         assert await versions(s) == {"v2": 40}
+    assert gw.stop() == 0, gw.output()
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc")
+async def test_sighup_while_a_worker_starts_reloads_it_and_does_not_end_it(
+        tmp_path: Path, backends, gateway_procs) -> None:
+    """A worker starts with SIGHUP blocked and takes it once it can reload: by default
+    SIGHUP ends a process, and a restarted worker's death within 1 s stopped the group."""
+    p1, p2 = await backends(echo_app("v1")), await backends(echo_app("v2"))
+    cfg = write_config(tmp_path, two_versions(p1, p2, 100, 0),
+                       extra="server: {watch_config: false}\n",
+                       listen=f"127.0.0.1:{free_port()}", admin=f"127.0.0.1:{free_port()}")
+    gw = gateway_procs(cfg, workers=2)
+    await asyncio.to_thread(gw.wait_ready)
+    sup = gw.proc.pid
+    await wait_until(lambda: len(_workers(sup)) == 2, 15, 0.05, "two workers")
+    victim = _workers(sup)[0]
+    os.kill(victim, signal.SIGKILL)
+    new = await _replacement(sup, victim)
+    assert not _listening(gw.output(), new)  # still starting (an interpreter takes ~0.3 s)
+    text = cfg.read_text()
+    atomic_write(cfg, text.replace(f'{p1}", weight: 100}}', f'{p1}", weight: 0}}')
+                 .replace(f'{p2}", weight: 0}}', f'{p2}", weight: 100}}'))
+    gw.signal(signal.SIGHUP)
+    await wait_until(lambda: _listening(gw.output(), new), 15, 0.05, "the replacement listening")
+    async with ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as s:
+        async def on_v2() -> bool:
+            for _ in range(40):  # fresh connections: both workers
+                async with s.get(gw.url + PATH) as r:
+                    if r.headers["x-killgate-version"] != "v2":
+                        return False
+            return True
+
+        await wait_until(on_v2, 10, 0.05, "both workers on the reloaded file")
+    assert new in _workers(sup) and gw.proc.poll() is None
+    assert "crash loop" not in gw.output()
     assert gw.stop() == 0, gw.output()
 
 

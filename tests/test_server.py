@@ -210,18 +210,54 @@ def test_fd_limit_is_raised_to_the_hard_limit(tmp_path: Path, hard: int) -> None
 
 
 def test_the_supervisors_wait_reaps_a_child_that_is_not_a_worker_and_leaves_workers() -> None:
-    """A zombie the supervisor does not own would end every WNOWAIT wait at once (a busy
-    loop); a worker's exit is left for Popen.poll, which reports its code."""
-    from gateway.server import _until_a_child_exits
+    """A zombie the supervisor does not own is reaped (or every wait after it would end at
+    once: a busy loop); a worker's exit is left for Popen.poll, which reports its code."""
+    from gateway.childwait import ChildWait
 
-    stray = subprocess.Popen([sys.executable, "-c", "pass"])
-    _until_a_child_exits(set())  # returns once the stray exits, and reaps it
-    with pytest.raises(ChildProcessError):
-        os.waitpid(stray.pid, os.WNOHANG)
-    stray.wait(timeout=5)  # (Popen learns the child is gone: ECHILD reads as code 0)
-    worker = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
-    _until_a_child_exits({worker.pid})
-    assert worker.poll() == 3  # still there for Popen to reap, with its code
+    wait = ChildWait().open()
+    try:
+        stray = subprocess.Popen([sys.executable, "-c", "pass"])
+        wait.sleep(set())  # returns once the stray exits (its SIGCHLD), and reaps it
+        wait_until_sync(lambda: _reaped(stray.pid), 5.0, what="the stray reaped")
+        stray.wait(timeout=5)  # (Popen learns the child is gone: ECHILD reads as code 0)
+        worker = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+        wait.sleep({worker.pid})
+        assert worker.poll() == 3  # still there for Popen to reap, with its code
+    finally:
+        wait.close()
+
+
+def _reaped(pid: int) -> bool:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return True
+    return False
+
+
+def test_a_signal_before_the_supervisors_sleep_still_ends_it() -> None:
+    """A signal whose handler ran, or will run, just before the sleep ends it at once (the
+    wake-up pipe keeps its byte): with waitid alone, a SIGTERM landing between the loop's
+    check and the call was forwarded to no worker until some child exited by itself."""
+    from gateway.childwait import ChildWait
+
+    seen: list[int] = []
+    old = signal.signal(signal.SIGUSR1, lambda sig, _f: seen.append(sig))
+    wait = ChildWait().open()
+    worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        os.kill(os.getpid(), signal.SIGUSR1)  # its handler runs now, before the sleep
+        started = time.monotonic()
+        wait.sleep({worker.pid})  # a worker that will not exit for 60 s
+        assert time.monotonic() - started < 5.0
+        assert seen == [signal.SIGUSR1]
+        assert worker.poll() is None
+    finally:
+        worker.kill()
+        worker.wait(5)
+        wait.close()
+        signal.signal(signal.SIGUSR1, old)
+    assert signal.getsignal(signal.SIGCHLD) == signal.SIG_DFL  # put back
 
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc")
