@@ -13,6 +13,7 @@ import asyncio
 import logging
 import os
 import uuid
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -87,6 +88,8 @@ class Gateway:
         self.draining = False
         self.started = False
         self.watcher: ConfigWatcher | None = None
+        #: called with each config a reload put live (a worker shares its bytes)
+        self.config_applied: list[Callable[[LoadedConfig], None]] = []
         self._reloads: set[asyncio.Task[bool]] = set()
         self._stack = AsyncExitStack()
         self.upstreams: Upstreams | None = None
@@ -295,6 +298,8 @@ class Gateway:
                                       for t in p.targets.values()})
         await self.history.record(loaded)
         await self.history.reloaded(old, loaded)
+        for fn in self.config_applied:
+            fn(loaded)
 
     # ------------------------------------------------------------------ shutdown
 

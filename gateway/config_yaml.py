@@ -1,6 +1,7 @@
 """YAML text in, plain data out: the strict loader every config file goes through.
 
-Owns what we refuse before any schema sees the data: duplicate keys, more than
+Owns what we refuse before any schema sees the data: duplicate keys, nesting deeper than
+MAX_DEPTH (a deeper document would exhaust the composer's recursion), more than
 MAX_ALIASES aliases, aliases that expand the document past MAX_EXPANDED_NODES nodes or
 refer to a node that contains them (billion laughs). Syntax errors become one `Problem`
 naming the line and column. Imports yaml and errors only.
@@ -17,6 +18,8 @@ from gateway.errors import ConfigError, Problem
 __all__ = ["load_yaml"]
 
 MAX_ALIASES = 64
+#: collections inside collections: a config needs about 8; Python's recursion ends near 300
+MAX_DEPTH = 64
 #: nodes in the document with every alias expanded: a few aliases nested in each other
 #: multiply (8 levels of 8 make 16 million), and whatever walks the result pays for them
 MAX_EXPANDED_NODES = 100_000
@@ -39,13 +42,22 @@ class _StrictLoader(yaml.SafeLoader):
     def __init__(self, stream: str) -> None:
         super().__init__(stream)
         self._aliases = 0
+        self._depth = 0
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(yaml.AliasEvent):
             self._aliases += 1
             if self._aliases > MAX_ALIASES:
                 raise yaml.YAMLError(f"more than {MAX_ALIASES} aliases: refusing to expand")
-        return super().compose_node(parent, index)
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise yaml.MarkedYAMLError(
+                    problem=f"nested deeper than {MAX_DEPTH} levels",
+                    problem_mark=self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
     def get_single_node(self) -> Any:
         node = super().get_single_node()

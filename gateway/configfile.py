@@ -26,14 +26,17 @@ MAX_FILE_BYTES = 1 << 20
 
 
 class LoadedConfig:
-    """A validated config plus where it came from; immutable once built."""
+    """A validated config plus where it came from (and, read from a file, its bytes);
+    immutable once built."""
 
-    __slots__ = ("base_dir", "config", "digest", "path")
+    __slots__ = ("base_dir", "config", "digest", "path", "raw")
 
-    def __init__(self, config: Config, digest: str, path: Path | None) -> None:
+    def __init__(self, config: Config, digest: str, path: Path | None,
+                 raw: bytes | None = None) -> None:
         self.config = config
         self.digest = digest
         self.path = path
+        self.raw = raw
         self.base_dir = path.parent if path is not None else Path.cwd()
 
     def resolve(self, p: str) -> Path:
@@ -79,7 +82,7 @@ def read_config_bytes(path: str | Path) -> bytes:
 def load_config(path: str | Path, raw: bytes | None = None) -> LoadedConfig:
     """Read and validate the file at `path`; or, given `raw`, validate those bytes as the
     file at `path` (its folder for relative paths, its path for the watcher): a worker
-    parses the bytes its supervisor read, so workers started apart serve one config."""
+    starts from the bytes its group runs (workerconfig.py), not the file's newest."""
     p = Path(path)
     if raw is None:
         raw = read_config_bytes(p)
@@ -92,4 +95,4 @@ def load_config(path: str | Path, raw: bytes | None = None) -> LoadedConfig:
     # into a timestamped folder that the next update deletes. The watcher must follow the
     # link, and relative paths in the file must stay relative to the mount folder.
     return LoadedConfig(cfg, "sha256:" + hashlib.sha256(raw).hexdigest(),
-                        Path(os.path.abspath(p)))
+                        Path(os.path.abspath(p)), raw)

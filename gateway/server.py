@@ -8,9 +8,8 @@ supervisor sleeps until one does or a signal comes (childwait.py: no periodic wa
 the workers serve, and no signal lost).
 The supervisor also makes a private run directory where the workers share their metrics
 (telemetry/workers.py), so /metrics answers for the whole group, and the config bytes the
-workers parse: read once by the supervisor, so workers that start apart (the slower one,
-a restarted one) serve the config their siblings run, not whatever the file holds by then;
-SIGHUP refreshes those bytes from the file before it is forwarded. Removed at exit.
+group runs (workerconfig.py), so a worker that starts apart from its siblings serves what
+they run. Removed at exit.
 """
 
 from __future__ import annotations
@@ -29,10 +28,11 @@ from pathlib import Path
 
 from gateway.app import Gateway
 from gateway.childwait import ChildWait
-from gateway.configfile import LoadedConfig, load_config, read_config_bytes
+from gateway.configfile import LoadedConfig, load_config
 from gateway.errors import ConfigError
 from gateway.log import event
 from gateway.sockets import ListenError, bound
+from gateway.workerconfig import load_shared, save
 
 __all__ = ["c_parser_in_use", "run_supervisor", "run_worker"]
 
@@ -56,7 +56,8 @@ def instance_id(worker: int | None) -> str:
 
 
 async def _serve(loaded: LoadedConfig, worker: int | None, reuse_port: bool,
-                 ports: tuple[int | None, int | None], metrics_dir: str | None = None) -> int:
+                 ports: tuple[int | None, int | None], metrics_dir: str | None = None,
+                 config_bytes: str | None = None) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     gw = Gateway(loaded, instance_id(worker), reuse_port=reuse_port, ports=ports)
@@ -76,6 +77,8 @@ async def _serve(loaded: LoadedConfig, worker: int | None, reuse_port: bool,
         except BaseException:
             await gw.shutdown()
             raise
+        if config_bytes is not None:
+            _share_what_runs(gw, loaded, config_bytes)
         # a supervisor starts its workers with SIGHUP blocked (see spawn): one that came
         # while this worker started is delivered now, to the handler above
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
@@ -90,8 +93,8 @@ async def _serve(loaded: LoadedConfig, worker: int | None, reuse_port: bool,
 def run_worker(config_path: str, worker: int | None = None, reuse_port: bool = False,
                ports: tuple[int | None, int | None] = (None, None),
                metrics_dir: str | None = None, config_bytes: str | None = None) -> int:
-    raw = read_config_bytes(config_bytes) if config_bytes is not None else None
-    loaded = load_config(config_path, raw)
+    loaded = (load_shared(config_path, config_bytes) if config_bytes is not None
+              else load_config(config_path))
     _configure_logging(loaded)
     if not c_parser_in_use():
         event(log, "refusing_to_start", logging.ERROR,
@@ -101,7 +104,17 @@ def run_worker(config_path: str, worker: int | None = None, reuse_port: bool = F
         return 3
     _install_uvloop()
     _raise_fd_limit(loaded.config.server.max_connections)
-    return asyncio.run(_serve(loaded, worker, reuse_port, ports, metrics_dir))
+    return asyncio.run(_serve(loaded, worker, reuse_port, ports, metrics_dir, config_bytes))
+
+
+def _share_what_runs(gw: Gateway, loaded: LoadedConfig, shared: str) -> None:
+    """This worker's config, and each one a reload puts live, becomes the group's."""
+    def saved(new: LoadedConfig) -> None:
+        if new.raw is not None:
+            save(shared, new.raw)
+
+    saved(loaded)  # (the file itself when the group's bytes could not be read)
+    gw.config_applied.append(saved)
 
 
 def _raise_fd_limit(want: int) -> None:
@@ -141,8 +154,7 @@ def _configure_logging(loaded: LoadedConfig) -> None:
 
 def run_supervisor(config_path: str, workers: int) -> int:
     """Start `workers` worker processes sharing the ports; forward signals; reap."""
-    raw = read_config_bytes(config_path)
-    loaded = load_config(config_path, raw)
+    loaded = load_config(config_path)
     _configure_logging(loaded)
     if not c_parser_in_use():
         return run_worker(config_path)  # prints the refusal
@@ -165,22 +177,11 @@ def run_supervisor(config_path: str, workers: int) -> int:
                           "each worker reads the config file itself when it starts; make "
                           "TMPDIR (or /tmp) writable")
     shared: list[str] = []
-    snapshot = None
     if run_dir is not None:
-        snapshot = os.path.join(run_dir, "config")
         shared = ["--metrics-dir", run_dir]
-        if _write_private(snapshot, raw):
+        snapshot = os.path.join(run_dir, "config")
+        if loaded.raw is not None and save(snapshot, loaded.raw):
             shared += ["--config-bytes", snapshot]
-
-    def refresh_snapshot() -> None:
-        """SIGHUP: a worker restarted later starts from what its siblings reload now."""
-        try:
-            new = read_config_bytes(config_path)
-            load_config(config_path, new)
-        except ConfigError:
-            return  # the workers refuse it too, and keep what they run
-        if snapshot is not None:
-            _write_private(snapshot, new)
 
     def spawn(i: int) -> None:
         # The worker starts with SIGHUP blocked (the mask is inherited across exec), and
@@ -194,13 +195,13 @@ def run_supervisor(config_path: str, workers: int) -> int:
                 "--data-port", str(ports[0]), "--admin-port", str(ports[1])])
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        if stopping:  # a SIGTERM forwarded while Popen ran missed this one
+            procs[i].terminate()
 
     def forward(sig: int, _frame: object) -> None:
         nonlocal stopping
         if sig in (signal.SIGTERM, signal.SIGINT):
             stopping = True
-        if sig == signal.SIGHUP:
-            refresh_snapshot()
         for p in procs.values():
             if p.poll() is None:
                 p.send_signal(sig)
@@ -242,24 +243,6 @@ def run_supervisor(config_path: str, workers: int) -> int:
         if run_dir is not None:
             shutil.rmtree(run_dir, ignore_errors=True)
     return 0 if all(c == 0 for c in codes.values()) else 1
-
-
-def _write_private(path: str, data: bytes) -> bool:
-    """Replace the file at `path` by `data` at once (a worker starting meanwhile reads the
-    old bytes or the new, never a part), readable by this user only. False (and a warning)
-    when it cannot be written: the file there, if any, stays as it was."""
-    tmp = path + ".new"
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except OSError as exc:
-        event(log, "worker_config_not_saved", logging.WARNING, error=str(exc),
-              consequence="a worker restarted after a crash starts from the config as it "
-                          "was before the last SIGHUP")
-        return False
-    return True
 
 
 def serve(config_path: str, workers: int, worker_index: int | None, reuse_port: bool,

@@ -24,7 +24,7 @@ from typing import Any
 from gateway.configfile import LoadedConfig, load_config
 from gateway.domain.audit import utc_now
 from gateway.domain.diff import config_dict, diff_configs
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, Problem
 from gateway.log import event
 from gateway.telemetry.metrics import Metrics
 
@@ -140,7 +140,12 @@ class ConfigWatcher:
             try:
                 loaded = await asyncio.to_thread(load_config, self.path)
                 self.check(loaded)
-            except ConfigError as exc:
+            except Exception as exc:  # noqa: BLE001 - a reader's bug must not end reloads
+                if not isinstance(exc, ConfigError):
+                    event(log, "config_read_failed", logging.ERROR, path=str(self.path),
+                          error=repr(exc)[:300])
+                    exc = ConfigError([Problem("", f"{self.path}: could not be read "
+                                                   f"({type(exc).__name__}); see the log")])
                 if before is not None and _ident(self.path) != before:
                     # the file changed while we read it (a ConfigMap swap deleting the
                     # folder we were reading, a writer mid-way): not a broken file, just

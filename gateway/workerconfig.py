@@ -1,0 +1,66 @@
+"""The config bytes the workers of one `serve --workers N` group share.
+
+A worker that starts apart from its siblings (the slower one at start, one restarted
+after a crash) must serve what they run, not the config file as it is by then: an edit
+nobody reloaded (the watcher off, no SIGHUP yet), or one the others refused (a version
+whose identity changed). So the supervisor writes the bytes it read into its private run
+directory, every worker starts from that file, and every worker writes back the bytes of
+each config it puts live (a reload by the watcher or SIGHUP): the file holds what the
+group last applied. A worker that cannot read it, or finds it invalid, starts from the
+config file itself, with a warning; the watcher (on by default) then brings it level.
+
+The copy has the config file's content: it is written 0600 in the supervisor's 0700 run
+directory and removed with it when the supervisor exits (a supervisor killed by SIGKILL
+leaves the directory behind, as any crashed process leaves its temporary files).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+from gateway.configfile import LoadedConfig, load_config, read_config_bytes
+from gateway.errors import ConfigError
+from gateway.log import event
+
+__all__ = ["load_shared", "save"]
+
+log = logging.getLogger("killgate")
+
+
+def save(path: str, data: bytes) -> bool:
+    """Replace the file at `path` by `data` at once (a worker starting meanwhile reads the
+    old bytes or the new, never a part; two writers each replace it whole), readable by
+    this user only. False, with a warning, when it cannot be written."""
+    folder = os.path.dirname(path) or "."
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".config-", dir=folder)  # (0600)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+    except OSError as exc:
+        event(log, "worker_config_not_saved", logging.WARNING, error=str(exc),
+              consequence="a worker started later reads the config file itself, which may "
+                          "hold an edit the other workers have not applied")
+        return False
+    return True
+
+
+def load_shared(config_path: str, shared: str) -> LoadedConfig:
+    """The config a worker starts from: the group's bytes at `shared`, parsed as the file
+    at `config_path`; or, when they cannot be read or are not valid, the file itself."""
+    try:
+        return load_config(config_path, read_config_bytes(shared))
+    except ConfigError as exc:
+        event(log, "worker_config_unreadable", logging.WARNING, shared=shared,
+              problems=[str(p) for p in exc.problems],
+              fallback=f"reading {Path(config_path)} itself")
+    return load_config(config_path)
