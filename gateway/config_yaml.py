@@ -1,7 +1,8 @@
 """YAML text in, plain data out: the strict loader every config file goes through.
 
 Owns what we refuse before any schema sees the data: duplicate keys, nesting deeper than
-MAX_DEPTH (a deeper document would exhaust the composer's recursion), more than
+MAX_DEPTH, as written or with aliases expanded (a deeper document would exhaust the
+recursion of the composer, or of whatever walks the result), more than
 MAX_ALIASES aliases, aliases that expand the document past MAX_EXPANDED_NODES nodes or
 refer to a node that contains them (billion laughs). Syntax errors become one `Problem`
 naming the line and column. Imports yaml and errors only.
@@ -80,35 +81,44 @@ class _StrictLoader(yaml.SafeLoader):
 
 def _expanded_size(root: Any) -> int:
     """Nodes in the tree under `root` with aliases expanded (each anchored node counted
-    once per reference, its size computed once); refuses past MAX_EXPANDED_NODES and
-    refuses a node that contains itself."""
-    sizes: dict[int, int] = {}
+    once per reference, its size and height computed once); refuses past
+    MAX_EXPANDED_NODES, deeper than MAX_DEPTH once expanded (an anchor nesting another
+    nests their depths: the text's own depth is capped as it is composed), and a node
+    that contains itself."""
+    known: dict[int, tuple[int, int]] = {}  # id -> (nodes, height)
     busy: set[int] = set()
 
-    def size(node: Any) -> int:
+    def too_deep() -> yaml.YAMLError:
+        return yaml.YAMLError(f"aliases nest the document deeper than {MAX_DEPTH} levels")
+
+    def walk(node: Any, level: int) -> tuple[int, int]:
         key = id(node)
-        known = sizes.get(key)
-        if known is not None:
-            return known
+        got = known.get(key)
+        if got is not None:
+            if level + got[1] - 1 > MAX_DEPTH:
+                raise too_deep()
+            return got
         if key in busy:
             raise yaml.YAMLError("an alias refers to a node that contains it")
+        if level > MAX_DEPTH:
+            raise too_deep()
         busy.add(key)
-        n = 1
+        n, h = 1, 1
         if isinstance(node, yaml.SequenceNode):
-            for child in node.value:
-                n += size(child)
-                if n > MAX_EXPANDED_NODES:
-                    break
+            children = list(node.value)
         elif isinstance(node, yaml.MappingNode):
-            for k, v in node.value:
-                n += size(k) + size(v)
-                if n > MAX_EXPANDED_NODES:
-                    break
-        if n > MAX_EXPANDED_NODES:
-            raise yaml.YAMLError(f"aliases expand the document past {MAX_EXPANDED_NODES} "
-                                 "nodes: refusing to expand")
+            children = [c for pair in node.value for c in pair]
+        else:
+            children = []
+        for child in children:
+            cn, ch = walk(child, level + 1)
+            n += cn
+            h = max(h, ch + 1)
+            if n > MAX_EXPANDED_NODES:
+                raise yaml.YAMLError(f"aliases expand the document past {MAX_EXPANDED_NODES} "
+                                     "nodes: refusing to expand")
         busy.discard(key)
-        sizes[key] = n
-        return n
+        known[key] = (n, h)
+        return n, h
 
-    return size(root)
+    return walk(root, 1)[0]

@@ -78,7 +78,7 @@ async def _serve(loaded: LoadedConfig, worker: int | None, reuse_port: bool,
             await gw.shutdown()
             raise
         if config_bytes is not None:
-            _share_what_runs(gw, loaded, config_bytes)
+            _share_what_runs(gw, config_bytes)
         # a supervisor starts its workers with SIGHUP blocked (see spawn): one that came
         # while this worker started is delivered now, to the handler above
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
@@ -107,13 +107,14 @@ def run_worker(config_path: str, worker: int | None = None, reuse_port: bool = F
     return asyncio.run(_serve(loaded, worker, reuse_port, ports, metrics_dir, config_bytes))
 
 
-def _share_what_runs(gw: Gateway, loaded: LoadedConfig, shared: str) -> None:
-    """This worker's config, and each one a reload puts live, becomes the group's."""
+def _share_what_runs(gw: Gateway, shared: str) -> None:
+    """Each config a reload puts live becomes the group's. (Not the one this worker started
+    on: it is the group's already, or, read from the file as a fallback, perhaps an edit
+    no worker applied; and a sibling's reload may have replaced it meanwhile.)"""
     def saved(new: LoadedConfig) -> None:
         if new.raw is not None:
             save(shared, new.raw)
 
-    saved(loaded)  # (the file itself when the group's bytes could not be read)
     gw.config_applied.append(saved)
 
 
@@ -248,6 +249,10 @@ def run_supervisor(config_path: str, workers: int) -> int:
 def serve(config_path: str, workers: int, worker_index: int | None, reuse_port: bool,
           data_port: int | None, admin_port: int | None, metrics_dir: str | None = None,
           config_bytes: str | None = None) -> int:
+    if config_bytes is not None and worker_index is None:  # (it writes there)
+        print("killgate: --config-bytes is for the workers a supervisor starts",
+              file=sys.stderr)
+        return 2
     try:
         if workers > 1 and worker_index is None:
             return run_supervisor(config_path, workers)

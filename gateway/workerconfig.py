@@ -5,9 +5,10 @@ after a crash) must serve what they run, not the config file as it is by then: a
 nobody reloaded (the watcher off, no SIGHUP yet), or one the others refused (a version
 whose identity changed). So the supervisor writes the bytes it read into its private run
 directory, every worker starts from that file, and every worker writes back the bytes of
-each config it puts live (a reload by the watcher or SIGHUP): the file holds what the
-group last applied. A worker that cannot read it, or finds it invalid, starts from the
-config file itself, with a warning; the watcher (on by default) then brings it level.
+each config a reload puts live (by the watcher or SIGHUP): the file holds what the group
+last applied. A worker that cannot read it, or finds it invalid, starts from the config
+file itself, with a warning (it may then run an edit its siblings have not applied, until
+their next reload), and does not write that back: only reloads do.
 
 The copy has the config file's content: it is written 0600 in the supervisor's 0700 run
 directory and removed with it when the supervisor exits (a supervisor killed by SIGKILL

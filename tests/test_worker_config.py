@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -142,11 +144,29 @@ async def test_with_the_watcher_on_a_restarted_worker_starts_on_the_reloaded_fil
         shared.unlink()  # (a temp cleaner)
         await g.restart_one()
         assert "worker_config_unreadable" in g.gw.output()
-        assert await g.versions(s) == {"v2": 40}
-        assert shared.exists()  # the worker shared what it runs again
+        assert await g.versions(s) == {"v2": 40}  # from the file itself
+        assert not shared.exists()  # what a worker fell back to is not the group's
+        atomic_write(cfg, cfg.read_text().replace(f'{p1}", weight: 0', f'{p1}", weight: 100')
+                     .replace(f'{p2}", weight: 100}}', f'{p2}", weight: 0}}'))
+        await g.until(s, "v1", "the watchers' reload back to v1")
+        assert shared.exists()  # a reload shares it again
+        await g.restart_one()
+        assert await g.versions(s) == {"v1": 40}
         g.alive()
     assert g.gw.stop() == 0, g.gw.output()
     assert not list(g.tmp.iterdir())  # the run directory, the copy with it, removed
+
+
+def test_config_bytes_is_refused_outside_a_worker(tmp_path: Path) -> None:
+    """The hidden option writes where it points: not an option for a user's own serve."""
+    cfg = write_config(tmp_path, two_versions(free_port(), free_port()))
+    victim = tmp_path / "notes.txt"
+    victim.write_text("important notes\n")
+    res = subprocess.run([sys.executable, "-m", "gateway", "serve", "-c", str(cfg),
+                          "--config-bytes", str(victim)], capture_output=True, text=True,
+                         timeout=60)
+    assert res.returncode == 2 and "--config-bytes" in res.stderr, res
+    assert victim.read_text() == "important notes\n"
 
 
 def _sighup_blocked(pid: int) -> bool:

@@ -133,19 +133,27 @@ class ConfigWatcher:
             await self.reload("file")
 
     async def reload(self, trigger: str) -> bool:
-        """Load, validate and apply the file; True when a new config went live."""
+        """Load, validate and apply the file; True when a new config went live. An error
+        no check foresaw is logged and counted as a refused reload: it must not end the
+        watcher's task (no reload again until a restart) or escape a SIGHUP's task."""
+        try:
+            return await self._reload(trigger)
+        except Exception as exc:  # noqa: BLE001 - see above
+            event(log, "config_reload_failed", logging.ERROR, trigger=trigger,
+                  path=str(self.path), error=repr(exc)[:300])
+            self._reject(ConfigError([Problem("", f"{self.path}: could not be read or "
+                                                  f"applied ({type(exc).__name__}); see the "
+                                                  "log")]), trigger)
+            return False
+
+    async def _reload(self, trigger: str) -> bool:
         async with self._lock:
             self.outcome.last_attempt = utc_now()
             before = _ident(self.path)
             try:
                 loaded = await asyncio.to_thread(load_config, self.path)
                 self.check(loaded)
-            except Exception as exc:  # noqa: BLE001 - a reader's bug must not end reloads
-                if not isinstance(exc, ConfigError):
-                    event(log, "config_read_failed", logging.ERROR, path=str(self.path),
-                          error=repr(exc)[:300])
-                    exc = ConfigError([Problem("", f"{self.path}: could not be read "
-                                                   f"({type(exc).__name__}); see the log")])
+            except ConfigError as exc:
                 if before is not None and _ident(self.path) != before:
                     # the file changed while we read it (a ConfigMap swap deleting the
                     # folder we were reading, a writer mid-way): not a broken file, just
