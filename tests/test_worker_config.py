@@ -18,14 +18,11 @@ from aiohttp import ClientSession
 from tests.backends import echo_app
 from tests.conftest import free_port, two_versions, wait_until, write_config
 from tests.test_reload import atomic_write
+from tests.test_workers import _children
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc")
 
 PATH = "/v2/models/iris/x"
-
-
-def _workers(pid: int) -> list[int]:
-    return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 
 
 def _listening(log: str, pid: int) -> bool:
@@ -42,14 +39,14 @@ class Group:
 
     async def replacement(self, victim: int) -> int:
         """The pid of the worker the supervisor starts in place of `victim`."""
-        others = set(_workers(self.sup)) - {victim}
-        await wait_until(lambda: victim not in _workers(self.sup)
-                         and len(_workers(self.sup)) == 2, 15, 0.002, "a replacement worker")
-        (new,) = set(_workers(self.sup)) - others
+        others = set(_children(self.sup)) - {victim}
+        await wait_until(lambda: victim not in _children(self.sup)
+                         and len(_children(self.sup)) == 2, 15, 0.002, "a replacement worker")
+        (new,) = set(_children(self.sup)) - others
         return new
 
     async def restart_one(self) -> int:
-        victim = _workers(self.sup)[0]
+        victim = _children(self.sup)[0]
         os.kill(victim, signal.SIGKILL)
         new = await self.replacement(victim)
         await wait_until(lambda: _listening(self.gw.output(), new), 15, 0.02,
@@ -70,7 +67,7 @@ class Group:
         await wait_until(all_want, 15, 0.05, what)
 
     def alive(self) -> None:
-        assert self.gw.proc.poll() is None and len(_workers(self.sup)) == 2, self.gw.output()
+        assert self.gw.proc.poll() is None and len(_children(self.sup)) == 2, self.gw.output()
         assert "crash loop" not in self.gw.output()
 
 
@@ -88,7 +85,7 @@ async def _group(tmp_path: Path, backends, gateway_procs, watch: bool,
     gw = gateway_procs(cfg, workers=2, env={"TMPDIR": str(run)})
     await asyncio.to_thread(gw.wait_ready)
     group = Group(gw, run)
-    await wait_until(lambda: len(_workers(group.sup)) == 2, 15, 0.05, "two workers")
+    await wait_until(lambda: len(_children(group.sup)) == 2, 15, 0.05, "two workers")
     return group, cfg, p1, p2
 
 
@@ -182,7 +179,7 @@ async def test_sighup_while_a_worker_starts_reloads_it_and_does_not_end_it(
     SIGHUP ends a process, and a restarted worker's death within 1 s stopped the group.
     The replacement is stopped (SIGSTOP) while the SIGHUP comes, so it is still starting."""
     g, cfg, p1, p2 = await _group(tmp_path, backends, gateway_procs, watch=False)
-    victim = _workers(g.sup)[0]
+    victim = _children(g.sup)[0]
     os.kill(victim, signal.SIGKILL)
     new = await g.replacement(victim)
     # after its exec (Popen's vfork holds the supervisor until then: stopped before it,
@@ -204,7 +201,7 @@ async def test_sighup_while_a_worker_starts_reloads_it_and_does_not_end_it(
         await g.until(s, "v2", "both workers on the reloaded file")
     assert not _sighup_blocked(new)
     g.alive()
-    assert new in _workers(g.sup)
+    assert new in _children(g.sup)
     assert g.gw.stop() == 0, g.gw.output()
 
 

@@ -133,8 +133,6 @@ def _stream(out: IO[str]) -> bool:
 class AccessLog:
     """Recorder writing the access log (see the module docstring)."""
 
-    detailed = True
-
     def __init__(self, cfg: AccessLogConfig, metrics: Metrics, resolve: Callable[[str], Path],
                  rand: Callable[[], float] = random.random,
                  clock: Callable[[], float] = time.monotonic) -> None:

@@ -85,8 +85,6 @@ class Recorder(Protocol):
 class NullRecorder:
     """Telemetry off: nothing recorded."""
 
-    detailed = False
-
     def __init__(self) -> None:
         # an instance attribute: the data plane reads it on every request, and a class's
         # read through the instance does not specialize (about 250 CPU instructions)

@@ -89,8 +89,6 @@ class _Entry:
 class RequestStats:
     """Recorder of the request series (see the module docstring)."""
 
-    detailed = False
-
     def __init__(self, buckets: BucketsConfig, expected: Expected | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         # an instance attribute: the data plane reads it on every request, and a class's
