@@ -20,10 +20,8 @@ import os
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from gateway.app import Gateway
@@ -33,6 +31,7 @@ from gateway.errors import ConfigError
 from gateway.log import event
 from gateway.sockets import ListenError, bound
 from gateway.workerconfig import load_shared, save
+from gateway.workergroup import WorkerGroup
 
 __all__ = ["c_parser_in_use", "run_supervisor", "run_worker"]
 
@@ -165,8 +164,6 @@ def run_supervisor(config_path: str, workers: int) -> int:
     ports = [h.getsockname()[1] for h in holds]
     event(log, "phase", phase="supervisor", workers=workers, data_port=ports[0],
           admin_port=ports[1], pid=os.getpid())
-    stopping = False
-    procs: dict[int, subprocess.Popen[bytes]] = {}
     # private (0700): the workers' metric snapshots, one file per worker slot, and the
     # config bytes they parse
     run_dir: str | None = None
@@ -183,67 +180,23 @@ def run_supervisor(config_path: str, workers: int) -> int:
         snapshot = os.path.join(run_dir, "config")
         if loaded.raw is not None and save(snapshot, loaded.raw):
             shared += ["--config-bytes", snapshot]
-
-    def spawn(i: int) -> None:
-        # The worker starts with SIGHUP blocked (the mask is inherited across exec), and
-        # unblocks it once it can reload: a SIGHUP meanwhile waits for it, where the default
-        # action would end it (and a restarted worker's death within 1 s, the group).
-        old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
-        try:
-            procs[i] = subprocess.Popen([
-                sys.executable, "-m", "gateway", "serve", "-c", config_path,
-                "--worker-index", str(i), "--reuse-port", *shared,
-                "--data-port", str(ports[0]), "--admin-port", str(ports[1])])
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, old)
-        if stopping:  # a SIGTERM forwarded while Popen ran missed this one
-            procs[i].terminate()
-
-    def forward(sig: int, _frame: object) -> None:
-        nonlocal stopping
-        if sig in (signal.SIGTERM, signal.SIGINT):
-            stopping = True
-        for p in procs.values():
-            if p.poll() is None:
-                p.send_signal(sig)
-
+    group = WorkerGroup(lambda i: [
+        sys.executable, "-m", "gateway", "serve", "-c", config_path,
+        "--worker-index", str(i), "--reuse-port", *shared,
+        "--data-port", str(ports[0]), "--admin-port", str(ports[1])])
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, forward)
+        signal.signal(sig, group.forward)
     wait = ChildWait().open()  # (before the first child: its exit must wake the sleep)
-    for i in range(workers):
-        spawn(i)
-    codes: dict[int, int] = {}
-    restarts: dict[int, float] = {}
     try:
-        while procs:
-            for i, p in list(procs.items()):
-                rc = p.poll()
-                if rc is None:
-                    continue
-                del procs[i]
-                if stopping:
-                    # -SIGTERM: the worker was still booting (no handler yet), so it served
-                    # nothing; any other non-zero code is a real failure.
-                    codes[i] = 0 if rc == -signal.SIGTERM else rc
-                elif time.monotonic() - restarts.get(i, 0.0) > 1.0:
-                    event(log, "worker_exited", logging.WARNING, worker=i, code=rc, action="restart")
-                    restarts[i] = time.monotonic()
-                    spawn(i)
-                else:
-                    event(log, "worker_exited", logging.ERROR, worker=i, code=rc,
-                          action="stop (crash loop)")
-                    codes[i] = rc
-                    stopping = True
-                    forward(signal.SIGTERM, None)
-            if procs:
-                wait.sleep({p.pid for p in procs.values()})
+        for i in range(workers):
+            group.spawn(i)
+        return group.run(wait)
     finally:
         wait.close()
         for s in holds:
             s.close()
         if run_dir is not None:
             shutil.rmtree(run_dir, ignore_errors=True)
-    return 0 if all(c == 0 for c in codes.values()) else 1
 
 
 def serve(config_path: str, workers: int, worker_index: int | None, reuse_port: bool,

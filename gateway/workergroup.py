@@ -1,0 +1,89 @@
+"""The workers of a `serve --workers N` supervisor: started, signalled, restarted, reaped.
+
+Owns the group's bookkeeping: which slot runs which process, whether the group is stopping,
+the restart of a worker that dies unexpectedly (once a second per slot; a second death
+within that second is a crash loop and stops the group), and the exit code. The supervisor
+(server.py) reserves the ports, prepares the run directory and installs `forward` as its
+signal handler; `run` sleeps in childwait.py between exits.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from typing import Any
+
+from gateway.childwait import ChildWait
+from gateway.log import event
+
+__all__ = ["WorkerGroup"]
+
+log = logging.getLogger("killgate")
+RESTART_WINDOW = 1.0  # a slot whose worker dies again within this many seconds: crash loop
+
+
+class WorkerGroup:
+    """`argv(i)` is the command line of slot i's worker; `popen` goes to every Popen."""
+
+    def __init__(self, argv: Callable[[int], list[str]], **popen: Any) -> None:
+        self.argv = argv
+        self.popen = popen
+        self.procs: dict[int, subprocess.Popen[bytes]] = {}
+        self.stopping = False
+        self.codes: dict[int, int] = {}
+        self._restarted: dict[int, float] = {}
+
+    def spawn(self, i: int) -> None:
+        """Start slot i's worker, unless the group is stopping. The worker starts with
+        SIGHUP blocked (the mask is inherited across exec) and unblocks it once it can
+        reload: a SIGHUP meanwhile waits for it, where the default action would end it
+        (and a restarted worker's death within RESTART_WINDOW, the group)."""
+        if self.stopping:
+            return
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
+        try:
+            proc = subprocess.Popen(self.argv(i), **self.popen)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        self.procs[i] = proc
+        if self.stopping:  # a SIGTERM forwarded while Popen ran missed this one
+            proc.terminate()
+
+    def forward(self, sig: int, _frame: object = None) -> None:
+        """The supervisor's signal handler: SIGTERM/SIGINT stop the group; every signal
+        goes on to the running workers."""
+        if sig in (signal.SIGTERM, signal.SIGINT):
+            self.stopping = True
+        for p in self.procs.values():
+            if p.poll() is None:
+                p.send_signal(sig)
+
+    def run(self, wait: ChildWait) -> int:
+        """Reap workers until none is left; 0 when every worker ended cleanly."""
+        while self.procs:
+            for i, p in list(self.procs.items()):
+                rc = p.poll()
+                if rc is not None:
+                    del self.procs[i]
+                    self._exited(i, rc)
+            if self.procs:
+                wait.sleep({p.pid for p in self.procs.values()})
+        return 0 if all(c == 0 for c in self.codes.values()) else 1
+
+    def _exited(self, i: int, rc: int) -> None:
+        if self.stopping:
+            # -SIGTERM: the worker was still booting (no handler yet), so it served
+            # nothing; any other non-zero code is a real failure.
+            self.codes[i] = 0 if rc == -signal.SIGTERM else rc
+        elif time.monotonic() - self._restarted.get(i, 0.0) > RESTART_WINDOW:
+            event(log, "worker_exited", logging.WARNING, worker=i, code=rc, action="restart")
+            self._restarted[i] = time.monotonic()
+            self.spawn(i)
+        else:
+            event(log, "worker_exited", logging.ERROR, worker=i, code=rc,
+                  action="stop (crash loop)")
+            self.codes[i] = rc
+            self.forward(signal.SIGTERM)

@@ -1,0 +1,84 @@
+"""The supervisor's worker group (gateway/workergroup.py) with real child processes: a stop
+that lands while a worker is being started, before one is, and a crash loop. The group's
+life under `killgate serve --workers N` is tested end to end in test_workers.py and
+test_worker_config.py."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+from gateway.childwait import ChildWait
+from gateway.workergroup import WorkerGroup
+
+pytestmark = pytest.mark.timeout(30)
+
+SLEEPER = [sys.executable, "-c", "import time; time.sleep(60)"]
+
+
+@pytest.fixture
+def handler() -> Iterator[list[WorkerGroup]]:
+    """Installs the group's `forward` as this process's SIGTERM handler, as the supervisor
+    does (and puts the old one back); the test appends its group."""
+    groups: list[WorkerGroup] = []
+    old = signal.signal(signal.SIGTERM, lambda sig, frame: groups[0].forward(sig, frame))
+    try:
+        yield groups
+    finally:
+        signal.signal(signal.SIGTERM, old)
+        for g in groups:
+            for p in g.procs.values():
+                p.kill()
+                p.wait(5)
+
+
+def _term_parent() -> None:  # runs in the child between fork and exec: Popen is still waiting
+    os.kill(os.getppid(), signal.SIGTERM)
+
+
+def test_a_sigterm_while_a_worker_is_being_started_stops_that_worker_too(
+        handler: list[WorkerGroup]) -> None:
+    """The handler runs while Popen waits for the exec, when the new worker is not yet among
+    the processes it forwards to: the group ends it once Popen returns, or it would serve
+    on after the supervisor's stop (and the supervisor would wait for it)."""
+    group = WorkerGroup(lambda i: SLEEPER, preexec_fn=_term_parent)
+    handler.append(group)
+    group.spawn(0)
+    assert group.stopping
+    assert group.procs[0].wait(10) == -signal.SIGTERM
+
+
+def test_no_worker_is_started_once_the_group_is_stopping(handler: list[WorkerGroup]) -> None:
+    group = WorkerGroup(lambda i: SLEEPER)
+    handler.append(group)
+    group.forward(signal.SIGTERM)
+    group.spawn(0)
+    assert group.procs == {}
+    wait = ChildWait().open()
+    try:
+        assert group.run(wait) == 0  # nothing to wait for
+    finally:
+        wait.close()
+
+
+def test_a_worker_that_dies_again_at_once_stops_the_group(handler: list[WorkerGroup]) -> None:
+    """A slot's first death restarts it; a second within the restart window is a crash loop:
+    its code is the group's failure, and the other workers are stopped (SIGTERM while
+    stopping counts as a clean end)."""
+    argv = {0: [sys.executable, "-c", "raise SystemExit(3)"], 1: SLEEPER}
+    group = WorkerGroup(lambda i: argv[i], stdout=subprocess.DEVNULL)
+    handler.append(group)
+    wait = ChildWait().open()
+    try:
+        group.spawn(0)
+        group.spawn(1)
+        assert group.run(wait) == 1
+    finally:
+        wait.close()
+    assert group.codes == {0: 3, 1: 0}
+    assert group.stopping
