@@ -55,10 +55,10 @@ COMPILERS = ("cython", "mypyc")
 # request.py (ClientGone subclasses ConnectionError: "inheriting from most builtin types is
 # unimplemented"), jsonpeek.py (a surrogate code point in a string literal), slowpath.py (an
 # async generator), protocol.py (HttpProtocol's several bases: "multiple inheritance is not
-# supported"), and so parsing.py and deadlines.py, its bases (compiled, they are native
-# classes whose layouts an interpreted class cannot combine: "multiple bases have instance
-# lay-out conflict" at import)
-MYPYC_SKIP = ("request", "jsonpeek", "slowpath", "protocol", "parsing", "deadlines")
+# supported"), and so parsing.py, deadlines.py and dispatch.py, its bases (compiled, they
+# are native classes whose layouts an interpreted class cannot combine: "multiple bases have
+# instance lay-out conflict" at import)
+MYPYC_SKIP = ("request", "jsonpeek", "slowpath", "protocol", "parsing", "deadlines", "dispatch")
 CYTHON_BUILD = """\
 import sys
 from Cython.Build import cythonize

@@ -5,16 +5,16 @@ default mode. Owns, per connection: the reads and their parsing (the callbacks a
 `dataplane/parsing.py`'s, the limits and refusals `dataplane/wire.py`'s: a malformed or
 ambiguous request is a 400, then the connection closes); keep-alive and pipelining (answers
 strictly in request order: the next request is handed over when the previous answer is
-written, and reading pauses while requests queue); `Expect: 100-continue` (sent when the
-proxy first reads the body); flow control both ways (reading pauses while the proxy is not
-taking the body); a client's end of its side (nothing pending: close; an answer pending:
-the client is gone, as for nginx and aiohttp); and the connection's deadlines with one
-timer, re-armed lazily (a timer that fires early looks at the state and re-arms for what is
-next; a deadline only moved later costs no timer call): the first head within
-`header_timeout` of the accept, each later head within `header_timeout` of its first byte,
-`keepalive_timeout` between requests, `body_timeout` between body bytes while we read,
-`send_timeout` while the client reads nothing. Each fires at its deadline (the loop's timer
-precision), never later.
+written, and reading pauses while requests queue: `dataplane/dispatch.py` hands them on);
+`Expect: 100-continue` (sent when the proxy first reads the body); flow control both ways
+(reading pauses while the proxy is not taking the body); a client's end of its side
+(nothing pending: close; an answer pending: the client is gone, as for nginx and aiohttp);
+and the connection's deadlines with one timer, re-armed lazily (a timer that fires early
+looks at the state and re-arms for what is next; a deadline only moved later costs no timer
+call): the first head within `header_timeout` of the accept, each later head within
+`header_timeout` of its first byte, `keepalive_timeout` between requests, `body_timeout`
+between body bytes while we read, `send_timeout` while the client reads nothing. Each fires
+at its deadline (the loop's timer precision), never later.
 
 It knows nothing of routing: each request goes to the `Handler` (the proxy) from the parser
 callback, with no Task of its own, and is answered through its `Request`. Imports httptools
@@ -24,14 +24,14 @@ callback, with no Task of its own, and is answered through its `Request`. Import
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections import deque
 
 import httptools
 
 from gateway.dataplane.deadlines import Deadlines
+from gateway.dataplane.dispatch import Dispatching
 from gateway.dataplane.parsing import Parsing
-from gateway.dataplane.request import BadBody, ClientGone, Request
+from gateway.dataplane.request import ClientGone, Request
 from gateway.dataplane.wire import (
     BODY_HIGH,
     MAX_HEAD,
@@ -45,8 +45,6 @@ from gateway.dataplane.wire import (
     error_response,
 )
 
-log = logging.getLogger("killgate.protocol")
-
 __all__ = ["MAX_HEAD", "MAX_HEADERS", "MAX_LINE", "SLICE", "SMALL_BODY", "Handler", "HttpProtocol",
            "Limits", "Server", "c_parser", "error_response"]
 
@@ -58,7 +56,7 @@ def c_parser() -> bool:
     return mod.startswith("httptools.parser") and lib.endswith((".so", ".pyd"))
 
 
-class HttpProtocol(Parsing, Deadlines, asyncio.Protocol):
+class HttpProtocol(Parsing, Deadlines, Dispatching, asyncio.Protocol):
     """One HTTP/1.1 client connection of the data plane."""
 
     # Slots, not instance dict entries: over ~30 attributes CPython 3.11 stops sharing the
@@ -240,96 +238,6 @@ class HttpProtocol(Parsing, Deadlines, asyncio.Protocol):
             d.set_result(None)
         if self.queue and not self.dispatching:
             self._dispatch()  # a request held while the client was not reading
-
-    # ------------------------------------------------------------------ requests
-
-    def _dispatch(self) -> None:
-        """Hand the request at the head of the queue to the proxy when it is ready: its head
-        and its small body are in, or it streams its body (large, chunked, or 100-continue).
-        Iterative: an answer given synchronously hands over the next one in this loop."""
-        if self.dispatching:
-            return
-        self.dispatching = True
-        queue = self.queue  # (connection_lost replaces it, and sets `closed`)
-        try:
-            while queue and not self.closed:
-                req = queue[0]
-                if req.dispatched or self.write_paused:
-                    return  # (a client reading none of its answers gets no more of them)
-                if req.refused is not None:
-                    self._refuse(req)
-                    return
-                if not req.body_done:
-                    cl = req.content_length
-                    if not (req.chunked or req.expect_continue
-                            or (cl is not None and cl > SMALL_BODY)):
-                        self._arm(req.last_body + self.limits.body_timeout)
-                        return  # a small body still on its way: the fast path waits for it
-                req.dispatched = True
-                try:
-                    self.handler.handle(req)
-                except Exception:  # a bug of ours: this request fails, never the connection loop
-                    log.exception("request_failed")
-                    self.server.counted("internal_error")
-                    if self.queue and req is self.queue[0] and not req.responded:
-                        req.keep_alive = False
-                        req.respond(error_response(500, "the gateway failed on this request"))
-                    else:
-                        self.abort()
-                    return
-        finally:
-            self.dispatching = False
-
-    def _refuse(self, req: Request) -> None:
-        status, message = req.refused or (400, "bad request")
-        self.server.counted("malformed")
-        self.queue.popleft()
-        self.write(error_response(status, message))
-        self.close()
-
-    def _malformed(self, status: int, message: str) -> None:
-        """Bytes that are not a request we accept: refuse in turn, parse nothing more."""
-        self.stopped = True
-        req = self.parsing
-        if req is not None and req in self.queue:  # its body was malformed
-            if req.dispatched:
-                req.body_error = BadBody(message)
-                req.wake()
-                self.closing = True
-                return
-            self.queue.remove(req)
-        if self.closing or (self.queue and not self.queue[-1].keep_alive):
-            return  # bytes after the last answer this connection gives (`Connection: close`)
-        bad = Request().begin(self, self.loop.time())
-        bad.refused = (status, message)
-        bad.keep_alive = False
-        self.queue.append(bad)
-        self._dispatch()
-
-    def finished(self, req: Request) -> None:
-        """`req`'s answer is written: the next request may go (or the connection closes)."""
-        queue = self.queue
-        if not queue or queue[0] is not req:
-            return  # the connection went first
-        queue.popleft()
-        self.handler.done(req)
-        if not req.keep_alive or not req.body_done or self.closing or self.server.draining:
-            self.close()
-            return
-        if not queue:
-            if self.parsing is None:
-                self.deadline = deadline = self.clock.now + self.limits.keepalive_timeout
-            else:
-                deadline = self.deadline  # (of a head begun meanwhile)
-            if self.timer is None or deadline < self.timer_at:
-                self._arm(deadline)
-            if self.read_paused:
-                self._resume()
-            return
-        if self.read_paused and len(queue) <= 1:
-            self._resume()
-        if not self.dispatching:
-            self._dispatch()
 
     # ------------------------------------------------------------------ flow control
 
