@@ -21,7 +21,7 @@ from tests.conftest import running_gateway, wait_until, write_config
 pytestmark = pytest.mark.timeout(30)
 
 INFER = "/v2/models/iris/infer"
-BIG = 300 * 1024  # more than the fast path holds whole (exchange.HIGH_WATER)
+BIG = 300 * 1024  # more than the fast path holds whole (answerparsing.HIGH_WATER)
 
 
 def _slow_503() -> web.Application:

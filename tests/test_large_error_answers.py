@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from gateway.dataplane.exchange import HIGH_WATER
+from gateway.dataplane.answerparsing import HIGH_WATER
 from tests.conftest import running_gateway, wait_until, write_config
 
 IDLE = 3.0  # the routes' idle timeout: a stalled answer would take this long, then 504

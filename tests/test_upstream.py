@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from gateway.dataplane.exchange import HIGH_WATER, Exchange
+from gateway.dataplane.answerparsing import HIGH_WATER
+from gateway.dataplane.exchange import Exchange
 from gateway.dataplane.upstream import Pool
 from gateway.errors import UpstreamClosed, UpstreamProtocolError, UpstreamTimeout
 

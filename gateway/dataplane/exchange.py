@@ -3,7 +3,8 @@
 telling a `Sink` of each step from its callbacks (the fast path: no Task). Socket and parser
 errors leave only as gateway.errors.Upstream* (`delivered`: whether a request byte was
 sent). Its pool is a `Home`. Each answer field is classified as it is parsed
-(`headers.answer_field`): framing, and the forwarded ones kept as head parts.
+(`headers.answer_field`): framing, and the forwarded ones kept as head parts (the parser
+callbacks: `answerparsing.py`, a base).
 """
 
 from __future__ import annotations
@@ -13,18 +14,9 @@ from typing import Protocol
 
 import httptools
 
-from gateway.dataplane.awaiting import Awaiting, Body
+from gateway.dataplane.answerparsing import AnswerParsing, BadAnswer
+from gateway.dataplane.awaiting import Body
 from gateway.dataplane.clock import Clock
-from gateway.dataplane.headers import (
-    ANSWER_FIELDS,
-    CODING,
-    DATED,
-    FORWARD,
-    GENERAL,
-    LENGTH,
-    TYPED,
-    answer_field,
-)
 from gateway.errors import (
     UpstreamClosed,
     UpstreamError,
@@ -32,17 +24,7 @@ from gateway.errors import (
     UpstreamTimeout,
 )
 
-__all__ = ["HIGH_WATER", "Body", "Exchange", "Home", "Sink"]
-
-HIGH_WATER = 256 * 1024
-
-
-class _BadAnswer(Exception):
-    """An answer the parser took that HTTP/1.1 does not have (its message is the reason)."""
-
-
-class _Extra(Exception):
-    """Another message after the exchange's answer, or on an idle connection."""
+__all__ = ["Body", "Exchange", "Home", "Sink"]
 
 
 class Sink(Protocol):
@@ -63,43 +45,31 @@ class Home(Protocol):
     def _lost(self, ex: Exchange) -> None: ...
 
 
-class Exchange(Awaiting, asyncio.Protocol):
+class Exchange(AnswerParsing, asyncio.Protocol):
     """One pooled connection; carries one request/response exchange at a time (awaited
     through `Awaiting`'s coroutines, or telling a `Sink`)."""
 
     # Slots, not a dict: an instance dict holds at most 30 names in the keys it shares
     # with the other instances (CPython 3.11); past that it becomes a dict of its own,
     # and every attribute read and write of the hot path becomes a lookup in it. (The ones
-    # `Awaiting`'s coroutines write are its slots.)
+    # `Awaiting`'s coroutines write are its slots, the answer's that the parser callbacks
+    # write `AnswerParsing`'s.)
     __slots__ = (
-        "_framed",
         "_write_paused",
         "clock",
         "closed",
-        "complete",
-        "dated",
         "deadline",
         "error",
         "feeding",
-        "general",
         "got_bytes",
         "head",
-        "head_at",
-        "headers",
-        "headers_done",
         "idle",
-        "keep_alive",
-        "length",
-        "lines",
         "loop",
         "parser",
         "pool",
         "sink",
-        "status",
         "transport",
         "uses",
-        "v1_seen",
-        "woke",
     )
     pool: Home
 
@@ -178,7 +148,7 @@ class Exchange(Awaiting, asyncio.Protocol):
             else:
                 cause = exc.__context__
                 self.fail(UpstreamProtocolError(
-                    str(cause) if isinstance(cause, _BadAnswer)
+                    str(cause) if isinstance(cause, BadAnswer)
                     else f"malformed response from backend: {exc}"))
         finally:
             if sink is not None:
@@ -211,91 +181,6 @@ class Exchange(Awaiting, asyncio.Protocol):
         w = self.waiter
         if w is not None and not w.done():
             w.set_result(None)  # (a send waiting for the backend to take the body)
-
-    # ------------------------------------------------------------ parser callbacks
-
-    def on_message_begin(self) -> None:
-        if self.headers_done:
-            raise _Extra  # (a 1xx is followed by its final answer: that one is welcome)
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name, value))
-        try:
-            kind = ANSWER_FIELDS[name]  # (a subscript costs less than a `get` call)
-        except KeyError:
-            kind = answer_field(name)
-        if kind == FORWARD:
-            self.lines += (name, b": ", value, b"\r\n")
-        elif kind == DATED:
-            self.lines += (name, b": ", value, b"\r\n")
-            self.dated = True
-        elif kind == TYPED:
-            self.lines += (name, b": ", value, b"\r\n")
-            # (an event stream's head drops more fields: `response_head`'s; "text/event-
-            # stream" is 17 bytes, so most types, "application/json" first, stop at len)
-            if len(value) >= 17 and value[:17].lower() == b"text/event-stream":
-                self.general = True
-        elif kind == LENGTH:
-            self._framed = True
-            if value.isdigit():
-                self.length = int(value)
-        elif kind == CODING:
-            if b"chunked" in value.lower():
-                self._framed = True
-        elif kind == GENERAL:
-            self.general = True
-
-    def on_headers_complete(self) -> None:
-        status = self.parser.get_status_code()
-        if not 100 <= status <= 599:
-            raise _BadAnswer(f"the backend answered status {status:03d}, which HTTP does not have")
-        if self.v1_seen:  # the first message's version, read from its first bytes (the
-            self.v1_seen = False  # parser's own answer formats a string: 0.4 µs per answer)
-        elif self.parser.get_http_version() not in ("1.1", "1.0"):
-            raise _BadAnswer(f"the backend answered in HTTP/{self.parser.get_http_version()}")
-        if status < 200:
-            return  # informational: the real head follows
-        self.status = status
-        self.headers_done = True
-        self.head_at = self.clock.now
-        self.keep_alive = self.parser.should_keep_alive()
-        if status in (204, 304) or self.head:
-            self._framed = True
-        if self.head:
-            # llhttp cannot be told a HEAD response has no body: end here, never reuse.
-            self.complete = True
-            self.keep_alive = False
-        if self.feeding and self.waiter is None:
-            self.woke = True  # (`_wake`, inline: the sink hears once these bytes are parsed)
-        else:
-            self._wake()
-
-    def on_body(self, body: bytes) -> None:
-        if self.head:
-            return
-        self.chunks.append(body)
-        self.buffered += len(body)
-        if self.buffered > HIGH_WATER and not self.read_paused and self.transport:
-            self.read_paused = True
-            self.transport.pause_reading()
-        if self.feeding and self.waiter is None:
-            self.woke = True
-        else:
-            self._wake()
-
-    def on_message_complete(self) -> None:
-        if not self.headers_done:  # the end of a 1xx: none of its fields are the answer's
-            self.headers = []
-            self.lines = []
-            self.dated = self.general = False
-            self.length = None
-            self._framed = False
-            return
-        self.complete = True
-        if self.feeding and self.waiter is None:
-            self.woke = True
-        else:
-            self._wake()
 
     # ------------------------------------------------------------ internals
 

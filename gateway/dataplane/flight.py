@@ -21,6 +21,7 @@ import asyncio
 from collections.abc import Coroutine
 from typing import Any
 
+from gateway.dataplane.answerparsing import HIGH_WATER
 from gateway.dataplane.attempts import (
     ANSWER,
     FRESH,
@@ -34,7 +35,7 @@ from gateway.dataplane.attempts import (
     next_attempt,
     on_head,
 )
-from gateway.dataplane.exchange import HIGH_WATER, Exchange
+from gateway.dataplane.exchange import Exchange
 from gateway.dataplane.inflight import Aborted, Handle
 from gateway.dataplane.jsonpeek import ModelField, rewrite_model
 from gateway.dataplane.ports import FlightHost

@@ -1,0 +1,148 @@
+"""The llhttp callbacks of a backend connection (`exchange.Exchange`, a base of it): the
+answer's head as it arrives, each field classified (`headers.answer_field`: framing, and the
+forwarded ones kept as head parts), its status and version checked, 1xx answers dropped, the
+body collected (reading paused past HIGH_WATER), the end noted; the exchange is woken at
+each step. Its state is the exchange's (declared here; the answer's fields the callbacks
+write are slots of this base); no I/O of its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from gateway.dataplane.awaiting import Awaiting
+from gateway.dataplane.clock import Clock
+from gateway.dataplane.headers import (
+    ANSWER_FIELDS,
+    CODING,
+    DATED,
+    FORWARD,
+    GENERAL,
+    LENGTH,
+    TYPED,
+    answer_field,
+)
+
+__all__ = ["HIGH_WATER", "AnswerParsing", "BadAnswer"]
+
+HIGH_WATER = 256 * 1024
+
+
+class BadAnswer(Exception):
+    """An answer the parser took that HTTP/1.1 does not have (its message is the reason)."""
+
+
+class _Extra(Exception):
+    """Another message after the exchange's answer, or on an idle connection."""
+
+
+class AnswerParsing(Awaiting):
+    """The parser callbacks of `Exchange` (see the module docstring), over `Awaiting`'s
+    coroutines; the exchange's state is declared here, and what these callbacks write
+    (of the answer) is their slots."""
+
+    __slots__ = ("_framed", "complete", "dated", "general", "head_at", "headers",
+                 "headers_done", "keep_alive", "length", "lines", "status", "v1_seen", "woke")
+
+    # the exchange's state they read and write (Exchange's, Awaiting's)
+    parser: Any  # httptools.HttpResponseParser (httptools is exchange.py's to import)
+    clock: Clock
+    feeding: bool
+    woke: bool
+    head: bool
+    v1_seen: bool
+    status: int
+    headers: list[tuple[bytes, bytes]]
+    lines: list[bytes]
+    dated: bool
+    general: bool
+    length: int | None
+    head_at: float
+    complete: bool
+    keep_alive: bool
+    _framed: bool
+    _wake: Callable[[], None]
+
+    def on_message_begin(self) -> None:
+        if self.headers_done:
+            raise _Extra  # (a 1xx is followed by its final answer: that one is welcome)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+        try:
+            kind = ANSWER_FIELDS[name]  # (a subscript costs less than a `get` call)
+        except KeyError:
+            kind = answer_field(name)
+        if kind == FORWARD:
+            self.lines += (name, b": ", value, b"\r\n")
+        elif kind == DATED:
+            self.lines += (name, b": ", value, b"\r\n")
+            self.dated = True
+        elif kind == TYPED:
+            self.lines += (name, b": ", value, b"\r\n")
+            # (an event stream's head drops more fields: `response_head`'s; "text/event-
+            # stream" is 17 bytes, so most types, "application/json" first, stop at len)
+            if len(value) >= 17 and value[:17].lower() == b"text/event-stream":
+                self.general = True
+        elif kind == LENGTH:
+            self._framed = True
+            if value.isdigit():
+                self.length = int(value)
+        elif kind == CODING:
+            if b"chunked" in value.lower():
+                self._framed = True
+        elif kind == GENERAL:
+            self.general = True
+
+    def on_headers_complete(self) -> None:
+        status = self.parser.get_status_code()
+        if not 100 <= status <= 599:
+            raise BadAnswer(f"the backend answered status {status:03d}, which HTTP does not have")
+        if self.v1_seen:  # the first message's version, read from its first bytes (the
+            self.v1_seen = False  # parser's own answer formats a string: 0.4 µs per answer)
+        elif self.parser.get_http_version() not in ("1.1", "1.0"):
+            raise BadAnswer(f"the backend answered in HTTP/{self.parser.get_http_version()}")
+        if status < 200:
+            return  # informational: the real head follows
+        self.status = status
+        self.headers_done = True
+        self.head_at = self.clock.now
+        self.keep_alive = self.parser.should_keep_alive()
+        if status in (204, 304) or self.head:
+            self._framed = True
+        if self.head:
+            # llhttp cannot be told a HEAD response has no body: end here, never reuse.
+            self.complete = True
+            self.keep_alive = False
+        if self.feeding and self.waiter is None:
+            self.woke = True  # (`_wake`, inline: the sink hears once these bytes are parsed)
+        else:
+            self._wake()
+
+    def on_body(self, body: bytes) -> None:
+        if self.head:
+            return
+        self.chunks.append(body)
+        self.buffered += len(body)
+        if self.buffered > HIGH_WATER and not self.read_paused and self.transport:
+            self.read_paused = True
+            self.transport.pause_reading()
+        if self.feeding and self.waiter is None:
+            self.woke = True
+        else:
+            self._wake()
+
+    def on_message_complete(self) -> None:
+        if not self.headers_done:  # the end of a 1xx: none of its fields are the answer's
+            self.headers = []
+            self.lines = []
+            self.dated = self.general = False
+            self.length = None
+            self._framed = False
+            return
+        self.complete = True
+        if self.feeding and self.waiter is None:
+            self.woke = True
+        else:
+            self._wake()
