@@ -3,7 +3,8 @@
 Owns three things next to `state.path`: the state document (replaced atomically:
 write, fsync, rename, fsync the folder; signed when a key is configured), the audit log
 `<path>.audit.jsonl` (appended and fsynced before the state changes; keyed MACs with a
-key), and one heartbeat file per instance in `<path>.instances/`. Without a key the
+key), and one heartbeat file per instance in `<path>.instances/` (with idempotency records
+and counts: localaux.py, a base; the file writes: files.py). Without a key the
 file permissions are the trust boundary: values are neither signed nor checked.
 Compare-and-set is an exclusive `flock` on `<path>.lock`, so the
 workers of one `killgate serve --workers N` share it safely. Blocking file work runs in
@@ -17,7 +18,6 @@ import fcntl
 import hashlib
 import json
 import os
-import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +26,8 @@ from typing import Any
 from gateway.domain.audit import GENESIS, AuditDraft, seal
 from gateway.domain.statedoc import StateDoc
 from gateway.errors import AuditError, StoreConflict, StoreUnavailable
+from gateway.state.files import append_lines, atomic_write, last_line
+from gateway.state.localaux import LocalRecords
 from gateway.state.signing import Keyring
 from gateway.state.store import (
     Ack,
@@ -35,62 +37,10 @@ from gateway.state.store import (
     ignore_unverified,
 )
 
-__all__ = ["LocalStore", "append_lines", "atomic_write", "last_line"]
+__all__ = ["LocalStore"]
 
 
-def atomic_write(path: Path, data: bytes, mode: int | None = None) -> None:
-    """Replace `path` with `data` (fsynced, renamed, folder fsynced); `mode` is set on
-    the new file before it takes the name."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        if mode is not None:
-            os.fchmod(f.fileno(), mode)
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
-
-
-def append_lines(path: Path, events: list[dict[str, Any]]) -> None:
-    """Append events as JSON lines (one write, fsynced): the audit file, the mirror."""
-    data = "".join(json.dumps(e, ensure_ascii=False, separators=(",", ":")) + "\n"
-                   for e in events).encode()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def last_line(path: Path) -> bytes | None:
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            block = 4096
-            while True:
-                start = max(0, size - block)
-                f.seek(start)
-                data = f.read(size - start).rstrip(b"\n")
-                if b"\n" in data or start == 0:
-                    return data.rsplit(b"\n", 1)[-1] if data else None
-                block *= 4
-    except FileNotFoundError:
-        return None
-
-
-_SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,200}")
-
-
-class LocalStore:
+class LocalStore(LocalRecords):
     backend = "local"
     pushes = False
 
@@ -225,116 +175,6 @@ class LocalStore:
             if left <= 0:
                 return []
             await asyncio.sleep(min(0.025, left))
-
-    # ------------------------------------------------------------------ instances
-
-    def _instance_file(self, instance: str) -> Path:
-        return self.instances_dir / f"{instance}.json"
-
-    async def heartbeat(self, instance: str, applied: int, config: str = "",
-                        urls: dict[str, str] | None = None) -> None:
-        data = json.dumps({"generation": applied, "seen": time.time(), "pid": os.getpid(),
-                           "config": config, "urls": urls or {}})
-        try:
-            await asyncio.to_thread(atomic_write, self._instance_file(instance), data.encode())
-        except OSError as exc:
-            raise StoreUnavailable(f"cannot write heartbeat: {exc.strerror}") from None
-
-    def _fleet(self, lease: float) -> dict[str, dict[str, Any]]:
-        now = time.time()
-        out: dict[str, dict[str, Any]] = {}
-        for f in self.instances_dir.glob("*.json"):
-            try:
-                info = json.loads(f.read_bytes())
-            except (OSError, ValueError):
-                continue
-            age = now - float(info.get("seen", 0))
-            if age <= lease:
-                urls = info.get("urls")
-                out[f.stem] = {"generation": int(info.get("generation", 0)),
-                               "config": str(info.get("config", "")),
-                               "seen_s_ago": round(age, 3),
-                               **({k: v for k, v in urls.items() if k in ("data", "admin")
-                                   and isinstance(v, str)} if isinstance(urls, dict) else {})}
-            elif age > 10 * lease:
-                f.unlink(missing_ok=True)
-        return out
-
-    async def fleet(self, lease: float) -> dict[str, dict[str, Any]]:
-        return await asyncio.to_thread(self._fleet, lease)
-
-    async def live_instances(self, lease: float) -> dict[str, int]:
-        return {k: v["generation"] for k, v in (await self.fleet(lease)).items()}
-
-    async def leave(self, instance: str) -> None:
-        await asyncio.to_thread(self._instance_file(instance).unlink, True)
-
-    # ------------------------------------------------------------------ idempotency
-
-    def _idem(self, key: str, record: dict[str, Any] | None, ttl: float,
-              mode: str) -> dict[str, Any] | None:
-        path = self.path.with_name(self.path.name + ".idempotency.json")
-        with open(self.lock_path, "a+b") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                table = json.loads(path.read_bytes())
-            except (FileNotFoundError, ValueError):
-                table = {}
-            now = time.time()
-            table = {k: v for k, v in table.items() if v.get("expires", 0) > now}
-            existing = table.get(key)
-            if mode == "claim" and existing is not None:
-                return dict(existing["record"])
-            if mode == "release":
-                table.pop(key, None)
-            else:
-                table[key] = {"record": record, "expires": now + ttl}
-            atomic_write(path, json.dumps(table).encode())
-            return None
-
-    async def idem_claim(self, key: str, record: dict[str, Any], ttl: float) -> dict[str, Any] | None:
-        return await asyncio.to_thread(self._idem, key, record, ttl, "claim")
-
-    async def idem_set(self, key: str, record: dict[str, Any], ttl: float) -> None:
-        await asyncio.to_thread(self._idem, key, record, ttl, "set")
-
-    async def idem_release(self, key: str) -> None:
-        await asyncio.to_thread(self._idem, key, None, 0, "release")
-
-    # ------------------------------------------------------------------ analysis counts
-
-    def _stats_dir(self, route: str) -> Path:
-        return self.path.with_name(self.path.name + ".stats") / route
-
-    async def put_stats(self, route: str, instance: str, blob: dict[str, Any]) -> None:
-        try:
-            await asyncio.to_thread(atomic_write, self._stats_dir(route) / f"{instance}.json",
-                                    json.dumps(blob).encode())
-        except OSError as exc:
-            raise StoreUnavailable(f"cannot write counts: {exc.strerror}") from None
-
-    def _read_stats(self, route: str) -> list[dict[str, Any]]:
-        out = []
-        for f in self._stats_dir(route).glob("*.json"):
-            try:
-                out.append(json.loads(f.read_bytes()))
-            except (OSError, ValueError):
-                continue
-        return out
-
-    async def get_stats(self, route: str) -> list[dict[str, Any]]:
-        return await asyncio.to_thread(self._read_stats, route)
-
-    def _drop_stats(self, route: str, instances: list[str]) -> None:
-        for name in instances:
-            if _SAFE_NAME.fullmatch(name):  # a file name of ours, never a path
-                (self._stats_dir(route) / f"{name}.json").unlink(missing_ok=True)
-
-    async def drop_stats(self, route: str, instances: list[str]) -> None:
-        try:
-            await asyncio.to_thread(self._drop_stats, route, instances)
-        except OSError as exc:
-            raise StoreUnavailable(f"cannot remove counts: {exc.strerror}") from None
 
     # ------------------------------------------------------------------ audit
 

@@ -23,7 +23,7 @@ from typing import Any
 from gateway.domain.audit import event_hash, mac_matches, parse_event, utc_now
 from gateway.errors import StateError
 from gateway.log import event
-from gateway.state.local import append_lines, atomic_write, last_line
+from gateway.state.files import append_lines, atomic_write, last_line
 from gateway.state.signing import Keyring
 from gateway.state.store import AuditStore
 from gateway.telemetry.metrics import Metrics

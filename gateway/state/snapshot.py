@@ -19,7 +19,7 @@ from pathlib import Path
 from gateway import filemodes
 from gateway.domain.statedoc import StateDoc
 from gateway.log import event
-from gateway.state.local import atomic_write
+from gateway.state.files import atomic_write
 from gateway.state.signing import MAGIC, Keyring
 from gateway.state.store import OnUnverified, decode_doc, ignore_unverified
 

@@ -1,0 +1,63 @@
+"""Durable file writes of the local store and the state's side files (snapshot, audit
+mirror): a file replaced whole (written, fsynced, renamed, its folder fsynced), JSON lines
+appended in one fsynced write, and a file's last line read from its end. Blocking calls;
+they know nothing of what the bytes mean.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+__all__ = ["append_lines", "atomic_write", "last_line"]
+
+
+def atomic_write(path: Path, data: bytes, mode: int | None = None) -> None:
+    """Replace `path` with `data` (fsynced, renamed, folder fsynced); `mode` is set on
+    the new file before it takes the name."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        if mode is not None:
+            os.fchmod(f.fileno(), mode)
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    dfd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+def append_lines(path: Path, events: list[dict[str, Any]]) -> None:
+    """Append events as JSON lines (one write, fsynced): the audit file, the mirror."""
+    data = "".join(json.dumps(e, ensure_ascii=False, separators=(",", ":")) + "\n"
+                   for e in events).encode()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def last_line(path: Path) -> bytes | None:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            block = 4096
+            while True:
+                start = max(0, size - block)
+                f.seek(start)
+                data = f.read(size - start).rstrip(b"\n")
+                if b"\n" in data or start == 0:
+                    return data.rsplit(b"\n", 1)[-1] if data else None
+                block *= 4
+    except FileNotFoundError:
+        return None

@@ -1,0 +1,143 @@
+"""The local store's side stores: heartbeats (one file per instance in `<path>.instances/`),
+idempotency records (`<path>.idempotency.json`, changed under the store's `flock`) and
+analysis counts (`<path>.stats/<route>/<instance>.json`). A base of `local.LocalStore`,
+which owns the paths these use; blocking file work runs in a thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import json
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+from gateway.errors import StoreUnavailable
+from gateway.state.files import atomic_write
+
+__all__ = ["LocalRecords"]
+
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,200}")
+
+
+class LocalRecords:
+    """Heartbeats, idempotency records and analysis counts of `LocalStore` (see the module
+    docstring)."""
+
+    # the store's paths (LocalStore's)
+    path: Path
+    lock_path: Path
+    instances_dir: Path
+
+    # ------------------------------------------------------------------ instances
+
+    def _instance_file(self, instance: str) -> Path:
+        return self.instances_dir / f"{instance}.json"
+
+    async def heartbeat(self, instance: str, applied: int, config: str = "",
+                        urls: dict[str, str] | None = None) -> None:
+        data = json.dumps({"generation": applied, "seen": time.time(), "pid": os.getpid(),
+                           "config": config, "urls": urls or {}})
+        try:
+            await asyncio.to_thread(atomic_write, self._instance_file(instance), data.encode())
+        except OSError as exc:
+            raise StoreUnavailable(f"cannot write heartbeat: {exc.strerror}") from None
+
+    def _fleet(self, lease: float) -> dict[str, dict[str, Any]]:
+        now = time.time()
+        out: dict[str, dict[str, Any]] = {}
+        for f in self.instances_dir.glob("*.json"):
+            try:
+                info = json.loads(f.read_bytes())
+            except (OSError, ValueError):
+                continue
+            age = now - float(info.get("seen", 0))
+            if age <= lease:
+                urls = info.get("urls")
+                out[f.stem] = {"generation": int(info.get("generation", 0)),
+                               "config": str(info.get("config", "")),
+                               "seen_s_ago": round(age, 3),
+                               **({k: v for k, v in urls.items() if k in ("data", "admin")
+                                   and isinstance(v, str)} if isinstance(urls, dict) else {})}
+            elif age > 10 * lease:
+                f.unlink(missing_ok=True)
+        return out
+
+    async def fleet(self, lease: float) -> dict[str, dict[str, Any]]:
+        return await asyncio.to_thread(self._fleet, lease)
+
+    async def live_instances(self, lease: float) -> dict[str, int]:
+        return {k: v["generation"] for k, v in (await self.fleet(lease)).items()}
+
+    async def leave(self, instance: str) -> None:
+        await asyncio.to_thread(self._instance_file(instance).unlink, True)
+
+    # ------------------------------------------------------------------ idempotency
+
+    def _idem(self, key: str, record: dict[str, Any] | None, ttl: float,
+              mode: str) -> dict[str, Any] | None:
+        path = self.path.with_name(self.path.name + ".idempotency.json")
+        with open(self.lock_path, "a+b") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                table = json.loads(path.read_bytes())
+            except (FileNotFoundError, ValueError):
+                table = {}
+            now = time.time()
+            table = {k: v for k, v in table.items() if v.get("expires", 0) > now}
+            existing = table.get(key)
+            if mode == "claim" and existing is not None:
+                return dict(existing["record"])
+            if mode == "release":
+                table.pop(key, None)
+            else:
+                table[key] = {"record": record, "expires": now + ttl}
+            atomic_write(path, json.dumps(table).encode())
+            return None
+
+    async def idem_claim(self, key: str, record: dict[str, Any], ttl: float) -> dict[str, Any] | None:
+        return await asyncio.to_thread(self._idem, key, record, ttl, "claim")
+
+    async def idem_set(self, key: str, record: dict[str, Any], ttl: float) -> None:
+        await asyncio.to_thread(self._idem, key, record, ttl, "set")
+
+    async def idem_release(self, key: str) -> None:
+        await asyncio.to_thread(self._idem, key, None, 0, "release")
+
+    # ------------------------------------------------------------------ analysis counts
+
+    def _stats_dir(self, route: str) -> Path:
+        return self.path.with_name(self.path.name + ".stats") / route
+
+    async def put_stats(self, route: str, instance: str, blob: dict[str, Any]) -> None:
+        try:
+            await asyncio.to_thread(atomic_write, self._stats_dir(route) / f"{instance}.json",
+                                    json.dumps(blob).encode())
+        except OSError as exc:
+            raise StoreUnavailable(f"cannot write counts: {exc.strerror}") from None
+
+    def _read_stats(self, route: str) -> list[dict[str, Any]]:
+        out = []
+        for f in self._stats_dir(route).glob("*.json"):
+            try:
+                out.append(json.loads(f.read_bytes()))
+            except (OSError, ValueError):
+                continue
+        return out
+
+    async def get_stats(self, route: str) -> list[dict[str, Any]]:
+        return await asyncio.to_thread(self._read_stats, route)
+
+    def _drop_stats(self, route: str, instances: list[str]) -> None:
+        for name in instances:
+            if _SAFE_NAME.fullmatch(name):  # a file name of ours, never a path
+                (self._stats_dir(route) / f"{name}.json").unlink(missing_ok=True)
+
+    async def drop_stats(self, route: str, instances: list[str]) -> None:
+        try:
+            await asyncio.to_thread(self._drop_stats, route, instances)
+        except OSError as exc:
+            raise StoreUnavailable(f"cannot remove counts: {exc.strerror}") from None
