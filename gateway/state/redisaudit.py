@@ -1,0 +1,53 @@
+"""The redis store's audit trail as read: every event, the events after a cursor, and pages
+newest first (stream entry ids as cursors, opaque to callers); an entry that does not parse
+is shown as unparseable, never dropped. Appending is the commit's (rediscommit.py). A base
+of `redis.RedisStore`.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from gateway.domain.audit import parse_event
+from gateway.state.redisaux import RedisRecords
+
+__all__ = ["RedisAudit"]
+
+
+class RedisAudit(RedisRecords):
+    """Reading the audit stream of `RedisStore` (see the module docstring)."""
+
+    @staticmethod
+    def _decode(entries: Any) -> list[tuple[str, dict[str, Any]]]:
+        out = []
+        for sid, flat in entries or []:
+            fields = dict(zip(flat[::2], flat[1::2], strict=False))
+            raw = fields.get(b"e", b"")
+            ev = parse_event(raw)
+            out.append((sid.decode(), ev if ev is not None else {
+                "id": sid.decode(), "unparseable": raw.decode("utf-8", "replace")}))
+        return out
+
+    async def audit_events(self) -> list[dict[str, Any]]:
+        entries = await self._call("XRANGE", self.k_audit, "-", "+", timeout=self.timeout * 10)
+        return [ev for _, ev in self._decode(entries)]
+
+    async def audit_since(self, cursor: str | None,
+                          limit: int) -> tuple[list[dict[str, Any]], str | None]:
+        lo = f"({cursor}" if cursor else "-"
+        pairs = self._decode(await self._call(
+            "XRANGE", self.k_audit, lo, "+", "COUNT", limit))
+        return [ev for _, ev in pairs], (pairs[-1][0] if pairs else cursor)
+
+    async def audit_page(self, limit: int, before: str | None) -> tuple[list[dict[str, Any]],
+                                                                        str | None]:
+        """`before` and the returned cursor are stream entry ids (opaque to callers); an
+        unknown cursor gives an empty page, as with the local store."""
+        if before is not None and not re.fullmatch(r"[0-9]{1,20}-[0-9]{1,20}", before):
+            return [], None
+        hi = f"({before}" if before else "+"
+        entries = await self._call("XREVRANGE", self.k_audit, hi, "-", "COUNT", limit + 1)
+        pairs = self._decode(entries)
+        nxt = pairs[limit - 1][0] if len(pairs) > limit else None
+        return [ev for _, ev in pairs[:limit]], nxt

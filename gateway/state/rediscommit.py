@@ -1,0 +1,151 @@
+"""The redis store's commits: one Lua script compares the generation and the audit head,
+appends the keyed audit event, replaces the signed state document and publishes it, in one
+round trip when our guess of the audit head (the newest verified document's `audit_head`)
+is right; else the head a verified document anchors is found again (`_anchor`), never the
+unsigned head key's. Then WAIT for replicas on the connection that committed. A base of
+`redis.RedisStore`, which keeps the head guess up to date as it verifies documents.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from gateway.domain.audit import GENESIS, AuditDraft, seal
+from gateway.domain.statedoc import StateDoc
+from gateway.errors import AuditError, StoreConflict
+from gateway.log import event
+from gateway.state.redisaux import RedisRecords
+from gateway.state.redislink import OWN, Script
+from gateway.state.store import Loaded
+
+__all__ = ["RedisCommits"]
+
+OnStored = Callable[[StateDoc], None]
+
+log = logging.getLogger("killgate.state")
+
+_COMMIT = Script(OWN + """
+own(KEYS[2], 'string'); own(KEYS[3], 'stream'); own(KEYS[4], 'string')
+local cur = redis.call('GET', KEYS[2])
+if (cur or '') ~= ARGV[1] then return {'conflict', cur or ''} end
+if ARGV[4] ~= '' then
+  local head = redis.call('GET', KEYS[4]) or ARGV[7]
+  if head ~= ARGV[5] then return {'audit_conflict', head} end
+  redis.call('XADD', KEYS[3], '*', 'e', ARGV[4])
+  redis.call('SET', KEYS[4], ARGV[6])
+end
+redis.call('SET', KEYS[1], ARGV[2])
+redis.call('SET', KEYS[2], ARGV[3])
+redis.call('PUBLISH', ARGV[8], ARGV[2])
+return {'ok', ''}
+""")
+
+
+class _Own:
+    """A commit as sent: its signed bytes and the document they hold once stored."""
+
+    __slots__ = ("_doc", "_stored", "head", "sealed", "sent", "seq")
+
+    def __init__(self, sealed: bytes, sent: StateDoc, head: str | None, seq: int,
+                 on_stored: OnStored | None) -> None:
+        self.sealed, self.sent, self.head, self.seq = sealed, sent, head, seq
+        self._stored = on_stored
+        self._doc: StateDoc | None = None
+
+    def doc(self) -> StateDoc:
+        """The document as stored: the one sent, anchoring the audit event's hash."""
+        if self._doc is None:
+            self._doc = self.sent if self.head is None else self.sent.with_changes(
+                audit_head=self.head, audit_seq=self.seq)
+        return self._doc
+
+    def replied(self, reply: Any) -> None:
+        """The script's answer, as it is read: when it stored the document, `on_stored`
+        has it before anything else runs (the caller's await resumes a loop turn later)."""
+        if self._stored is None or type(reply) is not list or not reply or reply[0] != b"ok":
+            return
+        try:
+            self._stored(self.doc())
+        except Exception as exc:  # noqa: BLE001 - the caller's await still gets the answer
+            event(log, "state_commit_hook_failed", logging.ERROR, error=repr(exc))
+
+
+class RedisCommits(RedisRecords):
+    """Commits and replica waits of `RedisStore` (see the module docstring)."""
+
+    # the store's state they read and write (RedisStore's)
+    _head: str | None  # the audit head as of the newest document we saw or wrote
+    _head_at: tuple[int, int]  # (generation, audit_seq) of the document that named it
+    _own: _Own | None  # our newest commit as sent
+    load: Callable[[], Awaitable[Loaded]]
+
+    async def commit(self, expected: str | None, doc: StateDoc, draft: AuditDraft | None,
+                     chain_from: str | None = None,
+                     on_stored: OnStored | None = None) -> dict[str, Any] | None:
+        plain_doc = doc.to_json()
+        base = draft.as_event() if draft is not None else None
+        akey = self.audit_keys.current
+        mac_key = (akey.kid, akey.secret) if akey is not None else None
+        # The head named by the newest document we verified is nearly always still the
+        # head: one round trip. The event continues that head; the (unsigned) head key is
+        # only what the script compares (`expect`). With no head stored (a flushed store)
+        # the trail continues from `chain_from`.
+        first = chain_from or GENESIS
+        head = expect = self._head or first
+        seq = self._head_at[1] if self._head else doc.audit_seq
+        for _ in range(5):
+            ev = seal(base, head, mac_key) if base is not None else None
+            body = json.dumps(plain_doc if ev is None else {
+                **plain_doc, "audit_head": ev["hash"], "audit_seq": seq + 1}).encode()
+            sealed = self.keys.seal(b"state", body)
+            own = _Own(sealed, doc, ev["hash"] if ev else None, seq + 1, on_stored)
+            self._own = own  # its echo on the channel needs no opening (see _on_message)
+            args: list[str | bytes] = [
+                "" if expected is None else expected, sealed,
+                str(doc.generation), json.dumps(ev, ensure_ascii=False) if ev else "", expect,
+                ev["hash"] if ev else "", first, self.ch_events]
+            # READONLY replica, OOM, script errors: nothing was written, the action is refused.
+            res = await self._script(
+                _COMMIT, [self.k_state, self.k_gen, self.k_audit, self.k_head], args,
+                refused=AuditError, writes=True, on_reply=own.replied)
+            status = res[0].decode() if isinstance(res[0], bytes) else str(res[0])
+            if status == "conflict":
+                raise StoreConflict("the state changed under us")
+            if status == "audit_conflict":
+                expect = res[1].decode() if isinstance(res[1], bytes) else str(res[1])
+                head, seq = await self._anchor(expect, chain_from, doc.audit_seq)
+                continue
+            if ev is not None and (doc.generation, seq + 1) >= self._head_at:
+                self._head, self._head_at = ev["hash"], (doc.generation, seq + 1)
+            return ev
+        raise StoreConflict("the audit head kept changing under us")
+
+    async def _anchor(self, stored: str, chain_from: str | None,
+                      seq: int) -> tuple[str, int]:
+        """The head the next event continues (and its position), after the head key named
+        `stored` instead of the head we expected: the newest head a verified document
+        anchors (the store's, if at least as new as any we saw: another instance
+        committed). The key is not signed: chained after an older event it names, the
+        events in between could be cut out of the trail unnoticed; a key that disagrees is
+        reported, never followed."""
+        await self.load()  # a verified document at least as new as ours moves `_head`
+        if self._head is not None:
+            anchor, seq = self._head, self._head_at[1]
+        elif chain_from is not None:
+            anchor = chain_from
+        else:
+            return stored, seq  # no verified anchor at all: nothing better to go by
+        if anchor != stored:
+            self.on_unverified("audit", f"the audit head key names {stored[:16]!r}, not the "
+                                        f"head the newest signed state anchors "
+                                        f"({anchor[:16]}…)", None)
+        return anchor, seq
+
+    async def replicated(self, replicas: int, timeout: float) -> int:
+        """WAIT on the connection that committed: replicas that acknowledged its writes.
+        It has that connection to itself (heartbeats and polls do not queue behind it)."""
+        return int(await self._call("WAIT", replicas, max(1, int(timeout * 1000)),
+                                    timeout=timeout + self.timeout, slot="write"))
