@@ -207,6 +207,14 @@ async def test_a_slow_answer_holds_back_the_ones_behind_it() -> None:
     (b"GET / HTTP/1.1\nHost: x\n\n", b"malformed"),
     (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
      b"malformed"),
+    # codings before chunked (llhttp takes them): forwarded de-chunked, the bytes would
+    # reach the backend as if not coded at all
+    (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+     b"only the chunked transfer coding"),
+    (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked"
+     b"\r\n\r\n0\r\n\r\n", b"only the chunked transfer coding"),
+    (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: x-made-up ,chunked\r\n\r\n0\r\n\r\n",
+     b"only the chunked transfer coding"),
 ])
 @pytest.mark.parametrize("step", [0, 3])
 async def test_refused_requests_get_400_and_the_connection_closes(payload: bytes, why: bytes,

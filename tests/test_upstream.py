@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from gateway.dataplane.answerparsing import HIGH_WATER
+from gateway.dataplane.answerparsing import HIGH_WATER, MAX_ANSWER_HEAD
 from gateway.dataplane.exchange import Exchange
 from gateway.dataplane.upstream import Pool
 from gateway.errors import UpstreamClosed, UpstreamProtocolError, UpstreamTimeout
@@ -105,6 +105,11 @@ async def test_fragmented_answers_are_read_whole(name: str, step: int) -> None:
     (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n",
      UpstreamProtocolError),
     (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort", UpstreamClosed),
+    # a coding before chunked: de-chunked, gzip bytes would reach the client as identity
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n2\r\nab\r\n0\r\n\r\n",
+     UpstreamProtocolError),
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n"
+     b"0\r\n\r\n", UpstreamProtocolError),
 ])
 async def test_broken_answers_fail_the_exchange(payload: bytes, error: type) -> None:
     ex, tr = exchange()
@@ -338,3 +343,58 @@ async def test_every_answer_of_an_exchange_is_checked_for_its_http_version(step:
     feed(again, b"HTTP/0.9 200 OK\r\nContent-Length: 0\r\n\r\n", step)
     with pytest.raises(UpstreamProtocolError):
         await again.read_head()
+
+
+@pytest.mark.parametrize("shape", ["many fields", "one endless value", "endless 1xx heads"])
+@pytest.mark.parametrize("step", [4096, 65536])
+async def test_an_answer_head_over_the_limit_fails_the_exchange(shape: str, step: int) -> None:
+    """llhttp bounds no head: past MAX_ANSWER_HEAD (the interim 1xx heads count too) the
+    exchange fails at once, where it read on for as long as the backend sent."""
+    ex, tr = exchange()
+    await ex.send(b"GET / HTTP/1.1\r\n\r\n", None)
+    if shape == "many fields":
+        head = b"HTTP/1.1 200 OK\r\n" + b"".join(b"X-%05d: %s\r\n" % (i, b"a" * 90)
+                                                 for i in range(2000))
+    elif shape == "one endless value":
+        head = b"HTTP/1.1 200 OK\r\nX-Pad: " + b"a" * 200_000
+    else:
+        head = b"HTTP/1.1 103 Early Hints\r\nLink: </x>\r\n\r\n" * 10_000
+    fed = 0
+    for i in range(0, len(head), step):
+        if tr.closed:
+            break
+        ex.data_received(head[i:i + step])
+        fed = i + step
+    assert tr.closed and fed <= MAX_ANSWER_HEAD + step
+    with pytest.raises(UpstreamProtocolError, match="answer head is over 64 KiB"):
+        await ex.read_head()
+
+
+@pytest.mark.parametrize("step", [0, 1, 7])
+async def test_a_head_just_under_the_limit_and_a_large_body_in_one_read_are_taken(
+        step: int) -> None:
+    """The bytes of the read that ends the head are not all head: a body in the same read
+    does not count against the limit."""
+    ex, _ = exchange()
+    await ex.send(b"GET / HTTP/1.1\r\n\r\n", None)
+    head = b"HTTP/1.1 200 OK\r\nX-Pad: " + b"a" * (MAX_ANSWER_HEAD - 200) + b"\r\n"
+    body = b"b" * 300_000
+    feed(ex, head + b"Content-Length: %d\r\n\r\n" % len(body) + body, step or 0)
+    await ex.read_head()
+    assert ex.status == 200
+    assert await read_all(ex) == body
+
+
+@pytest.mark.parametrize("step", [0, 1, 3])
+async def test_a_chunked_answers_trailer_is_not_part_of_its_head(step: int) -> None:
+    """Trailer fields (RFC 9110 §6.5.1) are dropped: never merged into the head the client
+    gets, nor into the fields the gateway reads (a Set-Cookie or Content-Type there)."""
+    ex, _ = exchange()
+    await ex.send(b"GET / HTTP/1.1\r\n\r\n", None)
+    feed(ex, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Type: text/plain\r\n\r\n"
+             b"2\r\n{}\r\n0\r\nSet-Cookie: s=1\r\nContent-Type: text/event-stream\r\n\r\n",
+         step)
+    await ex.read_head()
+    assert await read_all(ex) == b"{}"
+    assert ex.headers == [(b"Transfer-Encoding", b"chunked"), (b"Content-Type", b"text/plain")]
+    assert b"Set-Cookie" not in b"".join(ex.lines) and not ex.general

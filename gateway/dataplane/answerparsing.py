@@ -24,9 +24,12 @@ from gateway.dataplane.headers import (
     answer_field,
 )
 
-__all__ = ["HIGH_WATER", "AnswerParsing", "BadAnswer"]
+__all__ = ["HIGH_WATER", "MAX_ANSWER_HEAD", "AnswerParsing", "BadAnswer"]
 
 HIGH_WATER = 256 * 1024
+#: an answer head (its interim 1xx heads included) larger than this is a 502 (Envoy's
+#: default is 60 KiB; llhttp has no limit of its own, and an endless head was read whole)
+MAX_ANSWER_HEAD = 64 * 1024
 
 
 class BadAnswer(Exception):
@@ -69,6 +72,8 @@ class AnswerParsing(Awaiting):
             raise _Extra  # (a 1xx is followed by its final answer: that one is welcome)
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self.headers_done:
+            return  # a chunked answer's trailer: never merged into its head (RFC 9110 6.5.1)
         self.headers.append((name, value))
         try:
             kind = ANSWER_FIELDS[name]  # (a subscript costs less than a `get` call)
@@ -90,8 +95,12 @@ class AnswerParsing(Awaiting):
             if value.isdigit():
                 self.length = int(value)
         elif kind == CODING:
-            if b"chunked" in value.lower():
-                self._framed = True
+            # (llhttp takes any codings before "chunked": "gzip, chunked" de-chunked would
+            # reach the client as if its bytes were not coded at all)
+            if value.strip(b" \t").lower() != b"chunked":
+                raise BadAnswer("the backend used a transfer coding other than chunked "
+                                f"({value[:64].decode('latin-1')!r}), which is not proxied")
+            self._framed = True
         elif kind == GENERAL:
             self.general = True
 

@@ -14,7 +14,7 @@ from typing import Protocol
 
 import httptools
 
-from gateway.dataplane.answerparsing import AnswerParsing, BadAnswer
+from gateway.dataplane.answerparsing import MAX_ANSWER_HEAD, AnswerParsing, BadAnswer
 from gateway.dataplane.awaiting import Body
 from gateway.dataplane.clock import Clock
 from gateway.errors import (
@@ -63,6 +63,7 @@ class Exchange(AnswerParsing, asyncio.Protocol):
         "feeding",
         "got_bytes",
         "head",
+        "head_bytes",
         "idle",
         "loop",
         "parser",
@@ -115,6 +116,7 @@ class Exchange(AnswerParsing, asyncio.Protocol):
         self.headers_done = False
         self.complete = False
         self.got_bytes = False
+        self.head_bytes = 0  # bytes read while the head was not complete (1xx heads too)
         self.keep_alive = False
         self._framed = False
 
@@ -133,8 +135,14 @@ class Exchange(AnswerParsing, asyncio.Protocol):
             until = now + self.idle
             self.wait_until = until if until < self.deadline else self.deadline
             self.feeding = True  # the sink hears once, after these bytes (head, body, end)
+        if not self.headers_done:
+            self.head_bytes += len(data)
         try:
             self.parser.feed_data(data)
+            if not self.headers_done and self.head_bytes > MAX_ANSWER_HEAD:
+                # (checked after the feed: one read may end the head and begin the body)
+                self.fail(UpstreamProtocolError(
+                    f"the backend's answer head is over {MAX_ANSWER_HEAD // 1024} KiB"))
         except httptools.HttpParserUpgrade:
             self.fail(UpstreamProtocolError("backend switched protocols; upgrades are not proxied"))
         except httptools.HttpParserError as exc:

@@ -148,7 +148,13 @@ class Parsing:
         if kind == HOST:
             raise Refuse(400, "more than one Host header")
         if kind == CHUNKED:
-            req.chunked = True  # llhttp checked: chunked last, no Content-Length
+            # llhttp checked: chunked last, no Content-Length; but it takes any codings
+            # before it ("gzip, chunked"), which we would forward de-chunked as if the
+            # bytes were not coded at all (nginx answers those 501)
+            if value.strip(b" \t").lower() != b"chunked":
+                raise Refuse(400, "only the chunked transfer coding is accepted; send a "
+                                  "compressed body with Content-Encoding instead")
+            req.chunked = True
         elif kind == EXPECT:
             req.expect_continue = value.lower() == b"100-continue"
         elif kind == UPGRADE:

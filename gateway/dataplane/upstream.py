@@ -7,6 +7,7 @@ answer; anything else closes it. Each connection's exchange is `exchange.py`'s.
 from __future__ import annotations
 
 import asyncio
+import os
 import ssl
 from collections import deque
 
@@ -107,7 +108,7 @@ class Pool:
             self.open -= 1
             self._wake_one()
             raise UpstreamConnectError(
-                f"cannot connect to {self.host}:{self.port}: {exc.strerror or exc}") from None
+                f"cannot connect: {_why(exc)}") from None
         except BaseException:
             self.open -= 1
             self._wake_one()
@@ -216,3 +217,11 @@ class Upstreams:
             p.close()
         self.pools.clear()
         await asyncio.sleep(0)
+
+
+def _why(exc: OSError) -> str:
+    """A connect failure in words that name no address (the client reads them in its 502;
+    asyncio's own text, "Connect call failed ('10.0.0.7', 8000)", names the backend)."""
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS: {exc.reason or type(exc).__name__}"
+    return os.strerror(exc.errno) if exc.errno else type(exc).__name__

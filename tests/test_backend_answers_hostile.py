@@ -1,0 +1,157 @@
+"""A misbehaving backend on the answer side, against a real `killgate serve`: an endless
+answer head, trailer fields, a transfer coding other than chunked; and what a 502 tells the
+client of the backend. (From a hostile review; each failed before its fix.)"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import free_port, rss_kib, running_gateway, two_versions, write_config
+from tests.rawhttp import exchange, request
+
+pytestmark = pytest.mark.timeout(60)
+
+INFER = "/v2/models/iris/infer"
+
+
+class EndlessHead:
+    """A backend whose answer head never ends: a status line, then field after field
+    (`one_field`: a single field whose value never ends), up to `total` bytes."""
+
+    def __init__(self, total: int, one_field: bool = False) -> None:
+        self.total = total
+        self.one_field = one_field
+        self.sent = 0
+        self.server: asyncio.AbstractServer | None = None
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\n" + (b"X-Pad: " if self.one_field else b""))
+            block = (b"a" * 65536) if self.one_field else b"".join(
+                b"X-Pad-%05d: %s\r\n" % (i, b"a" * 900) for i in range(64))
+            while self.sent < self.total:
+                writer.write(block)
+                self.sent += len(block)
+                await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._client, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.server.wait_closed(), 2)
+
+
+@pytest.mark.parametrize("one_field", [False, True])
+async def test_a_backend_answer_head_that_never_ends_is_bounded(
+        tmp_path: Path, gateway_procs, one_field: bool) -> None:
+    """A backend that sends an answer head without end (many fields, or one endless value)
+    must get a 502 once the head passes a bound (nginx: "upstream sent too big header"),
+    not be buffered whole: here 400 MB of head arrive within the route's total timeout and
+    the gateway's memory grows with it (llhttp has no limit of its own and
+    `Exchange.on_header` appends every field)."""
+    backend = EndlessHead(400 * 1024 * 1024, one_field)
+    port = await backend.start()
+    data = free_port()
+    cfg = write_config(tmp_path, two_versions(port, port, 100, 0),
+                       listen=f"127.0.0.1:{data}", admin=f"127.0.0.1:{free_port()}")
+    gw = gateway_procs(cfg)
+    try:
+        await asyncio.get_running_loop().run_in_executor(None, gw.wait_ready)
+        before = rss_kib(gw.proc.pid)
+        peak = before
+        task = asyncio.create_task(exchange(data, request("GET", INFER), timeout=50))
+        while not task.done():
+            peak = max(peak, rss_kib(gw.proc.pid))
+            await asyncio.sleep(0.05)
+        status, _, _ = await task
+        grown_mib = (peak - before) / 1024
+        # expected: refused early (a few hundred KiB of head at most), 502
+        assert status == 502 and backend.sent < 16 * 1024 * 1024 and grown_mib < 64, (
+            f"answered {status} after reading {backend.sent >> 20} MiB of one answer head; "
+            f"the gateway's RSS grew {grown_mib:.0f} MiB")
+    finally:
+        gw.stop()
+        await backend.stop()
+
+
+async def test_a_backend_trailer_is_not_merged_into_the_forwarded_head(
+        tmp_path: Path) -> None:
+    """A chunked answer's trailer section (RFC 9110 §6.5.1: never merged into the header
+    section) becomes fields of the head the client gets when the whole answer arrives in
+    one read (the fast path's `write_complete` uses `Exchange.lines`, which `on_header`
+    extends for trailer fields too). The request side drops trailers; the answer side
+    should as well."""
+    from tests.backends import RawBackend
+    payload = (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n"
+               b"Content-Type: application/json\r\n\r\n"
+               b"2\r\n{}\r\n0\r\nSet-Cookie: session=attacker\r\nX-From-Trailer: 1\r\n\r\n")
+    backend = RawBackend(payload)
+    port = await backend.start()
+    try:
+        cfg = write_config(tmp_path, two_versions(port, port, 100, 0))
+        async with running_gateway(cfg) as g:
+            status, headers, body = await exchange(int(g.url.rsplit(":", 1)[1]),
+                                                   request("GET", INFER))
+        assert status == 200 and body == b"{}"
+        assert "set-cookie" not in headers and "x-from-trailer" not in headers, (
+            f"trailer fields forwarded as header fields: {headers}")
+    finally:
+        await backend.stop()
+
+
+async def test_an_answer_transfer_coded_gzip_is_not_forwarded_as_identity(tmp_path: Path) -> None:
+    """The answer side of the same: a backend's `Transfer-Encoding: gzip, chunked` is
+    de-chunked, the field dropped, and the gzip bytes reach the client as an identity body
+    (no Transfer-Encoding, no Content-Encoding). Expected: 502, or the body decoded."""
+    from tests.backends import RawBackend
+
+    plain = b'{"outputs": [1]}'
+    coded = gzip.compress(plain)
+    backend = RawBackend(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                         b"Transfer-Encoding: gzip, chunked\r\n\r\n"
+                         + b"%x\r\n" % len(coded) + coded + b"\r\n0\r\n\r\n")
+    port = await backend.start()
+    try:
+        cfg = write_config(tmp_path, two_versions(port, port, 100, 0))
+        async with running_gateway(cfg) as g:
+            status, headers, body = await exchange(
+                int(g.url.rsplit(":", 1)[1]),
+                b"GET /v2/models/iris/infer HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    finally:
+        await backend.stop()
+    if status == 502:
+        return
+    assert body == plain or "gzip" in headers.get("content-encoding", "") \
+        or "gzip" in headers.get("transfer-encoding", ""), (
+        f"answered {status} with {headers}: the client got gzip bytes as identity data")
+
+
+async def test_a_502_does_not_name_the_backend_address(tmp_path: Path) -> None:
+    """Every version unreachable: the client gets 502 `upstream_failed`, whose message is
+    `f"the backend failed: {exc}"` (answers.py `upstream_failed`): the backend's internal
+    address and the socket error ("cannot connect to 127.0.0.1:PORT: Connect call failed")
+    reach any data-plane client. The admin API redacts URLs (CONTRACT §5.2); the data
+    plane should not hand them out either (nginx and Envoy answer a fixed text)."""
+    dead = free_port()
+    cfg = write_config(tmp_path, two_versions(dead, dead, 100, 0))
+    async with running_gateway(cfg) as g:
+        status, _, body = await exchange(int(g.url.rsplit(":", 1)[1]),
+                                         request("GET", "/v2/models/iris/infer"))
+    assert status == 502
+    message = json.loads(body)["error"]["message"]
+    assert str(dead) not in message and "127.0.0.1" not in message, message
