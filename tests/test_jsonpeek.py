@@ -95,3 +95,44 @@ def test_fragmented_prefixes_never_yield_a_wrong_offset() -> None:
         if f is not None:
             assert json.loads(body[f.start:f.end]) == f.value == "m\u00e9"
     assert find_model(body) is not None
+
+
+_OBJ = {"model": "gpt-a", "messages": [{"role": "user", "content": "hi"}]}
+
+
+@pytest.mark.parametrize("body", [
+    b"\xef\xbb\xbf" + json.dumps(_OBJ).encode(),
+    json.dumps(_OBJ).encode("utf-16"),  # with its BOM
+    json.dumps(_OBJ).encode("utf-16-le"),
+    json.dumps(_OBJ).encode("utf-16-be"),
+    " \n".encode("utf-16-le") + json.dumps(_OBJ).encode("utf-16-le"),
+    json.dumps(_OBJ).encode("utf-32"),
+    json.dumps(_OBJ).encode("utf-32-le"),
+    json.dumps(_OBJ).encode("utf-32-be"),
+], ids=["utf8-bom", "utf16", "utf16le", "utf16be", "utf16le-ws", "utf32", "utf32le", "utf32be"])
+@pytest.mark.parametrize("complete", [True, False])
+def test_json_a_backend_reads_in_another_encoding_is_unreadable(body: bytes,
+                                                                complete: bool) -> None:
+    """Python's json.loads(bytes) (Starlette, so most OpenAI-compatible servers) reads these
+    as `model: gpt-a`; to strict UTF-8 they are no object at all, which routed them as if they
+    had no model."""
+    assert json.loads(body)["model"] == "gpt-a"
+    with pytest.raises(Unreadable, match="UTF-16 or UTF-32"):
+        find_model(body, complete)
+
+
+def test_whitespace_filling_the_window_is_unreadable_not_no_model() -> None:
+    body = b" " * 2048 + json.dumps(_OBJ).encode()
+    with pytest.raises(Unreadable, match="starts past"):
+        find_model(body[:1024], complete=False)
+    f = find_model(body)  # the whole body: read as it is
+    assert f is not None and f.value == "gpt-a"
+
+
+@pytest.mark.parametrize("body", [
+    b"\x00\x01\x02\x03binary tensor", b"\xff\xd8\xff\xe0 a jpeg", b"\xef\xbf\xbd{}",
+    "\u00e9t\u00e9".encode(), b"[1, 2]",
+])
+def test_bodies_that_are_no_json_object_in_any_encoding_have_no_model(body: bytes) -> None:
+    assert find_model(body) is None
+    assert find_model(body, complete=False) is None

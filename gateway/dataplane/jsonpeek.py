@@ -21,6 +21,7 @@ __all__ = ["Ambiguous", "ModelField", "Unreadable", "find_model", "rewrite_model
 _decoder = json.JSONDecoder()
 _WS = re.compile(r"[ \t\n\r]*")
 _SURROGATE = re.compile("[\ud800-\udfff]")
+_BOM_FIRST = (b"\xef", b"\xfe", b"\xff")  # the first bytes of the UTF-8, -16 and -32 BOMs
 
 
 class Unreadable(ValueError):
@@ -55,8 +56,15 @@ def find_model(body: bytes, complete: bool = True) -> ModelField | None:
     `complete` says whether `body` is the whole body (else a prefix: the peek window). A
     prefix whose top-level object does not close inside it raises `Unreadable`.
     """
+    if (b"\x00" in body[:4] or body[:1] in _BOM_FIRST) and _other_encoding(body):
+        raise Unreadable("the body is JSON in UTF-16 or UTF-32, or begins with a byte "
+                         "order mark; send it as UTF-8 without one (RFC 8259)")
     i = len(body) - len(body.lstrip(b" \t\r\n"))
     if body[i:i + 1] != b"{":
+        if i == len(body) and not complete:
+            raise Unreadable("the body's first JSON value starts past the gateway's peek "
+                             "window (server.model_peek_bytes), so its 'model' cannot be "
+                             "checked; send it without the leading whitespace")
         return None  # not a JSON object (form data, a tensor in binary, ...): no model
     text = _text(body, complete)
     found: tuple[str, int, int] | None = None
@@ -107,6 +115,21 @@ def find_model(body: bytes, complete: bool = True) -> ModelField | None:
     if text.isascii():
         return ModelField(value, s, e)
     return ModelField(value, len(text[:s].encode()), len(text[:e].encode()))
+
+
+def _other_encoding(body: bytes) -> bool:
+    """Whether a backend's JSON reader could read `body` as a JSON object where we see none:
+    Python's `json.loads(bytes)` (Starlette's `Request.json()`, so most OpenAI-compatible
+    servers) takes UTF-8 after a byte order mark, and UTF-16 and UTF-32, which it tells
+    from the NUL bytes of the first characters."""
+    encoding = json.detect_encoding(body[:4])
+    if encoding == "utf-8":
+        return False
+    try:
+        text = codecs.getincrementaldecoder(encoding)("strict").decode(body[:64], final=False)
+    except UnicodeDecodeError:
+        return False
+    return text.lstrip(" \t\r\n\ufeff")[:1] == "{"
 
 
 def rewrite_model(body: bytes, field: ModelField, new: str) -> bytes:
