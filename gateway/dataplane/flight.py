@@ -29,6 +29,7 @@ from gateway.dataplane.attempts import (
     MOVE,
     PASS,
     PLAN,
+    UNDELIVERED,
     Outcome,
     SoFar,
     answered,
@@ -141,6 +142,12 @@ class Flight(Handle):
     def _fast(self) -> bool:
         """Send the request now on an idle pooled connection; False if there is none."""
         target = self.target
+        if self.so_far is not _FIRST:  # after a failure: a kill may have come since routing
+            why = self.proxy.killed_since(self.plan, target.name)
+            if why is not None:
+                if self._passed_kill(why):
+                    self._continue()
+                return True
         if self.faulted is not None and target.name == self.faulted:
             self.started = self.proxy.clock.now
             self._failed(DrillFault())  # as if never reached: the plan moves it on
@@ -327,6 +334,19 @@ class Flight(Handle):
             self.att = None
         if span is not None:
             trace_ejection(span, self.proxy.holder.table, self.plan, self.target)
+
+    def _passed_kill(self, why: Aborted) -> bool:
+        """The target was killed after this request was routed, before it went out: a
+        version kill moves it on as a request that never reached the backend (the next
+        version in the failover order, else 503 killed); a route or global kill answers 503
+        killed. True when it goes on (the target is updated), False when it was answered."""
+        if why.scope != "version":
+            self._answer_killed(why)
+            return False
+        if self.att is not None:  # (the slow path's span of the attempt not made)
+            self.att.failed("killed")
+            self.att = None
+        return self._next(Outcome(UNDELIVERED), why, None)
 
     def _answer_killed(self, why: Aborted) -> None:
         span = self.req.span

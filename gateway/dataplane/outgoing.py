@@ -1,6 +1,7 @@
 """What a flight asks of the proxy besides the decision: the head for the backend (with the
 x-forwarded-* lines of the peer, or of the chain trusted proxies vouch for, and our
-traceparent), the route's retry policy and budget, and the shadow tap of an answer.
+traceparent), the route's retry policy and budget, the shadow tap of an answer, and whether
+a kill came after the request was routed (`killed_since`).
 
 A mixin of `Proxy` (dataplane/proxy.py), which owns the state read here.
 """
@@ -9,7 +10,8 @@ from __future__ import annotations
 
 from gateway.dataplane.attempts import Policy
 from gateway.dataplane.headers import request_head
-from gateway.dataplane.ports import Forwarding
+from gateway.dataplane.inflight import Aborted
+from gateway.dataplane.ports import Forwarding, TableSource
 from gateway.dataplane.request import Request
 from gateway.dataplane.retry import RetryBudget
 from gateway.dataplane.shadow import Mirror, Tap
@@ -23,12 +25,28 @@ CACHED_TARGET = 256  # longer targets are parsed every time (the cache stays sma
 
 
 class Outgoing:
+    holder: TableSource
     client_address: ClientAddress | None
     scheme_b: bytes
     shadow: Mirror | None
     _forwarded: dict[tuple[bytes, bytes | None], bytes]
     _policies: dict[str, tuple[object, Policy]]
     _budgets: dict[str, RetryBudget]
+
+    def killed_since(self, plan: RoutePlan, version: str) -> Aborted | None:
+        """Whether a kill applied after `plan` routed a request covers `version` or the
+        route: asked before an attempt that did not follow the routing at once (a body read
+        first, a wait for a connection, a failover), which must not reach what was killed
+        meanwhile, whether or not the kill cuts requests in flight. The same plan object
+        in the table now: nothing of this route changed (a kill rebuilds its plan)."""
+        now = self.holder.held.table.by_name.get(plan.name)
+        if now is plan or now is None:  # (None: a reload removed the route; it goes on)
+            return None
+        if now.killed is not None:
+            return Aborted("killed", now.killed)
+        if now.excluded.get(version) == "killed":
+            return Aborted("killed", "version")
+        return None
 
     def policy(self, plan: RoutePlan) -> Policy:
         """The route's retry settings as the attempts plan wants them (cached per settings:

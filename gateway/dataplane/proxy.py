@@ -226,6 +226,7 @@ class Proxy(Outgoing, Answers):
             self.too_large(req, None)
             return
         complete = req.body_done and len(prefix) == req.body_size
+        table = self.holder.held.table  # routed now: a kill may have come while it read
         try:
             self._peeked(req, table, path, target, host, prefix, complete)
         except BadHeader as exc:

@@ -17,7 +17,7 @@ import asyncio
 import itertools
 import logging
 import random
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from gateway.config_shadow import ShadowConfig
 from gateway.dataplane.headers import request_head
@@ -112,9 +112,19 @@ class Tap:
         if len(body) > sh.max_answer_bytes:
             self._refuse()
             return
+        mirror = self.mirror
+        now = mirror.plan_now(self.plan.name)
+        if now is not None and now is not self.plan and now.shadow is None \
+                and (now.killed is not None or now.shadow_off == "killed"):
+            # the shadow version (or the route) was killed while the primary answered: no
+            # copy reaches it, as no tap is made after the kill ("down")
+            self.chunks = None
+            mirror.release(self.plan.name, lease)
+            self.lease = 0
+            mirror.count(self.plan, "down")
+            return
         self.chunks = None
         self.lease = 0  # the copy has the slot now
-        mirror = self.mirror
         mirror.launch(self, lease, Answer(status, body, _media_type(raw_headers)),
                       mirror.loop.time() - self.started)
 
@@ -139,6 +149,9 @@ class Mirror:
         self.tallies: dict[str, Tally] = {}
         self._specs: dict[int, tuple[ShadowConfig, str]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        #: the route's plan in the routing table now (the data plane's wiring sets it): a
+        #: copy is not sent to a version killed after its request was routed
+        self.plan_now: Callable[[str], RoutePlan | None] = lambda name: None
 
     # ------------------------------------------------------------------ the data plane's
 

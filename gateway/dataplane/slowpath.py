@@ -148,12 +148,23 @@ async def _attempt(flight: Forwarding) -> Exchange | None:
         try:
             if target.name == flight.faulted:
                 raise DrillFault()
-            ex, reused = await pool.acquire(flight.plan.config.timeouts.connect,
-                                            flight.new_connection)
-            flight.new_connection = False
-            if flight.aborted is not None:
-                pool.release(ex)
-                raise flight.aborted
+            why = proxy.killed_since(flight.plan, target.name)  # (a body read, a failover)
+            if why is None:
+                ex, reused = await pool.acquire(flight.plan.config.timeouts.connect,
+                                                flight.new_connection)
+                flight.new_connection = False
+                if flight.aborted is not None:
+                    pool.release(ex)
+                    raise flight.aborted
+                why = proxy.killed_since(flight.plan, target.name)  # (a wait in the queue)
+                if why is not None:
+                    pool.release(ex)
+            if why is not None:
+                if not flight._passed_kill(why):
+                    return None
+                if not flight.new_connection and flight.complete and flight._fast():
+                    return None
+                continue
             ex.begin(flight.deadline, flight.plan.config.timeouts.idle, req.method == b"HEAD")
             flight.exchange = ex
             head = proxy.request_head(req, target, pool.host_header, length,
