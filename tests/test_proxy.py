@@ -825,3 +825,23 @@ async def test_the_fast_and_slow_paths_answer_alike(tmp_path: Path, backends, ki
         if kind.startswith("sse") and method == b"POST":
             assert fast[1][b"cache-control"] == b"no-cache"
             assert fast[1][b"x-accel-buffering"] == b"no"
+
+
+async def test_an_sse_stream_that_fails_ends_with_its_error_event_and_the_connection_closes(
+        tmp_path: Path, backends) -> None:
+    """CONTRACT §3: the final `killgate.error` event, "and then closes": the client's
+    connection is not kept alive behind a stream that failed (here a backend gone silent
+    past `idle`), so a client reading to EOF is not left waiting for the keep-alive timeout."""
+    p1 = await backends(sse_app("v1", events=3, interval=2.0))
+    cfg = write_config(tmp_path, two_versions(
+        p1, p1, 100, 0, "timeouts: {connect: 1s, total: 10s, idle: 300ms}\n"))
+    async with running_gateway(cfg) as g:
+        reader, writer = await asyncio.open_connection("127.0.0.1", int(g.url.rsplit(":", 1)[1]))
+        try:
+            writer.write(b"GET /v2/models/iris/s HTTP/1.1\r\nHost: x\r\n\r\n")  # keep-alive
+            got = await asyncio.wait_for(reader.read(-1), 5)  # to EOF: the gateway closed
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+    assert b"event: killgate.error" in got and got.endswith(b"0\r\n\r\n"), got[-200:]

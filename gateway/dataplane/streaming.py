@@ -106,6 +106,7 @@ async def stream(flight: Forwarding, ex: Exchange) -> None:
             proxy.count_error(plan, target, exc, flight.started)
         flight._finished()
         if cutter is not None and not cutter.mid_event:
+            req.keep_alive = False  # the final event, then the connection closes (CONTRACT §3)
             req.end(_sse_error(kind, plan.name, target.name))
         else:
             req.abort()  # the client sees an incomplete body, never a clean end
