@@ -398,3 +398,24 @@ async def test_a_chunked_answers_trailer_is_not_part_of_its_head(step: int) -> N
     assert await read_all(ex) == b"{}"
     assert ex.headers == [(b"Transfer-Encoding", b"chunked"), (b"Content-Type", b"text/plain")]
     assert b"Set-Cookie" not in b"".join(ex.lines) and not ex.general
+
+
+async def test_a_kill_drops_what_the_backend_sent_that_the_client_has_not_got() -> None:
+    """A stream read slowly by its client holds up to HIGH_WATER of the backend's bytes (the
+    backend paused); a kill that cuts it forwards none of them: the next read is the kill."""
+    from gateway.dataplane.inflight import Aborted, Handle
+
+    ex, tr = exchange()
+    await ex.send(b"GET / HTTP/1.1\r\n\r\n", None)
+    feed(ex, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", 0)
+    await ex.read_head()
+    chunk = b"x" * 65536
+    for _ in range(5):
+        ex.data_received(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+    assert ex.buffered > HIGH_WATER and tr.paused
+    h = Handle("r")
+    h.exchange = ex
+    h.abort(Aborted("killed", "version"))
+    with pytest.raises(Aborted):
+        await ex.read()
+    assert tr.closed

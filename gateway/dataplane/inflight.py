@@ -41,8 +41,12 @@ class Handle:
     def abort(self, why: Aborted) -> None:
         if self.aborted is None:
             self.aborted = why
-            if self.exchange is not None:
-                self.exchange.fail(why)
+            ex = self.exchange
+            if ex is not None:
+                # what the backend sent that the client has not got yet (up to the read
+                # buffer's high water, with a slow client) is not forwarded after the kill
+                ex.take_body()
+                ex.fail(why)
 
 
 class Inflight:
