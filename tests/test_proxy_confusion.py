@@ -228,3 +228,38 @@ async def test_sse_events_end_with_any_line_ending(tmp_path: Path, backends) -> 
         first = next(t for t, acc in arrivals if marker in acc)
         assert first < sent[i + 1], (marker, first - sent[i])
     await wait_until(lambda: g.gw.inflight.count == 0, 5)
+
+
+async def test_a_header_routing_reads_that_comes_twice_is_a_quiet_400(
+        tmp_path: Path, backends, caplog: pytest.LogCaptureFixture) -> None:
+    """Routing would read the first of two `x-tenant` fields where a backend may read the
+    last, or both joined: a route killed for tenant a must not be reached through the route
+    of tenant b by sending both. Refused (counted `header_repeated`), as two Hosts are; a
+    field routing does not read may come twice."""
+    a, b = Recorder(), Recorder()
+    pa, pb = await backends(echo_app("a", a)), await backends(echo_app("b", b))
+    routes = f"""\
+- name: tenant-a
+  match: {{path_prefix: /v2/models/iris, header: {{x-tenant: a}}}}
+  stable: v1
+  versions: [{{name: v1, url: "http://127.0.0.1:{pa}", weight: 100}}]
+- name: iris
+  match: {{path_prefix: /v2/models/iris}}
+  stable: v1
+  sticky: {{header: x-user-id}}
+  versions: [{{name: v1, url: "http://127.0.0.1:{pb}", weight: 100}}]
+"""
+    cfg = write_config(tmp_path, routes)
+    caplog.set_level(logging.DEBUG)
+    async with running_gateway(cfg) as g:
+        port = g.gw.data_addr[1]
+        for extra in (b"X-Tenant: b\r\nX-Tenant: a\r\n", b"x-tenant: a\r\nX-TENANT: a\r\n",
+                      b"X-User-Id: 1\r\nX-User-Id: 2\r\n"):
+            got, data = await _raw(port, b"GET /v2/models/iris/infer HTTP/1.1\r\nHost: x\r\n"
+                                   + extra + b"Connection: close\r\n\r\n")
+            assert got == 400 and b"more than once" in data, (extra, data)
+        got, _ = await _raw(port, b"GET /v2/models/iris/infer HTTP/1.1\r\nHost: x\r\n"
+                            b"X-Tenant: a\r\nAccept: a\r\nAccept: b\r\nConnection: close\r\n\r\n")
+        assert got == 200 and len(a.requests) == 1 and not b.requests
+        assert g.gw.metrics.get("killgate_bad_requests_total", ("header_repeated",)) == 3
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.records

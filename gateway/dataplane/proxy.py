@@ -132,7 +132,7 @@ class Proxy(Outgoing, Answers):
                 return
             self._by_model(req, table, path, target, host)
         except BadHeader as exc:
-            self._bad(req, "header_encoding", str(exc))
+            self._bad(req, exc.reason, str(exc))
 
     def _new_target(self, raw: bytes) -> tuple[str, bytes]:
         """A target not seen lately: its path as routing reads it and the target forwarded
@@ -230,7 +230,7 @@ class Proxy(Outgoing, Answers):
         try:
             self._peeked(req, table, path, target, host, prefix, complete)
         except BadHeader as exc:
-            self._bad(req, "header_encoding", str(exc))
+            self._bad(req, exc.reason, str(exc))
 
     def _peeked(self, req: Request, table: RouteTable, path: str, target: bytes, host: str,
                 prefix: bytes, complete: bool) -> None:

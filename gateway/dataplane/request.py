@@ -36,13 +36,20 @@ class ClientGone(ConnectionError):
 
 
 class BadHeader(ValueError):
-    """A field routing reads is not valid UTF-8 (400)."""
+    """A field routing reads is not valid UTF-8, or comes more than once (400; `reason` is
+    the label of `killgate_bad_requests_total`)."""
+
+    def __init__(self, message: str, reason: str = "header_encoding") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class HeaderView(Mapping[str, str]):
     """Case-insensitive, read-only text view of raw fields, decoded on demand: routing reads
     a handful of fields (Host, match headers, sticky, pins), so nothing else is decoded. A
-    value that is not UTF-8 raises `BadHeader` (one the gateway cannot read one way)."""
+    value that is not UTF-8, or a field read by name that comes more than once, raises
+    `BadHeader`: one the gateway cannot read the one way every backend would (a backend may
+    take the last of two, or join them, where routing would take the first)."""
 
     __slots__ = ("raw",)
 
@@ -56,7 +63,14 @@ class HeaderView(Mapping[str, str]):
         return None
 
     def __getitem__(self, key: str) -> str:
-        v = self.get_bytes(key.lower().encode("latin-1"))
+        name = key.lower().encode("latin-1")
+        v = None
+        for n, value in self.raw:
+            if len(n) == len(name) and n.lower() == name:
+                if v is not None:
+                    raise BadHeader(f"the {key!r} header comes more than once; routing reads "
+                                    "it, so send it once", "header_repeated")
+                v = value
         if v is None:
             raise KeyError(key)
         if v.isascii():
