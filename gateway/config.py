@@ -150,6 +150,10 @@ class ServerConfig(Frozen):
     max_inflight: int = Field(default=10_000, ge=1, le=1_000_000)
     #: open client connections per process; beyond, new ones are closed at once
     max_connections: int = Field(default=20_000, ge=1, le=1_000_000)
+    #: open client connections per peer address; beyond, a new one from that address is
+    #: closed at once. 0 = off (the default: behind a load balancer or NAT every client is
+    #: one address); at most max_connections (config_checks)
+    max_connections_per_client: int = Field(default=0, ge=0, le=1_000_000)
     access_log: bool = False
 
     @field_validator("header_timeout", "body_timeout", "send_timeout")

@@ -1,8 +1,8 @@
 """The config checks pydantic cannot express per field: across fields and across routes.
 
-Owns the listener ports, the admin auth settings' coherence, the state and audit keys,
-unique route and version names, stables, drill routes (they mirror a production route),
-ambiguous route overlaps, and hands routes[].shadow, telemetry and alerts to their
+Owns the listener ports, the connection caps, the admin auth settings' coherence, the state
+and audit keys, unique route and version names, stables, drill routes (they mirror a
+production route), ambiguous route overlaps, and hands routes[].shadow, telemetry and alerts to their
 sections' own checks. Every problem names its YAML path. Pure; the schema only.
 """
 
@@ -47,6 +47,11 @@ def semantic_problems(cfg: Config) -> list[Problem]:
     _, admin_port = parse_listen(cfg.admin.listen)
     if data_port != 0 and admin_port == data_port:
         out.append(Problem("admin.listen", f"must not use the data-plane port {data_port}"))
+    srv = cfg.server
+    if srv.max_connections_per_client > srv.max_connections:
+        out.append(Problem("server.max_connections_per_client",
+                           f"must be <= server.max_connections ({srv.max_connections}), "
+                           "or 0 for no per-client cap"))
     auth = cfg.admin.auth
     sources = [auth.hs256_secret_file, auth.public_key_file, auth.jwks_url]
     hs = [a for a in auth.algorithms if a.startswith("HS")]

@@ -171,7 +171,7 @@ async def test_connection_cap_closes_the_excess_fast(tmp_path: Path, backends) -
             r, w = conns[0]
             w.write(b"GET /v2/models/iris/infer HTTP/1.1\r\nHost: x\r\n\r\n")
             assert (await asyncio.wait_for(r.readline(), 5)).startswith(b"HTTP/1.1 200")
-            assert g.gw.metrics.get("killgate_connections_refused_total") == 20
+            assert g.gw.metrics.get("killgate_connections_refused_total", ("connections",)) == 20
         finally:
             for _, w in conns:
                 w.close()

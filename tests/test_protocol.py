@@ -67,6 +67,7 @@ class FakeServer:
                                        body_timeout=0.3, send_timeout=0.3)
         self.connections: set[HttpProtocol] = set()
         self.max_connections = max_connections
+        self.per_client = None  # (the per-client cap: tests/test_peercap.py)
         self.draining = False
         self.counts: list[str] = []
 

@@ -1,7 +1,8 @@
 """The data-plane listener: the listening socket, its connections, the cap and the drain.
 
-Owns what spans connections (RELIABILITY rows 37-39): the open-connection cap (beyond
-`server.max_connections` a new connection is closed as soon as it is accepted), the
+Owns what spans connections (RELIABILITY rows 37-39): the open-connection caps (beyond
+`server.max_connections` a new connection is closed as soon as it is accepted, and so is one
+from an address that holds `server.max_connections_per_client` already: `peercap.py`), the
 connection deadlines every connection applies (`Limits`), the counters connections report,
 and the graceful drain on SIGTERM: stop accepting, close idle connections at once, let each
 busy one finish the answer in progress and close, abort what is left after the timeout.
@@ -19,6 +20,7 @@ import socket
 from collections.abc import Callable
 
 from gateway.dataplane.clock import Clock
+from gateway.dataplane.peercap import PeerCap
 from gateway.dataplane.protocol import Handler, HttpProtocol, Limits
 from gateway.dataplane.wire import Drainable
 
@@ -30,11 +32,15 @@ class Listener:
 
     def __init__(self, handler: Handler, limits: Limits, max_connections: int,
                  count: Callable[[str], None] = lambda _: None,
-                 clock: Clock | None = None) -> None:
+                 clock: Clock | None = None, max_per_client: int = 0) -> None:
         self.handler = handler
         self.clock = clock or Clock()
         self.limits = limits
         self.max_connections = max_connections
+        self.per_client = PeerCap(max_per_client) if max_per_client else None
+        # chosen once: with the per-client cap off, a connection's end checks nothing for it
+        self.forget: Callable[[Drainable], None] = (
+            self._forget if self.per_client is None else self._forget_counted)
         self.connections: set[Drainable] = set()
         self.draining = False
         self._count = count
@@ -44,10 +50,20 @@ class Listener:
     def counted(self, what: str) -> None:
         self._count(what)
 
-    def forget(self, conn: Drainable) -> None:
+    def _forget(self, conn: Drainable) -> None:
+        """`conn` has closed (every way a connection ends: closed, aborted, timed out,
+        drained goes through its `connection_lost`, once)."""
         self.connections.discard(conn)
         if not self.connections and self._empty is not None:
             self._empty.set()
+
+    def _forget_counted(self, conn: Drainable) -> None:
+        """`_forget`, and the slot of `conn`'s address given back (once: it was admitted,
+        so it was counted, and it is in `connections` until this)."""
+        cap = self.per_client
+        if cap is not None and conn in self.connections:
+            cap.release(conn.remote or "")
+        self._forget(conn)
 
     async def start(self, sock: socket.socket, backlog: int) -> None:
         loop = asyncio.get_running_loop()

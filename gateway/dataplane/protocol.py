@@ -115,12 +115,19 @@ class HttpProtocol(Parsing, Deadlines, Dispatching, asyncio.Protocol):
             self.closed = True
             transport.abort()  # type: ignore[attr-defined]  # over the cap: refused at once
             return
+        peer = transport.get_extra_info("peername")
+        remote = peer[0] if isinstance(peer, tuple) and peer else None
+        cap = server.per_client
+        if cap is not None and not cap.admit(remote or ""):
+            server.counted("refused_per_client")
+            self.closed = True
+            transport.abort()  # type: ignore[attr-defined]  # its address is at its cap
+            return
         server.connections.add(self)
         self.transport = transport  # type: ignore[assignment]
-        peer = transport.get_extra_info("peername")
-        self.remote = peer[0] if isinstance(peer, tuple) and peer else None
-        if self.remote:
-            self.remote_b = self.remote.encode()
+        self.remote = remote
+        if remote:
+            self.remote_b = remote.encode()
         self.deadline = self.loop.time() + self.limits.header_timeout
         self._arm(self.deadline)
         if server.draining:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from gateway.dataplane.clock import Clock
+from gateway.dataplane.peercap import PeerCap
 from gateway.dataplane.request import Request
 
 __all__ = ["BODY_HIGH", "MAX_HEAD", "MAX_HEADERS", "MAX_LINE", "SLICE", "SMALL_BODY", "Drainable",
@@ -56,6 +57,11 @@ class Drainable(Protocol):
     def abort(self) -> None:
         """Close at once (what is left after the drain timeout)."""
 
+    @property
+    def remote(self) -> str | None:
+        """The peer's address; None when the socket gives none (the per-client cap
+        counts those as "")."""
+
 
 class Server(Protocol):
     """What a connection needs of its listener (`dataplane/listener.py`)."""
@@ -65,6 +71,9 @@ class Server(Protocol):
     clock: Clock
     connections: set[Drainable]
     max_connections: int
+    #: `server.max_connections_per_client` (None: off, the default; then `forget` is the
+    #: plain one and a connection pays one attribute check for it, at accept)
+    per_client: PeerCap | None
     draining: bool
 
     def counted(self, what: str) -> None:

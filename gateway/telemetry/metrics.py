@@ -27,8 +27,11 @@ HELP: dict[str, tuple[str, str]] = {
                                            "version, decision, arm and status code."),
     "killgate_requests_shed_total": ("counter", "Requests refused at once because "
                                                 "server.max_inflight requests were in flight."),
-    "killgate_connections_refused_total": ("counter", "Client connections closed at once "
-                                                      "because server.max_connections were open."),
+    "killgate_connections_refused_total": ("counter", "Client connections closed at once, "
+                                                      "by reason: connections "
+                                                      "(server.max_connections were open), "
+                                                      "per_client (the address held "
+                                                      "server.max_connections_per_client)."),
     "killgate_upstream_errors_total": ("counter", "Failed exchanges with a backend, by kind."),
     "killgate_failovers_total": ("counter", "Requests moved to another version before delivery."),
     "killgate_retries_total": ("counter", "Delivered requests retried on another version "

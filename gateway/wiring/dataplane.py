@@ -29,8 +29,9 @@ from gateway.telemetry.record import Recorder
 __all__ = ["Batched", "Outcomes", "data_plane", "trusted"]
 
 #: listener refusals with a counter of their own; the rest are bad requests by reason
-_COUNTERS = {"refused": "killgate_connections_refused_total",
-             "send_timeout": "killgate_client_send_timeouts_total"}
+_COUNTERS = {"send_timeout": "killgate_client_send_timeouts_total"}
+#: connections closed at accept -> the `reason` of killgate_connections_refused_total
+_REFUSED = {"refused": "connections", "refused_per_client": "per_client"}
 
 
 Key = tuple[str, str]  # (route, version)
@@ -149,6 +150,10 @@ def data_plane(loaded: LoadedConfig, holder: TableHolder, upstreams: Upstreams,
     mirror.plan_now = lambda name: holder.held.table.by_name.get(name)
 
     def count(what: str) -> None:
+        reason = _REFUSED.get(what)
+        if reason is not None:
+            metrics.inc("killgate_connections_refused_total", (reason,), label_names=("reason",))
+            return
         name = _COUNTERS.get(what)
         if name is not None:
             metrics.inc(name)
@@ -158,5 +163,5 @@ def data_plane(loaded: LoadedConfig, holder: TableHolder, upstreams: Upstreams,
     listener = Listener(proxy, Limits(
         header_timeout=server.header_timeout, keepalive_timeout=server.keepalive_timeout,
         body_timeout=server.body_timeout, send_timeout=server.send_timeout),
-        server.max_connections, count, clock)
+        server.max_connections, count, clock, server.max_connections_per_client)
     return proxy, listener
