@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import json
+import re
+import textwrap
+import time
+from pathlib import Path
 
 import pytest
+from aiohttp import web
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.dataplane.notready import could_be_not_ready, is_not_ready
+from tests.backends import echo_app
+from tests.conftest import free_port, wait_until, write_config
+from tests.rawhttp import exchange, request
 
 INFER = "/v2/models/iris/infer"
 
@@ -64,3 +76,138 @@ def test_could_be_not_ready_needs_no_body() -> None:
     assert could_be_not_ready("v2", 404, INFER) and not could_be_not_ready("v2", 200, INFER)
     assert not could_be_not_ready("v2", 404, "/v2/models/iris")
     assert could_be_not_ready("openai", 404, "/v1/x") and not could_be_not_ready("http", 404, "/")
+
+
+# ----------------------------------------------------- messages judged in linear time
+
+# The single regexes the judgement used to be: the reference the linear search must agree with
+# (on short messages: they take seconds on a long one).
+_REF_V2 = re.compile(
+    r"(?i)\bunknown model\b|\bmodel\b.*\b(?:not found|not ready|not loaded|not available|"
+    r"unavailable|does not exist|no available versions|not at ready state)\b")
+_REF_OPENAI = re.compile(r"(?i)\bmodel\b.*\b(?:not found|does not exist)\b")
+_WORDS = ["model", "Model", "MODEL", "models", "_model", "unknown", "unknown model", "not found",
+          "not ready", "not loaded", "not available", "unavailable", "does not exist",
+          "no available versions", "not at ready state", "NOT FOUND", "not", "found", "iris",
+          " ", " ", "\n", "\r", "\t", "'", "`", ":", "-", "_", "é", "x", "1", "\u017f"]
+
+
+def _both(msg: str) -> tuple[bool, bool]:
+    v2 = is_not_ready("v2", 404, INFER, _j({"error": msg}))
+    openai = is_not_ready("openai", 404, "/v1/chat/completions",
+                          _j({"error": {"message": msg}}))
+    return v2, openai
+
+
+def _reference(msg: str) -> tuple[bool, bool]:
+    return _REF_V2.search(msg) is not None, _REF_OPENAI.search(msg) is not None
+
+
+@given(st.lists(st.sampled_from(_WORDS), max_size=14).map("".join))
+@settings(max_examples=1500, derandomize=True, database=None, deadline=None)
+def test_messages_are_judged_as_the_single_regex_judged_them(msg: str) -> None:
+    assert _both(msg) == _reference(msg), repr(msg)
+
+
+def test_every_short_arrangement_is_judged_as_before() -> None:
+    words = ["model", "not found", "unknown model", "x", " ", "\n", "does not exist", "_"]
+    for n in range(5):
+        for parts in itertools.product(words, repeat=n):
+            msg = "".join(parts)
+            assert _both(msg) == _reference(msg), repr(msg)
+
+
+@pytest.mark.parametrize("msg, expected", [
+    ("Model iris\nnot found", (False, False)),             # "." never crossed a line end
+    ("x\nModel iris not found", (True, True)),             # any line may say it
+    ("model x\nmodel y not ready", (True, False)),
+    ("not found: model iris", (False, False)),             # the phrase must come after
+    ("model" * 3 + " not found", (False, False)),          # "modelmodelmodel" is no word
+    ("unknown model", (True, False)),
+])
+def test_line_and_word_edges(msg: str, expected: tuple[bool, bool]) -> None:
+    assert _both(msg) == expected == _reference(msg)
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("text, says", [
+    ("model " * 10_000, False), ("model\n" * 9_000, False), ("model not" * 6_500, False),
+    ("Model iris " * 5_000 + "not found", True), ("model\n" * 9_000 + "unknown model", True),
+])
+def test_a_long_wordy_message_is_judged_in_linear_time(text: str, says: bool) -> None:
+    """`\\bmodel\\b.*\\b(?:...)\\b` backtracked over the rest of the line from every "model":
+    ~10 s of CPU for 64 KiB of "model " (it is milliseconds now)."""
+    v2_body = _j({"error": text})
+    openai_body = _j({"error": {"message": text}})
+    assert len(openai_body) < 64 * 1024
+    start = time.process_time()
+    v2 = is_not_ready("v2", 404, INFER, v2_body)
+    openai = is_not_ready("openai", 404, "/v1/x", openai_body)
+    took = time.process_time() - start
+    assert (v2, openai) == (says, says and not text.endswith("unknown model"))
+    assert took < 0.5, f"{took:.2f} s of CPU to judge {len(text)} characters"
+
+
+# ----------------------------------------------------------------- end to end
+
+def wordy_404(hits: list[int]) -> web.Application:
+    """A v2 model server whose 404 error message (64 KiB) repeats "model ": the kind of
+    text a server may echo from the request (an input or model name)."""
+    body = json.dumps({"error": ("model " * 20000)[:64 * 1024 - 20]})
+
+    async def infer(_: web.Request) -> web.Response:
+        hits.append(1)
+        return web.Response(status=404, text=body, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_post("/v2/models/iris/infer", infer)
+    return app
+
+
+@pytest.mark.timeout(90)
+async def test_a_wordy_error_answer_does_not_stall_every_other_request(
+        tmp_path: Path, backends, gateway_procs) -> None:
+    """On a `protocol: v2` route a 404 on an inference path is read whole and its message
+    searched with `\\bmodel\\b.*\\b(?:not found|...)\\b` (notready.py, before), which
+    backtracked over the rest of the message from every "model" in it, quadratic: ~10 s of
+    CPU for one 64 KiB answer, inline on the event loop, during which no other request of
+    that process moves. Expected: a request to another route answers within a second."""
+    hits: list[int] = []
+    bad, good = await backends(wordy_404(hits)), await backends(echo_app("other"))
+    routes = textwrap.dedent(f"""\
+        - name: iris
+          match: {{path_prefix: /v2/models/iris}}
+          protocol: v2
+          stable: v1
+          versions:
+            - {{name: v1, url: "http://127.0.0.1:{bad}", weight: 100}}
+        - name: other
+          match: {{path_prefix: /other}}
+          stable: v1
+          versions:
+            - {{name: v1, url: "http://127.0.0.1:{good}", weight: 100}}
+        """)
+    data = free_port()
+    cfg = write_config(tmp_path, routes, listen=f"127.0.0.1:{data}",
+                       admin=f"127.0.0.1:{free_port()}")
+    gw = gateway_procs(cfg)
+    try:
+        await asyncio.get_running_loop().run_in_executor(None, gw.wait_ready)
+        status, _, _ = await exchange(data, request("GET", "/other/x"))
+        assert status == 200
+        t_slow = time.monotonic()
+        slow = asyncio.create_task(exchange(data, request("POST", "/v2/models/iris/infer",
+                                                          b'{"inputs": []}'), timeout=60))
+        await wait_until(lambda: hits)  # the 404 is on its way to the gateway
+        t0 = time.monotonic()
+        status, _, _ = await exchange(data, request("GET", "/other/x"), timeout=60)
+        took = time.monotonic() - t0
+        assert status == 200
+        status, _, _ = await slow
+        judged = time.monotonic() - t_slow
+        assert status == 404
+        assert took < 1.0 and judged < 2.0, (
+            f"the 404 took {judged:.1f} s to be judged and forwarded; a request to another "
+            f"route meanwhile took {took:.1f} s")
+    finally:
+        gw.stop()

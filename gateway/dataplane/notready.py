@@ -28,10 +28,16 @@ MAX_BODY = 64 * 1024
 
 _V2_STATUS = frozenset({400, 404, 503})
 _V2_PATH = re.compile(r"/v2/models/[^/]+(?:/versions/[^/]+)?/(?:infer|generate|generate_stream)$")
-_V2_MESSAGE = re.compile(
-    r"(?i)\bunknown model\b|\bmodel\b.*\b(?:not found|not ready|not loaded|not available|"
-    r"unavailable|does not exist|no available versions|not at ready state)\b")
-_OPENAI_MESSAGE = re.compile(r"(?i)\bmodel\b.*\b(?:not found|does not exist)\b")
+# A message says it when it holds "unknown model", or "model" followed later on the same line
+# by one of the phrases (what `\bmodel\b.*\b(?:phrases)\b` finds). That regex backtracks over
+# the rest of the line from every "model" in it: quadratic, ~10 s of CPU on the event loop for
+# a 64 KiB message repeating "model ". `_says` finds the same answers in linear time.
+_MODEL = re.compile(r"(?i)\bmodel\b")
+_UNKNOWN_MODEL = re.compile(r"(?i)\bunknown model\b")
+_V2_PHRASE = re.compile(
+    r"(?i)\b(?:not found|not ready|not loaded|not available|unavailable|does not exist|"
+    r"no available versions|not at ready state)\b")
+_OPENAI_PHRASE = re.compile(r"(?i)\b(?:not found|does not exist)\b")
 
 
 def could_be_not_ready(protocol: str, status: int, path: str) -> bool:
@@ -40,6 +46,26 @@ def could_be_not_ready(protocol: str, status: int, path: str) -> bool:
         return status in _V2_STATUS and _V2_PATH.search(path) is not None
     if protocol == "openai":
         return status == 404
+    return False
+
+
+def _says(phrase: re.Pattern[str], msg: str) -> bool:
+    """Whether a line of `msg` holds the word "model" and, after its first one, `phrase`.
+
+    Linear: each line is searched for "model" once and, from there to the line's end, for
+    the phrase once (`.` stops at "\\n" only, so a line ends there). Searching with `endpos`
+    at the "\\n" reads `\\b` there as a string's end would: both are non-word."""
+    pos, end = 0, len(msg)
+    while pos < end:
+        model = _MODEL.search(msg, pos)
+        if model is None:
+            return False
+        eol = msg.find("\n", model.end())
+        if eol < 0:
+            eol = end
+        if phrase.search(msg, model.end(), eol) is not None:
+            return True
+        pos = eol + 1
     return False
 
 
@@ -59,7 +85,8 @@ def is_not_ready(protocol: str, status: int, path: str, body: bytes) -> bool:
         return False
     if protocol == "v2":
         err = doc.get("error")
-        return isinstance(err, str) and _V2_MESSAGE.search(err) is not None
+        return isinstance(err, str) and (_UNKNOWN_MODEL.search(err) is not None
+                                         or _says(_V2_PHRASE, err))
     err = doc.get("error")
     if isinstance(err, dict):
         if err.get("code") == "model_not_found":
@@ -67,4 +94,4 @@ def is_not_ready(protocol: str, status: int, path: str, body: bytes) -> bool:
         msg = err.get("message")
     else:  # vLLM: {"object": "error", "message": ..., "type": "NotFoundError", "code": 404}
         msg = doc.get("message") if doc.get("object") == "error" else err
-    return isinstance(msg, str) and _OPENAI_MESSAGE.search(msg) is not None
+    return isinstance(msg, str) and _says(_OPENAI_PHRASE, msg)

@@ -17,48 +17,90 @@ __all__ = ["EVENT_CAP", "EventCutter", "last_boundary"]
 EVENT_CAP = 256 * 1024
 # two line ends in a row; a CR directly followed by LF is one line end, not two
 _BOUNDARY = re.compile(rb"(?:\r\n|\n|\r(?!\n))(?:\r\n|\n|\r)")
+# A try of `_BOUNDARY` at offset p reads p..p+3 at most (CRLF CRLF; a CR's look-ahead), so
+# appending bytes can only change what is found at the 3 last offsets of what was searched.
+_RESCAN = 3
+
+Buffer = bytes | bytearray
 
 
-def last_boundary(data: bytes) -> int:
-    """The offset just past the last complete event in `data`, or -1 if there is none."""
-    if b"\r" not in data:
-        i = data.rfind(b"\n\n")
+def _boundary(data: Buffer, start: int, cr: bool) -> int:
+    """The offset just past the last event end found searching `data` from `start`, or -1.
+
+    `cr` says whether `data` holds a CR. Without one, a run of LFs ends where its last pair
+    does (rfind); with one, where finditer's last non-overlapping match does."""
+    if not cr:
+        i = data.rfind(b"\n\n", start)
         return i + 2 if i >= 0 else -1
     end = -1
-    for m in _BOUNDARY.finditer(data):
+    for m in _BOUNDARY.finditer(data, start):
         end = m.end()
     return end
 
 
-class EventCutter:
-    """Feeds a stream's bytes; hands back what may be forwarded now (whole events)."""
+def last_boundary(data: bytes) -> int:
+    """The offset just past the last complete event in `data`, or -1 if there is none."""
+    return _boundary(data, 0, b"\r" in data)
 
-    __slots__ = ("cap", "mid_event", "tail")
+
+class EventCutter:
+    """Feeds a stream's bytes; hands back what may be forwarded now (whole events).
+
+    Linear in the bytes fed: what is held back holds no event end, so a read is searched
+    from `_RESCAN` bytes before its start only, and appended to a bytearray (`tail + data`
+    and a search from the start on every read made an event in n reads cost O(n^2))."""
+
+    __slots__ = ("_cr", "_held", "cap", "mid_event")
 
     def __init__(self, cap: int = EVENT_CAP) -> None:
         self.cap = cap
-        self.tail = b""
+        self._held = bytearray()  # the incomplete event held back; never holds an event end
+        self._cr = False  # whether `_held` holds a CR
         self.mid_event = False  # part of an event has been forwarded, its end has not
 
+    @property
+    def tail(self) -> bytes:
+        """The incomplete event held back."""
+        return bytes(self._held)
+
     def feed(self, data: bytes) -> bytes:
-        if self.tail:
-            data = self.tail + data
-        cut = last_boundary(data)
+        held = self._held
+        buf: Buffer
+        if held:
+            start = max(0, len(held) - _RESCAN)
+            held += data
+            self._cr = self._cr or b"\r" in data
+            buf = held
+        else:  # the common case: `data` is searched and handed on as it is, not copied
+            start, buf = 0, data
+            self._cr = b"\r" in data
+        cut = _boundary(buf, start, self._cr)
         if cut < 0:
-            if len(data) > self.cap:
-                self.tail = b""
+            if len(buf) > self.cap:
                 self.mid_event = True
-                return data
-            self.tail = data
+                return self._take_all(buf)
+            if buf is data:
+                held += data
             return b""
-        self.tail = data[cut:]
         self.mid_event = False
-        if len(self.tail) > self.cap:
-            self.tail, self.mid_event = b"", True
-            return data
-        return data[:cut]
+        if len(buf) - cut > self.cap:
+            self.mid_event = True
+            return self._take_all(buf)
+        if buf is data:
+            out = data[:cut]  # `data` itself when it ends on an event end
+            held += memoryview(data)[cut:]
+        else:
+            out = bytes(held[:cut])
+            del held[:cut]
+        self._cr = b"\r" in held
+        return out
+
+    def _take_all(self, buf: Buffer) -> bytes:
+        out = bytes(buf)
+        self._held.clear()
+        self._cr = False
+        return out
 
     def flush(self) -> bytes:
         """What is held at the end of the stream (a last event without its blank line)."""
-        tail, self.tail = self.tail, b""
-        return tail
+        return self._take_all(self._held)
