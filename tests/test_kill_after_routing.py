@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -14,41 +15,46 @@ from aiohttp import ClientSession
 
 from tests.backends import Recorder, echo_app
 from tests.conftest import running_gateway, two_versions, wait_until, write_config
-from tests.test_killswitch import auth
+from tests.test_killswitch import kill
 
 pytestmark = pytest.mark.timeout(30)
+
+
+async def _in_two_parts(url: str, first: bytes, between: Callable[[], Awaitable[None]],
+                        rest: bytes) -> bytes:
+    """Send `first`, run `between` (a kill), send `rest`; the answer, read to EOF."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", int(url.rsplit(":", 1)[1]))
+    try:
+        writer.write(first)
+        await writer.drain()
+        await between()
+        writer.write(rest)
+        await writer.drain()
+        return await asyncio.wait_for(reader.read(), 10)
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
 
 
 async def test_a_request_routed_before_a_version_kill_is_not_sent_to_it_after(
         tmp_path: Path, backends) -> None:
     """A request routed to v2 whose body is still arriving (chunked: the slow path reads
     its first 64 KiB before any attempt) has no `version` on its flight yet, so a version
-    kill with abort_inflight does not cover it (app.py `_on_table`: covering(..., h.version)
-    with version None), and once its body is in, the request is sent to the killed v2 and
-    its answer forwarded. Expected: failover to v1 (or 503 killed), never v2 after its kill.
-    (A route or global kill is caught: it matches by route alone.)"""
+    kill with abort_inflight does not cut it; once its body was in, it used to be sent to
+    the killed v2. Expected: failover to v1 (or 503 killed), never v2 after its kill."""
     r1, r2 = Recorder(), Recorder()
     p1, p2 = await backends(echo_app("v1", r1)), await backends(echo_app("v2", r2))
     cfg = write_config(tmp_path, two_versions(p1, p2, 0, 100))
     async with running_gateway(cfg) as g, ClientSession() as session:
-        port = int(g.url.rsplit(":", 1)[1])
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        try:
-            writer.write(b"POST /v2/models/iris/infer HTTP/1.1\r\nHost: x\r\n"
-                         b"Connection: close\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{\"a\":\r\n")
-            await writer.drain()
+        async def between() -> None:
             await wait_until(lambda: g.gw.inflight.count == 1)
-            async with session.post(f"{g.admin}/v1/kill?wait=2s", headers=auth(), json={
-                    "scope": "version", "route": "iris", "version": "v2",
-                    "reason": "v2 returns garbage"}) as r:
-                assert r.status == 200, await r.text()
-            writer.write(b"2\r\n1}\r\n0\r\n\r\n")
-            await writer.drain()
-            answer = await asyncio.wait_for(reader.read(), 10)
-        finally:
-            writer.close()
-            with contextlib.suppress(ConnectionError):
-                await writer.wait_closed()
+            await kill(session, g.admin, scope="version", route="iris", version="v2")
+
+        answer = await _in_two_parts(
+            g.url, b"POST /v2/models/iris/infer HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n5\r\n{\"a\":\r\n", between,
+            b"2\r\n1}\r\n0\r\n\r\n")
     head = answer.split(b"\r\n\r\n", 1)[0].lower()
     assert b"x-killgate-version: v2" not in head and not r2.requests, (
         f"v2 was killed, then got the request and served it: {head.decode()}")
@@ -60,10 +66,9 @@ async def test_a_model_routed_request_peeking_its_body_during_a_kill_is_not_forw
     """A route matched by the body's `model` whose body is not in yet (chunked, or over
     64 KiB) is routed once the peek has read it, but against the routing table read when
     its head arrived (proxy.py `handle`: `table = self.holder.held.table`, handed to
-    `_peek`). A global or route kill applied meanwhile is not seen: no flight exists yet
-    for abort_inflight to cut, and the old table's plan is not killed, so the request is
-    forwarded to the killed route's backend after the kill's receipt said it was in force.
-    Expected: 503 killed."""
+    `_peek`). A global or route kill applied meanwhile was not seen (no flight exists yet
+    for abort_inflight to cut, and the old table's plan is not killed): the request was
+    forwarded to the killed route's backend after the kill's receipt. Expected: 503 killed."""
     import textwrap
 
     rec = Recorder()
@@ -80,26 +85,17 @@ async def test_a_model_routed_request_peeking_its_body_during_a_kill_is_not_forw
     if scope == "route":
         kill_body["route"] = "chat"
     async with running_gateway(cfg) as g, ClientSession() as session:
-        reader, writer = await asyncio.open_connection("127.0.0.1", int(g.url.rsplit(":", 1)[1]))
-        try:
-            first = b'{"model": "gpt-a", '
-            writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
-                         b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
-                         + b"%x\r\n%s\r\n" % (len(first), first))
-            await writer.drain()
+        async def between() -> None:
             # the head is in, counted in flight, and the peek waits for the rest
             await wait_until(lambda: g.gw.inflight.count == 1 and g.gw.proxy._tasks)
-            async with session.post(f"{g.admin}/v1/kill?wait=2s", headers=auth(),
-                                    json=kill_body) as r:
-                assert r.status == 200, await r.text()
-            rest = b'"messages": []}'
-            writer.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(rest), rest))
-            await writer.drain()
-            answer = await asyncio.wait_for(reader.read(), 10)
-        finally:
-            writer.close()
-            with contextlib.suppress(ConnectionError):
-                await writer.wait_closed()
+            await kill(session, g.admin, **kill_body)
+
+        first, rest = b'{"model": "gpt-a", ', b'"messages": []}'
+        answer = await _in_two_parts(
+            g.url, b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+            b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+            + b"%x\r\n%s\r\n" % (len(first), first), between,
+            b"%x\r\n%s\r\n0\r\n\r\n" % (len(rest), rest))
     status_line = answer.split(b"\r\n", 1)[0]
     assert b" 503 " in status_line and not rec.requests, (
         f"killed ({scope}) before the body was in, then forwarded: {status_line!r}, "
@@ -126,10 +122,7 @@ async def test_a_request_failing_over_after_a_version_kill_does_not_move_to_the_
         await wait_until(lambda: g.gw.inflight.count == 1)
         waiter = asyncio.create_task(session.get(url))  # queued for v1
         await wait_until(lambda: g.gw.inflight.count == 2)
-        async with session.post(f"{g.admin}/v1/kill?wait=2s", headers=auth(), json={
-                "scope": "version", "route": "iris", "version": "v2",
-                "reason": "v2 returns garbage"}) as r:
-            assert r.status == 200, await r.text()
+        await kill(session, g.admin, scope="version", route="iris", version="v2")
         resp = await asyncio.wait_for(waiter, 10)
         version = resp.headers.get("x-killgate-version")
         status = resp.status
@@ -147,8 +140,8 @@ async def test_a_shadow_copy_is_not_sent_to_a_version_killed_while_the_primary_a
         tmp_path: Path, backends) -> None:
     """The shadow copy of a request is sent once the primary's answer is whole, to the shadow
     version of the plan the request was routed on (shadow.py `_copy`: `tap.plan.shadow`).
-    A version kill of the shadow version while the primary answers is not seen: the copy
-    reaches the killed version after the kill's receipt. Expected: no copy (counted
+    A version kill of the shadow version while the primary answered was not seen: the copy
+    reached the killed version after the kill's receipt. Expected: no copy (counted
     "down", as a tap made after the kill is)."""
     from tests.shadow_backends import chat_app, chat_request
     from tests.test_shadow import route
@@ -163,10 +156,7 @@ async def test_a_shadow_copy_is_not_sent_to_a_version_killed_while_the_primary_a
                                                 data=chat_request(1),
                                                 headers={"content-type": "application/json"}))
         await wait_until(lambda: g.gw.inflight.count == 1)
-        async with session.post(f"{g.admin}/v1/kill?wait=2s", headers=auth(), json={
-                "scope": "version", "route": "iris", "version": "v2",
-                "reason": "v2 returns garbage"}) as r:
-            assert r.status == 200, await r.text()
+        await kill(session, g.admin, scope="version", route="iris", version="v2")
         killed_at = len(r2.requests)
         resp = await asyncio.wait_for(call, 10)
         assert resp.status == 200 and resp.headers["x-killgate-version"] == "v1"
@@ -202,10 +192,8 @@ async def test_a_retry_after_a_5xx_does_not_move_to_a_version_killed_meanwhile(
             assert warm.status == 200  # 503 retried on v1)
         call = asyncio.create_task(session.post(url, data=b"{}", headers={"x-slow": "1"}))
         await wait_until(lambda: g.gw.inflight.count == 1)
-        async with session.post(f"{g.admin}/v1/kill?wait=2s", headers=auth(), json={
-                "scope": "version", "route": "iris", "version": "v1",
-                "abort_inflight": False, "reason": "v1 returns garbage"}) as r:
-            assert r.status == 200, await r.text()
+        await kill(session, g.admin, scope="version", route="iris", version="v1",
+                   abort_inflight=False)
         killed_at = len(r1.requests)
         resp = await asyncio.wait_for(call, 10)
         status, body = resp.status, await resp.json()
