@@ -168,6 +168,7 @@ class UpstreamError(KillgateError):
 
     delivered = True
     backend_fault = True
+    cuts = False  # True: the answer stops at once, bytes already read included (a kill)
 
     def kind(self) -> str:
         """The `kind` label of `killgate_upstream_errors_total`."""

@@ -97,8 +97,12 @@ class Awaiting:
             await self._wait()
 
     async def read(self) -> bytes:
-        """Next body bytes; b'' at the end. Raises UpstreamError when the body is cut."""
+        """Next body bytes; b'' at the end. Raises UpstreamError when the body is cut (a
+        kill at once: before bytes already buffered, or an end already read)."""
         while True:
+            err = self.error
+            if err is not None and err.cuts:
+                raise err
             if self.chunks:
                 chunks = self.chunks
                 data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
@@ -117,9 +121,12 @@ class Awaiting:
     async def settle(self, limit: int) -> None:
         """Wait until the whole body has arrived or more than `limit` bytes of it, reading
         nothing out (a small answer must be seen whole before it is judged)."""
-        while not self.complete and self.buffered <= limit:
-            if self.error is not None:
-                raise self.error
+        while True:
+            err = self.error
+            if err is not None and (err.cuts or not (self.complete or self.buffered > limit)):
+                raise err
+            if self.complete or self.buffered > limit:
+                return
             await self._wait()
 
     def peek_body(self) -> bytes:

@@ -291,11 +291,12 @@ class Flight(Handle):
                            lambda: budget is not None and retry is not None
                            and budget.allow(proxy.loop.time(), retry.budget))
         if nxt.action == ANSWER:
-            if isinstance(err, Aborted):
-                self._answer_killed(err)
+            fallback = nxt.reason == "no_other_version" and plan.fallback is not None
+            if isinstance(err, Aborted) and not fallback:  # (killed since routing, and no
+                self._answer_killed(err)  # version left: the fallback, as if routed now)
             elif ex is not None:
                 self._forward_answer(ex)
-            elif nxt.reason == "no_other_version" and plan.fallback is not None:
+            elif fallback:
                 self._finished()
                 proxy.unavailable(self.req, plan, FALLBACK)
             else:

@@ -21,7 +21,10 @@ __all__ = ["Aborted", "Handle", "Inflight"]
 
 
 class Aborted(UpstreamError):
-    """An in-flight exchange was cut on purpose (a kill with abort_inflight)."""
+    """An in-flight exchange was cut on purpose (a kill with abort_inflight): nothing more
+    of its answer is read out, not even bytes already buffered or an end already seen."""
+
+    cuts = True
 
     def __init__(self, reason: str, scope: str) -> None:
         self.reason = reason
@@ -43,9 +46,8 @@ class Handle:
             self.aborted = why
             ex = self.exchange
             if ex is not None:
-                # what the backend sent that the client has not got yet (up to the read
-                # buffer's high water, with a slow client) is not forwarded after the kill
-                ex.take_body()
+                # (`Aborted.cuts`: what the backend sent that the client has not got yet,
+                # up to the read buffer's high water behind a slow client, is not read out)
                 ex.fail(why)
 
 

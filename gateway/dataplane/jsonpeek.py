@@ -125,11 +125,11 @@ def _other_encoding(body: bytes) -> bool:
     encoding = json.detect_encoding(body[:4])
     if encoding == "utf-8":
         return False
-    try:
-        text = codecs.getincrementaldecoder(encoding)("strict").decode(body[:64], final=False)
+    try:  # (all of it: whitespace before the object may be as long as the window)
+        text = codecs.getincrementaldecoder(encoding)("strict").decode(body, final=False)
     except UnicodeDecodeError:
         return False
-    return text.lstrip(" \t\r\n\ufeff")[:1] == "{"
+    return text.lstrip(" \t\r\n\ufeff")[:1] in ("{", "")
 
 
 def rewrite_model(body: bytes, field: ModelField, new: str) -> bytes:

@@ -16,6 +16,7 @@ from gateway.dataplane.request import Request
 from gateway.dataplane.retry import RetryBudget
 from gateway.dataplane.shadow import Mirror, Tap
 from gateway.domain.routing import RoutePlan, Target
+from gateway.domain.statedoc import kill_key
 from gateway.forwarded import ClientAddress
 
 __all__ = ["CACHED_TARGET", "CACHE_MAX", "Outgoing", "forwarded_for"]
@@ -39,8 +40,16 @@ class Outgoing:
         first, a wait for a connection, a failover), which must not reach what was killed
         meanwhile, whether or not the kill cuts requests in flight. The same plan object
         in the table now: nothing of this route changed (a kill rebuilds its plan)."""
-        now = self.holder.held.table.by_name.get(plan.name)
-        if now is plan or now is None:  # (None: a reload removed the route; it goes on)
+        table = self.holder.held.table
+        now = table.by_name.get(plan.name)
+        if now is plan:
+            return None
+        if now is None:  # a reload removed the route: the kills in force still hold
+            kills = table.doc.kills
+            for scope, key in (("global", "global"), ("route", kill_key("route", plan.name)),
+                               ("version", kill_key("version", plan.name, version))):
+                if key in kills:
+                    return Aborted("killed", scope)
             return None
         if now.killed is not None:
             return Aborted("killed", now.killed)

@@ -113,9 +113,8 @@ class Tap:
             self._refuse()
             return
         mirror = self.mirror
-        now = mirror.plan_now(self.plan.name)
-        if now is not None and now is not self.plan and now.shadow is None \
-                and (now.killed is not None or now.shadow_off == "killed"):
+        shadow = self.plan.shadow
+        if shadow is not None and mirror.killed(self.plan, shadow.name):
             # the shadow version (or the route) was killed while the primary answered: no
             # copy reaches it, as no tap is made after the kill ("down")
             self.chunks = None
@@ -152,6 +151,14 @@ class Mirror:
         #: the route's plan in the routing table now (the data plane's wiring sets it): a
         #: copy is not sent to a version killed after its request was routed
         self.plan_now: Callable[[str], RoutePlan | None] = lambda name: None
+
+    def killed(self, plan: RoutePlan, version: str) -> bool:
+        """Whether the route, or `version` of it, was killed after `plan` routed the request
+        (a copy must not reach it, as no tap is made after the kill)."""
+        now = self.plan_now(plan.name)
+        if now is None or now is plan:
+            return False
+        return now.killed is not None or now.excluded.get(version) == "killed"
 
     # ------------------------------------------------------------------ the data plane's
 
@@ -241,7 +248,8 @@ class Mirror:
             tally = self.tally(plan)
             tally.copy("sent")
             second: tuple[Answer, float] | BaseException | None = None
-            if sh.noise is not None and self.rand() < sh.noise.sample:
+            if sh.noise is not None and self.rand() < sh.noise.sample \
+                    and not self.killed(plan, tap.served.name):  # (the primary's version)
                 first, second = await asyncio.gather(  # the primary's own second answer
                     self._send(tap, shadow, sh), self._send(tap, tap.served, sh),
                     return_exceptions=True)

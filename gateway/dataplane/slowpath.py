@@ -106,6 +106,10 @@ async def run(flight: Forwarding) -> None:
                     return
                 continue
             flight.exchange = None
+            if flight.aborted is not None:  # a kill landed as the answer came in
+                ex.release()
+                flight._answer_killed(flight.aborted)
+                return
             if ex.complete:
                 proxy.write_complete(flight, ex)
                 flight._finished()
