@@ -419,3 +419,29 @@ async def test_a_kill_drops_what_the_backend_sent_that_the_client_has_not_got() 
     with pytest.raises(Aborted):
         await ex.read()
     assert tr.closed
+
+
+@pytest.mark.parametrize("value, forwarded", [
+    (b"http://127.0.0.1:9/v2/models/iris/", b"/v2/models/iris/"),
+    (b"HTTP://127.0.0.1:9/a?b=1", b"/a?b=1"),
+    (b"http://127.0.0.1:9", b"/"),
+    (b"http://127.0.0.1:9?x", b"/?x"),
+    (b"/relative", b"/relative"),
+    (b"http://127.0.0.1:90/other-port", b"http://127.0.0.1:90/other-port"),
+    (b"http://127.0.0.1:9.evil.example/", b"http://127.0.0.1:9.evil.example/"),
+    (b"https://cdn.example/x", b"https://cdn.example/x"),
+])
+@pytest.mark.parametrize("name", [b"Location", b"content-location"])
+@pytest.mark.parametrize("step", [0, 5])
+async def test_a_url_naming_the_backends_own_address_is_made_relative(
+        value: bytes, forwarded: bytes, name: bytes, step: int) -> None:
+    """The gateway sends the backend its own address as Host, so a redirect it builds from
+    that Host names it; as nginx's `proxy_redirect default`, that origin is taken out (the
+    client follows the path to the gateway). Other URLs pass as they came."""
+    ex, _ = exchange()
+    await ex.send(b"GET / HTTP/1.1\r\n\r\n", None)
+    feed(ex, b"HTTP/1.1 307 Temporary Redirect\r\n" + name + b": " + value
+         + b"\r\nContent-Length: 0\r\n\r\n", step)
+    await ex.read_head()
+    assert ex.headers == [(name, forwarded), (b"Content-Length", b"0")]
+    assert b"".join(ex.lines) == name + b": " + forwarded + b"\r\n"

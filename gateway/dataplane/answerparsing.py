@@ -20,6 +20,7 @@ from gateway.dataplane.headers import (
     FORWARD,
     GENERAL,
     LENGTH,
+    LOCATED,
     TYPED,
     answer_field,
 )
@@ -103,6 +104,19 @@ class AnswerParsing(Awaiting):
             self._framed = True
         elif kind == GENERAL:
             self.general = True
+        elif kind == LOCATED:
+            # A URL the backend built from the Host we sent it (its own address: a
+            # trailing-slash redirect, say) is made relative, as nginx's `proxy_redirect
+            # default` does: the client follows it to the gateway, and never learns the
+            # backend's address. Any other URL is forwarded as it came.
+            origin = self.pool.origin
+            if value[:len(origin)].lower() == origin and value[len(origin):len(origin) + 1] \
+                    in (b"", b"/", b"?", b"#"):
+                value = value[len(origin):] or b"/"
+                if value[:1] != b"/":
+                    value = b"/" + value
+                self.headers[-1] = (name, value)
+            self.lines += (name, b": ", value, b"\r\n")
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()

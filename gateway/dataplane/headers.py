@@ -15,6 +15,7 @@ from http import HTTPStatus
 
 __all__ = [
     "ANSWER_FIELDS",
+    "LOCATED",
     "RawHeaders",
     "answer_field",
     "answer_head",
@@ -272,7 +273,7 @@ _CONNECTION = {b"close": b"connection: close\r\n", b"keep-alive": b"connection: 
 # tokens name fields to drop, and Via, which ours extends). The exchange classifies each
 # field as it is parsed and keeps the forwarded ones as head parts, so the common answer's
 # head (`answer_head`) is a join, not a second pass over the fields.
-FORWARD, DATED, TYPED, LENGTH, CODING, DROPPED, GENERAL = range(7)
+FORWARD, DATED, TYPED, LENGTH, CODING, DROPPED, GENERAL, LOCATED = range(8)
 ANSWER_FIELDS: dict[bytes, int] = {}  # a field name as a backend spells it -> its kind
 
 
@@ -283,6 +284,8 @@ def answer_field(name: bytes) -> int:
         kind = LENGTH
     elif low == b"transfer-encoding":
         kind = CODING
+    elif low in (b"location", b"content-location"):
+        kind = LOCATED  # (forwarded, with the backend's own origin taken out)
     else:
         kind = (FORWARD, DROPPED, GENERAL, GENERAL, DATED, TYPED)[
             _learn(name, _RESPONSE_DROP, _RESPONSE_NAMES)]

@@ -41,6 +41,8 @@ class Pool:
         self.host_header = (host if port in (80, 443) else f"{host}:{port}").encode("idna")
         if ":" in host:
             self.host_header = f"[{host}]:{port}".encode()
+        # how a URL the backend builds from that Host begins (answerparsing: LOCATED)
+        self.origin = scheme.encode() + b"://" + self.host_header.lower()
         self._ssl: ssl.SSLContext | None = ssl.create_default_context() if scheme == "https" else None
         self.retired = False
 
