@@ -445,3 +445,25 @@ async def test_a_url_naming_the_backends_own_address_is_made_relative(
     await ex.read_head()
     assert ex.headers == [(name, forwarded), (b"Content-Length", b"0")]
     assert b"".join(ex.lines) == name + b": " + forwarded + b"\r\n"
+
+
+@pytest.mark.parametrize("value, forwarded", [
+    (b"http://127.0.0.1:9/base/v2/models/iris/", b"/v2/models/iris/"),
+    (b"http://127.0.0.1:9/base", b"/"),
+    (b"http://127.0.0.1:9/base?x=1", b"/?x=1"),
+    (b"http://127.0.0.1:9/basement/x", b"http://127.0.0.1:9/basement/x"),  # not under it
+    (b"http://127.0.0.1:9/Base/x", b"http://127.0.0.1:9/Base/x"),  # paths keep their case
+    (b"http://127.0.0.1:9/other", b"http://127.0.0.1:9/other"),
+])
+async def test_a_url_under_the_versions_base_path_is_made_relative_to_it(
+        value: bytes, forwarded: bytes) -> None:
+    """A version at `http://host:port/base` gets `/base` + the client's path: a URL the
+    backend builds under `/base` maps back to the client's path; one outside it cannot, and
+    passes as it came."""
+    ex, _ = exchange()
+    ex.begin(asyncio.get_running_loop().time() + 5, 5, False, b"/base")
+    await ex.send(b"GET /base/x HTTP/1.1\r\n\r\n", None)
+    feed(ex, b"HTTP/1.1 307 Temporary Redirect\r\nLocation: " + value
+         + b"\r\nContent-Length: 0\r\n\r\n", 0)
+    await ex.read_head()
+    assert ex.headers[0] == (b"Location", forwarded)

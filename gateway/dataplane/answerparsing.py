@@ -52,6 +52,7 @@ class AnswerParsing(Awaiting):
     # the exchange's state they read and write (Exchange's, Awaiting's)
     parser: Any  # httptools.HttpResponseParser (httptools is exchange.py's to import)
     clock: Clock
+    base: bytes  # the version's base path (its URL's path; "" for none)
     feeding: bool
     woke: bool
     head: bool
@@ -109,12 +110,9 @@ class AnswerParsing(Awaiting):
             # trailing-slash redirect, say) is made relative, as nginx's `proxy_redirect
             # default` does: the client follows it to the gateway, and never learns the
             # backend's address. Any other URL is forwarded as it came.
-            origin = self.pool.origin
-            if value[:len(origin)].lower() == origin and value[len(origin):len(origin) + 1] \
-                    in (b"", b"/", b"?", b"#"):
-                value = value[len(origin):] or b"/"
-                if value[:1] != b"/":
-                    value = b"/" + value
+            local = _local(value, self.pool.origin, self.base)
+            if local is not None:
+                value = local
                 self.headers[-1] = (name, value)
             self.lines += (name, b": ", value, b"\r\n")
 
@@ -169,3 +167,20 @@ class AnswerParsing(Awaiting):
             self.woke = True
         else:
             self._wake()
+
+
+def _local(url: bytes, origin: bytes, base: bytes) -> bytes | None:
+    """`url` as a path on the gateway when it begins with the version's own URL (`origin`,
+    lower case: scheme, host and port as we address the backend; then its `base` path),
+    else None."""
+    n = len(origin)
+    if url[:n].lower() != origin:
+        return None
+    rest = url[n:]
+    if base:
+        if rest[:len(base)] != base:
+            return None
+        rest = rest[len(base):]
+    if rest[:1] not in (b"", b"/", b"?", b"#"):
+        return None
+    return rest if rest[:1] == b"/" else b"/" + rest

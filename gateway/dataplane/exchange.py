@@ -57,6 +57,7 @@ class Exchange(AnswerParsing, asyncio.Protocol):
     # write `AnswerParsing`'s.)
     __slots__ = (
         "_write_paused",
+        "base",
         "clock",
         "closed",
         "deadline",
@@ -100,6 +101,7 @@ class Exchange(AnswerParsing, asyncio.Protocol):
         self.unsent = False  # a request body not sent whole (the backend answered first)
         self.head_at = 0.0  # when the answer's head arrived (loop clock; read only after)
         self.head = False
+        self.base = b""
         self.deadline = 0.0
         self.idle = 0.0
         self.wait_until = 0.0
@@ -219,20 +221,23 @@ class Exchange(AnswerParsing, asyncio.Protocol):
 
     # ------------------------------------------------------------ API
 
-    def begin(self, deadline: float, idle: float, head: bool) -> None:
+    def begin(self, deadline: float, idle: float, head: bool, base: bytes = b"") -> None:
+        """`base`: the version's base path, which a URL the backend builds begins with."""
         self.uses += 1
         self.deadline = deadline
         self.idle = idle
         self.head = head
+        self.base = base
 
     def begin_drive(self, sink: Sink, data: bytes, deadline: float, idle: float,
-                    head: bool) -> None:
+                    head: bool, base: bytes = b"") -> None:
         """`begin`, then send a whole request and tell `sink` of every step of the answer
         (no coroutine: the fast path's); the deadline sweeper watches it meanwhile."""
         self.uses += 1
         self.deadline = deadline
         self.idle = idle
         self.head = head
+        self.base = base
         self.sink = sink
         until = self.clock.now + idle
         self.wait_until = until if until < deadline else deadline

@@ -142,7 +142,10 @@ class Flight(Handle):
     def _fast(self) -> bool:
         """Send the request now on an idle pooled connection; False if there is none."""
         target = self.target
-        if self.so_far is not _FIRST:  # after a failure: a kill may have come since routing
+        if self.so_far is not _FIRST or self.aborted is not None:
+            # after a failure, or cut by a kill before it went out: a kill came since
+            # routing, and what the table holds now decides (`_passed_kill`)
+            self.aborted = None
             why = self.proxy.killed_since(self.plan, target.name)
             if why is not None:
                 if self._passed_kill(why):
@@ -160,10 +163,6 @@ class Flight(Handle):
         ex = pool.take_idle()
         if ex is None:
             return False
-        if self.aborted is not None:
-            pool.release(ex)
-            self._answer_killed(self.aborted)
-            return True
         body = self.prefix or b""  # (`_body`, inline)
         if self.field is not None and target.model:
             body = rewrite_model(body, self.field, target.model)
@@ -180,7 +179,8 @@ class Flight(Handle):
             traceparent = self.att.traceparent
         ex.begin_drive(self, proxy.request_head(req, target, pool.host_header, len(body),
                                                 self.raw_target, traceparent, body),
-                       self.deadline, self.plan.idle_timeout, req.method == b"HEAD")
+                       self.deadline, self.plan.idle_timeout, req.method == b"HEAD",
+                       target.path_bytes)
         return True
 
     def upstream(self, ex: Exchange) -> None:

@@ -39,22 +39,19 @@ class Outgoing:
         route: asked before an attempt that did not follow the routing at once (a body read
         first, a wait for a connection, a failover), which must not reach what was killed
         meanwhile, whether or not the kill cuts requests in flight. The same plan object
-        in the table now: nothing of this route changed (a kill rebuilds its plan)."""
+        in the table now: nothing of this route changed (a kill rebuilds its plan). Else
+        the kills in force say, also when a reload has removed the route or the version."""
         table = self.holder.held.table
         now = table.by_name.get(plan.name)
         if now is plan:
             return None
-        if now is None:  # a reload removed the route: the kills in force still hold
-            kills = table.doc.kills
-            for scope, key in (("global", "global"), ("route", kill_key("route", plan.name)),
-                               ("version", kill_key("version", plan.name, version))):
-                if key in kills:
-                    return Aborted("killed", scope)
-            return None
-        if now.killed is not None:
+        if now is not None and now.killed is not None:  # (fail-closed included)
             return Aborted("killed", now.killed)
-        if now.excluded.get(version) == "killed":
-            return Aborted("killed", "version")
+        kills = table.doc.kills
+        for scope, key in (("global", "global"), ("route", kill_key("route", plan.name)),
+                           ("version", kill_key("version", plan.name, version))):
+            if key in kills:
+                return Aborted("killed", scope)
         return None
 
     def policy(self, plan: RoutePlan) -> Policy:

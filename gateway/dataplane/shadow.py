@@ -148,17 +148,14 @@ class Mirror:
         self.tallies: dict[str, Tally] = {}
         self._specs: dict[int, tuple[ShadowConfig, str]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        #: the route's plan in the routing table now (the data plane's wiring sets it): a
-        #: copy is not sent to a version killed after its request was routed
-        self.plan_now: Callable[[str], RoutePlan | None] = lambda name: None
+        #: the proxy's `killed_since` (the data plane's wiring sets it): a copy is not sent
+        #: to a version or route killed after its request was routed
+        self.killed_since: Callable[[RoutePlan, str], object] = lambda plan, version: None
 
     def killed(self, plan: RoutePlan, version: str) -> bool:
         """Whether the route, or `version` of it, was killed after `plan` routed the request
         (a copy must not reach it, as no tap is made after the kill)."""
-        now = self.plan_now(plan.name)
-        if now is None or now is plan:
-            return False
-        return now.killed is not None or now.excluded.get(version) == "killed"
+        return self.killed_since(plan, version) is not None
 
     # ------------------------------------------------------------------ the data plane's
 

@@ -157,10 +157,10 @@ async def _attempt(flight: Forwarding) -> Exchange | None:
                 ex, reused = await pool.acquire(flight.plan.config.timeouts.connect,
                                                 flight.new_connection)
                 flight.new_connection = False
-                if flight.aborted is not None:
-                    pool.release(ex)
-                    raise flight.aborted
-                why = proxy.killed_since(flight.plan, target.name)  # (a wait in the queue)
+                # a kill while it waited (one that cut it, with abort_inflight, or not):
+                # nothing went out yet, so what the table holds now decides
+                flight.aborted = None
+                why = proxy.killed_since(flight.plan, target.name)
                 if why is not None:
                     pool.release(ex)
             if why is not None:
@@ -169,7 +169,8 @@ async def _attempt(flight: Forwarding) -> Exchange | None:
                 if not flight.new_connection and flight.complete and flight._fast():
                     return None
                 continue
-            ex.begin(flight.deadline, flight.plan.config.timeouts.idle, req.method == b"HEAD")
+            ex.begin(flight.deadline, flight.plan.config.timeouts.idle, req.method == b"HEAD",
+                     target.path_bytes)
             flight.exchange = ex
             head = proxy.request_head(req, target, pool.host_header, length,
                                       flight.raw_target, traceparent)

@@ -147,7 +147,7 @@ def data_plane(loaded: LoadedConfig, holder: TableHolder, upstreams: Upstreams,
                   shadow=mirror, client_address=trusted(loaded),
                   faults=FaultGate(drill_key, on_refused=lambda: metrics.inc(
                       "killgate_drill_tokens_refused_total")))
-    mirror.plan_now = lambda name: holder.held.table.by_name.get(name)
+    mirror.killed_since = proxy.killed_since
 
     def count(what: str) -> None:
         reason = _REFUSED.get(what)
