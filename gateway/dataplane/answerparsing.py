@@ -110,7 +110,7 @@ class AnswerParsing(Awaiting):
             # trailing-slash redirect, say) is made relative, as nginx's `proxy_redirect
             # default` does: the client follows it to the gateway, and never learns the
             # backend's address. Any other URL is forwarded as it came.
-            local = _local(value, self.pool.origin, self.base)
+            local = _local(value, self.pool.origins, self.base)
             if local is not None:
                 value = local
                 self.headers[-1] = (name, value)
@@ -169,18 +169,23 @@ class AnswerParsing(Awaiting):
             self._wake()
 
 
-def _local(url: bytes, origin: bytes, base: bytes) -> bytes | None:
-    """`url` as a path on the gateway when it begins with the version's own URL (`origin`,
-    lower case: scheme, host and port as we address the backend; then its `base` path),
-    else None."""
-    n = len(origin)
-    if url[:n].lower() != origin:
+def _local(url: bytes, origins: tuple[bytes, ...], base: bytes) -> bytes | None:
+    """`url` as a path on the gateway when it begins with the version's own URL (one of
+    `origins`, lower case: scheme, host and port as we address the backend, with and
+    without a default port; then its `base` path), else None. Never a path another host
+    could be read from (`//host`, `/\\host`): such a URL passes as it came."""
+    url = url.rstrip(b" \t")  # (llhttp keeps a value's trailing whitespace)
+    low = url.lower()
+    for origin in origins:
+        if low.startswith(origin):
+            rest = url[len(origin):]
+            break
+    else:
         return None
-    rest = url[n:]
     if base:
         if rest[:len(base)] != base:
             return None
         rest = rest[len(base):]
-    if rest[:1] not in (b"", b"/", b"?", b"#"):
+    if rest[:1] not in (b"", b"/", b"?", b"#") or rest[:2] in (b"//", b"/\\"):
         return None
     return rest if rest[:1] == b"/" else b"/" + rest

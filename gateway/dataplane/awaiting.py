@@ -19,7 +19,7 @@ Body = bytes | AsyncIterator[bytes] | None
 
 class _Pool(Protocol):
     waiting: set[Any]  # (the exchanges waiting on a backend, which the sweeper scans)
-    origin: bytes  # "scheme://host[:port]" of the backend, as a URL it builds begins
+    origins: tuple[bytes, ...]  # "scheme://host[:port]" of the backend (answerparsing)
 
 
 class Awaiting:

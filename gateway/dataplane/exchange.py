@@ -39,7 +39,7 @@ class Home(Protocol):
     loop: asyncio.AbstractEventLoop
     clock: Clock
     waiting: set[Exchange]
-    origin: bytes  # "scheme://host[:port]" of the backend, as a URL it builds begins
+    origins: tuple[bytes, ...]  # "scheme://host[:port]" of the backend (answerparsing)
 
     def release(self, ex: Exchange) -> None: ...
 

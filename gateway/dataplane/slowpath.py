@@ -197,8 +197,10 @@ async def _attempt(flight: Forwarding) -> Exchange | None:
             proxy.count_error(flight.plan, target, exc, flight.started)
             flight._trace_failed(exc)
             if flight.aborted is not None:
-                flight._answer_killed(flight.aborted)
-                return None
+                if cur is not None:  # cut while its request went out
+                    flight._answer_killed(flight.aborted)
+                    return None
+                flight.aborted = None  # nothing went out: the next attempt's check decides
             if not flight._next(outcome_of(exc), exc, None):
                 return None
             if not flight.new_connection and flight.complete and flight._fast():

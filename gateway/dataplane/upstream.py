@@ -41,8 +41,13 @@ class Pool:
         self.host_header = (host if port in (80, 443) else f"{host}:{port}").encode("idna")
         if ":" in host:
             self.host_header = f"[{host}]:{port}".encode()
-        # how a URL the backend builds from that Host begins (answerparsing: LOCATED)
-        self.origin = scheme.encode() + b"://" + self.host_header.lower()
+        # how a URL the backend builds from that Host begins (answerparsing: LOCATED), with
+        # and without its scheme's default port
+        prefix = scheme.encode() + b"://"
+        name = (f"[{host}]".encode() if ":" in host else host.encode("idna")).lower()
+        self.origins: tuple[bytes, ...] = (prefix + name + b":%d" % port,)
+        if port == (443 if scheme == "https" else 80):
+            self.origins += (prefix + name,)
         self._ssl: ssl.SSLContext | None = ssl.create_default_context() if scheme == "https" else None
         self.retired = False
 
