@@ -186,6 +186,8 @@ def _local(url: bytes, origins: tuple[bytes, ...], base: bytes) -> bytes | None:
         if rest[:len(base)] != base:
             return None
         rest = rest[len(base):]
-    if rest[:1] not in (b"", b"/", b"?", b"#") or rest[:2] in (b"//", b"/\\"):
+    if rest[:1] not in (b"", b"/", b"?", b"#") or rest[:2] in (b"//", b"/\\") \
+            or b"\t" in rest or b"\r" in rest or b"\n" in rest:
+        # (URL parsers drop tabs and line breaks anywhere: "/\t/host" reads as "//host")
         return None
     return rest if rest[:1] == b"/" else b"/" + rest

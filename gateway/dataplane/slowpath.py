@@ -194,14 +194,18 @@ async def _attempt(flight: Forwarding) -> Exchange | None:
             if cur is not None:
                 flight.exchange = None
                 cur.release()
-            proxy.count_error(flight.plan, target, exc, flight.started)
+            why = None
+            if cur is None:  # nothing went out (a wait, a connect): the table decides
+                flight.aborted = None
+                why = proxy.killed_since(flight.plan, target.name)
+            if why is None:
+                proxy.count_error(flight.plan, target, exc, flight.started)
             flight._trace_failed(exc)
-            if flight.aborted is not None:
-                if cur is not None:  # cut while its request went out
-                    flight._answer_killed(flight.aborted)
-                    return None
-                flight.aborted = None  # nothing went out: the next attempt's check decides
-            if not flight._next(outcome_of(exc), exc, None):
+            if flight.aborted is not None:  # cut while its request went out
+                flight._answer_killed(flight.aborted)
+                return None
+            if not (flight._passed_kill(why) if why is not None
+                    else flight._next(outcome_of(exc), exc, None)):
                 return None
             if not flight.new_connection and flight.complete and flight._fast():
                 return None  # the next attempt runs without this coroutine

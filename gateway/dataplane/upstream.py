@@ -38,7 +38,8 @@ class Pool:
         self.idle: list[Exchange] = []
         self.open = 0
         self._waiters: deque[asyncio.Future[Exchange | None]] = deque()
-        self.host_header = (host if port in (80, 443) else f"{host}:{port}").encode("idna")
+        default = 443 if scheme == "https" else 80  # (RFC 9110 7.2: any other port is named)
+        self.host_header = (host if port == default else f"{host}:{port}").encode("idna")
         if ":" in host:
             self.host_header = f"[{host}]:{port}".encode()
         # how a URL the backend builds from that Host begins (answerparsing: LOCATED), with
@@ -46,7 +47,7 @@ class Pool:
         prefix = scheme.encode() + b"://"
         name = (f"[{host}]".encode() if ":" in host else host.encode("idna")).lower()
         self.origins: tuple[bytes, ...] = (prefix + name + b":%d" % port,)
-        if port == (443 if scheme == "https" else 80):
+        if port == default:
             self.origins += (prefix + name,)
         self._ssl: ssl.SSLContext | None = ssl.create_default_context() if scheme == "https" else None
         self.retired = False
