@@ -8,6 +8,7 @@ write are slots of this base); no I/O of its own.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -28,6 +29,12 @@ from gateway.dataplane.headers import (
 __all__ = ["HIGH_WATER", "MAX_ANSWER_HEAD", "AnswerParsing", "BadAnswer"]
 
 HIGH_WATER = 256 * 1024
+#: what may follow the backend's own URL for a Location to be made relative: a path of RFC
+#: 3986 path characters that does not begin with "//" (nothing a URL parser could read as
+#: another host: no backslash, no tab or line break, which parsers drop anywhere), then a
+#: query and a fragment of visible ASCII
+_SAFE_REST = re.compile(rb"(?:/(?!/)[A-Za-z0-9\-._~%!$&'()*+,;=:@/]*)?"
+                        rb"(?:\?[\x21-\x7e]*)?(?:#[\x21-\x7e]*)?\Z")
 #: an answer head (its interim 1xx heads included) larger than this is a 502 (Envoy's
 #: default is 60 KiB; llhttp has no limit of its own, and an endless head was read whole)
 MAX_ANSWER_HEAD = 64 * 1024
@@ -186,8 +193,6 @@ def _local(url: bytes, origins: tuple[bytes, ...], base: bytes) -> bytes | None:
         if rest[:len(base)] != base:
             return None
         rest = rest[len(base):]
-    if rest[:1] not in (b"", b"/", b"?", b"#") or rest[:2] in (b"//", b"/\\") \
-            or b"\t" in rest or b"\r" in rest or b"\n" in rest:
-        # (URL parsers drop tabs and line breaks anywhere: "/\t/host" reads as "//host")
+    if _SAFE_REST.match(rest) is None:
         return None
     return rest if rest[:1] == b"/" else b"/" + rest
