@@ -339,8 +339,9 @@ class Flight(Handle):
     def _passed_kill(self, why: Aborted) -> bool:
         """The target was killed after this request was routed, before it went out: a
         version kill moves it on as a request that never reached the backend (the next
-        version in the failover order, else 503 killed); a route or global kill answers 503
-        killed. True when it goes on (the target is updated), False when it was answered."""
+        version in the failover order, else the route's fallback, else 503 killed); a route
+        or global kill answers 503 killed. True when it goes on (the target is updated),
+        False when it was answered."""
         if why.scope != "version":
             self._answer_killed(why)
             return False
