@@ -28,10 +28,10 @@ from gateway.dataplane.headers import (
 __all__ = ["HIGH_WATER", "MAX_ANSWER_HEAD", "AnswerParsing", "BadAnswer"]
 
 HIGH_WATER = 256 * 1024
-_CONTROLS = bytes(range(0x20)) + b"\x7f"  # (URL parsers drop tabs and line breaks anywhere)
 #: an answer head (its interim 1xx heads included) larger than this is a 502 (Envoy's
 #: default is 60 KiB; llhttp has no limit of its own, and an endless head was read whole)
 MAX_ANSWER_HEAD = 64 * 1024
+_CONTROLS = bytes(range(0x20)) + b"\x7f"  # (URL parsers drop tabs and line breaks anywhere)
 
 
 class BadAnswer(Exception):
