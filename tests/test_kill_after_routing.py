@@ -20,8 +20,17 @@ from tests.test_killswitch import kill
 pytestmark = pytest.mark.timeout(30)
 
 
-async def _in_two_parts(url: str, first: bytes, between: Callable[[], Awaitable[None]],
-                        rest: bytes) -> bytes:
+CHUNKED_REST = b"2\r\n1}\r\n0\r\n\r\n"
+
+
+def chunked_start(path: bytes) -> bytes:
+    """A chunked request's head and first chunk (its body is then still arriving)."""
+    return (b"POST " + path + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n5\r\n{\"a\":\r\n")
+
+
+async def in_two_parts(url: str, first: bytes, between: Callable[[], Awaitable[None]],
+                       rest: bytes) -> bytes:
     """Send `first`, run `between` (a kill), send `rest`; the answer, read to EOF."""
     reader, writer = await asyncio.open_connection("127.0.0.1", int(url.rsplit(":", 1)[1]))
     try:
@@ -51,10 +60,8 @@ async def test_a_request_routed_before_a_version_kill_is_not_sent_to_it_after(
             await wait_until(lambda: g.gw.inflight.count == 1)
             await kill(session, g.admin, scope="version", route="iris", version="v2")
 
-        answer = await _in_two_parts(
-            g.url, b"POST /v2/models/iris/infer HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
-            b"Transfer-Encoding: chunked\r\n\r\n5\r\n{\"a\":\r\n", between,
-            b"2\r\n1}\r\n0\r\n\r\n")
+        answer = await in_two_parts(g.url, chunked_start(b"/v2/models/iris/infer"), between,
+                                    CHUNKED_REST)
     head = answer.split(b"\r\n\r\n", 1)[0].lower()
     assert b"x-killgate-version: v2" not in head and not r2.requests, (
         f"v2 was killed, then got the request and served it: {head.decode()}")
@@ -91,7 +98,7 @@ async def test_a_model_routed_request_peeking_its_body_during_a_kill_is_not_forw
             await kill(session, g.admin, **kill_body)
 
         first, rest = b'{"model": "gpt-a", ', b'"messages": []}'
-        answer = await _in_two_parts(
+        answer = await in_two_parts(
             g.url, b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
             b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
             + b"%x\r\n%s\r\n" % (len(first), first), between,
