@@ -1,81 +1,92 @@
-"""Shadow copies after a kill that covers where they go: a route or global kill made
-while the primary answered (the shadow version still eligible in the plan), and the noise
-copy to the primary's own version killed meanwhile: no copy reaches what was killed (README,
-the kill switch). From a second hostile review.
-"""
+"""Shadow copies after a kill that covers where they go, made while the primary answered:
+no copy reaches what was killed (README, the kill switch), whether the kill is of the
+route, global, or of the shadow version, whether a reload then removes the route, and for
+the noise copy to the primary's own version. (From the second and third hostile reviews:
+the first check looked at the shadow target alone, and at the plan, not the kills in force.)
+The version kill without a reload is in test_kill_after_routing.py."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import ClientSession
 
-from tests.backends import Recorder
+from tests.backends import Recorder, echo_app
 from tests.conftest import running_gateway, wait_until, write_config
 from tests.shadow_backends import chat_app, chat_request
-from tests.test_killswitch import auth
+from tests.test_killswitch import kill
 from tests.test_shadow import route
 
 pytestmark = pytest.mark.timeout(30)
 
+OTHER = """\
+- name: other
+  match: {{path_prefix: /v2/models/other}}
+  stable: v1
+  versions:
+    - {{name: v1, url: "http://127.0.0.1:{port}", weight: 100}}
+"""
 
-@pytest.mark.parametrize("scope", ["route", "global"])
-async def test_a_shadow_copy_is_not_sent_to_a_route_killed_while_the_primary_answered(
-        tmp_path: Path, backends, scope: str) -> None:
-    r2 = Recorder()
-    p1 = await backends(chat_app("v1", delay=1.0))
-    p2 = await backends(chat_app("v2", recorder=r2))
-    cfg = write_config(tmp_path, route(p1, p2, "{version: v2, sample: 1.0, compare: openai_chat}",
-                                       protocol="openai", prefix="/v1"))
-    kill = {"scope": scope, "abort_inflight": False, "reason": "stop everything on iris"}
-    if scope == "route":
-        kill["route"] = "iris"
+
+async def _copies_after_kill(tmp_path: Path, backends: Any, watched: str, shadow: str,
+                             kill_body: dict[str, Any], reload: bool = False) -> tuple[int, int]:
+    """A chat request answered slowly by v1 (its shadow v2); `kill_body` applied while v1
+    answers (and, with `reload`, a reload that removes the route). (requests version
+    `watched` had when the kill's receipt came, requests it had once all settled)."""
+    rec = Recorder()
+    p1 = await backends(chat_app("v1", delay=1.0, **({"recorder": rec} if watched == "v1"
+                                                    else {})))
+    p2 = await backends(chat_app("v2", **({"recorder": rec} if watched == "v2" else {})))
+    p3 = await backends(echo_app("other"))
+    other = OTHER.format(port=p3)
+    cfg = write_config(tmp_path, route(p1, p2, shadow, protocol="openai", prefix="/v1") + other)
     async with running_gateway(cfg) as g, ClientSession() as session:
         call = asyncio.create_task(session.post(g.url + "/v1/chat/completions",
                                                 data=chat_request(1),
                                                 headers={"content-type": "application/json"}))
-        await wait_until(lambda: g.gw.inflight.count == 1)
-        async with session.post(f"{g.admin}/v1/kill?wait=2s", headers=auth(), json=kill) as r:
-            assert r.status == 200, await r.text()
-        killed_at = len(r2.requests)
+        await wait_until(lambda: g.gw.inflight.count == 1 and (watched != "v1"
+                                                               or len(rec.requests) == 1))
+        await kill(session, g.admin, abort_inflight=False, **kill_body)
+        killed_at = len(rec.requests)
+        if reload:
+            old = g.gw.loaded.digest
+            cfg.write_text(write_config(tmp_path, other, name="next.yaml").read_text())
+            g.gw.request_reload()
+            await wait_until(lambda: g.gw.loaded.digest != old, 10)
         resp = await asyncio.wait_for(call, 10)
         assert resp.status == 200 and resp.headers["x-killgate-version"] == "v1"
         resp.release()
-        async with session.post(g.url + "/v1/chat/completions", data=chat_request(2),
-                                headers={"content-type": "application/json"}) as after:
-            assert after.status == 503  # killed: no request after the kill is tapped
         with contextlib.suppress(AssertionError):
-            await wait_until(lambda: len(r2.requests) > killed_at, timeout=2)
-    assert len(r2.requests) == killed_at, (
-        f"the {scope} kill was in force (receipt), then the shadow v2 of the killed route "
-        f"got a copy")
+            await wait_until(lambda: len(rec.requests) > killed_at, timeout=2)
+    return killed_at, len(rec.requests)
+
+
+COPY = "{version: v2, sample: 1.0, compare: openai_chat}"
+
+
+@pytest.mark.parametrize("scope, reload", [
+    ("route", False), ("global", False), ("route", True), ("version", True)])
+async def test_a_shadow_copy_is_not_sent_after_a_kill_made_while_the_primary_answered(
+        tmp_path: Path, backends, scope: str, reload: bool) -> None:
+    body: dict[str, Any] = {"scope": scope}
+    if scope != "global":
+        body["route"] = "iris"
+    if scope == "version":
+        body["version"] = "v2"
+    at_kill, after = await _copies_after_kill(tmp_path, backends, "v2", COPY, body, reload)
+    assert after == at_kill, (
+        f"a {scope} kill covering the shadow v2 was in force (receipt)"
+        f"{', a reload removed the route' if reload else ''}, and the copy still reached v2")
 
 
 async def test_a_noise_copy_is_not_sent_to_the_primary_version_killed_while_it_answered(
         tmp_path: Path, backends) -> None:
-    r1 = Recorder()
-    p1 = await backends(chat_app("v1", recorder=r1, delay=1.0))
-    p2 = await backends(chat_app("v2"))
-    shadow = "{version: v2, sample: 1.0, compare: openai_chat, noise: {sample: 1.0}}"
-    cfg = write_config(tmp_path, route(p1, p2, shadow, protocol="openai", prefix="/v1"))
-    async with running_gateway(cfg) as g, ClientSession() as session:
-        call = asyncio.create_task(session.post(g.url + "/v1/chat/completions",
-                                                data=chat_request(1),
-                                                headers={"content-type": "application/json"}))
-        await wait_until(lambda: g.gw.inflight.count == 1 and len(r1.requests) == 1)
-        async with session.post(f"{g.admin}/v1/kill?wait=2s", headers=auth(), json={
-                "scope": "version", "route": "iris", "version": "v1",
-                "abort_inflight": False, "reason": "v1 returns garbage"}) as r:
-            assert r.status == 200, await r.text()
-        killed_at = len(r1.requests)
-        resp = await asyncio.wait_for(call, 10)
-        assert resp.status == 200 and resp.headers["x-killgate-version"] == "v1"
-        resp.release()
-        with contextlib.suppress(AssertionError):
-            await wait_until(lambda: len(r1.requests) > killed_at, timeout=3)
-    assert len(r1.requests) == killed_at, (
-        "v1 was killed (receipt in hand) while it answered; the shadow's noise copy then "
-        "sent the request to v1 again")
+    noise = COPY[:-1] + ", noise: {sample: 1.0}}"
+    at_kill, after = await _copies_after_kill(
+        tmp_path, backends, "v1", noise, {"scope": "version", "route": "iris", "version": "v1"})
+    assert after == at_kill, ("v1 was killed (receipt in hand) while it answered; the "
+                              "shadow's noise copy then sent the request to v1 again")
