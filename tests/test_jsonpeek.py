@@ -109,7 +109,12 @@ _OBJ = {"model": "gpt-a", "messages": [{"role": "user", "content": "hi"}]}
     json.dumps(_OBJ).encode("utf-32"),
     json.dumps(_OBJ).encode("utf-32-le"),
     json.dumps(_OBJ).encode("utf-32-be"),
-], ids=["utf8-bom", "utf16", "utf16le", "utf16be", "utf16le-ws", "utf32", "utf32le", "utf32be"])
+    (" " * 40 + json.dumps(_OBJ)).encode("utf-16-le"),  # (past the 64 bytes a first fix read)
+    (" " * 20 + json.dumps(_OBJ)).encode("utf-32-be"),
+    b"\xef\xbb\xbf" + b" " * 70 + json.dumps(_OBJ).encode(),
+    b"\xef\xbb\xbf" + b"\n" * 70 + json.dumps(_OBJ).encode(),
+], ids=["utf8-bom", "utf16", "utf16le", "utf16be", "utf16le-ws", "utf32", "utf32le", "utf32be",
+        "utf16le-40-spaces", "utf32be-20-spaces", "bom-70-spaces", "bom-70-newlines"])
 @pytest.mark.parametrize("complete", [True, False])
 def test_json_a_backend_reads_in_another_encoding_is_unreadable(body: bytes,
                                                                 complete: bool) -> None:

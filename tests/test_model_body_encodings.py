@@ -40,6 +40,11 @@ _OBJ = {"model": "gpt-a", "messages": [{"role": "user", "content": "hi"}]}
     pytest.param(b"\xef\xbb\xbf" + json.dumps(_OBJ).encode(), id="utf8-bom"),
     pytest.param(json.dumps(_OBJ).encode("utf-16-le"), id="utf16le"),
     pytest.param(json.dumps(_OBJ).encode("utf-32-le"), id="utf32le"),
+    # whitespace past the first 64 bytes (a first fix decoded no more than those)
+    pytest.param((" " * 40 + json.dumps(_OBJ)).encode("utf-16-le"), id="utf16le-40-spaces"),
+    pytest.param((" " * 20 + json.dumps(_OBJ)).encode("utf-32-be"), id="utf32be-20-spaces"),
+    pytest.param(b"\xef\xbb\xbf" + b" " * 70 + json.dumps(_OBJ).encode(), id="bom-70-spaces"),
+    pytest.param(b"\xef\xbb\xbf" + b"\n" * 70 + json.dumps(_OBJ).encode(), id="bom-70-newlines"),
 ])
 async def test_a_body_a_backend_reads_as_model_gpt_a_is_not_routed_elsewhere(
         tmp_path: Path, backends, body: bytes) -> None:
