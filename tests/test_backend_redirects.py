@@ -141,11 +141,10 @@ async def test_own_url_with_a_safe_path_byte_is_made_relative(value: bytes) -> N
 
 
 @pytest.mark.parametrize("path", ["/caf%C3%A9", "/a%20b", "/a%7Cb"])
-async def test_end_to_end_trailing_slash_redirect_leaks_the_backend_address(
+async def test_a_redirect_built_from_a_decoded_path_does_not_name_the_backend(
         tmp_path: Path, backends, path: str) -> None:
-    """A backend adding a slash from its decoded path (aiohttp's `req.path`, as in
-    test_backend_redirects_controls.py): its Location names its own host, built from the
-    Host the gateway sent, and the client gets the backend's address."""
+    """A backend adding a slash from its decoded path (aiohttp's `req.path`): its Location
+    names its own host, built from the Host the gateway sent; the client gets a path."""
     async def handler(req: web.Request) -> web.StreamResponse:
         if not req.path.endswith("/"):
             return web.Response(status=307,

@@ -3,8 +3,8 @@ dataplane/peercap.py alone, the listener and our protocol with fake transports (
 connection ends gives its slot back), and real `killgate serve` processes with clients from
 127.0.0.1 and 127.0.0.2 (Linux routes all of 127/8 to lo).
 
-The hostile review's finding (tests/test_review_conncap.py on the `review` branch): one
-address holding all of `server.max_connections` locked every other client out.
+A hostile review's finding: one address holding all of `server.max_connections`
+locked every other client out.
 """
 
 from __future__ import annotations
