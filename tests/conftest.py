@@ -383,6 +383,18 @@ def gateway_procs() -> Iterator[Callable[..., GatewayProcess]]:
             p._logf.close()
 
 
+async def serving_process(start: Callable[..., GatewayProcess], tmp_path: Path,
+                          routes: str) -> tuple[GatewayProcess, int]:
+    """A `killgate serve` process (from the `gateway_procs` fixture's `start`) for `routes`
+    on a fresh data port, ready; with that port."""
+    data = free_port()
+    cfg = write_config(tmp_path, routes, listen=f"127.0.0.1:{data}",
+                       admin=f"127.0.0.1:{free_port()}")
+    gw = start(cfg)
+    await asyncio.get_running_loop().run_in_executor(None, gw.wait_ready)
+    return gw, data
+
+
 # --------------------------------------------------------------------------- redis-server
 
 

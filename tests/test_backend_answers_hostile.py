@@ -12,7 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port, rss_kib, running_gateway, two_versions, write_config
+from tests.conftest import (
+    free_port,
+    rss_kib,
+    running_gateway,
+    serving_process,
+    two_versions,
+    write_config,
+)
 from tests.rawhttp import exchange, request
 
 pytestmark = pytest.mark.timeout(60)
@@ -66,12 +73,8 @@ async def test_a_backend_answer_head_that_never_ends_is_bounded(
     `Exchange.on_header` appends every field)."""
     backend = EndlessHead(400 * 1024 * 1024, one_field)
     port = await backend.start()
-    data = free_port()
-    cfg = write_config(tmp_path, two_versions(port, port, 100, 0),
-                       listen=f"127.0.0.1:{data}", admin=f"127.0.0.1:{free_port()}")
-    gw = gateway_procs(cfg)
+    gw, data = await serving_process(gateway_procs, tmp_path, two_versions(port, port, 100, 0))
     try:
-        await asyncio.get_running_loop().run_in_executor(None, gw.wait_ready)
         before = rss_kib(gw.proc.pid)
         peak = before
         task = asyncio.create_task(exchange(data, request("GET", INFER), timeout=50))

@@ -35,6 +35,31 @@ def slash_redirect_app() -> web.Application:
     return app
 
 
+def decoded_slash_redirect_app() -> web.Application:
+    """A backend adding a slash from its decoded path (aiohttp's `req.path`), its Location
+    set raw (aiohttp's redirect exceptions pass the URL through yarl)."""
+    async def handler(req: web.Request) -> web.StreamResponse:
+        if not req.path.endswith("/"):
+            return web.Response(status=307,
+                                headers={"Location": f"http://{req.host}{req.path}/"})
+        return web.json_response({"ok": True})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handler)
+    return app
+
+
+def _everything_to(url: str) -> str:
+    """One route, every path, one version at `url`."""
+    return f"""\
+        - name: all
+          match: {{path_prefix: /}}
+          stable: v1
+          versions:
+            - {{name: v1, url: "{url}"}}
+        """
+
+
 async def test_a_backend_redirect_does_not_name_the_backend_address(
         tmp_path: Path, backends) -> None:
     port = await backends(slash_redirect_app())
@@ -145,23 +170,8 @@ async def test_a_redirect_built_from_a_decoded_path_does_not_name_the_backend(
         tmp_path: Path, backends, path: str) -> None:
     """A backend adding a slash from its decoded path (aiohttp's `req.path`): its Location
     names its own host, built from the Host the gateway sent; the client gets a path."""
-    async def handler(req: web.Request) -> web.StreamResponse:
-        if not req.path.endswith("/"):
-            return web.Response(status=307,
-                                headers={"Location": f"http://{req.host}{req.path}/"})
-        return web.json_response({"ok": True})
-
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handler)
-    port = await backends(app)
-    routes = f"""\
-        - name: all
-          match: {{path_prefix: /}}
-          stable: v1
-          versions:
-            - {{name: v1, url: "http://127.0.0.1:{port}"}}
-        """
-    cfg = write_config(tmp_path, routes)
+    port = await backends(decoded_slash_redirect_app())
+    cfg = write_config(tmp_path, _everything_to(f"http://127.0.0.1:{port}"))
     async with running_gateway(cfg) as g, ClientSession() as session:
         resp = await session.get(g.url + path, allow_redirects=False)
         raw = dict(resp.raw_headers).get(b"Location", b"")
@@ -194,39 +204,22 @@ async def test_rewritten_location_with_tab_never_names_another_host(
 @pytest.mark.parametrize("scheme, port", [("http", 443), ("https", 80)])
 async def test_own_url_from_the_host_we_send_is_made_relative(scheme: str, port: int) -> None:
     """The pool sends `Host: 127.0.0.1` (no port) for http on 443 and https on 80, so a
-    backend's trailing-slash redirect is `scheme://127.0.0.1/x`: its own address, built
-    from the Host the gateway sent, yet it is not in `origins` and leaks to the client
-    (and names the wrong port)."""
+    backend's trailing-slash redirect was `scheme://127.0.0.1/x`: its own address, yet not
+    in `origins`, so it reached the client. The Host names such a port now."""
     p = Pool(scheme, "127.0.0.1", port, 4, asyncio.get_running_loop(), set(), 8)
     own = scheme.encode() + b"://" + p.host_header + b"/x"
     assert await _located(own, b"", p) == b"/x"
 
 
-async def test_end_to_end_tab_redirect_sends_the_client_to_another_host(
+async def test_end_to_end_a_tab_redirect_does_not_send_the_client_to_another_host(
         tmp_path: Path, backends) -> None:
     """End to end: a version under a base path, a backend that redirects to add a slash
     from its decoded path (aiohttp's `req.path`). The client asks for `/%09/evil.example`;
     the backend answers `Location: http://127.0.0.1:P/base/\\t/evil.example/` (its own
-    host); the gateway forwards `/\\t/evil.example/`, which a browser follows to
-    http://evil.example/ (the URL parser strips the tab)."""
-    async def handler(req: web.Request) -> web.StreamResponse:
-        if not req.path.endswith("/"):
-            # (set raw: aiohttp's redirect exceptions pass the URL through yarl)
-            return web.Response(status=307,
-                                headers={"Location": f"http://{req.host}{req.path}/"})
-        return web.json_response({"ok": True})
-
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handler)
-    port = await backends(app)
-    routes = f"""\
-        - name: all
-          match: {{path_prefix: /}}
-          stable: v1
-          versions:
-            - {{name: v1, url: "http://127.0.0.1:{port}/base"}}
-        """
-    cfg = write_config(tmp_path, routes)
+    host); rewritten to `/\\t/evil.example/`, a browser would follow it to
+    http://evil.example/ (the URL parser strips the tab): it is forwarded as it came."""
+    port = await backends(decoded_slash_redirect_app())
+    cfg = write_config(tmp_path, _everything_to(f"http://127.0.0.1:{port}/base"))
     async with running_gateway(cfg) as g, ClientSession() as session:
         resp = await session.get(g.url + "/%09/evil.example", allow_redirects=False)
         location = resp.headers.get("location", "")

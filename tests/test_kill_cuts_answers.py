@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import socket
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import ClientSession, web
 
 from tests.backends import echo_app
 from tests.conftest import running_gateway, two_versions, wait_until, write_config
-from tests.test_killswitch import auth
+from tests.test_killswitch import kill
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -65,6 +67,20 @@ def dechunk(raw: bytes) -> tuple[bytes, bool]:
         i = j + 2 + size + 2
 
 
+def _flight(g: Any) -> Any:
+    """The one request in flight in the gateway `g`, if any."""
+    return next(iter(g.gw.inflight.handles), None)
+
+
+async def _kill_once_whole_behind_the_client(g: Any, session: ClientSession) -> None:
+    """Once the answer is whole at the gateway, part of it buffered there while the client
+    reads nothing: a route kill that cuts it."""
+    await wait_until(lambda: (f := _flight(g)) is not None and f.exchange is not None
+                     and f.exchange.complete and f.exchange.chunks
+                     and f.req.conn.write_paused, timeout=10)
+    await kill(session, g.admin, scope="route", route="iris", reason="bad answers")
+
+
 async def test_a_kill_cutting_a_complete_answer_behind_a_slow_client_ends_it_cleanly(
         tmp_path: Path, backends) -> None:
     full = asyncio.Event()
@@ -85,20 +101,14 @@ async def test_a_kill_cutting_a_complete_answer_behind_a_slow_client_ends_it_cle
             await writer.drain()
             got = bytearray()
 
-            def flight():  # type: ignore[no-untyped-def]
-                return next(iter(g.gw.inflight.handles), None)
+            flight = functools.partial(_flight, g)
 
             # this client reads nothing: the gateway's writes to it pause
             await wait_until(lambda: (f := flight()) is not None and f.exchange is not None
                              and f.req.conn.write_paused, timeout=20)
             full.set()  # the backend ends its answer: it is whole at the gateway, its tail
             # buffered there while the gateway waits for this client to read
-            await wait_until(lambda: (f := flight()) is not None and f.exchange is not None
-                             and f.exchange.complete and f.exchange.chunks
-                             and f.req.conn.write_paused, timeout=10)
-            async with session.post(f"{g.admin}/v1/kill?wait=2s", headers=auth(), json={
-                    "scope": "route", "route": "iris", "reason": "bad answers"}) as r:
-                assert r.status == 200, await r.text()
+            await _kill_once_whole_behind_the_client(g, session)
             with contextlib.suppress(ConnectionError):
                 while chunk := await asyncio.wait_for(reader.read(65536), 10):
                     got += chunk
@@ -224,8 +234,7 @@ async def test_a_kill_cutting_a_whole_sized_answer_puts_the_next_answer_inside_i
                          b"Connection: close\r\n\r\n")
             await writer.drain()
 
-            def flight():  # type: ignore[no-untyped-def]
-                return next(iter(g.gw.inflight.handles), None)
+            flight = functools.partial(_flight, g)
 
             await wait_until(lambda: (f := flight()) is not None and f.exchange is not None)
             # the gateway's socket toward this client: a small send buffer (as a client on a
@@ -237,12 +246,7 @@ async def test_a_kill_cutting_a_whole_sized_answer_puts_the_next_answer_inside_i
             await wait_until(lambda: (f := flight()) is not None and f.exchange is not None
                              and f.req.conn.write_paused, timeout=10)
             go.set()
-            await wait_until(lambda: (f := flight()) is not None and f.exchange is not None
-                             and f.exchange.complete and f.exchange.chunks
-                             and f.req.conn.write_paused, timeout=10)
-            async with session.post(f"{g.admin}/v1/kill?wait=2s", headers=auth(), json={
-                    "scope": "route", "route": "iris", "reason": "bad answers"}) as r:
-                assert r.status == 200, await r.text()
+            await _kill_once_whole_behind_the_client(g, session)
             got = bytearray()
             with contextlib.suppress(ConnectionError):
                 while chunk := await asyncio.wait_for(reader.read(65536), 10):

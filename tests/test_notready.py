@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from gateway.dataplane.notready import could_be_not_ready, is_not_ready
 from tests.backends import echo_app
-from tests.conftest import free_port, wait_until, write_config
+from tests.conftest import serving_process, wait_until
 from tests.rawhttp import exchange, request
 
 INFER = "/v2/models/iris/infer"
@@ -187,12 +187,8 @@ async def test_a_wordy_error_answer_does_not_stall_every_other_request(
           versions:
             - {{name: v1, url: "http://127.0.0.1:{good}", weight: 100}}
         """)
-    data = free_port()
-    cfg = write_config(tmp_path, routes, listen=f"127.0.0.1:{data}",
-                       admin=f"127.0.0.1:{free_port()}")
-    gw = gateway_procs(cfg)
+    gw, data = await serving_process(gateway_procs, tmp_path, routes)
     try:
-        await asyncio.get_running_loop().run_in_executor(None, gw.wait_ready)
         status, _, _ = await exchange(data, request("GET", "/other/x"))
         assert status == 200
         t_slow = time.monotonic()

@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.dataplane.sse import EVENT_CAP, EventCutter
-from tests.conftest import free_port, two_versions, write_config
+from tests.conftest import serving_process, two_versions
 from tests.rawhttp import request
 
 _REF_BOUNDARY = re.compile(rb"(?:\r\n|\n|\r(?!\n))(?:\r\n|\n|\r)")
@@ -177,12 +177,8 @@ async def test_a_long_event_in_small_writes_costs_linear_cpu(
     loop (27 s in 11-byte reads, measured on sse.EventCutter alone), for 256 KiB forwarded.
     Expected: about what forwarding 256 KiB costs (well under half a second)."""
     port = await backends(one_long_event())
-    data = free_port()
-    cfg = write_config(tmp_path, two_versions(port, port, 100, 0),
-                       listen=f"127.0.0.1:{data}", admin=f"127.0.0.1:{free_port()}")
-    gw = gateway_procs(cfg)
+    gw, data = await serving_process(gateway_procs, tmp_path, two_versions(port, port, 100, 0))
     try:
-        await asyncio.get_running_loop().run_in_executor(None, gw.wait_ready)
         before = cpu_seconds(gw.proc.pid)
         reader, writer = await asyncio.open_connection("127.0.0.1", data)
         writer.write(request("GET", "/v2/models/iris/stream"))
