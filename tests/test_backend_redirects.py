@@ -3,8 +3,8 @@ trailing-slash redirect, say) in `Location` or `Content-Location`: made relative
 version's base path taken out, as nginx's `proxy_redirect default` does, so the client
 follows it to the gateway and never learns the backend's address; never into a path another
 host could be read from (`//host`, `/\\host`, a tab or line break that URL parsers drop);
-at a cost linear in the value. From the second to the sixth hostile reviews. Left alone: a
-base path spelled with other percent-escapes than the version URL's passes as it came."""
+at a cost linear in the value; the base path recognised however the backend spells its
+percent-escapes. From the second to the sixth hostile reviews."""
 
 from __future__ import annotations
 
@@ -116,6 +116,34 @@ async def test_location_with_trailing_whitespace_is_made_relative() -> None:
     the value), but httptools hands it over: `http://host/base  ` names the backend all
     the same, and leaks its address to the client."""
     assert await _located(b"http://127.0.0.1:9/base  ", b"/base") == b"/"
+
+
+@pytest.mark.parametrize("value, base, relative", [
+    (b"http://127.0.0.1:9/api%2Dv1/x", b"/api-v1", b"/x"),  # an unreserved byte escaped
+    (b"http://127.0.0.1:9/api-v1/x", b"/api%2dv1", b"/x"),  # ... in the version's URL
+    (b"http://127.0.0.1:9/m%c3%a9/x", b"/m%C3%A9", b"/x"),  # hex digits in lower case
+    (b"http://127.0.0.1:9/a%7ev1", b"/a~v1", b"/"),
+])
+async def test_base_path_spelled_with_other_escapes_is_the_backends_own_address(
+        value: bytes, base: bytes, relative: bytes) -> None:
+    """RFC 3986 §6.2.2: `%2D` is `-` and `%c3` is `%C3`. A backend that escapes its base
+    path otherwise than the version's URL does still names its own address, which must
+    not reach the client."""
+    assert await _located(value, base) == relative
+
+
+@pytest.mark.parametrize("value, base", [
+    (b"http://127.0.0.1:9/api%2Fv1/x", b"/api/v1"),  # an escaped "/" is not a "/"
+    (b"http://127.0.0.1:9/bas%65//evil.example/", b"/base"),
+    (b"http://127.0.0.1:9/base%2F%2Fevil.example/", b"/base"),
+    (b"http://127.0.0.1:9/ba%6", b"/bas"),  # an escape cut short
+    (b"http://127.0.0.1:9/b", b"/base"),
+])
+async def test_escapes_never_make_another_path_or_host(value: bytes, base: bytes) -> None:
+    """Only escapes RFC 3986 calls equivalent are equal: an escaped `/` is another path,
+    and a base path matched through escapes still never becomes `//host`; such URLs pass
+    as they came."""
+    assert await _located(value, base) == value
 
 
 async def test_ipv6_default_port_left_out_is_the_backends_own_address() -> None:

@@ -184,9 +184,13 @@ def _local(url: bytes, origins: tuple[bytes, ...], base: bytes) -> bytes | None:
     else:
         return None
     if base:
-        if rest[:len(base)] != base:
-            return None
-        rest = rest[len(base):]
+        if rest[:len(base)] == base:
+            rest = rest[len(base):]
+        else:
+            after = _after_base(rest, base)
+            if after is None:
+                return None
+            rest = after
     # a path that begins with one "/" stays on the gateway's host whatever follows (a browser
     # escapes what it must); "//host", "/\\host", or a control character anywhere ("/\t/host"
     # reads as "//host") could name another: such a URL passes as it came. (Linear: a
@@ -195,3 +199,35 @@ def _local(url: bytes, origins: tuple[bytes, ...], base: bytes) -> bytes | None:
             or len(rest.translate(None, _CONTROLS)) != len(rest):
         return None
     return rest if rest[:1] == b"/" else b"/" + rest
+
+
+_UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+_HEX = frozenset(b"0123456789ABCDEFabcdef")
+
+
+def _unit(path: bytes, start: int) -> tuple[bytes, int]:
+    """The path's unit at `start` in the form RFC 3986 §6.2.2 compares (an escape of an
+    unreserved character decoded, any other escape's hex upper case) and where the next
+    begins."""
+    if path[start] == 0x25 and start + 2 < len(path) and path[start + 1] in _HEX \
+            and path[start + 2] in _HEX:
+        byte = int(path[start + 1:start + 3], 16)
+        if byte in _UNRESERVED:
+            return bytes((byte,)), start + 3
+        return path[start:start + 3].upper(), start + 3
+    return path[start:start + 1], start + 1
+
+
+def _after_base(rest: bytes, base: bytes) -> bytes | None:
+    """What follows `base` in `rest` when the two spell its first segments alike up to
+    percent-encoding (`/api%2Dv1` is `/api-v1`; `%7e` is `%7E`), else None. Linear in
+    `base`: the walk stops at its end or at the first unit that differs."""
+    i = j = 0
+    while j < len(base):
+        if i >= len(rest):
+            return None
+        want, j = _unit(base, j)
+        got, i = _unit(rest, i)
+        if got != want:
+            return None
+    return rest[i:]
