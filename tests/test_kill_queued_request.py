@@ -52,9 +52,9 @@ def _routes(hung: int, v2: int | None, holder_shares_the_pool: bool) -> str:
 
 
 async def _queued_across_a_kill(tmp_path: Path, routes: str,
-                                holder_path: str, **kill_body: Any) -> tuple[int, str, str]:
+                                holder_path: str, **kill_body: Any) -> tuple[int, str, str, int]:
     """(status, x-killgate-version, body) of a request to iris queued behind a hanging one
-    when `kill_body` is applied."""
+    when `kill_body` is applied, and `killgate_inflight_aborted_total` for iris then."""
     cfg = write_config(tmp_path, routes, extra="server: {max_connections_per_backend: 1}\n")
     async with running_gateway(cfg) as g, ClientSession() as session:
         holder = asyncio.create_task(session.get(g.url + holder_path))  # hangs, holds v1
@@ -65,10 +65,11 @@ async def _queued_across_a_kill(tmp_path: Path, routes: str,
         resp = await asyncio.wait_for(waiter, 10)
         got = resp.status, resp.headers.get("x-killgate-version", ""), await resp.text()
         resp.release()
+        cut = g.gw.metrics.get("killgate_inflight_aborted_total", ("iris",))
         holder.cancel()
         with contextlib.suppress(BaseException):
             await holder
-    return got
+    return (*got, int(cut))
 
 
 @pytest.mark.parametrize("abort_inflight", [False, True])
@@ -78,12 +79,15 @@ async def test_a_request_queued_for_a_version_killed_meanwhile_fails_over(
     r2 = Recorder()
     hung, p2 = await backends(hang_app()), await backends(echo_app("v2", r2))
     shared = wait_ends == "queue_timeout"
-    status, version, body = await _queued_across_a_kill(
+    status, version, body, cut = await _queued_across_a_kill(
         tmp_path, _routes(hung, p2, shared), "/other/x" if shared else "/v2/models/iris/x",
         scope="version", route="iris", version="v1", abort_inflight=abort_inflight)
     assert (status, version) == (200, "v2"), (
         f"queued for v1 (never sent) when v1 was killed (abort_inflight={abort_inflight}, "
         f"the wait ends by {wait_ends}): {status} from {version}: {body[:200]}")
+    # the request moved on is not one cut: only iris's hanging holder is, when it is iris's
+    # and the kill cuts what is in flight
+    assert cut == (1 if abort_inflight and not shared else 0), cut
 
 
 @pytest.mark.parametrize("scope, abort_inflight", [
@@ -92,9 +96,10 @@ async def test_a_request_queued_on_a_one_version_route_killed_meanwhile_is_answe
         tmp_path: Path, backends, scope: str, abort_inflight: bool) -> None:
     hung = await backends(hang_app())
     target = {"route": "iris"} | ({"version": "v1"} if scope == "version" else {})
-    status, _, body = await _queued_across_a_kill(
+    status, _, body, cut = await _queued_across_a_kill(
         tmp_path, _routes(hung, None, True), "/other/x",
         scope=scope, abort_inflight=abort_inflight, **target)
     assert status == 503 and "killed" in body and "overloaded" not in body, (
         f"queued for v1 (never sent), {scope} kill (abort_inflight={abort_inflight}), then "
         f"its queue wait timed out, no other version: {status} {body[:300]}")
+    assert cut == 1, cut  # the request answered killed
