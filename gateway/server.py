@@ -9,7 +9,8 @@ the workers serve, and no signal lost).
 The supervisor also makes a private run directory where the workers share their metrics
 (telemetry/workers.py), so /metrics answers for the whole group, and the config bytes the
 group runs (workerconfig.py), so a worker that starts apart from its siblings serves what
-they run. Removed at exit.
+they run. Removed at exit; one a supervisor killed with SIGKILL left is removed by the next
+(rundir.py), and its workers got SIGTERM when it died (workergroup.py).
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ import shutil
 import signal
 import socket
 import sys
-import tempfile
 from pathlib import Path
 
+from gateway import rundir
 from gateway.app import Gateway
 from gateway.childwait import ChildWait
 from gateway.configfile import LoadedConfig, load_config
@@ -167,8 +168,9 @@ def run_supervisor(config_path: str, workers: int) -> int:
     # private (0700): the workers' metric snapshots, one file per worker slot, and the
     # config bytes they parse
     run_dir: str | None = None
+    rundir.sweep()
     try:
-        run_dir = tempfile.mkdtemp(prefix="killgate-workers-")
+        run_dir = rundir.make()
     except OSError as exc:
         event(log, "worker_metrics_disabled", logging.WARNING, error=str(exc),
               consequence="each /metrics scrape shows the one worker that answered it, and "

@@ -4,14 +4,21 @@ Owns the group's bookkeeping: which slot runs which process, whether the group i
 the restart of a worker that dies unexpectedly (once a second per slot; a second death
 within that second is a crash loop and stops the group), and the exit code. The supervisor
 (server.py) reserves the ports, prepares the run directory and installs `forward` as its
-signal handler; `run` sleeps in childwait.py between exits.
+signal handler; `run` sleeps in childwait.py between exits. On Linux every worker is
+told its supervisor's death as a SIGTERM (PR_SET_PDEATHSIG), so a supervisor killed with
+SIGKILL leaves no worker serving on alone: an orphan would keep the ports (SO_REUSEPORT)
+beside the next supervisor's workers, with a config no reload reaches.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
+import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -23,6 +30,33 @@ __all__ = ["WorkerGroup"]
 
 log = logging.getLogger("killgate")
 RESTART_WINDOW = 1.0  # a slot whose worker dies again within this many seconds: crash loop
+PR_SET_PDEATHSIG = 1
+
+
+def _prctl() -> Callable[..., int] | None:
+    """libc's prctl, loaded before any fork (the child only calls it); None off Linux."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        fn: Callable[..., int] = libc.prctl
+    except (OSError, AttributeError):
+        return None
+    return fn
+
+
+def ends_with(parent: int, prctl: Callable[..., int] | None,
+              then: Callable[[], object] | None = None) -> Callable[[], None]:
+    """A Popen `preexec_fn`: the child gets SIGTERM when `parent` dies (and exits at once
+    if it died before the child could ask), then runs `then`."""
+    def setup() -> None:
+        if prctl is not None:
+            prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+            if os.getppid() != parent:  # the supervisor died between fork and prctl
+                os._exit(1)
+        if then is not None:
+            then()
+    return setup
 
 
 class WorkerGroup:
@@ -31,6 +65,7 @@ class WorkerGroup:
     def __init__(self, argv: Callable[[int], list[str]], **popen: Any) -> None:
         self.argv = argv
         self.popen = popen
+        self.popen["preexec_fn"] = ends_with(os.getpid(), _prctl(), popen.get("preexec_fn"))
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
         self.stopping = False
         self.codes: dict[int, int] = {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -114,6 +115,56 @@ async def test_the_supervisor_sleeps_while_workers_serve_and_wakes_when_one_dies
                      and len(_children(sup)) == 2, 10.0)
     await _to_thread(gw.wait_ready)
     assert gw.stop() == 0, gw.output()
+
+
+def _serving(pid: int) -> bool:
+    """`pid` runs (a zombie no reaper collected serves nothing)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "\nState:\tZ" not in status
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc")
+async def test_a_supervisor_killed_with_sigkill_leaves_no_worker_and_no_run_dir(
+        tmp_path: Path, backends, gateway_procs) -> None:
+    """SIGKILL gives the supervisor no time to stop its workers or remove its run directory
+    (the config bytes the group runs, 0700): the workers get SIGTERM from the kernel and
+    drain (an orphan would serve on the shared ports beside the next supervisor's workers,
+    with a config no reload reaches), and the next supervisor removes the directory."""
+    from tests.backends import echo_app
+
+    port = await backends(echo_app("v1"))
+    run = tmp_path / "run"
+    run.mkdir()
+    env = {"TMPDIR": str(run)}
+    gw = gateway_procs(_cfg(tmp_path, port), workers=2, env=env)
+    await _to_thread(gw.wait_ready)
+    sup = gw.proc.pid
+    await _to_thread(wait_until_sync, lambda: len(_children(sup)) == 2, 10.0)
+    workers = _children(sup)
+    (left,) = run.glob("killgate-workers-*")
+    gw.proc.send_signal(signal.SIGKILL)
+    gw.proc.wait(5)
+    try:
+        await _to_thread(wait_until_sync, lambda: not any(_serving(w) for w in workers), 15.0)
+    finally:  # (the fixture stops the supervisor's group only while the supervisor runs)
+        for w in workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(w, signal.SIGKILL)
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", gw.data_port), timeout=2).close()
+    assert left.exists()
+
+    (tmp_path / "again").mkdir()
+    again = gateway_procs(_cfg(tmp_path / "again", port), workers=2, env=env)
+    await _to_thread(again.wait_ready)
+    assert not left.exists(), "the dead supervisor's run directory is still there"
+    assert len(list(run.glob("killgate-workers-*"))) == 1  # the new supervisor's own
+    assert "run_dirs_removed" in again.output()
+    assert again.stop() == 0, again.output()
+    assert list(run.glob("killgate-workers-*")) == []
 
 
 def test_refuses_to_start_without_the_c_parser(tmp_path: Path) -> None:

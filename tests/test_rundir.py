@@ -1,0 +1,76 @@
+"""The supervisor's run directory (gateway/rundir.py): what a supervisor killed with SIGKILL
+left is removed by the next one, and nothing else is: not a live supervisor's, not another
+killgate's without a pid file, not through a link. The end-to-end case (a real supervisor
+killed, its workers ending with it) is in test_server.py."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gateway import rundir
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def _dead_pid() -> int:
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait(10)
+    return p.pid
+
+
+def _run_dir(root: Path, name: str, owner: bytes | None) -> Path:
+    d = root / (rundir.PREFIX + name)
+    d.mkdir(mode=0o700)
+    (d / "config").write_bytes(b"admin: {auth: {hmac_secret: s3cret}}\n")
+    if owner is not None:
+        (d / rundir.OWNER).write_bytes(owner)
+    return d
+
+
+def test_only_the_run_dirs_of_dead_supervisors_are_removed(tmp_path: Path) -> None:
+    dead = _run_dir(tmp_path, "dead", b"%d\n" % _dead_pid())
+    live = _run_dir(tmp_path, "live", b"%d\n" % os.getpid())
+    older = _run_dir(tmp_path, "older", None)  # an older killgate's: no pid file
+    for name, text in (("empty", b""), ("junk", b"not a pid"), ("zero", b"0"), ("neg", b"-1")):
+        _run_dir(tmp_path, name, text)
+    other = tmp_path / "unrelated"
+    other.mkdir()
+    (other / rundir.OWNER).write_bytes(b"%d\n" % _dead_pid())
+
+    assert rundir.sweep(str(tmp_path)) == [str(dead)]
+    assert not dead.exists()
+    assert live.exists() and older.exists() and other.exists()
+    assert len(list(tmp_path.glob(rundir.PREFIX + "*"))) == 6
+
+
+def test_a_link_named_like_a_run_dir_is_not_followed(tmp_path: Path) -> None:
+    """Another local user cannot point the sweep at a directory to delete: a link named
+    `killgate-workers-*` (to a directory whose pid file names a dead process) stays, and
+    so does what it points to."""
+    target = tmp_path / "precious"
+    target.mkdir()
+    (target / rundir.OWNER).write_bytes(b"%d\n" % _dead_pid())
+    (target / "data").write_bytes(b"keep")
+    (tmp_path / (rundir.PREFIX + "link")).symlink_to(target)
+    linked_file = _run_dir(tmp_path, "linked-file", None)
+    (linked_file / rundir.OWNER).symlink_to(target / rundir.OWNER)
+
+    assert rundir.sweep(str(tmp_path)) == []
+    assert (target / "data").read_bytes() == b"keep"
+    assert linked_file.exists()
+
+
+def test_a_new_run_dir_is_private_and_names_its_supervisor(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr("tempfile.tempdir", None)  # (read TMPDIR again)
+    d = Path(rundir.make())
+    assert d.parent == tmp_path and d.name.startswith(rundir.PREFIX)
+    assert (d.stat().st_mode & 0o777) == 0o700
+    assert (d / rundir.OWNER).read_text() == f"{os.getpid()}\n"
+    assert rundir.sweep(str(tmp_path)) == []  # its supervisor (this process) is alive
