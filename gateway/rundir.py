@@ -3,9 +3,11 @@
 `serve --workers N` keeps the workers' metric snapshots and the config bytes the group runs
 (which may hold inline secrets) in a 0700 directory under TMPDIR, removed at exit. A
 supervisor killed with SIGKILL cannot remove it: each directory names its supervisor's pid
-(`supervisor`), and the next supervisor of the same user removes those whose supervisor is
-gone. Only directories of this user, never followed through a link; a directory without the
-file (an older killgate's) or whose pid is alive stays.
+(`supervisor`, with its pid namespace), and the next supervisor of the same user removes
+those whose supervisor is gone. Only directories of this user, never followed through a
+link, and only of its own pid namespace (a TMPDIR shared between containers names pids this
+one cannot see); a directory without the file (an older killgate's) or whose pid is alive
+stays.
 """
 
 from __future__ import annotations
@@ -31,8 +33,16 @@ def make() -> str:
     path = tempfile.mkdtemp(prefix=PREFIX)
     fd = os.open(os.path.join(path, OWNER), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
-        f.write(f"{os.getpid()}\n")
+        f.write(f"{os.getpid()} {_namespace()}\n")
     return path
+
+
+def _namespace() -> str:
+    """This process's pid namespace (the inode of /proc/self/ns/pid), or "-"."""
+    try:
+        return str(os.stat("/proc/self/ns/pid").st_ino)
+    except OSError:
+        return "-"
 
 
 def sweep(root: str | None = None) -> list[str]:
@@ -62,11 +72,11 @@ def _abandoned(path: Path) -> bool:
             return False
         fd = os.open(path / OWNER, os.O_RDONLY | os.O_NOFOLLOW)
         with os.fdopen(fd, "rb") as f:
-            text = f.read(32)
-        pid = int(text)
+            pid_text, namespace = f.read(64).split()
+        pid = int(pid_text)
     except (OSError, ValueError):
         return False  # not ours, not a run directory, or one an older killgate made
-    if pid <= 0:
+    if pid <= 0 or namespace.decode("latin-1") != _namespace():
         return False
     try:
         os.kill(pid, 0)

@@ -23,6 +23,10 @@ def _dead_pid() -> int:
     return p.pid
 
 
+def _owner(pid: int, namespace: str | None = None) -> bytes:
+    return b"%d %s\n" % (pid, (namespace or rundir._namespace()).encode())
+
+
 def _run_dir(root: Path, name: str, owner: bytes | None) -> Path:
     d = root / (rundir.PREFIX + name)
     d.mkdir(mode=0o700)
@@ -33,19 +37,22 @@ def _run_dir(root: Path, name: str, owner: bytes | None) -> Path:
 
 
 def test_only_the_run_dirs_of_dead_supervisors_are_removed(tmp_path: Path) -> None:
-    dead = _run_dir(tmp_path, "dead", b"%d\n" % _dead_pid())
-    live = _run_dir(tmp_path, "live", b"%d\n" % os.getpid())
+    dead = _run_dir(tmp_path, "dead", _owner(_dead_pid()))
+    live = _run_dir(tmp_path, "live", _owner(os.getpid()))
     older = _run_dir(tmp_path, "older", None)  # an older killgate's: no pid file
-    for name, text in (("empty", b""), ("junk", b"not a pid"), ("zero", b"0"), ("neg", b"-1")):
+    elsewhere = _owner(_dead_pid(), "4026531999")  # another container's pid namespace
+    for name, text in (("empty", b""), ("junk", b"not a pid"), ("zero", _owner(0)),
+                       ("neg", _owner(-1)), ("bare", b"%d\n" % _dead_pid()),
+                       ("elsewhere", elsewhere)):
         _run_dir(tmp_path, name, text)
     other = tmp_path / "unrelated"
     other.mkdir()
-    (other / rundir.OWNER).write_bytes(b"%d\n" % _dead_pid())
+    (other / rundir.OWNER).write_bytes(_owner(_dead_pid()))
 
     assert rundir.sweep(str(tmp_path)) == [str(dead)]
     assert not dead.exists()
     assert live.exists() and older.exists() and other.exists()
-    assert len(list(tmp_path.glob(rundir.PREFIX + "*"))) == 6
+    assert len(list(tmp_path.glob(rundir.PREFIX + "*"))) == 8
 
 
 def test_a_link_named_like_a_run_dir_is_not_followed(tmp_path: Path) -> None:
@@ -54,7 +61,7 @@ def test_a_link_named_like_a_run_dir_is_not_followed(tmp_path: Path) -> None:
     so does what it points to."""
     target = tmp_path / "precious"
     target.mkdir()
-    (target / rundir.OWNER).write_bytes(b"%d\n" % _dead_pid())
+    (target / rundir.OWNER).write_bytes(_owner(_dead_pid()))
     (target / "data").write_bytes(b"keep")
     (tmp_path / (rundir.PREFIX + "link")).symlink_to(target)
     linked_file = _run_dir(tmp_path, "linked-file", None)
@@ -72,5 +79,5 @@ def test_a_new_run_dir_is_private_and_names_its_supervisor(tmp_path: Path,
     d = Path(rundir.make())
     assert d.parent == tmp_path and d.name.startswith(rundir.PREFIX)
     assert (d.stat().st_mode & 0o777) == 0o700
-    assert (d / rundir.OWNER).read_text() == f"{os.getpid()}\n"
+    assert (d / rundir.OWNER).read_bytes() == _owner(os.getpid())
     assert rundir.sweep(str(tmp_path)) == []  # its supervisor (this process) is alive
