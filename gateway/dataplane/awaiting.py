@@ -8,18 +8,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, cast
 
 from gateway.errors import UpstreamClosed, UpstreamError
+
+if TYPE_CHECKING:
+    from gateway.dataplane.exchange import Exchange, Home
 
 __all__ = ["Awaiting", "Body"]
 
 Body = bytes | AsyncIterator[bytes] | None
-
-
-class _Pool(Protocol):
-    waiting: set[Any]  # (the exchanges waiting on a backend, which the sweeper scans)
-    origins: tuple[bytes, ...]  # "scheme://host[:port]" of the backend (answerparsing)
 
 
 class Awaiting:
@@ -30,7 +28,7 @@ class Awaiting:
                  "waiter")
 
     loop: asyncio.AbstractEventLoop
-    pool: _Pool
+    pool: Home  # (declared once for the whole class: mypyc refuses a narrower redeclaration)
     transport: asyncio.Transport | None
     closed: bool
     error: UpstreamError | None
@@ -54,11 +52,12 @@ class Awaiting:
         self.waiter = fut
         self.wait_until = min(self.loop.time() + self.idle, self.deadline)
         waiting = self.pool.waiting
-        waiting.add(self)
+        me = cast("Exchange", self)  # (this class is only ever a base of Exchange)
+        waiting.add(me)
         try:
             await fut
         finally:
-            waiting.discard(self)
+            waiting.discard(me)
             self.waiter = None
 
     async def send(self, head: bytes, body: Body, chunked: bool = False) -> None:

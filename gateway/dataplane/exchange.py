@@ -74,7 +74,6 @@ class Exchange(AnswerParsing, asyncio.Protocol):
         "transport",
         "uses",
     )
-    pool: Home
 
     def __init__(self, pool: Home) -> None:
         self.sink: Sink | None = None

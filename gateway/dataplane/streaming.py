@@ -11,6 +11,7 @@ import json
 
 from gateway.dataplane.exchange import Exchange
 from gateway.dataplane.headers import is_event_stream, response_head
+from gateway.dataplane.inflight import Aborted
 from gateway.dataplane.ports import Forwarding
 from gateway.dataplane.request import ClientGone
 from gateway.dataplane.sse import EventCutter
@@ -90,7 +91,7 @@ async def stream(flight: Forwarding, ex: Exchange) -> None:
     except UpstreamError as exc:
         flight.exchange = None
         ex.release()
-        why = flight.aborted
+        why: Aborted | None = flight.aborted
         kind = "killed" if why is not None else "upstream_failed"
         span = req.span
         if span is not None:
