@@ -32,10 +32,18 @@ class FakeTransport(asyncio.Transport):
         self.paused = False
         self.closed = False
         self.aborted = False
+        self.eof = False  # our side ended (`write_eof`): the connection lingers
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         assert not self.closed, "write after close"
+        assert not self.eof, "write after write_eof"
         self.out += data
+
+    def write_eof(self) -> None:
+        self.eof = True
+
+    def can_write_eof(self) -> bool:
+        return True
 
     def pause_reading(self) -> None:
         self.paused = True
@@ -153,6 +161,12 @@ async def until(pred: Callable[[], Any], timeout: float = 3.0) -> None:
 GET = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n"
 
 
+def ended(tr: FakeTransport) -> bool:
+    """The gateway ended the connection: closed, or (a request still arriving) its side
+    ended and lingering (tests below: `closing.py`)."""
+    return tr.closed or tr.eof
+
+
 def test_the_c_parser_is_in_use(monkeypatch: pytest.MonkeyPatch) -> None:
     import httptools
 
@@ -223,7 +237,7 @@ async def test_refused_requests_get_400_and_the_connection_closes(payload: bytes
     h = Recorder()
     proto, tr, server = connect(h)
     feed(proto, payload, step)
-    await until(lambda: tr.closed)
+    await until(lambda: ended(tr))
     assert tr.out.startswith(b"HTTP/1.1 400 "), tr.out[:100]
     assert why in tr.out, tr.out
     assert h.seen == []  # nothing of it (nor what followed) reached the handler
@@ -236,7 +250,7 @@ async def test_a_refusal_waits_for_the_answers_before_it() -> None:
     feed(proto, GET + b"GET / HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n")
     assert tr.out == b""
     answer(h.seen[0])
-    await until(lambda: tr.closed)
+    await until(lambda: ended(tr))
     assert tr.out.startswith(b"HTTP/1.1 200") and b"HTTP/1.1 400" in tr.out
 
 
@@ -248,7 +262,7 @@ async def test_an_oversize_head_in_small_pieces_is_refused_without_growing() -> 
         if tr.closed:
             break
         proto.data_received(b"a" * 100)
-    await until(lambda: tr.closed)
+    await until(lambda: ended(tr))
     assert tr.out.startswith(b"HTTP/1.1 400") and h.seen == []
 
 
@@ -282,7 +296,7 @@ async def test_a_request_refused_before_its_body_is_read_closes_the_connection()
     req = h.seen[0]  # a large body: handed over at its head
     assert not req.will_keep_alive()  # its body is not read: the answer says close
     answer(req, b"no")
-    await until(lambda: tr.closed)
+    await until(lambda: ended(tr))
 
 
 async def test_body_flow_control_pauses_reading_until_the_body_is_taken() -> None:
@@ -445,7 +459,7 @@ async def test_an_endless_trailer_section_is_refused_without_growing() -> None:
         if tr.closed:
             break
         proto.data_received(b"a" * 65536)
-    await until(lambda: tr.closed)
+    await until(lambda: ended(tr))
     assert answers(tr.out) == [b"refused: the trailer section is too large"]
     assert proto.wire_bytes <= MAX_HEAD + 65536
 
@@ -555,7 +569,7 @@ async def test_each_pipelined_head_is_read_in_its_own_http_version(step: int) ->
                 b"GET /b HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\n\r\n"
                 b"GET /c HTTP/1.1\r\nHost: x\r\n\r\n"
                 b"GET /d HTTP/2.0\r\nHost: x\r\n\r\n", step)
-    await until(lambda: tr.closed)
+    await until(lambda: ended(tr))
     assert [(r.target, r.http10) for r in h.seen] == [(b"/a", False), (b"/b", True),
                                                         (b"/c", False)]
     assert b"HTTP/2.0 is not spoken here" in tr.out and server.counts == ["malformed"]
@@ -565,10 +579,10 @@ async def test_a_version_after_the_first_line_of_a_read_is_not_taken_for_its_own
     h = Recorder()
     proto, tr, _ = connect(h)
     feed(proto, b"GET /a HTTP/2.0\r\nX: GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-    await until(lambda: tr.closed)
+    await until(lambda: ended(tr))
     assert h.seen == [] and b"HTTP/2.0 is not spoken here" in tr.out
     h = Recorder()
     proto, tr, _ = connect(h)
     feed(proto, b"POST /a HTTP/1.0\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
-    await until(lambda: tr.closed)
+    await until(lambda: ended(tr))
     assert h.seen == [] and b"not allowed in HTTP/1.0" in tr.out

@@ -32,6 +32,7 @@ class Deadlines:
     write_paused: bool
     paused_at: float
     stopped: bool
+    linger_end: float
     abort: Callable[[], None]
     _dispatch: Callable[[], None]
 
@@ -79,6 +80,7 @@ class Deadlines:
     def _body_timeout(self, req: Request) -> None:
         timeout = self.limits.body_timeout
         self.stopped = True
+        self.linger_end = -1.0  # (its end is no reason to read what it sends slower still)
         if req.dispatched:  # the proxy is reading it: it answers 408 (or aborts)
             req.body_error = BodyTimeout(f"the request body stalled for {timeout:g}s")
             req.keep_alive = False

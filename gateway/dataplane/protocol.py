@@ -9,6 +9,7 @@ written, and reading pauses while requests queue: `dataplane/dispatch.py` hands 
 `Expect: 100-continue` (sent when the proxy first reads the body); flow control both ways
 (reading pauses while the proxy is not taking the body); a client's end of its side
 (nothing pending: close; an answer pending: the client is gone, as for nginx and aiohttp);
+its end (`dataplane/closing.py`: a lingering close while the client may still be sending);
 and the connection's deadlines with one timer, re-armed lazily (a timer that fires early
 looks at the state and re-arms for what is next; a deadline only moved later costs no timer
 call): the first head within `header_timeout` of the accept, each later head within
@@ -28,6 +29,7 @@ from collections import deque
 
 import httptools
 
+from gateway.dataplane.closing import Closing
 from gateway.dataplane.deadlines import Deadlines
 from gateway.dataplane.dispatch import Dispatching
 from gateway.dataplane.parsing import Parsing
@@ -56,7 +58,7 @@ def c_parser() -> bool:
     return mod.startswith("httptools.parser") and lib.endswith((".so", ".pyd"))
 
 
-class HttpProtocol(Parsing, Deadlines, Dispatching, asyncio.Protocol):
+class HttpProtocol(Parsing, Deadlines, Dispatching, Closing, asyncio.Protocol):
     """One HTTP/1.1 client connection of the data plane."""
 
     # Slots, not instance dict entries: over ~30 attributes CPython 3.11 stops sharing the
@@ -64,10 +66,11 @@ class HttpProtocol(Parsing, Deadlines, Dispatching, asyncio.Protocol):
     # (the mixins declare none: mypy would refuse their writes to these; the instance dict
     # their lack of slots leaves stays empty)
     __slots__ = ("clock", "closed", "closing", "deadline", "dispatching", "drainer", "fresh",
-                 "handler", "head_bytes", "held", "in_head", "in_trailer", "limits", "loop",
-                 "parser", "parsing", "paused_at", "queue", "read_paused", "remote", "remote_b",
-                 "replaying", "seen", "server", "stopped", "timer", "timer_at", "transport",
-                 "version_hint", "wire_bytes", "write_paused")
+                 "handler", "head_bytes", "held", "in_head", "in_trailer", "limits",
+                 "linger_end", "linger_heard", "lingering", "loop", "parser", "parsing",
+                 "paused_at", "queue", "read_paused", "remote", "remote_b", "replaying", "seen",
+                 "server", "stopped", "timer", "timer_at", "transport", "version_hint",
+                 "wire_bytes", "write_paused")
 
     def __init__(self, server: Server, loop: asyncio.AbstractEventLoop) -> None:
         self.server = server
@@ -97,6 +100,9 @@ class HttpProtocol(Parsing, Deadlines, Dispatching, asyncio.Protocol):
         self.closing = False                   # close once the answer in progress is written
         self.closed = False
         self.stopped = False                   # parse nothing more (a refused request)
+        self.lingering = False                 # half-closed, dropping what comes (`_linger`)
+        self.linger_end = 0.0
+        self.linger_heard = False              # bytes came since the last linger check
         self.deadline = 0.0                    # for the next (or current) request head
         # the HTTP version of the first request line of a read that began between requests,
         # when that line was whole in it (" HTTP/1.1" or " HTTP/1.0" right before its CRLF),
@@ -135,6 +141,7 @@ class HttpProtocol(Parsing, Deadlines, Dispatching, asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self.stopped:
+            self.linger_heard = True  # (dropped: a refused request's rest, or lingering)
             return
         self.clock.now = self.loop.time()
         if self.held:  # (reading is paused while bytes are held: kept in order anyway)
@@ -289,17 +296,6 @@ class HttpProtocol(Parsing, Deadlines, Dispatching, asyncio.Protocol):
                 self.drainer = None
         if self.closed:
             raise ClientGone("the client went away")
-
-    def close(self) -> None:
-        """Close once what was written is sent."""
-        self.closing = True
-        self.stopped = True
-        if self.transport is not None and not self.closed:
-            self.transport.close()
-
-    def abort(self) -> None:
-        if self.transport is not None and not self.closed:
-            self.transport.abort()
 
     def shutdown(self) -> None:
         """Graceful drain: close now if idle, else after the answer in progress."""

@@ -33,6 +33,12 @@ class Limits:
     keepalive_timeout: float = 60.0
     body_timeout: float = 30.0
     send_timeout: float = 60.0
+    #: a connection closed while the client may still be sending (an answer given before
+    #: its request's body was read: 413, 404, a refusal) is half-closed and what comes is
+    #: read and dropped until the client ends its side, nothing comes for `linger_timeout`,
+    #: or `linger_time` has passed (nginx's lingering close and its defaults)
+    linger_timeout: float = 5.0
+    linger_time: float = 30.0
 
 
 class Handler(Protocol):

@@ -1,0 +1,89 @@
+"""How a data-plane connection ends: closed, aborted, or closed with a linger.
+
+A base of `protocol.HttpProtocol`, which owns the connection and the state these read. When
+the gateway ends a connection while the client may still be sending (an answer given before
+its request's body was read: 413 over the size limit, 404, a refusal), closing at once
+would leave the client's bytes unread, and the kernel answers unread bytes with a reset that
+destroys our answer at the client before it reads it (a client such as `http.client`, under
+`requests`, sends its whole body first, then reads). So the connection lingers, as nginx's
+`lingering_close` does: our side ends once the answer is sent (a FIN), and what the client
+still sends is read and dropped until it ends its side, nothing comes for
+`Limits.linger_timeout`, or `Limits.linger_time` has passed. A client too slow for the body
+deadline gets no linger.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from gateway.dataplane.request import Request
+from gateway.dataplane.wire import Limits
+
+__all__ = ["Closing"]
+
+
+class Closing:
+    """close, abort and the linger (see the module docstring)."""
+
+    # the connection's state they read and write (HttpProtocol's)
+    loop: asyncio.AbstractEventLoop
+    limits: Limits
+    transport: asyncio.Transport | None
+    parsing: Request | None
+    timer: asyncio.TimerHandle | None
+    timer_at: float
+    closing: bool
+    closed: bool
+    stopped: bool
+    read_paused: bool
+    held: bytes
+    lingering: bool
+    linger_end: float  # < 0: this connection never lingers (its client was too slow)
+    linger_heard: bool
+
+    def close(self) -> None:
+        """Close once what was written is sent; linger while the client may be sending."""
+        self.closing = True
+        self.stopped = True
+        t = self.transport
+        if t is not None and not self.closed:
+            if self.parsing is not None and self.linger_end >= 0:  # (a request is arriving)
+                self._linger(t)
+            else:
+                t.close()
+
+    def abort(self) -> None:
+        if self.transport is not None and (not self.closed or self.lingering):
+            self.transport.abort()
+
+    def _linger(self, t: asyncio.Transport) -> None:
+        """RFC 9112 §9.6. The connection is done with (`closed`: nothing more is written or
+        handed on) but still counted until it ends."""
+        self.closed = True
+        self.lingering = True
+        self.held = b""
+        t.write_eof()
+        if self.read_paused:
+            self.read_paused = False
+            t.resume_reading()
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer_at = 0.0  # (`_arm` never replaces the linger timer)
+        now = self.loop.time()
+        self.linger_end = now + self.limits.linger_time
+        self.linger_heard = False
+        self.timer = self.loop.call_at(min(now + self.limits.linger_timeout, self.linger_end),
+                                       self._lingered)
+
+    def _lingered(self) -> None:
+        self.timer = None
+        t = self.transport
+        if t is None or t.is_closing():
+            return
+        now = self.loop.time()
+        if not self.linger_heard or now >= self.linger_end:
+            t.close()  # (a reset if bytes are still unread: the answer was long since sent)
+            return
+        self.linger_heard = False
+        self.timer = self.loop.call_at(min(now + self.limits.linger_timeout, self.linger_end),
+                                       self._lingered)
