@@ -174,7 +174,7 @@ async def test_the_gate_holds_for_break_glass_and_two_person_requests(
     import time
 
     from gateway.admin import actions
-    from gateway.admin.approvals import Approval
+    from gateway.admin.approvalrecord import Approval
     from gateway.domain.audit import AuditDraft
     from gateway.domain.statedoc import Change
 

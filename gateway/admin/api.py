@@ -19,7 +19,8 @@ from aiohttp import web
 
 from gateway import redact
 from gateway.admin import actions, inputs, openapi, shadowgate
-from gateway.admin.approvals import ApprovalRefused, Approvals
+from gateway.admin.approvalrecord import ApprovalRefused
+from gateway.admin.approvals import Approvals
 from gateway.admin.auth import Authenticator, Principal
 from gateway.admin.callers import Callers
 from gateway.admin.denied import DeniedLog

@@ -1,7 +1,7 @@
 """Two-person approvals (CONTRACT §5.2; RELIABILITY rows 46-47): request, approve,
 decline, expire.
 
-Owns the approval record and its life. A gated write is stored, whole, as an open
+Owns an approval's life (the record itself: approvalrecord.py). A gated write is stored, whole, as an open
 request in the replicated state document (so every instance sees it, and it is as
 tamper-evident as the state itself); each step is one state change with its audit
 event (`approval.request`, `approval.approve`, `approval.decline`, `approval.expire`).
@@ -20,98 +20,23 @@ import dataclasses
 import logging
 import secrets
 import time
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from gateway.admin import actions, shadowgate
 from gateway.admin.actions import Intent
+from gateway.admin.approvalrecord import Approval, ApprovalRefused, iso, open_approvals
 from gateway.admin.auth import Principal
 from gateway.admin.ports import Current, StateWriter
 from gateway.admin.writes import Done
 from gateway.domain.audit import AuditDraft
 from gateway.domain.statedoc import Change, StateDoc
-from gateway.errors import AuditError, DomainError, StateError
+from gateway.errors import AuditError, StateError
 from gateway.log import event
 from gateway.tasks import cancel
 
-__all__ = ["Approval", "ApprovalRefused", "Approvals"]
+__all__ = ["Approvals"]
 
 log = logging.getLogger("killgate.admin")
-
-
-class ApprovalRefused(DomainError):
-    """A refusal decided on the state document (so a stale copy is checked again against
-    the store before it stands), with the HTTP status it means."""
-
-    def __init__(self, status: int, type_: str, message: str) -> None:
-        super().__init__(type_, message)
-        self.status = status
-
-
-def _iso(t: float) -> str:
-    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-
-
-@dataclass(frozen=True, slots=True)
-class Approval:
-    id: str
-    gate: str  # the approvals: key (unkill_global, promote, ...)
-    intent: Intent
-    hash: str
-    needs: int
-    approved_by: tuple[str, ...]
-    created: float  # unix seconds
-    expires: float
-
-    @property
-    def requested_by(self) -> str:
-        return self.intent.actor
-
-    def to_json(self) -> dict[str, Any]:
-        i = self.intent
-        return {"id": self.id, "gate": self.gate, "hash": self.hash, "needs": self.needs,
-                "approved_by": list(self.approved_by), "created": self.created,
-                "expires": self.expires,
-                "intent": {"action": i.action, "target": i.target, "args": i.args,
-                           "reason": i.reason, "actor": i.actor, "request_id": i.request_id,
-                           "source": i.source}}
-
-    @classmethod
-    def from_json(cls, d: Any) -> Approval:
-        """The record as stored; ValueError when it is not one (shape or types)."""
-        try:
-            i = d["intent"]
-            intent = Intent(str(i["action"]), dict(i["target"]), dict(i["args"]),
-                            str(i["reason"]), str(i["actor"]), str(i.get("request_id", "")),
-                            str(i.get("source", "")))
-            approved = tuple(str(a) for a in d["approved_by"])
-            rec = cls(str(d["id"]), str(d["gate"]), intent, str(d["hash"]), int(d["needs"]),
-                      approved, float(d["created"]), float(d["expires"]))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"not an approval record ({exc})") from None
-        if intent.action not in actions.ACTIONS:
-            raise ValueError(f"not an approval record (action {intent.action!r})")
-        return rec
-
-    def public(self) -> dict[str, Any]:
-        """What the API shows (CONTRACT §5.2's shape, and what is to be changed)."""
-        i = self.intent
-        return {"id": self.id, "action": i.action, "gate": self.gate, "target": i.target,
-                "args": i.args, "reason": i.reason, "requested_by": i.actor,
-                "needs": self.needs, "approved_by": list(self.approved_by),
-                "created": _iso(self.created), "expires": _iso(self.expires),
-                "hash": self.hash}
-
-
-def _open(doc: StateDoc) -> dict[str, Approval]:
-    out = {}
-    for key, raw in doc.approvals.items():
-        try:
-            out[key] = Approval.from_json(raw)
-        except ValueError:
-            continue  # shown nowhere and never applied; the sweeper drops it
-    return out
 
 
 class Approvals:
@@ -127,7 +52,7 @@ class Approvals:
 
     def open(self) -> list[dict[str, Any]]:
         now = self.clock()
-        return [a.public() for a in sorted(_open(self.current.doc).values(),
+        return [a.public() for a in sorted(open_approvals(self.current.doc).values(),
                                            key=lambda a: a.created) if a.expires > now]
 
     # ------------------------------------------------------------------ request
@@ -146,7 +71,7 @@ class Approvals:
         found: list[Approval] = []
 
         def change(cur: StateDoc) -> Change | None:
-            same = [a for a in _open(cur).values() if a.hash == digest and a.expires > now]
+            same = [a for a in open_approvals(cur).values() if a.hash == digest and a.expires > now]
             if same:
                 found[:] = same[:1]
                 return None  # the same change is already waiting for approval
@@ -177,7 +102,7 @@ class Approvals:
                                   "the stored approval request is not a valid record") from None
         if rec.expires <= now:
             raise ApprovalRefused(409, "approval_expired",
-                                  f"approval {approval_id} expired at {_iso(rec.expires)}")
+                                  f"approval {approval_id} expired at {iso(rec.expires)}")
         if rec.intent.change_hash() != rec.hash:
             raise ApprovalRefused(409, "approval_tampered",
                                   "the stored change does not match the hash it was requested "

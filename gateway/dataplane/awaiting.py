@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, cast
+from typing import Any, Protocol
 
 from gateway.errors import UpstreamClosed, UpstreamError
-
-if TYPE_CHECKING:
-    from gateway.dataplane.exchange import Exchange, Home
 
 __all__ = ["Awaiting", "Body"]
 
 Body = bytes | AsyncIterator[bytes] | None
+
+
+class _Pool(Protocol):
+    waiting: set[Any]  # (the exchanges waiting on a backend, which the sweeper scans)
+    origins: tuple[bytes, ...]  # "scheme://host[:port]" of the backend (answerparsing)
 
 
 class Awaiting:
@@ -28,7 +30,7 @@ class Awaiting:
                  "waiter")
 
     loop: asyncio.AbstractEventLoop
-    pool: Home  # (declared once for the whole class: mypyc refuses a narrower redeclaration)
+    pool: _Pool
     transport: asyncio.Transport | None
     closed: bool
     error: UpstreamError | None
@@ -52,12 +54,11 @@ class Awaiting:
         self.waiter = fut
         self.wait_until = min(self.loop.time() + self.idle, self.deadline)
         waiting = self.pool.waiting
-        me = cast("Exchange", self)  # (this class is only ever a base of Exchange)
-        waiting.add(me)
+        waiting.add(self)
         try:
             await fut
         finally:
-            waiting.discard(me)
+            waiting.discard(self)
             self.waiter = None
 
     async def send(self, head: bytes, body: Body, chunked: bool = False) -> None:

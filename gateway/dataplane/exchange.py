@@ -74,6 +74,7 @@ class Exchange(AnswerParsing, asyncio.Protocol):
         "transport",
         "uses",
     )
+    pool: Home
 
     def __init__(self, pool: Home) -> None:
         self.sink: Sink | None = None

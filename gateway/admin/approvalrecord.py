@@ -1,0 +1,94 @@
+"""An approval request as the state document stores it, and as the API shows it.
+
+The record of a gated write (CONTRACT §5.2): its intent whole, the SHA-256 of the change it
+will make, who must approve and who did, and when it expires; read back strictly (a record
+of any other shape is never shown nor applied). Its life (request, approve, decline,
+expire) is approvals.py's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from gateway.admin import actions
+from gateway.admin.actions import Intent
+from gateway.domain.statedoc import StateDoc
+from gateway.errors import DomainError
+
+__all__ = ["Approval", "ApprovalRefused", "iso", "open_approvals"]
+
+
+class ApprovalRefused(DomainError):
+    """A refusal decided on the state document (so a stale copy is checked again against
+    the store before it stands), with the HTTP status it means."""
+
+    def __init__(self, status: int, type_: str, message: str) -> None:
+        super().__init__(type_, message)
+        self.status = status
+
+
+def iso(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+@dataclass(frozen=True, slots=True)
+class Approval:
+    id: str
+    gate: str  # the approvals: key (unkill_global, promote, ...)
+    intent: Intent
+    hash: str
+    needs: int
+    approved_by: tuple[str, ...]
+    created: float  # unix seconds
+    expires: float
+
+    @property
+    def requested_by(self) -> str:
+        return self.intent.actor
+
+    def to_json(self) -> dict[str, Any]:
+        i = self.intent
+        return {"id": self.id, "gate": self.gate, "hash": self.hash, "needs": self.needs,
+                "approved_by": list(self.approved_by), "created": self.created,
+                "expires": self.expires,
+                "intent": {"action": i.action, "target": i.target, "args": i.args,
+                           "reason": i.reason, "actor": i.actor, "request_id": i.request_id,
+                           "source": i.source}}
+
+    @classmethod
+    def from_json(cls, d: Any) -> Approval:
+        """The record as stored; ValueError when it is not one (shape or types)."""
+        try:
+            i = d["intent"]
+            intent = Intent(str(i["action"]), dict(i["target"]), dict(i["args"]),
+                            str(i["reason"]), str(i["actor"]), str(i.get("request_id", "")),
+                            str(i.get("source", "")))
+            approved = tuple(str(a) for a in d["approved_by"])
+            rec = cls(str(d["id"]), str(d["gate"]), intent, str(d["hash"]), int(d["needs"]),
+                      approved, float(d["created"]), float(d["expires"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"not an approval record ({exc})") from None
+        if intent.action not in actions.ACTIONS:
+            raise ValueError(f"not an approval record (action {intent.action!r})")
+        return rec
+
+    def public(self) -> dict[str, Any]:
+        """What the API shows (CONTRACT §5.2's shape, and what is to be changed)."""
+        i = self.intent
+        return {"id": self.id, "action": i.action, "gate": self.gate, "target": i.target,
+                "args": i.args, "reason": i.reason, "requested_by": i.actor,
+                "needs": self.needs, "approved_by": list(self.approved_by),
+                "created": iso(self.created), "expires": iso(self.expires),
+                "hash": self.hash}
+
+
+def open_approvals(doc: StateDoc) -> dict[str, Approval]:
+    out = {}
+    for key, raw in doc.approvals.items():
+        try:
+            out[key] = Approval.from_json(raw)
+        except ValueError:
+            continue  # shown nowhere and never applied; the sweeper drops it
+    return out
