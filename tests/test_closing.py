@@ -68,6 +68,15 @@ async def test_a_client_that_never_stops_sending_is_closed_at_linger_time() -> N
     assert 0.6 <= loop.time() - start < 0.6 + 0.3
 
 
+async def test_a_client_that_takes_nothing_is_aborted_when_the_linger_ends() -> None:
+    """A client that neither reads our answer nor ends its side: closing would wait for
+    the answer to be taken, for ever; the linger's end aborts it."""
+    _, tr, _ = await _answered_before_its_body()
+    tr.unsent = 4096
+    await until(lambda: tr.closed)
+    assert tr.aborted
+
+
 async def test_a_drain_that_ends_aborts_a_lingering_connection() -> None:
     proto, tr, _ = await _answered_before_its_body()
     proto.shutdown()  # the listener's drain: nothing more to wait for here

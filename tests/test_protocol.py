@@ -45,6 +45,11 @@ class FakeTransport(asyncio.Transport):
     def can_write_eof(self) -> bool:
         return True
 
+    def get_write_buffer_size(self) -> int:
+        return self.unsent
+
+    unsent = 0  # what a test says the client has not taken
+
     def pause_reading(self) -> None:
         self.paused = True
 

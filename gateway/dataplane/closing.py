@@ -82,7 +82,10 @@ class Closing:
             return
         now = self.loop.time()
         if not self.linger_heard or now >= self.linger_end:
-            t.close()  # (a reset if bytes are still unread: the answer was long since sent)
+            if t.get_write_buffer_size():
+                t.abort()  # a client that takes neither our answer nor our end
+            else:
+                t.close()  # (a reset if its bytes are still unread: our answer was sent)
             return
         self.linger_heard = False
         self.timer = self.loop.call_at(min(now + self.limits.linger_timeout, self.linger_end),
