@@ -9,10 +9,10 @@ A mixin of `Proxy` (dataplane/proxy.py), which owns the state read here.
 from __future__ import annotations
 
 from gateway.dataplane.attempts import Policy
-from gateway.dataplane.headers import request_head
 from gateway.dataplane.inflight import Aborted
 from gateway.dataplane.ports import Forwarding, TableSource
 from gateway.dataplane.request import Request
+from gateway.dataplane.requesthead import request_head
 from gateway.dataplane.retry import RetryBudget
 from gateway.dataplane.shadow import Mirror, Tap
 from gateway.domain.routing import RoutePlan, Target

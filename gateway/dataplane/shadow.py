@@ -20,8 +20,8 @@ import random
 from collections.abc import Callable, Iterable
 
 from gateway.config_shadow import ShadowConfig
-from gateway.dataplane.headers import request_head
 from gateway.dataplane.jsonpeek import ModelField, rewrite_model
+from gateway.dataplane.requesthead import request_head
 from gateway.dataplane.upstream import Upstreams
 from gateway.domain.comparison import Answer
 from gateway.domain.routing import RoutePlan, Target
