@@ -14,7 +14,8 @@ from gateway.dataplane.ports import Forwarding, TableSource
 from gateway.dataplane.request import Request
 from gateway.dataplane.requesthead import request_head
 from gateway.dataplane.retry import RetryBudget
-from gateway.dataplane.shadow import Mirror, Tap
+from gateway.dataplane.shadow import Mirror
+from gateway.dataplane.shadowtap import Tap
 from gateway.domain.routing import RoutePlan, Target
 from gateway.domain.statedoc import kill_key
 from gateway.forwarded import ClientAddress
