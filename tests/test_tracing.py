@@ -402,9 +402,9 @@ async def test_a_broken_collector_never_slows_or_fails_a_request(
 
 
 def test_a_traced_request_head_carries_our_traceparent_only() -> None:
-    """dataplane/headers.request_head(traced=True): the client's traceparent is replaced
+    """dataplane/requesthead.request_head(traced=True): the client's traceparent is replaced
     (whatever its case or count), tracestate passes through."""
-    from gateway.dataplane.headers import request_head
+    from gateway.dataplane.requesthead import request_head
 
     raw = [(b"TraceParent", b"00-aa-bb-01"), (b"traceparent", b"dup"), (b"tracestate", b"v=1")]
     ours = b"traceparent: 00-%s-%s-01\r\n" % (b"1" * 32, b"2" * 16)

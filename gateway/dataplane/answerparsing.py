@@ -1,5 +1,5 @@
 """The llhttp callbacks of a backend connection (`exchange.Exchange`, a base of it): the
-answer's head as it arrives, each field classified (`headers.answer_field`: framing, and the
+answer's head as it arrives, each field classified (`answerfields.answer_field`: framing, and the
 forwarded ones kept as head parts), its status and version checked, 1xx answers dropped, the
 body collected (reading paused past HIGH_WATER), the end noted; the exchange is woken at
 each step. Its state is the exchange's (declared here; the answer's fields the callbacks
@@ -11,9 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from gateway.dataplane.awaiting import Awaiting
-from gateway.dataplane.clock import Clock
-from gateway.dataplane.headers import (
+from gateway.dataplane.answerfields import (
     ANSWER_FIELDS,
     CODING,
     DATED,
@@ -24,6 +22,8 @@ from gateway.dataplane.headers import (
     TYPED,
     answer_field,
 )
+from gateway.dataplane.awaiting import Awaiting
+from gateway.dataplane.clock import Clock
 
 __all__ = ["HIGH_WATER", "MAX_ANSWER_HEAD", "AnswerParsing", "BadAnswer"]
 

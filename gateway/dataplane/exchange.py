@@ -3,7 +3,7 @@
 telling a `Sink` of each step from its callbacks (the fast path: no Task). Socket and parser
 errors leave only as gateway.errors.Upstream* (`delivered`: whether a request byte was
 sent). Its pool is a `Home`. Each answer field is classified as it is parsed
-(`headers.answer_field`): framing, and the forwarded ones kept as head parts (the parser
+(`answerfields.answer_field`): framing, and the forwarded ones kept as head parts (the parser
 callbacks: `answerparsing.py`, a base).
 """
 

@@ -1,9 +1,9 @@
-"""Header hygiene for a proxy that re-frames, never forwards bytes (RFC 9110 §7.6).
+"""The head of each answer the client gets, as bytes: a backend's, re-framed, or our own.
 
-Owns the rules for which fields cross the gateway in each direction: hop-by-hop fields
-and those named in `Connection` are dropped both ways, framing fields are rebuilt,
-`x-forwarded-*` and `via` are ours, and `x-killgate-*` never comes from outside.
-Pure functions over raw (bytes, bytes) pairs; no I/O.
+Owns the answer's side of header hygiene (RFC 9110 §7.6, with the rules of fieldrules.py):
+hop-by-hop fields and those named in `Connection` go, framing is rebuilt, `via`, `date` and
+the x-killgate-* lines are ours, an event stream is marked not to be buffered; and reading a
+Content-Type (event stream, charset). Pure functions over raw (bytes, bytes) pairs; no I/O.
 """
 
 from __future__ import annotations
@@ -13,72 +13,27 @@ from collections.abc import Iterable
 from email.utils import formatdate
 from http import HTTPStatus
 
+from gateway.dataplane.fieldrules import (
+    CONN,
+    CTYPE,
+    DATE,
+    RESPONSE_DROP,
+    RESPONSE_NAMES,
+    VIA,
+    VIA_FIELD,
+    VIA_LINE,
+    connection_tokens,
+    kept,
+    learn,
+)
+
 __all__ = [
-    "ANSWER_FIELDS",
-    "LOCATED",
-    "RawHeaders",
-    "answer_field",
     "answer_head",
-    "connection_tokens",
     "declared_charset",
     "is_event_stream",
     "own_head",
-    "request_head",
     "response_head",
 ]
-
-RawHeaders = list[tuple[bytes, bytes]]
-
-HOP_BY_HOP = frozenset({
-    b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"trailers",
-    b"transfer-encoding", b"upgrade", b"proxy-authorization", b"proxy-authenticate",
-})
-# Rebuilt by the gateway or meaningless past it.
-_REQUEST_DROP = HOP_BY_HOP | {
-    b"host", b"content-length", b"expect", b"x-forwarded-for", b"x-forwarded-proto",
-    b"x-forwarded-host", b"forwarded", b"x-real-ip",
-}
-# With tracing on, the gateway sends its own traceparent (its CLIENT span is the parent).
-_REQUEST_DROP_TRACED = _REQUEST_DROP | {b"traceparent"}
-_RESPONSE_DROP = HOP_BY_HOP | {b"content-length"}
-_INTERNAL = b"x-killgate-"
-VIA = b"1.1 killgate"
-
-
-def connection_tokens(values: Iterable[bytes]) -> frozenset[bytes]:
-    """Field names listed in Connection header values, lower-cased."""
-    out: set[bytes] = set()
-    for v in values:
-        for tok in v.split(b","):
-            tok = tok.strip().lower()
-            if tok:
-                out.add(tok)
-    return frozenset(out)
-
-
-# What a field does when it crosses, by its name as sent (learned once per spelling: the
-# hot path does one dict lookup per field instead of lower-casing and comparing it).
-_KEEP, _DROP, _CONN, _VIA, _DATE, _CTYPE = 0, 1, 2, 3, 4, 5
-_LEARNED_MAX = 4096  # names a client can invent are bounded: the cache starts over past it
-
-
-def _learn(name: bytes, drop: frozenset[bytes], cache: dict[bytes, int],
-           answer: bool = True) -> int:
-    low = name.lower()
-    if low in drop or low.startswith(_INTERNAL):
-        act = _CONN if low == b"connection" else _DROP
-    elif low == b"via":
-        act = _VIA
-    elif answer and low == b"date":  # (Date and Content-Type matter in answers only)
-        act = _DATE
-    elif answer and low == b"content-type":
-        act = _CTYPE
-    else:
-        act = _KEEP
-    if len(cache) >= _LEARNED_MAX:
-        cache.clear()
-    cache[name] = act
-    return act
 
 
 def is_event_stream(content_type: bytes) -> bool:
@@ -99,98 +54,38 @@ def _raw_lines(first: bytes, raw: Iterable[tuple[bytes, bytes]], drop: frozenset
     for name, value in raw:
         act = cache.get(name)
         if act is None:
-            act = _learn(name, drop, cache)
-        if not act:  # _KEEP
+            act = learn(name, drop, cache)
+        if not act:  # KEEP
             append(name)
             append(b": ")
             append(value)
             append(b"\r\n")
-        elif act == _DATE:
+        elif act == DATE:
             dated = True
             append(name)
             append(b": ")
             append(value)
             append(b"\r\n")
-        elif act == _CTYPE:
+        elif act == CTYPE:
             events = value[:17].lower() == b"text/event-stream"
             append(name)
             append(b": ")
             append(value)
             append(b"\r\n")
-        elif act == _CONN:
+        elif act == CONN:
             (conn := conn or []).append(value)
-        elif act == _VIA:
+        elif act == VIA_FIELD:
             (via := via or []).append(value)
     if conn:
-        parts = _kept(first, raw, drop, cache, connection_tokens(conn))
-    parts.append(_VIA_LINE if via is None else b"via: %s\r\n" % b", ".join([*via, VIA]))
+        parts = kept(first, raw, drop, cache, connection_tokens(conn))
+    parts.append(VIA_LINE if via is None else b"via: %s\r\n" % b", ".join([*via, VIA]))
     return parts, dated, events
-
-
-def _kept(first: bytes, raw: Iterable[tuple[bytes, bytes]], drop: frozenset[bytes],
-          cache: dict[bytes, int], named: frozenset[bytes],
-          answer: bool = True) -> list[bytes]:
-    """The parts again, without the fields that `Connection` names (rare: a second pass)."""
-    parts = [first]
-    for name, value in raw:
-        act = cache.get(name)
-        if act is None:
-            act = _learn(name, drop, cache, answer)
-        if act in (_KEEP, _DATE, _CTYPE) and name.lower() not in named:
-            parts += (name, b": ", value, b"\r\n")
-    return parts
-
-
-_VIA_LINE = b"via: %s\r\n" % VIA
-_REQUEST_NAMES: dict[bytes, int] = {}
-_TRACED_NAMES: dict[bytes, int] = {}
-_RESPONSE_NAMES: dict[bytes, int] = {}
-_SSE_NAMES: dict[bytes, int] = {}
-
-
-def request_head(first_line: bytes | list[bytes], raw: Iterable[tuple[bytes, bytes]],
-                 forwarded: bytes, length: int | None, traced: bool = False,
-                 body: bytes = b"") -> bytes:
-    """The whole request head for a backend, built in one pass (the hot path).
-
-    `first_line` already holds the request line and our Host, as bytes or as a list of
-    its parts (the proxy's: then this extends that list in place, and no line is formatted
-    per request); `forwarded` the x-forwarded-* lines (rebuilt from the socket peer: a
-    client cannot spoof them), and, when `traced`, our traceparent (the client's is
-    dropped). `body`, when given, follows the head in the same bytes.
-    """
-    if traced:
-        drop, cache = _REQUEST_DROP_TRACED, _TRACED_NAMES
-    else:
-        drop, cache = _REQUEST_DROP, _REQUEST_NAMES
-    parts = [first_line] if isinstance(first_line, bytes) else first_line
-    line_parts = len(parts)
-    conn: list[bytes] | None = None
-    via: list[bytes] | None = None
-    for name, value in raw:
-        try:
-            act = cache[name]  # (a subscript costs less than a `get` call)
-        except KeyError:
-            act = _learn(name, drop, cache, answer=False)
-        if not act:  # _KEEP (one extend by a tuple costs less than four appends)
-            parts += (name, b": ", value, b"\r\n")
-        elif act == _CONN:
-            (conn := conn or []).append(value)
-        elif act == _VIA:
-            (via := via or []).append(value)
-    if conn:
-        parts = _kept(b"".join(parts[:line_parts]), raw, drop, cache, connection_tokens(conn),
-                      answer=False)
-    parts += (_VIA_LINE if via is None else b"via: %s\r\n" % b", ".join([*via, VIA]),
-              forwarded,
-              b"content-length: %d\r\n\r\n" % length if length is not None
-              else b"transfer-encoding: chunked\r\n\r\n",
-              body)
-    return b"".join(parts)
 
 
 _REASONS = {int(s): s.phrase.encode() for s in HTTPStatus}
 _STATUS_LINES = {code: b"HTTP/1.1 %d %s\r\n" % (code, phrase) for code, phrase in _REASONS.items()}
+
+
 class _Date:
     """The Date value and line of the current second (formatted once a second)."""
 
@@ -225,7 +120,8 @@ def _date_line() -> bytes:
     return _DATE_NOW.line
 
 
-_RESPONSE_DROP_SSE = _RESPONSE_DROP | {b"cache-control", b"x-accel-buffering"}
+_RESPONSE_DROP_SSE = RESPONSE_DROP | {b"cache-control", b"x-accel-buffering"}
+_SSE_NAMES: dict[bytes, int] = {}
 _SSE_LINES = b"cache-control: no-cache\r\nx-accel-buffering: no\r\n"
 
 
@@ -243,7 +139,7 @@ def response_head(status: int, raw: Iterable[tuple[bytes, bytes]], ours: bytes,
     if sse:
         parts, dated, _ = _raw_lines(status_line, raw, _RESPONSE_DROP_SSE, _SSE_NAMES)
     else:
-        parts, dated, sse = _raw_lines(status_line, raw, _RESPONSE_DROP, _RESPONSE_NAMES)
+        parts, dated, sse = _raw_lines(status_line, raw, RESPONSE_DROP, RESPONSE_NAMES)
         if sse:
             parts, dated, _ = _raw_lines(status_line, raw, _RESPONSE_DROP_SSE, _SSE_NAMES)
     append = parts.append
@@ -267,33 +163,6 @@ def response_head(status: int, raw: Iterable[tuple[bytes, bytes]], ours: bytes,
 _CONNECTION = {b"close": b"connection: close\r\n", b"keep-alive": b"connection: keep-alive\r\n"}
 
 
-# What an answer's field is to the exchange that receives it (`answer_field`): forwarded as
-# it came (plain, the Date, the Content-Type), framing that is dropped (Content-Length,
-# Transfer-Encoding), dropped, or one that only `response_head` handles (Connection, whose
-# tokens name fields to drop, and Via, which ours extends). The exchange classifies each
-# field as it is parsed and keeps the forwarded ones as head parts, so the common answer's
-# head (`answer_head`) is a join, not a second pass over the fields.
-FORWARD, DATED, TYPED, LENGTH, CODING, DROPPED, GENERAL, LOCATED = range(8)
-ANSWER_FIELDS: dict[bytes, int] = {}  # a field name as a backend spells it -> its kind
-
-
-def answer_field(name: bytes) -> int:
-    """The kind of an answer's field named `name` (learned once per spelling, bounded)."""
-    low = name.lower()
-    if low == b"content-length":
-        kind = LENGTH
-    elif low == b"transfer-encoding":
-        kind = CODING
-    elif low in (b"location", b"content-location"):
-        kind = LOCATED  # (forwarded, with the backend's own origin taken out)
-    else:
-        kind = (FORWARD, DROPPED, GENERAL, GENERAL, DATED, TYPED)[
-            _learn(name, _RESPONSE_DROP, _RESPONSE_NAMES)]
-    if len(ANSWER_FIELDS) >= _LEARNED_MAX:
-        ANSWER_FIELDS.clear()
-    ANSWER_FIELDS[name] = kind
-    return kind
-
 
 def answer_head(status: int, lines: list[bytes], dated: bool, ours: bytes, length: int | None,
                 connection: bytes | None, body: bytes = b"") -> bytes:
@@ -307,7 +176,7 @@ def answer_head(status: int, lines: list[bytes], dated: bool, ours: bytes, lengt
         parts = [b"HTTP/1.1 %d Unknown\r\n" % status]
     parts += lines
     append = parts.append
-    append(_VIA_LINE)
+    append(VIA_LINE)
     if not dated:
         append(_date_line())
     append(ours)

@@ -9,12 +9,13 @@ A mixin of `Proxy` (dataplane/proxy.py), which owns the state read here.
 from __future__ import annotations
 
 from gateway.dataplane.attempts import Policy
-from gateway.dataplane.headers import request_head
 from gateway.dataplane.inflight import Aborted
 from gateway.dataplane.ports import Forwarding, TableSource
 from gateway.dataplane.request import Request
+from gateway.dataplane.requesthead import request_head
 from gateway.dataplane.retry import RetryBudget
-from gateway.dataplane.shadow import Mirror, Tap
+from gateway.dataplane.shadow import Mirror
+from gateway.dataplane.shadowtap import Tap
 from gateway.domain.routing import RoutePlan, Target
 from gateway.domain.statedoc import kill_key
 from gateway.forwarded import ClientAddress

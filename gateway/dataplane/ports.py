@@ -17,7 +17,7 @@ from gateway.dataplane.inflight import Aborted, Inflight
 from gateway.dataplane.jsonpeek import ModelField
 from gateway.dataplane.request import Request
 from gateway.dataplane.retry import RetryBudget
-from gateway.dataplane.shadow import Tap
+from gateway.dataplane.shadowtap import Tap
 from gateway.dataplane.spans import AttemptSpan
 from gateway.dataplane.upstream import Upstreams
 from gateway.domain.routing import RoutePlan, RouteTable, Target

@@ -1,0 +1,74 @@
+"""The shadow's counts in this process: one `Tally` per route, and the comparison of a copy's
+answer with the client's (`gateway.domain.verdict`) recorded in it (CONTRACT §5.5).
+
+Owns which tally a route's counts go to (a new one when the shadow's version or comparison
+settings change) and where a comparison runs: inline when small, beside the loop in a
+worker thread when large. No I/O; what is counted is the domain's (domain/shadowstats.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from gateway.config_shadow import ShadowConfig
+from gateway.domain.comparison import Answer
+from gateway.domain.routing import RoutePlan
+from gateway.domain.shadowstats import Tally
+from gateway.domain.verdict import spec_of, verdict
+
+__all__ = ["INLINE_BYTES", "ShadowCounts", "compare"]
+
+#: comparisons of more bytes than this (request and answers) run in a worker thread
+INLINE_BYTES = 64 * 1024
+
+
+class ShadowCounts:
+    """Every route's shadow tally of this process (what /metrics and the fleet's report
+    read), kept by the mirror."""
+
+    def __init__(self) -> None:
+        self.tallies: dict[str, Tally] = {}
+        self._specs: dict[int, tuple[ShadowConfig, str]] = {}
+
+    def tally(self, plan: RoutePlan) -> Tally:
+        """The route's tally for its shadow's current version and comparison settings."""
+        rc = plan.config
+        sh = rc.shadow
+        assert sh is not None
+        known = self._specs.get(id(rc))
+        if known is None or known[0] is not sh:
+            known = self._specs[id(rc)] = (sh, spec_of(sh, rc.protocol))
+            if len(self._specs) > 1024:  # configs come and go with reloads
+                self._specs = {id(rc): known}
+        spec = known[1]
+        t = self.tallies.get(rc.name)
+        if t is None or t.spec != spec:
+            t = self.tallies[rc.name] = Tally(sh.version, spec, keep=sh.disagreements.keep)
+        t.keep = sh.disagreements.keep
+        return t
+
+    def count(self, plan: RoutePlan, result: str) -> None:
+        """One more copy of the route's counted as `result` (sent, dropped, down, ...)."""
+        self.tally(plan).copy(result)
+
+
+async def compare(loop: asyncio.AbstractEventLoop, tally: Tally, sh: ShadowConfig,
+                  plan: RoutePlan, body: bytes, primary: Answer, primary_s: float,
+                  answer: Answer, shadow_s: float, again: Answer | None) -> None:
+    """Compare the copy's `answer` with the client's (`primary`; `again`: the primary
+    version's second answer, for the noise floor) and record the outcome in `tally`."""
+    work = (sh, plan.config.protocol, body, primary, answer, again,
+            tally.noisy_paths(sh.noise))
+    size = len(body) + len(primary.body) + len(answer.body) + \
+        (len(again.body) if again is not None else 0)
+    # a large comparison runs beside the loop (it gets the GIL back every few ms);
+    # a small one costs less than the hand-off
+    v = verdict(*work) if size <= INLINE_BYTES else \
+        await loop.run_in_executor(None, verdict, *work)
+    if v.noise is not None:
+        tally.noise(v.noise)
+    if sh.noise is not None:
+        tally.observed(v.result)
+    tally.outcome(v.outcome, v.left, primary_s, shadow_s, v.result.detail)
+    if v.record is not None:
+        tally.disagreement(v.record)

@@ -1,0 +1,85 @@
+"""One shadow copy on the wire: the request sent again to a version, through the copies'
+own connection pools and with the shadow's own timeouts, and its answer assembled (bounded).
+
+Owns the copy's head (`x-killgate-shadow: 1`, the client's x-forwarded-for, the version's
+model name in the body) and the kinds of a copy that got no answer (`failure`: a metric
+label). Errors leave as gateway.errors.Upstream* or TooLarge, for the mirror to count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from gateway.config_shadow import ShadowConfig
+from gateway.dataplane.jsonpeek import rewrite_model
+from gateway.dataplane.requesthead import request_head
+from gateway.dataplane.shadowtap import Tap, media_type
+from gateway.dataplane.upstream import Upstreams
+from gateway.domain.comparison import Answer
+from gateway.domain.routing import Target
+from gateway.errors import (
+    UpstreamClosed,
+    UpstreamError,
+    UpstreamOverflow,
+    UpstreamProtocolError,
+    UpstreamTimeout,
+)
+
+__all__ = ["SHADOW_HEADER", "TooLarge", "failure", "send"]
+
+SHADOW_HEADER = b"x-killgate-shadow: 1\r\n"
+
+
+class TooLarge(Exception):
+    """The copy's answer is longer than `max_answer_bytes` (too large to compare)."""
+
+
+async def send(upstreams: Upstreams, loop: asyncio.AbstractEventLoop, tap: Tap, target: Target,
+               sh: ShadowConfig) -> tuple[Answer, float]:
+    """One copy to `target` through the copies' own pools (`upstreams`); its assembled answer
+    and how long it took (on `loop`'s clock). Raises gateway.errors.Upstream* or TooLarge."""
+    body = tap.body
+    if tap.field is not None and target.model:
+        body = rewrite_model(body, tap.field, target.model)
+    t = sh.timeouts
+    started = loop.time()
+    pool = upstreams.pools.get(target.origin) or upstreams.pool(target.origin)
+    ex, _ = await pool.acquire(t.connect)
+    try:
+        ex.begin(started + t.total, t.idle, tap.method == b"HEAD")
+        first = b"%s %s%s HTTP/1.1\r\nhost: %s\r\n" % (tap.method, target.path_bytes,
+                                                       tap.raw_target, pool.host_header)
+        extra = b"x-forwarded-for: %s\r\n%s" % (tap.client, SHADOW_HEADER)
+        await ex.send(request_head(first, tap.raw_headers, extra, len(body)), body)
+        await ex.read_head()
+        parts: list[bytes] = []
+        size = 0
+        while data := await ex.read():
+            size += len(data)
+            if size > sh.max_answer_bytes:
+                raise TooLarge()
+            parts.append(data)
+        answer = Answer(ex.status, b"".join(parts), media_type(ex.headers))
+    except BaseException:
+        ex.close()
+        ex.release()
+        raise
+    ex.release()
+    return answer, loop.time() - started
+
+
+def failure(exc: BaseException) -> str:
+    """The `kind` of a copy that got no answer (a fixed set: a metric label)."""
+    if isinstance(exc, TooLarge):
+        return "answer_too_large"
+    if isinstance(exc, UpstreamTimeout):
+        return "timeout"
+    if isinstance(exc, UpstreamOverflow):
+        return "overflow"
+    if isinstance(exc, UpstreamError) and not exc.delivered:
+        return "connect"
+    if isinstance(exc, UpstreamClosed):
+        return "reset"
+    if isinstance(exc, UpstreamProtocolError):
+        return "malformed"
+    return "error"

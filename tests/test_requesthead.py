@@ -1,0 +1,51 @@
+"""dataplane/requesthead.py without sockets: which of a request's fields reach the backend,
+as bytes."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.dataplane.requesthead import request_head
+from tests.test_headers import _fields
+
+RAW = [(b"Host", b"client.example"), (b"Connection", b"keep-alive, X-Secret"),
+       (b"X-Secret", b"1"), (b"Keep-Alive", b"timeout=5"), (b"TE", b"trailers"),
+       (b"Transfer-Encoding", b"chunked"), (b"Content-Length", b"5"), (b"Expect", b"100-continue"),
+       (b"Proxy-Authorization", b"Basic x"), (b"X-Forwarded-For", b"6.6.6.6"),
+       (b"Forwarded", b"for=6.6.6.6"), (b"X-Real-IP", b"6.6.6.6"), (b"x-killgate-pin", b"v2"),
+       (b"X-KillGate-Internal", b"1"), (b"Via", b"1.0 edge"), (b"Traceparent", b"00-a-b-01"),
+       (b"Accept", b"*/*"), (b"accept", b"text/plain")]
+
+
+def test_request_head_keeps_end_to_end_fields_only() -> None:
+    head = request_head(b"POST /x HTTP/1.1\r\nhost: backend:9\r\n", RAW,
+                        b"x-forwarded-for: 127.0.0.1\r\n", 12)
+    assert head.startswith(b"POST /x HTTP/1.1\r\n")
+    fields = _fields(head)
+    names = [n.lower() for n, _ in fields]
+    assert names == [b"host", b"traceparent", b"accept", b"accept", b"via",
+                     b"x-forwarded-for", b"content-length"]
+    assert dict(fields)[b"via"] == b"1.0 edge, 1.1 killgate"
+    assert dict(fields)[b"content-length"] == b"12"
+    chunked = request_head(b"GET / HTTP/1.1\r\n", [], b"", None)
+    assert chunked.endswith(b"transfer-encoding: chunked\r\n\r\n")
+
+
+@pytest.mark.parametrize("raw", [
+    RAW,  # Connection names a field: the second pass (`fieldrules.kept`) rebuilds from the first line
+    [(b"Host", b"h"), (b"Content-Length", b"3"), (b"Content-Type", b"application/json")],
+    [],
+])
+@pytest.mark.parametrize("traced", [False, True])
+def test_request_head_from_the_first_line_as_parts_is_the_same_bytes(
+        raw: list[tuple[bytes, bytes]], traced: bool) -> None:
+    """The proxy hands the request line and Host over as a list of parts (no formatting per
+    request): the head is byte for byte the one built from the joined line."""
+    parts = [b"POST", b" ", b"/base", b"/v2/x?q=1", b" HTTP/1.1\r\nhost: ", b"backend:9",
+             b"\r\n"]
+    line = b"".join(parts)
+    fwd = b"x-forwarded-for: 127.0.0.1\r\nx-forwarded-proto: http\r\n"
+    for length, body in ((3, b"abc"), (None, b"")):
+        expected = request_head(line, raw, fwd, length, traced, body)
+        assert expected.startswith(line)
+        assert request_head(list(parts), raw, fwd, length, traced, body) == expected
