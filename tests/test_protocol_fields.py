@@ -12,7 +12,7 @@ import pytest
 from gateway.dataplane import wire
 from gateway.dataplane.protocol import MAX_HEAD, MAX_HEADERS, MAX_LINE
 from gateway.dataplane.wire import ALIASED, CHUNKED, HOST, LENGTH, NAMES, PLAIN, name_kind
-from tests.test_protocol import Recorder, connect, feed, until
+from tests.test_protocol import Recorder, connect, ended, feed, until
 
 _PLAIN = [b"Accept", b"User-Agent", b"X-Request-Id", b"Content-Type", b"a", b"X_Plain",
           b"Cookie", b"Authorization", b"x-custom-field"]
@@ -69,7 +69,7 @@ async def test_the_field_count_limit_holds_for_the_smallest_fields(fields: int,
     proto, tr, server = connect(h)
     feed(proto, b"GET / HTTP/1.1\r\nHost: x\r\n" + b"a:\r\n" * (fields - 1) + b"\r\n")
     if refused:
-        await until(lambda: tr.closed)
+        await until(lambda: ended(tr))
         assert b"more than %d header fields" % MAX_HEADERS in tr.out and h.seen == []
         assert server.counts == ["malformed"]
     else:
@@ -82,7 +82,7 @@ async def test_a_head_of_long_fields_past_its_limit_is_refused_as_too_large() ->
     proto, tr, _ = connect(h)
     field = b"X-Big: " + b"v" * (MAX_LINE - 10) + b"\r\n"
     feed(proto, b"GET / HTTP/1.1\r\nHost: x\r\n" + field * (MAX_HEAD // MAX_LINE + 1) + b"\r\n")
-    await until(lambda: tr.closed)
+    await until(lambda: ended(tr))
     assert b"the request head is too large" in tr.out and h.seen == []
 
 

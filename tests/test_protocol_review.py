@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from gateway.dataplane.protocol import Limits
-from tests.test_protocol import GET, Recorder, answer, answers, connect, feed, until
+from tests.test_protocol import GET, Recorder, answer, answers, connect, ended, feed, until
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -99,7 +99,7 @@ async def test_a_refused_request_after_a_good_one_split_at_every_offset(bad: byt
         proto, tr, server = connect(h)
         feed(proto, data[:cut])
         feed(proto, data[cut:])
-        await until(lambda: tr.closed)  # noqa: B023
+        await until(lambda: ended(tr))  # noqa: B023
         assert answers(tr.out[:tr.out.index(b"HTTP/1.1 400")]) == [b"GET /a "], cut
         assert why in tr.out and server.counts == ["malformed"], cut
         assert len(h.seen) == 1, cut
