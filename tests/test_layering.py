@@ -116,6 +116,8 @@ def test_import_layers_hold() -> None:
      "Data-plane modules"),
     ("dataplane/streaming.py", "import gateway.dataplane.slowpath", "Data-plane modules"),
     ("dataplane/flight.py", "import gateway.dataplane.proxy", "Data-plane modules"),
+    ("dataplane/moves.py", "import gateway.dataplane.flight", "Data-plane modules"),
+    ("dataplane/finish.py", "import gateway.dataplane.proxy", "Data-plane modules"),
     ("dataplane/request.py", "import gateway.dataplane.protocol", "Data-plane modules"),
     ("dataplane/headers.py", "import gateway.dataplane.sse", "Data-plane modules"),  # siblings
     ("dataplane/newpart.py", '"""A module the layers do not place yet."""',

@@ -13,6 +13,9 @@ ways its answer travels:
 * streaming (`dataplane/streaming.py`): a coroutine forwards an answer that is not
   complete (SSE cut on event boundaries, chunked or large bodies), with flow control both
   ways; a stream never ends in a way that looks like success when it did not succeed.
+
+What comes after an attempt that was not forwarded (the attempts plan asked, failover, kill
+answers) is its base's, `dataplane/moves.py`.
 """
 
 from __future__ import annotations
@@ -22,29 +25,17 @@ from collections.abc import Coroutine
 from typing import Any
 
 from gateway.dataplane.answerparsing import HIGH_WATER
-from gateway.dataplane.attempts import (
-    ANSWER,
-    FRESH,
-    HOLD,
-    MOVE,
-    PASS,
-    PLAN,
-    UNDELIVERED,
-    Outcome,
-    SoFar,
-    answered,
-    next_attempt,
-    on_head,
-)
+from gateway.dataplane.attempts import HOLD, PASS, PLAN, SoFar, answered, on_head
 from gateway.dataplane.exchange import Exchange
-from gateway.dataplane.inflight import Aborted, Handle
+from gateway.dataplane.inflight import Aborted
 from gateway.dataplane.jsonpeek import ModelField, rewrite_model
+from gateway.dataplane.moves import Moves
 from gateway.dataplane.ports import FlightHost
 from gateway.dataplane.request import Request
 from gateway.dataplane.slowpath import outcome_of, run
-from gateway.dataplane.spans import AttemptSpan, trace_ejection
+from gateway.dataplane.spans import AttemptSpan
 from gateway.dataplane.streaming import stream
-from gateway.domain.routing import FAILOVER, FALLBACK, RoutePlan, Target
+from gateway.domain.routing import RoutePlan, Target
 from gateway.errors import (
     DrillFault,
     UpstreamClosed,
@@ -57,14 +48,12 @@ __all__ = ["Flight"]
 _FIRST = SoFar()  # (immutable: shared by every flight's first attempt)
 
 
-class Flight(Handle):
+class Flight(Moves):
     """A routed request being forwarded (one per request that reaches the upstream side); it
     is its own in-flight `Handle` (kills find it by route and version, and cut its exchange)."""
 
-    __slots__ = ("att", "budget", "complete", "deadline", "decision", "faulted", "field",
-                 "new_connection", "plan",
-                 "prefix", "proxy", "raw_target", "req", "routing_path", "so_far", "started",
-                 "target", "targets", "task", "whole")
+    __slots__ = ("budget", "complete", "deadline", "faulted", "field", "plan", "prefix",
+                 "proxy", "raw_target", "req", "routing_path", "started", "task", "whole")
 
     # Made with no argument and started at once, `Flight().start(...)`: a class's Python
     # `__init__` is called from C, which costs about 450 CPU instructions more a request
@@ -126,9 +115,6 @@ class Flight(Handle):
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         self.task = self.proxy.loop.create_task(coro)
-
-    def _finished(self) -> None:
-        self.proxy.inflight.handles.discard(self)
 
     # ------------------------------------------------------------------ the fast path
 
@@ -274,99 +260,3 @@ class Flight(Handle):
     def _continue(self) -> None:
         if self.new_connection or not (self.complete and self._fast()):
             self._spawn(run(self))
-
-    # ------------------------------------------------------------------ the plan
-
-    def _next(self, outcome: Outcome, err: UpstreamError | None, ex: Exchange | None) -> bool:
-        """Ask the plan; True when the request goes on (the target is updated), False when
-        it has been answered here."""
-        if self.targets is None:  # (asked once, before any move: `target` is the first)
-            self.targets = self.plan.failover_for(self.target.name)
-        proxy = self.proxy
-        plan = self.plan
-        budget = self.budget
-        retry = plan.retry
-        nxt = next_attempt(self.so_far, outcome, len(self.targets), self.complete,
-                           proxy.policy(plan),
-                           lambda: budget is not None and retry is not None
-                           and budget.allow(proxy.loop.time(), retry.budget))
-        if nxt.action == ANSWER:
-            fallback = nxt.reason == "no_other_version" and plan.fallback is not None
-            if isinstance(err, Aborted) and not fallback:  # (killed since routing, and no
-                self._answer_killed(err)  # version left: the fallback, as if routed now)
-            elif ex is not None:
-                self._forward_answer(ex)
-            elif fallback:
-                self._finished()
-                proxy.unavailable(self.req, plan, FALLBACK)
-            else:
-                assert err is not None
-                self._finished()
-                proxy.upstream_failed(self.req, plan, self.target, self.decision, err)
-            return False
-        self.so_far = nxt.so_far
-        self.new_connection = nxt.action == FRESH
-        if ex is not None:  # an answer we will not forward: drop it
-            self.exchange = None
-            if ex.complete:
-                ex.take_body()  # read whole: its connection can carry the next request
-            else:
-                ex.close()
-            ex.release()
-            proxy.dropped(plan, self.target, ex.status, outcome.not_ready, self.started)
-        if nxt.action == MOVE:
-            to = self.targets[self.so_far.moves - 1]
-            span = self.req.span
-            if span is not None:
-                span.event("killgate.failover", {
-                    "killgate.failover.from": self.target.name,
-                    "killgate.failover.to": to.name,
-                    "killgate.failover.cause": (err.kind() if err is not None
-                                                else str(outcome.status))})
-            self.target = to
-            self.decision = FAILOVER
-            proxy.moved(plan, nxt.reason)
-        return True
-
-    def _trace_failed(self, err: UpstreamError) -> None:
-        att, span = self.att, self.req.span
-        if att is not None:
-            att.failed(err.kind())
-            self.att = None
-        if span is not None:
-            trace_ejection(span, self.proxy.holder.table, self.plan, self.target)
-
-    def _passed_kill(self, why: Aborted) -> bool:
-        """The target was killed after this request was routed, before it went out: a
-        version kill moves it on as a request that never reached the backend (the next
-        version in the failover order, else the route's fallback, else 503 killed); a route
-        or global kill answers 503 killed. True when it goes on (the target is updated),
-        False when it was answered."""
-        if why.scope != "version":
-            self._answer_killed(why)
-            return False
-        if self.att is not None:  # (the slow path's span of the attempt not made)
-            self.att.failed("killed")
-            self.att = None
-        return self._next(Outcome(UNDELIVERED), why, None)
-
-    def _answer_killed(self, why: Aborted) -> None:
-        span = self.req.span
-        if span is not None:
-            if self.att is not None:
-                self.att.failed("killed")
-                self.att = None
-            span.event("killgate.kill", {"killgate.kill.scope": why.scope,
-                                         "killgate.version": self.target.name,
-                                         "killgate.inflight": 1})
-        self._finished()
-        self.proxy.unavailable_killed(self.req, self.plan, self.target, why)
-
-    # ------------------------------------------------------------------ the slow path and streaming
-
-    def _close_ex(self) -> None:
-        ex = self.exchange
-        if ex is not None:
-            self.exchange = None
-            ex.close()
-            ex.release()

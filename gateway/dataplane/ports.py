@@ -45,9 +45,10 @@ class TableSource(Protocol):
 
 
 class FlightHost(Protocol):
-    """The proxy (`proxy.Proxy`, with its base `answers.Answers`) as its flights, their slow
-    path and their streams see it: the pools, the in-flight set, the route's retry settings,
-    the head for the backend, the gateway's own answers and what is counted of each attempt."""
+    """The proxy (`proxy.Proxy`, with its bases `answers.Answers`, `outgoing.Outgoing` and
+    `finish.Finish`) as its flights, their slow path and their streams see it: the pools, the
+    in-flight set, the route's retry settings, the head for the backend, the gateway's own
+    answers and what is counted of each attempt."""
 
     clock: Clock
     loop: asyncio.AbstractEventLoop

@@ -5,10 +5,12 @@ per request from the `TableSource` (no I/O for any decision); forwarding, attemp
 streaming are `dataplane/flight.py`'s; the gateway's own answers (the one place that maps
 data-plane errors to HTTP) and what is recorded of every answer are
 `dataplane/answers.py`'s, the base of `Proxy`; what flights ask of it besides (the head
-for the backend, retry policy and budget, the shadow tap) `dataplane/outgoing.py`'s. The
-connection (`dataplane/protocol.py`) calls `handle` from its parser callback: a request
-whose route is decided and whose body is in memory goes on without a Task (only a body still
-to be read, or the model peek of a large body, needs a coroutine here).
+for the backend, retry policy and budget, the shadow tap) `dataplane/outgoing.py`'s; a
+request's end (the fast path's one write of a whole answer, the report to telemetry)
+`dataplane/finish.py`'s. The connection (`dataplane/protocol.py`) calls `handle` from its
+parser callback: a request whose route is decided and whose body is in memory goes on
+without a Task (only a body still to be read, or the model peek of a large body, needs a
+coroutine here).
 """
 
 from __future__ import annotations
@@ -19,18 +21,14 @@ import random
 from gateway.dataplane.answers import Answers, Observer
 from gateway.dataplane.attempts import Policy
 from gateway.dataplane.drillfault import FaultGate
-from gateway.dataplane.exchange import Exchange
+from gateway.dataplane.finish import Finish
 from gateway.dataplane.flight import Flight
-from gateway.dataplane.headers import (
-    answer_head,
-    declared_charset,
-    response_head,
-)
+from gateway.dataplane.headers import declared_charset
 from gateway.dataplane.inflight import Inflight
 from gateway.dataplane.jsonpeek import ModelField, Unreadable, find_model
-from gateway.dataplane.outgoing import CACHE_MAX, CACHED_TARGET, Outgoing, forwarded_for
+from gateway.dataplane.outgoing import CACHE_MAX, CACHED_TARGET, Outgoing
 from gateway.dataplane.paths import BadTarget, route_host, split_target
-from gateway.dataplane.ports import Forwarding, TableSource
+from gateway.dataplane.ports import TableSource
 from gateway.dataplane.request import BadBody, BadHeader, BodyTimeout, ClientGone, Request
 from gateway.dataplane.retry import RetryBudget
 from gateway.dataplane.shadow import Mirror
@@ -44,12 +42,9 @@ from gateway.telemetry.record import NULL, NewRecord, Recorder
 __all__ = ["Observer", "Proxy"]
 
 _ADMITTED = object()  # a request counted in flight, before (or without) a Flight
-#: the status recorded for a routed request whose client went away before any answer
-#: (nginx's "client closed request"): a backend that hangs shows, not looks idle
-CLIENT_CLOSED = 499
 
 
-class Proxy(Outgoing, Answers):
+class Proxy(Outgoing, Answers, Finish):
     """The data-plane request handler (the `Handler` of every data-plane connection)."""
 
     def __init__(self, holder: TableSource, upstreams: Upstreams, inflight: Inflight,
@@ -154,47 +149,6 @@ class Proxy(Outgoing, Answers):
                 self._hosts.clear()
             self._hosts[raw] = host
         return host
-
-    def gone(self, req: Request) -> None:
-        flight = req.flight
-        if isinstance(flight, Flight):
-            flight.client_gone()
-
-    def done(self, req: Request) -> None:
-        """The one place a finished request is reported to telemetry."""
-        flight = req.flight
-        if flight is not None:
-            req.flight = None
-            inflight = self.inflight
-            inflight._done()
-            inflight.handles.discard(flight)  # (_ADMITTED: never in it)
-        rec = req.rec
-        span = req.span
-        if span is not None:
-            req.span = None
-            rec.trace_id = span.trace_id  # (the access log's)
-            span.finish(bool(rec.status))
-        if rec is None:
-            return
-        if rec.status:
-            rec.end = self.clock.now
-        elif isinstance(flight, Flight):  # the client went away before any answer
-            rec.route, rec.version = flight.plan.name, flight.target.name
-            rec.decision, rec.status = flight.decision, CLIENT_CLOSED
-            rec.end = self.loop.time()  # (no bytes arrived: the shared clock is stale)
-        else:
-            return  # (before it was routed)
-        recorder = self.recorder
-        if recorder.detailed:
-            trusted = self.client_address  # the right-most untrusted hop behind proxies
-            rec.peer = (req.remote or "") if trusted is None else trusted.client(
-                req.remote, forwarded_for(req))
-            rid = req.headers.get_bytes(b"x-request-id")
-            rec.request_id = rid.decode("latin-1") if rid is not None else ""
-            rec.method = req.method.decode("latin-1")
-            rec.path = req.path
-            rec.bytes_in = req.body_size
-        recorder.done(rec)
 
     # ------------------------------------------------------------------ decisions
 
@@ -303,49 +257,3 @@ class Proxy(Outgoing, Answers):
         task: asyncio.Task[None] = self.loop.create_task(coro)  # type: ignore[arg-type]
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-    def write_complete(self, flight: Forwarding, ex: Exchange) -> None:
-        """The fast path's end: the whole answer has arrived; one write to the client."""
-        req = flight.req
-        plan, target, decision = flight.plan, flight.target, flight.decision
-        route, version = plan.name, target.name
-        status = ex.status
-        body = ex.finish()  # (back in its pool: `ex` holds this answer until its `_reset`)
-        if plan.shadow_config is not None and (tap := self.tap(flight)) is not None:
-            tap.answer(status, ex.headers, body)  # a copy goes once this answer is written
-        length: int | None = len(body)
-        if req.method == b"HEAD":
-            length, body = ex.length, b""
-        elif status in (204, 304) or status < 200:
-            length, body = None, b""
-        span = req.span
-        if span is not None:
-            span.answered(status, route, version, decision)
-        rec = req.rec  # (what `served` records, inline: this is the path of most answers)
-        rec.route = route
-        rec.version = version
-        rec.decision = decision
-        rec.status = status
-        rec.bytes_out = len(body)
-        rec.first_byte = 0.0  # (not streamed; written, as a recorder's read of the class's
-        # default through the instance costs about 250 CPU instructions more)
-        if span is not None:
-            span.body(body)
-        started = flight.started
-        rec.upstream = ex.head_at - started
-        observer = self.observer
-        if observer is not None:
-            observer.outcome(route, version, "5xx" if status >= 500 else "ok",
-                             self.clock.now - started)
-        keep = req.keep_alive and req.body_done and not req.conn.closing  # will_keep_alive
-        connection = (None if keep and not req.http10 else b"keep-alive" if keep else b"close")
-        try:
-            ours = self._labels[route, version, decision]
-        except KeyError:
-            ours = self.labels(plan, target, decision)
-        if ex.general:  # (positional: a call with keywords is not specialised)
-            data = response_head(status, ex.headers, ours, length, connection, False, False,
-                                 body)
-        else:  # (the fields were classified as they came: no second pass over them)
-            data = answer_head(status, ex.lines, ex.dated, ours, length, connection, body)
-        req.respond(data)

@@ -1,0 +1,135 @@
+"""A request's end on the proxy's side: the fast path's one write of a whole answer to the
+client (`write_complete`), a client that went away (`gone`), and the one place a finished
+request is reported to telemetry (`done`, with 499 for a routed request left unanswered).
+
+A base of `proxy.Proxy`, which owns the state read here (the `Handler`'s `gone` and `done`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from gateway.dataplane.answers import Observer
+from gateway.dataplane.clock import Clock
+from gateway.dataplane.exchange import Exchange
+from gateway.dataplane.flight import Flight
+from gateway.dataplane.headers import answer_head, response_head
+from gateway.dataplane.inflight import Inflight
+from gateway.dataplane.outgoing import forwarded_for
+from gateway.dataplane.ports import Forwarding
+from gateway.dataplane.request import Request
+from gateway.dataplane.shadowtap import Tap
+from gateway.domain.routing import RoutePlan, Target
+from gateway.forwarded import ClientAddress
+from gateway.telemetry.record import Recorder
+
+__all__ = ["CLIENT_CLOSED", "Finish"]
+
+#: the status recorded for a routed request whose client went away before any answer
+#: (nginx's "client closed request"): a backend that hangs shows, not looks idle
+CLIENT_CLOSED = 499
+
+
+class Finish:
+    """How the proxy ends a request (see the module docstring)."""
+
+    inflight: Inflight
+    clock: Clock
+    loop: asyncio.AbstractEventLoop
+    observer: Observer | None
+    recorder: Recorder
+    client_address: ClientAddress | None
+    _labels: dict[tuple[str, str, str], bytes]  # x-killgate-* lines
+
+    if TYPE_CHECKING:  # (`Answers`' and `Outgoing`'s, the other bases of `Proxy`)
+        def labels(self, plan: RoutePlan, target: Target | None, decision: str) -> bytes: ...
+
+        def tap(self, flight: Forwarding) -> Tap | None: ...
+
+    def write_complete(self, flight: Forwarding, ex: Exchange) -> None:
+        """The fast path's end: the whole answer has arrived; one write to the client."""
+        req = flight.req
+        plan, target, decision = flight.plan, flight.target, flight.decision
+        route, version = plan.name, target.name
+        status = ex.status
+        body = ex.finish()  # (back in its pool: `ex` holds this answer until its `_reset`)
+        if plan.shadow_config is not None and (tap := self.tap(flight)) is not None:
+            tap.answer(status, ex.headers, body)  # a copy goes once this answer is written
+        length: int | None = len(body)
+        if req.method == b"HEAD":
+            length, body = ex.length, b""
+        elif status in (204, 304) or status < 200:
+            length, body = None, b""
+        span = req.span
+        if span is not None:
+            span.answered(status, route, version, decision)
+        rec = req.rec  # (what `served` records, inline: this is the path of most answers)
+        rec.route = route
+        rec.version = version
+        rec.decision = decision
+        rec.status = status
+        rec.bytes_out = len(body)
+        rec.first_byte = 0.0  # (not streamed; written, as a recorder's read of the class's
+        # default through the instance costs about 250 CPU instructions more)
+        if span is not None:
+            span.body(body)
+        started = flight.started
+        rec.upstream = ex.head_at - started
+        observer = self.observer
+        if observer is not None:
+            observer.outcome(route, version, "5xx" if status >= 500 else "ok",
+                             self.clock.now - started)
+        keep = req.keep_alive and req.body_done and not req.conn.closing  # will_keep_alive
+        connection = (None if keep and not req.http10 else b"keep-alive" if keep else b"close")
+        try:
+            ours = self._labels[route, version, decision]
+        except KeyError:
+            ours = self.labels(plan, target, decision)
+        if ex.general:  # (positional: a call with keywords is not specialised)
+            data = response_head(status, ex.headers, ours, length, connection, False, False,
+                                 body)
+        else:  # (the fields were classified as they came: no second pass over them)
+            data = answer_head(status, ex.lines, ex.dated, ours, length, connection, body)
+        req.respond(data)
+
+    def gone(self, req: Request) -> None:
+        flight = req.flight
+        if isinstance(flight, Flight):
+            flight.client_gone()
+
+    def done(self, req: Request) -> None:
+        """The one place a finished request is reported to telemetry."""
+        flight = req.flight
+        if flight is not None:
+            req.flight = None
+            inflight = self.inflight
+            inflight._done()
+            inflight.handles.discard(flight)  # (_ADMITTED: never in it)
+        rec = req.rec
+        span = req.span
+        if span is not None:
+            req.span = None
+            rec.trace_id = span.trace_id  # (the access log's)
+            span.finish(bool(rec.status))
+        if rec is None:
+            return
+        if rec.status:
+            rec.end = self.clock.now
+        elif isinstance(flight, Flight):  # the client went away before any answer
+            rec.route, rec.version = flight.plan.name, flight.target.name
+            rec.decision, rec.status = flight.decision, CLIENT_CLOSED
+            rec.end = self.loop.time()  # (no bytes arrived: the shared clock is stale)
+        else:
+            return  # (before it was routed)
+        recorder = self.recorder
+        if recorder.detailed:
+            trusted = self.client_address  # the right-most untrusted hop behind proxies
+            rec.peer = (req.remote or "") if trusted is None else trusted.client(
+                req.remote, forwarded_for(req))
+            rid = req.headers.get_bytes(b"x-request-id")
+            rec.request_id = rid.decode("latin-1") if rid is not None else ""
+            rec.method = req.method.decode("latin-1")
+            rec.path = req.path
+            rec.bytes_in = req.body_size
+        recorder.done(rec)

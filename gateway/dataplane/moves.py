@@ -1,0 +1,155 @@
+"""A flight's next step once an attempt has not been forwarded: the attempts plan asked
+(retry, failover to the next version, the route's fallback, or an answer here), a kill that
+came after routing (`_passed_kill`) and the 503 killed answer, and letting a flight go.
+
+The base of `flight.Flight` (on `inflight.Handle`), which owns the state read here; its slow
+path and streaming call these steps through `ports.Forwarding`. Imports nothing above `ports.py`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from gateway.dataplane.attempts import (
+    ANSWER,
+    FRESH,
+    MOVE,
+    UNDELIVERED,
+    Outcome,
+    SoFar,
+    next_attempt,
+)
+from gateway.dataplane.exchange import Exchange
+from gateway.dataplane.inflight import Aborted, Handle
+from gateway.dataplane.ports import FlightHost
+from gateway.dataplane.request import Request
+from gateway.dataplane.retry import RetryBudget
+from gateway.dataplane.spans import AttemptSpan, trace_ejection
+from gateway.domain.routing import FAILOVER, FALLBACK, RoutePlan, Target
+from gateway.errors import UpstreamError
+
+__all__ = ["Moves"]
+
+
+class Moves(Handle):
+    """The steps of a flight between its attempts (see the module docstring)."""
+
+    # the fields a step changes (`Flight.start` sets them first); the others are `Flight`'s
+    __slots__ = ("att", "decision", "new_connection", "so_far", "target", "targets")
+
+    att: AttemptSpan | None  # the attempt's trace span (tracing on)
+    decision: str
+    new_connection: bool  # the next attempt opens a connection (a stale one failed)
+    so_far: SoFar
+    target: Target
+    targets: tuple[Target, ...] | None  # the failover order (asked at the first move)
+
+    # read here, `Flight`'s
+    proxy: FlightHost
+    req: Request
+    plan: RoutePlan
+    complete: bool
+    budget: RetryBudget | None
+    started: float
+
+    if TYPE_CHECKING:
+        def _forward_answer(self, ex: Exchange) -> None: ...
+
+    # ------------------------------------------------------------------ the plan
+
+    def _next(self, outcome: Outcome, err: UpstreamError | None, ex: Exchange | None) -> bool:
+        """Ask the plan; True when the request goes on (the target is updated), False when
+        it has been answered here."""
+        if self.targets is None:  # (asked once, before any move: `target` is the first)
+            self.targets = self.plan.failover_for(self.target.name)
+        proxy = self.proxy
+        plan = self.plan
+        budget = self.budget
+        retry = plan.retry
+        nxt = next_attempt(self.so_far, outcome, len(self.targets), self.complete,
+                           proxy.policy(plan),
+                           lambda: budget is not None and retry is not None
+                           and budget.allow(proxy.loop.time(), retry.budget))
+        if nxt.action == ANSWER:
+            fallback = nxt.reason == "no_other_version" and plan.fallback is not None
+            if isinstance(err, Aborted) and not fallback:  # (killed since routing, and no
+                self._answer_killed(err)  # version left: the fallback, as if routed now)
+            elif ex is not None:
+                self._forward_answer(ex)
+            elif fallback:
+                self._finished()
+                proxy.unavailable(self.req, plan, FALLBACK)
+            else:
+                assert err is not None
+                self._finished()
+                proxy.upstream_failed(self.req, plan, self.target, self.decision, err)
+            return False
+        self.so_far = nxt.so_far
+        self.new_connection = nxt.action == FRESH
+        if ex is not None:  # an answer we will not forward: drop it
+            self.exchange = None
+            if ex.complete:
+                ex.take_body()  # read whole: its connection can carry the next request
+            else:
+                ex.close()
+            ex.release()
+            proxy.dropped(plan, self.target, ex.status, outcome.not_ready, self.started)
+        if nxt.action == MOVE:
+            to = self.targets[self.so_far.moves - 1]
+            span = self.req.span
+            if span is not None:
+                span.event("killgate.failover", {
+                    "killgate.failover.from": self.target.name,
+                    "killgate.failover.to": to.name,
+                    "killgate.failover.cause": (err.kind() if err is not None
+                                                else str(outcome.status))})
+            self.target = to
+            self.decision = FAILOVER
+            proxy.moved(plan, nxt.reason)
+        return True
+
+    def _trace_failed(self, err: UpstreamError) -> None:
+        att, span = self.att, self.req.span
+        if att is not None:
+            att.failed(err.kind())
+            self.att = None
+        if span is not None:
+            trace_ejection(span, self.proxy.holder.table, self.plan, self.target)
+
+    def _passed_kill(self, why: Aborted) -> bool:
+        """The target was killed after this request was routed, before it went out: a
+        version kill moves it on as a request that never reached the backend (the next
+        version in the failover order, else the route's fallback, else 503 killed); a route
+        or global kill answers 503 killed. True when it goes on (the target is updated),
+        False when it was answered."""
+        if why.scope != "version":
+            self._answer_killed(why)
+            return False
+        if self.att is not None:  # (the slow path's span of the attempt not made)
+            self.att.failed("killed")
+            self.att = None
+        return self._next(Outcome(UNDELIVERED), why, None)
+
+    def _answer_killed(self, why: Aborted) -> None:
+        span = self.req.span
+        if span is not None:
+            if self.att is not None:
+                self.att.failed("killed")
+                self.att = None
+            span.event("killgate.kill", {"killgate.kill.scope": why.scope,
+                                         "killgate.version": self.target.name,
+                                         "killgate.inflight": 1})
+        self._finished()
+        self.proxy.unavailable_killed(self.req, self.plan, self.target, why)
+
+    # ------------------------------------------------------------------ letting it go
+
+    def _finished(self) -> None:
+        self.proxy.inflight.handles.discard(self)
+
+    def _close_ex(self) -> None:
+        ex = self.exchange
+        if ex is not None:
+            self.exchange = None
+            ex.close()
+            ex.release()
