@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import running_gateway, two_versions, write_config
+from tests.rawhttp import exchange, request
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -52,3 +53,41 @@ async def test_an_answer_given_before_the_body_is_read_reaches_the_client(
                                               length) for _ in range(5)]
     lost = [r for r in results if r != status]
     assert not lost, f"{len(lost)} of 5 clients did not read the {status}: {lost}"
+
+
+async def test_a_slow_body_does_not_hold_a_backend_connection_past_the_total_timeout(
+        tmp_path: Path, backends) -> None:
+    """A body over 64 KiB streams to the backend as it arrives, on a backend connection
+    taken at once. `timeouts.total` is "the whole exchange (504)" (README), but the sweeper
+    that enforces it only sees an exchange while it waits on the backend: while `send`
+    waits for the client's next body bytes, no deadline applies but `body_timeout`, which
+    is per pause. A client that sends a byte now and then (R-U-D-Y, RELIABILITY row 37)
+    holds a backend connection for as long as it likes: `max_connections_per_backend` of
+    them shut every other client out of that backend (503 overloaded). Expected: the
+    exchange ends at `total`, and the connection comes free."""
+    from tests.backends import echo_app
+    port = await backends(echo_app("v1"))
+    routes = two_versions(port, port, 100, 0, extra="timeouts: {connect: 500ms, total: 1s}\n")
+    cfg = write_config(tmp_path, routes, extra="server:\n  max_connections_per_backend: 2\n")
+    async with running_gateway(cfg) as g:
+        gport = g.gw.data_addr[1]
+        writers = []
+        for _ in range(2):  # two slow uploads take both backend connections
+            _, w = await asyncio.open_connection("127.0.0.1", gport)
+            w.write(b"POST /v2/models/iris/infer HTTP/1.1\r\nHost: x\r\n"
+                    b"Content-Length: 100000\r\n\r\nx")
+            writers.append(w)
+        loop = asyncio.get_running_loop()
+        until = loop.time() + 4.0  # four times the route's total timeout
+        try:
+            while loop.time() < until:
+                for w in writers:
+                    w.write(b"x")  # a byte now and then: well within body_timeout
+                await asyncio.sleep(0.2)
+            status, _, body = await exchange(
+                gport, request("POST", "/v2/models/iris/infer", b"{}"), timeout=5)
+        finally:
+            for w in writers:
+                w.close()
+    assert status == 200, (f"a request 4 s after two slow uploads began (total timeout 1s) "
+                           f"got {status} {body[:120]!r}: they still hold the backend")
