@@ -4,6 +4,7 @@ client reads when the gateway answers before it has read the request's body."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http.client
 from pathlib import Path
 
@@ -73,21 +74,107 @@ async def test_a_slow_body_does_not_hold_a_backend_connection_past_the_total_tim
         gport = g.gw.data_addr[1]
         writers = []
         for _ in range(2):  # two slow uploads take both backend connections
-            _, w = await asyncio.open_connection("127.0.0.1", gport)
+            r, w = await asyncio.open_connection("127.0.0.1", gport)
             w.write(b"POST /v2/models/iris/infer HTTP/1.1\r\nHost: x\r\n"
                     b"Content-Length: 100000\r\n\r\nx")
-            writers.append(w)
+            writers.append((r, w))
         loop = asyncio.get_running_loop()
         until = loop.time() + 4.0  # four times the route's total timeout
         try:
+            slow = [b"", b""]
             while loop.time() < until:
-                for w in writers:
-                    w.write(b"x")  # a byte now and then: well within body_timeout
+                for i, (r, w) in enumerate(writers):
+                    with contextlib.suppress(TimeoutError, ConnectionError):
+                        slow[i] += await asyncio.wait_for(r.read(4096), 0.01)
+                    if not slow[i]:  # (nothing more once answered: the gateway closed)
+                        w.write(b"x")  # a byte now and then: well within body_timeout
                 await asyncio.sleep(0.2)
             status, _, body = await exchange(
                 gport, request("POST", "/v2/models/iris/infer", b"{}"), timeout=5)
         finally:
-            for w in writers:
+            for _, w in writers:
                 w.close()
     assert status == 200, (f"a request 4 s after two slow uploads began (total timeout 1s) "
                            f"got {status} {body[:120]!r}: they still hold the backend")
+    assert all(a.startswith(b"HTTP/1.1 408 ") for a in slow), slow  # the client's delay
+
+
+async def _status(port: int, payload: bytes) -> tuple[int, bytes]:
+    """The status (and head) of the answer to `payload`, its body left unread."""
+    r, w = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        w.write(payload)
+        head = await asyncio.wait_for(r.readuntil(b"\r\n\r\n"), 5)
+        return int(head.split(b" ", 2)[1]), head
+    finally:
+        w.close()
+
+
+class BigAnswer:
+    """A backend answering every request with `size` bytes (Content-Length), as fast as the
+    gateway takes them."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.server: asyncio.AbstractServer | None = None
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % self.size)
+            block = b"y" * 65536
+            for _ in range(self.size // len(block)):
+                writer.write(block)
+                await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._client, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.server.wait_closed(), 2)
+
+
+async def test_a_slow_reader_does_not_hold_a_backend_connection_past_the_total_timeout(
+        tmp_path: Path) -> None:
+    """The answer side of the same: while a streamed answer waits for the client to take
+    what it was sent (`req.drain`), no deadline applies but `send_timeout`, which a client
+    resets with every small read. A client that reads fast has its stream cut at
+    `timeouts.total` (the sweeper, in `read`); one that reads a little now and then (a
+    slow-read attack, RELIABILITY row 37) holds a backend connection as long as it likes.
+    Expected: the stream is cut at `total` either way, and the connection comes free."""
+    backend = BigAnswer(256 * 1024 * 1024)
+    port = await backend.start()
+    routes = two_versions(port, port, 100, 0, extra="timeouts: {connect: 500ms, total: 1s}\n")
+    cfg = write_config(tmp_path, routes, extra="server:\n  max_connections_per_backend: 2\n")
+    try:
+        async with running_gateway(cfg) as g:
+            gport = g.gw.data_addr[1]
+            readers = []
+            for _ in range(2):  # two slow readers take both backend connections
+                r, w = await asyncio.open_connection("127.0.0.1", gport, limit=4096)
+                w.write(b"GET /v2/models/iris/infer HTTP/1.1\r\nHost: x\r\n\r\n")
+                readers.append((r, w))
+            loop = asyncio.get_running_loop()
+            until = loop.time() + 4.0  # four times the route's total timeout
+            try:
+                while loop.time() < until:
+                    for r, _ in readers:
+                        with contextlib.suppress(Exception):
+                            await asyncio.wait_for(r.read(4096), 0.05)
+                    await asyncio.sleep(0.2)
+                status, head = await _status(gport, request("GET", "/v2/models/iris/infer"))
+            finally:
+                for _, w in readers:
+                    w.close()
+    finally:
+        await backend.stop()
+    assert status == 200, (f"a request 4 s after two slow readers began (total timeout 1s) "
+                           f"got {head!r}: they still hold the backend")

@@ -10,7 +10,7 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
 
-from gateway.errors import UpstreamClosed, UpstreamError, UpstreamTimeout
+from gateway.errors import ClientTimeout, UpstreamClosed, UpstreamError
 
 __all__ = ["Awaiting", "Body"]
 
@@ -77,12 +77,13 @@ class Awaiting:
             # The route's total deadline holds while the client's body is awaited too (the
             # sweeper sees only waits on the backend): a client that sends a byte now and
             # then must not hold a backend connection past it (R-U-D-Y). One timer per
-            # streamed body.
+            # streamed body; `ClientTimeout` when it passes.
             async with asyncio.timeout_at(self.deadline):
                 await self._send_body(tr, body)
         except TimeoutError:
-            err = UpstreamTimeout("total")
-            self.fail(err)
+            err = ClientTimeout("the request body did not arrive within the route's total "
+                                "timeout")
+            self.fail(err)  # (the connection closes: the request went out in part)
             raise err from None
 
     async def _send_body(self, tr: asyncio.Transport, body: AsyncIterator[bytes]) -> None:
