@@ -163,3 +163,69 @@ async def test_an_interim_answer_with_a_body_never_joins_the_final_one(
     finally:
         await evil.stop()
         await good.stop()
+
+
+class Counting:
+    """A keep-alive backend answering GET and HEAD (no body for HEAD) that counts the
+    connections it was opened."""
+
+    def __init__(self) -> None:
+        self.connections = 0
+        self.server: asyncio.AbstractServer | None = None
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                body = b'{"outputs": [1]}'
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                             b"Content-Length: %d\r\n\r\n" % len(body)
+                             + (b"" if head.startswith(b"HEAD ") else body))
+                await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._client, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.server.wait_closed(), 2)
+
+
+@pytest.mark.parametrize("method", ["GET", pytest.param("HEAD", marks=pytest.mark.xfail(
+    strict=True, reason="every HEAD answer closes its backend connection (review 7)"))])
+async def test_head_requests_reuse_backend_connections(tmp_path: Path, method: str) -> None:
+    """llhttp cannot be told that an answer is to a HEAD request, so the exchange ends at
+    the head and never pools the connection (`AnswerParsing.on_headers_complete`). Every
+    HEAD a client sends costs a new backend connection, closed by the gateway first: a
+    TIME_WAIT on the gateway's side each, so a few hundred HEADs a second from one client
+    use up the ephemeral ports toward that backend (about 28,000 per 60 s), and then every
+    request to it fails to connect. Expected: HEAD reuses connections as GET does."""
+    from tests.conftest import running_gateway, write_config
+
+    backend = Counting()
+    port = await backend.start()
+    try:
+        async with running_gateway(write_config(tmp_path, two_versions(port, port, 100, 0))) as g:
+            reader, writer = await asyncio.open_connection("127.0.0.1", g.gw.data_addr[1])
+            try:
+                for _ in range(50):
+                    writer.write(f"{method} {INFER} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+                    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+                    assert head.startswith(b"HTTP/1.1 200 "), head
+                    if method == "GET":
+                        await asyncio.wait_for(reader.readexactly(16), 5)
+            finally:
+                writer.close()
+    finally:
+        await backend.stop()
+    assert backend.connections <= 2, (
+        f"50 {method} requests on one client connection opened {backend.connections} "
+        f"backend connections")
