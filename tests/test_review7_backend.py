@@ -166,10 +166,12 @@ async def test_an_interim_answer_with_a_body_never_joins_the_final_one(
 
 
 class Counting:
-    """A keep-alive backend answering GET and HEAD (no body for HEAD) that counts the
-    connections it was opened."""
+    """A keep-alive backend answering GET and HEAD (no body for HEAD, unless `head_body`:
+    a buggy one) that counts the connections it was opened; `chunked`: its answers are."""
 
-    def __init__(self) -> None:
+    def __init__(self, head_body: bool = False, chunked: bool = False) -> None:
+        self.head_body = head_body
+        self.chunked = chunked
         self.connections = 0
         self.server: asyncio.AbstractServer | None = None
 
@@ -178,10 +180,15 @@ class Counting:
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
-                body = b'{"outputs": [1]}'
+                body = b'{"outputs": [%d]}' % self.connections
+                framing = (b"Transfer-Encoding: chunked\r\n" if self.chunked
+                           else b"Content-Length: %d\r\n" % len(body))
+                if self.chunked:
+                    body = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
                 writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                             b"Content-Length: %d\r\n\r\n" % len(body)
-                             + (b"" if head.startswith(b"HEAD ") else body))
+                             + framing + b"\r\n"
+                             + (b"" if head.startswith(b"HEAD ") and not self.head_body
+                                else body))
                 await writer.drain()
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
@@ -199,9 +206,10 @@ class Counting:
                 await asyncio.wait_for(self.server.wait_closed(), 2)
 
 
-@pytest.mark.parametrize("method", ["GET", pytest.param("HEAD", marks=pytest.mark.xfail(
-    strict=True, reason="every HEAD answer closes its backend connection (review 7)"))])
-async def test_head_requests_reuse_backend_connections(tmp_path: Path, method: str) -> None:
+@pytest.mark.parametrize("chunked", [False, True])
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+async def test_head_requests_reuse_backend_connections(tmp_path: Path, method: str,
+                                                       chunked: bool) -> None:
     """llhttp cannot be told that an answer is to a HEAD request, so the exchange ends at
     the head and never pools the connection (`AnswerParsing.on_headers_complete`). Every
     HEAD a client sends costs a new backend connection, closed by the gateway first: a
@@ -210,7 +218,7 @@ async def test_head_requests_reuse_backend_connections(tmp_path: Path, method: s
     request to it fails to connect. Expected: HEAD reuses connections as GET does."""
     from tests.conftest import running_gateway, write_config
 
-    backend = Counting()
+    backend = Counting(chunked=chunked)
     port = await backend.start()
     try:
         async with running_gateway(write_config(tmp_path, two_versions(port, port, 100, 0))) as g:
@@ -221,6 +229,7 @@ async def test_head_requests_reuse_backend_connections(tmp_path: Path, method: s
                     head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
                     assert head.startswith(b"HTTP/1.1 200 "), head
                     if method == "GET":
+                        assert b"content-length: 16\r\n" in head, head
                         await asyncio.wait_for(reader.readexactly(16), 5)
             finally:
                 writer.close()
@@ -229,3 +238,31 @@ async def test_head_requests_reuse_backend_connections(tmp_path: Path, method: s
     assert backend.connections <= 2, (
         f"50 {method} requests on one client connection opened {backend.connections} "
         f"backend connections")
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+async def test_a_body_after_an_answer_to_head_never_reaches_the_next_request(
+        tmp_path: Path, chunked: bool) -> None:
+    """A buggy backend sends a body with its answer to HEAD: once HEAD answers keep their
+    connection, those bytes must close it, never be read as the next answer (the GET after
+    each HEAD gets its own backend's body, and a fresh connection)."""
+    from tests.conftest import running_gateway, write_config
+
+    backend = Counting(head_body=True, chunked=chunked)
+    port = await backend.start()
+    try:
+        async with running_gateway(write_config(tmp_path, two_versions(port, port, 100, 0))) as g:
+            reader, writer = await asyncio.open_connection("127.0.0.1", g.gw.data_addr[1])
+            try:
+                for _ in range(10):
+                    writer.write(f"HEAD {INFER} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+                    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+                    assert head.startswith(b"HTTP/1.1 200 "), head
+                    writer.write(f"GET {INFER} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+                    status, _, body = await read_answer(reader)
+                    assert status == 200 and body.startswith(b'{"outputs": ['), (status, body)
+            finally:
+                writer.close()
+    finally:
+        await backend.stop()
+    assert backend.connections >= 10

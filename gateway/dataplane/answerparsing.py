@@ -48,8 +48,8 @@ class AnswerParsing(Awaiting):
     (of the answer) is their slots."""
 
     __slots__ = ("_framed", "complete", "dated", "general", "head_at", "headers",
-                 "headers_done", "keep_alive", "length", "lines", "status", "trail_fresh",
-                 "trailer_bytes", "trailing", "v1_seen", "woke")
+                 "headers_done", "keep_alive", "length", "lines", "stale", "status",
+                 "trail_fresh", "trailer_bytes", "trailing", "v1_seen", "woke")
 
     # the exchange's state they read and write (Exchange's, Awaiting's)
     parser: Any  # httptools.HttpResponseParser (httptools is exchange.py's to import)
@@ -141,9 +141,12 @@ class AnswerParsing(Awaiting):
         if status in (204, 304) or self.head:
             self._framed = True
         if self.head:
-            # llhttp cannot be told a HEAD response has no body: end here, never reuse.
+            # llhttp cannot be told an answer is to HEAD (it would wait for the body its
+            # Content-Length announces): the answer ends here, and the next one on this
+            # connection is read by a parser of its own (`stale`: `Exchange._reset`); a
+            # byte of a body after it closes the connection (`_headless`)
             self.complete = True
-            self.keep_alive = False
+            self.stale = True
         if self.feeding and self.waiter is None:
             self.woke = True  # (`_wake`, inline: the sink hears once these bytes are parsed)
         else:
@@ -153,6 +156,15 @@ class AnswerParsing(Awaiting):
         # a chunk's data follows, or (after the last, empty one) the trailer section
         self.trailing = self.trail_fresh = True
         self.trailer_bytes = 0
+        if self.head:
+            self._headless()
+
+    def _headless(self) -> None:
+        """Bytes of a body after an answer to HEAD (which has none): the connection is
+        never used again (they are the body's, or another answer's: no telling)."""
+        self.keep_alive = False
+        if self.transport is not None:
+            self.transport.abort()
 
     def on_chunk_complete(self) -> None:
         self.trailing = False
@@ -160,6 +172,7 @@ class AnswerParsing(Awaiting):
     def on_body(self, body: bytes) -> None:
         self.trailing = False
         if self.head:
+            self._headless()
             return
         self.chunks.append(body)
         self.buffered += len(body)

@@ -103,6 +103,7 @@ class Exchange(AnswerParsing, asyncio.Protocol):
         self.head = False
         self.base = b""
         self.trailing = self.trail_fresh = False  # (a chunked answer's: `on_chunk_header`)
+        self.stale = False  # (the parser of an answer to HEAD: `on_headers_complete`)
         self.trailer_bytes = 0
         self.deadline = 0.0
         self.idle = 0.0
@@ -124,6 +125,9 @@ class Exchange(AnswerParsing, asyncio.Protocol):
         self.head_bytes = 0  # bytes read while the head was not complete (1xx heads too)
         self.keep_alive = False
         self._framed = False
+        if self.stale:  # the last answer was to HEAD: its parser still waits for a body
+            self.stale = False
+            self.parser = httptools.HttpResponseParser(self)
 
     # ------------------------------------------------------------ protocol callbacks
 
