@@ -178,3 +178,26 @@ async def test_a_slow_reader_does_not_hold_a_backend_connection_past_the_total_t
         await backend.stop()
     assert status == 200, (f"a request 4 s after two slow readers began (total timeout 1s) "
                            f"got {head!r}: they still hold the backend")
+
+
+async def test_an_http10_request_expecting_100_continue_never_gets_one(
+        tmp_path: Path, backends) -> None:
+    """RFC 9110 §10.1.1: a server MUST ignore a 100-continue expectation in an HTTP/1.0
+    request (1.0 has no interim answers: its client reads "HTTP/1.1 100 Continue" as the
+    answer, and what follows as its body). The gateway sends one when it first reads the
+    body (`Request._more`), whatever the request's version. Expected: no 100; the answer."""
+    from tests.backends import echo_app
+    port = await backends(echo_app("v1"))
+    async with running_gateway(write_config(tmp_path, two_versions(port, port, 100, 0))) as g:
+        r, w = await asyncio.open_connection("127.0.0.1", g.gw.data_addr[1])
+        try:
+            w.write(b"POST /v2/models/iris/infer HTTP/1.0\r\nHost: x\r\n"
+                    b"Expect: 100-continue\r\nContent-Length: 2\r\n\r\n")
+            with contextlib.suppress(TimeoutError):
+                early = await asyncio.wait_for(r.read(100), 0.5)
+                assert not early.startswith(b"HTTP/1.1 100"), early
+            w.write(b"{}")
+            answer = await asyncio.wait_for(r.read(), 5)
+        finally:
+            w.close()
+    assert answer.startswith(b"HTTP/1.1 200 "), answer
