@@ -214,6 +214,16 @@ class UpstreamProtocolError(UpstreamError):
     pass
 
 
+class ClientTimeout(UpstreamError):
+    """The route's total deadline passed while a streamed request body was awaited from
+    the client: the client's delay (the request answers 408), never the backend's."""
+
+    backend_fault = False
+
+    def kind(self) -> str:
+        return "client_timeout"
+
+
 class UpstreamClosed(UpstreamError):
     pass
 

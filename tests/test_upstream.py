@@ -124,12 +124,35 @@ async def test_broken_answers_fail_the_exchange(payload: bytes, error: type) -> 
 
 
 async def test_a_head_answer_ends_at_its_head() -> None:
-    ex, _ = exchange(head=True)
+    p = pool()
+    ex, _ = exchange(p, head=True)
     await ex.send(b"HEAD / HTTP/1.1\r\n\r\n", None)
     feed(ex, b"HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n", 0)
     await ex.read_head()
     assert ex.complete and ex.length == 1234 and await ex.read() == b""
-    assert not ex.keep_alive  # llhttp cannot be told of HEAD: never reused
+    # llhttp cannot be told of HEAD (it waits for 1234 bytes): reused, the next answer is
+    # read by a parser of its own (review 7: a connection per HEAD used up the ports)
+    assert ex.keep_alive
+    p.release(ex)
+    assert p.take_idle() is ex
+    ex.begin(asyncio.get_running_loop().time() + 5, 5, False)
+    await ex.send(b"GET / HTTP/1.1\r\n\r\n", None)
+    feed(ex, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", 0)
+    await ex.read_head()
+    assert ex.complete and await read_all(ex) == b"ok" and ex.keep_alive
+
+
+@pytest.mark.parametrize("after", [b"abc", b"0\r\n\r\n"])
+async def test_a_body_after_a_head_answer_closes_the_connection(after: bytes) -> None:
+    p = pool()
+    ex, tr = exchange(p, head=True)
+    await ex.send(b"HEAD / HTTP/1.1\r\n\r\n", None)
+    framing = b"Content-Length: 3" if after == b"abc" else b"Transfer-Encoding: chunked"
+    feed(ex, b"HTTP/1.1 200 OK\r\n%s\r\n\r\n" % framing, 0)
+    await ex.read_head()
+    assert ex.complete and ex.keep_alive
+    feed(ex, after, 0)  # (late: its bytes, or another answer's; no telling)
+    assert not ex.keep_alive and tr.is_closing()
 
 
 class Sink:

@@ -48,7 +48,8 @@ class AnswerParsing(Awaiting):
     (of the answer) is their slots."""
 
     __slots__ = ("_framed", "complete", "dated", "general", "head_at", "headers",
-                 "headers_done", "keep_alive", "length", "lines", "status", "v1_seen", "woke")
+                 "headers_done", "keep_alive", "length", "lines", "stale", "status",
+                 "trail_fresh", "trailer_bytes", "trailing", "v1_seen", "woke")
 
     # the exchange's state they read and write (Exchange's, Awaiting's)
     parser: Any  # httptools.HttpResponseParser (httptools is exchange.py's to import)
@@ -76,7 +77,13 @@ class AnswerParsing(Awaiting):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if self.headers_done:
-            return  # a chunked answer's trailer: never merged into its head (RFC 9110 6.5.1)
+            # a chunked answer's trailer: never merged into its head (RFC 9110 6.5.1); its
+            # complete fields are counted here, an open one by `Exchange.data_received`
+            self.trailer_bytes += len(name) + len(value) + 4
+            if self.trailer_bytes > MAX_ANSWER_HEAD:
+                raise BadAnswer(f"the backend's trailer section is over "
+                                f"{MAX_ANSWER_HEAD // 1024} KiB")
+            return
         self.headers.append((name, value))
         try:
             kind = ANSWER_FIELDS[name]  # (a subscript costs less than a `get` call)
@@ -134,16 +141,38 @@ class AnswerParsing(Awaiting):
         if status in (204, 304) or self.head:
             self._framed = True
         if self.head:
-            # llhttp cannot be told a HEAD response has no body: end here, never reuse.
+            # llhttp cannot be told an answer is to HEAD (it would wait for the body its
+            # Content-Length announces): the answer ends here, and the next one on this
+            # connection is read by a parser of its own (`stale`: `Exchange._reset`); a
+            # byte of a body after it closes the connection (`_headless`)
             self.complete = True
-            self.keep_alive = False
+            self.stale = True
         if self.feeding and self.waiter is None:
             self.woke = True  # (`_wake`, inline: the sink hears once these bytes are parsed)
         else:
             self._wake()
 
-    def on_body(self, body: bytes) -> None:
+    def on_chunk_header(self) -> None:
+        # a chunk's data follows, or (after the last, empty one) the trailer section
+        self.trailing = self.trail_fresh = True
+        self.trailer_bytes = 0
         if self.head:
+            self._headless()
+
+    def _headless(self) -> None:
+        """Bytes of a body after an answer to HEAD (which has none): the connection is
+        never used again (they are the body's, or another answer's: no telling)."""
+        self.keep_alive = False
+        if self.transport is not None:
+            self.transport.abort()
+
+    def on_chunk_complete(self) -> None:
+        self.trailing = False
+
+    def on_body(self, body: bytes) -> None:
+        self.trailing = False
+        if self.head:
+            self._headless()
             return
         self.chunks.append(body)
         self.buffered += len(body)
@@ -156,9 +185,11 @@ class AnswerParsing(Awaiting):
             self._wake()
 
     def on_message_complete(self) -> None:
-        if not self.headers_done:  # the end of a 1xx: none of its fields are the answer's
-            self.headers = []
-            self.lines = []
+        if not self.headers_done:  # the end of a 1xx: none of its fields are the answer's,
+            self.headers = []  # nor its body (llhttp reads one for a 1xx other than 100,
+            self.lines = []  # 102, 103 with a Content-Length: it never joins the answer's)
+            self.chunks = []
+            self.buffered = 0  # (within MAX_ANSWER_HEAD: reading was not paused for it)
             self.dated = self.general = False
             self.length = None
             self._framed = False

@@ -7,10 +7,10 @@ settle its body. Waits have no timer: the pool's deadline sweeper fails an excha
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
 
-from gateway.errors import UpstreamClosed, UpstreamError
+from gateway.errors import ClientTimeout, UpstreamClosed, UpstreamError
 
 __all__ = ["Awaiting", "Body"]
 
@@ -46,6 +46,7 @@ class Awaiting:
     unsent: bool
     _write_paused: bool
     _chunked_out: bool
+    fail: Callable[[UpstreamError], None]  # (the exchange's: stop it with this error)
 
     async def _wait(self) -> None:
         # No timer per wait (a uvloop timer costs ~3 µs to arm and cancel, 5% of a
@@ -72,6 +73,20 @@ class Awaiting:
             return
         tr.write(head)
         self.unsent = True
+        try:
+            # The route's total deadline holds while the client's body is awaited too (the
+            # sweeper sees only waits on the backend): a client that sends a byte now and
+            # then must not hold a backend connection past it (R-U-D-Y). One timer per
+            # streamed body; `ClientTimeout` when it passes.
+            async with asyncio.timeout_at(self.deadline):
+                await self._send_body(tr, body)
+        except TimeoutError:
+            err = ClientTimeout("the request body did not arrive within the route's total "
+                                "timeout")
+            self.fail(err)  # (the connection closes: the request went out in part)
+            raise err from None
+
+    async def _send_body(self, tr: asyncio.Transport, body: AsyncIterator[bytes]) -> None:
         async for chunk in body:
             if self.error is not None:
                 raise self.error

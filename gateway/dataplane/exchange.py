@@ -102,6 +102,9 @@ class Exchange(AnswerParsing, asyncio.Protocol):
         self.head_at = 0.0  # when the answer's head arrived (loop clock; read only after)
         self.head = False
         self.base = b""
+        self.trailing = self.trail_fresh = False  # (a chunked answer's: `on_chunk_header`)
+        self.stale = False  # (the parser of an answer to HEAD: `on_headers_complete`)
+        self.trailer_bytes = 0
         self.deadline = 0.0
         self.idle = 0.0
         self.wait_until = 0.0
@@ -122,6 +125,9 @@ class Exchange(AnswerParsing, asyncio.Protocol):
         self.head_bytes = 0  # bytes read while the head was not complete (1xx heads too)
         self.keep_alive = False
         self._framed = False
+        if self.stale:  # the last answer was to HEAD: its parser still waits for a body
+            self.stale = False
+            self.parser = httptools.HttpResponseParser(self)
 
     # ------------------------------------------------------------ protocol callbacks
 
@@ -146,6 +152,8 @@ class Exchange(AnswerParsing, asyncio.Protocol):
                 # (checked after the feed: one read may end the head and begin the body)
                 self.fail(UpstreamProtocolError(
                     f"the backend's answer head is over {MAX_ANSWER_HEAD // 1024} KiB"))
+            elif self.trailing:
+                self._open_trailer(len(data))
         except httptools.HttpParserUpgrade:
             self.fail(UpstreamProtocolError("backend switched protocols; upgrades are not proxied"))
         except httptools.HttpParserError as exc:
@@ -168,6 +176,18 @@ class Exchange(AnswerParsing, asyncio.Protocol):
                     self.woke = False
                     if self.sink is not None:
                         self.sink.upstream(self)
+
+    def _open_trailer(self, n: int) -> None:
+        """A read that ends inside a trailer section (or a chunk's header): httptools holds
+        an open field until its end, growing it by a copy per read, so a read spent wholly
+        inside the section counts here (its complete fields count as they are parsed)."""
+        if self.trail_fresh:
+            self.trail_fresh = False  # (the section began in this read)
+            return
+        self.trailer_bytes += n
+        if self.trailer_bytes > MAX_ANSWER_HEAD:
+            self.fail(UpstreamProtocolError(
+                f"the backend's trailer section is over {MAX_ANSWER_HEAD // 1024} KiB"))
 
     def eof_received(self) -> bool:
         return False

@@ -180,7 +180,9 @@ class Parsing:
             self.version_hint = None
         req.keep_alive = p.should_keep_alive()
         if version != "1.1":
-            req.http10 = version == "1.0"
+            req.http10 = http10 = version == "1.0"
+            if http10:  # (RFC 9110 10.1.1: an HTTP/1.0 client gets no interim answer)
+                req.expect_continue = False
         refused = req.refused
         if refused is None and (version != "1.1" or method == b"CONNECT" or req.host is None):
             req.refused = refused = _refusal(req, version)

@@ -31,6 +31,7 @@ from gateway.dataplane.request import BadBody, BodyTimeout, BodyTooLarge, Client
 from gateway.dataplane.streaming import stream
 from gateway.dataplane.wire import SMALL_BODY
 from gateway.errors import (
+    ClientTimeout,
     DrillFault,
     UpstreamClosed,
     UpstreamError,
@@ -184,6 +185,8 @@ async def _attempt(flight: Forwarding) -> Exchange | None:
                 if reused and not ex.got_bytes:
                     raise UpstreamStale(str(exc)) from None  # closed while idle
                 raise
+            except ClientTimeout as exc:  # the client's delay: 408, not the backend's fault
+                raise BodyTimeout(str(exc)) from None
             return ex
         except Aborted as exc:
             flight._close_ex()

@@ -87,7 +87,14 @@ async def stream(flight: Forwarding, ex: Exchange) -> None:
             rec.bytes_out += len(data)
             req.send(data)
             if req.conn.write_paused:
-                await req.drain()
+                try:  # the route's total deadline holds while the client reads too (one
+                    async with asyncio.timeout_at(flight.deadline):  # timer per wait): a
+                        await req.drain()  # slow reader must not hold the backend past it
+                except TimeoutError:
+                    flight._close_ex()  # (the client's delay: not counted against the backend)
+                    flight._finished()
+                    req.abort()  # an incomplete body, never a clean end
+                    return
     except UpstreamError as exc:
         flight.exchange = None
         ex.release()
