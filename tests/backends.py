@@ -8,6 +8,7 @@ sends hop-by-hop response headers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -166,6 +167,54 @@ class RawBackend:
         if self.server is not None:
             self.server.close()
             await self.server.wait_closed()
+
+
+class RawServer:
+    """A raw TCP server on a loopback port: `serve` runs for each connection (a reset or an
+    early end of the other side ends it quietly), then the connection closes."""
+
+    def __init__(self) -> None:
+        self.server: asyncio.AbstractServer | None = None
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        raise NotImplementedError
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await self.serve(reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._client, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.server.wait_closed(), 2)
+
+
+class StreamingBackend(RawServer):
+    """Answers a connection's first request with `prefix`, then `block` again and again
+    until `total` bytes of blocks are sent (`sent`), as fast as the gateway takes them: an
+    answer head, a trailer or a body that goes on and on."""
+
+    def __init__(self, prefix: bytes, block: bytes, total: int) -> None:
+        super().__init__()
+        self.prefix, self.block, self.total = prefix, block, total
+        self.sent = 0
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(self.prefix)
+        while self.sent < self.total:
+            writer.write(self.block)
+            self.sent += len(self.block)
+            await writer.drain()
 
 
 #: how a model server says "I do not hold this model" (CONTRACT §5.6): path, status, body

@@ -20,7 +20,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from aiohttp import ClientSession, web
@@ -59,12 +59,30 @@ def signed_ack(prefix: str, instance: str, generation: int, key: str = STATE_KEY
     return f"{kid} {mac} {generation} {wall} - {instance}"
 
 
+T = TypeVar("T")
+
+
 def rss_kib(pid: int) -> int:
     """A process's resident memory (VmRSS), KiB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     raise AssertionError("no VmRSS")
+
+
+async def rss_growth(pid: int, work: Awaitable[T]) -> tuple[T | Exception, float]:
+    """What `work` gave (or the exception that ended it) and how far process `pid`'s
+    resident memory rose above its start meanwhile, MiB (sampled every 50 ms)."""
+    before = peak = rss_kib(pid)
+    task: asyncio.Task[T] = asyncio.ensure_future(work)
+    while not task.done():
+        peak = max(peak, rss_kib(pid))
+        await asyncio.sleep(0.05)
+    try:
+        got: T | Exception = task.result()
+    except Exception as exc:  # noqa: BLE001 - the caller looks at it
+        got = exc
+    return got, (peak - before) / 1024
 
 
 #: where free_port() looks: below Linux's ephemeral range (32768-60999 by default), from

@@ -1,7 +1,8 @@
 """Raw HTTP/1.1 over a loopback socket, for bytes an HTTP client library refuses to send.
 
 `exchange` sends one request exactly as given and reads one response (status, headers,
-body; Content-Length framed, or until the server closes).
+body; Content-Length framed, or until the server closes); `read_answer` reads one answer
+off a kept-alive connection.
 """
 
 from __future__ import annotations
@@ -18,14 +19,7 @@ async def exchange(port: int, payload: bytes, timeout: float = 10.0,
     try:
         writer.write(payload)
         await writer.drain()
-        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout)
-        lines = head.decode("latin-1").split("\r\n")
-        status = int(lines[0].split(" ", 2)[1])
-        headers = {}
-        for line in lines[1:]:
-            if ":" in line:
-                k, _, v = line.partition(":")
-                headers[k.strip().lower()] = v.strip()
+        status, headers = await _head(reader, timeout)
         if "content-length" in headers:
             body = await asyncio.wait_for(reader.readexactly(int(headers["content-length"])),
                                           timeout)
@@ -36,6 +30,37 @@ async def exchange(port: int, payload: bytes, timeout: float = 10.0,
         writer.close()
         with contextlib.suppress(ConnectionError, OSError):
             await writer.wait_closed()
+
+
+async def _head(reader: asyncio.StreamReader, timeout: float) -> tuple[int, dict[str, str]]:
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout)
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {}
+    for line in lines[1:]:
+        if ":" in line:
+            k, _, v = line.partition(":")
+            headers[k.strip().lower()] = v.strip()
+    return int(lines[0].split(" ", 2)[1]), headers
+
+
+async def read_answer(reader: asyncio.StreamReader, timeout: float = 10.0
+                      ) -> tuple[int, dict[str, str], bytes]:
+    """One answer off a kept-alive connection (Content-Length or chunked; else no body)."""
+    status, headers = await _head(reader, timeout)
+    if "content-length" in headers:
+        body = await asyncio.wait_for(reader.readexactly(int(headers["content-length"])),
+                                      timeout)
+    elif headers.get("transfer-encoding") == "chunked":
+        body = b""
+        while True:
+            size = int((await asyncio.wait_for(reader.readuntil(b"\r\n"), timeout)).strip(), 16)
+            data = await asyncio.wait_for(reader.readexactly(size + 2), timeout)
+            if size == 0:
+                break
+            body += data[:-2]
+    else:
+        body = b""
+    return status, headers, body
 
 
 def request(method: str, path: str, body: bytes | None = None,

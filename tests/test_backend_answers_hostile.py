@@ -4,17 +4,16 @@ client of the backend. (From a hostile review; each failed before its fix.)"""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import gzip
 import json
 from pathlib import Path
 
 import pytest
 
+from tests.backends import StreamingBackend
 from tests.conftest import (
     free_port,
-    rss_kib,
+    rss_growth,
     running_gateway,
     serving_process,
     two_versions,
@@ -27,40 +26,13 @@ pytestmark = pytest.mark.timeout(60)
 INFER = "/v2/models/iris/infer"
 
 
-class EndlessHead:
+def endless_head(total: int, one_field: bool = False) -> StreamingBackend:
     """A backend whose answer head never ends: a status line, then field after field
     (`one_field`: a single field whose value never ends), up to `total` bytes."""
-
-    def __init__(self, total: int, one_field: bool = False) -> None:
-        self.total = total
-        self.one_field = one_field
-        self.sent = 0
-        self.server: asyncio.AbstractServer | None = None
-
-    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            await reader.readuntil(b"\r\n\r\n")
-            writer.write(b"HTTP/1.1 200 OK\r\n" + (b"X-Pad: " if self.one_field else b""))
-            block = (b"a" * 65536) if self.one_field else b"".join(
-                b"X-Pad-%05d: %s\r\n" % (i, b"a" * 900) for i in range(64))
-            while self.sent < self.total:
-                writer.write(block)
-                self.sent += len(block)
-                await writer.drain()
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            writer.close()
-
-    async def start(self) -> int:
-        self.server = await asyncio.start_server(self._client, "127.0.0.1", 0)
-        return int(self.server.sockets[0].getsockname()[1])
-
-    async def stop(self) -> None:
-        if self.server is not None:
-            self.server.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.server.wait_closed(), 2)
+    block = (b"a" * 65536) if one_field else b"".join(
+        b"X-Pad-%05d: %s\r\n" % (i, b"a" * 900) for i in range(64))
+    return StreamingBackend(b"HTTP/1.1 200 OK\r\n" + (b"X-Pad: " if one_field else b""),
+                            block, total)
 
 
 @pytest.mark.parametrize("one_field", [False, True])
@@ -71,18 +43,14 @@ async def test_a_backend_answer_head_that_never_ends_is_bounded(
     not be buffered whole: here 400 MB of head arrive within the route's total timeout and
     the gateway's memory grows with it (llhttp has no limit of its own and
     `Exchange.on_header` appends every field)."""
-    backend = EndlessHead(400 * 1024 * 1024, one_field)
+    backend = endless_head(400 * 1024 * 1024, one_field)
     port = await backend.start()
     gw, data = await serving_process(gateway_procs, tmp_path, two_versions(port, port, 100, 0))
     try:
-        before = rss_kib(gw.proc.pid)
-        peak = before
-        task = asyncio.create_task(exchange(data, request("GET", INFER), timeout=50))
-        while not task.done():
-            peak = max(peak, rss_kib(gw.proc.pid))
-            await asyncio.sleep(0.05)
-        status, _, _ = await task
-        grown_mib = (peak - before) / 1024
+        got, grown_mib = await rss_growth(gw.proc.pid,
+                                          exchange(data, request("GET", INFER), timeout=50))
+        assert not isinstance(got, Exception), got
+        status = got[0]
         # expected: refused early (a few hundred KiB of head at most), 502
         assert status == 502 and backend.sent < 16 * 1024 * 1024 and grown_mib < 64, (
             f"answered {status} after reading {backend.sent >> 20} MiB of one answer head; "

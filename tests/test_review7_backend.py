@@ -9,47 +9,21 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import rss_kib, serving_process, two_versions
-from tests.rawhttp import exchange, request
+from tests.backends import RawServer, StreamingBackend
+from tests.conftest import rss_growth, serving_process, two_versions
+from tests.rawhttp import exchange, read_answer, request
 
 pytestmark = pytest.mark.timeout(90)
 
 INFER = "/v2/models/iris/infer"
 
 
-class EndlessTrailer:
-    """A backend whose chunked answer ends in a trailer section that never ends: one
-    field whose value goes on (`one_field`), up to `total` bytes."""
-
-    def __init__(self, total: int) -> None:
-        self.total = total
-        self.sent = 0
-        self.server: asyncio.AbstractServer | None = None
-
-    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            await reader.readuntil(b"\r\n\r\n")
-            writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n"
-                         b"Content-Type: application/json\r\n\r\n2\r\n{}\r\n0\r\nX-Pad: ")
-            block = b"a" * 65536
-            while self.sent < self.total:
-                writer.write(block)
-                self.sent += len(block)
-                await writer.drain()
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            writer.close()
-
-    async def start(self) -> int:
-        self.server = await asyncio.start_server(self._client, "127.0.0.1", 0)
-        return int(self.server.sockets[0].getsockname()[1])
-
-    async def stop(self) -> None:
-        if self.server is not None:
-            self.server.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.server.wait_closed(), 2)
+def endless_trailer(total: int) -> StreamingBackend:
+    """A backend whose chunked answer ends in a trailer section that never ends: one field
+    whose value goes on, up to `total` bytes."""
+    return StreamingBackend(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n"
+                            b"Content-Type: application/json\r\n\r\n2\r\n{}\r\n0\r\nX-Pad: ",
+                            b"a" * 65536, total)
 
 
 async def test_an_answer_trailer_that_never_ends_is_bounded(tmp_path: Path,
@@ -61,52 +35,18 @@ async def test_an_answer_trailer_that_never_ends_is_bounded(tmp_path: Path,
     client shares, until the route's total timeout. Expected: the answer is cut (an
     aborted connection: its body was already on its way) once the trailer passes a bound,
     as the request side does (`Parsing._open_field`)."""
-    backend = EndlessTrailer(300 * 1024 * 1024)
+    backend = endless_trailer(300 * 1024 * 1024)
     port = await backend.start()
     gw, data = await serving_process(gateway_procs, tmp_path, two_versions(port, port, 100, 0))
     try:
-        before = rss_kib(gw.proc.pid)
-        peak = before
-        task = asyncio.create_task(exchange(data, request("GET", INFER), timeout=80))
-        while not task.done():
-            peak = max(peak, rss_kib(gw.proc.pid))
-            await asyncio.sleep(0.05)
-        with contextlib.suppress(Exception):
-            await task
-        grown_mib = (peak - before) / 1024
+        _, grown_mib = await rss_growth(gw.proc.pid,
+                                        exchange(data, request("GET", INFER), timeout=80))
         assert backend.sent < 16 * 1024 * 1024 and grown_mib < 64, (
             f"the gateway read {backend.sent >> 20} MiB of one trailer field; its RSS grew "
             f"{grown_mib:.0f} MiB")
     finally:
         gw.stop()
         await backend.stop()
-
-
-async def read_answer(reader: asyncio.StreamReader, timeout: float = 10.0
-                      ) -> tuple[int, dict[str, str], bytes]:
-    """One answer off a kept-alive connection (Content-Length or chunked)."""
-    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout)
-    lines = head.decode("latin-1").split("\r\n")
-    status = int(lines[0].split(" ", 2)[1])
-    headers = {}
-    for line in lines[1:]:
-        if ":" in line:
-            k, _, v = line.partition(":")
-            headers[k.strip().lower()] = v.strip()
-    if "content-length" in headers:
-        body = await asyncio.wait_for(reader.readexactly(int(headers["content-length"])),
-                                      timeout)
-    elif headers.get("transfer-encoding") == "chunked":
-        body = b""
-        while True:
-            size = int((await asyncio.wait_for(reader.readuntil(b"\r\n"), timeout)).strip(), 16)
-            data = await asyncio.wait_for(reader.readexactly(size + 2), timeout)
-            if size == 0:
-                break
-            body += data[:-2]
-    else:
-        body = b""
-    return status, headers, body
 
 
 def two_routes(evil: int, good: int) -> str:
@@ -165,45 +105,29 @@ async def test_an_interim_answer_with_a_body_never_joins_the_final_one(
         await good.stop()
 
 
-class Counting:
+class Counting(RawServer):
     """A keep-alive backend answering GET and HEAD (no body for HEAD, unless `head_body`:
     a buggy one) that counts the connections it was opened; `chunked`: its answers are."""
 
     def __init__(self, head_body: bool = False, chunked: bool = False) -> None:
+        super().__init__()
         self.head_body = head_body
         self.chunked = chunked
         self.connections = 0
-        self.server: asyncio.AbstractServer | None = None
 
-    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                body = b'{"outputs": [%d]}' % self.connections
-                framing = (b"Transfer-Encoding: chunked\r\n" if self.chunked
-                           else b"Content-Length: %d\r\n" % len(body))
-                if self.chunked:
-                    body = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
-                writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                             + framing + b"\r\n"
-                             + (b"" if head.startswith(b"HEAD ") and not self.head_body
-                                else body))
-                await writer.drain()
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            writer.close()
-
-    async def start(self) -> int:
-        self.server = await asyncio.start_server(self._client, "127.0.0.1", 0)
-        return int(self.server.sockets[0].getsockname()[1])
-
-    async def stop(self) -> None:
-        if self.server is not None:
-            self.server.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.server.wait_closed(), 2)
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            body = b'{"outputs": [%d]}' % self.connections
+            framing = (b"Transfer-Encoding: chunked\r\n" if self.chunked
+                       else b"Content-Length: %d\r\n" % len(body))
+            if self.chunked:
+                body = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                         + framing + b"\r\n"
+                         + (b"" if head.startswith(b"HEAD ") and not self.head_body else body))
+            await writer.drain()
 
 
 @pytest.mark.parametrize("chunked", [False, True])

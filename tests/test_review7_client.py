@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.backends import StreamingBackend
 from tests.conftest import running_gateway, two_versions, write_config
 from tests.rawhttp import exchange, request
 
@@ -69,36 +70,11 @@ async def _status(port: int, payload: bytes) -> tuple[int, bytes]:
         w.close()
 
 
-class BigAnswer:
-    """A backend answering every request with `size` bytes (Content-Length), as fast as the
-    gateway takes them."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self.server: asyncio.AbstractServer | None = None
-
-    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            await reader.readuntil(b"\r\n\r\n")
-            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % self.size)
-            block = b"y" * 65536
-            for _ in range(self.size // len(block)):
-                writer.write(block)
-                await writer.drain()
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            writer.close()
-
-    async def start(self) -> int:
-        self.server = await asyncio.start_server(self._client, "127.0.0.1", 0)
-        return int(self.server.sockets[0].getsockname()[1])
-
-    async def stop(self) -> None:
-        if self.server is not None:
-            self.server.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.server.wait_closed(), 2)
+def big_answer(size: int) -> StreamingBackend:
+    """A backend answering with `size` bytes (Content-Length), as fast as the gateway takes
+    them."""
+    return StreamingBackend(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size,
+                            b"y" * 65536, size)
 
 
 async def test_a_slow_reader_does_not_hold_a_backend_connection_past_the_total_timeout(
@@ -109,7 +85,7 @@ async def test_a_slow_reader_does_not_hold_a_backend_connection_past_the_total_t
     `timeouts.total` (the sweeper, in `read`); one that reads a little now and then (a
     slow-read attack, RELIABILITY row 37) holds a backend connection as long as it likes.
     Expected: the stream is cut at `total` either way, and the connection comes free."""
-    backend = BigAnswer(256 * 1024 * 1024)
+    backend = big_answer(256 * 1024 * 1024)
     port = await backend.start()
     routes = two_versions(port, port, 100, 0, extra="timeouts: {connect: 500ms, total: 1s}\n")
     cfg = write_config(tmp_path, routes, extra="server:\n  max_connections_per_backend: 2\n")
