@@ -15,6 +15,7 @@ from typing import Any
 
 from gateway.config import RouteConfig
 from gateway.domain import overrides
+from gateway.domain.drillresults import is_number, kept_results
 from gateway.domain.overrides import effective_stable
 from gateway.domain.statedoc import (
     Change,
@@ -31,7 +32,6 @@ from gateway.errors import ConflictingState, InvalidChange, UnknownDrill, Unknow
 
 __all__ = [
     "KINDS",
-    "MAX_RESULTS",
     "end",
     "holds_kill",
     "holds_override",
@@ -47,7 +47,6 @@ __all__ = [
 ]
 
 KINDS = ("kill", "rollback", "failover", "store_loss")
-MAX_RESULTS = 50
 
 
 def tag(drill: str) -> str:
@@ -239,45 +238,13 @@ def restore(doc: StateDoc, drill: str, routes: dict[str, RouteConfig], actor: st
         drills={drill: done}), notes
 
 
-MEASURES = ("time_to_kill_ms", "time_to_failover_ms", "time_to_rollback_ms",
-            "time_to_restore_ms")
-
-
-def _number(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool)
-
-
-def _numbers(summary: Any) -> dict[str, Any]:
-    """What the state keeps of a drill's summary (the metrics read it; the whole summary is
-    in the `drill.end` audit event): leaks, errors, requests, and each measure's p50, p99
-    and max. Every instance holds the state and every write carries it: nothing else."""
-    if not isinstance(summary, dict):
-        return {}
-    out: dict[str, Any] = {k: summary[k] for k in ("leaks", "errors", "requests")
-                           if _number(summary.get(k))}
-    for m in MEASURES:
-        v = summary.get(m)
-        if isinstance(v, dict):
-            out[m] = {q: v[q] for q in ("p50", "p99", "max") if _number(v.get(q))}
-        elif _number(v):
-            out[m] = v
-    return out
-
-
 def end(doc: StateDoc, drill: str, result: dict[str, Any]) -> Change:
     """Close a restored drill; keep the numbers of its summary as the last result of its
-    kind and route."""
+    kind and route (drillresults.py)."""
     rec = _record(doc, drill)
     if not rec.restored:
         raise ConflictingState("not_restored", f"drill {drill} has not been restored yet")
-    key = f"{rec.kind}:{rec.route}"
-    if "summary" in result:
-        result = {**result, "summary": _numbers(result["summary"])}
-    results: dict[str, dict[str, Any] | None] = {key: result}
-    others = [k for k in doc.drill_results if k != key]
-    for old in others[:max(0, len(others) + 1 - MAX_RESULTS)]:
-        results[old] = None  # the oldest go
-    return Change(drills={drill: None}, drill_results=results)
+    return Change(drills={drill: None}, drill_results=kept_results(doc, rec, result))
 
 
 def merge(first: Change, then: Change) -> Change:
@@ -322,5 +289,5 @@ def record_from_audit(drill: str, events: list[dict[str, Any]]) -> DrillRecord |
     deadline = opened.get("deadline", 0.0)
     return DrillRecord(drill, str(t.get("kind")), str(t.get("route")), t.get("version"),
                        str(start.get("actor")), str(start.get("time")),
-                       float(deadline) if _number(deadline) else 0.0, before,
+                       float(deadline) if is_number(deadline) else 0.0, before,
                        tuple(injected))
