@@ -106,6 +106,7 @@ async def test_a_slow_reader_does_not_hold_a_backend_connection_past_the_total_t
                             await asyncio.wait_for(r.read(4096), 0.05)
                     await asyncio.sleep(0.2)
                 status, head = await _status(gport, request("GET", "/v2/models/iris/infer"))
+                cut = g.gw.metrics.get("killgate_client_send_timeouts_total")
             finally:
                 for _, w in readers:
                     w.close()
@@ -113,6 +114,7 @@ async def test_a_slow_reader_does_not_hold_a_backend_connection_past_the_total_t
         await backend.stop()
     assert status == 200, (f"a request 4 s after two slow readers began (total timeout 1s) "
                            f"got {head!r}: they still hold the backend")
+    assert cut == 2, cut  # each slow reader counted as dropped for reading too slowly
 
 
 async def test_an_http10_request_expecting_100_continue_never_gets_one(

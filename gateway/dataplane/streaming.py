@@ -92,6 +92,9 @@ async def stream(flight: Forwarding, ex: Exchange) -> None:
                         await req.drain()  # slow reader must not hold the backend past it
                 except TimeoutError:
                     flight._close_ex()  # (the client's delay: not counted against the backend)
+                    proxy.metrics.inc("killgate_client_send_timeouts_total")
+                    if req.span is not None:
+                        req.span.stream_failed("client_timeout")
                     flight._finished()
                     req.abort()  # an incomplete body, never a clean end
                     return

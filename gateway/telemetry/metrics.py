@@ -76,8 +76,10 @@ HELP: dict[str, tuple[str, str]] = {
                                                 "authorization."),
     "killgate_audit_denied_failures_total": ("counter", "Failed attempts to write denied admin "
                                                         "calls to the audit trail (retried)."),
-    "killgate_client_send_timeouts_total": ("counter", "Clients dropped for reading nothing "
-                                                       "for server.send_timeout."),
+    "killgate_client_send_timeouts_total": ("counter", "Clients dropped for reading too "
+                                                       "slowly: nothing for server.send_timeout, "
+                                                       "or a streamed answer not taken within "
+                                                       "the route's timeouts.total."),
     "killgate_bad_requests_total": ("counter", "Data-plane requests refused with 400 for their "
                                                "shape (ambiguous path, bad model field, bad "
                                                "header bytes), by reason."),
