@@ -38,9 +38,6 @@ def run(loop_kind: str, main: Callable[[], Coroutine[Any, Any, None]]) -> None:
         runner.run(main())
 
 
-@pytest.mark.xfail(strict=True, reason="review 8: a lingering connection whose client ends "
-                   "its side without taking our answer is never ended (transport.close waits "
-                   "for the buffer; _lingered returns on is_closing; _tick returns on closed)")
 @pytest.mark.parametrize("loop_kind", ["asyncio", "uvloop"])
 def test_a_lingering_client_that_ends_its_side_and_reads_nothing_is_let_go(
         loop_kind: str) -> None:
