@@ -1,0 +1,84 @@
+"""Eighth hostile review: review 7's total deadline while a streamed request body is sent
+(awaiting.py: `ClientTimeout`, answered 408 and never counted against the backend) also
+fires when it is the *backend* that does not take the body: the `timeout_at` timer runs
+exactly at the deadline, the pool's sweeper up to `SWEEP` (10 ms) after it, so the timer
+wins and a stuck backend is blamed on the client."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import running_gateway, two_versions, write_config
+
+pytestmark = pytest.mark.timeout(60)
+
+
+class TakesNoBody:
+    """A backend that reads a request's head and then nothing more (stuck)."""
+
+    def __init__(self) -> None:
+        self.server: asyncio.AbstractServer | None = None
+        self.writers: list[asyncio.StreamWriter] = []
+        self.done = asyncio.Event()
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.writers.append(writer)
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            await reader.readuntil(b"\r\n\r\n")
+            await self.done.wait()
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._client, "127.0.0.1", 0, limit=1024)
+        sock = self.server.sockets[0]
+        return int(sock.getsockname()[1])
+
+    async def stop(self) -> None:
+        self.done.set()
+        for w in self.writers:
+            w.close()
+        if self.server is not None:
+            self.server.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.server.wait_closed(), 2)
+
+
+@pytest.mark.xfail(strict=True, reason="review 8: a backend that takes no request body is "
+                   "answered 408 (the client's delay) at the total timeout, not 504")
+async def test_a_backend_that_takes_no_body_is_a_504_not_the_clients_408(
+        tmp_path: Path) -> None:
+    backend = TakesNoBody()
+    port = await backend.start()
+    routes = two_versions(port, port, 100, 0,
+                          extra="timeouts: {connect: 500ms, total: 1s, idle: 10s}\n")
+    size = 9 * 1024 * 1024  # (under max_body_size) more than the sockets between gateway and backend hold
+    try:
+        async with running_gateway(write_config(tmp_path, routes)) as g:
+            r, w = await asyncio.open_connection("127.0.0.1", g.gw.data_addr[1])
+            w.write(b"POST /v2/models/iris/infer HTTP/1.1\r\nHost: x\r\n"
+                    b"Content-Length: %d\r\n\r\n" % size)
+
+            async def upload() -> None:  # as fast as the gateway takes it
+                block = b"x" * 65536
+                with contextlib.suppress(ConnectionError):
+                    for _ in range(size // len(block)):
+                        w.write(block)
+                        await w.drain()
+
+            sending = asyncio.create_task(upload())
+            try:
+                head = await asyncio.wait_for(r.readuntil(b"\r\n\r\n"), 10)
+            finally:
+                sending.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sending
+                w.close()
+            status = int(head.split(b" ", 2)[1])
+            assert status == 504, (
+                f"the backend took none of the body, the client sent as fast as it could: "
+                f"{head!r}")
+    finally:
+        await backend.stop()
