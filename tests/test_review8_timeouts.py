@@ -46,8 +46,6 @@ class TakesNoBody:
                 await asyncio.wait_for(self.server.wait_closed(), 2)
 
 
-@pytest.mark.xfail(strict=True, reason="review 8: a backend that takes no request body is "
-                   "answered 408 (the client's delay) at the total timeout, not 504")
 async def test_a_backend_that_takes_no_body_is_a_504_not_the_clients_408(
         tmp_path: Path) -> None:
     backend = TakesNoBody()
