@@ -80,3 +80,40 @@ async def test_a_backend_that_takes_no_body_is_a_504_not_the_clients_408(
                 f"{head!r}")
     finally:
         await backend.stop()
+
+
+@pytest.mark.xfail(strict=True, reason="review 8: the 408 at the route's total timeout (review "
+                   "7) lingers for a client too slow for it; body_timeout's 408 does not")
+async def test_a_body_too_slow_for_the_total_timeout_gets_its_408_and_no_linger(
+        tmp_path: Path, backends) -> None:
+    """closing.py: "A client too slow for the body deadline gets no linger" (a trickle
+    would hold its connection `linger_time` more, 30 s by default). Review 7's 408 at the
+    route's total timeout is for the same client (R-U-D-Y), and lingers: the trickle holds
+    the connection until `linger_time`."""
+    from tests.backends import echo_app
+    port = await backends(echo_app("v1"))
+    routes = two_versions(port, port, 100, 0, extra="timeouts: {connect: 500ms, total: 1s}\n")
+    async with running_gateway(write_config(tmp_path, routes)) as g:
+        lst = g.gw._listener
+        assert lst is not None
+        r, w = await asyncio.open_connection("127.0.0.1", g.gw.data_addr[1])
+        loop = asyncio.get_running_loop()
+        try:
+            w.write(b"POST /v2/models/iris/infer HTTP/1.1\r\nHost: x\r\n"
+                    b"Content-Length: 100000\r\n\r\nx")
+            got = b""
+            end = loop.time() + 10
+            while b"\r\n\r\n" not in got:  # a byte every 0.2 s, well within body_timeout
+                assert loop.time() < end, got
+                with contextlib.suppress(TimeoutError):
+                    got += await asyncio.wait_for(r.read(4096), 0.2)
+                w.write(b"x")
+            assert got.startswith(b"HTTP/1.1 408 "), got
+            answered = loop.time()
+            while lst.connections and loop.time() < answered + 2:  # the trickle goes on
+                with contextlib.suppress(ConnectionError):
+                    w.write(b"x")
+                await asyncio.sleep(0.2)
+            assert not lst.connections, "still lingering 2 s after the 408"
+        finally:
+            w.close()
