@@ -82,8 +82,6 @@ async def test_a_backend_that_takes_no_body_is_a_504_not_the_clients_408(
         await backend.stop()
 
 
-@pytest.mark.xfail(strict=True, reason="review 8: the 408 at the route's total timeout (review "
-                   "7) lingers for a client too slow for it; body_timeout's 408 does not")
 async def test_a_body_too_slow_for_the_total_timeout_gets_its_408_and_no_linger(
         tmp_path: Path, backends) -> None:
     """closing.py: "A client too slow for the body deadline gets no linger" (a trickle
