@@ -208,6 +208,7 @@ class Answers:
             return
         req.keep_alive = False
         if isinstance(exc, BodyTimeout):
+            req.conn.linger_end = -1.0  # (too slow for a deadline: not waited for again)
             self._error(req, 408, "request_timeout", str(exc), plan=plan, target=target,
                         decision=decision)
         elif isinstance(exc, BadBody):

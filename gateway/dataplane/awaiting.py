@@ -10,7 +10,7 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
 
-from gateway.errors import ClientTimeout, UpstreamClosed, UpstreamError
+from gateway.errors import ClientTimeout, UpstreamClosed, UpstreamError, UpstreamTimeout
 
 __all__ = ["Awaiting", "Body"]
 
@@ -81,8 +81,12 @@ class Awaiting:
             async with asyncio.timeout_at(self.deadline):
                 await self._send_body(tr, body)
         except TimeoutError:
-            err = ClientTimeout("the request body did not arrive within the route's total "
-                                "timeout")
+            err: UpstreamError
+            if self._write_paused:  # (waiting for the backend to take the body: its delay)
+                err = UpstreamTimeout("total", delivered=True)
+            else:
+                err = ClientTimeout("the request body did not arrive within the route's "
+                                    "total timeout")
             self.fail(err)  # (the connection closes: the request went out in part)
             raise err from None
 

@@ -78,13 +78,16 @@ class Closing:
     def _lingered(self) -> None:
         self.timer = None
         t = self.transport
-        if t is None or t.is_closing():
+        if t is None:
             return
         now = self.loop.time()
-        if not self.linger_heard or now >= self.linger_end:
+        # (closing: the client ended its side, and the transport's close waits for our
+        # answer to be taken, with no deadline of ours left: `_tick` sees `closed`)
+        closing = t.is_closing()
+        if closing or not self.linger_heard or now >= self.linger_end:
             if t.get_write_buffer_size():
                 t.abort()  # a client that takes neither our answer nor our end
-            else:
+            elif not closing:
                 t.close()  # (a reset if its bytes are still unread: our answer was sent)
             return
         self.linger_heard = False

@@ -98,6 +98,7 @@ class Connection(Protocol):
     closing: bool  # closes once the answer in progress is written
     closed: bool
     write_paused: bool  # the client is not reading: wait (`drain`) before sending more
+    linger_end: float  # < 0: no lingering close (`closing.py`: a client too slow for us)
 
     def write(self, data: bytes) -> None: ...
 

@@ -1,0 +1,93 @@
+"""Eighth hostile review: an answer to HEAD keeps its backend connection (review 7,
+`Exchange._reset`), and a backend that sends a body for HEAD *later* than its head (a head
+flushed first, the body when it is ready: what a streaming handler that treats HEAD as GET
+does) has that body read as the answer to the next request on the pooled connection,
+another client's request as well as the same one's."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import running_gateway, two_versions, write_config
+from tests.test_review7_backend import read_answer
+
+pytestmark = pytest.mark.timeout(60)
+
+INFER = "/v2/models/iris/infer"
+INJECTED = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-Injected: 1\r\n\r\nevil!"
+
+
+class LateHeadBody:
+    """A keep-alive backend that answers HEAD with a head announcing a body, and sends that
+    body (here, bytes that read as an answer: a body it echoes, say) a moment later. The
+    moment is made deterministic: the body goes once the next request has arrived on the
+    connection, or after 2 s (a backend that is merely slow does the same on the wire)."""
+
+    def __init__(self) -> None:
+        self.connections = 0
+        self.server: asyncio.AbstractServer | None = None
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            pending = b""
+            while True:
+                head = pending or await reader.readuntil(b"\r\n\r\n")
+                pending = b""
+                if head.startswith(b"HEAD "):
+                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n"
+                                 % len(INJECTED))
+                    await writer.drain()
+                    with contextlib.suppress(TimeoutError):
+                        pending = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 2)
+                    writer.write(INJECTED)  # the HEAD's (buggy) body, late
+                else:
+                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ngood")
+                await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._client, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.server.wait_closed(), 2)
+
+
+@pytest.mark.xfail(strict=True, reason="review 8: a late body of an answer to HEAD is read "
+                   "as the next request's answer on the reused backend connection")
+async def test_a_late_body_after_an_answer_to_head_is_never_the_next_answer(
+        tmp_path: Path) -> None:
+    backend = LateHeadBody()
+    port = await backend.start()
+    try:
+        async with running_gateway(write_config(tmp_path, two_versions(port, port, 100, 0))) as g:
+            addr = g.gw.data_addr[1]
+            a_reader, a_writer = await asyncio.open_connection("127.0.0.1", addr)
+            b_reader, b_writer = await asyncio.open_connection("127.0.0.1", addr)
+            try:
+                a_writer.write(f"HEAD {INFER} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+                head = await asyncio.wait_for(a_reader.readuntil(b"\r\n\r\n"), 5)
+                assert head.startswith(b"HTTP/1.1 200 "), head
+                # another client's request, on the connection the HEAD's answer left pooled
+                b_writer.write(f"GET {INFER} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+                status, headers, body = await read_answer(b_reader)
+                assert "x-injected" not in headers and body != b"evil!", (
+                    f"another client's GET got the HEAD's late body as its answer: "
+                    f"{status} {headers} {body!r}")
+                assert status == 502 or body == b"good", (status, body)
+            finally:
+                a_writer.close()
+                b_writer.close()
+    finally:
+        await backend.stop()
