@@ -142,11 +142,17 @@ class AnswerParsing(Awaiting):
             self._framed = True
         if self.head:
             # llhttp cannot be told an answer is to HEAD (it would wait for the body its
-            # Content-Length announces): the answer ends here, and the next one on this
-            # connection is read by a parser of its own (`stale`: `Exchange._reset`); a
-            # byte of a body after it closes the connection (`_headless`)
+            # Content-Length announces): the answer ends here. A connection whose answer
+            # announced a body (a length above 0, chunked, or until the close) is not used
+            # again: a backend that sends a body for HEAD, the head first and the body when
+            # ready, would have that body read as the next request's answer, another
+            # client's (review 8). One announcing none (`Content-Length: 0`) is, and the next
+            # answer is read by a parser of its own (`stale`: `Exchange._reset`); a byte of a
+            # body after it closes the connection (`_headless`).
             self.complete = True
             self.stale = True
+            if self.length != 0:
+                self.keep_alive = False
         if self.feeding and self.waiter is None:
             self.woke = True  # (`_wake`, inline: the sink hears once these bytes are parsed)
         else:

@@ -1,8 +1,8 @@
-"""Eighth hostile review: an answer to HEAD keeps its backend connection (review 7,
-`Exchange._reset`), and a backend that sends a body for HEAD *later* than its head (a head
-flushed first, the body when it is ready: what a streaming handler that treats HEAD as GET
-does) has that body read as the answer to the next request on the pooled connection,
-another client's request as well as the same one's."""
+"""A backend that sends a body for HEAD *later* than its head (a head flushed first, the
+body when it is ready: what a streaming handler that treats HEAD as GET does) must never
+have that body read as the answer to the next request on its connection, another client's
+as well as the same one's. (Eighth hostile review: review 7 had every HEAD's connection
+reused; now only one whose answer announces no body is.)"""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.backends import RawServer
 from tests.conftest import running_gateway, two_versions, write_config
-from tests.test_review7_backend import read_answer
+from tests.rawhttp import read_answer
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -21,51 +22,33 @@ INFER = "/v2/models/iris/infer"
 INJECTED = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-Injected: 1\r\n\r\nevil!"
 
 
-class LateHeadBody:
+class LateHeadBody(RawServer):
     """A keep-alive backend that answers HEAD with a head announcing a body, and sends that
     body (here, bytes that read as an answer: a body it echoes, say) a moment later. The
     moment is made deterministic: the body goes once the next request has arrived on the
     connection, or after 2 s (a backend that is merely slow does the same on the wire)."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.connections = 0
-        self.server: asyncio.AbstractServer | None = None
 
-    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
-        try:
+        pending = b""
+        while True:
+            head = pending or await reader.readuntil(b"\r\n\r\n")
             pending = b""
-            while True:
-                head = pending or await reader.readuntil(b"\r\n\r\n")
-                pending = b""
-                if head.startswith(b"HEAD "):
-                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n"
-                                 % len(INJECTED))
-                    await writer.drain()
-                    with contextlib.suppress(TimeoutError):
-                        pending = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 2)
-                    writer.write(INJECTED)  # the HEAD's (buggy) body, late
-                else:
-                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ngood")
+            if head.startswith(b"HEAD "):
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(INJECTED))
                 await writer.drain()
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            writer.close()
-
-    async def start(self) -> int:
-        self.server = await asyncio.start_server(self._client, "127.0.0.1", 0)
-        return int(self.server.sockets[0].getsockname()[1])
-
-    async def stop(self) -> None:
-        if self.server is not None:
-            self.server.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.server.wait_closed(), 2)
+                with contextlib.suppress(TimeoutError):
+                    pending = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 2)
+                writer.write(INJECTED)  # the HEAD's (buggy) body, late
+            else:
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ngood")
+            await writer.drain()
 
 
-@pytest.mark.xfail(strict=True, reason="review 8: a late body of an answer to HEAD is read "
-                   "as the next request's answer on the reused backend connection")
 async def test_a_late_body_after_an_answer_to_head_is_never_the_next_answer(
         tmp_path: Path) -> None:
     backend = LateHeadBody()
