@@ -3,11 +3,12 @@
 `serve --workers N` keeps the workers' metric snapshots and the config bytes the group runs
 (which may hold inline secrets) in a 0700 directory under TMPDIR, removed at exit. A
 supervisor killed with SIGKILL cannot remove it: each directory names its supervisor's pid
-(`supervisor`, with its pid namespace), and the next supervisor of the same user removes
-those whose supervisor is gone. Only directories of this user, never followed through a
-link, and only of its own pid namespace (a TMPDIR shared between containers names pids this
-one cannot see); a directory without the file (an older killgate's) or whose pid is alive
-stays.
+(`supervisor`, with its pid namespace and the kernel's boot id), and the next supervisor of
+the same user removes those whose supervisor is gone. Only directories of this user, never
+followed through a link, and only of its own pid namespace and boot (a TMPDIR shared between
+containers, or between hosts over NFS, names pids this one cannot see: every host's initial
+namespace has the same inode); a directory without the file (an older killgate's) or whose
+pid is alive stays.
 """
 
 from __future__ import annotations
@@ -38,11 +39,19 @@ def make() -> str:
 
 
 def _namespace() -> str:
-    """This process's pid namespace (the inode of /proc/self/ns/pid), or "-"."""
+    """Where this process's pids mean something: its pid namespace (the inode of
+    /proc/self/ns/pid) and this boot of this host (/proc/sys/kernel/random/boot_id), as one
+    word; "-" for what cannot be read."""
     try:
-        return str(os.stat("/proc/self/ns/pid").st_ino)
+        ns = str(os.stat("/proc/self/ns/pid").st_ino)
     except OSError:
-        return "-"
+        ns = "-"
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as f:
+            boot = f.read(64).strip() or "-"
+    except OSError:
+        boot = "-"
+    return f"{ns}/{boot}"
 
 
 def sweep(root: str | None = None) -> list[str]:
@@ -72,7 +81,7 @@ def _abandoned(path: Path) -> bool:
             return False
         fd = os.open(path / OWNER, os.O_RDONLY | os.O_NOFOLLOW)
         with os.fdopen(fd, "rb") as f:
-            pid_text, namespace = f.read(64).split()
+            pid_text, namespace = f.read(128).split()
         pid = int(pid_text)
     except (OSError, ValueError):
         return False  # not ours, not a run directory, or one an older killgate made

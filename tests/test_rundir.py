@@ -40,10 +40,12 @@ def test_only_the_run_dirs_of_dead_supervisors_are_removed(tmp_path: Path) -> No
     dead = _run_dir(tmp_path, "dead", _owner(_dead_pid()))
     live = _run_dir(tmp_path, "live", _owner(os.getpid()))
     older = _run_dir(tmp_path, "older", None)  # an older killgate's: no pid file
-    elsewhere = _owner(_dead_pid(), "4026531999")  # another container's pid namespace
+    ns, _, _ = rundir._namespace().partition("/")
+    elsewhere = _owner(_dead_pid(), "4026531999/" + "0" * 36)  # another container's pids
+    other_host = _owner(_dead_pid(), ns + "/" + "1" * 36)  # same namespace inode, other boot
     for name, text in (("empty", b""), ("junk", b"not a pid"), ("zero", _owner(0)),
                        ("neg", _owner(-1)), ("bare", b"%d\n" % _dead_pid()),
-                       ("elsewhere", elsewhere)):
+                       ("elsewhere", elsewhere), ("other-host", other_host)):
         _run_dir(tmp_path, name, text)
     other = tmp_path / "unrelated"
     other.mkdir()
@@ -52,7 +54,7 @@ def test_only_the_run_dirs_of_dead_supervisors_are_removed(tmp_path: Path) -> No
     assert rundir.sweep(str(tmp_path)) == [str(dead)]
     assert not dead.exists()
     assert live.exists() and older.exists() and other.exists()
-    assert len(list(tmp_path.glob(rundir.PREFIX + "*"))) == 8
+    assert len(list(tmp_path.glob(rundir.PREFIX + "*"))) == 9
 
 
 def test_a_link_named_like_a_run_dir_is_not_followed(tmp_path: Path) -> None:
