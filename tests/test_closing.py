@@ -85,6 +85,16 @@ async def test_a_drain_that_ends_aborts_a_lingering_connection() -> None:
     assert tr.aborted
 
 
+async def test_a_drain_closes_a_half_read_head_at_once() -> None:
+    """Nothing was answered on it: there is no answer for a linger to protect."""
+    h = Recorder()
+    proto, tr, _ = connect(h, limits=FAST)
+    feed(proto, b"GET /a HTTP/1.1\r\nHost: x\r\n")  # the head is not over
+    proto.shutdown()
+    await until(lambda: tr.closed)
+    assert not tr.eof and tr.out == b""
+
+
 async def test_a_request_read_whole_closes_at_once() -> None:
     h = Recorder()
     proto, tr, _ = connect(h, limits=FAST)

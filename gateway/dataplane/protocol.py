@@ -298,7 +298,9 @@ class HttpProtocol(Parsing, Deadlines, Dispatching, Closing, asyncio.Protocol):
             raise ClientGone("the client went away")
 
     def shutdown(self) -> None:
-        """Graceful drain: close now if idle, else after the answer in progress."""
+        """Graceful drain: close now if idle (a head half read: no answer to protect, so
+        no linger), else after the answer in progress."""
         self.closing = True
         if not self.queue:
+            self.linger_end = -1.0
             self.close()
