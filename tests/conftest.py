@@ -93,13 +93,20 @@ async def rss_growth(pid: int, work: Awaitable[T]) -> tuple[T | Exception, float
 _PORTS = range(20000, 32768)
 
 
+_GIVEN: set[int] = set()  # ports free_port handed out in this process: never twice
+
+
 def free_port() -> int:
     """A loopback port nobody listens on now, for a server a test starts later (a
-    subprocess with its port in a config file) or for a port that must refuse."""
+    subprocess with its port in a config file) or for a port that must refuse. Never one
+    it gave before in this process (two calls in one config once drew the same port)."""
     import random
 
     for _ in range(200):
         port = random.choice(_PORTS)
+        if port in _GIVEN:
+            continue
+        _GIVEN.add(port)
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))
