@@ -95,6 +95,15 @@ async def test_a_drain_closes_a_half_read_head_at_once() -> None:
     assert not tr.eof and tr.out == b""
 
 
+async def test_a_connection_already_aborted_does_not_linger() -> None:
+    h = Recorder(answer_now=False)
+    proto, tr, _ = connect(h, limits=FAST)
+    feed(proto, BIG_POST + b"x" * 10)
+    proto.abort()  # (the answer failed half-way, say)
+    proto.close()  # then its end: nothing to linger for, no write_eof on a closed handle
+    assert tr.aborted and not tr.eof
+
+
 async def test_a_request_read_whole_closes_at_once() -> None:
     h = Recorder()
     proto, tr, _ = connect(h, limits=FAST)

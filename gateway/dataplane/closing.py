@@ -47,7 +47,9 @@ class Closing:
         self.stopped = True
         t = self.transport
         if t is not None and not self.closed:
-            if self.parsing is not None and self.linger_end >= 0:  # (a request is arriving)
+            # (a request is arriving; an aborted transport has nothing left to linger for,
+            # and uvloop's `write_eof` raises once its handle is closed)
+            if self.parsing is not None and self.linger_end >= 0 and not t.is_closing():
                 self._linger(t)
             else:
                 t.close()
