@@ -161,6 +161,9 @@ async def test_retried_with_backoff_until_delivered(tmp_path: Path, backends, se
         assert rcv.attempts == 3
         deliveries = {h["x-killgate-delivery"] for h, _ in rcv.got}
         assert len(rcv.got) == 1 and len(deliveries) == 1
+        # (counted once the gateway has read the receiver's 2xx: after `rcv.got` is set)
+        await wait_until(lambda: g.gw.metrics.get("killgate_event_deliveries_total",
+                                                  ("delivered",)) == 1, 5, what="counted")
         assert g.gw.metrics.get("killgate_event_deliveries_total", ("delivered",)) == 1
 
 
