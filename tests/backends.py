@@ -130,34 +130,35 @@ async def serve_app(app: web.Application) -> tuple[web.AppRunner, int]:
     return runner, runner.addresses[0][1]
 
 
-class RawBackend:
-    """A raw TCP server answering every connection with fixed bytes (malformed answers)."""
+class RawServer:
+    """A raw TCP server on a loopback port: `serve` runs for each connection (a reset or an
+    early end of the other side ends it quietly), then the connection closes, unless
+    `keep_open` (then `stop` closes it)."""
 
-    def __init__(self, payload: bytes, close: bool = True) -> None:
-        self.payload = payload
-        self.close = close
+    keep_open = False
+
+    def __init__(self) -> None:
         self.server: asyncio.AbstractServer | None = None
         self.port = 0
-        self.connections = 0
-        self._open: set[asyncio.StreamWriter] = set()  # kept open (close=False): for stop()
+        self._open: set[asyncio.StreamWriter] = set()  # kept open: for stop()
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        raise NotImplementedError
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
         self._open.add(writer)
         try:
-            await reader.readuntil(b"\r\n\r\n")
-            writer.write(self.payload)
-            await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
+            await self.serve(reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
-            if self.close:
+            if not self.keep_open:
                 writer.close()
                 self._open.discard(writer)
 
     async def start(self) -> int:
         self.server = await asyncio.start_server(self._client, "127.0.0.1", 0)
-        self.port = self.server.sockets[0].getsockname()[1]
+        self.port = int(self.server.sockets[0].getsockname()[1])
         return self.port
 
     async def stop(self) -> None:
@@ -166,36 +167,25 @@ class RawBackend:
         self._open.clear()
         if self.server is not None:
             self.server.close()
-            await self.server.wait_closed()
-
-
-class RawServer:
-    """A raw TCP server on a loopback port: `serve` runs for each connection (a reset or an
-    early end of the other side ends it quietly), then the connection closes."""
-
-    def __init__(self) -> None:
-        self.server: asyncio.AbstractServer | None = None
-
-    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        raise NotImplementedError
-
-    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            await self.serve(reader, writer)
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            writer.close()
-
-    async def start(self) -> int:
-        self.server = await asyncio.start_server(self._client, "127.0.0.1", 0)
-        return int(self.server.sockets[0].getsockname()[1])
-
-    async def stop(self) -> None:
-        if self.server is not None:
-            self.server.close()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.server.wait_closed(), 2)
+
+
+class RawBackend(RawServer):
+    """Answers every connection's first request with fixed bytes (malformed answers); the
+    connection then closes, unless not `close`."""
+
+    def __init__(self, payload: bytes, close: bool = True) -> None:
+        super().__init__()
+        self.payload = payload
+        self.keep_open = not close
+        self.connections = 0
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(self.payload)
+        await writer.drain()
 
 
 class StreamingBackend(RawServer):

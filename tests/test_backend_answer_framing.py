@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -135,6 +136,24 @@ class Counting(RawServer):
             await writer.drain()
 
 
+async def _one_client(tmp_path: Path, backend: RawServer,
+                      steps: Callable[[asyncio.StreamReader, asyncio.StreamWriter],
+                                      Awaitable[None]]) -> None:
+    """`steps` on one client connection to a gateway in front of `backend`."""
+    from tests.conftest import running_gateway, write_config
+
+    port = await backend.start()
+    try:
+        async with running_gateway(write_config(tmp_path, two_versions(port, port, 100, 0))) as g:
+            reader, writer = await asyncio.open_connection("127.0.0.1", g.gw.data_addr[1])
+            try:
+                await steps(reader, writer)
+            finally:
+                writer.close()
+    finally:
+        await backend.stop()
+
+
 @pytest.mark.parametrize(("method", "chunked", "empty_head", "reused"), [
     ("GET", False, False, True),
     ("GET", True, False, True),
@@ -148,27 +167,19 @@ async def test_head_reuses_a_backend_connection_only_when_its_answer_announces_n
     (review 7: each HEAD a TIME_WAIT on the gateway's side, a few hundred a second use up
     the ephemeral ports toward a backend) let a backend that sends a body for HEAD *later*
     than its head have that body read as the next client's answer (review 8:
-    test_review8_head.py). So a HEAD whose answer announces a body closes its connection,
+    test_head_late_body.py). So a HEAD whose answer announces a body closes its connection,
     and one announcing none (`Content-Length: 0`) is reused as a GET's is."""
-    from tests.conftest import running_gateway, write_config
+    async def twenty(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        for _ in range(20):
+            writer.write(f"{method} {INFER} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            assert head.startswith(b"HTTP/1.1 200 "), head
+            if method == "GET":
+                assert b"content-length: 16\r\n" in head, head
+                await asyncio.wait_for(reader.readexactly(16), 5)
 
     backend = Counting(chunked=chunked, empty_head=empty_head)
-    port = await backend.start()
-    try:
-        async with running_gateway(write_config(tmp_path, two_versions(port, port, 100, 0))) as g:
-            reader, writer = await asyncio.open_connection("127.0.0.1", g.gw.data_addr[1])
-            try:
-                for _ in range(20):
-                    writer.write(f"{method} {INFER} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-                    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
-                    assert head.startswith(b"HTTP/1.1 200 "), head
-                    if method == "GET":
-                        assert b"content-length: 16\r\n" in head, head
-                        await asyncio.wait_for(reader.readexactly(16), 5)
-            finally:
-                writer.close()
-    finally:
-        await backend.stop()
+    await _one_client(tmp_path, backend, twenty)
     if reused:
         assert backend.connections <= 2, (
             f"20 {method} requests on one client connection opened {backend.connections} "
@@ -180,26 +191,18 @@ async def test_head_reuses_a_backend_connection_only_when_its_answer_announces_n
 @pytest.mark.parametrize("chunked", [False, True])
 async def test_a_body_after_an_answer_to_head_never_reaches_the_next_request(
         tmp_path: Path, chunked: bool) -> None:
-    """A buggy backend sends a body with its answer to HEAD: once HEAD answers keep their
-    connection, those bytes must close it, never be read as the next answer (the GET after
-    each HEAD gets its own backend's body, and a fresh connection)."""
-    from tests.conftest import running_gateway, write_config
+    """A buggy backend sends a body with its answer to HEAD: those bytes are never read as
+    the next answer (the GET after each HEAD gets its own backend's body, and a fresh
+    connection)."""
+    async def head_then_get(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        for _ in range(10):
+            writer.write(f"HEAD {INFER} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            assert head.startswith(b"HTTP/1.1 200 "), head
+            writer.write(f"GET {INFER} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            status, _, body = await read_answer(reader)
+            assert status == 200 and body.startswith(b'{"outputs": ['), (status, body)
 
     backend = Counting(head_body=True, chunked=chunked)
-    port = await backend.start()
-    try:
-        async with running_gateway(write_config(tmp_path, two_versions(port, port, 100, 0))) as g:
-            reader, writer = await asyncio.open_connection("127.0.0.1", g.gw.data_addr[1])
-            try:
-                for _ in range(10):
-                    writer.write(f"HEAD {INFER} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-                    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
-                    assert head.startswith(b"HTTP/1.1 200 "), head
-                    writer.write(f"GET {INFER} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-                    status, _, body = await read_answer(reader)
-                    assert status == 200 and body.startswith(b'{"outputs": ['), (status, body)
-            finally:
-                writer.close()
-    finally:
-        await backend.stop()
+    await _one_client(tmp_path, backend, head_then_get)
     assert backend.connections >= 10

@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import ClientSession
@@ -27,6 +28,12 @@ def chunked_start(path: bytes) -> bytes:
     """A chunked request's head and first chunk (its body is then still arriving)."""
     return (b"POST " + path + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
             b"Transfer-Encoding: chunked\r\n\r\n5\r\n{\"a\":\r\n")
+
+
+async def kill_in_flight(g: Any, session: ClientSession, **kill_body: Any) -> None:
+    """Once one request is in flight at gateway `g`, the kill `kill_body`."""
+    await wait_until(lambda: g.gw.inflight.count == 1)
+    await kill(session, g.admin, **kill_body)
 
 
 async def in_two_parts(url: str, first: bytes, between: Callable[[], Awaitable[None]],
@@ -56,12 +63,10 @@ async def test_a_request_routed_before_a_version_kill_is_not_sent_to_it_after(
     p1, p2 = await backends(echo_app("v1", r1)), await backends(echo_app("v2", r2))
     cfg = write_config(tmp_path, two_versions(p1, p2, 0, 100))
     async with running_gateway(cfg) as g, ClientSession() as session:
-        async def between() -> None:
-            await wait_until(lambda: g.gw.inflight.count == 1)
-            await kill(session, g.admin, scope="version", route="iris", version="v2")
-
-        answer = await in_two_parts(g.url, chunked_start(b"/v2/models/iris/infer"), between,
-                                    CHUNKED_REST)
+        answer = await in_two_parts(
+            g.url, chunked_start(b"/v2/models/iris/infer"),
+            lambda: kill_in_flight(g, session, scope="version", route="iris", version="v2"),
+            CHUNKED_REST)
     head = answer.split(b"\r\n\r\n", 1)[0].lower()
     assert b"x-killgate-version: v2" not in head and not r2.requests, (
         f"v2 was killed, then got the request and served it: {head.decode()}")
@@ -162,8 +167,7 @@ async def test_a_shadow_copy_is_not_sent_to_a_version_killed_while_the_primary_a
         call = asyncio.create_task(session.post(g.url + "/v1/chat/completions",
                                                 data=chat_request(1),
                                                 headers={"content-type": "application/json"}))
-        await wait_until(lambda: g.gw.inflight.count == 1)
-        await kill(session, g.admin, scope="version", route="iris", version="v2")
+        await kill_in_flight(g, session, scope="version", route="iris", version="v2")
         killed_at = len(r2.requests)
         resp = await asyncio.wait_for(call, 10)
         assert resp.status == 200 and resp.headers["x-killgate-version"] == "v1"
@@ -198,8 +202,7 @@ async def test_a_retry_after_a_5xx_does_not_move_to_a_version_killed_meanwhile(
         async with session.post(url, data=b"{}") as warm:  # v2's pooled connection (its
             assert warm.status == 200  # 503 retried on v1)
         call = asyncio.create_task(session.post(url, data=b"{}", headers={"x-slow": "1"}))
-        await wait_until(lambda: g.gw.inflight.count == 1)
-        await kill(session, g.admin, scope="version", route="iris", version="v1",
+        await kill_in_flight(g, session, scope="version", route="iris", version="v1",
                    abort_inflight=False)
         killed_at = len(r1.requests)
         resp = await asyncio.wait_for(call, 10)

@@ -15,8 +15,7 @@ from aiohttp import ClientSession
 
 from tests.backends import Recorder, echo_app
 from tests.conftest import running_gateway, wait_until, write_config
-from tests.test_kill_after_routing import CHUNKED_REST, chunked_start, in_two_parts
-from tests.test_killswitch import kill
+from tests.test_kill_after_routing import CHUNKED_REST, chunked_start, in_two_parts, kill_in_flight
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -50,8 +49,7 @@ async def test_a_request_routed_before_a_kill_is_not_sent_after_a_reload_removes
     cfg = write_config(tmp_path, before)
     async with running_gateway(cfg) as g, ClientSession() as session:
         async def between() -> None:
-            await wait_until(lambda: g.gw.inflight.count == 1)
-            await kill(session, g.admin, scope=what, abort_inflight=False, **target)
+            await kill_in_flight(g, session, scope=what, abort_inflight=False, **target)
             old = g.gw.loaded.digest
             cfg.write_text(write_config(tmp_path, after, name="next.yaml").read_text())
             g.gw.request_reload()
@@ -71,12 +69,10 @@ async def test_a_request_routed_before_the_last_version_is_killed_gets_the_fallb
     cfg = write_config(tmp_path, _route(
         "iris", {"v1": (port, 100)}, "  fallback: {status: 200, json: {answer: cached}}\n"))
     async with running_gateway(cfg) as g, ClientSession() as session:
-        async def between() -> None:
-            await wait_until(lambda: g.gw.inflight.count == 1)
-            await kill(session, g.admin, scope="version", route="iris", version="v1")
-
-        answer = await in_two_parts(g.url, chunked_start(b"/v2/models/iris/infer"), between,
-                                    CHUNKED_REST)
+        answer = await in_two_parts(
+            g.url, chunked_start(b"/v2/models/iris/infer"),
+            lambda: kill_in_flight(g, session, scope="version", route="iris", version="v1"),
+            CHUNKED_REST)
         async with session.post(g.url + "/v2/models/iris/infer", data=b'{"a":1}') as after:
             after_status, after_body = after.status, await after.json()
     assert not rec.requests
