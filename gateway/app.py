@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import uuid
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 from typing import Any
@@ -40,9 +39,6 @@ from gateway.dataplane.listener import Listener
 from gateway.dataplane.proxy import Proxy
 from gateway.dataplane.shadow import Mirror
 from gateway.dataplane.upstream import Upstreams
-from gateway.domain.audit import utc_now
-from gateway.domain.kills import covering, newly_aborting
-from gateway.domain.routing import RouteTable
 from gateway.errors import ConfigError, Problem
 from gateway.log import event
 from gateway.sockets import bind_socket, format_addr, listen_url
@@ -133,7 +129,7 @@ class Gateway:
         self._stack.push_async_callback(self.mirror.close)
         self.metrics.source(ShadowSeries(lambda: self.mirror.tallies,
                                          lambda: self.mirror.inflight))
-        self.holder.listen(self._on_table)
+        self.holder.listen(self.inflight.on_table)  # a new kill cuts what it covers
 
         self.sync = make_sync(self.loaded, self.holder, self.metrics, self.instance,
                               alarm=self._mirror_alarm)
@@ -227,22 +223,10 @@ class Gateway:
         return {p.name: p.effective_weights() for p in self.holder.table.routes}
 
     def _mirror_alarm(self, alarm: dict[str, Any]) -> None:
-        """The audit mirror refused to continue: tell the webhooks (events.py's shape)."""
-        events = getattr(self, "events", None)
+        """The audit mirror refused to continue: tell the webhooks."""
+        events = getattr(self, "events", None)  # (none yet while the sync starts)
         if events is not None:
-            events.committed({
-                "id": uuid.uuid4().hex, "time": utc_now(), "action": "audit.mirror_refused",
-                "actor": "killgate/auto", "target": {"mirror": alarm.get("path")},
-                "reason": str(alarm.get("problem", "")), "after": alarm}, self.holder.doc)
-
-    def _on_table(self, old: RouteTable, new: RouteTable) -> None:
-        """A new snapshot is live: cut in-flight responses that a new kill covers."""
-        added = newly_aborting(old.doc, new.doc)
-        if not added:
-            return
-        n = self.inflight.abort(lambda h: covering(added, h.route, h.version))
-        if n:
-            event(log, "inflight_aborted", count=n, generation=new.generation)
+            events.mirror_refused(alarm, self.holder.doc)
 
     # ------------------------------------------------------------------ reload checks
 

@@ -157,7 +157,7 @@ async def test_a_kill_landing_as_a_small_answer_arrives_answers_200_with_an_empt
     (`_attempt`: `read_head`), then `run` writes a complete answer with `write_complete`
     without looking at `flight.aborted`. A kill that cuts the flight after the answer's
     bytes arrived and before the task resumes (its table change in the same loop turn; here
-    made certain by running the kill's `inflight.abort`, what `app._on_table` runs, right
+    made certain by running the kill's `inflight.abort`, what `Inflight.on_table` runs, right
     after the backend's bytes) has dropped the body (`take_body`): the client gets
     `200` with `Content-Length: 0`, a success with its body missing. (Before the change:
     the whole answer; expected: 503 killed, as `stream` answers a flight killed before its

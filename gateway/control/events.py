@@ -27,6 +27,7 @@ from typing import Any
 import aiohttp
 
 from gateway.config import Config
+from gateway.domain.audit import utc_now
 from gateway.domain.statedoc import StateDoc
 from gateway.log import event
 from gateway.telemetry.metrics import Metrics
@@ -153,6 +154,14 @@ class EventSink:
                              label_names=("result",), by=len(targets))
             event(log, "event_dropped", logging.WARNING, event=body["event"], id=body["id"],
                   why="events.queue is full")
+
+    def mirror_refused(self, alarm: dict[str, Any], doc: StateDoc) -> None:
+        """The audit mirror refused to continue (state/mirror.py's alarm): an event of
+        its own, `audit.mirror_refused`, told like a committed change."""
+        self.committed({
+            "id": uuid.uuid4().hex, "time": utc_now(), "action": "audit.mirror_refused",
+            "actor": "killgate/auto", "target": {"mirror": alarm.get("path")},
+            "reason": str(alarm.get("problem", "")), "after": alarm}, doc)
 
     def _targets(self, ev: dict[str, Any]) -> list[_Target]:
         cfg = self.config()

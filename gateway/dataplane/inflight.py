@@ -2,22 +2,29 @@
 
 Owns `Handle` (one per request being forwarded: its route, version and backend exchange)
 and `Inflight` (the set of handles and the in-flight count). A kill with abort_inflight
-aborts the handles it covers; the proxy then ends those responses as CONTRACT §3 says.
+aborts the handles it covers (`on_table`, told of every new routing snapshot); the proxy
+then ends those responses as CONTRACT §3 says.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from gateway.domain.kills import covering, newly_aborting
 from gateway.errors import UpstreamError
+from gateway.log import event
 
 if TYPE_CHECKING:
     from gateway.dataplane.exchange import Exchange
+    from gateway.domain.routing import RouteTable
 
 __all__ = ["Aborted", "Handle", "Inflight"]
+
+log = logging.getLogger("killgate")
 
 
 class Aborted(UpstreamError):
@@ -67,6 +74,16 @@ class Inflight:
                 h.abort(Aborted(reason, scope))
                 n += 1
         return n
+
+    def on_table(self, old: RouteTable, new: RouteTable) -> None:
+        """A new routing snapshot is live (the table holder's listener): cut the requests
+        in flight that a kill it brings covers (one with abort_inflight)."""
+        added = newly_aborting(old.doc, new.doc)
+        if not added:
+            return
+        n = self.abort(lambda h: covering(added, h.route, h.version))
+        if n:
+            event(log, "inflight_aborted", count=n, generation=new.generation)
 
     async def wait_idle(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
