@@ -70,6 +70,8 @@ class WorkerGroup:
         self.stopping = False
         self.codes: dict[int, int] = {}
         self._restarted: dict[int, float] = {}
+        #: signal -> how many times `forward` passed it on (see `spawn`)
+        self._forwarded: dict[int, int] = {}
 
     def spawn(self, i: int) -> None:
         """Start slot i's worker, unless the group is stopping. The worker starts with
@@ -78,20 +80,28 @@ class WorkerGroup:
         (and a restarted worker's death within RESTART_WINDOW, the group)."""
         if self.stopping:
             return
+        before = dict(self._forwarded)
         old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
         try:
             proc = subprocess.Popen(self.argv(i), **self.popen)
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, old)
         self.procs[i] = proc
-        if self.stopping:  # a SIGTERM forwarded while Popen ran missed this one
+        # A signal forwarded while Popen ran (it waits for the exec) missed this worker:
+        # a SIGTERM stops it, a SIGHUP is sent on (held pending until it can reload).
+        if self.stopping:
             proc.terminate()
+            return
+        for sig, n in self._forwarded.items():
+            if n != before.get(sig, 0):
+                proc.send_signal(sig)
 
     def forward(self, sig: int, _frame: object = None) -> None:
         """The supervisor's signal handler: SIGTERM/SIGINT stop the group; every signal
         goes on to the running workers."""
         if sig in (signal.SIGTERM, signal.SIGINT):
             self.stopping = True
+        self._forwarded[sig] = self._forwarded.get(sig, 0) + 1
         for p in self.procs.values():
             if p.poll() is None:
                 p.send_signal(sig)

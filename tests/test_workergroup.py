@@ -9,7 +9,9 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -51,6 +53,43 @@ def test_a_sigterm_while_a_worker_is_being_started_stops_that_worker_too(
     group.spawn(0)
     assert group.stopping
     assert group.procs[0].wait(10) == -signal.SIGTERM
+
+
+def _hup_parent() -> None:  # between fork and exec, as _term_parent
+    os.kill(os.getppid(), signal.SIGHUP)
+
+
+def _sighup_pending(pid: int) -> bool:
+    bit = 1 << (signal.SIGHUP - 1)
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(("SigPnd:", "ShdPnd:")) and int(line.split()[1], 16) & bit:
+            return True
+    return False
+
+
+def test_a_sighup_while_a_worker_is_being_started_reaches_that_worker_too() -> None:
+    """A reload asked for (SIGHUP to the supervisor) while Popen waits for the exec missed
+    the new worker, not yet among the processes `forward` sends to: it served on from the
+    config bytes it was started with, never reloading (a CI run of
+    test_worker_config.py's SIGHUP case found it). The group sends the signal on once Popen
+    returns; the worker, which starts with SIGHUP blocked, holds it pending."""
+    groups: list[WorkerGroup] = []
+    old = signal.signal(signal.SIGHUP, lambda sig, frame: groups[0].forward(sig, frame))
+    group = WorkerGroup(lambda i: SLEEPER, preexec_fn=_hup_parent)
+    groups.append(group)
+    try:
+        group.spawn(0)
+        pid = group.procs[0].pid
+        deadline = time.monotonic() + 10
+        while not _sighup_pending(pid):
+            assert time.monotonic() < deadline, "the SIGHUP never reached the new worker"
+            time.sleep(0.01)
+        assert not group.stopping
+    finally:
+        signal.signal(signal.SIGHUP, old)
+        for p in group.procs.values():
+            p.kill()
+            p.wait(5)
 
 
 def test_no_worker_is_started_once_the_group_is_stopping(handler: list[WorkerGroup]) -> None:
