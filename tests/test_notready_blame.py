@@ -1,0 +1,73 @@
+"""Protocol-aware outcomes (CONTRACT §5.6) blame the version only when the request was the
+version's to serve: a "model not found" answer that every version gives (the client named a
+model, or a model version, that no backend holds) is the client's mistake, not a version's
+outage, and must not feed outlier detection or canary analysis (review 9)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.backends import v2_model_server
+from tests.conftest import running_gateway, write_config
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def _route(p1: int, p2: int) -> str:
+    return f"""\
+- name: chat
+  match: {{path_prefix: /v1}}
+  protocol: openai
+  stable: v1
+  outlier: {{consecutive_gateway_failures: 3, base_ejection: 30s}}
+  versions:
+    - {{name: v1, url: "http://127.0.0.1:{p1}", weight: 100}}
+    - {{name: v2, url: "http://127.0.0.1:{p2}", weight: 0}}
+"""
+
+
+@pytest.mark.xfail(strict=True, reason="review 9: fixed in the next commit")
+async def test_a_model_no_version_holds_does_not_eject_a_healthy_version(
+        tmp_path: Path, backends) -> None:
+    """A client asking for a model that no backend serves gets every version's 404
+    `model_not_found` in turn (v1's dropped, v2's forwarded). Before: each dropped 404 counted
+    as v1's gateway failure, so three such requests from anyone ejected the healthy v1 for
+    30 s and every good request after them went to v2 (`failover`)."""
+    p1 = await backends(v2_model_server("v1", {"gpt"}, flavour="openai"))
+    p2 = await backends(v2_model_server("v2", {"gpt"}, flavour="openai"))
+    cfg = write_config(tmp_path, _route(p1, p2))
+    async with running_gateway(cfg) as g, aiohttp.ClientSession() as s:
+        url = g.url + "/v1/chat/completions"
+        for _ in range(6):
+            async with s.post(url, json={"model": "no-such-model", "messages": []}) as r:
+                body = await r.json()
+                assert r.status == 404 and body["error"]["code"] == "model_not_found"
+                assert r.headers["x-killgate-version"] == "v2"  # every version was asked
+        async with s.post(url, json={"model": "gpt", "messages": []}) as r:
+            await r.read()
+            assert r.status == 200
+            served = r.headers["x-killgate-version"], r.headers["x-killgate-decision"]
+        m = g.gw.metrics
+        ejections = m.get("killgate_upstream_ejections_total", ("chat", "v1", "not_ready"))
+    assert ejections == 0 and served == ("v1", "weighted"), (ejections, served)
+
+
+async def test_a_model_one_version_lacks_still_ejects_that_version(
+        tmp_path: Path, backends) -> None:
+    """The counter-case: v1 lacks a model v2 serves. Its 404s are its own (the request was
+    served elsewhere), so they count and v1 is ejected after three in a row."""
+    p1 = await backends(v2_model_server("v1", set(), flavour="openai"))
+    p2 = await backends(v2_model_server("v2", {"gpt"}, flavour="openai"))
+    cfg = write_config(tmp_path, _route(p1, p2))
+    async with running_gateway(cfg) as g, aiohttp.ClientSession() as s:
+        url = g.url + "/v1/chat/completions"
+        for _ in range(3):
+            async with s.post(url, json={"model": "gpt", "messages": []}) as r:
+                await r.read()
+                assert r.status == 200 and r.headers["x-killgate-version"] == "v2"
+        m = g.gw.metrics
+        ejections = m.get("killgate_upstream_ejections_total", ("chat", "v1", "not_ready"))
+    assert ejections == 1
