@@ -29,7 +29,6 @@ def _route(p1: int, p2: int) -> str:
 """
 
 
-@pytest.mark.xfail(strict=True, reason="review 9: fixed in the next commit")
 async def test_a_model_no_version_holds_does_not_eject_a_healthy_version(
         tmp_path: Path, backends) -> None:
     """A client asking for a model that no backend serves gets every version's 404
