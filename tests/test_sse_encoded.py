@@ -14,8 +14,7 @@ import pytest
 from tests.backends import RawServer
 from tests.conftest import running_gateway, write_config
 
-pytestmark = [pytest.mark.timeout(20),
-              pytest.mark.xfail(strict=True, reason="review 9: fixed in the next commit")]
+pytestmark = pytest.mark.timeout(20)
 
 _HEAD = (b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
          b"content-encoding: gzip\r\ntransfer-encoding: chunked\r\n\r\n")
