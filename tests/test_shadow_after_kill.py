@@ -19,7 +19,7 @@ from tests.backends import RawServer, Recorder, echo_app
 from tests.conftest import running_gateway, wait_until, write_config
 from tests.shadow_backends import chat_app, chat_request
 from tests.test_killswitch import kill
-from tests.test_shadow import route
+from tests.test_shadow import route, settled
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -108,7 +108,6 @@ class _HeldShadow(RawServer):
         self.gone.set()
 
 
-@pytest.mark.xfail(strict=True, reason="review 9: fixed in the next commit")
 @pytest.mark.parametrize("scope", ["version", "route"])
 async def test_a_kill_cuts_a_shadow_copy_in_flight(tmp_path: Path, backends,
                                                    scope: str) -> None:
@@ -131,5 +130,7 @@ async def test_a_kill_cuts_a_shadow_copy_in_flight(tmp_path: Path, backends,
                 body["version"] = "v2"
             await kill(session, g.admin, **body)
             await asyncio.wait_for(shadow.gone.wait(), 3)
+            got = await settled(session, g.admin, 1, "ended")
+            assert got["compared"] == 0 and got["failures"] == {"killed": 1}, got
     finally:
         await shadow.stop()
