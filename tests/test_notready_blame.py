@@ -10,8 +10,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.backends import v2_model_server
-from tests.conftest import running_gateway, write_config
+from tests.backends import sse_app, v2_model_server
+from tests.conftest import running_gateway, wait_until, write_config
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -70,3 +70,25 @@ async def test_a_model_one_version_lacks_still_ejects_that_version(
         m = g.gw.metrics
         ejections = m.get("killgate_upstream_ejections_total", ("chat", "v1", "not_ready"))
     assert ejections == 1
+
+
+async def test_a_not_ready_answer_counts_once_the_answer_from_elsewhere_streams(
+        tmp_path: Path, backends) -> None:
+    """Held until the request's end, v1's not-ready answers would count only when v2's long
+    streams ended: v1 must be ejected while they still stream."""
+    p1 = await backends(v2_model_server("v1", set(), flavour="openai"))
+    p2 = await backends(sse_app("v2", events=40, interval=0.1))  # 4 s streams
+    cfg = write_config(tmp_path, _route(p1, p2))
+    async with running_gateway(cfg) as g, aiohttp.ClientSession() as s:
+        url = g.url + "/v1/chat/completions"
+        resps = [await s.post(url, json={"model": "gpt", "stream": True}) for _ in range(3)]
+        try:
+            assert [r.headers["x-killgate-version"] for r in resps] == ["v2"] * 3
+            m = g.gw.metrics
+            await wait_until(lambda: m.get("killgate_upstream_ejections_total",
+                                           ("chat", "v1", "not_ready")) == 1, 2,
+                             what="v1 ejected while v2 streams")
+            assert not any(r.content.at_eof() for r in resps)
+        finally:
+            for r in resps:
+                r.close()

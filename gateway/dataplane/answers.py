@@ -92,8 +92,8 @@ class Answers:
                 not_ready: bool, started: float) -> None:
         """An answer not forwarded (the request moves on): counted for outlier detection.
 
-        A not-ready answer is told to the observers only once the request has ended
-        (`settle_unready`), and only if no version could serve it is it forgotten
+        A not-ready answer is told to the observers only once the request has ended or its
+        answer streams (`settle_unready`), and only if no version could serve it is it forgotten
         (`not_ready_anywhere`): a model or model version that no backend holds is the
         client's mistake, and a client must not be able to eject a healthy version, or fail
         a canary's analysis, by naming one."""
@@ -113,8 +113,8 @@ class Answers:
         self.unready.pop(req, None)
 
     def settle_unready(self, req: Request) -> None:
-        """`req` has ended: the not-ready answers held for it count now (another version
-        answered it, or it failed otherwise)."""
+        """`req` has ended, or its answer from another version has begun to stream: the
+        not-ready answers held for it count now."""
         held = self.unready.pop(req, None)
         if held and self.observer is not None:
             for route, version, latency in held:

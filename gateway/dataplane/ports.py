@@ -57,6 +57,7 @@ class FlightHost(Protocol):
     inflight: Inflight
     metrics: Metrics
     max_body: int
+    unready: dict[Request, list[tuple[str, str, float]]]  # (answers.py)
 
     def policy(self, plan: RoutePlan) -> Policy: ...
 
@@ -84,6 +85,8 @@ class FlightHost(Protocol):
                 not_ready: bool, started: float) -> None: ...
 
     def not_ready_anywhere(self, req: Request) -> None: ...
+
+    def settle_unready(self, req: Request) -> None: ...
 
     def moved(self, plan: RoutePlan, reason: str) -> None: ...
 

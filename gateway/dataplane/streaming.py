@@ -65,6 +65,8 @@ async def stream(flight: Forwarding, ex: Exchange) -> None:
         req.keep_alive = False
     connection = (None if keep and not req.http10 else b"keep-alive" if keep else b"close")
     proxy.served(req, plan, target, flight.decision, status)
+    if proxy.unready:  # served here after "not ready" elsewhere: those count now, not when
+        proxy.settle_unready(req)  # a long stream ends
     rec = req.rec
     rec.upstream = ex.head_at - flight.started
     req.start(response_head(status, raw, proxy.labels(plan, target, flight.decision),
