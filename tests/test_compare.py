@@ -321,7 +321,6 @@ def test_match_render_and_redact() -> None:
     assert redact(doc, ()) is doc
 
 
-@pytest.mark.xfail(strict=True, reason="review 9: fixed in the next commit")
 def test_a_path_through_long_keys_is_cut_in_what_is_kept() -> None:
     """Keys can come from the request (answers keyed by the caller's ids): a 60 KB id made
     each difference's path 60 KB, and a disagreement keeps 16 of them, every copy of the
