@@ -1,15 +1,22 @@
-"""Protocol-aware outcomes (CONTRACT §5.6) blame the version only when the request was the
-version's to serve: a "model not found" answer that every version gives (the client named a
-model, or a model version, that no backend holds) is the client's mistake, not a version's
-outage, and must not feed outlier detection or canary analysis (review 9)."""
+"""Protocol-aware outcomes (CONTRACT §5.6), review 9: they blame the version only when the
+request was the version's to serve (a "model not found" answer that every version gives is
+the client's mistake, naming a model or model version no backend holds, not a version's
+outage, and must not feed outlier detection or canary analysis), and they are found in a
+compressed answer too."""
 
 from __future__ import annotations
 
+import gzip
+import json
+import time
+import zlib
 from pathlib import Path
 
 import aiohttp
 import pytest
+from aiohttp import web
 
+from gateway.dataplane.attempts import answered
 from tests.backends import sse_app, v2_model_server
 from tests.conftest import running_gateway, wait_until, write_config
 
@@ -92,3 +99,59 @@ async def test_a_not_ready_answer_counts_once_the_answer_from_elsewhere_streams(
         finally:
             for r in resps:
                 r.close()
+
+
+def _gzip_404() -> web.Application:
+    """An MLServer behind a gzip-on proxy: its 404 "Model iris not found" comes compressed
+    (a client that sends `Accept-Encoding: gzip`, as python-requests always does)."""
+    body = gzip.compress(json.dumps({"error": "Model iris not found"}).encode())
+
+    async def infer(req: web.Request) -> web.Response:
+        await req.read()
+        return web.Response(status=404, body=body, headers={
+            "content-type": "application/json", "content-encoding": "gzip"})
+
+    app = web.Application()
+    app.router.add_post("/v2/models/iris/infer", infer)
+    return app
+
+
+@pytest.mark.xfail(strict=True, reason="review 9: fixed in the next commit")
+async def test_a_compressed_not_ready_answer_moves_the_request(tmp_path: Path,
+                                                               backends) -> None:
+    """Before: the gzip body was not JSON to the judge, and the 404 reached the client."""
+    p1 = await backends(_gzip_404())
+    p2 = await backends(v2_model_server("v2", {"iris"}))
+    cfg = write_config(tmp_path, f"""\
+- name: iris
+  match: {{path_prefix: /v2/models/iris}}
+  protocol: v2
+  stable: v1
+  versions:
+    - {{name: v1, url: "http://127.0.0.1:{p1}", weight: 100}}
+    - {{name: v2, url: "http://127.0.0.1:{p2}", weight: 0}}
+""")
+    async with running_gateway(cfg) as g, aiohttp.ClientSession() as s:
+        r = await s.post(g.url + "/v2/models/iris/infer", json={"inputs": []},
+                         headers={"accept-encoding": "gzip"})
+        await r.read()
+        assert (r.status, r.headers["x-killgate-version"]) == (200, "v2")
+
+
+@pytest.mark.xfail(strict=True, reason="review 9: fixed in the next commit")
+def test_a_compressed_answer_is_judged_from_a_bounded_decoding() -> None:
+    """A gzip bomb (64 MiB of zeros in ~64 KiB) is decoded no further than the judge reads:
+    not ready is never found in it, at no cost; a corrupt or unknown coding is not ready."""
+    bomb = gzip.compress(b'{"error": "Model iris not found", "x": "' + b"0" * (64 << 20))
+    path = "/v2/models/iris/infer"
+    enc = [(b"Content-Encoding", b"gzip")]
+    start = time.process_time()
+    assert not answered("v2", 404, path, bomb, enc).not_ready
+    assert time.process_time() - start < 0.5
+    small = json.dumps({"error": "Model iris not found"}).encode()
+    assert answered("v2", 404, path, gzip.compress(small), enc).not_ready
+    assert answered("v2", 404, path, zlib.compress(small), [(b"content-encoding", b"deflate")]
+                    ).not_ready
+    assert not answered("v2", 404, path, b"\x1f\x8bjunk", enc).not_ready
+    assert not answered("v2", 404, path, small, [(b"content-encoding", b"br")]).not_ready
+    assert answered("v2", 404, path, small, [(b"content-encoding", b"identity")]).not_ready
