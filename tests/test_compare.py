@@ -319,3 +319,17 @@ def test_match_render_and_redact() -> None:
     assert redact(doc, pats) == {"messages": [{"role": "user", "content": "[redacted]"}],
                                  "user": "[redacted]", "model": "m"}
     assert redact(doc, ()) is doc
+
+
+def test_a_path_through_long_keys_is_cut_in_what_is_kept() -> None:
+    """Keys can come from the request (answers keyed by the caller's ids): a 60 KB id made
+    each difference's path 60 KB, and a disagreement keeps 16 of them, every copy of the
+    route's `keep` records (review 9: tens of MB per route and process, published to the
+    store). The path kept is cut; its start still says where."""
+    long_id = "u" * 60_000
+    diffs, total = diff_json({long_id: {f"s{i}": i for i in range(16)}},
+                             {long_id: {f"s{i}": -i - 1 for i in range(16)}})
+    assert total == 16
+    assert all(len(d.path) <= 256 for d in diffs), max(len(d.path) for d in diffs)
+    assert diffs[0].path.startswith("u" * 100)
+    assert render(["a", 0, "b"]) == "a[0].b"  # short paths as they were

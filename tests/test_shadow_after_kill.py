@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 from aiohttp import ClientSession
 
-from tests.backends import Recorder, echo_app
+from tests.backends import RawServer, Recorder, echo_app
 from tests.conftest import running_gateway, wait_until, write_config
 from tests.shadow_backends import chat_app, chat_request
 from tests.test_killswitch import kill
-from tests.test_shadow import route
+from tests.test_shadow import route, settled
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -90,3 +90,47 @@ async def test_a_noise_copy_is_not_sent_to_the_primary_version_killed_while_it_a
         tmp_path, backends, "v1", noise, {"scope": "version", "route": "iris", "version": "v1"})
     assert after == at_kill, ("v1 was killed (receipt in hand) while it answered; the "
                               "shadow's noise copy then sent the request to v1 again")
+
+
+class _HeldShadow(RawServer):
+    """A shadow that reads a copy and never answers (a long generation): `got` once a copy
+    is in, `gone` once the gateway closed that connection."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.got = asyncio.Event()
+        self.gone = asyncio.Event()
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        self.got.set()
+        await reader.read()  # until the gateway closes its side
+        self.gone.set()
+
+
+@pytest.mark.parametrize("scope", ["version", "route"])
+async def test_a_kill_cuts_a_shadow_copy_in_flight(tmp_path: Path, backends,
+                                                   scope: str) -> None:
+    """A kill with abort_inflight (the default) cuts what is in flight to what it covers.
+    Before: a copy already at the shadow was not: the killed shadow kept its connection, and
+    the work on it, until the copy's own total timeout (30 s), and the answer was then
+    compared and counted as if nothing had happened."""
+    shadow = _HeldShadow()
+    p2 = await shadow.start()
+    p1 = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, route(p1, p2, "{version: v2, sample: 1.0, compare: json}",
+                                       protocol="http", prefix="/v1"))
+    try:
+        async with running_gateway(cfg) as g, ClientSession() as session:
+            async with session.post(g.url + "/v1/x", data=b"{}") as r:
+                assert r.status == 200 and r.headers["x-killgate-version"] == "v1"
+            await asyncio.wait_for(shadow.got.wait(), 5)
+            body: dict[str, Any] = {"scope": scope, "route": "iris"}
+            if scope == "version":
+                body["version"] = "v2"
+            await kill(session, g.admin, **body)
+            await asyncio.wait_for(shadow.gone.wait(), 3)
+            got = await settled(session, g.admin, 1, "ended")
+            assert got["compared"] == 0 and got["failures"] == {"killed": 1}, got
+    finally:
+        await shadow.stop()

@@ -48,6 +48,8 @@ class Answers:
     loop: asyncio.AbstractEventLoop
     max_body: int
     _labels: dict[tuple[str, str, str], bytes]  # x-killgate-* lines
+    #: not-ready answers (route, version, latency) of requests not ended yet (`dropped`)
+    unready: dict[Request, list[tuple[str, str, float]]]
 
     # ------------------------------------------------------------------ every answer
 
@@ -86,15 +88,37 @@ class Answers:
             self.observer.outcome(plan.name, target.name, "5xx" if status >= 500 else "ok",
                                   self.clock.now - started)
 
-    def dropped(self, plan: RoutePlan, target: Target, status: int, not_ready: bool,
-                started: float) -> None:
-        """An answer not forwarded (the request moves on): counted for outlier detection."""
-        kind = "not_ready" if not_ready else "5xx"
+    def dropped(self, req: Request, plan: RoutePlan, target: Target, status: int,
+                not_ready: bool, started: float) -> None:
+        """An answer not forwarded (the request moves on): counted for outlier detection.
+
+        A not-ready answer is told to the observers only once the request has ended or its
+        answer streams (`settle_unready`), and only if no version could serve it is it forgotten
+        (`not_ready_anywhere`): a model or model version that no backend holds is the
+        client's mistake, and a client must not be able to eject a healthy version, or fail
+        a canary's analysis, by naming one."""
+        latency = self.loop.time() - started
         if not_ready:
-            self.metrics.inc("killgate_upstream_errors_total", (plan.name, target.name, kind),
+            self.metrics.inc("killgate_upstream_errors_total",
+                             (plan.name, target.name, "not_ready"),
                              label_names=("route", "version", "kind"))
-        if self.observer is not None:
-            self.observer.outcome(plan.name, target.name, kind, self.loop.time() - started)
+            if self.observer is not None:
+                self.unready.setdefault(req, []).append((plan.name, target.name, latency))
+        elif self.observer is not None:
+            self.observer.outcome(plan.name, target.name, "5xx", latency)
+
+    def not_ready_anywhere(self, req: Request) -> None:
+        """Every version that could serve `req` answered "model not found / not ready": its
+        versions' answers held (`dropped`) blame none of them."""
+        self.unready.pop(req, None)
+
+    def settle_unready(self, req: Request) -> None:
+        """`req` has ended, or its answer from another version has begun to stream: the
+        not-ready answers held for it count now."""
+        held = self.unready.pop(req, None)
+        if held and self.observer is not None:
+            for route, version, latency in held:
+                self.observer.outcome(route, version, "not_ready", latency)
 
     def moved(self, plan: RoutePlan, reason: str) -> None:
         if reason.startswith("retry_"):

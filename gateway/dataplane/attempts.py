@@ -26,10 +26,10 @@ for an answer held whole or one the route may retry, `answered` gives the plan i
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
-from gateway.dataplane.notready import could_be_not_ready, is_not_ready
+from gateway.dataplane.notready import could_be_not_ready, is_not_ready, plain
 
 __all__ = ["ANSWER", "FRESH", "HOLD", "MOVE", "PASS", "PLAN", "Next", "Outcome", "Policy",
            "SoFar", "answered", "next_attempt", "on_head"]
@@ -90,9 +90,13 @@ def on_head(protocol: str, status: int, path: str, replayable: bool, policy: Pol
     return PASS
 
 
-def answered(protocol: str, status: int, path: str, body: bytes | None) -> Outcome:
+def answered(protocol: str, status: int, path: str, body: bytes | None,
+             raw: Iterable[tuple[bytes, bytes]] = ()) -> Outcome:
     """The outcome of an answer `on_head` did not pass: `body` is the whole body of one held
-    (None when it was not held, or did not arrive whole within the limit)."""
+    (None when it was not held, or did not arrive whole within the limit); `raw`, the
+    answer's fields (its Content-Encoding)."""
+    if body is not None:
+        body = plain(body, raw)
     return Outcome(ANSWERED, status,
                    body is not None and is_not_ready(protocol, status, path, body))
 

@@ -41,11 +41,14 @@ class Finish:
     recorder: Recorder
     client_address: ClientAddress | None
     _labels: dict[tuple[str, str, str], bytes]  # x-killgate-* lines
+    unready: dict[Request, list[tuple[str, str, float]]]  # (answers.py)
 
     if TYPE_CHECKING:  # (`Answers`' and `Outgoing`'s, the other bases of `Proxy`)
         def labels(self, plan: RoutePlan, target: Target | None, decision: str) -> bytes: ...
 
         def tap(self, flight: Forwarding) -> Tap | None: ...
+
+        def settle_unready(self, req: Request) -> None: ...
 
     def write_complete(self, flight: Forwarding, ex: Exchange) -> None:
         """The fast path's end: the whole answer has arrived; one write to the client."""
@@ -106,6 +109,8 @@ class Finish:
             inflight = self.inflight
             inflight._done()
             inflight.handles.discard(flight)  # (_ADMITTED: never in it)
+            if self.unready:  # (a protocol route's request that moved on "not ready")
+                self.settle_unready(req)
         rec = req.rec
         span = req.span
         if span is not None:

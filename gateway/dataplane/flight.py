@@ -231,7 +231,8 @@ class Flight(Moves):
         if how == PASS:
             self._forward_answer(ex)
             return
-        outcome = answered(protocol, status, self.routing_path, body if how == HOLD else None)
+        outcome = answered(protocol, status, self.routing_path, body if how == HOLD else None,
+                           ex.headers)
         if self._next(outcome, None, ex):
             self._continue()
 

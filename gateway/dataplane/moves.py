@@ -75,6 +75,8 @@ class Moves(Handle):
             if isinstance(err, Aborted) and not fallback:  # (killed since routing, and no
                 self._answer_killed(err)  # version left: the fallback, as if routed now)
             elif ex is not None:
+                if outcome.not_ready:  # no version that can serve holds that model
+                    proxy.not_ready_anywhere(self.req)
                 self._forward_answer(ex)
             elif fallback:
                 self._finished()
@@ -93,7 +95,8 @@ class Moves(Handle):
             else:
                 ex.close()
             ex.release()
-            proxy.dropped(plan, self.target, ex.status, outcome.not_ready, self.started)
+            proxy.dropped(self.req, plan, self.target, ex.status, outcome.not_ready,
+                          self.started)
         if nxt.action == MOVE:
             to = self.targets[self.so_far.moves - 1]
             span = self.req.span

@@ -13,15 +13,21 @@ version as if it had never been delivered. Recognised, by the route's `protocol`
 * `openai`: 404 whose error has `"code": "model_not_found"` (OpenAI, LiteLLM), or whose
   message says the model does not exist / is not found (vLLM, Ollama's OpenAI API);
 * `http`: never (today's behaviour).
+
+A body with a Content-Encoding of gzip or deflate (a client's `Accept-Encoding` passed on, a
+compressing proxy in front of the model server) is judged decoded, no further than the judge
+reads (`plain`): a small compressed bomb stays small. Any other coding is never not-ready.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import zlib
+from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["MAX_BODY", "could_be_not_ready", "is_not_ready"]
+__all__ = ["MAX_BODY", "could_be_not_ready", "is_not_ready", "plain"]
 
 #: larger answers are never read as a not-ready answer (they are streamed as they come)
 MAX_BODY = 64 * 1024
@@ -67,6 +73,27 @@ def _says(phrase: re.Pattern[str], msg: str) -> bool:
             return True
         pos = eol + 1
     return False
+
+
+#: Content-Encoding -> zlib's wbits (gzip; deflate is zlib-wrapped, or raw from some servers)
+_CODINGS = {b"gzip": (31,), b"x-gzip": (31,), b"deflate": (15, -15)}
+
+
+def plain(body: bytes, raw: Iterable[tuple[bytes, bytes]]) -> bytes | None:
+    """`body` without its Content-Encoding, at most MAX_BODY + 1 bytes of it (more is never
+    a not-ready answer); None when it cannot be decoded (another coding, or corrupt)."""
+    coding = b""
+    for name, value in raw:
+        if len(name) == 16 and name.lower() == b"content-encoding":
+            coding = value.strip(b" \t").lower()
+    if coding in (b"", b"identity"):
+        return body
+    for wbits in _CODINGS.get(coding, ()):
+        try:
+            return zlib.decompressobj(wbits).decompress(body, MAX_BODY + 1)
+        except zlib.error:
+            continue
+    return None
 
 
 def _json(body: bytes) -> Any:

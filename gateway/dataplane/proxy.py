@@ -73,6 +73,7 @@ class Proxy(Outgoing, Answers, Finish):
         self.rand = random.random
         self.loop = asyncio.get_running_loop()
         self._labels: dict[tuple[str, str, str], bytes] = {}  # x-killgate-* lines
+        self.unready: dict[Request, list[tuple[str, str, float]]] = {}  # (answers.py)
         self._budgets: dict[str, RetryBudget] = {}
         self._policies: dict[str, tuple[object, Policy]] = {}
         self._tasks: set[asyncio.Task[None]] = set()

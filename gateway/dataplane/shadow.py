@@ -19,6 +19,7 @@ import random
 from collections.abc import Callable
 
 from gateway.config_shadow import ShadowConfig
+from gateway.dataplane.inflight import Handle
 from gateway.dataplane.jsonpeek import ModelField
 from gateway.dataplane.shadowrecord import ShadowCounts, compare
 from gateway.dataplane.shadowsend import TooLarge, failure, send
@@ -50,6 +51,9 @@ class Mirror:
         #: the proxy's `killed_since` (the data plane's wiring sets it): a copy is not sent
         #: to a version or route killed after its request was routed
         self.killed_since: Callable[[RoutePlan, str], object] = lambda plan, version: None
+        #: the process's in-flight handles (the wiring sets `Inflight.handles`): a copy under
+        #: way is in it, so a kill with abort_inflight cuts it as it cuts a request
+        self.handles: set[Handle] = set()
 
     def killed(self, plan: RoutePlan, version: str) -> bool:
         """Whether the route, or `version` of it, was killed after `plan` routed the request
@@ -132,12 +136,12 @@ class Mirror:
             if sh.noise is not None and self.rand() < sh.noise.sample \
                     and not self.killed(plan, tap.served.name):  # (the primary's version)
                 first, second = await asyncio.gather(  # the primary's own second answer
-                    send(self.upstreams, self.loop, tap, shadow, sh),
-                    send(self.upstreams, self.loop, tap, tap.served, sh),
+                    send(self.upstreams, self.loop, tap, shadow, sh, self.handles),
+                    send(self.upstreams, self.loop, tap, tap.served, sh, self.handles),
                     return_exceptions=True)
             else:
                 try:
-                    first = await send(self.upstreams, self.loop, tap, shadow, sh)
+                    first = await send(self.upstreams, self.loop, tap, shadow, sh, self.handles)
                 except (UpstreamError, TooLarge) as exc:
                     first = exc
             if isinstance(first, BaseException):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 
 from gateway.config_shadow import ShadowConfig
+from gateway.dataplane.inflight import Aborted, Handle
 from gateway.dataplane.jsonpeek import rewrite_model
 from gateway.dataplane.requesthead import request_head
 from gateway.dataplane.shadowtap import Tap, media_type
@@ -35,9 +36,22 @@ class TooLarge(Exception):
 
 
 async def send(upstreams: Upstreams, loop: asyncio.AbstractEventLoop, tap: Tap, target: Target,
-               sh: ShadowConfig) -> tuple[Answer, float]:
+               sh: ShadowConfig, handles: set[Handle]) -> tuple[Answer, float]:
     """One copy to `target` through the copies' own pools (`upstreams`); its assembled answer
-    and how long it took (on `loop`'s clock). Raises gateway.errors.Upstream* or TooLarge."""
+    and how long it took (on `loop`'s clock). Raises gateway.errors.Upstream* or TooLarge.
+    The copy is in `handles` (the process's in-flight set) while it is under way: a kill
+    with abort_inflight that covers `target` cuts it (`Aborted`) as it cuts a request."""
+    handle = Handle(tap.plan.name)
+    handle.version = target.name
+    handles.add(handle)
+    try:
+        return await _send(upstreams, loop, tap, target, sh, handle)
+    finally:
+        handles.discard(handle)
+
+
+async def _send(upstreams: Upstreams, loop: asyncio.AbstractEventLoop, tap: Tap,
+                target: Target, sh: ShadowConfig, handle: Handle) -> tuple[Answer, float]:
     body = tap.body
     if tap.field is not None and target.model:
         body = rewrite_model(body, tap.field, target.model)
@@ -45,6 +59,10 @@ async def send(upstreams: Upstreams, loop: asyncio.AbstractEventLoop, tap: Tap, 
     started = loop.time()
     pool = upstreams.pools.get(target.origin) or upstreams.pool(target.origin)
     ex, _ = await pool.acquire(t.connect)
+    if handle.aborted is not None:  # killed while it waited: nothing went out
+        pool.release(ex)
+        raise handle.aborted
+    handle.exchange = ex
     try:
         ex.begin(started + t.total, t.idle, tap.method == b"HEAD")
         first = b"%s %s%s HTTP/1.1\r\nhost: %s\r\n" % (tap.method, target.path_bytes,
@@ -70,6 +88,8 @@ async def send(upstreams: Upstreams, loop: asyncio.AbstractEventLoop, tap: Tap, 
 
 def failure(exc: BaseException) -> str:
     """The `kind` of a copy that got no answer (a fixed set: a metric label)."""
+    if isinstance(exc, Aborted):
+        return "killed"
     if isinstance(exc, TooLarge):
         return "answer_too_large"
     if isinstance(exc, UpstreamTimeout):

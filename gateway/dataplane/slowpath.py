@@ -100,7 +100,7 @@ async def run(flight: Forwarding) -> None:
                         continue
                     if ex.complete:
                         body = ex.peek_body()
-                outcome = answered(protocol, status, flight.routing_path, body)
+                outcome = answered(protocol, status, flight.routing_path, body, ex.headers)
                 if not flight._next(outcome, None, ex):
                     return  # answered: forwarded (or the route's fallback)
                 if flight.complete and flight._fast():

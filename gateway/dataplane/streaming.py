@@ -32,6 +32,15 @@ def _content_type(raw: list[tuple[bytes, bytes]]) -> bytes:
     return b""
 
 
+def _encoded(raw: list[tuple[bytes, bytes]]) -> bool:
+    """Whether the body has a Content-Encoding (gzip, br, ...): its bytes are not events."""
+    for name, value in raw:
+        if len(name) == 16 and name.lower() == b"content-encoding" \
+                and value.strip().lower() not in (b"", b"identity"):
+            return True
+    return False
+
+
 async def stream(flight: Forwarding, ex: Exchange) -> None:
     """Forward an answer that is not complete yet, chunk by chunk."""
     proxy = flight.proxy
@@ -56,6 +65,8 @@ async def stream(flight: Forwarding, ex: Exchange) -> None:
         req.keep_alive = False
     connection = (None if keep and not req.http10 else b"keep-alive" if keep else b"close")
     proxy.served(req, plan, target, flight.decision, status)
+    if proxy.unready:  # served here after "not ready" elsewhere: those count now, not when
+        proxy.settle_unready(req)  # a long stream ends
     rec = req.rec
     rec.upstream = ex.head_at - flight.started
     req.start(response_head(status, raw, proxy.labels(plan, target, flight.decision),
@@ -67,7 +78,10 @@ async def stream(flight: Forwarding, ex: Exchange) -> None:
         req.end()
         flight._finished()
         return
-    cutter = EventCutter() if sse else None
+    # Whole events only, so that a final `killgate.error` event never lands inside one; a
+    # compressed stream has no events to find (cut there, it would be held back whole, and
+    # an event of ours would corrupt it): it is forwarded as it comes, and aborted on failure
+    cutter = EventCutter() if sse and not _encoded(raw) else None
     tap = proxy.tap(flight) if plan.shadow_config is not None else None
     try:
         while True:

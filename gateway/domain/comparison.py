@@ -17,6 +17,7 @@ from typing import Any
 from gateway.config_shadow import PathToken, parse_path
 
 __all__ = [
+    "MAX_PATH",
     "Answer",
     "Comparison",
     "Difference",
@@ -86,8 +87,13 @@ def matches(patterns: Sequence[Pattern], steps: Sequence[Step]) -> bool:
     return False
 
 
+#: a rendered path is cut past this: keys can come from the request (answers keyed by the
+#: caller's ids), and paths are kept in records and counts, and published to the store
+MAX_PATH = 256
+
+
 def render(steps: Sequence[Step]) -> str:
-    """['choices', 0, 'text'] -> 'choices[0].text' (the root is '$')."""
+    """['choices', 0, 'text'] -> 'choices[0].text' (the root is '$'); cut at MAX_PATH."""
     out = ""
     for s in steps:
         if isinstance(s, int):
@@ -96,6 +102,8 @@ def render(steps: Sequence[Step]) -> str:
             out += ("." if out else "") + s
         else:
             out += "[" + json.dumps(s) + "]"
+        if len(out) > MAX_PATH:
+            return out[:MAX_PATH - 3] + "..."
     return out or "$"
 
 

@@ -148,6 +148,7 @@ def data_plane(loaded: LoadedConfig, holder: TableHolder, upstreams: Upstreams,
                   faults=FaultGate(drill_key, on_refused=lambda: metrics.inc(
                       "killgate_drill_tokens_refused_total")))
     mirror.killed_since = proxy.killed_since
+    mirror.handles = inflight.handles  # (kills cut copies in flight too)
 
     def count(what: str) -> None:
         reason = _REFUSED.get(what)

@@ -1,0 +1,155 @@
+"""Protocol-aware outcomes (CONTRACT §5.6), review 9: they blame the version only when the
+request was the version's to serve (a "model not found" answer that every version gives is
+the client's mistake, naming a model or model version no backend holds, not a version's
+outage, and must not feed outlier detection or canary analysis), and they are found in a
+compressed answer too."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import time
+import zlib
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from gateway.dataplane.attempts import answered
+from tests.backends import sse_app, v2_model_server
+from tests.conftest import running_gateway, wait_until, write_config
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def _route(p1: int, p2: int) -> str:
+    return f"""\
+- name: chat
+  match: {{path_prefix: /v1}}
+  protocol: openai
+  stable: v1
+  outlier: {{consecutive_gateway_failures: 3, base_ejection: 30s}}
+  versions:
+    - {{name: v1, url: "http://127.0.0.1:{p1}", weight: 100}}
+    - {{name: v2, url: "http://127.0.0.1:{p2}", weight: 0}}
+"""
+
+
+async def test_a_model_no_version_holds_does_not_eject_a_healthy_version(
+        tmp_path: Path, backends) -> None:
+    """A client asking for a model that no backend serves gets every version's 404
+    `model_not_found` in turn (v1's dropped, v2's forwarded). Before: each dropped 404 counted
+    as v1's gateway failure, so three such requests from anyone ejected the healthy v1 for
+    30 s and every good request after them went to v2 (`failover`)."""
+    p1 = await backends(v2_model_server("v1", {"gpt"}, flavour="openai"))
+    p2 = await backends(v2_model_server("v2", {"gpt"}, flavour="openai"))
+    cfg = write_config(tmp_path, _route(p1, p2))
+    async with running_gateway(cfg) as g, aiohttp.ClientSession() as s:
+        url = g.url + "/v1/chat/completions"
+        for _ in range(6):
+            async with s.post(url, json={"model": "no-such-model", "messages": []}) as r:
+                body = await r.json()
+                assert r.status == 404 and body["error"]["code"] == "model_not_found"
+                assert r.headers["x-killgate-version"] == "v2"  # every version was asked
+        async with s.post(url, json={"model": "gpt", "messages": []}) as r:
+            await r.read()
+            assert r.status == 200
+            served = r.headers["x-killgate-version"], r.headers["x-killgate-decision"]
+        m = g.gw.metrics
+        ejections = m.get("killgate_upstream_ejections_total", ("chat", "v1", "not_ready"))
+    assert ejections == 0 and served == ("v1", "weighted"), (ejections, served)
+
+
+async def test_a_model_one_version_lacks_still_ejects_that_version(
+        tmp_path: Path, backends) -> None:
+    """The counter-case: v1 lacks a model v2 serves. Its 404s are its own (the request was
+    served elsewhere), so they count and v1 is ejected after three in a row."""
+    p1 = await backends(v2_model_server("v1", set(), flavour="openai"))
+    p2 = await backends(v2_model_server("v2", {"gpt"}, flavour="openai"))
+    cfg = write_config(tmp_path, _route(p1, p2))
+    async with running_gateway(cfg) as g, aiohttp.ClientSession() as s:
+        url = g.url + "/v1/chat/completions"
+        for _ in range(3):
+            async with s.post(url, json={"model": "gpt", "messages": []}) as r:
+                await r.read()
+                assert r.status == 200 and r.headers["x-killgate-version"] == "v2"
+        m = g.gw.metrics
+        ejections = m.get("killgate_upstream_ejections_total", ("chat", "v1", "not_ready"))
+    assert ejections == 1
+
+
+async def test_a_not_ready_answer_counts_once_the_answer_from_elsewhere_streams(
+        tmp_path: Path, backends) -> None:
+    """Held until the request's end, v1's not-ready answers would count only when v2's long
+    streams ended: v1 must be ejected while they still stream."""
+    p1 = await backends(v2_model_server("v1", set(), flavour="openai"))
+    p2 = await backends(sse_app("v2", events=40, interval=0.1))  # 4 s streams
+    cfg = write_config(tmp_path, _route(p1, p2))
+    async with running_gateway(cfg) as g, aiohttp.ClientSession() as s:
+        url = g.url + "/v1/chat/completions"
+        resps = [await s.post(url, json={"model": "gpt", "stream": True}) for _ in range(3)]
+        try:
+            assert [r.headers["x-killgate-version"] for r in resps] == ["v2"] * 3
+            m = g.gw.metrics
+            await wait_until(lambda: m.get("killgate_upstream_ejections_total",
+                                           ("chat", "v1", "not_ready")) == 1, 2,
+                             what="v1 ejected while v2 streams")
+            assert not any(r.content.at_eof() for r in resps)
+        finally:
+            for r in resps:
+                r.close()
+
+
+def _gzip_404() -> web.Application:
+    """An MLServer behind a gzip-on proxy: its 404 "Model iris not found" comes compressed
+    (a client that sends `Accept-Encoding: gzip`, as python-requests always does)."""
+    body = gzip.compress(json.dumps({"error": "Model iris not found"}).encode())
+
+    async def infer(req: web.Request) -> web.Response:
+        await req.read()
+        return web.Response(status=404, body=body, headers={
+            "content-type": "application/json", "content-encoding": "gzip"})
+
+    app = web.Application()
+    app.router.add_post("/v2/models/iris/infer", infer)
+    return app
+
+
+async def test_a_compressed_not_ready_answer_moves_the_request(tmp_path: Path,
+                                                               backends) -> None:
+    """Before: the gzip body was not JSON to the judge, and the 404 reached the client."""
+    p1 = await backends(_gzip_404())
+    p2 = await backends(v2_model_server("v2", {"iris"}))
+    cfg = write_config(tmp_path, f"""\
+- name: iris
+  match: {{path_prefix: /v2/models/iris}}
+  protocol: v2
+  stable: v1
+  versions:
+    - {{name: v1, url: "http://127.0.0.1:{p1}", weight: 100}}
+    - {{name: v2, url: "http://127.0.0.1:{p2}", weight: 0}}
+""")
+    async with running_gateway(cfg) as g, aiohttp.ClientSession() as s:
+        r = await s.post(g.url + "/v2/models/iris/infer", json={"inputs": []},
+                         headers={"accept-encoding": "gzip"})
+        await r.read()
+        assert (r.status, r.headers["x-killgate-version"]) == (200, "v2")
+
+
+def test_a_compressed_answer_is_judged_from_a_bounded_decoding() -> None:
+    """A gzip bomb (64 MiB of zeros in ~64 KiB) is decoded no further than the judge reads:
+    not ready is never found in it, at no cost; a corrupt or unknown coding is not ready."""
+    bomb = gzip.compress(b'{"error": "Model iris not found", "x": "' + b"0" * (64 << 20))
+    path = "/v2/models/iris/infer"
+    enc = [(b"Content-Encoding", b"gzip")]
+    start = time.process_time()
+    assert not answered("v2", 404, path, bomb, enc).not_ready
+    assert time.process_time() - start < 0.5
+    small = json.dumps({"error": "Model iris not found"}).encode()
+    assert answered("v2", 404, path, gzip.compress(small), enc).not_ready
+    assert answered("v2", 404, path, zlib.compress(small), [(b"content-encoding", b"deflate")]
+                    ).not_ready
+    assert not answered("v2", 404, path, b"\x1f\x8bjunk", enc).not_ready
+    assert not answered("v2", 404, path, small, [(b"content-encoding", b"br")]).not_ready
+    assert answered("v2", 404, path, small, [(b"content-encoding", b"identity")]).not_ready
