@@ -30,6 +30,13 @@ __all__ = [
 ]
 
 
+# what a request path, as routing reads it (gateway/dataplane/paths.py), never holds as
+# written (`?` and `#` only from %3F and %23: a prefix with them means a query or fragment)
+_NEVER_ROUTED = re.compile(r"//|[;\\?#]|%[0-9A-Fa-f]{2}")
+# a host name (a trailing dot taken off) or a bracketed IPv6 address; never a port
+_HOST = re.compile(r"[a-z0-9\-_~!$&'()*+,;=%]+(\.[a-z0-9\-_~!$&'()*+,;=%]+)*|\[[0-9a-f:.]+\]")
+
+
 class MatchConfig(Frozen):
     path_prefix: str | None = None
     host: str | None = None
@@ -44,12 +51,25 @@ class MatchConfig(Frozen):
     def _prefix(cls, v: str | None) -> str | None:
         if v is not None and not v.startswith("/"):
             raise ValueError("must start with '/'")
+        if v is not None and (_NEVER_ROUTED.search(v) or "/./" in v + "/" or "/../" in v + "/"):
+            # (a route no request can reach: a kill of it would stop nothing, while its
+            # traffic went through a shorter route)
+            raise ValueError(f"{v!r} is not a path as routing reads it: write it with '//' "
+                             "merged, percent-escapes decoded, and no '.' or '..' segment, "
+                             "';', '\\', '?' or '#' (see README, requests read two ways)")
         return v
 
     @field_validator("host")
     @classmethod
     def _host(cls, v: str | None) -> str | None:
-        return v.lower() if v is not None else v
+        if v is None:
+            return v
+        host = v.lower()
+        host = host[:-1] if host.endswith(".") else host  # (as a request's Host is read)
+        if not _HOST.fullmatch(host):
+            raise ValueError(f"{v!r} is not a host name or [IPv6] address without a port: "
+                             "a request's Host is matched without its port")
+        return host
 
     @field_validator("header")
     @classmethod
