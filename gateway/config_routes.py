@@ -14,7 +14,15 @@ from typing import Any, Literal
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from gateway.config_shadow import ShadowConfig
-from gateway.config_types import Duration, Frozen, Timeouts, check_http_url, finite, positive
+from gateway.config_types import (
+    Duration,
+    Frozen,
+    Timeouts,
+    check_http_url,
+    finite,
+    positive,
+    weight_problem,
+)
 
 __all__ = [
     "AnalysisConfig",
@@ -111,8 +119,11 @@ class VersionConfig(Frozen):
 
     @field_validator("weight")
     @classmethod
-    def _finite(cls, v: float) -> float:
-        return finite(v)
+    def _weight(cls, v: float) -> float:
+        problem = weight_problem(finite(v))
+        if problem is not None:
+            raise ValueError(problem)
+        return v
 
     @field_validator("artifact")
     @classmethod
