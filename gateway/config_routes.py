@@ -35,6 +35,7 @@ __all__ = [
     "StickyConfig",
     "TimeoutsConfig",
     "VersionConfig",
+    "case_fold",
 ]
 
 
@@ -43,6 +44,14 @@ __all__ = [
 _NEVER_ROUTED = re.compile(r"//|[;\\?#]|%[0-9A-Fa-f]{2}")
 # a host name (a trailing dot taken off) or a bracketed IPv6 address; never a port
 _HOST = re.compile(r"[a-z0-9\-_~!$&'()*+,;=%]+(\.[a-z0-9\-_~!$&'()*+,;=%]+)*|\[[0-9a-f:.]+\]")
+
+
+def case_fold(s: str) -> str:
+    """A path as a `case_sensitive: false` route compares it: lower case, and outside ASCII
+    upper case first, so the letters a backend's case-insensitive compare takes for ASCII
+    ones match too (Java's equalsIgnoreCase and .NET's OrdinalIgnoreCase upper-case: dotless
+    i, U+0131, is 'I', long s, U+017F, is 'S'; `str.lower` leaves both as they are)."""
+    return s.lower() if s.isascii() else s.upper().lower()
 
 
 class MatchConfig(Frozen):
