@@ -46,6 +46,13 @@ _NEVER_ROUTED = re.compile(r"//|[;\\?#]|%[0-9A-Fa-f]{2}")
 _HOST = re.compile(r"[a-z0-9\-_~!$&'()*+,;=%]+(\.[a-z0-9\-_~!$&'()*+,;=%]+)*|\[[0-9a-f:.]+\]")
 
 
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_FIELD_VALUE = re.compile(r"(?:[!-~\xa0-\xff](?:[ \t!-~\xa0-\xff]*[!-~\xa0-\xff])?)?")
+_OWN_FIELDS = frozenset({
+    "content-length", "transfer-encoding", "content-type", "connection", "keep-alive",
+    "upgrade", "te", "trailer", "proxy-connection", "date"})
+
+
 def case_fold(s: str) -> str:
     """A path as a `case_sensitive: false` route compares it: lower case, and outside ASCII
     upper case first, so the letters a backend's case-insensitive compare takes for ASCII
@@ -96,7 +103,7 @@ class MatchConfig(Frozen):
         if not v:
             raise ValueError("must name at least one header")
         for name in v:
-            if not re.fullmatch(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+", name):
+            if not _TOKEN.fullmatch(name):
                 raise ValueError(f"{name!r} is not a valid header name")
         return {k.lower(): val for k, val in v.items()}
 
@@ -180,6 +187,30 @@ class FallbackConfig(Frozen):
     headers: dict[str, str] = Field(default_factory=dict)
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, v: dict[str, str]) -> dict[str, str]:
+        # written into the answer's head as they are: a line break would add fields (a
+        # Set-Cookie) or end the head, a framing field would desynchronise the client
+        for name, value in v.items():
+            if not _TOKEN.fullmatch(name):
+                raise ValueError(f"{name!r} is not a valid header name")
+            low = name.lower()
+            if low in _OWN_FIELDS or low.startswith("x-killgate-"):
+                raise ValueError(f"{name!r} is set by the gateway (framing, connection, the "
+                                 "JSON body's content-type, its x-killgate-* labels)")
+            if not _FIELD_VALUE.fullmatch(value):
+                raise ValueError(f"the value of {name!r} must be printable Latin-1 text "
+                                 "without line breaks or leading or trailing blanks")
+        return v
+
+    @model_validator(mode="after")
+    def _bodyless(self) -> FallbackConfig:
+        if self.json_ is not None and self.status in (204, 205, 304):
+            raise ValueError(f"a {self.status} answer has no body; drop `json` or use "
+                             "another status")
+        return self
 
 
 class TimeoutsConfig(Timeouts):
