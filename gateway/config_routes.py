@@ -53,6 +53,15 @@ _OWN_FIELDS = frozenset({
     "upgrade", "te", "trailer", "proxy-connection", "date"})
 
 
+def not_a_dot_segment(name: str) -> str:
+    """A route's name, which the admin API's paths hold (/v1/routes/{route}/...):
+    '.' and '..' are dot segments every URL library resolves away, so the CLI could not
+    roll back, promote or weight such a route."""
+    if name in (".", ".."):
+        raise ValueError(f"{name!r} cannot be named in a URL path; choose another name")
+    return name
+
+
 def case_fold(s: str) -> str:
     """A path as a `case_sensitive: false` route compares it: lower case, and outside ASCII
     upper case first, so the letters a backend's case-insensitive compare takes for ASCII
@@ -273,6 +282,11 @@ class RouteConfig(Frozen):
     drill_for: str | None = None
     #: a weight-0 version that gets a sampled copy of requests, compared (CONTRACT §5.5)
     shadow: ShadowConfig | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return not_a_dot_segment(v)
 
     def version(self, name: str) -> VersionConfig | None:
         for v in self.versions:
