@@ -241,7 +241,9 @@ class Gateway:
         added = newly_aborting(old.doc, new.doc)
         if not added:
             return
-        n = self.inflight.abort(lambda h: covering(added, h.route, h.version))
+        drill_of = {p.name: p.config.drill_for for p in new.routes if p.config.drill_for}
+        n = self.inflight.abort(lambda h: covering(added, h.route, h.version,
+                                                   drill_of.get(h.route)))
         if n:
             event(log, "inflight_aborted", count=n, generation=new.generation)
 
