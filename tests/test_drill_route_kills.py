@@ -14,7 +14,7 @@ import pytest
 
 from gateway.configfile import parse_config_text
 from gateway.domain.kills import covering
-from gateway.domain.statedoc import KillFlag, StateDoc, kill_key
+from gateway.domain.statedoc import KillFlag, RouteOverride, StateDoc, kill_key
 from gateway.domain.tablebuild import build_table, rebuild_table
 from tests.backends import Recorder, echo_app
 from tests.conftest import running_gateway, write_config
@@ -91,3 +91,17 @@ def test_a_kill_of_the_production_route_covers_exchanges_on_its_drill_route() ->
         assert covering(keys, "iris-drill", "v2", "iris") == scope
         assert covering(keys, "iris-drill", "v2") is None  # (a route that drills nothing)
     assert covering(frozenset({"route:iris-drill"}), "iris", "v2") is None
+
+
+def test_a_version_rolled_back_on_the_production_route_is_not_pinned_through_its_drill_route(
+        ) -> None:
+    """A latched rollback takes the version out of the production route's pins (issue 13);
+    the drill route, which any client can reach, must not pin it either."""
+    cfg = parse_config_text("routes:\n" + textwrap.indent(_routes(1, 2), "  "))
+    base = build_table(cfg, StateDoc())
+    assert base.by_name["iris-drill"].choose(None, "v2", random.random).target.name == "v2"
+    rolled = StateDoc(overrides={"iris": RouteOverride("v1", {"v1": 100.0, "v2": 0.0}, "a",
+                                                       "r", "t", "auto_rollback")})
+    for table in (build_table(cfg, rolled), rebuild_table(base, cfg, rolled)):
+        choice = table.by_name["iris-drill"].choose(None, "v2", random.random)
+        assert choice.target is not None and choice.target.name == "v1", choice

@@ -105,6 +105,9 @@ def _plan(rc: RouteConfig, doc: StateDoc, unhealthy: frozenset[tuple[str, str]],
     else:
         weights = {v.name: v.weight for v in rc.versions}
         stable = rc.stable
+    if rc.drill_for is not None and (pov := doc.overrides.get(rc.drill_for)) is not None:
+        # a version the production route's override (a rollback) took out of its pins
+        unpinnable |= {n for n, w in pov.weights.items() if w <= 0}
     excluded: dict[str, str] = {}
     for v in rc.versions:
         if any(kill_key("version", n, v.name) in doc.kills for n in names):
