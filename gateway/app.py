@@ -43,6 +43,7 @@ from gateway.errors import ConfigError, Problem
 from gateway.log import event
 from gateway.sockets import bind_socket, format_addr, listen_url
 from gateway.state import make_sync
+from gateway.state.signing import check_keys
 from gateway.state.sync import Sync
 from gateway.telemetry.accesslog import AccessLog
 from gateway.telemetry.metrics import Metrics
@@ -231,10 +232,19 @@ class Gateway:
     # ------------------------------------------------------------------ reload checks
 
     def _check_reload(self, loaded: LoadedConfig) -> None:
-        """What a reload must pass beyond the file's own checks: version identities, and
-        admin auth settings that can verify tokens (a reload that broke them would lock the
-        operators out of kill and rollback while the data plane looked fine)."""
+        """What a reload must pass beyond the file's own checks: version identities, state
+        keys that can be read (as `killgate check`: the group's restarted workers start on
+        what a reload put live), and admin auth settings that can verify tokens (a reload
+        that broke them would lock the operators out of kill and rollback while the data
+        plane looked fine)."""
         self.history.check(loaded)
+        st = loaded.config.state  # (applies at a restart: a restarted worker must start)
+        errors, notes = check_keys(st, loaded.resolve) if st != self.loaded.config.state \
+            else ([], [])
+        if errors or notes:
+            raise ConfigError([Problem(p.path, f"{p.message}; a worker could not start on this "
+                                               "file: the running config stays in force")
+                               for p in errors + notes])
         auth = loaded.config.admin.auth
         self._checked_auth = None
         if self.admin_api is not None and auth != self.admin_api.callers.auth.cfg:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from gateway import config_shadow, config_telemetry
 from gateway.config import Config, parse_listen
+from gateway.config_routes import case_fold
 from gateway.errors import Problem
 
 __all__ = ["semantic_problems"]
@@ -140,7 +141,7 @@ def _overlaps(cfg: Config) -> list[Problem]:
                 continue
             pa, pb = a.path_prefix, b.path_prefix
             if pa is not None and pb is not None and not (a.case_sensitive and b.case_sensitive):
-                pa, pb = pa.lower(), pb.lower()
+                pa, pb = case_fold(pa), case_fold(pb)
             if pa != pb:
                 continue  # same length, different strings: disjoint
             if a.host and b.host and a.host != b.host:

@@ -14,7 +14,15 @@ from typing import Any, Literal
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from gateway.config_shadow import ShadowConfig
-from gateway.config_types import Duration, Frozen, Timeouts, check_http_url, finite, positive
+from gateway.config_types import (
+    Duration,
+    Frozen,
+    Timeouts,
+    check_http_url,
+    finite,
+    positive,
+    weight_problem,
+)
 
 __all__ = [
     "AnalysisConfig",
@@ -27,7 +35,39 @@ __all__ = [
     "StickyConfig",
     "TimeoutsConfig",
     "VersionConfig",
+    "case_fold",
 ]
+
+
+# what a request path, as routing reads it (gateway/dataplane/paths.py), never holds as
+# written (`?` and `#` only from %3F and %23: a prefix with them means a query or fragment)
+_NEVER_ROUTED = re.compile(r"//|[;\\?#]|%[0-9A-Fa-f]{2}")
+# a host name (a trailing dot taken off) or a bracketed IPv6 address; never a port
+_HOST = re.compile(r"[a-z0-9\-_~!$&'()*+,;=%]+(\.[a-z0-9\-_~!$&'()*+,;=%]+)*|\[[0-9a-f:.]+\]")
+
+
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_FIELD_VALUE = re.compile(r"(?:[!-~\xa0-\xff](?:[ \t!-~\xa0-\xff]*[!-~\xa0-\xff])?)?")
+_OWN_FIELDS = frozenset({
+    "content-length", "transfer-encoding", "content-type", "connection", "keep-alive",
+    "upgrade", "te", "trailer", "proxy-connection", "date"})
+
+
+def not_a_dot_segment(name: str) -> str:
+    """A route's name, which the admin API's paths hold (/v1/routes/{route}/...):
+    '.' and '..' are dot segments every URL library resolves away, so the CLI could not
+    roll back, promote or weight such a route."""
+    if name in (".", ".."):
+        raise ValueError(f"{name!r} cannot be named in a URL path; choose another name")
+    return name
+
+
+def case_fold(s: str) -> str:
+    """A path as a `case_sensitive: false` route compares it: lower case, and outside ASCII
+    upper case first, so the letters a backend's case-insensitive compare takes for ASCII
+    ones match too (Java's equalsIgnoreCase and .NET's OrdinalIgnoreCase upper-case: dotless
+    i, U+0131, is 'I', long s, U+017F, is 'S'; `str.lower` leaves both as they are)."""
+    return s.lower() if s.isascii() else s.upper().lower()
 
 
 class MatchConfig(Frozen):
@@ -44,12 +84,25 @@ class MatchConfig(Frozen):
     def _prefix(cls, v: str | None) -> str | None:
         if v is not None and not v.startswith("/"):
             raise ValueError("must start with '/'")
+        if v is not None and (_NEVER_ROUTED.search(v) or "/./" in v + "/" or "/../" in v + "/"):
+            # (a route no request can reach: a kill of it would stop nothing, while its
+            # traffic went through a shorter route)
+            raise ValueError(f"{v!r} is not a path as routing reads it: write it with '//' "
+                             "merged, percent-escapes decoded, and no '.' or '..' segment, "
+                             "';', '\\', '?' or '#' (see README, requests read two ways)")
         return v
 
     @field_validator("host")
     @classmethod
     def _host(cls, v: str | None) -> str | None:
-        return v.lower() if v is not None else v
+        if v is None:
+            return v
+        host = v.lower()
+        host = host[:-1] if host.endswith(".") else host  # (as a request's Host is read)
+        if not _HOST.fullmatch(host):
+            raise ValueError(f"{v!r} is not a host name or [IPv6] address without a port: "
+                             "a request's Host is matched without its port")
+        return host
 
     @field_validator("header")
     @classmethod
@@ -59,7 +112,7 @@ class MatchConfig(Frozen):
         if not v:
             raise ValueError("must name at least one header")
         for name in v:
-            if not re.fullmatch(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+", name):
+            if not _TOKEN.fullmatch(name):
                 raise ValueError(f"{name!r} is not a valid header name")
         return {k.lower(): val for k, val in v.items()}
 
@@ -91,8 +144,11 @@ class VersionConfig(Frozen):
 
     @field_validator("weight")
     @classmethod
-    def _finite(cls, v: float) -> float:
-        return finite(v)
+    def _weight(cls, v: float) -> float:
+        problem = weight_problem(finite(v))
+        if problem is not None:
+            raise ValueError(problem)
+        return v
 
     @field_validator("artifact")
     @classmethod
@@ -140,6 +196,30 @@ class FallbackConfig(Frozen):
     headers: dict[str, str] = Field(default_factory=dict)
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, v: dict[str, str]) -> dict[str, str]:
+        # written into the answer's head as they are: a line break would add fields (a
+        # Set-Cookie) or end the head, a framing field would desynchronise the client
+        for name, value in v.items():
+            if not _TOKEN.fullmatch(name):
+                raise ValueError(f"{name!r} is not a valid header name")
+            low = name.lower()
+            if low in _OWN_FIELDS or low.startswith("x-killgate-"):
+                raise ValueError(f"{name!r} is set by the gateway (framing, connection, the "
+                                 "JSON body's content-type, its x-killgate-* labels)")
+            if not _FIELD_VALUE.fullmatch(value):
+                raise ValueError(f"the value of {name!r} must be printable Latin-1 text "
+                                 "without line breaks or leading or trailing blanks")
+        return v
+
+    @model_validator(mode="after")
+    def _bodyless(self) -> FallbackConfig:
+        if self.json_ is not None and self.status in (204, 205, 304):
+            raise ValueError(f"a {self.status} answer has no body; drop `json` or use "
+                             "another status")
+        return self
 
 
 class TimeoutsConfig(Timeouts):
@@ -202,6 +282,11 @@ class RouteConfig(Frozen):
     drill_for: str | None = None
     #: a weight-0 version that gets a sampled copy of requests, compared (CONTRACT §5.5)
     shadow: ShadowConfig | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return not_a_dot_segment(v)
 
     def version(self, name: str) -> VersionConfig | None:
         for v in self.versions:

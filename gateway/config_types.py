@@ -28,6 +28,7 @@ __all__ = [
     "parse_duration",
     "parse_listen",
     "positive",
+    "weight_problem",
 ]
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)\s*$")
@@ -84,6 +85,22 @@ def finite(v: float) -> float:
     if not math.isfinite(v):
         raise ValueError("must be a finite number")
     return v
+
+
+#: a version's weight is 0 or within these (relative weights: 90/10, 0.9/0.1 or 1/1000);
+#: past them the sums and scores of routing overflow: every sticky request of a route
+#: weighted 1e-320/1e-320 failed (each score infinite, none chosen), 1e308/1e308 sent
+#: all weighted traffic to the last version
+MIN_WEIGHT, MAX_WEIGHT = 1e-6, 1e6
+
+
+def weight_problem(v: float) -> str | None:
+    """Why `v` is not a weight (None when it is one)."""
+    if not math.isfinite(v) or v < 0:
+        return "must be a finite number >= 0"
+    if v != 0 and not MIN_WEIGHT <= v <= MAX_WEIGHT:
+        return f"must be 0 or between {MIN_WEIGHT:g} and {MAX_WEIGHT:g} (weights are relative)"
+    return None
 
 
 def check_http_url(v: str) -> str:

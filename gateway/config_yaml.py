@@ -1,9 +1,9 @@
 """YAML text in, plain data out: the strict loader every config file goes through.
 
-Owns what we refuse before any schema sees the data: duplicate keys, nesting deeper than
-MAX_DEPTH, as written or with aliases expanded (a deeper document would exhaust the
-recursion of the composer, or of whatever walks the result), more than
-MAX_ALIASES aliases, aliases that expand the document past MAX_EXPANDED_NODES nodes or
+Owns what we refuse before any schema sees the data: duplicate keys, more than MAX_NODES
+nodes, nesting deeper than MAX_DEPTH, as written or with aliases expanded (a deeper
+document would exhaust the recursion of the composer, or of whatever walks the result),
+more than MAX_ALIASES aliases, aliases that expand the document past MAX_EXPANDED_NODES nodes or
 refer to a node that contains them (billion laughs). Syntax errors become one `Problem`
 naming the line and column. Imports yaml and errors only.
 """
@@ -21,6 +21,11 @@ __all__ = ["load_yaml"]
 MAX_ALIASES = 64
 #: collections inside collections: a config needs about 8; Python's recursion ends near 300
 MAX_DEPTH = 64
+#: nodes in the document as written: pure-Python YAML takes ~30 us a node, in a thread
+#: that shares the GIL with the data plane's loop (1 MiB of `[1,1,1,...]` parsed for 8 s,
+#: the loop's round trips 6x slower meanwhile); a config needs about 30 bytes a node, so
+#: 1 MiB of real config is ~35,000
+MAX_NODES = 50_000
 #: nodes in the document with every alias expanded: a few aliases nested in each other
 #: multiply (8 levels of 8 make 16 million), and whatever walks the result pays for them
 MAX_EXPANDED_NODES = 100_000
@@ -44,12 +49,18 @@ class _StrictLoader(yaml.SafeLoader):
         super().__init__(stream)
         self._aliases = 0
         self._depth = 0
+        self._nodes = 0
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(yaml.AliasEvent):
             self._aliases += 1
             if self._aliases > MAX_ALIASES:
                 raise yaml.YAMLError(f"more than {MAX_ALIASES} aliases: refusing to expand")
+        self._nodes += 1
+        if self._nodes > MAX_NODES:
+            raise yaml.MarkedYAMLError(
+                problem=f"more than {MAX_NODES} nodes: refusing to parse further",
+                problem_mark=self.peek_event().start_mark)
         self._depth += 1
         try:
             if self._depth > MAX_DEPTH:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -65,10 +66,14 @@ def parse_config_text(text: str, source: str = "<config>") -> Config:
 
 
 def read_config_bytes(path: str | Path) -> bytes:
-    """The file's bytes, or a ConfigError saying why they cannot be read."""
+    """The file's bytes, or a ConfigError saying why they cannot be read. Only a regular
+    file (a link to one is followed, as a ConfigMap's is) of at most MAX_FILE_BYTES is read:
+    a config replaced by a link to /dev/zero or a FIFO would have been read until memory
+    ran out, or blocked the reading thread (and the reload lock) for ever."""
     p = Path(path)
     try:
-        return p.read_bytes()
+        # (O_NONBLOCK: opening a FIFO waits for a writer otherwise; a regular file ignores it)
+        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         raise ConfigError([Problem("", f"{p}: no such file")]) from None
     except PermissionError:
@@ -77,6 +82,25 @@ def read_config_bytes(path: str | Path) -> bytes:
         raise ConfigError([Problem("", f"{p}: is a directory")]) from None
     except OSError as exc:
         raise ConfigError([Problem("", f"{p}: cannot read ({exc.strerror})")]) from None
+    try:
+        with os.fdopen(fd, "rb", buffering=0) as f:
+            mode = os.fstat(fd).st_mode
+            if stat.S_ISDIR(mode):
+                raise ConfigError([Problem("", f"{p}: is a directory")])
+            if not stat.S_ISREG(mode):
+                raise ConfigError([Problem("", f"{p}: not a regular file (a device, FIFO or "
+                                               "socket is never read as a config)")])
+            data = b""
+            while len(data) <= MAX_FILE_BYTES:  # (a short read is not the end of a file)
+                more = f.read(MAX_FILE_BYTES + 1 - len(data))
+                if not more:
+                    break
+                data += more
+    except OSError as exc:
+        raise ConfigError([Problem("", f"{p}: cannot read ({exc.strerror})")]) from None
+    if len(data) > MAX_FILE_BYTES:
+        raise ConfigError([Problem("", f"{p}: larger than {MAX_FILE_BYTES} bytes")])
+    return data
 
 
 def load_config(path: str | Path, raw: bytes | None = None) -> LoadedConfig:

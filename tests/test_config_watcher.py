@@ -4,6 +4,10 @@ a refused reload, and reloading goes on (by the file watcher and by SIGHUP's pat
 from __future__ import annotations
 
 import logging
+import os
+import resource
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -56,3 +60,71 @@ async def test_an_unforeseen_error_is_a_refused_reload_and_reloading_goes_on(
         assert await watcher.reload("sighup") is False
     finally:
         await watcher.stop()
+
+
+async def test_a_config_replaced_by_a_fifo_is_refused_and_reloading_goes_on(
+        tmp_path: Path) -> None:
+    """A config file replaced by a FIFO (or a link to one: git commits links) is refused at
+    once: its open waited for a writer for ever, in the reload's thread with the reload lock
+    held, so no reload (file or SIGHUP) happened again and the loop's shutdown waited too."""
+    path = write_config(tmp_path, two_versions(1, 2, 100, 0))
+    first = load_config(path)
+    current: list[LoadedConfig] = [first]
+
+    async def apply(loaded: LoadedConfig) -> None:
+        current[0] = loaded
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    metrics = Metrics()
+    watcher = ConfigWatcher(path, lambda: current[0], apply, lambda _l: None, metrics,
+                            debounce=0.05, watch=True)
+    await watcher.start()
+    try:
+        link = tmp_path / "link.yaml"
+        link.symlink_to(fifo)
+        link.replace(path)
+        await wait_until(lambda: metrics.get("killgate_config_reload_rejected_total") >= 1, 10,
+                         0.02, "the refused reload")
+        assert "not a regular file" in (watcher.outcome.last_error or "")
+        assert current[0] is first
+
+        _rewrite(tmp_path, two_versions(1, 2, 20, 80))
+        await wait_until(lambda: current[0] is not first, 10, 0.02, "the next reload")
+        assert watcher.outcome.last_error is None
+    finally:
+        _unblock(fifo)  # (before the fix: the blocked reading thread ends)
+        await watcher.stop()
+
+
+def _unblock(fifo: Path) -> None:
+    """A reader blocked opening `fifo` gets an end of file (nothing if none waits)."""
+    try:
+        fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+    except OSError:
+        return
+    os.close(fd)
+
+
+@pytest.mark.parametrize("target", ["/dev/zero", "big"])
+def test_check_refuses_a_config_that_never_ends_without_reading_it_whole(
+        tmp_path: Path, target: str) -> None:
+    """`killgate check` (and a reload: the same read) of a config replaced by a link to
+    /dev/zero, or by a sparse 4 GiB file, refuses it after 1 MiB: both were read whole
+    before the size was checked (memory exhausted; here a 1 GiB address-space cap)."""
+    if target == "big":
+        big = tmp_path / "big.yaml"
+        with open(big, "wb") as f:
+            f.truncate(4 << 30)
+        target = str(big)
+    link = tmp_path / "killgate.yaml"
+    link.symlink_to(target)
+
+    def cap() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
+
+    proc = subprocess.run([sys.executable, "-m", "gateway", "check", str(link)],
+                          capture_output=True, text=True, timeout=30, preexec_fn=cap)
+    assert proc.returncode == 1, proc.stderr[-500:]
+    expected = "not a regular file" if target == "/dev/zero" else "larger than 1048576 bytes"
+    assert expected in proc.stderr and "Traceback" not in proc.stderr

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 
 import pytest
@@ -141,3 +142,16 @@ def test_only_added_kills_do_not_relax() -> None:
     assert relaxes(killed, StateDoc(generation=2))  # a lift
     weights = step(killed, lambda d: set_weights(d, RC, {"v1": 1}, "a", "r", "t"))
     assert relaxes(killed, weights)  # an override
+
+
+@pytest.mark.parametrize("weights", [{"v1": 1e-320, "v2": 1e-320}, {"v1": 1e308, "v2": 1e308},
+                                     {"v1": 100, "v2": 1e-9}])
+def test_weights_that_overflow_routing_are_refused(weights: dict[str, float]) -> None:
+    """Weights routing cannot sum or score (ninth hostile review): with 1e-320 each, every
+    sticky request raised (each rendezvous score infinite, no version chosen: a 500 per
+    request); with 1e308 each, the sum was infinite, all weighted traffic went to the last
+    version and the effective weights shown were NaN."""
+    with pytest.raises(InvalidChange, match="between 1e-06 and 1e\\+06"):
+        set_weights(StateDoc(), RC, weights, "a", "r", "t")
+    ok = step(StateDoc(), lambda d: set_weights(d, RC, {"v1": 1e6, "v2": 1e-6}, "a", "r", "t"))
+    assert build_table(CFG, ok).by_name["iris"].choose("user", None, random.random).target

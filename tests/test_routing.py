@@ -386,3 +386,36 @@ def test_the_plan_carries_its_shadow_settings_whether_or_not_the_shadow_can_serv
     killed = StateDoc(kills={"version:iris:v2": _kill("version", "iris", "v2")})
     plan = build_table(cfg, killed).by_name["iris"]
     assert plan.shadow is None and plan.shadow_config is plan.config.shadow
+
+
+def test_a_route_host_with_a_trailing_dot_matches_as_a_request_host_is_read() -> None:
+    """A route's `host` is read as a request's Host is (lower case, one trailing dot off):
+    `Models.Example.com.` in the file matched no request (ninth hostile review), so a kill
+    of that route stopped nothing while its traffic went through a route without a host."""
+    cfg = parse_config_text("""
+routes:
+  - {name: hosted, match: {path_prefix: /, host: Models.Example.com.}, stable: a,
+     versions: [{name: a, url: "http://h:1"}]}
+  - {name: all, match: {path_prefix: /}, stable: a, versions: [{name: a, url: "http://h:2"}]}
+""")
+    table = build_table(cfg, StateDoc())
+    plan = table.match("/v2/models/iris", "models.example.com", {}, None)
+    assert plan is not None and plan.name == "hosted"
+
+
+@pytest.mark.parametrize("path", ["/v2/models/\u0131r\u0131s/infer", "/v2/models/IR\u0131S",
+                                  "/V2/MODEL\u017f/iris"])
+def test_a_case_insensitive_route_matches_what_a_backend_upper_cases_to_it(path: str) -> None:
+    """`case_sensitive: false` is for backends that compare paths in any case; those that
+    upper-case (Java's equalsIgnoreCase, .NET's OrdinalIgnoreCase: ASP.NET Core routing)
+    read dotless i (U+0131) as 'I' and long s (U+017F) as 'S', which `str.lower` leaves
+    alone: a killed `iris` was reached as /v2/models/%C4%B1r%C4%B1s through the catch-all
+    (ninth hostile review)."""
+    cfg = parse_config_text("""
+routes:
+  - {name: iris, match: {path_prefix: /v2/models/iris, case_sensitive: false}, stable: a,
+     versions: [{name: a, url: "http://h:1"}]}
+  - {name: all, match: {path_prefix: /}, stable: a, versions: [{name: a, url: "http://h:2"}]}
+""")
+    plan = build_table(cfg, StateDoc()).match(path, "", {}, None)
+    assert plan is not None and plan.name == "iris"

@@ -81,7 +81,9 @@ class Inflight:
         added = newly_aborting(old.doc, new.doc)
         if not added:
             return
-        n = self.abort(lambda h: covering(added, h.route, h.version))
+        # (a drill route serves its production route's versions: their kills cover it)
+        drill_of = {p.name: p.config.drill_for for p in new.routes if p.config.drill_for}
+        n = self.abort(lambda h: covering(added, h.route, h.version, drill_of.get(h.route)))
         if n:
             event(log, "inflight_aborted", count=n, generation=new.generation)
 

@@ -49,10 +49,15 @@ class Outgoing:
         if now is not None and now.killed is not None:  # (fail-closed included)
             return Aborted("killed", now.killed)
         kills = table.doc.kills
-        for scope, key in (("global", "global"), ("route", kill_key("route", plan.name)),
-                           ("version", kill_key("version", plan.name, version))):
-            if key in kills:
-                return Aborted("killed", scope)
+        if "global" in kills:
+            return Aborted("killed", "global")
+        for name in (plan.name, plan.config.drill_for):  # (a drill route's: see tablebuild)
+            if name is None:
+                continue
+            for scope, key in (("route", kill_key("route", name)),
+                               ("version", kill_key("version", name, version))):
+                if key in kills:
+                    return Aborted("killed", scope)
         return None
 
     def policy(self, plan: RoutePlan) -> Policy:

@@ -47,7 +47,8 @@ class BadHeader(ValueError):
 class HeaderView(Mapping[str, str]):
     """Case-insensitive, read-only text view of raw fields, decoded on demand: routing reads
     a handful of fields (Host, match headers, sticky, pins), so nothing else is decoded. A
-    value that is not UTF-8, or a field read by name that comes more than once, raises
+    value that is not UTF-8, a field read by name that comes more than once, or one spelled
+    with `_` for `-` (`X_Tenant`, which WSGI backends read as `X-Tenant`), raises
     `BadHeader`: one the gateway cannot read the one way every backend would (a backend may
     take the last of two, or join them, where routing would take the first)."""
 
@@ -66,7 +67,15 @@ class HeaderView(Mapping[str, str]):
         name = key.lower().encode("latin-1")
         v = None
         for n, value in self.raw:
-            if len(n) == len(name) and n.lower() == name:
+            if len(n) == len(name):
+                low = n.lower()
+                if low != name:
+                    if b"_" in low and low.replace(b"_", b"-") == name:
+                        # WSGI servers (CGI's HTTP_X_TENANT) read X_Tenant as X-Tenant
+                        raise BadHeader(f"the header {n.decode('latin-1')!r} reads as {key!r} "
+                                        "to some backends; routing reads that one, so send it "
+                                        "with '-'", "header_alias")
+                    continue
                 if v is not None:
                     raise BadHeader(f"the {key!r} header comes more than once; routing reads "
                                     "it, so send it once", "header_repeated")

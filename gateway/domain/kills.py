@@ -40,13 +40,16 @@ def newly_aborting(before: StateDoc, after: StateDoc) -> frozenset[str]:
                      if f.abort_inflight and (k not in old or not old[k].abort_inflight))
 
 
-def covering(keys: frozenset[str], route: str, version: str | None) -> str | None:
+def covering(keys: frozenset[str], route: str, version: str | None,
+             production: str | None = None) -> str | None:
     """The scope ("global", "route", "version") of the widest of `keys` that covers an
-    exchange on (route, version), or None."""
+    exchange on (route, version), or None. `production`: the route a drill route
+    (`drill_for`) serves the versions of, whose kills cover it too."""
     if "global" in keys:
         return "global"
-    if kill_key("route", route, None) in keys:
+    names = (route,) if production is None else (route, production)
+    if any(kill_key("route", n, None) in keys for n in names):
         return "route"
-    if version is not None and kill_key("version", route, version) in keys:
+    if version is not None and any(kill_key("version", n, version) in keys for n in names):
         return "version"
     return None

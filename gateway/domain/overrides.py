@@ -15,6 +15,7 @@ import math
 from typing import Any
 
 from gateway.config import RouteConfig
+from gateway.config_types import weight_problem
 from gateway.domain.statedoc import MAX_HISTORY, Change, HistoryEntry, RouteOverride, StateDoc
 from gateway.errors import ConflictingState, InvalidChange, UnknownVersion
 
@@ -96,6 +97,9 @@ def set_weights(doc: StateDoc, rc: RouteConfig, weights: Any, actor: str, reason
         _version(rc, name)
         if isinstance(w, bool) or not isinstance(w, int | float) or not math.isfinite(w) or w < 0:
             raise InvalidChange(f"weight of {name!r} must be a number >= 0")
+        problem = weight_problem(float(w))
+        if problem is not None:
+            raise InvalidChange(f"weight of {name!r} {problem}")
         out[name] = float(w)
     if sum(out.values()) <= 0:
         raise InvalidChange("at least one weight must be > 0")

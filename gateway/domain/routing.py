@@ -24,6 +24,7 @@ from typing import NamedTuple
 from urllib.parse import urlsplit
 
 from gateway.config import FallbackConfig, RouteConfig
+from gateway.config_routes import case_fold
 from gateway.domain.statedoc import StateDoc
 
 __all__ = [
@@ -113,7 +114,7 @@ class RoutePlan:
         self.name = rc.name
         self.fold_case = not rc.match.case_sensitive
         prefix = rc.match.path_prefix
-        self.prefix = prefix.lower() if prefix is not None and self.fold_case else prefix
+        self.prefix = case_fold(prefix) if prefix is not None and self.fold_case else prefix
         self.host = rc.match.host
         self.headers = tuple((rc.match.header or {}).items())
         self.model = rc.match.model
@@ -204,7 +205,7 @@ class RoutePlan:
 
     def matches(self, path: str, host: str, headers: Mapping[str, str], model: str | None) -> bool:
         if self.prefix is not None and not path_matches(
-                self.prefix, path.lower() if self.fold_case else path):
+                self.prefix, case_fold(path) if self.fold_case else path):
             return False
         if self.host is not None and host != self.host:
             return False

@@ -67,7 +67,7 @@ def rebuild_table(old: RouteTable, cfg: Config, doc: StateDoc,
         if kept is None or kept.config is not rc:
             return build_table(cfg, doc, unhealthy, fail_closed, state_unknown)
         plans.append(_plan(rc, doc, unhealthy, global_kill, state_unknown, kept)
-                     if rc.name in names else kept)
+                     if rc.name in names or rc.drill_for in names else kept)
     return RouteTable(plans, doc, unhealthy)
 
 
@@ -88,8 +88,11 @@ def _plan(rc: RouteConfig, doc: StateDoc, unhealthy: frozenset[tuple[str, str]],
           global_kill: bool, state_unknown: bool = False,
           like: RoutePlan | None = None) -> RoutePlan:
     """One route's plan from the config, the state and health (`like`: see RoutePlan)."""
+    # a drill route serves its production route's versions to any request that sends its
+    # match: that route's kills hold on it too (its own kills, a drill's, stay its own)
+    names = (rc.name,) if rc.drill_for is None else (rc.name, rc.drill_for)
     killed = STATE_UNKNOWN if state_unknown else "global" if global_kill else (
-        "route" if kill_key("route", rc.name) in doc.kills else None)
+        "route" if any(kill_key("route", n) in doc.kills for n in names) else None)
     ov = doc.overrides.get(rc.name)
     prog = doc.progress.get(rc.name)
     unpinnable: frozenset[str] = frozenset()
@@ -102,9 +105,12 @@ def _plan(rc: RouteConfig, doc: StateDoc, unhealthy: frozenset[tuple[str, str]],
     else:
         weights = {v.name: v.weight for v in rc.versions}
         stable = rc.stable
+    if rc.drill_for is not None and (pov := doc.overrides.get(rc.drill_for)) is not None:
+        # a version the production route's override (a rollback) took out of its pins
+        unpinnable |= {n for n, w in pov.weights.items() if w <= 0}
     excluded: dict[str, str] = {}
     for v in rc.versions:
-        if kill_key("version", rc.name, v.name) in doc.kills:
+        if any(kill_key("version", n, v.name) in doc.kills for n in names):
             excluded[v.name] = "killed"
         elif (rc.name, v.name) in unhealthy:
             excluded[v.name] = "unhealthy"

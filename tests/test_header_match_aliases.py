@@ -1,0 +1,55 @@
+"""A header routing reads, spelled with `_` for `-` (ninth hostile review): WSGI servers
+(CGI's HTTP_X_TENANT: gunicorn before 22, waitress, werkzeug) read `X_Tenant` as
+`X-Tenant`, so a route killed for one `x-tenant` must not be reached through another route
+by the underscore spelling. Refused, as the framing fields' underscore spellings are."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from tests.backends import Recorder, echo_app
+from tests.conftest import running_gateway, write_config
+from tests.test_killswitch import auth
+from tests.test_proxy_confusion import _raw
+
+
+async def test_the_underscore_spelling_of_a_header_routing_reads_is_a_quiet_400(
+        tmp_path: Path, backends, session, caplog: pytest.LogCaptureFixture) -> None:
+    a, b = Recorder(), Recorder()
+    pa, pb = await backends(echo_app("a", a)), await backends(echo_app("b", b))
+    routes = f"""\
+- name: tenant-a
+  match: {{path_prefix: /v2/models/iris, header: {{x-tenant: a}}}}
+  stable: v1
+  versions: [{{name: v1, url: "http://127.0.0.1:{pa}", weight: 100}}]
+- name: iris
+  match: {{path_prefix: /v2/models/iris}}
+  stable: v1
+  sticky: {{header: x-user-id}}
+  versions: [{{name: v1, url: "http://127.0.0.1:{pb}", weight: 100}}]
+"""
+    cfg = write_config(tmp_path, routes)
+    caplog.set_level(logging.DEBUG)
+    async with running_gateway(cfg) as g:
+        async with session.post(f"{g.admin}/v1/kill", headers=auth(),
+                                json={"scope": "route", "route": "tenant-a", "reason": "t"}) as r:
+            assert r.status == 200, await r.text()
+        port = g.gw.data_addr[1]
+        for extra in (b"X_Tenant: a\r\n", b"x_tenant: a\r\nX-Tenant: b\r\n",
+                      b"X-Tenant: b\r\nX_TENANT: a\r\n", b"X_User_Id: 1\r\n"):
+            got, data = await _raw(port, b"GET /v2/models/iris/infer HTTP/1.1\r\nHost: x\r\n"
+                                   + extra + b"Connection: close\r\n\r\n")
+            assert got == 400 and b"send it with '-'" in data, (extra, data)
+        assert not a.requests and not b.requests
+        # the killed tenant is still answered killed; another tenant still served
+        got, _ = await _raw(port, b"GET /v2/models/iris/infer HTTP/1.1\r\nHost: x\r\n"
+                            b"X-Tenant: a\r\nConnection: close\r\n\r\n")
+        assert got == 503
+        got, _ = await _raw(port, b"GET /v2/models/iris/infer HTTP/1.1\r\nHost: x\r\n"
+                            b"X-Tenant: b\r\nX_Other: 1\r\nConnection: close\r\n\r\n")
+        assert got == 200 and len(b.requests) == 1 and not a.requests
+        assert g.gw.metrics.get("killgate_bad_requests_total", ("header_alias",)) == 4
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.records

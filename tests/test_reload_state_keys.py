@@ -1,0 +1,49 @@
+"""A reload whose `state` keys cannot be read is refused, as `killgate check` refuses the
+file (ninth hostile review): the state settings apply at a restart only, so the reload went
+live (restart_required: state), its bytes became the group's (workerconfig.py), and the
+next worker restarted after a crash, or the next start, could not build its keyring."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from tests.backends import echo_app
+from tests.conftest import running_gateway, two_versions, wait_until, write_config
+
+pytestmark = pytest.mark.timeout(30)
+
+
+async def test_a_reload_with_an_unreadable_state_key_keeps_the_running_config(
+        tmp_path: Path, backends) -> None:
+    p = await backends(echo_app("v1"))
+    routes = two_versions(p, p, 100, 0)
+    cfg = write_config(tmp_path, routes)
+    bad_state = textwrap.dedent(f"""\
+        state:
+          backend: local
+          path: {tmp_path}/store.json
+          snapshot_path: {tmp_path}/snapshot.json
+          poll_interval: 50ms
+          signing_key_file: {tmp_path}/missing.key
+        """)
+    async with running_gateway(cfg) as g:
+        watcher = g.gw.watcher
+        assert watcher is not None
+        old = g.gw.loaded.digest
+        cfg.write_text(write_config(tmp_path, two_versions(p, p, 50, 50), state=bad_state,
+                                    name="next.yaml").read_text())
+        check = await asyncio.to_thread(
+            subprocess.run, [sys.executable, "-m", "gateway", "check", str(cfg)],
+            capture_output=True, text=True, timeout=30)
+        assert check.returncode == 1 and "state.signing_key_file" in check.stderr
+        g.gw.request_reload()
+        await wait_until(lambda: g.gw.loaded.digest != old or watcher.outcome.last_error, 10)
+        assert g.gw.loaded.digest == old, watcher.outcome.restart_required
+        assert "state.signing_key_file" in (watcher.outcome.last_error or "")
+        assert "stays in force" in (watcher.outcome.last_error or "")
