@@ -31,6 +31,7 @@ __all__ = [
     "audit_keyring",
     "key_id",
     "read_keys",
+    "refuse_unreadable_keys",
     "signing_keyring",
 ]
 
@@ -225,3 +226,14 @@ def check_keys(cfg: StateConfig,
         notes = [p for p in exc.problems if p.path.endswith("_env") and "is not set" in p.message]
         return [p for p in exc.problems if p not in notes], notes
     return [], []
+
+
+def refuse_unreadable_keys(cfg: StateConfig, resolve: Callable[[str], Path]) -> None:
+    """For a reload whose `state` section changed: it applies at a restart only, but a
+    restarted worker of the group starts on what a reload put live, so keys that cannot be
+    read here (`check_keys`' errors and notes alike) refuse the reload (ConfigError)."""
+    errors, notes = check_keys(cfg, resolve)
+    if errors or notes:
+        raise ConfigError([Problem(p.path, f"{p.message}; a worker could not start on this "
+                                           "file: the running config stays in force")
+                           for p in errors + notes])
