@@ -29,6 +29,7 @@ __all__ = [
     "RouteOverride",
     "StateDoc",
     "apply_change",
+    "collides",
     "kill_key",
     "plain",
     "relaxes",
@@ -282,3 +283,10 @@ def relaxes(old: StateDoc, new: StateDoc) -> bool:
     the only change that never relaxes."""
     return (not old.kills.keys() <= new.kills.keys() or old.overrides != new.overrides
             or old.progress != new.progress)
+
+
+def collides(held: StateDoc, other: StateDoc) -> bool:
+    """Whether `other` is another document at the generation of `held`: two re-seeds (each
+    starts a new epoch) from instances that knew different things, say one that missed a
+    kill. Neither is newer, so neither would be adopted: they are merged (a re-seed)."""
+    return other.generation == held.generation and other.epoch != held.epoch

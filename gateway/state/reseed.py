@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 from gateway.domain.audit import AuditDraft, utc_now
-from gateway.domain.statedoc import Change, StateDoc, apply_change
+from gateway.domain.statedoc import Change, StateDoc, apply_change, collides
 from gateway.errors import StoreConflict
 from gateway.log import event
 from gateway.state.holder import Holder
@@ -41,6 +41,7 @@ class Repair:
     _seen_signed: bool
     _repairs: int
     _repair_at: float
+    _resync: bool  # a document at our generation but of another epoch was seen
 
     # provided by Sync
     @property
@@ -62,6 +63,7 @@ class Repair:
                                            f"signed document's {got.doc.generation}")
 
     async def _full_sync(self) -> None:
+        self._resync = False
         mine = self.holder.doc  # read first: a write landing meanwhile is not "the store lost it"
         got = await self.store.load()
         self._judge(got)
@@ -70,8 +72,10 @@ class Repair:
             with contextlib.suppress(StoreConflict):
                 await self.store.commit(None, StateDoc(epoch=new_epoch()), None)
             got = await self.store.load()
-        elif not got.trusted or (got.doc is not None and got.doc.generation < mine.generation):
+        elif not got.trusted or (got.doc is not None and (
+                got.doc.generation < mine.generation or collides(mine, got.doc))):
             if not self._may_repair():
+                self._resync = True  # (a collision does not move the generation key)
                 return  # spoiled again at once: keep our state, back off (see _may_repair)
             await self._reseed(got, mine)
             got = await self.store.load()
@@ -95,7 +99,9 @@ class Repair:
     async def _reseed(self, got: Loaded, mine: StateDoc) -> None:
         """The store lost its state (restart without persistence, FLUSHALL, an old backup)
         or holds one we refuse: write the restrictive merge of what we know."""
-        store_doc = got.doc if got.trusted else None
+        # a verified document is merged whatever the (unsigned) generation key says: its
+        # kills are real, and this instance may have missed them
+        store_doc = got.doc
         legacy = None
         if got.refused is not None and self.migrating:
             legacy = await asyncio.to_thread(legacy_doc, got.refused)
@@ -107,7 +113,9 @@ class Repair:
             mine = apply_change(mine, Change(kills=kills))
         merged = merge_restrictive(store_doc, mine)
         why = ("empty" if got.empty else "refused" if got.problem is not None
-               else "generation key disagrees" if not got.trusted else "older")
+               else "generation key disagrees" if not got.trusted
+               else "another document at our generation" if store_doc is not None
+               and collides(mine, store_doc) else "older")
         if got.empty and mine.audit_head:
             self.trail_lost = {"anchored_head": mine.audit_head, "generation": mine.generation,
                                "time": utc_now()}

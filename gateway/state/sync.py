@@ -23,7 +23,7 @@ from typing import Any
 
 from gateway.config import StateConfig
 from gateway.domain.audit import AuditDraft
-from gateway.domain.statedoc import StateDoc, relaxes
+from gateway.domain.statedoc import StateDoc, collides, relaxes
 from gateway.errors import AuditError, StateError
 from gateway.log import event
 from gateway.state.fleet import Fleet
@@ -93,6 +93,7 @@ class Sync(Repair, Guard, Writes, Startup):
         self._seen_signed = False
         self._repairs = 0  # repairs of refused documents in a row (backoff)
         self._repair_at = 0.0
+        self._resync = False  # a document colliding with ours was seen: sync at the next poll
         #: `state_applied` lines not written yet (generation, kills, applied_at)
         self._unlogged: list[tuple[int, list[str], float]] = []
         #: told about every audited change this instance commits (outgoing events)
@@ -175,6 +176,8 @@ class Sync(Repair, Guard, Writes, Startup):
             self.peers.note(item)
             return
         held = self.holder.doc
+        if collides(held, item):
+            self._resync = True  # the next poll merges the two (a re-seed)
         if item.generation <= held.generation:
             return
         if relaxes(held, item):
@@ -265,7 +268,7 @@ class Sync(Repair, Guard, Writes, Startup):
             for item in await self.store.watch(left):
                 self._pushed(item)
         held = self.holder.doc.generation  # read first: what we hold only grows
-        if await self.store.generation() != str(held):
+        if self._resync or await self.store.generation() != str(held):
             await self._full_sync()
         self._touch()
         if self.peers.due():

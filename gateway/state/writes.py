@@ -16,7 +16,7 @@ from typing import Any
 
 from gateway.config import StateConfig
 from gateway.domain.audit import AuditDraft
-from gateway.domain.statedoc import Change, StateDoc, apply_change
+from gateway.domain.statedoc import Change, StateDoc, apply_change, collides
 from gateway.errors import DomainError, NotDurable, StateError, StoreConflict
 from gateway.log import event
 from gateway.state.holder import Holder
@@ -75,8 +75,9 @@ class Writes:
                     guessed = False
                     got = await self.store.load()
                     self._judge(got)
+                    mine = self.holder.doc
                     if not got.trusted or got.doc is None \
-                            or got.doc.generation < self.holder.doc.generation:
+                            or got.doc.generation < mine.generation or collides(mine, got.doc):
                         await self._reseed(got, self.holder.doc)
                         continue
                     cur = got.doc

@@ -1,0 +1,84 @@
+"""A re-seed by an instance that missed a kill must not lose that kill (ninth review).
+
+Real redis-server, real `killgate serve` processes. Instance b is frozen (SIGSTOP: a long
+pause, a VM migration) with its subscription cut, so it misses a kill made through a; a is
+frozen in turn; then the store is spoiled, and b, thawed first, re-seeds it from what it
+knows. The kill must be in force on every instance afterwards:
+- the attacker (write access to Redis, no key) rewrote only the generation key: the store
+  still held the kill in a verified document, which b's re-seed threw away;
+- the store was flushed (or restarted empty): b's re-seed is a new document at the very
+  generation a holds with the kill, so neither a's poll nor a's pushes ever told them apart,
+  and b's next write lifted the kill on a too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+
+from tests.conftest import RedisServer, wait_until
+from tests.test_forgery import _fleet, stored_doc
+from tests.test_killswitch import kill, status_of
+
+
+async def _b_misses_a_kill(redis: RedisServer, procs, session) -> int:  # type: ignore[no-untyped-def]
+    """Freeze b with its subscription cut, kill the route through a, freeze a; the kill's
+    generation."""
+    a, b = procs
+    b.signal(signal.SIGSTOP)
+    redis.cmd("CLIENT", "KILL", "TYPE", "pubsub")  # b's too; a subscribes again at once
+    await wait_until(lambda: redis.cmd("PUBSUB", "NUMSUB", "kgtest:events").endswith(":1\r\n"),
+                     5, what="a subscribed again (b frozen)")
+    res = await kill(session, a.admin, wait="0s", scope="route", route="iris")
+    a.signal(signal.SIGSTOP)
+    return int(res["generation"])
+
+
+async def _killed_everywhere(procs, session, seconds: float = 4.0) -> None:  # type: ignore[no-untyped-def]
+    async def every() -> bool:
+        got = await asyncio.gather(*(status_of(session, p.url) for p in procs))
+        return all(g == (503, "killed") for g in got)
+
+    end = asyncio.get_running_loop().time() + seconds
+    while not await every():
+        assert asyncio.get_running_loop().time() < end, \
+            [await status_of(session, p.url) for p in procs]
+        await asyncio.sleep(0.05)
+
+
+async def test_a_reseed_over_a_rewritten_generation_key_keeps_the_stored_kill(
+        tmp_path: Path, backends, redis_server: RedisServer, gateway_procs, session) -> None:
+    procs = await _fleet(tmp_path, backends, redis_server, gateway_procs, lease="30s")
+    a, b = procs
+    gen = await _b_misses_a_kill(redis_server, procs, session)
+    assert "route:iris" in stored_doc(redis_server)["kills"]
+    redis_server.cmd("SET", "kgtest:gen", "not-a-number")  # the attacker
+    b.signal(signal.SIGCONT)
+    await wait_until(lambda: redis_server.cmd("GET", "kgtest:gen").isdigit(), 5,
+                     what="b to re-seed the store")
+    assert "route:iris" in stored_doc(redis_server)["kills"]  # the verified kill is kept
+    a.signal(signal.SIGCONT)
+    await _killed_everywhere(procs, session)
+    assert stored_doc(redis_server)["generation"] > gen
+
+
+async def test_a_reseed_at_the_generation_another_instance_holds_does_not_lose_its_kill(
+        tmp_path: Path, backends, redis_server: RedisServer, gateway_procs, session) -> None:
+    procs = await _fleet(tmp_path, backends, redis_server, gateway_procs, lease="30s")
+    a, b = procs
+    gen = await _b_misses_a_kill(redis_server, procs, session)
+    redis_server.cmd("FLUSHALL")  # or a restart without persistence
+    b.signal(signal.SIGCONT)
+    await wait_until(lambda: redis_server.cmd("GET", "kgtest:gen") != "", 5,
+                     what="b to re-seed the store")
+    a.signal(signal.SIGCONT)
+    # a holds the kill at `gen`; b re-seeded without it, at `gen` too: they must converge
+    # on the kill (a re-seeds the union), not stay apart until b's next write lifts it on a
+    await _killed_everywhere(procs, session)
+    doc = stored_doc(redis_server)
+    assert "route:iris" in doc["kills"] and doc["generation"] > gen
+    # and a write through b keeps it
+    res = await kill(session, b.admin, scope="version", route="iris", version="v2")
+    assert "route:iris" in stored_doc(redis_server)["kills"], res
+    await _killed_everywhere(procs, session, 1.0)
