@@ -14,10 +14,13 @@ import json
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from gateway.domain.audit import AuditDraft
 from gateway.domain.statedoc import Change, StateDoc, apply_change
+
+if TYPE_CHECKING:
+    from gateway.state.signing import Keyring
 
 __all__ = [
     "MAX_DOC_BYTES",
@@ -188,6 +191,9 @@ class StatsStore(Protocol):
 
 
 class AuditStore(Protocol):
+    #: the keys events are MAC'd with: what is read back to act on is checked with them
+    audit_keys: Keyring
+
     async def audit_events(self) -> list[dict[str, Any]]:
         """Every audit event, oldest first."""
 
