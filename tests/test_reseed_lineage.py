@@ -82,3 +82,28 @@ async def test_a_reseed_at_the_generation_another_instance_holds_does_not_lose_i
     res = await kill(session, b.admin, scope="version", route="iris", version="v2")
     assert "route:iris" in stored_doc(redis_server)["kills"], res
     await _killed_everywhere(procs, session, 1.0)
+
+
+async def test_a_generation_key_of_another_type_does_not_keep_a_kill_from_an_instance(
+        tmp_path: Path, backends, redis_server: RedisServer, gateway_procs, session) -> None:
+    """The attacker keeps the generation key a hash (GET fails: the poll dropped the
+    connection, so the instance missed pushes while it reconnected, and its full sync then
+    refused the store's verified document, the key disagreeing). A kill made meanwhile is
+    in force on every instance within a few polls all the same."""
+    procs = await _fleet(tmp_path, backends, redis_server, gateway_procs, lease="30s")
+
+    async def spoil() -> None:
+        while True:
+            await asyncio.to_thread(redis_server.cmd, "EVAL",
+                                    "redis.call('DEL', KEYS[1]); "
+                                    "redis.call('HSET', KEYS[1], 'x', '1')", "1", "kgtest:gen")
+            await asyncio.sleep(0.005)
+
+    task = asyncio.create_task(spoil())
+    try:
+        await asyncio.sleep(1.0)  # every instance has repaired once and backs off
+        res = await kill(session, procs[0].admin, wait="0s", scope="route", route="iris")
+        assert res["changed"]
+        await _killed_everywhere(procs, session, 3.0)
+    finally:
+        task.cancel()
