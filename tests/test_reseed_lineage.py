@@ -107,3 +107,29 @@ async def test_a_generation_key_of_another_type_does_not_keep_a_kill_from_an_ins
         await _killed_everywhere(procs, session, 3.0)
     finally:
         task.cancel()
+
+
+async def test_a_write_on_a_colliding_reseed_does_not_lift_the_kill_it_lacks(
+        tmp_path: Path, backends, redis_server: RedisServer, gateway_procs, session) -> None:
+    """As above, with a third instance c that also missed the kill: it adopts b's re-seed
+    (newer than what it holds) and writes on it before a has merged. a hears both: the
+    re-seed at its own generation, then c's document, newer and without the kill. That
+    one comes from the lineage a just saw collide with its own: a merges it too, it never
+    takes it for an unkill."""
+    procs = await _fleet(tmp_path, backends, redis_server, gateway_procs, ("a", "b", "c"),
+                         lease="30s")
+    a, b, c = procs
+    c.signal(signal.SIGSTOP)
+    gen = await _b_misses_a_kill(redis_server, [a, b], session)
+    redis_server.cmd("FLUSHALL")
+    b.signal(signal.SIGCONT)
+    await wait_until(lambda: redis_server.cmd("GET", "kgtest:gen") == str(gen), 5,
+                     what="b to re-seed the store at a's generation")
+    c.signal(signal.SIGCONT)
+    await wait_until(lambda: redis_server.cmd("PUBSUB", "NUMSUB", "kgtest:events")
+                     .endswith(":3\r\n"), 5, what="c subscribed again")
+    await kill(session, c.admin, wait="0s", scope="version", route="iris", version="v2")
+    assert "route:iris" not in stored_doc(redis_server)["kills"]
+    a.signal(signal.SIGCONT)
+    await _killed_everywhere(procs, session)
+    assert "route:iris" in stored_doc(redis_server)["kills"]

@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 from gateway.domain.audit import AuditDraft, utc_now
-from gateway.domain.statedoc import Change, StateDoc, apply_change, collides
+from gateway.domain.statedoc import Change, StateDoc, apply_change, collides, relaxes
 from gateway.errors import StoreConflict
 from gateway.log import event
 from gateway.state.holder import Holder
@@ -41,7 +41,8 @@ class Repair:
     _seen_signed: bool
     _repairs: int
     _repair_at: float
-    _resync: bool  # a document at our generation but of another epoch was seen
+    _resync: bool  # a document to merge was seen (`_foreign_to`): sync at the next poll
+    _foreign: set[str]  # epochs of documents that collided with ours, not yet merged
 
     # provided by Sync
     @property
@@ -62,6 +63,16 @@ class Repair:
             self.tamper.note("generation", f"the stored generation {got.token!r} is not the "
                                            f"signed document's {got.doc.generation}")
 
+    def _foreign_to(self, mine: StateDoc, doc: StateDoc) -> bool:
+        """Whether `doc` must be merged with ours (a re-seed), never adopted: it stands at
+        our generation but is of another epoch (a re-seed by an instance that knew other
+        things, say one that missed a kill), or it continues such an epoch and would drop
+        something we hold (a write on that re-seed is no unkill of what it never had)."""
+        if collides(mine, doc):
+            self._foreign.add(doc.epoch)
+            return True
+        return doc.epoch in self._foreign and relaxes(mine, doc)
+
     async def _full_sync(self) -> None:
         self._resync = False
         mine = self.holder.doc  # read first: a write landing meanwhile is not "the store lost it"
@@ -73,11 +84,12 @@ class Repair:
                 await self.store.commit(None, StateDoc(epoch=new_epoch()), None)
             got = await self.store.load()
         elif not got.trusted or (got.doc is not None and (
-                got.doc.generation < mine.generation or collides(mine, got.doc))):
+                got.doc.generation < mine.generation or self._foreign_to(mine, got.doc))):
             if not self._may_repair():
                 self._resync = True  # (a collision does not move the generation key)
                 return  # spoiled again at once: keep our state, back off (see _may_repair)
             await self._reseed(got, mine)
+            self._foreign.clear()  # (merged)
             got = await self.store.load()
         if got.trusted and got.doc is not None and self._apply(got.doc):
             self.snapshot.soon(got.doc)

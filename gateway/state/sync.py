@@ -23,7 +23,7 @@ from typing import Any
 
 from gateway.config import StateConfig
 from gateway.domain.audit import AuditDraft
-from gateway.domain.statedoc import StateDoc, collides, relaxes
+from gateway.domain.statedoc import StateDoc, relaxes
 from gateway.errors import AuditError, StateError
 from gateway.log import event
 from gateway.state.fleet import Fleet
@@ -94,6 +94,7 @@ class Sync(Repair, Guard, Writes, Startup):
         self._repairs = 0  # repairs of refused documents in a row (backoff)
         self._repair_at = 0.0
         self._resync = False  # a document colliding with ours was seen: sync at the next poll
+        self._foreign: set[str] = set()  # their epochs (reseed.py's _foreign_to)
         #: `state_applied` lines not written yet (generation, kills, applied_at)
         self._unlogged: list[tuple[int, list[str], float]] = []
         #: told about every audited change this instance commits (outgoing events)
@@ -176,8 +177,9 @@ class Sync(Repair, Guard, Writes, Startup):
             self.peers.note(item)
             return
         held = self.holder.doc
-        if collides(held, item):
-            self._resync = True  # the next poll merges the two (a re-seed)
+        if self._foreign_to(held, item):
+            self._resync = True  # the next poll merges the two (a re-seed), never adopts
+            return
         if item.generation <= held.generation:
             return
         if relaxes(held, item):
@@ -207,7 +209,9 @@ class Sync(Repair, Guard, Writes, Startup):
 
     def _adopt(self, got: Loaded) -> None:
         """The store's document, verified, if it is newer than ours."""
-        if got.trusted and got.doc is not None and self._apply(got.doc):
+        if got.trusted and got.doc is not None and self._foreign_to(self.holder.doc, got.doc):
+            self._resync = True
+        elif got.trusted and got.doc is not None and self._apply(got.doc):
             self._spawn(self._after_apply(got.doc))
 
     async def _after_apply(self, doc: StateDoc) -> None:

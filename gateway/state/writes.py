@@ -16,7 +16,7 @@ from typing import Any
 
 from gateway.config import StateConfig
 from gateway.domain.audit import AuditDraft
-from gateway.domain.statedoc import Change, StateDoc, apply_change, collides
+from gateway.domain.statedoc import Change, StateDoc, apply_change
 from gateway.errors import DomainError, NotDurable, StateError, StoreConflict
 from gateway.log import event
 from gateway.state.holder import Holder
@@ -57,6 +57,9 @@ class Writes:
     def _judge(self, got: Loaded) -> None:
         raise NotImplementedError
 
+    def _foreign_to(self, mine: StateDoc, doc: StateDoc) -> bool:
+        raise NotImplementedError
+
     async def write(self, change: ChangeFn,
                     describe: Describe) -> tuple[StateDoc, dict[str, Any] | None]:
         """Apply `change` to the store's current state atomically with its audit event.
@@ -77,7 +80,8 @@ class Writes:
                     self._judge(got)
                     mine = self.holder.doc
                     if not got.trusted or got.doc is None \
-                            or got.doc.generation < mine.generation or collides(mine, got.doc):
+                            or got.doc.generation < mine.generation \
+                            or self._foreign_to(mine, got.doc):
                         await self._reseed(got, self.holder.doc)
                         continue
                     cur = got.doc
