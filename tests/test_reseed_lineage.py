@@ -133,3 +133,29 @@ async def test_a_write_on_a_colliding_reseed_does_not_lift_the_kill_it_lacks(
     a.signal(signal.SIGCONT)
     await _killed_everywhere(procs, session)
     assert "route:iris" in stored_doc(redis_server)["kills"]
+
+
+async def test_an_instance_that_slept_through_the_collision_merges_the_lineage_it_lacks(
+        tmp_path: Path, backends, redis_server: RedisServer, gateway_procs, session) -> None:
+    """As above, but a's subscription is cut while it sleeps: it hears neither the re-seed
+    nor c's write, and on reconnecting finds c's document, newer than its own, of another
+    epoch and without its kill. That epoch's lineage says it branched off before the
+    generation a holds: a merges it (a re-seed), it never adopts it as an unkill."""
+    procs = await _fleet(tmp_path, backends, redis_server, gateway_procs, ("a", "b", "c"),
+                         lease="30s")
+    a, b, c = procs
+    c.signal(signal.SIGSTOP)
+    gen = await _b_misses_a_kill(redis_server, [a, b], session)
+    redis_server.cmd("CLIENT", "KILL", "TYPE", "pubsub")  # a's (b's and c's were cut)
+    redis_server.cmd("FLUSHALL")
+    b.signal(signal.SIGCONT)
+    await wait_until(lambda: redis_server.cmd("GET", "kgtest:gen") == str(gen), 5,
+                     what="b to re-seed the store at a's generation")
+    c.signal(signal.SIGCONT)
+    await wait_until(lambda: redis_server.cmd("PUBSUB", "NUMSUB", "kgtest:events")
+                     .endswith(":2\r\n"), 5, what="c subscribed again")
+    await kill(session, c.admin, wait="0s", scope="version", route="iris", version="v2")
+    assert "route:iris" not in stored_doc(redis_server)["kills"]
+    a.signal(signal.SIGCONT)
+    await _killed_everywhere(procs, session)
+    assert "route:iris" in stored_doc(redis_server)["kills"]

@@ -170,6 +170,9 @@ class StateDoc:
     audit_seq: int = 0
     #: id -> an open two-person approval request (admin/approvals.py owns the record)
     approvals: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: epoch -> the newest generation of it this document descends from (set by re-seeds,
+    #: which start an epoch): whether a document of another epoch knows what we hold
+    lineage: dict[str, Generation] = field(default_factory=dict)
 
     def with_changes(self, **kw: Any) -> StateDoc:
         return replace(self, **kw)
@@ -189,6 +192,7 @@ class StateDoc:
             "audit_head": self.audit_head,
             "audit_seq": self.audit_seq,
             "approvals": self.approvals,
+            "lineage": self.lineage,
         }
 
     @classmethod

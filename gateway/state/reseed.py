@@ -66,12 +66,15 @@ class Repair:
     def _foreign_to(self, mine: StateDoc, doc: StateDoc) -> bool:
         """Whether `doc` must be merged with ours (a re-seed), never adopted: it stands at
         our generation but is of another epoch (a re-seed by an instance that knew other
-        things, say one that missed a kill), or it continues such an epoch and would drop
-        something we hold (a write on that re-seed is no unkill of what it never had)."""
+        things, say one that missed a kill), or it is of another epoch that does not
+        descend from what we hold (its lineage) and would drop something we hold: a write
+        on such a re-seed is no unkill of what it never had."""
         if collides(mine, doc):
             self._foreign.add(doc.epoch)
             return True
-        return doc.epoch in self._foreign and relaxes(mine, doc)
+        if doc.epoch == mine.epoch or mine.generation == 0 or not relaxes(mine, doc):
+            return False
+        return doc.epoch in self._foreign or doc.lineage.get(mine.epoch, -1) < mine.generation
 
     async def _full_sync(self) -> None:
         self._resync = False
