@@ -17,7 +17,7 @@ from typing import Any
 from gateway import filemodes
 from gateway.admin.ports import AuditReader
 from gateway.configfile import LoadedConfig
-from gateway.domain.audit import clean_text
+from gateway.domain.audit import clean_text, genuine
 from gateway.domain.drilltoken import derive_key
 from gateway.domain.statedoc import StateDoc
 from gateway.errors import ApiError
@@ -123,14 +123,18 @@ def clean_summary(summary: dict[str, Any]) -> dict[str, Any]:
 
 async def drill_events(store: AuditReader, want: Any, limit: int) -> list[dict[str, Any]]:
     """Audit events for which `want(event)` holds, newest first: at most `limit`, from at
-    most HISTORY_SCAN of the newest events."""
+    most HISTORY_SCAN of the newest events. With audit keys, only events whose hash and MAC
+    verify: whoever can write to the store could add a "drill" that "made" an operator's
+    kill, for a restore from the trail to lift, or a drill history of its own."""
+    keys = store.audit_keys
+    ring = keys.keys() if keys.enabled else None
     out: list[dict[str, Any]] = []
     before: str | None = None
     scanned = 0
     while len(out) < limit and scanned < HISTORY_SCAN:
         events, before = await store.audit_page(500, before)
         scanned += len(events)
-        out.extend(e for e in events if want(e))
+        out.extend(e for e in events if want(e) and (ring is None or genuine(e, ring)))
         if before is None or not events:
             break
     return out[:limit]

@@ -65,7 +65,19 @@ class FleetView(Protocol):
         """The store connection as this instance sees it."""
 
 
+class AuditKeys(Protocol):
+    """The audit MAC keys (gateway/state/signing.py's Keyring)."""
+
+    @property
+    def enabled(self) -> bool: ...
+
+    def keys(self) -> dict[str, bytes]: ...
+
+
 class AuditReader(Protocol):
+    @property
+    def audit_keys(self) -> AuditKeys: ...
+
     async def audit_head(self) -> str | None: ...
 
     async def audit_page(self, limit: int, before: str | None) -> tuple[list[dict[str, Any]],

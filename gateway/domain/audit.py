@@ -29,6 +29,7 @@ __all__ = [
     "canonical",
     "clean_text",
     "event_hash",
+    "genuine",
     "mac_matches",
     "parse_event",
     "seal",
@@ -124,6 +125,15 @@ def mac_matches(secret: bytes, ev: dict[str, Any]) -> bool:
     mac = ev.get("mac")
     return isinstance(mac, str) and hmac.compare_digest(
         audit_mac(secret, str(ev.get("hash"))).encode(), mac.encode("utf-8", "replace"))
+
+
+def genuine(ev: dict[str, Any], keys: Mapping[str, bytes]) -> bool:
+    """Whether `ev` was written by a holder of one of `keys` (key id -> secret): its hash is
+    its content's, and its MAC is that hash's under the key it names. (What the chain
+    around it says is `verify_trail`'s.)"""
+    kid = ev.get("kid")
+    return (isinstance(kid, str) and kid in keys and ev.get("hash") == event_hash(ev)
+            and mac_matches(keys[kid], ev))
 
 
 def seal(event: dict[str, Any], prev_hash: str,

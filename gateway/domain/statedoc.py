@@ -29,6 +29,7 @@ __all__ = [
     "RouteOverride",
     "StateDoc",
     "apply_change",
+    "collides",
     "kill_key",
     "plain",
     "relaxes",
@@ -169,6 +170,9 @@ class StateDoc:
     audit_seq: int = 0
     #: id -> an open two-person approval request (admin/approvals.py owns the record)
     approvals: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: epoch -> the newest generation of it this document descends from (set by re-seeds,
+    #: which start an epoch): whether a document of another epoch knows what we hold
+    lineage: dict[str, Generation] = field(default_factory=dict)
 
     def with_changes(self, **kw: Any) -> StateDoc:
         return replace(self, **kw)
@@ -188,6 +192,7 @@ class StateDoc:
             "audit_head": self.audit_head,
             "audit_seq": self.audit_seq,
             "approvals": self.approvals,
+            "lineage": self.lineage,
         }
 
     @classmethod
@@ -282,3 +287,10 @@ def relaxes(old: StateDoc, new: StateDoc) -> bool:
     the only change that never relaxes."""
     return (not old.kills.keys() <= new.kills.keys() or old.overrides != new.overrides
             or old.progress != new.progress)
+
+
+def collides(held: StateDoc, other: StateDoc) -> bool:
+    """Whether `other` is another document at the generation of `held`: two re-seeds (each
+    starts a new epoch) from instances that knew different things, say one that missed a
+    kill. Neither is newer, so neither would be adopted: they are merged (a re-seed)."""
+    return other.generation == held.generation and other.epoch != held.epoch

@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 from gateway.domain.audit import AuditDraft, utc_now
-from gateway.domain.statedoc import Change, StateDoc, apply_change
+from gateway.domain.statedoc import Change, StateDoc, apply_change, collides, relaxes
 from gateway.errors import StoreConflict
 from gateway.log import event
 from gateway.state.holder import Holder
@@ -41,6 +41,8 @@ class Repair:
     _seen_signed: bool
     _repairs: int
     _repair_at: float
+    _resync: bool  # a document to merge was seen (`_foreign_to`): sync at the next poll
+    _foreign: set[str]  # epochs of documents that collided with ours, not yet merged
 
     # provided by Sync
     @property
@@ -61,7 +63,21 @@ class Repair:
             self.tamper.note("generation", f"the stored generation {got.token!r} is not the "
                                            f"signed document's {got.doc.generation}")
 
+    def _foreign_to(self, mine: StateDoc, doc: StateDoc) -> bool:
+        """Whether `doc` must be merged with ours (a re-seed), never adopted: it stands at
+        our generation but is of another epoch (a re-seed by an instance that knew other
+        things, say one that missed a kill), or it is of another epoch that does not
+        descend from what we hold (its lineage) and would drop something we hold: a write
+        on such a re-seed is no unkill of what it never had."""
+        if collides(mine, doc):
+            self._foreign.add(doc.epoch)
+            return True
+        if doc.epoch == mine.epoch or mine.generation == 0 or not relaxes(mine, doc):
+            return False
+        return doc.epoch in self._foreign or doc.lineage.get(mine.epoch, -1) < mine.generation
+
     async def _full_sync(self) -> None:
+        self._resync = False
         mine = self.holder.doc  # read first: a write landing meanwhile is not "the store lost it"
         got = await self.store.load()
         self._judge(got)
@@ -70,10 +86,13 @@ class Repair:
             with contextlib.suppress(StoreConflict):
                 await self.store.commit(None, StateDoc(epoch=new_epoch()), None)
             got = await self.store.load()
-        elif not got.trusted or (got.doc is not None and got.doc.generation < mine.generation):
+        elif not got.trusted or (got.doc is not None and (
+                got.doc.generation < mine.generation or self._foreign_to(mine, got.doc))):
             if not self._may_repair():
+                self._resync = True  # (a collision does not move the generation key)
                 return  # spoiled again at once: keep our state, back off (see _may_repair)
             await self._reseed(got, mine)
+            self._foreign.clear()  # (merged)
             got = await self.store.load()
         if got.trusted and got.doc is not None and self._apply(got.doc):
             self.snapshot.soon(got.doc)
@@ -95,7 +114,9 @@ class Repair:
     async def _reseed(self, got: Loaded, mine: StateDoc) -> None:
         """The store lost its state (restart without persistence, FLUSHALL, an old backup)
         or holds one we refuse: write the restrictive merge of what we know."""
-        store_doc = got.doc if got.trusted else None
+        # a verified document is merged whatever the (unsigned) generation key says: its
+        # kills are real, and this instance may have missed them
+        store_doc = got.doc
         legacy = None
         if got.refused is not None and self.migrating:
             legacy = await asyncio.to_thread(legacy_doc, got.refused)
@@ -107,7 +128,9 @@ class Repair:
             mine = apply_change(mine, Change(kills=kills))
         merged = merge_restrictive(store_doc, mine)
         why = ("empty" if got.empty else "refused" if got.problem is not None
-               else "generation key disagrees" if not got.trusted else "older")
+               else "generation key disagrees" if not got.trusted
+               else "another document at our generation" if store_doc is not None
+               and collides(mine, store_doc) else "older")
         if got.empty and mine.audit_head:
             self.trail_lost = {"anchored_head": mine.audit_head, "generation": mine.generation,
                                "time": utc_now()}

@@ -14,10 +14,13 @@ import json
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from gateway.domain.audit import AuditDraft
 from gateway.domain.statedoc import Change, StateDoc, apply_change
+
+if TYPE_CHECKING:
+    from gateway.state.signing import Keyring
 
 __all__ = [
     "MAX_DOC_BYTES",
@@ -188,6 +191,9 @@ class StatsStore(Protocol):
 
 
 class AuditStore(Protocol):
+    #: the keys events are MAC'd with: what is read back to act on is checked with them
+    audit_keys: Keyring
+
     async def audit_events(self) -> list[dict[str, Any]]:
         """Every audit event, oldest first."""
 
@@ -219,9 +225,26 @@ def merge_restrictive(store: StateDoc | None, mine: StateDoc) -> StateDoc:
     `store` must be a verified document (or None): nothing unverified is ever copied.
     Every kill either side knows survives; overrides, history and identities come from
     the newer document. The generation moves past both, so every instance applies it."""
+    lineage = _lineage(mine, store)
     if store is None:
-        return apply_change(mine, Change(epoch=new_epoch()))
+        return apply_change(mine, Change(epoch=new_epoch())).with_changes(lineage=lineage)
     newer, older = (mine, store) if mine.generation >= store.generation else (store, mine)
     missing = {k: f for k, f in older.kills.items() if k not in newer.kills}
     return apply_change(newer, Change(kills=missing, epoch=new_epoch()),
-                        max(store.generation, mine.generation) + 1)
+                        max(store.generation, mine.generation) + 1).with_changes(lineage=lineage)
+
+
+#: epochs a document remembers descending from (the newest generations kept)
+MAX_LINEAGE = 32
+
+
+def _lineage(*docs: StateDoc | None) -> dict[str, int]:
+    """What a re-seed of `docs` descends from: each one (its epoch at its generation) and
+    everything each descends from."""
+    out: dict[str, int] = {}
+    for doc in docs:
+        if doc is None:
+            continue
+        for epoch, gen in (*doc.lineage.items(), (doc.epoch, doc.generation)):
+            out[epoch] = max(gen, out.get(epoch, -1))
+    return dict(sorted(out.items(), key=lambda kv: kv[1])[-MAX_LINEAGE:])

@@ -93,6 +93,8 @@ class Sync(Repair, Guard, Writes, Startup):
         self._seen_signed = False
         self._repairs = 0  # repairs of refused documents in a row (backoff)
         self._repair_at = 0.0
+        self._resync = False  # a document colliding with ours was seen: sync at the next poll
+        self._foreign: set[str] = set()  # their epochs (reseed.py's _foreign_to)
         #: `state_applied` lines not written yet (generation, kills, applied_at)
         self._unlogged: list[tuple[int, list[str], float]] = []
         #: told about every audited change this instance commits (outgoing events)
@@ -175,6 +177,9 @@ class Sync(Repair, Guard, Writes, Startup):
             self.peers.note(item)
             return
         held = self.holder.doc
+        if self._foreign_to(held, item):
+            self._resync = True  # the next poll merges the two (a re-seed), never adopts
+            return
         if item.generation <= held.generation:
             return
         if relaxes(held, item):
@@ -204,7 +209,9 @@ class Sync(Repair, Guard, Writes, Startup):
 
     def _adopt(self, got: Loaded) -> None:
         """The store's document, verified, if it is newer than ours."""
-        if got.trusted and got.doc is not None and self._apply(got.doc):
+        if got.trusted and got.doc is not None and self._foreign_to(self.holder.doc, got.doc):
+            self._resync = True
+        elif got.trusted and got.doc is not None and self._apply(got.doc):
             self._spawn(self._after_apply(got.doc))
 
     async def _after_apply(self, doc: StateDoc) -> None:
@@ -265,7 +272,7 @@ class Sync(Repair, Guard, Writes, Startup):
             for item in await self.store.watch(left):
                 self._pushed(item)
         held = self.holder.doc.generation  # read first: what we hold only grows
-        if await self.store.generation() != str(held):
+        if self._resync or await self.store.generation() != str(held):
             await self._full_sync()
         self._touch()
         if self.peers.due():

@@ -57,6 +57,9 @@ class Writes:
     def _judge(self, got: Loaded) -> None:
         raise NotImplementedError
 
+    def _foreign_to(self, mine: StateDoc, doc: StateDoc) -> bool:
+        raise NotImplementedError
+
     async def write(self, change: ChangeFn,
                     describe: Describe) -> tuple[StateDoc, dict[str, Any] | None]:
         """Apply `change` to the store's current state atomically with its audit event.
@@ -75,8 +78,10 @@ class Writes:
                     guessed = False
                     got = await self.store.load()
                     self._judge(got)
+                    mine = self.holder.doc
                     if not got.trusted or got.doc is None \
-                            or got.doc.generation < self.holder.doc.generation:
+                            or got.doc.generation < mine.generation \
+                            or self._foreign_to(mine, got.doc):
                         await self._reseed(got, self.holder.doc)
                         continue
                     cur = got.doc
