@@ -89,7 +89,9 @@ def read_config_bytes(path: str | Path) -> bytes:
                 raise ConfigError([Problem("", f"{p}: is a directory")])
             if not stat.S_ISREG(mode):
                 raise ConfigError([Problem("", f"{p}: not a regular file (a device, FIFO or "
-                                               "socket is never read as a config)")])
+                                               "socket is never read as a config; for a "
+                                               "generated one, such as `<(kustomize build)`, "
+                                               "write it to a file first)")])
             data = b""
             while len(data) <= MAX_FILE_BYTES:  # (a short read is not the end of a file)
                 more = f.read(MAX_FILE_BYTES + 1 - len(data))
