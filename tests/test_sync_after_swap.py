@@ -21,8 +21,9 @@ from gateway.control.table import TableHolder
 from gateway.domain.audit import AuditDraft
 from gateway.domain.statedoc import Change, KillFlag, StateDoc
 from gateway.state import make_sync
+from gateway.state.appliedlog import LOG_AFTER
 from gateway.state.resp import connect, parse_endpoint
-from gateway.state.sync import ACK_AFTER, LOG_AFTER, Sync
+from gateway.state.sync import ACK_AFTER, Sync
 from gateway.telemetry.metrics import Metrics
 from tests.conftest import STATE_KEY, STATE_KEY_ENV, RedisServer, wait_until
 
@@ -118,7 +119,7 @@ async def test_lines_not_yet_written_are_written_at_stop(
     """A swap just before the instance stops still gets its line (here its ack, and so
     the line, would come later than `stop` waits for side tasks)."""
     monkeypatch.setenv(STATE_KEY_ENV, STATE_KEY)
-    monkeypatch.setattr("gateway.state.sync.LOG_AFTER", 60.0)  # never by the timer here
+    monkeypatch.setattr("gateway.state.appliedlog.LOG_AFTER", 60.0)  # never by the timer here
     monkeypatch.setattr("gateway.state.sync.ACK_AFTER", 60.0)
     caplog.set_level(logging.INFO, logger="killgate.state")
     cfg = loaded(redis_server, tmp_path, "a")

@@ -5,10 +5,13 @@ pushed documents, polls the generation every `poll_interval` (the only delivery
 guarantee: pub/sub drops messages during reconnects), re-seeds a store that lost or
 spoiled its state (reseed.py), and enforces `on_unavailable` (staleness.py). Heartbeats
 and receipts live in fleet.py, the snapshot file in snapshot.py, the audit mirror in
-mirror.py, writes in writes.py, start-up in startup.py. Invariants: only verified documents
-are applied, and only when newer than the one held; a push that would relax anything (lift
-a kill, change an override) is a hint: the store is re-read and verified first; a re-seed
-copies nothing unverified but kills; the data plane never waits for any of this.
+mirror.py, writes in writes.py, start-up in startup.py, the swaps' log lines in
+appliedlog.py. Invariants: only verified documents are applied, and only when newer than
+the one held; a push that would relax anything (lift a kill, change an override) is a
+hint: the store is re-read and verified first; a document of another epoch that would drop
+something held and does not descend from it (reseed.py's `_foreign_to`) is merged by a
+re-seed, never adopted; a re-seed copies nothing unverified but kills; the data plane
+never waits for any of this.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from gateway.domain.audit import AuditDraft
 from gateway.domain.statedoc import StateDoc, relaxes
 from gateway.errors import AuditError, StateError
 from gateway.log import event
+from gateway.state.appliedlog import AppliedLog
 from gateway.state.fleet import Fleet
 from gateway.state.holder import Holder
 from gateway.state.mirror import AuditMirror
@@ -51,10 +55,6 @@ log = logging.getLogger("killgate.state")
 #: 1 ms: kill -0.25 ms p50, API round trip +0.47; 2 ms: kill -0.84, round trip +1.39;
 #: 3 ms: kill -0.56, round trip +2.2 (RESULTS "Stop 21: the kill path")
 ACK_AFTER = 0.002
-#: seconds from a swap to its log line at the latest: it is written once the ack has
-#: left (the same wake-up), past the burst of CPU a push causes on the fleet; this bounds
-#: it when no ack follows (a re-seed) or the ack is slow
-LOG_AFTER = 0.005
 
 
 class Sync(Repair, Guard, Writes, Startup):
@@ -95,8 +95,7 @@ class Sync(Repair, Guard, Writes, Startup):
         self._repair_at = 0.0
         self._resync = False  # a document colliding with ours was seen: sync at the next poll
         self._foreign: set[str] = set()  # their epochs (reseed.py's _foreign_to)
-        #: `state_applied` lines not written yet (generation, kills, applied_at)
-        self._unlogged: list[tuple[int, list[str], float]] = []
+        self.applied_log = AppliedLog()  # the swaps' `state_applied` lines, written late
         #: told about every audited change this instance commits (outgoing events)
         self.committed: list[Callable[[dict[str, Any], StateDoc], None]] = []
         store.listen(self._pushed)
@@ -117,7 +116,7 @@ class Sync(Repair, Guard, Writes, Startup):
         if self._side_tasks:
             await asyncio.wait(set(self._side_tasks), timeout=2 * self.cfg.command_timeout)
         await self.snapshot.flush()  # the last snapshot lands
-        self._write_applied()  # (a line whose timer has not fired yet)
+        self.applied_log.flush()  # (a line whose timer has not fired yet)
         await cancel(self._tasks)
         self._tasks = []
         with contextlib.suppress(StateError, TimeoutError):
@@ -141,33 +140,13 @@ class Sync(Repair, Guard, Writes, Startup):
 
     def _apply(self, doc: StateDoc) -> bool:
         """Adopt a verified document (ours, pushed or loaded) if it is newer. Its log line
-        says when the swap happened, and is written a little later (`_log_later`)."""
+        says when the swap happened, and is written a little later (appliedlog.py)."""
         self._seen_signed = True
         if not self.holder.apply_doc(doc):
             return False
         self.metrics.set("killgate_state_generation", doc.generation)
-        self._log_later(doc.generation, sorted(doc.kills), round(time.time(), 6))
+        self.applied_log.later(doc.generation, sorted(doc.kills), round(time.time(), 6))
         return True
-
-    def _log_later(self, generation: int, kills: list[str], applied_at: float) -> None:
-        """The `state_applied` line, written after the ack that follows the swap (or
-        LOG_AFTER seconds after it at the latest). A push wakes every instance and Redis at
-        once, more of them than this machine class has vCPUs: the line is the largest
-        piece of cold CPU an instance spends after its swap (~0.25 ms, RESULTS "Stop 19:
-        the kill path"), and written at once it holds a vCPU that another instance's swap
-        is waiting for; written before the ack, it delays every receipt."""
-        self._unlogged.append((generation, kills, applied_at))
-        if len(self._unlogged) == 1:
-            try:
-                asyncio.get_running_loop().call_later(LOG_AFTER, self._write_applied)
-            except RuntimeError:  # no loop running (never while serving): write it now
-                self._write_applied()
-
-    def _write_applied(self) -> None:
-        lines, self._unlogged = self._unlogged, []
-        for generation, kills, applied_at in lines:
-            event(log, "state_applied", generation=generation, kills=kills,
-                  applied_at=applied_at)
 
     def _pushed(self, item: StateDoc | Ack) -> None:
         """A verified change or ack pushed by the store, taken in the loop iteration that
@@ -224,7 +203,7 @@ class Sync(Repair, Guard, Writes, Startup):
             await self.peers.beat()
         except StateError as exc:
             self.last_error = str(exc)
-        self._write_applied()
+        self.applied_log.flush()
         self.snapshot.soon(doc)
 
     def _touch(self) -> None:
