@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -21,7 +22,8 @@ from gateway.config_problems import problems_from
 from gateway.config_yaml import load_yaml
 from gateway.errors import ConfigError, Problem
 
-__all__ = ["LoadedConfig", "load_config", "parse_config_text", "read_config_bytes"]
+__all__ = ["LoadedConfig", "load_config", "parse_config_text", "read_config_bytes",
+           "read_config_stat"]
 
 MAX_FILE_BYTES = 1 << 20
 
@@ -70,6 +72,14 @@ def read_config_bytes(path: str | Path) -> bytes:
     file (a link to one is followed, as a ConfigMap's is) of at most MAX_FILE_BYTES is read:
     a config replaced by a link to /dev/zero or a FIFO would have been read until memory
     ran out, or blocked the reading thread (and the reload lock) for ever."""
+    return read_config_stat(path)[0]
+
+
+def read_config_stat(path: str | Path, probe: Callable[[int], None] | None = None
+                     ) -> tuple[bytes, os.stat_result, os.stat_result]:
+    """As read_config_bytes, with the open file's fstat before and after the read (what
+    configsettle.py compares); `probe(fd)`, given, runs on the open file before the read
+    and may raise to stop it."""
     p = Path(path)
     try:
         # (O_NONBLOCK: opening a FIFO waits for a writer otherwise; a regular file ignores it)
@@ -84,25 +94,28 @@ def read_config_bytes(path: str | Path) -> bytes:
         raise ConfigError([Problem("", f"{p}: cannot read ({exc.strerror})")]) from None
     try:
         with os.fdopen(fd, "rb", buffering=0) as f:
-            mode = os.fstat(fd).st_mode
-            if stat.S_ISDIR(mode):
+            before = os.fstat(fd)
+            if stat.S_ISDIR(before.st_mode):
                 raise ConfigError([Problem("", f"{p}: is a directory")])
-            if not stat.S_ISREG(mode):
+            if not stat.S_ISREG(before.st_mode):
                 raise ConfigError([Problem("", f"{p}: not a regular file (a device, FIFO or "
                                                "socket is never read as a config; for a "
                                                "generated one, such as `<(kustomize build)`, "
                                                "write it to a file first)")])
+            if probe is not None:
+                probe(fd)
             data = b""
             while len(data) <= MAX_FILE_BYTES:  # (a short read is not the end of a file)
                 more = f.read(MAX_FILE_BYTES + 1 - len(data))
                 if not more:
                     break
                 data += more
+            after = os.fstat(fd)
     except OSError as exc:
         raise ConfigError([Problem("", f"{p}: cannot read ({exc.strerror})")]) from None
     if len(data) > MAX_FILE_BYTES:
         raise ConfigError([Problem("", f"{p}: larger than {MAX_FILE_BYTES} bytes")])
-    return data
+    return data, before, after
 
 
 def load_config(path: str | Path, raw: bytes | None = None) -> LoadedConfig:

@@ -7,6 +7,7 @@ that map them to HTTP; the domain's own errors (DomainError) carry no HTTP statu
 
     KillgateError
     ├── ConfigError              a config file is unusable; .problems lists (yaml path, message)
+    ├── ConfigUnsettled          a config file is still being written: read it later (.reason)
     ├── StateError               the state store could not do what was asked
     │   ├── StoreUnavailable     could not reach it / timed out (retry later)
     │   └── StoreConflict        a compare-and-set lost a race (retry at once)
@@ -36,6 +37,7 @@ __all__ = [
     "ApiError",
     "AuditError",
     "ConfigError",
+    "ConfigUnsettled",
     "ConflictingState",
     "DomainError",
     "DrillFault",
@@ -79,6 +81,14 @@ class ConfigError(KillgateError):
     def __init__(self, problems: list[Problem]) -> None:
         self.problems = problems
         super().__init__("; ".join(str(p) for p in problems))
+
+
+class ConfigUnsettled(KillgateError):
+    """Not a problem of the file: a writer is not done with it. Never a refused reload."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 class StateError(KillgateError):
