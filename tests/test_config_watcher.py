@@ -3,6 +3,7 @@ a refused reload, and reloading goes on (by the file watcher and by SIGHUP's pat
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import resource
@@ -16,6 +17,7 @@ from gateway.configfile import LoadedConfig, load_config
 from gateway.control.reload import ConfigWatcher
 from gateway.telemetry.metrics import Metrics
 from tests.conftest import two_versions, wait_until, write_config
+from tests.test_configsettle import leases_work
 
 
 def _rewrite(tmp: Path, routes: str) -> None:
@@ -128,3 +130,58 @@ def test_check_refuses_a_config_that_never_ends_without_reading_it_whole(
     assert proc.returncode == 1, proc.stderr[-500:]
     expected = "not a regular file" if target == "/dev/zero" else "larger than 1048576 bytes"
     assert expected in proc.stderr and "Traceback" not in proc.stderr
+
+
+async def test_a_reload_waits_for_the_writer_and_applies_the_whole_file(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """SIGHUP (the watcher off: no file events at all) while a writer holds the config open
+    in place: neither applied nor refused until the writer closes it, then applied whole."""
+    if not leases_work(tmp_path):
+        pytest.skip("no read leases here: the writer probe cannot tell (documented)")
+    caplog.set_level(logging.INFO, logger="killgate.reload")
+    path = write_config(tmp_path, two_versions(1, 2, 100, 0))
+    first = load_config(path)
+    current: list[LoadedConfig] = [first]
+
+    async def apply(loaded: LoadedConfig) -> None:
+        current[0] = loaded
+
+    metrics = Metrics()
+    watcher = ConfigWatcher(path, lambda: current[0], apply, lambda _l: None, metrics,
+                            debounce=0.05, watch=False)
+    await watcher.start()
+    new = write_config(tmp_path, two_versions(1, 2, 0, 100), name="next.yaml").read_bytes()
+    try:
+        with open(path, "wb") as f:  # noqa: ASYNC230 - the writer, in place
+            f.write(new)  # whole, but its writer is not done (a `cp` still copying)
+            f.flush()
+            task = asyncio.create_task(watcher.reload("sighup"))
+            await wait_until(lambda: "config_not_settled" in caplog.text, 10, 0.02,
+                             "the reload to find the file being written")
+            assert not task.done() and current[0] is first
+        assert await asyncio.wait_for(task, 10) is True
+        assert current[0].raw == new
+        assert metrics.get("killgate_config_reload_rejected_total") == 0
+    finally:
+        await watcher.stop()
+
+
+async def test_stopping_ends_a_reload_that_waits_for_a_writer(tmp_path: Path) -> None:
+    if not leases_work(tmp_path):
+        pytest.skip("no read leases here: the writer probe cannot tell (documented)")
+    path = write_config(tmp_path, two_versions(1, 2, 100, 0))
+    first = load_config(path)
+
+    async def apply(_loaded: LoadedConfig) -> None:
+        raise AssertionError("nothing may be applied")
+
+    watcher = ConfigWatcher(path, lambda: first, apply, lambda _l: None, Metrics(),
+                            debounce=0.05, watch=True)
+    await watcher.start()
+    with open(path, "a") as f:  # noqa: ASYNC230 - a writer that never finishes
+        f.write("# ...")
+        f.flush()
+        task = asyncio.create_task(watcher.reload("sighup"))
+        await wait_until(lambda: task in watcher._retrying, 10, 0.02, "the reload waiting")
+        await asyncio.wait_for(watcher.stop(), 5)
+        assert task.cancelled()

@@ -2,8 +2,11 @@
 
 Owns the watcher (watchfiles/inotify on the file's folder, so atomic renames and
 ConfigMap symlink swaps are seen, plus a 1 s stat poll as the fallback), the debounce (a
-reload happens once the file has stopped changing for `server.reload_debounce`; the last
-write wins), and the outcome record shown by /v1/status. A reload parses and validates the
+reload, by the watcher or SIGHUP, reads the file once it has stopped changing for
+`server.reload_debounce`; the last write wins), and the outcome record shown by
+/v1/status. A file still being written (configsettle.py: open for writing, or changed
+during the read) is neither applied nor refused: it is read again after the next quiet
+debounce, until its writer is done. A reload parses and validates the
 whole file, checks version identities against the recorded history, prepares health
 checks for new backends, and only then swaps the routing table; any failure leaves the
 running config in place, logged once per distinct error and counted.
@@ -16,15 +19,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from gateway.configfile import LoadedConfig, load_config
+from gateway.configsettle import Ident, path_ident, read_settled
 from gateway.domain.audit import utc_now
 from gateway.domain.diff import config_dict, diff_configs
-from gateway.errors import ConfigError, Problem
+from gateway.errors import ConfigError, ConfigUnsettled, Problem
 from gateway.log import event
 from gateway.telemetry.metrics import Metrics
 
@@ -47,14 +50,6 @@ class ReloadOutcome:
         self.restart_required: list[str] = []
 
 
-def _ident(path: Path) -> tuple[int, int, int] | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_ino, st.st_size, st.st_mtime_ns)
-
-
 class ConfigWatcher:
     def __init__(self, path: Path, current: Callable[[], LoadedConfig], apply: Apply,
                  check: Callable[[LoadedConfig], None], metrics: Metrics,
@@ -71,12 +66,13 @@ class ConfigWatcher:
         self._lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()
-        self._seen: tuple[int, int, int] | None = None
+        self._seen: Ident | None = None
+        self._retrying: set[asyncio.Task[Any]] = set()  # reloads waiting for a writer
 
     async def start(self) -> None:
         if not self.watch:
             return  # SIGHUP only
-        self._seen = _ident(self.path)
+        self._seen = path_ident(self.path)
         # The file may have changed between loading it and watching it: check once.
         self.poke()
         self._tasks = [asyncio.create_task(self._debouncer(), name="config-debounce"),
@@ -85,9 +81,10 @@ class ConfigWatcher:
 
     async def stop(self) -> None:
         self._stop.set()
-        for t in self._tasks:
+        tasks = [t for t in (*self._tasks, *self._retrying) if t is not asyncio.current_task()]
+        for t in tasks:
             t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def poke(self) -> None:
         """Something may have changed (SIGHUP, a watcher event, the poll)."""
@@ -112,32 +109,51 @@ class ConfigWatcher:
     async def _poll(self) -> None:
         while True:
             await asyncio.sleep(1.0)
-            now = _ident(self.path)
+            now = path_ident(self.path)
             if now != self._seen:
                 self._seen = now
                 self.poke()
 
+    async def _quiet(self) -> Ident | None:
+        """Wait until the file's identity stays the same for one debounce; that identity
+        (None: no file)."""
+        last = path_ident(self.path)
+        while True:
+            await asyncio.sleep(self.debounce)
+            now = path_ident(self.path)
+            if now == last:
+                return now
+            last = now
+
     async def _debouncer(self) -> None:
         while True:
             await self._dirty.wait()
-            self._dirty.clear()
-            # wait until the file stops changing: a writer mid-way is not a config
-            last = _ident(self.path)
-            while True:
-                await asyncio.sleep(self.debounce)
-                now = _ident(self.path)
-                if now == last and not self._dirty.is_set():
-                    break
-                last = now
-                self._dirty.clear()
+            self._dirty.clear()  # (a poke from now on is one more pass after this one)
             await self.reload("file")
 
     async def reload(self, trigger: str) -> bool:
-        """Load, validate and apply the file; True when a new config went live. An error
-        no check foresaw is logged and counted as a refused reload: it must not end the
-        watcher's task (no reload again until a restart) or escape a SIGHUP's task."""
+        """Read the file once it has been quiet for a debounce, validate and apply it;
+        True when a new config went live. A file still being written is read again after
+        the next quiet debounce, for as long as the watcher runs. An error no check
+        foresaw is logged and counted as a refused reload: it must not end the watcher's
+        task (no reload again until a restart) or escape a SIGHUP's task."""
+        waiting: str | None = None
+        me = asyncio.current_task()
         try:
-            return await self._reload(trigger)
+            while not self._stop.is_set():
+                quiet = await self._quiet()
+                try:
+                    return await self._reload(trigger, quiet)
+                except ConfigUnsettled as exc:
+                    if exc.reason != waiting:  # once per reason, not every debounce
+                        event(log, "config_not_settled", trigger=trigger,
+                              path=str(self.path), reason=exc.reason,
+                              action="read again once it is quiet; write the file to a "
+                                     "temporary name, then rename it over the config")
+                    waiting = exc.reason
+                    if me is not None:
+                        self._retrying.add(me)
+            return False
         except Exception as exc:  # noqa: BLE001 - see above
             event(log, "config_reload_failed", logging.ERROR, trigger=trigger,
                   path=str(self.path), error=repr(exc)[:300])
@@ -145,21 +161,23 @@ class ConfigWatcher:
                                                   f"applied ({type(exc).__name__}); see the "
                                                   "log")]), trigger)
             return False
+        finally:
+            self._retrying.discard(me)
 
-    async def _reload(self, trigger: str) -> bool:
+    async def _reload(self, trigger: str, quiet: Ident | None) -> bool:
         async with self._lock:
+            if self._stop.is_set():
+                return False
             self.outcome.last_attempt = utc_now()
-            before = _ident(self.path)
             try:
-                loaded = await asyncio.to_thread(load_config, self.path)
+                loaded = await asyncio.to_thread(self._read, quiet)
                 self.check(loaded)
             except ConfigError as exc:
-                if before is not None and _ident(self.path) != before:
-                    # the file changed while we read it (a ConfigMap swap deleting the
-                    # folder we were reading, a writer mid-way): not a broken file, just
-                    # not settled yet; read it again once it is
-                    self.poke()
-                    return False
+                if path_ident(self.path) != quiet:
+                    # the file changed meanwhile (a ConfigMap swap deleting the folder we
+                    # were reading, a writer mid-way): not a broken file, just not
+                    # settled yet; read it again once it is
+                    raise ConfigUnsettled("changed while it was read") from None
                 self._reject(exc, trigger)
                 return False
             if loaded.digest == self.current().digest:
@@ -180,6 +198,10 @@ class ConfigWatcher:
                   changes=summarize_changes(old, loaded),
                   restart_required=self.outcome.restart_required)
             return True
+
+    def _read(self, quiet: Ident | None) -> LoadedConfig:
+        """The file as it is, once its writer is done (in a thread: it reads and parses)."""
+        return load_config(self.path, read_settled(self.path, quiet)[0])
 
     def _reject(self, exc: ConfigError, trigger: str) -> None:
         problems = [str(p) for p in exc.problems]
