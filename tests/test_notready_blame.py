@@ -6,6 +6,7 @@ compressed answer too."""
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import json
 import time
@@ -17,8 +18,9 @@ import pytest
 from aiohttp import web
 
 from gateway.dataplane.attempts import answered
-from tests.backends import sse_app, v2_model_server
+from tests.backends import NOT_HELD, sse_app, v2_model_server
 from tests.conftest import running_gateway, wait_until, write_config
+from tests.rawhttp import request
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -153,3 +155,45 @@ def test_a_compressed_answer_is_judged_from_a_bounded_decoding() -> None:
     assert not answered("v2", 404, path, b"\x1f\x8bjunk", enc).not_ready
     assert not answered("v2", 404, path, small, [(b"content-encoding", b"br")]).not_ready
     assert answered("v2", 404, path, small, [(b"content-encoding", b"identity")]).not_ready
+
+
+def _slow_not_found(held: asyncio.Event) -> web.Application:
+    """An OpenAI-compatible server that lacks the model too, but answers when released."""
+    async def chat(req: web.Request) -> web.Response:
+        await req.read()
+        await held.wait()
+        return web.json_response(NOT_HELD["openai"][2]("no-such-model"), status=404)
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", chat)
+    return app
+
+
+async def test_a_client_leaving_before_every_version_answered_blames_no_version(
+        tmp_path: Path, backends) -> None:
+    """A client naming a model no backend holds, that hangs up once v1's 404 is in (the
+    request gone on to v2, which lacks it too but is slower): before, the request's end
+    told v1's held 404 to the outlier detector, so three such requests from anyone ejected
+    the healthy v1 (what `not_ready_anywhere` promises a client cannot do by naming a model:
+    it was a race to hang up first)."""
+    release = asyncio.Event()
+    p1 = await backends(v2_model_server("v1", {"gpt"}, flavour="openai"))
+    p2 = await backends(_slow_not_found(release))
+    cfg = write_config(tmp_path, _route(p1, p2))
+    body = json.dumps({"model": "no-such-model", "messages": []}).encode()
+    try:
+        async with running_gateway(cfg) as g:
+            m = g.gw.metrics
+            for i in range(1, 4):
+                _, writer = await asyncio.open_connection("127.0.0.1", g.gw.data_addr[1])
+                writer.write(request("POST", "/v1/chat/completions", body))
+                await wait_until(lambda i=i: m.get("killgate_upstream_errors_total",
+                                                   ("chat", "v1", "not_ready")) == i, 5,
+                                 what="v1's 404 dropped, the request gone on to v2")
+                writer.close()  # the client hangs up while v2 still works on it
+                await writer.wait_closed()
+                await wait_until(lambda: g.gw.inflight.count == 0, 5, what="the request ended")
+            ejections = m.get("killgate_upstream_ejections_total", ("chat", "v1", "not_ready"))
+    finally:
+        release.set()
+    assert ejections == 0
