@@ -157,7 +157,8 @@ class Sync(Repair, Guard, Writes, Startup):
             return
         held = self.holder.doc
         if self._foreign_to(held, item):
-            self._resync = True  # the next poll merges the two (a re-seed), never adopts
+            self._resync = True  # merged (a re-seed), never adopted: at once, since a kill
+            self._reread()  # may come with it
             return
         if item.generation <= held.generation:
             return
@@ -183,6 +184,11 @@ class Sync(Repair, Guard, Writes, Startup):
             except StateError:
                 return  # the poll will find it
             self._adopt(got)  # (done already, unless the store could not say it early)
+            if self._resync:  # a document to merge: now, not at the next poll
+                try:
+                    await self._full_sync()
+                except (StateError, AuditError):
+                    return  # the poll will
             if not self._recheck_again:
                 return
 
