@@ -187,7 +187,7 @@ class Sync(Repair, Guard, Writes, Startup):
             if self._resync:  # a document to merge: now, not at the next poll
                 try:
                     await self._full_sync()
-                except (StateError, AuditError):
+                except (StateError, AuditError, OSError):
                     return  # the poll will
             if not self._recheck_again:
                 return
