@@ -184,7 +184,8 @@ class Sync(Repair, Guard, Writes, Startup):
             except StateError:
                 return  # the poll will find it
             self._adopt(got)  # (done already, unless the store could not say it early)
-            if self._resync:  # a document to merge: now, not at the next poll
+            if got.trusted and got.doc is not None \
+                    and self._foreign_to(self.holder.doc, got.doc):  # to merge: now
                 try:
                     await self._full_sync()
                 except (StateError, AuditError, OSError):
