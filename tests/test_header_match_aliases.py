@@ -53,3 +53,38 @@ async def test_the_underscore_spelling_of_a_header_routing_reads_is_a_quiet_400(
         assert got == 200 and len(b.requests) == 1 and not a.requests
         assert g.gw.metrics.get("killgate_bad_requests_total", ("header_alias",)) == 4
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.records
+
+
+async def test_a_header_routing_reads_with_an_underscore_is_not_reached_by_its_dash_spelling(
+        tmp_path: Path, backends, session) -> None:
+    """The same hole the other way round: a route may match a header named with `_`
+    (`x_tenant`, a valid token). A WSGI backend reads `X-Tenant: a` as that field too, so
+    with tenant-a killed, `X-Tenant: a` went through the catch-all route to its backend
+    (200) where routing saw no `x_tenant`."""
+    a, b = Recorder(), Recorder()
+    pa, pb = await backends(echo_app("a", a)), await backends(echo_app("b", b))
+    routes = f"""\
+- name: tenant-a
+  match: {{path_prefix: /v2/models/iris, header: {{x_tenant: a}}}}
+  stable: v1
+  versions: [{{name: v1, url: "http://127.0.0.1:{pa}", weight: 100}}]
+- name: iris
+  match: {{path_prefix: /v2/models/iris}}
+  stable: v1
+  versions: [{{name: v1, url: "http://127.0.0.1:{pb}", weight: 100}}]
+"""
+    cfg = write_config(tmp_path, routes)
+    async with running_gateway(cfg) as g:
+        async with session.post(f"{g.admin}/v1/kill", headers=auth(),
+                                json={"scope": "route", "route": "tenant-a", "reason": "t"}) as r:
+            assert r.status == 200, await r.text()
+        port = g.gw.data_addr[1]
+        got, data = await _raw(port, b"GET /v2/models/iris/infer HTTP/1.1\r\nHost: x\r\n"
+                               b"X-Tenant: a\r\nConnection: close\r\n\r\n")
+        assert got == 400 and not b.requests, data
+        got, _ = await _raw(port, b"GET /v2/models/iris/infer HTTP/1.1\r\nHost: x\r\n"
+                            b"x_tenant: a\r\nConnection: close\r\n\r\n")
+        assert got == 503  # the killed route, as it is spelled
+        got, _ = await _raw(port, b"GET /v2/models/iris/infer HTTP/1.1\r\nHost: x\r\n"
+                            b"X-Other: a\r\nConnection: close\r\n\r\n")
+        assert got == 200 and len(b.requests) == 1 and not a.requests

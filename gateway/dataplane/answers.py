@@ -102,7 +102,7 @@ class Answers:
             self.metrics.inc("killgate_upstream_errors_total",
                              (plan.name, target.name, "not_ready"),
                              label_names=("route", "version", "kind"))
-            if self.observer is not None:
+            if self.observer is not None and req.flight is not None:  # (None: it has ended)
                 self.unready.setdefault(req, []).append((plan.name, target.name, latency))
         elif self.observer is not None:
             self.observer.outcome(plan.name, target.name, "5xx", latency)

@@ -110,7 +110,10 @@ class Finish:
             inflight._done()
             inflight.handles.discard(flight)  # (_ADMITTED: never in it)
             if self.unready:  # (a protocol route's request that moved on "not ready")
-                self.settle_unready(req)
+                if req.rec.status:
+                    self.settle_unready(req)
+                else:  # the client left before any version answered it: whether another
+                    self.unready.pop(req, None)  # could serve it is not known, none blamed
         rec = req.rec
         span = req.span
         if span is not None:

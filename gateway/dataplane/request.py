@@ -48,9 +48,9 @@ class HeaderView(Mapping[str, str]):
     """Case-insensitive, read-only text view of raw fields, decoded on demand: routing reads
     a handful of fields (Host, match headers, sticky, pins), so nothing else is decoded. A
     value that is not UTF-8, a field read by name that comes more than once, or one spelled
-    with `_` for `-` (`X_Tenant`, which WSGI backends read as `X-Tenant`), raises
-    `BadHeader`: one the gateway cannot read the one way every backend would (a backend may
-    take the last of two, or join them, where routing would take the first)."""
+    with `_` for `-` or `-` for `_` (`X_Tenant`, which WSGI backends read as `X-Tenant`),
+    raises `BadHeader`: one the gateway cannot read the one way every backend would (a
+    backend may take the last of two, or join them, where routing would take the first)."""
 
     __slots__ = ("raw",)
 
@@ -70,11 +70,14 @@ class HeaderView(Mapping[str, str]):
             if len(n) == len(name):
                 low = n.lower()
                 if low != name:
-                    if b"_" in low and low.replace(b"_", b"-") == name:
-                        # WSGI servers (CGI's HTTP_X_TENANT) read X_Tenant as X-Tenant
+                    if (b"_" in low or b"_" in name) \
+                            and low.replace(b"_", b"-") == name.replace(b"_", b"-"):
+                        # WSGI servers (CGI's HTTP_X_TENANT) read X_Tenant as X-Tenant, and
+                        # X-Tenant as a route's x_tenant
+                        how = "with '-'" if b"_" in low else f"as {key!r}"
                         raise BadHeader(f"the header {n.decode('latin-1')!r} reads as {key!r} "
                                         "to some backends; routing reads that one, so send it "
-                                        "with '-'", "header_alias")
+                                        f"{how}", "header_alias")
                     continue
                 if v is not None:
                     raise BadHeader(f"the {key!r} header comes more than once; routing reads "

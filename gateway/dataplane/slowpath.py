@@ -158,6 +158,9 @@ async def _attempt(flight: Forwarding) -> Exchange | None:
                 ex, reused = await pool.acquire(flight.plan.config.timeouts.connect,
                                                 flight.new_connection)
                 flight.new_connection = False
+                if req.flight is not flight:  # the client left as the connection came (a
+                    pool.release(ex)  # wait_for that returns its result keeps the cancel)
+                    return None
                 # a kill while it waited (one that cut it, with abort_inflight, or not):
                 # nothing went out yet, so what the table holds now decides
                 flight.aborted = None

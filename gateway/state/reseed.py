@@ -94,7 +94,11 @@ class Repair:
             await self._reseed(got, mine)
             self._foreign.clear()  # (merged)
             got = await self.store.load()
-        if got.trusted and got.doc is not None and self._apply(got.doc):
+        if not got.trusted or got.doc is None:
+            return
+        if self._foreign_to(self.holder.doc, got.doc):  # (a write that beat our re-seed)
+            self._resync = True
+        elif self._apply(got.doc):
             self.snapshot.soon(got.doc)
 
     def _may_repair(self) -> bool:

@@ -157,7 +157,8 @@ class Sync(Repair, Guard, Writes, Startup):
             return
         held = self.holder.doc
         if self._foreign_to(held, item):
-            self._resync = True  # the next poll merges the two (a re-seed), never adopts
+            self._resync = True  # merged (a re-seed), never adopted: at once, since a kill
+            self._reread()  # may come with it
             return
         if item.generation <= held.generation:
             return
@@ -183,6 +184,12 @@ class Sync(Repair, Guard, Writes, Startup):
             except StateError:
                 return  # the poll will find it
             self._adopt(got)  # (done already, unless the store could not say it early)
+            if got.trusted and got.doc is not None \
+                    and self._foreign_to(self.holder.doc, got.doc):  # to merge: now
+                try:
+                    await self._full_sync()
+                except (StateError, AuditError, OSError):
+                    return  # the poll will
             if not self._recheck_again:
                 return
 
