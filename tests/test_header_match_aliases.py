@@ -13,25 +13,14 @@ import pytest
 from tests.backends import Recorder, echo_app
 from tests.conftest import running_gateway, write_config
 from tests.test_killswitch import auth
-from tests.test_proxy_confusion import _raw
+from tests.test_proxy_confusion import _raw, tenant_routes
 
 
 async def test_the_underscore_spelling_of_a_header_routing_reads_is_a_quiet_400(
         tmp_path: Path, backends, session, caplog: pytest.LogCaptureFixture) -> None:
     a, b = Recorder(), Recorder()
     pa, pb = await backends(echo_app("a", a)), await backends(echo_app("b", b))
-    routes = f"""\
-- name: tenant-a
-  match: {{path_prefix: /v2/models/iris, header: {{x-tenant: a}}}}
-  stable: v1
-  versions: [{{name: v1, url: "http://127.0.0.1:{pa}", weight: 100}}]
-- name: iris
-  match: {{path_prefix: /v2/models/iris}}
-  stable: v1
-  sticky: {{header: x-user-id}}
-  versions: [{{name: v1, url: "http://127.0.0.1:{pb}", weight: 100}}]
-"""
-    cfg = write_config(tmp_path, routes)
+    cfg = write_config(tmp_path, tenant_routes(pa, pb))
     caplog.set_level(logging.DEBUG)
     async with running_gateway(cfg) as g:
         async with session.post(f"{g.admin}/v1/kill", headers=auth(),
@@ -63,17 +52,7 @@ async def test_a_header_routing_reads_with_an_underscore_is_not_reached_by_its_d
     (200) where routing saw no `x_tenant`."""
     a, b = Recorder(), Recorder()
     pa, pb = await backends(echo_app("a", a)), await backends(echo_app("b", b))
-    routes = f"""\
-- name: tenant-a
-  match: {{path_prefix: /v2/models/iris, header: {{x_tenant: a}}}}
-  stable: v1
-  versions: [{{name: v1, url: "http://127.0.0.1:{pa}", weight: 100}}]
-- name: iris
-  match: {{path_prefix: /v2/models/iris}}
-  stable: v1
-  versions: [{{name: v1, url: "http://127.0.0.1:{pb}", weight: 100}}]
-"""
-    cfg = write_config(tmp_path, routes)
+    cfg = write_config(tmp_path, tenant_routes(pa, pb, header="x_tenant"))
     async with running_gateway(cfg) as g:
         async with session.post(f"{g.admin}/v1/kill", headers=auth(),
                                 json={"scope": "route", "route": "tenant-a", "reason": "t"}) as r:

@@ -230,17 +230,13 @@ async def test_sse_events_end_with_any_line_ending(tmp_path: Path, backends) -> 
     await wait_until(lambda: g.gw.inflight.count == 0, 5)
 
 
-async def test_a_header_routing_reads_that_comes_twice_is_a_quiet_400(
-        tmp_path: Path, backends, caplog: pytest.LogCaptureFixture) -> None:
-    """Routing would read the first of two `x-tenant` fields where a backend may read the
-    last, or both joined: a route killed for tenant a must not be reached through the route
-    of tenant b by sending both. Refused (counted `header_repeated`), as two Hosts are; a
-    field routing does not read may come twice."""
-    a, b = Recorder(), Recorder()
-    pa, pb = await backends(echo_app("a", a)), await backends(echo_app("b", b))
-    routes = f"""\
+def tenant_routes(pa: int, pb: int, header: str = "x-tenant") -> str:
+    """A route of tenant a (matched by `header: a`) beside the catch-all `iris` (sticky
+    by x-user-id): what a header spelled another way must not reach once tenant a is
+    killed."""
+    return f"""\
 - name: tenant-a
-  match: {{path_prefix: /v2/models/iris, header: {{x-tenant: a}}}}
+  match: {{path_prefix: /v2/models/iris, header: {{{header}: a}}}}
   stable: v1
   versions: [{{name: v1, url: "http://127.0.0.1:{pa}", weight: 100}}]
 - name: iris
@@ -249,7 +245,17 @@ async def test_a_header_routing_reads_that_comes_twice_is_a_quiet_400(
   sticky: {{header: x-user-id}}
   versions: [{{name: v1, url: "http://127.0.0.1:{pb}", weight: 100}}]
 """
-    cfg = write_config(tmp_path, routes)
+
+
+async def test_a_header_routing_reads_that_comes_twice_is_a_quiet_400(
+        tmp_path: Path, backends, caplog: pytest.LogCaptureFixture) -> None:
+    """Routing would read the first of two `x-tenant` fields where a backend may read the
+    last, or both joined: a route killed for tenant a must not be reached through the route
+    of tenant b by sending both. Refused (counted `header_repeated`), as two Hosts are; a
+    field routing does not read may come twice."""
+    a, b = Recorder(), Recorder()
+    pa, pb = await backends(echo_app("a", a)), await backends(echo_app("b", b))
+    cfg = write_config(tmp_path, tenant_routes(pa, pb))
     caplog.set_level(logging.DEBUG)
     async with running_gateway(cfg) as g:
         port = g.gw.data_addr[1]
