@@ -21,7 +21,7 @@ from gateway.control.table import TableHolder
 from gateway.domain.audit import AuditDraft
 from gateway.domain.statedoc import Change, KillFlag, StateDoc
 from gateway.state import make_sync
-from gateway.state.appliedlog import LOG_AFTER
+from gateway.state.appliedlog import LOG_AFTER, AppliedLog
 from gateway.state.resp import connect, parse_endpoint
 from gateway.state.sync import ACK_AFTER, Sync
 from gateway.telemetry.metrics import Metrics
@@ -136,3 +136,30 @@ async def test_lines_not_yet_written_are_written_at_stop(
             task.cancel()
     assert [r for r in caplog.records if r.getMessage() == "state_applied"
             and r.kg_fields["generation"] == new.generation]  # type: ignore[attr-defined]
+
+
+async def test_an_earlier_swaps_ack_writes_only_the_lines_up_to_its_generation(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The ack of an earlier swap (its 2 ms sleep ending just after a newer swap) wrote the
+    newer swap's line too, in the newer swap's burst (a CI run's flake of the test above:
+    0.2 ms after the swap). It writes its own; the newer one waits for its own ack, or for
+    LOG_AFTER after its own swap, not after the older one's."""
+    caplog.set_level(logging.INFO, logger="killgate.state")
+    log = AppliedLog()
+    loop = asyncio.get_running_loop()
+
+    def written() -> list[int]:
+        return [r.kg_fields["generation"] for r in caplog.records  # type: ignore[attr-defined]
+                if r.getMessage() == "state_applied"]
+
+    log.later(1, [], time.time())
+    await asyncio.sleep(LOG_AFTER * 0.6)
+    log.later(2, ["route:iris"], time.time())
+    second_at = loop.time()
+    log.flush(1)  # the first swap's ack
+    assert written() == [1]
+    await wait_until(lambda: written() == [1, 2], 5.0, 0.0005, "the second line, by its timer")
+    assert loop.time() - second_at >= LOG_AFTER * 0.8  # its own deadline, not the first's
+    log.later(3, [], time.time())
+    log.flush()  # at stop: everything
+    assert written() == [1, 2, 3]

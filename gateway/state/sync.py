@@ -210,7 +210,7 @@ class Sync(Repair, Guard, Writes, Startup):
             await self.peers.beat()
         except StateError as exc:
             self.last_error = str(exc)
-        self.applied_log.flush()
+        self.applied_log.flush(doc.generation)  # (a later swap's line waits for its ack)
         self.snapshot.soon(doc)
 
     def _touch(self) -> None:
