@@ -68,11 +68,14 @@ class Repair:
         our generation but is of another epoch (a re-seed by an instance that knew other
         things, say one that missed a kill), or it is of another epoch that does not
         descend from what we hold (its lineage) and would drop something we hold: a write
-        on such a re-seed is no unkill of what it never had."""
+        on such a re-seed is no unkill of what it never had. Generation 0 holds nothing (the
+        empty document an instance starts with, or a fresh store's): nothing to merge."""
+        if mine.generation == 0:
+            return False
         if collides(mine, doc):
             self._foreign.add(doc.epoch)
             return True
-        if doc.epoch == mine.epoch or mine.generation == 0 or not relaxes(mine, doc):
+        if doc.epoch == mine.epoch or not relaxes(mine, doc):
             return False
         return doc.epoch in self._foreign or doc.lineage.get(mine.epoch, -1) < mine.generation
 

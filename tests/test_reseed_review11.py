@@ -1,0 +1,41 @@
+"""The re-seed rules of the ninth and tenth reviews, reviewed again (eleventh review).
+
+One in-process instance on a real redis-server; the test plays the store's other writers.
+- A fresh store: the instance starts generation 0 itself and holds the empty document
+  (epoch "", generation 0) until it reads it back: that is no other instance's re-seed at
+  its generation, and must not be merged (an audited `state.reseed`, a WARNING and
+  `killgate_state_reseeds_total` on every first start of a deployment, for nothing).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.backends import echo_app
+from tests.conftest import RedisServer, running_gateway, two_versions, wait_until, write_config
+from tests.test_keyed_audit import events_in
+from tests.test_killswitch import redis_state
+
+pytestmark = pytest.mark.timeout(30)
+
+
+async def test_a_fresh_store_is_not_reseeded(
+        tmp_path: Path, backends, redis_server: RedisServer, session) -> None:
+    p1 = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p1, p1, 100, 0),
+                       state=redis_state(redis_server, tmp_path, "a"))
+    async with running_gateway(cfg) as g:
+        sync: Any = g.gw.sync
+        polls: set[float] = set()
+
+        def polled() -> bool:  # five polls (each one ends in `_touch`)
+            polls.add(sync.last_ok)
+            return len(polls) > 5
+
+        await wait_until(polled, 5, what="five polls")
+        assert g.gw.metrics.get("killgate_state_reseeds_total") == 0
+        assert [e["action"] for e in events_in(redis_server)
+                if e["action"] == "state.reseed"] == []
