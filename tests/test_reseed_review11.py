@@ -109,3 +109,26 @@ async def test_a_write_on_a_promoted_replica_that_missed_the_kill_does_not_lift_
                          5, what="a to re-seed or adopt")
         assert not lifted, f"the kill was lifted on a at generation {lifted}"
         assert "route:iris" in stored_doc(redis_server)["kills"]
+
+
+async def test_a_merge_of_a_newer_document_of_another_epoch_says_so(
+        tmp_path: Path, backends, redis_server: RedisServer, session) -> None:
+    """The re-seed that merges a newer document of another epoch (it would drop a kill a
+    holds and does not descend from it) is audited as such, not as "the store's state was
+    older": the operator reading why a kill came back is told what happened."""
+    p1 = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p1, p1, 100, 0),
+                       state=redis_state(redis_server, tmp_path, "a"))
+    async with running_gateway(cfg) as g:
+        gen = int((await kill(session, g.admin, scope="route", route="iris"))["generation"])
+        held = stored_doc(redis_server)
+        c = {**held, "epoch": "b-reseed", "kills": {}, "generation": gen + 1,
+             "lineage": {held["epoch"]: gen - 1}}
+        redis_server.cmd("SET", "kgtest:state", sealed(c, STATE_KEY))
+        redis_server.cmd("SET", "kgtest:gen", str(gen + 1))
+        await wait_until(lambda: int(redis_server.cmd("GET", "kgtest:gen")) > gen + 1, 5,
+                         what="a to merge")
+        assert "route:iris" in stored_doc(redis_server)["kills"]
+        reseed = events_in(redis_server)[-1]
+        assert reseed["action"] == "state.reseed"
+        assert "older" not in reseed["reason"] and "another epoch" in reseed["reason"], reseed

@@ -137,7 +137,9 @@ class Repair:
         why = ("empty" if got.empty else "refused" if got.problem is not None
                else "generation key disagrees" if not got.trusted
                else "another document at our generation" if store_doc is not None
-               and collides(mine, store_doc) else "older")
+               and collides(mine, store_doc) else "older" if store_doc is None
+               or store_doc.generation < mine.generation
+               else "of another epoch, without what this instance holds")
         if got.empty and mine.audit_head:
             self.trail_lost = {"anchored_head": mine.audit_head, "generation": mine.generation,
                                "time": utc_now()}
