@@ -132,3 +132,30 @@ async def test_a_merge_of_a_newer_document_of_another_epoch_says_so(
         reseed = events_in(redis_server)[-1]
         assert reseed["action"] == "state.reseed"
         assert "older" not in reseed["reason"] and "another epoch" in reseed["reason"], reseed
+
+
+async def test_an_unkill_written_by_an_instance_older_than_the_lineage_rule_may_come_back(
+        tmp_path: Path, backends, redis_server: RedisServer, session) -> None:
+    """Documented limit (README, the re-seed row), and what holds: during a rolling upgrade
+    b (this code) re-seeds the store with a's kill; a misses that re-seed; o (older code,
+    which drops the `lineage` it does not know) lifts the kill on it. a cannot tell that
+    unkill from a write on a branch that never held its kill: it merges (once, audited),
+    and the kill is in force again until the next unkill, which then holds."""
+    p1 = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p1, p1, 100, 0),
+                       state=redis_state(redis_server, tmp_path, "a"))
+    async with running_gateway(cfg) as g:
+        gen = int((await kill(session, g.admin, scope="route", route="iris"))["generation"])
+        held = stored_doc(redis_server)
+        reseeds = g.gw.metrics.get("killgate_state_reseeds_total")
+        o = {k: v for k, v in held.items() if k != "lineage"}  # b's re-seed as o writes on it
+        o.update(epoch="b-reseed", generation=gen + 2, kills={})
+        redis_server.cmd("SET", "kgtest:state", sealed(o, STATE_KEY))
+        redis_server.cmd("SET", "kgtest:gen", str(gen + 2))
+        redis_server.cmd("PUBLISH", "kgtest:events", sealed(o, STATE_KEY))
+        await wait_until(lambda: int(redis_server.cmd("GET", "kgtest:gen")) > gen + 2, 5,
+                         what="a to merge")
+        assert "route:iris" in g.gw.holder.doc.kills
+        assert g.gw.metrics.get("killgate_state_reseeds_total") == reseeds + 1
+        await unkill(session, g.admin, scope="route", route="iris")
+        assert await status_of(session, g.url) == (200, "weighted")
