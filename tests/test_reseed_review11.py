@@ -9,6 +9,7 @@ One in-process instance on a real redis-server; the test plays the store's other
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -159,3 +160,29 @@ async def test_an_unkill_written_by_an_instance_older_than_the_lineage_rule_may_
         assert g.gw.metrics.get("killgate_state_reseeds_total") == reseeds + 1
         await unkill(session, g.admin, scope="route", route="iris")
         assert await status_of(session, g.url) == (200, "weighted")
+
+
+async def test_a_write_does_not_commit_over_a_colliding_document_it_has_not_merged(
+        tmp_path: Path, backends, redis_server: RedisServer, session) -> None:
+    """a heard a document of another epoch at its own generation (a collision) and has not
+    merged it yet (its re-seeds back off). A write through a guessed on its own copy: the
+    commit compares only the (unsigned) generation number, equal, so it replaced the
+    colliding document unmerged, and a kill only that document held left the store. A
+    write with a merge pending reads the store first (and re-seeds, as writes do)."""
+    p1 = await backends(echo_app("v1"))
+    routes = two_versions(p1, p1, 100, 0) + two_versions(p1, p1, 100, 0, name="other",
+                                                          prefix="/v2/models/other")
+    cfg = write_config(tmp_path, routes, state=redis_state(redis_server, tmp_path, "a"))
+    async with running_gateway(cfg) as g:
+        gen = int((await kill(session, g.admin, scope="route", route="iris"))["generation"])
+        held = stored_doc(redis_server)
+        flag = {**held["kills"]["route:iris"], "route": "other", "generation": gen - 1}
+        x = {**held, "epoch": "x-reseed", "kills": {"route:other": flag},
+             "lineage": {"f-branch": gen - 1}}
+        sync: Any = g.gw.sync
+        sync._repair_at = time.monotonic() + 60  # a's re-seeds back off (a minute)
+        redis_server.cmd("SET", "kgtest:state", sealed(x, STATE_KEY))
+        redis_server.cmd("PUBLISH", "kgtest:events", sealed(x, STATE_KEY))
+        await wait_until(lambda: sync._resync, 5, what="a to hear the collision")
+        await kill(session, g.admin, scope="version", route="iris", version="v2")
+        assert {"route:iris", "route:other"} <= stored_doc(redis_server)["kills"].keys()

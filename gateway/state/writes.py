@@ -40,6 +40,7 @@ class Writes:
     synced_once: bool
     committed: list[Callable[[dict[str, Any], StateDoc], None]]
     _write_lock: asyncio.Lock
+    _resync: bool  # a document to merge was seen (reseed.py's `_foreign_to`)
 
     # provided by Sync and its other mixins (reseed.py)
     def _apply(self, doc: StateDoc) -> bool:
@@ -70,8 +71,11 @@ class Writes:
         """
         async with self._write_lock:
             # Optimistic first attempt: what we enforce is nearly always the store's newest
-            # state (the commit compares generations, so a stale guess only costs a retry).
-            cur: StateDoc | None = self.holder.doc if self.synced_once else None
+            # state (the commit compares generations, so a stale guess only costs a retry);
+            # not while a document to merge is pending (`_resync`): one at our generation
+            # would compare equal, and be replaced unmerged
+            cur: StateDoc | None = (self.holder.doc if self.synced_once and not self._resync
+                                    else None)
             guessed = cur is not None
             for _ in range(10):
                 if cur is None:
