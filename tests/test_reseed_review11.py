@@ -1,10 +1,11 @@
 """The re-seed rules of the ninth and tenth reviews, reviewed again (eleventh review).
 
-One in-process instance on a real redis-server; the test plays the store's other writers.
-- A fresh store: the instance starts generation 0 itself and holds the empty document
-  (epoch "", generation 0) until it reads it back: that is no other instance's re-seed at
-  its generation, and must not be merged (an audited `state.reseed`, a WARNING and
-  `killgate_state_reseeds_total` on every first start of a deployment, for nothing).
+One in-process instance on a real redis-server; the test plays the store's other writers
+(signed documents written and published with the state key). What failed before its fix:
+a fresh store re-seeded for nothing; a re-seed of a newer document audited as "older"; a
+write replacing, unmerged, a colliding document it had heard. Documented limits, with
+what holds: a replayed genuine document, and an unkill written by older code, bring a
+lifted kill back (once per replay, audited). Open (xfail strict): a fork within an epoch.
 """
 
 from __future__ import annotations
