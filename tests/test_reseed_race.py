@@ -11,7 +11,9 @@ and in the store for good, by no unkill.
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -33,14 +35,22 @@ from tests.test_killswitch import kill, redis_state, status_of
 pytestmark = pytest.mark.timeout(30)
 
 
-async def test_a_reseed_beaten_by_a_write_on_the_colliding_epoch_keeps_the_kill(
-        tmp_path: Path, backends, redis_server: RedisServer, session) -> None:
+@contextlib.asynccontextmanager
+async def killed_iris(tmp_path: Path, backends, redis_server: RedisServer,
+                      session) -> AsyncIterator[tuple[Any, int, dict[str, Any]]]:
+    """One gateway on the redis store with route iris killed: the gateway, the kill's
+    generation and the stored document."""
     p1 = await backends(echo_app("v1"))
     cfg = write_config(tmp_path, two_versions(p1, p1, 100, 0),
                        state=redis_state(redis_server, tmp_path, "a"))
     async with running_gateway(cfg) as g:
         gen = int((await kill(session, g.admin, scope="route", route="iris"))["generation"])
-        held = stored_doc(redis_server)
+        yield g, gen, stored_doc(redis_server)
+
+
+async def test_a_reseed_beaten_by_a_write_on_the_colliding_epoch_keeps_the_kill(
+        tmp_path: Path, backends, redis_server: RedisServer, session) -> None:
+    async with killed_iris(tmp_path, backends, redis_server, session) as (g, gen, held):
         b = {**held, "epoch": "b-reseed", "kills": {}, "lineage": {held["epoch"]: gen - 1}}
         c = {**b, "generation": gen + 1}
         lifted: list[int] = []

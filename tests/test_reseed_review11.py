@@ -28,6 +28,7 @@ from tests.conftest import (
 from tests.test_forgery import sealed, stored_doc
 from tests.test_keyed_audit import events_in
 from tests.test_killswitch import kill, redis_state, status_of, unkill
+from tests.test_reseed_race import killed_iris
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -118,12 +119,7 @@ async def test_a_merge_of_a_newer_document_of_another_epoch_says_so(
     """The re-seed that merges a newer document of another epoch (it would drop a kill a
     holds and does not descend from it) is audited as such, not as "the store's state was
     older": the operator reading why a kill came back is told what happened."""
-    p1 = await backends(echo_app("v1"))
-    cfg = write_config(tmp_path, two_versions(p1, p1, 100, 0),
-                       state=redis_state(redis_server, tmp_path, "a"))
-    async with running_gateway(cfg) as g:
-        gen = int((await kill(session, g.admin, scope="route", route="iris"))["generation"])
-        held = stored_doc(redis_server)
+    async with killed_iris(tmp_path, backends, redis_server, session) as (_g, gen, held):
         c = {**held, "epoch": "b-reseed", "kills": {}, "generation": gen + 1,
              "lineage": {held["epoch"]: gen - 1}}
         redis_server.cmd("SET", "kgtest:state", sealed(c, STATE_KEY))
@@ -143,12 +139,7 @@ async def test_an_unkill_written_by_an_instance_older_than_the_lineage_rule_may_
     which drops the `lineage` it does not know) lifts the kill on it. a cannot tell that
     unkill from a write on a branch that never held its kill: it merges (once, audited),
     and the kill is in force again until the next unkill, which then holds."""
-    p1 = await backends(echo_app("v1"))
-    cfg = write_config(tmp_path, two_versions(p1, p1, 100, 0),
-                       state=redis_state(redis_server, tmp_path, "a"))
-    async with running_gateway(cfg) as g:
-        gen = int((await kill(session, g.admin, scope="route", route="iris"))["generation"])
-        held = stored_doc(redis_server)
+    async with killed_iris(tmp_path, backends, redis_server, session) as (g, gen, held):
         reseeds = g.gw.metrics.get("killgate_state_reseeds_total")
         o = {k: v for k, v in held.items() if k != "lineage"}  # b's re-seed as o writes on it
         o.update(epoch="b-reseed", generation=gen + 2, kills={})
