@@ -185,3 +185,49 @@ async def test_stopping_ends_a_reload_that_waits_for_a_writer(tmp_path: Path) ->
         await wait_until(lambda: task in watcher._retrying, 10, 0.02, "the reload waiting")
         await asyncio.wait_for(watcher.stop(), 5)
         assert task.cancelled()
+
+
+async def test_a_reload_held_up_by_a_writer_is_shown_and_warned(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Another process (an agent that wrote the file in place and never closed it, a shell's
+    `exec 3<>`) keeps the config open for writing: the reload waits for as long as it does.
+    The operator must see that: a WARNING, and /v1/status `config.waiting` with the reason
+    (it said nothing: no last_error, an INFO line once)."""
+    if not leases_work(tmp_path):
+        pytest.skip("no read leases here: the writer probe cannot tell (documented)")
+    caplog.set_level(logging.INFO, logger="killgate.reload")
+    path = write_config(tmp_path, two_versions(1, 2, 100, 0))
+    first = load_config(path)
+    new = write_config(tmp_path, two_versions(1, 2, 0, 100), name="next.yaml").read_bytes()
+    holder = subprocess.Popen(  # noqa: ASYNC220 - a real other process holding the file
+        [sys.executable, "-c", "import sys,os,time\n"
+         "f = open(sys.argv[1], 'r+b'); f.truncate(0); f.write(open(sys.argv[2], 'rb').read())\n"
+         "f.flush(); print('held', flush=True); time.sleep(60)",
+         str(path), str(tmp_path / "next.yaml")], stdout=subprocess.PIPE)
+    assert holder.stdout is not None and holder.stdout.readline() == b"held\n"
+    current: list[LoadedConfig] = [first]
+
+    async def apply(loaded: LoadedConfig) -> None:
+        current[0] = loaded
+
+    watcher = ConfigWatcher(path, lambda: current[0], apply, lambda _l: None, Metrics(),
+                            debounce=0.05, watch=False)
+    await watcher.start()
+    try:
+        task = asyncio.create_task(watcher.reload("sighup"))
+        await wait_until(lambda: "config_not_settled" in caplog.text, 10, 0.02,
+                         "the reload to find the file held open")
+        rec = [r for r in caplog.records if r.getMessage() == "config_not_settled"]
+        assert rec[0].levelno == logging.WARNING
+        assert "open for writing" in (watcher.outcome.waiting or "")
+        assert current[0] is first and not task.done()
+        holder.kill()
+        holder.wait()
+        assert await asyncio.wait_for(task, 10) is True
+        assert current[0].raw == new and watcher.outcome.waiting is None
+    finally:
+        holder.kill()
+        holder.wait()
+        if holder.stdout is not None:
+            holder.stdout.close()
+        await watcher.stop()

@@ -46,6 +46,9 @@ class ReloadView(Protocol):
     @property
     def restart_required(self) -> list[str]: ...
 
+    @property
+    def waiting(self) -> str | None: ...
+
 
 class StatusBuilder:
     """Builds the document from read-only views; every view may be absent (None) while
@@ -71,10 +74,11 @@ class StatusBuilder:
         if o is not None:
             out.update(loaded_at=o.loaded_at, last_error=o.last_error,
                        problems=list(o.last_problems), last_attempt=o.last_attempt,
-                       restart_required=list(o.restart_required))
+                       restart_required=list(o.restart_required),
+                       waiting=o.waiting)
         else:
             out.update(loaded_at=None, last_error=None, problems=[], last_attempt=None,
-                       restart_required=[])
+                       restart_required=[], waiting=None)
         return out
 
     def document(self) -> dict[str, Any]:

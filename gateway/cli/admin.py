@@ -37,7 +37,8 @@ def _status(args: argparse.Namespace) -> int:
           f"staleness={store.get('staleness_ms')}ms policy={store.get('policy')}"
           + ("  FAIL-CLOSED" if store.get("fail_closed") else ""))
     print(f"config {cfg.get('digest', '')[:19]}…"
-          + (f"  LAST RELOAD FAILED: {cfg['last_error']}" if cfg.get("last_error") else ""))
+          + (f"  LAST RELOAD FAILED: {cfg['last_error']}" if cfg.get("last_error") else "")
+          + (f"  RELOAD WAITING: {cfg['waiting']}" if cfg.get("waiting") else ""))
     kills = st.get("kills") or []
     if kills:
         print("\nKILLS")

@@ -48,6 +48,7 @@ class ReloadOutcome:
         self.last_problems: list[str] = []
         self.last_attempt: str | None = None
         self.restart_required: list[str] = []
+        self.waiting: str | None = None  # a reload waits for the file's writer (why, since)
 
 
 class ConfigWatcher:
@@ -146,7 +147,8 @@ class ConfigWatcher:
                     return await self._reload(trigger, quiet)
                 except ConfigUnsettled as exc:
                     if exc.reason != waiting:  # once per reason, not every debounce
-                        event(log, "config_not_settled", trigger=trigger,
+                        self.outcome.waiting = f"{exc.reason} (since {utc_now()})"
+                        event(log, "config_not_settled", logging.WARNING, trigger=trigger,
                               path=str(self.path), reason=exc.reason,
                               action="read again once it is quiet; write the file to a "
                                      "temporary name, then rename it over the config")
@@ -163,6 +165,8 @@ class ConfigWatcher:
             return False
         finally:
             self._retrying.discard(me)
+            if waiting is not None:
+                self.outcome.waiting = None
 
     async def _reload(self, trigger: str, quiet: Ident | None) -> bool:
         async with self._lock:
