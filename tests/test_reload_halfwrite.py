@@ -99,3 +99,31 @@ async def test_a_file_written_in_place_with_a_pause_is_applied_only_whole(
     assert wrong == [], f"the half-written file was applied: {wrong[:3]}\n{gw.output()[-2000:]}"
     assert "config_rejected" not in gw.output()
     assert gw.stop() == 0
+
+
+async def test_a_serve_waiting_for_a_writer_stops_promptly(tmp_path: Path, backends,
+                                                           gateway_procs) -> None:
+    """SIGHUP and the watcher both wait while another process keeps the config open for
+    writing; SIGTERM still ends the real serve promptly, and cleanly."""
+    if not leases_work(tmp_path):
+        pytest.skip("no read leases here: the writer probe cannot tell (documented)")
+    import signal
+
+    p1 = await backends(echo_app("v1"))
+    listen, admin = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+    cfg = write_config(tmp_path, _routes(p1, p1, 100, 0), listen=listen, admin=admin,
+                       extra="server: {reload_debounce: 50ms}\n")
+    gw = gateway_procs(cfg)
+    await asyncio.get_running_loop().run_in_executor(None, gw.wait_ready)
+    with open(cfg, "a") as f:  # noqa: ASYNC230 - a writer that never finishes
+        f.write("# ...\n")
+        f.flush()
+        gw.signal(signal.SIGHUP)
+
+        async def waits() -> bool:
+            return gw.output().count("config_not_settled") >= 2  # the watcher and SIGHUP
+
+        await wait_until(waits, 10, 0.02, "both reloads waiting for the writer")
+        t0 = time.monotonic()
+        assert gw.stop() == 0
+        assert time.monotonic() - t0 < 5, gw.output()[-2000:]
