@@ -210,7 +210,8 @@ async def test_a_reload_held_up_by_a_writer_is_shown_and_warned(
     async def apply(loaded: LoadedConfig) -> None:
         current[0] = loaded
 
-    watcher = ConfigWatcher(path, lambda: current[0], apply, lambda _l: None, Metrics(),
+    metrics = Metrics()
+    watcher = ConfigWatcher(path, lambda: current[0], apply, lambda _l: None, metrics,
                             debounce=0.05, watch=False)
     await watcher.start()
     try:
@@ -220,11 +221,13 @@ async def test_a_reload_held_up_by_a_writer_is_shown_and_warned(
         rec = [r for r in caplog.records if r.getMessage() == "config_not_settled"]
         assert rec[0].levelno == logging.WARNING
         assert "open for writing" in (watcher.outcome.waiting or "")
+        assert metrics.get("killgate_config_reload_waiting") == 1
         assert current[0] is first and not task.done()
         holder.kill()
         holder.wait()
         assert await asyncio.wait_for(task, 10) is True
         assert current[0].raw == new and watcher.outcome.waiting is None
+        assert metrics.get("killgate_config_reload_waiting") == 0
     finally:
         holder.kill()
         holder.wait()

@@ -148,6 +148,7 @@ class ConfigWatcher:
                 except ConfigUnsettled as exc:
                     if exc.reason != waiting:  # once per reason, not every debounce
                         self.outcome.waiting = f"{exc.reason} (since {utc_now()})"
+                        self.metrics.set("killgate_config_reload_waiting", 1)
                         event(log, "config_not_settled", logging.WARNING, trigger=trigger,
                               path=str(self.path), reason=exc.reason,
                               action="read again once it is quiet; write the file to a "
@@ -167,6 +168,7 @@ class ConfigWatcher:
             self._retrying.discard(me)
             if waiting is not None:
                 self.outcome.waiting = None
+                self.metrics.set("killgate_config_reload_waiting", 0)
 
     async def _reload(self, trigger: str, quiet: Ident | None) -> bool:
         async with self._lock:

@@ -43,6 +43,7 @@ __all__ = [
 # documented gauge; one without a rule is "own".
 GAUGES: dict[str, str] = {
     "killgate_inflight_requests": "sum",
+    "killgate_config_reload_waiting": "max",
     "killgate_state_generation": "min",
     "killgate_kill_state_age_seconds": "max",
     "killgate_state_store_connected": "min",

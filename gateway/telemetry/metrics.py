@@ -53,6 +53,8 @@ HELP: dict[str, tuple[str, str]] = {
                                                      "replicas confirmed in time."),
     "killgate_config_reloads_total": ("counter", "Config reloads applied."),
     "killgate_config_reload_rejected_total": ("counter", "Config reloads refused (bad file)."),
+    "killgate_config_reload_waiting": ("gauge", "1 while a reload waits for the config file's "
+                                                "writer to finish (config.waiting)."),
     "killgate_inflight_requests": ("gauge", "Requests in flight in this process."),
     "killgate_audit_records_total": ("counter", "Audit events appended."),
     "killgate_audit_mirror_failures_total": ("counter", "Failed attempts to copy the audit "
