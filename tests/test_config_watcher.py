@@ -223,6 +223,12 @@ async def test_a_reload_held_up_by_a_writer_is_shown_and_warned(
         assert "open for writing" in (watcher.outcome.waiting or "")
         assert metrics.get("killgate_config_reload_waiting") == 1
         assert current[0] is first and not task.done()
+        # more SIGHUPs meanwhile (a tool sending one every few seconds) do not pile up
+        # reloads that each probe the file at every debounce: the waiting one reads the
+        # newest file
+        more = [asyncio.create_task(watcher.reload("sighup")) for _ in range(20)]
+        assert await asyncio.wait_for(asyncio.gather(*more), 5) == [False] * 20
+        assert len(watcher._retrying) == 1
         holder.kill()
         holder.wait()
         assert await asyncio.wait_for(task, 10) is True

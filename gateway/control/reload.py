@@ -69,6 +69,7 @@ class ConfigWatcher:
         self._stop = asyncio.Event()
         self._seen: Ident | None = None
         self._retrying: set[asyncio.Task[Any]] = set()  # reloads waiting for a writer
+        self._held: set[str] = set()  # the triggers of those (one waiting reload each)
 
     async def start(self) -> None:
         if not self.watch:
@@ -140,6 +141,8 @@ class ConfigWatcher:
         task (no reload again until a restart) or escape a SIGHUP's task."""
         waiting: str | None = None
         me = asyncio.current_task()
+        if trigger in self._held:
+            return False  # one such reload waits already and reads the newest file
         try:
             while not self._stop.is_set():
                 quiet = await self._quiet()
@@ -153,6 +156,8 @@ class ConfigWatcher:
                               path=str(self.path), reason=exc.reason,
                               action="read again once it is quiet; write the file to a "
                                      "temporary name, then rename it over the config")
+                    if waiting is None:
+                        self._held.add(trigger)
                     waiting = exc.reason
                     if me is not None:
                         self._retrying.add(me)
@@ -167,6 +172,7 @@ class ConfigWatcher:
         finally:
             self._retrying.discard(me)
             if waiting is not None:
+                self._held.discard(trigger)
                 self.outcome.waiting = None
                 self.metrics.set("killgate_config_reload_waiting", 0)
 
