@@ -22,6 +22,7 @@ from gateway.configfile import parse_config_text
 from tests.backends import echo_app
 from tests.conftest import free_port, wait_until, write_config
 from tests.test_configsettle import leases_work
+from tests.test_reload import H
 
 FIRST, SECOND = "/v2/models/iris/x", "/v2/models/second/x"
 
@@ -124,6 +125,9 @@ async def test_a_serve_waiting_for_a_writer_stops_promptly(tmp_path: Path, backe
             return gw.output().count("config_not_settled") >= 2  # the watcher and SIGHUP
 
         await wait_until(waits, 10, 0.02, "both reloads waiting for the writer")
+        async with ClientSession() as s, s.get(gw.admin + "/v1/status", headers=H) as r:
+            config = (await r.json())["config"]
+        assert "open for writing" in (config["waiting"] or ""), config
         t0 = time.monotonic()
         assert gw.stop() == 0
         assert time.monotonic() - t0 < 5, gw.output()[-2000:]
