@@ -141,15 +141,7 @@ async def test_a_reload_waits_for_the_writer_and_applies_the_whole_file(
     caplog.set_level(logging.INFO, logger="killgate.reload")
     path = write_config(tmp_path, two_versions(1, 2, 100, 0))
     first = load_config(path)
-    current: list[LoadedConfig] = [first]
-
-    async def apply(loaded: LoadedConfig) -> None:
-        current[0] = loaded
-
-    metrics = Metrics()
-    watcher = ConfigWatcher(path, lambda: current[0], apply, lambda _l: None, metrics,
-                            debounce=0.05, watch=False)
-    await watcher.start()
+    watcher, current, metrics = await _sighup_watcher(path, first)
     new = write_config(tmp_path, two_versions(1, 2, 0, 100), name="next.yaml").read_bytes()
     try:
         with open(path, "wb") as f:  # noqa: ASYNC230 - the writer, in place
@@ -205,15 +197,7 @@ async def test_a_reload_held_up_by_a_writer_is_shown_and_warned(
          "f.flush(); print('held', flush=True); time.sleep(60)",
          str(path), str(tmp_path / "next.yaml")], stdout=subprocess.PIPE)
     assert holder.stdout is not None and holder.stdout.readline() == b"held\n"
-    current: list[LoadedConfig] = [first]
-
-    async def apply(loaded: LoadedConfig) -> None:
-        current[0] = loaded
-
-    metrics = Metrics()
-    watcher = ConfigWatcher(path, lambda: current[0], apply, lambda _l: None, metrics,
-                            debounce=0.05, watch=False)
-    await watcher.start()
+    watcher, current, metrics = await _sighup_watcher(path, first)
     try:
         task = asyncio.create_task(watcher.reload("sighup"))
         await wait_until(lambda: "config_not_settled" in caplog.text, 10, 0.02,
@@ -240,3 +224,19 @@ async def test_a_reload_held_up_by_a_writer_is_shown_and_warned(
         if holder.stdout is not None:
             holder.stdout.close()
         await watcher.stop()
+
+
+async def _sighup_watcher(path: Path, first: LoadedConfig
+                          ) -> tuple[ConfigWatcher, list[LoadedConfig], Metrics]:
+    """A started watcher with file events off (reloads by SIGHUP only), 50 ms debounce:
+    the watcher, the config it applied last ([0]) and its metrics."""
+    current: list[LoadedConfig] = [first]
+
+    async def apply(loaded: LoadedConfig) -> None:
+        current[0] = loaded
+
+    metrics = Metrics()
+    watcher = ConfigWatcher(path, lambda: current[0], apply, lambda _l: None, metrics,
+                            debounce=0.05, watch=False)
+    await watcher.start()
+    return watcher, current, metrics
