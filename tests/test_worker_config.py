@@ -37,18 +37,22 @@ class Group:
         self.sup = gw.proc.pid
         self.tmp = tmp
 
-    async def replacement(self, victim: int) -> int:
+    def kill_one(self) -> tuple[int, set[int]]:
+        """SIGKILL a worker: its pid and its siblings' (read before the kill: the supervisor
+        may start the replacement before a later look)."""
+        victim, *others = _children(self.sup)
+        os.kill(victim, signal.SIGKILL)
+        return victim, set(others)
+
+    async def replacement(self, victim: int, others: set[int]) -> int:
         """The pid of the worker the supervisor starts in place of `victim`."""
-        others = set(_children(self.sup)) - {victim}
         await wait_until(lambda: victim not in _children(self.sup)
                          and len(_children(self.sup)) == 2, 15, 0.002, "a replacement worker")
         (new,) = set(_children(self.sup)) - others
         return new
 
     async def restart_one(self) -> int:
-        victim = _children(self.sup)[0]
-        os.kill(victim, signal.SIGKILL)
-        new = await self.replacement(victim)
+        new = await self.replacement(*self.kill_one())
         await wait_until(lambda: _listening(self.gw.output(), new), 15, 0.02,
                          "the replacement worker listening")
         return new
@@ -179,9 +183,7 @@ async def test_sighup_while_a_worker_starts_reloads_it_and_does_not_end_it(
     SIGHUP ends a process, and a restarted worker's death within 1 s stopped the group.
     The replacement is stopped (SIGSTOP) while the SIGHUP comes, so it is still starting."""
     g, cfg, p1, p2 = await _group(tmp_path, backends, gateway_procs, watch=False)
-    victim = _children(g.sup)[0]
-    os.kill(victim, signal.SIGKILL)
-    new = await g.replacement(victim)
+    new = await g.replacement(*g.kill_one())
     # after its exec (Popen's vfork holds the supervisor until then: stopped before it,
     # the supervisor could not forward the SIGHUP)
     await wait_until(lambda: b"--worker-index" in Path(f"/proc/{new}/cmdline").read_bytes(),
