@@ -9,6 +9,7 @@ from collections.abc import Callable
 import pytest
 
 from gateway.configfile import parse_config_text
+from gateway.domain.branches import relaxes
 from gateway.domain.overrides import (
     effective_stable,
     identity_problems,
@@ -25,7 +26,6 @@ from gateway.domain.statedoc import (
     KillFlag,
     StateDoc,
     apply_change,
-    relaxes,
 )
 from gateway.domain.tablebuild import build_table
 from gateway.errors import ConflictingState, DomainError, InvalidChange, UnknownVersion

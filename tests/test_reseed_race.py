@@ -48,11 +48,18 @@ async def killed_iris(tmp_path: Path, backends, redis_server: RedisServer,
         yield g, gen, stored_doc(redis_server)
 
 
+def missed_it(held: dict[str, Any], gen: int) -> dict[str, Any]:
+    """b's re-seed at generation `gen` from what it held: `held` before a's kill at `gen`
+    (its lineage and the writes it descends from end before it)."""
+    return {**held, "epoch": "b-reseed", "kills": {}, "lineage": {held["epoch"]: gen - 1},
+            "writes": [*held["writes"][:-1], f"{gen}:b"]}
+
+
 async def test_a_reseed_beaten_by_a_write_on_the_colliding_epoch_keeps_the_kill(
         tmp_path: Path, backends, redis_server: RedisServer, session) -> None:
     async with killed_iris(tmp_path, backends, redis_server, session) as (g, gen, held):
-        b = {**held, "epoch": "b-reseed", "kills": {}, "lineage": {held["epoch"]: gen - 1}}
-        c = {**b, "generation": gen + 1}
+        b = missed_it(held, gen)
+        c = {**b, "generation": gen + 1, "writes": [*b["writes"], f"{gen + 1}:c"]}
         lifted: list[int] = []
 
         def on_table(_old: RouteTable, new: RouteTable) -> None:
@@ -100,8 +107,9 @@ async def test_a_kill_pushed_on_a_colliding_epoch_is_in_force_before_the_next_po
         gen = int((await kill(session, g.admin, scope="route", route="iris"))["generation"])
         held = stored_doc(redis_server)
         flag = {**held["kills"]["route:iris"], "route": "other", "generation": gen + 1}
-        b = {**held, "epoch": "b-reseed", "kills": {}, "lineage": {held["epoch"]: gen - 1}}
-        c = {**b, "generation": gen + 1, "kills": {"route:other": flag}}
+        b = missed_it(held, gen)
+        c = {**b, "generation": gen + 1, "kills": {"route:other": flag},
+             "writes": [*b["writes"], f"{gen + 1}:c"]}
         sync: Any = g.gw.sync  # (a's start re-seeded the empty store: that one backs off)
         await wait_until(lambda: time.monotonic() > sync._repair_at, 2, what="no backoff")
         # FLUSHALL, b's re-seed (its push lost on a's cut subscription), c kills `other` on it

@@ -10,6 +10,7 @@ from a store is validated whole (pydantic): it is either a well-typed `StateDoc`
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Annotated, Any, Literal
@@ -20,6 +21,7 @@ from typing_extensions import TypedDict  # pydantic validates typing's only from
 __all__ = [
     "MAX_GENERATION",
     "MAX_HISTORY",
+    "MAX_WRITES",
     "Change",
     "DrillRecord",
     "HistoryEntry",
@@ -29,13 +31,14 @@ __all__ = [
     "RouteOverride",
     "StateDoc",
     "apply_change",
-    "collides",
     "kill_key",
     "plain",
-    "relaxes",
+    "trim_writes",
+    "write_generation",
 ]
 
 MAX_HISTORY = 100  # entries kept per route (the oldest are dropped)
+MAX_WRITES = 32  # write ids a document keeps (its newest generations'; domain/branches.py)
 #: the largest generation a document may carry: exact as a float (metrics) and in
 #: JavaScript (the console); a real fleet never comes near it
 MAX_GENERATION = 2 ** 53 - 1
@@ -173,6 +176,11 @@ class StateDoc:
     #: epoch -> the newest generation of it this document descends from (set by re-seeds,
     #: which start an epoch): whether a document of another epoch knows what we hold
     lineage: dict[str, Generation] = field(default_factory=dict)
+    #: "<generation>:<write id>" of the newest MAX_WRITES writes this document descends
+    #: from (a re-seed's: both sides'), by generation, its own last: whether a newer
+    #: document descends from the one an instance holds, or stands on another branch of
+    #: the history (domain/branches.py). Strings: validated ten times faster than pairs.
+    writes: tuple[str, ...] = ()
 
     def with_changes(self, **kw: Any) -> StateDoc:
         return replace(self, **kw)
@@ -193,6 +201,7 @@ class StateDoc:
             "audit_seq": self.audit_seq,
             "approvals": self.approvals,
             "lineage": self.lineage,
+            "writes": list(self.writes),
         }
 
     @classmethod
@@ -253,12 +262,30 @@ def _merged(base: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, An
     return out
 
 
+def write_generation(write: str) -> int:
+    """The generation of a `writes` entry; -1 for a malformed one (none is ever written)."""
+    gen, _, _ = write.partition(":")
+    return int(gen) if gen.isdigit() and len(gen) < 17 else -1
+
+
+def trim_writes(writes: tuple[str, ...]) -> tuple[str, ...]:
+    """The newest MAX_WRITES of `writes` (by generation); a generation the cut would split
+    (a re-seed keeps both sides' writes) is dropped whole (domain/branches.py)."""
+    if len(writes) <= MAX_WRITES:
+        return writes
+    kept = writes[-MAX_WRITES:]
+    first = write_generation(kept[0])
+    if write_generation(writes[-MAX_WRITES - 1]) == first:
+        kept = tuple(w for w in kept if write_generation(w) != first)
+    return kept
+
+
 def apply_change(doc: StateDoc, change: Change, generation: int | None = None) -> StateDoc:
     """The next document: `change` applied to `doc` at `generation` (default: the next).
 
     The one place the rule lives: the generation moves on; a new kill flag (generation 0)
     and every appended history entry are stamped with it; a route's history keeps its
-    newest MAX_HISTORY entries."""
+    newest MAX_HISTORY entries; the write gets an id of its own (`writes`)."""
     gen = doc.generation + 1 if generation is None else generation
     if gen <= doc.generation:
         raise ValueError(f"generation {gen} does not move past {doc.generation}")
@@ -272,25 +299,11 @@ def apply_change(doc: StateDoc, change: Change, generation: int | None = None) -
     identities = {r: dict(v) for r, v in doc.identities.items()}
     for route, versions in change.identities.items():
         identities.setdefault(route, {}).update(versions)
-    return replace(doc, generation=gen, kills=kills,
+    writes = trim_writes((*doc.writes, f"{gen}:{secrets.token_hex(4)}"))
+    return replace(doc, generation=gen, kills=kills, writes=writes,
                    overrides=_merged(doc.overrides, change.overrides), history=history,
                    progress=_merged(doc.progress, change.progress), identities=identities,
                    epoch=doc.epoch if change.epoch is None else change.epoch,
                    approvals=_merged(doc.approvals, change.approvals),
                    drills=_merged(doc.drills, change.drills),
                    drill_results=_merged(doc.drill_results, change.drill_results))
-
-
-def relaxes(old: StateDoc, new: StateDoc) -> bool:
-    """Whether adopting `new` over `old` could let traffic through that `old` stops or
-    shifts: a kill lifted, an override or a progressive rollout changed. Adding kills is
-    the only change that never relaxes."""
-    return (not old.kills.keys() <= new.kills.keys() or old.overrides != new.overrides
-            or old.progress != new.progress)
-
-
-def collides(held: StateDoc, other: StateDoc) -> bool:
-    """Whether `other` is another document at the generation of `held`: two re-seeds (each
-    starts a new epoch) from instances that knew different things, say one that missed a
-    kill. Neither is newer, so neither would be adopted: they are merged (a re-seed)."""
-    return other.generation == held.generation and other.epoch != held.epoch

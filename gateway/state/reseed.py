@@ -14,7 +14,8 @@ import time
 from typing import Any
 
 from gateway.domain.audit import AuditDraft, utc_now
-from gateway.domain.statedoc import Change, StateDoc, apply_change, collides, relaxes
+from gateway.domain.branches import collides, descends, relaxes
+from gateway.domain.statedoc import Change, StateDoc, apply_change
 from gateway.errors import StoreConflict
 from gateway.log import event
 from gateway.state.holder import Holder
@@ -66,16 +67,23 @@ class Repair:
     def _foreign_to(self, mine: StateDoc, doc: StateDoc) -> bool:
         """Whether `doc` must be merged with ours (a re-seed), never adopted: it stands at
         our generation but is of another epoch (a re-seed by an instance that knew other
-        things, say one that missed a kill), or it is of another epoch that does not
-        descend from what we hold (its lineage) and would drop something we hold: a write
-        on such a re-seed is no unkill of what it never had. Generation 0 holds nothing (the
-        empty document an instance starts with, or a fresh store's): nothing to merge."""
+        things, say one that missed a kill) or names another write there; or it is newer,
+        on another branch of the history (its writes: say a write on a promoted replica
+        that missed ours), and would drop something we hold; or, where write ids cannot
+        tell (written by an older version, or we lag beyond their window), it is of
+        another epoch that does not descend from what we hold (its lineage) and would drop
+        something we hold. A write on another branch is no unkill of what it never had.
+        Generation 0 holds nothing (the empty document an instance starts with, or a fresh
+        store's): nothing to merge."""
         if mine.generation == 0:
             return False
         if collides(mine, doc):
             self._foreign.add(doc.epoch)
             return True
-        if doc.epoch == mine.epoch or not relaxes(mine, doc):
+        known = descends(doc, mine) if doc.generation >= mine.generation else None
+        if known is False:
+            return doc.generation == mine.generation or relaxes(mine, doc)
+        if known or doc.epoch == mine.epoch or not relaxes(mine, doc):
             return False
         return doc.epoch in self._foreign or doc.lineage.get(mine.epoch, -1) < mine.generation
 
@@ -136,9 +144,11 @@ class Repair:
         merged = merge_restrictive(store_doc, mine)
         why = ("empty" if got.empty else "refused" if got.problem is not None
                else "generation key disagrees" if not got.trusted
-               else "another document at our generation" if store_doc is not None
-               and collides(mine, store_doc) else "older" if store_doc is None
-               or store_doc.generation < mine.generation
+               else "older" if store_doc is None or store_doc.generation < mine.generation
+               else "another document at our generation"
+               if store_doc.generation == mine.generation
+               else "on another branch of the history, without what this instance holds"
+               if descends(store_doc, mine) is False
                else "of another epoch, without what this instance holds")
         if got.empty and mine.audit_head:
             self.trail_lost = {"anchored_head": mine.audit_head, "generation": mine.generation,

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from gateway.domain.audit import AuditDraft
+from gateway.domain.branches import joined_writes
 from gateway.domain.statedoc import Change, StateDoc, apply_change
 
 if TYPE_CHECKING:
@@ -230,8 +231,9 @@ def merge_restrictive(store: StateDoc | None, mine: StateDoc) -> StateDoc:
         return apply_change(mine, Change(epoch=new_epoch())).with_changes(lineage=lineage)
     newer, older = (mine, store) if mine.generation >= store.generation else (store, mine)
     missing = {k: f for k, f in older.kills.items() if k not in newer.kills}
-    return apply_change(newer, Change(kills=missing, epoch=new_epoch()),
-                        max(store.generation, mine.generation) + 1).with_changes(lineage=lineage)
+    merged = apply_change(newer, Change(kills=missing, epoch=new_epoch()),
+                          max(store.generation, mine.generation) + 1)
+    return merged.with_changes(lineage=lineage, writes=joined_writes(older, merged))
 
 
 #: epochs a document remembers descending from (the newest generations kept)

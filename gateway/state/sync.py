@@ -26,7 +26,8 @@ from typing import Any
 
 from gateway.config import StateConfig
 from gateway.domain.audit import AuditDraft
-from gateway.domain.statedoc import StateDoc, relaxes
+from gateway.domain.branches import relaxes
+from gateway.domain.statedoc import StateDoc
 from gateway.errors import AuditError, StateError
 from gateway.log import event
 from gateway.state.appliedlog import AppliedLog

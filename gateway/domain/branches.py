@@ -1,0 +1,56 @@
+"""How two state documents relate: which would relax the other, and whether one descends
+from the other or stands on another branch of the history.
+
+A store's history is meant to be one line of generations. It forks when the store loses
+its newest documents but not the older ones (a lagging replica promoted, a backup
+restored) and someone writes on what is left: the new documents are newer than ones they
+never saw. Generations alone cannot tell such a document from a successor, so every write
+gets an id (statedoc.apply_change) and a document keeps the ids of the newest MAX_WRITES
+writes it descends from (`writes`, across epochs: a re-seed keeps both sides').
+Pure functions, no I/O.
+"""
+
+from __future__ import annotations
+
+from gateway.domain.statedoc import StateDoc, trim_writes, write_generation
+
+__all__ = ["collides", "descends", "joined_writes", "relaxes"]
+
+
+def relaxes(old: StateDoc, new: StateDoc) -> bool:
+    """Whether adopting `new` over `old` could let traffic through that `old` stops or
+    shifts: a kill lifted, an override or a progressive rollout changed. Adding kills is
+    the only change that never relaxes."""
+    return (not old.kills.keys() <= new.kills.keys() or old.overrides != new.overrides
+            or old.progress != new.progress)
+
+
+def collides(held: StateDoc, other: StateDoc) -> bool:
+    """Whether `other` is another document at the generation of `held`: two re-seeds (each
+    starts a new epoch) from instances that knew different things, say one that missed a
+    kill. Neither is newer, so neither would be adopted: they are merged (a re-seed)."""
+    return other.generation == held.generation and other.epoch != held.epoch
+
+
+def descends(doc: StateDoc, held: StateDoc) -> bool | None:
+    """Whether `doc`'s history holds the write that produced `held`: True; False when it
+    does not (another branch: `doc` names other writes at and before `held`'s
+    generation); None when the two cannot tell: either was written by an instance older
+    than write ids (which drops them), or `held` is older than `doc`'s window."""
+    if not held.writes or not doc.writes:
+        return None
+    own = held.writes[-1]
+    if write_generation(own) != held.generation:
+        return None  # (not written by apply_change: a legacy document)
+    if own in doc.writes:
+        return True
+    # the window is trimmed by whole generations from the oldest (trim_writes): an entry
+    # older than ours means every entry at our generation is still there
+    return False if 0 <= write_generation(doc.writes[0]) < held.generation else None
+
+
+def joined_writes(*docs: StateDoc) -> tuple[str, ...]:
+    """The write ids a re-seed of `docs` descends from: every side's (trimmed as
+    statedoc.trim_writes does)."""
+    every = {w for doc in docs for w in doc.writes}
+    return trim_writes(tuple(sorted(every, key=lambda w: (write_generation(w), w))))
