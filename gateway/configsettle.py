@@ -8,21 +8,31 @@ reads only a file that (1) no process on this machine holds open for writing (a 
 read-lease probe, where the kernel allows one), and (2) kept one identity (device, inode,
 size, mtime, ctime) across the read, at its path, and since the quiet debounce before it.
 Otherwise it raises `ConfigUnsettled`, which is not an error: the caller reads again later.
-Imports only the standard library and configfile.py; never applies anything.
+`settled_at_start` is the first load's read (serve, each worker): it waits a little for the
+writer instead. Imports only the standard library, log.py and configfile.py; never applies
+anything.
 """
 
 from __future__ import annotations
 
 import errno
 import fcntl
+import logging
 import os
 import signal
+import time
 from pathlib import Path
 
 from gateway.configfile import read_config_stat
-from gateway.errors import ConfigUnsettled
+from gateway.errors import ConfigError, ConfigUnsettled
+from gateway.log import event
 
-__all__ = ["Ident", "ident", "path_ident", "read_settled"]
+__all__ = ["Ident", "ident", "path_ident", "read_settled", "settled_at_start", "warn_unsettled"]
+
+log = logging.getLogger("killgate.config")
+
+#: how long a first load waits for a writer before it reads the file as it is
+START_WAIT_S = 5.0
 
 Ident = tuple[int, int, int, int, int]
 
@@ -76,3 +86,32 @@ def read_settled(path: str | Path, quiet: Ident | None) -> tuple[bytes, Ident]:
     if quiet != seen:
         raise ConfigUnsettled("changed after it settled")
     return data, seen
+
+
+def settled_at_start(path: str | Path,
+                     wait: float = START_WAIT_S) -> tuple[bytes | None, str | None]:
+    """The file's bytes for a first load, read once no process writes it (as `read_settled`,
+    retried every 50 ms for up to `wait` seconds), and None; or None and why it never
+    settled: the caller then reads it as it is (a start is not held up for ever by a
+    writer that keeps the file open) and says so with `warn_unsettled` once its logging
+    is set up. (None, None): it cannot be read; the caller's own read says why."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            return read_settled(path, path_ident(path))[0], None
+        except ConfigError:
+            return None, None
+        except ConfigUnsettled as exc:
+            if time.monotonic() >= deadline:
+                return None, exc.reason
+        time.sleep(0.05)
+
+
+def warn_unsettled(path: str | Path, why: str | None) -> None:
+    """The log line of a first load that read a file that never settled (`why`)."""
+    if why is not None:
+        event(log, "config_not_settled", logging.WARNING, path=str(path), reason=why,
+              waited_s=START_WAIT_S,
+              action="read as it was at start: if another process was still writing it, "
+                     "check the routes (`killgate status`) and reload (SIGHUP) once it is "
+                     "written")

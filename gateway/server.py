@@ -27,11 +27,12 @@ from pathlib import Path
 from gateway import rundir
 from gateway.app import Gateway
 from gateway.childwait import ChildWait
-from gateway.configfile import LoadedConfig, load_config
+from gateway.configfile import LoadedConfig
+from gateway.configsettle import warn_unsettled
 from gateway.errors import ConfigError
 from gateway.log import event
 from gateway.sockets import ListenError, bound
-from gateway.workerconfig import load_shared, save
+from gateway.workerconfig import load_at_start, load_shared, save
 from gateway.workergroup import WorkerGroup
 
 __all__ = ["c_parser_in_use", "run_supervisor", "run_worker"]
@@ -93,9 +94,10 @@ async def _serve(loaded: LoadedConfig, worker: int | None, reuse_port: bool,
 def run_worker(config_path: str, worker: int | None = None, reuse_port: bool = False,
                ports: tuple[int | None, int | None] = (None, None),
                metrics_dir: str | None = None, config_bytes: str | None = None) -> int:
-    loaded = (load_shared(config_path, config_bytes) if config_bytes is not None
-              else load_config(config_path))
+    loaded, unsettled = (load_shared(config_path, config_bytes) if config_bytes is not None
+                         else load_at_start(config_path))
     _configure_logging(loaded)
+    warn_unsettled(config_path, unsettled)
     if not c_parser_in_use():
         event(log, "refusing_to_start", logging.ERROR,
               reason="a C HTTP parser is not in use (AIOHTTP_NO_EXTENSIONS set, aiohttp "
@@ -155,8 +157,9 @@ def _configure_logging(loaded: LoadedConfig) -> None:
 
 def run_supervisor(config_path: str, workers: int) -> int:
     """Start `workers` worker processes sharing the ports; forward signals; reap."""
-    loaded = load_config(config_path)
+    loaded, unsettled = load_at_start(config_path)
     _configure_logging(loaded)
+    warn_unsettled(config_path, unsettled)
     if not c_parser_in_use():
         return run_worker(config_path)  # prints the refusal
     cfg = loaded.config

@@ -24,10 +24,11 @@ import tempfile
 from pathlib import Path
 
 from gateway.configfile import LoadedConfig, load_config, read_config_bytes
+from gateway.configsettle import settled_at_start
 from gateway.errors import ConfigError
 from gateway.log import event
 
-__all__ = ["load_shared", "save"]
+__all__ = ["load_at_start", "load_shared", "save"]
 
 log = logging.getLogger("killgate")
 
@@ -55,13 +56,22 @@ def save(path: str, data: bytes) -> bool:
     return True
 
 
-def load_shared(config_path: str, shared: str) -> LoadedConfig:
+def load_at_start(config_path: str) -> tuple[LoadedConfig, str | None]:
+    """The config file as a first load reads it: once no process writes it (waiting a
+    little, configsettle.py), and why it never settled, if it did not (the caller logs it
+    with `warn_unsettled` once its logging is set up)."""
+    data, unsettled = settled_at_start(config_path)
+    return load_config(config_path, data), unsettled
+
+
+def load_shared(config_path: str, shared: str) -> tuple[LoadedConfig, str | None]:
     """The config a worker starts from: the group's bytes at `shared`, parsed as the file
-    at `config_path`; or, when they cannot be read or are not valid, the file itself."""
+    at `config_path`; or, when they cannot be read or are not valid, the file itself (as
+    `load_at_start` reads it)."""
     try:
-        return load_config(config_path, read_config_bytes(shared))
+        return load_config(config_path, read_config_bytes(shared)), None
     except ConfigError as exc:
         event(log, "worker_config_unreadable", logging.WARNING, shared=shared,
               problems=[str(p) for p in exc.problems],
               fallback=f"reading {Path(config_path)} itself")
-    return load_config(config_path)
+    return load_at_start(config_path)
