@@ -6,7 +6,13 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.domain.branches import collides, descends, joined_writes, relaxes
+from gateway.domain.branches import (
+    collides,
+    descends,
+    joined_writes,
+    relaxes,
+    replaces_another,
+)
 from gateway.domain.statedoc import (
     MAX_WRITES,
     Change,
@@ -97,3 +103,14 @@ def test_a_malformed_write_cannot_tell(bad: str) -> None:
     held = StateDoc(generation=3, epoch="e", writes=("3:a",))
     assert descends(StateDoc(generation=4, epoch="e", writes=(bad, "4:b")), held) is None
     assert descends(held, StateDoc(generation=3, epoch="e", writes=(bad,))) is None
+
+
+def test_a_commit_never_replaces_a_write_it_was_not_written_on() -> None:
+    base = write(StateDoc(epoch="e"))
+    a = apply_change(base, Change(kills={"route:iris": FLAG}))
+    b = write(base, 9)  # the same generation, written on a promoted replica
+    assert replaces_another(b, write(a)) is True
+    assert replaces_another(a, write(a)) is False  # a successor
+    assert replaces_another(b, merge_restrictive(b, a)) is False  # a re-seed that merged it
+    assert replaces_another(base, write(a)) is False  # (an older document: the compare says)
+    assert replaces_another(b.with_changes(writes=()), write(a)) is False  # cannot tell

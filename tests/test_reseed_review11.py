@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from gateway.domain.statedoc import Change, StateDoc, apply_change
+from gateway.domain.statedoc import Change, KillFlag, StateDoc, apply_change
 from tests.backends import echo_app
 from tests.conftest import (
     STATE_KEY,
@@ -197,3 +197,31 @@ async def test_a_write_does_not_commit_over_a_colliding_document_it_has_not_merg
         await wait_until(lambda: sync._resync, 5, what="a to hear the collision")
         await kill(session, g.admin, scope="version", route="iris", version="v2")
         assert {"route:iris", "route:other"} <= stored_doc(redis_server)["kills"].keys()
+
+
+async def test_a_write_does_not_replace_a_write_on_another_branch_it_never_heard_of(
+        tmp_path: Path, backends, redis_server: RedisServer, session) -> None:
+    """a kills iris (generation G). The promoted replica missed it, and b killed `other` on
+    it, also at G (its push lost). a's next write guesses on its own G: the commit compares
+    only the generation number, equal, so it replaced b's document, and b's kill left the
+    store. The audit head b moved makes the commit look again: the store names another
+    write at G, so a merges it first (a re-seed) and writes on the merge."""
+    p1 = await backends(echo_app("v1"))
+    routes = two_versions(p1, p1, 100, 0) + two_versions(p1, p1, 100, 0, name="other",
+                                                          prefix="/v2/models/other")
+    cfg = write_config(tmp_path, routes, state=redis_state(redis_server, tmp_path, "a"))
+    async with running_gateway(cfg) as g:
+        before = stored_doc(redis_server)
+        gen = int((await kill(session, g.admin, scope="route", route="iris"))["generation"])
+        flag = KillFlag("route", "other", None, "bob", "bad", "2026-12-04T00:00:00Z", 0)
+        b = apply_change(StateDoc.from_json(before), Change(kills={"route:other": flag}))
+        assert b.generation == gen
+        b_event = "b0" * 32  # b's audit event (its hash) is the head now
+        redis_server.cmd("SET", "kgtest:state",
+                         sealed({**b.to_json(), "audit_head": b_event}, STATE_KEY))
+        redis_server.cmd("SET", "kgtest:audit:head", b_event)
+        await kill(session, g.admin, scope="version", route="iris", version="v2")
+        stored = stored_doc(redis_server)
+        assert {"route:iris", "route:other", "version:iris:v2"} <= stored["kills"].keys(), \
+            sorted(stored["kills"])
+        assert "route:other" in g.gw.holder.doc.kills

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from gateway.domain.statedoc import StateDoc, trim_writes, write_generation
 
-__all__ = ["collides", "descends", "joined_writes", "relaxes"]
+__all__ = ["collides", "descends", "joined_writes", "relaxes", "replaces_another"]
 
 
 def relaxes(old: StateDoc, new: StateDoc) -> bool:
@@ -54,3 +54,13 @@ def joined_writes(*docs: StateDoc) -> tuple[str, ...]:
     statedoc.trim_writes does)."""
     every = {w for doc in docs for w in doc.writes}
     return trim_writes(tuple(sorted(every, key=lambda w: (write_generation(w), w))))
+
+
+def replaces_another(stored: StateDoc, new: StateDoc) -> bool:
+    """Whether committing `new` over `stored` would replace a document `new` was not
+    written on: `stored` stands at the generation of `new`'s base but names another
+    write there (a write on another branch, say on a promoted replica, that this writer
+    has not heard of; the commit compares only the unsigned generation number)."""
+    if len(new.writes) < 2 or not stored.writes or stored.writes[-1] in new.writes:
+        return False  # (`new` descends from it: a successor, or a re-seed that merged it)
+    return write_generation(new.writes[-2]) == stored.generation == new.generation - 1

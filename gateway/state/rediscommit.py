@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from gateway.domain.audit import GENESIS, AuditDraft, seal
+from gateway.domain.branches import replaces_another
 from gateway.domain.statedoc import StateDoc
 from gateway.errors import AuditError, StoreConflict
 from gateway.log import event
@@ -116,7 +117,7 @@ class RedisCommits(RedisRecords):
                 raise StoreConflict("the state changed under us")
             if status == "audit_conflict":
                 expect = res[1].decode() if isinstance(res[1], bytes) else str(res[1])
-                head, seq = await self._anchor(expect, chain_from, doc.audit_seq)
+                head, seq = await self._anchor(expect, chain_from, doc)
                 continue
             if ev is not None and (doc.generation, seq + 1) >= self._head_at:
                 self._head, self._head_at = ev["hash"], (doc.generation, seq + 1)
@@ -124,14 +125,18 @@ class RedisCommits(RedisRecords):
         raise StoreConflict("the audit head kept changing under us")
 
     async def _anchor(self, stored: str, chain_from: str | None,
-                      seq: int) -> tuple[str, int]:
+                      doc: StateDoc) -> tuple[str, int]:
         """The head the next event continues (and its position), after the head key named
         `stored` instead of the head we expected: the newest head a verified document
         anchors (the store's, if at least as new as any we saw: another instance
         committed). The key is not signed: chained after an older event it names, the
         events in between could be cut out of the trail unnoticed; a key that disagrees is
-        reported, never followed."""
-        await self.load()  # a verified document at least as new as ours moves `_head`
+        reported, never followed. Raises StoreConflict when the store holds another write
+        at our base's generation (another branch): the caller merges it first."""
+        got = await self.load()  # a verified document at least as new as ours moves `_head`
+        if got.trusted and got.doc is not None and replaces_another(got.doc, doc):
+            raise StoreConflict("another write at our generation (another branch)")
+        seq = doc.audit_seq
         if self._head is not None:
             anchor, seq = self._head, self._head_at[1]
         elif chain_from is not None:
