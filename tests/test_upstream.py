@@ -12,6 +12,7 @@ from gateway.dataplane.answerparsing import HIGH_WATER, MAX_ANSWER_HEAD
 from gateway.dataplane.exchange import Exchange
 from gateway.dataplane.upstream import Pool
 from gateway.errors import UpstreamClosed, UpstreamProtocolError, UpstreamTimeout
+from tests.conftest import wait_until
 
 
 class FakeTransport(asyncio.Transport):
@@ -500,3 +501,23 @@ async def test_a_url_under_the_versions_base_path_is_made_relative_to_it(
          + b"\r\nContent-Length: 0\r\n\r\n", 0)
     await ex.read_head()
     assert ex.headers[0] == (b"Location", forwarded)
+
+
+async def test_a_waiter_cancelled_as_it_is_handed_a_connection_is_cancelled_and_passes_it_on(
+        ) -> None:
+    """A request waiting for a busy pool's connection is handed one and cancelled (its
+    client left, a kill cut it) in the same loop turn. Python 3.11's wait_for returned the
+    connection and dropped the cancel: the request went on to the backend for nobody. The
+    waiter now ends cancelled, and the connection goes back to the pool."""
+    p = Pool("http", "127.0.0.1", 9, 1, asyncio.get_running_loop(), set(), 8)
+    ex, _ = exchange(p)
+    await ex.send(b"GET / HTTP/1.1\r\n\r\n", None)
+    feed(ex, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", 0)
+    await ex.read_head()
+    waiter = asyncio.create_task(p.acquire(5))
+    await wait_until(lambda: p._waiters, 5, interval=0, what="the request to queue")
+    p.release(ex)  # handed to the waiter ...
+    waiter.cancel()  # ... which is cancelled before it runs again
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    assert p.take_idle() is ex and not p._waiters

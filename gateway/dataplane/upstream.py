@@ -83,8 +83,10 @@ class Pool:
             else:
                 self._waiters.append(fut)
             queued = True
-            try:
-                handed = await asyncio.wait_for(fut, left)
+            try:  # (asyncio.timeout: 3.11's wait_for can swallow a cancel that comes with
+                # the result, and a client already gone would then be sent to the backend)
+                async with asyncio.timeout(left):
+                    handed = await fut
             except TimeoutError:
                 raise self._queue_timeout(connect_timeout) from None
             except BaseException:
@@ -104,10 +106,9 @@ class Pool:
                 return handed, True
         self.open += 1
         try:
-            _, ex = await asyncio.wait_for(
-                self.loop.create_connection(lambda: Exchange(self), self.host, self.port,
-                                            ssl=self._ssl),
-                connect_timeout)
+            async with asyncio.timeout(connect_timeout):
+                _, ex = await self.loop.create_connection(lambda: Exchange(self), self.host,
+                                                          self.port, ssl=self._ssl)
         except TimeoutError:
             self.open -= 1
             self._wake_one()
