@@ -10,7 +10,8 @@ carries the hash of the event committed with it (`audit_head`, and its position
 `audit_seq`): the anchor of the trail's end, and every instance's guess of the head, so
 the next commit from any instance is one round trip. An event continues the newest head a
 verified document anchors, never the unsigned head key's (only what the script compares).
-A document over MAX_DOC_BYTES is refused unread.
+A document over MAX_DOC_BYTES is refused unread; one pushed over PUSH_INLINE_BYTES is only
+a hint to re-read the store.
 Whatever we read back is verified (gateway/state/signing.py); what fails is reported to
 `on_unverified` and never applied. Three connections: reads and polls, commits (and the
 WAIT after them), and one subscribed, whose messages reach the listener in the loop
@@ -37,16 +38,18 @@ from gateway.state.resp import RespConnection, RespError
 from gateway.state.signing import Keyring
 from gateway.state.store import (
     MAX_DOC_BYTES,
+    PUSH_INLINE_BYTES,
     Ack,
     Loaded,
     OnUnverified,
+    PushNotRead,
     decode_doc,
     ignore_unverified,
 )
 
 __all__ = ["RedisStore"]
 
-Listener = Callable[[StateDoc | Ack], None]
+Listener = Callable[[StateDoc | Ack | PushNotRead], None]
 OnLoaded = Callable[[Loaded], None]
 
 log = logging.getLogger("killgate.state")
@@ -88,7 +91,7 @@ class RedisStore(RedisCommits, RedisAudit):
         self._listener = fn
 
     def _on_message(self, channel: bytes, data: bytes) -> None:
-        item: StateDoc | Ack | None = None
+        item: StateDoc | Ack | PushNotRead | None = None
         own = self._own
         if channel == self._b_events and own is not None and data == own.sealed:
             # our own commit coming back: the bytes we signed, from the script that stored
@@ -100,8 +103,11 @@ class RedisStore(RedisCommits, RedisAudit):
             if len(data) > MAX_DOC_BYTES:
                 self.on_unverified("push", f"{len(data)} bytes, over the limit", None)
                 return
-            with contextlib.suppress(ValueError):
-                item = self._open_doc(data, "push")
+            if len(data) > PUSH_INLINE_BYTES:
+                item = PushNotRead(len(data))  # (verified as the store's, when re-read)
+            else:
+                with contextlib.suppress(ValueError):
+                    item = self._open_doc(data, "push")
         elif channel == self._b_acks:
             ack = self._own_ack
             # our own heartbeat coming back needs no verifying (the bytes we signed)

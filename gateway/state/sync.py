@@ -39,8 +39,9 @@ from gateway.state.signing import Keyring
 from gateway.state.snapshot import SnapshotFile
 from gateway.state.staleness import Guard
 from gateway.state.startup import Startup
-from gateway.state.store import Ack, Loaded, Store
+from gateway.state.store import Ack, Loaded, PushNotRead, Store
 from gateway.state.tamper import TamperLog
+from gateway.state.throttle import Throttle
 from gateway.state.writes import Writes
 from gateway.tasks import cancel
 from gateway.telemetry.metrics import Metrics
@@ -91,6 +92,7 @@ class Sync(Repair, Guard, Writes, Startup):
         self._side_tasks: set[asyncio.Task[None]] = set()
         self._recheck: asyncio.Task[None] | None = None
         self._recheck_again = False
+        self._big_pushes = Throttle(0.25, self._reread)  # (store.PushNotRead)
         self._seen_signed = False
         self._repairs = 0  # repairs of refused documents in a row (backoff)
         self._repair_at = 0.0
@@ -114,6 +116,7 @@ class Sync(Repair, Guard, Writes, Startup):
     # ------------------------------------------------------------------ lifecycle
 
     async def stop(self) -> None:
+        self._big_pushes.cancel()
         if self._side_tasks:
             await asyncio.wait(set(self._side_tasks), timeout=2 * self.cfg.command_timeout)
         await self.snapshot.flush()  # the last snapshot lands
@@ -149,12 +152,16 @@ class Sync(Repair, Guard, Writes, Startup):
         self.applied_log.later(doc.generation, sorted(doc.kills), round(time.time(), 6))
         return True
 
-    def _pushed(self, item: StateDoc | Ack) -> None:
+    def _pushed(self, item: StateDoc | Ack | PushNotRead) -> None:
         """A verified change or ack pushed by the store, taken in the loop iteration that
         read it: a new kill is in force before anything else runs. A push that would relax
-        anything is only a hint: the store is re-read first."""
+        anything, or too large to verify here, is only a hint: the store is re-read."""
         if isinstance(item, Ack):
             self.peers.note(item)
+            return
+        if isinstance(item, PushNotRead):
+            self.metrics.inc("killgate_state_pushes_not_read_total")
+            self._big_pushes.poke()
             return
         held = self.holder.doc
         if self._foreign_to(held, item):

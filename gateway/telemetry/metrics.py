@@ -49,6 +49,10 @@ HELP: dict[str, tuple[str, str]] = {
                                                         "fallback) because this instance had "
                                                         "not loaded the kill state yet."),
     "killgate_state_reseeds_total": ("counter", "Times this instance re-seeded an emptied store."),
+    "killgate_state_pushes_not_read_total": ("counter", "Pushed state documents over 1 MiB, "
+                                                        "not verified as they came: the store "
+                                                        "was re-read instead (at most 4 a "
+                                                        "second)."),
     "killgate_writes_not_durable_total": ("counter", "Writes that fewer than state.min_replicas "
                                                      "replicas confirmed in time."),
     "killgate_config_reloads_total": ("counter", "Config reloads applied."),

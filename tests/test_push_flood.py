@@ -1,0 +1,92 @@
+"""A flood of large forged pushes on `<prefix>:events` (Redis write access, no key).
+
+Every pushed document was verified as it came, on the loop that serves requests: 8 MB
+ones with the right key id cost a MAC over 8 MB each, and a serial client's requests ran
+about 6 times slower (p99 25 ms). A push over PUSH_INLINE_BYTES is now only a hint: the
+store is re-read, at most 4 times a second. A genuine large document still arrives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from gateway.state.store import PUSH_INLINE_BYTES
+from tests.backends import echo_app
+from tests.conftest import (
+    STATE_KEY,
+    RedisServer,
+    running_gateway,
+    two_versions,
+    wait_until,
+    write_config,
+)
+from tests.test_forgery import sealed, stored_doc
+from tests.test_killswitch import redis_state, status_of
+
+pytestmark = pytest.mark.timeout(60)
+
+FLOODER = textwrap.dedent("""\
+    import socket, sys, time
+    port, head, size, seconds = int(sys.argv[1]), sys.argv[2].encode(), int(sys.argv[3]), float(sys.argv[4])
+    msg = head + b"\\n" + b"{" + b" " * size + b"}"
+    cmd = (b"*3\\r\\n$7\\r\\nPUBLISH\\r\\n$13\\r\\nkgtest:events\\r\\n$%d\\r\\n" % len(msg)) + msg + b"\\r\\n"
+    s = socket.create_connection(("127.0.0.1", port))
+    end, n = time.monotonic() + seconds, 0
+    while time.monotonic() < end:
+        s.sendall(cmd)
+        s.recv(64)
+        n += 1
+    print(n)
+""")
+
+
+async def test_large_forged_pushes_are_not_verified_on_the_loop_and_a_large_genuine_one_arrives(
+        tmp_path: Path, backends, redis_server: RedisServer, session) -> None:
+    p1 = await backends(echo_app("v1"))
+    state = redis_state(redis_server, tmp_path, "a").replace("poll_interval: 100ms",
+                                                             "poll_interval: 60s")
+    cfg = write_config(tmp_path, two_versions(p1, p1, 100, 0), state=state)
+    async with running_gateway(cfg) as g:
+        raw = redis_server.cmd("GET", "kgtest:state")
+        kid = raw.split(" ", 2)[1]  # (readable by whoever reads Redis: README, Trust)
+        metrics = g.gw.metrics
+        forged_head = f"KGS1 {kid} {'0' * 64}"
+        flood = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", FLOODER, str(redis_server.port), forged_head,
+            str(4 * 1024 * 1024), "1.5", stdout=asyncio.subprocess.PIPE)
+        try:
+            assert (await status_of(session, g.url))[0] == 200
+            out, _ = await asyncio.wait_for(flood.communicate(), 30)
+        finally:
+            if flood.returncode is None:
+                flood.kill()
+                await flood.wait()
+        sent = int(out)
+        assert sent >= 3
+        await wait_until(lambda: metrics.get("killgate_state_pushes_not_read_total") >= 1, 5,
+                         what="a large push to be seen")
+        # none of them was verified as it came (a verified forgery counts as unverified)
+        assert metrics.get("killgate_state_unverified_total", ("push",)) == 0
+        # a genuine document over the limit, with a kill, still comes into force
+        doc = stored_doc(redis_server)
+        big = {**doc, "generation": doc["generation"] + 1,
+               "identities": {**doc["identities"], "pad": {"v": {"x": "p" * PUSH_INLINE_BYTES}}},
+               "kills": {"route:iris": {"scope": "route", "route": "iris", "version": None,
+                                        "actor": "alice", "reason": "bad", "time": "t",
+                                        "generation": doc["generation"] + 1,
+                                        "abort_inflight": True}}}
+        value = sealed(big, STATE_KEY)
+        assert len(value) > PUSH_INLINE_BYTES
+        seen = metrics.get("killgate_state_pushes_not_read_total")
+        redis_server.cmd("SET", "kgtest:state", value)
+        redis_server.cmd("SET", "kgtest:gen", str(big["generation"]))
+        redis_server.cmd("PUBLISH", "kgtest:events", value)
+        # (brought by the push's re-read: the next poll is 60 s away)
+        await wait_until(lambda: "route:iris" in g.gw.holder.doc.kills, 5, what="the kill")
+        assert metrics.get("killgate_state_pushes_not_read_total") >= seen + 1
+        assert (await status_of(session, g.url)) == (503, "killed")
