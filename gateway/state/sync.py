@@ -7,11 +7,12 @@ spoiled its state (reseed.py), and enforces `on_unavailable` (staleness.py). Hea
 and receipts live in fleet.py, the snapshot file in snapshot.py, the audit mirror in
 mirror.py, writes in writes.py, start-up in startup.py, the swaps' log lines in
 appliedlog.py. Invariants: only verified documents are applied, and only when newer than
-the one held; a push that would relax anything (lift a kill, change an override) is a
-hint: the store is re-read and verified first; a document of another epoch that would drop
-something held and does not descend from it (reseed.py's `_foreign_to`) is merged by a
-re-seed, never adopted; a re-seed copies nothing unverified but kills; the data plane
-never waits for any of this.
+the one held; a push that would relax anything (lift a kill, change an override), or is
+too large to verify on the loop, is a hint: the store is re-read and verified first; a
+document that would drop something held and does not descend from it (another epoch, or
+another branch: domain/branches.py; reseed.py's `_foreign_to`) is merged by a re-seed,
+never adopted; a re-seed copies nothing unverified but kills; the data plane never waits
+for any of this.
 """
 
 from __future__ import annotations
