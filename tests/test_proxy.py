@@ -118,12 +118,14 @@ async def test_hop_by_hop_headers_never_cross(tmp_path: Path, backends, session)
             "x-forwarded-for": "6.6.6.6", "traceparent": "00-" + "a" * 32 + "-" + "b" * 16 + "-01",
             "x-killgate-internal": "evil", "forwarded": "for=6.6.6.6;proto=https",
             "x-real-ip": "6.6.6.6", "x-forwarded-proto": "https",
-            "x-forwarded-host": "evil.example"}) as r:
+            "x-forwarded-host": "evil.example", "x-forwarded-port": "443",
+            "x-forwarded-prefix": "/admin", "x-forwarded-ssl": "on"}) as r:
             await r.read()
             got = {k.lower(): v for k, v in r.headers.items()}
         sent = dict(rec.requests[-1]["headers"])
     for name in ("x-secret", "te", "proxy-authorization", "proxy-connection", "keep-alive",
-                 "upgrade", "x-killgate-internal", "forwarded", "x-real-ip"):
+                 "upgrade", "x-killgate-internal", "forwarded", "x-real-ip", "x-forwarded-port",
+                 "x-forwarded-prefix", "x-forwarded-ssl"):
         assert name not in sent, name
     # RELIABILITY row 32: rebuilt from the socket peer, each once; nothing spoofed passes
     assert sent["x-forwarded-for"] == "127.0.0.1"
