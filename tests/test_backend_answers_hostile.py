@@ -4,6 +4,7 @@ client of the backend. (From a hostile review; each failed before its fix.)"""
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import json
 from pathlib import Path
@@ -126,3 +127,30 @@ async def test_a_502_does_not_name_the_backend_address(tmp_path: Path) -> None:
     assert status == 502
     message = json.loads(body)["error"]["message"]
     assert str(dead) not in message and "127.0.0.1" not in message, message
+
+
+async def test_an_answer_length_with_trailing_whitespace_is_its_length_for_head(
+        tmp_path: Path) -> None:
+    """llhttp frames an answer by `Content-Length: 16 ` (whitespace after the digits, which
+    RFC 9110 lets a recipient strip), but the exchange read the value as it came and took
+    "16 " for no length: the answer to HEAD reached the client without the backend's
+    Content-Length (README: HEAD gets the backend's Content-Length, no body)."""
+    from tests.backends import RawBackend
+
+    backend = RawBackend(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: 16 \t\r\n\r\n")
+    port = await backend.start()
+    try:
+        cfg = write_config(tmp_path, two_versions(port, port, 100, 0))
+        async with running_gateway(cfg) as g:
+            reader, writer = await asyncio.open_connection("127.0.0.1", g.gw.data_addr[1])
+            try:
+                writer.write(request("HEAD", INFER))
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+                rest = await asyncio.wait_for(reader.read(), 10)  # (Connection: close)
+            finally:
+                writer.close()
+    finally:
+        await backend.stop()
+    assert head.startswith(b"HTTP/1.1 200 ") and rest == b"", (head, rest)
+    assert b"\r\ncontent-length: 16\r\n" in head, head

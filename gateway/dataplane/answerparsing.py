@@ -102,6 +102,7 @@ class AnswerParsing(Awaiting):
                 self.general = True
         elif kind == LENGTH:
             self._framed = True
+            value = value.rstrip(b" \t")  # (llhttp frames by the digits, keeps what follows)
             if value.isdigit():
                 self.length = int(value)
         elif kind == CODING:
