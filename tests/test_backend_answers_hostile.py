@@ -4,6 +4,8 @@ client of the backend. (From a hostile review; each failed before its fix.)"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gzip
 import json
 from pathlib import Path
@@ -126,3 +128,58 @@ async def test_a_502_does_not_name_the_backend_address(tmp_path: Path) -> None:
     assert status == 502
     message = json.loads(body)["error"]["message"]
     assert str(dead) not in message and "127.0.0.1" not in message, message
+
+
+async def test_an_answer_length_with_trailing_whitespace_is_its_length_for_head(
+        tmp_path: Path) -> None:
+    """llhttp frames an answer by `Content-Length: 16 ` (whitespace after the digits, which
+    RFC 9110 lets a recipient strip), but the exchange read the value as it came and took
+    "16 " for no length: the answer to HEAD reached the client without the backend's
+    Content-Length (README: HEAD gets the backend's Content-Length, no body)."""
+    from tests.backends import RawBackend
+
+    backend = RawBackend(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: 16 \t\r\n\r\n")
+    port = await backend.start()
+    try:
+        cfg = write_config(tmp_path, two_versions(port, port, 100, 0))
+        async with running_gateway(cfg) as g:
+            reader, writer = await asyncio.open_connection("127.0.0.1", g.gw.data_addr[1])
+            try:
+                writer.write(request("HEAD", INFER))
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+                rest = await asyncio.wait_for(reader.read(), 10)  # (Connection: close)
+            finally:
+                writer.close()
+    finally:
+        await backend.stop()
+    assert head.startswith(b"HTTP/1.1 200 ") and rest == b"", (head, rest)
+    assert b"\r\ncontent-length: 16\r\n" in head, head
+
+
+async def test_an_endless_chunk_extension_from_a_backend_is_cut(tmp_path: Path) -> None:
+    """A chunk header's extensions (`5;name=value`) reach no parser callback: the answer's
+    trailer section was bounded (64 KiB) but not a chunk header, so a backend could send
+    one without end, every byte read and parsed by the event loop until the route's total
+    timeout (each read moved the idle one on). Expected: the answer is cut (its head was
+    already forwarded: an aborted connection) once the chunk header passes the bound."""
+    backend = StreamingBackend(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n"
+                               b"Content-Type: application/json\r\n\r\n2\r\n{}\r\n5;a=",
+                               b"b" * 65536, 64 * 1024 * 1024)
+    port = await backend.start()
+    try:
+        cfg = write_config(tmp_path, two_versions(port, port, 100, 0))
+        async with running_gateway(cfg) as g:
+            reader, writer = await asyncio.open_connection("127.0.0.1", g.gw.data_addr[1])
+            try:
+                writer.write(request("GET", INFER))
+                got = b""
+                with contextlib.suppress(ConnectionError):
+                    while chunk := await asyncio.wait_for(reader.read(65536), 20):
+                        got += chunk
+            finally:
+                writer.close()
+    finally:
+        await backend.stop()
+    assert backend.sent < 16 * 1024 * 1024, f"the gateway read {backend.sent >> 20} MiB"
+    assert not got.endswith(b"0\r\n\r\n"), got[-100:]  # never ended as if it succeeded

@@ -46,7 +46,13 @@ def test_route_host(value: str | None, host: str) -> None:
     assert route_host(value) == host
 
 
-@pytest.mark.parametrize("value", ["caf\u00e9.example", "a b", "a/b", "a\udcff", "x@y", "\u65e5"])
+@pytest.mark.parametrize("value", [
+    "caf\u00e9.example", "a b", "a/b", "a\udcff", "x@y", "\u65e5",
+    # a port that is not digits, a second port, brackets around no IP literal: routing would
+    # read one host ("x:y" of "x:y:z", "[::1]" of "[::1]evil") and X-Forwarded-Host another
+    "x:y:z", "models.example.com:evil", "a:1:2", "[::1]evil", "[::1]:80:80", "a]b", "[a",
+    "a[::1]",
+])
 def test_hosts_that_are_not_host_names_are_refused(value: str) -> None:
     with pytest.raises(BadTarget):
         route_host(value)

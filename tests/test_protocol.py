@@ -465,8 +465,33 @@ async def test_an_endless_trailer_section_is_refused_without_growing() -> None:
             break
         proto.data_received(b"a" * 65536)
     await until(lambda: ended(tr))
-    assert answers(tr.out) == [b"refused: the trailer section is too large"]
+    assert answers(tr.out) == [b"refused: a chunk header or the trailer section is too large"]
     assert proto.wire_bytes <= MAX_HEAD + 65536
+
+
+@pytest.mark.parametrize("start", [
+    b"",  # the first chunk's header
+    b"3\r\nabc\r\n",  # a later one
+])
+@pytest.mark.parametrize("size", [4096, 65536])
+async def test_an_endless_chunk_extension_is_refused_without_reading_on(start: bytes,
+                                                                          size: int) -> None:
+    """A chunk header's extensions (`5;name=value`) are skipped by llhttp and delivered to
+    no callback: neither body bytes (no `max_body_size`, no body deadline moved) nor a
+    field. Uncounted, one request could send them without end, read and parsed by the
+    event loop until the body deadline (Node's CVE-2024-22019). Counted like a trailer
+    section's: refused past the head limit."""
+    h = BodyReader()
+    proto, tr, _ = connect(h)
+    feed(proto, b"POST /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                + start + b"5;a=")
+    offered = 0
+    while not proto.stopped and offered < 4 * 1024 * 1024:  # (refused: nothing more read)
+        proto.data_received(b"b" * size)
+        offered += size
+    await until(lambda: ended(tr))
+    assert offered <= MAX_HEAD + 2 * size, offered
+    assert answers(tr.out) == [b"refused: a chunk header or the trailer section is too large"]
 
 
 async def test_a_head_split_across_reads_with_a_large_body_after_it_is_served() -> None:

@@ -49,3 +49,19 @@ def test_request_head_from_the_first_line_as_parts_is_the_same_bytes(
         expected = request_head(line, raw, fwd, length, traced, body)
         assert expected.startswith(line)
         assert request_head(list(parts), raw, fwd, length, traced, body) == expected
+
+
+@pytest.mark.parametrize("name", [b"X-Forwarded-Port", b"X-Forwarded-Prefix", b"x-forwarded-scheme",
+                                  b"X-Forwarded-Ssl", b"X-Forwarded-Server", b"X-FORWARDED-URI"])
+@pytest.mark.parametrize("traced", [False, True])
+def test_no_x_forwarded_field_of_the_client_reaches_the_backend(name: bytes, traced: bool) -> None:
+    """Frameworks build URLs and decide the scheme from the whole family (Werkzeug's ProxyFix
+    reads -Port and -Prefix, Rack -Scheme and -Ssl before -Proto, Spring -Port, -Prefix and
+    -Ssl): next to the -For, -Proto and -Host the gateway writes, a client's would be believed
+    as the gateway's own. Only ours go out."""
+    head = request_head(b"GET /x HTTP/1.1\r\nhost: backend:9\r\n",
+                        [(name, b"443"), (b"Accept", b"*/*")],
+                        b"x-forwarded-for: 127.0.0.1\r\nx-forwarded-proto: http\r\n", 0, traced)
+    names = [n.lower() for n, _ in _fields(head)]
+    assert names == [b"host", b"accept", b"via", b"x-forwarded-for", b"x-forwarded-proto",
+                     b"content-length"]

@@ -102,6 +102,7 @@ class AnswerParsing(Awaiting):
                 self.general = True
         elif kind == LENGTH:
             self._framed = True
+            value = value.rstrip(b" \t")  # (llhttp frames by the digits, keeps what follows)
             if value.isdigit():
                 self.length = int(value)
         elif kind == CODING:
@@ -138,6 +139,8 @@ class AnswerParsing(Awaiting):
         self.headers_done = True
         self.head_at = self.clock.now
         self.keep_alive = self.parser.should_keep_alive()
+        if self._framed and self.length is None and not self.head:  # chunked
+            self._chunk_line()  # (a 204's or 304's: its message ends now, and with it this)
         if status in (204, 304) or self.head:
             self._framed = True
         if self.head:
@@ -173,7 +176,14 @@ class AnswerParsing(Awaiting):
             self.transport.abort()
 
     def on_chunk_complete(self) -> None:
-        self.trailing = False
+        self._chunk_line()
+
+    def _chunk_line(self) -> None:
+        """A chunk header follows: its size and extensions (`5;name=value`), which llhttp
+        skips and hands to no callback. Counted as a trailer section is (`_open_trailer`),
+        so that a backend cannot send them without end."""
+        self.trailing = self.trail_fresh = True
+        self.trailer_bytes = 0
 
     def on_body(self, body: bytes) -> None:
         self.trailing = False
@@ -201,6 +211,7 @@ class AnswerParsing(Awaiting):
             self._framed = False
             return
         self.complete = True
+        self.trailing = False
         if self.feeding and self.waiter is None:
             self.woke = True
         else:

@@ -178,7 +178,7 @@ class Exchange(AnswerParsing, asyncio.Protocol):
                         self.sink.upstream(self)
 
     def _open_trailer(self, n: int) -> None:
-        """A read that ends inside a trailer section (or a chunk's header): httptools holds
+        """A read that ends inside a trailer section or a chunk header: httptools holds
         an open field until its end, growing it by a copy per read, so a read spent wholly
         inside the section counts here (its complete fields count as they are parsed)."""
         if self.trail_fresh:
@@ -187,7 +187,8 @@ class Exchange(AnswerParsing, asyncio.Protocol):
         self.trailer_bytes += n
         if self.trailer_bytes > MAX_ANSWER_HEAD:
             self.fail(UpstreamProtocolError(
-                f"the backend's trailer section is over {MAX_ANSWER_HEAD // 1024} KiB"))
+                f"a chunk header or the trailer section of the backend's answer is over "
+                f"{MAX_ANSWER_HEAD // 1024} KiB"))
 
     def eof_received(self) -> bool:
         return False

@@ -2,8 +2,8 @@
 request head (requesthead.py) and the answer heads (headers.py, answerfields.py) share.
 
 Hop-by-hop fields and those named in `Connection` are dropped both ways, `via` is extended
-with ours, and `x-killgate-*` never comes from outside. Pure functions and constants over
-raw bytes; no I/O.
+with ours, `x-killgate-*` never comes from outside, nor a client's `x-forwarded-*`. Pure
+functions and constants over raw bytes; no I/O.
 """
 
 from __future__ import annotations
@@ -37,6 +37,10 @@ HOP_BY_HOP = frozenset({
 })
 RESPONSE_DROP = HOP_BY_HOP | {b"content-length"}
 _INTERNAL = b"x-killgate-"
+#: the gateway writes a request's x-forwarded-* fields (-for, -proto, -host); a client's
+#: others (-port, -prefix, -scheme, -ssl: frameworks build URLs and decide the scheme from
+#: them) would reach the backend beside ours, believed as ours: dropped too
+_FORWARDED = b"x-forwarded-"
 VIA = b"1.1 killgate"
 VIA_LINE = b"via: %s\r\n" % VIA
 
@@ -66,7 +70,7 @@ def learn(name: bytes, drop: frozenset[bytes], cache: dict[bytes, int],
     """What the field `name` does when it crosses (`drop`: the names dropped this way),
     remembered in `cache` (bounded)."""
     low = name.lower()
-    if low in drop or low.startswith(_INTERNAL):
+    if low in drop or low.startswith(_INTERNAL) or (not answer and low.startswith(_FORWARDED)):
         act = CONN if low == b"connection" else DROP
     elif low == b"via":
         act = VIA_FIELD

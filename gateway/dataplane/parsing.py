@@ -85,7 +85,7 @@ class Parsing:
         self.wire_bytes += n
         if self.wire_bytes > MAX_HEAD:
             self._malformed(400, "the request head is too large" if self.in_head
-                            else "the trailer section is too large")
+                            else "a chunk header or the trailer section is too large")
 
     def on_message_begin(self) -> None:
         """A request begins: its first byte after any empty lines (llhttp skips those), in
@@ -189,6 +189,8 @@ class Parsing:
         if refused is not None:
             req.keep_alive = False
             self.stopped = True  # answered in turn, then the connection closes
+        elif req.chunked:
+            self._chunk_line()
         req.last_body = now = self.clock.now
         queue = self.queue
         queue.append(req)
@@ -210,7 +212,15 @@ class Parsing:
         self.head_bytes = self.wire_bytes = 0
 
     def on_chunk_complete(self) -> None:
-        self.in_trailer = False
+        self._chunk_line()
+
+    def _chunk_line(self) -> None:
+        """A chunk header follows: its size and extensions (`5;name=value`), which llhttp
+        skips and hands to no callback (neither body nor field: not under max_body_size,
+        and no body deadline moves). Counted like a trailer section, so that one request
+        cannot send them without end (Node's CVE-2024-22019)."""
+        self.in_trailer = self.fresh = True
+        self.head_bytes = self.wire_bytes = 0
 
     def on_body(self, data: bytes) -> None:
         self.in_trailer = False
@@ -232,6 +242,7 @@ class Parsing:
         req = self.parsing
         assert req is not None
         self.parsing = None
+        self.in_trailer = False
         self.seen += 1
         req.body_done = True
         if req.waiter is not None:

@@ -24,8 +24,9 @@ __all__ = ["BadTarget", "route_host", "split_target"]
 
 _ENCODED = ("%2f", "%5c", "%2e", "%00", "%3b")
 _SLASHES = re.compile(r"//+")
-# what a Host may hold (RFC 3986 reg-name / IP literal, and a port)
-_HOST = re.compile(r"[a-z0-9.\-_~!$&'()*+,;=%:\[\]]*")
+# what a Host may hold (RFC 9110 §7.2: an RFC 3986 reg-name or IP literal, and a port of
+# digits): one reading only, so routing and X-Forwarded-Host name the same host
+_HOST = re.compile(r"(?:\[[0-9a-z.:%\-_~]+\]|[a-z0-9.\-_~!$&'()*+,;=%]*)(?::[0-9]*)?")
 
 
 class BadTarget(ValueError):

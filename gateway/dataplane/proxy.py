@@ -108,7 +108,9 @@ class Proxy(Outgoing, Answers, Finish):
         try:  # (the decision is inline here: a call less on every request)
             table = self.holder.held.table  # (the field itself: `holder.table` is a call)
             cl = req.content_length
-            if cl is not None and cl > self.max_body:
+            # (a chunked body has no length to check at its head; it may be all in already:
+            # behind a pipelined request, or when its head was handed over with its body)
+            if (cl is not None and cl > self.max_body) or req.body_size > self.max_body:
                 self.too_large(req, None)
                 return
             try:  # the same few targets and Hosts, again and again (a subscript costs

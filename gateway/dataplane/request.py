@@ -238,8 +238,8 @@ class Request:
             if self.body_size > max_body:
                 return None
             await self._more()
-        if self.body_size > max_body and not self.body_done:
-            return None
+        if self.body_size > max_body:  # (also a body all in: a chunked one is not checked
+            return None  # at its head)
         return self.body()
 
     async def rest(self, already: int, max_body: int) -> AsyncIterator[bytes]:

@@ -111,7 +111,8 @@ class _Kinds(dict[bytes, int]):
         kind = _KINDS.get(low, PLAIN)
         if b"_" in low:
             alias = low.replace(b"_", b"-")
-            if alias in _UNDERSCORE_ALIASES or alias.startswith(b"x-killgate-"):
+            if alias in _UNDERSCORE_ALIASES or alias.startswith((b"x-killgate-",
+                                                                 b"x-forwarded-")):
                 kind = ALIASED
         if len(self) >= 4096:  # names a client invents are bounded: start over
             self.clear()
