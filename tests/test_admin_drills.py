@@ -234,7 +234,8 @@ async def test_bad_input_is_a_clear_4xx_and_changes_nothing(tmp_path: Path, back
                      {"reason": "r", "verdict": "passed", "summary": {"x": [[[[[[[1]]]]]]]}}):
             st, out = await call(session, "POST", f"{a}/v1/drills/{drill}/end", body)
             assert st == 400, (body, out)
-        async with session.post(f"{a}/v1/drills/{drill}/end", headers=hdr(),
+        async with session.post(f"{a}/v1/drills/{drill}/end",
+                                headers={**hdr(), "Content-Type": "application/json"},
                                 data='{"reason":"r","verdict":"passed","summary":{"x":NaN}}',
                                 ) as r:
             assert r.status == 400
