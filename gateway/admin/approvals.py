@@ -24,7 +24,13 @@ from typing import Any
 
 from gateway.admin import actions, shadowgate
 from gateway.admin.actions import Intent
-from gateway.admin.approvalrecord import Approval, ApprovalRefused, iso, open_approvals
+from gateway.admin.approvalrecord import (
+    Approval,
+    ApprovalRefused,
+    iso,
+    open_approvals,
+    principal_key,
+)
 from gateway.admin.auth import Principal
 from gateway.admin.ports import Current, StateWriter
 from gateway.admin.writes import Done
@@ -123,10 +129,11 @@ class Approvals:
                                       "the change waiting for approval is not the one you "
                                       f"reviewed (hash {rec.hash[:12]}…, you named "
                                       f"{expected[:12]}…)")
-            if principal.subject == rec.requested_by:
+            who = principal_key(principal.subject)
+            if who == principal_key(rec.requested_by):
                 raise ApprovalRefused(403, "self_approval",
                                       "a requester cannot approve their own request")
-            if principal.subject in rec.approved_by:
+            if who in {principal_key(a) for a in rec.approved_by}:
                 raise ApprovalRefused(409, "already_approved",
                                       f"{principal.subject} approved this request already")
             approved = (*rec.approved_by, principal.subject)
