@@ -50,3 +50,25 @@ async def test_a_write_without_the_json_type_is_415_and_changes_nothing(
                 **auth, "Content-Type": "Application/JSON; charset=utf-8"}) as r:
             assert r.status == 200, await r.text()
         assert "global" in g.gw.holder.doc.kills
+
+
+@pytest.mark.timeout(30)
+async def test_every_answer_is_neither_sniffed_nor_framed(tmp_path: Path, backends) -> None:
+    """JSON answers echo callers' text (an unknown route's name, a field's): a browser must
+    never take one for a page to run or frame, whatever the status or endpoint."""
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p))
+    auth = {"Authorization": f"Bearer {admin_token('killgate:admin', 'alice')}"}
+    xss = "%3Cscript%3Ealert(1)%3C%2Fscript%3E"
+    async with running_gateway(cfg) as g, ClientSession() as s:
+        for method, path, headers in (
+                ("GET", "/v1/status", auth), ("GET", "/v1/status", {}),
+                ("POST", f"/v1/routes/{xss}/rollback", auth), ("GET", f"/v1/{xss}", auth),
+                ("GET", "/openapi.json", {}), ("GET", "/healthz", {}), ("DELETE", "/v1/kill", auth)):
+            async with s.request(method, g.admin + path, headers=headers,
+                                 json={"reason": "x"} if method == "POST" else None) as r:
+                assert r.headers.get("X-Content-Type-Options") == "nosniff", (path, r.status)
+                assert "frame-ancestors 'none'" in r.headers.get("Content-Security-Policy", "")
+                assert "default-src 'none'" in r.headers["Content-Security-Policy"]
+        async with s.get(g.admin + "/ui/") as r:  # the console keeps its own policy
+            assert "script-src 'self'" in r.headers["Content-Security-Policy"]
