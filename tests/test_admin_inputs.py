@@ -147,3 +147,21 @@ async def test_a_good_request_id_is_kept(tmp_path: Path, backends, rid: str) -> 
         assert status == 200
         ev = (await g.gw.sync.store.audit_events())[-1]
         assert ev["action"] == "kill" and ev["request_id"] == rid
+
+
+async def test_text_that_would_reorder_a_screen_is_escaped(tmp_path: Path, backends) -> None:
+    """A reason (any person's text) holding bidirectional controls would turn around what
+    follows it in the console, a CLI table or a terminal: they are escaped like CR and LF."""
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p))
+    tok = admin_token("killgate:admin", "ops", 600)
+    reason = "rollout \u202eelbats\u202c by \u2067bob\u2069 \u200fok"
+    async with running_gateway(cfg) as g:
+        status, _, body = await exchange(g.gw.admin_addr[1], request(
+            "POST", "/v1/kill", json.dumps({"scope": "global", "reason": reason}).encode(),
+            {"Authorization": f"Bearer {tok}"}))
+        assert status == 200, body
+        shown = "rollout \\u202eelbats\\u202c by \\u2067bob\\u2069 \\u200fok"
+        assert g.gw.holder.doc.kills["global"].reason == shown
+        ev = (await g.gw.sync.store.audit_events())[-1]
+        assert ev["action"] == "kill" and ev["reason"] == shown
