@@ -95,7 +95,7 @@ class Authenticator:
         self.problem: str | None = None
         self._key: Any = None
         self._jwks: PyJWKClient | None = None
-        self._jwks_last_fetch = 0.0
+        self._jwks_last_fetch = -math.inf  # never: the first token fetches the set
         self._jwks_keys: dict[str, Any] = {}
         self._jwks_lock = asyncio.Lock()  # one fetch at a time; waiters use its keys
         # token -> (the key that verified it, its claims). A signature check costs ~60 µs
