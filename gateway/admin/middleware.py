@@ -87,6 +87,9 @@ async def errors(request: web.Request, handler: Any) -> web.StreamResponse:
         return json_error(409, "conflict", str(exc))
     except web.HTTPRequestEntityTooLarge:
         return json_error(413, "body_too_large", "the admin request body is too large")
+    except web.RequestPayloadError:  # (a Content-Encoding the bytes do not follow)
+        return json_error(400, "bad_request", "the body cannot be read: it is not what its "
+                                              "Content-Encoding says")
     except web.HTTPException as exc:
         if exc.status >= 400:
             resp = json_error(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason)
