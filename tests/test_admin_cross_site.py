@@ -70,5 +70,6 @@ async def test_every_answer_is_neither_sniffed_nor_framed(tmp_path: Path, backen
                 assert r.headers.get("X-Content-Type-Options") == "nosniff", (path, r.status)
                 assert "frame-ancestors 'none'" in r.headers.get("Content-Security-Policy", "")
                 assert "default-src 'none'" in r.headers["Content-Security-Policy"]
+                assert r.headers.get("Cross-Origin-Resource-Policy") == "same-origin"
         async with s.get(g.admin + "/ui/") as r:  # the console keeps its own policy
             assert "script-src 'self'" in r.headers["Content-Security-Policy"]

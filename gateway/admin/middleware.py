@@ -40,9 +40,11 @@ _DOMAIN_STATUS: dict[type[DomainError], int] = {UnknownVersion: 404, InvalidChan
 
 
 #: on every answer that does not say otherwise (the console's files carry their own CSP):
-#: JSON that echoes a caller's text is never sniffed into a page, run, or framed
+#: JSON that echoes a caller's text is never sniffed into a page, run, or framed, and
+#: another site's page cannot load an answer its operator's session signs (a proxy's)
 ANSWER_HEADERS = {"X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY",
-                  "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'"}
+                  "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
+                  "Cross-Origin-Resource-Policy": "same-origin"}
 
 
 async def answer_headers(request: web.Request, response: web.StreamResponse) -> None:
