@@ -23,7 +23,9 @@ _SECRET_KEY = re.compile(r"pass(word|wd|phrase)?|secret|token|api[_-]?key|apikey
 _NOT_SECRET = re.compile(r"(_env|_file|_path|_ttl|_age|_lifetime|_interval|_timeout|_size"
                          r"|_rate|_burst|_header)$", re.I)
 _HIDE_PATH = re.compile(r"webhook|hook|jwks|callback|notify", re.I)
-_URL = re.compile(r"\b([a-z][a-z0-9+.\-]*://)([^/?#\s@]*@)?([^/?#\s]*)([^\s\"'<>]*)", re.I)
+# userinfo runs to the authority's last `@`, as urllib (and so the redis client) reads
+# it: a password holding a raw `@` is hidden whole
+_URL = re.compile(r"\b([a-z][a-z0-9+.\-]*://)([^/?#\s]*@)?([^/?#\s]*)([^\s\"'<>]*)", re.I)
 _PARAM = re.compile(r"([?&;])([^=&;#]+)=([^&;#]*)")
 
 

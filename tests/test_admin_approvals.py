@@ -128,6 +128,68 @@ async def test_three_principals_and_a_decline(tmp_path: Path, backends) -> None:
         assert len(await _events(g, "approval.approve")) == 1
 
 
+@pytest.mark.parametrize(("alice", "bob"), [("Alice", "BOB"), ("alice ", " bob"),
+                                           ("\uff41lice", "\uff42ob"),
+                                           ("ali\u200bce", "b\u200dob"), ("alice\x00", "bob\t")])
+async def test_a_variant_of_a_subject_is_not_a_second_person(
+        alice: str, bob: str, tmp_path: Path, backends) -> None:
+    """A second token of the same person whose subject differs only by case, spaces, width
+    or invisible characters neither approves their own request nor counts twice."""
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p), extra=APPROVALS)
+    async with running_gateway(cfg) as g, ClientSession() as s:
+        api = Api(s, g.admin)
+        assert (await api("alice", "POST", "/v1/kill", {"scope": "global", "reason": "x"}))[0] == 200
+        status, body = await api("alice", "POST", "/v1/unkill", {"scope": "global", "reason": "y"})
+        assert status == 202
+        ident = body["approval"]["id"]
+        status, body = await api(alice, "POST", f"/v1/approvals/{ident}/approve", {})
+        assert (status, body["error"]["type"]) == (403, "self_approval"), body
+        assert "global" in g.gw.holder.doc.kills
+        # three principals needed: bob, then bob again under another spelling, is one
+        status, body = await api("alice", "PUT", "/v1/routes/iris/weights",
+                                 {"weights": {"v1": 50, "v2": 50}, "reason": "shift"})
+        ident = body["approval"]["id"]
+        assert (await api("bob", "POST", f"/v1/approvals/{ident}/approve", {}))[0] == 202
+        status, body = await api(bob, "POST", f"/v1/approvals/{ident}/approve", {})
+        assert (status, body["error"]["type"]) == (409, "already_approved"), body
+        assert "iris" not in g.gw.holder.doc.overrides
+
+
+async def test_open_requests_are_bounded_per_requester_and_in_all(
+        tmp_path: Path, backends, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every open request rides in the state document each write (a kill too) signs and
+    sends whole: one principal asking ever new changes (1,500 took a kill from 33 to 99
+    ms, and 16 MiB makes the store unreadable) is refused past its share."""
+    from gateway.admin import approvals
+
+    monkeypatch.setattr(approvals, "MAX_OPEN", 12)
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p), extra=APPROVALS)
+    async with running_gateway(cfg) as g, ClientSession() as s:
+        api = Api(s, g.admin)
+
+        async def ask(who: str, n: int) -> tuple[int, Any]:
+            return await api(who, "PUT", "/v1/routes/iris/weights",
+                             {"weights": {"v1": n, "v2": 1}, "reason": "r" * 1000})
+
+        for n in range(1, approvals.MAX_OPEN_PER_REQUESTER + 1):
+            assert (await ask("mallory", n))[0] == 202
+        gen = g.gw.holder.doc.generation
+        status, body = await ask("Mallory ", 99)
+        assert (status, body["error"]["type"]) == (409, "too_many_approvals"), body
+        assert (await ask("mallory", 1))[0] == 202  # the same change: the same open request
+        assert g.gw.holder.doc.generation == gen and len(g.gw.holder.doc.approvals) == 10
+        assert (await ask("bob", 1000))[0] == 202 and (await ask("bob", 1001))[0] == 202
+        status, body = await ask("carol", 2000)  # 12 open in all
+        assert (status, body["error"]["type"]) == (409, "too_many_approvals"), body
+        # a decline makes room again
+        ident = next(iter(g.gw.holder.doc.approvals))
+        assert (await api("dave", "POST", f"/v1/approvals/{ident}/decline", {}))[0] == 200
+        assert (await ask("carol", 2000))[0] == 202
+        assert (await ask("mallory", 99))[0] == 409
+
+
 async def test_an_open_request_expires(tmp_path: Path, backends) -> None:
     p = await backends(echo_app("v1"))
     cfg = write_config(tmp_path, two_versions(p, p), extra=APPROVALS)

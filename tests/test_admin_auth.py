@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import time
@@ -400,3 +401,51 @@ async def test_verified_token_cache_still_checks_time_and_key(monkeypatch) -> No
     with pytest.raises(Unauthenticated) as exc:
         await auth.authenticate(f"Bearer {tok}")
     assert exc.value.type == "expired" and tok not in auth._verified
+
+
+async def test_a_key_set_that_cannot_be_fetched_is_not_fetched_per_token(
+        tmp_path: Path, backends, session, rsa_key: rsa.RSAPrivateKey) -> None:
+    """While the gateway holds no key set (its IdP down since it started), tokens naming
+    ever new `kid`s must not each cost a fetch: at most one is in flight, about one a
+    second, and a valid token arriving meanwhile waits for that fetch, not for a new one."""
+    p = await backends(echo_app("v1"))
+    state = {"up": False, "fetches": 0, "inflight": 0, "most": 0}
+    jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(rsa_key.public_key()))
+    jwk.update(kid="k1", use="sig", alg="RS256")
+
+    async def jwks(_: web.Request) -> web.Response:
+        state["fetches"] += 1
+        state["inflight"] += 1
+        state["most"] = max(state["most"], state["inflight"])
+        try:
+            await asyncio.sleep(0.05)  # a slow, failing IdP
+            if not state["up"]:
+                return web.json_response({}, status=503)
+            return web.json_response({"keys": [jwk]})
+        finally:
+            state["inflight"] -= 1
+
+    app = web.Application()
+    app.router.add_get("/jwks", jwks)
+    jp = await backends(app)
+    cfg = write_config(tmp_path, two_versions(p, p))
+    cfg.write_text(cfg.read_text().replace(
+        "    hs256_secret_env: KILLGATE_TEST_SECRET\n",
+        f"    algorithms: [RS256]\n    jwks_url: http://127.0.0.1:{jp}/jwks\n"))
+
+    async def code(kid: str) -> int:
+        tok = jwt.encode(claims(), rsa_key, algorithm="RS256", headers={"kid": kid})
+        async with session.get(g.admin + "/v1/status",
+                               headers={"Authorization": f"Bearer {tok}"}) as r:
+            return r.status
+
+    async with running_gateway(cfg) as g:
+        codes = await asyncio.gather(*(code(f"x{i}") for i in range(60)))
+        assert set(codes) == {401}
+        assert state["most"] == 1 and state["fetches"] <= 3, state
+        state["up"] = True
+
+        async def accepted() -> bool:
+            return await code("k1") == 200
+
+        await wait_until(accepted, 10, 0.1, what="the key set fetched once the IdP is back")

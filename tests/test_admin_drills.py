@@ -234,7 +234,8 @@ async def test_bad_input_is_a_clear_4xx_and_changes_nothing(tmp_path: Path, back
                      {"reason": "r", "verdict": "passed", "summary": {"x": [[[[[[[1]]]]]]]}}):
             st, out = await call(session, "POST", f"{a}/v1/drills/{drill}/end", body)
             assert st == 400, (body, out)
-        async with session.post(f"{a}/v1/drills/{drill}/end", headers=hdr(),
+        async with session.post(f"{a}/v1/drills/{drill}/end",
+                                headers={**hdr(), "Content-Type": "application/json"},
                                 data='{"reason":"r","verdict":"passed","summary":{"x":NaN}}',
                                 ) as r:
             assert r.status == 400
@@ -556,3 +557,33 @@ async def test_two_drills_opened_at_once_on_one_route_one_wins(
         assert sorted(st for st, _ in got) == [200, 409, 409, 409], got
         assert {out["error"]["type"] for st, out in got if st == 409} == {"drill_in_progress"}
         assert len(g.gw.holder.doc.drills) == 1
+
+
+async def test_a_drill_makes_a_bounded_number_of_changes(tmp_path: Path, backends,
+                                                         session: ClientSession) -> None:
+    """Each injection is kept in the drill's record, in the state document every write
+    signs and sends whole: a drill token injecting over and over (200 rollbacks made
+    600 KB) is refused past MAX_INJECTED, and its restore still puts the route back."""
+    from gateway.domain.drills import MAX_INJECTED
+
+    p1, p2 = await backends(echo_app("v1")), await backends(echo_app("v2"))
+    async with running_gateway(write_config(tmp_path, routes(p1, p2))) as g:
+        a = g.admin
+        st, out = await call(session, "POST", f"{a}/v1/drills",
+                             {"kind": "rollback", "route": "iris-drill", "reason": "r"})
+        assert st == 200, out
+        drill = out["drill"]
+        for i in range(MAX_INJECTED):
+            st, out = await call(session, "POST", f"{a}/v1/drills/{drill}/inject",
+                                 {"reason": "r" * 1000, "to": ("v2", "v1")[i % 2]})
+            assert st == 200, out
+        gen = g.gw.holder.doc.generation
+        st, out = await call(session, "POST", f"{a}/v1/drills/{drill}/inject",
+                             {"reason": "again", "to": "v2"})
+        assert (st, out["error"]["type"]) == (409, "too_many_injections"), out
+        assert g.gw.holder.doc.generation == gen
+        assert len(g.gw.holder.doc.drills[drill].injected) == MAX_INJECTED
+        st, out = await call(session, "POST", f"{a}/v1/drills/{drill}/restore",
+                             {"reason": "done"})
+        assert st == 200, out
+        assert "iris-drill" not in g.gw.holder.doc.overrides  # as before the drill

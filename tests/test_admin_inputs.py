@@ -4,6 +4,7 @@ changed (RELIABILITY row 50; issue 12 item 6)."""
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -147,3 +148,41 @@ async def test_a_good_request_id_is_kept(tmp_path: Path, backends, rid: str) -> 
         assert status == 200
         ev = (await g.gw.sync.store.audit_events())[-1]
         assert ev["action"] == "kill" and ev["request_id"] == rid
+
+
+async def test_text_that_would_reorder_a_screen_is_escaped(tmp_path: Path, backends) -> None:
+    """A reason (any person's text) holding bidirectional controls would turn around what
+    follows it in the console, a CLI table or a terminal: they are escaped like CR and LF."""
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p))
+    tok = admin_token("killgate:admin", "ops", 600)
+    reason = "rollout \u202eelbats\u202c by \u2067bob\u2069 \u200fok"
+    async with running_gateway(cfg) as g:
+        status, _, body = await exchange(g.gw.admin_addr[1], request(
+            "POST", "/v1/kill", json.dumps({"scope": "global", "reason": reason}).encode(),
+            {"Authorization": f"Bearer {tok}"}))
+        assert status == 200, body
+        shown = "rollout \\u202eelbats\\u202c by \\u2067bob\\u2069 \\u200fok"
+        assert g.gw.holder.doc.kills["global"].reason == shown
+        ev = (await g.gw.sync.store.audit_events())[-1]
+        assert ev["action"] == "kill" and ev["reason"] == shown
+
+
+@pytest.mark.parametrize("path", ["/v1/kill", "/v1/alerts/alertmanager",
+                                  "/v1/routes/iris/rollback"])
+async def test_a_body_that_is_not_what_its_content_encoding_says_is_a_400(
+        path: str, tmp_path: Path, backends, caplog: pytest.LogCaptureFixture) -> None:
+    """`Content-Encoding: gzip` over bytes that are not gzip: a 400 naming the body, nothing
+    changed, and no ERROR line or traceback (it was a 500 and two of them)."""
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p), extra="alerts:\n  alertmanager: {}\n")
+    tok = admin_token("killgate:admin", "ops", 600)
+    async with running_gateway(cfg) as g:
+        gen = g.gw.holder.doc.generation
+        status, _, body = await exchange(g.gw.admin_addr[1], request(
+            "POST", path, b'{"scope": "global", "reason": "x"}',
+            {"Authorization": f"Bearer {tok}", "Content-Encoding": "gzip"}))
+        assert status == 400 and error_type(body) == "bad_request", body
+        assert b"Content-Encoding" in body
+        assert g.gw.holder.doc.generation == gen and not g.gw.holder.doc.kills
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []

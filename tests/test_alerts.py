@@ -33,6 +33,8 @@ async def _gateway_cfg(tmp: Path, backends: Any, alerts: str = "alerts:\n  alert
 async def _post(session: ClientSession, admin: str, body: Any,
                 headers: dict[str, str] = ALERT) -> tuple[int, Any]:
     kw: dict[str, Any] = {"data": body} if isinstance(body, str | bytes) else {"json": body}
+    # Alertmanager's own header, also on the raw bodies
+    headers = {**headers, "Content-Type": "application/json"}
     async with session.post(admin + PATH, headers=headers, **kw) as r:
         return r.status, await r.json()
 

@@ -34,6 +34,10 @@ from tests.test_state_urls import _redis
 
 @pytest.mark.parametrize(("given", "hide", "shown"), [
     ("redis://:pw@127.0.0.1:6379/0", False, "redis://***@127.0.0.1:6379/0"),
+    # a raw `@` in the password (urllib, and so the store client, splits at the last one)
+    ("redis://:p@ss@127.0.0.1:6379/0", False, "redis://***@127.0.0.1:6379/0"),
+    ("redis://user:s@cr@t@h:1/0?x=@", False, "redis://***@h:1/0?x=@"),
+    ("https://u:p@w@hooks.example.com/services/T0", True, "https://***@hooks.example.com/***"),
     ("rediss://u:pw@h:1/0?password=pw&ssl_cert_reqs=none", False,
      "rediss://***@h:1/0?password=***&ssl_cert_reqs=none"),
     ("redis+sentinel://:pw@h1:26379,h2:26379/main", False,

@@ -24,7 +24,7 @@ from gateway.admin.approvals import Approvals
 from gateway.admin.auth import Authenticator, Principal
 from gateway.admin.callers import Callers
 from gateway.admin.denied import DeniedLog
-from gateway.admin.middleware import errors, json_error
+from gateway.admin.middleware import answer_headers, errors, json_error
 from gateway.admin.ports import (
     AlertInbox,
     AuditReader,
@@ -85,6 +85,7 @@ class AdminApi:
         """`outer`: middlewares that wrap everything (tracing), outermost first."""
         app = web.Application(middlewares=[*outer, errors],
                               client_max_size=self.current.loaded.config.admin.max_body_size)
+        app.on_response_prepare.append(answer_headers)
         r = app.router
         r.add_get("/healthz", self.healthz)
         r.add_get("/readyz", self.readyz)

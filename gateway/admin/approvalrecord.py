@@ -8,6 +8,7 @@ expire) is approvals.py's.
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -17,7 +18,7 @@ from gateway.admin.actions import Intent
 from gateway.domain.statedoc import StateDoc
 from gateway.errors import DomainError
 
-__all__ = ["Approval", "ApprovalRefused", "iso", "open_approvals"]
+__all__ = ["Approval", "ApprovalRefused", "iso", "open_approvals", "principal_key"]
 
 
 class ApprovalRefused(DomainError):
@@ -31,6 +32,17 @@ class ApprovalRefused(DomainError):
 
 def iso(t: float) -> str:
     return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def principal_key(subject: str) -> str:
+    """The subject as the two-person rule compares it: NFKC, case-folded, without control
+    or invisible format characters and surrounding spaces. `Alice`, `alice `, fullwidth `alice`
+    and `ali\u200bce` are one principal here (a second token of the same person under a
+    variant of its name must not count as a second person); two people whose subjects
+    differ only so are taken for one, which asks for a third approver, never fewer."""
+    s = unicodedata.normalize("NFKC", subject)
+    s = "".join(c for c in s if unicodedata.category(c) not in ("Cc", "Cf"))
+    return s.strip().casefold()
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,7 +24,13 @@ from typing import Any
 
 from gateway.admin import actions, shadowgate
 from gateway.admin.actions import Intent
-from gateway.admin.approvalrecord import Approval, ApprovalRefused, iso, open_approvals
+from gateway.admin.approvalrecord import (
+    Approval,
+    ApprovalRefused,
+    iso,
+    open_approvals,
+    principal_key,
+)
 from gateway.admin.auth import Principal
 from gateway.admin.ports import Current, StateWriter
 from gateway.admin.writes import Done
@@ -37,6 +43,11 @@ from gateway.tasks import cancel
 __all__ = ["Approvals"]
 
 log = logging.getLogger("killgate.admin")
+#: open requests at once, per requester and in all: each is kept in the replicated state
+#: document, which every write (a kill too) signs and sends whole, so one principal
+#: asking ever new changes must not grow it without bound
+MAX_OPEN_PER_REQUESTER = 10
+MAX_OPEN = 100
 
 
 class Approvals:
@@ -71,11 +82,19 @@ class Approvals:
         found: list[Approval] = []
 
         def change(cur: StateDoc) -> Change | None:
-            same = [a for a in open_approvals(cur).values() if a.hash == digest and a.expires > now]
+            live = [a for a in open_approvals(cur).values() if a.expires > now]
+            same = [a for a in live if a.hash == digest]
             if same:
                 found[:] = same[:1]
                 return None  # the same change is already waiting for approval
             found[:] = []
+            who = principal_key(intent.actor)
+            if (sum(principal_key(a.requested_by) == who for a in live) >= MAX_OPEN_PER_REQUESTER
+                    or len(live) >= MAX_OPEN):
+                raise ApprovalRefused(409, "too_many_approvals", (
+                    f"too many requests are waiting for approval ({MAX_OPEN_PER_REQUESTER} per "
+                    f"requester, {MAX_OPEN} in all): decline some (GET /v1/approvals) or let "
+                    "them expire"))
             return Change(approvals={rec.id: rec.to_json()})
 
         def describe(cur: StateDoc, new: StateDoc) -> AuditDraft:
@@ -123,10 +142,11 @@ class Approvals:
                                       "the change waiting for approval is not the one you "
                                       f"reviewed (hash {rec.hash[:12]}…, you named "
                                       f"{expected[:12]}…)")
-            if principal.subject == rec.requested_by:
+            who = principal_key(principal.subject)
+            if who == principal_key(rec.requested_by):
                 raise ApprovalRefused(403, "self_approval",
                                       "a requester cannot approve their own request")
-            if principal.subject in rec.approved_by:
+            if who in {principal_key(a) for a in rec.approved_by}:
                 raise ApprovalRefused(409, "already_approved",
                                       f"{principal.subject} approved this request already")
             approved = (*rec.approved_by, principal.subject)

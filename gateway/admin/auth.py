@@ -35,6 +35,9 @@ SCOPES = ("killgate:read", "killgate:kill", "killgate:rollout", "killgate:alert"
 MAX_AUTH_HEADER = 8192
 MAX_JOSE_BRACKETS = 32  # `[` and `{` in a JOSE header; real ones hold a handful
 MIN_SECRET = 32
+#: while no key set is held (the endpoint down since start), a fetch for an unknown kid at
+#: most this often: tokens with ever new kids must not each cost a fetch (and a thread)
+EMPTY_REFETCH = 1.0
 VERIFIED_CACHE = 256  # tokens whose signature we checked, kept for their lifetime
 
 
@@ -92,8 +95,9 @@ class Authenticator:
         self.problem: str | None = None
         self._key: Any = None
         self._jwks: PyJWKClient | None = None
-        self._jwks_last_fetch = 0.0
+        self._jwks_last_fetch = -math.inf  # never: the first token fetches the set
         self._jwks_keys: dict[str, Any] = {}
+        self._jwks_lock = asyncio.Lock()  # one fetch at a time; waiters use its keys
         # token -> (the key that verified it, its claims). A signature check costs ~60 µs
         # warm and ~0.45 ms on a cold CPU, and operators' scripts reuse one token for
         # many calls; a hit still checks the times and that the key is still current.
@@ -137,20 +141,28 @@ class Authenticator:
     async def _jwks_key(self, kid: str | None) -> Any:
         """The key for `kid`. The set is refetched when it is older than the refresh
         interval (a key removed at the IdP stops verifying then) or, at most once per
-        `jwks_min_refetch_interval`, for an unknown kid; when the endpoint is down the last
-        good set stays in use."""
+        `jwks_min_refetch_interval` (once per EMPTY_REFETCH while no set is held), for an
+        unknown kid; when the endpoint is down the last good set stays in use. One fetch
+        at a time: a token whose kid is not known waits for the fetch in flight."""
         if kid is None:
             raise Unauthenticated()
-        now = time.monotonic()
-        since = now - self._jwks_last_fetch
-        stale = since > self.cfg.jwks_refresh_interval
-        if stale or (kid not in self._jwks_keys and
-                     (since >= self.cfg.jwks_min_refetch_interval or not self._jwks_keys)):
-            await self._refresh_jwks(now)
+        if self._refetch(kid) or (kid not in self._jwks_keys and self._jwks_lock.locked()):
+            async with self._jwks_lock:  # (a fetch in flight may bring this kid)
+                if self._refetch(kid):  # not if a fetch ended while this one waited
+                    await self._refresh_jwks(time.monotonic())
         key = self._jwks_keys.get(kid)
         if key is None:
             raise Unauthenticated()  # unknown kid: no refetch storm
         return key
+
+    def _refetch(self, kid: str) -> bool:
+        since = time.monotonic() - self._jwks_last_fetch
+        if since > self.cfg.jwks_refresh_interval:
+            return True
+        floor = self.cfg.jwks_min_refetch_interval
+        if not self._jwks_keys:
+            floor = min(floor, EMPTY_REFETCH)
+        return kid not in self._jwks_keys and since >= floor
 
     async def _refresh_jwks(self, now: float) -> None:
         assert self._jwks is not None

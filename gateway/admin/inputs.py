@@ -1,7 +1,10 @@
 """Reading what an admin caller sent: JSON bodies, query values, request ids, reasons.
 
 Owns the rule that bad input is a 400 naming what was wrong, never a 500: bodies must be
-one JSON object of valid Unicode (no lone surrogates, no NaN), nested at most MAX_DEPTH
+sent as `Content-Type: application/json` (else 415: a cross-site page can send a
+`text/plain` form or `no-cors` fetch without a preflight, never this type, so a session a
+proxy signs in cannot be made to act from another origin) and be one JSON object of valid
+Unicode (no lone surrogates, no NaN), nested at most MAX_DEPTH
 deep, with only the allowed fields; query values are checked against their grammar
 before anything reads the store; `x-request-id` is printable ASCII. Imports only the
 foundations and aiohttp's request type.
@@ -73,6 +76,9 @@ def valid_text(s: str, where: str = "") -> str:
 async def json_body(request: web.Request,
                     allowed: frozenset[str] | None) -> dict[str, Any]:
     """The body as a JSON object with only `allowed` fields (None: any field)."""
+    if request.content_type != "application/json":
+        raise ApiError(415, "unsupported_media_type",
+                       "the body must be sent with Content-Type: application/json")
     raw = await request.read()
     try:
         text = raw.decode("utf-8")

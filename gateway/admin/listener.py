@@ -75,6 +75,14 @@ class _AdminProtocol(RequestHandler):
             return
         self._kg_arm()
 
+    def log_exception(self, *args: Any, **kw: Any) -> None:
+        if isinstance(kw.get("exc_info"), web.RequestPayloadError):
+            # a body that is not what its Content-Encoding says, answered 400 already: the
+            # unread rest raises again when aiohttp drains it (closing the connection)
+            log.debug("bad admin request body: %s", kw["exc_info"])
+            return
+        super().log_exception(*args, **kw)
+
     def _kg_arm(self) -> None:
         self._kg_deadline = self._loop.call_later(self._kg_limits.header_timeout,
                                                   self._kg_expire)

@@ -5,7 +5,7 @@ body `{"error": {"type", "message"}}`: ApiError keeps its status, a domain refus
 404/400/409 by its kind, store and audit
 failures are 503 (nothing changed) or 409, aiohttp's own HTTP errors keep theirs. An
 unexpected exception is logged with its traceback and answered with a bare 500 that
-says nothing about it.
+says nothing about it. Also the headers every answer carries unless it sets its own.
 """
 
 from __future__ import annotations
@@ -30,13 +30,27 @@ from gateway.errors import (
 )
 from gateway.log import event
 
-__all__ = ["errors", "json_error"]
+__all__ = ["answer_headers", "errors", "json_error"]
 
 log = logging.getLogger("killgate.admin")
 
 #: the domain's refusals as HTTP statuses (one that carries `status` says its own; else 409)
 _DOMAIN_STATUS: dict[type[DomainError], int] = {UnknownVersion: 404, InvalidChange: 400,
                                                 ConflictingState: 409, UnknownDrill: 404}
+
+
+#: on every answer that does not say otherwise (the console's files carry their own CSP):
+#: JSON that echoes a caller's text is never sniffed into a page, run, or framed, and
+#: another site's page cannot load an answer its operator's session signs (a proxy's)
+ANSWER_HEADERS = {"X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY",
+                  "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
+                  "Cross-Origin-Resource-Policy": "same-origin"}
+
+
+async def answer_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """An on_response_prepare hook: ANSWER_HEADERS, where the answer has none of its own."""
+    for name, value in ANSWER_HEADERS.items():
+        response.headers.setdefault(name, value)
 
 
 def json_error(status: int, type_: str, message: str) -> web.Response:
@@ -75,6 +89,9 @@ async def errors(request: web.Request, handler: Any) -> web.StreamResponse:
         return json_error(409, "conflict", str(exc))
     except web.HTTPRequestEntityTooLarge:
         return json_error(413, "body_too_large", "the admin request body is too large")
+    except web.RequestPayloadError:  # (a Content-Encoding the bytes do not follow)
+        return json_error(400, "bad_request", "the body cannot be read: it is not what its "
+                                              "Content-Encoding says")
     except web.HTTPException as exc:
         if exc.status >= 400:
             resp = json_error(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason)

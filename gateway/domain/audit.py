@@ -39,7 +39,10 @@ __all__ = [
 ]
 
 GENESIS = "0" * 64
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# control characters, line separators, and the bidirectional controls that reorder what
+# follows them on screen (a reason ending in U+202E turns the rest of a table row, a
+# terminal line or the console's cell around: "Trojan Source")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
 
 
 def utc_now() -> str:
@@ -54,7 +57,8 @@ def utc_now() -> str:
 
 
 def clean_text(s: str, limit: int = 1024) -> str:
-    """Escape control characters (CR, LF, ESC, ...) so text cannot break a log line."""
+    """Escape control characters (CR, LF, ESC, ...) so text cannot break a log line, and
+    bidirectional controls so it cannot reorder what is shown after it."""
     s = s[:limit]
     if s.isascii() and s.isprintable():  # nothing to escape (the usual case): no regex
         return s

@@ -79,11 +79,19 @@ def _record(doc: StateDoc, drill: str) -> DrillRecord:
     return rec
 
 
+#: changes one drill may make: its record rides in the state document every write (a kill
+#: too) signs and sends whole, so injections over and over must not grow it without bound
+MAX_INJECTED = 16
+
+
 def _open(doc: StateDoc, drill: str) -> DrillRecord:
     rec = _record(doc, drill)
     if rec.restored:
         raise ConflictingState("drill_restored",
                                f"drill {drill} was restored; it injects nothing more")
+    if len(rec.injected) >= MAX_INJECTED:
+        raise ConflictingState("too_many_injections", f"drill {drill} made {MAX_INJECTED} "
+                               "changes already; restore it, then open another")
     return rec
 
 
