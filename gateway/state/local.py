@@ -102,6 +102,10 @@ class LocalStore(LocalRecords):
     async def generation(self) -> str | None:
         return (await self.load()).token
 
+    async def poll(self) -> tuple[str | None, str | None]:
+        got = await self.load()
+        return got.token, (got.doc.audit_head or None) if got.doc is not None else None
+
     def _commit(self, expected: str | None, doc: StateDoc, draft: AuditDraft | None,
                 chain_from: str | None) -> tuple[dict[str, Any] | None, str]:
         with open(self.lock_path, "a+b") as lock:

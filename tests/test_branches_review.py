@@ -1,0 +1,93 @@
+"""Branches of the state history, reviewed (hostile review of write ids, 2026-12-04).
+
+One in-process instance, a, on a real redis-server; the test plays the store's other
+writers (signed documents written with the state key, their pushes lost). What failed
+before its fix is said in each test.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.domain.statedoc import Change, KillFlag, StateDoc, apply_change
+from tests.backends import echo_app
+from tests.conftest import (
+    STATE_KEY,
+    RedisServer,
+    running_gateway,
+    two_versions,
+    wait_until,
+    write_config,
+)
+from tests.test_forgery import sealed, stored_doc
+from tests.test_killswitch import kill, redis_state
+
+pytestmark = pytest.mark.timeout(30)
+
+OTHER = KillFlag("route", "other", None, "bob", "bad", "2026-12-04T00:00:00Z", 0)
+
+
+def routes(p1: int) -> str:
+    return two_versions(p1, p1, 100, 0) + two_versions(p1, p1, 100, 0, name="other",
+                                                        prefix="/v2/models/other")
+
+
+async def test_a_write_on_another_branch_at_our_generation_is_found_by_the_poll(
+        tmp_path: Path, backends, redis_server: RedisServer, session) -> None:
+    """a kills iris (generation G). The promoted replica missed it, and b wrote G on it
+    (its own event: the audit head key moved); b's push never reached a. The poll
+    compared only the generation number, equal: a never looked, held iris alone while
+    the store (and every instance that loads it, a new one say) had lost it, for good.
+    The poll looks when the audit head key is not the one a verified document named."""
+    p1 = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, routes(p1), state=redis_state(redis_server, tmp_path, "a"))
+    async with running_gateway(cfg) as g:
+        before = stored_doc(redis_server)
+        gen = int((await kill(session, g.admin, scope="route", route="iris"))["generation"])
+        b = apply_change(StateDoc.from_json(before), Change(kills={"route:other": OTHER}))
+        assert b.generation == gen
+        b_event = "b0" * 32  # b's audit event (its hash) is the head now
+        redis_server.cmd("SET", "kgtest:state",
+                         sealed({**b.to_json(), "audit_head": b_event}, STATE_KEY))
+        redis_server.cmd("SET", "kgtest:audit:head", b_event)
+        await wait_until(lambda: "route:iris" in stored_doc(redis_server)["kills"], 5,
+                         what="a to merge b's write (iris back in the store)")
+        stored = stored_doc(redis_server)
+        assert {"route:iris", "route:other"} <= stored["kills"].keys(), sorted(stored["kills"])
+        await wait_until(lambda: "route:other" in g.gw.holder.doc.kills, 5,
+                         what="b's kill on a")
+
+
+async def test_the_poll_reads_no_document_while_nothing_changes(
+        tmp_path: Path, backends, redis_server: RedisServer, session) -> None:
+    """What the audit head in the poll costs: nothing while the store holds the document
+    a holds (its own write included); one read after another instance's audit event."""
+    p1 = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, routes(p1), state=redis_state(redis_server, tmp_path, "a"))
+    async with running_gateway(cfg) as g:
+        await kill(session, g.admin, scope="route", route="iris")
+        sync: Any = g.gw.sync
+        store: Any = sync.store
+        real, loads = store.load, []
+
+        async def counted(*a: Any, **kw: Any) -> Any:
+            loads.append(1)
+            return await real(*a, **kw)
+
+        store.load = counted
+        polls: set[float] = set()
+
+        def polled(n: int) -> bool:
+            polls.add(sync.last_ok)
+            return len(polls) > n
+
+        await wait_until(lambda: polled(5), 5, what="five polls")
+        assert loads == []
+        head = redis_server.cmd("GET", "kgtest:audit:head")
+        redis_server.cmd("SET", "kgtest:audit:head", "c0" * 32)  # (an event of another's)
+        await wait_until(lambda: polled(10), 5, what="five polls more")
+        assert len(loads) == 1, loads
+        redis_server.cmd("SET", "kgtest:audit:head", head)
