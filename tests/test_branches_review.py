@@ -61,6 +61,33 @@ async def test_a_write_on_another_branch_at_our_generation_is_found_by_the_poll(
                          what="b's kill on a")
 
 
+async def test_a_local_commit_never_replaces_a_write_on_another_branch(
+        tmp_path: Path, backends, session) -> None:
+    """The local store (a file the workers of one host share) compared only the
+    generation too: a kills iris (G); the file is restored from a backup at G-1 and b, a
+    worker that never saw G, kills `other` on it (G). a's next write, guessed on its own G
+    before a poll (here 60 s apart), replaced b's document, and b's kill left the file.
+    The commit, under the file lock, refuses a document at our base's generation that
+    names another write (as the redis commit does): the write merges it first."""
+    p1 = await backends(echo_app("v1"))
+    store = tmp_path / "store.json"
+    state = (f"state:\n  backend: local\n  path: {store}\n"
+             f"  snapshot_path: {tmp_path}/snap.json\n  poll_interval: 60s\n"
+             f"  signing_key_env: KILLGATE_TEST_STATE_KEY\n")
+    cfg = write_config(tmp_path, routes(p1), state=state)
+    async with running_gateway(cfg) as g:
+        before = g.gw.holder.doc
+        gen = int((await kill(session, g.admin, scope="route", route="iris"))["generation"])
+        b = apply_change(before, Change(kills={"route:other": OTHER}))
+        assert b.generation == gen
+        store.write_text(sealed({**b.to_json(), "audit_head": "b0" * 32}, STATE_KEY,
+                                prefix="local"))
+        await kill(session, g.admin, scope="version", route="iris", version="v2")
+        raw = store.read_text()
+        kills: dict[str, Any] = __import__("json").loads(raw.split("\n", 1)[1])["kills"]
+        assert {"route:iris", "route:other", "version:iris:v2"} <= kills.keys(), sorted(kills)
+
+
 async def test_the_poll_reads_no_document_while_nothing_changes(
         tmp_path: Path, backends, redis_server: RedisServer, session) -> None:
     """What the audit head in the poll costs: nothing while the store holds the document

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.domain.audit import GENESIS, AuditDraft, seal
+from gateway.domain.branches import replaces_another
 from gateway.domain.statedoc import StateDoc
 from gateway.errors import AuditError, StoreConflict, StoreUnavailable
 from gateway.state.files import append_lines, atomic_write, last_line
@@ -113,6 +114,10 @@ class LocalStore(LocalRecords):
             cur = self._read()
             if cur.token != expected:
                 raise StoreConflict(f"state is at generation {cur.token}, expected {expected}")
+            if cur.doc is not None and cur.trusted and replaces_another(cur.doc, doc):
+                # another write at our base's generation (another branch: a file restored
+                # from a backup, then written): the caller merges it first
+                raise StoreConflict("another write at our generation (another branch)")
             event = None
             if draft is not None:
                 event = self._append_audit(draft, chain_from)
