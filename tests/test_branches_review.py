@@ -118,3 +118,42 @@ async def test_the_poll_reads_no_document_while_nothing_changes(
         await wait_until(lambda: polled(10), 5, what="five polls more")
         assert len(loads) == 1, loads
         redis_server.cmd("SET", "kgtest:audit:head", head)
+
+
+async def test_a_fork_right_after_a_document_without_write_ids_is_merged(
+        tmp_path: Path, backends, redis_server: RedisServer, session) -> None:
+    """During a rolling upgrade the newest document was written by the version before
+    write ids (none kept). a kills iris on it (G: a's document names one write, G's);
+    the promoted replica missed it and b writes G and G+1 on it, naming only its own. Both
+    windows start at G, which `descends` took for "cannot tell" (it asked for an entry
+    older than ours): same epoch, so b's G+1 was adopted, lifting the kill. A window is cut
+    by whole generations, so one that starts at our generation still holds every write
+    there: it names another write at G, another branch, merged."""
+    p1 = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, routes(p1), state=redis_state(redis_server, tmp_path, "a"))
+    async with running_gateway(cfg) as g:
+        cur = stored_doc(redis_server)
+        legacy = {k: v for k, v in cur.items() if k != "writes"}  # as older code writes it
+        legacy["generation"] = cur["generation"] + 1
+        for k, v in (("kgtest:state", sealed(legacy, STATE_KEY)),
+                     ("kgtest:gen", str(legacy["generation"]))):
+            redis_server.cmd("SET", k, v)
+        redis_server.cmd("PUBLISH", "kgtest:events", sealed(legacy, STATE_KEY))
+        await wait_until(lambda: g.gw.holder.doc.generation == legacy["generation"], 5,
+                         what="a to adopt the older version's document")
+        gen = int((await kill(session, g.admin, scope="route", route="iris"))["generation"])
+        assert g.gw.holder.doc.writes == (g.gw.holder.doc.writes[-1],)
+        lifted: list[int] = []
+        g.gw.holder.listen(lambda _old, new: lifted.append(new.doc.generation)
+                           if "route:iris" not in new.doc.kills else None)
+        doc = StateDoc.from_json(legacy)
+        for _ in range(2):  # b's two writes on the promoted replica
+            doc = apply_change(doc, Change(identities={"b": {"v": {"n": doc.generation}}}))
+            raw = sealed(doc.to_json(), STATE_KEY)
+            redis_server.cmd("SET", "kgtest:state", raw)
+            redis_server.cmd("SET", "kgtest:gen", str(doc.generation))
+            redis_server.cmd("PUBLISH", "kgtest:events", raw)
+        await wait_until(lambda: lifted or int(redis_server.cmd("GET", "kgtest:gen")) > gen + 1,
+                         5, what="a to re-seed or adopt")
+        assert not lifted, f"the kill was lifted on a at generation {lifted}"
+        assert "route:iris" in stored_doc(redis_server)["kills"]

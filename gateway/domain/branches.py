@@ -45,8 +45,9 @@ def descends(doc: StateDoc, held: StateDoc) -> bool | None:
     if own in doc.writes:
         return True
     # the window is trimmed by whole generations from the oldest (trim_writes): an entry
-    # older than ours means every entry at our generation is still there
-    return False if 0 <= write_generation(doc.writes[0]) < held.generation else None
+    # at or before ours means every entry at our generation is still there (at it: the
+    # window starts there, after a document without ids or a cut that dropped one whole)
+    return False if 0 <= write_generation(doc.writes[0]) <= held.generation else None
 
 
 def joined_writes(*docs: StateDoc) -> tuple[str, ...]:
