@@ -157,3 +157,37 @@ async def test_a_fork_right_after_a_document_without_write_ids_is_merged(
                          5, what="a to re-seed or adopt")
         assert not lifted, f"the kill was lifted on a at generation {lifted}"
         assert "route:iris" in stored_doc(redis_server)["kills"]
+
+
+
+async def test_a_write_on_a_document_without_ids_never_replaces_another_write(
+        tmp_path: Path, backends, redis_server: RedisServer, session) -> None:
+    """During a rolling upgrade a holds L, written by the version before write ids (G).
+    The replica promoted holds the G-1 before it, and b kills `other` there (G, its push
+    lost). a's next write, guessed on L, compared only the generation number, equal: the
+    commit refused to replace another write only when our base named one of its own, so
+    b's kill left the store (and b, unable to tell, then adopted a's write). A stored
+    document whose own write our write does not name is another write, whatever our base
+    named: the write merges it first, and b's kill stays."""
+    p1 = await backends(echo_app("v1"))
+    state = redis_state(redis_server, tmp_path, "a").replace("poll_interval: 100ms",
+                                                             "poll_interval: 60s")
+    cfg = write_config(tmp_path, routes(p1), state=state)
+    async with running_gateway(cfg) as g:
+        before = stored_doc(redis_server)
+        legacy = {k: v for k, v in before.items() if k != "writes"}  # as older code writes it
+        legacy["generation"] = before["generation"] + 1
+        raw = sealed(legacy, STATE_KEY)
+        redis_server.cmd("SET", "kgtest:state", raw)
+        redis_server.cmd("SET", "kgtest:gen", str(legacy["generation"]))
+        redis_server.cmd("PUBLISH", "kgtest:events", raw)
+        await wait_until(lambda: g.gw.holder.doc.generation == legacy["generation"], 5,
+                         what="a to adopt the older version's document")
+        b = apply_change(StateDoc.from_json(before), Change(kills={"route:other": OTHER}),
+                         legacy["generation"])
+        redis_server.cmd("SET", "kgtest:state",
+                         sealed({**b.to_json(), "audit_head": "b0" * 32}, STATE_KEY))
+        redis_server.cmd("SET", "kgtest:audit:head", "b0" * 32)
+        await kill(session, g.admin, scope="route", route="iris")
+        stored = stored_doc(redis_server)
+        assert {"route:iris", "route:other"} <= stored["kills"].keys(), sorted(stored["kills"])
