@@ -22,7 +22,7 @@ from tests.conftest import (
     wait_until,
     write_config,
 )
-from tests.test_forgery import sealed, stored_doc
+from tests.test_forgery import admin_json, sealed, stored_doc
 from tests.test_killswitch import kill, redis_state
 
 pytestmark = pytest.mark.timeout(30)
@@ -191,3 +191,34 @@ async def test_a_write_on_a_document_without_ids_never_replaces_another_write(
         await kill(session, g.admin, scope="route", route="iris")
         stored = stored_doc(redis_server)
         assert {"route:iris", "route:other"} <= stored["kills"].keys(), sorted(stored["kills"])
+
+
+async def test_reading_the_audit_trail_does_not_let_a_write_replace_another_branch(
+        tmp_path: Path, backends, redis_server: RedisServer, session) -> None:
+    """a kills iris (G); b kills `other` at G on the promoted replica (its own event at
+    the same position: the head key names it), its push lost. An operator reads the audit
+    trail through a: the load verifies b's document and makes its head a's guess of the
+    head. a's next write, guessed on its own G, then met no audit conflict, the one thing
+    that made the commit look at the stored document: it replaced b's, and b's kill left
+    the store. A commit whose base is not the document that named the guessed head looks
+    first."""
+    p1 = await backends(echo_app("v1"))
+    state = redis_state(redis_server, tmp_path, "a").replace("poll_interval: 100ms",
+                                                             "poll_interval: 60s")
+    cfg = write_config(tmp_path, routes(p1), state=state)
+    async with running_gateway(cfg) as g:
+        before = stored_doc(redis_server)
+        gen = int((await kill(session, g.admin, scope="route", route="iris"))["generation"])
+        b = apply_change(StateDoc.from_json(before), Change(kills={"route:other": OTHER}))
+        assert b.generation == gen
+        b_event = "b0" * 32
+        redis_server.cmd("SET", "kgtest:state", sealed(
+            {**b.to_json(), "audit_head": b_event, "audit_seq": before["audit_seq"] + 1},
+            STATE_KEY))
+        redis_server.cmd("SET", "kgtest:audit:head", b_event)
+        page = await admin_json(session, g.admin, "/v1/audit")
+        assert page["head"] == b_event
+        await kill(session, g.admin, scope="version", route="iris", version="v2")
+        stored = stored_doc(redis_server)
+        assert {"route:iris", "route:other", "version:iris:v2"} <= stored["kills"].keys(), \
+            sorted(stored["kills"])
