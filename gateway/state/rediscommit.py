@@ -95,7 +95,8 @@ class RedisCommits(RedisRecords):
         # only what the script compares (`expect`). With no head stored (a flushed store)
         # the trail continues from `chain_from`.
         first = chain_from or GENESIS
-        if self._head not in (None, doc.audit_head) and self._head_at[0] == doc.generation - 1:
+        if doc.audit_head and self._head not in (None, doc.audit_head) \
+                and self._head_at[0] == doc.generation - 1:
             # the newest document we verified, at our base's generation, is not our base
             # (an event appended to it, or a write on another branch, whose head would
             # raise no audit conflict): look at it first
