@@ -222,3 +222,38 @@ async def test_reading_the_audit_trail_does_not_let_a_write_replace_another_bran
         stored = stored_doc(redis_server)
         assert {"route:iris", "route:other", "version:iris:v2"} <= stored["kills"].keys(), \
             sorted(stored["kills"])
+
+
+async def test_two_instances_holding_the_kill_merge_a_lost_branch_once(
+        tmp_path: Path, backends, redis_server: RedisServer, session) -> None:
+    """No storm: a and b both hold iris (G); c's write at G on the promoted replica (it
+    killed `other`, its push lost) is found by both polls. One merge wins, the other
+    instance adopts it (it names the write each holds), and nothing is re-seeded again."""
+    p1 = await backends(echo_app("v1"))
+    cfg_a = write_config(tmp_path, routes(p1), state=redis_state(redis_server, tmp_path, "a"),
+                         name="a.yaml")
+    cfg_b = write_config(tmp_path, routes(p1), state=redis_state(redis_server, tmp_path, "b"),
+                         name="b.yaml")
+    async with running_gateway(cfg_a, "a") as a, running_gateway(cfg_b, "b") as b:
+        before = stored_doc(redis_server)
+        gen = int((await kill(session, a.admin, scope="route", route="iris"))["generation"])
+        await wait_until(lambda: b.gw.holder.doc.generation == gen, 5, what="b at G")
+        c = apply_change(StateDoc.from_json(before), Change(kills={"route:other": OTHER}))
+        redis_server.cmd("SET", "kgtest:state", sealed(
+            {**c.to_json(), "audit_head": "c0" * 32, "audit_seq": before["audit_seq"] + 1},
+            STATE_KEY))
+        redis_server.cmd("SET", "kgtest:audit:head", "c0" * 32)
+        both = (a.gw, b.gw)
+        await wait_until(lambda: all({"route:iris", "route:other"} <= gw.holder.doc.kills.keys()
+                                     for gw in both), 5, what="the merge on both")
+        reseeds = sum(gw.metrics.get("killgate_state_reseeds_total") for gw in both)
+        polls: set[float] = set()
+
+        def polled() -> bool:
+            polls.add(b.gw.sync.last_ok)
+            return len(polls) > 10
+
+        await wait_until(polled, 5, what="ten polls more")
+        assert sum(gw.metrics.get("killgate_state_reseeds_total") for gw in both) == reseeds
+        assert a.gw.holder.doc.generation == b.gw.holder.doc.generation
+        assert {"route:iris", "route:other"} <= stored_doc(redis_server)["kills"].keys()
