@@ -45,8 +45,9 @@ def descends(doc: StateDoc, held: StateDoc) -> bool | None:
     if own in doc.writes:
         return True
     # the window is trimmed by whole generations from the oldest (trim_writes): an entry
-    # older than ours means every entry at our generation is still there
-    return False if 0 <= write_generation(doc.writes[0]) < held.generation else None
+    # at or before ours means every entry at our generation is still there (at it: the
+    # window starts there, after a document without ids or a cut that dropped one whole)
+    return False if 0 <= write_generation(doc.writes[0]) <= held.generation else None
 
 
 def joined_writes(*docs: StateDoc) -> tuple[str, ...]:
@@ -60,7 +61,9 @@ def replaces_another(stored: StateDoc, new: StateDoc) -> bool:
     """Whether committing `new` over `stored` would replace a document `new` was not
     written on: `stored` stands at the generation of `new`'s base but names another
     write there (a write on another branch, say on a promoted replica, that this writer
-    has not heard of; the commit compares only the unsigned generation number)."""
-    if len(new.writes) < 2 or not stored.writes or stored.writes[-1] in new.writes:
+    has not heard of; the commit compares only the unsigned generation number). Whatever
+    our base named (none: written by a version before write ids), a successor of `stored`
+    names its write."""
+    if not stored.writes or stored.writes[-1] in new.writes:
         return False  # (`new` descends from it: a successor, or a re-seed that merged it)
-    return write_generation(new.writes[-2]) == stored.generation == new.generation - 1
+    return write_generation(stored.writes[-1]) == stored.generation == new.generation - 1

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.domain.audit import GENESIS, AuditDraft, seal
+from gateway.domain.branches import replaces_another
 from gateway.domain.statedoc import StateDoc
 from gateway.errors import AuditError, StoreConflict, StoreUnavailable
 from gateway.state.files import append_lines, atomic_write, last_line
@@ -102,6 +103,10 @@ class LocalStore(LocalRecords):
     async def generation(self) -> str | None:
         return (await self.load()).token
 
+    async def poll(self) -> tuple[str | None, str | None]:
+        got = await self.load()
+        return got.token, (got.doc.audit_head or None) if got.doc is not None else None
+
     def _commit(self, expected: str | None, doc: StateDoc, draft: AuditDraft | None,
                 chain_from: str | None) -> tuple[dict[str, Any] | None, str]:
         with open(self.lock_path, "a+b") as lock:
@@ -109,6 +114,10 @@ class LocalStore(LocalRecords):
             cur = self._read()
             if cur.token != expected:
                 raise StoreConflict(f"state is at generation {cur.token}, expected {expected}")
+            if cur.doc is not None and cur.trusted and replaces_another(cur.doc, doc):
+                # another write at our base's generation (another branch: a file restored
+                # from a backup, then written): the caller merges it first
+                raise StoreConflict("another write at our generation (another branch)")
             event = None
             if draft is not None:
                 event = self._append_audit(draft, chain_from)

@@ -207,6 +207,11 @@ class RedisStore(RedisCommits, RedisAudit):
         raw = await self._call("GET", self.k_gen)
         return None if raw is None else raw.decode("utf-8", "replace")
 
+    async def poll(self) -> tuple[str | None, str | None]:
+        gen, head = await self._call("MGET", self.k_gen, self.k_head)
+        return (None if gen is None else gen.decode("utf-8", "replace"),
+                None if head is None else head.decode("utf-8", "replace"))
+
     async def watch(self, timeout: float) -> list[StateDoc | Ack]:
         """Wait up to `timeout`, or until the subscription is lost (StoreUnavailable).
         Pushes never queue here: they reach the listener as they are read."""

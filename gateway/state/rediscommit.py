@@ -95,6 +95,12 @@ class RedisCommits(RedisRecords):
         # only what the script compares (`expect`). With no head stored (a flushed store)
         # the trail continues from `chain_from`.
         first = chain_from or GENESIS
+        if doc.audit_head and self._head not in (None, doc.audit_head) \
+                and self._head_at[0] == doc.generation - 1:
+            # the newest document we verified, at our base's generation, is not our base
+            # (an event appended to it, or a write on another branch, whose head would
+            # raise no audit conflict): look at it first
+            await self._over_another(doc)
         head = expect = self._head or first
         seq = self._head_at[1] if self._head else doc.audit_seq
         for _ in range(5):
@@ -133,9 +139,7 @@ class RedisCommits(RedisRecords):
         events in between could be cut out of the trail unnoticed; a key that disagrees is
         reported, never followed. Raises StoreConflict when the store holds another write
         at our base's generation (another branch): the caller merges it first."""
-        got = await self.load()  # a verified document at least as new as ours moves `_head`
-        if got.trusted and got.doc is not None and replaces_another(got.doc, doc):
-            raise StoreConflict("another write at our generation (another branch)")
+        await self._over_another(doc)  # (the load moves `_head` to a newer document's)
         seq = doc.audit_seq
         if self._head is not None:
             anchor, seq = self._head, self._head_at[1]
@@ -148,6 +152,13 @@ class RedisCommits(RedisRecords):
                                         f"head the newest signed state anchors "
                                         f"({anchor[:16]}…)", None)
         return anchor, seq
+
+    async def _over_another(self, doc: StateDoc) -> None:
+        """StoreConflict when the store holds another write at the generation `doc` is
+        based on (another branch): the caller merges it first."""
+        got = await self.load()  # a verified document at least as new as ours moves `_head`
+        if got.trusted and got.doc is not None and replaces_another(got.doc, doc):
+            raise StoreConflict("another write at our generation (another branch)")
 
     async def replicated(self, replicas: int, timeout: float) -> int:
         """WAIT on the connection that committed: replicas that acknowledged its writes.

@@ -141,6 +141,11 @@ class StateStore(Protocol):
     async def generation(self) -> str | None:
         """The stored generation as the store holds it (a poll hint, not verified)."""
 
+    async def poll(self) -> tuple[str | None, str | None]:
+        """The stored generation and the audit head the store names (hints, not verified;
+        None: none). A head that is not the one of a document we judged means another
+        document at the same generation: a write on another branch of the history."""
+
     async def commit(self, expected: str | None, doc: StateDoc, draft: AuditDraft | None,
                      chain_from: str | None = None,
                      on_stored: Callable[[StateDoc], None] | None = None

@@ -1,8 +1,8 @@
 """Keeps this instance's in-memory state in step with the store: the sync loop.
 
 Owns the background task that (re)connects, subscribes first and then loads, applies
-pushed documents, polls the generation every `poll_interval` (the only delivery
-guarantee: pub/sub drops messages during reconnects), re-seeds a store that lost or
+pushed documents, polls the generation and audit head every `poll_interval` (the only
+delivery guarantee: pub/sub drops messages during reconnects), re-seeds a store that lost or
 spoiled its state (reseed.py), and enforces `on_unavailable` (staleness.py). Heartbeats
 and receipts live in fleet.py, the snapshot file in snapshot.py, the audit mirror in
 mirror.py, writes in writes.py, start-up in startup.py, the swaps' log lines in
@@ -99,6 +99,7 @@ class Sync(Repair, Guard, Writes, Startup):
         self._repair_at = 0.0
         self._resync = False  # a document colliding with ours was seen: sync at the next poll
         self._foreign: set[str] = set()  # their epochs (reseed.py's _foreign_to)
+        self._judged: str | None = None  # the audit head the last full sync's poll read
         self.applied_log = AppliedLog()  # the swaps' `state_applied` lines, written late
         #: told about every audited change this instance commits (outgoing events)
         self.committed: list[Callable[[dict[str, Any], StateDoc], None]] = []
@@ -266,9 +267,12 @@ class Sync(Repair, Guard, Writes, Startup):
         while (left := deadline - time.monotonic()) > 0:
             for item in await self.store.watch(left):
                 self._pushed(item)
-        held = self.holder.doc.generation  # read first: what we hold only grows
-        if self._resync or await self.store.generation() != str(held):
+        held = self.holder.doc  # read first: what we hold only grows
+        gen, head = await self.store.poll()  # a head we never judged: another document at
+        if self._resync or gen != str(held.generation) \
+                or head not in (None, held.audit_head, self._judged):  # our generation
             await self._full_sync()
+            self._judged = head
         self._touch()
         if self.peers.due():
             await self.peers.beat()

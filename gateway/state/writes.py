@@ -164,8 +164,10 @@ class Writes:
         raise StoreConflict("the state kept changing; the audit event was not written")
 
     async def _moved(self, cur: StateDoc) -> bool:
-        """Whether the store is past the copy `cur` (one round trip)."""
-        return await self.store.generation() != str(cur.generation)
+        """Whether the store is past the copy `cur`, or holds another document at its
+        generation (another audit head: a write on another branch; one round trip)."""
+        gen, head = await self.store.poll()
+        return gen != str(cur.generation) or head not in (None, cur.audit_head)
 
     async def _durable(self, generation: int) -> None:
         """With `min_replicas`, a write is confirmed only once that many replicas hold it
