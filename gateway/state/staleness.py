@@ -70,6 +70,17 @@ class Guard:
         else:
             event(log, "state_stale_cleared", logging.WARNING)
 
+    def _touch(self) -> None:
+        """The store answered: the clock starts again, and fail_closed opens (audited)."""
+        self.last_ok = time.monotonic()
+        if self.holder.fail_closed:
+            self.holder.set_fail_closed(False)
+            self.metrics.set("killgate_fail_closed", 0)
+            event(log, "fail_closed_cleared", logging.WARNING)
+            self._pending_audit.append(AuditDraft(
+                actor="killgate/auto", action="fail_closed.clear", target={"scope": "global"},
+                reason="the state store answers again", source=self.instance))
+
     def staleness(self) -> float:
         ref = self.last_ok if self.last_ok is not None else self.started_at
         return time.monotonic() - ref

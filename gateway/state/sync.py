@@ -223,16 +223,6 @@ class Sync(Repair, Guard, Writes, Startup):
         self.applied_log.flush(doc.generation)  # (a later swap's line waits for its ack)
         self.snapshot.soon(doc)
 
-    def _touch(self) -> None:
-        self.last_ok = time.monotonic()
-        if self.holder.fail_closed:
-            self.holder.set_fail_closed(False)
-            self.metrics.set("killgate_fail_closed", 0)
-            event(log, "fail_closed_cleared", logging.WARNING)
-            self._pending_audit.append(AuditDraft(
-                actor="killgate/auto", action="fail_closed.clear", target={"scope": "global"},
-                reason="the state store answers again", source=self.instance))
-
     # ------------------------------------------------------------------ syncing
 
     async def _run(self) -> None:
