@@ -9,19 +9,14 @@ import pytest
 from gateway.domain.branches import (
     collides,
     descends,
+    joined_lifted,
     joined_writes,
+    lifts_unrecorded,
     relaxes,
     replaces_another,
 )
-from gateway.domain.statedoc import (
-    MAX_WRITES,
-    Change,
-    KillFlag,
-    StateDoc,
-    apply_change,
-    trim_writes,
-    write_generation,
-)
+from gateway.domain.statedoc import Change, KillFlag, StateDoc, apply_change
+from gateway.domain.writeids import MAX_LIFTED, MAX_WRITES, trim_writes, write_generation
 from gateway.state.store import merge_restrictive
 
 pytestmark = pytest.mark.timeout(10)
@@ -114,3 +109,36 @@ def test_a_commit_never_replaces_a_write_it_was_not_written_on() -> None:
     assert replaces_another(b, merge_restrictive(b, a)) is False  # a re-seed that merged it
     assert replaces_another(base, write(a)) is False  # (an older document: the compare says)
     assert replaces_another(b.with_changes(writes=()), write(a)) is False  # cannot tell
+
+
+def test_an_unkill_records_the_kill_it_lifted_and_a_reseed_keeps_both_sides() -> None:
+    doc = apply_change(write(StateDoc(epoch="e")), Change(kills={"route:iris": FLAG}))
+    g = doc.kills["route:iris"].generation
+    assert doc.lifted == {}
+    lifted = apply_change(doc, Change(kills={"route:iris": None}))
+    assert lifted.lifted == {"route:iris": g}
+    assert apply_change(lifted, Change(kills={"route:iris": None})).lifted == {"route:iris": g}
+    assert StateDoc.from_json(lifted.to_json()) == lifted
+    other = StateDoc(generation=9, epoch="x", writes=("9:x",), lifted={"route:iris": g + 5,
+                                                                        "global": 3})
+    assert joined_lifted(lifted, other) == {"route:iris": g + 5, "global": 3}
+    assert merge_restrictive(other, lifted).lifted == {"route:iris": g + 5, "global": 3}
+    many = StateDoc(epoch="e", writes=("1:a",), lifted={f"route:r{i}": i for i in range(300)})
+    kept = joined_lifted(many)
+    assert len(kept) == MAX_LIFTED and min(kept.values()) == 300 - MAX_LIFTED
+
+
+def test_far_behind_a_document_without_a_kill_held_is_an_unkill_only_if_it_names_it() -> None:
+    a = apply_change(write(StateDoc(epoch="e")), Change(kills={"route:iris": FLAG}))
+    far = apply_change(a, Change(kills={"route:iris": None}))  # an unkill ...
+    for n in range(MAX_WRITES + 1):  # ... then more writes than the window holds
+        far = write(far, n)
+    assert descends(far, a) is None and not lifts_unrecorded(a, far)
+    branch = a.with_changes(kills={}, writes=a.writes[:-1], generation=a.generation - 1)
+    for n in range(MAX_WRITES + 2):  # a branch that never had the kill, as far ahead
+        branch = write(branch, n)
+    assert descends(branch, a) is None and lifts_unrecorded(a, branch)
+    assert not lifts_unrecorded(a, branch.with_changes(writes=()))  # an older version's
+    # killed again (a newer flag): a lift of the older one is no unkill of it
+    again = apply_change(far, Change(kills={"route:iris": FLAG}))
+    assert lifts_unrecorded(again, write(far.with_changes(generation=again.generation)))

@@ -257,3 +257,46 @@ async def test_two_instances_holding_the_kill_merge_a_lost_branch_once(
         assert sum(gw.metrics.get("killgate_state_reseeds_total") for gw in both) == reseeds
         assert a.gw.holder.doc.generation == b.gw.holder.doc.generation
         assert {"route:iris", "route:other"} <= stored_doc(redis_server)["kills"].keys()
+
+
+def _far_ahead(doc: StateDoc, writes: int) -> StateDoc:
+    for n in range(writes):
+        doc = apply_change(doc, Change(identities={"b": {"v": {"n": n}}}))
+    return doc
+
+
+@pytest.mark.parametrize("history", ["another branch", "an unkill"])
+async def test_far_behind_a_document_without_the_kill_lifts_it_only_if_it_names_its_unkill(
+        tmp_path: Path, backends, redis_server: RedisServer, session, history: str) -> None:
+    """a kills iris (G) and then hears nothing while the store moves 40 writes on (more
+    than the 32 a document names). Write ids cannot tell a successor from another branch
+    then, and a document of a's epoch was adopted: on another branch (a promoted replica
+    that missed the kill, written on since) that lifted the kill without an unkill. A
+    document names the newest kill each unkill lifted (`lifted`): one that does not name
+    a's is merged (the kill stays); after a real unkill it is adopted (the kill is lifted)."""
+    p1 = await backends(echo_app("v1"))
+    state = redis_state(redis_server, tmp_path, "a").replace("poll_interval: 100ms",
+                                                             "poll_interval: 60s")
+    cfg = write_config(tmp_path, routes(p1), state=state)
+    async with running_gateway(cfg) as g:
+        before = StateDoc.from_json(stored_doc(redis_server))
+        await kill(session, g.admin, scope="route", route="iris")
+        held = g.gw.holder.doc
+        # an unkill, or the replica promoted, which never had the kill
+        base = (apply_change(held, Change(kills={"route:iris": None}))
+                if history == "an unkill" else before)
+        far = _far_ahead(base, 40)
+        assert far.epoch == held.epoch and far.generation > held.generation + 32
+        value = sealed(far.to_json(), STATE_KEY)
+        redis_server.cmd("SET", "kgtest:state", value)
+        redis_server.cmd("SET", "kgtest:gen", str(far.generation))
+        redis_server.cmd("PUBLISH", "kgtest:events", value)
+        if history == "an unkill":
+            await wait_until(lambda: g.gw.holder.doc.generation == far.generation, 5,
+                             what="a to adopt the document")
+            assert "route:iris" not in g.gw.holder.doc.kills
+        else:
+            await wait_until(lambda: g.gw.holder.doc.generation > far.generation, 5,
+                             what="a to merge the document")
+            assert "route:iris" in g.gw.holder.doc.kills
+            assert "route:iris" in stored_doc(redis_server)["kills"]

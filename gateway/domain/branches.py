@@ -12,9 +12,11 @@ Pure functions, no I/O.
 
 from __future__ import annotations
 
-from gateway.domain.statedoc import StateDoc, trim_writes, write_generation
+from gateway.domain.statedoc import StateDoc
+from gateway.domain.writeids import MAX_LIFTED, trim_writes, write_generation
 
-__all__ = ["collides", "descends", "joined_writes", "relaxes", "replaces_another"]
+__all__ = ["collides", "descends", "joined_lifted", "joined_writes", "lifts_unrecorded", "relaxes",
+           "replaces_another"]
 
 
 def relaxes(old: StateDoc, new: StateDoc) -> bool:
@@ -67,3 +69,25 @@ def replaces_another(stored: StateDoc, new: StateDoc) -> bool:
     if not stored.writes or stored.writes[-1] in new.writes:
         return False  # (`new` descends from it: a successor, or a re-seed that merged it)
     return write_generation(stored.writes[-1]) == stored.generation == new.generation - 1
+
+
+def lifts_unrecorded(held: StateDoc, doc: StateDoc) -> bool:
+    """Whether `doc` lacks a kill `held` holds without naming it lifted (`lifted`, at that
+    flag's generation or later): a document written where that kill was never made, not
+    an unkill of it. For when `descends` cannot tell (32 writes or more behind). Only a
+    document of this version says (it names writes); an older version's records no lifts."""
+    if not doc.writes:
+        return False
+    return any(key not in doc.kills and doc.lifted.get(key, -1) < flag.generation
+               for key, flag in held.kills.items())
+
+
+def joined_lifted(*docs: StateDoc) -> dict[str, int]:
+    """The lifts a re-seed of `docs` remembers: each key's newest, MAX_LIFTED keys."""
+    out: dict[str, int] = {}
+    for doc in docs:
+        for key, gen in doc.lifted.items():
+            out[key] = max(gen, out.get(key, -1))
+    if len(out) > MAX_LIFTED:
+        out = dict(sorted(out.items(), key=lambda kv: kv[1])[-MAX_LIFTED:])
+    return out

@@ -10,7 +10,6 @@ from a store is validated whole (pydantic): it is either a well-typed `StateDoc`
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Annotated, Any, Literal
@@ -18,10 +17,11 @@ from typing import Annotated, Any, Literal
 from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
 from typing_extensions import TypedDict  # pydantic validates typing's only from 3.12
 
+from gateway.domain.writeids import lifted_after, new_write, trim_writes
+
 __all__ = [
     "MAX_GENERATION",
     "MAX_HISTORY",
-    "MAX_WRITES",
     "Change",
     "DrillRecord",
     "HistoryEntry",
@@ -33,12 +33,9 @@ __all__ = [
     "apply_change",
     "kill_key",
     "plain",
-    "trim_writes",
-    "write_generation",
 ]
 
 MAX_HISTORY = 100  # entries kept per route (the oldest are dropped)
-MAX_WRITES = 32  # write ids a document keeps (its newest generations'; domain/branches.py)
 #: the largest generation a document may carry: exact as a float (metrics) and in
 #: JavaScript (the console); a real fleet never comes near it
 MAX_GENERATION = 2 ** 53 - 1
@@ -181,6 +178,8 @@ class StateDoc:
     #: document descends from the one an instance holds, or stands on another branch of
     #: the history (domain/branches.py). Strings: validated ten times faster than pairs.
     writes: tuple[str, ...] = ()
+    #: kill key -> the `generation` of the newest kill flag an unkill lifted (writeids.py)
+    lifted: dict[str, Generation] = field(default_factory=dict)
 
     def with_changes(self, **kw: Any) -> StateDoc:
         return replace(self, **kw)
@@ -202,6 +201,7 @@ class StateDoc:
             "approvals": self.approvals,
             "lineage": self.lineage,
             "writes": list(self.writes),
+            "lifted": self.lifted,
         }
 
     @classmethod
@@ -262,30 +262,13 @@ def _merged(base: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, An
     return out
 
 
-def write_generation(write: str) -> int:
-    """The generation of a `writes` entry; -1 for a malformed one (none is ever written)."""
-    gen, _, _ = write.partition(":")
-    return int(gen) if gen.isdigit() and len(gen) < 17 else -1
-
-
-def trim_writes(writes: tuple[str, ...]) -> tuple[str, ...]:
-    """The newest MAX_WRITES of `writes` (by generation); a generation the cut would split
-    (a re-seed keeps both sides' writes) is dropped whole (domain/branches.py)."""
-    if len(writes) <= MAX_WRITES:
-        return writes
-    kept = writes[-MAX_WRITES:]
-    first = write_generation(kept[0])
-    if write_generation(writes[-MAX_WRITES - 1]) == first:
-        kept = tuple(w for w in kept if write_generation(w) != first)
-    return kept
-
-
 def apply_change(doc: StateDoc, change: Change, generation: int | None = None) -> StateDoc:
     """The next document: `change` applied to `doc` at `generation` (default: the next).
 
     The one place the rule lives: the generation moves on; a new kill flag (generation 0)
     and every appended history entry are stamped with it; a route's history keeps its
-    newest MAX_HISTORY entries; the write gets an id of its own (`writes`)."""
+    newest MAX_HISTORY entries; the write gets an id of its own (`writes`), and a kill it
+    lifts is recorded (`lifted`)."""
     gen = doc.generation + 1 if generation is None else generation
     if gen <= doc.generation:
         raise ValueError(f"generation {gen} does not move past {doc.generation}")
@@ -299,8 +282,9 @@ def apply_change(doc: StateDoc, change: Change, generation: int | None = None) -
     identities = {r: dict(v) for r, v in doc.identities.items()}
     for route, versions in change.identities.items():
         identities.setdefault(route, {}).update(versions)
-    writes = trim_writes((*doc.writes, f"{gen}:{secrets.token_hex(4)}"))
-    return replace(doc, generation=gen, kills=kills, writes=writes,
+    writes = trim_writes((*doc.writes, new_write(gen)))
+    lifted = lifted_after(doc.lifted, doc.kills, change.kills) if change.kills else doc.lifted
+    return replace(doc, generation=gen, kills=kills, writes=writes, lifted=lifted,
                    overrides=_merged(doc.overrides, change.overrides), history=history,
                    progress=_merged(doc.progress, change.progress), identities=identities,
                    epoch=doc.epoch if change.epoch is None else change.epoch,

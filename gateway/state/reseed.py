@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 from gateway.domain.audit import AuditDraft, utc_now
-from gateway.domain.branches import collides, descends, relaxes
+from gateway.domain.branches import collides, descends, lifts_unrecorded, relaxes
 from gateway.domain.statedoc import Change, StateDoc, apply_change
 from gateway.errors import StoreConflict
 from gateway.log import event
@@ -70,11 +70,11 @@ class Repair:
         things, say one that missed a kill) or names another write there; or it is newer,
         on another branch of the history (its writes: say a write on a promoted replica
         that missed ours), and would drop something we hold; or, where write ids cannot
-        tell (written by an older version, or we lag beyond their window), it is of
-        another epoch that does not descend from what we hold (its lineage) and would drop
-        something we hold. A write on another branch is no unkill of what it never had.
-        Generation 0 holds nothing (the empty document an instance starts with, or a fresh
-        store's): nothing to merge."""
+        tell (written by an older version, or we lag beyond their window), it lacks a kill
+        we hold and names no unkill of it (`lifted`), or it is of another epoch that does
+        not descend from what we hold (its lineage) and would drop something we hold. A
+        write on another branch is no unkill of what it never had. Generation 0 holds
+        nothing (the empty document an instance starts with, or a fresh store's)."""
         if mine.generation == 0:
             return False
         if collides(mine, doc):
@@ -83,6 +83,8 @@ class Repair:
         known = descends(doc, mine) if doc.generation >= mine.generation else None
         if known is False:
             return doc.generation == mine.generation or relaxes(mine, doc)
+        if known is None and doc.generation > mine.generation and lifts_unrecorded(mine, doc):
+            return True  # (ids cannot tell, but no unkill lifted a kill we hold)
         if known or doc.epoch == mine.epoch or not relaxes(mine, doc):
             return False
         return doc.epoch in self._foreign or doc.lineage.get(mine.epoch, -1) < mine.generation
@@ -149,6 +151,8 @@ class Repair:
                if store_doc.generation == mine.generation
                else "on another branch of the history, without what this instance holds"
                if descends(store_doc, mine) is False
+               else "without a kill this instance holds, and naming no unkill of it"
+               if lifts_unrecorded(mine, store_doc)
                else "of another epoch, without what this instance holds")
         if got.empty and mine.audit_head:
             self.trail_lost = {"anchored_head": mine.audit_head, "generation": mine.generation,

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from gateway.domain.audit import AuditDraft
-from gateway.domain.branches import joined_writes
+from gateway.domain.branches import joined_lifted, joined_writes
 from gateway.domain.statedoc import Change, StateDoc, apply_change
 
 if TYPE_CHECKING:
@@ -252,7 +252,8 @@ def merge_restrictive(store: StateDoc | None, mine: StateDoc) -> StateDoc:
     missing = {k: f for k, f in older.kills.items() if k not in newer.kills}
     merged = apply_change(newer, Change(kills=missing, epoch=new_epoch()),
                           max(store.generation, mine.generation) + 1)
-    return merged.with_changes(lineage=lineage, writes=joined_writes(older, merged))
+    return merged.with_changes(lineage=lineage, writes=joined_writes(older, merged),
+                               lifted=joined_lifted(older, merged))
 
 
 #: epochs a document remembers descending from (the newest generations kept)
