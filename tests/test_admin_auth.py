@@ -449,3 +449,39 @@ async def test_a_key_set_that_cannot_be_fetched_is_not_fetched_per_token(
             return await code("k1") == 200
 
         await wait_until(accepted, 10, 0.1, what="the key set fetched once the IdP is back")
+
+
+async def test_tokens_waiting_for_a_slow_failing_fetch_do_not_each_fetch_again(
+        tmp_path: Path, backends, session, rsa_key: rsa.RSAPrivateKey) -> None:
+    """One fetch at a time (ac46156): a token whose kid is unknown waits for the fetch in
+    flight. When that fetch took longer than the refetch floor (1 s while no set is held)
+    and failed, each waiter, taking the lock in turn, found the last fetch "more than a
+    second ago" (counted from its start) and fetched again: N waiting requests ran N
+    fetches one after another, the last answered after N times the IdP's delay (its
+    timeout is 5 s). A fetch that ended while a token waited is that token's fetch."""
+    p = await backends(echo_app("v1"))
+    state = {"fetches": 0}
+
+    async def jwks(_: web.Request) -> web.Response:
+        state["fetches"] += 1
+        await asyncio.sleep(1.5)  # an IdP that fails slowly
+        return web.json_response({}, status=503)
+
+    app = web.Application()
+    app.router.add_get("/jwks", jwks)
+    jp = await backends(app)
+    cfg = write_config(tmp_path, two_versions(p, p))
+    cfg.write_text(cfg.read_text().replace(
+        "    hs256_secret_env: KILLGATE_TEST_SECRET\n",
+        f"    algorithms: [RS256]\n    jwks_url: http://127.0.0.1:{jp}/jwks\n"))
+
+    async def code(kid: str) -> int:
+        tok = jwt.encode(claims(), rsa_key, algorithm="RS256", headers={"kid": kid})
+        async with session.get(g.admin + "/v1/status",
+                               headers={"Authorization": f"Bearer {tok}"}) as r:
+            return r.status
+
+    async with running_gateway(cfg) as g:
+        codes = await asyncio.gather(*(code(f"x{i}") for i in range(4)))
+    assert set(codes) == {401}
+    assert state["fetches"] == 1, state

@@ -183,3 +183,31 @@ async def test_an_endless_chunk_extension_from_a_backend_is_cut(tmp_path: Path) 
         await backend.stop()
     assert backend.sent < 16 * 1024 * 1024, f"the gateway read {backend.sent >> 20} MiB"
     assert not got.endswith(b"0\r\n\r\n"), got[-100:]  # never ended as if it succeeded
+
+
+async def test_chunk_extensions_on_tiny_chunks_from_a_backend_are_cut(tmp_path: Path) -> None:
+    """Each chunk header of an answer is bounded (64 KiB), but not their number: one byte
+    of body per 60 KB header went on until the route's total timeout, every byte read and
+    parsed by the event loop, and unlike body bytes never held back by a client that
+    reads slowly (they are dropped, not buffered). Expected: the answer is cut once its
+    framing is far beyond its body."""
+    backend = StreamingBackend(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n"
+                               b"Content-Type: application/json\r\n\r\n2\r\n{}\r\n",
+                               b"1;a=" + b"b" * 60_000 + b"\r\n \r\n", 64 * 1024 * 1024)
+    port = await backend.start()
+    try:
+        cfg = write_config(tmp_path, two_versions(port, port, 100, 0))
+        async with running_gateway(cfg) as g:
+            reader, writer = await asyncio.open_connection("127.0.0.1", g.gw.data_addr[1])
+            try:
+                writer.write(request("GET", INFER))
+                got = b""
+                with contextlib.suppress(ConnectionError):
+                    while chunk := await asyncio.wait_for(reader.read(65536), 20):
+                        got += chunk
+            finally:
+                writer.close()
+    finally:
+        await backend.stop()
+    assert backend.sent < 16 * 1024 * 1024, f"the gateway read {backend.sent >> 20} MiB"
+    assert not got.endswith(b"0\r\n\r\n"), got[-100:]  # never ended as if it succeeded

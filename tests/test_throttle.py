@@ -41,3 +41,21 @@ async def test_a_cancelled_throttle_makes_no_trailing_call() -> None:
     asyncio.get_running_loop().call_later(0.2, done.set)
     await done.wait()
     assert calls == [1]
+
+
+async def test_a_poke_after_cancel_calls_nothing() -> None:
+    """Sync.stop cancels the throttle first, then waits for its side tasks, flushes the
+    snapshot and leaves the store, while the subscription still delivers pushes: a large
+    one then poked the throttle again, which called at once (or armed a new timer) and
+    started a re-read of a store being closed; its command connection reconnects, and
+    that connection and task outlived the stop. A cancelled throttle stays cancelled."""
+    calls: list[int] = []
+    t = Throttle(0.05, lambda: calls.append(1))
+    t.poke()
+    t.cancel()
+    t.poke()  # within the interval: would arm a timer
+    done = asyncio.Event()
+    asyncio.get_running_loop().call_later(0.2, done.set)
+    await done.wait()
+    t.poke()  # past it: would call at once
+    assert calls == [1]

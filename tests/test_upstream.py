@@ -4,6 +4,7 @@ transport, driven both ways (awaited by a coroutine, or telling a sink), and its
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import pytest
@@ -11,7 +12,12 @@ import pytest
 from gateway.dataplane.answerparsing import HIGH_WATER, MAX_ANSWER_HEAD
 from gateway.dataplane.exchange import Exchange
 from gateway.dataplane.upstream import Pool
-from gateway.errors import UpstreamClosed, UpstreamProtocolError, UpstreamTimeout
+from gateway.errors import (
+    UpstreamClosed,
+    UpstreamProtocolError,
+    UpstreamQueueTimeout,
+    UpstreamTimeout,
+)
 from tests.conftest import wait_until
 
 
@@ -521,3 +527,27 @@ async def test_a_waiter_cancelled_as_it_is_handed_a_connection_is_cancelled_and_
     with pytest.raises(asyncio.CancelledError):
         await waiter
     assert p.take_idle() is ex and not p._waiters
+
+
+async def test_a_waiter_whose_wait_ends_as_it_is_handed_a_connection_passes_it_on() -> None:
+    """A request waiting for a busy pool's connection is handed one in the loop turn its
+    wait runs out. asyncio.timeout (8c3ce96) then raises TimeoutError with the connection
+    in the waiter's future, and it was dropped: never idle, never closed, still counted in
+    `open`, so each such race shrank the pool for good (at max_conns, every request then
+    queued until its timeout). (3.11's wait_for returned the connection.) The waiter ends
+    with its timeout, and the connection goes back to the pool."""
+    loop = asyncio.get_running_loop()
+    p = Pool("http", "127.0.0.1", 9, 1, loop, set(), 8)
+    ex, _ = exchange(p)
+    await ex.send(b"GET / HTTP/1.1\r\n\r\n", None)
+    feed(ex, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", 0)
+    await ex.read_head()
+    waiter = asyncio.create_task(p.acquire(0.2))
+    await wait_until(lambda: p._waiters, 5, interval=0, what="the request to queue")
+    loop.call_later(0.1, p.release, ex)  # handed over before the wait's end is due ...
+    # ... and its wait's end: both due in one loop turn, as the loop is held past them (not
+    # a wait for something to happen, but what makes the two callbacks run together)
+    time.sleep(0.3)  # noqa: ASYNC251
+    with pytest.raises(UpstreamQueueTimeout):
+        await waiter
+    assert p.open == 1 and p.take_idle() is ex and not p._waiters

@@ -171,6 +171,9 @@ class Authenticator:
             keys = await asyncio.to_thread(self._jwks.get_signing_keys, True)
         except Exception:  # noqa: BLE001 - endpoint down: keep the last good set
             return
+        finally:  # (counted from its end too: the tokens that waited for a slow fetch that
+            # failed take its answer, rather than each start another after it)
+            self._jwks_last_fetch = time.monotonic()
         self._jwks_keys = {k.key_id: k.key for k in keys if k.key_id}
 
     def _token(self, header: str | None) -> str:

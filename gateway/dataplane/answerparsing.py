@@ -24,6 +24,7 @@ from gateway.dataplane.answerfields import (
 )
 from gateway.dataplane.awaiting import Awaiting
 from gateway.dataplane.clock import Clock
+from gateway.errors import UpstreamError, UpstreamProtocolError
 
 __all__ = ["HIGH_WATER", "MAX_ANSWER_HEAD", "AnswerParsing", "BadAnswer"]
 
@@ -47,9 +48,9 @@ class AnswerParsing(Awaiting):
     coroutines; the exchange's state is declared here, and what these callbacks write
     (of the answer) is their slots."""
 
-    __slots__ = ("_framed", "complete", "dated", "general", "head_at", "headers",
-                 "headers_done", "keep_alive", "length", "lines", "stale", "status",
-                 "trail_fresh", "trailer_bytes", "trailing", "v1_seen", "woke")
+    __slots__ = ("_framed", "body_total", "complete", "dated", "framing", "general", "head_at",
+                 "headers", "headers_done", "keep_alive", "length", "lines", "nchunks", "stale",
+                 "status", "trail_fresh", "trailer_bytes", "trailing", "v1_seen", "woke")
 
     # the exchange's state they read and write (Exchange's, Awaiting's)
     parser: Any  # httptools.HttpResponseParser (httptools is exchange.py's to import)
@@ -70,6 +71,10 @@ class AnswerParsing(Awaiting):
     keep_alive: bool
     _framed: bool
     _wake: Callable[[], None]
+    fail: Callable[[UpstreamError], None]
+    framing: int  # a chunked answer's bytes that were not body (`_framed_by`) ...
+    body_total: int  # ... its body's bytes ...
+    nchunks: int  # ... and its chunks (set by Exchange._reset)
 
     def on_message_begin(self) -> None:
         if self.headers_done:
@@ -165,6 +170,7 @@ class AnswerParsing(Awaiting):
         # a chunk's data follows, or (after the last, empty one) the trailer section
         self.trailing = self.trail_fresh = True
         self.trailer_bytes = 0
+        self.nchunks += 1
         if self.head:
             self._headless()
 
@@ -192,6 +198,7 @@ class AnswerParsing(Awaiting):
             return
         self.chunks.append(body)
         self.buffered += len(body)
+        self.body_total += len(body)
         if self.buffered > HIGH_WATER and not self.read_paused and self.transport:
             self.read_paused = True
             self.transport.pause_reading()
@@ -199,6 +206,18 @@ class AnswerParsing(Awaiting):
             self.woke = True
         else:
             self._wake()
+
+    def _framed_by(self, n: int) -> None:
+        """`n` bytes of a read spent in a chunked answer's body were not body: sizes,
+        extensions, CRLFs, trailers (the read that ends it is not counted). Each chunk
+        header is bounded (`_chunk_line`), their number is not: one byte of body per 64 KiB
+        header went on until the total timeout, and never waited for a slow client (such
+        bytes are dropped, not buffered). Allowed: two sections' worth, as many bytes as
+        the body, and 32 a chunk (a size of 16 hex digits and its CRLFs are 20)."""
+        self.framing = framing = self.framing + n
+        if framing > 2 * MAX_ANSWER_HEAD + self.body_total + 32 * self.nchunks:
+            self.fail(UpstreamProtocolError(
+                "the chunk extensions of the backend's answer are far larger than its body"))
 
     def on_message_complete(self) -> None:
         if not self.headers_done:  # the end of a 1xx: none of its fields are the answer's,

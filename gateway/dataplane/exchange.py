@@ -125,6 +125,7 @@ class Exchange(AnswerParsing, asyncio.Protocol):
         self.head_bytes = 0  # bytes read while the head was not complete (1xx heads too)
         self.keep_alive = False
         self._framed = False
+        self.framing = self.body_total = self.nchunks = 0  # (a chunked answer's: `_framed_by`)
         if self.stale:  # the last answer was to HEAD: its parser still waits for a body
             self.stale = False
             self.parser = httptools.HttpResponseParser(self)
@@ -146,6 +147,9 @@ class Exchange(AnswerParsing, asyncio.Protocol):
             self.feeding = True  # the sink hears once, after these bytes (head, body, end)
         if not self.headers_done:
             self.head_bytes += len(data)
+            body = -1
+        else:  # (in a chunked answer's body: its framing is counted, `_framed_by`)
+            body = self.body_total if self.nchunks and not self.complete else -1
         try:
             self.parser.feed_data(data)
             if not self.headers_done and self.head_bytes > MAX_ANSWER_HEAD:
@@ -154,6 +158,8 @@ class Exchange(AnswerParsing, asyncio.Protocol):
                     f"the backend's answer head is over {MAX_ANSWER_HEAD // 1024} KiB"))
             elif self.trailing:
                 self._open_trailer(len(data))
+            if body >= 0 and not self.complete and self.error is None:
+                self._framed_by(len(data) - (self.body_total - body))
         except httptools.HttpParserUpgrade:
             self.fail(UpstreamProtocolError("backend switched protocols; upgrades are not proxied"))
         except httptools.HttpParserError as exc:

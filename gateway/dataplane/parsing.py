@@ -39,6 +39,9 @@ __all__ = ["Parsing"]
 # of them longer than MAX_LINE
 _COUNTED = 5 * MAX_HEADERS
 assert _COUNTED < MAX_HEAD and _COUNTED <= MAX_LINE
+#: bytes of framing a chunk may bring besides as many as its body (`Parsing._framed`): a
+#: size of 16 hex digits, its CRLF and the data's are 20
+FRAMING_PER_CHUNK = 32
 
 
 class Parsing:
@@ -55,6 +58,8 @@ class Parsing:
     head_bytes: int
     wire_bytes: int
     fresh: bool
+    framing: int
+    nchunks: int
     seen: int
     stopped: bool
     closing: bool
@@ -191,6 +196,7 @@ class Parsing:
             self.stopped = True  # answered in turn, then the connection closes
         elif req.chunked:
             self._chunk_line()
+            self.framing = self.nchunks = 0
         req.last_body = now = self.clock.now
         queue = self.queue
         queue.append(req)
@@ -210,6 +216,19 @@ class Parsing:
         # the data of a chunk follows, or (after the last, empty one) the trailer section
         self.in_trailer = self.fresh = True
         self.head_bytes = self.wire_bytes = 0
+        self.nchunks += 1
+
+    def _framed(self, req: Request, n: int) -> None:
+        """`n` bytes of a read spent in `req`'s chunked body were not body: chunk sizes,
+        extensions, CRLFs, trailers (a read that ends the request is not counted: one read
+        or slice at most). Each chunk header is bounded (`_chunk_line`), but without a bound
+        per request one byte of body per 64 KiB header made `max_body_size` and the body
+        deadline mean nothing: allowed are a head's and a trailer section's worth, as many
+        bytes as the body, and FRAMING_PER_CHUNK a chunk (Node bounds extensions per
+        message for CVE-2024-22019)."""
+        self.framing = framing = self.framing + n
+        if framing > 2 * MAX_HEAD + req.body_size + FRAMING_PER_CHUNK * self.nchunks:
+            self._malformed(400, "the chunked body's framing (chunk extensions) is too large")
 
     def on_chunk_complete(self) -> None:
         self._chunk_line()

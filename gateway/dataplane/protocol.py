@@ -65,9 +65,9 @@ class HttpProtocol(Parsing, Deadlines, Dispatching, Closing, asyncio.Protocol):
     # dict's keys and every `self.x` of the callbacks takes the slower dict-with-hint access
     # (the mixins declare none: mypy would refuse their writes to these; the instance dict
     # their lack of slots leaves stays empty)
-    __slots__ = ("clock", "closed", "closing", "deadline", "dispatching", "drainer", "fresh",
-                 "handler", "head_bytes", "held", "in_head", "in_trailer", "limits",
-                 "linger_end", "linger_heard", "lingering", "loop", "parser", "parsing",
+    __slots__ = ("clock", "closed", "closing", "deadline", "dispatching", "drainer", "framing",
+                 "fresh", "handler", "head_bytes", "held", "in_head", "in_trailer", "limits",
+                 "linger_end", "linger_heard", "lingering", "loop", "nchunks", "parser", "parsing",
                  "paused_at", "queue", "read_paused", "remote", "remote_b", "replaying", "seen",
                  "server", "stopped", "timer", "timer_at", "transport", "version_hint",
                  "wire_bytes", "write_paused")
@@ -89,6 +89,7 @@ class HttpProtocol(Parsing, Deadlines, Dispatching, Closing, asyncio.Protocol):
         self.head_bytes = 0                    # of the head (or trailer section) so far
         self.wire_bytes = 0                    # reads spent wholly inside that section
         self.fresh = False                     # that section began in this read
+        self.framing = self.nchunks = 0        # a chunked body's: `Parsing._framed`
         self.seen = 0                          # requests parsed whole on this connection
         self.dispatching = False
         self.read_paused = False
@@ -160,6 +161,8 @@ class HttpProtocol(Parsing, Deadlines, Dispatching, Closing, asyncio.Protocol):
                     elif end == b" HTTP/1.0\r":
                         hint = "1.0"
                 self.version_hint = hint
+            req = self.parsing
+            body = req.body_size if req is not None and req.chunked else -1
             try:
                 self.parser.feed_data(data)
             except httptools.HttpParserUpgrade:
@@ -170,6 +173,8 @@ class HttpProtocol(Parsing, Deadlines, Dispatching, Closing, asyncio.Protocol):
                 return
             if (self.in_head or self.in_trailer) and not self.fresh:
                 self._open_field(len(data))
+            if body >= 0 and req is self.parsing and not self.stopped:
+                self._framed(req, len(data) - (req.body_size - body))  # type: ignore[arg-type,union-attr]
             return
         # One read can hold thousands of tiny pipelined requests: parsed all at once, each
         # would wait as a Request for its turn. Parse a slice at a time, and hold the rest
@@ -202,6 +207,8 @@ class HttpProtocol(Parsing, Deadlines, Dispatching, Closing, asyncio.Protocol):
     def _feed(self, data: bytes | memoryview) -> None:
         self.fresh = False
         self.version_hint = None
+        req = self.parsing
+        body = req.body_size if req is not None and req.chunked else -1
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -212,6 +219,8 @@ class HttpProtocol(Parsing, Deadlines, Dispatching, Closing, asyncio.Protocol):
             return
         if (self.in_head or self.in_trailer) and not self.fresh:
             self._open_field(len(data))
+        if body >= 0 and req is self.parsing and not self.stopped:
+            self._framed(req, len(data) - (req.body_size - body))  # type: ignore[arg-type,union-attr]
 
     def eof_received(self) -> bool:
         """The client closed its side. Answers still pending are dropped and their backend

@@ -87,16 +87,18 @@ class Pool:
                 # the result, and a client already gone would then be sent to the backend)
                 async with asyncio.timeout(left):
                     handed = await fut
-            except TimeoutError:
-                raise self._queue_timeout(connect_timeout) from None
-            except BaseException:
-                # cancelled after being served: pass what it was given on
+            except BaseException as exc:
+                # cancelled, or out of time, after being served (both in one loop turn):
+                # pass what it was given on (a connection dropped here stayed counted in
+                # `open` for good; a slot's wake dropped left the next waiter waiting)
                 if fut.done() and not fut.cancelled():
                     given = fut.result()
                     if given is not None:
                         self.release(given)
                     else:
                         self._wake_one()
+                if isinstance(exc, TimeoutError):
+                    raise self._queue_timeout(connect_timeout) from None
                 raise
             finally:
                 if fut in self._waiters:

@@ -17,10 +17,11 @@ class Throttle:
         self.fn = fn
         self._next = 0.0  # loop time before which a poke waits for the trailing call
         self._timer: asyncio.TimerHandle | None = None
+        self._cancelled = False
 
     def poke(self) -> None:
-        if self._timer is not None:
-            return  # the trailing call is due: it covers this poke too
+        if self._timer is not None or self._cancelled:
+            return  # the trailing call is due: it covers this poke too (or stopped)
         loop = asyncio.get_running_loop()
         if loop.time() >= self._next:
             self._call(loop)
@@ -28,6 +29,9 @@ class Throttle:
             self._timer = loop.call_at(self._next, self._fire, loop)
 
     def cancel(self) -> None:
+        """No call from now on, and none for later pokes (a stop: its owner's work may
+        still hand it pokes while it winds down)."""
+        self._cancelled = True
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
