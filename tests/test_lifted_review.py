@@ -1,0 +1,73 @@
+"""The unkills a document records (`lifted`), reviewed (hostile review, 2026-12-04).
+
+One in-process instance, a, on a real redis-server; the test plays the store's other
+writers (signed documents written with the state key, made with apply_change). What
+failed before its fix is said in each test.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gateway.domain.statedoc import Change, KillFlag, StateDoc, apply_change
+from gateway.domain.writeids import MAX_LIFTED
+from tests.backends import echo_app
+from tests.conftest import STATE_KEY, RedisServer, running_gateway, wait_until, write_config
+from tests.test_branches_review import routes
+from tests.test_forgery import sealed
+from tests.test_killswitch import kill, redis_state
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def _flag(n: int) -> KillFlag:
+    return KillFlag("version", "iris", f"v{n}", "bob", "bad", "2026-12-04T00:00:00Z", 0)
+
+
+def _many_kills_lifted(doc: StateDoc, keys: int) -> StateDoc:
+    """`keys` version kills made and lifted, one after the other (two writes each)."""
+    for n in range(keys):
+        doc = apply_change(doc, Change(kills={f"version:iris:v{n}": _flag(n)}))
+        doc = apply_change(doc, Change(kills={f"version:iris:v{n}": None}))
+    return doc
+
+
+def test_the_newest_lift_is_kept_whatever_the_age_of_the_kill_it_lifted() -> None:
+    """`lifted` kept the MAX_LIFTED keys whose lifted flags were newest (by the kill's
+    generation), not the newest lifts: a kill made long ago (a global kill in force for
+    weeks) and lifted now was the first dropped, its unkill forgotten at once."""
+    doc = apply_change(StateDoc(epoch="e"), Change(kills={"global": KillFlag(
+        "global", None, None, "bob", "bad", "2026-12-04T00:00:00Z", 0)}))
+    doc = _many_kills_lifted(doc, MAX_LIFTED)
+    doc = apply_change(doc, Change(kills={"global": None}))  # the newest lift
+    assert doc.lifted.get("global") == 1
+    assert len(doc.lifted) == MAX_LIFTED
+    # survives the document's JSON form (the store's, the snapshot's)
+    assert StateDoc.from_json(doc.to_json()).lifted.get("global") == 1
+
+
+async def test_far_behind_an_unkill_of_an_old_kill_after_many_others_is_adopted(
+        tmp_path: Path, backends, redis_server: RedisServer, session) -> None:
+    """a kills iris (G) and hears nothing while the fleet kills and lifts MAX_LIFTED
+    version kills and then lifts iris too (a real unkill, the newest). The store's
+    document dropped iris's lift first (its flag was the oldest), so a, far behind,
+    merged the document: the unkill came back, re-seeded into the store for everyone."""
+    p1 = await backends(echo_app("v1"))
+    state = redis_state(redis_server, tmp_path, "a").replace("poll_interval: 100ms",
+                                                             "poll_interval: 60s")
+    cfg = write_config(tmp_path, routes(p1), state=state)
+    async with running_gateway(cfg) as g:
+        await kill(session, g.admin, scope="route", route="iris")
+        held = g.gw.holder.doc
+        far = _many_kills_lifted(held, MAX_LIFTED)
+        far = apply_change(far, Change(kills={"route:iris": None}))
+        value = sealed(far.to_json(), STATE_KEY)
+        redis_server.cmd("SET", "kgtest:state", value)
+        redis_server.cmd("SET", "kgtest:gen", str(far.generation))
+        redis_server.cmd("PUBLISH", "kgtest:events", value)
+        await wait_until(lambda: g.gw.holder.doc.generation >= far.generation, 10,
+                         what="a to take the document")
+        assert g.gw.holder.doc.generation == far.generation, "a merged a real unkill"
+        assert "route:iris" not in g.gw.holder.doc.kills
