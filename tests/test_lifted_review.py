@@ -16,7 +16,7 @@ from gateway.domain.writeids import MAX_LIFTED
 from tests.backends import echo_app
 from tests.conftest import STATE_KEY, RedisServer, running_gateway, wait_until, write_config
 from tests.test_branches_review import routes
-from tests.test_forgery import sealed
+from tests.test_forgery import sealed, stored_doc
 from tests.test_killswitch import kill, redis_state
 
 pytestmark = pytest.mark.timeout(60)
@@ -71,3 +71,30 @@ async def test_far_behind_an_unkill_of_an_old_kill_after_many_others_is_adopted(
                          what="a to take the document")
         assert g.gw.holder.doc.generation == far.generation, "a merged a real unkill"
         assert "route:iris" not in g.gw.holder.doc.kills
+
+
+async def test_a_store_restored_to_before_an_unkill_is_reseeded_without_the_kill(
+        tmp_path: Path, backends, redis_server: RedisServer, session) -> None:
+    """Redis restarts from its last RDB file (or a backup, or someone replays the old
+    document): the store is back to a document from before an unkill. a, which made the
+    unkill, re-seeds the store from what it holds, and the re-seed kept every kill either
+    side held: the kill lifted since came back, for every instance. a's document names
+    the restored document's write (it descends from it): everything the restored document
+    holds and a's lacks was lifted since, by an unkill; the re-seed keeps a's kills."""
+    from tests.test_killswitch import unkill
+
+    p1 = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, routes(p1), state=redis_state(redis_server, tmp_path, "a"))
+    async with running_gateway(cfg) as g:
+        await kill(session, g.admin, wait="0s", scope="route", route="other")
+        await kill(session, g.admin, wait="0s", scope="route", route="iris")
+        backup, backup_gen = (redis_server.cmd("GET", "kgtest:state"),
+                              redis_server.cmd("GET", "kgtest:gen"))
+        await unkill(session, g.admin, wait="0s", scope="route", route="iris")
+        gen = g.gw.holder.doc.generation
+        redis_server.cmd("SET", "kgtest:state", backup)
+        redis_server.cmd("SET", "kgtest:gen", backup_gen)
+        await wait_until(lambda: g.gw.holder.doc.generation > gen, 5,
+                         what="a to re-seed the restored store")
+        assert set(g.gw.holder.doc.kills) == {"route:other"}
+        assert set(stored_doc(redis_server)["kills"]) == {"route:other"}
