@@ -98,3 +98,48 @@ async def test_a_store_restored_to_before_an_unkill_is_reseeded_without_the_kill
                          what="a to re-seed the restored store")
         assert set(g.gw.holder.doc.kills) == {"route:other"}
         assert set(stored_doc(redis_server)["kills"]) == {"route:other"}
+
+
+async def test_a_kill_after_an_audit_only_event_loads_nothing_first(
+        tmp_path: Path, backends, redis_server: RedisServer, session) -> None:
+    """An event without a state change (a denied attempt, an approval asked for, a config
+    reload: `append_audit`, by any instance) re-commits the document at its generation
+    with a new audit head; an instance verifies its push but holds on to its copy (same
+    generation). The next kill through it, guessed on that copy, took the newer head for
+    a write on another branch at its base's generation and loaded the store first: one
+    more round trip on the kill path after every such event. The head's document names
+    our base's write: nothing to look at."""
+    from gateway.domain.audit import AuditDraft
+    from gateway.state.redis import RedisStore
+    from gateway.state.signing import Key, Keyring
+
+    p1 = await backends(echo_app("v1"))
+    state = redis_state(redis_server, tmp_path, "a").replace("poll_interval: 100ms",
+                                                             "poll_interval: 60s")
+    cfg = write_config(tmp_path, routes(p1), state=state)
+    other = RedisStore(redis_server.url, "kgtest", 1.0,
+                       keys=Keyring(Key.of(STATE_KEY.encode())))
+    await other.open()
+    try:
+        async with running_gateway(cfg) as g:
+            store = g.gw.sync.store
+            loads: list[int] = []
+            load = store.load
+
+            async def counted(*args: object, **kw: object) -> object:
+                loads.append(1)
+                return await load(*args, **kw)
+
+            store.load = counted
+            await kill(session, g.admin, wait="0s", scope="route", route="other")
+            assert not loads
+            got = await other.load()  # b's append_audit
+            assert got.doc is not None
+            await other.commit(got.token, got.doc, AuditDraft("bob", "denied", {}, "r"))
+            seq = got.doc.audit_seq + 1
+            await wait_until(lambda: store._head_at[1] == seq, 5, what="a to hear of it")
+            await kill(session, g.admin, wait="0s", scope="route", route="iris")
+            assert not loads, "the kill loaded the store first"
+            assert "route:iris" in stored_doc(redis_server)["kills"]
+    finally:
+        await other.close()
