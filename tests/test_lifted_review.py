@@ -143,3 +143,42 @@ async def test_a_kill_after_an_audit_only_event_loads_nothing_first(
             assert "route:iris" in stored_doc(redis_server)["kills"]
     finally:
         await other.close()
+
+
+async def test_an_audit_only_event_pushed_costs_the_poll_no_load(
+        tmp_path: Path, backends, redis_server: RedisServer, session) -> None:
+    """The poll compares the audit head key too (a write at our generation on another
+    branch, its push lost). An event without a state change moves that key, and its push
+    (our document, our write, a new head) was verified and judged already: every instance
+    still read the whole document again at its next poll, once per such event."""
+    from gateway.domain.audit import AuditDraft
+    from gateway.state.redis import RedisStore
+    from gateway.state.signing import Key, Keyring
+
+    p1 = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, routes(p1), state=redis_state(redis_server, tmp_path, "a"))
+    other = RedisStore(redis_server.url, "kgtest", 1.0,
+                       keys=Keyring(Key.of(STATE_KEY.encode())))
+    await other.open()
+    try:
+        async with running_gateway(cfg) as g:
+            sync = g.gw.sync
+            await kill(session, g.admin, wait="0s", scope="route", route="other")
+            loads: list[int] = []
+            load = sync.store.load
+
+            async def counted(*args: object, **kw: object) -> object:
+                loads.append(1)
+                return await load(*args, **kw)
+
+            sync.store.load = counted
+            for _ in range(3):
+                got = await other.load()  # b's append_audit
+                assert got.doc is not None
+                await other.commit(got.token, got.doc, AuditDraft("bob", "denied", {}, "r"))
+                t = sync.last_ok
+                assert t is not None
+                await wait_until(lambda t=t: sync.last_ok > t + 0.3, 5, what="a few polls")
+            assert not loads, f"{len(loads)} loads"
+    finally:
+        await other.close()
