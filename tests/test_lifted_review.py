@@ -182,3 +182,36 @@ async def test_an_audit_only_event_pushed_costs_the_poll_no_load(
             assert not loads, f"{len(loads)} loads"
     finally:
         await other.close()
+
+
+@pytest.mark.xfail(strict=True, reason="open: `lifted` names a kill by its generation only; a "
+                   "branch that killed and lifted the same key at or after that generation "
+                   "names it too (see the review's report)")
+async def test_far_behind_a_branch_that_lifted_its_own_kill_of_the_key_does_not_lift_ours(
+        tmp_path: Path, backends, redis_server: RedisServer, session) -> None:
+    """a kills iris (G) and hears nothing while the store, a promoted replica that never
+    had G, is written on 40 times; among those writes someone killed iris (G, on that
+    branch) and lifted it again. The document names iris lifted at G: a takes it for the
+    unkill of its own kill and adopts it; the kill it held is gone from the store and from
+    a, though no unkill of it was ever made."""
+    p1 = await backends(echo_app("v1"))
+    state = redis_state(redis_server, tmp_path, "a").replace("poll_interval: 100ms",
+                                                             "poll_interval: 60s")
+    cfg = write_config(tmp_path, routes(p1), state=state)
+    async with running_gateway(cfg) as g:
+        before = StateDoc.from_json(stored_doc(redis_server))
+        await kill(session, g.admin, scope="route", route="iris")
+        held = g.gw.holder.doc
+        flag = KillFlag("route", "iris", None, "bob", "drill", "2026-12-04T00:00:00Z", 0)
+        fork = apply_change(before, Change(kills={"route:iris": flag}))  # G, on the branch
+        assert fork.generation == held.generation
+        fork = apply_change(fork, Change(kills={"route:iris": None}))
+        for n in range(40):
+            fork = apply_change(fork, Change(identities={"b": {"v": {"n": n}}}))
+        value = sealed(fork.to_json(), STATE_KEY)
+        redis_server.cmd("SET", "kgtest:state", value)
+        redis_server.cmd("SET", "kgtest:gen", str(fork.generation))
+        redis_server.cmd("PUBLISH", "kgtest:events", value)
+        await wait_until(lambda: g.gw.holder.doc.generation >= fork.generation, 5,
+                         what="a to take or merge the branch")
+        assert "route:iris" in g.gw.holder.doc.kills
