@@ -20,6 +20,7 @@ from aiohttp import ClientSession
 from tests.backends import echo_app
 from tests.conftest import RedisServer, running_gateway, two_versions, wait_until, write_config
 from tests.faultproxy import Forwarder, redis_state_via
+from tests.test_forgery import stored_doc
 from tests.test_killswitch import auth, status_of
 
 
@@ -56,7 +57,7 @@ async def test_promotion_never_loses_an_acknowledged_kill(
         status, data, _ = await _post(session, g.admin, "/v1/kill", scope="route",
                                       route="iris")
         assert status == 200, data
-        assert "route:iris" in replica.cmd("GET", "kgrep:state")  # no waiting: WAIT did
+        assert "route:iris" in stored_doc(replica, "kgrep")["kills"]  # no waiting: WAIT did
         status, data, _ = await _post(session, g.admin, "/v1/unkill", scope="route",
                                       route="iris")
         assert status == 200, data
@@ -74,7 +75,7 @@ async def test_promotion_never_loses_an_acknowledged_kill(
         assert "in force" in data["error"]["message"]
         assert time.monotonic() - t0 < 2.0
         assert (await status_of(session, g.url))[0] == 503  # enforced all the same
-        assert "route:iris" not in replica.cmd("GET", "kgrep:state")
+        assert "route:iris" not in stored_doc(replica, "kgrep")["kills"]
         status, data, _ = await _post(session, g.admin, "/v1/kill", scope="route",
                                       route="iris")
         assert status == 503 and data["error"]["type"] == "not_durable", data
@@ -84,7 +85,7 @@ async def test_promotion_never_loses_an_acknowledged_kill(
         #    keeps enforcing, and re-seeds it with the kill it holds.
         fwd.point(replica.port)
         deadline = time.monotonic() + 10
-        while "route:iris" not in replica.cmd("GET", "kgrep:state"):
+        while "route:iris" not in stored_doc(replica, "kgrep")["kills"]:
             assert time.monotonic() < deadline, "the promoted replica was not re-seeded"
             assert (await status_of(session, g.url))[0] == 503  # never lifted meanwhile
             await asyncio.sleep(0.02)

@@ -54,15 +54,15 @@ async def test_a_fresh_store_is_not_reseeded(
                 if e["action"] == "state.reseed"] == []
 
 
-async def test_a_replayed_genuine_document_brings_back_a_kill_lifted_since(
+async def test_a_replayed_genuine_document_does_not_bring_back_a_kill_lifted_since(
         tmp_path: Path, backends, redis_server: RedisServer, session) -> None:
-    """Documented limit (README "Trust"), and what holds: whoever can write to Redis (no
-    key) puts back a genuine document saved while a kill was in force, after its unkill.
-    The instance holds a newer one and re-seeds the store with the union of the kills both
-    know (it cannot tell a replay from a store restored from a backup, nor a kill lifted
-    since from one made on a branch it never saw): the lifted kill is in force again, on
-    every instance, audited `state.reseed`; repeated, at most once per 30 s per instance.
-    Nothing is lifted, and an unkill through the API lifts it again."""
+    """Whoever can write to Redis (no key) puts back a genuine document saved while a kill
+    was in force, after its unkill (or Redis restarts from an RDB file from before it).
+    The instance holds a newer one and re-seeds the store; the re-seed kept the union of
+    the kills both knew, so the lifted kill was in force again on every instance. The
+    instance's document names the replayed one's write (it descends from it): a kill
+    only the replayed one holds was lifted since, and stays lifted (fixed in the review
+    of lifted kills; beyond the 32 writes a document names, see the README)."""
     p1 = await backends(echo_app("v1"))
     cfg = write_config(tmp_path, two_versions(p1, p1, 100, 0),
                        state=redis_state(redis_server, tmp_path, "a"))
@@ -76,10 +76,9 @@ async def test_a_replayed_genuine_document_brings_back_a_kill_lifted_since(
             redis_server.cmd("SET", k, v)
         await wait_until(lambda: g.gw.metrics.get("killgate_state_reseeds_total") > reseeds,
                          5, what="the re-seed")
-        await wait_until(lambda: "route:iris" in g.gw.holder.doc.kills, 5,
-                         what="the kill back on a")
         assert events_in(redis_server)[-1]["action"] == "state.reseed"
-        await unkill(session, g.admin, scope="route", route="iris")
+        assert "route:iris" not in g.gw.holder.doc.kills
+        assert "route:iris" not in stored_doc(redis_server)["kills"]
         assert await status_of(session, g.url) == (200, "weighted")
 
 

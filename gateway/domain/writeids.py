@@ -4,8 +4,9 @@ lifted. domain/branches.py reads them to tell a successor from a document writte
 another branch of the history. Pure functions over plain values; no imports of ours.
 
 Write ids are "<generation>:<random id>" strings (validated ten times faster than pairs).
-`lifted` maps a kill key to the `generation` of the newest kill flag an unkill lifted:
-where write ids cannot tell (an instance 32 writes or more behind), a document that lacks
+`lifted` maps a kill key to the `generation` of the newest kill flag an unkill lifted,
+oldest lift first (a lift moves its key to the end; the first keys are dropped): where
+write ids cannot tell (an instance 32 writes or more behind), a document that lacks
 a kill an instance holds counts as an unkill of it only if it names that kill as lifted.
 """
 
@@ -15,8 +16,8 @@ import secrets
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["MAX_LIFTED", "MAX_WRITES", "lifted_after", "new_write", "trim_writes",
-           "write_generation"]
+__all__ = ["MAX_LIFTED", "MAX_WRITES", "lifted_after", "new_write", "newest_lifts",
+           "trim_writes", "write_generation"]
 
 MAX_WRITES = 32  # write ids a document keeps (its newest generations')
 MAX_LIFTED = 256  # kill keys whose last lift a document keeps (the newest lifts)
@@ -47,12 +48,18 @@ def trim_writes(writes: tuple[str, ...]) -> tuple[str, ...]:
 def lifted_after(lifted: Mapping[str, int], kills: Mapping[str, Any],
                  change: Mapping[str, Any | None]) -> dict[str, int]:
     """`lifted` once `change` (kill key -> flag, None: lifted) applies to `kills` (kill key
-    -> a flag with a `generation`): each kill lifted is recorded by its flag's generation;
-    the newest MAX_LIFTED are kept."""
+    -> a flag with a `generation`): each kill lifted is recorded by its flag's generation,
+    moved to the end; the newest MAX_LIFTED lifts are kept (by when they were lifted: a
+    kill made long ago and lifted now is the one an instance far behind still holds)."""
     out = dict(lifted)
     for key, flag in change.items():
         if flag is None and key in kills:
-            out[key] = max(int(kills[key].generation), out.get(key, -1))
-    if len(out) > MAX_LIFTED:
-        out = dict(sorted(out.items(), key=lambda kv: kv[1])[-MAX_LIFTED:])
-    return out
+            gen = max(int(kills[key].generation), out.pop(key, -1))
+            out[key] = gen
+    return newest_lifts(out)
+
+
+def newest_lifts(lifted: Mapping[str, int]) -> dict[str, int]:
+    """The last MAX_LIFTED entries of `lifted` (oldest lift first)."""
+    items = list(lifted.items())
+    return dict(items[-MAX_LIFTED:]) if len(items) > MAX_LIFTED else dict(items)

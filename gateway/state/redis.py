@@ -83,6 +83,7 @@ class RedisStore(RedisCommits, RedisAudit):
         # the audit head as of the newest document we saw or wrote (a guess the commit checks)
         self._head: str | None = None
         self._head_at = (0, 0)  # (generation, audit_seq) of the document that named it
+        self._head_write: str | None = None  # and that document's own write id
         self._own = None  # our newest commit as sent
         self._last_open: tuple[bytes, StateDoc, str] | None = None  # the last document verified
 
@@ -201,6 +202,7 @@ class RedisStore(RedisCommits, RedisAudit):
             self.on_unverified(kind or "state", "", "previous")
         if doc.audit_head and (doc.generation, doc.audit_seq) >= self._head_at:
             self._head, self._head_at = doc.audit_head, (doc.generation, doc.audit_seq)
+            self._head_write = doc.writes[-1] if doc.writes else None
         return doc
 
     async def generation(self) -> str | None:

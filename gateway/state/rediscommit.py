@@ -80,6 +80,7 @@ class RedisCommits(RedisRecords):
     # the store's state they read and write (RedisStore's)
     _head: str | None  # the audit head as of the newest document we saw or wrote
     _head_at: tuple[int, int]  # (generation, audit_seq) of the document that named it
+    _head_write: str | None  # that document's own write id
     _own: _Own | None  # our newest commit as sent
     load: Callable[[], Awaitable[Loaded]]
 
@@ -96,10 +97,10 @@ class RedisCommits(RedisRecords):
         # the trail continues from `chain_from`.
         first = chain_from or GENESIS
         if doc.audit_head and self._head not in (None, doc.audit_head) \
-                and self._head_at[0] == doc.generation - 1:
-            # the newest document we verified, at our base's generation, is not our base
-            # (an event appended to it, or a write on another branch, whose head would
-            # raise no audit conflict): look at it first
+                and self._head_at[0] == doc.generation - 1 and self._head_write not in doc.writes:
+            # the newest document we verified, at our base's generation, is not our base:
+            # a write on another branch, whose head would raise no audit conflict: look at
+            # it first (our base with events appended since names our base's write: no need)
             await self._over_another(doc)
         head = expect = self._head or first
         seq = self._head_at[1] if self._head else doc.audit_seq
@@ -127,6 +128,7 @@ class RedisCommits(RedisRecords):
                 continue
             if ev is not None and (doc.generation, seq + 1) >= self._head_at:
                 self._head, self._head_at = ev["hash"], (doc.generation, seq + 1)
+                self._head_write = doc.writes[-1] if doc.writes else None
             return ev
         raise StoreConflict("the audit head kept changing under us")
 

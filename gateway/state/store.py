@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from gateway.domain.audit import AuditDraft
-from gateway.domain.branches import joined_lifted, joined_writes
+from gateway.domain.branches import descends, joined_lifted, joined_writes
 from gateway.domain.statedoc import Change, StateDoc, apply_change
 
 if TYPE_CHECKING:
@@ -243,13 +243,18 @@ def merge_restrictive(store: StateDoc | None, mine: StateDoc) -> StateDoc:
     """The state to re-seed a store with when its content is missing, refused or older.
 
     `store` must be a verified document (or None): nothing unverified is ever copied.
-    Every kill either side knows survives; overrides, history and identities come from
-    the newer document. The generation moves past both, so every instance applies it."""
+    Every kill either side knows survives, except the older one's that the newer one
+    lifted: when the newer names the older's write (descends from it), a kill the older
+    holds and the newer lacks was lifted by an unkill since (a store restored to before
+    an unkill, an old document replayed; re-seeds never drop a kill). Overrides, history
+    and identities come from the newer document. The generation moves past both, so
+    every instance applies it."""
     lineage = _lineage(mine, store)
     if store is None:
         return apply_change(mine, Change(epoch=new_epoch())).with_changes(lineage=lineage)
     newer, older = (mine, store) if mine.generation >= store.generation else (store, mine)
-    missing = {k: f for k, f in older.kills.items() if k not in newer.kills}
+    missing = {} if newer.generation > older.generation and descends(newer, older) else {
+        k: f for k, f in older.kills.items() if k not in newer.kills}
     merged = apply_change(newer, Change(kills=missing, epoch=new_epoch()),
                           max(store.generation, mine.generation) + 1)
     return merged.with_changes(lineage=lineage, writes=joined_writes(older, merged),

@@ -171,6 +171,8 @@ class Sync(Repair, Guard, Writes, Startup):
             self._reread()  # may come with it
             return
         if item.generation <= held.generation:
+            if item.generation == held.generation and held.writes[-1:] == item.writes[-1:] != ():
+                self._judged = item.audit_head or None  # our document, an event appended: judged
             return
         if relaxes(held, item):
             self._reread()
