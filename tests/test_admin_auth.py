@@ -6,6 +6,7 @@ import asyncio
 import base64
 import json
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -403,6 +404,29 @@ async def test_verified_token_cache_still_checks_time_and_key(monkeypatch) -> No
     assert exc.value.type == "expired" and tok not in auth._verified
 
 
+async def jwks_config(tmp_path: Path, backends: Any, backend: int,
+                      jwks: Callable[[web.Request], Awaitable[web.Response]]) -> Path:
+    """A gateway config whose admin tokens are RS256, their keys served by `jwks` (at
+    /jwks of a backend it starts), no HS256."""
+    app = web.Application()
+    app.router.add_get("/jwks", jwks)
+    jwks_port = await backends(app)
+    cfg = write_config(tmp_path, two_versions(backend, backend))
+    cfg.write_text(cfg.read_text().replace(
+        "    hs256_secret_env: KILLGATE_TEST_SECRET\n",
+        f"    algorithms: [RS256]\n    jwks_url: http://127.0.0.1:{jwks_port}/jwks\n"))
+    return cfg
+
+
+async def status_with_kid(session: ClientSession, admin: str, key: rsa.RSAPrivateKey,
+                          kid: str) -> int:
+    """GET /v1/status with a valid RS256 token naming `kid`: the answer's status."""
+    tok = jwt.encode(claims(), key, algorithm="RS256", headers={"kid": kid})
+    async with session.get(admin + "/v1/status",
+                           headers={"Authorization": f"Bearer {tok}"}) as r:
+        return r.status
+
+
 async def test_a_key_set_that_cannot_be_fetched_is_not_fetched_per_token(
         tmp_path: Path, backends, session, rsa_key: rsa.RSAPrivateKey) -> None:
     """While the gateway holds no key set (its IdP down since it started), tokens naming
@@ -425,19 +449,10 @@ async def test_a_key_set_that_cannot_be_fetched_is_not_fetched_per_token(
         finally:
             state["inflight"] -= 1
 
-    app = web.Application()
-    app.router.add_get("/jwks", jwks)
-    jp = await backends(app)
-    cfg = write_config(tmp_path, two_versions(p, p))
-    cfg.write_text(cfg.read_text().replace(
-        "    hs256_secret_env: KILLGATE_TEST_SECRET\n",
-        f"    algorithms: [RS256]\n    jwks_url: http://127.0.0.1:{jp}/jwks\n"))
+    cfg = await jwks_config(tmp_path, backends, p, jwks)
 
     async def code(kid: str) -> int:
-        tok = jwt.encode(claims(), rsa_key, algorithm="RS256", headers={"kid": kid})
-        async with session.get(g.admin + "/v1/status",
-                               headers={"Authorization": f"Bearer {tok}"}) as r:
-            return r.status
+        return await status_with_kid(session, g.admin, rsa_key, kid)
 
     async with running_gateway(cfg) as g:
         codes = await asyncio.gather(*(code(f"x{i}") for i in range(60)))
@@ -467,19 +482,10 @@ async def test_tokens_waiting_for_a_slow_failing_fetch_do_not_each_fetch_again(
         await asyncio.sleep(1.5)  # an IdP that fails slowly
         return web.json_response({}, status=503)
 
-    app = web.Application()
-    app.router.add_get("/jwks", jwks)
-    jp = await backends(app)
-    cfg = write_config(tmp_path, two_versions(p, p))
-    cfg.write_text(cfg.read_text().replace(
-        "    hs256_secret_env: KILLGATE_TEST_SECRET\n",
-        f"    algorithms: [RS256]\n    jwks_url: http://127.0.0.1:{jp}/jwks\n"))
+    cfg = await jwks_config(tmp_path, backends, p, jwks)
 
     async def code(kid: str) -> int:
-        tok = jwt.encode(claims(), rsa_key, algorithm="RS256", headers={"kid": kid})
-        async with session.get(g.admin + "/v1/status",
-                               headers={"Authorization": f"Bearer {tok}"}) as r:
-            return r.status
+        return await status_with_kid(session, g.admin, rsa_key, kid)
 
     async with running_gateway(cfg) as g:
         codes = await asyncio.gather(*(code(f"x{i}") for i in range(4)))

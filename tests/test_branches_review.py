@@ -170,8 +170,7 @@ async def test_a_write_on_a_document_without_ids_never_replaces_another_write(
     document whose own write our write does not name is another write, whatever our base
     named: the write merges it first, and b's kill stays."""
     p1 = await backends(echo_app("v1"))
-    state = redis_state(redis_server, tmp_path, "a").replace("poll_interval: 100ms",
-                                                             "poll_interval: 60s")
+    state = redis_state(redis_server, tmp_path, "a", poll="60s")
     cfg = write_config(tmp_path, routes(p1), state=state)
     async with running_gateway(cfg) as g:
         before = stored_doc(redis_server)
@@ -203,8 +202,7 @@ async def test_reading_the_audit_trail_does_not_let_a_write_replace_another_bran
     the store. A commit whose base is not the document that named the guessed head looks
     first."""
     p1 = await backends(echo_app("v1"))
-    state = redis_state(redis_server, tmp_path, "a").replace("poll_interval: 100ms",
-                                                             "poll_interval: 60s")
+    state = redis_state(redis_server, tmp_path, "a", poll="60s")
     cfg = write_config(tmp_path, routes(p1), state=state)
     async with running_gateway(cfg) as g:
         before = stored_doc(redis_server)
@@ -275,8 +273,7 @@ async def test_far_behind_a_document_without_the_kill_lifts_it_only_if_it_names_
     document names the newest kill each unkill lifted (`lifted`): one that does not name
     a's is merged (the kill stays); after a real unkill it is adopted (the kill is lifted)."""
     p1 = await backends(echo_app("v1"))
-    state = redis_state(redis_server, tmp_path, "a").replace("poll_interval: 100ms",
-                                                             "poll_interval: 60s")
+    state = redis_state(redis_server, tmp_path, "a", poll="60s")
     cfg = write_config(tmp_path, routes(p1), state=state)
     async with running_gateway(cfg) as g:
         before = StateDoc.from_json(stored_doc(redis_server))

@@ -37,10 +37,11 @@ def auth(scope: str = "killgate:kill killgate:read") -> dict[str, str]:
 
 
 def redis_state(redis: RedisServer, tmp: Path, name: str = "a", extra: str = "",
-                command_timeout: str = "300ms") -> str:
+                command_timeout: str = "300ms", poll: str = "100ms") -> str:
+    """`poll`: 60s where a test must tell a push's effect from the next poll's."""
     return (f"state:\n  backend: redis\n  url: {redis.url}\n  prefix: kgtest\n"
             f"  signing_key_env: KILLGATE_TEST_STATE_KEY\n"
-            f"  snapshot_path: {tmp}/snapshot-{name}.json\n  poll_interval: 100ms\n"
+            f"  snapshot_path: {tmp}/snapshot-{name}.json\n  poll_interval: {poll}\n"
             f"  heartbeat_interval: 200ms\n  instance_lease: 2s\n"
             f"  command_timeout: {command_timeout}\n" + extra)
 

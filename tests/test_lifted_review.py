@@ -55,8 +55,7 @@ async def test_far_behind_an_unkill_of_an_old_kill_after_many_others_is_adopted(
     document dropped iris's lift first (its flag was the oldest), so a, far behind,
     merged the document: the unkill came back, re-seeded into the store for everyone."""
     p1 = await backends(echo_app("v1"))
-    state = redis_state(redis_server, tmp_path, "a").replace("poll_interval: 100ms",
-                                                             "poll_interval: 60s")
+    state = redis_state(redis_server, tmp_path, "a", poll="60s")
     cfg = write_config(tmp_path, routes(p1), state=state)
     async with running_gateway(cfg) as g:
         await kill(session, g.admin, scope="route", route="iris")
@@ -114,8 +113,7 @@ async def test_a_kill_after_an_audit_only_event_loads_nothing_first(
     from gateway.state.signing import Key, Keyring
 
     p1 = await backends(echo_app("v1"))
-    state = redis_state(redis_server, tmp_path, "a").replace("poll_interval: 100ms",
-                                                             "poll_interval: 60s")
+    state = redis_state(redis_server, tmp_path, "a", poll="60s")
     cfg = write_config(tmp_path, routes(p1), state=state)
     other = RedisStore(redis_server.url, "kgtest", 1.0,
                        keys=Keyring(Key.of(STATE_KEY.encode())))
@@ -195,8 +193,7 @@ async def test_far_behind_a_branch_that_lifted_its_own_kill_of_the_key_does_not_
     unkill of its own kill and adopts it; the kill it held is gone from the store and from
     a, though no unkill of it was ever made."""
     p1 = await backends(echo_app("v1"))
-    state = redis_state(redis_server, tmp_path, "a").replace("poll_interval: 100ms",
-                                                             "poll_interval: 60s")
+    state = redis_state(redis_server, tmp_path, "a", poll="60s")
     cfg = write_config(tmp_path, routes(p1), state=state)
     async with running_gateway(cfg) as g:
         before = StateDoc.from_json(stored_doc(redis_server))

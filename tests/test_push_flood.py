@@ -48,8 +48,7 @@ FLOODER = textwrap.dedent("""\
 async def test_large_forged_pushes_are_not_verified_on_the_loop_and_a_large_genuine_one_arrives(
         tmp_path: Path, backends, redis_server: RedisServer, session) -> None:
     p1 = await backends(echo_app("v1"))
-    state = redis_state(redis_server, tmp_path, "a").replace("poll_interval: 100ms",
-                                                             "poll_interval: 60s")
+    state = redis_state(redis_server, tmp_path, "a", poll="60s")
     cfg = write_config(tmp_path, two_versions(p1, p1, 100, 0), state=state)
     async with running_gateway(cfg) as g:
         raw = redis_server.cmd("GET", "kgtest:state")

@@ -100,8 +100,7 @@ async def test_a_kill_pushed_on_a_colliding_epoch_is_in_force_before_the_next_po
     p1 = await backends(echo_app("v1"))
     routes = two_versions(p1, p1, 100, 0) + two_versions(p1, p1, 100, 0, name="other",
                                                           prefix="/v2/models/other")
-    state = redis_state(redis_server, tmp_path, "a").replace("poll_interval: 100ms",
-                                                             "poll_interval: 60s")
+    state = redis_state(redis_server, tmp_path, "a", poll="60s")
     cfg = write_config(tmp_path, routes, state=state)
     async with running_gateway(cfg) as g:
         gen = int((await kill(session, g.admin, scope="route", route="iris"))["generation"])
