@@ -54,7 +54,7 @@ def descends(doc: StateDoc, held: StateDoc) -> bool | None:
 
 def joined_writes(*docs: StateDoc) -> tuple[str, ...]:
     """The write ids a re-seed of `docs` descends from: every side's (trimmed as
-    statedoc.trim_writes does)."""
+    writeids.trim_writes does)."""
     every = {w for doc in docs for w in doc.writes}
     return trim_writes(tuple(sorted(every, key=lambda w: (write_generation(w), w))))
 
