@@ -156,6 +156,7 @@ async def test_an_answer_length_with_trailing_whitespace_is_its_length_for_head(
     assert head.startswith(b"HTTP/1.1 200 ") and rest == b"", (head, rest)
     assert b"\r\ncontent-length: 16\r\n" in head, head
 
+
 async def _cut_before_the_end(tmp_path: Path, backend: StreamingBackend) -> None:
     """A GET through a gateway in front of `backend` (an answer without end): the gateway
     stops reading it long before its end, and never ends the client's answer as if it had

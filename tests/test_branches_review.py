@@ -22,7 +22,7 @@ from tests.conftest import (
     wait_until,
     write_config,
 )
-from tests.test_forgery import admin_json, sealed, stored_doc
+from tests.test_forgery import admin_json, plant, sealed, stored_doc
 from tests.test_killswitch import kill, redis_state
 
 pytestmark = pytest.mark.timeout(30)
@@ -284,10 +284,7 @@ async def test_far_behind_a_document_without_the_kill_lifts_it_only_if_it_names_
                 if history == "an unkill" else before)
         far = _far_ahead(base, 40)
         assert far.epoch == held.epoch and far.generation > held.generation + 32
-        value = sealed(far.to_json(), STATE_KEY)
-        redis_server.cmd("SET", "kgtest:state", value)
-        redis_server.cmd("SET", "kgtest:gen", str(far.generation))
-        redis_server.cmd("PUBLISH", "kgtest:events", value)
+        plant(redis_server, far.to_json())
         if history == "an unkill":
             await wait_until(lambda: g.gw.holder.doc.generation == far.generation, 5,
                              what="a to adopt the document")

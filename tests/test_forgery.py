@@ -53,6 +53,16 @@ def sealed(doc: dict[str, Any], key: str, prefix: str = "kgtest") -> str:
         b"state", json.dumps(doc).encode()).decode()
 
 
+def plant(redis: RedisServer, doc: dict[str, Any], key: str = STATE_KEY) -> str:
+    """Another writer's commit, as the store's script makes it: `doc` signed with `key`,
+    stored with its generation, and published. The signed value."""
+    value = sealed(doc, key)
+    redis.cmd("SET", "kgtest:state", value)
+    redis.cmd("SET", "kgtest:gen", str(doc["generation"]))
+    redis.cmd("PUBLISH", "kgtest:events", value)
+    return value
+
+
 async def admin_json(session: ClientSession, admin: str, path: str) -> dict[str, Any]:
     async with session.get(admin + path, headers=auth()) as r:
         assert r.status == 200, await r.text()

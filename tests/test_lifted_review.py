@@ -16,7 +16,7 @@ from gateway.domain.writeids import MAX_LIFTED
 from tests.backends import echo_app
 from tests.conftest import STATE_KEY, RedisServer, running_gateway, wait_until, write_config
 from tests.test_branches_review import routes
-from tests.test_forgery import sealed, stored_doc
+from tests.test_forgery import plant, stored_doc
 from tests.test_killswitch import kill, redis_state
 
 pytestmark = pytest.mark.timeout(60)
@@ -62,10 +62,7 @@ async def test_far_behind_an_unkill_of_an_old_kill_after_many_others_is_adopted(
         held = g.gw.holder.doc
         far = _many_kills_lifted(held, MAX_LIFTED)
         far = apply_change(far, Change(kills={"route:iris": None}))
-        value = sealed(far.to_json(), STATE_KEY)
-        redis_server.cmd("SET", "kgtest:state", value)
-        redis_server.cmd("SET", "kgtest:gen", str(far.generation))
-        redis_server.cmd("PUBLISH", "kgtest:events", value)
+        plant(redis_server, far.to_json())
         await wait_until(lambda: g.gw.holder.doc.generation >= far.generation, 10,
                          what="a to take the document")
         assert g.gw.holder.doc.generation == far.generation, "a merged a real unkill"
@@ -205,10 +202,7 @@ async def test_far_behind_a_branch_that_lifted_its_own_kill_of_the_key_does_not_
         fork = apply_change(fork, Change(kills={"route:iris": None}))
         for n in range(40):
             fork = apply_change(fork, Change(identities={"b": {"v": {"n": n}}}))
-        value = sealed(fork.to_json(), STATE_KEY)
-        redis_server.cmd("SET", "kgtest:state", value)
-        redis_server.cmd("SET", "kgtest:gen", str(fork.generation))
-        redis_server.cmd("PUBLISH", "kgtest:events", value)
+        plant(redis_server, fork.to_json())
         await wait_until(lambda: g.gw.holder.doc.generation >= fork.generation, 5,
                          what="a to take or merge the branch")
         assert "route:iris" in g.gw.holder.doc.kills

@@ -18,14 +18,13 @@ import pytest
 from gateway.state.store import PUSH_INLINE_BYTES
 from tests.backends import echo_app
 from tests.conftest import (
-    STATE_KEY,
     RedisServer,
     running_gateway,
     two_versions,
     wait_until,
     write_config,
 )
-from tests.test_forgery import sealed, stored_doc
+from tests.test_forgery import plant, stored_doc
 from tests.test_killswitch import redis_state, status_of
 
 pytestmark = pytest.mark.timeout(60)
@@ -79,12 +78,8 @@ async def test_large_forged_pushes_are_not_verified_on_the_loop_and_a_large_genu
                                         "actor": "alice", "reason": "bad", "time": "t",
                                         "generation": doc["generation"] + 1,
                                         "abort_inflight": True}}}
-        value = sealed(big, STATE_KEY)
-        assert len(value) > PUSH_INLINE_BYTES
         seen = metrics.get("killgate_state_pushes_not_read_total")
-        redis_server.cmd("SET", "kgtest:state", value)
-        redis_server.cmd("SET", "kgtest:gen", str(big["generation"]))
-        redis_server.cmd("PUBLISH", "kgtest:events", value)
+        assert len(plant(redis_server, big)) > PUSH_INLINE_BYTES
         # (brought by the push's re-read: the next poll is 60 s away)
         await wait_until(lambda: "route:iris" in g.gw.holder.doc.kills, 5, what="the kill")
         assert metrics.get("killgate_state_pushes_not_read_total") >= seen + 1

@@ -27,7 +27,7 @@ from tests.conftest import (
     wait_until,
     write_config,
 )
-from tests.test_forgery import sealed, stored_doc
+from tests.test_forgery import plant, sealed, stored_doc
 from tests.test_keyed_audit import events_in
 from tests.test_killswitch import kill, redis_state, status_of, unkill
 from tests.test_reseed_race import killed_iris
@@ -112,9 +112,7 @@ async def test_a_write_on_a_promoted_replica_that_missed_the_kill_does_not_lift_
                            if "route:iris" not in new.doc.kills else None)
         for doc in b_writes(before, 2):  # b's two writes on the promoted replica
             assert doc["epoch"] == before["epoch"]
-            redis_server.cmd("SET", "kgtest:state", sealed(doc, STATE_KEY))
-            redis_server.cmd("SET", "kgtest:gen", str(doc["generation"]))
-            redis_server.cmd("PUBLISH", "kgtest:events", sealed(doc, STATE_KEY))
+            plant(redis_server, doc)
         await wait_until(lambda: lifted or int(redis_server.cmd("GET", "kgtest:gen")) > gen + 1,
                          5, what="a to re-seed or adopt")
         assert not lifted, f"the kill was lifted on a at generation {lifted}"
