@@ -126,8 +126,7 @@ class AdminApi:
 
     async def metrics(self, request: web.Request) -> web.Response:
         body, ctype = self.metrics_page(request.headers.get("Accept"))
-        return web.Response(body=body, headers={"content-type": ctype,
-                                                "x-content-type-options": "nosniff"})
+        return web.Response(body=body, headers={"content-type": ctype})  # (+ ANSWER_HEADERS)
 
     async def openapi(self, request: web.Request) -> web.Response:
         cfg = self.current.loaded.config

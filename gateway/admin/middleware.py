@@ -30,7 +30,7 @@ from gateway.errors import (
 )
 from gateway.log import event
 
-__all__ = ["answer_headers", "errors", "json_error"]
+__all__ = ["ANSWER_HEADERS", "answer_headers", "errors", "json_error"]
 
 log = logging.getLogger("killgate.admin")
 

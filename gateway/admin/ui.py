@@ -18,18 +18,18 @@ from importlib.abc import Traversable
 
 from aiohttp import web
 
+from gateway.admin.middleware import ANSWER_HEADERS
+
 __all__ = ["CSP", "UiFiles"]
 
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
        "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'; "
        "require-trusted-types-for 'script'; trusted-types 'none'")
 HEADERS = {
+    **ANSWER_HEADERS,  # (X-Frame-Options DENY, nosniff, same-origin resources)
     "Content-Security-Policy": CSP,
-    "X-Frame-Options": "DENY",
-    "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
     "Cross-Origin-Opener-Policy": "same-origin",
-    "Cross-Origin-Resource-Policy": "same-origin",
     "Cache-Control": "no-cache",  # revalidate (ETag): an upgrade shows at the next load
 }
 TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",

@@ -13,7 +13,7 @@ Pure functions, no I/O.
 from __future__ import annotations
 
 from gateway.domain.statedoc import StateDoc
-from gateway.domain.writeids import newest_lifts, trim_writes, write_generation
+from gateway.domain.writeids import trim_writes, with_lifts, write_generation
 
 __all__ = ["collides", "descends", "joined_lifted", "joined_writes", "lifts_unrecorded", "relaxes",
            "replaces_another"]
@@ -84,9 +84,5 @@ def lifts_unrecorded(held: StateDoc, doc: StateDoc) -> bool:
 
 def joined_lifted(*docs: StateDoc) -> dict[str, int]:
     """The lifts a re-seed of `docs` remembers: each key's newest, in the order of the
-    last of `docs` naming it (the newest lifts last), MAX_LIFTED keys (newest_lifts)."""
-    out: dict[str, int] = {}
-    for doc in docs:
-        for key, gen in doc.lifted.items():
-            out[key] = max(gen, out.pop(key, -1))
-    return newest_lifts(out)
+    last of `docs` naming it (the newest lifts last), MAX_LIFTED keys (with_lifts)."""
+    return with_lifts({}, (lift for doc in docs for lift in doc.lifted.items()))

@@ -13,11 +13,11 @@ a kill an instance holds counts as an unkill of it only if it names that kill as
 from __future__ import annotations
 
 import secrets
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-__all__ = ["MAX_LIFTED", "MAX_WRITES", "lifted_after", "new_write", "newest_lifts",
-           "trim_writes", "write_generation"]
+__all__ = ["MAX_LIFTED", "MAX_WRITES", "lifted_after", "new_write",
+           "trim_writes", "with_lifts", "write_generation"]
 
 MAX_WRITES = 32  # write ids a document keeps (its newest generations')
 MAX_LIFTED = 256  # kill keys whose last lift a document keeps (the newest lifts)
@@ -48,18 +48,19 @@ def trim_writes(writes: tuple[str, ...]) -> tuple[str, ...]:
 def lifted_after(lifted: Mapping[str, int], kills: Mapping[str, Any],
                  change: Mapping[str, Any | None]) -> dict[str, int]:
     """`lifted` once `change` (kill key -> flag, None: lifted) applies to `kills` (kill key
-    -> a flag with a `generation`): each kill lifted is recorded by its flag's generation,
-    moved to the end; the newest MAX_LIFTED lifts are kept (by when they were lifted: a
-    kill made long ago and lifted now is the one an instance far behind still holds)."""
+    -> a flag with a `generation`): each kill lifted is recorded by its flag's generation
+    (`with_lifts`)."""
+    return with_lifts(lifted, ((key, int(kills[key].generation))
+                               for key, flag in change.items() if flag is None and key in kills))
+
+
+def with_lifts(lifted: Mapping[str, int], lifts: Iterable[tuple[str, int]]) -> dict[str, int]:
+    """`lifted` (oldest lift first) with `lifts` recorded in turn, each moved to the end
+    (a key keeps its highest generation); the newest MAX_LIFTED lifts are kept, by when
+    they were lifted: a kill made long ago and lifted now is the one an instance far
+    behind still holds."""
     out = dict(lifted)
-    for key, flag in change.items():
-        if flag is None and key in kills:
-            gen = max(int(kills[key].generation), out.pop(key, -1))
-            out[key] = gen
-    return newest_lifts(out)
-
-
-def newest_lifts(lifted: Mapping[str, int]) -> dict[str, int]:
-    """The last MAX_LIFTED entries of `lifted` (oldest lift first)."""
-    items = list(lifted.items())
-    return dict(items[-MAX_LIFTED:]) if len(items) > MAX_LIFTED else dict(items)
+    for key, gen in lifts:
+        out[key] = max(gen, out.pop(key, -1))
+    items = list(out.items())
+    return dict(items[-MAX_LIFTED:]) if len(items) > MAX_LIFTED else out

@@ -201,8 +201,7 @@ class RedisStore(RedisCommits, RedisAudit):
         if which == "previous":
             self.on_unverified(kind or "state", "", "previous")
         if doc.audit_head and (doc.generation, doc.audit_seq) >= self._head_at:
-            self._head, self._head_at = doc.audit_head, (doc.generation, doc.audit_seq)
-            self._head_write = doc.writes[-1] if doc.writes else None
+            self._guess_head(doc.audit_head, (doc.generation, doc.audit_seq), doc)
         return doc
 
     async def generation(self) -> str | None:

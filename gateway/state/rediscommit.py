@@ -127,10 +127,16 @@ class RedisCommits(RedisRecords):
                 head, seq = await self._anchor(expect, chain_from, doc)
                 continue
             if ev is not None and (doc.generation, seq + 1) >= self._head_at:
-                self._head, self._head_at = ev["hash"], (doc.generation, seq + 1)
-                self._head_write = doc.writes[-1] if doc.writes else None
+                self._guess_head(ev["hash"], (doc.generation, seq + 1), doc)
             return ev
         raise StoreConflict("the audit head kept changing under us")
+
+    def _guess_head(self, head: str, at: tuple[int, int], doc: StateDoc) -> None:
+        """The audit head the next commit guesses: `head`, named by `doc` at `at`
+        (generation, audit_seq), and the write that made `doc` (a commit based on it has
+        no other branch to look for, whatever events were appended since)."""
+        self._head, self._head_at = head, at
+        self._head_write = doc.writes[-1] if doc.writes else None
 
     async def _anchor(self, stored: str, chain_from: str | None,
                       doc: StateDoc) -> tuple[str, int]:
