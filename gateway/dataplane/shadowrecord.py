@@ -62,8 +62,10 @@ async def compare(loop: asyncio.AbstractEventLoop, tally: Tally, sh: ShadowConfi
     size = len(body) + len(primary.body) + len(answer.body) + \
         (len(again.body) if again is not None else 0)
     # a large comparison runs beside the loop (it gets the GIL back every few ms);
-    # a small one costs less than the hand-off
-    v = verdict(*work) if size <= INLINE_BYTES else \
+    # a small one costs less than the hand-off (a compressed answer is not small: it is
+    # decoded first, to up to max_answer_bytes)
+    encoded = primary.encoding or answer.encoding or (again is not None and again.encoding)
+    v = verdict(*work) if size <= INLINE_BYTES and not encoded else \
         await loop.run_in_executor(None, verdict, *work)
     if v.noise is not None:
         tally.noise(v.noise)

@@ -14,7 +14,7 @@ from gateway.config_shadow import ShadowConfig
 from gateway.dataplane.inflight import Aborted, Handle
 from gateway.dataplane.jsonpeek import rewrite_model
 from gateway.dataplane.requesthead import request_head
-from gateway.dataplane.shadowtap import Tap, media_type
+from gateway.dataplane.shadowtap import Tap, content_coding, media_type
 from gateway.dataplane.upstream import Upstreams
 from gateway.domain.comparison import Answer
 from gateway.domain.routing import Target
@@ -77,7 +77,8 @@ async def _send(upstreams: Upstreams, loop: asyncio.AbstractEventLoop, tap: Tap,
             if size > sh.max_answer_bytes:
                 raise TooLarge()
             parts.append(data)
-        answer = Answer(ex.status, b"".join(parts), media_type(ex.headers))
+        answer = Answer(ex.status, b"".join(parts), media_type(ex.headers),
+                        content_coding(ex.headers))
     except BaseException:
         ex.close()
         ex.release()

@@ -13,10 +13,17 @@ import hashlib
 import json
 from typing import Any, NamedTuple
 
-from gateway.config_shadow import DisagreementsConfig, ShadowConfig
+from gateway.config_shadow import CompareConfig, DisagreementsConfig, ShadowConfig
 from gateway.domain.audit import utc_now
 from gateway.domain.compare import DISAGREED, compare, judge
-from gateway.domain.comparison import Answer, Comparison, Difference, compile_paths, redact
+from gateway.domain.comparison import (
+    Answer,
+    Comparison,
+    Difference,
+    compile_paths,
+    decoded,
+    redact,
+)
 
 __all__ = ["PARSE_LIMIT", "Verdict", "answer_record", "body_record", "spec_of", "verdict"]
 
@@ -44,8 +51,15 @@ def verdict(sh: ShadowConfig, protocol: str, request: bytes, primary: Answer, an
     """`again`: the primary's second answer (the noise floor), if one was asked for;
     `noisy`: paths known to be noise from earlier pairs."""
     cmp = sh.compare_for(protocol)
-    result = compare(cmp, request, primary, answer)
-    own = compare(cmp, request, primary, again) if again is not None else None
+    # answers compressed by their backends (the client's Accept-Encoding goes to both)
+    # are compared, and kept, as what they say
+    limit = sh.max_answer_bytes
+    p = decoded(primary, limit)
+    s = decoded(answer, limit)
+    a = decoded(again, limit) if again is not None else None
+    result = _compare(cmp, request, p, s, primary, answer)
+    own = _compare(cmp, request, p, a, primary, again) if again is not None else None
+    primary, answer = p or primary, s or answer
     outcome, left = judge(result, own, noisy)
     record = None
     if outcome == DISAGREED and sh.disagreements.keep:
@@ -56,6 +70,19 @@ def verdict(sh: ShadowConfig, protocol: str, request: bytes, primary: Answer, an
                   "detail": {k: v for k, v in result.detail.items()
                              if isinstance(v, bool | int | float | str)}}
     return Verdict(result, own, outcome, left, record)
+
+
+def _compare(cmp: CompareConfig, request: bytes, p: Answer | None, s: Answer | None,
+             raw_p: Answer, raw_s: Answer) -> Comparison:
+    """`compare`, of answers decoded from their Content-Encoding (None: they could not be,
+    within max_answer_bytes)."""
+    if (p is not None and s is not None) or raw_p.status != raw_s.status \
+            or not 200 <= raw_p.status < 300 or raw_p.body == raw_s.body:
+        return compare(cmp, request, p or raw_p, s or raw_s)
+    if p is None:
+        return Comparison(False, (), {"why": "the primary's answer: its Content-Encoding "
+                                             "does not decode within max_answer_bytes"})
+    return Comparison(True, (Difference("unparsable", "$"),))
 
 
 def body_record(body: bytes, cfg: DisagreementsConfig) -> Any:
