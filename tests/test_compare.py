@@ -84,6 +84,29 @@ def test_tensor_shape_datatype_and_output_sets() -> None:
     assert compare(only, b"", two, v2([1.0])).agreed  # debug is not compared
 
 
+def test_tensor_an_infinite_primary_agrees_only_with_the_same_infinity() -> None:
+    """numpy's isclose: an infinity is close only to the same infinity. |s - p| is inf,
+    and so is atol + rtol * |p| when p is infinite: inf <= inf must not make them close."""
+    c = cfg("v2_tensors")
+    assert compare(c, b"", v2([0.5, math.inf]), v2([0.5, math.inf], rid="z")).agreed
+    for other in (-math.inf, 3.0, math.nan):
+        got = compare(c, b"", v2([0.5, math.inf]), v2([0.5, other]))
+        assert kinds(got) == ["values"] and got.detail["values_close"] is False, other
+        assert math.isfinite(got.detail["max_abs_diff"]), got.detail
+    got = compare(cfg({"v2_tensors": {"argmax": True}}), b"", v2([0.5, -math.inf]),
+                  v2([0.5, math.inf]))
+    assert got.detail["values_close"] is False
+
+
+def test_tensor_a_huge_integer_is_a_difference_not_an_error() -> None:
+    c = cfg("v2_tensors")
+    huge = 10 ** 400  # valid JSON, beyond a float: |s - p| cannot be computed as one
+    assert kinds(compare(c, b"", v2([0.5, huge], dtype="INT64"),
+                         v2([0.5, 3], dtype="INT64"))) == ["values"]
+    assert kinds(compare(c, b"", v2([0.5, 3.0]), v2([0.5, huge]))) == ["values"]
+    assert compare(c, b"", v2([huge], dtype="INT64"), v2([huge], dtype="INT64", rid="z")).agreed
+
+
 def test_tensor_nested_data_nan_inf_and_bytes() -> None:
     c = cfg("v2_tensors")
     assert compare(c, b"", v2([[0.5, 0.5], [1.0, 0.0]], [2, 2]),

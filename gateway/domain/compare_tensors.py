@@ -97,15 +97,20 @@ def _close(p: list[float], s: list[float], atol: float, rtol: float) -> tuple[in
     bad = 0
     worst = 0.0
     for a, b in zip(p, s, strict=True):
-        d = abs(b - a)
-        if d <= atol + rtol * abs(a):
-            if d > worst:
-                worst = d
-            continue
         if a == b or (a != a and b != b):  # the same infinity; NaN and NaN
             continue
-        bad += 1
-        if d > worst and math.isfinite(d):
+        try:
+            d = abs(b - a)
+            # (an infinite primary makes the tolerance infinite too: inf <= inf must not
+            # make another number, or the other infinity, close; numpy's isclose agrees)
+            finite = math.isfinite(d)
+            close = finite and d <= atol + rtol * abs(a)
+        except OverflowError:  # an integer beyond a float's range
+            bad += 1
+            continue
+        if not close:
+            bad += 1
+        if finite and d > worst:
             worst = d
     return bad, worst
 
