@@ -9,6 +9,7 @@ measure's p50, p99 and max, for at most MAX_RESULTS kinds and routes (the oldest
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from gateway.domain.statedoc import DrillRecord, StateDoc
@@ -21,7 +22,13 @@ MEASURES = ("time_to_kill_ms", "time_to_failover_ms", "time_to_rollback_ms",
 
 
 def is_number(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool)
+    """A finite number a float can hold (what a gauge exports)."""
+    if not isinstance(v, int | float) or isinstance(v, bool):
+        return False
+    try:
+        return math.isfinite(v)
+    except OverflowError:  # an integer beyond a float's range
+        return False
 
 
 def numbers(summary: Any) -> dict[str, Any]:
