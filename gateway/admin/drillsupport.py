@@ -98,7 +98,7 @@ def export_metrics(metrics: Metrics, doc: StateDoc) -> None:
             m = summary.get(measure)
             value = m.get("max") if isinstance(m, dict) else m
             if is_number(value):
-                metrics.set("killgate_drill_last_seconds", float(value) / 1000.0,
+                metrics.set("killgate_drill_last_seconds", value / 1000.0,
                             (*labels, measure[:-3]), (*names, "measure"))
 
 
