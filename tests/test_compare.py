@@ -107,6 +107,16 @@ def test_tensor_a_huge_integer_is_a_difference_not_an_error() -> None:
     assert compare(c, b"", v2([huge], dtype="INT64"), v2([huge], dtype="INT64", rid="z")).agreed
 
 
+def test_json_nan_equals_nan_as_for_tensors() -> None:
+    c = cfg({"json": {"ignore": ["id"]}})
+    p = Answer(200, b'{"id": 1, "loss": NaN, "x": [Infinity]}')
+    assert compare(c, b"", p, Answer(200, b'{"id": 2, "loss": NaN, "x": [Infinity]}')).agreed
+    assert kinds(compare(c, b"", p, Answer(200, b'{"id": 2, "loss": 1.0, "x": [Infinity]}'))) \
+        == ["value"]
+    assert kinds(compare(c, b"", p, Answer(200, b'{"id": 2, "loss": NaN, "x": [-Infinity]}'))) \
+        == ["value"]
+
+
 def test_tensor_nested_data_nan_inf_and_bytes() -> None:
     c = cfg("v2_tensors")
     assert compare(c, b"", v2([[0.5, 0.5], [1.0, 0.0]], [2, 2]),
