@@ -86,6 +86,9 @@ class ShadowResults:
                 except StateError as exc:
                     event(log, "shadow_results_unavailable", logging.DEBUG, route=rc.name,
                           error=str(exc))
+                except Exception as exc:  # noqa: BLE001 - one route's bad turn ends no loop
+                    event(log, "shadow_results_failed", logging.WARNING, route=rc.name,
+                          error=f"{type(exc).__name__}: {exc}")
             await asyncio.sleep(self.interval)
 
     # ------------------------------------------------------------------ the store

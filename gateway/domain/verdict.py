@@ -25,7 +25,8 @@ from gateway.domain.comparison import (
     redact,
 )
 
-__all__ = ["PARSE_LIMIT", "Verdict", "answer_record", "body_record", "spec_of", "verdict"]
+__all__ = ["MAX_DEPTH", "PARSE_LIMIT", "Verdict", "answer_record", "body_record", "spec_of",
+           "verdict"]
 
 #: bodies larger than this (and than 4 x disagreements.max_body) are not parsed for a record
 PARSE_LIMIT = 256 * 1024
@@ -85,6 +86,28 @@ def _compare(cmp: CompareConfig, request: bytes, p: Answer | None, s: Answer | N
     return Comparison(True, (Difference("unparsable", "$"),))
 
 
+#: a body nested deeper than this is kept as text (or not at all, with redaction): the
+#: records are encoded again, a few levels deeper each time (the blob published to the
+#: store, the admin API's answer), and any client chooses the request's body
+MAX_DEPTH = 64
+
+
+def _deeper_than(doc: Any, limit: int) -> bool:
+    """Whether `doc` nests lists and objects more than `limit` levels (no recursion)."""
+    level: list[Any] = [doc]
+    for _ in range(limit + 1):
+        inner: list[Any] = []
+        for x in level:
+            if isinstance(x, dict):
+                inner.extend(x.values())
+            elif isinstance(x, list):
+                inner.extend(x)
+        if not inner:
+            return False
+        level = inner
+    return True
+
+
 def body_record(body: bytes, cfg: DisagreementsConfig) -> Any:
     """What a stored disagreement keeps of a body: JSON (redacted) when it fits in
     `max_body`, else text cut to `max_body`. A body that is not JSON is not kept when
@@ -93,6 +116,8 @@ def body_record(body: bytes, cfg: DisagreementsConfig) -> Any:
         if len(body) > max(PARSE_LIMIT, 4 * cfg.max_body):
             raise ValueError("too large to parse for a record")  # (a record is cut anyway)
         doc = json.loads(body)
+        if _deeper_than(doc, MAX_DEPTH):
+            raise ValueError("nested too deeply to keep")
     except (ValueError, RecursionError):
         if cfg.redact:
             return (f"[{len(body)} bytes, not JSON (or too large to redact): not kept, since "
