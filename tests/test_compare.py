@@ -117,6 +117,14 @@ def test_json_nan_equals_nan_as_for_tensors() -> None:
         == ["value"]
 
 
+def test_tensor_bool_true_is_not_1() -> None:
+    c = cfg("v2_tensors")
+    assert kinds(compare(c, b"", v2([True, False], dtype="BOOL"),
+                         v2([1, 0], dtype="BOOL"))) == ["values"]
+    assert compare(c, b"", v2([True, False], dtype="BOOL"),
+                   v2([True, False], dtype="BOOL", rid="z")).agreed
+
+
 def test_tensor_nested_data_nan_inf_and_bytes() -> None:
     c = cfg("v2_tensors")
     assert compare(c, b"", v2([[0.5, 0.5], [1.0, 0.0]], [2, 2]),

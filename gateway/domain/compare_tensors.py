@@ -141,7 +141,8 @@ def _tensor(cfg: V2TensorsCompare, name: str, p: dict[str, Any], s: dict[str, An
         diffs.append(Difference("shape", where))
         return
     if not numeric:
-        if pd != sd:  # BYTES, BOOL: exact
+        # BYTES, BOOL: exact (and true is not 1, as in the json comparison)
+        if pd != sd or any(type(a) is not type(b) for a, b in zip(pd, sd, strict=True)):
             diffs.append(Difference("values", where))
         return
     try:
