@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -36,6 +37,7 @@ from gateway.domain.drilltoken import HEADER
 __all__ = ["DrillRunner", "resolve_probe"]
 
 Pause = Callable[[float], Awaitable[None]]
+_DRILL_ID = re.compile(r"[A-Za-z0-9-]{1,64}")  # (the grammar of admin/drills.py's ids)
 
 
 def resolve_probe(plan: Plan, match: dict[str, Any], pin: bool) -> Probe:
@@ -143,7 +145,14 @@ class DrillRunner:
             "kind": plan.kind, "route": plan.route, "version": plan.version,
             "production": plan.production, "reason": plan.reason,
             "duration": f"{int(plan.steady + plan.hold + plan.settle + 300)}s"})
-        self.drill = drill = opened["drill"]
+        drill = opened.get("drill")
+        if not isinstance(drill, str) or not _DRILL_ID.fullmatch(drill):
+            # (it names the report's files and goes in every later URL: whatever answers
+            # on the admin address must not choose a path)
+            raise DrillApiError(0, "bad_answer", (
+                f"the admin API at {self.api.base} opened a drill without a drill id (1-64 "
+                "letters, digits and '-'): is that killgate's admin listener?"))
+        self.drill = drill
         self.say(f"drill {drill} opened ({plan.kind} on {plan.route}); if this process dies, "
                  f"run: killgate drill restore {drill}")
         probe = resolve_probe(plan, fleet["config"].get("match", {}), plan.kind != "rollback")
