@@ -240,7 +240,7 @@ class DrillApi:
             rc = routes.get(rec.route)
             return AuditDraft(principal.subject, "drill.restore",
                               {"drill": drill, "route": rec.route}, reason, rec.before,
-                              {"undone": notes, "state": drills.route_state(new, rc)
+                              {"undone": notes, "state": drills.route_state(new, rc, drill)
                                if rc else None, "from": "audit trail" if cur.drills.get(
                                   drill) is None else "state"}, rid, peer, {"drill": drill})
 
@@ -257,7 +257,7 @@ class DrillApi:
             return {}
         rc = self.current.loaded.config.route(rec.route)
         return {"before": rec.before,
-                "state": drills.route_state(doc, rc) if rc is not None else None}
+                "state": drills.route_state(doc, rc, drill) if rc is not None else None}
 
     async def end(self, request: web.Request) -> web.Response:
         principal = await self.callers.authorize(request, "killgate:drill")
