@@ -72,7 +72,8 @@ class Mirror:
             raw_headers: list[tuple[bytes, bytes]], body: bytes | None, complete: bool,
             field: ModelField | None, client: bytes, started: float) -> Tap | None:
         """A tap for this request's answer when it is sampled for a copy; else None.
-        `body`: the request body, when `complete` (all of it is in memory)."""
+        `body`: the request body, when `complete` (all of it is in memory); `client`: the
+        x-forwarded-* lines the request carried to its backend (the copy carries them)."""
         sh = plan.config.shadow
         if sh is None or self.rand() >= sh.sample:
             return None
