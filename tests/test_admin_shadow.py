@@ -73,7 +73,9 @@ async def test_scope_and_refusals(gateway, session: ClientSession) -> None:  # t
             ("/v1/routes/iris/shadow?limit=%C2%B2", 400, "bad_request"),
             ("/v1/routes/iris/shadow?limit=-1", 400, "bad_request"),
             ("/v1/routes/iris/shadow?limit=99999999999999999999", 400, "bad_request"),
-            ("/v1/routes/iris/shadow?since=1", 400, "bad_request")):
+            ("/v1/routes/iris/shadow?since=1", 400, "bad_request"),
+            # (README, bad input: a query value given at most once)
+            ("/v1/routes/iris/shadow?limit=5&limit=500", 400, "bad_request")):
         async with session.get(gateway.admin + path, headers=READ) as r:
             body = await r.json()
             assert (r.status, body["error"]["type"]) == (status, type_), (path, body)

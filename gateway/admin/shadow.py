@@ -51,7 +51,11 @@ class ShadowApi:
         extra = set(request.query) - {"limit"}
         if extra:
             raise ApiError(400, "bad_request", f"unknown query parameter {sorted(extra)[0]!r}")
-        raw = request.query.get("limit", "20")
+        given = request.query.getall("limit", [])
+        if len(given) > 1:
+            raise ApiError(400, "bad_request", f"'limit' is given {len(given)} times; give it "
+                                               "once")
+        raw = given[0] if given else "20"
         if not re.fullmatch(r"[0-9]{1,3}", raw) or not 1 <= int(raw) <= MAX_LIMIT:
             raise ApiError(400, "bad_request", f"'limit' must be a whole number from 1 to "
                                                f"{MAX_LIMIT}")
