@@ -125,6 +125,21 @@ def test_tensor_bool_true_is_not_1() -> None:
                    v2([True, False], dtype="BOOL", rid="z")).agreed
 
 
+def test_tensor_paths_are_cut_and_extra_outputs_bounded() -> None:
+    """Output names come from the answers; paths are kept in records and counts (and
+    published), so they are cut like every other path, and extra outputs listed boundedly."""
+    c = cfg("v2_tensors")
+    long = "n" * 100_000
+    got = compare(c, b"", v2([1.0], name=long), v2([2.0], name=long))
+    assert kinds(got) == ["values"] and len(got.differences[0].path) <= 256
+    many = ok({"outputs": [{"name": "probs", "shape": [1], "datatype": "FP32", "data": [1]}]
+               + [{"name": f"x{i}" * 50, "shape": [1], "datatype": "FP32", "data": [1]}
+                  for i in range(5000)]})
+    got = compare(c, b"", v2([1.0]), many)
+    assert 0 < len(got.differences) <= 64 and set(kinds(got)) == {"extra_output"}
+    assert all(len(d.path) <= 256 for d in got.differences)
+
+
 def test_tensor_nested_data_nan_inf_and_bytes() -> None:
     c = cfg("v2_tensors")
     assert compare(c, b"", v2([[0.5, 0.5], [1.0, 0.0]], [2, 2]),

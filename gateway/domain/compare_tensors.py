@@ -14,8 +14,8 @@ import operator
 from typing import Any
 
 from gateway.config_shadow import V2TensorsCompare
-from gateway.domain.compare_json import loads
-from gateway.domain.comparison import Comparison, Difference
+from gateway.domain.compare_json import MAX_DIFFERENCES, loads
+from gateway.domain.comparison import MAX_PATH, Comparison, Difference
 
 __all__ = ["compare_tensors", "flatten", "top_classes"]
 
@@ -45,6 +45,12 @@ def flatten(data: Any) -> list[Any]:
         else:
             stack.pop()
     return out
+
+
+def _where(name: str) -> str:
+    """The path of an output (names come from the answers: cut like every path kept)."""
+    where = f"outputs[{name}]"
+    return where if len(where) <= MAX_PATH else where[:MAX_PATH - 3] + "..."
 
 
 def _outputs(doc: Any) -> dict[str, dict[str, Any]]:
@@ -117,7 +123,7 @@ def _close(p: list[float], s: list[float], atol: float, rtol: float) -> tuple[in
 
 def _tensor(cfg: V2TensorsCompare, name: str, p: dict[str, Any], s: dict[str, Any],
             diffs: list[Difference], detail: dict[str, Any]) -> None:
-    where = f"outputs[{name}]"
+    where = _where(name)
     n = math.prod(p["shape"])
     if n > _MAX_ELEMENTS:
         raise _Unreadable(f"{where} has more than {_MAX_ELEMENTS} elements")
@@ -187,14 +193,15 @@ def compare_tensors(cfg: V2TensorsCompare, primary: bytes, shadow: bytes) -> Com
             s = s_out.get(name)
             if p is None:
                 if s is not None:
-                    diffs.append(Difference("extra_output", f"outputs[{name}]"))
+                    diffs.append(Difference("extra_output", _where(name)))
                 continue
             if s is None:
-                diffs.append(Difference("missing_output", f"outputs[{name}]"))
+                diffs.append(Difference("missing_output", _where(name)))
                 continue
             _tensor(cfg, name, p, s, diffs, detail)
     except _Unreadable as exc:
         return Comparison(False, (), {"why": f"the primary's answer: {exc}"})
     if cfg.outputs is None:
-        diffs.extend(Difference("extra_output", f"outputs[{n}]") for n in s_out if n not in p_out)
+        extra = [n for n in s_out if n not in p_out]
+        diffs.extend(Difference("extra_output", _where(n)) for n in extra[:MAX_DIFFERENCES])
     return Comparison(True, tuple(diffs), detail)
