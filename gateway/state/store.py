@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from gateway.domain.audit import AuditDraft
-from gateway.domain.branches import descends, joined_lifted, joined_writes
+from gateway.domain.branches import descends, joined_lifted, joined_lifted_writes, joined_writes
 from gateway.domain.statedoc import Change, StateDoc, apply_change
 
 if TYPE_CHECKING:
@@ -258,7 +258,8 @@ def merge_restrictive(store: StateDoc | None, mine: StateDoc) -> StateDoc:
     merged = apply_change(newer, Change(kills=missing, epoch=new_epoch()),
                           max(store.generation, mine.generation) + 1)
     return merged.with_changes(lineage=lineage, writes=joined_writes(older, merged),
-                               lifted=joined_lifted(older, merged))
+                               lifted=joined_lifted(older, merged),
+                               lifted_writes=joined_lifted_writes(older, merged))
 
 
 #: epochs a document remembers descending from (the newest generations kept)
