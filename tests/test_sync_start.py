@@ -92,3 +92,21 @@ async def test_a_store_away_through_the_deadline_is_started_without(
         await wait_until(lambda: sync.ready and sync.connected, 10, what="the first sync")
     finally:
         await sync.stop()
+
+
+async def test_a_push_during_stop_starts_no_reread(
+        redis_server: RedisServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A push that asks for a re-read of the store (one that would relax something; one
+    too large to verify is throttled, and the throttle stops first) arriving while `stop`
+    runs started a re-read task that stop had already stopped waiting for: it ran against
+    a closing store and could outlive it (a pending task at the loop's end)."""
+    monkeypatch.setenv(STATE_KEY_ENV, STATE_KEY)
+    cfg = loaded(redis_server, tmp_path, "10s")
+    sync = make_sync(cfg, TableHolder(cfg, state_unknown=True), Metrics(), "inst-a")
+    await asyncio.wait_for(sync.start(), 30)
+    assert sync._recheck is None
+    stopping = asyncio.ensure_future(sync.stop())
+    await asyncio.sleep(0)  # (stop has begun: one loop turn)
+    sync._reread()  # what a push that would relax something calls (_pushed)
+    await asyncio.wait_for(stopping, 30)
+    assert sync._recheck is None

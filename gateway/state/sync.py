@@ -92,6 +92,7 @@ class Sync(Repair, Guard, Writes, Startup):
         self._tasks: list[asyncio.Task[None]] = []
         self._side_tasks: set[asyncio.Task[None]] = set()
         self._recheck: asyncio.Task[None] | None = None
+        self._stopping = False  # stop() began: pushes still apply, but start no tasks
         self._recheck_again = False
         self._big_pushes = Throttle(0.25, self._reread)  # (store.PushNotRead)
         self._seen_signed = False
@@ -118,6 +119,7 @@ class Sync(Repair, Guard, Writes, Startup):
     # ------------------------------------------------------------------ lifecycle
 
     async def stop(self) -> None:
+        self._stopping = True
         self._big_pushes.cancel()
         if self._side_tasks:
             await asyncio.wait(set(self._side_tasks), timeout=2 * self.cfg.command_timeout)
@@ -138,6 +140,9 @@ class Sync(Repair, Guard, Writes, Startup):
                   else "none (ready_without_state)")
 
     def _spawn(self, coro: Any) -> None:
+        if self._stopping:
+            coro.close()
+            return
         task = asyncio.create_task(coro)
         self._side_tasks.add(task)
         task.add_done_callback(self._side_tasks.discard)
@@ -181,6 +186,8 @@ class Sync(Repair, Guard, Writes, Startup):
 
     def _reread(self) -> None:
         """Load the store's document, verify it, and apply it if newer (single flight)."""
+        if self._stopping:
+            return  # (the store is closing; a re-read started now would outlive it)
         if self._recheck is not None and not self._recheck.done():
             self._recheck_again = True
             return
