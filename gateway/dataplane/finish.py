@@ -50,6 +50,8 @@ class Finish:
 
         def settle_unready(self, req: Request) -> None: ...
 
+        def note_served(self, route: str, version: str, model: str | None) -> None: ...
+
     def write_complete(self, flight: Forwarding, ex: Exchange) -> None:
         """The fast path's end: the whole answer has arrived; one write to the client."""
         req = flight.req
@@ -59,6 +61,8 @@ class Finish:
         body = ex.finish()  # (back in its pool: `ex` holds this answer until its `_reset`)
         if plan.shadow_config is not None and (tap := self.tap(flight)) is not None:
             tap.answer(status, ex.headers, body)  # a copy goes once this answer is written
+        if plan.aware and 200 <= status < 300 and version == plan.stable:
+            self.note_served(route, version, flight.asked_model())  # (it holds that model)
         length: int | None = len(body)
         if req.method == b"HEAD":
             length, body = ex.length, b""
