@@ -70,3 +70,28 @@ async def test_a_store_restored_far_behind_an_unkill_is_reseeded_without_the_kil
                          what="a to re-seed the restored store")
         assert set(g.gw.holder.doc.kills) == {"route:other"}
         assert set(stored_doc(redis_server)["kills"]) == {"route:other"}
+
+
+@pytest.mark.xfail(strict=True, reason="open: lifted_writes keeps the newest "
+                   "MAX_LIFTS_PER_KEY flags of a key; an older flag's unkill is forgotten, "
+                   "and a branch that killed and lifted the key as often cannot be told from "
+                   "it (see the review's report)")
+def test_far_behind_an_unkill_followed_by_more_lifts_of_the_key_is_adopted() -> None:
+    """a holds iris's kill and hears nothing (a snapshot, 32 writes or more behind) while
+    the fleet lifts it and then kills and lifts iris MAX_LIFTS_PER_KEY more times (an
+    alert that fires and is lifted again and again). The fleet's document descends from
+    the unkill of a's very flag, but names only the newest four: a merges it, and the
+    kill lifted long ago is back in force for every instance (before d962b1f the
+    generation in `lifted` named it, and a adopted the document)."""
+    from gateway.domain.branches import lifts_unrecorded
+    from gateway.domain.writeids import MAX_LIFTS_PER_KEY
+
+    def flag() -> KillFlag:
+        return KillFlag("route", "iris", None, "alertmanager/x", "fired", T, 0)
+
+    held = apply_change(StateDoc(epoch="e"), Change(kills={"route:iris": flag()}))
+    doc = apply_change(held, Change(kills={"route:iris": None}))
+    for _ in range(MAX_LIFTS_PER_KEY):
+        doc = apply_change(doc, Change(kills={"route:iris": flag()}))
+        doc = apply_change(doc, Change(kills={"route:iris": None}))
+    assert not lifts_unrecorded(held, _far(doc))
