@@ -62,11 +62,11 @@ async def test_a_store_restored_far_behind_an_unkill_is_reseeded_without_the_kil
         await unkill(session, g.admin, wait="0s", scope="route", route="iris")
         far = _far(g.gw.holder.doc)  # (the fleet's writes since)
         plant(redis_server, far.to_json())
-        await wait_until(lambda: g.gw.holder.doc.generation == far.generation, 5,
+        await wait_until(lambda: g.gw.holder.doc.generation == far.generation, 10,
                          what="a to take the fleet's writes")
         redis_server.cmd("SET", "kgtest:state", backup)
         redis_server.cmd("SET", "kgtest:gen", backup_gen)
-        await wait_until(lambda: g.gw.holder.doc.generation > far.generation, 5,
+        await wait_until(lambda: g.gw.holder.doc.generation > far.generation, 10,
                          what="a to re-seed the restored store")
         assert set(g.gw.holder.doc.kills) == {"route:other"}
         assert set(stored_doc(redis_server)["kills"]) == {"route:other"}
