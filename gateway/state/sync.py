@@ -134,6 +134,7 @@ class Sync(Repair, Guard, Writes, Startup):
         if self._unsaved is not None:  # (no side task snapshots what applied since stop began)
             self.snapshot.soon(self._unsaved)
             await self.snapshot.flush()
+        self.applied_log.flush()  # (and no push comes now)
 
     def _update_ready(self) -> None:
         self.ready = self.synced_once or self.from_snapshot or self.cfg.ready_without_state
