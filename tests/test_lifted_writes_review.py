@@ -95,3 +95,71 @@ def test_far_behind_an_unkill_followed_by_more_lifts_of_the_key_is_adopted() -> 
         doc = apply_change(doc, Change(kills={"route:iris": flag()}))
         doc = apply_change(doc, Change(kills={"route:iris": None}))
     assert not lifts_unrecorded(held, _far(doc))
+
+
+def test_a_flag_named_lifted_was_lifted_on_that_history_random_histories() -> None:
+    """Random histories of one store forking (a promoted replica, a restored backup):
+    kills, unkills, drill kills injected, taken over and restored, abort upgrades, runs
+    of other writes, re-seeds of any two documents. Each document carries, beside it, the
+    flag writes lifted or taken over in its history (the truth). Wherever a document
+    lacks a kill an earlier one holds and names that flag lifted (`_names_lifted`: what
+    `lifts_unrecorded` and the re-seed read), the truth names it too. (The same check on
+    `lifted`'s generations alone finds thousands of documents that do not.)"""
+    import random
+
+    from gateway.domain import drills, kills
+    from gateway.domain.branches import _names_lifted
+    from gateway.domain.statedoc import DrillRecord
+    from gateway.errors import DomainError
+
+    keys = [("route", "iris", None), ("route", "rose", None), ("global", None, None)]
+    wrong = []
+    for seed in range(150):
+        rnd = random.Random(seed)
+        docs: list[tuple[StateDoc, frozenset[str]]] = [(StateDoc(epoch="e"), frozenset())]
+        for _ in range(rnd.randint(20, 120)):
+            d, lifted = rnd.choice(docs[-8:] if rnd.random() < 0.8 else docs)
+            scope, route, _v = rnd.choice(keys)
+            key = "global" if scope == "global" else f"route:{route}"
+            op = rnd.random()
+            try:
+                if op < 0.3:
+                    ch = kills.kill(d, scope, route, None, "a", "x", T,  # type: ignore[arg-type]
+                                    abort_inflight=rnd.random() < 0.5)
+                    if ch is None:
+                        continue
+                    new = apply_change(d, ch)
+                    if key in d.kills and new.kills[key].write != d.kills[key].write:
+                        lifted |= {d.kills[key].write}  # (a drill's kill taken over)
+                elif op < 0.5:
+                    if key not in d.kills:
+                        continue
+                    new = apply_change(d, Change(kills={key: None}))
+                    lifted |= {d.kills[key].write}
+                elif op < 0.58:
+                    if d.drills or key in d.kills:
+                        continue
+                    rec = DrillRecord("d1", "kill", route or "iris", None, "a", T, 0.0, {})
+                    new = apply_change(d, Change(drills={"d1": rec}))
+                    new = apply_change(new, drills.inject_kill(new, "d1", scope, "a", "x", T))
+                elif op < 0.63:
+                    if "d1" not in d.drills:
+                        continue
+                    ch, _ = drills.restore(d, "d1", {}, "a", T)
+                    new = apply_change(d, ch)
+                    lifted |= {d.kills[k].write for k, f in ch.kills.items() if f is None}
+                    new = apply_change(new, Change(drills={"d1": None}))
+                elif op < 0.8:
+                    new = _far(d, rnd.randint(1, 40))
+                else:
+                    other, also = rnd.choice(docs)
+                    new, lifted = merge_restrictive(other, d), lifted | also
+            except DomainError:
+                continue
+            docs.append((new, lifted))
+        wrong += [(seed, key) for held, _ in docs for doc, lifted in docs
+                  if doc.generation > held.generation
+                  for key, flag in held.kills.items()
+                  if key not in doc.kills and _names_lifted(doc, key, flag)
+                  and flag.write not in lifted]
+    assert not wrong, wrong[:5]
