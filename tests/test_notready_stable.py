@@ -89,28 +89,46 @@ async def test_a_canary_lacking_a_model_the_stable_serves_is_still_ejected(
 
 
 def test_the_model_a_request_asks_for() -> None:
-    assert model_key("v2", "/v2/models/iris/infer", None, None, False) == "iris"
-    assert model_key("v2", "/v2/models/iris/versions/2/infer", None, None, False) \
+    def key(protocol: str, path: str, field: ModelField | None, body: bytes | None,
+            complete: bool, method: bytes = b"POST") -> str | None:
+        got = model_key(protocol, method, path, field, body, complete)
+        if got is not None:
+            assert got[0] == path  # (kept with the path it was asked on)
+        return None if got is None else got[1]
+
+    assert key("v2", "/v2/models/iris/infer", None, None, False) == "iris"
+    assert key("v2", "/v2/models/iris/versions/2/infer", None, None, False) \
         == "iris/versions/2"
-    assert model_key("v2", "/v2/models/iris/versions/2/generate_stream", None, b"", True) \
+    assert key("v2", "/v2/models/iris/versions/2/generate_stream", None, b"", True) \
         == "iris/versions/2"
-    assert model_key("v2", "/v2/health/ready", None, None, True) is None
+    assert key("v2", "/v2/health/ready", None, None, True) is None
     body = b'{"messages": [], "model": "gpt"}'
-    assert model_key("openai", "/v1/chat/completions", None, body, True) == "gpt"
-    assert model_key("openai", "/v1/chat/completions", None, body, False) is None  # a prefix
+    assert key("openai", "/v1/chat/completions", None, body, True) == "gpt"
+    assert key("openai", "/v1/chat/completions", None, body, False) is None  # a prefix
     peeked = ModelField("gpt-4", 10, 17)  # (routing read it already)
-    assert model_key("openai", "/v1/chat/completions", peeked, body, True) == "gpt-4"
-    for bad in (b"\xff\xfe", b"[1, 2]", b'{"model": 7}', b"not json"):
-        assert model_key("openai", "/v1/chat/completions", None, bad, True) is None
+    assert key("openai", "/v1/chat/completions", peeked, body, True) == "gpt-4"
+    # a version whose `model` rewrites what routing read: its backend reads that one
+    assert model_key("openai", b"POST", "/v1/chat/completions", peeked, body, True,
+                     "gpt-4-0613") == ("/v1/chat/completions", "gpt-4-0613")
+    for bad in (b"\xff\xfe", b"[1, 2]", b'{"model": 7}', b"not json",
+                b'{"model": "a", "model": "b"}'):
+        assert key("openai", "/v1/chat/completions", None, bad, True) is None
+    # not an inference: says nothing of the models a version holds
+    assert key("v2", "/v2/models/iris/infer", None, None, False, b"OPTIONS") is None
+    assert key("openai", "/v1/models", None, body, True, b"GET") is None
 
 
 def test_served_models_are_bounded_and_a_model_answered_again_is_kept() -> None:
     served = ServedModels()
-    served.note("r", "v1", "iris")
+    served.note("r", "v1", ("/p", "iris"))
     for n in range(MAX_SERVED - 1):
-        served.note("r", "v1", f"m{n}")
-    assert served.answered("r", "v1", "iris") and not served.answered("r", "v2", "iris")
-    served.note("r", "v1", "one-more")  # the oldest goes
-    assert not served.answered("r", "v1", "iris")
-    served.note("r", "v1", "iris")  # answered again: told again
-    assert served.answered("r", "v1", "iris") and len(served._seen) == MAX_SERVED
+        served.note("r", "v1", ("/p", f"m{n}"))
+    assert served.answered("r", "v1", ("/p", "iris"))
+    assert not served.answered("r", "v2", ("/p", "iris"))
+    assert not served.answered("r", "v1", ("/q", "iris"))  # (another path)
+    served.note("r", "v1", ("/p", "one-more"))  # the oldest goes
+    assert not served.answered("r", "v1", ("/p", "iris"))
+    served.note("r", "v1", ("/p", "iris"))  # answered again: told again
+    assert served.answered("r", "v1", ("/p", "iris")) and len(served._seen) == MAX_SERVED
+    served.note("r", "v1", None)  # (a model not read is never noted, nor blamed)
+    assert not served.answered("r", "v1", None) and len(served._seen) == MAX_SERVED

@@ -14,7 +14,7 @@ from gateway.dataplane.clock import Clock
 from gateway.dataplane.headers import own_head
 from gateway.dataplane.inflight import Aborted
 from gateway.dataplane.request import BadBody, BodyTimeout, Request
-from gateway.dataplane.servedmodels import ServedModels
+from gateway.dataplane.servedmodels import Asked, ServedModels
 from gateway.domain.routing import FALLBACK, KILLED, STATE_UNKNOWN, RoutePlan, Target
 from gateway.errors import UpstreamError, UpstreamOverflow, UpstreamTimeout
 from gateway.log import event
@@ -91,12 +91,12 @@ class Answers:
             self.observer.outcome(plan.name, target.name, "5xx" if status >= 500 else "ok",
                                   self.clock.now - started)
 
-    def note_served(self, route: str, version: str, model: str | None) -> None:
+    def note_served(self, route: str, version: str, model: Asked | None) -> None:
         """The stable's 2xx answer forwarded on a protocol route: it holds `model`."""
         self.models.note(route, version, model)
 
     def dropped(self, req: Request, plan: RoutePlan, target: Target, status: int,
-                not_ready: bool, started: float, model: str | None = None) -> None:
+                not_ready: bool, started: float, model: Asked | None = None) -> None:
         """An answer not forwarded (the request moves on): counted for outlier detection.
 
         A not-ready answer is told to the observers only once the request has ended or its

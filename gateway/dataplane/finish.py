@@ -19,6 +19,7 @@ from gateway.dataplane.inflight import Inflight
 from gateway.dataplane.outgoing import forwarded_for
 from gateway.dataplane.ports import Forwarding
 from gateway.dataplane.request import Request
+from gateway.dataplane.servedmodels import Asked
 from gateway.dataplane.shadowtap import Tap
 from gateway.domain.routing import RoutePlan, Target
 from gateway.forwarded import ClientAddress
@@ -50,7 +51,7 @@ class Finish:
 
         def settle_unready(self, req: Request) -> None: ...
 
-        def note_served(self, route: str, version: str, model: str | None) -> None: ...
+        def note_served(self, route: str, version: str, model: Asked | None) -> None: ...
 
     def write_complete(self, flight: Forwarding, ex: Exchange) -> None:
         """The fast path's end: the whole answer has arrived; one write to the client."""

@@ -25,7 +25,7 @@ from gateway.dataplane.jsonpeek import ModelField
 from gateway.dataplane.ports import FlightHost
 from gateway.dataplane.request import Request
 from gateway.dataplane.retry import RetryBudget
-from gateway.dataplane.servedmodels import model_key
+from gateway.dataplane.servedmodels import Asked, model_key
 from gateway.dataplane.spans import AttemptSpan, trace_ejection
 from gateway.domain.routing import FAILOVER, FALLBACK, RoutePlan, Target
 from gateway.errors import UpstreamError
@@ -60,10 +60,11 @@ class Moves(Handle):
     if TYPE_CHECKING:
         def _forward_answer(self, ex: Exchange) -> None: ...
 
-    def asked_model(self) -> str | None:
-        """The model the request asks for (servedmodels.py), on a protocol route."""
-        return model_key(self.plan.config.protocol, self.routing_path, self.field,
-                         self.prefix, self.complete)
+    def asked_model(self) -> Asked | None:
+        """The inference the request asks of its current target (servedmodels.py), on a
+        protocol route."""
+        return model_key(self.plan.config.protocol, self.req.method, self.routing_path,
+                         self.field, self.prefix, self.complete, self.target.model)
 
     # ------------------------------------------------------------------ the plan
 

@@ -16,7 +16,7 @@ from gateway.domain.statedoc import KillFlag, StateDoc
 from gateway.domain.writeids import trim_writes, with_lifted_writes, with_lifts, write_generation
 
 __all__ = ["collides", "descends", "joined_lifted", "joined_lifted_writes", "joined_writes",
-           "lifts_unrecorded", "relaxes", "replaces_another"]
+           "lifted_by_write", "lifts_unrecorded", "relaxes", "replaces_another"]
 
 
 def relaxes(old: StateDoc, new: StateDoc) -> bool:
@@ -92,6 +92,13 @@ def _names_lifted(doc: StateDoc, key: str, flag: KillFlag) -> bool:
     if flag.write and writes is not None:
         return flag.write in writes
     return doc.lifted.get(key, -1) >= flag.generation
+
+
+def lifted_by_write(doc: StateDoc, key: str, flag: KillFlag) -> bool:
+    """Whether `doc` names `flag` lifted by the write that made it: `doc` descends from an
+    unkill of that very flag (or of a kill that took it over), wherever the two documents
+    stand; a write is never made twice. A re-seed drops such a kill (store.py)."""
+    return bool(flag.write) and flag.write in doc.lifted_writes.get(key, ())
 
 
 def joined_lifted(*docs: StateDoc) -> dict[str, int]:

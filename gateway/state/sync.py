@@ -93,6 +93,7 @@ class Sync(Repair, Guard, Writes, Startup):
         self._side_tasks: set[asyncio.Task[None]] = set()
         self._recheck: asyncio.Task[None] | None = None
         self._stopping = False  # stop() began: pushes still apply, but start no tasks
+        self._unsaved: StateDoc | None = None  # applied once stopping: snapshotted last
         self._recheck_again = False
         self._big_pushes = Throttle(0.25, self._reread)  # (store.PushNotRead)
         self._seen_signed = False
@@ -130,6 +131,10 @@ class Sync(Repair, Guard, Writes, Startup):
         with contextlib.suppress(StateError, TimeoutError):
             await asyncio.wait_for(self.store.leave(self.instance), self.cfg.command_timeout)
         await self.store.close()
+        if self._unsaved is not None:  # (no side task snapshots what applied since stop began)
+            self.snapshot.soon(self._unsaved)
+            await self.snapshot.flush()
+        self.applied_log.flush()  # (and no push comes now)
 
     def _update_ready(self) -> None:
         self.ready = self.synced_once or self.from_snapshot or self.cfg.ready_without_state
@@ -156,6 +161,8 @@ class Sync(Repair, Guard, Writes, Startup):
         if not self.holder.apply_doc(doc):
             return False
         self.metrics.set("killgate_state_generation", doc.generation)
+        if self._stopping:
+            self._unsaved = doc
         self.applied_log.later(doc.generation, sorted(doc.kills), round(time.time(), 6))
         return True
 
