@@ -5,7 +5,7 @@ pushed documents, polls the generation and audit head every `poll_interval` (the
 delivery guarantee: pub/sub drops messages during reconnects), re-seeds a store that lost or
 spoiled its state (reseed.py), and enforces `on_unavailable` (staleness.py). Heartbeats
 and receipts live in fleet.py, the snapshot file in snapshot.py, the audit mirror in
-mirror.py, writes in writes.py, start-up in startup.py, the swaps' log lines in
+mirror.py, writes in writes.py, start-up and stop in startup.py, the swaps' log lines in
 appliedlog.py. Invariants: only verified documents are applied, and only when newer than
 the one held; a push that would relax anything (lift a kill, change an override), or is
 too large to verify on the loop, is a hint: the store is re-read and verified first; a
@@ -18,7 +18,6 @@ for any of this.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
@@ -44,7 +43,6 @@ from gateway.state.store import Ack, Loaded, PushNotRead, Store
 from gateway.state.tamper import TamperLog
 from gateway.state.throttle import Throttle
 from gateway.state.writes import Writes
-from gateway.tasks import cancel
 from gateway.telemetry.metrics import Metrics
 
 __all__ = ["Sync"]
@@ -118,23 +116,6 @@ class Sync(Repair, Guard, Writes, Startup):
         return self.keys.enabled and not self.snapshot.signed and not self._seen_signed
 
     # ------------------------------------------------------------------ lifecycle
-
-    async def stop(self) -> None:
-        self._stopping = True
-        self._big_pushes.cancel()
-        if self._side_tasks:
-            await asyncio.wait(set(self._side_tasks), timeout=2 * self.cfg.command_timeout)
-        await self.snapshot.flush()  # the last snapshot lands
-        self.applied_log.flush()  # (a line whose timer has not fired yet)
-        await cancel(self._tasks)
-        self._tasks = []
-        with contextlib.suppress(StateError, TimeoutError):
-            await asyncio.wait_for(self.store.leave(self.instance), self.cfg.command_timeout)
-        await self.store.close()
-        if self._unsaved is not None:  # (no side task snapshots what applied since stop began)
-            self.snapshot.soon(self._unsaved)
-            await self.snapshot.flush()
-        self.applied_log.flush()  # (and no push comes now)
 
     def _update_ready(self) -> None:
         self.ready = self.synced_once or self.from_snapshot or self.cfg.ready_without_state
