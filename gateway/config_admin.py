@@ -95,6 +95,23 @@ class AdminConfig(Frozen):
     #: the burst allowed above that rate; a token verified before is never counted
     auth_check_rate: float = Field(default=100.0, gt=0, le=1_000_000)
     auth_check_burst: int = Field(default=200, ge=1, le=1_000_000)
+    #: Host names the admin listener answers to besides localhost and IP addresses ("*":
+    #: any); unset: any name on a non-loopback listener, none on a loopback one (admin/hosts.py)
+    allowed_hosts: list[str] | None = Field(default=None, max_length=256)
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _hosts(cls, v: list[str] | None) -> list[str] | None:
+        if v is None:
+            return v
+        out = []
+        for i, h in enumerate(v):
+            name = h.strip().lower().rstrip(".")
+            if name != "*" and not re.fullmatch(r"[a-z0-9_]([a-z0-9_.-]{0,252}[a-z0-9_])?", name):
+                raise ValueError(f"[{i}] {h!r} is not a host name such as "
+                                 "'killgate-admin.example.com' (no port, no scheme), or '*'")
+            out.append(name)
+        return out
 
     @field_validator("trusted_proxies")
     @classmethod

@@ -69,7 +69,7 @@ async def test_head_limits_answer_431_and_414_in_json(tmp_path: Path, backends) 
         # a head that grows past the cap in pieces is cut off at the cap, not at the deadline
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         t0 = time.monotonic()
-        writer.write(b"GET /v1/status HTTP/1.1\r\nHost: x\r\n")
+        writer.write(b"GET /v1/status HTTP/1.1\r\nHost: localhost\r\n")
         reading = asyncio.ensure_future(_closed(reader, 5))
         for i in range(12):
             await asyncio.wait({reading}, timeout=0.02)
@@ -91,7 +91,7 @@ async def test_deadlines_for_first_and_keep_alive_heads(tmp_path: Path, backends
                        extra="server: {header_timeout: 1s, keepalive_timeout: 2500ms}\n")
     async with running_gateway(cfg) as g:
         port = g.gw.admin_addr[1]
-        ask = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+        ask = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n"
 
         async def conn() -> tuple[asyncio.StreamReader, asyncio.StreamWriter, float]:
             r, w = await asyncio.open_connection("127.0.0.1", port)
@@ -198,7 +198,7 @@ async def test_500_held_connections_close_on_time_and_cost_little(tmp_path: Path
         t0 = time.monotonic()  # before connecting: the server's clock starts later
         r, w = await asyncio.open_connection("127.0.0.1", gw.admin_port)
         writers.append(w)
-        w.write(b"GET /v1/status HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        w.write(b"GET /v1/status HTTP/1.1\r\nHost: localhost\r\nX-Slow: ")
         reading = asyncio.ensure_future(_closed(r, 15))
         while not reading.done():
             w.write(b"s")
@@ -210,7 +210,7 @@ async def test_500_held_connections_close_on_time_and_cost_little(tmp_path: Path
         t0 = time.monotonic()  # before connecting: the server's clock starts later
         r, w = await asyncio.open_connection("127.0.0.1", gw.admin_port)
         writers.append(w)
-        w.write(b"GET /v1/status HTTP/1.1\r\nHost: x\r\n")
+        w.write(b"GET /v1/status HTTP/1.1\r\nHost: localhost\r\n")
         reading = asyncio.ensure_future(_closed(r, 15))
         for i in range(16):  # 48 KiB, in pieces: never a complete head
             await asyncio.wait({reading}, timeout=0.01)

@@ -310,6 +310,9 @@ async def test_an_alert_claimed_but_never_applied_acts_on_a_later_retry(
 
         async def retried() -> bool:
             status, answer = await _post(session, g.admin, firing)
+            if status == 503:  # still claimed (for `pending`): retried again, not lost
+                assert answer["error"]["type"] == "too_many_alerts", answer
+                return False
             assert status == 200, answer
             return bool(answer["actions"][0]["outcome"] == "acted")
 
@@ -319,6 +322,50 @@ async def test_an_alert_claimed_but_never_applied_acts_on_a_later_retry(
         await asyncio.sleep(0.6)
         assert (await _post(session, g.admin, firing))[1]["actions"][0]["outcome"] == \
             "duplicate"
+
+
+class _Dying:
+    """The receiver's writer as it is on an instance that dies while it applies an alert
+    (SIGKILL, OOM): the write starts, the episode is claimed, and nothing is applied."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.entered = asyncio.Event()
+        self.die = asyncio.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def write(self, *a: Any) -> Any:
+        self.entered.set()
+        await self.die.wait()
+        raise StoreUnavailable("the instance died")
+
+
+async def test_a_retry_while_another_request_applies_the_alert_is_503_not_duplicate(
+        tmp_path: Path, backends, session) -> None:
+    """Before: a retry that came while the episode was claimed but not yet applied (its
+    instance dying, or slow) answered 200 `duplicate`; Alertmanager took that as delivered
+    and did not retry, and the kill was lost until its repeat_interval (4h)."""
+    cfg = await _gateway_cfg(tmp_path, backends)
+    async with running_gateway(cfg) as g:
+        rx = g.gw.alert_receiver
+        real, dying = rx.writer, _Dying(rx.writer)
+        rx.writer = dying
+        firing = payload(killgate_action="kill", route="iris", version="v2")
+        first = asyncio.create_task(_post(session, g.admin, firing))
+        await asyncio.wait_for(dying.entered.wait(), 10)
+        rx.writer = real
+        status, answer = await _post(session, g.admin, firing)  # Alertmanager's retry
+        assert status == 503 and answer["error"]["type"] == "too_many_alerts", answer
+        assert "being applied" in answer["error"]["message"]
+        dying.die.set()
+        assert (await asyncio.wait_for(first, 10))[0] == 503
+        status, answer = await _post(session, g.admin, firing)  # the next retry acts
+        assert status == 200 and answer["actions"][0]["outcome"] == "acted", answer
+        assert await _versions(session, g.url) == {"v1"}
+        status, answer = await _post(session, g.admin, firing)
+        assert status == 200 and answer["actions"][0]["outcome"] == "duplicate", answer
 
 
 @pytest.mark.parametrize("mode", ["act", "observe"])

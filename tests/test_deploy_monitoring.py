@@ -51,6 +51,21 @@ def test_amtool_accepts_the_receiver_config() -> None:
     assert res.returncode == 0, res.stdout + res.stderr
 
 
+@pytest.mark.parametrize("labels", [
+    ("alertname=KillgateCanaryErrorRate", "killgate_action=kill", "route=iris", "version=v2",
+     "severity=page"),
+    ("alertname=KillgateCanaryLatency", "killgate_action=rollback", "route=iris",
+     "version=v2", "severity=page"),
+])
+def test_an_acting_alert_reaches_killgate_and_still_pages(labels: tuple[str, ...]) -> None:
+    """`continue: true` on killgate's route only goes on to sibling routes after it: with
+    none, the root's receiver (the pager) never saw an alert that killgate acted on."""
+    res = _run(_tool("amtool"), "config", "routes", "test", "--config.file",
+               str(ROOT / "deploy/alertmanager/alertmanager.yml"), *labels)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert res.stdout.split()[-1].split(",") == ["killgate", "default"], res.stdout
+
+
 def _recorded() -> set[str]:
     doc = yaml.safe_load(RULES.read_text())
     return {r["record"] for g in doc["groups"] for r in g["rules"] if "record" in r}

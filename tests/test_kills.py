@@ -43,7 +43,7 @@ def test_a_kill_in_force_changes_nothing_but_may_cut_inflight() -> None:
     assert kills.kill(doc, "version", "iris", "v2", "carol", "again", "t2", False) is None
     up = ap(doc, kills.kill(doc, "version", "iris", "v2", "carol", "cut", "t2"))
     assert up.kills["version:iris:v2"] == KillFlag("version", "iris", "v2", "bob", "why", "t",
-                                                   1, True)  # who, when, why kept
+                                                   1, True, flag.write)  # who, when, why kept
     assert kills.kill(up, "version", "iris", "v2", "carol", "again", "t3") is None
     assert ap(doc, kills.kill(doc, "global", None, None, "a", "r", "t")).kills.keys() == {
         "version:iris:v2", "global"}

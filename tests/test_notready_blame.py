@@ -64,15 +64,21 @@ async def test_a_model_no_version_holds_does_not_eject_a_healthy_version(
     assert ejections == 0 and served == ("v1", "weighted"), (ejections, served)
 
 
-async def test_a_model_one_version_lacks_still_ejects_that_version(
+async def test_a_model_the_stable_answered_and_unloaded_ejects_it(
         tmp_path: Path, backends) -> None:
-    """The counter-case: v1 lacks a model v2 serves. Its 404s are its own (the request was
-    served elsewhere), so they count and v1 is ejected after three in a row."""
-    p1 = await backends(v2_model_server("v1", set(), flavour="openai"))
+    """The counter-case: v1 answered gpt, then unloaded it; v2 serves it. v1's 404s are its
+    own (the request was served elsewhere), so they count and v1 is ejected after three in
+    a row (a stable that never answered gpt is not: tests/test_notready_stable.py)."""
+    held = {"gpt"}
+    p1 = await backends(v2_model_server("v1", held, flavour="openai"))
     p2 = await backends(v2_model_server("v2", {"gpt"}, flavour="openai"))
     cfg = write_config(tmp_path, _route(p1, p2))
     async with running_gateway(cfg) as g, aiohttp.ClientSession() as s:
         url = g.url + "/v1/chat/completions"
+        async with s.post(url, json={"model": "gpt", "messages": []}) as r:
+            await r.read()
+            assert r.status == 200 and r.headers["x-killgate-version"] == "v1"
+        held.clear()  # unloaded
         for _ in range(3):
             async with s.post(url, json={"model": "gpt", "messages": []}) as r:
                 await r.read()
@@ -86,11 +92,16 @@ async def test_a_not_ready_answer_counts_once_the_answer_from_elsewhere_streams(
         tmp_path: Path, backends) -> None:
     """Held until the request's end, v1's not-ready answers would count only when v2's long
     streams ended: v1 must be ejected while they still stream."""
-    p1 = await backends(v2_model_server("v1", set(), flavour="openai"))
+    held = {"gpt"}
+    p1 = await backends(v2_model_server("v1", held, flavour="openai"))
     p2 = await backends(sse_app("v2", events=40, interval=0.1))  # 4 s streams
     cfg = write_config(tmp_path, _route(p1, p2))
     async with running_gateway(cfg) as g, aiohttp.ClientSession() as s:
         url = g.url + "/v1/chat/completions"
+        async with s.post(url, json={"model": "gpt", "messages": []}) as r:
+            await r.read()
+            assert r.headers["x-killgate-version"] == "v1"  # v1 held gpt
+        held.clear()  # and unloads it
         resps = [await s.post(url, json={"model": "gpt", "stream": True}) for _ in range(3)]
         try:
             assert [r.headers["x-killgate-version"] for r in resps] == ["v2"] * 3

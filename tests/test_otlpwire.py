@@ -91,6 +91,20 @@ def test_spans_of_two_resources_and_scopes_are_grouped_like_the_sdk() -> None:
     assert len(msg.resource_spans[0].scope_spans) == 2
 
 
+def test_equal_arrays_of_other_element_types_keep_their_types() -> None:
+    """(1,) == (1.0,) == (True,) in Python: the encoded-attribute cache, keyed by the value,
+    wrote the first one's int array for the double and bool arrays that followed."""
+    p, keep = _provider()
+    tracer = p.get_tracer("t")
+    for v in ((1,), (1.0,), (True,), (1,)):
+        tracer.start_span("s", attributes={"a": v}).end()
+    msg = _same(keep.spans)
+    values = [s.attributes[0].value.array_value.values[0]
+              for s in msg.resource_spans[0].scope_spans[0].spans]
+    assert [v.WhichOneof("value") for v in values] == [
+        "int_value", "double_value", "bool_value", "int_value"]
+
+
 def test_a_lone_surrogate_becomes_a_question_mark_instead_of_failing_the_batch() -> None:
     p, keep = _provider()
     p.get_tracer("t").start_span("s", attributes={"url.path": "/a\udcffb"}).end()

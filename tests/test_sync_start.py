@@ -92,3 +92,51 @@ async def test_a_store_away_through_the_deadline_is_started_without(
         await wait_until(lambda: sync.ready and sync.connected, 10, what="the first sync")
     finally:
         await sync.stop()
+
+
+async def test_a_push_during_stop_starts_no_reread(
+        redis_server: RedisServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A push that asks for a re-read of the store (one that would relax something; one
+    too large to verify is throttled, and the throttle stops first) arriving while `stop`
+    runs started a re-read task that stop had already stopped waiting for: it ran against
+    a closing store and could outlive it (a pending task at the loop's end)."""
+    monkeypatch.setenv(STATE_KEY_ENV, STATE_KEY)
+    cfg = loaded(redis_server, tmp_path, "10s")
+    sync = make_sync(cfg, TableHolder(cfg, state_unknown=True), Metrics(), "inst-a")
+    await asyncio.wait_for(sync.start(), 30)
+    assert sync._recheck is None
+    stopping = asyncio.ensure_future(sync.stop())
+    await asyncio.sleep(0)  # (stop has begun: one loop turn)
+    sync._reread()  # what a push that would relax something calls (_pushed)
+    await asyncio.wait_for(stopping, 30)
+    assert sync._recheck is None
+
+
+async def test_a_kill_pushed_during_stop_lands_in_the_snapshot(
+        redis_server: RedisServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A push still applies while `stop` runs (the kill is enforced), but the side task
+    that snapshots an applied document is no longer started then: the snapshot written on
+    the way out lacked the kill, so the instance restarted from a snapshot without it
+    (what lets a kill survive a store that lost it: README, the replica row). Its
+    `state_applied` line, written a little later, was lost too once past stop's flush."""
+    from gateway.domain.statedoc import Change, KillFlag, apply_change
+    monkeypatch.setenv(STATE_KEY_ENV, STATE_KEY)
+    caplog.set_level(logging.INFO, logger="killgate.state")
+    cfg = loaded(redis_server, tmp_path, "10s")
+    holder = TableHolder(cfg, state_unknown=True)
+    sync = make_sync(cfg, holder, Metrics(), "inst-a")
+    await asyncio.wait_for(sync.start(), 30)
+    killed = apply_change(holder.doc, Change(kills={"route:iris": KillFlag(
+        "route", "iris", None, "bob", "bad", "2026-12-04T00:00:00Z", 0)}))
+    stopping = asyncio.ensure_future(sync.stop())
+    await asyncio.sleep(0)  # (stop has begun: one loop turn)
+    sync._pushed(killed)  # a verified push of a new kill, as the store's listener hands it
+    assert "route:iris" in holder.doc.kills  # (in force at once)
+    await asyncio.wait_for(stopping, 30)
+    snap = sync.snapshot.read()
+    assert snap is not None and snap.generation == killed.generation, snap
+    assert "route:iris" in snap.kills
+    applied = [r.kg_fields["generation"] for r in caplog.records  # type: ignore[attr-defined]
+               if r.getMessage() == "state_applied"]
+    assert killed.generation in applied, applied

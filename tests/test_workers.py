@@ -232,3 +232,50 @@ async def test_one_worker_writes_no_files(tmp_path: Path, backends, gateway_proc
     assert (total, count, workers) == (1, 1, 0)  # its own series; no group gauge
     assert not await asyncio.to_thread(os.listdir, tmpdir_env["TMPDIR"])
     assert gw.stop() == 0, gw.output()
+
+
+async def test_a_replacement_started_on_edited_buckets_keeps_counters_monotonic(
+        tmp_path: Path, backends, gateway_procs, tmpdir_env) -> None:
+    """An operator edits telemetry.buckets and reloads (the running workers keep theirs
+    until a restart; the group's config bytes take the edit), then a worker dies: its
+    replacement keeps the group's buckets, so every scrape still sums every worker and
+    killgate_requests_total never goes backwards, whichever worker answers."""
+    port = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(port, port, 100, 0),
+                       listen=f"127.0.0.1:{free_port()}", admin=f"127.0.0.1:{free_port()}")
+    gw = gateway_procs(cfg, workers=2, env=tmpdir_env)
+    await asyncio.to_thread(gw.wait_ready)
+    run = Path(tmpdir_env["TMPDIR"])
+    await asyncio.to_thread(wait_until_sync, lambda: len(list(run.glob("*/slot-*.json"))) == 2,
+                            10.0, 0.05, "both workers' snapshots")
+    (run_dir,) = await asyncio.to_thread(lambda: list(run.iterdir()))
+    n = 30
+
+    def traffic(count: int) -> list[float]:
+        seen = []
+        for _ in range(count):
+            _get(gw.url + "/v2/models/iris/infer")  # a fresh connection each: both workers
+            seen.append(_totals(gw.admin)[0])
+        return seen
+
+    await asyncio.to_thread(traffic, n)
+    await asyncio.to_thread(wait_until_sync, lambda: _totals(gw.admin)[:2] == (n, n),
+                            5.0, 0.05, f"{n} requests on a scrape")
+    cfg.write_text(cfg.read_text().replace(
+        "routes:\n", "telemetry:\n  buckets: {request_duration: [0.1, 1]}\nroutes:\n", 1))
+    gw.signal(signal.SIGHUP)
+    await asyncio.to_thread(wait_until_sync, lambda: "request_duration" in (
+        run_dir / "config").read_text(), 10.0, 0.05, "the edit in the group's config bytes")
+    victim = _children(gw.proc.pid)[0]
+    os.kill(victim, signal.SIGKILL)
+    await asyncio.to_thread(wait_until_sync, lambda: victim not in _children(gw.proc.pid)
+                            and len(_children(gw.proc.pid)) == 2, 10.0, 0.05, "a replacement")
+    await asyncio.to_thread(wait_until_sync, lambda: gw.output().count('phase="listening"') == 3,
+                            20.0, 0.05, "the replacement listening")
+    seen = await asyncio.to_thread(traffic, 20)
+    assert seen == sorted(seen) and seen[0] >= n, seen  # monotonic, none lost
+    await asyncio.to_thread(wait_until_sync, lambda: _totals(gw.admin)[:2] == (n + 20, n + 20),
+                            5.0, 0.05, "the requests since, on a scrape")
+    scrapes = [await asyncio.to_thread(_totals, gw.admin) for _ in range(20)]
+    assert all(s == (n + 20, n + 20, 2) for s in scrapes), scrapes  # whichever worker answered
+    assert gw.stop() == 0, gw.output()

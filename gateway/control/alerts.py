@@ -139,9 +139,10 @@ class AlertReceiver:
             event(log, "alerts_deferred", logging.WARNING, receiver=note.receiver,
                   deferred=deferred, acted=len(actions) - deferred)
             raise ApiError(503, "too_many_alerts", f"{deferred} of {len(actions)} alerts are "
-                           f"new firing alerts beyond what one instance acts on ({NEW_BURST} "
-                           f"at once, {NEW_PER_HOUR:g} an hour): not acted on yet; the others "
-                           "were (a retry answers them `duplicate`)")
+                           f"not acted on yet: new firing alerts beyond what one instance "
+                           f"acts on ({NEW_BURST} at once, {NEW_PER_HOUR:g} an hour), or "
+                           "being applied by another request; the others were (a retry "
+                           "answers them `duplicate`)")
         return {"receiver": note.receiver, "status": note.status, "mode": cfg.mode,
                 "actions": actions}
 
@@ -174,8 +175,15 @@ class AlertReceiver:
             return entry
         key = _episode(alert, cfg.mode)
         claim = {"time": utc_now(), "receiver": note.receiver}
-        earlier = await self.claims.idem_claim(key, claim, min(self.pending,
-                                                               cfg.dedupe_window))
+        earlier = await self.claims.idem_claim(key, {**claim, "state": "pending"},
+                                               min(self.pending, cfg.dedupe_window))
+        if earlier is not None and earlier.get("state") == "pending":
+            # claimed, not applied (yet): its request may still fail, or its instance be
+            # dying. A 200 here would end Alertmanager's retries until repeat_interval.
+            entry.update(outcome="deferred", message=f"this firing alert is being applied "
+                         f"by another request (since {earlier.get('time')}): not acted on "
+                         "here; Alertmanager's retry will find it done, or act")
+            return entry
         if earlier is not None:
             entry.update(outcome="duplicate", message=f"this firing alert was handled at "
                          f"{earlier.get('time')}; nothing changes")
@@ -209,7 +217,7 @@ class AlertReceiver:
             await self._release(key)  # not applied: Alertmanager's retry may act
             raise
         try:  # done: remembered for the dedupe window
-            await self.claims.idem_set(key, claim, cfg.dedupe_window)
+            await self.claims.idem_set(key, {**claim, "state": "done"}, cfg.dedupe_window)
         except StateError as exc:
             event(log, "alert_claim_not_kept", logging.WARNING, fingerprint=alert.fingerprint,
                   error=str(exc), why=f"a resend after {self.pending:g}s may act again")

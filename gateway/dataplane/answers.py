@@ -14,6 +14,7 @@ from gateway.dataplane.clock import Clock
 from gateway.dataplane.headers import own_head
 from gateway.dataplane.inflight import Aborted
 from gateway.dataplane.request import BadBody, BodyTimeout, Request
+from gateway.dataplane.servedmodels import Asked, ServedModels
 from gateway.domain.routing import FALLBACK, KILLED, STATE_UNKNOWN, RoutePlan, Target
 from gateway.errors import UpstreamError, UpstreamOverflow, UpstreamTimeout
 from gateway.log import event
@@ -50,6 +51,8 @@ class Answers:
     _labels: dict[tuple[str, str, str], bytes]  # x-killgate-* lines
     #: not-ready answers (route, version, latency) of requests not ended yet (`dropped`)
     unready: dict[Request, list[tuple[str, str, float]]]
+    #: the models each version answered, on protocol routes (`note_served`, `dropped`)
+    models: ServedModels
 
     # ------------------------------------------------------------------ every answer
 
@@ -88,21 +91,28 @@ class Answers:
             self.observer.outcome(plan.name, target.name, "5xx" if status >= 500 else "ok",
                                   self.clock.now - started)
 
+    def note_served(self, route: str, version: str, model: Asked | None) -> None:
+        """The stable's 2xx answer forwarded on a protocol route: it holds `model`."""
+        self.models.note(route, version, model)
+
     def dropped(self, req: Request, plan: RoutePlan, target: Target, status: int,
-                not_ready: bool, started: float) -> None:
+                not_ready: bool, started: float, model: Asked | None = None) -> None:
         """An answer not forwarded (the request moves on): counted for outlier detection.
 
         A not-ready answer is told to the observers only once the request has ended or its
         answer streams (`settle_unready`), and only if no version could serve it is it forgotten
         (`not_ready_anywhere`): a model or model version that no backend holds is the
         client's mistake, and a client must not be able to eject a healthy version, or fail
-        a canary's analysis, by naming one."""
+        a canary's analysis, by naming one. The stable's is told only for a `model` it has
+        answered before (servedmodels.py): one only a canary holds is not its outage."""
         latency = self.loop.time() - started
         if not_ready:
             self.metrics.inc("killgate_upstream_errors_total",
                              (plan.name, target.name, "not_ready"),
                              label_names=("route", "version", "kind"))
-            if self.observer is not None and req.flight is not None:  # (None: it has ended)
+            if self.observer is not None and req.flight is not None \
+                    and (target.name != plan.stable  # (None: it has ended)
+                         or self.models.answered(plan.name, target.name, model)):
                 self.unready.setdefault(req, []).append((plan.name, target.name, latency))
         elif self.observer is not None:
             self.observer.outcome(plan.name, target.name, "5xx", latency)

@@ -19,6 +19,7 @@ from gateway.dataplane.inflight import Inflight
 from gateway.dataplane.outgoing import forwarded_for
 from gateway.dataplane.ports import Forwarding
 from gateway.dataplane.request import Request
+from gateway.dataplane.servedmodels import Asked
 from gateway.dataplane.shadowtap import Tap
 from gateway.domain.routing import RoutePlan, Target
 from gateway.forwarded import ClientAddress
@@ -50,6 +51,8 @@ class Finish:
 
         def settle_unready(self, req: Request) -> None: ...
 
+        def note_served(self, route: str, version: str, model: Asked | None) -> None: ...
+
     def write_complete(self, flight: Forwarding, ex: Exchange) -> None:
         """The fast path's end: the whole answer has arrived; one write to the client."""
         req = flight.req
@@ -59,6 +62,8 @@ class Finish:
         body = ex.finish()  # (back in its pool: `ex` holds this answer until its `_reset`)
         if plan.shadow_config is not None and (tap := self.tap(flight)) is not None:
             tap.answer(status, ex.headers, body)  # a copy goes once this answer is written
+        if plan.aware and 200 <= status < 300 and version == plan.stable:
+            self.note_served(route, version, flight.asked_model())  # (it holds that model)
         length: int | None = len(body)
         if req.method == b"HEAD":
             length, body = ex.length, b""

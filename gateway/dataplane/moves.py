@@ -21,9 +21,11 @@ from gateway.dataplane.attempts import (
 )
 from gateway.dataplane.exchange import Exchange
 from gateway.dataplane.inflight import Aborted, Handle
+from gateway.dataplane.jsonpeek import ModelField
 from gateway.dataplane.ports import FlightHost
 from gateway.dataplane.request import Request
 from gateway.dataplane.retry import RetryBudget
+from gateway.dataplane.servedmodels import Asked, model_key
 from gateway.dataplane.spans import AttemptSpan, trace_ejection
 from gateway.domain.routing import FAILOVER, FALLBACK, RoutePlan, Target
 from gateway.errors import UpstreamError
@@ -51,9 +53,18 @@ class Moves(Handle):
     complete: bool
     budget: RetryBudget | None
     started: float
+    prefix: bytes | None
+    field: ModelField | None
+    routing_path: str
 
     if TYPE_CHECKING:
         def _forward_answer(self, ex: Exchange) -> None: ...
+
+    def asked_model(self) -> Asked | None:
+        """The inference the request asks of its current target (servedmodels.py), on a
+        protocol route."""
+        return model_key(self.plan.config.protocol, self.req.method, self.routing_path,
+                         self.field, self.prefix, self.complete, self.target.model)
 
     # ------------------------------------------------------------------ the plan
 
@@ -96,7 +107,7 @@ class Moves(Handle):
                 ex.close()
             ex.release()
             proxy.dropped(self.req, plan, self.target, ex.status, outcome.not_ready,
-                          self.started)
+                          self.started, self.asked_model() if outcome.not_ready else None)
         if nxt.action == MOVE:
             to = self.targets[self.so_far.moves - 1]
             span = self.req.span

@@ -17,6 +17,7 @@ from gateway.dataplane.inflight import Aborted, Inflight
 from gateway.dataplane.jsonpeek import ModelField
 from gateway.dataplane.request import Request
 from gateway.dataplane.retry import RetryBudget
+from gateway.dataplane.servedmodels import Asked
 from gateway.dataplane.shadowtap import Tap
 from gateway.dataplane.spans import AttemptSpan
 from gateway.dataplane.upstream import Upstreams
@@ -82,7 +83,9 @@ class FlightHost(Protocol):
     def observed(self, plan: RoutePlan, target: Target, status: int, started: float) -> None: ...
 
     def dropped(self, req: Request, plan: RoutePlan, target: Target, status: int,
-                not_ready: bool, started: float) -> None: ...
+                not_ready: bool, started: float, model: Asked | None = None) -> None: ...
+
+    def note_served(self, route: str, version: str, model: Asked | None) -> None: ...
 
     def not_ready_anywhere(self, req: Request) -> None: ...
 
@@ -132,6 +135,8 @@ class Forwarding(Protocol):
     att: AttemptSpan | None
     faulted: str | None
     new_connection: bool
+
+    def asked_model(self) -> Asked | None: ...
 
     def _body(self) -> bytes: ...
 

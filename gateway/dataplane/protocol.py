@@ -7,7 +7,8 @@ ambiguous request is a 400, then the connection closes); keep-alive and pipelini
 strictly in request order: the next request is handed over when the previous answer is
 written, and reading pauses while requests queue: `dataplane/dispatch.py` hands them on);
 `Expect: 100-continue` (sent when the proxy first reads the body); flow control both ways
-(reading pauses while the proxy is not taking the body); a client's end of its side
+(`dataplane/flow.py`: reading pauses while the proxy is not taking the body, and a client
+that reads nothing meets `send_timeout`); a client's end of its side
 (nothing pending: close; an answer pending: the client is gone, as for nginx and aiohttp);
 its end (`dataplane/closing.py`: a lingering close while the client may still be sending);
 and the connection's deadlines with one timer, re-armed lazily (a timer that fires early
@@ -32,10 +33,10 @@ import httptools
 from gateway.dataplane.closing import Closing
 from gateway.dataplane.deadlines import Deadlines
 from gateway.dataplane.dispatch import Dispatching
+from gateway.dataplane.flow import Flow
 from gateway.dataplane.parsing import Parsing
 from gateway.dataplane.request import ClientGone, Request
 from gateway.dataplane.wire import (
-    BODY_HIGH,
     MAX_HEAD,
     MAX_HEADERS,
     MAX_LINE,
@@ -58,7 +59,7 @@ def c_parser() -> bool:
     return mod.startswith("httptools.parser") and lib.endswith((".so", ".pyd"))
 
 
-class HttpProtocol(Parsing, Deadlines, Dispatching, Closing, asyncio.Protocol):
+class HttpProtocol(Parsing, Deadlines, Dispatching, Flow, Closing, asyncio.Protocol):
     """One HTTP/1.1 client connection of the data plane."""
 
     # Slots, not instance dict entries: over ~30 attributes CPython 3.11 stops sharing the
@@ -247,64 +248,6 @@ class HttpProtocol(Parsing, Deadlines, Dispatching, Closing, asyncio.Protocol):
             if req.dispatched:
                 self.handler.gone(req)
                 self.handler.done(req)
-
-    def pause_writing(self) -> None:
-        self.write_paused = True
-        self.paused_at = self.loop.time()
-        self._arm(self.paused_at + self.limits.send_timeout)
-
-    def resume_writing(self) -> None:
-        self.write_paused = False
-        self.paused_at = 0.0
-        d = self.drainer
-        if d is not None and not d.done():
-            d.set_result(None)
-        if self.queue and not self.dispatching:
-            self._dispatch()  # a request held while the client was not reading
-
-    # ------------------------------------------------------------------ flow control
-
-    def _pause(self) -> None:
-        if not self.read_paused and self.transport is not None:
-            self.read_paused = True
-            self.transport.pause_reading()
-
-    def _resume(self) -> None:
-        if self.read_paused and self.transport is not None and not self.closed:
-            if self.held:  # what was read first is parsed first, in a loop turn of its own
-                if not self.replaying:
-                    self.replaying = True
-                    self.loop.call_soon(self._replay)
-                return
-            self.read_paused = False
-            self.transport.resume_reading()
-            if self.queue:  # a stall while we did not read is not the client's
-                self.queue[0].last_body = self.loop.time()
-
-    def reading_body(self, req: Request) -> None:
-        """The proxy waits for `req`'s body: read, and watch the body deadline."""
-        if self.read_paused and self.queue and self.queue[0] is req and req.buffered < BODY_HIGH:
-            self._resume()
-        self._arm(req.last_body + self.limits.body_timeout)
-
-    def body_taken(self, req: Request) -> None:
-        if self.read_paused and len(self.queue) <= 1:
-            self._resume()
-
-    def write(self, data: bytes) -> None:
-        if not self.closed and self.transport is not None:
-            self.transport.write(data)
-
-    async def drain(self) -> None:
-        while self.write_paused and not self.closed:
-            fut = self.loop.create_future()
-            self.drainer = fut
-            try:
-                await fut
-            finally:
-                self.drainer = None
-        if self.closed:
-            raise ClientGone("the client went away")
 
     def shutdown(self) -> None:
         """Graceful drain: close now if idle (a head half read: no answer to protect, so

@@ -31,6 +31,7 @@ from gateway.dataplane.paths import BadTarget, route_host, split_target
 from gateway.dataplane.ports import TableSource
 from gateway.dataplane.request import BadBody, BadHeader, BodyTimeout, ClientGone, Request
 from gateway.dataplane.retry import RetryBudget
+from gateway.dataplane.servedmodels import ServedModels
 from gateway.dataplane.shadow import Mirror
 from gateway.dataplane.spans import RequestTracer, TraceView, trace_choice
 from gateway.dataplane.upstream import Upstreams
@@ -74,6 +75,7 @@ class Proxy(Outgoing, Answers, Finish):
         self.loop = asyncio.get_running_loop()
         self._labels: dict[tuple[str, str, str], bytes] = {}  # x-killgate-* lines
         self.unready: dict[Request, list[tuple[str, str, float]]] = {}  # (answers.py)
+        self.models = ServedModels()  # (answers.py)
         self._budgets: dict[str, RetryBudget] = {}
         self._policies: dict[str, tuple[object, Policy]] = {}
         self._tasks: set[asyncio.Task[None]] = set()

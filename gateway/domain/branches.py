@@ -12,11 +12,11 @@ Pure functions, no I/O.
 
 from __future__ import annotations
 
-from gateway.domain.statedoc import StateDoc
-from gateway.domain.writeids import trim_writes, with_lifts, write_generation
+from gateway.domain.statedoc import KillFlag, StateDoc
+from gateway.domain.writeids import trim_writes, with_lifted_writes, with_lifts, write_generation
 
-__all__ = ["collides", "descends", "joined_lifted", "joined_writes", "lifts_unrecorded", "relaxes",
-           "replaces_another"]
+__all__ = ["collides", "descends", "joined_lifted", "joined_lifted_writes", "joined_writes",
+           "lifted_by_write", "lifts_unrecorded", "relaxes", "replaces_another"]
 
 
 def relaxes(old: StateDoc, new: StateDoc) -> bool:
@@ -72,17 +72,43 @@ def replaces_another(stored: StateDoc, new: StateDoc) -> bool:
 
 
 def lifts_unrecorded(held: StateDoc, doc: StateDoc) -> bool:
-    """Whether `doc` lacks a kill `held` holds without naming it lifted (`lifted`, at that
-    flag's generation or later): a document written where that kill was never made, not
-    an unkill of it. For when `descends` cannot tell (32 writes or more behind). Only a
-    document of this version says (it names writes); an older version's records no lifts."""
+    """Whether `doc` lacks a kill `held` holds without naming it lifted: a document
+    written where that kill was never made, not an unkill of it. For when `descends`
+    cannot tell (32 writes or more behind). Only a document of this version says (it
+    names writes); an older version's records no lifts."""
     if not doc.writes:
         return False
-    return any(key not in doc.kills and doc.lifted.get(key, -1) < flag.generation
+    return any(key not in doc.kills and not _names_lifted(doc, key, flag)
                for key, flag in held.kills.items())
+
+
+def _names_lifted(doc: StateDoc, key: str, flag: KillFlag) -> bool:
+    """Whether `doc` names `flag` lifted (or replaced by a kill lifted since): by the write
+    that made it (`lifted_writes`), where both know it; else by its generation (`lifted`,
+    at it or later), which a write on another branch that killed and lifted the same key
+    at that generation names too. A document written by a version before flag writes
+    keeps none (its write drops them): the generation then decides."""
+    writes = doc.lifted_writes.get(key)
+    if flag.write and writes is not None:
+        return flag.write in writes
+    return doc.lifted.get(key, -1) >= flag.generation
+
+
+def lifted_by_write(doc: StateDoc, key: str, flag: KillFlag) -> bool:
+    """Whether `doc` names `flag` lifted by the write that made it: `doc` descends from an
+    unkill of that very flag (or of a kill that took it over), wherever the two documents
+    stand; a write is never made twice. A re-seed drops such a kill (store.py)."""
+    return bool(flag.write) and flag.write in doc.lifted_writes.get(key, ())
 
 
 def joined_lifted(*docs: StateDoc) -> dict[str, int]:
     """The lifts a re-seed of `docs` remembers: each key's newest, in the order of the
     last of `docs` naming it (the newest lifts last), MAX_LIFTED keys (with_lifts)."""
     return with_lifts({}, (lift for doc in docs for lift in doc.lifted.items()))
+
+
+def joined_lifted_writes(*docs: StateDoc) -> dict[str, tuple[str, ...]]:
+    """The flag writes a re-seed of `docs` names lifted: each key's, in the order of the
+    last of `docs` naming it (with_lifted_writes)."""
+    return with_lifted_writes({}, ((key, w) for doc in docs
+                                   for key, writes in doc.lifted_writes.items() for w in writes))

@@ -122,7 +122,7 @@ def open_drill(doc: StateDoc, rc: RouteConfig, drill: str, kind: str, version: s
 
 def _flag_id(flag: dict[str, Any]) -> dict[str, Any]:
     """A kill flag as the drill recorded it (its generation is stamped when committed)."""
-    return {k: v for k, v in flag.items() if k != "generation"}
+    return {k: v for k, v in flag.items() if k not in ("generation", "write")}
 
 
 def _flag_key(flag: dict[str, Any]) -> str:

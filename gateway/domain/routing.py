@@ -98,7 +98,7 @@ class RoutePlan:
 
     __slots__ = ("_all_cum", "_all_names", "_all_total", "_elig_cum", "_elig_names",
                  "_elig_total", "_elig_w", "_eligible", "_failover", "_only", "_pinnable",
-                 "_servable", "allow_pin", "config", "excluded", "fallback", "fallback_body",
+                 "_servable", "allow_pin", "aware", "config", "excluded", "fallback", "fallback_body",
                  "fixed", "fold_case", "headers", "host", "idle_timeout", "killed",
                  "match_keys", "model", "name", "prefix", "previous", "retry", "shadow",
                  "shadow_config", "shadow_off", "stable", "sticky_header", "targets",
@@ -127,6 +127,7 @@ class RoutePlan:
         self.idle_timeout = rc.timeouts.idle
         self.retry = rc.retry
         self.shadow_config = rc.shadow  # (the proxy asks of every answer: copies or none)
+        self.aware = rc.protocol != "http"  # (and whether the answer's model is noted)
         self.fallback: FallbackConfig | None = rc.fallback
         fb = rc.fallback
         # serialised once here, not per request (a YAML alias tree could make it costly)

@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
 from typing_extensions import TypedDict  # pydantic validates typing's only from 3.12
 
-from gateway.domain.writeids import lifted_after, new_write, trim_writes
+from gateway.domain.writeids import lifted_after, lifted_writes_after, new_write, trim_writes
 
 __all__ = [
     "MAX_GENERATION",
@@ -74,13 +74,19 @@ class KillFlag:
     time: str
     generation: Generation
     abort_inflight: bool = True
+    #: the write that made this flag ("<generation>:<write id>", stamped with the
+    #: generation; "" from a version before it): which kill an unkill lifted (writeids.py)
+    write: str = ""
 
     @property
     def key(self) -> str:
         return kill_key(self.scope, self.route, self.version)
 
     def public(self) -> dict[str, Any]:
-        return plain(self)
+        """The flag as API answers and audit events show it (its write id is bookkeeping)."""
+        out = plain(self)
+        del out["write"]
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +186,8 @@ class StateDoc:
     writes: tuple[str, ...] = ()
     #: kill key -> the `generation` of the newest kill flag an unkill lifted (writeids.py)
     lifted: dict[str, Generation] = field(default_factory=dict)
+    #: kill key -> the writes of its newest kill flags lifted or replaced (writeids.py)
+    lifted_writes: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def with_changes(self, **kw: Any) -> StateDoc:
         return replace(self, **kw)
@@ -202,6 +210,7 @@ class StateDoc:
             "lineage": self.lineage,
             "writes": list(self.writes),
             "lifted": self.lifted,
+            "lifted_writes": {k: list(v) for k, v in self.lifted_writes.items()},
         }
 
     @classmethod
@@ -272,7 +281,8 @@ def apply_change(doc: StateDoc, change: Change, generation: int | None = None) -
     gen = doc.generation + 1 if generation is None else generation
     if gen <= doc.generation:
         raise ValueError(f"generation {gen} does not move past {doc.generation}")
-    kills = _merged(doc.kills, {k: (replace(f, generation=gen) if f is not None
+    write = new_write(gen)
+    kills = _merged(doc.kills, {k: (replace(f, generation=gen, write=write) if f is not None
                                     and f.generation == 0 else f)
                                 for k, f in change.kills.items()})
     history = dict(doc.history)
@@ -282,9 +292,13 @@ def apply_change(doc: StateDoc, change: Change, generation: int | None = None) -
     identities = {r: dict(v) for r, v in doc.identities.items()}
     for route, versions in change.identities.items():
         identities.setdefault(route, {}).update(versions)
-    writes = trim_writes((*doc.writes, new_write(gen)))
-    lifted = lifted_after(doc.lifted, doc.kills, change.kills) if change.kills else doc.lifted
+    writes = trim_writes((*doc.writes, write))
+    lifted, lifted_writes = doc.lifted, doc.lifted_writes
+    if change.kills:
+        lifted = lifted_after(lifted, doc.kills, change.kills)
+        lifted_writes = lifted_writes_after(lifted_writes, doc.kills, change.kills)
     return replace(doc, generation=gen, kills=kills, writes=writes, lifted=lifted,
+                   lifted_writes=lifted_writes,
                    overrides=_merged(doc.overrides, change.overrides), history=history,
                    progress=_merged(doc.progress, change.progress), identities=identities,
                    epoch=doc.epoch if change.epoch is None else change.epoch,

@@ -8,6 +8,10 @@ Write ids are "<generation>:<random id>" strings (validated ten times faster tha
 oldest lift first (a lift moves its key to the end; the first keys are dropped): where
 write ids cannot tell (an instance 32 writes or more behind), a document that lacks
 a kill an instance holds counts as an unkill of it only if it names that kill as lifted.
+A generation does not name one kill: a write on another branch may have killed and lifted
+the same key at that generation. `lifted_writes` names them by the write that made each
+flag (KillFlag.write): per kill key, the newest MAX_LIFTS_PER_KEY flags lifted or replaced
+by a newer kill (a drill's kill taken over), in the same order and keys as `lifted`.
 """
 
 from __future__ import annotations
@@ -16,11 +20,13 @@ import secrets
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-__all__ = ["MAX_LIFTED", "MAX_WRITES", "lifted_after", "new_write",
-           "trim_writes", "with_lifts", "write_generation"]
+__all__ = ["MAX_LIFTED", "MAX_LIFTS_PER_KEY", "MAX_WRITES", "lifted_after",
+           "lifted_writes_after", "new_write", "trim_writes", "with_lifted_writes", "with_lifts",
+           "write_generation"]
 
 MAX_WRITES = 32  # write ids a document keeps (its newest generations')
 MAX_LIFTED = 256  # kill keys whose last lift a document keeps (the newest lifts)
+MAX_LIFTS_PER_KEY = 4  # the flags of one key `lifted_writes` names (the newest)
 
 
 def new_write(generation: int) -> str:
@@ -62,5 +68,29 @@ def with_lifts(lifted: Mapping[str, int], lifts: Iterable[tuple[str, int]]) -> d
     out = dict(lifted)
     for key, gen in lifts:
         out[key] = max(gen, out.pop(key, -1))
+    items = list(out.items())
+    return dict(items[-MAX_LIFTED:]) if len(items) > MAX_LIFTED else out
+
+
+def lifted_writes_after(lifted: Mapping[str, tuple[str, ...]], kills: Mapping[str, Any],
+                        change: Mapping[str, Any | None]) -> dict[str, tuple[str, ...]]:
+    """`lifted_writes` once `change` applies to `kills` (kill key -> a flag with a `write`):
+    each flag lifted (None) or replaced by a new one (generation 0: a kill that takes an
+    open drill's over) is recorded by the write that made it. A flag written by a version
+    before flag writes (none) is not: its holders compare generations (`lifted`)."""
+    return with_lifted_writes(lifted, (
+        (key, kills[key].write) for key, flag in change.items()
+        if key in kills and kills[key].write and (flag is None or flag.generation == 0)))
+
+
+def with_lifted_writes(lifted: Mapping[str, tuple[str, ...]],
+                       lifts: Iterable[tuple[str, str]]) -> dict[str, tuple[str, ...]]:
+    """`lifted` (oldest lift first) with `lifts` (kill key, flag write) recorded in turn:
+    the key moves to the end, its writes keep the newest MAX_LIFTS_PER_KEY (once each);
+    the newest MAX_LIFTED keys are kept."""
+    out = dict(lifted)
+    for key, write in lifts:
+        kept = tuple(w for w in out.pop(key, ()) if w != write)
+        out[key] = (*kept, write)[-MAX_LIFTS_PER_KEY:]
     items = list(out.items())
     return dict(items[-MAX_LIFTED:]) if len(items) > MAX_LIFTED else out

@@ -1,4 +1,5 @@
-"""Start-up of the sync loop: the snapshot, then sync attempt after attempt until a deadline.
+"""Start-up and stop of the sync loop: the snapshot, then sync attempt after attempt until a
+deadline; at stop, what was applied lands in the snapshot and the applied log.
 
 A reply that misses `command_timeout` (a loaded host, a Redis busy for a moment) fails an
 attempt, not the start; at `max(start_timeout, 4 x command_timeout)` the instance opens
@@ -10,18 +11,23 @@ and the audit mirror run as tasks. Mixed into `Sync` (state/sync.py), after its 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
 
 from gateway.config import StateConfig
+from gateway.domain.statedoc import StateDoc
 from gateway.errors import AuditError, StateError
 from gateway.log import event
+from gateway.state.appliedlog import AppliedLog
 from gateway.state.fleet import Fleet
 from gateway.state.holder import Holder
 from gateway.state.mirror import AuditMirror
 from gateway.state.snapshot import SnapshotFile
 from gateway.state.store import Store
+from gateway.state.throttle import Throttle
+from gateway.tasks import cancel
 
 __all__ = ["Startup"]
 
@@ -39,7 +45,13 @@ class Startup:
     synced_once: bool
     from_snapshot: bool
     last_error: str | None
+    instance: str
+    applied_log: AppliedLog
     _tasks: list[asyncio.Task[None]]
+    _side_tasks: set[asyncio.Task[None]]
+    _stopping: bool
+    _unsaved: StateDoc | None
+    _big_pushes: Throttle
 
     async def start(self) -> None:
         snap = await asyncio.to_thread(self.snapshot.read)
@@ -61,6 +73,23 @@ class Startup:
                        asyncio.create_task(self._guard(), name="state-guard")]
         if self.mirror is not None:
             self._tasks.append(asyncio.create_task(self.mirror.run(), name="audit-mirror"))
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._big_pushes.cancel()
+        if self._side_tasks:
+            await asyncio.wait(set(self._side_tasks), timeout=2 * self.cfg.command_timeout)
+        await self.snapshot.flush()  # the last snapshot lands
+        self.applied_log.flush()  # (a line whose timer has not fired yet)
+        await cancel(self._tasks)
+        self._tasks = []
+        with contextlib.suppress(StateError, TimeoutError):
+            await asyncio.wait_for(self.store.leave(self.instance), self.cfg.command_timeout)
+        await self.store.close()
+        if self._unsaved is not None:  # (no side task snapshots what applied since stop began)
+            self.snapshot.soon(self._unsaved)
+            await self.snapshot.flush()
+        self.applied_log.flush()  # (and no push comes now)
 
     async def _first_sync(self) -> None:
         """Attempt after attempt until the start deadline; TimeoutError at the deadline."""

@@ -17,7 +17,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from gateway.domain.audit import AuditDraft
-from gateway.domain.branches import descends, joined_lifted, joined_writes
+from gateway.domain.branches import (
+    descends,
+    joined_lifted,
+    joined_lifted_writes,
+    joined_writes,
+    lifted_by_write,
+)
 from gateway.domain.statedoc import Change, StateDoc, apply_change
 
 if TYPE_CHECKING:
@@ -246,7 +252,9 @@ def merge_restrictive(store: StateDoc | None, mine: StateDoc) -> StateDoc:
     Every kill either side knows survives, except the older one's that the newer one
     lifted: when the newer names the older's write (descends from it), a kill the older
     holds and the newer lacks was lifted by an unkill since (a store restored to before
-    an unkill, an old document replayed; re-seeds never drop a kill). Overrides, history
+    an unkill, an old document replayed; re-seeds never drop a kill); so too, whatever the
+    distance, a kill whose flag the newer names lifted by its write (`lifted_writes`: an
+    unkill of that very flag, never one of another branch). Overrides, history
     and identities come from the newer document. The generation moves past both, so
     every instance applies it."""
     lineage = _lineage(mine, store)
@@ -254,11 +262,13 @@ def merge_restrictive(store: StateDoc | None, mine: StateDoc) -> StateDoc:
         return apply_change(mine, Change(epoch=new_epoch())).with_changes(lineage=lineage)
     newer, older = (mine, store) if mine.generation >= store.generation else (store, mine)
     missing = {} if newer.generation > older.generation and descends(newer, older) else {
-        k: f for k, f in older.kills.items() if k not in newer.kills}
+        k: f for k, f in older.kills.items()
+        if k not in newer.kills and not lifted_by_write(newer, k, f)}
     merged = apply_change(newer, Change(kills=missing, epoch=new_epoch()),
                           max(store.generation, mine.generation) + 1)
     return merged.with_changes(lineage=lineage, writes=joined_writes(older, merged),
-                               lifted=joined_lifted(older, merged))
+                               lifted=joined_lifted(older, merged),
+                               lifted_writes=joined_lifted_writes(older, merged))
 
 
 #: epochs a document remembers descending from (the newest generations kept)

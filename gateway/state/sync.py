@@ -5,7 +5,7 @@ pushed documents, polls the generation and audit head every `poll_interval` (the
 delivery guarantee: pub/sub drops messages during reconnects), re-seeds a store that lost or
 spoiled its state (reseed.py), and enforces `on_unavailable` (staleness.py). Heartbeats
 and receipts live in fleet.py, the snapshot file in snapshot.py, the audit mirror in
-mirror.py, writes in writes.py, start-up in startup.py, the swaps' log lines in
+mirror.py, writes in writes.py, start-up and stop in startup.py, the swaps' log lines in
 appliedlog.py. Invariants: only verified documents are applied, and only when newer than
 the one held; a push that would relax anything (lift a kill, change an override), or is
 too large to verify on the loop, is a hint: the store is re-read and verified first; a
@@ -18,7 +18,6 @@ for any of this.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
@@ -44,7 +43,6 @@ from gateway.state.store import Ack, Loaded, PushNotRead, Store
 from gateway.state.tamper import TamperLog
 from gateway.state.throttle import Throttle
 from gateway.state.writes import Writes
-from gateway.tasks import cancel
 from gateway.telemetry.metrics import Metrics
 
 __all__ = ["Sync"]
@@ -92,6 +90,8 @@ class Sync(Repair, Guard, Writes, Startup):
         self._tasks: list[asyncio.Task[None]] = []
         self._side_tasks: set[asyncio.Task[None]] = set()
         self._recheck: asyncio.Task[None] | None = None
+        self._stopping = False  # stop() began: pushes still apply, but start no tasks
+        self._unsaved: StateDoc | None = None  # applied once stopping: snapshotted last
         self._recheck_again = False
         self._big_pushes = Throttle(0.25, self._reread)  # (store.PushNotRead)
         self._seen_signed = False
@@ -117,18 +117,6 @@ class Sync(Repair, Guard, Writes, Startup):
 
     # ------------------------------------------------------------------ lifecycle
 
-    async def stop(self) -> None:
-        self._big_pushes.cancel()
-        if self._side_tasks:
-            await asyncio.wait(set(self._side_tasks), timeout=2 * self.cfg.command_timeout)
-        await self.snapshot.flush()  # the last snapshot lands
-        self.applied_log.flush()  # (a line whose timer has not fired yet)
-        await cancel(self._tasks)
-        self._tasks = []
-        with contextlib.suppress(StateError, TimeoutError):
-            await asyncio.wait_for(self.store.leave(self.instance), self.cfg.command_timeout)
-        await self.store.close()
-
     def _update_ready(self) -> None:
         self.ready = self.synced_once or self.from_snapshot or self.cfg.ready_without_state
         # the data plane opens with readiness, in the same step (after the state's swap)
@@ -138,6 +126,9 @@ class Sync(Repair, Guard, Writes, Startup):
                   else "none (ready_without_state)")
 
     def _spawn(self, coro: Any) -> None:
+        if self._stopping:
+            coro.close()
+            return
         task = asyncio.create_task(coro)
         self._side_tasks.add(task)
         task.add_done_callback(self._side_tasks.discard)
@@ -151,6 +142,8 @@ class Sync(Repair, Guard, Writes, Startup):
         if not self.holder.apply_doc(doc):
             return False
         self.metrics.set("killgate_state_generation", doc.generation)
+        if self._stopping:
+            self._unsaved = doc
         self.applied_log.later(doc.generation, sorted(doc.kills), round(time.time(), 6))
         return True
 
@@ -181,6 +174,8 @@ class Sync(Repair, Guard, Writes, Startup):
 
     def _reread(self) -> None:
         """Load the store's document, verify it, and apply it if newer (single flight)."""
+        if self._stopping:
+            return  # (the store is closing; a re-read started now would outlive it)
         if self._recheck is not None and not self._recheck.done():
             self._recheck_again = True
             return

@@ -18,6 +18,7 @@ from typing import TypeVar
 
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
+from gateway.config_telemetry import BucketsConfig
 from gateway.domain.compare import AGREED, DISAGREED, NOISE
 from gateway.telemetry.metrics import HELP, Metrics, kind_of
 from gateway.telemetry.requests import Key, RequestStats
@@ -109,6 +110,8 @@ class Raw:
     split: dict[tuple[str, str], float] = field(default_factory=dict)
     #: the families of the other sources
     families: dict[str, Family] = field(default_factory=dict)
+    #: the histogram boundaries the entries were counted in (None: an older snapshot)
+    buckets: BucketsConfig | None = None
 
     def counted(self) -> Raw:
         """Only what sums (counters, histograms): what a replacement worker carries on."""
@@ -121,7 +124,8 @@ class Raw:
 
 def capture(metrics: Metrics, stats: RequestStats) -> Raw:
     """This worker's series now (refreshed as for a scrape)."""
-    raw = Raw({name: (names, series) for name, names, series in metrics.dump()})
+    raw = Raw({name: (names, series) for name, names, series in metrics.dump()},
+              buckets=stats.buckets)
     for key, e in list(stats.entries.items()):
         raw.entries[key] = (list(e.duration[1]), list(e.upstream[1]), list(e.ttfb[1]))
     raw.split = {k: float(n) for k, n in stats.split()[0].items()}
@@ -227,6 +231,7 @@ def encode(raw: Raw, slot: int) -> bytes:
         "families": [[f.name, f.type, f.help, [[n, [list(kv) for kv in labels], v]
                                                for (n, labels), v in f.samples.items()]]
                      for f in raw.families.values()],
+        "buckets": None if raw.buckets is None else raw.buckets.model_dump(mode="json"),
     }, separators=(",", ":")).encode()
 
 
@@ -251,6 +256,8 @@ def decode(data: bytes) -> tuple[float, Raw]:
             raw.families[str(name)] = Family(str(name), str(type_), str(help_), {
                 (str(n), tuple((str(k), str(v)) for k, v in labels)): float(value)
                 for n, labels, value in samples})
+        if doc.get("buckets") is not None:
+            raw.buckets = BucketsConfig.model_validate(doc["buckets"])
         return float(doc["at"]), raw
     except (KeyError, TypeError, AttributeError, ValueError) as exc:
         raise ValueError(f"not a worker metrics snapshot: {exc}") from None

@@ -63,8 +63,9 @@ HELP: dict[str, tuple[str, str]] = {
     "killgate_audit_records_total": ("counter", "Audit events appended."),
     "killgate_audit_mirror_failures_total": ("counter", "Failed attempts to copy the audit "
                                                         "trail to the mirror file."),
-    "killgate_admin_refused_total": ("counter", "Admin connections closed by the listener's "
-                                     "guards, by reason (connections, head_size, timeout)."),
+    "killgate_admin_refused_total": ("counter", "Admin connections closed or requests refused "
+                                     "by the listener's guards, by reason (connections, "
+                                     "head_size, timeout, host)."),
     "killgate_break_glass_total": ("counter", "Writes that skipped a required approval with "
                                    "the killgate:breakglass scope, by action."),
     "killgate_state_unverified_total": ("counter", "Values from the state store refused: "

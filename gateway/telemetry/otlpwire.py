@@ -85,17 +85,22 @@ def _attributes(out: bytearray, tag: bytes, attrs: Mapping[str, Any] | None) -> 
     if not attrs:
         return
     for key, v in attrs.items():
-        # (True == 1 == 1.0: a value that is not a str is told apart by its type)
-        ck = (key, v) if v.__class__ is str else (key, v, v.__class__)
-        try:
-            kv = _KV[ck]
-        except KeyError:
+        # (True == 1 == 1.0: a value that is not a str is told apart by its type; an
+        # array's elements would not be, (1,) == (1.0,): arrays are not cached)
+        cls = v.__class__
+        if cls is tuple or cls is list:
             kv = _kv(key, v)
-            if len(_KV) >= _KV_MAX:
-                _KV.clear()
-            _KV[ck] = kv
-        except TypeError:  # an unhashable value (a list)
-            kv = _kv(key, v)
+        else:
+            ck = (key, v) if cls is str else (key, v, cls)
+            try:
+                kv = _KV[ck]
+            except KeyError:
+                kv = _kv(key, v)
+                if len(_KV) >= _KV_MAX:
+                    _KV.clear()
+                _KV[ck] = kv
+            except TypeError:  # another unhashable value
+                kv = _kv(key, v)
         out += tag
         out += kv
 

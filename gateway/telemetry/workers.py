@@ -54,19 +54,35 @@ class WorkerMetrics:
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        """Continue the slot's counters from its last snapshot, then publish now and
-        every `interval`."""
+        """Continue the slot's counters from its last snapshot (in the group's histogram
+        buckets), then publish now and every `interval`. Call before any request."""
         try:
-            self.base = decode(self.path.read_bytes())[1].counted()
+            last = decode(self.path.read_bytes())[1]
+            self.base = last.counted()
             event(log, "worker_metrics_carried", slot=self.slot,
                   series=len(self.base.values) + len(self.base.entries))
+            self._keep_buckets(last)
         except FileNotFoundError:
-            pass
+            for _, other in self.siblings():
+                self._keep_buckets(other)
+                break
         except (OSError, ValueError) as exc:
             self._error("read")
             event(log, "worker_metrics_unreadable", logging.WARNING, path=str(self.path),
                   error=str(exc), action="this slot's counters start from zero")
         self.publish()
+
+    def _keep_buckets(self, group: Raw) -> None:
+        """Count in the boundaries the group counts in (a replacement started on a config
+        whose telemetry.buckets were edited since): the siblings could not add this
+        worker's histograms, nor it the slot's carried ones, and the group's counts
+        would drop whenever this worker answers a scrape. Edits apply at the group's
+        restart, as in one process."""
+        if group.buckets is not None and group.buckets != self.stats.buckets:
+            event(log, "worker_metrics_buckets_kept", logging.WARNING, slot=self.slot,
+                  why="telemetry.buckets differ from the group's: they apply when the "
+                      "group restarts")
+            self.stats.buckets = group.buckets
         self._task = asyncio.create_task(self._run(), name="worker-metrics")
 
     async def stop(self) -> None:

@@ -12,6 +12,7 @@ from gateway.admin import tracing as admin_tracing
 from gateway.admin.api import AdminApi
 from gateway.admin.console import ConsoleApi, FleetView
 from gateway.admin.drills import DrillApi
+from gateway.admin.hosts import host_check
 from gateway.admin.listener import AdminRunner, Limits
 from gateway.admin.ports import MetricsPage, Readiness
 from gateway.admin.shadow import ShadowApi
@@ -42,6 +43,7 @@ def admin_side(instance: str, holder: TableHolder, sync: Sync, metrics: Metrics,
                    idem=sync.store, status=status, readiness=readiness, counters=metrics,
                    metrics_page=metrics_page, alerts=alerts, shadow=shadow)
     app = api.app((admin_tracing.middleware(spans),))
+    app.middlewares.insert(0, host_check(lambda: loaded().config.admin, metrics))
     authorize = api.callers.authorize
     DrillApi(api.callers, api.writer, api.shadow_checks, current=holder, state=sync,
              audit=sync.store, key=drill_key[0], key_problem=drill_key[1]).add_routes(app.router)

@@ -1,0 +1,79 @@
+"""Which `Host` names the admin listener answers to: no DNS rebinding.
+
+A page on another site can make a browser on the operator's machine send requests to a
+name it controls that it re-points at 127.0.0.1: the browser takes the answers as that
+site's own and lets the page read them. The admin endpoints that need no login
+(`/metrics`, `/readyz`, `/openapi.json`, the console's files) would tell it the routes,
+versions, traffic and state. Such a request always carries the attacker's name in `Host`
+(rebinding needs a name; a page at an IP address is that address's own origin).
+
+So a listener on a loopback address (the default) answers only to `localhost` (and
+`*.localhost`), IP addresses, and the names in `admin.allowed_hosts`; other names get 421.
+A listener on another address answers to any name (the network reaches it anyway) unless
+`admin.allowed_hosts` is set, which then applies there too. `"*"` allows every name. No
+`Host` at all (HTTP/1.0) is allowed. Read per request: a reload takes effect at once.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+
+from gateway.admin.middleware import json_error
+from gateway.admin.ports import Counters
+from gateway.config_admin import AdminConfig
+from gateway.config_types import is_loopback, parse_listen
+
+__all__ = ["host_allowed", "host_check"]
+
+
+def _name(host: str) -> str | None:
+    """The name of a `Host` value without its port, lower-case, without a trailing dot;
+    None for an IP address (v6 in brackets, or v4)."""
+    h = host.strip()
+    if h.startswith("["):
+        return None
+    name, sep, port = h.rpartition(":")
+    if not sep or not port.isdigit():
+        name = h
+    name = name.lower().rstrip(".")
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return name
+    return None
+
+
+def host_allowed(host: str | None, admin: AdminConfig) -> bool:
+    """Whether the admin listener answers a request with this `Host` (module docstring)."""
+    if not host:
+        return True
+    allowed = admin.allowed_hosts
+    if allowed is None and not is_loopback(parse_listen(admin.listen)[0]):
+        return True
+    name = _name(host)
+    if name is None or name == "localhost" or name.endswith(".localhost"):
+        return True
+    return allowed is not None and ("*" in allowed or name in allowed)
+
+
+def host_check(admin: Callable[[], AdminConfig], counters: Counters) -> Any:
+    """The middleware: 421 for a name this listener does not answer to."""
+
+    @web.middleware
+    async def check_host(request: web.Request, handler: Any) -> web.StreamResponse:
+        if host_allowed(request.headers.get("Host"), admin()):
+            return await handler(request)
+        counters.inc("killgate_admin_refused_total", ("host",), label_names=("reason",))
+        why = ("it is not in admin.allowed_hosts" if admin().allowed_hosts is not None else
+               "this listener is on a loopback address, so it answers to localhost and IP "
+               "addresses only (another site's page could otherwise read it through a name "
+               "it points at 127.0.0.1)")
+        return json_error(421, "host_not_allowed",
+                          f"this admin listener does not answer to that Host name: {why}; "
+                          "to use the name, add it to admin.allowed_hosts")
+
+    return check_host

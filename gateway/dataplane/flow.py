@@ -1,0 +1,96 @@
+"""Flow control of a data-plane connection, both ways: reading the client paused while the
+proxy is not taking its body (or requests queue), and writing to it watched while it reads
+nothing (`send_timeout` from the moment the transport says its buffer is full).
+
+A base of `protocol.HttpProtocol`, which owns the connection and the state these read. What
+was read but not parsed while reading was paused (`held`) is parsed first, in a loop turn of
+its own (`_replay`), before reading resumes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+
+from gateway.dataplane.request import ClientGone, Request
+from gateway.dataplane.wire import BODY_HIGH, Limits
+
+__all__ = ["Flow"]
+
+
+class Flow:
+    """pause/resume reading and writing (see the module docstring)."""
+
+    # the connection's state they read and write (HttpProtocol's)
+    loop: asyncio.AbstractEventLoop
+    limits: Limits
+    transport: asyncio.Transport | None
+    queue: deque[Request]
+    dispatching: bool
+    closed: bool
+    held: bytes
+    replaying: bool
+    read_paused: bool
+    write_paused: bool
+    paused_at: float
+    drainer: asyncio.Future[None] | None
+    _arm: Callable[[float], None]
+    _dispatch: Callable[[], None]
+    _replay: Callable[[], None]
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        self.paused_at = self.loop.time()
+        self._arm(self.paused_at + self.limits.send_timeout)
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        self.paused_at = 0.0
+        d = self.drainer
+        if d is not None and not d.done():
+            d.set_result(None)
+        if self.queue and not self.dispatching:
+            self._dispatch()  # a request held while the client was not reading
+
+    def _pause(self) -> None:
+        if not self.read_paused and self.transport is not None:
+            self.read_paused = True
+            self.transport.pause_reading()
+
+    def _resume(self) -> None:
+        if self.read_paused and self.transport is not None and not self.closed:
+            if self.held:  # what was read first is parsed first, in a loop turn of its own
+                if not self.replaying:
+                    self.replaying = True
+                    self.loop.call_soon(self._replay)
+                return
+            self.read_paused = False
+            self.transport.resume_reading()
+            if self.queue:  # a stall while we did not read is not the client's
+                self.queue[0].last_body = self.loop.time()
+
+    def reading_body(self, req: Request) -> None:
+        """The proxy waits for `req`'s body: read, and watch the body deadline."""
+        if self.read_paused and self.queue and self.queue[0] is req and req.buffered < BODY_HIGH:
+            self._resume()
+        self._arm(req.last_body + self.limits.body_timeout)
+
+    def body_taken(self, req: Request) -> None:
+        if self.read_paused and len(self.queue) <= 1:
+            self._resume()
+
+    def write(self, data: bytes) -> None:
+        if not self.closed and self.transport is not None:
+            self.transport.write(data)
+
+    async def drain(self) -> None:
+        while self.write_paused and not self.closed:
+            fut = self.loop.create_future()
+            self.drainer = fut
+            try:
+                await fut
+            finally:
+                self.drainer = None
+        if self.closed:
+            raise ClientGone("the client went away")

@@ -1,0 +1,87 @@
+"""Which models each version has answered, on routes that declare their backend protocol:
+whether a stable's "model not ready" answer is its own fault.
+
+A not-ready answer moves the request on, and the version that gave it is blamed (outlier
+detection, canary analysis) when another version then serves the request (answers.py). A
+client chooses the model, though: naming one that only a canary holds (a new model, or a
+model version in the v2 path, `/v2/models/iris/versions/2/infer`) made the stable's
+not-found answer count, and a handful of such requests ejected the healthy stable and sent
+everyone to the canary. So the stable is blamed only for a model it has answered before
+(2xx): one it unloaded, the outage outlier detection is for. Any other version is blamed as
+before: a canary that lacks what the stable serves is the canary's fault, and failing
+its analysis is the safe direction.
+
+The model is the v2 path's model (and version), or an OpenAI-style body's top-level
+`model` as the version's backend reads it (the version's `model` when routing rewrites it),
+kept with the request's path: only an inference (POST) whose model the gateway reads is
+noted or blamed. A request whose model it cannot read (a body naming `model` twice, which
+the backend reads as it likes; a `GET /v1/models/<m>` with no body), or an answer to
+another request (the model list, a CORS preflight, a path that reads no body), says
+nothing of whether the stable holds a model, and a client chooses all of them. Only the
+stable's 2xx answers are noted (a promoted version starts noting as it serves): on an
+`openai` route whose routing did not read the body, that is one strict read of the body
+per answer, 5 µs for a small one, ~120 µs for 70 KB with `model` last
+(measured), against an inference that takes milliseconds. Pure data and functions; the
+proxy owns one `ServedModels`.
+"""
+
+from __future__ import annotations
+
+import re
+
+from gateway.dataplane.jsonpeek import ModelField, Unreadable, find_model
+
+__all__ = ["MAX_SERVED", "Asked", "ServedModels", "model_key"]
+
+#: (route, version, (path, model)) kept; the oldest are forgotten (a version that answers a
+#: model again is told again at once: only an unload during such churn goes unblamed)
+MAX_SERVED = 4096
+
+_V2_MODEL = re.compile(r"/v2/models/([^/]+(?:/versions/[^/]+)?)/[^/]+$")
+
+
+#: what `ServedModels` keeps of a request: (its path, the model its backend reads)
+Asked = tuple[str, str]
+
+
+def model_key(protocol: str, method: bytes, path: str, field: ModelField | None,
+              body: bytes | None, complete: bool, rewrite: str | None = None) -> Asked | None:
+    """The inference a request asks for, as `ServedModels` keeps it (see the docstring):
+    None when it is not an inference (POST) or its model cannot be read. `rewrite`: the
+    version's `model`, which its backend reads instead of a model routing read (`field`)."""
+    if method != b"POST":
+        return None
+    if protocol == "v2":
+        m = _V2_MODEL.search(path)
+        return (path, m.group(1)) if m is not None else None
+    if field is not None:
+        return path, rewrite or field.value
+    if body is None or not complete:
+        return None
+    try:
+        found = find_model(body, True)
+    except Unreadable:
+        return None
+    return (path, found.value) if found is not None else None
+
+
+class ServedModels:
+    """(route, version, path, model) answered 2xx, the newest MAX_SERVED."""
+
+    __slots__ = ("_seen",)
+
+    def __init__(self) -> None:
+        self._seen: dict[tuple[str, str, Asked], None] = {}
+
+    def note(self, route: str, version: str, asked: Asked | None) -> None:
+        if asked is None:
+            return  # (not an inference, or its model unread: it says nothing)
+        key = (route, version, asked)
+        seen = self._seen
+        if key not in seen:
+            seen[key] = None
+            if len(seen) > MAX_SERVED:
+                del seen[next(iter(seen))]
+
+    def answered(self, route: str, version: str, asked: Asked | None) -> bool:
+        return asked is not None and (route, version, asked) in self._seen
