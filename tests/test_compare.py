@@ -279,6 +279,13 @@ def test_chat_tool_calls_and_completions() -> None:
     assert compare(c, b"", tools('{"city":"Paris"}'), tools('{"city":"Paris"}')).agreed
     assert kinds(compare(c, b"", tools('{"city":"Paris"}'), tools('{"city":"Rome"}'))) == [
         "tool_calls"]
+    # arguments are JSON: spacing and key order are not a different call (but 1 is not "1")
+    spaced = tools('{ "unit": "C",\n  "city": "Paris" }')
+    assert compare(c, b"", tools('{"city":"Paris","unit":"C"}'), spaced).agreed
+    assert kinds(compare(cfg({"openai_chat": {"text": "exact"}}), b"",
+                         tools('{"city":"Paris","unit":"C"}'), spaced)) == ["tool_calls"]
+    assert kinds(compare(c, b"", tools('{"n":1}'), tools('{"n":"1"}'))) == ["tool_calls"]
+    assert kinds(compare(c, b"", tools('{"n":true}'), tools('{"n":1}'))) == ["tool_calls"]
     comp = ok({"choices": [{"index": 0, "text": "hello", "finish_reason": "stop"}]})
     comp2 = ok({"id": "other", "choices": [{"index": 0, "text": "Hello", "finish_reason": "stop"}]})
     assert compare(c, b"", comp, comp2).agreed
