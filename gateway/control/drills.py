@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -25,9 +24,9 @@ from gateway.control.drillload import (
     AdminClient,
     DrillApiError,
     ErrorWatch,
-    Probe,
     Traffic,
     own_counts,
+    resolve_probe,
 )
 from gateway.domain.audit import utc_now
 from gateway.domain.drillplan import Plan
@@ -35,30 +34,12 @@ from gateway.domain.drillreport import Marks, Obs, analyse, percentiles, steady_
 from gateway.domain.drilltoken import HEADER
 from gateway.errors import StateError
 
-__all__ = ["DrillRunner", "resolve_probe"]
+__all__ = ["DrillRunner"]
 
 Pause = Callable[[float], Awaitable[None]]
 #: why the store given is not the fleet's (None: it is), from its state document's key
 Check = Callable[[str], Awaitable[str | None]]
 _DRILL_ID = re.compile(r"[A-Za-z0-9-]{1,64}")  # (the grammar of admin/drills.py's ids)
-
-
-def resolve_probe(plan: Plan, match: dict[str, Any], pin: bool) -> Probe:
-    """The synthetic request: the plan's, else what the route matches on."""
-    req = plan.request
-    headers = dict(match.get("header") or {})
-    if match.get("host"):
-        headers["host"] = match["host"]
-    headers.update(req.headers)
-    body = req.body.encode() if req.body is not None else None
-    method = req.method
-    if body is None and match.get("model"):
-        method = "POST"
-        body = json.dumps({"model": match["model"]}).encode()
-        headers.setdefault("content-type", "application/json")
-    if pin and plan.version:
-        headers["x-killgate-pin"] = plan.version
-    return Probe(method, req.path or match.get("path_prefix") or "/", headers, body)
 
 
 class DrillRunner:
