@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import os
 import time
-from datetime import UTC, datetime
 from typing import Any
 
 from gateway import filemodes
@@ -24,8 +23,7 @@ from gateway.domain.statedoc import StateDoc
 from gateway.errors import ApiError
 from gateway.telemetry.metrics import Metrics
 
-__all__ = ["HISTORY_SCAN", "clean_summary", "drill_events", "export_metrics",
-           "iso_to_unix", "load_drill_key"]
+__all__ = ["HISTORY_SCAN", "clean_summary", "drill_events", "export_metrics", "load_drill_key"]
 
 HISTORY_SCAN = 5000  # audit events read (newest first) to find past drills
 
@@ -58,13 +56,6 @@ def load_drill_key(loaded: LoadedConfig) -> tuple[bytes | None, str | None]:
         return None, ("no drill key: set drills.key_env (or drills.key_file) to a secret of "
                       ">= 32 bytes shared by every instance")
     return derive_key(raw), None
-
-
-def iso_to_unix(t: str) -> float:
-    try:
-        return datetime.strptime(t, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp()
-    except ValueError:
-        return 0.0
 
 
 LAST = ("killgate_drill_last_passed", "killgate_drill_last_timestamp_seconds",
