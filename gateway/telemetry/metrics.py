@@ -153,6 +153,9 @@ HELP: dict[str, tuple[str, str]] = {
                                                         "not be written or read, by op."),
     "killgate_drills_open": ("gauge", "Recovery drills started and not yet ended."),
     "killgate_drills_overdue": ("gauge", "Open drills past their deadline (restore them)."),
+    "killgate_drills_auto_restored_total": ("counter", "Drills past their deadline restored "
+                                            "and ended by this instance "
+                                            "(drills.auto_restore_after)."),
     "killgate_drill_tokens_refused_total": ("counter", "Requests whose drill token did not "
                                                        "verify (forged, altered or expired)."),
     "killgate_drill_last_passed": ("gauge", "1 when the last drill of this kind and route "
