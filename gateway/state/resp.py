@@ -232,43 +232,63 @@ async def _handshake(conn: RespConnection, username: str | None, password: str |
         _checked(await conn._wait(f, timeout))
 
 
-async def _master_address(ep: Endpoint, timeout: float) -> tuple[str, int]:
+async def _named_master(host: str, port: int, ep: Endpoint, timeout: float) -> tuple[str, int]:
+    """The master's address as the sentinel at host:port names it."""
+    async with asyncio.timeout(timeout):
+        s = await _open(host, port, None, None, None)
+    try:
+        if ep.sentinel_password:
+            await s.call("AUTH", ep.sentinel_password, timeout=timeout)
+        addr = await s.call("SENTINEL", "get-master-addr-by-name", ep.service or "",
+                            timeout=timeout)
+    finally:
+        await s.aclose()
+    if not addr:
+        raise ConnectionError(f"does not know {ep.service!r}")
+    return addr[0].decode(), int(addr[1])
+
+
+async def _to_master(ep: Endpoint, timeout: float, name: str,
+                     on_message: OnMessage | None) -> RespConnection:
+    """Ask the sentinels in turn; the first node named that says it is a master (ROLE) wins.
+    A sentinel that does not answer, or names a node that is gone or is a replica (a stale
+    sentinel: cut off from the others, or not yet told of a failover), sends us on to the
+    next, not back to the first."""
     problems = []
     for host, port in ep.sentinels:
         try:
-            async with asyncio.timeout(timeout):
-                s = await _open(host, port, None, None, None)
-            try:
-                if ep.sentinel_password:
-                    await s.call("AUTH", ep.sentinel_password, timeout=timeout)
-                addr = await s.call("SENTINEL", "get-master-addr-by-name", ep.service or "",
-                                    timeout=timeout)
-            finally:
-                await s.aclose()
-            if addr:
-                return addr[0].decode(), int(addr[1])
-            problems.append(f"{host}:{port} does not know {ep.service!r}")
+            mhost, mport = await _named_master(host, port, ep, timeout)
         except (OSError, RespError, TimeoutError) as exc:
             problems.append(f"{host}:{port}: {exc or type(exc).__name__}")
+            continue
+        try:
+            return await _direct(mhost, mport, ep, timeout, name, on_message, master=True)
+        except (OSError, RespError, TimeoutError) as exc:
+            problems.append(f"{host}:{port} named {mhost}:{mport}: "
+                            f"{exc or type(exc).__name__}")
     raise ConnectionError("no sentinel named a master: " + "; ".join(problems))
+
+
+async def _direct(host: str, port: int, ep: Endpoint, timeout: float, name: str,
+                  on_message: OnMessage | None, master: bool = False) -> RespConnection:
+    async with asyncio.timeout(timeout):
+        conn = await _open(host, port, ep.path, ep.tls, on_message)
+    try:
+        await _handshake(conn, ep.username, ep.password, ep.db, name, timeout)
+        if master:
+            role = await conn.call("ROLE", timeout=timeout)
+            if not role or role[0] != b"master":
+                raise ConnectionError("is not a master")
+    except BaseException:
+        await conn.aclose()
+        raise
+    return conn
 
 
 async def connect(ep: Endpoint, timeout: float, name: str = "killgate",
                   on_message: OnMessage | None = None) -> RespConnection:
     """Connect, authenticate, select the database; with sentinels, to the current master
     (and check it says so). Raises OSError/ConnectionError, RespError or TimeoutError."""
-    host, port = ep.host, ep.port
     if ep.sentinels:
-        host, port = await _master_address(ep, timeout)
-    async with asyncio.timeout(timeout):
-        conn = await _open(host, port, ep.path, ep.tls, on_message)
-    try:
-        await _handshake(conn, ep.username, ep.password, ep.db, name, timeout)
-        if ep.sentinels:
-            role = await conn.call("ROLE", timeout=timeout)
-            if not role or role[0] != b"master":
-                raise ConnectionError(f"{host}:{port}, named by the sentinels, is not a master")
-    except BaseException:
-        await conn.aclose()
-        raise
-    return conn
+        return await _to_master(ep, timeout, name, on_message)
+    return await _direct(ep.host, ep.port, ep, timeout, name, on_message)
