@@ -57,12 +57,13 @@ class ChildWait:
         os.close(self._w)
         self._r = self._w = -1
 
-    def sleep(self, workers: set[int]) -> None:
+    def sleep(self, workers: set[int], fds: set[int] | frozenset[int] = frozenset()) -> None:
         """Return once some child has exited or a signal has come (the handlers have run,
-        or run at the next bytecode) since the last call; at once if either already has."""
+        or run at the next bytecode) since the last call, or one of `fds` can be read; at
+        once if any already has."""
         if self._reap_strays(workers):
             return  # a worker has exited: the caller's poll reaps it
-        select.select([self._r], [], [])  # (EINTR: the handler runs, then select again)
+        select.select([self._r, *fds], [], [])  # (EINTR: the handler runs, then again)
         with contextlib.suppress(BlockingIOError):
             while os.read(self._r, 256):
                 pass
