@@ -32,7 +32,7 @@ from gateway.configsettle import warn_unsettled
 from gateway.errors import ConfigError
 from gateway.log import event
 from gateway.sockets import ListenError, bound
-from gateway.workerconfig import load_at_start, load_shared, save
+from gateway.workerconfig import load_at_start, load_shared, save, start_copy
 from gateway.workergroup import READY_FD_ENV, WorkerGroup
 
 __all__ = ["c_parser_in_use", "run_supervisor", "run_worker"]
@@ -197,7 +197,8 @@ def run_supervisor(config_path: str, workers: int) -> int:
     if run_dir is not None:
         shared = ["--metrics-dir", run_dir]
         snapshot = os.path.join(run_dir, "config")
-        if loaded.raw is not None and save(snapshot, loaded.raw):
+        if (loaded.raw is not None and save(snapshot, loaded.raw)
+                and save(start_copy(snapshot), loaded.raw)):
             shared += ["--config-bytes", snapshot]
     group = WorkerGroup(lambda i: [
         sys.executable, "-m", "gateway", "serve", "-c", config_path,
