@@ -26,7 +26,8 @@ from urllib.parse import unquote, urlsplit
 import hiredis
 from redis.asyncio.connection import parse_url
 
-__all__ = ["Endpoint", "RespConnection", "RespError", "connect", "parse_endpoint"]
+__all__ = ["Endpoint", "RespConnection", "RespError", "connect", "master_named",
+           "parse_endpoint"]
 
 OnMessage = Callable[[bytes, bytes], None]
 #: told a call's reply as it is parsed, before the caller's await resumes (must not raise)
@@ -118,6 +119,8 @@ class RespConnection(asyncio.Protocol):
         self._loop = asyncio.get_running_loop()
         self.closed: asyncio.Future[None] = self._loop.create_future()
         self.last_rx = self._loop.time()  # when bytes last arrived
+        #: the master's address as the sentinels named it (None: no sentinels)
+        self.address: tuple[str, int] | None = None
 
     # -------------------------------------------------------------- asyncio.Protocol
 
@@ -262,11 +265,30 @@ async def _to_master(ep: Endpoint, timeout: float, name: str,
             problems.append(f"{host}:{port}: {exc or type(exc).__name__}")
             continue
         try:
-            return await _direct(mhost, mport, ep, timeout, name, on_message, master=True)
+            conn = await _direct(mhost, mport, ep, timeout, name, on_message, master=True)
+            conn.address = (mhost, mport)
+            return conn
         except (OSError, RespError, TimeoutError) as exc:
             problems.append(f"{host}:{port} named {mhost}:{mport}: "
                             f"{exc or type(exc).__name__}")
     raise ConnectionError("no sentinel named a master: " + "; ".join(problems))
+
+
+async def master_named(ep: Endpoint, timeout: float) -> tuple[str, int] | None:
+    """The master's address as most of the sentinels name it (all asked at once); None when
+    no address is named by more than half of them (some down, or disagreeing)."""
+    async def ask(host: str, port: int) -> tuple[str, int] | None:
+        try:
+            return await _named_master(host, port, ep, timeout)
+        except (OSError, RespError, TimeoutError):
+            return None
+
+    answers = await asyncio.gather(*(ask(h, p) for h, p in ep.sentinels))
+    counts = collections.Counter(a for a in answers if a is not None)
+    if not counts:
+        return None
+    addr, n = counts.most_common(1)[0]
+    return addr if 2 * n > len(ep.sentinels) else None
 
 
 async def _direct(host: str, port: int, ep: Endpoint, timeout: float, name: str,
