@@ -213,8 +213,6 @@ class RedisStore(RedisCommits, RedisAudit):
         return None if raw is None else raw.decode("utf-8", "replace")
 
     async def poll(self) -> tuple[str | None, str | None]:
-        if self._ep().sentinels and asyncio.get_running_loop().time() >= self._master_check:
-            await self._follow_the_sentinels()
         gen, head = await self._call("MGET", self.k_gen, self.k_head)
         return (None if gen is None else gen.decode("utf-8", "replace"),
                 None if head is None else head.decode("utf-8", "replace"))
@@ -241,10 +239,14 @@ class RedisStore(RedisCommits, RedisAudit):
     async def watch(self, timeout: float) -> list[StateDoc | Ack]:
         """Wait up to `timeout`, or until the subscription is lost (StoreUnavailable).
         Pushes never queue here: they reach the listener as they are read."""
+        loop = asyncio.get_running_loop()
+        if self._ep().sentinels and (t0 := loop.time()) >= self._master_check:
+            await self._follow_the_sentinels()  # (the sync loop's wait: never a write's)
+            timeout = max(0.0, timeout - (loop.time() - t0))
         sub = self._sub
         if sub is None or sub.closed.done():
             raise StoreUnavailable("the redis subscription was lost")
-        if asyncio.get_running_loop().time() - sub.last_rx > self.silence:
+        if loop.time() - sub.last_rx > self.silence:
             # not even our own heartbeats come back: a half-open connection
             raise StoreUnavailable(f"the redis subscription heard nothing for "
                                    f"{self.silence:g}s")
