@@ -35,15 +35,21 @@ def _monitor(port: int) -> str:
 @pytest.fixture
 def nodes(tmp_path: Path) -> Iterator[dict[str, RedisNode]]:
     n = {"master": RedisNode(tmp_path, "master"), "replica": RedisNode(tmp_path, "replica"),
+         "old": RedisNode(tmp_path, "old"),  # a master no longer the service's
          "stale": RedisNode(tmp_path, "stale", sentinel=True),
-         "good": RedisNode(tmp_path, "good", sentinel=True)}
+         "stale-old": RedisNode(tmp_path, "stale-old", sentinel=True),
+         "good": RedisNode(tmp_path, "good", sentinel=True),
+         "good2": RedisNode(tmp_path, "good2", sentinel=True)}
     try:
         n["master"].start()
         n["replica"].start(f"replicaof 127.0.0.1 {n['master'].port}\n")
         wait_until_sync(lambda: n["replica"].info("replication", "master_link_status") == "up",
                         10, what="the replica to sync")
+        n["old"].start()
         n["stale"].start(_monitor(n["replica"].port))
+        n["stale-old"].start(_monitor(n["old"].port))
         n["good"].start(_monitor(n["master"].port))
+        n["good2"].start(_monitor(n["master"].port))
         yield n
     finally:
         for node in n.values():
@@ -80,6 +86,21 @@ async def test_a_first_sentinel_naming_a_dead_node_does_not_hide_the_master(
         assert (await conn.call("ROLE", timeout=1.0))[0] == b"master"
     finally:
         await conn.aclose()
+
+
+async def test_a_stale_sentinel_naming_an_old_master_is_not_believed_over_the_others(
+        nodes: dict[str, RedisNode]) -> None:
+    """The node the stale sentinel names still says it is a master (a master the others
+    replaced while it was cut off from them): the node most sentinels name wins."""
+    url = "redis+sentinel://" + ",".join(
+        f"127.0.0.1:{nodes[n].port}" for n in ("stale-old", "good", "good2")) + f"/{SERVICE}/0"
+    conn = await connect(parse_endpoint(url), 1.0)
+    try:
+        assert await conn.call("SET", "kgstale:which", "x", timeout=1.0) == b"OK"
+    finally:
+        await conn.aclose()
+    assert nodes["master"].cmd("GET", "kgstale:which")[-2] == "x"
+    assert nodes["old"].cmd("EXISTS", "kgstale:which")[0] == ":0"
 
 
 async def test_no_sentinel_naming_a_master_is_still_an_error(

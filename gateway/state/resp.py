@@ -251,44 +251,62 @@ async def _named_master(host: str, port: int, ep: Endpoint, timeout: float) -> t
     return addr[0].decode(), int(addr[1])
 
 
+async def _ask_all(ep: Endpoint, timeout: float) -> list[tuple[str, int] | str]:
+    """The sentinels' answers, asked at once: the master's address, or why not; done as
+    soon as more than half name one address (a frozen sentinel costs nothing then)."""
+    async def ask(host: str, port: int) -> tuple[str, int] | str:
+        try:
+            return await _named_master(host, port, ep, timeout)
+        except (OSError, RespError, TimeoutError) as exc:
+            return f"{host}:{port}: {exc or type(exc).__name__}"
+
+    tasks = [asyncio.ensure_future(ask(h, p)) for h, p in ep.sentinels]
+    answers: list[tuple[str, int] | str] = []
+    try:
+        for next_answer in asyncio.as_completed(tasks):
+            answers.append(await next_answer)
+            if _majority(answers, len(tasks)) is not None:
+                break
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    return answers
+
+
+def _majority(answers: list[tuple[str, int] | str], listed: int) -> tuple[str, int] | None:
+    counts = collections.Counter(a for a in answers if isinstance(a, tuple))
+    if not counts:
+        return None
+    addr, n = counts.most_common(1)[0]
+    return addr if 2 * n > listed else None
+
+
+async def master_named(ep: Endpoint, timeout: float) -> tuple[str, int] | None:
+    """The master's address as more than half of the sentinels name it; None when none
+    is (some down, or disagreeing)."""
+    return _majority(await _ask_all(ep, timeout), len(ep.sentinels))
+
+
 async def _to_master(ep: Endpoint, timeout: float, name: str,
                      on_message: OnMessage | None) -> RespConnection:
-    """Ask the sentinels in turn; the first node named that says it is a master (ROLE) wins.
-    A sentinel that does not answer, or names a node that is gone or is a replica (a stale
-    sentinel: cut off from the others, or not yet told of a failover), sends us on to the
-    next, not back to the first."""
-    problems = []
-    for host, port in ep.sentinels:
-        try:
-            mhost, mport = await _named_master(host, port, ep, timeout)
-        except (OSError, RespError, TimeoutError) as exc:
-            problems.append(f"{host}:{port}: {exc or type(exc).__name__}")
-            continue
+    """Ask every sentinel; try the node most of them name first, then each other node named
+    (as they answered), and take the first that says it is a master (ROLE). A
+    sentinel out of date (cut off from the others, or not yet told of a failover) that
+    names a node that is gone, a replica, or an old master the others replaced, neither
+    stops us nor is believed over them."""
+    answers = await _ask_all(ep, timeout)
+    first = _majority(answers, len(ep.sentinels))
+    named = [a for a in answers if isinstance(a, tuple)]
+    problems = [a for a in answers if isinstance(a, str)]
+    for mhost, mport in dict.fromkeys([first, *named] if first else named):
         try:
             conn = await _direct(mhost, mport, ep, timeout, name, on_message, master=True)
             conn.address = (mhost, mport)
             return conn
         except (OSError, RespError, TimeoutError) as exc:
-            problems.append(f"{host}:{port} named {mhost}:{mport}: "
-                            f"{exc or type(exc).__name__}")
+            problems.append(f"{mhost}:{mport}: {exc or type(exc).__name__}")
     raise ConnectionError("no sentinel named a master: " + "; ".join(problems))
-
-
-async def master_named(ep: Endpoint, timeout: float) -> tuple[str, int] | None:
-    """The master's address as most of the sentinels name it (all asked at once); None when
-    no address is named by more than half of them (some down, or disagreeing)."""
-    async def ask(host: str, port: int) -> tuple[str, int] | None:
-        try:
-            return await _named_master(host, port, ep, timeout)
-        except (OSError, RespError, TimeoutError):
-            return None
-
-    answers = await asyncio.gather(*(ask(h, p) for h, p in ep.sentinels))
-    counts = collections.Counter(a for a in answers if a is not None)
-    if not counts:
-        return None
-    addr, n = counts.most_common(1)[0]
-    return addr if 2 * n > len(ep.sentinels) else None
 
 
 async def _direct(host: str, port: int, ep: Endpoint, timeout: float, name: str,
