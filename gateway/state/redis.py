@@ -34,7 +34,8 @@ from gateway.log import event
 from gateway.state.redisaudit import RedisAudit
 from gateway.state.rediscommit import RedisCommits
 from gateway.state.redislink import Script
-from gateway.state.resp import RespConnection, RespError, master_named
+from gateway.state.resp import RespConnection, RespError
+from gateway.state.sentinels import master_named
 from gateway.state.signing import Keyring
 from gateway.state.store import (
     MAX_DOC_BYTES,
