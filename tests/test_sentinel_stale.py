@@ -108,3 +108,33 @@ async def test_no_sentinel_naming_a_master_is_still_an_error(
     url = f"redis+sentinel://127.0.0.1:{nodes['stale'].port}/{SERVICE}/0"
     with pytest.raises(ConnectionError, match="not a master"):
         await connect(parse_endpoint(url), 1.0)
+
+
+@pytest.fixture
+def guarded(tmp_path: Path) -> Iterator[dict[str, RedisNode]]:
+    """A master that needs a password, watched by a sentinel that needs none (Sentinel's
+    own `requirepass` is optional and apart from the master's: `sentinel auth-pass`)."""
+    n = {"master": RedisNode(tmp_path, "gmaster"),
+         "sentinel": RedisNode(tmp_path, "gsentinel", sentinel=True)}
+    try:
+        n["master"].start()
+        n["sentinel"].start(_monitor(n["master"].port))
+        assert n["sentinel"].cmd("SENTINEL", "SET", SERVICE, "auth-pass", "pw")[0] == "+OK"
+        assert n["master"].cmd("CONFIG", "SET", "requirepass", "pw")[0] == "+OK"
+        yield n
+    finally:
+        for node in n.values():
+            node.stop()
+
+
+async def test_a_password_for_the_master_is_not_forced_on_sentinels_that_need_none(
+        guarded: dict[str, RedisNode]) -> None:
+    """`redis+sentinel://:pw@...` authenticates to the master; a sentinel without a
+    password refuses AUTH ("called without any password configured"), and every connect
+    failed: the sentinels are then asked without it."""
+    url = f"redis+sentinel://:pw@127.0.0.1:{guarded['sentinel'].port}/{SERVICE}/0"
+    conn = await connect(parse_endpoint(url), 1.0)
+    try:
+        assert (await conn.call("ROLE", timeout=1.0))[0] == b"master"
+    finally:
+        await conn.aclose()

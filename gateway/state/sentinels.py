@@ -31,7 +31,13 @@ async def _named_master(host: str, port: int, ep: Endpoint, timeout: float) -> t
         s = await _open(host, port, None, None, None)
     try:
         if ep.sentinel_password:
-            await s.call("AUTH", ep.sentinel_password, timeout=timeout)
+            try:
+                await s.call("AUTH", ep.sentinel_password, timeout=timeout)
+            except RespError as exc:
+                # the URL's password is the master's; a sentinel without one of its own
+                # (Sentinel's requirepass is optional) refuses it, and answers without
+                if "without any password configured" not in str(exc):
+                    raise
         addr = await s.call("SENTINEL", "get-master-addr-by-name", ep.service or "",
                             timeout=timeout)
     finally:
