@@ -63,7 +63,10 @@ class ChildWait:
         once if any already has."""
         if self._reap_strays(workers):
             return  # a worker has exited: the caller's poll reaps it
-        select.select([self._r, *fds], [], [])  # (EINTR: the handler runs, then again)
+        waiting = select.poll()  # (not select: no FD_SETSIZE limit on a large group's fds)
+        for fd in (self._r, *fds):
+            waiting.register(fd, select.POLLIN)
+        waiting.poll()  # (EINTR: the handler runs, then it polls again)
         with contextlib.suppress(BlockingIOError):
             while os.read(self._r, 256):
                 pass
