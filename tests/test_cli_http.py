@@ -103,3 +103,17 @@ def test_the_cli_never_builds_its_own_redirect_follower() -> None:
     users = {p.name for p in root.glob("*.py") if "urlopen" in p.read_text()
              or "build_opener" in p.read_text()}
     assert users == {"http.py"}
+
+
+async def test_a_401_without_any_token_says_how_to_give_one(backends) -> None:
+    """A new user who runs `killgate status` before exporting the demo's token got only
+    `401 invalid_token: a valid bearer token is required`, with nothing saying none was sent."""
+    port = await backends(_lying_api(
+        {"error": {"type": "invalid_token", "message": "a valid bearer token is required"}},
+        status=401))
+    env = {"KILLGATE_ADMIN_URL": f"http://127.0.0.1:{port}", "KILLGATE_TOKEN": ""}
+    res = await acli("status", env=env)
+    assert res.returncode == 1, res
+    assert "401 invalid_token" in res.stderr and "KILLGATE_TOKEN" in res.stderr, res.stderr
+    res = await acli("status", env={**env, "KILLGATE_TOKEN": "tok.en.x"})
+    assert res.returncode == 1 and "KILLGATE_TOKEN" not in res.stderr, res.stderr
