@@ -111,7 +111,8 @@ def add_write_commands(cmd: Any) -> None:
     _route_options(p)
     p = cmd("weights", _weights, "override a route's weights: V=W [V=W ...]")
     p.add_argument("route")
-    p.add_argument("pairs", nargs="+", metavar="V=W")
+    p.add_argument("pairs", nargs="+", metavar="V=W",
+                   help="version=weight; versions not named get 0 (unpinnable until release)")
     _route_options(p)
     p = cmd("release", _release, "drop a route's runtime overrides (the file governs again)")
     p.add_argument("route")
