@@ -117,3 +117,17 @@ async def test_a_401_without_any_token_says_how_to_give_one(backends) -> None:
     assert "401 invalid_token" in res.stderr and "KILLGATE_TOKEN" in res.stderr, res.stderr
     res = await acli("status", env={**env, "KILLGATE_TOKEN": "tok.en.x"})
     assert res.returncode == 1 and "KILLGATE_TOKEN" not in res.stderr, res.stderr
+
+
+async def test_a_rollback_with_no_previous_stable_names_the_cli_option(backends) -> None:
+    """On the demo, a new user's first `killgate rollback iris` answers `name one with 'to'`
+    (the API's body field); the CLI user's way is `--to VERSION`."""
+    port = await backends(_lying_api({"error": {
+        "type": "no_previous_stable",
+        "message": "route 'iris' has no earlier stable version in its history; name one "
+                   "with 'to'"}}, status=409))
+    env = {"KILLGATE_ADMIN_URL": f"http://127.0.0.1:{port}", "KILLGATE_TOKEN": "tok.en.x"}
+    res = await acli("rollback", "iris", "--reason", "r", env=env)
+    assert res.returncode == 1, res
+    assert "409 no_previous_stable" in res.stderr, res.stderr
+    assert "killgate rollback iris --to VERSION" in res.stderr, res.stderr

@@ -50,9 +50,15 @@ def _rollback(args: argparse.Namespace) -> int:
     body: dict[str, Any] = {"reason": args.reason, **glass(args)}
     if args.to:
         body["to"] = args.to
-    return write(args, "POST", f"/v1/routes/{quote(args.route)}/rollback", body,
-                 f"rolled back {args.route}" + (f" to {args.to}" if args.to else ""),
-                 {"route": args.route, "action": "rollback"})
+    try:
+        return write(args, "POST", f"/v1/routes/{quote(args.route)}/rollback", body,
+                     f"rolled back {args.route}" + (f" to {args.to}" if args.to else ""),
+                     {"route": args.route, "action": "rollback"})
+    except ClientError as exc:  # (the API's message names its body field, 'to')
+        if args.to or not str(exc).startswith("409 no_previous_stable"):
+            raise
+        raise ClientError(f"{exc} (killgate rollback {args.route} --to VERSION)",
+                          exc.code) from None
 
 
 def _promote(args: argparse.Namespace) -> int:
