@@ -146,3 +146,15 @@ def test_token_with_a_config_names_the_variable_it_reads(tmp_path: Path) -> None
     assert res.returncode == 1, res
     assert "no secret: set NU_UNSET_SECRET" in res.stderr, res.stderr
     assert "give -c FILE" not in res.stderr, res.stderr
+
+
+def test_token_refuses_a_scope_the_gateway_does_not_know() -> None:
+    """`--scope killgate:reed` (a typo) minted a token that every call then refused."""
+    env = {"NU_SECRET": "s" * 40}
+    res = cli("token", "--subject", "a", "--scope", "killgate:read killgate:reed",
+              "--secret-env", "NU_SECRET", env=env)
+    assert res.returncode == 1 and res.stdout == "", res
+    assert "unknown scope 'killgate:reed'" in res.stderr and "killgate:read," in res.stderr
+    res = cli("token", "--subject", "a", "--scope", "killgate:read killgate:kill",
+              "--secret-env", "NU_SECRET", env=env)
+    assert res.returncode == 0 and res.stdout.count(".") == 2, res

@@ -19,11 +19,14 @@ __all__ = ["add_config_commands"]
 
 
 def _token(args: argparse.Namespace) -> int:
-    from gateway.admin.auth import mint
+    from gateway.admin.auth import SCOPES, mint
     from gateway.config import DEFAULT_SECRET_ENV, AuthConfig, parse_duration
     from gateway.configfile import load_config
     from gateway.errors import ConfigError
 
+    unknown = [s for s in args.scope.split() if s not in SCOPES]
+    if unknown:  # (a typo would mint a token every call refuses with 403)
+        raise ClientError(f"unknown scope {unknown[0]!r}; known: {', '.join(SCOPES)}")
     issuer = audience = None
     env = args.secret_env
     lifetime = AuthConfig().max_token_lifetime
