@@ -19,28 +19,41 @@ __all__ = ["add_config_commands"]
 
 
 def _token(args: argparse.Namespace) -> int:
-    from gateway.admin.auth import mint
+    from gateway.admin.auth import SCOPES, mint
     from gateway.config import DEFAULT_SECRET_ENV, AuthConfig, parse_duration
     from gateway.configfile import load_config
+    from gateway.errors import ConfigError
 
+    unknown = [s for s in args.scope.split() if s not in SCOPES]
+    if unknown:  # (a typo would mint a token every call refuses with 403)
+        raise ClientError(f"unknown scope {unknown[0]!r}; known: {', '.join(SCOPES)}")
     issuer = audience = None
     env = args.secret_env
     lifetime = AuthConfig().max_token_lifetime
+    hint = "or give -c FILE naming the secret"
     if args.config:
-        auth = load_config(args.config).config.admin.auth
-        lifetime = auth.max_token_lifetime
-        issuer, audience = auth.issuer, auth.audience
-        if auth.hs256_secret_file:
-            secret = load_config(args.config).resolve(auth.hs256_secret_file).read_text().strip()
-        else:
-            env = env or auth.secret_env
-            secret = os.environ.get(env, "")
+        try:
+            loaded = load_config(args.config)
+            auth = loaded.config.admin.auth
+            lifetime = auth.max_token_lifetime
+            issuer, audience = auth.issuer, auth.audience
+            if auth.hs256_secret_file:
+                secret = loaded.resolve(auth.hs256_secret_file).read_text().strip()
+            else:
+                env = env or auth.secret_env
+                secret = os.environ.get(env, "")
+                hint = ("named by --secret-env" if args.secret_env
+                        else f"named by admin.auth in {args.config}")
+        except ConfigError as exc:
+            raise ClientError("invalid config: " + "; ".join(map(str, exc.problems))) from None
+        except OSError as exc:
+            raise ClientError(f"cannot read the secret file: {exc}") from None
     else:
         env = env or DEFAULT_SECRET_ENV
         secret = os.environ.get(env, "")
         issuer, audience = args.issuer, args.audience
     if not secret:
-        raise ClientError(f"no secret: set {env} (or give -c FILE naming the secret)")
+        raise ClientError(f"no secret: set {env} ({hint})")
     try:
         ttl = parse_duration(args.ttl)
         if ttl > lifetime:
