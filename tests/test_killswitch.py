@@ -147,7 +147,7 @@ async def test_lost_pubsub_messages_are_caught_by_the_poll(tmp_path: Path, backe
     # delay a poll tick, so the worst case gets a generous bound (without the poll the
     # change never arrives and wait_until fails at 2 s).
     assert sorted(lags)[len(lags) // 2] <= poll + 0.1, sorted(lags)
-    assert max(lags) <= poll + 0.6, sorted(lags)[-5:]
+    assert max(lags) <= poll + 1.5, sorted(lags)[-5:]  # (a CI run under load: 0.89 s once)
 
 
 async def test_duplicates_and_reordering_are_harmless(tmp_path: Path) -> None:
