@@ -14,7 +14,7 @@ from collections.abc import Callable
 from gateway.configfile import LoadedConfig
 from gateway.control.reload import summarize_changes
 from gateway.domain.audit import AuditDraft, utc_now
-from gateway.domain.overrides import identity_problems, record_config
+from gateway.domain.overrides import identity_problems, latch_problems, record_config
 from gateway.domain.statedoc import Change, StateDoc
 from gateway.errors import AuditError, ConfigError, Problem, StateError
 from gateway.log import event
@@ -32,8 +32,10 @@ class ConfigHistory:
         self.instance = instance
 
     def check(self, loaded: LoadedConfig) -> None:
-        """A version name whose artifact changed against the recorded history is refused."""
-        problems = identity_problems(self.doc(), list(loaded.config.routes))
+        """A version name whose artifact changed against the recorded history is refused,
+        and so is a file without a version a latched runtime override serves."""
+        routes = list(loaded.config.routes)
+        problems = identity_problems(self.doc(), routes) + latch_problems(self.doc(), routes)
         if problems:
             raise ConfigError([Problem(path, msg) for path, msg in problems])
 
