@@ -27,11 +27,24 @@ def _token(args: argparse.Namespace) -> int:
     env = args.secret_env
     lifetime = AuthConfig().max_token_lifetime
     if args.config:
-        auth = load_config(args.config).config.admin.auth
+        from gateway.errors import ConfigError
+
+        try:
+            loaded = load_config(args.config)
+        except ConfigError as exc:
+            raise ClientError("invalid config: " + "; ".join(str(p) for p in exc.problems)
+                              ) from None
+        auth = loaded.config.admin.auth
         lifetime = auth.max_token_lifetime
         issuer, audience = auth.issuer, auth.audience
         if auth.hs256_secret_file:
-            secret = load_config(args.config).resolve(auth.hs256_secret_file).read_text().strip()
+            path = loaded.resolve(auth.hs256_secret_file)
+            try:
+                secret = path.read_text().strip()
+            except (OSError, UnicodeDecodeError) as exc:
+                why = getattr(exc, "strerror", None) or type(exc).__name__
+                raise ClientError(f"admin.auth.hs256_secret_file {path}: cannot read ({why})"
+                                  ) from None
         else:
             env = env or auth.secret_env
             secret = os.environ.get(env, "")

@@ -10,8 +10,10 @@ library only: the CLI works where the gateway's event loop is not running.
 
 from __future__ import annotations
 
+import http.client
 import json
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Mapping
@@ -48,6 +50,12 @@ class Answer:
 
 def call(base: str, token: str | None, method: str, path: str,
          body: dict[str, Any] | None = None) -> Answer:
+    parts = urllib.parse.urlsplit(base)
+    if parts.username is not None or parts.password is not None:
+        # (urllib would take `user:pass@host` for the host name, and every message would
+        # print the password)
+        raise ClientError("--admin (or $KILLGATE_ADMIN_URL) carries a user name or password; "
+                          "give the URL without them, and the token with --token")
     headers = {"accept": "application/json", "user-agent": "killgate-cli"}
     if token:
         headers["authorization"] = f"Bearer {token}"
@@ -63,7 +71,10 @@ def call(base: str, token: str | None, method: str, path: str,
             with _OPENER.open(req, timeout=TIMEOUT) as resp:
                 return Answer(resp.status, _json_object(resp.read(), resp.status))
         except urllib.error.HTTPError as exc:
-            raw = exc.read()
+            try:
+                raw = exc.read()
+            except (http.client.HTTPException, OSError) as cut:
+                raise ClientError(_broken(base, cut, body is not None, exc.code)) from None
             if 300 <= exc.code < 400:
                 where = exc.headers.get("Location", "?")
                 raise ClientError(
@@ -81,7 +92,23 @@ def call(base: str, token: str | None, method: str, path: str,
                 continue
             reason = getattr(exc, "reason", exc)
             raise ClientError(f"cannot reach the admin API at {base}: {reason}") from None
+        except http.client.HTTPException as exc:  # (after OSError: RemoteDisconnected is both)
+            raise ClientError(_broken(base, exc, body is not None)) from None
     raise ClientError("unreachable")  # pragma: no cover
+
+
+def _broken(base: str, exc: Exception, write: bool, status: int | None = None) -> str:
+    """What to say of an answer that is not HTTP, or was cut short."""
+    if isinstance(exc, http.client.IncompleteRead | OSError):
+        got = f" ({status})" if status is not None else ""
+        msg = f"the answer of the admin API at {base}{got} was cut short"
+        if write:
+            msg += ("; the write may have been applied: check with `killgate status` and "
+                    "`killgate audit`")
+        return msg
+    what = str(exc)[:80].encode("unicode_escape").decode("ascii")
+    return (f"what answered at {base} is not HTTP ({type(exc).__name__}: {what}); is --admin "
+            "the admin listener's URL?")
 
 
 def _json_object(raw: bytes, status: int) -> dict[str, Any]:

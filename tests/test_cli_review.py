@@ -1,0 +1,83 @@
+"""The admin client against what is not the admin API, and `token -c` with a bad config
+(hostile config review): a clear one-line error and exit 1, never a traceback."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from tests.test_cli import acli
+
+pytestmark = pytest.mark.timeout(60)
+
+Serve = Callable[[bytes], Awaitable[int]]
+
+
+@pytest.fixture
+async def raw_server() -> AsyncIterator[Serve]:
+    """A loopback TCP server that answers every connection with `answer`, then closes."""
+    servers: list[asyncio.Server] = []
+
+    async def start(answer: bytes) -> int:
+        async def handle(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            await r.read(65536)
+            w.write(answer)
+            await w.drain()
+            w.close()
+
+        srv = await asyncio.start_server(handle, "127.0.0.1", 0)
+        servers.append(srv)
+        return int(srv.sockets[0].getsockname()[1])
+
+    yield start
+    for s in servers:
+        s.close()
+        await s.wait_closed()
+
+
+@pytest.mark.parametrize(("answer", "why"), [
+    # --admin pointed at the redis port
+    (b"-ERR wrong number of arguments for 'get' command\r\n", "not HTTP"),
+    # a proxy or a crashing API cut the answer short
+    (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"a\":",
+     "cut short"),
+    (b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 100\r\n\r\n{\"error\":", "cut short"),
+    (b"HTTP/1.1 200 OK\r\nX: " + b"a" * 70000 + b"\r\n\r\n", "not HTTP"),
+])
+@pytest.mark.parametrize("args", [("status",), ("kill", "--global", "--reason", "x")])
+async def test_an_answer_that_is_not_http_is_a_clear_error(
+        raw_server: Serve, answer: bytes, why: str, args: tuple[str, ...]) -> None:
+    port = await raw_server(answer)
+    res = await acli(*args, env={"KILLGATE_ADMIN_URL": f"http://127.0.0.1:{port}",
+                                 "KILLGATE_TOKEN": "t"})
+    assert res.returncode == 1, res.stdout
+    assert "Traceback" not in res.stderr, res.stderr
+    assert f"127.0.0.1:{port}" in res.stderr and why in res.stderr, res.stderr
+
+
+@pytest.mark.parametrize("case", ["missing", "invalid", "secret_file_missing"])
+async def test_token_with_a_config_that_cannot_be_used_says_why(tmp_path: Path,
+                                                                 case: str) -> None:
+    cfg = tmp_path / "killgate.yaml"
+    routes = ("routes:\n  - name: iris\n    match: {path_prefix: /iris}\n    stable: v1\n"
+              "    versions:\n      - {name: v1, url: 'http://127.0.0.1:1'}\n")
+    if case == "invalid":
+        cfg.write_text("listen: nowhere\n" + routes)
+    elif case == "secret_file_missing":
+        cfg.write_text("admin:\n  auth:\n    hs256_secret_file: gone.key\n" + routes)
+    res = await acli("token", "--subject", "a", "--scope", "killgate:read", "-c", str(cfg))
+    assert res.returncode == 1, res.stdout
+    assert "Traceback" not in res.stderr, res.stderr
+    want = {"missing": "no such file", "invalid": "listen",
+            "secret_file_missing": "gone.key"}[case]
+    assert res.stderr.startswith("killgate: ") and want in res.stderr, res.stderr
+
+
+async def test_a_password_in_the_admin_url_is_never_printed() -> None:
+    res = await acli("status", env={"KILLGATE_ADMIN_URL": "http://ops:hunter2-s3cret@127.0.0.1:1",
+                                    "KILLGATE_TOKEN": "t"})
+    assert res.returncode == 1
+    assert "hunter2" not in res.stderr + res.stdout and "user name or password" in res.stderr
