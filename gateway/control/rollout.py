@@ -30,7 +30,7 @@ from gateway.domain.audit import AuditDraft, utc_now
 from gateway.domain.overrides import effective_stable, with_stable
 from gateway.domain.statedoc import Change, Progress, RouteOverride, StateDoc
 from gateway.domain.stats import WindowStats
-from gateway.domain.tablebuild import canary_of
+from gateway.domain.tablebuild import canary_of, rolls_out
 from gateway.errors import AuditError, StateError
 from gateway.log import event
 from gateway.state.sync import Sync
@@ -209,6 +209,8 @@ class RolloutDriver:
         if prog is not None and prog.get("state") in ("done", "failed") \
                 and prog.get("canary") == canary:
             return
+        if not rolls_out(rc, canary):
+            return  # the file gives it weight 0: not started, not advanced (tablebuild.py)
         if prog is None or prog.get("canary") != canary:
             held = (self.shadow_gate(rc) if self.shadow_gate is not None
                     and rc.shadow is not None and rc.shadow.version == canary else None)
