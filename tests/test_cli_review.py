@@ -81,3 +81,11 @@ async def test_a_password_in_the_admin_url_is_never_printed() -> None:
                                     "KILLGATE_TOKEN": "t"})
     assert res.returncode == 1
     assert "hunter2" not in res.stderr + res.stdout and "user name or password" in res.stderr
+
+
+@pytest.mark.parametrize("pair", ["v1=nan", "v1=inf", "v1=-inf"])
+async def test_a_weight_that_is_not_a_finite_number_is_refused_by_name(pair: str) -> None:
+    # (nothing listens there: the CLI must refuse before any call)
+    res = await acli("weights", "iris", pair, "v2=1", "--reason", "x",
+                     env={"KILLGATE_ADMIN_URL": "http://127.0.0.1:1", "KILLGATE_TOKEN": "t"})
+    assert res.returncode == 1 and f"{pair!r} is not VERSION=WEIGHT" in res.stderr, res.stderr
