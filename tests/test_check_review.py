@@ -1,0 +1,48 @@
+"""`killgate check` refuses a redis state.url the store could never connect with (hostile
+config review): it said ok, and `killgate serve` then answered 503 state_unknown on every
+route for as long as it ran, logging 'state.url cannot be used'."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.timeout(60)
+
+ROUTES = ("routes:\n  - name: iris\n    match: {path_prefix: /iris}\n    stable: v1\n"
+          "    versions:\n      - {name: v1, url: 'http://127.0.0.1:1'}\n")
+
+
+def _check(tmp_path: Path, url: str) -> subprocess.CompletedProcess[str]:
+    cfg = tmp_path / "killgate.yaml"
+    cfg.write_text(f"state:\n  backend: redis\n  url: '{url}'\n  signing_key_env: KG_REVIEW_KEY\n"
+                   + ROUTES)
+    return subprocess.run([sys.executable, "-m", "gateway", "check", str(cfg)],
+                          capture_output=True, text=True, timeout=30,
+                          env={"PATH": "/usr/bin:/bin", "KG_REVIEW_KEY": "k" * 40,
+                               "KILLGATE_JWT_SECRET": "s" * 40})
+
+
+@pytest.mark.parametrize("url", [
+    "redis://ops:hunter2-pw@127.0.0.1:notaport/0",
+    "redis://:hunter2-pw@127.0.0.1:6379/0?ssl_nonsense=1",
+    "redis+sentinel://:hunter2-pw@10.0.0.1:26379,10.0.0.2:26379",
+    "redis+sentinel://:hunter2-pw@10.0.0.1:26x79/mymaster",
+])
+def test_a_state_url_that_cannot_connect_is_refused(tmp_path: Path, url: str) -> None:
+    res = _check(tmp_path, url)
+    assert res.returncode == 1, res.stdout
+    assert res.stderr.startswith("state.url: cannot be used"), res.stderr
+    assert "hunter2" not in res.stderr + res.stdout
+
+
+@pytest.mark.parametrize("url", [
+    "redis://ops:hunter2-pw@10.0.0.9:6379/2",
+    "redis+sentinel://:pw@10.0.0.1:26379,10.0.0.2/mymaster/1",  # (no port: 26379)
+    "unix:///run/redis.sock?db=1"])
+def test_a_usable_state_url_passes(tmp_path: Path, url: str) -> None:
+    res = _check(tmp_path, url)
+    assert res.returncode == 0, res.stderr
