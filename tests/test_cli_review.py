@@ -89,3 +89,24 @@ async def test_a_weight_that_is_not_a_finite_number_is_refused_by_name(pair: str
     res = await acli("weights", "iris", pair, "v2=1", "--reason", "x",
                      env={"KILLGATE_ADMIN_URL": "http://127.0.0.1:1", "KILLGATE_TOKEN": "t"})
     assert res.returncode == 1 and f"{pair!r} is not VERSION=WEIGHT" in res.stderr, res.stderr
+
+
+@pytest.mark.parametrize(("args", "answer"), [
+    (("status",), {"instance": "x", "generation": 1, "kills": [], "routes": {"iris": {}}}),
+    (("status",), {"instance": "x", "generation": 1, "kills": [], "routes": {
+        "iris": {"stable": "v1", "versions": {"v1": {"configured_weight": None}}}}}),
+    (("status",), {"instance": "x", "generation": 1, "routes": {}, "kills": [{"scope": "x"}]}),
+    (("status",), {"instance": "x", "generation": 1, "routes": {}, "kills": [],
+                   "config": {"digest": None}, "instances": {"a": "b"}}),
+    (("audit",), {"events": [{"target": "x"}], "next": None}),
+])
+async def test_an_answer_missing_what_the_table_needs_is_a_clear_error(
+        backends, args: tuple[str, ...], answer: dict) -> None:
+    from tests.test_cli_http import _lying_api
+
+    port = await backends(_lying_api(answer))
+    res = await acli(*args, env={"KILLGATE_ADMIN_URL": f"http://127.0.0.1:{port}",
+                                 "KILLGATE_TOKEN": "t"})
+    assert res.returncode == 1 and res.stdout == "", res.stdout
+    assert "Traceback" not in res.stderr, res.stderr
+    assert res.stderr.startswith("killgate: unexpected answer from the admin API"), res.stderr
