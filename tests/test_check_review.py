@@ -46,3 +46,21 @@ def test_a_state_url_that_cannot_connect_is_refused(tmp_path: Path, url: str) ->
 def test_a_usable_state_url_passes(tmp_path: Path, url: str) -> None:
     res = _check(tmp_path, url)
     assert res.returncode == 0, res.stderr
+
+
+def test_serve_refuses_an_access_log_it_cannot_open_by_name(tmp_path: Path) -> None:
+    """`killgate serve` with an access log path that cannot be opened ended in a Python
+    traceback (FileNotFoundError); now one line naming the setting, exit 1."""
+    from tests.conftest import SECRET, write_config
+
+    cfg = write_config(tmp_path, ROUTES.split("\n", 1)[1].replace("  - ", "- ", 1)
+                       .replace("\n    ", "\n  "),
+                       extra=("server: {access_log: true}\ntelemetry:\n  access_log: "
+                              f"{{path: {tmp_path}/not-a-folder.txt/access.log}}\n"))
+    (tmp_path / "not-a-folder.txt").write_text("")
+    res = subprocess.run([sys.executable, "-m", "gateway", "serve", "-c", str(cfg)],
+                         capture_output=True, text=True, timeout=30,
+                         env={"PATH": "/usr/bin:/bin", "KILLGATE_TEST_SECRET": SECRET})
+    assert res.returncode == 1, res.stderr[-2000:]
+    assert "Traceback" not in res.stderr, res.stderr[-2000:]
+    assert "killgate: config: telemetry.access_log.path: " in res.stderr, res.stderr[-2000:]
