@@ -110,3 +110,23 @@ async def test_an_answer_missing_what_the_table_needs_is_a_clear_error(
     assert res.returncode == 1 and res.stdout == "", res.stdout
     assert "Traceback" not in res.stderr, res.stderr
     assert res.stderr.startswith("killgate: unexpected answer from the admin API"), res.stderr
+
+
+@pytest.mark.parametrize(("args", "why"), [
+    (("--scope", "killgate:raed"), "unknown scope(s) killgate:raed"),
+    (("--scope", "killgate:read killgate:kil"), "unknown scope(s) killgate:kil"),
+    (("--scope", " "), "unknown scope"),
+    (("--scope", "killgate:read", "--ttl", "0s"), "shorter than a second"),
+    (("--scope", "killgate:read", "--ttl", "500ms"), "shorter than a second"),
+    (("--scope", "killgate:read", "--subject", " "), "--subject is empty"),
+])
+async def test_token_refuses_a_token_the_gateway_would_refuse(args: tuple[str, ...],
+                                                              why: str) -> None:
+    """It printed a token with a misspelt scope (every call then 403), an expired one
+    (--ttl 0s, or 500ms rounded down) or one without a subject, and exited 0."""
+    from tests.conftest import SECRET
+
+    argv = ["token", "--subject", "alice", *args]
+    res = await acli(*argv, env={"KILLGATE_JWT_SECRET": SECRET})
+    assert res.returncode == 1 and res.stdout == "", res.stdout
+    assert why in res.stderr, res.stderr

@@ -54,8 +54,20 @@ def _token(args: argparse.Namespace) -> int:
         issuer, audience = args.issuer, args.audience
     if not secret:
         raise ClientError(f"no secret: set {env} (or give -c FILE naming the secret)")
+    from gateway.admin.auth import SCOPES
+
+    unknown = [x for x in args.scope.split() if x not in SCOPES]
+    if unknown or not args.scope.split():
+        raise ClientError(f"--scope {args.scope!r}: unknown scope(s) {', '.join(unknown)}; the "
+                          f"gateway knows {', '.join(SCOPES)} (a token without one can do "
+                          "nothing)")
+    if not args.subject.strip():
+        raise ClientError("--subject is empty: the gateway refuses a token without 'sub'")
     try:
         ttl = parse_duration(args.ttl)
+        if ttl < 1:
+            raise ValueError(f"--ttl {args.ttl} is shorter than a second: the token would "
+                             "be expired when printed")
         if ttl > lifetime:
             raise ValueError(f"--ttl {args.ttl} is longer than admin.auth.max_token_lifetime "
                              f"({lifetime:g}s): the gateway would refuse the token")
