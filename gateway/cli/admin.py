@@ -55,7 +55,9 @@ def _status_text(st: dict[str, Any]) -> str:
                + ("  FAIL-CLOSED" if store.get("fail_closed") else ""))
     out.append(f"config {(cfg.get('digest') or '')[:19]}…"
                + (f"  LAST RELOAD FAILED: {cfg['last_error']}" if cfg.get("last_error") else "")
-               + (f"  RELOAD WAITING: {cfg['waiting']}" if cfg.get("waiting") else ""))
+               + (f"  RELOAD WAITING: {cfg['waiting']}" if cfg.get("waiting") else "")
+               + (f"  RESTART REQUIRED for: {', '.join(map(str, cfg['restart_required']))}"
+                  if cfg.get("restart_required") else ""))
     kills = st.get("kills") or []
     if kills:
         out.append("\nKILLS")

@@ -234,6 +234,9 @@ def _needs_restart(old: LoadedConfig, new: LoadedConfig) -> list[str]:
             out.append(name)
     if a.admin.listen != b.admin.listen:
         out.append("admin.listen")
+    for name in ("key_env", "key_file", "advertise_host"):  # (read once, at start)
+        if getattr(a.drills, name) != getattr(b.drills, name):
+            out.append(f"drills.{name}")
     return out
 
 
