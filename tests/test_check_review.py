@@ -64,3 +64,16 @@ def test_serve_refuses_an_access_log_it_cannot_open_by_name(tmp_path: Path) -> N
     assert res.returncode == 1, res.stderr[-2000:]
     assert "Traceback" not in res.stderr, res.stderr[-2000:]
     assert "killgate: config: telemetry.access_log.path: " in res.stderr, res.stderr[-2000:]
+
+
+@pytest.mark.parametrize("path", ["health", "v2/health/ready", "/health check", "/h#x"])
+def test_a_health_path_that_cannot_be_appended_is_refused(tmp_path: Path, path: str) -> None:
+    """health.path is appended to each version's url: 'health' made http://h:9101health,
+    every probe failed, and the route lost every version (503) on a file check said ok."""
+    cfg = tmp_path / "killgate.yaml"
+    cfg.write_text(ROUTES + f"    health: {{path: '{path}'}}\n")
+    res = subprocess.run([sys.executable, "-m", "gateway", "check", str(cfg)],
+                         capture_output=True, text=True, timeout=30,
+                         env={"PATH": "/usr/bin:/bin", "KILLGATE_JWT_SECRET": "s" * 40})
+    assert res.returncode == 1, res.stdout
+    assert res.stderr.startswith("routes[0].health.path: must start with '/'"), res.stderr
