@@ -56,3 +56,39 @@ async def test_a_reload_that_drops_the_latched_version_is_refused(
         err = g.gw.watcher.outcome.last_error
         assert "routes[0].versions" in err and "'v1'" in err and "release" in err, err
         assert await _served(session, g.url) == {"200 v1"}
+
+
+async def test_a_start_on_a_file_that_drops_the_latched_version_is_refused_by_name(
+        tmp_path: Path, backends, session: ClientSession) -> None:
+    """The same file at a restart: `killgate serve` exits 1 naming the version and the way
+    out, instead of serving v2, the version rolled back from."""
+    import asyncio
+    import os
+    import sys
+
+    from tests.conftest import SECRET
+
+    ports = {v: await backends(echo_app(v)) for v in ("v1", "v2")}
+    cfg = write_config(tmp_path, _route("iris", {"v2": (ports["v2"], 100),
+                                                 "v1": (ports["v1"], 0)}))
+    async with running_gateway(cfg) as g:
+        r = await session.post(f"{g.admin}/v1/routes/iris/rollback", headers=auth(ROLLOUT),
+                               json={"to": "v1", "reason": "INC-1: v2 is bad"})
+        assert r.status == 200, await r.text()
+        r.release()
+    cfg.write_text(write_config(tmp_path, _route("iris", {"v2": (ports["v2"], 100)}),
+                                name="next.yaml").read_text())
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway", "serve", "-c", str(cfg),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "KILLGATE_TEST_SECRET": SECRET})
+    try:
+        _, err = await asyncio.wait_for(proc.communicate(), 20)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    text = err.decode()
+    assert proc.returncode == 1, text[-2000:]
+    assert "killgate: config: routes[0].versions: version 'v1' of route 'iris' is latched" \
+        in text and "killgate release iris" in text, text[-2000:]
