@@ -23,12 +23,14 @@ async def test_status_says_which_changes_wait_for_a_restart(tmp_path: Path, back
         old = g.gw.loaded.digest
         cfg.write_text(write_config(
             tmp_path, two_versions(p1, p2), name="next.yaml",
-            extra="server: {max_body_size: 1000}\ndrills: {key_env: OTHER_DRILL_KEY}\n"
+            extra="server: {max_body_size: 1000}\ndrills: {key_env: OTHER_DRILL_KEY}\n",
+            admin="127.0.0.1:0\n  max_connections: 7"
         ).read_text())
         g.gw.request_reload()
         await wait_until(lambda: g.gw.watcher.outcome.loaded_digest != old, 10, what="reload")
-        assert g.gw.watcher.outcome.restart_required == ["server", "drills.key_env"]
+        assert g.gw.watcher.outcome.restart_required == ["server", "admin.max_connections",
+                                                          "drills.key_env"]
         res = await acli("status", env={"KILLGATE_ADMIN_URL": g.admin,
                                         "KILLGATE_TOKEN": admin_token("killgate:read")})
         assert res.returncode == 0, res.stderr
-        assert "RESTART REQUIRED for: server, drills.key_env" in res.stdout, res.stdout
+        assert "RESTART REQUIRED for: server, admin.max_connections, drills.key_env" in res.stdout, res.stdout

@@ -232,8 +232,9 @@ def _needs_restart(old: LoadedConfig, new: LoadedConfig) -> list[str]:
     for name in ("listen", "state", "server", "log", "telemetry"):
         if getattr(a, name) != getattr(b, name):
             out.append(name)
-    if a.admin.listen != b.admin.listen:
-        out.append("admin.listen")
+    for name in ("listen", "max_body_size", "max_connections"):  # (the admin listener's)
+        if getattr(a.admin, name) != getattr(b.admin, name):
+            out.append(f"admin.{name}")
     for name in ("key_env", "key_file", "advertise_host"):  # (read once, at start)
         if getattr(a.drills, name) != getattr(b.drills, name):
             out.append(f"drills.{name}")
