@@ -130,3 +130,22 @@ async def test_token_refuses_a_token_the_gateway_would_refuse(args: tuple[str, .
     res = await acli(*argv, env={"KILLGATE_JWT_SECRET": SECRET})
     assert res.returncode == 1 and res.stdout == "", res.stdout
     assert why in res.stderr, res.stderr
+
+
+@pytest.mark.parametrize("args", [
+    ("kill", "--route", "iris", "--version", "", "--reason", "x"),
+    ("unkill", "--route", "iris", "--version", " ", "--reason", "x"),
+    ("kill", "--route", "", "--reason", "x"),
+    ("rollback", "iris", "--to", "", "--reason", "x"),
+])
+async def test_an_empty_selector_is_refused_not_widened(backends, args: tuple[str, ...]) -> None:
+    """`killgate kill --route iris --version "$V"` with V unset killed the whole route (an
+    empty --version read as none); `rollback --to ""` rolled back to the previous stable."""
+    from tests.test_cli_http import RECEIPT, _lying_api
+
+    port = await backends(_lying_api({**RECEIPT, "kill": "route:iris", "unkill": "route:iris",
+                                      "route": "iris", "action": "rollback"}))
+    res = await acli(*args, env={"KILLGATE_ADMIN_URL": f"http://127.0.0.1:{port}",
+                                 "KILLGATE_TOKEN": "t"})
+    assert res.returncode == 1 and res.stdout == "", res.stdout
+    assert "is empty" in res.stderr, res.stderr

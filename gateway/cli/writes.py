@@ -20,7 +20,18 @@ WAIT_HELP = ("how long the receipt waits for every instance to apply it: a durat
              "unit (500ms, 5s; at most 30s; default 1s); exit 4 if some had not")
 
 
+def _given(args: argparse.Namespace, *names: str) -> None:
+    """An option given empty (`--version "$V"` with V unset in a runbook) is an error: read as
+    absent, it would widen a version kill to the whole route, or roll back elsewhere."""
+    for name in names:
+        value = getattr(args, name, None)
+        if value is not None and not value.strip():
+            raise ClientError(f"--{name} is empty (an unset variable?); give a name, or leave "
+                              "the option out")
+
+
 def _selector(args: argparse.Namespace) -> dict[str, Any]:
+    _given(args, "route", "version")
     if args.all:
         if args.route or args.version:
             raise ClientError("--global takes no --route or --version")
@@ -51,6 +62,7 @@ def _unkill(args: argparse.Namespace) -> int:
 
 
 def _rollback(args: argparse.Namespace) -> int:
+    _given(args, "to")
     body: dict[str, Any] = {"reason": args.reason, **glass(args)}
     if args.to:
         body["to"] = args.to
