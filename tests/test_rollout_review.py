@@ -55,5 +55,7 @@ async def test_a_canary_set_to_weight_0_in_the_file_stops_its_rollout(tmp_path: 
                                     name="next.yaml").read_text())
         g.gw.request_reload()
         await wait_until(lambda: g.gw.loaded.digest != old, 10, what="the reload")
+        await wait_until(lambda: g.gw.holder.doc.progress["iris"].get("state") == "paused", 5,
+                         what="the rollout shown paused")
         await load.stop()
         assert g.gw.holder.table.by_name["iris"].effective_weights()["v2"] == 0.0

@@ -209,8 +209,12 @@ class RolloutDriver:
         if prog is not None and prog.get("state") in ("done", "failed") \
                 and prog.get("canary") == canary:
             return
-        if not rolls_out(rc, canary):
-            return  # the file gives it weight 0: not started, not advanced (tablebuild.py)
+        if not rolls_out(rc, canary):  # the file gives it weight 0 (tablebuild.py)
+            if prog is not None and prog.get("canary") == canary \
+                    and prog.get("state") == "running":  # shown (and audited) as paused
+                await self._set_progress(rc, prog, {**prog, "state": "paused"},
+                                         "progressive.pause")
+            return  # not started, not advanced
         if prog is None or prog.get("canary") != canary:
             held = (self.shadow_gate(rc) if self.shadow_gate is not None
                     and rc.shadow is not None and rc.shadow.version == canary else None)
