@@ -149,3 +149,40 @@ async def test_an_empty_selector_is_refused_not_widened(backends, args: tuple[st
                                  "KILLGATE_TOKEN": "t"})
     assert res.returncode == 1 and res.stdout == "", res.stdout
     assert "is empty" in res.stderr, res.stderr
+
+
+async def test_a_token_with_a_trailing_line_break_is_used_and_a_broken_one_never_printed(
+        backends) -> None:
+    """A token from a secret file ends in a line break: the CLI died with a traceback whose
+    last line printed the whole token ('Invalid header value b\\'Bearer ...\\n\\''). It is
+    stripped now; a token with a blank or a line break inside is refused without echoing."""
+    from aiohttp import web
+
+    seen: list[str | None] = []
+
+    async def handler(req: web.Request) -> web.StreamResponse:
+        seen.append(req.headers.get("Authorization"))
+        return web.json_response({"instance": "x", "generation": 1, "routes": {}, "kills": []})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handler)
+    port = await backends(app)
+    env = {"KILLGATE_ADMIN_URL": f"http://127.0.0.1:{port}"}
+    res = await acli("status", env={**env, "KILLGATE_TOKEN": "aaa.bbb.secret-sig\n"})
+    assert res.returncode == 0, res.stderr
+    assert seen == ["Bearer aaa.bbb.secret-sig"]
+    for bad in ("aaa.bbb.secret-sig\nX-Evil: 1", "aaa bbb.secret-sig", "aaa.bbb.secret-sig\u20ac"):
+        res = await acli("status", env={**env, "KILLGATE_TOKEN": bad})
+        assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
+        assert "secret-sig" not in res.stderr and "holds a blank" in res.stderr, res.stderr
+    assert len(seen) == 1
+
+
+@pytest.mark.parametrize("args", [("drill", "history"), ("drill", "kill", "--route", "iris"),
+                                  ("drill", "restore", "d-x"), ("shadow", "report", "iris")])
+async def test_drill_and_shadow_refuse_a_broken_token_without_a_traceback(
+        args: tuple[str, ...]) -> None:
+    res = await acli(*args, env={"KILLGATE_ADMIN_URL": "http://127.0.0.1:1",
+                                 "KILLGATE_TOKEN": "aaa.bbb.secret-sig\nX-Evil: 1"})
+    assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
+    assert "secret-sig" not in res.stderr and "holds a blank" in res.stderr, res.stderr

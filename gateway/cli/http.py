@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Answer", "ClientError", "call", "expect"]
+__all__ = ["Answer", "ClientError", "call", "clean_token", "expect"]
 
 TIMEOUT = 35.0  # the API waits up to 30s for a receipt
 
@@ -57,6 +57,7 @@ def call(base: str, token: str | None, method: str, path: str,
         raise ClientError("--admin (or $KILLGATE_ADMIN_URL) carries a user name or password; "
                           "give the URL without them, and the token with --token")
     headers = {"accept": "application/json", "user-agent": "killgate-cli"}
+    token = clean_token(token)
     if token:
         headers["authorization"] = f"Bearer {token}"
     data = None
@@ -95,6 +96,17 @@ def call(base: str, token: str | None, method: str, path: str,
         except http.client.HTTPException as exc:  # (after OSError: RemoteDisconnected is both)
             raise ClientError(_broken(base, exc, body is not None)) from None
     raise ClientError("unreachable")  # pragma: no cover
+
+
+def clean_token(token: str | None) -> str | None:
+    """The bearer token as it is sent: blanks around it dropped (a secret mounted from a file
+    ends in a line break); one with a blank, a line break or a character a JWT never has
+    inside is refused without echoing it (the HTTP library's own error prints it whole)."""
+    token = (token or "").strip()
+    if token and not all(33 <= ord(c) < 127 for c in token):
+        raise ClientError("the token (--token or $KILLGATE_TOKEN) holds a blank, a line break "
+                          "or a character a JWT never has; give the token alone")
+    return token or None
 
 
 def _broken(base: str, exc: Exception, write: bool, status: int | None = None) -> str:
