@@ -186,3 +186,21 @@ async def test_drill_and_shadow_refuse_a_broken_token_without_a_traceback(
                                  "KILLGATE_TOKEN": "aaa.bbb.secret-sig\nX-Evil: 1"})
     assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
     assert "secret-sig" not in res.stderr and "holds a blank" in res.stderr, res.stderr
+
+
+@pytest.mark.parametrize(("url", "why"), [
+    ("http://127.0.0.1:1\n", None),  # (a line break around it is dropped: refused, not HTTP)
+    ("http://[::1", "is not a URL: Invalid IPv6 URL"),
+    ("http://127.0.0.1:99999", "is not a URL: Port out of range"),
+    ("127.0.0.1:8081", "is not an http:// or https:// URL"),
+    ("http://127.0.0.1 :1", "is not an http:// or https:// URL"),
+])
+@pytest.mark.parametrize("args", [("status",), ("drill", "history")])
+async def test_an_admin_url_that_is_not_one_says_so(url: str, why: str | None,
+                                                    args: tuple[str, ...]) -> None:
+    """A trailing line break or a broken IPv6 literal in $KILLGATE_ADMIN_URL ended in a
+    traceback (and 127.0.0.1:99999 was 'connection refused')."""
+    res = await acli(*args, env={"KILLGATE_ADMIN_URL": url, "KILLGATE_TOKEN": "t"})
+    assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
+    assert (why or "cannot reach the admin API at http://127.0.0.1:1:") in res.stderr, \
+        res.stderr

@@ -16,7 +16,7 @@ from typing import Any
 
 import aiohttp
 
-from gateway.cli.http import ClientError, clean_token, expect
+from gateway.cli.http import ClientError, admin_base, clean_token, expect
 from gateway.control.drillload import AdminClient, DrillApiError
 
 __all__ = ["client", "history", "history_rows", "restore", "say", "trend"]
@@ -30,7 +30,8 @@ def say(msg: str) -> None:
 
 
 def client(args: argparse.Namespace, session: aiohttp.ClientSession) -> AdminClient:
-    base = getattr(args, "admin", None) or os.environ.get("KILLGATE_ADMIN_URL") or DEFAULT_ADMIN
+    base = admin_base(getattr(args, "admin", None) or os.environ.get("KILLGATE_ADMIN_URL")
+                      or DEFAULT_ADMIN)
     return AdminClient(session, base, clean_token(getattr(args, "token", None)
                                                   or os.environ.get("KILLGATE_TOKEN")))
 

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Answer", "ClientError", "call", "clean_token", "expect"]
+__all__ = ["Answer", "ClientError", "admin_base", "call", "clean_token", "expect"]
 
 TIMEOUT = 35.0  # the API waits up to 30s for a receipt
 
@@ -50,12 +50,7 @@ class Answer:
 
 def call(base: str, token: str | None, method: str, path: str,
          body: dict[str, Any] | None = None) -> Answer:
-    parts = urllib.parse.urlsplit(base)
-    if parts.username is not None or parts.password is not None:
-        # (urllib would take `user:pass@host` for the host name, and every message would
-        # print the password)
-        raise ClientError("--admin (or $KILLGATE_ADMIN_URL) carries a user name or password; "
-                          "give the URL without them, and the token with --token")
+    base = admin_base(base)
     headers = {"accept": "application/json", "user-agent": "killgate-cli"}
     token = clean_token(token)
     if token:
@@ -96,6 +91,28 @@ def call(base: str, token: str | None, method: str, path: str,
         except http.client.HTTPException as exc:  # (after OSError: RemoteDisconnected is both)
             raise ClientError(_broken(base, exc, body is not None)) from None
     raise ClientError("unreachable")  # pragma: no cover
+
+
+def admin_base(base: str) -> str:
+    """The admin API's URL as given (blanks around it dropped), or a ClientError saying what
+    is wrong with it: not an http(s) URL with a host, a bad port, or a user name or password
+    in it (urllib would take `user:pass@host` for the host name, and every message would
+    print the password; that URL is never echoed)."""
+    base = base.strip()
+    try:
+        parts = urllib.parse.urlsplit(base)
+        creds = parts.username is not None or parts.password is not None
+        parts.port  # noqa: B018 - raises ValueError for a port that is not one
+    except ValueError as exc:
+        raise ClientError(f"--admin (or $KILLGATE_ADMIN_URL) is not a URL: {exc}") from None
+    if creds:
+        raise ClientError("--admin (or $KILLGATE_ADMIN_URL) carries a user name or password; "
+                          "give the URL without them, and the token with --token")
+    if parts.scheme not in ("http", "https") or not parts.hostname or any(
+            ord(c) < 33 or ord(c) == 127 for c in base):
+        raise ClientError(f"--admin (or $KILLGATE_ADMIN_URL) {base!r} is not an http:// or "
+                          "https:// URL, such as http://127.0.0.1:8081")
+    return base.rstrip("/")
 
 
 def clean_token(token: str | None) -> str | None:
