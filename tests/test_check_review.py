@@ -77,3 +77,25 @@ def test_a_health_path_that_cannot_be_appended_is_refused(tmp_path: Path, path: 
                          env={"PATH": "/usr/bin:/bin", "KILLGATE_JWT_SECRET": "s" * 40})
     assert res.returncode == 1, res.stdout
     assert res.stderr.startswith("routes[0].health.path: must start with '/'"), res.stderr
+
+
+@pytest.mark.parametrize(("hook", "code", "says"), [
+    ("secret_file: gone.key", 1, "events.webhooks[0].secret_file: "),
+    ("secret_file: short.key", 1, "holds 5 bytes, fewer than 32"),
+    ("secret_env: KG_REVIEW_HOOK_UNSET", 0, "note: events.webhooks[0].secret_env: "),
+    ("secret_file: long.key", 0, ""),
+])
+def test_a_webhook_secret_that_cannot_be_read_is_reported(tmp_path: Path, hook: str,
+                                                          code: int, says: str) -> None:
+    """The gateway sends nothing to a webhook whose secret it cannot read (an ERROR per
+    event); check said ok to a missing or short secret file."""
+    (tmp_path / "short.key").write_text("short")
+    (tmp_path / "long.key").write_text("h" * 40)
+    cfg = tmp_path / "killgate.yaml"
+    cfg.write_text(f"events:\n  webhooks:\n    - {{url: 'https://hooks.example.com/k', {hook}}}\n"
+                   + ROUTES)
+    res = subprocess.run([sys.executable, "-m", "gateway", "check", str(cfg)],
+                         capture_output=True, text=True, timeout=30,
+                         env={"PATH": "/usr/bin:/bin", "KILLGATE_JWT_SECRET": "s" * 40})
+    assert res.returncode == code, res.stderr
+    assert says in res.stderr, res.stderr
