@@ -26,6 +26,7 @@ from gateway.admin.status import StatusBuilder
 from gateway.configfile import LoadedConfig
 from gateway.control.alerts import AlertReceiver
 from gateway.control.confighistory import ConfigHistory
+from gateway.control.drillwatch import OverdueDrills
 from gateway.control.events import EventSink
 from gateway.control.probes import HealthMonitor
 from gateway.control.reload import ConfigWatcher
@@ -45,6 +46,7 @@ from gateway.sockets import bind_socket, format_addr, listen_url
 from gateway.state import make_sync
 from gateway.state.signing import refuse_unreadable_keys
 from gateway.state.sync import Sync
+from gateway.tasks import Part
 from gateway.telemetry.accesslog import AccessLog
 from gateway.telemetry.metrics import Metrics
 from gateway.telemetry.otelenv import resolve as otel_settings
@@ -112,6 +114,11 @@ class Gateway:
 
     # ------------------------------------------------------------------ startup
 
+    async def _started(self, part: Part) -> None:
+        """Start a part; it stops with the gateway (in the reverse order of starting)."""
+        await part.start()
+        self._stack.push_async_callback(part.stop)
+
     async def start(self) -> None:
         cfg = self.loaded.config
         event(log, "phase", phase="config", digest=self.loaded.digest,
@@ -137,10 +144,8 @@ class Gateway:
         self.events = EventSink(self.metrics, lambda: self.loaded.config, self.loaded.resolve,
                                 self.instance)
         self.sync.committed.append(self.events.committed)  # every audited change, posted
-        await self.events.start()
-        self._stack.push_async_callback(self.events.stop)
-        await self.sync.start()
-        self._stack.push_async_callback(self.sync.stop)
+        await self._started(self.events)
+        await self._started(self.sync)
         event(log, "phase", phase="state", backend=cfg.state.backend, ready=self.sync.ready,
               generation=self.holder.doc.generation)
         self.history = ConfigHistory(self.sync, lambda: self.holder.doc, self.instance)
@@ -150,19 +155,18 @@ class Gateway:
                                             lambda: self.holder.doc, self.metrics)
 
         self.health = HealthMonitor(self.holder, self.metrics)
-        await self.health.start()
-        self._stack.push_async_callback(self.health.stop)
+        await self._started(self.health)
         self.shadow = ShadowResults(self.mirror, self.sync.store, self.instance,
                                     lambda: self.loaded.config)
-        await self.shadow.start()
-        self._stack.push_async_callback(self.shadow.stop)
+        await self._started(self.shadow)
         self.rollout = RolloutDriver(self.holder, self.sync, self.instance,
                                      self.health.ejections, shadow_gate=self.shadow.gate)
-        await self.rollout.start()
-        self._stack.push_async_callback(self.rollout.stop)
+        await self._started(self.rollout)
         self.traffic = LiveTraffic(self.sync.store, self.instance)  # the console's charts
-        await self.traffic.start()
-        self._stack.push_async_callback(self.traffic.stop)
+        await self._started(self.traffic)
+        self.drill_watch = OverdueDrills(self.sync, lambda: self.holder.doc,
+                                         lambda: self.loaded.config, self.metrics)
+        await self._started(self.drill_watch)
 
         self.access_log: AccessLog | None = None
         if cfg.server.access_log:

@@ -57,12 +57,18 @@ class ChildWait:
         os.close(self._w)
         self._r = self._w = -1
 
-    def sleep(self, workers: set[int]) -> None:
+    def sleep(self, workers: set[int], fds: set[int] | frozenset[int] = frozenset(),
+              timeout: float | None = None) -> None:
         """Return once some child has exited or a signal has come (the handlers have run,
-        or run at the next bytecode) since the last call; at once if either already has."""
+        or run at the next bytecode) since the last call, or one of `fds` can be read, or
+        `timeout` seconds have passed; at once if any already has."""
         if self._reap_strays(workers):
             return  # a worker has exited: the caller's poll reaps it
-        select.select([self._r], [], [])  # (EINTR: the handler runs, then select again)
+        waiting = select.poll()  # (not select: no FD_SETSIZE limit on a large group's fds)
+        for fd in (self._r, *fds):
+            waiting.register(fd, select.POLLIN)
+        # (EINTR: the handler runs, then it polls again)
+        waiting.poll(None if timeout is None else max(0, int(timeout * 1000) + 1))
         with contextlib.suppress(BlockingIOError):
             while os.read(self._r, 256):
                 pass

@@ -171,6 +171,9 @@ class DrillsConfig(Frozen):
     key_file: str | None = None
     max_fault_ttl: Duration = 300.0  # a drill fault ends by itself after this at the latest
     max_duration: Duration = 1800.0  # a drill still open after this is overdue (metric)
+    #: a drill still open this long after its deadline is restored and ended (aborted) by
+    #: the fleet (control/drillwatch.py); null: never
+    auto_restore_after: Duration | None = 60.0
     #: the host instances publish with their heartbeat (default: the listener's address;
     #: a wildcard listener publishes the host name)
     advertise_host: str | None = Field(default=None, pattern=r"^[A-Za-z0-9.\-:\[\]]+$")
@@ -179,6 +182,13 @@ class DrillsConfig(Frozen):
     @classmethod
     def _limits(cls, v: float) -> float:
         return positive(24 * 3600.0)(v)
+
+    @field_validator("auto_restore_after")
+    @classmethod
+    def _auto(cls, v: float | None) -> float | None:
+        if v is not None and not 0 <= v <= 24 * 3600.0:
+            raise ValueError("must be between 0s and 24h (null: never)")
+        return v
 
 
 class LogConfig(Frozen):

@@ -23,7 +23,7 @@ from gateway.config_yaml import load_yaml
 from gateway.errors import ConfigError, Problem
 
 __all__ = ["LoadedConfig", "load_config", "parse_config_text", "read_config_bytes",
-           "read_config_stat"]
+           "read_config_stat", "restart_changes"]
 
 MAX_FILE_BYTES = 1 << 20
 
@@ -46,6 +46,20 @@ class LoadedConfig:
         """Relative file paths in a config are relative to the config file's folder."""
         q = Path(p)
         return q if q.is_absolute() else self.base_dir / q
+
+
+def restart_changes(a: Config, b: Config) -> list[str]:
+    """The settings that differ between `a` and `b` and that a running process does not
+    change on a reload (they apply when it starts)."""
+    out = [name for name in ("listen", "state", "server", "log", "telemetry")
+           if getattr(a, name) != getattr(b, name)]
+    for name in ("listen", "max_body_size", "max_connections"):  # (the admin listener's)
+        if getattr(a.admin, name) != getattr(b.admin, name):
+            out.append(f"admin.{name}")
+    for name in ("key_env", "key_file", "advertise_host"):  # (read once, at start)
+        if getattr(a.drills, name) != getattr(b.drills, name):
+            out.append(f"drills.{name}")
+    return out
 
 
 def parse_config_text(text: str, source: str = "<config>") -> Config:

@@ -32,8 +32,8 @@ from gateway.configsettle import warn_unsettled
 from gateway.errors import ConfigError
 from gateway.log import event
 from gateway.sockets import ListenError, bound
-from gateway.workerconfig import load_at_start, load_shared, save
-from gateway.workergroup import WorkerGroup
+from gateway.workerconfig import load_at_start, load_shared, save, start_copy
+from gateway.workergroup import READY_FD_ENV, WorkerGroup
 
 __all__ = ["c_parser_in_use", "run_supervisor", "run_worker"]
 
@@ -80,6 +80,7 @@ async def _serve(loaded: LoadedConfig, worker: int | None, reuse_port: bool,
             raise
         if config_bytes is not None:
             _share_what_runs(gw, config_bytes)
+        _tell_the_group()
         # a supervisor starts its workers with SIGHUP blocked (see spawn): one that came
         # while this worker started is delivered now, to the handler above
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
@@ -107,6 +108,19 @@ def run_worker(config_path: str, worker: int | None = None, reuse_port: bool = F
     _install_uvloop()
     _raise_fd_limit(loaded.config.server.max_connections)
     return asyncio.run(_serve(loaded, worker, reuse_port, ports, metrics_dir, config_bytes))
+
+
+def _tell_the_group() -> None:
+    """A supervisor's worker: say that it serves (workergroup.py: a worker that dies before
+    it does, once restarted, is a crash loop)."""
+    fd = os.environ.pop(READY_FD_ENV, None)
+    if fd is None:
+        return
+    try:
+        os.write(int(fd), b"1")
+        os.close(int(fd))
+    except (OSError, ValueError):
+        pass  # (not a supervisor's pipe: nobody is told)
 
 
 def _share_what_runs(gw: Gateway, shared: str) -> None:
@@ -183,7 +197,8 @@ def run_supervisor(config_path: str, workers: int) -> int:
     if run_dir is not None:
         shared = ["--metrics-dir", run_dir]
         snapshot = os.path.join(run_dir, "config")
-        if loaded.raw is not None and save(snapshot, loaded.raw):
+        if (loaded.raw is not None and save(snapshot, loaded.raw)
+                and save(start_copy(snapshot), loaded.raw)):
             shared += ["--config-bytes", snapshot]
     group = WorkerGroup(lambda i: [
         sys.executable, "-m", "gateway", "serve", "-c", config_path,

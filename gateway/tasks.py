@@ -11,13 +11,22 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Protocol
 
 from gateway.log import event
 
-__all__ = ["cancel"]
+__all__ = ["Part", "cancel"]
 
 log = logging.getLogger("killgate")
+
+
+class Part(Protocol):
+    """A part with a lifetime of its own (a control loop, a watcher): started, then
+    stopped (its tasks cancelled and awaited)."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
 
 
 async def cancel(*tasks: asyncio.Task[Any] | Iterable[asyncio.Task[Any]] | None) -> None:

@@ -10,6 +10,13 @@ last applied. A worker that cannot read it, or finds it invalid, starts from the
 file itself, with a warning (it may then run an edit its siblings have not applied, until
 their next reload), and does not write that back: only reloads do.
 
+Settings that apply at a restart (`state`, `server`, `log`, `telemetry`, the listeners) apply
+at the group's: a reload leaves them as the group started in every running worker, so a
+worker started later takes them from the bytes the supervisor started on (`<shared>.start`),
+the rest from the group's bytes. Otherwise a worker restarted after a reload that named
+another store ran against it, beside siblings on the old one, sharing their ports: a kill
+through the admin port reached only the workers on the store it was written to.
+
 The copy has the config file's content: it is written 0600 in the supervisor's 0700 run
 directory and removed with it when the supervisor exits (a supervisor killed by SIGKILL
 leaves the directory behind, as any crashed process leaves its temporary files).
@@ -22,13 +29,14 @@ import logging
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
-from gateway.configfile import LoadedConfig, load_config, read_config_bytes
+from gateway.configfile import LoadedConfig, load_config, read_config_bytes, restart_changes
 from gateway.configsettle import settled_at_start
 from gateway.errors import ConfigError
 from gateway.log import event
 
-__all__ = ["load_at_start", "load_shared", "save"]
+__all__ = ["load_at_start", "load_shared", "save", "start_copy"]
 
 log = logging.getLogger("killgate")
 
@@ -64,14 +72,50 @@ def load_at_start(config_path: str) -> tuple[LoadedConfig, str | None]:
     return load_config(config_path, data), unsettled
 
 
+def start_copy(shared: str) -> str:
+    """Where the supervisor keeps the bytes it started on, beside the group's `shared`."""
+    return shared + ".start"
+
+
 def load_shared(config_path: str, shared: str) -> tuple[LoadedConfig, str | None]:
     """The config a worker starts from: the group's bytes at `shared`, parsed as the file
     at `config_path`; or, when they cannot be read or are not valid, the file itself (as
-    `load_at_start` reads it)."""
+    `load_at_start` reads it); either with the settings that apply at a restart as the
+    group started."""
     try:
-        return load_config(config_path, read_config_bytes(shared)), None
+        loaded, unsettled = load_config(config_path, read_config_bytes(shared)), None
     except ConfigError as exc:
         event(log, "worker_config_unreadable", logging.WARNING, shared=shared,
               problems=[str(p) for p in exc.problems],
               fallback=f"reading {Path(config_path)} itself")
-    return load_at_start(config_path)
+        loaded, unsettled = load_at_start(config_path)
+    try:
+        started = load_config(config_path, read_config_bytes(start_copy(shared)))
+    except ConfigError as exc:
+        event(log, "worker_config_unreadable", logging.WARNING, shared=start_copy(shared),
+              problems=[str(p) for p in exc.problems],
+              consequence="settings that apply at a restart (state, server, log, telemetry, "
+                          "listen) are taken from the group's config, which may be a reload "
+                          "the other workers have not applied them from")
+        return loaded, unsettled
+    return as_started(loaded, started), unsettled
+
+
+def as_started(loaded: LoadedConfig, started: LoadedConfig) -> LoadedConfig:
+    """`loaded` with the settings that apply at a restart taken from `started` (its digest
+    and bytes stay `loaded`'s: the group's, as its siblings report them)."""
+    a, b = loaded.config, started.config
+    changed = restart_changes(a, b)
+    if not changed:
+        return loaded
+    update: dict[str, Any] = {name: getattr(b, name) for name in changed if "." not in name}
+    fields: dict[str, dict[str, Any]] = {}  # ("admin.listen", "drills.key_env": one field)
+    for name in changed:
+        if "." in name:
+            section, field = name.split(".", 1)
+            fields.setdefault(section, {})[field] = getattr(getattr(b, section), field)
+    for section, values in fields.items():
+        update[section] = getattr(a, section).model_copy(update=values)
+    event(log, "worker_config_restart_settings", settings=changed,
+          kept="as the group started: they apply when the whole group restarts")
+    return LoadedConfig(a.model_copy(update=update), loaded.digest, loaded.path, loaded.raw)

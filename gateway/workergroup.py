@@ -1,8 +1,13 @@
 """The workers of a `serve --workers N` supervisor: started, signalled, restarted, reaped.
 
 Owns the group's bookkeeping: which slot runs which process, whether the group is stopping,
-the restart of a worker that dies unexpectedly (once a second per slot; a second death
-within that second is a crash loop and stops the group), and the exit code. The supervisor
+the restart of a worker that dies unexpectedly, and the exit code. A restarted worker that
+dies again before it serves, or within a second of starting to serve, is a crash loop: with
+no other worker serving it stops the group (exit 1, for the process manager); while others
+serve, the slot is tried again after 1 s, 2 s, 4 s ... up to a minute. A worker tells the
+group it serves by writing to a pipe (READY_FD_ENV names its end): a start that fails (a
+config the state refuses) takes longer than any fixed window on a loaded host, and was
+restarted for ever, a core's worth of work each second. The supervisor
 (server.py) reserves the ports, prepares the run directory and installs `forward` as its
 signal handler; `run` sleeps in childwait.py between exits. On Linux every worker is
 told its supervisor's death as a SIGTERM (PR_SET_PDEATHSIG), so a supervisor killed with
@@ -29,7 +34,9 @@ from gateway.log import event
 __all__ = ["WorkerGroup"]
 
 log = logging.getLogger("killgate")
-RESTART_WINDOW = 1.0  # a slot whose worker dies again within this many seconds: crash loop
+RESTART_WINDOW = 1.0  # a restarted worker that dies within this many seconds of serving
+READY_FD_ENV = "KILLGATE_READY_FD"  # a worker writes a byte there once it serves
+MAX_BACKOFF = 60.0  # seconds: the longest wait before a crash-looping slot is tried again
 PR_SET_PDEATHSIG = 1
 
 
@@ -70,6 +77,14 @@ class WorkerGroup:
         self.stopping = False
         self.codes: dict[int, int] = {}
         self._restarted: dict[int, float] = {}
+        #: slot -> the read end of its worker's ready pipe, until the worker writes or ends
+        self._ready: dict[int, int] = {}
+        #: slot -> when its worker said it serves (monotonic)
+        self._up: dict[int, float] = {}
+        #: crash-looping slots while others serve: when each is started again, and its
+        #: current wait (doubled at each failure, from 1 s to MAX_BACKOFF)
+        self._due: dict[int, float] = {}
+        self._backoff: dict[int, float] = {}
         #: signal -> how many times `forward` passed it on (see `spawn`)
         self._forwarded: dict[int, int] = {}
 
@@ -81,11 +96,23 @@ class WorkerGroup:
         if self.stopping:
             return
         before = dict(self._forwarded)
+        r, w = os.pipe()
+        os.set_blocking(r, False)
+        env = dict(self.popen.get("env") or os.environ)
+        env[READY_FD_ENV] = str(w)
+        popen = {**self.popen, "env": env,
+                 "pass_fds": (*self.popen.get("pass_fds", ()), w)}
         old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
         try:
-            proc = subprocess.Popen(self.argv(i), **self.popen)
+            proc = subprocess.Popen(self.argv(i), **popen)
+        except BaseException:
+            os.close(r)
+            raise
         finally:
+            os.close(w)
             signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        self._forget(i)
+        self._ready[i] = r
         self.procs[i] = proc
         # A signal forwarded while Popen ran (it waits for the exec) missed this worker:
         # a SIGTERM stops it, a SIGHUP is sent on (held pending until it can reload).
@@ -108,27 +135,66 @@ class WorkerGroup:
 
     def run(self, wait: ChildWait) -> int:
         """Reap workers until none is left; 0 when every worker ended cleanly."""
-        while self.procs:
+        while self.procs or self._due:
+            self._heard()
             for i, p in list(self.procs.items()):
                 rc = p.poll()
                 if rc is not None:
                     del self.procs[i]
+                    self._heard()  # (it may have written just before it ended)
+                    self._forget(i)
                     self._exited(i, rc)
-            if self.procs:
-                wait.sleep({p.pid for p in self.procs.values()})
+            now = time.monotonic()
+            for i, at in list(self._due.items()):
+                if self.stopping or at <= now:
+                    del self._due[i]
+                    self._restarted[i] = now
+                    self.spawn(i)  # (nothing while stopping)
+            if self.procs or self._due:
+                wait.sleep({p.pid for p in self.procs.values()}, set(self._ready.values()),
+                           min(self._due.values()) - now if self._due else None)
         return 0 if all(c == 0 for c in self.codes.values()) else 1
 
+    def _heard(self) -> None:
+        """Read the ready pipes: a byte is a worker that serves; the end of the pipe, one
+        that ended without (its exit is reaped by `run`)."""
+        for i, r in list(self._ready.items()):
+            try:
+                data = os.read(r, 16)
+            except BlockingIOError:
+                continue
+            if data:
+                self._up[i] = time.monotonic()
+            os.close(r)
+            del self._ready[i]
+
+    def _forget(self, i: int) -> None:
+        r = self._ready.pop(i, None)
+        if r is not None:
+            os.close(r)
+
     def _exited(self, i: int, rc: int) -> None:
+        up = self._up.pop(i, None)
+        now = time.monotonic()
         if self.stopping:
             # -SIGTERM: the worker was still booting (no handler yet), so it served
             # nothing; any other non-zero code is a real failure.
             self.codes[i] = 0 if rc == -signal.SIGTERM else rc
-        elif time.monotonic() - self._restarted.get(i, 0.0) > RESTART_WINDOW:
-            event(log, "worker_exited", logging.WARNING, worker=i, code=rc, action="restart")
-            self._restarted[i] = time.monotonic()
+        elif i not in self._restarted or (up is not None and now - up > RESTART_WINDOW):
+            event(log, "worker_exited", logging.WARNING, worker=i, code=rc, action="restart",
+                  served=up is not None)
+            self._backoff.pop(i, None)
+            self._restarted[i] = now
             self.spawn(i)
+        elif any(j in self._up for j in self.procs):
+            # a crash loop while other workers serve: they keep serving; this slot is
+            # tried again later and later (a start that cannot succeed costs no core)
+            delay = self._backoff[i] = min(MAX_BACKOFF, 2 * self._backoff.get(i, 0.5))
+            self._due[i] = now + delay
+            event(log, "worker_exited", logging.ERROR, worker=i, code=rc, served=up is not None,
+                  action=f"restart in {delay:g}s (crash loop; the other workers serve)")
         else:
-            event(log, "worker_exited", logging.ERROR, worker=i, code=rc,
+            event(log, "worker_exited", logging.ERROR, worker=i, code=rc, served=up is not None,
                   action="stop (crash loop)")
             self.codes[i] = rc
             self.forward(signal.SIGTERM)

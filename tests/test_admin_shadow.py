@@ -3,12 +3,14 @@ and the promotion gate on the admin writes (a 409 while the shadow agrees too li
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
 from aiohttp import ClientSession, web
 
+from gateway.admin.shadow import strict_dumps
 from tests.conftest import admin_token, bearer, running_gateway, wait_until, write_config
 from tests.shadow_backends import v2_app, v2_request
 
@@ -73,7 +75,9 @@ async def test_scope_and_refusals(gateway, session: ClientSession) -> None:  # t
             ("/v1/routes/iris/shadow?limit=%C2%B2", 400, "bad_request"),
             ("/v1/routes/iris/shadow?limit=-1", 400, "bad_request"),
             ("/v1/routes/iris/shadow?limit=99999999999999999999", 400, "bad_request"),
-            ("/v1/routes/iris/shadow?since=1", 400, "bad_request")):
+            ("/v1/routes/iris/shadow?since=1", 400, "bad_request"),
+            # (README, bad input: a query value given at most once)
+            ("/v1/routes/iris/shadow?limit=5&limit=500", 400, "bad_request")):
         async with session.get(gateway.admin + path, headers=READ) as r:
             body = await r.json()
             assert (r.status, body["error"]["type"]) == (status, type_), (path, body)
@@ -209,3 +213,16 @@ async def test_the_gate_holds_for_break_glass_and_two_person_requests(
             assert (r.status, out["error"]["type"]) == (409, "shadow_agreement"), out
         doc = g.gw.holder.doc
         assert doc.generation == gen and rec.id in doc.approvals and "iris" not in doc.overrides
+
+
+def test_the_report_is_strict_json_whatever_a_kept_body_holds() -> None:
+    """A backend's answer `{"score": NaN}` is read by Python's json as a float NaN and kept
+    in a disagreement: the report then carried a bare `NaN`, and a strict reader (the
+    browser's JSON.parse, Go, jq --strict) refused the whole report."""
+    report = {"agreement": 0.5, "disagreements": [{"shadow": {"body": {
+        "score": float("nan"), "hi": float("inf"), "lo": [float("-inf"), 1.5]}}}]}
+    text = strict_dumps(report)
+    assert json.loads(text, parse_constant=lambda c: pytest.fail(f"bare {c}")) == {
+        "agreement": 0.5, "disagreements": [{"shadow": {"body": {
+            "score": "NaN", "hi": "Infinity", "lo": ["-Infinity", 1.5]}}}]}
+    assert strict_dumps({"a": 1}) == json.dumps({"a": 1})

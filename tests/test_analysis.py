@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from gateway.config import AnalysisConfig
 from gateway.domain.analysis import LATENCY_BOUNDS_MS, Sample, analyze, merge, percentile
 from gateway.domain.stats import WindowStats
@@ -54,3 +56,16 @@ def test_window_stats_slide() -> None:
         w.record("r", "v", t % 2 == 0, 0.004, 1000.0 + t)
     s = w.window("r", 4, 1009.5)["v"]
     assert s.requests == 5 and s.errors == 2  # seconds 1005..1009 overlap the window
+
+
+def test_a_quantile_beyond_the_last_bound_is_that_bound_and_strict_json() -> None:
+    """Beyond the last bucket the quantile was `inf`: the analysis evidence (audit events,
+    the webhook) and the shadow report then carried `Infinity`, which JSON has not (a
+    strict reader such as JavaScript's JSON.parse refuses the whole answer)."""
+    beyond = Sample(requests=10, errors=0, hist=[0] * len(LATENCY_BOUNDS_MS) + [10])
+    assert percentile(beyond, 0.99) == LATENCY_BOUNDS_MS[-1]
+    cfg = AnalysisConfig(min_requests=5)
+    v = analyze(beyond, Sample(requests=10, errors=0, hist=[10] + [0] * len(LATENCY_BOUNDS_MS)),
+                cfg, 60.0)
+    json.dumps(v.evidence, allow_nan=False)  # (raised ValueError before)
+    assert v.status == "failed" and "p99 30000 ms" in v.reasons[0]

@@ -119,3 +119,42 @@ def test_token_needs_a_long_enough_secret() -> None:
     assert res.returncode == 1 and "at least 32 bytes" in res.stderr
     res = cli("token", "--subject", "a", "--scope", "killgate:read", "--secret-env", "NOPE_X")
     assert res.returncode == 1 and "no secret: set NOPE_X" in res.stderr
+
+
+def test_token_with_a_config_that_is_missing_or_invalid_says_so(tmp_path: Path) -> None:
+    """README (Alerts that act) runs `killgate token -c killgate.yaml ...`: a new user whose
+    folder has no such file got a Python traceback instead of one line naming the file."""
+    res = cli("token", "-c", str(tmp_path / "killgate.yaml"), "--subject", "am",
+              "--scope", "killgate:alert")
+    assert res.returncode == 1, res
+    assert "Traceback" not in res.stderr, res.stderr
+    assert "killgate.yaml: no such file" in res.stderr, res.stderr
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("routes: 3\n")
+    res = cli("token", "-c", str(bad), "--subject", "am", "--scope", "killgate:alert")
+    assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
+    assert "invalid config" in res.stderr and "routes" in res.stderr, res.stderr
+
+
+def test_token_with_a_config_names_the_variable_it_reads(tmp_path: Path) -> None:
+    """With -c given and its secret variable unset, the hint is not `give -c FILE`."""
+    cfg = tmp_path / "k.yaml"
+    cfg.write_text("admin: {auth: {hs256_secret_env: NU_UNSET_SECRET}}\nroutes:\n"
+                   "  - {name: r, match: {path_prefix: /}, stable: v1,\n"
+                   "     versions: [{name: v1, url: 'http://127.0.0.1:9', weight: 1}]}\n")
+    res = cli("token", "-c", str(cfg), "--subject", "am", "--scope", "killgate:alert")
+    assert res.returncode == 1, res
+    assert "no secret: set NU_UNSET_SECRET" in res.stderr, res.stderr
+    assert "give -c FILE" not in res.stderr, res.stderr
+
+
+def test_token_refuses_a_scope_the_gateway_does_not_know() -> None:
+    """`--scope killgate:reed` (a typo) minted a token that every call then refused."""
+    env = {"NU_SECRET": "s" * 40}
+    res = cli("token", "--subject", "a", "--scope", "killgate:read killgate:reed",
+              "--secret-env", "NU_SECRET", env=env)
+    assert res.returncode == 1 and res.stdout == "", res
+    assert "unknown scope 'killgate:reed'" in res.stderr and "killgate:read," in res.stderr
+    res = cli("token", "--subject", "a", "--scope", "killgate:read killgate:kill",
+              "--secret-env", "NU_SECRET", env=env)
+    assert res.returncode == 0 and res.stdout.count(".") == 2, res

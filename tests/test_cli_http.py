@@ -103,3 +103,31 @@ def test_the_cli_never_builds_its_own_redirect_follower() -> None:
     users = {p.name for p in root.glob("*.py") if "urlopen" in p.read_text()
              or "build_opener" in p.read_text()}
     assert users == {"http.py"}
+
+
+async def test_a_401_without_any_token_says_how_to_give_one(backends) -> None:
+    """A new user who runs `killgate status` before exporting the demo's token got only
+    `401 invalid_token: a valid bearer token is required`, with nothing saying none was sent."""
+    port = await backends(_lying_api(
+        {"error": {"type": "invalid_token", "message": "a valid bearer token is required"}},
+        status=401))
+    env = {"KILLGATE_ADMIN_URL": f"http://127.0.0.1:{port}", "KILLGATE_TOKEN": ""}
+    res = await acli("status", env=env)
+    assert res.returncode == 1, res
+    assert "401 invalid_token" in res.stderr and "KILLGATE_TOKEN" in res.stderr, res.stderr
+    res = await acli("status", env={**env, "KILLGATE_TOKEN": "tok.en.x"})
+    assert res.returncode == 1 and "KILLGATE_TOKEN" not in res.stderr, res.stderr
+
+
+async def test_a_rollback_with_no_previous_stable_names_the_cli_option(backends) -> None:
+    """On the demo, a new user's first `killgate rollback iris` answers `name one with 'to'`
+    (the API's body field); the CLI user's way is `--to VERSION`."""
+    port = await backends(_lying_api({"error": {
+        "type": "no_previous_stable",
+        "message": "route 'iris' has no earlier stable version in its history; name one "
+                   "with 'to'"}}, status=409))
+    env = {"KILLGATE_ADMIN_URL": f"http://127.0.0.1:{port}", "KILLGATE_TOKEN": "tok.en.x"}
+    res = await acli("rollback", "iris", "--reason", "r", env=env)
+    assert res.returncode == 1, res
+    assert "409 no_previous_stable" in res.stderr, res.stderr
+    assert "killgate rollback iris --to VERSION" in res.stderr, res.stderr

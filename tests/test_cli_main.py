@@ -116,3 +116,12 @@ def test_a_reader_that_leaves_early_gets_no_traceback() -> None:
         err = proc.stderr.read().decode()
     rc = proc.wait(timeout=60)
     assert (rc, err) == (141, "")
+
+
+def test_weights_help_says_versions_not_named_get_zero() -> None:
+    """`killgate weights iris v1=70` on the demo silently gave v2 weight 0 (and so made it
+    unpinnable, on the drill route too); the help said only 'V=W [V=W ...]'."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.raises(SystemExit):
+        main(["weights", "--help"])
+    assert "not named get 0" in " ".join(out.getvalue().split())

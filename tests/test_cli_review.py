@@ -113,9 +113,9 @@ async def test_an_answer_missing_what_the_table_needs_is_a_clear_error(
 
 
 @pytest.mark.parametrize(("args", "why"), [
-    (("--scope", "killgate:raed"), "unknown scope(s) killgate:raed"),
-    (("--scope", "killgate:read killgate:kil"), "unknown scope(s) killgate:kil"),
-    (("--scope", " "), "unknown scope"),
+    (("--scope", "killgate:raed"), "unknown scope 'killgate:raed'"),
+    (("--scope", "killgate:read killgate:kil"), "unknown scope 'killgate:kil'"),
+    (("--scope", " "), "--scope is empty"),
     (("--scope", "killgate:read", "--ttl", "0s"), "shorter than a second"),
     (("--scope", "killgate:read", "--ttl", "500ms"), "shorter than a second"),
     (("--scope", "killgate:read", "--subject", " "), "--subject is empty"),

@@ -84,6 +84,62 @@ def test_tensor_shape_datatype_and_output_sets() -> None:
     assert compare(only, b"", two, v2([1.0])).agreed  # debug is not compared
 
 
+def test_tensor_an_infinite_primary_agrees_only_with_the_same_infinity() -> None:
+    """numpy's isclose: an infinity is close only to the same infinity. |s - p| is inf,
+    and so is atol + rtol * |p| when p is infinite: inf <= inf must not make them close."""
+    c = cfg("v2_tensors")
+    assert compare(c, b"", v2([0.5, math.inf]), v2([0.5, math.inf], rid="z")).agreed
+    for other in (-math.inf, 3.0, math.nan):
+        got = compare(c, b"", v2([0.5, math.inf]), v2([0.5, other]))
+        assert kinds(got) == ["values"] and got.detail["values_close"] is False, other
+        assert math.isfinite(got.detail["max_abs_diff"]), got.detail
+    got = compare(cfg({"v2_tensors": {"argmax": True}}), b"", v2([0.5, -math.inf]),
+                  v2([0.5, math.inf]))
+    assert got.detail["values_close"] is False
+
+
+def test_tensor_a_huge_integer_is_a_difference_not_an_error() -> None:
+    c = cfg("v2_tensors")
+    huge = 10 ** 400  # valid JSON, beyond a float: |s - p| cannot be computed as one
+    assert kinds(compare(c, b"", v2([0.5, huge], dtype="INT64"),
+                         v2([0.5, 3], dtype="INT64"))) == ["values"]
+    assert kinds(compare(c, b"", v2([0.5, 3.0]), v2([0.5, huge]))) == ["values"]
+    assert compare(c, b"", v2([huge], dtype="INT64"), v2([huge], dtype="INT64", rid="z")).agreed
+
+
+def test_json_nan_equals_nan_as_for_tensors() -> None:
+    c = cfg({"json": {"ignore": ["id"]}})
+    p = Answer(200, b'{"id": 1, "loss": NaN, "x": [Infinity]}')
+    assert compare(c, b"", p, Answer(200, b'{"id": 2, "loss": NaN, "x": [Infinity]}')).agreed
+    assert kinds(compare(c, b"", p, Answer(200, b'{"id": 2, "loss": 1.0, "x": [Infinity]}'))) \
+        == ["value"]
+    assert kinds(compare(c, b"", p, Answer(200, b'{"id": 2, "loss": NaN, "x": [-Infinity]}'))) \
+        == ["value"]
+
+
+def test_tensor_bool_true_is_not_1() -> None:
+    c = cfg("v2_tensors")
+    assert kinds(compare(c, b"", v2([True, False], dtype="BOOL"),
+                         v2([1, 0], dtype="BOOL"))) == ["values"]
+    assert compare(c, b"", v2([True, False], dtype="BOOL"),
+                   v2([True, False], dtype="BOOL", rid="z")).agreed
+
+
+def test_tensor_paths_are_cut_and_extra_outputs_bounded() -> None:
+    """Output names come from the answers; paths are kept in records and counts (and
+    published), so they are cut like every other path, and extra outputs listed boundedly."""
+    c = cfg("v2_tensors")
+    long = "n" * 100_000
+    got = compare(c, b"", v2([1.0], name=long), v2([2.0], name=long))
+    assert kinds(got) == ["values"] and len(got.differences[0].path) <= 256
+    many = ok({"outputs": [{"name": "probs", "shape": [1], "datatype": "FP32", "data": [1]}]
+               + [{"name": f"x{i}" * 50, "shape": [1], "datatype": "FP32", "data": [1]}
+                  for i in range(5000)]})
+    got = compare(c, b"", v2([1.0]), many)
+    assert 0 < len(got.differences) <= 64 and set(kinds(got)) == {"extra_output"}
+    assert all(len(d.path) <= 256 for d in got.differences)
+
+
 def test_tensor_nested_data_nan_inf_and_bytes() -> None:
     c = cfg("v2_tensors")
     assert compare(c, b"", v2([[0.5, 0.5], [1.0, 0.0]], [2, 2]),
@@ -223,6 +279,13 @@ def test_chat_tool_calls_and_completions() -> None:
     assert compare(c, b"", tools('{"city":"Paris"}'), tools('{"city":"Paris"}')).agreed
     assert kinds(compare(c, b"", tools('{"city":"Paris"}'), tools('{"city":"Rome"}'))) == [
         "tool_calls"]
+    # arguments are JSON: spacing and key order are not a different call (but 1 is not "1")
+    spaced = tools('{ "unit": "C",\n  "city": "Paris" }')
+    assert compare(c, b"", tools('{"city":"Paris","unit":"C"}'), spaced).agreed
+    assert kinds(compare(cfg({"openai_chat": {"text": "exact"}}), b"",
+                         tools('{"city":"Paris","unit":"C"}'), spaced)) == ["tool_calls"]
+    assert kinds(compare(c, b"", tools('{"n":1}'), tools('{"n":"1"}'))) == ["tool_calls"]
+    assert kinds(compare(c, b"", tools('{"n":true}'), tools('{"n":1}'))) == ["tool_calls"]
     comp = ok({"choices": [{"index": 0, "text": "hello", "finish_reason": "stop"}]})
     comp2 = ok({"id": "other", "choices": [{"index": 0, "text": "Hello", "finish_reason": "stop"}]})
     assert compare(c, b"", comp, comp2).agreed

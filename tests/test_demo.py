@@ -95,3 +95,30 @@ def test_the_demo_refuses_pure_python_parsers_and_says_which_cause() -> None:
     assert res.returncode == 3, res.stdout + res.stderr
     assert "a C HTTP parser is not in use (AIOHTTP_NO_EXTENSIONS set" in res.stdout
     assert "httptools without llhttp" in res.stdout and "refusing to start" in res.stdout
+
+
+def test_the_demo_on_a_port_in_use_names_it_and_leaves_nothing(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A new user starting a second `killgate demo` (8080 taken by the first) got `cannot
+    listen (None)`, then, depending on timing, a traceback, `Unclosed connector` errors or
+    `snapshot_write_failed`, and a /tmp/killgate-demo-* folder left behind: the half-started
+    gateway was never shut down."""
+    import socket
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    port = taken.getsockname()[1]
+    try:
+        env = dict(os.environ, TMPDIR=str(tmp_path))
+        res = subprocess.run([sys.executable, "-m", "gateway", "demo", "--port", str(port),
+                              "--admin-port", str(free_port())], capture_output=True,
+                             text=True, timeout=60, cwd=str(ROOT), env=env)
+    finally:
+        taken.close()
+    out = res.stdout + res.stderr
+    assert res.returncode == 1, out
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in out, out
+    assert "try --port/--admin-port" in out, out
+    for bad in ("(None)", "Traceback", "Unclosed", "snapshot_write_failed"):
+        assert bad not in out, out
+    assert list(tmp_path.glob("killgate-demo-*")) == []

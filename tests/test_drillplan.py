@@ -38,3 +38,11 @@ def test_every_mistake_is_named(text: str, problem: str) -> None:
     with pytest.raises(ConfigError) as e:
         parse_plan(text, "plan.yaml")
     assert any(problem in str(p) for p in e.value.problems), e.value.problems
+
+
+@pytest.mark.parametrize("headers", ['{a: "x\\r\\ny: z"}', '{"a b": x}', '{"": x}',
+                                     '{a: "x\\u0000"}'])
+def test_request_headers_a_client_cannot_send_are_refused(headers: str) -> None:
+    with pytest.raises(ConfigError, match=r"request\.headers"):
+        parse_plan(f"kind: kill\nroute: r\nrequest: {{headers: {headers}}}\n")
+    assert parse_plan("kind: kill\nroute: r\nrequest: {headers: {x-a: 'b c'}}\n")

@@ -370,6 +370,43 @@ async def test_failover_drill_never_touches_user_traffic(fleet: Fleet,
     assert await fleet_state(session, fleet) == before
 
 
+async def test_store_loss_on_a_redis_that_is_not_the_fleets_is_skipped(
+        fleet: Fleet, second_redis: RedisServer) -> None:
+    """--store names the redis to pause (CLIENT PAUSE ALL stops every client of it): one
+    that holds no state of this fleet (a wrong URL: another team's redis) is not paused,
+    and no drill opens."""
+    second_redis.cmd("SET", "someone-elses", "data")
+    rc, report, err = await Drill(fleet, "store-loss", "--route", "iris-drill", "--version",
+                                  "v2", "--store", second_redis.url, *FAST).result()
+    assert rc == 3 and report is not None and report["verdict"] == "skipped", err
+    assert report["id"] is None and "not the fleet's store" in report["reasons"][0], report
+    assert "kgdrill:state" in report["reasons"][0]
+
+
+async def test_a_store_that_refuses_the_pause_ends_the_drill_aborted(
+        fleet: Fleet, session: ClientSession) -> None:
+    """A redis that refuses CLIENT PAUSE (an ACL, a managed redis that has no such
+    command): the drill is restored and ended as aborted, never left open (the next drill
+    on the route would be refused until someone ran `killgate drill restore`). (Before the
+    store-loss drill that passes: the last result of the kind is what the metrics show.)"""
+    fleet.redis.cmd("ACL", "SETUSER", "nopause", "on", ">pw", "~*", "&*", "+@all", "-client|pause")
+    try:
+        url = f"redis://nopause:pw@127.0.0.1:{fleet.redis.port}/0"
+        before = await fleet_state(session, fleet)
+        rc, report, err = await Drill(fleet, "store-loss", "--route", "iris-drill",
+                                      "--version", "v2", "--store", url, *FAST).result(60)
+        assert report is not None, err
+        assert rc == 2 and report["verdict"] in ("aborted", "skipped"), report
+        assert "pause" in " ".join(report["reasons"]), report
+        assert "pw" not in err and "pw" not in json.dumps(report)  # (the URL's password)
+        async with session.get(fleet.admin + "/v1/drills", headers={
+                "Authorization": f"Bearer {token()}"}) as r:
+            assert (await r.json())["open"] == []  # ended, not left open
+        assert await fleet_state(session, fleet) == before
+    finally:
+        fleet.redis.cmd("ACL", "DELUSER", "nopause")
+
+
 async def test_store_loss_drill_keeps_enforcing(fleet: Fleet, session: ClientSession) -> None:
     before = await fleet_state(session, fleet)
     obs = Observer(session, fleet.urls, {**DRILL_HDR, "x-killgate-pin": "v2"})

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -268,3 +269,23 @@ def test_a_line_that_is_not_an_audit_event_is_named_as_such(tmp_path: Path) -> N
         res = verify_mirror(path)
         assert res.returncode == 1 and "not an audit event" in res.stderr, res.stderr
         assert "lost" not in res.stderr.split("\n")[0]
+
+
+def test_verify_with_a_config_that_names_no_key_does_not_send_you_back_to_c(
+        tmp_path: Path) -> None:
+    """On the demo (a local store, no key), `audit verify` says "give -c FILE"; a new user
+    who then gave the demo's config was told to give -c FILE again."""
+    cfg = tmp_path / "k.yaml"
+    cfg.write_text("state: {backend: local}\nroutes:\n"
+                   "  - {name: r, match: {path_prefix: /}, stable: v1,\n"
+                   "     versions: [{name: v1, url: 'http://127.0.0.1:9', weight: 1}]}\n")
+    mirror = tmp_path / "mirror.jsonl"
+    mirror.write_bytes(b"")
+    res = subprocess.run([sys.executable, "-m", "gateway", "audit", "verify", "--mirror",
+                          str(mirror), "-c", str(cfg)], capture_output=True, text=True,
+                         timeout=60, cwd=str(ROOT), env={k: v for k, v in os.environ.items()
+                                          if k not in ("KILLGATE_AUDIT_KEY",
+                                                       "KILLGATE_STATE_KEY")})
+    assert res.returncode == 0, res
+    assert "MACs NOT checked" in res.stdout and "give -c FILE" not in res.stdout, res.stdout
+    assert f"{cfg} names no audit or signing key" in res.stdout, res.stdout

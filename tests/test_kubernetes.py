@@ -173,7 +173,7 @@ def test_deployment_probes_drain_and_security() -> None:
     # resources, replicas, spread, rollout that never lowers capacity
     for kind in ("requests", "limits"):
         assert {"cpu", "memory"} <= set(c["resources"][kind])
-    assert dep["spec"]["replicas"] >= 3
+    assert "replicas" not in dep["spec"]  # the HPA's (test_an_apply_never_undoes_...)
     assert dep["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
     keys = {t["topologyKey"] for t in pod["topologySpreadConstraints"]}
     assert keys == {"topology.kubernetes.io/zone", "kubernetes.io/hostname"}
@@ -335,3 +335,32 @@ def test_the_readmes_configmap_check_command_works(tmp_path: Path) -> None:
     res = subprocess.run([sys.executable, "-m", "gateway", "check", str(tmp_path / "k.yaml")],
                          capture_output=True, text=True, timeout=30, cwd=str(ROOT), env=env)
     assert res.returncode == 0 and ": ok (" in res.stdout, res.stderr
+
+
+def _built_overlay(tmp_path: Path) -> list[dict[str, Any]]:
+    """`kubectl kustomize` of the example overlay (its keys.env from the example)."""
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl is not installed")
+    copy = tmp_path / "kubernetes"
+    shutil.copytree(DEPLOY, copy)
+    overlay = copy / "overlays" / "example"
+    shutil.copy(overlay / "keys.env.example", overlay / "keys.env")
+    out = subprocess.run([kubectl, "kustomize", str(overlay)], capture_output=True, text=True,
+                         timeout=60, check=True).stdout
+    return [d for d in yaml.safe_load_all(out) if d]
+
+
+def test_an_apply_never_undoes_the_autoscalers_replica_count(tmp_path: Path) -> None:
+    """Kubernetes: with an HPA, leave `spec.replicas` out of the Deployment, or every
+    `kubectl apply` sets the count back to it. The README's way to change the config is an
+    apply of the overlay: at a traffic peak, with the HPA at 12 pods, it cut the fleet to 3
+    at once (a scale-down is no eviction: the PDB does not stop it)."""
+    docs = _built_overlay(tmp_path)
+    hpa = next(d for d in docs if d["kind"] == "HorizontalPodAutoscaler")
+    target = hpa["spec"]["scaleTargetRef"]
+    dep = next(d for d in docs if d["kind"] == target["kind"]
+               and d["metadata"]["name"] == target["name"])
+    assert "replicas" not in dep["spec"], dep["spec"].get("replicas")
+    assert "replicas" not in _one("Deployment")["spec"]
+    assert hpa["spec"]["minReplicas"] >= 3

@@ -9,7 +9,7 @@ import pytest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as om_parse
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.telemetry.metrics import HELP, Metrics
+from gateway.telemetry.metrics import HELP, INITIAL, Metrics
 from tests.conftest import running_gateway, two_versions, write_config
 
 PKG = Path(__file__).resolve().parent.parent / "gateway"
@@ -49,7 +49,8 @@ def test_families_are_typed_and_parse_with_the_library() -> None:
 def test_label_values_are_escaped() -> None:
     m = Metrics()
     m.set("killgate_upstream_health", 1, ('a"b\\c\nd', "v"), ("route", "version"))
-    (fam,) = text_string_to_metric_families(m.render())
+    (fam,) = (f for f in text_string_to_metric_families(m.render())
+              if f.name == "killgate_upstream_health")
     assert fam.samples[0].labels["route"] == 'a"b\\c\nd'
 
 
@@ -68,7 +69,7 @@ def test_negotiation(accept: str | None, ctype: str) -> None:
     assert got.startswith(ctype)
     text = body.decode()
     if ctype.startswith("application/openmetrics"):
-        (fam,) = om_parse(text)
+        (fam,) = (f for f in om_parse(text) if f.name == "killgate_requests_shed")
         assert fam.type == "counter" and fam.samples[0].value == 3
         assert text.endswith("# EOF\n")
     else:
@@ -90,3 +91,25 @@ async def test_admin_metrics_endpoint_negotiates(tmp_path: Path, backends, sessi
                 "Accept": "application/openmetrics-text; version=1.0.0"}) as r:
             assert r.headers["content-type"].startswith("application/openmetrics-text")
             assert {f.name for f in om_parse(await r.text())} >= {"killgate_state_generation"}
+
+
+async def test_the_series_alerts_watch_are_there_at_zero_from_the_start(
+        tmp_path: Path, backends, session) -> None:
+    """A counter that first appeared at 1 hid its first increase from Prometheus
+    (`increase()` needs two samples): the audit mirror's first failure, the first forged
+    document, the first re-seed went unseen by the shipped alerts (reviews of 2026-12-04)."""
+    from tests.backends import echo_app
+
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p, 100, 0))
+    async with running_gateway(cfg) as g, session.get(g.admin + "/metrics") as r:
+        text = await r.text()
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for f in text_string_to_metric_families(text) for s in f.samples}
+    for name, (label_names, series) in INITIAL.items():
+        sample = name.removesuffix("_total") + ("_total" if name.endswith("_total") else "")
+        for labels in series:
+            key = (sample, tuple(sorted(zip(label_names, labels, strict=True))))
+            assert samples.get(key) == 0.0, key
+    assert ("killgate_state_unverified_total", (("kind", "push"),)) in samples
+    assert ("killgate_audit_mirror_failures_total", ()) in samples

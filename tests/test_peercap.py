@@ -176,7 +176,7 @@ async def _close(*writers: asyncio.StreamWriter) -> None:
 
 
 async def _refused(gw: GatewayProcess, reason: str) -> float:
-    _, _, body = await exchange(gw.admin_port, b"GET /metrics HTTP/1.1\r\nHost: x\r\n"
+    _, _, body = await exchange(gw.admin_port, b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n"
                                                b"Connection: close\r\n\r\n")
     m = re.search(rb'^killgate_connections_refused_total\{reason="%s"\} (\S+)$'
                   % reason.encode(), body, re.M)

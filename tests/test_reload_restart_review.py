@@ -34,3 +34,22 @@ async def test_status_says_which_changes_wait_for_a_restart(tmp_path: Path, back
                                         "KILLGATE_TOKEN": admin_token("killgate:read")})
         assert res.returncode == 0, res.stderr
         assert "RESTART REQUIRED for: server, admin.max_connections, drills.key_env" in res.stdout, res.stdout
+
+
+def test_a_restarted_worker_keeps_the_admin_and_drill_settings_the_group_started_with(
+        tmp_path: Path) -> None:
+    """workerconfig.as_started takes every setting restart_changes names from the group's
+    start, dotted ones (admin.max_connections, drills.key_env) field by field."""
+    from gateway.configfile import load_config
+    from gateway.workerconfig import as_started
+
+    routes = two_versions(1, 2)
+    started = load_config(write_config(tmp_path, routes, name="a.yaml",
+                                       extra="drills: {key_env: DRILL_A}\n"))
+    loaded = load_config(write_config(tmp_path, routes, name="b.yaml",
+                                      admin="127.0.0.1:0\n  max_connections: 7",
+                                      extra="drills: {key_env: DRILL_B, max_duration: 10m}\n"))
+    got = as_started(loaded, started).config
+    assert got.admin.max_connections == started.config.admin.max_connections
+    assert got.drills.key_env == "DRILL_A" and got.drills.max_duration == 600
+    assert got.admin.auth == loaded.config.admin.auth and got.routes == loaded.config.routes

@@ -82,6 +82,16 @@ def _switches(pid: int) -> int:
     return sum(int(line.split()[1]) for line in status.splitlines() if "ctxt_switches:" in line)
 
 
+def _pipes(pid: int) -> int:
+    """How many pipe ends `pid` holds (the supervisor: its wake-up pipe's two, and the read
+    end of each starting worker's ready pipe)."""
+    n = 0
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            n += os.readlink(fd).startswith("pipe:")
+    return n
+
+
 def _children(pid: int) -> set[int]:
     return {int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}
 
@@ -96,6 +106,9 @@ async def test_the_supervisor_sleeps_while_workers_serve_and_wakes_when_one_dies
     await _to_thread(gw.wait_ready)
     sup = gw.proc.pid
     await _to_thread(wait_until_sync, lambda: len(_children(sup)) == 2, 10.0)
+    # each worker tells the supervisor once that it serves (one wake-up each, at start):
+    # both have, once both read ends of their ready pipes are closed
+    await _to_thread(wait_until_sync, lambda: _pipes(sup) == 2, 15.0)
     before = _switches(sup)
 
     def serve_a_while() -> int:  # requests for at least 1 s (a 50 ms poll woke 20 times)

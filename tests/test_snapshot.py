@@ -50,3 +50,26 @@ def test_a_file_others_may_write_gives_its_kills_only(tmp_path: Path) -> None:
     path.chmod(0o600)
     whole = SnapshotFile(path, Keyring(None)).read()
     assert whole == DOC  # its owner's own file: believed whole
+
+
+def test_the_temporary_file_of_a_write_is_never_a_link_someone_planted(tmp_path: Path) -> None:
+    """The snapshot (and the local store) is written to a temporary file beside it, then
+    renamed. Its name was `.<name>.<pid>.tmp`, opened without O_EXCL: in a folder another
+    user may write (a snapshot_path under a shared folder), a link planted at that name made
+    killgate overwrite the file it points to with a snapshot. Each write now creates a file
+    of its own (O_EXCL, a random name)."""
+    import os
+
+    from gateway.state.files import atomic_write
+
+    victim = tmp_path / "victim"
+    victim.write_text("precious")
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    target = shared / "snapshot.json"
+    for pid in {os.getpid(), *range(os.getpid() - 3, os.getpid() + 4)}:
+        (shared / f".snapshot.json.{pid}.tmp").symlink_to(victim)
+    atomic_write(target, b"the document", 0o600)
+    assert victim.read_text() == "precious"
+    assert target.read_bytes() == b"the document" and not target.is_symlink()
+    assert (target.stat().st_mode & 0o777) == 0o600

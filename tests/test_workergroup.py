@@ -5,6 +5,7 @@ test_worker_config.py."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import subprocess
@@ -121,3 +122,105 @@ def test_a_worker_that_dies_again_at_once_stops_the_group(handler: list[WorkerGr
         wait.close()
     assert group.codes == {0: 3, 1: 0}
     assert group.stopping
+
+
+SLOW_FAIL = [sys.executable, "-c", "import time; time.sleep(1.5); raise SystemExit(4)"]
+SERVES_THEN_DIES = [sys.executable, "-c",
+                    "import os, time; os.write(int(os.environ['KILLGATE_READY_FD']), b'1'); "
+                    "time.sleep(1.5); raise SystemExit(5)"]
+
+
+def test_a_worker_that_fails_slowly_before_serving_is_a_crash_loop_too(
+        handler: list[WorkerGroup]) -> None:
+    """A start that fails after longer than the restart window (a worker importing, syncing
+    and checking its config on a loaded host takes seconds) was restarted for ever, each
+    restart a core's worth of work: a restarted worker that never said it serves is a crash
+    loop, whenever it dies."""
+    spawned: list[int] = []
+
+    def argv(i: int) -> list[str]:
+        spawned.append(i)
+        assert len(spawned) <= 3, "restarted again and again"
+        return SLOW_FAIL
+
+    group = WorkerGroup(argv, stdout=subprocess.DEVNULL)
+    handler.append(group)
+    wait = ChildWait().open()
+    try:
+        group.spawn(0)
+        assert group.run(wait) == 1
+    finally:
+        wait.close()
+    assert spawned == [0, 0] and group.codes == {0: 4}
+
+
+def test_a_worker_that_served_is_restarted_each_time_it_dies(
+        handler: list[WorkerGroup]) -> None:
+    """Deaths more than a second after the worker said it serves are not a crash loop,
+    however many: each is restarted (the fourth start here stops the group)."""
+    spawned: list[int] = []
+    groups: list[WorkerGroup] = []
+
+    def argv(i: int) -> list[str]:
+        spawned.append(i)
+        if len(spawned) == 4:
+            groups[0].stopping = True  # (spawn ends this one: the group's stop)
+            return SLEEPER
+        return SERVES_THEN_DIES
+
+    group = WorkerGroup(argv, stdout=subprocess.DEVNULL)
+    groups.append(group)
+    handler.append(group)
+    wait = ChildWait().open()
+    try:
+        group.spawn(0)
+        assert group.run(wait) == 0
+    finally:
+        wait.close()
+    assert len(spawned) == 4 and group.codes == {0: 0}
+
+
+SERVES = [sys.executable, "-c",
+          "import os, time; os.write(int(os.environ['KILLGATE_READY_FD']), b'1'); "
+          "time.sleep(60)"]
+FAILS_SOON = [sys.executable, "-c", "import time; time.sleep(0.5); raise SystemExit(6)"]
+
+
+def test_a_crash_loop_while_other_workers_serve_backs_off_and_keeps_the_group(
+        handler: list[WorkerGroup]) -> None:
+    """One slot that cannot start must not take down the workers that serve (a secret file
+    removed since they started, say): it is tried again after 1 s, then 2 s, ..., and the
+    group serves on with the others."""
+    starts: list[float] = []
+    groups: list[WorkerGroup] = []
+
+    def argv(i: int) -> list[str]:
+        if i == 1:
+            return SERVES
+        starts.append(time.monotonic())
+        if len(starts) == 4:
+            groups[0].forward(signal.SIGTERM)  # (spawn ends this one: the group's stop)
+            return SLEEPER
+        return FAILS_SOON
+
+    group = WorkerGroup(argv, stdout=subprocess.DEVNULL)
+    groups.append(group)
+    handler.append(group)
+    wait = ChildWait().open()
+    try:
+        group.spawn(1)
+        deadline = time.monotonic() + 10
+        while not group._up:  # the serving worker has said so
+            assert time.monotonic() < deadline
+            group._heard()
+            time.sleep(0.01)
+        group.spawn(0)
+        assert group.run(wait) == 0
+    finally:
+        wait.close()
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    assert len(starts) == 4
+    assert gaps[0] < 1.4  # the first death: restarted at once (0.5 s of life)
+    assert 1.4 <= gaps[1] < 3.0  # then 1 s after a death 0.5 s in
+    assert 2.4 <= gaps[2] < 4.5  # then 2 s
+    assert group.codes == {0: 0, 1: 0}

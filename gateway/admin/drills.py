@@ -22,7 +22,7 @@ from aiohttp import web
 from gateway.admin import inputs
 from gateway.admin.auth import Principal
 from gateway.admin.drillinject import FIELDS, injection
-from gateway.admin.drillsupport import clean_summary, drill_events, iso_to_unix
+from gateway.admin.drillsupport import clean_summary, drill_events
 from gateway.admin.ports import AuditReader, Current, Describe, StateWriter
 from gateway.admin.ports import Change as ChangeFn
 from gateway.admin.tracing import TRACE_ID
@@ -30,9 +30,10 @@ from gateway.admin.writes import Done
 from gateway.config import RouteConfig, parse_duration
 from gateway.domain import drills
 from gateway.domain.audit import AuditDraft, clean_text, utc_now
+from gateway.domain.drillfinish import Finished, end_event, finish
 from gateway.domain.drilltoken import Claims, mint
-from gateway.domain.statedoc import Change, StateDoc, apply_change, plain
-from gateway.errors import ApiError, UnknownDrill
+from gateway.domain.statedoc import Change, StateDoc, plain
+from gateway.errors import ApiError
 from gateway.log import event
 
 if TYPE_CHECKING:
@@ -240,7 +241,7 @@ class DrillApi:
             rc = routes.get(rec.route)
             return AuditDraft(principal.subject, "drill.restore",
                               {"drill": drill, "route": rec.route}, reason, rec.before,
-                              {"undone": notes, "state": drills.route_state(new, rc)
+                              {"undone": notes, "state": drills.route_state(new, rc, drill)
                                if rc else None, "from": "audit trail" if cur.drills.get(
                                   drill) is None else "state"}, rid, peer, {"drill": drill})
 
@@ -257,7 +258,7 @@ class DrillApi:
             return {}
         rc = self.current.loaded.config.route(rec.route)
         return {"before": rec.before,
-                "state": drills.route_state(doc, rc) if rc is not None else None}
+                "state": drills.route_state(doc, rc, drill) if rc is not None else None}
 
     async def end(self, request: web.Request) -> web.Response:
         principal = await self.callers.authorize(request, "killgate:drill")
@@ -275,37 +276,17 @@ class DrillApi:
         reason = inputs.reason(body)
         rid, peer = self.callers.meta(request)
         routes = {r.name: r for r in self.current.loaded.config.routes}
-        notes: list[dict[str, Any]] = []
-        ended: dict[str, Any] = {}
+        done = Finished()
 
         def change(cur: StateDoc) -> Change:
-            rec = cur.drills.get(drill)
-            if rec is None:
-                raise UnknownDrill(drill)  # (re-checked on the store's copy if ours is stale)
-            first = Change()
-            if not rec.restored:  # ending restores first, in the same change
-                first, got = drills.restore(cur, drill, routes, principal.subject, utc_now())
-                notes[:] = got
-                cur = apply_change(cur, first)
-            started = iso_to_unix(rec.started)
-            ended.update(kind=rec.kind, route=rec.route, version=rec.version,
-                         started=rec.started)
-            result = {"drill": drill, "kind": rec.kind, "route": rec.route,
-                      "verdict": verdict, "time": time.time(),
-                      "duration_s": round(time.time() - started, 3) if started else None,
-                      "summary": summary}
-            return drills.merge(first, drills.end(cur, drill, result))
+            return finish(cur, drill, routes, principal.subject, verdict, summary, done)
 
         def describe(cur: StateDoc, new: StateDoc) -> AuditDraft:
-            return AuditDraft(principal.subject, "drill.end",
-                              {"drill": drill, "kind": ended.get("kind"),
-                               "route": ended.get("route"), "version": ended.get("version")},
-                              reason, None, {"verdict": verdict, "summary": summary,
-                                             "undone": notes, "started": ended.get("started")},
-                              rid, peer, {"drill": drill})
+            return end_event(drill, done, principal.subject, reason, verdict, summary,
+                             rid, peer)
 
         out = await self._write(request, principal, change, describe, {"drill": drill},
                                 (rid, peer))
-        out["undone"] = notes
+        out["undone"] = done.notes
         event(log, "drill_end", drill=drill, verdict=verdict, actor=principal.subject)
         return web.json_response(out)

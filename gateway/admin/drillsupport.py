@@ -11,20 +11,19 @@ from __future__ import annotations
 import math
 import os
 import time
-from datetime import UTC, datetime
 from typing import Any
 
 from gateway import filemodes
 from gateway.admin.ports import AuditReader
 from gateway.configfile import LoadedConfig
 from gateway.domain.audit import clean_text, genuine
+from gateway.domain.drillresults import is_number
 from gateway.domain.drilltoken import derive_key
 from gateway.domain.statedoc import StateDoc
 from gateway.errors import ApiError
 from gateway.telemetry.metrics import Metrics
 
-__all__ = ["HISTORY_SCAN", "clean_summary", "drill_events", "export_metrics",
-           "iso_to_unix", "load_drill_key"]
+__all__ = ["HISTORY_SCAN", "clean_summary", "drill_events", "export_metrics", "load_drill_key"]
 
 HISTORY_SCAN = 5000  # audit events read (newest first) to find past drills
 
@@ -59,13 +58,6 @@ def load_drill_key(loaded: LoadedConfig) -> tuple[bytes | None, str | None]:
     return derive_key(raw), None
 
 
-def iso_to_unix(t: str) -> float:
-    try:
-        return datetime.strptime(t, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp()
-    except ValueError:
-        return 0.0
-
-
 LAST = ("killgate_drill_last_passed", "killgate_drill_last_timestamp_seconds",
         "killgate_drill_last_duration_seconds", "killgate_drill_last_leaks",
         "killgate_drill_last_errors", "killgate_drill_last_seconds")
@@ -86,24 +78,28 @@ def export_metrics(metrics: Metrics, doc: StateDoc) -> None:
                     labels, names)
         metrics.set("killgate_drill_last_timestamp_seconds", float(res.get("time") or 0),
                     labels, names)
-        if isinstance(res.get("duration_s"), int | float):
+        if is_number(res.get("duration_s")):
             metrics.set("killgate_drill_last_duration_seconds", res["duration_s"], labels,
                         names)
         for field in ("leaks", "errors"):
-            if isinstance(summary.get(field), int | float):
+            if is_number(summary.get(field)):
                 metrics.set(f"killgate_drill_last_{field}", summary[field], labels, names)
         for measure in ("time_to_kill_ms", "time_to_failover_ms", "time_to_rollback_ms",
                         "time_to_restore_ms"):
             m = summary.get(measure)
             value = m.get("max") if isinstance(m, dict) else m
-            if isinstance(value, int | float) and not isinstance(value, bool):
+            if is_number(value):
                 metrics.set("killgate_drill_last_seconds", value / 1000.0,
                             (*labels, measure[:-3]), (*names, "measure"))
 
 
+_MAX_INT = 2 ** 63
+
+
 def clean_summary(summary: dict[str, Any]) -> dict[str, Any]:
     """A summary as recorded: strings are escaped (one audit event is one line); numbers
-    must be finite (the state and the audit trail are strict JSON); at most 6 levels deep."""
+    must be finite (the state and the audit trail are strict JSON) and within 2**63 (the
+    metrics read them as floats); at most 6 levels deep."""
     def walk(v: Any, depth: int) -> Any:
         if depth > 6:
             raise ApiError(400, "bad_request", "'summary' is nested more than 6 levels deep")
@@ -111,6 +107,10 @@ def clean_summary(summary: dict[str, Any]) -> dict[str, Any]:
             return clean_text(v, 1024)
         if isinstance(v, float) and not math.isfinite(v):
             raise ApiError(400, "bad_request", "'summary' holds a number that is not finite")
+        if isinstance(v, int) and not isinstance(v, bool) and abs(v) > _MAX_INT:
+            # (JSON has integers of any length; the gauges every instance exports from
+            # the kept numbers are floats, and float() of this one overflows)
+            raise ApiError(400, "bad_request", "'summary' holds an integer beyond 2**63")
         if isinstance(v, dict):
             return {clean_text(str(k), 128): walk(x, depth + 1) for k, x in v.items()}
         if isinstance(v, list):

@@ -9,6 +9,8 @@ and the admin auth types; gets the results through the protocol declared here.
 
 from __future__ import annotations
 
+import json
+import math
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
@@ -51,8 +53,31 @@ class ShadowApi:
         extra = set(request.query) - {"limit"}
         if extra:
             raise ApiError(400, "bad_request", f"unknown query parameter {sorted(extra)[0]!r}")
-        raw = request.query.get("limit", "20")
+        given = request.query.getall("limit", [])
+        if len(given) > 1:
+            raise ApiError(400, "bad_request", f"'limit' is given {len(given)} times; give it "
+                                               "once")
+        raw = given[0] if given else "20"
         if not re.fullmatch(r"[0-9]{1,3}", raw) or not 1 <= int(raw) <= MAX_LIMIT:
             raise ApiError(400, "bad_request", f"'limit' must be a whole number from 1 to "
                                                f"{MAX_LIMIT}")
-        return web.json_response(await self.reports.report(rc, int(raw)))
+        return web.json_response(await self.reports.report(rc, int(raw)), dumps=strict_dumps)
+
+
+def _finite(v: Any) -> Any:
+    if isinstance(v, float) and not math.isfinite(v):
+        return "NaN" if math.isnan(v) else "Infinity" if v > 0 else "-Infinity"
+    if isinstance(v, dict):
+        return {k: _finite(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_finite(x) for x in v]
+    return v
+
+
+def strict_dumps(obj: Any) -> str:
+    """JSON that strict readers take: a kept body's NaN or Infinity (a backend's, read as
+    Python's json reads them) is written as a string, not as the bare token JSON lacks."""
+    try:
+        return json.dumps(obj, allow_nan=False)
+    except ValueError:
+        return json.dumps(_finite(obj), allow_nan=False)

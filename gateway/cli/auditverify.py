@@ -71,6 +71,8 @@ def _keys(args: argparse.Namespace) -> tuple[dict[str, bytes], str]:
     if problems:
         raise ConfigError(problems)
     keys = {k.kid: k.secret for k in found if k is not None}
+    if not keys and args.key_config:
+        return keys, f"{args.key_config} names no audit or signing key that is set"
     return keys, source if keys else "none"
 
 
@@ -91,8 +93,9 @@ def _describe(r: TrailReport, keys: dict[str, bytes], source: str, head: str | N
               what: str) -> list[str]:
     out = [f"links and hashes checked: {r.hashes} of {r.events}"]
     if not r.keyed:
-        out.append("MACs NOT checked: no audit key (give -c FILE, --key-env VAR or "
-                   "--key-file FILE, or set $KILLGATE_AUDIT_KEY): without one, a chain "
+        why = ("give -c FILE, --key-env VAR or --key-file FILE, or set $KILLGATE_AUDIT_KEY"
+               if source == "none" else source)
+        out.append(f"MACs NOT checked: no audit key ({why}): without one, a chain "
                    "re-sealed by someone with write access to the store passes this check")
     else:
         out.append(f"MACs checked: {r.macs} (key id(s) {', '.join(sorted(keys))} from "

@@ -19,48 +19,44 @@ __all__ = ["add_config_commands"]
 
 
 def _token(args: argparse.Namespace) -> int:
-    from gateway.admin.auth import mint
+    from gateway.admin.auth import SCOPES, mint
     from gateway.config import DEFAULT_SECRET_ENV, AuthConfig, parse_duration
     from gateway.configfile import load_config
+    from gateway.errors import ConfigError
 
+    unknown = [s for s in args.scope.split() if s not in SCOPES]
+    if unknown:  # (a typo would mint a token every call refuses with 403)
+        raise ClientError(f"unknown scope {unknown[0]!r}; known: {', '.join(SCOPES)}")
+    if not args.scope.split():
+        raise ClientError(f"--scope is empty: a token without a scope can do nothing; known: "
+                          f"{', '.join(SCOPES)}")
     issuer = audience = None
     env = args.secret_env
     lifetime = AuthConfig().max_token_lifetime
+    hint = "or give -c FILE naming the secret"
     if args.config:
-        from gateway.errors import ConfigError
-
         try:
             loaded = load_config(args.config)
+            auth = loaded.config.admin.auth
+            lifetime = auth.max_token_lifetime
+            issuer, audience = auth.issuer, auth.audience
+            if auth.hs256_secret_file:
+                secret = loaded.resolve(auth.hs256_secret_file).read_text().strip()
+            else:
+                env = env or auth.secret_env
+                secret = os.environ.get(env, "")
+                hint = ("named by --secret-env" if args.secret_env
+                        else f"named by admin.auth in {args.config}")
         except ConfigError as exc:
-            raise ClientError("invalid config: " + "; ".join(str(p) for p in exc.problems)
-                              ) from None
-        auth = loaded.config.admin.auth
-        lifetime = auth.max_token_lifetime
-        issuer, audience = auth.issuer, auth.audience
-        if auth.hs256_secret_file:
-            path = loaded.resolve(auth.hs256_secret_file)
-            try:
-                secret = path.read_text().strip()
-            except (OSError, UnicodeDecodeError) as exc:
-                why = getattr(exc, "strerror", None) or type(exc).__name__
-                raise ClientError(f"admin.auth.hs256_secret_file {path}: cannot read ({why})"
-                                  ) from None
-        else:
-            env = env or auth.secret_env
-            secret = os.environ.get(env, "")
+            raise ClientError("invalid config: " + "; ".join(map(str, exc.problems))) from None
+        except OSError as exc:
+            raise ClientError(f"cannot read the secret file: {exc}") from None
     else:
         env = env or DEFAULT_SECRET_ENV
         secret = os.environ.get(env, "")
         issuer, audience = args.issuer, args.audience
     if not secret:
-        raise ClientError(f"no secret: set {env} (or give -c FILE naming the secret)")
-    from gateway.admin.auth import SCOPES
-
-    unknown = [x for x in args.scope.split() if x not in SCOPES]
-    if unknown or not args.scope.split():
-        raise ClientError(f"--scope {args.scope!r}: unknown scope(s) {', '.join(unknown)}; the "
-                          f"gateway knows {', '.join(SCOPES)} (a token without one can do "
-                          "nothing)")
+        raise ClientError(f"no secret: set {env} ({hint})")
     if not args.subject.strip():
         raise ClientError("--subject is empty: the gateway refuses a token without 'sub'")
     try:

@@ -168,8 +168,9 @@ async def _demo(port: int, admin_port: int) -> int:
     gw = Gateway(load_config(cfg_path), "demo")
     try:
         await gw.start()
-    except OSError as exc:
-        print(f"killgate demo: cannot listen ({exc.strerror}); try --port/--admin-port")
+    except OSError as exc:  # (ListenError: the message names the address)
+        await gw.shutdown()  # what started before the listeners (sync, probers, pools)
+        print(f"killgate demo: {exc}; try --port/--admin-port", flush=True)
         for r in runners:
             await r.cleanup()
         tmp.cleanup()

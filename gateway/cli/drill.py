@@ -60,18 +60,21 @@ def _plan_from_args(kind: str, args: argparse.Namespace) -> Plan:
 
 
 async def _drive(plan: Plan, args: argparse.Namespace) -> tuple[dict[str, Any], list[Any]]:
-    pause = None
+    pause = check = None
     if plan.store:
-        from gateway.state.pause import pause_store
+        from gateway.state.pause import check_store, pause_store
 
         store = plan.store
 
         async def pause(seconds: float) -> None:
             await pause_store(store, seconds)
 
+        async def check(key: str) -> str | None:
+            return await check_store(store, key)
+
     connector = aiohttp.TCPConnector(limit=0, limit_per_host=128)
     async with aiohttp.ClientSession(connector=connector) as session:
-        runner = DrillRunner(plan, session, client(args, session), say, pause)
+        runner = DrillRunner(plan, session, client(args, session), say, pause, check)
         loop = asyncio.get_running_loop()
         for sig, name in ((signal.SIGINT, "SIGINT"), (signal.SIGTERM, "SIGTERM")):
             loop.add_signal_handler(sig, runner.stop, f"interrupted ({name})")

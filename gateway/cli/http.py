@@ -82,6 +82,8 @@ def call(base: str, token: str | None, method: str, path: str,
                 msg = f"{exc.code} {err.get('type')}: {err.get('message')}"
             except (ValueError, KeyError, TypeError):
                 msg = f"{exc.code} {raw[:200].decode('utf-8', 'replace')}"
+            if exc.code == 401 and not token:
+                msg += " (no token was sent: give --token or set KILLGATE_TOKEN)"
             raise ClientError(msg) from None
         except (urllib.error.URLError, OSError) as exc:
             if attempt + 1 < attempts:

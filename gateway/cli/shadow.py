@@ -24,7 +24,7 @@ def _pct(x: Any) -> str:
 
 def _ms(lat: dict[str, Any]) -> str:
     def one(v: Any) -> str:
-        return "-" if v is None else ">30000" if v == float("inf") else f"{v:g}"
+        return "-" if v is None else ">=30000" if v >= 30000 else f"{v:g}"
 
     return f"{one(lat.get('p50'))}/{one(lat.get('p99'))}"
 

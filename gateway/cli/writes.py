@@ -66,9 +66,15 @@ def _rollback(args: argparse.Namespace) -> int:
     body: dict[str, Any] = {"reason": args.reason, **glass(args)}
     if args.to:
         body["to"] = args.to
-    return write(args, "POST", f"/v1/routes/{quote(args.route)}/rollback", body,
-                 f"rolled back {args.route}" + (f" to {args.to}" if args.to else ""),
-                 {"route": args.route, "action": "rollback"})
+    try:
+        return write(args, "POST", f"/v1/routes/{quote(args.route)}/rollback", body,
+                     f"rolled back {args.route}" + (f" to {args.to}" if args.to else ""),
+                     {"route": args.route, "action": "rollback"})
+    except ClientError as exc:  # (the API's message names its body field, 'to')
+        if args.to or not str(exc).startswith("409 no_previous_stable"):
+            raise
+        raise ClientError(f"{exc} (killgate rollback {args.route} --to VERSION)",
+                          exc.code) from None
 
 
 def _promote(args: argparse.Namespace) -> int:
@@ -127,7 +133,8 @@ def add_write_commands(cmd: Any) -> None:
     _route_options(p)
     p = cmd("weights", _weights, "override a route's weights: V=W [V=W ...]")
     p.add_argument("route")
-    p.add_argument("pairs", nargs="+", metavar="V=W")
+    p.add_argument("pairs", nargs="+", metavar="V=W",
+                   help="version=weight; versions not named get 0 (unpinnable until release)")
     _route_options(p)
     p = cmd("release", _release, "drop a route's runtime overrides (the file governs again)")
     p.add_argument("route")

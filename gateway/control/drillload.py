@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import re
 import time
@@ -23,9 +24,10 @@ from typing import Any
 
 import aiohttp
 
+from gateway.domain.drillplan import Plan
 from gateway.domain.drillreport import Obs, is_error
 
-__all__ = ["AdminClient", "DrillApiError", "ErrorWatch", "Probe", "Traffic"]
+__all__ = ["AdminClient", "DrillApiError", "ErrorWatch", "Probe", "Traffic", "resolve_probe"]
 
 
 class DrillApiError(Exception):
@@ -245,3 +247,21 @@ def own_counts(obs: list[Obs]) -> tuple[int, int]:
     """The drill's own answers and errors (as the gateways counted them)."""
     answered = [o for o in obs if o.status != 0]
     return len(answered), sum(is_error(o) for o in answered)
+
+
+def resolve_probe(plan: Plan, match: dict[str, Any], pin: bool) -> Probe:
+    """The synthetic request: the plan's, else what the route matches on."""
+    req = plan.request
+    headers = dict(match.get("header") or {})
+    if match.get("host"):
+        headers["host"] = match["host"]
+    headers.update(req.headers)
+    body = req.body.encode() if req.body is not None else None
+    method = req.method
+    if body is None and match.get("model"):
+        method = "POST"
+        body = json.dumps({"model": match["model"]}).encode()
+        headers.setdefault("content-type", "application/json")
+    if pin and plan.version:
+        headers["x-killgate-pin"] = plan.version
+    return Probe(method, req.path or match.get("path_prefix") or "/", headers, body)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
+import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -24,46 +24,34 @@ from gateway.control.drillload import (
     AdminClient,
     DrillApiError,
     ErrorWatch,
-    Probe,
     Traffic,
     own_counts,
+    resolve_probe,
 )
 from gateway.domain.audit import utc_now
 from gateway.domain.drillplan import Plan
 from gateway.domain.drillreport import Marks, Obs, analyse, percentiles, steady_problems, verdict
 from gateway.domain.drilltoken import HEADER
+from gateway.errors import StateError
 
-__all__ = ["DrillRunner", "resolve_probe"]
+__all__ = ["DrillRunner"]
 
 Pause = Callable[[float], Awaitable[None]]
-
-
-def resolve_probe(plan: Plan, match: dict[str, Any], pin: bool) -> Probe:
-    """The synthetic request: the plan's, else what the route matches on."""
-    req = plan.request
-    headers = dict(match.get("header") or {})
-    if match.get("host"):
-        headers["host"] = match["host"]
-    headers.update(req.headers)
-    body = req.body.encode() if req.body is not None else None
-    method = req.method
-    if body is None and match.get("model"):
-        method = "POST"
-        body = json.dumps({"model": match["model"]}).encode()
-        headers.setdefault("content-type", "application/json")
-    if pin and plan.version:
-        headers["x-killgate-pin"] = plan.version
-    return Probe(method, req.path or match.get("path_prefix") or "/", headers, body)
+#: why the store given is not the fleet's (None: it is), from its state document's key
+Check = Callable[[str], Awaitable[str | None]]
+_DRILL_ID = re.compile(r"[A-Za-z0-9-]{1,64}")  # (the grammar of admin/drills.py's ids)
 
 
 class DrillRunner:
     def __init__(self, plan: Plan, session: aiohttp.ClientSession, admin: AdminClient,
-                 say: Callable[[str], None], pause: Pause | None = None) -> None:
+                 say: Callable[[str], None], pause: Pause | None = None,
+                 check: Check | None = None) -> None:
         self.plan = plan
         self.session = session
         self.api = admin
         self.say = say
         self.pause = pause
+        self.check = check
         self.t0 = time.monotonic()
         self.t0_unix = time.time()  # the same instant on the wall clock (for comparisons)
         self.marks = Marks()
@@ -109,9 +97,9 @@ class DrillRunner:
             raise DrillApiError(0, "no_instances", "no instance published its address (give "
                                 "--instances URL,...)")
         return {"status": status, "route": route, "config": rcfg, "instances": urls,
-                "admins": admins}
+                "admins": admins, "state": cfg.get("config", {}).get("state") or {}}
 
-    def _skip(self, fleet: dict[str, Any]) -> str | None:
+    async def _skip(self, fleet: dict[str, Any]) -> str | None:
         """Why a store-loss drill cannot run here (None: it can)."""
         store = fleet["status"].get("store") or {}
         if store.get("backend") != "redis":
@@ -124,6 +112,8 @@ class DrillRunner:
                 self.plan.hold * 1000 >= store.get("max_staleness_ms", 0):
             return ("the fleet's on_unavailable is fail_closed: a store outage of "
                     f"{self.plan.hold:g}s would close every route for its users")
+        if self.check is not None:
+            return await self.check(f"{fleet['state'].get('prefix') or 'killgate'}:state")
         return None
 
     async def run(self) -> dict[str, Any]:
@@ -136,14 +126,21 @@ class DrillRunner:
         if fleet["config"].get("drill_for") is None and not plan.production:
             return self._refused(started, f"route {plan.route!r} serves users: pass "
                                  "--production to drill on it, or declare a drill route")
-        if plan.kind == "store_loss" and (why := self._skip(fleet)):
+        if plan.kind == "store_loss" and (why := await self._skip(fleet)):
             return self._refused(started, why, "skipped")
         to = plan.to or route.get("previous_known_good") or route.get("stable")
         opened = await self.api.call("POST", "/v1/drills", {
             "kind": plan.kind, "route": plan.route, "version": plan.version,
             "production": plan.production, "reason": plan.reason,
             "duration": f"{int(plan.steady + plan.hold + plan.settle + 300)}s"})
-        self.drill = drill = opened["drill"]
+        drill = opened.get("drill")
+        if not isinstance(drill, str) or not _DRILL_ID.fullmatch(drill):
+            # (it names the report's files and goes in every later URL: whatever answers
+            # on the admin address must not choose a path)
+            raise DrillApiError(0, "bad_answer", (
+                f"the admin API at {self.api.base} opened a drill without a drill id (1-64 "
+                "letters, digits and '-'): is that killgate's admin listener?"))
+        self.drill = drill
         self.say(f"drill {drill} opened ({plan.kind} on {plan.route}); if this process dies, "
                  f"run: killgate drill restore {drill}")
         probe = resolve_probe(plan, fleet["config"].get("match", {}), plan.kind != "rollback")
@@ -213,7 +210,11 @@ class DrillRunner:
         if self.stopped:
             return
         start = self.now()
-        await self.pause(plan.hold)
+        try:
+            await self.pause(plan.hold)
+        except StateError as exc:  # (refused: restored and ended as aborted, never left open)
+            self.stop(f"the store could not be paused: {exc}")
+            return
         self.say(f"store paused for {plan.hold:g}s")
         # the outage cannot be cut short (redis ends a pause by itself): wait it out
         await asyncio.sleep(max(0.0, start + plan.hold - self.now()))

@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from gateway.configfile import LoadedConfig, load_config
+from gateway.configfile import LoadedConfig, load_config, restart_changes
 from gateway.configsettle import Ident, path_ident, read_settled
 from gateway.domain.audit import utc_now
 from gateway.domain.diff import config_dict, diff_configs
@@ -227,18 +227,7 @@ class ConfigWatcher:
 
 def _needs_restart(old: LoadedConfig, new: LoadedConfig) -> list[str]:
     """Settings a reload cannot change in a running process (they apply at restart)."""
-    a, b = old.config, new.config
-    out = []
-    for name in ("listen", "state", "server", "log", "telemetry"):
-        if getattr(a, name) != getattr(b, name):
-            out.append(name)
-    for name in ("listen", "max_body_size", "max_connections"):  # (the admin listener's)
-        if getattr(a.admin, name) != getattr(b.admin, name):
-            out.append(f"admin.{name}")
-    for name in ("key_env", "key_file", "advertise_host"):  # (read once, at start)
-        if getattr(a.drills, name) != getattr(b.drills, name):
-            out.append(f"drills.{name}")
-    return out
+    return restart_changes(old.config, new.config)
 
 
 def summarize_changes(old: LoadedConfig, new: LoadedConfig) -> dict[str, Any]:

@@ -86,18 +86,24 @@ class ShadowResults:
                 except StateError as exc:
                     event(log, "shadow_results_unavailable", logging.DEBUG, route=rc.name,
                           error=str(exc))
+                except Exception as exc:  # noqa: BLE001 - one route's bad turn ends no loop
+                    event(log, "shadow_results_failed", logging.WARNING, route=rc.name,
+                          error=f"{type(exc).__name__}: {exc}")
             await asyncio.sleep(self.interval)
 
     # ------------------------------------------------------------------ the store
 
-    async def publish(self, rc: RouteConfig, force: bool = False) -> None:
+    async def publish(self, rc: RouteConfig, force: bool = False, changed: bool = False) -> None:
+        """This process's counts to the store: when they changed, or (the heartbeat) when
+        the last publish is REPUBLISH old; `force`: always; `changed`: when they changed,
+        or the last publish is at risk of no longer counting (half of FRESH)."""
         t = self.local.tallies.get(rc.name)
         if t is None:
             return
         now = self.clock()
         last = self._published.get(rc.name)
         if not force and last is not None and last[:2] == (t.changes, t.spec) \
-                and now - last[2] < REPUBLISH:
+                and now - last[2] < (FRESH / 2 if changed else REPUBLISH):
             return
         await self.store.put_stats(stats_key(rc.name), self.instance,
                                    {"instance": self.instance, "t": now, "tally": t.to_json()})
@@ -128,7 +134,10 @@ class ShadowResults:
         """GET /v1/routes/{route}/shadow: the fleet's results (raises StateError)."""
         sh = rc.shadow
         assert sh is not None
-        await self.publish(rc, force=True)
+        # (what changed since the last publish, so the report holds it; a read that finds
+        # nothing new writes nothing: a reader must not make the store take the blob, with
+        # its kept bodies, as often as it asks)
+        await self.publish(rc, changed=True)
         fleet, instances = await self._fleet(rc)
         if rc.analysis is not None and rc.analysis.min_shadow_agreement is not None:
             self.fleet[rc.name] = fleet

@@ -120,9 +120,14 @@ class Outgoing:
         if flight.plan.shadow_config is None or self.shadow is None:
             return None
         req = flight.req
+        # the x-forwarded-* lines the client's request carried (the copy is that request)
+        trusted = self.client_address
+        fwd = self._forwarded_lines(req.conn.remote_b if trusted is None else
+                                    trusted.forwarded_for(req.remote, forwarded_for(req)).encode(),
+                                    req.host)
         return self.shadow.tap(flight.plan, flight.target, req.method, flight.raw_target,
                                list(req.raw_headers), flight.prefix, flight.complete,
-                               flight.field, req.conn.remote_b, flight.started)
+                               flight.field, fwd, flight.started)
 
 def forwarded_for(req: Request) -> list[str]:
     """Every X-Forwarded-For field of the request, as sent."""

@@ -17,6 +17,7 @@ import itertools
 import logging
 import random
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 from gateway.config_shadow import ShadowConfig
 from gateway.dataplane.inflight import Handle
@@ -41,6 +42,11 @@ class Mirror:
     def __init__(self, max_pending: int = 0) -> None:
         self.upstreams = Upstreams(1024, max_pending)  # the copies' own pools
         self.loop = asyncio.get_running_loop()
+        # large comparisons run here, one at a time (they hold the GIL: more threads would
+        # not compare faster), never in the loop's default executor: the local state
+        # store's commits, snapshots of the kill state and JWKS fetches wait in that one,
+        # and a busy shadow must not queue a kill behind its comparisons
+        self.compare_pool = ThreadPoolExecutor(1, thread_name_prefix="killgate-shadow-compare")
         self.rand = random.random
         # route -> lease -> when it ends at the latest (loop clock): a tap's or a copy's slot
         self.leases: dict[str, dict[int, float]] = {}
@@ -66,7 +72,8 @@ class Mirror:
             raw_headers: list[tuple[bytes, bytes]], body: bytes | None, complete: bool,
             field: ModelField | None, client: bytes, started: float) -> Tap | None:
         """A tap for this request's answer when it is sampled for a copy; else None.
-        `body`: the request body, when `complete` (all of it is in memory)."""
+        `body`: the request body, when `complete` (all of it is in memory); `client`: the
+        x-forwarded-* lines the request carried to its backend (the copy carries them)."""
         sh = plan.config.shadow
         if sh is None or self.rand() >= sh.sample:
             return None
@@ -152,7 +159,7 @@ class Mirror:
             answer, shadow_s = first
             again = second[0] if isinstance(second, tuple) else None
             await compare(self.loop, tally, sh, plan, tap.body, primary, primary_s, answer,
-                          shadow_s, again)
+                          shadow_s, again, self.compare_pool)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - a side channel: counted and logged, never raised
@@ -169,6 +176,7 @@ class Mirror:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.compare_pool.shutdown(wait=False, cancel_futures=True)
         await self.upstreams.close()
 
 

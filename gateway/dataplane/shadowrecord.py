@@ -9,6 +9,7 @@ worker thread when large. No I/O; what is counted is the domain's (domain/shadow
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import Executor
 
 from gateway.config_shadow import ShadowConfig
 from gateway.domain.comparison import Answer
@@ -54,17 +55,22 @@ class ShadowCounts:
 
 async def compare(loop: asyncio.AbstractEventLoop, tally: Tally, sh: ShadowConfig,
                   plan: RoutePlan, body: bytes, primary: Answer, primary_s: float,
-                  answer: Answer, shadow_s: float, again: Answer | None) -> None:
+                  answer: Answer, shadow_s: float, again: Answer | None,
+                  executor: Executor | None = None) -> None:
     """Compare the copy's `answer` with the client's (`primary`; `again`: the primary
-    version's second answer, for the noise floor) and record the outcome in `tally`."""
+    version's second answer, for the noise floor) and record the outcome in `tally`.
+    `executor`: where large comparisons run (the mirror's own thread, never the loop's
+    default executor, which the state store, snapshots and key fetches wait on)."""
     work = (sh, plan.config.protocol, body, primary, answer, again,
             tally.noisy_paths(sh.noise))
     size = len(body) + len(primary.body) + len(answer.body) + \
         (len(again.body) if again is not None else 0)
     # a large comparison runs beside the loop (it gets the GIL back every few ms);
-    # a small one costs less than the hand-off
-    v = verdict(*work) if size <= INLINE_BYTES else \
-        await loop.run_in_executor(None, verdict, *work)
+    # a small one costs less than the hand-off (a compressed answer is not small: it is
+    # decoded first, to up to max_answer_bytes)
+    encoded = primary.encoding or answer.encoding or (again is not None and again.encoding)
+    v = verdict(*work) if size <= INLINE_BYTES and not encoded else \
+        await loop.run_in_executor(executor, verdict, *work)
     if v.noise is not None:
         tally.noise(v.noise)
     if sh.noise is not None:

@@ -1,7 +1,7 @@
 """One shadow copy on the wire: the request sent again to a version, through the copies'
 own connection pools and with the shadow's own timeouts, and its answer assembled (bounded).
 
-Owns the copy's head (`x-killgate-shadow: 1`, the client's x-forwarded-for, the version's
+Owns the copy's head (`x-killgate-shadow: 1`, the client's x-forwarded-* lines, the version's
 model name in the body) and the kinds of a copy that got no answer (`failure`: a metric
 label). Errors leave as gateway.errors.Upstream* or TooLarge, for the mirror to count.
 """
@@ -14,7 +14,7 @@ from gateway.config_shadow import ShadowConfig
 from gateway.dataplane.inflight import Aborted, Handle
 from gateway.dataplane.jsonpeek import rewrite_model
 from gateway.dataplane.requesthead import request_head
-from gateway.dataplane.shadowtap import Tap, media_type
+from gateway.dataplane.shadowtap import Tap, content_coding, media_type
 from gateway.dataplane.upstream import Upstreams
 from gateway.domain.comparison import Answer
 from gateway.domain.routing import Target
@@ -67,7 +67,7 @@ async def _send(upstreams: Upstreams, loop: asyncio.AbstractEventLoop, tap: Tap,
         ex.begin(started + t.total, t.idle, tap.method == b"HEAD")
         first = b"%s %s%s HTTP/1.1\r\nhost: %s\r\n" % (tap.method, target.path_bytes,
                                                        tap.raw_target, pool.host_header)
-        extra = b"x-forwarded-for: %s\r\n%s" % (tap.client, SHADOW_HEADER)
+        extra = tap.client + SHADOW_HEADER  # (the client's request's x-forwarded-* lines)
         await ex.send(request_head(first, tap.raw_headers, extra, len(body)), body)
         await ex.read_head()
         parts: list[bytes] = []
@@ -77,7 +77,8 @@ async def _send(upstreams: Upstreams, loop: asyncio.AbstractEventLoop, tap: Tap,
             if size > sh.max_answer_bytes:
                 raise TooLarge()
             parts.append(data)
-        answer = Answer(ex.status, b"".join(parts), media_type(ex.headers))
+        answer = Answer(ex.status, b"".join(parts), media_type(ex.headers),
+                        content_coding(ex.headers))
     except BaseException:
         ex.close()
         ex.release()

@@ -16,7 +16,7 @@ from gateway.dataplane.jsonpeek import ModelField
 from gateway.domain.comparison import Answer
 from gateway.domain.routing import RoutePlan, Target
 
-__all__ = ["Copies", "Tap", "media_type"]
+__all__ = ["Copies", "Tap", "content_coding", "media_type"]
 
 
 def media_type(raw: Iterable[tuple[bytes, bytes]]) -> str:
@@ -24,6 +24,14 @@ def media_type(raw: Iterable[tuple[bytes, bytes]]) -> str:
     for name, value in raw:
         if name.lower() == b"content-type":
             return value.split(b";", 1)[0].strip().lower().decode("latin-1")
+    return ""
+
+
+def content_coding(raw: Iterable[tuple[bytes, bytes]]) -> str:
+    """The Content-Encoding among `raw` (lower-cased), or "" (the comparison decodes it)."""
+    for name, value in raw:
+        if name.lower() == b"content-encoding":
+            return value.strip().lower().decode("latin-1")
     return ""
 
 
@@ -111,7 +119,8 @@ class Tap:
             return
         self.chunks = None
         self.lease = 0  # the copy has the slot now
-        mirror.launch(self, lease, Answer(status, body, media_type(raw_headers)),
+        mirror.launch(self, lease, Answer(status, body, media_type(raw_headers),
+                                          content_coding(raw_headers)),
                       mirror.loop.time() - self.started)
 
     def _refuse(self) -> None:

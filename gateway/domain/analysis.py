@@ -54,7 +54,10 @@ def merge(samples: list[Sample]) -> Sample:
 
 
 def percentile(s: Sample, q: float) -> float | None:
-    """Upper bound (ms) of the bucket holding the q-quantile; None without data."""
+    """Upper bound (ms) of the bucket holding the q-quantile; None without data. Beyond the
+    last bound: the last bound (30000, "30 s or more"). It goes out as JSON (analysis
+    evidence in audit events and webhooks, the shadow report), which has no Infinity: an
+    `Infinity` there broke every strict reader (JavaScript's JSON.parse, Go)."""
     total = sum(s.hist)
     if total == 0:
         return None
@@ -63,8 +66,8 @@ def percentile(s: Sample, q: float) -> float | None:
     for i, n in enumerate(s.hist):
         seen += n
         if seen >= rank:
-            return float(LATENCY_BOUNDS_MS[i]) if i < len(LATENCY_BOUNDS_MS) else float("inf")
-    return float("inf")
+            return float(LATENCY_BOUNDS_MS[min(i, len(LATENCY_BOUNDS_MS) - 1)])
+    return float(LATENCY_BOUNDS_MS[-1])
 
 
 @dataclass(frozen=True, slots=True)

@@ -83,7 +83,7 @@ def diff_json(a: Any, b: Any, ignore: Sequence[Pattern] = (),
                 add("length", at)
             for i, (v, w) in enumerate(zip(x, y, strict=False)):
                 walk(v, w, (*at, i))
-        elif x != y:
+        elif x != y and not (x != x and y != y):  # (NaN equals NaN, as for tensors)
             add("value", at)
 
     walk(a, b, ())

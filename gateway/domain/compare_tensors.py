@@ -14,8 +14,8 @@ import operator
 from typing import Any
 
 from gateway.config_shadow import V2TensorsCompare
-from gateway.domain.compare_json import loads
-from gateway.domain.comparison import Comparison, Difference
+from gateway.domain.compare_json import MAX_DIFFERENCES, loads
+from gateway.domain.comparison import MAX_PATH, Comparison, Difference
 
 __all__ = ["compare_tensors", "flatten", "top_classes"]
 
@@ -45,6 +45,12 @@ def flatten(data: Any) -> list[Any]:
         else:
             stack.pop()
     return out
+
+
+def _where(name: str) -> str:
+    """The path of an output (names come from the answers: cut like every path kept)."""
+    where = f"outputs[{name}]"
+    return where if len(where) <= MAX_PATH else where[:MAX_PATH - 3] + "..."
 
 
 def _outputs(doc: Any) -> dict[str, dict[str, Any]]:
@@ -97,22 +103,27 @@ def _close(p: list[float], s: list[float], atol: float, rtol: float) -> tuple[in
     bad = 0
     worst = 0.0
     for a, b in zip(p, s, strict=True):
-        d = abs(b - a)
-        if d <= atol + rtol * abs(a):
-            if d > worst:
-                worst = d
-            continue
         if a == b or (a != a and b != b):  # the same infinity; NaN and NaN
             continue
-        bad += 1
-        if d > worst and math.isfinite(d):
+        try:
+            d = abs(b - a)
+            # (an infinite primary makes the tolerance infinite too: inf <= inf must not
+            # make another number, or the other infinity, close; numpy's isclose agrees)
+            finite = math.isfinite(d)
+            close = finite and d <= atol + rtol * abs(a)
+        except OverflowError:  # an integer beyond a float's range
+            bad += 1
+            continue
+        if not close:
+            bad += 1
+        if finite and d > worst:
             worst = d
     return bad, worst
 
 
 def _tensor(cfg: V2TensorsCompare, name: str, p: dict[str, Any], s: dict[str, Any],
             diffs: list[Difference], detail: dict[str, Any]) -> None:
-    where = f"outputs[{name}]"
+    where = _where(name)
     n = math.prod(p["shape"])
     if n > _MAX_ELEMENTS:
         raise _Unreadable(f"{where} has more than {_MAX_ELEMENTS} elements")
@@ -136,7 +147,8 @@ def _tensor(cfg: V2TensorsCompare, name: str, p: dict[str, Any], s: dict[str, An
         diffs.append(Difference("shape", where))
         return
     if not numeric:
-        if pd != sd:  # BYTES, BOOL: exact
+        # BYTES, BOOL: exact (and true is not 1, as in the json comparison)
+        if pd != sd or any(type(a) is not type(b) for a, b in zip(pd, sd, strict=True)):
             diffs.append(Difference("values", where))
         return
     try:
@@ -181,14 +193,15 @@ def compare_tensors(cfg: V2TensorsCompare, primary: bytes, shadow: bytes) -> Com
             s = s_out.get(name)
             if p is None:
                 if s is not None:
-                    diffs.append(Difference("extra_output", f"outputs[{name}]"))
+                    diffs.append(Difference("extra_output", _where(name)))
                 continue
             if s is None:
-                diffs.append(Difference("missing_output", f"outputs[{name}]"))
+                diffs.append(Difference("missing_output", _where(name)))
                 continue
             _tensor(cfg, name, p, s, diffs, detail)
     except _Unreadable as exc:
         return Comparison(False, (), {"why": f"the primary's answer: {exc}"})
     if cfg.outputs is None:
-        diffs.extend(Difference("extra_output", f"outputs[{n}]") for n in s_out if n not in p_out)
+        extra = [n for n in s_out if n not in p_out]
+        diffs.extend(Difference("extra_output", _where(n)) for n in extra[:MAX_DIFFERENCES])
     return Comparison(True, tuple(diffs), detail)

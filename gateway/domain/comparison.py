@@ -1,6 +1,7 @@
 """The values of shadow answer comparison, and the JSON paths they name.
 
-Owns `Answer` (an assembled answer), `Difference` (what differs, and where), `Comparison`
+Owns `Answer` (an assembled answer) and `decoded` (its body without its Content-Encoding,
+bounded), `Difference` (what differs, and where), `Comparison`
 (a comparison's differences and measurements), the matching of JSON paths against the
 patterns of the config (`gateway.config_shadow.parse_path`), and redaction by path.
 Pure: no I/O, no clock.
@@ -9,6 +10,7 @@ Pure: no I/O, no clock.
 from __future__ import annotations
 
 import json
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -24,6 +26,7 @@ __all__ = [
     "Pattern",
     "Step",
     "compile_paths",
+    "decoded",
     "matches",
     "redact",
     "render",
@@ -41,6 +44,31 @@ class Answer:
     status: int
     body: bytes
     content_type: str = ""  # the media type, lower-cased, without parameters
+    encoding: str = ""  # the Content-Encoding, lower-cased ("" when none)
+
+
+#: Content-Encoding -> zlib's wbits (deflate is zlib-wrapped, or raw from some servers)
+_CODINGS = {"gzip": (31,), "x-gzip": (31,), "deflate": (15, -15)}
+
+
+def decoded(a: Answer, limit: int) -> Answer | None:
+    """`a` with its body decoded from its Content-Encoding (gzip, deflate), so answers are
+    compared by what they say, not by how they were compressed; `a` itself when it has no
+    coding, or one not decoded here (compared as bytes). None when the bytes are not what
+    the coding says, or decode to more than `limit` bytes (never more is held)."""
+    wbits = _CODINGS.get(a.encoding)
+    if wbits is None:
+        return a
+    for w in wbits:
+        d = zlib.decompressobj(w)
+        try:
+            body = d.decompress(a.body, limit + 1)
+        except zlib.error:
+            continue
+        if len(body) > limit or not d.eof or d.unused_data:
+            return None  # too large, cut short, or more than one stream
+        return Answer(a.status, body, a.content_type)
+    return None
 
 
 @dataclass(frozen=True, slots=True)

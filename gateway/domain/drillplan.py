@@ -7,6 +7,7 @@ path) and its defaults. Pure: parsing only, no I/O beyond the text it is given.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 import yaml
@@ -63,6 +64,19 @@ class Request(_Model):
     path: str | None = Field(default=None, pattern=r"^/[!-~]*$")
     headers: dict[str, str] = Field(default_factory=dict)
     body: str | None = Field(default=None, max_length=64 * 1024)
+
+    @field_validator("headers")
+    @classmethod
+    def _fields(cls, v: dict[str, str]) -> dict[str, str]:
+        # (else every request of the drill fails in the HTTP client, and the drill aborts
+        # as if no instance answered)
+        for name, value in v.items():
+            if not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}", name):
+                raise ValueError(f"{name[:64]!r} is not a header field name")
+            if not re.fullmatch(r"[\t\x20-\x7e\x80-\xff]{0,8192}", value):
+                raise ValueError(f"the value of {name!r} holds a control character "
+                                 "(CR, LF, NUL, ...) or is too long")
+        return v
 
 
 class Plan(_Model):

@@ -9,7 +9,8 @@ measure's p50, p99 and max, for at most MAX_RESULTS kinds and routes (the oldest
 
 from __future__ import annotations
 
-from typing import Any
+import math
+from typing import Any, TypeGuard
 
 from gateway.domain.statedoc import DrillRecord, StateDoc
 
@@ -20,8 +21,14 @@ MEASURES = ("time_to_kill_ms", "time_to_failover_ms", "time_to_rollback_ms",
             "time_to_restore_ms")
 
 
-def is_number(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool)
+def is_number(v: Any) -> TypeGuard[int | float]:
+    """A finite number a float can hold (what a gauge exports)."""
+    if not isinstance(v, int | float) or isinstance(v, bool):
+        return False
+    try:
+        return math.isfinite(v)
+    except OverflowError:  # an integer beyond a float's range
+        return False
 
 
 def numbers(summary: Any) -> dict[str, Any]:

@@ -10,6 +10,7 @@ ConflictingState).
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from typing import Any
 
@@ -54,13 +55,18 @@ def tag(drill: str) -> str:
     return f"drill {drill}: "
 
 
-def route_state(doc: StateDoc, rc: RouteConfig) -> dict[str, Any]:
-    """What a drill must leave as it found it: every kill in force, the route's latch
-    (runtime override) and weights, its progressive rollout, and drill faults on it."""
+def route_state(doc: StateDoc, rc: RouteConfig, drill: str | None = None) -> dict[str, Any]:
+    """What a drill must leave as it found it: every kill in force (but, as `drill` sees
+    it, those another open drill made: that drill restores them, and may make or lift
+    them while this one is open), the route's latch (runtime override) and weights, its
+    progressive rollout, and drill faults on it."""
     ov = doc.overrides.get(rc.name)
     weights = ov.weights if ov is not None else {v.name: v.weight for v in rc.versions}
+    others = {(m["kill"], _flag_key(m["flag"])) for rec in doc.drills.values()
+              if drill is not None and rec.id != drill for m in rec.injected if "kill" in m}
     return {
-        "kills": sorted(doc.kills),
+        "kills": sorted(k for k, f in doc.kills.items()
+                        if not others or (k, _flag_key(f.public())) not in others),
         "latched": ov is not None,
         "override": None if ov is None else {"kind": ov.kind, "stable": ov.stable,
                                              "weights": dict(ov.weights)},
@@ -109,14 +115,19 @@ def open_drill(doc: StateDoc, rc: RouteConfig, drill: str, kind: str, version: s
                 f"{other.id}`")
     if version is not None and rc.version(version) is None:
         raise UnknownVersion(rc.name, version)
-    rec = DrillRecord(drill, kind, rc.name, version, actor, now, deadline, route_state(doc, rc),
-                      nonce=nonce)
+    rec = DrillRecord(drill, kind, rc.name, version, actor, now, deadline,
+                      route_state(doc, rc, drill), nonce=nonce)
     return Change(drills={drill: rec})
 
 
 def _flag_id(flag: dict[str, Any]) -> dict[str, Any]:
     """A kill flag as the drill recorded it (its generation is stamped when committed)."""
     return {k: v for k, v in flag.items() if k not in ("generation", "write")}
+
+
+def _flag_key(flag: dict[str, Any]) -> str:
+    """`_flag_id` as a value that can be compared in a set."""
+    return json.dumps(_flag_id(flag), sort_keys=True, default=str)
 
 
 def inject_kill(doc: StateDoc, drill: str, scope: str, actor: str, reason: str,

@@ -56,8 +56,8 @@ def build_table(cfg: Config, doc: StateDoc, unhealthy: frozenset[tuple[str, str]
     """Combine the config, the replicated state and health into the routing snapshot.
     `state_unknown` (the kill state never loaded) closes every route, before any kill."""
     global_kill = fail_closed or "global" in doc.kills
-    return RouteTable([_plan(rc, doc, unhealthy, global_kill, state_unknown)
-                       for rc in cfg.routes], doc, unhealthy)
+    return RouteTable([_plan(rc, doc, unhealthy, global_kill, state_unknown,
+                             prod=_prod(cfg, rc)) for rc in cfg.routes], doc, unhealthy)
 
 
 def rebuild_table(old: RouteTable, cfg: Config, doc: StateDoc,
@@ -77,7 +77,8 @@ def rebuild_table(old: RouteTable, cfg: Config, doc: StateDoc,
         kept = old.by_name.get(rc.name)
         if kept is None or kept.config is not rc:
             return build_table(cfg, doc, unhealthy, fail_closed, state_unknown)
-        plans.append(_plan(rc, doc, unhealthy, global_kill, state_unknown, kept)
+        plans.append(_plan(rc, doc, unhealthy, global_kill, state_unknown, kept,
+                           _prod(cfg, rc))
                      if rc.name in names or rc.drill_for in names else kept)
     return RouteTable(plans, doc, unhealthy)
 
@@ -95,10 +96,33 @@ def _changed_routes(a: StateDoc, b: StateDoc) -> set[str] | None:
     return names
 
 
+def _prod(cfg: Config, rc: RouteConfig) -> RouteConfig | None:
+    """The production route a drill route mirrors (None: `rc` is not a drill route)."""
+    return cfg.route(rc.drill_for) if rc.drill_for is not None else None
+
+
+def _dark_shadow(prod: RouteConfig, doc: StateDoc) -> str | None:
+    """The production route's shadow while it is one (it serves nothing there)."""
+    sh = prod.shadow
+    if sh is None:
+        return None
+    ov = doc.overrides.get(prod.name)
+    prog = doc.progress.get(prod.name)
+    if ov is not None:
+        stable, weight = ov.stable or prod.stable, ov.weights.get(sh.version, 0.0)
+    elif prog is not None and (w := progressive_weights(prod, prog)) is not None:
+        stable, weight = prod.stable, w.get(sh.version, 0.0)
+    else:
+        v = prod.version(sh.version)
+        stable, weight = prod.stable, v.weight if v is not None else 0.0
+    return None if stable == sh.version or weight > 0 else sh.version
+
+
 def _plan(rc: RouteConfig, doc: StateDoc, unhealthy: frozenset[tuple[str, str]],
           global_kill: bool, state_unknown: bool = False,
-          like: RoutePlan | None = None) -> RoutePlan:
-    """One route's plan from the config, the state and health (`like`: see RoutePlan)."""
+          like: RoutePlan | None = None, prod: RouteConfig | None = None) -> RoutePlan:
+    """One route's plan from the config, the state and health (`like`: see RoutePlan;
+    `prod`: the production route of a drill route)."""
     # a drill route serves its production route's versions to any request that sends its
     # match: that route's kills hold on it too (its own kills, a drill's, stay its own)
     names = (rc.name,) if rc.drill_for is None else (rc.name, rc.drill_for)
@@ -119,6 +143,10 @@ def _plan(rc: RouteConfig, doc: StateDoc, unhealthy: frozenset[tuple[str, str]],
     if rc.drill_for is not None and (pov := doc.overrides.get(rc.drill_for)) is not None:
         # a version the production route's override (a rollback) took out of its pins
         unpinnable |= {n for n, w in pov.weights.items() if w <= 0}
+    if prod is not None and (dark := _dark_shadow(prod, doc)) is not None:
+        # the production route's shadow never answers a client (CONTRACT §5.5): a drill
+        # route's match is one any client can send, so it is not pinnable there either
+        unpinnable |= {dark}
     excluded: dict[str, str] = {}
     for v in rc.versions:
         if any(kill_key("version", n, v.name) in doc.kills for n in names):

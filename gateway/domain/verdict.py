@@ -13,12 +13,20 @@ import hashlib
 import json
 from typing import Any, NamedTuple
 
-from gateway.config_shadow import DisagreementsConfig, ShadowConfig
+from gateway.config_shadow import CompareConfig, DisagreementsConfig, ShadowConfig
 from gateway.domain.audit import utc_now
 from gateway.domain.compare import DISAGREED, compare, judge
-from gateway.domain.comparison import Answer, Comparison, Difference, compile_paths, redact
+from gateway.domain.comparison import (
+    Answer,
+    Comparison,
+    Difference,
+    compile_paths,
+    decoded,
+    redact,
+)
 
-__all__ = ["PARSE_LIMIT", "Verdict", "answer_record", "body_record", "spec_of", "verdict"]
+__all__ = ["MAX_DEPTH", "PARSE_LIMIT", "Verdict", "answer_record", "body_record", "spec_of",
+           "verdict"]
 
 #: bodies larger than this (and than 4 x disagreements.max_body) are not parsed for a record
 PARSE_LIMIT = 256 * 1024
@@ -44,8 +52,15 @@ def verdict(sh: ShadowConfig, protocol: str, request: bytes, primary: Answer, an
     """`again`: the primary's second answer (the noise floor), if one was asked for;
     `noisy`: paths known to be noise from earlier pairs."""
     cmp = sh.compare_for(protocol)
-    result = compare(cmp, request, primary, answer)
-    own = compare(cmp, request, primary, again) if again is not None else None
+    # answers compressed by their backends (the client's Accept-Encoding goes to both)
+    # are compared, and kept, as what they say
+    limit = sh.max_answer_bytes
+    p = decoded(primary, limit)
+    s = decoded(answer, limit)
+    a = decoded(again, limit) if again is not None else None
+    result = _compare(cmp, request, p, s, primary, answer)
+    own = _compare(cmp, request, p, a, primary, again) if again is not None else None
+    primary, answer = p or primary, s or answer
     outcome, left = judge(result, own, noisy)
     record = None
     if outcome == DISAGREED and sh.disagreements.keep:
@@ -58,6 +73,41 @@ def verdict(sh: ShadowConfig, protocol: str, request: bytes, primary: Answer, an
     return Verdict(result, own, outcome, left, record)
 
 
+def _compare(cmp: CompareConfig, request: bytes, p: Answer | None, s: Answer | None,
+             raw_p: Answer, raw_s: Answer) -> Comparison:
+    """`compare`, of answers decoded from their Content-Encoding (None: they could not be,
+    within max_answer_bytes)."""
+    if (p is not None and s is not None) or raw_p.status != raw_s.status \
+            or not 200 <= raw_p.status < 300 or raw_p.body == raw_s.body:
+        return compare(cmp, request, p or raw_p, s or raw_s)
+    if p is None:
+        return Comparison(False, (), {"why": "the primary's answer: its Content-Encoding "
+                                             "does not decode within max_answer_bytes"})
+    return Comparison(True, (Difference("unparsable", "$"),))
+
+
+#: a body nested deeper than this is kept as text (or not at all, with redaction): the
+#: records are encoded again, a few levels deeper each time (the blob published to the
+#: store, the admin API's answer), and any client chooses the request's body
+MAX_DEPTH = 64
+
+
+def _deeper_than(doc: Any, limit: int) -> bool:
+    """Whether `doc` nests lists and objects more than `limit` levels (no recursion)."""
+    level: list[Any] = [doc]
+    for _ in range(limit + 1):
+        inner: list[Any] = []
+        for x in level:
+            if isinstance(x, dict):
+                inner.extend(x.values())
+            elif isinstance(x, list):
+                inner.extend(x)
+        if not inner:
+            return False
+        level = inner
+    return True
+
+
 def body_record(body: bytes, cfg: DisagreementsConfig) -> Any:
     """What a stored disagreement keeps of a body: JSON (redacted) when it fits in
     `max_body`, else text cut to `max_body`. A body that is not JSON is not kept when
@@ -66,6 +116,8 @@ def body_record(body: bytes, cfg: DisagreementsConfig) -> Any:
         if len(body) > max(PARSE_LIMIT, 4 * cfg.max_body):
             raise ValueError("too large to parse for a record")  # (a record is cut anyway)
         doc = json.loads(body)
+        if _deeper_than(doc, MAX_DEPTH):
+            raise ValueError("nested too deeply to keep")
     except (ValueError, RecursionError):
         if cfg.redact:
             return (f"[{len(body)} bytes, not JSON (or too large to redact): not kept, since "

@@ -65,7 +65,7 @@ class Fleet:
         poll = 0.05 if self.pushes else 0.005
         live = await self.live()
         pending = {i for i in live if self.acks.get(i, -1) < generation}
-        last = t0
+        last, confirmed = t0, False
         while pending:
             left = t0 + wait - time.monotonic()
             if left <= 0:
@@ -82,18 +82,41 @@ class Fleet:
                 self._waiters.discard(fut)
             if time.monotonic() - last >= poll:
                 last = time.monotonic()
+                # once, if still waiting: ask the store who is live. An instance that left
+                # (its heartbeat removed) is still heard of until its lease runs out; it
+                # was waited for and answered `pending` by every write meanwhile
+                if not confirmed:
+                    confirmed = True
+                    gone = await self._left(pending)
+                    live = {i: g for i, g in live.items() if i not in gone}
+                    pending -= gone
                 await self.live()
             pending = {i for i in pending if self.acks.get(i, -1) < generation}
         return {"generation": generation, "applied": {
             "instances": len(live), "acked": len(live) - len(pending),
             "elapsed_ms": round((time.monotonic() - t0) * 1000, 2), "pending": sorted(pending)}}
 
+    async def _left(self, pending: set[str]) -> set[str]:
+        """Of `pending`, the instances the store no longer holds a live heartbeat of (they
+        left, or their lease ran out), forgotten; none when the store cannot say."""
+        if not (self.pushes and pending):
+            return set()  # (without pushes, `live` asks the store every time)
+        try:
+            registered = await self.store.live_instances(self.cfg.instance_lease)
+        except StateError:
+            return set()
+        gone = {i for i in pending if i not in registered and i != self.instance}
+        for i in gone:
+            self.heard.pop(i, None)
+        return gone
+
     async def live(self) -> dict[str, int]:
         """Live instances → the newest generation each acked (never more than it signed)."""
         lease = self.cfg.instance_lease
         now = time.monotonic()
-        if (self.pushes and self.watching_since is not None
-                and now - self.watching_since > 2 * self.cfg.heartbeat_interval):
+        heard = (self.pushes and self.watching_since is not None
+                 and now - self.watching_since > 2 * self.cfg.heartbeat_interval)
+        if heard:
             # Every instance's heartbeat reaches us on the acks channel: we know who is live
             # without asking (one round trip less on every write).
             live = {i: self.acks.get(i, 0) for i, t in self.heard.items() if now - t <= lease}
@@ -105,7 +128,10 @@ class Fleet:
         # We enforce what we hold, whatever our last heartbeat told the store.
         live[self.instance] = max(live.get(self.instance, 0), self.holder.doc.generation)
         for inst, gen in live.items():
-            self.note(Ack(inst, gen))
+            # (what we heard is no news: noting it again would keep a dead instance heard
+            # of for as long as writes come less than a lease apart)
+            if not heard or inst == self.instance:
+                self.note(Ack(inst, gen))
         return live
 
     async def members(self) -> dict[str, dict[str, Any]]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from gateway.errors import StoreUnavailable
 from gateway.state.resp import RespError, connect, parse_endpoint
 
-__all__ = ["pause_store"]
+__all__ = ["check_store", "pause_store"]
 
 
 async def pause_store(url: str, seconds: float, timeout: float = 2.0) -> None:
@@ -28,3 +28,24 @@ async def pause_store(url: str, seconds: float, timeout: float = 2.0) -> None:
         raise StoreUnavailable(f"the store refused the pause: {exc}") from None
     finally:
         conn.close()
+
+
+async def check_store(url: str, key: str, timeout: float = 2.0) -> str | None:
+    """Why the redis at `url` is not one to pause for a drill of the fleet whose state
+    document is `key` (None: it holds that document). CLIENT PAUSE stops every client of
+    a redis: a wrong URL must not stop someone else's."""
+    try:
+        ep = parse_endpoint(url)
+        conn = await connect(ep, timeout, name="killgate-drill")
+    except (OSError, RespError, TimeoutError, ValueError) as exc:
+        return f"cannot reach the store given to pause ({exc})"
+    try:
+        found = await conn.call("EXISTS", key, timeout=timeout)
+    except (OSError, RespError, TimeoutError) as exc:
+        return f"cannot read the store given to pause ({exc})"
+    finally:
+        conn.close()
+    if found != 1:
+        return (f"the store given to pause holds no {key!r} (in the database its URL "
+                "names): it is not the fleet's store, and is not paused")
+    return None

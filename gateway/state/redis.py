@@ -35,6 +35,7 @@ from gateway.state.redisaudit import RedisAudit
 from gateway.state.rediscommit import RedisCommits
 from gateway.state.redislink import Script
 from gateway.state.resp import RespConnection, RespError
+from gateway.state.sentinels import master_named
 from gateway.state.signing import Keyring
 from gateway.state.store import (
     MAX_DOC_BYTES,
@@ -53,6 +54,9 @@ Listener = Callable[[StateDoc | Ack | PushNotRead], None]
 OnLoaded = Callable[[Loaded], None]
 
 log = logging.getLogger("killgate.state")
+
+#: seconds between asking the sentinels which node is the master (redis+sentinel:// only)
+MASTER_CHECK = 5.0
 
 # The document and its generation in one step; a document over the size limit (ARGV[1])
 # is not sent at all: {false, generation, its size}. MGET reads a key of another type as
@@ -86,6 +90,7 @@ class RedisStore(RedisCommits, RedisAudit):
         self._head_write: str | None = None  # and that document's own write id
         self._own = None  # our newest commit as sent
         self._last_open: tuple[bytes, StateDoc, str] | None = None  # the last document verified
+        self._master_check = 0.0  # when the sentinels are next asked (loop time)
 
     def listen(self, fn: Listener) -> None:
         """Pushed documents and acks go straight to `fn` as they are read (verified)."""
@@ -213,13 +218,36 @@ class RedisStore(RedisCommits, RedisAudit):
         return (None if gen is None else gen.decode("utf-8", "replace"),
                 None if head is None else head.decode("utf-8", "replace"))
 
+    async def _follow_the_sentinels(self) -> None:
+        """Every MASTER_CHECK: if most sentinels name another master than the one our
+        connections lead to, drop them (StoreUnavailable: the sync loop reconnects through
+        the sentinels). A master the sentinels lost while we still reach it (a partition on
+        their side) is never told to step down: it answers every read and takes every
+        write, and an instance left on it would never hear a kill made since on the new
+        one, nor raise its staleness alarm. No majority (sentinels down) changes nothing."""
+        self._master_check = asyncio.get_running_loop().time() + MASTER_CHECK
+        named = await master_named(self._ep(), self.timeout)
+        conns = [c for c in (*self._conns.values(), self._sub) if c is not None and c.is_open]
+        held = {c.address for c in conns if c.address is not None}
+        if named is None or held <= {named}:
+            return
+        for c in conns:
+            c.close()
+        was = ", ".join(f"{h}:{p}" for h, p in sorted(held))
+        raise StoreUnavailable(f"the sentinels name {named[0]}:{named[1]} as the master, "
+                               f"not {was}: reconnecting")
+
     async def watch(self, timeout: float) -> list[StateDoc | Ack]:
         """Wait up to `timeout`, or until the subscription is lost (StoreUnavailable).
         Pushes never queue here: they reach the listener as they are read."""
+        loop = asyncio.get_running_loop()
+        if self._ep().sentinels and (t0 := loop.time()) >= self._master_check:
+            await self._follow_the_sentinels()  # (the sync loop's wait: never a write's)
+            timeout = max(0.0, timeout - (loop.time() - t0))
         sub = self._sub
         if sub is None or sub.closed.done():
             raise StoreUnavailable("the redis subscription was lost")
-        if asyncio.get_running_loop().time() - sub.last_rx > self.silence:
+        if loop.time() - sub.last_rx > self.silence:
             # not even our own heartbeats come back: a half-open connection
             raise StoreUnavailable(f"the redis subscription heard nothing for "
                                    f"{self.silence:g}s")

@@ -16,9 +16,10 @@ from typing import Any
 from gateway.domain.audit import AuditDraft, utc_now
 from gateway.domain.branches import collides, descends, lifts_unrecorded, relaxes
 from gateway.domain.statedoc import Change, StateDoc, apply_change
-from gateway.errors import StoreConflict
+from gateway.errors import StoreConflict, StoreUnavailable
 from gateway.log import event
 from gateway.state.holder import Holder
+from gateway.state.signing import MAGIC
 from gateway.state.snapshot import SnapshotFile
 from gateway.state.store import Loaded, Store, legacy_doc, merge_restrictive, new_epoch
 from gateway.state.tamper import TamperLog
@@ -101,6 +102,7 @@ class Repair:
             got = await self.store.load()
         elif not got.trusted or (got.doc is not None and (
                 got.doc.generation < mine.generation or self._foreign_to(mine, got.doc))):
+            self._blind(got, mine)  # (before the back-off: never "synced" on nothing)
             if not self._may_repair():
                 self._resync = True  # (a collision does not move the generation key)
                 return  # spoiled again at once: keep our state, back off (see _may_repair)
@@ -128,9 +130,27 @@ class Repair:
         self._repairs += 1
         return True
 
+    def _blind(self, got: Loaded, mine: StateDoc) -> None:
+        """Raise StoreUnavailable when the store holds a document we refuse and we hold no
+        state to put in its place (no snapshot, no sync yet): most often not a forgery but
+        this instance's key (state.signing_key_env) that is not the fleet's. A re-seed then
+        wrote an empty document over the fleet's kills, and the instance, "synced", served
+        every killed route. It stays state_unknown (503, not ready) instead, until it can
+        verify what the store holds. (A document in the format before signing still
+        migrates: its kills are what the re-seed keeps.)"""
+        legacy = (got.refused is not None and self.migrating
+                  and not got.refused.startswith(MAGIC))  # (unsigned: may hold kills)
+        if (got.doc is None and got.problem is not None and mine.generation == 0
+                and not mine.kills and not legacy):
+            raise StoreUnavailable(
+                f"the stored state cannot be verified ({got.problem}) and this instance "
+                "holds none of its own: it serves no route until it can verify the store's "
+                "(is state.signing_key the fleet's?)")
+
     async def _reseed(self, got: Loaded, mine: StateDoc) -> None:
         """The store lost its state (restart without persistence, FLUSHALL, an old backup)
         or holds one we refuse: write the restrictive merge of what we know."""
+        self._blind(got, mine)
         # a verified document is merged whatever the (unsigned) generation key says: its
         # kills are real, and this instance may have missed them
         store_doc = got.doc

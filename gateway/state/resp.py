@@ -1,7 +1,7 @@
 """A lean Redis connection: RESP2 over one asyncio transport, parsed by hiredis.
 
-Owns connecting (TCP, TLS, unix socket, Sentinel discovery; AUTH, SELECT, CLIENT
-SETNAME), commands pipelined and answered in order, and subscriptions whose messages
+Owns connecting (TCP, TLS, unix socket; AUTH, SELECT, CLIENT SETNAME; through the
+sentinels: sentinels.py), commands pipelined and answered in order, and subscriptions whose messages
 are handed to a callback in the same loop iteration that parsed them. Every call has a
 deadline; a call that misses it closes the connection, because the replies behind it
 would be out of step.
@@ -120,6 +120,8 @@ class RespConnection(asyncio.Protocol):
         self._loop = asyncio.get_running_loop()
         self.closed: asyncio.Future[None] = self._loop.create_future()
         self.last_rx = self._loop.time()  # when bytes last arrived
+        #: the master's address as the sentinels named it (None: no sentinels)
+        self.address: tuple[str, int] | None = None
 
     # -------------------------------------------------------------- asyncio.Protocol
 
@@ -234,43 +236,28 @@ async def _handshake(conn: RespConnection, username: str | None, password: str |
         _checked(await conn._wait(f, timeout))
 
 
-async def _master_address(ep: Endpoint, timeout: float) -> tuple[str, int]:
-    problems = []
-    for host, port in ep.sentinels:
-        try:
-            async with asyncio.timeout(timeout):
-                s = await _open(host, port, None, None, None)
-            try:
-                if ep.sentinel_password:
-                    await s.call("AUTH", ep.sentinel_password, timeout=timeout)
-                addr = await s.call("SENTINEL", "get-master-addr-by-name", ep.service or "",
-                                    timeout=timeout)
-            finally:
-                await s.aclose()
-            if addr:
-                return addr[0].decode(), int(addr[1])
-            problems.append(f"{host}:{port} does not know {ep.service!r}")
-        except (OSError, RespError, TimeoutError) as exc:
-            problems.append(f"{host}:{port}: {exc or type(exc).__name__}")
-    raise ConnectionError("no sentinel named a master: " + "; ".join(problems))
+async def _direct(host: str, port: int, ep: Endpoint, timeout: float, name: str,
+                  on_message: OnMessage | None, master: bool = False) -> RespConnection:
+    async with asyncio.timeout(timeout):
+        conn = await _open(host, port, ep.path, ep.tls, on_message)
+    try:
+        await _handshake(conn, ep.username, ep.password, ep.db, name, timeout)
+        if master:
+            role = await conn.call("ROLE", timeout=timeout)
+            if not role or role[0] != b"master":
+                raise ConnectionError("is not a master")
+    except BaseException:
+        await conn.aclose()
+        raise
+    return conn
 
 
 async def connect(ep: Endpoint, timeout: float, name: str = "killgate",
                   on_message: OnMessage | None = None) -> RespConnection:
     """Connect, authenticate, select the database; with sentinels, to the current master
     (and check it says so). Raises OSError/ConnectionError, RespError or TimeoutError."""
-    host, port = ep.host, ep.port
     if ep.sentinels:
-        host, port = await _master_address(ep, timeout)
-    async with asyncio.timeout(timeout):
-        conn = await _open(host, port, ep.path, ep.tls, on_message)
-    try:
-        await _handshake(conn, ep.username, ep.password, ep.db, name, timeout)
-        if ep.sentinels:
-            role = await conn.call("ROLE", timeout=timeout)
-            if not role or role[0] != b"master":
-                raise ConnectionError(f"{host}:{port}, named by the sentinels, is not a master")
-    except BaseException:
-        await conn.aclose()
-        raise
-    return conn
+        from gateway.state.sentinels import to_master  # (it builds on this module)
+
+        return await to_master(ep, timeout, name, on_message)
+    return await _direct(ep.host, ep.port, ep, timeout, name, on_message)

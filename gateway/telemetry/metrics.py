@@ -17,7 +17,7 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, choose_encode
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import CollectorRegistry
 
-__all__ = ["HELP", "Metrics", "Source", "kind_of"]
+__all__ = ["HELP", "INITIAL", "Metrics", "Source", "kind_of"]
 
 # name -> (type, help). A series counted somewhere in gateway/ must be described here (a
 # test reads the source for `killgate_*` names); one that is not gets a type from its
@@ -153,6 +153,9 @@ HELP: dict[str, tuple[str, str]] = {
                                                         "not be written or read, by op."),
     "killgate_drills_open": ("gauge", "Recovery drills started and not yet ended."),
     "killgate_drills_overdue": ("gauge", "Open drills past their deadline (restore them)."),
+    "killgate_drills_auto_restored_total": ("counter", "Drills past their deadline restored "
+                                            "and ended by this instance "
+                                            "(drills.auto_restore_after)."),
     "killgate_drill_tokens_refused_total": ("counter", "Requests whose drill token did not "
                                                        "verify (forged, altered or expired)."),
     "killgate_drill_last_passed": ("gauge", "1 when the last drill of this kind and route "
@@ -184,6 +187,24 @@ def kind_of(name: str) -> tuple[str, str]:
             f"{name} (undocumented: add it to telemetry/metrics.py HELP)")
 
 
+#: series there from the start, at 0: a counter that first appears at 1 hides its first
+#: increase from Prometheus (`increase()` and `rate()` need two samples), and an alert
+#: reading a gauge needs it there (name -> (label names, the label values of each series))
+INITIAL: dict[str, tuple[tuple[str, ...], tuple[tuple[str, ...], ...]]] = {
+    "killgate_audit_mirror_failures_total": ((), ((),)),
+    "killgate_audit_trail_lost_total": ((), ((),)),
+    "killgate_state_reseeds_total": ((), ((),)),
+    "killgate_state_pushes_not_read_total": ((), ((),)),
+    "killgate_requests_shed_total": ((), ((),)),
+    "killgate_drills_auto_restored_total": ((), ((),)),
+    "killgate_state_unverified_total": (("kind",), tuple(
+        (k,) for k in ("state", "push", "generation", "ack", "heartbeat", "idempotency",
+                       "stats", "audit"))),
+    "killgate_fail_closed": ((), ((),)),
+    "killgate_state_stale": ((), ((),)),
+}
+
+
 class Metrics:
     """The process's metrics: simple series kept here, families from registered sources."""
 
@@ -195,6 +216,9 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
         self._exposed = self.registry  # what /metrics renders: this process, or its group
+        for name, (label_names, series) in INITIAL.items():
+            for labels in series:
+                self.set(name, 0.0, labels, label_names)
 
     def expose(self, collector: Source) -> None:
         """/metrics renders `collector` instead of this process's series alone (the merged

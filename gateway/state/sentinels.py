@@ -1,0 +1,105 @@
+"""Finding the Redis master through the sentinels (`redis+sentinel://` URLs).
+
+Owns asking the sentinels (all at once; done when more than half name one address), the
+order in which the nodes they name are tried (the majority's first, then the others as they
+answered; the first that says it is a master, ROLE, wins), and `master_named`, which the
+store asks every few seconds to follow a failover its connections did not see. A sentinel
+out of date (cut off from the others, or not yet told of a failover) neither stops a
+connect nor is believed over the others. Builds on resp.py's connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+
+from gateway.state.resp import (
+    Endpoint,
+    OnMessage,
+    RespConnection,
+    RespError,
+    _direct,
+    _open,
+)
+
+__all__ = ["master_named", "to_master"]
+
+
+async def _named_master(host: str, port: int, ep: Endpoint, timeout: float) -> tuple[str, int]:
+    """The master's address as the sentinel at host:port names it."""
+    async with asyncio.timeout(timeout):
+        s = await _open(host, port, None, None, None)
+    try:
+        if ep.sentinel_password:
+            try:
+                await s.call("AUTH", ep.sentinel_password, timeout=timeout)
+            except RespError as exc:
+                # the URL's password is the master's; a sentinel without one of its own
+                # (Sentinel's requirepass is optional) refuses it, and answers without
+                if "without any password configured" not in str(exc):
+                    raise
+        addr = await s.call("SENTINEL", "get-master-addr-by-name", ep.service or "",
+                            timeout=timeout)
+    finally:
+        await s.aclose()
+    if not addr:
+        raise ConnectionError(f"does not know {ep.service!r}")
+    return addr[0].decode(), int(addr[1])
+
+
+async def _ask_all(ep: Endpoint, timeout: float) -> list[tuple[str, int] | str]:
+    """The sentinels' answers, asked at once: the master's address, or why not; done as
+    soon as more than half name one address (a frozen sentinel costs nothing then)."""
+    async def ask(host: str, port: int) -> tuple[str, int] | str:
+        try:
+            return await _named_master(host, port, ep, timeout)
+        except (OSError, RespError, TimeoutError) as exc:
+            return f"{host}:{port}: {exc or type(exc).__name__}"
+
+    tasks = [asyncio.ensure_future(ask(h, p)) for h, p in ep.sentinels]
+    answers: list[tuple[str, int] | str] = []
+    try:
+        for next_answer in asyncio.as_completed(tasks):
+            answers.append(await next_answer)
+            if _majority(answers, len(tasks)) is not None:
+                break
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    return answers
+
+
+def _majority(answers: list[tuple[str, int] | str], listed: int) -> tuple[str, int] | None:
+    counts = collections.Counter(a for a in answers if isinstance(a, tuple))
+    if not counts:
+        return None
+    addr, n = counts.most_common(1)[0]
+    return addr if 2 * n > listed else None
+
+
+async def master_named(ep: Endpoint, timeout: float) -> tuple[str, int] | None:
+    """The master's address as more than half of the sentinels name it; None when none
+    is (some down, or disagreeing)."""
+    return _majority(await _ask_all(ep, timeout), len(ep.sentinels))
+
+
+async def to_master(ep: Endpoint, timeout: float, name: str,
+                    on_message: OnMessage | None) -> RespConnection:
+    """Ask every sentinel; try the node most of them name first, then each other node named
+    (as they answered), and take the first that says it is a master (ROLE). A
+    sentinel out of date (cut off from the others, or not yet told of a failover) that
+    names a node that is gone, a replica, or an old master the others replaced, neither
+    stops us nor is believed over them."""
+    answers = await _ask_all(ep, timeout)
+    first = _majority(answers, len(ep.sentinels))
+    named = [a for a in answers if isinstance(a, tuple)]
+    problems = [a for a in answers if isinstance(a, str)]
+    for mhost, mport in dict.fromkeys([first, *named] if first else named):
+        try:
+            conn = await _direct(mhost, mport, ep, timeout, name, on_message, master=True)
+            conn.address = (mhost, mport)
+            return conn
+        except (OSError, RespError, TimeoutError) as exc:
+            problems.append(f"{mhost}:{mport}: {exc or type(exc).__name__}")
+    raise ConnectionError("no sentinel named a master: " + "; ".join(problems))

@@ -1,0 +1,79 @@
+"""The drill CLI names its report files after the drill id the admin API answers, and puts
+that id in every later URL. Whatever answers on the admin address (a wrong
+KILLGATE_ADMIN_URL, a plain-HTTP hop someone controls) chose where the CLI wrote: an id of
+`../../x` or `/abs/x` put `x.json`, `x.md` and the picture outside `--out`. The CLI now
+takes only an id of the server's grammar (1-64 letters, digits and '-'), and says so."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, free_port
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def _hostile(drill_id: str) -> type[http.server.BaseHTTPRequestHandler]:
+    class Admin(http.server.BaseHTTPRequestHandler):
+        """Answers like killgate's admin API, with a drill id of its choosing."""
+
+        def _answer(self, doc: object) -> None:
+            body = json.dumps(doc).encode()
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self) -> None:
+            if self.path.startswith("/v1/status"):
+                self._answer({"routes": {"r": {"versions": ["v1", "v2"], "stable": "v1"}},
+                              "instances": {}})
+            elif self.path.startswith("/v1/config"):
+                self._answer({"config": {"routes": [{"name": "r", "drill_for": "p",
+                                                     "match": {"path_prefix": "/r"}}]}})
+            else:
+                self._answer({})
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("content-length") or 0))
+            self._answer({"drill": drill_id, "generation": 1,
+                          "applied": {"instances": 1, "acked": 1, "pending": []}})
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    return Admin
+
+
+@pytest.mark.parametrize("name", ["../../escaped", "ABS"])
+def test_a_drill_id_that_is_a_path_writes_nothing_outside_out(tmp_path: Path,
+                                                              name: str) -> None:
+    target = tmp_path / "elsewhere" / "escaped"
+    target.parent.mkdir()
+    drill_id = str(target) if name == "ABS" else name
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _hostile(drill_id))
+    th = threading.Thread(target=server.serve_forever, daemon=True)
+    th.start()
+    out = tmp_path / "a" / "b" / "out"
+    try:
+        p = subprocess.run(
+            [sys.executable, "-m", "gateway", "drill", "kill", "--route", "r", "--version",
+             "v2", "--admin", f"http://127.0.0.1:{server.server_address[1]}", "--token", "t",
+             "--instances", f"http://127.0.0.1:{free_port()}", "--steady", "200ms",
+             "--hold", "200ms", "--settle", "200ms", "--out", str(out)],
+            capture_output=True, text=True, timeout=45, cwd=str(ROOT))
+    finally:
+        server.shutdown()
+        server.server_close()
+    written = sorted(str(f.relative_to(tmp_path)) for f in tmp_path.rglob("*") if f.is_file())
+    assert all(f.startswith("a/b/out/") for f in written), written
+    assert p.returncode == 1, p.stderr
+    assert "drill id" in p.stderr and "Traceback" not in p.stderr, p.stderr
