@@ -99,3 +99,37 @@ def test_a_webhook_secret_that_cannot_be_read_is_reported(tmp_path: Path, hook: 
                          env={"PATH": "/usr/bin:/bin", "KILLGATE_JWT_SECRET": "s" * 40})
     assert res.returncode == code, res.stderr
     assert says in res.stderr, res.stderr
+
+
+async def test_serve_with_a_local_store_it_cannot_use_still_stops_cleanly(
+        tmp_path: Path) -> None:
+    """state.path under a file (a local store it can never write): the gateway serves
+    degraded as documented, but SIGTERM ended in a traceback and a non-zero exit (the
+    instance file's removal raised NotADirectoryError out of the state sync's stop)."""
+    import asyncio
+    import signal
+
+    from tests.conftest import SECRET, free_port, wait_until, write_config
+
+    (tmp_path / "blocker").write_text("")
+    state = (f"state:\n  backend: local\n  path: {tmp_path}/blocker/store.json\n"
+             f"  snapshot_path: {tmp_path}/snapshot.json\n  start_timeout: 1s\n")
+    cfg = write_config(tmp_path, ROUTES.split("\n", 1)[1].replace("  - ", "- ", 1)
+                       .replace("\n    ", "\n  "), state=state,
+                       listen=f"127.0.0.1:{free_port()}", admin=f"127.0.0.1:{free_port()}")
+    log = tmp_path / "serve.log"
+    with open(log, "wb") as out:  # noqa: ASYNC230 - the child writes it
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "gateway", "serve", "-c", str(cfg), stdout=out, stderr=out,
+            env={"PATH": "/usr/bin:/bin", "KILLGATE_TEST_SECRET": SECRET})
+    try:
+        await wait_until(lambda: b'phase="listening"' in log.read_bytes(), 20,
+                         interval=0.05, what="listening")
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(proc.wait(), 20)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    text = log.read_text()
+    assert proc.returncode == 0 and "Traceback" not in text, text[-3000:]
