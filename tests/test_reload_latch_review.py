@@ -92,3 +92,34 @@ async def test_a_start_on_a_file_that_drops_the_latched_version_is_refused_by_na
     assert proc.returncode == 1, text[-2000:]
     assert "killgate: config: routes[0].versions: version 'v1' of route 'iris' is latched" \
         in text and "killgate release iris" in text, text[-2000:]
+
+
+async def test_diff_says_what_the_latch_holds_and_what_a_reload_would_refuse(
+        tmp_path: Path, backends, session: ClientSession) -> None:
+    """`killgate diff` (review before merge) compared files only: it showed a weight
+    change on a latched route that would change nothing, and passed a file the running
+    gateway would refuse (171abfa)."""
+    from tests.conftest import admin_token
+    from tests.test_cli import acli
+
+    ports = {v: await backends(echo_app(v)) for v in ("v1", "v2", "v3")}
+    cfg = write_config(tmp_path, _route("iris", {"v2": (ports["v2"], 100),
+                                                 "v1": (ports["v1"], 0)}))
+    drop = write_config(tmp_path, _route("iris", {"v2": (ports["v2"], 100),
+                                                  "v3": (ports["v3"], 0)}), name="drop.yaml")
+    keep = write_config(tmp_path, _route("iris", {"v2": (ports["v2"], 50),
+                                                  "v1": (ports["v1"], 50)}), name="keep.yaml")
+    async with running_gateway(cfg) as g:
+        r = await session.post(f"{g.admin}/v1/routes/iris/rollback", headers=auth(ROLLOUT),
+                               json={"to": "v1", "reason": "INC-1: v2 is bad"})
+        assert r.status == 200, await r.text()
+        r.release()
+        env = {"KILLGATE_ADMIN_URL": g.admin, "KILLGATE_TOKEN": admin_token("killgate:read")}
+        res = await acli("diff", str(drop), env=env)
+        assert res.returncode == 1, res.stdout
+        assert "routes[0].versions: the running gateway would refuse it: version 'v1'" \
+            in res.stderr, res.stderr
+        res = await acli("diff", str(keep), env=env)
+        assert res.returncode == 2, res.stderr
+        assert "latched by a runtime override" in res.stdout and res.stdout.rstrip().endswith(
+            "iris"), res.stdout

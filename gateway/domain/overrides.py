@@ -12,6 +12,7 @@ whose configured artifact differs from the one recorded (versions are immutable)
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 from gateway.config import RouteConfig
@@ -168,14 +169,18 @@ def identity_problems(doc: StateDoc, routes: list[RouteConfig]) -> list[tuple[st
     return out
 
 
-def latch_problems(doc: StateDoc, routes: list[RouteConfig]) -> list[tuple[str, str]]:
+def latch_problems(doc: StateDoc, routes: list[RouteConfig],
+                   overrides: Mapping[str, RouteOverride] | None = None
+                   ) -> list[tuple[str, str]]:
     """(yaml path, message) for every version a latched override serves (its stable, or a
     weight > 0) that the file no longer has: applied, such a file would move the route's
     traffic onto what the override took it off (every weight 0: the file's stable gets
-    everything), and undo a rollback with no audit event saying so."""
+    everything), and undo a rollback with no audit event saying so. `overrides`: those
+    to check instead of `doc`'s (`killgate diff`, from the running gateway's status)."""
     out = []
+    latched = doc.overrides if overrides is None else overrides
     for i, rc in enumerate(routes):
-        ov = doc.overrides.get(rc.name)
+        ov = latched.get(rc.name)
         if ov is None:
             continue
         held = {n for n, w in ov.weights.items() if w > 0} | ({ov.stable} if ov.stable else set())
