@@ -179,6 +179,16 @@ class HealthConfig(Frozen):
     def _bounded(cls, v: float) -> float:
         return positive(3600.0)(v)
 
+    @field_validator("path")
+    @classmethod
+    def _path(cls, v: str) -> str:
+        # appended to each version's url: without its '/' the port swallows it
+        # (http://h:9101health), every probe fails and the route loses every version
+        if not v.startswith("/") or any(c.isspace() or c == "#" for c in v):
+            raise ValueError("must start with '/' and hold no blank or '#' (it is appended to "
+                             "each version's url), e.g. /v2/health/ready")
+        return v
+
 
 class OutlierConfig(Frozen):
     """Passive outlier detection from real traffic (Envoy's model)."""

@@ -53,8 +53,12 @@ def restart_changes(a: Config, b: Config) -> list[str]:
     change on a reload (they apply when it starts)."""
     out = [name for name in ("listen", "state", "server", "log", "telemetry")
            if getattr(a, name) != getattr(b, name)]
-    if a.admin.listen != b.admin.listen:
-        out.append("admin.listen")
+    for name in ("listen", "max_body_size", "max_connections"):  # (the admin listener's)
+        if getattr(a.admin, name) != getattr(b.admin, name):
+            out.append(f"admin.{name}")
+    for name in ("key_env", "key_file", "advertise_host"):  # (read once, at start)
+        if getattr(a.drills, name) != getattr(b.drills, name):
+            out.append(f"drills.{name}")
     return out
 
 

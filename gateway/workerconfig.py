@@ -29,6 +29,7 @@ import logging
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from gateway.configfile import LoadedConfig, load_config, read_config_bytes, restart_changes
 from gateway.configsettle import settled_at_start
@@ -107,9 +108,14 @@ def as_started(loaded: LoadedConfig, started: LoadedConfig) -> LoadedConfig:
     changed = restart_changes(a, b)
     if not changed:
         return loaded
-    update = {name: getattr(b, name) for name in changed if name != "admin.listen"}
-    if "admin.listen" in changed:
-        update["admin"] = a.admin.model_copy(update={"listen": b.admin.listen})
+    update: dict[str, Any] = {name: getattr(b, name) for name in changed if "." not in name}
+    fields: dict[str, dict[str, Any]] = {}  # ("admin.listen", "drills.key_env": one field)
+    for name in changed:
+        if "." in name:
+            section, field = name.split(".", 1)
+            fields.setdefault(section, {})[field] = getattr(getattr(b, section), field)
+    for section, values in fields.items():
+        update[section] = getattr(a, section).model_copy(update=values)
     event(log, "worker_config_restart_settings", settings=changed,
           kept="as the group started: they apply when the whole group restarts")
     return LoadedConfig(a.model_copy(update=update), loaded.digest, loaded.path, loaded.raw)

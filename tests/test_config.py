@@ -39,7 +39,7 @@ def test_examples_are_valid(path: Path) -> None:
 # every config file the project ships or promises: config/, and the contract's own examples
 SHIPPED = [*EXAMPLES, *sorted((ROOT / "tests/data/config/valid").glob("*.yaml"))]
 KEYS = {"KILLGATE_JWT_SECRET": "j" * 40, "KILLGATE_STATE_KEY": "s" * 40,
-        "KILLGATE_AUDIT_KEY": "a" * 40}
+        "KILLGATE_AUDIT_KEY": "a" * 40, "KILLGATE_EVENTS_SECRET": "e" * 40}
 
 
 def _check(path: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

@@ -95,3 +95,31 @@ async def test_resumes_without_duplicates_and_refuses_a_file_that_does_not_verif
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     assert "own last line does not verify" in mirror.refused["problem"]
+
+
+async def test_a_mirror_file_that_cannot_be_opened_is_shown_and_tried_again(
+        tmp_path: Path) -> None:
+    """state.audit_mirror under a file (or a folder it may not read): the mirror's task died
+    at its first read, /v1/status kept saying ok with nothing copied, and no metric moved
+    (hostile config review). Now it is shown, counted, and tried again until it works."""
+    store = await _store(tmp_path, 2)
+    blocker = tmp_path / "audit"
+    blocker.write_text("")  # a file where the mirror's folder should be
+    metrics = Metrics()
+    mirror = AuditMirror(store, blocker / "m.jsonl", KEYS, metrics, 0.02)
+    task = asyncio.create_task(mirror.run())
+    try:
+        await wait_until(lambda: metrics.get("killgate_audit_mirror_failures_total") >= 1, 5,
+                         what="the failure counted")
+        assert not task.done()
+        st = mirror.status()
+        assert st["ok"] is False and "Not a directory" in st["error"], st
+        assert metrics.get("killgate_audit_mirror_ok") == 0
+        blocker.unlink()
+        blocker.mkdir()
+        await wait_until(lambda: _caught_up(mirror, store), 15, what="the copy")
+        assert len(_lines(mirror.path)) == 2 and mirror.status()["ok"] is True
+        assert metrics.get("killgate_audit_mirror_ok") == 1
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

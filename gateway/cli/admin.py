@@ -11,10 +11,11 @@ from __future__ import annotations
 import argparse
 import json
 import urllib.parse
+from collections.abc import Callable
 from typing import Any
 
 from gateway.cli.approvals import add_approval_commands
-from gateway.cli.client import api, common_options, run, table
+from gateway.cli.client import ClientError, api, common_options, run, table
 from gateway.cli.configtools import add_config_commands
 from gateway.cli.http import Shape
 from gateway.cli.writes import add_write_commands
@@ -30,30 +31,48 @@ def _status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(st, indent=2))
         return 0
+    print(_rendered(_status_text, st))
+    return 0
+
+
+def _rendered(render: Callable[[dict[str, Any]], str], body: dict[str, Any]) -> str:
+    """`render(body)`, whole, or the command fails: a field the table needs that is missing
+    or of another type is the answer's fault, named as such, never a traceback."""
+    try:
+        return render(body)
+    except (KeyError, TypeError, AttributeError, ValueError, IndexError) as exc:
+        raise ClientError(f"unexpected answer from the admin API ({type(exc).__name__}: "
+                          f"{str(exc)[:80]})") from None
+
+
+def _status_text(st: dict[str, Any]) -> str:
+    out = []
     store = st.get("store") or {}
     cfg = st.get("config") or {}
-    print(f"instance {st.get('instance')}  generation {st.get('generation')}  store "
-          f"{store.get('backend')} connected={store.get('connected')} "
-          f"staleness={store.get('staleness_ms')}ms policy={store.get('policy')}"
-          + ("  FAIL-CLOSED" if store.get("fail_closed") else ""))
-    print(f"config {cfg.get('digest', '')[:19]}…"
-          + (f"  LAST RELOAD FAILED: {cfg['last_error']}" if cfg.get("last_error") else "")
-          + (f"  RELOAD WAITING: {cfg['waiting']}" if cfg.get("waiting") else ""))
+    out.append(f"instance {st.get('instance')}  generation {st.get('generation')}  store "
+               f"{store.get('backend')} connected={store.get('connected')} "
+               f"staleness={store.get('staleness_ms')}ms policy={store.get('policy')}"
+               + ("  FAIL-CLOSED" if store.get("fail_closed") else ""))
+    out.append(f"config {(cfg.get('digest') or '')[:19]}…"
+               + (f"  LAST RELOAD FAILED: {cfg['last_error']}" if cfg.get("last_error") else "")
+               + (f"  RELOAD WAITING: {cfg['waiting']}" if cfg.get("waiting") else "")
+               + (f"  RESTART REQUIRED for: {', '.join(map(str, cfg['restart_required']))}"
+                  if cfg.get("restart_required") else ""))
     kills = st.get("kills") or []
     if kills:
-        print("\nKILLS")
+        out.append("\nKILLS")
         rows = [["scope", "route", "version", "by", "since", "reason"]]
         rows += [[k["scope"], k.get("route") or "-", k.get("version") or "-", k["actor"],
                   k["time"], k["reason"]] for k in kills]
-        print(table(rows))
+        out.append(table(rows))
     instances = st.get("instances") or {}
     if instances:
-        print("\nINSTANCES")
+        out.append("\nINSTANCES")
         rows = [["instance", "generation", "config", "heard"]]
         rows += [[name, str(i.get("generation")), (i.get("config") or "")[:19],
                   f"{i.get('seen_s_ago', 0):.1f}s ago"] for name, i in sorted(instances.items())]
-        print(table(rows))
-    print("\nROUTES")
+        out.append(table(rows))
+    out.append("\nROUTES")
     rows = [["route", "version", "config w", "effective w", "healthy", "killed", "stable"]]
     for name, r in (st.get("routes") or {}).items():
         for vname, v in r["versions"].items():
@@ -61,8 +80,8 @@ def _status(args: argparse.Namespace) -> int:
                          f"{v['configured_weight']:g}", f"{v['effective_weight']:g}",
                          "yes" if v["healthy"] else "NO", "YES" if v["killed"] else "no",
                          "*" if r["stable"] == vname else ""])
-    print(table(rows))
-    return 0
+    out.append(table(rows))
+    return "\n".join(out)
 
 
 def _audit(args: argparse.Namespace) -> int:
@@ -72,6 +91,11 @@ def _audit(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(res, indent=2))
         return 0
+    print(_rendered(_audit_text, res))
+    return 0
+
+
+def _audit_text(res: dict[str, Any]) -> str:
     rows = [["time", "actor", "action", "target", "reason"]]
     for ev in res.get("events", []):
         tgt = ev.get("target") or {}
@@ -84,8 +108,7 @@ def _audit(args: argparse.Namespace) -> int:
         else:
             target = "/".join(str(v) for v in tgt.values() if v)
         rows.append([ev.get("time", ""), actor, action, target, ev.get("reason", "")])
-    print(table(rows))
-    return 0
+    return table(rows)
 
 
 def _all_events(args: argparse.Namespace) -> tuple[list[dict[str, Any]], str | None]:

@@ -27,6 +27,9 @@ def _token(args: argparse.Namespace) -> int:
     unknown = [s for s in args.scope.split() if s not in SCOPES]
     if unknown:  # (a typo would mint a token every call refuses with 403)
         raise ClientError(f"unknown scope {unknown[0]!r}; known: {', '.join(SCOPES)}")
+    if not args.scope.split():
+        raise ClientError(f"--scope is empty: a token without a scope can do nothing; known: "
+                          f"{', '.join(SCOPES)}")
     issuer = audience = None
     env = args.secret_env
     lifetime = AuthConfig().max_token_lifetime
@@ -54,8 +57,13 @@ def _token(args: argparse.Namespace) -> int:
         issuer, audience = args.issuer, args.audience
     if not secret:
         raise ClientError(f"no secret: set {env} ({hint})")
+    if not args.subject.strip():
+        raise ClientError("--subject is empty: the gateway refuses a token without 'sub'")
     try:
         ttl = parse_duration(args.ttl)
+        if ttl < 1:
+            raise ValueError(f"--ttl {args.ttl} is shorter than a second: the token would "
+                             "be expired when printed")
         if ttl > lifetime:
             raise ValueError(f"--ttl {args.ttl} is longer than admin.auth.max_token_lifetime "
                              f"({lifetime:g}s): the gateway would refuse the token")
@@ -71,6 +79,7 @@ def _diff(args: argparse.Namespace) -> int:
     from gateway.domain.diff import config_dict, diff_configs, diff_rows
     from gateway.errors import ConfigError
 
+    latched: list[str] = []
     try:
         loaded = load_config(args.file)
         new, new_digest = config_dict(loaded.config), loaded.digest
@@ -83,12 +92,14 @@ def _diff(args: argparse.Namespace) -> int:
             running = api(args, "GET", "/v1/config", shape={"digest": str, "config": dict})
             old, old_digest = running["config"], running["digest"]
             where = "the running gateway"
+            latched = _latched(args, loaded)
     except ConfigError as exc:
         raise ClientError("invalid config: " + "; ".join(str(p) for p in exc.problems)) from None
     d = diff_configs(old, new)
     changed = bool(d["routes"] or d["settings"])
     if args.json:
-        print(json.dumps({"changed": changed, **d}, indent=2))
+        print(json.dumps({"changed": changed, **d, **({"latched": latched} if latched else {})},
+                         indent=2))
     elif not changed:
         print(f"no changes against {where}")
         if old_digest is not None and old_digest != new_digest:
@@ -97,7 +108,37 @@ def _diff(args: argparse.Namespace) -> int:
     else:
         print(f"{args.file} against {where}:")
         print(table([["route", "change", "before", "after"], *diff_rows(d)]))
+    if latched and not args.json:
+        print("\nlatched by a runtime override (the file's weights and stable wait for "
+              "`killgate release ROUTE`): " + ", ".join(latched))
     return 2 if changed else 0
+
+
+def _latched(args: argparse.Namespace, loaded: Any) -> list[str]:
+    """The routes of the running gateway a runtime override latches; a ConfigError when
+    its reload of `loaded` would be refused for dropping a version an override serves."""
+    from gateway.domain.overrides import latch_problems
+    from gateway.domain.statedoc import RouteOverride, StateDoc
+    from gateway.errors import ConfigError, Problem
+
+    routes = api(args, "GET", "/v1/status", shape={"routes": dict})["routes"]
+    overrides = {}
+    for name, r in routes.items():
+        ov = r.get("override") if isinstance(r, dict) else None
+        if isinstance(ov, dict):
+            try:
+                overrides[name] = RouteOverride(
+                    ov.get("stable"), {str(k): float(w) for k, w in ov["weights"].items()},
+                    str(ov.get("actor")), str(ov.get("reason")), str(ov.get("time")),
+                    str(ov.get("kind")))
+            except (KeyError, TypeError, ValueError, AttributeError):
+                raise ClientError(f"unexpected answer from the admin API: the override of "
+                                  f"route {name!r}") from None
+    problems = latch_problems(StateDoc(), list(loaded.config.routes), overrides)
+    if problems:
+        raise ConfigError([Problem(p, "the running gateway would refuse it: " + m)
+                           for p, m in problems])
+    return sorted(overrides)
 
 
 def add_config_commands(cmd: Any, sub: Any) -> None:

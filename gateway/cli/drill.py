@@ -21,6 +21,7 @@ import aiohttp
 
 from gateway.cli import drillpast
 from gateway.cli.drillpast import client, say
+from gateway.cli.http import ClientError
 from gateway.config import parse_duration
 from gateway.control.drillload import DrillApiError
 from gateway.control.drills import DrillRunner
@@ -106,7 +107,7 @@ def _write(report: dict[str, Any], obs: list[Any], out: Path, picture: str) -> l
 def _run_plan(plan: Plan, args: argparse.Namespace) -> int:
     try:
         report, obs = asyncio.run(_drive(plan, args))
-    except DrillApiError as exc:
+    except (DrillApiError, ClientError) as exc:  # (ClientError: a token that cannot be sent)
         say(str(exc))
         return 1
     except StateError as exc:

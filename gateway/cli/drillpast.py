@@ -16,7 +16,7 @@ from typing import Any
 
 import aiohttp
 
-from gateway.cli.http import ClientError, expect
+from gateway.cli.http import ClientError, admin_base, clean_token, expect
 from gateway.control.drillload import AdminClient, DrillApiError
 
 __all__ = ["client", "history", "history_rows", "restore", "say", "trend"]
@@ -30,9 +30,10 @@ def say(msg: str) -> None:
 
 
 def client(args: argparse.Namespace, session: aiohttp.ClientSession) -> AdminClient:
-    base = getattr(args, "admin", None) or os.environ.get("KILLGATE_ADMIN_URL") or DEFAULT_ADMIN
-    return AdminClient(session, base, getattr(args, "token", None)
-                       or os.environ.get("KILLGATE_TOKEN"))
+    base = admin_base(getattr(args, "admin", None) or os.environ.get("KILLGATE_ADMIN_URL")
+                      or DEFAULT_ADMIN)
+    return AdminClient(session, base, clean_token(getattr(args, "token", None)
+                                                  or os.environ.get("KILLGATE_TOKEN")))
 
 
 def _q(ident: str) -> str:
@@ -58,7 +59,11 @@ def _measure_of(summary: dict[str, Any]) -> dict[str, Any]:
 
 async def restore(args: argparse.Namespace) -> int:
     async with aiohttp.ClientSession() as session:
-        api = client(args, session)
+        try:
+            api = client(args, session)
+        except ClientError as exc:
+            say(str(exc))
+            return 1
         reason = args.reason or "restored with `killgate drill restore`"
         try:
             out = await api.call("POST", f"/v1/drills/{_q(args.id)}/restore", {"reason": reason},

@@ -10,15 +10,17 @@ library only: the CLI works where the gateway's event loop is not running.
 
 from __future__ import annotations
 
+import http.client
 import json
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Answer", "ClientError", "call", "expect"]
+__all__ = ["Answer", "ClientError", "admin_base", "call", "clean_token", "expect"]
 
 TIMEOUT = 35.0  # the API waits up to 30s for a receipt
 
@@ -48,7 +50,9 @@ class Answer:
 
 def call(base: str, token: str | None, method: str, path: str,
          body: dict[str, Any] | None = None) -> Answer:
+    base = admin_base(base)
     headers = {"accept": "application/json", "user-agent": "killgate-cli"}
+    token = clean_token(token)
     if token:
         headers["authorization"] = f"Bearer {token}"
     data = None
@@ -63,7 +67,10 @@ def call(base: str, token: str | None, method: str, path: str,
             with _OPENER.open(req, timeout=TIMEOUT) as resp:
                 return Answer(resp.status, _json_object(resp.read(), resp.status))
         except urllib.error.HTTPError as exc:
-            raw = exc.read()
+            try:
+                raw = exc.read()
+            except (http.client.HTTPException, OSError) as cut:
+                raise ClientError(_broken(base, cut, body is not None, exc.code)) from None
             if 300 <= exc.code < 400:
                 where = exc.headers.get("Location", "?")
                 raise ClientError(
@@ -83,7 +90,56 @@ def call(base: str, token: str | None, method: str, path: str,
                 continue
             reason = getattr(exc, "reason", exc)
             raise ClientError(f"cannot reach the admin API at {base}: {reason}") from None
+        except http.client.HTTPException as exc:  # (after OSError: RemoteDisconnected is both)
+            raise ClientError(_broken(base, exc, body is not None)) from None
     raise ClientError("unreachable")  # pragma: no cover
+
+
+def admin_base(base: str) -> str:
+    """The admin API's URL as given (blanks around it dropped), or a ClientError saying what
+    is wrong with it: not an http(s) URL with a host, a bad port, or a user name or password
+    in it (urllib would take `user:pass@host` for the host name, and every message would
+    print the password; that URL is never echoed)."""
+    base = base.strip()
+    try:
+        parts = urllib.parse.urlsplit(base)
+        creds = parts.username is not None or parts.password is not None
+        parts.port  # noqa: B018 - raises ValueError for a port that is not one
+    except ValueError as exc:
+        raise ClientError(f"--admin (or $KILLGATE_ADMIN_URL) is not a URL: {exc}") from None
+    if creds:
+        raise ClientError("--admin (or $KILLGATE_ADMIN_URL) carries a user name or password; "
+                          "give the URL without them, and the token with --token")
+    if parts.scheme not in ("http", "https") or not parts.hostname or any(
+            ord(c) < 33 or ord(c) == 127 for c in base):
+        raise ClientError(f"--admin (or $KILLGATE_ADMIN_URL) {base!r} is not an http:// or "
+                          "https:// URL, such as http://127.0.0.1:8081")
+    return base.rstrip("/")
+
+
+def clean_token(token: str | None) -> str | None:
+    """The bearer token as it is sent: blanks around it dropped (a secret mounted from a file
+    ends in a line break); one with a blank, a line break or a character a JWT never has
+    inside is refused without echoing it (the HTTP library's own error prints it whole)."""
+    token = (token or "").strip()
+    if token and not all(33 <= ord(c) < 127 for c in token):
+        raise ClientError("the token (--token or $KILLGATE_TOKEN) holds a blank, a line break "
+                          "or a character a JWT never has; give the token alone")
+    return token or None
+
+
+def _broken(base: str, exc: Exception, write: bool, status: int | None = None) -> str:
+    """What to say of an answer that is not HTTP, or was cut short."""
+    if isinstance(exc, http.client.IncompleteRead | OSError):
+        got = f" ({status})" if status is not None else ""
+        msg = f"the answer of the admin API at {base}{got} was cut short"
+        if write:
+            msg += ("; the write may have been applied: check with `killgate status` and "
+                    "`killgate audit`")
+        return msg
+    what = str(exc)[:80].encode("unicode_escape").decode("ascii")
+    return (f"what answered at {base} is not HTTP ({type(exc).__name__}: {what}); is --admin "
+            "the admin listener's URL?")
 
 
 def _json_object(raw: bytes, status: int) -> dict[str, Any]:

@@ -15,7 +15,7 @@ import sys
 
 from gateway import __version__
 from gateway.config import Config
-from gateway.configfile import load_config
+from gateway.configfile import LoadedConfig, load_config
 from gateway.errors import ConfigError
 
 __all__ = ["main"]
@@ -46,14 +46,45 @@ def _cmd_check(args: argparse.Namespace) -> int:
     from gateway.state.signing import check_keys
 
     errors, notes = check_keys(cfg.state, loaded.resolve)
+    hook_errors, hook_notes = _webhook_secrets(loaded)
     for p in notes:
         print(f"note: {p}; `killgate serve` refuses to start until it is", file=sys.stderr)
-    for p in errors:
-        print(str(p), file=sys.stderr)
-    if errors:
+    for note in hook_notes:
+        print(f"note: {note}", file=sys.stderr)
+    for line in [*map(str, errors), *hook_errors]:
+        print(line, file=sys.stderr)
+    if errors or hook_errors:
         return 1
     print(f"{args.file}: ok ({len(cfg.routes)} route(s), {loaded.digest})")
     return 0
+
+
+def _webhook_secrets(loaded: LoadedConfig) -> tuple[list[str], list[str]]:
+    """(errors, notes) about events.webhooks' signing secrets: the gateway sends nothing to
+    a webhook whose secret it cannot read (each event an ERROR `event_not_sent`)."""
+    from gateway.control.events import MIN_SECRET
+
+    errors: list[str] = []
+    notes: list[str] = []
+    for i, hook in enumerate(loaded.config.events.webhooks):
+        where = f"events.webhooks[{i}]"
+        if hook.secret_file is not None:
+            path = loaded.resolve(hook.secret_file)
+            try:
+                size = len(path.read_bytes().strip())
+            except OSError as exc:
+                errors.append(f"{where}.secret_file: {path}: cannot read ({exc.strerror}); "
+                              "no event would be sent to this webhook")
+                continue
+            if size < MIN_SECRET:
+                errors.append(f"{where}.secret_file: {path} holds {size} bytes, fewer than "
+                              f"{MIN_SECRET}; no event would be sent to this webhook")
+        elif hook.secret_env is not None and len(
+                os.environ.get(hook.secret_env, "").encode()) < MIN_SECRET:
+            notes.append(f"{where}.secret_env: {hook.secret_env} is not set here (or shorter "
+                         f"than {MIN_SECRET} bytes); the gateway sends this webhook nothing "
+                         "until it is")
+    return errors, notes
 
 
 def _cmd_schema(args: argparse.Namespace) -> int:

@@ -8,6 +8,7 @@ receipt and exit codes are cli/client.py's.
 from __future__ import annotations
 
 import argparse
+import math
 from typing import Any
 
 from gateway.cli.client import ClientError, glass, glass_option, quote, write
@@ -15,8 +16,22 @@ from gateway.domain.statedoc import kill_key
 
 __all__ = ["add_write_commands"]
 
+WAIT_HELP = ("how long the receipt waits for every instance to apply it: a duration with its "
+             "unit (500ms, 5s; at most 30s; default 1s); exit 4 if some had not")
+
+
+def _given(args: argparse.Namespace, *names: str) -> None:
+    """An option given empty (`--version "$V"` with V unset in a runbook) is an error: read as
+    absent, it would widen a version kill to the whole route, or roll back elsewhere."""
+    for name in names:
+        value = getattr(args, name, None)
+        if value is not None and not value.strip():
+            raise ClientError(f"--{name} is empty (an unset variable?); give a name, or leave "
+                              "the option out")
+
 
 def _selector(args: argparse.Namespace) -> dict[str, Any]:
+    _given(args, "route", "version")
     if args.all:
         if args.route or args.version:
             raise ClientError("--global takes no --route or --version")
@@ -47,6 +62,7 @@ def _unkill(args: argparse.Namespace) -> int:
 
 
 def _rollback(args: argparse.Namespace) -> int:
+    _given(args, "to")
     body: dict[str, Any] = {"reason": args.reason, **glass(args)}
     if args.to:
         body["to"] = args.to
@@ -73,11 +89,11 @@ def _weights(args: argparse.Namespace) -> int:
     for pair in args.pairs:
         name, sep, w = pair.partition("=")
         try:
-            if not sep or not name:
+            if not sep or not name or not math.isfinite(float(w)):
                 raise ValueError
             weights[name] = float(w)
         except ValueError:
-            raise ClientError(f"{pair!r} is not VERSION=WEIGHT") from None
+            raise ClientError(f"{pair!r} is not VERSION=WEIGHT (a finite number)") from None
     return write(args, "PUT", f"/v1/routes/{quote(args.route)}/weights",
                  {"weights": weights, "reason": args.reason, **glass(args)},
                  f"weights of {args.route}: " + ", ".join(f"{k}={v:g}" for k, v in
@@ -101,7 +117,7 @@ def add_write_commands(cmd: Any) -> None:
         p.add_argument("--route", help="route name")
         p.add_argument("--version", help="version name (with --route)")
         p.add_argument("--reason", required=True, help="why (recorded in the audit trail)")
-        p.add_argument("--wait", default=None, help="how long to wait for every instance (1s)")
+        p.add_argument("--wait", default=None, help=WAIT_HELP)
         if name == "kill":
             p.add_argument("--keep-inflight", action="store_true",
                            help="let responses already streaming finish")
@@ -127,5 +143,5 @@ def add_write_commands(cmd: Any) -> None:
 
 def _route_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reason", required=True)
-    p.add_argument("--wait", default=None)
+    p.add_argument("--wait", default=None, help=WAIT_HELP)
     glass_option(p)

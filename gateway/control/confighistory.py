@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 
 from gateway.configfile import LoadedConfig
 from gateway.control.reload import summarize_changes
 from gateway.domain.audit import AuditDraft, utc_now
-from gateway.domain.overrides import identity_problems, record_config
+from gateway.domain.overrides import identity_problems, latch_problems, record_config
 from gateway.domain.statedoc import Change, StateDoc
 from gateway.errors import AuditError, ConfigError, Problem, StateError
 from gateway.log import event
@@ -24,16 +25,25 @@ __all__ = ["ConfigHistory"]
 
 log = logging.getLogger("killgate")
 
+#: slots per (old, new) transition for one hour: a revert and re-deploy cycle takes the next
+SLOTS = 8
+#: how much earlier than our own switch to the old file another instance's claim of the same
+#: change may look (wall clocks of a fleet differ a little)
+CLOCK_SLACK = 1.0
+
 
 class ConfigHistory:
     def __init__(self, sync: Sync, doc: Callable[[], StateDoc], instance: str) -> None:
         self.sync = sync
         self.doc = doc  # the document in force (the holder's)
         self.instance = instance
+        self.since = time.time()  # when the config this instance runs went live here
 
     def check(self, loaded: LoadedConfig) -> None:
-        """A version name whose artifact changed against the recorded history is refused."""
-        problems = identity_problems(self.doc(), list(loaded.config.routes))
+        """A version name whose artifact changed against the recorded history is refused,
+        and so is a file without a version a latched runtime override serves."""
+        routes = list(loaded.config.routes)
+        problems = identity_problems(self.doc(), routes) + latch_problems(self.doc(), routes)
         if problems:
             raise ConfigError([Problem(path, msg) for path, msg in problems])
 
@@ -56,12 +66,21 @@ class ConfigHistory:
             event(log, "config_record_skipped", logging.WARNING, error=str(exc) or "timeout")
 
     async def reloaded(self, old: LoadedConfig, new: LoadedConfig) -> None:
-        """One audit event per fleet-wide config change (old digest -> new digest)."""
-        key = f"config:{old.digest}:{new.digest}"
+        """One audit event per fleet-wide config change (old digest -> new digest). The
+        instances making the same change share it through a claim; a claim of the same
+        transition made before this instance itself switched to `old` is an earlier change
+        (a revert, then a re-deploy): it is audited again, in the next slot."""
+        since, self.since = self.since, time.time()
         try:
-            if await self.sync.store.idem_claim(key, {"instance": self.instance},
-                                                3600) is not None:
-                return  # another instance already recorded this change
+            for slot in range(SLOTS):
+                claim = await self.sync.store.idem_claim(
+                    f"config:{old.digest}:{new.digest}:{slot}",
+                    {"instance": self.instance, "time": self.since}, 3600)
+                if claim is None:
+                    break  # ours: record it
+                t = claim.get("time")
+                if not isinstance(t, int | float) or t >= since - CLOCK_SLACK:
+                    return  # another instance already recorded this change
             draft = AuditDraft("killgate/config", "config.reload", {"config": new.digest},
                                "the config file changed", {"digest": old.digest},
                                {"digest": new.digest,

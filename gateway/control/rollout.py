@@ -30,7 +30,7 @@ from gateway.domain.audit import AuditDraft, utc_now
 from gateway.domain.overrides import effective_stable, with_stable
 from gateway.domain.statedoc import Change, Progress, RouteOverride, StateDoc
 from gateway.domain.stats import WindowStats
-from gateway.domain.tablebuild import canary_of
+from gateway.domain.tablebuild import canary_of, rolls_out
 from gateway.errors import AuditError, StateError
 from gateway.log import event
 from gateway.state.sync import Sync
@@ -209,6 +209,12 @@ class RolloutDriver:
         if prog is not None and prog.get("state") in ("done", "failed") \
                 and prog.get("canary") == canary:
             return
+        if not rolls_out(rc, canary):  # the file gives it weight 0 (tablebuild.py)
+            if prog is not None and prog.get("canary") == canary \
+                    and prog.get("state") == "running":  # shown (and audited) as paused
+                await self._set_progress(rc, prog, {**prog, "state": "paused"},
+                                         "progressive.pause")
+            return  # not started, not advanced
         if prog is None or prog.get("canary") != canary:
             held = (self.shadow_gate(rc) if self.shadow_gate is not None
                     and rc.shadow is not None and rc.shadow.version == canary else None)

@@ -12,6 +12,7 @@ whose configured artifact differs from the one recorded (versions are immutable)
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 from gateway.config import RouteConfig
@@ -23,6 +24,7 @@ __all__ = [
     "MAX_HISTORY",
     "effective_stable",
     "identity_problems",
+    "latch_problems",
     "promote",
     "record_config",
     "release",
@@ -164,4 +166,29 @@ def identity_problems(doc: StateDoc, routes: list[RouteConfig]) -> list[tuple[st
                             f"version {v.name!r} of route {rc.name!r} was recorded with "
                             f"{rec['artifact']} on {rec.get('time', '?')}; versions are "
                             "immutable: give the new artifact a new version name"))
+    return out
+
+
+def latch_problems(doc: StateDoc, routes: list[RouteConfig],
+                   overrides: Mapping[str, RouteOverride] | None = None
+                   ) -> list[tuple[str, str]]:
+    """(yaml path, message) for every version a latched override serves (its stable, or a
+    weight > 0) that the file no longer has: applied, such a file would move the route's
+    traffic onto what the override took it off (every weight 0: the file's stable gets
+    everything), and undo a rollback with no audit event saying so. `overrides`: those
+    to check instead of `doc`'s (`killgate diff`, from the running gateway's status)."""
+    out = []
+    latched = doc.overrides if overrides is None else overrides
+    for i, rc in enumerate(routes):
+        ov = latched.get(rc.name)
+        if ov is None:
+            continue
+        held = {n for n, w in ov.weights.items() if w > 0} | ({ov.stable} if ov.stable else set())
+        for name in sorted(n for n in held if rc.version(n) is None):
+            role = "stable" if name == ov.stable else f"weight {ov.weights.get(name, 0):g}"
+            out.append((f"routes[{i}].versions",
+                        f"version {name!r} of route {rc.name!r} is latched at runtime ({role}, "
+                        f"{ov.kind} by {ov.actor}: {ov.reason!r}); a file without it would send "
+                        "its traffic to other versions: keep it in the file, or run "
+                        f"`killgate release {rc.name}` first"))
     return out

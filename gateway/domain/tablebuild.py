@@ -14,7 +14,7 @@ from gateway.config import Config, RouteConfig
 from gateway.domain.routing import STATE_UNKNOWN, RoutePlan, RouteTable
 from gateway.domain.statedoc import StateDoc, kill_key
 
-__all__ = ["build_table", "canary_of", "progressive_weights", "rebuild_table"]
+__all__ = ["build_table", "canary_of", "progressive_weights", "rebuild_table", "rolls_out"]
 
 
 def canary_of(rc: RouteConfig, stable: str) -> str | None:
@@ -23,12 +23,23 @@ def canary_of(rc: RouteConfig, stable: str) -> str | None:
     return others[0] if len(others) == 1 else None
 
 
+def rolls_out(rc: RouteConfig, canary: str) -> bool:
+    """Whether progressive delivery may move traffic onto `canary`: a version the file
+    gives a weight, or the route's shadow (weight 0 by rule; its own gate decides). Any
+    other at 0 is the old stable kept as the rollback target after a promotion committed to
+    the file, or a dark launch; setting a canary to 0 stops its rollout."""
+    v = rc.version(canary)
+    shadow = rc.shadow is not None and rc.shadow.version == canary
+    return v is not None and (v.weight > 0 or shadow)
+
+
 def progressive_weights(rc: RouteConfig, prog: Mapping[str, object]) -> dict[str, float] | None:
-    """Weights while a progressive rollout runs (step percentage to the canary)."""
+    """Weights while a progressive rollout runs (step percentage to the canary). A canary
+    the file gives weight 0 is not rolled out: the file's weights govern."""
     steps = rc.analysis.steps if rc.analysis is not None else None
     canary = canary_of(rc, rc.stable)
-    if not steps or canary is None or prog.get("canary") != canary \
-            or prog.get("state") not in ("running", "paused"):
+    if not steps or canary is None or not rolls_out(rc, canary) \
+            or prog.get("canary") != canary or prog.get("state") not in ("running", "paused"):
         return None
     step = prog.get("step", 0)
     if type(step) is not int:  # not a bool either: the document is corrupt

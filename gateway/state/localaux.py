@@ -73,7 +73,10 @@ class LocalRecords:
         return {k: v["generation"] for k, v in (await self.fleet(lease)).items()}
 
     async def leave(self, instance: str) -> None:
-        await asyncio.to_thread(self._instance_file(instance).unlink, True)
+        try:
+            await asyncio.to_thread(self._instance_file(instance).unlink, True)
+        except OSError as exc:  # (a folder it cannot use: the stop goes on)
+            raise StoreUnavailable(f"cannot remove the heartbeat: {exc.strerror}") from None
 
     # ------------------------------------------------------------------ idempotency
 

@@ -50,11 +50,15 @@ class AuditMirror:
         self.keyed = False  # a keyed event is in the file: every later one must be keyed
         self.copied = 0
         self.refused: dict[str, Any] | None = None
+        self.unusable: str | None = None  # why the file cannot be opened, while it cannot
         self._logged = 0.0
 
     def status(self) -> dict[str, Any]:
-        return {"path": str(self.path), "ok": self.refused is None, "copied": self.copied,
-                "last_hash": self.last_hash, "refused": self.refused}
+        out = {"path": str(self.path), "ok": self.refused is None and self.unusable is None,
+               "copied": self.copied, "last_hash": self.last_hash, "refused": self.refused}
+        if self.unusable is not None:
+            out["error"] = self.unusable
+        return out
 
     # ------------------------------------------------------------------ checks
 
@@ -116,9 +120,24 @@ class AuditMirror:
         self._adopt(ev)
         return None
 
-    async def run(self) -> None:
+    def _start(self) -> tuple[str | None, str | None]:
+        """The saved cursor, and what is wrong with the file's last line (if anything)."""
         cursor = self.cursor_file.read_text().strip() if self.cursor_file.exists() else None
-        problem = await asyncio.to_thread(self._open_file)
+        return cursor, self._open_file()
+
+    async def run(self) -> None:
+        while True:  # a file that cannot be opened (a missing folder, no permission)
+            try:
+                cursor, problem = await asyncio.to_thread(self._start)
+                break
+            except OSError as exc:  # shown, counted and tried again; the task goes on
+                self.unusable = f"cannot use the mirror file: {exc.strerror or exc}"
+                self.metrics.set("killgate_audit_mirror_ok", 0)
+                self.metrics.inc("killgate_audit_mirror_failures_total")
+                event(log, "audit_mirror_failed", logging.ERROR, path=str(self.path),
+                      error=self.unusable)
+                await asyncio.sleep(max(self.poll, 1.0))
+        self.unusable = None
         if problem is not None:
             self._refuse(problem, None)
         # A stop between appending a batch and saving the cursor leaves the cursor behind

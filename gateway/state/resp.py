@@ -86,6 +86,8 @@ def parse_endpoint(url: str) -> Endpoint:
         hosts = []
         for hp in u.netloc.rsplit("@", 1)[-1].split(","):
             host, _, port = hp.rpartition(":")
+            if ":" not in hp or hp.endswith("]"):  # no port: the sentinels' default
+                host, port = hp, ""
             hosts.append((host.strip("[]") or "127.0.0.1", int(port or 26379)))
         parts = [p for p in u.path.split("/") if p]
         if not parts:

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from gateway.config import StateConfig
 from gateway.errors import ConfigError, Problem
@@ -219,13 +220,36 @@ def audit_keyring(cfg: StateConfig, resolve: Callable[[str], Path],
 def check_keys(cfg: StateConfig,
                resolve: Callable[[str], Path]) -> tuple[list[Problem], list[Problem]]:
     """For `killgate check`: (errors, notes). A key named by an environment variable that
-    is not set here is a note (the deployment sets it); a bad key file is an error."""
+    is not set here is a note (the deployment sets it); a bad key file is an error, and so is
+    a redis `state.url` the store could never connect with (a port that is not a number, an
+    unknown TLS option, a sentinel URL without its service)."""
+    url = _url_problems(cfg)
     try:
         audit_keyring(cfg, resolve, signing_keyring(cfg, resolve))
     except ConfigError as exc:
         notes = [p for p in exc.problems if p.path.endswith("_env") and "is not set" in p.message]
-        return [p for p in exc.problems if p not in notes], notes
-    return [], []
+        return url + [p for p in exc.problems if p not in notes], notes
+    return url, []
+
+
+def _url_problems(cfg: StateConfig) -> list[Problem]:
+    if cfg.backend != "redis":
+        return []
+    from gateway.state.resp import parse_endpoint
+
+    try:
+        parse_endpoint(cfg.url)
+    except (ValueError, OSError) as exc:
+        msg = str(exc)
+        try:
+            secret = urlsplit(cfg.url).password
+        except ValueError:
+            secret = None
+        if secret:
+            msg = msg.replace(secret, "***")
+        return [Problem("state.url", f"cannot be used: {msg} (the store would never connect: "
+                                     "every route would answer 503 state_unknown)")]
+    return []
 
 
 def refuse_unreadable_keys(cfg: StateConfig, resolve: Callable[[str], Path]) -> None:

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import IO
 
 from gateway.config_telemetry import AccessLogConfig
+from gateway.errors import ConfigError, Problem
 from gateway.log import event
 from gateway.telemetry.metrics import Metrics
 from gateway.telemetry.record import RequestRecord, arm_of
@@ -168,7 +169,12 @@ class AccessLog:
         return open(path, "a", encoding="ascii", buffering=1 << 16)
 
     def start(self) -> None:
-        out: IO[str] = self._open(self.path) if self.path is not None else sys.stdout
+        try:
+            out: IO[str] = self._open(self.path) if self.path is not None else sys.stdout
+        except OSError as exc:  # (a start refused with the setting named, not a traceback)
+            raise ConfigError([Problem("telemetry.access_log.path",
+                                       f"{self.path}: cannot be opened for appending "
+                                       f"({exc.strerror or exc})")]) from None
         self._thread = threading.Thread(target=self._run, args=(out,), name="access-log",
                                         daemon=True)
         self._thread.start()
