@@ -14,7 +14,7 @@ from gateway.config_admin import AdminConfig
 from gateway.configfile import load_config
 from gateway.errors import ConfigError
 from tests.backends import echo_app
-from tests.conftest import running_gateway, two_versions, write_config
+from tests.conftest import running_gateway, two_versions, wait_until, write_config
 from tests.rawhttp import error_type, exchange
 
 pytestmark = pytest.mark.timeout(30)
@@ -90,3 +90,34 @@ async def test_allowed_hosts_let_a_name_through(tmp_path: Path, backends) -> Non
         assert status == 200
         status, _, _ = await exchange(port, _ask("/healthz", "other.test"))
         assert status == 421
+
+
+async def test_a_reload_moving_admin_listen_changes_nothing_until_the_restart(
+        tmp_path: Path, backends) -> None:
+    """admin.listen waits for a restart (config.restart_required), but the Host check read
+    it from the reloaded file: a reload moving the listener to 127.0.0.1 (hardening,
+    committed before the restart) answered 421 at once to the names Prometheus and the
+    CLI reach the still wildcard listener by; one moving it off loopback lifted the
+    check on a listener still on 127.0.0.1. The check follows the address bound."""
+    p1 = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p1, p1), admin="0.0.0.0:0")
+    async with running_gateway(cfg) as g:
+        port = g.gw.admin_addr[1]
+        old = g.gw.loaded.digest
+        cfg.write_text(write_config(tmp_path, two_versions(p1, p1), name="next.yaml",
+                                    admin=f"127.0.0.1:{port}").read_text())
+        g.gw.request_reload()
+        await wait_until(lambda: g.gw.watcher.outcome.loaded_digest != old, 10, what="reload")
+        assert g.gw.watcher.outcome.restart_required == ["admin.listen"]
+        status, _, body = await exchange(port, _ask("/metrics", f"killgate-admin:{port}"))
+        assert status == 200, body
+    cfg = write_config(tmp_path, two_versions(p1, p1))
+    async with running_gateway(cfg) as g:
+        port = g.gw.admin_addr[1]
+        old = g.gw.loaded.digest
+        cfg.write_text(write_config(tmp_path, two_versions(p1, p1), name="next.yaml",
+                                    admin=f"0.0.0.0:{port}").read_text())
+        g.gw.request_reload()
+        await wait_until(lambda: g.gw.watcher.outcome.loaded_digest != old, 10, what="reload")
+        status, _, body = await exchange(port, _ask("/metrics", f"evil.example:{port}"))
+        assert status == 421, body

@@ -11,7 +11,9 @@ So a listener on a loopback address (the default) answers only to `localhost` (a
 `*.localhost`), IP addresses, and the names in `admin.allowed_hosts`; other names get 421.
 A listener on another address answers to any name (the network reaches it anyway) unless
 `admin.allowed_hosts` is set, which then applies there too. `"*"` allows every name. No
-`Host` at all (HTTP/1.0) is allowed. Read per request: a reload takes effect at once.
+`Host` at all (HTTP/1.0) is allowed. `admin.allowed_hosts` is read per request (a reload
+takes effect at once); whether the listener is on loopback is the address it was bound to
+(`admin.listen` waits for a restart: a reload moving it must not change the check).
 """
 
 from __future__ import annotations
@@ -47,12 +49,15 @@ def _name(host: str) -> str | None:
     return None
 
 
-def host_allowed(host: str | None, admin: AdminConfig) -> bool:
-    """Whether the admin listener answers a request with this `Host` (module docstring)."""
+def host_allowed(host: str | None, admin: AdminConfig, loopback: bool | None = None) -> bool:
+    """Whether the admin listener answers a request with this `Host` (module docstring);
+    `loopback`: whether the listener is bound to a loopback address (None: admin.listen's)."""
     if not host:
         return True
     allowed = admin.allowed_hosts
-    if allowed is None and not is_loopback(parse_listen(admin.listen)[0]):
+    if loopback is None:
+        loopback = is_loopback(parse_listen(admin.listen)[0])
+    if allowed is None and not loopback:
         return True
     name = _name(host)
     if name is None or name == "localhost" or name.endswith(".localhost"):
@@ -60,12 +65,13 @@ def host_allowed(host: str | None, admin: AdminConfig) -> bool:
     return allowed is not None and ("*" in allowed or name in allowed)
 
 
-def host_check(admin: Callable[[], AdminConfig], counters: Counters) -> Any:
-    """The middleware: 421 for a name this listener does not answer to."""
+def host_check(admin: Callable[[], AdminConfig], counters: Counters, loopback: bool) -> Any:
+    """The middleware: 421 for a name this listener (bound to a loopback address or not)
+    does not answer to."""
 
     @web.middleware
     async def check_host(request: web.Request, handler: Any) -> web.StreamResponse:
-        if host_allowed(request.headers.get("Host"), admin()):
+        if host_allowed(request.headers.get("Host"), admin(), loopback):
             return await handler(request)
         counters.inc("killgate_admin_refused_total", ("host",), label_names=("reason",))
         why = ("it is not in admin.allowed_hosts" if admin().allowed_hosts is not None else

@@ -18,6 +18,7 @@ from gateway.admin.ports import MetricsPage, Readiness
 from gateway.admin.shadow import ShadowApi
 from gateway.admin.status import StatusBuilder
 from gateway.admin.ui import UiFiles
+from gateway.config_types import is_loopback, parse_listen
 from gateway.configfile import LoadedConfig
 from gateway.control.alerts import AlertReceiver
 from gateway.control.shadow import ShadowResults
@@ -43,7 +44,10 @@ def admin_side(instance: str, holder: TableHolder, sync: Sync, metrics: Metrics,
                    idem=sync.store, status=status, readiness=readiness, counters=metrics,
                    metrics_page=metrics_page, alerts=alerts, shadow=shadow)
     app = api.app((admin_tracing.middleware(spans),))
-    app.middlewares.insert(0, host_check(lambda: loaded().config.admin, metrics))
+    # (the listener is bound to the admin.listen of this start: a reload changes it only
+    # at the next restart, so the check keeps this one's)
+    bound = is_loopback(parse_listen(loaded().config.admin.listen)[0])
+    app.middlewares.insert(0, host_check(lambda: loaded().config.admin, metrics, bound))
     authorize = api.callers.authorize
     DrillApi(api.callers, api.writer, api.shadow_checks, current=holder, state=sync,
              audit=sync.store, key=drill_key[0], key_problem=drill_key[1]).add_routes(app.router)
