@@ -8,6 +8,7 @@ KILLGATE_ADMIN_URL and KILLGATE_TOKEN). Talks to the admin API only (control.dri
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -57,6 +58,13 @@ def _measure_of(summary: dict[str, Any]) -> dict[str, Any]:
     return next((summary[k] for k in MEASURES if isinstance(summary.get(k), dict)), {})
 
 
+async def _ended(api: AdminClient, drill: str) -> dict[str, Any] | None:
+    """The drill.end event of `drill` among the last drills ended; None if not there."""
+    past = _listing(await api.call("GET", "/v1/drills?limit=200"))
+    return next((e for e in past["history"] if e.get("target", {}).get("drill") == drill),
+                None)
+
+
 async def restore(args: argparse.Namespace) -> int:
     async with aiohttp.ClientSession() as session:
         try:
@@ -73,12 +81,10 @@ async def restore(args: argparse.Namespace) -> int:
                 say(str(exc))
                 return 1
             try:
-                past = _listing(await api.call("GET", "/v1/drills?limit=200"))
+                done = await _ended(api, args.id)
             except (DrillApiError, ClientError) as why:
                 say(f"drill {args.id} is not open ({exc}); its history cannot be read: {why}")
                 return 1
-            done = next((e for e in past["history"]
-                         if e.get("target", {}).get("drill") == args.id), None)
             if done is None:
                 say(f"no drill {args.id}: not open, and not among the last drills ended")
                 return 1
@@ -91,9 +97,18 @@ async def restore(args: argparse.Namespace) -> int:
                             "summary": {"restored_by": "killgate drill restore"}},
                            retry_for=30.0)
         except DrillApiError as exc:
-            say(f"drill {args.id} was restored, but its end could not be recorded ({exc}): "
-                "run this again")
-            return 1
+            # (404: ended meanwhile, by the fleet past its deadline (drills.auto_restore_after)
+            # or another restore: restored and closed, as asked)
+            done = None
+            if exc.status == 404:
+                with contextlib.suppress(DrillApiError, ClientError):
+                    done = await _ended(api, args.id)
+            if done is None:
+                say(f"drill {args.id} was restored, but its end could not be recorded ({exc}): "
+                    "run this again")
+                return 1
+            say(f"drill {args.id} was ended meanwhile by {done.get('actor')} "
+                f"({(done.get('after') or {}).get('verdict')}, {done.get('time')})")
     same = out.get("state") == out.get("before")
     if args.json:
         print(json.dumps({"id": args.id, "restored": same, "undone": out.get("undone"),

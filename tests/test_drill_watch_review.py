@@ -1,0 +1,59 @@
+"""The fleet closing an overdue drill (control/drillwatch.py) and `killgate drill restore`
+(final review of 467c6e9): the restore is two calls, restore then end, and a drill past its
+deadline that the fleet closed between them (one the restore rebuilds from the audit trail
+is always past it) made the command say 'its end could not be recorded: run this again'
+and exit 1, although the drill was restored and ended."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import ClientSession
+
+from gateway.domain.statedoc import StateDoc
+from tests.backends import echo_app
+from tests.conftest import admin_token, running_gateway, wait_until, write_config
+from tests.test_admin_drills import call, routes
+
+pytestmark = pytest.mark.timeout(60)
+
+
+async def test_drill_restore_of_a_drill_the_fleet_closes_meanwhile_exits_0(
+        tmp_path: Path, backends, session: ClientSession) -> None:
+    from tests.test_cli import acli
+
+    p1, p2 = await backends(echo_app("v1")), await backends(echo_app("v2"))
+    cfg = write_config(tmp_path, routes(p1, p2), extra="drills: {auto_restore_after: 0s}\n")
+    async with running_gateway(cfg) as g:
+        await g.gw.drill_watch.stop()  # (its turns are taken below, at the moment that matters)
+        st, out = await call(session, "POST", f"{g.admin}/v1/drills",
+                             {"kind": "kill", "route": "iris-drill", "version": "v2",
+                              "duration": "1s", "reason": "rehearsal"})
+        assert st == 200, out
+        drill = out["drill"]
+        st, out = await call(session, "POST", f"{g.admin}/v1/drills/{drill}/inject",
+                             {"reason": "pull"})
+        assert st == 200, out
+        await wait_until(lambda: g.gw.holder.doc.drills[drill].deadline < time.time(), 5,
+                         what="the deadline to pass")
+        turns: list[asyncio.Task[Any]] = []
+
+        def after(ev: dict[str, Any], new: StateDoc) -> None:
+            # the fleet's turn comes right after the operator's restore (before the end)
+            if ev.get("action") == "drill.restore":
+                turns.append(asyncio.create_task(g.gw.drill_watch.check()))
+
+        g.gw.sync.committed.append(after)
+        res = await acli("drill", "restore", drill, "--reason", "the laptop died",
+                         env={"KILLGATE_ADMIN_URL": g.admin,
+                              "KILLGATE_TOKEN": admin_token("killgate:drill killgate:read")})
+        assert turns and await turns[0] == [drill]  # (the fleet did close it in between)
+        assert drill not in g.gw.holder.doc.drills
+        assert "version:iris-drill:v2" not in g.gw.holder.doc.kills
+        assert res.returncode == 0, res.stderr
+        assert "run this again" not in res.stderr
+        assert f"drill {drill}: restored" in res.stdout, res.stdout
