@@ -69,3 +69,23 @@ def test_a_quantile_beyond_the_last_bound_is_that_bound_and_strict_json() -> Non
                 cfg, 60.0)
     json.dumps(v.evidence, allow_nan=False)  # (raised ValueError before)
     assert v.status == "failed" and "p99 30000 ms" in v.reasons[0]
+
+
+def test_a_canary_beyond_the_last_bucket_still_fails_against_a_stable_within_it() -> None:
+    """(final review of 45cb5d5) Reported as the last bound (30000) for JSON's sake, the
+    quantile beyond it was also compared as 30000: a canary answering in a minute against
+    a stable at 10-30 s (an LLM route) was x1.00 and passed, where it failed before."""
+    n = len(LATENCY_BOUNDS_MS)
+    stable = Sample(requests=100, errors=0, hist=[0] * (n - 1) + [100, 0])  # 10 s .. 30 s
+    slow = Sample(requests=100, errors=0, hist=[0] * n + [100])  # beyond 30 s
+    v = analyze(slow, stable, AnalysisConfig(min_requests=5), 60.0)
+    json.dumps(v.evidence, allow_nan=False)
+    assert v.status == "failed", v.reasons
+    assert "p99 30000 ms or more" in v.reasons[0] and "beyond" in v.reasons[0]
+    assert v.evidence["canary"]["p99_ms"] == 30000
+    # both beyond the last bucket: nothing tells them apart (as before: not a failure)
+    assert analyze(slow, slow, AnalysisConfig(min_requests=5), 60.0).status == "passed"
+    # the ratio that would have been exactly the threshold is beyond it
+    mid = Sample(requests=100, errors=0, hist=[0] * (n - 2) + [100, 0, 0])  # 5 s .. 10 s
+    assert analyze(slow, mid, AnalysisConfig(min_requests=5, max_p99_ratio=3), 60.0).status \
+        == "failed"

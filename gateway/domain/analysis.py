@@ -53,11 +53,9 @@ def merge(samples: list[Sample]) -> Sample:
     return out
 
 
-def percentile(s: Sample, q: float) -> float | None:
-    """Upper bound (ms) of the bucket holding the q-quantile; None without data. Beyond the
-    last bound: the last bound (30000, "30 s or more"). It goes out as JSON (analysis
-    evidence in audit events and webhooks, the shadow report), which has no Infinity: an
-    `Infinity` there broke every strict reader (JavaScript's JSON.parse, Go)."""
+def _bucket(s: Sample, q: float) -> int | None:
+    """Index of the bucket holding the q-quantile (len(LATENCY_BOUNDS_MS): beyond the last
+    bound); None without data."""
     total = sum(s.hist)
     if total == 0:
         return None
@@ -66,8 +64,26 @@ def percentile(s: Sample, q: float) -> float | None:
     for i, n in enumerate(s.hist):
         seen += n
         if seen >= rank:
-            return float(LATENCY_BOUNDS_MS[min(i, len(LATENCY_BOUNDS_MS) - 1)])
-    return float(LATENCY_BOUNDS_MS[-1])
+            return i
+    return len(LATENCY_BOUNDS_MS)
+
+
+def percentile(s: Sample, q: float) -> float | None:
+    """Upper bound (ms) of the bucket holding the q-quantile; None without data. Beyond the
+    last bound: the last bound (30000, "30 s or more"). It goes out as JSON (analysis
+    evidence in audit events and webhooks, the shadow report), which has no Infinity: an
+    `Infinity` there broke every strict reader (JavaScript's JSON.parse, Go). Comparisons
+    use `_judged`, which keeps "beyond" apart from the last bucket."""
+    i = _bucket(s, q)
+    return None if i is None else float(LATENCY_BOUNDS_MS[min(i, len(LATENCY_BOUNDS_MS) - 1)])
+
+
+def _judged(s: Sample, q: float) -> float | None:
+    """The q-quantile as compared: `inf` beyond the last bound (a canary answering in a
+    minute is not a stable's 10-30 s)."""
+    i = _bucket(s, q)
+    return None if i is None else (float(LATENCY_BOUNDS_MS[i]) if i < len(LATENCY_BOUNDS_MS)
+                                   else float("inf"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,10 +124,14 @@ def analyze(canary: Sample | None, stable: Sample | None, cfg: AnalysisConfig,
     if increase > cfg.max_error_rate_increase:
         reasons.append(f"error rate {canary.error_rate:.2%} vs {baseline:.2%} for stable "
                        f"(+{increase:.2%} > +{cfg.max_error_rate_increase:.2%})")
-    if (stable.requests >= cfg.min_requests and c_p99 is not None and s_p99 is not None
-            and c_p99 / max(s_p99, 1.0) > cfg.max_p99_ratio
-            and c_p99 - s_p99 > cfg.p99_slack * 1000):
-        reasons.append(f"p99 {c_p99:g} ms vs {s_p99:g} ms for stable "
+    c_cmp, s_cmp = _judged(canary, 0.99), _judged(stable, 0.99)
+    if (stable.requests >= cfg.min_requests and c_cmp is not None and s_cmp is not None
+            and c_p99 is not None and s_p99 is not None
+            and c_cmp / max(s_cmp, 1.0) > cfg.max_p99_ratio
+            and c_cmp - s_cmp > cfg.p99_slack * 1000):
+        reasons.append(f"p99 {c_p99:g} ms or more (beyond the last bucket) vs {s_p99:g} ms "
+                       f"for stable (> x{cfg.max_p99_ratio:g})" if c_cmp == float("inf") else
+                       f"p99 {c_p99:g} ms vs {s_p99:g} ms for stable "
                        f"(x{c_p99 / max(s_p99, 1.0):.2f} > x{cfg.max_p99_ratio:g})")
     if reasons:
         return Verdict("failed", tuple(reasons), evidence)
