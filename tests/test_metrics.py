@@ -113,3 +113,13 @@ async def test_the_series_alerts_watch_are_there_at_zero_from_the_start(
             assert samples.get(key) == 0.0, key
     assert ("killgate_state_unverified_total", (("kind", "push"),)) in samples
     assert ("killgate_audit_mirror_failures_total", ()) in samples
+
+
+def test_every_kind_of_unverified_value_starts_at_zero() -> None:
+    """(final review of cab0ef4) INITIAL listed the kinds by hand and missed "snapshot"
+    (a forged or unreadable snapshot file): its first refusal still hid from increase()."""
+    from gateway.state.tamper import KINDS
+
+    label_names, series = INITIAL["killgate_state_unverified_total"]
+    assert label_names == ("kind",)
+    assert {k for (k,) in series} >= set(KINDS)

@@ -199,7 +199,7 @@ INITIAL: dict[str, tuple[tuple[str, ...], tuple[tuple[str, ...], ...]]] = {
     "killgate_drills_auto_restored_total": ((), ((),)),
     "killgate_state_unverified_total": (("kind",), tuple(
         (k,) for k in ("state", "push", "generation", "ack", "heartbeat", "idempotency",
-                       "stats", "audit"))),
+                       "stats", "audit", "snapshot"))),
     "killgate_fail_closed": ((), ((),)),
     "killgate_state_stale": ((), ((),)),
 }
