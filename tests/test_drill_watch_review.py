@@ -57,3 +57,37 @@ async def test_drill_restore_of_a_drill_the_fleet_closes_meanwhile_exits_0(
         assert res.returncode == 0, res.stderr
         assert "run this again" not in res.stderr
         assert f"drill {drill}: restored" in res.stdout, res.stdout
+
+
+async def test_a_turn_that_fails_unexpectedly_does_not_end_the_watch(
+        tmp_path: Path, backends, session: ClientSession) -> None:
+    """The watch's loop let only StateError and AuditError through: any other exception in
+    a turn (a bug, a record it cannot read) ended its task for good, unseen until the stop,
+    and no overdue drill was closed on that instance again. Now the turn is logged
+    (drill_watch_failed) and the next one runs, as the rollout and shadow loops do."""
+    p1, p2 = await backends(echo_app("v1")), await backends(echo_app("v2"))
+    cfg = write_config(tmp_path, routes(p1, p2), extra="drills: {auto_restore_after: 0s}\n")
+    async with running_gateway(cfg) as g:
+        watch = g.gw.drill_watch
+        await watch.stop()
+        real, calls = watch.config, []
+
+        def config() -> Any:
+            calls.append(1)
+            if len(calls) == 1:
+                raise RuntimeError("a bug in one turn")
+            return real()
+
+        watch.config, watch.interval = config, 0.05
+        await watch.start()
+        st, out = await call(session, "POST", f"{g.admin}/v1/drills",
+                             {"kind": "kill", "route": "iris-drill", "version": "v2",
+                              "duration": "1s", "reason": "rehearsal"})
+        assert st == 200, out
+        drill = out["drill"]
+        st, out = await call(session, "POST", f"{g.admin}/v1/drills/{drill}/inject",
+                             {"reason": "pull"})
+        assert st == 200, out
+        await wait_until(lambda: drill not in g.gw.holder.doc.drills, 10,
+                         what="the fleet to close the drill after a failed turn")
+        assert "version:iris-drill:v2" not in g.gw.holder.doc.kills

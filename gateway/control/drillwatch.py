@@ -15,7 +15,6 @@ touches the request path.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
@@ -67,8 +66,14 @@ class OverdueDrills:
     async def _loop(self) -> None:
         while True:
             await asyncio.sleep(self.interval * (0.5 + random.random()))  # (instances apart)
-            with contextlib.suppress(StateError, AuditError):
+            try:
                 await self.check()
+            except (StateError, AuditError):
+                pass  # (the store: the next turn tries again)
+            except Exception as exc:  # noqa: BLE001 - a bug must not end the watch
+                # for good (no overdue drill closed here until a restart): logged with its
+                # traceback, and the next turn runs
+                event(log, "drill_watch_failed", logging.ERROR, exc=exc)
 
     def _grace(self) -> float | None:
         return self.config().drills.auto_restore_after
