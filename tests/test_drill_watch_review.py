@@ -17,6 +17,7 @@ from aiohttp import ClientSession
 from gateway.domain.statedoc import StateDoc
 from tests.backends import echo_app
 from tests.conftest import admin_token, running_gateway, wait_until, write_config
+from tests.faultproxy import Forwarder, redis_state_via
 from tests.test_admin_drills import call, routes
 
 pytestmark = pytest.mark.timeout(60)
@@ -91,3 +92,39 @@ async def test_a_turn_that_fails_unexpectedly_does_not_end_the_watch(
         await wait_until(lambda: drill not in g.gw.holder.doc.drills, 10,
                          what="the fleet to close the drill after a failed turn")
         assert "version:iris-drill:v2" not in g.gw.holder.doc.kills
+
+
+async def test_a_close_the_replicas_did_not_confirm_is_counted_and_logged(
+        tmp_path: Path, backends, session: ClientSession, fwd: Forwarder,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """With state.min_replicas, a write the replicas do not confirm in time is committed
+    (in force) and raises NotDurable, a StateError: the watch's loop swallowed it, so the
+    drill it had closed was never counted in killgate_drills_auto_restored_total nor
+    logged (drill_auto_restored), and the next turn found nothing left to do."""
+    p1, p2 = await backends(echo_app("v1")), await backends(echo_app("v2"))
+    state = redis_state_via(fwd, tmp_path, "kgdw", min_replicas="1", replica_timeout="100ms")
+    cfg = write_config(tmp_path, routes(p1, p2), state=state,
+                       extra="drills: {auto_restore_after: 0s}\n")
+    async with running_gateway(cfg) as g:
+        watch = g.gw.drill_watch
+        await watch.stop()
+        # (a lone redis: every write is committed, then answered 503 not_durable)
+        st, out = await call(session, "POST", f"{g.admin}/v1/drills",
+                             {"kind": "kill", "route": "iris-drill", "version": "v2",
+                              "duration": "1s", "reason": "rehearsal"})
+        assert st == 503 and out["error"]["type"] == "not_durable", out
+        drill = next(iter(g.gw.holder.doc.drills))
+        st, out = await call(session, "POST", f"{g.admin}/v1/drills/{drill}/inject",
+                             {"reason": "pull"})
+        assert st == 503, out
+        assert "version:iris-drill:v2" in g.gw.holder.doc.kills
+        await wait_until(lambda: g.gw.holder.doc.drills[drill].deadline < time.time(), 5,
+                         what="the deadline to pass")
+        watch.interval = 0.05
+        await watch.start()
+        await wait_until(lambda: drill not in g.gw.holder.doc.drills, 10,
+                         what="the fleet to close the drill")
+        assert "version:iris-drill:v2" not in g.gw.holder.doc.kills
+        await wait_until(lambda: g.gw.metrics.get("killgate_drills_auto_restored_total") == 1,
+                         5, what="the close to be counted")
+        assert any("drill_auto_restored" in r.getMessage() for r in caplog.records)
