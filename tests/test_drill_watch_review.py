@@ -1,8 +1,7 @@
-"""The fleet closing an overdue drill (control/drillwatch.py) and `killgate drill restore`
-(final review of 467c6e9): the restore is two calls, restore then end, and a drill past its
-deadline that the fleet closed between them (one the restore rebuilds from the audit trail
-is always past it) made the command say 'its end could not be recorded: run this again'
-and exit 1, although the drill was restored and ended."""
+"""The fleet closing an overdue drill (control/drillwatch.py), final review of 467c6e9:
+`killgate drill restore` against a drill the fleet closes between its restore and its end,
+a turn that fails unexpectedly, and a close the replicas do not confirm in time. A real
+in-process gateway, real backends, a real redis-server for the replicas case."""
 
 from __future__ import annotations
 
