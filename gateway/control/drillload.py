@@ -214,6 +214,9 @@ class ErrorWatch:
             try:
                 async with self.session.get(url + "/metrics",
                                             timeout=aiohttp.ClientTimeout(total=2)) as r:
+                    if r.status != 200:  # (421 host_not_allowed, 401, 503: not the page)
+                        self.unreadable.add(url)
+                        return 0.0, 0.0
                     return route_counts(await r.text(), self.route)
             except (aiohttp.ClientError, TimeoutError, UnicodeDecodeError):
                 self.unreadable.add(url)
