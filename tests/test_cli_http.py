@@ -131,3 +131,39 @@ async def test_a_rollback_with_no_previous_stable_names_the_cli_option(backends)
     assert res.returncode == 1, res
     assert "409 no_previous_stable" in res.stderr, res.stderr
     assert "killgate rollback iris --to VERSION" in res.stderr, res.stderr
+
+
+async def test_timeout_bounds_the_wait_and_a_write_is_sent_once_more(backends) -> None:
+    """An admin API that takes the request and never answers: the CLI waited 35 s a try
+    (a write twice: 70 s) and printed nothing meanwhile; `--timeout` (or $KILLGATE_TIMEOUT)
+    bounds each wait, and the write's second try is said on stderr. The same
+    Idempotency-Key both times (it takes effect once)."""
+    import asyncio
+    import time
+
+    keys: list[str | None] = []
+
+    async def hang(req: web.Request) -> web.StreamResponse:
+        keys.append(req.headers.get("Idempotency-Key"))
+        await asyncio.sleep(60)
+        return web.Response()
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", hang)
+    port = await backends(app)
+    env = {"KILLGATE_ADMIN_URL": f"http://127.0.0.1:{port}", "KILLGATE_TOKEN": "tok.en.x"}
+    t0 = time.monotonic()
+    res = await acli("kill", "--global", "--reason", "x", "--timeout", "0.5", env=env)
+    took = time.monotonic() - t0
+    assert res.returncode == 1 and took < 20, (took, res.stderr)
+    assert "no answer within 0.5s (--timeout): sending it once more" in res.stderr
+    assert "cannot reach the admin API" in res.stderr and "Traceback" not in res.stderr
+    assert len(keys) == 2 and keys[0] == keys[1] and keys[0]
+    res = await acli("status", env={**env, "KILLGATE_TIMEOUT": "0.5"})
+    assert res.returncode == 1 and "no answer within 0.5s" in res.stderr
+    assert "once more" not in res.stderr  # (a read is not sent again)
+    for bad in ("0", "-1", "abc", "601"):
+        res = await acli("status", "--timeout", bad, env=env)
+        assert res.returncode == 2 and "--timeout must be" in res.stderr, res.stderr
+    res = await acli("status", env={**env, "KILLGATE_TIMEOUT": "nan"})
+    assert res.returncode == 1 and "$KILLGATE_TIMEOUT must be" in res.stderr

@@ -1,6 +1,6 @@
 """What every admin client command shares: options, the call, tables, exit codes.
 
-Owns `--admin`/`--token`/`--json`, one API call answered 200 (a 202 approval request
+Owns `--admin`/`--token`/`--timeout`/`--json`, one API call answered 200 (a 202 approval request
 ends the command with exit 3), a write's receipt line (exit 4 when not applied
 everywhere), tables with control characters escaped. Standard library and cli/http.py.
 """
@@ -9,13 +9,23 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
-from gateway.cli.http import APPROVAL, RECEIPT, Answer, ClientError, Shape, call, expect
+from gateway.cli.http import (
+    APPROVAL,
+    RECEIPT,
+    TIMEOUT,
+    Answer,
+    ClientError,
+    Shape,
+    call,
+    expect,
+)
 from gateway.domain.audit import clean_text
 
 __all__ = ["DEFAULT_ADMIN", "ClientError", "api", "common_options", "glass", "glass_option",
@@ -29,6 +39,10 @@ def common_options(p: argparse.ArgumentParser, top: bool = False) -> None:
     p.add_argument("--admin", default=d, metavar="URL",
                    help=f"admin API (default $KILLGATE_ADMIN_URL or {DEFAULT_ADMIN})")
     p.add_argument("--token", default=d, help="bearer token (default $KILLGATE_TOKEN)")
+    p.add_argument("--timeout", default=d, type=_seconds, metavar="SECONDS",
+                   help=f"how long to wait for each answer (default $KILLGATE_TIMEOUT or "
+                        f"{TIMEOUT:g}); a write that gets none is sent once more; keep it "
+                        "above a write's --wait")
     p.add_argument("--json", action="store_true", default=False if top else argparse.SUPPRESS,
                    help="machine-readable output")
 
@@ -39,7 +53,26 @@ def raw_call(args: argparse.Namespace, method: str, path: str,
     base = (getattr(args, "admin", None) or os.environ.get("KILLGATE_ADMIN_URL")
             or DEFAULT_ADMIN).rstrip("/")
     token = getattr(args, "token", None) or os.environ.get("KILLGATE_TOKEN")
-    return call(base, token, method, path, body)
+    timeout = getattr(args, "timeout", None)
+    if timeout is None:
+        env = os.environ.get("KILLGATE_TIMEOUT")
+        timeout = _seconds(env, "$KILLGATE_TIMEOUT") if env else TIMEOUT
+    return call(base, token, method, path, body, timeout,
+                lambda why: print(f"killgate: {why}", file=sys.stderr))
+
+
+def _seconds(text: str, where: str = "--timeout") -> float:
+    """A timeout in seconds, 0 < t <= 600 (argparse's type, and $KILLGATE_TIMEOUT's)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value <= 600:
+        msg = f"{where} must be a number of seconds above 0 and at most 600, not {text!r}"
+        if where == "--timeout":
+            raise argparse.ArgumentTypeError(msg)
+        raise ClientError(msg)
+    return value
 
 
 def api(args: argparse.Namespace, method: str, path: str,

@@ -16,11 +16,11 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Answer", "ClientError", "admin_base", "call", "clean_token", "expect"]
+__all__ = ["TIMEOUT", "Answer", "ClientError", "admin_base", "call", "clean_token", "expect"]
 
 TIMEOUT = 35.0  # the API waits up to 30s for a receipt
 
@@ -49,7 +49,10 @@ class Answer:
 
 
 def call(base: str, token: str | None, method: str, path: str,
-         body: dict[str, Any] | None = None) -> Answer:
+         body: dict[str, Any] | None = None, timeout: float = TIMEOUT,
+         on_retry: Callable[[str], None] | None = None) -> Answer:
+    """One call; a write whose connection failed or that got no answer within `timeout`
+    is sent once more with the same Idempotency-Key (`on_retry` is told why first)."""
     base = admin_base(base)
     headers = {"accept": "application/json", "user-agent": "killgate-cli"}
     token = clean_token(token)
@@ -64,7 +67,7 @@ def call(base: str, token: str | None, method: str, path: str,
     for attempt in range(attempts):
         req = urllib.request.Request(base + path, data=data, method=method, headers=headers)
         try:
-            with _OPENER.open(req, timeout=TIMEOUT) as resp:
+            with _OPENER.open(req, timeout=timeout) as resp:
                 return Answer(resp.status, _json_object(resp.read(), resp.status))
         except urllib.error.HTTPError as exc:
             try:
@@ -86,9 +89,14 @@ def call(base: str, token: str | None, method: str, path: str,
                 msg += " (no token was sent: give --token or set KILLGATE_TOKEN)"
             raise ClientError(msg) from None
         except (urllib.error.URLError, OSError) as exc:
-            if attempt + 1 < attempts:
-                continue
             reason = getattr(exc, "reason", exc)
+            if isinstance(reason, TimeoutError):
+                reason = f"no answer within {timeout:g}s (--timeout)"
+            if attempt + 1 < attempts:
+                if on_retry is not None:
+                    on_retry(f"{reason}: sending it once more (the same Idempotency-Key: "
+                             "it takes effect once)")
+                continue
             raise ClientError(f"cannot reach the admin API at {base}: {reason}") from None
         except http.client.HTTPException as exc:  # (after OSError: RemoteDisconnected is both)
             raise ClientError(_broken(base, exc, body is not None)) from None
