@@ -179,3 +179,15 @@ def test_history_rows_and_trend() -> None:
     assert len(rows) == 4 and "d-3" in rows[1] and "failed" in rows[2] and "dana" in rows[1]
     assert trend(newest_first) == [
         "kill on iris-drill: 2/3 passed; slowest instance (ms): 55.5 → 2500 → 40"]
+
+
+def test_a_rollback_drill_given_version_says_to_use_to(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """`--version` (every other kind's) was taken by the top-level parser: 'unrecognized
+    arguments: --version v2' under the program's usage, nothing about `--to` (the new-user
+    walkthrough)."""
+    with pytest.raises(SystemExit) as ended:
+        main(["drill", "rollback", "--route", "iris-drill", "--version", "v2"])
+    assert ended.value.code == 2
+    err = capsys.readouterr().err
+    assert "killgate drill rollback: error:" in err and "--to VERSION" in err

@@ -168,6 +168,18 @@ def _limit(v: str) -> int:
     return n
 
 
+
+class _Says(argparse.Action):
+    """An option a command does not take but users reach for: refused with what to use."""
+
+    def __init__(self, *args: Any, says: str = "", **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.says = says
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        parser.error(self.says)
+
 def add_drill_commands(sub: Any, common: Any) -> None:
     d = sub.add_parser("drill", help="rehearse a kill, rollback, failover or store loss")
     common(d)  # (--admin, --token, --json also between `drill` and its command)
@@ -202,6 +214,9 @@ def add_drill_commands(sub: Any, common: Any) -> None:
     p.add_argument("--scope", choices=["version", "route", "global"])
     p = kind("rollback", "rollback", "roll back to the previous known-good, measure, restore")
     p.add_argument("--to", help="version to roll back to")
+    p.add_argument("--version", action=_Says, nargs="?", help=argparse.SUPPRESS,
+                   says="a rollback drill names the version it rolls back to with --to VERSION"
+                        " (--version is the other kinds')")
     p = kind("failover", "failover", "make --version fail for drill requests only, measure")
     p.add_argument("--version", required=True)
     p = kind("store-loss", "store_loss",
