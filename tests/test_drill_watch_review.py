@@ -18,6 +18,7 @@ from tests.backends import echo_app
 from tests.conftest import admin_token, running_gateway, wait_until, write_config
 from tests.faultproxy import Forwarder, redis_state_via
 from tests.test_admin_drills import call, routes
+from tests.test_drill_watch import _open_and_kill
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -30,14 +31,7 @@ async def test_drill_restore_of_a_drill_the_fleet_closes_meanwhile_exits_0(
     cfg = write_config(tmp_path, routes(p1, p2), extra="drills: {auto_restore_after: 0s}\n")
     async with running_gateway(cfg) as g:
         await g.gw.drill_watch.stop()  # (its turns are taken below, at the moment that matters)
-        st, out = await call(session, "POST", f"{g.admin}/v1/drills",
-                             {"kind": "kill", "route": "iris-drill", "version": "v2",
-                              "duration": "1s", "reason": "rehearsal"})
-        assert st == 200, out
-        drill = out["drill"]
-        st, out = await call(session, "POST", f"{g.admin}/v1/drills/{drill}/inject",
-                             {"reason": "pull"})
-        assert st == 200, out
+        drill = await _open_and_kill(session, g.admin, "1s")
         await wait_until(lambda: g.gw.holder.doc.drills[drill].deadline < time.time(), 5,
                          what="the deadline to pass")
         turns: list[asyncio.Task[Any]] = []
@@ -80,14 +74,7 @@ async def test_a_turn_that_fails_unexpectedly_does_not_end_the_watch(
 
         watch.config, watch.interval = config, 0.05
         await watch.start()
-        st, out = await call(session, "POST", f"{g.admin}/v1/drills",
-                             {"kind": "kill", "route": "iris-drill", "version": "v2",
-                              "duration": "1s", "reason": "rehearsal"})
-        assert st == 200, out
-        drill = out["drill"]
-        st, out = await call(session, "POST", f"{g.admin}/v1/drills/{drill}/inject",
-                             {"reason": "pull"})
-        assert st == 200, out
+        drill = await _open_and_kill(session, g.admin, "1s")
         await wait_until(lambda: drill not in g.gw.holder.doc.drills, 10,
                          what="the fleet to close the drill after a failed turn")
         assert "version:iris-drill:v2" not in g.gw.holder.doc.kills

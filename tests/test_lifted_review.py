@@ -8,6 +8,7 @@ failed before its fix is said in each test.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -32,6 +33,19 @@ def _many_kills_lifted(doc: StateDoc, keys: int) -> StateDoc:
         doc = apply_change(doc, Change(kills={f"version:iris:v{n}": _flag(n)}))
         doc = apply_change(doc, Change(kills={f"version:iris:v{n}": None}))
     return doc
+
+
+async def backed_up_before_an_unkill(session: Any, admin: str,
+                                     redis_server: RedisServer) -> tuple[Any, Any]:
+    """Kill routes other and iris, copy the store's document and generation (a backup),
+    then unkill iris: the backup holds a kill lifted since."""
+    from tests.test_killswitch import unkill
+
+    await kill(session, admin, wait="0s", scope="route", route="other")
+    await kill(session, admin, wait="0s", scope="route", route="iris")
+    backup = redis_server.cmd("GET", "kgtest:state"), redis_server.cmd("GET", "kgtest:gen")
+    await unkill(session, admin, wait="0s", scope="route", route="iris")
+    return backup
 
 
 def test_the_newest_lift_is_kept_whatever_the_age_of_the_kill_it_lifted() -> None:
@@ -77,16 +91,10 @@ async def test_a_store_restored_to_before_an_unkill_is_reseeded_without_the_kill
     side held: the kill lifted since came back, for every instance. a's document names
     the restored document's write (it descends from it): everything the restored document
     holds and a's lacks was lifted since, by an unkill; the re-seed keeps a's kills."""
-    from tests.test_killswitch import unkill
-
     p1 = await backends(echo_app("v1"))
     cfg = write_config(tmp_path, routes(p1), state=redis_state(redis_server, tmp_path, "a"))
     async with running_gateway(cfg) as g:
-        await kill(session, g.admin, wait="0s", scope="route", route="other")
-        await kill(session, g.admin, wait="0s", scope="route", route="iris")
-        backup, backup_gen = (redis_server.cmd("GET", "kgtest:state"),
-                              redis_server.cmd("GET", "kgtest:gen"))
-        await unkill(session, g.admin, wait="0s", scope="route", route="iris")
+        backup, backup_gen = await backed_up_before_an_unkill(session, g.admin, redis_server)
         gen = g.gw.holder.doc.generation
         redis_server.cmd("SET", "kgtest:state", backup)
         redis_server.cmd("SET", "kgtest:gen", backup_gen)

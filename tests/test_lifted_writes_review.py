@@ -14,7 +14,8 @@ from tests.backends import echo_app
 from tests.conftest import RedisServer, running_gateway, wait_until, write_config
 from tests.test_branches_review import routes
 from tests.test_forgery import plant, stored_doc
-from tests.test_killswitch import kill, redis_state, unkill
+from tests.test_killswitch import redis_state
+from tests.test_lifted_review import backed_up_before_an_unkill
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -55,11 +56,7 @@ async def test_a_store_restored_far_behind_an_unkill_is_reseeded_without_the_kil
     p1 = await backends(echo_app("v1"))
     cfg = write_config(tmp_path, routes(p1), state=redis_state(redis_server, tmp_path, "a"))
     async with running_gateway(cfg) as g:
-        await kill(session, g.admin, wait="0s", scope="route", route="other")
-        await kill(session, g.admin, wait="0s", scope="route", route="iris")
-        backup, backup_gen = (redis_server.cmd("GET", "kgtest:state"),
-                              redis_server.cmd("GET", "kgtest:gen"))
-        await unkill(session, g.admin, wait="0s", scope="route", route="iris")
+        backup, backup_gen = await backed_up_before_an_unkill(session, g.admin, redis_server)
         far = _far(g.gw.holder.doc)  # (the fleet's writes since)
         plant(redis_server, far.to_json())
         await wait_until(lambda: g.gw.holder.doc.generation == far.generation, 10,

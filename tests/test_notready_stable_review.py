@@ -18,23 +18,11 @@ from aiohttp import web
 
 from tests.backends import NOT_HELD
 from tests.conftest import running_gateway, write_config
+from tests.test_notready_blame import _route
 
 pytestmark = pytest.mark.timeout(30)
 
 _NOT_HELD = NOT_HELD["openai"][2]
-
-
-def _route(p1: int, p2: int) -> str:
-    return f"""\
-- name: chat
-  match: {{path_prefix: /v1}}
-  protocol: openai
-  stable: v1
-  outlier: {{consecutive_gateway_failures: 3, base_ejection: 30s}}
-  versions:
-    - {{name: v1, url: "http://127.0.0.1:{p1}", weight: 100}}
-    - {{name: v2, url: "http://127.0.0.1:{p2}", weight: 0}}
-"""
 
 
 def openai_server(models: set[str]) -> web.Application:
