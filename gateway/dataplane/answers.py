@@ -110,8 +110,9 @@ class Answers:
             self.metrics.inc("killgate_upstream_errors_total",
                              (plan.name, target.name, "not_ready"),
                              label_names=("route", "version", "kind"))
+            # (flight None: the request has ended; the stable: only for a model it answered)
             if self.observer is not None and req.flight is not None \
-                    and (target.name != plan.stable  # (None: it has ended)
+                    and (target.name != plan.stable
                          or self.models.answered(plan.name, target.name, model)):
                 self.unready.setdefault(req, []).append((plan.name, target.name, latency))
         elif self.observer is not None:
