@@ -75,12 +75,9 @@ class OverdueDrills:
                 # traceback, and the next turn runs
                 event(log, "drill_watch_failed", logging.ERROR, exc=exc)
 
-    def _grace(self) -> float | None:
-        return self.config().drills.auto_restore_after
-
     async def check(self) -> list[str]:
         """Close every drill due; the ids closed by this instance."""
-        grace = self._grace()
+        grace = self.config().drills.auto_restore_after
         if grace is None:
             return []
         now = self.clock()

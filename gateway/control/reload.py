@@ -204,7 +204,7 @@ class ConfigWatcher:
             self.outcome.loaded_at = utc_now()
             self.outcome.last_error = None
             self.outcome.last_problems = []
-            self.outcome.restart_required = _needs_restart(old, loaded)
+            self.outcome.restart_required = restart_changes(old.config, loaded.config)
             self.metrics.inc("killgate_config_reloads_total")
             event(log, "config_reloaded", trigger=trigger, old=old.digest, new=loaded.digest,
                   changes=summarize_changes(old, loaded),
@@ -223,11 +223,6 @@ class ConfigWatcher:
                   problems=problems, running=self.current().digest)
         self.outcome.last_problems = problems
         self.outcome.last_error = "; ".join(problems)
-
-
-def _needs_restart(old: LoadedConfig, new: LoadedConfig) -> list[str]:
-    """Settings a reload cannot change in a running process (they apply at restart)."""
-    return restart_changes(old.config, new.config)
 
 
 def summarize_changes(old: LoadedConfig, new: LoadedConfig) -> dict[str, Any]:

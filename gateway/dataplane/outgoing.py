@@ -86,28 +86,32 @@ class Outgoing:
         # the request line and our Host as parts (joined once, with the rest of the head)
         first = [req.method, b" ", target.path_bytes, raw_target, b" HTTP/1.1\r\nhost: ",
                  host_header, b"\r\n"]
-        trusted = self.client_address  # behind trusted proxies: the chain they vouch for
-        if trusted is None:
-            # the x-forwarded-* lines of a socket peer and Host (bounded cache: the same
-            # few pairs, request after request)
-            host = req.host
-            key = (req.conn.remote_b, host)
-            try:
-                fwd = self._forwarded[key]
-            except KeyError:
-                fwd = self._forwarded_lines(req.conn.remote_b, host)
-                if host is None or len(host) <= CACHED_TARGET:
-                    if len(self._forwarded) >= CACHE_MAX:
-                        self._forwarded.clear()
-                    self._forwarded[key] = fwd
-        else:
-            fwd = self._forwarded_lines(trusted.forwarded_for(
-                req.remote, forwarded_for(req)).encode(), req.host)
+        fwd = self._forwarded_of(req)
         if traceparent is not None:  # ours replaces the client's: the backend joins our span
             fwd += b"traceparent: %s\r\n" % traceparent
             return request_head(first, req.raw_headers, fwd, length, True, body)
         # (all positional: a call with keywords is not specialised)
         return request_head(first, req.raw_headers, fwd, length, False, body)
+
+    def _forwarded_of(self, req: Request) -> bytes:
+        """The x-forwarded-* lines `req` carries to its backend (and its shadow copy)."""
+        trusted = self.client_address  # behind trusted proxies: the chain they vouch for
+        if trusted is not None:
+            return self._forwarded_lines(trusted.forwarded_for(
+                req.remote, forwarded_for(req)).encode(), req.host)
+        # the x-forwarded-* lines of a socket peer and Host (bounded cache: the same few
+        # pairs, request after request)
+        host = req.host
+        key = (req.conn.remote_b, host)
+        try:
+            return self._forwarded[key]
+        except KeyError:
+            fwd = self._forwarded_lines(req.conn.remote_b, host)
+            if host is None or len(host) <= CACHED_TARGET:
+                if len(self._forwarded) >= CACHE_MAX:
+                    self._forwarded.clear()
+                self._forwarded[key] = fwd
+            return fwd
 
     def _forwarded_lines(self, xff: bytes, host: bytes | None) -> bytes:
         fwd = b"x-forwarded-for: %s\r\nx-forwarded-proto: %s\r\n" % (xff, self.scheme_b)
@@ -121,13 +125,9 @@ class Outgoing:
             return None
         req = flight.req
         # the x-forwarded-* lines the client's request carried (the copy is that request)
-        trusted = self.client_address
-        fwd = self._forwarded_lines(req.conn.remote_b if trusted is None else
-                                    trusted.forwarded_for(req.remote, forwarded_for(req)).encode(),
-                                    req.host)
         return self.shadow.tap(flight.plan, flight.target, req.method, flight.raw_target,
                                list(req.raw_headers), flight.prefix, flight.complete,
-                               flight.field, fwd, flight.started)
+                               flight.field, self._forwarded_of(req), flight.started)
 
 def forwarded_for(req: Request) -> list[str]:
     """Every X-Forwarded-For field of the request, as sent."""

@@ -100,9 +100,6 @@ class LocalStore(LocalRecords):
             on_loaded(got)
         return got
 
-    async def generation(self) -> str | None:
-        return (await self.load()).token
-
     async def poll(self) -> tuple[str | None, str | None]:
         got = await self.load()
         return got.token, (got.doc.audit_head or None) if got.doc is not None else None

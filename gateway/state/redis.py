@@ -209,10 +209,6 @@ class RedisStore(RedisCommits, RedisAudit):
             self._guess_head(doc.audit_head, (doc.generation, doc.audit_seq), doc)
         return doc
 
-    async def generation(self) -> str | None:
-        raw = await self._call("GET", self.k_gen)
-        return None if raw is None else raw.decode("utf-8", "replace")
-
     async def poll(self) -> tuple[str | None, str | None]:
         gen, head = await self._call("MGET", self.k_gen, self.k_head)
         return (None if gen is None else gen.decode("utf-8", "replace"),

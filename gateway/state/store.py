@@ -144,9 +144,6 @@ class StateStore(Protocol):
         `on_loaded` is told the same as early as the store can (redis: as its answer is
         read, a loop turn before this returns); it must not raise."""
 
-    async def generation(self) -> str | None:
-        """The stored generation as the store holds it (a poll hint, not verified)."""
-
     async def poll(self) -> tuple[str | None, str | None]:
         """The stored generation and the audit head the store names (hints, not verified;
         None: none). A head that is not the one of a document we judged means another
