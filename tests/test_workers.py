@@ -24,7 +24,7 @@ from gateway.telemetry.metrics import Metrics
 from gateway.telemetry.shadowmetrics import ShadowSeries
 from gateway.telemetry.workers import WorkerMetrics
 from tests.backends import echo_app
-from tests.conftest import free_port, two_versions, wait_until_sync, write_config
+from tests.conftest import free_port, two_versions, wait_until, wait_until_sync, write_config
 from tests.series import new_stats, record_request, sample, samples_of
 
 # ------------------------------------------------------------------ helpers
@@ -279,3 +279,21 @@ async def test_a_replacement_started_on_edited_buckets_keeps_counters_monotonic(
     scrapes = [await asyncio.to_thread(_totals, gw.admin) for _ in range(20)]
     assert all(s == (n + 20, n + 20, 2) for s in scrapes), scrapes  # whichever worker answered
     assert gw.stop() == 0, gw.output()
+
+
+async def test_the_first_worker_of_a_fresh_group_publishes_every_interval(
+        tmp_path: Path) -> None:
+    """Since 3d7aa5b the publishing task was started only where a slot's or a sibling's
+    snapshot was read (its line had slipped into _keep_buckets): the first worker of a
+    fresh group wrote its slot at start and at stop only, and its siblings answered
+    scrapes with its counts from the start."""
+    m = Metrics()
+    w = WorkerMetrics(m, new_stats(), tmp_path, 0, interval=0.05)
+    w.start()
+    try:
+        m.inc("killgate_failovers_total", by=3)
+        await wait_until(lambda: decode(w.path.read_bytes())[1].values.get(
+            "killgate_failovers_total", ((), {}))[1].get(()) == 3.0, 5,
+            what="the slot republished")
+    finally:
+        await w.stop()

@@ -71,6 +71,7 @@ class WorkerMetrics:
             event(log, "worker_metrics_unreadable", logging.WARNING, path=str(self.path),
                   error=str(exc), action="this slot's counters start from zero")
         self.publish()
+        self._task = asyncio.create_task(self._run(), name="worker-metrics")
 
     def _keep_buckets(self, group: Raw) -> None:
         """Count in the boundaries the group counts in (a replacement started on a config
@@ -83,7 +84,6 @@ class WorkerMetrics:
                   why="telemetry.buckets differ from the group's: they apply when the "
                       "group restarts")
             self.stats.buckets = group.buckets
-        self._task = asyncio.create_task(self._run(), name="worker-metrics")
 
     async def stop(self) -> None:
         await cancel(self._task)
