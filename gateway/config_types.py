@@ -12,9 +12,9 @@ import ipaddress
 import math
 import re
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, get_args, get_origin
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, field_validator
 
 __all__ = [
     "Duration",
@@ -37,9 +37,32 @@ _HTTP_URL = re.compile(r"^https?://[^/\s?#]+(/[^\s?#]*)?$")
 
 
 class Frozen(BaseModel):
-    """The base of every config model: immutable, unknown keys refused."""
+    """The base of every config model: immutable, unknown keys refused, and no number
+    taken from `true`/`false` (pydantic's lax mode reads `weight: yes` as weight 1)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_numbers(cls, v: Any, info: ValidationInfo) -> Any:
+        if info.field_name is not None and _holds_bool(v) \
+                and _numeric(cls.model_fields[info.field_name].annotation):
+            raise ValueError("must be a number, not true/false")
+        return v
+
+
+def _holds_bool(v: Any) -> bool:
+    return isinstance(v, bool) or (isinstance(v, (list, tuple))
+                                   and any(isinstance(x, bool) for x in v))
+
+
+def _numeric(annotation: Any) -> bool:
+    """Whether a field holds a number, or a list or tuple of them (optional or not)."""
+    if annotation in (int, float):
+        return True
+    args = [a for a in get_args(annotation) if a is not type(None) and a is not Ellipsis]
+    return bool(args) and all(_numeric(get_args(a)[0] if get_origin(a) is Annotated else a)
+                              for a in args)
 
 
 def parse_duration(value: Any) -> float:
