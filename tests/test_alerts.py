@@ -113,6 +113,26 @@ async def test_one_alerts_long_text_or_many_labels_do_not_lose_the_kill(
         assert len(ev["evidence"]["alert"]["labels"]) == 64
 
 
+async def test_alerts_alertmanager_left_out_are_counted_and_logged(
+        tmp_path: Path, backends, session, caplog: pytest.LogCaptureFixture) -> None:
+    """`truncatedAlerts` (Alertmanager's max_alerts): alerts killgate never sees, so
+    nothing acts on them; they must not pass unnoticed. The alerts delivered still act."""
+    cfg = await _gateway_cfg(tmp_path, backends)
+    body = {**payload(killgate_action="kill", route="iris", version="v2"),
+            "truncatedAlerts": 3}
+    async with running_gateway(cfg) as g:
+        status, answer = await _post(session, g.admin, body)
+        assert status == 200, answer
+        assert [a["outcome"] for a in answer["actions"]] == ["acted"]
+        assert g.gw.metrics.get("killgate_alertmanager_alerts_total", ("truncated",)) == 3
+        (line,) = [r for r in caplog.records if "alerts_truncated" in r.getMessage()]
+        assert line.levelname == "WARNING" and line.kg_fields["truncated"] == 3
+        for odd in (0, -1, True, "3", None):  # not a count: nothing is counted
+            status, answer = await _post(session, g.admin, {**body, "truncatedAlerts": odd})
+            assert status == 200 and answer["actions"][0]["outcome"] == "duplicate"
+        assert g.gw.metrics.get("killgate_alertmanager_alerts_total", ("truncated",)) == 3
+
+
 async def test_fifty_resends_then_resolved_make_one_kill(tmp_path: Path, backends,
                                                          session) -> None:
     """RELIABILITY row 58: the same firing alert 50 times, then `resolved`: one kill, one

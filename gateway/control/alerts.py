@@ -125,6 +125,13 @@ class AlertReceiver:
                              label_names=("outcome",))
             raise ApiError(400, "bad_request", f"not an Alertmanager notification: {exc}") \
                 from None
+        if note.truncated:  # never delivered: nothing here can act on them
+            self.metrics.inc("killgate_alertmanager_alerts_total", ("truncated",),
+                             by=note.truncated, label_names=("outcome",))
+            event(log, "alerts_truncated", logging.WARNING, receiver=note.receiver,
+                  truncated=note.truncated, received=len(note.alerts),
+                  group=note.group_key, why="Alertmanager's max_alerts left these alerts "
+                  "out of the notification: raise it, or group by more labels")
         config = self.config()
         actions = []
         for alert in note.alerts:

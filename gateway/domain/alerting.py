@@ -55,6 +55,8 @@ class Notification:
     group_key: str
     external_url: str
     alerts: tuple[Alert, ...]
+    #: alerts of the group Alertmanager left out (its `max_alerts`): never seen here
+    truncated: int = 0
 
 
 def _str(d: Mapping[str, Any], key: str, where: str, required: bool = True,
@@ -142,8 +144,10 @@ def parse(body: Any) -> Notification:
                             fp, _str(a, "startsAt", where, limit=64),
                             _str(a, "endsAt", where, required=False, limit=64),
                             _text(a, "generatorURL", where)))
+    cut = body.get("truncatedAlerts")
+    truncated = cut if isinstance(cut, int) and not isinstance(cut, bool) and cut > 0 else 0
     return Notification(receiver, status, _text(body, "groupKey", ""),
-                        _text(body, "externalURL", ""), tuple(alerts))
+                        _text(body, "externalURL", ""), tuple(alerts), truncated)
 
 
 @dataclass(frozen=True, slots=True)

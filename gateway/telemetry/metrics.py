@@ -202,6 +202,7 @@ INITIAL: dict[str, tuple[tuple[str, ...], tuple[tuple[str, ...], ...]]] = {
                        "stats", "audit", "snapshot"))),
     "killgate_fail_closed": ((), ((),)),
     "killgate_state_stale": ((), ((),)),
+    "killgate_alertmanager_alerts_total": (("outcome",), (("truncated",),)),
 }
 
 
