@@ -37,11 +37,11 @@ def redis_state_yaml(url: str, snapshot: str, prefix: str = "kgfleet", **opts: s
             + "".join(f"  {k}: {v}\n" for k, v in lines.items()))
 
 
-def _cmd(port: int, *args: str, timeout: float = 2.0) -> list[str]:
+def _cmd(port: int, *args: str, timeout: float = 2.0, host: str = "127.0.0.1") -> list[str]:
     """One command over a raw socket; the reply's lines (enough for INFO, ROLE, simple)."""
     payload = f"*{len(args)}\r\n".encode() + b"".join(
         f"${len(a.encode())}\r\n".encode() + a.encode() + b"\r\n" for a in args)
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+    with socket.create_connection((host, port), timeout=timeout) as s:
         s.sendall(payload)
         data = b""
         s.settimeout(timeout)
@@ -68,20 +68,22 @@ class RedisNode:
     """A redis-server (or a sentinel) process of our own, without persistence."""
 
     def __init__(self, workdir: Path, name: str, sentinel: bool = False,
-                 extra: list[str] | None = None) -> None:
+                 extra: list[str] | None = None, host: str = "127.0.0.1",
+                 port: int | None = None) -> None:
         self.exe = shutil.which("redis-server")
         assert self.exe, "redis-server is not on PATH (apt-get install -y redis-server)"
         self.workdir = workdir / name
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.name = name
-        self.port = free_port()
+        self.host = host  # (another loopback address: several nodes on one port)
+        self.port = free_port() if port is None else port
         self.sentinel = sentinel
         self.extra = extra or []
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, conf: str = "") -> None:
         cfgfile = self.workdir / "redis.conf"
-        cfgfile.write_text(f"port {self.port}\nbind 127.0.0.1\ndir {self.workdir}\n"
+        cfgfile.write_text(f"port {self.port}\nbind {self.host}\ndir {self.workdir}\n"
                            "save \"\"\nappendonly no\n" + conf)
         args = [self.exe, str(cfgfile)] + (["--sentinel"] if self.sentinel else []) + self.extra
         if hasattr(self, "log"):
@@ -100,7 +102,7 @@ class RedisNode:
             return False
 
     def cmd(self, *args: str) -> list[str]:
-        return _cmd(self.port, *args)
+        return _cmd(self.port, *args, host=self.host)
 
     def info(self, section: str, field: str) -> str:
         for line in self.cmd("INFO", section):

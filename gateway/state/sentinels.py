@@ -5,13 +5,22 @@ order in which the nodes they name are tried (the majority's first, then the oth
 answered; the first that says it is a master, ROLE, wins), and `master_named`, which the
 store asks every few seconds to follow a failover its connections did not see. A sentinel
 out of date (cut off from the others, or not yet told of a failover) neither stops a
-connect nor is believed over the others. Builds on resp.py's connections.
+connect nor is believed over the others.
+
+A name that resolves to several addresses of one family (a Kubernetes headless Service in
+front of three sentinels, the shipped manifests' way) is as many sentinels: asked by name,
+it would be one, whichever the resolver put first, believed alone as "more than half".
+Builds on resp.py's connections.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import ipaddress
+import socket
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from gateway.state.resp import (
     Endpoint,
@@ -22,7 +31,43 @@ from gateway.state.resp import (
     _open,
 )
 
-__all__ = ["master_named", "to_master"]
+__all__ = ["master_named", "sentinel_addresses", "to_master"]
+
+Sentinel = tuple[str, int]
+#: host, port -> getaddrinfo's answer (the event loop's, a fake in tests)
+Resolve = Callable[[str, int], Awaitable[list[tuple[Any, ...]]]]
+
+
+async def _getaddrinfo(host: str, port: int) -> list[tuple[Any, ...]]:
+    return await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+
+
+_resolve: Resolve = _getaddrinfo
+
+
+async def sentinel_addresses(ep: Endpoint, timeout: float) -> list[Sentinel]:
+    """The sentinels to ask: each listed address, a name that resolves to several addresses
+    of the family the system would connect with (its first answer's) as each of them. A
+    name that does not resolve (now) stays as it is: asking it says why."""
+    async def expand(host: str, port: int) -> list[Sentinel]:
+        try:
+            ipaddress.ip_address(host)
+            return [(host, port)]
+        except ValueError:
+            pass
+        try:
+            async with asyncio.timeout(timeout):
+                infos = await _resolve(host, port)
+        except (OSError, TimeoutError):
+            return [(host, port)]
+        if not infos:
+            return [(host, port)]
+        family = infos[0][0]
+        found = list(dict.fromkeys(str(i[4][0]) for i in infos if i[0] == family))
+        return [(host, port)] if len(found) < 2 else [(a, port) for a in found]
+
+    lists = await asyncio.gather(*(expand(h, p) for h, p in ep.sentinels))
+    return list(dict.fromkeys(a for one in lists for a in one))
 
 
 async def _named_master(host: str, port: int, ep: Endpoint, timeout: float) -> tuple[str, int]:
@@ -47,7 +92,8 @@ async def _named_master(host: str, port: int, ep: Endpoint, timeout: float) -> t
     return addr[0].decode(), int(addr[1])
 
 
-async def _ask_all(ep: Endpoint, timeout: float) -> list[tuple[str, int] | str]:
+async def _ask_all(ep: Endpoint, timeout: float,
+                   sentinels: list[Sentinel]) -> list[tuple[str, int] | str]:
     """The sentinels' answers, asked at once: the master's address, or why not; done as
     soon as more than half name one address (a frozen sentinel costs nothing then)."""
     async def ask(host: str, port: int) -> tuple[str, int] | str:
@@ -56,7 +102,7 @@ async def _ask_all(ep: Endpoint, timeout: float) -> list[tuple[str, int] | str]:
         except (OSError, RespError, TimeoutError) as exc:
             return f"{host}:{port}: {exc or type(exc).__name__}"
 
-    tasks = [asyncio.ensure_future(ask(h, p)) for h, p in ep.sentinels]
+    tasks = [asyncio.ensure_future(ask(h, p)) for h, p in sentinels]
     answers: list[tuple[str, int] | str] = []
     try:
         for next_answer in asyncio.as_completed(tasks):
@@ -81,7 +127,8 @@ def _majority(answers: list[tuple[str, int] | str], listed: int) -> tuple[str, i
 async def master_named(ep: Endpoint, timeout: float) -> tuple[str, int] | None:
     """The master's address as more than half of the sentinels name it; None when none
     is (some down, or disagreeing)."""
-    return _majority(await _ask_all(ep, timeout), len(ep.sentinels))
+    sentinels = await sentinel_addresses(ep, timeout)
+    return _majority(await _ask_all(ep, timeout, sentinels), len(sentinels))
 
 
 async def to_master(ep: Endpoint, timeout: float, name: str,
@@ -91,8 +138,9 @@ async def to_master(ep: Endpoint, timeout: float, name: str,
     sentinel out of date (cut off from the others, or not yet told of a failover) that
     names a node that is gone, a replica, or an old master the others replaced, neither
     stops us nor is believed over them."""
-    answers = await _ask_all(ep, timeout)
-    first = _majority(answers, len(ep.sentinels))
+    sentinels = await sentinel_addresses(ep, timeout)
+    answers = await _ask_all(ep, timeout, sentinels)
+    first = _majority(answers, len(sentinels))
     named = [a for a in answers if isinstance(a, tuple)]
     problems = [a for a in answers if isinstance(a, str)]
     for mhost, mport in dict.fromkeys([first, *named] if first else named):
