@@ -1,0 +1,149 @@
+"""Random kills and unkills through three real instances while Redis loses everything and
+instances die: no acknowledged kill is ever lost, and none comes back unaudited.
+
+Each step is a kill or an unkill of one of four keys (two routes, a version of each) sent to
+a random live instance, or a fault: the redis-server restarted empty (no persistence), or
+an instance SIGKILLed and started again from its snapshot file. A kill answered 200 puts the
+key in the model, an unkill answered 200 takes it out; a 503 changed nothing (README); a
+409 `not_killed` changed nothing either (the store's state did not hold the key at that
+moment: a kill acknowledged just before Redis lost everything is back only once the
+instance that holds it has reconnected and re-seeded it); anything else leaves the key
+unknown until its next acknowledged write. Once the faults stop, every instance must hold
+exactly the model's kills for the known keys, and its data plane enforce them. The one
+difference allowed is the documented one (README, Trust): a re-seed from a document 32 or
+more writes behind keeps a kill lifted since, audited `state.reseed`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import ClientError, ClientSession, ClientTimeout
+
+from tests.backends import echo_app
+from tests.conftest import GatewayProcess, RedisServer, wait_until
+from tests.test_killswitch import auth, fixed_ports_config, redis_state
+
+pytestmark = pytest.mark.timeout(240)
+
+#: more histories: CHAOS_SEEDS=3,4,5 (38 seeds passed when this test was written)
+SEEDS = [int(s) for s in os.environ.get("CHAOS_SEEDS", "1,2").split(",")]
+
+Key = tuple[str, str, str | None]  # scope, route, version
+KEYS: tuple[Key, ...] = (("route", "iris", None), ("version", "iris", "v2"),
+                         ("route", "wine", None), ("version", "wine", "w2"))
+
+
+def _routes(port: int) -> str:
+    return "".join(
+        f"  - name: {name}\n    match: {{path_prefix: /v2/models/{name}}}\n"
+        f"    stable: {a}\n    versions:\n"
+        f"      - {{name: {a}, url: \"http://127.0.0.1:{port}\", weight: 50}}\n"
+        f"      - {{name: {b}, url: \"http://127.0.0.1:{port}\", weight: 50}}\n"
+        for name, a, b in (("iris", "v1", "v2"), ("wine", "w1", "w2")))
+
+
+def _body(key: Key) -> dict[str, Any]:
+    scope, route, version = key
+    return {"scope": scope, "route": route, **({"version": version} if version else {}),
+            "reason": "chaos"}
+
+
+async def _write(session: ClientSession, admin: str, op: str, key: Key) -> tuple[int, str]:
+    try:
+        async with session.post(f"{admin}/v1/{op}?wait=0s", json=_body(key), headers=auth(),
+                                timeout=ClientTimeout(total=5)) as r:
+            data = await r.json(content_type=None)
+            return r.status, (data.get("error") or {}).get("type", "") if r.status != 200 else ""
+    except (ClientError, TimeoutError) as exc:
+        return 0, type(exc).__name__
+
+
+async def _held(session: ClientSession, admin: str) -> set[Key] | None:
+    try:
+        async with session.get(f"{admin}/v1/status", headers=auth()) as r:
+            if r.status != 200:
+                return None
+            kills = (await r.json())["kills"]
+    except (ClientError, TimeoutError):
+        return None
+    return {(k["scope"], k["route"], k.get("version")) for k in kills}
+
+
+async def _reseed_events(session: ClientSession, admin: str) -> int:
+    async with session.get(f"{admin}/v1/audit?limit=1000", headers=auth()) as r:
+        return sum(e["action"] == "state.reseed" for e in (await r.json())["events"])
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+async def test_random_kills_survive_redis_loss_and_instance_deaths(
+        seed: int, tmp_path: Path, backends, redis_server: RedisServer, gateway_procs,
+        session: ClientSession) -> None:
+    rnd = random.Random(seed)
+    port = await backends(echo_app("any"))
+    configs = [fixed_ports_config(tmp_path, _routes(port), redis_state(redis_server, tmp_path, n),
+                                  n) for n in "abc"]
+    procs: list[GatewayProcess] = [gateway_procs(c) for c in configs]
+    for p in procs:
+        await asyncio.to_thread(p.wait_ready)
+    model: dict[Key, bool] = dict.fromkeys(KEYS, False)
+    unknown: set[Key] = set()
+    history: list[str] = []
+    for step in range(120):
+        roll = rnd.random()
+        if roll < 0.05:
+            history.append(f"{step}: redis restarted empty")
+            await asyncio.to_thread(redis_server.restart)
+            continue
+        if roll < 0.09:
+            i = rnd.randrange(3)
+            history.append(f"{step}: instance {'abc'[i]} SIGKILLed and restarted")
+            procs[i].signal(signal.SIGKILL)
+            await asyncio.to_thread(procs[i].proc.wait, 5)
+            procs[i] = gateway_procs(configs[i])
+            await asyncio.to_thread(procs[i].wait_ready, 30.0)
+            continue
+        key, op = rnd.choice(KEYS), rnd.choice(("kill", "unkill"))
+        i = rnd.randrange(3)
+        status, why = await _write(session, procs[i].admin, op, key)
+        history.append(f"{step}: {op} {key} on {'abc'[i]} -> {status} {why}")
+        if status == 200:
+            model[key] = op == "kill"
+            unknown.discard(key)
+        elif status not in (409, 503):
+            unknown.add(key)
+
+    want = {k for k, v in model.items() if v and k not in unknown}
+    not_want = {k for k, v in model.items() if not v and k not in unknown}
+
+    async def converged() -> bool:
+        for p in procs:
+            held = await _held(session, p.admin)
+            if held is None or not want <= held or held & not_want:
+                return False
+        return True
+
+    try:
+        await wait_until(converged, 20, what="every instance to hold the model's kills")
+    except AssertionError:
+        helds = [await _held(session, p.admin) for p in procs]
+        lost = [k for k in want if any(h is not None and k not in h for h in helds)]
+        assert not lost, f"acknowledged kills lost: {lost}; held {helds}\n" + "\n".join(history)
+        back = {k for h in helds if h for k in h & not_want}
+        reseeds = await _reseed_events(session, procs[0].admin)
+        assert reseeds, (f"lifted kills came back with no state.reseed in the audit: {back}; "
+                         f"held {helds}\n" + "\n".join(history))
+    for p in procs:  # and the data plane enforces what the status says
+        held = await _held(session, p.admin) or set()
+        for route in ("iris", "wine"):
+            async with session.post(f"{p.url}/v2/models/{route}/infer", json={}) as r:
+                await r.read()
+                assert (r.status == 503) == (("route", route, None) in held), (route, held)
+    for p in procs:
+        assert p.stop() == 0, p.output()[-3000:]
