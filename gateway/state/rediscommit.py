@@ -168,8 +168,14 @@ class RedisCommits(RedisRecords):
         if got.trusted and got.doc is not None and replaces_another(got.doc, doc):
             raise StoreConflict("another write at our generation (another branch)")
 
-    async def replicated(self, replicas: int, timeout: float) -> int:
+    async def replicated(self, replicas: int, timeout: float, fence: bool = False) -> int:
         """WAIT on the connection that committed: replicas that acknowledged its writes.
-        It has that connection to itself (heartbeats and polls do not queue behind it)."""
+        It has that connection to itself (heartbeats and polls do not queue behind it).
+        WAIT counts the replicas holding this connection's last write: with `fence` (the
+        document was not committed on it: a no-op, a retry; the connection may have written
+        nothing, and WAIT then counts every attached replica at once) a write of nothing
+        (a PUBLISH no one hears, replicated like any write) comes first."""
+        if fence:
+            await self._call("PUBLISH", self.ch_fence, "", slot="write")
         return int(await self._call("WAIT", replicas, max(1, int(timeout * 1000)),
                                     timeout=timeout + self.timeout, slot="write"))

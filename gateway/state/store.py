@@ -172,9 +172,10 @@ class StateStore(Protocol):
         """Changes since the last call, waiting up to `timeout` for the first; raises
         StoreUnavailable when the store's push channel is lost."""
 
-    async def replicated(self, replicas: int, timeout: float) -> int:
+    async def replicated(self, replicas: int, timeout: float, fence: bool = False) -> int:
         """After a commit: wait up to `timeout` until `replicas` replicas hold it; returns
-        how many confirmed."""
+        how many confirmed. `fence`: the document in question was not committed by this
+        store's last commit (a no-op confirms what the store holds)."""
 
 
 class FleetStore(Protocol):
