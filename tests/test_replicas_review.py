@@ -61,3 +61,43 @@ async def test_a_retry_on_another_instance_is_not_confirmed_by_a_stalled_replica
         status, data, _ = await _post(session, b.admin, "/v1/kill", scope="route",
                                       route="iris")
         assert status == 200 and data["changed"] is False, data
+
+
+async def test_a_kill_whose_connection_moved_to_another_node_is_not_confirmed_there(
+        tmp_path: Path, backends, session: ClientSession, redis_server: RedisServer,
+        second_redis: RedisServer, fwd: Forwarder) -> None:
+    """The sentinel check drops every connection when the sentinels name another master
+    (redis._follow_the_sentinels): between a kill's commit on the old master and its WAIT,
+    the WAIT went out on a new connection, to the new master, which never had the kill,
+    and counted that node's replica at once (a connection that wrote nothing): 200, an
+    acknowledged kill lost with the old master. The WAIT must run on the connection that
+    committed; closed, nothing is confirmed."""
+    old, new = redis_server, second_redis
+    (tmp_path / "redis3").mkdir()
+    new_replica = RedisServer(tmp_path / "redis3")
+    new_replica.start()
+    try:
+        new.cmd("CONFIG", "SET", "repl-diskless-sync-delay", "0")
+        new_replica.cmd("REPLICAOF", "127.0.0.1", str(new.port))
+        await wait_until(lambda: "state=online" in new.cmd("INFO", "replication"), 15,
+                         what="the new master's replica to attach")
+        p = await backends(echo_app("v1"))
+        state = redis_state_via(fwd, tmp_path, "kgmove", command_timeout="300ms",
+                                min_replicas="1", replica_timeout="300ms")
+        cfg = write_config(tmp_path, two_versions(p, p, 100, 0), state=state)
+        async with running_gateway(cfg) as g:
+            store = g.gw.sync.store
+
+            def failover(ev: dict, doc: object) -> None:
+                # what the sentinel check does when the sentinels name another master
+                fwd.point(new.port)
+                for c in list(store._conns.values()):
+                    c.close()
+
+            g.gw.sync.committed.append(failover)
+            status, data, _ = await _post(session, g.admin, "/v1/kill", scope="route",
+                                          route="iris")
+            assert status == 503 and data["error"]["type"] == "not_durable", data
+            assert "route:iris" in stored_doc(old, "kgmove")["kills"]  # (there only)
+    finally:
+        new_replica.kill()

@@ -172,10 +172,11 @@ class StateStore(Protocol):
         """Changes since the last call, waiting up to `timeout` for the first; raises
         StoreUnavailable when the store's push channel is lost."""
 
-    async def replicated(self, replicas: int, timeout: float, fence: bool = False) -> int:
-        """After a commit: wait up to `timeout` until `replicas` replicas hold it; returns
-        how many confirmed. `fence`: the document in question was not committed by this
-        store's last commit (a no-op confirms what the store holds)."""
+    async def replicated(self, replicas: int, timeout: float, generation: int,
+                         fence: bool = False) -> int:
+        """After a commit of `generation`: wait up to `timeout` until `replicas` replicas
+        hold it; returns how many confirmed. `fence`: no commit of ours made it (a no-op
+        confirms the store's `generation`)."""
 
 
 class FleetStore(Protocol):

@@ -177,7 +177,8 @@ class Writes:
         if not need:
             return
         try:
-            got = await self.store.replicated(need, self.cfg.replica_timeout, fence)
+            got = await self.store.replicated(need, self.cfg.replica_timeout, generation,
+                                              fence)
         except StateError:
             got = 0
         if got < need:
