@@ -73,3 +73,19 @@ def test_the_temporary_file_of_a_write_is_never_a_link_someone_planted(tmp_path:
     assert victim.read_text() == "precious"
     assert target.read_bytes() == b"the document" and not target.is_symlink()
     assert (target.stat().st_mode & 0o777) == 0o600
+
+
+async def test_an_older_document_handed_over_later_is_not_written_over_a_newer(
+        tmp_path: Path) -> None:
+    """A swap's snapshot is handed over once its ack is sent (sync._after_apply, a round
+    trip later, longer with a slow store); a full sync's at once. The older swap's came
+    last and was written last: the file went back to a generation without the newer
+    document's kill, which a start without the store then enforced as last-known."""
+    path = tmp_path / "snapshot.json"
+    snap = SnapshotFile(path, RING)
+    newer = StateDoc(generation=6, epoch="e", kills={"version:iris:v2": FLAG})
+    snap.soon(newer)
+    snap.soon(StateDoc(generation=5, epoch="e"))
+    await snap.flush()
+    got = SnapshotFile(path, RING).read()
+    assert got is not None and got.generation == 6 and set(got.kills) == {"version:iris:v2"}

@@ -19,10 +19,11 @@ from gateway.config import Config, RouteConfig
 from gateway.domain import kills, overrides
 from gateway.domain.audit import AuditDraft, utc_now
 from gateway.domain.overrides import effective_stable
-from gateway.domain.statedoc import Change, RouteOverride, StateDoc, kill_key
+from gateway.domain.statedoc import Change, KillFlag, RouteOverride, StateDoc, kill_key
 from gateway.errors import ApiError, ConflictingState
 
-__all__ = ["ACTIONS", "SCOPE_OF", "Intent", "Plan", "gate_of", "intent", "plan"]
+__all__ = ["ACTIONS", "SCOPE_OF", "Intent", "Plan", "bound_to_kill", "gate_of", "intent",
+           "plan"]
 
 #: action -> the body fields it takes besides `reason` (and `break_glass`)
 ACTIONS: dict[str, frozenset[str]] = {
@@ -192,14 +193,38 @@ def _kill(i: Intent, cfg: Config) -> Plan:
     return Plan(change, describe, {"kill": key})
 
 
+def _flag_id(flag: KillFlag) -> str:
+    """Which kill a flag is: the write that made it (its generation, from a version
+    before write ids); an abort_inflight upgrade keeps it, a new kill has another."""
+    return flag.write or str(flag.generation)
+
+
+def bound_to_kill(i: Intent, doc: StateDoc) -> Intent:
+    """An unkill asked for approval names the kill in force as it was asked (`args.kill`,
+    so in its hash): the approval lifts that kill, never one made after it (lifted and
+    killed again meanwhile, by another incident) that no one asked to lift."""
+    if i.action != "unkill":
+        return i
+    flag = doc.kills.get(kill_key(i.target["scope"], i.target["route"], i.target["version"]))
+    return i if flag is None else dataclasses.replace(i, args={**i.args,
+                                                               "kill": _flag_id(flag)})
+
+
 def _unkill(i: Intent, cfg: Config) -> Plan:
     t = _selector(i.target, cfg)
     key = kill_key(t["scope"], t["route"], t["version"])
+    asked = i.args.get("kill")
 
     def change(cur: StateDoc) -> Change:
-        if key not in cur.kills:
+        flag = cur.kills.get(key)
+        if flag is None:
             raise ConflictingState("not_killed",
                                    f"there is no {t['scope']} kill for that selector")
+        if asked is not None and _flag_id(flag) != asked:
+            raise ConflictingState("kill_replaced", (
+                f"the {key} kill in force ({flag.actor}, {flag.time}) is not the one this "
+                "unkill was asked for: that one was lifted and the key killed again since; "
+                "ask for the unkill of this one anew"))
         return Change(kills={key: None})
 
     def describe(cur: StateDoc, new: StateDoc) -> AuditDraft:

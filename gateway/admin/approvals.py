@@ -75,6 +75,7 @@ class Approvals:
         plan = actions.plan(intent, cfg)
         # refused now (404, 409, a shadow below its gate) rather than at approval
         (await self.shadow.wrap(shadowgate.route_of(intent), plan.change))(self.current.doc)
+        intent = actions.bound_to_kill(intent, self.current.doc)  # (an unkill: which kill)
         digest = intent.change_hash()
         now = self.clock()
         rec = Approval(f"ap-{secrets.token_hex(8)}", actions.gate_of(intent) or intent.action,

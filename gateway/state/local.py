@@ -157,7 +157,8 @@ class LocalStore(LocalRecords):
             on_stored(doc.with_changes(audit_head=head))
         return event
 
-    async def replicated(self, replicas: int, timeout: float) -> int:
+    async def replicated(self, replicas: int, timeout: float, generation: int,
+                         fence: bool = False) -> int:
         """An fsynced file has no replicas to wait for (the config refuses min_replicas)."""
         return replicas
 

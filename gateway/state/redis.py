@@ -89,6 +89,7 @@ class RedisStore(RedisCommits, RedisAudit):
         self._head_at = (0, 0)  # (generation, audit_seq) of the document that named it
         self._head_write: str | None = None  # and that document's own write id
         self._own = None  # our newest commit as sent
+        self._committed = None  # (the connection, the generation) of our newest commit
         self._last_open: tuple[bytes, StateDoc, str] | None = None  # the last document verified
         self._master_check = 0.0  # when the sentinels are next asked (loop time)
 

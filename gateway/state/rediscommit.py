@@ -16,10 +16,11 @@ from typing import Any
 from gateway.domain.audit import GENESIS, AuditDraft, seal
 from gateway.domain.branches import replaces_another
 from gateway.domain.statedoc import StateDoc
-from gateway.errors import AuditError, StoreConflict
+from gateway.errors import AuditError, StoreConflict, StoreUnavailable
 from gateway.log import event
 from gateway.state.redisaux import RedisRecords
 from gateway.state.redislink import OWN, Script
+from gateway.state.resp import RespConnection
 from gateway.state.store import Loaded
 
 __all__ = ["RedisCommits"]
@@ -42,6 +43,16 @@ redis.call('SET', KEYS[1], ARGV[2])
 redis.call('SET', KEYS[2], ARGV[3])
 redis.call('PUBLISH', ARGV[8], ARGV[2])
 return {'ok', ''}
+""")
+
+
+# A write of nothing (a PUBLISH no one hears, replicated like any write) on a node that
+# holds the generation ARGV[1]: WAIT after it on that connection counts the replicas
+# holding that node's state up to it. 0: the node holds another generation.
+_FENCE = Script("""
+if redis.call('MGET', KEYS[1])[1] ~= ARGV[1] then return 0 end
+redis.call('PUBLISH', ARGV[2], '')
+return 1
 """)
 
 
@@ -82,6 +93,9 @@ class RedisCommits(RedisRecords):
     _head_at: tuple[int, int]  # (generation, audit_seq) of the document that named it
     _head_write: str | None  # that document's own write id
     _own: _Own | None  # our newest commit as sent
+    #: the connection our newest commit was stored through, and its generation: WAIT
+    #: counts the replicas holding that connection's writes, on that node only
+    _committed: tuple[RespConnection, int] | None
     load: Callable[[], Awaitable[Loaded]]
 
     async def commit(self, expected: str | None, doc: StateDoc, draft: AuditDraft | None,
@@ -105,6 +119,7 @@ class RedisCommits(RedisRecords):
         head = expect = self._head or first
         seq = self._head_at[1] if self._head else doc.audit_seq
         for _ in range(5):
+            conn = await self._conn("write")  # (failing here, nothing was sent)
             ev = seal(base, head, mac_key) if base is not None else None
             body = json.dumps(plain_doc if ev is None else {
                 **plain_doc, "audit_head": ev["hash"], "audit_seq": seq + 1}).encode()
@@ -118,7 +133,7 @@ class RedisCommits(RedisRecords):
             # READONLY replica, OOM, script errors: nothing was written, the action is refused.
             res = await self._script(
                 _COMMIT, [self.k_state, self.k_gen, self.k_audit, self.k_head], args,
-                refused=AuditError, writes=True, on_reply=own.replied)
+                refused=AuditError, writes=True, on_reply=own.replied, conn=conn)
             status = res[0].decode() if isinstance(res[0], bytes) else str(res[0])
             if status == "conflict":
                 raise StoreConflict("the state changed under us")
@@ -128,6 +143,7 @@ class RedisCommits(RedisRecords):
                 continue
             if ev is not None and (doc.generation, seq + 1) >= self._head_at:
                 self._guess_head(ev["hash"], (doc.generation, seq + 1), doc)
+            self._committed = (conn, doc.generation)
             return ev
         raise StoreConflict("the audit head kept changing under us")
 
@@ -168,8 +184,25 @@ class RedisCommits(RedisRecords):
         if got.trusted and got.doc is not None and replaces_another(got.doc, doc):
             raise StoreConflict("another write at our generation (another branch)")
 
-    async def replicated(self, replicas: int, timeout: float) -> int:
-        """WAIT on the connection that committed: replicas that acknowledged its writes.
-        It has that connection to itself (heartbeats and polls do not queue behind it)."""
-        return int(await self._call("WAIT", replicas, max(1, int(timeout * 1000)),
-                                    timeout=timeout + self.timeout, slot="write"))
+    async def replicated(self, replicas: int, timeout: float, generation: int,
+                         fence: bool = False) -> int:
+        """Replicas that hold `generation`: WAIT on the connection that committed it (its
+        writes are what WAIT counts), which has that connection to itself (heartbeats and
+        polls do not queue behind it). Closed since (a failover: the sentinel check, a
+        READONLY; a new connection may lead to another node, and WAIT on a connection
+        that wrote nothing counts every attached replica at once): none confirmed. With
+        `fence` (a no-op: `generation` is the store's, not our commit's) a write of nothing
+        on a node holding it comes first (_FENCE), and WAIT follows on that connection."""
+        wait = ("WAIT", replicas, max(1, int(timeout * 1000)))
+        if fence:
+            conn = await self._conn("write")
+            if not await self._script(_FENCE, [self.k_gen], [str(generation), self.ch_fence],
+                                      conn=conn):
+                return 0  # (the node holds another generation: the caller's copy is old)
+        elif self._committed is None or self._committed[1] != generation \
+                or not self._committed[0].is_open:
+            return 0
+        else:
+            conn = self._committed[0]
+        return int(await self._run("write", wait, timeout + self.timeout, StoreUnavailable,
+                                   StoreUnavailable, conn=conn))

@@ -72,6 +72,7 @@ class RedisLink:
         self.k_stats = f"{p}:stats"
         self.k_idem = f"{p}:idem"
         self.ch_events, self.ch_acks = f"{p}:events", f"{p}:acks"
+        self.ch_fence = f"{p}:fence"  # (rediscommit.replicated: heard by no one)
         self._endpoint: Endpoint | None = None
         # "cmd": reads, heartbeats, polls; "write": commits and the WAIT after them (WAIT
         # counts the writes of its own connection, and blocks it while it waits)
@@ -118,11 +119,12 @@ class RedisLink:
 
     async def _run(self, slot: str, args: tuple[str | bytes | int, ...], timeout: float,
                    refused: type[Exception], lost: type[Exception],
-                   on_reply: OnReply | None = None) -> Any:
-        """One command on a connection slot. A reply error raises `refused` (NOSCRIPT to an
+                   on_reply: OnReply | None = None, conn: RespConnection | None = None) -> Any:
+        """One command on a connection slot (or on `conn`, that very connection: closed
+        since, the call fails as `lost`). A reply error raises `refused` (NOSCRIPT to an
         EVALSHA is re-raised as is, for the caller to EVAL); a timeout or a reset, `lost`.
         `on_reply`: see RespConnection.send."""
-        conn = await self._conn(slot)  # failing here, nothing was sent
+        conn = conn or await self._conn(slot)  # failing here, nothing was sent
         try:
             return await conn.call(*args, timeout=timeout, on_reply=on_reply)
         except RespError as exc:
@@ -142,17 +144,18 @@ class RedisLink:
 
     async def _script(self, script: Script, keys: list[str], args: list[str | bytes],
                       refused: type[Exception] = StoreUnavailable, writes: bool = False,
-                      on_reply: OnReply | None = None) -> Any:
+                      on_reply: OnReply | None = None, conn: RespConnection | None = None
+                      ) -> Any:
         """EVALSHA (EVAL the first time on a server). With `writes`, a timeout or a reset
         once the command is on its way raises StoreOutcomeUnknown: it may have run.
-        `on_reply` sees every reply, error replies (NOSCRIPT) included."""
+        `on_reply` sees every reply, error replies (NOSCRIPT) included. `conn`: see _run."""
         slot, lost = ("write", StoreOutcomeUnknown) if writes else ("cmd", StoreUnavailable)
         try:
             return await self._run(slot, ("EVALSHA", script.sha, len(keys), *keys, *args),
-                                   self.timeout, refused, lost, on_reply)
+                                   self.timeout, refused, lost, on_reply, conn)
         except RespError:  # NOSCRIPT: first use on this server (or after SCRIPT FLUSH)
             return await self._run(slot, ("EVAL", script.text, len(keys), *keys, *args),
-                                   self.timeout, refused, lost, on_reply)
+                                   self.timeout, refused, lost, on_reply, conn)
 
     # ------------------------------------------------------------------ signed records
 

@@ -44,6 +44,7 @@ class SnapshotFile:
         #: the file read at startup was signed with our key (else: absent, or a migration)
         self.signed = False
         self._pending: StateDoc | None = None
+        self._newest = (-1, -1)  # (generation, audit_seq) of the newest document handed over
         self._writer: asyncio.Task[None] | None = None
 
     def read(self) -> StateDoc | None:
@@ -98,7 +99,13 @@ class SnapshotFile:
                   error=exc.strerror)
 
     def soon(self, doc: StateDoc) -> None:
-        """Write `doc` in the background; only the newest pending one is written."""
+        """Write `doc` in the background; only the newest pending one is written, and never
+        one older than a document handed over before (a swap's snapshot waits for its ack,
+        and a full sync's does not: an older swap's could land last, without a kill)."""
+        at = (doc.generation, doc.audit_seq)
+        if at < self._newest:
+            return
+        self._newest = at
         self._pending = doc
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._write_latest())

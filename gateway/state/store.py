@@ -172,9 +172,11 @@ class StateStore(Protocol):
         """Changes since the last call, waiting up to `timeout` for the first; raises
         StoreUnavailable when the store's push channel is lost."""
 
-    async def replicated(self, replicas: int, timeout: float) -> int:
-        """After a commit: wait up to `timeout` until `replicas` replicas hold it; returns
-        how many confirmed."""
+    async def replicated(self, replicas: int, timeout: float, generation: int,
+                         fence: bool = False) -> int:
+        """After a commit of `generation`: wait up to `timeout` until `replicas` replicas
+        hold it; returns how many confirmed. `fence`: no commit of ours made it (a no-op
+        confirms the store's `generation`)."""
 
 
 class FleetStore(Protocol):

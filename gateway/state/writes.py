@@ -105,7 +105,7 @@ class Writes:
                         continue
                     # nothing to change: no generation, no audit event; a retry after
                     # NotDurable lands here and confirms what is already there
-                    await self._durable(cur.generation)
+                    await self._durable(cur.generation, fence=True)
                     return cur, None
                 new = apply_change(cur, ch)
                 stored: list[StateDoc] = []
@@ -169,14 +169,16 @@ class Writes:
         gen, head = await self.store.poll()
         return gen != str(cur.generation) or head not in (None, cur.audit_head)
 
-    async def _durable(self, generation: int) -> None:
+    async def _durable(self, generation: int, fence: bool = False) -> None:
         """With `min_replicas`, a write is confirmed only once that many replicas hold it
-        (row 19: a failover must not lose an acknowledged kill)."""
+        (row 19: a failover must not lose an acknowledged kill). `fence`: a no-op confirms
+        a document another commit (or instance) wrote (store.replicated)."""
         need = self.cfg.min_replicas
         if not need:
             return
         try:
-            got = await self.store.replicated(need, self.cfg.replica_timeout)
+            got = await self.store.replicated(need, self.cfg.replica_timeout, generation,
+                                              fence)
         except StateError:
             got = 0
         if got < need:
