@@ -451,3 +451,33 @@ async def test_an_alert_driven_kill_is_an_admin_span_named_in_its_audit_event(
     assert kill["actor"] == "alertmanager/killgate" and kill["trace_id"] == CLIENT_TRACE
     (s,) = collector.server_spans()
     assert s.name == "POST /v1/alerts/alertmanager" and s.trace_id == CLIENT_TRACE
+
+
+async def test_a_client_that_leaves_before_the_answer_leaves_both_spans_cancelled(
+        tmp_path: Path, backends, collector: Collector) -> None:
+    """A routed request whose client went away before any answer (a hanging version): the
+    SERVER span names the route and version it was waiting on (as /metrics counts it, with
+    code 499), and the CLIENT span of the abandoned exchange ends as an error, not as an
+    unremarkable span with no status."""
+    from aiohttp import ClientTimeout
+
+    from tests.backends import hang_app
+
+    p1 = await backends(hang_app())
+    cfg = write_config(tmp_path, two_versions(p1, p1, 100, 0), extra=telemetry(collector.url))
+    async with running_gateway(cfg) as g:
+        async with ClientSession(timeout=ClientTimeout(total=0.3)) as s:
+            with pytest.raises(asyncio.TimeoutError):
+                async with s.get(g.url + INFER) as r:
+                    await r.read()
+        await wait_until(lambda: len(collector.spans) >= 2, 10, what="spans exported")
+    (server,) = collector.server_spans()
+    assert server.name == "GET iris", server.name
+    a = server.attributes
+    assert a["killgate.route"] == "iris" and a["killgate.version"] == "v1", a
+    assert a["error.type"] == "cancelled" and server.status == 2
+    assert "http.response.status_code" not in a  # no answer was sent
+    (attempt,) = collector.children(server)
+    assert attempt.attributes.get("error.type") == "cancelled", attempt.attributes
+    assert attempt.status == 2
+    assert "http.response.status_code" not in attempt.attributes
