@@ -159,3 +159,27 @@ async def test_a_version_removed_by_a_reload_leaves_the_health_series(
         await wait_until(lambda: g.gw.metrics.get("killgate_config_reloads_total") == 1, 10,
                          what="the reload")
         assert (await health_series()) == {"v1": 1.0}
+
+
+async def test_the_access_log_and_event_counters_are_there_at_zero_from_the_start(
+        tmp_path: Path, backends, session) -> None:
+    """The dashboard's panels read increase() of the access log's drops and of the webhook
+    deliveries; each series first appeared at its first count, so the first lost lines and
+    the first failed deliveries never showed (increase() needs two samples)."""
+    from tests.backends import echo_app
+
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p, 100, 0),
+                       extra=f"server:\n  access_log: true\ntelemetry:\n"
+                             f"  access_log: {{path: {tmp_path / 'access.log'}}}\n")
+    async with running_gateway(cfg) as g, session.get(g.admin + "/metrics") as r:
+        text = await r.text()
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for f in text_string_to_metric_families(text) for s in f.samples}
+    for key in [("killgate_access_log_lines_total", ()),
+                ("killgate_access_log_dropped_total", (("reason", "buffer_full"),)),
+                ("killgate_access_log_dropped_total", (("reason", "write_failed"),)),
+                ("killgate_event_deliveries_total", (("result", "delivered"),)),
+                ("killgate_event_deliveries_total", (("result", "failed"),)),
+                ("killgate_event_deliveries_total", (("result", "dropped"),))]:
+        assert samples.get(key) == 0.0, key
