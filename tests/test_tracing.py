@@ -481,3 +481,27 @@ async def test_a_client_that_leaves_before_the_answer_leaves_both_spans_cancelle
     assert attempt.attributes.get("error.type") == "cancelled", attempt.attributes
     assert attempt.status == 2
     assert "http.response.status_code" not in attempt.attributes
+
+
+async def test_at_the_edge_a_client_cannot_choose_its_trace_ids_into_the_sample(
+        tmp_path: Path, backends, session: ClientSession, collector: Collector,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """OTEL_TRACES_SAMPLER=traceidratio is the README's setting for the edge, "so the ratio
+    decides alone". It decided on the trace id the client sent: a client sending ids whose
+    low 64 bits are small had every request traced (1.5 requests' CPU each, and its spans
+    filling the export queue, so everyone else's were dropped)."""
+    p1 = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p1, p1, 100, 0), extra=telemetry(collector.url))
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "traceidratio")
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "0.01")
+    cfg.write_text(cfg.read_text().replace("  traces: {sample_ratio: 1.0}\n", ""))
+    n = 300
+    async with running_gateway(cfg) as g:
+        assert not g.gw.tracing.settings.sampling.parent_based
+        for i in range(n):
+            chosen = f"00-{i + 1:032x}-{CLIENT_SPAN}-01"  # low bits far under the bound
+            async with session.get(g.url + INFER, headers={"traceparent": chosen}) as r:
+                assert r.status == 200
+    # counted once the gateway stopped (its shutdown exports what it held)
+    got = len(collector.server_spans())
+    assert got <= 15, got  # binomial(300, 0.01): mean 3, sd 1.7

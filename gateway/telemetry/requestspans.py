@@ -231,7 +231,9 @@ class RequestSpans:
         if self.parent_based:
             if not parent.flags & 1:
                 return None
-        elif parent.trace_id & 0xFFFFFFFFFFFFFFFF >= self.bound:
+        elif getrandbits(64) >= self.bound:
+            # the ratio alone: not on the caller's trace id, which a client chooses (ids with
+            # small low bits would all be kept: at the edge, every request of its own traced)
             return None
         return parent.trace_id, SpanContext(parent.trace_id, parent.span_id, True,
                                             TraceFlags(parent.flags | 1))
