@@ -505,3 +505,23 @@ async def test_at_the_edge_a_client_cannot_choose_its_trace_ids_into_the_sample(
     # counted once the gateway stopped (its shutdown exports what it held)
     got = len(collector.server_spans())
     assert got <= 15, got  # binomial(300, 0.01): mean 3, sd 1.7
+
+
+async def test_a_stream_whose_client_left_mid_answer_says_so(
+        tmp_path: Path, backends, collector: Collector) -> None:
+    """A streamed answer cut because the client's connection was lost (the client left, or
+    the drain's deadline aborted it) showed as a complete answer: status 200, no event,
+    nothing to tell it from a stream that ran to its end."""
+    from tests.backends import sse_app
+
+    p1 = await backends(sse_app("v1", events=100, interval=0.05))
+    cfg = write_config(tmp_path, two_versions(p1, p1, 100, 0), extra=telemetry(collector.url))
+    async with running_gateway(cfg) as g:
+        async with ClientSession() as s, s.get(g.url + INFER) as r:
+            assert r.status == 200
+            await r.content.readline()  # the first event, then away
+        await wait_until(lambda: collector.server_spans(), 10, what="the span")
+    (server,) = collector.server_spans()
+    events = dict(server.events)
+    assert events.get("killgate.stream_cut") == {"killgate.cause": "connection_lost"}, events
+    assert server.status != 2  # the client's doing, or the drain's: not an error of ours
