@@ -345,3 +345,50 @@ async def test_the_groups_inflight_gauge_counts_every_workers_requests(
         gw.stop()
         await asyncio.gather(*held, return_exceptions=True)
         await session.close()
+
+
+async def test_a_worker_that_cannot_write_its_snapshot_never_makes_a_counter_step_back(
+        tmp_path: Path, backends, gateway_procs, tmpdir_env) -> None:
+    """A worker whose snapshot write fails ($TMPDIR full) answered scrapes with its fresh
+    counts while its siblings answered with its file's older ones: killgate_requests_total
+    went up and down with whichever worker answered, each step down a counter reset to
+    Prometheus (rate() and increase() then add the whole count)."""
+    port = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(port, port, 100, 0),
+                       listen=f"127.0.0.1:{free_port()}", admin=f"127.0.0.1:{free_port()}")
+    gw = gateway_procs(cfg, workers=2, env=tmpdir_env)
+    await asyncio.to_thread(gw.wait_ready)
+    run = Path(tmpdir_env["TMPDIR"])
+    await asyncio.to_thread(wait_until_sync, lambda: len(list(run.glob("*/slot-*.json"))) == 2,
+                            10.0, 0.05, "both workers' snapshots")
+    blocker = await asyncio.to_thread(_block_writes_of_slot_0, run)
+    n = 40
+
+    def traffic() -> list[float]:
+        seen = []
+        for _ in range(n):
+            _get(gw.url + "/v2/models/iris/infer")  # a fresh connection each: both workers
+            seen.append(_totals(gw.admin)[0])
+        return seen
+
+    try:
+        seen = await asyncio.to_thread(traffic)
+        assert seen == sorted(seen), seen
+    finally:
+        (blocker / "x").unlink()
+        blocker.rmdir()
+    # once it can write again, every request shows
+    await asyncio.to_thread(wait_until_sync, lambda: _totals(gw.admin)[0] == n, 5.0, 0.05,
+                            f"{n} requests on a scrape")
+    assert gw.stop() == 0, gw.output()
+
+
+def _block_writes_of_slot_0(run: Path) -> Path:
+    """Worker 0's next snapshot writes fail (as on a full disk); its file stays readable."""
+    import json
+
+    slot0 = next(run.glob("*/slot-0.json"))
+    blocker = slot0.with_name(f".slot-0.{json.loads(slot0.read_bytes())['pid']}.tmp")
+    blocker.mkdir()
+    (blocker / "x").touch()
+    return blocker
