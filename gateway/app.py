@@ -83,6 +83,8 @@ class Gateway:
         self.requests = RequestStats(loaded.config.telemetry.buckets, self._intended_split)
         self.metrics.source(self.requests)
         self.inflight = Inflight()
+        # read whenever the series are (a scrape, a worker's snapshot, an OTLP export)
+        self.metrics.collector(self._read_gauges)
         self.clock = Clock()  # the data plane's shared clock reading (dataplane/clock.py)
         self.draining = False
         self.started = False
@@ -255,10 +257,12 @@ class Gateway:
 
     # ------------------------------------------------------------------ status
 
+    def _read_gauges(self, metrics: Metrics) -> None:
+        metrics.set("killgate_inflight_requests", self.inflight.count)
+        metrics.set("killgate_state_generation", self.holder.doc.generation)
+
     def _metrics_page(self, accept: str | None) -> tuple[bytes, str]:
-        """GET /metrics: gauges read at scrape time, then the exposition."""
-        self.metrics.set("killgate_inflight_requests", self.inflight.count)
-        self.metrics.set("killgate_state_generation", self.holder.doc.generation)
+        """GET /metrics: the exposition (gauges read at scrape time: `_read_gauges`)."""
         return self.metrics.exposition(accept)
 
     # ------------------------------------------------------------------ reload

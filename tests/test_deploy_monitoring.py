@@ -169,3 +169,98 @@ def test_the_documented_alertmanager_token_command_works(where: str, args: str) 
                         audience=auth.audience, issuer=auth.issuer)
     assert claims["scope"] == "killgate:alert" and claims["sub"] == "alertmanager"
     assert claims["exp"] - claims["iat"] <= auth.max_token_lifetime
+
+
+async def test_a_real_prometheus_evaluates_the_rules_on_a_real_gateways_series(
+        tmp_path, backends, gateway_procs) -> None:
+    """The names being exported is not enough: the rules join and filter on labels (`arm`,
+    `code`, `route`, `version`). A real Prometheus scrapes a real `killgate serve` whose
+    canary answers 500: every recording rule has series, every rule evaluates without
+    error, and the canary alert is pending (its `for` not yet over) on the real data."""
+    import asyncio
+    import contextlib
+    import json as jsonlib
+    import urllib.parse
+    import urllib.request
+
+    from tests.backends import echo_app
+    from tests.conftest import free_port, two_versions, wait_until_sync, write_config
+
+    stable, canary = await backends(echo_app("v1")), await backends(echo_app("v2", status=500))
+    cfg = write_config(tmp_path, two_versions(stable, canary, 50, 50,
+                                              extra="outlier: {enabled: false}\n"),
+                       listen=f"127.0.0.1:{free_port()}", admin=f"127.0.0.1:{free_port()}")
+    gw = gateway_procs(cfg)
+    await asyncio.to_thread(gw.wait_ready)
+    prom_port = free_port()
+    (tmp_path / "prometheus.yml").write_text(
+        "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+        f"rule_files: [{RULES}]\n"
+        "scrape_configs:\n  - job_name: killgate\n"
+        f"    static_configs: [{{targets: ['127.0.0.1:{gw.admin_port}']}}]\n")
+    prom = _prometheus(tmp_path, prom_port)
+    api = f"http://127.0.0.1:{prom_port}/api/v1"
+
+    def get(path: str) -> Any:
+        with urllib.request.urlopen(api + path, timeout=5) as r:
+            return jsonlib.loads(r.read())["data"]
+
+    def query(expr: str) -> list[dict[str, Any]]:
+        return list(get("/query?query=" + urllib.parse.quote(expr))["result"])
+
+    def traffic_and(check: Any) -> Any:
+        def step() -> Any:
+            for _ in range(10):
+                with contextlib.suppress(urllib.error.HTTPError):  # (the canary's 500s)
+                    urllib.request.urlopen(gw.url + "/v2/models/iris/infer", timeout=5).read()
+            try:
+                return check()
+            except OSError:
+                return None  # (Prometheus still starting)
+        return step
+
+    try:
+        recorded = sorted(_recorded())
+
+        def every_recording_rule_has_series() -> bool:
+            return all(query(name) for name in recorded)
+
+        await asyncio.to_thread(wait_until_sync, traffic_and(every_recording_rule_has_series),
+                                60.0, 0.2, "every recording rule's series")
+        ratios = {(s["metric"]["version"], s["metric"]["arm"]): float(s["value"][1])
+                  for s in query("killgate:arm_error_ratio:rate1m")}
+        assert ratios == {("v1", "stable"): 0.0, ("v2", "canary"): 1.0}, ratios
+
+        def canary_alert() -> list[dict[str, Any]]:
+            return [a for a in get("/alerts")["alerts"]
+                    if a["labels"]["alertname"] == "KillgateCanaryErrorRate"]
+
+        await asyncio.to_thread(wait_until_sync, traffic_and(canary_alert), 30.0, 0.2,
+                                "the canary alert pending")
+        (alert,) = canary_alert()
+        assert alert["labels"]["route"] == "iris" and alert["labels"]["version"] == "v2"
+        assert alert["labels"]["killgate_action"] == "kill"
+        for group in get("/rules")["groups"]:
+            for rule in group["rules"]:
+                assert rule["health"] == "ok", (rule["name"], rule.get("lastError"))
+    finally:
+        _stop(prom)
+        gw.stop()
+
+
+def _prometheus(tmp_path: Any, port: int) -> subprocess.Popen[bytes]:
+    from tests.conftest import die_with_parent
+
+    return subprocess.Popen(
+        [_tool("prometheus"), f"--config.file={tmp_path / 'prometheus.yml'}",
+         f"--storage.tsdb.path={tmp_path / 'tsdb'}", f"--web.listen-address=127.0.0.1:{port}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=die_with_parent)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)

@@ -364,3 +364,22 @@ def test_an_apply_never_undoes_the_autoscalers_replica_count(tmp_path: Path) -> 
     assert "replicas" not in dep["spec"], dep["spec"].get("replicas")
     assert "replicas" not in _one("Deployment")["spec"]
     assert hpa["spec"]["minReplicas"] >= 3
+
+
+def test_prometheus_is_told_to_scrape_each_pod_on_the_admin_port() -> None:
+    """Each pod is one instance with its own counters: the pods carry the scrape
+    annotations (the admin port, /metrics), and no Service does (a scrape through a Service
+    reaches a different pod each time: counters would jump between instances' values,
+    each step down a counter reset to rate())."""
+    dep = _one("Deployment")
+    pod = dep["spec"]["template"]
+    ann = pod["metadata"].get("annotations", {})
+    assert ann.get("prometheus.io/scrape") == "true", ann
+    assert ann.get("prometheus.io/path") == "/metrics", ann
+    (container,) = pod["spec"]["containers"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ann.get("prometheus.io/port") == str(ports["admin"]), ann
+    for p in BASE.glob("service*.yaml"):
+        for doc in _docs(p):
+            svc_ann = doc["metadata"].get("annotations", {})
+            assert "prometheus.io/scrape" not in svc_ann, p.name

@@ -123,3 +123,63 @@ def test_every_kind_of_unverified_value_starts_at_zero() -> None:
     label_names, series = INITIAL["killgate_state_unverified_total"]
     assert label_names == ("kind",)
     assert {k for (k,) in series} >= set(KINDS)
+
+
+async def test_a_version_removed_by_a_reload_leaves_the_health_series(
+        tmp_path: Path, backends, session) -> None:
+    """killgate_upstream_health of a version the config no longer has stayed at its last
+    value until the process ended: a version removed while unhealthy read 0 forever (an
+    alert on it never resolved, and with --workers N the group's minimum kept it at 0)."""
+    import textwrap
+
+    from tests.backends import echo_app
+    from tests.conftest import free_port, wait_until
+    from tests.test_reload import atomic_write
+
+    p = await backends(echo_app("v1"))
+    health = "  health: {path: /ready, interval: 100ms, timeout: 50ms, unhealthy_threshold: 1}\n"
+    cfg = write_config(tmp_path, two_versions(p, free_port(), 100, 0) + health)
+
+    async def health_series() -> dict[str, float]:
+        async with session.get(g.admin + "/metrics") as r:
+            text = await r.text()
+        fam = _families(text).get("killgate_upstream_health")
+        return {s.labels["version"]: s.value for s in fam.samples} if fam else {}  # type: ignore[attr-defined]
+
+    async with running_gateway(cfg) as g:
+        assert (await health_series()) == {"v1": 1.0, "v2": 0.0}
+        atomic_write(cfg, cfg.read_text().split("routes:\n")[0] + "routes:\n" + textwrap.indent(
+            textwrap.dedent(f"""\
+            - name: iris
+              match: {{path_prefix: /v2/models/iris}}
+              stable: v1
+              versions:
+                - {{name: v1, url: "http://127.0.0.1:{p}", weight: 100}}
+            """) + health, "  "))
+        await wait_until(lambda: g.gw.metrics.get("killgate_config_reloads_total") == 1, 10,
+                         what="the reload")
+        assert (await health_series()) == {"v1": 1.0}
+
+
+async def test_the_access_log_and_event_counters_are_there_at_zero_from_the_start(
+        tmp_path: Path, backends, session) -> None:
+    """The dashboard's panels read increase() of the access log's drops and of the webhook
+    deliveries; each series first appeared at its first count, so the first lost lines and
+    the first failed deliveries never showed (increase() needs two samples)."""
+    from tests.backends import echo_app
+
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p, 100, 0),
+                       extra=f"server:\n  access_log: true\ntelemetry:\n"
+                             f"  access_log: {{path: {tmp_path / 'access.log'}}}\n")
+    async with running_gateway(cfg) as g, session.get(g.admin + "/metrics") as r:
+        text = await r.text()
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for f in text_string_to_metric_families(text) for s in f.samples}
+    for key in [("killgate_access_log_lines_total", ()),
+                ("killgate_access_log_dropped_total", (("reason", "buffer_full"),)),
+                ("killgate_access_log_dropped_total", (("reason", "write_failed"),)),
+                ("killgate_event_deliveries_total", (("result", "delivered"),)),
+                ("killgate_event_deliveries_total", (("result", "failed"),)),
+                ("killgate_event_deliveries_total", (("result", "dropped"),))]:
+        assert samples.get(key) == 0.0, key

@@ -116,3 +116,38 @@ async def test_a_broken_collector_fails_no_request_and_lost_exports_are_counted(
             t_stop = time.monotonic()
         # the last export on the way out is bounded (telemetry/otlpmetrics.LAST_EXPORT_WAIT)
         assert time.monotonic() - t_stop < 8, time.monotonic() - t_stop
+
+
+async def test_the_pushed_inflight_gauge_counts_the_requests_in_flight(
+        tmp_path: Path, backends) -> None:
+    """killgate_inflight_requests was set only when Prometheus scraped /metrics: without a
+    scrape (OTLP is for users without Prometheus) every export pushed 0, however many
+    requests were in flight."""
+    import asyncio
+
+    from aiohttp import ClientSession as Session
+
+    from tests.backends import hang_app
+
+    collector = await Collector().start()
+    try:
+        p1 = await backends(hang_app())
+        extra = (f"telemetry:\n  otlp_endpoint: {collector.url}\n"
+                 "  traces: {sample_ratio: 0}\n  metrics: {export_interval: 1s}\n")
+        cfg = write_config(tmp_path, two_versions(p1, p1, 100, 0), extra=extra)
+        async with running_gateway(cfg) as g, Session() as s:
+            held = [asyncio.ensure_future(s.get(g.url + INFER)) for _ in range(3)]
+            await wait_until(lambda: g.gw.inflight.count == 3, 10, what="3 in flight")
+            start = len(collector.metrics)
+
+            def pushed() -> list[float]:
+                return [p["value"] for p in collector.metrics[start:]
+                        if p["name"] == "killgate_inflight_requests"]
+
+            await wait_until(pushed, 10, 0.05, what="an export after the requests came")
+            assert pushed()[-1] == 3, pushed()
+            for t in held:
+                t.cancel()
+            await asyncio.gather(*held, return_exceptions=True)
+    finally:
+        await collector.stop()

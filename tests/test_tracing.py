@@ -451,3 +451,77 @@ async def test_an_alert_driven_kill_is_an_admin_span_named_in_its_audit_event(
     assert kill["actor"] == "alertmanager/killgate" and kill["trace_id"] == CLIENT_TRACE
     (s,) = collector.server_spans()
     assert s.name == "POST /v1/alerts/alertmanager" and s.trace_id == CLIENT_TRACE
+
+
+async def test_a_client_that_leaves_before_the_answer_leaves_both_spans_cancelled(
+        tmp_path: Path, backends, collector: Collector) -> None:
+    """A routed request whose client went away before any answer (a hanging version): the
+    SERVER span names the route and version it was waiting on (as /metrics counts it, with
+    code 499), and the CLIENT span of the abandoned exchange ends as an error, not as an
+    unremarkable span with no status."""
+    from aiohttp import ClientTimeout
+
+    from tests.backends import hang_app
+
+    p1 = await backends(hang_app())
+    cfg = write_config(tmp_path, two_versions(p1, p1, 100, 0), extra=telemetry(collector.url))
+    async with running_gateway(cfg) as g:
+        async with ClientSession(timeout=ClientTimeout(total=0.3)) as s:
+            with pytest.raises(asyncio.TimeoutError):
+                async with s.get(g.url + INFER) as r:
+                    await r.read()
+        await wait_until(lambda: len(collector.spans) >= 2, 10, what="spans exported")
+    (server,) = collector.server_spans()
+    assert server.name == "GET iris", server.name
+    a = server.attributes
+    assert a["killgate.route"] == "iris" and a["killgate.version"] == "v1", a
+    assert a["error.type"] == "cancelled" and server.status == 2
+    assert "http.response.status_code" not in a  # no answer was sent
+    (attempt,) = collector.children(server)
+    assert attempt.attributes.get("error.type") == "cancelled", attempt.attributes
+    assert attempt.status == 2
+    assert "http.response.status_code" not in attempt.attributes
+
+
+async def test_at_the_edge_a_client_cannot_choose_its_trace_ids_into_the_sample(
+        tmp_path: Path, backends, session: ClientSession, collector: Collector,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """OTEL_TRACES_SAMPLER=traceidratio is the README's setting for the edge, "so the ratio
+    decides alone". It decided on the trace id the client sent: a client sending ids whose
+    low 64 bits are small had every request traced (1.5 requests' CPU each, and its spans
+    filling the export queue, so everyone else's were dropped)."""
+    p1 = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p1, p1, 100, 0), extra=telemetry(collector.url))
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "traceidratio")
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "0.01")
+    cfg.write_text(cfg.read_text().replace("  traces: {sample_ratio: 1.0}\n", ""))
+    n = 300
+    async with running_gateway(cfg) as g:
+        assert not g.gw.tracing.settings.sampling.parent_based
+        for i in range(n):
+            chosen = f"00-{i + 1:032x}-{CLIENT_SPAN}-01"  # low bits far under the bound
+            async with session.get(g.url + INFER, headers={"traceparent": chosen}) as r:
+                assert r.status == 200
+    # counted once the gateway stopped (its shutdown exports what it held)
+    got = len(collector.server_spans())
+    assert got <= 15, got  # binomial(300, 0.01): mean 3, sd 1.7
+
+
+async def test_a_stream_whose_client_left_mid_answer_says_so(
+        tmp_path: Path, backends, collector: Collector) -> None:
+    """A streamed answer cut because the client's connection was lost (the client left, or
+    the drain's deadline aborted it) showed as a complete answer: status 200, no event,
+    nothing to tell it from a stream that ran to its end."""
+    from tests.backends import sse_app
+
+    p1 = await backends(sse_app("v1", events=100, interval=0.05))
+    cfg = write_config(tmp_path, two_versions(p1, p1, 100, 0), extra=telemetry(collector.url))
+    async with running_gateway(cfg) as g:
+        async with ClientSession() as s, s.get(g.url + INFER) as r:
+            assert r.status == 200
+            await r.content.readline()  # the first event, then away
+        await wait_until(lambda: collector.server_spans(), 10, what="the span")
+    (server,) = collector.server_spans()
+    events = dict(server.events)
+    assert events.get("killgate.stream_cut") == {"killgate.cause": "connection_lost"}, events
+    assert server.status != 2  # the client's doing, or the drain's: not an error of ours

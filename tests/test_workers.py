@@ -297,3 +297,98 @@ async def test_the_first_worker_of_a_fresh_group_publishes_every_interval(
             what="the slot republished")
     finally:
         await w.stop()
+
+
+async def test_the_groups_inflight_gauge_counts_every_workers_requests(
+        tmp_path: Path, backends, gateway_procs, tmpdir_env) -> None:
+    """killgate_inflight_requests was set only when a worker answered a scrape: a sibling's
+    snapshot carried its count as of the last scrape it answered (none: absent), so the
+    group's sum left out the requests in flight on every other worker."""
+    import time
+
+    from aiohttp import ClientSession, TCPConnector, web
+
+    arrived: list[int] = []
+
+    async def hold(req: web.Request) -> web.StreamResponse:
+        arrived.append(1)
+        await asyncio.sleep(3600)
+        return web.Response()
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", hold)
+    port = await backends(app)
+    cfg = write_config(tmp_path, two_versions(port, port, 100, 0),
+                       listen=f"127.0.0.1:{free_port()}", admin=f"127.0.0.1:{free_port()}")
+    gw = gateway_procs(cfg, workers=2, env=tmpdir_env)
+    await asyncio.to_thread(gw.wait_ready)
+    run = Path(tmpdir_env["TMPDIR"])
+    n = 16  # each on its own connection: SO_REUSEPORT spreads them over both workers
+    session = ClientSession(connector=TCPConnector(force_close=True, limit=0))
+    held = [asyncio.ensure_future(session.get(gw.url + "/v2/models/iris/infer"))
+            for _ in range(n)]
+    try:
+        await wait_until(lambda: len(arrived) == n, 10, what=f"{n} requests at the backend")
+        since = time.monotonic()
+
+        def published_since() -> bool:  # every worker has written its slot after that
+            slots = list(run.glob("*/slot-*.json"))
+            return len(slots) == 2 and all(decode(p.read_bytes())[0] > since for p in slots)
+
+        await asyncio.to_thread(wait_until_sync, published_since, 10.0, 0.05,
+                                "both workers' snapshots since")
+        text = (await asyncio.to_thread(_get, gw.admin + "/metrics")).decode()
+        inflight = [s.value for f in text_string_to_metric_families(text)
+                    for s in f.samples if s.name == "killgate_inflight_requests"]
+        assert inflight == [n], inflight
+    finally:
+        gw.stop()
+        await asyncio.gather(*held, return_exceptions=True)
+        await session.close()
+
+
+async def test_a_worker_that_cannot_write_its_snapshot_never_makes_a_counter_step_back(
+        tmp_path: Path, backends, gateway_procs, tmpdir_env) -> None:
+    """A worker whose snapshot write fails ($TMPDIR full) answered scrapes with its fresh
+    counts while its siblings answered with its file's older ones: killgate_requests_total
+    went up and down with whichever worker answered, each step down a counter reset to
+    Prometheus (rate() and increase() then add the whole count)."""
+    port = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(port, port, 100, 0),
+                       listen=f"127.0.0.1:{free_port()}", admin=f"127.0.0.1:{free_port()}")
+    gw = gateway_procs(cfg, workers=2, env=tmpdir_env)
+    await asyncio.to_thread(gw.wait_ready)
+    run = Path(tmpdir_env["TMPDIR"])
+    await asyncio.to_thread(wait_until_sync, lambda: len(list(run.glob("*/slot-*.json"))) == 2,
+                            10.0, 0.05, "both workers' snapshots")
+    blocker = await asyncio.to_thread(_block_writes_of_slot_0, run)
+    n = 40
+
+    def traffic() -> list[float]:
+        seen = []
+        for _ in range(n):
+            _get(gw.url + "/v2/models/iris/infer")  # a fresh connection each: both workers
+            seen.append(_totals(gw.admin)[0])
+        return seen
+
+    try:
+        seen = await asyncio.to_thread(traffic)
+        assert seen == sorted(seen), seen
+    finally:
+        (blocker / "x").unlink()
+        blocker.rmdir()
+    # once it can write again, every request shows
+    await asyncio.to_thread(wait_until_sync, lambda: _totals(gw.admin)[0] == n, 5.0, 0.05,
+                            f"{n} requests on a scrape")
+    assert gw.stop() == 0, gw.output()
+
+
+def _block_writes_of_slot_0(run: Path) -> Path:
+    """Worker 0's next snapshot writes fail (as on a full disk); its file stays readable."""
+    import json
+
+    slot0 = next(run.glob("*/slot-0.json"))
+    blocker = slot0.with_name(f".slot-0.{json.loads(slot0.read_bytes())['pid']}.tmp")
+    blocker.mkdir()
+    (blocker / "x").touch()
+    return blocker

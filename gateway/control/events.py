@@ -114,6 +114,9 @@ class EventSink:
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
+        for result in ("delivered", "failed", "dropped"):  # at 0: the first failure shows
+            self.metrics.inc("killgate_event_deliveries_total", (result,), by=0,
+                             label_names=("result",))
         self._queue = asyncio.Queue(self.config().events.queue)
         self._worker = asyncio.create_task(self._run(), name="events")
         for i, hook in enumerate(self.config().events.webhooks):

@@ -201,6 +201,8 @@ class HealthMonitor:
     def _publish(self) -> None:
         now = self.now()
         out = frozenset(k for k, rec in self.records.items() if not rec.serving(now))
+        # afresh: a version a reload removed leaves the series (not its last value forever)
+        self.metrics.clear("killgate_upstream_health")
         for (r, v), rec in self.records.items():
             self.metrics.set("killgate_upstream_health", 1 if rec.serving(now) else 0, (r, v),
                              label_names=("route", "version"))

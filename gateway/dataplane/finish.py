@@ -105,6 +105,9 @@ class Finish:
         flight = req.flight
         if isinstance(flight, Flight):
             flight.client_gone()
+            span = req.span
+            if span is not None and req.rec.status:  # its answer had begun; the rest is lost
+                span.event("killgate.stream_cut", {"killgate.cause": "connection_lost"})
 
     def done(self, req: Request) -> None:
         """The one place a finished request is reported to telemetry."""

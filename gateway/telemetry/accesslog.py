@@ -149,6 +149,12 @@ class AccessLog:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_error = 0.0
+        # there at 0 from the start (the first drop must show to increase()), and made here,
+        # on the loop: the writer thread only adds to series that exist
+        metrics.inc("killgate_access_log_lines_total", by=0)
+        for reason in ("buffer_full", "write_failed"):
+            metrics.inc("killgate_access_log_dropped_total", (reason,), by=0,
+                        label_names=("reason",))
 
     # ------------------------------------------------------------------ request path
 

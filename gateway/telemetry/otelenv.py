@@ -25,8 +25,9 @@ log = logging.getLogger("killgate.telemetry")
 @dataclass(frozen=True, slots=True)
 class Sampling:
     """Head sampling: `parent_based` follows an incoming traceparent's sampled flag; new
-    traces (and, when not parent-based, every trace) are kept at `ratio`, decided on the
-    trace id as OpenTelemetry's TraceIdRatioBased sampler does."""
+    traces are kept at `ratio`, decided on the trace id as OpenTelemetry's TraceIdRatioBased
+    sampler does; when not parent-based, a caller's trace is kept at `ratio` by a random
+    draw (its trace id is the caller's choice)."""
 
     parent_based: bool = True
     ratio: float = 0.01

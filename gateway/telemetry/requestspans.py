@@ -165,12 +165,21 @@ class _Request:
         if self.ended:
             return
         if self._attempt is not None:
-            self._attempt.end()
+            if answered or self._attempt.status:
+                self._attempt.end()
+            else:  # the exchange was abandoned before the backend answered
+                self._attempt.failed("cancelled")
         attrs = self.attrs
         name = self._method
         if not answered or self._answer is None:
             attrs["error.type"] = "cancelled"
             self.state = Status(StatusCode.ERROR, "the request ended without an answer")
+            last = self._attempt
+            if last is not None:  # routed: name what it waited on (as /metrics counts it)
+                route, version = last.attrs["killgate.route"], last.attrs["killgate.version"]
+                attrs["killgate.route"], attrs["killgate.version"] = route, version
+                attrs["killgate.attempts"] = self._attempts
+                name = f"{name} {route}"
         else:
             status, route, version, decision = self._answer
             attrs["http.response.status_code"] = status
@@ -222,7 +231,9 @@ class RequestSpans:
         if self.parent_based:
             if not parent.flags & 1:
                 return None
-        elif parent.trace_id & 0xFFFFFFFFFFFFFFFF >= self.bound:
+        elif getrandbits(64) >= self.bound:
+            # the ratio alone: not on the caller's trace id, which a client chooses (ids with
+            # small low bits would all be kept: at the edge, every request of its own traced)
             return None
         return parent.trace_id, SpanContext(parent.trace_id, parent.span_id, True,
                                             TraceFlags(parent.flags | 1))

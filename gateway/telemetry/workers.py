@@ -5,8 +5,9 @@ worker slot, `slot-<i>.json`, written whole then renamed), publishing them every
 `INTERVAL`, the carry-over that keeps a slot's counters monotonic when its worker is
 replaced, and answering a scrape with the group's series (groupseries.py merges them).
 Invariant: a slot's file is never behind anything a scrape has shown of that slot (the
-answering worker writes its own file first). Runs on the event loop, never on the request
-path; absent with one worker. Imports telemetry only.
+answering worker writes its own file first, and shows the file's counts when it cannot).
+Runs on the event loop, never on the request path; absent with one worker. Imports
+telemetry only.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ class WorkerMetrics:
         self.interval = interval
         self.stale_after = stale_after
         self.base = Raw()  # the slot's counts before this process (a replaced worker's)
+        self.written: Raw | None = None  # what the slot's file holds (None: no file)
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -59,6 +61,7 @@ class WorkerMetrics:
         try:
             last = decode(self.path.read_bytes())[1]
             self.base = last.counted()
+            self.written = last
             event(log, "worker_metrics_carried", slot=self.slot,
                   series=len(self.base.values) + len(self.base.entries))
             self._keep_buckets(last)
@@ -109,10 +112,23 @@ class WorkerMetrics:
         try:
             tmp.write_bytes(encode(raw, self.slot))
             os.replace(tmp, self.path)
+            self.written = raw
         except OSError as exc:
             self._error("write")
             event(log, "worker_metrics_write_failed", logging.WARNING, error=str(exc))
         return raw
+
+    def shown(self) -> Raw:
+        """This worker's series for a scrape: published first; when that failed, its
+        counts as the slot's file holds them (what a sibling's scrape shows of this slot:
+        fresher counts here would step back whenever a sibling answers), with its gauges."""
+        raw = self.publish()
+        if raw is self.written:
+            return raw
+        as_filed = self.written.counted() if self.written is not None else Raw()
+        as_filed.buckets = raw.buckets
+        add_gauges(as_filed, [raw])
+        return as_filed
 
     def siblings(self) -> Iterator[tuple[bool, Raw]]:
         """(fresh, series) of every other slot's latest snapshot."""
@@ -134,9 +150,9 @@ class WorkerMetrics:
             yield now - at <= self.stale_after, raw
 
     def group(self) -> tuple[Raw, int]:
-        """The group's series (and how many workers' gauges are in them): this worker's,
-        published first, then every sibling's counts, and the gauges of the live ones."""
-        raw = self.publish()
+        """The group's series (and how many workers' gauges are in them): this worker's
+        (`shown`), then every sibling's counts, and the gauges of the live ones."""
+        raw = self.shown()
         fresh: list[Raw] = []
         skipped = 0
         for live, other in self.siblings():
