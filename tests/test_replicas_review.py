@@ -56,7 +56,9 @@ async def test_a_retry_on_another_instance_is_not_confirmed_by_a_stalled_replica
             assert status == 503 and data["error"]["type"] == "not_durable", data
         finally:
             replica.thaw()
-        await wait_until(lambda: "route:iris" in stored_doc(replica, "kgdur")["kills"], 10,
+        # (the thawed replica may not hold the key at all yet: a full resync)
+        await wait_until(lambda: replica.cmd("EXISTS", "kgdur:state") == "1"
+                         and "route:iris" in stored_doc(replica, "kgdur")["kills"], 10,
                          what="the replica to catch up")
         status, data, _ = await _post(session, b.admin, "/v1/kill", scope="route",
                                       route="iris")
