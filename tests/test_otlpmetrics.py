@@ -151,3 +151,37 @@ async def test_the_pushed_inflight_gauge_counts_the_requests_in_flight(
             await asyncio.gather(*held, return_exceptions=True)
     finally:
         await collector.stop()
+
+
+async def test_a_collection_that_fails_once_does_not_end_the_pushes(
+        tmp_path: Path, backends, session: ClientSession,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A series source that raises (a bug) while the exporter collects: the push loop
+    ended for good and no metric reached the collector again until a restart."""
+    collector = await Collector().start()
+    try:
+        p1 = await backends(echo_app("v1"))
+        extra = (f"telemetry:\n  otlp_endpoint: {collector.url}\n"
+                 "  traces: {sample_ratio: 0}\n  metrics: {export_interval: 1s}\n")
+        cfg = write_config(tmp_path, two_versions(p1, p1, 100, 0), extra=extra)
+        async with running_gateway(cfg) as g:
+            broke: list[bool] = []
+
+            class Once:  # a prometheus_client collector that fails its first collection
+                def collect(self) -> list[object]:
+                    if not broke:
+                        broke.append(True)
+                        raise RuntimeError("a source with a bug")
+                    return []
+
+            g.gw.metrics.registry.register(Once())  # type: ignore[arg-type]
+            await wait_until(lambda: broke, 10, 0.05, what="the failing collection")
+            collector.metrics.clear()
+            async with session.get(g.url + INFER) as r:
+                assert r.status == 200
+            await wait_until(lambda: any(p["name"] == "killgate_requests"
+                                         for p in collector.metrics), 10, 0.05,
+                             what="a push after the failed one")
+        assert any(r.getMessage() == "otlp_metrics_failed" for r in caplog.records)
+    finally:
+        await collector.stop()

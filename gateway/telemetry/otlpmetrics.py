@@ -152,7 +152,13 @@ class OtlpMetrics:
     async def _run(self, interval: float) -> None:
         while True:
             await asyncio.sleep(interval)
-            await self.export_once()
+            try:
+                await self.export_once()
+            except Exception as exc:  # noqa: BLE001 - one broken collection (a bug in a
+                # source) must not end the pushes for good: counted, logged, and the next
+                # interval collects again
+                self.dropped["export_failed"] += 1
+                event(log, "otlp_metrics_failed", logging.ERROR, exc=exc)
 
     async def export_once(self) -> bool:
         """Collect now (on the loop), convert and export off it; True when accepted."""
