@@ -1,0 +1,109 @@
+"""A hostile review of the data-plane protocol (pipelining, framing both ways, 100-continue,
+half-close, flow control), over raw sockets against a real gateway and real backends."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+
+import pytest
+
+from tests.backends import RawServer, Recorder, echo_app
+from tests.conftest import running_gateway, two_versions, write_config
+
+pytestmark = pytest.mark.timeout(60)
+
+
+async def _send_read(port: int, payload: bytes, quiet: float = 1.0) -> bytes:
+    """Send `payload`, read until the gateway closes or stays quiet for `quiet` s."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(payload)
+        await writer.drain()
+        out = b""
+        with contextlib.suppress(TimeoutError, ConnectionError):
+            while chunk := await asyncio.wait_for(reader.read(65536), quiet):
+                out += chunk
+        return out
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+
+
+@pytest.fixture
+async def echo_gateway(tmp_path: Path, backends):
+    rec = Recorder()
+    p = await backends(echo_app("v1", rec))
+    cfg = write_config(tmp_path, two_versions(p, p, 100, 0))
+    async with running_gateway(cfg) as g:
+        yield g, rec
+
+
+class EarlyAnswer(RawServer):
+    """Answers a request as soon as its head is in, without reading its body: a chunked
+    answer whose end waits for `release`; any later request gets a short answer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+        self.lines: list[bytes] = []
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        self.lines.append(head.split(b"\r\n", 1)[0])
+        if b"/early" not in head.split(b"\r\n", 1)[0]:
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+            await writer.drain()
+            return
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+        await writer.drain()
+        await self.release.wait()
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+
+
+async def test_an_answer_that_says_close_closes_the_connection(tmp_path: Path) -> None:
+    """An answer streamed while its request's body was still arriving says `Connection:
+    close` (the connection cannot be kept: the body is unread). When the body then came in
+    whole before the answer ended, the connection was kept alive all the same, and a request
+    pipelined behind was processed: RFC 9112 §9.6, a server that sends `close` processes no
+    further request (the client, told `close`, may send it again elsewhere)."""
+    backend = EarlyAnswer()
+    port = await backend.start()
+    try:
+        cfg = write_config(tmp_path, two_versions(port, port, 100, 0))
+        async with running_gateway(cfg) as g:
+            reader, writer = await asyncio.open_connection("127.0.0.1", g.gw.data_addr[1])
+            size = 100_000  # (over the 64 KiB read whole first: it streams)
+            writer.write(b"POST /v2/models/iris/early HTTP/1.1\r\nHost: x\r\n"
+                         b"Content-Length: %d\r\n\r\n" % size)
+            # the body a little at a time until the early answer's head comes through
+            # (the gateway forwards it once it next looks: at a body byte)
+            sent = 0
+            head = b""
+            while not head:
+                assert sent < size // 2, "no answer head"
+                writer.write(b"a" * 500)
+                sent += 500
+                with contextlib.suppress(TimeoutError):
+                    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 0.1)
+            assert b"connection: close" in head.lower(), head
+            writer.write(b"a" * (size - sent)
+                         + b"GET /v2/models/iris/AFTER-CLOSE HTTP/1.1\r\nHost: x\r\n\r\n")
+            await writer.drain()
+            backend.release.set()
+            rest = b""
+            with contextlib.suppress(ConnectionError, TimeoutError):
+                while chunk := await asyncio.wait_for(reader.read(65536), 3):
+                    rest += chunk  # (till the gateway closes; 3 s of quiet: it did not)
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+            # the stream ended, then the connection closed: nothing after it
+            assert rest.endswith(b"0\r\n\r\n"), rest
+            assert b"HTTP/1.1" not in rest, rest
+            assert not any(b"AFTER-CLOSE" in line for line in backend.lines), backend.lines
+    finally:
+        await backend.stop()
