@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
+import struct
 from pathlib import Path
 
 import pytest
@@ -105,5 +107,53 @@ async def test_an_answer_that_says_close_closes_the_connection(tmp_path: Path) -
             assert rest.endswith(b"0\r\n\r\n"), rest
             assert b"HTTP/1.1" not in rest, rest
             assert not any(b"AFTER-CLOSE" in line for line in backend.lines), backend.lines
+    finally:
+        await backend.stop()
+
+
+class ResetMidBody(RawServer):
+    """Answers with a body that ends with the connection (no length, not chunked), sends
+    part of it, then resets the connection (an abort with SO_LINGER 0: a RST, not a FIN)."""
+
+    def __init__(self, head: bytes, part: bytes) -> None:
+        super().__init__()
+        self.head, self.part = head, part
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(self.head + self.part)
+        await writer.drain()
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.transport.abort()
+
+
+@pytest.mark.parametrize("sse", [False, True])
+async def test_a_reset_is_not_the_end_of_a_body_that_ends_with_the_connection(
+        tmp_path: Path, sse: bool) -> None:
+    """A body framed by the connection's end is complete at a clean close (a FIN) only: a
+    reset cuts it. It was forwarded as whole (a clean chunked end, an event stream ended
+    without `killgate.error`): a stream that fails half-way must never look like a success."""
+    kind = b"text/event-stream" if sse else b"application/json"
+    backend = ResetMidBody(b"HTTP/1.1 200 OK\r\nContent-Type: %s\r\n\r\n" % kind,
+                           b"data: 1\n\n" if sse else b'{"partial": ')
+    port = await backend.start()
+    try:
+        cfg = write_config(tmp_path, two_versions(port, port, 100, 0))
+        async with running_gateway(cfg) as g:
+            reader, writer = await asyncio.open_connection("127.0.0.1", g.gw.data_addr[1])
+            writer.write(b"GET /v2/models/iris/x HTTP/1.1\r\nHost: x\r\n\r\n")
+            out = b""
+            with contextlib.suppress(ConnectionError, TimeoutError):
+                while chunk := await asyncio.wait_for(reader.read(65536), 3):
+                    out += chunk  # (till the gateway closes; 3 s of quiet: it did not)
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+            assert out.startswith(b"HTTP/1.1 200"), out
+            if sse:  # the events so far, then ours, then the connection closes
+                assert b"event: killgate.error" in out, out
+            else:  # an aborted connection: never the chunked body's last chunk
+                assert not out.endswith(b"0\r\n\r\n"), out
     finally:
         await backend.stop()
