@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import socket
 import struct
+import textwrap
 from pathlib import Path
 
 import pytest
 
 from tests.backends import RawServer, Recorder, echo_app
 from tests.conftest import running_gateway, two_versions, write_config
+from tests.rawhttp import exchange
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -157,3 +160,33 @@ async def test_a_reset_is_not_the_end_of_a_body_that_ends_with_the_connection(
                 assert not out.endswith(b"0\r\n\r\n"), out
     finally:
         await backend.stop()
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["sized", "chunked"])
+async def test_a_large_body_on_a_model_route_is_peeked_and_served(
+        tmp_path: Path, backends, chunked: bool) -> None:
+    """A route that matches by the body's `model` reads up to `model_peek_bytes` (1 MiB by
+    default) of the body before routing; reading paused at 256 KiB buffered (flow control)
+    and the peek, waiting for more, never resumed it: a body over 512 KiB hung until the
+    client gave up (no body deadline runs while the gateway does not read)."""
+    rec = Recorder()
+    p = await backends(echo_app("a", rec))
+    routes = textwrap.dedent(f"""\
+        - name: chat-a
+          match: {{path_prefix: /v1, model: gpt-a}}
+          stable: v1
+          versions:
+            - {{name: v1, url: "http://127.0.0.1:{p}", weight: 100}}
+        """)
+    body = json.dumps({"model": "gpt-a", "pad": "x" * 700_000}).encode()
+    head = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" \
+           b"Content-Type: application/json\r\n"
+    if chunked:
+        payload = head + b"Transfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\n" % (
+            len(body), body)
+    else:
+        payload = head + b"Content-Length: %d\r\n\r\n" % len(body) + body
+    async with running_gateway(write_config(tmp_path, routes)) as g:
+        status, headers, _ = await exchange(g.gw.data_addr[1], payload, timeout=10)
+    assert status == 200 and headers.get("x-killgate-route") == "chat-a", (status, headers)
+    assert rec.requests[0]["body"] == body
