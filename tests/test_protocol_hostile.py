@@ -190,3 +190,33 @@ async def test_a_large_body_on_a_model_route_is_peeked_and_served(
         status, headers, _ = await exchange(g.gw.data_addr[1], payload, timeout=10)
     assert status == 200 and headers.get("x-killgate-route") == "chat-a", (status, headers)
     assert rec.requests[0]["body"] == body
+
+
+async def test_a_huge_integer_does_not_hide_the_model_from_routing(
+        tmp_path: Path, backends) -> None:
+    """RELIABILITY row 57: a body whose `model` follows an integer of more than 4300 digits
+    (valid JSON; Python's int() refuses it) was routed as one with no `model`, to the route
+    that matches none, whose backend (a reader outside Python) reads the `model` all the
+    same: with the model's own route killed, the kill was bypassed."""
+    ra, rb = Recorder(), Recorder()
+    pa, pb = await backends(echo_app("a", ra)), await backends(echo_app("b", rb))
+    routes = textwrap.dedent(f"""\
+        - name: chat-a
+          match: {{path_prefix: /v1, model: gpt-a}}
+          stable: v1
+          versions:
+            - {{name: v1, url: "http://127.0.0.1:{pa}", weight: 100}}
+        - name: other
+          match: {{path_prefix: /v1}}
+          stable: v1
+          versions:
+            - {{name: v1, url: "http://127.0.0.1:{pb}", weight: 100}}
+        """)
+    body = b'{"seed": 1' + b"0" * 5000 + b', "model": "gpt-a"}'
+    payload = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+               b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+               + body)
+    async with running_gateway(write_config(tmp_path, routes)) as g:
+        status, headers, _ = await exchange(g.gw.data_addr[1], payload, timeout=10)
+    assert rb.requests == [], "routed as if it named no model"
+    assert status == 200 and headers.get("x-killgate-route") == "chat-a", (status, headers)

@@ -18,7 +18,10 @@ from dataclasses import dataclass
 
 __all__ = ["Ambiguous", "ModelField", "Unreadable", "find_model", "rewrite_model"]
 
-_decoder = json.JSONDecoder()
+# Integers read as floats: Python's int() refuses a string of more than 4300 digits (a
+# ValueError: "not JSON", so "no model"), which other JSON readers take (float(): linear,
+# and no value but `model`'s, a string, is used)
+_decoder = json.JSONDecoder(parse_int=float)
 _WS = re.compile(r"[ \t\n\r]*")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _BOM_FIRST = (b"\xef", b"\xfe", b"\xff")  # the first bytes of the UTF-8, -16 and -32 BOMs
