@@ -5,17 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
 import json
 import socket
 import struct
 import textwrap
+import zlib
 from pathlib import Path
 
 import pytest
 
 from tests.backends import RawServer, Recorder, echo_app
 from tests.conftest import running_gateway, two_versions, write_config
-from tests.rawhttp import exchange
+from tests.rawhttp import error_type, exchange
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -220,3 +222,36 @@ async def test_a_huge_integer_does_not_hide_the_model_from_routing(
         status, headers, _ = await exchange(g.gw.data_addr[1], payload, timeout=10)
     assert rb.requests == [], "routed as if it named no model"
     assert status == 200 and headers.get("x-killgate-route") == "chat-a", (status, headers)
+
+
+@pytest.mark.parametrize("coding", ["gzip", "deflate", "br"])
+async def test_a_compressed_body_on_a_model_route_is_refused(tmp_path: Path, backends,
+                                                             coding: str) -> None:
+    """RELIABILITY row 57: the gateway reads a body's `model` as it came, so a body with a
+    Content-Encoding held none it could see, and was routed by the routes that match no
+    model; a backend that decodes request bodies (aiohttp's server does) read the `model`
+    all the same: a killed model route was reachable through a catch-all. Refused (400),
+    as a declared non-UTF-8 charset is."""
+    ra, rb = Recorder(), Recorder()
+    pa, pb = await backends(echo_app("a", ra)), await backends(echo_app("b", rb))
+    routes = textwrap.dedent(f"""\
+        - name: chat-a
+          match: {{path_prefix: /v1, model: gpt-a}}
+          stable: v1
+          versions:
+            - {{name: v1, url: "http://127.0.0.1:{pa}", weight: 100}}
+        - name: other
+          match: {{path_prefix: /v1}}
+          stable: v1
+          versions:
+            - {{name: v1, url: "http://127.0.0.1:{pb}", weight: 100}}
+        """)
+    plain = json.dumps({"model": "gpt-a", "messages": []}).encode()
+    body = zlib.compress(plain) if coding == "deflate" else gzip.compress(plain)
+    payload = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+               b"Content-Type: application/json\r\nContent-Encoding: %s\r\n"
+               b"Content-Length: %d\r\n\r\n" % (coding.encode(), len(body)) + body)
+    async with running_gateway(write_config(tmp_path, routes)) as g:
+        status, _, answer = await exchange(g.gw.data_addr[1], payload, timeout=10)
+    assert rb.requests == [], "routed as if it named no model"
+    assert status == 400 and error_type(answer) == "bad_request", (status, answer)
