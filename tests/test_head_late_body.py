@@ -74,3 +74,63 @@ async def test_a_late_body_after_an_answer_to_head_is_never_the_next_answer(
                 b_writer.close()
     finally:
         await backend.stop()
+
+
+class LateBodyAfterNoBodyStatus(RawServer):
+    """A keep-alive backend that answers `/first` with a 204 or 304 whose head announces a
+    body (a length, or chunked), and sends a body a moment later: once the next request has
+    arrived on the connection, or after 2 s. Any other request: `good`."""
+
+    def __init__(self, head: bytes) -> None:
+        super().__init__()
+        self.head = head
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        pending = b""
+        while True:
+            head = pending or await reader.readuntil(b"\r\n\r\n")
+            pending = b""
+            if b"/first " in head.split(b"\r\n", 1)[0]:
+                writer.write(self.head)
+                await writer.drain()
+                with contextlib.suppress(TimeoutError):
+                    pending = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 2)
+                writer.write(INJECTED)  # the (buggy) body, late
+            else:
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ngood")
+            await writer.drain()
+
+
+@pytest.mark.parametrize("head", [
+    b"HTTP/1.1 304 Not Modified\r\nContent-Length: %d\r\n\r\n" % len(INJECTED),
+    b"HTTP/1.1 204 No Content\r\nContent-Length: %d\r\n\r\n" % len(INJECTED),
+    b"HTTP/1.1 204 No Content\r\nTransfer-Encoding: chunked\r\n\r\n",
+], ids=["304-length", "204-length", "204-chunked"])
+async def test_a_late_body_after_a_204_or_304_is_never_the_next_answer(
+        tmp_path: Path, head: bytes) -> None:
+    """A 204 or 304 has no body whatever its head says (llhttp ends it at the head), so a
+    head announcing one, a body sent after it, was read as the next request's answer on the
+    connection, which went back to the pool: another client's. As for HEAD (above), such a
+    connection is not used again."""
+    backend = LateBodyAfterNoBodyStatus(head)
+    port = await backend.start()
+    try:
+        async with running_gateway(write_config(tmp_path, two_versions(port, port, 100, 0))) as g:
+            addr = g.gw.data_addr[1]
+            a_reader, a_writer = await asyncio.open_connection("127.0.0.1", addr)
+            b_reader, b_writer = await asyncio.open_connection("127.0.0.1", addr)
+            try:
+                a_writer.write(b"GET /v2/models/iris/first HTTP/1.1\r\nHost: x\r\n\r\n")
+                first = await asyncio.wait_for(a_reader.readuntil(b"\r\n\r\n"), 5)
+                assert first.split(b" ")[1] in (b"204", b"304"), first
+                b_writer.write(f"GET {INFER} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+                status, headers, body = await read_answer(b_reader)
+                assert "x-injected" not in headers and body != b"evil!", (
+                    f"another client's GET got the late body as its answer: "
+                    f"{status} {headers} {body!r}")
+                assert status == 502 or body == b"good", (status, body)
+            finally:
+                a_writer.close()
+                b_writer.close()
+    finally:
+        await backend.stop()

@@ -141,3 +141,21 @@ def test_whitespace_filling_the_window_is_unreadable_not_no_model() -> None:
 def test_bodies_that_are_no_json_object_in_any_encoding_have_no_model(body: bytes) -> None:
     assert find_model(body) is None
     assert find_model(body, complete=False) is None
+
+
+@pytest.mark.parametrize("before", [
+    b'"n": 1' + b"0" * 5000,                      # Python's int() refuses > 4300 digits
+    b'"ids": [1, 2, 3' + b"0" * 5000 + b"]",
+    b'"opts": {"seed": -9' + b"9" * 5000 + b"}",
+])
+def test_a_huge_integer_before_the_model_does_not_hide_it(before: bytes) -> None:
+    """A JSON integer of more than 4300 digits is valid JSON, and backends outside Python
+    (serde, Go, C++ readers) read past it to `model`; Python's json refused it (its
+    int-from-string limit) and the body was taken for one with no `model`: routed by the
+    routes that match no model (a catch-all), it reached a backend that serves the model
+    a route matched by model (killed, say) holds."""
+    body = b'{' + before + b', "model": "chat-small"}'
+    f = find_model(body)
+    assert f is not None and f.value == "chat-small"
+    assert body[f.start:f.end] == b'"chat-small"'
+    assert find_model(b'{"model": 1' + b"0" * 5000 + b"}") is None  # (a number: no model)

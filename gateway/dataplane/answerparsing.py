@@ -147,6 +147,11 @@ class AnswerParsing(Awaiting):
         if self._framed and self.length is None and not self.head:  # chunked
             self._chunk_line()  # (a 204's or 304's: its message ends now, and with it this)
         if status in (204, 304) or self.head:
+            if self._framed and self.length != 0:
+                # a 204 or 304 that announced a body (a length, or chunked) has none (llhttp
+                # ends it here), and a backend that sends one anyway, late, would have it
+                # read as the next request's answer: never used again, as for HEAD below
+                self.keep_alive = False
             self._framed = True
         if self.head:
             # llhttp cannot be told an answer is to HEAD (it would wait for the body its

@@ -201,8 +201,10 @@ class Exchange(AnswerParsing, asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        if self.headers_done and not self.complete and not self._framed and not self.error:
-            # Body delimited by connection close (no length, not chunked): EOF ends it.
+        if self.headers_done and not self.complete and not self._framed and not self.error \
+                and exc is None:
+            # Body delimited by connection close (no length, not chunked): EOF ends it (a
+            # clean end only: a reset, `exc`, cuts it, and it fails as any cut answer does)
             self.complete = True
             self.keep_alive = False
         elif not self.complete and self.error is None:

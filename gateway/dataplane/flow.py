@@ -14,7 +14,7 @@ from collections import deque
 from collections.abc import Callable
 
 from gateway.dataplane.request import ClientGone, Request
-from gateway.dataplane.wire import BODY_HIGH, Limits
+from gateway.dataplane.wire import Limits
 
 __all__ = ["Flow"]
 
@@ -71,8 +71,10 @@ class Flow:
                 self.queue[0].last_body = self.loop.time()
 
     def reading_body(self, req: Request) -> None:
-        """The proxy waits for `req`'s body: read, and watch the body deadline."""
-        if self.read_paused and self.queue and self.queue[0] is req and req.buffered < BODY_HIGH:
+        """The proxy waits for `req`'s body: read, and watch the body deadline. (Whatever is
+        buffered: what it waits for is more than that, a peek of `model_peek_bytes` past
+        BODY_HIGH say, and with reading paused it would wait for ever, with no deadline.)"""
+        if self.read_paused and self.queue and self.queue[0] is req:
             self._resume()
         self._arm(req.last_body + self.limits.body_timeout)
 

@@ -19,6 +19,12 @@ from dataclasses import dataclass
 __all__ = ["Ambiguous", "ModelField", "Unreadable", "find_model", "rewrite_model"]
 
 _decoder = json.JSONDecoder()
+# Python's int() refuses a string of more than 4300 digits (a ValueError, which read as "not
+# JSON", so "no model"); other JSON readers take it. A body that has one is walked again
+# with integers read as floats (linear; no value but `model`'s, a string, is used): only
+# then, as a C call per integer costs 3 times what the default reading does.
+_LONG_INTS = json.JSONDecoder(parse_int=float)
+_INT_LIMIT = "integer string conversion"
 _WS = re.compile(r"[ \t\n\r]*")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _BOM_FIRST = (b"\xef", b"\xfe", b"\xff")  # the first bytes of the UTF-8, -16 and -32 BOMs
@@ -67,41 +73,47 @@ def find_model(body: bytes, complete: bool = True) -> ModelField | None:
                              "checked; send it without the leading whitespace")
         return None  # not a JSON object (form data, a tensor in binary, ...): no model
     text = _text(body, complete)
-    found: tuple[str, int, int] | None = None
-    seen = False  # a `model` key, of any type
-    closed = False
-    try:
-        i = _WS.match(text, 0).end() + 1  # type: ignore[union-attr]
-        while True:
-            i = _WS.match(text, i).end()  # type: ignore[union-attr]
-            if text[i] == "}":
-                closed = True
+    dec = _decoder
+    while True:
+        found: tuple[str, int, int] | None = None
+        seen = False  # a `model` key, of any type
+        closed = False
+        try:
+            i = _WS.match(text, 0).end() + 1  # type: ignore[union-attr]
+            while True:
+                i = _WS.match(text, i).end()  # type: ignore[union-attr]
+                if text[i] == "}":
+                    closed = True
+                    break
+                key, i = dec.raw_decode(text, i)
+                i = _WS.match(text, i).end()  # type: ignore[union-attr]
+                if text[i] != ":":
+                    break
+                i = _WS.match(text, i + 1).end()  # type: ignore[union-attr]
+                start = i
+                value, i = dec.raw_decode(text, i)
+                if key == "model":
+                    if seen:
+                        raise Ambiguous("the body has more than one top-level 'model' field")
+                    seen = True
+                    if isinstance(value, str):
+                        found = (value, start, i)
+                i = _WS.match(text, i).end()  # type: ignore[union-attr]
+                if text[i] == ",":
+                    i += 1
+                    continue
+                closed = text[i] == "}"
                 break
-            key, i = _decoder.raw_decode(text, i)
-            i = _WS.match(text, i).end()  # type: ignore[union-attr]
-            if text[i] != ":":
-                break
-            i = _WS.match(text, i + 1).end()  # type: ignore[union-attr]
-            start = i
-            value, i = _decoder.raw_decode(text, i)
-            if key == "model":
-                if seen:
-                    raise Ambiguous("the body has more than one top-level 'model' field")
-                seen = True
-                if isinstance(value, str):
-                    found = (value, start, i)
-            i = _WS.match(text, i).end()  # type: ignore[union-attr]
-            if text[i] == ",":
-                i += 1
+        except RecursionError:
+            raise Unreadable("the body nests too deeply to be read") from None
+        except (ValueError, IndexError) as exc:
+            if isinstance(exc, Unreadable):
+                raise
+            if dec is _decoder and _INT_LIMIT in str(exc):
+                dec = _LONG_INTS  # (a huge integer: walked again)
                 continue
-            closed = text[i] == "}"
-            break
-    except RecursionError:
-        raise Unreadable("the body nests too deeply to be read") from None
-    except (ValueError, IndexError) as exc:
-        if isinstance(exc, Unreadable):
-            raise
-        # Not JSON (the backend will say so), or cut at the peek limit (below).
+            # Not JSON (the backend will say so), or cut at the peek limit (below).
+        break
     if not closed and not complete:
         raise Unreadable("the body's top-level fields run past the gateway's peek window "
                          "(server.model_peek_bytes), so its 'model' cannot be checked; send a "

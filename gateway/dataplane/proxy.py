@@ -166,6 +166,13 @@ class Proxy(Outgoing, Answers, Finish):
             self._bad(req, "model_body", f"the body is declared {charset!r}; a route chosen by "
                       "the body's 'model' reads JSON as UTF-8 only")
             return
+        coding = headers.get("content-encoding")
+        if coding is not None and coding.strip(" \t").lower() not in ("", "identity"):
+            # (its `model` is not in the bytes as they came, and a backend that decodes
+            # request bodies, aiohttp's server does, reads one: a catch-all's, say)
+            self._bad(req, "model_body", "the body has a Content-Encoding; a route chosen by "
+                      "the body's 'model' reads it uncompressed only")
+            return
         if req.body_done and req.body_size <= self.peek_bytes:
             self._peeked(req, table, path, target, host, req.body(), True)
             return

@@ -62,7 +62,8 @@ async def stream(flight: Forwarding, ex: Exchange) -> None:
     chunked = not head_only and length is None and not req.http10
     if not head_only and length is None and req.http10:
         keep = False  # the body ends with the connection
-        req.keep_alive = False
+    if not keep:  # (its body still arriving, say): the head says `close`, and so it is, even
+        req.keep_alive = False  # if the body is in by the end (RFC 9112 §9.6)
     connection = (None if keep and not req.http10 else b"keep-alive" if keep else b"close")
     proxy.served(req, plan, target, flight.decision, status)
     if plan.aware and 200 <= status < 300 and target.name == plan.stable:
