@@ -159,3 +159,19 @@ def test_a_huge_integer_before_the_model_does_not_hide_it(before: bytes) -> None
     assert f is not None and f.value == "chat-small"
     assert body[f.start:f.end] == b'"chat-small"'
     assert find_model(b'{"model": 1' + b"0" * 5000 + b"}") is None  # (a number: no model)
+
+
+@pytest.mark.parametrize("body", [
+    b'{"seed": 1, /* a comment */ "model": "gpt-a"}',      # JSON5 / lenient readers
+    b'{"messages": [1, 2,], "model": "gpt-a"}',             # a trailing comma
+    b'{"prompt": "a\tb", "model": "gpt-a"}',                # a raw control character
+    b'{"n": 01, "model": "gpt-a"}',                         # a leading zero
+    b"{'model': 'gpt-a'}",                                  # single quotes
+    b'{"model": "gpt-a" "n": 1}',                           # a missing comma after it
+    b'{"prompt": "x"',                                      # cut short
+])
+def test_a_body_that_begins_as_an_object_and_is_not_json_is_unreadable(body: bytes) -> None:
+    """Routed as "no model" before: a killed model's request reached a catch-all route
+    whose backend reads JSON leniently and found the `model` routing did not."""
+    with pytest.raises(Unreadable, match="not valid JSON"):
+        find_model(body)

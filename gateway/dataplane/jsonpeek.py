@@ -112,9 +112,15 @@ def find_model(body: bytes, complete: bool = True) -> ModelField | None:
             if dec is _decoder and _INT_LIMIT in str(exc):
                 dec = _LONG_INTS  # (a huge integer: walked again)
                 continue
-            # Not JSON (the backend will say so), or cut at the peek limit (below).
+            # Not JSON (below), or cut at the peek window (below).
         break
-    if not closed and not complete:
+    if not closed and complete:
+        # it begins as an object and is not JSON: a lenient reader (comments, trailing
+        # commas, raw control characters, JSON5) may find a `model` there that routing did
+        # not, and a killed model's request would go on by another route (a catch-all)
+        raise Unreadable("the body begins as a JSON object but is not valid JSON (RFC 8259), "
+                         "so its 'model' cannot be checked")
+    if not closed:
         raise Unreadable("the body's top-level fields run past the gateway's peek window "
                          "(server.model_peek_bytes), so its 'model' cannot be checked; send a "
                          "smaller body or raise the window")
