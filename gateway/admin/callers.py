@@ -55,19 +55,25 @@ class Callers:
             event(log, "admin_auth_not_configured", logging.ERROR, problem=self.auth.problem)
 
     def reconfigure(self, loaded: LoadedConfig, checked: Authenticator | None = None) -> None:
-        """A reloaded config may change the admin auth settings (not the listener).
-        `checked`: the authenticator the reload was validated with (its key already read)."""
+        """A reloaded config may change the admin auth settings (not the listener), or the
+        key in the file they name. `checked`: the authenticator the reload was validated
+        with (its key already read), put in force whenever given."""
         a = loaded.config.admin
         if (a.auth_check_rate, a.auth_check_burst) != (self.limiter.rate, self.limiter.burst):
             self.limiter, self.all_checks = _limiters(loaded)
         auth = loaded.config.admin.auth
-        if auth != self.auth.cfg:
-            if checked is not None and checked.cfg == auth:
-                self.auth = checked
-            else:
-                self.auth = Authenticator(auth, loaded.resolve)
-            if self.auth.problem:
-                event(log, "admin_auth_not_configured", logging.ERROR, problem=self.auth.problem)
+        was = self.auth
+        if checked is not None and checked.cfg == auth and checked is not was:
+            self.auth = checked  # (also with the settings unchanged: a key rotated in its file)
+        elif auth != was.cfg:
+            self.auth = Authenticator(auth, loaded.resolve)
+        else:
+            return
+        if self.auth.problem:
+            event(log, "admin_auth_not_configured", logging.ERROR, problem=self.auth.problem)
+        elif self.auth.key_digest != was.key_digest:
+            event(log, "admin_auth_key_reloaded", logging.WARNING,
+                  detail="tokens signed with the previous key are refused from now on")
 
     def peer(self, request: web.Request) -> str:
         """The client's address: the socket peer, or behind `admin.trusted_proxies` the
