@@ -52,6 +52,7 @@ __all__ = ["AdminApi", "json_error"]
 log = logging.getLogger("killgate.admin")
 BREAK_GLASS = "killgate:breakglass"
 APPROVAL_ID = r"ap-[0-9a-f]{16}"
+HEAD_READS = 3  # at most this many more reads of the head and the newest page, to agree
 AUDIT_CURSOR = r"[0-9]{1,20}-[0-9]{1,20}|[0-9a-f]{32}"  # a redis stream id, or an event id
 
 
@@ -159,6 +160,17 @@ class AdminApi:
                                    "an event cursor from a previous page's `next`")
         head = await self.audit_reader.audit_head()  # first: events read after it include it
         events, nxt = await self.audit_reader.audit_page(limit, before)
+        for _ in range(HEAD_READS):
+            # the newest page ends at the head unless a write landed between the two reads
+            # (read both again) or events were appended past it without the signing key
+            # (the same again: the page shows them, and a check says where the anchor is)
+            if before is not None or not events or head is None or events[0].get("hash") == head:
+                break
+            again = await self.audit_reader.audit_head()
+            if again == head:
+                break
+            head = again
+            events, nxt = await self.audit_reader.audit_page(limit, before)
         return web.json_response({"events": events, "next": nxt, "head": head})
 
     # ------------------------------------------------------------------ writes
