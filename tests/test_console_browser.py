@@ -484,6 +484,35 @@ def test_canary_screenshot_for_the_readme(fleet: Fleet, browser: Browser) -> Non
         shutil.copy(ARTIFACTS / "console-canary.png", ROOT / "docs" / "console.png")
 
 
+def test_an_event_forged_past_the_anchored_head_shows_broken(fleet: Fleet,
+                                                             browser: Browser) -> None:
+    """Someone who can write to Redis (no key) appends an event linked to the real head, its
+    hash right: the page cannot check MACs, but the event is past the signed head."""
+    b = browser
+    b.sign_in(fleet.admin, READER, "bob")
+    b.wait(lambda d: "Chain verified" in b.text(".chain"), "the chain verified")
+    port = str(fleet.redis.port)
+    raw = subprocess.run(["redis-cli", "-p", port, "--raw", "XREVRANGE", "kgui:audit", "+", "-",
+                          "COUNT", "1"], capture_output=True, text=True, check=True,
+                         timeout=5).stdout
+    last = json.loads(next(x for x in raw.splitlines() if x.startswith("{")))
+    forged = {k: v for k, v in last.items() if k not in ("hash", "mac", "kid")}
+    forged.update(id="f" * 32, actor="mallory", action="unkill", prev_hash=last["hash"],
+                  reason="forged: approved on the phone")
+    forged["hash"] = hashlib.sha256(canonical(forged)).hexdigest()
+    entry = subprocess.run(["redis-cli", "-p", port, "--raw", "XADD", "kgui:audit", "*", "e",
+                            json.dumps(forged, ensure_ascii=False)], capture_output=True,
+                           text=True, check=True, timeout=5).stdout.strip()
+    try:
+        b.wait(lambda d: "Chain BROKEN" in b.text(".chain"), "the forgery shown as a break")
+        assert "past the head" in b.text(".chain") and "f" * 32 in b.text(".chain")
+        b.shot("chain-forged-past-head.png")
+    finally:
+        subprocess.run(["redis-cli", "-p", port, "XDEL", "kgui:audit", entry], check=True,
+                       capture_output=True, timeout=5)
+    b.wait(lambda d: "Chain verified" in b.text(".chain"), "the chain verified again")
+
+
 def test_a_tampered_audit_trail_shows_broken(fleet: Fleet, browser: Browser) -> None:
     b = browser
     b.sign_in(fleet.admin, READER, "bob")

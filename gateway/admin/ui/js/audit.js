@@ -37,6 +37,15 @@ export async function verifyChain(events, head) {
     return {ok: false, checked: events.length, eventId: "(newest)",
             problem: "the recorded head is not among these events (events cut off the end?)"};
   }
+  // the head is the newest event (the API answers with a head and a page that agree): an
+  // event past it was not written by a gateway, which anchors each one in the signed state
+  const past = head === null || head === undefined || head === GENESIS ? 0
+    : events.findIndex((ev) => ev.hash === head);
+  if (past > 0) {
+    return {ok: false, checked: events.length, eventId: events[past - 1].id,
+            problem: `it and the ${past - 1} event(s) after it are past the head the signed ` +
+              "state anchors: added to the store by someone without the signing key"};
+  }
   return {ok: true, checked: events.length, reachesStart};
 }
 
