@@ -46,7 +46,10 @@ export async function verifyChain(events, head) {
             problem: `it and the ${past - 1} event(s) after it are past the head the signed ` +
               "state anchors: added to the store by someone without the signing key"};
   }
-  return {ok: true, checked: events.length, reachesStart};
+  // no head at all (the store's document does not verify, or is gone): nothing anchors
+  // the end of the trail, so events added or cut off there cannot be seen here
+  const anchored = events.length === 0 || (head !== null && head !== undefined);
+  return {ok: true, checked: events.length, reachesStart, anchored};
 }
 
 // Every event, paging back through the whole trail (the "verify all" button).
@@ -95,6 +98,13 @@ function verdictLine(res, pageSize) {
   }
   const scope = res.whole ? `the whole trail (${res.checked} events)`
     : `the newest ${res.checked} of ${pageSize} events shown`;
+  if (res.anchored === false) {
+    return h("p", {class: "chain broken"}, badge("warn", "Chain NOT anchored"),
+             ` in this browser for ${scope}: hashes recomputed and links checked, but the API ` +
+             "named no recorded head (the state store holds no document that verifies), so " +
+             "events added or cut off at the end cannot be seen here. ",
+             h("span", {class: "muted"}, "`killgate audit verify` with the audit key checks the MACs."));
+  }
   return h("p", {class: "chain"}, badge("ok", "Chain verified"),
            ` in this browser for ${scope}: hashes recomputed, links and the recorded head checked. `,
            h("span", {class: "muted"}, "The per-event HMAC needs the audit key: `killgate audit verify` checks it."));
