@@ -130,7 +130,12 @@ async def test_three_principals_and_a_decline(tmp_path: Path, backends) -> None:
 
 @pytest.mark.parametrize(("alice", "bob"), [("Alice", "BOB"), ("alice ", " bob"),
                                            ("\uff41lice", "\uff42ob"),
-                                           ("ali\u200bce", "b\u200dob"), ("alice\x00", "bob\t")])
+                                           ("ali\u200bce", "b\u200dob"), ("alice\x00", "bob\t"),
+                                           # invisible, but not format characters: a
+                                           # combining grapheme joiner, a variation
+                                           # selector, Hangul fillers
+                                           ("ali\u034fce", "bo\ufe0fb"),
+                                           ("alice\u3164", "\u115fbob")])
 async def test_a_variant_of_a_subject_is_not_a_second_person(
         alice: str, bob: str, tmp_path: Path, backends) -> None:
     """A second token of the same person whose subject differs only by case, spaces, width
