@@ -100,7 +100,9 @@ class Callers:
             header = headers[0] if headers else None
             principal = await self.auth.cached(header)
             if principal is None:
-                wait = max(self.limiter.take(peer), self.all_checks.take("*"))
+                # the all-addresses budget is spent only by a check its address may make:
+                # one address refused by its own budget must not use up everyone's
+                wait = self.limiter.take(peer) or self.all_checks.take("*")
                 if wait > 0:
                     raise self.limiter.refusal(wait)  # no token work for a flood
                 principal = await self.auth.verify(header)
