@@ -7,6 +7,7 @@ call's counter, log line and audit tally. Every admin handler asks it; ports onl
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import uuid
 
@@ -33,6 +34,18 @@ def _endpoint(request: web.Request) -> str:
     chose, never their text."""
     resource = request.match_info.route.resource
     return resource.canonical if resource is not None else clean_text(request.path, 256)
+
+
+def _budget_key(peer: str) -> str:
+    """Whose token-check budget an address spends: its own, or for IPv6 its /64's (a
+    client holds at least a /64: one budget per address would give it 2^64)."""
+    try:
+        addr = ipaddress.ip_address(peer)
+    except ValueError:
+        return peer
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is None:
+        return str(ipaddress.IPv6Network((addr, 64), strict=False))
+    return peer
 
 
 def _limiters(loaded: LoadedConfig) -> tuple[TokenBucket, TokenBucket]:
@@ -102,7 +115,7 @@ class Callers:
             if principal is None:
                 # the all-addresses budget is spent only by a check its address may make:
                 # one address refused by its own budget must not use up everyone's
-                wait = self.limiter.take(peer) or self.all_checks.take("*")
+                wait = self.limiter.take(_budget_key(peer)) or self.all_checks.take("*")
                 if wait > 0:
                     raise self.limiter.refusal(wait)  # no token work for a flood
                 principal = await self.auth.verify(header)
