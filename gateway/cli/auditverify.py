@@ -101,7 +101,7 @@ def _describe(r: TrailReport, keys: dict[str, bytes], source: str, head: str | N
         out.append(f"MACs checked: {r.macs} (key id(s) {', '.join(sorted(keys))} from "
                    f"{source}); without a MAC we could check: {r.unkeyed}")
     if what == "chain":
-        out.append("anchored head: " + ("the newest event" if head and r.brk is None
+        out.append("anchored head: " + ("present in the trail" if head and r.brk is None
                                         else "checked" if head else
                                         "none named by the gateway (events cut off the end "
                                         "could not be detected)"))
