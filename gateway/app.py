@@ -221,7 +221,7 @@ class Gateway:
             self.watcher = ConfigWatcher(self.loaded.path, lambda: self.loaded,
                                          self._apply_config, self._check_reload,
                                          self.metrics, cfg.server.reload_debounce,
-                                         cfg.server.watch_config)
+                                         cfg.server.watch_config, unchanged=self._same_config)
             await self.watcher.start()
             self._stack.push_async_callback(self.watcher.stop)
 
@@ -248,12 +248,24 @@ class Gateway:
             refuse_unreadable_keys(loaded.config.state, loaded.resolve)
         auth = loaded.config.admin.auth
         self._checked_auth = None
-        if self.admin_api is not None and auth != self.admin_api.callers.auth.cfg:
+        running = self.admin_api.callers.auth if self.admin_api is not None else None
+        # a key file is read again at every reload: a leaked key rotated in its file (the
+        # config unchanged) must stop verifying tokens without a restart
+        if running is not None and (auth != running.cfg or auth.hs256_secret_file
+                                    or auth.public_key_file):
             checked = Authenticator(auth, loaded.resolve)
             if checked.problem:
                 raise ConfigError([Problem("admin.auth", f"{checked.problem}; the running "
                                                          "admin auth settings stay in force")])
-            self._checked_auth = checked  # handed to the admin API when the reload applies
+            if auth != running.cfg or checked.key_digest != running.key_digest:
+                self._checked_auth = checked  # handed to the admin API when it applies
+
+    def _same_config(self, loaded: LoadedConfig) -> None:
+        """A reload found the config file unchanged: a key its admin auth settings name
+        may still have been rotated in its file (the checks read it again)."""
+        if self._checked_auth is not None and self.admin_api is not None:
+            self.admin_api.reconfigure(self.loaded, self._checked_auth)
+        self._checked_auth = None
 
     # ------------------------------------------------------------------ status
 

@@ -130,7 +130,12 @@ async def test_three_principals_and_a_decline(tmp_path: Path, backends) -> None:
 
 @pytest.mark.parametrize(("alice", "bob"), [("Alice", "BOB"), ("alice ", " bob"),
                                            ("\uff41lice", "\uff42ob"),
-                                           ("ali\u200bce", "b\u200dob"), ("alice\x00", "bob\t")])
+                                           ("ali\u200bce", "b\u200dob"), ("alice\x00", "bob\t"),
+                                           # invisible, but not format characters: a
+                                           # combining grapheme joiner, a variation
+                                           # selector, Hangul fillers
+                                           ("ali\u034fce", "bo\ufe0fb"),
+                                           ("alice\u3164", "\u115fbob")])
 async def test_a_variant_of_a_subject_is_not_a_second_person(
         alice: str, bob: str, tmp_path: Path, backends) -> None:
     """A second token of the same person whose subject differs only by case, spaces, width
@@ -426,3 +431,38 @@ async def test_the_cli_refuses_an_id_that_is_not_one(tmp_path: Path, backends) -
             res = await acli("approve", ident, env=env)
             assert res.returncode == 1 and f"no open approval {ident!r}" in res.stderr
         assert g.gw.holder.doc.generation == gen and g.gw.holder.doc.kills == {}
+
+
+async def test_a_gated_rollback_to_the_previous_stable_names_it_when_asked(
+        tmp_path: Path, backends) -> None:
+    """A rollback without `to` goes to the previous stable. Gated, it was stored as
+    `{"to": null}` and resolved when the last approval applied it: a promote in between
+    (not gated here) moved "the previous stable", and the approvers, who had reviewed a
+    rollback to v1, applied one to v2 under the same hash. The target is fixed when asked."""
+    ps = [await backends(echo_app(v)) for v in ("v1", "v2", "v3")]
+    routes = textwrap.dedent(f"""\
+        - name: iris
+          match: {{path_prefix: /v2/models/iris}}
+          stable: v1
+          versions:
+            - {{name: v1, url: "http://127.0.0.1:{ps[0]}", weight: 100}}
+            - {{name: v2, url: "http://127.0.0.1:{ps[1]}", weight: 0}}
+            - {{name: v3, url: "http://127.0.0.1:{ps[2]}", weight: 0}}
+        """)
+    cfg = write_config(tmp_path, routes, extra="approvals: {rollback: 2}\n")
+    async with running_gateway(cfg) as g, ClientSession() as s:
+        api = Api(s, g.admin)
+        st, body = await api("alice", "POST", "/v1/routes/iris/promote",
+                             {"version": "v2", "reason": "ship v2"})
+        assert st == 200, body
+        st, body = await api("alice", "POST", "/v1/routes/iris/rollback", {"reason": "v2 bad"})
+        assert st == 202, body
+        asked = body["approval"]
+        assert asked["args"] == {"to": "v1"}, asked  # what the approvers review
+        st, body = await api("alice", "POST", "/v1/routes/iris/promote",
+                             {"version": "v3", "reason": "ship v3"})
+        assert st == 200, body
+        st, body = await api("bob", "POST", f"/v1/approvals/{asked['id']}/approve",
+                             {"hash": asked["hash"], "reason": "ok"})
+        assert st == 200, body
+        assert g.gw.holder.doc.overrides["iris"].stable == "v1"

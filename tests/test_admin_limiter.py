@@ -125,3 +125,51 @@ async def test_a_valid_kill_succeeds_during_a_flood_of_bad_tokens(tmp_path: Path
         assert kills == [200, 200]
         assert set(flood) == {401}  # 50/s is within one address's budget: all were checked
         assert set(g.gw.holder.doc.kills) == {"global", "route:iris"}
+
+
+async def test_one_address_refused_by_its_own_budget_leaves_others_theirs(tmp_path: Path,
+                                                                          backends) -> None:
+    """The budget for all addresses together bounds the work a spray from many addresses
+    causes. Attempts refused by their own address's budget cause no work: they once spent
+    it all the same, so one address sending junk tokens fast enough (ten times its own
+    rate, without ever being checked) made every other address's new token wait: an
+    operator signing in to the console during an incident got 429s."""
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p))
+    cfg.write_text(cfg.read_text().replace(
+        "  auth:\n", "  auth_check_rate: 0.5\n  auth_check_burst: 3\n"
+        "  trusted_proxies: [127.0.0.1/32]\n  auth:\n", 1))
+    async with running_gateway(cfg) as g, ClientSession() as s:
+        async def call(tok: str, client: str) -> int:
+            async with s.get(g.admin + "/v1/status", headers={
+                    "Authorization": f"Bearer {tok}", "X-Forwarded-For": client}) as r:
+                return r.status
+
+        flood = [await call(bad_token(), "198.51.100.7") for _ in range(60)]
+        assert flood.count(401) == 3 and flood.count(429) == 57  # its own budget: 3
+        fresh = mint(SECRET, "oncall", "killgate:read", 600, ISS, AUD)
+        assert await call(fresh, "203.0.113.9") == 200  # another address: its own budget
+
+
+async def test_the_addresses_of_one_ipv6_network_share_one_budget(tmp_path: Path,
+                                                                 backends) -> None:
+    """A client with an IPv6 /64 (the least a site gets) has 2^64 addresses: a budget per
+    address let it spend the all-addresses budget alone, one fresh address per attempt,
+    and every other address's new token then waited."""
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p))
+    cfg.write_text(cfg.read_text().replace(
+        "  auth:\n", "  auth_check_rate: 0.5\n  auth_check_burst: 3\n"
+        "  trusted_proxies: [127.0.0.1/32]\n  auth:\n", 1))
+    async with running_gateway(cfg) as g, ClientSession() as s:
+        async def call(tok: str, client: str) -> int:
+            async with s.get(g.admin + "/v1/status", headers={
+                    "Authorization": f"Bearer {tok}", "X-Forwarded-For": client}) as r:
+                return r.status
+
+        flood = [await call(bad_token(), f"2001:db8:7:1::{i:x}") for i in range(60)]
+        assert flood.count(401) == 3 and flood.count(429) == 57  # one network, one budget
+        fresh = mint(SECRET, "oncall", "killgate:read", 600, ISS, AUD)
+        assert await call(fresh, "203.0.113.9") == 200
+        assert await call(mint(SECRET, "v6", "killgate:read", 600, ISS, AUD),
+                          "2001:db8:7:2::1") == 200  # another /64: its own

@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import subprocess
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -482,6 +483,98 @@ def test_canary_screenshot_for_the_readme(fleet: Fleet, browser: Browser) -> Non
     b.shot("console-canary.png")
     if docs:
         shutil.copy(ARTIFACTS / "console-canary.png", ROOT / "docs" / "console.png")
+
+
+def test_an_event_forged_past_the_anchored_head_shows_broken(fleet: Fleet,
+                                                             browser: Browser) -> None:
+    """Someone who can write to Redis (no key) appends an event linked to the real head, its
+    hash right: the page cannot check MACs, but the event is past the signed head."""
+    b = browser
+    b.sign_in(fleet.admin, READER, "bob")
+    port = str(fleet.redis.port)
+
+    def redis(*args: str) -> str:
+        return subprocess.run(["redis-cli", "-p", port, "--raw", *args], capture_output=True,
+                              text=True, check=True, timeout=5).stdout
+
+    for _ in range(5):  # (a genuine event written meanwhile breaks the link instead: again)
+        b.wait(lambda d: "Chain verified" in b.text(".chain"), "the chain verified")
+        raw = redis("XREVRANGE", "kgui:audit", "+", "-", "COUNT", "1")
+        last = json.loads(next(x for x in raw.splitlines() if x.startswith("{")))
+        forged = {k: v for k, v in last.items() if k not in ("hash", "mac", "kid")}
+        forged.update(id="f" * 32, actor="mallory", action="unkill", prev_hash=last["hash"],
+                      reason="forged: approved on the phone")
+        forged["hash"] = hashlib.sha256(canonical(forged)).hexdigest()
+        entry = redis("XADD", "kgui:audit", "*", "e", json.dumps(forged)).strip()
+        try:
+            b.wait(lambda d: "Chain BROKEN" in b.text(".chain"), "the forgery shown as a break")
+            shown = b.text(".chain")
+            if "past the head" in shown:
+                assert "f" * 32 in shown, shown
+                b.shot("chain-forged-past-head.png")
+                break
+            assert "prev_hash" in shown, shown
+        finally:
+            redis("XDEL", "kgui:audit", entry)
+    else:
+        pytest.fail("genuine events kept following the forged one")
+    b.wait(lambda d: "Chain verified" in b.text(".chain"), "the chain verified again")
+
+
+def test_a_trail_without_a_recorded_head_is_not_called_verified(fleet: Fleet,
+                                                                browser: Browser) -> None:
+    """Someone who can write to Redis (no key) keeps overwriting the state document with
+    garbage and appends a forged event: with no document that verifies, the API names no
+    head, and the page must not say the chain and its head were checked."""
+    b = browser
+    b.sign_in(fleet.admin, READER, "bob")
+    port = str(fleet.redis.port)
+
+    def redis(*args: str) -> str:
+        return subprocess.run(["redis-cli", "-p", port, "--raw", *args], capture_output=True,
+                              text=True, check=True, timeout=5).stdout
+
+    stop = threading.Event()
+
+    def spoil() -> None:
+        while not stop.is_set():
+            redis("SET", "kgui:state", "not a signed document")
+            stop.wait(0.05)
+
+    spoiler = threading.Thread(target=spoil, daemon=True)
+    spoiler.start()
+    try:
+        for n in range(5):  # (a genuine event written meanwhile breaks the link: again)
+            b.wait(lambda d: "Chain BROKEN" not in b.text(".chain"), "no break shown")
+            b.wait(lambda d: fleet.api("GET", "/v1/audit?limit=1", READER)["head"] is None,
+                   "the API names no head")
+            raw = redis("XREVRANGE", "kgui:audit", "+", "-", "COUNT", "1")
+            last = json.loads(next(x for x in raw.splitlines() if x.startswith("{")))
+            forged = {k: v for k, v in last.items() if k not in ("hash", "mac", "kid")}
+            forged.update(id=f"{n}" * 32, actor="mallory", action="unkill",
+                          prev_hash=last["hash"], reason=f"forged {n}: no signed document")
+            forged["hash"] = hashlib.sha256(canonical(forged)).hexdigest()
+            entry = redis("XADD", "kgui:audit", "*", "e", json.dumps(forged)).strip()
+            b.wait(lambda d, n=n: f"forged {n}: no signed document" in b.text("#audit-body"),
+                   "the forged event shown")
+            shown = b.text(".chain")
+            if "BROKEN" not in shown:
+                assert "Chain verified" not in shown, shown
+                assert "NOT anchored" in shown, shown
+                b.shot("chain-not-anchored.png")
+                break
+            redis("XDEL", "kgui:audit", entry)
+        else:
+            pytest.fail("genuine events kept following the forged one")
+    finally:
+        stop.set()
+        spoiler.join(5)
+    redis("XDEL", "kgui:audit", entry)
+    # a write through the API repairs the store at once
+    sel = {"scope": "version", "route": "iris", "version": "v2"}
+    fleet.api("POST", "/v1/kill", KILLER, body={**sel, "reason": "repair the store"})
+    fleet.api("POST", "/v1/unkill", KILLER, body={**sel, "reason": "repair the store"})
+    b.wait(lambda d: "Chain verified" in b.text(".chain"), "the chain verified again")
 
 
 def test_a_tampered_audit_trail_shows_broken(fleet: Fleet, browser: Browser) -> None:

@@ -128,7 +128,7 @@ async def test_files_named_relative_to_the_config_follow_the_update(tmp_path: Pa
                 return r.status
 
         assert await status_with(SECRET) == 200
-        # the auth settings must differ for the key to be re-read: add a leeway
+        # (with the auth settings changed too; the key alone: test_admin_key_rotation.py)
         rotated = base.replace("hs256_secret_file: jwt.secret",
                                "hs256_secret_file: jwt.secret\n    leeway: 5s")
         for _ in vol.update({"killgate.yaml": rotated, "jwt.secret": new_secret}):

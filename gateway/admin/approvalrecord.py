@@ -8,6 +8,7 @@ expire) is approvals.py's.
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -34,13 +35,23 @@ def iso(t: float) -> str:
     return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
+#: Unicode's default-ignorable code points (DerivedCoreProperties): shown as nothing, yet
+#: not all format characters (Cf): a combining grapheme joiner, variation selectors, the
+#: Hangul fillers NFKC leaves as they are
+_IGNORABLE = re.compile("[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f"
+                        "\u200b-\u200f\u202a-\u202e\u2060-\u206f\u3164\ufe00-\ufe0f"
+                        "\ufeff\uffa0\ufff0-\ufff8\U0001bca0-\U0001bca3"
+                        "\U0001d173-\U0001d17a\U000e0000-\U000e0fff]")
+
+
 def principal_key(subject: str) -> str:
     """The subject as the two-person rule compares it: NFKC, case-folded, without control
-    or invisible format characters and surrounding spaces. `Alice`, `alice `, fullwidth `alice`
-    and `ali\u200bce` are one principal here (a second token of the same person under a
+    characters, invisible ones (format and other default-ignorable code points) and
+    surrounding spaces. `Alice`, `alice `, fullwidth `alice`, `ali\u200bce` and
+    `ali\u034fce` are one principal here (a second token of the same person under a
     variant of its name must not count as a second person); two people whose subjects
     differ only so are taken for one, which asks for a third approver, never fewer."""
-    s = unicodedata.normalize("NFKC", subject)
+    s = _IGNORABLE.sub("", unicodedata.normalize("NFKC", subject))
     s = "".join(c for c in s if unicodedata.category(c) not in ("Cc", "Cf"))
     return s.strip().casefold()
 

@@ -34,7 +34,9 @@ from gateway.admin.approvalrecord import (
 from gateway.admin.auth import Principal
 from gateway.admin.ports import Current, StateWriter
 from gateway.admin.writes import Done
+from gateway.config import Config
 from gateway.domain.audit import AuditDraft
+from gateway.domain.overrides import effective_stable
 from gateway.domain.statedoc import Change, StateDoc
 from gateway.errors import AuditError, StateError
 from gateway.log import event
@@ -48,6 +50,19 @@ log = logging.getLogger("killgate.admin")
 #: asking ever new changes must not grow it without bound
 MAX_OPEN_PER_REQUESTER = 10
 MAX_OPEN = 100
+
+
+def _fixed(intent: Intent, doc: StateDoc, cfg: Config) -> Intent:
+    """A rollback without `to` goes to the previous stable: fixed when asked, so what the
+    approvers review (and the hash binds) is the version it goes to, not whichever is the
+    previous stable when the last approval comes (a promote in between moves it)."""
+    rc = cfg.route(str(intent.target.get("route"))) if intent.action == "rollback" else None
+    if rc is None or intent.args.get("to") is not None:
+        return intent
+    prev = doc.previous_stable(rc.name, effective_stable(doc, rc))
+    if prev is None:
+        return intent  # (refused below: no previous stable to roll back to)
+    return dataclasses.replace(intent, args={**intent.args, "to": prev.stable})
 
 
 class Approvals:
@@ -72,6 +87,7 @@ class Approvals:
         """Store `intent` as an open request (202), or answer with the open request for
         the same change. (`intent.trace_id` goes into the request's audit event.)"""
         cfg = self.current.loaded.config
+        intent = _fixed(intent, self.current.doc, cfg)
         plan = actions.plan(intent, cfg)
         # refused now (404, 409, a shadow below its gate) rather than at approval
         (await self.shadow.wrap(shadowgate.route_of(intent), plan.change))(self.current.doc)

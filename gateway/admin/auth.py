@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import math
 import os
 import time
@@ -106,6 +107,11 @@ class Authenticator:
             self._load(resolve)
         except (OSError, ValueError) as exc:
             self.problem = str(exc)
+        #: which key this holds (a digest of it; None for a key set, which refreshes
+        #: itself): a reload compares it, so a key rotated in its file with the config
+        #: unchanged takes effect
+        self.key_digest = (None if self._key is None or self.problem is not None
+                           else hashlib.sha256(str(self._key).encode()).hexdigest())
 
     def _load(self, resolve: Callable[[str], Path]) -> None:
         cfg = self.cfg

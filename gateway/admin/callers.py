@@ -7,6 +7,7 @@ call's counter, log line and audit tally. Every admin handler asks it; ports onl
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import uuid
 
@@ -35,6 +36,18 @@ def _endpoint(request: web.Request) -> str:
     return resource.canonical if resource is not None else clean_text(request.path, 256)
 
 
+def _budget_key(peer: str) -> str:
+    """Whose token-check budget an address spends: its own, or for IPv6 its /64's (a
+    client holds at least a /64: one budget per address would give it 2^64)."""
+    try:
+        addr = ipaddress.ip_address(peer)
+    except ValueError:
+        return peer
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is None:
+        return str(ipaddress.IPv6Network((addr, 64), strict=False))
+    return peer
+
+
 def _limiters(loaded: LoadedConfig) -> tuple[TokenBucket, TokenBucket]:
     """Token checks per client address, and (ten times that) for all addresses together:
     a spray from many addresses is bounded too."""
@@ -55,19 +68,25 @@ class Callers:
             event(log, "admin_auth_not_configured", logging.ERROR, problem=self.auth.problem)
 
     def reconfigure(self, loaded: LoadedConfig, checked: Authenticator | None = None) -> None:
-        """A reloaded config may change the admin auth settings (not the listener).
-        `checked`: the authenticator the reload was validated with (its key already read)."""
+        """A reloaded config may change the admin auth settings (not the listener), or the
+        key in the file they name. `checked`: the authenticator the reload was validated
+        with (its key already read), put in force whenever given."""
         a = loaded.config.admin
         if (a.auth_check_rate, a.auth_check_burst) != (self.limiter.rate, self.limiter.burst):
             self.limiter, self.all_checks = _limiters(loaded)
         auth = loaded.config.admin.auth
-        if auth != self.auth.cfg:
-            if checked is not None and checked.cfg == auth:
-                self.auth = checked
-            else:
-                self.auth = Authenticator(auth, loaded.resolve)
-            if self.auth.problem:
-                event(log, "admin_auth_not_configured", logging.ERROR, problem=self.auth.problem)
+        was = self.auth
+        if checked is not None and checked.cfg == auth and checked is not was:
+            self.auth = checked  # (also with the settings unchanged: a key rotated in its file)
+        elif auth != was.cfg:
+            self.auth = Authenticator(auth, loaded.resolve)
+        else:
+            return
+        if self.auth.problem:
+            event(log, "admin_auth_not_configured", logging.ERROR, problem=self.auth.problem)
+        elif self.auth.key_digest != was.key_digest:
+            event(log, "admin_auth_key_reloaded", logging.WARNING,
+                  detail="tokens signed with the previous key are refused from now on")
 
     def peer(self, request: web.Request) -> str:
         """The client's address: the socket peer, or behind `admin.trusted_proxies` the
@@ -94,7 +113,9 @@ class Callers:
             header = headers[0] if headers else None
             principal = await self.auth.cached(header)
             if principal is None:
-                wait = max(self.limiter.take(peer), self.all_checks.take("*"))
+                # the all-addresses budget is spent only by a check its address may make:
+                # one address refused by its own budget must not use up everyone's
+                wait = self.limiter.take(_budget_key(peer)) or self.all_checks.take("*")
                 if wait > 0:
                     raise self.limiter.refusal(wait)  # no token work for a flood
                 principal = await self.auth.verify(header)

@@ -1,7 +1,8 @@
 """How much token-checking work one client address may cause: a token bucket per address.
 
-Owns `TokenBucket`: `rate` checks a second with bursts of up to `burst`, per address (the
-shared refill rule of gateway/tokenbucket.py), and its 429. The admin API consults it only
+Owns `TokenBucket`: `rate` checks a second with bursts of up to `burst`, per address (an
+IPv6 /64 counts as one: admin/callers.py keys the buckets; the shared refill rule of
+gateway/tokenbucket.py), and its 429. The admin API consults it only
 for a token it has not verified before (admin/auth.py's cache comes first), so a flood of
 bad tokens from one address costs at most `rate` signature checks a second and never stops
 a token that was verified already; a new valid token from that address is checked as soon

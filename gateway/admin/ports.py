@@ -83,6 +83,9 @@ class AuditReader(Protocol):
     async def audit_page(self, limit: int, before: str | None) -> tuple[list[dict[str, Any]],
                                                                         str | None]: ...
 
+    async def audit_newest(self, limit: int) -> tuple[str | None, list[dict[str, Any]],
+                                                      str | None]: ...
+
 
 class Idempotency(Protocol):
     async def idem_claim(self, key: str, record: dict[str, Any],

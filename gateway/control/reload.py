@@ -54,8 +54,10 @@ class ReloadOutcome:
 class ConfigWatcher:
     def __init__(self, path: Path, current: Callable[[], LoadedConfig], apply: Apply,
                  check: Callable[[LoadedConfig], None], metrics: Metrics,
-                 debounce: float = 0.2, watch: bool = True) -> None:
+                 debounce: float = 0.2, watch: bool = True,
+                 unchanged: Callable[[LoadedConfig], None] | None = None) -> None:
         self.watch = watch
+        self.unchanged = unchanged  # called for a file that checks and equals the running one
         self.path = path
         self.current = current
         self.apply = apply
@@ -193,6 +195,8 @@ class ConfigWatcher:
                 self._reject(exc, trigger)
                 return False
             if loaded.digest == self.current().digest:
+                if self.unchanged is not None:
+                    self.unchanged(loaded)  # (a key file the checks read again, say)
                 if self.outcome.last_error is not None:
                     event(log, "config_error_cleared", trigger=trigger)
                 self.outcome.last_error = None

@@ -190,11 +190,14 @@ def verify_trail(events: Iterable[dict[str, Any]], head: str | None = None,
 
     `head`, when given, is the newest hash as anchored apart from the trail (a signed state
     document, a mirror), read before the events: it must be one of theirs, or events were
-    cut off the end. A first event that does not start from 64 zeros means the events
-    before it were lost (a flushed or truncated store). With keys, every event after the
-    first keyed one must carry a MAC we can check (events before it: written before keyed
-    audit), and so must the newest: it authenticates, through the chain, all before it."""
+    cut off the end, and the newest, or events were added past it (the admin API answers
+    with a head and a newest page that agree). A first event that does not start from 64
+    zeros means the events before it were lost (a flushed or truncated store). With keys,
+    every event after the first keyed one must carry a MAC we can check (events before it:
+    written before keyed audit), and so must the newest: it authenticates, through the
+    chain, all before it."""
     keys = keys or {}
+    events = list(events)
     prev = GENESIS
     n = macs = unkeyed = hashed = 0
     seen: set[str] = set()
@@ -256,6 +259,12 @@ def verify_trail(events: Iterable[dict[str, Any]], head: str | None = None,
     if not seen_head:
         return report(ChainBreak(n, "(end)", f"the trail ends before the anchored head "
                                              f"{str(head)[:16]}…: events were cut off the end"))
+    if head is not None and head != GENESIS and n and prev != head:
+        past = next(i for i, ev in enumerate(events) if ev.get("hash") == head) + 1
+        return report(ChainBreak(past, str(events[past].get("id", "?")), (
+            f"this event and the {n - past - 1} after it are past the head the signed state "
+            f"anchors ({str(head)[:16]}…): every event a gateway writes is anchored with it, "
+            "so these were added to the store by someone without the signing key")))
     if keys and n and not last_checked:
         return report(ChainBreak(n - 1, "(newest)", (
             "the newest event carries no MAC under a key given here: nothing authenticates "

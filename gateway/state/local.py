@@ -137,6 +137,23 @@ class LocalStore(LocalRecords):
             return None
         return (doc.audit_head or None) if doc is not None else None
 
+    def _newest(self) -> tuple[str | None, list[dict[str, Any]]]:
+        """The anchored head and every event, read under the commit's lock (shared): a
+        commit appends its event before it writes the state file that anchors it."""
+        with open(self.lock_path, "a+b") as lock:
+            fcntl.flock(lock, fcntl.LOCK_SH)
+            try:
+                doc = self._read().doc
+            except StoreUnavailable:
+                doc = None
+            return (doc.audit_head or None) if doc is not None else None, self._audit_all()
+
+    async def audit_newest(self, limit: int) -> tuple[str | None, list[dict[str, Any]],
+                                                      str | None]:
+        head, events = await asyncio.to_thread(self._newest)
+        page = events[::-1][:limit]
+        return head, page, page[-1].get("id") if len(events) > limit and page else None
+
     def _append_audit(self, draft: AuditDraft, chain_from: str | None) -> dict[str, Any]:
         key = self.audit_keys.current
         try:

@@ -71,6 +71,23 @@ return {redis.call('MGET', KEYS[1])[1], gen, 0}
 """)
 
 
+# The state document (as _LOAD reads it) and the newest audit entries, in one read: a
+# commit writes both in one script, so the head the document anchors and the newest
+# entry agree unless someone appended entries without the signing key.
+_NEWEST = Script("""
+local doc = {false, redis.call('MGET', KEYS[2])[1], 0}
+if redis.call('TYPE', KEYS[1])['ok'] == 'string' then
+  local n = redis.call('STRLEN', KEYS[1])
+  if n > tonumber(ARGV[1]) then doc[3] = n else doc[1] = redis.call('GET', KEYS[1]) end
+end
+local entries = {}
+if redis.call('TYPE', KEYS[3])['ok'] == 'stream' then
+  entries = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', ARGV[2])
+end
+return {doc, entries}
+""")
+
+
 class RedisStore(RedisCommits, RedisAudit):
     backend = "redis"
     pushes = True
@@ -261,3 +278,15 @@ class RedisStore(RedisCommits, RedisAudit):
         one that does not verify."""
         loaded = await self.load()
         return (loaded.doc.audit_head or None) if loaded.doc is not None else None
+
+    async def audit_newest(self, limit: int) -> tuple[str | None, list[dict[str, Any]],
+                                                      str | None]:
+        """The head a verified document anchors and the newest page, read at once."""
+        doc, entries = await self._script(
+            _NEWEST, [self.k_state, self.k_gen, self.k_audit],
+            [str(MAX_DOC_BYTES), str(limit + 1)])
+        loaded = self._loaded(doc)
+        head = (loaded.doc.audit_head or None) if loaded.doc is not None else None
+        pairs = self._decode(entries)
+        nxt = pairs[limit - 1][0] if len(pairs) > limit else None
+        return head, [ev for _, ev in pairs[:limit]], nxt

@@ -235,6 +235,11 @@ class AuditStore(Protocol):
         """The newest event's hash as anchored by the (verified) state document, so events
         cut off the end are noticed. None: no verified document names one."""
 
+    async def audit_newest(self, limit: int) -> tuple[str | None, list[dict[str, Any]],
+                                                      str | None]:
+        """`audit_head` and `audit_page(limit, None)`, read so that they agree as far as
+        the backend can tell (a write landing between them: read again)."""
+
 
 class Store(StateStore, FleetStore, IdempotencyStore, StatsStore, AuditStore, Protocol):
     """Everything a backend provides."""

@@ -37,7 +37,19 @@ export async function verifyChain(events, head) {
     return {ok: false, checked: events.length, eventId: "(newest)",
             problem: "the recorded head is not among these events (events cut off the end?)"};
   }
-  return {ok: true, checked: events.length, reachesStart};
+  // the head is the newest event (the API answers with a head and a page that agree): an
+  // event past it was not written by a gateway, which anchors each one in the signed state
+  const past = head === null || head === undefined || head === GENESIS ? 0
+    : events.findIndex((ev) => ev.hash === head);
+  if (past > 0) {
+    return {ok: false, checked: events.length, eventId: events[past - 1].id,
+            problem: `it and the ${past - 1} event(s) after it are past the head the signed ` +
+              "state anchors: added to the store by someone without the signing key"};
+  }
+  // no head at all (the store's document does not verify, or is gone): nothing anchors
+  // the end of the trail, so events added or cut off there cannot be seen here
+  const anchored = events.length === 0 || (head !== null && head !== undefined);
+  return {ok: true, checked: events.length, reachesStart, anchored};
 }
 
 // Every event, paging back through the whole trail (the "verify all" button).
@@ -86,6 +98,13 @@ function verdictLine(res, pageSize) {
   }
   const scope = res.whole ? `the whole trail (${res.checked} events)`
     : `the newest ${res.checked} of ${pageSize} events shown`;
+  if (res.anchored === false) {
+    return h("p", {class: "chain broken"}, badge("warn", "Chain NOT anchored"),
+             ` in this browser for ${scope}: hashes recomputed and links checked, but the API ` +
+             "named no recorded head (the state store holds no document that verifies), so " +
+             "events added or cut off at the end cannot be seen here. ",
+             h("span", {class: "muted"}, "`killgate audit verify` with the audit key checks the MACs."));
+  }
   return h("p", {class: "chain"}, badge("ok", "Chain verified"),
            ` in this browser for ${scope}: hashes recomputed, links and the recorded head checked. `,
            h("span", {class: "muted"}, "The per-event HMAC needs the audit key: `killgate audit verify` checks it."));
