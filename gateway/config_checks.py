@@ -13,7 +13,18 @@ from gateway.config import Config, parse_listen
 from gateway.config_routes import case_fold
 from gateway.errors import Problem
 
-__all__ = ["semantic_problems"]
+__all__ = ["approval_gaps", "semantic_problems"]
+
+
+def approval_gaps(cfg: Config) -> list[str]:
+    """Gates another write walks around (for `killgate check`'s notes, not errors): a
+    `weights` call giving the canary 100 % is a promotion in all but name."""
+    a = cfg.approvals
+    if a.promote > a.weights:
+        return [f"approvals.promote is {a.promote} but approvals.weights is {a.weights}: a "
+                "`weights` call that gives one version 100 % moves the traffic a promotion "
+                "would, with fewer principals; set approvals.weights as high"]
+    return []
 
 
 def _key_problems(cfg: Config) -> list[Problem]:

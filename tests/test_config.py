@@ -91,6 +91,21 @@ def test_check_cli_exit_codes_and_one_line_per_problem(tmp_path: Path) -> None:
     assert "admin.lisen: unknown key (did you mean 'listen'?)" in lines
 
 
+def test_check_notes_a_promotion_gate_that_weights_walks_around(tmp_path: Path) -> None:
+    """(console and auth review) approvals.promote 2 with weights 1: a `weights` call giving
+    the canary 100 % is a promotion with one principal. `check` says so (exit 0)."""
+    cfg = tmp_path / "gated.yaml"
+    base = (ROOT / "config/minimal.yaml").read_text()
+    cfg.write_text(base + "approvals: {promote: 2}\n")
+    res = _check(cfg, KEYS)
+    assert res.returncode == 0, res.stderr
+    assert res.stderr.startswith("note: approvals.promote is 2 but approvals.weights is 1"), \
+        res.stderr
+    cfg.write_text(base + "approvals: {promote: 2, weights: 2}\n")
+    res = _check(cfg, KEYS)
+    assert (res.returncode, res.stderr) == (0, ""), res.stderr
+
+
 @pytest.mark.parametrize("auth, env, code, says", [
     ("hs256_secret_file: short.txt", {}, 1, "shorter than 32 bytes"),
     ("hs256_secret_file: missing.txt", {}, 1, "missing.txt"),
