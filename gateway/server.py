@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -52,8 +53,12 @@ def c_parser_in_use() -> bool:
 
 
 def instance_id(worker: int | None) -> str:
-    host = socket.gethostname().split(".")[0]
-    return f"{host}-{os.getpid()}" if worker is None else f"{host}-{os.getpid()}-w{worker}"
+    """This process's name in the fleet (heartbeats, receipts, acks): its host, pid and a
+    random tag, drawn once at start. Host and pid alone are not unique: containers on the
+    host's network share its host name, and each runs killgate as pid 1; two such
+    instances merged their acks, and a receipt counted one for both."""
+    me = f"{socket.gethostname().split('.')[0]}-{os.getpid()}-{secrets.token_hex(3)}"
+    return me if worker is None else f"{me}-w{worker}"
 
 
 async def _serve(loaded: LoadedConfig, worker: int | None, reuse_port: bool,

@@ -347,3 +347,16 @@ async def test_a_supervisor_started_with_sigchld_ignored_still_replaces_a_dead_w
                      and len(_children(sup)) == 2, 10.0)
     await _to_thread(gw.wait_ready)
     assert gw.stop() == 0, gw.output()
+
+
+def test_instance_ids_differ_where_host_and_pid_do_not() -> None:
+    """Containers on the host's network share its host name and each runs killgate as pid
+    1: host-pid named two instances alike, and receipts merged their acks."""
+    import socket
+
+    from gateway.server import instance_id
+
+    a, b = instance_id(None), instance_id(None)
+    host = socket.gethostname().split(".")[0]
+    assert a != b and a.startswith(f"{host}-{os.getpid()}-") and b.startswith(f"{host}-")
+    assert instance_id(1).endswith("-w1") and instance_id(1) != instance_id(1)
