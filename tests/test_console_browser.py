@@ -577,6 +577,27 @@ def test_a_trail_without_a_recorded_head_is_not_called_verified(fleet: Fleet,
     b.wait(lambda d: "Chain verified" in b.text(".chain"), "the chain verified again")
 
 
+def test_refused_store_values_show_in_the_fleet_panel(fleet: Fleet, browser: Browser) -> None:
+    """(console and auth review) someone writing forged values to Redis was invisible on
+    the page: each instance refuses them and counts them in /v1/status, and the fleet
+    panel said nothing."""
+    b = browser
+    b.sign_in(fleet.admin, READER, "bob")
+    b.wait(lambda d: b.text("[data-testid=fleet-live]").startswith("2 live"), "two instances")
+    subprocess.run(["redis-cli", "-p", str(fleet.redis.port), "SET", "kgui:state",
+                    "not a signed document"], capture_output=True, check=True, timeout=5)
+    subprocess.run(["redis-cli", "-p", str(fleet.redis.port), "PUBLISH", "kgui:events",
+                    "not a signed document either"], capture_output=True, check=True,
+                   timeout=5)
+    b.wait(lambda d: "store value(s) refused" in b.text("#fleet-body"), "the refusals shown")
+    # a write through the API repairs the store at once (the instances' own re-seed may be
+    # backing off after an earlier test's repeated forgeries)
+    sel = {"scope": "version", "route": "iris", "version": "v2"}
+    fleet.api("POST", "/v1/kill", KILLER, body={**sel, "reason": "repair the store"})
+    fleet.api("POST", "/v1/unkill", KILLER, body={**sel, "reason": "repair the store"})
+    b.wait(lambda d: "Chain verified" in b.text(".chain"), "the chain verified again")
+
+
 def test_a_tampered_audit_trail_shows_broken(fleet: Fleet, browser: Browser) -> None:
     b = browser
     b.sign_in(fleet.admin, READER, "bob")

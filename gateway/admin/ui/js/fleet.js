@@ -10,6 +10,12 @@ export function renderFleet(el, fleet) {
     st.connected ? badge("ok", "store connected") : badge("bad", "store DISCONNECTED"),
     st.fail_closed ? badge("killed", "FAIL-CLOSED: every route answers killed") : badge("ok", "not fail-closed"),
     st.stale ? badge("warn", "state stale") : null,
+    // values the store held that did not verify (forged, replayed, another key's): refused,
+    // and the store re-seeded, but someone is writing to it (README "Trust")
+    st.verification && st.verification.unverified_total
+      ? badge("bad", `${st.verification.unverified_total} store value(s) refused (forged, replayed or another key's)`)
+      : null,
+    st.audit && st.audit.trail_lost ? badge("bad", "audit trail lost") : null,
   ];
   const rows = fleet.instances.map((r) => h("tr", {},
     h("th", {scope: "row"}, r.instance, r.self ? h("span", {class: "muted"}, " (this one)") : null),
