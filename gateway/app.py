@@ -10,6 +10,7 @@ calls for the data plane and the admin side live in gateway/wiring/.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 from collections.abc import Callable
@@ -115,8 +116,14 @@ class Gateway:
     # ------------------------------------------------------------------ startup
 
     async def _started(self, part: Part) -> None:
-        """Start a part; it stops with the gateway (in the reverse order of starting)."""
-        await part.start()
+        """Start a part; it stops with the gateway (in the reverse order of starting). A
+        start cut short (a SIGTERM before start-up finished) stops what it opened."""
+        try:
+            await part.start()
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await part.stop()
+            raise
         self._stack.push_async_callback(part.stop)
 
     async def start(self) -> None:

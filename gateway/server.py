@@ -16,6 +16,7 @@ they run. Removed at exit; one a supervisor killed with SIGKILL left is removed 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import shutil
@@ -74,22 +75,44 @@ async def _serve(loaded: LoadedConfig, worker: int | None, reuse_port: bool,
     loop.add_signal_handler(signal.SIGHUP, gw.request_reload)
     try:
         try:
-            await gw.start()
+            started = await _start_unless_stopped(gw, stop)
         except BaseException:
             await gw.shutdown()
             raise
-        if config_bytes is not None:
-            _share_what_runs(gw, config_bytes)
-        _tell_the_group()
-        # a supervisor starts its workers with SIGHUP blocked (see spawn): one that came
-        # while this worker started is delivered now, to the handler above
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
-        await stop.wait()
+        if started:
+            if config_bytes is not None:
+                _share_what_runs(gw, config_bytes)
+            _tell_the_group()
+            # a supervisor starts its workers with SIGHUP blocked (see spawn): one that
+            # came while this worker started is delivered now, to the handler above
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
+            await stop.wait()
         await gw.shutdown()
     finally:
         if group is not None:
             await group.stop()
     return 0
+
+
+async def _start_unless_stopped(gw: Gateway, stop: asyncio.Event) -> bool:
+    """`gw.start()`, given up at a SIGTERM/SIGINT that comes first (the start may wait
+    `state.start_timeout` for Redis): the listeners never open then, and the process ends
+    at once (exit 0) instead of at the start deadline. True when the start finished."""
+    starting = asyncio.ensure_future(gw.start())
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({starting, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+    if starting.done():
+        starting.result()  # (its error, if it failed)
+        return True
+    starting.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await starting
+    event(log, "phase", phase="start_abandoned",
+          why="SIGTERM or SIGINT before the start finished: the listeners never opened")
+    return False
 
 
 def run_worker(config_path: str, worker: int | None = None, reuse_port: bool = False,
