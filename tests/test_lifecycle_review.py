@@ -6,13 +6,17 @@ Real processes (tests/conftest.py's `gateway_procs`), real backends and sockets.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import socket
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
 
+from tests.backends import echo_app
 from tests.conftest import STATE_KEY_ENV, free_port, two_versions, wait_until_sync, write_config
 
 
@@ -46,3 +50,60 @@ async def test_a_sigterm_while_waiting_for_the_store_at_start_stops_at_once(
     assert 'phase="listening"' not in gw.output()
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", gw.data_port), timeout=2).close()
+
+
+def _answer(sock: socket.socket) -> bytes:
+    """Everything `sock` receives until the gateway ends the connection."""
+    out = b""
+    sock.settimeout(10)
+    with contextlib.suppress(ConnectionResetError):
+        while chunk := sock.recv(65536):
+            out += chunk
+    return out
+
+
+def _taken(port: int) -> int:
+    """Connections to the listener on `port` that the gateway has accepted and read all
+    that came on (none left in the accept queue: -1 while some are)."""
+    rows = [line.split() for line in Path("/proc/net/tcp").read_text().splitlines()[1:]]
+    mine = [r for r in rows if int(r[1].split(":")[1], 16) == port]
+    if any(r[3] == "0A" and r[4].split(":")[1] != "00000000" for r in mine):
+        return -1  # (a listener's rx_queue: connections not accepted yet)
+    return sum(1 for r in mine if r[3] == "01" and r[4].split(":")[1] == "00000000")
+
+
+def _ready(admin: str) -> int:
+    try:
+        with urllib.request.urlopen(admin + "/readyz", timeout=2) as r:
+            return int(r.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+
+
+async def test_a_drain_answers_a_request_half_received_and_one_just_connected(
+        tmp_path: Path, backends, gateway_procs) -> None:
+    """At SIGTERM, a connection whose request head is half received, and one that has
+    connected but not sent its request yet, are requests in progress: each is answered
+    (`Connection: close`), then closed. Both were closed at once with no answer: the client
+    saw its connection end under a request it had sent, the lost request of a deploy."""
+    port = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(port, port, 100, 0),
+                       listen=f"127.0.0.1:{free_port()}", admin=f"127.0.0.1:{free_port()}",
+                       extra="server: {drain_timeout: 10s}\n")
+    gw = gateway_procs(cfg)
+    await _to_thread(gw.wait_ready)
+    half = socket.create_connection(("127.0.0.1", gw.data_port))
+    half.sendall(b"GET /v2/models/iris/half HTTP/1.1\r\nHost: gw\r\n")
+    fresh = socket.create_connection(("127.0.0.1", gw.data_port))
+    # both are the gateway's (accepted, the half head read) before the drain begins
+    await _to_thread(wait_until_sync, lambda: _taken(gw.data_port) == 2, 10.0)
+    gw.signal(signal.SIGTERM)
+    await _to_thread(wait_until_sync, lambda: _ready(gw.admin) == 503, 5.0)
+    half.sendall(b"x-rest: 1\r\n\r\n")
+    fresh.sendall(b"GET /v2/models/iris/fresh HTTP/1.1\r\nHost: gw\r\n\r\n")
+    for sock, path in ((half, b"/half"), (fresh, b"/fresh")):
+        got = await _to_thread(_answer, sock)
+        sock.close()
+        assert got.startswith(b"HTTP/1.1 200"), (path, got[:200])
+        assert path in got and b"\r\nconnection: close\r\n" in got.lower(), got[:400]
+    assert await _to_thread(gw.proc.wait, 15) == 0, gw.output()
