@@ -34,7 +34,7 @@ from gateway.errors import ConfigError
 from gateway.log import event
 from gateway.sockets import ListenError, bound
 from gateway.workerconfig import load_at_start, load_shared, save, start_copy
-from gateway.workergroup import READY_FD_ENV, WorkerGroup
+from gateway.workergroup import READY_FD_ENV, STOP_AND_RELOAD, WorkerGroup
 
 __all__ = ["c_parser_in_use", "run_supervisor", "run_worker"]
 
@@ -73,6 +73,8 @@ async def _serve(loaded: LoadedConfig, worker: int | None, reuse_port: bool,
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, gw.request_reload)
+    # (held since the process began: cli/main.py; SIGHUP stays held until it can reload)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
     try:
         try:
             started = await _start_unless_stopped(gw, stop)
@@ -91,6 +93,10 @@ async def _serve(loaded: LoadedConfig, worker: int | None, reuse_port: bool,
     finally:
         if group is not None:
             await group.stop()
+        # stopped: a signal from now on is held until the exit (the loop's handlers go,
+        # and the default action of one that came during the teardown ended the process
+        # with -1 or -15 in place of 0)
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_AND_RELOAD)
     return 0
 
 
@@ -227,14 +233,19 @@ def run_supervisor(config_path: str, workers: int) -> int:
         sys.executable, "-m", "gateway", "serve", "-c", config_path,
         "--worker-index", str(i), "--reuse-port", *shared,
         "--data-port", str(ports[0]), "--admin-port", str(ports[1])])
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+    for sig in STOP_AND_RELOAD:
         signal.signal(sig, group.forward)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_AND_RELOAD)  # (held: cli/main.py)
     wait = ChildWait().open()  # (before the first child: its exit must wake the sleep)
     try:
         for i in range(workers):
             group.spawn(i)
         return group.run(wait)
     finally:
+        # every worker has ended: a signal from now on is held until the exit (the
+        # interpreter's teardown puts the default actions back, which ended the
+        # supervisor with -1 or -15 in place of its code)
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_AND_RELOAD)
         wait.close()
         for s in holds:
             s.close()
