@@ -2,7 +2,8 @@
 
 Owns startup and shutdown as named phases with bounded waits (STYLE §10):
 startup: config → pools → state sync (bounded) → health round (bounded) → listeners;
-shutdown: readiness 503 → stop accepting → drain (drain_timeout) → close in reverse.
+shutdown: readiness 503 → (shutdown_delay, still serving) → stop accepting → drain
+(drain_timeout) → close in reverse.
 The composition root: it alone holds the parts and their lifecycles; the builders it
 calls for the data plane and the admin side live in gateway/wiring/.
 """
@@ -305,7 +306,11 @@ class Gateway:
 
     async def shutdown(self) -> bool:
         """Drain in-flight requests (bounded), then close everything in reverse order."""
-        self.draining = True
+        self.draining = True  # (/readyz: 503 from now on)
+        delay = self.loaded.config.server.shutdown_delay
+        if delay > 0 and self.started:
+            event(log, "phase", phase="unready", serving_s=delay)
+            await asyncio.sleep(delay)  # (still serving: load balancers take us out first)
         timeout = self.loaded.config.server.drain_timeout
         event(log, "phase", phase="draining", inflight=self.inflight.count, timeout_s=timeout)
         # Stop accepting; answers in progress finish (up to drain_timeout), then close.

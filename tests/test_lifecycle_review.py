@@ -180,3 +180,30 @@ def _listening(port: int) -> bool:
     with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
         return True
     return False
+
+
+async def test_shutdown_delay_turns_unready_first_and_serves_new_connections_meanwhile(
+        tmp_path: Path, backends, gateway_procs) -> None:
+    """`server.shutdown_delay`: at SIGTERM /readyz answers 503 at once while the data
+    plane still accepts and serves new connections, so a load balancer that takes an
+    instance out by its health check does so before the port refuses; then the drain, exit
+    0. Without it the listener closed in the same instant /readyz turned 503: outside
+    Kubernetes (whose preStop sleep covers it) every connection the balancer sent before
+    its next health check was refused."""
+    port = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(port, port, 100, 0),
+                       listen=f"127.0.0.1:{free_port()}", admin=f"127.0.0.1:{free_port()}",
+                       extra="server: {shutdown_delay: 3s, drain_timeout: 5s}\n")
+    gw = gateway_procs(cfg)
+    await _to_thread(gw.wait_ready)
+    began = time.monotonic()
+    gw.signal(signal.SIGTERM)
+    await _to_thread(wait_until_sync, lambda: _ready(gw.admin) == 503, 5.0)
+    with socket.create_connection(("127.0.0.1", gw.data_port), timeout=5) as s:
+        s.sendall(b"GET /v2/models/iris/late HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n")
+        got = await _to_thread(_answer, s)
+    assert got.startswith(b"HTTP/1.1 200"), got[:300]
+    assert time.monotonic() - began < 3.0  # (still in the delay)
+    assert await _to_thread(gw.proc.wait, 15) == 0, gw.output()
+    assert time.monotonic() - began >= 3.0
+    assert 'phase="unready"' in gw.output()
