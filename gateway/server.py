@@ -32,7 +32,7 @@ from gateway.configfile import LoadedConfig
 from gateway.configsettle import warn_unsettled
 from gateway.errors import ConfigError
 from gateway.log import event
-from gateway.sockets import ListenError, bound
+from gateway.sockets import ListenError, reserved
 from gateway.workerconfig import load_at_start, load_shared, save, start_copy
 from gateway.workergroup import READY_FD_ENV, STOP_AND_RELOAD, WorkerGroup
 
@@ -206,8 +206,14 @@ def run_supervisor(config_path: str, workers: int) -> int:
     if not c_parser_in_use():
         return run_worker(config_path)  # prints the refusal
     cfg = loaded.config
-    # Reserve the ports (resolving :0) without listening, so workers can share them.
-    holds = [bound(cfg.listen, True), bound(cfg.admin.listen, True)]  # never listening
+    # Reserve the ports (resolving :0) without listening, so workers can share them (and
+    # nobody else: a port another group holds is refused, as for a single process)
+    holds = [reserved(cfg.listen)]
+    try:
+        holds.append(reserved(cfg.admin.listen))
+    except ListenError:
+        holds[0].close()
+        raise
     ports = [h.getsockname()[1] for h in holds]
     event(log, "phase", phase="supervisor", workers=workers, data_port=ports[0],
           admin_port=ports[1], pid=os.getpid())
