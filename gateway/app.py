@@ -316,7 +316,7 @@ class Gateway:
         # Stop accepting; answers in progress finish (up to drain_timeout), then close.
         drained = True
         if self._listener is not None:
-            drained = await self._listener.shutdown(timeout)
+            drained = await self._listener.shutdown(timeout, self.inflight.end_streams)
         drained = await self.inflight.wait_idle(0.1) and drained
         await self._stack.aclose()
         event(log, "phase", phase="stopped", drained=drained)

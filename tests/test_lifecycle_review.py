@@ -229,3 +229,32 @@ async def test_a_second_gateway_on_a_groups_ports_is_refused(
     assert "Traceback" not in second.output()
     assert _ready(first.admin) == 200
     assert first.stop() == 0, first.output()
+
+
+async def test_an_sse_stream_cut_by_the_drain_deadline_ends_with_a_killgate_error(
+        tmp_path: Path, backends, gateway_procs) -> None:
+    """A stream still running when `drain_timeout` runs out is cut; an SSE client is told
+    so, as for a kill or a failed backend (CONTRACT §3): a final `event: killgate.error`
+    of type `shutdown`, then the connection closes. It was aborted bare, after whatever
+    whole event came last, and the client could not tell a shutdown from a network fault."""
+    from tests.backends import sse_app
+
+    port = await backends(sse_app("v1", events=200, interval=0.1))  # 20 s
+    cfg = write_config(tmp_path, two_versions(port, port, 100, 0),
+                       listen=f"127.0.0.1:{free_port()}", admin=f"127.0.0.1:{free_port()}",
+                       extra="server: {drain_timeout: 2s}\n")
+    gw = gateway_procs(cfg)
+    await _to_thread(gw.wait_ready)
+    s = socket.create_connection(("127.0.0.1", gw.data_port))
+    s.sendall(b"GET /v2/models/iris/stream HTTP/1.1\r\nHost: gw\r\n\r\n")
+    s.settimeout(10)
+    first = await _to_thread(s.recv, 65536)
+    assert first.startswith(b"HTTP/1.1 200"), first[:200]
+    gw.signal(signal.SIGTERM)
+    got = first + await _to_thread(_answer, s)
+    s.close()
+    assert got.count(b"event: killgate.error") == 1, got[-400:]
+    tail = got[got.index(b"event: killgate.error"):]
+    assert b'"type": "shutdown"' in tail and b'"route": "iris"' in tail
+    assert await _to_thread(gw.proc.wait, 15) == 0, gw.output()
+    assert "drain_deadline" in gw.output()

@@ -24,7 +24,9 @@ from gateway.dataplane.peercap import PeerCap
 from gateway.dataplane.protocol import Handler, HttpProtocol, Limits
 from gateway.dataplane.wire import Drainable
 
-__all__ = ["Limits", "Listener"]
+__all__ = ["DEADLINE_SHARE", "Limits", "Listener"]
+
+DEADLINE_SHARE = 0.25  # of drain_timeout (at most 1 s): for the answers cut at its end
 
 
 class Listener:
@@ -70,19 +72,28 @@ class Listener:
         self._server = await loop.create_server(lambda: HttpProtocol(self, loop), sock=sock,
                                                 backlog=backlog)
 
-    async def shutdown(self, timeout: float) -> bool:
+    async def shutdown(self, timeout: float,
+                       at_deadline: Callable[[], object] | None = None) -> bool:
         """Stop accepting, let answers in progress finish (at most `timeout`), close all.
+        `at_deadline` ends what it can as its clients can tell (the last DEADLINE_SHARE
+        of `timeout`, at most a second, lets it be written) before the rest is aborted.
         True when every connection closed on its own."""
         self.draining = True
         if self._server is not None:
             self._server.close()
         for conn in list(self.connections):
             conn.shutdown()
+        clean = True
         if self.connections:
             self._empty = asyncio.Event()
+            last = min(1.0, timeout * DEADLINE_SHARE) if at_deadline is not None else 0.0
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._empty.wait(), timeout)
-        clean = not self.connections
+                await asyncio.wait_for(self._empty.wait(), timeout - last)
+            clean = not self.connections
+            if not clean and at_deadline is not None:
+                at_deadline()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._empty.wait(), last)
         for conn in list(self.connections):
             conn.abort()
         if self._server is not None:
