@@ -310,6 +310,8 @@ class Gateway:
         delay = self.loaded.config.server.shutdown_delay
         if delay > 0 and self.started:
             event(log, "phase", phase="unready", serving_s=delay)
+            if self._listener is not None:
+                self._listener.wind_down()
             await asyncio.sleep(delay)  # (still serving: load balancers take us out first)
         timeout = self.loaded.config.server.drain_timeout
         event(log, "phase", phase="draining", inflight=self.inflight.count, timeout_s=timeout)

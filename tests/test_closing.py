@@ -93,7 +93,7 @@ async def test_a_drain_answers_a_half_read_head_then_closes_without_a_linger() -
     h = Recorder()
     proto, tr, server = connect(h, limits=FAST)
     feed(proto, b"GET /a HTTP/1.1\r\nHost: x\r\n")  # the head is not over
-    server.draining = True
+    server.draining = server.winding_down = True
     proto.shutdown()
     assert not tr.closed
     feed(proto, b"x-more: 1\r\n\r\n")
@@ -109,7 +109,7 @@ async def test_a_drain_ends_a_half_read_head_at_its_header_deadline() -> None:
     proto, tr, server = connect(h, limits=Limits(header_timeout=0.3, linger_timeout=5,
                                                  linger_time=10))
     feed(proto, b"GET /a HTTP/1.1\r\nHost: x\r\n")
-    server.draining = True
+    server.draining = server.winding_down = True
     proto.shutdown()
     await until(lambda: tr.closed)
     assert tr.out == b"" and not tr.eof and h.seen == []
@@ -121,7 +121,7 @@ async def test_a_drain_gives_a_connection_that_sent_nothing_a_grace_to_begin() -
     silent is closed at the end of the grace."""
     h = Recorder()
     proto, tr, server = connect(h, limits=FAST)
-    server.draining = True
+    server.draining = server.winding_down = True
     proto.shutdown()
     assert not tr.closed
     feed(proto, GET)
@@ -141,7 +141,7 @@ async def test_a_drain_closes_a_connection_idle_between_requests_at_once() -> No
     proto, tr, server = connect(h, limits=FAST)
     feed(proto, GET)
     await until(lambda: b" 200 " in tr.out)
-    server.draining = True
+    server.draining = server.winding_down = True
     proto.shutdown()
     await until(lambda: tr.closed, timeout=0.5)
     assert not tr.eof

@@ -186,7 +186,8 @@ async def test_shutdown_delay_turns_unready_first_and_serves_new_connections_mea
         tmp_path: Path, backends, gateway_procs) -> None:
     """`server.shutdown_delay`: at SIGTERM /readyz answers 503 at once while the data
     plane still accepts and serves new connections, so a load balancer that takes an
-    instance out by its health check does so before the port refuses; then the drain, exit
+    instance out by its health check does so before the port refuses; each answer then
+    closes its connection, so clients with kept-alive ones move on; then the drain, exit
     0. Without it the listener closed in the same instant /readyz turned 503: outside
     Kubernetes (whose preStop sleep covers it) every connection the balancer sent before
     its next health check was refused."""
@@ -196,6 +197,9 @@ async def test_shutdown_delay_turns_unready_first_and_serves_new_connections_mea
                        extra="server: {shutdown_delay: 3s, drain_timeout: 5s}\n")
     gw = gateway_procs(cfg)
     await _to_thread(gw.wait_ready)
+    kept = socket.create_connection(("127.0.0.1", gw.data_port), timeout=5)
+    kept.sendall(b"GET /v2/models/iris/before HTTP/1.1\r\nHost: gw\r\n\r\n")
+    assert b"connection: close" not in (await _to_thread(kept.recv, 65536)).lower()
     began = time.monotonic()
     gw.signal(signal.SIGTERM)
     await _to_thread(wait_until_sync, lambda: _ready(gw.admin) == 503, 5.0)
@@ -203,6 +207,12 @@ async def test_shutdown_delay_turns_unready_first_and_serves_new_connections_mea
         s.sendall(b"GET /v2/models/iris/late HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n")
         got = await _to_thread(_answer, s)
     assert got.startswith(b"HTTP/1.1 200"), got[:300]
+    # a connection kept alive from before: served, and told to go (its client's next
+    # connection reaches an instance that stays), not cut later under a request
+    kept.sendall(b"GET /v2/models/iris/kept HTTP/1.1\r\nHost: gw\r\n\r\n")
+    got = await _to_thread(_answer, kept)
+    kept.close()
+    assert got.startswith(b"HTTP/1.1 200") and b"\r\nconnection: close\r\n" in got.lower(), got
     assert time.monotonic() - began < 3.0  # (still in the delay)
     assert await _to_thread(gw.proc.wait, 15) == 0, gw.output()
     assert time.monotonic() - began >= 3.0

@@ -110,9 +110,10 @@ class Parsing:
             self.deadline = when = now + self.limits.header_timeout
             if not self.queue and (self.timer is None or when < self.timer_at):
                 self._arm(when)
-        elif self.server.draining:  # the first request, begun in its drain grace: the last
-            self.closing = True
-            self.deadline = now + self.limits.header_timeout
+        elif self.server.winding_down:  # the first, begun in the drain's grace: a whole
+            self.deadline = now + self.limits.header_timeout  # head deadline of its own
+        if self.server.winding_down:  # shutting down: the connection's last request (its
+            self.closing = True  # answer says `Connection: close`), wherever it comes
 
     def on_url(self, url: bytes) -> None:
         req: Request = self.parsing  # type: ignore[assignment]  # (begun)
