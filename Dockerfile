@@ -45,6 +45,8 @@ WORKDIR /var/lib/killgate
 EXPOSE 8080 8081
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
   CMD ["python3", "-c", "import os, urllib.request; urllib.request.urlopen(os.environ['KILLGATE_HEALTHZ_URL'], timeout=2)"]
+# SIGTERM drains for server.drain_timeout (30 s by default): `docker stop` kills after 10 s
+# unless given more (run --stop-timeout 40, stop -t 40; README "Container image")
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["killgate"]
 CMD ["serve", "-c", "/etc/killgate/config.yaml"]

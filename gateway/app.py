@@ -2,7 +2,8 @@
 
 Owns startup and shutdown as named phases with bounded waits (STYLE §10):
 startup: config → pools → state sync (bounded) → health round (bounded) → listeners;
-shutdown: readiness 503 → stop accepting → drain (drain_timeout) → close in reverse.
+shutdown: readiness 503 → (shutdown_delay, still serving) → stop accepting → drain
+(drain_timeout) → close in reverse.
 The composition root: it alone holds the parts and their lifecycles; the builders it
 calls for the data plane and the admin side live in gateway/wiring/.
 """
@@ -10,6 +11,7 @@ calls for the data plane and the admin side live in gateway/wiring/.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 from collections.abc import Callable
@@ -117,8 +119,14 @@ class Gateway:
     # ------------------------------------------------------------------ startup
 
     async def _started(self, part: Part) -> None:
-        """Start a part; it stops with the gateway (in the reverse order of starting)."""
-        await part.start()
+        """Start a part; it stops with the gateway (in the reverse order of starting). A
+        start cut short (a SIGTERM before start-up finished) stops what it opened."""
+        try:
+            await part.start()
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await part.stop()
+            raise
         self._stack.push_async_callback(part.stop)
 
     async def start(self) -> None:
@@ -314,13 +322,19 @@ class Gateway:
 
     async def shutdown(self) -> bool:
         """Drain in-flight requests (bounded), then close everything in reverse order."""
-        self.draining = True
+        self.draining = True  # (/readyz: 503 from now on)
+        delay = self.loaded.config.server.shutdown_delay
+        if delay > 0 and self.started:
+            event(log, "phase", phase="unready", serving_s=delay)
+            if self._listener is not None:
+                self._listener.wind_down()
+            await asyncio.sleep(delay)  # (still serving: load balancers take us out first)
         timeout = self.loaded.config.server.drain_timeout
         event(log, "phase", phase="draining", inflight=self.inflight.count, timeout_s=timeout)
         # Stop accepting; answers in progress finish (up to drain_timeout), then close.
         drained = True
         if self._listener is not None:
-            drained = await self._listener.shutdown(timeout)
+            drained = await self._listener.shutdown(timeout, self.inflight.end_streams)
         drained = await self.inflight.wait_idle(0.1) and drained
         await self._stack.aclose()
         event(log, "phase", phase="stopped", drained=drained)

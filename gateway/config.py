@@ -136,6 +136,10 @@ class ServerConfig(Frozen):
     max_body_size: int = Field(default=10 * 1024 * 1024, gt=0, le=1 << 34)
     model_peek_bytes: int = Field(default=1 << 20, ge=1024, le=64 << 20)
     drain_timeout: Duration = 30.0
+    #: at SIGTERM, /readyz answers 503 at once and the listeners keep accepting and
+    #: serving for this long; then the drain begins. For load balancers that take an
+    #: instance out by its health check (in Kubernetes, preStop's sleep does it: keep 0)
+    shutdown_delay: Duration = 0.0
     reload_debounce: Duration = 0.2
     watch_config: bool = True  # reload when the file changes (SIGHUP always reloads)
     keepalive_timeout: Duration = 60.0
@@ -160,6 +164,13 @@ class ServerConfig(Frozen):
     @classmethod
     def _deadlines(cls, v: float) -> float:
         return positive(3600.0)(v)
+
+    @field_validator("shutdown_delay")
+    @classmethod
+    def _delay(cls, v: float) -> float:
+        if v > 600.0:
+            raise ValueError("must be at most 600s")
+        return v
 
 
 class DrillsConfig(Frozen):

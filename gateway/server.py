@@ -16,6 +16,7 @@ they run. Removed at exit; one a supervisor killed with SIGKILL left is removed 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
@@ -32,9 +33,9 @@ from gateway.configfile import LoadedConfig
 from gateway.configsettle import warn_unsettled
 from gateway.errors import ConfigError
 from gateway.log import event
-from gateway.sockets import ListenError, bound
+from gateway.sockets import ListenError, reserved
 from gateway.workerconfig import load_at_start, load_shared, save, start_copy
-from gateway.workergroup import READY_FD_ENV, WorkerGroup
+from gateway.workergroup import READY_FD_ENV, STOP_AND_RELOAD, WorkerGroup
 
 __all__ = ["c_parser_in_use", "run_supervisor", "run_worker"]
 
@@ -77,24 +78,52 @@ async def _serve(loaded: LoadedConfig, worker: int | None, reuse_port: bool,
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, gw.request_reload)
+    # (held since the process began: cli/main.py; SIGHUP stays held until it can reload)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
     try:
         try:
-            await gw.start()
+            started = await _start_unless_stopped(gw, stop)
         except BaseException:
             await gw.shutdown()
             raise
-        if config_bytes is not None:
-            _share_what_runs(gw, config_bytes)
-        _tell_the_group()
-        # a supervisor starts its workers with SIGHUP blocked (see spawn): one that came
-        # while this worker started is delivered now, to the handler above
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
-        await stop.wait()
+        if started:
+            if config_bytes is not None:
+                _share_what_runs(gw, config_bytes)
+            _tell_the_group()
+            # a supervisor starts its workers with SIGHUP blocked (see spawn): one that
+            # came while this worker started is delivered now, to the handler above
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
+            await stop.wait()
         await gw.shutdown()
     finally:
         if group is not None:
             await group.stop()
+        # stopped: a signal from now on is held until the exit (the loop's handlers go,
+        # and the default action of one that came during the teardown ended the process
+        # with -1 or -15 in place of 0)
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_AND_RELOAD)
     return 0
+
+
+async def _start_unless_stopped(gw: Gateway, stop: asyncio.Event) -> bool:
+    """`gw.start()`, given up at a SIGTERM/SIGINT that comes first (the start may wait
+    `state.start_timeout` for Redis): the listeners never open then, and the process ends
+    at once (exit 0) instead of at the start deadline. True when the start finished."""
+    starting = asyncio.ensure_future(gw.start())
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({starting, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+    if starting.done():
+        starting.result()  # (its error, if it failed)
+        return True
+    starting.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await starting
+    event(log, "phase", phase="start_abandoned",
+          why="SIGTERM or SIGINT before the start finished: the listeners never opened")
+    return False
 
 
 def run_worker(config_path: str, worker: int | None = None, reuse_port: bool = False,
@@ -182,8 +211,14 @@ def run_supervisor(config_path: str, workers: int) -> int:
     if not c_parser_in_use():
         return run_worker(config_path)  # prints the refusal
     cfg = loaded.config
-    # Reserve the ports (resolving :0) without listening, so workers can share them.
-    holds = [bound(cfg.listen, True), bound(cfg.admin.listen, True)]  # never listening
+    # Reserve the ports (resolving :0) without listening, so workers can share them (and
+    # nobody else: a port another group holds is refused, as for a single process)
+    holds = [reserved(cfg.listen)]
+    try:
+        holds.append(reserved(cfg.admin.listen))
+    except ListenError:
+        holds[0].close()
+        raise
     ports = [h.getsockname()[1] for h in holds]
     event(log, "phase", phase="supervisor", workers=workers, data_port=ports[0],
           admin_port=ports[1], pid=os.getpid())
@@ -209,14 +244,19 @@ def run_supervisor(config_path: str, workers: int) -> int:
         sys.executable, "-m", "gateway", "serve", "-c", config_path,
         "--worker-index", str(i), "--reuse-port", *shared,
         "--data-port", str(ports[0]), "--admin-port", str(ports[1])])
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+    for sig in STOP_AND_RELOAD:
         signal.signal(sig, group.forward)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_AND_RELOAD)  # (held: cli/main.py)
     wait = ChildWait().open()  # (before the first child: its exit must wake the sleep)
     try:
         for i in range(workers):
             group.spawn(i)
         return group.run(wait)
     finally:
+        # every worker has ended: a signal from now on is held until the exit (the
+        # interpreter's teardown puts the default actions back, which ended the
+        # supervisor with -1 or -15 in place of its code)
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_AND_RELOAD)
         wait.close()
         for s in holds:
             s.close()

@@ -12,7 +12,7 @@ import socket
 
 from gateway.config_types import parse_listen
 
-__all__ = ["ListenError", "bind_socket", "bound", "format_addr", "listen_url"]
+__all__ = ["ListenError", "bind_socket", "bound", "format_addr", "listen_url", "reserved"]
 
 
 class ListenError(OSError):
@@ -42,6 +42,19 @@ def bound(addr: str, reuse_port: bool, port_override: int | None = None) -> sock
         raise ListenError(f"cannot listen on {format_addr((host, port))}: "
                           f"{exc.strerror or exc}") from None
     return sock
+
+
+def reserved(addr: str) -> socket.socket:
+    """A port for a group of workers: bound with SO_REUSEPORT (each worker binds it again),
+    never listening. ListenError when anything holds the port already, also a socket with
+    SO_REUSEPORT of this user (another `serve --workers` group), which the kernel would let
+    the group join silently: two groups, perhaps of two configs or versions, splitting the
+    connections and the admin API between them. (A probe without SO_REUSEPORT: no socket
+    with it may share the port; `:0` is resolved by it.)"""
+    probe = bound(addr, False)
+    port = probe.getsockname()[1]
+    probe.close()
+    return bound(addr, True, port)
 
 
 def bind_socket(addr: str, reuse_port: bool, port_override: int | None = None) -> socket.socket:

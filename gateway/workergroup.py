@@ -31,13 +31,16 @@ from typing import Any
 from gateway.childwait import ChildWait
 from gateway.log import event
 
-__all__ = ["WorkerGroup"]
+__all__ = ["STOP_AND_RELOAD", "WorkerGroup"]
 
 log = logging.getLogger("killgate")
 RESTART_WINDOW = 1.0  # a restarted worker that dies within this many seconds of serving
 READY_FD_ENV = "KILLGATE_READY_FD"  # a worker writes a byte there once it serves
 MAX_BACKOFF = 60.0  # seconds: the longest wait before a crash-looping slot is tried again
 PR_SET_PDEATHSIG = 1
+#: what a `serve` process (a supervisor, a worker, one alone) handles: held from its first
+#: moment until its handlers are in place (cli/main.py, server.py)
+STOP_AND_RELOAD = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
 
 
 def _prctl() -> Callable[..., int] | None:

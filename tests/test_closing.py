@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.dataplane.protocol import DRAIN_FRESH_GRACE
 from gateway.dataplane.wire import Limits
 from tests.backends import echo_app
 from tests.conftest import running_gateway, two_versions, write_config
@@ -85,14 +86,65 @@ async def test_a_drain_that_ends_aborts_a_lingering_connection() -> None:
     assert tr.aborted
 
 
-async def test_a_drain_closes_a_half_read_head_at_once() -> None:
-    """Nothing was answered on it: there is no answer for a linger to protect."""
+async def test_a_drain_answers_a_half_read_head_then_closes_without_a_linger() -> None:
+    """A request half received when the drain begins is in progress: read, answered
+    (`Connection: close`) and closed, with no linger (it was read whole). It was closed at
+    once, under the request its client had begun to send (the lifecycle review)."""
     h = Recorder()
-    proto, tr, _ = connect(h, limits=FAST)
+    proto, tr, server = connect(h, limits=FAST)
     feed(proto, b"GET /a HTTP/1.1\r\nHost: x\r\n")  # the head is not over
+    server.draining = server.winding_down = True
+    proto.shutdown()
+    assert not tr.closed
+    feed(proto, b"x-more: 1\r\n\r\n")
+    await until(lambda: tr.closed)
+    assert tr.out.startswith(b"HTTP/1.1 200 ") and b"connection: close" in tr.out
+    assert not tr.eof
+
+
+async def test_a_drain_ends_a_half_read_head_at_its_header_deadline() -> None:
+    """A head that never completes is not waited for past its deadline (nothing was
+    answered on it: no linger either)."""
+    h = Recorder()
+    proto, tr, server = connect(h, limits=Limits(header_timeout=0.3, linger_timeout=5,
+                                                 linger_time=10))
+    feed(proto, b"GET /a HTTP/1.1\r\nHost: x\r\n")
+    server.draining = server.winding_down = True
     proto.shutdown()
     await until(lambda: tr.closed)
-    assert not tr.eof and tr.out == b""
+    assert tr.out == b"" and not tr.eof and h.seen == []
+
+
+async def test_a_drain_gives_a_connection_that_sent_nothing_a_grace_to_begin() -> None:
+    """A connection with no request yet was opened to send one: its request, begun within
+    DRAIN_FRESH_GRACE, is its last (answered with `Connection: close`); one that stays
+    silent is closed at the end of the grace."""
+    h = Recorder()
+    proto, tr, server = connect(h, limits=FAST)
+    server.draining = server.winding_down = True
+    proto.shutdown()
+    assert not tr.closed
+    feed(proto, GET)
+    await until(lambda: tr.closed)
+    assert tr.out.startswith(b"HTTP/1.1 200 ") and b"connection: close" in tr.out
+
+    silent, str_, _ = connect(h, limits=FAST)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    silent.shutdown()
+    await until(lambda: str_.closed, timeout=DRAIN_FRESH_GRACE + 2)
+    assert loop.time() - start >= DRAIN_FRESH_GRACE - 0.05 and str_.out == b""
+
+
+async def test_a_drain_closes_a_connection_idle_between_requests_at_once() -> None:
+    h = Recorder()
+    proto, tr, server = connect(h, limits=FAST)
+    feed(proto, GET)
+    await until(lambda: b" 200 " in tr.out)
+    server.draining = server.winding_down = True
+    proto.shutdown()
+    await until(lambda: tr.closed, timeout=0.5)
+    assert not tr.eof
 
 
 async def test_a_connection_already_aborted_does_not_linger() -> None:

@@ -145,7 +145,8 @@ def test_deployment_probes_drain_and_security() -> None:
     delay = c["lifecycle"]["preStop"]["sleep"]["seconds"]
     assert 5 <= delay <= 30
     grace = pod["terminationGracePeriodSeconds"]
-    assert grace > delay + cfg.server.drain_timeout, (grace, delay, cfg.server.drain_timeout)
+    stop = delay + cfg.server.shutdown_delay + cfg.server.drain_timeout
+    assert grace > stop, (grace, delay, cfg.server.shutdown_delay, cfg.server.drain_timeout)
 
     # non-root, read-only root filesystem, nothing extra
     psc, csc = pod["securityContext"], c["securityContext"]

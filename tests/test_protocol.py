@@ -82,6 +82,7 @@ class FakeServer:
         self.max_connections = max_connections
         self.per_client = None  # (the per-client cap: tests/test_peercap.py)
         self.draining = False
+        self.winding_down = False
         self.counts: list[str] = []
 
     def counted(self, what: str) -> None:

@@ -81,5 +81,46 @@ def test_a_new_run_dir_is_private_and_names_its_supervisor(tmp_path: Path,
     d = Path(rundir.make())
     assert d.parent == tmp_path and d.name.startswith(rundir.PREFIX)
     assert (d.stat().st_mode & 0o777) == 0o700
-    assert (d / rundir.OWNER).read_bytes() == _owner(os.getpid())
+    assert (d / rundir.OWNER).read_bytes() == _owner(os.getpid()).rstrip() + b" locked\n"
     assert rundir.sweep(str(tmp_path)) == []  # its supervisor (this process) is alive
+
+
+def test_a_run_dir_left_in_another_pid_namespace_of_this_boot_is_removed(
+        tmp_path: Path) -> None:
+    """A container restarted in its pod keeps /tmp (an emptyDir) but gets a new pid
+    namespace: its previous supervisor's directory (config bytes, metric slots) named a pid
+    namespace this one cannot see and stayed, one more at every restart, until the tmpfs
+    filled. The supervisor's lock on its `supervisor` file says whether it still runs,
+    wherever it runs."""
+    ns, _, boot = rundir._namespace().partition("/")
+    other_ns = f"{int(ns) + 7 if ns.isdigit() else 4026531999}/{boot}"
+    left = _run_dir(tmp_path, "left", b"1 %s locked\n" % other_ns.encode())
+    holding = _run_dir(tmp_path, "held", b"1 %s locked\n" % other_ns.encode())
+    holder = subprocess.Popen(  # another container's supervisor, alive: holds its lock
+        [sys.executable, "-c", "import fcntl, os, sys, time\n"
+         f"fd = os.open({str(holding / rundir.OWNER)!r}, os.O_RDONLY)\n"
+         "fcntl.flock(fd, fcntl.LOCK_EX)\nprint('held', flush=True)\ntime.sleep(60)\n"],
+        stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == b"held\n"
+        other_boot = _run_dir(tmp_path, "other-boot", b"1 %s/%s locked\n"
+                              % (ns.encode(), b"2" * 36))  # another host's, over NFS
+        assert rundir.sweep(str(tmp_path)) == [str(left)]
+        assert holding.exists() and other_boot.exists()
+    finally:
+        holder.kill()
+        holder.wait(10)
+        if holder.stdout is not None:
+            holder.stdout.close()
+    assert rundir.sweep(str(tmp_path)) == [str(holding)]  # its supervisor has ended
+
+
+def test_a_live_supervisors_run_dir_stays_in_any_namespace(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr("tempfile.tempdir", None)
+    d = Path(rundir.make())
+    ns, _, boot = rundir._namespace().partition("/")
+    monkeypatch.setattr(rundir, "_namespace", lambda: f"{ns}0/{boot}")  # seen from elsewhere
+    assert rundir.sweep(str(tmp_path)) == []
+    assert d.exists()

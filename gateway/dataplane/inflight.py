@@ -22,7 +22,9 @@ if TYPE_CHECKING:
     from gateway.dataplane.exchange import Exchange
     from gateway.domain.routing import RouteTable
 
-__all__ = ["Aborted", "Handle", "Inflight"]
+__all__ = ["SHUTDOWN", "Aborted", "Handle", "Inflight"]
+
+SHUTDOWN = "shutdown"  # an `Aborted` reason: the drain's deadline, not a kill
 
 log = logging.getLogger("killgate")
 
@@ -47,6 +49,10 @@ class Handle:
         self.version: str | None = None
         self.exchange: Exchange | None = None
         self.aborted: Aborted | None = None
+
+    def streaming(self) -> bool:
+        """Its answer has begun to reach its client (a shadow copy's never does)."""
+        return False
 
     def abort(self, why: Aborted) -> None:
         if self.aborted is None:
@@ -73,6 +79,16 @@ class Inflight:
             if scope is not None:
                 h.abort(Aborted(reason, scope))
                 n += 1
+        return n
+
+    def end_streams(self) -> int:
+        """The drain's deadline: each answer already streaming is cut as a failure its client
+        can tell (SSE: a final `killgate.error` event of type `shutdown`; any other body: an
+        aborted connection), before the connections left are aborted. Requests not answered
+        yet are left to that abort: their backend may have acted on them, and only a reset
+        says "unknown"."""
+        n = self.abort(lambda h: "shutdown" if h.streaming() else None, SHUTDOWN)
+        event(log, "drain_deadline", streams_ended=n, inflight=self.count)
         return n
 
     def on_table(self, old: RouteTable, new: RouteTable) -> None:

@@ -24,7 +24,9 @@ from gateway.dataplane.peercap import PeerCap
 from gateway.dataplane.protocol import Handler, HttpProtocol, Limits
 from gateway.dataplane.wire import Drainable
 
-__all__ = ["Limits", "Listener"]
+__all__ = ["DEADLINE_SHARE", "Limits", "Listener"]
+
+DEADLINE_SHARE = 0.25  # of drain_timeout (at most 1 s): for the answers cut at its end
 
 
 class Listener:
@@ -43,6 +45,7 @@ class Listener:
             self._forget if self.per_client is None else self._forget_counted)
         self.connections: set[Drainable] = set()
         self.draining = False
+        self.winding_down = False
         self._count = count
         self._server: asyncio.AbstractServer | None = None
         self._empty: asyncio.Event | None = None
@@ -70,19 +73,35 @@ class Listener:
         self._server = await loop.create_server(lambda: HttpProtocol(self, loop), sock=sock,
                                                 backlog=backlog)
 
-    async def shutdown(self, timeout: float) -> bool:
+    def wind_down(self) -> None:
+        """Shutting down soon (`server.shutdown_delay`): still accepting and serving, but
+        each answer from now on closes its connection (`Connection: close`), so that
+        clients holding kept-alive connections (to this address, or pinned to it by a
+        Service's connection tracking) open new ones, which reach instances that stay."""
+        self.winding_down = True
+
+    async def shutdown(self, timeout: float,
+                       at_deadline: Callable[[], object] | None = None) -> bool:
         """Stop accepting, let answers in progress finish (at most `timeout`), close all.
+        `at_deadline` ends what it can as its clients can tell (the last DEADLINE_SHARE
+        of `timeout`, at most a second, lets it be written) before the rest is aborted.
         True when every connection closed on its own."""
-        self.draining = True
+        self.draining = self.winding_down = True
         if self._server is not None:
             self._server.close()
         for conn in list(self.connections):
             conn.shutdown()
+        clean = True
         if self.connections:
             self._empty = asyncio.Event()
+            last = min(1.0, timeout * DEADLINE_SHARE) if at_deadline is not None else 0.0
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._empty.wait(), timeout)
-        clean = not self.connections
+                await asyncio.wait_for(self._empty.wait(), timeout - last)
+            clean = not self.connections
+            if not clean and at_deadline is not None:
+                at_deadline()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._empty.wait(), last)
         for conn in list(self.connections):
             conn.abort()
         if self._server is not None:

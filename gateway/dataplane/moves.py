@@ -57,6 +57,9 @@ class Moves(Handle):
     field: ModelField | None
     routing_path: str
 
+    def streaming(self) -> bool:
+        return self.req.responded
+
     if TYPE_CHECKING:
         def _forward_answer(self, ex: Exchange) -> None: ...
 

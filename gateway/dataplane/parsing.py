@@ -29,6 +29,7 @@ from gateway.dataplane.wire import (
     UPGRADE,
     Limits,
     Refuse,
+    Server,
     Stop,
 )
 
@@ -51,6 +52,7 @@ class Parsing:
     parser: Any  # httptools.HttpRequestParser (httptools is protocol.py's to import)
     clock: Clock
     limits: Limits
+    server: Server
     queue: deque[Request]
     parsing: Request | None
     in_head: bool
@@ -108,6 +110,10 @@ class Parsing:
             self.deadline = when = now + self.limits.header_timeout
             if not self.queue and (self.timer is None or when < self.timer_at):
                 self._arm(when)
+        elif self.server.winding_down:  # the first, begun in the drain's grace: a whole
+            self.deadline = now + self.limits.header_timeout  # head deadline of its own
+        if self.server.winding_down:  # shutting down: the connection's last request (its
+            self.closing = True  # answer says `Connection: close`), wherever it comes
 
     def on_url(self, url: bytes) -> None:
         req: Request = self.parsing  # type: ignore[assignment]  # (begun)

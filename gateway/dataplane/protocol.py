@@ -48,8 +48,13 @@ from gateway.dataplane.wire import (
     error_response,
 )
 
-__all__ = ["MAX_HEAD", "MAX_HEADERS", "MAX_LINE", "SLICE", "SMALL_BODY", "Handler", "HttpProtocol",
-           "Limits", "Server", "c_parser", "error_response"]
+#: seconds a connection that has sent nothing yet gets, once the drain begins, to begin its
+#: request (Go's http.Server.Shutdown spares such connections for 5 s): its client connected
+#: before the listener closed and its bytes may be on the way
+DRAIN_FRESH_GRACE = 1.0
+
+__all__ = ["DRAIN_FRESH_GRACE", "MAX_HEAD", "MAX_HEADERS", "MAX_LINE", "SLICE", "SMALL_BODY",
+           "Handler", "HttpProtocol", "Limits", "Server", "c_parser", "error_response"]
 
 
 def c_parser() -> bool:
@@ -250,9 +255,21 @@ class HttpProtocol(Parsing, Deadlines, Dispatching, Flow, Closing, asyncio.Proto
                 self.handler.done(req)
 
     def shutdown(self) -> None:
-        """Graceful drain: close now if idle (a head half read: no answer to protect, so
-        no linger), else after the answer in progress."""
+        """Graceful drain: the answer in progress finishes (`Connection: close`), then the
+        connection closes. A request partly received (its head half read) is in progress
+        too: closed under it, its client saw its connection end with no answer. A
+        connection that has carried no request yet was opened to send one, which may be
+        on the way: it gets `DRAIN_FRESH_GRACE` to begin it. Only a kept-alive connection
+        idle between requests closes at once (no answer to protect, so no linger)."""
+        if self.queue or self.parsing is not None:
+            self.closing = True
+            return
+        if not self.seen and not self.closing:
+            when = self.loop.time() + DRAIN_FRESH_GRACE
+            if when < self.deadline:
+                self.deadline = when
+                self._arm(when)
+            return  # (its request, if it comes, is the last: `on_message_begin`)
         self.closing = True
-        if not self.queue:
-            self.linger_end = -1.0
-            self.close()
+        self.linger_end = -1.0
+        self.close()

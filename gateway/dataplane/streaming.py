@@ -11,7 +11,7 @@ import json
 
 from gateway.dataplane.exchange import Exchange
 from gateway.dataplane.headers import is_event_stream, response_head
-from gateway.dataplane.inflight import Aborted
+from gateway.dataplane.inflight import SHUTDOWN, Aborted
 from gateway.dataplane.ports import Forwarding
 from gateway.dataplane.request import ClientGone
 from gateway.dataplane.sse import EventCutter
@@ -119,18 +119,19 @@ async def stream(flight: Forwarding, ex: Exchange) -> None:
         flight.exchange = None
         ex.release()
         why: Aborted | None = flight.aborted
-        kind = "killed" if why is not None else "upstream_failed"
+        kind = "upstream_failed" if why is None else why.reason  # (killed, shutdown)
+        killed = why if why is not None and why.reason != SHUTDOWN else None
         span = req.span
         if span is not None:
-            if why is not None:
-                span.event("killgate.kill", {"killgate.kill.scope": why.scope,
+            if killed is not None:
+                span.event("killgate.kill", {"killgate.kill.scope": killed.scope,
                                              "killgate.version": target.name,
                                              "killgate.inflight": 1})
             span.stream_failed(kind)
-        if why is not None:
+        if killed is not None:
             proxy.metrics.inc("killgate_inflight_aborted_total", (plan.name,),
                               label_names=("route",))
-        else:
+        elif why is None:
             proxy.count_error(plan, target, exc, flight.started)
         flight._finished()
         if cutter is not None and not cutter.mid_event:

@@ -81,6 +81,9 @@ class Server(Protocol):
     #: plain one and a connection pays one attribute check for it, at accept)
     per_client: PeerCap | None
     draining: bool
+    #: shutting down (the drain, or the delay before it): each request begun from now on
+    #: is its connection's last
+    winding_down: bool
 
     def counted(self, what: str) -> None:
         """Count an event of the listener's (refused, send_timeout, malformed)."""
