@@ -37,8 +37,9 @@ from gateway.errors import StateError
 __all__ = ["DrillRunner"]
 
 Pause = Callable[[float], Awaitable[None]]
-#: why the store given is not the fleet's (None: it is), from its state document's key
-Check = Callable[[str], Awaitable[str | None]]
+#: why the store given is not the fleet's (None: it is), from the fleet's key prefix and
+#: the ids of its instances (their heartbeats are in its store)
+Check = Callable[[str, list[str]], Awaitable[str | None]]
 _DRILL_ID = re.compile(r"[A-Za-z0-9-]{1,64}")  # (the grammar of admin/drills.py's ids)
 
 
@@ -113,7 +114,8 @@ class DrillRunner:
             return ("the fleet's on_unavailable is fail_closed: a store outage of "
                     f"{self.plan.hold:g}s would close every route for its users")
         if self.check is not None:
-            return await self.check(f"{fleet['state'].get('prefix') or 'killgate'}:state")
+            return await self.check(fleet["state"].get("prefix") or "killgate",
+                                    sorted(fleet["status"].get("instances") or {}))
         return None
 
     async def run(self) -> dict[str, Any]:
