@@ -4,10 +4,14 @@ found. Each test failed before its fix."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from aiohttp import ClientSession
 
-from tests.conftest import RedisServer
+from tests.backends import echo_app
+from tests.conftest import RedisServer, running_gateway, wait_until, write_config
+from tests.test_admin_drills import call, hdr, routes
 from tests.test_drills import FAST, Drill, Fleet, fleet, fleet_state  # noqa: F401
 
 pytestmark = pytest.mark.timeout(120)
@@ -29,3 +33,44 @@ async def test_store_loss_on_another_fleets_redis_is_skipped(
     assert rc == 3 and report["verdict"] == "skipped", report
     assert report["id"] is None and "not the fleet's store" in report["reasons"][0], report
     assert await fleet_state(session, fleet) == before
+
+
+async def test_a_rollback_drills_latch_is_undone_when_a_reload_removed_its_route(
+        tmp_path: Path, backends, session: ClientSession) -> None:
+    """A config reload removed the drill route while a rollback drill on it was open: the
+    restore said 'kept override:iris-drill: changed since the drill made it' (it had not
+    changed) and left the drill's latch in the state, so when the route came back (the
+    reload reverted), it came back rolled back by a drill that had ended, at 100/0."""
+    p1, p2 = await backends(echo_app("v1")), await backends(echo_app("v2"))
+    full = routes(p1, p2)
+    cfg = write_config(tmp_path, full)
+    async with running_gateway(cfg) as g:
+        a = g.admin
+        h = hdr("killgate:drill killgate:read")
+        st, opened = await call(session, "POST", f"{a}/v1/drills",
+                                {"kind": "rollback", "route": "iris-drill", "reason": "r"}, h)
+        assert st == 200, opened
+        drill = opened["drill"]
+        st, out = await call(session, "POST", f"{a}/v1/drills/{drill}/inject",
+                             {"to": "v1", "reason": "r"}, h)
+        assert st == 200, out
+
+        async def reload_to(routes_text: str) -> None:
+            watcher = g.gw.watcher
+            assert watcher is not None
+            old = watcher.outcome.loaded_digest
+            write_config(tmp_path, routes_text)
+            await wait_until(lambda: watcher.outcome.loaded_digest != old, 10, what="reload")
+
+        await reload_to(full[:full.index("- name: iris-drill")])
+        st, out = await call(session, "POST", f"{a}/v1/drills/{drill}/restore",
+                             {"reason": "r"}, h)
+        assert st == 200, out
+        assert out["undone"] == [{"override": "iris-drill", "to": None}], out["undone"]
+        st, out = await call(session, "POST", f"{a}/v1/drills/{drill}/end",
+                             {"verdict": "aborted", "reason": "r"}, h)
+        assert st == 200, out
+        await reload_to(full)
+        st, status = await call(session, "GET", f"{a}/v1/status", None, h)
+        assert st == 200
+        assert status["routes"]["iris-drill"]["latched"] is False, status["routes"]["iris-drill"]

@@ -233,11 +233,18 @@ def restore(doc: StateDoc, drill: str, routes: dict[str, RouteConfig], actor: st
             ch = made["override"]
             rc = routes.get(ch["route"])
             now_ov = cur.overrides.get(ch["route"])
-            if rc is None or now_ov is None or plain(now_ov) != ch["after"]:
+            if now_ov is None or plain(now_ov) != ch["after"]:
                 notes.append({"kept": f"override:{ch['route']}",
                               "why": "changed since the drill made it"})
                 continue
-            back = _reinstate(cur, rc, ch["before"], actor, reason, now)
+            if rc is None:  # (a reload took the route out meanwhile: its latch is put
+                # back as it was all the same, or the route would come back rolled back by
+                # a drill long ended; no history entry: no version url to name)
+                before = ch["before"]
+                back = Change(overrides={ch["route"]: RouteOverride(**before)
+                                         if before is not None else None})
+            else:
+                back = _reinstate(cur, rc, ch["before"], actor, reason, now)
             if ch["progress"] is not None and ch["route"] not in cur.progress:
                 back = replace(back, progress={ch["route"]: ch["progress"]})
             cur = apply_change(cur, back)
