@@ -4,15 +4,18 @@ found. Each test failed before its fix."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import sys
 from pathlib import Path
 
 import pytest
-from aiohttp import ClientSession
+from aiohttp import ClientSession, web
 
 from tests.backends import echo_app
-from tests.conftest import RedisServer, running_gateway, wait_until, write_config
+from tests.conftest import ROOT, RedisServer, running_gateway, wait_until, write_config
 from tests.test_admin_drills import call, hdr, routes
-from tests.test_drills import FAST, Drill, Fleet, fleet, fleet_state  # noqa: F401
+from tests.test_drills import FAST, Drill, Fleet, fleet, fleet_state, token  # noqa: F401
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -74,3 +77,58 @@ async def test_a_rollback_drills_latch_is_undone_when_a_reload_removed_its_route
         st, status = await call(session, "GET", f"{a}/v1/status", None, h)
         assert st == 200
         assert status["routes"]["iris-drill"]["latched"] is False, status["routes"]["iris-drill"]
+
+
+def balancer(session: ClientSession, admins: list[str]) -> web.Application:
+    """An HTTP load balancer in front of the admin API (an ingress, an L7 Service): reads of
+    /metrics go to each instance in turn (the second first), everything else to the first."""
+    turn = [1]
+
+    async def forward(request: web.Request) -> web.Response:
+        target = admins[0]
+        if request.path == "/metrics":
+            target = admins[turn[0] % len(admins)]
+            turn[0] += 1
+        headers = {k: v for k, v in request.headers.items()
+                   if k.lower() not in ("host", "content-length", "transfer-encoding")}
+        async with session.request(request.method, target + request.path_qs,
+                                   data=await request.read(), headers=headers,
+                                   allow_redirects=False) as r:
+            return web.Response(status=r.status, body=await r.read(),
+                                content_type=r.content_type)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", forward)
+    return app
+
+
+async def test_the_abort_watch_reads_each_instance_once_behind_a_balanced_admin_url(
+        fleet: Fleet, session: ClientSession, backends, tmp_path: Path) -> None:  # noqa: F811
+    """KILLGATE_ADMIN_URL is often a load-balanced name (README: gateway-admin:8081, the
+    admin Service). The abort watch read /metrics there as well as at every address the
+    instances publish: the same instance twice (its users weighed double, a production
+    drill's own requests counted as users'), and behind an L7 balancer a different
+    instance at each read, whose counters since it started differ: the watch took the
+    difference for the last seconds' traffic, and a drill aborted on errors users had met
+    before it began (here: on one instance only, none during the drill)."""
+    async with session.get(fleet.gateways[0].url + "/broken/x") as r:
+        assert r.status >= 500  # (a dead backend: what users met, earlier)
+    for _ in range(59):
+        async with session.get(fleet.gateways[0].url + "/broken/x") as r:
+            await r.read()
+    port = await backends(balancer(session, [g.admin for g in fleet.gateways[:2]]))
+    plan = tmp_path / "plan.yaml"
+    plan.write_text("kind: kill\nroute: iris-drill\nversion: v2\nrate: 40\nsteady: 600ms\n"
+                    "hold: 2s\nsettle: 1s\nabort: {route: broken, error_rate: 0.2, "
+                    "min_requests: 10, interval: 200ms}\n")
+    before = await fleet_state(session, fleet)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway", "drill", "run", str(plan), "--json", "--out",
+        str(tmp_path / "out"), "--admin", f"http://127.0.0.1:{port}", "--token", token(),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=str(ROOT))
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    report = json.loads(out)
+    assert report["verdict"] == "passed", (report["reasons"], err.decode())
+    assert proc.returncode == 0
+    assert report["abort"]["worst_error_rate"] == 0, report["abort"]
+    assert await fleet_state(session, fleet) == before

@@ -93,7 +93,7 @@ class DrillRunner:
                                     f"route {plan.route!r} has no version {v!r}")
         insts = status.get("instances", {}).values()
         urls = plan.instances or sorted({i["data"] for i in insts if i.get("data")})
-        admins = sorted({i["admin"] for i in insts if i.get("admin")} | {self.api.base})
+        admins = sorted({i["admin"] for i in insts if i.get("admin")})
         if not urls:
             raise DrillApiError(0, "no_instances", "no instance published its address (give "
                                 "--instances URL,...)")
@@ -154,7 +154,8 @@ class DrillRunner:
         watch = ErrorWatch(self.session, fleet["admins"], watch_route,
                            (lambda: own_counts(traffic.obs)) if watch_route == plan.route
                            else (lambda: (0, 0)), plan.abort.error_rate,
-                           plan.abort.min_requests, plan.abort.interval)
+                           plan.abort.min_requests, plan.abort.interval,
+                           fallback=self.api.base)
         tasks = [asyncio.create_task(traffic.run()),
                  asyncio.create_task(watch.run(self.stop))]
         receipts: dict[str, Any] = {}
