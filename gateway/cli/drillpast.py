@@ -121,6 +121,11 @@ async def restore(args: argparse.Namespace) -> int:
     return 0 if same else 1
 
 
+def _cell(v: Any) -> str:
+    """A number of a recorded summary as the history shows it ('-': none recorded)."""
+    return "-" if v is None else f"{v:g}" if isinstance(v, float) else str(v)
+
+
 def history_rows(events: list[dict[str, Any]]) -> list[str]:
     lines = [f"{'ended':24} {'drill':26} {'kind':10} {'route':16} {'verdict':8} "
              f"{'measure max ms':>14} {'leaks':>5} {'errors':>6}  actor"]
@@ -130,8 +135,8 @@ def history_rows(events: list[dict[str, Any]]) -> list[str]:
         t = e.get("target", {})
         lines.append(f"{e.get('time', ''):24} {t.get('drill', ''):26} {t.get('kind') or '':10} "
                      f"{t.get('route') or '':16} {(e.get('after') or {}).get('verdict', ''):8} "
-                     f"{m.get('max', '-')!s:>14} {s.get('leaks', '-')!s:>5} "
-                     f"{s.get('errors', '-')!s:>6}  {e.get('actor', '')}")
+                     f"{_cell(m.get('max')):>14} {_cell(s.get('leaks')):>5} "
+                     f"{_cell(s.get('errors')):>6}  {e.get('actor', '')}")
     return lines
 
 
