@@ -132,3 +132,25 @@ async def test_the_abort_watch_reads_each_instance_once_behind_a_balanced_admin_
     assert proc.returncode == 0
     assert report["abort"]["worst_error_rate"] == 0, report["abort"]
     assert await fleet_state(session, fleet) == before
+
+
+async def test_store_loss_on_a_replica_of_the_fleets_redis_is_skipped(
+        fleet: Fleet, second_redis: RedisServer, session: ClientSession) -> None:  # noqa: F811
+    """--store naming a replica of the fleet's redis (redis-1 for redis-0): it holds the
+    state document and the heartbeats (replicated), so it passed the check; pausing it
+    takes nothing from the fleet, which writes to the primary, and the drill PASSED having
+    rehearsed nothing. A replica is refused: the drill must pause the primary."""
+    second_redis.cmd("REPLICAOF", "127.0.0.1", str(fleet.redis.port))
+    try:
+        await wait_until(lambda: "kgdrill:instances" in second_redis.cmd("KEYS", "kgdrill:*"),
+                         10, what="the replica to hold the fleet's keys")
+        before = await fleet_state(session, fleet)
+        rc, report, err = await Drill(fleet, "store-loss", "--route", "iris-drill",
+                                      "--version", "v2", "--store", second_redis.url,
+                                      *FAST).result(60)
+        assert report is not None, err
+        assert rc == 3 and report["verdict"] == "skipped", report
+        assert report["id"] is None and "replica" in report["reasons"][0], report
+        assert await fleet_state(session, fleet) == before
+    finally:
+        second_redis.cmd("REPLICAOF", "NO", "ONE")

@@ -39,7 +39,8 @@ async def check_store(url: str, prefix: str, instances: Collection[str],
     CLIENT PAUSE stops every client of a redis: a wrong URL must not stop someone else's.
     A state document under the right key is not enough (another deployment with the same
     prefix, staging say, has one too): the store must hold the heartbeat of one of the
-    fleet's own instances."""
+    fleet's own instances, and be a primary (a replica holds both, and the fleet does not
+    notice it pause)."""
     key = f"{prefix}:state"
     try:
         ep = parse_endpoint(url)
@@ -47,6 +48,7 @@ async def check_store(url: str, prefix: str, instances: Collection[str],
     except (OSError, RespError, TimeoutError, ValueError) as exc:
         return f"cannot reach the store given to pause ({exc})"
     try:
+        role = await conn.call("ROLE", timeout=timeout)
         found = await conn.call("EXISTS", key, timeout=timeout)
         ours = [await conn.call("HEXISTS", f"{prefix}:instances", i, timeout=timeout)
                 for i in sorted(instances)[:16]]
@@ -54,6 +56,11 @@ async def check_store(url: str, prefix: str, instances: Collection[str],
         return f"cannot read the store given to pause ({exc})"
     finally:
         conn.close()
+    first = role[0] if isinstance(role, list) and role else role
+    if (first.decode() if isinstance(first, bytes) else str(first)) != "master":
+        return ("the store given to pause is a replica: the fleet reads and writes its "
+                "primary, so pausing this one would rehearse nothing (give the primary's "
+                "URL, or the Sentinel URL the fleet uses)")
     if found != 1:
         return (f"the store given to pause holds no {key!r} (in the database its URL "
                 "names): it is not the fleet's store, and is not paused")
