@@ -13,7 +13,14 @@ import pytest
 from aiohttp import ClientSession, web
 
 from tests.backends import echo_app
-from tests.conftest import ROOT, RedisServer, running_gateway, wait_until, write_config
+from tests.conftest import (
+    ROOT,
+    GatewayProcess,
+    RedisServer,
+    running_gateway,
+    wait_until,
+    write_config,
+)
 from tests.test_admin_drills import call, hdr, routes
 from tests.test_drills import FAST, Drill, Fleet, fleet, fleet_state, token  # noqa: F401
 
@@ -154,3 +161,41 @@ async def test_store_loss_on_a_replica_of_the_fleets_redis_is_skipped(
         assert await fleet_state(session, fleet) == before
     finally:
         second_redis.cmd("REPLICAOF", "NO", "ONE")
+
+
+async def _routes_of(session: ClientSession, g: GatewayProcess) -> set[str]:
+    async with session.get(g.admin + "/v1/status",
+                           headers={"Authorization": f"Bearer {token()}"}) as r:
+        return set((await r.json())["routes"])
+
+
+async def test_a_drill_whose_route_a_reload_removes_stops_sending_to_another_route(
+        fleet: Fleet, session: ClientSession) -> None:  # noqa: F811
+    """A reload took the drill route out mid-drill: its match (the production prefix plus
+    a header) now fell to the production route, and the drill went on for its whole hold
+    sending 50 requests a second per instance, pinned to the drilled version, to the route
+    users are served by, then failed with hundreds of 'leaks'. Every answer names the route
+    that served it (x-killgate-route): one from another route stops the drill at once."""
+    texts = {g.config: g.config.read_text() for g in fleet.gateways}
+    drill = Drill(fleet, "kill", "--route", "iris-drill", "--version", "v2", "--rate", "40",
+                  "--steady", "600ms", "--hold", "30s", "--settle", "1s")
+    try:
+        await drill.wait_line("injected")
+        for path, text in texts.items():
+            path.write_text(text[:text.index("  - name: iris-drill")]
+                            + text[text.index("  - name: broken"):])
+        rc, report, err = await drill.result(60)
+    finally:
+        for path, text in texts.items():
+            path.write_text(text)
+        for g in fleet.gateways:
+            await wait_until(lambda g=g: _has_drill_route(session, g), 10,
+                             0.1, "the drill route back")
+    assert report is not None, err
+    assert rc == 2 and report["verdict"] == "aborted", report
+    assert "iris" in report["reasons"][0] and "route" in report["reasons"][0], report
+    assert report["marks_ms"]["restore_sent"] < 15000  # long before the 30 s hold ended
+
+
+async def _has_drill_route(session: ClientSession, g: GatewayProcess) -> bool:
+    return "iris-drill" in await _routes_of(session, g)

@@ -166,7 +166,8 @@ class Traffic:
                 await r.read()
                 self.obs.append(Obs(instance, sent, self.now(), r.status,
                                     r.headers.get("x-killgate-version"),
-                                    r.headers.get("x-killgate-decision")))
+                                    r.headers.get("x-killgate-decision"),
+                                    r.headers.get("x-killgate-route")))
         except (aiohttp.ClientError, TimeoutError, OSError):
             self.obs.append(Obs(instance, sent, self.now(), 0, None, None))
 

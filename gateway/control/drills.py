@@ -30,7 +30,15 @@ from gateway.control.drillload import (
 )
 from gateway.domain.audit import utc_now
 from gateway.domain.drillplan import Plan
-from gateway.domain.drillreport import Marks, Obs, analyse, percentiles, steady_problems, verdict
+from gateway.domain.drillreport import (
+    Marks,
+    Obs,
+    analyse,
+    other_route,
+    percentiles,
+    steady_problems,
+    verdict,
+)
 from gateway.domain.drilltoken import HEADER
 from gateway.errors import StateError
 
@@ -157,7 +165,8 @@ class DrillRunner:
                            plan.abort.min_requests, plan.abort.interval,
                            fallback=self.api.base)
         tasks = [asyncio.create_task(traffic.run()),
-                 asyncio.create_task(watch.run(self.stop))]
+                 asyncio.create_task(watch.run(self.stop)),
+                 asyncio.create_task(self._same_route(traffic))]
         receipts: dict[str, Any] = {}
         problems: list[str] = []
         restore: dict[str, Any] = {}
@@ -184,6 +193,16 @@ class DrillRunner:
             await asyncio.gather(*tasks, return_exceptions=True)
         receipts["restore"] = restore.get("applied")
         return await self._finish(started, to, fleet, restore, receipts, watch)
+
+    async def _same_route(self, traffic: Traffic, every: float = 0.1) -> None:
+        """Stop the drill once an answer comes from another route than the drilled one."""
+        seen = 0
+        while not self._stop.is_set():
+            new, seen = traffic.obs[seen:], len(traffic.obs)
+            if (why := other_route(self.plan.route, new)) is not None:
+                self.stop(why)
+                return
+            await asyncio.sleep(every)
 
     async def _inject(self, to: str | None) -> Any:
         plan = self.plan
