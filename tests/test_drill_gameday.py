@@ -199,3 +199,34 @@ async def test_a_drill_whose_route_a_reload_removes_stops_sending_to_another_rou
 
 async def _has_drill_route(session: ClientSession, g: GatewayProcess) -> bool:
     return "iris-drill" in await _routes_of(session, g)
+
+
+async def test_a_drill_restored_and_ended_by_someone_else_says_so(
+        fleet: Fleet, session: ClientSession) -> None:  # noqa: F811
+    """A second operator, told by the 409 drill_in_progress to `killgate drill restore` the
+    drill open on the route (or the fleet's auto-restore, or the same operator from another
+    terminal), restored and ended a drill that was still running. The running drill then
+    said 'RESTORE FAILED ... run: killgate drill restore ID' and 'could not record the
+    drill's end ... run: killgate drill restore ID' (there was nothing left to do), and its
+    report FAILED with hundreds of 'leaks' (the answers after the other restore, which
+    showed it, not a kill that failed to hold) and 'the fleet is not as it was before'."""
+    before = await fleet_state(session, fleet)
+    drill = Drill(fleet, "kill", "--route", "iris-drill", "--version", "v2", "--rate", "40",
+                  "--steady", "600ms", "--hold", "4s", "--settle", "1s")
+    await drill.wait_line("injected")
+    opened = next(x for x in drill.lines if " opened " in x)
+    drill_id = opened.split("drill: drill ", 1)[1].split()[0]
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway", "drill", "restore", drill_id, "--admin",
+        fleet.admin, "--token", token(sub="olga"), stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE, cwd=str(ROOT))
+    out, err = await asyncio.wait_for(proc.communicate(), 40)
+    assert proc.returncode == 0, (out, err)
+    rc, report, err_text = await drill.result(60)
+    assert report is not None, err_text
+    assert rc == 2 and report["verdict"] == "aborted", report["reasons"]
+    assert "olga" in report["reasons"][0] and "ended" in report["reasons"][0], report
+    assert report["leaks"] == 0 and report["restored"] is True, report
+    assert "RESTORE FAILED" not in err_text and "run: killgate drill restore" not in \
+        err_text.split("injected", 1)[1], err_text
+    assert await fleet_state(session, fleet) == before

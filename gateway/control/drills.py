@@ -20,6 +20,7 @@ from typing import Any
 
 import aiohttp
 
+from gateway.control.drillended import ended as ended_elsewhere
 from gateway.control.drillload import (
     AdminClient,
     DrillApiError,
@@ -29,6 +30,7 @@ from gateway.control.drillload import (
     resolve_probe,
 )
 from gateway.domain.audit import utc_now
+from gateway.domain.drillfinish import iso_to_unix
 from gateway.domain.drillplan import Plan
 from gateway.domain.drillreport import (
     Marks,
@@ -249,6 +251,8 @@ class DrillRunner:
                 "POST", f"/v1/drills/{drill}/restore",
                 {"reason": f"drill ended ({self.stopped or 'done'})"}, retry_for=30.0))
         except DrillApiError as exc:
+            if exc.status == 404 and (done := await ended_elsewhere(self.api, drill)) is not None:
+                return self._ended_elsewhere(done)
             self.say(f"RESTORE FAILED: {exc}; run: killgate drill restore {drill}")
             return {"error": str(exc)}
         self.marks.restore_done = self.now()
@@ -256,6 +260,19 @@ class DrillRunner:
         self.say(f"restored: generation {out.get('generation')} applied by "
                  f"{applied.get('acked')}/{applied.get('instances')} instance(s)")
         return out
+
+    def _ended_elsewhere(self, ended: dict[str, Any]) -> dict[str, Any]:
+        """The drill was restored and ended while it ran, by someone else (`killgate drill
+        restore`, the fleet past its deadline): said so, and measured until then."""
+        at = iso_to_unix(str(ended.get("restored_at", ""))) - self.t0_unix
+        if 0 < at < self.now():
+            self.marks.restore_sent = self.marks.restore_done = at
+        why = (f"the drill was restored and ended meanwhile by {ended.get('actor')} at "
+               f"{ended.get('time')} (killgate drill restore, or the fleet past its deadline)")
+        self.say(why)
+        if self.stopped is None:
+            self.stopped = why
+        return {"elsewhere": ended}
 
     async def _settle(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
@@ -279,7 +296,7 @@ class DrillRunner:
         measured = analyse(plan, to, self.obs, self.marks)
         pending = (restore.get("applied") or {}).get("pending", ["?"])
         restored = ("state" in restore and restore.get("state") == restore.get("before")
-                    and not pending)
+                    and not pending) or "elsewhere" in restore
         verdict_, reasons = verdict(plan, measured, restored, self.stopped, [])
         marks = {k: round(v * 1000, 1) for k, v in (
             ("steady_start", (self.marks.steady or (None, None))[0]),
@@ -310,6 +327,8 @@ class DrillRunner:
         summary = {k: self.report[k] for k in (
             plan.measure, "time_to_restore_ms", "leaks", "errors", "restored", "requests")}
         summary["reasons"] = reasons[:5]
+        if "elsewhere" in restore:
+            return self.report  # (ended already: its end is recorded)
         try:
             await self.api.call("POST", f"/v1/drills/{self.drill}/end",
                                 {"verdict": verdict_, "summary": summary,
@@ -318,3 +337,4 @@ class DrillRunner:
             self.say(f"could not record the drill's end: {exc}; run: killgate drill restore "
                      f"{self.drill}")
         return self.report
+

@@ -110,9 +110,9 @@ def open_drill(doc: StateDoc, rc: RouteConfig, drill: str, kind: str, version: s
     for other in doc.drills.values():
         if other.route == rc.name:
             raise ConflictingState(
-                "drill_in_progress", f"drill {other.id} ({other.kind}, by {other.actor}) is "
-                f"still open on route {rc.name!r}: end it, or `killgate drill restore "
-                f"{other.id}`")
+                "drill_in_progress", f"drill {other.id} ({other.kind}, by {other.actor}, "
+                f"since {other.started}) is still open on route {rc.name!r}: wait for it to "
+                f"end; only if its process died, `killgate drill restore {other.id}`")
     if version is not None and rc.version(version) is None:
         raise UnknownVersion(rc.name, version)
     rec = DrillRecord(drill, kind, rc.name, version, actor, now, deadline,
