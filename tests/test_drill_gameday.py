@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -230,3 +231,19 @@ async def test_a_drill_restored_and_ended_by_someone_else_says_so(
     assert "RESTORE FAILED" not in err_text and "run: killgate drill restore" not in \
         err_text.split("injected", 1)[1], err_text
     assert await fleet_state(session, fleet) == before
+
+
+async def test_the_injected_line_gives_the_calls_time_not_only_the_wait_for_acks(
+        fleet: Fleet) -> None:  # noqa: F811
+    """'injected: generation 3 applied by 3/3 instance(s) in 0.03 ms' (README: 0.01 ms):
+    the receipt's elapsed_ms is the wait for acks after the commit, near 0 when every
+    instance had acked by then; read as the propagation time, it is off by the whole call.
+    The line gives the call's own time (the report's inject marks) beside it."""
+    drill = Drill(fleet, "kill", "--route", "iris-drill", "--version", "v2", *FAST)
+    line = await drill.wait_line("injected")
+    rc, report, err = await drill.result(60)
+    assert rc == 0 and report is not None, err
+    took = report["marks_ms"]["inject_done"] - report["marks_ms"]["inject_sent"]
+    m = re.search(r"the call took ([0-9.]+) ms", line)
+    assert m is not None, line
+    assert abs(float(m.group(1)) - took) <= 0.2, (line, took)
