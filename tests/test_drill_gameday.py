@@ -247,3 +247,22 @@ async def test_the_injected_line_gives_the_calls_time_not_only_the_wait_for_acks
     m = re.search(r"the call took ([0-9.]+) ms", line)
     assert m is not None, line
     assert abs(float(m.group(1)) - took) <= 0.2, (line, took)
+
+
+@pytest.mark.parametrize(("args", "names"), [
+    (("failover", "--hold", "250s"), ("--hold", "max_fault_ttl", "240s")),
+    (("kill", "--steady", "10m", "--hold", "10m", "--settle", "10m"),
+     ("--hold", "max_duration")),
+])
+async def test_a_drill_longer_than_the_fleet_allows_is_refused_before_it_opens(
+        fleet: Fleet, args: tuple[str, ...], names: tuple[str, ...]) -> None:  # noqa: F811
+    """'--hold 250s' on a failover drill opened the drill, ran the steady window and then
+    stopped with '400 bad_request: 'ttl' must be > 0 and at most 300s' (the fault lasts the
+    hold + 60 s; the user set no ttl); a 30-minute drill exited 1 with ''duration' must be
+    > 0 and at most 1800s' (nor a duration). Both are refused before anything opens, naming
+    the options to change and the fleet's limit."""
+    rc, report, err = await Drill(fleet, args[0], "--route", "iris-drill", "--version", "v2",
+                                  *args[1:]).result(60)
+    assert report is not None, err
+    assert rc == 2 and report["verdict"] == "aborted" and report["id"] is None, report
+    assert all(n in report["reasons"][0] for n in names), report["reasons"]

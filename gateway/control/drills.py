@@ -31,7 +31,7 @@ from gateway.control.drillload import (
 )
 from gateway.domain.audit import utc_now
 from gateway.domain.drillfinish import iso_to_unix
-from gateway.domain.drillplan import Plan
+from gateway.domain.drillplan import Plan, duration, fault_ttl, too_long
 from gateway.domain.drillreport import (
     Marks,
     Obs,
@@ -108,7 +108,8 @@ class DrillRunner:
             raise DrillApiError(0, "no_instances", "no instance published its address (give "
                                 "--instances URL,...)")
         return {"status": status, "route": route, "config": rcfg, "instances": urls,
-                "admins": admins, "state": cfg.get("config", {}).get("state") or {}}
+                "admins": admins, "state": cfg.get("config", {}).get("state") or {},
+                "drills": cfg.get("config", {}).get("drills") or {}}
 
     async def _skip(self, fleet: dict[str, Any]) -> str | None:
         """Why a store-loss drill cannot run here (None: it can)."""
@@ -138,13 +139,15 @@ class DrillRunner:
         if fleet["config"].get("drill_for") is None and not plan.production:
             return self._refused(started, f"route {plan.route!r} serves users: pass "
                                  "--production to drill on it, or declare a drill route")
+        if (why := too_long(plan, fleet["drills"])) is not None:
+            return self._refused(started, why)
         if plan.kind == "store_loss" and (why := await self._skip(fleet)):
             return self._refused(started, why, "skipped")
         to = plan.to or route.get("previous_known_good") or route.get("stable")
         opened = await self.api.call("POST", "/v1/drills", {
             "kind": plan.kind, "route": plan.route, "version": plan.version,
             "production": plan.production, "reason": plan.reason,
-            "duration": f"{int(plan.steady + plan.hold + plan.settle + 300)}s"})
+            "duration": f"{duration(plan)}s"})
         drill = opened.get("drill")
         if not isinstance(drill, str) or not _DRILL_ID.fullmatch(drill):
             # (it names the report's files and goes in every later URL: whatever answers
@@ -214,7 +217,7 @@ class DrillRunner:
         elif plan.kind == "rollback":
             body["to"] = to
         else:
-            body["ttl"] = f"{int(plan.hold + 60)}s"
+            body["ttl"] = f"{fault_ttl(plan)}s"
         self.marks.inject_sent = self.now()
         out = await self.api.call("POST", f"/v1/drills/{self.drill}/inject", body)
         self.marks.inject_done = self.now()
