@@ -126,7 +126,7 @@ async def test_the_abort_watch_reads_each_instance_once_behind_a_balanced_admin_
             await r.read()
     port = await backends(balancer(session, [g.admin for g in fleet.gateways[:2]]))
     plan = tmp_path / "plan.yaml"
-    plan.write_text("kind: kill\nroute: iris-drill\nversion: v2\nrate: 40\nsteady: 600ms\n"
+    plan.write_text("kind: kill\nroute: iris-drill\nversion: v2\nrate: 40\nsteady: 1s\n"
                     "hold: 2s\nsettle: 1s\nabort: {route: broken, error_rate: 0.2, "
                     "min_requests: 10, interval: 200ms}\n")
     before = await fleet_state(session, fleet)
