@@ -15,12 +15,13 @@ import asyncio
 import contextlib
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
 
 from gateway.control.drillended import ended as ended_elsewhere
+from gateway.control.drillguards import Check, Pause, same_route, store_skip
 from gateway.control.drillload import (
     AdminClient,
     DrillApiError,
@@ -36,7 +37,6 @@ from gateway.domain.drillreport import (
     Marks,
     Obs,
     analyse,
-    other_route,
     percentiles,
     steady_problems,
     verdict,
@@ -46,10 +46,6 @@ from gateway.errors import StateError
 
 __all__ = ["DrillRunner"]
 
-Pause = Callable[[float], Awaitable[None]]
-#: why the store given is not the fleet's (None: it is), from the fleet's key prefix and
-#: the ids of its instances (their heartbeats are in its store)
-Check = Callable[[str, list[str]], Awaitable[str | None]]
 _DRILL_ID = re.compile(r"[A-Za-z0-9-]{1,64}")  # (the grammar of admin/drills.py's ids)
 
 
@@ -111,24 +107,6 @@ class DrillRunner:
                 "admins": admins, "state": cfg.get("config", {}).get("state") or {},
                 "drills": cfg.get("config", {}).get("drills") or {}}
 
-    async def _skip(self, fleet: dict[str, Any]) -> str | None:
-        """Why a store-loss drill cannot run here (None: it can)."""
-        store = fleet["status"].get("store") or {}
-        if store.get("backend") != "redis":
-            return (f"the fleet's state store is {store.get('backend')!r}: nothing to stop "
-                    "(store loss is drilled on a redis store)")
-        if self.pause is None or not self.plan.store:
-            return ("this drill was not given the store (--store URL): a store-loss drill "
-                    "runs next to the fleet and must be allowed to stop its store")
-        if store.get("policy") == "fail_closed" and \
-                self.plan.hold * 1000 >= store.get("max_staleness_ms", 0):
-            return ("the fleet's on_unavailable is fail_closed: a store outage of "
-                    f"{self.plan.hold:g}s would close every route for its users")
-        if self.check is not None:
-            return await self.check(fleet["state"].get("prefix") or "killgate",
-                                    sorted(fleet["status"].get("instances") or {}))
-        return None
-
     async def run(self) -> dict[str, Any]:
         plan = self.plan
         started = utc_now()
@@ -141,7 +119,8 @@ class DrillRunner:
                                  "--production to drill on it, or declare a drill route")
         if (why := too_long(plan, fleet["drills"])) is not None:
             return self._refused(started, why)
-        if plan.kind == "store_loss" and (why := await self._skip(fleet)):
+        if plan.kind == "store_loss" and (why := await store_skip(plan, fleet, self.pause,
+                                                                   self.check)):
             return self._refused(started, why, "skipped")
         to = plan.to or route.get("previous_known_good") or route.get("stable")
         opened = await self.api.call("POST", "/v1/drills", {
@@ -171,7 +150,7 @@ class DrillRunner:
                            fallback=self.api.base)
         tasks = [asyncio.create_task(traffic.run()),
                  asyncio.create_task(watch.run(self.stop)),
-                 asyncio.create_task(self._same_route(traffic))]
+                 asyncio.create_task(same_route(plan.route, traffic, self.stop, self._stop))]
         receipts: dict[str, Any] = {}
         problems: list[str] = []
         restore: dict[str, Any] = {}
@@ -198,16 +177,6 @@ class DrillRunner:
             await asyncio.gather(*tasks, return_exceptions=True)
         receipts["restore"] = restore.get("applied")
         return await self._finish(started, to, fleet, restore, receipts, watch)
-
-    async def _same_route(self, traffic: Traffic, every: float = 0.1) -> None:
-        """Stop the drill once an answer comes from another route than the drilled one."""
-        seen = 0
-        while not self._stop.is_set():
-            new, seen = traffic.obs[seen:], len(traffic.obs)
-            if (why := other_route(self.plan.route, new)) is not None:
-                self.stop(why)
-                return
-            await asyncio.sleep(every)
 
     async def _inject(self, to: str | None) -> Any:
         plan = self.plan
