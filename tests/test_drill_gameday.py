@@ -266,3 +266,17 @@ async def test_a_drill_longer_than_the_fleet_allows_is_refused_before_it_opens(
     assert report is not None, err
     assert rc == 2 and report["verdict"] == "aborted" and report["id"] is None, report
     assert all(n in report["reasons"][0] for n in names), report["reasons"]
+
+
+async def test_an_abort_condition_on_a_route_the_fleet_lacks_is_refused(
+        fleet: Fleet, tmp_path: Path) -> None:  # noqa: F811
+    """A plan whose abort.route is misspelt ('irs') ran with its abort condition silently
+    off: the watch found no answers of that route on any instance, so users' errors could
+    never stop the drill, and the report did not say so. Refused before the drill opens."""
+    plan = tmp_path / "plan.yaml"
+    plan.write_text("kind: kill\nroute: iris-drill\nversion: v2\nrate: 40\nsteady: 600ms\n"
+                    "hold: 1s\nsettle: 1s\nabort: {route: irs}\n")
+    rc, report, err = await Drill(fleet, "run", str(plan)).result(60)
+    assert report is not None, err
+    assert rc == 2 and report["verdict"] == "aborted" and report["id"] is None, report
+    assert "'irs'" in report["reasons"][0] and "abort" in report["reasons"][0], report

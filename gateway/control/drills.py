@@ -117,6 +117,10 @@ class DrillRunner:
         if fleet["config"].get("drill_for") is None and not plan.production:
             return self._refused(started, f"route {plan.route!r} serves users: pass "
                                  "--production to drill on it, or declare a drill route")
+        if plan.abort.route is not None and \
+                plan.abort.route not in fleet["status"].get("routes", {}):
+            return self._refused(started, f"abort.route {plan.abort.route!r} is no route of "
+                                 "this fleet: the abort condition could never fire")
         if (why := too_long(plan, fleet["drills"])) is not None:
             return self._refused(started, why)
         if plan.kind == "store_loss" and (why := await store_skip(plan, fleet, self.pause,
