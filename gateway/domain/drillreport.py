@@ -274,6 +274,10 @@ def markdown(report: dict[str, Any]) -> str:
                   f"**{report['errors']}** (target ≤ {targets.get('errors', 0)}); "
                   f"{report['requests']} drill requests at {_fmt(report.get('rate'))}/s per "
                   "instance."]
+    blind = (report.get("abort") or {}).get("unreadable_metrics") or []
+    if blind:
+        lines.append("The abort watch could not read /metrics at "
+                     f"{', '.join(map(str, blind))}: users' errors there could stop nothing.")
     if "store_outage_ms" in report:
         lines.append(f"The state store was unreachable for {report['store_outage_ms']:g} ms.")
     lines.append("Fleet restored to exactly its state before the drill (kills, weights, "
