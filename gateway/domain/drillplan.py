@@ -119,6 +119,12 @@ class Plan(_Model):
             raise ValueError("a failover drill names the version that fails ('version')")
         if self.kind in ("kill", "store_loss") and self.scope == "version" and not self.version:
             raise ValueError("scope 'version' needs 'version'")
+        if self.rate * self.steady < 3:  # (domain/drillreport.steady_problems wants 3)
+            raise ValueError(
+                f"rate {self.rate:g}/s over steady {self.steady:g}s sends "
+                f"{self.rate * self.steady:g} request(s) per instance in the steady window: "
+                "the steady-state check needs at least 3 requests per instance: raise 'rate' "
+                "or 'steady' (--rate, --steady)")
         if self.kind == "store_loss" and self.hold > 60:
             raise ValueError("a store outage lasts at most 60s ('hold')")
         return self
