@@ -280,3 +280,58 @@ async def test_an_abort_condition_on_a_route_the_fleet_lacks_is_refused(
     assert report is not None, err
     assert rc == 2 and report["verdict"] == "aborted" and report["id"] is None, report
     assert "'irs'" in report["reasons"][0] and "abort" in report["reasons"][0], report
+
+
+def answer_lost_once(session: ClientSession, admin: str) -> web.Application:
+    """In front of the admin API: the first POST /v1/drills reaches it (the drill opens),
+    but its answer never comes back (the connection is dropped): an admin instance that
+    restarted, a load balancer that reset the connection."""
+    dropped = [False]
+
+    async def forward(request: web.Request) -> web.StreamResponse:
+        headers = {k: v for k, v in request.headers.items()
+                   if k.lower() not in ("host", "content-length", "transfer-encoding")}
+        async with session.request(request.method, admin + request.path_qs,
+                                   data=await request.read(), headers=headers,
+                                   allow_redirects=False) as r:
+            body = await r.read()
+            if request.method == "POST" and request.path == "/v1/drills" and not dropped[0]:
+                dropped[0] = True
+                assert request.transport is not None
+                request.transport.close()
+                raise ConnectionResetError
+            return web.Response(status=r.status, body=body, content_type=r.content_type)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", forward)
+    return app
+
+
+async def test_a_drill_whose_open_answer_is_lost_goes_on_with_the_drill_it_opened(
+        fleet: Fleet, session: ClientSession, backends) -> None:  # noqa: F811
+    """The answer to the drill's open was lost (the admin instance restarted after the
+    commit): the CLI exited 1 ('cannot reach the admin API') and left a drill open whose id
+    it never printed, and every drill on the route was refused (409 drill_in_progress)
+    until the fleet closed it, minutes later. The open is retried with its
+    Idempotency-Key, as the restore and the end are: the same drill, which then runs."""
+    port = await backends(answer_lost_once(session, fleet.admin))
+    before = await fleet_state(session, fleet)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway", "drill", "kill", "--route", "iris-drill",
+        "--version", "v2", *FAST, "--json", "--out", str(fleet.tmp / "reports"),
+        "--admin", f"http://127.0.0.1:{port}", "--token", token(),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=str(ROOT))
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    try:
+        assert proc.returncode == 0, err.decode()
+        report = json.loads(out)
+        assert report["verdict"] == "passed", report["reasons"]
+    finally:
+        async with session.get(fleet.admin + "/v1/drills", headers={
+                "Authorization": f"Bearer {token()}"}) as r:
+            for d in (await r.json())["open"]:  # (leave the module's fleet as found)
+                async with session.post(fleet.admin + f"/v1/drills/{d['id']}/end", json={
+                        "verdict": "aborted", "reason": "test"}, headers={
+                        "Authorization": f"Bearer {token()}"}) as r2:
+                    assert r2.status == 200
+    assert await fleet_state(session, fleet) == before

@@ -130,7 +130,8 @@ class DrillRunner:
         opened = await self.api.call("POST", "/v1/drills", {
             "kind": plan.kind, "route": plan.route, "version": plan.version,
             "production": plan.production, "reason": plan.reason,
-            "duration": f"{duration(plan)}s"})
+            "duration": f"{duration(plan)}s"}, retry_for=10.0)  # (its Idempotency-Key: an
+        # answer lost after the commit gets the same drill, not a second one or none)
         drill = opened.get("drill")
         if not isinstance(drill, str) or not _DRILL_ID.fullmatch(drill):
             # (it names the report's files and goes in every later URL: whatever answers
