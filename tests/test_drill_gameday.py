@@ -282,10 +282,11 @@ async def test_an_abort_condition_on_a_route_the_fleet_lacks_is_refused(
     assert "'irs'" in report["reasons"][0] and "abort" in report["reasons"][0], report
 
 
-def answer_lost_once(session: ClientSession, admin: str) -> web.Application:
-    """In front of the admin API: the first POST /v1/drills reaches it (the drill opens),
-    but its answer never comes back (the connection is dropped): an admin instance that
-    restarted, a load balancer that reset the connection."""
+def answer_lost_once(session: ClientSession, admin: str, step: str) -> web.Application:
+    """In front of the admin API: the first POST to the path ending in `step` reaches it
+    (the drill opens, or injects), but its answer never comes back (the connection is
+    dropped): an admin instance that restarted, a load balancer that reset the
+    connection."""
     dropped = [False]
 
     async def forward(request: web.Request) -> web.StreamResponse:
@@ -295,7 +296,7 @@ def answer_lost_once(session: ClientSession, admin: str) -> web.Application:
                                    data=await request.read(), headers=headers,
                                    allow_redirects=False) as r:
             body = await r.read()
-            if request.method == "POST" and request.path == "/v1/drills" and not dropped[0]:
+            if request.method == "POST" and request.path.endswith(step) and not dropped[0]:
                 dropped[0] = True
                 assert request.transport is not None
                 request.transport.close()
@@ -307,14 +308,17 @@ def answer_lost_once(session: ClientSession, admin: str) -> web.Application:
     return app
 
 
+@pytest.mark.parametrize("step", ["/v1/drills", "/inject"])
 async def test_a_drill_whose_open_answer_is_lost_goes_on_with_the_drill_it_opened(
-        fleet: Fleet, session: ClientSession, backends) -> None:  # noqa: F811
+        fleet: Fleet, session: ClientSession, backends, step: str) -> None:  # noqa: F811
     """The answer to the drill's open was lost (the admin instance restarted after the
     commit): the CLI exited 1 ('cannot reach the admin API') and left a drill open whose id
     it never printed, and every drill on the route was refused (409 drill_in_progress)
     until the fleet closed it, minutes later. The open is retried with its
-    Idempotency-Key, as the restore and the end are: the same drill, which then runs."""
-    port = await backends(answer_lost_once(session, fleet.admin))
+    Idempotency-Key, as the restore and the end are: the same drill, which then runs.
+    Likewise the injection (its answer lost, the drill stopped and aborted with 'the
+    injection failed' though the kill was in force)."""
+    port = await backends(answer_lost_once(session, fleet.admin, step))
     before = await fleet_state(session, fleet)
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "gateway", "drill", "kill", "--route", "iris-drill",

@@ -193,7 +193,8 @@ class DrillRunner:
         else:
             body["ttl"] = f"{fault_ttl(plan)}s"
         self.marks.inject_sent = self.now()
-        out = await self.api.call("POST", f"/v1/drills/{self.drill}/inject", body)
+        out = await self.api.call("POST", f"/v1/drills/{self.drill}/inject", body,
+                                  retry_for=10.0)  # (same key: an answer lost is replayed)
         self.marks.inject_done = self.now()
         applied = out.get("applied", {})
         # (the receipt's elapsed_ms is the wait for acks after the commit, not the
