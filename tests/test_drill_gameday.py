@@ -339,3 +339,30 @@ async def test_a_drill_whose_open_answer_is_lost_goes_on_with_the_drill_it_opene
                         "Authorization": f"Bearer {token()}"}) as r2:
                     assert r2.status == 200
     assert await fleet_state(session, fleet) == before
+
+
+async def test_drill_restore_outlasts_the_store_pause_of_a_drill_that_died(
+        fleet: Fleet, session: ClientSession) -> None:  # noqa: F811
+    """A store-loss drill killed (SIGKILL) while its store is paused: `killgate drill
+    restore ID`, run at once as the drill said to, gave up after 30 s with '503
+    state_store_unavailable' while the pause (up to 60 s, as the hold) still ran. It waits
+    the pause out."""
+    before = await fleet_state(session, fleet)
+    drill = Drill(fleet, "store-loss", "--route", "iris-drill", "--version", "v2",
+                  "--store", fleet.redis.url, "--rate", "20", "--steady", "600ms",
+                  "--hold", "40s", "--settle", "1s")
+    await drill.wait_line("store paused", 30)
+    opened = next(x for x in drill.lines if " opened " in x)
+    drill_id = opened.split("drill: drill ", 1)[1].split()[0]
+    drill.kill()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway", "drill", "restore", drill_id, "--admin", fleet.admin,
+        "--token", token(), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        cwd=str(ROOT))
+    out, err = await asyncio.wait_for(proc.communicate(), 90)
+    assert proc.returncode == 0, (out, err)
+    await wait_until(lambda: _same_state(session, fleet, before), 10, 0.1, "the fleet as before")
+
+
+async def _same_state(session: ClientSession, f: Fleet, before: list) -> bool:
+    return await fleet_state(session, f) == before
