@@ -191,3 +191,15 @@ def test_a_rollback_drill_given_version_says_to_use_to(
     assert ended.value.code == 2
     err = capsys.readouterr().err
     assert "killgate drill rollback: error:" in err and "--to VERSION" in err
+
+
+def test_history_shows_a_dash_for_a_drill_that_measured_nothing() -> None:
+    """A drill stopped before its injection records {"p50": null, ...}: the history showed
+    'None' in the measure column (game day), where every other column says '-'."""
+    e = {"time": "2025-01-01T00:00:00Z", "actor": "dana",
+         "target": {"drill": "d-1", "kind": "kill", "route": "iris-drill"},
+         "after": {"verdict": "aborted", "summary": {
+             "time_to_kill_ms": {"p50": None, "p99": None, "max": None}, "leaks": 0,
+             "errors": 0}}}
+    row = history_rows([e])[1]
+    assert "None" not in row and row.split()[5] == "-", row

@@ -176,3 +176,18 @@ def test_an_answer_that_may_have_met_the_restore_is_no_leak() -> None:
     # answered before the restore was asked for: a leak, however slow
     obs.append(Obs("a", 2.5, 2.99, 200, "v2", "pinned"))
     assert analyse(plan, None, obs, MARKS)["leaks"] == 1
+
+
+def test_markdown_says_when_the_abort_watch_could_not_read_an_instance() -> None:
+    """An instance whose /metrics the abort watch cannot read (a 421, a firewall): users'
+    errors there can stop nothing. The JSON named it (abort.unreadable_metrics); the summary
+    people read said nothing, and the drill PASSED as if guarded."""
+    plan = kill_plan()
+    m = analyse(plan, None, timeline("a", 4.0, killed_at(1.2)), MARKS)
+    report = {"id": "d-1", "kind": "kill", "verdict": "passed", "reasons": [], "route": "r",
+              "version": "v2", "started": "s", "finished": "f", "restored": True,
+              "rate": RATE, "targets": plan.targets.model_dump(), **m,
+              "abort": {"route": "iris", "threshold": 0.05, "worst_error_rate": 0,
+                        "unreadable_metrics": ["http://10.0.0.6:8081"]}}
+    md = markdown(report)
+    assert "http://10.0.0.6:8081" in md and "abort" in md.lower(), md

@@ -69,8 +69,8 @@ async def _drive(plan: Plan, args: argparse.Namespace) -> tuple[dict[str, Any], 
         async def pause(seconds: float) -> None:
             await pause_store(store, seconds)
 
-        async def check(key: str) -> str | None:
-            return await check_store(store, key)
+        async def check(prefix: str, instances: list[str]) -> str | None:
+            return await check_store(store, prefix, instances)
 
     connector = aiohttp.TCPConnector(limit=0, limit_per_host=128)
     async with aiohttp.ClientSession(connector=connector) as session:

@@ -24,6 +24,9 @@ __all__ = ["client", "history", "history_rows", "restore", "say", "trend"]
 
 DEFAULT_ADMIN = "http://127.0.0.1:8081"
 MEASURES = ("time_to_kill_ms", "time_to_failover_ms", "time_to_rollback_ms")
+#: how long a restore waits for the store: longer than a store-loss drill's pause (its
+#: hold, at most 60 s), which outlives a drill process that died during it
+RETRY_FOR = 75.0
 
 
 def say(msg: str) -> None:
@@ -75,7 +78,7 @@ async def restore(args: argparse.Namespace) -> int:
         reason = args.reason or "restored with `killgate drill restore`"
         try:
             out = await api.call("POST", f"/v1/drills/{_q(args.id)}/restore", {"reason": reason},
-                                 retry_for=30.0)
+                                 retry_for=RETRY_FOR)
         except DrillApiError as exc:
             if exc.status != 404:
                 say(str(exc))
@@ -95,7 +98,7 @@ async def restore(args: argparse.Namespace) -> int:
             await api.call("POST", f"/v1/drills/{_q(args.id)}/end",
                            {"verdict": "aborted", "reason": reason,
                             "summary": {"restored_by": "killgate drill restore"}},
-                           retry_for=30.0)
+                           retry_for=RETRY_FOR)
         except DrillApiError as exc:
             # (404: ended meanwhile, by the fleet past its deadline (drills.auto_restore_after)
             # or another restore: restored and closed, as asked)
@@ -121,6 +124,11 @@ async def restore(args: argparse.Namespace) -> int:
     return 0 if same else 1
 
 
+def _cell(v: Any) -> str:
+    """A number of a recorded summary as the history shows it ('-': none recorded)."""
+    return "-" if v is None else f"{v:g}" if isinstance(v, float) else str(v)
+
+
 def history_rows(events: list[dict[str, Any]]) -> list[str]:
     lines = [f"{'ended':24} {'drill':26} {'kind':10} {'route':16} {'verdict':8} "
              f"{'measure max ms':>14} {'leaks':>5} {'errors':>6}  actor"]
@@ -130,8 +138,8 @@ def history_rows(events: list[dict[str, Any]]) -> list[str]:
         t = e.get("target", {})
         lines.append(f"{e.get('time', ''):24} {t.get('drill', ''):26} {t.get('kind') or '':10} "
                      f"{t.get('route') or '':16} {(e.get('after') or {}).get('verdict', ''):8} "
-                     f"{m.get('max', '-')!s:>14} {s.get('leaks', '-')!s:>5} "
-                     f"{s.get('errors', '-')!s:>6}  {e.get('actor', '')}")
+                     f"{_cell(m.get('max')):>14} {_cell(s.get('leaks')):>5} "
+                     f"{_cell(s.get('errors')):>6}  {e.get('actor', '')}")
     return lines
 
 

@@ -166,7 +166,8 @@ class Traffic:
                 await r.read()
                 self.obs.append(Obs(instance, sent, self.now(), r.status,
                                     r.headers.get("x-killgate-version"),
-                                    r.headers.get("x-killgate-decision")))
+                                    r.headers.get("x-killgate-decision"),
+                                    r.headers.get("x-killgate-route")))
         except (aiohttp.ClientError, TimeoutError, OSError):
             self.obs.append(Obs(instance, sent, self.now(), 0, None, None))
 
@@ -192,49 +193,74 @@ def route_counts(text: str, route: str) -> tuple[float, float]:
 
 class ErrorWatch:
     """Calls `on_abort(reason)` once users' error rate on `route` over the last `window`
-    seconds passes `error_rate` (with at least `min_requests` answers)."""
+    seconds passes `error_rate` (with at least `min_requests` answers).
+
+    Reads the /metrics of every instance at the admin address it publishes, each one
+    once; `fallback` (the admin URL the drill was given: often a load-balanced name, which
+    answers for a different instance from one read to the next) only in a turn where none
+    of those can be read. Counters are compared per address (an address first or no longer
+    read, or whose counters went back, a restart, adds nothing to the window)."""
 
     def __init__(self, session: aiohttp.ClientSession, admins: list[str], route: str,
                  own: Callable[[], tuple[int, int]], error_rate: float, min_requests: int,
-                 interval: float, window: float = 5.0) -> None:
+                 interval: float, window: float = 5.0, fallback: str | None = None) -> None:
         self.session = session
         self.admins = admins
+        self.fallback = fallback
         self.route = route
         self.own = own
         self.error_rate = error_rate
         self.min_requests = min_requests
         self.interval = interval
         self.window = window
-        self.samples: deque[tuple[float, float, float]] = deque()
+        self.samples: deque[tuple[float, dict[str, tuple[float, float]], tuple[int, int]]] = \
+            deque()
         self.unreadable: set[str] = set()
         self.worst = 0.0
 
-    async def _read(self) -> tuple[float, float]:
-        async def one(url: str) -> tuple[float, float]:
-            try:
-                async with self.session.get(url + "/metrics",
-                                            timeout=aiohttp.ClientTimeout(total=2)) as r:
-                    if r.status != 200:  # (421 host_not_allowed, 401, 503: not the page)
-                        self.unreadable.add(url)
-                        return 0.0, 0.0
-                    return route_counts(await r.text(), self.route)
-            except (aiohttp.ClientError, TimeoutError, UnicodeDecodeError):
-                self.unreadable.add(url)
-                return 0.0, 0.0
+    async def _one(self, url: str) -> tuple[float, float] | None:
+        try:
+            async with self.session.get(url + "/metrics",
+                                        timeout=aiohttp.ClientTimeout(total=2)) as r:
+                if r.status != 200:  # (421 host_not_allowed, 401, 503: not the page)
+                    self.unreadable.add(url)
+                    return None
+                return route_counts(await r.text(), self.route)
+        except (aiohttp.ClientError, TimeoutError, UnicodeDecodeError):
+            self.unreadable.add(url)
+            return None
 
-        got = await asyncio.gather(*(one(u) for u in self.admins))
-        own_total, own_errors = self.own()
-        return (sum(t for t, _ in got) - own_total, sum(e for _, e in got) - own_errors)
+    async def _read(self) -> dict[str, tuple[float, float]]:
+        """(answers, errors) on the route per address read this turn."""
+        got = await asyncio.gather(*(self._one(u) for u in self.admins))
+        out = {u: c for u, c in zip(self.admins, got, strict=True) if c is not None}
+        if not out and self.fallback is not None:
+            c = await self._one(self.fallback)
+            if c is not None:
+                out[self.fallback] = c
+        return out
+
+    def _delta(self, old: dict[str, tuple[float, float]], own_old: tuple[int, int],
+               new: dict[str, tuple[float, float]],
+               own_new: tuple[int, int]) -> tuple[float, float]:
+        total = errors = 0.0
+        for url, (t, e) in new.items():
+            if url in old and t >= old[url][0]:
+                total += t - old[url][0]
+                errors += max(0.0, e - old[url][1])
+        return (total - (own_new[0] - own_old[0]),
+                max(0.0, errors - (own_new[1] - own_old[1])))
 
     async def run(self, on_abort: Callable[[str], None]) -> None:
         while True:
-            total, errors = await self._read()
+            counts = await self._read()
+            own = self.own()
             now = time.monotonic()
-            self.samples.append((now, total, errors))
+            self.samples.append((now, counts, own))
             while len(self.samples) > 2 and now - self.samples[1][0] >= self.window:
                 self.samples.popleft()
-            _, t0, e0 = self.samples[0]
-            d_total, d_err = total - t0, max(0.0, errors - e0)
+            _, c0, own0 = self.samples[0]
+            d_total, d_err = self._delta(c0, own0, counts, own)
             if d_total >= self.min_requests:
                 rate = d_err / d_total
                 self.worst = max(self.worst, rate)

@@ -15,11 +15,13 @@ import asyncio
 import contextlib
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
 
+from gateway.control.drillended import ended as ended_elsewhere
+from gateway.control.drillguards import Check, Pause, same_route, store_skip
 from gateway.control.drillload import (
     AdminClient,
     DrillApiError,
@@ -29,16 +31,21 @@ from gateway.control.drillload import (
     resolve_probe,
 )
 from gateway.domain.audit import utc_now
-from gateway.domain.drillplan import Plan
-from gateway.domain.drillreport import Marks, Obs, analyse, percentiles, steady_problems, verdict
+from gateway.domain.drillfinish import iso_to_unix
+from gateway.domain.drillplan import Plan, duration, fault_ttl, too_long
+from gateway.domain.drillreport import (
+    Marks,
+    Obs,
+    analyse,
+    percentiles,
+    steady_problems,
+    verdict,
+)
 from gateway.domain.drilltoken import HEADER
 from gateway.errors import StateError
 
 __all__ = ["DrillRunner"]
 
-Pause = Callable[[float], Awaitable[None]]
-#: why the store given is not the fleet's (None: it is), from its state document's key
-Check = Callable[[str], Awaitable[str | None]]
 _DRILL_ID = re.compile(r"[A-Za-z0-9-]{1,64}")  # (the grammar of admin/drills.py's ids)
 
 
@@ -92,29 +99,13 @@ class DrillRunner:
                                     f"route {plan.route!r} has no version {v!r}")
         insts = status.get("instances", {}).values()
         urls = plan.instances or sorted({i["data"] for i in insts if i.get("data")})
-        admins = sorted({i["admin"] for i in insts if i.get("admin")} | {self.api.base})
+        admins = sorted({i["admin"] for i in insts if i.get("admin")})
         if not urls:
             raise DrillApiError(0, "no_instances", "no instance published its address (give "
                                 "--instances URL,...)")
         return {"status": status, "route": route, "config": rcfg, "instances": urls,
-                "admins": admins, "state": cfg.get("config", {}).get("state") or {}}
-
-    async def _skip(self, fleet: dict[str, Any]) -> str | None:
-        """Why a store-loss drill cannot run here (None: it can)."""
-        store = fleet["status"].get("store") or {}
-        if store.get("backend") != "redis":
-            return (f"the fleet's state store is {store.get('backend')!r}: nothing to stop "
-                    "(store loss is drilled on a redis store)")
-        if self.pause is None or not self.plan.store:
-            return ("this drill was not given the store (--store URL): a store-loss drill "
-                    "runs next to the fleet and must be allowed to stop its store")
-        if store.get("policy") == "fail_closed" and \
-                self.plan.hold * 1000 >= store.get("max_staleness_ms", 0):
-            return ("the fleet's on_unavailable is fail_closed: a store outage of "
-                    f"{self.plan.hold:g}s would close every route for its users")
-        if self.check is not None:
-            return await self.check(f"{fleet['state'].get('prefix') or 'killgate'}:state")
-        return None
+                "admins": admins, "state": cfg.get("config", {}).get("state") or {},
+                "drills": cfg.get("config", {}).get("drills") or {}}
 
     async def run(self) -> dict[str, Any]:
         plan = self.plan
@@ -126,13 +117,21 @@ class DrillRunner:
         if fleet["config"].get("drill_for") is None and not plan.production:
             return self._refused(started, f"route {plan.route!r} serves users: pass "
                                  "--production to drill on it, or declare a drill route")
-        if plan.kind == "store_loss" and (why := await self._skip(fleet)):
+        if plan.abort.route is not None and \
+                plan.abort.route not in fleet["status"].get("routes", {}):
+            return self._refused(started, f"abort.route {plan.abort.route!r} is no route of "
+                                 "this fleet: the abort condition could never fire")
+        if (why := too_long(plan, fleet["drills"])) is not None:
+            return self._refused(started, why)
+        if plan.kind == "store_loss" and (why := await store_skip(plan, fleet, self.pause,
+                                                                   self.check)):
             return self._refused(started, why, "skipped")
         to = plan.to or route.get("previous_known_good") or route.get("stable")
         opened = await self.api.call("POST", "/v1/drills", {
             "kind": plan.kind, "route": plan.route, "version": plan.version,
             "production": plan.production, "reason": plan.reason,
-            "duration": f"{int(plan.steady + plan.hold + plan.settle + 300)}s"})
+            "duration": f"{duration(plan)}s"}, retry_for=10.0)  # (its Idempotency-Key: an
+        # answer lost after the commit gets the same drill, not a second one or none)
         drill = opened.get("drill")
         if not isinstance(drill, str) or not _DRILL_ID.fullmatch(drill):
             # (it names the report's files and goes in every later URL: whatever answers
@@ -152,9 +151,11 @@ class DrillRunner:
         watch = ErrorWatch(self.session, fleet["admins"], watch_route,
                            (lambda: own_counts(traffic.obs)) if watch_route == plan.route
                            else (lambda: (0, 0)), plan.abort.error_rate,
-                           plan.abort.min_requests, plan.abort.interval)
+                           plan.abort.min_requests, plan.abort.interval,
+                           fallback=self.api.base)
         tasks = [asyncio.create_task(traffic.run()),
-                 asyncio.create_task(watch.run(self.stop))]
+                 asyncio.create_task(watch.run(self.stop)),
+                 asyncio.create_task(same_route(plan.route, traffic, self.stop, self._stop))]
         receipts: dict[str, Any] = {}
         problems: list[str] = []
         restore: dict[str, Any] = {}
@@ -190,14 +191,18 @@ class DrillRunner:
         elif plan.kind == "rollback":
             body["to"] = to
         else:
-            body["ttl"] = f"{int(plan.hold + 60)}s"
+            body["ttl"] = f"{fault_ttl(plan)}s"
         self.marks.inject_sent = self.now()
-        out = await self.api.call("POST", f"/v1/drills/{self.drill}/inject", body)
+        out = await self.api.call("POST", f"/v1/drills/{self.drill}/inject", body,
+                                  retry_for=10.0)  # (same key: an answer lost is replayed)
         self.marks.inject_done = self.now()
         applied = out.get("applied", {})
+        # (the receipt's elapsed_ms is the wait for acks after the commit, not the
+        # propagation time: near 0 when every instance had acked by then)
+        took = round((self.marks.inject_done - self.marks.inject_sent) * 1000, 1)
         self.say(f"injected: generation {out.get('generation')} applied by "
-                 f"{applied.get('acked')}/{applied.get('instances')} instance(s) in "
-                 f"{applied.get('elapsed_ms')} ms")
+                 f"{applied.get('acked')}/{applied.get('instances')} instance(s); the call "
+                 f"took {took} ms ({applied.get('elapsed_ms')} ms of it waiting for acks)")
         return applied
 
     async def _measure(self) -> None:
@@ -227,6 +232,8 @@ class DrillRunner:
                 "POST", f"/v1/drills/{drill}/restore",
                 {"reason": f"drill ended ({self.stopped or 'done'})"}, retry_for=30.0))
         except DrillApiError as exc:
+            if exc.status == 404 and (done := await ended_elsewhere(self.api, drill)) is not None:
+                return self._ended_elsewhere(done)
             self.say(f"RESTORE FAILED: {exc}; run: killgate drill restore {drill}")
             return {"error": str(exc)}
         self.marks.restore_done = self.now()
@@ -234,6 +241,19 @@ class DrillRunner:
         self.say(f"restored: generation {out.get('generation')} applied by "
                  f"{applied.get('acked')}/{applied.get('instances')} instance(s)")
         return out
+
+    def _ended_elsewhere(self, ended: dict[str, Any]) -> dict[str, Any]:
+        """The drill was restored and ended while it ran, by someone else (`killgate drill
+        restore`, the fleet past its deadline): said so, and measured until then."""
+        at = iso_to_unix(str(ended.get("restored_at", ""))) - self.t0_unix
+        if 0 < at < self.now():
+            self.marks.restore_sent = self.marks.restore_done = at
+        why = (f"the drill was restored and ended meanwhile by {ended.get('actor')} at "
+               f"{ended.get('time')} (killgate drill restore, or the fleet past its deadline)")
+        self.say(why)
+        if self.stopped is None:
+            self.stopped = why
+        return {"elsewhere": ended}
 
     async def _settle(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
@@ -257,7 +277,7 @@ class DrillRunner:
         measured = analyse(plan, to, self.obs, self.marks)
         pending = (restore.get("applied") or {}).get("pending", ["?"])
         restored = ("state" in restore and restore.get("state") == restore.get("before")
-                    and not pending)
+                    and not pending) or "elsewhere" in restore
         verdict_, reasons = verdict(plan, measured, restored, self.stopped, [])
         marks = {k: round(v * 1000, 1) for k, v in (
             ("steady_start", (self.marks.steady or (None, None))[0]),
@@ -288,6 +308,8 @@ class DrillRunner:
         summary = {k: self.report[k] for k in (
             plan.measure, "time_to_restore_ms", "leaks", "errors", "restored", "requests")}
         summary["reasons"] = reasons[:5]
+        if "elsewhere" in restore:
+            return self.report  # (ended already: its end is recorded)
         try:
             await self.api.call("POST", f"/v1/drills/{self.drill}/end",
                                 {"verdict": verdict_, "summary": summary,
@@ -296,3 +318,4 @@ class DrillRunner:
             self.say(f"could not record the drill's end: {exc}; run: killgate drill restore "
                      f"{self.drill}")
         return self.report
+

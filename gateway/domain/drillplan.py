@@ -17,7 +17,8 @@ from gateway.config import Duration
 from gateway.config_problems import format_path
 from gateway.errors import ConfigError, Problem
 
-__all__ = ["MEASURE", "Abort", "Plan", "Request", "Target", "Targets", "parse_plan", "plan_from"]
+__all__ = ["MEASURE", "Abort", "Plan", "Request", "Target", "Targets", "duration", "fault_ttl",
+           "parse_plan", "plan_from", "too_long"]
 
 Kind = Literal["kill", "rollback", "failover", "store_loss"]
 MEASURE = {"kill": "time_to_kill_ms", "store_loss": "time_to_kill_ms",
@@ -118,6 +119,12 @@ class Plan(_Model):
             raise ValueError("a failover drill names the version that fails ('version')")
         if self.kind in ("kill", "store_loss") and self.scope == "version" and not self.version:
             raise ValueError("scope 'version' needs 'version'")
+        if self.rate * self.steady < 3:  # (domain/drillreport.steady_problems wants 3)
+            raise ValueError(
+                f"rate {self.rate:g}/s over steady {self.steady:g}s sends "
+                f"{self.rate * self.steady:g} request(s) per instance in the steady window: "
+                "the steady-state check needs at least 3 requests per instance: raise 'rate' "
+                "or 'steady' (--rate, --steady)")
         if self.kind == "store_loss" and self.hold > 60:
             raise ValueError("a store outage lasts at most 60s ('hold')")
         return self
@@ -150,3 +157,34 @@ def plan_from(data: dict[str, Any]) -> Plan:
     except ValidationError as exc:
         raise ConfigError([Problem(format_path(tuple(e["loc"])), e["msg"])
                            for e in exc.errors()]) from None
+
+
+#: what a drill keeps open beyond its windows (its deadline: drills.max_duration at most),
+#: and how long a failover drill's fault outlasts its hold (drills.max_fault_ttl at most)
+OPEN_MARGIN = 300
+FAULT_MARGIN = 60
+
+
+def duration(plan: Plan) -> int:
+    """The drill's duration as it asks for it when it opens (seconds)."""
+    return int(plan.steady + plan.hold + plan.settle + OPEN_MARGIN)
+
+
+def fault_ttl(plan: Plan) -> int:
+    return int(plan.hold + FAULT_MARGIN)
+
+
+def too_long(plan: Plan, limits: dict[str, Any]) -> str | None:
+    """Why the fleet (its `drills:` settings, from /v1/config) would refuse this drill for
+    its length, in the plan's own terms (the API names its 'duration' and 'ttl', which
+    nobody running a drill set); None when it fits."""
+    ttl, longest = limits.get("max_fault_ttl"), limits.get("max_duration")
+    if plan.kind == "failover" and isinstance(ttl, int | float) and fault_ttl(plan) > ttl:
+        return (f"--hold {plan.hold:g}s is too long for a failover drill on this fleet: its "
+                f"fault lasts the hold + {FAULT_MARGIN} s, at most drills.max_fault_ttl "
+                f"({ttl:g}s): hold for at most {max(0, ttl - FAULT_MARGIN):g}s")
+    if isinstance(longest, int | float) and duration(plan) > longest:
+        return (f"--steady, --hold and --settle ({plan.steady + plan.hold + plan.settle:g}s) "
+                f"and {OPEN_MARGIN} s of margin are longer than drills.max_duration "
+                f"({longest:g}s) on this fleet: shorten them")
+    return None

@@ -19,7 +19,8 @@ from typing import Any
 
 from gateway.domain.drillplan import Plan, Target
 
-__all__ = ["Marks", "Obs", "analyse", "markdown", "percentiles", "steady_problems", "verdict"]
+__all__ = ["Marks", "Obs", "analyse", "markdown", "other_route", "percentiles", "steady_problems",
+           "verdict"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +33,7 @@ class Obs:
     status: int
     version: str | None
     decision: str | None
+    route: str | None = None  # the route that answered (x-killgate-route)
 
 
 @dataclass(slots=True)
@@ -157,6 +159,18 @@ def analyse(plan: Plan, to: str | None, obs: Sequence[Obs], m: Marks) -> dict[st
     }
 
 
+def other_route(route: str, obs: Sequence[Obs]) -> str | None:
+    """Why the drill must stop because its requests are answered by another route than
+    the one it drills (a reload removed it, or changed its match: they fall to the route
+    users are served by); None when none is."""
+    o = next((o for o in obs if o.route is not None and o.route != route), None)
+    if o is None:
+        return None
+    return (f"{o.instance} answered a drill request from route {o.route!r}, not {route!r} "
+            "(the route left the config, or its match changed?): stopped, so that the drill "
+            "sends nothing more to that route")
+
+
 def steady_problems(plan: Plan, to: str | None, obs: Sequence[Obs], instances: Sequence[str],
                     window: tuple[float, float]) -> list[str]:
     """Why the fleet is not in a state worth drilling (empty: steady)."""
@@ -260,6 +274,10 @@ def markdown(report: dict[str, Any]) -> str:
                   f"**{report['errors']}** (target ≤ {targets.get('errors', 0)}); "
                   f"{report['requests']} drill requests at {_fmt(report.get('rate'))}/s per "
                   "instance."]
+    blind = (report.get("abort") or {}).get("unreadable_metrics") or []
+    if blind:
+        lines.append("The abort watch could not read /metrics at "
+                     f"{', '.join(map(str, blind))}: users' errors there could stop nothing.")
     if "store_outage_ms" in report:
         lines.append(f"The state store was unreachable for {report['store_outage_ms']:g} ms.")
     lines.append("Fleet restored to exactly its state before the drill (kills, weights, "

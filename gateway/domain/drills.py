@@ -110,9 +110,9 @@ def open_drill(doc: StateDoc, rc: RouteConfig, drill: str, kind: str, version: s
     for other in doc.drills.values():
         if other.route == rc.name:
             raise ConflictingState(
-                "drill_in_progress", f"drill {other.id} ({other.kind}, by {other.actor}) is "
-                f"still open on route {rc.name!r}: end it, or `killgate drill restore "
-                f"{other.id}`")
+                "drill_in_progress", f"drill {other.id} ({other.kind}, by {other.actor}, "
+                f"since {other.started}) is still open on route {rc.name!r}: wait for it to "
+                f"end; only if its process died, `killgate drill restore {other.id}`")
     if version is not None and rc.version(version) is None:
         raise UnknownVersion(rc.name, version)
     rec = DrillRecord(drill, kind, rc.name, version, actor, now, deadline,
@@ -233,11 +233,18 @@ def restore(doc: StateDoc, drill: str, routes: dict[str, RouteConfig], actor: st
             ch = made["override"]
             rc = routes.get(ch["route"])
             now_ov = cur.overrides.get(ch["route"])
-            if rc is None or now_ov is None or plain(now_ov) != ch["after"]:
+            if now_ov is None or plain(now_ov) != ch["after"]:
                 notes.append({"kept": f"override:{ch['route']}",
                               "why": "changed since the drill made it"})
                 continue
-            back = _reinstate(cur, rc, ch["before"], actor, reason, now)
+            if rc is None:  # (a reload took the route out meanwhile: its latch is put
+                # back as it was all the same, or the route would come back rolled back by
+                # a drill long ended; no history entry: no version url to name)
+                before = ch["before"]
+                back = Change(overrides={ch["route"]: RouteOverride(**before)
+                                         if before is not None else None})
+            else:
+                back = _reinstate(cur, rc, ch["before"], actor, reason, now)
             if ch["progress"] is not None and ch["route"] not in cur.progress:
                 back = replace(back, progress={ch["route"]: ch["progress"]})
             cur = apply_change(cur, back)

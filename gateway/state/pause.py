@@ -8,6 +8,8 @@ lift it early: the pausing client is paused too). Redis errors leave as StoreUna
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from gateway.errors import StoreUnavailable
 from gateway.state.resp import RespError, connect, parse_endpoint
 
@@ -30,22 +32,41 @@ async def pause_store(url: str, seconds: float, timeout: float = 2.0) -> None:
         conn.close()
 
 
-async def check_store(url: str, key: str, timeout: float = 2.0) -> str | None:
-    """Why the redis at `url` is not one to pause for a drill of the fleet whose state
-    document is `key` (None: it holds that document). CLIENT PAUSE stops every client of
-    a redis: a wrong URL must not stop someone else's."""
+async def check_store(url: str, prefix: str, instances: Collection[str],
+                      timeout: float = 2.0) -> str | None:
+    """Why the redis at `url` is not one to pause for a drill of the fleet whose keys start
+    with `prefix` and whose live instances are `instances` (None: it is that fleet's store).
+    CLIENT PAUSE stops every client of a redis: a wrong URL must not stop someone else's.
+    A state document under the right key is not enough (another deployment with the same
+    prefix, staging say, has one too): the store must hold the heartbeat of one of the
+    fleet's own instances, and be a primary (a replica holds both, and the fleet does not
+    notice it pause)."""
+    key = f"{prefix}:state"
     try:
         ep = parse_endpoint(url)
         conn = await connect(ep, timeout, name="killgate-drill")
     except (OSError, RespError, TimeoutError, ValueError) as exc:
         return f"cannot reach the store given to pause ({exc})"
     try:
+        role = await conn.call("ROLE", timeout=timeout)
         found = await conn.call("EXISTS", key, timeout=timeout)
+        ours = [await conn.call("HEXISTS", f"{prefix}:instances", i, timeout=timeout)
+                for i in sorted(instances)[:16]]
     except (OSError, RespError, TimeoutError) as exc:
         return f"cannot read the store given to pause ({exc})"
     finally:
         conn.close()
+    first = role[0] if isinstance(role, list) and role else role
+    if (first.decode() if isinstance(first, bytes) else str(first)) != "master":
+        return ("the store given to pause is a replica: the fleet reads and writes its "
+                "primary, so pausing this one would rehearse nothing (give the primary's "
+                "URL, or the Sentinel URL the fleet uses)")
     if found != 1:
         return (f"the store given to pause holds no {key!r} (in the database its URL "
                 "names): it is not the fleet's store, and is not paused")
+    if 1 not in ours:
+        return (f"the store given to pause holds a {key!r} but the heartbeat of none of this "
+                f"fleet's instances ({', '.join(sorted(instances)[:3]) or 'none listed'}"
+                f"{', ...' if len(instances) > 3 else ''}): it is not the fleet's store "
+                "(another deployment's?), and is not paused")
     return None

@@ -1,0 +1,54 @@
+"""What stops a drill before or while it runs, besides its abort condition: a store-loss
+drill that cannot run here (`store_skip`), and answers from another route than the drilled
+one (`same_route`: a reload removed the drill route, or changed its match, and its requests
+now reach the route users are served by).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from gateway.control.drillload import Traffic
+from gateway.domain.drillplan import Plan
+from gateway.domain.drillreport import other_route
+
+__all__ = ["Check", "Pause", "same_route", "store_skip"]
+
+Pause = Callable[[float], Awaitable[None]]
+#: why the store given is not the fleet's (None: it is), from the fleet's key prefix and
+#: the ids of its instances (their heartbeats are in its store)
+Check = Callable[[str, list[str]], Awaitable[str | None]]
+
+
+async def store_skip(plan: Plan, fleet: dict[str, Any], pause: Pause | None,
+                     check: Check | None) -> str | None:
+    """Why a store-loss drill cannot run here (None: it can)."""
+    store = fleet["status"].get("store") or {}
+    if store.get("backend") != "redis":
+        return (f"the fleet's state store is {store.get('backend')!r}: nothing to stop "
+                "(store loss is drilled on a redis store)")
+    if pause is None or not plan.store:
+        return ("this drill was not given the store (--store URL): a store-loss drill "
+                "runs next to the fleet and must be allowed to stop its store")
+    if store.get("policy") == "fail_closed" and \
+            plan.hold * 1000 >= store.get("max_staleness_ms", 0):
+        return ("the fleet's on_unavailable is fail_closed: a store outage of "
+                f"{plan.hold:g}s would close every route for its users")
+    if check is not None:
+        return await check(fleet["state"].get("prefix") or "killgate",
+                           sorted(fleet["status"].get("instances") or {}))
+    return None
+
+
+async def same_route(route: str, traffic: Traffic, stop: Callable[[str], None],
+                     stopped: asyncio.Event, every: float = 0.1) -> None:
+    """Stop the drill once one of its requests is answered by another route."""
+    seen = 0
+    while not stopped.is_set():
+        new, seen = traffic.obs[seen:], len(traffic.obs)
+        if (why := other_route(route, new)) is not None:
+            stop(why)
+            return
+        await asyncio.sleep(every)

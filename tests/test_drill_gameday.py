@@ -1,0 +1,368 @@
+"""Game-day review of the drills: what an SRE running them on a real fleet (three `killgate
+serve` processes, one redis-server, the demo's model servers; tests/test_drills.py's rig)
+found. Each test failed before its fix."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import sys
+from pathlib import Path
+
+import pytest
+from aiohttp import ClientSession, web
+
+from tests.backends import echo_app
+from tests.conftest import (
+    ROOT,
+    GatewayProcess,
+    RedisServer,
+    running_gateway,
+    wait_until,
+    write_config,
+)
+from tests.test_admin_drills import call, hdr, routes
+from tests.test_drills import FAST, Drill, Fleet, fleet, fleet_state, token  # noqa: F401
+
+pytestmark = pytest.mark.timeout(120)
+
+
+async def test_store_loss_on_another_fleets_redis_is_skipped(
+        fleet: Fleet, second_redis: RedisServer, session: ClientSession) -> None:  # noqa: F811
+    """--store pointing at another deployment's redis (staging's, a neighbour team's: the
+    same prefix, so a state document under the same key) passed the check: the drill
+    paused that redis, measured a fleet that never lost its store, and PASSED, with 'the
+    state store was unreachable for 2000 ms'. The store must hold this fleet's instances
+    (their heartbeats), not just a key of the right name."""
+    second_redis.cmd("SET", "kgdrill:state", "KGS1 another deployment's document")
+    second_redis.cmd("HSET", "kgdrill:instances", "staging-1", "x")
+    before = await fleet_state(session, fleet)
+    rc, report, err = await Drill(fleet, "store-loss", "--route", "iris-drill", "--version",
+                                  "v2", "--store", second_redis.url, *FAST).result(60)
+    assert report is not None, err
+    assert rc == 3 and report["verdict"] == "skipped", report
+    assert report["id"] is None and "not the fleet's store" in report["reasons"][0], report
+    assert await fleet_state(session, fleet) == before
+
+
+async def test_a_rollback_drills_latch_is_undone_when_a_reload_removed_its_route(
+        tmp_path: Path, backends, session: ClientSession) -> None:
+    """A config reload removed the drill route while a rollback drill on it was open: the
+    restore said 'kept override:iris-drill: changed since the drill made it' (it had not
+    changed) and left the drill's latch in the state, so when the route came back (the
+    reload reverted), it came back rolled back by a drill that had ended, at 100/0."""
+    p1, p2 = await backends(echo_app("v1")), await backends(echo_app("v2"))
+    full = routes(p1, p2)
+    cfg = write_config(tmp_path, full)
+    async with running_gateway(cfg) as g:
+        a = g.admin
+        h = hdr("killgate:drill killgate:read")
+        st, opened = await call(session, "POST", f"{a}/v1/drills",
+                                {"kind": "rollback", "route": "iris-drill", "reason": "r"}, h)
+        assert st == 200, opened
+        drill = opened["drill"]
+        st, out = await call(session, "POST", f"{a}/v1/drills/{drill}/inject",
+                             {"to": "v1", "reason": "r"}, h)
+        assert st == 200, out
+
+        async def reload_to(routes_text: str) -> None:
+            watcher = g.gw.watcher
+            assert watcher is not None
+            old = watcher.outcome.loaded_digest
+            write_config(tmp_path, routes_text)
+            await wait_until(lambda: watcher.outcome.loaded_digest != old, 10, what="reload")
+
+        await reload_to(full[:full.index("- name: iris-drill")])
+        st, out = await call(session, "POST", f"{a}/v1/drills/{drill}/restore",
+                             {"reason": "r"}, h)
+        assert st == 200, out
+        assert out["undone"] == [{"override": "iris-drill", "to": None}], out["undone"]
+        st, out = await call(session, "POST", f"{a}/v1/drills/{drill}/end",
+                             {"verdict": "aborted", "reason": "r"}, h)
+        assert st == 200, out
+        await reload_to(full)
+        st, status = await call(session, "GET", f"{a}/v1/status", None, h)
+        assert st == 200
+        assert status["routes"]["iris-drill"]["latched"] is False, status["routes"]["iris-drill"]
+
+
+def balancer(session: ClientSession, admins: list[str]) -> web.Application:
+    """An HTTP load balancer in front of the admin API (an ingress, an L7 Service): reads of
+    /metrics go to each instance in turn (the second first), everything else to the first."""
+    turn = [1]
+
+    async def forward(request: web.Request) -> web.Response:
+        target = admins[0]
+        if request.path == "/metrics":
+            target = admins[turn[0] % len(admins)]
+            turn[0] += 1
+        headers = {k: v for k, v in request.headers.items()
+                   if k.lower() not in ("host", "content-length", "transfer-encoding")}
+        async with session.request(request.method, target + request.path_qs,
+                                   data=await request.read(), headers=headers,
+                                   allow_redirects=False) as r:
+            return web.Response(status=r.status, body=await r.read(),
+                                content_type=r.content_type)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", forward)
+    return app
+
+
+async def test_the_abort_watch_reads_each_instance_once_behind_a_balanced_admin_url(
+        fleet: Fleet, session: ClientSession, backends, tmp_path: Path) -> None:  # noqa: F811
+    """KILLGATE_ADMIN_URL is often a load-balanced name (README: gateway-admin:8081, the
+    admin Service). The abort watch read /metrics there as well as at every address the
+    instances publish: the same instance twice (its users weighed double, a production
+    drill's own requests counted as users'), and behind an L7 balancer a different
+    instance at each read, whose counters since it started differ: the watch took the
+    difference for the last seconds' traffic, and a drill aborted on errors users had met
+    before it began (here: on one instance only, none during the drill)."""
+    async with session.get(fleet.gateways[0].url + "/broken/x") as r:
+        assert r.status >= 500  # (a dead backend: what users met, earlier)
+    for _ in range(59):
+        async with session.get(fleet.gateways[0].url + "/broken/x") as r:
+            await r.read()
+    port = await backends(balancer(session, [g.admin for g in fleet.gateways[:2]]))
+    plan = tmp_path / "plan.yaml"
+    plan.write_text("kind: kill\nroute: iris-drill\nversion: v2\nrate: 40\nsteady: 1s\n"
+                    "hold: 2s\nsettle: 1s\nabort: {route: broken, error_rate: 0.2, "
+                    "min_requests: 10, interval: 200ms}\n")
+    before = await fleet_state(session, fleet)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway", "drill", "run", str(plan), "--json", "--out",
+        str(tmp_path / "out"), "--admin", f"http://127.0.0.1:{port}", "--token", token(),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=str(ROOT))
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    report = json.loads(out)
+    assert report["verdict"] == "passed", (report["reasons"], err.decode())
+    assert proc.returncode == 0
+    assert report["abort"]["worst_error_rate"] == 0, report["abort"]
+    assert await fleet_state(session, fleet) == before
+
+
+async def test_store_loss_on_a_replica_of_the_fleets_redis_is_skipped(
+        fleet: Fleet, second_redis: RedisServer, session: ClientSession) -> None:  # noqa: F811
+    """--store naming a replica of the fleet's redis (redis-1 for redis-0): it holds the
+    state document and the heartbeats (replicated), so it passed the check; pausing it
+    takes nothing from the fleet, which writes to the primary, and the drill PASSED having
+    rehearsed nothing. A replica is refused: the drill must pause the primary."""
+    second_redis.cmd("REPLICAOF", "127.0.0.1", str(fleet.redis.port))
+    try:
+        await wait_until(lambda: "kgdrill:instances" in second_redis.cmd("KEYS", "kgdrill:*"),
+                         10, what="the replica to hold the fleet's keys")
+        before = await fleet_state(session, fleet)
+        rc, report, err = await Drill(fleet, "store-loss", "--route", "iris-drill",
+                                      "--version", "v2", "--store", second_redis.url,
+                                      *FAST).result(60)
+        assert report is not None, err
+        assert rc == 3 and report["verdict"] == "skipped", report
+        assert report["id"] is None and "replica" in report["reasons"][0], report
+        assert await fleet_state(session, fleet) == before
+    finally:
+        second_redis.cmd("REPLICAOF", "NO", "ONE")
+
+
+async def _routes_of(session: ClientSession, g: GatewayProcess) -> set[str]:
+    async with session.get(g.admin + "/v1/status",
+                           headers={"Authorization": f"Bearer {token()}"}) as r:
+        return set((await r.json())["routes"])
+
+
+async def test_a_drill_whose_route_a_reload_removes_stops_sending_to_another_route(
+        fleet: Fleet, session: ClientSession) -> None:  # noqa: F811
+    """A reload took the drill route out mid-drill: its match (the production prefix plus
+    a header) now fell to the production route, and the drill went on for its whole hold
+    sending 50 requests a second per instance, pinned to the drilled version, to the route
+    users are served by, then failed with hundreds of 'leaks'. Every answer names the route
+    that served it (x-killgate-route): one from another route stops the drill at once."""
+    texts = {g.config: g.config.read_text() for g in fleet.gateways}
+    drill = Drill(fleet, "kill", "--route", "iris-drill", "--version", "v2", "--rate", "40",
+                  "--steady", "600ms", "--hold", "30s", "--settle", "1s")
+    try:
+        await drill.wait_line("injected")
+        for path, text in texts.items():
+            path.write_text(text[:text.index("  - name: iris-drill")]
+                            + text[text.index("  - name: broken"):])
+        rc, report, err = await drill.result(60)
+    finally:
+        for path, text in texts.items():
+            path.write_text(text)
+        for g in fleet.gateways:
+            await wait_until(lambda g=g: _has_drill_route(session, g), 10,
+                             0.1, "the drill route back")
+    assert report is not None, err
+    assert rc == 2 and report["verdict"] == "aborted", report
+    assert "iris" in report["reasons"][0] and "route" in report["reasons"][0], report
+    assert report["marks_ms"]["restore_sent"] < 15000  # long before the 30 s hold ended
+
+
+async def _has_drill_route(session: ClientSession, g: GatewayProcess) -> bool:
+    return "iris-drill" in await _routes_of(session, g)
+
+
+async def test_a_drill_restored_and_ended_by_someone_else_says_so(
+        fleet: Fleet, session: ClientSession) -> None:  # noqa: F811
+    """A second operator, told by the 409 drill_in_progress to `killgate drill restore` the
+    drill open on the route (or the fleet's auto-restore, or the same operator from another
+    terminal), restored and ended a drill that was still running. The running drill then
+    said 'RESTORE FAILED ... run: killgate drill restore ID' and 'could not record the
+    drill's end ... run: killgate drill restore ID' (there was nothing left to do), and its
+    report FAILED with hundreds of 'leaks' (the answers after the other restore, which
+    showed it, not a kill that failed to hold) and 'the fleet is not as it was before'."""
+    before = await fleet_state(session, fleet)
+    drill = Drill(fleet, "kill", "--route", "iris-drill", "--version", "v2", "--rate", "40",
+                  "--steady", "600ms", "--hold", "4s", "--settle", "1s")
+    await drill.wait_line("injected")
+    opened = next(x for x in drill.lines if " opened " in x)
+    drill_id = opened.split("drill: drill ", 1)[1].split()[0]
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway", "drill", "restore", drill_id, "--admin",
+        fleet.admin, "--token", token(sub="olga"), stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE, cwd=str(ROOT))
+    out, err = await asyncio.wait_for(proc.communicate(), 40)
+    assert proc.returncode == 0, (out, err)
+    rc, report, err_text = await drill.result(60)
+    assert report is not None, err_text
+    assert rc == 2 and report["verdict"] == "aborted", report["reasons"]
+    assert "olga" in report["reasons"][0] and "ended" in report["reasons"][0], report
+    assert report["leaks"] == 0 and report["restored"] is True, report
+    assert "RESTORE FAILED" not in err_text and "run: killgate drill restore" not in \
+        err_text.split("injected", 1)[1], err_text
+    assert await fleet_state(session, fleet) == before
+
+
+async def test_the_injected_line_gives_the_calls_time_not_only_the_wait_for_acks(
+        fleet: Fleet) -> None:  # noqa: F811
+    """'injected: generation 3 applied by 3/3 instance(s) in 0.03 ms' (README: 0.01 ms):
+    the receipt's elapsed_ms is the wait for acks after the commit, near 0 when every
+    instance had acked by then; read as the propagation time, it is off by the whole call.
+    The line gives the call's own time (the report's inject marks) beside it."""
+    drill = Drill(fleet, "kill", "--route", "iris-drill", "--version", "v2", *FAST)
+    line = await drill.wait_line("injected")
+    rc, report, err = await drill.result(60)
+    assert rc == 0 and report is not None, err
+    took = report["marks_ms"]["inject_done"] - report["marks_ms"]["inject_sent"]
+    m = re.search(r"the call took ([0-9.]+) ms", line)
+    assert m is not None, line
+    assert abs(float(m.group(1)) - took) <= 0.2, (line, took)
+
+
+@pytest.mark.parametrize(("args", "names"), [
+    (("failover", "--hold", "250s"), ("--hold", "max_fault_ttl", "240s")),
+    (("kill", "--steady", "10m", "--hold", "10m", "--settle", "10m"),
+     ("--hold", "max_duration")),
+])
+async def test_a_drill_longer_than_the_fleet_allows_is_refused_before_it_opens(
+        fleet: Fleet, args: tuple[str, ...], names: tuple[str, ...]) -> None:  # noqa: F811
+    """'--hold 250s' on a failover drill opened the drill, ran the steady window and then
+    stopped with '400 bad_request: 'ttl' must be > 0 and at most 300s' (the fault lasts the
+    hold + 60 s; the user set no ttl); a 30-minute drill exited 1 with ''duration' must be
+    > 0 and at most 1800s' (nor a duration). Both are refused before anything opens, naming
+    the options to change and the fleet's limit."""
+    rc, report, err = await Drill(fleet, args[0], "--route", "iris-drill", "--version", "v2",
+                                  *args[1:]).result(60)
+    assert report is not None, err
+    assert rc == 2 and report["verdict"] == "aborted" and report["id"] is None, report
+    assert all(n in report["reasons"][0] for n in names), report["reasons"]
+
+
+async def test_an_abort_condition_on_a_route_the_fleet_lacks_is_refused(
+        fleet: Fleet, tmp_path: Path) -> None:  # noqa: F811
+    """A plan whose abort.route is misspelt ('irs') ran with its abort condition silently
+    off: the watch found no answers of that route on any instance, so users' errors could
+    never stop the drill, and the report did not say so. Refused before the drill opens."""
+    plan = tmp_path / "plan.yaml"
+    plan.write_text("kind: kill\nroute: iris-drill\nversion: v2\nrate: 40\nsteady: 600ms\n"
+                    "hold: 1s\nsettle: 1s\nabort: {route: irs}\n")
+    rc, report, err = await Drill(fleet, "run", str(plan)).result(60)
+    assert report is not None, err
+    assert rc == 2 and report["verdict"] == "aborted" and report["id"] is None, report
+    assert "'irs'" in report["reasons"][0] and "abort" in report["reasons"][0], report
+
+
+def answer_lost_once(session: ClientSession, admin: str, step: str) -> web.Application:
+    """In front of the admin API: the first POST to the path ending in `step` reaches it
+    (the drill opens, or injects), but its answer never comes back (the connection is
+    dropped): an admin instance that restarted, a load balancer that reset the
+    connection."""
+    dropped = [False]
+
+    async def forward(request: web.Request) -> web.StreamResponse:
+        headers = {k: v for k, v in request.headers.items()
+                   if k.lower() not in ("host", "content-length", "transfer-encoding")}
+        async with session.request(request.method, admin + request.path_qs,
+                                   data=await request.read(), headers=headers,
+                                   allow_redirects=False) as r:
+            body = await r.read()
+            if request.method == "POST" and request.path.endswith(step) and not dropped[0]:
+                dropped[0] = True
+                assert request.transport is not None
+                request.transport.close()
+                raise ConnectionResetError
+            return web.Response(status=r.status, body=body, content_type=r.content_type)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", forward)
+    return app
+
+
+@pytest.mark.parametrize("step", ["/v1/drills", "/inject"])
+async def test_a_drill_whose_open_answer_is_lost_goes_on_with_the_drill_it_opened(
+        fleet: Fleet, session: ClientSession, backends, step: str) -> None:  # noqa: F811
+    """The answer to the drill's open was lost (the admin instance restarted after the
+    commit): the CLI exited 1 ('cannot reach the admin API') and left a drill open whose id
+    it never printed, and every drill on the route was refused (409 drill_in_progress)
+    until the fleet closed it, minutes later. The open is retried with its
+    Idempotency-Key, as the restore and the end are: the same drill, which then runs.
+    Likewise the injection (its answer lost, the drill stopped and aborted with 'the
+    injection failed' though the kill was in force)."""
+    port = await backends(answer_lost_once(session, fleet.admin, step))
+    before = await fleet_state(session, fleet)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway", "drill", "kill", "--route", "iris-drill",
+        "--version", "v2", *FAST, "--json", "--out", str(fleet.tmp / "reports"),
+        "--admin", f"http://127.0.0.1:{port}", "--token", token(),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=str(ROOT))
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    try:
+        assert proc.returncode == 0, err.decode()
+        report = json.loads(out)
+        assert report["verdict"] == "passed", report["reasons"]
+    finally:
+        async with session.get(fleet.admin + "/v1/drills", headers={
+                "Authorization": f"Bearer {token()}"}) as r:
+            for d in (await r.json())["open"]:  # (leave the module's fleet as found)
+                async with session.post(fleet.admin + f"/v1/drills/{d['id']}/end", json={
+                        "verdict": "aborted", "reason": "test"}, headers={
+                        "Authorization": f"Bearer {token()}"}) as r2:
+                    assert r2.status == 200
+    assert await fleet_state(session, fleet) == before
+
+
+async def test_drill_restore_outlasts_the_store_pause_of_a_drill_that_died(
+        fleet: Fleet, session: ClientSession) -> None:  # noqa: F811
+    """A store-loss drill killed (SIGKILL) while its store is paused: `killgate drill
+    restore ID`, run at once as the drill said to, gave up after 30 s with '503
+    state_store_unavailable' while the pause (up to 60 s, as the hold) still ran. It waits
+    the pause out."""
+    before = await fleet_state(session, fleet)
+    drill = Drill(fleet, "store-loss", "--route", "iris-drill", "--version", "v2",
+                  "--store", fleet.redis.url, "--rate", "20", "--steady", "600ms",
+                  "--hold", "40s", "--settle", "1s")
+    await drill.wait_line("store paused", 30)
+    opened = next(x for x in drill.lines if " opened " in x)
+    drill_id = opened.split("drill: drill ", 1)[1].split()[0]
+    drill.kill()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway", "drill", "restore", drill_id, "--admin", fleet.admin,
+        "--token", token(), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        cwd=str(ROOT))
+    out, err = await asyncio.wait_for(proc.communicate(), 90)
+    assert proc.returncode == 0, (out, err)
+    await wait_until(lambda: _same_state(session, fleet, before), 10, 0.1, "the fleet as before")
+
+
+async def _same_state(session: ClientSession, f: Fleet, before: list) -> bool:
+    return await fleet_state(session, f) == before
