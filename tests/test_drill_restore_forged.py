@@ -21,7 +21,7 @@ from tests.test_admin_drills import routes
 from tests.test_forgery import stored_doc
 from tests.test_killswitch import kill, redis_state
 
-DANA = bearer("killgate:drill killgate:read", "dana", 600)
+DANA = bearer("killgate:drill killgate:read", "dana", 10800)  # (minted at import: outlives a slow suite)
 
 
 async def test_a_drill_rebuilt_from_forged_audit_events_lifts_no_kill(
