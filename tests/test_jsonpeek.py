@@ -175,3 +175,23 @@ def test_a_body_that_begins_as_an_object_and_is_not_json_is_unreadable(body: byt
     whose backend reads JSON leniently and found the `model` routing did not."""
     with pytest.raises(Unreadable, match="not valid JSON"):
         find_model(body)
+
+
+@pytest.mark.parametrize("body", [
+    b'{"model": "gpt-a",}',                                 # a trailing comma, top level
+    b'{"n": 1 ,\n}',
+    b'{"n": 1} {"model": "gpt-a"}',                         # a second value after it
+    b'{"model": "gpt-a"}x',
+])
+def test_a_top_level_trailing_comma_or_a_value_after_the_object_is_unreadable(
+        body: bytes) -> None:
+    """README: a body that begins as a JSON object and is not valid JSON is refused; the
+    top level's own trailing comma, and bytes after its closing brace, were taken as JSON."""
+    with pytest.raises(Unreadable, match="not valid JSON"):
+        find_model(body)
+
+
+def test_whitespace_after_the_object_is_json() -> None:
+    f = find_model(b'{"model": "gpt-a"}\r\n \t')
+    assert f is not None and f.value == "gpt-a"
+    assert find_model(b"{}\n") is None and find_model(b"{ }") is None

@@ -80,11 +80,13 @@ def find_model(body: bytes, complete: bool = True) -> ModelField | None:
         closed = False
         try:
             i = _WS.match(text, 0).end() + 1  # type: ignore[union-attr]
+            first = True
             while True:
                 i = _WS.match(text, i).end()  # type: ignore[union-attr]
                 if text[i] == "}":
-                    closed = True
+                    closed = first  # (after a comma: `{"a": 1,}`, a trailing comma)
                     break
+                first = False
                 key, i = dec.raw_decode(text, i)
                 i = _WS.match(text, i).end()  # type: ignore[union-attr]
                 if text[i] != ":":
@@ -114,6 +116,8 @@ def find_model(body: bytes, complete: bool = True) -> ModelField | None:
                 continue
             # Not JSON (below), or cut at the peek window (below).
         break
+    if closed and _WS.match(text, i + 1).end() != len(text):  # type: ignore[union-attr]
+        closed = False  # something after the object (`{...} {"model": ...}`): not JSON
     if not closed and complete:
         # it begins as an object and is not JSON: a lenient reader (comments, trailing
         # commas, raw control characters, JSON5) may find a `model` there that routing did
