@@ -74,6 +74,7 @@ def find_model(body: bytes, complete: bool = True) -> ModelField | None:
         return None  # not a JSON object (form data, a tensor in binary, ...): no model
     text = _text(body, complete)
     dec = _decoder
+    closed = False
     while True:
         found: tuple[str, int, int] | None = None
         seen = False  # a `model` key, of any type
@@ -116,7 +117,7 @@ def find_model(body: bytes, complete: bool = True) -> ModelField | None:
                 continue
             # Not JSON (below), or cut at the peek window (below).
         break
-    if closed and _WS.match(text, i + 1).end() != len(text):  # type: ignore[union-attr]
+    if closed and _WS.fullmatch(text, i + 1) is None:
         closed = False  # something after the object (`{...} {"model": ...}`): not JSON
     if not closed and complete:
         # it begins as an object and is not JSON: a lenient reader (comments, trailing
