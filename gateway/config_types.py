@@ -45,9 +45,12 @@ class Frozen(BaseModel):
     @field_validator("*", mode="before")
     @classmethod
     def _no_bool_numbers(cls, v: Any, info: ValidationInfo) -> Any:
-        if info.field_name is not None and _holds_bool(v) \
-                and _numeric(cls.model_fields[info.field_name].annotation):
-            raise ValueError("must be a number, not true/false")
+        if info.field_name is not None and _holds_bool(v):
+            f = cls.model_fields[info.field_name]
+            # (a field read by a parser of its own, a Duration say, refuses true/false in
+            # its own words: "must be a number" would mislead where a bare number is refused)
+            if _numeric(f.annotation) and not _parsed(f.metadata):
+                raise ValueError("must be a number, not true/false")
         return v
 
 
@@ -56,13 +59,20 @@ def _holds_bool(v: Any) -> bool:
                                    and any(isinstance(x, bool) for x in v))
 
 
+def _parsed(metadata: Any) -> bool:
+    """Whether a field's value is read by a parser of its own (a BeforeValidator)."""
+    return any(isinstance(m, BeforeValidator) for m in metadata)
+
+
 def _numeric(annotation: Any) -> bool:
-    """Whether a field holds a number, or a list or tuple of them (optional or not)."""
+    """Whether a field holds a number, or a list or tuple of them (optional or not), that
+    no parser of its own reads."""
     if annotation in (int, float):
         return True
     args = [a for a in get_args(annotation) if a is not type(None) and a is not Ellipsis]
-    return bool(args) and all(_numeric(get_args(a)[0] if get_origin(a) is Annotated else a)
-                              for a in args)
+    return bool(args) and all(
+        (not _parsed(get_args(a)[1:]) and _numeric(get_args(a)[0]))
+        if get_origin(a) is Annotated else _numeric(a) for a in args)
 
 
 def parse_duration(value: Any) -> float:
