@@ -10,6 +10,7 @@ to the three addresses, the out-of-date sentinel's first.
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -84,6 +85,7 @@ def resolver(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[tuple[Any, ...]]
         return [(*i[:4], (i[4][0], port)) for i in table[host]]
 
     monkeypatch.setattr(sentinel_module, "_resolve", resolve)
+    monkeypatch.setattr(sentinel_module, "_expanded", {}, raising=False)
     return table
 
 
@@ -117,3 +119,34 @@ async def test_which_addresses_a_sentinel_name_stands_for(
     assert await sentinel_addresses(ep, 2.0) == [
         ("fd00::1", 26379), ("fd00::2", 26379), ("one.test", 26380), ("10.1.1.1", 26381),
         ("gone.test", 26382)]
+
+
+async def test_a_name_that_resolves_slowly_still_stands_for_its_sentinels(
+        nodes: dict[str, RedisNode], resolver: dict[str, list[tuple[Any, ...]]],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A resolution that fails or is slow (a lost DNS packet: glibc retries after 5 s) left
+    the name as written: one sentinel, whichever address the connect's own resolution put
+    first, believed alone as 'more than half' (the stale one here). It stands for the
+    addresses it last resolved to."""
+    port = nodes["stale"].port
+    resolver["sentinels.test"] = [_info(h, port) for h in HOSTS]
+    ep = parse_endpoint(f"redis+sentinel://sentinels.test:{port}/{SERVICE}/0")
+    assert await sentinel_addresses(ep, 2.0) == [(h, port) for h in HOSTS]
+    fast = sentinel_module._resolve
+
+    async def slow(host: str, port: int) -> list[tuple[Any, ...]]:
+        if host == "sentinels.test":
+            await asyncio.sleep(30)
+        return await fast(host, port)
+
+    monkeypatch.setattr(sentinel_module, "_resolve", slow)
+    assert await sentinel_addresses(ep, 0.2) == [(h, port) for h in HOSTS]
+    assert await master_named(ep, 0.5) == ("127.0.0.1", nodes["master"].port)
+    del resolver["sentinels.test"]  # (now it does not resolve at all)
+    monkeypatch.setattr(sentinel_module, "_resolve", fast)
+    assert await sentinel_addresses(ep, 2.0) == [(h, port) for h in HOSTS]
+    # a name that resolves to one address again is the name again
+    resolver["sentinels.test"] = [_info(HOSTS[1], port)]
+    assert await sentinel_addresses(ep, 2.0) == [("sentinels.test", port)]
+    del resolver["sentinels.test"]
+    assert await sentinel_addresses(ep, 2.0) == [("sentinels.test", port)]

@@ -43,12 +43,16 @@ async def _getaddrinfo(host: str, port: int) -> list[tuple[Any, ...]]:
 
 
 _resolve: Resolve = _getaddrinfo
+#: a name's last expansion to several addresses: kept for when its resolution fails or is
+#: slow (then asked by name it would be one sentinel again, believed alone)
+_expanded: dict[Sentinel, list[Sentinel]] = {}
 
 
 async def sentinel_addresses(ep: Endpoint, timeout: float) -> list[Sentinel]:
     """The sentinels to ask: each listed address, a name that resolves to several addresses
     of the family the system would connect with (its first answer's) as each of them. A
-    name that does not resolve (now) stays as it is: asking it says why."""
+    name that does not resolve (now, or within `timeout`) stands for the addresses it last
+    resolved to, if several; else it stays as it is: asking it says why."""
     async def expand(host: str, port: int) -> list[Sentinel]:
         try:
             ipaddress.ip_address(host)
@@ -59,12 +63,16 @@ async def sentinel_addresses(ep: Endpoint, timeout: float) -> list[Sentinel]:
             async with asyncio.timeout(timeout):
                 infos = await _resolve(host, port)
         except (OSError, TimeoutError):
-            return [(host, port)]
+            infos = []
         if not infos:
-            return [(host, port)]
+            return _expanded.get((host, port), [(host, port)])
         family = infos[0][0]
         found = list(dict.fromkeys(str(i[4][0]) for i in infos if i[0] == family))
-        return [(host, port)] if len(found) < 2 else [(a, port) for a in found]
+        if len(found) < 2:
+            _expanded.pop((host, port), None)
+            return [(host, port)]
+        _expanded[(host, port)] = out = [(a, port) for a in found]
+        return out
 
     lists = await asyncio.gather(*(expand(h, p) for h, p in ep.sentinels))
     return list(dict.fromkeys(a for one in lists for a in one))
