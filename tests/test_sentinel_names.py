@@ -150,3 +150,31 @@ async def test_a_name_that_resolves_slowly_still_stands_for_its_sentinels(
     assert await sentinel_addresses(ep, 2.0) == [("sentinels.test", port)]
     del resolver["sentinels.test"]
     assert await sentinel_addresses(ep, 2.0) == [("sentinels.test", port)]
+
+
+async def test_a_name_whose_first_family_refuses_is_asked_by_name(
+        tmp_path: Path, resolver: dict[str, list[tuple[Any, ...]]]) -> None:
+    """A dual-stack name resolves to IPv6 addresses first, and the sentinel listens on IPv4
+    only: asked at the IPv6 addresses alone, no sentinel answered and no connection to
+    Redis could be made (asked by name, before 78a7b3e, the connect fell back to IPv4)."""
+    master = RedisNode(tmp_path, "master")
+    sentinel = RedisNode(tmp_path, "sentinel", sentinel=True)  # 127.0.0.1 only
+    try:
+        master.start()
+        sentinel.start(_monitor(master.port))
+        wait_until_sync(lambda: any(ln.isdigit() for ln in sentinel.cmd(
+            "SENTINEL", "get-master-addr-by-name", SERVICE)), 10, what="the sentinel")
+        # (the test's resolution; the connect by name resolves `localhost` for real)
+        resolver["localhost"] = [_info(f"::ffff:127.0.0.{n}", 0, socket.AF_INET6)
+                                 for n in (9, 10)]
+        ep = parse_endpoint(f"redis+sentinel://localhost:{sentinel.port}/{SERVICE}/0")
+        assert len(await sentinel_addresses(ep, 2.0)) == 2
+        assert await master_named(ep, 2.0) == ("127.0.0.1", master.port)
+        conn = await to_master(ep, 2.0, "kg-test", None)
+        try:
+            assert conn.address == ("127.0.0.1", master.port)
+        finally:
+            await conn.aclose()
+    finally:
+        sentinel.stop()
+        master.stop()

@@ -132,11 +132,25 @@ def _majority(answers: list[tuple[str, int] | str], listed: int) -> tuple[str, i
     return addr if 2 * n > listed else None
 
 
+async def _answers(ep: Endpoint, timeout: float) -> tuple[list[tuple[str, int] | str], int]:
+    """Every sentinel's answer, and how many were asked. When no address a name stood for
+    answered at all, the sentinels are asked again as written: the addresses are of one
+    family (the resolver's first), and a sentinel listening on the other one only (a
+    dual-stack name, a sentinel bound to 0.0.0.0) is reached by name, whose connect tries
+    every address, as before names were expanded."""
+    sentinels = await sentinel_addresses(ep, timeout)
+    answers = await _ask_all(ep, timeout, sentinels)
+    if sentinels != list(ep.sentinels) and not any(isinstance(a, tuple) for a in answers):
+        sentinels = list(ep.sentinels)
+        answers += await _ask_all(ep, timeout, sentinels)
+    return answers, len(sentinels)
+
+
 async def master_named(ep: Endpoint, timeout: float) -> tuple[str, int] | None:
     """The master's address as more than half of the sentinels name it; None when none
     is (some down, or disagreeing)."""
-    sentinels = await sentinel_addresses(ep, timeout)
-    return _majority(await _ask_all(ep, timeout, sentinels), len(sentinels))
+    answers, listed = await _answers(ep, timeout)
+    return _majority(answers, listed)
 
 
 async def to_master(ep: Endpoint, timeout: float, name: str,
@@ -146,9 +160,8 @@ async def to_master(ep: Endpoint, timeout: float, name: str,
     sentinel out of date (cut off from the others, or not yet told of a failover) that
     names a node that is gone, a replica, or an old master the others replaced, neither
     stops us nor is believed over them."""
-    sentinels = await sentinel_addresses(ep, timeout)
-    answers = await _ask_all(ep, timeout, sentinels)
-    first = _majority(answers, len(sentinels))
+    answers, listed = await _answers(ep, timeout)
+    first = _majority(answers, listed)
     named = [a for a in answers if isinstance(a, tuple)]
     problems = [a for a in answers if isinstance(a, str)]
     for mhost, mport in dict.fromkeys([first, *named] if first else named):
