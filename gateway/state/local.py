@@ -14,6 +14,7 @@ a thread; change detection is a `stat` per poll.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -39,6 +40,24 @@ from gateway.state.store import (
 )
 
 __all__ = ["LocalStore"]
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _cut(path: Path, size: int) -> None:
+    """The audit file back to `size` bytes (the commit's lock held: no other writer)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.ftruncate(fd, size)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 class LocalStore(LocalRecords):
@@ -115,8 +134,9 @@ class LocalStore(LocalRecords):
                 # another write at our base's generation (another branch: a file restored
                 # from a backup, then written): the caller merges it first
                 raise StoreConflict("another write at our generation (another branch)")
-            event = None
+            event, mark = None, 0
             if draft is not None:
+                mark = _size(self.audit_path)
                 event = self._append_audit(draft, chain_from)
             # the (signed) state file anchors the audit trail's head: events cut off the
             # end of the audit file are noticed by `audit verify`
@@ -126,6 +146,8 @@ class LocalStore(LocalRecords):
             try:
                 atomic_write(self.path, self.keys.seal(b"state", body))
             except OSError as exc:
+                if event is not None:  # the change was not made: its event goes too (left,
+                    _cut(self.audit_path, mark)  # it is past the anchored head: a break)
                 raise StoreUnavailable(f"cannot write {self.path}: {exc.strerror}") from None
             return event, head
 
