@@ -35,6 +35,22 @@ def starlette_like(name: str) -> web.Application:
 _OBJ = {"model": "gpt-a", "messages": [{"role": "user", "content": "hi"}]}
 
 
+
+def model_and_catch_all(port_a: int, port_other: int) -> str:
+    """Routes `chat-a` (model gpt-a, on port_a) and `other` (every other /v1 request)."""
+    return textwrap.dedent(f"""\
+        - name: chat-a
+          match: {{path_prefix: /v1, model: gpt-a}}
+          stable: v1
+          versions:
+            - {{name: v1, url: "http://127.0.0.1:{port_a}", weight: 100}}
+        - name: other
+          match: {{path_prefix: /v1}}
+          stable: v1
+          versions:
+            - {{name: v1, url: "http://127.0.0.1:{port_other}", weight: 100}}
+        """)
+
 @pytest.mark.parametrize("body", [
     pytest.param(b" " * 2048 + json.dumps(_OBJ).encode(), id="whitespace-past-peek-window"),
     pytest.param(b"\xef\xbb\xbf" + json.dumps(_OBJ).encode(), id="utf8-bom"),
@@ -49,18 +65,7 @@ _OBJ = {"model": "gpt-a", "messages": [{"role": "user", "content": "hi"}]}
 async def test_a_body_a_backend_reads_as_model_gpt_a_is_not_routed_elsewhere(
         tmp_path: Path, backends, body: bytes) -> None:
     pa, po = await backends(starlette_like("a")), await backends(starlette_like("other"))
-    routes = textwrap.dedent(f"""\
-        - name: chat-a
-          match: {{path_prefix: /v1, model: gpt-a}}
-          stable: v1
-          versions:
-            - {{name: v1, url: "http://127.0.0.1:{pa}", weight: 100}}
-        - name: other
-          match: {{path_prefix: /v1}}
-          stable: v1
-          versions:
-            - {{name: v1, url: "http://127.0.0.1:{po}", weight: 100}}
-        """)
+    routes = model_and_catch_all(pa, po)
     cfg = write_config(tmp_path, routes, extra="server: {model_peek_bytes: 1024}\n")
     async with running_gateway(cfg) as g:
         port = int(g.url.rsplit(":", 1)[1])

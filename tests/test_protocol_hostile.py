@@ -18,6 +18,7 @@ import pytest
 from tests.backends import RawServer, Recorder, echo_app
 from tests.conftest import running_gateway, two_versions, write_config
 from tests.rawhttp import error_type, exchange
+from tests.test_model_body_encodings import model_and_catch_all
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -202,18 +203,7 @@ async def test_a_huge_integer_does_not_hide_the_model_from_routing(
     same: with the model's own route killed, the kill was bypassed."""
     ra, rb = Recorder(), Recorder()
     pa, pb = await backends(echo_app("a", ra)), await backends(echo_app("b", rb))
-    routes = textwrap.dedent(f"""\
-        - name: chat-a
-          match: {{path_prefix: /v1, model: gpt-a}}
-          stable: v1
-          versions:
-            - {{name: v1, url: "http://127.0.0.1:{pa}", weight: 100}}
-        - name: other
-          match: {{path_prefix: /v1}}
-          stable: v1
-          versions:
-            - {{name: v1, url: "http://127.0.0.1:{pb}", weight: 100}}
-        """)
+    routes = model_and_catch_all(pa, pb)
     body = b'{"seed": 1' + b"0" * 5000 + b', "model": "gpt-a"}'
     payload = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
                b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
@@ -234,18 +224,7 @@ async def test_a_compressed_body_on_a_model_route_is_refused(tmp_path: Path, bac
     as a declared non-UTF-8 charset is."""
     ra, rb = Recorder(), Recorder()
     pa, pb = await backends(echo_app("a", ra)), await backends(echo_app("b", rb))
-    routes = textwrap.dedent(f"""\
-        - name: chat-a
-          match: {{path_prefix: /v1, model: gpt-a}}
-          stable: v1
-          versions:
-            - {{name: v1, url: "http://127.0.0.1:{pa}", weight: 100}}
-        - name: other
-          match: {{path_prefix: /v1}}
-          stable: v1
-          versions:
-            - {{name: v1, url: "http://127.0.0.1:{pb}", weight: 100}}
-        """)
+    routes = model_and_catch_all(pa, pb)
     plain = json.dumps({"model": "gpt-a", "messages": []}).encode()
     body = zlib.compress(plain) if coding == "deflate" else gzip.compress(plain)
     payload = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
