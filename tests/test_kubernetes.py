@@ -147,6 +147,9 @@ def test_deployment_probes_drain_and_security() -> None:
     grace = pod["terminationGracePeriodSeconds"]
     stop = delay + cfg.server.shutdown_delay + cfg.server.drain_timeout
     assert grace > stop, (grace, delay, cfg.server.shutdown_delay, cfg.server.drain_timeout)
+    # (lifecycle review) clients kept alive on the pod are told to reconnect before its
+    # listener closes: the preStop sleep alone left them sending until the drain reset them
+    assert cfg.server.shutdown_delay >= 2, cfg.server.shutdown_delay
 
     # non-root, read-only root filesystem, nothing extra
     psc, csc = pod["securityContext"], c["securityContext"]
