@@ -145,7 +145,8 @@ def parse(body: Any) -> Notification:
                             _str(a, "endsAt", where, required=False, limit=64),
                             _text(a, "generatorURL", where)))
     cut = body.get("truncatedAlerts")
-    truncated = cut if isinstance(cut, int) and not isinstance(cut, bool) and cut > 0 else 0
+    truncated = (min(cut, 10**9) if isinstance(cut, int) and not isinstance(cut, bool)
+                 and cut > 0 else 0)  # (bounded: a float counter cannot add 10**400)
     return Notification(receiver, status, _text(body, "groupKey", ""),
                         _text(body, "externalURL", ""), tuple(alerts), truncated)
 
