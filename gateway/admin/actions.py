@@ -19,7 +19,7 @@ from gateway.config import Config, RouteConfig
 from gateway.domain import kills, overrides
 from gateway.domain.audit import AuditDraft, utc_now
 from gateway.domain.overrides import effective_stable
-from gateway.domain.statedoc import Change, KillFlag, RouteOverride, StateDoc, kill_key
+from gateway.domain.statedoc import Change, RouteOverride, StateDoc, kill_key
 from gateway.errors import ApiError, ConflictingState
 
 __all__ = ["ACTIONS", "SCOPE_OF", "Intent", "Plan", "bound_to_kill", "gate_of", "intent",
@@ -28,7 +28,7 @@ __all__ = ["ACTIONS", "SCOPE_OF", "Intent", "Plan", "bound_to_kill", "gate_of", 
 #: action -> the body fields it takes besides `reason` (and `break_glass`)
 ACTIONS: dict[str, frozenset[str]] = {
     "kill": frozenset({"scope", "route", "version", "abort_inflight"}),
-    "unkill": frozenset({"scope", "route", "version"}),
+    "unkill": frozenset({"scope", "route", "version", "kill"}),
     "rollback": frozenset({"to"}),
     "promote": frozenset({"version"}),
     "weights": frozenset({"weights"}),
@@ -129,6 +129,12 @@ def intent(action: str, body: dict[str, Any], route: str | None, cfg: Config, ac
             if not isinstance(abort, bool):
                 raise bad("'abort_inflight' must be true or false")
             args["abort_inflight"] = abort
+        elif (kill := body.get("kill")) is not None:
+            # the kill's `id` as /v1/status showed it: lift that kill, not one made since
+            if (not isinstance(kill, str) or not 1 <= len(kill) <= 64 or not kill.isascii()
+                    or not kill.isprintable()):
+                raise bad("'kill' must be a kill's id as /v1/status shows it")
+            args["kill"] = kill
     else:
         target = {"route": _route(cfg, route).name}
         if action == "rollback":
@@ -193,21 +199,15 @@ def _kill(i: Intent, cfg: Config) -> Plan:
     return Plan(change, describe, {"kill": key})
 
 
-def _flag_id(flag: KillFlag) -> str:
-    """Which kill a flag is: the write that made it (its generation, from a version
-    before write ids); an abort_inflight upgrade keeps it, a new kill has another."""
-    return flag.write or str(flag.generation)
-
-
 def bound_to_kill(i: Intent, doc: StateDoc) -> Intent:
     """An unkill asked for approval names the kill in force as it was asked (`args.kill`,
     so in its hash): the approval lifts that kill, never one made after it (lifted and
     killed again meanwhile, by another incident) that no one asked to lift."""
-    if i.action != "unkill":
+    if i.action != "unkill" or "kill" in i.args:  # (named by the caller: that one)
         return i
     flag = doc.kills.get(kill_key(i.target["scope"], i.target["route"], i.target["version"]))
     return i if flag is None else dataclasses.replace(i, args={**i.args,
-                                                               "kill": _flag_id(flag)})
+                                                               "kill": flag.ident()})
 
 
 def _unkill(i: Intent, cfg: Config) -> Plan:
@@ -220,11 +220,11 @@ def _unkill(i: Intent, cfg: Config) -> Plan:
         if flag is None:
             raise ConflictingState("not_killed",
                                    f"there is no {t['scope']} kill for that selector")
-        if asked is not None and _flag_id(flag) != asked:
+        if asked is not None and flag.ident() != asked:
             raise ConflictingState("kill_replaced", (
-                f"the {key} kill in force ({flag.actor}, {flag.time}) is not the one this "
-                "unkill was asked for: that one was lifted and the key killed again since; "
-                "ask for the unkill of this one anew"))
+                f"the {key} kill in force ({flag.actor}, {flag.time}, id {flag.ident()}) is "
+                "not the one this unkill was asked for: that one was lifted and the key "
+                "killed again since; ask for the unkill of this one anew"))
         return Change(kills={key: None})
 
     def describe(cur: StateDoc, new: StateDoc) -> AuditDraft:

@@ -39,7 +39,10 @@ def document(routes: list[str] | None = None, versions: list[str] | None = None)
                                                  "version": version_s}}
     kill = {**selector, "properties": {**selector["properties"],
                                        "abort_inflight": {"type": "boolean"}}}
-    unkill = {**selector, "properties": {**selector["properties"], "break_glass": GLASS}}
+    unkill = {**selector, "properties": {**selector["properties"], "break_glass": GLASS,
+                                         # a kill's `id` from /v1/status: lift that one only
+                                         "kill": {"type": "string", "minLength": 1,
+                                                  "maxLength": 64}}}
     return {
         "openapi": "3.1.0",
         "info": {"title": "killgate admin API", "version": "1",

@@ -116,6 +116,6 @@ class StatusBuilder:
             "generation": doc.generation,
             "store": self.store() if self.store is not None else None,
             "config": self.config_status(),
-            "kills": [f.public() for f in doc.kills.values()],
+            "kills": [{**f.public(), "id": f.ident()} for f in doc.kills.values()],
             "routes": routes,
         }

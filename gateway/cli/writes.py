@@ -8,10 +8,13 @@ receipt and exit codes are cli/client.py's.
 from __future__ import annotations
 
 import argparse
+import base64
+import json
 import math
+import os
 from typing import Any
 
-from gateway.cli.client import ClientError, glass, glass_option, quote, write
+from gateway.cli.client import ClientError, glass, glass_option, quote, raw_call, write
 from gateway.domain.statedoc import kill_key
 
 __all__ = ["add_write_commands"]
@@ -57,8 +60,32 @@ def _kill(args: argparse.Namespace) -> int:
 
 def _unkill(args: argparse.Namespace) -> int:
     body = {**_selector(args), "reason": args.reason, **glass(args)}
+    kill = _kill_in_force(args, _key(body))
+    if kill is not None:
+        # this kill, and no other: a second try (no answer in --timeout) or an approval
+        # must not lift one made meanwhile (lifted and killed again by another incident)
+        body["kill"] = kill
     return write(args, "POST", "/v1/unkill", body, lambda res: f"lifted {res['unkill']}",
                  {"unkill": _key(body)})
+
+
+def _kill_in_force(args: argparse.Namespace, key: str) -> str | None:
+    """The id of the kill in force on `key`, as /v1/status shows it; None when the token
+    cannot read it (killgate:kill alone: not asked, which would audit a refusal), or no
+    kill is there (the unkill says so)."""
+    if not _may_read(getattr(args, "token", None) or os.environ.get("KILLGATE_TOKEN")):
+        return None
+    try:
+        answer = raw_call(args, "GET", "/v1/status")
+    except ClientError:
+        return None
+    if answer.status != 200 or not isinstance(answer.body, dict):
+        return None
+    for k in answer.body.get("kills") or ():
+        if (isinstance(k, dict) and isinstance(k.get("id"), str)
+                and kill_key(k.get("scope", ""), k.get("route"), k.get("version")) == key):
+            return str(k["id"])
+    return None
 
 
 def _rollback(args: argparse.Namespace) -> int:
@@ -145,3 +172,18 @@ def _route_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reason", required=True)
     p.add_argument("--wait", default=None, help=WAIT_HELP)
     glass_option(p)
+
+
+def _may_read(token: str | None) -> bool:
+    """Whether a token's claims (read, not verified: the API verifies) grant
+    killgate:read; True without a token (a proxy signs in) or with one not read here."""
+    if not token or token.count(".") != 2:
+        return True
+    try:
+        part = token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
+        scopes = claims.get("scope", "").split() if isinstance(claims.get("scope"), str) \
+            else list(claims.get("scp") or [])
+    except (ValueError, AttributeError, TypeError):
+        return True
+    return bool({"killgate:read", "killgate:admin"} & set(map(str, scopes)))

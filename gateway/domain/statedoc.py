@@ -82,6 +82,12 @@ class KillFlag:
     def key(self) -> str:
         return kill_key(self.scope, self.route, self.version)
 
+    def ident(self) -> str:
+        """Which kill this is: the write that made it (its generation, from a version
+        before write ids); an abort_inflight upgrade keeps it, a new kill has another.
+        /v1/status shows it as `id`, and an unkill may name it (`kill`)."""
+        return self.write or str(self.generation)
+
     def public(self) -> dict[str, Any]:
         """The flag as API answers and audit events show it (its write id is bookkeeping)."""
         out = plain(self)
