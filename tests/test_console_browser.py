@@ -156,6 +156,31 @@ def test_kill_scoped_operator_kills_v2_sees_it_everywhere_and_unkills(fleet: Fle
     assert not [e for e in b.drain() if e["level"] == "SEVERE"], b.console
 
 
+def test_an_unkill_from_the_page_lifts_the_kill_it_showed_only(fleet: Fleet,
+                                                               browser: Browser) -> None:
+    """The dialog shows one kill (who, why); lifted and made again by another incident
+    before Apply, the page's unkill lifted the new kill, which the operator never saw.
+    Now it is refused (409 kill_replaced) and the new kill stays."""
+    b = browser
+    b.sign_in(fleet.admin, KILLER, "alice")
+    sel = {"scope": "version", "route": "iris", "version": "v2"}
+    fleet.api("POST", "/v1/kill", KILLER, body={**sel, "reason": "first incident"})
+    b.wait(lambda d: b.d.find_elements(By.CSS_SELECTOR, "button[data-key='unkill-iris-v2']"),
+           "the unkill button")
+    b.click("button[data-key='unkill-iris-v2']")
+    fleet.api("POST", "/v1/unkill", KILLER, body={**sel, "reason": "fixed elsewhere"})
+    fleet.api("POST", "/v1/kill", KILLER, body={**sel, "reason": "second incident"})
+    b.d.find_element(By.ID, "action-reason").send_keys("INC-8: done")
+    b.click("#action-confirm")
+    b.d.find_element(By.ID, "action-apply").click()
+    shown = str(b.wait(lambda d: b.text("#action-result [data-testid]"), "the answer"))
+    assert "kill_replaced" in shown or "not the one" in shown, shown
+    b.click("#action-cancel")
+    (kill,) = fleet.api("GET", "/v1/status", READER)["kills"]
+    assert kill["reason"] == "second incident", kill
+    fleet.api("POST", "/v1/unkill", KILLER, body={**sel, "reason": "clean up"})
+
+
 def test_a_global_kill_needs_its_confirmation_and_stops_every_route(fleet: Fleet,
                                                                    browser: Browser) -> None:
     b = browser
@@ -656,10 +681,10 @@ def test_nothing_from_elsewhere_no_csp_violation_no_token_in_a_url(fleet: Fleet,
     assert not [e for e in b.console if "Content Security Policy" in e["message"]
                 or "Trusted Type" in e["message"]], b.console
     # apart from the forced 403 of the read-only test, the refused weights (400), the
-    # refused self-approval (403) and the break-glass without a reason (400), the console
-    # stayed clean
+    # refused self-approval (403), the break-glass without a reason (400) and the unkill of
+    # a kill made again meanwhile (409), the console stayed clean
     expected = (("/v1/kill", "403"), ("/v1/routes/iris/weights", "400"), ("/approve", "403"),
-                ("/v1/unkill", "400"))
+                ("/v1/unkill", "400"), ("/v1/unkill", "409"))
     severe = [e for e in b.console if e["level"] == "SEVERE"
               and not any(p in e["message"] and c in e["message"] for p, c in expected)]
     assert not severe, severe

@@ -52,8 +52,10 @@ export function unkillSpec(flag) {
   const what = selectorText(flag.scope, flag.route, flag.version);
   return {
     key: `unkill-${what}`, gated: true, title: `Lift the kill on ${what}`, method: "POST", path: "/v1/unkill",
+    // `kill`: this kill, as shown: lifted and made again meanwhile, it is refused
+    // (409 kill_replaced) instead of lifting a kill nobody here has seen
     body: {scope: flag.scope, ...(flag.route ? {route: flag.route} : {}),
-           ...(flag.version ? {version: flag.version} : {})},
+           ...(flag.version ? {version: flag.version} : {}), ...(flag.id ? {kill: flag.id} : {})},
     confirm: `Yes: lift the kill on ${what} and let traffic flow again`,
     changes: () => [[`Kill flag ${what}`, `set by ${flag.actor}: “${flag.reason}”`,
                      "lifted: traffic flows again per the weights"]],
