@@ -7,7 +7,10 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import jwt
 from aiohttp import ClientSession
@@ -127,13 +130,13 @@ async def test_a_valid_kill_succeeds_during_a_flood_of_bad_tokens(tmp_path: Path
         assert set(g.gw.holder.doc.kills) == {"global", "route:iris"}
 
 
-async def test_one_address_refused_by_its_own_budget_leaves_others_theirs(tmp_path: Path,
-                                                                          backends) -> None:
-    """The budget for all addresses together bounds the work a spray from many addresses
-    causes. Attempts refused by their own address's budget cause no work: they once spent
-    it all the same, so one address sending junk tokens fast enough (ten times its own
-    rate, without ever being checked) made every other address's new token wait: an
-    operator signing in to the console during an incident got 429s."""
+Call = Callable[[str, str], Awaitable[int]]
+
+
+@asynccontextmanager
+async def _small_budget(tmp_path: Path, backends: Any) -> AsyncIterator[Call]:
+    """A gateway whose token checks are budgeted at 3 now and 0.5 a second per address,
+    behind a trusted proxy; `call(token, client)`: GET /v1/status as `client`, its status."""
     p = await backends(echo_app("v1"))
     cfg = write_config(tmp_path, two_versions(p, p))
     cfg.write_text(cfg.read_text().replace(
@@ -145,6 +148,17 @@ async def test_one_address_refused_by_its_own_budget_leaves_others_theirs(tmp_pa
                     "Authorization": f"Bearer {tok}", "X-Forwarded-For": client}) as r:
                 return r.status
 
+        yield call
+
+
+async def test_one_address_refused_by_its_own_budget_leaves_others_theirs(tmp_path: Path,
+                                                                          backends) -> None:
+    """The budget for all addresses together bounds the work a spray from many addresses
+    causes. Attempts refused by their own address's budget cause no work: they once spent
+    it all the same, so one address sending junk tokens fast enough (ten times its own
+    rate, without ever being checked) made every other address's new token wait: an
+    operator signing in to the console during an incident got 429s."""
+    async with _small_budget(tmp_path, backends) as call:
         flood = [await call(bad_token(), "198.51.100.7") for _ in range(60)]
         assert flood.count(401) == 3 and flood.count(429) == 57  # its own budget: 3
         fresh = mint(SECRET, "oncall", "killgate:read", 600, ISS, AUD)
@@ -156,17 +170,7 @@ async def test_the_addresses_of_one_ipv6_network_share_one_budget(tmp_path: Path
     """A client with an IPv6 /64 (the least a site gets) has 2^64 addresses: a budget per
     address let it spend the all-addresses budget alone, one fresh address per attempt,
     and every other address's new token then waited."""
-    p = await backends(echo_app("v1"))
-    cfg = write_config(tmp_path, two_versions(p, p))
-    cfg.write_text(cfg.read_text().replace(
-        "  auth:\n", "  auth_check_rate: 0.5\n  auth_check_burst: 3\n"
-        "  trusted_proxies: [127.0.0.1/32]\n  auth:\n", 1))
-    async with running_gateway(cfg) as g, ClientSession() as s:
-        async def call(tok: str, client: str) -> int:
-            async with s.get(g.admin + "/v1/status", headers={
-                    "Authorization": f"Bearer {tok}", "X-Forwarded-For": client}) as r:
-                return r.status
-
+    async with _small_budget(tmp_path, backends) as call:
         flood = [await call(bad_token(), f"2001:db8:7:1::{i:x}") for i in range(60)]
         assert flood.count(401) == 3 and flood.count(429) == 57  # one network, one budget
         fresh = mint(SECRET, "oncall", "killgate:read", 600, ISS, AUD)
