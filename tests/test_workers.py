@@ -14,6 +14,7 @@ import signal
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -156,16 +157,24 @@ def tmpdir_env(tmp_path: Path) -> Iterator[dict[str, str]]:
     yield {"TMPDIR": str(d)}
 
 
+async def _group(tmp_path: Path, port: int, gateway_procs: Any,
+                 env: dict[str, str]) -> tuple[Any, Path]:
+    """`killgate serve --workers 2` in front of `port`, ready, both workers' metric
+    snapshots written; with the folder its run directory is in."""
+    cfg = write_config(tmp_path, two_versions(port, port, 100, 0),
+                       listen=f"127.0.0.1:{free_port()}", admin=f"127.0.0.1:{free_port()}")
+    gw = gateway_procs(cfg, workers=2, env=env)
+    await asyncio.to_thread(gw.wait_ready)
+    run = Path(env["TMPDIR"])
+    await asyncio.to_thread(wait_until_sync, lambda: len(list(run.glob("*/slot-*.json"))) == 2,
+                            10.0, 0.05, "both workers' snapshots")
+    return gw, run
+
+
 async def test_every_scrape_of_two_workers_counts_every_request(
         tmp_path: Path, backends, gateway_procs, tmpdir_env) -> None:
     port = await backends(echo_app("v1"))
-    cfg = write_config(tmp_path, two_versions(port, port, 100, 0),
-                       listen=f"127.0.0.1:{free_port()}", admin=f"127.0.0.1:{free_port()}")
-    gw = gateway_procs(cfg, workers=2, env=tmpdir_env)
-    await asyncio.to_thread(gw.wait_ready)
-    run = Path(tmpdir_env["TMPDIR"])
-    await asyncio.to_thread(wait_until_sync, lambda: len(list(run.glob("*/slot-*.json"))) == 2,
-                            10.0, 0.05, "both workers' snapshots")
+    gw, run = await _group(tmp_path, port, gateway_procs, tmpdir_env)
     (name,) = await asyncio.to_thread(os.listdir, run)
     run_dir = run / name
     assert run_dir.stat().st_mode & 0o777 == 0o700
@@ -241,13 +250,7 @@ async def test_a_replacement_started_on_edited_buckets_keeps_counters_monotonic(
     replacement keeps the group's buckets, so every scrape still sums every worker and
     killgate_requests_total never goes backwards, whichever worker answers."""
     port = await backends(echo_app("v1"))
-    cfg = write_config(tmp_path, two_versions(port, port, 100, 0),
-                       listen=f"127.0.0.1:{free_port()}", admin=f"127.0.0.1:{free_port()}")
-    gw = gateway_procs(cfg, workers=2, env=tmpdir_env)
-    await asyncio.to_thread(gw.wait_ready)
-    run = Path(tmpdir_env["TMPDIR"])
-    await asyncio.to_thread(wait_until_sync, lambda: len(list(run.glob("*/slot-*.json"))) == 2,
-                            10.0, 0.05, "both workers' snapshots")
+    gw, run = await _group(tmp_path, port, gateway_procs, tmpdir_env)
     (run_dir,) = await asyncio.to_thread(lambda: list(run.iterdir()))
     n = 30
 
@@ -261,7 +264,7 @@ async def test_a_replacement_started_on_edited_buckets_keeps_counters_monotonic(
     await asyncio.to_thread(traffic, n)
     await asyncio.to_thread(wait_until_sync, lambda: _totals(gw.admin)[:2] == (n, n),
                             5.0, 0.05, f"{n} requests on a scrape")
-    cfg.write_text(cfg.read_text().replace(
+    gw.config.write_text(gw.config.read_text().replace(
         "routes:\n", "telemetry:\n  buckets: {request_duration: [0.1, 1]}\nroutes:\n", 1))
     gw.signal(signal.SIGHUP)
     await asyncio.to_thread(wait_until_sync, lambda: "request_duration" in (
@@ -354,13 +357,7 @@ async def test_a_worker_that_cannot_write_its_snapshot_never_makes_a_counter_ste
     went up and down with whichever worker answered, each step down a counter reset to
     Prometheus (rate() and increase() then add the whole count)."""
     port = await backends(echo_app("v1"))
-    cfg = write_config(tmp_path, two_versions(port, port, 100, 0),
-                       listen=f"127.0.0.1:{free_port()}", admin=f"127.0.0.1:{free_port()}")
-    gw = gateway_procs(cfg, workers=2, env=tmpdir_env)
-    await asyncio.to_thread(gw.wait_ready)
-    run = Path(tmpdir_env["TMPDIR"])
-    await asyncio.to_thread(wait_until_sync, lambda: len(list(run.glob("*/slot-*.json"))) == 2,
-                            10.0, 0.05, "both workers' snapshots")
+    gw, run = await _group(tmp_path, port, gateway_procs, tmpdir_env)
     blocker = await asyncio.to_thread(_block_writes_of_slot_0, run)
     n = 40
 
