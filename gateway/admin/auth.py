@@ -17,7 +17,7 @@ import math
 import os
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,7 @@ from gateway import filemodes
 from gateway.config import AuthConfig
 from gateway.errors import ApiError, Forbidden, Unauthenticated
 
-__all__ = ["SCOPES", "Authenticator", "Principal", "mint"]
+__all__ = ["SCOPES", "Authenticator", "Principal", "mint", "scopes_of"]
 
 SCOPES = ("killgate:read", "killgate:kill", "killgate:rollout", "killgate:alert",
           "killgate:drill", "killgate:admin", "killgate:breakglass")
@@ -277,12 +277,16 @@ class Authenticator:
         sub = claims.get("sub")
         if not isinstance(sub, str) or not sub.strip():
             raise Unauthenticated()
-        raw_scope = claims.get("scope")
-        scopes: set[str] = set()
-        if isinstance(raw_scope, str):
-            scopes.update(raw_scope.split())
-        scp = claims.get("scp")
-        if isinstance(scp, list):
-            scopes.update(s for s in scp if isinstance(s, str))
-        return Principal(sub, frozenset(scopes))
+        return Principal(sub, scopes_of(claims))
 
+
+def scopes_of(claims: Mapping[str, Any]) -> frozenset[str]:
+    """A token's scopes: its `scope` claim (space-delimited) and its `scp` claim (a list)."""
+    scopes: set[str] = set()
+    raw_scope = claims.get("scope")
+    if isinstance(raw_scope, str):
+        scopes.update(raw_scope.split())
+    scp = claims.get("scp")
+    if isinstance(scp, list):
+        scopes.update(x for x in scp if isinstance(x, str))
+    return frozenset(scopes)
