@@ -29,7 +29,7 @@ from gateway import filemodes
 from gateway.config import AuthConfig
 from gateway.errors import ApiError, Forbidden, Unauthenticated
 
-__all__ = ["SCOPES", "Authenticator", "Principal", "mint", "scopes_of"]
+__all__ = ["SCOPES", "Authenticator", "Principal", "mint", "scopes_of", "unverified_scopes"]
 
 SCOPES = ("killgate:read", "killgate:kill", "killgate:rollout", "killgate:alert",
           "killgate:drill", "killgate:admin", "killgate:breakglass")
@@ -290,3 +290,12 @@ def scopes_of(claims: Mapping[str, Any]) -> frozenset[str]:
     if isinstance(scp, list):
         scopes.update(x for x in scp if isinstance(x, str))
     return frozenset(scopes)
+
+
+def unverified_scopes(token: str) -> frozenset[str] | None:
+    """The scopes a token claims, read without verifying it (the CLI's guess at what the
+    API will allow; the API verifies); None when it is not a JWT."""
+    try:
+        return scopes_of(jwt.decode(token, options={"verify_signature": False}))
+    except jwt.PyJWTError:
+        return None
