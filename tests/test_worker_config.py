@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import aiohttp
 import pytest
 from aiohttp import ClientSession
 
+from gateway.workergroup import RESTART_WINDOW
 from tests.backends import echo_app
 from tests.conftest import free_port, two_versions, wait_until, write_config
 from tests.test_reload import atomic_write
@@ -36,11 +38,18 @@ class Group:
         self.gw = gw
         self.sup = gw.proc.pid
         self.tmp = tmp
+        self.started: dict[int, float] = {}  # a replacement's pid -> when it listened
 
-    def kill_one(self) -> tuple[int, set[int]]:
+    async def kill_one(self) -> tuple[int, set[int]]:
         """SIGKILL a worker: its pid and its siblings' (read before the kill: the supervisor
-        may start the replacement before a later look)."""
+        may start the replacement before a later look). A replacement is killed only once
+        it has served longer than the restart window: a restarted worker that dies sooner
+        is, by design, a crash loop (gateway/workergroup.py)."""
         victim, *others = _children(self.sup)
+        if victim in self.started:
+            settled = self.started[victim] + RESTART_WINDOW + 0.5
+            await wait_until(lambda: time.monotonic() > settled, 5, 0.05,
+                             "the replacement past the restart window")
         os.kill(victim, signal.SIGKILL)
         return victim, set(others)
 
@@ -52,9 +61,10 @@ class Group:
         return new
 
     async def restart_one(self) -> int:
-        new = await self.replacement(*self.kill_one())
+        new = await self.replacement(*await self.kill_one())
         await wait_until(lambda: _listening(self.gw.output(), new), 15, 0.02,
                          "the replacement worker listening")
+        self.started[new] = time.monotonic()
         return new
 
     async def versions(self, s: ClientSession, n: int = 40) -> Counter[str]:
@@ -183,7 +193,7 @@ async def test_sighup_while_a_worker_starts_reloads_it_and_does_not_end_it(
     SIGHUP ends a process, and a restarted worker's death within 1 s stopped the group.
     The replacement is stopped (SIGSTOP) while the SIGHUP comes, so it is still starting."""
     g, cfg, p1, p2 = await _group(tmp_path, backends, gateway_procs, watch=False)
-    new = await g.replacement(*g.kill_one())
+    new = await g.replacement(*await g.kill_one())
     # after its exec (Popen's vfork holds the supervisor until then: stopped before it,
     # the supervisor could not forward the SIGHUP)
     await wait_until(lambda: b"--worker-index" in Path(f"/proc/{new}/cmdline").read_bytes(),
