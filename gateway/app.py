@@ -161,6 +161,7 @@ class Gateway:
         self.history = ConfigHistory(self.sync, lambda: self.holder.doc, self.instance)
         self.history.check(self.loaded)
         await self.history.record(self.loaded)
+        self.history.warn_unrouted(None, self.loaded)
         self.alert_receiver = AlertReceiver(self.sync, self.sync.store, lambda: self.loaded.config,
                                             lambda: self.holder.doc, self.metrics)
 

@@ -31,6 +31,7 @@ from gateway.domain.audit import canonical
 from tests.conftest import (
     ROOT,
     admin_token,
+    wait_until_sync,
 )
 from tests.console_rig import (
     ARTIFACTS,
@@ -44,6 +45,7 @@ from tests.console_rig import (
     running_fleet,
     shown,
 )
+from tests.test_reload import atomic_write
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -621,6 +623,32 @@ def test_refused_store_values_show_in_the_fleet_panel(fleet: Fleet, browser: Bro
     fleet.api("POST", "/v1/kill", KILLER, body={**sel, "reason": "repair the store"})
     fleet.api("POST", "/v1/unkill", KILLER, body={**sel, "reason": "repair the store"})
     b.wait(lambda d: "Chain verified" in b.text(".chain"), "the chain verified again")
+
+
+def test_a_kill_the_config_no_longer_routes_shows_not_routed(fleet: Fleet,
+                                                              browser: Browser) -> None:
+    """A config that renames a killed version takes it out of routing (README "Trust"):
+    the page says the kill stops nothing until the name comes back."""
+    b = browser
+    cfg = fleet.gateways[0].config  # the instance the page reads
+    original = cfg.read_text()
+    (line,) = [x for x in original.splitlines() if "name: v2," in x and "weight: 10}" in x]
+    sel = {"scope": "version", "route": "iris", "version": "v2"}
+
+    def routed() -> list[bool]:
+        return [k["routed"] for k in fleet.api("GET", "/v1/status", READER)["kills"]]
+
+    fleet.api("POST", "/v1/kill", KILLER, body={**sel, "reason": "INC-12"})
+    try:
+        atomic_write(cfg, original.replace(line, line.replace("name: v2,", "name: v2b,")))
+        b.sign_in(fleet.admin, READER, "bob")
+        b.wait(lambda d: "NOT ROUTED" in b.text("#kills-body"), "the kill shown not routed")
+        assert "stops nothing" in b.text("#kills-body")
+    finally:
+        atomic_write(cfg, original)
+        wait_until_sync(lambda: routed() == [True], 15, 0.05, "the name back")
+        fleet.api("POST", "/v1/unkill", KILLER, body={**sel, "reason": "INC-12 over"})
+    b.wait(lambda d: "NOT ROUTED" not in b.text("#kills-body"), "the badge gone")
 
 
 def test_a_tampered_audit_trail_shows_broken(fleet: Fleet, browser: Browser) -> None:

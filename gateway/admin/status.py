@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from gateway.configfile import LoadedConfig
+from gateway.domain.kills import unrouted
 from gateway.domain.routing import RouteTable
 from gateway.domain.statedoc import plain
 
@@ -85,6 +86,7 @@ class StatusBuilder:
         table = self.routing.table
         doc = table.doc
         health = self.health() if self.health is not None else {}
+        gone = unrouted(doc, (plan.config for plan in table.routes))
         routes: dict[str, Any] = {}
         for plan in table.routes:
             rc = plan.config
@@ -116,6 +118,7 @@ class StatusBuilder:
             "generation": doc.generation,
             "store": self.store() if self.store is not None else None,
             "config": self.config_status(),
-            "kills": [{**f.public(), "id": f.ident()} for f in doc.kills.values()],
+            "kills": [{**f.public(), "id": f.ident(), "routed": f.key not in gone}
+                      for f in doc.kills.values()],
             "routes": routes,
         }

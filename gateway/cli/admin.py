@@ -65,6 +65,12 @@ def _status_text(st: dict[str, Any]) -> str:
         rows += [[k["scope"], k.get("route") or "-", k.get("version") or "-", k["actor"],
                   k["time"], k["reason"]] for k in kills]
         out.append(table(rows))
+        gone = [k for k in kills if k.get("routed") is False]
+        if gone:
+            out.append("NOT ROUTED: the config has no " + ", ".join(
+                f"version {k['route']}/{k['version']}" if k.get("version")
+                else f"route {k['route']}"
+                for k in gone) + ": these kills stop nothing until the name comes back")
     instances = st.get("instances") or {}
     if instances:
         out.append("\nINSTANCES")

@@ -1,8 +1,10 @@
 """The config file's trace in the replicated state: version identities, stables, reloads.
 
 Owns the identity check (a version name must not point at a changed artifact), the record
-of unseen identities and stables (best effort), and one audit event per fleet-wide reload.
-Writes through the state sync; never touches the routing table.
+of unseen identities and stables (best effort), one audit event per fleet-wide reload, and
+the warning when a config stops routing to a killed name (removed or renamed: the kill then
+stops nothing, README "Trust"). Writes through the state sync; never touches the routing
+table.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from collections.abc import Callable
 from gateway.configfile import LoadedConfig
 from gateway.control.reload import summarize_changes
 from gateway.domain.audit import AuditDraft, utc_now
+from gateway.domain.kills import unrouted
 from gateway.domain.overrides import identity_problems, latch_problems, record_config
 from gateway.domain.statedoc import Change, StateDoc
 from gateway.errors import AuditError, ConfigError, Problem, StateError
@@ -65,12 +68,25 @@ class ConfigHistory:
         except (StateError, AuditError, TimeoutError) as exc:
             event(log, "config_record_skipped", logging.WARNING, error=str(exc) or "timeout")
 
+    def warn_unrouted(self, old: LoadedConfig | None, new: LoadedConfig) -> list[str]:
+        """Log the kills `new` no longer routes to (at start: every one), and return them."""
+        doc = self.doc()
+        keys = unrouted(doc, new.config.routes)
+        if old is not None:
+            keys -= unrouted(doc, old.config.routes)
+        if keys:
+            event(log, "kills_unrouted", logging.WARNING, kills=",".join(sorted(keys)),
+                  action="the config names no such route or version: traffic under another "
+                  "name is served; each kill is in force again if its name comes back")
+        return sorted(keys)
+
     async def reloaded(self, old: LoadedConfig, new: LoadedConfig) -> None:
         """One audit event per fleet-wide config change (old digest -> new digest). The
         instances making the same change share it through a claim; a claim of the same
         transition made before this instance itself switched to `old` is an earlier change
         (a revert, then a re-deploy): it is audited again, in the next slot."""
         since, self.since = self.since, time.time()
+        gone = self.warn_unrouted(old, new)
         try:
             for slot in range(SLOTS):
                 claim = await self.sync.store.idem_claim(
@@ -83,8 +99,9 @@ class ConfigHistory:
                     return  # another instance already recorded this change
             draft = AuditDraft("killgate/config", "config.reload", {"config": new.digest},
                                "the config file changed", {"digest": old.digest},
-                               {"digest": new.digest,
-                                "changes": summarize_changes(old, new)}, "", self.instance)
+                               {"digest": new.digest, "changes": summarize_changes(old, new),
+                                **({"kills_unrouted": gone} if gone else {})},
+                               "", self.instance)
             await self.sync.append_audit(draft)
         except (StateError, AuditError) as exc:
             event(log, "config_reload_audit_failed", logging.WARNING, error=str(exc))

@@ -5,17 +5,20 @@ anything else sets a kill flag. A kill already in force changes nothing and keep
 killed, when and why, except that asking to cut in-flight answers upgrades a flag that
 did not, and a flag an open drill holds is taken over: the drill's restore then leaves it
 (it undoes only what is still as the drill left it). `newly_aborting` and `covering`: which
-in-flight exchanges a new document's kills cut.
+in-flight exchanges a new document's kills cut. `unrouted`: the kills a config no longer
+routes to (a removed or renamed name: out of routing, in force again if the name returns).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import replace
 
+from gateway.config import RouteConfig
 from gateway.domain import drills
 from gateway.domain.statedoc import Change, KillFlag, KillScope, StateDoc, kill_key
 
-__all__ = ["covering", "kill", "newly_aborting"]
+__all__ = ["covering", "kill", "newly_aborting", "unrouted"]
 
 
 def kill(doc: StateDoc, scope: KillScope, route: str | None, version: str | None,
@@ -53,3 +56,14 @@ def covering(keys: frozenset[str], route: str, version: str | None,
     if version is not None and any(kill_key("version", n, version) in keys for n in names):
         return "version"
     return None
+
+
+def unrouted(doc: StateDoc, routes: Iterable[RouteConfig]) -> frozenset[str]:
+    """The keys of `doc`'s route and version kills that name a route, or a version of a
+    route, `routes` do not have. Such a kill stops nothing: traffic under another name is
+    served (README: a rename is a config change, reviewed as an unkill would be)."""
+    versions = {rc.name: {v.name for v in rc.versions} for rc in routes}
+    return frozenset(
+        k for k, f in doc.kills.items()
+        if (f.scope == "route" and f.route not in versions)
+        or (f.scope == "version" and f.version not in versions.get(f.route or "", ())))

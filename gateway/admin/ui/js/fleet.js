@@ -48,6 +48,8 @@ export function renderKills(el, status, can, open) {
       : `version ${k.route}/${k.version}`;
     return h("li", {class: "kill"}, badge("killed", "KILLED"), " ", h("strong", {}, what),
       ` by ${k.actor}, ${fmtAgo(k.time)}: “${k.reason}”`,
+      k.routed === false ? [" ", badge("warn", "NOT ROUTED"),
+        " the config has no such name: this kill stops nothing until the name comes back"] : null,
       can.kill ? [" ", h("button", {type: "button", class: "secondary", dataset: {key: `unkill-${what}`},
                                     onclick: () => open(unkillSpec(k))}, `Unkill ${what}`)] : null);
   });
