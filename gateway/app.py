@@ -42,6 +42,7 @@ from gateway.dataplane.listener import Listener
 from gateway.dataplane.proxy import Proxy
 from gateway.dataplane.shadow import Mirror
 from gateway.dataplane.upstream import Upstreams
+from gateway.domain.kills import unrouted
 from gateway.errors import ConfigError, Problem
 from gateway.log import event
 from gateway.sockets import bind_socket, format_addr, listen_url
@@ -281,6 +282,8 @@ class Gateway:
     def _read_gauges(self, metrics: Metrics) -> None:
         metrics.set("killgate_inflight_requests", self.inflight.count)
         metrics.set("killgate_state_generation", self.holder.doc.generation)
+        metrics.set("killgate_kills_unrouted",
+                    len(unrouted(self.holder.doc, self.loaded.config.routes)))
 
     def _metrics_page(self, accept: str | None) -> tuple[bytes, str]:
         """GET /metrics: the exposition (gauges read at scrape time: `_read_gauges`)."""

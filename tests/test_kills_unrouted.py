@@ -30,6 +30,13 @@ async def _post(s: ClientSession, url: str, body: dict) -> None:
         assert r.status == 200, await r.text()
 
 
+async def _unrouted_gauge(s: ClientSession, admin: str) -> str:
+    async with s.get(admin + "/metrics") as r:
+        (line,) = [x for x in (await r.text()).splitlines()
+                   if x.startswith("killgate_kills_unrouted ")]
+        return line.split()[1]
+
+
 async def test_a_renamed_killed_route_and_version_are_named_unrouted(
         tmp_path: Path, backends, session: ClientSession,
         caplog: pytest.LogCaptureFixture) -> None:
@@ -45,6 +52,7 @@ async def test_a_renamed_killed_route_and_version_are_named_unrouted(
         kills = {k["scope"]: k for k in (await _status(session, g.admin))["kills"]}
         assert kills["route"]["routed"] is True and kills["version"]["routed"] is True
         assert not [r for r in caplog.records if r.getMessage() == "kills_unrouted"]
+        assert await _unrouted_gauge(session, g.admin) == "0.0"
 
         # the route renamed, its v2 renamed v3: both kills stop nothing now
         atomic_write(cfg, original.replace("name: iris", "name: iris2")
@@ -55,6 +63,7 @@ async def test_a_renamed_killed_route_and_version_are_named_unrouted(
             assert r.status == 200  # (what README says: served under the new name)
         kills = {k["scope"]: k for k in (await _status(session, g.admin))["kills"]}
         assert kills["route"]["routed"] is False and kills["version"]["routed"] is False
+        assert await _unrouted_gauge(session, g.admin) == "2.0"  # (KillgateKillNotRouted)
         [warned] = [r for r in caplog.records if r.getMessage() == "kills_unrouted"]
         assert warned.levelno == logging.WARNING
         assert "route:iris" in str(warned.__dict__) and "version:iris:v2" in str(warned.__dict__)
@@ -84,6 +93,7 @@ async def test_a_renamed_killed_route_and_version_are_named_unrouted(
         assert kills["route"]["routed"] is True and kills["version"]["routed"] is True
         assert len([r for r in caplog.records if r.getMessage() == "kills_unrouted"]) == 1
         assert "NOT ROUTED" not in (await acli("status", env=env)).stdout
+        assert await _unrouted_gauge(session, g.admin) == "0.0"
         await wait_until(lambda: reloads(), 10, 0.05)
         assert all("kills_unrouted" not in e["after"] for e in (await reloads())
                    if e["after"]["digest"] != ev["after"]["digest"])

@@ -50,6 +50,7 @@ GAUGES: dict[str, str] = {
     "killgate_state_store_connected": "min",
     "killgate_state_stale": "max",
     "killgate_fail_closed": "max",
+    "killgate_kills_unrouted": "max",
     "killgate_audit_mirror_ok": "min",
     "killgate_upstream_health": "min",
     "killgate_split_window_answers": "split",

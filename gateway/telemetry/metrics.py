@@ -43,6 +43,9 @@ HELP: dict[str, tuple[str, str]] = {
     "killgate_state_store_connected": ("gauge", "1 when the state store answers."),
     "killgate_state_stale": ("gauge", "1 while no state sync succeeded for longer than "
                                       "state.max_staleness (alert on it)."),
+    "killgate_kills_unrouted": ("gauge", "Kills in force that name a route or version the "
+                                         "config does not route to (removed or renamed): "
+                                         "they stop nothing until the name comes back."),
     "killgate_fail_closed": ("gauge", "1 while the fail_closed policy treats all routes as killed."),
     "killgate_state_unknown_answers_total": ("counter", "Data-plane requests answered with "
                                                         "503 state_unknown (or the route's "
