@@ -140,6 +140,9 @@ class ServerConfig(Frozen):
     #: serving for this long; then the drain begins. For load balancers that take an
     #: instance out by its health check (in Kubernetes, preStop's sleep does it: keep 0)
     shutdown_delay: Duration = 0.0
+    #: `serve --workers N`: a worker whose event loop has not run for this long is ended
+    #: (SIGABRT: its stacks to stderr, then SIGKILL) and restarted; 0 = never
+    worker_timeout: Duration = 30.0
     reload_debounce: Duration = 0.2
     watch_config: bool = True  # reload when the file changes (SIGHUP always reloads)
     keepalive_timeout: Duration = 60.0
@@ -164,6 +167,14 @@ class ServerConfig(Frozen):
     @classmethod
     def _deadlines(cls, v: float) -> float:
         return positive(3600.0)(v)
+
+    @field_validator("worker_timeout")
+    @classmethod
+    def _watchdog(cls, v: float) -> float:
+        if v and not 2.0 <= v <= 3600.0:
+            raise ValueError("must be 0 (off) or from 2s to 3600s (a serving worker "
+                             "writes to its supervisor every 0.5s)")
+        return v
 
     @field_validator("shutdown_delay")
     @classmethod

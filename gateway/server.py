@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import faulthandler
 import logging
 import os
 import secrets
@@ -35,7 +36,7 @@ from gateway.errors import ConfigError
 from gateway.log import event
 from gateway.sockets import ListenError, reserved
 from gateway.workerconfig import load_at_start, load_shared, save, start_copy
-from gateway.workergroup import READY_FD_ENV, STOP_AND_RELOAD, WorkerGroup
+from gateway.workergroup import BEAT, READY_FD_ENV, STOP_AND_RELOAD, WorkerGroup
 
 __all__ = ["c_parser_in_use", "run_supervisor", "run_worker"]
 
@@ -75,6 +76,7 @@ async def _serve(loaded: LoadedConfig, worker: int | None, reuse_port: bool,
         group = WorkerMetrics(gw.metrics, gw.requests, Path(metrics_dir), worker)
         group.start()  # before the admin listener opens: every scrape is the group's
         gw.metrics.expose(group)
+    pipe = _group_pipe()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, gw.request_reload)
@@ -89,7 +91,9 @@ async def _serve(loaded: LoadedConfig, worker: int | None, reuse_port: bool,
         if started:
             if config_bytes is not None:
                 _share_what_runs(gw, config_bytes)
-            _tell_the_group()
+            if pipe is not None:
+                _tell(pipe, b"1")  # it serves (a worker that dies before, once restarted,
+                #                    is a crash loop: workergroup.py)
             # a supervisor starts its workers with SIGHUP blocked (see spawn): one that
             # came while this worker started is delivered now, to the handler above
             signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
@@ -139,22 +143,44 @@ def run_worker(config_path: str, worker: int | None = None, reuse_port: bool = F
                      "installed without its C extensions, or httptools without llhttp); "
                      "pure-Python parsers have had request-smuggling bugs")
         return 3
+    faulthandler.enable()  # (a fatal signal, or the supervisor's SIGABRT: stacks to stderr)
     _install_uvloop()
     _raise_fd_limit(loaded.config.server.max_connections)
     return asyncio.run(_serve(loaded, worker, reuse_port, ports, metrics_dir, config_bytes))
 
 
-def _tell_the_group() -> None:
-    """A supervisor's worker: say that it serves (workergroup.py: a worker that dies before
-    it does, once restarted, is a crash loop)."""
+def _group_pipe() -> int | None:
+    """A supervisor's worker: the pipe to its supervisor, beating from now on: a byte every
+    BEAT seconds from the event loop, that the loop still runs (workergroup.py: a worker
+    silent for `server.worker_timeout` is ended). None outside a group."""
     fd = os.environ.pop(READY_FD_ENV, None)
     if fd is None:
-        return
+        return None
     try:
-        os.write(int(fd), b"1")
-        os.close(int(fd))
+        w = int(fd)
+        os.set_inheritable(w, False)
+        os.set_blocking(w, False)
     except (OSError, ValueError):
-        pass  # (not a supervisor's pipe: nobody is told)
+        return None  # (not a supervisor's pipe: nobody is told)
+    loop = asyncio.get_running_loop()
+
+    def beat() -> None:
+        if _tell(w, b"."):
+            loop.call_later(BEAT, beat)
+
+    beat()
+    return w
+
+
+def _tell(w: int, what: bytes) -> bool:
+    """Write to the supervisor; False once it is gone (PR_SET_PDEATHSIG ends us then)."""
+    try:
+        os.write(w, what)
+    except BlockingIOError:
+        pass  # (a full pipe: the supervisor has plenty to read)
+    except OSError:
+        return False
+    return True
 
 
 def _share_what_runs(gw: Gateway, shared: str) -> None:
@@ -243,7 +269,8 @@ def run_supervisor(config_path: str, workers: int) -> int:
     group = WorkerGroup(lambda i: [
         sys.executable, "-m", "gateway", "serve", "-c", config_path,
         "--worker-index", str(i), "--reuse-port", *shared,
-        "--data-port", str(ports[0]), "--admin-port", str(ports[1])])
+        "--data-port", str(ports[0]), "--admin-port", str(ports[1])],
+        timeout=cfg.server.worker_timeout)
     for sig in STOP_AND_RELOAD:
         signal.signal(sig, group.forward)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_AND_RELOAD)  # (held: cli/main.py)

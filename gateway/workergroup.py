@@ -7,7 +7,12 @@ no other worker serving it stops the group (exit 1, for the process manager); wh
 serve, the slot is tried again after 1 s, 2 s, 4 s ... up to a minute. A worker tells the
 group it serves by writing to a pipe (READY_FD_ENV names its end): a start that fails (a
 config the state refuses) takes longer than any fixed window on a loaded host, and was
-restarted for ever, a core's worth of work each second. The supervisor
+restarted for ever, a core's worth of work each second. From the start of its event loop
+it also writes a byte there every BEAT seconds: a worker silent for `timeout`
+(`server.worker_timeout`; its loop stuck in a bug, a blocking call) is sent SIGABRT (its
+threads' stacks go to its stderr: faulthandler), then SIGKILL, and restarted, as
+gunicorn's `--timeout` does; it held its share of the connections SO_REUSEPORT hands out.
+The supervisor
 (server.py) reserves the ports, prepares the run directory and installs `forward` as its
 signal handler; `run` sleeps in childwait.py between exits. On Linux every worker is
 told its supervisor's death as a SIGTERM (PR_SET_PDEATHSIG), so a supervisor killed with
@@ -20,6 +25,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import logging
+import math
 import os
 import signal
 import subprocess
@@ -36,6 +42,8 @@ __all__ = ["STOP_AND_RELOAD", "WorkerGroup"]
 log = logging.getLogger("killgate")
 RESTART_WINDOW = 1.0  # a restarted worker that dies within this many seconds of serving
 READY_FD_ENV = "KILLGATE_READY_FD"  # a worker writes a byte there once it serves
+BEAT = 0.5  # seconds: how often a serving worker writes to it again
+ABORT_GRACE = 2.0  # seconds from a silent worker's SIGABRT to its SIGKILL
 MAX_BACKOFF = 60.0  # seconds: the longest wait before a crash-looping slot is tried again
 PR_SET_PDEATHSIG = 1
 #: what a `serve` process (a supervisor, a worker, one alone) handles: held from its first
@@ -72,8 +80,10 @@ def ends_with(parent: int, prctl: Callable[..., int] | None,
 class WorkerGroup:
     """`argv(i)` is the command line of slot i's worker; `popen` goes to every Popen."""
 
-    def __init__(self, argv: Callable[[int], list[str]], **popen: Any) -> None:
+    def __init__(self, argv: Callable[[int], list[str]], timeout: float = 0.0,
+                 **popen: Any) -> None:
         self.argv = argv
+        self.timeout = timeout  # a serving worker silent this long is ended; 0: never
         self.popen = popen
         self.popen["preexec_fn"] = ends_with(os.getpid(), _prctl(), popen.get("preexec_fn"))
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
@@ -84,6 +94,10 @@ class WorkerGroup:
         self._ready: dict[int, int] = {}
         #: slot -> when its worker said it serves (monotonic)
         self._up: dict[int, float] = {}
+        #: slot -> when its serving worker last wrote (monotonic); when one silent for
+        #: `timeout` was sent SIGABRT
+        self._beat: dict[int, float] = {}
+        self._aborted: dict[int, float] = {}
         #: crash-looping slots while others serve: when each is started again, and its
         #: current wait (doubled at each failure, from 1 s to MAX_BACKOFF)
         self._due: dict[int, float] = {}
@@ -148,30 +162,65 @@ class WorkerGroup:
                     self._forget(i)
                     self._exited(i, rc)
             now = time.monotonic()
+            self._watch(now)
             for i, at in list(self._due.items()):
                 if self.stopping or at <= now:
                     del self._due[i]
                     self._restarted[i] = now
                     self.spawn(i)  # (nothing while stopping)
             if self.procs or self._due:
+                wakes = [*self._due.values(), *self._watch_due()]
                 wait.sleep({p.pid for p in self.procs.values()}, set(self._ready.values()),
-                           min(self._due.values()) - now if self._due else None)
+                           min(wakes) - now if wakes else None)
         return 0 if all(c == 0 for c in self.codes.values()) else 1
 
     def _heard(self) -> None:
-        """Read the ready pipes: a byte is a worker that serves; the end of the pipe, one
-        that ended without (its exit is reaped by `run`)."""
+        """Read the workers' pipes: b"." is a worker's event loop running (every BEAT
+        seconds from its start), b"1" a worker that serves; the end of the pipe, a worker
+        that ended (reaped by `run`)."""
         for i, r in list(self._ready.items()):
             try:
-                data = os.read(r, 16)
+                data = os.read(r, 4096)
             except BlockingIOError:
                 continue
             if data:
-                self._up[i] = time.monotonic()
+                self._beat[i] = now = time.monotonic()
+                if b"1" in data:
+                    self._up.setdefault(i, now)
+                continue
             os.close(r)
             del self._ready[i]
 
+    def _watch(self, now: float) -> None:
+        """A serving worker silent for `timeout`: SIGABRT (its stacks to its stderr), and
+        SIGKILL if it has not ended ABORT_GRACE later. Its exit then restarts it."""
+        if not self.timeout or self.stopping:
+            return
+        for i, p in self.procs.items():
+            aborted = self._aborted.get(i)
+            if aborted is not None:
+                if now - aborted >= ABORT_GRACE:
+                    p.kill()
+                    self._aborted[i] = math.inf  # (once: its exit is reaped next)
+                continue
+            beat = self._beat.get(i)
+            if beat is not None and now - beat >= self.timeout:
+                event(log, "worker_unresponsive", logging.ERROR, worker=i, pid=p.pid,
+                      silent_s=round(now - beat, 1),
+                      action="SIGABRT (its stacks follow on its stderr), then restart")
+                self._aborted[i] = now
+                p.send_signal(signal.SIGABRT)
+
+    def _watch_due(self) -> list[float]:
+        """When `_watch` must look again."""
+        if not self.timeout or self.stopping:
+            return []
+        return [*(t + self.timeout for i, t in self._beat.items() if i not in self._aborted),
+                *(t + ABORT_GRACE for t in self._aborted.values())]
+
     def _forget(self, i: int) -> None:
+        self._beat.pop(i, None)
+        self._aborted.pop(i, None)
         r = self._ready.pop(i, None)
         if r is not None:
             os.close(r)

@@ -86,13 +86,14 @@ class Group:
 
 
 async def _group(tmp_path: Path, backends, gateway_procs, watch: bool,
-                 artifact: str = "") -> tuple[Group, Path, int, int]:
+                 artifact: str = "", server: str = "") -> tuple[Group, Path, int, int]:
     p1, p2 = await backends(echo_app("v1")), await backends(echo_app("v2"))
     routes = two_versions(p1, p2, 100, 0)
     if artifact:
         routes = routes.replace(f'{p1}", weight: 100}}', f'{p1}", weight: 100, {artifact}}}')
     cfg = write_config(tmp_path, routes,
-                       extra=f"server: {{watch_config: {'true' if watch else 'false'}}}\n",
+                       extra=f"server: {{watch_config: {'true' if watch else 'false'}"
+                             f"{server}}}\n",
                        listen=f"127.0.0.1:{free_port()}", admin=f"127.0.0.1:{free_port()}")
     run = tmp_path / "run"
     run.mkdir()

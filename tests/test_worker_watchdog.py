@@ -1,0 +1,108 @@
+"""`server.worker_timeout`: a worker whose event loop stops running is ended and replaced
+(gateway/workergroup.py). A worker SIGSTOPped stands for one stuck in a bug or a blocking
+call: it holds its share of the connections SO_REUSEPORT hands out and answers none."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import ClientSession
+
+from tests.conftest import free_port, two_versions, wait_until, write_config
+from tests.test_worker_config import Group, _group, _listening
+from tests.test_workers import _children
+
+pytestmark = [pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc"),
+              pytest.mark.timeout(60)]
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/status").read_text().split("State:")[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+async def _both_serving(g: Group) -> list[int]:
+    """The two workers' pids, once both listen (a worker's loop has beaten by then; the
+    supervisor watches a worker from its loop's first beat)."""
+    pids = _children(g.sup)
+    await wait_until(lambda: all(_listening(g.gw.output(), p) for p in pids), 15, 0.02,
+                     "both workers listening")
+    return pids
+
+
+async def _stuck_worker_replaced(tmp_path: Path, backends, gateway_procs,
+                                 resume: bool) -> str:
+    g, _, _, _ = await _group(tmp_path, backends, gateway_procs, watch=False,
+                              server=", worker_timeout: 2s")
+    stuck, sibling = await _both_serving(g)
+    os.kill(stuck, signal.SIGSTOP)
+    try:
+        await wait_until(lambda: "worker_unresponsive" in g.gw.output(), 10, 0.05,
+                         "the supervisor noticing the silent worker")
+        if resume:  # its SIGABRT is taken: faulthandler writes its stacks
+            os.kill(stuck, signal.SIGCONT)
+        new = await g.replacement(stuck, {sibling})
+        await wait_until(lambda: _listening(g.gw.output(), new), 15, 0.02,
+                         "the replacement listening")
+    finally:
+        if not _gone(stuck):
+            os.kill(stuck, signal.SIGCONT)
+    assert sibling in _children(g.sup)  # the serving one was never taken for silent
+    async with ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as s:
+        for _ in range(20):  # fresh connections reach both workers: none hangs
+            async with s.get(g.gw.url + "/v2/models/iris/x",
+                             timeout=aiohttp.ClientTimeout(total=5)) as r:
+                assert r.status == 200
+    out = g.gw.output()
+    assert out.count("worker_unresponsive") == 1, out
+    assert g.gw.stop() == 0, out
+    return out
+
+
+async def test_a_stopped_worker_is_killed_and_replaced(tmp_path: Path, backends,
+                                                       gateway_procs) -> None:
+    out = await _stuck_worker_replaced(tmp_path, backends, gateway_procs, resume=False)
+    assert "code=-9" in out and 'action="restart"' in out, out
+
+
+async def test_a_stuck_worker_writes_its_stacks_then_is_replaced(tmp_path: Path, backends,
+                                                                 gateway_procs) -> None:
+    out = await _stuck_worker_replaced(tmp_path, backends, gateway_procs, resume=True)
+    assert "Fatal Python error: Aborted" in out and "most recent call first" in out, out
+    assert "code=-6" in out and 'action="restart"' in out, out
+
+
+async def test_with_the_watchdog_off_a_stopped_worker_is_left_alone(
+        tmp_path: Path, backends, gateway_procs) -> None:
+    g, _, _, _ = await _group(tmp_path, backends, gateway_procs, watch=False,
+                              server=", worker_timeout: 0s")
+    stuck, sibling = await _both_serving(g)
+    os.kill(stuck, signal.SIGSTOP)
+    try:
+        # longer than the shortest timeout (2 s) with a beat every 0.5 s: nothing happens
+        t0 = time.monotonic()
+        await wait_until(lambda: time.monotonic() - t0 > 3.5
+                         or "worker_unresponsive" in g.gw.output(), 10, 0.1, "3.5 s")
+        assert _children(g.sup) == [stuck, sibling]
+        assert "worker_unresponsive" not in g.gw.output()
+    finally:
+        os.kill(stuck, signal.SIGCONT)
+    assert g.gw.stop() == 0, g.gw.output()
+
+
+@pytest.mark.parametrize("value", ["1s", "1h1s", "-1s"])
+def test_worker_timeout_out_of_range_is_refused_by_check(tmp_path: Path, value: str) -> None:
+    cfg = write_config(tmp_path, two_versions(free_port(), free_port()),
+                       extra=f"server: {{worker_timeout: {value}}}\n")
+    res = subprocess.run([sys.executable, "-m", "gateway", "check", str(cfg)],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode != 0 and "worker_timeout" in res.stderr + res.stdout, res
