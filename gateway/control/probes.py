@@ -193,7 +193,12 @@ class HealthMonitor:
         return None  # (nothing read here counts "ok" exchanges: streaks are read on failures)
 
     def _others_serving(self, route: str, version: str, now: float) -> bool:
+        """Whether a version of `route` other than `version` can serve: healthy and not
+        ejected, and one the routing table would send clients to (not killed, not the
+        route's shadow, which never answers a client)."""
+        plan = self.holder.table.by_name.get(route)
         return any(r == route and v != version and rec.serving(now)
+                   and (plan is None or plan.can_serve(v))
                    for (r, v), rec in self.records.items())
 
     # ------------------------------------------------------------------ publishing
