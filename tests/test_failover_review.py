@@ -3,10 +3,15 @@ versions that can serve, deadlines across failover. Each failed before its fix."
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import socket
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from aiohttp import ClientSession
+from aiohttp import ClientSession, web
 
 from tests.backends import echo_app
 from tests.conftest import running_gateway, two_versions, wait_until, write_config
@@ -58,3 +63,75 @@ async def test_the_last_version_beside_a_shadow_is_never_ejected(tmp_path: Path,
                 await r.read()
                 seen.append((r.status, r.headers.get("x-killgate-version")))
         assert seen == [(503, "v1")] * 6, seen
+
+
+async def test_no_attempt_goes_out_after_the_total_deadline(tmp_path: Path, backends) -> None:
+    """`timeouts.total` bounds the whole exchange, failover included. v1 is black-holed
+    (its accept queue is full: SYNs go unanswered) and its connect timeout (600 ms) uses up
+    the route's total (600 ms; connect <= total is allowed). The request then went to v2
+    anyway, past its deadline, and was answered 504 a sweep later: v2 acted on a request
+    whose client was told it timed out. Expected: a 504 at about the total, and nothing
+    sent to v2 once the deadline has passed."""
+    got: list[float] = []
+
+    async def slow(req: web.Request) -> web.Response:  # v2 acts, then answers 100 ms later
+        got.append(time.monotonic())
+        await asyncio.sleep(0.1)
+        return web.json_response({"done": True})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", slow)
+    p2 = await backends(app)
+    with black_hole() as port:
+        cfg = write_config(tmp_path, two_versions(port, p2, 100, 0,
+                                                  "timeouts: {connect: 600ms, total: 600ms}\n"
+                                                  "outlier: {enabled: false}\n"))
+        async with running_gateway(cfg) as g, ClientSession() as session:
+            t0 = time.monotonic()
+            async with session.post(g.url + INFER, data=b"{}") as r:
+                body = await r.json()
+                took = time.monotonic() - t0
+                assert r.status == 504, (r.status, body)
+                assert body["error"]["type"] == "upstream_timeout"
+            assert not got, "v2 got (and acted on) a request its client was answered 504 for"
+            assert took < 0.95, took
+
+
+async def test_the_wait_for_a_connection_ends_by_the_total_deadline(tmp_path: Path) -> None:
+    """Both versions black-holed, connect 700 ms, total 1 s: the second version's connect
+    wait was a full 700 ms (the answer came at 1.4 s, a 504 "connect timeout"); it is cut
+    at the total deadline instead (a 504 at about 1 s)."""
+    with black_hole() as port:
+        cfg = write_config(tmp_path, two_versions(port, port, 50, 50,
+                                                  "timeouts: {connect: 700ms, total: 1s}\n"
+                                                  "outlier: {enabled: false}\n"))
+        async with running_gateway(cfg) as g, ClientSession() as session:
+            t0 = time.monotonic()
+            async with session.post(g.url + INFER, data=b"{}") as r:
+                body = await r.json()
+                took = time.monotonic() - t0
+                assert r.status == 504, (r.status, body)
+            assert 0.95 < took < 1.25, took
+
+
+@contextlib.contextmanager
+def black_hole() -> Iterator[int]:
+    """A loopback port whose accept queue is full: connection attempts get no answer (SYNs
+    are dropped), as from a host that is gone (RELIABILITY row 2, the silent kind)."""
+    hole = socket.socket()
+    hole.bind(("127.0.0.1", 0))
+    hole.listen(0)
+    port = hole.getsockname()[1]
+    fillers = []
+    try:
+        for _ in range(4):  # fill the accept queue: later SYNs go unanswered
+            f = socket.socket()
+            f.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                f.connect(("127.0.0.1", port))
+            fillers.append(f)
+        yield port
+    finally:
+        for f in fillers:
+            f.close()
+        hole.close()

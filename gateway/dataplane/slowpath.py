@@ -155,8 +155,11 @@ async def _attempt(flight: Forwarding) -> Exchange | None:
                 raise DrillFault()
             why = proxy.killed_since(flight.plan, target.name)  # (a body read, a failover)
             if why is None:
-                ex, reused = await pool.acquire(flight.plan.config.timeouts.connect,
-                                                flight.new_connection)
+                # (the wait for a connection ends by the route's total deadline too: past
+                # it, the plan answers 504 rather than trying another version)
+                connect = min(flight.plan.config.timeouts.connect,
+                              max(flight.deadline - proxy.loop.time(), 0.001))
+                ex, reused = await pool.acquire(connect, flight.new_connection)
                 flight.new_connection = False
                 if req.flight is not flight:  # the client left as the connection came (a
                     pool.release(ex)  # wait_for that returns its result keeps the cancel)
