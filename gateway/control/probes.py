@@ -56,7 +56,9 @@ class HealthMonitor:
 
     async def start(self) -> None:
         self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=64, force_close=False),
+            # (no connection limit: one prober per backend bounds them, and a shared limit
+            # let hung health checks hold every connection while healthy ones timed out)
+            connector=aiohttp.TCPConnector(limit=0, force_close=False),
             auto_decompress=False, skip_auto_headers=("User-Agent",),
             headers={"user-agent": "killgate-health/1"})
         await self.configure(self.holder.loaded.config, first_round=True)

@@ -1,0 +1,59 @@
+"""Active health checks against backends that misbehave, from a hostile review
+(revfailover). Each failed before its fix."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from gateway.configfile import load_config
+from gateway.control.probes import HealthMonitor
+from gateway.control.table import TableHolder
+from gateway.telemetry.metrics import Metrics
+from tests.backends import hang_app
+from tests.conftest import two_versions, write_config
+
+pytestmark = pytest.mark.timeout(30)
+
+
+@pytest.fixture
+async def monitor(tmp_path: Path) -> AsyncIterator[HealthMonitor]:
+    """A started monitor (its probe session) for a route without health checks: the test
+    probes URLs of its own through it."""
+    cfg = load_config(write_config(tmp_path, two_versions(1, 2)))
+    health = HealthMonitor(TableHolder(cfg), Metrics())
+    await health.start()
+    try:
+        yield health
+    finally:
+        await health.stop()
+
+
+async def test_hung_backends_do_not_fail_the_probes_of_healthy_ones(
+        monitor: HealthMonitor, backends) -> None:
+    """The probe session's connection limit (64) was shared by every prober of the process:
+    64 backends whose health checks hang (one host down for many models) held every
+    connection until their timeouts, and a healthy backend's probe waited for one and
+    failed, so enough rounds of it marked healthy versions out (a wider outage)."""
+    hung = await backends(hang_app())
+
+    async def ok(_: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/health", ok)
+    healthy = await backends(app)
+    stuck = [asyncio.ensure_future(monitor._probe_once(f"http://127.0.0.1:{hung}/h{i}", 5.0))
+             for i in range(64)]
+    try:
+        await asyncio.sleep(0.2)  # (they all hold a connection now)
+        result = await monitor._probe_once(f"http://127.0.0.1:{healthy}/health", 1.0)
+        assert result == (True, None)
+    finally:
+        for t in stuck:
+            t.cancel()
+        await asyncio.gather(*stuck, return_exceptions=True)
