@@ -14,7 +14,7 @@ from gateway.configfile import load_config
 from gateway.control.probes import HealthMonitor
 from gateway.control.table import TableHolder
 from gateway.telemetry.metrics import Metrics
-from tests.backends import hang_app
+from tests.backends import StreamingBackend, hang_app
 from tests.conftest import two_versions, write_config
 
 pytestmark = pytest.mark.timeout(30)
@@ -31,6 +31,22 @@ async def monitor(tmp_path: Path) -> AsyncIterator[HealthMonitor]:
         yield health
     finally:
         await health.stop()
+
+
+async def test_a_health_answer_with_a_huge_body_is_not_read_whole(
+        monitor: HealthMonitor) -> None:
+    """A health path that answers 200 with an endless (or 1 GiB) body, say a `path` set to
+    a download by mistake: the probe read it all into memory, every interval, until its
+    timeout. Only its status decides: at most a small part of the body is read."""
+    backend = StreamingBackend(b"HTTP/1.1 200 OK\r\nContent-Length: 1073741824\r\n\r\n",
+                               b"x" * 65536, 1 << 30)
+    port = await backend.start()
+    try:
+        ok, err = await monitor._probe_once(f"http://127.0.0.1:{port}/health", 5.0)
+        assert ok, err
+        assert backend.sent < 16 << 20, f"the probe read {backend.sent >> 20} MiB"
+    finally:
+        await backend.stop()
 
 
 async def test_hung_backends_do_not_fail_the_probes_of_healthy_ones(

@@ -30,6 +30,7 @@ log = logging.getLogger("killgate.health")
 
 Key = tuple[str, str]  # (route, version)
 ProbeKey = tuple[str, str, float, float]  # (url, path, interval, timeout)
+PROBE_BODY = 64 * 1024  # the most of a health answer's body read
 
 
 class HealthMonitor:
@@ -143,7 +144,14 @@ class HealthMonitor:
         try:
             async with self._session.get(url, timeout=aiohttp.ClientTimeout(total=timeout),
                                          allow_redirects=False) as r:
-                await r.read()
+                # the status decides; a small body is read through (a cut one fails the
+                # check), a large one is not read into memory (the connection then closes)
+                left = PROBE_BODY
+                while left > 0:
+                    chunk = await r.content.read(left)
+                    if not chunk:
+                        break
+                    left -= len(chunk)
                 if 200 <= r.status < 300:
                     return True, None
                 return False, f"HTTP {r.status}"
