@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from aiohttp import ClientSession, web
 
-from tests.backends import echo_app
+from tests.backends import Recorder, echo_app
 from tests.conftest import running_gateway, two_versions, wait_until, write_config
 from tests.test_killswitch import kill
 
@@ -135,3 +135,35 @@ def black_hole() -> Iterator[int]:
         for f in fillers:
             f.close()
         hole.close()
+
+
+async def test_a_body_that_outlasts_the_total_deadline_is_408_and_never_sent(
+        tmp_path: Path, backends) -> None:
+    """README: "a streamed request body still arriving from the client at `total` is
+    answered 408 (not counted against the backend)". A small chunked body is read whole
+    before its first attempt (so that it can move versions); one dripping in past the
+    route's total was then sent to the backend all the same, already past its deadline,
+    and answered 504 (the backend's fault, by the count) or served late. Expected: 408,
+    and the backend never sees it."""
+    rec = Recorder()
+    port = await backends(echo_app("v1", rec))
+    cfg = write_config(tmp_path, two_versions(port, port, 100, 0,
+                                              "timeouts: {connect: 300ms, total: 600ms}\n"))
+    async with running_gateway(cfg) as g:
+        reader, writer = await asyncio.open_connection("127.0.0.1", g.gw.data_addr[1])
+        try:
+            writer.write(b"POST " + INFER.encode() + b" HTTP/1.1\r\nHost: x\r\n"
+                         b"Transfer-Encoding: chunked\r\n\r\n")
+            for _ in range(5):  # 1 s in all: past the total (600 ms)
+                writer.write(b"1\r\nx\r\n")
+                await writer.drain()
+                await asyncio.sleep(0.2)
+            writer.write(b"0\r\n\r\n")
+            await writer.drain()
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+    assert head.startswith(b"HTTP/1.1 408 "), head
+    assert not rec.requests

@@ -78,6 +78,9 @@ async def run(flight: Forwarding) -> None:
                     return
                 flight.prefix = prefix
                 flight.complete = req.body_done and len(prefix) == req.body_size
+                if proxy.loop.time() >= flight.deadline:  # (the client's delay: 408)
+                    raise BodyTimeout("the request body did not arrive within the route's "
+                                      "total timeout")
         while True:
             ex = await _attempt(flight)
             if ex is None:
