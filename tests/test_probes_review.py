@@ -8,14 +8,14 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from aiohttp import web
+from aiohttp import ClientSession, web
 
 from gateway.configfile import load_config
 from gateway.control.probes import HealthMonitor
 from gateway.control.table import TableHolder
 from gateway.telemetry.metrics import Metrics
-from tests.backends import StreamingBackend, hang_app
-from tests.conftest import two_versions, write_config
+from tests.backends import StreamingBackend, echo_app, hang_app
+from tests.conftest import running_gateway, two_versions, write_config
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -73,3 +73,33 @@ async def test_hung_backends_do_not_fail_the_probes_of_healthy_ones(
         for t in stuck:
             t.cancel()
         await asyncio.gather(*stuck, return_exceptions=True)
+
+
+async def test_a_backend_failing_its_first_health_round_gets_no_traffic(tmp_path: Path,
+                                                                       backends) -> None:
+    """New backends get one health round before they serve (README, Config changes; a
+    version's record is "optimistic until the first round says otherwise"). With the
+    default thresholds that round could not say otherwise: one failed check is below
+    `unhealthy_threshold`, so a version whose model is still loading (its readiness 503)
+    took its share of traffic at start and after a reload until enough rounds failed.
+    Expected: the first round decides (Envoy's new hosts, too, wait for a first pass)."""
+    async def ready(_: web.Request) -> web.Response:
+        return web.Response(status=503, text="loading")
+
+    async def infer(_: web.Request) -> web.Response:
+        return web.Response(status=503, text="model is loading")
+
+    down = web.Application()
+    down.router.add_get("/ready", ready)
+    down.router.add_route("*", "/{tail:.*}", infer)
+    p1 = await backends(echo_app("v1"))
+    p2 = await backends(down)
+    cfg = write_config(tmp_path, two_versions(
+        p1, p2, 50, 50, "health: {path: /ready, interval: 60s, timeout: 1s}\n"))
+    async with running_gateway(cfg) as g, ClientSession() as session:
+        served = []
+        for _ in range(20):
+            async with session.post(g.url + "/v2/models/iris/infer", data=b"{}") as r:
+                await r.read()
+                served.append((r.status, r.headers.get("x-killgate-version")))
+    assert set(served) == {(200, "v1")}, served

@@ -106,7 +106,8 @@ class HealthMonitor:
         self._probe_users = users
         new = [pk for pk in users if pk not in self._tasks]
         if new:
-            await asyncio.wait([asyncio.ensure_future(self._probe_round(pk)) for pk in new],
+            await asyncio.wait([asyncio.ensure_future(self._probe_round(pk, True))
+                                for pk in new],
                                timeout=max(pk[3] for pk in new) + 0.5)
             for pk in new:
                 self._tasks[pk] = asyncio.create_task(self._probe_loop(pk),
@@ -124,15 +125,19 @@ class HealthMonitor:
             await asyncio.sleep(interval * random.uniform(0.85, 1.15))
             await self._probe_round(pk)
 
-    async def _probe_round(self, pk: ProbeKey) -> None:
+    async def _probe_round(self, pk: ProbeKey, first: bool = False) -> None:
+        """One check of a backend for its versions. `first`: the round a new prober makes
+        before its backend serves, which decides alone for a version never checked."""
         url, path, _, timeout = pk
         ok, err = await self._probe_once(url + path, timeout)
         now = self.now()
         changed = False
         for key, h in self._probe_users.get(pk, []):
             rec = self.records.get(key)
-            if rec is not None and rec.probe(ok, now, h.healthy_threshold,
-                                             h.unhealthy_threshold, err):
+            if rec is None:
+                continue
+            if rec.first_probe(ok, now, err) if first and not rec.probed else \
+                    rec.probe(ok, now, h.healthy_threshold, h.unhealthy_threshold, err):
                 changed = True
                 event(log, "health_changed", logging.WARNING if not ok else logging.INFO,
                       route=key[0], version=key[1], healthy=ok, error=err)

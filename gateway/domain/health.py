@@ -34,6 +34,7 @@ class VersionHealth:
     url: str = ""                   # the backend this record is about
     active: bool = False            # has active checks
     healthy_by_probe: bool = True   # optimistic until the first round says otherwise
+    probed: bool = False            # a check has been recorded (`probe` or `first_probe`)
     probe_ok_streak: int = 0
     probe_fail_streak: int = 0
     gateway_fail_streak: int = 0
@@ -46,9 +47,22 @@ class VersionHealth:
     def serving(self, now: float) -> bool:
         return self.healthy_by_probe and now >= self.ejected_until
 
+    def first_probe(self, ok: bool, now: float, error: str | None = None) -> bool:
+        """Record a new backend's first check, made before it serves: it decides at once
+        (no threshold), as Envoy's new hosts wait for a first pass. True when it changed."""
+        self.probed = True
+        self.last_probe_error = None if ok else error
+        self.probe_ok_streak, self.probe_fail_streak = (1, 0) if ok else (0, 1)
+        if ok == self.healthy_by_probe:
+            return False
+        self.healthy_by_probe = ok
+        self._note(now, "healthy" if ok else "unhealthy")
+        return True
+
     def probe(self, ok: bool, now: float, healthy_threshold: int, unhealthy_threshold: int,
               error: str | None = None) -> bool:
         """Record one active check; returns True when the healthy flag changed."""
+        self.probed = True
         self.last_probe_error = None if ok else error
         if ok:
             self.probe_ok_streak += 1
