@@ -15,7 +15,7 @@ from gateway.control.probes import HealthMonitor
 from gateway.control.table import TableHolder
 from gateway.telemetry.metrics import Metrics
 from tests.backends import StreamingBackend, echo_app, hang_app
-from tests.conftest import running_gateway, two_versions, write_config
+from tests.conftest import running_gateway, two_versions, wait_until, write_config
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -103,3 +103,38 @@ async def test_a_backend_failing_its_first_health_round_gets_no_traffic(tmp_path
                 await r.read()
                 served.append((r.status, r.headers.get("x-killgate-version")))
     assert set(served) == {(200, "v1")}, served
+
+
+async def test_passing_active_checks_readmit_a_passively_ejected_version(
+        tmp_path: Path, backends) -> None:
+    """README (Health): outlier detection ejects a version for 30 s x its ejections;
+    "passing active checks re-admit it" (RELIABILITY row 1: "probe re-admits"; Envoy's
+    `successful_active_health_check_uneject_host`). Only a version out by its checks was
+    re-admitted by them: one ejected by real traffic whose checks kept passing stayed out
+    for the whole ejection. Expected: `healthy_threshold` passes after the ejection bring it
+    back."""
+    async def health(_: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    async def infer(_: web.Request) -> web.Response:
+        return web.Response(status=500, text="boom")
+
+    flaky = web.Application()
+    flaky.router.add_get("/health", health)
+    flaky.router.add_route("*", "/{tail:.*}", infer)
+    p1 = await backends(flaky)
+    p2 = await backends(echo_app("v2"))
+    cfg = write_config(tmp_path, two_versions(
+        p1, p2, 50, 50, "health: {path: /health, interval: 200ms, timeout: 150ms, "
+        "healthy_threshold: 2}\noutlier: {consecutive_5xx: 2, base_ejection: 30s}\n"))
+    async with running_gateway(cfg) as g, ClientSession() as session:
+        async def ejected() -> bool:
+            async with session.post(g.url + "/v2/models/iris/infer", data=b"{}") as r:
+                await r.read()
+            return ("iris", "v1") in g.gw.holder.unhealthy
+
+        for _ in range(100):
+            if await ejected():
+                break
+        assert ("iris", "v1") in g.gw.holder.unhealthy
+        await wait_until(lambda: ("iris", "v1") not in g.gw.holder.unhealthy, 5)

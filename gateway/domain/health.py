@@ -5,7 +5,8 @@ Pure: no I/O, time passed in. Owns the transition rules (Envoy's model):
   `healthy_threshold` consecutive passes mark it healthy again (one flap changes nothing);
 - passive: consecutive failures seen on real traffic eject a version for
   `base_ejection * n` (n = how many times it has been ejected, capped), counted separately
-  for "could not reach" (connect errors, timeouts, stalls) and "answered 5xx".
+  for "could not reach" (connect errors, timeouts, stalls) and "answered 5xx"; with active
+  checks, `healthy_threshold` passes after the ejection re-admit it sooner.
 A version serves when it is healthy by its probes (or has none) and is not ejected.
 Policy when every version of a route is out: nothing is forced back in; the route answers
 with its fallback (decision `fallback`), since sending traffic to a known-bad backend is
@@ -72,6 +73,12 @@ class VersionHealth:
                 self.ejected_until = 0.0  # passing checks re-admit an ejected version too
                 self._note(now, "healthy")
                 return True
+            if self.ejected_until > now and self.probe_ok_streak >= healthy_threshold:
+                # ejected by real traffic, and checked healthy that often since (its streak
+                # starts again at the ejection): re-admitted, as Envoy's checks uneject
+                self.ejected_until = 0.0
+                self._note(now, "readmitted")
+                return True
         else:
             self.probe_fail_streak += 1
             self.probe_ok_streak = 0
@@ -99,6 +106,7 @@ class VersionHealth:
             return False
         self.ejections += 1
         self.ejected_until = now + min(policy.base_ejection * self.ejections, policy.max_ejection)
+        self.probe_ok_streak = 0  # (checks that pass from now on re-admit it: `probe`)
         self.gateway_fail_streak = 0
         self.fivexx_streak = 0
         self._note(now, f"ejected ({kind})")
