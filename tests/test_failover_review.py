@@ -20,6 +20,7 @@ from tests.test_killswitch import kill
 pytestmark = pytest.mark.timeout(30)
 
 INFER = "/v2/models/iris/infer"
+FALLBACK = "fallback: {status: 503, json: {busy: true}}\n"
 
 
 async def test_the_last_version_left_by_a_kill_is_never_ejected(tmp_path: Path,
@@ -65,13 +66,16 @@ async def test_the_last_version_beside_a_shadow_is_never_ejected(tmp_path: Path,
         assert seen == [(503, "v1")] * 6, seen
 
 
-async def test_no_attempt_goes_out_after_the_total_deadline(tmp_path: Path, backends) -> None:
+@pytest.mark.parametrize("fallback", [False, True])
+async def test_no_attempt_goes_out_after_the_total_deadline(tmp_path: Path, backends,
+                                                            fallback: bool) -> None:
     """`timeouts.total` bounds the whole exchange, failover included. v1 is black-holed
     (its accept queue is full: SYNs go unanswered) and its connect timeout (600 ms) uses up
     the route's total (600 ms; connect <= total is allowed). The request then went to v2
     anyway, past its deadline, and was answered 504 a sweep later: v2 acted on a request
-    whose client was told it timed out. Expected: a 504 at about the total, and nothing
-    sent to v2 once the deadline has passed."""
+    whose client was told it timed out. Expected: a 504 at about the total (the route's
+    fallback, when it has one: no version could serve in time), and nothing sent to v2
+    once the deadline has passed."""
     got: list[float] = []
 
     async def slow(req: web.Request) -> web.Response:  # v2 acts, then answers 100 ms later
@@ -85,14 +89,19 @@ async def test_no_attempt_goes_out_after_the_total_deadline(tmp_path: Path, back
     with black_hole() as port:
         cfg = write_config(tmp_path, two_versions(port, p2, 100, 0,
                                                   "timeouts: {connect: 600ms, total: 600ms}\n"
-                                                  "outlier: {enabled: false}\n"))
+                                                  "outlier: {enabled: false}\n"
+                                                  + (FALLBACK if fallback else "")))
         async with running_gateway(cfg) as g, ClientSession() as session:
             t0 = time.monotonic()
             async with session.post(g.url + INFER, data=b"{}") as r:
                 body = await r.json()
                 took = time.monotonic() - t0
-                assert r.status == 504, (r.status, body)
-                assert body["error"]["type"] == "upstream_timeout"
+                if fallback:
+                    assert (r.status, body) == (503, {"busy": True})
+                    assert r.headers["x-killgate-decision"] == "fallback"
+                else:
+                    assert r.status == 504, (r.status, body)
+                    assert body["error"]["type"] == "upstream_timeout"
             assert not got, "v2 got (and acted on) a request its client was answered 504 for"
             assert took < 0.95, took
 

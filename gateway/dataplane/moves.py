@@ -82,11 +82,12 @@ class Moves(Handle):
         plan = self.plan
         budget = self.budget
         retry = plan.retry
+        past = proxy.loop.time() >= self.deadline
         nxt = next_attempt(self.so_far, outcome, len(self.targets), self.complete,
                            proxy.policy(plan),
-                           lambda: budget is not None and retry is not None
+                           lambda: not past and budget is not None and retry is not None
                            and budget.allow(proxy.loop.time(), retry.budget))
-        late = nxt.action != ANSWER and proxy.loop.time() >= self.deadline
+        late = past and nxt.action != ANSWER
         if late:
             # The route's total deadline has passed: no attempt goes out any more (sent now,
             # it would be answered 504 once the backend had acted on it, or served late).
@@ -94,7 +95,8 @@ class Moves(Handle):
             if err is not None and not isinstance(err, Aborted):
                 err = UpstreamTimeout("total", delivered=err.delivered)
         if nxt.action == ANSWER:
-            fallback = nxt.reason == "no_other_version" and plan.fallback is not None
+            fallback = nxt.reason in ("no_other_version", "deadline") \
+                and plan.fallback is not None
             if isinstance(err, Aborted) and not fallback:  # (killed since routing, and no
                 self._answer_killed(err)  # version left: the fallback, as if routed now)
             elif ex is not None:
