@@ -38,6 +38,7 @@ from gateway.errors import (
     UpstreamOverflow,
     UpstreamProtocolError,
     UpstreamStale,
+    UpstreamTimeout,
 )
 
 __all__ = ["outcome_of", "run"]
@@ -160,9 +161,15 @@ async def _attempt(flight: Forwarding) -> Exchange | None:
             if why is None:
                 # (the wait for a connection ends by the route's total deadline too: past
                 # it, the plan answers 504 rather than trying another version)
-                connect = min(flight.plan.config.timeouts.connect,
-                              max(flight.deadline - proxy.loop.time(), 0.001))
-                ex, reused = await pool.acquire(connect, flight.new_connection)
+                left = flight.deadline - proxy.loop.time()
+                try:
+                    ex, reused = await pool.acquire(
+                        min(flight.plan.config.timeouts.connect, max(left, 0.001)),
+                        flight.new_connection)
+                except UpstreamTimeout as exc:
+                    if left < flight.plan.config.timeouts.connect:
+                        exc.backend_fault = False  # cut by the deadline: not its failure
+                    raise
                 flight.new_connection = False
                 if req.flight is not flight:  # the client left as the connection came (a
                     pool.release(ex)  # wait_for that returns its result keeps the cancel)
