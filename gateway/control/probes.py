@@ -30,6 +30,7 @@ log = logging.getLogger("killgate.health")
 
 Key = tuple[str, str]  # (route, version)
 ProbeKey = tuple[str, str, float, float]  # (url, path, interval, timeout)
+PROBE_BODY = 64 * 1024  # the most of a health answer's body read
 
 
 class HealthMonitor:
@@ -56,7 +57,9 @@ class HealthMonitor:
 
     async def start(self) -> None:
         self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=64, force_close=False),
+            # (no connection limit: one prober per backend bounds them, and a shared limit
+            # let hung health checks hold every connection while healthy ones timed out)
+            connector=aiohttp.TCPConnector(limit=0, force_close=False),
             auto_decompress=False, skip_auto_headers=("User-Agent",),
             headers={"user-agent": "killgate-health/1"})
         await self.configure(self.holder.loaded.config, first_round=True)
@@ -103,7 +106,8 @@ class HealthMonitor:
         self._probe_users = users
         new = [pk for pk in users if pk not in self._tasks]
         if new:
-            await asyncio.wait([asyncio.ensure_future(self._probe_round(pk)) for pk in new],
+            await asyncio.wait([asyncio.ensure_future(self._probe_round(pk, True))
+                                for pk in new],
                                timeout=max(pk[3] for pk in new) + 0.5)
             for pk in new:
                 self._tasks[pk] = asyncio.create_task(self._probe_loop(pk),
@@ -121,15 +125,19 @@ class HealthMonitor:
             await asyncio.sleep(interval * random.uniform(0.85, 1.15))
             await self._probe_round(pk)
 
-    async def _probe_round(self, pk: ProbeKey) -> None:
+    async def _probe_round(self, pk: ProbeKey, first: bool = False) -> None:
+        """One check of a backend for its versions. `first`: the round a new prober makes
+        before its backend serves, which decides alone for a version never checked."""
         url, path, _, timeout = pk
         ok, err = await self._probe_once(url + path, timeout)
         now = self.now()
         changed = False
         for key, h in self._probe_users.get(pk, []):
             rec = self.records.get(key)
-            if rec is not None and rec.probe(ok, now, h.healthy_threshold,
-                                             h.unhealthy_threshold, err):
+            if rec is None:
+                continue
+            if rec.first_probe(ok, now, err) if first and not rec.probed else \
+                    rec.probe(ok, now, h.healthy_threshold, h.unhealthy_threshold, err):
                 changed = True
                 event(log, "health_changed", logging.WARNING if not ok else logging.INFO,
                       route=key[0], version=key[1], healthy=ok, error=err)
@@ -141,7 +149,14 @@ class HealthMonitor:
         try:
             async with self._session.get(url, timeout=aiohttp.ClientTimeout(total=timeout),
                                          allow_redirects=False) as r:
-                await r.read()
+                # the status decides; a small body is read through (a cut one fails the
+                # check), a large one is not read into memory (the connection then closes)
+                left = PROBE_BODY
+                while left > 0:
+                    chunk = await r.content.read(left)
+                    if not chunk:
+                        break
+                    left -= len(chunk)
                 if 200 <= r.status < 300:
                     return True, None
                 return False, f"HTTP {r.status}"
@@ -193,7 +208,12 @@ class HealthMonitor:
         return None  # (nothing read here counts "ok" exchanges: streaks are read on failures)
 
     def _others_serving(self, route: str, version: str, now: float) -> bool:
+        """Whether a version of `route` other than `version` can serve: healthy and not
+        ejected, and one the routing table would send clients to (not killed, not the
+        route's shadow, which never answers a client)."""
+        plan = self.holder.table.by_name.get(route)
         return any(r == route and v != version and rec.serving(now)
+                   and (plan is None or plan.can_serve(v))
                    for (r, v), rec in self.records.items())
 
     # ------------------------------------------------------------------ publishing

@@ -15,6 +15,7 @@ from gateway.dataplane.attempts import (
     FRESH,
     MOVE,
     UNDELIVERED,
+    Next,
     Outcome,
     SoFar,
     next_attempt,
@@ -28,7 +29,7 @@ from gateway.dataplane.retry import RetryBudget
 from gateway.dataplane.servedmodels import Asked, model_key
 from gateway.dataplane.spans import AttemptSpan, trace_ejection
 from gateway.domain.routing import FAILOVER, FALLBACK, RoutePlan, Target
-from gateway.errors import UpstreamError
+from gateway.errors import UpstreamError, UpstreamTimeout
 
 __all__ = ["Moves"]
 
@@ -51,6 +52,7 @@ class Moves(Handle):
     req: Request
     plan: RoutePlan
     complete: bool
+    deadline: float  # the route's total deadline (loop clock)
     budget: RetryBudget | None
     started: float
     prefix: bytes | None
@@ -80,16 +82,25 @@ class Moves(Handle):
         plan = self.plan
         budget = self.budget
         retry = plan.retry
+        past = proxy.loop.time() >= self.deadline
         nxt = next_attempt(self.so_far, outcome, len(self.targets), self.complete,
                            proxy.policy(plan),
-                           lambda: budget is not None and retry is not None
+                           lambda: not past and budget is not None and retry is not None
                            and budget.allow(proxy.loop.time(), retry.budget))
+        late = past and nxt.action != ANSWER
+        if late:
+            # The route's total deadline has passed: no attempt goes out any more (sent now,
+            # it would be answered 504 once the backend had acted on it, or served late).
+            nxt = Next(ANSWER, "deadline", self.so_far)
+            if err is not None and not isinstance(err, Aborted):
+                err = UpstreamTimeout("total", delivered=err.delivered)
         if nxt.action == ANSWER:
-            fallback = nxt.reason == "no_other_version" and plan.fallback is not None
+            fallback = nxt.reason in ("no_other_version", "deadline") \
+                and plan.fallback is not None
             if isinstance(err, Aborted) and not fallback:  # (killed since routing, and no
                 self._answer_killed(err)  # version left: the fallback, as if routed now)
             elif ex is not None:
-                if outcome.not_ready:  # no version that can serve holds that model
+                if outcome.not_ready and not late:  # no version that can serve holds it
                     proxy.not_ready_anywhere(self.req)
                 self._forward_answer(ex)
             elif fallback:

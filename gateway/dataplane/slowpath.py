@@ -38,6 +38,7 @@ from gateway.errors import (
     UpstreamOverflow,
     UpstreamProtocolError,
     UpstreamStale,
+    UpstreamTimeout,
 )
 
 __all__ = ["outcome_of", "run"]
@@ -78,6 +79,9 @@ async def run(flight: Forwarding) -> None:
                     return
                 flight.prefix = prefix
                 flight.complete = req.body_done and len(prefix) == req.body_size
+                if proxy.loop.time() >= flight.deadline:  # (the client's delay: 408)
+                    raise BodyTimeout("the request body did not arrive within the route's "
+                                      "total timeout")
         while True:
             ex = await _attempt(flight)
             if ex is None:
@@ -155,8 +159,17 @@ async def _attempt(flight: Forwarding) -> Exchange | None:
                 raise DrillFault()
             why = proxy.killed_since(flight.plan, target.name)  # (a body read, a failover)
             if why is None:
-                ex, reused = await pool.acquire(flight.plan.config.timeouts.connect,
-                                                flight.new_connection)
+                # (the wait for a connection ends by the route's total deadline too: past
+                # it, the plan answers 504 rather than trying another version)
+                left = flight.deadline - proxy.loop.time()
+                try:
+                    ex, reused = await pool.acquire(
+                        min(flight.plan.config.timeouts.connect, max(left, 0.001)),
+                        flight.new_connection)
+                except UpstreamTimeout as exc:
+                    if left < flight.plan.config.timeouts.connect:
+                        exc.backend_fault = False  # cut by the deadline: not its failure
+                    raise
                 flight.new_connection = False
                 if req.flight is not flight:  # the client left as the connection came (a
                     pool.release(ex)  # wait_for that returns its result keeps the cancel)

@@ -5,7 +5,8 @@ Pure: no I/O, time passed in. Owns the transition rules (Envoy's model):
   `healthy_threshold` consecutive passes mark it healthy again (one flap changes nothing);
 - passive: consecutive failures seen on real traffic eject a version for
   `base_ejection * n` (n = how many times it has been ejected, capped), counted separately
-  for "could not reach" (connect errors, timeouts, stalls) and "answered 5xx".
+  for "could not reach" (connect errors, timeouts, stalls) and "answered 5xx"; with active
+  checks, `healthy_threshold` passes after the ejection re-admit it sooner.
 A version serves when it is healthy by its probes (or has none) and is not ejected.
 Policy when every version of a route is out: nothing is forced back in; the route answers
 with its fallback (decision `fallback`), since sending traffic to a known-bad backend is
@@ -34,6 +35,7 @@ class VersionHealth:
     url: str = ""                   # the backend this record is about
     active: bool = False            # has active checks
     healthy_by_probe: bool = True   # optimistic until the first round says otherwise
+    probed: bool = False            # a check has been recorded (`probe` or `first_probe`)
     probe_ok_streak: int = 0
     probe_fail_streak: int = 0
     gateway_fail_streak: int = 0
@@ -46,9 +48,22 @@ class VersionHealth:
     def serving(self, now: float) -> bool:
         return self.healthy_by_probe and now >= self.ejected_until
 
+    def first_probe(self, ok: bool, now: float, error: str | None = None) -> bool:
+        """Record a new backend's first check, made before it serves: it decides at once
+        (no threshold), as Envoy's new hosts wait for a first pass. True when it changed."""
+        self.probed = True
+        self.last_probe_error = None if ok else error
+        self.probe_ok_streak, self.probe_fail_streak = (1, 0) if ok else (0, 1)
+        if ok == self.healthy_by_probe:
+            return False
+        self.healthy_by_probe = ok
+        self._note(now, "healthy" if ok else "unhealthy")
+        return True
+
     def probe(self, ok: bool, now: float, healthy_threshold: int, unhealthy_threshold: int,
               error: str | None = None) -> bool:
         """Record one active check; returns True when the healthy flag changed."""
+        self.probed = True
         self.last_probe_error = None if ok else error
         if ok:
             self.probe_ok_streak += 1
@@ -57,6 +72,12 @@ class VersionHealth:
                 self.healthy_by_probe = True
                 self.ejected_until = 0.0  # passing checks re-admit an ejected version too
                 self._note(now, "healthy")
+                return True
+            if self.ejected_until > now and self.probe_ok_streak >= healthy_threshold:
+                # ejected by real traffic, and checked healthy that often since (its streak
+                # starts again at the ejection): re-admitted, as Envoy's checks uneject
+                self.ejected_until = 0.0
+                self._note(now, "readmitted")
                 return True
         else:
             self.probe_fail_streak += 1
@@ -85,6 +106,7 @@ class VersionHealth:
             return False
         self.ejections += 1
         self.ejected_until = now + min(policy.base_ejection * self.ejections, policy.max_ejection)
+        self.probe_ok_streak = 0  # (checks that pass from now on re-admit it: `probe`)
         self.gateway_fail_streak = 0
         self.fivexx_streak = 0
         self._note(now, f"ejected ({kind})")

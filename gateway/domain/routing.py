@@ -258,6 +258,11 @@ class RoutePlan:
                 failed_over = True
         return Choice(self.targets[name], FAILOVER if failed_over else decision)
 
+    def can_serve(self, name: str) -> bool:
+        """Whether version `name` may answer clients (not killed or unhealthy, not the
+        shadow); a route kill aside."""
+        return name in self._servable
+
     def failover_for(self, name: str) -> tuple[Target, ...]:
         """Versions to try, in order, when `name` cannot be reached (precomputed)."""
         return self._failover.get(name, ())
