@@ -30,7 +30,7 @@ from gateway.domain.audit import AuditDraft, utc_now
 from gateway.domain.overrides import effective_stable, with_stable
 from gateway.domain.statedoc import Change, Progress, RouteOverride, StateDoc
 from gateway.domain.stats import WindowStats
-from gateway.domain.tablebuild import canary_of, rolls_out
+from gateway.domain.tablebuild import canary_of, kill_holding, rolls_out
 from gateway.errors import AuditError, StateError
 from gateway.log import event
 from gateway.state.sync import Sync
@@ -215,6 +215,20 @@ class RolloutDriver:
                 await self._set_progress(rc, prog, {**prog, "state": "paused"},
                                          "progressive.pause")
             return  # not started, not advanced
+        mine = prog is not None and prog.get("canary") == canary
+        killed = kill_holding(self.holder.doc, rc.name, (stable, canary))
+        if killed is not None:
+            # an operator's kill: never stepped up or promoted on the counts from before it
+            if prog is not None and mine and prog.get("held") != killed:
+                await self._set_progress(rc, prog, {**prog, "state": "paused", "held": killed},
+                                         "progressive.pause")
+            return
+        if prog is not None and mine and prog.get("held"):
+            # the kill was lifted: the step starts again, judged on what comes from now on
+            resumed: Progress = {k: v for k, v in prog.items() if k != "held"}  # type: ignore[assignment]
+            await self._set_progress(rc, prog, {**resumed, "since": now, "state": "running"},
+                                     "progressive.resume")
+            return
         if prog is None or prog.get("canary") != canary:
             held = (self.shadow_gate(rc) if self.shadow_gate is not None
                     and rc.shadow is not None and rc.shadow.version == canary else None)
@@ -250,12 +264,17 @@ class RolloutDriver:
         def change(cur: StateDoc) -> Change | None:
             if cur.progress.get(rc.name) != expected or rc.name in cur.overrides:
                 return None  # another instance moved first
+            if new_prog.get("state") != "paused" and kill_holding(
+                    cur, rc.name, (rc.stable, new_prog.get("canary", ""))) is not None:
+                return None  # a kill came meanwhile: the next round pauses
             return Change(progress={rc.name: new_prog})
 
         def describe(cur: StateDoc, new: StateDoc) -> AuditDraft:
             return AuditDraft("killgate/auto", action, {"route": rc.name},
                               f"progressive delivery: step {new_prog['step'] + 1} of "
-                              f"{len(steps)}, state {new_prog['state']}",
+                              f"{len(steps)}, state {new_prog['state']}"
+                              + (f", held by the {new_prog['held']} kill"
+                                 if new_prog.get("held") else ""),
                               expected, new_prog, "", self.instance)
 
         await self.sync.write(change, describe)
@@ -264,7 +283,8 @@ class RolloutDriver:
         now = utc_now()
 
         def change(cur: StateDoc) -> Change | None:
-            if cur.progress.get(rc.name) != prog or rc.name in cur.overrides:
+            if cur.progress.get(rc.name) != prog or rc.name in cur.overrides \
+                    or kill_holding(cur, rc.name, (rc.stable, canary)) is not None:
                 return None
             ch = with_stable(rc, canary, "promote", "killgate/auto",
                              "progressive delivery completed", now)

@@ -1,0 +1,60 @@
+"""Progressive delivery while a kill holds: a killed canary (or its killed route) is never
+stepped up or promoted on the counts it gathered before the kill. The operator killed it
+because something was wrong that analysis did not see; the window still held its good
+pre-kill counts, so the rollout went on stepping and promoted the killed canary to stable
+with 100% of the traffic, which the unkill then sent it all at once."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from aiohttp import ClientSession
+
+from tests.conftest import running_gateway, wait_until, write_config
+from tests.test_rollout import INFER, Flaky, Load, auth, route
+
+pytestmark = pytest.mark.timeout(40)
+
+# a long window: the counts from before the kill stay in it for the whole test
+STEPS = ("  analysis: {window: 30s, interval: 100ms, min_requests: 3, "
+         "steps: [10, 50, 100], step_interval: 400ms}\n")
+
+
+@pytest.mark.parametrize("kill", [{"scope": "version", "route": "iris", "version": "v2"},
+                                  {"scope": "route", "route": "iris"},
+                                  {"scope": "global"}])
+async def test_a_killed_canary_is_neither_stepped_nor_promoted(tmp_path: Path, backends,
+                                                               kill: dict[str, str]) -> None:
+    stable, canary = Flaky("v1"), Flaky("v2")
+    p1, p2 = await backends(stable.app()), await backends(canary.app())
+    cfg = write_config(tmp_path, route(p1, p2, 90, 10, STEPS))
+    async with running_gateway(cfg) as g, ClientSession() as s:
+        load = Load(g.url + INFER, 100)
+        load.start()
+        await wait_until(lambda: g.gw.holder.doc.progress.get("iris", {}).get("state")
+                         == "running", 10, what="a running rollout")
+        # enough canary counts in the window for a `passed` verdict
+        await wait_until(lambda: getattr(g.gw.rollout.verdicts.get("iris"), "status", "")
+                         == "passed", 10, what="a passed verdict")
+        async with s.post(g.admin + "/v1/kill", json={**kill, "reason": "bad answers"},
+                          headers=auth()) as r:
+            assert r.status == 200, await r.text()
+        held = g.gw.holder.doc.progress["iris"]
+        await asyncio.sleep(2.0)  # five step intervals: an unheld rollout is promoted
+        assert "iris" not in g.gw.holder.doc.overrides, g.gw.holder.doc.overrides
+        prog = g.gw.holder.doc.progress["iris"]
+        assert prog["step"] == held["step"], (held, prog)
+        assert prog["state"] == "paused" and prog["held"], prog
+        lifted = prog["since"]
+        async with s.post(g.admin + "/v1/unkill", json={**kill, "reason": "fixed"},
+                          headers=auth()) as r:
+            assert r.status == 200, await r.text()
+        # the step starts again (its interval counted from the unkill), then goes on
+        await wait_until(lambda: g.gw.holder.doc.progress["iris"].get("state") == "running"
+                         and "held" not in g.gw.holder.doc.progress["iris"], 5,
+                         what="the rollout resumed")
+        assert g.gw.holder.doc.progress["iris"]["since"] > lifted
+        await wait_until(lambda: "iris" in g.gw.holder.doc.overrides, 10, what="the promotion")
+        await load.stop()
