@@ -7,6 +7,7 @@ with 100% of the traffic, which the unkill then sent it all at once."""
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import pytest
@@ -57,4 +58,25 @@ async def test_a_killed_canary_is_neither_stepped_nor_promoted(tmp_path: Path, b
                          what="the rollout resumed")
         assert g.gw.holder.doc.progress["iris"]["since"] > lifted
         await wait_until(lambda: "iris" in g.gw.holder.doc.overrides, 10, what="the promotion")
+        await load.stop()
+
+
+async def test_analysis_goes_on_after_the_wall_clock_steps_back(tmp_path: Path,
+                                                                backends) -> None:
+    """An NTP step back (an hour, say) must not stop analysis, and with it automatic
+    rollback, for as long as the step: rounds were due by the wall clock."""
+    stable, canary = Flaky("v1"), Flaky("v2")
+    p1, p2 = await backends(stable.app()), await backends(canary.app())
+    extra = "  analysis: {window: 1s, interval: 100ms, min_requests: 3}\n"
+    cfg = write_config(tmp_path, route(p1, p2, 50, 50, extra))
+    async with running_gateway(cfg) as g:
+        rollout = g.gw.rollout
+        await wait_until(lambda: len(rollout.recent.get("iris", ())) >= 2, 10,
+                         what="analysis rounds")
+        rollout.clock = lambda: time.time() - 3600
+        load = Load(g.url + INFER, 50)
+        load.start()
+        canary.status = 500
+        await wait_until(lambda: "iris" in g.gw.holder.doc.overrides, 10,
+                         what="the automatic rollback after the clock stepped back")
         await load.stop()

@@ -102,7 +102,9 @@ class RolloutDriver:
     async def _loop(self) -> None:
         while True:
             self._refresh_routes()
-            now = self.clock()
+            # rounds are due by the monotonic clock: a wall clock stepped back (NTP) held
+            # every round, automatic rollback included, for as long as the step
+            now = time.monotonic()
             for rc in self.holder.loaded.config.routes:
                 if rc.analysis is None:
                     continue
