@@ -203,7 +203,11 @@ class ConfigWatcher:
                 self.outcome.last_problems = []
                 return False
             old = self.current()
-            await self.apply(loaded)
+            try:
+                await self.apply(loaded)
+            except ConfigError as exc:  # (checked again at the swap: refused, nothing changed)
+                self._reject(exc, trigger)
+                return False
             self.outcome.loaded_digest = loaded.digest
             self.outcome.loaded_at = utc_now()
             self.outcome.last_error = None
