@@ -232,6 +232,7 @@ class Gateway:
                                          cfg.server.watch_config, unchanged=self._same_config)
             await self.watcher.start()
             self._stack.push_async_callback(self.watcher.stop)
+            self.holder.listen(self.watcher.on_table)
 
     def _intended_split(self) -> dict[str, dict[str, float]]:
         """Each route's effective weights now (percent), for killgate_split_*."""

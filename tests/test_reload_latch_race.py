@@ -65,3 +65,35 @@ async def test_a_rollback_during_the_reload_health_round_is_not_undone(
         err = g.gw.watcher.outcome.last_error
         assert "routes[0].versions" in err and "'v1'" in err, err
         assert await _served(session, g.url) == {"200 v1"}
+
+
+async def test_a_file_refused_for_a_latch_goes_live_once_the_route_is_released(
+        tmp_path: Path, backends, session: ClientSession) -> None:
+    """README: keep the version, or `release` the route first. An operator who releases
+    after the deploy was refused expects the file to govern; the refused file was never
+    read again (it did not change), so the gateway kept the old file's routes and showed
+    the latch error, now stale, for as long as nobody touched the file. (SIGHUP only, so
+    that no watcher event reads the file again on its own.)"""
+    ports = {v: await backends(echo_app(v)) for v in ("v1", "v2", "v3")}
+    hup = "server: {watch_config: false}\n"
+    cfg = write_config(tmp_path, _route("iris", {"v2": (ports["v2"], 100),
+                                                 "v1": (ports["v1"], 0)}), extra=hup)
+    async with running_gateway(cfg) as g:
+        async with session.post(f"{g.admin}/v1/routes/iris/rollback", headers=auth(ROLLOUT),
+                                json={"to": "v1", "reason": "INC-3"}) as r:
+            assert r.status == 200, await r.text()
+        old = g.gw.loaded.digest
+        cfg.write_text(write_config(tmp_path, _route("iris", {"v2": (ports["v2"], 100),
+                                                              "v3": (ports["v3"], 0)}),
+                                    extra=hup, name="next.yaml").read_text())
+        g.gw.request_reload()
+        await wait_until(lambda: g.gw.watcher.outcome.last_error is not None, 10,
+                         what="the refusal")
+        assert g.gw.loaded.digest == old
+        async with session.post(f"{g.admin}/v1/routes/iris/release", headers=auth(ROLLOUT),
+                                json={"reason": "INC-3 over: deploy the file"}) as r:
+            assert r.status == 200, await r.text()
+        await wait_until(lambda: g.gw.watcher.outcome.loaded_digest != old, 10,
+                         what="the file applied after the release")
+        assert g.gw.watcher.outcome.last_error is None
+        assert await _served(session, g.url) == {"200 v2"}

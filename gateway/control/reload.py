@@ -94,6 +94,20 @@ class ConfigWatcher:
         """Something may have changed (SIGHUP, a watcher event, the poll)."""
         self._dirty.set()
 
+    def on_table(self, old: Any, new: Any) -> None:
+        """The routing table changed (a `TableHolder` listener). A refused reload is tried
+        again once the state it was checked against changes (a latched override, a
+        recorded identity): after `release`, the file on disk governs the route, not the
+        one that ran before the refusal, though the file itself did not change."""
+        if self.outcome.last_error is None or self._stop.is_set():
+            return
+        a, b = old.doc, new.doc
+        if a.overrides == b.overrides and a.identities == b.identities:
+            return
+        task = asyncio.get_running_loop().create_task(self.reload("state"))
+        self._retrying.add(task)  # (cancelled by stop)
+        task.add_done_callback(self._retrying.discard)
+
     async def _watch(self) -> None:
         try:
             from watchfiles import awatch
