@@ -65,6 +65,8 @@ class ConfigWatcher:
         self.metrics = metrics
         self.debounce = debounce
         self.outcome = ReloadOutcome(current())
+        #: the config whose restart-only settings are in force (the one the process started on)
+        self.started = current()
         self._dirty = asyncio.Event()
         self._lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
@@ -226,7 +228,9 @@ class ConfigWatcher:
             self.outcome.loaded_at = utc_now()
             self.outcome.last_error = None
             self.outcome.last_problems = []
-            self.outcome.restart_required = restart_changes(old.config, loaded.config)
+            # against what the process runs with, not the last reload: a route-only change
+            # after a server change still waits for the restart
+            self.outcome.restart_required = restart_changes(self.started.config, loaded.config)
             self.metrics.inc("killgate_config_reloads_total")
             event(log, "config_reloaded", trigger=trigger, old=old.digest, new=loaded.digest,
                   changes=summarize_changes(old, loaded),
