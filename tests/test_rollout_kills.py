@@ -80,3 +80,23 @@ async def test_analysis_goes_on_after_the_wall_clock_steps_back(tmp_path: Path,
         await wait_until(lambda: "iris" in g.gw.holder.doc.overrides, 10,
                          what="the automatic rollback after the clock stepped back")
         await load.stop()
+
+
+async def test_a_shorter_interval_from_a_reload_applies_at_once(tmp_path: Path,
+                                                                backends) -> None:
+    """An operator who finds analysis too slow (interval 1h) and shortens it in the file
+    waited up to the old interval for the next round: it was due by the old one."""
+    p1, p2 = await backends(Flaky("v1").app()), await backends(Flaky("v2").app())
+    slow = "  analysis: {window: 1s, interval: 1h, min_requests: 3}\n"
+    cfg = write_config(tmp_path, route(p1, p2, 50, 50, slow))
+    async with running_gateway(cfg) as g:
+        rollout = g.gw.rollout
+        await wait_until(lambda: len(rollout.recent.get("iris", ())) == 1, 10,
+                         what="the first round")
+        old = g.gw.loaded.digest
+        cfg.write_text(write_config(tmp_path, route(p1, p2, 50, 50, slow.replace("1h", "100ms")),
+                                    name="next.yaml").read_text())
+        g.gw.request_reload()
+        await wait_until(lambda: g.gw.loaded.digest != old, 10, what="the reload")
+        await wait_until(lambda: len(rollout.recent.get("iris", ())) >= 3, 5,
+                         what="rounds at the new interval")

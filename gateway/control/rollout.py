@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -57,7 +58,7 @@ class RolloutDriver:
         self.stats = WindowStats()
         self.verdicts: dict[str, Verdict] = {}
         self.recent: dict[str, deque[dict[str, Any]]] = {}  # the last verdicts, for status
-        self._due: dict[str, float] = {}
+        self._last: dict[str, float] = {}  # route -> monotonic time of its last round
         self._task: asyncio.Task[None] | None = None
         self._analysed: frozenset[str] = frozenset()
         #: hands over the "ok" outcomes held back for `served` (`wiring.dataplane.Outcomes`)
@@ -108,8 +109,10 @@ class RolloutDriver:
             for rc in self.holder.loaded.config.routes:
                 if rc.analysis is None:
                     continue
-                if now >= self._due.get(rc.name, 0.0):
-                    self._due[rc.name] = now + rc.analysis.interval
+                # by the last round, not a due time set then: an interval a reload shortens
+                # applies at once (it waited out the old one)
+                if now - self._last.get(rc.name, -math.inf) >= rc.analysis.interval:
+                    self._last[rc.name] = now
                     try:
                         await self.evaluate(rc)
                     except (StateError, AuditError) as exc:
