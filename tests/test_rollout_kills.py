@@ -100,3 +100,37 @@ async def test_a_shorter_interval_from_a_reload_applies_at_once(tmp_path: Path,
         await wait_until(lambda: g.gw.loaded.digest != old, 10, what="the reload")
         await wait_until(lambda: len(rollout.recent.get("iris", ())) >= 3, 5,
                          what="rounds at the new interval")
+
+
+async def test_a_rollout_latched_by_weights_takes_a_whole_step_after_the_release(
+        tmp_path: Path, backends) -> None:
+    """An operator holds a running rollout with `weights` (canary 0), then releases it: the
+    step it resumes at is observed for a whole `step_interval` again. Its clock ran on
+    while the override governed, so the step (or the promotion, at the last one) came as
+    soon as a few requests passed after the release."""
+    stable, canary = Flaky("v1"), Flaky("v2")
+    p1, p2 = await backends(stable.app()), await backends(canary.app())
+    steps = ("  analysis: {window: 1s, interval: 100ms, min_requests: 3, "
+             "steps: [10, 50, 100], step_interval: 2s}\n")
+    cfg = write_config(tmp_path, route(p1, p2, 90, 10, steps))
+    async with running_gateway(cfg) as g, ClientSession() as s:
+        load = Load(g.url + INFER, 100)
+        load.start()
+        await wait_until(lambda: g.gw.holder.doc.progress.get("iris", {}).get("state")
+                         == "running", 10, what="a running rollout")
+        async with s.put(g.admin + "/v1/routes/iris/weights", headers=auth(),
+                         json={"weights": {"v1": 100, "v2": 0}, "reason": "hold on"}) as r:
+            assert r.status == 200, await r.text()
+        await wait_until(lambda: g.gw.holder.doc.progress["iris"].get("held") == "override",
+                         5, what="the rollout shown held by the override")
+        assert g.gw.holder.doc.progress["iris"]["state"] == "paused"
+        await asyncio.sleep(2.2)  # (longer than a step interval, all of it latched)
+        step = g.gw.holder.doc.progress["iris"]["step"]
+        released = time.time()
+        async with s.post(g.admin + "/v1/routes/iris/release", headers=auth(),
+                          json={"reason": "go on"}) as r:
+            assert r.status == 200, await r.text()
+        await wait_until(lambda: g.gw.holder.doc.progress["iris"]["step"] > step, 10,
+                         what="the next step")
+        await load.stop()
+        assert g.gw.holder.doc.progress["iris"]["since"] - released >= 1.9

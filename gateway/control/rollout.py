@@ -161,6 +161,13 @@ class RolloutDriver:
         stable = effective_stable(doc, rc)
         canary = canary_of(rc, stable)
         if canary is None or rc.name in doc.overrides:
+            prog = doc.progress.get(rc.name)
+            if canary is not None and prog is not None and prog.get("canary") == canary \
+                    and prog.get("state") in ("running", "paused") \
+                    and prog.get("held") != "override":
+                # held while the override governs: after `release` its step starts again
+                await self._set_progress(rc, prog, {**prog, "state": "paused",
+                                                    "held": "override"}, "progressive.pause")
             return None  # latched by an operator (or rolled back): hands off
         samples = await self._fleet_samples(rc)
         verdict = analyze(None if samples is None else samples.get(canary, Sample()),
@@ -267,7 +274,8 @@ class RolloutDriver:
                             new_prog: Progress, action: str) -> None:
         steps = rc.analysis.steps if rc.analysis is not None and rc.analysis.steps else []
         def change(cur: StateDoc) -> Change | None:
-            if cur.progress.get(rc.name) != expected or rc.name in cur.overrides:
+            if cur.progress.get(rc.name) != expected or (
+                    rc.name in cur.overrides and new_prog.get("held") != "override"):
                 return None  # another instance moved first
             if new_prog.get("state") != "paused" and kill_holding(
                     cur, rc.name, (rc.stable, new_prog.get("canary", ""))) is not None:
@@ -278,7 +286,7 @@ class RolloutDriver:
             return AuditDraft("killgate/auto", action, {"route": rc.name},
                               f"progressive delivery: step {new_prog['step'] + 1} of "
                               f"{len(steps)}, state {new_prog['state']}"
-                              + (f", held by the {new_prog['held']} kill"
+                              + (f", held by {_holder(new_prog['held'])}"
                                  if new_prog.get("held") else ""),
                               expected, new_prog, "", self.instance)
 
@@ -322,6 +330,10 @@ class RolloutDriver:
             out["progress"] = {**prog, "steps": steps,
                                "weight": steps[step] if steps and step < len(steps) else None}
         return out
+
+
+def _holder(held: str) -> str:
+    return "a runtime override" if held == "override" else f"the {held} kill"
 
 
 def _weights(doc: StateDoc, rc: RouteConfig) -> dict[str, float]:
