@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from aiohttp import ClientSession
 
+from gateway.domain.analysis import Sample
 from tests.conftest import running_gateway, wait_until, write_config
 from tests.test_rollout import INFER, Flaky, Load, auth, route
 
@@ -134,3 +135,38 @@ async def test_a_rollout_latched_by_weights_takes_a_whole_step_after_the_release
                          what="the next step")
         await load.stop()
         assert g.gw.holder.doc.progress["iris"]["since"] - released >= 1.9
+
+
+async def test_a_round_judged_on_a_config_a_reload_replaced_changes_nothing(
+        tmp_path: Path, backends) -> None:
+    """A round reads the fleet's counts from the store (an await); a reload meanwhile
+    replaced the failing canary v2 with v3. The round's rollback, computed on the old
+    config, latched the route: v3 never got its traffic, until someone released it."""
+    ports = [await backends(Flaky(v).app()) for v in ("v1", "v2", "v3")]
+    extra = "  analysis: {window: 1s, interval: 100ms, min_requests: 3}\n"
+    cfg = write_config(tmp_path, route(ports[0], ports[1], 90, 10, extra))
+    async with running_gateway(cfg) as g:
+        rollout = g.gw.rollout
+        real = rollout._fleet_samples
+        inside, go = asyncio.Event(), asyncio.Event()
+
+        async def slow(rc):  # type: ignore[no-untyped-def]
+            if not go.is_set():
+                inside.set()
+                await go.wait()
+                return {"v1": Sample(100, 0), "v2": Sample(100, 100)}  # v2 failing
+            return await real(rc)
+
+        rollout._fleet_samples = slow  # type: ignore[method-assign]
+        await asyncio.wait_for(inside.wait(), 10)
+        old = g.gw.loaded.digest
+        cfg.write_text(write_config(tmp_path, route(ports[0], ports[2], 90, 10, extra)
+                                    .replace("name: v2", "name: v3"),
+                                    name="next.yaml").read_text())
+        g.gw.request_reload()
+        await wait_until(lambda: g.gw.loaded.digest != old, 10, what="the reload")
+        go.set()
+        await wait_until(lambda: "iris" in g.gw.holder.doc.overrides
+                         or any(r["canary"] == "v3" for r in rollout.recent["iris"]), 10,
+                         what="a round on the new config")
+        assert "iris" not in g.gw.holder.doc.overrides, g.gw.holder.doc.overrides

@@ -191,7 +191,7 @@ class RolloutDriver:
         reason = "canary analysis failed: " + "; ".join(verdict.reasons)
 
         def change(cur: StateDoc) -> Change | None:
-            if rc.name in cur.overrides:
+            if rc.name in cur.overrides or self._replaced(rc):
                 return None  # someone (another instance, an operator) already acted
             weights = {v.name: (100.0 if v.name == stable else 0.0) for v in rc.versions}
             ov = RouteOverride(stable, weights, "killgate/auto", reason, now, "auto_rollback")
@@ -274,7 +274,7 @@ class RolloutDriver:
                             new_prog: Progress, action: str) -> None:
         steps = rc.analysis.steps if rc.analysis is not None and rc.analysis.steps else []
         def change(cur: StateDoc) -> Change | None:
-            if cur.progress.get(rc.name) != expected or (
+            if cur.progress.get(rc.name) != expected or self._replaced(rc) or (
                     rc.name in cur.overrides and new_prog.get("held") != "override"):
                 return None  # another instance moved first
             if new_prog.get("state") != "paused" and kill_holding(
@@ -297,7 +297,7 @@ class RolloutDriver:
 
         def change(cur: StateDoc) -> Change | None:
             if cur.progress.get(rc.name) != prog or rc.name in cur.overrides \
-                    or kill_holding(cur, rc.name, (rc.stable, canary)) is not None:
+                    or self._replaced(rc) or kill_holding(cur, rc.name, (rc.stable, canary)) is not None:
                 return None
             ch = with_stable(rc, canary, "promote", "killgate/auto",
                              "progressive delivery completed", now)
@@ -311,6 +311,12 @@ class RolloutDriver:
                               _weights(new, rc), "", self.instance)
 
         await self.sync.write(change, describe)
+
+    def _replaced(self, rc: RouteConfig) -> bool:
+        """Whether a reload replaced the route config a round judged (while it read the
+        store): its action, computed on versions the file may no longer have, is dropped
+        (the next round judges the new one)."""
+        return self.holder.loaded.config.route(rc.name) != rc
 
     def status(self, route: str) -> dict[str, Any] | None:
         v = self.verdicts.get(route)
