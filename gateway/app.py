@@ -234,6 +234,7 @@ class Gateway:
                                          cfg.server.watch_config, unchanged=self._same_config)
             await self.watcher.start()
             self._stack.push_async_callback(self.watcher.stop)
+            self.holder.listen(self.watcher.on_table)
 
     def _intended_split(self) -> dict[str, dict[str, float]]:
         """Each route's effective weights now (percent), for killgate_split_*."""
@@ -310,7 +311,14 @@ class Gateway:
         old = self.loaded
         assert self.health is not None and self.upstreams is not None
         await self.health.configure(loaded.config)
-        self.holder.set_config(loaded)
+        try:
+            # again, against the document as it is now: a rollback latched during the health
+            # round (to a version this file drops) would otherwise be undone by the swap
+            self.history.check(loaded)
+        except ConfigError:
+            await self.health.configure(old.config)
+            raise
+        self.holder.set_config(loaded)  # (no await between the check and the swap)
         if self.proxy is not None:
             self.proxy.client_address = trusted(loaded)
         if self.admin_api is not None:

@@ -164,6 +164,9 @@ class StickyConfig(Frozen):
     @field_validator("header")
     @classmethod
     def _lower(cls, v: str) -> str:
+        if not _TOKEN.fullmatch(v):
+            raise ValueError(f"{v!r} is not a valid header name: no request could carry it, "
+                             "so no user would stay on one version")
         return v.lower()
 
 

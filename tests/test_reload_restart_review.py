@@ -53,3 +53,28 @@ def test_a_restarted_worker_keeps_the_admin_and_drill_settings_the_group_started
     assert got.admin.max_connections == started.config.admin.max_connections
     assert got.drills.key_env == "DRILL_A" and got.drills.max_duration == 600
     assert got.admin.auth == loaded.config.admin.auth and got.routes == loaded.config.routes
+
+
+async def test_a_later_reload_keeps_saying_what_waits_for_a_restart(tmp_path: Path,
+                                                                   backends) -> None:
+    """restart_required is against the settings the process started with: a second reload
+    that changed only a route said nothing waited any more (the first one's server change
+    was still not in force), and one that put a setting back listed it as waiting."""
+    p1, p2 = await backends(echo_app("v1")), await backends(echo_app("v2"))
+    cfg = write_config(tmp_path, two_versions(p1, p2))
+    async with running_gateway(cfg) as g:
+        w = g.gw.watcher
+
+        async def reload_to(w1: float, extra: str) -> None:
+            old = w.outcome.loaded_digest
+            cfg.write_text(write_config(tmp_path, two_versions(p1, p2, w1, 100 - w1),
+                                        name="next.yaml", extra=extra).read_text())
+            g.gw.request_reload()
+            await wait_until(lambda: w.outcome.loaded_digest != old, 10, what="reload")
+
+        await reload_to(90, "server: {max_body_size: 1000}\n")
+        assert w.outcome.restart_required == ["server"]
+        await reload_to(80, "server: {max_body_size: 1000}\n")  # (a weight only)
+        assert w.outcome.restart_required == ["server"]
+        await reload_to(70, "")  # the server settings the process runs with, again
+        assert w.outcome.restart_required == []

@@ -104,3 +104,17 @@ def test_record_ok_counts_as_one_record_per_latency() -> None:
             many.record("r", version, True, 0.5, now)
     assert many.buckets(10**9, now) == one.buckets(10**9, now)
     assert many.window("r", 30, now) == one.window("r", 30, now)
+
+
+def test_counts_from_before_the_clock_stepped_back_leave_the_window() -> None:
+    """After a wall-clock step back (NTP), the counts stamped before it lie in the future:
+    they were summed into every window for as long as the step, so a canary failing now
+    was judged with the good minutes before the step (and passed)."""
+    s = WindowStats()
+    for i in range(100):
+        s.record("r", "v2", False, 0.01, 10_000.0 + i / 10)
+    for i in range(10):
+        s.record("r", "v2", True, 0.01, 6_400.0 + i / 10)  # an hour earlier, by the clock
+    got = s.window("r", 60, 6_401.0)["v2"]
+    assert (got.requests, got.errors) == (10, 10)
+    assert [b[0] for b in s.buckets(60, 6_401.0)[("r", "v2")]] == [6_400]

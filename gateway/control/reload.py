@@ -65,6 +65,8 @@ class ConfigWatcher:
         self.metrics = metrics
         self.debounce = debounce
         self.outcome = ReloadOutcome(current())
+        #: the config whose restart-only settings are in force (the one the process started on)
+        self.started = current()
         self._dirty = asyncio.Event()
         self._lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
@@ -93,6 +95,20 @@ class ConfigWatcher:
     def poke(self) -> None:
         """Something may have changed (SIGHUP, a watcher event, the poll)."""
         self._dirty.set()
+
+    def on_table(self, old: Any, new: Any) -> None:
+        """The routing table changed (a `TableHolder` listener). A refused reload is tried
+        again once the state it was checked against changes (a latched override, a
+        recorded identity): after `release`, the file on disk governs the route, not the
+        one that ran before the refusal, though the file itself did not change."""
+        if self.outcome.last_error is None or self._stop.is_set():
+            return
+        a, b = old.doc, new.doc
+        if a.overrides == b.overrides and a.identities == b.identities:
+            return
+        task = asyncio.get_running_loop().create_task(self.reload("state"))
+        self._retrying.add(task)  # (cancelled by stop)
+        task.add_done_callback(self._retrying.discard)
 
     async def _watch(self) -> None:
         try:
@@ -203,12 +219,18 @@ class ConfigWatcher:
                 self.outcome.last_problems = []
                 return False
             old = self.current()
-            await self.apply(loaded)
+            try:
+                await self.apply(loaded)
+            except ConfigError as exc:  # (checked again at the swap: refused, nothing changed)
+                self._reject(exc, trigger)
+                return False
             self.outcome.loaded_digest = loaded.digest
             self.outcome.loaded_at = utc_now()
             self.outcome.last_error = None
             self.outcome.last_problems = []
-            self.outcome.restart_required = restart_changes(old.config, loaded.config)
+            # against what the process runs with, not the last reload: a route-only change
+            # after a server change still waits for the restart
+            self.outcome.restart_required = restart_changes(self.started.config, loaded.config)
             self.metrics.inc("killgate_config_reloads_total")
             event(log, "config_reloaded", trigger=trigger, old=old.digest, new=loaded.digest,
                   changes=summarize_changes(old, loaded),

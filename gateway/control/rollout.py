@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -30,7 +31,7 @@ from gateway.domain.audit import AuditDraft, utc_now
 from gateway.domain.overrides import effective_stable, with_stable
 from gateway.domain.statedoc import Change, Progress, RouteOverride, StateDoc
 from gateway.domain.stats import WindowStats
-from gateway.domain.tablebuild import canary_of, rolls_out
+from gateway.domain.tablebuild import canary_of, kill_holding, rolls_out
 from gateway.errors import AuditError, StateError
 from gateway.log import event
 from gateway.state.sync import Sync
@@ -57,7 +58,7 @@ class RolloutDriver:
         self.stats = WindowStats()
         self.verdicts: dict[str, Verdict] = {}
         self.recent: dict[str, deque[dict[str, Any]]] = {}  # the last verdicts, for status
-        self._due: dict[str, float] = {}
+        self._last: dict[str, float] = {}  # route -> monotonic time of its last round
         self._task: asyncio.Task[None] | None = None
         self._analysed: frozenset[str] = frozenset()
         #: hands over the "ok" outcomes held back for `served` (`wiring.dataplane.Outcomes`)
@@ -102,12 +103,16 @@ class RolloutDriver:
     async def _loop(self) -> None:
         while True:
             self._refresh_routes()
-            now = self.clock()
+            # rounds are due by the monotonic clock: a wall clock stepped back (NTP) held
+            # every round, automatic rollback included, for as long as the step
+            now = time.monotonic()
             for rc in self.holder.loaded.config.routes:
                 if rc.analysis is None:
                     continue
-                if now >= self._due.get(rc.name, 0.0):
-                    self._due[rc.name] = now + rc.analysis.interval
+                # by the last round, not a due time set then: an interval a reload shortens
+                # applies at once (it waited out the old one)
+                if now - self._last.get(rc.name, -math.inf) >= rc.analysis.interval:
+                    self._last[rc.name] = now
                     try:
                         await self.evaluate(rc)
                     except (StateError, AuditError) as exc:
@@ -156,6 +161,13 @@ class RolloutDriver:
         stable = effective_stable(doc, rc)
         canary = canary_of(rc, stable)
         if canary is None or rc.name in doc.overrides:
+            prog = doc.progress.get(rc.name)
+            if canary is not None and prog is not None and prog.get("canary") == canary \
+                    and prog.get("state") in ("running", "paused") \
+                    and prog.get("held") != "override":
+                # held while the override governs: after `release` its step starts again
+                await self._set_progress(rc, prog, {**prog, "state": "paused",
+                                                    "held": "override"}, "progressive.pause")
             return None  # latched by an operator (or rolled back): hands off
         samples = await self._fleet_samples(rc)
         verdict = analyze(None if samples is None else samples.get(canary, Sample()),
@@ -179,7 +191,7 @@ class RolloutDriver:
         reason = "canary analysis failed: " + "; ".join(verdict.reasons)
 
         def change(cur: StateDoc) -> Change | None:
-            if rc.name in cur.overrides:
+            if rc.name in cur.overrides or self._replaced(rc):
                 return None  # someone (another instance, an operator) already acted
             weights = {v.name: (100.0 if v.name == stable else 0.0) for v in rc.versions}
             ov = RouteOverride(stable, weights, "killgate/auto", reason, now, "auto_rollback")
@@ -215,6 +227,20 @@ class RolloutDriver:
                 await self._set_progress(rc, prog, {**prog, "state": "paused"},
                                          "progressive.pause")
             return  # not started, not advanced
+        mine = prog is not None and prog.get("canary") == canary
+        killed = kill_holding(self.holder.doc, rc.name, (stable, canary))
+        if killed is not None:
+            # an operator's kill: never stepped up or promoted on the counts from before it
+            if prog is not None and mine and prog.get("held") != killed:
+                await self._set_progress(rc, prog, {**prog, "state": "paused", "held": killed},
+                                         "progressive.pause")
+            return
+        if prog is not None and mine and prog.get("held"):
+            # the kill was lifted: the step starts again, judged on what comes from now on
+            resumed: Progress = {k: v for k, v in prog.items() if k != "held"}  # type: ignore[assignment]
+            await self._set_progress(rc, prog, {**resumed, "since": now, "state": "running"},
+                                     "progressive.resume")
+            return
         if prog is None or prog.get("canary") != canary:
             held = (self.shadow_gate(rc) if self.shadow_gate is not None
                     and rc.shadow is not None and rc.shadow.version == canary else None)
@@ -248,14 +274,20 @@ class RolloutDriver:
                             new_prog: Progress, action: str) -> None:
         steps = rc.analysis.steps if rc.analysis is not None and rc.analysis.steps else []
         def change(cur: StateDoc) -> Change | None:
-            if cur.progress.get(rc.name) != expected or rc.name in cur.overrides:
+            if cur.progress.get(rc.name) != expected or self._replaced(rc) or (
+                    rc.name in cur.overrides and new_prog.get("held") != "override"):
                 return None  # another instance moved first
+            if new_prog.get("state") != "paused" and kill_holding(
+                    cur, rc.name, (rc.stable, new_prog.get("canary", ""))) is not None:
+                return None  # a kill came meanwhile: the next round pauses
             return Change(progress={rc.name: new_prog})
 
         def describe(cur: StateDoc, new: StateDoc) -> AuditDraft:
             return AuditDraft("killgate/auto", action, {"route": rc.name},
                               f"progressive delivery: step {new_prog['step'] + 1} of "
-                              f"{len(steps)}, state {new_prog['state']}",
+                              f"{len(steps)}, state {new_prog['state']}"
+                              + (f", held by {_holder(new_prog['held'])}"
+                                 if new_prog.get("held") else ""),
                               expected, new_prog, "", self.instance)
 
         await self.sync.write(change, describe)
@@ -264,7 +296,8 @@ class RolloutDriver:
         now = utc_now()
 
         def change(cur: StateDoc) -> Change | None:
-            if cur.progress.get(rc.name) != prog or rc.name in cur.overrides:
+            if cur.progress.get(rc.name) != prog or rc.name in cur.overrides \
+                    or self._replaced(rc) or kill_holding(cur, rc.name, (rc.stable, canary)) is not None:
                 return None
             ch = with_stable(rc, canary, "promote", "killgate/auto",
                              "progressive delivery completed", now)
@@ -278,6 +311,12 @@ class RolloutDriver:
                               _weights(new, rc), "", self.instance)
 
         await self.sync.write(change, describe)
+
+    def _replaced(self, rc: RouteConfig) -> bool:
+        """Whether a reload replaced the route config a round judged (while it read the
+        store): its action, computed on versions the file may no longer have, is dropped
+        (the next round judges the new one)."""
+        return self.holder.loaded.config.route(rc.name) != rc
 
     def status(self, route: str) -> dict[str, Any] | None:
         v = self.verdicts.get(route)
@@ -297,6 +336,10 @@ class RolloutDriver:
             out["progress"] = {**prog, "steps": steps,
                                "weight": steps[step] if steps and step < len(steps) else None}
         return out
+
+
+def _holder(held: str) -> str:
+    return "a runtime override" if held == "override" else f"the {held} kill"
 
 
 def _weights(doc: StateDoc, rc: RouteConfig) -> dict[str, float]:

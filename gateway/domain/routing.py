@@ -18,6 +18,7 @@ import math
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from hashlib import blake2b
 from itertools import accumulate
 from typing import NamedTuple
@@ -73,10 +74,20 @@ def _target(route: str, name: str, url: str, model: str | None, artifact: str | 
                   (scheme, host, port), base.encode())
 
 
+@lru_cache(maxsize=4096)
+def _param(name: str) -> bytes:
+    """A route's or version's name as blake2b's 16-byte salt or person: itself when it
+    fits (assignments as they always were), else a digest of the whole name. Cut to 16
+    bytes, `llama-3-8b-instruct-v1` and `-v2` hashed every user alike, and the version
+    with the larger weight took every sticky user."""
+    raw = name.encode()
+    return raw if len(raw) <= 16 else blake2b(raw, digest_size=16, person=b"killgate-name").digest()
+
+
 def bucket_score(route: str, version: str, key: str, weight: float) -> float:
     """Weighted rendezvous score: lower wins. Stable across processes and restarts."""
     h = blake2b(key.encode("utf-8", "surrogatepass"), digest_size=8,
-                salt=route.encode()[:16], person=version.encode()[:16]).digest()
+                salt=_param(route), person=_param(version)).digest()
     u = (int.from_bytes(h, "big") + 0.5) / 18446744073709551616.0
     return -math.log(u) / weight
 

@@ -130,6 +130,9 @@ class Progress(TypedDict, total=False):
     step: Annotated[int, Field(ge=0)]
     since: float
     state: str
+    #: the kill that holds the rollout (paused while it stands): "global", "route" or
+    #: "version:<name>"; its step starts again when the kill is lifted
+    held: str
 
 
 @dataclass(frozen=True, slots=True)

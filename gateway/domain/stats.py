@@ -120,7 +120,8 @@ class WindowStats:
                 continue
             s = Sample()
             for sec, n, err, hist in ring:
-                if sec + self.bucket > start:
+                # (a bucket after `now`: stamped before the wall clock stepped back)
+                if sec + self.bucket > start and sec <= now:
                     s.requests += n
                     s.errors += err
                     s.hist = [a + b for a, b in zip(s.hist, hist, strict=True)]
@@ -139,7 +140,7 @@ class WindowStats:
         start = now - seconds
         out: dict[tuple[str, str], list[list[Any]]] = {}
         for key, ring in self._rings.items():
-            rows = [b for b in ring if b[0] + self.bucket > start and b[1]]
+            rows = [b for b in ring if b[0] + self.bucket > start and b[0] <= now and b[1]]
             if rows:
                 out[key] = rows
         return out

@@ -14,7 +14,8 @@ from gateway.config import Config, RouteConfig
 from gateway.domain.routing import STATE_UNKNOWN, RoutePlan, RouteTable
 from gateway.domain.statedoc import StateDoc, kill_key
 
-__all__ = ["build_table", "canary_of", "progressive_weights", "rebuild_table", "rolls_out"]
+__all__ = ["build_table", "canary_of", "kill_holding", "progressive_weights", "rebuild_table",
+           "rolls_out"]
 
 
 def canary_of(rc: RouteConfig, stable: str) -> str | None:
@@ -31,6 +32,19 @@ def rolls_out(rc: RouteConfig, canary: str) -> bool:
     v = rc.version(canary)
     shadow = rc.shadow is not None and rc.shadow.version == canary
     return v is not None and (v.weight > 0 or shadow)
+
+
+def kill_holding(doc: StateDoc, route: str, versions: tuple[str, ...]) -> str | None:
+    """The kill that holds a progressive rollout of `route` between `versions` (none is
+    stepped up or promoted while one stands), if any."""
+    if "global" in doc.kills:
+        return "global"
+    if kill_key("route", route) in doc.kills:
+        return "route"
+    for v in versions:
+        if kill_key("version", route, v) in doc.kills:
+            return f"version:{v}"
+    return None
 
 
 def progressive_weights(rc: RouteConfig, prog: Mapping[str, object]) -> dict[str, float] | None:
