@@ -83,6 +83,14 @@ def _nested(segment: str) -> bool:
     return raw.count(b"[") + raw.count(b"{") > MAX_JOSE_BRACKETS
 
 
+def _finite(v: float) -> bool:
+    """A finite number a float holds (an integer beyond that range: not a time)."""
+    try:
+        return math.isfinite(v)
+    except OverflowError:
+        return False
+
+
 # RFC 7515 §4.1.9: "JWT" and "application/jwt" are the same type; RFC 9068 access tokens
 ACCESS_TYPS = frozenset({"jwt", "application/jwt", "at+jwt", "application/at+jwt"})
 
@@ -264,7 +272,7 @@ class Authenticator:
         for name in ("exp", "iat", "nbf"):
             v = claims.get(name)
             if name in claims and (isinstance(v, bool) or not isinstance(v, int | float)
-                                   or not math.isfinite(v)):
+                                   or not _finite(v)):
                 # pyjwt accepts numeric strings (and NaN, which compares false with
                 # everything: a token that never expires); we do not
                 raise Unauthenticated()

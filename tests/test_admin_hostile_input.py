@@ -1,0 +1,68 @@
+"""Hostile input on the admin API, found in the issue-13 review: numbers beyond a float's
+range, token subjects that are not printable text. Each is a 4xx, never a 5xx or a
+traceback, and changes nothing."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import jwt
+import pytest
+
+from tests.backends import echo_app
+from tests.conftest import SECRET, admin_token, running_gateway, two_versions, write_config
+from tests.rawhttp import error_type, exchange, request
+
+pytestmark = pytest.mark.timeout(60)
+
+HUGE = b"1" + b"0" * 400  # a JSON integer no float holds
+
+
+def _errors(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records
+            if r.levelno >= logging.ERROR or r.exc_info]
+
+
+def _token(**claims: object) -> str:
+    now = int(time.time())
+    base = {"iat": now, "exp": now + 600, "iss": "killgate", "aud": "killgate-admin",
+            "scope": "killgate:admin", "sub": "ops"}
+    return jwt.encode({**base, **claims}, SECRET, algorithm="HS256")
+
+
+@pytest.mark.parametrize("approvals", ["", "approvals:\n  weights: 2\n"])
+async def test_a_weight_beyond_a_floats_range_is_a_400(
+        tmp_path: Path, backends, caplog: pytest.LogCaptureFixture, approvals: str) -> None:
+    """`{"v1": 1000...0}` (400 digits) was a 500 with a traceback (OverflowError in the
+    finiteness check), directly and when the write is gated for approval."""
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p), extra=approvals)
+    tok = admin_token("killgate:admin", "ops", 600)
+    async with running_gateway(cfg) as g:
+        gen = g.gw.holder.doc.generation
+        status, _, body = await exchange(g.gw.admin_addr[1], request(
+            "PUT", "/v1/routes/iris/weights",
+            b'{"weights": {"v1": ' + HUGE + b', "v2": 1}, "reason": "x"}',
+            {"Authorization": f"Bearer {tok}"}))
+        assert status == 400 and error_type(body) == "bad_request", body
+        assert b"v1" in body
+        assert g.gw.holder.doc.generation == gen and not g.gw.holder.doc.overrides
+        assert not g.gw.holder.doc.approvals
+    assert _errors(caplog) == []
+
+
+@pytest.mark.parametrize("claim", ["exp", "nbf"])
+async def test_a_token_time_beyond_a_floats_range_is_a_401(
+        tmp_path: Path, backends, caplog: pytest.LogCaptureFixture, claim: str) -> None:
+    """A signed token whose `exp` (or `nbf`) is an integer no float holds was a 500 with a
+    traceback (OverflowError in the finiteness check of the claims)."""
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p))
+    value = 10 ** 400 if claim == "exp" else -(10 ** 400)
+    async with running_gateway(cfg) as g:
+        status, _, body = await exchange(g.gw.admin_addr[1], request(
+            "GET", "/v1/status", None, {"Authorization": f"Bearer {_token(**{claim: value})}"}))
+        assert status == 401 and error_type(body) == "invalid_token", body
+    assert _errors(caplog) == []
