@@ -66,3 +66,40 @@ async def test_a_token_time_beyond_a_floats_range_is_a_401(
             "GET", "/v1/status", None, {"Authorization": f"Bearer {_token(**{claim: value})}"}))
         assert status == 401 and error_type(body) == "invalid_token", body
     assert _errors(caplog) == []
+
+
+@pytest.mark.parametrize("sub", ["\ud800", "ops\x1b[1A\x1b[2K\rbob", "a\x00b", "ali\u202ece",
+                                 "bob\nkillgate: approved"])
+async def test_a_subject_that_is_not_printable_text_is_a_401(
+        tmp_path: Path, backends, caplog: pytest.LogCaptureFixture, sub: str) -> None:
+    """The token's `sub` names the actor of kills and approvals in /v1/status, the audit
+    trail and the CLI's tables. One holding a lone surrogate made a kill a 503
+    `audit_unavailable` with an ERROR line (it cannot be written as UTF-8); one holding
+    control characters was stored raw as a kill's actor and an approval's requester,
+    where `killgate approve` printed it to the approver's terminal (cursor moves that
+    rewrite the line saying what is approved). Both are a 401 now, and change nothing."""
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p))
+    async with running_gateway(cfg) as g:
+        gen = g.gw.holder.doc.generation
+        events = len(await g.gw.sync.store.audit_events())
+        status, _, body = await exchange(g.gw.admin_addr[1], request(
+            "POST", "/v1/kill", b'{"scope": "global", "reason": "x"}',
+            {"Authorization": f"Bearer {_token(sub=sub)}"}))
+        assert status == 401 and error_type(body) == "invalid_token", body
+        assert g.gw.holder.doc.generation == gen and not g.gw.holder.doc.kills
+        # (the refusal's tally is the only event: no kill, no approval)
+        actions = {e["action"] for e in (await g.gw.sync.store.audit_events())[events:]}
+        assert actions <= {"authn_fail"}
+    assert _errors(caplog) == []
+
+
+async def test_a_subject_in_any_script_is_accepted(tmp_path: Path, backends) -> None:
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p))
+    async with running_gateway(cfg) as g:
+        status, _, body = await exchange(g.gw.admin_addr[1], request(
+            "POST", "/v1/kill", b'{"scope": "global", "reason": "x"}',
+            {"Authorization": f"Bearer {_token(sub='José Müller <ops@例え.jp>')}"}))
+        assert status == 200, body
+        assert g.gw.holder.doc.kills["global"].actor == "José Müller <ops@例え.jp>"

@@ -27,6 +27,7 @@ from jwt import PyJWKClient
 
 from gateway import filemodes
 from gateway.config import AuthConfig
+from gateway.domain.audit import clean_text
 from gateway.errors import ApiError, Forbidden, Unauthenticated
 
 __all__ = ["SCOPES", "Authenticator", "Principal", "mint", "scopes_of", "unverified_scopes"]
@@ -89,6 +90,19 @@ def _finite(v: float) -> bool:
         return math.isfinite(v)
     except OverflowError:
         return False
+
+
+def _shown_as_is(sub: str) -> bool:
+    """Whether a subject is text every log, audit event, table and terminal shows as it
+    is: valid Unicode (no lone surrogate, which cannot be stored as UTF-8) without
+    control or bidirectional characters (which would move a terminal's cursor or turn a
+    row around where an approver reads who asked). It names the actor of kills and
+    approvals, so it is refused rather than altered."""
+    try:
+        sub.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return clean_text(sub, len(sub)) == sub
 
 
 # RFC 7515 §4.1.9: "JWT" and "application/jwt" are the same type; RFC 9068 access tokens
@@ -283,7 +297,7 @@ class Authenticator:
         if claims["exp"] - claims["iat"] > self.cfg.max_token_lifetime + self.cfg.leeway:
             raise Unauthenticated()  # an absurd lifetime: refused whatever its signature
         sub = claims.get("sub")
-        if not isinstance(sub, str) or not sub.strip():
+        if not isinstance(sub, str) or not sub.strip() or not _shown_as_is(sub):
             raise Unauthenticated()
         return Principal(sub, scopes_of(claims))
 
