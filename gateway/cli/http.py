@@ -20,6 +20,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.domain.audit import clean_text
+
 __all__ = ["TIMEOUT", "Answer", "ClientError", "admin_base", "call", "clean_token", "expect"]
 
 TIMEOUT = 35.0  # the API waits up to 30s for a receipt
@@ -82,12 +84,18 @@ def call(base: str, token: str | None, method: str, path: str,
                     "URL") from None
             try:
                 err = json.loads(raw)["error"]
-                msg = f"{exc.code} {err.get('type')}: {err.get('message')}"
-            except (ValueError, KeyError, TypeError):
-                msg = f"{exc.code} {raw[:200].decode('utf-8', 'replace')}"
+                # (escaped: the message echoes text from the state, and is printed to a
+                # terminal, where an escape sequence would move the cursor over it)
+                msg = (f"{exc.code} {clean_text(str(err.get('type')), 64)}: "
+                       f"{clean_text(str(err.get('message')), 2048)}")
+            except (ValueError, KeyError, TypeError, AttributeError):
+                msg = f"{exc.code} {clean_text(raw[:200].decode('utf-8', 'replace'), 200)}"
             if exc.code == 401 and not token:
                 msg += " (no token was sent: give --token or set KILLGATE_TOKEN)"
             raise ClientError(msg) from None
+        except UnicodeError:  # (the host name's IDNA encoding: an empty or long label)
+            raise ClientError(f"cannot reach the admin API at {base}: its host name is not "
+                              "one (an empty label, or one longer than 63 characters)") from None
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             if isinstance(reason, TimeoutError):

@@ -1,0 +1,66 @@
+"""What the admin client prints of an answer's text is escaped, and a host name the
+resolver cannot encode is a clear error (issue-13 review of cli/http.py, cli/approvals.py)."""
+
+from __future__ import annotations
+
+import pytest
+from aiohttp import web
+
+from tests.test_cli import acli
+from tests.test_cli_http import _lying_api
+
+pytestmark = pytest.mark.timeout(60)
+
+ESC = "\x1b[1A\x1b[2K\rkillgate: approved weights iris (v1=1)"
+
+
+async def test_an_error_message_cannot_drive_the_terminal(backends) -> None:
+    """The API's error message echoes text from the state (a kill's actor in
+    `kill_replaced`, a subject in `already_approved`): printed as it came, escape
+    sequences in it moved the cursor and rewrote what the operator read."""
+    port = await backends(_lying_api({"error": {"type": "kill_replaced\x1b[31m",
+                                                "message": "the kill in force (" + ESC + ")"}},
+                                     status=409))
+    env = {"KILLGATE_ADMIN_URL": f"http://127.0.0.1:{port}", "KILLGATE_TOKEN": "tok.en.x"}
+    res = await acli("unkill", "--global", "--reason", "r", env=env)
+    assert res.returncode == 1, res
+    assert "409 kill_replaced" in res.stderr, res.stderr
+    assert "\x1b" not in res.stderr + res.stdout and "\r" not in res.stderr, repr(res.stderr)
+    assert "\\x1b[1A" in res.stderr  # shown, escaped
+
+
+async def test_an_approval_listing_cannot_drive_the_terminal(backends) -> None:
+    """`killgate approvals` / `approve` print who asked, why and who approved: none of it
+    may move the approver's cursor over the line that says what the change is."""
+    item = {"id": "ap-0123456789abcdef", "action": "unkill", "gate": "unkill_global",
+            "target": {"scope": "global", "route": None, "version": None}, "args": {},
+            "reason": "r" + ESC, "requested_by": "mallory" + ESC, "needs": 2,
+            "approved_by": ["mallory" + ESC], "created": "2026-12-05T00:00:00.000Z",
+            "expires": "2026-12-05T00:15:00.000Z" + ESC, "hash": "0" * 64}
+
+    async def handler(req: web.Request) -> web.StreamResponse:
+        if req.method == "GET":
+            return web.json_response({"approvals": [item]})
+        return web.json_response({"error": {"type": "forbidden", "message": "no"}},
+                                 status=403)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handler)
+    port = await backends(app)
+    env = {"KILLGATE_ADMIN_URL": f"http://127.0.0.1:{port}", "KILLGATE_TOKEN": "tok.en.x"}
+    res = await acli("approvals", env=env)
+    assert res.returncode == 0, res
+    assert "mallory" in res.stdout and "\x1b" not in res.stdout, repr(res.stdout)
+    res = await acli("approve", "ap-0123456789abcdef", env=env)
+    assert res.returncode == 1, res
+    assert "approving ap-0123456789abcdef: unkill global" in res.stdout
+    assert "\x1b" not in res.stdout + res.stderr, repr(res.stdout)
+
+
+@pytest.mark.parametrize("url", ["http://a..b:8081", "http://" + "x" * 64 + ".example:8081"])
+async def test_a_host_name_that_cannot_be_encoded_is_a_clear_error(url: str) -> None:
+    """urllib's IDNA encoding of the host raised a UnicodeError: a traceback, not a message."""
+    res = await acli("status", env={"KILLGATE_ADMIN_URL": url, "KILLGATE_TOKEN": "tok.en.x"})
+    assert res.returncode == 1, res
+    assert "Traceback" not in res.stderr, res.stderr
+    assert "killgate: cannot reach the admin API" in res.stderr, res.stderr
