@@ -4,6 +4,7 @@ traceback, and changes nothing."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 
 from tests.backends import echo_app
 from tests.conftest import SECRET, admin_token, running_gateway, two_versions, write_config
-from tests.rawhttp import error_type, exchange, request
+from tests.rawhttp import _head, error_type, exchange, request
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -103,3 +104,33 @@ async def test_a_subject_in_any_script_is_accepted(tmp_path: Path, backends) -> 
             {"Authorization": f"Bearer {_token(sub='José Müller <ops@例え.jp>')}"}))
         assert status == 200, body
         assert g.gw.holder.doc.kills["global"].actor == "José Müller <ops@例え.jp>"
+
+
+async def test_a_body_that_never_arrives_is_a_408(tmp_path: Path, backends) -> None:
+    """Any valid token (a dashboard's `killgate:read` may call approve and decline) could
+    send a write's head and then dribble, or never send, its body: the handler waited on
+    it for ever, holding one of the listener's `max_connections` (the data plane's
+    `server.body_timeout` did not apply to the admin port). Now the body has
+    `server.body_timeout` to arrive, then the answer is a 408 and nothing changes."""
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p),
+                       extra="server:\n  body_timeout: 500ms\n")
+    cases = [("killgate:read", "/v1/approvals/ap-0123456789abcdef/approve"),
+             ("killgate:kill", "/v1/kill")]
+    async with running_gateway(cfg) as g:
+        gen = g.gw.holder.doc.generation
+        for scope, path in cases:
+            reader, writer = await asyncio.open_connection("127.0.0.1", g.gw.admin_addr[1])
+            try:
+                writer.write((f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                              f"Authorization: Bearer {admin_token(scope, 'ops', 600)}\r\n"
+                              "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+                              '{"scope": ').encode())
+                await writer.drain()
+                started = time.monotonic()
+                status, _ = await _head(reader, 10)
+                assert status == 408, (path, status)
+                assert time.monotonic() - started < 5
+            finally:
+                writer.close()
+        assert g.gw.holder.doc.generation == gen and not g.gw.holder.doc.kills
