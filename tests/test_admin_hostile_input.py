@@ -5,6 +5,7 @@ traceback, and changes nothing."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from pathlib import Path
@@ -134,3 +135,24 @@ async def test_a_body_that_never_arrives_is_a_408(tmp_path: Path, backends) -> N
             finally:
                 writer.close()
         assert g.gw.holder.doc.generation == gen and not g.gw.holder.doc.kills
+
+
+@pytest.mark.parametrize("before", ["99999999999999999999-0", "18446744073709551616-0",
+                                    "0-18446744073709551616", "0-0"])
+async def test_an_audit_cursor_redis_refuses_is_an_empty_page(
+        tmp_path: Path, backends, redis_server, before: str) -> None:
+    """`GET /v1/audit?before=` with a stream id in the grammar but beyond 64 bits (or 0-0,
+    before which nothing is) was a 503 `state_store_unavailable` ("the state store cannot
+    be reached") from redis' refusal: a wrong page asked of a store in good health. Like
+    any cursor that names no event, it is an empty page."""
+    from tests.redisha import redis_state_yaml
+
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p), state=redis_state_yaml(
+        redis_server.url, f"{tmp_path}/snap.json", signing_key_env="KILLGATE_TEST_STATE_KEY"))
+    tok = admin_token("killgate:read", "ops", 600)
+    async with running_gateway(cfg) as g:
+        status, _, body = await exchange(g.gw.admin_addr[1], request(
+            "GET", f"/v1/audit?before={before}", None, {"Authorization": f"Bearer {tok}"}))
+        assert status == 200, body
+        assert json.loads(body)["events"] == [] and json.loads(body)["next"] is None
