@@ -30,7 +30,8 @@ from gateway.config import AuthConfig
 from gateway.domain.audit import clean_text
 from gateway.errors import ApiError, Forbidden, Unauthenticated
 
-__all__ = ["SCOPES", "Authenticator", "Principal", "mint", "scopes_of", "unverified_scopes"]
+__all__ = ["SCOPES", "Authenticator", "Principal", "mint", "printable_subject", "scopes_of",
+           "unverified_scopes"]
 
 SCOPES = ("killgate:read", "killgate:kill", "killgate:rollout", "killgate:alert",
           "killgate:drill", "killgate:admin", "killgate:breakglass")
@@ -92,7 +93,7 @@ def _finite(v: float) -> bool:
         return False
 
 
-def _shown_as_is(sub: str) -> bool:
+def printable_subject(sub: str) -> bool:
     """Whether a subject is text every log, audit event, table and terminal shows as it
     is: valid Unicode (no lone surrogate, which cannot be stored as UTF-8) without
     control or bidirectional characters (which would move a terminal's cursor or turn a
@@ -297,7 +298,7 @@ class Authenticator:
         if claims["exp"] - claims["iat"] > self.cfg.max_token_lifetime + self.cfg.leeway:
             raise Unauthenticated()  # an absurd lifetime: refused whatever its signature
         sub = claims.get("sub")
-        if not isinstance(sub, str) or not sub.strip() or not _shown_as_is(sub):
+        if not isinstance(sub, str) or not sub.strip() or not printable_subject(sub):
             raise Unauthenticated()
         return Principal(sub, scopes_of(claims))
 
