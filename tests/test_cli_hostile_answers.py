@@ -64,3 +64,33 @@ async def test_a_host_name_that_cannot_be_encoded_is_a_clear_error(url: str) -> 
     assert res.returncode == 1, res
     assert "Traceback" not in res.stderr, res.stderr
     assert "killgate: cannot reach the admin API" in res.stderr, res.stderr
+
+
+async def test_a_write_that_got_no_answer_may_have_been_applied(backends) -> None:
+    """A kill whose two tries both got no answer in --timeout said only `cannot reach the
+    admin API`: the operator takes it as not done, though the gateway may well have taken
+    it (it was sent, twice). Now it says the write may have been applied and how to check.
+    A refused connection (nothing was sent) says nothing of the kind."""
+    import asyncio
+    import socket
+
+    async def hang(req: web.Request) -> web.StreamResponse:
+        await asyncio.sleep(60)
+        return web.Response()
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", hang)
+    port = await backends(app)
+    env = {"KILLGATE_ADMIN_URL": f"http://127.0.0.1:{port}", "KILLGATE_TOKEN": "tok.en.x"}
+    res = await acli("kill", "--global", "--reason", "x", "--timeout", "0.5", env=env)
+    assert res.returncode == 1, res
+    assert "no answer within 0.5s" in res.stderr and "may have been applied" in res.stderr
+    res = await acli("status", "--timeout", "0.5", env=env)
+    assert res.returncode == 1 and "may have been applied" not in res.stderr
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    res = await acli("kill", "--global", "--reason", "x",
+                     env={**env, "KILLGATE_ADMIN_URL": f"http://127.0.0.1:{closed}"})
+    assert res.returncode == 1 and "Connection refused" in res.stderr, res.stderr
+    assert "may have been applied" not in res.stderr

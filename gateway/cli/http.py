@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -98,6 +99,8 @@ def call(base: str, token: str | None, method: str, path: str,
                               "one (an empty label, or one longer than 63 characters)") from None
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
+            # (refused, or no such host: the request never left; else it may have arrived)
+            unsent = isinstance(reason, ConnectionRefusedError | socket.gaierror)
             if isinstance(reason, TimeoutError):
                 reason = f"no answer within {timeout:g}s (--timeout)"
             if attempt + 1 < attempts:
@@ -105,7 +108,11 @@ def call(base: str, token: str | None, method: str, path: str,
                     on_retry(f"{reason}: sending it once more (the same Idempotency-Key: "
                              "it takes effect once)")
                 continue
-            raise ClientError(f"cannot reach the admin API at {base}: {reason}") from None
+            msg = f"cannot reach the admin API at {base}: {reason}"
+            if body is not None and not unsent:
+                msg += ("; the write may have been applied all the same: check with "
+                        "`killgate status` and `killgate audit` before doing anything else")
+            raise ClientError(msg) from None
         except http.client.HTTPException as exc:  # (after OSError: RemoteDisconnected is both)
             raise ClientError(_broken(base, exc, body is not None)) from None
     raise ClientError("unreachable")  # pragma: no cover
