@@ -156,3 +156,38 @@ async def test_an_audit_cursor_redis_refuses_is_an_empty_page(
             "GET", f"/v1/audit?before={before}", None, {"Authorization": f"Bearer {tok}"}))
         assert status == 200, body
         assert json.loads(body)["events"] == [] and json.loads(body)["next"] is None
+
+
+@pytest.mark.parametrize(("payload", "says"), [
+    (b'{"scope": "global", "reason": "x",}', b"not valid JSON: Expecting property name "
+                                              b"enclosed in double quotes at line 1 column 35"),
+    (b'{"scope": "global"\n "reason": "x"}', b"line 2 column 2"),
+    (b'{"scope": "global", "reason": NaN}', b"NaN is not a JSON number"),
+    (b'{"scope": "global", "reason": ' + b"1" * 5000 + b"}", b"too many digits"),
+])
+async def test_json_that_does_not_parse_says_where(tmp_path: Path, backends, payload: bytes,
+                                                   says: bytes) -> None:
+    """A tired operator's curl with a trailing comma got `the body must be a JSON object`
+    (it was one, nearly): the answer now says what the parser found, and where."""
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p))
+    tok = admin_token("killgate:kill", "ops", 600)
+    async with running_gateway(cfg) as g:
+        status, _, body = await exchange(g.gw.admin_addr[1], request(
+            "POST", "/v1/kill", payload, {"Authorization": f"Bearer {tok}"}))
+        assert status == 400 and says in body, body
+        assert not g.gw.holder.doc.kills
+
+
+async def test_a_body_with_a_byte_order_mark_is_read(tmp_path: Path, backends) -> None:
+    """Some clients (Windows PowerShell's UTF-8) put a BOM before the JSON; RFC 8259 lets
+    a parser ignore it, and a kill sent so was a 400 `the body must be a JSON object`."""
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p))
+    tok = admin_token("killgate:kill", "ops", 600)
+    async with running_gateway(cfg) as g:
+        status, _, body = await exchange(g.gw.admin_addr[1], request(
+            "POST", "/v1/kill", b'\xef\xbb\xbf{"scope": "global", "reason": "x"}',
+            {"Authorization": f"Bearer {tok}"}))
+        assert status == 200, body
+        assert "global" in g.gw.holder.doc.kills

@@ -99,11 +99,15 @@ async def json_body(request: web.Request,
     except UnicodeDecodeError as exc:
         raise bad(f"the body is not UTF-8 (byte {exc.start})") from None
     try:
-        body = json.loads(text, parse_constant=_no_constant)
+        body = json.loads(text.removeprefix("\ufeff"), parse_constant=_no_constant)
     except RecursionError:
         raise bad(f"the body is nested deeper than {MAX_DEPTH} levels") from None
-    except ValueError:
-        raise bad("the body must be a JSON object") from None
+    except json.JSONDecodeError as exc:  # (say where: a trailing comma is not "not an object")
+        raise bad(f"the body is not valid JSON: {exc.msg} at line {exc.lineno} column "
+                  f"{exc.colno}") from None
+    except ValueError as exc:  # NaN / Infinity, or an integer of thousands of digits
+        why = str(exc) if "JSON number" in str(exc) else "a number with too many digits"
+        raise bad(f"the body is not valid JSON: {why}") from None
     if not isinstance(body, dict):
         raise bad("the body must be a JSON object")
     _check(body, 1, "")
