@@ -94,3 +94,26 @@ async def test_a_write_that_got_no_answer_may_have_been_applied(backends) -> Non
                      env={**env, "KILLGATE_ADMIN_URL": f"http://127.0.0.1:{closed}"})
     assert res.returncode == 1 and "Connection refused" in res.stderr, res.stderr
     assert "may have been applied" not in res.stderr
+
+
+async def test_audit_verify_prints_a_forged_event_escaped(tmp_path) -> None:
+    """`killgate audit verify` names the event where the chain breaks by the event's own
+    `id` (and quotes its `prev_hash`): text whoever forged the event chose. Printed as it
+    came, `\\r` and escape sequences in it overwrote the BROKEN line with one saying `ok`
+    (the exit code stayed 1; the human reading it saw ok)."""
+    import json as _json
+
+    from gateway.domain.audit import GENESIS, event_hash
+
+    ok = "\r\x1b[2Kaudit mirror ok: 2 event(s)\x1b[8m"
+    first = {"id": "a" * 32, "time": "2026-12-05T00:00:00.000Z", "actor": "ops",
+             "action": "kill", "target": {}, "reason": "x", "prev_hash": GENESIS}
+    first["hash"] = event_hash(first)
+    forged = {**first, "id": ok, "prev_hash": "f" * 64}
+    forged["hash"] = event_hash(forged)
+    mirror = tmp_path / "mirror.jsonl"
+    mirror.write_text("".join(_json.dumps(e) + "\n" for e in (first, forged)))
+    res = await acli("audit", "verify", "--mirror", str(mirror))
+    assert res.returncode == 1, res
+    assert "BROKEN at event #1" in res.stderr, res.stderr
+    assert "\x1b" not in res.stderr + res.stdout and "\r" not in res.stderr, repr(res.stderr)
