@@ -117,3 +117,17 @@ async def test_audit_verify_prints_a_forged_event_escaped(tmp_path) -> None:
     assert res.returncode == 1, res
     assert "BROKEN at event #1" in res.stderr, res.stderr
     assert "\x1b" not in res.stderr + res.stdout and "\r" not in res.stderr, repr(res.stderr)
+
+
+async def test_pending_instances_that_are_not_names_are_no_traceback(backends) -> None:
+    """A receipt whose `pending` list holds a number (or an escape sequence) crashed the
+    receipt line with a TypeError traceback after the write was done (or drove the
+    terminal): the names are printed as text, escaped."""
+    receipt = {"generation": 3, "applied": {"instances": 3, "acked": 1, "elapsed_ms": 1.0,
+                                            "pending": [7, "b\x1b[2K"]}}
+    port = await backends(_lying_api({**receipt, "kill": "global", "changed": True}))
+    env = {"KILLGATE_ADMIN_URL": f"http://127.0.0.1:{port}", "KILLGATE_TOKEN": "tok.en.x"}
+    res = await acli("kill", "--global", "--reason", "x", env=env)
+    assert res.returncode == 4, res
+    assert "NOT YET by: 7, b\\x1b[2K" in res.stdout, res.stdout
+    assert "Traceback" not in res.stderr

@@ -98,7 +98,8 @@ def _approve(args: argparse.Namespace) -> int:
         ap = res["applied"]
         print(f"approved and applied: generation {res['generation']}: applied by "
               f"{ap['acked']}/{ap['instances']} instance(s) in {ap['elapsed_ms']} ms"
-              + (f"; NOT YET by: {', '.join(ap['pending'])}" if ap["pending"] else ""))
+              + (f"; NOT YET by: {', '.join(clean_text(str(p), 128) for p in ap['pending'])}"
+                 if ap["pending"] else ""))
     return 0 if not res["applied"]["pending"] else 4
 
 

@@ -119,7 +119,7 @@ def _print_receipt(res: dict[str, Any]) -> None:
     line = (f"generation {res.get('generation')}: applied by {ap.get('acked')}/"
             f"{ap.get('instances')} instance(s) in {ap.get('elapsed_ms')} ms")
     if ap.get("pending"):
-        line += f"; NOT YET by: {', '.join(ap['pending'])}"
+        line += f"; NOT YET by: {', '.join(clean_text(str(p), 128) for p in ap['pending'])}"
     print(line)
 
 
