@@ -5,6 +5,7 @@ traceback, and changes nothing."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -14,7 +15,14 @@ import jwt
 import pytest
 
 from tests.backends import echo_app
-from tests.conftest import SECRET, admin_token, running_gateway, two_versions, write_config
+from tests.conftest import (
+    SECRET,
+    admin_token,
+    running_gateway,
+    two_versions,
+    wait_until,
+    write_config,
+)
 from tests.rawhttp import _head, error_type, exchange, request
 
 pytestmark = pytest.mark.timeout(60)
@@ -191,3 +199,40 @@ async def test_a_body_with_a_byte_order_mark_is_read(tmp_path: Path, backends) -
             {"Authorization": f"Bearer {tok}"}))
         assert status == 200, body
         assert "global" in g.gw.holder.doc.kills
+
+
+@pytest.mark.parametrize("how", ["half_close", "close", "reset"])
+async def test_a_caller_gone_mid_body_is_no_error_line(
+        tmp_path: Path, backends, caplog: pytest.LogCaptureFixture, how: str) -> None:
+    """A caller that sends a write's head and part of its body, then closes (or resets)
+    the connection, left an ERROR `admin_internal_error` with a ConnectionResetError
+    traceback per connection: a log an attacker with any valid token could fill, and a
+    page for whoever watches ERRORs. It is the caller's doing: answered as bad input (when
+    anyone is left to read it), nothing logged above DEBUG, nothing changed."""
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p))
+    tok = admin_token("killgate:kill", "ops", 600)
+    async with running_gateway(cfg) as g:
+        reader, writer = await asyncio.open_connection("127.0.0.1", g.gw.admin_addr[1])
+        try:
+            writer.write((f"POST /v1/kill HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                          f"Authorization: Bearer {tok}\r\nContent-Type: application/json\r\n"
+                          'Content-Length: 100\r\n\r\n{"scope"').encode())
+            await writer.drain()
+            server = g.gw._admin_runner.server
+            await wait_until(lambda: any(c._request_in_progress for c in server._connections),
+                             what="the handler reading the body")
+            if how == "half_close":
+                writer.write_eof()
+                await asyncio.wait_for(reader.read(), 5)
+            elif how == "reset":
+                writer.transport.abort()
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+        await wait_until(lambda: not server._connections, what="the connection closed")
+        for _ in range(5):  # (the handler's failure surfaces a loop turn or two later)
+            await asyncio.sleep(0)
+        assert not g.gw.holder.doc.kills
+    assert _errors(caplog) == []

@@ -94,6 +94,8 @@ async def json_body(request: web.Request,
         raise ApiError(408, "body_timeout",
                        f"the request body did not arrive within {limit:g}s "
                        "(server.body_timeout)") from None
+    except ConnectionResetError:  # (the caller went away mid-body: its fault, not ours)
+        raise bad("the connection closed before the whole body arrived") from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
