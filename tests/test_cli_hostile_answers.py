@@ -131,3 +131,17 @@ async def test_pending_instances_that_are_not_names_are_no_traceback(backends) -
     assert res.returncode == 4, res
     assert "NOT YET by: 7, b\\x1b[2K" in res.stdout, res.stdout
     assert "Traceback" not in res.stderr
+
+
+async def test_the_status_header_cannot_drive_the_terminal(backends) -> None:
+    """`killgate status` escaped its tables' cells but printed its first lines (the
+    instance, the store, a failed reload's error, which quotes the config file) as they
+    came."""
+    status = {"instance": "gw-1\x1b[2J", "generation": 3, "kills": [], "routes": {},
+              "store": {"backend": "redis\x1b[31m"},
+              "config": {"digest": "sha256:ab", "last_error": "routes[0].name: 'x\x1b[8m'"}}
+    port = await backends(_lying_api(status))
+    res = await acli("status", env={"KILLGATE_ADMIN_URL": f"http://127.0.0.1:{port}",
+                                    "KILLGATE_TOKEN": "tok.en.x"})
+    assert res.returncode == 0, res
+    assert "LAST RELOAD FAILED" in res.stdout and "\x1b" not in res.stdout, repr(res.stdout)
