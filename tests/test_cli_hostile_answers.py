@@ -145,3 +145,33 @@ async def test_the_status_header_cannot_drive_the_terminal(backends) -> None:
                                     "KILLGATE_TOKEN": "tok.en.x"})
     assert res.returncode == 0, res
     assert "LAST RELOAD FAILED" in res.stdout and "\x1b" not in res.stdout, repr(res.stdout)
+
+
+async def test_a_refused_certificate_is_not_a_write_that_may_have_been_applied(
+        tmp_path) -> None:
+    """An https admin URL whose certificate the CLI does not trust: the request never
+    left, so the message must not say the write may have been applied."""
+    import asyncio
+    import ssl
+
+    from tests.test_state_urls import _certs
+
+    cert, key, _ = _certs(tmp_path)
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(cert, key)
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0, ssl=ctx)
+    try:
+        port = server.sockets[0].getsockname()[1]
+        res = await acli("kill", "--global", "--reason", "x",
+                         env={"KILLGATE_ADMIN_URL": f"https://127.0.0.1:{port}",
+                              "KILLGATE_TOKEN": "tok.en.x"})
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert res.returncode == 1, res
+    assert "CERTIFICATE_VERIFY_FAILED" in res.stderr, res.stderr
+    assert "may have been applied" not in res.stderr, res.stderr

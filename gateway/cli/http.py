@@ -13,6 +13,7 @@ from __future__ import annotations
 import http.client
 import json
 import socket
+import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -99,8 +100,10 @@ def call(base: str, token: str | None, method: str, path: str,
                               "one (an empty label, or one longer than 63 characters)") from None
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
-            # (refused, or no such host: the request never left; else it may have arrived)
-            unsent = isinstance(reason, ConnectionRefusedError | socket.gaierror)
+            # (refused, no such host, a certificate refused: the request never left; else
+            # it may have arrived)
+            unsent = isinstance(reason, ConnectionRefusedError | socket.gaierror
+                                | ssl.SSLCertVerificationError)
             if isinstance(reason, TimeoutError):
                 reason = f"no answer within {timeout:g}s (--timeout)"
             if attempt + 1 < attempts:
