@@ -130,7 +130,9 @@ async def test_three_principals_and_a_decline(tmp_path: Path, backends) -> None:
 
 @pytest.mark.parametrize(("alice", "bob"), [("Alice", "BOB"), ("alice ", " bob"),
                                            ("\uff41lice", "\uff42ob"),
-                                           ("ali\u200bce", "b\u200dob"), ("alice\x00", "bob\t"),
+                                           ("ali\u200bce", "b\u200dob"),
+                                           # (control characters: the token is refused,
+                                           # tests/test_admin_hostile_input.py)
                                            # invisible, but not format characters: a
                                            # combining grapheme joiner, a variation
                                            # selector, Hangul fillers

@@ -119,6 +119,8 @@ async def test_an_answer_missing_what_the_table_needs_is_a_clear_error(
     (("--scope", "killgate:read", "--ttl", "0s"), "shorter than a second"),
     (("--scope", "killgate:read", "--ttl", "500ms"), "shorter than a second"),
     (("--scope", "killgate:read", "--subject", " "), "--subject is empty"),
+    (("--scope", "killgate:read", "--subject", "ops\x1b[31m"), "control or bidirectional"),
+    (("--scope", "killgate:read", "--subject", "ali\u202ece"), "control or bidirectional"),
 ])
 async def test_token_refuses_a_token_the_gateway_would_refuse(args: tuple[str, ...],
                                                               why: str) -> None:

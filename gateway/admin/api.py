@@ -89,6 +89,7 @@ class AdminApi:
         app = web.Application(middlewares=[*outer, errors],
                               client_max_size=self.current.loaded.config.admin.max_body_size)
         app.on_response_prepare.append(answer_headers)
+        app[inputs.BODY_TIMEOUT] = self.current.loaded.config.server.body_timeout
         r = app.router
         r.add_get("/healthz", self.healthz)
         r.add_get("/readyz", self.readyz)

@@ -27,9 +27,11 @@ from jwt import PyJWKClient
 
 from gateway import filemodes
 from gateway.config import AuthConfig
+from gateway.domain.audit import clean_text
 from gateway.errors import ApiError, Forbidden, Unauthenticated
 
-__all__ = ["SCOPES", "Authenticator", "Principal", "mint", "scopes_of", "unverified_scopes"]
+__all__ = ["SCOPES", "Authenticator", "Principal", "mint", "printable_subject", "scopes_of",
+           "unverified_scopes"]
 
 SCOPES = ("killgate:read", "killgate:kill", "killgate:rollout", "killgate:alert",
           "killgate:drill", "killgate:admin", "killgate:breakglass")
@@ -81,6 +83,27 @@ def _nested(segment: str) -> bool:
     except ValueError:  # (binascii.Error is one)
         return True
     return raw.count(b"[") + raw.count(b"{") > MAX_JOSE_BRACKETS
+
+
+def _finite(v: float) -> bool:
+    """A finite number a float holds (an integer beyond that range: not a time)."""
+    try:
+        return math.isfinite(v)
+    except OverflowError:
+        return False
+
+
+def printable_subject(sub: str) -> bool:
+    """Whether a subject is text every log, audit event, table and terminal shows as it
+    is: valid Unicode (no lone surrogate, which cannot be stored as UTF-8) without
+    control or bidirectional characters (which would move a terminal's cursor or turn a
+    row around where an approver reads who asked). It names the actor of kills and
+    approvals, so it is refused rather than altered."""
+    try:
+        sub.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return clean_text(sub, len(sub)) == sub
 
 
 # RFC 7515 §4.1.9: "JWT" and "application/jwt" are the same type; RFC 9068 access tokens
@@ -264,7 +287,7 @@ class Authenticator:
         for name in ("exp", "iat", "nbf"):
             v = claims.get(name)
             if name in claims and (isinstance(v, bool) or not isinstance(v, int | float)
-                                   or not math.isfinite(v)):
+                                   or not _finite(v)):
                 # pyjwt accepts numeric strings (and NaN, which compares false with
                 # everything: a token that never expires); we do not
                 raise Unauthenticated()
@@ -275,7 +298,7 @@ class Authenticator:
         if claims["exp"] - claims["iat"] > self.cfg.max_token_lifetime + self.cfg.leeway:
             raise Unauthenticated()  # an absurd lifetime: refused whatever its signature
         sub = claims.get("sub")
-        if not isinstance(sub, str) or not sub.strip():
+        if not isinstance(sub, str) or not sub.strip() or not printable_subject(sub):
             raise Unauthenticated()
         return Principal(sub, scopes_of(claims))
 

@@ -12,6 +12,7 @@ foundations and aiohttp's request type.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from typing import Any
@@ -23,6 +24,7 @@ from gateway.domain.audit import clean_text
 from gateway.errors import ApiError
 
 __all__ = [
+    "BODY_TIMEOUT",
     "MAX_DEPTH",
     "MAX_WAIT",
     "json_body",
@@ -34,6 +36,9 @@ __all__ = [
     "wait",
 ]
 
+#: how long a request body may take to arrive, whole (the config's server.body_timeout)
+BODY_TIMEOUT = web.AppKey("body_timeout", float)
+DEFAULT_BODY_TIMEOUT = 30.0
 MAX_DEPTH = 8  # {"weights": {...}}: 2 levels; Alertmanager's {"alerts": [{"labels": {}}]}: 4
 MAX_WAIT = 30.0
 MAX_REASON = 1024
@@ -79,17 +84,32 @@ async def json_body(request: web.Request,
     if request.content_type != "application/json":
         raise ApiError(415, "unsupported_media_type",
                        "the body must be sent with Content-Type: application/json")
-    raw = await request.read()
+    limit = request.config_dict.get(BODY_TIMEOUT, DEFAULT_BODY_TIMEOUT)
+    try:
+        async with asyncio.timeout(limit):
+            raw = await request.read()
+    except TimeoutError:
+        # (a body dribbled, or never sent after its head: the handler would wait on it,
+        # holding one of the listener's connections, for as long as the caller likes)
+        raise ApiError(408, "body_timeout",
+                       f"the request body did not arrive within {limit:g}s "
+                       "(server.body_timeout)") from None
+    except ConnectionResetError:  # (the caller went away mid-body: its fault, not ours)
+        raise bad("the connection closed before the whole body arrived") from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise bad(f"the body is not UTF-8 (byte {exc.start})") from None
     try:
-        body = json.loads(text, parse_constant=_no_constant)
+        body = json.loads(text.removeprefix("\ufeff"), parse_constant=_no_constant)
     except RecursionError:
         raise bad(f"the body is nested deeper than {MAX_DEPTH} levels") from None
-    except ValueError:
-        raise bad("the body must be a JSON object") from None
+    except json.JSONDecodeError as exc:  # (say where: a trailing comma is not "not an object")
+        raise bad(f"the body is not valid JSON: {exc.msg} at line {exc.lineno} column "
+                  f"{exc.colno}") from None
+    except ValueError as exc:  # NaN / Infinity, or an integer of thousands of digits
+        why = str(exc) if "JSON number" in str(exc) else "a number with too many digits"
+        raise bad(f"the body is not valid JSON: {why}") from None
     if not isinstance(body, dict):
         raise bad("the body must be a JSON object")
     _check(body, 1, "")

@@ -19,6 +19,7 @@ from gateway.cli.client import ClientError, api, common_options, run, table
 from gateway.cli.configtools import add_config_commands
 from gateway.cli.http import Shape
 from gateway.cli.writes import add_write_commands
+from gateway.domain.audit import clean_text
 
 __all__ = ["add_client_commands"]
 
@@ -46,7 +47,7 @@ def _rendered(render: Callable[[dict[str, Any]], str], body: dict[str, Any]) -> 
 
 
 def _status_text(st: dict[str, Any]) -> str:
-    out = []
+    out: list[str] = []
     store = st.get("store") or {}
     cfg = st.get("config") or {}
     out.append(f"instance {st.get('instance')}  generation {st.get('generation')}  store "
@@ -58,6 +59,9 @@ def _status_text(st: dict[str, Any]) -> str:
                + (f"  RELOAD WAITING: {cfg['waiting']}" if cfg.get("waiting") else "")
                + (f"  RESTART REQUIRED for: {', '.join(map(str, cfg['restart_required']))}"
                   if cfg.get("restart_required") else ""))
+    # (escaped like the tables: a reload's error quotes the file, which a pull request
+    # may have written, and the instance name comes from the fleet)
+    out = [clean_text(line, 4096) for line in out]
     kills = st.get("kills") or []
     if kills:
         out.append("\nKILLS")

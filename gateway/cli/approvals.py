@@ -16,6 +16,7 @@ from typing import Any
 
 from gateway.cli.client import raw_call
 from gateway.cli.http import APPROVAL, RECEIPT, ClientError, expect
+from gateway.domain.audit import clean_text
 
 __all__ = ["add_approval_commands"]
 
@@ -43,13 +44,17 @@ def _open(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 def _describe(a: dict[str, Any]) -> str:
-    target = "/".join(str(v) for v in a["target"].values() if v) or "global"
-    values = ", ".join(f"{k}={json.dumps(v)}" for k, v in a["args"].items() if v is not None)
-    return (f"{a['id']}: {a['action']} {target}" + (f" ({values})" if values else "")
-            + f"\n  asked by {a['requested_by']}: {a['reason']}"
+    """What an approver reads, every value escaped: text from the state (who asked, why)
+    must not move the terminal's cursor over the line that says what the change is."""
+    c = clean_text
+    target = "/".join(c(str(v)) for v in a["target"].values() if v) or "global"
+    values = ", ".join(f"{c(str(k))}={json.dumps(v)}" for k, v in a["args"].items()
+                       if v is not None)
+    return (f"{c(a['id'])}: {c(a['action'])} {target}" + (f" ({values})" if values else "")
+            + f"\n  asked by {c(a['requested_by'])}: {c(a['reason'])}"
             + f"\n  approvals {len(a['approved_by'])}/{a['needs']} "
-              f"({', '.join(map(str, a['approved_by']))}); expires {a['expires']}"
-            + f"\n  change hash {a['hash']}")
+              f"({', '.join(c(str(x)) for x in a['approved_by'])}); expires {c(a['expires'])}"
+            + f"\n  change hash {c(a['hash'])}")
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -93,7 +98,8 @@ def _approve(args: argparse.Namespace) -> int:
         ap = res["applied"]
         print(f"approved and applied: generation {res['generation']}: applied by "
               f"{ap['acked']}/{ap['instances']} instance(s) in {ap['elapsed_ms']} ms"
-              + (f"; NOT YET by: {', '.join(ap['pending'])}" if ap["pending"] else ""))
+              + (f"; NOT YET by: {', '.join(clean_text(str(p), 128) for p in ap['pending'])}"
+                 if ap["pending"] else ""))
     return 0 if not res["applied"]["pending"] else 4
 
 

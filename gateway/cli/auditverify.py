@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from gateway.domain.audit import TrailReport, parse_event, verify_trail
+from gateway.domain.audit import TrailReport, clean_text, parse_event, verify_trail
 from gateway.errors import ConfigError, Problem
 
 __all__ = ["add_verify_arguments", "verify"]
@@ -137,6 +137,9 @@ def verify(args: argparse.Namespace, fetch: Fetch) -> int:
         if brk is None:
             print(f"audit {what} ok: {r.events} event(s); {detail}")
         else:
-            print(f"audit {what} BROKEN at event #{brk.index} (id {brk.event_id}): "
-                  f"{brk.problem}\n({detail})", file=sys.stderr)
+            # (escaped: the id and the text quoted from the event are whoever forged it's
+            # choice, and a carriage return or an escape sequence would overwrite this line)
+            print(f"audit {what} BROKEN at event #{brk.index} (id "
+                  f"{clean_text(str(brk.event_id), 128)}): {clean_text(brk.problem, 2048)}"
+                  f"\n({detail})", file=sys.stderr)
     return 0 if brk is None else 1

@@ -85,11 +85,13 @@ def api(args: argparse.Namespace, method: str, path: str,
         if getattr(args, "json", False):
             print(json.dumps(answer.body, indent=2))
         else:
-            print(f"approval {pending['id']} requested: {pending['action']} needs "
+            ident = clean_text(pending["id"], 64)
+            print(f"approval {ident} requested: {clean_text(pending['action'], 64)} needs "
                   f"{pending['needs']} principals, approved by "
-                  f"{', '.join(map(str, pending['approved_by']))}; expires {pending['expires']}"
+                  f"{', '.join(clean_text(str(a), 256) for a in pending['approved_by'])}; "
+                  f"expires {clean_text(pending['expires'], 64)}"
                   f"\nnothing is changed until another principal runs: killgate approve "
-                  f"{pending['id']}")
+                  f"{ident}")
         raise ClientError("", code=3)
     if answer.status != 200:
         raise ClientError(f"the admin API answered {answer.status}, not 200")
@@ -117,7 +119,7 @@ def _print_receipt(res: dict[str, Any]) -> None:
     line = (f"generation {res.get('generation')}: applied by {ap.get('acked')}/"
             f"{ap.get('instances')} instance(s) in {ap.get('elapsed_ms')} ms")
     if ap.get("pending"):
-        line += f"; NOT YET by: {', '.join(ap['pending'])}"
+        line += f"; NOT YET by: {', '.join(clean_text(str(p), 128) for p in ap['pending'])}"
     print(line)
 
 

@@ -19,7 +19,7 @@ __all__ = ["add_config_commands"]
 
 
 def _token(args: argparse.Namespace) -> int:
-    from gateway.admin.auth import SCOPES, mint
+    from gateway.admin.auth import SCOPES, mint, printable_subject
     from gateway.config import DEFAULT_SECRET_ENV, AuthConfig, parse_duration
     from gateway.configfile import load_config
     from gateway.errors import ConfigError
@@ -59,6 +59,9 @@ def _token(args: argparse.Namespace) -> int:
         raise ClientError(f"no secret: set {env} ({hint})")
     if not args.subject.strip():
         raise ClientError("--subject is empty: the gateway refuses a token without 'sub'")
+    if not printable_subject(args.subject):
+        raise ClientError("--subject holds a control or bidirectional character: the gateway "
+                          "refuses such a token (the subject is shown as the actor everywhere)")
     try:
         ttl = parse_duration(args.ttl)
         if ttl < 1:

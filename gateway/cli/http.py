@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
+import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -19,6 +21,8 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from gateway.domain.audit import clean_text
 
 __all__ = ["TIMEOUT", "Answer", "ClientError", "admin_base", "call", "clean_token", "expect"]
 
@@ -82,14 +86,24 @@ def call(base: str, token: str | None, method: str, path: str,
                     "URL") from None
             try:
                 err = json.loads(raw)["error"]
-                msg = f"{exc.code} {err.get('type')}: {err.get('message')}"
-            except (ValueError, KeyError, TypeError):
-                msg = f"{exc.code} {raw[:200].decode('utf-8', 'replace')}"
+                # (escaped: the message echoes text from the state, and is printed to a
+                # terminal, where an escape sequence would move the cursor over it)
+                msg = (f"{exc.code} {clean_text(str(err.get('type')), 64)}: "
+                       f"{clean_text(str(err.get('message')), 2048)}")
+            except (ValueError, KeyError, TypeError, AttributeError):
+                msg = f"{exc.code} {clean_text(raw[:200].decode('utf-8', 'replace'), 200)}"
             if exc.code == 401 and not token:
                 msg += " (no token was sent: give --token or set KILLGATE_TOKEN)"
             raise ClientError(msg) from None
+        except UnicodeError:  # (the host name's IDNA encoding: an empty or long label)
+            raise ClientError(f"cannot reach the admin API at {base}: its host name is not "
+                              "one (an empty label, or one longer than 63 characters)") from None
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
+            # (refused, no such host, a certificate refused: the request never left; else
+            # it may have arrived)
+            unsent = isinstance(reason, ConnectionRefusedError | socket.gaierror
+                                | ssl.SSLCertVerificationError)
             if isinstance(reason, TimeoutError):
                 reason = f"no answer within {timeout:g}s (--timeout)"
             if attempt + 1 < attempts:
@@ -97,7 +111,11 @@ def call(base: str, token: str | None, method: str, path: str,
                     on_retry(f"{reason}: sending it once more (the same Idempotency-Key: "
                              "it takes effect once)")
                 continue
-            raise ClientError(f"cannot reach the admin API at {base}: {reason}") from None
+            msg = f"cannot reach the admin API at {base}: {reason}"
+            if body is not None and not unsent:
+                msg += ("; the write may have been applied all the same: check with "
+                        "`killgate status` and `killgate audit` before doing anything else")
+            raise ClientError(msg) from None
         except http.client.HTTPException as exc:  # (after OSError: RemoteDisconnected is both)
             raise ClientError(_broken(base, exc, body is not None)) from None
     raise ClientError("unreachable")  # pragma: no cover

@@ -90,6 +90,15 @@ def promote(doc: StateDoc, rc: RouteConfig, version: str, actor: str, reason: st
     return with_stable(rc, version, "promote", actor, reason, now)
 
 
+def _finite(w: float) -> bool:
+    """Whether a float holds `w` as a finite number (JSON has integers of any length:
+    math.isfinite of one beyond a float's range raises)."""
+    try:
+        return math.isfinite(w)
+    except OverflowError:
+        return False
+
+
 def set_weights(doc: StateDoc, rc: RouteConfig, weights: Any, actor: str, reason: str,
                 now: str, kind: str = "weights") -> Change:
     if not isinstance(weights, dict) or not weights:
@@ -97,8 +106,8 @@ def set_weights(doc: StateDoc, rc: RouteConfig, weights: Any, actor: str, reason
     out: dict[str, float] = {v.name: 0.0 for v in rc.versions}
     for name, w in weights.items():
         _version(rc, name)
-        if isinstance(w, bool) or not isinstance(w, int | float) or not math.isfinite(w) or w < 0:
-            raise InvalidChange(f"weight of {name!r} must be a number >= 0")
+        if isinstance(w, bool) or not isinstance(w, int | float) or not _finite(w) or w < 0:
+            raise InvalidChange(f"weight of {name!r} must be a finite number >= 0")
         problem = weight_problem(float(w))
         if problem is not None:
             raise InvalidChange(f"weight of {name!r} {problem}")

@@ -15,6 +15,17 @@ from gateway.state.redisaux import RedisRecords
 __all__ = ["RedisAudit"]
 
 
+def _stream_id(cursor: str) -> bool:
+    """Whether `cursor` is an id there can be entries before: `ms-seq`, each part within
+    64 bits (redis refuses others: an error, not an empty page), not `0-0` (nothing is
+    before it, and redis refuses it as an exclusive end)."""
+    m = re.fullmatch(r"([0-9]{1,20})-([0-9]{1,20})", cursor)
+    if m is None:
+        return False
+    ms, seq = int(m.group(1)), int(m.group(2))
+    return ms < 2 ** 64 and seq < 2 ** 64 and (ms, seq) != (0, 0)
+
+
 class RedisAudit(RedisRecords):
     """Reading the audit stream of `RedisStore` (see the module docstring)."""
 
@@ -44,7 +55,7 @@ class RedisAudit(RedisRecords):
                                                                         str | None]:
         """`before` and the returned cursor are stream entry ids (opaque to callers); an
         unknown cursor gives an empty page, as with the local store."""
-        if before is not None and not re.fullmatch(r"[0-9]{1,20}-[0-9]{1,20}", before):
+        if before is not None and not _stream_id(before):
             return [], None
         hi = f"({before}" if before else "+"
         entries = await self._call("XREVRANGE", self.k_audit, hi, "-", "COUNT", limit + 1)
