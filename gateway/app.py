@@ -142,7 +142,8 @@ class Gateway:
             self.tracing.settings, self.metrics.registry.collect, self.instance, __version__))
         otlp.register(self.metrics)
         self.upstreams = Upstreams(cfg.server.max_connections_per_backend,
-                                   cfg.server.max_pending_per_backend, self.clock)
+                                   cfg.server.max_pending_per_backend, self.clock,
+                                   cfg.server.backend_idle_timeout)
         self._stack.push_async_callback(self.upstreams.close)
         self.mirror = Mirror()  # shadow copies: their own pools, closed after the data plane
         self._stack.push_async_callback(self.mirror.close)

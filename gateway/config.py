@@ -151,6 +151,9 @@ class ServerConfig(Frozen):
     #: the longest a client may leave its socket full (reading nothing) before it is dropped
     send_timeout: Duration = 60.0
     max_connections_per_backend: int = Field(default=256, ge=1, le=100_000)
+    #: a pooled backend connection idle longer than this is closed, not reused: keep it
+    #: below the backends' own keep-alive timeout (uvicorn's and Node's: 5 s)
+    backend_idle_timeout: Duration = 4.0
     #: requests that may wait for a busy backend's connection; beyond, a fast 503
     max_pending_per_backend: int = Field(default=1024, ge=0, le=1_000_000)
     #: requests in flight in one process (streams included); beyond, a fast 503
@@ -163,7 +166,7 @@ class ServerConfig(Frozen):
     max_connections_per_client: int = Field(default=0, ge=0, le=1_000_000)
     access_log: bool = False
 
-    @field_validator("header_timeout", "body_timeout", "send_timeout")
+    @field_validator("header_timeout", "body_timeout", "send_timeout", "backend_idle_timeout")
     @classmethod
     def _deadlines(cls, v: float) -> float:
         return positive(3600.0)(v)

@@ -20,6 +20,7 @@ from gateway.dataplane.attempts import (
     Policy,
     SoFar,
     next_attempt,
+    resend_safe,
 )
 
 NONE = Policy()
@@ -67,6 +68,17 @@ def test_not_ready_moves_like_undelivered_without_opt_in_or_budget() -> None:
     # a body that streamed cannot be sent again
     assert run([Outcome(ANSWERED, 404, True)], 1, replayable=False) == [
         (ANSWER, "body_not_replayable")]
+
+
+def test_a_stale_connection_is_tried_fresh_only_for_a_request_safe_to_send_twice() -> None:
+    unsafe = next_attempt(SoFar(), Outcome(STALE), 2, True, NONE, never, lambda: False)
+    assert (unsafe.action, unsafe.reason) == (ANSWER, "not_retried")
+    assert next_attempt(SoFar(), Outcome(STALE), 2, True, OPTED, yes,
+                        lambda: False).action == MOVE  # (the opt-in: a retry like a reset)
+    assert resend_safe(b"GET", []) and resend_safe(b"PUT", []) and resend_safe(b"DELETE", [])
+    assert not resend_safe(b"POST", []) and not resend_safe(b"PATCH", [(b"X-A", b"1")])
+    assert resend_safe(b"POST", [(b"Idempotency-Key", b"k")])
+    assert resend_safe(b"POST", [(b"x-idempotency-key", b"k")])
 
 
 def test_a_stale_pooled_connection_is_tried_again_fresh_once() -> None:

@@ -16,7 +16,8 @@ from gateway.dataplane.upstream import Pool
 
 # per connection, not per exchange: what a reused one keeps by design (and `head_at`, the
 # last head's time, is written when the next head arrives, and read only after that)
-_CONNECTION = {"pool", "loop", "clock", "transport", "parser", "uses", "sink", "head_at"}
+_CONNECTION = {"pool", "loop", "clock", "transport", "parser", "uses", "sink", "head_at",
+               "pooled_at"}
 
 ANSWERS = [
     b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n"

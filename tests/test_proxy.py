@@ -769,7 +769,8 @@ async def test_a_stale_pooled_connection_is_retried_fresh_on_the_fast_path(
     """A pooled connection the backend closed just as a request went out on it (no byte
     of answer) is tried once more on a new connection, as the slow path always did: the
     fast path (every request on an idle pooled connection) answered 502, and with two
-    such connections idle, the retry took the other stale one."""
+    such connections idle, the retry took the other stale one. (A request safe to send
+    twice: here a POST with an Idempotency-Key; see the next test for one without.)"""
     backend = _ClosesIdle()
     port = await backend.start()
     try:
@@ -778,7 +779,8 @@ async def test_a_stale_pooled_connection_is_retried_fresh_on_the_fast_path(
             pool_of = g.gw.upstreams.pools
 
             async def post() -> int:
-                async with session.post(g.url + INFER, data=b"{}") as r:
+                async with session.post(g.url + INFER, data=b"{}",
+                                        headers={"Idempotency-Key": "k1"}) as r:
                     await r.read()
                     return r.status
 
@@ -788,6 +790,63 @@ async def test_a_stale_pooled_connection_is_retried_fresh_on_the_fast_path(
                 assert await post() == 200
             assert g.gw.metrics.get("killgate_upstream_errors_total",
                                     ("iris", "v1", "UpstreamStale")) >= 1
+    finally:
+        await backend.stop()
+
+
+@pytest.mark.parametrize("retry", [False, True])
+async def test_a_post_a_stale_connection_took_is_not_sent_twice_unasked(
+        tmp_path: Path, session: ClientSession, retry: bool) -> None:
+    """(failover review) A close with no answer byte on a reused connection is also what a
+    backend that crashed, or gave up, while it processed the request sends: a POST was sent
+    again on a new connection by itself, and processed twice (a request that crashes its
+    server crashed a second one). Now only a request safe to send twice is (a GET, an
+    Idempotency-Key); a POST is a 502, unless the route opts in with `retry_on: [reset]`."""
+    backend = _ClosesIdle()
+    port = await backend.start()
+    extra = "retry: {retry_on: [reset], attempts: 2}\n" if retry else ""
+    try:
+        cfg = write_config(tmp_path, two_versions(port, port, 100, 0, extra=extra))
+        async with running_gateway(cfg) as g:
+            async with session.post(g.url + INFER, data=b"{}") as r:  # pools the connection
+                assert r.status == 200
+                await r.read()
+            await wait_until(lambda: len(g.gw.upstreams.pools[("http", "127.0.0.1", port)]
+                                         .idle) == 1, 5)
+            async with session.post(g.url + INFER, data=b"{}") as r:
+                await r.read()
+                assert r.status == (200 if retry else 502), r.status
+            assert backend.connections == (2 if retry else 1)  # (sent once, unless opted in)
+            async with session.get(g.url + INFER) as r:  # a GET: fresh once, by itself
+                await r.read()
+                assert r.status == 200
+    finally:
+        await backend.stop()
+
+
+async def test_a_connection_idle_past_backend_idle_timeout_is_not_reused(
+        tmp_path: Path, session: ClientSession) -> None:
+    """A backend closes its idle connections after its own keep-alive timeout (uvicorn's:
+    5 s); a POST sent on one just as it does has nowhere to go (above). A pooled connection
+    idle longer than `server.backend_idle_timeout` is closed instead of reused."""
+    backend = _ClosesIdle()
+    port = await backend.start()
+    try:
+        cfg = write_config(tmp_path, two_versions(port, port, 100, 0),
+                           extra="server: {backend_idle_timeout: 200ms}\n")
+        async with running_gateway(cfg) as g:
+            pool = None
+            for _ in range(3):
+                async with session.post(g.url + INFER, data=b"{}") as r:
+                    await r.read()
+                    assert r.status == 200  # a new connection each time: never stale
+                pool = g.gw.upstreams.pools[("http", "127.0.0.1", port)]
+                await wait_until(lambda: len(pool.idle) == 1, 5)  # noqa: B023
+                idle_at = time.monotonic()
+                await wait_until(lambda: time.monotonic() - idle_at > 0.4, 5, 0.05)  # noqa: B023
+            assert backend.connections == 3 and backend.answered == 3
+            assert g.gw.metrics.get("killgate_upstream_errors_total",
+                                    ("iris", "v1", "UpstreamStale")) == 0
     finally:
         await backend.stop()
 

@@ -7,7 +7,10 @@ delivered request would be sent again. The proxy turns each attempt's result int
 
 * `ANSWER` — stop: hand the client this answer (or this error, or the route's fallback);
 * `FRESH`  — the same version again on a new connection: a pooled keep-alive connection
-  the backend had already closed took the request without a byte of answer (once);
+  the backend had already closed took the request without a byte of answer (once), for a
+  request safe to send twice only (an idempotent method, or an `Idempotency-Key`): the
+  same close is what a backend that crashed while it processed the request sends, and a
+  POST sent again would be processed twice (a request that crashes its server, twice);
 * `MOVE`   — the next version in the route's failover order.
 
 The rules: a request that never reached a backend (connection refused, connect timeout, our
@@ -32,7 +35,7 @@ from typing import NamedTuple
 from gateway.dataplane.notready import could_be_not_ready, is_not_ready, plain
 
 __all__ = ["ANSWER", "FRESH", "HOLD", "MOVE", "PASS", "PLAN", "Next", "Outcome", "Policy",
-           "SoFar", "answered", "next_attempt", "on_head"]
+           "SoFar", "answered", "next_attempt", "on_head", "resend_safe"]
 
 ANSWER, FRESH, MOVE = "answer", "fresh", "move"
 
@@ -45,6 +48,18 @@ TIMEOUT = "timeout"          # delivered, then no answer in time
 MALFORMED = "malformed"      # the answer could not be parsed
 ANSWERED = "answered"        # an answer (see status, not_ready)
 KILLED = "killed"            # cut on purpose by a kill
+
+
+#: RFC 9110 9.2.2: a request with one of these methods may be processed twice
+IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
+
+
+def resend_safe(method: bytes, fields: Iterable[tuple[bytes, bytes]]) -> bool:
+    """Whether a request may be sent again after a close that may have followed its
+    processing: an idempotent method, or a client's `Idempotency-Key` (as Go's http
+    client reads it, also `X-Idempotency-Key`) among its raw `fields`."""
+    return method in IDEMPOTENT or any(
+        n.lower() in (b"idempotency-key", b"x-idempotency-key") for n, _ in fields)
 
 
 class Outcome(NamedTuple):
@@ -108,10 +123,12 @@ class Next(NamedTuple):
 
 
 def next_attempt(so_far: SoFar, outcome: Outcome, alternatives: int, replayable: bool,
-                 policy: Policy, budget: Callable[[], bool]) -> Next:
+                 policy: Policy, budget: Callable[[], bool],
+                 resend_safe: Callable[[], bool] = lambda: True) -> Next:
     """What to do after an attempt ended with `outcome`. `alternatives` is the length of the
     route's failover order for the first version tried; `replayable`, whether the whole body
-    is in memory (a streamed body cannot be sent twice)."""
+    is in memory (a streamed body cannot be sent twice); `resend_safe`, whether the request
+    may be processed twice (asked only of a stale connection's close)."""
     kind = outcome.kind
     if kind == KILLED:
         return Next(ANSWER, "killed", so_far)
@@ -119,7 +136,7 @@ def next_attempt(so_far: SoFar, outcome: Outcome, alternatives: int, replayable:
         if outcome.status < 500 or not policy.retries_status(outcome.status):
             return Next(ANSWER, "answered", so_far)
         return _retry(so_far, f"retry_{outcome.status}", alternatives, replayable, policy, budget)
-    if kind == STALE and replayable and so_far.fresh == 0:
+    if kind == STALE and replayable and so_far.fresh == 0 and resend_safe():
         return Next(FRESH, "stale_connection", so_far._replace(fresh=1))
     if kind in (UNDELIVERED, OVERFLOW) or outcome.not_ready:
         if not replayable and kind == ANSWERED:

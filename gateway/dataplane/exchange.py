@@ -70,6 +70,7 @@ class Exchange(AnswerParsing, asyncio.Protocol):
         "loop",
         "parser",
         "pool",
+        "pooled_at",
         "sink",
         "transport",
         "uses",
@@ -89,6 +90,7 @@ class Exchange(AnswerParsing, asyncio.Protocol):
         self._write_paused = False
         self._chunked_out = False
         self.uses = 0
+        self.pooled_at = 0.0  # when it last went back to its pool idle (clock.now)
         # What no answer leaves behind on a connection that goes back to its pool (the pool
         # takes one only complete, kept alive, without error, body read whole and request
         # sent whole), and what `begin`/`begin_drive` set before any use: written here once.

@@ -19,6 +19,7 @@ from gateway.dataplane.attempts import (
     Outcome,
     SoFar,
     next_attempt,
+    resend_safe,
 )
 from gateway.dataplane.exchange import Exchange
 from gateway.dataplane.inflight import Aborted, Handle
@@ -83,10 +84,12 @@ class Moves(Handle):
         budget = self.budget
         retry = plan.retry
         past = proxy.loop.time() >= self.deadline
+        req = self.req
         nxt = next_attempt(self.so_far, outcome, len(self.targets), self.complete,
                            proxy.policy(plan),
                            lambda: not past and budget is not None and retry is not None
-                           and budget.allow(proxy.loop.time(), retry.budget))
+                           and budget.allow(proxy.loop.time(), retry.budget),
+                           lambda: resend_safe(req.method, req.raw_headers))
         late = past and nxt.action != ANSWER
         if late:
             # The route's total deadline has passed: no attempt goes out any more (sent now,

@@ -2,6 +2,11 @@
 a released connection goes to the oldest waiter) and the sweeper that fails exchanges past
 their idle or total deadline. A connection is pooled again only after a complete, keep-alive
 answer; anything else closes it. Each connection's exchange is `exchange.py`'s.
+
+A pooled connection idle for longer than `idle_timeout` (`server.backend_idle_timeout`) is
+closed instead of reused: a backend closes its idle connections after its own keep-alive
+timeout (uvicorn's and Node's: 5 s), and a request sent just as it does meets a close with
+no answer, which only a method safe to send twice survives (attempts.py).
 """
 
 from __future__ import annotations
@@ -28,8 +33,10 @@ class Pool:
 
     def __init__(self, scheme: str, host: str, port: int, max_conns: int,
                  loop: asyncio.AbstractEventLoop, waiting: set[Exchange],
-                 max_pending: int, clock: Clock | None = None) -> None:
+                 max_pending: int, clock: Clock | None = None,
+                 idle_timeout: float = 4.0) -> None:
         self.scheme, self.host, self.port = scheme, host, port
+        self.idle_timeout = idle_timeout
         self.loop = loop
         self.clock = clock or Clock()
         self.waiting = waiting  # shared by every pool; the Upstreams sweeper scans it
@@ -60,12 +67,10 @@ class Pool:
         deadline = 0.0
         queued = False
         while True:
-            idle = self.idle if not new or self.open >= self.max_conns else []
-            while idle:
-                ex = idle.pop()
-                if not ex.closed and ex.keep_alive:
-                    ex._reset()
-                    return ex, True
+            if not new or self.open >= self.max_conns:
+                reused = self.take_idle()
+                if reused is not None:
+                    return reused, True
             if self.open < self.max_conns:
                 break
             if not queued:
@@ -127,13 +132,18 @@ class Pool:
         return ex, False
 
     def take_idle(self) -> Exchange | None:
-        """A pooled connection at once, or None (the fast path never waits)."""
+        """A pooled connection at once, or None (the fast path never waits). The newest
+        first; one idle past `idle_timeout` is closed (and so is every one under it)."""
         idle = self.idle
         while idle:
             ex = idle.pop()
-            if not ex.closed and ex.keep_alive:  # (aborted while idle: not closed yet)
-                ex._reset()
-                return ex
+            if ex.closed or not ex.keep_alive:  # (aborted while idle: not closed yet)
+                continue
+            if self.clock.now - ex.pooled_at > self.idle_timeout:
+                ex.close()
+                continue
+            ex._reset()
+            return ex
         return None
 
     def release(self, ex: Exchange) -> None:
@@ -146,6 +156,7 @@ class Pool:
                 if not w.done():
                     w.set_result(ex)
                     return
+            ex.pooled_at = self.clock.now
             self.idle.append(ex)
         else:
             ex.close()
@@ -182,8 +193,9 @@ class Upstreams:
     SWEEP = 0.01
 
     def __init__(self, max_conns_per_backend: int, max_pending_per_backend: int = 1024,
-                 clock: Clock | None = None) -> None:
+                 clock: Clock | None = None, idle_timeout: float = 4.0) -> None:
         self.clock = clock or Clock()
+        self.idle_timeout = idle_timeout
         self.max_conns = max_conns_per_backend
         self.max_pending = max_pending_per_backend
         self.pools: dict[tuple[str, str, int], Pool] = {}
@@ -195,7 +207,7 @@ class Upstreams:
         if p is None:
             loop = asyncio.get_running_loop()
             p = self.pools[origin] = Pool(*origin, self.max_conns, loop, self.waiting,
-                                          self.max_pending, self.clock)
+                                          self.max_pending, self.clock, self.idle_timeout)
             if self._sweeper is None:
                 self._sweeper = loop.create_task(self._sweep(), name="upstream-deadlines")
         return p
