@@ -97,7 +97,7 @@ async def test_v2_agreement_rate_is_the_truth_noise_of_1e7_passes_real_changes_d
     assert set(rep["differences"]) == {"values"}
     assert rep["copies"]["sent"] == n and rep["dropped"] == 0
     d = rep["disagreements"][0]
-    assert d["differences"] == [{"kind": "values", "path": "outputs[probs]"}]
+    assert d["differences"] == [{"kind": "values", "path": "outputs[probs].data"}]
     assert d["primary"]["status"] == 200 and d["request"]["inputs"][0]["name"] == "x"
     assert rep["latency_ms"]["primary"]["p50"] is not None
 
