@@ -16,14 +16,13 @@ import asyncio
 import itertools
 import logging
 import random
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from gateway.config_shadow import ShadowConfig
 from gateway.dataplane.inflight import Handle
 from gateway.dataplane.jsonpeek import ModelField
 from gateway.dataplane.shadowrecord import ShadowCounts, compare
-from gateway.dataplane.shadowsend import TooLarge, failure, send
+from gateway.dataplane.shadowsend import KilledSince, TooLarge, failure, send
 from gateway.dataplane.shadowtap import Tap
 from gateway.dataplane.upstream import Upstreams
 from gateway.domain.comparison import Answer
@@ -56,7 +55,7 @@ class Mirror:
         self._tasks: set[asyncio.Task[None]] = set()
         #: the proxy's `killed_since` (the data plane's wiring sets it): a copy is not sent
         #: to a version or route killed after its request was routed
-        self.killed_since: Callable[[RoutePlan, str], object] = lambda plan, version: None
+        self.killed_since: KilledSince = lambda plan, version: None
         #: the process's in-flight handles (the wiring sets `Inflight.handles`): a copy under
         #: way is in it, so a kill with abort_inflight cuts it as it cuts a request
         self.handles: set[Handle] = set()
@@ -143,12 +142,15 @@ class Mirror:
             if sh.noise is not None and self.rand() < sh.noise.sample \
                     and not self.killed(plan, tap.served.name):  # (the primary's version)
                 first, second = await asyncio.gather(  # the primary's own second answer
-                    send(self.upstreams, self.loop, tap, shadow, sh, self.handles),
-                    send(self.upstreams, self.loop, tap, tap.served, sh, self.handles),
+                    send(self.upstreams, self.loop, tap, shadow, sh, self.handles,
+                         self.killed_since),
+                    send(self.upstreams, self.loop, tap, tap.served, sh, self.handles,
+                         self.killed_since),
                     return_exceptions=True)
             else:
                 try:
-                    first = await send(self.upstreams, self.loop, tap, shadow, sh, self.handles)
+                    first = await send(self.upstreams, self.loop, tap, shadow, sh, self.handles,
+                                       self.killed_since)
                 except (UpstreamError, TooLarge) as exc:
                     first = exc
             if isinstance(first, BaseException):
