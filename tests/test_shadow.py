@@ -420,7 +420,7 @@ async def test_streams_being_assembled_hold_slots_and_a_failed_one_gives_its_bac
 
 async def test_large_answers_are_compared_too(tmp_path: Path, backends: Start,
                                               session: ClientSession) -> None:
-    """Answers past 64 KiB are compared in a worker thread (the loop keeps serving); the
+    """Answers past 1 KiB are compared in a worker thread (the loop keeps serving); the
     verdict is the same, and the stored record is cut to max_body."""
     def app(shift: float) -> web.Application:
         async def infer(req: web.Request) -> web.Response:
