@@ -98,10 +98,11 @@ class Tally:
         if cfg is None or self.noise_pairs < cfg.min_pairs:
             return frozenset()
         out = []
+        untracked = len(self.raw_paths) >= MAX_NOISE_PATHS  # a path not in it: rate unknown
         for path, n in self.noise_paths.items():
             rate = n / self.noise_pairs
-            if rate < cfg.threshold:
-                continue
+            if rate < cfg.threshold or (untracked and path not in self.raw_paths):
+                continue  # (how often the shadow differs there is not known: not excused)
             raw = self.raw_paths.get(path, 0) / self.raw_n if self.raw_n else 0.0
             if raw <= rate * (1 + cfg.relative):
                 out.append(path)
