@@ -396,3 +396,13 @@ def test_a_path_through_long_keys_is_cut_in_what_is_kept() -> None:
     assert all(len(d.path) <= 256 for d in diffs), max(len(d.path) for d in diffs)
     assert diffs[0].path.startswith("u" * 100)
     assert render(["a", 0, "b"]) == "a[0].b"  # short paths as they were
+
+
+@pytest.mark.parametrize("dtype", [["FP32"], {"t": "FP32"}])
+def test_a_datatype_that_is_not_a_string_is_compared_not_raised(dtype: Any) -> None:
+    """A primary whose tensor's datatype was a list or an object raised TypeError (unhashable)
+    out of the comparison: the copy was counted a failure ('error', with a warning logged
+    for each one), never compared (hostile shadow review)."""
+    p = ok({"outputs": [{"name": "x", "shape": [1], "datatype": dtype, "data": [1]}]})
+    s = ok({"outputs": [{"name": "x", "shape": [1], "datatype": dtype, "data": [2]}]})
+    assert kinds(compare(cfg("v2_tensors"), b"", p, s)) == ["values"]

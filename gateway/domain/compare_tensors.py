@@ -138,7 +138,8 @@ def _tensor(cfg: V2TensorsCompare, name: str, p: dict[str, Any], s: dict[str, An
     pd = flatten(p.get("data"))
     if len(pd) != n:
         raise _Unreadable(f"{where}: {len(pd)} elements for shape {p['shape']}")
-    numeric = p.get("datatype") in _NUMERIC
+    dtype = p.get("datatype")
+    numeric = isinstance(dtype, str) and dtype in _NUMERIC
     pn = _numbers(pd) if numeric else pd
     if s.get("shape") != p["shape"]:
         diffs.append(Difference("shape", _where(name, ".shape")))
