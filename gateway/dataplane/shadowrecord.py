@@ -9,8 +9,10 @@ worker thread when large. No I/O; what is counted is the domain's (domain/shadow
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from concurrent.futures import Executor
 
+from gateway.config import RouteConfig
 from gateway.config_shadow import ShadowConfig
 from gateway.domain.comparison import Answer
 from gateway.domain.routing import RoutePlan
@@ -32,20 +34,31 @@ class ShadowCounts:
     def __init__(self) -> None:
         self.tallies: dict[str, Tally] = {}
         self._specs: dict[int, tuple[ShadowConfig, str]] = {}
+        #: the route's config in force now (the wiring sets it; None: not known): a copy of
+        #: a request routed before a reload that changed the settings counts nowhere
+        self.current: Callable[[str], RouteConfig | None] = lambda route: None
+
+    def _spec(self, rc: RouteConfig, sh: ShadowConfig) -> str:
+        known = self._specs.get(id(rc))
+        if known is None or known[0] is not sh:
+            known = self._specs[id(rc)] = (sh, spec_of(sh, rc.protocol))
+            if len(self._specs) > 1024:  # configs come and go with reloads
+                self._specs = {id(rc): known}
+        return known[1]
 
     def tally(self, plan: RoutePlan) -> Tally:
         """The route's tally for its shadow's current version and comparison settings."""
         rc = plan.config
         sh = rc.shadow
         assert sh is not None
-        known = self._specs.get(id(rc))
-        if known is None or known[0] is not sh:
-            known = self._specs[id(rc)] = (sh, spec_of(sh, rc.protocol))
-            if len(self._specs) > 1024:  # configs come and go with reloads
-                self._specs = {id(rc): known}
-        spec = known[1]
+        spec = self._spec(rc, sh)
         t = self.tallies.get(rc.name)
         if t is None or t.spec != spec:
+            now = self.current(rc.name)
+            if t is not None and now is not None and now is not rc and \
+                    (now.shadow is None or self._spec(now, now.shadow) != spec):
+                # settings a reload has replaced: counted apart, never over the new ones
+                return Tally(sh.version, spec, keep=0)
             t = self.tallies[rc.name] = Tally(sh.version, spec, keep=sh.disagreements.keep)
         t.keep = sh.disagreements.keep
         return t
