@@ -63,6 +63,16 @@ class ShadowCounts:
         t.keep = sh.disagreements.keep
         return t
 
+    def live(self) -> dict[str, Tally]:
+        """The tallies of the shadows in force now, of their version (/metrics: a shadow, or
+        a route, a reload removed keeps no series frozen at their last values)."""
+        out = {}
+        for route, t in self.tallies.items():
+            rc = self.current(route)
+            if rc is not None and rc.shadow is not None and rc.shadow.version == t.version:
+                out[route] = t
+        return out
+
     def count(self, plan: RoutePlan, result: str) -> None:
         """One more copy of the route's counted as `result` (sent, dropped, down, ...)."""
         self.tally(plan).copy(result)
