@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import math
 import random
 from concurrent.futures import ThreadPoolExecutor
 
@@ -123,8 +124,11 @@ class Mirror:
         sh = tap.plan.config.shadow
         assert sh is not None
         leases = self.leases.get(tap.plan.name)
-        if leases is not None and lease in leases:  # the copy's own longest
-            leases[lease] = self.loop.time() + 2 * sh.timeouts.total + 1.0
+        if leases is not None and lease in leases:
+            # held until the copy is done (its `finally` gives it back), never ended by the
+            # clock: a copy waiting for the comparison thread still holds its bodies, and a
+            # slot ended early would let a backlog build behind it
+            leases[lease] = math.inf
         task = self.loop.create_task(self._copy(tap, lease, sh, primary, primary_s))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
