@@ -182,3 +182,16 @@ def test_a_path_whose_shadow_rate_was_not_tracked_is_not_noise() -> None:
         t.observed(label)
     assert "data[300].label" not in t.raw_paths  # (full: not tracked)
     assert "data[300].label" not in t.noisy_paths(cfg)
+
+
+def test_paths_come_back_from_the_store_as_kept() -> None:
+    """The report reads every instance's counts from the store, its own too: paths were cut
+    at 64 characters there (no mark), though kept up to 256, so the report's noise paths
+    named other paths than its records, and two paths alike in their first 64 characters
+    were summed as one (hostile shadow review)."""
+    t = Tally("v2", "s")
+    long = "outputs[sentence_embedding_projection_layer_output_normalized].datatype"
+    t.noise(Comparison(True, (Difference("datatype", long),
+                              Difference("shape", long.replace("datatype", "shape")))))
+    back = Tally.from_json(json.loads(json.dumps(t.to_json())))
+    assert back.noise_paths == t.noise_paths

@@ -20,7 +20,7 @@ from gateway.config import RouteConfig
 from gateway.config_shadow import NoiseConfig
 from gateway.domain.analysis import LATENCY_BOUNDS_MS, Sample, percentile
 from gateway.domain.compare import AGREED, DISAGREED, NOISE, UNCOMPARABLE
-from gateway.domain.comparison import Comparison, Difference
+from gateway.domain.comparison import MAX_PATH, Comparison, Difference
 from gateway.domain.statedoc import StateDoc
 
 __all__ = ["COPY_RESULTS", "Tally", "compared_agreed", "gate", "merge", "promotion_refusal",
@@ -150,7 +150,7 @@ class Tally:
         def counts(x: Any) -> dict[str, int]:
             if not isinstance(x, dict):
                 raise TypeError("counts must be an object")
-            return {str(k)[:64]: int(v) for k, v in list(x.items())[:MAX_NOISE_PATHS]}
+            return {str(k)[:MAX_PATH]: int(v) for k, v in list(x.items())[:MAX_NOISE_PATHS]}
 
         def hist(x: Any) -> list[int]:
             h = [int(v) for v in x]
