@@ -147,7 +147,7 @@ class Gateway:
         self._stack.push_async_callback(self.upstreams.close)
         self.mirror = Mirror()  # shadow copies: their own pools, closed after the data plane
         self._stack.push_async_callback(self.mirror.close)
-        self.metrics.source(ShadowSeries(lambda: self.mirror.tallies,
+        self.metrics.source(ShadowSeries(self.mirror.counts.live,
                                          lambda: self.mirror.inflight))
         self.holder.listen(self.inflight.on_table)  # a new kill cuts what it covers
 

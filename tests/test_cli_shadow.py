@@ -64,7 +64,7 @@ async def test_report_table_json_and_errors(tmp_path: Path, backends: Start,
         assert code == 0, err
         assert "agreement 87.5% (7 of 8 compared" in out
         assert "noise floor: 8 pair(s)" in out
-        assert "DISAGREEMENTS" in out and "values outputs[probs]" in out
+        assert "DISAGREEMENTS" in out and "values outputs[probs].data" in out
         code, _, err = await cli("shadow", "report", "nope", *base)
         assert code == 1 and "404 unknown_route" in err
         code, _, err = await cli("shadow", "report", "iris", "--admin", gw.admin)

@@ -97,7 +97,7 @@ async def test_v2_agreement_rate_is_the_truth_noise_of_1e7_passes_real_changes_d
     assert set(rep["differences"]) == {"values"}
     assert rep["copies"]["sent"] == n and rep["dropped"] == 0
     d = rep["disagreements"][0]
-    assert d["differences"] == [{"kind": "values", "path": "outputs[probs]"}]
+    assert d["differences"] == [{"kind": "values", "path": "outputs[probs].data"}]
     assert d["primary"]["status"] == 200 and d["request"]["inputs"][0]["name"] == "x"
     assert rep["latency_ms"]["primary"]["p50"] is not None
 
@@ -420,7 +420,7 @@ async def test_streams_being_assembled_hold_slots_and_a_failed_one_gives_its_bac
 
 async def test_large_answers_are_compared_too(tmp_path: Path, backends: Start,
                                               session: ClientSession) -> None:
-    """Answers past 64 KiB are compared in a worker thread (the loop keeps serving); the
+    """Answers past 1 KiB are compared in a worker thread (the loop keeps serving); the
     verdict is the same, and the stored record is cut to max_body."""
     def app(shift: float) -> web.Application:
         async def infer(req: web.Request) -> web.Response:

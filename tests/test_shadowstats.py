@@ -164,3 +164,34 @@ def test_the_gate_and_what_it_refuses() -> None:
     ungated = parse_config_text(ROUTE.replace(
         "analysis: {min_shadow_agreement: 0.8, min_shadow_compared: 5}", "")).routes[0]
     assert promotion_refusal(ungated, before, doc("v2", {"v2": 100}), low) is None
+
+
+def test_a_path_whose_shadow_rate_was_not_tracked_is_not_noise() -> None:
+    """Paths are tracked up to MAX_NOISE_PATHS (answers with arrays fill that in a few
+    requests). Once the shadow's differing paths were full, a path it was not tracked on
+    read as 'the shadow never differs there' and, the primary unsure there, became noise:
+    every difference of the shadow at it excused, however often (hostile shadow review)."""
+    t = Tally("v2", "s")
+    cfg = NoiseConfig(threshold=0.05, min_pairs=10)
+    for i in range(MAX_NOISE_PATHS):  # the shadow's first differences: array items
+        t.observed(Comparison(True, (Difference("value", f"data[{i}].score"),)))
+    label = Comparison(True, (Difference("value", "data[300].label"),))
+    for i in range(20):  # the primary is unsure of the label in 1 pair of 20 ...
+        t.noise(label if i == 0 else Comparison(True))
+    for _ in range(50):  # ... and the shadow changes it every time
+        t.observed(label)
+    assert "data[300].label" not in t.raw_paths  # (full: not tracked)
+    assert "data[300].label" not in t.noisy_paths(cfg)
+
+
+def test_paths_come_back_from_the_store_as_kept() -> None:
+    """The report reads every instance's counts from the store, its own too: paths were cut
+    at 64 characters there (no mark), though kept up to 256, so the report's noise paths
+    named other paths than its records, and two paths alike in their first 64 characters
+    were summed as one (hostile shadow review)."""
+    t = Tally("v2", "s")
+    long = "outputs[sentence_embedding_projection_layer_output_normalized].datatype"
+    t.noise(Comparison(True, (Difference("datatype", long),
+                              Difference("shape", long.replace("datatype", "shape")))))
+    back = Tally.from_json(json.loads(json.dumps(t.to_json())))
+    assert back.noise_paths == t.noise_paths

@@ -31,6 +31,8 @@ log = logging.getLogger("killgate.shadow")
 INTERVAL = 1.0
 REPUBLISH = 5.0
 FRESH = 20.0
+#: an instance silent this long is gone (a restart has a new name): its counts leave the store
+FORGET = 600.0
 
 
 def stats_key(route: str) -> str:
@@ -42,6 +44,8 @@ class StatsStore(Protocol):
     async def put_stats(self, route: str, instance: str, blob: dict[str, Any]) -> None: ...
 
     async def get_stats(self, route: str) -> list[dict[str, Any]]: ...
+
+    async def drop_stats(self, route: str, instances: list[str]) -> None: ...
 
 
 class Tallies(Protocol):
@@ -115,13 +119,24 @@ class ShadowResults:
         spec = spec_of(rc.shadow, rc.protocol)
         now = self.clock()
         tallies = []
+        gone: list[str] = []
         for blob in await self.store.get_stats(stats_key(rc.name)):
             try:
-                if now - float(blob["t"]) > FRESH:
+                age = now - float(blob["t"])
+                if age > FRESH:
+                    name = blob.get("instance")
+                    if age > FORGET and isinstance(name, str) and name != self.instance:
+                        gone.append(name)  # (every live instance republishes every 5 s)
                     continue
                 tallies.append(Tally.from_json(blob["tally"]))
             except (KeyError, TypeError, ValueError):
                 event(log, "shadow_counts_unreadable", logging.WARNING, route=rc.name)
+        if gone:
+            try:
+                await self.store.drop_stats(stats_key(rc.name), gone)
+            except StateError as exc:
+                event(log, "shadow_counts_prune_failed", logging.WARNING, route=rc.name,
+                      error=str(exc))
         tallies = [t for t in tallies if t.version == rc.shadow.version and t.spec == spec]
         return merge(rc.shadow.version, spec, tallies), len(tallies)
 

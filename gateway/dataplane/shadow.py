@@ -15,15 +15,15 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import math
 import random
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from gateway.config_shadow import ShadowConfig
 from gateway.dataplane.inflight import Handle
 from gateway.dataplane.jsonpeek import ModelField
 from gateway.dataplane.shadowrecord import ShadowCounts, compare
-from gateway.dataplane.shadowsend import TooLarge, failure, send
+from gateway.dataplane.shadowsend import KilledSince, TooLarge, failure, send
 from gateway.dataplane.shadowtap import Tap
 from gateway.dataplane.upstream import Upstreams
 from gateway.domain.comparison import Answer
@@ -56,7 +56,7 @@ class Mirror:
         self._tasks: set[asyncio.Task[None]] = set()
         #: the proxy's `killed_since` (the data plane's wiring sets it): a copy is not sent
         #: to a version or route killed after its request was routed
-        self.killed_since: Callable[[RoutePlan, str], object] = lambda plan, version: None
+        self.killed_since: KilledSince = lambda plan, version: None
         #: the process's in-flight handles (the wiring sets `Inflight.handles`): a copy under
         #: way is in it, so a kill with abort_inflight cuts it as it cuts a request
         self.handles: set[Handle] = set()
@@ -124,8 +124,11 @@ class Mirror:
         sh = tap.plan.config.shadow
         assert sh is not None
         leases = self.leases.get(tap.plan.name)
-        if leases is not None and lease in leases:  # the copy's own longest
-            leases[lease] = self.loop.time() + 2 * sh.timeouts.total + 1.0
+        if leases is not None and lease in leases:
+            # held until the copy is done (its `finally` gives it back), never ended by the
+            # clock: a copy waiting for the comparison thread still holds its bodies, and a
+            # slot ended early would let a backlog build behind it
+            leases[lease] = math.inf
         task = self.loop.create_task(self._copy(tap, lease, sh, primary, primary_s))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -143,12 +146,15 @@ class Mirror:
             if sh.noise is not None and self.rand() < sh.noise.sample \
                     and not self.killed(plan, tap.served.name):  # (the primary's version)
                 first, second = await asyncio.gather(  # the primary's own second answer
-                    send(self.upstreams, self.loop, tap, shadow, sh, self.handles),
-                    send(self.upstreams, self.loop, tap, tap.served, sh, self.handles),
+                    send(self.upstreams, self.loop, tap, shadow, sh, self.handles,
+                         self.killed_since),
+                    send(self.upstreams, self.loop, tap, tap.served, sh, self.handles,
+                         self.killed_since),
                     return_exceptions=True)
             else:
                 try:
-                    first = await send(self.upstreams, self.loop, tap, shadow, sh, self.handles)
+                    first = await send(self.upstreams, self.loop, tap, shadow, sh, self.handles,
+                                       self.killed_since)
                 except (UpstreamError, TooLarge) as exc:
                     first = exc
             if isinstance(first, BaseException):

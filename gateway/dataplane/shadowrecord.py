@@ -9,8 +9,10 @@ worker thread when large. No I/O; what is counted is the domain's (domain/shadow
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from concurrent.futures import Executor
 
+from gateway.config import RouteConfig
 from gateway.config_shadow import ShadowConfig
 from gateway.domain.comparison import Answer
 from gateway.domain.routing import RoutePlan
@@ -19,8 +21,10 @@ from gateway.domain.verdict import spec_of, verdict
 
 __all__ = ["INLINE_BYTES", "ShadowCounts", "compare"]
 
-#: comparisons of more bytes than this (request and answers) run in a worker thread
-INLINE_BYTES = 64 * 1024
+#: comparisons of more bytes than this (request and answers) run in a worker thread: their
+#: cost follows the number of JSON values and the paths configured, not the bytes (up to
+#: ~2 µs a byte with a few redact paths, far more with many), and the hand-off costs ~20 µs
+INLINE_BYTES = 1024
 
 
 class ShadowCounts:
@@ -30,23 +34,44 @@ class ShadowCounts:
     def __init__(self) -> None:
         self.tallies: dict[str, Tally] = {}
         self._specs: dict[int, tuple[ShadowConfig, str]] = {}
+        #: the route's config in force now (the wiring sets it; None: not known): a copy of
+        #: a request routed before a reload that changed the settings counts nowhere
+        self.current: Callable[[str], RouteConfig | None] = lambda route: None
+
+    def _spec(self, rc: RouteConfig, sh: ShadowConfig) -> str:
+        known = self._specs.get(id(rc))
+        if known is None or known[0] is not sh:
+            known = self._specs[id(rc)] = (sh, spec_of(sh, rc.protocol))
+            if len(self._specs) > 1024:  # configs come and go with reloads
+                self._specs = {id(rc): known}
+        return known[1]
 
     def tally(self, plan: RoutePlan) -> Tally:
         """The route's tally for its shadow's current version and comparison settings."""
         rc = plan.config
         sh = rc.shadow
         assert sh is not None
-        known = self._specs.get(id(rc))
-        if known is None or known[0] is not sh:
-            known = self._specs[id(rc)] = (sh, spec_of(sh, rc.protocol))
-            if len(self._specs) > 1024:  # configs come and go with reloads
-                self._specs = {id(rc): known}
-        spec = known[1]
+        spec = self._spec(rc, sh)
         t = self.tallies.get(rc.name)
         if t is None or t.spec != spec:
+            now = self.current(rc.name)
+            if t is not None and now is not None and now is not rc and \
+                    (now.shadow is None or self._spec(now, now.shadow) != spec):
+                # settings a reload has replaced: counted apart, never over the new ones
+                return Tally(sh.version, spec, keep=0)
             t = self.tallies[rc.name] = Tally(sh.version, spec, keep=sh.disagreements.keep)
         t.keep = sh.disagreements.keep
         return t
+
+    def live(self) -> dict[str, Tally]:
+        """The tallies of the shadows in force now, of their version (/metrics: a shadow, or
+        a route, a reload removed keeps no series frozen at their last values)."""
+        out = {}
+        for route, t in self.tallies.items():
+            rc = self.current(route)
+            if rc is not None and rc.shadow is not None and rc.shadow.version == t.version:
+                out[route] = t
+        return out
 
     def count(self, plan: RoutePlan, result: str) -> None:
         """One more copy of the route's counted as `result` (sent, dropped, down, ...)."""
@@ -66,10 +91,13 @@ async def compare(loop: asyncio.AbstractEventLoop, tally: Tally, sh: ShadowConfi
     size = len(body) + len(primary.body) + len(answer.body) + \
         (len(again.body) if again is not None else 0)
     # a large comparison runs beside the loop (it gets the GIL back every few ms);
-    # a small one costs less than the hand-off (a compressed answer is not small: it is
-    # decoded first, to up to max_answer_bytes)
+    # a small one, or one of identical bodies (no parse, no record), costs less than the
+    # hand-off (a compressed answer is not small: it is decoded first, to up to
+    # max_answer_bytes)
     encoded = primary.encoding or answer.encoding or (again is not None and again.encoding)
-    v = verdict(*work) if size <= INLINE_BYTES and not encoded else \
+    same = primary.status == answer.status and primary.body == answer.body and \
+        (again is None or again.body == primary.body)
+    v = verdict(*work) if (size <= INLINE_BYTES or same) and not encoded else \
         await loop.run_in_executor(executor, verdict, *work)
     if v.noise is not None:
         tally.noise(v.noise)

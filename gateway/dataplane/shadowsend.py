@@ -9,6 +9,7 @@ label). Errors leave as gateway.errors.Upstream* or TooLarge, for the mirror to 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from gateway.config_shadow import ShadowConfig
 from gateway.dataplane.inflight import Aborted, Handle
@@ -17,7 +18,7 @@ from gateway.dataplane.requesthead import request_head
 from gateway.dataplane.shadowtap import Tap, content_coding, media_type
 from gateway.dataplane.upstream import Upstreams
 from gateway.domain.comparison import Answer
-from gateway.domain.routing import Target
+from gateway.domain.routing import RoutePlan, Target
 from gateway.errors import (
     UpstreamClosed,
     UpstreamError,
@@ -35,23 +36,34 @@ class TooLarge(Exception):
     """The copy's answer is longer than `max_answer_bytes` (too large to compare)."""
 
 
+#: whether a kill applied after a plan routed its request covers the route or a version
+KilledSince = Callable[[RoutePlan, str], Aborted | None]
+
+
+def _never(plan: RoutePlan, version: str) -> Aborted | None:
+    return None
+
+
 async def send(upstreams: Upstreams, loop: asyncio.AbstractEventLoop, tap: Tap, target: Target,
-               sh: ShadowConfig, handles: set[Handle]) -> tuple[Answer, float]:
+               sh: ShadowConfig, handles: set[Handle],
+               killed_since: KilledSince = _never) -> tuple[Answer, float]:
     """One copy to `target` through the copies' own pools (`upstreams`); its assembled answer
     and how long it took (on `loop`'s clock). Raises gateway.errors.Upstream* or TooLarge.
     The copy is in `handles` (the process's in-flight set) while it is under way: a kill
-    with abort_inflight that covers `target` cuts it (`Aborted`) as it cuts a request."""
+    with abort_inflight that covers `target` cuts it (`Aborted`) as it cuts a request; one
+    without, applied before the copy has its connection (`killed_since`), stops it there."""
     handle = Handle(tap.plan.name)
     handle.version = target.name
     handles.add(handle)
     try:
-        return await _send(upstreams, loop, tap, target, sh, handle)
+        return await _send(upstreams, loop, tap, target, sh, handle, killed_since)
     finally:
         handles.discard(handle)
 
 
 async def _send(upstreams: Upstreams, loop: asyncio.AbstractEventLoop, tap: Tap,
-                target: Target, sh: ShadowConfig, handle: Handle) -> tuple[Answer, float]:
+                target: Target, sh: ShadowConfig, handle: Handle,
+                killed_since: KilledSince) -> tuple[Answer, float]:
     body = tap.body
     if tap.field is not None and target.model:
         body = rewrite_model(body, tap.field, target.model)
@@ -59,9 +71,12 @@ async def _send(upstreams: Upstreams, loop: asyncio.AbstractEventLoop, tap: Tap,
     started = loop.time()
     pool = upstreams.pools.get(target.origin) or upstreams.pool(target.origin)
     ex, _ = await pool.acquire(t.connect)
-    if handle.aborted is not None:  # killed while it waited: nothing went out
+    # killed while it waited for its connection (a shadow with a full accept queue, the
+    # usual state of one an operator kills), or since the client's answer: nothing goes out
+    why = handle.aborted or killed_since(tap.plan, target.name)
+    if why is not None:
         pool.release(ex)
-        raise handle.aborted
+        raise why
     handle.exchange = ex
     try:
         ex.begin(started + t.total, t.idle, tap.method == b"HEAD")

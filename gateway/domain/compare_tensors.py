@@ -5,6 +5,11 @@ must have the primary's shape and datatype; numbers agree when |s - p| <= atol +
 rtol * |p| (numpy's `isclose`, NaN equal to NaN), so float noise of 1e-7 passes where a
 real change does not; with `argmax` (or `top_k`) a classifier is judged by its decision
 per row (the last axis), its scores only measured. Pure; tensor data flat or nested.
+
+Paths: an output's values (and its decision) differ at `outputs[NAME].data`, its shape and
+datatype at `.shape` and `.datatype`, and an output missing, extra or unreadable at
+`outputs[NAME]`: the noise floor excuses a difference by its path, so a primary whose
+scores vary from call to call must not excuse a shadow that changes the tensor's form.
 """
 
 from __future__ import annotations
@@ -47,10 +52,13 @@ def flatten(data: Any) -> list[Any]:
     return out
 
 
-def _where(name: str) -> str:
-    """The path of an output (names come from the answers: cut like every path kept)."""
+def _where(name: str, part: str = "") -> str:
+    """The path of an output, or of its `part` (data, shape, datatype); names come from
+    the answers: cut like every path kept (the part stays, so parts stay apart)."""
     where = f"outputs[{name}]"
-    return where if len(where) <= MAX_PATH else where[:MAX_PATH - 3] + "..."
+    if len(where) + len(part) > MAX_PATH:
+        where = where[:MAX_PATH - 3 - len(part)] + "..."
+    return where + part
 
 
 def _outputs(doc: Any) -> dict[str, dict[str, Any]]:
@@ -130,13 +138,14 @@ def _tensor(cfg: V2TensorsCompare, name: str, p: dict[str, Any], s: dict[str, An
     pd = flatten(p.get("data"))
     if len(pd) != n:
         raise _Unreadable(f"{where}: {len(pd)} elements for shape {p['shape']}")
-    numeric = p.get("datatype") in _NUMERIC
+    dtype = p.get("datatype")
+    numeric = isinstance(dtype, str) and dtype in _NUMERIC
     pn = _numbers(pd) if numeric else pd
     if s.get("shape") != p["shape"]:
-        diffs.append(Difference("shape", where))
+        diffs.append(Difference("shape", _where(name, ".shape")))
         return
     if s.get("datatype") != p.get("datatype"):
-        diffs.append(Difference("datatype", where))
+        diffs.append(Difference("datatype", _where(name, ".datatype")))
         return
     try:
         sd = flatten(s.get("data"))
@@ -144,8 +153,9 @@ def _tensor(cfg: V2TensorsCompare, name: str, p: dict[str, Any], s: dict[str, An
         diffs.append(Difference("unparsable", where))
         return
     if len(sd) != n:
-        diffs.append(Difference("shape", where))
+        diffs.append(Difference("shape", _where(name, ".shape")))
         return
+    where = _where(name, ".data")  # (values and decisions: what a noisy primary varies)
     if not numeric:
         # BYTES, BOOL: exact (and true is not 1, as in the json comparison)
         if pd != sd or any(type(a) is not type(b) for a, b in zip(pd, sd, strict=True)):
@@ -154,7 +164,7 @@ def _tensor(cfg: V2TensorsCompare, name: str, p: dict[str, Any], s: dict[str, An
     try:
         sn = _numbers(sd)
     except _Unreadable:
-        diffs.append(Difference("unparsable", where))
+        diffs.append(Difference("unparsable", _where(name)))
         return
     bad, worst = _close(pn, sn, cfg.atol, cfg.rtol)
     detail["max_abs_diff"] = max(detail.get("max_abs_diff", 0.0), worst)

@@ -75,11 +75,24 @@ def _route_diff(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _leaves(key: str, x: Any, y: Any) -> list[tuple[str, Any, Any]]:
+    """(dotted key, before, after) of each value that differs under two settings: a nested
+    setting is shown where it changed (its start, cut, is often the same on both sides:
+    `shadow` with only its compare tolerance changed looked unchanged)."""
+    if not isinstance(x, dict) or not isinstance(y, dict):
+        return [(key, x, y)]
+    out: list[tuple[str, Any, Any]] = []
+    for k in [*x, *(k for k in y if k not in x)]:
+        if x.get(k) != y.get(k):
+            out += _leaves(f"{key}.{k}", x.get(k), y.get(k))
+    return out
+
+
 def diff_rows(d: dict[str, Any]) -> list[list[str]]:
     """A readable table: route, what, before, after."""
     rows: list[list[str]] = []
     for key, (x, y) in d.get("settings", {}).items():
-        rows.append(["(top)", key, _short(x), _short(y)])
+        rows += [["(top)", k, _short(a), _short(b)] for k, a, b in _leaves(key, x, y)]
     for name, r in d.get("routes", {}).items():
         if r["status"] == "removed":
             rows.append([name, "route removed", "", ""])
@@ -92,8 +105,8 @@ def diff_rows(d: dict[str, Any]) -> list[list[str]]:
             rows.append([name, f"version {v} removed", "", ""])
         for v, (x, y) in r.get("weights", {}).items():
             rows.append([name, f"weight {v}", _short(x), _short(y)])
-        for k, (x, y) in r.get("settings", {}).items():
-            rows.append([name, k, _short(x), _short(y)])
+        for key, (x, y) in r.get("settings", {}).items():
+            rows += [[name, k, _short(a), _short(b)] for k, a, b in _leaves(key, x, y)]
     return rows
 
 

@@ -20,7 +20,7 @@ from gateway.config import RouteConfig
 from gateway.config_shadow import NoiseConfig
 from gateway.domain.analysis import LATENCY_BOUNDS_MS, Sample, percentile
 from gateway.domain.compare import AGREED, DISAGREED, NOISE, UNCOMPARABLE
-from gateway.domain.comparison import Comparison, Difference
+from gateway.domain.comparison import MAX_PATH, Comparison, Difference
 from gateway.domain.statedoc import StateDoc
 
 __all__ = ["COPY_RESULTS", "Tally", "compared_agreed", "gate", "merge", "promotion_refusal",
@@ -98,10 +98,11 @@ class Tally:
         if cfg is None or self.noise_pairs < cfg.min_pairs:
             return frozenset()
         out = []
+        untracked = len(self.raw_paths) >= MAX_NOISE_PATHS  # a path not in it: rate unknown
         for path, n in self.noise_paths.items():
             rate = n / self.noise_pairs
-            if rate < cfg.threshold:
-                continue
+            if rate < cfg.threshold or (untracked and path not in self.raw_paths):
+                continue  # (how often the shadow differs there is not known: not excused)
             raw = self.raw_paths.get(path, 0) / self.raw_n if self.raw_n else 0.0
             if raw <= rate * (1 + cfg.relative):
                 out.append(path)
@@ -149,7 +150,7 @@ class Tally:
         def counts(x: Any) -> dict[str, int]:
             if not isinstance(x, dict):
                 raise TypeError("counts must be an object")
-            return {str(k)[:64]: int(v) for k, v in list(x.items())[:MAX_NOISE_PATHS]}
+            return {str(k)[:MAX_PATH]: int(v) for k, v in list(x.items())[:MAX_NOISE_PATHS]}
 
         def hist(x: Any) -> list[int]:
             h = [int(v) for v in x]

@@ -149,6 +149,7 @@ def data_plane(loaded: LoadedConfig, holder: TableHolder, upstreams: Upstreams,
                       "killgate_drill_tokens_refused_total")))
     mirror.killed_since = proxy.killed_since
     mirror.handles = inflight.handles  # (kills cut copies in flight too)
+    mirror.counts.current = lambda route: holder.loaded.config.route(route)
 
     def count(what: str) -> None:
         reason = _REFUSED.get(what)
