@@ -8,8 +8,9 @@ serve, the slot is tried again after 1 s, 2 s, 4 s ... up to a minute. A worker 
 group it serves by writing to a pipe (READY_FD_ENV names its end): a start that fails (a
 config the state refuses) takes longer than any fixed window on a loaded host, and was
 restarted for ever, a core's worth of work each second. From the start of its event loop
-it also writes a byte there every BEAT seconds: a worker silent for `timeout`
-(`server.worker_timeout`; its loop stuck in a bug, a blocking call) is sent SIGABRT (its
+it also writes a byte there every BEAT seconds, which the supervisor reads every timeout/2
+(they do not wake it): a worker silent for `timeout` (`server.worker_timeout`; its loop
+stuck in a bug, a blocking call; noticed within half as long again) is sent SIGABRT (its
 threads' stacks go to its stderr: faulthandler), then SIGKILL, and restarted, as
 gunicorn's `--timeout` does; it held its share of the connections SO_REUSEPORT hands out.
 The supervisor
@@ -98,6 +99,7 @@ class WorkerGroup:
         #: `timeout` was sent SIGABRT
         self._beat: dict[int, float] = {}
         self._aborted: dict[int, float] = {}
+        self._looked = 0.0  # when `_watch` last looked at every serving worker
         #: crash-looping slots while others serve: when each is started again, and its
         #: current wait (doubled at each failure, from 1 s to MAX_BACKOFF)
         self._due: dict[int, float] = {}
@@ -170,7 +172,10 @@ class WorkerGroup:
                     self.spawn(i)  # (nothing while stopping)
             if self.procs or self._due:
                 wakes = [*self._due.values(), *self._watch_due()]
-                wait.sleep({p.pid for p in self.procs.values()}, set(self._ready.values()),
+                # (a serving worker's pipe is read when something else wakes us, and at
+                # each look: its beats do not wake the supervisor)
+                wait.sleep({p.pid for p in self.procs.values()},
+                           {r for i, r in self._ready.items() if i not in self._up},
                            min(wakes) - now if wakes else None)
         return 0 if all(c == 0 for c in self.codes.values()) else 1
 
@@ -192,19 +197,23 @@ class WorkerGroup:
             del self._ready[i]
 
     def _watch(self, now: float) -> None:
-        """A serving worker silent for `timeout`: SIGABRT (its stacks to its stderr), and
-        SIGKILL if it has not ended ABORT_GRACE later. Its exit then restarts it."""
+        """Every timeout/2, a serving worker whose pipe stayed empty for `timeout` (no beat
+        read since: it has been silent that long at least, at most half as long again) is
+        sent SIGABRT (its stacks to its stderr), and SIGKILL if it has not ended
+        ABORT_GRACE later. Its exit then restarts it."""
         if not self.timeout or self.stopping:
             return
         for i, p in self.procs.items():
             aborted = self._aborted.get(i)
-            if aborted is not None:
-                if now - aborted >= ABORT_GRACE:
-                    p.kill()
-                    self._aborted[i] = math.inf  # (once: its exit is reaped next)
-                continue
+            if aborted is not None and now - aborted >= ABORT_GRACE:
+                p.kill()
+                self._aborted[i] = math.inf  # (once: its exit is reaped next)
+        if now - self._looked < self.timeout / 2:
+            return
+        self._looked = now
+        for i, p in self.procs.items():
             beat = self._beat.get(i)
-            if beat is not None and now - beat >= self.timeout:
+            if i not in self._aborted and beat is not None and now - beat >= self.timeout:
                 event(log, "worker_unresponsive", logging.ERROR, worker=i, pid=p.pid,
                       silent_s=round(now - beat, 1),
                       action="SIGABRT (its stacks follow on its stderr), then restart")
@@ -213,9 +222,9 @@ class WorkerGroup:
 
     def _watch_due(self) -> list[float]:
         """When `_watch` must look again."""
-        if not self.timeout or self.stopping:
+        if not self.timeout or self.stopping or not self._beat:
             return []
-        return [*(t + self.timeout for i, t in self._beat.items() if i not in self._aborted),
+        return [self._looked + self.timeout / 2,
                 *(t + ABORT_GRACE for t in self._aborted.values())]
 
     def _forget(self, i: int) -> None:

@@ -84,7 +84,7 @@ def _switches(pid: int) -> int:
 
 def _pipes(pid: int) -> int:
     """How many pipe ends `pid` holds (the supervisor: its wake-up pipe's two, and the read
-    end of each starting worker's ready pipe)."""
+    end of each worker's pipe)."""
     n = 0
     for fd in Path(f"/proc/{pid}/fd").iterdir():
         with contextlib.suppress(OSError):
@@ -106,9 +106,22 @@ async def test_the_supervisor_sleeps_while_workers_serve_and_wakes_when_one_dies
     await _to_thread(gw.wait_ready)
     sup = gw.proc.pid
     await _to_thread(wait_until_sync, lambda: len(_children(sup)) == 2, 10.0)
-    # each worker tells the supervisor once that it serves (one wake-up each, at start):
-    # both have, once both read ends of their ready pipes are closed
-    await _to_thread(wait_until_sync, lambda: _pipes(sup) == 2, 15.0)
+    # each worker tells the supervisor that it serves (a wake-up each, at start), then
+    # beats on the same pipe every 0.5 s, which the supervisor reads only every
+    # worker_timeout / 2 (15 s here) or when something else wakes it: once both serve,
+    # and the supervisor has been still for 0.3 s, it stays still
+    await _to_thread(wait_until_sync, lambda: sum(
+        "listening" in line for line in gw.output().splitlines()) == 2, 15.0)
+    assert _pipes(sup) == 4  # its wake-up pipe's two ends, a read end per worker
+    last = [_switches(sup), time.monotonic()]
+
+    def still() -> bool:
+        now = _switches(sup)
+        if now != last[0]:
+            last[:] = [now, time.monotonic()]
+        return time.monotonic() - last[1] > 0.3
+
+    await _to_thread(wait_until_sync, still, 10.0, 0.05)
     before = _switches(sup)
 
     def serve_a_while() -> int:  # requests for at least 1 s (a 50 ms poll woke 20 times)
