@@ -15,6 +15,7 @@ from gateway.domain.shadowstats import (
     MAX_NOISE_PATHS,
     Tally,
     gate,
+    gate_counts,
     merge,
     promotion_refusal,
     report,
@@ -146,7 +147,9 @@ def test_the_gate_and_what_it_refuses() -> None:
     for _ in range(5):
         high.outcome("agreed", (), 0.01, 0.01, {})
     assert "no comparison of its answers is known yet" in (gate(rc, None) or "")
-    assert "agreed with the primary on 4 of 6 compared requests (66.7%)" in (gate(rc, low) or "")
+    # (the copy the shadow failed, a timeout, counts as compared and not agreed)
+    assert "agreed with the primary on 4 of 7 compared requests (57.1%), counting the 1 copy " \
+        "the shadow failed (timeout 1) as compared and not agreed" in (gate(rc, low) or "")
     assert gate(rc, high) is None
     few = Tally("v2", "s")
     few.outcome("agreed", (), 0.01, 0.01, {})
@@ -164,6 +167,30 @@ def test_the_gate_and_what_it_refuses() -> None:
     ungated = parse_config_text(ROUTE.replace(
         "analysis: {min_shadow_agreement: 0.8, min_shadow_compared: 5}", "")).routes[0]
     assert promotion_refusal(ungated, before, doc("v2", {"v2": 100}), low) is None
+
+
+def test_the_gate_counts_the_shadows_failures_only() -> None:
+    """A copy the shadow failed counts against it; one a kill cut, one our own pool
+    refused before sending it (overflow), or one our own code failed (error) does not."""
+    rc = parse_config_text(ROUTE).routes[0]
+    t = Tally("v2", "s")
+    for _ in range(8):
+        t.outcome("agreed", (), 0.01, 0.01, {})
+    for kind in ("killed", "overflow", "error", "killed"):
+        t.failed(kind)
+    assert gate_counts(t) == (8, 8, {}) and gate(rc, t) is None
+    for kind in ("timeout", "reset"):
+        t.failed(kind)
+    assert gate_counts(t) == (10, 8, {"reset": 1, "timeout": 1})
+    assert gate(rc, t) is None  # 80%: at the gate
+    t.failed("malformed")
+    assert "counting the 3 copies the shadow failed (malformed 1, reset 1, timeout 1)" in \
+        (gate(rc, t) or "")
+    few = Tally("v2", "s")
+    few.outcome("agreed", (), 0.01, 0.01, {})
+    for _ in range(4):
+        few.failed("connect")
+    assert "1 of 5 compared requests (20.0%)" in (gate(rc, few) or "")
 
 
 def test_a_path_whose_shadow_rate_was_not_tracked_is_not_noise() -> None:

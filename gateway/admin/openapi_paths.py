@@ -109,7 +109,10 @@ def shadow(route_s: dict[str, Any]) -> dict[str, Any]:
                                                     "paths": counts}},
          "instances": {"type": "integer"},
          "gate": {"type": "object", "description": "with analysis.min_shadow_agreement: "
-                                                   "whether the shadow may get traffic"},
+                  "whether the shadow may get traffic; its `compared` counts the copies the "
+                  "shadow failed (`failures`: timeout, reset, malformed, connect, "
+                  "answer_too_large) as compared and not agreed, and its `agreement` is "
+                  "agreed / that `compared`"},
          "disagreements": {"type": "array", "items": item}})
     get = op["get"]
     get["parameters"] = [

@@ -60,7 +60,11 @@ def render(rep: dict[str, Any]) -> str:
                                      or "nothing"))
     gate = rep.get("gate")
     if gate:
-        lines.append("gate: open" if gate.get("open") else f"gate: CLOSED: {gate.get('reason')}")
+        seen = (f" ({_pct(gate.get('agreement'))} agreed of {gate.get('compared')} counted, "
+                f"{gate.get('failures')} of them copies the shadow failed)"
+                if "failures" in gate else "")
+        lines.append(f"gate: open{seen}" if gate.get("open") else
+                     f"gate: CLOSED: {gate.get('reason')}")
     # what the store holds may come from anyone who can write to it: escaped, like cells
     lines = [clean_text(line, 4096) for line in lines]
     ds = rep.get("disagreements") or []

@@ -18,7 +18,14 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from gateway.config import Config, RouteConfig
-from gateway.domain.shadowstats import Tally, gate, merge, promotion_refusal, report
+from gateway.domain.shadowstats import (
+    Tally,
+    gate,
+    gate_counts,
+    merge,
+    promotion_refusal,
+    report,
+)
 from gateway.domain.statedoc import Change, StateDoc, apply_change
 from gateway.domain.verdict import spec_of
 from gateway.errors import StateError
@@ -160,8 +167,12 @@ class ShadowResults:
                      limit)
         if rc.analysis is not None and rc.analysis.min_shadow_agreement is not None:
             why = gate(rc, fleet)
+            counted, agreed, failed = gate_counts(fleet)  # (failed copies count as compared)
             out["gate"] = {"min_agreement": rc.analysis.min_shadow_agreement,
                            "min_compared": rc.analysis.min_shadow_compared,
+                           "compared": counted, "agreed": agreed,
+                           "failures": sum(failed.values()),
+                           "agreement": round(agreed / counted, 6) if counted else None,
                            "open": why is None, "reason": why}
         return out
 

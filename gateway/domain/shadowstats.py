@@ -23,13 +23,17 @@ from gateway.domain.compare import AGREED, DISAGREED, NOISE, UNCOMPARABLE
 from gateway.domain.comparison import MAX_PATH, Comparison, Difference
 from gateway.domain.statedoc import StateDoc
 
-__all__ = ["COPY_RESULTS", "Tally", "compared_agreed", "gate", "merge", "promotion_refusal",
-           "report"]
+__all__ = ["COPY_RESULTS", "SHADOW_FAILURES", "Tally", "compared_agreed", "gate", "gate_counts",
+           "merge", "promotion_refusal", "report"]
 
 #: what happened to a copy that was not compared: sent (then compared or failed),
 #: dropped (max_inflight), body (request too large), answer (answer too large),
 #: down (the shadow killed or unhealthy), failed (no answer from the shadow)
 COPY_RESULTS = ("sent", "dropped", "body", "answer", "down", "failed")
+#: the kinds of failure that are the shadow's (a copy it got and did not answer well): the
+#: gate counts them as compared and not agreed. Not these: `killed` (a kill cut the copy),
+#: `overflow` (our own pool's limit, nothing was sent), `error` (our own fault)
+SHADOW_FAILURES = frozenset({"connect", "timeout", "reset", "malformed", "answer_too_large"})
 MAX_NOISE_PATHS = 256
 _BOUNDS = tuple(float(b) for b in LATENCY_BOUNDS_MS)
 
@@ -209,6 +213,14 @@ def compared_agreed(t: Tally) -> tuple[int, int]:
     return agreed + o.get(DISAGREED, 0), agreed
 
 
+def gate_counts(t: Tally) -> tuple[int, int, dict[str, int]]:
+    """(counted, agreed, failures) for the gate: the comparisons and the copies the shadow
+    failed (`SHADOW_FAILURES`, by kind), each failure compared and not agreed."""
+    compared, agreed = compared_agreed(t)
+    failed = {k: v for k, v in sorted(t.failures.items()) if k in SHADOW_FAILURES and v > 0}
+    return compared + sum(failed.values()), agreed, failed
+
+
 def _latency(h: list[int]) -> dict[str, float | None]:
     s = Sample(requests=sum(h), hist=h)
     return {"p50": percentile(s, 0.5), "p99": percentile(s, 0.99)}
@@ -249,12 +261,17 @@ def gate(rc: RouteConfig, fleet: Tally | None) -> str | None:
     if sh is None or a is None or a.min_shadow_agreement is None:
         return None
     need, least = a.min_shadow_agreement, a.min_shadow_compared
-    compared, agreed = compared_agreed(fleet) if fleet is not None else (0, 0)
-    if compared >= least and agreed >= need * compared:
+    counted, agreed, failed = gate_counts(fleet) if fleet is not None else (0, 0, {})
+    if counted >= least and agreed >= need * counted:
         return None
-    seen = (f"it agreed with the primary on {agreed} of {compared} compared requests "
-            f"({agreed / compared:.1%})" if compared else "no comparison of its answers is "
-            "known yet")
+    failures = sum(failed.values())
+    how = (f", counting the {failures} cop{'y' if failures == 1 else 'ies'} the shadow "
+           "failed (" + ", ".join(
+        f"{k} {v}" for k, v in failed.items()) + ") as compared and not agreed"
+        if failures else "")
+    seen = (f"it agreed with the primary on {agreed} of {counted} compared requests "
+            f"({agreed / counted:.1%}){how}" if counted else
+            "no comparison of its answers is known yet")
     return (f"shadow {sh.version!r} of route {rc.name!r} may not get traffic yet: {seen}; "
             f"analysis.min_shadow_agreement needs {need:.1%} over at least {least} compared "
             f"requests (see `killgate shadow report {rc.name}`)")

@@ -51,6 +51,11 @@ def verdict(sh: ShadowConfig, protocol: str, request: bytes, primary: Answer, an
             again: Answer | None, noisy: frozenset[str]) -> Verdict:
     """`again`: the primary's second answer (the noise floor), if one was asked for;
     `noisy`: paths known to be noise from earlier pairs."""
+    if again is not None and again.status != primary.status:
+        # not noise: the primary was refused or failed one of the two times (a 429, a 503),
+        # which says nothing of how its answers vary; such a pair would excuse the shadow's
+        # own status difference. Discarded: judged, and counted, as without a pair
+        again = None
     cmp = sh.compare_for(protocol)
     # answers compressed by their backends (the client's Accept-Encoding goes to both)
     # are compared, and kept, as what they say

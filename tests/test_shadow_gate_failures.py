@@ -1,0 +1,85 @@
+"""The promotion gate counts the copies the shadow failed (README "From shadow to canary"):
+a shadow that fails most of its copies and agrees on the rest does not get traffic."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from aiohttp import ClientSession, web
+
+from tests.conftest import bearer, running_gateway, wait_until, write_config
+from tests.shadow_backends import classify, v2_app, v2_request
+
+Start = Callable[[web.Application], Awaitable[int]]
+READ = bearer("killgate:read", "alice", 3 * 3600)
+ROLLOUT = bearer("killgate:rollout killgate:read", "alice", 3 * 3600)
+
+
+def failing_app() -> web.Application:
+    """The reference model, whose answer to 9 inputs in 10 is larger than the shadow's
+    `max_answer_bytes` (a copy the shadow failed: `answer_too_large`)."""
+    async def infer(req: web.Request) -> web.StreamResponse:
+        x = int(json.loads(await req.read())["inputs"][0]["data"][0])
+        if x % 10:
+            return web.json_response({"pad": "x" * 4096})
+        return web.json_response({"model_name": "iris", "model_version": "v2",
+                                  "outputs": [{"name": "probs", "shape": [1, 3],
+                                               "datatype": "FP32", "data": classify(x)}]})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", infer)
+    return app
+
+
+def routes(p1: int, p2: int) -> str:
+    return f"""\
+- name: iris
+  match: {{path_prefix: /v2/models/iris}}
+  stable: v1
+  protocol: v2
+  shadow: {{version: v2, sample: 1.0, max_answer_bytes: 1024}}
+  analysis: {{min_shadow_agreement: 0.9, min_shadow_compared: 10}}
+  versions:
+    - {{name: v1, url: "http://127.0.0.1:{p1}", weight: 100}}
+    - {{name: v2, url: "http://127.0.0.1:{p2}", weight: 0}}
+"""
+
+
+async def test_a_shadow_that_fails_its_copies_does_not_pass_the_gate(
+        tmp_path: Path, backends: Start, session: ClientSession) -> None:
+    """It failed 18 of 20 copies (answers over max_answer_bytes) and agreed on the other 2:
+    that read as 100% agreement over... 2 comparisons, and with 10 more good ones the gate
+    opened. Now a failed copy counts as compared and not agreed: 12 of 30."""
+    p1 = await backends(v2_app("v1"))
+    p2 = await backends(failing_app())
+    cfg = write_config(tmp_path, routes(p1, p2))
+    async with running_gateway(cfg) as g:
+        for x in [*range(20), *range(100, 200, 10)]:  # 18 failures, 12 agreements
+            async with session.post(g.url + "/v2/models/iris/infer", data=v2_request(x)) as r:
+                assert r.status == 200
+
+        async def rep() -> dict | None:  # type: ignore[type-arg]
+            async with session.get(g.admin + "/v1/routes/iris/shadow", headers=READ) as r:
+                d = dict(await r.json())
+            return d if d["compared"] + d["copies"]["failed"] == 30 else None
+
+        out = await wait_until(rep, 10)
+        assert (out["compared"], out["agreed"], out["failures"]) == (
+            12, 12, {"answer_too_large": 18})
+        assert out["agreement"] == 1.0  # the comparisons alone (the metric's meaning)
+        gate = out["gate"]
+        assert gate["open"] is False, gate
+        assert (gate["compared"], gate["failures"], gate["agreed"]) == (30, 18, 12)
+        assert gate["agreement"] == 0.4
+        assert "counting the 18 copies the shadow failed" in gate["reason"]
+        async with session.put(g.admin + "/v1/routes/iris/weights", headers=ROLLOUT, json={
+                "weights": {"v1": 90, "v2": 10}, "reason": "canary"}) as r:
+            body = await r.json()
+            assert (r.status, body["error"]["type"]) == (409, "shadow_agreement"), body
+            msg = body["error"]["message"]
+            assert "agreed with the primary on 12 of 30 compared requests (40.0%), counting " \
+                "the 18 copies the shadow failed (answer_too_large 18) as compared and not " \
+                "agreed" in msg, msg
+        assert "iris" not in g.gw.holder.doc.overrides
