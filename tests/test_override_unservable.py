@@ -5,11 +5,14 @@ silence (pure: domain/tablebuild.py)."""
 
 from __future__ import annotations
 
+import logging
 import random
+from pathlib import Path
 
 import pytest
 
-from gateway.configfile import parse_config_text
+from gateway.configfile import load_config, parse_config_text
+from gateway.control.table import TableHolder
 from gateway.domain.overrides import release, rollback, set_weights
 from gateway.domain.routing import FALLBACK, KILLED
 from gateway.domain.statedoc import KillFlag, StateDoc, apply_change
@@ -75,3 +78,29 @@ def test_an_override_that_still_serves_a_present_version_is_not_unservable() -> 
     plan = build_table(WITHOUT_V1, released).by_name["iris"]
     assert plan.override_unservable == ()
     assert plan.choose(None, None, random.random).target.name == "v2"  # type: ignore[union-attr]
+
+
+def test_an_instance_starting_on_such_a_file_warns_once_when_its_state_loads(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The latch check at start passed against the empty state; the state loaded after it
+    holds the rollback: the table built then serves no version, with one warning."""
+    caplog.set_level(logging.INFO, "killgate")
+    path = tmp_path / "k.yaml"
+    path.write_text(_ROUTE.format(stable="v2", versions=_V["v2"] + _V["v3"]))
+    holder = TableHolder(load_config(path), state_unknown=True)
+    doc = _rolled_back_to_v1()
+    assert holder.apply_doc(doc) and holder.state_loaded()
+    plan = holder.table.by_name["iris"]
+    assert plan.choose(None, None, random.random) == (None, FALLBACK)
+    holder.set_unhealthy(frozenset({("iris", "v3")}))  # another build: no second warning
+    ended = apply_change(doc, release(doc, WITHOUT_V1.routes[0], "bob", "over", "t4"))
+    assert holder.apply_doc(ended)
+    assert holder.table.by_name["iris"].choose(None, None, random.random).target is not None
+    lines = [(r.getMessage(), r.levelno) for r in caplog.records
+             if r.getMessage().startswith("override_")]
+    assert lines == [("override_unservable", logging.WARNING),
+                     ("override_servable", logging.INFO)], lines
+    [warned] = [r for r in caplog.records if r.getMessage() == "override_unservable"]
+    fields = warned.kg_fields  # type: ignore[attr-defined]
+    assert fields["route"] == "iris" and fields["versions"] == "v1", fields
+    assert "killgate release iris" in fields["action"], fields
