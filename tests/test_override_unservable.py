@@ -52,6 +52,11 @@ def test_an_override_naming_only_missing_versions_serves_none_of_the_others() ->
         choice = plan.choose(sticky, pin, random.random)
         assert choice == (None, FALLBACK), (sticky, pin, choice)
     assert plan.fixed is None and not plan.can_serve("v2") and plan.failover_for("v2") == ()
+    shadowed = parse_config_text(_ROUTE.format(stable="v2", versions=_V["v2"] + _V["v3"])
+                                 .replace("    stable: v2", "    stable: v2\n    shadow: "
+                                          "{version: v3, sample: 1.0}"))
+    dark = build_table(shadowed, doc).by_name["iris"]
+    assert dark.shadow is None and dark.shadow_off == "unservable"  # no copies: none served
     # a kill still answers as a kill
     kill = KillFlag("route", "iris", None, "bob", "r", "t2", 2)
     killed = build_table(WITHOUT_V1, StateDoc(generation=2, overrides=doc.overrides,

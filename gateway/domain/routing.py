@@ -178,7 +178,7 @@ class RoutePlan:
                     eligible.remove(sh.version)
                     self.shadow = self.targets[sh.version]
                 else:
-                    self.shadow_off = self.excluded.get(sh.version, "")
+                    self.shadow_off = self.excluded.get(sh.version, "unservable" if unservable else "")
         self._servable = frozenset(eligible)
         # a version taken to weight 0 by an override (a latched rollback, or weights) is out
         # of pins too; one at weight 0 in the file (a dark launch) stays pinnable
