@@ -286,6 +286,8 @@ class Gateway:
         metrics.set("killgate_state_generation", self.holder.doc.generation)
         metrics.set("killgate_kills_unrouted",
                     len(unrouted(self.holder.doc, self.loaded.config.routes)))
+        metrics.set("killgate_overrides_unservable",
+                    sum(1 for p in self.holder.table.routes if p.override_unservable))
 
     def _metrics_page(self, accept: str | None) -> tuple[bytes, str]:
         """GET /metrics: the exposition (gauges read at scrape time: `_read_gauges`)."""

@@ -99,6 +99,8 @@ class StatusBuilder:
                     "kind": ov.kind, "stable": ov.stable, "weights": ov.weights, "actor": ov.actor,
                     "reason": ov.reason, "time": ov.time},
                 "killed": plan.killed,
+                # the versions the override serves that this config lacks: none serves here
+                "override_unservable": list(plan.override_unservable) or None,
                 "versions": {v.name: {
                     "url": v.url, "artifact": v.artifact, "configured_weight": v.weight,
                     "effective_weight": eff.get(v.name, 0.0),

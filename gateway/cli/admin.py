@@ -91,6 +91,13 @@ def _status_text(st: dict[str, Any]) -> str:
                          "yes" if v["healthy"] else "NO", "YES" if v["killed"] else "no",
                          "*" if r["stable"] == vname else ""])
     out.append(table(rows))
+    for name, r in (st.get("routes") or {}).items():
+        if r.get("override_unservable"):
+            missing = ", ".join(map(str, r["override_unservable"]))
+            out.append(clean_text(
+                f"NOT SERVING: route {name} is latched to {missing}, which this instance's "
+                f"config does not have: it answers its fallback (else 503) until `killgate "
+                f"release {name}` or a config with {missing}", 4096))
     return "\n".join(out)
 
 

@@ -10,6 +10,7 @@ requests covered by a new kill). Requests read `holder.table` once and keep that
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -18,8 +19,11 @@ from gateway.configfile import LoadedConfig
 from gateway.domain.routing import RouteTable
 from gateway.domain.statedoc import StateDoc
 from gateway.domain.tablebuild import build_table, rebuild_table
+from gateway.log import event
 
 __all__ = ["Held", "TableHolder"]
+
+log = logging.getLogger("killgate.routing")
 
 Listener = Callable[[RouteTable, RouteTable], None]
 
@@ -47,6 +51,7 @@ class TableHolder:
         self._listeners: list[Listener] = []
         self.held = Held(loaded, doc, frozenset(), False, state_unknown,
                          build_table(loaded.config, doc, state_unknown=state_unknown))
+        _warn_unservable(None, self.held.table)
 
     # read-only views of the one held value
     @property
@@ -88,6 +93,7 @@ class TableHolder:
                  build_table(nxt.loaded.config, nxt.doc, nxt.unhealthy, nxt.fail_closed,
                              nxt.state_unknown))
         self.held = replace(nxt, table=table)  # the one assignment
+        _warn_unservable(old.table, table)
         for fn in self._listeners:
             fn(old.table, table)
 
@@ -116,3 +122,24 @@ class TableHolder:
 
     def set_config(self, loaded: LoadedConfig) -> None:
         self._swap(loaded=loaded)
+
+
+def _warn_unservable(old: RouteTable | None, new: RouteTable) -> None:
+    """One line per route as a table is built into (or out of) serving nothing because its
+    latched override names only versions this config lacks (not one per request)."""
+    for plan in new.routes:
+        was = old.by_name[plan.name].override_unservable if old is not None \
+            and plan.name in old.by_name else ()
+        if plan.override_unservable == was:
+            continue
+        if plan.override_unservable:
+            event(log, "override_unservable", logging.WARNING, route=plan.name,
+                  versions=",".join(plan.override_unservable),
+                  action="the route's latched override gives traffic only to these versions, "
+                  "which this instance's config does not have: no version serves here (its "
+                  f"fallback, else 503); run `killgate release {plan.name}` or load a config "
+                  "with them")
+        else:
+            event(log, "override_servable", logging.INFO, route=plan.name,
+                  action="the route's override no longer names only missing versions: it "
+                  "serves again")

@@ -205,6 +205,15 @@ class Answers:
             self._error(req, 503, "killed", "this model route is disabled", plan=plan,
                         decision=KILLED, scope=scope or plan.killed or "route")
             return
+        if plan.override_unservable and not plan.killed:
+            names = ", ".join(repr(n) for n in plan.override_unservable)
+            self._error(req, 503, "unavailable", f"route {plan.name!r} is latched at runtime "
+                        f"to version(s) {names}, which this instance's config does not have; "
+                        "no other version serves while the override stands: run `killgate "
+                        f"release {plan.name}`, or load a config with those versions",
+                        plan=plan, decision=decision, override_unservable=list(
+                            plan.override_unservable))
+            return
         self._error(req, 503, "unavailable", "no version of this route can serve right now",
                     plan=plan, decision=decision)
 

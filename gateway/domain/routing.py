@@ -111,16 +111,19 @@ class RoutePlan:
                  "_elig_total", "_elig_w", "_eligible", "_failover", "_only", "_pinnable",
                  "_servable", "allow_pin", "aware", "config", "excluded", "fallback", "fallback_body",
                  "fixed", "fold_case", "headers", "host", "idle_timeout", "killed",
-                 "match_keys", "model", "name", "prefix", "previous", "retry", "shadow",
+                 "match_keys", "model", "name", "override_unservable", "prefix", "previous",
+                 "retry", "shadow",
                  "shadow_config", "shadow_off", "stable", "sticky_header", "targets",
                  "total_timeout", "weights")
 
     def __init__(self, rc: RouteConfig, weights: Mapping[str, float], stable: str,
                  excluded: Mapping[str, str], killed: str | None,
                  previous: str | None = None, unpinnable: frozenset[str] = frozenset(),
-                 like: RoutePlan | None = None) -> None:
+                 like: RoutePlan | None = None, unservable: tuple[str, ...] = ()) -> None:
         """`like`: a plan of the same route config, whose config-only parts (targets, the
-        serialised fallback) are taken as they are instead of being built again."""
+        serialised fallback) are taken as they are instead of being built again.
+        `unservable`: the versions a latched override serves that this config lacks (it
+        sets every version here to 0): none serves (domain/tablebuild.py)."""
         self.config = rc
         self.name = rc.name
         self.fold_case = not rc.match.case_sensitive
@@ -159,7 +162,8 @@ class RoutePlan:
         self._all_names = all_names
         self._all_cum = tuple(accumulate(w[n] for n in all_names))
         self._all_total = self._all_cum[-1]
-        eligible = [n for n in self.targets if n not in self.excluded]
+        self.override_unservable = unservable
+        eligible = [] if unservable else [n for n in self.targets if n not in self.excluded]
         # The shadow (CONTRACT §5.5) never answers a client while it has no traffic of its
         # own: not weighted, pinned, sticky or failed over to. It gets copies only while it
         # can serve (`shadow`); else `shadow_off` says why not.
@@ -174,7 +178,7 @@ class RoutePlan:
                     eligible.remove(sh.version)
                     self.shadow = self.targets[sh.version]
                 else:
-                    self.shadow_off = self.excluded.get(sh.version, "")
+                    self.shadow_off = self.excluded.get(sh.version, "unservable" if unservable else "")
         self._servable = frozenset(eligible)
         # a version taken to weight 0 by an override (a latched rollback, or weights) is out
         # of pins too; one at weight 0 in the file (a dark launch) stays pinnable

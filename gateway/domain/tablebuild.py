@@ -14,8 +14,8 @@ from gateway.config import Config, RouteConfig
 from gateway.domain.routing import STATE_UNKNOWN, RoutePlan, RouteTable
 from gateway.domain.statedoc import StateDoc, kill_key
 
-__all__ = ["build_table", "canary_of", "kill_holding", "progressive_weights", "rebuild_table",
-           "rolls_out"]
+__all__ = ["build_table", "canary_of", "kill_holding", "override_unservable",
+           "progressive_weights", "rebuild_table", "rolls_out"]
 
 
 def canary_of(rc: RouteConfig, stable: str) -> str | None:
@@ -145,10 +145,13 @@ def _plan(rc: RouteConfig, doc: StateDoc, unhealthy: frozenset[tuple[str, str]],
     ov = doc.overrides.get(rc.name)
     prog = doc.progress.get(rc.name)
     unpinnable: frozenset[str] = frozenset()
+    unservable: tuple[str, ...] = ()
     if ov is not None:
         weights = {v.name: float(ov.weights.get(v.name, 0.0)) for v in rc.versions}
         stable = ov.stable if ov.stable and rc.version(ov.stable) else rc.stable
         unpinnable = frozenset(n for n, w in weights.items() if w <= 0)
+        if not any(w > 0 for w in weights.values()):
+            unservable = override_unservable(rc, ov.weights)
     elif prog is not None and (w := progressive_weights(rc, prog)) is not None:
         weights, stable = w, rc.stable
     else:
@@ -169,4 +172,14 @@ def _plan(rc: RouteConfig, doc: StateDoc, unhealthy: frozenset[tuple[str, str]],
             excluded[v.name] = "unhealthy"
     prev = doc.previous_stable(rc.name, stable)
     previous = prev.stable if prev is not None and rc.version(prev.stable) else None
-    return RoutePlan(rc, weights, stable, excluded, killed, previous, unpinnable, like)
+    return RoutePlan(rc, weights, stable, excluded, killed, previous, unpinnable, like,
+                     unservable)
+
+
+def override_unservable(rc: RouteConfig, weights: Mapping[str, float]) -> tuple[str, ...]:
+    """The versions a latched override gives traffic (weight > 0) that `rc` lacks. When it
+    gives none to a version `rc` has (a rollback to v1 made through an instance whose file
+    still has it, read by one whose file no longer does), no version of the route serves:
+    the file's stable taking everything would undo the rollback on this instance in
+    silence. Its fallback answers, else a 503 naming these (`release` ends it)."""
+    return tuple(sorted(n for n, w in weights.items() if w > 0 and rc.version(n) is None))

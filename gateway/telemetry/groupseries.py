@@ -51,6 +51,7 @@ GAUGES: dict[str, str] = {
     "killgate_state_stale": "max",
     "killgate_fail_closed": "max",
     "killgate_kills_unrouted": "max",
+    "killgate_overrides_unservable": "max",
     "killgate_audit_mirror_ok": "min",
     "killgate_upstream_health": "min",
     "killgate_split_window_answers": "split",

@@ -46,6 +46,10 @@ HELP: dict[str, tuple[str, str]] = {
     "killgate_kills_unrouted": ("gauge", "Kills in force that name a route or version the "
                                          "config does not route to (removed or renamed): "
                                          "they stop nothing until the name comes back."),
+    "killgate_overrides_unservable": ("gauge", "Routes whose latched override gives traffic "
+                                               "only to versions this instance's config does "
+                                               "not have: no version serves there (fallback "
+                                               "or 503) until release or such a config."),
     "killgate_fail_closed": ("gauge", "1 while the fail_closed policy treats all routes as killed."),
     "killgate_state_unknown_answers_total": ("counter", "Data-plane requests answered with "
                                                         "503 state_unknown (or the route's "
