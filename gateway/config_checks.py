@@ -13,7 +13,7 @@ from gateway.config import Config, parse_listen
 from gateway.config_routes import case_fold
 from gateway.errors import Problem
 
-__all__ = ["approval_gaps", "semantic_problems"]
+__all__ = ["approval_gaps", "semantic_problems", "ungated_shadows"]
 
 
 def approval_gaps(cfg: Config) -> list[str]:
@@ -25,6 +25,23 @@ def approval_gaps(cfg: Config) -> list[str]:
                 "`weights` call that gives one version 100 % moves the traffic a promotion "
                 "would, with fewer principals; set approvals.weights as high"]
     return []
+
+
+def ungated_shadows(cfg: Config) -> list[str]:
+    """Shadows progressive delivery rolls out with no agreement gate (for `killgate
+    check`'s notes): with `analysis.steps`, a route's shadow is its canary, and without
+    `min_shadow_agreement` its first step of live traffic comes at once."""
+    out = []
+    for i, rc in enumerate(cfg.routes):
+        a, sh = rc.analysis, rc.shadow
+        if (a is not None and a.steps and sh is not None and a.min_shadow_agreement is None
+                and sh.version != rc.stable and len(rc.versions) == 2):
+            out.append(f"routes[{i}] ({rc.name}): analysis.steps with shadow {sh.version!r} "
+                       "and no analysis.min_shadow_agreement: progressive delivery gives "
+                       f"{sh.version!r} its first step of live traffic at once, before any "
+                       "comparison; set min_shadow_agreement (and min_shadow_compared) to "
+                       "let its agreement with the stable open the way")
+    return out
 
 
 def _key_problems(cfg: Config) -> list[Problem]:

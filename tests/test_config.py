@@ -106,6 +106,32 @@ def test_check_notes_a_promotion_gate_that_weights_walks_around(tmp_path: Path) 
     assert (res.returncode, res.stderr) == (0, ""), res.stderr
 
 
+def test_check_notes_a_shadow_that_steps_roll_out_ungated(tmp_path: Path) -> None:
+    """(shadow review) With `analysis.steps`, a route's shadow is its canary: without
+    `min_shadow_agreement`, progressive delivery gave it live traffic at once, before any
+    comparison. `check` says so (exit 0); with the gate, nothing."""
+    routes = """\
+routes:
+  - name: chat
+    match: {path_prefix: /v1/chat}
+    stable: a
+    versions:
+      - {name: a, url: "http://127.0.0.1:9101", weight: 100}
+      - {name: b, url: "http://127.0.0.1:9102", weight: 0}
+    shadow: {version: b, sample: 0.5}
+    analysis: {steps: [10, 50, 100]%s}
+"""
+    cfg = tmp_path / "ungated.yaml"
+    cfg.write_text("listen: 0.0.0.0:8080\n" + routes % "")
+    res = _check(cfg, KEYS)
+    assert res.returncode == 0, res.stderr
+    assert res.stderr.startswith("note: routes[0] (chat): analysis.steps with shadow 'b' and "
+                                 "no analysis.min_shadow_agreement"), res.stderr
+    cfg.write_text("listen: 0.0.0.0:8080\n" + routes % ", min_shadow_agreement: 0.9")
+    res = _check(cfg, KEYS)
+    assert (res.returncode, res.stderr) == (0, ""), res.stderr
+
+
 @pytest.mark.parametrize("auth, env, code, says", [
     ("hs256_secret_file: short.txt", {}, 1, "shorter than 32 bytes"),
     ("hs256_secret_file: missing.txt", {}, 1, "missing.txt"),

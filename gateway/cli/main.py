@@ -49,9 +49,9 @@ def _cmd_check(args: argparse.Namespace) -> int:
     hook_errors, hook_notes = _webhook_secrets(loaded)
     for p in notes:
         print(f"note: {p}; `killgate serve` refuses to start until it is", file=sys.stderr)
-    from gateway.config_checks import approval_gaps
+    from gateway.config_checks import approval_gaps, ungated_shadows
 
-    for note in [*hook_notes, *approval_gaps(cfg)]:
+    for note in [*hook_notes, *approval_gaps(cfg), *ungated_shadows(cfg)]:
         print(f"note: {note}", file=sys.stderr)
     for line in [*map(str, errors), *hook_errors]:
         print(line, file=sys.stderr)
