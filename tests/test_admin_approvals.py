@@ -111,6 +111,11 @@ async def test_three_principals_and_a_decline(tmp_path: Path, backends) -> None:
                                  {"weights": {"v1": 50, "v2": 50}, "reason": "shift"})
         assert status == 202 and body["approval"]["needs"] == 3
         ident = body["approval"]["id"]
+        # the same weights written as floats: the same change, so the same request (the
+        # admin review: 50 and 50.0 hashed apart and opened a second one)
+        status, again = await api("alice", "PUT", "/v1/routes/iris/weights",
+                                  {"weights": {"v1": 50.0, "v2": 5e1}, "reason": "shift"})
+        assert status == 202 and again["approval"]["id"] == ident, again
         status, body = await api("bob", "POST", f"/v1/approvals/{ident}/approve", {})
         assert status == 202 and body["approval"]["approved_by"] == ["alice", "bob"]
         assert (await api("bob", "POST", f"/v1/approvals/{ident}/approve", {}))[1][

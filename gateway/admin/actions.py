@@ -151,7 +151,10 @@ def intent(action: str, body: dict[str, Any], route: str | None, cfg: Config, ac
             weights = body.get("weights")
             if not isinstance(weights, dict) or not weights:
                 raise bad("'weights' must be an object of version: weight")
-            args["weights"] = weights
+            # numbers as the change stores them: `1` and `1.0` are one change, one hash
+            # (an approval asked twice for it is the same request, not a second one)
+            args["weights"] = {k: float(v) if isinstance(v, int | float) and not isinstance(
+                v, bool) and -1e308 < v < 1e308 else v for k, v in weights.items()}
     return Intent(action, target, args, reason, actor, request_id, source)
 
 
