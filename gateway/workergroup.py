@@ -216,7 +216,8 @@ class WorkerGroup:
         if not self.timeout or self.stopping:
             return []
         return [*(t + self.timeout for i, t in self._beat.items() if i not in self._aborted),
-                *(t + ABORT_GRACE for t in self._aborted.values())]
+                *(t + ABORT_GRACE for t in self._aborted.values() if t != math.inf)]
+        # (a worker SIGKILLed: only its exit is waited for, no deadline)
 
     def _forget(self, i: int) -> None:
         self._beat.pop(i, None)

@@ -106,3 +106,28 @@ def test_worker_timeout_out_of_range_is_refused_by_check(tmp_path: Path, value: 
     res = subprocess.run([sys.executable, "-m", "gateway", "check", str(cfg)],
                          capture_output=True, text=True, timeout=60)
     assert res.returncode != 0 and "worker_timeout" in res.stderr + res.stdout, res
+
+
+async def test_every_worker_stuck_at_once_is_killed_and_replaced(tmp_path: Path, backends,
+                                                                 gateway_procs) -> None:
+    """Every worker silent at once (a shared cause: their stderr pipe full, say), none
+    ending on SIGABRT: each is SIGKILLed, and the supervisor, then waiting on no deadline
+    at all, waits for their exits (it used to die: OverflowError on an infinite wait)."""
+    g, _, _, _ = await _group(tmp_path, backends, gateway_procs, watch=False,
+                              server=", worker_timeout: 2s")
+    pids = await _both_serving(g)
+    for p in pids:
+        os.kill(p, signal.SIGSTOP)
+    try:
+        await wait_until(lambda: g.gw.output().count("code=-9") == 2
+                         or g.gw.proc.poll() is not None, 15, 0.05, "both workers killed")
+        assert g.gw.proc.poll() is None, g.gw.output()
+        await wait_until(lambda: len(set(_children(g.sup)) - set(pids)) == 2, 15, 0.05,
+                         "two replacements")
+    finally:
+        for p in pids:
+            if not _gone(p):
+                os.kill(p, signal.SIGCONT)
+    out = g.gw.output()
+    assert "Traceback" not in out, out
+    assert g.gw.stop() == 0, out
