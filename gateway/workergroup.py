@@ -193,8 +193,10 @@ class WorkerGroup:
 
     def _watch(self, now: float) -> None:
         """A serving worker silent for `timeout`: SIGABRT (its stacks to its stderr), and
-        SIGKILL if it has not ended ABORT_GRACE later. Its exit then restarts it."""
-        if not self.timeout or self.stopping:
+        SIGKILL if it has not ended ABORT_GRACE later. Its exit then restarts it. Also while
+        the group stops: a draining worker's loop beats; a stuck one never runs its SIGTERM
+        handler, and the group would wait for it for ever."""
+        if not self.timeout:
             return
         for i, p in self.procs.items():
             aborted = self._aborted.get(i)
@@ -207,13 +209,14 @@ class WorkerGroup:
             if beat is not None and now - beat >= self.timeout:
                 event(log, "worker_unresponsive", logging.ERROR, worker=i, pid=p.pid,
                       silent_s=round(now - beat, 1),
-                      action="SIGABRT (its stacks follow on its stderr), then restart")
+                      action="SIGABRT (its stacks follow on its stderr), then "
+                      + ("exit 1 (it did not drain)" if self.stopping else "restart"))
                 self._aborted[i] = now
                 p.send_signal(signal.SIGABRT)
 
     def _watch_due(self) -> list[float]:
         """When `_watch` must look again."""
-        if not self.timeout or self.stopping:
+        if not self.timeout:
             return []
         return [*(t + self.timeout for i, t in self._beat.items() if i not in self._aborted),
                 *(t + ABORT_GRACE for t in self._aborted.values() if t != math.inf)]

@@ -131,3 +131,24 @@ async def test_every_worker_stuck_at_once_is_killed_and_replaced(tmp_path: Path,
     out = g.gw.output()
     assert "Traceback" not in out, out
     assert g.gw.stop() == 0, out
+
+
+async def test_a_worker_stuck_when_the_group_stops_is_ended(tmp_path: Path, backends,
+                                                            gateway_procs) -> None:
+    """SIGTERM while a worker's loop is stuck: its SIGTERM handler never runs, so it never
+    drains; the watchdog still ends it (a draining worker's loop beats), and the group
+    exits, 1 (a worker did not drain), where it used to wait for it for ever."""
+    g, _, _, _ = await _group(tmp_path, backends, gateway_procs, watch=False,
+                              server=", worker_timeout: 2s")
+    stuck, _sibling = await _both_serving(g)
+    os.kill(stuck, signal.SIGSTOP)
+    try:
+        g.gw.signal(signal.SIGTERM)
+        await wait_until(lambda: g.gw.proc.poll() is not None, 15, 0.05,
+                         "the group exiting")
+    finally:
+        if not _gone(stuck):
+            os.kill(stuck, signal.SIGCONT)
+    out = g.gw.output()
+    assert "worker_unresponsive" in out and "it did not drain" in out, out
+    assert g.gw.stop() == 1, out
