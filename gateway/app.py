@@ -145,7 +145,8 @@ class Gateway:
                                    cfg.server.max_pending_per_backend, self.clock,
                                    cfg.server.backend_idle_timeout)
         self._stack.push_async_callback(self.upstreams.close)
-        self.mirror = Mirror()  # shadow copies: their own pools, closed after the data plane
+        # shadow copies: their own pools, closed after the data plane
+        self.mirror = Mirror(idle_timeout=cfg.server.backend_idle_timeout)
         self._stack.push_async_callback(self.mirror.close)
         self.metrics.source(ShadowSeries(lambda: self.mirror.tallies,
                                          lambda: self.mirror.inflight))
