@@ -165,6 +165,7 @@ class Gateway:
         self.history.check(self.loaded)
         await self.history.record(self.loaded)
         self.history.warn_unrouted(None, self.loaded)
+        self.holder.listen(self.history.kills_changed)  # (and those the state brings later)
         self.alert_receiver = AlertReceiver(self.sync, self.sync.store, lambda: self.loaded.config,
                                             lambda: self.holder.doc, self.metrics)
 
