@@ -99,6 +99,8 @@ async def _serve(loaded: LoadedConfig, worker: int | None, reuse_port: bool,
             signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
             await stop.wait()
         await gw.shutdown()
+        if pipe is not None:  # drained: the supervisor's watchdog leaves the exit alone
+            _tell(pipe, b"0")
     finally:
         if group is not None:
             await group.stop()

@@ -98,6 +98,8 @@ class WorkerGroup:
         #: `timeout` was sent SIGABRT
         self._beat: dict[int, float] = {}
         self._aborted: dict[int, float] = {}
+        #: slots whose worker's loop is done (b"0": drained, ending): silent from then on
+        self._done: set[int] = set()
         #: crash-looping slots while others serve: when each is started again, and its
         #: current wait (doubled at each failure, from 1 s to MAX_BACKOFF)
         self._due: dict[int, float] = {}
@@ -176,15 +178,21 @@ class WorkerGroup:
 
     def _heard(self) -> None:
         """Read the workers' pipes: b"." is a worker's event loop running (every BEAT
-        seconds from its start), b"1" a worker that serves; the end of the pipe, a worker
-        that ended (reaped by `run`)."""
+        seconds from its start), b"1" a worker that serves, b"0" one whose loop is done
+        (what is left, the interpreter's exit, may take its time); the end of the pipe, a
+        worker that ended (reaped by `run`)."""
         for i, r in list(self._ready.items()):
             try:
                 data = os.read(r, 4096)
             except BlockingIOError:
                 continue
             if data:
-                self._beat[i] = now = time.monotonic()
+                now = time.monotonic()
+                if b"0" in data:  # its loop is done (drained): its exit is not watched
+                    self._done.add(i)
+                    self._beat.pop(i, None)
+                elif i not in self._done:
+                    self._beat[i] = now
                 if b"1" in data:
                     self._up.setdefault(i, now)
                 continue
@@ -223,6 +231,7 @@ class WorkerGroup:
         # (a worker SIGKILLed: only its exit is waited for, no deadline)
 
     def _forget(self, i: int) -> None:
+        self._done.discard(i)
         self._beat.pop(i, None)
         self._aborted.pop(i, None)
         r = self._ready.pop(i, None)

@@ -152,3 +152,31 @@ async def test_a_worker_stuck_when_the_group_stops_is_ended(tmp_path: Path, back
     out = g.gw.output()
     assert "worker_unresponsive" in out and "it did not drain" in out, out
     assert g.gw.stop() == 1, out
+
+
+async def test_a_worker_drained_and_slow_to_exit_is_left_to_exit(tmp_path: Path, backends,
+                                                                 gateway_procs) -> None:
+    """Once its loop is done (drained, `phase stopped`), a worker beats no more; what is
+    left, the interpreter's exit (threads joined, atexit), may take longer than
+    worker_timeout, and is not a stuck worker: no SIGABRT, and the group exits 0. (A
+    worker SIGSTOPped past its last log line stands for such an exit.)"""
+    g, _, _, _ = await _group(tmp_path, backends, gateway_procs, watch=False,
+                              server=", worker_timeout: 2s")
+    slow, _sibling = await _both_serving(g)
+    g.gw.signal(signal.SIGTERM)
+    await wait_until(lambda: g.gw.output().count('phase="stopped"') == 2
+                     or g.gw.output().count("phase=stopped") == 2, 15, 0.001,
+                     "both workers drained")
+    stopped = not _gone(slow)
+    if stopped:
+        os.kill(slow, signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        await wait_until(lambda: time.monotonic() - t0 > 3.5 or g.gw.proc.poll() is not None,
+                         10, 0.05, "3.5 s")
+    finally:
+        if stopped and not _gone(slow):
+            os.kill(slow, signal.SIGCONT)
+    out = g.gw.output()
+    assert "worker_unresponsive" not in out, out
+    assert g.gw.stop() == 0, out
