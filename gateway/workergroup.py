@@ -42,6 +42,7 @@ __all__ = ["STOP_AND_RELOAD", "WorkerGroup"]
 log = logging.getLogger("killgate")
 RESTART_WINDOW = 1.0  # a restarted worker that dies within this many seconds of serving
 READY_FD_ENV = "KILLGATE_READY_FD"  # a worker writes a byte there once it serves
+BEAT_ENV = "KILLGATE_BEAT"  # "0": the watchdog is off, the worker sends no beat
 BEAT = 0.5  # seconds: how often a serving worker writes to it again
 ABORT_GRACE = 2.0  # seconds from a silent worker's SIGABRT to its SIGKILL
 MAX_BACKOFF = 60.0  # seconds: the longest wait before a crash-looping slot is tried again
@@ -119,6 +120,7 @@ class WorkerGroup:
         os.set_blocking(r, False)
         env = dict(self.popen.get("env") or os.environ)
         env[READY_FD_ENV] = str(w)
+        env[BEAT_ENV] = "1" if self.timeout else "0"  # (each beat wakes the supervisor)
         popen = {**self.popen, "env": env,
                  "pass_fds": (*self.popen.get("pass_fds", ()), w)}
         old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})

@@ -180,3 +180,23 @@ async def test_a_worker_drained_and_slow_to_exit_is_left_to_exit(tmp_path: Path,
     out = g.gw.output()
     assert "worker_unresponsive" not in out, out
     assert g.gw.stop() == 0, out
+
+
+def _wakeups(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("voluntary_ctxt_switches:"):
+            return int(line.split()[1])
+    raise AssertionError("no voluntary_ctxt_switches line")
+
+
+async def test_with_the_watchdog_off_the_supervisor_is_not_woken_by_beats(
+        tmp_path: Path, backends, gateway_procs) -> None:
+    """worker_timeout: 0: nobody reads the beats, so none is sent: every worker's beat woke
+    the supervisor (twice a second per worker) for nothing."""
+    g, _, _, _ = await _group(tmp_path, backends, gateway_procs, watch=False,
+                              server=", worker_timeout: 0s")
+    await _both_serving(g)
+    before, t0 = _wakeups(g.sup), time.monotonic()
+    await wait_until(lambda: time.monotonic() - t0 > 3, 10, 0.1, "3 s")
+    assert _wakeups(g.sup) - before < 4  # (beating: 2 workers x 2 a second x 3 s = 12)
+    assert g.gw.stop() == 0, g.gw.output()
