@@ -145,7 +145,8 @@ class Gateway:
                                    cfg.server.max_pending_per_backend, self.clock,
                                    cfg.server.backend_idle_timeout)
         self._stack.push_async_callback(self.upstreams.close)
-        self.mirror = Mirror()  # shadow copies: their own pools, closed after the data plane
+        # shadow copies: their own pools, closed after the data plane
+        self.mirror = Mirror(idle_timeout=cfg.server.backend_idle_timeout)
         self._stack.push_async_callback(self.mirror.close)
         self.metrics.source(ShadowSeries(self.mirror.counts.live,
                                          lambda: self.mirror.inflight))
@@ -164,6 +165,7 @@ class Gateway:
         self.history.check(self.loaded)
         await self.history.record(self.loaded)
         self.history.warn_unrouted(None, self.loaded)
+        self.holder.listen(self.history.kills_changed)  # (and those the state brings later)
         self.alert_receiver = AlertReceiver(self.sync, self.sync.store, lambda: self.loaded.config,
                                             lambda: self.holder.doc, self.metrics)
 

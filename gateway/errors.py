@@ -239,8 +239,10 @@ class UpstreamClosed(UpstreamError):
 
 
 class UpstreamStale(UpstreamClosed):
-    """A pooled keep-alive connection the backend had already closed took the request and
-    gave no answer byte: the backend most likely never saw it (tried once more, fresh)."""
+    """A pooled keep-alive connection closed with no answer byte after it took the request:
+    the backend closed it idle as the request went out, or crashed or gave up while it
+    processed it (the gateway cannot tell which): tried once more, fresh, only when the
+    request is safe to send twice (dataplane/attempts.py)."""
 
 
 class DrillFault(UpstreamError):

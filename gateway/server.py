@@ -36,7 +36,7 @@ from gateway.errors import ConfigError
 from gateway.log import event
 from gateway.sockets import ListenError, reserved
 from gateway.workerconfig import load_at_start, load_shared, save, start_copy
-from gateway.workergroup import BEAT, READY_FD_ENV, STOP_AND_RELOAD, WorkerGroup
+from gateway.workergroup import BEAT, BEAT_ENV, READY_FD_ENV, STOP_AND_RELOAD, WorkerGroup
 
 __all__ = ["c_parser_in_use", "run_supervisor", "run_worker"]
 
@@ -99,6 +99,8 @@ async def _serve(loaded: LoadedConfig, worker: int | None, reuse_port: bool,
             signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
             await stop.wait()
         await gw.shutdown()
+        if pipe is not None:  # drained: the supervisor's watchdog leaves the exit alone
+            _tell(pipe, b"0")
     finally:
         if group is not None:
             await group.stop()
@@ -152,8 +154,10 @@ def run_worker(config_path: str, worker: int | None = None, reuse_port: bool = F
 def _group_pipe() -> int | None:
     """A supervisor's worker: the pipe to its supervisor, beating from now on: a byte every
     BEAT seconds from the event loop, that the loop still runs (workergroup.py: a worker
-    silent for `server.worker_timeout` is ended). None outside a group."""
+    silent for `server.worker_timeout` is ended; with it 0, BEAT_ENV says so, and no beat
+    is sent). None outside a group."""
     fd = os.environ.pop(READY_FD_ENV, None)
+    beating = os.environ.pop(BEAT_ENV, "1") != "0"  # (worker_timeout 0: nobody listens)
     if fd is None:
         return None
     try:
@@ -168,7 +172,8 @@ def _group_pipe() -> int | None:
         if _tell(w, b"."):
             loop.call_later(BEAT, beat)
 
-    beat()
+    if beating:
+        beat()
     return w
 
 

@@ -43,6 +43,7 @@ __all__ = ["STOP_AND_RELOAD", "WorkerGroup"]
 log = logging.getLogger("killgate")
 RESTART_WINDOW = 1.0  # a restarted worker that dies within this many seconds of serving
 READY_FD_ENV = "KILLGATE_READY_FD"  # a worker writes a byte there once it serves
+BEAT_ENV = "KILLGATE_BEAT"  # "0": the watchdog is off, the worker sends no beat
 BEAT = 0.5  # seconds: how often a serving worker writes to it again
 ABORT_GRACE = 2.0  # seconds from a silent worker's SIGABRT to its SIGKILL
 MAX_BACKOFF = 60.0  # seconds: the longest wait before a crash-looping slot is tried again
@@ -100,6 +101,8 @@ class WorkerGroup:
         self._beat: dict[int, float] = {}
         self._aborted: dict[int, float] = {}
         self._looked = 0.0  # when `_watch` last looked at every serving worker
+        #: slots whose worker's loop is done (b"0": drained, ending): silent from then on
+        self._done: set[int] = set()
         #: crash-looping slots while others serve: when each is started again, and its
         #: current wait (doubled at each failure, from 1 s to MAX_BACKOFF)
         self._due: dict[int, float] = {}
@@ -119,6 +122,7 @@ class WorkerGroup:
         os.set_blocking(r, False)
         env = dict(self.popen.get("env") or os.environ)
         env[READY_FD_ENV] = str(w)
+        env[BEAT_ENV] = "1" if self.timeout else "0"  # (each beat wakes the supervisor)
         popen = {**self.popen, "env": env,
                  "pass_fds": (*self.popen.get("pass_fds", ()), w)}
         old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
@@ -181,15 +185,21 @@ class WorkerGroup:
 
     def _heard(self) -> None:
         """Read the workers' pipes: b"." is a worker's event loop running (every BEAT
-        seconds from its start), b"1" a worker that serves; the end of the pipe, a worker
-        that ended (reaped by `run`)."""
+        seconds from its start), b"1" a worker that serves, b"0" one whose loop is done
+        (what is left, the interpreter's exit, may take its time); the end of the pipe, a
+        worker that ended (reaped by `run`)."""
         for i, r in list(self._ready.items()):
             try:
                 data = os.read(r, 4096)
             except BlockingIOError:
                 continue
             if data:
-                self._beat[i] = now = time.monotonic()
+                now = time.monotonic()
+                if b"0" in data:  # its loop is done (drained): its exit is not watched
+                    self._done.add(i)
+                    self._beat.pop(i, None)
+                elif i not in self._done:
+                    self._beat[i] = now
                 if b"1" in data:
                     self._up.setdefault(i, now)
                 continue
@@ -200,8 +210,10 @@ class WorkerGroup:
         """Every timeout/2, a serving worker whose pipe stayed empty for `timeout` (no beat
         read since: it has been silent that long at least, at most half as long again) is
         sent SIGABRT (its stacks to its stderr), and SIGKILL if it has not ended
-        ABORT_GRACE later. Its exit then restarts it."""
-        if not self.timeout or self.stopping:
+        ABORT_GRACE later. Its exit then restarts it. Also while the group stops: a
+        draining worker's loop beats; a stuck one never runs its SIGTERM handler, and the
+        group would wait for it for ever."""
+        if not self.timeout:
             return
         for i, p in self.procs.items():
             aborted = self._aborted.get(i)
@@ -216,18 +228,21 @@ class WorkerGroup:
             if i not in self._aborted and beat is not None and now - beat >= self.timeout:
                 event(log, "worker_unresponsive", logging.ERROR, worker=i, pid=p.pid,
                       silent_s=round(now - beat, 1),
-                      action="SIGABRT (its stacks follow on its stderr), then restart")
+                      action="SIGABRT (its stacks follow on its stderr), then "
+                      + ("exit 1 (it did not drain)" if self.stopping else "restart"))
                 self._aborted[i] = now
                 p.send_signal(signal.SIGABRT)
 
     def _watch_due(self) -> list[float]:
         """When `_watch` must look again."""
-        if not self.timeout or self.stopping or not self._beat:
+        if not self.timeout:
             return []
-        return [self._looked + self.timeout / 2,
-                *(t + ABORT_GRACE for t in self._aborted.values())]
+        # (a worker SIGKILLed: only its exit is waited for, no deadline)
+        due = [t + ABORT_GRACE for t in self._aborted.values() if t != math.inf]
+        return [self._looked + self.timeout / 2, *due] if self._beat else due
 
     def _forget(self, i: int) -> None:
+        self._done.discard(i)
         self._beat.pop(i, None)
         self._aborted.pop(i, None)
         r = self._ready.pop(i, None)

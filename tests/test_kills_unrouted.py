@@ -116,3 +116,30 @@ async def test_an_instance_starting_on_a_config_without_a_killed_name_warns(
         assert "version:iris:v2" in str(warned.__dict__)
         [kill] = (await _status(session, g.admin))["kills"]
         assert kill["routed"] is False
+
+
+async def test_a_kill_arriving_by_state_sync_for_a_name_this_config_lacks_warns(
+        tmp_path: Path, backends, session: ClientSession,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Two instances on one state, one of them on a config without v2 (a rolling deploy of
+    the rename; or one started while the store was out of reach, that gets the kills only
+    later): a kill of iris/v2 made on the other reaches it by state sync and stops nothing
+    there. It logged nothing (only a reload or a start looked): now it warns as they do."""
+    caplog.set_level(logging.INFO, "killgate")
+    p1, p2 = await backends(echo_app("v1")), await backends(echo_app("v2"))
+    cfg = write_config(tmp_path, two_versions(p1, p2, 90, 10))
+    renamed = tmp_path / "renamed.yaml"
+    renamed.write_text(cfg.read_text().replace("{name: v2,", "{name: v3,"))
+    async with running_gateway(cfg, "a") as a, running_gateway(renamed, "b") as b:
+        assert not [r for r in caplog.records if r.getMessage() == "kills_unrouted"]
+        await _post(session, a.admin + "/v1/kill",
+                    {"scope": "version", "route": "iris", "version": "v2", "reason": "bad"})
+
+        async def b_has_it() -> bool:
+            return bool((await _status(session, b.admin))["kills"])
+
+        await wait_until(b_has_it, 10, 0.05, "the kill reaching b")
+        [kill] = (await _status(session, b.admin))["kills"]
+        assert kill["routed"] is False
+        [warned] = [r for r in caplog.records if r.getMessage() == "kills_unrouted"]
+        assert "version:iris:v2" in str(warned.__dict__)

@@ -106,3 +106,97 @@ def test_worker_timeout_out_of_range_is_refused_by_check(tmp_path: Path, value: 
     res = subprocess.run([sys.executable, "-m", "gateway", "check", str(cfg)],
                          capture_output=True, text=True, timeout=60)
     assert res.returncode != 0 and "worker_timeout" in res.stderr + res.stdout, res
+
+
+async def test_every_worker_stuck_at_once_is_killed_and_replaced(tmp_path: Path, backends,
+                                                                 gateway_procs) -> None:
+    """Every worker silent at once (a shared cause: their stderr pipe full, say), none
+    ending on SIGABRT: each is SIGKILLed, and the supervisor, then waiting on no deadline
+    at all, waits for their exits (it used to die: OverflowError on an infinite wait)."""
+    g, _, _, _ = await _group(tmp_path, backends, gateway_procs, watch=False,
+                              server=", worker_timeout: 2s")
+    pids = await _both_serving(g)
+    for p in pids:
+        os.kill(p, signal.SIGSTOP)
+    try:
+        await wait_until(lambda: g.gw.output().count("code=-9") == 2
+                         or g.gw.proc.poll() is not None, 15, 0.05, "both workers killed")
+        assert g.gw.proc.poll() is None, g.gw.output()
+        await wait_until(lambda: len(set(_children(g.sup)) - set(pids)) == 2, 15, 0.05,
+                         "two replacements")
+    finally:
+        for p in pids:
+            if not _gone(p):
+                os.kill(p, signal.SIGCONT)
+    out = g.gw.output()
+    assert "Traceback" not in out, out
+    assert g.gw.stop() == 0, out
+
+
+async def test_a_worker_stuck_when_the_group_stops_is_ended(tmp_path: Path, backends,
+                                                            gateway_procs) -> None:
+    """SIGTERM while a worker's loop is stuck: its SIGTERM handler never runs, so it never
+    drains; the watchdog still ends it (a draining worker's loop beats), and the group
+    exits, 1 (a worker did not drain), where it used to wait for it for ever."""
+    g, _, _, _ = await _group(tmp_path, backends, gateway_procs, watch=False,
+                              server=", worker_timeout: 2s")
+    stuck, _sibling = await _both_serving(g)
+    os.kill(stuck, signal.SIGSTOP)
+    try:
+        g.gw.signal(signal.SIGTERM)
+        await wait_until(lambda: g.gw.proc.poll() is not None, 15, 0.05,
+                         "the group exiting")
+    finally:
+        if not _gone(stuck):
+            os.kill(stuck, signal.SIGCONT)
+    out = g.gw.output()
+    assert "worker_unresponsive" in out and "it did not drain" in out, out
+    assert g.gw.stop() == 1, out
+
+
+async def test_a_worker_drained_and_slow_to_exit_is_left_to_exit(tmp_path: Path, backends,
+                                                                 gateway_procs) -> None:
+    """Once its loop is done (drained, `phase stopped`), a worker beats no more; what is
+    left, the interpreter's exit (threads joined, atexit), may take longer than
+    worker_timeout, and is not a stuck worker: no SIGABRT, and the group exits 0. (A
+    worker SIGSTOPped past its last log line stands for such an exit.)"""
+    g, _, _, _ = await _group(tmp_path, backends, gateway_procs, watch=False,
+                              server=", worker_timeout: 2s")
+    slow, _sibling = await _both_serving(g)
+    g.gw.signal(signal.SIGTERM)
+    await wait_until(lambda: g.gw.output().count('phase="stopped"') == 2
+                     or g.gw.output().count("phase=stopped") == 2, 15, 0.001,
+                     "both workers drained")
+    stopped = not _gone(slow)
+    if stopped:
+        os.kill(slow, signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        await wait_until(lambda: time.monotonic() - t0 > 3.5 or g.gw.proc.poll() is not None,
+                         10, 0.05, "3.5 s")
+    finally:
+        if stopped and not _gone(slow):
+            os.kill(slow, signal.SIGCONT)
+    out = g.gw.output()
+    assert "worker_unresponsive" not in out, out
+    assert g.gw.stop() == 0, out
+
+
+def _wakeups(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("voluntary_ctxt_switches:"):
+            return int(line.split()[1])
+    raise AssertionError("no voluntary_ctxt_switches line")
+
+
+async def test_with_the_watchdog_off_the_supervisor_is_not_woken_by_beats(
+        tmp_path: Path, backends, gateway_procs) -> None:
+    """worker_timeout: 0: nobody reads the beats, so none is sent: every worker's beat woke
+    the supervisor (twice a second per worker) for nothing."""
+    g, _, _, _ = await _group(tmp_path, backends, gateway_procs, watch=False,
+                              server=", worker_timeout: 0s")
+    await _both_serving(g)
+    before, t0 = _wakeups(g.sup), time.monotonic()
+    await wait_until(lambda: time.monotonic() - t0 > 3, 10, 0.1, "3 s")
+    assert _wakeups(g.sup) - before < 4  # (beating: 2 workers x 2 a second x 3 s = 12)
+    assert g.gw.stop() == 0, g.gw.output()

@@ -19,6 +19,7 @@ from gateway.control.reload import summarize_changes
 from gateway.domain.audit import AuditDraft, utc_now
 from gateway.domain.kills import unrouted
 from gateway.domain.overrides import identity_problems, latch_problems, record_config
+from gateway.domain.routing import RouteTable
 from gateway.domain.statedoc import Change, StateDoc
 from gateway.errors import AuditError, ConfigError, Problem, StateError
 from gateway.log import event
@@ -79,6 +80,20 @@ class ConfigHistory:
                   action="the config names no such route or version: traffic under another "
                   "name is served; each kill is in force again if its name comes back")
         return sorted(keys)
+
+    def kills_changed(self, old: RouteTable, new: RouteTable) -> None:
+        """The table holder's listener: kills that arrive naming a route or version this
+        instance's config lacks (made on an instance whose config has it, a rolling deploy
+        of a rename; or the first state an instance gets after a start without the store)
+        are warned as a reload's are. A config change is `warn_unrouted`'s."""
+        if old.doc.kills is new.doc.kills or old.doc.kills == new.doc.kills:
+            return
+        routes = [plan.config for plan in new.routes]
+        keys = unrouted(new.doc, routes) - unrouted(old.doc, routes)
+        if keys:
+            event(log, "kills_unrouted", logging.WARNING, kills=",".join(sorted(keys)),
+                  action="this config names no such route or version: the kill stops "
+                  "nothing here; it is in force here once the name is in the config")
 
     async def reloaded(self, old: LoadedConfig, new: LoadedConfig) -> None:
         """One audit event per fleet-wide config change (old digest -> new digest). The

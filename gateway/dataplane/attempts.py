@@ -8,7 +8,8 @@ delivered request would be sent again. The proxy turns each attempt's result int
 * `ANSWER` — stop: hand the client this answer (or this error, or the route's fallback);
 * `FRESH`  — the same version again on a new connection: a pooled keep-alive connection
   the backend had already closed took the request without a byte of answer (once), for a
-  request safe to send twice only (an idempotent method, or an `Idempotency-Key`): the
+  request safe to send twice only (an idempotent method, or an `Idempotency-Key`; or one
+  `retry_on: [reset]` would retry, when there is no other version to send it to): the
   same close is what a backend that crashed while it processed the request sends, and a
   POST sent again would be processed twice (a request that crashes its server, twice);
 * `MOVE`   — the next version in the route's failover order.
@@ -136,8 +137,14 @@ def next_attempt(so_far: SoFar, outcome: Outcome, alternatives: int, replayable:
         if outcome.status < 500 or not policy.retries_status(outcome.status):
             return Next(ANSWER, "answered", so_far)
         return _retry(so_far, f"retry_{outcome.status}", alternatives, replayable, policy, budget)
-    if kind == STALE and replayable and so_far.fresh == 0 and resend_safe():
-        return Next(FRESH, "stale_connection", so_far._replace(fresh=1))
+    if kind == STALE and replayable and so_far.fresh == 0:
+        if resend_safe():
+            return Next(FRESH, "stale_connection", so_far._replace(fresh=1))
+        if "reset" in policy.retry_on:  # the route's consent: a retry, on another version;
+            nxt = _retry(so_far, "retry_reset", alternatives, replayable, policy, budget)
+            if nxt.reason != "no_other_version":  # with none, this one on a new connection
+                return nxt
+            return Next(FRESH, "stale_connection", so_far._replace(fresh=1))
     if kind in (UNDELIVERED, OVERFLOW) or outcome.not_ready:
         if not replayable and kind == ANSWERED:
             return Next(ANSWER, "body_not_replayable", so_far)

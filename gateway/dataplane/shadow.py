@@ -39,8 +39,9 @@ log = logging.getLogger("killgate.shadow")
 class Mirror:
     """Every shadow copy of this process (one per process, closed on shutdown)."""
 
-    def __init__(self, max_pending: int = 0) -> None:
-        self.upstreams = Upstreams(1024, max_pending)  # the copies' own pools
+    def __init__(self, max_pending: int = 0, idle_timeout: float = 4.0) -> None:
+        # the copies' own pools (`idle_timeout`: server.backend_idle_timeout)
+        self.upstreams = Upstreams(1024, max_pending, idle_timeout=idle_timeout)
         self.loop = asyncio.get_running_loop()
         # large comparisons run here, one at a time (they hold the GIL: more threads would
         # not compare faster), never in the loop's default executor: the local state

@@ -68,7 +68,10 @@ async def _send(upstreams: Upstreams, loop: asyncio.AbstractEventLoop, tap: Tap,
     if tap.field is not None and target.model:
         body = rewrite_model(body, tap.field, target.model)
     t = sh.timeouts
-    started = loop.time()
+    # (the copies' clock: only their backends' bytes move it, and a pooled connection's
+    # idle time, `server.backend_idle_timeout`, is read on it; between copies far apart it
+    # stood still, and a connection the backend had closed long ago looked fresh)
+    upstreams.clock.now = started = loop.time()
     pool = upstreams.pools.get(target.origin) or upstreams.pool(target.origin)
     ex, _ = await pool.acquire(t.connect)
     # killed while it waited for its connection (a shadow with a full accept queue, the
