@@ -20,7 +20,7 @@ from tests.test_shadow import route, settled
 
 pytestmark = pytest.mark.timeout(60)
 
-PATHS = [f"meta{i}.id" for i in range(20)]
+PATHS = [f"meta{i}.id" for i in range(60)]  # (the cost grows with the paths)
 
 
 def _answers(shift: int) -> web.Application:
@@ -64,6 +64,6 @@ async def test_a_costly_comparison_under_64_kib_does_not_stall_the_loop(
             stop.set()
             await watch
         assert rep["outcomes"]["disagreed"] == 3, rep
-        # (one inline comparison held the loop ~0.4 s here; in the thread, the loop waits
-        # at most a few GIL switch intervals of 5 ms at a time)
-        assert worst < 0.15, f"the event loop was held {worst * 1000:.0f} ms"
+        # (one inline comparison held the loop ~1.2 s here; in the thread, the loop waits
+        # a few GIL switch intervals of 5 ms at a time: 0.2 s seen on a loaded CI host)
+        assert worst < 0.4, f"the event loop was held {worst * 1000:.0f} ms"

@@ -71,6 +71,7 @@ class Group:
         seen: Counter[str] = Counter()
         for _ in range(n):  # fresh connections: SO_REUSEPORT reaches both (all one: 2^-39)
             async with s.get(self.gw.url + PATH) as r:
+                assert "x-killgate-version" in r.headers, (r.status, await r.text())
                 seen[r.headers["x-killgate-version"]] += 1
         return seen
 
