@@ -7,8 +7,13 @@ fleet out of its Service, and a dashboard that shows what the alerts watch.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+import yaml
+
+from gateway.telemetry.metrics import kind_of
+from tests.test_deploy_monitoring import _NAME, DASHBOARD, RULES, _exprs
 from tests.test_kubernetes import _container, _one
 
 
@@ -33,3 +38,17 @@ def test_one_slow_readiness_probe_never_takes_a_pod_out() -> None:
     live = c["livenessProbe"]
     assert live["periodSeconds"] * live["failureThreshold"] > window
     assert live["timeoutSeconds"] >= ready["timeoutSeconds"]
+
+
+def test_the_dashboard_shows_every_gauge_an_alert_watches() -> None:
+    """An alert that pages about a gauge sends the on-call to the dashboard: the series must
+    be there. `killgate_kills_unrouted` and `killgate_overrides_unservable` got alerts and no
+    panel (nor `killgate_audit_mirror_ok` and `killgate_drills_overdue`)."""
+    doc = yaml.safe_load(RULES.read_text())
+    watched = {n for g in doc["groups"] for r in g["rules"] if "alert" in r
+               for n in _NAME.findall(r["expr"])
+               if n.startswith("killgate_") and kind_of(n)[0] == "gauge"}
+    watched -= {"killgate_split_window_answers"}  # a guard of the drift alert (enough answers)
+    assert {"killgate_kills_unrouted", "killgate_overrides_unservable"} <= watched
+    shown = {n for e in _exprs(json.loads(DASHBOARD.read_text())) for n in _NAME.findall(e)}
+    assert not watched - shown, sorted(watched - shown)
