@@ -121,7 +121,7 @@ def test_dashboard_loads_and_names_only_exported_series() -> None:
     missing = sorted(n for n in names if not (_exported(n) or n in recorded))
     assert not missing, missing
     # the dashboard shows what issue 11 added: histograms, arms, the split
-    for needed in ("killgate_split_share", "killgate_split_expected_share",
+    for needed in ("killgate_split_window_answers", "killgate_split_expected_share",
                    "killgate_split_drift", "killgate_time_to_first_byte_seconds_bucket",
                    "killgate:request_duration_seconds:p99_1m",
                    "killgate:gateway_overhead_seconds:mean1m", "killgate:failover_share:rate1m"):

@@ -8,8 +8,13 @@ fleet out of its Service, and a dashboard that shows what the alerts watch.
 from __future__ import annotations
 
 import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from gateway.telemetry.metrics import kind_of
@@ -52,3 +57,38 @@ def test_the_dashboard_shows_every_gauge_an_alert_watches() -> None:
     assert {"killgate_kills_unrouted", "killgate_overrides_unservable"} <= watched
     shown = {n for e in _exprs(json.loads(DASHBOARD.read_text())) for n in _NAME.findall(e)}
     assert not watched - shown, sorted(watched - shown)
+
+
+def _targets() -> list[tuple[int, dict[str, Any]]]:
+    dash = json.loads(DASHBOARD.read_text())
+    return [(p["id"], t) for p in dash["panels"] for t in p.get("targets", [])]
+
+
+def test_dashboard_series_of_several_routes_are_never_merged() -> None:
+    """The route variable selects several routes (All by default), and routes share version
+    names (the example overlay's iris and iris-drill both have v1 and v2): a panel that
+    aggregated `by (version)` added iris's answers to the drill route's, averaged their
+    shares and took one quantile over both; legends without the route showed two lines
+    of the same name. Every aggregation keeps `route`, every legend names it."""
+    for panel, t in _targets():
+        if "$route" not in t["expr"]:
+            continue
+        for group in re.findall(r"\bby \(([^)]*)\)", t["expr"]):
+            assert "route" in [g.strip() for g in group.split(",")], (panel, t["expr"])
+        assert "{{route}}" in t["legendFormat"], (panel, t["legendFormat"])
+
+
+def test_promtool_parses_every_dashboard_query(tmp_path: Path) -> None:
+    """Each query, with the dashboard's variables filled in, as a recording rule that
+    `promtool check rules` must accept (a typo in PromQL shows only as an empty panel)."""
+    exe = shutil.which("promtool")
+    if exe is None:
+        pytest.fail("promtool is not on PATH (apt-get install -y prometheus)")
+    rules = [{"record": f"dashboard:panel{panel}:{t['refId']}",
+              "expr": t["expr"].replace("$__rate_interval", "1m").replace("$route", ".+")}
+             for panel, t in _targets()]
+    path = tmp_path / "dashboard-rules.yml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
+    res = subprocess.run([exe, "check", "rules", str(path)], capture_output=True, text=True,
+                         timeout=60)
+    assert res.returncode == 0, res.stdout + res.stderr
