@@ -7,8 +7,10 @@ fleet out of its Service, and a dashboard that shows what the alerts watch.
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
@@ -18,6 +20,7 @@ import pytest
 import yaml
 
 from gateway.telemetry.metrics import kind_of
+from tests.conftest import ROOT
 from tests.test_deploy_monitoring import _NAME, DASHBOARD, RULES, _exprs
 from tests.test_kubernetes import _container, _one
 
@@ -92,3 +95,50 @@ def test_promtool_parses_every_dashboard_query(tmp_path: Path) -> None:
     res = subprocess.run([exe, "check", "rules", str(path)], capture_output=True, text=True,
                          timeout=60)
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+def _container_run_command() -> list[str]:
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("\n## Container image"):]
+    m = re.search(r"^podman run (.*?) killgate$", section.replace("\\\n", " "), re.M)
+    assert m, "README 'Container image' shows no `podman run ... killgate` command"
+    return shlex.split(m.group(1))
+
+
+def test_the_documented_container_run_writes_only_where_it_can() -> None:
+    """README "Container image" ran the image with `--read-only`, a tmpfs on
+    /var/lib/killgate, and config/minimal.yaml mounted at /etc/killgate/config.yaml. That
+    config names no state paths, and the defaults are relative to the config's folder:
+    /etc/killgate/var/killgate-store.json on the read-only root, so the instance could not
+    open its store and exited with a traceback. The documented config must name every file
+    killgate writes under a writable mount, and listen where `-p` publishes."""
+    from gateway.configfile import load_config
+
+    args = _container_run_command()
+    writable = ["/tmp"]  # (podman --read-only mounts a tmpfs there; docker: --tmpfs /tmp)
+    mounts: dict[str, str] = {}
+    published: set[int] = set()
+    for flag, value in itertools.pairwise(args):
+        if flag == "--tmpfs":
+            writable.append(value.split(":", 1)[0])
+        elif flag == "-v":
+            host, inside = value.split(":")[:2]
+            mounts[inside] = host.replace("$PWD", str(ROOT))
+        elif flag == "-p":
+            published.add(int(value.rsplit(":", 1)[1]))
+    assert "--read-only" in args
+    inside = "/etc/killgate/config.yaml"
+    cfg = load_config(Path(mounts[inside])).config
+    folder = Path(inside).parent
+
+    def where(p: str) -> Path:
+        return Path(p) if Path(p).is_absolute() else folder / p
+
+    files = [cfg.state.snapshot_path, *([cfg.state.path] if cfg.state.backend == "local" else []),
+             *([cfg.state.audit_mirror] if cfg.state.audit_mirror else [])]
+    for f in files:
+        assert any(where(f).is_relative_to(w) for w in writable), (f, where(f), writable)
+    for listen in (cfg.listen, cfg.admin.listen):
+        host, port = listen.rsplit(":", 1)
+        if int(port) in published:
+            assert host in ("0.0.0.0", "[::]", "::"), listen  # the container's loopback
