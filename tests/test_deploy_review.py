@@ -22,7 +22,7 @@ import yaml
 from gateway.telemetry.metrics import kind_of
 from tests.conftest import ROOT
 from tests.test_deploy_monitoring import _NAME, DASHBOARD, RULES, _exprs
-from tests.test_kubernetes import _container, _one
+from tests.test_kubernetes import BASE, OVERLAY, _config_of, _container, _one
 
 
 def _gateway() -> tuple[dict[str, Any], dict[str, Any]]:
@@ -142,3 +142,21 @@ def test_the_documented_container_run_writes_only_where_it_can() -> None:
         host, port = listen.rsplit(":", 1)
         if int(port) in published:
             assert host in ("0.0.0.0", "[::]", "::"), listen  # the container's loopback
+
+
+@pytest.mark.parametrize("folder", [BASE, OVERLAY], ids=["base", "overlay"])
+def test_the_drill_cronjob_drills_a_drill_route_of_the_config(folder: Path) -> None:
+    """The base's CronJob drilled `iris-drill` every week, and the base's config had no such
+    route: a deployment of the base (or an overlay built on it that keeps its config) failed
+    its drill every Tuesday. The route and version the drill names exist in each config,
+    the route a drill route (`drill_for`: never one users are served by)."""
+    spec = _one("CronJob")["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    script = " ".join(spec["containers"][0]["args"])
+    m = re.search(r"killgate drill kill --route (\S+) --version (\S+)", script)
+    assert m, script
+    cfg = _config_of(_one("ConfigMap", folder))
+    routes = {r.name: r for r in cfg.routes}
+    assert m.group(1) in routes, (m.group(1), sorted(routes))
+    route = routes[m.group(1)]
+    assert route.drill_for in routes, route.drill_for
+    assert m.group(2) in {v.name for v in route.versions}
