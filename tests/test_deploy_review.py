@@ -160,3 +160,19 @@ def test_the_drill_cronjob_drills_a_drill_route_of_the_config(folder: Path) -> N
     route = routes[m.group(1)]
     assert route.drill_for in routes, route.drill_for
     assert m.group(2) in {v.name for v in route.versions}
+
+
+def test_a_hard_spread_counts_only_nodes_the_pod_may_run_on() -> None:
+    """The spread over nodes is hard (DoNotSchedule, maxSkew 1) and counted every node,
+    tainted ones included (nodeTaintsPolicy defaults to Ignore): a tainted GPU node, a
+    control-plane node or a node cordoned for a drain counts as holding 0 gateway pods, so
+    as soon as each schedulable node held one, a further pod exceeded the skew everywhere
+    and stayed Pending (the HPA capped at the number of untainted nodes; a drained pod's
+    replacement and a rollout's surge pod stuck). Hard constraints must honour taints."""
+    pod, _ = _gateway()
+    hard = [t for t in pod["topologySpreadConstraints"]
+            if t["whenUnsatisfiable"] == "DoNotSchedule"]
+    assert hard
+    for t in hard:
+        assert t.get("nodeTaintsPolicy") == "Honor", t
+        assert t.get("nodeAffinityPolicy", "Honor") == "Honor", t
