@@ -176,3 +176,13 @@ def test_a_hard_spread_counts_only_nodes_the_pod_may_run_on() -> None:
     for t in hard:
         assert t.get("nodeTaintsPolicy") == "Honor", t
         assert t.get("nodeAffinityPolicy", "Honor") == "Honor", t
+
+
+def test_an_unready_pod_never_blocks_a_node_drain() -> None:
+    """A pod that never becomes ready (no kill state: Redis unreachable and no snapshot, or
+    a Secret changed without the rotation steps) serves nothing, yet under the default
+    `unhealthyPodEvictionPolicy` (IfHealthyBudget), once two were unready (the budget
+    broken) not even they could be evicted: the drains of their nodes waited for them to
+    become ready (in a Redis outage, new pods without a snapshot never do)."""
+    pdb = _one("PodDisruptionBudget")
+    assert pdb["spec"].get("unhealthyPodEvictionPolicy") == "AlwaysAllow", pdb["spec"]
