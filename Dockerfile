@@ -4,11 +4,12 @@
 #   podman build --build-arg BASE_IMAGE=localhost/killgate-base:bookworm -t killgate .
 #
 # BASE_IMAGE: any Debian-like image with python3 >= 3.11 and its venv module. The default is
-# the official slim Python image; deploy/container/make-base-image.sh makes a Debian bookworm
+# the official slim Python image of Debian bookworm (a release named: the bare `3.11-slim` tag
+# moves to each new Debian release); deploy/container/make-base-image.sh makes a Debian bookworm
 # one with debootstrap where no registry is reachable. The run needs only writable
 # /var/lib/killgate (state snapshots) and /tmp: mount an emptyDir/tmpfs on each and run with
 # a read-only root filesystem (README "Deploying").
-ARG BASE_IMAGE=python:3.11-slim
+ARG BASE_IMAGE=python:3.11-slim-bookworm
 
 FROM ${BASE_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1

@@ -78,8 +78,13 @@ def test_dockerfile_passes_hadolint() -> None:
 
 
 def test_dockerfile_defaults_to_the_official_slim_python_image() -> None:
+    """Of a named Debian release: `python:3.11-slim` moved from bookworm to trixie in 2025,
+    so a rebuild of the same source changed the whole OS under the gateway (and away from
+    deploy/container/make-base-image.sh's bookworm)."""
     text = (ROOT / "Dockerfile").read_text()
-    assert "ARG BASE_IMAGE=python:3.11-slim\n" in text
+    assert "ARG BASE_IMAGE=python:3.11-slim-bookworm\n" in text
+    assert "bookworm" in (ROOT / "deploy/container/make-base-image.sh").read_text()
+    assert "`python:3.11-slim-bookworm`" in (ROOT / "README.md").read_text()
     assert text.count("FROM ${BASE_IMAGE}") == 2  # build stage and final stage
     assert "\nUSER 10001:10001\n" in text
 

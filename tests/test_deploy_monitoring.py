@@ -121,7 +121,7 @@ def test_dashboard_loads_and_names_only_exported_series() -> None:
     missing = sorted(n for n in names if not (_exported(n) or n in recorded))
     assert not missing, missing
     # the dashboard shows what issue 11 added: histograms, arms, the split
-    for needed in ("killgate_split_share", "killgate_split_expected_share",
+    for needed in ("killgate_split_window_answers", "killgate_split_expected_share",
                    "killgate_split_drift", "killgate_time_to_first_byte_seconds_bucket",
                    "killgate:request_duration_seconds:p99_1m",
                    "killgate:gateway_overhead_seconds:mean1m", "killgate:failover_share:rate1m"):
@@ -243,6 +243,18 @@ async def test_a_real_prometheus_evaluates_the_rules_on_a_real_gateways_series(
         for group in get("/rules")["groups"]:
             for rule in group["rules"]:
                 assert rule["health"] == "ok", (rule["name"], rule.get("lastError"))
+        # every dashboard query runs on the real series (a 400 raises); the split panel
+        # gives the fleet's actual share per route and version
+        for expr in _exprs(json.loads(DASHBOARD.read_text())):
+            if expr.startswith("label_values("):
+                continue
+            query(expr.replace("$__rate_interval", "1m").replace("$route", ".+"))
+        share = next(t["expr"] for p in json.loads(DASHBOARD.read_text())["panels"]
+                     for t in p.get("targets", []) if t["legendFormat"].startswith("actual "))
+        shares = {(s["metric"]["route"], s["metric"]["version"]): float(s["value"][1])
+                  for s in query(share.replace("$route", ".+"))}
+        assert set(shares) == {("iris", "v1"), ("iris", "v2")}, shares
+        assert abs(sum(shares.values()) - 1.0) < 1e-9, shares
     finally:
         _stop(prom)
         gw.stop()
