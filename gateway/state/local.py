@@ -125,8 +125,7 @@ class LocalStore(LocalRecords):
 
     def _commit(self, expected: str | None, doc: StateDoc, draft: AuditDraft | None,
                 chain_from: str | None) -> tuple[dict[str, Any] | None, str]:
-        with open(self.lock_path, "a+b") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with self._locked(fcntl.LOCK_EX):
             cur = self._read()
             if cur.token != expected:
                 raise StoreConflict(f"state is at generation {cur.token}, expected {expected}")
@@ -162,8 +161,7 @@ class LocalStore(LocalRecords):
     def _newest(self) -> tuple[str | None, list[dict[str, Any]]]:
         """The anchored head and every event, read under the commit's lock (shared): a
         commit appends its event before it writes the state file that anchors it."""
-        with open(self.lock_path, "a+b") as lock:
-            fcntl.flock(lock, fcntl.LOCK_SH)
+        with self._locked(fcntl.LOCK_SH):
             try:
                 doc = self._read().doc
             except StoreUnavailable:

@@ -13,7 +13,7 @@ import os
 import re
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from gateway.errors import StoreUnavailable
 from gateway.state.files import atomic_write
@@ -78,13 +78,23 @@ class LocalRecords:
         except OSError as exc:  # (a folder it cannot use: the stop goes on)
             raise StoreUnavailable(f"cannot remove the heartbeat: {exc.strerror}") from None
 
+    def _locked(self, how: int) -> BinaryIO:
+        """The commit lock file, open and locked (`how`: fcntl.LOCK_EX or LOCK_SH); a
+        folder this process cannot write is StoreUnavailable, saying so (not a traceback
+        that ended the process)."""
+        try:
+            lock = open(self.lock_path, "a+b")  # noqa: SIM115 - the caller's `with`
+        except OSError as exc:
+            raise StoreUnavailable(f"cannot write {self.lock_path}: {exc.strerror}") from None
+        fcntl.flock(lock, how)
+        return lock
+
     # ------------------------------------------------------------------ idempotency
 
     def _idem(self, key: str, record: dict[str, Any] | None, ttl: float,
               mode: str) -> dict[str, Any] | None:
         path = self.path.with_name(self.path.name + ".idempotency.json")
-        with open(self.lock_path, "a+b") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with self._locked(fcntl.LOCK_EX):
             try:
                 table = json.loads(path.read_bytes())
             except (FileNotFoundError, ValueError):
