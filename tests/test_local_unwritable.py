@@ -20,9 +20,9 @@ pytestmark = pytest.mark.timeout(30)
 async def test_a_commit_and_a_read_where_nothing_can_be_written_say_so(tmp_path: Path) -> None:
     (tmp_path / "var").write_text("not a folder")
     store = LocalStore(tmp_path / "var" / "store.json")
-    with pytest.raises(StoreUnavailable, match="cannot write .*store.json.lock"):
+    with pytest.raises(StoreUnavailable, match=r"cannot write .*store\.json\.lock"):
         await store.commit(None, StateDoc(generation=1), None)
-    with pytest.raises(StoreUnavailable, match="cannot write .*store.json.lock"):
+    with pytest.raises(StoreUnavailable, match=r"cannot write .*store\.json\.lock"):
         await store.audit_newest(10)
-    with pytest.raises(StoreUnavailable, match="cannot write .*store.json.lock"):
+    with pytest.raises(StoreUnavailable, match=r"cannot write .*store\.json\.lock"):
         await store.idem_claim("k", {"a": 1}, 60)
