@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 from aiohttp import web
@@ -273,3 +274,26 @@ def v2_model_server(name: str, models: set[str], flavour: str = "mlserver",
     app.router.add_get("/v2/health/ready", ready)
     app.router.add_route("*", "/{tail:.*}", other)
     return app
+
+
+@contextlib.contextmanager
+def black_hole() -> Iterator[int]:
+    """A loopback port whose accept queue is full: connection attempts get no answer (SYNs
+    are dropped), as from a host that is gone (RELIABILITY row 2, the silent kind)."""
+    hole = socket.socket()
+    hole.bind(("127.0.0.1", 0))
+    hole.listen(0)
+    port = hole.getsockname()[1]
+    fillers = []
+    try:
+        for _ in range(4):  # fill the accept queue: later SYNs go unanswered
+            f = socket.socket()
+            f.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                f.connect(("127.0.0.1", port))
+            fillers.append(f)
+        yield port
+    finally:
+        for f in fillers:
+            f.close()
+        hole.close()

@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from aiohttp import ClientSession, web
 
-from tests.backends import Recorder, echo_app
+from tests.backends import Recorder, black_hole, echo_app
 from tests.conftest import running_gateway, two_versions, wait_until, write_config
 from tests.test_killswitch import kill
 
@@ -124,29 +122,6 @@ async def test_the_wait_for_a_connection_ends_by_the_total_deadline(tmp_path: Pa
             records = g.gw.health.records
             assert records["iris", "v1"].gateway_fail_streak == 1
             assert records["iris", "v2"].gateway_fail_streak == 0
-
-
-@contextlib.contextmanager
-def black_hole() -> Iterator[int]:
-    """A loopback port whose accept queue is full: connection attempts get no answer (SYNs
-    are dropped), as from a host that is gone (RELIABILITY row 2, the silent kind)."""
-    hole = socket.socket()
-    hole.bind(("127.0.0.1", 0))
-    hole.listen(0)
-    port = hole.getsockname()[1]
-    fillers = []
-    try:
-        for _ in range(4):  # fill the accept queue: later SYNs go unanswered
-            f = socket.socket()
-            f.setblocking(False)
-            with contextlib.suppress(BlockingIOError):
-                f.connect(("127.0.0.1", port))
-            fillers.append(f)
-        yield port
-    finally:
-        for f in fillers:
-            f.close()
-        hole.close()
 
 
 async def test_a_body_that_outlasts_the_total_deadline_is_408_and_never_sent(

@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 from aiohttp import ClientSession, web
 
-from tests.backends import RawBackend, Recorder, echo_app, hang_app, sse_app
+from tests.backends import RawBackend, Recorder, black_hole, echo_app, hang_app, sse_app
 from tests.conftest import free_port, running_gateway, two_versions, wait_until, write_config
 from tests.rawhttp import read_answer
 
@@ -188,21 +188,8 @@ async def test_a_black_holed_version_fails_over_within_the_connect_timeout(
     """RELIABILITY row 2, the silent kind: connection attempts to v1 get no answer at all
     (its listen queue is full and nobody accepts, so SYNs are dropped). No request waits
     longer than `timeouts.connect` before moving to v2, and none fails."""
-    import socket
-
     p2 = await backends(echo_app("v2"))
-    hole = socket.socket()
-    hole.bind(("127.0.0.1", 0))
-    hole.listen(0)
-    port = hole.getsockname()[1]
-    fillers = []
-    try:
-        for _ in range(4):  # fill the accept queue: later SYNs go unanswered
-            f = socket.socket()
-            f.setblocking(False)
-            with contextlib.suppress(BlockingIOError):
-                f.connect(("127.0.0.1", port))
-            fillers.append(f)
+    with black_hole() as port:
         cfg = write_config(tmp_path, two_versions(port, p2, 50, 50,
                                                   "timeouts: {connect: 1s}\n"
                                                   "outlier: {enabled: false}\n"))
@@ -214,16 +201,12 @@ async def test_a_black_holed_version_fails_over_within_the_connect_timeout(
                     assert r.status == 200
                     seen[(r.headers["x-killgate-version"], r.headers["x-killgate-decision"])] += 1
                 took.append(time.monotonic() - t0)
-        assert set(seen) <= {("v2", "weighted"), ("v2", "failover")}
-        assert seen[("v2", "failover")] > 0  # 50/50 over 20: 1 in a million to see none
-        # one connect timeout, not two (2 s): the rest of a second is for a loaded machine
-        assert max(took) < 1.9, max(took)
-        failed_over = sorted(took)[-seen[("v2", "failover")]:]
-        assert min(failed_over) >= 0.95  # they did wait for the timeout (the hole is silent)
-    finally:
-        for f in fillers:
-            f.close()
-        hole.close()
+    assert set(seen) <= {("v2", "weighted"), ("v2", "failover")}
+    assert seen[("v2", "failover")] > 0  # 50/50 over 20: 1 in a million to see none
+    # one connect timeout, not two (2 s): the rest of a second is for a loaded machine
+    assert max(took) < 1.9, max(took)
+    failed_over = sorted(took)[-seen[("v2", "failover")]:]
+    assert min(failed_over) >= 0.95  # they did wait for the timeout (the hole is silent)
 
 
 async def test_all_unreachable_is_502_or_fallback(tmp_path: Path, session) -> None:
