@@ -72,6 +72,9 @@ def call(base: str, token: str | None, method: str, path: str,
         req = urllib.request.Request(base + path, data=data, method=method, headers=headers)
         try:
             with _OPENER.open(req, timeout=timeout) as resp:
+                if resp.headers.get("x-killgate-route") is not None:  # (a proxied answer)
+                    raise ClientError(f"what answered at {base} routed the call to a backend: "
+                                      f"{DATA_PLANE}")
                 return Answer(resp.status, _json_object(resp.read(), resp.status))
         except urllib.error.HTTPError as exc:
             try:
@@ -84,14 +87,18 @@ def call(base: str, token: str | None, method: str, path: str,
                     f"the admin API at {base} answered {exc.code} redirecting to {where!r}; "
                     "not followed (the token would go with it): give --admin the final "
                     "URL") from None
+            kind = ""
             try:
                 err = json.loads(raw)["error"]
+                kind = str(err.get("type"))
                 # (escaped: the message echoes text from the state, and is printed to a
                 # terminal, where an escape sequence would move the cursor over it)
                 msg = (f"{exc.code} {clean_text(str(err.get('type')), 64)}: "
                        f"{clean_text(str(err.get('message')), 2048)}")
             except (ValueError, KeyError, TypeError, AttributeError):
                 msg = f"{exc.code} {clean_text(raw[:200].decode('utf-8', 'replace'), 200)}"
+            if kind == "no_route" or exc.headers.get("x-killgate-route") is not None:
+                msg += f" ({DATA_PLANE})"
             if exc.code == 401 and not token:
                 msg += " (no token was sent: give --token or set KILLGATE_TOKEN)"
             raise ClientError(msg) from None
@@ -119,6 +126,12 @@ def call(base: str, token: str | None, method: str, path: str,
         except http.client.HTTPException as exc:  # (after OSError: RemoteDisconnected is both)
             raise ClientError(_broken(base, exc, body is not None)) from None
     raise ClientError("unreachable")  # pragma: no cover
+
+
+# what to say when a data plane answered (its 404 `no_route`, or a routed answer)
+DATA_PLANE = ("that is a killgate data plane, not its admin API: give --admin (or "
+              "$KILLGATE_ADMIN_URL) the admin listener's URL, `admin.listen` in the config "
+              "(the demo's: http://127.0.0.1:8081)")
 
 
 def admin_base(base: str) -> str:

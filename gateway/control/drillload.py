@@ -72,8 +72,13 @@ class AdminClient:
                     if r.status < 300 and isinstance(data, dict):
                         return data
                     err = data.get("error", {}) if isinstance(data, dict) else {}
-                    exc = DrillApiError(r.status, str(err.get("type", "error")),
-                                        str(err.get("message", data)))
+                    message = str(err.get("message", data))
+                    if err.get("type") == "no_route" or "x-killgate-route" in r.headers:
+                        message += (f" (what answered at {self.base} is a killgate data "
+                                    "plane, not its admin API: give --admin (or "
+                                    "$KILLGATE_ADMIN_URL) the admin listener's URL, "
+                                    "`admin.listen` in the config)")
+                    exc = DrillApiError(r.status, str(err.get("type", "error")), message)
             except (aiohttp.ClientError, TimeoutError) as e:
                 exc = DrillApiError(0, "unreachable",
                                     f"cannot reach the admin API at {self.base}: {_why(e)}")

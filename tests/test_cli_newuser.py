@@ -1,0 +1,40 @@
+"""What a new user meets first, following the README: an `--admin` that names the data
+plane by mistake says so, and the drill's missing-picture hint names a pip that works."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.backends import echo_app
+from tests.conftest import running_gateway, two_versions, write_config
+from tests.test_cli import acli
+
+pytestmark = pytest.mark.timeout(60)
+
+
+async def test_an_admin_url_naming_the_data_plane_says_so(tmp_path: Path, backends) -> None:
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p))
+    async with running_gateway(cfg) as g:
+        env = {"KILLGATE_ADMIN_URL": g.url, "KILLGATE_TOKEN": "x.y.z"}
+        for cmd in (["status"], ["kill", "--route", "iris", "--reason", "r"],
+                    ["drill", "history"]):
+            res = await acli(*cmd, env=env)
+            assert res.returncode == 1, (cmd, res.stderr)
+            assert "404 no_route" in res.stderr, (cmd, res.stderr)
+            assert "data plane, not its admin API" in res.stderr, (cmd, res.stderr)
+            assert "admin.listen" in res.stderr, (cmd, res.stderr)
+
+
+async def test_a_data_plane_that_routes_the_call_to_a_backend_is_not_taken_for_the_api(
+        tmp_path: Path, backends) -> None:
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p, prefix="/"))
+    async with running_gateway(cfg) as g:
+        res = await acli("status", env={"KILLGATE_ADMIN_URL": g.url, "KILLGATE_TOKEN": "x.y.z"})
+        assert res.returncode == 1, res.stdout
+        assert "routed the call to a backend" in res.stderr, res.stderr
+        assert "data plane, not its admin API" in res.stderr, res.stderr
+
