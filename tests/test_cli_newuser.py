@@ -3,6 +3,8 @@ plane by mistake says so, and the drill's missing-picture hint names a pip that 
 
 from __future__ import annotations
 
+import shlex
+import sys
 from pathlib import Path
 
 import pytest
@@ -38,3 +40,15 @@ async def test_a_data_plane_that_routes_the_call_to_a_backend_is_not_taken_for_t
         assert "routed the call to a backend" in res.stderr, res.stderr
         assert "data plane, not its admin API" in res.stderr, res.stderr
 
+
+def test_the_missing_picture_hint_names_killgates_own_pip(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from gateway.cli import drill
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if not installed
+    report = {"id": "d-1", "kind": "kill", "route": "r", "verdict": "passed"}
+    monkeypatch.setattr(drill, "markdown", lambda r: "# d-1\n")
+    paths = drill._write(report, [], tmp_path, "svg")
+    assert [x.suffix for x in paths] == [".json", ".md"]
+    err = capsys.readouterr().err
+    assert f"{shlex.quote(sys.executable)} -m pip install 'killgate[drills]'" in err, err
