@@ -52,3 +52,21 @@ def test_the_missing_picture_hint_names_killgates_own_pip(
     assert [x.suffix for x in paths] == [".json", ".md"]
     err = capsys.readouterr().err
     assert f"{shlex.quote(sys.executable)} -m pip install 'killgate[drills]'" in err, err
+
+
+async def test_check_takes_several_files_and_names_each_ones_problems(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("listen: 1.2.3.4\nroutes: []\n")
+    good = [str(p) for p in sorted((Path(__file__).parent.parent / "config").glob("*.yaml"))]
+    res = await acli("check", *good)  # `killgate check config/*.yaml`
+    assert res.returncode == 0, res.stderr
+    assert all(f"{p}: ok" in res.stdout for p in good), res.stdout
+    res = await acli("check", good[0], str(bad), str(tmp_path / "missing.yaml"))
+    assert res.returncode == 1
+    assert f"{good[0]}: ok" in res.stdout
+    assert f"{bad}: listen: '1.2.3.4' is not host:port" in res.stderr, res.stderr
+    assert f"{tmp_path / 'missing.yaml'}: no such file" in res.stderr, res.stderr
+    assert f"{tmp_path / 'missing.yaml'}: {tmp_path / 'missing.yaml'}" not in res.stderr
+    # one file: as before, the problems alone
+    res = await acli("check", str(bad))
+    assert res.returncode == 1 and res.stderr.startswith("listen: "), res.stderr
