@@ -70,3 +70,20 @@ async def test_check_takes_several_files_and_names_each_ones_problems(tmp_path: 
     # one file: as before, the problems alone
     res = await acli("check", str(bad))
     assert res.returncode == 1 and res.stderr.startswith("listen: "), res.stderr
+
+
+async def test_a_short_token_secret_is_named(tmp_path: Path) -> None:
+    res = await acli("token", "--subject", "a", "--scope", "killgate:read",
+                     env={"KILLGATE_JWT_SECRET": "short"})
+    assert res.returncode == 1 and not res.stdout
+    assert "$KILLGATE_JWT_SECRET is 5 bytes" in res.stderr, res.stderr
+    assert "at least 32 bytes" in res.stderr and "short" not in res.stderr.split("bytes")[0]
+    key = tmp_path / "admin.key"
+    key.write_text("tiny\n")
+    key.chmod(0o600)
+    cfg = write_config(tmp_path, two_versions(1, 2)).read_text().replace(
+        "hs256_secret_env: KILLGATE_TEST_SECRET", f"hs256_secret_file: {key}")
+    (tmp_path / "file.yaml").write_text(cfg)
+    res = await acli("token", "--subject", "a", "--scope", "killgate:read",
+                     "-c", str(tmp_path / "file.yaml"))
+    assert res.returncode == 1 and f"the secret in {key} is 4 bytes" in res.stderr, res.stderr

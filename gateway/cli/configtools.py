@@ -19,7 +19,7 @@ __all__ = ["add_config_commands"]
 
 
 def _token(args: argparse.Namespace) -> int:
-    from gateway.admin.auth import SCOPES, mint, printable_subject
+    from gateway.admin.auth import MIN_SECRET, SCOPES, mint, printable_subject
     from gateway.config import DEFAULT_SECRET_ENV, AuthConfig, parse_duration
     from gateway.configfile import load_config
     from gateway.errors import ConfigError
@@ -41,6 +41,7 @@ def _token(args: argparse.Namespace) -> int:
             lifetime = auth.max_token_lifetime
             issuer, audience = auth.issuer, auth.audience
             if auth.hs256_secret_file:
+                source = str(loaded.resolve(auth.hs256_secret_file))
                 secret = loaded.resolve(auth.hs256_secret_file).read_text().strip()
             else:
                 env = env or auth.secret_env
@@ -57,6 +58,11 @@ def _token(args: argparse.Namespace) -> int:
         issuer, audience = args.issuer, args.audience
     if not secret:
         raise ClientError(f"no secret: set {env} ({hint})")
+    if len(secret.encode()) < MIN_SECRET:  # (which secret, and how to make a good one)
+        where = source if args.config and auth.hs256_secret_file else f"${env}"
+        raise ClientError(f"the secret in {where} is {len(secret.encode())} bytes; an HMAC "
+                          f"secret must be at least {MIN_SECRET} bytes, e.g. "
+                          "`openssl rand -hex 32`, the same the gateway reads")
     if not args.subject.strip():
         raise ClientError("--subject is empty: the gateway refuses a token without 'sub'")
     if not printable_subject(args.subject):
