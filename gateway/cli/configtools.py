@@ -158,15 +158,19 @@ def add_config_commands(cmd: Any, sub: Any) -> None:
     p.add_argument("--against", metavar="FILE2",
                    help="compare with another file instead of the running gateway")
     p = sub.add_parser("token", help="mint an HS256 admin token (development and tests)")
-    p.add_argument("--subject", required=True)
+    p.add_argument("--subject", required=True,
+                   help="who the token is for (shown as the actor in the audit trail)")
     p.add_argument("--scope", required=True,  # (every scope of admin.auth.SCOPES)
                    help="space-separated: killgate:read, killgate:kill, killgate:rollout, "
                         "killgate:alert (Alertmanager's webhook only), killgate:drill, "
                         "killgate:admin (all but break-glass), killgate:breakglass; "
                         'e.g. "killgate:kill killgate:read"')
-    p.add_argument("--ttl", default="15m")
+    p.add_argument("--ttl", default="15m",
+                   help="how long it is valid: a duration with its unit (15m, 1h; default 15m)")
     p.add_argument("-c", "--config", help="take issuer, audience and secret from this config")
-    p.add_argument("--secret-env", help="environment variable holding the secret")
-    p.add_argument("--issuer", default="killgate")
-    p.add_argument("--audience", default="killgate-admin")
+    p.add_argument("--secret-env", help="environment variable holding the secret "
+                                         "(default KILLGATE_JWT_SECRET)")
+    p.add_argument("--issuer", default="killgate", help="without -c (default killgate)")
+    p.add_argument("--audience", default="killgate-admin",
+                   help="without -c (default killgate-admin)")
     p.set_defaults(fn=run(_token))
