@@ -93,8 +93,8 @@ def test_the_demo_refuses_pure_python_parsers_and_says_which_cause() -> None:
                           "--admin-port", str(free_port())], capture_output=True, text=True,
                          timeout=60, cwd=str(ROOT), env=env)
     assert res.returncode == 3, res.stdout + res.stderr
-    assert "a C HTTP parser is not in use (AIOHTTP_NO_EXTENSIONS set" in res.stdout
-    assert "httptools without llhttp" in res.stdout and "refusing to start" in res.stdout
+    assert "a C HTTP parser is not in use (AIOHTTP_NO_EXTENSIONS set" in res.stderr
+    assert "httptools without llhttp" in res.stderr and "refusing to start" in res.stderr
 
 
 def test_the_demo_on_a_port_in_use_names_it_and_leaves_nothing(tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -117,7 +117,7 @@ def test_the_demo_on_a_port_in_use_names_it_and_leaves_nothing(tmp_path) -> None
         taken.close()
     out = res.stdout + res.stderr
     assert res.returncode == 1, out
-    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in out, out
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in res.stderr, out
     assert "try --port/--admin-port" in out, out
     for bad in ("(None)", "Traceback", "Unclosed", "snapshot_write_failed"):
         assert bad not in out, out

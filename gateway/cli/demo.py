@@ -171,7 +171,7 @@ async def _demo(port: int, admin_port: int) -> int:
         await gw.start()
     except OSError as exc:  # (ListenError: the message names the address)
         await gw.shutdown()  # what started before the listeners (sync, probers, pools)
-        print(f"killgate demo: {exc}; try --port/--admin-port", flush=True)
+        print(f"killgate demo: {exc}; try --port/--admin-port", file=sys.stderr, flush=True)
         for r in runners:
             await r.cleanup()
         tmp.cleanup()
@@ -251,7 +251,7 @@ def run_demo(port: int = 8080, admin_port: int = 8081) -> int:
     if not c_parser_in_use():
         print("killgate demo: a C HTTP parser is not in use (AIOHTTP_NO_EXTENSIONS set, "
               "aiohttp installed without its C extensions, or httptools without llhttp); "
-              "refusing to start")
+              "refusing to start", file=sys.stderr)
         return 3
     from gateway.admin.auth import MIN_SECRET
 
