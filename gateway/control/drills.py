@@ -141,7 +141,7 @@ class DrillRunner:
                 "letters, digits and '-'): is that killgate's admin listener?"))
         self.drill = drill
         self.say(f"drill {drill} opened ({plan.kind} on {plan.route}); if this process dies, "
-                 f"run: killgate drill restore {drill}")
+                 f"run: killgate --admin {self.api.base} drill restore {drill}")
         probe = resolve_probe(plan, fleet["config"].get("match", {}), plan.kind != "rollback")
         if "token" in opened:
             probe.headers[HEADER] = opened["token"]
