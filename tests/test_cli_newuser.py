@@ -112,3 +112,17 @@ async def test_the_drills_restore_hint_names_the_admin_api_it_drove(
         in res.stderr, res.stderr
     assert tok not in res.stdout + res.stderr
     assert g.stop() == 0
+
+
+async def test_drill_history_on_a_fresh_fleet_says_there_is_none(tmp_path: Path, backends) -> None:
+    from gateway.admin.auth import mint
+    from tests.conftest import SECRET
+
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p))
+    async with running_gateway(cfg) as g:
+        tok = mint(SECRET, "ops", "killgate:read", 600, "killgate", "killgate-admin")
+        res = await acli("drill", "history", "--admin", g.admin, "--token", tok)
+        assert res.returncode == 0, res.stderr
+        assert res.stdout.startswith("no drills yet"), res.stdout
+        assert "ended" not in res.stdout  # (no table header over nothing)
