@@ -126,3 +126,22 @@ async def test_drill_history_on_a_fresh_fleet_says_there_is_none(tmp_path: Path,
         assert res.returncode == 0, res.stderr
         assert res.stdout.startswith("no drills yet"), res.stdout
         assert "ended" not in res.stdout  # (no table header over nothing)
+
+
+async def test_an_https_admin_url_to_the_plain_http_listener_says_so(
+        tmp_path: Path, backends) -> None:
+    """`--admin https://...` to the admin listener (plain HTTP) said `[SSL:
+    WRONG_VERSION_NUMBER]`, retried a write and added that it 'may have been applied'
+    (nothing had been sent); the drill client said `[Errno 1] Operation not permitted`."""
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p))
+    async with running_gateway(cfg) as g:
+        env = {"KILLGATE_ADMIN_URL": g.admin.replace("http://", "https://"),
+               "KILLGATE_TOKEN": "x.y.z"}
+        for cmd in (["status"], ["kill", "--route", "iris", "--reason", "r"],
+                    ["drill", "history"]):
+            res = await acli(*cmd, env=env)
+            assert res.returncode == 1, (cmd, res.stderr)
+            assert "does not speak TLS" in res.stderr and "http:// URL" in res.stderr, res.stderr
+            for bad in ("Operation not permitted", "may have been applied", "once more"):
+                assert bad not in res.stderr, (cmd, res.stderr)

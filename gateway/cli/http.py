@@ -111,9 +111,14 @@ def call(base: str, token: str | None, method: str, path: str,
             # it may have arrived)
             unsent = isinstance(reason, ConnectionRefusedError | socket.gaierror
                                 | ssl.SSLCertVerificationError)
+            again = attempt + 1 < attempts
             if isinstance(reason, TimeoutError):
                 reason = f"no answer within {timeout:g}s (--timeout)"
-            if attempt + 1 < attempts:
+            elif isinstance(reason, ssl.SSLError) and reason.reason == "WRONG_VERSION_NUMBER":
+                # (the handshake met plain HTTP: nothing was sent, and again would not be)
+                unsent, again = True, False
+                reason = f"{reason.reason}: {NOT_TLS}"
+            if again:
                 if on_retry is not None:
                     on_retry(f"{reason}: sending it once more (the same Idempotency-Key: "
                              "it takes effect once)")
@@ -127,6 +132,10 @@ def call(base: str, token: str | None, method: str, path: str,
             raise ClientError(_broken(base, exc, body is not None)) from None
     raise ClientError("unreachable")  # pragma: no cover
 
+
+# what to say when an https:// URL meets a listener that speaks plain HTTP
+NOT_TLS = ("what answers there does not speak TLS: killgate's admin listener serves plain "
+           "HTTP (TLS ends in front of it), so give an http:// URL, or the TLS proxy's")
 
 # what to say when a data plane answered (its 404 `no_route`, or a routed answer)
 DATA_PLANE = ("that is a killgate data plane, not its admin API: give --admin (or "

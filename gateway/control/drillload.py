@@ -15,6 +15,7 @@ import contextlib
 import json
 import os
 import re
+import ssl
 import time
 import uuid
 from collections import deque
@@ -93,7 +94,12 @@ def _why(exc: BaseException) -> str:
     if isinstance(exc, TimeoutError):
         return "no answer in time"
     if isinstance(exc, aiohttp.ClientConnectorError):
-        err = exc.os_error  # (a name that does not resolve: a gaierror, errno < 0)
+        err = exc.os_error
+        if isinstance(err, ssl.SSLError):  # (its errno is OpenSSL's, not the system's)
+            if err.reason == "WRONG_VERSION_NUMBER":
+                return ("WRONG_VERSION_NUMBER: what answers there does not speak TLS: "
+                        "killgate's admin listener serves plain HTTP, so give an http:// URL")
+            return str(err.reason or err)  # (a name that does not resolve: a gaierror, errno < 0)
         if err.errno and err.errno > 0:
             return f"[Errno {err.errno}] {os.strerror(err.errno)}"
         return err.strerror or str(err)
