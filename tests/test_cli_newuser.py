@@ -145,3 +145,24 @@ async def test_an_https_admin_url_to_the_plain_http_listener_says_so(
             assert "does not speak TLS" in res.stderr and "http:// URL" in res.stderr, res.stderr
             for bad in ("Operation not permitted", "may have been applied", "once more"):
                 assert bad not in res.stderr, (cmd, res.stderr)
+
+
+async def test_an_error_that_is_not_killgates_says_what_answered(backends) -> None:
+    """Something else on the admin URL (an ingress' default backend: a 404 with an empty
+    body) printed `killgate: 404 ` and `killgate drill: 404 error: None`."""
+    from aiohttp import web
+
+    async def elsewhere(req: web.Request) -> web.StreamResponse:
+        return web.Response(status=404)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", elsewhere)
+    port = await backends(app)
+    env = {"KILLGATE_ADMIN_URL": f"http://127.0.0.1:{port}", "KILLGATE_TOKEN": "x.y.z"}
+    res = await acli("status", env=env)
+    assert res.returncode == 1
+    assert "404 from http://127.0.0.1" in res.stderr and "an empty body" in res.stderr
+    assert "killgate's admin listener?" in res.stderr, res.stderr
+    res = await acli("drill", "history", env=env)
+    assert res.returncode == 1 and "None" not in res.stderr, res.stderr
+    assert "without a killgate error: is that killgate's admin listener?" in res.stderr

@@ -96,7 +96,11 @@ def call(base: str, token: str | None, method: str, path: str,
                 msg = (f"{exc.code} {clean_text(str(err.get('type')), 64)}: "
                        f"{clean_text(str(err.get('message')), 2048)}")
             except (ValueError, KeyError, TypeError, AttributeError):
-                msg = f"{exc.code} {clean_text(raw[:200].decode('utf-8', 'replace'), 200)}"
+                # (not killgate's error shape: another server, an ingress' default page)
+                got = clean_text(raw[:200].decode("utf-8", "replace"), 200).strip()
+                msg = (f"{exc.code} from {base}, which is not a killgate error ("
+                       f"{repr(got) if got else 'an empty body'}): is --admin (or "
+                       "$KILLGATE_ADMIN_URL) killgate's admin listener?")
             if kind == "no_route" or exc.headers.get("x-killgate-route") is not None:
                 msg += f" ({DATA_PLANE})"
             if exc.code == 401 and not token:

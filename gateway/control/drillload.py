@@ -72,14 +72,20 @@ class AdminClient:
                             "that is not JSON: is that killgate's admin listener?")) from None
                     if r.status < 300 and isinstance(data, dict):
                         return data
-                    err = data.get("error", {}) if isinstance(data, dict) else {}
-                    message = str(err.get("message", data))
-                    if err.get("type") == "no_route" or "x-killgate-route" in r.headers:
-                        message += (f" (what answered at {self.base} is a killgate data "
-                                    "plane, not its admin API: give --admin (or "
-                                    "$KILLGATE_ADMIN_URL) the admin listener's URL, "
-                                    "`admin.listen` in the config)")
-                    exc = DrillApiError(r.status, str(err.get("type", "error")), message)
+                    err = data.get("error") if isinstance(data, dict) else None
+                    if not isinstance(err, dict) or not isinstance(err.get("type"), str):
+                        # (a 503 of this kind, a proxy's, is retried as before)
+                        exc = DrillApiError(r.status, "bad_answer", (
+                            f"the admin API at {self.base} answered {r.status} without a "
+                            "killgate error: is that killgate's admin listener?"))
+                    else:
+                        message = str(err.get("message", data))
+                        if err["type"] == "no_route" or "x-killgate-route" in r.headers:
+                            message += (f" (what answered at {self.base} is a killgate data "
+                                        "plane, not its admin API: give --admin (or "
+                                        "$KILLGATE_ADMIN_URL) the admin listener's URL, "
+                                        "`admin.listen` in the config)")
+                        exc = DrillApiError(r.status, err["type"], message)
             except (aiohttp.ClientError, TimeoutError) as e:
                 exc = DrillApiError(0, "unreachable",
                                     f"cannot reach the admin API at {self.base}: {_why(e)}")
