@@ -93,8 +93,8 @@ def test_the_demo_refuses_pure_python_parsers_and_says_which_cause() -> None:
                           "--admin-port", str(free_port())], capture_output=True, text=True,
                          timeout=60, cwd=str(ROOT), env=env)
     assert res.returncode == 3, res.stdout + res.stderr
-    assert "a C HTTP parser is not in use (AIOHTTP_NO_EXTENSIONS set" in res.stdout
-    assert "httptools without llhttp" in res.stdout and "refusing to start" in res.stdout
+    assert "a C HTTP parser is not in use (AIOHTTP_NO_EXTENSIONS set" in res.stderr
+    assert "httptools without llhttp" in res.stderr and "refusing to start" in res.stderr
 
 
 def test_the_demo_on_a_port_in_use_names_it_and_leaves_nothing(tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -117,8 +117,22 @@ def test_the_demo_on_a_port_in_use_names_it_and_leaves_nothing(tmp_path) -> None
         taken.close()
     out = res.stdout + res.stderr
     assert res.returncode == 1, out
-    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in out, out
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in res.stderr, out
     assert "try --port/--admin-port" in out, out
     for bad in ("(None)", "Traceback", "Unclosed", "snapshot_write_failed"):
         assert bad not in out, out
+    assert list(tmp_path.glob("killgate-demo-*")) == []
+
+
+def test_the_demo_with_a_short_secret_in_the_environment_says_so(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """`KILLGATE_JWT_SECRET=changeme killgate demo` started the gateway, then died in a
+    traceback minting the dev token, with `Unclosed client session` logging errors after it."""
+    env = dict(os.environ, TMPDIR=str(tmp_path), KILLGATE_JWT_SECRET="changeme")
+    res = subprocess.run([sys.executable, "-m", "gateway", "demo", "--port", str(free_port()),
+                          "--admin-port", str(free_port())], capture_output=True, text=True,
+                         timeout=60, cwd=str(ROOT), env=env)
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "KILLGATE_JWT_SECRET is 8 bytes" in res.stderr, res.stderr
+    assert "openssl rand -hex 32" in res.stderr and "changeme" not in res.stderr + res.stdout
+    assert "Traceback" not in res.stderr and "Unclosed" not in res.stderr, res.stderr
     assert list(tmp_path.glob("killgate-demo-*")) == []

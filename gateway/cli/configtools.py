@@ -19,7 +19,7 @@ __all__ = ["add_config_commands"]
 
 
 def _token(args: argparse.Namespace) -> int:
-    from gateway.admin.auth import SCOPES, mint, printable_subject
+    from gateway.admin.auth import MIN_SECRET, SCOPES, mint, printable_subject
     from gateway.config import DEFAULT_SECRET_ENV, AuthConfig, parse_duration
     from gateway.configfile import load_config
     from gateway.errors import ConfigError
@@ -41,6 +41,7 @@ def _token(args: argparse.Namespace) -> int:
             lifetime = auth.max_token_lifetime
             issuer, audience = auth.issuer, auth.audience
             if auth.hs256_secret_file:
+                source = str(loaded.resolve(auth.hs256_secret_file))
                 secret = loaded.resolve(auth.hs256_secret_file).read_text().strip()
             else:
                 env = env or auth.secret_env
@@ -57,6 +58,11 @@ def _token(args: argparse.Namespace) -> int:
         issuer, audience = args.issuer, args.audience
     if not secret:
         raise ClientError(f"no secret: set {env} ({hint})")
+    if len(secret.encode()) < MIN_SECRET:  # (which secret, and how to make a good one)
+        where = source if args.config and auth.hs256_secret_file else f"${env}"
+        raise ClientError(f"the secret in {where} is {len(secret.encode())} bytes; an HMAC "
+                          f"secret must be at least {MIN_SECRET} bytes, e.g. "
+                          "`openssl rand -hex 32`, the same the gateway reads")
     if not args.subject.strip():
         raise ClientError("--subject is empty: the gateway refuses a token without 'sub'")
     if not printable_subject(args.subject):
@@ -152,15 +158,19 @@ def add_config_commands(cmd: Any, sub: Any) -> None:
     p.add_argument("--against", metavar="FILE2",
                    help="compare with another file instead of the running gateway")
     p = sub.add_parser("token", help="mint an HS256 admin token (development and tests)")
-    p.add_argument("--subject", required=True)
+    p.add_argument("--subject", required=True,
+                   help="who the token is for (shown as the actor in the audit trail)")
     p.add_argument("--scope", required=True,  # (every scope of admin.auth.SCOPES)
                    help="space-separated: killgate:read, killgate:kill, killgate:rollout, "
                         "killgate:alert (Alertmanager's webhook only), killgate:drill, "
                         "killgate:admin (all but break-glass), killgate:breakglass; "
                         'e.g. "killgate:kill killgate:read"')
-    p.add_argument("--ttl", default="15m")
+    p.add_argument("--ttl", default="15m",
+                   help="how long it is valid: a duration with its unit (15m, 1h; default 15m)")
     p.add_argument("-c", "--config", help="take issuer, audience and secret from this config")
-    p.add_argument("--secret-env", help="environment variable holding the secret")
-    p.add_argument("--issuer", default="killgate")
-    p.add_argument("--audience", default="killgate-admin")
+    p.add_argument("--secret-env", help="environment variable holding the secret "
+                                         "(default KILLGATE_JWT_SECRET)")
+    p.add_argument("--issuer", default="killgate", help="without -c (default killgate)")
+    p.add_argument("--audience", default="killgate-admin",
+                   help="without -c (default killgate-admin)")
     p.set_defaults(fn=run(_token))

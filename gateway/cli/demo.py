@@ -164,13 +164,14 @@ async def _demo(port: int, admin_port: int) -> int:
     state_dir = Path(tmp.name) / "var"  # apart from the (watched) config file's folder
     cfg_path = Path(tmp.name) / "killgate.yaml"
     cfg_path.write_text(demo_config(port, admin_port, ports[0], ports[1], state_dir))
-    os.environ.setdefault("KILLGATE_JWT_SECRET", secrets.token_urlsafe(32))
+    if not os.environ.get("KILLGATE_JWT_SECRET"):  # (unset or empty: one for this run)
+        os.environ["KILLGATE_JWT_SECRET"] = secrets.token_urlsafe(32)
     gw = Gateway(load_config(cfg_path), "demo")
     try:
         await gw.start()
     except OSError as exc:  # (ListenError: the message names the address)
         await gw.shutdown()  # what started before the listeners (sync, probers, pools)
-        print(f"killgate demo: {exc}; try --port/--admin-port", flush=True)
+        print(f"killgate demo: {exc}; try --port/--admin-port", file=sys.stderr, flush=True)
         for r in runners:
             await r.cleanup()
         tmp.cleanup()
@@ -250,7 +251,16 @@ def run_demo(port: int = 8080, admin_port: int = 8081) -> int:
     if not c_parser_in_use():
         print("killgate demo: a C HTTP parser is not in use (AIOHTTP_NO_EXTENSIONS set, "
               "aiohttp installed without its C extensions, or httptools without llhttp); "
-              "refusing to start")
+              "refusing to start", file=sys.stderr)
         return 3
+    from gateway.admin.auth import MIN_SECRET
+
+    secret = os.environ.get("KILLGATE_JWT_SECRET", "")
+    if secret and len(secret.encode()) < MIN_SECRET:  # (its value is never printed)
+        print(f"killgate demo: KILLGATE_JWT_SECRET is {len(secret.encode())} bytes; the admin "
+              f"API needs at least {MIN_SECRET}: set a longer one (`export "
+              "KILLGATE_JWT_SECRET=$(openssl rand -hex 32)`), or unset it and the demo makes "
+              "one", file=sys.stderr)
+        return 1
     _install_uvloop()
     return asyncio.run(_demo(port, admin_port))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import shlex
 import signal
 import sys
 from pathlib import Path
@@ -98,7 +99,9 @@ def _write(report: dict[str, Any], obs: list[Any], out: Path, picture: str) -> l
 
     pic = timeline(report, obs, base.with_suffix("." + picture))
     if pic is None:
-        say("no timeline picture: install the extra (pip install 'killgate[drills]')")
+        # (this interpreter's own pip: another one cannot find killgate, or finds another)
+        say("no timeline picture: install the extra with killgate's own pip "
+            f"({shlex.quote(sys.executable)} -m pip install 'killgate[drills]')")
     else:
         paths.append(pic)
     return paths

@@ -175,6 +175,10 @@ async def history(args: argparse.Namespace) -> int:
         overdue = f" (OVERDUE: killgate drill restore {d['id']})" if d.get("overdue") else ""
         print(f"OPEN {d['id']} {d['kind']} on {d['route']} by {d['actor']} since "
               f"{d['started']}{overdue}")
+    if not got["history"] and not got["open"]:  # (a header over nothing reads as broken)
+        print("no drills yet: try `killgate drill kill --route ROUTE --version VERSION` on a "
+              "drill route (see README, Recovery drills)")
+        return 0
     print("\n".join(history_rows(got["history"])))
     lines = trend(got["history"])
     if lines:

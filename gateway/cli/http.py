@@ -72,6 +72,9 @@ def call(base: str, token: str | None, method: str, path: str,
         req = urllib.request.Request(base + path, data=data, method=method, headers=headers)
         try:
             with _OPENER.open(req, timeout=timeout) as resp:
+                if resp.headers.get("x-killgate-route") is not None:  # (a proxied answer)
+                    raise ClientError(f"what answered at {base} routed the call to a backend: "
+                                      f"{DATA_PLANE}")
                 return Answer(resp.status, _json_object(resp.read(), resp.status))
         except urllib.error.HTTPError as exc:
             try:
@@ -84,14 +87,22 @@ def call(base: str, token: str | None, method: str, path: str,
                     f"the admin API at {base} answered {exc.code} redirecting to {where!r}; "
                     "not followed (the token would go with it): give --admin the final "
                     "URL") from None
+            kind = ""
             try:
                 err = json.loads(raw)["error"]
+                kind = str(err.get("type"))
                 # (escaped: the message echoes text from the state, and is printed to a
                 # terminal, where an escape sequence would move the cursor over it)
                 msg = (f"{exc.code} {clean_text(str(err.get('type')), 64)}: "
                        f"{clean_text(str(err.get('message')), 2048)}")
             except (ValueError, KeyError, TypeError, AttributeError):
-                msg = f"{exc.code} {clean_text(raw[:200].decode('utf-8', 'replace'), 200)}"
+                # (not killgate's error shape: another server, an ingress' default page)
+                got = clean_text(raw[:200].decode("utf-8", "replace"), 200).strip()
+                msg = (f"{exc.code} from {base}, which is not a killgate error ("
+                       f"{repr(got) if got else 'an empty body'}): is --admin (or "
+                       "$KILLGATE_ADMIN_URL) killgate's admin listener?")
+            if kind == "no_route" or exc.headers.get("x-killgate-route") is not None:
+                msg += f" ({DATA_PLANE})"
             if exc.code == 401 and not token:
                 msg += " (no token was sent: give --token or set KILLGATE_TOKEN)"
             raise ClientError(msg) from None
@@ -104,9 +115,14 @@ def call(base: str, token: str | None, method: str, path: str,
             # it may have arrived)
             unsent = isinstance(reason, ConnectionRefusedError | socket.gaierror
                                 | ssl.SSLCertVerificationError)
+            again = attempt + 1 < attempts
             if isinstance(reason, TimeoutError):
                 reason = f"no answer within {timeout:g}s (--timeout)"
-            if attempt + 1 < attempts:
+            elif isinstance(reason, ssl.SSLError) and reason.reason == "WRONG_VERSION_NUMBER":
+                # (the handshake met plain HTTP: nothing was sent, and again would not be)
+                unsent, again = True, False
+                reason = f"{reason.reason}: {NOT_TLS}"
+            if again:
                 if on_retry is not None:
                     on_retry(f"{reason}: sending it once more (the same Idempotency-Key: "
                              "it takes effect once)")
@@ -119,6 +135,16 @@ def call(base: str, token: str | None, method: str, path: str,
         except http.client.HTTPException as exc:  # (after OSError: RemoteDisconnected is both)
             raise ClientError(_broken(base, exc, body is not None)) from None
     raise ClientError("unreachable")  # pragma: no cover
+
+
+# what to say when an https:// URL meets a listener that speaks plain HTTP
+NOT_TLS = ("what answers there does not speak TLS: killgate's admin listener serves plain "
+           "HTTP (TLS ends in front of it), so give an http:// URL, or the TLS proxy's")
+
+# what to say when a data plane answered (its 404 `no_route`, or a routed answer)
+DATA_PLANE = ("that is a killgate data plane, not its admin API: give --admin (or "
+              "$KILLGATE_ADMIN_URL) the admin listener's URL, `admin.listen` in the config "
+              "(the demo's: http://127.0.0.1:8081)")
 
 
 def admin_base(base: str) -> str:

@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import sys
+from collections.abc import Callable
 
 from gateway import __version__
 from gateway.config import Config
@@ -22,11 +23,26 @@ __all__ = ["main"]
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
+    """Each file in turn (`killgate check config/*.yaml`); exit 1 when any has a problem.
+    With more than one, every problem and note names its file first."""
+    rc = 0
+    for file in args.file:
+        prefix = f"{file}: " if len(args.file) > 1 else ""
+
+        def say(line: str, p: str = prefix) -> None:
+            # (a file that cannot be read is named by the problem itself)
+            print(line if line.startswith(p) else p + line, file=sys.stderr)
+
+        rc = max(rc, _check_one(file, say))
+    return rc
+
+
+def _check_one(file: str, say: Callable[[str], None]) -> int:
     try:
-        loaded = load_config(args.file)
+        loaded = load_config(file)
     except ConfigError as exc:
         for p in exc.problems:
-            print(str(p), file=sys.stderr)
+            say(str(p))
         return 1
     cfg = loaded.config
     auth = cfg.admin.auth
@@ -38,26 +54,25 @@ def _cmd_check(args: argparse.Namespace) -> int:
         env = auth.secret_env
         if problem and from_env and not os.environ.get(env):
             # the secret is the deployment's business: say what the admin API will need
-            print(f"note: admin.auth: {problem}; until then every admin call answers 503",
-                  file=sys.stderr)
+            say(f"note: admin.auth: {problem}; until then every admin call answers 503")
         elif problem:
-            print(f"admin.auth: {problem}", file=sys.stderr)
+            say(f"admin.auth: {problem}")
             return 1
     from gateway.state.signing import check_keys
 
     errors, notes = check_keys(cfg.state, loaded.resolve)
     hook_errors, hook_notes = _webhook_secrets(loaded)
     for p in notes:
-        print(f"note: {p}; `killgate serve` refuses to start until it is", file=sys.stderr)
+        say(f"note: {p}; `killgate serve` refuses to start until it is")
     from gateway.config_checks import approval_gaps, ungated_shadows
 
     for note in [*hook_notes, *approval_gaps(cfg), *ungated_shadows(cfg)]:
-        print(f"note: {note}", file=sys.stderr)
+        say(f"note: {note}")
     for line in [*map(str, errors), *hook_errors]:
-        print(line, file=sys.stderr)
+        say(line)
     if errors or hook_errors:
         return 1
-    print(f"{args.file}: ok ({len(cfg.routes)} route(s), {loaded.digest})")
+    print(f"{file}: ok ({len(cfg.routes)} route(s), {loaded.digest})")
     return 0
 
 
@@ -138,8 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--config-bytes", default=None, help=argparse.SUPPRESS)
     s.set_defaults(fn=_cmd_serve)
 
-    c = sub.add_parser("check", help="validate a config file")
-    c.add_argument("file")
+    c = sub.add_parser("check", help="validate config files")
+    c.add_argument("file", nargs="+")
     c.set_defaults(fn=_cmd_check)
 
     sc = sub.add_parser("schema", help="print the JSON Schema of the config file")

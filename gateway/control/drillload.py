@@ -15,6 +15,7 @@ import contextlib
 import json
 import os
 import re
+import ssl
 import time
 import uuid
 from collections import deque
@@ -71,9 +72,20 @@ class AdminClient:
                             "that is not JSON: is that killgate's admin listener?")) from None
                     if r.status < 300 and isinstance(data, dict):
                         return data
-                    err = data.get("error", {}) if isinstance(data, dict) else {}
-                    exc = DrillApiError(r.status, str(err.get("type", "error")),
-                                        str(err.get("message", data)))
+                    err = data.get("error") if isinstance(data, dict) else None
+                    if not isinstance(err, dict) or not isinstance(err.get("type"), str):
+                        # (a 503 of this kind, a proxy's, is retried as before)
+                        exc = DrillApiError(r.status, "bad_answer", (
+                            f"the admin API at {self.base} answered {r.status} without a "
+                            "killgate error: is that killgate's admin listener?"))
+                    else:
+                        message = str(err.get("message", data))
+                        if err["type"] == "no_route" or "x-killgate-route" in r.headers:
+                            message += (f" (what answered at {self.base} is a killgate data "
+                                        "plane, not its admin API: give --admin (or "
+                                        "$KILLGATE_ADMIN_URL) the admin listener's URL, "
+                                        "`admin.listen` in the config)")
+                        exc = DrillApiError(r.status, err["type"], message)
             except (aiohttp.ClientError, TimeoutError) as e:
                 exc = DrillApiError(0, "unreachable",
                                     f"cannot reach the admin API at {self.base}: {_why(e)}")
@@ -88,7 +100,12 @@ def _why(exc: BaseException) -> str:
     if isinstance(exc, TimeoutError):
         return "no answer in time"
     if isinstance(exc, aiohttp.ClientConnectorError):
-        err = exc.os_error  # (a name that does not resolve: a gaierror, errno < 0)
+        err = exc.os_error
+        if isinstance(err, ssl.SSLError):  # (its errno is OpenSSL's, not the system's)
+            if err.reason == "WRONG_VERSION_NUMBER":
+                return ("WRONG_VERSION_NUMBER: what answers there does not speak TLS: "
+                        "killgate's admin listener serves plain HTTP, so give an http:// URL")
+            return str(err.reason or err)  # (a name that does not resolve: a gaierror, errno < 0)
         if err.errno and err.errno > 0:
             return f"[Errno {err.errno}] {os.strerror(err.errno)}"
         return err.strerror or str(err)

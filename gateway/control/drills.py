@@ -141,7 +141,7 @@ class DrillRunner:
                 "letters, digits and '-'): is that killgate's admin listener?"))
         self.drill = drill
         self.say(f"drill {drill} opened ({plan.kind} on {plan.route}); if this process dies, "
-                 f"run: killgate drill restore {drill}")
+                 f"run: killgate --admin {self.api.base} drill restore {drill}")
         probe = resolve_probe(plan, fleet["config"].get("match", {}), plan.kind != "rollback")
         if "token" in opened:
             probe.headers[HEADER] = opened["token"]
@@ -234,7 +234,8 @@ class DrillRunner:
         except DrillApiError as exc:
             if exc.status == 404 and (done := await ended_elsewhere(self.api, drill)) is not None:
                 return self._ended_elsewhere(done)
-            self.say(f"RESTORE FAILED: {exc}; run: killgate drill restore {drill}")
+            self.say(f"RESTORE FAILED: {exc}; run: killgate --admin {self.api.base} drill restore "
+                     f"{drill}")
             return {"error": str(exc)}
         self.marks.restore_done = self.now()
         applied = out.get("applied", {})
@@ -315,7 +316,8 @@ class DrillRunner:
                                 {"verdict": verdict_, "summary": summary,
                                  "reason": plan.reason}, retry_for=30.0)
         except DrillApiError as exc:
-            self.say(f"could not record the drill's end: {exc}; run: killgate drill restore "
+            self.say(f"could not record the drill's end: {exc}; run: killgate --admin "
+                     f"{self.api.base} drill restore "
                      f"{self.drill}")
         return self.report
 

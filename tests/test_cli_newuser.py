@@ -1,0 +1,168 @@
+"""What a new user meets first, following the README: an `--admin` that names the data
+plane by mistake says so, and the drill's missing-picture hint names a pip that works."""
+
+from __future__ import annotations
+
+import asyncio
+import shlex
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.backends import echo_app
+from tests.conftest import running_gateway, two_versions, write_config
+from tests.test_cli import acli
+
+pytestmark = pytest.mark.timeout(60)
+
+
+async def test_an_admin_url_naming_the_data_plane_says_so(tmp_path: Path, backends) -> None:
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p))
+    async with running_gateway(cfg) as g:
+        env = {"KILLGATE_ADMIN_URL": g.url, "KILLGATE_TOKEN": "x.y.z"}
+        for cmd in (["status"], ["kill", "--route", "iris", "--reason", "r"],
+                    ["drill", "history"]):
+            res = await acli(*cmd, env=env)
+            assert res.returncode == 1, (cmd, res.stderr)
+            assert "404 no_route" in res.stderr, (cmd, res.stderr)
+            assert "data plane, not its admin API" in res.stderr, (cmd, res.stderr)
+            assert "admin.listen" in res.stderr, (cmd, res.stderr)
+
+
+async def test_a_data_plane_that_routes_the_call_to_a_backend_is_not_taken_for_the_api(
+        tmp_path: Path, backends) -> None:
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p, prefix="/"))
+    async with running_gateway(cfg) as g:
+        res = await acli("status", env={"KILLGATE_ADMIN_URL": g.url, "KILLGATE_TOKEN": "x.y.z"})
+        assert res.returncode == 1, res.stdout
+        assert "routed the call to a backend" in res.stderr, res.stderr
+        assert "data plane, not its admin API" in res.stderr, res.stderr
+
+
+def test_the_missing_picture_hint_names_killgates_own_pip(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from gateway.cli import drill
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if not installed
+    report = {"id": "d-1", "kind": "kill", "route": "r", "verdict": "passed"}
+    monkeypatch.setattr(drill, "markdown", lambda r: "# d-1\n")
+    paths = drill._write(report, [], tmp_path, "svg")
+    assert [x.suffix for x in paths] == [".json", ".md"]
+    err = capsys.readouterr().err
+    assert f"{shlex.quote(sys.executable)} -m pip install 'killgate[drills]'" in err, err
+
+
+async def test_check_takes_several_files_and_names_each_ones_problems(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("listen: 1.2.3.4\nroutes: []\n")
+    good = [str(p) for p in sorted((Path(__file__).parent.parent / "config").glob("*.yaml"))]
+    res = await acli("check", *good)  # `killgate check config/*.yaml`
+    assert res.returncode == 0, res.stderr
+    assert all(f"{p}: ok" in res.stdout for p in good), res.stdout
+    res = await acli("check", good[0], str(bad), str(tmp_path / "missing.yaml"))
+    assert res.returncode == 1
+    assert f"{good[0]}: ok" in res.stdout
+    assert f"{bad}: listen: '1.2.3.4' is not host:port" in res.stderr, res.stderr
+    assert f"{tmp_path / 'missing.yaml'}: no such file" in res.stderr, res.stderr
+    assert f"{tmp_path / 'missing.yaml'}: {tmp_path / 'missing.yaml'}" not in res.stderr
+    # one file: as before, the problems alone
+    res = await acli("check", str(bad))
+    assert res.returncode == 1 and res.stderr.startswith("listen: "), res.stderr
+
+
+async def test_a_short_token_secret_is_named(tmp_path: Path) -> None:
+    res = await acli("token", "--subject", "a", "--scope", "killgate:read",
+                     env={"KILLGATE_JWT_SECRET": "short"})
+    assert res.returncode == 1 and not res.stdout
+    assert "$KILLGATE_JWT_SECRET is 5 bytes" in res.stderr, res.stderr
+    assert "at least 32 bytes" in res.stderr and "short" not in res.stderr.split("bytes")[0]
+    key = tmp_path / "admin.key"
+    key.write_text("tiny\n")
+    key.chmod(0o600)
+    cfg = write_config(tmp_path, two_versions(1, 2)).read_text().replace(
+        "hs256_secret_env: KILLGATE_TEST_SECRET", f"hs256_secret_file: {key}")
+    (tmp_path / "file.yaml").write_text(cfg)
+    res = await acli("token", "--subject", "a", "--scope", "killgate:read",
+                     "-c", str(tmp_path / "file.yaml"))
+    assert res.returncode == 1 and f"the secret in {key} is 4 bytes" in res.stderr, res.stderr
+
+
+async def test_the_drills_restore_hint_names_the_admin_api_it_drove(
+        tmp_path: Path, backends, gateway_procs) -> None:
+    """`if this process dies, run: killgate drill restore ID` sent an operator who had given
+    --admin (not $KILLGATE_ADMIN_URL) to the default admin address: 'no drill ID'."""
+    from gateway.admin.auth import mint
+    from tests.conftest import SECRET, free_port
+
+    p1, p2 = await backends(echo_app("v1")), await backends(echo_app("v2"))
+    cfg = write_config(tmp_path, two_versions(p1, p2, extra="allow_pin: true\n"),
+                       listen=f"127.0.0.1:{free_port()}", admin=f"127.0.0.1:{free_port()}")
+    g = gateway_procs(cfg)
+    await asyncio.to_thread(g.wait_ready)
+    tok = mint(SECRET, "ops", "killgate:admin", 600, "killgate", "killgate-admin")
+    res = await acli("drill", "kill", "--route", "iris", "--version", "v2", "--production",
+                     "--steady", "500ms", "--hold", "1s", "--settle", "500ms",
+                     "--admin", g.admin, "--token", tok, "--instances", g.url,
+                     "--out", str(tmp_path / "out"))
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert f"if this process dies, run: killgate --admin {g.admin} drill restore d-" \
+        in res.stderr, res.stderr
+    assert tok not in res.stdout + res.stderr
+    assert g.stop() == 0
+
+
+async def test_drill_history_on_a_fresh_fleet_says_there_is_none(tmp_path: Path, backends) -> None:
+    from gateway.admin.auth import mint
+    from tests.conftest import SECRET
+
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p))
+    async with running_gateway(cfg) as g:
+        tok = mint(SECRET, "ops", "killgate:read", 600, "killgate", "killgate-admin")
+        res = await acli("drill", "history", "--admin", g.admin, "--token", tok)
+        assert res.returncode == 0, res.stderr
+        assert res.stdout.startswith("no drills yet"), res.stdout
+        assert "ended" not in res.stdout  # (no table header over nothing)
+
+
+async def test_an_https_admin_url_to_the_plain_http_listener_says_so(
+        tmp_path: Path, backends) -> None:
+    """`--admin https://...` to the admin listener (plain HTTP) said `[SSL:
+    WRONG_VERSION_NUMBER]`, retried a write and added that it 'may have been applied'
+    (nothing had been sent); the drill client said `[Errno 1] Operation not permitted`."""
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p))
+    async with running_gateway(cfg) as g:
+        env = {"KILLGATE_ADMIN_URL": g.admin.replace("http://", "https://"),
+               "KILLGATE_TOKEN": "x.y.z"}
+        for cmd in (["status"], ["kill", "--route", "iris", "--reason", "r"],
+                    ["drill", "history"]):
+            res = await acli(*cmd, env=env)
+            assert res.returncode == 1, (cmd, res.stderr)
+            assert "does not speak TLS" in res.stderr and "http:// URL" in res.stderr, res.stderr
+            for bad in ("Operation not permitted", "may have been applied", "once more"):
+                assert bad not in res.stderr, (cmd, res.stderr)
+
+
+async def test_an_error_that_is_not_killgates_says_what_answered(backends) -> None:
+    """Something else on the admin URL (an ingress' default backend: a 404 with an empty
+    body) printed `killgate: 404 ` and `killgate drill: 404 error: None`."""
+    from aiohttp import web
+
+    async def elsewhere(req: web.Request) -> web.StreamResponse:
+        return web.Response(status=404)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", elsewhere)
+    port = await backends(app)
+    env = {"KILLGATE_ADMIN_URL": f"http://127.0.0.1:{port}", "KILLGATE_TOKEN": "x.y.z"}
+    res = await acli("status", env=env)
+    assert res.returncode == 1
+    assert "404 from http://127.0.0.1" in res.stderr and "an empty body" in res.stderr
+    assert "killgate's admin listener?" in res.stderr, res.stderr
+    res = await acli("drill", "history", env=env)
+    assert res.returncode == 1 and "None" not in res.stderr, res.stderr
+    assert "without a killgate error: is that killgate's admin listener?" in res.stderr
