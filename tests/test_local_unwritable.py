@@ -26,3 +26,17 @@ async def test_a_commit_and_a_read_where_nothing_can_be_written_say_so(tmp_path:
         await store.audit_newest(10)
     with pytest.raises(StoreUnavailable, match=r"cannot write .*store\.json\.lock"):
         await store.idem_claim("k", {"a": 1}, 60)
+
+
+async def test_an_idempotency_table_it_cannot_read_or_write_says_so(tmp_path: Path) -> None:
+    """The lock opens (the folder was usable when the store started) but the table cannot
+    be read or replaced (a full disk, a folder made read-only since; a folder in its place
+    stands for it): an OSError here was a 500 with a traceback, and from `idem_set` after
+    a kill was applied (its callers suppress StateError only)."""
+    store = LocalStore(tmp_path / "store.json")
+    await store.open()
+    (tmp_path / "store.json.idempotency.json").mkdir()
+    with pytest.raises(StoreUnavailable, match=r"store\.json\.idempotency\.json"):
+        await store.idem_claim("k", {"a": 1}, 60)
+    with pytest.raises(StoreUnavailable, match=r"store\.json\.idempotency\.json"):
+        await store.idem_set("k", {"a": 1}, 60)

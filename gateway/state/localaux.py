@@ -86,7 +86,11 @@ class LocalRecords:
             lock = open(self.lock_path, "a+b")  # noqa: SIM115 - the caller's `with`
         except OSError as exc:
             raise StoreUnavailable(f"cannot write {self.lock_path}: {exc.strerror}") from None
-        fcntl.flock(lock, how)
+        try:
+            fcntl.flock(lock, how)
+        except OSError as exc:  # (ENOLCK: a network file system without locks)
+            lock.close()
+            raise StoreUnavailable(f"cannot lock {self.lock_path}: {exc.strerror}") from None
         return lock
 
     # ------------------------------------------------------------------ idempotency
@@ -94,6 +98,13 @@ class LocalRecords:
     def _idem(self, key: str, record: dict[str, Any] | None, ttl: float,
               mode: str) -> dict[str, Any] | None:
         path = self.path.with_name(self.path.name + ".idempotency.json")
+        try:
+            return self._idem_locked(path, key, record, ttl, mode)
+        except OSError as exc:  # (a full disk, a folder made read-only since the start)
+            raise StoreUnavailable(f"cannot use {path}: {exc.strerror}") from None
+
+    def _idem_locked(self, path: Path, key: str, record: dict[str, Any] | None, ttl: float,
+                     mode: str) -> dict[str, Any] | None:
         with self._locked(fcntl.LOCK_EX):
             try:
                 table = json.loads(path.read_bytes())
