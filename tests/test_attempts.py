@@ -119,3 +119,16 @@ def test_5xx_other_than_opted_and_timeouts_and_malformed_are_never_retried() -> 
 def test_retries_and_moves_share_the_versions_left() -> None:
     got = run([Outcome(UNDELIVERED), Outcome(RESET), Outcome(UNDELIVERED)], 2, OPTED)
     assert got == [(MOVE, UNDELIVERED), (MOVE, "retry_reset"), (ANSWER, "no_other_version")]
+
+
+def test_a_stale_post_sent_fresh_by_the_opt_in_asks_the_retry_budget() -> None:
+    """With one version, `retry_on: [reset]` sends a stale connection's POST again on a new
+    connection (6b0bc94): a retry the route consented to, so within its retry budget like
+    any other (a backend crashing on every POST had each sent twice, the budget unasked)."""
+    post = lambda: False  # noqa: E731 - not safe to send twice
+    spent = next_attempt(SoFar(), Outcome(STALE), 0, True, OPTED, lambda: False, post)
+    assert (spent.action, spent.reason) == (ANSWER, "budget_spent")
+    ok = next_attempt(SoFar(), Outcome(STALE), 0, True, OPTED, yes, post)
+    assert ok.action == FRESH and ok.so_far.retries == 1
+    # a request safe to send twice is tried fresh without asking (as before)
+    assert next_attempt(SoFar(), Outcome(STALE), 0, True, OPTED, never, yes).action == FRESH

@@ -144,7 +144,10 @@ def next_attempt(so_far: SoFar, outcome: Outcome, alternatives: int, replayable:
             nxt = _retry(so_far, "retry_reset", alternatives, replayable, policy, budget)
             if nxt.reason != "no_other_version":  # with none, this one on a new connection
                 return nxt
-            return Next(FRESH, "stale_connection", so_far._replace(fresh=1))
+            if not budget():  # (a retry: within the route's budget, counted as one)
+                return Next(ANSWER, "budget_spent", so_far)
+            return Next(FRESH, "stale_connection",
+                        so_far._replace(fresh=1, retries=so_far.retries + 1))
     if kind in (UNDELIVERED, OVERFLOW) or outcome.not_ready:
         if not replayable and kind == ANSWERED:
             return Next(ANSWER, "body_not_replayable", so_far)
