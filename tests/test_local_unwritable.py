@@ -40,3 +40,17 @@ async def test_an_idempotency_table_it_cannot_read_or_write_says_so(tmp_path: Pa
         await store.idem_claim("k", {"a": 1}, 60)
     with pytest.raises(StoreUnavailable, match=r"store\.json\.idempotency\.json"):
         await store.idem_set("k", {"a": 1}, 60)
+
+
+async def test_an_audit_file_it_cannot_read_says_so(tmp_path: Path) -> None:
+    """`state.audit_path` elsewhere (another volume) that this process cannot read (a file
+    left by a run as root; a folder in its place stands for it): the admin API's trail
+    read ended in a 500 with a traceback (an OSError), not 503 naming the file."""
+    audit = tmp_path / "audit.jsonl"
+    audit.mkdir()
+    store = LocalStore(tmp_path / "store.json", audit)
+    await store.open()
+    with pytest.raises(StoreUnavailable, match=r"cannot read .*audit\.jsonl"):
+        await store.audit_newest(10)
+    with pytest.raises(StoreUnavailable, match=r"cannot read .*audit\.jsonl"):
+        await store.audit_page(10, None)

@@ -234,6 +234,8 @@ class LocalStore(LocalRecords):
                 data = f.read()
         except FileNotFoundError:
             return [], offset
+        except OSError as exc:  # (a file left by a run as another user: a 503 saying so)
+            raise StoreUnavailable(f"cannot read {self.audit_path}: {exc.strerror}") from None
         out: list[dict[str, Any]] = []
         for n, line in enumerate(data.splitlines(keepends=True), 1):
             if limit is not None and (len(out) == limit or not line.endswith(b"\n")):
