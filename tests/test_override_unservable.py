@@ -109,3 +109,35 @@ def test_an_instance_starting_on_such_a_file_warns_once_when_its_state_loads(
     fields = warned.kg_fields  # type: ignore[attr-defined]
     assert fields["route"] == "iris" and fields["versions"] == "v1", fields
     assert "killgate release iris" in fields["action"], fields
+
+
+def test_an_override_partly_missing_is_reported_once_and_served_by_the_others(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A `weights` of v1 90 / v2 10 read by an instance whose file lacks v1: v2 takes all of
+    this instance's traffic, not 10 %. Not refused (a version the override gives traffic
+    still serves), but said: one warning, `override_missing` in /v1/status, and a line in
+    `killgate status`."""
+    from gateway.cli.admin import _status_text
+    from gateway.domain.tablebuild import override_missing
+
+    caplog.set_level(logging.INFO, "killgate")
+    both = parse_config_text(_ROUTE.format(stable="v2", versions=_V["v1"] + _V["v2"]))
+    doc = apply_change(StateDoc(), set_weights(StateDoc(), both.routes[0],
+                                               {"v1": 90, "v2": 10}, "a", "r", "t"))
+    path = tmp_path / "k.yaml"
+    path.write_text(_ROUTE.format(stable="v2", versions=_V["v2"] + _V["v3"]))
+    holder = TableHolder(load_config(path), state_unknown=True)
+    assert holder.apply_doc(doc) and holder.state_loaded()
+    plan = holder.table.by_name["iris"]
+    assert plan.override_unservable == () and plan.effective_weights()["v2"] == 100.0
+    assert override_missing(plan.config, holder.table.doc) == ("v1",)
+    holder.set_unhealthy(frozenset({("iris", "v3")}))  # another build: no second warning
+    warned = [r for r in caplog.records if r.getMessage() == "override_partly_unservable"]
+    assert len(warned) == 1 and warned[0].levelno == logging.WARNING
+    fields = warned[0].kg_fields  # type: ignore[attr-defined]
+    assert fields["versions"] == "v1" and "killgate release iris" in fields["action"], fields
+    assert override_missing(both.routes[0], doc) == ()  # an instance with v1: nothing
+    text = _status_text({"instance": "i", "generation": 1, "kills": [], "routes": {"iris": {
+        "stable": "v2", "latched": True, "override_unservable": None,
+        "override_missing": ["v1"], "versions": {}}}})
+    assert "PARTLY SERVING: route iris's latched override gives traffic to v1" in text, text

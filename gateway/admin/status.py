@@ -15,6 +15,7 @@ from gateway.configfile import LoadedConfig
 from gateway.domain.kills import unrouted
 from gateway.domain.routing import RouteTable
 from gateway.domain.statedoc import plain
+from gateway.domain.tablebuild import override_missing
 
 __all__ = ["ReloadView", "RoutingView", "StatusBuilder"]
 
@@ -101,6 +102,9 @@ class StatusBuilder:
                 "killed": plan.killed,
                 # the versions the override serves that this config lacks: none serves here
                 "override_unservable": list(plan.override_unservable) or None,
+                # ... and those it lacks while another version still serves: the others
+                # take their share here (a split other than the override's)
+                "override_missing": list(override_missing(rc, doc)) or None,
                 "versions": {v.name: {
                     "url": v.url, "artifact": v.artifact, "configured_weight": v.weight,
                     "effective_weight": eff.get(v.name, 0.0),

@@ -98,6 +98,13 @@ def _status_text(st: dict[str, Any]) -> str:
                 f"NOT SERVING: route {name} is latched to {missing}, which this instance's "
                 f"config does not have: it answers its fallback (else 503) until `killgate "
                 f"release {name}` or a config with {missing}", 4096))
+        elif r.get("override_missing"):
+            missing = ", ".join(map(str, r["override_missing"]))
+            out.append(clean_text(
+                f"PARTLY SERVING: route {name}'s latched override gives traffic to {missing}, "
+                f"which this instance's config does not have: its other versions take that "
+                f"share here (see 'effective w') until `killgate release {name}` or a config "
+                f"with {missing}", 4096))
     return "\n".join(out)
 
 

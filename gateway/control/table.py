@@ -18,7 +18,7 @@ from typing import Any
 from gateway.configfile import LoadedConfig
 from gateway.domain.routing import RouteTable
 from gateway.domain.statedoc import StateDoc
-from gateway.domain.tablebuild import build_table, rebuild_table
+from gateway.domain.tablebuild import build_table, override_missing, rebuild_table
 from gateway.log import event
 
 __all__ = ["Held", "TableHolder"]
@@ -130,6 +130,17 @@ def _warn_unservable(old: RouteTable | None, new: RouteTable) -> None:
     for plan in new.routes:
         was = old.by_name[plan.name].override_unservable if old is not None \
             and plan.name in old.by_name else ()
+        missing = () if plan.override_unservable else override_missing(plan.config, new.doc)
+        if missing and (old is None or plan.name not in old.by_name
+                        or missing != override_missing(old.by_name[plan.name].config,
+                                                       old.doc)
+                        or was):
+            event(log, "override_partly_unservable", logging.WARNING, route=plan.name,
+                  versions=",".join(missing),
+                  action="the route's latched override gives traffic to these versions too, "
+                  "which this instance's config does not have: its other versions take "
+                  f"their share here; run `killgate release {plan.name}` or load a config "
+                  "with them")
         if plan.override_unservable == was:
             continue
         if plan.override_unservable:

@@ -14,7 +14,7 @@ from gateway.config import Config, RouteConfig
 from gateway.domain.routing import STATE_UNKNOWN, RoutePlan, RouteTable
 from gateway.domain.statedoc import StateDoc, kill_key
 
-__all__ = ["build_table", "canary_of", "kill_holding", "override_unservable",
+__all__ = ["build_table", "canary_of", "kill_holding", "override_missing", "override_unservable",
            "progressive_weights", "rebuild_table", "rolls_out"]
 
 
@@ -183,3 +183,11 @@ def override_unservable(rc: RouteConfig, weights: Mapping[str, float]) -> tuple[
     the file's stable taking everything would undo the rollback on this instance in
     silence. Its fallback answers, else a 503 naming these (`release` ends it)."""
     return tuple(sorted(n for n, w in weights.items() if w > 0 and rc.version(n) is None))
+
+
+def override_missing(rc: RouteConfig, doc: StateDoc) -> tuple[str, ...]:
+    """The versions `rc`'s latched override gives traffic that `rc` lacks, whether or not
+    another version still serves (a `weights` of v1 90 / v2 10 read by an instance without
+    v1: v2 takes all of this instance's traffic, not 10 %). Reported, not refused."""
+    ov = doc.overrides.get(rc.name)
+    return override_unservable(rc, ov.weights) if ov is not None else ()
