@@ -102,8 +102,8 @@ class StatusBuilder:
                 "killed": plan.killed,
                 # the versions the override serves that this config lacks: none serves here
                 "override_unservable": list(plan.override_unservable) or None,
-                # ... and those it lacks while another version still serves: the others
-                # take their share here (a split other than the override's)
+                # every version the override gives traffic that this config lacks, also
+                # while another still serves (it then takes their share: another split)
                 "override_missing": list(override_missing(rc, doc)) or None,
                 "versions": {v.name: {
                     "url": v.url, "artifact": v.artifact, "configured_weight": v.weight,

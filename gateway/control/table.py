@@ -126,7 +126,8 @@ class TableHolder:
 
 def _warn_unservable(old: RouteTable | None, new: RouteTable) -> None:
     """One line per route as a table is built into (or out of) serving nothing because its
-    latched override names only versions this config lacks (not one per request)."""
+    latched override names only versions this config lacks, and one as its override comes to
+    name some this config lacks while others serve (not one per request)."""
     for plan in new.routes:
         was = old.by_name[plan.name].override_unservable if old is not None \
             and plan.name in old.by_name else ()
