@@ -78,6 +78,11 @@ async def test_large_forged_pushes_are_not_verified_on_the_loop_and_a_large_genu
                                         "actor": "alice", "reason": "bad", "time": "t",
                                         "generation": doc["generation"] + 1,
                                         "abort_inflight": True}}}
+        # the flood may have made redis drop the subscriber (its output buffer limit: README
+        # "Trust"); a push published while it resubscribes is never heard (its re-read
+        # brings the document instead): publish once it listens again (a CI run lost it)
+        await wait_until(lambda: redis_server.cmd("PUBSUB", "NUMSUB", "kgtest:events")
+                         .split()[-1] == ":1", 10, 0.05, "the subscriber back")
         seen = metrics.get("killgate_state_pushes_not_read_total")
         assert len(plant(redis_server, big)) > PUSH_INLINE_BYTES
         # (brought by the push's re-read: the next poll is 60 s away)
