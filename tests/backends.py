@@ -113,6 +113,18 @@ def sse_app(name: str, events: int = 10, interval: float = 0.3,
     return app
 
 
+def fixed_app(body: bytes, content_type: str = "application/json") -> web.Application:
+    """The same answer to every request on every path (the request body read first)."""
+
+    async def answer(req: web.Request) -> web.Response:
+        await req.read()
+        return web.Response(body=body, content_type=content_type)
+
+    a = web.Application()
+    a.router.add_route("*", "/{tail:.*}", answer)
+    return a
+
+
 def hang_app() -> web.Application:
     async def handler(req: web.Request) -> web.StreamResponse:
         await asyncio.sleep(3600)

@@ -37,12 +37,17 @@ async def _unrouted_gauge(s: ClientSession, admin: str) -> str:
         return line.split()[1]
 
 
+async def _config(tmp_path: Path, backends) -> Path:  # type: ignore[no-untyped-def]
+    """iris: v1 90 / v2 10, each on its own echo backend."""
+    p1, p2 = await backends(echo_app("v1")), await backends(echo_app("v2"))
+    return write_config(tmp_path, two_versions(p1, p2, 90, 10))
+
+
 async def test_a_renamed_killed_route_and_version_are_named_unrouted(
         tmp_path: Path, backends, session: ClientSession,
         caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, "killgate")
-    p1, p2 = await backends(echo_app("v1")), await backends(echo_app("v2"))
-    cfg = write_config(tmp_path, two_versions(p1, p2, 90, 10))
+    cfg = await _config(tmp_path, backends)
     original = cfg.read_text()
     async with running_gateway(cfg) as g:
         await _post(session, g.admin + "/v1/kill",
@@ -103,8 +108,7 @@ async def test_an_instance_starting_on_a_config_without_a_killed_name_warns(
         tmp_path: Path, backends, session: ClientSession,
         caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, "killgate")
-    p1, p2 = await backends(echo_app("v1")), await backends(echo_app("v2"))
-    cfg = write_config(tmp_path, two_versions(p1, p2, 90, 10))
+    cfg = await _config(tmp_path, backends)
     original = cfg.read_text()
     async with running_gateway(cfg) as g:
         await _post(session, g.admin + "/v1/kill",

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from aiohttp import ClientSession, web
 
+from tests.backends import fixed_app
 from tests.conftest import running_gateway, write_config
 from tests.test_shadow import route, settled
 
@@ -24,15 +25,7 @@ PATHS = [f"meta{i}.id" for i in range(60)]  # (the cost grows with the paths)
 
 
 def _answers(shift: int) -> web.Application:
-    body = json.dumps({"data": [[[i + shift]] for i in range(3000)]}).encode()  # 29 KB
-
-    async def answer(req: web.Request) -> web.Response:
-        await req.read()
-        return web.Response(body=body, content_type="application/json")
-
-    a = web.Application()
-    a.router.add_route("*", "/{tail:.*}", answer)
-    return a
+    return fixed_app(json.dumps({"data": [[[i + shift]] for i in range(3000)]}).encode())  # 29 KB
 
 
 async def test_a_costly_comparison_under_64_kib_does_not_stall_the_loop(

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from aiohttp import ClientSession, web
 
+from tests.backends import fixed_app
 from tests.conftest import running_gateway, write_config
 from tests.test_shadow import report, route, settled
 
@@ -23,15 +24,7 @@ pytestmark = pytest.mark.timeout(60)
 
 
 def _app(shift: int) -> web.Application:
-    body = json.dumps({"data": list(range(shift, shift + 2000))}).encode()  # > 1 KiB
-
-    async def answer(req: web.Request) -> web.Response:
-        await req.read()
-        return web.Response(body=body, content_type="application/json")
-
-    a = web.Application()
-    a.router.add_route("*", "/{tail:.*}", answer)
-    return a
+    return fixed_app(json.dumps({"data": list(range(shift, shift + 2000))}).encode())  # > 1 KiB
 
 
 async def test_copies_waiting_for_the_comparison_thread_keep_their_slots(
