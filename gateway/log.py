@@ -20,6 +20,13 @@ __all__ = ["configure", "event"]
 
 _FIELDS = "kg_fields"
 
+# C0 controls, DEL and C1 controls written as \xNN (\n, \r, \t by name): a message can
+# never start a line of its own, move the cursor or colour a terminal. A table, not the
+# unicode_escape codec: the codec is looked up per call, and at interpreter shutdown the
+# lookup itself can fail (LookupError) for the last lines logged.
+_ESCAPES = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))}
+_ESCAPES.update({0x0A: "\\n", 0x0D: "\\r", 0x09: "\\t"})
+
 
 def event(logger: logging.Logger, name: str, level: int = logging.INFO, *,
           exc: BaseException | None = None, **fields: Any) -> None:
@@ -49,7 +56,7 @@ class _TextFormatter(logging.Formatter):
         kv = " ".join(f"{k}={json.dumps(v, default=str, ensure_ascii=True)}" for k, v in fields.items())
         ts = time.strftime("%H:%M:%S", time.localtime(record.created))
         line = f"{ts} {record.levelname.lower():7s} {record.name}: {record.getMessage()}"
-        line = line.encode("unicode_escape").decode("ascii") if "\n" in line else line
+        line = line.translate(_ESCAPES)
         if kv:
             line += " " + kv
         if record.exc_info:

@@ -213,3 +213,15 @@ async def test_no_secret_in_any_answer_log_or_cli_output(tmp_path: Path, backend
         if redis.poll() is None:
             redis.kill()
             redis.wait(5)
+
+
+def test_text_log_escapes_every_control_character() -> None:
+    """A message with a carriage return or a terminal escape but no newline was written
+    raw in the text format (only a newline turned escaping on): `\\r` let it overwrite
+    the line it was on, ESC sequences recoloured or cleared the operator's terminal."""
+    logger = logging.getLogger("killgate.test_redact.controls")
+    record = logger.makeRecord(logger.name, logging.WARNING, __file__, 1,
+                               "model\rFORGED ok\x1b[2J\x9b1m\tend", (), None)
+    line = _TextFormatter().format(record)
+    assert not any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in line), repr(line)
+    assert "model\\rFORGED ok\\x1b[2J\\x9b1m\\tend" in line
