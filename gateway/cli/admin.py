@@ -50,9 +50,10 @@ def _status_text(st: dict[str, Any]) -> str:
     out: list[str] = []
     store = st.get("store") or {}
     cfg = st.get("config") or {}
+    reach = {True: "reachable", False: "UNREACHABLE"}.get(store.get("connected"), "reach unknown")
     out.append(f"instance {st.get('instance')}  generation {st.get('generation')}  store "
-               f"{store.get('backend')} connected={store.get('connected')} "
-               f"staleness={store.get('staleness_ms')}ms policy={store.get('policy')}"
+               f"{store.get('backend')} {reach}, "
+               f"state {store.get('staleness_ms')} ms old, on_unavailable {store.get('policy')}"
                + ("  FAIL-CLOSED" if store.get("fail_closed") else ""))
     out.append(f"config {(cfg.get('digest') or '')[:19]}…"
                + (f"  LAST RELOAD FAILED: {cfg['last_error']}" if cfg.get("last_error") else "")
