@@ -15,7 +15,8 @@ import aiohttp
 import pytest
 from aiohttp import ClientSession
 
-from tests.conftest import free_port, two_versions, wait_until, write_config
+from tests.backends import echo_app
+from tests.conftest import free_port, serving_process, two_versions, wait_until, write_config
 from tests.test_worker_config import Group, _group, _listening
 from tests.test_workers import _children
 
@@ -209,9 +210,6 @@ async def test_sigusr1_writes_a_single_process_stacks_and_it_serves_on(
     """What the watchdog sends first is also the operator's: `kill -USR1 PID` on a `serve`
     process writes every thread's stack to its stderr and the process serves on (without a
     handler, SIGUSR1's default action ended it)."""
-    from tests.backends import echo_app
-    from tests.conftest import serving_process
-
     p = await backends(echo_app("v1"))
     gw, data = await serving_process(gateway_procs, tmp_path, two_versions(p, p))
     gw.signal(signal.SIGUSR1)
