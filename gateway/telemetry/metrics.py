@@ -210,6 +210,15 @@ INITIAL: dict[str, tuple[tuple[str, ...], tuple[tuple[str, ...], ...]]] = {
     "killgate_fail_closed": ((), ((),)),
     "killgate_state_stale": ((), ((),)),
     "killgate_alertmanager_alerts_total": (("outcome",), (("truncated",),)),
+    # (labels from fixed sets, so their series can be there from the start; those labelled
+    # by route and version come and go with the config and start at their first event)
+    "killgate_client_send_timeouts_total": ((), ((),)),
+    "killgate_connections_refused_total": (("reason",), (("connections",), ("per_client",))),
+    "killgate_admin_refused_total": (("reason",), tuple(
+        (r,) for r in ("connections", "head_size", "timeout", "host"))),
+    "killgate_auth_failures_total": (("code",), (("401",), ("403",), ("429",))),
+    "killgate_break_glass_total": (("action",), tuple(
+        (a,) for a in ("unkill", "rollback", "promote", "weights", "release"))),
 }
 
 
