@@ -207,7 +207,6 @@ async def test_500_held_connections_close_on_time_and_cost_little(tmp_path: Path
         return data, t0, at
 
     async def oversize() -> tuple[bytes, float, float]:
-        t0 = time.monotonic()  # before connecting: the server's clock starts later
         r, w = await asyncio.open_connection("127.0.0.1", gw.admin_port)
         writers.append(w)
         w.write(b"GET /v1/status HTTP/1.1\r\nHost: localhost\r\n")
@@ -217,8 +216,9 @@ async def test_500_held_connections_close_on_time_and_cost_little(tmp_path: Path
             if reading.done():
                 break
             w.write(f"X-Pad{i}: {'p' * 3000}\r\n".encode())
+        sent = time.monotonic()  # (the cap is passed by now; the deadline is ~2 s away)
         data, at = await reading
-        return data, t0, at
+        return data, sent, at
 
     sampler = asyncio.create_task(sample())
     try:
@@ -248,7 +248,9 @@ async def test_500_held_connections_close_on_time_and_cost_little(tmp_path: Path
     assert lifetimes[0] >= 2.0 - 0.1 and lifetimes[-1] <= 2.0 + 2.0, lifetimes[::50]
     assert {_status(d) or d[-7:] for d, _, _ in big} <= {431, b"<reset>"}
     assert Counter(_status(d) for d, _, _ in big)[431] >= 1
-    assert max(at - t0 for _, t0, at in big) < 1.5  # at the cap, not at the deadline
+    # at the cap, not at the deadline: soon after the last piece, not ~2 s after the connect
+    # (measured from the connect, a host at load 5 took 1.8 s to open the 550 connections)
+    assert max(at - sent for _, sent, at in big) < 1.2
     growth = (max(peak) - rss0) * 1024
     print(f"\nadmin: 550 held connections; RSS {rss0 / 1024:.1f} -> {max(peak) / 1024:.1f} MiB "
           f"peak ({growth / 550 / 1024:.1f} KiB per connection); closed after "
