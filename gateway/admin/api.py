@@ -270,8 +270,15 @@ class AdminApi:
     # ------------------------------------------------------------------ approvals
 
     async def approvals_list(self, request: web.Request) -> web.Response:
-        await self.callers.authorize(request, "killgate:read")
-        return web.json_response({"approvals": self.approvals.open()})
+        # killgate:read lists every open request; a token without it, the requests it may
+        # approve (an unkill for killgate:kill): an approver must see what it approves
+        principal = await self.callers.authorize(request, None)
+        items = self.approvals.open()
+        if not principal.may("killgate:read"):
+            if not any(principal.may(s) for s in set(actions.SCOPE_OF.values())):
+                await self.callers.authorize(request, "killgate:read")  # (403, audited)
+            items = [a for a in items if principal.may(actions.SCOPE_OF[a["action"]])]
+        return web.json_response({"approvals": items})
 
     def _approval_id(self, request: web.Request) -> str:
         ident = request.match_info["id"]
