@@ -1,0 +1,58 @@
+"""Tracing against hostile and broken surroundings (review of 2026-12-05): a real OTLP/HTTP
+collector (tests/otlp_collector.py), real gateways and backends."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from aiohttp import ClientSession
+
+from tests.backends import echo_app
+from tests.conftest import running_gateway, two_versions, wait_until, write_config
+from tests.otlp_collector import Collector
+from tests.test_tracing import INFER, _fast_export, telemetry  # noqa: F401 - a fixture
+
+__all__: list[str] = []
+
+
+async def _series(session: ClientSession, admin: str, prefix: str) -> float | None:
+    async with session.get(admin + "/metrics") as r:
+        for line in (await r.text()).splitlines():
+            if line.startswith(prefix):
+                return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+async def test_a_collector_that_redirects_loses_spans_and_metrics_counted_not_exported(
+        tmp_path: Path, backends, session: ClientSession) -> None:
+    """The OTLP exporter follows no redirect and takes any status below 400 as success: a
+    collector behind a load balancer answering 308 (http -> https) stored nothing, and the
+    spans and metric pushes must show as lost (export_failed), never as exported."""
+    collector = await Collector(mode="redirect").start()
+    try:
+        p1 = await backends(echo_app("v1"))
+        cfg = write_config(tmp_path, two_versions(p1, p1, 100, 0),
+                           extra=telemetry(collector.url)
+                           + "  metrics: {export_interval: 1s}\n")
+        async with running_gateway(cfg) as g:
+            for _ in range(3):
+                async with session.get(g.url + INFER) as r:
+                    assert r.status == 200
+            failed = 'killgate_otel_dropped_total{reason="export_failed",signal="spans"}'
+
+            async def lost() -> bool:
+                return (await _series(session, g.admin, failed) or 0) >= 6
+
+            await wait_until(lost, 10, 0.05, what="the redirected spans counted as lost")
+            m_failed = 'killgate_otel_dropped_total{reason="export_failed",signal="metrics"}'
+
+            async def m_lost() -> bool:
+                return (await _series(session, g.admin, m_failed) or 0) >= 1
+
+            await wait_until(m_lost, 10, 0.05, what="the redirected metrics counted as lost")
+            for signal in ("spans", "metrics"):
+                exported = await _series(session, g.admin,
+                                         f'killgate_otel_exported_total{{signal="{signal}"}}')
+                assert exported == 0, signal
+    finally:
+        await collector.stop()
