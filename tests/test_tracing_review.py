@@ -3,16 +3,33 @@ collector (tests/otlp_collector.py), real gateways and backends."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import AsyncIterator
 from pathlib import Path
 
+import pytest
 from aiohttp import ClientSession
 
 from tests.backends import echo_app
 from tests.conftest import running_gateway, two_versions, wait_until, write_config
 from tests.otlp_collector import Collector
-from tests.test_tracing import INFER, _fast_export, telemetry  # noqa: F401 - a fixture
+from tests.rawhttp import exchange
+from tests.test_tracing import (  # noqa: F401 - fixtures
+    CLIENT_SPAN,
+    CLIENT_TRACE,
+    INFER,
+    _fast_export,
+    telemetry,
+)
 
 __all__: list[str] = []
+
+
+@pytest.fixture
+async def collector() -> AsyncIterator[Collector]:
+    c = await Collector().start()
+    yield c
+    await c.stop()
 
 
 async def _series(session: ClientSession, admin: str, prefix: str) -> float | None:
@@ -28,11 +45,11 @@ async def test_a_collector_that_redirects_loses_spans_and_metrics_counted_not_ex
     """The OTLP exporter follows no redirect and takes any status below 400 as success: a
     collector behind a load balancer answering 308 (http -> https) stored nothing, and the
     spans and metric pushes must show as lost (export_failed), never as exported."""
-    collector = await Collector(mode="redirect").start()
+    redirecting = await Collector(mode="redirect").start()
     try:
         p1 = await backends(echo_app("v1"))
         cfg = write_config(tmp_path, two_versions(p1, p1, 100, 0),
-                           extra=telemetry(collector.url)
+                           extra=telemetry(redirecting.url)
                            + "  metrics: {export_interval: 1s}\n")
         async with running_gateway(cfg) as g:
             for _ in range(3):
@@ -55,4 +72,31 @@ async def test_a_collector_that_redirects_loses_spans_and_metrics_counted_not_ex
                                          f'killgate_otel_exported_total{{signal="{signal}"}}')
                 assert exported == 0, signal
     finally:
-        await collector.stop()
+        await redirecting.stop()
+
+
+async def test_an_absolute_target_with_userinfo_stays_out_of_access_log_and_span(
+        tmp_path: Path, backends, collector: Collector) -> None:
+    """`GET http://user:password@host/...` is refused (400), and still logged and traced:
+    the access log's `path` and the span's `url.path` keep the URL without its userinfo."""
+    p1 = await backends(echo_app("v1"))
+    log = tmp_path / "access.jsonl"
+    extra = (telemetry(collector.url) + f"  access_log: {{path: {log}}}\n"
+             "server:\n  access_log: true\n")
+    cfg = write_config(tmp_path, two_versions(p1, p1, 100, 0), extra=extra)
+    async with running_gateway(cfg) as g:
+        port = int(g.url.rsplit(":", 1)[1])
+        status, _, _ = await exchange(port, (
+            b"GET http://alice:S3CRET-PW@models.example/v2/models/iris/infer?x=1 HTTP/1.1\r\n"
+            b"host: a\r\ntraceparent: 00-" + CLIENT_TRACE.encode() + b"-" + CLIENT_SPAN.encode()
+            + b"-01\r\n\r\n"))
+        assert status == 400
+        await wait_until(lambda: log.exists() and log.read_text().strip(), 10,
+                         what="the access log line")
+        await wait_until(lambda: collector.server_spans(), 10, what="the span")
+    line = json.loads(log.read_text().splitlines()[0])
+    assert line["status"] == 400
+    assert line["path"] == "http://***@models.example/v2/models/iris/infer"
+    (span,) = collector.server_spans()
+    assert span.attributes["url.path"] == "http://***@models.example/v2/models/iris/infer"
+    assert "S3CRET" not in log.read_text()

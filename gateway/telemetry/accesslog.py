@@ -33,6 +33,7 @@ from json.encoder import encode_basestring_ascii as dumps  # (a str in quotes)
 from pathlib import Path
 from typing import IO
 
+from gateway import redact
 from gateway.config_telemetry import AccessLogConfig
 from gateway.errors import ConfigError, Problem
 from gateway.log import event
@@ -100,11 +101,14 @@ def line(rec: RequestRecord, wall: float) -> str:
     peer = rec.peer
     rid = rec.request_id
     tid = rec.trace_id
+    path = rec.path
+    if path[:1] != "/":  # an absolute-form target (refused) may carry userinfo
+        path = redact.url(path)
     return _LINE % (
         _second(sec), (wall - sec) * 1000, _HEADS.get(key) or _head(key),
         _ms(rec.end - rec.start), _ms(up) if up >= 0 else "null",
         _ms(fb - rec.start) if fb else "null", rec.bytes_in, rec.bytes_out,
-        dumps(peer) if peer else "null", dumps(rec.method), dumps(rec.path[:MAX_PATH]),
+        dumps(peer) if peer else "null", dumps(rec.method), dumps(path[:MAX_PATH]),
         dumps(rid[:128]) if rid else "null", dumps(tid) if tid else "null")
 
 
