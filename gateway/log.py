@@ -1,5 +1,6 @@
 """Structured logging: one line per event, JSON or text, never a secret (fields pass
-through gateway/redact.py: URL userinfo, secret-named values, webhook paths).
+through gateway/redact.py: URL userinfo, secret-named values, webhook paths; the messages
+of other libraries' records and every traceback pass through `redact.message`).
 
 Owns the log format. Call `event(logger, "name", key=value, ...)`; the fields land as
 JSON keys (format json) or `key=value` pairs (format text). Strings are escaped so a
@@ -21,6 +22,18 @@ __all__ = ["configure", "event"]
 _FIELDS = "kg_fields"
 
 
+def _message(record: logging.LogRecord) -> str:
+    """The record's message: an event's name as it is (ours, a constant); another
+    library's text (the OTLP exporter's, urllib3's, aiohttp's, which echo URLs, header
+    lines and request bytes) redacted."""
+    msg = record.getMessage()
+    return msg if hasattr(record, _FIELDS) else redact.message(msg)
+
+
+def _exception(formatter: logging.Formatter, record: logging.LogRecord) -> str:
+    return redact.message(formatter.formatException(record.exc_info))  # type: ignore[arg-type]
+
+
 def event(logger: logging.Logger, name: str, level: int = logging.INFO, *,
           exc: BaseException | None = None, **fields: Any) -> None:
     """One structured line; `exc` adds its traceback (for failures nobody expected)."""
@@ -35,11 +48,11 @@ class _JsonFormatter(logging.Formatter):
             + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
-            "event": record.getMessage(),
+            "event": _message(record),
         }
         out.update(redact.tree(getattr(record, _FIELDS, {})))
         if record.exc_info:
-            out["exc"] = self.formatException(record.exc_info)
+            out["exc"] = _exception(self, record)
         return json.dumps(out, default=str, ensure_ascii=True)
 
 
@@ -48,12 +61,12 @@ class _TextFormatter(logging.Formatter):
         fields = redact.tree(getattr(record, _FIELDS, {}))
         kv = " ".join(f"{k}={json.dumps(v, default=str, ensure_ascii=True)}" for k, v in fields.items())
         ts = time.strftime("%H:%M:%S", time.localtime(record.created))
-        line = f"{ts} {record.levelname.lower():7s} {record.name}: {record.getMessage()}"
+        line = f"{ts} {record.levelname.lower():7s} {record.name}: {_message(record)}"
         line = line.encode("unicode_escape").decode("ascii") if "\n" in line else line
         if kv:
             line += " " + kv
         if record.exc_info:
-            line += "\n" + self.formatException(record.exc_info)
+            line += "\n" + _exception(self, record)
         return line
 
 

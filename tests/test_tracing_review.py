@@ -3,6 +3,7 @@ collector (tests/otlp_collector.py), real gateways and backends."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 from aiohttp import ClientSession
 
 from tests.backends import echo_app
-from tests.conftest import running_gateway, two_versions, wait_until, write_config
+from tests.conftest import free_port, running_gateway, two_versions, wait_until, write_config
 from tests.otlp_collector import Collector
 from tests.rawhttp import exchange
 from tests.test_tracing import (  # noqa: F401 - fixtures
@@ -100,3 +101,33 @@ async def test_an_absolute_target_with_userinfo_stays_out_of_access_log_and_span
     (span,) = collector.server_spans()
     assert span.attributes["url.path"] == "http://***@models.example/v2/models/iris/infer"
     assert "S3CRET" not in log.read_text()
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+async def test_other_libraries_log_lines_carry_no_secret(
+        tmp_path: Path, backends, gateway_procs, fmt: str) -> None:
+    """What other libraries log passes through redaction too: the OTLP exporter's retry
+    warning names the endpoint's path and query (an `api-key` query parameter), urllib3
+    logs the request line at debug, and the admin listener's debug line about a refused
+    head echoes the offending header line (an admin JWT)."""
+    p1 = await backends(echo_app("v1"))
+    data, admin = free_port(), free_port()
+    cfg = write_config(tmp_path, two_versions(p1, p1, 100, 0), listen=f"127.0.0.1:{data}",
+                       admin=f"127.0.0.1:{admin}",
+                       extra=f"log: {{format: {fmt}, level: debug}}\n")
+    down = f"http://127.0.0.1:{free_port()}/v1/traces?api-key=OTLP-S3CRET"
+    gw = gateway_procs(cfg, env={"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": down,
+                                 "OTEL_TRACES_SAMPLER": "always_on"})
+    await asyncio.get_running_loop().run_in_executor(None, gw.wait_ready)
+    status, _, _ = await exchange(data, b"GET " + INFER.encode() + b" HTTP/1.1\r\nhost: a\r\n\r\n")
+    assert status == 200
+    status, _, _ = await exchange(admin, (
+        b"POST /v1/kill HTTP/1.1\r\nhost: a\r\nauthorization: Bearer JWT-S3CRET.\x01x\r\n\r\n"))
+    assert status == 400
+    await wait_until(lambda: "Transient error" in gw.output()
+                     and "bad admin request" in gw.output(), 15,
+                     what="the exporter's retry warning and the admin debug line")
+    gw.stop()
+    out = gw.output()
+    assert "S3CRET" not in out, [ln for ln in out.splitlines() if "S3CRET" in ln]
+    assert "api-key=***" in out
