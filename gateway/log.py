@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
 from typing import Any
@@ -20,14 +21,32 @@ from gateway import redact
 __all__ = ["configure", "event"]
 
 _FIELDS = "kg_fields"
+# Loggers of other libraries whose message arguments are secrets whole: the OpenTelemetry
+# SDK's parser of OTEL_EXPORTER_OTLP_HEADERS warns about a malformed entry quoting it,
+# value included (`x-honeycomb-team: <key>`, the colon a common slip)
+_SECRET_ARGS = frozenset({"opentelemetry.util.re"})
+_ENTRY_NAME = re.compile(r"\s*[^:=\s]*[ \t]*[:=]?[ \t]*")
+
+
+def _name_only(arg: object) -> str:
+    """A `name: value` / `name=value` entry as its name and `***`."""
+    m = _ENTRY_NAME.match(str(arg))
+    return (m.group(0) if m is not None else "") + redact.MASK
 
 
 def _message(record: logging.LogRecord) -> str:
     """The record's message: an event's name as it is (ours, a constant); another
     library's text (the OTLP exporter's, urllib3's, aiohttp's, which echo URLs, header
     lines and request bytes) redacted."""
-    msg = record.getMessage()
-    return msg if hasattr(record, _FIELDS) else redact.message(msg)
+    if hasattr(record, _FIELDS):
+        return record.getMessage()
+    if record.name in _SECRET_ARGS and record.args:
+        args = record.args if isinstance(record.args, tuple) else (record.args,)
+        try:
+            return str(record.msg) % tuple(_name_only(a) for a in args)
+        except (TypeError, ValueError):
+            return f"{record.msg} ({redact.MASK})"
+    return redact.message(record.getMessage())
 
 
 def _exception(formatter: logging.Formatter, record: logging.LogRecord) -> str:

@@ -108,8 +108,9 @@ async def test_other_libraries_log_lines_carry_no_secret(
         tmp_path: Path, backends, gateway_procs, fmt: str) -> None:
     """What other libraries log passes through redaction too: the OTLP exporter's retry
     warning names the endpoint's path and query (an `api-key` query parameter), urllib3
-    logs the request line at debug, and the admin listener's debug line about a refused
-    head echoes the offending header line (an admin JWT)."""
+    logs the request line at debug, the admin listener's debug line about a refused head
+    echoes the offending header line (an admin JWT), and the SDK's warning about a
+    malformed OTEL_EXPORTER_OTLP_HEADERS entry (`name: value`, a common slip) quotes it."""
     p1 = await backends(echo_app("v1"))
     data, admin = free_port(), free_port()
     cfg = write_config(tmp_path, two_versions(p1, p1, 100, 0), listen=f"127.0.0.1:{data}",
@@ -117,7 +118,8 @@ async def test_other_libraries_log_lines_carry_no_secret(
                        extra=f"log: {{format: {fmt}, level: debug}}\n")
     down = f"http://127.0.0.1:{free_port()}/v1/traces?api-key=OTLP-S3CRET"
     gw = gateway_procs(cfg, env={"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": down,
-                                 "OTEL_TRACES_SAMPLER": "always_on"})
+                                 "OTEL_TRACES_SAMPLER": "always_on",
+                                 "OTEL_EXPORTER_OTLP_HEADERS": "x-honeycomb-team: HDR-S3CRET"})
     await asyncio.get_running_loop().run_in_executor(None, gw.wait_ready)
     status, _, _ = await exchange(data, b"GET " + INFER.encode() + b" HTTP/1.1\r\nhost: a\r\n\r\n")
     assert status == 200
@@ -131,3 +133,4 @@ async def test_other_libraries_log_lines_carry_no_secret(
     out = gw.output()
     assert "S3CRET" not in out, [ln for ln in out.splitlines() if "S3CRET" in ln]
     assert "api-key=***" in out
+    assert "x-honeycomb-team: ***" in out  # (the entry is named: the operator can fix it)
