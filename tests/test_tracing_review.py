@@ -4,14 +4,15 @@ collector (tests/otlp_collector.py), real gateways and backends."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from aiohttp import ClientSession
+from aiohttp import ClientPayloadError, ClientSession
 
-from tests.backends import echo_app
+from tests.backends import echo_app, sse_app
 from tests.conftest import free_port, running_gateway, two_versions, wait_until, write_config
 from tests.otlp_collector import Collector
 from tests.rawhttp import exchange
@@ -134,3 +135,24 @@ async def test_other_libraries_log_lines_carry_no_secret(
     assert "S3CRET" not in out, [ln for ln in out.splitlines() if "S3CRET" in ln]
     assert "api-key=***" in out
     assert "x-honeycomb-team: ***" in out  # (the entry is named: the operator can fix it)
+
+
+async def test_a_backend_dying_mid_stream_shows_on_its_client_span(
+        tmp_path: Path, backends, session: ClientSession, collector: Collector) -> None:
+    """The backend resets the connection after two SSE events: the SERVER span says the
+    stream was cut (upstream_failed), and so does the CLIENT span of that exchange (it
+    failed: a trace must not show the backend call as a success)."""
+    p1 = await backends(sse_app("v1", events=10, interval=0.01, die_after=2))
+    cfg = write_config(tmp_path, two_versions(p1, p1, 100, 0), extra=telemetry(collector.url))
+    async with running_gateway(cfg) as g:
+        async with session.get(g.url + INFER) as r:
+            assert r.status == 200
+            with contextlib.suppress(ClientPayloadError):
+                await r.read()
+        await wait_until(lambda: len(collector.spans) >= 2, 10, what="both spans")
+    (server,) = collector.server_spans()
+    assert server.attributes["error.type"] == "upstream_failed" and server.status == 2
+    (attempt,) = collector.children(server)
+    assert attempt.kind == "CLIENT"
+    assert attempt.attributes.get("error.type") == "upstream_failed"
+    assert attempt.status == 2

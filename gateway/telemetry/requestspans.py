@@ -160,6 +160,10 @@ class _Request:
         self.attrs["error.type"] = kind
         self.state = Status(StatusCode.ERROR, f"the stream was cut: {kind}")
         self.event("killgate.stream_cut", {"killgate.cause": kind})
+        # the exchange with the backend was cut too (it died, a kill or the drain cut it),
+        # unless the client was the one too slow
+        if self._attempt is not None and kind != "client_timeout":
+            self._attempt.failed(kind)
 
     def finish(self, answered: bool) -> None:
         if self.ended:
