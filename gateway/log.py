@@ -53,6 +53,17 @@ def _exception(formatter: logging.Formatter, record: logging.LogRecord) -> str:
     return redact.message(formatter.formatException(record.exc_info))  # type: ignore[arg-type]
 
 
+# C0 controls but the newline, and DEL, as escapes (a plain str.translate: no codec)
+_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(32), 127) if c != 10}
+
+
+def _indented(text: str) -> str:
+    """A traceback under a text line: every line indented, control characters escaped, so
+    that what an exception's message carries (a client's bytes, say) can neither start a
+    line that reads as a record of its own nor move a terminal's cursor or colours."""
+    return "\n".join("  " + ln for ln in text.translate(_CONTROLS).split("\n"))
+
+
 def event(logger: logging.Logger, name: str, level: int = logging.INFO, *,
           exc: BaseException | None = None, **fields: Any) -> None:
     """One structured line; `exc` adds its traceback (for failures nobody expected)."""
@@ -85,7 +96,7 @@ class _TextFormatter(logging.Formatter):
         if kv:
             line += " " + kv
         if record.exc_info:
-            line += "\n" + _exception(self, record)
+            line += "\n" + _indented(_exception(self, record))
         return line
 
 
