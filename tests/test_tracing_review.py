@@ -154,5 +154,22 @@ async def test_a_backend_dying_mid_stream_shows_on_its_client_span(
     assert server.attributes["error.type"] == "upstream_failed" and server.status == 2
     (attempt,) = collector.children(server)
     assert attempt.kind == "CLIENT"
+    assert attempt.attributes["url.full"] == f"http://127.0.0.1:{p1}{INFER}"
     assert attempt.attributes.get("error.type") == "upstream_failed"
     assert attempt.status == 2
+
+
+async def test_url_full_is_the_backends_url_with_the_path_and_without_the_query(
+        tmp_path: Path, backends, session: ClientSession, collector: Collector) -> None:
+    p1 = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p1, p1, 100, 0).replace(
+        f"http://127.0.0.1:{p1}", f"http://127.0.0.1:{p1}/base"), extra=telemetry(collector.url))
+    async with running_gateway(cfg) as g:
+        async with session.get(g.url + INFER + "?api_key=Q-S3CRET") as r:
+            assert r.status == 200
+            assert (await r.json())["path"] == "/base" + INFER + "?api_key=Q-S3CRET"
+        await wait_until(lambda: len(collector.spans) >= 2, 10, what="both spans")
+    (server,) = collector.server_spans()
+    (attempt,) = collector.children(server)
+    assert attempt.attributes["url.full"] == f"http://127.0.0.1:{p1}/base{INFER}"
+    assert server.attributes["url.path"] == INFER

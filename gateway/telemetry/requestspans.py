@@ -115,7 +115,11 @@ class _Request:
             self._attempt.end()
         self._attempts += 1
         m = method_name(method)
-        attrs: dict[str, Any] = {"http.request.method": m, "url.full": url,
+        # the backend's URL (a version's url may carry a path) and the request's path, as
+        # forwarded: never its query
+        path = self.attrs.get("url.path", "")
+        full = url + path if path[:1] == "/" else url
+        attrs: dict[str, Any] = {"http.request.method": m, "url.full": full,
                                  "killgate.route": route, "killgate.version": version,
                                  "killgate.attempt": self._attempts}
         if self._attempts > 1:
