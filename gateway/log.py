@@ -91,7 +91,10 @@ class _TextFormatter(logging.Formatter):
         fields = redact.tree(getattr(record, _FIELDS, {}))
         kv = " ".join(f"{k}={json.dumps(v, default=str, ensure_ascii=True)}" for k, v in fields.items())
         ts = time.strftime("%H:%M:%S", time.localtime(record.created))
-        line = f"{ts} {record.levelname.lower():7s} {record.name}: {_message(record)}"
+        # (control characters other libraries' text carries, a collector's reason phrase
+        # say, escaped: the newline is the line below's)
+        message = _message(record).translate(_CONTROLS)
+        line = f"{ts} {record.levelname.lower():7s} {record.name}: {message}"
         line = line.encode("unicode_escape").decode("ascii") if "\n" in line else line
         if kv:
             line += " " + kv

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from aiohttp import ClientPayloadError, ClientSession
 
-from tests.backends import echo_app, sse_app
+from tests.backends import RawBackend, echo_app, sse_app
 from tests.conftest import free_port, running_gateway, two_versions, wait_until, write_config
 from tests.otlp_collector import Collector
 from tests.rawhttp import exchange
@@ -173,3 +173,33 @@ async def test_url_full_is_the_backends_url_with_the_path_and_without_the_query(
     (attempt,) = collector.children(server)
     assert attempt.attributes["url.full"] == f"http://127.0.0.1:{p1}/base{INFER}"
     assert server.attributes["url.path"] == INFER
+
+
+async def test_a_collectors_reason_phrase_cannot_drive_the_operators_terminal(
+        tmp_path: Path, backends, gateway_procs) -> None:
+    """The OTLP exporter logs the collector's reason phrase; a garbage-answering collector
+    (or anything on a plaintext path to it) puts ESC and CR there: the text log shows them
+    escaped, never raw (they would recolour, clear or overwrite the operator's screen)."""
+    garbage = RawBackend(b"HTTP/1.1 400 \x1b[2J\x1b[31mgone\rX\r\ncontent-length: 0\r\n\r\n",
+                         close=False)
+    port = await garbage.start()
+    try:
+        p1 = await backends(echo_app("v1"))
+        data = free_port()
+        cfg = write_config(tmp_path, two_versions(p1, p1, 100, 0), listen=f"127.0.0.1:{data}",
+                           admin=f"127.0.0.1:{free_port()}", extra="log: {format: text}\n")
+        gw = gateway_procs(cfg, env={
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": f"http://127.0.0.1:{port}/v1/traces",
+            "OTEL_TRACES_SAMPLER": "always_on", "OTEL_METRICS_EXPORTER": "none"})
+        await asyncio.get_running_loop().run_in_executor(None, gw.wait_ready)
+        status, _, _ = await exchange(data, b"GET " + INFER.encode() + b" HTTP/1.1\r\n"
+                                      b"host: a\r\n\r\n")
+        assert status == 200
+        await wait_until(lambda: "Failed to export" in gw.output(), 15,
+                         what="the exporter's failure line")
+        gw.stop()
+    finally:
+        await garbage.stop()
+    out = gw.log.read_bytes()
+    assert b"\x1b" not in out and b"\r" not in out, out[-600:]
+    assert b"\\x1b[31mgone" in out
