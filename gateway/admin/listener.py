@@ -9,7 +9,10 @@ login:
 * a request head may hold `MAX_HEAD_BYTES` in all, each line `MAX_FIELD_SIZE` and at
   most `MAX_HEADERS` fields: beyond, a 431 (414 for the request line) and the connection
   is closed. Nothing past the cap is buffered, so a held connection costs a bounded amount;
-* beyond `max_connections` open connections, a new one is closed as soon as accepted;
+* beyond `max_connections` open connections, the longest-open connection with no request
+  in progress is closed to make room for a new one (a new one is closed as soon as
+  accepted only when every connection has a request in progress), so that connections
+  held without a token cannot lock an operator out;
 * parse errors are answered in the API's JSON error shape and logged at debug level
   (a flood of garbage must not flood the log).
 Relies on aiohttp's RequestHandler internals (`_request_count`, `_messages`,
@@ -71,9 +74,18 @@ class _AdminProtocol(RequestHandler):
         self._kg_deadline: asyncio.TimerHandle | None = None
         if self._kg_server.open_connections() > self._kg_limits.max_connections:
             self._kg_limits.on_refused("connections")
-            cast(asyncio.Transport, transport).abort()  # over the cap: refuse fast
-            return
+            # over the cap: the longest-open idle connection makes room, else refuse fast
+            if not self._kg_server.make_room(self):
+                cast(asyncio.Transport, transport).abort()
+                return
         self._kg_arm()
+
+    def _kg_idle(self) -> bool:
+        """Whether closing this connection loses nothing: it is open, and no request is
+        in progress or queued on it (idle keep-alive, or a head still arriving)."""
+        transport = self.transport
+        return (transport is not None and not transport.is_closing()
+                and not self._request_in_progress and not self._messages)
 
     def log_exception(self, *args: Any, **kw: Any) -> None:
         if isinstance(kw.get("exc_info"), web.RequestPayloadError):
@@ -182,6 +194,20 @@ class _AdminServer(web.Server):
 
     def open_connections(self) -> int:
         return len(self._connections)
+
+    def make_room(self, newcomer: _AdminProtocol) -> bool:
+        """Close the longest-open idle connection (see `_kg_idle`) for `newcomer`; False
+        when every other one has a request in progress. Anyone can hold every slot
+        without a token (idle until the header deadline, or kept alive by a /healthz):
+        refusing newcomers then locked operators out of the kill switch, while a
+        newcomer sends its head at once and so is the last an attacker's new
+        connections would reach."""
+        for conn in self._connections:
+            if conn is not newcomer and isinstance(conn, _AdminProtocol) and conn._kg_idle():
+                conn._kg_disarm()
+                cast(asyncio.Transport, conn.transport).abort()
+                return True
+        return False
 
     def __call__(self) -> RequestHandler:
         proto = _AdminProtocol(self, loop=self._loop, **self._kwargs)
