@@ -139,12 +139,21 @@ async def test_deadlines_for_first_and_keep_alive_heads(tmp_path: Path, backends
 
 
 async def test_connections_beyond_the_cap_are_closed_at_once(tmp_path: Path, backends) -> None:
+    """When every connection has a request in progress (idle ones make room instead:
+    tests/test_admin_slots.py)."""
     p = await backends(echo_app("v1"))
     cfg = write_config(tmp_path, two_versions(p, p))
     cfg.write_text(cfg.read_text().replace("  auth:\n", "  max_connections: 20\n  auth:\n", 1))
     async with running_gateway(cfg) as g:
         port = g.gw.admin_addr[1]
         held = [await asyncio.open_connection("127.0.0.1", port) for _ in range(20)]
+        for _, w in held:  # a write whose body has not come yet: in progress
+            w.write(b"POST /v1/kill HTTP/1.1\r\nHost: localhost\r\nAuthorization: "
+                    + TOKEN["Authorization"].encode() + b"\r\nContent-Type: application/json"
+                    b"\r\nContent-Length: 100\r\n\r\n")
+        server = g.gw._admin_runner.server
+        await wait_until(lambda: all(c._request_in_progress for c in server._connections), 5,
+                         what="every held connection to have a request in progress")
         extra = [await asyncio.open_connection("127.0.0.1", port) for _ in range(5)]
         for r, _ in extra:  # refused: closed with nothing said, long before any deadline
             assert await asyncio.wait_for(r.read(), 2) == b""

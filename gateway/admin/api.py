@@ -73,6 +73,7 @@ class AdminApi:
         self.readiness = readiness
         self.counters = counters
         self.metrics_page = metrics_page
+        self._openapi: tuple[object, bytes] | None = None  # (the config, its document)
         self.alerts = alerts
         self.denied = DeniedLog(self._append_audit, counters)
         self.callers = Callers(current, counters, self.denied)  # who calls, refused calls
@@ -133,10 +134,15 @@ class AdminApi:
         return web.Response(body=body, headers={"content-type": ctype})  # (+ ANSWER_HEADERS)
 
     async def openapi(self, request: web.Request) -> web.Response:
+        # built once per config (frozen, swapped whole on reload): anyone can ask for it,
+        # and building it cost ~15 health checks of the loop the data plane runs on
         cfg = self.current.loaded.config
-        return web.json_response(openapi.document(
-            [r.name for r in cfg.routes],
-            sorted({v.name for r in cfg.routes for v in r.versions})))
+        built = self._openapi
+        if built is None or built[0] is not cfg:
+            built = self._openapi = (cfg, json.dumps(openapi.document(
+                [r.name for r in cfg.routes],
+                sorted({v.name for r in cfg.routes for v in r.versions}))).encode())
+        return web.Response(body=built[1], content_type="application/json")
 
     # ------------------------------------------------------------------ reads
 
