@@ -9,7 +9,8 @@ mode, record what it would have done — and wait once per notification for the 
 receipt of its last change (logged, and in the answer). A resolved
 alert never lifts anything. Bad payloads raise ApiError(400) before anything changes.
 A claim is held briefly until its action is done (a receiver that dies meanwhile blocks
-nobody for long), then for the dedupe window; new episodes are rate-bounded per instance
+nobody for long; one a failed request of this process left is taken over), then for the
+dedupe window; new episodes are rate-bounded per instance
 (what they leave in the store and the audit trail stays bounded), the rest deferred with
 a 503 that Alertmanager retries.
 """
@@ -19,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,7 +31,7 @@ from gateway.config_telemetry import AlertmanagerConfig
 from gateway.domain import alerting
 from gateway.domain.alerting import Alert, BadPayload, Intent, Notification
 from gateway.domain.audit import AuditDraft, clean_text, utc_now
-from gateway.domain.statedoc import Change, StateDoc, apply_change, kill_key
+from gateway.domain.statedoc import Change, StateDoc, apply_change
 from gateway.errors import ApiError, DomainError, StateError
 from gateway.log import event
 from gateway.telemetry.metrics import Metrics
@@ -103,6 +105,8 @@ class AlertReceiver:
         self.metrics = metrics
         self.pending = PENDING
         self.budget = Budget(NEW_BURST, NEW_PER_HOUR)
+        self._owner = secrets.token_hex(8)  # names this process in its claims
+        self._applying: set[str] = set()  # episodes a request of this process applies now
 
     @property
     def settings(self) -> AlertmanagerConfig | None:
@@ -181,9 +185,32 @@ class AlertReceiver:
                   alertname=entry["alertname"], outcome=want.outcome, why=want.message)
             return entry
         key = _episode(alert, cfg.mode)
-        claim = {"time": utc_now(), "receiver": note.receiver}
-        earlier = await self.claims.idem_claim(key, {**claim, "state": "pending"},
-                                               min(self.pending, cfg.dedupe_window))
+        if key in self._applying:
+            entry.update(outcome="deferred", message="this firing alert is being applied by "
+                         "another request: not acted on here; Alertmanager's retry will find "
+                         "it done, or act")
+            return entry
+        self._applying.add(key)
+        try:
+            return await self._claimed(note, alert, want, cfg, config, call, entry, key)
+        finally:
+            self._applying.discard(key)
+
+    async def _claimed(self, note: Notification, alert: Alert, want: Intent,
+                       cfg: AlertmanagerConfig, config: Config, call: Call,
+                       entry: dict[str, Any], key: str) -> dict[str, Any]:
+        """`_one` for an episode no other request of this process is applying."""
+        dry = cfg.mode == "observe"
+        claim = {"time": utc_now(), "receiver": note.receiver, "owner": self._owner}
+        ttl = min(self.pending, cfg.dedupe_window)
+        earlier = await self.claims.idem_claim(key, {**claim, "state": "pending"}, ttl)
+        if earlier is not None and earlier.get("state") == "pending" \
+                and earlier.get("owner") == self._owner:
+            # this process's claim, and none of its requests applies it (`_applying`): one
+            # that failed left it (a store that timed out took the claim late, or could not
+            # release it). Nobody acts on it: taken over, not waited out for `pending`
+            await self.claims.idem_set(key, {**claim, "state": "pending"}, ttl)
+            earlier = None
         if earlier is not None and earlier.get("state") == "pending":
             # claimed, not applied (yet): its request may still fail, or its instance be
             # dying. A 200 here would end Alertmanager's retries until repeat_interval.
@@ -201,7 +228,7 @@ class AlertReceiver:
                          "instance: not acted on yet (Alertmanager's retry will)")
             return entry
         actor = "alertmanager/" + clean_text(note.receiver, 128)
-        reason = _reason(alert)
+        reason = alerting.reason(alert)
         change = _change(want, config, actor, reason)
         evidence = {"alert": {"fingerprint": alert.fingerprint, "status": alert.status,
                               "startsAt": alert.starts_at, "labels": alert.labels,
@@ -234,7 +261,7 @@ class AlertReceiver:
                    reason: str, evidence: dict[str, Any], call: Call) -> dict[str, Any]:
         def describe(cur: StateDoc, new: StateDoc) -> AuditDraft:
             return AuditDraft(actor, want.action, want.target or {}, reason,
-                              _what(cur, want), _what(new, want), call.request_id,
+                              alerting.touched(cur, want), alerting.touched(new, want), call.request_id,
                               call.peer, extra={"evidence": evidence},
                               trace_id=call.trace_id)
 
@@ -258,7 +285,7 @@ class AlertReceiver:
         new = apply_change(cur, ch) if ch is not None else cur
         draft = AuditDraft(actor, f"alert.observe.{want.action}", want.target or {},
                            f"observe mode, nothing changed; would have: {want.message} "
-                           f"({reason})", _what(cur, want), _what(new, want),
+                           f"({reason})", alerting.touched(cur, want), alerting.touched(new, want),
                            call.request_id, call.peer,
                            extra={"evidence": evidence, "would_change": would},
                            trace_id=call.trace_id)
@@ -282,12 +309,6 @@ def _episode(alert: Alert, mode: str) -> str:
     return "alert:" + hashlib.sha256(raw.encode()).hexdigest()
 
 
-def _reason(alert: Alert) -> str:
-    name = alert.labels.get("alertname", "unnamed alert")
-    text = alert.annotations.get("summary") or alert.annotations.get("description") or ""
-    return clean_text(f"alert {name} firing" + (f": {text}" if text else ""), 1024)
-
-
 def _change(want: Intent, config: Config, actor: str, reason: str) -> ChangeFn:
     assert want.route is not None
     route, version = want.route, want.version
@@ -301,15 +322,3 @@ def _change(want: Intent, config: Config, actor: str, reason: str) -> ChangeFn:
     def rollback(cur: StateDoc) -> Change | None:
         return alerting.rollback(cur, rc, version, actor, reason, utc_now())
     return rollback
-
-
-def _what(doc: StateDoc, want: Intent) -> dict[str, Any] | None:
-    """The part of the state an alert's action touches, for the audit event."""
-    assert want.route is not None
-    if want.action == "kill":
-        flag = doc.kills.get(kill_key("version" if want.version else "route", want.route,
-                                      want.version))
-        return flag.public() if flag is not None else None
-    ov = doc.overrides.get(want.route)
-    return None if ov is None else {"stable": ov.stable, "weights": dict(ov.weights),
-                                    "kind": ov.kind}
