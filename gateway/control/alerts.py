@@ -180,8 +180,9 @@ class AlertReceiver:
                                  "action": want.action, "target": want.target,
                                  "generation": None, "dry_run": dry, "outcome": want.outcome,
                                  "message": want.message}
-        if want.action == "none":
-            event(log, "alert_ignored", receiver=note.receiver, fingerprint=alert.fingerprint,
+        if want.action == "none":  # "unmapped": it asked for an action and gets none
+            event(log, "alert_ignored", logging.WARNING if want.outcome == "unmapped" else
+                  logging.INFO, receiver=note.receiver, fingerprint=alert.fingerprint,
                   alertname=entry["alertname"], outcome=want.outcome, why=want.message)
             return entry
         key = _episode(alert, cfg.mode)

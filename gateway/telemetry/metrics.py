@@ -209,7 +209,9 @@ INITIAL: dict[str, tuple[tuple[str, ...], tuple[tuple[str, ...], ...]]] = {
                        "stats", "audit", "snapshot"))),
     "killgate_fail_closed": ((), ((),)),
     "killgate_state_stale": ((), ((),)),
-    "killgate_alertmanager_alerts_total": (("outcome",), (("truncated",),)),
+    # (the outcomes the shipped alerts watch: KillgateAlertsNotDelivered, ...NotActed)
+    "killgate_alertmanager_alerts_total": (("outcome",), (("truncated",), ("unmapped",),
+                                                          ("refused",))),
 }
 
 
