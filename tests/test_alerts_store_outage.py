@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -54,3 +55,48 @@ async def test_a_claim_left_by_a_timed_out_request_does_not_hold_off_the_retry(
         assert await _versions(session, g.url) == {"v1"}
         status, answer = await _post(session, g.admin, firing)
         assert status == 200 and answer["actions"][0]["outcome"] == "duplicate", answer
+
+
+class _StoreDiesAtSecondClaim:
+    """The receiver's claims, with the real redis-server killed just before the second
+    alert of a notification is claimed (the first one already acted)."""
+
+    def __init__(self, inner: Any, redis: RedisServer) -> None:
+        self.inner, self.redis, self.calls = inner, redis, 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def idem_claim(self, *a: Any) -> Any:
+        self.calls += 1
+        if self.calls == 2:
+            self.redis.kill()
+        return await self.inner.idem_claim(*a)
+
+
+@pytest.mark.timeout(60)
+async def test_a_store_lost_mid_notification_does_not_say_nothing_changed(
+        tmp_path: Path, backends, session, redis_server: RedisServer, fwd: Forwarder) -> None:
+    """Before: the answer to a notification whose second alert met a dead store said "the
+    state store cannot be reached, nothing was changed", though its first alert had killed
+    v2: whoever read Alertmanager's log took the canary for alive."""
+    p1, p2 = await backends(echo_app("v1")), await backends(echo_app("v2"))
+    cfg = write_config(tmp_path, two_versions(p1, p2, 50, 50),
+                       state=redis_state_via(fwd, tmp_path, "kgao"),
+                       extra="alerts:\n  alertmanager: {}\n")
+    body = payload(killgate_action="kill", route="iris", version="v2")
+    first = body["alerts"][0]
+    body["alerts"] = [first, {**first, "fingerprint": "0000000000000002",
+                              "labels": {**first["labels"], "version": "v1"}},
+                      {**first, "fingerprint": "0000000000000003"}]
+    async with running_gateway(cfg) as g:
+        rx = g.gw.alert_receiver
+        rx.claims = _StoreDiesAtSecondClaim(rx.claims, redis_server)
+        status, answer = await _post(session, g.admin, body)
+        assert status == 503 and answer["error"]["type"] == "state_store_unavailable", answer
+        message = answer["error"]["message"]
+        assert "nothing was changed" not in message, message
+        assert "1 alert(s) of this notification acted on before it are in force" in message
+        assert "the 1 after it were not acted on" in message
+        assert await _versions(session, g.url) == {"v1"}  # (the first one's kill holds)
+        redis_server.start()

@@ -32,7 +32,7 @@ from gateway.domain import alerting
 from gateway.domain.alerting import Alert, BadPayload, Intent, Notification
 from gateway.domain.audit import AuditDraft, clean_text, utc_now
 from gateway.domain.statedoc import Change, StateDoc, apply_change
-from gateway.errors import ApiError, DomainError, StateError
+from gateway.errors import ApiError, DomainError, StateError, StoreOutcomeUnknown, StoreUnavailable
 from gateway.log import event
 from gateway.telemetry.metrics import Metrics
 from gateway.tokenbucket import TokenBucket
@@ -137,10 +137,13 @@ class AlertReceiver:
                   group=note.group_key, why="Alertmanager's max_alerts left these alerts "
                   "out of the notification: raise it, or group by more labels")
         config = self.config()
-        actions = []
-        for alert in note.alerts:
+        actions: list[dict[str, Any]] = []
+        for i, alert in enumerate(note.alerts):
             want = alerting.intent(alert, cfg, config)
-            entry = await self._one(note, alert, want, cfg, config, call)
+            try:
+                entry = await self._one(note, alert, want, cfg, config, call)
+            except StoreUnavailable as exc:
+                raise _partly(exc, actions, len(note.alerts) - i - 1) from None
             self.metrics.inc("killgate_alertmanager_alerts_total", (entry["outcome"],),
                              label_names=("outcome",))
             actions.append(entry)
@@ -262,8 +265,8 @@ class AlertReceiver:
                    reason: str, evidence: dict[str, Any], call: Call) -> dict[str, Any]:
         def describe(cur: StateDoc, new: StateDoc) -> AuditDraft:
             return AuditDraft(actor, want.action, want.target or {}, reason,
-                              alerting.touched(cur, want), alerting.touched(new, want), call.request_id,
-                              call.peer, extra={"evidence": evidence},
+                              alerting.touched(cur, want), alerting.touched(new, want),
+                              call.request_id, call.peer, extra={"evidence": evidence},
                               trace_id=call.trace_id)
 
         new, ev = await self.writer.write(change, describe)
@@ -286,8 +289,8 @@ class AlertReceiver:
         new = apply_change(cur, ch) if ch is not None else cur
         draft = AuditDraft(actor, f"alert.observe.{want.action}", want.target or {},
                            f"observe mode, nothing changed; would have: {want.message} "
-                           f"({reason})", alerting.touched(cur, want), alerting.touched(new, want),
-                           call.request_id, call.peer,
+                           f"({reason})", alerting.touched(cur, want),
+                           alerting.touched(new, want), call.request_id, call.peer,
                            extra={"evidence": evidence, "would_change": would},
                            trace_id=call.trace_id)
         ev = await self.writer.append_audit(draft)
@@ -308,6 +311,18 @@ def _episode(alert: Alert, mode: str) -> str:
     """One firing episode of one alert (a later firing has a new startsAt), per mode."""
     raw = f"alertmanager\n{mode}\n{alert.fingerprint}\n{alert.starts_at}"
     return "alert:" + hashlib.sha256(raw.encode()).hexdigest()
+
+
+def _partly(exc: StoreUnavailable, actions: list[dict[str, Any]], after: int) -> Exception:
+    """The store went away at an alert: the answer must not say "nothing was changed"
+    when alerts before it in the notification were acted on."""
+    acted = sum(a["outcome"] == "acted" for a in actions)
+    if not acted or isinstance(exc, StoreOutcomeUnknown):
+        return exc
+    return ApiError(503, "state_store_unavailable", f"the state store cannot be reached "
+                    f"({exc}): the {acted} alert(s) of this notification acted on before it "
+                    f"are in force (a retry answers them `duplicate`); this one and the "
+                    f"{after} after it were not acted on")
 
 
 def _change(want: Intent, config: Config, actor: str, reason: str) -> ChangeFn:
