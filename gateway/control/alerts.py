@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from gateway import redact
 from gateway.config import Config
 from gateway.config_telemetry import AlertmanagerConfig
 from gateway.domain import alerting
@@ -232,14 +233,17 @@ class AlertReceiver:
                          "instance: not acted on yet (Alertmanager's retry will)")
             return entry
         actor = "alertmanager/" + clean_text(note.receiver, 128)
-        reason = alerting.reason(alert)
+        reason = redact.text(alerting.reason(alert))
         change = _change(want, config, actor, reason)
-        evidence = {"alert": {"fingerprint": alert.fingerprint, "status": alert.status,
-                              "startsAt": alert.starts_at, "labels": alert.labels,
-                              "annotations": alert.annotations,
-                              "generatorURL": alert.generator_url},
-                    "groupKey": note.group_key, "externalURL": note.external_url,
-                    "caller": call.caller}  # the token that posted it (its subject)
+        # redacted: the audit trail, its mirror and the outgoing events keep it for good,
+        # and a URL's userinfo or a ?token= in a runbook annotation is nobody's to read
+        evidence = redact.tree({"alert": {"fingerprint": alert.fingerprint,
+                                          "status": alert.status, "startsAt": alert.starts_at,
+                                          "labels": alert.labels,
+                                          "annotations": alert.annotations,
+                                          "generatorURL": alert.generator_url},
+                                "groupKey": note.group_key, "externalURL": note.external_url,
+                                "caller": call.caller})  # the token that posted it (subject)
         try:
             if dry:
                 done = await self._observe(entry, want, change, actor, reason, evidence, call)
