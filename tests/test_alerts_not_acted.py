@@ -50,3 +50,27 @@ async def test_an_alert_not_acted_on_is_counted_from_zero_and_logged_as_a_warnin
         assert status == 200 and answer["actions"][0]["outcome"] == "ignored", answer
         assert not [r for r in caplog.records if r.getMessage() == "alert_ignored"
                     and r.levelno >= logging.WARNING]
+
+
+async def test_notifications_refused_unread_are_counted_from_zero(
+        tmp_path: Path, backends, session) -> None:
+    """Before: Alertmanager posting with an expired token (its renewal cron broken) or a
+    token without killgate:alert had every notification refused, and with it every kill
+    monitoring asked for; killgate's only trace was a count of all admin auth failures,
+    watched by no shipped alert. KillgateAlertsRefused watches these (promtool test)."""
+    from tests.conftest import admin_token, bearer
+
+    cfg = await _gateway_cfg(tmp_path, backends)
+    firing = payload(killgate_action="kill", route="iris", version="v2")
+    async with running_gateway(cfg) as g:
+        start = await _outcomes(session, g.admin)
+        assert start.get("denied") == 0.0 and start.get("malformed") == 0.0, start
+        expired = admin_token("killgate:alert", "alertmanager", -3600)  # (past the leeway)
+        for headers, code in (({"Authorization": f"Bearer {expired}"}, 401),
+                              (bearer("killgate:read", "alertmanager"), 403)):
+            status, answer = await _post(session, g.admin, firing, headers)
+            assert status == code, answer
+        status, answer = await _post(session, g.admin, {"version": "4"})
+        assert status == 400, answer
+        outcomes = await _outcomes(session, g.admin)
+        assert outcomes["denied"] == 2.0 and outcomes["malformed"] == 1.0, outcomes
