@@ -64,13 +64,19 @@ async def test_notifications_refused_unread_are_counted_from_zero(
     firing = payload(killgate_action="kill", route="iris", version="v2")
     async with running_gateway(cfg) as g:
         start = await _outcomes(session, g.admin)
-        assert start.get("denied") == 0.0 and start.get("malformed") == 0.0, start
+        assert start.get("denied") == start.get("malformed") == start.get("too_large") == 0.0, start
         expired = admin_token("killgate:alert", "alertmanager", -3600)  # (past the leeway)
         for headers, code in (({"Authorization": f"Bearer {expired}"}, 401),
                               (bearer("killgate:read", "alertmanager"), 403)):
             status, answer = await _post(session, g.admin, firing, headers)
             assert status == code, answer
-        status, answer = await _post(session, g.admin, {"version": "4"})
-        assert status == 400, answer
+        for bad in ({"version": "4"}, "{not json"):
+            status, answer = await _post(session, g.admin, bad)
+            assert status == 400, answer
+        big = payload(killgate_action="kill", route="iris", version="v2")
+        big["alerts"][0]["annotations"]["description"] = "x" * 70_000
+        status, answer = await _post(session, g.admin, big)
+        assert status == 413, answer
         outcomes = await _outcomes(session, g.admin)
-        assert outcomes["denied"] == 2.0 and outcomes["malformed"] == 1.0, outcomes
+        assert (outcomes["denied"], outcomes["malformed"], outcomes["too_large"]) == \
+            (2.0, 2.0, 1.0), outcomes

@@ -270,7 +270,13 @@ class AdminApi:
             raise
         if self.alerts is None:
             raise ApiError(404, "not_found", "alerts are not configured")
-        body = await inputs.json_body(request, None)
+        try:
+            body = await inputs.json_body(request, None)
+        except (ApiError, web.HTTPRequestEntityTooLarge) as exc:  # refused unread, as above
+            self.counters.inc("killgate_alertmanager_alerts_total", (
+                "too_large" if isinstance(exc, web.HTTPRequestEntityTooLarge) else "malformed",),
+                label_names=("outcome",))
+            raise
         rid, peer = self.callers.meta(request)
         return web.json_response(await self.alerts.receive(
             body, rid, peer, request.get(TRACE_ID, ""), principal.subject))
