@@ -265,10 +265,24 @@ class AdminApi:
 
     async def alertmanager(self, request: web.Request) -> web.Response:
         """Alertmanager's webhook (control/alerts.py does the work)."""
-        principal = await self.callers.authorize(request, "killgate:alert")
+        try:
+            principal = await self.callers.authorize(request, "killgate:alert")
+        except ApiError:
+            # Alertmanager's token expired, or lacks the scope: no alert acts until that is
+            # fixed, and Alertmanager's log is the only other place that says so (the
+            # shipped KillgateAlertsRefused watches this count)
+            self.counters.inc("killgate_alertmanager_alerts_total", ("denied",),
+                              label_names=("outcome",))
+            raise
         if self.alerts is None:
             raise ApiError(404, "not_found", "alerts are not configured")
-        body = await inputs.json_body(request, None)
+        try:
+            body = await inputs.json_body(request, None)
+        except (ApiError, web.HTTPRequestEntityTooLarge) as exc:  # refused unread, as above
+            self.counters.inc("killgate_alertmanager_alerts_total", (
+                "too_large" if isinstance(exc, web.HTTPRequestEntityTooLarge) else "malformed",),
+                label_names=("outcome",))
+            raise
         rid, peer = self.callers.meta(request)
         return web.json_response(await self.alerts.receive(
             body, rid, peer, request.get(TRACE_ID, ""), principal.subject))

@@ -18,12 +18,13 @@ from typing import Any
 from gateway.config import Config, RouteConfig
 from gateway.config_telemetry import AlertmanagerConfig
 from gateway.domain import drills, kills, overrides
+from gateway.domain.audit import clean_text
 from gateway.domain.overrides import effective_stable
-from gateway.domain.statedoc import Change, StateDoc
+from gateway.domain.statedoc import Change, StateDoc, kill_key
 from gateway.errors import ConflictingState
 
 __all__ = ["Alert", "BadPayload", "Intent", "Notification", "intent", "kill", "parse",
-           "rollback"]
+           "reason", "rollback", "touched"]
 
 MAX_ALERTS = 1000
 MAX_LABELS = 64
@@ -240,3 +241,22 @@ def rollback(doc: StateDoc, rc: RouteConfig, bad: str | None, actor: str, reason
             not drills.holds_override(doc, rc.name):
         return None  # already rolled back to it (a drill's rollback is taken over)
     return overrides.rollback(doc, rc, to, actor, reason, now)
+
+
+def reason(alert: Alert) -> str:
+    """The audit reason of an alert's action: its name and summary."""
+    name = alert.labels.get("alertname", "unnamed alert")
+    text = alert.annotations.get("summary") or alert.annotations.get("description") or ""
+    return clean_text(f"alert {name} firing" + (f": {text}" if text else ""), 1024)
+
+
+def touched(doc: StateDoc, want: Intent) -> dict[str, Any] | None:
+    """The part of the state an alert's action touches, for the audit event."""
+    assert want.route is not None
+    if want.action == "kill":
+        flag = doc.kills.get(kill_key("version" if want.version else "route", want.route,
+                                      want.version))
+        return flag.public() if flag is not None else None
+    ov = doc.overrides.get(want.route)
+    return None if ov is None else {"stable": ov.stable, "weights": dict(ov.weights),
+                                    "kind": ov.kind}
