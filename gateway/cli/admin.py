@@ -18,6 +18,7 @@ from gateway.cli.approvals import add_approval_commands
 from gateway.cli.client import ClientError, api, common_options, run, table
 from gateway.cli.configtools import add_config_commands
 from gateway.cli.http import Shape
+from gateway.cli.statuswarn import instance_rows, store_warnings
 from gateway.cli.writes import add_write_commands
 from gateway.domain.audit import clean_text
 
@@ -60,6 +61,7 @@ def _status_text(st: dict[str, Any]) -> str:
                + (f"  RELOAD WAITING: {cfg['waiting']}" if cfg.get("waiting") else "")
                + (f"  RESTART REQUIRED for: {', '.join(map(str, cfg['restart_required']))}"
                   if cfg.get("restart_required") else ""))
+    out += store_warnings(st)
     # (escaped like the tables: a reload's error quotes the file, which a pull request
     # may have written, and the instance name comes from the fleet)
     out = [clean_text(line, 4096) for line in out]
@@ -76,13 +78,11 @@ def _status_text(st: dict[str, Any]) -> str:
                 f"version {k['route']}/{k['version']}" if k.get("version")
                 else f"route {k['route']}"
                 for k in gone) + ": these kills stop nothing until the name comes back")
-    instances = st.get("instances") or {}
-    if instances:
+    if st.get("instances"):
         out.append("\nINSTANCES")
-        rows = [["instance", "generation", "config", "heard"]]
-        rows += [[name, str(i.get("generation")), (i.get("config") or "")[:19],
-                  f"{i.get('seen_s_ago', 0):.1f}s ago"] for name, i in sorted(instances.items())]
-        out.append(table(rows))
+        out.append(table(instance_rows(st)))
+    elif store.get("connected") is False:
+        out.append("\nINSTANCES: unknown (this instance cannot reach the store)")
     out.append("\nROUTES")
     rows = [["route", "version", "config w", "effective w", "healthy", "killed", "stable"]]
     for name, r in (st.get("routes") or {}).items():

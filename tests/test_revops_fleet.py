@@ -1,0 +1,119 @@
+"""An incident on a fleet, driven only through the CLI, from a hostile review (revops):
+what `killgate status` and the other commands tell a tired operator. Each failed before
+its fix."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.backends import echo_app
+from tests.conftest import RedisServer, free_port, two_versions, wait_until, write_config
+from tests.faultproxy import Forwarder, redis_state_via
+from tests.test_cli import acli
+from tests.test_killswitch import token
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def _state(redis: RedisServer, tmp: Path, **opts: str) -> str:
+    lines = {"poll_interval": "100ms", "heartbeat_interval": "200ms", "command_timeout": "300ms",
+             **opts}
+    return (f"state:\n  backend: redis\n  url: redis://127.0.0.1:{redis.port}/0\n"
+            f"  prefix: revops\n  snapshot_path: {tmp}/snap.json\n"
+            f"  signing_key_env: KILLGATE_TEST_STATE_KEY\n"
+            + "".join(f"  {k}: {v}\n" for k, v in lines.items()))
+
+
+async def _serve(start, tmp: Path, routes: str, state: str):  # type: ignore[no-untyped-def]
+    await asyncio.to_thread(tmp.mkdir, parents=True, exist_ok=True)
+    cfg = write_config(tmp, routes, state=state, listen=f"127.0.0.1:{free_port()}",
+                       admin=f"127.0.0.1:{free_port()}")
+    gw = start(cfg)
+    await asyncio.to_thread(gw.wait_ready)
+    return gw
+
+
+async def _status(admin: str) -> subprocess.CompletedProcess[str]:
+    return await acli("status", "--admin", admin, env={"KILLGATE_TOKEN": token("killgate:admin")})
+
+
+async def test_status_names_a_stale_instance_and_one_behind(tmp_path: Path, backends,
+                                                            redis_server: RedisServer,
+                                                            gateway_procs) -> None:
+    """Instance B loses the store (its link is cut) while A takes a kill. `killgate status`
+    on B printed only `state 2345.6 ms old` among the numbers, never that B is stale and does
+    not enforce what the fleet does (`store.stale` in the JSON); on A, B's row showed an older
+    generation with nothing to say it had not applied the kill. Expected: STALE on B, and
+    BEHIND beside B on A."""
+    p = await backends(echo_app("v1"))
+    routes = two_versions(p, p)
+    fwd = Forwarder(redis_server.port)
+    await fwd.start()
+    try:
+        a = await _serve(gateway_procs, tmp_path / "a", routes,
+                         _state(redis_server, tmp_path / "a", instance_lease="30s",
+                                max_staleness="1s"))
+        b = await _serve(gateway_procs, tmp_path / "b", routes,
+                         redis_state_via(fwd, tmp_path / "b", "revops", heartbeat_interval="200ms",
+                                         command_timeout="300ms", instance_lease="30s",
+                                         max_staleness="1s"))
+        await wait_until(lambda: _has_two(a.admin), 15, 0.1, "both instances in the fleet")
+        fwd.point(free_port())  # B's store is gone: every connection dropped, none made
+        env = {"KILLGATE_TOKEN": token("killgate:admin")}
+        k = await acli("kill", "--route", "iris", "--version", "v2", "--reason", "INC-1",
+                       "--wait", "500ms", "--admin", a.admin, env=env)
+        assert k.returncode == 4 and "NOT YET" in k.stdout, (k.stdout, k.stderr)
+
+        async def stale_said() -> str | None:
+            res = await _status(b.admin)
+            return res.stdout if "STALE" in res.stdout else None
+
+        text = await wait_until(stale_said, 15, 0.2, "status on B to say STALE")
+        assert "may NOT be in force here" in text, text
+        res = await _status(a.admin)
+        rows = [ln for ln in res.stdout.splitlines() if ln.startswith(_name(b.output()))]
+        assert rows and "BEHIND" in rows[0], res.stdout
+    finally:
+        await fwd.close()
+
+
+def _name(log: str) -> str:
+    """The instance name a `killgate serve` log gives (its `phase config` line)."""
+    return log.split('instance="', 1)[1].split('"', 1)[0]
+
+
+async def _has_two(admin: str) -> bool:
+    res = await acli("status", "--json", "--admin", admin,
+                     env={"KILLGATE_TOKEN": token("killgate:admin")})
+    return res.returncode == 0 and len(json.loads(res.stdout).get("instances") or {}) == 2
+
+
+
+@pytest.mark.parametrize(("store", "routes", "said"), [
+    ({"synced": False, "from_snapshot": False},
+     {"iris": {"killed": "state_unknown", "stable": "v1", "versions": {}}},
+     "STATE UNKNOWN"),
+    ({"synced": False, "from_snapshot": True}, {}, "NOT SYNCED: enforcing the kills of its"),
+    ({"audit": {"trail_lost": {"time": "t"}}}, {}, "AUDIT TRAIL LOST"),
+    ({"audit": {"mirror": {"path": "m", "refused": {"problem": "re-sealed"}}}}, {},
+     "AUDIT MIRROR STOPPED (m): re-sealed"),
+    ({"verification": {"unverified_total": 2, "unverified": {"state": 2},
+                       "last_unverified": {"kind": "state", "problem": "bad mac"}}}, {},
+     "UNVERIFIED: 2 value(s)"),
+])
+def test_status_says_what_the_document_only_flags(store: dict[str, object],
+                                                  routes: dict[str, object], said: str) -> None:
+    """The JSON flags these (README: `/v1/status shows the routes killed: "state_unknown"`,
+    `store.audit.trail_lost`, `store.audit.mirror.refused`, `store.verification`); the text
+    of `killgate status` said none of them."""
+    from gateway.cli.admin import _status_text
+
+    st = {"instance": "gw-1", "generation": 3, "config": {"digest": "sha256:0"}, "kills": [],
+          "store": {"backend": "redis", "connected": True, **store}, "routes": routes}
+    text = _status_text(st)
+    assert said in text, text
