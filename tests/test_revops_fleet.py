@@ -117,3 +117,39 @@ def test_status_says_what_the_document_only_flags(store: dict[str, object],
           "store": {"backend": "redis", "connected": True, **store}, "routes": routes}
     text = _status_text(st)
     assert said in text, text
+
+
+async def test_status_lists_an_instance_cut_off_from_the_store(tmp_path: Path, backends,
+                                                               redis_server: RedisServer,
+                                                               gateway_procs) -> None:
+    """B is cut off from the store but serves on. Once its lease ran out, a kill through A
+    was "applied by 1/1 instance(s)" and `killgate status` on A listed A alone: nothing said
+    that B, still answering clients, had not applied it. Expected: B's row, SILENT."""
+    p = await backends(echo_app("v1"))
+    routes = two_versions(p, p)
+    fwd = Forwarder(redis_server.port)
+    await fwd.start()
+    try:
+        a = await _serve(gateway_procs, tmp_path / "a", routes,
+                         _state(redis_server, tmp_path / "a", instance_lease="1s"))
+        b = await _serve(gateway_procs, tmp_path / "b", routes,
+                         redis_state_via(fwd, tmp_path / "b", "revops", heartbeat_interval="200ms",
+                                         command_timeout="300ms", instance_lease="1s"))
+        await wait_until(lambda: _has_two(a.admin), 15, 0.1, "both instances in the fleet")
+        fwd.point(free_port())
+        await wait_until(lambda: _has_one(a.admin), 15, 0.1, "B's lease to run out")
+        env = {"KILLGATE_TOKEN": token("killgate:admin")}
+        k = await acli("kill", "--route", "iris", "--version", "v2", "--reason", "INC-2",
+                       "--admin", a.admin, env=env)
+        assert k.returncode == 0 and "applied by 1/1" in k.stdout, (k.stdout, k.stderr)
+        res = await _status(a.admin)
+        rows = [ln for ln in res.stdout.splitlines() if ln.startswith(_name(b.output()))]
+        assert rows and "SILENT" in rows[0], res.stdout
+    finally:
+        await fwd.close()
+
+
+async def _has_one(admin: str) -> bool:
+    res = await acli("status", "--json", "--admin", admin,
+                     env={"KILLGATE_TOKEN": token("killgate:admin")})
+    return res.returncode == 0 and len(json.loads(res.stdout).get("instances") or {}) == 1

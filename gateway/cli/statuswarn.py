@@ -61,9 +61,10 @@ def store_warnings(st: dict[str, Any]) -> list[str]:
     return out
 
 
-def instance_rows(st: dict[str, Any]) -> list[list[str]]:
+def instance_rows(st: dict[str, Any], silent: list[dict[str, Any]]) -> list[list[str]]:
     """The INSTANCES table (header first), each instance's generation compared with the one
-    this instance enforces: one behind it has not applied the newest change."""
+    this instance enforces: one behind it has not applied the newest change. `silent`:
+    rows of `GET /v1/fleet` not heard from within the lease (not counted in receipts)."""
     mine = st.get("generation")
     rows = [["instance", "generation", "config", "heard", ""]]
     for name, i in sorted((st.get("instances") or {}).items()):
@@ -76,4 +77,11 @@ def instance_rows(st: dict[str, Any]) -> list[list[str]]:
                 note = f"AHEAD of {st.get('instance')}"
         rows.append([name, str(gen), (i.get("config") or "")[:19],
                      f"{i.get('seen_s_ago', 0):.1f}s ago", note])
+    for r in silent:
+        ago = r.get("seen_s_ago")
+        rows.append([str(r.get("instance")), str(r.get("generation")),
+                     str(r.get("config") or "")[:19],
+                     f"{ago:.1f}s ago" if isinstance(ago, int | float) else "?",
+                     "SILENT: not counted in receipts; crashed, or cut off from the store and "
+                     "NOT enforcing changes made since (check it, or stop it)"])
     return rows
