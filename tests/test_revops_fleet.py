@@ -124,7 +124,8 @@ async def test_status_lists_an_instance_cut_off_from_the_store(tmp_path: Path, b
                                                                gateway_procs) -> None:
     """B is cut off from the store but serves on. Once its lease ran out, a kill through A
     was "applied by 1/1 instance(s)" and `killgate status` on A listed A alone: nothing said
-    that B, still answering clients, had not applied it. Expected: B's row, SILENT."""
+    that B, still answering clients, had not applied it. Expected: the kill warns naming B,
+    and status shows B's row, SILENT."""
     p = await backends(echo_app("v1"))
     routes = two_versions(p, p)
     fwd = Forwarder(redis_server.port)
@@ -142,6 +143,7 @@ async def test_status_lists_an_instance_cut_off_from_the_store(tmp_path: Path, b
         k = await acli("kill", "--route", "iris", "--version", "v2", "--reason", "INC-2",
                        "--admin", a.admin, env=env)
         assert k.returncode == 0 and "applied by 1/1" in k.stdout, (k.stdout, k.stderr)
+        assert "WARNING" in k.stderr and _name(b.output()) in k.stderr, k.stderr
         res = await _status(a.admin)
         rows = [ln for ln in res.stdout.splitlines() if ln.startswith(_name(b.output()))]
         assert rows and "SILENT" in rows[0], res.stdout

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from gateway.cli.approvals import add_approval_commands
-from gateway.cli.client import ClientError, api, common_options, raw_call, run, table
+from gateway.cli.client import ClientError, api, common_options, run, silent_instances, table
 from gateway.cli.configtools import add_config_commands
 from gateway.cli.http import Shape
 from gateway.cli.statuswarn import instance_rows, store_warnings
@@ -33,25 +33,9 @@ def _status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(st, indent=2))
         return 0
-    silent = _silent(args, st)
+    silent = silent_instances(args, set(st.get("instances") or {}))
     print(_rendered(lambda body: _status_text(body, silent), st))
     return 0
-
-
-def _silent(args: argparse.Namespace, st: dict[str, Any]) -> list[dict[str, Any]]:
-    """The instances the store still has a heartbeat of but has not heard from within the
-    lease (`GET /v1/fleet`): crashed, or cut off from the store while serving on; /v1/status
-    lists only live ones. Best effort: [] when the gateway cannot say."""
-    try:
-        answer = raw_call(args, "GET", "/v1/fleet")
-    except ClientError:
-        return []
-    rows = answer.body.get("instances") if answer.status == 200 else None
-    if not isinstance(rows, list):
-        return []
-    live = st.get("instances") or {}
-    return [r for r in rows if isinstance(r, dict) and r.get("live") is False
-            and not r.get("self") and r.get("instance") not in live]
 
 
 def _rendered(render: Callable[[dict[str, Any]], str], body: dict[str, Any]) -> str:
