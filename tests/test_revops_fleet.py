@@ -155,3 +155,21 @@ async def _has_one(admin: str) -> bool:
     res = await acli("status", "--json", "--admin", admin,
                      env={"KILLGATE_TOKEN": token("killgate:admin")})
     return res.returncode == 0 and len(json.loads(res.stdout).get("instances") or {}) == 1
+
+
+async def test_not_durable_says_what_to_do_when_no_replica_is_attached(
+        tmp_path: Path, backends, redis_server: RedisServer, gateway_procs) -> None:
+    """After a Sentinel failover the promoted replica has no replica of its own until the
+    old primary comes back. Every kill then answered 503 `not_durable` "... retry the same
+    call until it is confirmed", and a retry can never be: the operator retried in a loop.
+    Expected: the message says that no replica may be attached and what to check."""
+    p = await backends(echo_app("v1"))
+    gw = await _serve(gateway_procs, tmp_path / "a", two_versions(p, p),
+                      _state(redis_server, tmp_path / "a", min_replicas="1",
+                             replica_timeout="200ms"))
+    env = {"KILLGATE_TOKEN": token("killgate:admin")}
+    for _ in range(2):  # the retry the message asks for gets the same answer
+        k = await acli("kill", "--route", "iris", "--reason", "INC-3", "--admin", gw.admin,
+                       env=env)
+        assert k.returncode == 1 and "not_durable" in k.stderr, (k.stdout, k.stderr)
+    assert "INFO replication" in k.stderr and "replica(s) attached" in k.stderr, k.stderr
