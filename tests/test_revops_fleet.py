@@ -173,3 +173,32 @@ async def test_not_durable_says_what_to_do_when_no_replica_is_attached(
                        env=env)
         assert k.returncode == 1 and "not_durable" in k.stderr, (k.stdout, k.stderr)
     assert "INFO replication" in k.stderr and "replica(s) attached" in k.stderr, k.stderr
+
+
+async def test_json_errors_are_json_on_stdout(tmp_path: Path, backends) -> None:
+    """Runbook scripts parse `--json` output. On an error every command printed nothing on
+    stdout (the message on stderr only): `x=$(killgate --json unkill ...)` held no JSON,
+    whatever the failure. Expected: `{"error": {"message", "exit", and for an answer of the
+    API its "status" and "type"}}`, the message still on stderr, the exit code unchanged."""
+    from tests.conftest import running_gateway
+
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p))
+    async with running_gateway(cfg) as g:
+        env = {"KILLGATE_ADMIN_URL": g.admin, "KILLGATE_TOKEN": token("killgate:admin")}
+        cases = [
+            (["unkill", "--route", "iris", "--reason", "x"], 1, 409, "not_killed"),
+            (["kill", "--route", "nope", "--reason", "x"], 1, 404, "unknown_route"),
+            (["rollback", "iris", "--reason", "x"], 1, 409, "no_previous_stable"),
+            (["status", "--admin", f"http://127.0.0.1:{free_port()}"], 1, None, None),
+            (["diff", str(tmp_path / "missing.yaml")], 1, None, None),
+            (["drill", "kill", "--route", "nope", "--version", "v2"], 1, None, None),
+            (["drill", "run", str(tmp_path / "missing.yaml")], 2, None, None),
+        ]
+        for args, code, status, kind in cases:
+            res = await acli("--json", *args, env=env)
+            assert res.returncode == code, (args, res.stdout, res.stderr)
+            assert res.stderr.strip(), (args, res.stderr)
+            err = json.loads(res.stdout)["error"]
+            assert err["exit"] == code and err["message"], (args, err)
+            assert err.get("status") == status and err.get("type") == kind, (args, err)

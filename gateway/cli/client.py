@@ -178,13 +178,20 @@ def glass_option(p: argparse.ArgumentParser) -> None:
 
 
 def run(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """`fn` as a command: a ClientError is printed (when it says anything) as its exit code."""
+    """`fn` as a command: a ClientError is printed (when it says anything) as its exit code;
+    with --json also on standard output, as `{"error": {...}}`, so a script reading it gets
+    JSON on every path."""
     def wrapped(args: argparse.Namespace) -> int:
         try:
             return int(fn(args))
         except ClientError as exc:
             if str(exc):
                 print(f"killgate: {exc}", file=sys.stderr)
+                if getattr(args, "json", False):
+                    err: dict[str, Any] = {"message": str(exc), "exit": exc.code}
+                    if exc.status is not None:
+                        err.update(status=exc.status, type=exc.kind)
+                    print(json.dumps({"error": err}, indent=2))
             return exc.code
 
     return wrapped
