@@ -202,3 +202,14 @@ async def test_json_errors_are_json_on_stdout(tmp_path: Path, backends) -> None:
             err = json.loads(res.stdout)["error"]
             assert err["exit"] == code and err["message"], (args, err)
             assert err.get("status") == status and err.get("type") == kind, (args, err)
+
+
+def test_the_instance_that_answered_is_never_behind_itself() -> None:
+    """Its own heartbeat acks a change a moment after applying it (ACK_AFTER): a status read
+    in between showed the instance that answered as BEHIND itself."""
+    from gateway.cli.statuswarn import instance_rows
+
+    st = {"instance": "a", "generation": 5,
+          "instances": {"a": {"generation": 4}, "b": {"generation": 4}}}
+    rows = {r[0]: r[-1] for r in instance_rows(st, [])[1:]}
+    assert rows["a"] == "" and rows["b"].startswith("BEHIND"), rows

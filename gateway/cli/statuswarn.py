@@ -70,10 +70,12 @@ def instance_rows(st: dict[str, Any], silent: list[dict[str, Any]]) -> list[list
     for name, i in sorted((st.get("instances") or {}).items()):
         gen = i.get("generation")
         note = ""
-        if isinstance(gen, int) and isinstance(mine, int):
+        if isinstance(gen, int) and isinstance(mine, int) and name != st.get("instance"):
+            # (not the instance that answered: what it enforces is `mine`; its own
+            # heartbeat follows each change a moment later)
             if gen < mine:
                 note = f"BEHIND: has not applied generation {mine}"
-            elif gen > mine and name != st.get("instance"):
+            elif gen > mine:
                 note = f"AHEAD of {st.get('instance')}"
         rows.append([name, str(gen), (i.get("config") or "")[:19],
                      f"{i.get('seen_s_ago', 0):.1f}s ago", note])
