@@ -213,3 +213,34 @@ def test_the_instance_that_answered_is_never_behind_itself() -> None:
           "instances": {"a": {"generation": 4}, "b": {"generation": 4}}}
     rows = {r[0]: r[-1] for r in instance_rows(st, [])[1:]}
     assert rows["a"] == "" and rows["b"].startswith("BEHIND"), rows
+
+
+async def test_a_frozen_master_is_named_in_the_error(tmp_path: Path) -> None:
+    """The master the sentinels name is frozen (SIGSTOP; sentinels have not failed over
+    yet). A kill answered 503 `state_store_unavailable` "... no sentinel named a master:
+    127.0.0.1:PORT: " — the sentinels had named one, and why it failed was empty (a
+    timeout's text). Expected: that the named node did not answer, and that it timed out."""
+    import signal
+
+    from gateway.state.resp import connect, parse_endpoint
+    from tests.redisha import RedisNode
+
+    master = RedisNode(tmp_path, "master")
+    sentinel = RedisNode(tmp_path, "sentinel", sentinel=True)
+    try:
+        master.start()
+        sentinel.start(f"sentinel monitor kgfrozen 127.0.0.1 {master.port} 1\n"
+                       "sentinel down-after-milliseconds kgfrozen 600000\n")
+        assert master.proc is not None
+        master.proc.send_signal(signal.SIGSTOP)
+        url = f"redis+sentinel://127.0.0.1:{sentinel.port}/kgfrozen/0"
+        with pytest.raises(ConnectionError) as got:
+            await asyncio.wait_for(connect(parse_endpoint(url), 0.3), 10)
+        msg = str(got.value)
+        assert "no sentinel named a master" not in msg and "answered as the master" in msg, msg
+        assert f"127.0.0.1:{master.port}: TimeoutError" in msg, msg
+    finally:
+        if master.proc is not None:
+            master.proc.send_signal(signal.SIGCONT)
+        master.stop()
+        sentinel.stop()
