@@ -117,7 +117,10 @@ class NotDurable(StateError):
         super().__init__(
             f"generation {generation} is in force, but {confirmed} of the {required} required "
             f"redis replicas confirmed it within {timeout * 1000:g} ms, so a failover now could "
-            "lose it; retry the same call (it is idempotent) until it is confirmed")
+            "lose it; retry the same call (it is idempotent) until it is confirmed. If retries "
+            f"keep failing, the redis primary has fewer than {required} replica(s) attached "
+            "(after a failover: until a replica rejoins it): check `INFO replication` "
+            "(connected_slaves) on it and bring a replica back")
 
 
 class AuditError(KillgateError):

@@ -15,9 +15,10 @@ from collections.abc import Callable
 from typing import Any
 
 from gateway.cli.approvals import add_approval_commands
-from gateway.cli.client import ClientError, api, common_options, run, table
+from gateway.cli.client import ClientError, api, common_options, run, silent_instances, table
 from gateway.cli.configtools import add_config_commands
 from gateway.cli.http import Shape
+from gateway.cli.statuswarn import instance_rows, store_warnings
 from gateway.cli.writes import add_write_commands
 from gateway.domain.audit import clean_text
 
@@ -32,7 +33,8 @@ def _status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(st, indent=2))
         return 0
-    print(_rendered(_status_text, st))
+    silent = silent_instances(args, set(st.get("instances") or {}))
+    print(_rendered(lambda body: _status_text(body, silent), st))
     return 0
 
 
@@ -46,7 +48,7 @@ def _rendered(render: Callable[[dict[str, Any]], str], body: dict[str, Any]) -> 
                           f"{str(exc)[:80]})") from None
 
 
-def _status_text(st: dict[str, Any]) -> str:
+def _status_text(st: dict[str, Any], silent: list[dict[str, Any]] | None = None) -> str:
     out: list[str] = []
     store = st.get("store") or {}
     cfg = st.get("config") or {}
@@ -62,6 +64,7 @@ def _status_text(st: dict[str, Any]) -> str:
                + (f"  RELOAD WAITING: {cfg['waiting']}" if cfg.get("waiting") else "")
                + (f"  RESTART REQUIRED for: {', '.join(map(str, cfg['restart_required']))}"
                   if cfg.get("restart_required") else ""))
+    out += store_warnings(st)
     # (escaped like the tables: a reload's error quotes the file, which a pull request
     # may have written, and the instance name comes from the fleet)
     out = [clean_text(line, 4096) for line in out]
@@ -78,13 +81,11 @@ def _status_text(st: dict[str, Any]) -> str:
                 f"version {k['route']}/{k['version']}" if k.get("version")
                 else f"route {k['route']}"
                 for k in gone) + ": these kills stop nothing until the name comes back")
-    instances = st.get("instances") or {}
-    if instances:
+    if st.get("instances") or silent:
         out.append("\nINSTANCES")
-        rows = [["instance", "generation", "config", "heard"]]
-        rows += [[name, str(i.get("generation")), (i.get("config") or "")[:19],
-                  f"{i.get('seen_s_ago', 0):.1f}s ago"] for name, i in sorted(instances.items())]
-        out.append(table(rows))
+        out.append(table(instance_rows(st, silent or [])))
+    elif store.get("connected") is False:
+        out.append("\nINSTANCES: unknown (this instance cannot reach the store)")
     out.append("\nROUTES")
     rows = [["route", "version", "config w", "effective w", "healthy", "killed", "stable"]]
     for name, r in (st.get("routes") or {}).items():

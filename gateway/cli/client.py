@@ -30,7 +30,7 @@ from gateway.config_types import parse_duration
 from gateway.domain.audit import clean_text
 
 __all__ = ["DEFAULT_ADMIN", "ClientError", "api", "common_options", "glass", "glass_option",
-           "quote", "raw_call", "run", "table", "write"]
+           "quote", "raw_call", "run", "silent_instances", "table", "write"]
 
 DEFAULT_ADMIN = "http://127.0.0.1:8081"
 
@@ -152,7 +152,29 @@ def write(args: argparse.Namespace, method: str, path: str, body: dict[str, Any]
     else:
         print(label(res) if callable(label) else label)
         _print_receipt(res)
+    silent = silent_instances(args, set(res["applied"].get("pending") or ()))
+    if silent:
+        names = ", ".join(clean_text(str(r.get("instance")), 128) for r in silent)
+        print(f"killgate: WARNING: not counted above, not heard from within the lease: {names} "
+              "(crashed, or cut off from the store and not enforcing this): see killgate status",
+              file=sys.stderr)
     return 0 if not res.get("applied", {}).get("pending") else 4
+
+
+def silent_instances(args: argparse.Namespace, known: set[str]) -> list[dict[str, Any]]:
+    """The instances the store still holds a heartbeat of but has not heard from within
+    the lease (`GET /v1/fleet`, not in `known`): crashed, or cut off from the store while
+    serving on. Receipts and /v1/status count live ones only. Best effort: [] when the
+    gateway cannot say (an older one, a token without killgate:read)."""
+    try:
+        answer = raw_call(args, "GET", "/v1/fleet")
+    except ClientError:
+        return []
+    rows = answer.body.get("instances") if answer.status == 200 else None
+    if not isinstance(rows, list):
+        return []
+    return [r for r in rows if isinstance(r, dict) and r.get("live") is False
+            and not r.get("self") and r.get("instance") not in known]
 
 
 def glass(args: argparse.Namespace) -> dict[str, Any]:
@@ -167,13 +189,20 @@ def glass_option(p: argparse.ArgumentParser) -> None:
 
 
 def run(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """`fn` as a command: a ClientError is printed (when it says anything) as its exit code."""
+    """`fn` as a command: a ClientError is printed (when it says anything) as its exit code;
+    with --json also on standard output, as `{"error": {...}}`, so a script reading it gets
+    JSON on every path."""
     def wrapped(args: argparse.Namespace) -> int:
         try:
             return int(fn(args))
         except ClientError as exc:
             if str(exc):
                 print(f"killgate: {exc}", file=sys.stderr)
+                if getattr(args, "json", False):
+                    err: dict[str, Any] = {"message": str(exc), "exit": exc.code}
+                    if exc.status is not None:
+                        err.update(status=exc.status, type=exc.kind)
+                    print(json.dumps({"error": err}, indent=2))
             return exc.code
 
     return wrapped

@@ -22,7 +22,7 @@ import aiohttp
 
 from gateway.cli import drillpast
 from gateway.cli.client import duration_arg
-from gateway.cli.drillpast import client, say
+from gateway.cli.drillpast import client, failed, say
 from gateway.cli.http import ClientError
 from gateway.control.drillload import DrillApiError
 from gateway.control.drills import DrillRunner
@@ -111,11 +111,9 @@ def _run_plan(plan: Plan, args: argparse.Namespace) -> int:
     try:
         report, obs = asyncio.run(_drive(plan, args))
     except (DrillApiError, ClientError) as exc:  # (ClientError: a token that cannot be sent)
-        say(str(exc))
-        return 1
+        return failed(args, 1, [str(exc)])
     except StateError as exc:
-        say(f"the store could not be paused: {exc}")
-        return 1
+        return failed(args, 1, [f"the store could not be paused: {exc}"])
     try:
         for p in _write(report, obs, Path(args.out), args.picture):
             say(f"wrote {p}")
@@ -131,9 +129,7 @@ def _cmd_kind(kind: str) -> Any:
         try:
             plan = _plan_from_args(kind, args)
         except ConfigError as exc:
-            for p in exc.problems:
-                print(f"killgate drill: {p}", file=sys.stderr)
-            return 2
+            return failed(args, 2, [str(p) for p in exc.problems])
         return _run_plan(plan, args)
 
     return run
@@ -144,12 +140,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         text = Path(args.plan).read_text()
         plan = parse_plan(text, args.plan)
     except OSError as exc:
-        print(f"killgate drill: {args.plan}: {exc.strerror}", file=sys.stderr)
-        return 2
+        return failed(args, 2, [f"{args.plan}: {exc.strerror}"])
     except ConfigError as exc:
-        for p in exc.problems:
-            print(f"killgate drill: {args.plan}: {p}", file=sys.stderr)
-        return 2
+        return failed(args, 2, [str(p) for p in exc.problems], f"{args.plan}: ")
     return _run_plan(plan, args)
 
 

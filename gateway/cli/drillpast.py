@@ -20,7 +20,7 @@ import aiohttp
 from gateway.cli.http import ClientError, admin_base, clean_token, expect
 from gateway.control.drillload import AdminClient, DrillApiError
 
-__all__ = ["client", "history", "history_rows", "restore", "say", "trend"]
+__all__ = ["client", "failed", "history", "history_rows", "restore", "say", "trend"]
 
 DEFAULT_ADMIN = "http://127.0.0.1:8081"
 MEASURES = ("time_to_kill_ms", "time_to_failover_ms", "time_to_rollback_ms")
@@ -31,6 +31,17 @@ RETRY_FOR = 75.0
 
 def say(msg: str) -> None:
     print(f"killgate drill: {msg}", file=sys.stderr, flush=True)
+
+
+def failed(args: argparse.Namespace, code: int, lines: list[str], prefix: str = "") -> int:
+    """A drill that did not run: each line on stderr, and with --json `{"error": ...}` on
+    stdout (a script reading the report gets JSON on every path); `code` is the exit."""
+    for line in lines:
+        say(prefix + line)
+    if getattr(args, "json", False):
+        print(json.dumps({"error": {"message": "; ".join(prefix + ln for ln in lines),
+                                    "exit": code}}, indent=2))
+    return code
 
 
 def client(args: argparse.Namespace, session: aiohttp.ClientSession) -> AdminClient:
@@ -166,8 +177,7 @@ async def history(args: argparse.Namespace) -> int:
             got = _listing(await client(args, session).call("GET",
                                                              f"/v1/drills?limit={args.limit}"))
         except (DrillApiError, ClientError) as exc:
-            say(str(exc))
-            return 1
+            return failed(args, 1, [str(exc)])
     if args.json:
         print(json.dumps(got, indent=2))
         return 0

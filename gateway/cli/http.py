@@ -32,9 +32,12 @@ TIMEOUT = 35.0  # the API waits up to 30s for a receipt
 class ClientError(Exception):
     """A failed command: the message is printed and the exit code is `code`."""
 
-    def __init__(self, message: str, code: int = 1) -> None:
+    def __init__(self, message: str, code: int = 1, status: int | None = None,
+                 kind: str | None = None) -> None:
         super().__init__(message)
         self.code = code
+        self.status = status  # the admin API's HTTP status, when it answered with an error
+        self.kind = kind  # and its error type (`not_killed`, `not_durable`, ...)
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -105,7 +108,7 @@ def call(base: str, token: str | None, method: str, path: str,
                 msg += f" ({DATA_PLANE})"
             if exc.code == 401 and not token:
                 msg += " (no token was sent: give --token or set KILLGATE_TOKEN)"
-            raise ClientError(msg) from None
+            raise ClientError(msg, status=exc.code, kind=kind or None) from None
         except UnicodeError:  # (the host name's IDNA encoding: an empty or long label)
             raise ClientError(f"cannot reach the admin API at {base}: its host name is not "
                               "one (an empty label, or one longer than 63 characters)") from None

@@ -99,7 +99,7 @@ def _rollback(args: argparse.Namespace) -> int:
         if args.to or not str(exc).startswith("409 no_previous_stable"):
             raise
         raise ClientError(f"{exc} (killgate rollback {args.route} --to VERSION)",
-                          exc.code) from None
+                          exc.code, exc.status, exc.kind) from None
 
 
 def _promote(args: argparse.Namespace) -> int:

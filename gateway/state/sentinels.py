@@ -170,5 +170,8 @@ async def to_master(ep: Endpoint, timeout: float, name: str,
             conn.address = (mhost, mport)
             return conn
         except (OSError, RespError, TimeoutError) as exc:
-            problems.append(f"{mhost}:{mport}: {exc or type(exc).__name__}")
-    raise ConnectionError("no sentinel named a master: " + "; ".join(problems))
+            # (a timeout's text is empty: name it, or the message ends in ": ")
+            problems.append(f"{mhost}:{mport}: {str(exc) or type(exc).__name__}")
+    raise ConnectionError(("no node the sentinels named answered as the master (a failover "
+                           "may be under way): " if named else "no sentinel named a master: ")
+                          + "; ".join(problems))

@@ -1,0 +1,89 @@
+"""What `killgate status` must not leave to the operator to notice in the JSON: an instance
+that does not enforce what the fleet does (stale, never synced, behind), and a trail or a
+store that is not what it should be. One line each, in capitals first, saying what to do.
+
+Pure functions of the /v1/status document; cli/admin.py prints them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["instance_rows", "store_warnings"]
+
+
+def _s(ms: Any) -> str:
+    return f"{ms / 1000:.1f} s" if isinstance(ms, int | float) else "?"
+
+
+def store_warnings(st: dict[str, Any]) -> list[str]:
+    """Lines about the state this instance enforces and the store it reads, worst first."""
+    store = st.get("store") or {}
+    out: list[str] = []
+    routes = st.get("routes") or {}
+    if any(isinstance(r, dict) and r.get("killed") == "state_unknown" for r in routes.values()):
+        out.append("STATE UNKNOWN: this instance has not loaded the fleet's kills (no sync with "
+                   "the store yet, no snapshot): every matched route answers its fallback, else "
+                   "503 state_unknown, until it syncs; check that it can reach the store")
+    elif store.get("synced") is False and store.get("from_snapshot"):
+        out.append(f"NOT SYNCED: enforcing the kills of its snapshot (generation "
+                   f"{st.get('generation')}) since it has not reached the store: kills and "
+                   "unkills made since are NOT in force here")
+    elif store.get("synced") is False and store.get("backend") not in (None, "local"):
+        out.append("NOT SYNCED: routing on the config alone (state.ready_without_state): kills "
+                   "made while this instance was away are NOT in force here until it syncs")
+    if store.get("stale"):
+        out.append(f"STALE: no sync with the store for {_s(store.get('staleness_ms'))} (more "
+                   f"than max_staleness, {_s(store.get('max_staleness_ms'))}): kills and unkills "
+                   "made since may NOT be in force here"
+                   + ("; every route answers killed (on_unavailable fail_closed) until the "
+                      "store answers" if store.get("fail_closed") else ""))
+    if store.get("connected") is False and store.get("last_error"):
+        out.append(f"STORE ERROR: {store['last_error']}")
+    verification = store.get("verification") or {}
+    if verification.get("unverified_total"):
+        last = verification.get("last_unverified") or {}
+        out.append(f"UNVERIFIED: {verification['unverified_total']} value(s) read from the store "
+                   f"failed verification and were refused ({verification.get('unverified')}; "
+                   f"last: {last.get('kind')}: {last.get('problem')}): something wrote to the "
+                   "store without the signing key")
+    audit = store.get("audit") or {}
+    lost = audit.get("trail_lost")
+    if lost:
+        out.append(f"AUDIT TRAIL LOST: the store lost its audit trail (re-seeded at "
+                   f"{lost.get('time') if isinstance(lost, dict) else lost}); `killgate audit "
+                   "verify` names the gap: compare with the audit mirror")
+    mirror = audit.get("mirror") or {}
+    refused = mirror.get("refused") or mirror.get("error")
+    if refused:
+        what = refused.get("problem") if isinstance(refused, dict) else refused
+        out.append(f"AUDIT MIRROR STOPPED ({mirror.get('path')}): {what}")
+    return out
+
+
+def instance_rows(st: dict[str, Any], silent: list[dict[str, Any]]) -> list[list[str]]:
+    """The INSTANCES table (header first), each instance's generation compared with the one
+    this instance enforces: one behind it has not applied the newest change. `silent`:
+    rows of `GET /v1/fleet` not heard from within the lease (not counted in receipts)."""
+    mine = st.get("generation")
+    rows = [["instance", "generation", "config", "heard", ""]]
+    for name, i in sorted((st.get("instances") or {}).items()):
+        gen = i.get("generation")
+        note = ""
+        if isinstance(gen, int) and isinstance(mine, int) and name != st.get("instance"):
+            # (not the instance that answered: what it enforces is `mine`; its own
+            # heartbeat follows each change a moment later)
+            if gen < mine:
+                note = f"BEHIND: has not applied generation {mine}"
+            elif gen > mine:
+                note = f"AHEAD of {st.get('instance')}"
+        rows.append([name, str(gen), (i.get("config") or "")[:19],
+                     f"{i.get('seen_s_ago', 0):.1f}s ago", note])
+    for r in silent:
+        ago = r.get("seen_s_ago")
+        rows.append([str(r.get("instance")), str(r.get("generation")),
+                     str(r.get("config") or "")[:19],
+                     f"{ago:.1f}s ago" if isinstance(ago, int | float) else "?",
+                     "SILENT: not counted in receipts; crashed, or cut off from the store and "
+                     "NOT enforcing changes made since (check it, or stop it)"])
+    return rows
