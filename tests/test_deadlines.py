@@ -15,6 +15,7 @@ from tests.test_protocol import (
     FakeServer,
     FakeTransport,
     Recorder,
+    answer,
     answers,
     until,
 )
@@ -104,3 +105,20 @@ async def test_an_answer_its_client_stops_taking_is_dropped_at_send_timeout() ->
     assert LIMITS.send_timeout - 0.05 <= took <= LIMITS.keepalive_timeout + 2 * LIMITS.send_timeout
     assert server.counts == ["send_timeout"]
 
+
+async def test_a_closing_connection_its_client_stops_reading_is_not_held_for_ever() -> None:
+    """An answer that ends its connection (`Connection: close`) given after every deadline
+    of the request had passed (a slow backend: no timer left), whose client then stops
+    reading with part of it still in the transport: the transport's close waits for those
+    bytes to be taken, and nothing else ended the connection, which stayed open (and
+    counted against max_connections) for as long as the client cared to hold it."""
+    server = FakeServer(Recorder(answer_now=False), LIMITS)
+    proto = HttpProtocol(server, asyncio.get_running_loop())  # type: ignore[arg-type]
+    tr = Flushing(proto)
+    proto.connection_made(tr)
+    proto.data_received(GET.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n"))
+    await asyncio.sleep(LIMITS.header_timeout + 0.2)  # the backend is slow
+    tr.unsent = 30_000
+    answer(server.handler.seen[0])
+    assert tr.close_asked and not tr.closed
+    await until(lambda: tr.aborted, LIMITS.send_timeout * 2 + 0.5)
