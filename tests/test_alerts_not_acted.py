@@ -80,3 +80,17 @@ async def test_notifications_refused_unread_are_counted_from_zero(
         outcomes = await _outcomes(session, g.admin)
         assert (outcomes["denied"], outcomes["malformed"], outcomes["too_large"]) == \
             (2.0, 2.0, 1.0), outcomes
+
+
+async def test_a_notification_to_an_instance_without_alerts_enabled_is_counted(
+        tmp_path: Path, backends, session) -> None:
+    """Before: Alertmanager posting to an instance whose config has no alerts.alertmanager
+    (a config that dropped it, a pod on an older file) got 404 for every notification, and
+    killgate counted nothing: every kill monitoring asked for was lost unseen."""
+    cfg = await _gateway_cfg(tmp_path, backends, alerts="")
+    async with running_gateway(cfg) as g:
+        assert (await _outcomes(session, g.admin)).get("not_enabled") == 0.0
+        status, answer = await _post(session, g.admin,
+                                     payload(killgate_action="kill", route="iris"))
+        assert status == 404 and answer["error"]["type"] == "not_enabled", answer
+        assert (await _outcomes(session, g.admin))["not_enabled"] == 1.0

@@ -120,7 +120,9 @@ class AlertReceiver:
         token that posted it (the audit actor is the receiver the payload names)."""
         call = Call(request_id, peer, trace_id, caller)
         cfg = self.settings
-        if cfg is None:
+        if cfg is None:  # (counted: an Alertmanager posting here gets no alert acted on)
+            self.metrics.inc("killgate_alertmanager_alerts_total", ("not_enabled",),
+                             label_names=("outcome",))
             raise ApiError(404, "not_enabled", "alerts from Alertmanager are not enabled "
                                                "here (config: alerts.alertmanager)")
         try:

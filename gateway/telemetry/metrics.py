@@ -107,8 +107,9 @@ HELP: dict[str, tuple[str, str]] = {
     "killgate_event_deliveries_total": ("counter", "Outgoing event webhook deliveries, by "
                                                    "result (delivered, failed, dropped)."),
     "killgate_alertmanager_alerts_total": ("counter", "Alerts received from Alertmanager, by "
-                                                      "outcome (malformed, too_large, denied: "
-                                                      "whole notifications refused unread)."),
+                                                      "outcome (malformed, too_large, denied, "
+                                                      "not_enabled: whole notifications "
+                                                      "refused unread)."),
     "killgate_access_log_dropped_total": ("counter", "Access log lines dropped because the "
                                                      "buffer was full or the output failed."),
     "killgate_access_log_lines_total": ("counter", "Access log lines written."),
@@ -214,7 +215,7 @@ INITIAL: dict[str, tuple[tuple[str, ...], tuple[tuple[str, ...], ...]]] = {
     # ...Refused)
     "killgate_alertmanager_alerts_total": (("outcome",), tuple(
         (o,) for o in ("truncated", "unmapped", "refused", "denied", "malformed",
-                       "too_large"))),
+                       "too_large", "not_enabled"))),
     # (labels from fixed sets, so their series can be there from the start; those labelled
     # by route and version come and go with the config and start at their first event)
     "killgate_client_send_timeouts_total": ((), ((),)),
