@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import running_gateway
 from tests.test_alerting import payload
-from tests.test_alerts import _gateway_cfg, _post
+from tests.test_alerts import READ, _gateway_cfg, _post
 
 
 async def _outcomes(session, admin: str) -> dict[str, float]:
@@ -36,7 +36,7 @@ async def test_an_alert_not_acted_on_is_counted_from_zero_and_logged_as_a_warnin
         assert start.get("unmapped") == 0.0 and start.get("refused") == 0.0, start
         caplog.clear()
         status, answer = await _post(session, g.admin, payload(
-            killgate_action="kill", route="iris", version="v3"))
+            killgate_action="rollback", route="iris", version="v3"))
         assert status == 200 and answer["actions"][0]["outcome"] == "unmapped", answer
         assert (await _outcomes(session, g.admin))["unmapped"] == 1.0
         (line,) = [r for r in caplog.records if r.getMessage() == "alert_ignored"]
@@ -94,3 +94,24 @@ async def test_a_notification_to_an_instance_without_alerts_enabled_is_counted(
                                      payload(killgate_action="kill", route="iris"))
         assert status == 404 and answer["error"]["type"] == "not_enabled", answer
         assert (await _outcomes(session, g.admin))["not_enabled"] == 1.0
+
+
+async def test_a_kill_of_a_version_this_config_lacks_is_made_and_shown_not_routed(
+        tmp_path: Path, backends, session) -> None:
+    """A config still rolling out: the kill of v3 reaches an instance whose file has no v3
+    yet. It was answered 200 `unmapped`, which Alertmanager never sends again: the kill
+    was lost on every instance, those routing v3 included. It is now made, audited, and
+    this instance shows it NOT ROUTED (`routed: false`) until its config has v3."""
+    cfg = await _gateway_cfg(tmp_path, backends)
+    async with running_gateway(cfg) as g:
+        status, answer = await _post(session, g.admin, payload(
+            killgate_action="kill", route="iris", version="v3"))
+        assert status == 200, answer
+        (act,) = answer["actions"]
+        assert (act["action"], act["outcome"]) == ("kill", "acted"), act
+        assert "in force wherever it is routed" in act["message"]
+        assert "version:iris:v3" in g.gw.holder.doc.kills
+        async with session.get(g.admin + "/v1/status", headers=READ) as r:
+            kills = (await r.json())["kills"]
+        assert [(k["version"], k["routed"]) for k in kills] == [("v3", False)], kills
+        assert (await _outcomes(session, g.admin))["unmapped"] == 0.0
