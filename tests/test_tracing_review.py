@@ -203,3 +203,22 @@ async def test_a_collectors_reason_phrase_cannot_drive_the_operators_terminal(
     out = gw.log.read_bytes()
     assert b"\x1b" not in out and b"\r" not in out, out[-600:]
     assert b"\\x1b[31mgone" in out
+
+
+@pytest.mark.parametrize("delay", ["0", "-5", "5s"])
+async def test_a_bad_span_schedule_delay_never_stops_the_gateway_from_starting(
+        tmp_path: Path, backends, session: ClientSession, collector: Collector,
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, delay: str) -> None:
+    """OTEL_BSP_SCHEDULE_DELAY=0 (or negative) made the SDK's batch processor raise, and
+    `killgate serve` died at start with a traceback; '5s' logged one. A bad value is now
+    ignored with a warning naming it, like the other OTEL_* values, and spans flow."""
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", delay)
+    p1 = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p1, p1, 100, 0), extra=telemetry(collector.url))
+    async with running_gateway(cfg) as g, session.get(g.url + INFER) as r:
+        assert r.status == 200
+    # (the default delay is 5 s: the shutdown's last export sends them)
+    await wait_until(lambda: len(collector.spans) >= 2, 10, what="the spans")
+    warned = [r for r in caplog.records if r.getMessage() == "otel_env_ignored"]
+    assert [r.kg_fields["variable"] for r in warned] == ["OTEL_BSP_SCHEDULE_DELAY"]  # type: ignore[attr-defined]
+    assert not [r for r in caplog.records if r.exc_info and not r.name.startswith("aiohttp")]

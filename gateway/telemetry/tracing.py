@@ -134,7 +134,8 @@ class Tracing:
                                   shutdown_on_exit=False)
         exporter = OTLPSpanExporter(endpoint=s.traces_endpoint)
         accepted_only_2xx(exporter, "spans")
-        queue = BoundedProcessor(WireExporter(exporter), s.max_queue, s.max_batch, self.counts)
+        queue = BoundedProcessor(WireExporter(exporter), s.max_queue, s.max_batch, self.counts,
+                                 s.schedule_delay_ms)
         provider.add_span_processor(queue)
         self._provider = provider
         # the data plane's spans skip the SDK's live spans and go straight to the queue
