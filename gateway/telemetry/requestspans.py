@@ -145,7 +145,8 @@ class _Request:
 
     def first_chunk(self, data: bytes) -> None:
         ttfc = round(time.monotonic() - self._t0, 6)
-        self.attrs["gen_ai.response.time_to_first_chunk"] = ttfc
+        if self._genai:  # (gen_ai.* says "a GenAI call": OpenAI-style routes only)
+            self.attrs["gen_ai.response.time_to_first_chunk"] = ttfc
         self.event("killgate.first_chunk", {"killgate.elapsed_s": ttfc})
         self._response_model(data)
 
