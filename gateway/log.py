@@ -53,8 +53,9 @@ def _exception(formatter: logging.Formatter, record: logging.LogRecord) -> str:
     return redact.message(formatter.formatException(record.exc_info))  # type: ignore[arg-type]
 
 
-# C0 controls but the newline, and DEL, as escapes (a plain str.translate: no codec)
-_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(32), 127) if c != 10}
+# C0 controls but the newline, DEL and C1 controls (U+009B is a one-character CSI) as
+# escapes (a plain str.translate: no codec)
+_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(32), *range(0x7F, 0xA0)) if c != 10}
 
 
 def _indented(text: str) -> str:

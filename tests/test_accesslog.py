@@ -72,6 +72,32 @@ def test_a_full_buffer_holds_no_more_client_text_than_its_lines_show() -> None:
     assert al._buf[0].path.startswith("http://***@h/x") and "s" * 10 not in al._buf[0].path
 
 
+def test_a_step_of_the_wall_clock_shows_in_the_next_lines(tmp_path: Path) -> None:
+    """Line times are the loop's monotonic time plus an offset to Unix time. Taken once at
+    start, a later step of the wall clock (NTP's first sync after boot, a VM resumed) left
+    every line off by the step for the life of the process."""
+    out = tmp_path / "a.log"
+    mono, wall = [1000.0], [1_700_000_000.0]
+    al = AccessLog(AccessLogConfig(path=str(out)), Metrics(), Path,
+                   clock=lambda: mono[0], wall=lambda: wall[0])
+    al.start()
+    try:
+        first = _rec()
+        first.start, first.end = mono[0] - 0.1, mono[0]
+        al.done(first)
+        wait_until_sync(lambda: out.exists() and out.read_text().count("\n") == 1)
+        mono[0] += 1.0
+        wall[0] += 1.0 + 3600.0  # the wall clock was an hour behind: set right
+        second = _rec()
+        second.start, second.end = mono[0] - 0.1, mono[0]
+        al.done(second)
+        wait_until_sync(lambda: out.read_text().count("\n") == 2)
+    finally:
+        al.stop()
+    t1, t2 = (json.loads(ln)["time"] for ln in out.read_text().splitlines())
+    assert t1 == "2023-11-14T22:13:20.000Z" and t2 == "2023-11-14T23:13:21.000Z", (t1, t2)
+
+
 def test_sampling_and_the_bounded_buffer() -> None:
     m = Metrics()
     draws = iter([0.1, 0.6, 0.3, 0.9] * 10)

@@ -18,7 +18,7 @@ def _record_with_traceback(message: str) -> logging.LogRecord:
 
 
 HOSTILE = ("bad target /x\n12:00:00 info    killgate.state: state_applied generation=9 "
-           "kills=[]\r\x1b[2J\x1b[31mred\x07\x00")
+           "kills=[]\r\x1b[2J\x1b[31mred\x07\x00\x9b2J")
 
 
 def test_text_a_traceback_cannot_start_a_line_or_carry_terminal_controls() -> None:
@@ -26,7 +26,7 @@ def test_text_a_traceback_cannot_start_a_line_or_carry_terminal_controls() -> No
     first, *rest = out.split("\n")
     assert "request_failed" in first
     assert rest and all(ln.startswith("  ") for ln in rest), rest
-    assert not any(c in out for c in "\r\x1b\x07\x00"), repr(out)
+    assert not any(c in out for c in "\r\x1b\x07\x00\x9b"), repr(out)
     assert "\\x1b[31mred" in out  # (escaped, still readable)
 
 

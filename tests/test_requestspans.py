@@ -162,3 +162,29 @@ def test_the_pinned_otlp_exporter_still_has_the_transport_the_wire_exporter_borr
         assert WireExporter(inner)._post is not None
     finally:
         inner.shutdown()
+
+
+def test_a_stream_on_a_route_that_is_not_openai_style_gets_no_genai_attribute() -> None:
+    """gen_ai.* attributes say "this was a GenAI call" (dashboards count them): a streamed
+    answer of any other route (SSE from a classic model server, a chunked download) keeps
+    its `killgate.first_chunk` event, without gen_ai.response.time_to_first_chunk."""
+    t, out = tracer()
+    span = t.begin(req())
+    assert span is not None
+    span.attempt("iris", "v1", "http://10.0.0.1:9101", "POST").answered(200)
+    span.first_chunk(b'data: {"model": "m"}\n\n')
+    span.answered(200, "iris", "v1", "weighted")
+    span.finish(True)
+    server = next(s for s in out if s.kind is SpanKind.SERVER)
+    assert not [k for k in server.attributes or {} if k.startswith("gen_ai.")]
+    assert [e.name for e in server.events] == ["killgate.first_chunk"]
+    # an OpenAI-style route's stream keeps it
+    span = t.begin(req())
+    assert span is not None
+    span.model("gpt-small", "chat")
+    span.first_chunk(b'data: {"model": "gpt-small-2"}\n\n')
+    span.answered(200, "chat", "v1", "weighted")
+    span.finish(True)
+    server = [s for s in out if s.kind is SpanKind.SERVER][-1]
+    assert "gen_ai.response.time_to_first_chunk" in (server.attributes or {})
+    assert (server.attributes or {})["gen_ai.response.model"] == "gpt-small-2"

@@ -203,3 +203,46 @@ async def test_a_collectors_reason_phrase_cannot_drive_the_operators_terminal(
     out = gw.log.read_bytes()
     assert b"\x1b" not in out and b"\r" not in out, out[-600:]
     assert b"\\x1b[31mgone" in out
+
+
+@pytest.mark.parametrize("delay", ["0", "-5", "5s"])
+async def test_a_bad_span_schedule_delay_never_stops_the_gateway_from_starting(
+        tmp_path: Path, backends, session: ClientSession, collector: Collector,
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, delay: str) -> None:
+    """OTEL_BSP_SCHEDULE_DELAY=0 (or negative) made the SDK's batch processor raise, and
+    `killgate serve` died at start with a traceback; '5s' logged one. A bad value is now
+    ignored with a warning naming it, like the other OTEL_* values, and spans flow."""
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", delay)
+    p1 = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p1, p1, 100, 0), extra=telemetry(collector.url))
+    async with running_gateway(cfg) as g, session.get(g.url + INFER) as r:
+        assert r.status == 200
+    # (the default delay is 5 s: the shutdown's last export sends them)
+    await wait_until(lambda: len(collector.spans) >= 2, 10, what="the spans")
+    warned = [r for r in caplog.records if r.getMessage() == "otel_env_ignored"]
+    assert [r.kg_fields["variable"] for r in warned] == ["OTEL_BSP_SCHEDULE_DELAY"]  # type: ignore[attr-defined]
+    assert not [r for r in caplog.records if r.exc_info and not r.name.startswith("aiohttp")]
+
+
+@pytest.mark.parametrize("traced", [False, True])
+async def test_an_otel_variable_the_sdk_refuses_never_stops_the_gateway(
+        tmp_path: Path, backends, gateway_procs, collector: Collector, traced: bool) -> None:
+    """The OpenTelemetry SDK reads OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT & co. when its trace
+    module is imported and raises on a value it refuses: `killgate serve` died at start with
+    a traceback, with tracing off too (the module was imported all the same), while
+    `killgate check` passed. A stray variable in a pod's environment must not take the data
+    plane down: the gateway serves (and kills), without tracing, and says why."""
+    p1 = await backends(echo_app("v1"))
+    data = free_port()
+    cfg = write_config(tmp_path, two_versions(p1, p1, 100, 0), listen=f"127.0.0.1:{data}",
+                       admin=f"127.0.0.1:{free_port()}",
+                       extra=telemetry(collector.url) if traced else "")
+    gw = gateway_procs(cfg, env={"OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT": "abc"})
+    await asyncio.get_running_loop().run_in_executor(None, gw.wait_ready)
+    status, _, _ = await exchange(data, b"GET " + INFER.encode() + b" HTTP/1.1\r\nhost: a\r\n\r\n")
+    assert status == 200
+    assert gw.stop() == 0
+    out = gw.output()
+    assert "Traceback" not in out
+    if traced:
+        assert "tracing_off" in out and "OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT" in out

@@ -152,15 +152,19 @@ class AccessLog:
 
     def __init__(self, cfg: AccessLogConfig, metrics: Metrics, resolve: Callable[[str], Path],
                  rand: Callable[[], float] = random.random,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 wall: Callable[[], float] = time.time) -> None:
         self.detailed = True  # (read on every request: see RequestStats.__init__)
         self.ratio = cfg.sample_ratio
         self.cap = cfg.buffer
         self.metrics = metrics
         self.path = resolve(cfg.path) if cfg.path else None
         self.rand = rand
-        # loop time (monotonic) -> Unix time, without a clock call per request
-        self.offset = time.time() - clock()
+        # loop time (monotonic) -> Unix time, without a clock call per request; taken again
+        # at each write, so that a step of the wall clock (NTP's first sync after boot, a VM
+        # resumed) shows in the lines within one flush, not never
+        self.clock, self.wall = clock, wall
+        self.offset = wall() - clock()
         self._buf: deque[RequestRecord] = deque()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -258,7 +262,7 @@ class AccessLog:
         if not buf:
             return
         lines = []
-        offset = self.offset
+        offset = self.offset = self.wall() - self.clock()
         while buf:
             rec = buf.popleft()
             lines.append(line(rec, rec.end + offset))

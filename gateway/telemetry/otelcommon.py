@@ -24,11 +24,37 @@ from gateway.log import event
 from gateway.telemetry.metrics import Metrics
 from gateway.telemetry.otelenv import OtelSettings
 
-__all__ = ["accepted_only_2xx", "export_counts", "in_daemon_thread", "resource"]
+__all__ = ["METHODS", "ExportCounts", "accepted_only_2xx", "export_counts", "in_daemon_thread",
+           "method_name", "resource"]
 
 T = TypeVar("T")
 log = logging.getLogger("killgate.telemetry")
 REDIRECT_LOG_EVERY = 60.0  # seconds between two "the collector redirects" lines
+# (this module imports no part of the SDK that reads OTEL_* when imported: tracing.py
+# imports it with tracing off)
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE",
+                     "PATCH"})
+
+
+def method_name(m: str) -> str:
+    """A request method as the HTTP semantic conventions name it (`_OTHER` if unknown)."""
+    return m if m in METHODS else "_OTHER"
+
+
+class ExportCounts:
+    """Spans exported and dropped (by reason), since start."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.pending = 0  # handed to the batch processor, not yet taken by the exporter
+        self.exported = 0
+        self.dropped: dict[str, int] = {"queue_full": 0, "export_failed": 0}
+
+    def snapshot(self) -> tuple[int, dict[str, int]]:
+        with self.lock:
+            return self.exported, dict(self.dropped)
+
+
 
 
 def resource(settings: OtelSettings, instance: str, version: str) -> Resource:

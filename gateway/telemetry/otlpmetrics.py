@@ -146,9 +146,20 @@ class OtlpMetrics:
         s = self.settings
         if s is None or s.metrics_endpoint is None:
             return self
-        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+        try:  # (the exporter imports the SDK's trace side, which reads OTEL_SPAN_*_LIMIT
+            # and the like when imported and raises on a value it refuses)
+            from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
+                OTLPMetricExporter,
+            )
 
-        self._exporter = OTLPMetricExporter(endpoint=s.metrics_endpoint)
+            exporter = OTLPMetricExporter(endpoint=s.metrics_endpoint)
+        except Exception as exc:  # noqa: BLE001 - a side channel: the gateway runs without it
+            event(log, "otlp_metrics_off", logging.ERROR, endpoint=s.metrics_endpoint,
+                  error=f"{type(exc).__name__}: {exc}",
+                  consequence="no metrics are pushed over OTLP (/metrics still answers)",
+                  hint="fix or unset the OTEL_* variable the error names, then restart")
+            return self
+        self._exporter = exporter
         accepted_only_2xx(self._exporter, "metrics")
         self._resource = resource(s, self.instance, self.version)
         self._task = asyncio.create_task(self._run(s.export_interval), name="otlp-metrics")

@@ -23,22 +23,17 @@ from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
+from gateway.telemetry.otelcommon import METHODS, method_name
 from gateway.telemetry.otelenv import Sampling
 from gateway.telemetry.record import IncomingRequest
 from gateway.telemetry.w3c import parse_traceparent, trace_id_hex
 
 __all__ = ["METHODS", "RequestSpans", "method_name"]
 
-METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE",
-                     "PATCH"})
 _RESPONSE_MODEL = re.compile(rb'"model"\s*:\s*"([^"\\]{1,256})"')
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _UNSET = Status(StatusCode.UNSET)
 _ERROR = Status(StatusCode.ERROR)
-
-
-def method_name(m: str) -> str:
-    return m if m in METHODS else "_OTHER"
 
 
 class _Attempt:
@@ -150,7 +145,8 @@ class _Request:
 
     def first_chunk(self, data: bytes) -> None:
         ttfc = round(time.monotonic() - self._t0, 6)
-        self.attrs["gen_ai.response.time_to_first_chunk"] = ttfc
+        if self._genai:  # (gen_ai.* says "a GenAI call": OpenAI-style routes only)
+            self.attrs["gen_ai.response.time_to_first_chunk"] = ttfc
         self.event("killgate.first_chunk", {"killgate.elapsed_s": ttfc})
         self._response_model(data)
 

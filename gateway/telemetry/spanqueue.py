@@ -11,30 +11,16 @@ Thread-safe: spans end on the event loop, exports run on the SDK's worker thread
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
+from gateway.telemetry.otelcommon import ExportCounts
 from gateway.telemetry.otlpwire import Unsupported, encode_spans
 
 __all__ = ["BoundedProcessor", "ExportCounts", "WireExporter"]
-
-
-class ExportCounts:
-    """Spans exported and dropped (by reason), since start."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.pending = 0  # handed to the batch processor, not yet taken by the exporter
-        self.exported = 0
-        self.dropped: dict[str, int] = {"queue_full": 0, "export_failed": 0}
-
-    def snapshot(self) -> tuple[int, dict[str, int]]:
-        with self.lock:
-            return self.exported, dict(self.dropped)
 
 
 class _CountingExporter(SpanExporter):
@@ -101,12 +87,13 @@ class WireExporter(SpanExporter):
 
 class BoundedProcessor(SpanProcessor):
     def __init__(self, exporter: SpanExporter, max_queue: int, max_batch: int,
-                 counts: ExportCounts) -> None:
+                 counts: ExportCounts, schedule_delay_ms: float | None = None) -> None:
         self.counts = counts
         self.max_queue = max_queue
         # the SDK's own queue is larger than our bound, so it never drops uncounted
         self.batch = BatchSpanProcessor(_CountingExporter(exporter, counts),
                                         max_queue_size=max_queue + max_batch,
+                                        schedule_delay_millis=schedule_delay_ms,
                                         max_export_batch_size=max_batch)
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:

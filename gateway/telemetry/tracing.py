@@ -4,6 +4,9 @@ Owns the process's TracerProvider (never the global one), its exporter and bound
 and the admin write spans (a SERVER span each, through the SDK's tracer); the data plane's
 spans and head sampling are telemetry/requestspans.py's, fed into the same queue. `Tracing`
 is the async context manager the composition root enters (built with no settings: off).
+The SDK's trace side is imported only when tracing starts: it reads OTEL_SPAN_*_LIMIT and
+the like when imported, and raises on a value it refuses; such a failure leaves tracing
+off (said in the log), never the process down.
 """
 
 from __future__ import annotations
@@ -11,27 +14,29 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.sampling import ALWAYS_ON
-from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode
 from opentelemetry.trace import Span as OtelSpan
 
 from gateway.log import event
 from gateway.telemetry.metrics import Metrics
 from gateway.telemetry.otelcommon import (
+    ExportCounts,
     accepted_only_2xx,
     export_counts,
     in_daemon_thread,
+    method_name,
     resource,
 )
 from gateway.telemetry.otelenv import OtelSettings
-from gateway.telemetry.requestspans import RequestSpans, method_name
-from gateway.telemetry.spanqueue import BoundedProcessor, ExportCounts, WireExporter
 from gateway.telemetry.w3c import parse_traceparent, trace_id_hex
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from gateway.telemetry.requestspans import RequestSpans
 
 __all__ = ["AdminSpan", "Tracing"]
 
@@ -127,24 +132,43 @@ class Tracing:
         s = self.settings
         if s is None or s.traces_endpoint is None:
             return self
+        try:
+            self._start(s, s.traces_endpoint)
+        except Exception as exc:  # noqa: BLE001 - a side channel: the gateway serves without
+            # it (an OTEL_* value the SDK refuses raises here; its message names it)
+            self._provider, self.requests, self.admin = None, None, _NoAdminSpans()
+            event(log, "tracing_off", logging.ERROR, endpoint=s.traces_endpoint,
+                  error=f"{type(exc).__name__}: {exc}",
+                  consequence="no spans are exported; requests and admin calls are served",
+                  hint="fix or unset the OTEL_* variable the error names, then restart")
+            return self
+        event(log, "tracing", endpoint=s.traces_endpoint, ratio=s.sampling.ratio,
+              parent_based=s.sampling.parent_based, queue=s.max_queue)
+        return self
+
+    def _start(self, s: OtelSettings, endpoint: str) -> None:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.sampling import ALWAYS_ON
+        from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+
+        from gateway.telemetry.requestspans import RequestSpans
+        from gateway.telemetry.spanqueue import BoundedProcessor, WireExporter
 
         provider = TracerProvider(sampler=ALWAYS_ON,
                                   resource=resource(s, self.instance, self.version),
                                   shutdown_on_exit=False)
-        exporter = OTLPSpanExporter(endpoint=s.traces_endpoint)
+        exporter = OTLPSpanExporter(endpoint=endpoint)
         accepted_only_2xx(exporter, "spans")
-        queue = BoundedProcessor(WireExporter(exporter), s.max_queue, s.max_batch, self.counts)
+        queue = BoundedProcessor(WireExporter(exporter), s.max_queue, s.max_batch, self.counts,
+                                 s.schedule_delay_ms)
         provider.add_span_processor(queue)
-        self._provider = provider
         # the data plane's spans skip the SDK's live spans and go straight to the queue
-        self.requests = RequestSpans(queue.on_end, provider.resource,
-                                     InstrumentationScope("killgate", self.version or None),
-                                     s.sampling)
-        self.admin = _AdminSpans(provider.get_tracer("killgate", self.version or None))
-        event(log, "tracing", endpoint=s.traces_endpoint, ratio=s.sampling.ratio,
-              parent_based=s.sampling.parent_based, queue=s.max_queue)
-        return self
+        requests = RequestSpans(queue.on_end, provider.resource,
+                                InstrumentationScope("killgate", self.version or None),
+                                s.sampling)
+        admin = _AdminSpans(provider.get_tracer("killgate", self.version or None))
+        self._provider, self.requests, self.admin = provider, requests, admin
 
     async def __aexit__(self, *exc: object) -> None:
         provider, self._provider = self._provider, None
