@@ -266,8 +266,11 @@ class AdminRunner(web.AppRunner):
     """`web.AppRunner` whose server is guarded by `limits`."""
 
     def __init__(self, app: web.Application, limits: Limits, **kwargs: Any) -> None:
+        # auto_decompress off: a body is decoded by the handler that reads it, after the
+        # token check, never as it arrives (admin/inputs.py)
         kwargs.update(keepalive_timeout=limits.keepalive_timeout, max_field_size=MAX_FIELD_SIZE,
-                      max_line_size=MAX_FIELD_SIZE, max_headers=MAX_HEADERS)
+                      max_line_size=MAX_FIELD_SIZE, max_headers=MAX_HEADERS,
+                      auto_decompress=False)
         app.middlewares.insert(0, _head_limit(limits))  # before anything reads the request
         super().__init__(app, **kwargs)
         self.limits = limits
