@@ -18,8 +18,9 @@ login:
 * parse errors are answered in the API's JSON error shape and logged at debug level
   (a flood of garbage must not flood the log).
 Relies on aiohttp's RequestHandler internals (`_request_count`, `_messages`,
-`_request_in_progress`): pyproject pins aiohttp below 3.15, and tests/test_admin_listener.py
-checks the guards are really in force.
+`_request_in_progress`, `_handle_request`, `_paused`): pyproject pins aiohttp below 3.15,
+and tests/test_admin_listener.py and tests/test_admin_slots.py check the guards are really
+in force.
 """
 
 from __future__ import annotations
@@ -64,8 +65,8 @@ _REASONS = {400: "Bad Request", 408: "Request Timeout", 414: "URI Too Long",
 
 
 class _AdminProtocol(RequestHandler):
-    __slots__ = ("_kg_deadline", "_kg_head", "_kg_limits", "_kg_line_done", "_kg_payload",
-                 "_kg_send", "_kg_server")
+    __slots__ = ("_kg_deadline", "_kg_handled", "_kg_head", "_kg_limits", "_kg_line_done",
+                 "_kg_payload", "_kg_send", "_kg_server")
     _kg_limits: Limits
     _kg_server: _AdminServer
 
@@ -76,6 +77,7 @@ class _AdminProtocol(RequestHandler):
         self._kg_payload: Any = None
         self._kg_deadline: asyncio.TimerHandle | None = None
         self._kg_send: asyncio.TimerHandle | None = None
+        self._kg_handled = 0  # requests answered (aiohttp's _request_count: heads parsed)
         if self._kg_server.open_connections() > self._kg_limits.max_connections:
             self._kg_limits.on_refused("connections")
             # over the cap: the longest-open idle connection makes room, else refuse fast
@@ -90,7 +92,15 @@ class _AdminProtocol(RequestHandler):
         client takes nothing of the answer it asked for."""
         transport = self.transport
         return (transport is not None and not transport.is_closing()
-                and (self._paused or (not self._request_in_progress and not self._messages)))
+                and (self._paused or self._kg_handled == self._request_count))
+
+    async def _handle_request(self, *args: Any, **kw: Any) -> Any:
+        # counted at its end: a head parsed and taken off the queue, whose handler has not
+        # begun yet (the next loop turn), is not idle either
+        try:
+            return await super()._handle_request(*args, **kw)
+        finally:
+            self._kg_handled += 1
 
     def pause_writing(self) -> None:
         # the client takes nothing: its answer waits (and holds this connection, in
