@@ -11,8 +11,8 @@ login:
   most `MAX_HEADERS` fields: beyond, a 431 (414 for the request line) and the connection
   is closed. Nothing past the cap is buffered, so a held connection costs a bounded amount;
 * beyond `max_connections` open connections, the longest-open connection with no request
-  in progress (or whose client takes nothing of its answer) is closed to make room for a
-  new one (a new one is closed as soon as
+  in progress (or whose client takes nothing of its answer, or pipelines requests ahead
+  of the answers) is closed to make room for a new one (a new one is closed as soon as
   accepted only when every connection has a request in progress), so that connections
   held without a token cannot lock an operator out;
 * parse errors are answered in the API's JSON error shape and logged at debug level
@@ -87,12 +87,14 @@ class _AdminProtocol(RequestHandler):
         self._kg_arm()
 
     def _kg_idle(self) -> bool:
-        """Whether closing this connection loses nothing: it is open, and no request is
-        in progress or queued on it (idle keep-alive, or a head still arriving), or its
-        client takes nothing of the answer it asked for."""
+        """Whether closing this connection loses nothing an operator sends: it is open,
+        and no request is in progress or queued on it (idle keep-alive, or a head still
+        arriving), or its client takes nothing of the answer it asked for, or sent
+        requests ahead of the answers (pipelining, which no CLI, console or Alertmanager
+        does: a backlog would keep a connection busy for as long as it lasts)."""
         transport = self.transport
         return (transport is not None and not transport.is_closing()
-                and (self._paused or self._kg_handled == self._request_count))
+                and (self._paused or self._request_count - self._kg_handled != 1))
 
     async def _handle_request(self, *args: Any, **kw: Any) -> Any:
         # counted at its end: a head parsed and taken off the queue, whose handler has not
