@@ -110,3 +110,42 @@ async def test_an_answer_nobody_reads_is_cut_off_at_the_send_deadline(tmp_path: 
         assert g.gw.metrics.get("killgate_admin_refused_total", ("timeout",)) == 3
         for w in held:
             w.transport.abort()
+
+
+async def test_a_kill_gets_through_while_others_pipeline_on_every_connection(
+        tmp_path: Path, backends) -> None:
+    """A client that sends its requests ahead of the answers (pipelining: no CLI, console
+    or Alertmanager does) and reads the answers keeps a request in progress, and more
+    queued, on every connection for as long as its backlog lasts."""
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p))
+    cfg.write_text(cfg.read_text().replace("  auth:\n", f"  max_connections: {CAP}\n  auth:\n",
+                                           1))
+    async with running_gateway(cfg) as g:
+        port = g.gw.admin_addr[1]
+        server = g.gw._admin_runner.server
+        held: list[asyncio.StreamWriter] = []
+        readers: list[asyncio.Task[None]] = []
+
+        async def drain(r: asyncio.StreamReader) -> None:
+            while await r.read(65536):
+                pass
+
+        for _ in range(CAP):
+            r, w = await asyncio.open_connection("127.0.0.1", port)
+            w.write(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n" * 5000)
+            held.append(w)
+            readers.append(asyncio.create_task(drain(r)))
+        await wait_until(lambda: server.open_connections() == CAP and all(
+            c._request_count - c._kg_handled > 1 for c in server._connections), 10, 0.01,
+            what="every slot with a backlog")
+        try:
+            async with ClientSession() as s, s.post(
+                    g.admin + "/v1/kill", json={"scope": "global", "reason": "x"},
+                    headers=bearer("killgate:kill", "oncall")) as r:
+                assert r.status == 200, await r.text()
+            assert "global" in g.gw.holder.doc.kills
+        finally:
+            for w in held:
+                w.transport.abort()
+            await asyncio.gather(*readers, return_exceptions=True)

@@ -91,6 +91,7 @@ class AdminApi:
                               client_max_size=self.current.loaded.config.admin.max_body_size)
         app.on_response_prepare.append(answer_headers)
         app[inputs.BODY_TIMEOUT] = self.current.loaded.config.server.body_timeout
+        app[inputs.MAX_BODY] = self.current.loaded.config.admin.max_body_size
         r = app.router
         r.add_get("/healthz", self.healthz)
         r.add_get("/readyz", self.readyz)

@@ -11,15 +11,16 @@ login:
   most `MAX_HEADERS` fields: beyond, a 431 (414 for the request line) and the connection
   is closed. Nothing past the cap is buffered, so a held connection costs a bounded amount;
 * beyond `max_connections` open connections, the longest-open connection with no request
-  in progress (or whose client takes nothing of its answer) is closed to make room for a
-  new one (a new one is closed as soon as
+  in progress (or whose client takes nothing of its answer, or pipelines requests ahead
+  of the answers) is closed to make room for a new one (a new one is closed as soon as
   accepted only when every connection has a request in progress), so that connections
   held without a token cannot lock an operator out;
 * parse errors are answered in the API's JSON error shape and logged at debug level
   (a flood of garbage must not flood the log).
 Relies on aiohttp's RequestHandler internals (`_request_count`, `_messages`,
-`_request_in_progress`): pyproject pins aiohttp below 3.15, and tests/test_admin_listener.py
-checks the guards are really in force.
+`_request_in_progress`, `_handle_request`, `_paused`): pyproject pins aiohttp below 3.15,
+and tests/test_admin_listener.py and tests/test_admin_slots.py check the guards are really
+in force.
 """
 
 from __future__ import annotations
@@ -64,8 +65,8 @@ _REASONS = {400: "Bad Request", 408: "Request Timeout", 414: "URI Too Long",
 
 
 class _AdminProtocol(RequestHandler):
-    __slots__ = ("_kg_deadline", "_kg_head", "_kg_limits", "_kg_line_done", "_kg_payload",
-                 "_kg_send", "_kg_server")
+    __slots__ = ("_kg_deadline", "_kg_handled", "_kg_head", "_kg_limits", "_kg_line_done",
+                 "_kg_payload", "_kg_send", "_kg_server")
     _kg_limits: Limits
     _kg_server: _AdminServer
 
@@ -76,6 +77,7 @@ class _AdminProtocol(RequestHandler):
         self._kg_payload: Any = None
         self._kg_deadline: asyncio.TimerHandle | None = None
         self._kg_send: asyncio.TimerHandle | None = None
+        self._kg_handled = 0  # requests answered (aiohttp's _request_count: heads parsed)
         if self._kg_server.open_connections() > self._kg_limits.max_connections:
             self._kg_limits.on_refused("connections")
             # over the cap: the longest-open idle connection makes room, else refuse fast
@@ -85,12 +87,22 @@ class _AdminProtocol(RequestHandler):
         self._kg_arm()
 
     def _kg_idle(self) -> bool:
-        """Whether closing this connection loses nothing: it is open, and no request is
-        in progress or queued on it (idle keep-alive, or a head still arriving), or its
-        client takes nothing of the answer it asked for."""
+        """Whether closing this connection loses nothing an operator sends: it is open,
+        and no request is in progress or queued on it (idle keep-alive, or a head still
+        arriving), or its client takes nothing of the answer it asked for, or sent
+        requests ahead of the answers (pipelining, which no CLI, console or Alertmanager
+        does: a backlog would keep a connection busy for as long as it lasts)."""
         transport = self.transport
         return (transport is not None and not transport.is_closing()
-                and (self._paused or (not self._request_in_progress and not self._messages)))
+                and (self._paused or self._request_count - self._kg_handled != 1))
+
+    async def _handle_request(self, *args: Any, **kw: Any) -> Any:
+        # counted at its end: a head parsed and taken off the queue, whose handler has not
+        # begun yet (the next loop turn), is not idle either
+        try:
+            return await super()._handle_request(*args, **kw)
+        finally:
+            self._kg_handled += 1
 
     def pause_writing(self) -> None:
         # the client takes nothing: its answer waits (and holds this connection, in
@@ -266,8 +278,11 @@ class AdminRunner(web.AppRunner):
     """`web.AppRunner` whose server is guarded by `limits`."""
 
     def __init__(self, app: web.Application, limits: Limits, **kwargs: Any) -> None:
+        # auto_decompress off: a body is decoded by the handler that reads it, after the
+        # token check, never as it arrives (admin/inputs.py)
         kwargs.update(keepalive_timeout=limits.keepalive_timeout, max_field_size=MAX_FIELD_SIZE,
-                      max_line_size=MAX_FIELD_SIZE, max_headers=MAX_HEADERS)
+                      max_line_size=MAX_FIELD_SIZE, max_headers=MAX_HEADERS,
+                      auto_decompress=False)
         app.middlewares.insert(0, _head_limit(limits))  # before anything reads the request
         super().__init__(app, **kwargs)
         self.limits = limits

@@ -31,11 +31,16 @@ import re
 
 from gateway.dataplane.jsonpeek import ModelField, Unreadable, find_model
 
-__all__ = ["MAX_SERVED", "Asked", "ServedModels", "model_key"]
+__all__ = ["MAX_ASKED", "MAX_SERVED", "Asked", "ServedModels", "model_key"]
 
 #: (route, version, (path, model)) kept; the oldest are forgotten (a version that answers a
 #: model again is told again at once: only an unload during such churn goes unblamed)
 MAX_SERVED = 4096
+#: the longest path plus model noted: both are the client's text (a `model` of up to 64 KiB
+#: in a body read whole), and 4096 such entries held 256 MiB. Real model names and inference
+#: paths are far shorter; a longer one is never noted, so the stable is not blamed for it
+#: (the safe direction, as for any model it has not answered)
+MAX_ASKED = 1024
 
 _V2_MODEL = re.compile(r"/v2/models/([^/]+(?:/versions/[^/]+)?)/[^/]+$")
 
@@ -74,8 +79,8 @@ class ServedModels:
         self._seen: dict[tuple[str, str, Asked], None] = {}
 
     def note(self, route: str, version: str, asked: Asked | None) -> None:
-        if asked is None:
-            return  # (not an inference, or its model unread: it says nothing)
+        if asked is None or len(asked[0]) + len(asked[1]) > MAX_ASKED:
+            return  # (not an inference, or its model unread, or too long to keep)
         key = (route, version, asked)
         seen = self._seen
         if key not in seen:

@@ -72,3 +72,24 @@ def last_line(path: Path) -> bytes | None:
                 block *= 4
     except FileNotFoundError:
         return None
+
+
+def tail_lines(path: Path, count: int) -> tuple[list[bytes], int, bool]:
+    """The last `count` lines of a file as `bytes.splitlines(keepends=True)` splits it,
+    the byte offset the first of them starts at, and whether lines come before it. Reads
+    blocks from the end: the cost follows `count`, not the file's size (an audit trail
+    only grows)."""
+    with open(path, "rb") as f:
+        size = f.seek(0, os.SEEK_END)
+        block = 64 * 1024
+        while True:
+            start = max(0, size - block)
+            f.seek(start)
+            lines = f.read(size - start).splitlines(keepends=True)
+            if start > 0:
+                lines = lines[1:]  # (it may begin inside a line)
+            if start == 0 or len(lines) > count:
+                break
+            block *= 4
+    page = lines[-count:] if count > 0 else []
+    return page, size - sum(len(ln) for ln in page), len(lines) > len(page) or start > 0

@@ -28,7 +28,7 @@ from gateway.domain.audit import GENESIS, AuditDraft, seal
 from gateway.domain.branches import replaces_another
 from gateway.domain.statedoc import StateDoc
 from gateway.errors import AuditError, StoreConflict, StoreUnavailable
-from gateway.state.files import append_lines, atomic_write, last_line
+from gateway.state.files import append_lines, atomic_write, last_line, tail_lines
 from gateway.state.localaux import LocalRecords
 from gateway.state.signing import Keyring
 from gateway.state.store import (
@@ -158,21 +158,39 @@ class LocalStore(LocalRecords):
             return None
         return (doc.audit_head or None) if doc is not None else None
 
-    def _newest(self) -> tuple[str | None, list[dict[str, Any]]]:
-        """The anchored head and every event, read under the commit's lock (shared): a
-        commit appends its event before it writes the state file that anchors it."""
+    def _newest(self, limit: int) -> tuple[str | None, list[dict[str, Any]], bool]:
+        """The anchored head, the newest `limit` events (newest first) and whether older
+        ones exist, read under the commit's lock (shared): a commit appends its event
+        before it writes the state file that anchors it."""
         with self._locked(fcntl.LOCK_SH):
             try:
                 doc = self._read().doc
             except StoreUnavailable:
                 doc = None
-            return (doc.audit_head or None) if doc is not None else None, self._audit_all()
+            head = (doc.audit_head or None) if doc is not None else None
+            try:
+                lines, offset, more = tail_lines(self.audit_path, limit)
+            except FileNotFoundError:
+                return head, [], False
+            except OSError as exc:
+                raise StoreUnavailable(f"cannot read {self.audit_path}: {exc.strerror}") from None
+            out: list[dict[str, Any]] = []
+            for i, line in enumerate(lines):
+                try:
+                    out.append(json.loads(line))
+                except ValueError:  # (named by its line number, as `_audit_from` names it)
+                    with open(self.audit_path, "rb") as f:
+                        n = len(f.read(offset).splitlines()) + i + 1
+                    out.append({"id": f"line-{n}",
+                                "unparseable": line.rstrip(b"\r\n").decode("utf-8", "replace")})
+            return head, out[::-1], more
 
     async def audit_newest(self, limit: int) -> tuple[str | None, list[dict[str, Any]],
                                                       str | None]:
-        head, events = await asyncio.to_thread(self._newest)
-        page = events[::-1][:limit]
-        return head, page, page[-1].get("id") if len(events) > limit and page else None
+        """Read from the end of the trail (the console asks every 3 s: a whole read of a
+        long trail held the GIL the data plane needs)."""
+        head, page, more = await asyncio.to_thread(self._newest, limit)
+        return head, page, page[-1].get("id") if more and page else None
 
     def _append_audit(self, draft: AuditDraft, chain_from: str | None) -> dict[str, Any]:
         key = self.audit_keys.current
