@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -59,3 +60,48 @@ async def test_a_trickled_body_start_is_408_at_the_total_timeout(
         assert took < 2.0, took
         assert g.gw.inflight.count == 0
     assert [r for r in rec.requests if r["method"] == "POST"] == []
+
+
+async def test_a_trickled_body_a_model_route_must_peek_is_408(tmp_path: Path, backends) -> None:
+    """The same trickle on a request a route matched by the body's `model` could match:
+    the body is peeked (up to `model_peek_bytes`, 1 MiB) before any route is chosen, so
+    no route's total applied at all, and the request held its max_inflight slot for as
+    long as its client cared to trickle. Expected: 408 by the longest total timeout of
+    the routes (no route is chosen yet), nothing sent."""
+    rec = Recorder()
+    port = await backends(echo_app("v1", rec))
+    routes = textwrap.dedent(f"""\
+        - name: chat
+          match: {{path_prefix: /v1, model: gpt-a}}
+          stable: v1
+          timeouts: {{total: 1s}}
+          versions:
+            - {{name: v1, url: "http://127.0.0.1:{port}", weight: 100}}
+        - name: other
+          match: {{path_prefix: /v1}}
+          stable: v1
+          timeouts: {{connect: 200ms, total: 500ms}}
+          versions:
+            - {{name: v1, url: "http://127.0.0.1:{port}", weight: 100}}
+        """)
+    async with running_gateway(write_config(tmp_path, routes)) as g:
+        reader, writer = await asyncio.open_connection("127.0.0.1", g.gw.data_addr[1])
+        writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                     b"Transfer-Encoding: chunked\r\n\r\n1\r\n{\r\n")
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        got = b""
+        try:
+            while loop.time() - t0 < 4.0 and b"\r\n\r\n{" not in got:  # 4 x the longest total
+                writer.write(b"1\r\n \r\n")  # whitespace, a byte at a time
+                with contextlib.suppress(TimeoutError, ConnectionError):
+                    got += await asyncio.wait_for(reader.read(65536), 0.25)
+            took = loop.time() - t0
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+        assert got.startswith(b"HTTP/1.1 408 "), (round(took, 2), got[:200])
+        assert took < 2.0, took
+        assert g.gw.inflight.count == 0
+    assert rec.requests == []
