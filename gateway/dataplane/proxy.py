@@ -190,6 +190,7 @@ class Proxy(Outgoing, Answers, Finish):
                 async with asyncio.timeout(longest):
                     prefix = await req.read_prefix(self.peek_bytes, self.max_body)
             except TimeoutError:
+                self.clock.now = self.loop.time()  # (a timer, not bytes: see upstream._sweep)
                 raise BodyTimeout("the request body did not arrive within the routes' "
                                   "total timeout") from None
         except (BodyTimeout, BadBody) as exc:

@@ -78,6 +78,7 @@ async def run(flight: Forwarding) -> None:
                     async with asyncio.timeout_at(flight.deadline):
                         prefix = await req.read_prefix(SMALL_BODY, proxy.max_body)
                 except TimeoutError:
+                    proxy.clock.now = proxy.loop.time()  # (a timer, not bytes: see upstream)
                     raise BodyTimeout("the request body did not arrive within the route's "
                                       "total timeout") from None
                 if prefix is None:

@@ -1,0 +1,68 @@
+"""An answer the gateway gives when a timer, not bytes, ends the wait (the deadline
+sweeper's idle timeout, a connect timeout): the data plane's shared clock is read at socket
+events only, and the answer was stamped with the last one's time. (From a hostile review
+of the data plane; each failed before its fix.)"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from aiohttp import ClientSession
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.backends import black_hole, hang_app
+from tests.conftest import running_gateway, two_versions, write_config
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@contextlib.contextmanager
+def _no_port() -> Iterator[None]:
+    yield None
+
+
+@pytest.mark.parametrize("how", ["idle", "connect"])
+async def test_a_timeout_answer_is_timed_and_its_connection_kept_alive(
+        tmp_path: Path, backends, session: ClientSession, how: str) -> None:
+    """A backend that hangs (idle timeout, 800 ms: the sweeper fails it) or a host that is
+    gone (connect timeout, 400 ms per version): on a gateway with no other traffic its 504
+    was recorded in killgate_request_duration_seconds as taking a fraction of a
+    millisecond (the request's arrival was the last socket event), so timeouts vanished
+    from the latency histograms and their p99 alerts; and the kept-alive client
+    connection's keepalive_timeout (600 ms) was counted from that arrival too, so it was
+    closed as soon as the 504 was written."""
+    with (black_hole() if how == "connect" else _no_port()) as hole:
+        port = hole if hole is not None else await backends(hang_app())
+        routes = two_versions(port, port, 100, 0,
+                              extra="timeouts: {connect: 400ms, total: 10s, idle: 800ms}\n")
+        cfg = write_config(tmp_path, routes, extra="server: {keepalive_timeout: 600ms}\n")
+        async with running_gateway(cfg) as g:
+            reader, writer = await asyncio.open_connection("127.0.0.1", g.gw.data_addr[1])
+            try:
+                loop = asyncio.get_running_loop()
+                t0 = loop.time()
+                writer.write(b"GET /v2/models/iris/x HTTP/1.1\r\nHost: x\r\n\r\n")
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+                took = loop.time() - t0
+                assert head.startswith(b"HTTP/1.1 504 "), head
+                assert b"connection: close" not in head.lower()
+                # kept alive: still open well inside keepalive_timeout after the answer
+                length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+                await asyncio.wait_for(reader.readexactly(length), 5)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(reader.read(1), 0.3)
+                assert not reader.at_eof(), "closed at once after the 504"
+            finally:
+                writer.close()
+                with contextlib.suppress(ConnectionError):
+                    await writer.wait_closed()
+            async with session.get(g.admin + "/metrics") as r:
+                text = await r.text()
+    fams = {f.name: f for f in text_string_to_metric_families(text)}
+    recorded = sum(s.value for s in fams["killgate_request_duration_seconds"].samples
+                   if s.name.endswith("_sum"))
+    assert recorded >= took - 0.1, (recorded, took)
