@@ -66,3 +66,58 @@ async def test_a_timeout_answer_is_timed_and_its_connection_kept_alive(
     recorded = sum(s.value for s in fams["killgate_request_duration_seconds"].samples
                    if s.name.endswith("_sum"))
     assert recorded >= took - 0.1, (recorded, took)
+
+
+async def test_an_answer_a_kill_cuts_short_is_timed_and_kept_alive(
+        tmp_path: Path, backends, session: ClientSession) -> None:
+    """The same for a request waiting on its backend that a kill (abort_inflight) answers
+    503: the kill comes from the state sync, not from a data-plane socket, and the 503
+    was stamped with the request's arrival time (recorded as ~0 s; its kept-alive
+    connection's keepalive_timeout already spent, so closed at once)."""
+    from aiohttp import web
+
+    from tests.test_killswitch import auth
+
+    async def slow(req: web.Request) -> web.Response:
+        await req.read()
+        if req.path.endswith("/slow"):
+            await asyncio.sleep(5)
+        return web.json_response({"ok": True})
+
+    app = web.Application()
+    app.router.add_route("*", "/{t:.*}", slow)
+    port = await backends(app)
+    cfg = write_config(tmp_path, two_versions(port, port, 100, 0),
+                       extra="server: {keepalive_timeout: 600ms}\n")
+    async with running_gateway(cfg) as g:
+        async with session.post(g.url + "/v2/models/iris/warm", data=b"{}") as r:
+            assert r.status == 200  # a pooled connection: the next request is fast path
+        reader, writer = await asyncio.open_connection("127.0.0.1", g.gw.data_addr[1])
+        try:
+            loop = asyncio.get_running_loop()
+            t0 = loop.time()
+            writer.write(b"POST /v2/models/iris/slow HTTP/1.1\r\nHost: x\r\n"
+                         b"Content-Length: 2\r\n\r\n{}")
+            await asyncio.sleep(1.0)  # waiting on its backend, past keepalive_timeout
+            async with session.post(f"{g.admin}/v1/kill", headers=auth(),
+                                    json={"scope": "route", "route": "iris",
+                                          "reason": "t"}) as r:
+                assert r.status == 200
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            took = loop.time() - t0
+            assert head.startswith(b"HTTP/1.1 503 "), head
+            length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+            await asyncio.wait_for(reader.readexactly(length), 5)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(reader.read(1), 0.3)
+            assert not reader.at_eof(), "closed at once after the 503"
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+        async with session.get(g.admin + "/metrics") as r:
+            text = await r.text()
+    fams = {f.name: f for f in text_string_to_metric_families(text)}
+    killed = [s.value for s in fams["killgate_request_duration_seconds"].samples
+              if s.name.endswith("_sum") and s.labels.get("decision") == "killed"]
+    assert killed and killed[0] >= took - 0.1, (killed, took)

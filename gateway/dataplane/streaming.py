@@ -117,6 +117,7 @@ async def stream(flight: Forwarding, ex: Exchange) -> None:
                     req.abort()  # an incomplete body, never a clean end
                     return
     except UpstreamError as exc:
+        proxy.clock.now = proxy.loop.time()  # (a kill or a timer may have cut it: its record)
         flight.exchange = None
         ex.release()
         why: Aborted | None = flight.aborted
