@@ -14,7 +14,7 @@ import pytest
 from aiohttp import ClientSession
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.backends import black_hole, hang_app
+from tests.backends import RawServer, black_hole, hang_app
 from tests.conftest import running_gateway, two_versions, write_config
 
 pytestmark = pytest.mark.timeout(60)
@@ -25,18 +25,32 @@ def _no_port() -> Iterator[None]:
     yield None
 
 
-@pytest.mark.parametrize("how", ["idle", "connect"])
+class _ClosesLate(RawServer):
+    """Reads a request, and closes the connection 0.7 s later without an answer (a backend
+    that crashed while it worked)."""
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        await asyncio.sleep(0.7)  # (past keepalive_timeout, within the idle timeout)
+
+
+@pytest.mark.parametrize("how, status", [("idle", 504), ("connect", 504), ("closed", 502)])
 async def test_a_timeout_answer_is_timed_and_its_connection_kept_alive(
-        tmp_path: Path, backends, session: ClientSession, how: str) -> None:
-    """A backend that hangs (idle timeout, 800 ms: the sweeper fails it) or a host that is
-    gone (connect timeout, 400 ms per version): on a gateway with no other traffic its 504
-    was recorded in killgate_request_duration_seconds as taking a fraction of a
-    millisecond (the request's arrival was the last socket event), so timeouts vanished
-    from the latency histograms and their p99 alerts; and the kept-alive client
-    connection's keepalive_timeout (600 ms) was counted from that arrival too, so it was
-    closed as soon as the 504 was written."""
+        tmp_path: Path, backends, session: ClientSession, how: str, status: int) -> None:
+    """A backend that hangs (idle timeout, 800 ms: the sweeper fails it), a host that is
+    gone (connect timeout, 400 ms per version), or a backend that closes the connection
+    after 0.7 s without an answer: on a gateway with no other traffic the answer was
+    recorded in killgate_request_duration_seconds as taking a fraction of a millisecond
+    (the request's arrival was the last socket event), so timeouts vanished from the
+    latency histograms and their p99 alerts; and the kept-alive client connection's
+    keepalive_timeout (600 ms) was counted from that arrival too, so it was closed as soon
+    as the answer was written."""
+    closes = _ClosesLate() if how == "closed" else None
     with (black_hole() if how == "connect" else _no_port()) as hole:
-        port = hole if hole is not None else await backends(hang_app())
+        if closes is not None:
+            port = await closes.start()
+        else:
+            port = hole if hole is not None else await backends(hang_app())
         routes = two_versions(port, port, 100, 0,
                               extra="timeouts: {connect: 400ms, total: 10s, idle: 800ms}\n")
         cfg = write_config(tmp_path, routes, extra="server: {keepalive_timeout: 600ms}\n")
@@ -48,18 +62,20 @@ async def test_a_timeout_answer_is_timed_and_its_connection_kept_alive(
                 writer.write(b"GET /v2/models/iris/x HTTP/1.1\r\nHost: x\r\n\r\n")
                 head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
                 took = loop.time() - t0
-                assert head.startswith(b"HTTP/1.1 504 "), head
+                assert head.startswith(b"HTTP/1.1 %d " % status), head
                 assert b"connection: close" not in head.lower()
                 # kept alive: still open well inside keepalive_timeout after the answer
                 length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
                 await asyncio.wait_for(reader.readexactly(length), 5)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(reader.read(1), 0.3)
-                assert not reader.at_eof(), "closed at once after the 504"
+                assert not reader.at_eof(), "closed at once after the answer"
             finally:
                 writer.close()
                 with contextlib.suppress(ConnectionError):
                     await writer.wait_closed()
+                if closes is not None:
+                    await closes.stop()
             async with session.get(g.admin + "/metrics") as r:
                 text = await r.text()
     fams = {f.name: f for f in text_string_to_metric_families(text)}
