@@ -137,3 +137,33 @@ async def test_an_answer_a_kill_cuts_short_is_timed_and_kept_alive(
     killed = [s.value for s in fams["killgate_request_duration_seconds"].samples
               if s.name.endswith("_sum") and s.labels.get("decision") == "killed"]
     assert killed and killed[0] >= took - 0.1, (killed, took)
+
+
+async def test_a_body_that_stalls_is_timed_by_its_408(
+        tmp_path: Path, backends, session: ClientSession) -> None:
+    """A chunked body that stops coming gets 408 at `body_timeout` (the connection's timer
+    ends the wait): it was recorded as taking as long as its last body bytes took to
+    arrive, a fraction of a millisecond, not the 500 ms it waited."""
+    port = await backends(hang_app())
+    cfg = write_config(tmp_path, two_versions(port, port, 100, 0),
+                       extra="server: {body_timeout: 500ms}\n")
+    async with running_gateway(cfg) as g:
+        reader, writer = await asyncio.open_connection("127.0.0.1", g.gw.data_addr[1])
+        try:
+            loop = asyncio.get_running_loop()
+            t0 = loop.time()
+            writer.write(b"POST /v2/models/iris/x HTTP/1.1\r\nHost: x\r\n"
+                         b"Transfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n")
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            took = loop.time() - t0
+            assert head.startswith(b"HTTP/1.1 408 "), head
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+        async with session.get(g.admin + "/metrics") as r:
+            text = await r.text()
+    fams = {f.name: f for f in text_string_to_metric_families(text)}
+    recorded = sum(s.value for s in fams["killgate_request_duration_seconds"].samples
+                   if s.name.endswith("_sum"))
+    assert recorded >= took - 0.1, (recorded, took)
