@@ -10,6 +10,7 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
 
+from gateway.dataplane.clock import Clock
 from gateway.errors import ClientTimeout, UpstreamClosed, UpstreamError, UpstreamTimeout
 
 __all__ = ["Awaiting", "Body"]
@@ -30,6 +31,7 @@ class Awaiting:
                  "waiter")
 
     loop: asyncio.AbstractEventLoop
+    clock: Clock  # the data plane's shared clock reading
     pool: _Pool
     transport: asyncio.Transport | None
     closed: bool
@@ -81,6 +83,7 @@ class Awaiting:
             async with asyncio.timeout_at(self.deadline):
                 await self._send_body(tr, body)
         except TimeoutError:
+            self.clock.now = self.loop.time()  # (a timer ended the wait: upstream._sweep)
             err: UpstreamError
             if self._write_paused:  # (waiting for the backend to take the body: its delay)
                 err = UpstreamTimeout("total", delivered=True)

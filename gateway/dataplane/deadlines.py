@@ -10,6 +10,7 @@ import asyncio
 from collections import deque
 from collections.abc import Callable
 
+from gateway.dataplane.clock import Clock
 from gateway.dataplane.request import BodyTimeout, Request
 from gateway.dataplane.wire import Limits, Server
 
@@ -21,6 +22,7 @@ class Deadlines:
 
     # the connection's state they read and write (HttpProtocol's)
     loop: asyncio.AbstractEventLoop
+    clock: Clock
     server: Server
     limits: Limits
     queue: deque[Request]
@@ -54,7 +56,9 @@ class Deadlines:
         self.timer = None
         if self.closed:
             return
-        now = self.loop.time()
+        # (the shared clock too: a 408 or a cut this timer brings is stamped now, not at the
+        # last socket event)
+        self.clock.now = now = self.loop.time()
         nxt = float("inf")
         limits = self.limits
         if not self.queue:  # waiting for a head, or in the middle of one

@@ -203,6 +203,9 @@ class Exchange(AnswerParsing, asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        # (a close or reset is a socket event that brings no bytes: what it leads to, a 502
+        # or a failover, is stamped now, not at the last bytes; once per connection)
+        self.clock.now = self.loop.time()
         if self.headers_done and not self.complete and not self._framed and not self.error \
                 and exc is None:
             # Body delimited by connection close (no length, not chunked): EOF ends it (a

@@ -162,6 +162,9 @@ class Moves(Handle):
         return self._next(Outcome(UNDELIVERED), why, None)
 
     def _answer_killed(self, why: Aborted) -> None:
+        # (a kill comes from the state sync, not from a data-plane socket: the shared clock
+        # is read afresh for this answer's record and its connection's keep-alive deadline)
+        self.proxy.clock.now = self.proxy.loop.time()
         span = self.req.span
         if span is not None:
             if self.att is not None:

@@ -180,9 +180,19 @@ class Proxy(Outgoing, Answers, Finish):
 
     async def _peek(self, req: Request, table: RouteTable, path: str, target: bytes,
                     host: str) -> None:
-        """Read as much of the body as the `model` lookup may need, then route."""
+        """Read as much of the body as the `model` lookup may need, then route. No route is
+        chosen yet, so the longest total timeout of any route bounds the read (a client
+        trickling its body must not hold the request, and its max_inflight slot, longer
+        than any route would let it: 408)."""
+        longest = max(p.total_timeout for p in table.routes)
         try:
-            prefix = await req.read_prefix(self.peek_bytes, self.max_body)
+            try:  # (one timer, for the requests whose body is not in at their head)
+                async with asyncio.timeout(longest):
+                    prefix = await req.read_prefix(self.peek_bytes, self.max_body)
+            except TimeoutError:
+                self.clock.now = self.loop.time()  # (a timer, not bytes: see upstream._sweep)
+                raise BodyTimeout("the request body did not arrive within the routes' "
+                                  "total timeout") from None
         except (BodyTimeout, BadBody) as exc:
             self.body_failed(req, None, None, "", exc)
             return

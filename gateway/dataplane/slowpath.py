@@ -72,7 +72,15 @@ async def run(flight: Forwarding) -> None:
             if cl is not None and cl > SMALL_BODY:
                 flight.prefix, flight.complete = b"", False  # it streams from its start
             else:  # small (it may move versions) or chunked: its start first
-                prefix = await req.read_prefix(SMALL_BODY, proxy.max_body)
+                try:  # (the route's total deadline holds while the client sends it, as it
+                    # does while the rest streams: a byte now and then held the request, and
+                    # its max_inflight slot, for as long as 64 KiB took; one timer)
+                    async with asyncio.timeout_at(flight.deadline):
+                        prefix = await req.read_prefix(SMALL_BODY, proxy.max_body)
+                except TimeoutError:
+                    proxy.clock.now = proxy.loop.time()  # (a timer, not bytes: see upstream)
+                    raise BodyTimeout("the request body did not arrive within the route's "
+                                      "total timeout") from None
                 if prefix is None:
                     flight._finished()
                     proxy.too_large(req, flight.plan)

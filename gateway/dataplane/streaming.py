@@ -108,6 +108,7 @@ async def stream(flight: Forwarding, ex: Exchange) -> None:
                     async with asyncio.timeout_at(flight.deadline):  # timer per wait): a
                         await req.drain()  # slow reader must not hold the backend past it
                 except TimeoutError:
+                    proxy.clock.now = proxy.loop.time()  # (a timer, not bytes: its record)
                     flight._close_ex()  # (the client's delay: not counted against the backend)
                     proxy.metrics.inc("killgate_client_send_timeouts_total")
                     if req.span is not None:
@@ -116,6 +117,7 @@ async def stream(flight: Forwarding, ex: Exchange) -> None:
                     req.abort()  # an incomplete body, never a clean end
                     return
     except UpstreamError as exc:
+        proxy.clock.now = proxy.loop.time()  # (a kill or a timer may have cut it: its record)
         flight.exchange = None
         ex.release()
         why: Aborted | None = flight.aborted

@@ -103,6 +103,7 @@ class Pool:
                     else:
                         self._wake_one()
                 if isinstance(exc, TimeoutError):
+                    self.clock.now = self.loop.time()  # (a timer ended the wait: see _sweep)
                     raise self._queue_timeout(connect_timeout) from None
                 raise
             finally:
@@ -121,6 +122,7 @@ class Pool:
         except TimeoutError:
             self.open -= 1
             self._wake_one()
+            self.clock.now = self.loop.time()  # (a timer ended the wait: see Upstreams._sweep)
             raise UpstreamTimeout("connect", delivered=False) from None
         except (OSError, ssl.SSLError) as exc:
             self.open -= 1
@@ -223,7 +225,10 @@ class Upstreams:
             await asyncio.sleep(self.SWEEP if waiting else 0.05)
             if waiting:
                 now = loop.time()
-                for ex in [ex for ex in waiting if ex.wait_until <= now]:
+                expired = [ex for ex in waiting if ex.wait_until <= now]
+                if expired:  # what these failures lead to (a 504, a failover) happens now,
+                    self.clock.now = now  # not at the last socket event (the shared clock)
+                for ex in expired:
                     waiting.discard(ex)
                     ex._on_timer()
 
