@@ -70,3 +70,18 @@ def test_an_event_stream_answer_is_marked_whole_or_streamed() -> None:
     plain = [(n.lower(), v) for n, v in _fields(response_head(
         200, [(b"Content-Type", b"text/plain"), (b"Cache-Control", b"max-age=60")], b"", 10, None))]
     assert (b"cache-control", b"max-age=60") in plain and b"x-accel-buffering" not in dict(plain)
+
+
+def test_a_streamed_answer_of_any_type_is_marked_not_to_be_buffered() -> None:
+    """CONTRACT §3: streaming answers carry `cache-control: no-cache` and
+    `x-accel-buffering: no`. Only SSE did: a chunked NDJSON token stream went out without
+    them, and an nginx in front buffered it whole. A whole answer (with its length) keeps
+    the backend's Cache-Control."""
+    raw = [(b"Content-Type", b"application/x-ndjson"), (b"Cache-Control", b"max-age=60")]
+    fields = [(n.lower(), v) for n, v in _fields(response_head(200, raw, b"", None, None,
+                                                                 chunked=True))]
+    assert fields.count((b"cache-control", b"no-cache")) == 1
+    assert (b"x-accel-buffering", b"no") in fields
+    assert (b"cache-control", b"max-age=60") not in fields
+    whole = dict(_fields(response_head(200, raw, b"", 10, None)))
+    assert whole[b"Cache-Control"] == b"max-age=60" and b"x-accel-buffering" not in whole

@@ -87,6 +87,32 @@ async def test_pin_only_where_allowed(tmp_path: Path, backends, session) -> None
             assert r.headers["x-killgate-version"] == "v1"
 
 
+async def test_a_chunked_stream_is_marked_not_to_be_buffered(tmp_path: Path, backends,
+                                                           session) -> None:
+    """CONTRACT §3 for a stream that is not SSE (NDJSON tokens, chunked): an nginx in
+    front of the gateway buffered it whole, as it had neither field."""
+    async def ndjson(req: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"content-type": "application/x-ndjson",
+                                           "cache-control": "max-age=60"})
+        resp.enable_chunked_encoding()
+        await resp.prepare(req)
+        for i in range(3):
+            await resp.write(b'{"token": %d}\n' % i)
+            await asyncio.sleep(0.05)
+        await resp.write_eof()
+        return resp
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", ndjson)
+    p = await backends(app)
+    cfg = write_config(tmp_path, two_versions(p, p, 100, 0))
+    async with running_gateway(cfg) as g, session.post(g.url + INFER, json={}) as r:
+        assert r.headers["transfer-encoding"] == "chunked"
+        assert r.headers["cache-control"] == "no-cache"
+        assert r.headers["x-accel-buffering"] == "no"
+        assert (await r.read()).count(b"token") == 3
+
+
 async def test_sse_events_arrive_as_sent(tmp_path: Path, backends, session) -> None:
     p1 = await backends(sse_app("v1", events=10, interval=0.3))
     cfg = write_config(tmp_path, two_versions(p1, p1, 100, 0))

@@ -133,11 +133,14 @@ def response_head(status: int, raw: Iterable[tuple[bytes, bytes]], ours: bytes,
     in; framing is ours: `length` (Content-Length), `chunked`, or neither (no body, or a
     body that ends with the connection). `connection` is an explicit Connection value; an
     SSE answer (`sse`, or its Content-Type says so: whole or streamed, it reads the same)
-    is marked not to be cached or buffered on the way. `body`, when given, follows the head
-    in the same bytes (a whole answer is built in one join)."""
+    and a streamed one (`chunked`: NDJSON tokens, say) are marked not to be cached or
+    buffered on the way (CONTRACT §3; nginx buffers a proxied answer unless told not to).
+    `body`, when given, follows the head in the same bytes (a whole answer is built in one
+    join)."""
     status_line = _STATUS_LINES.get(status) or b"HTTP/1.1 %d Unknown\r\n" % status
-    if sse:
+    if sse or chunked:
         parts, dated, _ = _raw_lines(status_line, raw, _RESPONSE_DROP_SSE, _SSE_NAMES)
+        sse = True
     else:
         parts, dated, sse = _raw_lines(status_line, raw, RESPONSE_DROP, RESPONSE_NAMES)
         if sse:
