@@ -244,3 +244,31 @@ async def test_a_frozen_master_is_named_in_the_error(tmp_path: Path) -> None:
             master.proc.send_signal(signal.SIGCONT)
         master.stop()
         sentinel.stop()
+
+
+async def test_outcome_unknown_does_not_ask_for_what_the_cli_cannot_do(
+        tmp_path: Path, backends, fwd: Forwarder) -> None:
+    """The store took an unkill but its reply never came (a failover mid-write): 503
+    `outcome_unknown` told the operator to "retry with the same Idempotency-Key", which
+    the CLI gives no way to do, and which the gateway had released with the failure anyway
+    (a retry with it runs the write again, as a new one would). Expected: what to check,
+    and what a retry does."""
+    from tests.conftest import running_gateway
+
+    p = await backends(echo_app("v1"))
+    state = redis_state_via(fwd, tmp_path, "revops-ou", command_timeout="300ms")
+    cfg = write_config(tmp_path, two_versions(p, p), state=state)
+    async with running_gateway(cfg) as g:
+        env = {"KILLGATE_ADMIN_URL": g.admin, "KILLGATE_TOKEN": token("killgate:admin")}
+        k = await acli("kill", "--route", "iris", "--reason", "INC-4", env=env)
+        assert k.returncode == 0, k.stderr
+        # the connections: "cmd" (reads, the idempotency claim; made first, by the start's
+        # load), the subscription, and "write" (commits): its replies are lost from now on
+        writes = [ln for ln in fwd.links if b"SUBSCRIBE" not in ln.head][1:]
+        assert writes, [ln.head[:80] for ln in fwd.links]
+        for link in writes:
+            link.muted = True
+        u = await acli("unkill", "--route", "iris", "--reason", "INC-4 over", env=env)
+        assert u.returncode == 1 and "outcome_unknown" in u.stderr, (u.stdout, u.stderr)
+        assert "same Idempotency-Key" not in u.stderr, u.stderr
+        assert "killgate status" in u.stderr and "409 not_killed" in u.stderr, u.stderr
