@@ -272,3 +272,27 @@ async def test_outcome_unknown_does_not_ask_for_what_the_cli_cannot_do(
         assert u.returncode == 1 and "outcome_unknown" in u.stderr, (u.stdout, u.stderr)
         assert "same Idempotency-Key" not in u.stderr, u.stderr
         assert "killgate status" in u.stderr and "409 not_killed" in u.stderr, u.stderr
+
+
+async def test_audit_verify_without_the_key_asks_for_the_fleets(tmp_path: Path, backends,
+                                                                 monkeypatch) -> None:
+    """`killgate audit verify -c FILE` in a shell without the fleet's key variable said
+    "set it ... e.g. `export KILLGATE_TEST_STATE_KEY=$(openssl rand -hex 32)`": a tired
+    operator who does that gets "audit chain BROKEN" (no MAC verifies under a new key).
+    Expected: asks for the fleet's key, never a new one; with --json, an error object."""
+    from tests.conftest import running_gateway
+
+    p = await backends(echo_app("v1"))
+    state = (f"state:\n  backend: local\n  path: {tmp_path}/store.json\n"
+             f"  signing_key_env: KILLGATE_TEST_STATE_KEY\n")
+    cfg = write_config(tmp_path, two_versions(p, p), state=state)
+    async with running_gateway(cfg) as g:
+        env = {"KILLGATE_ADMIN_URL": g.admin, "KILLGATE_TOKEN": token("killgate:admin")}
+        monkeypatch.delenv("KILLGATE_TEST_STATE_KEY")
+        for json_flag in ([], ["--json"]):
+            res = await acli("audit", "verify", "-c", str(cfg), *json_flag, env=env)
+            assert res.returncode == 1, (res.stdout, res.stderr)
+            assert "openssl rand" not in res.stderr, res.stderr
+            assert "the key the fleet runs with" in res.stderr, res.stderr
+            if json_flag:
+                assert json.loads(res.stdout)["error"]["exit"] == 1

@@ -108,6 +108,27 @@ def _describe(r: TrailReport, keys: dict[str, bytes], source: str, head: str | N
     return out
 
 
+def _failed(args: argparse.Namespace, lines: list[str]) -> int:
+    """Exit 1 before any check: the lines on stderr, and with --json as an error object."""
+    for line in lines:
+        print(f"killgate: {line}", file=sys.stderr)
+    if getattr(args, "json", False):
+        print(json.dumps({"error": {"message": "; ".join(lines), "exit": 1}}, indent=2))
+    return 1
+
+
+def _for_verify(p: Problem) -> str:
+    """A key problem as `audit verify` must put it: the serve-side advice (make a key with
+    `openssl rand`) would give a key the trail was never sealed with, and every MAC would
+    then fail: the trail would read BROKEN for want of the right key."""
+    if "is not set" not in p.message or "environment variable" not in p.message:
+        return str(p)
+    name = p.message.split("environment variable ", 1)[1].split(" ", 1)[0]
+    return (f"{p.path}: the environment variable {name} is not set: set it to the key the "
+            "fleet runs with (the instances' value), or give --key-file FILE; not a new key: "
+            "the trail's MACs would not verify with it")
+
+
 def verify(args: argparse.Namespace, fetch: Fetch) -> int:
     """Run the check; `fetch` reads every event (oldest first) and the anchored head."""
     try:
@@ -117,12 +138,9 @@ def verify(args: argparse.Namespace, fetch: Fetch) -> int:
         else:
             (events, head), what = fetch(args), "chain"
     except ConfigError as exc:
-        for p in exc.problems:
-            print(f"killgate: {p}", file=sys.stderr)
-        return 1
+        return _failed(args, [_for_verify(p) for p in exc.problems])
     except VerifyError as exc:
-        print(f"killgate: {exc}", file=sys.stderr)
-        return 1
+        return _failed(args, [str(exc)])
     r = verify_trail(events, head, keys)
     brk = r.brk
     if getattr(args, "json", False):
