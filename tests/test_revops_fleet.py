@@ -296,3 +296,27 @@ async def test_audit_verify_without_the_key_asks_for_the_fleets(tmp_path: Path, 
             assert "the key the fleet runs with" in res.stderr, res.stderr
             if json_flag:
                 assert json.loads(res.stdout)["error"]["exit"] == 1
+
+
+async def test_audit_verify_with_another_key_says_so(tmp_path: Path, backends) -> None:
+    """With a key that is not the fleet's (a wrong variable, the staging key), `audit
+    verify` said only "audit chain BROKEN ... the newest event carries no MAC under a key
+    given here", which reads as tampering. Expected (still exit 1: nothing authenticates the
+    trail): first, that the trail is sealed under another key id than the one given."""
+    from tests.conftest import running_gateway
+
+    p = await backends(echo_app("v1"))
+    state = (f"state:\n  backend: local\n  path: {tmp_path}/store.json\n"
+             f"  signing_key_env: KILLGATE_TEST_STATE_KEY\n")
+    cfg = write_config(tmp_path, two_versions(p, p), state=state)
+    async with running_gateway(cfg) as g:
+        env = {"KILLGATE_ADMIN_URL": g.admin, "KILLGATE_TOKEN": token("killgate:admin")}
+        k = await acli("kill", "--route", "iris", "--reason", "INC-5", env=env)
+        assert k.returncode == 0, k.stderr
+        res = await acli("audit", "verify", "--key-env", "OTHER_KEY",
+                         env={**env, "OTHER_KEY": "x" * 40})
+        assert res.returncode == 1, (res.stdout, res.stderr)
+        first = res.stderr.splitlines()[0]
+        assert "key id(s)" in first and "the fleet's key" in first, res.stderr
+        ok = await acli("audit", "verify", "-c", str(cfg), env=env)
+        assert ok.returncode == 0 and "key id" not in ok.stderr, (ok.stdout, ok.stderr)

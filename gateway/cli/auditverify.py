@@ -108,6 +108,18 @@ def _describe(r: TrailReport, keys: dict[str, bytes], source: str, head: str | N
     return out
 
 
+def _other_key(events: list[dict[str, Any]], keys: dict[str, bytes]) -> str:
+    """When no event with a MAC names a key given here: most likely the wrong key was given
+    (a break it causes is not proof of tampering); said first, naming both key ids."""
+    sealed = {str(ev.get("kid")) for ev in events
+              if isinstance(ev.get("mac"), str) and isinstance(ev.get("kid"), str)}
+    if not keys or not sealed or sealed & set(keys):
+        return ""
+    return (f"the trail's MACs name key id(s) {', '.join(sorted(sealed))}, and the key(s) "
+            f"given here have id(s) {', '.join(sorted(keys))}: check with the fleet's key "
+            "before reading what follows as tampering")
+
+
 def _failed(args: argparse.Namespace, lines: list[str]) -> int:
     """Exit 1 before any check: the lines on stderr, and with --json as an error object."""
     for line in lines:
@@ -155,6 +167,9 @@ def verify(args: argparse.Namespace, fetch: Fetch) -> int:
         if brk is None:
             print(f"audit {what} ok: {r.events} event(s); {detail}")
         else:
+            wrong = _other_key(events, keys)
+            if wrong:
+                print(f"killgate: {wrong}", file=sys.stderr)
             # (escaped: the id and the text quoted from the event are whoever forged it's
             # choice, and a carriage return or an escape sequence would overwrite this line)
             print(f"audit {what} BROKEN at event #{brk.index} (id "
