@@ -320,3 +320,29 @@ async def test_audit_verify_with_another_key_says_so(tmp_path: Path, backends) -
         assert "key id(s)" in first and "the fleet's key" in first, res.stderr
         ok = await acli("audit", "verify", "-c", str(cfg), env=env)
         assert ok.returncode == 0 and "key id" not in ok.stderr, (ok.stdout, ok.stderr)
+
+
+async def test_diff_names_the_kills_a_file_leaves_stopping_nothing(tmp_path: Path,
+                                                                   backends) -> None:
+    """During an incident (route iris killed) a pull request renames the route (iris →
+    iris-v2, same match). `killgate diff` showed "route removed / route added" and nothing
+    about the kill: once applied, the kill stays in force on a name no request reaches, and
+    the renamed route serves the killed traffic. Expected: the kill named, with what it
+    means; `kills_unrouted` in --json."""
+    from tests.conftest import running_gateway
+
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p))
+    renamed = write_config(tmp_path, two_versions(p, p, name="iris-v2"), name="renamed.yaml")
+
+    async with running_gateway(cfg) as g:
+        env = {"KILLGATE_ADMIN_URL": g.admin, "KILLGATE_TOKEN": token("killgate:admin")}
+        k = await acli("kill", "--route", "iris", "--reason", "INC-6", env=env)
+        assert k.returncode == 0, k.stderr
+        res = await acli("diff", str(renamed), env=env)
+        assert res.returncode == 2, (res.stdout, res.stderr)
+        assert "STOPPING NOTHING" in res.stdout and "route:iris" in res.stdout, res.stdout
+        res = await acli("diff", str(renamed), "--json", env=env)
+        assert json.loads(res.stdout)["kills_unrouted"][0]["kill"] == "route:iris", res.stdout
+        same = await acli("diff", str(cfg), "--json", env=env)
+        assert "kills_unrouted" not in json.loads(same.stdout), same.stdout
