@@ -131,11 +131,12 @@ async def test_status_lists_an_instance_cut_off_from_the_store(tmp_path: Path, b
     fwd = Forwarder(redis_server.port)
     await fwd.start()
     try:
+        gate = "approvals: {unkill_version: 2}\n"
         a = await _serve(gateway_procs, tmp_path / "a", routes,
-                         _state(redis_server, tmp_path / "a", instance_lease="1s"))
+                         _state(redis_server, tmp_path / "a", instance_lease="1s") + gate)
         b = await _serve(gateway_procs, tmp_path / "b", routes,
                          redis_state_via(fwd, tmp_path / "b", "revops", heartbeat_interval="200ms",
-                                         command_timeout="300ms", instance_lease="1s"))
+                                         command_timeout="300ms", instance_lease="1s") + gate)
         await wait_until(lambda: _has_two(a.admin), 15, 0.1, "both instances in the fleet")
         fwd.point(free_port())
         await wait_until(lambda: _has_one(a.admin), 15, 0.1, "B's lease to run out")
@@ -147,6 +148,15 @@ async def test_status_lists_an_instance_cut_off_from_the_store(tmp_path: Path, b
         res = await _status(a.admin)
         rows = [ln for ln in res.stdout.splitlines() if ln.startswith(_name(b.output()))]
         assert rows and "SILENT" in rows[0], res.stdout
+        # an unkill applied by its approval says the same
+        asked = await acli("--json", "unkill", "--route", "iris", "--version", "v2",
+                           "--reason", "INC-2 over", "--admin", a.admin, env=env)
+        assert asked.returncode == 3, (asked.stdout, asked.stderr)
+        ident = json.loads(asked.stdout)["approval"]["id"]
+        ok = await acli("approve", ident, "--admin", a.admin,
+                        env={"KILLGATE_TOKEN": token("killgate:admin", "bob")})
+        assert ok.returncode == 0 and "approved and applied" in ok.stdout, (ok.stdout, ok.stderr)
+        assert "WARNING" in ok.stderr and _name(b.output()) in ok.stderr, ok.stderr
     finally:
         await fwd.close()
 

@@ -29,7 +29,7 @@ from gateway.cli.http import (
 from gateway.domain.audit import clean_text
 
 __all__ = ["DEFAULT_ADMIN", "ClientError", "api", "common_options", "glass", "glass_option",
-           "quote", "raw_call", "run", "silent_instances", "table", "write"]
+           "quote", "raw_call", "run", "silent_instances", "table", "warn_silent", "write"]
 
 DEFAULT_ADMIN = "http://127.0.0.1:8081"
 
@@ -141,13 +141,18 @@ def write(args: argparse.Namespace, method: str, path: str, body: dict[str, Any]
     else:
         print(label(res) if callable(label) else label)
         _print_receipt(res)
-    silent = silent_instances(args, set(res["applied"].get("pending") or ()))
+    warn_silent(args, res)
+    return 0 if not res.get("applied", {}).get("pending") else 4
+
+
+def warn_silent(args: argparse.Namespace, receipt: dict[str, Any]) -> None:
+    """After a write's receipt: name on stderr the instances it could not count."""
+    silent = silent_instances(args, set(receipt["applied"].get("pending") or ()))
     if silent:
         names = ", ".join(clean_text(str(r.get("instance")), 128) for r in silent)
         print(f"killgate: WARNING: not counted above, not heard from within the lease: {names} "
               "(crashed, or cut off from the store and not enforcing this): see killgate status",
               file=sys.stderr)
-    return 0 if not res.get("applied", {}).get("pending") else 4
 
 
 def silent_instances(args: argparse.Namespace, known: set[str]) -> list[dict[str, Any]]:
