@@ -184,3 +184,30 @@ async def test_diff_names_the_kills_a_file_leaves_stopping_nothing(tmp_path: Pat
         assert json.loads(res.stdout)["kills_unrouted"][0]["kill"] == "route:iris", res.stdout
         same = await acli("diff", str(cfg), "--json", env=env)
         assert "kills_unrouted" not in json.loads(same.stdout), same.stdout
+
+
+async def test_a_kill_only_token_causes_no_refusal_in_the_trail(tmp_path: Path,
+                                                                backends) -> None:
+    """After each write the CLI asks GET /v1/fleet for silent instances; with a token of
+    `killgate:kill` alone that call is refused, and every refusal is audited (authz_fail):
+    each kill would have added a denial to the trail. The CLI reads the token's scopes
+    first, as `unkill` does before reading /v1/status."""
+    from tests.conftest import running_gateway, wait_until
+
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p))
+    async with running_gateway(cfg) as g:
+        env = {"KILLGATE_ADMIN_URL": g.admin, "KILLGATE_TOKEN": token("killgate:kill", "kay")}
+        k = await acli("kill", "--route", "iris", "--reason", "INC-7", env=env)
+        assert k.returncode == 0, k.stderr
+        s = await acli("status", env=env)  # refused: the denial that must show up
+        assert s.returncode == 1 and "403" in s.stderr, s.stderr
+        admin = {**env, "KILLGATE_TOKEN": token("killgate:admin")}
+
+        async def denied() -> list[str] | None:
+            out = (await acli("audit", env=admin)).stdout.splitlines()
+            rows = [ln for ln in out if "authz_fail" in ln]
+            return rows if any("/v1/status" in r for r in rows) else None
+
+        rows = await wait_until(denied, 15, 0.2, "the refused status in the trail")
+        assert not any("/v1/fleet" in r for r in rows), rows
