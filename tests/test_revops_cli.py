@@ -211,3 +211,15 @@ async def test_a_kill_only_token_causes_no_refusal_in_the_trail(tmp_path: Path,
 
         rows = await wait_until(denied, 15, 0.2, "the refused status in the trail")
         assert not any("/v1/fleet" in r for r in rows), rows
+
+
+def test_audit_verify_of_an_empty_mirror_says_what_it_could_not_check(tmp_path: Path) -> None:
+    """A mirror file cut to nothing verified as "audit mirror ok: 0 event(s)": nothing
+    anchors a mirror's end, and the output did not say so (the store's check names its
+    anchored head)."""
+    from tests.test_cli import cli
+
+    empty = tmp_path / "mirror.jsonl"
+    empty.write_text("")
+    res = cli("audit", "verify", "--mirror", str(empty))
+    assert "not anchored" in res.stdout and "holds no event" in res.stdout, res.stdout

@@ -105,6 +105,10 @@ def _describe(r: TrailReport, keys: dict[str, bytes], source: str, head: str | N
                                         else "checked" if head else
                                         "none named by the gateway (events cut off the end "
                                         "could not be detected)"))
+    else:  # (a file anyone who can write it may have cut short: nothing anchors its end)
+        out.append("end of file: not anchored (events cut off its end cannot be detected "
+                   "here: its last hash should be the store's head, which `killgate audit "
+                   "verify` checks)" + (": the file holds no event" if not r.events else ""))
     return out
 
 
