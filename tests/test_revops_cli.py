@@ -223,3 +223,16 @@ def test_audit_verify_of_an_empty_mirror_says_what_it_could_not_check(tmp_path: 
     empty.write_text("")
     res = cli("audit", "verify", "--mirror", str(empty))
     assert "not anchored" in res.stdout and "holds no event" in res.stdout, res.stdout
+
+
+def test_a_drill_stopped_by_failover_says_where_to_look() -> None:
+    """During an incident v2 is killed on `iris`; a drill of v2 on `iris-drill` stopped
+    with "requests already fail over before the injection", without a word on why (the
+    production kill holds on the drill route) or where to look."""
+    from gateway.domain.drillreport import steady_problems
+    from tests.test_drillreport import kill_plan, killed_at, timeline
+
+    moved = timeline("a", 1.0, killed_at(0.5))
+    said = steady_problems(kill_plan(), None, moved, ["a"], (0.0, 1.0))[0]
+    assert "already fail over" in said and "kill" in said.split("injection", 1)[1], said
+    assert "killgate status" in said, said
