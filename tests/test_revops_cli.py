@@ -25,6 +25,8 @@ pytestmark = pytest.mark.timeout(90)
      "STATE UNKNOWN"),
     ({"synced": False, "from_snapshot": True}, {}, "NOT SYNCED: enforcing the kills of its"),
     ({"audit": {"trail_lost": {"time": "t"}}}, {}, "AUDIT TRAIL LOST"),
+    ({"connected": False, "last_error": "redis down"}, {}, "STORE ERROR: redis down"),
+    ({"connected": False}, {}, "INSTANCES: unknown (this instance cannot reach the store)"),
     ({"audit": {"mirror": {"path": "m", "refused": {"problem": "re-sealed"}}}}, {},
      "AUDIT MIRROR STOPPED (m): re-sealed"),
     ({"verification": {"unverified_total": 2, "unverified": {"state": 2},
