@@ -141,7 +141,7 @@ class ServerConfig(Frozen):
     #: instance out by its health check (in Kubernetes, preStop's sleep does it: keep 0)
     shutdown_delay: Duration = 0.0
     #: `serve --workers N`: a worker whose event loop has not run for this long is ended
-    #: (SIGABRT: its stacks to stderr, then SIGKILL) and restarted; 0 = never
+    #: (SIGUSR1: its stacks to stderr, then SIGKILL) and restarted; 0 = never
     worker_timeout: Duration = 30.0
     reload_debounce: Duration = 0.2
     watch_config: bool = True  # reload when the file changes (SIGHUP always reloads)

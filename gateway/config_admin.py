@@ -89,7 +89,8 @@ class AdminConfig(Frozen):
     max_body_size: int = Field(default=64 * 1024, gt=0, le=16 * 1024 * 1024)
     #: X-Forwarded-For is believed only from these peers (both planes); CIDR or address
     trusted_proxies: list[str] = Field(default_factory=list, max_length=256)
-    #: open admin connections; beyond, new ones are closed at once
+    #: open admin connections; beyond, the longest-open idle one is closed to make room
+    #: (a new one is refused only when every one has a request in progress)
     max_connections: int = Field(default=1024, ge=1, le=100_000)
     #: token checks (signature verifications) per second from one client address, and
     #: the burst allowed above that rate; a token verified before is never counted

@@ -1,5 +1,6 @@
 """Structured logging: one line per event, JSON or text, never a secret (fields pass
-through gateway/redact.py: URL userinfo, secret-named values, webhook paths).
+through gateway/redact.py: URL userinfo, secret-named values, webhook paths; the messages
+of other libraries' records and every traceback pass through `redact.message`).
 
 Owns the log format. Call `event(logger, "name", key=value, ...)`; the fields land as
 JSON keys (format json) or `key=value` pairs (format text). Strings are escaped so a
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
 from typing import Any
@@ -19,6 +21,47 @@ from gateway import redact
 __all__ = ["configure", "event"]
 
 _FIELDS = "kg_fields"
+# Loggers of other libraries whose message arguments are secrets whole: the OpenTelemetry
+# SDK's parser of OTEL_EXPORTER_OTLP_HEADERS warns about a malformed entry quoting it,
+# value included (`x-honeycomb-team: <key>`, the colon a common slip)
+_SECRET_ARGS = frozenset({"opentelemetry.util.re"})
+_ENTRY_NAME = re.compile(r"\s*[^:=\s]*[ \t]*[:=]?[ \t]*")
+
+
+def _name_only(arg: object) -> str:
+    """A `name: value` / `name=value` entry as its name and `***`."""
+    m = _ENTRY_NAME.match(str(arg))
+    return (m.group(0) if m is not None else "") + redact.MASK
+
+
+def _message(record: logging.LogRecord) -> str:
+    """The record's message: an event's name as it is (ours, a constant); another
+    library's text (the OTLP exporter's, urllib3's, aiohttp's, which echo URLs, header
+    lines and request bytes) redacted."""
+    if hasattr(record, _FIELDS):
+        return record.getMessage()
+    if record.name in _SECRET_ARGS and record.args:
+        args = record.args if isinstance(record.args, tuple) else (record.args,)
+        try:
+            return str(record.msg) % tuple(_name_only(a) for a in args)
+        except (TypeError, ValueError):
+            return f"{record.msg} ({redact.MASK})"
+    return redact.message(record.getMessage())
+
+
+def _exception(formatter: logging.Formatter, record: logging.LogRecord) -> str:
+    return redact.message(formatter.formatException(record.exc_info))  # type: ignore[arg-type]
+
+
+# C0 controls but the newline, and DEL, as escapes (a plain str.translate: no codec)
+_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(32), 127) if c != 10}
+
+
+def _indented(text: str) -> str:
+    """A traceback under a text line: every line indented, control characters escaped, so
+    that what an exception's message carries (a client's bytes, say) can neither start a
+    line that reads as a record of its own nor move a terminal's cursor or colours."""
+    return "\n".join("  " + ln for ln in text.translate(_CONTROLS).split("\n"))
 
 # C0 controls, DEL and C1 controls written as \xNN (\n, \r, \t by name): a message can
 # never start a line of its own, move the cursor or colour a terminal. A table, not the
@@ -42,11 +85,11 @@ class _JsonFormatter(logging.Formatter):
             + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
-            "event": record.getMessage(),
+            "event": _message(record),
         }
         out.update(redact.tree(getattr(record, _FIELDS, {})))
         if record.exc_info:
-            out["exc"] = self.formatException(record.exc_info)
+            out["exc"] = _exception(self, record)
         return json.dumps(out, default=str, ensure_ascii=True)
 
 
@@ -55,12 +98,12 @@ class _TextFormatter(logging.Formatter):
         fields = redact.tree(getattr(record, _FIELDS, {}))
         kv = " ".join(f"{k}={json.dumps(v, default=str, ensure_ascii=True)}" for k, v in fields.items())
         ts = time.strftime("%H:%M:%S", time.localtime(record.created))
-        line = f"{ts} {record.levelname.lower():7s} {record.name}: {record.getMessage()}"
-        line = line.translate(_ESCAPES)
+        line = f"{ts} {record.levelname.lower():7s} {record.name}: {_message(record)}"
+        line = line.translate(_ESCAPES)  # (the newline too: a traceback goes below, indented)
         if kv:
             line += " " + kv
         if record.exc_info:
-            line += "\n" + self.formatException(record.exc_info)
+            line += "\n" + _indented(_exception(self, record))
         return line
 
 

@@ -36,7 +36,7 @@ from gateway.errors import ConfigError
 from gateway.log import event
 from gateway.sockets import ListenError, reserved
 from gateway.workerconfig import load_at_start, load_shared, save, start_copy
-from gateway.workergroup import BEAT, BEAT_ENV, READY_FD_ENV, STOP_AND_RELOAD, WorkerGroup
+from gateway.workergroup import BEAT, BEAT_ENV, READY_FD_ENV, STACKS_SIGNAL, STOP_AND_RELOAD, WorkerGroup
 
 __all__ = ["c_parser_in_use", "run_supervisor", "run_worker"]
 
@@ -145,7 +145,10 @@ def run_worker(config_path: str, worker: int | None = None, reuse_port: bool = F
                      "installed without its C extensions, or httptools without llhttp); "
                      "pure-Python parsers have had request-smuggling bugs")
         return 3
-    faulthandler.enable()  # (a fatal signal, or the supervisor's SIGABRT: stacks to stderr)
+    faulthandler.enable()  # (a fatal signal: stacks to stderr)
+    # SIGUSR1: every thread's stack to stderr, and on it goes (the supervisor's watchdog
+    # sends it to a silent worker before its SIGKILL; an operator may send it to any)
+    faulthandler.register(STACKS_SIGNAL, all_threads=True)
     _install_uvloop()
     _raise_fd_limit(loaded.config.server.max_connections)
     return asyncio.run(_serve(loaded, worker, reuse_port, ports, metrics_dir, config_bytes))

@@ -10,9 +10,11 @@ config the state refuses) takes longer than any fixed window on a loaded host, a
 restarted for ever, a core's worth of work each second. From the start of its event loop
 it also writes a byte there every BEAT seconds, which the supervisor reads every timeout/2
 (they do not wake it): a worker silent for `timeout` (`server.worker_timeout`; its loop
-stuck in a bug, a blocking call; noticed within half as long again) is sent SIGABRT (its
-threads' stacks go to its stderr: faulthandler), then SIGKILL, and restarted, as
-gunicorn's `--timeout` does; it held its share of the connections SO_REUSEPORT hands out.
+stuck in a bug, a blocking call; noticed within half as long again) is sent STACKS_SIGNAL
+(its threads' stacks go to its stderr: faulthandler, from C, so even a loop stuck in C code
+writes them), then SIGKILL, and restarted, as gunicorn's `--timeout` does; it held its share
+of the connections SO_REUSEPORT hands out. Not SIGABRT: its default action dumps core, a
+copy of the worker's memory written where core dumps are enabled, for each stuck worker.
 The supervisor
 (server.py) reserves the ports, prepares the run directory and installs `forward` as its
 signal handler; `run` sleeps in childwait.py between exits. On Linux every worker is
@@ -45,7 +47,8 @@ RESTART_WINDOW = 1.0  # a restarted worker that dies within this many seconds of
 READY_FD_ENV = "KILLGATE_READY_FD"  # a worker writes a byte there once it serves
 BEAT_ENV = "KILLGATE_BEAT"  # "0": the watchdog is off, the worker sends no beat
 BEAT = 0.5  # seconds: how often a serving worker writes to it again
-ABORT_GRACE = 2.0  # seconds from a silent worker's SIGABRT to its SIGKILL
+STACKS_SIGNAL = signal.SIGUSR1  # a worker's stacks to its stderr (server.py registers it)
+ABORT_GRACE = 1.0  # seconds from a silent worker's STACKS_SIGNAL to its SIGKILL
 MAX_BACKOFF = 60.0  # seconds: the longest wait before a crash-looping slot is tried again
 PR_SET_PDEATHSIG = 1
 #: what a `serve` process (a supervisor, a worker, one alone) handles: held from its first
@@ -97,7 +100,7 @@ class WorkerGroup:
         #: slot -> when its worker said it serves (monotonic)
         self._up: dict[int, float] = {}
         #: slot -> when its serving worker last wrote (monotonic); when one silent for
-        #: `timeout` was sent SIGABRT
+        #: `timeout` was sent STACKS_SIGNAL
         self._beat: dict[int, float] = {}
         self._aborted: dict[int, float] = {}
         self._looked = 0.0  # when `_watch` last looked at every serving worker
@@ -209,7 +212,7 @@ class WorkerGroup:
     def _watch(self, now: float) -> None:
         """Every timeout/2, a serving worker whose pipe stayed empty for `timeout` (no beat
         read since: it has been silent that long at least, at most half as long again) is
-        sent SIGABRT (its stacks to its stderr), and SIGKILL if it has not ended
+        sent STACKS_SIGNAL (its stacks to its stderr), and SIGKILL if it has not ended
         ABORT_GRACE later. Its exit then restarts it. Also while the group stops: a
         draining worker's loop beats; a stuck one never runs its SIGTERM handler, and the
         group would wait for it for ever."""
@@ -228,10 +231,10 @@ class WorkerGroup:
             if i not in self._aborted and beat is not None and now - beat >= self.timeout:
                 event(log, "worker_unresponsive", logging.ERROR, worker=i, pid=p.pid,
                       silent_s=round(now - beat, 1),
-                      action="SIGABRT (its stacks follow on its stderr), then "
+                      action="its stacks follow on its stderr, then SIGKILL and "
                       + ("exit 1 (it did not drain)" if self.stopping else "restart"))
                 self._aborted[i] = now
-                p.send_signal(signal.SIGABRT)
+                p.send_signal(STACKS_SIGNAL)
 
     def _watch_due(self) -> list[float]:
         """When `_watch` must look again."""

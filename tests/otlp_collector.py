@@ -2,7 +2,8 @@
 protobuf export requests with `opentelemetry-proto` and keeps what it got.
 
 Modes: `ok` (answers 200), `fail` (answers 500), `stall` (takes the request and never
-answers, like a wedged collector).
+answers, like a wedged collector), `redirect` (answers 308 to https, like a load balancer
+in front of a collector that moved: nothing is stored).
 """
 
 from __future__ import annotations
@@ -82,6 +83,9 @@ class Collector:
             await fut
         if self.mode == "fail":
             return web.Response(status=500, text="collector broken")
+        if self.mode == "redirect":
+            return web.Response(status=308, headers={
+                "Location": f"https://collector.example:4318{req.path_qs}"})
         msg = ExportTraceServiceRequest()
         msg.ParseFromString(body)
         for rs in msg.resource_spans:
@@ -103,6 +107,9 @@ class Collector:
             fut = asyncio.get_running_loop().create_future()
             self._stalled.append(fut)
             await fut
+        if self.mode == "redirect":
+            return web.Response(status=308, headers={
+                "Location": f"https://collector.example:4318{req.path_qs}"})
         if self.mode != "ok":
             return web.Response(status=500, text="collector broken")
         msg = ExportMetricsServiceRequest()

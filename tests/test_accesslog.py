@@ -56,6 +56,22 @@ def test_client_input_cannot_break_a_line() -> None:
     assert len(json.loads(text)["path"]) == 1024
 
 
+def test_a_full_buffer_holds_no_more_client_text_than_its_lines_show() -> None:
+    """The buffer bounds lines, and so memory: a record waiting in it keeps only what its
+    line will show of the client's target (1024) and x-request-id (128), not 8 KiB each."""
+    al = AccessLog(AccessLogConfig(buffer=1000), Metrics(), Path)  # (no writer: it fills)
+    for i in range(1000):
+        r = _rec(path=f"/{i}" + "p" * 8000)
+        r.request_id = "r" * 8000
+        al.done(r)
+    held = sum(len(r.path) + len(r.request_id) for r in al._buf)
+    assert len(al._buf) == 1000 and held <= 1000 * (1024 + 128), held
+    absolute = _rec(path="http://alice:" + "s" * 2000 + "@h/x" + "p" * 2000)
+    al._buf.clear()
+    al.done(absolute)
+    assert al._buf[0].path.startswith("http://***@h/x") and "s" * 10 not in al._buf[0].path
+
+
 def test_sampling_and_the_bounded_buffer() -> None:
     m = Metrics()
     draws = iter([0.1, 0.6, 0.3, 0.9] * 10)

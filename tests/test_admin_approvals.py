@@ -473,3 +473,34 @@ async def test_a_gated_rollback_to_the_previous_stable_names_it_when_asked(
                              {"hash": asked["hash"], "reason": "ok"})
         assert st == 200, body
         assert g.gw.holder.doc.overrides["iris"].stable == "v1"
+
+
+async def test_an_approver_without_read_scope_lists_what_it_may_approve(
+        tmp_path: Path, backends) -> None:
+    """GET /v1/approvals needed killgate:read, so `killgate approve` (which shows the
+    request and approves the hash it showed) failed 403 for a token that may approve an
+    unkill (killgate:kill) but not read. Without read, a token lists the open requests
+    it may approve; one that may approve nothing is refused (and audited) as before."""
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p), extra=APPROVALS)
+    async with running_gateway(cfg) as g, ClientSession() as s:
+        api = Api(s, g.admin)
+        await api("alice", "POST", "/v1/kill", {"scope": "global", "reason": "x"})
+        status, unkill = await api("alice", "POST", "/v1/unkill",
+                                   {"scope": "global", "reason": "fixed"})
+        assert status == 202, unkill
+        status, promote = await api("alice", "POST", "/v1/routes/iris/promote",
+                                    {"version": "v2", "reason": "r"})
+        assert status == 202, promote
+        ids = {"unkill": unkill["approval"]["id"], "promote": promote["approval"]["id"]}
+        for scope, want in [("killgate:read", {"unkill", "promote"}),
+                            ("killgate:kill", {"unkill"}), ("killgate:rollout", {"promote"})]:
+            status, listing = await api("bob", "GET", "/v1/approvals", scope=scope)
+            assert status == 200, listing
+            assert {a["id"] for a in listing["approvals"]} == {ids[w] for w in want}, scope
+        status, body = await api("bob", "GET", "/v1/approvals", scope="killgate:alert")
+        assert (status, body["error"]["type"]) == (403, "forbidden")
+        env = {"KILLGATE_ADMIN_URL": g.admin, "KILLGATE_TOKEN": tok("bob", "killgate:kill")}
+        res = await acli("approve", ids["unkill"], env=env)
+        assert res.returncode == 0 and "approved and applied" in res.stdout, res
+        assert "global" not in g.gw.holder.doc.kills

@@ -149,9 +149,14 @@ def test_intent_maps_only_what_the_labels_say() -> None:
     ({}, AM, "ignored", "no killgate_action label"),
     ({"killgate_action": "restart", "route": "iris"}, AM, "unmapped", "is not kill or rollback"),
     ({"killgate_action": "kill"}, AM, "unmapped", "needs a route label"),
-    ({"killgate_action": "kill", "route": "iriss"}, AM, "unmapped", "no route named 'iriss'"),
-    ({"killgate_action": "kill", "route": "iris", "version": "v9"}, AM, "unmapped",
+    ({"killgate_action": "rollback", "route": "iriss"}, AM, "unmapped",
+     "no route named 'iriss'"),
+    ({"killgate_action": "rollback", "route": "iris", "version": "v9"}, AM, "unmapped",
      "has no version 'v9'"),
+    ({"killgate_action": "kill", "route": "iris", "version": "v 9"}, AM, "unmapped",
+     "not a name a config could give"),
+    ({"killgate_action": "kill", "route": "i/ris"}, AM, "unmapped",
+     "not a name a config could give"),
     ({"killgate_action": "rollback", "route": "iris"}, AlertmanagerConfig(actions=["kill"]),
      "unmapped", "does not allow 'rollback'"),
     ({"killgate_action": "kill", "route": "chat"}, AlertmanagerConfig(routes=["iris"]),
@@ -162,6 +167,24 @@ def test_intent_never_guesses(labels: dict[str, str], cfg: AlertmanagerConfig, o
     i = _intent(cfg, **labels)
     assert (i.action, i.outcome) == ("none", outcome)
     assert message in i.message
+
+
+@pytest.mark.parametrize(("labels", "target", "missing"), [
+    ({"route": "iris", "version": "v9"}, {"scope": "version", "route": "iris", "version": "v9"},
+     "route 'iris' has no version 'v9'"),
+    ({"route": "embed"}, {"scope": "route", "route": "embed"}, "no route named 'embed'"),
+])
+def test_a_kill_of_a_name_this_config_lacks_is_made(labels: dict[str, str],
+                                                    target: dict[str, str],
+                                                    missing: str) -> None:
+    """A config still rolling out: the rule's series came from an instance that routes v9
+    (or `embed`), the notification reached one whose file has it not yet. Answered
+    `unmapped` (200), Alertmanager never sent it again and the kill was lost fleet-wide;
+    it is the fleet's kill, made here, in force wherever the name is routed (and shown
+    NOT ROUTED here)."""
+    i = _intent(killgate_action="kill", **labels)
+    assert (i.action, i.outcome, i.target) == ("kill", "act", target)
+    assert missing in i.message and "in force wherever it is routed" in i.message
 
 
 def test_resolved_never_acts() -> None:

@@ -197,10 +197,10 @@ async def test_unknown_mappings_are_answered_counted_and_ignored(tmp_path: Path,
             {**first, "fingerprint": "a1", "labels": {"alertname": "Other"}},
             {**first, "fingerprint": "a2", "labels": {"killgate_action": "explode",
                                                       "route": "iris"}},
-            {**first, "fingerprint": "a3", "labels": {"killgate_action": "kill",
+            {**first, "fingerprint": "a3", "labels": {"killgate_action": "rollback",
                                                       "route": "nope"}},
             {**first, "fingerprint": "a4", "labels": {"killgate_action": "kill",
-                                                      "route": "iris", "version": "v7"}},
+                                                      "route": "iris", "version": "v 7"}},
             {**first, "fingerprint": "a5", "labels": {"killgate_action": "kill"}},
         ]
         status, answer = await _post(session, g.admin, body)

@@ -81,11 +81,37 @@ async def _reseed_events(session: ClientSession, admin: str) -> int:
         return sum(e["action"] == "state.reseed" for e in (await r.json())["events"])
 
 
+def _replay(redis: RedisServer, old: tuple[str, str], flush: bool) -> None:
+    """Put back an older genuine state document and its generation: replayed by someone
+    who can write to redis (flush=False: the audit trail stays), or redis restored from an
+    old backup of those keys (flush=True: the trail and everything else lost)."""
+    if flush:
+        redis.cmd("FLUSHALL")
+    redis.cmd("SET", "kgtest:state", old[0])
+    redis.cmd("SET", "kgtest:gen", old[1])
+
+
 @pytest.mark.parametrize("seed", SEEDS)
 async def test_random_kills_survive_redis_loss_and_instance_deaths(
         seed: int, tmp_path: Path, backends, redis_server: RedisServer, gateway_procs,
         session: ClientSession) -> None:
+    await _chaos(seed, tmp_path, backends, redis_server, gateway_procs, session, replays=False)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+async def test_random_kills_survive_replayed_and_restored_documents(
+        seed: int, tmp_path: Path, backends, redis_server: RedisServer, gateway_procs,
+        session: ClientSession) -> None:
+    """The same, with two more faults: an older genuine document (and its generation key)
+    written back over the store's, as someone who can write to redis replays it, and redis
+    restored from an old backup of those two keys (everything else lost)."""
+    await _chaos(seed, tmp_path, backends, redis_server, gateway_procs, session, replays=True)
+
+
+async def _chaos(seed: int, tmp_path: Path, backends, redis_server: RedisServer,
+                 gateway_procs, session: ClientSession, replays: bool) -> None:
     rnd = random.Random(seed)
+    captured: list[tuple[str, str]] = []
     port = await backends(echo_app("any"))
     configs = [fixed_ports_config(tmp_path, _routes(port), redis_state(redis_server, tmp_path, n),
                                   n) for n in "abc"]
@@ -97,6 +123,17 @@ async def test_random_kills_survive_redis_loss_and_instance_deaths(
     history: list[str] = []
     for step in range(120):
         roll = rnd.random()
+        if replays and step % 7 == 3:
+            doc, gen = redis_server.cmd("GET", "kgtest:state"), redis_server.cmd("GET", "kgtest:gen")
+            if doc and gen:
+                captured.append((doc, gen))
+        if replays and captured and 0.09 <= roll < 0.15:
+            flush = roll >= 0.13
+            old = rnd.choice(captured)
+            history.append(f"{step}: {'redis restored from a backup' if flush else 'replayed'}"
+                           f" generation {old[1]}")
+            await asyncio.to_thread(_replay, redis_server, old, flush)
+            continue
         if roll < 0.05:
             history.append(f"{step}: redis restarted empty")
             await asyncio.to_thread(redis_server.restart)

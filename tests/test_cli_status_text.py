@@ -1,13 +1,14 @@
-"""`killgate status`'s first line reads as words, not as Python: the store was printed
-`connected=True`/`connected=False`, an unreachable store easy to miss at 3 a.m."""
+"""`killgate status` and the write commands, read as an operator reads them: the store
+line in words, and a duration without its unit refused before anything is sent."""
 
 from __future__ import annotations
 
 import pytest
 
 from gateway.cli.admin import _status_text
+from tests.test_cli import acli
 
-pytestmark = pytest.mark.timeout(10)
+pytestmark = pytest.mark.timeout(30)
 
 
 def _status(connected: object) -> dict[str, object]:
@@ -24,3 +25,18 @@ def _status(connected: object) -> dict[str, object]:
 def test_the_store_line_says_whether_it_is_reachable(connected: object, said: str) -> None:
     first = _status_text(_status(connected)).splitlines()[0]
     assert said in first and "connected=" not in first and "True" not in first, first
+
+
+@pytest.mark.parametrize("cmd", [
+    ["kill", "--route", "iris", "--reason", "r", "--wait", "5"],
+    ["unkill", "--route", "iris", "--reason", "r", "--wait", "five"],
+    ["rollback", "iris", "--reason", "r", "--wait", "5"],
+])
+async def test_a_wait_without_its_unit_is_refused_before_anything_is_sent(cmd: list[str]) -> None:
+    """`--wait 5` went to the API, which refused it; the CLI now says so itself (exit 2,
+    argparse's), without calling: the admin URL here answers nothing at all."""
+    res = await acli(*cmd, env={"KILLGATE_ADMIN_URL": "http://127.0.0.1:9",
+                                "KILLGATE_TOKEN": "x.y.z"})
+    assert res.returncode == 2, (res.returncode, res.stderr)
+    assert "--wait" in res.stderr and "is not a duration" in res.stderr, res.stderr
+    assert "127.0.0.1:9" not in res.stderr and "reach" not in res.stderr, res.stderr

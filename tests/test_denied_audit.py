@@ -192,3 +192,30 @@ async def test_a_caller_cannot_put_its_text_in_the_trail(tmp_path: Path, backend
     # one caller, one endpoint pattern: the two paths are one tally, without their text
     assert ev["target"]["path"] == "/v1/routes/{route}/rollback" and ev["attempts"] == 2
     assert "FORGED" not in json.dumps(ev) and "bbbb" not in json.dumps(ev)
+
+
+async def test_bursts_timed_around_quiet_writes_gain_no_events() -> None:
+    """Denials need no token, and the trail (a Redis stream, never trimmed) keeps every
+    event. The interval came back to its shortest at the first quiet write, so a caller
+    who sent a burst of distinct denials just after each write and then paused for one
+    quiet write had 17 events written every ~3 s instead of 17 a minute: 14 times the
+    documented bound, forever. Now the events themselves are budgeted too."""
+    sink = Sink()
+    log = DeniedLog(sink.append, Metrics(), interval=0.02, max_events=4, max_interval=0.4)
+    log.start()
+    try:
+        loop = asyncio.get_running_loop()
+        end = loop.time() + 4.0
+        burst = itertools.count()
+        while loop.time() < end:
+            for i in range(10):  # 10 callers: more than one write itemises
+                log.record("authn_fail", None, f"10.0.{next(burst) % 250}.{i}", "GET",
+                           "/v1/status", "x", "r")
+            seen = len(sink.drafts)
+            await wait_until(lambda s=seen: len(sink.drafts) > s, 5, 0.002, "a write")
+            await asyncio.sleep(log.wait * 1.2)  # quiet: the next write finds nothing
+    finally:
+        await log.stop()
+    # the bound: (max_events + 1) events per max_interval, after one burst of as many, and
+    # the last write on the way out
+    assert len(sink.drafts) <= 5 * (4.0 / 0.4 + 1) + 5, len(sink.drafts)

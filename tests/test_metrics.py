@@ -183,3 +183,27 @@ async def test_the_access_log_and_event_counters_are_there_at_zero_from_the_star
                 ("killgate_event_deliveries_total", (("result", "failed"),)),
                 ("killgate_event_deliveries_total", (("result", "dropped"),))]:
         assert samples.get(key) == 0.0, key
+
+
+def test_the_fixed_label_sets_started_at_zero_are_every_one_the_code_counts() -> None:
+    """Counters labelled from a fixed set start at 0 for each value (an alert's first
+    `increase()` needs two samples); a value the code counts that INITIAL lacks would hide
+    its first event again, so the sets are checked against the code that counts them."""
+    import re
+
+    from gateway.config_admin import ApprovalsConfig
+
+    root = Path(__file__).resolve().parent.parent / "gateway"
+    started = {name: {s[0] for s in series if s} for name, (_, series) in INITIAL.items()}
+    gated = {f.split("_")[0] for f in ApprovalsConfig.model_fields if f != "ttl"}
+    assert started["killgate_break_glass_total"] == gated
+    admin = set(re.findall(r'on_refused\("(\w+)"\)', (root / "admin/listener.py").read_text()))
+    admin |= set(re.findall(r'"killgate_admin_refused_total", \("(\w+)",\)',
+                            (root / "admin/hosts.py").read_text()))
+    assert admin and started["killgate_admin_refused_total"] == admin
+    codes = re.search(r"\{(40\d: [^}]*)\}", (root / "admin/callers.py").read_text())
+    assert codes is not None
+    assert started["killgate_auth_failures_total"] == set(re.findall(r"(\d{3}):", codes[1]))
+    from gateway.wiring.dataplane import _REFUSED
+
+    assert started["killgate_connections_refused_total"] == set(_REFUSED.values())

@@ -85,3 +85,27 @@ def test_export_interval_and_queue_from_env() -> None:
     s = resolve(cfg(), env)
     assert s.export_interval == 5.0 and s.max_queue == 64 and s.max_batch == 64
     assert resolve(cfg(metrics={"export_interval": "30s"}), env).export_interval == 30.0
+
+
+@pytest.mark.parametrize("value", ["collector:4318", "localhost:4318/v1/traces",
+                                   "grpc://c:4317", "http://", "user:pw@c:4318"])
+def test_an_env_endpoint_that_is_no_http_url_is_refused_with_a_warning(
+        value: str, caplog: pytest.LogCaptureFixture) -> None:
+    """`OTEL_EXPORTER_OTLP_ENDPOINT=collector:4318` (the scheme forgotten, a common slip)
+    used to turn tracing on with every export failing ("No connection adapters were
+    found"), one error line a batch; now that signal is off, said once, naming the
+    variable and not its value."""
+    for var in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
+        caplog.clear()
+        s = resolve(cfg(), {var: value})
+        assert s.traces_endpoint is None
+        warned = [r for r in caplog.records if r.getMessage() == "otel_env_ignored"]
+        assert warned and all("value" not in r.kg_fields for r in warned)  # type: ignore[attr-defined]
+        assert {r.kg_fields["variable"] for r in warned} == {var}  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("value", ["http://c:4318", "https://otlp.example.com/v1/traces",
+                                   "HTTP://C:4318/", "http://[::1]:4318",
+                                   "https://u:p@otlp.example.com?x=1"])
+def test_http_env_endpoints_are_taken(value: str) -> None:
+    assert resolve(cfg(), {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": value}).traces_endpoint == value

@@ -132,3 +132,21 @@ def test_what_it_does_not_write_is_refused_so_the_sdk_encoder_takes_over(what: s
 def test_no_spans_is_an_empty_request() -> None:
     assert encode_spans([]) == b""
     assert ExportTraceServiceRequest.FromString(b"") == sdk_encode([])
+
+
+def test_long_client_values_are_not_kept_in_the_encoding_cache() -> None:
+    """Attribute values repeat (a route's path, a status) and their encoding is cached; a
+    client chooses its path (8 KiB request targets, each request sampled on its own
+    traceparent): those must not fill the cache with megabytes of one-off values."""
+    from gateway.telemetry import otlpwire
+
+    provider, keep = _provider()
+    tracer = provider.get_tracer("t")
+    otlpwire._KV.clear()
+    for i in range(otlpwire._KV_MAX // 2):
+        with tracer.start_as_current_span("s", attributes={"url.path": f"/{i:06d}" + "a" * 8000}):
+            pass
+        encode_spans(keep.spans)
+        keep.spans.clear()
+    held = sum(len(k[1]) + len(v) for k, v in otlpwire._KV.items())
+    assert held < 1 << 20, held

@@ -36,6 +36,20 @@ def test_refused_targets(raw: str) -> None:
         split_target(raw)
 
 
+@pytest.mark.parametrize("raw, says", [
+    ("http://evil.example/v2/models/iris", "not as an absolute URL"),
+    ("*", "'OPTIONS *'"),
+    ("v2/models/iris", "a path starting with '/'"),
+])
+def test_a_target_that_is_not_a_path_is_refused_saying_what_it_is(raw: str, says: str) -> None:
+    """`OPTIONS *` (curl's --request-target '*') was told to send a path 'not as an absolute
+    URL', which it was not: each form is named for what it is."""
+    with pytest.raises(BadTarget) as exc:
+        split_target(raw)
+    assert says in str(exc.value)
+    assert raw == "http://evil.example/v2/models/iris" or "absolute" not in str(exc.value)
+
+
 @pytest.mark.parametrize("value, host", [
     (None, ""), ("", ""), ("Models.Example.COM", "models.example.com"),
     ("models.example.com.", "models.example.com"), ("models.example.com.:8080", "models.example.com"),

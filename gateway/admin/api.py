@@ -73,6 +73,7 @@ class AdminApi:
         self.readiness = readiness
         self.counters = counters
         self.metrics_page = metrics_page
+        self._openapi: tuple[object, bytes] | None = None  # (the config, its document)
         self.alerts = alerts
         self.denied = DeniedLog(self._append_audit, counters)
         self.callers = Callers(current, counters, self.denied)  # who calls, refused calls
@@ -133,10 +134,15 @@ class AdminApi:
         return web.Response(body=body, headers={"content-type": ctype})  # (+ ANSWER_HEADERS)
 
     async def openapi(self, request: web.Request) -> web.Response:
+        # built once per config (frozen, swapped whole on reload): anyone can ask for it,
+        # and building it cost ~15 health checks of the loop the data plane runs on
         cfg = self.current.loaded.config
-        return web.json_response(openapi.document(
-            [r.name for r in cfg.routes],
-            sorted({v.name for r in cfg.routes for v in r.versions})))
+        built = self._openapi
+        if built is None or built[0] is not cfg:
+            built = self._openapi = (cfg, json.dumps(openapi.document(
+                [r.name for r in cfg.routes],
+                sorted({v.name for r in cfg.routes for v in r.versions}))).encode())
+        return web.Response(body=built[1], content_type="application/json")
 
     # ------------------------------------------------------------------ reads
 
@@ -259,10 +265,24 @@ class AdminApi:
 
     async def alertmanager(self, request: web.Request) -> web.Response:
         """Alertmanager's webhook (control/alerts.py does the work)."""
-        principal = await self.callers.authorize(request, "killgate:alert")
+        try:
+            principal = await self.callers.authorize(request, "killgate:alert")
+        except ApiError:
+            # Alertmanager's token expired, or lacks the scope: no alert acts until that is
+            # fixed, and Alertmanager's log is the only other place that says so (the
+            # shipped KillgateAlertsRefused watches this count)
+            self.counters.inc("killgate_alertmanager_alerts_total", ("denied",),
+                              label_names=("outcome",))
+            raise
         if self.alerts is None:
             raise ApiError(404, "not_found", "alerts are not configured")
-        body = await inputs.json_body(request, None)
+        try:
+            body = await inputs.json_body(request, None)
+        except (ApiError, web.HTTPRequestEntityTooLarge) as exc:  # refused unread, as above
+            self.counters.inc("killgate_alertmanager_alerts_total", (
+                "too_large" if isinstance(exc, web.HTTPRequestEntityTooLarge) else "malformed",),
+                label_names=("outcome",))
+            raise
         rid, peer = self.callers.meta(request)
         return web.json_response(await self.alerts.receive(
             body, rid, peer, request.get(TRACE_ID, ""), principal.subject))
@@ -270,8 +290,15 @@ class AdminApi:
     # ------------------------------------------------------------------ approvals
 
     async def approvals_list(self, request: web.Request) -> web.Response:
-        await self.callers.authorize(request, "killgate:read")
-        return web.json_response({"approvals": self.approvals.open()})
+        # killgate:read lists every open request; a token without it, the requests it may
+        # approve (an unkill for killgate:kill): an approver must see what it approves
+        principal = await self.callers.authorize(request, None)
+        items = self.approvals.open()
+        if not principal.may("killgate:read"):
+            if not any(principal.may(s) for s in set(actions.SCOPE_OF.values())):
+                await self.callers.authorize(request, "killgate:read")  # (403, audited)
+            items = [a for a in items if principal.may(actions.SCOPE_OF[a["action"]])]
+        return web.json_response({"approvals": items})
 
     def _approval_id(self, request: web.Request) -> str:
         ident = request.match_info["id"]

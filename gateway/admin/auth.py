@@ -57,6 +57,10 @@ class Principal:
         if "killgate:admin" not in self.scopes or scope == "killgate:breakglass":
             raise Forbidden(scope)
 
+    def may(self, scope: str) -> bool:
+        return scope in self.scopes or ("killgate:admin" in self.scopes
+                                        and scope != "killgate:breakglass")
+
 
 def mint(secret: str, subject: str, scope: str, ttl: float, issuer: str | None,
          audience: str | None) -> str:

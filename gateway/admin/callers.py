@@ -2,7 +2,8 @@
 
 Owns `Callers`: the client's address (behind trusted proxies), the token checked cache
 first and budgeted per address (a flood never blocks a known token), scopes, and a refused
-call's counter, log line and audit tally. Every admin handler asks it; ports only.
+call's counter, log line (rate-limited: a refusal costs a caller nothing) and audit
+tally. Every admin handler asks it; ports only.
 """
 
 from __future__ import annotations
@@ -10,9 +11,11 @@ from __future__ import annotations
 import ipaddress
 import logging
 import uuid
+from typing import Any
 
 from aiohttp import web
 
+from gateway import tokenbucket
 from gateway.admin import inputs
 from gateway.admin.auth import Authenticator, Principal
 from gateway.admin.denied import DeniedLog
@@ -27,6 +30,9 @@ from gateway.log import event
 __all__ = ["Callers"]
 
 log = logging.getLogger("killgate.admin")
+
+LOG_RATE = 1.0  # admin_denied lines a second, after a burst of
+LOG_BURST = 20
 
 
 def _endpoint(request: web.Request) -> str:
@@ -64,6 +70,8 @@ class Callers:
         loaded = current.loaded
         self.auth = Authenticator(loaded.config.admin.auth, loaded.resolve)
         self.limiter, self.all_checks = _limiters(loaded)
+        self._log_budget = tokenbucket.TokenBucket(LOG_RATE, LOG_BURST)
+        self._unlogged = 0  # refusals not logged since the last admin_denied line
         if self.auth.problem:
             event(log, "admin_auth_not_configured", logging.ERROR, problem=self.auth.problem)
 
@@ -126,6 +134,18 @@ class Callers:
             raise
         return principal
 
+    def _log_denied(self, **fields: Any) -> None:
+        """One `admin_denied` line, within LOG_RATE lines a second (bursts of LOG_BURST)
+        for the process: a refusal without a token costs nothing, so without a budget
+        anyone could write a line per request. The next line written says how many were
+        not (`unlogged`); the metric and the audit tally count every one."""
+        if self._log_budget.take("*") > 0:
+            self._unlogged += 1
+            return
+        if self._unlogged:
+            fields["unlogged"], self._unlogged = self._unlogged, 0
+        event(log, "admin_denied", logging.WARNING, **fields)
+
     def refused(self, request: web.Request, peer: str, scope: str | None,
                 principal: Principal | None, exc: ApiError) -> None:
         """Count, log and (through the audit trail's tally) audit a refused call."""
@@ -137,7 +157,7 @@ class Callers:
         subject = principal.subject if principal is not None else None
         endpoint = _endpoint(request)
         if exc.status != 429:  # (429s come in floods: the tally stands for them)
-            event(log, "admin_denied", logging.WARNING, status=exc.status, type=exc.type,
-                  peer=peer, path=endpoint, scope=scope, subject=subject)
+            self._log_denied(status=exc.status, type=exc.type, peer=peer, path=endpoint,
+                             scope=scope, subject=subject)
         self.denied.record(action, subject, peer, request.method, endpoint,
                            f"{exc.type}: {exc.message}", scope or "(any)")

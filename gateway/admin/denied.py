@@ -8,8 +8,11 @@ store, and a flood of bad tokens from many addresses costs the trail at most `ma
 itemised events (plus one summary of the rest) per interval instead of one per attempt.
 A flush that fails keeps its tallies for the next one (bounded, like the tallies).
 While every flush finds something new (a sustained flood), the interval doubles up to
-`max_interval`, so a flood costs the trail at most `max_events + 1` events a minute per
-instance; the first quiet flush brings it back to `interval`. Endpoints are recorded as
+`max_interval`; the first quiet flush brings it back to `interval`. The events themselves
+are budgeted as well, `max_events + 1` per `max_interval` (with a burst of as many): so a
+flood costs the trail at most that many events a minute per instance however it is timed
+(bursts sent just after each write, with a pause for one quiet write, once had 17 events
+written every 3 s). What the budget does not allow waits in the tallies. Endpoints are recorded as
 their route pattern (`/v1/routes/{route}/rollback`), so a caller cannot multiply its
 tallies, or put arbitrary text in the trail, by varying the path.
 """
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -49,7 +53,8 @@ class _Tally:
 class DeniedLog:
     def __init__(self, append: Callable[[AuditDraft], Awaitable[Any]], metrics: Counters,
                  interval: float | None = None, max_events: int = 16,
-                 max_keys: int = 1024, max_interval: float = 60.0) -> None:
+                 max_keys: int = 1024, max_interval: float = 60.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._append = append
         self.metrics = metrics
         self.interval = FLUSH_INTERVAL if interval is None else interval
@@ -60,6 +65,10 @@ class DeniedLog:
         self._tallies: dict[Key, _Tally] = {}
         self._untallied = 0  # attempts beyond max_keys: counted, not itemised
         self._task: asyncio.Task[None] | None = None
+        self.clock = clock
+        # events the trail may take now: max_events + 1 per max_interval, up to as many
+        self._budget = float(max_events + 1)
+        self._budget_at = clock()
 
     def record(self, action: str, actor: str | None, peer: str, method: str, path: str,
                reason: str, scope: str) -> None:
@@ -80,20 +89,35 @@ class DeniedLog:
     def pending(self) -> int:
         return sum(t.count for t in self._tallies.values()) + self._untallied
 
-    async def flush(self) -> None:
+    def _allowance(self) -> int:
+        """Whole events the budget allows now."""
+        now = self.clock()
+        cap = float(self.max_events + 1)
+        self._budget = min(cap, self._budget + (now - self._budget_at) * cap / self.max_interval)
+        self._budget_at = now
+        return int(self._budget)
+
+    async def flush(self, budgeted: bool = True) -> None:
         """Write what is tallied: the oldest callers itemised, the rest summed into one
-        event. What is not written (a failure, an error, a cancellation) is merged back for
+        event, within the event budget (unless not `budgeted`: the last flush). What is not
+        written (over the budget, a failure, an error, a cancellation) is merged back for
         the next flush; an event whose write was cut short may then be counted twice, never
         lost."""
         if not self._tallies and not self._untallied:
             return
+        allowed = self._allowance() if budgeted else self.max_events + 1
+        if allowed < 1:
+            return  # (kept, bounded, for a flush the budget allows)
         tallies = sorted(self._tallies.items(), key=lambda kv: kv[1].first)
         untallied = self._untallied
         self._tallies = {}
         self._untallied = 0
-        itemised, rest = tallies[:self.max_events], tallies[self.max_events:]
+        n = min(self.max_events, len(tallies))
+        if n >= allowed:  # not all of them: the summary takes the last event allowed
+            n = allowed - 1
+        itemised, rest = tallies[:n], tallies[n:]
         others = sum(t.count for _, t in rest) + untallied
-        written = 0
+        written = 0  # events, the summary included
         try:
             for key, t in itemised:
                 action, actor, peer, method, path = key
@@ -116,7 +140,9 @@ class DeniedLog:
                            "last": max((t.last for _, t in rest), default=now)})
                 if await self._write(draft):
                     others = 0
+                    written += 1
         finally:
+            self._budget -= written
             for key, unwritten in itemised[written:]:
                 self._merge(key, unwritten)
             self._untallied += others
@@ -160,7 +186,7 @@ class DeniedLog:
         await cancel(self._task)
         self._task = None
         try:
-            await asyncio.wait_for(self.flush(), timeout)
+            await asyncio.wait_for(self.flush(budgeted=False), timeout)
         except Exception as exc:  # noqa: BLE001 - shutdown goes on; what is lost is said
             event(log, "denied_audit_lost", logging.WARNING, error=repr(exc),
                   attempts=self.pending)

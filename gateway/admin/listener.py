@@ -5,11 +5,16 @@ process that is also the data plane and the kill switch cannot be exhausted with
 login:
 * a request head must be complete within `header_timeout` of its first byte (of the
   connection's start, for the first request), or the connection gets a 408 and is closed;
-  idle keep-alive connections close after `keepalive_timeout`;
+  idle keep-alive connections close after `keepalive_timeout`; an answer the client takes
+  nothing of for `send_timeout` is cut off (the connection is aborted);
 * a request head may hold `MAX_HEAD_BYTES` in all, each line `MAX_FIELD_SIZE` and at
   most `MAX_HEADERS` fields: beyond, a 431 (414 for the request line) and the connection
   is closed. Nothing past the cap is buffered, so a held connection costs a bounded amount;
-* beyond `max_connections` open connections, a new one is closed as soon as accepted;
+* beyond `max_connections` open connections, the longest-open connection with no request
+  in progress (or whose client takes nothing of its answer) is closed to make room for a
+  new one (a new one is closed as soon as
+  accepted only when every connection has a request in progress), so that connections
+  held without a token cannot lock an operator out;
 * parse errors are answered in the API's JSON error shape and logged at debug level
   (a flood of garbage must not flood the log).
 Relies on aiohttp's RequestHandler internals (`_request_count`, `_messages`,
@@ -45,6 +50,7 @@ class Limits:
     keepalive_timeout: float
     max_connections: int
     max_head_bytes: int = MAX_HEAD_BYTES
+    send_timeout: float = 60.0  # an answer the client takes nothing of for this long: closed
     on_refused: Callable[[str], None] = lambda why: None  # "connections", "head_size", "timeout"
 
 
@@ -59,7 +65,7 @@ _REASONS = {400: "Bad Request", 408: "Request Timeout", 414: "URI Too Long",
 
 class _AdminProtocol(RequestHandler):
     __slots__ = ("_kg_deadline", "_kg_head", "_kg_limits", "_kg_line_done", "_kg_payload",
-                 "_kg_server")
+                 "_kg_send", "_kg_server")
     _kg_limits: Limits
     _kg_server: _AdminServer
 
@@ -69,11 +75,40 @@ class _AdminProtocol(RequestHandler):
         self._kg_line_done = False
         self._kg_payload: Any = None
         self._kg_deadline: asyncio.TimerHandle | None = None
+        self._kg_send: asyncio.TimerHandle | None = None
         if self._kg_server.open_connections() > self._kg_limits.max_connections:
             self._kg_limits.on_refused("connections")
-            cast(asyncio.Transport, transport).abort()  # over the cap: refuse fast
-            return
+            # over the cap: the longest-open idle connection makes room, else refuse fast
+            if not self._kg_server.make_room(self):
+                cast(asyncio.Transport, transport).abort()
+                return
         self._kg_arm()
+
+    def _kg_idle(self) -> bool:
+        """Whether closing this connection loses nothing: it is open, and no request is
+        in progress or queued on it (idle keep-alive, or a head still arriving), or its
+        client takes nothing of the answer it asked for."""
+        transport = self.transport
+        return (transport is not None and not transport.is_closing()
+                and (self._paused or (not self._request_in_progress and not self._messages)))
+
+    def pause_writing(self) -> None:
+        # the client takes nothing: its answer waits (and holds this connection, in
+        # progress) for as long as it likes, unless a deadline ends it
+        super().pause_writing()
+        self._kg_send = self._loop.call_later(self._kg_limits.send_timeout, self._kg_unread)
+
+    def resume_writing(self) -> None:
+        if self._kg_send is not None:
+            self._kg_send.cancel()
+            self._kg_send = None
+        super().resume_writing()
+
+    def _kg_unread(self) -> None:
+        self._kg_send = None
+        if self.transport is not None:
+            self._kg_limits.on_refused("timeout")
+            self.transport.abort()
 
     def log_exception(self, *args: Any, **kw: Any) -> None:
         if isinstance(kw.get("exc_info"), web.RequestPayloadError):
@@ -145,6 +180,9 @@ class _AdminProtocol(RequestHandler):
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._kg_disarm()
+        if self._kg_send is not None:
+            self._kg_send.cancel()
+            self._kg_send = None
         super().connection_lost(exc)
 
     def handle_error(self, request: Any, status: int = 500, exc: BaseException | None = None,
@@ -182,6 +220,20 @@ class _AdminServer(web.Server):
 
     def open_connections(self) -> int:
         return len(self._connections)
+
+    def make_room(self, newcomer: _AdminProtocol) -> bool:
+        """Close the longest-open idle connection (see `_kg_idle`) for `newcomer`; False
+        when every other one has a request in progress. Anyone can hold every slot
+        without a token (idle until the header deadline, or kept alive by a /healthz):
+        refusing newcomers then locked operators out of the kill switch, while a
+        newcomer sends its head at once and so is the last an attacker's new
+        connections would reach."""
+        for conn in self._connections:
+            if conn is not newcomer and isinstance(conn, _AdminProtocol) and conn._kg_idle():
+                conn._kg_disarm()
+                cast(asyncio.Transport, conn.transport).abort()
+                return True
+        return False
 
     def __call__(self) -> RequestHandler:
         proto = _AdminProtocol(self, loop=self._loop, **self._kwargs)

@@ -127,7 +127,8 @@ def document(routes: list[str] | None = None, versions: list[str] | None = None)
                 {"type": "object", "required": ["reason"], "additionalProperties": False,
                  "properties": {"reason": REASON, "break_glass": GLASS}}, route=route_s)},
             "/v1/approvals": {"get": {
-                "summary": "open two-person approval requests", "security": [{"bearer": []}],
+                "summary": "open two-person approval requests (without killgate:read: those "
+                           "the token may approve)", "security": [{"bearer": []}],
                 "x-scope": "killgate:read",
                 "responses": {"200": {"description": "open requests", "content": {
                     "application/json": {"schema": {

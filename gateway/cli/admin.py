@@ -52,7 +52,9 @@ def _status_text(st: dict[str, Any], silent: list[dict[str, Any]] | None = None)
     out: list[str] = []
     store = st.get("store") or {}
     cfg = st.get("config") or {}
-    reach = {True: "reachable", False: "UNREACHABLE"}.get(store.get("connected"), "reach unknown")
+    connected = store.get("connected")
+    reach = ("reachable" if connected is True else "UNREACHABLE" if connected is False
+             else "reach unknown")
     out.append(f"instance {st.get('instance')}  generation {st.get('generation')}  store "
                f"{store.get('backend')} {reach}, "
                f"state {store.get('staleness_ms')} ms old, on_unavailable {store.get('policy')}"

@@ -40,6 +40,9 @@ def add_verify_arguments(p: argparse.ArgumentParser) -> None:
                    help="verify: an environment variable holding an audit key (repeatable)")
     p.add_argument("--key-file", action="append", default=[], metavar="FILE",
                    help="verify: a file holding an audit key (repeatable)")
+    p.add_argument("--strict", action="store_true",
+                   help="verify: exit 3 when an intact trail could not be checked whole "
+                        "(no audit key for the MACs; no anchored head from the gateway)")
 
 
 def _keys(args: argparse.Namespace) -> tuple[dict[str, bytes], str]:
@@ -164,6 +167,7 @@ def verify(args: argparse.Namespace, fetch: Fetch) -> int:
             "source": args.mirror or "store", "events": r.events, "ok": brk is None,
             "hashes_checked": r.hashes, "macs_checked": r.macs, "unkeyed": r.unkeyed,
             "keys": sorted(keys), "anchored_head": head,
+            "unchecked": _unchecked(r, head, what),
             "break": None if brk is None else {"index": brk.index, "id": brk.event_id,
                                                 "problem": brk.problem}}))
     else:
@@ -179,4 +183,21 @@ def verify(args: argparse.Namespace, fetch: Fetch) -> int:
             print(f"audit {what} BROKEN at event #{brk.index} (id "
                   f"{clean_text(str(brk.event_id), 128)}): {clean_text(brk.problem, 2048)}"
                   f"\n({detail})", file=sys.stderr)
-    return 0 if brk is None else 1
+    if brk is not None:
+        return 1
+    unchecked = _unchecked(r, head, what)
+    if unchecked and getattr(args, "strict", False):
+        print(f"killgate: --strict: not every check could be made: {'; '.join(unchecked)}",
+              file=sys.stderr)
+        return 3
+    return 0
+
+
+def _unchecked(r: TrailReport, head: str | None, what: str) -> list[str]:
+    """What an intact trail could not be checked for (what --strict refuses)."""
+    out = []
+    if not r.keyed:  # (with a key, a newest event without a MAC under it is a break)
+        out.append("MACs not checked (no audit key)")
+    if what == "chain" and not head and r.events:
+        out.append("no anchored head (events cut off the end would not be seen)")
+    return out

@@ -26,6 +26,7 @@ from gateway.cli.http import (
     call,
     expect,
 )
+from gateway.config_types import parse_duration
 from gateway.domain.audit import clean_text
 
 __all__ = ["DEFAULT_ADMIN", "ClientError", "api", "common_options", "glass", "glass_option", "may_read",
@@ -73,6 +74,16 @@ def _seconds(text: str, where: str = "--timeout") -> float:
             raise argparse.ArgumentTypeError(msg)
         raise ClientError(msg)
     return value
+
+
+def duration_arg(text: str) -> str:
+    """argparse's type for a duration option (`--wait 5s`, `--hold 500ms`): checked here, so
+    `--wait 5` is refused before anything is sent; passed on as written."""
+    try:
+        parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 def api(args: argparse.Namespace, method: str, path: str,

@@ -21,9 +21,9 @@ from typing import Any
 import aiohttp
 
 from gateway.cli import drillpast
+from gateway.cli.client import duration_arg
 from gateway.cli.drillpast import client, failed, say
 from gateway.cli.http import ClientError
-from gateway.config import parse_duration
 from gateway.control.drillload import DrillApiError
 from gateway.control.drills import DrillRunner
 from gateway.domain.drillplan import MEASURE, Plan, parse_plan, plan_from
@@ -146,14 +146,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return _run_plan(plan, args)
 
 
-def _duration(v: str) -> str:
-    try:
-        parse_duration(v)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    return v
-
-
 def _limit(v: str) -> int:
     try:
         n = int(v)
@@ -186,10 +178,10 @@ def add_drill_commands(sub: Any, common: Any) -> None:
         common(p)
         p.add_argument("--route", required=True, help="the route to drill on")
         p.add_argument("--rate", type=float, default=50, help="requests/s per instance (50)")
-        p.add_argument("--hold", type=_duration, default="5s", help="measure for (5s)")
-        p.add_argument("--steady", type=_duration, default="1s",
+        p.add_argument("--hold", type=duration_arg, default="5s", help="measure for (5s)")
+        p.add_argument("--steady", type=duration_arg, default="1s",
                        help="steady-state window before the injection (1s)")
-        p.add_argument("--settle", type=_duration, default="2s",
+        p.add_argument("--settle", type=duration_arg, default="2s",
                        help="measure the restore for (2s)")
         p.add_argument("--instances", metavar="URL,...",
                        help="data-plane URLs (default: what the instances publish)")

@@ -12,7 +12,16 @@ import math
 import os
 from typing import Any
 
-from gateway.cli.client import ClientError, glass, glass_option, may_read, quote, raw_call, write
+from gateway.cli.client import (
+    ClientError,
+    duration_arg,
+    glass,
+    glass_option,
+    may_read,
+    quote,
+    raw_call,
+    write,
+)
 from gateway.domain.statedoc import kill_key
 
 __all__ = ["add_write_commands"]
@@ -142,7 +151,7 @@ def add_write_commands(cmd: Any) -> None:
         p.add_argument("--route", help="route name")
         p.add_argument("--version", help="version name (with --route)")
         p.add_argument("--reason", required=True, help="why (recorded in the audit trail)")
-        p.add_argument("--wait", default=None, help=WAIT_HELP)
+        p.add_argument("--wait", default=None, type=duration_arg, help=WAIT_HELP)
         if name == "kill":
             p.add_argument("--keep-inflight", action="store_true",
                            help="let responses already streaming finish")
@@ -168,5 +177,5 @@ def add_write_commands(cmd: Any) -> None:
 
 def _route_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reason", required=True)
-    p.add_argument("--wait", default=None, help=WAIT_HELP)
+    p.add_argument("--wait", default=None, type=duration_arg, help=WAIT_HELP)
     glass_option(p)

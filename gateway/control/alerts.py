@@ -9,7 +9,8 @@ mode, record what it would have done — and wait once per notification for the 
 receipt of its last change (logged, and in the answer). A resolved
 alert never lifts anything. Bad payloads raise ApiError(400) before anything changes.
 A claim is held briefly until its action is done (a receiver that dies meanwhile blocks
-nobody for long), then for the dedupe window; new episodes are rate-bounded per instance
+nobody for long; one a failed request of this process left is taken over), then for the
+dedupe window; new episodes are rate-bounded per instance
 (what they leave in the store and the audit trail stays bounded), the rest deferred with
 a 503 that Alertmanager retries.
 """
@@ -19,18 +20,20 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from gateway import redact
 from gateway.config import Config
 from gateway.config_telemetry import AlertmanagerConfig
 from gateway.domain import alerting
 from gateway.domain.alerting import Alert, BadPayload, Intent, Notification
 from gateway.domain.audit import AuditDraft, clean_text, utc_now
-from gateway.domain.statedoc import Change, StateDoc, apply_change, kill_key
-from gateway.errors import ApiError, DomainError, StateError
+from gateway.domain.statedoc import Change, StateDoc, apply_change
+from gateway.errors import ApiError, DomainError, StateError, StoreOutcomeUnknown, StoreUnavailable
 from gateway.log import event
 from gateway.telemetry.metrics import Metrics
 from gateway.tokenbucket import TokenBucket
@@ -103,6 +106,8 @@ class AlertReceiver:
         self.metrics = metrics
         self.pending = PENDING
         self.budget = Budget(NEW_BURST, NEW_PER_HOUR)
+        self._owner = secrets.token_hex(8)  # names this process in its claims
+        self._applying: set[str] = set()  # episodes a request of this process applies now
 
     @property
     def settings(self) -> AlertmanagerConfig | None:
@@ -115,7 +120,9 @@ class AlertReceiver:
         token that posted it (the audit actor is the receiver the payload names)."""
         call = Call(request_id, peer, trace_id, caller)
         cfg = self.settings
-        if cfg is None:
+        if cfg is None:  # (counted: an Alertmanager posting here gets no alert acted on)
+            self.metrics.inc("killgate_alertmanager_alerts_total", ("not_enabled",),
+                             label_names=("outcome",))
             raise ApiError(404, "not_enabled", "alerts from Alertmanager are not enabled "
                                                "here (config: alerts.alertmanager)")
         try:
@@ -133,10 +140,13 @@ class AlertReceiver:
                   group=note.group_key, why="Alertmanager's max_alerts left these alerts "
                   "out of the notification: raise it, or group by more labels")
         config = self.config()
-        actions = []
-        for alert in note.alerts:
+        actions: list[dict[str, Any]] = []
+        for i, alert in enumerate(note.alerts):
             want = alerting.intent(alert, cfg, config)
-            entry = await self._one(note, alert, want, cfg, config, call)
+            try:
+                entry = await self._one(note, alert, want, cfg, config, call)
+            except StoreUnavailable as exc:
+                raise _partly(exc, actions, len(note.alerts) - i - 1) from None
             self.metrics.inc("killgate_alertmanager_alerts_total", (entry["outcome"],),
                              label_names=("outcome",))
             actions.append(entry)
@@ -176,14 +186,38 @@ class AlertReceiver:
                                  "action": want.action, "target": want.target,
                                  "generation": None, "dry_run": dry, "outcome": want.outcome,
                                  "message": want.message}
-        if want.action == "none":
-            event(log, "alert_ignored", receiver=note.receiver, fingerprint=alert.fingerprint,
+        if want.action == "none":  # "unmapped": it asked for an action and gets none
+            event(log, "alert_ignored", logging.WARNING if want.outcome == "unmapped" else
+                  logging.INFO, receiver=note.receiver, fingerprint=alert.fingerprint,
                   alertname=entry["alertname"], outcome=want.outcome, why=want.message)
             return entry
         key = _episode(alert, cfg.mode)
-        claim = {"time": utc_now(), "receiver": note.receiver}
-        earlier = await self.claims.idem_claim(key, {**claim, "state": "pending"},
-                                               min(self.pending, cfg.dedupe_window))
+        if key in self._applying:
+            entry.update(outcome="deferred", message="this firing alert is being applied by "
+                         "another request: not acted on here; Alertmanager's retry will find "
+                         "it done, or act")
+            return entry
+        self._applying.add(key)
+        try:
+            return await self._claimed(note, alert, want, cfg, config, call, entry, key)
+        finally:
+            self._applying.discard(key)
+
+    async def _claimed(self, note: Notification, alert: Alert, want: Intent,
+                       cfg: AlertmanagerConfig, config: Config, call: Call,
+                       entry: dict[str, Any], key: str) -> dict[str, Any]:
+        """`_one` for an episode no other request of this process is applying."""
+        dry = cfg.mode == "observe"
+        claim = {"time": utc_now(), "receiver": note.receiver, "owner": self._owner}
+        ttl = min(self.pending, cfg.dedupe_window)
+        earlier = await self.claims.idem_claim(key, {**claim, "state": "pending"}, ttl)
+        if earlier is not None and earlier.get("state") == "pending" \
+                and earlier.get("owner") == self._owner:
+            # this process's claim, and none of its requests applies it (`_applying`): one
+            # that failed left it (a store that timed out took the claim late, or could not
+            # release it). Nobody acts on it: taken over, not waited out for `pending`
+            await self.claims.idem_set(key, {**claim, "state": "pending"}, ttl)
+            earlier = None
         if earlier is not None and earlier.get("state") == "pending":
             # claimed, not applied (yet): its request may still fail, or its instance be
             # dying. A 200 here would end Alertmanager's retries until repeat_interval.
@@ -201,14 +235,17 @@ class AlertReceiver:
                          "instance: not acted on yet (Alertmanager's retry will)")
             return entry
         actor = "alertmanager/" + clean_text(note.receiver, 128)
-        reason = _reason(alert)
+        reason = redact.text(alerting.reason(alert))
         change = _change(want, config, actor, reason)
-        evidence = {"alert": {"fingerprint": alert.fingerprint, "status": alert.status,
-                              "startsAt": alert.starts_at, "labels": alert.labels,
-                              "annotations": alert.annotations,
-                              "generatorURL": alert.generator_url},
-                    "groupKey": note.group_key, "externalURL": note.external_url,
-                    "caller": call.caller}  # the token that posted it (its subject)
+        # redacted: the audit trail, its mirror and the outgoing events keep it for good,
+        # and a URL's userinfo or a ?token= in a runbook annotation is nobody's to read
+        evidence = redact.tree({"alert": {"fingerprint": alert.fingerprint,
+                                          "status": alert.status, "startsAt": alert.starts_at,
+                                          "labels": alert.labels,
+                                          "annotations": alert.annotations,
+                                          "generatorURL": alert.generator_url},
+                                "groupKey": note.group_key, "externalURL": note.external_url,
+                                "caller": call.caller})  # the token that posted it (subject)
         try:
             if dry:
                 done = await self._observe(entry, want, change, actor, reason, evidence, call)
@@ -234,8 +271,8 @@ class AlertReceiver:
                    reason: str, evidence: dict[str, Any], call: Call) -> dict[str, Any]:
         def describe(cur: StateDoc, new: StateDoc) -> AuditDraft:
             return AuditDraft(actor, want.action, want.target or {}, reason,
-                              _what(cur, want), _what(new, want), call.request_id,
-                              call.peer, extra={"evidence": evidence},
+                              alerting.touched(cur, want), alerting.touched(new, want),
+                              call.request_id, call.peer, extra={"evidence": evidence},
                               trace_id=call.trace_id)
 
         new, ev = await self.writer.write(change, describe)
@@ -258,8 +295,8 @@ class AlertReceiver:
         new = apply_change(cur, ch) if ch is not None else cur
         draft = AuditDraft(actor, f"alert.observe.{want.action}", want.target or {},
                            f"observe mode, nothing changed; would have: {want.message} "
-                           f"({reason})", _what(cur, want), _what(new, want),
-                           call.request_id, call.peer,
+                           f"({reason})", alerting.touched(cur, want),
+                           alerting.touched(new, want), call.request_id, call.peer,
                            extra={"evidence": evidence, "would_change": would},
                            trace_id=call.trace_id)
         ev = await self.writer.append_audit(draft)
@@ -282,10 +319,16 @@ def _episode(alert: Alert, mode: str) -> str:
     return "alert:" + hashlib.sha256(raw.encode()).hexdigest()
 
 
-def _reason(alert: Alert) -> str:
-    name = alert.labels.get("alertname", "unnamed alert")
-    text = alert.annotations.get("summary") or alert.annotations.get("description") or ""
-    return clean_text(f"alert {name} firing" + (f": {text}" if text else ""), 1024)
+def _partly(exc: StoreUnavailable, actions: list[dict[str, Any]], after: int) -> Exception:
+    """The store went away at an alert: the answer must not say "nothing was changed"
+    when alerts before it in the notification were acted on."""
+    acted = sum(a["outcome"] == "acted" for a in actions)
+    if not acted or isinstance(exc, StoreOutcomeUnknown):
+        return exc
+    return ApiError(503, "state_store_unavailable", f"the state store cannot be reached "
+                    f"({exc}): the {acted} alert(s) of this notification acted on before it "
+                    f"are in force (a retry answers them `duplicate`); this one and the "
+                    f"{after} after it were not acted on")
 
 
 def _change(want: Intent, config: Config, actor: str, reason: str) -> ChangeFn:
@@ -301,15 +344,3 @@ def _change(want: Intent, config: Config, actor: str, reason: str) -> ChangeFn:
     def rollback(cur: StateDoc) -> Change | None:
         return alerting.rollback(cur, rc, version, actor, reason, utc_now())
     return rollback
-
-
-def _what(doc: StateDoc, want: Intent) -> dict[str, Any] | None:
-    """The part of the state an alert's action touches, for the audit event."""
-    assert want.route is not None
-    if want.action == "kill":
-        flag = doc.kills.get(kill_key("version" if want.version else "route", want.route,
-                                      want.version))
-        return flag.public() if flag is not None else None
-    ov = doc.overrides.get(want.route)
-    return None if ov is None else {"stable": ov.stable, "weights": dict(ov.weights),
-                                    "kind": ov.kind}

@@ -15,6 +15,7 @@ deadline gets no linger.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from gateway.dataplane.request import Request
 from gateway.dataplane.wire import Limits
@@ -40,6 +41,7 @@ class Closing:
     lingering: bool
     linger_end: float  # < 0: this connection never lingers (its client was too slow)
     linger_heard: bool
+    _arm: Callable[[float], None]
 
     def close(self) -> None:
         """Close once what was written is sent; linger while the client may be sending."""
@@ -53,6 +55,10 @@ class Closing:
                 self._linger(t)
             else:
                 t.close()
+                if t.get_write_buffer_size():
+                    # the close waits for the answer to be taken: a client that stops
+                    # reading it must meet a deadline (`_tick`), even when none is left
+                    self._arm(self.loop.time() + self.limits.send_timeout)
 
     def abort(self) -> None:
         if self.transport is not None and (not self.closed or self.lingering):

@@ -33,6 +33,9 @@ class Deadlines:
     paused_at: float
     stopped: bool
     linger_end: float
+    parsing: Request | None
+    sending: int  # what the transport held of the last answer at the last look (`_sending`)
+    transport: asyncio.Transport | None
     abort: Callable[[], None]
     _dispatch: Callable[[], None]
 
@@ -56,9 +59,12 @@ class Deadlines:
         limits = self.limits
         if not self.queue:  # waiting for a head, or in the middle of one
             if now >= self.deadline:
-                self.abort()  # slowloris, an idle socket, or a kept-alive one gone quiet
-                return
-            nxt = self.deadline
+                nxt = self._sending(now) if self.parsing is None else 0.0
+                if not nxt:
+                    self.abort()  # slowloris, an idle socket, or a kept-alive one gone quiet
+                    return
+            else:
+                nxt = self.deadline
         else:
             req = self.queue[0]
             if not req.body_done and not self.read_paused and req.body_error is None:
@@ -76,6 +82,27 @@ class Deadlines:
             nxt = min(nxt, due)
         if nxt != float("inf"):
             self._arm(nxt)
+
+    def _sending(self, now: float) -> float:
+        """When to look again at a connection whose idle (or head) deadline has passed while
+        its transport still holds part of the last answer (a client on a slow link), or 0.0
+        to end it. It is not idle while its client takes that answer (nginx starts
+        keepalive_timeout once the answer is sent): cut then, the answer would end short, and
+        one that ends with the connection would seem whole. A client that took nothing of
+        it since the last look, `send_timeout` ago, is dropped, as one that fills its
+        socket is; one that took all of it since is idle from now on."""
+        t = self.transport
+        left = t.get_write_buffer_size() if t is not None else 0
+        seen, self.sending = self.sending, left
+        if left:
+            if left == seen:
+                self.server.counted("send_timeout")
+                return 0.0
+            return now + self.limits.send_timeout
+        if seen:
+            self.deadline = now + self.limits.keepalive_timeout
+            return self.deadline
+        return 0.0
 
     def _body_timeout(self, req: Request) -> None:
         timeout = self.limits.body_timeout

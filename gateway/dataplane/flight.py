@@ -130,7 +130,11 @@ class Flight(Moves):
         target = self.target
         if self.so_far is not _FIRST or self.aborted is not None:
             # after a failure, or cut by a kill before it went out: a kill came since
-            # routing, and what the table holds now decides (`_passed_kill`)
+            # routing, and what the table holds now decides (`_passed_kill`). What ended the
+            # wait may have been a timer, not bytes (a connect timeout, the deadline sweeper,
+            # a kill): the shared clock is read afresh, or a pooled connection idle past
+            # backend_idle_timeout looks as young as the last socket event made it
+            self.proxy.clock.now = self.proxy.loop.time()
             self.aborted = None
             why = self.proxy.killed_since(self.plan, target.name)
             if why is not None:

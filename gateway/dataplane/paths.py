@@ -36,8 +36,7 @@ class BadTarget(ValueError):
 def split_target(raw: str) -> tuple[str, str]:
     """(the decoded path routing matches, the target to forward) for a raw request target."""
     if raw[:1] != "/":
-        raise BadTarget("send the request target as a path starting with '/', not as an "
-                        "absolute URL")
+        raise BadTarget(_not_a_path(raw))
     if not raw.isascii():
         raise BadTarget("the request target holds raw non-ASCII bytes; percent-encode them")
     if "#" in raw:
@@ -63,6 +62,16 @@ def split_target(raw: str) -> tuple[str, str]:
         return unquote_to_bytes(path).decode("utf-8"), raw
     except UnicodeDecodeError:
         raise BadTarget("the path's percent-escapes are not UTF-8") from None
+
+
+def _not_a_path(raw: str) -> str:
+    """What to send instead of a target that is not a path (origin form)."""
+    if raw == "*":
+        return ("the asterisk-form target ('OPTIONS *') asks about the server itself, which "
+                "the gateway does not answer; send the request to a route's path")
+    if "://" in raw:
+        return "send the request target as a path starting with '/', not as an absolute URL"
+    return "send the request target as a path starting with '/'"
 
 
 def route_host(value: str | None) -> str:

@@ -75,7 +75,7 @@ class HttpProtocol(Parsing, Deadlines, Dispatching, Flow, Closing, asyncio.Proto
                  "fresh", "handler", "head_bytes", "held", "in_head", "in_trailer", "limits",
                  "linger_end", "linger_heard", "lingering", "loop", "nchunks", "parser", "parsing",
                  "paused_at", "queue", "read_paused", "remote", "remote_b", "replaying", "seen",
-                 "server", "stopped", "timer", "timer_at", "transport", "version_hint",
+                 "sending", "server", "stopped", "timer", "timer_at", "transport", "version_hint",
                  "wire_bytes", "write_paused")
 
     def __init__(self, server: Server, loop: asyncio.AbstractEventLoop) -> None:
@@ -101,6 +101,7 @@ class HttpProtocol(Parsing, Deadlines, Dispatching, Flow, Closing, asyncio.Proto
         self.read_paused = False
         self.write_paused = False
         self.paused_at = 0.0                   # since when the client has not been reading
+        self.sending = 0                       # of an answer, still to go out (`_sending`)
         self.drainer: asyncio.Future[None] | None = None
         self.held = b""                        # bytes read, not parsed yet (requests queued)
         self.replaying = False

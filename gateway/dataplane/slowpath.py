@@ -147,7 +147,9 @@ async def _attempt(flight: Forwarding) -> Exchange | None:
             length = None if cl is None else cl + len(first) - len(flight.prefix or b"")
             body = _chain(flight, first)
         pool = proxy.upstreams.pools.get(target.origin) or proxy.upstreams.pool(target.origin)
-        flight.started = proxy.loop.time()
+        # (read afresh, and for the pool's idle check too: a timer may have ended the wait
+        # before this attempt, and the shared clock moves with socket events only)
+        flight.started = proxy.clock.now = proxy.loop.time()
         flight.version = target.name
         traceparent = None
         if req.span is not None:  # the attempt's span covers the wait for a connection

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Protocol
 
+from gateway import redact
 from gateway.domain.routing import FAILOVER, FALLBACK, KILLED, Choice, RoutePlan, RouteTable, Target
 from gateway.telemetry.record import IncomingRequest
 
@@ -93,7 +94,9 @@ class TraceView:
 
     @property
     def path(self) -> str:
-        return self.req.path
+        path = self.req.path
+        # an absolute-form target (refused, and traced all the same) may carry userinfo
+        return path if path[:1] == "/" else redact.url(path)
 
     @property
     def headers(self) -> _Lenient:

@@ -108,6 +108,8 @@ class Pool:
             finally:
                 if fut in self._waiters:
                     self._waiters.remove(fut)
+            self.clock.now = self.loop.time()  # (woken by a close or a timer, not bytes:
+            # the idle check of `take_idle` must not see the time the wait began)
             if handed is not None and not handed.closed and handed.keep_alive:
                 handed._reset()
                 return handed, True

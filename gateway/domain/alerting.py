@@ -18,17 +18,19 @@ from typing import Any
 from gateway.config import Config, RouteConfig
 from gateway.config_telemetry import AlertmanagerConfig
 from gateway.domain import drills, kills, overrides
+from gateway.domain.audit import clean_text
 from gateway.domain.overrides import effective_stable
-from gateway.domain.statedoc import Change, StateDoc
+from gateway.domain.statedoc import Change, StateDoc, kill_key
 from gateway.errors import ConflictingState
 
 __all__ = ["Alert", "BadPayload", "Intent", "Notification", "intent", "kill", "parse",
-           "rollback"]
+           "reason", "rollback", "touched"]
 
 MAX_ALERTS = 1000
 MAX_LABELS = 64
 MAX_VALUE = 4096
 _PRINTABLE = re.compile(r"^[\x20-\x7e]+$")
+_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")  # a route's or version's name (config_routes)
 _CUT = "…[cut]"  # ends a value cut to its bound
 _OWN = ("alertname", "killgate_action", "route", "version")  # labels killgate reads
 
@@ -195,17 +197,27 @@ def intent(alert: Alert, cfg: AlertmanagerConfig, config: Config) -> Intent:
     if not route:
         return _none("unmapped", f"killgate_action {action} needs a route label")
     rc = config.route(route)
-    if rc is None:
-        return _none("unmapped", f"no route named {route[:64]!r}")
-    if cfg.routes is not None and route not in cfg.routes:
-        return _none("unmapped", f"alerts.alertmanager.routes does not include {route!r}",
-                     route)
     version = alert.labels.get("version") or None
-    if version is not None and rc.version(version) is None:
-        return _none("unmapped", f"route {route!r} has no version {version[:64]!r}", route)
+    if cfg.routes is not None and route not in cfg.routes:
+        return _none("unmapped", f"alerts.alertmanager.routes does not include "
+                                 f"{route[:64]!r}", route if rc is not None else None)
+    missing = (f"no route named {route[:64]!r}" if rc is None else
+               f"route {route!r} has no version {version[:64]!r}"
+               if version is not None and rc.version(version) is None else None)
     if action == "kill":
         what = f"version {version} of route {route}" if version else f"route {route}"
-        return Intent("kill", "act", f"kill {what}", route, version)
+        if missing is None:
+            return Intent("kill", "act", f"kill {what}", route, version)
+        # a name this instance's config lacks (a config still rolling out, where the
+        # series the rule read came from an instance that has it): the kill is the
+        # fleet's, in force wherever the name is routed; never lost for want of it here
+        if _NAME.fullmatch(route) and (version is None or _NAME.fullmatch(version)):
+            return Intent("kill", "act", f"kill {what} ({missing} in this instance's "
+                                         "config: in force wherever it is routed)",
+                          route, version)
+        return _none("unmapped", f"{missing}, and it is not a name a config could give")
+    if missing is not None:
+        return _none("unmapped", missing, route if rc is not None else None)
     return Intent("rollback", "act", f"roll route {route} back", route, version)
 
 
@@ -240,3 +252,22 @@ def rollback(doc: StateDoc, rc: RouteConfig, bad: str | None, actor: str, reason
             not drills.holds_override(doc, rc.name):
         return None  # already rolled back to it (a drill's rollback is taken over)
     return overrides.rollback(doc, rc, to, actor, reason, now)
+
+
+def reason(alert: Alert) -> str:
+    """The audit reason of an alert's action: its name and summary."""
+    name = alert.labels.get("alertname", "unnamed alert")
+    text = alert.annotations.get("summary") or alert.annotations.get("description") or ""
+    return clean_text(f"alert {name} firing" + (f": {text}" if text else ""), 1024)
+
+
+def touched(doc: StateDoc, want: Intent) -> dict[str, Any] | None:
+    """The part of the state an alert's action touches, for the audit event."""
+    assert want.route is not None
+    if want.action == "kill":
+        flag = doc.kills.get(kill_key("version" if want.version else "route", want.route,
+                                      want.version))
+        return flag.public() if flag is not None else None
+    ov = doc.overrides.get(want.route)
+    return None if ov is None else {"stable": ov.stable, "weights": dict(ov.weights),
+                                    "kind": ov.kind}

@@ -3,8 +3,9 @@
 Pure (statedoc, drills). `kill` is the one rule by which a person (admin API), an alert or
 anything else sets a kill flag. A kill already in force changes nothing and keeps who
 killed, when and why, except that asking to cut in-flight answers upgrades a flag that
-did not, and a flag an open drill holds is taken over: the drill's restore then leaves it
-(it undoes only what is still as the drill left it). `newly_aborting` and `covering`: which
+did not, and a flag an open drill holds, or one a re-seed carried over (it may be a kill
+lifted since: `carried`), is taken over: the drill's restore then leaves it (it undoes only
+what is still as the drill left it). `newly_aborting` and `covering`: which
 in-flight exchanges a new document's kills cut. `unrouted`: the kills a config no longer
 routes to (a removed or renamed name: out of routing, in force again if the name returns).
 """
@@ -18,7 +19,7 @@ from gateway.config import RouteConfig
 from gateway.domain import drills
 from gateway.domain.statedoc import Change, KillFlag, KillScope, StateDoc, kill_key
 
-__all__ = ["covering", "kill", "newly_aborting", "unrouted"]
+__all__ = ["carried", "covering", "kill", "newly_aborting", "unrouted"]
 
 
 def kill(doc: StateDoc, scope: KillScope, route: str | None, version: str | None,
@@ -26,13 +27,27 @@ def kill(doc: StateDoc, scope: KillScope, route: str | None, version: str | None
     """The change a kill of (scope, route, version) makes; None when already in force."""
     key = kill_key(scope, route, version)
     existing = doc.kills.get(key)
-    if existing is not None and not drills.holds_kill(doc, key):
+    if existing is not None and not drills.holds_kill(doc, key) \
+            and not carried(doc, existing):
         if abort_inflight and not existing.abort_inflight:
             return Change(kills={key: replace(existing, abort_inflight=True)})
         return None
+    if existing is not None and not drills.holds_kill(doc, key):
+        abort_inflight = abort_inflight or existing.abort_inflight  # (as an upgrade would)
     # generation 0: statedoc.apply_change stamps the generation the kill lands in
     return Change(kills={key: KillFlag(scope, route, version, actor, reason, now, 0,
                                        abort_inflight)})
+
+
+def carried(doc: StateDoc, flag: KillFlag) -> bool:
+    """Whether `flag` is older than `doc`'s newest re-seed (its lineage: the generations it
+    descends from). A re-seed keeps every kill its side knows, also one an instance that
+    had not re-seeded yet lifted meanwhile (the restrictive merge: such a kill comes back
+    once); when that instance merges, it drops the flag as lifted (the write that made it
+    is one it names lifted). So a kill asked for then is written anew (a flag of its own),
+    never confirmed on such a flag: confirmed, the kill the operator was told is in force
+    went with it, on every instance, and no unkill came after it."""
+    return bool(doc.lineage) and flag.generation <= max(doc.lineage.values())
 
 
 def newly_aborting(before: StateDoc, after: StateDoc) -> frozenset[str]:

@@ -58,16 +58,18 @@ log = logging.getLogger("killgate.state")
 #: seconds between asking the sentinels which node is the master (redis+sentinel:// only)
 MASTER_CHECK = 5.0
 
-# The document and its generation in one step; a document over the size limit (ARGV[1])
-# is not sent at all: {false, generation, its size}. MGET reads a key of another type as
-# nil, as an absent one.
+# The document and its generation in one step, and how many events the audit trail holds;
+# a document over the size limit (ARGV[1]) is not sent at all: {false, generation, its
+# size, events}. MGET reads a key of another type as nil, as an absent one.
 _LOAD = Script("""
 local gen = redis.call('MGET', KEYS[2])[1]
+local events = 0
+if redis.call('TYPE', KEYS[3])['ok'] == 'stream' then events = redis.call('XLEN', KEYS[3]) end
 if redis.call('TYPE', KEYS[1])['ok'] == 'string' then
   local n = redis.call('STRLEN', KEYS[1])
-  if n > tonumber(ARGV[1]) then return {false, gen, n} end
+  if n > tonumber(ARGV[1]) then return {false, gen, n, events} end
 end
-return {redis.call('MGET', KEYS[1])[1], gen, 0}
+return {redis.call('MGET', KEYS[1])[1], gen, 0, events}
 """)
 
 
@@ -184,25 +186,28 @@ class RedisStore(RedisCommits, RedisAudit):
                 except Exception as exc:  # noqa: BLE001 - the caller's await still gets it
                     event(log, "state_load_hook_failed", logging.ERROR, error=repr(exc))
 
-        reply = await self._script(_LOAD, [self.k_state, self.k_gen], [str(MAX_DOC_BYTES)],
-                                   on_reply=read)
+        reply = await self._script(_LOAD, [self.k_state, self.k_gen, self.k_audit],
+                                   [str(MAX_DOC_BYTES)], on_reply=read)
         return got[0] if got else self._loaded(reply)
 
     def _loaded(self, reply: list[Any]) -> Loaded:
-        raw, gen, size = reply
+        raw, gen, size = reply[:3]
+        trail = int(reply[3]) if len(reply) > 3 else -1  # (_NEWEST reads the trail itself)
         token = None if gen is None else gen.decode("utf-8", "replace")
         if size:
             return Loaded(None, token or "", f"{self.k_state}: {size} bytes, over the "
-                                             f"{MAX_DOC_BYTES}-byte limit (not read)")
+                                             f"{MAX_DOC_BYTES}-byte limit (not read)",
+                          trail=trail)
         if raw is None:
             if token is None:
-                return Loaded(None, None)
-            return Loaded(None, token, f"{self.k_gen} is set but {self.k_state} is missing")
+                return Loaded(None, None, trail=trail)
+            return Loaded(None, token, f"{self.k_gen} is set but {self.k_state} is missing",
+                          trail=trail)
         try:
             doc = self._open_doc(raw, None)
         except ValueError as exc:
-            return Loaded(None, token, f"{self.k_state}: {exc}", raw)
-        return Loaded(doc, token)
+            return Loaded(None, token, f"{self.k_state}: {exc}", raw, trail=trail)
+        return Loaded(doc, token, trail=trail)
 
     def _open_doc(self, raw: bytes, kind: str | None) -> StateDoc:
         """A stored or pushed document, verified; its `audit_head` becomes our guess of

@@ -103,7 +103,12 @@ class Repair:
         elif not got.trusted or (got.doc is not None and (
                 got.doc.generation < mine.generation or self._foreign_to(mine, got.doc))):
             self._blind(got, mine)  # (before the back-off: never "synced" on nothing)
-            if not self._may_repair():
+            # a store that lost its audit trail too (a restart without persistence, a
+            # FLUSHALL: each one again, a crash-looping redis) has no trail to flood, and
+            # left empty it is "nothing killed" to an instance that starts without a
+            # snapshot: repaired at once, every time
+            wiped = got.problem is None and got.trail == 0
+            if not wiped and not self._may_repair():
                 self._resync = True  # (a collision does not move the generation key)
                 return  # spoiled again at once: keep our state, back off (see _may_repair)
             await self._reseed(got, mine)

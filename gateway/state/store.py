@@ -86,6 +86,10 @@ class Loaded:
     #: the one source a re-seed may take kills from (a migration), and nothing else; parsed
     #: only then (`legacy_doc`), never on the event loop (whoever wrote it chose its size)
     refused: bytes | None = None
+    #: events in the store's audit trail as read with it (-1: not read). 0 with no problem:
+    #: the store lost its trail too (a restart without persistence, FLUSHALL), so a re-seed
+    #: cannot flood one and never backs off (reseed.py's _may_repair)
+    trail: int = -1
 
     @property
     def empty(self) -> bool:

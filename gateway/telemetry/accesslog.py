@@ -33,6 +33,7 @@ from json.encoder import encode_basestring_ascii as dumps  # (a str in quotes)
 from pathlib import Path
 from typing import IO
 
+from gateway import redact
 from gateway.config_telemetry import AccessLogConfig
 from gateway.errors import ConfigError, Problem
 from gateway.log import event
@@ -46,6 +47,7 @@ log = logging.getLogger("killgate.accesslog")
 FLUSH = 0.05  # seconds between writes
 ATOMIC = select.PIPE_BUF  # bytes a write to a pipe puts in one piece (4096 on Linux)
 MAX_PATH = 1024
+MAX_REQUEST_ID = 128
 
 
 def _ms(seconds: float) -> str:
@@ -100,12 +102,26 @@ def line(rec: RequestRecord, wall: float) -> str:
     peer = rec.peer
     rid = rec.request_id
     tid = rec.trace_id
+    path = rec.path
+    if path[:1] != "/":  # an absolute-form target (refused) may carry userinfo
+        path = redact.url(path)
     return _LINE % (
         _second(sec), (wall - sec) * 1000, _HEADS.get(key) or _head(key),
         _ms(rec.end - rec.start), _ms(up) if up >= 0 else "null",
         _ms(fb - rec.start) if fb else "null", rec.bytes_in, rec.bytes_out,
-        dumps(peer) if peer else "null", dumps(rec.method), dumps(rec.path[:MAX_PATH]),
-        dumps(rid[:128]) if rid else "null", dumps(tid) if tid else "null")
+        dumps(peer) if peer else "null", dumps(rec.method), dumps(path[:MAX_PATH]),
+        dumps(rid[:MAX_REQUEST_ID]) if rid else "null", dumps(tid) if tid else "null")
+
+
+def _cut(rec: RequestRecord) -> None:
+    """Cut a record's client text to what its line shows, before it waits in the buffer: a
+    client's target and x-request-id run to 8 KiB each, and a full buffer of them (a stalled
+    output is when it fills) would hold 16 times the memory its size suggests."""
+    path = rec.path
+    if path[:1] != "/":  # (redacted whole first: the userinfo may end past the cut)
+        path = redact.url(path)
+    rec.path = path[:MAX_PATH]
+    rec.request_id = rec.request_id[:MAX_REQUEST_ID]
 
 
 def _pieces(lines: list[str]) -> Iterator[tuple[str, int]]:
@@ -166,6 +182,8 @@ class AccessLog:
             self.metrics.inc("killgate_access_log_dropped_total", ("buffer_full",),
                              label_names=("reason",))
             return
+        if len(rec.path) > MAX_PATH or len(rec.request_id) > MAX_REQUEST_ID:
+            _cut(rec)
         buf.append(rec)  # (deque.append is atomic: the writer thread pops concurrently)
 
     # ------------------------------------------------------------------ writer

@@ -107,7 +107,9 @@ HELP: dict[str, tuple[str, str]] = {
     "killgate_event_deliveries_total": ("counter", "Outgoing event webhook deliveries, by "
                                                    "result (delivered, failed, dropped)."),
     "killgate_alertmanager_alerts_total": ("counter", "Alerts received from Alertmanager, by "
-                                                      "outcome."),
+                                                      "outcome (malformed, too_large, denied, "
+                                                      "not_enabled: whole notifications "
+                                                      "refused unread)."),
     "killgate_access_log_dropped_total": ("counter", "Access log lines dropped because the "
                                                      "buffer was full or the output failed."),
     "killgate_access_log_lines_total": ("counter", "Access log lines written."),
@@ -209,7 +211,20 @@ INITIAL: dict[str, tuple[tuple[str, ...], tuple[tuple[str, ...], ...]]] = {
                        "stats", "audit", "snapshot"))),
     "killgate_fail_closed": ((), ((),)),
     "killgate_state_stale": ((), ((),)),
-    "killgate_alertmanager_alerts_total": (("outcome",), (("truncated",),)),
+    # (the outcomes the shipped alerts watch: KillgateAlertsNotDelivered, ...NotActed,
+    # ...Refused)
+    "killgate_alertmanager_alerts_total": (("outcome",), tuple(
+        (o,) for o in ("truncated", "unmapped", "refused", "denied", "malformed",
+                       "too_large", "not_enabled"))),
+    # (labels from fixed sets, so their series can be there from the start; those labelled
+    # by route and version come and go with the config and start at their first event)
+    "killgate_client_send_timeouts_total": ((), ((),)),
+    "killgate_connections_refused_total": (("reason",), (("connections",), ("per_client",))),
+    "killgate_admin_refused_total": (("reason",), tuple(
+        (r,) for r in ("connections", "head_size", "timeout", "host"))),
+    "killgate_auth_failures_total": (("code",), (("401",), ("403",), ("429",))),
+    "killgate_break_glass_total": (("action",), tuple(
+        (a,) for a in ("unkill", "rollback", "promote", "weights", "release"))),
 }
 
 

@@ -1,5 +1,6 @@
 """What the OpenTelemetry exporters of this process share: the resource that names it, the
-daemon threads their blocking exports run on, and their export counts on /metrics.
+daemon threads their blocking exports run on, their export counts on /metrics, and what
+counts as an export the collector accepted (a 2xx answer: see `accepted_only_2xx`).
 
 An exporter blocks (HTTP with retries, up to its timeout) and a stalled collector can hold it
 that long: exports never run on the event loop, and the ones still running when the process
@@ -10,18 +11,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import logging
 import threading
+import time
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from opentelemetry.sdk.resources import Resource
 
+from gateway.log import event
 from gateway.telemetry.metrics import Metrics
 from gateway.telemetry.otelenv import OtelSettings
 
-__all__ = ["export_counts", "in_daemon_thread", "resource"]
+__all__ = ["accepted_only_2xx", "export_counts", "in_daemon_thread", "resource"]
 
 T = TypeVar("T")
+log = logging.getLogger("killgate.telemetry")
+REDIRECT_LOG_EVERY = 60.0  # seconds between two "the collector redirects" lines
 
 
 def resource(settings: OtelSettings, instance: str, version: str) -> Resource:
@@ -75,3 +82,49 @@ def export_counts(metrics: Metrics, signal: str,
                   label_names=("signal", "reason"))
 
     metrics.collector(collect)
+
+
+def accepted_only_2xx(exporter: Any, signal: str) -> None:
+    """Make an OTLP/HTTP exporter count only a 2xx answer as accepted.
+
+    The exporter's HTTP client follows no redirect yet takes every status below 400 as
+    success: a collector behind a load balancer that answers 301/308 (http -> https, a
+    moved endpoint) stores nothing while every batch would count as exported. Its `export`
+    (the client is the exporter's `_client`, a private attribute of
+    opentelemetry-exporter-otlp-proto-http 1.45, hence the upper bound in pyproject.toml)
+    is wrapped so that such an answer is a failed export, said in the log at most once a
+    minute with what to change. Without that attribute, the exporter is left as it is."""
+    client: Any = getattr(exporter, "_client", None)
+    post = getattr(client, "export", None)
+    if client is None or not callable(post):
+        return
+    last = [-REDIRECT_LOG_EVERY]
+
+    def export(data: bytes) -> Any:
+        result = post(data)
+        code = getattr(result, "status_code", None)
+        if not (getattr(result, "success", False) is True and isinstance(code, int)
+                and not 200 <= code < 300):
+            return result
+        now = time.monotonic()
+        if now - last[0] >= REDIRECT_LOG_EVERY:
+            last[0] = now
+            event(log, "otlp_export_not_accepted", logging.ERROR, signal=signal, status=code,
+                  endpoint=str(getattr(client, "_endpoint", "")),
+                  consequence="nothing was stored; counted as export_failed",
+                  hint="the collector answered with a redirect, which the OTLP exporter "
+                       "does not follow: name the URL it redirects to as the endpoint")
+        try:
+            return dataclasses.replace(result, success=False)
+        except TypeError:  # (not a dataclass: a later exporter's result type)
+            return _Refused(code)
+
+    client.export = export
+
+
+@dataclasses.dataclass(frozen=True)
+class _Refused:
+    status_code: int
+    success: bool = False
+    reason: str | None = None
+    error: Exception | None = None

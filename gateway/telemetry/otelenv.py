@@ -11,6 +11,7 @@ Pure: no OpenTelemetry import.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -20,6 +21,7 @@ from gateway.log import event
 __all__ = ["OtelSettings", "Sampling", "resolve"]
 
 log = logging.getLogger("killgate.telemetry")
+_HTTP_URL = re.compile(r"https?://[^/\s?#@]*@?[^/\s?#@]+(?:[/?][^\s]*)?$", re.I)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,13 +92,28 @@ def _endpoint(cfg: TelemetryConfig, env: Mapping[str, str], signal: str) -> str 
     general base URL variable; the signal path `v1/<signal>` is appended to a base URL."""
     base = cfg.otlp_endpoint
     if base is None:
-        own = env.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT", "").strip()
+        name = f"OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT"
+        own = env.get(name, "").strip()
         if own:
-            return own
-        base = env.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip() or None
+            return own if _http_url(name, own, signal) else None
+        name = "OTEL_EXPORTER_OTLP_ENDPOINT"
+        base = env.get(name, "").strip() or None
+        if base is not None and not _http_url(name, base, signal):
+            return None
     if base is None:
         return None
     return base.rstrip("/") + f"/v1/{signal}"
+
+
+def _http_url(variable: str, value: str, signal: str) -> bool:
+    """Whether an endpoint variable holds an http(s) URL; if not, said once per signal (the
+    value is not shown: without a scheme, a `user:password@` in it cannot be told apart)."""
+    if _HTTP_URL.match(value):
+        return True
+    event(log, "otel_env_ignored", logging.WARNING, variable=variable,
+          reason=f"not an http:// or https:// URL (OTLP over HTTP/protobuf, e.g. "
+                 f"http://collector:4318): {signal} are not exported")
+    return False
 
 
 def resolve(cfg: TelemetryConfig, env: Mapping[str, str]) -> OtelSettings:

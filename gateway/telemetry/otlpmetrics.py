@@ -38,7 +38,12 @@ from prometheus_client.metrics_core import Metric as PromFamily
 
 from gateway.log import event
 from gateway.telemetry.metrics import Metrics
-from gateway.telemetry.otelcommon import export_counts, in_daemon_thread, resource
+from gateway.telemetry.otelcommon import (
+    accepted_only_2xx,
+    export_counts,
+    in_daemon_thread,
+    resource,
+)
 from gateway.telemetry.otelenv import OtelSettings
 
 __all__ = ["OtlpMetrics", "to_metrics_data"]
@@ -144,6 +149,7 @@ class OtlpMetrics:
         from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
 
         self._exporter = OTLPMetricExporter(endpoint=s.metrics_endpoint)
+        accepted_only_2xx(self._exporter, "metrics")
         self._resource = resource(s, self.instance, self.version)
         self._task = asyncio.create_task(self._run(s.export_interval), name="otlp-metrics")
         event(log, "otlp_metrics", endpoint=s.metrics_endpoint, interval_s=s.export_interval)

@@ -28,6 +28,10 @@ _LOCAL = b"\x85\x01" + _I(_HAS_IS_REMOTE)  # the flags field (16, fixed32)
 _REMOTE = b"\x85\x01" + _I(_HAS_IS_REMOTE | _IS_REMOTE)
 _KV: dict[tuple[Any, ...], bytes] = {}  # (key, value[, type]) -> KeyValue, encoded
 _KV_MAX = 4096
+# a longer string is not cached: values that repeat are short (a route's path, a method),
+# and a client chooses its path (up to 8 KiB, each request traced on its own traceparent):
+# one-off long values would hold tens of MiB here
+_KV_LONG = 256
 _ENUMS: dict[Any, bytes] = {}  # span kinds and status codes, as their fields
 
 
@@ -96,9 +100,10 @@ def _attributes(out: bytearray, tag: bytes, attrs: Mapping[str, Any] | None) -> 
                 kv = _KV[ck]
             except KeyError:
                 kv = _kv(key, v)
-                if len(_KV) >= _KV_MAX:
-                    _KV.clear()
-                _KV[ck] = kv
+                if cls is not str or len(v) <= _KV_LONG:
+                    if len(_KV) >= _KV_MAX:
+                        _KV.clear()
+                    _KV[ck] = kv
             except TypeError:  # another unhashable value
                 kv = _kv(key, v)
         out += tag

@@ -115,7 +115,11 @@ class _Request:
             self._attempt.end()
         self._attempts += 1
         m = method_name(method)
-        attrs: dict[str, Any] = {"http.request.method": m, "url.full": url,
+        # the backend's URL (a version's url may carry a path) and the request's path, as
+        # forwarded: never its query
+        path = self.attrs.get("url.path", "")
+        full = url + path if path[:1] == "/" else url
+        attrs: dict[str, Any] = {"http.request.method": m, "url.full": full,
                                  "killgate.route": route, "killgate.version": version,
                                  "killgate.attempt": self._attempts}
         if self._attempts > 1:
@@ -160,6 +164,10 @@ class _Request:
         self.attrs["error.type"] = kind
         self.state = Status(StatusCode.ERROR, f"the stream was cut: {kind}")
         self.event("killgate.stream_cut", {"killgate.cause": kind})
+        # the exchange with the backend was cut too (it died, a kill or the drain cut it),
+        # unless the client was the one too slow
+        if self._attempt is not None and kind != "client_timeout":
+            self._attempt.failed(kind)
 
     def finish(self, answered: bool) -> None:
         if self.ended:

@@ -22,7 +22,12 @@ from opentelemetry.trace import Span as OtelSpan
 
 from gateway.log import event
 from gateway.telemetry.metrics import Metrics
-from gateway.telemetry.otelcommon import export_counts, in_daemon_thread, resource
+from gateway.telemetry.otelcommon import (
+    accepted_only_2xx,
+    export_counts,
+    in_daemon_thread,
+    resource,
+)
 from gateway.telemetry.otelenv import OtelSettings
 from gateway.telemetry.requestspans import RequestSpans, method_name
 from gateway.telemetry.spanqueue import BoundedProcessor, ExportCounts, WireExporter
@@ -127,8 +132,9 @@ class Tracing:
         provider = TracerProvider(sampler=ALWAYS_ON,
                                   resource=resource(s, self.instance, self.version),
                                   shutdown_on_exit=False)
-        queue = BoundedProcessor(WireExporter(OTLPSpanExporter(endpoint=s.traces_endpoint)),
-                                 s.max_queue, s.max_batch, self.counts)
+        exporter = OTLPSpanExporter(endpoint=s.traces_endpoint)
+        accepted_only_2xx(exporter, "spans")
+        queue = BoundedProcessor(WireExporter(exporter), s.max_queue, s.max_batch, self.counts)
         provider.add_span_processor(queue)
         self._provider = provider
         # the data plane's spans skip the SDK's live spans and go straight to the queue

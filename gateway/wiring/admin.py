@@ -60,6 +60,7 @@ def admin_side(instance: str, holder: TableHolder, sync: Sync, metrics: Metrics,
     limits = Limits(header_timeout=cfg.server.header_timeout,
                     keepalive_timeout=cfg.server.keepalive_timeout,
                     max_connections=cfg.admin.max_connections,
+                    send_timeout=cfg.server.send_timeout,
                     on_refused=lambda why: metrics.inc("killgate_admin_refused_total", (why,),
                                                        label_names=("reason",)))
     runner = AdminRunner(app, limits, access_log=None, shutdown_timeout=2.0,

@@ -1,0 +1,112 @@
+"""The admin listener's connection cap against someone who holds every slot
+(admin/listener.py): an operator's kill must still get through.
+
+Anyone who reaches the admin port can open `admin.max_connections` connections without a
+token and hold them: idle until the header deadline (then open new ones), kept alive
+with a `GET /healthz` now and then, or asking for answers it never reads. When the cap
+refused every new connection, such a client locked the operator out of the kill switch."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from aiohttp import ClientSession
+
+from tests.backends import echo_app
+from tests.conftest import bearer, running_gateway, two_versions, wait_until, write_config
+
+CAP = 20
+
+
+async def _hold(port: int, keep_alive: bool) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """One connection that holds a slot: idle (nothing sent), or after a served /healthz."""
+    r, w = await asyncio.open_connection("127.0.0.1", port)
+    if keep_alive:
+        w.write(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        head = await asyncio.wait_for(r.readuntil(b"\r\n\r\n"), 5)
+        assert head.startswith(b"HTTP/1.1 200"), head
+        length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+        await asyncio.wait_for(r.readexactly(length), 5)
+    return r, w
+
+
+async def test_a_kill_gets_through_while_others_hold_every_connection(tmp_path: Path,
+                                                                     backends) -> None:
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p))
+    cfg.write_text(cfg.read_text().replace("  auth:\n", f"  max_connections: {CAP}\n  auth:\n",
+                                           1))
+    async with running_gateway(cfg) as g:
+        port = g.gw.admin_addr[1]
+        server = g.gw._admin_runner.server
+        held = [await _hold(port, keep_alive=i % 2 == 0) for i in range(CAP)]
+        await wait_until(lambda: server.open_connections() == CAP, 5, what="every slot held")
+        async with ClientSession() as s:
+            for scope in ("global", "route"):
+                body = {"scope": scope, "reason": "slots held"} | (
+                    {"route": "iris"} if scope == "route" else {})
+                async with s.post(g.admin + "/v1/kill", json=body,
+                                  headers=bearer("killgate:kill", "oncall")) as r:
+                    assert r.status == 200, await r.text()
+                # the holder takes its slot back at once (a new connection)
+                held.append(await _hold(port, keep_alive=True))
+        assert set(g.gw.holder.doc.kills) == {"global", "route:iris"}
+        # a slot is made for a newcomer by closing the longest-held idle connection,
+        # never one with a request in progress, and counted like a refused one
+        assert g.gw.metrics.get("killgate_admin_refused_total", ("connections",)) >= 2
+        assert server.open_connections() <= CAP
+        for _, w in held:
+            w.close()
+
+
+async def _stall(port: int) -> asyncio.StreamWriter:
+    """A connection whose client reads nothing: pipelined document requests until the
+    answers back up (the server's writes wait for a reader that never comes)."""
+    _, w = await asyncio.open_connection("127.0.0.1", port)
+    w.transport.set_write_buffer_limits(high=1 << 30)  # (never wait on our own sends)
+    w.write(b"GET /openapi.json HTTP/1.1\r\nHost: localhost\r\n\r\n" * 400)
+    return w
+
+
+async def test_a_kill_gets_through_while_others_read_nothing_on_every_connection(
+        tmp_path: Path, backends) -> None:
+    """A client that asks and never reads holds a request in progress for as long as it
+    likes (no write deadline): the holder of every slot needs no idle connection."""
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p))
+    cfg.write_text(cfg.read_text().replace("  auth:\n", f"  max_connections: {CAP}\n  auth:\n",
+                                           1))
+    async with running_gateway(cfg) as g:
+        port = g.gw.admin_addr[1]
+        server = g.gw._admin_runner.server
+        held = [await _stall(port) for _ in range(CAP)]
+        await wait_until(lambda: server.open_connections() == CAP and all(
+            c.writing_paused for c in server._connections), 10, 0.05,
+            what="every slot held by a stalled answer")
+        async with ClientSession() as s, s.post(
+                g.admin + "/v1/kill", json={"scope": "global", "reason": "x"},
+                headers=bearer("killgate:kill", "oncall")) as r:
+            assert r.status == 200, await r.text()
+        assert "global" in g.gw.holder.doc.kills
+        for w in held:
+            w.transport.abort()
+
+
+async def test_an_answer_nobody_reads_is_cut_off_at_the_send_deadline(tmp_path: Path,
+                                                                      backends) -> None:
+    """Without a deadline, such a connection stayed open (and its answers in memory) for
+    as long as its client kept it: even the gateway's shutdown left its socket behind."""
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p), extra="server: {send_timeout: 1s}\n")
+    async with running_gateway(cfg) as g:
+        server = g.gw._admin_runner.server
+        held = [await _stall(g.gw.admin_addr[1]) for _ in range(3)]
+        await wait_until(lambda: server.open_connections() == 3 and all(
+            c.writing_paused for c in server._connections), 10, 0.05,
+            what="three stalled answers")
+        await wait_until(lambda: server.open_connections() == 0, 5, 0.05,
+                         what="the stalled connections to be cut off")
+        assert g.gw.metrics.get("killgate_admin_refused_total", ("timeout",)) == 3
+        for w in held:
+            w.transport.abort()

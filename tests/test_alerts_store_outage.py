@@ -1,0 +1,102 @@
+"""Alerts that act while the state store is slow (control/alerts.py), with a real
+redis-server behind a forwarder: a notification answered 503 is retried by Alertmanager,
+and that retry must act as soon as the store answers again."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.backends import echo_app
+from tests.conftest import RedisServer, running_gateway, two_versions, wait_until, write_config
+from tests.faultproxy import Forwarder, redis_state_via
+from tests.test_alerting import payload
+from tests.test_alerts import _post, _versions
+
+
+def _claims(redis: RedisServer) -> list[str]:
+    out = subprocess.run(["redis-cli", "-u", redis.url, "--scan", "--pattern", "kgao*idem*"],
+                         capture_output=True, text=True, timeout=10, check=True).stdout
+    return out.split()
+
+
+@pytest.mark.timeout(60)
+async def test_a_claim_left_by_a_timed_out_request_does_not_hold_off_the_retry(
+        tmp_path: Path, backends, session, redis_server: RedisServer, fwd: Forwarder) -> None:
+    """Before: the store was slow while an alert was being claimed; the request timed out
+    (503, right) but its claim landed after it, and every retry of Alertmanager then
+    answered 503 `too_many_alerts` ("being applied by another request") for a minute,
+    though no request was applying it: the kill came a minute late. The process that made
+    the claim knows that no request of its own holds it any more: it takes it over."""
+    p1, p2 = await backends(echo_app("v1")), await backends(echo_app("v2"))
+    cfg = write_config(tmp_path, two_versions(p1, p2, 50, 50),
+                       state=redis_state_via(fwd, tmp_path, "kgao"),
+                       extra="alerts:\n  alertmanager: {}\n")
+    firing = payload(killgate_action="kill", route="iris", version="v2")
+    async with running_gateway(cfg) as g:
+        # (an alert refused, with nothing changed, loads the claim's script into redis: a
+        # late EVALSHA of an unknown script would not claim anything)
+        refused = payload(killgate_action="rollback", route="iris", version="v1")
+        refused["alerts"][0]["fingerprint"] = "0000000000000001"
+        status, answer = await _post(session, g.admin, refused)
+        assert status == 200 and answer["actions"][0]["outcome"] == "refused", answer
+        fwd.latency = 1.0  # over state.command_timeout (0.5 s): the claim arrives late
+        status, answer = await _post(session, g.admin, firing)
+        fwd.latency = 0.0
+        assert status == 503 and answer["error"]["type"] == "state_store_unavailable", answer
+        await wait_until(lambda: _claims(redis_server), 10, 0.05,
+                         what="the timed-out request's claim landing in the store")
+        status, answer = await _post(session, g.admin, firing)  # Alertmanager's retry
+        assert status == 200, answer
+        assert answer["actions"][0]["outcome"] == "acted", answer
+        assert await _versions(session, g.url) == {"v1"}
+        status, answer = await _post(session, g.admin, firing)
+        assert status == 200 and answer["actions"][0]["outcome"] == "duplicate", answer
+
+
+class _StoreDiesAtSecondClaim:
+    """The receiver's claims, with the real redis-server killed just before the second
+    alert of a notification is claimed (the first one already acted)."""
+
+    def __init__(self, inner: Any, redis: RedisServer) -> None:
+        self.inner, self.redis, self.calls = inner, redis, 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def idem_claim(self, *a: Any) -> Any:
+        self.calls += 1
+        if self.calls == 2:
+            self.redis.kill()
+        return await self.inner.idem_claim(*a)
+
+
+@pytest.mark.timeout(60)
+async def test_a_store_lost_mid_notification_does_not_say_nothing_changed(
+        tmp_path: Path, backends, session, redis_server: RedisServer, fwd: Forwarder) -> None:
+    """Before: the answer to a notification whose second alert met a dead store said "the
+    state store cannot be reached, nothing was changed", though its first alert had killed
+    v2: whoever read Alertmanager's log took the canary for alive."""
+    p1, p2 = await backends(echo_app("v1")), await backends(echo_app("v2"))
+    cfg = write_config(tmp_path, two_versions(p1, p2, 50, 50),
+                       state=redis_state_via(fwd, tmp_path, "kgao"),
+                       extra="alerts:\n  alertmanager: {}\n")
+    body = payload(killgate_action="kill", route="iris", version="v2")
+    first = body["alerts"][0]
+    body["alerts"] = [first, {**first, "fingerprint": "0000000000000002",
+                              "labels": {**first["labels"], "version": "v1"}},
+                      {**first, "fingerprint": "0000000000000003"}]
+    async with running_gateway(cfg) as g:
+        rx = g.gw.alert_receiver
+        rx.claims = _StoreDiesAtSecondClaim(rx.claims, redis_server)
+        status, answer = await _post(session, g.admin, body)
+        assert status == 503 and answer["error"]["type"] == "state_store_unavailable", answer
+        message = answer["error"]["message"]
+        assert "nothing was changed" not in message, message
+        assert "1 alert(s) of this notification acted on before it are in force" in message
+        assert "the 1 after it were not acted on" in message
+        assert await _versions(session, g.url) == {"v1"}  # (the first one's kill holds)
+        redis_server.start()
