@@ -76,8 +76,10 @@ async def errors(request: web.Request, handler: Any) -> web.StreamResponse:
     except StoreOutcomeUnknown as exc:
         return json_error(503, "outcome_unknown",
                           f"the state store took the change but did not confirm it ({exc}): it "
-                          "may be in force; check `killgate status` (the generation) before "
-                          "retrying, or retry with the same Idempotency-Key")
+                          "may be in force; check `killgate status` (the kills, the "
+                          "generation) and `killgate audit` before retrying. A retry runs the "
+                          "change again: a kill already in force is left as it was, an unkill "
+                          "already made answers 409 not_killed")
     except StoreUnavailable as exc:
         return json_error(503, "state_store_unavailable",
                           f"the state store cannot be reached, nothing was changed ({exc})")

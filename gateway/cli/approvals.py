@@ -14,7 +14,7 @@ import json
 import urllib.parse
 from typing import Any
 
-from gateway.cli.client import raw_call
+from gateway.cli.client import raw_call, warn_silent
 from gateway.cli.http import APPROVAL, RECEIPT, ClientError, expect
 from gateway.domain.audit import clean_text
 
@@ -100,6 +100,7 @@ def _approve(args: argparse.Namespace) -> int:
               f"{ap['acked']}/{ap['instances']} instance(s) in {ap['elapsed_ms']} ms"
               + (f"; NOT YET by: {', '.join(clean_text(str(p), 128) for p in ap['pending'])}"
                  if ap["pending"] else ""))
+    warn_silent(args, res)
     return 0 if not res["applied"]["pending"] else 4
 
 

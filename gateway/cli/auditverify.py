@@ -108,7 +108,44 @@ def _describe(r: TrailReport, keys: dict[str, bytes], source: str, head: str | N
                                         else "checked" if head else
                                         "none named by the gateway (events cut off the end "
                                         "could not be detected)"))
+    else:  # (a file anyone who can write it may have cut short: nothing anchors its end)
+        out.append("end of file: not anchored (events cut off its end cannot be detected "
+                   "here: its last hash should be the store's head, which `killgate audit "
+                   "verify` checks)" + (": the file holds no event" if not r.events else ""))
     return out
+
+
+def _other_key(events: list[dict[str, Any]], keys: dict[str, bytes]) -> str:
+    """When no event with a MAC names a key given here: most likely the wrong key was given
+    (a break it causes is not proof of tampering); said first, naming both key ids."""
+    sealed = {str(ev.get("kid")) for ev in events
+              if isinstance(ev.get("mac"), str) and isinstance(ev.get("kid"), str)}
+    if not keys or not sealed or sealed & set(keys):
+        return ""
+    return (f"the trail's MACs name key id(s) {', '.join(sorted(sealed))}, and the key(s) "
+            f"given here have id(s) {', '.join(sorted(keys))}: check with the fleet's key "
+            "before reading what follows as tampering")
+
+
+def _failed(args: argparse.Namespace, lines: list[str]) -> int:
+    """Exit 1 before any check: the lines on stderr, and with --json as an error object."""
+    for line in lines:
+        print(f"killgate: {line}", file=sys.stderr)
+    if getattr(args, "json", False):
+        print(json.dumps({"error": {"message": "; ".join(lines), "exit": 1}}, indent=2))
+    return 1
+
+
+def _for_verify(p: Problem) -> str:
+    """A key problem as `audit verify` must put it: the serve-side advice (make a key with
+    `openssl rand`) would give a key the trail was never sealed with, and every MAC would
+    then fail: the trail would read BROKEN for want of the right key."""
+    if "is not set" not in p.message or "environment variable" not in p.message:
+        return str(p)
+    name = p.message.split("environment variable ", 1)[1].split(" ", 1)[0]
+    return (f"{p.path}: the environment variable {name} is not set: set it to the key the "
+            "fleet runs with (the instances' value), or give --key-file FILE; not a new key: "
+            "the trail's MACs would not verify with it")
 
 
 def verify(args: argparse.Namespace, fetch: Fetch) -> int:
@@ -120,12 +157,9 @@ def verify(args: argparse.Namespace, fetch: Fetch) -> int:
         else:
             (events, head), what = fetch(args), "chain"
     except ConfigError as exc:
-        for p in exc.problems:
-            print(f"killgate: {p}", file=sys.stderr)
-        return 1
+        return _failed(args, [_for_verify(p) for p in exc.problems])
     except VerifyError as exc:
-        print(f"killgate: {exc}", file=sys.stderr)
-        return 1
+        return _failed(args, [str(exc)])
     r = verify_trail(events, head, keys)
     brk = r.brk
     if getattr(args, "json", False):
@@ -141,6 +175,9 @@ def verify(args: argparse.Namespace, fetch: Fetch) -> int:
         if brk is None:
             print(f"audit {what} ok: {r.events} event(s); {detail}")
         else:
+            wrong = _other_key(events, keys)
+            if wrong:
+                print(f"killgate: {wrong}", file=sys.stderr)
             # (escaped: the id and the text quoted from the event are whoever forged it's
             # choice, and a carriage return or an escape sequence would overwrite this line)
             print(f"audit {what} BROKEN at event #{brk.index} (id "

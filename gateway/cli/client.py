@@ -29,8 +29,8 @@ from gateway.cli.http import (
 from gateway.config_types import parse_duration
 from gateway.domain.audit import clean_text
 
-__all__ = ["DEFAULT_ADMIN", "ClientError", "api", "common_options", "glass", "glass_option",
-           "quote", "raw_call", "run", "silent_instances", "table", "write"]
+__all__ = ["DEFAULT_ADMIN", "ClientError", "api", "common_options", "glass", "glass_option", "may_read",
+           "quote", "raw_call", "run", "silent_instances", "table", "warn_silent", "write"]
 
 DEFAULT_ADMIN = "http://127.0.0.1:8081"
 
@@ -152,20 +152,28 @@ def write(args: argparse.Namespace, method: str, path: str, body: dict[str, Any]
     else:
         print(label(res) if callable(label) else label)
         _print_receipt(res)
-    silent = silent_instances(args, set(res["applied"].get("pending") or ()))
+    warn_silent(args, res)
+    return 0 if not res.get("applied", {}).get("pending") else 4
+
+
+def warn_silent(args: argparse.Namespace, receipt: dict[str, Any]) -> None:
+    """After a write's receipt: name on stderr the instances it could not count."""
+    silent = silent_instances(args, set(receipt["applied"].get("pending") or ()))
     if silent:
         names = ", ".join(clean_text(str(r.get("instance")), 128) for r in silent)
         print(f"killgate: WARNING: not counted above, not heard from within the lease: {names} "
               "(crashed, or cut off from the store and not enforcing this): see killgate status",
               file=sys.stderr)
-    return 0 if not res.get("applied", {}).get("pending") else 4
 
 
 def silent_instances(args: argparse.Namespace, known: set[str]) -> list[dict[str, Any]]:
     """The instances the store still holds a heartbeat of but has not heard from within
     the lease (`GET /v1/fleet`, not in `known`): crashed, or cut off from the store while
     serving on. Receipts and /v1/status count live ones only. Best effort: [] when the
-    gateway cannot say (an older one, a token without killgate:read)."""
+    gateway cannot say (an older one), and not asked with a token that cannot read it (a
+    refusal would be audited as authz_fail after every write of a killgate:kill token)."""
+    if not may_read(getattr(args, "token", None) or os.environ.get("KILLGATE_TOKEN")):
+        return []
     try:
         answer = raw_call(args, "GET", "/v1/fleet")
     except ClientError:
@@ -175,6 +183,17 @@ def silent_instances(args: argparse.Namespace, known: set[str]) -> list[dict[str
         return []
     return [r for r in rows if isinstance(r, dict) and r.get("live") is False
             and not r.get("self") and r.get("instance") not in known]
+
+
+def may_read(token: str | None) -> bool:
+    """Whether a token's claims (read, not verified: the API verifies) grant
+    killgate:read; True without a token (a proxy signs in) or with one not read here."""
+    if not token:
+        return True
+    from gateway.admin.auth import unverified_scopes
+
+    scopes = unverified_scopes(token)
+    return scopes is None or bool({"killgate:read", "killgate:admin"} & scopes)
 
 
 def glass(args: argparse.Namespace) -> dict[str, Any]:

@@ -89,6 +89,7 @@ def _diff(args: argparse.Namespace) -> int:
     from gateway.errors import ConfigError
 
     latched: list[str] = []
+    dropped: list[dict[str, Any]] = []
     try:
         loaded = load_config(args.file)
         new, new_digest = config_dict(loaded.config), loaded.digest
@@ -101,14 +102,16 @@ def _diff(args: argparse.Namespace) -> int:
             running = api(args, "GET", "/v1/config", shape={"digest": str, "config": dict})
             old, old_digest = running["config"], running["digest"]
             where = "the running gateway"
-            latched = _latched(args, loaded)
+            status = api(args, "GET", "/v1/status", shape={"routes": dict, "kills": list})
+            latched = _latched(status["routes"], loaded)
+            dropped = _kills_dropped(status["kills"], loaded)
     except ConfigError as exc:
         raise ClientError("invalid config: " + "; ".join(str(p) for p in exc.problems)) from None
     d = diff_configs(old, new)
     changed = bool(d["routes"] or d["settings"])
     if args.json:
-        print(json.dumps({"changed": changed, **d, **({"latched": latched} if latched else {})},
-                         indent=2))
+        print(json.dumps({"changed": changed, **d, **({"latched": latched} if latched else {}),
+                          **({"kills_unrouted": dropped} if dropped else {})}, indent=2))
     elif not changed:
         print(f"no changes against {where}")
         if old_digest is not None and old_digest != new_digest:
@@ -120,17 +123,37 @@ def _diff(args: argparse.Namespace) -> int:
     if latched and not args.json:
         print("\nlatched by a runtime override (the file's weights and stable wait for "
               "`killgate release ROUTE`): " + ", ".join(latched))
+    if dropped and not args.json:
+        print("\nKILLS THIS FILE LEAVES STOPPING NOTHING (they stay in force, but the file has "
+              "no such name: requests go to whatever else it matches them to, a renamed route "
+              "or version included):\n" + table([["kill", "by", "reason"], *(
+                  [k["kill"], k["by"], k["reason"]] for k in dropped)]))
     return 2 if changed else 0
 
 
-def _latched(args: argparse.Namespace, loaded: Any) -> list[str]:
+def _kills_dropped(kills: list[Any], loaded: Any) -> list[dict[str, Any]]:
+    """The route and version kills in force whose route or version `loaded` lacks: with
+    it live they stop nothing (a route renamed in the file serves the killed traffic)."""
+    names = {r.name: {v.name for v in r.versions} for r in loaded.config.routes}
+    out = []
+    for k in kills:
+        if not isinstance(k, dict) or k.get("scope") not in ("route", "version"):
+            continue
+        route, version = str(k.get("route")), k.get("version")
+        if route in names and (k["scope"] == "route" or str(version) in names[route]):
+            continue
+        key = f"{k['scope']}:{route}" + (f":{version}" if k["scope"] == "version" else "")
+        out.append({"kill": key, "by": str(k.get("actor")), "reason": str(k.get("reason"))})
+    return out
+
+
+def _latched(routes: dict[str, Any], loaded: Any) -> list[str]:
     """The routes of the running gateway a runtime override latches; a ConfigError when
     its reload of `loaded` would be refused for dropping a version an override serves."""
     from gateway.domain.overrides import latch_problems
     from gateway.domain.statedoc import RouteOverride, StateDoc
     from gateway.errors import ConfigError, Problem
 
-    routes = api(args, "GET", "/v1/status", shape={"routes": dict})["routes"]
     overrides = {}
     for name, r in routes.items():
         ov = r.get("override") if isinstance(r, dict) else None

@@ -12,7 +12,16 @@ import math
 import os
 from typing import Any
 
-from gateway.cli.client import ClientError, duration_arg, glass, glass_option, quote, raw_call, write
+from gateway.cli.client import (
+    ClientError,
+    duration_arg,
+    glass,
+    glass_option,
+    may_read,
+    quote,
+    raw_call,
+    write,
+)
 from gateway.domain.statedoc import kill_key
 
 __all__ = ["add_write_commands"]
@@ -71,7 +80,7 @@ def _kill_in_force(args: argparse.Namespace, key: str) -> str | None:
     """The id of the kill in force on `key`, as /v1/status shows it; None when the token
     cannot read it (killgate:kill alone: not asked, which would audit a refusal), or no
     kill is there (the unkill says so)."""
-    if not _may_read(getattr(args, "token", None) or os.environ.get("KILLGATE_TOKEN")):
+    if not may_read(getattr(args, "token", None) or os.environ.get("KILLGATE_TOKEN")):
         return None
     try:
         answer = raw_call(args, "GET", "/v1/status")
@@ -170,14 +179,3 @@ def _route_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reason", required=True)
     p.add_argument("--wait", default=None, type=duration_arg, help=WAIT_HELP)
     glass_option(p)
-
-
-def _may_read(token: str | None) -> bool:
-    """Whether a token's claims (read, not verified: the API verifies) grant
-    killgate:read; True without a token (a proxy signs in) or with one not read here."""
-    if not token:
-        return True
-    from gateway.admin.auth import unverified_scopes
-
-    scopes = unverified_scopes(token)
-    return scopes is None or bool({"killgate:read", "killgate:admin"} & scopes)

@@ -188,7 +188,10 @@ def steady_problems(plan: Plan, to: str | None, obs: Sequence[Obs], instances: S
                             f"killed before the injection (e.g. {bad[0].status} "
                             f"{bad[0].decision or ''})".rstrip())
         elif any(o.decision == "failover" for o in mine):
-            problems.append(f"{inst}: requests already fail over before the injection")
+            problems.append(f"{inst}: requests already fail over before the injection (a "
+                            "kill of the version, here or on the route this one drills for, "
+                            "an unhealthy or ejected version, or an override's weight 0: see "
+                            "`killgate status`)")
         elif plan.version and plan.kind != "rollback" and \
                 not any(o.version == plan.version for o in mine):
             problems.append(f"{inst}: no drill request reached {plan.version}: nothing to "
