@@ -175,8 +175,31 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+_VALUED = frozenset({"--admin", "--token", "--timeout"})  # top-level options with a value
+
+
+def _command(argv: list[str]) -> str | None:
+    """The subcommand `argv` names (the first word not an option or an option's value)."""
+    skip = False
+    for word in argv:
+        if skip:
+            skip = False
+        elif word in _VALUED:
+            skip = True
+        elif not word.startswith("-"):
+            return word
+    return None
+
+
 def _main(argv: list[str] | None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:
+        # `diff` exits 2 when the file would change something: a mistyped option must not
+        # read as that in a pipeline (argparse's usage errors exit 2); it is an error, 1
+        if exc.code == 2 and _command(sys.argv[1:] if argv is None else argv) == "diff":
+            raise SystemExit(1) from None
+        raise
     if args.command == "serve" and args.workers < 1:
         print("killgate: --workers must be >= 1", file=sys.stderr)
         return 2
