@@ -177,3 +177,29 @@ async def test_the_addresses_of_one_ipv6_network_share_one_budget(tmp_path: Path
         assert await call(fresh, "203.0.113.9") == 200
         assert await call(mint(SECRET, "v6", "killgate:read", 600, ISS, AUD),
                           "2001:db8:7:2::1") == 200  # another /64: its own
+
+
+async def test_the_cli_waits_out_a_429_and_the_kill_gets_through(tmp_path: Path,
+                                                                 backends) -> None:
+    """A flood of junk tokens spends the token-check budget: an operator's new token got
+    429 `too_many_attempts`, and `killgate kill` failed at its first try (nothing was
+    done: the token was never checked). The CLI now waits the Retry-After, says so on
+    stderr, and sends the same call again within its --timeout."""
+    from tests.test_cli import acli
+
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p))
+    cfg.write_text(cfg.read_text().replace("  auth:\n", "  auth_check_rate: 1\n"
+                                           "  auth_check_burst: 2\n  auth:\n", 1))
+    async with running_gateway(cfg) as g, ClientSession() as s:
+        for _ in range(6):
+            async with s.get(g.admin + "/v1/status",
+                             headers={"Authorization": f"Bearer {bad_token()}"}) as r:
+                await r.read()
+        assert r.status == 429
+        fresh = mint(SECRET, "oncall", "killgate:admin", 600, ISS, AUD)
+        res = await acli("kill", "--global", "--reason", "incident",
+                         env={"KILLGATE_ADMIN_URL": g.admin, "KILLGATE_TOKEN": fresh})
+        assert res.returncode == 0, res
+        assert "too_many_attempts" in res.stderr and "trying again in" in res.stderr, res
+        assert "global" in g.gw.holder.doc.kills

@@ -4,7 +4,9 @@ Owns the rules that keep the operator's token and the operator's picture honest:
 redirect is never followed (it would carry the bearer token to wherever the Location
 points, and a redirected write would look done); an answer must be a JSON object of the
 expected shape (`expect`), or the command fails naming what was wrong. Writes carry an
-Idempotency-Key and are retried once on a connection error with the same key. Standard
+Idempotency-Key and are retried once on a connection error with the same key; a call
+refused before its token was checked (429 `too_many_attempts`) is sent again after its
+Retry-After, within --timeout. Standard
 library only: the CLI works where the gateway's event loop is not running.
 """
 
@@ -14,6 +16,7 @@ import http.client
 import json
 import socket
 import ssl
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -71,7 +74,8 @@ def call(base: str, token: str | None, method: str, path: str,
         headers["content-type"] = "application/json"
         headers["idempotency-key"] = uuid.uuid4().hex
     attempts = 2 if body is not None else 1
-    for attempt in range(attempts):
+    attempt, waited = 0, 0.0
+    while True:
         req = urllib.request.Request(base + path, data=data, method=method, headers=headers)
         try:
             with _OPENER.open(req, timeout=timeout) as resp:
@@ -108,6 +112,16 @@ def call(base: str, token: str | None, method: str, path: str,
                 msg += f" ({DATA_PLANE})"
             if exc.code == 401 and not token:
                 msg += " (no token was sent: give --token or set KILLGATE_TOKEN)"
+            wait = _retry_after(exc) if kind == "too_many_attempts" else None
+            if wait is not None and waited + wait <= timeout:
+                # refused before the token was even checked (a flood of new tokens from
+                # this address, or from everywhere): nothing was done; the operator's kill
+                # must get through once the budget allows, not fail at the first try
+                if on_retry is not None:
+                    on_retry(f"{msg}: trying again in {wait:g}s (nothing was done)")
+                time.sleep(wait)
+                waited += wait
+                continue
             raise ClientError(msg, status=exc.code, kind=kind or None) from None
         except UnicodeError:  # (the host name's IDNA encoding: an empty or long label)
             raise ClientError(f"cannot reach the admin API at {base}: its host name is not "
@@ -118,7 +132,8 @@ def call(base: str, token: str | None, method: str, path: str,
             # it may have arrived)
             unsent = isinstance(reason, ConnectionRefusedError | socket.gaierror
                                 | ssl.SSLCertVerificationError)
-            again = attempt + 1 < attempts
+            attempt += 1
+            again = attempt < attempts
             if isinstance(reason, TimeoutError):
                 reason = f"no answer within {timeout:g}s (--timeout)"
             elif isinstance(reason, ssl.SSLError) and reason.reason == "WRONG_VERSION_NUMBER":
@@ -137,7 +152,12 @@ def call(base: str, token: str | None, method: str, path: str,
             raise ClientError(msg) from None
         except http.client.HTTPException as exc:  # (after OSError: RemoteDisconnected is both)
             raise ClientError(_broken(base, exc, body is not None)) from None
-    raise ClientError("unreachable")  # pragma: no cover
+
+
+def _retry_after(exc: urllib.error.HTTPError) -> float | None:
+    """A 429's Retry-After in seconds (1 to 30), or None."""
+    value = (exc.headers.get("Retry-After") or "").strip()
+    return float(value) if value.isdigit() and 1 <= int(value) <= 30 else None
 
 
 # what to say when an https:// URL meets a listener that speaks plain HTTP
