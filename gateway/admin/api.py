@@ -13,15 +13,14 @@ import asyncio
 import dataclasses
 import json
 import logging
-import re
 from typing import Any
 
 from aiohttp import web
 
 from gateway import redact
 from gateway.admin import actions, inputs, openapi, shadowgate
-from gateway.admin.approvalrecord import ApprovalRefused
 from gateway.admin.approvals import Approvals
+from gateway.admin.approvalsapi import ApprovalsApi
 from gateway.admin.auth import Authenticator, Principal
 from gateway.admin.callers import Callers
 from gateway.admin.denied import DeniedLog
@@ -52,7 +51,6 @@ __all__ = ["AdminApi", "json_error"]
 
 log = logging.getLogger("killgate.admin")
 BREAK_GLASS = "killgate:breakglass"
-APPROVAL_ID = r"ap-[0-9a-f]{16}"
 HEAD_READS = 3  # at most this many more reads of the head and the newest page, to agree
 HEAD_RETRY = 0.005  # seconds before each
 AUDIT_CURSOR = r"[0-9]{1,20}-[0-9]{1,20}|[0-9a-f]{32}"  # a redis stream id, or an event id
@@ -106,9 +104,7 @@ class AdminApi:
         r.add_post("/v1/routes/{route}/promote", self.promote)
         r.add_put("/v1/routes/{route}/weights", self.weights)
         r.add_post("/v1/routes/{route}/release", self.release)
-        r.add_get("/v1/approvals", self.approvals_list)
-        r.add_post("/v1/approvals/{id}/approve", self.approve)
-        r.add_post("/v1/approvals/{id}/decline", self.decline)
+        ApprovalsApi(self.callers, self.approvals, self.writer).register(r)
         r.add_post("/v1/alerts/alertmanager", self.alertmanager)
         return app
 
@@ -287,64 +283,3 @@ class AdminApi:
         rid, peer = self.callers.meta(request)
         return web.json_response(await self.alerts.receive(
             body, rid, peer, request.get(TRACE_ID, ""), principal.subject))
-
-    # ------------------------------------------------------------------ approvals
-
-    async def approvals_list(self, request: web.Request) -> web.Response:
-        # killgate:read lists every open request; a token without it, the requests it may
-        # approve (an unkill for killgate:kill): an approver must see what it approves
-        principal = await self.callers.authorize(request, None)
-        items = self.approvals.open()
-        if not principal.may("killgate:read"):
-            if not any(principal.may(s) for s in set(actions.SCOPE_OF.values())):
-                await self.callers.authorize(request, "killgate:read")  # (403, audited)
-            items = [a for a in items if principal.may(actions.SCOPE_OF[a["action"]])]
-        return web.json_response({"approvals": items})
-
-    def _approval_id(self, request: web.Request) -> str:
-        ident = request.match_info["id"]
-        if not re.fullmatch(APPROVAL_ID, ident):
-            raise ApiError(404, "unknown_approval", "no open approval with that id")
-        return ident
-
-    async def approve(self, request: web.Request) -> web.Response:
-        # any valid token; the scope needed is the action's, checked against the record
-        principal = await self.callers.authorize(request, None)
-        ident = self._approval_id(request)
-        body = await inputs.json_body(request, frozenset({"hash", "reason"}))
-        expected = body.get("hash")
-        if expected is not None and (not isinstance(expected, str)
-                                     or not re.fullmatch(r"[0-9a-f]{64}", expected)):
-            raise ApiError(400, "bad_request", "'hash' must be the 64 hex digits of the "
-                           "change's hash (GET /v1/approvals shows it)")
-        reason = inputs.reason(body, required=False, default="approved")
-        wait = inputs.wait(request)
-        rid, peer = self.callers.meta(request)
-        trace = request.get(TRACE_ID, "")
-        return await self._approval_step(request, principal, peer, wait, rid, lambda: (
-            self.approvals.approve(ident, principal, expected, reason, rid, peer, trace)))
-
-    async def decline(self, request: web.Request) -> web.Response:
-        principal = await self.callers.authorize(request, None)
-        ident = self._approval_id(request)
-        body = await inputs.json_body(request, frozenset({"reason"}))
-        reason = inputs.reason(body, required=False, default="declined")
-        wait = inputs.wait(request)
-        rid, peer = self.callers.meta(request)
-        trace = request.get(TRACE_ID, "")
-        return await self._approval_step(request, principal, peer, wait, rid, lambda: (
-            self.approvals.decline(ident, principal, reason, rid, peer, trace)))
-
-    async def _approval_step(self, request: web.Request, principal: Principal, peer: str,
-                             wait: float, rid: str, op: Any) -> web.Response:
-        try:
-            return await self.writer.run(request, principal.subject, wait, op, rid, peer,
-                                         request.get(TRACE_ID, ""))
-        except Forbidden as exc:  # the action's scope, checked against the stored record
-            self.callers.refused(request, peer, None, principal, exc)
-            raise
-        except (ApiError, ApprovalRefused) as exc:
-            if exc.type in ("self_approval", "approval_changed", "approval_tampered"):
-                event(log, "approval_refused", logging.WARNING, type=exc.type,
-                      actor=principal.subject, approval=request.match_info["id"], peer=peer)
-            raise
