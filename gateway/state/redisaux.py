@@ -19,7 +19,7 @@ from typing import Any
 
 from gateway.state.redislink import OWN, RedisLink, Script
 from gateway.state.signing import Unverified
-from gateway.state.store import MAX_DOC_BYTES, Ack
+from gateway.state.store import Ack
 
 __all__ = ["RedisRecords"]
 
@@ -33,27 +33,11 @@ redis.call('PUBLISH', ARGV[3], ARGV[2])
 return ms
 """)
 
-# A hash's entries as HGETALL lists them, but only those whose field and value are no
-# longer than a genuine one can be (ARGV[1], ARGV[2]: whoever can write to the store must not
-# make every reader of the hash read hundreds of megabytes on the loop the data plane runs
-# on; a heartbeat dated in the future is never dropped as stale), with how many were not,
-# and the server's time (ms).
-_HASH = Script("""
-local out, big = {}, 0
-for _, f in ipairs(redis.call('HKEYS', KEYS[1])) do
-  if #f > tonumber(ARGV[1]) or redis.call('HSTRLEN', KEYS[1], f) > tonumber(ARGV[2]) then
-    big = big + 1
-  else
-    out[#out + 1] = f
-    out[#out + 1] = redis.call('HGET', KEYS[1], f)
-  end
-end
+_LIVE = Script("""
 local t = redis.call('TIME')
-return {tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000), out, big}
+local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+return {ms, redis.call('HGETALL', KEYS[1])}
 """)
-#: the longest field (an instance's name) and values read from the hashes above (counts:
-#: as large as a state document may be)
-MAX_FIELD, MAX_BEAT, MAX_STATS = 1024, 64 * 1024, MAX_DOC_BYTES
 
 # Claim an idempotency key: nil when claimed, else the record already there.
 _CLAIM = Script(OWN + """
@@ -136,18 +120,9 @@ class RedisRecords(RedisLink):
             return {}
         return {k: v for k, v in got.items() if k in ("data", "admin") and isinstance(v, str)}
 
-    async def _hash(self, key: str, limit: int, kind: str) -> tuple[int, list[bytes]]:
-        """The server's time (ms) and `key`'s entries (flat, as HGETALL), those over
-        `limit` bytes left in redis unread and reported as `kind`."""
-        now_ms, flat, big = await self._script(_HASH, [key], [str(MAX_FIELD), str(limit)])
-        if big:
-            self.on_unverified(kind, f"{key}: {big} entr{'y' if big == 1 else 'ies'} over "
-                                     f"{limit} bytes (not read)", None)
-        return int(now_ms), flat
-
     async def fleet(self, lease: float) -> dict[str, dict[str, Any]]:
         """Instances whose signed heartbeat the store saw within `lease` (server time)."""
-        now_ms, flat = await self._hash(self.k_instances, MAX_BEAT, "heartbeat")
+        now_ms, flat = await self._script(_LIVE, [self.k_instances], [])
         out: dict[str, dict[str, Any]] = {}
         stale: list[bytes] = []
         for i in range(0, len(flat), 2):
@@ -165,7 +140,7 @@ class RedisRecords(RedisLink):
             await self._call("HDEL", self.k_instances, *stale)
             await self._call("HDEL", self.k_instances + ":urls", *stale)
         if out:
-            _, flat = await self._hash(self.k_instances + ":urls", MAX_BEAT, "heartbeat")
+            flat = await self._call("HGETALL", self.k_instances + ":urls")
             for i in range(0, len(flat), 2):
                 await _turn(i)
                 name = flat[i].decode(errors="replace")
@@ -231,7 +206,7 @@ class RedisRecords(RedisLink):
             await self._call("HDEL", f"{self.k_stats}:{route}", *instances)
 
     async def get_stats(self, route: str) -> list[dict[str, Any]]:
-        _, flat = await self._hash(f"{self.k_stats}:{route}", MAX_STATS, "stats")
+        flat = await self._call("HGETALL", f"{self.k_stats}:{route}")
         out = []
         for i, (inst, v) in enumerate(zip(flat[::2], flat[1::2], strict=True)):
             await _turn(i)
