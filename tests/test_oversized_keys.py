@@ -54,3 +54,37 @@ async def test_a_huge_generation_or_head_key_is_never_read(
         await wait_until(lambda: int(redis_server.cmd("STRLEN", key)) < 200, 5,
                          what=f"{key} replaced")
         assert (await status_of(session, g.url)) == (503, "killed")
+
+
+async def test_a_huge_heartbeat_dated_in_the_future_is_read_once(
+        tmp_path: Path, backends, session, redis_server: RedisServer) -> None:
+    """The heartbeat hash is read whole (`/v1/status`, the console, a receipt still pending
+    after 50 ms). A forged entry dated in the future was never dropped as stale: one HSET
+    of 150 MB made every such call read and check it on the loop the data plane runs on,
+    for good (5 s each here). The script stamps the server's time: an entry dated in the
+    future is a forgery, dropped like a stale one."""
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p, 100, 0),
+                       state=redis_state(redis_server, tmp_path, command_timeout="5s"))
+    async with running_gateway(cfg) as g:
+        await wait_until(lambda: g.gw.sync.synced_once, 5, what="the first sync")
+        future = str(int(time.time() * 1000) + 10 ** 9).encode()
+        await asyncio.to_thread(_set_raw_hash, redis_server, "kgtest:instances", b"forged",
+                                future + b" " + b"7" * SIZE)
+        store = g.gw.sync.store
+        await store.fleet(5.0)  # (read once, and dropped)
+        assert redis_server.cmd("HEXISTS", "kgtest:instances", "forged") == "0"
+        t0 = time.perf_counter()
+        assert g.gw.sync.instance in await store.fleet(5.0)
+        assert time.perf_counter() - t0 < 0.5
+
+
+def _set_raw_hash(redis: RedisServer, key: str, field: bytes, value: bytes) -> None:
+    import socket
+
+    args = [b"HSET", key.encode(), field, value]
+    payload = f"*{len(args)}\r\n".encode() + b"".join(
+        f"${len(a)}\r\n".encode() + a + b"\r\n" for a in args)
+    with socket.create_connection(("127.0.0.1", redis.port), timeout=10) as s:
+        s.sendall(payload)
+        s.recv(100)
