@@ -31,13 +31,18 @@ log = logging.getLogger("killgate.state")
 
 
 
+#: the most events a trail a wipe left holds when it still counts as just wiped (`_wiped`)
+FRESH_TRAIL = 64
+
+
 def _wiped(trail: int, seq: int) -> bool:
     """Whether a store whose audit trail holds `trail` events (-1: not known) lost its
-    trail since it held the event at position `seq` we anchor: none left, or fewer than
-    half (what a wipe leaves: the re-seeds and writes made since; another instance's
-    re-seed may come first). Whoever deletes events to pass for it is noticed by `audit
-    verify`, and gets at most about as many events back in before the back-off applies."""
-    return trail == 0 or 0 < 2 * trail < seq
+    trail since it held the event at position `seq` we anchor: none left, or a few and
+    fewer than half (what a wipe leaves: the re-seeds and writes made since; another
+    instance's re-seed may come first). Whoever deletes events to pass for it is noticed
+    by `audit verify`, and gets at most FRESH_TRAIL events in before the back-off applies
+    (so too after a real wipe, which leaves every later position past the trail's length)."""
+    return trail == 0 or (0 < trail < FRESH_TRAIL and 2 * trail < seq)
 
 
 class Repair:
