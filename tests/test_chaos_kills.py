@@ -76,6 +76,20 @@ async def _held(session: ClientSession, admin: str) -> set[Key] | None:
     return {(k["scope"], k["route"], k.get("version")) for k in kills}
 
 
+async def _status(session: ClientSession, admin: str) -> set[Key]:
+    """The kills an instance holds, once its status answers (a status that did not answer
+    is not "nothing killed")."""
+    answers: list[set[Key]] = []
+
+    async def answered() -> bool:
+        got = await _held(session, admin)
+        answers.extend([got] if got is not None else [])
+        return got is not None
+
+    await wait_until(answered, 10, what="a status answer")
+    return answers[-1]
+
+
 async def _reseed_events(session: ClientSession, admin: str) -> int:
     async with session.get(f"{admin}/v1/audit?limit=1000", headers=auth()) as r:
         return sum(e["action"] == "state.reseed" for e in (await r.json())["events"])
@@ -189,8 +203,10 @@ async def _chaos(seed: int, tmp_path: Path, backends, redis_server: RedisServer,
         assert reseeds, (f"lifted kills came back with no state.reseed in the audit: {back}; "
                          f"held {helds}\n" + "\n".join(history))
     for p in procs:  # and the data plane enforces what the status says
-        held = await _held(session, p.admin) or set()
+        held = await _status(session, p.admin)
         for route in ("iris", "wine"):
+            if ("route", route, None) in unknown:
+                continue  # (may still move: a write that may have landed, a merge)
             async with session.post(f"{p.url}/v2/models/{route}/infer", json={}) as r:
                 await r.read()
                 assert (r.status == 503) == (("route", route, None) in held), (route, held)
