@@ -33,7 +33,7 @@ from gateway.errors import StoreUnavailable
 from gateway.log import event
 from gateway.state.redisaudit import RedisAudit
 from gateway.state.rediscommit import RedisCommits
-from gateway.state.redislink import Script
+from gateway.state.redislink import SMALL, Script
 from gateway.state.resp import RespConnection, RespError
 from gateway.state.sentinels import master_named
 from gateway.state.signing import Keyring
@@ -61,8 +61,8 @@ MASTER_CHECK = 5.0
 # The document and its generation in one step, and how many events the audit trail holds;
 # a document over the size limit (ARGV[1]) is not sent at all: {false, generation, its
 # size, events}. MGET reads a key of another type as nil, as an absent one.
-_LOAD = Script("""
-local gen = redis.call('MGET', KEYS[2])[1]
+_LOAD = Script(SMALL + """
+local gen = small(KEYS[2])
 local events = 0
 if redis.call('TYPE', KEYS[3])['ok'] == 'stream' then events = redis.call('XLEN', KEYS[3]) end
 if redis.call('TYPE', KEYS[1])['ok'] == 'string' then
@@ -76,8 +76,8 @@ return {redis.call('MGET', KEYS[1])[1], gen, 0, events}
 # The state document (as _LOAD reads it) and the newest audit entries, in one read: a
 # commit writes both in one script, so the head the document anchors and the newest
 # entry agree unless someone appended entries without the signing key.
-_NEWEST = Script("""
-local doc = {false, redis.call('MGET', KEYS[2])[1], 0}
+_NEWEST = Script(SMALL + """
+local doc = {false, small(KEYS[2]), 0}
 if redis.call('TYPE', KEYS[1])['ok'] == 'string' then
   local n = redis.call('STRLEN', KEYS[1])
   if n > tonumber(ARGV[1]) then doc[3] = n else doc[1] = redis.call('GET', KEYS[1]) end
@@ -88,6 +88,9 @@ if redis.call('TYPE', KEYS[3])['ok'] == 'stream' then
 end
 return {doc, entries}
 """)
+
+
+_POLL = Script(SMALL + "return {small(KEYS[1]), small(KEYS[2])}")  # (hints, bounded)
 
 
 class RedisStore(RedisCommits, RedisAudit):
@@ -233,7 +236,7 @@ class RedisStore(RedisCommits, RedisAudit):
         return doc
 
     async def poll(self) -> tuple[str | None, str | None]:
-        gen, head = await self._call("MGET", self.k_gen, self.k_head)
+        gen, head = await self._script(_POLL, [self.k_gen, self.k_head], [])
         return (None if gen is None else gen.decode("utf-8", "replace"),
                 None if head is None else head.decode("utf-8", "replace"))
 

@@ -129,7 +129,9 @@ class RedisRecords(RedisLink):
             await _turn(i)
             seen_s, _, record = flat[i + 1].partition(b" ")
             age = (int(now_ms) - int(seen_s)) / 1000.0 if seen_s.isdigit() else 1e9
-            if age > 10 * lease:
+            if age > 10 * lease or age < -lease:
+                # (long gone; or dated in the future: the script stamps the server's time,
+                # so only a forgery is, and kept it would be read at every call for good)
                 stale.append(flat[i])
                 continue
             ack = self._open_ack(record, "heartbeat", flat[i])

@@ -19,7 +19,7 @@ from gateway.domain.statedoc import StateDoc
 from gateway.errors import AuditError, StoreConflict, StoreUnavailable
 from gateway.log import event
 from gateway.state.redisaux import RedisRecords
-from gateway.state.redislink import OWN, Script
+from gateway.state.redislink import OWN, SMALL, Script
 from gateway.state.resp import RespConnection
 from gateway.state.store import Loaded
 
@@ -29,12 +29,12 @@ OnStored = Callable[[StateDoc], None]
 
 log = logging.getLogger("killgate.state")
 
-_COMMIT = Script(OWN + """
+_COMMIT = Script(OWN + SMALL + """
 own(KEYS[2], 'string'); own(KEYS[3], 'stream'); own(KEYS[4], 'string')
-local cur = redis.call('GET', KEYS[2])
+local cur = small(KEYS[2])
 if (cur or '') ~= ARGV[1] then return {'conflict', cur or ''} end
 if ARGV[4] ~= '' then
-  local head = redis.call('GET', KEYS[4]) or ARGV[7]
+  local head = small(KEYS[4]) or ARGV[7]
   if head ~= ARGV[5] then return {'audit_conflict', head} end
   redis.call('XADD', KEYS[3], '*', 'e', ARGV[4])
   redis.call('SET', KEYS[4], ARGV[6])

@@ -28,7 +28,7 @@ from gateway.state.resp import (
 from gateway.state.signing import Keyring
 from gateway.state.store import OnUnverified, ignore_unverified
 
-__all__ = ["OWN", "RedisLink", "Script"]
+__all__ = ["OVERSIZED", "OWN", "SMALL", "RedisLink", "Script"]
 
 
 #: Lua: `own(key, type)` deletes a key of another type than the script writes to it. Only
@@ -38,6 +38,23 @@ OWN = """
 local function own(key, kind)
   local t = redis.call('TYPE', key)['ok']
   if t ~= 'none' and t ~= kind then redis.call('DEL', key) end
+end
+"""
+
+
+#: what SMALL answers for a value no generation or audit head can be (see there)
+OVERSIZED = "<oversized>"
+
+#: Lua: `small(key)`: a short string key's value (the generation, the audit head); nil for
+#: an absent key or one of another type (as MGET); OVERSIZED for a value longer than any of
+#: them can be, never the value: whoever can write to the store must not make the poll every
+#: instance runs a few times a second a read of hundreds of megabytes on the loop the data
+#: plane runs on (one SET of the head key did that until some write replaced it)
+SMALL = """
+local function small(key)
+  if redis.call('TYPE', key)['ok'] ~= 'string' then return false end
+  if redis.call('STRLEN', key) > 128 then return '""" + OVERSIZED + """' end
+  return redis.call('GET', key)
 end
 """
 

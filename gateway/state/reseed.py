@@ -30,6 +30,21 @@ __all__ = ["Repair"]
 log = logging.getLogger("killgate.state")
 
 
+
+#: the most events a trail a wipe left holds when it still counts as just wiped (`_wiped`)
+FRESH_TRAIL = 64
+
+
+def _wiped(trail: int, seq: int) -> bool:
+    """Whether a store whose audit trail holds `trail` events (-1: not known) lost its
+    trail since it held the event at position `seq` we anchor: none left, or a few and
+    fewer than half (what a wipe leaves: the re-seeds and writes made since; another
+    instance's re-seed may come first). Whoever deletes events to pass for it is noticed
+    by `audit verify`, and gets at most FRESH_TRAIL events in before the back-off applies
+    (so too after a real wipe, which leaves every later position past the trail's length)."""
+    return trail == 0 or (0 < trail < FRESH_TRAIL and 2 * trail < seq)
+
+
 class Repair:
     store: Store
     holder: Holder
@@ -105,9 +120,9 @@ class Repair:
             self._blind(got, mine)  # (before the back-off: never "synced" on nothing)
             # a store that lost its audit trail too (a restart without persistence, a
             # FLUSHALL: each one again, a crash-looping redis) has no trail to flood, and
-            # left empty it is "nothing killed" to an instance that starts without a
-            # snapshot: repaired at once, every time
-            wiped = got.problem is None and got.trail == 0
+            # left without our kills it is "nothing killed" to an instance that starts
+            # without a snapshot: repaired at once, every time (_wiped)
+            wiped = got.problem is None and _wiped(got.trail, mine.audit_seq)
             if not wiped and not self._may_repair():
                 self._resync = True  # (a collision does not move the generation key)
                 return  # spoiled again at once: keep our state, back off (see _may_repair)

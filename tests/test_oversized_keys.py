@@ -1,0 +1,90 @@
+"""The generation and audit head keys are read on every poll: whoever can write to redis
+must not make that a read of hundreds of megabytes (README, Trust: no instance is stalled
+with oversized values).
+
+The document is refused unread over 16 MiB, but its two unsigned companions were read
+whole: one SET of a 150 MB `<prefix>:audit:head` made every instance read it at every poll
+(its value is never the head it expects, so it does not stop), on the loop the data plane
+runs on: requests stalled for half a second, again and again, until some write replaced
+the key. Values longer than a generation or a head can be are now never sent: the scripts
+answer a marker instead, a poll then reads the document once, and the next commit (a
+re-seed for the generation key) replaces them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.backends import echo_app
+from tests.conftest import RedisServer, running_gateway, two_versions, wait_until, write_config
+from tests.test_attacks_state import _set_raw, post, stored_kills
+from tests.test_killswitch import redis_state, status_of
+
+pytestmark = pytest.mark.timeout(120)
+
+SIZE = 150 * 1024 * 1024
+
+
+@pytest.mark.parametrize("key", ["kgtest:audit:head", "kgtest:gen"])
+async def test_a_huge_generation_or_head_key_is_never_read(
+        key: str, tmp_path: Path, backends, session, redis_server: RedisServer) -> None:
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p, 100, 0),
+                       state=redis_state(redis_server, tmp_path, command_timeout="3s"))
+    async with running_gateway(cfg) as g:
+        await wait_until(lambda: g.gw.sync.synced_once, 5, what="the first sync")
+        await asyncio.to_thread(_set_raw, redis_server, key, b"7" * SIZE)
+        gen, head = await g.gw.sync.store.poll()
+        assert len(gen or "") < 200 and len(head or "") < 200
+        worst = 0.0
+        end = time.monotonic() + 3.0
+        while time.monotonic() < end:
+            t0 = time.perf_counter()
+            assert (await status_of(session, g.url))[0] == 200
+            worst = max(worst, time.perf_counter() - t0)
+            await asyncio.sleep(0.01)
+        assert worst < 0.25, worst
+        # kills still work, and the commit replaces the key
+        await post(session, g.admin, "/v1/kill", scope="route", route="iris")
+        assert "route:iris" in stored_kills(redis_server)
+        await wait_until(lambda: int(redis_server.cmd("STRLEN", key)) < 200, 5,
+                         what=f"{key} replaced")
+        assert (await status_of(session, g.url)) == (503, "killed")
+
+
+async def test_a_huge_heartbeat_dated_in_the_future_is_read_once(
+        tmp_path: Path, backends, session, redis_server: RedisServer) -> None:
+    """The heartbeat hash is read whole (`/v1/status`, the console, a receipt still pending
+    after 50 ms). A forged entry dated in the future was never dropped as stale: one HSET
+    of 150 MB made every such call read and check it on the loop the data plane runs on,
+    for good (5 s each here). The script stamps the server's time: an entry dated in the
+    future is a forgery, dropped like a stale one."""
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p, 100, 0),
+                       state=redis_state(redis_server, tmp_path, command_timeout="5s"))
+    async with running_gateway(cfg) as g:
+        await wait_until(lambda: g.gw.sync.synced_once, 5, what="the first sync")
+        future = str(int(time.time() * 1000) + 10 ** 9).encode()
+        await asyncio.to_thread(_set_raw_hash, redis_server, "kgtest:instances", b"forged",
+                                future + b" " + b"7" * SIZE)
+        store = g.gw.sync.store
+        await store.fleet(5.0)  # (read once, and dropped)
+        assert redis_server.cmd("HEXISTS", "kgtest:instances", "forged") == "0"
+        t0 = time.perf_counter()
+        assert g.gw.sync.instance in await store.fleet(5.0)
+        assert time.perf_counter() - t0 < 0.5
+
+
+def _set_raw_hash(redis: RedisServer, key: str, field: bytes, value: bytes) -> None:
+    import socket
+
+    args = [b"HSET", key.encode(), field, value]
+    payload = f"*{len(args)}\r\n".encode() + b"".join(
+        f"${len(a)}\r\n".encode() + a + b"\r\n" for a in args)
+    with socket.create_connection(("127.0.0.1", redis.port), timeout=10) as s:
+        s.sendall(payload)
+        s.recv(100)
