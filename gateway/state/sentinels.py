@@ -97,7 +97,15 @@ async def _named_master(host: str, port: int, ep: Endpoint, timeout: float) -> t
         await s.aclose()
     if not addr:
         raise ConnectionError(f"does not know {ep.service!r}")
-    return addr[0].decode(), int(addr[1])
+    try:  # (a sentinel's answer is not trusted to be an address: one hostile or broken
+        # sentinel must not fail the connect the others agree on)
+        host_b, port_b = addr
+        named = host_b.decode("ascii"), int(port_b)
+    except (ValueError, TypeError, AttributeError, UnicodeDecodeError):
+        raise ConnectionError(f"named no address: {str(addr)[:80]}") from None
+    if not 0 < named[1] < 65536 or not named[0]:
+        raise ConnectionError(f"named no address: {str(addr)[:80]}")
+    return named
 
 
 async def _ask_all(ep: Endpoint, timeout: float,
