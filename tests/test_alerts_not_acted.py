@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import running_gateway
+from tests.conftest import bearer, running_gateway
 from tests.test_alerting import payload
 from tests.test_alerts import READ, _gateway_cfg, _post
 
@@ -115,3 +115,30 @@ async def test_a_kill_of_a_version_this_config_lacks_is_made_and_shown_not_route
             kills = (await r.json())["kills"]
         assert [(k["version"], k["routed"]) for k in kills] == [("v3", False)], kills
         assert (await _outcomes(session, g.admin))["unmapped"] == 0.0
+
+
+@pytest.mark.parametrize("target", [{"scope": "route", "route": "iris-next"},
+                                    {"scope": "version", "route": "iris", "version": "v3"}])
+async def test_a_kill_an_alert_made_of_a_name_this_config_lacks_can_be_lifted(
+        tmp_path: Path, backends, session, target: dict[str, str]) -> None:
+    """An alert's kill of a name no config here routes (a rule's typo, a route never
+    deployed, an attacker holding killgate:alert) is made, in force wherever the name
+    appears; an unkill of it was answered 404 unknown_route/unknown_version on every
+    instance whose config lacks the name: the kill could not be lifted, and would stop
+    the route the day it is deployed. It is lifted as any kill is, and audited."""
+    cfg = await _gateway_cfg(tmp_path, backends)
+    labels = {k: v for k, v in target.items() if k != "scope"}
+    async with running_gateway(cfg) as g:
+        status, answer = await _post(session, g.admin, payload(killgate_action="kill",
+                                                               **labels))
+        assert status == 200 and answer["actions"][0]["outcome"] == "acted", answer
+        key = ":".join([target["scope"], *labels.values()])
+        assert key in g.gw.holder.doc.kills
+        async with session.post(g.admin + "/v1/unkill", headers=bearer("killgate:kill"),
+                                json={**target, "reason": "typo in the rule"}) as r:
+            assert r.status == 200, await r.text()
+        assert key not in g.gw.holder.doc.kills
+        # a name neither configured nor killed is still unknown (404), not 409
+        async with session.post(g.admin + "/v1/unkill", headers=bearer("killgate:kill"),
+                                json={**target, "reason": "again"}) as r:
+            assert r.status == 404, await r.text()
