@@ -70,6 +70,11 @@ def _indented(text: str) -> str:
 # lookup itself can fail (LookupError) for the last lines logged.
 _ESCAPES = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))}
 _ESCAPES.update({0x0A: "\\n", 0x0D: "\\r", 0x09: "\\t"})
+# and what else reads as a line's end (str.splitlines: U+2028, U+2029) or reorders what a
+# terminal shows (bidi controls: a line that reads other than what it holds)
+_UNICODE = (0x200E, 0x200F, 0x2028, 0x2029, *range(0x202A, 0x202F), *range(0x2066, 0x206A))
+_ESCAPES.update({c: f"\\u{c:04x}" for c in _UNICODE})
+_CONTROLS.update({c: f"\\u{c:04x}" for c in _UNICODE})
 
 
 def event(logger: logging.Logger, name: str, level: int = logging.INFO, *,

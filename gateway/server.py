@@ -145,10 +145,6 @@ def run_worker(config_path: str, worker: int | None = None, reuse_port: bool = F
                      "installed without its C extensions, or httptools without llhttp); "
                      "pure-Python parsers have had request-smuggling bugs")
         return 3
-    faulthandler.enable()  # (a fatal signal: stacks to stderr)
-    # SIGUSR1: every thread's stack to stderr, and on it goes (the supervisor's watchdog
-    # sends it to a silent worker before its SIGKILL; an operator may send it to any)
-    faulthandler.register(STACKS_SIGNAL, all_threads=True)
     _install_uvloop()
     _raise_fd_limit(loaded.config.server.max_connections)
     return asyncio.run(_serve(loaded, worker, reuse_port, ports, metrics_dir, config_bytes))
@@ -306,6 +302,11 @@ def serve(config_path: str, workers: int, worker_index: int | None, reuse_port: 
         print("killgate: --config-bytes is for the workers a supervisor starts",
               file=sys.stderr)
         return 2
+    faulthandler.enable()  # (a fatal signal: stacks to stderr)
+    # SIGUSR1: every thread's stack to stderr, and on it goes (the supervisor's watchdog
+    # sends it to a silent worker before its SIGKILL; an operator may send it to any serve
+    # process: the supervisor's too, which its default action ended, and its workers)
+    faulthandler.register(STACKS_SIGNAL, all_threads=True)
     try:
         if workers > 1 and worker_index is None:
             return run_supervisor(config_path, workers)

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import running_gateway
+from gateway.domain.alerting import MAX_UNROUTED
+from tests.conftest import bearer, running_gateway
 from tests.test_alerting import payload
 from tests.test_alerts import READ, _gateway_cfg, _post
 
@@ -115,3 +116,56 @@ async def test_a_kill_of_a_version_this_config_lacks_is_made_and_shown_not_route
             kills = (await r.json())["kills"]
         assert [(k["version"], k["routed"]) for k in kills] == [("v3", False)], kills
         assert (await _outcomes(session, g.admin))["unmapped"] == 0.0
+
+
+@pytest.mark.parametrize("target", [{"scope": "route", "route": "iris-next"},
+                                    {"scope": "version", "route": "iris", "version": "v3"}])
+async def test_a_kill_an_alert_made_of_a_name_this_config_lacks_can_be_lifted(
+        tmp_path: Path, backends, session, target: dict[str, str]) -> None:
+    """An alert's kill of a name no config here routes (a rule's typo, a route never
+    deployed, an attacker holding killgate:alert) is made, in force wherever the name
+    appears; an unkill of it was answered 404 unknown_route/unknown_version on every
+    instance whose config lacks the name: the kill could not be lifted, and would stop
+    the route the day it is deployed. It is lifted as any kill is, and audited."""
+    cfg = await _gateway_cfg(tmp_path, backends)
+    labels = {k: v for k, v in target.items() if k != "scope"}
+    async with running_gateway(cfg) as g:
+        status, answer = await _post(session, g.admin, payload(killgate_action="kill",
+                                                               **labels))
+        assert status == 200 and answer["actions"][0]["outcome"] == "acted", answer
+        key = ":".join([target["scope"], *labels.values()])
+        assert key in g.gw.holder.doc.kills
+        async with session.post(g.admin + "/v1/unkill", headers=bearer("killgate:kill"),
+                                json={**target, "reason": "typo in the rule"}) as r:
+            assert r.status == 200, await r.text()
+        assert key not in g.gw.holder.doc.kills
+        # a name neither configured nor killed is still unknown (404), not 409
+        async with session.post(g.admin + "/v1/unkill", headers=bearer("killgate:kill"),
+                                json={**target, "reason": "again"}) as r:
+            assert r.status == 404, await r.text()
+
+
+async def test_kills_alerts_make_of_names_no_config_here_has_are_bounded(
+        tmp_path: Path, backends, session) -> None:
+    """Any name a config could give is killed (e8b1a69), so a rule's high-cardinality label,
+    or anyone holding killgate:alert, added a kill per new name to the document every
+    instance reads, towards the size it is refused at. Once MAX_UNROUTED such kills are in
+    force, a new one is refused (logged, counted, KillgateAlertNotActed pages); a kill of a
+    routed name is still made."""
+    cfg = await _gateway_cfg(tmp_path, backends)
+    body = payload(killgate_action="kill", route="x")
+    first = body["alerts"][0]
+    body["alerts"] = [{**first, "fingerprint": f"{i:016x}",
+                       "labels": {**first["labels"], "route": f"ghost-{i}"}}
+                      for i in range(MAX_UNROUTED + 2)]
+    body["alerts"].append({**first, "fingerprint": "f" * 16,
+                           "labels": {**first["labels"], "route": "iris", "version": "v2"}})
+    async with running_gateway(cfg) as g:
+        status, answer = await _post(session, g.admin, body)
+        assert status == 200, answer
+        outcomes = [a["outcome"] for a in answer["actions"]]
+        assert outcomes == ["acted"] * MAX_UNROUTED + ["refused"] * 2 + ["acted"], outcomes
+        assert "NOT ROUTED" in answer["actions"][-2]["message"], answer["actions"][-2]
+        assert len(g.gw.holder.doc.kills) == MAX_UNROUTED + 1
+        assert "version:iris:v2" in g.gw.holder.doc.kills
+        assert (await _outcomes(session, g.admin))["refused"] == 2.0

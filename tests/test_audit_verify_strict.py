@@ -55,6 +55,16 @@ async def test_strict_passes_a_mirror_checked_with_its_key(tmp_path: Path) -> No
     assert res.returncode == 0 and "MACs checked: 3" in res.stdout, res
 
 
+async def test_strict_refuses_a_mirror_that_holds_no_event(tmp_path: Path) -> None:
+    """A mirror cut to nothing (its end is anchored by nothing) was 'ok: 0 event(s)', exit
+    0 under --strict too, with the key given: a cron job took an emptied file for a proof."""
+    mirror = tmp_path / "mirror.jsonl"
+    mirror.write_text("")
+    res = await acli("audit", "verify", "--mirror", str(mirror), "--strict",
+                     "--key-env", "KG_TEST_AUDIT_KEY", env={"KG_TEST_AUDIT_KEY": KEY})
+    assert res.returncode == 3 and "holds no event" in res.stderr, res
+
+
 def _args(**kw: object) -> argparse.Namespace:
     base = {"mirror": None, "key_config": None, "key_env": ["KG_TEST_AUDIT_KEY"],
             "key_file": [], "strict": True, "json": False}

@@ -40,3 +40,21 @@ async def test_a_wait_without_its_unit_is_refused_before_anything_is_sent(cmd: l
     assert res.returncode == 2, (res.returncode, res.stderr)
     assert "--wait" in res.stderr and "is not a duration" in res.stderr, res.stderr
     assert "127.0.0.1:9" not in res.stderr and "reach" not in res.stderr, res.stderr
+
+
+@pytest.mark.parametrize("cmd", [
+    ["kill", "--route", "iris", "--reason", "r", "--wait", "2m"],
+    ["rollback", "iris", "--reason", "r", "--wait", "31s"],
+])
+async def test_a_wait_longer_than_the_api_takes_is_refused_before_anything_is_sent(
+        cmd: list[str]) -> None:
+    """`killgate kill ... --wait 2m` went to the API, which refused the whole write (wait
+    at most 30s): the kill was not made. The CLI says so before calling."""
+    from gateway.admin.inputs import MAX_WAIT
+    from gateway.cli.writes import MAX_WAIT as CLI_MAX_WAIT
+    assert CLI_MAX_WAIT == MAX_WAIT
+    res = await acli(*cmd, env={"KILLGATE_ADMIN_URL": "http://127.0.0.1:9",
+                                "KILLGATE_TOKEN": "x.y.z"})
+    assert res.returncode == 2, (res.returncode, res.stderr)
+    assert "--wait" in res.stderr and "at most 30s" in res.stderr, res.stderr
+    assert "127.0.0.1:9" not in res.stderr and "reach" not in res.stderr, res.stderr

@@ -17,6 +17,9 @@ pytestmark = pytest.mark.timeout(60)
     ["diff"],
     ["--admin", "http://127.0.0.1:9", "diff", "a.yaml", "--bogus"],
     ["diff", "a.yaml", "--json", "--timeout", "soon"],
+    # argparse takes a top-level option's unambiguous abbreviation: its value is no command
+    ["--adm", "http://127.0.0.1:9", "diff", "a.yaml", "--bogus"],
+    ["--tim", "5", "diff", "a.yaml", "--bogus"],
 ])
 async def test_a_usage_error_of_diff_exits_1_not_2(argv: list[str]) -> None:
     res = await acli(*argv)
@@ -33,3 +36,5 @@ def test_the_command_is_found_past_the_options_before_it() -> None:
     assert _command(["--admin", "diff", "check", "x"]) == "check"  # ("diff" is a value)
     assert _command(["--json", "--timeout", "5", "diff", "f"]) == "diff"
     assert _command(["--json"]) is None
+    assert _command(["--adm", "diff", "check", "x"]) == "check"
+    assert _command(["--admin=u", "diff", "x"]) == "diff"

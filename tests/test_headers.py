@@ -85,3 +85,19 @@ def test_a_streamed_answer_of_any_type_is_marked_not_to_be_buffered() -> None:
     assert (b"cache-control", b"max-age=60") not in fields
     whole = dict(_fields(response_head(200, raw, b"", 10, None)))
     assert whole[b"Cache-Control"] == b"max-age=60" and b"x-accel-buffering" not in whole
+
+
+@pytest.mark.parametrize(("given", "sent"), [
+    (b"no-store", b"no-cache, no-store"), (b"private, max-age=0", b"no-cache, private"),
+    (b"Private, No-Store", b"no-cache, no-store, private")])
+def test_a_marked_answer_keeps_what_the_backend_says_against_storing_it(
+        given: bytes, sent: bytes) -> None:
+    """A streamed (or SSE) answer's Cache-Control gives way to `no-cache`, which lets a
+    cache store the answer (it must only revalidate it): a backend's `no-store` or
+    `private` (one user's answer, kept from shared caches) was replaced by it too."""
+    for chunked, ctype in ((True, b"application/x-ndjson"), (False, b"text/event-stream")):
+        raw = [(b"Content-Type", ctype), (b"Cache-Control", given)]
+        fields = [(n.lower(), v) for n, v in _fields(response_head(
+            200, raw, b"", None if chunked else 10, None, chunked=chunked))]
+        assert [v for n, v in fields if n == b"cache-control"] == [sent], fields
+        assert (b"x-accel-buffering", b"no") in fields

@@ -87,10 +87,7 @@ async def test_pin_only_where_allowed(tmp_path: Path, backends, session) -> None
             assert r.headers["x-killgate-version"] == "v1"
 
 
-async def test_a_chunked_stream_is_marked_not_to_be_buffered(tmp_path: Path, backends,
-                                                           session) -> None:
-    """CONTRACT §3 for a stream that is not SSE (NDJSON tokens, chunked): an nginx in
-    front of the gateway buffered it whole, as it had neither field."""
+async def _ndjson_backend(backends) -> int:
     async def ndjson(req: web.Request) -> web.StreamResponse:
         resp = web.StreamResponse(headers={"content-type": "application/x-ndjson",
                                            "cache-control": "max-age=60"})
@@ -104,13 +101,44 @@ async def test_a_chunked_stream_is_marked_not_to_be_buffered(tmp_path: Path, bac
 
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", ndjson)
-    p = await backends(app)
+    return await backends(app)
+
+
+async def test_a_chunked_stream_is_marked_not_to_be_buffered(tmp_path: Path, backends,
+                                                           session) -> None:
+    """CONTRACT §3 for a stream that is not SSE (NDJSON tokens, chunked): an nginx in
+    front of the gateway buffered it whole, as it had neither field."""
+    p = await _ndjson_backend(backends)
     cfg = write_config(tmp_path, two_versions(p, p, 100, 0))
     async with running_gateway(cfg) as g, session.post(g.url + INFER, json={}) as r:
         assert r.headers["transfer-encoding"] == "chunked"
         assert r.headers["cache-control"] == "no-cache"
         assert r.headers["x-accel-buffering"] == "no"
         assert (await r.read()).count(b"token") == 3
+
+
+async def test_a_stream_to_an_http10_client_is_marked_not_to_be_buffered(
+        tmp_path: Path, backends) -> None:
+    """nginx speaks HTTP/1.0 to what it proxies unless told otherwise (proxy_http_version):
+    the stream then goes out unframed, ended by the close, and was not marked, so the
+    nginx the marking is for still buffered the token stream whole."""
+    p = await _ndjson_backend(backends)
+    cfg = write_config(tmp_path, two_versions(p, p, 100, 0))
+    async with running_gateway(cfg) as g:
+        reader, writer = await asyncio.open_connection("127.0.0.1", g.gw.data_addr[1])
+        try:
+            writer.write(b"POST /v2/models/iris/infer HTTP/1.0\r\nHost: x\r\n"
+                         b"Content-Length: 2\r\n\r\n{}")
+            raw = await asyncio.wait_for(reader.read(), 10)
+        finally:
+            writer.close()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    fields = [tuple(x.strip() for x in line.lower().split(b":", 1))
+              for line in head.split(b"\r\n")[1:]]
+    assert (b"x-accel-buffering", b"no") in fields, head
+    assert (b"cache-control", b"no-cache") in fields, head
+    assert (b"cache-control", b"max-age=60") not in fields, head
+    assert body.count(b"token") == 3, raw
 
 
 async def test_sse_events_arrive_as_sent(tmp_path: Path, backends, session) -> None:

@@ -241,6 +241,22 @@ def test_text_log_escapes_every_control_character() -> None:
     assert "model\\rFORGED ok\\x1b[2J\\x9b1m\\tend" in line
 
 
+def test_text_log_escapes_what_splits_or_reorders_a_line() -> None:
+    """U+2028/U+2029 end a line for str.splitlines (a shipper reading the log in Python):
+    a client's text with one started a line of its own; bidi controls (U+202E) showed a
+    line on a terminal other than what it holds. Message and traceback alike."""
+    logger = logging.getLogger("killgate.test_redact.unicode")
+    try:
+        raise ValueError("bad\u2028FORGED line\u202edesrever")
+    except ValueError as exc:
+        record = logger.makeRecord(logger.name, logging.WARNING, __file__, 1,
+                                   "a\u2029FORGED\u2066x", (), (type(exc), exc, None))
+    line = _TextFormatter().format(record)
+    assert len(line.splitlines()) == len(line.split("\n")), repr(line)
+    assert not any(c in line for c in "\u2028\u2029\u202e\u2066"), repr(line)
+    assert "a\\u2029FORGED\\u2066x" in line and "bad\\u2028FORGED" in line, line
+
+
 @pytest.mark.parametrize(("said", "shown"), [
     ("Transient error HTTPConnectionPool(host='h', port=1): Max retries exceeded with url: "
      "/v1/traces?api-key=S3 (Caused by NewConnectionError(...))",

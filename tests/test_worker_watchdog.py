@@ -220,3 +220,23 @@ async def test_sigusr1_writes_a_single_process_stacks_and_it_serves_on(
         assert r.status == 200
     assert gw.proc.poll() is None
     assert gw.stop() == 0, gw.output()
+
+
+async def test_sigusr1_to_the_supervisor_writes_its_stacks_and_the_group_serves_on(
+        tmp_path: Path, backends, gateway_procs) -> None:
+    """README: any `serve` process writes its stacks on `kill -USR1 PID` and serves on. The
+    PID an operator has is the supervisor's (a container's, systemd's MainPID): it had no
+    handler, so SIGUSR1's default action ended it, and its workers with it."""
+    g, _, _, _ = await _group(tmp_path, backends, gateway_procs, watch=False)
+    pids = await _both_serving(g)
+    g.gw.signal(signal.SIGUSR1)
+    await wait_until(lambda: "(most recent call first)" in g.gw.output()
+                     or g.gw.proc.poll() is not None, 10, 0.05, "the stacks written")
+    assert g.gw.proc.poll() is None, g.gw.output()
+    async with ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as s:
+        for _ in range(10):
+            async with s.get(g.gw.url + "/v2/models/iris/x",
+                             timeout=aiohttp.ClientTimeout(total=5)) as r:
+                assert r.status == 200
+    assert _children(g.sup) == pids
+    assert g.gw.stop() == 0, g.gw.output()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -95,7 +95,11 @@ def _route(cfg: Config, name: Any) -> RouteConfig:
     return rc
 
 
-def _selector(body: dict[str, Any], cfg: Config) -> dict[str, Any]:
+def _selector(body: dict[str, Any], cfg: Config,
+              killed: Collection[str] = ()) -> dict[str, Any]:
+    """A kill's or an unkill's target; `killed`: the kill keys in force, whose names an
+    unkill may give though this config lacks them (an alert's kill of a name not rolled
+    out here, a route the config dropped): such a kill must stay liftable."""
     scope = body.get("scope")
     if scope not in ("global", "route", "version"):
         raise bad("'scope' must be one of global, route, version")
@@ -106,24 +110,30 @@ def _selector(body: dict[str, Any], cfg: Config) -> dict[str, Any]:
         return {"scope": scope, "route": None, "version": None}
     if not isinstance(route, str) or not route:
         raise bad(f"scope {scope!r} needs 'route'")
-    rc = _route(cfg, route)
     if scope == "route":
         if version is not None:
             raise bad("a route kill takes no version; use scope 'version'")
+        if kill_key(scope, route, None) not in killed:
+            _route(cfg, route)
         return {"scope": scope, "route": route, "version": None}
     if not isinstance(version, str) or not version:
         raise bad("scope 'version' needs 'version'")
+    if kill_key(scope, route, version) in killed:
+        return {"scope": scope, "route": route, "version": version}
+    rc = _route(cfg, route)
     if rc.version(version) is None:
         raise ApiError(404, "unknown_version", f"route {route!r} has no version {version!r}")
     return {"scope": scope, "route": route, "version": version}
 
 
 def intent(action: str, body: dict[str, Any], route: str | None, cfg: Config, actor: str,
-           reason: str, request_id: str = "", source: str = "") -> Intent:
-    """Validate a write's body (types, names known to the config) into an Intent."""
+           reason: str, request_id: str = "", source: str = "",
+           killed: Collection[str] = ()) -> Intent:
+    """Validate a write's body (types, names known to the config, or for an unkill of a
+    kill in force, `killed`) into an Intent."""
     args: dict[str, Any] = {}
     if action in ("kill", "unkill"):
-        target = _selector(body, cfg)
+        target = _selector(body, cfg, killed if action == "unkill" else ())
         if action == "kill":
             abort = body.get("abort_inflight", True)
             if not isinstance(abort, bool):
@@ -214,7 +224,9 @@ def bound_to_kill(i: Intent, doc: StateDoc) -> Intent:
 
 
 def _unkill(i: Intent, cfg: Config) -> Plan:
-    t = _selector(i.target, cfg)
+    # checked when asked (`intent`); a reload since that dropped the name does not make
+    # lifting the kill wrong (the change refuses when no such kill is in force)
+    t: dict[str, Any] = {k: i.target.get(k) for k in ("scope", "route", "version")}
     key = kill_key(t["scope"], t["route"], t["version"])
     asked = i.args.get("kill")
 

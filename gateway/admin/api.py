@@ -193,7 +193,8 @@ class AdminApi:
         wait = inputs.wait(request)
         rid, peer = self.callers.meta(request)
         intent = dataclasses.replace(
-            actions.intent(action, body, route, cfg, principal.subject, reason, rid, peer),
+            actions.intent(action, body, route, cfg, principal.subject, reason, rid, peer,
+                           self.current.doc.kills),
             trace_id=request.get(TRACE_ID, ""))
         glass = body.get("break_glass", False)
         if not isinstance(glass, bool):

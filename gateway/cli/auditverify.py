@@ -200,4 +200,7 @@ def _unchecked(r: TrailReport, head: str | None, what: str) -> list[str]:
         out.append("MACs not checked (no audit key)")
     if what == "chain" and not head and r.events:
         out.append("no anchored head (events cut off the end would not be seen)")
+    if what == "mirror" and not r.events:  # (a mirror cut to nothing: nothing was checked)
+        out.append("the mirror holds no event (its end is not anchored: one cut to nothing "
+                   "cannot be told from one never written)")
     return out

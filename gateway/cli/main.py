@@ -184,7 +184,10 @@ def _command(argv: list[str]) -> str | None:
     for word in argv:
         if skip:
             skip = False
-        elif word in _VALUED:
+        elif word == "--":  # (the options end: the next word is the command)
+            continue
+        elif word in _VALUED or (word.startswith("--") and "=" not in word and any(
+                v.startswith(word) for v in _VALUED)):  # (argparse takes `--adm` too)
             skip = True
         elif not word.startswith("-"):
             return word

@@ -22,9 +22,23 @@ from gateway.cli.client import (
     raw_call,
     write,
 )
+from gateway.config_types import parse_duration
 from gateway.domain.statedoc import kill_key
 
 __all__ = ["add_write_commands"]
+
+MAX_WAIT = 30.0  # seconds: the API's bound on `wait` (admin/inputs.py MAX_WAIT)
+
+
+def _wait_arg(text: str) -> str:
+    """--wait: a duration the API takes. One over its bound was sent, and the API refused
+    the whole write for it: a kill asked with `--wait 2m` was not made."""
+    text = duration_arg(text)
+    if parse_duration(text) > MAX_WAIT:
+        raise argparse.ArgumentTypeError(f"{text!r} is longer than the API waits for a "
+                                         f"receipt (at most {MAX_WAIT:g}s)")
+    return text
+
 
 WAIT_HELP = ("how long the receipt waits for every instance to apply it: a duration with its "
              "unit (500ms, 5s; at most 30s; default 1s); exit 4 if some had not")
@@ -151,7 +165,7 @@ def add_write_commands(cmd: Any) -> None:
         p.add_argument("--route", help="route name")
         p.add_argument("--version", help="version name (with --route)")
         p.add_argument("--reason", required=True, help="why (recorded in the audit trail)")
-        p.add_argument("--wait", default=None, type=duration_arg, help=WAIT_HELP)
+        p.add_argument("--wait", default=None, type=_wait_arg, help=WAIT_HELP)
         if name == "kill":
             p.add_argument("--keep-inflight", action="store_true",
                            help="let responses already streaming finish")
@@ -177,5 +191,5 @@ def add_write_commands(cmd: Any) -> None:
 
 def _route_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reason", required=True)
-    p.add_argument("--wait", default=None, type=duration_arg, help=WAIT_HELP)
+    p.add_argument("--wait", default=None, type=_wait_arg, help=WAIT_HELP)
     glass_option(p)

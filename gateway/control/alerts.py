@@ -336,7 +336,7 @@ def _change(want: Intent, config: Config, actor: str, reason: str) -> ChangeFn:
     route, version = want.route, want.version
     if want.action == "kill":
         def kill(cur: StateDoc) -> Change | None:
-            return alerting.kill(cur, route, version, actor, reason, utc_now())
+            return alerting.kill(cur, route, version, actor, reason, utc_now(), config)
         return kill
     rc = config.route(route)
     assert rc is not None  # (intent checked it)

@@ -125,6 +125,21 @@ _SSE_NAMES: dict[bytes, int] = {}
 _SSE_LINES = b"cache-control: no-cache\r\nx-accel-buffering: no\r\n"
 
 
+def _marks(raw: Iterable[tuple[bytes, bytes]]) -> bytes:
+    """The lines that mark an answer not to be cached or buffered. The backend's Cache-Control
+    gives way to `no-cache`, but not what it says against storing the answer at all
+    (`no-store`) or in a shared cache (`private`: one user's answer): `no-cache` alone
+    lets a cache store it, so those stay."""
+    for name, value in raw:
+        if len(name) == 13 and name.lower() == b"cache-control":
+            v = value.lower()
+            keep = [d for d in (b"no-store", b"private") if d in v]
+            if keep:
+                return b"cache-control: no-cache, %s\r\n%s" % (
+                    b", ".join(keep), _SSE_LINES.split(b"\r\n", 1)[1])
+    return _SSE_LINES
+
+
 def response_head(status: int, raw: Iterable[tuple[bytes, bytes]], ours: bytes,
                   length: int | None, connection: bytes | None, chunked: bool = False,
                   sse: bool = False, body: bytes = b"") -> bytes:
@@ -150,7 +165,7 @@ def response_head(status: int, raw: Iterable[tuple[bytes, bytes]], ours: bytes,
         append(_date_line())
     append(ours)
     if sse:
-        append(_SSE_LINES)
+        append(_marks(raw))
     if length is not None:
         append(b"content-length: %d\r\n" % length)
     elif chunked:

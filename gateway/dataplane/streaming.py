@@ -74,7 +74,10 @@ async def stream(flight: Forwarding, ex: Exchange) -> None:
     rec.upstream = ex.head_at - flight.started
     req.start(response_head(status, raw, proxy.labels(plan, target, flight.decision),
                             length if not head_only or req.method == b"HEAD" else None,
-                            connection, chunked, sse), chunked)
+                            connection, chunked,
+                            # streamed, chunked or (HTTP/1.0: nginx's default to what it
+                            # proxies) ended by the close: marked not to be buffered either way
+                            sse or (not head_only and length is None)), chunked)
     if head_only:
         flight.exchange = None
         ex.release()

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from gateway.config import Config, RouteConfig
 from gateway.config_telemetry import AlertmanagerConfig
@@ -31,6 +31,9 @@ MAX_LABELS = 64
 MAX_VALUE = 4096
 _PRINTABLE = re.compile(r"^[\x20-\x7e]+$")
 _NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")  # a route's or version's name (config_routes)
+#: new kills an alert may make of names this instance's config lacks, while that many are
+#: in force (`kill`)
+MAX_UNROUTED = 64
 _CUT = "…[cut]"  # ends a value cut to its bound
 _OWN = ("alertname", "killgate_action", "route", "version")  # labels killgate reads
 
@@ -222,11 +225,25 @@ def intent(alert: Alert, cfg: AlertmanagerConfig, config: Config) -> Intent:
 
 
 def kill(doc: StateDoc, route: str, version: str | None, actor: str, reason: str,
-         now: str) -> Change | None:
+         now: str, config: Config | None = None) -> Change | None:
     """A route or version kill (abort_inflight), or None when already in force
-    (`domain.kills.kill`, the rule every kill follows)."""
-    return kills.kill(doc, "version" if version else "route", route, version, actor, reason,
-                      now)
+    (`domain.kills.kill`, the rule every kill follows). With `config`: a new kill of a
+    name it lacks is refused (ConflictingState) once MAX_UNROUTED such kills are in force:
+    any name a config could give is accepted, so without a bound a rule's high-cardinality
+    label, or anyone holding killgate:alert, grew the document every instance reads
+    towards the size it is refused at (then no write, a kill included, goes through)."""
+    scope: Literal["route", "version"] = "version" if version else "route"
+    rc = config.route(route) if config is not None else None
+    if config is not None and kill_key(scope, route, version) not in doc.kills and (
+            rc is None or (version is not None and rc.version(version) is None)):
+        gone = kills.unrouted(doc, config.routes)
+        if len(gone) >= MAX_UNROUTED:
+            raise ConflictingState("too_many_unrouted", (
+                f"{len(gone)} kills in force name a route or version this instance's "
+                f"config lacks (at most {MAX_UNROUTED} made by alerts): killgate status "
+                "lists them NOT ROUTED; lift those no config will route (killgate unkill), "
+                "or kill this one by hand where it is routed"))
+    return kills.kill(doc, scope, route, version, actor, reason, now)
 
 
 def rollback(doc: StateDoc, rc: RouteConfig, bad: str | None, actor: str, reason: str,
