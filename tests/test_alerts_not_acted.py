@@ -169,3 +169,33 @@ async def test_kills_alerts_make_of_names_no_config_here_has_are_bounded(
         assert len(g.gw.holder.doc.kills) == MAX_UNROUTED + 1
         assert "version:iris:v2" in g.gw.holder.doc.kills
         assert (await _outcomes(session, g.admin))["refused"] == 2.0
+
+
+async def test_diff_names_the_kills_a_file_puts_in_force(tmp_path: Path, backends,
+                                                         session) -> None:
+    """An alert killed route `embed`, which this instance's config lacks (NOT ROUTED). A
+    file that adds the route puts the kill in force the moment it is live, and `killgate
+    diff` said nothing of it: the new route went live killed, a pre-made kill stopping it."""
+    import json
+
+    from tests.conftest import admin_token, free_port, two_versions, write_config
+    from tests.test_cli import acli
+
+    cfg = await _gateway_cfg(tmp_path, backends)
+    p = free_port()
+    adds = write_config(tmp_path, two_versions(p, p) + two_versions(
+        p, p, name="embed", prefix="/v1/embeddings"), name="adds.yaml",
+        extra="alerts:\n  alertmanager: {}\n")
+    async with running_gateway(cfg) as g:
+        status, answer = await _post(session, g.admin, payload(killgate_action="kill",
+                                                                route="embed"))
+        assert status == 200 and answer["actions"][0]["outcome"] == "acted", answer
+        env = {"KILLGATE_ADMIN_URL": g.admin, "KILLGATE_TOKEN": admin_token("killgate:read")}
+        res = await acli("diff", str(adds), env=env)
+        assert res.returncode == 2, (res.stdout, res.stderr)
+        assert "KILLS THIS FILE PUTS IN FORCE" in res.stdout and "route:embed" in res.stdout
+        res = await acli("diff", str(adds), "--json", env=env)
+        assert [k["kill"] for k in json.loads(res.stdout)["kills_put_in_force"]] == [
+            "route:embed"], res.stdout
+        same = await acli("diff", str(cfg), "--json", env=env)
+        assert "kills_put_in_force" not in json.loads(same.stdout), same.stdout

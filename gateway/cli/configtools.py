@@ -90,6 +90,7 @@ def _diff(args: argparse.Namespace) -> int:
 
     latched: list[str] = []
     dropped: list[dict[str, Any]] = []
+    revived: list[dict[str, Any]] = []
     try:
         loaded = load_config(args.file)
         new, new_digest = config_dict(loaded.config), loaded.digest
@@ -104,14 +105,15 @@ def _diff(args: argparse.Namespace) -> int:
             where = "the running gateway"
             status = api(args, "GET", "/v1/status", shape={"routes": dict, "kills": list})
             latched = _latched(status["routes"], loaded)
-            dropped = _kills_dropped(status["kills"], loaded)
+            dropped, revived = _kills_by_routing(status["kills"], loaded)
     except ConfigError as exc:
         raise ClientError("invalid config: " + "; ".join(str(p) for p in exc.problems)) from None
     d = diff_configs(old, new)
     changed = bool(d["routes"] or d["settings"])
     if args.json:
         print(json.dumps({"changed": changed, **d, **({"latched": latched} if latched else {}),
-                          **({"kills_unrouted": dropped} if dropped else {})}, indent=2))
+                          **({"kills_unrouted": dropped} if dropped else {}),
+                          **({"kills_put_in_force": revived} if revived else {})}, indent=2))
     elif not changed:
         print(f"no changes against {where}")
         if old_digest is not None and old_digest != new_digest:
@@ -128,23 +130,34 @@ def _diff(args: argparse.Namespace) -> int:
               "no such name: requests go to whatever else it matches them to, a renamed route "
               "or version included):\n" + table([["kill", "by", "reason"], *(
                   [k["kill"], k["by"], k["reason"]] for k in dropped)]))
+    if revived and not args.json:
+        print("\nKILLS THIS FILE PUTS IN FORCE (made while the running config had no such "
+              "name, by an alert or on another instance: the route or version it adds is "
+              "killed as soon as the file is live):\n" + table([["kill", "by", "reason"], *(
+                  [k["kill"], k["by"], k["reason"]] for k in revived)]))
     return 2 if changed else 0
 
 
-def _kills_dropped(kills: list[Any], loaded: Any) -> list[dict[str, Any]]:
-    """The route and version kills in force whose route or version `loaded` lacks: with
-    it live they stop nothing (a route renamed in the file serves the killed traffic)."""
+def _kills_by_routing(kills: list[Any], loaded: Any) -> tuple[list[dict[str, Any]],
+                                                              list[dict[str, Any]]]:
+    """The route and version kills in force whose route or version `loaded` lacks (with it
+    live they stop nothing: a route renamed in the file serves the killed traffic), and
+    those the running gateway does not route (`routed: false`) that `loaded` has (a kill
+    made of a name it lacked, by an alert say, stops that name once the file is live)."""
     names = {r.name: {v.name for v in r.versions} for r in loaded.config.routes}
-    out = []
+    dropped, revived = [], []
     for k in kills:
         if not isinstance(k, dict) or k.get("scope") not in ("route", "version"):
             continue
         route, version = str(k.get("route")), k.get("version")
-        if route in names and (k["scope"] == "route" or str(version) in names[route]):
-            continue
         key = f"{k['scope']}:{route}" + (f":{version}" if k["scope"] == "version" else "")
-        out.append({"kill": key, "by": str(k.get("actor")), "reason": str(k.get("reason"))})
-    return out
+        row = {"kill": key, "by": str(k.get("actor")), "reason": str(k.get("reason"))}
+        if route in names and (k["scope"] == "route" or str(version) in names[route]):
+            if k.get("routed") is False:
+                revived.append(row)
+        else:
+            dropped.append(row)
+    return dropped, revived
 
 
 def _latched(routes: dict[str, Any], loaded: Any) -> list[str]:
