@@ -37,6 +37,7 @@ from gateway.domain.drillreport import (
     Marks,
     Obs,
     analyse,
+    kept,
     percentiles,
     steady_problems,
     verdict,
@@ -241,6 +242,8 @@ class DrillRunner:
         applied = out.get("applied", {})
         self.say(f"restored: generation {out.get('generation')} applied by "
                  f"{applied.get('acked')}/{applied.get('instances')} instance(s)")
+        for why in kept(out):
+            self.say(why)
         return out
 
     def _ended_elsewhere(self, ended: dict[str, Any]) -> dict[str, Any]:
@@ -279,7 +282,7 @@ class DrillRunner:
         pending = (restore.get("applied") or {}).get("pending", ["?"])
         restored = ("state" in restore and restore.get("state") == restore.get("before")
                     and not pending) or "elsewhere" in restore
-        verdict_, reasons = verdict(plan, measured, restored, self.stopped, [])
+        verdict_, reasons = verdict(plan, measured, restored, self.stopped, kept(restore))
         marks = {k: round(v * 1000, 1) for k, v in (
             ("steady_start", (self.marks.steady or (None, None))[0]),
             ("inject_sent", self.marks.inject_sent), ("inject_done", self.marks.inject_done),
