@@ -21,7 +21,7 @@ from typing import Any
 import aiohttp
 
 from gateway.control.drillended import ended as ended_elsewhere
-from gateway.control.drillguards import Check, Pause, same_route, store_skip
+from gateway.control.drillguards import Check, Pause, same_route, store_skip, token_too_short
 from gateway.control.drillload import (
     AdminClient,
     DrillApiError,
@@ -123,6 +123,8 @@ class DrillRunner:
             return self._refused(started, f"abort.route {plan.abort.route!r} is no route of "
                                  "this fleet: the abort condition could never fire")
         if (why := too_long(plan, fleet["drills"])) is not None:
+            return self._refused(started, why)
+        if (why := token_too_short(self.api.headers.get("authorization"), plan)) is not None:
             return self._refused(started, why)
         if plan.kind == "store_loss" and (why := await store_skip(plan, fleet, self.pause,
                                                                    self.check)):
