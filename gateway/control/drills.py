@@ -31,6 +31,7 @@ from gateway.control.drillload import (
     resolve_probe,
 )
 from gateway.domain.audit import utc_now
+from gateway.domain.drilldiff import differences
 from gateway.domain.drillfinish import iso_to_unix
 from gateway.domain.drillplan import Plan, duration, fault_ttl, too_long
 from gateway.domain.drillreport import (
@@ -284,7 +285,10 @@ class DrillRunner:
         pending = (restore.get("applied") or {}).get("pending", ["?"])
         restored = ("state" in restore and restore.get("state") == restore.get("before")
                     and not pending) or "elsewhere" in restore
-        verdict_, reasons = verdict(plan, measured, restored, self.stopped, kept(restore))
+        unlike = [] if restored or "error" in restore else differences(
+            restore.get("before"), restore.get("state"), pending if pending != ["?"] else [])
+        verdict_, reasons = verdict(plan, measured, restored, self.stopped,
+                                    kept(restore) + unlike)
         marks = {k: round(v * 1000, 1) for k, v in (
             ("steady_start", (self.marks.steady or (None, None))[0]),
             ("inject_sent", self.marks.inject_sent), ("inject_done", self.marks.inject_done),
