@@ -40,6 +40,12 @@ def injection(rec: DrillRecord, rc: RouteConfig, body: dict[str, Any], principal
     """The change and audit event of injecting into `rec` (ApiError when refused)."""
     drill, actor = rec.id, principal.subject
     rid, peer = meta
+    if time.time() > rec.deadline:
+        # (its deadline bounds how long what it changes stays in force: the fleet restores
+        # it past that, or never with auto_restore_after null; a late change would not be)
+        raise ApiError(409, "drill_overdue", f"drill {drill} is past its deadline: it injects "
+                       f"nothing more; restore it (killgate drill restore {drill}) and open "
+                       "another")
     production = rc.drill_for is None
     if rec.kind in ("kill", "store_loss"):
         scope = body.get("scope") or ("version" if rec.version else "route")

@@ -123,15 +123,24 @@ async def restore(args: argparse.Namespace) -> int:
                 return 1
             say(f"drill {args.id} was ended meanwhile by {done.get('actor')} "
                 f"({(done.get('after') or {}).get('verdict')}, {done.get('time')})")
-    same = out.get("state") == out.get("before")
+    # (as the drill's own verdict: the state as before, and applied by every instance; an
+    # instance that has not applied the restore still enforces what the drill changed)
+    pending = [str(i) for i in (out.get("applied") or {}).get("pending") or []]
+    if pending:
+        say(f"the restore is not applied yet by {len(pending)} instance(s): "
+            f"{', '.join(pending[:5])}{', ...' if len(pending) > 5 else ''}: what the drill "
+            "changed may still be in force there; see killgate status")
+    same = out.get("state") == out.get("before") and not pending
     if args.json:
         print(json.dumps({"id": args.id, "restored": same, "undone": out.get("undone"),
-                          "before": out.get("before"), "after": out.get("state")}, indent=2))
+                          "before": out.get("before"), "after": out.get("state"),
+                          "pending": pending}, indent=2))
     else:
         for note in out.get("undone") or [{"nothing": "to undo"}]:
             print(" ".join(f"{k}={json.dumps(v)}" for k, v in note.items()))
-        print(f"drill {args.id}: {'restored' if same else 'NOT restored'}: the route is "
-              f"{'exactly as before the drill' if same else 'not as before the drill'}")
+        print(f"drill {args.id}: {'restored' if same else 'NOT restored'}: " + (
+            "the route is exactly as before the drill" if same else
+            "not applied by every instance" if pending else "the route is not as before the drill"))
     return 0 if same else 1
 
 

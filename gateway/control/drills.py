@@ -21,7 +21,7 @@ from typing import Any
 import aiohttp
 
 from gateway.control.drillended import ended as ended_elsewhere
-from gateway.control.drillguards import Check, Pause, same_route, store_skip
+from gateway.control.drillguards import Check, Pause, same_route, store_skip, token_too_short
 from gateway.control.drillload import (
     AdminClient,
     DrillApiError,
@@ -31,12 +31,14 @@ from gateway.control.drillload import (
     resolve_probe,
 )
 from gateway.domain.audit import utc_now
+from gateway.domain.drilldiff import differences
 from gateway.domain.drillfinish import iso_to_unix
 from gateway.domain.drillplan import Plan, duration, fault_ttl, too_long
 from gateway.domain.drillreport import (
     Marks,
     Obs,
     analyse,
+    kept,
     percentiles,
     steady_problems,
     verdict,
@@ -122,6 +124,8 @@ class DrillRunner:
             return self._refused(started, f"abort.route {plan.abort.route!r} is no route of "
                                  "this fleet: the abort condition could never fire")
         if (why := too_long(plan, fleet["drills"])) is not None:
+            return self._refused(started, why)
+        if (why := token_too_short(self.api.headers.get("authorization"), plan)) is not None:
             return self._refused(started, why)
         if plan.kind == "store_loss" and (why := await store_skip(plan, fleet, self.pause,
                                                                    self.check)):
@@ -241,6 +245,8 @@ class DrillRunner:
         applied = out.get("applied", {})
         self.say(f"restored: generation {out.get('generation')} applied by "
                  f"{applied.get('acked')}/{applied.get('instances')} instance(s)")
+        for why in kept(out):
+            self.say(why)
         return out
 
     def _ended_elsewhere(self, ended: dict[str, Any]) -> dict[str, Any]:
@@ -279,7 +285,10 @@ class DrillRunner:
         pending = (restore.get("applied") or {}).get("pending", ["?"])
         restored = ("state" in restore and restore.get("state") == restore.get("before")
                     and not pending) or "elsewhere" in restore
-        verdict_, reasons = verdict(plan, measured, restored, self.stopped, [])
+        unlike = [] if restored or "error" in restore else differences(
+            restore.get("before"), restore.get("state"), pending if pending != ["?"] else [])
+        verdict_, reasons = verdict(plan, measured, restored, self.stopped,
+                                    kept(restore) + unlike)
         marks = {k: round(v * 1000, 1) for k, v in (
             ("steady_start", (self.marks.steady or (None, None))[0]),
             ("inject_sent", self.marks.inject_sent), ("inject_done", self.marks.inject_done),

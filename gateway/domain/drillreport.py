@@ -19,7 +19,7 @@ from typing import Any
 
 from gateway.domain.drillplan import Plan, Target
 
-__all__ = ["Marks", "Obs", "analyse", "markdown", "other_route", "percentiles", "steady_problems",
+__all__ = ["Marks", "Obs", "analyse", "kept", "markdown", "other_route", "percentiles", "steady_problems",
            "verdict"]
 
 
@@ -200,6 +200,18 @@ def steady_problems(plan: Plan, to: str | None, obs: Sequence[Obs], instances: S
         problems.append(f"every answer already comes from {to}: a rollback would change "
                         "nothing")
     return problems
+
+
+def kept(restore: dict[str, Any]) -> list[str]:
+    """What the restore left in force because someone changed it during the drill (an
+    operator's kill of the same key, an unkill, a rollback), said so: without it the report
+    reads as the drill's own leftover, for an on-call to lift (a real kill lifted)."""
+    notes = restore.get("undone")
+    return [f"kept {n['kept']}: {n.get('why', 'changed since the drill made it')}: someone "
+            "changed it during the drill (an operator, an alert), and a drill's restore never "
+            "undoes that; see who in killgate status and killgate audit before touching it"
+            for n in notes if isinstance(n, dict) and isinstance(n.get("kept"), str)] \
+        if isinstance(notes, list) else []
 
 
 def _over(name: str, got: dict[str, float | None], target: Target) -> list[str]:
