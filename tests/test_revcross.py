@@ -31,3 +31,35 @@ async def test_drill_restore_errors_are_json_on_stdout(tmp_path: Path, backends)
             assert said in res.stderr, res.stderr
             err = json.loads(res.stdout)["error"]
             assert err["exit"] == 1 and said in err["message"], err
+
+
+async def test_a_gzip_write_retried_with_its_key_is_answered_as_the_first(tmp_path: Path,
+                                                                            backends) -> None:
+    """A write retried with its Idempotency-Key gets the first one's answer (README). Since
+    the admin listener stopped decoding bodies (auto_decompress off), the key's fingerprint
+    was taken over the bytes as sent: gzip puts its time in its header, so the same kill
+    gzipped again a second later (Python's gzip.compress, any client compressing afresh)
+    was refused 409 idempotency_key_reused 'used for a different request'. The
+    fingerprint is the decoded body's again; a different body is still refused."""
+    import gzip
+
+    from aiohttp import ClientSession
+
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p))
+    body = json.dumps({"scope": "version", "route": "iris", "version": "v2",
+                       "reason": "bad v2"}).encode()
+    headers = {"Authorization": f"Bearer {token('killgate:admin')}",
+               "Content-Type": "application/json", "Content-Encoding": "gzip",
+               "Idempotency-Key": "k-1"}
+    async with running_gateway(cfg) as g, ClientSession() as s:
+        answers = []
+        for mtime in (1, 2):
+            async with s.post(g.admin + "/v1/kill", headers=headers,
+                              data=gzip.compress(body, mtime=mtime)) as r:
+                answers.append((r.status, await r.json()))
+        assert answers[0][0] == 200 and answers[1] == answers[0], answers
+        other = gzip.compress(body.replace(b"bad v2", b"worse"), mtime=3)
+        async with s.post(g.admin + "/v1/kill", headers=headers, data=other) as r:
+            assert r.status == 409, await r.text()
+            assert (await r.json())["error"]["type"] == "idempotency_key_reused"
