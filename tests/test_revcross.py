@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.backends import echo_app
-from tests.conftest import running_gateway, two_versions, write_config
+from tests.conftest import free_port, running_gateway, two_versions, write_config
 from tests.test_cli import acli
 from tests.test_killswitch import token
 
@@ -116,3 +116,33 @@ async def test_after_a_write_a_refused_silent_check_never_says_nothing_was_done(
                 seen_refused_check = True
                 break
     assert seen_refused_check, "no run had its silent-instance check refused"
+
+
+async def test_a_bad_span_export_timeout_logs_no_traceback(tmp_path: Path, backends,
+                                                           gateway_procs) -> None:
+    """OTEL_BSP_SCHEDULE_DELAY was taken out of the SDK's hands for this (revtrace); its
+    sibling OTEL_BSP_EXPORT_TIMEOUT was not: a value that is not an integer ('30s') made
+    the SDK's batch processor log a traceback at every start with tracing on. It is read
+    like the other OTEL_* values: ignored with an otel_env_ignored warning naming it."""
+    from tests.otlp_collector import Collector
+    from tests.rawhttp import exchange
+    from tests.test_tracing import INFER, telemetry
+
+    c = await Collector().start()
+    try:
+        p1 = await backends(echo_app("v1"))
+        data = free_port()
+        cfg = write_config(tmp_path, two_versions(p1, p1, 100, 0), listen=f"127.0.0.1:{data}",
+                           admin=f"127.0.0.1:{free_port()}", extra=telemetry(c.url))
+        gw = gateway_procs(cfg, env={"OTEL_BSP_EXPORT_TIMEOUT": "30s"})
+        await asyncio.to_thread(gw.wait_ready)
+        status, _, _ = await exchange(data, b"GET " + INFER.encode()
+                                      + b" HTTP/1.1\r\nhost: a\r\n\r\n")
+        assert status == 200
+        assert gw.stop() == 0
+    finally:
+        await c.stop()
+    out = gw.output()
+    assert "Traceback" not in out, out
+    assert "otel_env_ignored" in out and "OTEL_BSP_EXPORT_TIMEOUT" in out, out
+    assert "tracing_off" not in out, out
