@@ -146,3 +146,29 @@ async def test_a_bad_span_export_timeout_logs_no_traceback(tmp_path: Path, backe
     assert "Traceback" not in out, out
     assert "otel_env_ignored" in out and "OTEL_BSP_EXPORT_TIMEOUT" in out, out
     assert "tracing_off" not in out, out
+
+
+async def test_drill_restore_says_at_once_that_it_is_retrying() -> None:
+    """`killgate drill restore` retries for 75 s (a store outage must not stop a restore),
+    and said nothing meanwhile: against an admin URL nobody answers (a typo, the default
+    port) the operator undoing a drill's kill stared at nothing for 75 s. The first retry
+    is now said on stderr, with why and for how long."""
+    import os
+    import time
+
+    from tests.conftest import free_port
+
+    env = {**os.environ, "KILLGATE_ADMIN_URL": f"http://127.0.0.1:{free_port()}",
+           "PYTHONUNBUFFERED": "1"}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway", "drill", "restore", "d-1", env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        started = time.monotonic()
+        assert proc.stderr is not None
+        line = await asyncio.wait_for(proc.stderr.readline(), 15)
+        assert b"cannot reach the admin API" in line and b"trying again for up to 75s" in line, line
+        assert time.monotonic() - started < 15
+    finally:
+        proc.kill()
+        await proc.wait()

@@ -88,7 +88,7 @@ async def restore(args: argparse.Namespace) -> int:
         reason = args.reason or "restored with `killgate drill restore`"
         try:
             out = await api.call("POST", f"/v1/drills/{_q(args.id)}/restore", {"reason": reason},
-                                 retry_for=RETRY_FOR)
+                                 retry_for=RETRY_FOR, on_retry=say)
         except DrillApiError as exc:
             if exc.status != 404:
                 return failed(args, 1, [str(exc)])
@@ -111,7 +111,7 @@ async def restore(args: argparse.Namespace) -> int:
             await api.call("POST", f"/v1/drills/{_q(args.id)}/end",
                            {"verdict": "aborted", "reason": reason,
                             "summary": {"restored_by": "killgate drill restore"}},
-                           retry_for=RETRY_FOR)
+                           retry_for=RETRY_FOR, on_retry=say)
         except DrillApiError as exc:
             # (404: ended meanwhile, by the fleet past its deadline (drills.auto_restore_after)
             # or another restore: restored and closed, as asked)
