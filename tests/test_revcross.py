@@ -172,3 +172,34 @@ async def test_drill_restore_says_at_once_that_it_is_retrying() -> None:
     finally:
         proc.kill()
         await proc.wait()
+
+
+async def test_a_kill_of_a_name_this_config_lacks_can_be_lifted(tmp_path: Path, backends,
+                                                                session) -> None:
+    """Since e8b1a69 an alert's kill of a route or version this instance's config lacks is
+    made (the fleet's kill, shown NOT ROUTED here, KillgateKillNotRouted paging). The unkill
+    refused the same names 404 unknown_version 'route iris has no version v3': the kill
+    could be lifted only through an instance whose config has the name, and by none when
+    no config has it (a rule with a mistyped label, a version the fleet rolled back out
+    of its files): a page that cannot be cleared, and a kill waiting for the day the name
+    is routed. An unkill of such a name lifts the kill in force; of a name with no kill,
+    409 not_killed."""
+    from tests.test_alerting import payload
+    from tests.test_alerts import _gateway_cfg, _post
+
+    cfg = await _gateway_cfg(tmp_path, backends)
+    async with running_gateway(cfg) as g:
+        status, answer = await _post(session, g.admin, payload(
+            killgate_action="kill", route="iris", version="v3"))
+        assert status == 200 and answer["actions"][0]["outcome"] == "acted", answer
+        assert "version:iris:v3" in g.gw.holder.doc.kills
+        env = {"KILLGATE_ADMIN_URL": g.admin, "KILLGATE_TOKEN": token("killgate:admin")}
+        res = await acli("unkill", "--route", "iris", "--version", "v3", "--reason", "rolled back",
+                         env=env)
+        assert res.returncode == 0, (res.stdout, res.stderr)
+        assert "version:iris:v3" not in g.gw.holder.doc.kills
+        res = await acli("unkill", "--route", "iris", "--version", "v3", "--reason", "again",
+                         env=env)
+        assert res.returncode == 1 and "409 not_killed" in res.stderr, res.stderr
+        res = await acli("kill", "--route", "iris", "--version", "v3", "--reason", "x", env=env)
+        assert res.returncode == 1 and "404 unknown_version" in res.stderr, res.stderr

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,6 +38,7 @@ ACTIONS: dict[str, frozenset[str]] = {
 SCOPE_OF = {"kill": "killgate:kill", "unkill": "killgate:kill", "rollback": "killgate:rollout",
             "promote": "killgate:rollout", "weights": "killgate:rollout",
             "release": "killgate:rollout"}
+_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")  # a route's or version's name (config_routes)
 
 
 def bad(message: str) -> ApiError:
@@ -95,7 +97,11 @@ def _route(cfg: Config, name: Any) -> RouteConfig:
     return rc
 
 
-def _selector(body: dict[str, Any], cfg: Config) -> dict[str, Any]:
+def _selector(body: dict[str, Any], cfg: Config, lift: bool = False) -> dict[str, Any]:
+    """The kill a body names. A kill names routes and versions of the config in force; an
+    unkill (`lift`) also one it lacks, if it is a name a config could give: an alert's kill
+    of a name this config lacks is made (the fleet's, NOT ROUTED here), as is one a reload
+    left unrouted, and must be liftable here (409 not_killed when there is none)."""
     scope = body.get("scope")
     if scope not in ("global", "route", "version"):
         raise bad("'scope' must be one of global, route, version")
@@ -106,14 +112,16 @@ def _selector(body: dict[str, Any], cfg: Config) -> dict[str, Any]:
         return {"scope": scope, "route": None, "version": None}
     if not isinstance(route, str) or not route:
         raise bad(f"scope {scope!r} needs 'route'")
-    rc = _route(cfg, route)
+    rc = cfg.route(route)
+    if rc is None and not (lift and _NAME.fullmatch(route)):
+        rc = _route(cfg, route)  # (raises: 404 unknown_route)
     if scope == "route":
         if version is not None:
             raise bad("a route kill takes no version; use scope 'version'")
         return {"scope": scope, "route": route, "version": None}
     if not isinstance(version, str) or not version:
         raise bad("scope 'version' needs 'version'")
-    if rc.version(version) is None:
+    if (rc is None or rc.version(version) is None) and not (lift and _NAME.fullmatch(version)):
         raise ApiError(404, "unknown_version", f"route {route!r} has no version {version!r}")
     return {"scope": scope, "route": route, "version": version}
 
@@ -123,7 +131,7 @@ def intent(action: str, body: dict[str, Any], route: str | None, cfg: Config, ac
     """Validate a write's body (types, names known to the config) into an Intent."""
     args: dict[str, Any] = {}
     if action in ("kill", "unkill"):
-        target = _selector(body, cfg)
+        target = _selector(body, cfg, lift=action == "unkill")
         if action == "kill":
             abort = body.get("abort_inflight", True)
             if not isinstance(abort, bool):
@@ -214,7 +222,7 @@ def bound_to_kill(i: Intent, doc: StateDoc) -> Intent:
 
 
 def _unkill(i: Intent, cfg: Config) -> Plan:
-    t = _selector(i.target, cfg)
+    t = _selector(i.target, cfg, lift=True)
     key = kill_key(t["scope"], t["route"], t["version"])
     asked = i.args.get("kill")
 
