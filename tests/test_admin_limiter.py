@@ -189,7 +189,9 @@ async def test_the_cli_waits_out_a_429_and_the_kill_gets_through(tmp_path: Path,
 
     p = await backends(echo_app("v1"))
     cfg = write_config(tmp_path, two_versions(p, p))
-    cfg.write_text(cfg.read_text().replace("  auth:\n", "  auth_check_rate: 1\n"
+    # (a token every 4 s: the CLI's own start, over a second on a loaded host, must not
+    # outlast the refill and find the budget back before its first try)
+    cfg.write_text(cfg.read_text().replace("  auth:\n", "  auth_check_rate: 0.25\n"
                                            "  auth_check_burst: 2\n  auth:\n", 1))
     async with running_gateway(cfg) as g, ClientSession() as s:
         for _ in range(6):

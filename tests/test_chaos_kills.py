@@ -92,7 +92,10 @@ async def _status(session: ClientSession, admin: str) -> set[Key]:
 
 async def _reseed_events(session: ClientSession, admin: str) -> int:
     async with session.get(f"{admin}/v1/audit?limit=1000", headers=auth()) as r:
-        return sum(e["action"] == "state.reseed" for e in (await r.json())["events"])
+        body = await r.json()
+        if "events" not in body:
+            raise AssertionError(f"DEBUG audit {r.status} {body}")
+        return sum(e["action"] == "state.reseed" for e in body["events"])
 
 
 def _replay(redis: RedisServer, old: tuple[str, str], flush: bool) -> None:
@@ -199,6 +202,8 @@ async def _chaos(seed: int, tmp_path: Path, backends, redis_server: RedisServer,
         lost = [k for k in want if any(h is not None and k not in h for h in helds)]
         assert not lost, f"acknowledged kills lost: {lost}; held {helds}\n" + "\n".join(history)
         back = {k for h in helds if h for k in h & not_want}
+        print("DEBUG helds", helds, "want", want, "not_want", not_want, "back", back)
+        print("\n".join(history))
         reseeds = await _reseed_events(session, procs[0].admin)
         assert reseeds, (f"lifted kills came back with no state.reseed in the audit: {back}; "
                          f"held {helds}\n" + "\n".join(history))

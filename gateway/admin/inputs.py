@@ -29,6 +29,7 @@ __all__ = [
     "MAX_BODY",
     "MAX_DEPTH",
     "MAX_WAIT",
+    "decoded_body",
     "json_body",
     "query_int",
     "query_text",
@@ -126,6 +127,14 @@ async def json_body(request: web.Request,
         raise bad(f"unknown field(s): {', '.join(clean_text(u, 64) for u in unknown[:10])}; "
                   f"allowed: {', '.join(sorted(allowed))}")
     return body
+
+
+async def decoded_body(request: web.Request) -> bytes:
+    """The body as its sender meant it (decoded from gzip or deflate), read whole: what an
+    Idempotency-Key's fingerprint is taken over (gzip's header holds the time it was
+    made, so the same request compressed again differs as sent). Call after `json_body`,
+    which read it under the body deadline and refused what cannot be decoded."""
+    return _decoded(request, await request.read())
 
 
 def _decoded(request: web.Request, raw: bytes) -> bytes:

@@ -21,6 +21,7 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway.admin.inputs import decoded_body
 from gateway.admin.ports import Idempotency, StateWriter
 from gateway.domain.audit import AuditDraft
 from gateway.errors import ApiError, AuditError, StateError
@@ -105,7 +106,7 @@ class Writer:
                 or not key.isascii()):
             raise ApiError(400, "bad_request",
                            "Idempotency-Key must be one value of 1-128 printable ASCII characters")
-        body = await request.read()
+        body = await decoded_body(request)  # (not as sent: gzip's header holds a time)
         fingerprint = hashlib.sha256(
             request.method.encode() + b" " + request.path.encode("utf-8", "replace")
             + b"\n" + body).hexdigest()

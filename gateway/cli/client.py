@@ -49,8 +49,9 @@ def common_options(p: argparse.ArgumentParser, top: bool = False) -> None:
 
 
 def raw_call(args: argparse.Namespace, method: str, path: str,
-             body: dict[str, Any] | None = None) -> Answer:
-    """One call to the admin API named by the options (or the environment), any status."""
+             body: dict[str, Any] | None = None, patient: bool = True) -> Answer:
+    """One call to the admin API named by the options (or the environment), any status
+    (`patient`: a 429 before the token was checked is waited out, see `call`)."""
     base = (getattr(args, "admin", None) or os.environ.get("KILLGATE_ADMIN_URL")
             or DEFAULT_ADMIN).rstrip("/")
     token = getattr(args, "token", None) or os.environ.get("KILLGATE_TOKEN")
@@ -59,7 +60,7 @@ def raw_call(args: argparse.Namespace, method: str, path: str,
         env = os.environ.get("KILLGATE_TIMEOUT")
         timeout = _seconds(env, "$KILLGATE_TIMEOUT") if env else TIMEOUT
     return call(base, token, method, path, body, timeout,
-                lambda why: print(f"killgate: {why}", file=sys.stderr))
+                lambda why: print(f"killgate: {why}", file=sys.stderr), patient)
 
 
 def _seconds(text: str, where: str = "--timeout") -> float:
@@ -158,26 +159,34 @@ def write(args: argparse.Namespace, method: str, path: str, body: dict[str, Any]
 
 def warn_silent(args: argparse.Namespace, receipt: dict[str, Any]) -> None:
     """After a write's receipt: name on stderr the instances it could not count."""
-    silent = silent_instances(args, set(receipt["applied"].get("pending") or ()))
-    if silent:
+    # (not patient: the write is done; a 429 here must neither hold the exit for its
+    # Retry-After nor print 'nothing was done' under the receipt)
+    silent = silent_instances(args, set(receipt["applied"].get("pending") or ()), False)
+    if silent is None:
+        print("killgate: WARNING: could not check for instances not heard from within the "
+              "lease (the admin API refused the check: 429 too_many_attempts, a flood of "
+              "token checks); the write above is done: see killgate status", file=sys.stderr)
+    elif silent:
         names = ", ".join(clean_text(str(r.get("instance")), 128) for r in silent)
         print(f"killgate: WARNING: not counted above, not heard from within the lease: {names} "
               "(crashed, or cut off from the store and not enforcing this): see killgate status",
               file=sys.stderr)
 
 
-def silent_instances(args: argparse.Namespace, known: set[str]) -> list[dict[str, Any]]:
+def silent_instances(args: argparse.Namespace, known: set[str],
+                     patient: bool = True) -> list[dict[str, Any]] | None:
     """The instances the store still holds a heartbeat of but has not heard from within
     the lease (`GET /v1/fleet`, not in `known`): crashed, or cut off from the store while
     serving on. Receipts and /v1/status count live ones only. Best effort: [] when the
     gateway cannot say (an older one), and not asked with a token that cannot read it (a
-    refusal would be audited as authz_fail after every write of a killgate:kill token)."""
+    refusal would be audited as authz_fail after every write of a killgate:kill token).
+    None: refused with 429 too_many_attempts (not `patient`: not waited out)."""
     if not may_read(getattr(args, "token", None) or os.environ.get("KILLGATE_TOKEN")):
         return []
     try:
-        answer = raw_call(args, "GET", "/v1/fleet")
-    except ClientError:
-        return []
+        answer = raw_call(args, "GET", "/v1/fleet", patient=patient)
+    except ClientError as exc:
+        return None if exc.kind == "too_many_attempts" else []
     rows = answer.body.get("instances") if answer.status == 200 else None
     if not isinstance(rows, list):
         return []

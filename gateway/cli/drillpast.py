@@ -84,32 +84,34 @@ async def restore(args: argparse.Namespace) -> int:
         try:
             api = client(args, session)
         except ClientError as exc:
-            say(str(exc))
-            return 1
+            return failed(args, 1, [str(exc)])
         reason = args.reason or "restored with `killgate drill restore`"
         try:
             out = await api.call("POST", f"/v1/drills/{_q(args.id)}/restore", {"reason": reason},
-                                 retry_for=RETRY_FOR)
+                                 retry_for=RETRY_FOR, on_retry=say)
         except DrillApiError as exc:
             if exc.status != 404:
-                say(str(exc))
-                return 1
+                return failed(args, 1, [str(exc)])
             try:
                 done = await _ended(api, args.id)
             except (DrillApiError, ClientError) as why:
-                say(f"drill {args.id} is not open ({exc}); its history cannot be read: {why}")
-                return 1
+                return failed(args, 1, [f"drill {args.id} is not open ({exc}); its history "
+                                        f"cannot be read: {why}"])
             if done is None:
-                say(f"no drill {args.id}: not open, and not among the last drills ended")
-                return 1
-            say(f"drill {args.id} ended already ({(done.get('after') or {}).get('verdict')}, "
-                f"{done.get('time')}); nothing to restore")
+                return failed(args, 1, [f"no drill {args.id}: not open, and not among the "
+                                        "last drills ended"])
+            verdict = (done.get("after") or {}).get("verdict")
+            say(f"drill {args.id} ended already ({verdict}, {done.get('time')}); nothing to "
+                "restore")
+            if args.json:  # (exit 0: a script reading the JSON gets some)
+                print(json.dumps({"id": args.id, "ended_already": {
+                    "verdict": verdict, "time": done.get("time")}}, indent=2))
             return 0
         try:
             await api.call("POST", f"/v1/drills/{_q(args.id)}/end",
                            {"verdict": "aborted", "reason": reason,
                             "summary": {"restored_by": "killgate drill restore"}},
-                           retry_for=RETRY_FOR)
+                           retry_for=RETRY_FOR, on_retry=say)
         except DrillApiError as exc:
             # (404: ended meanwhile, by the fleet past its deadline (drills.auto_restore_after)
             # or another restore: restored and closed, as asked)
@@ -118,9 +120,8 @@ async def restore(args: argparse.Namespace) -> int:
                 with contextlib.suppress(DrillApiError, ClientError):
                     done = await _ended(api, args.id)
             if done is None:
-                say(f"drill {args.id} was restored, but its end could not be recorded ({exc}): "
-                    "run this again")
-                return 1
+                return failed(args, 1, [f"drill {args.id} was restored, but its end could not "
+                                        f"be recorded ({exc}): run this again"])
             say(f"drill {args.id} was ended meanwhile by {done.get('actor')} "
                 f"({(done.get('after') or {}).get('verdict')}, {done.get('time')})")
     # (as the drill's own verdict: the state as before, and applied by every instance; an

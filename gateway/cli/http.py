@@ -60,9 +60,10 @@ class Answer:
 
 def call(base: str, token: str | None, method: str, path: str,
          body: dict[str, Any] | None = None, timeout: float = TIMEOUT,
-         on_retry: Callable[[str], None] | None = None) -> Answer:
+         on_retry: Callable[[str], None] | None = None, patient: bool = True) -> Answer:
     """One call; a write whose connection failed or that got no answer within `timeout`
-    is sent once more with the same Idempotency-Key (`on_retry` is told why first)."""
+    is sent once more with the same Idempotency-Key (`on_retry` is told why first); a
+    429 `too_many_attempts` is sent again after its Retry-After when `patient`."""
     base = admin_base(base)
     headers = {"accept": "application/json", "user-agent": "killgate-cli"}
     token = clean_token(token)
@@ -113,7 +114,7 @@ def call(base: str, token: str | None, method: str, path: str,
             if exc.code == 401 and not token:
                 msg += " (no token was sent: give --token or set KILLGATE_TOKEN)"
             wait = _retry_after(exc) if kind == "too_many_attempts" else None
-            if wait is not None and waited + wait <= timeout:
+            if wait is not None and patient and waited + wait <= timeout:
                 # refused before the token was even checked (a flood of new tokens from
                 # this address, or from everywhere): nothing was done; the operator's kill
                 # must get through once the budget allows, not fail at the first try

@@ -47,9 +47,13 @@ class AdminClient:
             self.headers["authorization"] = f"Bearer {token}"
 
     async def call(self, method: str, path: str, body: dict[str, Any] | None = None,
-                   retry_for: float = 0.0) -> dict[str, Any]:
+                   retry_for: float = 0.0,
+                   on_retry: Callable[[str], None] | None = None) -> dict[str, Any]:
         """One API call; with `retry_for`, connection failures and 503s are retried (same
-        Idempotency-Key) for that long: a restore must get through a store outage."""
+        Idempotency-Key) for that long: a restore must get through a store outage.
+        `on_retry` is told why, once, when the first retry is decided (an operator waiting
+        on a restore must not stare at nothing for `retry_for`)."""
+        told = on_retry is None
         headers = dict(self.headers)
         if body is not None:
             headers["idempotency-key"] = uuid.uuid4().hex
@@ -91,6 +95,9 @@ class AdminClient:
                                     f"cannot reach the admin API at {self.base}: {_why(e)}")
             if exc.status not in (0, 503) or time.monotonic() > deadline:
                 raise exc
+            if not told and on_retry is not None:
+                told = True
+                on_retry(f"{exc}: trying again for up to {retry_for:g}s")
             await asyncio.sleep(0.2)
 
 

@@ -4,7 +4,7 @@ Owns the precedence rule — a value written in the config file wins, then the s
 environment variable, then our default — and the parsing of the OTEL_* variables we honour
 (OTEL_SDK_DISABLED, OTEL_{TRACES,METRICS}_EXPORTER, OTEL_EXPORTER_OTLP[_TRACES|_METRICS]
 _ENDPOINT, OTEL_SERVICE_NAME, OTEL_TRACES_SAMPLER[_ARG], OTEL_METRIC_EXPORT_INTERVAL,
-OTEL_BSP_MAX_QUEUE_SIZE, OTEL_BSP_SCHEDULE_DELAY; the exporter reads its own
+OTEL_BSP_MAX_QUEUE_SIZE, OTEL_BSP_SCHEDULE_DELAY, OTEL_BSP_EXPORT_TIMEOUT; the exporter reads its own
 OTEL_EXPORTER_OTLP_{HEADERS,TIMEOUT,…}).
 Pure: no OpenTelemetry import.
 """
@@ -46,6 +46,7 @@ class OtelSettings:
     max_queue: int  # finished spans waiting for export; more are dropped and counted
     max_batch: int = 512
     schedule_delay_ms: float = 5000.0  # between two span exports (the SDK's default)
+    export_timeout_ms: float = 30000.0  # OTEL_BSP_EXPORT_TIMEOUT (the SDK's default)
 
     @property
     def tracing(self) -> bool:
@@ -137,6 +138,9 @@ def resolve(cfg: TelemetryConfig, env: Mapping[str, str]) -> OtelSettings:
     # (read here, not by the SDK's batch processor: it refuses 0 or less by raising, which
     # ended the start, and logs a traceback for one that is not an integer)
     delay = _float(env, "OTEL_BSP_SCHEDULE_DELAY", 5000, 1, 3_600_000)
+    # (the same: the processor logs a traceback for one that is not an integer)
+    export_timeout = _float(env, "OTEL_BSP_EXPORT_TIMEOUT", 30000, 1, 3_600_000)
     return OtelSettings(traces, metrics, cfg.service_name if named else None,
                         _sampling(cfg, env), interval, queue,
-                        max_batch=min(512, queue), schedule_delay_ms=delay)
+                        max_batch=min(512, queue), schedule_delay_ms=delay,
+                        export_timeout_ms=export_timeout)

@@ -87,14 +87,16 @@ class WireExporter(SpanExporter):
 
 class BoundedProcessor(SpanProcessor):
     def __init__(self, exporter: SpanExporter, max_queue: int, max_batch: int,
-                 counts: ExportCounts, schedule_delay_ms: float | None = None) -> None:
+                 counts: ExportCounts, schedule_delay_ms: float | None = None,
+                 export_timeout_ms: float | None = None) -> None:
         self.counts = counts
         self.max_queue = max_queue
         # the SDK's own queue is larger than our bound, so it never drops uncounted
         self.batch = BatchSpanProcessor(_CountingExporter(exporter, counts),
                                         max_queue_size=max_queue + max_batch,
                                         schedule_delay_millis=schedule_delay_ms,
-                                        max_export_batch_size=max_batch)
+                                        max_export_batch_size=max_batch,
+                                        export_timeout_millis=export_timeout_ms)
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         pass

@@ -161,7 +161,7 @@ class Tracing:
         exporter = OTLPSpanExporter(endpoint=endpoint)
         accepted_only_2xx(exporter, "spans")
         queue = BoundedProcessor(WireExporter(exporter), s.max_queue, s.max_batch, self.counts,
-                                 s.schedule_delay_ms)
+                                 s.schedule_delay_ms, s.export_timeout_ms)
         provider.add_span_processor(queue)
         # the data plane's spans skip the SDK's live spans and go straight to the queue
         requests = RequestSpans(queue.on_end, provider.resource,
