@@ -10,6 +10,7 @@ import {renderApprovals, renderDrills} from "./extras.js";
 import {renderFleet, renderKills} from "./fleet.js";
 import {parse} from "./json.js";
 import {routeCard} from "./routes.js";
+import {renderWarnings} from "./warnings.js";
 
 const REFRESH_MS = 3000;
 const AUDIT_ROWS = 25;
@@ -24,7 +25,8 @@ function showSignIn(message) {
   st.session++;
   $("main").hidden = true;
   $("signout").hidden = true;
-  for (const id of ["fleet-body", "kills-body", "routes-body", "audit-body", "approvals-body", "drills-body"]) {
+  $("warnings").hidden = true;
+  for (const id of ["warnings", "fleet-body", "kills-body", "routes-body", "audit-body", "approvals-body", "drills-body"]) {
     $(id).replaceChildren(); // nothing read with the old token stays on screen
   }
   render($("who"), h("span", {}, "Not signed in"));
@@ -161,6 +163,8 @@ async function round(session) {
     showSignIn(`Signed out: ${denied.reason.status} ${denied.reason.type}: ${denied.reason.apiMessage}`);
     return;
   }
+  renderWarnings($("warnings"), status.status === "fulfilled" ? status.value.data : null,
+                 fleet.status === "fulfilled" ? fleet.value.data : null);
   if (fleet.status === "fulfilled") renderFleet($("fleet-body"), fleet.value.data);
   else render($("fleet-body"), failure(fleet.reason));
   if (status.status === "fulfilled") {

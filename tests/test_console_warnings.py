@@ -1,0 +1,90 @@
+"""The console must not look green while `killgate status` warns (console review 2): a
+latched route that serves nothing on this instance, a reload that failed, and the other
+lines of the CLI's warnings, in a real Chromium against a real fleet."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import admin_token, wait_until_sync
+from tests.console_rig import CHROMEDRIVER, CHROMIUM, Browser, Fleet, running_fleet
+from tests.test_reload import atomic_write
+
+pytestmark = pytest.mark.timeout(120)
+
+READER = admin_token("killgate:read", "bob", 10800)
+ADMIN = admin_token("killgate:admin", "carol", 10800)
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    with running_fleet(tmp_path_factory.mktemp("console-warn")) as fl:
+        yield fl
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
+    if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
+        pytest.fail("chromium and chromium-driver are not installed")
+    b = Browser(tmp_path_factory.mktemp("chromium-profile"))
+    try:
+        yield b
+    finally:
+        b.d.quit()
+
+
+def _iris(fleet: Fleet) -> dict[str, object]:
+    doc = fleet.api("GET", "/v1/status", READER)
+    return doc["routes"]["iris"]  # type: ignore[no-any-return]
+
+
+def test_a_latched_route_serving_nothing_is_not_shown_serving(fleet: Fleet,
+                                                              browser: Browser) -> None:
+    """v2 promoted through the other instance (its file has v2) while this one's file no
+    longer has it: this instance answers iris with 503 (no fallback), `killgate status`
+    says NOT SERVING; the page showed v1 'serving' with the latch as its only mark."""
+    b = browser
+    cfg = fleet.gateways[0].config  # the instance the page reads
+    original = cfg.read_text()
+    (line,) = [x for x in original.splitlines() if "name: v2," in x and "weight: 10}" in x]
+    atomic_write(cfg, original.replace(line, line.replace("name: v2,", "name: v2b,")))
+    try:
+        wait_until_sync(lambda: "v2b" in _iris(fleet)["versions"], 15, 0.05, "v2 renamed")
+        fleet.api("POST", "/v1/routes/iris/promote", ADMIN, gw=1,
+                  body={"version": "v2", "reason": "t"})
+        wait_until_sync(lambda: _iris(fleet).get("override_unservable") == ["v2"], 15, 0.05,
+                        "the override unservable")
+        b.sign_in(fleet.admin, READER, "bob")
+        card = "article[data-route='iris']"
+        b.wait(lambda d: "NOT SERVING" in b.text(card), "the route shown not serving")
+        assert "killgate release iris" in b.text(card)
+        assert "NOT SERVING" in b.text("#warnings")
+        assert "serving" not in b.text(card + " td[data-testid=state]").replace(
+            "NOT SERVING", "")
+    finally:
+        fleet.api("POST", "/v1/routes/iris/release", ADMIN, gw=1, body={"reason": "t over"})
+        atomic_write(cfg, original)
+        wait_until_sync(lambda: "v2" in _iris(fleet)["versions"], 15, 0.05, "v2 back")
+    b.wait(lambda d: "NOT SERVING" not in b.text("#main"), "the warning gone")
+
+
+def test_a_failed_reload_shows_on_the_page(fleet: Fleet, browser: Browser) -> None:
+    """`killgate status` says LAST RELOAD FAILED: the file on disk is not what runs."""
+    b = browser
+    cfg = fleet.gateways[0].config
+    original = cfg.read_text()
+    b.sign_in(fleet.admin, READER, "bob")
+    try:
+        atomic_write(cfg, original.replace("stable: v1", "stable: v9"))
+        wait_until_sync(lambda: fleet.api("GET", "/v1/status", READER)["config"]["last_error"],
+                        15, 0.05, "the reload refused")
+        b.wait(lambda d: "LAST RELOAD FAILED" in b.text("#warnings"), "the failure shown")
+        assert "routes[0].stable" in b.text("#warnings")
+    finally:
+        atomic_write(cfg, original)
+        wait_until_sync(lambda: not fleet.api("GET", "/v1/status", READER)["config"]
+                        ["last_error"], 15, 0.05, "the file loaded again")
+    b.wait(lambda d: "LAST RELOAD FAILED" not in b.text("#main"), "the warning gone")
