@@ -4,10 +4,13 @@ lines of the CLI's warnings, in a real Chromium against a real fleet."""
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from selenium.webdriver.common.by import By
 
 from tests.conftest import admin_token, wait_until_sync
 from tests.console_rig import CHROMEDRIVER, CHROMIUM, Browser, Fleet, running_fleet
@@ -88,3 +91,39 @@ def test_a_failed_reload_shows_on_the_page(fleet: Fleet, browser: Browser) -> No
         wait_until_sync(lambda: not fleet.api("GET", "/v1/status", READER)["config"]
                         ["last_error"], 15, 0.05, "the file loaded again")
     b.wait(lambda d: "LAST RELOAD FAILED" not in b.text("#main"), "the warning gone")
+
+
+KILLER = admin_token("killgate:read killgate:kill", "alice", 10800)
+
+
+def test_a_receipt_names_the_silent_instance_it_did_not_count(fleet: Fleet,
+                                                              browser: Browser) -> None:
+    """An instance that stopped heartbeating (crashed, or cut off from the store) is not
+    in a receipt's count: `killgate kill` warns of it; the page's dialog showed 'applied
+    by 1/1' in green, as if the whole fleet enforced the kill."""
+    b = browser
+    other = fleet.gateways[1]
+    name = next(r["instance"] for r in fleet.api("GET", "/v1/fleet", READER)["instances"]
+                if not r["self"])
+    sel = {"scope": "version", "route": "iris", "version": "v2"}
+    os.kill(other.proc.pid, signal.SIGSTOP)
+    try:
+        wait_until_sync(lambda: any(r["instance"] == name and not r["live"] for r in
+                                    fleet.api("GET", "/v1/fleet", READER)["instances"]),
+                        15, 0.05, "the other instance silent")
+        b.sign_in(fleet.admin, KILLER, "alice")
+        b.wait(lambda d: "SILENT" in b.text("#warnings"), "the silent instance warned of")
+        assert name in b.text("#warnings")
+        b.click("button[data-key='kill-iris-v2']")
+        b.d.find_element(By.ID, "action-reason").send_keys("INC-7")
+        b.click("#action-apply")
+        receipt = str(b.wait(lambda d: b.text("#action-result [data-testid]"), "the receipt"))
+        assert receipt.startswith("generation"), receipt
+        assert "NOT COUNTED" in receipt and name in receipt, receipt
+        assert "ok" not in (b.d.find_element(By.CSS_SELECTOR, "#action-result p")
+                            .get_attribute("class") or "").split()
+        b.click("#action-cancel")
+    finally:
+        os.kill(other.proc.pid, signal.SIGCONT)
+        fleet.api("POST", "/v1/unkill", KILLER, body={**sel, "reason": "INC-7 over"})
+    b.wait(lambda d: "SILENT" not in b.text("#main"), "the instance back", timeout=30)

@@ -221,7 +221,14 @@ export function openAction(spec, opts) {
     result.replaceChildren(h("p", {}, "Applying…"));
     try {
       const r = await call(spec.method, `${spec.path}?wait=${WAIT}`, body());
-      result.replaceChildren(h("p", {class: "receipt ok", "data-testid": "receipt"}, receiptText(r.status, r.data)));
+      // a receipt counts live instances only: one not heard from within the lease
+      // (crashed, or cut off from the store) is named, as `killgate kill` warns of it
+      const ap = r.data && r.data.applied;
+      const silent = ap && opts.silent ? await opts.silent(new Set(ap.pending || [])) : [];
+      const short = ap && ((ap.pending && ap.pending.length) || silent.length);
+      result.replaceChildren(h("p", {class: `receipt ${short ? "warn" : "ok"}`, "data-testid": "receipt"},
+        receiptText(r.status, r.data), silent.length ? `; NOT COUNTED: ${silent.join(", ")}, not heard from ` +
+          "within the lease (crashed, or cut off from the store and not enforcing this): see the Fleet panel" : ""));
       apply.hidden = true;
       cancel.textContent = "Close";
       cancel.focus();
