@@ -127,3 +127,22 @@ def test_a_receipt_names_the_silent_instance_it_did_not_count(fleet: Fleet,
         os.kill(other.proc.pid, signal.SIGCONT)
         fleet.api("POST", "/v1/unkill", KILLER, body={**sel, "reason": "INC-7 over"})
     b.wait(lambda d: "SILENT" not in b.text("#main"), "the instance back", timeout=30)
+
+
+def test_an_admin_listener_that_stops_answering_is_said_within_seconds(
+        fleet: Fleet, browser: Browser) -> None:
+    """A hung admin listener (a stopped process, a black-holed network path) left every
+    read of the page waiting forever: the refresh never came back, and the last picture
+    (green, 'Updated …') stayed on screen as if current."""
+    b = browser
+    me = fleet.gateways[0]
+    b.sign_in(fleet.admin, READER, "bob")
+    b.wait(lambda d: "Updated" in b.text("#banner"), "a round drawn")
+    os.kill(me.proc.pid, signal.SIGSTOP)
+    try:
+        b.wait(lambda d: "did not answer" in b.text("#kills-body"), "the hang said", timeout=30)
+        assert "No kill in force" not in b.text("#kills-body")
+        assert "failed" in b.text("#banner")
+    finally:
+        os.kill(me.proc.pid, signal.SIGCONT)
+    b.wait(lambda d: "Updated" in b.text("#banner"), "the page back", timeout=30)

@@ -6,6 +6,8 @@
 import {parse} from "./json.js";
 
 const KEY = "killgate.token";
+const READ_S = 8; // a read's deadline (the page refreshes every 3 s)
+const WRITE_S = 15; // a write's: it waits up to 2 s for the fleet's acks
 
 export const token = () => sessionStorage.getItem(KEY);
 export const setToken = (t) => sessionStorage.setItem(KEY, t);
@@ -28,17 +30,31 @@ export async function call(method, path, body) {
   const t = token();
   if (t) headers.Authorization = `Bearer ${t}`;
   if (body !== undefined) headers["Content-Type"] = "application/json";
+  // a listener that accepts and never answers (a stopped process, a black-holed path)
+  // must not hold the page on its last picture: a call gives up after its deadline
+  const limit = method === "GET" ? READ_S : WRITE_S;
+  const ctl = new AbortController();
+  const timer = setTimeout(() => ctl.abort(), limit * 1000);
   let resp;
+  let text;
   try {
     resp = await fetch(path, {
       method, headers, body: body === undefined ? undefined : JSON.stringify(body),
       credentials: "same-origin", cache: "no-store", redirect: "error",
-      referrerPolicy: "no-referrer",
+      referrerPolicy: "no-referrer", signal: ctl.signal,
     });
+    text = await resp.text();
   } catch (exc) {
-    throw new ApiError(0, "unreachable", `the admin listener did not answer (${exc.message})`);
+    if (!ctl.signal.aborted) {
+      throw new ApiError(0, "unreachable", `the admin listener did not answer (${exc.message})`);
+    }
+    throw new ApiError(0, "timeout", method === "GET"
+      ? `the admin listener did not answer within ${limit} s (stopped, overloaded or cut off?)`
+      : `the admin listener did not answer within ${limit} s: the change may or may not have ` +
+        "been applied; check the panels and the audit trail before trying again");
+  } finally {
+    clearTimeout(timer);
   }
-  const text = await resp.text();
   let data = null;
   try { data = text ? parse(text) : null; } catch { data = null; }
   if (!resp.ok) {

@@ -194,6 +194,10 @@ async function round(session) {
   if (audit.status === "fulfilled") await auditPanel(audit.value);
   else render($("audit-body"), failure(audit.reason));
   if (session !== st.session) return;
+  // (said before the optional panels' reads, which may take their own deadlines)
+  const failed = [status, fleet, traffic, audit].filter((r) => r.status === "rejected").length;
+  render($("banner"), failed ? badge("warn", `${failed} request(s) failed at ${new Date().toLocaleTimeString()}`)
+    : h("span", {}, `Updated ${new Date().toLocaleTimeString()}; refreshes every ${REFRESH_MS / 1000} s.`));
   try {
     await feature("approvals", "/v1/approvals", "approvals", (d) => renderApprovals($("approvals-body"), d, can, open));
     if (session === st.session) {
@@ -202,9 +206,6 @@ async function round(session) {
   } catch {
     return showSignIn("Signed out: the token is no longer accepted");
   }
-  const failed = [status, fleet, traffic, audit].filter((r) => r.status === "rejected").length;
-  render($("banner"), failed ? badge("warn", `${failed} request(s) failed at ${new Date().toLocaleTimeString()}`)
-    : h("span", {}, `Updated ${new Date().toLocaleTimeString()}; refreshes every ${REFRESH_MS / 1000} s.`));
 }
 
 async function boot() {
