@@ -10,7 +10,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 
 from tests.conftest import admin_token, wait_until_sync
 from tests.console_rig import CHROMEDRIVER, CHROMIUM, Browser, Fleet, running_fleet
@@ -146,3 +148,34 @@ def test_an_admin_listener_that_stops_answering_is_said_within_seconds(
     finally:
         os.kill(me.proc.pid, signal.SIGCONT)
     b.wait(lambda d: "Updated" in b.text("#banner"), "the page back", timeout=30)
+
+
+def test_a_write_in_flight_keeps_its_dialog_until_its_receipt(fleet: Fleet,
+                                                              browser: Browser) -> None:
+    """A slow write's dialog could be closed (Cancel, Escape) while the request was in
+    flight: the kill then happened with no receipt seen, and its receipt landed in the
+    next dialog opened (an unkill's, say), as if that one had been applied."""
+    b = browser
+    me = fleet.gateways[0]
+    sel = {"scope": "version", "route": "iris", "version": "v2"}
+    b.sign_in(fleet.admin, KILLER, "alice")
+    b.click("button[data-key='kill-iris-v2']")
+    b.d.find_element(By.ID, "action-reason").send_keys("INC-9")
+    os.kill(me.proc.pid, signal.SIGSTOP)
+    try:
+        b.click("#action-apply")
+        b.wait(lambda d: "Applying" in b.text("#action-result"), "the write under way")
+        is_open = "return document.getElementById('action-dialog').open"
+        b.d.find_element(By.ID, "action-cancel").click()
+        assert b.d.execute_script(is_open), "closed by Cancel with the write in flight"
+        ActionChains(b.d).send_keys(Keys.ESCAPE).perform()
+        assert b.d.execute_script(is_open), "closed by Escape with the write in flight"
+    finally:
+        os.kill(me.proc.pid, signal.SIGCONT)
+    try:
+        receipt = str(b.wait(lambda d: b.text("#action-result [data-testid]"), "the receipt"))
+        assert receipt.startswith("generation"), receipt
+        assert b.text("#action-title") == "Kill version iris/v2"
+        b.click("#action-cancel")
+    finally:
+        fleet.api("POST", "/v1/unkill", KILLER, body={**sel, "reason": "INC-9 over"})

@@ -168,6 +168,8 @@ export function receiptText(status, data) {
   return text;
 }
 
+let opened = 0; // openings of the dialog
+
 export function openAction(spec, opts) {
   const dlg = document.getElementById("action-dialog");
   const form = document.getElementById("action-form");
@@ -212,13 +214,23 @@ export function openAction(spec, opts) {
   };
   reason.oninput = update;
   confirm.onchange = update;
-  cancel.onclick = () => dlg.close();
+  // A write in flight keeps its dialog (no Cancel, no Escape) until its receipt or its
+  // error shows (the call has a deadline): closed, the change would be made unseen, and
+  // its receipt land in the next dialog opened. `run`: this opening's, checked all the same.
+  const run = ++opened;
+  let busy = false;
+  cancel.disabled = false;
+  cancel.onclick = () => { if (!busy) dlg.close(); };
+  dlg.oncancel = (ev) => { if (busy) ev.preventDefault(); };
   form.onsubmit = async (ev) => {
     ev.preventDefault(); // never a form submission (and the CSP forbids one)
     update();
-    if (apply.disabled) return;
+    if (apply.disabled || busy) return;
     apply.disabled = true;
+    busy = true;
+    cancel.disabled = true;
     result.replaceChildren(h("p", {}, "Applying…"));
+    const shown = () => run === opened && dlg.open;
     try {
       const r = await call(spec.method, `${spec.path}?wait=${WAIT}`, body());
       // a receipt counts live instances only: one not heard from within the lease
@@ -226,6 +238,9 @@ export function openAction(spec, opts) {
       const ap = r.data && r.data.applied;
       const silent = ap && opts.silent ? await opts.silent(new Set(ap.pending || [])) : [];
       const short = ap && ((ap.pending && ap.pending.length) || silent.length);
+      busy = false;
+      if (!shown()) return opts.done();
+      cancel.disabled = false;
       result.replaceChildren(h("p", {class: `receipt ${short ? "warn" : "ok"}`, "data-testid": "receipt"},
         receiptText(r.status, r.data), silent.length ? `; NOT COUNTED: ${silent.join(", ")}, not heard from ` +
           "within the lease (crashed, or cut off from the store and not enforcing this): see the Fleet panel" : ""));
@@ -234,6 +249,9 @@ export function openAction(spec, opts) {
       cancel.focus();
       opts.done();
     } catch (exc) {
+      busy = false;
+      if (!shown()) return;
+      cancel.disabled = false;
       const msg = exc instanceof ApiError ? `${exc.status} ${exc.type}: ${exc.apiMessage}` : String(exc);
       result.replaceChildren(h("p", {class: "receipt error", "data-testid": "api-error"}, msg));
       apply.disabled = false;
