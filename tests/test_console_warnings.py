@@ -15,7 +15,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 
 from tests.conftest import admin_token, wait_until_sync
-from tests.console_rig import CHROMEDRIVER, CHROMIUM, Browser, Fleet, running_fleet
+from tests.console_rig import CHROMEDRIVER, CHROMIUM, Browser, Fleet, nginx_proxy, running_fleet
 from tests.test_reload import atomic_write
 
 pytestmark = pytest.mark.timeout(120)
@@ -179,3 +179,25 @@ def test_a_write_in_flight_keeps_its_dialog_until_its_receipt(fleet: Fleet,
         b.click("#action-cancel")
     finally:
         fleet.api("POST", "/v1/unkill", KILLER, body={**sel, "reason": "INC-9 over"})
+
+
+def test_an_answer_that_is_not_json_is_said_not_taken_for_the_state(
+        fleet: Fleet, browser: Browser, tmp_path: Path) -> None:
+    """A proxy in front of the admin listener answering 200 with its own page (a sign-in
+    page once its session ended, say) broke the round with a TypeError: the kill switch
+    panel kept its last picture (or nothing) and the banner spoke of JavaScript."""
+    b = browser
+    page = 'location = /v1/status { default_type text/html; return 200 "<html>Sign in</html>"; }'
+    proc, url = nginx_proxy(tmp_path, fleet.gateways[0].admin_port, READER, page)
+    try:
+        b.d.get(url + "/ui/")
+        b.wait(lambda d: b.text("[data-testid=subject]") == "bob", "signed in by the proxy")
+        b.wait(lambda d: "not the admin API's JSON" in b.text("#kills-body"), "the garbage said")
+        assert "Sign in" in b.text("#kills-body")
+        assert "not the admin API's JSON" in b.text("#routes-body")
+        assert "live instance" in b.text("#fleet-body")  # what did answer is drawn
+        assert "TypeError" not in b.text("#main")
+    finally:
+        b.d.get(fleet.admin + "/ui/")
+        proc.terminate()
+        proc.wait(10)

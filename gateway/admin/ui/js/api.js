@@ -62,6 +62,12 @@ export async function call(method, path, body) {
     if (err && typeof err.type === "string") throw new ApiError(resp.status, err.type, String(err.message));
     throw new ApiError(resp.status, `http_${resp.status}`, text.slice(0, 500) || resp.statusText);
   }
+  // the API answers every call with a JSON object: anything else (a proxy's own page, a
+  // sign-in form once its session ended) is said as such, never drawn as the state
+  if (data === null || typeof data !== "object" || Array.isArray(data)) {
+    throw new ApiError(resp.status, "not_json", `the answer to ${method} ${path.split("?")[0]} is not ` +
+      `the admin API's JSON (a proxy's page?): ${text.slice(0, 200) || "(empty)"}`);
+  }
   return {status: resp.status, data, text};
 }
 
