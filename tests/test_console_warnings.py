@@ -201,3 +201,22 @@ def test_an_answer_that_is_not_json_is_said_not_taken_for_the_state(
         b.d.get(fleet.admin + "/ui/")
         proc.terminate()
         proc.wait(10)
+
+
+def test_a_feature_list_that_did_not_load_is_said_not_taken_for_none(
+        fleet: Fleet, browser: Browser, tmp_path: Path) -> None:
+    """GET /openapi.json failing once at sign-in (a proxy's 502, a slow listener) hid the
+    approvals panel for the whole session, as if the gateway had no approvals: a request
+    waiting for a second person went unseen."""
+    b = browser
+    bad = "location = /openapi.json { return 502; }"
+    proc, url = nginx_proxy(tmp_path, fleet.gateways[0].admin_port, READER, bad)
+    try:
+        b.d.get(url + "/ui/")
+        b.wait(lambda d: b.text("[data-testid=subject]") == "bob", "signed in by the proxy")
+        b.wait(lambda d: "feature list did not load" in b.text("#approvals"), "the gap said")
+        assert "502" in b.text("#approvals") and "killgate approvals" in b.text("#approvals")
+    finally:
+        b.d.get(fleet.admin + "/ui/")
+        proc.terminate()
+        proc.wait(10)

@@ -120,8 +120,10 @@ async function features() {
     const unkill = paths["/v1/unkill"]?.post?.requestBody?.content?.["application/json"]?.schema;
     st.features = {approvals: "/v1/approvals" in paths, drills: Boolean(paths["/v1/drills"]?.get),
                    breakGlass: Boolean(unkill?.properties?.break_glass)};
-  } catch {
-    st.features = {};
+  } catch (exc) {
+    // unknown, not absent: said on the page, and asked again at the next round (a gateway
+    // with approvals would otherwise hide a waiting request for the whole session)
+    st.features = {failed: exc instanceof ApiError ? `${exc.status} ${exc.type}: ${exc.apiMessage}` : String(exc)};
   }
 }
 
@@ -198,6 +200,15 @@ async function round(session) {
   const failed = [status, fleet, traffic, audit].filter((r) => r.status === "rejected").length;
   render($("banner"), failed ? badge("warn", `${failed} request(s) failed at ${new Date().toLocaleTimeString()}`)
     : h("span", {}, `Updated ${new Date().toLocaleTimeString()}; refreshes every ${REFRESH_MS / 1000} s.`));
+  if (st.features.failed) await features();
+  if (session !== st.session) return;
+  if (st.features.failed) {
+    $("approvals").hidden = false;
+    render($("approvals-body"), h("p", {class: "receipt error"}, "Requests waiting for approval (and drills) " +
+      `cannot be shown: the API's feature list did not load (GET /openapi.json: ${st.features.failed}); asked again ` +
+      "every round. `killgate approvals` lists them."));
+    return;
+  }
   try {
     await feature("approvals", "/v1/approvals", "approvals", (d) => renderApprovals($("approvals-body"), d, can, open));
     if (session === st.session) {
