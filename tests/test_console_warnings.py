@@ -220,3 +220,23 @@ def test_a_feature_list_that_did_not_load_is_said_not_taken_for_none(
         b.d.get(fleet.admin + "/ui/")
         proc.terminate()
         proc.wait(10)
+
+
+def test_a_redirect_is_not_called_an_unreachable_listener(
+        fleet: Fleet, browser: Browser, tmp_path: Path) -> None:
+    """An OIDC proxy whose session ended redirects every call to its sign-in: the page
+    said 'the admin listener did not answer', sending the operator after a gateway that
+    was up."""
+    b = browser
+    idp = "location = /v1/status { return 302 http://127.0.0.1:9/sign-in; }"
+    proc, url = nginx_proxy(tmp_path, fleet.gateways[0].admin_port, READER, idp)
+    try:
+        b.d.get(url + "/ui/")
+        b.wait(lambda d: b.text("[data-testid=subject]") == "bob", "signed in by the proxy")
+        b.wait(lambda d: "redirect" in b.text("#kills-body"), "the redirect said")
+        assert "did not answer" not in b.text("#kills-body")
+        assert "reload the page" in b.text("#kills-body")
+    finally:
+        b.d.get(fleet.admin + "/ui/")
+        proc.terminate()
+        proc.wait(10)

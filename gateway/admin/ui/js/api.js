@@ -40,10 +40,10 @@ export async function call(method, path, body) {
   try {
     resp = await fetch(path, {
       method, headers, body: body === undefined ? undefined : JSON.stringify(body),
-      credentials: "same-origin", cache: "no-store", redirect: "error",
+      credentials: "same-origin", cache: "no-store", redirect: "manual", // never followed
       referrerPolicy: "no-referrer", signal: ctl.signal,
     });
-    text = await resp.text();
+    text = resp.type === "opaqueredirect" ? "" : await resp.text();
   } catch (exc) {
     if (!ctl.signal.aborted) {
       throw new ApiError(0, "unreachable", `the admin listener did not answer (${exc.message})`);
@@ -54,6 +54,12 @@ export async function call(method, path, body) {
         "been applied; check the panels and the audit trail before trying again");
   } finally {
     clearTimeout(timer);
+  }
+  if (resp.type === "opaqueredirect") {
+    // the admin API never redirects a call: a proxy in front does (its sign-in, once its
+    // session ended); the listener did answer, so "unreachable" would send you elsewhere
+    throw new ApiError(0, "redirected", `the answer to ${method} ${path.split("?")[0]} was a redirect, ` +
+      "not the admin API's (a proxy's sign-in page, once its session ended?): reload the page to sign in again");
   }
   let data = null;
   try { data = text ? parse(text) : null; } catch { data = null; }
