@@ -237,7 +237,8 @@ export function openAction(spec, opts) {
       // (crashed, or cut off from the store) is named, as `killgate kill` warns of it
       const ap = r.data && r.data.applied;
       const silent = ap && opts.silent ? await opts.silent(new Set(ap.pending || [])) : [];
-      const short = ap && ((ap.pending && ap.pending.length) || silent.length);
+      // (a 202 waits for approval: nothing applied yet, not drawn as a success)
+      const short = r.status === 202 || (ap && ((ap.pending && ap.pending.length) || silent.length));
       busy = false;
       if (!shown()) return opts.done();
       cancel.disabled = false;
