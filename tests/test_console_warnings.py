@@ -240,3 +240,22 @@ def test_a_redirect_is_not_called_an_unreachable_listener(
         b.d.get(fleet.admin + "/ui/")
         proc.terminate()
         proc.wait(10)
+
+
+def test_no_kill_is_not_called_green_while_the_state_is_stale(fleet: Fleet,
+                                                              browser: Browser) -> None:
+    """The store silent beyond max_staleness: kills made meanwhile may not be in force
+    here, as `killgate status` says (STALE); the kill switch panel still said 'No kill
+    in force' with a green tick."""
+    b = browser
+    b.sign_in(fleet.admin, READER, "bob")
+    b.wait(lambda d: "No kill in force" in b.text("#kills-body"), "no kill")
+    os.kill(fleet.redis.proc.pid, signal.SIGSTOP)
+    try:
+        b.wait(lambda d: "STALE" in b.text("#warnings"), "the staleness warned of", timeout=40)
+        b.wait(lambda d: "No kill in force" not in b.text("#kills-body"), "no green 'no kill'",
+               timeout=10)
+        assert "not current" in b.text("#kills-body")
+    finally:
+        os.kill(fleet.redis.proc.pid, signal.SIGCONT)
+    b.wait(lambda d: "No kill in force" in b.text("#kills-body"), "current again", timeout=40)
