@@ -259,3 +259,26 @@ def test_no_kill_is_not_called_green_while_the_state_is_stale(fleet: Fleet,
     finally:
         os.kill(fleet.redis.proc.pid, signal.SIGCONT)
     b.wait(lambda d: "No kill in force" in b.text("#kills-body"), "current again", timeout=40)
+
+
+def test_a_reload_while_the_api_is_down_keeps_the_token(fleet: Fleet, browser: Browser,
+                                                        tmp_path: Path) -> None:
+    """Reloading the page while the admin API answered 502 (a restart behind a proxy)
+    threw the tab's token away: at 3 a.m. the operator had to find it again. Only a 401
+    (the token refused) removes it; otherwise the page says so and tries again."""
+    b = browser
+    down = "location = /v1/whoami { return 502; }"
+    proc, url = nginx_proxy(tmp_path, fleet.gateways[0].admin_port, READER, down)
+    try:
+        b.d.get(url + "/ui/")
+        b.d.execute_script("sessionStorage.setItem('killgate.token', arguments[0])", READER)
+        b.d.refresh()
+        b.wait(lambda d: "502" in b.text("#signin-error"), "the failure said", seen="body")
+        kept = b.d.execute_script("return sessionStorage.getItem('killgate.token')") == READER
+        assert kept, "the token was removed from the tab"
+        assert "trying again" in b.text("#signin-error")
+    finally:
+        b.d.execute_script("sessionStorage.clear()")
+        b.d.get(fleet.admin + "/ui/")
+        proc.terminate()
+        proc.wait(10)

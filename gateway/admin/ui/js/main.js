@@ -219,6 +219,26 @@ async function round(session) {
   }
 }
 
+// The tab's token, at a (re)load: only a 401 (the token refused) removes it; an API that
+// is down or restarting is said, and asked again, the token kept (at 3 a.m. it may not be
+// at hand again).
+async function resume() {
+  try {
+    return signedIn(await whoami(), "token");
+  } catch (exc) {
+    const msg = exc instanceof ApiError ? `${exc.status} ${exc.type}: ${exc.apiMessage}` : String(exc);
+    if (exc instanceof ApiError && exc.status === 401) {
+      clearToken();
+      return showSignIn(`Signed out: ${msg}`);
+    }
+    showSignIn(`Not signed in yet: ${msg}. The token is kept in this tab; trying again in ${REFRESH_MS / 1000} s.`);
+    const session = st.session;
+    st.timer = setTimeout(() => {
+      if (session === st.session && token()) resume();
+    }, REFRESH_MS);
+  }
+}
+
 async function boot() {
   $("signin-form").addEventListener("submit", async (ev) => {
     ev.preventDefault(); // the token never leaves in a form submission (or a URL)
@@ -239,14 +259,7 @@ async function boot() {
     clearToken();
     showSignIn("Signed out: the token was removed from this tab.");
   });
-  if (token()) {
-    try {
-      return signedIn(await whoami(), "token");
-    } catch (exc) {
-      clearToken();
-      return showSignIn(`Signed out: ${exc instanceof ApiError ? `${exc.status} ${exc.type}: ${exc.apiMessage}` : exc}`);
-    }
-  }
+  if (token()) return resume();
   try {
     // no token of our own: a proxy in front of the admin listener may add one (an
     // answer without a subject: nobody signed this call in)
