@@ -282,3 +282,24 @@ def test_a_reload_while_the_api_is_down_keeps_the_token(fleet: Fleet, browser: B
         b.d.get(fleet.admin + "/ui/")
         proc.terminate()
         proc.wait(10)
+
+
+def test_set_weights_does_not_prefill_a_killed_version_with_zero(fleet: Fleet,
+                                                                 browser: Browser) -> None:
+    """The weights dialog was filled with the effective shares: a killed (or ejected)
+    version read 0, and applying the dialog as shown latched it at weight 0, so it got no
+    traffic after its kill was lifted."""
+    b = browser
+    admin = admin_token("killgate:admin", "carol", 10800)
+    sel = {"scope": "version", "route": "iris", "version": "v2"}
+    fleet.api("POST", "/v1/kill", admin, body={**sel, "reason": "INC-3"})
+    try:
+        b.sign_in(fleet.admin, admin, "carol")
+        b.wait(lambda d: "KILLED" in b.text("article[data-route='iris'] tr[data-version='v2'] "
+                                            "td[data-testid=state]"), "v2 killed")
+        b.click("button[data-key='weights-iris']")
+        got = b.d.find_element(By.ID, "f-w-v2").get_attribute("value")
+        assert got == "10", got
+        b.click("#action-cancel")
+    finally:
+        fleet.api("POST", "/v1/unkill", admin, body={**sel, "reason": "INC-3 over"})

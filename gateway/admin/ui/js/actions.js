@@ -97,8 +97,14 @@ export function weightsSpec(name, rs) {
     key: `weights-${name}`, gated: true, title: `Set the weights of route ${name}`, method: "PUT",
     path: `/v1/routes/${encodeURIComponent(name)}/weights`, body: {},
     fields: (onChange) => {
+      // the weights the route is set to: a latched override's, else the share now, but
+      // never a killed or ejected version's 0 (applied as shown, it would stay at 0 after
+      // its kill is lifted): the file's weight for it
+      const set = (n, v) => (rs.latched && rs.override?.weights && n in rs.override.weights
+        ? rs.override.weights[n] : v.killed || !v.healthy ? v.configured_weight
+          : v.effective_weight ?? v.configured_weight);
       const inputs = Object.entries(rs.versions).map(([n, v]) => [n, h("input", {
-        type: "number", min: 0, step: "any", id: `f-w-${n}`, value: v.effective_weight ?? v.configured_weight,
+        type: "number", min: 0, step: "any", id: `f-w-${n}`, value: set(n, v),
         oninput: onChange, "aria-describedby": "f-w-help"})]);
       return {
         els: [h("fieldset", {}, h("legend", {}, "New weights (relative; 0 = no traffic)"),
