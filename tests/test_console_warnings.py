@@ -5,7 +5,9 @@ lines of the CLI's warnings, in a real Chromium against a real fleet."""
 from __future__ import annotations
 
 import os
+import re
 import signal
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -303,3 +305,21 @@ def test_set_weights_does_not_prefill_a_killed_version_with_zero(fleet: Fleet,
         b.click("#action-cancel")
     finally:
         fleet.api("POST", "/v1/unkill", admin, body={**sel, "reason": "INC-3 over"})
+
+
+def test_a_broken_audit_chain_is_among_the_warnings(fleet: Fleet, browser: Browser) -> None:
+    """(last in this module: the trail stays broken) The chain the page checks was said
+    broken only in the audit panel, below every route: at the top, nothing."""
+    b = browser
+    b.sign_in(fleet.admin, READER, "bob")
+    b.wait(lambda d: "Chain verified" in b.text(".chain"), "the chain verified")
+    out = subprocess.run(["redis-cli", "-p", str(fleet.redis.port), "--raw", "XRANGE",
+                          "kgui:audit", "-", "+"], capture_output=True, text=True,
+                         check=True, timeout=5).stdout
+    ids = [x for x in out.split() if re.fullmatch(r"\d+-\d+", x)]
+    assert len(ids) >= 3
+    subprocess.run(["redis-cli", "-p", str(fleet.redis.port), "XDEL", "kgui:audit", ids[-2]],
+                   check=True, capture_output=True, timeout=5)
+    b.wait(lambda d: "Chain BROKEN" in b.text(".chain"), "the break in the audit panel")
+    b.wait(lambda d: "AUDIT CHAIN BROKEN" in b.text("#warnings"), "the break among the warnings")
+    assert "killgate audit verify" in b.text("#warnings")

@@ -179,8 +179,6 @@ async function round(session) {
     showSignIn(`Signed out: ${denied.reason.status} ${denied.reason.type}: ${denied.reason.apiMessage}`);
     return;
   }
-  renderWarnings($("warnings"), status.status === "fulfilled" ? status.value.data : null,
-                 fleet.status === "fulfilled" ? fleet.value.data : null);
   if (fleet.status === "fulfilled") renderFleet($("fleet-body"), fleet.value.data);
   else render($("fleet-body"), failure(fleet.reason));
   if (status.status === "fulfilled") {
@@ -195,6 +193,11 @@ async function round(session) {
   }
   if (audit.status === "fulfilled") await auditPanel(audit.value);
   else render($("audit-body"), failure(audit.reason));
+  if (session !== st.session) return;
+  // (after the audit panel: the chain checked here is among the warnings)
+  const chain = audit.status === "fulfilled" && st.chain.res && !st.chain.res.ok ? st.chain.res : null;
+  renderWarnings($("warnings"), status.status === "fulfilled" ? status.value.data : null,
+                 fleet.status === "fulfilled" ? fleet.value.data : null, chain);
   if (session !== st.session) return;
   // (said before the optional panels' reads, which may take their own deadlines)
   const failed = [status, fleet, traffic, audit].filter((r) => r.status === "rejected").length;

@@ -99,8 +99,12 @@ function fleetLines(sd, fleet) {
   return out;
 }
 
-export function warnings(sd, fleet) {
+export function warnings(sd, fleet, chain) {
   const lines = [];
+  if (chain) {
+    lines.push(["bad", "AUDIT CHAIN BROKEN", `at event ${chain.eventId}: ${chain.problem} (checked in this ` +
+      "browser; see the audit trail below, and `killgate audit verify`)"]);
+  }
   if (sd) {
     lines.push(...storeLines(sd), ...configLines(sd));
     for (const [name, rs] of Object.entries(sd.routes || {})) {
@@ -113,8 +117,8 @@ export function warnings(sd, fleet) {
   return lines;
 }
 
-export function renderWarnings(el, sd, fleet) {
-  const lines = warnings(sd, fleet);
+export function renderWarnings(el, sd, fleet, chain) {
+  const lines = warnings(sd, fleet, chain);
   el.hidden = !lines.length;
   render(el, lines.length ? h("ul", {class: "warnings"}, lines.map(([kind, word, text]) =>
     h("li", {}, badge(kind, word), " ", text))) : null);
