@@ -308,7 +308,7 @@ def test_set_weights_does_not_prefill_a_killed_version_with_zero(fleet: Fleet,
 
 
 def test_a_broken_audit_chain_is_among_the_warnings(fleet: Fleet, browser: Browser) -> None:
-    """(last in this module: the trail stays broken) The chain the page checks was said
+    """(the trail stays broken: no later test here reads it) The chain the page checks was said
     broken only in the audit panel, below every route: at the top, nothing."""
     b = browser
     b.sign_in(fleet.admin, READER, "bob")
@@ -323,3 +323,29 @@ def test_a_broken_audit_chain_is_among_the_warnings(fleet: Fleet, browser: Brows
     b.wait(lambda d: "Chain BROKEN" in b.text(".chain"), "the break in the audit panel")
     b.wait(lambda d: "AUDIT CHAIN BROKEN" in b.text("#warnings"), "the break among the warnings")
     assert "killgate audit verify" in b.text("#warnings")
+
+
+def test_a_token_refused_by_a_later_read_leaves_the_tab(fleet: Fleet, browser: Browser,
+                                                        tmp_path: Path) -> None:
+    """A 401 met by the approvals read (the token expired between a round's calls) signed
+    the page out but left the refused token in the tab's storage."""
+    b = browser
+    gone = ('location = /v1/approvals { default_type application/json; return 401 '
+            '\'{"error": {"type": "unauthorized", "message": "token expired"}}\'; }')
+    proc, url = nginx_proxy(tmp_path, fleet.gateways[0].admin_port, READER, gone)
+    try:
+        b.d.get(url + "/ui/")
+        b.wait(lambda d: b.d.execute_script("return document.readyState") == "complete",
+               "the page", seen="body")
+        b.d.execute_script("sessionStorage.setItem('killgate.token', arguments[0])", READER)
+        b.d.refresh()
+        b.wait(lambda d: "no longer accepted" in b.text("#signin-error"), "signed out",
+               seen="body")
+        cleared = b.d.execute_script("return sessionStorage.getItem('killgate.token') === null")
+        assert cleared, "the refused token was left in the tab"
+    finally:
+        b.d.execute_script("sessionStorage.clear()")
+        b.d.get(fleet.admin + "/ui/")
+        proc.terminate()
+        proc.wait(10)
+

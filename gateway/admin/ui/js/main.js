@@ -218,6 +218,7 @@ async function round(session) {
       await feature("drills", "/v1/drills", "drills", (d) => renderDrills($("drills-body"), d));
     }
   } catch {
+    if (st.via === "token") clearToken(); // (as a 401 of the reads above does)
     return showSignIn("Signed out: the token is no longer accepted");
   }
 }
