@@ -293,9 +293,11 @@ def shown(d: webdriver.Chrome, css: str) -> WebElement | None:
     return els[0] if els else None
 
 
-def nginx_proxy(tmp: Path, admin_port: int, tok: str) -> tuple[subprocess.Popen[bytes], str]:
+def nginx_proxy(tmp: Path, admin_port: int, tok: str,
+                locations: str = "") -> tuple[subprocess.Popen[bytes], str]:
     """A real reverse proxy in front of the admin listener that adds the Authorization
-    header to everything it forwards, as an OIDC-fronting proxy does once you signed in."""
+    header to everything it forwards, as an OIDC-fronting proxy does once you signed in.
+    `locations`: more nginx `location` blocks (what such a proxy answers itself)."""
     exe = shutil.which("nginx") or "/usr/sbin/nginx"
     if not Path(exe).exists():
         pytest.fail("nginx is not installed (apt-get install -y nginx)")
@@ -316,6 +318,7 @@ def nginx_proxy(tmp: Path, admin_port: int, tok: str) -> tuple[subprocess.Popen[
             scgi_temp_path {tmp}/scgi;
             server {{
                 listen 127.0.0.1:{port};
+                {locations}
                 location / {{
                     proxy_pass http://127.0.0.1:{admin_port};
                     proxy_http_version 1.1;

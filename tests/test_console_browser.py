@@ -413,6 +413,9 @@ def test_two_person_unkill_approval_self_approval_decline_and_break_glass(
                  pending)
     assert m, pending
     ident = m.group(1)
+    # not applied: never drawn as a success (console review 2)
+    assert "ok" not in (b.d.find_element(By.CSS_SELECTOR, "#action-result p")
+                        .get_attribute("class") or "").split()
     b.click("#action-cancel")
     item = f"#approvals-body li[data-approval='{ident}']"
     b.wait(lambda d: "1 of 2" in b.text(item), "the request in the approvals panel",

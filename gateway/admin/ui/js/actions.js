@@ -97,8 +97,14 @@ export function weightsSpec(name, rs) {
     key: `weights-${name}`, gated: true, title: `Set the weights of route ${name}`, method: "PUT",
     path: `/v1/routes/${encodeURIComponent(name)}/weights`, body: {},
     fields: (onChange) => {
+      // the weights the route is set to: a latched override's, else the share now, but
+      // never a killed or ejected version's 0 (applied as shown, it would stay at 0 after
+      // its kill is lifted): the file's weight for it
+      const set = (n, v) => (rs.latched && rs.override?.weights && n in rs.override.weights
+        ? rs.override.weights[n] : v.killed || !v.healthy ? v.configured_weight
+          : v.effective_weight ?? v.configured_weight);
       const inputs = Object.entries(rs.versions).map(([n, v]) => [n, h("input", {
-        type: "number", min: 0, step: "any", id: `f-w-${n}`, value: v.effective_weight ?? v.configured_weight,
+        type: "number", min: 0, step: "any", id: `f-w-${n}`, value: set(n, v),
         oninput: onChange, "aria-describedby": "f-w-help"})]);
       return {
         els: [h("fieldset", {}, h("legend", {}, "New weights (relative; 0 = no traffic)"),
@@ -168,6 +174,8 @@ export function receiptText(status, data) {
   return text;
 }
 
+let opened = 0; // openings of the dialog
+
 export function openAction(spec, opts) {
   const dlg = document.getElementById("action-dialog");
   const form = document.getElementById("action-form");
@@ -212,21 +220,45 @@ export function openAction(spec, opts) {
   };
   reason.oninput = update;
   confirm.onchange = update;
-  cancel.onclick = () => dlg.close();
+  // A write in flight keeps its dialog (no Cancel, no Escape) until its receipt or its
+  // error shows (the call has a deadline): closed, the change would be made unseen, and
+  // its receipt land in the next dialog opened. `run`: this opening's, checked all the same.
+  const run = ++opened;
+  let busy = false;
+  cancel.disabled = false;
+  cancel.onclick = () => { if (!busy) dlg.close(); };
+  dlg.oncancel = (ev) => { if (busy) ev.preventDefault(); };
   form.onsubmit = async (ev) => {
     ev.preventDefault(); // never a form submission (and the CSP forbids one)
     update();
-    if (apply.disabled) return;
+    if (apply.disabled || busy) return;
     apply.disabled = true;
+    busy = true;
+    cancel.disabled = true;
     result.replaceChildren(h("p", {}, "Applying…"));
+    const shown = () => run === opened && dlg.open;
     try {
       const r = await call(spec.method, `${spec.path}?wait=${WAIT}`, body());
-      result.replaceChildren(h("p", {class: "receipt ok", "data-testid": "receipt"}, receiptText(r.status, r.data)));
+      // a receipt counts live instances only: one not heard from within the lease
+      // (crashed, or cut off from the store) is named, as `killgate kill` warns of it
+      const ap = r.data && r.data.applied;
+      const silent = ap && opts.silent ? await opts.silent(new Set(ap.pending || [])) : [];
+      // (a 202 waits for approval: nothing applied yet, not drawn as a success)
+      const short = r.status === 202 || (ap && ((ap.pending && ap.pending.length) || silent.length));
+      busy = false;
+      if (!shown()) return opts.done();
+      cancel.disabled = false;
+      result.replaceChildren(h("p", {class: `receipt ${short ? "warn" : "ok"}`, "data-testid": "receipt"},
+        receiptText(r.status, r.data), silent.length ? `; NOT COUNTED: ${silent.join(", ")}, not heard from ` +
+          "within the lease (crashed, or cut off from the store and not enforcing this): see the Fleet panel" : ""));
       apply.hidden = true;
       cancel.textContent = "Close";
       cancel.focus();
       opts.done();
     } catch (exc) {
+      busy = false;
+      if (!shown()) return;
+      cancel.disabled = false;
       const msg = exc instanceof ApiError ? `${exc.status} ${exc.type}: ${exc.apiMessage}` : String(exc);
       result.replaceChildren(h("p", {class: "receipt error", "data-testid": "api-error"}, msg));
       apply.disabled = false;

@@ -6,6 +6,8 @@
 import {parse} from "./json.js";
 
 const KEY = "killgate.token";
+const READ_S = 8; // a read's deadline (the page refreshes every 3 s)
+const WRITE_S = 15; // a write's: it waits up to 2 s for the fleet's acks
 
 export const token = () => sessionStorage.getItem(KEY);
 export const setToken = (t) => sessionStorage.setItem(KEY, t);
@@ -28,23 +30,49 @@ export async function call(method, path, body) {
   const t = token();
   if (t) headers.Authorization = `Bearer ${t}`;
   if (body !== undefined) headers["Content-Type"] = "application/json";
+  // a listener that accepts and never answers (a stopped process, a black-holed path)
+  // must not hold the page on its last picture: a call gives up after its deadline
+  const limit = method === "GET" ? READ_S : WRITE_S;
+  const ctl = new AbortController();
+  const timer = setTimeout(() => ctl.abort(), limit * 1000);
   let resp;
+  let text;
   try {
     resp = await fetch(path, {
       method, headers, body: body === undefined ? undefined : JSON.stringify(body),
-      credentials: "same-origin", cache: "no-store", redirect: "error",
-      referrerPolicy: "no-referrer",
+      credentials: "same-origin", cache: "no-store", redirect: "manual", // never followed
+      referrerPolicy: "no-referrer", signal: ctl.signal,
     });
+    text = resp.type === "opaqueredirect" ? "" : await resp.text();
   } catch (exc) {
-    throw new ApiError(0, "unreachable", `the admin listener did not answer (${exc.message})`);
+    if (!ctl.signal.aborted) {
+      throw new ApiError(0, "unreachable", `the admin listener did not answer (${exc.message})`);
+    }
+    throw new ApiError(0, "timeout", method === "GET"
+      ? `the admin listener did not answer within ${limit} s (stopped, overloaded or cut off?)`
+      : `the admin listener did not answer within ${limit} s: the change may or may not have ` +
+        "been applied; check the panels and the audit trail before trying again");
+  } finally {
+    clearTimeout(timer);
   }
-  const text = await resp.text();
+  if (resp.type === "opaqueredirect") {
+    // the admin API never redirects a call: a proxy in front does (its sign-in, once its
+    // session ended); the listener did answer, so "unreachable" would send you elsewhere
+    throw new ApiError(0, "redirected", `the answer to ${method} ${path.split("?")[0]} was a redirect, ` +
+      "not the admin API's (a proxy's sign-in page, once its session ended?): reload the page to sign in again");
+  }
   let data = null;
   try { data = text ? parse(text) : null; } catch { data = null; }
   if (!resp.ok) {
     const err = data && typeof data === "object" && data.error;
     if (err && typeof err.type === "string") throw new ApiError(resp.status, err.type, String(err.message));
     throw new ApiError(resp.status, `http_${resp.status}`, text.slice(0, 500) || resp.statusText);
+  }
+  // the API answers every call with a JSON object: anything else (a proxy's own page, a
+  // sign-in form once its session ended) is said as such, never drawn as the state
+  if (data === null || typeof data !== "object" || Array.isArray(data)) {
+    throw new ApiError(resp.status, "not_json", `the answer to ${method} ${path.split("?")[0]} is not ` +
+      `the admin API's JSON (a proxy's page?): ${text.slice(0, 200) || "(empty)"}`);
   }
   return {status: resp.status, data, text};
 }

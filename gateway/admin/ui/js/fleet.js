@@ -53,8 +53,18 @@ export function renderKills(el, status, can, open) {
       can.kill ? [" ", h("button", {type: "button", class: "secondary", dataset: {key: `unkill-${what}`},
                                     onclick: () => open(unkillSpec(k))}, `Unkill ${what}`)] : null);
   });
+  // what the answering instance enforces: when its state is not the store's (stale, not
+  // synced, not loaded), "no kill" is not news of the fleet's kills
+  const store = status.store || {};
+  const unknown = Object.values(status.routes || {}).some((r) => r && r.killed === "state_unknown");
+  const behind = unknown || store.stale || (store.synced === false &&
+    (store.from_snapshot || (store.backend && store.backend !== "local"))); // (as the warnings)
+  const none = behind
+    ? h("p", {}, badge("warn", "No kill known"), ` to ${status.instance}, whose state is not current ` +
+        "(see the warnings above): kills made meanwhile may be in force elsewhere and not shown here")
+    : h("p", {}, badge("ok", "No kill in force"));
   render(el,
-    items.length ? h("ul", {class: "kills"}, items) : h("p", {}, badge("ok", "No kill in force")),
+    items.length ? h("ul", {class: "kills"}, items) : none,
     can.kill && !global ? h("button", {type: "button", class: "danger", dataset: {key: "kill-global"},
                                        onclick: () => open(killSpec("global"))},
                             "Kill everything (global)…") : null);

@@ -10,6 +10,7 @@ import {renderApprovals, renderDrills} from "./extras.js";
 import {renderFleet, renderKills} from "./fleet.js";
 import {parse} from "./json.js";
 import {routeCard} from "./routes.js";
+import {renderWarnings} from "./warnings.js";
 
 const REFRESH_MS = 3000;
 const AUDIT_ROWS = 25;
@@ -24,7 +25,8 @@ function showSignIn(message) {
   st.session++;
   $("main").hidden = true;
   $("signout").hidden = true;
-  for (const id of ["fleet-body", "kills-body", "routes-body", "audit-body", "approvals-body", "drills-body"]) {
+  $("warnings").hidden = true;
+  for (const id of ["warnings", "fleet-body", "kills-body", "routes-body", "audit-body", "approvals-body", "drills-body"]) {
     $(id).replaceChildren(); // nothing read with the old token stays on screen
   }
   render($("who"), h("span", {}, "Not signed in"));
@@ -52,7 +54,21 @@ function signedIn(who, via) {
 }
 
 const open = (spec) => openAction(spec, {breakGlass: Boolean(st.features.breakGlass && st.who.can.breakglass),
-                                          done: () => refresh(st.session)});
+                                          done: () => refresh(st.session), silent});
+
+// The instances GET /v1/fleet holds a heartbeat of but has not heard from within the lease,
+// other than those `known` (a receipt's pending): not counted in a receipt. Best effort, and
+// not asked without killgate:read (a refusal would be audited after every write).
+async function silent(known) {
+  if (!st.who || !st.who.can.read) return [];
+  try {
+    const rows = (await call("GET", "/v1/fleet")).data.instances;
+    return (Array.isArray(rows) ? rows : []).filter((r) => r && r.live === false && !r.self &&
+      !known.has(r.instance)).map((r) => String(r.instance));
+  } catch {
+    return [];
+  }
+}
 
 function failure(exc) {
   return h("p", {class: "receipt error"}, exc instanceof ApiError
@@ -104,8 +120,10 @@ async function features() {
     const unkill = paths["/v1/unkill"]?.post?.requestBody?.content?.["application/json"]?.schema;
     st.features = {approvals: "/v1/approvals" in paths, drills: Boolean(paths["/v1/drills"]?.get),
                    breakGlass: Boolean(unkill?.properties?.break_glass)};
-  } catch {
-    st.features = {};
+  } catch (exc) {
+    // unknown, not absent: said on the page, and asked again at the next round (a gateway
+    // with approvals would otherwise hide a waiting request for the whole session)
+    st.features = {failed: exc instanceof ApiError ? `${exc.status} ${exc.type}: ${exc.apiMessage}` : String(exc)};
   }
 }
 
@@ -176,17 +194,53 @@ async function round(session) {
   if (audit.status === "fulfilled") await auditPanel(audit.value);
   else render($("audit-body"), failure(audit.reason));
   if (session !== st.session) return;
+  // (after the audit panel: the chain checked here is among the warnings)
+  const chain = audit.status === "fulfilled" && st.chain.res && !st.chain.res.ok ? st.chain.res : null;
+  renderWarnings($("warnings"), status.status === "fulfilled" ? status.value.data : null,
+                 fleet.status === "fulfilled" ? fleet.value.data : null, chain);
+  if (session !== st.session) return;
+  // (said before the optional panels' reads, which may take their own deadlines)
+  const failed = [status, fleet, traffic, audit].filter((r) => r.status === "rejected").length;
+  render($("banner"), failed ? badge("warn", `${failed} request(s) failed at ${new Date().toLocaleTimeString()}`)
+    : h("span", {}, `Updated ${new Date().toLocaleTimeString()}; refreshes every ${REFRESH_MS / 1000} s.`));
+  if (st.features.failed) await features();
+  if (session !== st.session) return;
+  if (st.features.failed) {
+    $("approvals").hidden = false;
+    render($("approvals-body"), h("p", {class: "receipt error"}, "Requests waiting for approval (and drills) " +
+      `cannot be shown: the API's feature list did not load (GET /openapi.json: ${st.features.failed}); asked again ` +
+      "every round. `killgate approvals` lists them."));
+    return;
+  }
   try {
     await feature("approvals", "/v1/approvals", "approvals", (d) => renderApprovals($("approvals-body"), d, can, open));
     if (session === st.session) {
       await feature("drills", "/v1/drills", "drills", (d) => renderDrills($("drills-body"), d));
     }
   } catch {
+    if (st.via === "token") clearToken(); // (as a 401 of the reads above does)
     return showSignIn("Signed out: the token is no longer accepted");
   }
-  const failed = [status, fleet, traffic, audit].filter((r) => r.status === "rejected").length;
-  render($("banner"), failed ? badge("warn", `${failed} request(s) failed at ${new Date().toLocaleTimeString()}`)
-    : h("span", {}, `Updated ${new Date().toLocaleTimeString()}; refreshes every ${REFRESH_MS / 1000} s.`));
+}
+
+// The tab's token, at a (re)load: only a 401 (the token refused) removes it; an API that
+// is down or restarting is said, and asked again, the token kept (at 3 a.m. it may not be
+// at hand again).
+async function resume() {
+  try {
+    return signedIn(await whoami(), "token");
+  } catch (exc) {
+    const msg = exc instanceof ApiError ? `${exc.status} ${exc.type}: ${exc.apiMessage}` : String(exc);
+    if (exc instanceof ApiError && exc.status === 401) {
+      clearToken();
+      return showSignIn(`Signed out: ${msg}`);
+    }
+    showSignIn(`Not signed in yet: ${msg}. The token is kept in this tab; trying again in ${REFRESH_MS / 1000} s.`);
+    const session = st.session;
+    st.timer = setTimeout(() => {
+      if (session === st.session && token()) resume();
+    }, REFRESH_MS);
+  }
 }
 
 async function boot() {
@@ -209,14 +263,7 @@ async function boot() {
     clearToken();
     showSignIn("Signed out: the token was removed from this tab.");
   });
-  if (token()) {
-    try {
-      return signedIn(await whoami(), "token");
-    } catch (exc) {
-      clearToken();
-      return showSignIn(`Signed out: ${exc instanceof ApiError ? `${exc.status} ${exc.type}: ${exc.apiMessage}` : exc}`);
-    }
-  }
+  if (token()) return resume();
   try {
     // no token of our own: a proxy in front of the admin listener may add one (an
     // answer without a subject: nobody signed this call in)

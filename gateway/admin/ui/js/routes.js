@@ -5,6 +5,7 @@
 import {killSpec, promoteSpec, releaseSpec, rollbackSpec, unkillSpec, weightsSpec} from "./actions.js";
 import {lineChart} from "./charts.js";
 import {badge, fmtAgo, fmtMs, fmtNum, fmtPct, h} from "./dom.js";
+import {overrideLine} from "./warnings.js";
 
 const last = (arr) => {
   for (let i = (arr || []).length - 1; i >= 0; i--) if (arr[i] !== null) return arr[i];
@@ -19,8 +20,10 @@ function healthCell(v) {
   return badge("bad", why);
 }
 
-function stateCell(name, v, routeKilled) {
+function stateCell(name, v, routeKilled, unservable) {
   if (v.killed) return badge("killed", routeKilled ? "KILLED (route)" : "KILLED", `${name} gets no traffic`);
+  // the route's latched override serves only versions this config lacks: none serves here
+  if (unservable) return badge("bad", "NOT SERVING", `${name} gets no traffic on this instance`);
   return badge("ok", "serving");
 }
 
@@ -47,7 +50,7 @@ function versionRows(name, rs, series, can, open, kills) {
                                                "aria-label": `${vn} share`}),
         ` ${fmtNum(v.effective_weight, 1)} %`),
       h("td", {}, healthCell(v)),
-      h("td", {"data-testid": "state"}, stateCell(vn, v, Boolean(rs.killed))),
+      h("td", {"data-testid": "state"}, stateCell(vn, v, Boolean(rs.killed), Boolean(rs.override_unservable?.length))),
       h("td", {class: "num"}, sv ? `${fmtNum(last(sv.rps), 1)}/s` : "–"),
       h("td", {class: "num"}, sv ? fmtPct(last(sv.error_rate)) : "–"),
       h("td", {class: "num"}, sv ? fmtMs(last(sv.p99_ms)) : "–"),
@@ -103,6 +106,8 @@ export function routeCard(name, rs, traffic, can, open, kills) {
   const badges = [];
   if (rs.killed) badges.push(badge("killed", `KILLED (${rs.killed})`));
   if (rs.latched) badges.push(badge("lock", `latched: ${rs.override?.kind} by ${rs.override?.actor}`, rs.override?.reason));
+  const over = overrideLine(name, rs);
+  if (over) badges.push(badge(over[0], over[1]));
   const routeFlag = kills.find((k) => k.scope === "route" && k.route === name);
   const acts = [];
   if (can.kill) {
@@ -127,6 +132,7 @@ export function routeCard(name, rs, traffic, can, open, kills) {
     rs.latched && rs.override ? h("p", {class: "muted"},
       `Override by ${rs.override.actor} ${fmtAgo(rs.override.time)}: “${rs.override.reason}”. ` +
       "Config reloads do not undo it; Release hands the route back to the file.") : null,
+    over ? h("p", {class: "warntext", "data-testid": "override-warning"}, `${over[1]}: ${over[2]}`) : null,
     h("div", {class: "scroll"}, h("table", {class: "versions"},
       h("caption", {class: "sr-only"}, `Versions of route ${name}`),
       h("thead", {}, h("tr", {}, ["Version", "Configured", "Share now", "Health", "State", "Rate", "Errors", "p99"]

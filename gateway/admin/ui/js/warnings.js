@@ -1,0 +1,125 @@
+// What must not be left to the operator to notice in the panels below: the lines
+// `killgate status` prints in capitals (cli/statuswarn.py, cli/admin.py), drawn at the top
+// of the page from the same documents (GET /v1/status, GET /v1/fleet), worst first. The
+// page must never look green while the CLI warns.
+
+import {badge, h, render} from "./dom.js";
+
+const secs = (ms) => (typeof ms === "number" ? `${(ms / 1000).toFixed(1)} s` : "?");
+
+function storeLines(sd) {
+  const store = sd.store || {};
+  const out = [];
+  const routes = Object.values(sd.routes || {});
+  if (routes.some((r) => r && r.killed === "state_unknown")) {
+    out.push(["bad", "STATE UNKNOWN", "this instance has not loaded the fleet's kills (no sync with the store " +
+      "yet, no snapshot): every matched route answers its fallback, else 503 state_unknown, until it syncs; " +
+      "check that it can reach the store"]);
+  } else if (store.synced === false && store.from_snapshot) {
+    out.push(["bad", "NOT SYNCED", `enforcing the kills of its snapshot (generation ${sd.generation}) since it ` +
+      "has not reached the store: kills and unkills made since are NOT in force here"]);
+  } else if (store.synced === false && store.backend && store.backend !== "local") {
+    out.push(["bad", "NOT SYNCED", "routing on the config alone (state.ready_without_state): kills made while " +
+      "this instance was away are NOT in force here until it syncs"]);
+  }
+  if (store.stale) {
+    out.push(["bad", "STALE", `no sync with the store for ${secs(store.staleness_ms)} (more than max_staleness, ` +
+      `${secs(store.max_staleness_ms)}): kills and unkills made since may NOT be in force here` +
+      (store.fail_closed ? "; every route answers killed (on_unavailable fail_closed) until the store answers" : "")]);
+  }
+  if (store.connected === false && store.last_error) out.push(["bad", "STORE ERROR", String(store.last_error)]);
+  const ver = store.verification || {};
+  if (ver.unverified_total) {
+    const last = ver.last_unverified || {};
+    out.push(["bad", "UNVERIFIED", `${ver.unverified_total} value(s) read from the store failed verification ` +
+      `and were refused (last: ${last.kind}: ${last.problem}): something wrote to the store without the signing key`]);
+  }
+  const audit = store.audit || {};
+  if (audit.trail_lost) {
+    const lost = audit.trail_lost;
+    out.push(["bad", "AUDIT TRAIL LOST", `the store lost its audit trail (re-seeded at ` +
+      `${typeof lost === "object" ? lost.time : lost}); \`killgate audit verify\` names the gap: compare with the audit mirror`]);
+  }
+  const mirror = audit.mirror || {};
+  const refused = mirror.refused || mirror.error;
+  if (refused) {
+    out.push(["bad", "AUDIT MIRROR STOPPED", `(${mirror.path}): ${typeof refused === "object" ? refused.problem : refused}`]);
+  }
+  return out;
+}
+
+function configLines(sd) {
+  const cfg = sd.config || {};
+  const out = [];
+  if (cfg.last_error) {
+    out.push(["bad", "LAST RELOAD FAILED", `${cfg.last_error} (the file on disk is not what this instance runs)`]);
+  }
+  if (cfg.waiting) out.push(["warn", "RELOAD WAITING", String(cfg.waiting)]);
+  if (Array.isArray(cfg.restart_required) && cfg.restart_required.length) {
+    out.push(["warn", "RESTART REQUIRED", `for: ${cfg.restart_required.join(", ")}`]);
+  }
+  return out;
+}
+
+// A latched override that gives traffic to versions this instance's config lacks.
+export function overrideLine(name, rs) {
+  if (rs.override_unservable && rs.override_unservable.length) {
+    const missing = rs.override_unservable.join(", ");
+    return ["bad", "NOT SERVING", `route ${name} is latched to ${missing}, which this instance's config does ` +
+      `not have: it answers its fallback (else 503) until \`killgate release ${name}\` or a config with ${missing}`];
+  }
+  if (rs.override_missing && rs.override_missing.length) {
+    const missing = rs.override_missing.join(", ");
+    return ["warn", "PARTLY SERVING", `route ${name}'s latched override gives traffic to ${missing}, which this ` +
+      `instance's config does not have: its other versions take that share here until \`killgate release ${name}\` ` +
+      `or a config with ${missing}`];
+  }
+  return null;
+}
+
+function killLines(sd) {
+  const gone = (sd.kills || []).filter((k) => k.routed === false);
+  if (!gone.length) return [];
+  return [["warn", "NOT ROUTED", `the config has no ${gone.map((k) => (k.version ? `version ${k.route}/${k.version}`
+    : `route ${k.route}`)).join(", ")}: these kills stop nothing until the name comes back`]];
+}
+
+function fleetLines(sd, fleet) {
+  const out = [];
+  const mine = sd ? sd.generation : fleet.generation;
+  for (const r of fleet.instances || []) {
+    if (r.self) continue;
+    if (!r.live) {
+      out.push(["bad", "SILENT", `instance ${r.instance}: not counted in receipts; crashed, or cut off from the ` +
+        "store and NOT enforcing changes made since (check it, or stop it)"]);
+    } else if (typeof r.generation === "number" && typeof mine === "number" && r.generation < mine) {
+      out.push(["warn", "BEHIND", `instance ${r.instance} has not applied generation ${mine}`]);
+    }
+  }
+  return out;
+}
+
+export function warnings(sd, fleet, chain) {
+  const lines = [];
+  if (chain) {
+    lines.push(["bad", "AUDIT CHAIN BROKEN", `at event ${chain.eventId}: ${chain.problem} (checked in this ` +
+      "browser; see the audit trail below, and `killgate audit verify`)"]);
+  }
+  if (sd) {
+    lines.push(...storeLines(sd), ...configLines(sd));
+    for (const [name, rs] of Object.entries(sd.routes || {})) {
+      const line = overrideLine(name, rs);
+      if (line) lines.push(line);
+    }
+    lines.push(...killLines(sd));
+  }
+  if (fleet) lines.push(...fleetLines(sd, fleet));
+  return lines;
+}
+
+export function renderWarnings(el, sd, fleet, chain) {
+  const lines = warnings(sd, fleet, chain);
+  el.hidden = !lines.length;
+  render(el, lines.length ? h("ul", {class: "warnings"}, lines.map(([kind, word, text]) =>
+    h("li", {}, badge(kind, word), " ", text))) : null);
+}
