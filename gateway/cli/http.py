@@ -76,6 +76,7 @@ def call(base: str, token: str | None, method: str, path: str,
         headers["idempotency-key"] = uuid.uuid4().hex
     attempts = 2 if body is not None else 1
     attempt, waited = 0, 0.0
+    landed = False  # a try of this write was sent and got no answer: it may have been applied
     while True:
         req = urllib.request.Request(base + path, data=data, method=method, headers=headers)
         try:
@@ -119,10 +120,15 @@ def call(base: str, token: str | None, method: str, path: str,
                 # this address, or from everywhere): nothing was done; the operator's kill
                 # must get through once the budget allows, not fail at the first try
                 if on_retry is not None:
-                    on_retry(f"{msg}: trying again in {wait:g}s (nothing was done)")
+                    on_retry(f"{msg}: trying again in {wait:g}s (" + (
+                        LANDED if landed else "nothing was done") + ")")
                 time.sleep(wait)
                 waited += wait
                 continue
+            if landed and kind == "too_many_attempts":
+                # (refused before its token was checked: it says nothing of the try before,
+                # which another worker, one that had seen the token, may have applied)
+                msg += f"; {LANDED}: check with `killgate status` and `killgate audit`"
             raise ClientError(msg, status=exc.code, kind=kind or None) from None
         except UnicodeError:  # (the host name's IDNA encoding: an empty or long label)
             raise ClientError(f"cannot reach the admin API at {base}: its host name is not "
@@ -141,6 +147,7 @@ def call(base: str, token: str | None, method: str, path: str,
                 # (the handshake met plain HTTP: nothing was sent, and again would not be)
                 unsent, again = True, False
                 reason = f"{reason.reason}: {NOT_TLS}"
+            landed = landed or (body is not None and not unsent)
             if again:
                 if on_retry is not None:
                     on_retry(f"{reason}: sending it once more (the same Idempotency-Key: "
@@ -153,6 +160,11 @@ def call(base: str, token: str | None, method: str, path: str,
             raise ClientError(msg) from None
         except http.client.HTTPException as exc:  # (after OSError: RemoteDisconnected is both)
             raise ClientError(_broken(base, exc, body is not None)) from None
+
+
+#: said of a write whose earlier try got no answer, when a later one is refused unchecked
+LANDED = ("nothing was done by this try, but the one before got no answer and may have been "
+          "applied")
 
 
 def _retry_after(exc: urllib.error.HTTPError) -> float | None:
