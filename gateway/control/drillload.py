@@ -49,7 +49,8 @@ class AdminClient:
     async def call(self, method: str, path: str, body: dict[str, Any] | None = None,
                    retry_for: float = 0.0,
                    on_retry: Callable[[str], None] | None = None) -> dict[str, Any]:
-        """One API call; with `retry_for`, connection failures and 503s are retried (same
+        """One API call; with `retry_for`, connection failures, 503s and 429s refused
+        before the token was checked (after their Retry-After) are retried (same
         Idempotency-Key) for that long: a restore must get through a store outage.
         `on_retry` is told why, once, when the first retry is decided (an operator waiting
         on a restore must not stare at nothing for `retry_for`)."""
@@ -59,6 +60,7 @@ class AdminClient:
             headers["idempotency-key"] = uuid.uuid4().hex
         deadline = time.monotonic() + retry_for
         while True:
+            pause = 0.2
             try:
                 async with self.session.request(
                         method, self.base + path, json=body, headers=headers,
@@ -90,15 +92,24 @@ class AdminClient:
                                         "$KILLGATE_ADMIN_URL) the admin listener's URL, "
                                         "`admin.listen` in the config)")
                         exc = DrillApiError(r.status, err["type"], message)
+                        if r.status == 429 and err["type"] == "too_many_attempts":
+                            # refused before its token was checked (a flood of new tokens;
+                            # a worker that has not seen this one): nothing was done by it,
+                            # waited out as the admin CLI does (cli/http.py)
+                            after = r.headers.get("Retry-After", "").strip()
+                            pause = (float(after) if after.isdigit() and 1 <= int(after) <= 30
+                                     else 1.0)
             except (aiohttp.ClientError, TimeoutError) as e:
                 exc = DrillApiError(0, "unreachable",
                                     f"cannot reach the admin API at {self.base}: {_why(e)}")
-            if exc.status not in (0, 503) or time.monotonic() > deadline:
+            unchecked = exc.status == 429 and exc.type == "too_many_attempts"
+            if ((exc.status not in (0, 503) and not unchecked)
+                    or time.monotonic() + (pause if unchecked else 0) > deadline):
                 raise exc
             if not told and on_retry is not None:
                 told = True
                 on_retry(f"{exc}: trying again for up to {retry_for:g}s")
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(pause)
 
 
 def _why(exc: BaseException) -> str:
