@@ -99,7 +99,9 @@ async def _status(session: ClientSession, admin: str) -> set[Key]:
 
 async def _reseed_events(session: ClientSession, admin: str) -> int:
     async with session.get(f"{admin}/v1/audit?limit=1000", headers=AUTH) as r:
-        return sum(e["action"] == "state.reseed" for e in (await r.json())["events"])
+        body = await r.json(content_type=None)
+        assert r.status == 200, f"/v1/audit answered {r.status}: {body}"  # (not a KeyError)
+        return sum(e["action"] == "state.reseed" for e in body["events"])
 
 
 def _replay(redis: RedisServer, old: tuple[str, str], flush: bool) -> None:
