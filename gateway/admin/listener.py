@@ -43,10 +43,6 @@ log = logging.getLogger("killgate.admin")
 MAX_HEAD_BYTES = 32 * 1024
 MAX_FIELD_SIZE = 8190  # one header line (an Authorization header holds a JWT up to ~8 KiB)
 MAX_HEADERS = 64
-#: seconds a client must have taken nothing of its answer before its connection may make
-#: room for a newcomer: writing pauses whenever 64 KiB are queued, also while an operator's
-#: large answer (an audit page, a big /metrics) is being taken, which must not be cut
-UNREAD_FOR = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +66,7 @@ _REASONS = {400: "Bad Request", 408: "Request Timeout", 414: "URI Too Long",
 
 class _AdminProtocol(RequestHandler):
     __slots__ = ("_kg_deadline", "_kg_handled", "_kg_head", "_kg_limits", "_kg_line_done",
-                 "_kg_paused_at", "_kg_payload", "_kg_send", "_kg_server")
+                 "_kg_payload", "_kg_send", "_kg_server")
     _kg_limits: Limits
     _kg_server: _AdminServer
 
@@ -81,7 +77,6 @@ class _AdminProtocol(RequestHandler):
         self._kg_payload: Any = None
         self._kg_deadline: asyncio.TimerHandle | None = None
         self._kg_send: asyncio.TimerHandle | None = None
-        self._kg_paused_at = 0.0
         self._kg_handled = 0  # requests answered (aiohttp's _request_count: heads parsed)
         if self._kg_server.open_connections() > self._kg_limits.max_connections:
             self._kg_limits.on_refused("connections")
@@ -99,8 +94,7 @@ class _AdminProtocol(RequestHandler):
         does: a backlog would keep a connection busy for as long as it lasts)."""
         transport = self.transport
         return (transport is not None and not transport.is_closing()
-                and ((self._paused and self._loop.time() - self._kg_paused_at >= UNREAD_FOR)
-                     or self._request_count - self._kg_handled != 1))
+                and (self._paused or self._request_count - self._kg_handled != 1))
 
     async def _handle_request(self, *args: Any, **kw: Any) -> Any:
         # counted at its end: a head parsed and taken off the queue, whose handler has not
@@ -114,7 +108,6 @@ class _AdminProtocol(RequestHandler):
         # the client takes nothing: its answer waits (and holds this connection, in
         # progress) for as long as it likes, unless a deadline ends it
         super().pause_writing()
-        self._kg_paused_at = self._loop.time()
         self._kg_send = self._loop.call_later(self._kg_limits.send_timeout, self._kg_unread)
 
     def resume_writing(self) -> None:
