@@ -125,6 +125,10 @@ async def test_status_lists_an_instance_cut_off_from_the_store(tmp_path: Path, b
         res = await _status(a.admin)
         rows = [ln for ln in res.stdout.splitlines() if ln.startswith(_name(b.output()))]
         assert rows and "SILENT" in rows[0], res.stdout
+        # and --json says it too (only the text did: a script monitoring it missed B)
+        as_json = await acli("status", "--json", "--admin", a.admin, env=env)
+        silent = json.loads(as_json.stdout)["silent_instances"]
+        assert [r["instance"] for r in silent] == [_name(b.output())], as_json.stdout
         # an unkill applied by its approval says the same
         asked = await acli("--json", "unkill", "--route", "iris", "--version", "v2",
                            "--reason", "INC-2 over", "--admin", a.admin, env=env)

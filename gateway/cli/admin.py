@@ -30,10 +30,10 @@ AUDIT_PAGE: Shape = {"events": list, "next": (str, type(None))}
 
 def _status(args: argparse.Namespace) -> int:
     st = api(args, "GET", "/v1/status", shape=STATUS)
-    if args.json:
-        print(json.dumps(st, indent=2))
-        return 0
     silent = silent_instances(args, set(st.get("instances") or {}))
+    if args.json:  # (the SILENT rows of the text too: a script reads them here)
+        print(json.dumps({**st, "silent_instances": silent or []}, indent=2))
+        return 0
     print(_rendered(lambda body: _status_text(body, silent), st))
     return 0
 
