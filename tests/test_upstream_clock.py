@@ -25,6 +25,25 @@ def _no_port() -> Iterator[None]:
     yield None
 
 
+async def _body_then_kept_alive(reader: asyncio.StreamReader, head: bytes) -> bool:
+    """Reads the answer's body; whether the connection is still open 0.3 s later (well
+    inside keepalive_timeout after the answer)."""
+    length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+    await asyncio.wait_for(reader.readexactly(length), 5)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(reader.read(1), 0.3)
+    return not reader.at_eof()
+
+
+async def _duration_sums(session: ClientSession, admin: str) -> list[tuple[dict[str, str], float]]:
+    """The `_sum` samples of killgate_request_duration_seconds: (labels, value)."""
+    async with session.get(admin + "/metrics") as r:
+        text = await r.text()
+    fams = {f.name: f for f in text_string_to_metric_families(text)}
+    return [(s.labels, s.value) for s in fams["killgate_request_duration_seconds"].samples
+            if s.name.endswith("_sum")]
+
+
 class _ClosesLate(RawServer):
     """Reads a request, and closes the connection 0.7 s later without an answer (a backend
     that crashed while it worked)."""
@@ -65,22 +84,15 @@ async def test_a_timeout_answer_is_timed_and_its_connection_kept_alive(
                 assert head.startswith(b"HTTP/1.1 %d " % status), head
                 assert b"connection: close" not in head.lower()
                 # kept alive: still open well inside keepalive_timeout after the answer
-                length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
-                await asyncio.wait_for(reader.readexactly(length), 5)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(reader.read(1), 0.3)
-                assert not reader.at_eof(), "closed at once after the answer"
+                assert await _body_then_kept_alive(reader, head), "closed at once after the answer"
             finally:
                 writer.close()
                 with contextlib.suppress(ConnectionError):
                     await writer.wait_closed()
                 if closes is not None:
                     await closes.stop()
-            async with session.get(g.admin + "/metrics") as r:
-                text = await r.text()
-    fams = {f.name: f for f in text_string_to_metric_families(text)}
-    recorded = sum(s.value for s in fams["killgate_request_duration_seconds"].samples
-                   if s.name.endswith("_sum"))
+            sums = await _duration_sums(session, g.admin)
+    recorded = sum(value for _, value in sums)
     assert recorded >= took - 0.1, (recorded, took)
 
 
@@ -122,20 +134,13 @@ async def test_an_answer_a_kill_cuts_short_is_timed_and_kept_alive(
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
             took = loop.time() - t0
             assert head.startswith(b"HTTP/1.1 503 "), head
-            length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
-            await asyncio.wait_for(reader.readexactly(length), 5)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(reader.read(1), 0.3)
-            assert not reader.at_eof(), "closed at once after the 503"
+            assert await _body_then_kept_alive(reader, head), "closed at once after the 503"
         finally:
             writer.close()
             with contextlib.suppress(ConnectionError):
                 await writer.wait_closed()
-        async with session.get(g.admin + "/metrics") as r:
-            text = await r.text()
-    fams = {f.name: f for f in text_string_to_metric_families(text)}
-    killed = [s.value for s in fams["killgate_request_duration_seconds"].samples
-              if s.name.endswith("_sum") and s.labels.get("decision") == "killed"]
+        sums = await _duration_sums(session, g.admin)
+    killed = [value for labels, value in sums if labels.get("decision") == "killed"]
     assert killed and killed[0] >= took - 0.1, (killed, took)
 
 
@@ -161,9 +166,6 @@ async def test_a_body_that_stalls_is_timed_by_its_408(
             writer.close()
             with contextlib.suppress(ConnectionError):
                 await writer.wait_closed()
-        async with session.get(g.admin + "/metrics") as r:
-            text = await r.text()
-    fams = {f.name: f for f in text_string_to_metric_families(text)}
-    recorded = sum(s.value for s in fams["killgate_request_duration_seconds"].samples
-                   if s.name.endswith("_sum"))
+        sums = await _duration_sums(session, g.admin)
+    recorded = sum(value for _, value in sums)
     assert recorded >= took - 0.1, (recorded, took)
