@@ -27,6 +27,9 @@ HELP: dict[str, tuple[str, str]] = {
                                            "version, decision, arm and status code."),
     "killgate_requests_shed_total": ("counter", "Requests refused at once because "
                                                 "server.max_inflight requests were in flight."),
+    "killgate_connections_reclaimed_total": ("counter", "Client connections with no request "
+                                                        "in progress closed to make room at "
+                                                        "server.max_connections."),
     "killgate_connections_refused_total": ("counter", "Client connections closed at once, "
                                                       "by reason: connections "
                                                       "(server.max_connections were open), "
@@ -220,6 +223,7 @@ INITIAL: dict[str, tuple[tuple[str, ...], tuple[tuple[str, ...], ...]]] = {
     # by route and version come and go with the config and start at their first event)
     "killgate_client_send_timeouts_total": ((), ((),)),
     "killgate_connections_refused_total": (("reason",), (("connections",), ("per_client",))),
+    "killgate_connections_reclaimed_total": ((), ((),)),
     "killgate_admin_refused_total": (("reason",), tuple(
         (r,) for r in ("connections", "head_size", "timeout", "host"))),
     "killgate_auth_failures_total": (("code",), (("401",), ("403",), ("429",))),

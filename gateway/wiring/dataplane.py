@@ -29,7 +29,8 @@ from gateway.telemetry.record import Recorder
 __all__ = ["Batched", "Outcomes", "data_plane", "trusted"]
 
 #: listener refusals with a counter of their own; the rest are bad requests by reason
-_COUNTERS = {"send_timeout": "killgate_client_send_timeouts_total"}
+_COUNTERS = {"send_timeout": "killgate_client_send_timeouts_total",
+             "reclaimed": "killgate_connections_reclaimed_total"}
 #: connections closed at accept -> the `reason` of killgate_connections_refused_total
 _REFUSED = {"refused": "connections", "refused_per_client": "per_client"}
 
