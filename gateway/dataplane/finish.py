@@ -43,6 +43,8 @@ class Finish:
     client_address: ClientAddress | None
     _labels: dict[tuple[str, str, str], bytes]  # x-killgate-* lines
     unready: dict[Request, list[tuple[str, str, float]]]  # (answers.py)
+    peek_held: int  # bytes reserved by requests reading their `model` (proxy.py)
+    peeking: dict[Request, int]
 
     if TYPE_CHECKING:  # (`Answers`' and `Outgoing`'s, the other bases of `Proxy`)
         def labels(self, plan: RoutePlan, target: Target | None, decision: str) -> bytes: ...
@@ -114,6 +116,8 @@ class Finish:
         flight = req.flight
         if flight is not None:
             req.flight = None
+            if self.peeking:  # (its body's peek reservation, if it made one)
+                self.peek_held -= self.peeking.pop(req, 0)
             inflight = self.inflight
             inflight._done()
             inflight.handles.discard(flight)  # (_ADMITTED: never in it)

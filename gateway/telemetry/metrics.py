@@ -26,7 +26,9 @@ HELP: dict[str, tuple[str, str]] = {
     "killgate_requests_total": ("counter", "Requests answered by the data plane, by route, "
                                            "version, decision, arm and status code."),
     "killgate_requests_shed_total": ("counter", "Requests refused at once because "
-                                                "server.max_inflight requests were in flight."),
+                                                "server.max_inflight requests were in flight, "
+                                                "or server.model_peek_memory bytes of bodies "
+                                                "were held to read their model."),
     "killgate_connections_reclaimed_total": ("counter", "Client connections with no request "
                                                         "in progress closed to make room at "
                                                         "server.max_connections."),

@@ -144,7 +144,8 @@ def data_plane(loaded: LoadedConfig, holder: TableHolder, upstreams: Upstreams,
     server = loaded.config.server
     proxy = Proxy(holder, upstreams, inflight, metrics, server.max_body_size,
                   server.model_peek_bytes, observer=observer,
-                  max_inflight=server.max_inflight, recorder=recorder, tracer=tracer,
+                  max_inflight=server.max_inflight, peek_memory=server.model_peek_memory,
+                  recorder=recorder, tracer=tracer,
                   shadow=mirror, client_address=trusted(loaded),
                   faults=FaultGate(drill_key, on_refused=lambda: metrics.inc(
                       "killgate_drill_tokens_refused_total")))
