@@ -406,3 +406,28 @@ def test_a_datatype_that_is_not_a_string_is_compared_not_raised(dtype: Any) -> N
     p = ok({"outputs": [{"name": "x", "shape": [1], "datatype": dtype, "data": [1]}]})
     s = ok({"outputs": [{"name": "x", "shape": [1], "datatype": dtype, "data": [2]}]})
     assert kinds(compare(cfg("v2_tensors"), b"", p, s)) == ["values"]
+
+
+def test_argmax_a_nan_score_is_no_decision() -> None:
+    """A shadow whose scores are NaN (an fp16 overflow, a broken build) has decided nothing:
+    Python's max (like numpy's argmax) puts the top class at the first NaN, so a shadow
+    answering NaN everywhere 'agreed' with every row whose top class is the first one (a
+    fraud model's 'legit' class, 99 % of traffic) and could open the promotion gate."""
+    nan = "NaN"
+    for spec, kind in (({"argmax": True}, "argmax"), ({"top_k": 1}, "argmax"),
+                       ({"top_k": 2}, "top_k")):
+        c = cfg({"v2_tensors": spec})
+        p = v2([0.8, 0.15, 0.05, 0.9, 0.06, 0.04], [2, 3])
+        broken = Answer(200, json.dumps({"outputs": [
+            {"name": "probs", "shape": [2, 3], "datatype": "FP32",
+             "data": [nan, nan, nan, nan, 0.1, 0.9]}]}).replace('"NaN"', "NaN").encode())
+        res = compare(c, b"", p, broken)
+        assert kinds(res) == [kind], (spec, res)
+        assert res.detail["rows_agreed"] == 0, (spec, res)
+        # NaN where the primary has NaN too is the same answer (NaN equals NaN)
+        both = Answer(200, b'{"outputs":[{"name":"probs","shape":[1,3],"datatype":"FP32",'
+                           b'"data":[NaN,0.9,0.1]}]}')
+        assert compare(c, b"", both, Answer(200, both.body.replace(b"0.9", b"0.8"))).agreed
+        if kind == "argmax":  # and the top class is among the scores that are numbers
+            swapped = Answer(200, both.body.replace(b"0.9,0.1", b"0.1,0.9"))
+            assert kinds(compare(c, b"", both, swapped)) == ["argmax"]

@@ -95,6 +95,18 @@ def top_classes(row: list[float], k: int) -> frozenset[int] | int:
     return frozenset(sorted(range(len(row)), key=lambda i: (-row[i], i))[:k])
 
 
+def _decision(row: list[float], k: int) -> Any:
+    """A row's decision when its scores may hold NaN: a NaN score decides nothing (Python's
+    max, like numpy's argmax, would put the top class at the first NaN, so a shadow scoring
+    NaN everywhere agreed with every row whose top class is the first); the decision is
+    where the NaN are and the top class (or K) among the other scores."""
+    nans = frozenset(i for i, x in enumerate(row) if x != x)
+    if not nans:
+        return top_classes(row, k)
+    ranked = sorted((i for i in range(len(row)) if i not in nans), key=lambda i: (-row[i], i))
+    return nans, (ranked[0] if ranked else None) if k == 1 else frozenset(ranked[:k])
+
+
 def _close(p: list[float], s: list[float], atol: float, rtol: float) -> tuple[int, float]:
     """(elements not close, the largest absolute difference among finite ones)."""
     if p == s:
@@ -176,9 +188,11 @@ def _tensor(cfg: V2TensorsCompare, name: str, p: dict[str, Any], s: dict[str, An
         return
     width = p["shape"][-1] if p["shape"] else n
     rows = n // width if width else 0
+    # (every value close: NaN where the primary has NaN only, and no NaN scores differ)
+    decide = _decision if bad else top_classes
     differ = sum(1 for r in range(rows)
-                 if top_classes(pn[r * width:(r + 1) * width], k)
-                 != top_classes(sn[r * width:(r + 1) * width], k))
+                 if decide(pn[r * width:(r + 1) * width], k)
+                 != decide(sn[r * width:(r + 1) * width], k))
     seen, same = detail.get("rows", 0) + rows, detail.get("rows_agreed", 0) + rows - differ
     detail["rows"], detail["rows_agreed"] = seen, same
     if differ:
