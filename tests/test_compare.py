@@ -431,3 +431,23 @@ def test_argmax_a_nan_score_is_no_decision() -> None:
         if kind == "argmax":  # and the top class is among the scores that are numbers
             swapped = Answer(200, both.body.replace(b"0.9,0.1", b"0.1,0.9"))
             assert kinds(compare(c, b"", both, swapped)) == ["argmax"]
+
+
+def test_tensor_a_comparison_of_nothing_is_not_an_agreement() -> None:
+    """`outputs: [probs]` and a primary answer without `probs` (the client asked for other
+    outputs, or the name is mistyped): nothing was compared, and every such answer of the
+    shadow, whatever it held, counted as agreed. And an answer naming an output twice was
+    read by its last tensor, where a client reading the first gets the other one."""
+    c = cfg({"v2_tensors": {"outputs": ["probs"]}})
+    res = compare(c, b"", v2([1.0, 0.0], name="label"), v2([0.0, 9.0], name="label"))
+    assert not res.comparable and judge(res) == (UNCOMPARABLE, ()), res
+    # a named output the shadow has and the primary lacks is still a difference
+    assert kinds(compare(c, b"", v2([1.0], name="label"), v2([1.0]))) == ["extra_output"]
+    twice = ok({"outputs": [
+        {"name": "probs", "shape": [2], "datatype": "FP32", "data": [9.0, 9.0]},
+        {"name": "probs", "shape": [2], "datatype": "FP32", "data": [1.0, 0.0]}]})
+    res = compare(cfg("v2_tensors"), b"", v2([1.0, 0.0]), twice)
+    assert kinds(res) == ["unparsable"], res
+    assert not compare(cfg("v2_tensors"), b"", twice, v2([1.0, 0.0])).comparable
+    with pytest.raises(ValueError, match="outputs"):
+        cfg({"v2_tensors": {"outputs": []}})

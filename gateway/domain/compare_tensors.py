@@ -73,6 +73,8 @@ def _outputs(doc: Any) -> dict[str, dict[str, Any]]:
         if not isinstance(name, str) or not isinstance(shape, list) or \
                 not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
             raise _Unreadable(f"outputs[{i}] has no name or no valid shape")
+        if name in out:  # (which one would a client read? not the same for every client)
+            raise _Unreadable(f"outputs[{i}] repeats the name of another output")
         out[name] = t
     return out
 
@@ -211,6 +213,7 @@ def compare_tensors(cfg: V2TensorsCompare, primary: bytes, shadow: bytes) -> Com
     names = list(cfg.outputs) if cfg.outputs is not None else list(p_out)
     diffs: list[Difference] = []
     detail: dict[str, Any] = {}
+    compared = False
     try:
         for name in names:
             p = p_out.get(name)
@@ -219,6 +222,7 @@ def compare_tensors(cfg: V2TensorsCompare, primary: bytes, shadow: bytes) -> Com
                 if s is not None:
                     diffs.append(Difference("extra_output", _where(name)))
                 continue
+            compared = True
             if s is None:
                 diffs.append(Difference("missing_output", _where(name)))
                 continue
@@ -228,4 +232,7 @@ def compare_tensors(cfg: V2TensorsCompare, primary: bytes, shadow: bytes) -> Com
     if cfg.outputs is None:
         extra = [n for n in s_out if n not in p_out]
         diffs.extend(Difference("extra_output", _where(n)) for n in extra[:MAX_DIFFERENCES])
+    elif not compared and not diffs:  # (an agreement on nothing is not one)
+        return Comparison(False, (), {"why": "the primary's answer has none of the outputs "
+                                             "compared (shadow.compare.v2_tensors.outputs)"})
     return Comparison(True, tuple(diffs), detail)
