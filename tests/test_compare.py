@@ -451,3 +451,18 @@ def test_tensor_a_comparison_of_nothing_is_not_an_agreement() -> None:
     assert not compare(cfg("v2_tensors"), b"", twice, v2([1.0, 0.0])).comparable
     with pytest.raises(ValueError, match="outputs"):
         cfg({"v2_tensors": {"outputs": []}})
+
+
+def test_chat_a_whole_answer_repeating_a_choice_index_is_not_read_as_one_choice() -> None:
+    """A whole (not streamed) answer whose choices repeat an index was read as one choice
+    with the texts joined: a shadow answering [{index 0: "Par"}, {index 0: "is"}] agreed
+    with "Paris", where a client reading choices[0] gets "Par"."""
+    c = cfg("openai_chat")
+    split = ok({"choices": [
+        {"index": 0, "message": {"content": "Par"}, "finish_reason": "length"},
+        {"index": 0, "message": {"content": "is"}, "finish_reason": "stop"}]})
+    res = compare(c, b"", chat("Paris"), split)
+    assert not res.agreed and kinds(res) == ["unparsable"], res
+    assert not compare(c, b"", split, chat("Paris")).comparable
+    # a stream sends a choice in pieces: its index repeats from chunk to chunk
+    assert compare(c, b"", chat("Paris"), stream("Paris")).agreed

@@ -74,6 +74,8 @@ def _fold(choices: dict[int, Choice], items: Any, streamed: bool) -> None:
         idx = ch.get("index", n)
         if not isinstance(idx, int) or isinstance(idx, bool) or not 0 <= idx < 1024:
             raise ValueError("a choice has a bad index")
+        if not streamed and idx in choices:  # (a stream's pieces repeat it; one answer not:
+            raise ValueError(f"two choices have index {idx}")  # a client reads the first)
         c = choices.setdefault(idx, Choice())
         msg = ch.get("delta") if streamed else ch.get("message")
         if isinstance(msg, dict):
