@@ -64,12 +64,14 @@ class ShadowCounts:
         return t
 
     def live(self) -> dict[str, Tally]:
-        """The tallies of the shadows in force now, of their version (/metrics: a shadow, or
-        a route, a reload removed keeps no series frozen at their last values)."""
+        """The tallies of the shadows in force now, of their version and comparison settings
+        (/metrics: a shadow, or a route, a reload removed, or counts of settings it replaced,
+        keep no series frozen at their last values; the next copy starts them afresh)."""
         out = {}
         for route, t in self.tallies.items():
             rc = self.current(route)
-            if rc is not None and rc.shadow is not None and rc.shadow.version == t.version:
+            if rc is not None and rc.shadow is not None and rc.shadow.version == t.version \
+                    and self._spec(rc, rc.shadow) == t.spec:
                 out[route] = t
         return out
 
