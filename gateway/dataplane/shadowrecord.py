@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from concurrent.futures import Executor
+from typing import Any
 
 from gateway.config import RouteConfig
 from gateway.config_shadow import ShadowConfig
 from gateway.domain.comparison import Answer
 from gateway.domain.routing import RoutePlan
-from gateway.domain.shadowstats import Tally
-from gateway.domain.verdict import spec_of, verdict
+from gateway.domain.shadowstats import Tally, record_text
+from gateway.domain.verdict import Verdict, spec_of, verdict
 
 __all__ = ["INLINE_BYTES", "ShadowCounts", "compare"]
 
@@ -99,12 +100,19 @@ async def compare(loop: asyncio.AbstractEventLoop, tally: Tally, sh: ShadowConfi
     encoded = primary.encoding or answer.encoding or (again is not None and again.encoding)
     same = primary.status == answer.status and primary.body == answer.body and \
         (again is None or again.body == primary.body)
-    v = verdict(*work) if (size <= INLINE_BYTES or same) and not encoded else \
-        await loop.run_in_executor(executor, verdict, *work)
+    v, text = _judged(*work) if (size <= INLINE_BYTES or same) and not encoded else \
+        await loop.run_in_executor(executor, _judged, *work)
     if v.noise is not None:
         tally.noise(v.noise)
     if sh.noise is not None:
         tally.observed(v.result)
     tally.outcome(v.outcome, v.left, primary_s, shadow_s, v.result.detail)
-    if v.record is not None:
-        tally.disagreement(v.record)
+    if text is not None:
+        tally.disagreement(text)
+
+
+def _judged(*work: Any) -> tuple[Verdict, str | None]:
+    """The verdict, and its disagreement's stored text (made here, beside the loop when the
+    comparison is large: the record holds the request and both answers)."""
+    v = verdict(*work)
+    return v, None if v.record is None else record_text(v.record)

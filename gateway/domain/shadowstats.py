@@ -11,6 +11,8 @@ Pure: time is passed in.
 
 from __future__ import annotations
 
+import json
+import re
 from bisect import bisect_left
 from collections import deque
 from dataclasses import dataclass, field
@@ -36,6 +38,35 @@ COPY_RESULTS = ("sent", "dropped", "body", "answer", "down", "failed")
 SHADOW_FAILURES = frozenset({"connect", "timeout", "reset", "malformed", "answer_too_large"})
 MAX_NOISE_PATHS = 256
 _BOUNDS = tuple(float(b) for b in LATENCY_BOUNDS_MS)
+#: a kept disagreement: its JSON text (made once, beside the loop, where it is compared: the
+#: ring is published every second and read by every instance, and the text of up to `keep`
+#: records of parsed answers cost seconds of the loop to write and read each time), or a
+#: dict (an older instance's blob, tests)
+Record = str | dict[str, Any]
+_TIME = re.compile(r'\{"time":\s*"([^"\\]*)"')
+
+
+def record_text(record: dict[str, Any]) -> str:
+    """A disagreement's stored form (its "time" first: merges sort by it unparsed)."""
+    return json.dumps(record, separators=(",", ":"))
+
+
+def _time(r: Record) -> str:
+    if isinstance(r, str):
+        m = _TIME.match(r)
+        return m.group(1) if m else ""
+    return str(r.get("time", ""))
+
+
+def _opened(r: Record) -> dict[str, Any] | None:
+    """A kept disagreement as the report shows it (None: text that is not a record)."""
+    if isinstance(r, dict):
+        return r
+    try:
+        doc = json.loads(r)
+    except (ValueError, RecursionError):
+        return None
+    return doc if isinstance(doc, dict) else None
 
 
 def _hist() -> list[int]:
@@ -60,7 +91,7 @@ class Tally:
     raw_paths: dict[str, int] = field(default_factory=dict)  # where shadow and primary differed
     length_change: float = 0.0  # the sum of |relative change| of compared text answers
     length_n: int = 0
-    disagreements: deque[dict[str, Any]] = field(default_factory=deque)
+    disagreements: deque[Record] = field(default_factory=deque)
     keep: int = 20
     changes: int = 0  # bumped by every record: publish only what changed
 
@@ -127,7 +158,7 @@ class Tally:
             self.length_n += 1
         self.changes += 1
 
-    def disagreement(self, record: dict[str, Any]) -> None:
+    def disagreement(self, record: Record) -> None:
         if self.keep <= 0:
             return
         self.disagreements.append(record)
@@ -163,8 +194,8 @@ class Tally:
             return h
 
         ds = d.get("disagreements", [])
-        if not isinstance(ds, list) or not all(isinstance(r, dict) for r in ds):
-            raise TypeError("disagreements must be a list of objects")
+        if not isinstance(ds, list) or not all(isinstance(r, dict | str) for r in ds):
+            raise TypeError("disagreements must be a list of objects (or their JSON text)")
         return cls(str(d["version"]), str(d["spec"]), counts(d.get("copies", {})),
                    counts(d.get("outcomes", {})), counts(d.get("differences", {})),
                    counts(d.get("failures", {})), hist(d["primary_ms"]), hist(d["shadow_ms"]),
@@ -183,7 +214,7 @@ def _add(into: dict[str, int], more: dict[str, int]) -> None:
 def merge(version: str, spec: str, tallies: list[Tally]) -> Tally:
     """The fleet's counts: the tallies of this version and these settings, summed."""
     out = Tally(version, spec, keep=0)
-    ds: list[dict[str, Any]] = []
+    ds: list[Record] = []
     for t in tallies:
         if t.version != version or t.spec != spec:
             continue
@@ -200,7 +231,7 @@ def merge(version: str, spec: str, tallies: list[Tally]) -> Tally:
         out.length_change += t.length_change
         out.length_n += t.length_n
         ds.extend(t.disagreements)
-    ds.sort(key=lambda r: str(r.get("time", "")), reverse=True)
+    ds.sort(key=_time, reverse=True)
     out.disagreements = deque(ds)
     return out
 
@@ -243,7 +274,8 @@ def report(route: str, t: Tally, compare: str, sample: float, instances: int,
         "noise": {"pairs": t.noise_pairs,
                   "paths": dict(sorted(t.noise_paths.items(), key=lambda kv: -kv[1])[:20])},
         "instances": instances,
-        "disagreements": list(t.disagreements)[:limit],
+        "disagreements": [d for d in map(_opened, list(t.disagreements)[:limit])
+                          if d is not None],
     }
 
 
