@@ -466,3 +466,32 @@ def test_chat_a_whole_answer_repeating_a_choice_index_is_not_read_as_one_choice(
     assert not compare(c, b"", split, chat("Paris")).comparable
     # a stream sends a choice in pieces: its index repeats from chunk to chunk
     assert compare(c, b"", chat("Paris"), stream("Paris")).agreed
+
+
+def test_chat_a_legacy_function_call_is_compared_as_a_tool_call() -> None:
+    """OpenAI's `function_call` (before `tool_calls`; still sent by servers for clients that
+    ask with `functions`) was not read: a shadow calling another function, or the same one
+    with other arguments, agreed (both texts empty, no tool calls seen)."""
+    def call(name: str, args: str) -> Answer:
+        return ok({"choices": [{"index": 0, "finish_reason": "function_call", "message": {
+            "role": "assistant", "content": None,
+            "function_call": {"name": name, "arguments": args}}}]})
+
+    def streamed(name: str, args: str) -> Answer:
+        chunks = [{"function_call": {"name": name, "arguments": ""}},
+                  {"function_call": {"arguments": args[:5]}},
+                  {"function_call": {"arguments": args[5:]}}]
+        lines = [b"data: " + json.dumps({"choices": [{"index": 0, "delta": d}]}).encode()
+                 for d in chunks]
+        lines.append(b"data: " + json.dumps({"choices": [
+            {"index": 0, "delta": {}, "finish_reason": "function_call"}]}).encode())
+        return Answer(200, b"\n\n".join(lines) + b"\n\n", "text/event-stream")
+
+    c = cfg("openai_chat")
+    p = call("weather", '{"city":"Paris"}')
+    assert compare(c, b"", p, call("weather", '{ "city": "Paris" }')).agreed
+    assert kinds(compare(c, b"", p, call("delete_account", '{"city":"Paris"}'))) == [
+        "tool_calls"]
+    assert kinds(compare(c, b"", p, call("weather", '{"city":"Rome"}'))) == ["tool_calls"]
+    assert compare(c, b"", p, streamed("weather", '{"city":"Paris"}')).agreed
+    assert kinds(compare(c, b"", p, streamed("weather", '{"city":"Rome"}'))) == ["tool_calls"]

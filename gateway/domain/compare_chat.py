@@ -81,6 +81,9 @@ def _fold(choices: dict[int, Choice], items: Any, streamed: bool) -> None:
         if isinstance(msg, dict):
             c.text += _content(msg.get("content"))
             _add_tools(c, msg.get("tool_calls"), streamed)
+            fn = msg.get("function_call")  # (OpenAI's before tool_calls: one call, index 0)
+            if isinstance(fn, dict):
+                _add_tools(c, [{"function": fn, "index": 0}], streamed)
         elif isinstance(ch.get("text"), str):  # completions
             c.text += ch["text"]
         if isinstance(ch.get("finish_reason"), str):
