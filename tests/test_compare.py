@@ -495,3 +495,16 @@ def test_chat_a_legacy_function_call_is_compared_as_a_tool_call() -> None:
     assert kinds(compare(c, b"", p, call("weather", '{"city":"Rome"}'))) == ["tool_calls"]
     assert compare(c, b"", p, streamed("weather", '{"city":"Paris"}')).agreed
     assert kinds(compare(c, b"", p, streamed("weather", '{"city":"Rome"}'))) == ["tool_calls"]
+
+
+def test_tensor_a_numeric_tensor_of_booleans_is_unreadable() -> None:
+    """JSON's true and false in an FP32 or INT64 tensor read as 1 and 0 (Python's bools are
+    ints): a shadow answering [false, true] agreed with the primary's [0.0, 1.0], where a
+    client decoding the tensor as numbers (Go's float32, a typed reader) fails. As strings
+    are, booleans in a numeric tensor are unreadable (true is not 1, as for the rest)."""
+    c = cfg("v2_tensors")
+    res = compare(c, b"", v2([0.0, 1.0]), v2([False, True]))
+    assert kinds(res) == ["unparsable"], res
+    assert kinds(compare(c, b"", v2([0, 1], dtype="INT64"), v2([0, True], dtype="INT64"))) == [
+        "unparsable"]
+    assert not compare(c, b"", v2([False, True]), v2([0.0, 1.0])).comparable
