@@ -508,3 +508,19 @@ def test_tensor_a_numeric_tensor_of_booleans_is_unreadable() -> None:
     assert kinds(compare(c, b"", v2([0, 1], dtype="INT64"), v2([0, True], dtype="INT64"))) == [
         "unparsable"]
     assert not compare(c, b"", v2([False, True]), v2([0.0, 1.0])).comparable
+
+
+def test_tensor_shadow_data_nested_otherwise_than_its_shape_is_a_difference() -> None:
+    """Nested data was flattened whatever its nesting: a shadow answering shape [2, 2] with
+    data [[1, 2, 3], [4]] agreed with [[1, 2], [3, 4]], where a client reading data[0]
+    gets three values. Flat data, and nesting that follows the shape, still agree."""
+    c = cfg("v2_tensors")
+    p = v2([[1.0, 2.0], [3.0, 4.0]], [2, 2])
+    for ragged in ([[1.0, 2.0, 3.0], [4.0]], [[1.0], [2.0, 3.0, 4.0]], [[1.0, 2.0], 3.0, 4.0],
+                   [[[1.0, 2.0]], [[3.0, 4.0]]]):
+        res = compare(c, b"", p, v2(ragged, [2, 2]))
+        assert kinds(res) == ["shape"], (ragged, res)
+    assert compare(c, b"", p, v2([1.0, 2.0, 3.0, 4.0], [2, 2])).agreed
+    assert compare(c, b"", p, v2([[1.0, 2.0], [3.0, 4.0]], [2, 2], rid="z")).agreed
+    assert compare(c, b"", v2([[["a"], ["b"]]], [1, 2, 1], dtype="BYTES"),
+                   v2([[["a"], ["b"]]], [1, 2, 1], dtype="BYTES", rid="z")).agreed

@@ -52,6 +52,22 @@ def flatten(data: Any) -> list[Any]:
     return out
 
 
+def _follows(data: list[Any], shape: list[int]) -> bool:
+    """Whether nested `data` nests as `shape` says (each list at depth d holds shape[d]
+    items, numbers only at the last); flat data always does (its length is checked)."""
+    if not data or type(data[0]) is not list:
+        return True
+    level: list[Any] = [data]
+    for dim in shape:
+        inner: list[Any] = []
+        for x in level:
+            if type(x) is not list or len(x) != dim:
+                return False
+            inner.extend(x)
+        level = inner
+    return list not in set(map(type, level))
+
+
 def _where(name: str, part: str = "") -> str:
     """The path of an output, or of its `part` (data, shape, datatype); names come from
     the answers: cut like every path kept (the part stays, so parts stay apart)."""
@@ -168,7 +184,7 @@ def _tensor(cfg: V2TensorsCompare, name: str, p: dict[str, Any], s: dict[str, An
     except _Unreadable:
         diffs.append(Difference("unparsable", where))
         return
-    if len(sd) != n:
+    if len(sd) != n or not _follows(s["data"], p["shape"]):  # (a client reads it nested)
         diffs.append(Difference("shape", _where(name, ".shape")))
         return
     where = _where(name, ".data")  # (values and decisions: what a noisy primary varies)
