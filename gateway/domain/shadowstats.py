@@ -176,7 +176,12 @@ class Tally:
                 "shadow_s": self.shadow_s, "noise_pairs": self.noise_pairs,
                 "noise_paths": self.noise_paths, "raw_n": self.raw_n,
                 "raw_paths": self.raw_paths, "length_change": self.length_change,
-                "length_n": self.length_n, "disagreements": list(self.disagreements)}
+                "length_n": self.length_n,
+                # (records as text under a key of their own: an instance of an older
+                # version, which takes objects only under "disagreements", still reads
+                # the counts)
+                "disagreements": [r for r in self.disagreements if isinstance(r, dict)],
+                "records": [r for r in self.disagreements if isinstance(r, str)]}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Tally:
@@ -193,9 +198,11 @@ class Tally:
                 raise ValueError("histogram has the wrong number of buckets")
             return h
 
-        ds = d.get("disagreements", [])
-        if not isinstance(ds, list) or not all(isinstance(r, dict | str) for r in ds):
-            raise TypeError("disagreements must be a list of objects (or their JSON text)")
+        ds, texts = d.get("disagreements", []), d.get("records", [])
+        if not isinstance(ds, list) or not all(isinstance(r, dict) for r in ds):
+            raise TypeError("disagreements must be a list of objects")
+        if not isinstance(texts, list) or not all(isinstance(r, str) for r in texts):
+            raise TypeError("records must be a list of strings")
         return cls(str(d["version"]), str(d["spec"]), counts(d.get("copies", {})),
                    counts(d.get("outcomes", {})), counts(d.get("differences", {})),
                    counts(d.get("failures", {})), hist(d["primary_ms"]), hist(d["shadow_ms"]),
@@ -203,7 +210,7 @@ class Tally:
                    int(d.get("noise_pairs", 0)), counts(d.get("noise_paths", {})),
                    int(d.get("raw_n", 0)), counts(d.get("raw_paths", {})),
                    float(d.get("length_change", 0.0)), int(d.get("length_n", 0)),
-                   deque(ds[-1000:]), keep=1000)
+                   deque([*ds, *texts][-1000:]), keep=1000)
 
 
 def _add(into: dict[str, int], more: dict[str, int]) -> None:
