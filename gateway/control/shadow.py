@@ -111,6 +111,8 @@ class ShadowResults:
         t = self.local.tallies.get(rc.name)
         if t is None:
             return
+        if rc.shadow is not None:  # (records made under other redaction leave first)
+            t.keep_for(rc.shadow.disagreements)
         now = self.clock()
         last = self._published.get(rc.name)
         if not force and last is not None and last[:2] == (t.changes, t.spec) \

@@ -61,7 +61,9 @@ class ShadowCounts:
                 # settings a reload has replaced: counted apart, never over the new ones
                 return Tally(sh.version, spec, keep=0)
             t = self.tallies[rc.name] = Tally(sh.version, spec, keep=sh.disagreements.keep)
-        t.keep = sh.disagreements.keep
+        now = self.current(rc.name)  # (the records are kept as the config in force says)
+        t.keep_for(now.shadow.disagreements if now is not None and now.shadow is not None
+                   else sh.disagreements)
         return t
 
     def live(self) -> dict[str, Tally]:
@@ -108,7 +110,7 @@ async def compare(loop: asyncio.AbstractEventLoop, tally: Tally, sh: ShadowConfi
         tally.observed(v.result)
     tally.outcome(v.outcome, v.left, primary_s, shadow_s, v.result.detail)
     if text is not None:
-        tally.disagreement(text)
+        tally.disagreement(text, sh.disagreements)
 
 
 def _judged(*work: Any) -> tuple[Verdict, str | None]:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.config import RouteConfig
-from gateway.config_shadow import NoiseConfig
+from gateway.config_shadow import DisagreementsConfig, NoiseConfig
 from gateway.domain.analysis import LATENCY_BOUNDS_MS, Sample, percentile
 from gateway.domain.compare import AGREED, DISAGREED, NOISE, UNCOMPARABLE
 from gateway.domain.comparison import MAX_PATH, Comparison, Difference
@@ -94,6 +94,8 @@ class Tally:
     disagreements: deque[Record] = field(default_factory=deque)
     keep: int = 20
     changes: int = 0  # bumped by every record: publish only what changed
+    #: what the kept records' bodies were made under (`kept_by`: redaction, max_body)
+    kept_under: tuple[Any, ...] | None = None
 
     # ------------------------------------------------------------------ recording
 
@@ -158,8 +160,26 @@ class Tally:
             self.length_n += 1
         self.changes += 1
 
-    def disagreement(self, record: Record) -> None:
-        if self.keep <= 0:
+    def keep_for(self, cfg: DisagreementsConfig) -> None:
+        """Keep records as `cfg` says: those made under other redaction (or max_body) are
+        dropped now (a reload adding a redact path must not leave the bodies it hides in
+        the report), and the ring is cut to `keep`."""
+        under = kept_by(cfg)
+        if under != self.kept_under:
+            if self.kept_under is not None and self.disagreements:
+                self.disagreements.clear()
+                self.changes += 1
+            self.kept_under = under
+        self.keep = cfg.keep
+        while len(self.disagreements) > max(self.keep, 0):
+            self.disagreements.popleft()
+            self.changes += 1
+
+    def disagreement(self, record: Record, cfg: DisagreementsConfig | None = None) -> None:
+        """`cfg`: the settings the record was made under (one made under others, by a copy
+        routed before a reload, is not kept)."""
+        if self.keep <= 0 or (cfg is not None and self.kept_under is not None
+                              and kept_by(cfg) != self.kept_under):
             return
         self.disagreements.append(record)
         while len(self.disagreements) > self.keep:
@@ -211,6 +231,11 @@ class Tally:
                    int(d.get("raw_n", 0)), counts(d.get("raw_paths", {})),
                    float(d.get("length_change", 0.0)), int(d.get("length_n", 0)),
                    deque([*ds, *texts][-1000:]), keep=1000)
+
+
+def kept_by(cfg: DisagreementsConfig) -> tuple[Any, ...]:
+    """What a kept record's bodies depend on."""
+    return (cfg.max_body, tuple(cfg.redact))
 
 
 def _add(into: dict[str, int], more: dict[str, int]) -> None:
