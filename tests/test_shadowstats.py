@@ -228,7 +228,7 @@ def test_records_kept_as_text_merge_by_time_and_leave_older_readers_the_counts()
     """Records are kept and published as their JSON text, under "records": an instance of
     an older version takes only objects under "disagreements" (and refused the whole blob,
     counts too, when it held text), and the report shows them as objects, newest first."""
-    from gateway.domain.shadowstats import record_text
+    from gateway.domain.disagreements import record_text
 
     new = Tally("v2", "s", keep=5)
     new.outcome("disagreed", DIFF, 0.004, 0.006, {})

@@ -16,8 +16,9 @@ from typing import Any
 from gateway.config import RouteConfig
 from gateway.config_shadow import ShadowConfig
 from gateway.domain.comparison import Answer
+from gateway.domain.disagreements import record_text
 from gateway.domain.routing import RoutePlan
-from gateway.domain.shadowstats import Tally, record_text
+from gateway.domain.shadowstats import Tally
 from gateway.domain.verdict import Verdict, spec_of, verdict
 
 __all__ = ["INLINE_BYTES", "ShadowCounts", "compare"]

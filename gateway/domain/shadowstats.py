@@ -11,8 +11,6 @@ Pure: time is passed in.
 
 from __future__ import annotations
 
-import json
-import re
 from bisect import bisect_left
 from collections import deque
 from dataclasses import dataclass, field
@@ -23,6 +21,7 @@ from gateway.config_shadow import DisagreementsConfig, NoiseConfig
 from gateway.domain.analysis import LATENCY_BOUNDS_MS, Sample, percentile
 from gateway.domain.compare import AGREED, DISAGREED, NOISE, UNCOMPARABLE
 from gateway.domain.comparison import MAX_PATH, Comparison, Difference
+from gateway.domain.disagreements import Record, kept_by, opened, record_time
 from gateway.domain.statedoc import StateDoc
 
 __all__ = ["COPY_RESULTS", "SHADOW_FAILURES", "Tally", "compared_agreed", "gate", "gate_counts",
@@ -38,35 +37,6 @@ COPY_RESULTS = ("sent", "dropped", "body", "answer", "down", "failed")
 SHADOW_FAILURES = frozenset({"connect", "timeout", "reset", "malformed", "answer_too_large"})
 MAX_NOISE_PATHS = 256
 _BOUNDS = tuple(float(b) for b in LATENCY_BOUNDS_MS)
-#: a kept disagreement: its JSON text (made once, beside the loop, where it is compared: the
-#: ring is published every second and read by every instance, and the text of up to `keep`
-#: records of parsed answers cost seconds of the loop to write and read each time), or a
-#: dict (an older instance's blob, tests)
-Record = str | dict[str, Any]
-_TIME = re.compile(r'\{"time":\s*"([^"\\]*)"')
-
-
-def record_text(record: dict[str, Any]) -> str:
-    """A disagreement's stored form (its "time" first: merges sort by it unparsed)."""
-    return json.dumps(record, separators=(",", ":"))
-
-
-def _time(r: Record) -> str:
-    if isinstance(r, str):
-        m = _TIME.match(r)
-        return m.group(1) if m else ""
-    return str(r.get("time", ""))
-
-
-def _opened(r: Record) -> dict[str, Any] | None:
-    """A kept disagreement as the report shows it (None: text that is not a record)."""
-    if isinstance(r, dict):
-        return r
-    try:
-        doc = json.loads(r)
-    except (ValueError, RecursionError):
-        return None
-    return doc if isinstance(doc, dict) else None
 
 
 def _hist() -> list[int]:
@@ -233,11 +203,6 @@ class Tally:
                    deque([*ds, *texts][-1000:]), keep=1000)
 
 
-def kept_by(cfg: DisagreementsConfig) -> tuple[Any, ...]:
-    """What a kept record's bodies depend on."""
-    return (cfg.max_body, tuple(cfg.redact))
-
-
 def _add(into: dict[str, int], more: dict[str, int]) -> None:
     for k, v in more.items():
         into[k] = into.get(k, 0) + v
@@ -263,7 +228,7 @@ def merge(version: str, spec: str, tallies: list[Tally]) -> Tally:
         out.length_change += t.length_change
         out.length_n += t.length_n
         ds.extend(t.disagreements)
-    ds.sort(key=_time, reverse=True)
+    ds.sort(key=record_time, reverse=True)
     out.disagreements = deque(ds)
     return out
 
@@ -306,7 +271,7 @@ def report(route: str, t: Tally, compare: str, sample: float, instances: int,
         "noise": {"pairs": t.noise_pairs,
                   "paths": dict(sorted(t.noise_paths.items(), key=lambda kv: -kv[1])[:20])},
         "instances": instances,
-        "disagreements": [d for d in map(_opened, list(t.disagreements)[:limit])
+        "disagreements": [d for d in map(opened, list(t.disagreements)[:limit])
                           if d is not None],
     }
 
