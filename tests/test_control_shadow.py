@@ -239,3 +239,32 @@ async def test_counts_forged_in_redis_cannot_open_the_gate(
 async def _when(fetch: Any, ok: Any) -> Any:
     d = await fetch()
     return d if ok(d) else None
+
+
+async def test_the_gate_never_reads_counts_of_settings_a_reload_replaced(
+        tmp_path: Path) -> None:
+    """The rollout asks `gate(rc)` of the route in force, and `gate` read the fleet merged
+    at the last refresh, of whatever settings were in force then: after a reload that names
+    another shadow version (or changes its comparison), the old version's passing counts
+    opened the new one's gate until the next refresh, and for as long as the store could
+    not be read (the loop's refresh fails; the merge stays): the rollout started steps of
+    traffic for a version nothing was compared for."""
+    old = parse_config_text(CFG)
+    new = parse_config_text(CFG.replace("version: v2,", "version: v3,")
+                            .replace("name: v2,", "name: v3,"))
+    tighter = parse_config_text(CFG.replace("sample: 1.0}", "sample: 1.0, compare: "
+                                                            "{v2_tensors: {atol: 0.5}}}"))
+    rc = old.routes[0]
+    assert rc.shadow is not None and new.routes[0].shadow is not None
+    assert new.routes[0].shadow.version == "v3"
+    store = LocalStore(tmp_path / "store.json")
+    await store.open()
+    a = Local()
+    a.tallies["iris"] = tally(spec_of(rc.shadow, rc.protocol), 10, 0)
+    results = ShadowResults(a, store, "a", lambda: old)
+    await results.publish(rc)
+    await results.refresh(rc)
+    assert results.gate(rc) is None  # v2 agreed on 10 of 10
+    for cfg in (new, tighter):
+        why = results.gate(cfg.routes[0])  # (before the loop's next refresh, or a store
+        assert why is not None and "no comparison" in why, why  # that cannot be read)
