@@ -27,7 +27,7 @@ from gateway.domain.shadowstats import (
     report,
 )
 from gateway.domain.statedoc import Change, StateDoc, apply_change
-from gateway.domain.verdict import spec_of
+from gateway.domain.verdict import spec_for
 from gateway.errors import StateError
 from gateway.log import event
 from gateway.tasks import cancel
@@ -125,7 +125,7 @@ class ShadowResults:
     async def _fleet(self, rc: RouteConfig) -> tuple[Tally, int]:
         """The fleet's counts for the shadow settings in force, and how many instances."""
         assert rc.shadow is not None
-        spec = spec_of(rc.shadow, rc.protocol)
+        spec = spec_for(rc)
         now = self.clock()
         tallies = []
         gone: list[str] = []
@@ -188,7 +188,7 @@ class ShadowResults:
         fleet = self.fleet.get(rc.name)
         sh = rc.shadow
         if fleet is not None and sh is not None and \
-                (fleet.version != sh.version or fleet.spec != spec_of(sh, rc.protocol)):
+                (fleet.version != sh.version or fleet.spec != spec_for(rc)):
             fleet = None
         return gate(rc, fleet)
 

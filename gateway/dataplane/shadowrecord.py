@@ -19,7 +19,7 @@ from gateway.domain.comparison import Answer
 from gateway.domain.disagreements import record_text
 from gateway.domain.routing import RoutePlan
 from gateway.domain.shadowstats import Tally
-from gateway.domain.verdict import Verdict, spec_of, verdict
+from gateway.domain.verdict import Verdict, spec_for, verdict
 
 __all__ = ["INLINE_BYTES", "ShadowCounts", "compare"]
 
@@ -43,7 +43,7 @@ class ShadowCounts:
     def _spec(self, rc: RouteConfig, sh: ShadowConfig) -> str:
         known = self._specs.get(id(rc))
         if known is None or known[0] is not sh:
-            known = self._specs[id(rc)] = (sh, spec_of(sh, rc.protocol))
+            known = self._specs[id(rc)] = (sh, spec_for(rc))
             if len(self._specs) > 1024:  # configs come and go with reloads
                 self._specs = {id(rc): known}
         return known[1]
