@@ -146,10 +146,13 @@ def _plan(rc: RouteConfig, doc: StateDoc, unhealthy: frozenset[tuple[str, str]],
     prog = doc.progress.get(rc.name)
     unpinnable: frozenset[str] = frozenset()
     unservable: tuple[str, ...] = ()
+    rolled_off: frozenset[str] = frozenset()
     if ov is not None:
         weights = {v.name: float(ov.weights.get(v.name, 0.0)) for v in rc.versions}
         stable = ov.stable if ov.stable and rc.version(ov.stable) else rc.stable
         unpinnable = frozenset(n for n, w in weights.items() if w <= 0)
+        if ov.kind in ("rollback", "auto_rollback"):
+            rolled_off = unpinnable  # (no spare: routing.RoutePlan)
         if not any(w > 0 for w in weights.values()):
             unservable = override_unservable(rc, ov.weights)
     elif prog is not None and (w := progressive_weights(rc, prog)) is not None:
@@ -173,7 +176,7 @@ def _plan(rc: RouteConfig, doc: StateDoc, unhealthy: frozenset[tuple[str, str]],
     prev = doc.previous_stable(rc.name, stable)
     previous = prev.stable if prev is not None and rc.version(prev.stable) else None
     return RoutePlan(rc, weights, stable, excluded, killed, previous, unpinnable, like,
-                     unservable)
+                     unservable, rolled_off)
 
 
 def override_unservable(rc: RouteConfig, weights: Mapping[str, float]) -> tuple[str, ...]:

@@ -1,0 +1,86 @@
+"""Failover, health and rollback on the data plane, a third hostile review (revfail3).
+Each test failed before its fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from aiohttp import ClientSession
+
+from tests.backends import Recorder, echo_app, serve_app
+from tests.conftest import running_gateway, write_config
+from tests.test_kill_after_routing_reload import _route
+from tests.test_killswitch import auth
+
+pytestmark = pytest.mark.timeout(30)
+
+INFER = "/v2/models/iris/infer"
+ROLLOUT = "killgate:rollout killgate:read"
+
+
+async def test_a_rollback_is_not_undone_when_the_version_rolled_back_to_goes_down(
+        tmp_path: Path, backends, session: ClientSession) -> None:
+    """v2 (the file's stable) is bad: the operator rolls the route back to v1. v1 then
+    goes down (its backend stops: connections refused). Its requests
+    used to fail over to v2, the version just taken off, and once outlier detection ejected
+    v1 ("another version can serve": v2) v2 took all the route's traffic, the rollback
+    undone in silence, with `decision: failover`. A version taken to weight 0
+    by a rollback is not one the route may fail over to: the route's fallback answers (README: when no
+    version can serve), never v2."""
+    bad = Recorder()
+    p2 = await backends(echo_app("v2", bad))
+    runner, p1 = await serve_app(echo_app("v1"))
+    cfg = write_config(tmp_path, _route(
+        "iris", {"v2": (p2, 100), "v1": (p1, 0)},
+        "  outlier: {consecutive_gateway_failures: 2}\n"
+        "  fallback: {status: 503, json: {busy: true}}\n"))
+    try:
+        async with running_gateway(cfg) as g:
+            async with session.post(f"{g.admin}/v1/routes/iris/rollback", headers=auth(ROLLOUT),
+                                    json={"to": "v1", "reason": "INC-1: v2 is bad"}) as r:
+                assert r.status == 200, await r.text()
+            async with session.post(g.url + INFER, data=b"{}") as r:
+                assert (r.status, r.headers["x-killgate-version"]) == (200, "v1")
+            await runner.cleanup()  # v1 goes down
+            before = len(bad.requests)
+            seen = []
+            for _ in range(8):
+                async with session.post(g.url + INFER, data=b"{}") as r:
+                    await r.read()
+                    seen.append((r.status, r.headers.get("x-killgate-version"),
+                                 r.headers.get("x-killgate-decision")))
+            assert len(bad.requests) == before, seen
+            assert all(s[1] != "v2" for s in seen), seen
+            assert seen[-1] == (503, None, "fallback"), seen
+    finally:
+        await runner.cleanup()
+
+
+@pytest.mark.parametrize("kind", ["rollback", "auto_rollback"])
+def test_the_version_a_rollback_took_off_is_no_spare(kind: str) -> None:
+    """The routing core: with v1 (the version rolled back to, or the stable an automatic
+    rollback kept) unhealthy, the version rolled off (v2: the failed canary, or the old
+    stable, which the history calls the previous stable) takes nothing: the route's
+    fallback. A `promote` (and `weights`) keep the previous known-good as the spare."""
+    import dataclasses
+    import random
+
+    from gateway.domain.routing import FALLBACK
+    from gateway.domain.statedoc import HistoryEntry, RouteOverride, StateDoc
+    from gateway.domain.tablebuild import build_table
+    from tests.test_routing import _cfg
+
+    history = {"iris": (HistoryEntry("v2", "t0", "x", "r"), HistoryEntry("v1", "t1", "x", "r"))}
+    ov = RouteOverride("v1", {"v1": 100.0, "v2": 0.0}, "bob", "v2 bad", "t1", kind)
+    doc = StateDoc(generation=2, overrides={"iris": ov}, history=history)
+    plan = build_table(_cfg(50, 50), doc, unhealthy=frozenset({("iris", "v1")})).by_name["iris"]
+    assert plan.choose(None, None, random.random).decision == FALLBACK
+    assert plan.effective_weights() == {"v1": 0.0, "v2": 0.0}
+    assert not plan.can_serve("v2")
+    assert build_table(_cfg(50, 50), doc).by_name["iris"].failover_for("v1") == ()
+    # a promote of v1 (v2 its previous stable, a known-good): v2 stays the spare
+    doc = StateDoc(generation=2, overrides={"iris": dataclasses.replace(ov, kind="promote")},
+                   history=history)
+    plan = build_table(_cfg(50, 50), doc, unhealthy=frozenset({("iris", "v1")})).by_name["iris"]
+    assert plan.effective_weights() == {"v1": 0.0, "v2": 100.0}
