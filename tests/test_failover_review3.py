@@ -9,7 +9,7 @@ import pytest
 from aiohttp import ClientSession
 
 from tests.backends import Recorder, echo_app, serve_app
-from tests.conftest import running_gateway, write_config
+from tests.conftest import running_gateway, wait_until, write_config
 from tests.test_kill_after_routing_reload import _route
 from tests.test_killswitch import auth
 
@@ -84,3 +84,38 @@ def test_the_version_a_rollback_took_off_is_no_spare(kind: str) -> None:
                    history=history)
     plan = build_table(_cfg(50, 50), doc, unhealthy=frozenset({("iris", "v1")})).by_name["iris"]
     assert plan.effective_weights() == {"v1": 0.0, "v2": 100.0}
+
+
+async def test_a_version_added_on_a_backend_checked_unhealthy_does_not_serve(
+        tmp_path: Path, backends, session: ClientSession) -> None:
+    """README: "A new backend (at start, or added by a reload) is checked once before it
+    serves." A reload adds route `other` whose version `x` is served by a backend that the
+    running gateway already checks, and knows unhealthy (iris/v2: its readiness says 503).
+    Its prober exists, so no first round was made for `x`: its record began optimistic
+    (healthy) and `x` took every request of its route until `unhealthy_threshold` more
+    checks had failed (here a minute each). Expected: `x` starts with what the checks of
+    its backend say: out, the route answers 503 `unavailable`."""
+    from aiohttp import web
+
+    async def ready(_: web.Request) -> web.Response:
+        return web.Response(status=503, text="loading")
+
+    down = web.Application()
+    down.router.add_get("/ready", ready)
+    down.router.add_route("*", "/{tail:.*}", ready)
+    p1, p2 = await backends(echo_app("v1")), await backends(down)
+    health = "  health: {path: /ready, interval: 60s, timeout: 1s}\n"
+    iris = _route("iris", {"v1": (p1, 50), "v2": (p2, 50)}, health)
+    cfg = write_config(tmp_path, iris)
+    async with running_gateway(cfg) as g:
+        assert ("iris", "v2") in g.gw.holder.unhealthy
+        old = g.gw.loaded.digest
+        cfg.write_text(write_config(tmp_path, iris + _route("other", {"x": (p2, 100)}, health),
+                                    name="next.yaml").read_text())
+        g.gw.request_reload()
+        await wait_until(lambda: g.gw.loaded.digest != old, 10)
+        async with session.get(g.url + "/v2/models/other/infer") as r:
+            body = await r.json()
+            assert (r.status, r.headers.get("x-killgate-version")) == (503, None), body
+            assert body["error"]["type"] == "unavailable", body
+        assert ("other", "x") in g.gw.holder.unhealthy

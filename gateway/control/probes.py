@@ -104,6 +104,9 @@ class HealthMonitor:
             if pk not in users:
                 self._tasks.pop(pk).cancel()
         self._probe_users = users
+        for pk, keyed in users.items():
+            if pk in self._tasks:  # a running prober: a version new to it (a reload added
+                self._adopt(keyed)  # it) starts with what its checks say, not optimistic
         new = [pk for pk in users if pk not in self._tasks]
         if new:
             await asyncio.wait([asyncio.ensure_future(self._probe_round(pk, True))
@@ -116,6 +119,21 @@ class HealthMonitor:
         if first_round and users:
             event(log, "phase", phase="health", probers=len(users),
                   unhealthy=sorted(f"{r}/{v}" for r, v in self._published))
+
+    def _adopt(self, keyed: list[tuple[Key, HealthConfig]]) -> None:
+        """Records of one prober's versions never checked yet take the check state of one
+        that was (the same backend, path and settings: the same checks)."""
+        recs = [r for r in (self.records.get(k) for k, _ in keyed) if r is not None]
+        known = next((r for r in recs if r.probed), None)
+        if known is None:
+            return
+        for rec in recs:
+            if not rec.probed:
+                rec.probed = True
+                rec.healthy_by_probe = known.healthy_by_probe
+                rec.probe_ok_streak = known.probe_ok_streak
+                rec.probe_fail_streak = known.probe_fail_streak
+                rec.last_probe_error = known.last_probe_error
 
     # ------------------------------------------------------------------ active checks
 
