@@ -119,3 +119,63 @@ async def test_a_version_added_on_a_backend_checked_unhealthy_does_not_serve(
             assert (r.status, r.headers.get("x-killgate-version")) == (503, None), body
             assert body["error"]["type"] == "unavailable", body
         assert ("other", "x") in g.gw.holder.unhealthy
+
+
+@pytest.mark.parametrize(("method", "headers", "again"), [
+    ("POST", {}, False),
+    ("POST", {"Idempotency-Key": "k1"}, True),
+    ("GET", {}, True),
+])
+async def test_an_answer_cut_after_its_head_is_not_retried_unless_safe_to_send_twice(
+        tmp_path: Path, backends, session: ClientSession, method: str,
+        headers: dict[str, str], again: bool) -> None:
+    """`retry_on: [reset]` retries a request whose backend closed or reset before it
+    answered (Envoy's `reset`: "does not respond at all"). v1 answers `200 OK` with a
+    Content-Length of 100 and closes after 7 bytes: it processed the request, and said so.
+    That POST was sent again to v2 (processed twice: a charge, a write), and the client
+    got v2's 200 as if nothing had happened. Expected: a 502 for it; a request safe to
+    send twice (an idempotent method, an Idempotency-Key) is still retried."""
+    import asyncio
+
+    from tests.backends import RawServer
+
+    class Cut(RawServer):
+        """Answers a connection's first request whole (kept alive), cuts the second."""
+
+        requests = 0
+
+        async def serve(self, reader: asyncio.StreamReader,
+                        writer: asyncio.StreamWriter) -> None:
+            for answer in (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+                           b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial"):
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = [int(x.split(b":")[1]) for x in head.lower().split(b"\r\n")
+                          if x.startswith(b"content-length:")]
+                await reader.readexactly(length[0] if length else 0)
+                self.requests += 1
+                writer.write(answer)
+                await writer.drain()
+
+    cut = Cut()
+    p1 = await cut.start()
+    second = Recorder()
+    p2 = await backends(echo_app("v2", second))
+    cfg = write_config(tmp_path, _route("iris", {"v1": (p1, 100), "v2": (p2, 0)},
+                                        "  retry: {retry_on: [reset], attempts: 2}\n"
+                                        "  outlier: {enabled: false}\n"))
+    try:
+        async with running_gateway(cfg) as g:
+            async with session.post(g.url + INFER, data=b"{}") as r:  # (pooled after)
+                assert (r.status, await r.read()) == (200, b"ok")
+            async with session.request(method, g.url + INFER, data=b"{}",
+                                       headers=headers) as r:
+                body = await r.read()
+                got = (r.status, r.headers.get("x-killgate-version"))
+            assert cut.requests == 2
+            if again:
+                assert got == (200, "v2") and len(second.requests) == 1, (got, body)
+            else:
+                assert got == (502, "v1"), (got, body)
+                assert second.requests == [], "a POST v1 answered 200 was sent to v2 too"
+    finally:
+        await cut.stop()
