@@ -179,3 +179,44 @@ async def test_an_answer_cut_after_its_head_is_not_retried_unless_safe_to_send_t
                 assert second.requests == [], "a POST v1 answered 200 was sent to v2 too"
     finally:
         await cut.stop()
+
+
+async def test_a_passively_ejected_version_serves_again_when_nothing_else_can(
+        tmp_path: Path, backends, session: ClientSession) -> None:
+    """README: "Passive ejection never removes the last version that can serve." It was
+    checked only at the moment of the ejection: v1 answered a few 5xx (a blip) and was
+    ejected for 30 s while v2 served; then the operator killed v2 (a bad model). Nothing
+    could serve, and the route answered 503 `unavailable` for the rest of the ejection (up
+    to 300 s after repeated ones), though v1 had recovered and nothing but its ejection
+    held it out. Expected: a version out only by passive ejection is back as soon as no
+    other version can serve (as Envoy's max_ejection_percent counts what is out now)."""
+    from aiohttp import web
+
+    from tests.test_killswitch import kill
+
+    blip = {"on": True}
+
+    async def flaky(_: web.Request) -> web.Response:
+        if blip["on"]:
+            return web.Response(status=500, text="blip")
+        return web.json_response({"version": "v1"})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", flaky)
+    p1, p2 = await backends(app), await backends(echo_app("v2"))
+    cfg = write_config(tmp_path, _route("iris", {"v1": (p1, 50), "v2": (p2, 50)},
+                                        "  outlier: {consecutive_5xx: 2, base_ejection: 30s}\n"))
+    async with running_gateway(cfg) as g:
+        for _ in range(50):
+            async with session.post(g.url + INFER, headers={"x-n": "1"}, data=b"{}") as r:
+                await r.read()
+            if ("iris", "v1") in g.gw.holder.unhealthy:
+                break
+        assert ("iris", "v1") in g.gw.holder.unhealthy
+        blip["on"] = False  # v1 recovers; its ejection runs on
+        await kill(session, g.admin, scope="version", route="iris", version="v2")
+        await wait_until(lambda: g.gw.holder.table.by_name["iris"].excluded.get("v2")
+                         == "killed")
+        async with session.post(g.url + INFER, data=b"{}") as r:
+            body = await r.read()
+            assert (r.status, r.headers.get("x-killgate-version")) == (200, "v1"), body

@@ -239,13 +239,14 @@ class HealthMonitor:
     def _publish(self) -> None:
         now = self.now()
         out = frozenset(k for k, rec in self.records.items() if not rec.serving(now))
+        ejected = frozenset(k for k in out if self.records[k].healthy_by_probe)
         # afresh: a version a reload removed leaves the series (not its last value forever)
         self.metrics.clear("killgate_upstream_health")
         for (r, v), rec in self.records.items():
             self.metrics.set("killgate_upstream_health", 1 if rec.serving(now) else 0, (r, v),
                              label_names=("route", "version"))
         self._published = out
-        self.holder.set_unhealthy(out)
+        self.holder.set_unhealthy(out, ejected)
         # re-admit ejected versions when their time is up
         if self._readmit is not None:
             self._readmit.cancel()

@@ -282,6 +282,11 @@ class RoutePlan:
                 failed_over = True
         return Choice(self.targets[name], FAILOVER if failed_over else decision)
 
+    @property
+    def serves(self) -> bool:
+        """Whether any version of the route can take its traffic (a route kill aside)."""
+        return bool(self._elig_names)
+
     def can_serve(self, name: str) -> bool:
         """Whether version `name` may answer clients (not killed or unhealthy, not the
         shadow, not one a latched rollback took off unless it has traffic); a route kill
