@@ -220,3 +220,26 @@ async def test_a_passively_ejected_version_serves_again_when_nothing_else_can(
         async with session.post(g.url + INFER, data=b"{}") as r:
             body = await r.read()
             assert (r.status, r.headers.get("x-killgate-version")) == (200, "v1"), body
+
+
+def test_only_a_version_out_by_ejection_alone_is_taken_back() -> None:
+    """The routing core of the test above: with every version out, those out only by
+    passive ejection serve; one out by its failed checks is never forced back in (README)."""
+    import random
+
+    from gateway.domain.routing import FALLBACK
+    from gateway.domain.statedoc import StateDoc
+    from gateway.domain.tablebuild import build_table
+    from tests.test_routing import _cfg
+
+    out = frozenset({("iris", "v1"), ("iris", "v2")})
+    plan = build_table(_cfg(), StateDoc(), out, ejected=frozenset({("iris", "v2")})) \
+        .by_name["iris"]
+    assert plan.effective_weights() == {"v1": 0.0, "v2": 100.0}
+    assert plan.choose(None, None, random.random).target.name == "v2"
+    plan = build_table(_cfg(), StateDoc(), out).by_name["iris"]
+    assert plan.choose(None, None, random.random).decision == FALLBACK
+    # while another version serves, an ejection holds
+    plan = build_table(_cfg(), StateDoc(), frozenset({("iris", "v2")}),
+                       ejected=frozenset({("iris", "v2")})).by_name["iris"]
+    assert plan.effective_weights() == {"v1": 100.0, "v2": 0.0}
