@@ -243,3 +243,49 @@ def test_only_a_version_out_by_ejection_alone_is_taken_back() -> None:
     plan = build_table(_cfg(), StateDoc(), frozenset({("iris", "v2")}),
                        ejected=frozenset({("iris", "v2")})).by_name["iris"]
     assert plan.effective_weights() == {"v1": 100.0, "v2": 0.0}
+
+
+async def test_a_reload_does_not_bring_back_the_version_it_removes_while_it_checks_new_ones(
+        tmp_path: Path, backends, session: ClientSession) -> None:
+    """A reload removes v2 (out: its checks fail) and adds v3, whose first check takes a
+    second; the running table (the old config) serves meanwhile. The health records of v2
+    were deleted before that check, so anything that published health during it (another
+    version ejected, an ejection ending, a check changing) gave the old table a v2 with no
+    record: healthy, and it took its share of traffic until the new config went live.
+    Expected: nothing the old table routes changes health by the reload's bookkeeping."""
+    import asyncio
+
+    from aiohttp import web
+
+    async def bad_ready(_: web.Request) -> web.Response:
+        return web.Response(status=503, text="broken")
+
+    async def slow_ready(_: web.Request) -> web.Response:
+        await asyncio.sleep(1.0)
+        return web.Response(text="ok")
+
+    broken = Recorder()
+    v3 = web.Application()
+    v3.router.add_get("/ready", slow_ready)
+    p1, p3 = await backends(echo_app("v1")), await backends(v3)
+    v2_app = web.Application()
+    v2_app.router.add_get("/ready", bad_ready)
+    v2_app.add_subapp("/v2/", echo_app("v2", broken))
+    p2 = await backends(v2_app)
+    health = "  health: {path: /ready, interval: 60s, timeout: 2s}\n"
+    cfg = write_config(tmp_path, _route("iris", {"v1": (p1, 50), "v2": (p2, 50)}, health))
+    async with running_gateway(cfg) as g:
+        assert ("iris", "v2") in g.gw.holder.unhealthy
+        old = g.gw.loaded.digest
+        cfg.write_text(write_config(tmp_path, _route("iris", {"v1": (p1, 50), "v3": (p3, 50)},
+                                                     health), name="next.yaml").read_text())
+        g.gw.request_reload()
+        await wait_until(lambda: any(k == ("iris", "v3") for k in g.gw.health.records), 10)
+        assert g.gw.loaded.digest == old  # (v3's first check is under way)
+        g.gw.health._publish()  # (what an ejection, or its end, does meanwhile)
+        assert ("iris", "v2") in g.gw.holder.unhealthy
+        for _ in range(10):
+            async with session.post(g.url + INFER, data=b"{}") as r:
+                await r.read()
+        assert broken.requests == []
+        await wait_until(lambda: g.gw.loaded.digest != old, 10)
