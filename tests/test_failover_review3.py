@@ -289,3 +289,21 @@ async def test_a_reload_does_not_bring_back_the_version_it_removes_while_it_chec
                 await r.read()
         assert broken.requests == []
         await wait_until(lambda: g.gw.loaded.digest != old, 10)
+
+
+async def test_status_names_no_previous_known_good_the_route_was_rolled_back_off(
+        tmp_path: Path, backends, session: ClientSession) -> None:
+    """After a rollback from v2 to v1, `/v1/status` said `previous_known_good: v2` (the
+    history's stable before v1): the version just rolled off, called known good to an
+    operator reading the status, and the default a rollback drill rolls back to. It is
+    no spare of the route (above), and the status says there is none."""
+    p1, p2 = await backends(echo_app("v1")), await backends(echo_app("v2"))
+    cfg = write_config(tmp_path, _route("iris", {"v2": (p2, 100), "v1": (p1, 0)}))
+    async with running_gateway(cfg) as g:
+        async with session.post(f"{g.admin}/v1/routes/iris/rollback", headers=auth(ROLLOUT),
+                                json={"to": "v1", "reason": "INC-1: v2 is bad"}) as r:
+            assert r.status == 200, await r.text()
+        async with session.get(g.admin + "/v1/status", headers=auth(ROLLOUT)) as r:
+            route = (await r.json())["routes"]["iris"]
+        assert route["stable"] == "v1"
+        assert route["previous_known_good"] is None, route["previous_known_good"]

@@ -193,7 +193,9 @@ class RoutePlan:
         # rolled back to goes down; the fallback answers then, as when none can serve
         self._spare = spare = self._servable - rolled_off
         self.stable = stable
-        self.previous = previous
+        # (after a rollback, the history's stable before this one is the version rolled off:
+        # not a known-good one, for the status and a drill's default either)
+        self.previous = previous = None if previous in rolled_off else previous
         ew = {n: w[n] for n in eligible if w[n] > 0}
         if (stable in self.excluded and previous is not None and previous != stable
                 and previous in spare and w[stable] > 0):
