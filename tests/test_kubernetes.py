@@ -129,7 +129,8 @@ def test_deployment_probes_drain_and_security() -> None:
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
     assert ports["data"] == int(cfg.listen.rsplit(":", 1)[1])
     assert ports["admin"] == int(cfg.admin.listen.rsplit(":", 1)[1])
-    assert cfg.admin.listen.startswith("0.0.0.0:")  # the kubelet probes it from the node
+    # the kubelet probes it from the node, at the pod's IP (IPv4 or IPv6: test_deploy_review3)
+    assert cfg.admin.listen.startswith("[::]:")
 
     # probes: readiness is /readyz (503 until the kill state is loaded, and while
     # draining), liveness /healthz; both on the admin port
