@@ -6,13 +6,16 @@ processes where the question is how killgate behaves.
 from __future__ import annotations
 
 import asyncio
+import shutil
 import socket
+import subprocess
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from gateway.config_types import parse_listen
 from gateway.configfile import load_config
@@ -194,3 +197,44 @@ async def test_a_request_waiting_for_its_model_field_holds_its_body_up_to_max_in
         for s in socks:
             s.close()
         assert gw.stop() == 0, gw.output()
+
+
+# ------------------------------------------------------- scraping under the operator
+
+
+def test_a_prometheus_operator_finds_every_pod_to_scrape(tmp_path: Path) -> None:
+    """The pods told Prometheus to scrape them only through `prometheus.io/*` annotations,
+    which the Prometheus operator (kube-prometheus-stack and the like) does not read: there,
+    no series arrived, so no shipped alert could fire (KillgateInstanceDown included: it
+    looks for targets that exported killgate's series). The optional component
+    components/prometheus-operator adds a PodMonitor scraping what the annotations name:
+    the gateway pods (not the drill's), the admin port, /metrics."""
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl is not installed")
+    copy = tmp_path / "kubernetes"
+    shutil.copytree(ROOT / "deploy" / "kubernetes", copy)
+    overlay = copy / "overlays" / "example"
+    shutil.copy(overlay / "keys.env.example", overlay / "keys.env")
+    with (overlay / "kustomization.yaml").open("a") as f:
+        f.write("components:\n  - ../../components/prometheus-operator\n")
+    out = subprocess.run([kubectl, "kustomize", str(overlay)], capture_output=True, text=True,
+                         timeout=60, check=True).stdout
+    docs = [d for d in yaml.safe_load_all(out) if d]
+    (mon,) = [d for d in docs if d["kind"] == "PodMonitor"]
+    assert mon["apiVersion"] == "monitoring.coreos.com/v1"
+    (dep,) = [d for d in docs if d["kind"] == "Deployment"]
+    assert mon["metadata"]["namespace"] == dep["metadata"]["namespace"]
+    pod = dep["spec"]["template"]
+    selector = mon["spec"]["selector"]["matchLabels"]
+    assert set(mon["spec"]) == {"selector", "podMetricsEndpoints"}, mon["spec"]
+    assert selector.items() <= pod["metadata"]["labels"].items()
+    (cron,) = [d for d in docs if d["kind"] == "CronJob"]
+    drill = cron["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["labels"]
+    assert not selector.items() <= drill.items()  # (a drill's pod serves no /metrics)
+    (ep,) = mon["spec"]["podMetricsEndpoints"]
+    assert set(ep) <= {"port", "path", "interval"}, ep  # (fields of PodMetricsEndpoint)
+    ann = pod["metadata"]["annotations"]
+    ports = {p["name"]: p["containerPort"] for p in _container(dep)["ports"]}
+    assert str(ports[ep["port"]]) == ann["prometheus.io/port"]
+    assert ep["path"] == ann["prometheus.io/path"]
