@@ -6,6 +6,7 @@ processes where the question is how killgate behaves.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import shutil
 import socket
 import subprocess
@@ -238,3 +239,19 @@ def test_a_prometheus_operator_finds_every_pod_to_scrape(tmp_path: Path) -> None
     ports = {p["name"]: p["containerPort"] for p in _container(dep)["ports"]}
     assert str(ports[ep["port"]]) == ann["prometheus.io/port"]
     assert ep["path"] == ann["prometheus.io/path"]
+
+
+def test_the_documented_commands_put_no_secret_on_a_command_line() -> None:
+    """README's `podman run` passed the JWT secret as `-e KILLGATE_JWT_SECRET=...`, and
+    secret.yaml's `kubectl create secret` as `--from-literal=...="$(openssl ...)"`: a value
+    in a command's arguments is kept in the shell's history (the first) and shown by `ps` to
+    every user of the machine while the command runs (both)."""
+    from tests.test_deploy_review import _container_run_command
+
+    args = _container_run_command()
+    for flag, value in itertools.pairwise(args):
+        if flag in ("-e", "--env"):
+            assert "=" not in value, value  # (the value from the caller's environment)
+    secret = (BASE / "secret.yaml").read_text()
+    assert "--from-literal" not in secret
+    assert "--from-env-file=keys.env" in secret
