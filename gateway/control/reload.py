@@ -217,6 +217,7 @@ class ConfigWatcher:
                     event(log, "config_error_cleared", trigger=trigger)
                 self.outcome.last_error = None
                 self.outcome.last_problems = []
+                self.metrics.set("killgate_config_refused", 0)
                 return False
             old = self.current()
             try:
@@ -228,6 +229,7 @@ class ConfigWatcher:
             self.outcome.loaded_at = utc_now()
             self.outcome.last_error = None
             self.outcome.last_problems = []
+            self.metrics.set("killgate_config_refused", 0)
             # against what the process runs with, not the last reload: a route-only change
             # after a server change still waits for the restart
             self.outcome.restart_required = restart_changes(self.started.config, loaded.config)
@@ -244,6 +246,7 @@ class ConfigWatcher:
     def _reject(self, exc: ConfigError, trigger: str) -> None:
         problems = [str(p) for p in exc.problems]
         self.metrics.inc("killgate_config_reload_rejected_total")
+        self.metrics.set("killgate_config_refused", 1)
         if problems != self.outcome.last_problems:  # log each distinct error once
             event(log, "config_rejected", logging.ERROR, trigger=trigger, path=str(self.path),
                   problems=problems, running=self.current().digest)

@@ -69,6 +69,9 @@ HELP: dict[str, tuple[str, str]] = {
                                                      "replicas confirmed in time."),
     "killgate_config_reloads_total": ("counter", "Config reloads applied."),
     "killgate_config_reload_rejected_total": ("counter", "Config reloads refused (bad file)."),
+    "killgate_config_refused": ("gauge", "1 while the config file on disk is refused (the "
+                                         "running config stays; an instance starting on "
+                                         "that file would refuse to start): alert on it."),
     "killgate_config_reload_waiting": ("gauge", "1 while a reload waits for the config file's "
                                                 "writer to finish (config.waiting)."),
     "killgate_inflight_requests": ("gauge", "Requests in flight in this process."),
@@ -216,6 +219,10 @@ INITIAL: dict[str, tuple[tuple[str, ...], tuple[tuple[str, ...], ...]]] = {
                        "stats", "audit", "snapshot"))),
     "killgate_fail_closed": ((), ((),)),
     "killgate_state_stale": ((), ((),)),
+    # (KillgateConfigRefused; the first refusal must be an increase too)
+    "killgate_config_refused": ((), ((),)),
+    "killgate_config_reload_rejected_total": ((), ((),)),
+    "killgate_config_reloads_total": ((), ((),)),
     # (the outcomes the shipped alerts watch: KillgateAlertsNotDelivered, ...NotActed,
     # ...Refused)
     "killgate_alertmanager_alerts_total": (("outcome",), tuple(
