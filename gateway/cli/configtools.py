@@ -162,13 +162,17 @@ def _kills_by_routing(kills: list[Any], loaded: Any) -> tuple[list[dict[str, Any
 
 def _latched(routes: dict[str, Any], loaded: Any) -> list[str]:
     """The routes of the running gateway a runtime override latches; a ConfigError when
-    its reload of `loaded` would be refused for dropping a version an override serves."""
-    from gateway.domain.overrides import latch_problems
+    its reload of `loaded` would be refused: for dropping a version an override serves, or
+    for giving a version name the gateway knows another artifact (its running versions'
+    and its history's: versions are immutable, as `serve` checks against its record)."""
+    from gateway.domain.overrides import identity_problems, latch_problems
     from gateway.domain.statedoc import RouteOverride, StateDoc
     from gateway.errors import ConfigError, Problem
 
     overrides = {}
+    known: dict[str, dict[str, dict[str, Any]]] = {}
     for name, r in routes.items():
+        known[name] = _artifacts(r)
         ov = r.get("override") if isinstance(r, dict) else None
         if isinstance(ov, dict):
             try:
@@ -179,11 +183,31 @@ def _latched(routes: dict[str, Any], loaded: Any) -> list[str]:
             except (KeyError, TypeError, ValueError, AttributeError):
                 raise ClientError(f"unexpected answer from the admin API: the override of "
                                   f"route {name!r}") from None
-    problems = latch_problems(StateDoc(), list(loaded.config.routes), overrides)
+    mine = list(loaded.config.routes)
+    problems = (identity_problems(StateDoc(identities=known), mine)
+                + latch_problems(StateDoc(), mine, overrides))
     if problems:
         raise ConfigError([Problem(p, "the running gateway would refuse it: " + m)
                            for p, m in problems])
     return sorted(overrides)
+
+
+def _artifacts(route: Any) -> dict[str, dict[str, Any]]:
+    """Version name -> the artifact a running gateway's status shows it with (its
+    config's, then its history's), as identity records."""
+    out: dict[str, dict[str, Any]] = {}
+    if not isinstance(route, dict):
+        return out
+    history = route.get("history")
+    for h in history if isinstance(history, list) else ():
+        if isinstance(h, dict) and isinstance(h.get("stable"), str) \
+                and isinstance(h.get("artifact"), str) and h["artifact"]:
+            out[h["stable"]] = {"artifact": h["artifact"], "time": h.get("time")}
+    versions = route.get("versions")
+    for name, v in (versions.items() if isinstance(versions, dict) else ()):
+        if isinstance(v, dict) and isinstance(v.get("artifact"), str) and v["artifact"]:
+            out[str(name)] = {"artifact": v["artifact"]}
+    return out
 
 
 def add_config_commands(cmd: Any, sub: Any) -> None:
