@@ -3,6 +3,7 @@ what `serve` does with the same file, and a storm of reload signals stays bounde
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -49,3 +50,45 @@ async def test_diff_refuses_a_changed_artifact_as_serve_does(
         assert res.returncode == 1, (res.returncode, res.stdout, res.stderr)
         assert "routes[0].versions[1].artifact" in res.stderr, res.stderr
         assert "sha256:bbbb" in res.stderr and "new version name" in res.stderr, res.stderr
+
+
+def _many(p1: int, p2: int, n: int, w2: int = 10) -> str:
+    return "".join(f"""\
+- name: r{i}
+  match: {{path_prefix: /m/r{i}}}
+  stable: v1
+  versions:
+    - {{name: v1, url: "http://127.0.0.1:{p1}", weight: 90}}
+    - {{name: v2, url: "http://127.0.0.1:{p2}", weight: {w2}}}
+""" for i in range(n))
+
+
+async def test_a_storm_of_sighups_does_not_queue_a_read_each(tmp_path: Path, backends) -> None:
+    """Every SIGHUP queued a reload of its own, each read and parsed in turn under the
+    reload lock (a config of 120 routes takes a noticeable fraction of a second): a
+    reloader sending SIGHUP in a loop piled up tasks without bound, each a read and a
+    parse on a core the data plane shares (60 SIGHUPs: about 20 s of work here). SIGHUPs
+    that arrive while one reload waits to read the file are that reload: it reads the
+    newest file, so the last change still goes live."""
+    import os
+    import time
+
+    p1, p2 = await backends(echo_app("v1")), await backends(echo_app("v2"))
+    cfg = write_config(tmp_path, _many(p1, p2, 120))
+    async with running_gateway(cfg) as g:
+        t0 = time.monotonic()
+        g.gw.request_reload()
+        await wait_until(lambda: not g.gw._reloads, 30, what="one reload")
+        one = time.monotonic() - t0
+        t1 = time.monotonic()
+        for i in range(60):  # what 60 SIGHUPs do (the signal handler)
+            g.gw.request_reload()
+            if i == 30:  # a change the storm's reloads must not lose
+                tmp = cfg.with_name("next.tmp")
+                tmp.write_text(cfg.read_text().replace("weight: 10}", "weight: 30}", 1))
+                os.replace(tmp, cfg)
+            await asyncio.sleep(0.005)
+        await wait_until(lambda: not g.gw._reloads, 60, what="the storm's reloads done")
+        took = time.monotonic() - t1
+        assert g.gw.loaded.config.routes[0].versions[1].weight == 30
+        assert took < max(4.0, 6 * one), (took, one)
