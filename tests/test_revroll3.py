@@ -92,3 +92,50 @@ async def test_a_storm_of_sighups_does_not_queue_a_read_each(tmp_path: Path, bac
         took = time.monotonic() - t1
         assert g.gw.loaded.config.routes[0].versions[1].weight == 30
         assert took < max(4.0, 6 * one), (took, one)
+
+
+async def test_a_reload_that_changes_the_steps_does_not_jump_the_canary(
+        tmp_path: Path, backends) -> None:
+    """A rollout at step 2 of [1, 5, 50, 100] (5 %), and a reload giving steps [5, 50, 100]
+    (the step already passed taken out): the step index stayed 1 and now meant 50 %, so
+    the canary went from 5 % to 50 % at the reload, never judged in between (and a plan
+    cut shorter than the step reached gave it 100 %, then promoted it). The rollout now
+    goes on from the new plan's largest step not above the weight it was at, observed
+    for a whole step_interval (Argo Rollouts restarts a rollout whose steps changed)."""
+    import os
+
+    from gateway.domain.analysis import Sample
+    from tests.test_rollout import Flaky, route
+
+    p1, p2 = await backends(Flaky("v1").app()), await backends(Flaky("v2").app())
+    steps = ("  analysis: {window: 1s, interval: 100ms, min_requests: 3, "
+             "steps: [1, 5, 50, 100], step_interval: 300ms}\n")
+    cfg = write_config(tmp_path, route(p1, p2, 90, 10, steps))
+    async with running_gateway(cfg) as g:
+        rollout = g.gw.rollout
+
+        async def passing(rc):  # type: ignore[no-untyped-def]
+            return {"v1": Sample(100, 0), "v2": Sample(100, 0)}  # v2 as good as v1
+
+        rollout._fleet_samples = passing  # type: ignore[method-assign]
+        await wait_until(lambda: g.gw.holder.doc.progress.get("iris", {}).get("step") == 1,
+                         10, what="the rollout at its second step (5 %)")
+        later = steps.replace("[1, 5, 50, 100]", "[5, 50, 100]").replace("300ms", "1h")
+        tmp = cfg.with_name("next.tmp")
+        tmp.write_text(write_config(tmp_path, route(p1, p2, 90, 10, later),
+                                    name="next.yaml").read_text())
+        old = g.gw.loaded.digest
+        os.replace(tmp, cfg)
+        g.gw.request_reload()
+        seen: list[float] = []
+
+        def applied() -> bool:
+            seen.append(g.gw.holder.table.by_name["iris"].effective_weights()["v2"])
+            return g.gw.loaded.digest != old
+        await wait_until(applied, 10, interval=0.001, what="the reload")
+        await asyncio.sleep(1.0)  # (rounds of the rollout on the new plan)
+        seen.append(g.gw.holder.table.by_name["iris"].effective_weights()["v2"])
+        assert max(seen) <= 5, seen
+        prog = g.gw.holder.doc.progress["iris"]
+        assert prog["step"] == 0 and prog["state"] == "running", prog
+        assert rollout.status("iris")["progress"]["weight"] == 5

@@ -31,7 +31,7 @@ from gateway.domain.audit import AuditDraft, utc_now
 from gateway.domain.overrides import effective_stable, with_stable
 from gateway.domain.statedoc import Change, Progress, RouteOverride, StateDoc
 from gateway.domain.stats import WindowStats
-from gateway.domain.tablebuild import canary_of, kill_holding, rolls_out
+from gateway.domain.tablebuild import canary_of, kill_holding, rolls_out, step_index
 from gateway.errors import AuditError, StateError
 from gateway.log import event
 from gateway.state.sync import Sync
@@ -228,6 +228,13 @@ class RolloutDriver:
                                          "progressive.pause")
             return  # not started, not advanced
         mine = prog is not None and prog.get("canary") == canary
+        if prog is not None and mine and prog.get("steps") not in (None, steps):
+            # a reload changed the plan: go on from the step tablebuild routes by now,
+            # observed for a whole step_interval at it (and the plan recorded)
+            at = step_index(prog, steps)
+            await self._set_progress(rc, prog, {**prog, "step": at or 0, "steps": list(steps),
+                                                "since": now}, "progressive.replan")
+            return
         killed = kill_holding(self.holder.doc, rc.name, (stable, canary))
         if killed is not None:
             # an operator's kill: never stepped up or promoted on the counts from before it
@@ -273,6 +280,9 @@ class RolloutDriver:
     async def _set_progress(self, rc: RouteConfig, expected: Progress | None,
                             new_prog: Progress, action: str) -> None:
         steps = rc.analysis.steps if rc.analysis is not None and rc.analysis.steps else []
+        if steps and "steps" not in new_prog:
+            new_prog = {**new_prog, "steps": list(steps)}  # what its `step` indexes
+
         def change(cur: StateDoc) -> Change | None:
             if cur.progress.get(rc.name) != expected or self._replaced(rc) or (
                     rc.name in cur.overrides and new_prog.get("held") != "override"):
@@ -332,9 +342,9 @@ class RolloutDriver:
             out["evidence"] = v.evidence
             out["recent"] = list(reversed(self.recent.get(route, ())))  # newest first
         if prog is not None:
-            step = int(prog.get("step", 0))
+            step = step_index(prog, steps) if steps else None
             out["progress"] = {**prog, "steps": steps,
-                               "weight": steps[step] if steps and step < len(steps) else None}
+                               "weight": steps[step] if steps and step is not None else None}
         return out
 
 

@@ -15,7 +15,7 @@ from gateway.domain.routing import STATE_UNKNOWN, RoutePlan, RouteTable
 from gateway.domain.statedoc import StateDoc, kill_key
 
 __all__ = ["build_table", "canary_of", "kill_holding", "override_missing", "override_unservable",
-           "progressive_weights", "rebuild_table", "rolls_out"]
+           "progressive_weights", "rebuild_table", "rolls_out", "step_index"]
 
 
 def canary_of(rc: RouteConfig, stable: str) -> str | None:
@@ -47,6 +47,24 @@ def kill_holding(doc: StateDoc, route: str, versions: tuple[str, ...]) -> str | 
     return None
 
 
+def step_index(prog: Mapping[str, object], steps: list[float]) -> int | None:
+    """The index into `steps` (the file's, non-empty) a rollout in `prog` is at (None: the
+    document is corrupt). A rollout records the steps it was planned with: when a reload
+    changed them, its index would mean another weight (at 5 % of [1, 5, 50, 100], index 1
+    of [5, 50, 100] is 50 %), so it goes on from the largest new step not above the weight
+    it was at (the first, if none is), and is never raised by the edit itself."""
+    step = prog.get("step", 0)
+    if type(step) is not int:  # not a bool either
+        return None
+    planned = prog.get("steps")
+    if isinstance(planned, list) and planned and planned != steps \
+            and all(isinstance(x, int | float) and not isinstance(x, bool) for x in planned):
+        pct = float(planned[max(0, min(step, len(planned) - 1))])
+        below = [i for i, x in enumerate(steps) if x <= pct]
+        return below[-1] if below else 0
+    return max(0, min(step, len(steps) - 1))
+
+
 def progressive_weights(rc: RouteConfig, prog: Mapping[str, object]) -> dict[str, float] | None:
     """Weights while a progressive rollout runs (step percentage to the canary). A canary
     the file gives weight 0 is not rolled out: the file's weights govern."""
@@ -55,10 +73,10 @@ def progressive_weights(rc: RouteConfig, prog: Mapping[str, object]) -> dict[str
     if not steps or canary is None or not rolls_out(rc, canary) \
             or prog.get("canary") != canary or prog.get("state") not in ("running", "paused"):
         return None
-    step = prog.get("step", 0)
-    if type(step) is not int:  # not a bool either: the document is corrupt
+    step = step_index(prog, steps)
+    if step is None:
         return None
-    pct = float(steps[max(0, min(step, len(steps) - 1))])
+    pct = float(steps[step])
     weights = {v.name: 0.0 for v in rc.versions}
     weights[canary] = pct
     weights[rc.stable] = 100.0 - pct
