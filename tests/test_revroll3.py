@@ -139,3 +139,36 @@ async def test_a_reload_that_changes_the_steps_does_not_jump_the_canary(
         prog = g.gw.holder.doc.progress["iris"]
         assert prog["step"] == 0 and prog["state"] == "running", prog
         assert rollout.status("iris")["progress"]["weight"] == 5
+
+
+async def test_a_refused_config_stays_visible_in_metrics_until_fixed(
+        tmp_path: Path, backends, session: ClientSession) -> None:
+    """A GitOps change the gateway refuses left one increment of
+    killgate_config_reload_rejected_total (and one log line): the file is not read again
+    until it changes, so any rate or increase of the counter went back to 0 within its
+    window while the fleet kept running the old config and the merged change was never
+    applied. Nothing in /metrics said "the file on disk is refused" (as Prometheus's own
+    prometheus_config_last_reload_successful does), and no shipped alert fired."""
+    import re
+
+    p1, p2 = await backends(echo_app("v1")), await backends(echo_app("v2"))
+    cfg = write_config(tmp_path, _iris(p1, p2, "sha256:bbbb"))
+    good = cfg.read_text()
+
+    async def gauge() -> float | None:
+        async with session.get(g.admin + "/metrics") as r:
+            text = await r.text()
+        m = re.search(r"^killgate_config_reload_refused(?:\{[^}]*\})? (\S+)$", text, re.M)
+        return None if m is None else float(m.group(1))
+
+    async with running_gateway(cfg) as g:
+        assert await gauge() == 0
+        cfg.write_text(good.replace("weight: 10", "weight: -1"))
+        g.gw.request_reload()
+        await wait_until(lambda: g.gw.watcher.outcome.last_error is not None, 10,
+                         what="the refusal")
+        assert await gauge() == 1
+        cfg.write_text(good.replace("weight: 10", "weight: 20"))
+        g.gw.request_reload()
+        await wait_until(lambda: g.gw.watcher.outcome.last_error is None, 10, what="the fix")
+        assert await gauge() == 0

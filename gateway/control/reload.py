@@ -65,6 +65,7 @@ class ConfigWatcher:
         self.metrics = metrics
         self.debounce = debounce
         self.outcome = ReloadOutcome(current())
+        metrics.set("killgate_config_reload_refused", 0)
         #: the config whose restart-only settings are in force (the one the process started on)
         self.started = current()
         self._dirty = asyncio.Event()
@@ -223,8 +224,7 @@ class ConfigWatcher:
                     self.unchanged(loaded)  # (a key file the checks read again, say)
                 if self.outcome.last_error is not None:
                     event(log, "config_error_cleared", trigger=trigger)
-                self.outcome.last_error = None
-                self.outcome.last_problems = []
+                self._cleared()
                 return False
             old = self.current()
             try:
@@ -234,8 +234,7 @@ class ConfigWatcher:
                 return False
             self.outcome.loaded_digest = loaded.digest
             self.outcome.loaded_at = utc_now()
-            self.outcome.last_error = None
-            self.outcome.last_problems = []
+            self._cleared()
             # against what the process runs with, not the last reload: a route-only change
             # after a server change still waits for the restart
             self.outcome.restart_required = restart_changes(self.started.config, loaded.config)
@@ -257,6 +256,14 @@ class ConfigWatcher:
                   problems=problems, running=self.current().digest)
         self.outcome.last_problems = problems
         self.outcome.last_error = "; ".join(problems)
+        # (the counter moves once per refusal, and a refused file is not read again until
+        # it changes: this says for as long as it lasts that the file on disk is not live)
+        self.metrics.set("killgate_config_reload_refused", 1)
+
+    def _cleared(self) -> None:
+        self.outcome.last_error = None
+        self.outcome.last_problems = []
+        self.metrics.set("killgate_config_reload_refused", 0)
 
 
 def summarize_changes(old: LoadedConfig, new: LoadedConfig) -> dict[str, Any]:

@@ -66,6 +66,9 @@ HELP: dict[str, tuple[str, str]] = {
     "killgate_config_reload_rejected_total": ("counter", "Config reloads refused (bad file)."),
     "killgate_config_reload_waiting": ("gauge", "1 while a reload waits for the config file's "
                                                 "writer to finish (config.waiting)."),
+    "killgate_config_reload_refused": ("gauge", "1 while the config file on disk is refused "
+                                                "and the config before it runs "
+                                                "(config.last_error), else 0."),
     "killgate_inflight_requests": ("gauge", "Requests in flight in this process."),
     "killgate_audit_records_total": ("counter", "Audit events appended."),
     "killgate_audit_mirror_failures_total": ("counter", "Failed attempts to copy the audit "
