@@ -100,8 +100,7 @@ async def test_a_reload_that_changes_the_steps_does_not_jump_the_canary(
     (the step already passed taken out): the step index stayed 1 and now meant 50 %, so
     the canary went from 5 % to 50 % at the reload, never judged in between (and a plan
     cut shorter than the step reached gave it 100 %, then promoted it). The rollout now
-    goes on from the new plan's largest step not above the weight it was at, observed
-    for a whole step_interval (Argo Rollouts restarts a rollout whose steps changed)."""
+    goes on from the new plan's largest step not above the weight it was at."""
     import os
 
     from gateway.domain.analysis import Sample
@@ -136,8 +135,7 @@ async def test_a_reload_that_changes_the_steps_does_not_jump_the_canary(
         await asyncio.sleep(1.0)  # (rounds of the rollout on the new plan)
         seen.append(g.gw.holder.table.by_name["iris"].effective_weights()["v2"])
         assert max(seen) <= 5, seen
-        prog = g.gw.holder.doc.progress["iris"]
-        assert prog["step"] == 0 and prog["state"] == "running", prog
+        assert g.gw.holder.doc.progress["iris"]["state"] == "running"
         assert rollout.status("iris")["progress"]["weight"] == 5
 
 

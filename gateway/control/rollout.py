@@ -31,7 +31,13 @@ from gateway.domain.audit import AuditDraft, utc_now
 from gateway.domain.overrides import effective_stable, with_stable
 from gateway.domain.statedoc import Change, Progress, RouteOverride, StateDoc
 from gateway.domain.stats import WindowStats
-from gateway.domain.tablebuild import canary_of, kill_holding, rolls_out, step_index
+from gateway.domain.tablebuild import (
+    canary_of,
+    kill_holding,
+    progressive_pct,
+    rolls_out,
+    step_index,
+)
 from gateway.errors import AuditError, StateError
 from gateway.log import event
 from gateway.state.sync import Sync
@@ -228,23 +234,28 @@ class RolloutDriver:
                                          "progressive.pause")
             return  # not started, not advanced
         mine = prog is not None and prog.get("canary") == canary
+        # what the writes below start from: this canary's rollout, on this file's steps
+        base: Progress = prog if prog is not None else {}
         if prog is not None and mine and prog.get("steps") not in (None, steps):
-            # a reload changed the plan: go on from the step tablebuild routes by now,
-            # observed for a whole step_interval at it (and the plan recorded)
-            at = step_index(prog, steps)
-            await self._set_progress(rc, prog, {**prog, "step": at or 0, "steps": list(steps),
-                                                "since": now}, "progressive.replan")
-            return
+            # a reload (or another instance's file) changed the plan: go on from the step
+            # routing uses now (tablebuild.step_index), recorded with this plan by the next
+            # write; one the edit raised (to the new first step) gets a whole step_interval
+            at = step_index(prog, steps) or 0
+            base = {**prog, "step": at, "steps": list(steps)}
+            if progressive_pct(prog) < steps[at]:
+                await self._set_progress(rc, prog, {**base, "since": now},
+                                         "progressive.replan")
+                return
         killed = kill_holding(self.holder.doc, rc.name, (stable, canary))
         if killed is not None:
             # an operator's kill: never stepped up or promoted on the counts from before it
             if prog is not None and mine and prog.get("held") != killed:
-                await self._set_progress(rc, prog, {**prog, "state": "paused", "held": killed},
+                await self._set_progress(rc, prog, {**base, "state": "paused", "held": killed},
                                          "progressive.pause")
             return
         if prog is not None and mine and prog.get("held"):
             # the kill was lifted: the step starts again, judged on what comes from now on
-            resumed: Progress = {k: v for k, v in prog.items() if k != "held"}  # type: ignore[assignment]
+            resumed: Progress = {k: v for k, v in base.items() if k != "held"}  # type: ignore[assignment]
             await self._set_progress(rc, prog, {**resumed, "since": now, "state": "running"},
                                      "progressive.resume")
             return
@@ -260,19 +271,19 @@ class RolloutDriver:
             return
         if verdict.status == "inconclusive":
             if prog.get("state") != "paused":
-                await self._set_progress(rc, prog, {**prog, "state": "paused"},
+                await self._set_progress(rc, prog, {**base, "state": "paused"},
                                          "progressive.pause")
             return
         if verdict.status != "passed":
             return
         if now - float(prog.get("since", now)) < rc.analysis.step_interval:
             if prog.get("state") == "paused":
-                await self._set_progress(rc, prog, {**prog, "state": "running"},
+                await self._set_progress(rc, prog, {**base, "state": "running"},
                                          "progressive.resume")
             return
-        step = int(prog.get("step", 0))
+        step = int(base.get("step", 0))
         if step + 1 < len(steps):
-            await self._set_progress(rc, prog, {**prog, "step": step + 1, "since": now,
+            await self._set_progress(rc, prog, {**base, "step": step + 1, "since": now,
                                                 "state": "running"}, "progressive.step")
         else:
             await self._promote(rc, prog, canary)

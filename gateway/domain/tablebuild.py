@@ -15,7 +15,7 @@ from gateway.domain.routing import STATE_UNKNOWN, RoutePlan, RouteTable
 from gateway.domain.statedoc import StateDoc, kill_key
 
 __all__ = ["build_table", "canary_of", "kill_holding", "override_missing", "override_unservable",
-           "progressive_weights", "rebuild_table", "rolls_out", "step_index"]
+           "progressive_pct", "progressive_weights", "rebuild_table", "rolls_out", "step_index"]
 
 
 def canary_of(rc: RouteConfig, stable: str) -> str | None:
@@ -63,6 +63,15 @@ def step_index(prog: Mapping[str, object], steps: list[float]) -> int | None:
         below = [i for i, x in enumerate(steps) if x <= pct]
         return below[-1] if below else 0
     return max(0, min(step, len(steps) - 1))
+
+
+def progressive_pct(prog: Mapping[str, object]) -> float:
+    """The canary's percentage by the steps `prog` recorded (-1: none recorded, or corrupt)."""
+    planned, step = prog.get("steps"), prog.get("step", 0)
+    if not isinstance(planned, list) or not planned or type(step) is not int:
+        return -1.0
+    x = planned[max(0, min(step, len(planned) - 1))]
+    return float(x) if isinstance(x, int | float) and not isinstance(x, bool) else -1.0
 
 
 def progressive_weights(rc: RouteConfig, prog: Mapping[str, object]) -> dict[str, float] | None:
