@@ -170,3 +170,33 @@ async def test_a_refused_config_stays_visible_in_metrics_until_fixed(
         g.gw.request_reload()
         await wait_until(lambda: g.gw.watcher.outcome.last_error is None, 10, what="the fix")
         assert await gauge() == 0
+
+
+async def test_a_new_canary_from_a_reload_starts_at_the_first_step(
+        tmp_path: Path, backends) -> None:
+    """With `steps`, a reload putting a new canary in (v3 for v2, weight 10 in the file, as
+    the README's example has it) routed the file's 10 % to it until the route's next
+    analysis round started its rollout at the first step (1 %), up to `interval` later:
+    ten times the first step's traffic to a version nobody had judged, then its sticky
+    users moved back off it (raising a canary must only ever move users onto it)."""
+    import os
+
+    from tests.test_rollout import Flaky, route
+
+    ports = [await backends(Flaky(v).app()) for v in ("v1", "v2", "v3")]
+    steps = ("  analysis: {window: 1s, interval: 1h, min_requests: 3, "
+             "steps: [1, 50, 100], step_interval: 1h}\n")
+    cfg = write_config(tmp_path, route(ports[0], ports[1], 90, 10, steps))
+    async with running_gateway(cfg) as g:
+        await wait_until(lambda: g.gw.holder.doc.progress.get("iris", {}).get("canary")
+                         == "v2", 10, what="v2's rollout started")
+        assert g.gw.holder.table.by_name["iris"].effective_weights()["v2"] == 1
+        tmp = cfg.with_name("next.tmp")
+        tmp.write_text(write_config(tmp_path, route(ports[0], ports[2], 90, 10, steps)
+                                    .replace("name: v2", "name: v3"),
+                                    name="next.yaml").read_text())
+        old = g.gw.loaded.digest
+        os.replace(tmp, cfg)
+        g.gw.request_reload()
+        await wait_until(lambda: g.gw.loaded.digest != old, 10, what="the reload")
+        assert g.gw.holder.table.by_name["iris"].effective_weights()["v3"] == 1

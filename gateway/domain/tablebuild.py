@@ -74,18 +74,29 @@ def progressive_pct(prog: Mapping[str, object]) -> float:
     return float(x) if isinstance(x, int | float) and not isinstance(x, bool) else -1.0
 
 
-def progressive_weights(rc: RouteConfig, prog: Mapping[str, object]) -> dict[str, float] | None:
+def progressive_weights(rc: RouteConfig,
+                        prog: Mapping[str, object] | None) -> dict[str, float] | None:
     """Weights while a progressive rollout runs (step percentage to the canary). A canary
-    the file gives weight 0 is not rolled out: the file's weights govern."""
+    the file gives weight 0 is not rolled out: the file's weights govern. A canary whose
+    rollout has not started yet (a reload put it in; the route's next analysis round
+    starts it, up to `analysis.interval` later) is at the first step already: the file's
+    weight would give an unjudged version more, and the start would then move its users
+    back off it. A shadow waits for its gate (control/shadow.py) at the file's 0."""
     steps = rc.analysis.steps if rc.analysis is not None else None
     canary = canary_of(rc, rc.stable)
-    if not steps or canary is None or not rolls_out(rc, canary) \
-            or prog.get("canary") != canary or prog.get("state") not in ("running", "paused"):
+    if not steps or canary is None or not rolls_out(rc, canary):
         return None
-    step = step_index(prog, steps)
-    if step is None:
-        return None
-    pct = float(steps[step])
+    if prog is None or prog.get("canary") != canary:
+        if rc.shadow is not None and rc.shadow.version == canary:
+            return None
+        pct = float(steps[0])
+    else:
+        if prog.get("state") not in ("running", "paused"):
+            return None
+        step = step_index(prog, steps)
+        if step is None:
+            return None
+        pct = float(steps[step])
     weights = {v.name: 0.0 for v in rc.versions}
     weights[canary] = pct
     weights[rc.stable] = 100.0 - pct
@@ -179,7 +190,7 @@ def _plan(rc: RouteConfig, doc: StateDoc, unhealthy: frozenset[tuple[str, str]],
         unpinnable = frozenset(n for n, w in weights.items() if w <= 0)
         if not any(w > 0 for w in weights.values()):
             unservable = override_unservable(rc, ov.weights)
-    elif prog is not None and (w := progressive_weights(rc, prog)) is not None:
+    elif (w := progressive_weights(rc, prog)) is not None:
         weights, stable = w, rc.stable
     else:
         weights = {v.name: v.weight for v in rc.versions}
