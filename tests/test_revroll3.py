@@ -200,3 +200,27 @@ async def test_a_new_canary_from_a_reload_starts_at_the_first_step(
         g.gw.request_reload()
         await wait_until(lambda: g.gw.loaded.digest != old, 10, what="the reload")
         assert g.gw.holder.table.by_name["iris"].effective_weights()["v3"] == 1
+
+
+async def test_diff_says_which_changes_wait_for_a_restart(tmp_path: Path) -> None:
+    """`killgate diff` listed a changed `state` or `listen` like a weight, as something the
+    merge would change; serve leaves them as it started until a restart (status then says
+    RESTART REQUIRED), so a reviewer read a store or port move as done at the reload."""
+    import json
+
+    from tests.test_cli import acli
+
+    a = write_config(tmp_path, _iris(9, 10, "sha256:bbbb"), listen="127.0.0.1:8080",
+                     name="a.yaml")
+    b = tmp_path / "b.yaml"
+    b.write_text(a.read_text().replace("127.0.0.1:8080", "127.0.0.1:8090")
+                 .replace("poll_interval: 50ms", "poll_interval: 100ms")
+                 .replace("weight: 10", "weight: 20"))
+    res = await acli("diff", str(b), "--against", str(a))
+    assert res.returncode == 2, res.stderr
+    assert "listen (at restart)" in res.stdout and "state.poll_interval (at restart)" \
+        in res.stdout, res.stdout
+    assert "weight v2 " in res.stdout and "weight v2 (at restart)" not in res.stdout
+    assert "apply only when the gateway restarts" in res.stdout, res.stdout
+    res = await acli("diff", str(b), "--against", str(a), "--json")
+    assert json.loads(res.stdout)["restart_required"] == ["listen", "state.poll_interval"]

@@ -85,7 +85,7 @@ def _token(args: argparse.Namespace) -> int:
 def _diff(args: argparse.Namespace) -> int:
     """What FILE would change against a running gateway (or --against FILE2): exit 2 if any."""
     from gateway.configfile import load_config
-    from gateway.domain.diff import config_dict, diff_configs, diff_rows
+    from gateway.domain.diff import config_dict, diff_configs, diff_rows, restart_keys
     from gateway.errors import ConfigError
 
     latched: list[str] = []
@@ -110,8 +110,10 @@ def _diff(args: argparse.Namespace) -> int:
         raise ClientError("invalid config: " + "; ".join(str(p) for p in exc.problems)) from None
     d = diff_configs(old, new)
     changed = bool(d["routes"] or d["settings"])
+    later = restart_keys(d)
     if args.json:
         print(json.dumps({"changed": changed, **d, **({"latched": latched} if latched else {}),
+                          **({"restart_required": later} if later else {}),
                           **({"kills_unrouted": dropped} if dropped else {}),
                           **({"kills_put_in_force": revived} if revived else {})}, indent=2))
     elif not changed:
@@ -122,6 +124,9 @@ def _diff(args: argparse.Namespace) -> int:
     else:
         print(f"{args.file} against {where}:")
         print(table([["route", "change", "before", "after"], *diff_rows(d)]))
+    if later and not args.json:
+        print("\nthese settings apply only when the gateway restarts (a reload leaves them as "
+              "it started; `killgate status` then says RESTART REQUIRED): " + ", ".join(later))
     if latched and not args.json:
         print("\nlatched by a runtime override (the file's weights and stable wait for "
               "`killgate release ROUTE`): " + ", ".join(latched))
