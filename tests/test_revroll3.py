@@ -224,3 +224,56 @@ async def test_diff_says_which_changes_wait_for_a_restart(tmp_path: Path) -> Non
     assert "apply only when the gateway restarts" in res.stdout, res.stdout
     res = await acli("diff", str(b), "--against", str(a), "--json")
     assert json.loads(res.stdout)["restart_required"] == ["listen", "state.poll_interval"]
+
+
+async def test_diff_names_a_kill_the_file_routes_around(
+        tmp_path: Path, backends, session: ClientSession) -> None:
+    """A kill stays on its name, and `killgate diff` warned only when the file dropped or
+    renamed that name. A file keeping the name can still serve what the kill stops: a new,
+    more specific route beside the killed one (premium users of a killed `iris`), or the
+    killed version's backend under a new version name (v2 moved to another backend, v3
+    added on v2's). Reviewed with diff before the merge, none of that was said."""
+    import json
+
+    from tests.conftest import bearer
+    from tests.test_cli import acli
+
+    p1, p2, p3 = [await backends(echo_app(v)) for v in ("v1", "v2", "v3")]
+    cfg = write_config(tmp_path, _iris(p1, p2, "sha256:bbbb"))
+    text = cfg.read_text()
+    premium = text + f"""\
+  - name: iris-premium
+    match: {{path_prefix: /v2/models/iris, header: {{x-tier: premium}}}}
+    stable: v1
+    versions:
+      - {{name: v1, url: "http://127.0.0.1:{p1}", weight: 1}}
+"""
+    moved = (text.replace(f"http://127.0.0.1:{p2}", f"http://127.0.0.1:{p3}")
+             .replace('artifact: "sha256:bbbb"}',
+                      f'artifact: "sha256:bbbb"}}\n      - {{name: v3, url: "http://127.0.0.1:{p2}", '
+                      'weight: 10}'))
+    files = {}
+    for name, body in (("premium", premium), ("moved", moved)):
+        files[name] = tmp_path / f"{name}.yaml"
+        files[name].write_text(body)
+    async with running_gateway(cfg) as g:
+        env = {"KILLGATE_ADMIN_URL": g.admin, "KILLGATE_TOKEN": admin_token("killgate:read")}
+        for kill, file, says in (
+                ({"scope": "route", "route": "iris"}, "premium", "route iris-premium (added)"),
+                ({"scope": "version", "route": "iris", "version": "v2"}, "moved",
+                 "is version v3 of route iris")):
+            async with session.post(g.admin + "/v1/kill", headers=bearer("killgate:admin"),
+                                    json={**kill, "reason": "bad answers"}) as r:
+                assert r.status == 200, await r.text()
+            res = await acli("diff", str(files[file]), env=env)
+            assert res.returncode == 2, res.stderr
+            assert "KILLS THIS FILE MAY ROUTE AROUND" in res.stdout and says in res.stdout, \
+                res.stdout
+            res = await acli("diff", str(files[file]), "--json", env=env)
+            assert json.loads(res.stdout)["kills_routed_around"][0]["kill"] == \
+                ("route:iris" if kill["scope"] == "route" else "version:iris:v2")
+            async with session.post(g.admin + "/v1/unkill", headers=bearer("killgate:admin"),
+                                    json={**kill, "reason": "next"}) as r:
+                assert r.status == 200, await r.text()
+        res = await acli("diff", str(files["premium"]), env=env)  # no kill: nothing said
+        assert "ROUTE AROUND" not in res.stdout, res.stdout

@@ -91,6 +91,7 @@ def _diff(args: argparse.Namespace) -> int:
     latched: list[str] = []
     dropped: list[dict[str, Any]] = []
     revived: list[dict[str, Any]] = []
+    around: list[dict[str, Any]] = []
     try:
         loaded = load_config(args.file)
         new, new_digest = config_dict(loaded.config), loaded.digest
@@ -106,6 +107,10 @@ def _diff(args: argparse.Namespace) -> int:
             status = api(args, "GET", "/v1/status", shape={"routes": dict, "kills": list})
             latched = _latched(status["routes"], loaded)
             dropped, revived = _kills_by_routing(status["kills"], loaded)
+            from gateway.domain.killreach import kills_routed_around
+            around = kills_routed_around([k for k in status["kills"] if isinstance(k, dict)],
+                                         [r for r in old.get("routes", ()) if isinstance(r, dict)],
+                                         new.get("routes", []))
     except ConfigError as exc:
         raise ClientError("invalid config: " + "; ".join(str(p) for p in exc.problems)) from None
     d = diff_configs(old, new)
@@ -115,7 +120,8 @@ def _diff(args: argparse.Namespace) -> int:
         print(json.dumps({"changed": changed, **d, **({"latched": latched} if latched else {}),
                           **({"restart_required": later} if later else {}),
                           **({"kills_unrouted": dropped} if dropped else {}),
-                          **({"kills_put_in_force": revived} if revived else {})}, indent=2))
+                          **({"kills_put_in_force": revived} if revived else {}),
+                          **({"kills_routed_around": around} if around else {})}, indent=2))
     elif not changed:
         print(f"no changes against {where}")
         if old_digest is not None and old_digest != new_digest:
@@ -140,6 +146,10 @@ def _diff(args: argparse.Namespace) -> int:
               "name, by an alert or on another instance: the route or version it adds is "
               "killed as soon as the file is live):\n" + table([["kill", "by", "reason"], *(
                   [k["kill"], k["by"], k["reason"]] for k in revived)]))
+    if around and not args.json:
+        print("\nKILLS THIS FILE MAY ROUTE AROUND (each stays in force on its name, but "
+              "requests it stops now may be served):\n" + table([["kill", "by", "reason", "how"], *(
+                  [k["kill"], k["by"], k["reason"], "; ".join(k["how"])] for k in around)]))
     return 2 if changed else 0
 
 
