@@ -277,3 +277,40 @@ async def test_diff_names_a_kill_the_file_routes_around(
                 assert r.status == 200, await r.text()
         res = await acli("diff", str(files["premium"]), env=env)  # no kill: nothing said
         assert "ROUTE AROUND" not in res.stdout, res.stdout
+
+
+async def test_a_reload_that_routes_around_a_kill_says_so(
+        tmp_path: Path, backends, session: ClientSession,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Applied anyway (the file is valid, and a kill is not a reason to refuse a config),
+    such a reload logged nothing: the kill looked in force while premium users of the
+    killed route were served."""
+    import logging
+    import os
+
+    from tests.conftest import bearer
+
+    p1, p2 = await backends(echo_app("v1")), await backends(echo_app("v2"))
+    cfg = write_config(tmp_path, _iris(p1, p2, "sha256:bbbb"))
+    premium = cfg.read_text() + f"""\
+  - name: iris-premium
+    match: {{path_prefix: /v2/models/iris, header: {{x-tier: premium}}}}
+    stable: v1
+    versions:
+      - {{name: v1, url: "http://127.0.0.1:{p1}", weight: 1}}
+"""
+    async with running_gateway(cfg) as g:
+        async with session.post(g.admin + "/v1/kill", headers=bearer("killgate:admin"),
+                                json={"scope": "route", "route": "iris",
+                                      "reason": "bad answers"}) as r:
+            assert r.status == 200, await r.text()
+        caplog.set_level(logging.WARNING)
+        tmp = cfg.with_name("next.tmp")
+        tmp.write_text(premium)
+        old = g.gw.loaded.digest
+        os.replace(tmp, cfg)
+        g.gw.request_reload()
+        await wait_until(lambda: g.gw.loaded.digest != old, 10, what="the reload")
+        await wait_until(lambda: any(r.getMessage() == "kill_routed_around"
+                                     and "iris-premium" in str(r.__dict__)
+                                     for r in caplog.records), 5, what="the warning")
