@@ -314,3 +314,18 @@ async def test_a_reload_that_routes_around_a_kill_says_so(
         await wait_until(lambda: any(r.getMessage() == "kill_routed_around"
                                      and "iris-premium" in str(r.__dict__)
                                      for r in caplog.records), 5, what="the warning")
+
+
+def test_status_marks_an_instance_running_another_config() -> None:
+    """A reload refused on one instance (or on one worker of a group: each is an instance)
+    and applied on the others showed only in the INSTANCES table's 19-character digests,
+    to be told apart by eye at 3 a.m.; `killgate status` now says which run another config."""
+    from gateway.cli.statuswarn import instance_rows
+
+    st = {"instance": "a", "generation": 5, "config": {"digest": "sha256:" + "1" * 64},
+          "instances": {"a": {"generation": 5, "config": "sha256:" + "1" * 64},
+                        "b": {"generation": 5, "config": "sha256:" + "2" * 64},
+                        "c": {"generation": 5, "config": "sha256:" + "1" * 64}}}
+    rows = {r[0]: r[-1] for r in instance_rows(st, [])[1:]}
+    assert rows["a"] == "" and rows["c"] == "", rows
+    assert rows["b"].startswith("OTHER CONFIG than a"), rows
