@@ -86,7 +86,8 @@ def instance_rows(st: dict[str, Any], silent: list[dict[str, Any]]) -> list[list
             # included): the digests alone, 19 characters each, had to be told apart by eye
             note = (note + "; " if note else "") + (
                 f"OTHER CONFIG than {st.get('instance')} ({digest[:19]}): a change not yet "
-                "applied there, or refused there or here (see its config.last_error)")
+                "applied there, a reload refused there or here (see its config.last_error), "
+                "or files that differ on purpose (per-host settings)")
         rows.append([name, str(gen), (i.get("config") or "")[:19],
                      f"{i.get('seen_s_ago', 0):.1f}s ago", note])
     for r in silent:
