@@ -329,3 +329,22 @@ def test_status_marks_an_instance_running_another_config() -> None:
     rows = {r[0]: r[-1] for r in instance_rows(st, [])[1:]}
     assert rows["a"] == "" and rows["c"] == "", rows
     assert rows["b"].startswith("OTHER CONFIG than a"), rows
+
+
+def test_a_less_specific_route_beside_a_killed_one_is_not_said_to_route_around_it() -> None:
+    """Routing picks the most specific match: a catch-all route added beside a killed
+    `iris` takes none of iris's requests, and crying wolf on it would teach reviewers to
+    skip the warning."""
+    from gateway.domain.killreach import kills_routed_around
+
+    iris = {"name": "iris", "match": {"path_prefix": "/v2/models/iris"},
+            "versions": [{"name": "v1", "url": "http://h:1"}]}
+    kill = [{"scope": "route", "route": "iris", "actor": "ops", "reason": "bad"}]
+
+    def route(name: str, **match: object) -> dict[str, object]:
+        return {"name": name, "match": match, "versions": [{"name": "v1", "url": "http://h:2"}]}
+
+    assert kills_routed_around(kill, [iris], [iris, route("all", path_prefix="/")]) == []
+    assert kills_routed_around(kill, [iris], [iris, route("other", path_prefix="/v2/models/bert")]) == []
+    said = kills_routed_around(kill, [iris], [iris, route("deep", path_prefix="/v2/models/iris/x")])
+    assert said and "route deep (added)" in said[0]["how"][0], said

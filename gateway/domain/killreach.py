@@ -35,7 +35,8 @@ def may_overlap(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
 def kills_routed_around(kills: Iterable[Mapping[str, Any]], running: Iterable[Mapping[str, Any]],
                         new: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """The route and version kills in force, on names both configs have, whose traffic the
-    `new` routes may serve: {"kill", "by", "reason", "how"} each."""
+    `new` routes may serve: {"kill", "by", "reason", "how"} each. (A route less specific
+    than the killed one takes none of its requests while the killed one's match stays.)"""
     old = {r.get("name"): r for r in running}
     routes = list(new)
     mine = {r.get("name"): r for r in routes}
@@ -56,7 +57,8 @@ def kills_routed_around(kills: Iterable[Mapping[str, Any]], running: Iterable[Ma
                         or f"route:{name}" in keys:
                     continue
                 changed = name not in old or old[name].get("match") != r.get("match")
-                if changed and may_overlap(r.get("match") or {}, before):
+                if changed and may_overlap(r.get("match") or {}, before) \
+                        and _rank(r.get("match") or {}) > _rank(before):
                     how.append(f"route {name} ({'added' if name not in old else 'its match changes'}) "
                                f"can take its requests")
         else:
@@ -73,6 +75,14 @@ def kills_routed_around(kills: Iterable[Mapping[str, Any]], running: Iterable[Ma
             out.append({"kill": _key(k), "by": str(k.get("actor")), "reason": str(k.get("reason")),
                         "how": how})
     return out
+
+
+def _rank(match: Mapping[str, Any]) -> tuple[int, int]:
+    """How specific a match is (routing: the longest path_prefix, then the most keys): a
+    route takes a request another one also matches only when it ranks higher."""
+    prefix = match.get("path_prefix")
+    keys = sum(match.get(k) is not None for k in ("path_prefix", "host", "header", "model"))
+    return (len(prefix) if isinstance(prefix, str) else 0, keys)
 
 
 def _key(k: Mapping[str, Any]) -> str:
