@@ -348,3 +348,37 @@ def test_a_less_specific_route_beside_a_killed_one_is_not_said_to_route_around_i
     assert kills_routed_around(kill, [iris], [iris, route("other", path_prefix="/v2/models/bert")]) == []
     said = kills_routed_around(kill, [iris], [iris, route("deep", path_prefix="/v2/models/iris/x")])
     assert said and "route deep (added)" in said[0]["how"][0], said
+
+
+async def test_touching_the_running_file_is_not_a_refused_reload(
+        tmp_path: Path, backends, session: ClientSession) -> None:
+    """An instance whose file lacks v1 when another instance (whose file has it) latches a
+    rollback to v1 serves nothing on that route (NOT SERVING, KillgateOverrideUnservable).
+    Any reload of its unchanged file then (a SIGHUP, a ConfigMap update of another key)
+    was refused for the latch: LAST RELOAD FAILED with "a file without it would send its
+    traffic to other versions" for the file already live, and the refused-config gauge
+    and alert on top. Refusing the file that runs changes nothing: it is not refused."""
+    from gateway.domain.audit import AuditDraft
+    from gateway.domain.statedoc import Change, RouteOverride
+
+    p2 = await backends(echo_app("v2"))
+    cfg = write_config(tmp_path, f"""\
+- name: iris
+  match: {{path_prefix: /v2/models/iris}}
+  stable: v2
+  versions:
+    - {{name: v2, url: "http://127.0.0.1:{p2}", weight: 100}}
+""")
+    async with running_gateway(cfg) as g:
+        # what another instance's rollback (its file has v1) writes to the shared store
+        ov = RouteOverride("v1", {"v1": 100.0, "v2": 0.0}, "alice", "INC-1", "t", "rollback")
+        await g.gw.sync.write(lambda cur: Change(overrides={"iris": ov}),
+                              lambda cur, new: AuditDraft("alice", "rollback",
+                                                          {"route": "iris"}, "INC-1"))
+        await wait_until(lambda: g.gw.holder.table.by_name["iris"].override_unservable, 5,
+                         what="the route not serving here")
+        cfg.touch()
+        g.gw.request_reload()
+        await wait_until(lambda: not g.gw._reloads, 10, what="the reload")
+        assert g.gw.watcher.outcome.last_error is None, g.gw.watcher.outcome.last_error
+        assert g.gw.metrics.get("killgate_config_reload_refused") == 0
