@@ -382,3 +382,23 @@ async def test_touching_the_running_file_is_not_a_refused_reload(
         await wait_until(lambda: not g.gw._reloads, 10, what="the reload")
         assert g.gw.watcher.outcome.last_error is None, g.gw.watcher.outcome.last_error
         assert g.gw.metrics.get("killgate_config_reload_refused") == 0
+
+
+def test_a_backend_shared_before_the_file_is_not_said_to_route_around_a_kill() -> None:
+    """A killed version's backend that another route's version (its drill route, whose
+    production kills hold on it, or a route serving the model under a second path) had
+    before the file was named at every reload and every diff, whatever the file changed."""
+    from gateway.domain.killreach import kills_routed_around
+
+    def route(name: str, prefix: str, url: str, **more: object) -> dict[str, object]:
+        return {"name": name, "match": {"path_prefix": prefix}, **more,
+                "versions": [{"name": "v1", "url": "http://h:1"}, {"name": "v2", "url": url}]}
+
+    running = [route("iris", "/iris", "http://h:2"),
+               route("iris-drill", "/drill/iris", "http://h:2", drill_for="iris"),
+               route("iris-alt", "/alt/iris", "http://h:2")]
+    kill = [{"scope": "version", "route": "iris", "version": "v2", "actor": "a", "reason": "r"}]
+    assert kills_routed_around(kill, running, running) == []
+    moved = [*running, route("iris-new", "/new/iris", "http://h:2")]
+    said = kills_routed_around(kill, running, moved)
+    assert said and said[0]["how"] == ["its backend http://h:2 is version v2 of route iris-new"]

@@ -65,11 +65,16 @@ def kills_routed_around(kills: Iterable[Mapping[str, Any]], running: Iterable[Ma
             url = next((v.get("url") for v in old[route].get("versions", ())
                         if v.get("name") == version), None)
             for r in routes:
+                if r.get("drill_for") == route:
+                    continue  # (the production route's kills hold on its drill route)
+                was = {v.get("name"): v.get("url") for v in old.get(r.get("name"), {}).get(
+                    "versions", ())}
                 for v in r.get("versions", ()):
                     n = (r.get("name"), v.get("name"))
                     if url is None or v.get("url") != url or n == (route, version) \
+                            or was.get(n[1]) == url \
                             or {"global", f"route:{n[0]}", f"version:{n[0]}:{n[1]}"} & keys:
-                        continue
+                        continue  # (one that had this backend already: not this file's)
                     how.append(f"its backend {url} is version {n[1]} of route {n[0]}")
         if how:
             out.append({"kill": _key(k), "by": str(k.get("actor")), "reason": str(k.get("reason")),
