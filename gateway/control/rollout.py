@@ -31,7 +31,13 @@ from gateway.domain.audit import AuditDraft, utc_now
 from gateway.domain.overrides import effective_stable, with_stable
 from gateway.domain.statedoc import Change, Progress, RouteOverride, StateDoc
 from gateway.domain.stats import WindowStats
-from gateway.domain.tablebuild import canary_of, kill_holding, rolls_out
+from gateway.domain.tablebuild import (
+    canary_of,
+    kill_holding,
+    progressive_pct,
+    rolls_out,
+    step_index,
+)
 from gateway.errors import AuditError, StateError
 from gateway.log import event
 from gateway.state.sync import Sync
@@ -228,16 +234,28 @@ class RolloutDriver:
                                          "progressive.pause")
             return  # not started, not advanced
         mine = prog is not None and prog.get("canary") == canary
+        # what the writes below start from: this canary's rollout, on this file's steps
+        base: Progress = prog if prog is not None else {}
+        if prog is not None and mine and prog.get("steps") not in (None, steps):
+            # a reload (or another instance's file) changed the plan: go on from the step
+            # routing uses now (tablebuild.step_index), recorded with this plan by the next
+            # write; one the edit raised (to the new first step) gets a whole step_interval
+            at = step_index(prog, steps) or 0
+            base = {**prog, "step": at, "steps": list(steps)}
+            if progressive_pct(prog) < steps[at]:
+                await self._set_progress(rc, prog, {**base, "since": now},
+                                         "progressive.replan")
+                return
         killed = kill_holding(self.holder.doc, rc.name, (stable, canary))
         if killed is not None:
             # an operator's kill: never stepped up or promoted on the counts from before it
             if prog is not None and mine and prog.get("held") != killed:
-                await self._set_progress(rc, prog, {**prog, "state": "paused", "held": killed},
+                await self._set_progress(rc, prog, {**base, "state": "paused", "held": killed},
                                          "progressive.pause")
             return
         if prog is not None and mine and prog.get("held"):
             # the kill was lifted: the step starts again, judged on what comes from now on
-            resumed: Progress = {k: v for k, v in prog.items() if k != "held"}  # type: ignore[assignment]
+            resumed: Progress = {k: v for k, v in base.items() if k != "held"}  # type: ignore[assignment]
             await self._set_progress(rc, prog, {**resumed, "since": now, "state": "running"},
                                      "progressive.resume")
             return
@@ -253,19 +271,19 @@ class RolloutDriver:
             return
         if verdict.status == "inconclusive":
             if prog.get("state") != "paused":
-                await self._set_progress(rc, prog, {**prog, "state": "paused"},
+                await self._set_progress(rc, prog, {**base, "state": "paused"},
                                          "progressive.pause")
             return
         if verdict.status != "passed":
             return
         if now - float(prog.get("since", now)) < rc.analysis.step_interval:
             if prog.get("state") == "paused":
-                await self._set_progress(rc, prog, {**prog, "state": "running"},
+                await self._set_progress(rc, prog, {**base, "state": "running"},
                                          "progressive.resume")
             return
-        step = int(prog.get("step", 0))
+        step = int(base.get("step", 0))
         if step + 1 < len(steps):
-            await self._set_progress(rc, prog, {**prog, "step": step + 1, "since": now,
+            await self._set_progress(rc, prog, {**base, "step": step + 1, "since": now,
                                                 "state": "running"}, "progressive.step")
         else:
             await self._promote(rc, prog, canary)
@@ -273,6 +291,9 @@ class RolloutDriver:
     async def _set_progress(self, rc: RouteConfig, expected: Progress | None,
                             new_prog: Progress, action: str) -> None:
         steps = rc.analysis.steps if rc.analysis is not None and rc.analysis.steps else []
+        if steps and "steps" not in new_prog:
+            new_prog = {**new_prog, "steps": list(steps)}  # what its `step` indexes
+
         def change(cur: StateDoc) -> Change | None:
             if cur.progress.get(rc.name) != expected or self._replaced(rc) or (
                     rc.name in cur.overrides and new_prog.get("held") != "override"):
@@ -332,9 +353,9 @@ class RolloutDriver:
             out["evidence"] = v.evidence
             out["recent"] = list(reversed(self.recent.get(route, ())))  # newest first
         if prog is not None:
-            step = int(prog.get("step", 0))
+            step = step_index(prog, steps) if steps else None
             out["progress"] = {**prog, "steps": steps,
-                               "weight": steps[step] if steps and step < len(steps) else None}
+                               "weight": steps[step] if steps and step is not None else None}
         return out
 
 

@@ -181,8 +181,10 @@ def identity_problems(doc: StateDoc, routes: list[RouteConfig]) -> list[tuple[st
             if rec and rec.get("artifact") and v.artifact and rec["artifact"] != v.artifact:
                 out.append((f"routes[{i}].versions[{j}].artifact",
                             f"version {v.name!r} of route {rc.name!r} was recorded with "
-                            f"{rec['artifact']} on {rec.get('time', '?')}; versions are "
-                            "immutable: give the new artifact a new version name"))
+                            f"{rec['artifact']}"
+                            + (f" on {rec['time']}" if rec.get("time") else "")
+                            + "; versions are immutable: give the new artifact a new "
+                              "version name"))
     return out
 
 

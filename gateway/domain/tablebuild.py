@@ -15,7 +15,7 @@ from gateway.domain.routing import STATE_UNKNOWN, RoutePlan, RouteTable
 from gateway.domain.statedoc import StateDoc, kill_key
 
 __all__ = ["build_table", "canary_of", "kill_holding", "override_missing", "override_unservable",
-           "progressive_weights", "rebuild_table", "rolls_out"]
+           "progressive_pct", "progressive_weights", "rebuild_table", "rolls_out", "step_index"]
 
 
 def canary_of(rc: RouteConfig, stable: str) -> str | None:
@@ -47,18 +47,56 @@ def kill_holding(doc: StateDoc, route: str, versions: tuple[str, ...]) -> str | 
     return None
 
 
-def progressive_weights(rc: RouteConfig, prog: Mapping[str, object]) -> dict[str, float] | None:
+def step_index(prog: Mapping[str, object], steps: list[float]) -> int | None:
+    """The index into `steps` (the file's, non-empty) a rollout in `prog` is at (None: the
+    document is corrupt). A rollout records the steps it was planned with: when a reload
+    changed them, its index would mean another weight (at 5 % of [1, 5, 50, 100], index 1
+    of [5, 50, 100] is 50 %), so it goes on from the largest new step not above the weight
+    it was at (the first, if none is), and is never raised by the edit itself."""
+    step = prog.get("step", 0)
+    if type(step) is not int:  # not a bool either
+        return None
+    planned = prog.get("steps")
+    if isinstance(planned, list) and planned and planned != steps \
+            and all(isinstance(x, int | float) and not isinstance(x, bool) for x in planned):
+        pct = float(planned[max(0, min(step, len(planned) - 1))])
+        below = [i for i, x in enumerate(steps) if x <= pct]
+        return below[-1] if below else 0
+    return max(0, min(step, len(steps) - 1))
+
+
+def progressive_pct(prog: Mapping[str, object]) -> float:
+    """The canary's percentage by the steps `prog` recorded (-1: none recorded, or corrupt)."""
+    planned, step = prog.get("steps"), prog.get("step", 0)
+    if not isinstance(planned, list) or not planned or type(step) is not int:
+        return -1.0
+    x = planned[max(0, min(step, len(planned) - 1))]
+    return float(x) if isinstance(x, int | float) and not isinstance(x, bool) else -1.0
+
+
+def progressive_weights(rc: RouteConfig,
+                        prog: Mapping[str, object] | None) -> dict[str, float] | None:
     """Weights while a progressive rollout runs (step percentage to the canary). A canary
-    the file gives weight 0 is not rolled out: the file's weights govern."""
+    the file gives weight 0 is not rolled out: the file's weights govern. A canary whose
+    rollout has not started yet (a reload put it in; the route's next analysis round
+    starts it, up to `analysis.interval` later) is at the first step already: the file's
+    weight would give an unjudged version more, and the start would then move its users
+    back off it. A shadow waits for its gate (control/shadow.py) at the file's 0."""
     steps = rc.analysis.steps if rc.analysis is not None else None
     canary = canary_of(rc, rc.stable)
-    if not steps or canary is None or not rolls_out(rc, canary) \
-            or prog.get("canary") != canary or prog.get("state") not in ("running", "paused"):
+    if not steps or canary is None or not rolls_out(rc, canary):
         return None
-    step = prog.get("step", 0)
-    if type(step) is not int:  # not a bool either: the document is corrupt
-        return None
-    pct = float(steps[max(0, min(step, len(steps) - 1))])
+    if prog is None or prog.get("canary") != canary:
+        if rc.shadow is not None and rc.shadow.version == canary:
+            return None
+        pct = float(steps[0])
+    else:
+        if prog.get("state") not in ("running", "paused"):
+            return None
+        step = step_index(prog, steps)
+        if step is None:
+            return None
+        pct = float(steps[step])
     weights = {v.name: 0.0 for v in rc.versions}
     weights[canary] = pct
     weights[rc.stable] = 100.0 - pct
@@ -161,7 +199,7 @@ def _plan(rc: RouteConfig, doc: StateDoc, unhealthy: frozenset[tuple[str, str]],
             rolled_off = unpinnable  # (no spare: routing.RoutePlan)
         if not any(w > 0 for w in weights.values()):
             unservable = override_unservable(rc, ov.weights)
-    elif prog is not None and (w := progressive_weights(rc, prog)) is not None:
+    elif (w := progressive_weights(rc, prog)) is not None:
         weights, stable = w, rc.stable
     else:
         weights = {v.name: v.weight for v in rc.versions}
