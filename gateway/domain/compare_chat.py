@@ -90,10 +90,14 @@ def _fold(choices: dict[int, Choice], items: Any, streamed: bool) -> None:
             c.finish_reason = ch["finish_reason"]
 
 
+def _streamed(body: bytes, content_type: str) -> bool:
+    return content_type == "text/event-stream" or body.lstrip().startswith(b"data:")
+
+
 def read_choices(body: bytes, content_type: str = "") -> list[Choice]:
     """Every choice of an answer, in index order; ValueError when it is not one."""
     choices: dict[int, Choice] = {}
-    if content_type == "text/event-stream" or body.lstrip().startswith(b"data:"):
+    if _streamed(body, content_type):
         seen = False
         for line in body.splitlines():
             if not line.startswith(b"data:"):
@@ -159,6 +163,10 @@ def compare_chat(cfg: OpenAIChatCompare, request: bytes, primary: bytes, shadow:
     except (ValueError, RecursionError):
         return Comparison(True, (Difference("unparsable", "$"),))
     diffs: list[Difference] = []
+    if _streamed(primary, p_type) != _streamed(shadow, s_type):
+        # the same request, answered as a stream by one and whole by the other: promoted,
+        # the shadow breaks every client reading the primary's framing
+        diffs.append(Difference("stream", "$"))
     if len(pc) != len(sc):
         diffs.append(Difference("choices", "choices"))
     want_json = asks_for_json(request)
