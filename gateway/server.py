@@ -277,6 +277,13 @@ def run_supervisor(config_path: str, workers: int) -> int:
         timeout=cfg.server.worker_timeout)
     for sig in STOP_AND_RELOAD:
         signal.signal(sig, group.forward)
+    # SIGUSR1 to the supervisor (the PID an operator has: a container's, systemd's): its
+    # own stacks, then the workers' (those are what a stuck request is in)
+    # (registered again, chained to the forward: serve() registered it without one, and
+    # faulthandler does not install its handler again for a signal it holds)
+    faulthandler.unregister(STACKS_SIGNAL)
+    signal.signal(STACKS_SIGNAL, group.forward)
+    faulthandler.register(STACKS_SIGNAL, all_threads=True, chain=True)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_AND_RELOAD)  # (held: cli/main.py)
     wait = ChildWait().open()  # (before the first child: its exit must wake the sleep)
     try:
