@@ -166,3 +166,24 @@ async def test_an_error_that_is_not_killgates_says_what_answered(backends) -> No
     res = await acli("drill", "history", env=env)
     assert res.returncode == 1 and "None" not in res.stderr, res.stderr
     assert "without a killgate error: is that killgate's admin listener?" in res.stderr
+
+
+async def test_a_gateway_without_its_token_secret_says_where_to_set_it(
+        tmp_path: Path, backends, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A new user who started `killgate serve` without KILLGATE_JWT_SECRET and then sets
+    it in the CLI's shell changes nothing: the 503 says the gateway's environment, and that
+    the gateway must be restarted to read it."""
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p))
+    monkeypatch.delenv("KILLGATE_TEST_SECRET")
+    async with running_gateway(cfg) as g:
+        res = await acli("status", env={"KILLGATE_ADMIN_URL": g.admin, "KILLGATE_TOKEN": "x.y.z",
+                                        "KILLGATE_TEST_SECRET": "s" * 40})
+    assert res.returncode == 1, res.stdout
+    err = res.stderr
+    assert "503 auth_not_configured: no admin token secret" in err, err
+    assert "export KILLGATE_TEST_SECRET=$(openssl rand -hex 32)" in err, err
+    assert "where `killgate serve` runs" in err and "restart it" in err, err
+    res = await acli("check", str(cfg), env={"KILLGATE_TEST_SECRET": ""})
+    assert res.returncode == 0, res.stderr
+    assert "e.g. `export KILLGATE_TEST_SECRET=$(openssl rand -hex 32)`" in res.stderr, res.stderr
