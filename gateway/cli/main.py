@@ -194,9 +194,35 @@ def _command(argv: list[str]) -> str | None:
     return None
 
 
+# the commands that take the route as their first word, where `kill` takes `--route`
+_ROUTE_FIRST = frozenset({"rollback", "promote", "weights", "release"})
+
+
+def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """parse_args, but a word the subcommand does not know is said with the subcommand's
+    usage, not the top level's (`killgate rollback --route iris` showed `killgate [-h]
+    ... COMMAND ...`, which says nothing of what rollback takes)."""
+    args, extra = parser.parse_known_args(argv)
+    if not extra:
+        return args
+    msg = "unrecognized arguments: " + " ".join(extra)
+    inner = parser
+    while True:  # (down to the innermost subcommand named: `drill kill`, `shadow report`)
+        subs = [a for a in inner._actions if isinstance(a, argparse._SubParsersAction)]
+        name = getattr(args, subs[0].dest, None) if subs else None
+        if name not in (subs[0].choices if subs else {}):
+            break
+        inner = subs[0].choices[name]
+    if args.command in _ROUTE_FIRST and any(w.split("=")[0] == "--route" for w in extra):
+        msg += (f" ({args.command} takes the route as its first word, not --route: "
+                f"killgate {args.command} ROUTE ...)")
+    inner.error(msg)  # (exits 2)
+    raise AssertionError  # unreachable
+
+
 def _main(argv: list[str] | None) -> int:
     try:
-        args = build_parser().parse_args(argv)
+        args = _parse(build_parser(), argv)
     except SystemExit as exc:
         # `diff` exits 2 when the file would change something: a mistyped option must not
         # read as that in a pipeline (argparse's usage errors exit 2); it is an error, 1
