@@ -206,3 +206,25 @@ async def test_a_route_given_as_route_option_to_rollback_says_how_it_is_given() 
     assert "killgate drill kill: error: unrecognized arguments: --bogus" in res.stderr
     res = await acli("diff", "x.yaml", "--bogus")  # (diff's usage errors stay 1)
     assert res.returncode == 1 and "killgate diff: error" in res.stderr, res.stderr
+
+
+def test_every_option_and_argument_of_every_command_has_help() -> None:
+    """`killgate serve --help` showed `-c FILE` bare, `check` a bare `file`, `audit` a bare
+    `--limit`, rollback's `--reason` and the drills' `--version`/`--scope` nothing: a new
+    user reading --help could not tell what they take."""
+    import argparse
+
+    from gateway.cli.main import build_parser
+
+    bare: list[str] = []
+
+    def walk(p: argparse.ArgumentParser, name: str) -> None:
+        for a in p._actions:
+            if isinstance(a, argparse._SubParsersAction):
+                for sub_name, sub in a.choices.items():
+                    walk(sub, f"{name} {sub_name}")
+            elif not isinstance(a, argparse._HelpAction) and not a.help:
+                bare.append(f"{name}: {a.option_strings or a.dest}")
+
+    walk(build_parser(), "killgate")
+    assert not bare, bare

@@ -190,7 +190,7 @@ def add_config_commands(cmd: Any, sub: Any) -> None:
     """`cmd(name, fn, help)` adds a subcommand with the client options (cli/admin.py);
     `token` talks to no gateway and takes none of them."""
     p = cmd("diff", _diff, "what a config file would change (exit 2 when something would)")
-    p.add_argument("file")
+    p.add_argument("file", help="the config file (YAML) you would deploy")
     p.add_argument("--against", metavar="FILE2",
                    help="compare with another file instead of the running gateway")
     p = sub.add_parser("token", help="mint an HS256 admin token (development and tests)")

@@ -142,7 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     s = sub.add_parser("serve", help="run the gateway from a config file")
-    s.add_argument("-c", "--config", required=True, metavar="FILE")
+    s.add_argument("-c", "--config", required=True, metavar="FILE",
+                   help="the config file (YAML; `killgate check FILE` validates it)")
     s.add_argument("--workers", type=int, default=1, metavar="N",
                    help="worker processes sharing the ports (SO_REUSEPORT)")
     s.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)
@@ -154,7 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=_cmd_serve)
 
     c = sub.add_parser("check", help="validate config files")
-    c.add_argument("file", nargs="+")
+    c.add_argument("file", nargs="+", metavar="FILE",
+                   help="config files (YAML): each is read as `serve` would, keys included")
     c.set_defaults(fn=_cmd_check)
 
     sc = sub.add_parser("schema", help="print the JSON Schema of the config file")
