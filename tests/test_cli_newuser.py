@@ -228,3 +228,35 @@ def test_every_option_and_argument_of_every_command_has_help() -> None:
 
     walk(build_parser(), "killgate")
     assert not bare, bare
+
+
+async def test_no_route_by_model_names_the_model(tmp_path: Path, backends, session) -> None:
+    """config/openai.yaml routes /v1 by the body's model: a request for a model no route
+    serves got 'no route matches POST /v1/chat/completions', on the path that served
+    chat-small a moment before; the 404 now names the model it was asked for (or that the
+    body had none)."""
+    p = await backends(echo_app("v1"))
+    routes = f"""\
+- name: chat-small
+  match: {{path_prefix: /v1, model: chat-small}}
+  stable: v1
+  versions:
+    - {{name: v1, url: "http://127.0.0.1:{p}", weight: 100}}
+"""
+    async with running_gateway(write_config(tmp_path, routes)) as g:
+        url = g.url + "/v1/chat/completions"
+        async with session.post(url, json={"model": "chat-small"}) as r:
+            assert r.status == 200
+        async with session.post(url, json={"model": "gpt-4" + chr(27) + "[2J" + "x" * 500}) as r:
+            assert r.status == 404
+            msg = (await r.json())["error"]["message"]
+        assert msg == ("no route matches POST /v1/chat/completions with model "
+                       f"{'gpt-4' + chr(27) + '[2J' + 'x' * 119!r}"), msg
+        async with session.post(url, data=b"not json") as r:
+            assert r.status == 404
+            msg = (await r.json())["error"]["message"]
+        assert msg.endswith("with no 'model' field in the JSON body"), msg
+    p2 = await backends(echo_app("v1"))  # (routes by path alone: as before)
+    async with running_gateway(write_config(tmp_path, two_versions(p2, p2))) as g:
+        r = await session.post(g.url + "/elsewhere", json={"model": "m"})
+        assert (await r.json())["error"]["message"] == "no route matches POST /elsewhere"
