@@ -260,3 +260,33 @@ async def test_no_route_by_model_names_the_model(tmp_path: Path, backends, sessi
     async with running_gateway(write_config(tmp_path, two_versions(p2, p2))) as g:
         r = await session.post(g.url + "/elsewhere", json={"model": "m"})
         assert (await r.json())["error"]["message"] == "no route matches POST /elsewhere"
+
+
+async def test_a_refused_token_says_what_the_gateway_takes(tmp_path: Path, backends) -> None:
+    """The commonest slip after the quick start: a token minted in a shell with another
+    secret (a fresh `openssl rand`), or without -c for a config with its own issuer, got
+    '401 invalid_token: a valid bearer token is required' and nothing else."""
+    import time
+
+    import jwt
+
+    from tests.conftest import SECRET
+
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p))
+    other = await acli("token", "--subject", "a", "--scope", "killgate:read",
+                       env={"KILLGATE_JWT_SECRET": "o" * 64})
+    now = int(time.time())
+    old = jwt.encode({"sub": "a", "scope": "killgate:read", "iat": now - 600, "exp": now - 300,
+                      "iss": "killgate", "aud": "killgate-admin"}, SECRET, algorithm="HS256")
+    async with running_gateway(cfg) as g:
+        res = await acli("status", env={"KILLGATE_ADMIN_URL": g.admin,
+                                        "KILLGATE_TOKEN": other.stdout.strip()})
+        assert res.returncode == 1
+        assert "401 invalid_token: a valid bearer token is required (the gateway takes a token" \
+            " signed with its own secret" in res.stderr, res.stderr
+        assert "`killgate token -c CONFIG`" in res.stderr, res.stderr
+        res = await acli("status", env={"KILLGATE_ADMIN_URL": g.admin, "KILLGATE_TOKEN": old})
+        assert res.returncode == 1
+        assert "401 expired: a valid bearer token is required (the token has expired: use a " \
+            "new one)" in res.stderr, res.stderr
