@@ -290,3 +290,15 @@ async def test_a_refused_token_says_what_the_gateway_takes(tmp_path: Path, backe
         assert res.returncode == 1
         assert "401 expired: a valid bearer token is required (the token has expired: use a " \
             "new one)" in res.stderr, res.stderr
+
+
+def test_the_console_sign_in_says_how_to_get_a_token() -> None:
+    """The console's sign-in asked for 'Admin token (a JWT, as for killgate --token)' and
+    said nowhere how a new user gets one."""
+    from tests.conftest import ROOT
+
+    page = (ROOT / "gateway" / "admin" / "ui" / "index.html").read_text()
+    signin = page.split('<section id="signin"', 1)[1].split("</section>", 1)[0]
+    assert "killgate token -c CONFIG" in " ".join(signin.split()), signin
+    assert "In front of your own model servers" in " ".join(signin.split())
+    assert "### In front of your own model servers" in (ROOT / "README.md").read_text()
