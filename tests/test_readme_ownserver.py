@@ -73,6 +73,11 @@ async def test_the_readme_own_server_steps_work_as_written(tmp_path: Path, backe
         await asyncio.to_thread(wait_until_sync, ready, 30, what="serve ready")
         assert "killgate.yaml: ok (1 route(s)" in log.read_text()
         assert (tmp_path / "admin.secret").stat().st_mode & 0o077 == 0
+        if (ROOT / ".git").exists():  # (followed in a clone: the secret is never committed)
+            ignored = await asyncio.to_thread(
+                subprocess.run, ["git", "-C", str(ROOT), "check-ignore", "-q", "admin.secret"],
+                timeout=10)
+            assert ignored.returncode == 0, "git would commit admin.secret"
         two = second.replace("8080", str(data)).replace("8081", str(admin))
         env2 = dict(env, KILLGATE_ADMIN_URL=f"http://127.0.0.1:{admin}")
         res = await asyncio.to_thread(
