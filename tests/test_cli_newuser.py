@@ -302,3 +302,11 @@ def test_the_console_sign_in_says_how_to_get_a_token() -> None:
     assert "killgate token -c CONFIG" in " ".join(signin.split()), signin
     assert "In front of your own model servers" in " ".join(signin.split())
     assert "### In front of your own model servers" in (ROOT / "README.md").read_text()
+
+
+async def test_comma_separated_scopes_say_they_are_separated_by_blanks() -> None:
+    res = await acli("token", "--subject", "a", "--scope", "killgate:read,killgate:kill",
+                     env={"KILLGATE_JWT_SECRET": "s" * 40})
+    assert res.returncode == 1 and not res.stdout
+    assert ("unknown scope 'killgate:read,killgate:kill' (scopes are separated by blanks: "
+            '--scope "killgate:kill killgate:read")') in res.stderr, res.stderr

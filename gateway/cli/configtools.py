@@ -26,7 +26,9 @@ def _token(args: argparse.Namespace) -> int:
 
     unknown = [s for s in args.scope.split() if s not in SCOPES]
     if unknown:  # (a typo would mint a token every call refuses with 403)
-        raise ClientError(f"unknown scope {unknown[0]!r}; known: {', '.join(SCOPES)}")
+        apart = (" (scopes are separated by blanks: --scope \"killgate:kill killgate:read\")"
+                 if "," in unknown[0] else "")
+        raise ClientError(f"unknown scope {unknown[0]!r}{apart}; known: {', '.join(SCOPES)}")
     if not args.scope.split():
         raise ClientError(f"--scope is empty: a token without a scope can do nothing; known: "
                           f"{', '.join(SCOPES)}")
