@@ -310,3 +310,22 @@ async def test_comma_separated_scopes_say_they_are_separated_by_blanks() -> None
     assert res.returncode == 1 and not res.stdout
     assert ("unknown scope 'killgate:read,killgate:kill' (scopes are separated by blanks: "
             '--scope "killgate:kill killgate:read")') in res.stderr, res.stderr
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:99999", "http://127.0.0.1:9o01",
+                                 "http://127.0.0.1:0", "http://[::1"])
+async def test_a_backend_url_whose_port_is_no_port_is_refused_by_check(
+        tmp_path: Path, url: str) -> None:
+    """A mistyped port (99999, a letter O for a zero) passed `killgate check` ('ok'), then
+    `killgate serve` died with a traceback (ValueError: Port out of range) and a reload
+    was refused saying only 'could not be read or applied (ValueError)'."""
+    cfg = tmp_path / "k.yaml"
+    cfg.write_text((Path(__file__).parent.parent / "config" / "minimal.yaml").read_text()
+                   .replace("http://127.0.0.1:9101", url))
+    res = await acli("check", str(cfg))
+    assert res.returncode == 1, res.stdout
+    assert "routes[0].versions[0].url: must be an http:// or https:// URL whose port is a " \
+        "number from 1 to 65535" in res.stderr, res.stderr
+    res = await acli("serve", "-c", str(cfg))
+    assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
+    assert "routes[0].versions[0].url: must be" in res.stderr, res.stderr
