@@ -329,3 +329,19 @@ async def test_a_backend_url_whose_port_is_no_port_is_refused_by_check(
     res = await acli("serve", "-c", str(cfg))
     assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
     assert "routes[0].versions[0].url: must be" in res.stderr, res.stderr
+
+
+async def test_an_unquoted_ipv6_listen_says_to_quote_it(tmp_path: Path) -> None:
+    """README said `[::1]:8080` for IPv6; written so, YAML reads a list and check said only
+    'YAML syntax error at line 1, column 10: expected the node content, but found ':''."""
+    minimal = (Path(__file__).parent.parent / "config" / "minimal.yaml").read_text()
+    cfg = tmp_path / "k.yaml"
+    cfg.write_text(minimal.replace("listen: 0.0.0.0:8080", "listen: [::1]:8080"))
+    res = await acli("check", str(cfg))
+    assert res.returncode == 1
+    assert 'must be quoted: listen: "[::1]:8080"' in res.stderr, res.stderr
+    cfg.write_text(minimal.replace("listen: 0.0.0.0:8080", 'listen: "[::1]:8080"'))
+    res = await acli("check", str(cfg))
+    assert res.returncode == 0, res.stderr
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    assert '`"[::1]:8080"` for IPv6, quoted' in readme
