@@ -345,3 +345,21 @@ async def test_an_unquoted_ipv6_listen_says_to_quote_it(tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr
     readme = (Path(__file__).parent.parent / "README.md").read_text()
     assert '`"[::1]:8080"` for IPv6, quoted' in readme
+
+
+@pytest.mark.parametrize(("extra", "path"), [
+    ('telemetry: {otlp_endpoint: "http://127.0.0.1:99999"}\n', "telemetry.otlp_endpoint"),
+    ('admin: {auth: {algorithms: [RS256], jwks_url: "https://idp:99999/jwks"}}\n',
+     "admin.auth.jwks_url"),
+])
+async def test_other_urls_whose_port_is_no_port_are_refused_by_check(
+        tmp_path: Path, extra: str, path: str) -> None:
+    """The OTLP endpoint and the JWKS URL passed check with port 99999: the exporter then
+    logged 'Failed to parse' at every batch, the key set could never be fetched."""
+    cfg = tmp_path / "k.yaml"
+    cfg.write_text((Path(__file__).parent.parent / "config" / "minimal.yaml").read_text()
+                   + extra)
+    res = await acli("check", str(cfg))
+    assert res.returncode == 1, res.stdout
+    assert f"{path}: must be an http:// or https:// URL whose port is a number" in res.stderr, \
+        res.stderr
