@@ -363,3 +363,19 @@ async def test_other_urls_whose_port_is_no_port_are_refused_by_check(
     assert res.returncode == 1, res.stdout
     assert f"{path}: must be an http:// or https:// URL whose port is a number" in res.stderr, \
         res.stderr
+
+
+async def test_the_admin_root_says_where_the_console_and_api_are(
+        tmp_path: Path, backends, session) -> None:
+    """A new user opening http://127.0.0.1:8081/ in a browser got
+    {"error": {"type": "not_found", "message": "Not Found"}} and nothing else."""
+    p = await backends(echo_app("v1"))
+    async with running_gateway(write_config(tmp_path, two_versions(p, p))) as g:
+        for path in ("/", "/v1/nothing"):
+            async with session.get(g.admin + path) as r:
+                assert r.status == 404
+                err = (await r.json())["error"]
+            assert err["type"] == "not_found"
+            assert err["message"] == (
+                f"nothing at {path!r} here: the admin API's calls are under /v1/ (GET "
+                "/openapi.json lists them), the operator console is at /ui/"), err
