@@ -379,3 +379,18 @@ async def test_the_admin_root_says_where_the_console_and_api_are(
             assert err["message"] == (
                 f"nothing at {path!r} here: the admin API's calls are under /v1/ (GET "
                 "/openapi.json lists them), the operator console is at /ui/"), err
+
+
+async def test_weights_says_the_versions_it_does_not_name_get_nothing(
+        tmp_path: Path, backends) -> None:
+    """`killgate weights iris v2=20` (meant: the canary at 20 %) gives v1 weight 0, so v2
+    takes all of the traffic; the receipt said only 'weights of iris: v2=20'."""
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p))
+    tok = await acli("token", "--subject", "ops", "--scope", "killgate:admin", "-c", str(cfg))
+    async with running_gateway(cfg) as g:
+        env = {"KILLGATE_ADMIN_URL": g.admin, "KILLGATE_TOKEN": tok.stdout.strip()}
+        res = await acli("weights", "iris", "v2=20", "--reason", "canary up", env=env)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.startswith("weights of iris: v2=20; every version not named here: 0 "
+                                 "(no weighted traffic)\n"), res.stdout

@@ -145,7 +145,9 @@ def _weights(args: argparse.Namespace) -> int:
     return write(args, "PUT", f"/v1/routes/{quote(args.route)}/weights",
                  {"weights": weights, "reason": args.reason, **glass(args)},
                  f"weights of {args.route}: " + ", ".join(f"{k}={v:g}" for k, v in
-                                                          weights.items()),
+                                                          weights.items())
+                 # (`weights iris v2=20` meant as "the canary at 20 %" sends v2 everything)
+                 + "; every version not named here: 0 (no weighted traffic)",
                  {"route": args.route, "action": "weights"})
 
 
