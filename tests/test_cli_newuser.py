@@ -281,3 +281,22 @@ async def test_weights_says_the_versions_it_does_not_name_get_nothing(
     assert res.returncode == 0, res.stderr
     assert res.stdout.startswith("weights of iris: v2=20; every version not named here: 0 "
                                  "(no weighted traffic)\n"), res.stdout
+
+
+async def test_the_drill_commands_say_why_a_token_is_refused(tmp_path: Path, backends) -> None:
+    """The drill commands have their own client: with no token, or one the gateway refuses,
+    they said '401 invalid_token: a valid bearer token is required' and nothing else,
+    where the admin CLI says no token was sent, or what the gateway takes."""
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p))
+    other = await acli("token", "--subject", "a", "--scope", "killgate:admin",
+                       env={"KILLGATE_JWT_SECRET": "o" * 64})
+    async with running_gateway(cfg) as g:
+        for token, said in (("", "(no token was sent: give --token or set KILLGATE_TOKEN)"),
+                            (other.stdout.strip(), "(the gateway takes a token signed with")):
+            for cmd in (["drill", "restore", "d-1"], ["drill", "history"]):
+                res = await acli(*cmd, env={"KILLGATE_ADMIN_URL": g.admin,
+                                            "KILLGATE_TOKEN": token})
+                assert res.returncode != 0, res.stdout
+                assert "401 invalid_token: a valid bearer token is required " + said \
+                    in res.stderr, (cmd, res.stderr)

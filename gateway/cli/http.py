@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.domain.audit import clean_text
+from gateway.errors import token_refused
 
 __all__ = ["TIMEOUT", "Answer", "ClientError", "admin_base", "call", "clean_token", "expect"]
 
@@ -112,10 +113,8 @@ def call(base: str, token: str | None, method: str, path: str,
                        "$KILLGATE_ADMIN_URL) killgate's admin listener?")
             if kind == "no_route" or exc.headers.get("x-killgate-route") is not None:
                 msg += f" ({DATA_PLANE})"
-            if exc.code == 401 and not token:
-                msg += " (no token was sent: give --token or set KILLGATE_TOKEN)"
-            elif exc.code == 401:  # (the API says no more, by design: say what it can be)
-                msg += REFUSED.get(kind, "")
+            if exc.code == 401:  # (the API says no more, by design: say what it can be)
+                msg += token_refused(kind, bool(token))
             wait = _retry_after(exc) if kind == "too_many_attempts" else None
             if wait is not None and patient and waited + wait <= timeout:
                 # refused before the token was even checked (a flood of new tokens from
@@ -180,13 +179,6 @@ NOT_TLS = ("what answers there does not speak TLS: killgate's admin listener ser
            "HTTP (TLS ends in front of it), so give an http:// URL, or the TLS proxy's")
 
 # what to say when a data plane answered (its 404 `no_route`, or a routed answer)
-REFUSED = {
-    "expired": " (the token has expired: use a new one)",
-    "invalid_token": (" (the gateway takes a token signed with its own secret or key, for "
-                      "its issuer and audience, not expired or issued too long ago: "
-                      "`killgate token -c CONFIG` takes them from the gateway's config file, "
-                      "in a shell with the gateway's secret)"),
-}
 DATA_PLANE = ("that is a killgate data plane, not its admin API: give --admin (or "
               "$KILLGATE_ADMIN_URL) the admin listener's URL, `admin.listen` in the config "
               "(the demo's: http://127.0.0.1:8081)")
