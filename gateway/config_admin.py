@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
-from gateway.config_types import Duration, Frozen, Listen, is_loopback
+from gateway.config_types import Duration, Frozen, Listen, check_http_url, is_loopback
 
 __all__ = ["DEFAULT_SECRET_ENV", "AdminConfig", "ApprovalsConfig", "AuthConfig"]
 
@@ -71,6 +71,7 @@ class AuthConfig(Frozen):
             raise ValueError("must be an https:// URL")
         if "@" in m.group(2):
             raise ValueError("must not hold user:password@ (the key set is public)")
+        check_http_url(v.split("?", 1)[0])  # (its port and host: one a connection can use)
         host = m.group(2).rsplit(":", 1)[0] if not m.group(2).endswith("]") else m.group(2)
         if m.group(1) == "http" and not is_loopback(host.strip("[]")):
             raise ValueError("must be https:// (plain http:// only to a loopback address, "

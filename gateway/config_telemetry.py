@@ -128,7 +128,7 @@ class TelemetryConfig(Frozen):
     def _endpoint(cls, v: str | None) -> str | None:
         if v is not None and not re.match(r"^https?://[^/\s?#]+(/[^\s?#]*)?$", v):
             raise ValueError("must be an http:// or https:// URL (OTLP over HTTP/protobuf)")
-        return v
+        return v if v is None else check_http_url(v)  # (its port and host too)
 
 
 # ---------------------------------------------------------------- alerts (incoming)

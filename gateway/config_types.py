@@ -13,6 +13,7 @@ import math
 import re
 from collections.abc import Callable
 from typing import Annotated, Any, get_args, get_origin
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, field_validator
 
@@ -140,6 +141,19 @@ def check_http_url(v: str) -> str:
     """An http:// or https:// URL with a host and optionally a path (no query, no fragment)."""
     if not _HTTP_URL.match(v):
         raise ValueError("must be an http:// or https:// URL with a host, optionally a path")
+    # (what the shape lets through but a connection cannot use: the gateway's start died
+    # on it with a traceback, and a reload was refused saying only "ValueError")
+    try:
+        u = urlsplit(v)
+        port = u.port
+    except ValueError:
+        raise ValueError("must be an http:// or https:// URL whose port is a number from 1 to "
+                         "65535 and whose host is a name or an address ([::1] for IPv6)") from None
+    if not u.hostname:
+        raise ValueError("must be an http:// or https:// URL with a host, optionally a path")
+    if port == 0:
+        raise ValueError("must be an http:// or https:// URL whose port is a number from 1 to "
+                         "65535 (0 is no port to connect to)")
     return v
 
 

@@ -10,6 +10,7 @@ naming the line and column. Imports yaml and errors only.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import yaml
@@ -39,6 +40,10 @@ def load_yaml(text: str, source: str) -> Any:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
+        if mark and re.search(r":\s*\[[0-9A-Fa-f:.]*\]:\d", text.splitlines()[mark.line]
+                              if mark.line < len(text.splitlines()) else ""):
+            # `listen: [::1]:8080` reads as a YAML list: the address must be quoted
+            problem += ' (an IPv6 address and port must be quoted: listen: "[::1]:8080")'
         raise ConfigError([Problem("", f"{source}: YAML syntax error{where}: {problem}")]) from None
 
 

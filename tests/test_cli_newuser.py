@@ -166,3 +166,137 @@ async def test_an_error_that_is_not_killgates_says_what_answered(backends) -> No
     res = await acli("drill", "history", env=env)
     assert res.returncode == 1 and "None" not in res.stderr, res.stderr
     assert "without a killgate error: is that killgate's admin listener?" in res.stderr
+
+
+async def test_a_gateway_without_its_token_secret_says_where_to_set_it(
+        tmp_path: Path, backends, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A new user who started `killgate serve` without KILLGATE_JWT_SECRET and then sets
+    it in the CLI's shell changes nothing: the 503 says the gateway's environment, and that
+    the gateway must be restarted to read it."""
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p))
+    monkeypatch.delenv("KILLGATE_TEST_SECRET")
+    async with running_gateway(cfg) as g:
+        res = await acli("status", env={"KILLGATE_ADMIN_URL": g.admin, "KILLGATE_TOKEN": "x.y.z",
+                                        "KILLGATE_TEST_SECRET": "s" * 40})
+    assert res.returncode == 1, res.stdout
+    err = res.stderr
+    assert "503 auth_not_configured: no admin token secret" in err, err
+    assert "export KILLGATE_TEST_SECRET=$(openssl rand -hex 32)" in err, err
+    assert "where `killgate serve` runs" in err and "restart it" in err, err
+    res = await acli("check", str(cfg), env={"KILLGATE_TEST_SECRET": ""})
+    assert res.returncode == 0, res.stderr
+    assert "e.g. `export KILLGATE_TEST_SECRET=$(openssl rand -hex 32)`" in res.stderr, res.stderr
+
+
+async def test_a_route_given_as_route_option_to_rollback_says_how_it_is_given() -> None:
+    """`kill --route iris` but `rollback iris`: the natural slip `rollback --route iris` said
+    'unrecognized arguments: --route' under the top level's usage (`killgate [-h] ...
+    COMMAND ...`), which shows nothing of what rollback takes."""
+    for cmd in ("rollback", "promote", "weights", "release"):
+        extra = {"promote": ["v2"], "weights": ["v1=1"]}.get(cmd, [])
+        res = await acli(cmd, "--route", "iris", *extra, "--reason", "r")
+        assert res.returncode == 2, (cmd, res.stderr)
+        assert f"usage: killgate {cmd} " in res.stderr, res.stderr
+        assert f"{cmd} takes the route as its first word, not --route: killgate {cmd} ROUTE" \
+            in res.stderr, res.stderr
+    res = await acli("drill", "kill", "--route", "r", "--version", "v", "--bogus")
+    assert res.returncode == 2
+    assert "usage: killgate drill kill " in res.stderr, res.stderr
+    assert "killgate drill kill: error: unrecognized arguments: --bogus" in res.stderr
+    res = await acli("diff", "x.yaml", "--bogus")  # (diff's usage errors stay 1)
+    assert res.returncode == 1 and "killgate diff: error" in res.stderr, res.stderr
+
+
+def test_every_option_and_argument_of_every_command_has_help() -> None:
+    """`killgate serve --help` showed `-c FILE` bare, `check` a bare `file`, `audit` a bare
+    `--limit`, rollback's `--reason` and the drills' `--version`/`--scope` nothing: a new
+    user reading --help could not tell what they take."""
+    import argparse
+
+    from gateway.cli.main import build_parser
+
+    bare: list[str] = []
+
+    def walk(p: argparse.ArgumentParser, name: str) -> None:
+        for a in p._actions:
+            if isinstance(a, argparse._SubParsersAction):
+                for sub_name, sub in a.choices.items():
+                    walk(sub, f"{name} {sub_name}")
+            elif not isinstance(a, argparse._HelpAction) and not a.help:
+                bare.append(f"{name}: {a.option_strings or a.dest}")
+
+    walk(build_parser(), "killgate")
+    assert not bare, bare
+
+
+async def test_a_refused_token_says_what_the_gateway_takes(tmp_path: Path, backends) -> None:
+    """The commonest slip after the quick start: a token minted in a shell with another
+    secret (a fresh `openssl rand`), or without -c for a config with its own issuer, got
+    '401 invalid_token: a valid bearer token is required' and nothing else."""
+    import time
+
+    import jwt
+
+    from tests.conftest import SECRET
+
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p))
+    other = await acli("token", "--subject", "a", "--scope", "killgate:read",
+                       env={"KILLGATE_JWT_SECRET": "o" * 64})
+    now = int(time.time())
+    old = jwt.encode({"sub": "a", "scope": "killgate:read", "iat": now - 600, "exp": now - 300,
+                      "iss": "killgate", "aud": "killgate-admin"}, SECRET, algorithm="HS256")
+    async with running_gateway(cfg) as g:
+        res = await acli("status", env={"KILLGATE_ADMIN_URL": g.admin,
+                                        "KILLGATE_TOKEN": other.stdout.strip()})
+        assert res.returncode == 1
+        assert "401 invalid_token: a valid bearer token is required (the gateway takes a token" \
+            " signed with its own secret" in res.stderr, res.stderr
+        assert "`killgate token -c CONFIG`" in res.stderr, res.stderr
+        res = await acli("status", env={"KILLGATE_ADMIN_URL": g.admin, "KILLGATE_TOKEN": old})
+        assert res.returncode == 1
+        assert "401 expired: a valid bearer token is required (the token has expired: use a " \
+            "new one)" in res.stderr, res.stderr
+
+
+async def test_comma_separated_scopes_say_they_are_separated_by_blanks() -> None:
+    res = await acli("token", "--subject", "a", "--scope", "killgate:read,killgate:kill",
+                     env={"KILLGATE_JWT_SECRET": "s" * 40})
+    assert res.returncode == 1 and not res.stdout
+    assert ("unknown scope 'killgate:read,killgate:kill' (scopes are separated by blanks: "
+            '--scope "killgate:kill killgate:read")') in res.stderr, res.stderr
+
+
+async def test_weights_says_the_versions_it_does_not_name_get_nothing(
+        tmp_path: Path, backends) -> None:
+    """`killgate weights iris v2=20` (meant: the canary at 20 %) gives v1 weight 0, so v2
+    takes all of the traffic; the receipt said only 'weights of iris: v2=20'."""
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p))
+    tok = await acli("token", "--subject", "ops", "--scope", "killgate:admin", "-c", str(cfg))
+    async with running_gateway(cfg) as g:
+        env = {"KILLGATE_ADMIN_URL": g.admin, "KILLGATE_TOKEN": tok.stdout.strip()}
+        res = await acli("weights", "iris", "v2=20", "--reason", "canary up", env=env)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.startswith("weights of iris: v2=20; every version not named here: 0 "
+                                 "(no weighted traffic)\n"), res.stdout
+
+
+async def test_the_drill_commands_say_why_a_token_is_refused(tmp_path: Path, backends) -> None:
+    """The drill commands have their own client: with no token, or one the gateway refuses,
+    they said '401 invalid_token: a valid bearer token is required' and nothing else,
+    where the admin CLI says no token was sent, or what the gateway takes."""
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p))
+    other = await acli("token", "--subject", "a", "--scope", "killgate:admin",
+                       env={"KILLGATE_JWT_SECRET": "o" * 64})
+    async with running_gateway(cfg) as g:
+        for token, said in (("", "(no token was sent: give --token or set KILLGATE_TOKEN)"),
+                            (other.stdout.strip(), "(the gateway takes a token signed with")):
+            for cmd in (["drill", "restore", "d-1"], ["drill", "history"]):
+                res = await acli(*cmd, env={"KILLGATE_ADMIN_URL": g.admin,
+                                            "KILLGATE_TOKEN": token})
+                assert res.returncode != 0, res.stdout
+                assert "401 invalid_token: a valid bearer token is required " + said \
+                    in res.stderr, (cmd, res.stderr)

@@ -40,6 +40,10 @@ def test_every_drill_command_has_help(cmd: str | None, capsys: pytest.CaptureFix
     (["kill", "--route", "r", "--rate", "-3"], "rate: Input should be greater than 0"),
     (["kill", "--route", "r", "--scope", "version"], "scope 'version' needs 'version'"),
     (["kill", "--route", "r", "--instances", "10.0.0.1:8080"], "is not an http(s) URL"),
+    # (a port that is no port: the drill opened, every request failed, it aborted having
+    # touched the fleet; it is refused before anything is, as README's exit 2 says)
+    (["kill", "--route", "r", "--instances", "http://10.0.0.1:99999"],
+     "'http://10.0.0.1:99999': must be an http:// or https:// URL whose port is a number"),
     (["store-loss", "--route", "r", "--hold", "5m"], "at most 60s"),
 ])
 def test_bad_arguments_exit_2_before_any_call(argv: list[str], message: str,

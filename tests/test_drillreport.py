@@ -191,3 +191,15 @@ def test_markdown_says_when_the_abort_watch_could_not_read_an_instance() -> None
                         "unreadable_metrics": ["http://10.0.0.6:8081"]}}
     md = markdown(report)
     assert "http://10.0.0.6:8081" in md and "abort" in md.lower(), md
+
+
+def test_a_steady_state_with_no_answer_says_so() -> None:
+    """`--instances http://127.0.0.1:1` (nothing listens): the reason read '50 of 50 drill
+    requests failed or were killed before the injection (e.g. 0 )'."""
+    plan = kill_plan()
+    silent = timeline("http://h:1", 1.0, lambda t: (0, None, None))
+    said = steady_problems(plan, None, silent, ["http://h:1"], (0.0, 1.0))[0]
+    assert "(e.g. no answer: nothing took the connection, or it did not answer in time; is " \
+        "http://h:1 a killgate data plane that listens? (--instances))" in said, said
+    failing = timeline("a", 1.0, lambda t: (502, "v2", "pinned"))
+    assert "(e.g. 502 pinned)" in steady_problems(plan, None, failing, ["a"], (0.0, 1.0))[0]

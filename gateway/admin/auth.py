@@ -165,7 +165,8 @@ class Authenticator:
             secret = os.environ.get(env, "")
             where = f"the environment variable {env}"
             if not secret:
-                raise ValueError(f"no admin token secret: set {where} (>= {MIN_SECRET} bytes)")
+                raise ValueError(f"no admin token secret: set {where} (>= {MIN_SECRET} bytes, "
+                                 f"e.g. `export {env}=$(openssl rand -hex 32)`)")
         if len(secret.encode()) < MIN_SECRET:
             raise ValueError(f"the admin token secret in {where} is shorter than "
                              f"{MIN_SECRET} bytes")
@@ -209,10 +210,21 @@ class Authenticator:
             self._jwks_last_fetch = time.monotonic()
         self._jwks_keys = {k.key_id: k.key for k in keys if k.key_id}
 
+    def _where_to_fix(self) -> str:
+        """Said to the caller with the 503: the fix is the gateway's, not the caller's
+        shell's (setting the variable where the CLI runs changes nothing)."""
+        cfg = self.cfg
+        if cfg.jwks_url or cfg.public_key_file or cfg.hs256_secret_file:
+            return ("; fix it on the gateway's host and reload it (SIGHUP): key files are "
+                    "read again at each reload")
+        return ("; set it where `killgate serve` runs (the gateway's environment, not the "
+                "caller's) and restart it: the variable is read at start; then mint tokens "
+                "with the same secret (`killgate token`)")
+
     def _token(self, header: str | None) -> str:
         """The bearer token of an Authorization header, by its shape alone (no work)."""
         if self.problem is not None:
-            raise ApiError(503, "auth_not_configured", self.problem)
+            raise ApiError(503, "auth_not_configured", self.problem + self._where_to_fix())
         if not header or len(header) > MAX_AUTH_HEADER:
             raise Unauthenticated()
         scheme, _, token = header.partition(" ")

@@ -96,7 +96,10 @@ async def errors(request: web.Request, handler: Any) -> web.StreamResponse:
                                               "Content-Encoding says")
     except web.HTTPException as exc:
         if exc.status >= 400:
-            resp = json_error(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason)
+            said = exc.reason if exc.status != 404 else (
+                f"nothing at {request.path[:128]!r} here: the admin API's calls are under /v1/ "
+                "(GET /openapi.json lists them), the operator console is at /ui/")
+            resp = json_error(exc.status, exc.reason.lower().replace(" ", "_"), said)
             if "Allow" in exc.headers:
                 resp.headers["Allow"] = exc.headers["Allow"]
             return resp

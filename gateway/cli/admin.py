@@ -175,7 +175,8 @@ def add_client_commands(sub: Any) -> None:
     p = cmd("audit", _audit, "show the audit trail (newest first), or 'audit verify'")
     p.add_argument("action", nargs="?", choices=["verify"],
                    help="check the chain: links, hashes, MACs (with a key), anchored head")
-    p.add_argument("--limit", type=int, default=20)
+    p.add_argument("--limit", type=int, default=20,
+                   help="events shown, newest first: 1-1000 (20); not with verify")
     from gateway.cli.auditverify import add_verify_arguments
 
     add_verify_arguments(p)

@@ -121,8 +121,8 @@ def add_approval_commands(cmd: Any) -> None:
     cmd("approvals", _list, "open two-person approval requests")
     p = cmd("approve", _approve, "approve a request (shows the change first; another "
                                  "principal than the requester)")
-    p.add_argument("id", metavar="ID")
+    p.add_argument("id", metavar="ID", help="the request's id (killgate approvals)")
     p.add_argument("--reason", help="why (recorded in the audit trail)")
     p = cmd("decline", _decline, "decline a request: it is dropped, nothing changes")
-    p.add_argument("id", metavar="ID")
+    p.add_argument("id", metavar="ID", help="the request's id (killgate approvals)")
     p.add_argument("--reason", help="why (recorded in the audit trail)")

@@ -26,7 +26,9 @@ def _token(args: argparse.Namespace) -> int:
 
     unknown = [s for s in args.scope.split() if s not in SCOPES]
     if unknown:  # (a typo would mint a token every call refuses with 403)
-        raise ClientError(f"unknown scope {unknown[0]!r}; known: {', '.join(SCOPES)}")
+        apart = (" (scopes are separated by blanks: --scope \"killgate:kill killgate:read\")"
+                 if "," in unknown[0] else "")
+        raise ClientError(f"unknown scope {unknown[0]!r}{apart}; known: {', '.join(SCOPES)}")
     if not args.scope.split():
         raise ClientError(f"--scope is empty: a token without a scope can do nothing; known: "
                           f"{', '.join(SCOPES)}")
@@ -229,7 +231,7 @@ def add_config_commands(cmd: Any, sub: Any) -> None:
     """`cmd(name, fn, help)` adds a subcommand with the client options (cli/admin.py);
     `token` talks to no gateway and takes none of them."""
     p = cmd("diff", _diff, "what a config file would change (exit 2 when something would)")
-    p.add_argument("file")
+    p.add_argument("file", help="the config file (YAML) you would deploy")
     p.add_argument("--against", metavar="FILE2",
                    help="compare with another file instead of the running gateway")
     p = sub.add_parser("token", help="mint an HS256 admin token (development and tests)")

@@ -198,29 +198,31 @@ def add_drill_commands(sub: Any, common: Any) -> None:
         return p
 
     p = kind("kill", "kill", "kill a version (or --scope route/global), measure, unkill")
-    p.add_argument("--version")
-    p.add_argument("--scope", choices=["version", "route", "global"])
+    p.add_argument("--version", help="the version to kill")
+    p.add_argument("--scope", choices=["version", "route", "global"],
+                   help="what is killed (default: version with --version, else route)")
     p = kind("rollback", "rollback", "roll back to the previous known-good, measure, restore")
     p.add_argument("--to", help="version to roll back to")
     p.add_argument("--version", action=_Says, nargs="?", help=argparse.SUPPRESS,
                    says="a rollback drill names the version it rolls back to with --to VERSION"
                         " (--version is the other kinds')")
     p = kind("failover", "failover", "make --version fail for drill requests only, measure")
-    p.add_argument("--version", required=True)
+    p.add_argument("--version", required=True, help="the version made to fail")
     p = kind("store-loss", "store_loss",
              "kill --version, make the state store unreachable, check it stays killed")
-    p.add_argument("--version")
-    p.add_argument("--scope", choices=["version", "route"])
+    p.add_argument("--version", help="the version to kill")
+    p.add_argument("--scope", choices=["version", "route"],
+                   help="what is killed (default: version with --version, else route)")
     p.add_argument("--store", metavar="URL", help="the redis the drill may pause")
     r = ds.add_parser("run", help="run a drill plan (YAML)")
     common(r)
-    r.add_argument("plan", metavar="PLAN.yaml")
+    r.add_argument("plan", metavar="PLAN.yaml", help="the plan (README: Recovery drills)")
     _outputs(r)
     r.set_defaults(fn=_cmd_run)
     s = ds.add_parser("restore", help="undo what an interrupted drill changed, and close it")
     common(s)
-    s.add_argument("id", metavar="ID")
-    s.add_argument("--reason")
+    s.add_argument("id", metavar="ID", help="the drill's id (killgate drill history)")
+    s.add_argument("--reason", help="why (recorded in the audit trail)")
     s.set_defaults(fn=lambda a: asyncio.run(drillpast.restore(a)))
     h = ds.add_parser("history", help="past drills, open ones, and the trend")
     common(h)
@@ -232,4 +234,5 @@ def add_drill_commands(sub: Any, common: Any) -> None:
 def _outputs(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="killgate-drills", metavar="DIR",
                    help="where the report (.json, .md) and picture go (killgate-drills/)")
-    p.add_argument("--picture", choices=["svg", "png"], default="svg")
+    p.add_argument("--picture", choices=["svg", "png"], default="svg",
+                   help="the picture's format (svg; needs killgate[drills])")

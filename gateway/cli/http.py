@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.domain.audit import clean_text
+from gateway.errors import token_refused
 
 __all__ = ["TIMEOUT", "Answer", "ClientError", "admin_base", "call", "clean_token", "expect"]
 
@@ -112,8 +113,8 @@ def call(base: str, token: str | None, method: str, path: str,
                        "$KILLGATE_ADMIN_URL) killgate's admin listener?")
             if kind == "no_route" or exc.headers.get("x-killgate-route") is not None:
                 msg += f" ({DATA_PLANE})"
-            if exc.code == 401 and not token:
-                msg += " (no token was sent: give --token or set KILLGATE_TOKEN)"
+            if exc.code == 401:  # (the API says no more, by design: say what it can be)
+                msg += token_refused(kind, bool(token))
             wait = _retry_after(exc) if kind == "too_many_attempts" else None
             if wait is not None and patient and waited + wait <= timeout:
                 # refused before the token was even checked (a flood of new tokens from

@@ -142,7 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     s = sub.add_parser("serve", help="run the gateway from a config file")
-    s.add_argument("-c", "--config", required=True, metavar="FILE")
+    s.add_argument("-c", "--config", required=True, metavar="FILE",
+                   help="the config file (YAML; `killgate check FILE` validates it)")
     s.add_argument("--workers", type=int, default=1, metavar="N",
                    help="worker processes sharing the ports (SO_REUSEPORT)")
     s.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)
@@ -154,7 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=_cmd_serve)
 
     c = sub.add_parser("check", help="validate config files")
-    c.add_argument("file", nargs="+")
+    c.add_argument("file", nargs="+", metavar="FILE",
+                   help="config files (YAML): each is read as `serve` would, keys included")
     c.set_defaults(fn=_cmd_check)
 
     sc = sub.add_parser("schema", help="print the JSON Schema of the config file")
@@ -194,9 +196,35 @@ def _command(argv: list[str]) -> str | None:
     return None
 
 
+# the commands that take the route as their first word, where `kill` takes `--route`
+_ROUTE_FIRST = frozenset({"rollback", "promote", "weights", "release"})
+
+
+def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """parse_args, but a word the subcommand does not know is said with the subcommand's
+    usage, not the top level's (`killgate rollback --route iris` showed `killgate [-h]
+    ... COMMAND ...`, which says nothing of what rollback takes)."""
+    args, extra = parser.parse_known_args(argv)
+    if not extra:
+        return args
+    msg = "unrecognized arguments: " + " ".join(extra)
+    inner = parser
+    while True:  # (down to the innermost subcommand named: `drill kill`, `shadow report`)
+        subs = [a for a in inner._actions if isinstance(a, argparse._SubParsersAction)]
+        name = getattr(args, subs[0].dest, None) if subs else None
+        if name not in (subs[0].choices if subs else {}):
+            break
+        inner = subs[0].choices[name]
+    if args.command in _ROUTE_FIRST and any(w.split("=")[0] == "--route" for w in extra):
+        msg += (f" ({args.command} takes the route as its first word, not --route: "
+                f"killgate {args.command} ROUTE ...)")
+    inner.error(msg)  # (exits 2)
+    raise AssertionError  # unreachable
+
+
 def _main(argv: list[str] | None) -> int:
     try:
-        args = build_parser().parse_args(argv)
+        args = _parse(build_parser(), argv)
     except SystemExit as exc:
         # `diff` exits 2 when the file would change something: a mistyped option must not
         # read as that in a pipeline (argparse's usage errors exit 2); it is an error, 1

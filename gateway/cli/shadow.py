@@ -97,6 +97,6 @@ def add_shadow_commands(sub: Any, common: Any) -> None:
     r = inner.add_parser("report", help="a route's comparison results and sampled "
                                         "disagreements")
     common(r)
-    r.add_argument("route")
+    r.add_argument("route", help="route name (one with routes[].shadow)")
     r.add_argument("--limit", type=int, default=10, help="disagreements shown (1-100)")
     r.set_defaults(fn=run(_report))

@@ -145,7 +145,9 @@ def _weights(args: argparse.Namespace) -> int:
     return write(args, "PUT", f"/v1/routes/{quote(args.route)}/weights",
                  {"weights": weights, "reason": args.reason, **glass(args)},
                  f"weights of {args.route}: " + ", ".join(f"{k}={v:g}" for k, v in
-                                                          weights.items()),
+                                                          weights.items())
+                 # (`weights iris v2=20` meant as "the canary at 20 %" sends v2 everything)
+                 + "; every version not named here: 0 (no weighted traffic)",
                  {"route": args.route, "action": "weights"})
 
 
@@ -172,24 +174,24 @@ def add_write_commands(cmd: Any) -> None:
         else:
             glass_option(p)
     p = cmd("rollback", _rollback, "make the previous (or --to) version stable with 100%%")
-    p.add_argument("route")
+    p.add_argument("route", help="route name")
     p.add_argument("--to", help="version to roll back to (default: previous stable)")
     _route_options(p)
     p = cmd("promote", _promote, "make VERSION stable with 100%% of traffic")
-    p.add_argument("route")
-    p.add_argument("version")
+    p.add_argument("route", help="route name")
+    p.add_argument("version", help="the version to make stable")
     _route_options(p)
     p = cmd("weights", _weights, "override a route's weights: V=W [V=W ...]")
-    p.add_argument("route")
+    p.add_argument("route", help="route name")
     p.add_argument("pairs", nargs="+", metavar="V=W",
                    help="version=weight; versions not named get 0 (unpinnable until release)")
     _route_options(p)
     p = cmd("release", _release, "drop a route's runtime overrides (the file governs again)")
-    p.add_argument("route")
+    p.add_argument("route", help="route name")
     _route_options(p)
 
 
 def _route_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--reason", required=True)
+    p.add_argument("--reason", required=True, help="why (recorded in the audit trail)")
     p.add_argument("--wait", default=None, type=_wait_arg, help=WAIT_HELP)
     glass_option(p)

@@ -24,6 +24,7 @@ import aiohttp
 
 from gateway.domain.drillplan import Plan
 from gateway.domain.drillreport import Obs
+from gateway.errors import token_refused
 
 __all__ = ["AdminClient", "DrillApiError", "Probe", "Traffic", "resolve_probe"]
 
@@ -88,6 +89,8 @@ class AdminClient:
                                         "plane, not its admin API: give --admin (or "
                                         "$KILLGATE_ADMIN_URL) the admin listener's URL, "
                                         "`admin.listen` in the config)")
+                        if r.status == 401:  # (as the admin CLI says it: cli/http.py)
+                            message += token_refused(err["type"], "authorization" in headers)
                         exc = DrillApiError(r.status, err["type"], message)
                         if r.status == 429 and err["type"] == "too_many_attempts":
                             # refused before its token was checked (a flood of new tokens;

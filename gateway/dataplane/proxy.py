@@ -254,8 +254,13 @@ class Proxy(Outgoing, Answers, Finish):
                 self._matched = None if any(p.headers for p in table.routes) else {}
             plan = table.match(path, host, req.headers, model)
         if plan is None:
+            # (prefix: the body was read because some route matches by `model`; without
+            # it "no route matches POST /v1/chat/completions" read as wrong on a path
+            # that a moment before served another model)
+            said = ("" if prefix is None else " with no 'model' field in the JSON body"
+                    if model is None else f" with model {model[:128]!r}")
             self._error(req, 404, "no_route", f"no route matches "
-                        f"{req.method.decode('latin-1')} {path}")
+                        f"{req.method.decode('latin-1')} {path}{said}")
             return
         req.rec.stable = plan.stable
         choice = plan.fixed  # (one version takes all traffic; no pins, no sticky keys)

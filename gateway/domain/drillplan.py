@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from gateway.config import Duration
 from gateway.config_problems import format_path
+from gateway.config_types import check_http_url
 from gateway.errors import ConfigError, Problem
 
 __all__ = ["MEASURE", "Abort", "Plan", "Request", "Target", "Targets", "duration", "fault_ttl",
@@ -111,6 +112,11 @@ class Plan(_Model):
         for u in v or ():
             if not u.startswith(("http://", "https://")):
                 raise ValueError(f"{u!r} is not an http(s) URL")
+            try:  # (refused here, before the drill opens: port 99999 opened it, then
+                # every request failed and the drill aborted having touched the fleet)
+                check_http_url(u)
+            except ValueError as exc:
+                raise ValueError(f"{u!r}: {exc}") from None
         return v
 
     @model_validator(mode="after")

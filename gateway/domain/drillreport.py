@@ -171,6 +171,15 @@ def other_route(route: str, obs: Sequence[Obs]) -> str | None:
             "sends nothing more to that route")
 
 
+def _outcome(o: Obs) -> str:
+    """One failed drill request in words ("0 " said nothing of a refused connection)."""
+    if o.status == 0:
+        return ("no answer: nothing took the connection, or it did not answer in time; is "
+                f"{o.instance} a killgate data plane that listens? (--instances)"
+                if o.decision != "client_full" else "no answer: too many requests unanswered")
+    return f"{o.status} {o.decision or ''}".rstrip()
+
+
 def steady_problems(plan: Plan, to: str | None, obs: Sequence[Obs], instances: Sequence[str],
                     window: tuple[float, float]) -> list[str]:
     """Why the fleet is not in a state worth drilling (empty: steady)."""
@@ -185,8 +194,7 @@ def steady_problems(plan: Plan, to: str | None, obs: Sequence[Obs], instances: S
                             f"(expected >= {expect})")
         elif bad:
             problems.append(f"{inst}: {len(bad)} of {len(mine)} drill requests failed or were "
-                            f"killed before the injection (e.g. {bad[0].status} "
-                            f"{bad[0].decision or ''})".rstrip())
+                            f"killed before the injection (e.g. {_outcome(bad[0])})")
         elif any(o.decision == "failover" for o in mine):
             problems.append(f"{inst}: requests already fail over before the injection (a "
                             "kill of the version, here or on the route this one drills for, "

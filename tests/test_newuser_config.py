@@ -1,0 +1,128 @@
+"""What a new user meets putting killgate in front of their own model servers (the third
+new-user pass): config values that passed `killgate check` and then failed at start, and
+answers that said "Not Found" or "no route" with nothing of why."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.backends import echo_app
+from tests.conftest import running_gateway, two_versions, write_config
+from tests.test_cli import acli
+
+pytestmark = pytest.mark.timeout(60)
+
+
+async def test_no_route_by_model_names_the_model(tmp_path: Path, backends, session) -> None:
+    """config/openai.yaml routes /v1 by the body's model: a request for a model no route
+    serves got 'no route matches POST /v1/chat/completions', on the path that served
+    chat-small a moment before; the 404 now names the model it was asked for (or that the
+    body had none)."""
+    p = await backends(echo_app("v1"))
+    routes = f"""\
+- name: chat-small
+  match: {{path_prefix: /v1, model: chat-small}}
+  stable: v1
+  versions:
+    - {{name: v1, url: "http://127.0.0.1:{p}", weight: 100}}
+"""
+    async with running_gateway(write_config(tmp_path, routes)) as g:
+        url = g.url + "/v1/chat/completions"
+        async with session.post(url, json={"model": "chat-small"}) as r:
+            assert r.status == 200
+        async with session.post(url, json={"model": "gpt-4" + chr(27) + "[2J" + "x" * 500}) as r:
+            assert r.status == 404
+            msg = (await r.json())["error"]["message"]
+        assert msg == ("no route matches POST /v1/chat/completions with model "
+                       f"{'gpt-4' + chr(27) + '[2J' + 'x' * 119!r}"), msg
+        async with session.post(url, data=b"not json") as r:
+            assert r.status == 404
+            msg = (await r.json())["error"]["message"]
+        assert msg.endswith("with no 'model' field in the JSON body"), msg
+    p2 = await backends(echo_app("v1"))  # (routes by path alone: as before)
+    async with running_gateway(write_config(tmp_path, two_versions(p2, p2))) as g:
+        r = await session.post(g.url + "/elsewhere", json={"model": "m"})
+        assert (await r.json())["error"]["message"] == "no route matches POST /elsewhere"
+
+
+def test_the_console_sign_in_says_how_to_get_a_token() -> None:
+    """The console's sign-in asked for 'Admin token (a JWT, as for killgate --token)' and
+    said nowhere how a new user gets one."""
+    from tests.conftest import ROOT
+
+    page = (ROOT / "gateway" / "admin" / "ui" / "index.html").read_text()
+    signin = page.split('<section id="signin"', 1)[1].split("</section>", 1)[0]
+    assert "killgate token -c CONFIG" in " ".join(signin.split()), signin
+    assert "In front of your own model servers" in " ".join(signin.split())
+    assert "### In front of your own model servers" in (ROOT / "README.md").read_text()
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:99999", "http://127.0.0.1:9o01",
+                                 "http://127.0.0.1:0", "http://[::1"])
+async def test_a_backend_url_whose_port_is_no_port_is_refused_by_check(
+        tmp_path: Path, url: str) -> None:
+    """A mistyped port (99999, a letter O for a zero) passed `killgate check` ('ok'), then
+    `killgate serve` died with a traceback (ValueError: Port out of range) and a reload
+    was refused saying only 'could not be read or applied (ValueError)'."""
+    cfg = tmp_path / "k.yaml"
+    cfg.write_text((Path(__file__).parent.parent / "config" / "minimal.yaml").read_text()
+                   .replace("http://127.0.0.1:9101", url))
+    res = await acli("check", str(cfg))
+    assert res.returncode == 1, res.stdout
+    assert "routes[0].versions[0].url: must be an http:// or https:// URL whose port is a " \
+        "number from 1 to 65535" in res.stderr, res.stderr
+    res = await acli("serve", "-c", str(cfg))
+    assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
+    assert "routes[0].versions[0].url: must be" in res.stderr, res.stderr
+
+
+async def test_an_unquoted_ipv6_listen_says_to_quote_it(tmp_path: Path) -> None:
+    """README said `[::1]:8080` for IPv6; written so, YAML reads a list and check said only
+    'YAML syntax error at line 1, column 10: expected the node content, but found ':''."""
+    minimal = (Path(__file__).parent.parent / "config" / "minimal.yaml").read_text()
+    cfg = tmp_path / "k.yaml"
+    cfg.write_text(minimal.replace("listen: 0.0.0.0:8080", "listen: [::1]:8080"))
+    res = await acli("check", str(cfg))
+    assert res.returncode == 1
+    assert 'must be quoted: listen: "[::1]:8080"' in res.stderr, res.stderr
+    cfg.write_text(minimal.replace("listen: 0.0.0.0:8080", 'listen: "[::1]:8080"'))
+    res = await acli("check", str(cfg))
+    assert res.returncode == 0, res.stderr
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    assert '`"[::1]:8080"` for IPv6, quoted' in readme
+
+
+@pytest.mark.parametrize(("extra", "path"), [
+    ('telemetry: {otlp_endpoint: "http://127.0.0.1:99999"}\n', "telemetry.otlp_endpoint"),
+    ('admin: {auth: {algorithms: [RS256], jwks_url: "https://idp:99999/jwks"}}\n',
+     "admin.auth.jwks_url"),
+])
+async def test_other_urls_whose_port_is_no_port_are_refused_by_check(
+        tmp_path: Path, extra: str, path: str) -> None:
+    """The OTLP endpoint and the JWKS URL passed check with port 99999: the exporter then
+    logged 'Failed to parse' at every batch, the key set could never be fetched."""
+    cfg = tmp_path / "k.yaml"
+    cfg.write_text((Path(__file__).parent.parent / "config" / "minimal.yaml").read_text()
+                   + extra)
+    res = await acli("check", str(cfg))
+    assert res.returncode == 1, res.stdout
+    assert f"{path}: must be an http:// or https:// URL whose port is a number" in res.stderr, \
+        res.stderr
+
+
+async def test_the_admin_root_says_where_the_console_and_api_are(
+        tmp_path: Path, backends, session) -> None:
+    """A new user opening http://127.0.0.1:8081/ in a browser got
+    {"error": {"type": "not_found", "message": "Not Found"}} and nothing else."""
+    p = await backends(echo_app("v1"))
+    async with running_gateway(write_config(tmp_path, two_versions(p, p))) as g:
+        for path in ("/", "/v1/nothing"):
+            async with session.get(g.admin + path) as r:
+                assert r.status == 404
+                err = (await r.json())["error"]
+            assert err["type"] == "not_found"
+            assert err["message"] == (
+                f"nothing at {path!r} here: the admin API's calls are under /v1/ (GET "
+                "/openapi.json lists them), the operator console is at /ui/"), err
