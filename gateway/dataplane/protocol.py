@@ -257,7 +257,12 @@ class HttpProtocol(Parsing, Deadlines, Dispatching, Flow, Closing, asyncio.Proto
 
     def spare(self) -> float | None:
         """(`Drainable.spare`) a lingering connection first, then by deadline: the next
-        head's (`keepalive_timeout` after the last answer) or the head's in progress."""
+        head's (`keepalive_timeout` after the last answer) or the head's in progress. Not
+        while the transport still holds part of the last answer (a client on a slow link:
+        `_sending`): an abort drops it, and an answer ended by the close would seem whole."""
+        t = self.transport
+        if t is not None and t.get_write_buffer_size():
+            return None
         if self.lingering:
             return 0.0
         if self.closed or self.closing or self.queue or (
