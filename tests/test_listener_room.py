@@ -100,3 +100,20 @@ async def test_what_a_connection_offers() -> None:
     proto.lingering = True
     assert proto.spare() == 0.0
     tr.close()
+
+
+async def test_pipelined_requests_read_but_not_yet_parsed_are_in_progress() -> None:
+    """(hostile review of 11865f9) A read holding many pipelined requests is parsed a slice
+    at a time, the rest held as bytes while requests queue; once the queue is answered,
+    the held bytes are parsed in a loop turn of their own. Between the two, the connection
+    has whole requests its client sent: closing it to make room would lose them."""
+    from gateway.dataplane.wire import SLICE
+
+    h = Recorder(answer_now=False)
+    proto, tr, _ = connect(h)
+    feed(proto, GET * (SLICE // len(GET) + 8))
+    assert proto.held
+    while proto.queue:  # answered as they are handed over, in this loop turn
+        answer(h.seen[-1])
+    assert proto.held and proto.spare() is None
+    tr.close()

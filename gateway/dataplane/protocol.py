@@ -265,6 +265,8 @@ class HttpProtocol(Parsing, Deadlines, Dispatching, Flow, Closing, asyncio.Proto
             return None
         if self.lingering:
             return 0.0
+        if self.held or self.read_paused:  # pipelined requests read (or left unread while
+            return None  # requests queued), to be parsed now that the answers caught up
         if self.closed or self.closing or self.queue or (
                 self.parsing is not None and not self.in_head):
             return None
