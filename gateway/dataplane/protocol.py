@@ -124,18 +124,22 @@ class HttpProtocol(Parsing, Deadlines, Dispatching, Flow, Closing, asyncio.Proto
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         server = self.server
-        if len(server.connections) >= server.max_connections and server.full():
-            server.counted("refused")
-            self.closed = True
-            transport.abort()  # type: ignore[attr-defined]  # over the cap: refused at once
-            return
         peer = transport.get_extra_info("peername")
         remote = peer[0] if isinstance(peer, tuple) and peer else None
         cap = server.per_client
+        # (its address's cap first: one refused anyway must not close an idle connection
+        # of another client to make room at the global cap)
         if cap is not None and not cap.admit(remote or ""):
             server.counted("refused_per_client")
             self.closed = True
             transport.abort()  # type: ignore[attr-defined]  # its address is at its cap
+            return
+        if len(server.connections) >= server.max_connections and server.full():
+            if cap is not None:
+                cap.release(remote or "")
+            server.counted("refused")
+            self.closed = True
+            transport.abort()  # type: ignore[attr-defined]  # over the cap: refused at once
             return
         server.connections.add(self)
         self.transport = transport  # type: ignore[assignment]
