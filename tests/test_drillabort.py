@@ -112,3 +112,48 @@ async def test_the_drills_answers_through_a_data_load_balancer_are_shared(backen
     reasons, watch = await _watch(
         backends, lambda f: f.tick(10, 5, 10, 0, through="http://lb.example:80"))
     assert reasons and "reached 50.0%" in reasons[0], reasons
+
+
+async def test_an_instance_restarted_since_the_fleet_was_read_keeps_its_drill_answers_out(
+        backends) -> None:
+    """(hostile review of bcd549f) An instance that restarted after the drill read the
+    fleet names itself by a new id the drill does not know; it is still at the admin
+    address it published, beside its data address. Its page must still lose the drill's
+    answers to it: before, they counted as users' (here they diluted users' 50 % errors to
+    20 %, and a production drill did not abort)."""
+    fleet = Fleet()
+    restarted = {"gw-a-101-aa": "gw-a-101-aa", "gw-b-202-bb": "gw-b-999-cc"}  # b: new id
+    reads = 0
+    enough = asyncio.Event()
+    urls: dict[str, str] = {}
+
+    def app_of(who: str) -> web.Application:
+        async def metrics(request: web.Request) -> web.Response:
+            nonlocal reads
+            reads += 1
+            if reads >= 40:
+                enough.set()
+            if who == "gw-a-101-aa":  # one step of traffic per turn (read before b's)
+                fleet.tick(10, 5, 30, 0)
+            page = fleet.page(who)
+            page.headers["x-killgate-instance"] = restarted[who]
+            return page
+
+        app = web.Application()
+        app.router.add_get("/metrics", metrics)
+        return app
+
+    for who in DATA:
+        urls[who] = f"http://127.0.0.1:{await backends(app_of(who))}"
+    reasons: list[str] = []
+    async with ClientSession() as s:
+        watch = ErrorWatch(s, [urls["gw-a-101-aa"], urls["gw-b-202-bb"]], "iris",
+                           lambda: dict(fleet.own), 0.2, 20, 0.01, window=30, data_of=DATA,
+                           data_at={urls[w]: DATA[w] for w in DATA})
+        task = asyncio.create_task(watch.run(reasons.append))
+        waiting = asyncio.create_task(enough.wait())
+        await asyncio.wait({task, waiting}, timeout=15, return_when=asyncio.FIRST_COMPLETED)
+        waiting.cancel()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert reasons and "reached 50.0%" in reasons[0], (reasons, watch.worst)

@@ -268,3 +268,23 @@ def test_killgate_check_refuses_a_bad_per_client_cap(tmp_path: Path, server: str
                          capture_output=True, text=True, timeout=30)
     assert res.returncode == 1
     assert line in res.stderr.splitlines(), res.stderr
+
+
+async def test_a_client_at_its_cap_makes_no_room_at_the_global_cap() -> None:
+    """(hostile review of 11865f9) At `max_connections`, a new connection makes room by
+    closing an idle one; from an address already at its own cap it is refused anyway, so
+    it must close nothing: before, each such connect closed another client's idle
+    connection, and one address at its cap could empty every idle keep-alive of the
+    others for nothing."""
+    counts: list[str] = []
+    h = Recorder(answer_now=False)
+    lst = Listener(h, LIMITS, 4, counts.append, max_per_client=2)
+    others = [accept(lst, "10.0.0.2")[0], accept(lst, "10.0.0.3")[0]]  # idle
+    for _ in range(2):  # the client at its cap: requests in progress
+        busy, _ = accept(lst, "10.0.0.1")
+        feed(busy, b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+    _, refused = accept(lst, "10.0.0.1")
+    assert refused.aborted and counts == ["refused_per_client"]
+    await asyncio.sleep(0)
+    assert all(p in lst.connections and not p.closed for p in others)
+    assert lst.per_client is not None and lst.per_client.open["10.0.0.1"] == 2

@@ -49,7 +49,9 @@ class ErrorWatch:
 
     The drill's own answers are taken out per instance: `own()` counts them per data
     address, `data_of` pairs instance ids with data addresses (the fleet's heartbeats), and
-    an instance's delta loses only what the drill sent to it. Before, every page read lost
+    an instance's delta loses only what the drill sent to it; `data_at` pairs the admin
+    addresses instances publish with their data addresses, for a page whose id `data_of`
+    does not hold (an instance restarted since). Before, every page read lost
     all of the drill's answers: behind a load-balanced admin URL (one page a turn) users'
     errors never reached `min_requests`. The drill's answers to an address no instance
     publishes (`--instances` through a load balancer) are taken out in the share of the
@@ -58,13 +60,15 @@ class ErrorWatch:
     def __init__(self, session: aiohttp.ClientSession, admins: list[str], route: str,
                  own: Callable[[], dict[str, tuple[int, int]]], error_rate: float,
                  min_requests: int, interval: float, window: float = 5.0,
-                 fallback: str | None = None, data_of: dict[str, str] | None = None) -> None:
+                 fallback: str | None = None, data_of: dict[str, str] | None = None,
+                 data_at: dict[str, str] | None = None) -> None:
         self.session = session
         self.admins = admins
         self.fallback = fallback
         self.route = route
         self.own = own
         self.data_of = data_of or {}
+        self.data_at = data_at or {}
         self.error_rate = error_rate
         self.min_requests = min_requests
         self.interval = interval
@@ -84,8 +88,11 @@ class ErrorWatch:
                     self.unreadable.add(url)
                     return None
                 who = r.headers.get("x-killgate-instance", "")
-                # (the workers of one `serve --workers N` share a page and a data address)
-                key = self.data_of.get(who) or who or url
+                # (the workers of one `serve --workers N` share a page and a data address;
+                # an instance restarted since the fleet was read has an id the drill does
+                # not know, at the admin address it published beside its data address)
+                key = (self.data_of.get(who) or (self.data_at.get(url) if url in self.admins
+                                                 else None) or who or url)
                 return key, route_counts(await r.text(), self.route)
         except (aiohttp.ClientError, TimeoutError, UnicodeDecodeError):
             self.unreadable.add(url)

@@ -101,8 +101,9 @@ class DrillRunner:
                                 "--instances URL,...)")
         data_of = {name: i["data"] for name, i in
                    (status.get("instances") or {}).items() if i.get("data")}
+        data_at = {i["admin"]: i["data"] for i in insts if i.get("admin") and i.get("data")}
         return {"status": status, "route": route, "config": rcfg, "instances": urls,
-                "admins": admins, "data_of": data_of,
+                "admins": admins, "data_of": data_of, "data_at": data_at,
                 "state": cfg.get("config", {}).get("state") or {},
                 "drills": cfg.get("config", {}).get("drills") or {}}
 
@@ -153,7 +154,8 @@ class DrillRunner:
                            (lambda: own_counts(traffic.obs)) if watch_route == plan.route
                            else dict, plan.abort.error_rate,
                            plan.abort.min_requests, plan.abort.interval,
-                           fallback=self.api.base, data_of=fleet["data_of"])
+                           fallback=self.api.base, data_of=fleet["data_of"],
+                           data_at=fleet["data_at"])
         tasks = [asyncio.create_task(traffic.run()),
                  asyncio.create_task(watch.run(self.stop)),
                  asyncio.create_task(same_route(plan.route, traffic, self.stop, self._stop))]

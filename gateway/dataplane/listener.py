@@ -38,6 +38,8 @@ ROOM_BATCH = 32
 #: after a scan that found every connection busy, new ones are refused without a scan for
 #: this long (a flood must not buy a scan of the whole set per connection)
 ROOM_RESCAN = 0.1
+#: of the connections, how many a scan keeps as candidates to close next (`_scan`)
+ROOM_SHARE = 1 / 8
 
 
 class Listener:
@@ -58,6 +60,7 @@ class Listener:
         #: closed to make room, their `connection_lost` still to come (not counted)
         self.leaving: set[Drainable] = set()
         self._busy_until = 0.0  # no room was found: refuse without a scan until then
+        self._room: list[Drainable] = []  # the last scan's candidates, the soonest last
         self.draining = False
         self.winding_down = False
         self._count = count
@@ -77,21 +80,43 @@ class Listener:
         now = time.monotonic()
         if now < self._busy_until:
             return True
+        batch = max(1, min(ROOM_BATCH, self.max_connections // 64))
+        if not self._make_room(batch):
+            self._scan(batch)
+            if not self._make_room(batch):
+                self._busy_until = now + ROOM_RESCAN
+                return True
+        return False
+
+    def _scan(self, batch: int) -> None:
+        """The connections with no request in progress, soonest deadline last: the next
+        ROOM_SHARE of them (at least a batch) are kept as the candidates, so that a flood
+        of new connections at the cap pays one scan of every connection per ROOM_SHARE of
+        the cap, not per batch (each candidate is asked again when its turn comes)."""
         spare = []
+        leaving = self.leaving
         for conn in self.connections:
-            if conn not in self.leaving:
+            if conn not in leaving:
                 key = conn.spare()
                 if key is not None:
                     spare.append((key, conn))
-        if not spare:
-            self._busy_until = now + ROOM_RESCAN
-            return True
-        batch = max(1, min(ROOM_BATCH, self.max_connections // 64))
-        for _, conn in heapq.nsmallest(batch, spare, key=lambda kc: kc[0]):
-            self.leaving.add(conn)
-            conn.abort()
-            self._count("reclaimed")
-        return False
+        keep = max(batch, int(len(self.connections) * ROOM_SHARE))
+        chosen = heapq.nsmallest(keep, spare, key=lambda kc: kc[0])
+        self._room = [conn for _, conn in reversed(chosen)]
+
+    def _make_room(self, batch: int) -> int:
+        """Close up to `batch` of the candidates of the last scan that still have no
+        request in progress; how many were closed."""
+        room, made = self._room, 0
+        while room and made < batch:
+            conn = room.pop()
+            if conn in self.connections and conn not in self.leaving \
+                    and conn.spare() is not None:
+                self.leaving.add(conn)
+                conn.abort()
+                self._count("reclaimed")
+                made += 1
+        return made
 
     def _forget(self, conn: Drainable) -> None:
         """`conn` has closed (every way a connection ends: closed, aborted, timed out,
@@ -99,6 +124,8 @@ class Listener:
         self.connections.discard(conn)
         if self.leaving:
             self.leaving.discard(conn)
+        if self._room and len(self.connections) < self.max_connections // 2:
+            self._room = []  # (far from the cap: the candidates' objects are not kept)
         if not self.connections and self._empty is not None:
             self._empty.set()
 

@@ -124,18 +124,22 @@ class HttpProtocol(Parsing, Deadlines, Dispatching, Flow, Closing, asyncio.Proto
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         server = self.server
-        if len(server.connections) >= server.max_connections and server.full():
-            server.counted("refused")
-            self.closed = True
-            transport.abort()  # type: ignore[attr-defined]  # over the cap: refused at once
-            return
         peer = transport.get_extra_info("peername")
         remote = peer[0] if isinstance(peer, tuple) and peer else None
         cap = server.per_client
+        # (its address's cap first: one refused anyway must not close an idle connection
+        # of another client to make room at the global cap)
         if cap is not None and not cap.admit(remote or ""):
             server.counted("refused_per_client")
             self.closed = True
             transport.abort()  # type: ignore[attr-defined]  # its address is at its cap
+            return
+        if len(server.connections) >= server.max_connections and server.full():
+            if cap is not None:
+                cap.release(remote or "")
+            server.counted("refused")
+            self.closed = True
+            transport.abort()  # type: ignore[attr-defined]  # over the cap: refused at once
             return
         server.connections.add(self)
         self.transport = transport  # type: ignore[assignment]
@@ -257,9 +261,16 @@ class HttpProtocol(Parsing, Deadlines, Dispatching, Flow, Closing, asyncio.Proto
 
     def spare(self) -> float | None:
         """(`Drainable.spare`) a lingering connection first, then by deadline: the next
-        head's (`keepalive_timeout` after the last answer) or the head's in progress."""
+        head's (`keepalive_timeout` after the last answer) or the head's in progress. Not
+        while the transport still holds part of the last answer (a client on a slow link:
+        `_sending`): an abort drops it, and an answer ended by the close would seem whole."""
+        t = self.transport
+        if t is not None and t.get_write_buffer_size():
+            return None
         if self.lingering:
             return 0.0
+        if self.held or self.read_paused:  # pipelined requests read (or left unread while
+            return None  # requests queued), to be parsed now that the answers caught up
         if self.closed or self.closing or self.queue or (
                 self.parsing is not None and not self.in_head):
             return None

@@ -29,7 +29,7 @@ from gateway.dataplane.jsonpeek import ModelField, Unreadable, find_model
 from gateway.dataplane.outgoing import CACHE_MAX, CACHED_TARGET, Outgoing
 from gateway.dataplane.paths import BadTarget, route_host, split_target
 from gateway.dataplane.ports import TableSource
-from gateway.dataplane.request import BadBody, BadHeader, BodyTimeout, ClientGone, Request
+from gateway.dataplane.request import BadBody, BadHeader, BodyTimeout, ClientGone, OverBudget, Request
 from gateway.dataplane.retry import RetryBudget
 from gateway.dataplane.servedmodels import ServedModels
 from gateway.dataplane.shadow import Mirror
@@ -182,17 +182,31 @@ class Proxy(Outgoing, Answers, Finish):
         if req.body_done and req.body_size <= self.peek_bytes:
             self._peeked(req, table, path, target, host, req.body(), True)
             return
-        cl = req.content_length
-        want = self.peek_bytes if cl is None or cl > self.peek_bytes else cl
-        if self.peek_held + want > self.peek_memory:  # (RELIABILITY row 40, in bytes)
-            self.metrics.inc("killgate_requests_shed_total")
-            self._error(req, 503, "overloaded", "this gateway holds as many request bodies "
-                        "as it may while reading their 'model' (server.model_peek_memory); "
-                        "retry shortly", extra=b"retry-after: 1\r\n")
+        self.peeking[req] = 0
+        if not self._charge(req, req.buffered):
+            self._over_budget(req)
             return
-        self.peek_held += want
-        self.peeking[req] = want
         self._spawn(self._peek(req, table, path, target, host))
+
+    def _charge(self, req: Request, held: int) -> bool:
+        """`req`'s body holds `held` bytes while its `model` is read: counted against
+        `server.model_peek_memory` as they arrive (up to its window), not reserved at its
+        head (clients sending a few bytes each would spend the budget). False: beyond it."""
+        held = min(held, self.peek_bytes)
+        had = self.peeking.get(req)
+        if had is None or held <= had:  # (None: it ended, its charge given back: `done`)
+            return True
+        if self.peek_held + held - had > self.peek_memory:  # (RELIABILITY row 40, in bytes)
+            return False
+        self.peek_held += held - had
+        self.peeking[req] = held
+        return True
+
+    def _over_budget(self, req: Request) -> None:
+        self.metrics.inc("killgate_requests_shed_total")
+        self._error(req, 503, "overloaded", "this gateway holds as many request bodies as it "
+                    "may while reading their 'model' (server.model_peek_memory); retry shortly",
+                    extra=b"retry-after: 1\r\n")
 
     async def _peek(self, req: Request, table: RouteTable, path: str, target: bytes,
                     host: str) -> None:
@@ -204,7 +218,8 @@ class Proxy(Outgoing, Answers, Finish):
         try:
             try:  # (one timer, for the requests whose body is not in at their head)
                 async with asyncio.timeout(longest):
-                    prefix = await req.read_prefix(self.peek_bytes, self.max_body)
+                    prefix = await req.read_prefix(self.peek_bytes, self.max_body,
+                                                   lambda n: self._charge(req, n))
             except TimeoutError:
                 self.clock.now = self.loop.time()  # (a timer, not bytes: see upstream._sweep)
                 raise BodyTimeout("the request body did not arrive within the routes' "
@@ -213,6 +228,9 @@ class Proxy(Outgoing, Answers, Finish):
             self.body_failed(req, None, None, "", exc)
             return
         except ClientGone:
+            return
+        except OverBudget:
+            self._over_budget(req)
             return
         if prefix is None:
             self.too_large(req, None)

@@ -10,11 +10,11 @@ connection decides keep-alive and the order of answers; the proxy only answers.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import Any, Protocol
 
 __all__ = ["BadBody", "BadHeader", "BodyTimeout", "BodyTooLarge", "ClientGone", "Connection",
-           "HeaderView", "Request"]
+           "HeaderView", "OverBudget", "Request"]
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
@@ -29,6 +29,10 @@ class BodyTimeout(Exception):
 
 class BadBody(Exception):
     """The body's framing broke (a malformed chunk): 400, and the connection closes."""
+
+
+class OverBudget(Exception):
+    """A body read to find its `model` would hold more than `server.model_peek_memory`."""
 
 
 class ClientGone(ConnectionError):
@@ -229,17 +233,23 @@ class Request:
         if w is not None and not w.done():
             w.set_result(None)
 
-    async def read_prefix(self, limit: int, max_body: int) -> bytes | None:
+    async def read_prefix(self, limit: int, max_body: int,
+                          charge: Callable[[int], bool] | None = None) -> bytes | None:
         """Up to about `limit` bytes of the body (all of it when shorter); None when more
-        than `max_body` bytes arrive first. What is read stays to be replayed."""
+        than `max_body` bytes arrive first. What is read stays to be replayed. `charge`
+        is told what is held as it grows (False: more than may be held, `OverBudget`)."""
         while not self.body_done and self.buffered < limit:
             if self.body_error is not None:
                 raise self.body_error
             if self.body_size > max_body:
                 return None
+            if charge is not None and not charge(self.buffered):
+                raise OverBudget
             await self._more()
         if self.body_size > max_body:  # (also a body all in: a chunked one is not checked
             return None  # at its head)
+        if charge is not None and not charge(self.buffered):
+            raise OverBudget
         return self.body()
 
     async def rest(self, already: int, max_body: int) -> AsyncIterator[bytes]:

@@ -22,10 +22,11 @@ export class ApiError extends Error {
   }
 }
 
-// How long a 429 too_many_attempts asks to wait (Retry-After, 1-30 s; else 1 s).
+// How long a 429 too_many_attempts asks to wait (Retry-After in seconds, at least 1; else
+// 1 s). A longer wait than a call may take is not shortened: the call gives up at once.
 function retryAfter(resp) {
   const v = (resp.headers.get("Retry-After") || "").trim();
-  return /^[0-9]{1,2}$/.test(v) && +v >= 1 && +v <= 30 ? +v : 1;
+  return /^[0-9]{1,6}$/.test(v) && +v >= 1 ? +v : 1;
 }
 
 // call("POST", "/v1/kill", {...}) → {status, data, text}; an error answer throws ApiError
@@ -45,8 +46,10 @@ export async function call(method, path, body) {
       }
       const wait = exc.retryAfter * 1000;
       if (Date.now() + wait + 1000 > end) {
-        throw new ApiError(429, exc.type, `${exc.apiMessage} (waited as long as a call may; ` +
-          "try again in a moment)");
+        throw new ApiError(429, exc.type, wait + 1000 > limit
+          ? `${exc.apiMessage} (nothing was done; that is longer than a call may wait: ` +
+            `try again after ${exc.retryAfter} s)`
+          : `${exc.apiMessage} (waited as long as a call may; try again in a moment)`);
       }
       await new Promise((done) => setTimeout(done, wait));
     }
