@@ -4,8 +4,10 @@ Owns what we refuse before any schema sees the data: duplicate keys, more than M
 nodes, nesting deeper than MAX_DEPTH, as written or with aliases expanded (a deeper
 document would exhaust the recursion of the composer, or of whatever walks the result),
 more than MAX_ALIASES aliases, aliases that expand the document past MAX_EXPANDED_NODES nodes or
-refer to a node that contains them (billion laughs). Syntax errors become one `Problem`
-naming the line and column. Imports yaml and errors only.
+refer to a node that contains them (billion laughs), keys that YAML reads as something
+other than a string (`yes:`, `1:`, `[a]:`), merge keys, and integers too long for int().
+Syntax errors
+become one `Problem` naming the line and column. Imports yaml and errors only.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ MAX_NODES = 50_000
 #: nodes in the document with every alias expanded: a few aliases nested in each other
 #: multiply (8 levels of 8 make 16 million), and whatever walks the result pays for them
 MAX_EXPANDED_NODES = 100_000
+#: the longest integer as written (Python's int() refuses past 4,300 digits)
+MAX_NUMBER_CHARS = 64
 
 
 def load_yaml(text: str, source: str) -> Any:
@@ -77,17 +81,42 @@ class _StrictLoader(yaml.SafeLoader):
             _expanded_size(node)
         return node
 
+    def construct_yaml_int(self, node: Any) -> Any:
+        # (int() refuses past 4,300 digits with a ValueError that is no YAMLError: it came
+        # out of `killgate check` as a traceback; no setting takes more than a few digits)
+        if len(str(node.value)) > MAX_NUMBER_CHARS:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"a number of more than {MAX_NUMBER_CHARS} characters",
+                node.start_mark)
+        return super().construct_yaml_int(node)
+
     def construct_mapping(self, node: Any, deep: bool = False) -> Any:
-        seen: set[Any] = set()
+        seen: set[str] = set()
         for key_node, _ in node.value:
+            mark = key_node.start_mark
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"merge keys (<<) are not supported (line {mark.line + 1}): "
+                    "write the keys out", mark)
             key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, str):
+                # (every key of the schema is a string: `yes:`, `1.10:` or `[a]:` is one
+                # YAML reads as something else; a list or mapping key was a TypeError)
+                shown = (repr(key_node.value) if isinstance(key_node, yaml.ScalarNode)
+                         else "a list" if isinstance(key_node, yaml.SequenceNode)
+                         else "a mapping")
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {shown} (line {mark.line + 1}) is not read as a "
+                    "string: put it in quotes", mark)
             if key in seen:
-                mark = key_node.start_mark
                 raise yaml.constructor.ConstructorError(
                     None, None, f"duplicate key {key!r} (line {mark.line + 1})", mark
                 )
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor("tag:yaml.org,2002:int", _StrictLoader.construct_yaml_int)
 
 
 def _expanded_size(root: Any) -> int:
