@@ -114,6 +114,14 @@ def printable_subject(sub: str) -> bool:
 ACCESS_TYPS = frozenset({"jwt", "application/jwt", "at+jwt", "application/at+jwt"})
 
 
+def _text(path: Path) -> str:
+    """A key file's text (filemodes.read_key_file: a regular file of a bounded size)."""
+    try:
+        return filemodes.read_key_file(path).decode()
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not UTF-8 text (a PEM key or a secret is)") from None
+
+
 class Authenticator:
     def __init__(self, cfg: AuthConfig, resolve: Callable[[str], Path],
                  clock: Callable[[], float] = time.time) -> None:
@@ -148,7 +156,7 @@ class Authenticator:
             return
         if cfg.public_key_file:
             path = resolve(cfg.public_key_file)
-            self._key = path.read_text()
+            self._key = _text(path)
             if (bad := filemodes.problem(path, secret=False)) is not None:
                 raise ValueError(bad)
             if "PRIVATE KEY" in self._key:
@@ -156,7 +164,7 @@ class Authenticator:
             return
         if cfg.hs256_secret_file:
             path = resolve(cfg.hs256_secret_file)
-            secret = path.read_text().strip()
+            secret = _text(path).strip()
             if (bad := filemodes.problem(path, secret=True)) is not None:
                 raise ValueError(bad)
             where = f"the file {cfg.hs256_secret_file}"

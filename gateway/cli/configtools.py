@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from pathlib import Path
 from typing import Any
 
 from gateway.cli.client import ClientError, api, run, table
@@ -23,6 +24,7 @@ def _token(args: argparse.Namespace) -> int:
     from gateway.config import DEFAULT_SECRET_ENV, AuthConfig, parse_duration
     from gateway.configfile import load_config
     from gateway.errors import ConfigError
+    from gateway.filemodes import read_key_file
 
     unknown = [s for s in args.scope.split() if s not in SCOPES]
     if unknown:  # (a typo would mint a token every call refuses with 403)
@@ -42,7 +44,10 @@ def _token(args: argparse.Namespace) -> int:
             issuer, audience = auth.issuer, auth.audience
             if auth.hs256_secret_file:
                 source = str(loaded.resolve(auth.hs256_secret_file))
-                secret = loaded.resolve(auth.hs256_secret_file).read_text().strip()
+                try:
+                    secret = read_key_file(Path(source)).decode().strip()
+                except UnicodeDecodeError:
+                    raise ClientError(f"{source}: not UTF-8 text") from None
             else:
                 env = env or auth.secret_env
                 secret = os.environ.get(env, "")

@@ -18,6 +18,7 @@ from gateway import __version__
 from gateway.config import Config
 from gateway.configfile import LoadedConfig, load_config
 from gateway.errors import ConfigError
+from gateway.filemodes import read_key_file
 
 __all__ = ["main"]
 
@@ -88,7 +89,7 @@ def _webhook_secrets(loaded: LoadedConfig) -> tuple[list[str], list[str]]:
         if hook.secret_file is not None:
             path = loaded.resolve(hook.secret_file)
             try:
-                size = len(path.read_bytes().strip())
+                size = len(read_key_file(path).strip())
             except OSError as exc:
                 errors.append(f"{where}.secret_file: {path}: cannot read ({exc.strerror}); "
                               "no event would be sent to this webhook")

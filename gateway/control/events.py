@@ -26,6 +26,7 @@ from typing import Any
 
 import aiohttp
 
+from gateway import filemodes
 from gateway.config import Config
 from gateway.domain.audit import utc_now
 from gateway.domain.statedoc import StateDoc
@@ -191,7 +192,7 @@ class EventSink:
             raw = os.environ.get(env, "").encode()
         elif file is not None:
             try:
-                raw = self.resolve(file).read_bytes().strip()
+                raw = filemodes.read_key_file(self.resolve(file)).strip()
             except OSError:
                 return None
         return raw if len(raw) >= MIN_SECRET else None

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
+from gateway import filemodes
 from gateway.config import StateConfig
 from gateway.errors import ConfigError, Problem
 
@@ -146,7 +147,7 @@ def _read_env(name: str, where: str, problems: list[Problem]) -> bytes | None:
 def _read_file(path: Path, where: str, problems: list[Problem]) -> bytes | None:
     try:
         st = path.stat()
-        data = path.read_bytes().strip()
+        data = filemodes.read_key_file(path).strip()
     except OSError as exc:
         problems.append(Problem(where, f"cannot read {path}: {exc.strerror or exc}"))
         return None

@@ -1,0 +1,79 @@
+"""The config file as hostile or careless input (it comes from git): what `killgate check`
+and `killgate serve` do with files a config names that are no key files, and with values
+YAML reads as something else. Each is refused with a specific message, never a traceback
+or a hang."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, free_port, write_config
+
+ROUTES = """\
+- name: r
+  match: {path_prefix: /r}
+  stable: v1
+  versions:
+    - {name: v1, url: 'http://127.0.0.1:1', weight: 100}
+"""
+
+#: a setting naming a file read as a key -> the config text naming `{}`
+KEY_SETTINGS = {
+    "hs256": "admin:\n  auth:\n    hs256_secret_file: '{}'\n",
+    "public-key": "admin:\n  auth: {{algorithms: [RS256], public_key_file: '{}'}}\n",
+    "signing-key": "state:\n  signing_key_file: '{}'\n",
+    "webhook": "events:\n  webhooks: [{{url: 'http://127.0.0.1:1/x', secret_file: '{}'}}]\n",
+}
+
+
+def _not_a_key(tmp_path: Path, kind: str) -> Path:
+    if kind == "fifo":
+        os.mkfifo(tmp_path / "fifo")
+        return tmp_path / "fifo"
+    if kind == "folder":
+        return tmp_path
+    return Path("/dev/zero")
+
+
+def _check(cfg: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "gateway", "check", str(cfg)], cwd=str(ROOT),
+                          capture_output=True, text=True, timeout=20)
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero", "folder"])
+@pytest.mark.parametrize("setting", sorted(KEY_SETTINGS))
+def test_check_refuses_a_key_file_that_is_no_regular_file(tmp_path: Path, setting: str,
+                                                           kind: str) -> None:
+    """A key file named as a FIFO blocked `killgate check` (and serve's start) for ever;
+    /dev/zero was read until memory ran out; a folder said 'Is a directory: 3'."""
+    path = _not_a_key(tmp_path, kind)
+    cfg = tmp_path / "k.yaml"
+    cfg.write_text(KEY_SETTINGS[setting].format(path) + "routes:\n"
+                   + "".join("  " + line + "\n" for line in ROUTES.splitlines()))
+    res = _check(cfg)
+    assert res.returncode == 1, res.stderr
+    assert "not a regular file" in res.stderr and str(path) in res.stderr, res.stderr
+    assert "Traceback" not in res.stderr
+
+
+@pytest.mark.timeout(40)
+def test_serve_refuses_a_signing_key_fifo_at_once(tmp_path: Path) -> None:
+    """`killgate serve` whose state.signing_key_file is a FIFO hung at its start (nothing
+    listening, nothing said); it exits 1 naming the setting."""
+    fifo = _not_a_key(tmp_path, "fifo")
+    cfg = write_config(tmp_path, ROUTES, listen=f"127.0.0.1:{free_port()}",
+                       admin=f"127.0.0.1:{free_port()}",
+                       state=f"state:\n  backend: local\n  path: {tmp_path}/store.json\n"
+                             f"  snapshot_path: {tmp_path}/snap.json\n"
+                             f"  signing_key_file: '{fifo}'\n")
+    res = subprocess.run([sys.executable, "-m", "gateway", "serve", "-c", str(cfg)],
+                         cwd=str(ROOT), capture_output=True, text=True, timeout=30)
+    assert res.returncode == 1, res.stderr
+    assert "state.signing_key_file" in res.stderr and "not a regular file" in res.stderr
+    assert "Traceback" not in res.stderr
