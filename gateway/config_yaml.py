@@ -5,9 +5,9 @@ nodes, nesting deeper than MAX_DEPTH, as written or with aliases expanded (a dee
 document would exhaust the recursion of the composer, or of whatever walks the result),
 more than MAX_ALIASES aliases, aliases that expand the document past MAX_EXPANDED_NODES nodes or
 refer to a node that contains them (billion laughs), keys that YAML reads as something
-other than a string (`yes:`, `1:`, `[a]:`), merge keys, and integers too long for int().
-Syntax errors
-become one `Problem` naming the line and column. Imports yaml and errors only.
+other than a string (`yes:`, `1:`, `[a]:`), merge keys, integers too long for int(), and
+strings holding a NUL. Syntax errors become one `Problem` naming the line and column.
+Imports yaml and errors only.
 """
 
 from __future__ import annotations
@@ -90,6 +90,15 @@ class _StrictLoader(yaml.SafeLoader):
                 node.start_mark)
         return super().construct_yaml_int(node)
 
+    def construct_yaml_str(self, node: Any) -> Any:
+        # (a "\0" escape: no path, header or name can hold one; a key file's path with it
+        # came out of check, and a state path out of serve, as a ValueError traceback)
+        value = super().construct_yaml_str(node)
+        if "\0" in value:
+            raise yaml.constructor.ConstructorError(
+                None, None, "a string holding a NUL character (\\0)", node.start_mark)
+        return value
+
     def construct_mapping(self, node: Any, deep: bool = False) -> Any:
         seen: set[str] = set()
         for key_node, _ in node.value:
@@ -117,6 +126,7 @@ class _StrictLoader(yaml.SafeLoader):
 
 
 _StrictLoader.add_constructor("tag:yaml.org,2002:int", _StrictLoader.construct_yaml_int)
+_StrictLoader.add_constructor("tag:yaml.org,2002:str", _StrictLoader.construct_yaml_str)
 
 
 def _expanded_size(root: Any) -> int:
