@@ -23,7 +23,7 @@ from gateway.config_yaml import load_yaml
 from gateway.errors import ConfigError, Problem
 
 __all__ = ["LoadedConfig", "load_config", "parse_config_text", "read_config_bytes",
-           "read_config_stat", "restart_changes"]
+           "read_config_stat", "restart_changes", "state_file_problems"]
 
 MAX_FILE_BYTES = 1 << 20
 
@@ -59,6 +59,32 @@ def restart_changes(a: Config, b: Config) -> list[str]:
     for name in ("key_env", "key_file", "advertise_host"):  # (read once, at start)
         if getattr(a.drills, name) != getattr(b.drills, name):
             out.append(f"drills.{name}")
+    return out
+
+
+def state_file_problems(loaded: LoadedConfig) -> list[Problem]:
+    """The state files the config names (the snapshot, a local store, the audit mirror)
+    that exist and are no regular file. Each is read whole, in the start-up's thread or
+    one `serve` waits for at its end: a FIFO there hung the start (SIGTERM held, nothing
+    said), /dev/zero was read until memory ran out. `killgate check` and `serve`'s start
+    refuse them (a missing file is created; one that cannot be read is reported by its
+    reader)."""
+    st = loaded.config.state
+    named = [("state.snapshot_path", st.snapshot_path)]
+    if st.backend == "local":
+        named.append(("state.path", st.path))
+    if st.audit_mirror:
+        named.append(("state.audit_mirror", st.audit_mirror))
+    out = []
+    for where, value in named:
+        p = loaded.resolve(value)
+        try:
+            mode = p.stat().st_mode
+        except OSError:
+            continue
+        if not stat.S_ISREG(mode):
+            out.append(Problem(where, f"{p} is a folder, device, FIFO or socket: killgate "
+                                      "reads and writes this file whole; name a file"))
     return out
 
 

@@ -77,3 +77,28 @@ def test_serve_refuses_a_signing_key_fifo_at_once(tmp_path: Path) -> None:
     assert res.returncode == 1, res.stderr
     assert "state.signing_key_file" in res.stderr and "not a regular file" in res.stderr
     assert "Traceback" not in res.stderr
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("setting", ["path", "snapshot_path", "audit_mirror"])
+def test_a_state_file_that_is_a_fifo_is_refused_by_check_and_serve(tmp_path: Path,
+                                                                     setting: str) -> None:
+    """state.path, snapshot_path or audit_mirror naming a FIFO hung `serve`'s start for
+    good, SIGTERM held (the snapshot is read before signals are handled; a store or mirror
+    thread blocked in open() kept the process from exiting), and `check` said ok."""
+    files = {"path": tmp_path / "store.json", "snapshot_path": tmp_path / "snap.json",
+             "audit_mirror": tmp_path / "mirror.jsonl"}
+    os.mkfifo(files[setting])
+    cfg = write_config(tmp_path, ROUTES, listen=f"127.0.0.1:{free_port()}",
+                       admin=f"127.0.0.1:{free_port()}",
+                       state="state:\n  backend: local\n" + "".join(
+                           f"  {k}: '{v}'\n" for k, v in files.items()))
+    res = _check(cfg)
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert f"state.{setting}: {files[setting]} is a folder, device, FIFO or socket" \
+        in res.stderr, res.stderr
+    res = subprocess.run([sys.executable, "-m", "gateway", "serve", "-c", str(cfg)],
+                         cwd=str(ROOT), capture_output=True, text=True, timeout=30)
+    assert res.returncode == 1, res.stderr
+    assert f"killgate: config: state.{setting}: {files[setting]}" in res.stderr, res.stderr
+    assert "Traceback" not in res.stderr

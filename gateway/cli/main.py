@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from gateway import __version__
 from gateway.config import Config
-from gateway.configfile import LoadedConfig, load_config
+from gateway.configfile import LoadedConfig, load_config, state_file_problems
 from gateway.errors import ConfigError
 from gateway.filemodes import read_key_file
 
@@ -62,6 +62,7 @@ def _check_one(file: str, say: Callable[[str], None]) -> int:
     from gateway.state.signing import check_keys
 
     errors, notes = check_keys(cfg.state, loaded.resolve)
+    errors += state_file_problems(loaded)
     hook_errors, hook_notes = _webhook_secrets(loaded)
     for p in notes:
         say(f"note: {p}; `killgate serve` refuses to start until it is")
