@@ -102,3 +102,38 @@ def test_a_state_file_that_is_a_fifo_is_refused_by_check_and_serve(tmp_path: Pat
     assert res.returncode == 1, res.stderr
     assert f"killgate: config: state.{setting}: {files[setting]}" in res.stderr, res.stderr
     assert "Traceback" not in res.stderr
+
+
+def _rsa_public_pem() -> str:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return key.public_key().public_bytes(serialization.Encoding.PEM,
+                                         serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("alg, content, ok", [
+    ("RS256", "not a key at all\n", False),
+    ("ES256", "rsa", False),
+    ("RS256", "rsa", True),
+], ids=["garbage", "rsa-key-for-es256", "rsa-key-for-rs256"])
+def test_check_refuses_a_public_key_file_no_allowed_algorithm_can_use(
+        tmp_path: Path, alg: str, content: str, ok: bool) -> None:
+    """A public_key_file holding no usable key for admin.auth.algorithms passed `check`
+    ('ok') and `serve` started, then refused every admin call 401 'a valid bearer token is
+    required', the operator's good token included: no kill through the API, and nothing
+    said the key was the problem."""
+    pem = tmp_path / "admin.pem"
+    pem.write_text(_rsa_public_pem() if content == "rsa" else content)
+    pem.chmod(0o644)
+    cfg = tmp_path / "k.yaml"
+    cfg.write_text(f"admin:\n  auth: {{algorithms: [{alg}], public_key_file: admin.pem}}\n"
+                   "routes:\n" + "".join("  " + line + "\n" for line in ROUTES.splitlines()))
+    res = _check(cfg)
+    if ok:
+        assert res.returncode == 0, res.stderr
+        return
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert f"admin.auth: {pem} holds no public key {alg} can use" in res.stderr, res.stderr

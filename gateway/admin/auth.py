@@ -161,6 +161,13 @@ class Authenticator:
                 raise ValueError(bad)
             if "PRIVATE KEY" in self._key:
                 raise ValueError(f"{path} holds a private key; give the public key")
+            for alg in self.algorithms:  # (else every token is refused 401, as if it was bad)
+                try:
+                    jwt.get_algorithm_by_name(alg).prepare_key(self._key)
+                except Exception:  # noqa: BLE001 - whatever PyJWT or cryptography raise
+                    raise ValueError(f"{path} holds no public key {alg} can use (a PEM "
+                                     "'BEGIN PUBLIC KEY' block of that type): every token "
+                                     "would be refused") from None
             return
         if cfg.hs256_secret_file:
             path = resolve(cfg.hs256_secret_file)
