@@ -84,11 +84,24 @@ class _StrictLoader(yaml.SafeLoader):
     def construct_yaml_int(self, node: Any) -> Any:
         # (int() refuses past 4,300 digits with a ValueError that is no YAMLError: it came
         # out of `killgate check` as a traceback; no setting takes more than a few digits)
-        if len(str(node.value)) > MAX_NUMBER_CHARS:
+        text = str(node.value)
+        if len(text) > MAX_NUMBER_CHARS:
             raise yaml.constructor.ConstructorError(
                 None, None, f"a number of more than {MAX_NUMBER_CHARS} characters",
                 node.start_mark)
-        return super().construct_yaml_int(node)
+        value = super().construct_yaml_int(node)
+        # (YAML 1.1 reads `weight: 010` as 8 where `090` is 90, and `1:30` as 90: a split
+        # written with padded weights went 8/90, silently)
+        digits = text.lstrip("+-").replace("_", "")
+        if ":" in digits:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"{text!r} is read by YAML as the base-60 number {value}: "
+                "write the number itself, or put text in quotes", node.start_mark)
+        if len(digits) > 1 and digits[0] == "0" and digits[1].isdigit():
+            raise yaml.constructor.ConstructorError(
+                None, None, f"{text!r} is read by YAML as the octal number {value}: "
+                "write it without the leading 0", node.start_mark)
+        return value
 
     def construct_yaml_str(self, node: Any) -> Any:
         # (a "\0" escape: no path, header or name can hold one; a key file's path with it
