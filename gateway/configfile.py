@@ -168,7 +168,9 @@ def load_config(path: str | Path, raw: bytes | None = None) -> LoadedConfig:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ConfigError([Problem("", f"{p}: not UTF-8 (byte {exc.start})")]) from None
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise ConfigError([Problem("", f"{p}: not UTF-8 at line {line} (byte {exc.start}); "
+                                       "save the file as UTF-8")]) from None
     cfg = parse_config_text(text, str(p))
     # Absolute, but symlinks kept: a mounted ConfigMap's file is a link through `..data`
     # into a timestamped folder that the next update deletes. The watcher must follow the

@@ -168,3 +168,16 @@ def test_the_cross_route_checks_of_many_routes_are_not_quadratic() -> None:
         "routes[2900].shadow.version: 'v' is a version of route 'r2899', not of 'twin'; "
         "declare the shadow in this route's versions with weight 0"], problems
     assert spent < 2.0, f"{spent:.1f} s of CPU for the cross-route checks"
+
+
+def test_a_file_not_in_utf8_names_the_line(tmp_path: Path) -> None:
+    """A Latin-1 byte said only 'not UTF-8 (byte 1234)': find that in a 300-line file."""
+    from gateway.configfile import load_config
+    from gateway.errors import ConfigError
+
+    cfg = tmp_path / "latin1.yaml"
+    cfg.write_bytes(b"listen: 127.0.0.1:8080\nroutes:\n  - name: r  # caf\xe9\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(cfg)
+    assert str(err.value.problems[0]) == (f"{cfg}: not UTF-8 at line 3 (byte 49); save the "
+                                          "file as UTF-8")
