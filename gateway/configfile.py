@@ -63,21 +63,36 @@ def restart_changes(a: Config, b: Config) -> list[str]:
 
 
 def state_file_problems(loaded: LoadedConfig) -> list[Problem]:
-    """The state files the config names (the snapshot, a local store, the audit mirror)
-    that exist and are no regular file. Each is read whole, in the start-up's thread or
-    one `serve` waits for at its end: a FIFO there hung the start (SIGTERM held, nothing
-    said), /dev/zero was read until memory ran out. `killgate check` and `serve`'s start
-    refuse them (a missing file is created; one that cannot be read is reported by its
-    reader)."""
+    """The state files the config names (the snapshot, a local store and its audit trail,
+    the audit mirror, the access log) that are one file under two settings, or exist and
+    are no regular file. Each is read whole, in the start-up's thread or one `serve` waits
+    for at its end: a FIFO there hung the start (SIGTERM held, nothing said), /dev/zero was
+    read until memory ran out; and a snapshot_path equal to state.path had the store and
+    the snapshot overwrite each other's file, each refusing the other's signature: a
+    'state_unverified' tamper alarm and a re-seed at every write. `killgate check` and
+    `serve`'s start refuse them (a missing file is created; one that cannot be read is
+    reported by its reader)."""
     st = loaded.config.state
     named = [("state.snapshot_path", st.snapshot_path)]
     if st.backend == "local":
-        named.append(("state.path", st.path))
+        named += [("state.path", st.path),
+                  ("the audit trail of state.path", st.path + ".audit.jsonl")]
     if st.audit_mirror:
         named.append(("state.audit_mirror", st.audit_mirror))
     out = []
+    seen: dict[str, str] = {}
+    log_path = loaded.config.telemetry.access_log.path
+    if loaded.config.server.access_log and log_path:
+        seen[os.path.realpath(loaded.resolve(log_path))] = "telemetry.access_log.path"
     for where, value in named:
         p = loaded.resolve(value)
+        other = seen.setdefault(os.path.realpath(p), where)
+        if other != where:
+            out.append(Problem(where.split(" ")[-1], f"{p}: {where} and {other} are the same "
+                                                     "file, each written on its own; name another"))
+            continue
+        if where.startswith("the audit trail"):
+            continue
         try:
             mode = p.stat().st_mode
         except OSError:
