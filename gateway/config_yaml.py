@@ -43,6 +43,9 @@ def load_yaml(text: str, source: str) -> Any:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
+        if problem == "but found another document":  # (PyYAML's words for a second `---`)
+            problem = ("a second YAML document starts here (---): a config file holds one; "
+                       "merge them or remove the line")
         raise ConfigError([Problem("", f"{source}: YAML syntax error{where}: {problem}")]) from None
 
 
