@@ -15,10 +15,23 @@ import os
 import stat
 from pathlib import Path
 
-__all__ = ["MAX_KEY_FILE", "problem", "read_key_file"]
+__all__ = ["MAX_KEY_FILE", "key_env", "problem", "read_key_file"]
 
 #: a key file is a secret of tens of bytes or a PEM public key of a few KiB
 MAX_KEY_FILE = 64 << 10
+
+
+def key_env(name: str) -> str:
+    """The key in the environment variable `name` ('' when unset); ValueError when it is
+    not UTF-8 text (raw random bytes: `.encode()` of their surrogates raised a
+    UnicodeEncodeError that came out of `serve` as a traceback)."""
+    value = os.environ.get(name, "")
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        raise ValueError(f"the environment variable {name} holds bytes that are not UTF-8 "
+                         "text; set it to a key such as `openssl rand -hex 32` prints") from None
+    return value
 
 
 def read_key_file(path: Path) -> bytes:

@@ -210,3 +210,30 @@ def test_two_state_settings_naming_one_file_are_refused(tmp_path: Path, settings
                          cwd=str(ROOT), capture_output=True, text=True, timeout=30)
     assert res.returncode == 1, res.stderr
     assert "killgate: config: " + says.format(d=tmp_path) in res.stderr, res.stderr
+
+
+@pytest.mark.timeout(60)
+def test_a_key_variable_that_is_not_utf8_is_named_not_a_traceback(tmp_path: Path) -> None:
+    """A key variable set to raw random bytes (`export K=$(head -c 32 /dev/urandom)`, say)
+    came out of `serve` as a UnicodeEncodeError traceback (state.signing_key_env), and
+    `check` said 'admin.auth: 'utf-8' codec can't encode characters...'."""
+    cfg = write_config(tmp_path, ROUTES, listen=f"127.0.0.1:{free_port()}",
+                       admin=f"127.0.0.1:{free_port()}",
+                       state=f"state:\n  backend: local\n  path: {tmp_path}/store.json\n"
+                             f"  snapshot_path: {tmp_path}/snap.json\n"
+                             "  signing_key_env: KG_BINARY_KEY\n",
+                       extra="events:\n  webhooks: [{url: 'https://h.example/x', "
+                             "secret_env: KG_BINARY_KEY}]\n")
+    env = {**os.environ, "KG_BINARY_KEY": os.fsdecode(b"0123456789abcdef" * 3 + b"\xff\xfe")}
+    says = ("the environment variable KG_BINARY_KEY holds bytes that are not UTF-8 text; "
+            "set it to a key such as `openssl rand -hex 32` prints")
+    res = subprocess.run([sys.executable, "-m", "gateway", "check", str(cfg)], cwd=str(ROOT),
+                         capture_output=True, text=True, timeout=20, env=env)
+    assert res.returncode == 1, res.stderr
+    assert f"state.signing_key_env: {says}" in res.stderr, res.stderr
+    assert f"events.webhooks[0].secret_env: {says}" in res.stderr, res.stderr
+    res = subprocess.run([sys.executable, "-m", "gateway", "serve", "-c", str(cfg)],
+                         cwd=str(ROOT), capture_output=True, text=True, timeout=30, env=env)
+    assert res.returncode == 1, res.stderr
+    assert f"killgate: config: state.signing_key_env: {says}" in res.stderr, res.stderr
+    assert "Traceback" not in res.stderr

@@ -14,7 +14,6 @@ import asyncio
 import base64
 import hashlib
 import math
-import os
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -177,7 +176,7 @@ class Authenticator:
             where = f"the file {cfg.hs256_secret_file}"
         else:
             env = cfg.secret_env
-            secret = os.environ.get(env, "")
+            secret = filemodes.key_env(env)
             where = f"the environment variable {env}"
             if not secret:
                 raise ValueError(f"no admin token secret: set {where} (>= {MIN_SECRET} bytes)")

@@ -18,7 +18,7 @@ from gateway import __version__
 from gateway.config import Config
 from gateway.configfile import LoadedConfig, load_config, state_file_problems
 from gateway.errors import ConfigError
-from gateway.filemodes import read_key_file
+from gateway.filemodes import key_env, read_key_file
 
 __all__ = ["main"]
 
@@ -98,8 +98,14 @@ def _webhook_secrets(loaded: LoadedConfig) -> tuple[list[str], list[str]]:
             if size < MIN_SECRET:
                 errors.append(f"{where}.secret_file: {path} holds {size} bytes, fewer than "
                               f"{MIN_SECRET}; no event would be sent to this webhook")
-        elif hook.secret_env is not None and len(
-                os.environ.get(hook.secret_env, "").encode()) < MIN_SECRET:
+        elif hook.secret_env is not None:
+            try:
+                size = len(key_env(hook.secret_env).encode())
+            except ValueError as exc:
+                errors.append(f"{where}.secret_env: {exc}")
+                continue
+            if size >= MIN_SECRET:
+                continue
             notes.append(f"{where}.secret_env: {hook.secret_env} is not set here (or shorter "
                          f"than {MIN_SECRET} bytes); the gateway sends this webhook nothing "
                          "until it is")

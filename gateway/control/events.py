@@ -17,7 +17,6 @@ import hashlib
 import hmac
 import json
 import logging
-import os
 import time
 import uuid
 from collections.abc import Callable
@@ -189,7 +188,10 @@ class EventSink:
         white space around them; None when missing or shorter than MIN_SECRET bytes."""
         raw = b""
         if env is not None:
-            raw = os.environ.get(env, "").encode()
+            try:
+                raw = filemodes.key_env(env).encode()
+            except ValueError:
+                return None
         elif file is not None:
             try:
                 raw = filemodes.read_key_file(self.resolve(file)).strip()

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -134,7 +133,11 @@ class Keyring:
 
 
 def _read_env(name: str, where: str, problems: list[Problem]) -> bytes | None:
-    value = os.environ.get(name, "")
+    try:
+        value = filemodes.key_env(name)
+    except ValueError as exc:
+        problems.append(Problem(where, str(exc)))
+        return None
     if not value:
         problems.append(Problem(where, f"the environment variable {name} is not set; set it to "
                                        f"the same secret of at least {MIN_KEY_BYTES} bytes on "
