@@ -40,7 +40,7 @@ COPY --from=build /opt/killgate /opt/killgate
 RUN mkdir -p /var/lib/killgate /etc/killgate && chown 10001:10001 /var/lib/killgate
 USER 10001:10001
 WORKDIR /var/lib/killgate
-# data plane, admin API (bind the admin listener to 0.0.0.0 in the mounted config to reach
+# data plane, admin API (bind the admin listener to [::] in the mounted config to reach
 # it from outside the container, and keep that port off the public network). With another
 # admin port, set KILLGATE_HEALTHZ_URL to match.
 EXPOSE 8080 8081

@@ -135,6 +135,10 @@ class StateConfig(Frozen):
 class ServerConfig(Frozen):
     max_body_size: int = Field(default=10 * 1024 * 1024, gt=0, le=1 << 34)
     model_peek_bytes: int = Field(default=1 << 20, ge=1024, le=64 << 20)
+    #: bytes of request bodies held at once (per process) while their `model` is read,
+    #: each reserving min(Content-Length, model_peek_bytes) until its request ends; beyond,
+    #: a fast 503 `overloaded` (without it: max_inflight x model_peek_bytes, 10 GiB)
+    model_peek_memory: int = Field(default=512 << 20, ge=1 << 20, le=1 << 40)
     drain_timeout: Duration = 30.0
     #: at SIGTERM, /readyz answers 503 at once and the listeners keep accepting and
     #: serving for this long; then the drain begins. For load balancers that take an

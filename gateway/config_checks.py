@@ -77,6 +77,10 @@ def semantic_problems(cfg: Config) -> list[Problem]:
     if data_port != 0 and admin_port == data_port:
         out.append(Problem("admin.listen", f"must not use the data-plane port {data_port}"))
     srv = cfg.server
+    if srv.model_peek_memory < srv.model_peek_bytes:
+        out.append(Problem("server.model_peek_memory",
+                           f"must be >= server.model_peek_bytes ({srv.model_peek_bytes}): "
+                           "a body's peek would never fit"))
     if srv.max_connections_per_client > srv.max_connections:
         out.append(Problem("server.max_connections_per_client",
                            f"must be <= server.max_connections ({srv.max_connections}), "

@@ -89,7 +89,7 @@ class V2TensorsCompare(Frozen):
     #: classifiers: judge by the set of the top K classes of each row
     top_k: int | None = Field(default=None, ge=1, le=1000)
     #: compare only these outputs (default: every output of the primary's answer)
-    outputs: list[str] | None = None
+    outputs: list[str] | None = Field(default=None, min_length=1)  # ([]: nothing compared)
 
     @field_validator("atol", "rtol")
     @classmethod

@@ -22,7 +22,7 @@ from gateway.config_problems import problems_from
 from gateway.config_yaml import load_yaml
 from gateway.errors import ConfigError, Problem
 
-__all__ = ["LoadedConfig", "load_config", "parse_config_text", "read_config_bytes",
+__all__ = ["RESTART_ONLY", "LoadedConfig", "load_config", "parse_config_text", "read_config_bytes",
            "read_config_stat", "restart_changes", "state_file_problems"]
 
 MAX_FILE_BYTES = 1 << 20
@@ -48,17 +48,23 @@ class LoadedConfig:
         return q if q.is_absolute() else self.base_dir / q
 
 
+#: the settings a running process does not change on a reload (they apply when it starts):
+#: whole sections, the admin listener's, and the drill key settings (read once, at start)
+RESTART_ONLY = ("listen", "state", "server", "log", "telemetry", "admin.listen",
+                "admin.max_body_size", "admin.max_connections", "drills.key_env",
+                "drills.key_file", "drills.advertise_host")
+
+
 def restart_changes(a: Config, b: Config) -> list[str]:
     """The settings that differ between `a` and `b` and that a running process does not
     change on a reload (they apply when it starts)."""
-    out = [name for name in ("listen", "state", "server", "log", "telemetry")
-           if getattr(a, name) != getattr(b, name)]
-    for name in ("listen", "max_body_size", "max_connections"):  # (the admin listener's)
-        if getattr(a.admin, name) != getattr(b.admin, name):
-            out.append(f"admin.{name}")
-    for name in ("key_env", "key_file", "advertise_host"):  # (read once, at start)
-        if getattr(a.drills, name) != getattr(b.drills, name):
-            out.append(f"drills.{name}")
+    out = []
+    for name in RESTART_ONLY:
+        x, y = a, b
+        for part in name.split("."):
+            x, y = getattr(x, part), getattr(y, part)
+        if x != y:
+            out.append(name)
     return out
 
 

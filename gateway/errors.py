@@ -238,7 +238,10 @@ class ClientTimeout(UpstreamError):
 
 
 class UpstreamClosed(UpstreamError):
-    pass
+    """The backend closed or reset the connection before its answer was complete."""
+
+    #: after the answer's head had arrived: the backend processed the request (it answered)
+    mid_answer = False
 
 
 class UpstreamStale(UpstreamClosed):

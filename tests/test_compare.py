@@ -406,3 +406,121 @@ def test_a_datatype_that_is_not_a_string_is_compared_not_raised(dtype: Any) -> N
     p = ok({"outputs": [{"name": "x", "shape": [1], "datatype": dtype, "data": [1]}]})
     s = ok({"outputs": [{"name": "x", "shape": [1], "datatype": dtype, "data": [2]}]})
     assert kinds(compare(cfg("v2_tensors"), b"", p, s)) == ["values"]
+
+
+def test_argmax_a_nan_score_is_no_decision() -> None:
+    """A shadow whose scores are NaN (an fp16 overflow, a broken build) has decided nothing:
+    Python's max (like numpy's argmax) puts the top class at the first NaN, so a shadow
+    answering NaN everywhere 'agreed' with every row whose top class is the first one (a
+    fraud model's 'legit' class, 99 % of traffic) and could open the promotion gate."""
+    nan = "NaN"
+    for spec, kind in (({"argmax": True}, "argmax"), ({"top_k": 1}, "argmax"),
+                       ({"top_k": 2}, "top_k")):
+        c = cfg({"v2_tensors": spec})
+        p = v2([0.8, 0.15, 0.05, 0.9, 0.06, 0.04], [2, 3])
+        broken = Answer(200, json.dumps({"outputs": [
+            {"name": "probs", "shape": [2, 3], "datatype": "FP32",
+             "data": [nan, nan, nan, nan, 0.1, 0.9]}]}).replace('"NaN"', "NaN").encode())
+        res = compare(c, b"", p, broken)
+        assert kinds(res) == [kind], (spec, res)
+        assert res.detail["rows_agreed"] == 0, (spec, res)
+        # NaN where the primary has NaN too is the same answer (NaN equals NaN)
+        both = Answer(200, b'{"outputs":[{"name":"probs","shape":[1,3],"datatype":"FP32",'
+                           b'"data":[NaN,0.9,0.1]}]}')
+        assert compare(c, b"", both, Answer(200, both.body.replace(b"0.9", b"0.8"))).agreed
+        if kind == "argmax":  # and the top class is among the scores that are numbers
+            swapped = Answer(200, both.body.replace(b"0.9,0.1", b"0.1,0.9"))
+            assert kinds(compare(c, b"", both, swapped)) == ["argmax"]
+
+
+def test_tensor_a_comparison_of_nothing_is_not_an_agreement() -> None:
+    """`outputs: [probs]` and a primary answer without `probs` (the client asked for other
+    outputs, or the name is mistyped): nothing was compared, and every such answer of the
+    shadow, whatever it held, counted as agreed. And an answer naming an output twice was
+    read by its last tensor, where a client reading the first gets the other one."""
+    c = cfg({"v2_tensors": {"outputs": ["probs"]}})
+    res = compare(c, b"", v2([1.0, 0.0], name="label"), v2([0.0, 9.0], name="label"))
+    assert not res.comparable and judge(res) == (UNCOMPARABLE, ()), res
+    # a named output the shadow has and the primary lacks is still a difference
+    assert kinds(compare(c, b"", v2([1.0], name="label"), v2([1.0]))) == ["extra_output"]
+    twice = ok({"outputs": [
+        {"name": "probs", "shape": [2], "datatype": "FP32", "data": [9.0, 9.0]},
+        {"name": "probs", "shape": [2], "datatype": "FP32", "data": [1.0, 0.0]}]})
+    res = compare(cfg("v2_tensors"), b"", v2([1.0, 0.0]), twice)
+    assert kinds(res) == ["unparsable"], res
+    assert not compare(cfg("v2_tensors"), b"", twice, v2([1.0, 0.0])).comparable
+    with pytest.raises(ValueError, match="outputs"):
+        cfg({"v2_tensors": {"outputs": []}})
+
+
+def test_chat_a_whole_answer_repeating_a_choice_index_is_not_read_as_one_choice() -> None:
+    """A whole (not streamed) answer whose choices repeat an index was read as one choice
+    with the texts joined: a shadow answering [{index 0: "Par"}, {index 0: "is"}] agreed
+    with "Paris", where a client reading choices[0] gets "Par"."""
+    c = cfg("openai_chat")
+    split = ok({"choices": [
+        {"index": 0, "message": {"content": "Par"}, "finish_reason": "length"},
+        {"index": 0, "message": {"content": "is"}, "finish_reason": "stop"}]})
+    res = compare(c, b"", chat("Paris"), split)
+    assert not res.agreed and kinds(res) == ["unparsable"], res
+    assert not compare(c, b"", split, chat("Paris")).comparable
+    # a stream sends a choice in pieces: its index repeats from chunk to chunk
+    assert compare(c, b"", chat("Paris"), stream("Paris")).agreed
+
+
+def test_chat_a_legacy_function_call_is_compared_as_a_tool_call() -> None:
+    """OpenAI's `function_call` (before `tool_calls`; still sent by servers for clients that
+    ask with `functions`) was not read: a shadow calling another function, or the same one
+    with other arguments, agreed (both texts empty, no tool calls seen)."""
+    def call(name: str, args: str) -> Answer:
+        return ok({"choices": [{"index": 0, "finish_reason": "function_call", "message": {
+            "role": "assistant", "content": None,
+            "function_call": {"name": name, "arguments": args}}}]})
+
+    def streamed(name: str, args: str) -> Answer:
+        chunks = [{"function_call": {"name": name, "arguments": ""}},
+                  {"function_call": {"arguments": args[:5]}},
+                  {"function_call": {"arguments": args[5:]}}]
+        lines = [b"data: " + json.dumps({"choices": [{"index": 0, "delta": d}]}).encode()
+                 for d in chunks]
+        lines.append(b"data: " + json.dumps({"choices": [
+            {"index": 0, "delta": {}, "finish_reason": "function_call"}]}).encode())
+        return Answer(200, b"\n\n".join(lines) + b"\n\n", "text/event-stream")
+
+    c = cfg("openai_chat")
+    p = call("weather", '{"city":"Paris"}')
+    assert compare(c, b"", p, call("weather", '{ "city": "Paris" }')).agreed
+    assert kinds(compare(c, b"", p, call("delete_account", '{"city":"Paris"}'))) == [
+        "tool_calls"]
+    assert kinds(compare(c, b"", p, call("weather", '{"city":"Rome"}'))) == ["tool_calls"]
+    assert compare(c, b"", p, streamed("weather", '{"city":"Paris"}')).agreed
+    assert kinds(compare(c, b"", p, streamed("weather", '{"city":"Rome"}'))) == ["tool_calls"]
+
+
+def test_tensor_a_numeric_tensor_of_booleans_is_unreadable() -> None:
+    """JSON's true and false in an FP32 or INT64 tensor read as 1 and 0 (Python's bools are
+    ints): a shadow answering [false, true] agreed with the primary's [0.0, 1.0], where a
+    client decoding the tensor as numbers (Go's float32, a typed reader) fails. As strings
+    are, booleans in a numeric tensor are unreadable (true is not 1, as for the rest)."""
+    c = cfg("v2_tensors")
+    res = compare(c, b"", v2([0.0, 1.0]), v2([False, True]))
+    assert kinds(res) == ["unparsable"], res
+    assert kinds(compare(c, b"", v2([0, 1], dtype="INT64"), v2([0, True], dtype="INT64"))) == [
+        "unparsable"]
+    assert not compare(c, b"", v2([False, True]), v2([0.0, 1.0])).comparable
+
+
+def test_tensor_shadow_data_nested_otherwise_than_its_shape_is_a_difference() -> None:
+    """Nested data was flattened whatever its nesting: a shadow answering shape [2, 2] with
+    data [[1, 2, 3], [4]] agreed with [[1, 2], [3, 4]], where a client reading data[0]
+    gets three values. Flat data, and nesting that follows the shape, still agree."""
+    c = cfg("v2_tensors")
+    p = v2([[1.0, 2.0], [3.0, 4.0]], [2, 2])
+    for ragged in ([[1.0, 2.0, 3.0], [4.0]], [[1.0], [2.0, 3.0, 4.0]], [[1.0, 2.0], 3.0, 4.0],
+                   [[[1.0, 2.0]], [[3.0, 4.0]]]):
+        res = compare(c, b"", p, v2(ragged, [2, 2]))
+        assert kinds(res) == ["shape"], (ragged, res)
+    assert compare(c, b"", p, v2([1.0, 2.0, 3.0, 4.0], [2, 2])).agreed
+    assert compare(c, b"", p, v2([[1.0, 2.0], [3.0, 4.0]], [2, 2], rid="z")).agreed
+    assert compare(c, b"", v2([[["a"], ["b"]]], [1, 2, 1], dtype="BYTES"),
+                   v2([[["a"], ["b"]]], [1, 2, 1], dtype="BYTES", rid="z")).agreed

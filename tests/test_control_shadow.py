@@ -14,7 +14,7 @@ from gateway.configfile import parse_config_text
 from gateway.control.shadow import FRESH, ShadowResults, stats_key
 from gateway.domain.comparison import Difference
 from gateway.domain.shadowstats import Tally
-from gateway.domain.verdict import spec_of
+from gateway.domain.verdict import spec_for
 from gateway.state.local import LocalStore
 from tests.conftest import admin_token, bearer, free_port, running_gateway, wait_until, write_config
 from tests.shadow_backends import v2_app, v2_request
@@ -60,7 +60,7 @@ async def test_the_fleet_report_sums_live_instances_and_leaves_out_the_rest(
     cfg = parse_config_text(CFG)
     rc = cfg.routes[0]
     assert rc.shadow is not None
-    spec = spec_of(rc.shadow, rc.protocol)
+    spec = spec_for(rc)
     store = LocalStore(tmp_path / "store.json")
     await store.open()
     now = [1000.0]
@@ -219,7 +219,7 @@ async def test_counts_forged_in_redis_cannot_open_the_gate(
                 assert r.status == 200
         rc = gw.gw.loaded.config.routes[0]
         assert rc.shadow is not None
-        forged = tally(spec_of(rc.shadow, rc.protocol), 10_000, 0).to_json()
+        forged = tally(spec_for(rc), 10_000, 0).to_json()
         redis_server.cmd("HSET", "kgtest:stats:" + stats_key("iris"), "mallory",
                          _json.dumps({"instance": "mallory", "t": 9e12, "tally": forged}))
 
@@ -239,3 +239,37 @@ async def test_counts_forged_in_redis_cannot_open_the_gate(
 async def _when(fetch: Any, ok: Any) -> Any:
     d = await fetch()
     return d if ok(d) else None
+
+
+async def test_the_gate_never_reads_counts_of_settings_a_reload_replaced(
+        tmp_path: Path) -> None:
+    """The rollout asks `gate(rc)` of the route in force, and `gate` read the fleet merged
+    at the last refresh, of whatever settings were in force then: after a reload that names
+    another shadow version (or changes its comparison), the old version's passing counts
+    opened the new one's gate until the next refresh, and for as long as the store could
+    not be read (the loop's refresh fails; the merge stays): the rollout started steps of
+    traffic for a version nothing was compared for."""
+    old = parse_config_text(CFG)
+    new = parse_config_text(CFG.replace("version: v2,", "version: v3,")
+                            .replace("name: v2,", "name: v3,"))
+    tighter = parse_config_text(CFG.replace("sample: 1.0}", "sample: 1.0, compare: "
+                                                            "{v2_tensors: {atol: 0.5}}}"))
+    # the shadow review's item: v2 redeployed elsewhere, or another artifact
+    moved = parse_config_text(CFG.replace("9102", "9202"))
+    rebuilt = parse_config_text(CFG.replace('9102", weight: 0}',
+                                            '9102", weight: 0, artifact: "sha256:' + "ab" * 32
+                                            + '"}'))
+    rc = old.routes[0]
+    assert rc.shadow is not None and new.routes[0].shadow is not None
+    assert new.routes[0].shadow.version == "v3"
+    store = LocalStore(tmp_path / "store.json")
+    await store.open()
+    a = Local()
+    a.tallies["iris"] = tally(spec_for(rc), 10, 0)
+    results = ShadowResults(a, store, "a", lambda: old)
+    await results.publish(rc)
+    await results.refresh(rc)
+    assert results.gate(rc) is None  # v2 agreed on 10 of 10
+    for cfg in (new, tighter, moved, rebuilt):
+        why = results.gate(cfg.routes[0])  # (before the loop's next refresh, or a store
+        assert why is not None and "no comparison" in why, why  # that cannot be read)

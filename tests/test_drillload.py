@@ -11,14 +11,8 @@ import time
 import pytest
 from aiohttp import ClientSession, web
 
-from gateway.control.drillload import (
-    AdminClient,
-    DrillApiError,
-    ErrorWatch,
-    Probe,
-    Traffic,
-    route_counts,
-)
+from gateway.control.drillabort import ErrorWatch, route_counts
+from gateway.control.drillload import AdminClient, DrillApiError, Probe, Traffic
 from tests.backends import echo_app
 from tests.conftest import free_port
 
@@ -133,7 +127,7 @@ async def test_error_watch_aborts_on_users_errors_only(backends) -> None:
     own = {"total": 0, "errors": 0}
     reasons: list[str] = []
     async with ClientSession() as s:
-        watch = ErrorWatch(s, [url], "iris", lambda: (own["total"], own["errors"]), 0.1, 10,
+        watch = ErrorWatch(s, [url], "iris", lambda: {"d": (own["total"], own["errors"])}, 0.1, 10,
                            0.02, window=5)
         task = asyncio.create_task(watch.run(reasons.append))
         await asyncio.sleep(0.1)
@@ -154,7 +148,7 @@ async def test_error_watch_aborts_on_users_errors_only(backends) -> None:
 async def test_error_watch_notes_unreadable_metrics(backends) -> None:
     dead = f"http://127.0.0.1:{free_port()}"
     async with ClientSession() as s:
-        watch = ErrorWatch(s, [dead], "iris", lambda: (0, 0), 0.1, 10, 0.01)
+        watch = ErrorWatch(s, [dead], "iris", dict, 0.1, 10, 0.01)
         task = asyncio.create_task(watch.run(lambda why: None))
         await asyncio.sleep(0.1)
         task.cancel()

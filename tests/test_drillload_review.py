@@ -11,7 +11,7 @@ import json
 import pytest
 from aiohttp import ClientSession, web
 
-from gateway.control.drillload import ErrorWatch
+from gateway.control.drillabort import ErrorWatch
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -25,6 +25,6 @@ async def test_a_metrics_answer_that_is_not_200_is_unreadable(backends) -> None:
     app.router.add_get("/metrics", refused)
     url = f"http://127.0.0.1:{await backends(app)}"
     async with ClientSession() as s:
-        watch = ErrorWatch(s, [url], "iris", lambda: (0, 0), 0.1, 10, 0.01)
+        watch = ErrorWatch(s, [url], "iris", dict, 0.1, 10, 0.01)
         assert await watch._read() == {}  # (nothing read: no address in the window)
     assert watch.unreadable == {url}

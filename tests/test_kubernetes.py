@@ -39,6 +39,8 @@ from tests.test_killswitch import kill, status_of
 K8S_VERSION = "1.33.0"
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy" / "kubernetes"
 BASE, OVERLAY = DEPLOY / "base", DEPLOY / "overlays" / "example"
+#: API groups of custom resources (the Prometheus operator's PodMonitor, an optional component)
+CUSTOM_GROUPS = {"monitoring.coreos.com"}
 
 
 def _manifests() -> list[Path]:
@@ -59,6 +61,8 @@ def _one(kind: str, folder: Path = BASE) -> dict[str, Any]:
 @pytest.mark.parametrize("path", _manifests(), ids=lambda p: str(p.relative_to(DEPLOY)))
 def test_manifest_validates_against_kubernetes(path: Path) -> None:
     for doc in _docs(path):
+        if doc["apiVersion"].split("/")[0] in CUSTOM_GROUPS:
+            continue  # (no schema here: tests/test_deploy_review3.py reads it)
         kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
 
 
@@ -129,7 +133,8 @@ def test_deployment_probes_drain_and_security() -> None:
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
     assert ports["data"] == int(cfg.listen.rsplit(":", 1)[1])
     assert ports["admin"] == int(cfg.admin.listen.rsplit(":", 1)[1])
-    assert cfg.admin.listen.startswith("0.0.0.0:")  # the kubelet probes it from the node
+    # the kubelet probes it from the node, at the pod's IP (IPv4 or IPv6: test_deploy_review3)
+    assert cfg.admin.listen.startswith("[::]:")
 
     # probes: readiness is /readyz (503 until the kill state is loaded, and while
     # draining), liveness /healthz; both on the admin port

@@ -31,7 +31,7 @@ ALLOWED = {
 }
 # modules allowed to use aiohttp's *client*
 CLIENT_USERS = {"control/probes.py", "control/events.py", "control/drillload.py",
-                "cli/drill.py"}
+                "control/drillabort.py", "cli/drill.py"}
 CLIENT_NAMES = {"ClientSession", "TCPConnector", "ClientTimeout", "ClientError"}
 PURE = {"domain/routing.py", "control/table.py", "domain/statedoc.py", "domain/overrides.py",
         "domain/health.py", "domain/analysis.py", "configfile.py", "domain/stats.py",

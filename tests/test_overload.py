@@ -142,38 +142,102 @@ async def test_inflight_limit_sheds_the_excess_at_once(tmp_path: Path, backends,
             assert r.status == 200  # the limit frees as requests finish
 
 
-async def test_connection_cap_closes_the_excess_fast(tmp_path: Path, backends) -> None:
-    """RELIABILITY row 39: beyond `max_connections`, new connections are closed at once;
-    those within the cap keep working."""
-    state = {"inflight": 0, "peak": 0}
-    p = await backends(slow_app(0.0, state))
+async def _is_closed(r: asyncio.StreamReader) -> bool:
+    try:
+        return await asyncio.wait_for(r.read(1), 0.05) == b""
+    except TimeoutError:
+        return False
+    except ConnectionError:
+        return True
+
+
+async def _closed_states(conns: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]],
+                         want: int) -> list[bool]:
+    """Which of `conns` the gateway closed, once `want` of them are (or 5 s passed)."""
+    deadline = time.monotonic() + 5
+    while True:
+        states = [await _is_closed(r) for r, _ in conns]
+        if states.count(True) >= want or time.monotonic() > deadline:
+            return states
+
+
+async def test_connection_cap_closes_the_excess_fast_when_every_one_is_busy(
+        tmp_path: Path, backends) -> None:
+    """RELIABILITY row 39: beyond `max_connections`, when every connection has a request
+    in progress, new connections are closed at once; those within the cap keep working."""
+    release = asyncio.Event()
+    held = {"n": 0}
+
+    async def hold(_: web.Request) -> web.Response:
+        held["n"] += 1
+        await release.wait()
+        return web.json_response({"ok": True})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", hold)
+    p = await backends(app)
     cfg = write_config(tmp_path, two_versions(p, p, 100, 0),
                        extra="server:\n  max_connections: 10\n")
     async with running_gateway(cfg) as g:
         host, port = g.url.removeprefix("http://").rsplit(":", 1)
-        conns = [await asyncio.open_connection(host, int(port)) for _ in range(30)]
+        busy = [await asyncio.open_connection(host, int(port)) for _ in range(10)]
+        over: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
         try:
-            async def closed(r: asyncio.StreamReader) -> bool:
-                try:
-                    return await asyncio.wait_for(r.read(1), 0.05) == b""
-                except TimeoutError:
-                    return False
-                except ConnectionError:
-                    return True
-
-            deadline = time.monotonic() + 5
-            while True:
-                states = [await closed(r) for r, _ in conns]
-                if states.count(True) == 20 or time.monotonic() > deadline:
-                    break
-            assert states.count(True) == 20, states
-            assert states[:10] == [False] * 10  # the first ten were within the cap
-            r, w = conns[0]
-            w.write(b"GET /v2/models/iris/infer HTTP/1.1\r\nHost: x\r\n\r\n")
-            assert (await asyncio.wait_for(r.readline(), 5)).startswith(b"HTTP/1.1 200")
+            for _, w in busy:
+                w.write(b"GET /v2/models/iris/infer HTTP/1.1\r\nHost: x\r\n\r\n")
+            await wait_until(lambda: held["n"] == 10, 10, what="ten requests in progress")
+            over = [await asyncio.open_connection(host, int(port)) for _ in range(20)]
+            assert await _closed_states(over, 20) == [True] * 20
+            assert await _closed_states(busy, 1) == [False] * 10
+            release.set()
+            for r, _ in busy:
+                assert (await asyncio.wait_for(r.readline(), 5)).startswith(b"HTTP/1.1 200")
             assert g.gw.metrics.get("killgate_connections_refused_total", ("connections",)) == 20
+            assert g.gw.metrics.get("killgate_connections_reclaimed_total") == 0
         finally:
-            for _, w in conns:
+            release.set()
+            for _, w in busy + over:
+                w.close()
+
+
+async def test_connections_held_idle_make_room_at_the_cap(tmp_path: Path, backends) -> None:
+    """RELIABILITY row 39, the attack: anyone can open `max_connections` connections and
+    send nothing (or keep them alive between requests); before, every new client was then
+    closed at accept until those timed out, and opened again. At the cap the connection
+    with no request in progress that is closest to its deadline is closed instead (as nginx
+    reuses idle keep-alive connections): a client sending nothing since it connected goes
+    before one kept alive after its answer."""
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p, 100, 0),
+                       extra="server:\n  max_connections: 10\n  keepalive_timeout: 60s\n"
+                             "  header_timeout: 30s\n")
+    request = b"GET /v2/models/iris/infer HTTP/1.1\r\nHost: x\r\n\r\n"
+    async with running_gateway(cfg) as g:
+        host, port = g.url.removeprefix("http://").rsplit(":", 1)
+        kept = [await asyncio.open_connection(host, int(port)) for _ in range(5)]
+        silent: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        fresh: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        try:
+            for r, w in kept:  # answered, then kept alive
+                w.write(request)
+                assert (await asyncio.wait_for(r.readline(), 5)).startswith(b"HTTP/1.1 200")
+                await asyncio.wait_for(r.readuntil(b"\r\n\r\n"), 5)
+            silent = [await asyncio.open_connection(host, int(port)) for _ in range(5)]
+            for _ in range(3):  # three new clients, each served
+                r, w = await asyncio.open_connection(host, int(port))
+                fresh.append((r, w))
+                w.write(request)
+                assert (await asyncio.wait_for(r.readline(), 5)).startswith(b"HTTP/1.1 200")
+            # the first three silent ones made room (the soonest deadlines), no other
+            assert await _closed_states(silent, 3) == [True] * 3 + [False] * 2
+            assert await _closed_states(kept, 1) == [False] * 5
+            r, w = kept[0]
+            w.write(request)
+            assert (await asyncio.wait_for(r.readline(), 5)).startswith(b"HTTP/1.1 200")
+            assert g.gw.metrics.get("killgate_connections_reclaimed_total") == 3
+            assert g.gw.metrics.get("killgate_connections_refused_total", ("connections",)) == 0
+        finally:
+            for _, w in kept + silent + fresh:
                 w.close()
 
 

@@ -72,6 +72,21 @@ def test_rollback_without_to_goes_to_previous_stable() -> None:
     assert [e.generation for e in doc.history["iris"]] == [1, 2, 3]
 
 
+def test_a_rollback_run_again_never_puts_the_bad_version_back() -> None:
+    """The failover review's item: `killgate rollback iris` run twice (a tired retry with a
+    new key, a second operator) went to the previous stable of the rolled-back route, the
+    version it was rolled off. Now 409 `rolled_back`; naming `to` still works."""
+    doc = recorded()
+    doc = step(doc, lambda d: promote(d, RC, "v2", "alice", "ship v2", "t1"))
+    doc = step(doc, lambda d: rollback(d, RC, None, "bob", "v2 is bad", "t2"))
+    with pytest.raises(ConflictingState) as e:
+        rollback(doc, RC, None, "carol", "v2 is bad", "t3")
+    assert e.value.type == "rolled_back"
+    assert "'v2', the version it left" in str(e.value) and "'to'" in str(e.value)
+    doc = step(doc, lambda d: rollback(d, RC, "v0", "carol", "older still", "t3"))
+    assert effective_stable(doc, RC) == "v0"
+
+
 def test_rollback_without_history_is_a_conflict_not_an_http_error() -> None:
     with pytest.raises(ConflictingState) as e:
         rollback(StateDoc(), RC, None, "a", "r", "t")

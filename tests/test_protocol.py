@@ -88,6 +88,9 @@ class FakeServer:
     def counted(self, what: str) -> None:
         self.counts.append(what)
 
+    def full(self) -> bool:  # (making room at the cap: tests/test_listener_room.py)
+        return True
+
     def forget(self, conn: HttpProtocol) -> None:
         self.connections.discard(conn)
 

@@ -67,6 +67,7 @@ async def test_promotion_never_loses_an_acknowledged_kill(
         replica.cmd("REPLICAOF", "NO", "ONE")
         await wait_until(lambda: _info(primary, "connected_slaves") == "0", 10,
                          what="the replica to detach")
+        counted = g.gw.metrics.get("killgate_writes_not_durable_total") or 0
         t0 = time.monotonic()
         status, data, retry_after = await _post(session, g.admin, "/v1/kill",
                                                 scope="route", route="iris")
@@ -79,7 +80,8 @@ async def test_promotion_never_loses_an_acknowledged_kill(
         status, data, _ = await _post(session, g.admin, "/v1/kill", scope="route",
                                       route="iris")
         assert status == 503 and data["error"]["type"] == "not_durable", data
-        assert g.gw.metrics.get("killgate_writes_not_durable_total") == 2
+        # both counted (a write of the instance's own, its config record, may be too)
+        assert g.gw.metrics.get("killgate_writes_not_durable_total") - counted >= 2
 
         # 3. The replica that missed the kill is promoted: the gateway follows it,
         #    keeps enforcing, and re-seeds it with the kill it holds.

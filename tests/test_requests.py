@@ -358,3 +358,35 @@ async def test_a_request_the_client_gave_up_on_is_counted_as_499(tmp_path: Path,
     assert 0.6 < total < 3, total  # about 0.3 s each
     lines = [json.loads(x) for x in log.read_text().splitlines()]
     assert [(x["version"], x["status"]) for x in lines] == [("v2", 499)] * 3
+
+
+async def test_a_short_stream_whole_in_one_read_counts_its_time_to_first_byte(
+        tmp_path: Path, backends, session) -> None:
+    """The deployment review's item: a short SSE answer whose body came with its head (a
+    few tokens, a stream answered with Content-Length) took the whole-answer path, which
+    recorded no time to first byte: 19 of 40 short streams were counted, and the
+    dashboard's time to first token read only the slower ones. JSON answers still count
+    none (README: streamed answers)."""
+    async def short(_: web.Request) -> web.Response:
+        return web.Response(body=b'data: {"t": "hi"}\n\ndata: [DONE]\n\n',
+                            content_type="text/event-stream")
+
+    async def whole(_: web.Request) -> web.Response:
+        return web.json_response({"ok": 1})
+
+    app = web.Application()
+    app.router.add_get("/v2/models/iris/sse", short)
+    app.router.add_get("/v2/models/iris/json", whole)
+    p = await backends(app)
+    cfg = write_config(tmp_path, two_versions(p, p, 100, 0))
+    async with running_gateway(cfg) as g:
+        for path in ("sse", "json"):
+            for _ in range(10):
+                async with session.get(f"{g.url}/v2/models/iris/{path}") as r:
+                    assert r.status == 200 and await r.read()
+        async with session.get(g.admin + "/metrics") as r:
+            text = await r.text()
+    fams = {f.name: f for f in text_string_to_metric_families(text)}
+    ttfb = [s.value for s in fams["killgate_time_to_first_byte_seconds"].samples
+            if s.name.endswith("_count")]
+    assert ttfb == [10.0], ttfb

@@ -12,7 +12,7 @@ import pytest
 
 from gateway.configfile import parse_config_text
 from gateway.control.shadow import FORGET, FRESH, ShadowResults, stats_key
-from gateway.domain.verdict import spec_of
+from gateway.domain.verdict import spec_for
 from gateway.state.local import LocalStore
 from tests.test_control_shadow import CFG, Local, tally
 
@@ -23,7 +23,7 @@ async def test_an_instance_silent_past_forget_is_dropped_from_the_store(tmp_path
     cfg = parse_config_text(CFG)
     rc = cfg.routes[0]
     assert rc.shadow is not None
-    spec = spec_of(rc.shadow, rc.protocol)
+    spec = spec_for(rc)
     store = LocalStore(tmp_path / "store.json")
     await store.open()
     now = [10_000.0]

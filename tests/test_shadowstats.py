@@ -222,3 +222,25 @@ def test_paths_come_back_from_the_store_as_kept() -> None:
                               Difference("shape", long.replace("datatype", "shape")))))
     back = Tally.from_json(json.loads(json.dumps(t.to_json())))
     assert back.noise_paths == t.noise_paths
+
+
+def test_records_kept_as_text_merge_by_time_and_leave_older_readers_the_counts() -> None:
+    """Records are kept and published as their JSON text, under "records": an instance of
+    an older version takes only objects under "disagreements" (and refused the whole blob,
+    counts too, when it held text), and the report shows them as objects, newest first."""
+    from gateway.domain.disagreements import record_text
+
+    new = Tally("v2", "s", keep=5)
+    new.outcome("disagreed", DIFF, 0.004, 0.006, {})
+    new.disagreement(record_text({"time": "2030-01-01T00:00:05Z", "request": {"x": 1},
+                                  "primary": {"status": 200, "body": {"p": float("nan")}}}))
+    blob = json.loads(json.dumps(new.to_json()))
+    assert blob["disagreements"] == [] and len(blob["records"]) == 1  # (what old readers take)
+    old = filled().to_json()  # an older instance's blob: records as objects
+    both = merge("v2", "s", [Tally.from_json(blob), Tally.from_json(old)])
+    rep = report("iris", both, "json", 1.0, 2)
+    assert [d["time"] for d in rep["disagreements"]] == [
+        "2030-01-01T00:00:05Z", "2030-01-01T00:00:01Z", "2030-01-01T00:00:00Z"]
+    assert rep["disagreements"][0]["request"] == {"x": 1}
+    with pytest.raises(TypeError):
+        Tally.from_json({**blob, "records": [{"time": "x"}]})

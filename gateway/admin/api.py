@@ -128,7 +128,10 @@ class AdminApi:
 
     async def metrics(self, request: web.Request) -> web.Response:
         body, ctype = self.metrics_page(request.headers.get("Accept"))
-        return web.Response(body=body, headers={"content-type": ctype})  # (+ ANSWER_HEADERS)
+        # which instance's page this is (a drill's abort watch reads the pages through a
+        # load-balanced admin URL too, and compares counters per instance)
+        return web.Response(body=body, headers={  # (+ ANSWER_HEADERS)
+            "content-type": ctype, "x-killgate-instance": self.instance})
 
     async def openapi(self, request: web.Request) -> web.Response:
         # built once per config (frozen, swapped whole on reload): anyone can ask for it,

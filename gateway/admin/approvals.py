@@ -60,8 +60,9 @@ def _fixed(intent: Intent, doc: StateDoc, cfg: Config) -> Intent:
     if rc is None or intent.args.get("to") is not None:
         return intent
     prev = doc.previous_stable(rc.name, effective_stable(doc, rc))
-    if prev is None:
-        return intent  # (refused below: no previous stable to roll back to)
+    ov = doc.overrides.get(rc.name)
+    if prev is None or (ov is not None and ov.kind in ("rollback", "auto_rollback")):
+        return intent  # (refused below: no previous stable, or the one rolled off)
     return dataclasses.replace(intent, args={**intent.args, "to": prev.stable})
 
 

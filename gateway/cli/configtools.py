@@ -94,12 +94,13 @@ def _token(args: argparse.Namespace) -> int:
 def _diff(args: argparse.Namespace) -> int:
     """What FILE would change against a running gateway (or --against FILE2): exit 2 if any."""
     from gateway.configfile import load_config
-    from gateway.domain.diff import config_dict, diff_configs, diff_rows
+    from gateway.domain.diff import config_dict, diff_configs, diff_rows, restart_keys
     from gateway.errors import ConfigError
 
     latched: list[str] = []
     dropped: list[dict[str, Any]] = []
     revived: list[dict[str, Any]] = []
+    around: list[dict[str, Any]] = []
     try:
         loaded = load_config(args.file)
         new, new_digest = config_dict(loaded.config), loaded.digest
@@ -115,14 +116,21 @@ def _diff(args: argparse.Namespace) -> int:
             status = api(args, "GET", "/v1/status", shape={"routes": dict, "kills": list})
             latched = _latched(status["routes"], loaded)
             dropped, revived = _kills_by_routing(status["kills"], loaded)
+            from gateway.domain.killreach import kills_routed_around
+            around = kills_routed_around([k for k in status["kills"] if isinstance(k, dict)],
+                                         [r for r in old.get("routes", ()) if isinstance(r, dict)],
+                                         new.get("routes", []))
     except ConfigError as exc:
         raise ClientError("invalid config: " + "; ".join(str(p) for p in exc.problems)) from None
     d = diff_configs(old, new)
     changed = bool(d["routes"] or d["settings"])
+    later = restart_keys(d)
     if args.json:
         print(json.dumps({"changed": changed, **d, **({"latched": latched} if latched else {}),
+                          **({"restart_required": later} if later else {}),
                           **({"kills_unrouted": dropped} if dropped else {}),
-                          **({"kills_put_in_force": revived} if revived else {})}, indent=2))
+                          **({"kills_put_in_force": revived} if revived else {}),
+                          **({"kills_routed_around": around} if around else {})}, indent=2))
     elif not changed:
         print(f"no changes against {where}")
         if old_digest is not None and old_digest != new_digest:
@@ -131,6 +139,9 @@ def _diff(args: argparse.Namespace) -> int:
     else:
         print(f"{args.file} against {where}:")
         print(table([["route", "change", "before", "after"], *diff_rows(d)]))
+    if later and not args.json:
+        print("\nthese settings apply only when the gateway restarts (a reload leaves them as "
+              "it started; `killgate status` then says RESTART REQUIRED): " + ", ".join(later))
     if latched and not args.json:
         print("\nlatched by a runtime override (the file's weights and stable wait for "
               "`killgate release ROUTE`): " + ", ".join(latched))
@@ -144,6 +155,10 @@ def _diff(args: argparse.Namespace) -> int:
               "name, by an alert or on another instance: the route or version it adds is "
               "killed as soon as the file is live):\n" + table([["kill", "by", "reason"], *(
                   [k["kill"], k["by"], k["reason"]] for k in revived)]))
+    if around and not args.json:
+        print("\nKILLS THIS FILE MAY ROUTE AROUND (each stays in force on its name, but "
+              "requests it stops now may be served):\n" + table([["kill", "by", "reason", "how"], *(
+                  [k["kill"], k["by"], k["reason"], "; ".join(k["how"])] for k in around)]))
     return 2 if changed else 0
 
 
@@ -171,13 +186,17 @@ def _kills_by_routing(kills: list[Any], loaded: Any) -> tuple[list[dict[str, Any
 
 def _latched(routes: dict[str, Any], loaded: Any) -> list[str]:
     """The routes of the running gateway a runtime override latches; a ConfigError when
-    its reload of `loaded` would be refused for dropping a version an override serves."""
-    from gateway.domain.overrides import latch_problems
+    its reload of `loaded` would be refused: for dropping a version an override serves, or
+    for giving a version name the gateway knows another artifact (its running versions'
+    and its history's: versions are immutable, as `serve` checks against its record)."""
+    from gateway.domain.overrides import identity_problems, latch_problems
     from gateway.domain.statedoc import RouteOverride, StateDoc
     from gateway.errors import ConfigError, Problem
 
     overrides = {}
+    known: dict[str, dict[str, dict[str, Any]]] = {}
     for name, r in routes.items():
+        known[name] = _artifacts(r)
         ov = r.get("override") if isinstance(r, dict) else None
         if isinstance(ov, dict):
             try:
@@ -188,11 +207,31 @@ def _latched(routes: dict[str, Any], loaded: Any) -> list[str]:
             except (KeyError, TypeError, ValueError, AttributeError):
                 raise ClientError(f"unexpected answer from the admin API: the override of "
                                   f"route {name!r}") from None
-    problems = latch_problems(StateDoc(), list(loaded.config.routes), overrides)
+    mine = list(loaded.config.routes)
+    problems = (identity_problems(StateDoc(identities=known), mine)
+                + latch_problems(StateDoc(), mine, overrides))
     if problems:
         raise ConfigError([Problem(p, "the running gateway would refuse it: " + m)
                            for p, m in problems])
     return sorted(overrides)
+
+
+def _artifacts(route: Any) -> dict[str, dict[str, Any]]:
+    """Version name -> the artifact a running gateway's status shows it with (its
+    config's, then its history's), as identity records."""
+    out: dict[str, dict[str, Any]] = {}
+    if not isinstance(route, dict):
+        return out
+    history = route.get("history")
+    for h in history if isinstance(history, list) else ():
+        if isinstance(h, dict) and isinstance(h.get("stable"), str) \
+                and isinstance(h.get("artifact"), str) and h["artifact"]:
+            out[h["stable"]] = {"artifact": h["artifact"], "time": h.get("time")}
+    versions = route.get("versions")
+    for name, v in (versions.items() if isinstance(versions, dict) else ()):
+        if isinstance(v, dict) and isinstance(v.get("artifact"), str) and v["artifact"]:
+            out[str(name)] = {"artifact": v["artifact"]}
+    return out
 
 
 def add_config_commands(cmd: Any, sub: Any) -> None:

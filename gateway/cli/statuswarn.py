@@ -66,6 +66,8 @@ def instance_rows(st: dict[str, Any], silent: list[dict[str, Any]]) -> list[list
     this instance enforces: one behind it has not applied the newest change. `silent`:
     rows of `GET /v1/fleet` not heard from within the lease (not counted in receipts)."""
     mine = st.get("generation")
+    cfg = st.get("config")
+    digest = cfg.get("digest") if isinstance(cfg, dict) else None
     rows = [["instance", "generation", "config", "heard", ""]]
     for name, i in sorted((st.get("instances") or {}).items()):
         gen = i.get("generation")
@@ -77,6 +79,15 @@ def instance_rows(st: dict[str, Any], silent: list[dict[str, Any]]) -> list[list
                 note = f"BEHIND: has not applied generation {mine}"
             elif gen > mine:
                 note = f"AHEAD of {st.get('instance')}"
+        other = i.get("config")
+        if isinstance(digest, str) and isinstance(other, str) and other \
+                and other != digest and name != st.get("instance"):
+            # a config rolling out, or a reload refused on one side (a worker of a group
+            # included): the digests alone, 19 characters each, had to be told apart by eye
+            note = (note + "; " if note else "") + (
+                f"OTHER CONFIG than {st.get('instance')} ({digest[:19]}): a change not yet "
+                "applied there, a reload refused there or here (see its config.last_error), "
+                "or files that differ on purpose (per-host settings)")
         rows.append([name, str(gen), (i.get("config") or "")[:19],
                      f"{i.get('seen_s_ago', 0):.1f}s ago", note])
     for r in silent:

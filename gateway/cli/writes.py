@@ -119,7 +119,7 @@ def _rollback(args: argparse.Namespace) -> int:
                      f"rolled back {args.route}" + (f" to {args.to}" if args.to else ""),
                      {"route": args.route, "action": "rollback"})
     except ClientError as exc:  # (the API's message names its body field, 'to')
-        if args.to or not str(exc).startswith("409 no_previous_stable"):
+        if args.to or not str(exc).startswith(("409 no_previous_stable", "409 rolled_back")):
             raise
         raise ClientError(f"{exc} (killgate rollback {args.route} --to VERSION)",
                           exc.code, exc.status, exc.kind) from None

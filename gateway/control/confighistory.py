@@ -17,6 +17,8 @@ from collections.abc import Callable
 from gateway.configfile import LoadedConfig
 from gateway.control.reload import summarize_changes
 from gateway.domain.audit import AuditDraft, utc_now
+from gateway.domain.diff import config_dict
+from gateway.domain.killreach import kills_routed_around
 from gateway.domain.kills import unrouted
 from gateway.domain.overrides import identity_problems, latch_problems, record_config
 from gateway.domain.routing import RouteTable
@@ -81,6 +83,19 @@ class ConfigHistory:
                   "name is served; each kill is in force again if its name comes back")
         return sorted(keys)
 
+    def warn_routed_around(self, old: LoadedConfig, new: LoadedConfig) -> None:
+        """Log the kills in force whose traffic `new` may serve under their kept name (a
+        route it adds that can take a killed route's requests, a killed version's backend
+        under another name: domain/killreach.py, as `killgate diff` says before a merge)."""
+        kills = [{"scope": f.scope, "route": f.route, "version": f.version, "actor": f.actor,
+                  "reason": f.reason} for f in self.doc().kills.values()]
+        around = kills_routed_around(kills, config_dict(old.config)["routes"],
+                                     config_dict(new.config)["routes"])
+        for k in around:
+            event(log, "kill_routed_around", logging.WARNING, kill=k["kill"], how=k["how"],
+                  action="the kill stays in force on its name, but this config may serve "
+                  "requests it stopped: kill the new name too, or change the config back")
+
     def kills_changed(self, old: RouteTable, new: RouteTable) -> None:
         """The table holder's listener: kills that arrive naming a route or version this
         instance's config lacks (made on an instance whose config has it, a rolling deploy
@@ -102,6 +117,7 @@ class ConfigHistory:
         (a revert, then a re-deploy): it is audited again, in the next slot."""
         since, self.since = self.since, time.time()
         gone = self.warn_unrouted(old, new)
+        self.warn_routed_around(old, new)
         try:
             for slot in range(SLOTS):
                 claim = await self.sync.store.idem_claim(

@@ -1,11 +1,10 @@
-"""A drill's HTTP: its admin API calls, its synthetic traffic, and the abort watch.
+"""A drill's HTTP: its admin API calls and its synthetic traffic.
 
 Owns the drill process's aiohttp client use (like events.py and probes.py, one of the few
 modules allowed the client): `AdminClient` (writes carry an Idempotency-Key and are
 retried with it; a redirect is never followed), `Traffic` (requests to every instance at
 a steady rate, open loop: a slow answer never delays the next request; each one recorded
-as an `Obs`), and `ErrorWatch` (users' error rate on a route, from the gateways' own
-/metrics, the drill's own requests taken out).
+as an `Obs`). The abort watch on users' errors is in `drillabort`.
 """
 
 from __future__ import annotations
@@ -14,11 +13,9 @@ import asyncio
 import contextlib
 import json
 import os
-import re
 import ssl
 import time
 import uuid
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,9 +23,9 @@ from typing import Any
 import aiohttp
 
 from gateway.domain.drillplan import Plan
-from gateway.domain.drillreport import Obs, is_error
+from gateway.domain.drillreport import Obs
 
-__all__ = ["AdminClient", "DrillApiError", "ErrorWatch", "Probe", "Traffic", "resolve_probe"]
+__all__ = ["AdminClient", "DrillApiError", "Probe", "Traffic", "resolve_probe"]
 
 
 class DrillApiError(Exception):
@@ -205,112 +202,6 @@ class Traffic:
                                     r.headers.get("x-killgate-route")))
         except (aiohttp.ClientError, TimeoutError, OSError):
             self.obs.append(Obs(instance, sent, self.now(), 0, None, None))
-
-
-_LINE = re.compile(r'^killgate_requests_total\{([^}]*)\}\s+([0-9.eE+]+)\s*$', re.M)
-_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
-
-
-def route_counts(text: str, route: str) -> tuple[float, float]:
-    """(answers, errors) on `route` in a /metrics page; errors: >= 500, not `killed`."""
-    total = errors = 0.0
-    for labels, value in _LINE.findall(text):
-        lab = dict(_LABEL.findall(labels))
-        if lab.get("route") != route:
-            continue
-        n = float(value)
-        total += n
-        code = lab.get("code", "")
-        if code.isdigit() and int(code) >= 500 and lab.get("decision") != "killed":
-            errors += n
-    return total, errors
-
-
-class ErrorWatch:
-    """Calls `on_abort(reason)` once users' error rate on `route` over the last `window`
-    seconds passes `error_rate` (with at least `min_requests` answers).
-
-    Reads the /metrics of every instance at the admin address it publishes, each one
-    once; `fallback` (the admin URL the drill was given: often a load-balanced name, which
-    answers for a different instance from one read to the next) only in a turn where none
-    of those can be read. Counters are compared per address (an address first or no longer
-    read, or whose counters went back, a restart, adds nothing to the window)."""
-
-    def __init__(self, session: aiohttp.ClientSession, admins: list[str], route: str,
-                 own: Callable[[], tuple[int, int]], error_rate: float, min_requests: int,
-                 interval: float, window: float = 5.0, fallback: str | None = None) -> None:
-        self.session = session
-        self.admins = admins
-        self.fallback = fallback
-        self.route = route
-        self.own = own
-        self.error_rate = error_rate
-        self.min_requests = min_requests
-        self.interval = interval
-        self.window = window
-        self.samples: deque[tuple[float, dict[str, tuple[float, float]], tuple[int, int]]] = \
-            deque()
-        self.unreadable: set[str] = set()
-        self.worst = 0.0
-
-    async def _one(self, url: str) -> tuple[float, float] | None:
-        try:
-            async with self.session.get(url + "/metrics",
-                                        timeout=aiohttp.ClientTimeout(total=2)) as r:
-                if r.status != 200:  # (421 host_not_allowed, 401, 503: not the page)
-                    self.unreadable.add(url)
-                    return None
-                return route_counts(await r.text(), self.route)
-        except (aiohttp.ClientError, TimeoutError, UnicodeDecodeError):
-            self.unreadable.add(url)
-            return None
-
-    async def _read(self) -> dict[str, tuple[float, float]]:
-        """(answers, errors) on the route per address read this turn."""
-        got = await asyncio.gather(*(self._one(u) for u in self.admins))
-        out = {u: c for u, c in zip(self.admins, got, strict=True) if c is not None}
-        if not out and self.fallback is not None:
-            c = await self._one(self.fallback)
-            if c is not None:
-                out[self.fallback] = c
-        return out
-
-    def _delta(self, old: dict[str, tuple[float, float]], own_old: tuple[int, int],
-               new: dict[str, tuple[float, float]],
-               own_new: tuple[int, int]) -> tuple[float, float]:
-        total = errors = 0.0
-        for url, (t, e) in new.items():
-            if url in old and t >= old[url][0]:
-                total += t - old[url][0]
-                errors += max(0.0, e - old[url][1])
-        return (total - (own_new[0] - own_old[0]),
-                max(0.0, errors - (own_new[1] - own_old[1])))
-
-    async def run(self, on_abort: Callable[[str], None]) -> None:
-        while True:
-            counts = await self._read()
-            own = self.own()
-            now = time.monotonic()
-            self.samples.append((now, counts, own))
-            while len(self.samples) > 2 and now - self.samples[1][0] >= self.window:
-                self.samples.popleft()
-            _, c0, own0 = self.samples[0]
-            d_total, d_err = self._delta(c0, own0, counts, own)
-            if d_total >= self.min_requests:
-                rate = d_err / d_total
-                self.worst = max(self.worst, rate)
-                if rate > self.error_rate:
-                    on_abort(f"users' error rate on route {self.route!r} reached "
-                             f"{rate:.1%} ({d_err:g} of {d_total:g} answers) > "
-                             f"{self.error_rate:.1%}")
-                    return
-            await asyncio.sleep(self.interval)
-
-
-def own_counts(obs: list[Obs]) -> tuple[int, int]:
-    """The drill's own answers and errors (as the gateways counted them)."""
-    answered = [o for o in obs if o.status != 0]
-    return len(answered), sum(is_error(o) for o in answered)
 
 
 def resolve_probe(plan: Plan, match: dict[str, Any], pin: bool) -> Probe:

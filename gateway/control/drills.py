@@ -20,16 +20,10 @@ from typing import Any
 
 import aiohttp
 
+from gateway.control.drillabort import ErrorWatch, own_counts
 from gateway.control.drillended import ended as ended_elsewhere
 from gateway.control.drillguards import Check, Pause, same_route, store_skip, token_too_short
-from gateway.control.drillload import (
-    AdminClient,
-    DrillApiError,
-    ErrorWatch,
-    Traffic,
-    own_counts,
-    resolve_probe,
-)
+from gateway.control.drillload import AdminClient, DrillApiError, Traffic, resolve_probe
 from gateway.domain.audit import utc_now
 from gateway.domain.drilldiff import differences
 from gateway.domain.drillfinish import iso_to_unix
@@ -105,8 +99,11 @@ class DrillRunner:
         if not urls:
             raise DrillApiError(0, "no_instances", "no instance published its address (give "
                                 "--instances URL,...)")
+        data_of = {name: i["data"] for name, i in
+                   (status.get("instances") or {}).items() if i.get("data")}
         return {"status": status, "route": route, "config": rcfg, "instances": urls,
-                "admins": admins, "state": cfg.get("config", {}).get("state") or {},
+                "admins": admins, "data_of": data_of,
+                "state": cfg.get("config", {}).get("state") or {},
                 "drills": cfg.get("config", {}).get("drills") or {}}
 
     async def run(self) -> dict[str, Any]:
@@ -154,9 +151,9 @@ class DrillRunner:
         watch_route = plan.abort.route or fleet["config"].get("drill_for") or plan.route
         watch = ErrorWatch(self.session, fleet["admins"], watch_route,
                            (lambda: own_counts(traffic.obs)) if watch_route == plan.route
-                           else (lambda: (0, 0)), plan.abort.error_rate,
+                           else dict, plan.abort.error_rate,
                            plan.abort.min_requests, plan.abort.interval,
-                           fallback=self.api.base)
+                           fallback=self.api.base, data_of=fleet["data_of"])
         tasks = [asyncio.create_task(traffic.run()),
                  asyncio.create_task(watch.run(self.stop)),
                  asyncio.create_task(same_route(plan.route, traffic, self.stop, self._stop))]

@@ -46,6 +46,10 @@ class HealthMonitor:
         self._readmit: asyncio.TimerHandle | None = None
         self._clock = clock
         self._published: frozenset[Key] = frozenset()
+        # (while `configure` checks new backends, the running table still routes by the old
+        # config: what it held out of it that the new one drops or replaces, kept out)
+        self._parting: frozenset[Key] = frozenset()
+        self._parting_ejected: frozenset[Key] = frozenset()
         # versions whose failure streak may not be 0 (any other's is): an "ok" for another
         # version, the common case, costs one set lookup
         self._streaking: set[Key] = set()
@@ -80,6 +84,9 @@ class HealthMonitor:
         new ones get one probe round (bounded by their timeout) before they serve."""
         users: dict[ProbeKey, list[tuple[Key, HealthConfig]]] = {}
         wanted: set[Key] = set()
+        now = self.now()
+        before = {k: (rec.url, rec.healthy_by_probe) for k, rec in self.records.items()
+                  if not rec.serving(now)}
         self.policies = {rc.name: OutlierPolicy(
             rc.outlier.consecutive_gateway_failures, rc.outlier.consecutive_5xx,
             rc.outlier.base_ejection, rc.outlier.max_ejection) if rc.outlier.enabled else None
@@ -104,6 +111,14 @@ class HealthMonitor:
             if pk not in users:
                 self._tasks.pop(pk).cancel()
         self._probe_users = users
+        parting = frozenset(k for k, (url, _) in before.items()
+                            if (rec := self.records.get(k)) is None or rec.url != url
+                            or rec.serving(now))
+        self._parting = parting
+        self._parting_ejected = frozenset(k for k in parting if before[k][1])
+        for pk, keyed in users.items():
+            if pk in self._tasks:  # a running prober: a version new to it (a reload added
+                self._adopt(keyed)  # it) starts with what its checks say, not optimistic
         new = [pk for pk in users if pk not in self._tasks]
         if new:
             await asyncio.wait([asyncio.ensure_future(self._probe_round(pk, True))
@@ -112,10 +127,26 @@ class HealthMonitor:
             for pk in new:
                 self._tasks[pk] = asyncio.create_task(self._probe_loop(pk),
                                                       name=f"probe {pk[0]}{pk[1]}")
+        self._parting = self._parting_ejected = frozenset()  # (the new table goes live next)
         self._publish()
         if first_round and users:
             event(log, "phase", phase="health", probers=len(users),
                   unhealthy=sorted(f"{r}/{v}" for r, v in self._published))
+
+    def _adopt(self, keyed: list[tuple[Key, HealthConfig]]) -> None:
+        """Records of one prober's versions never checked yet take the check state of one
+        that was (the same backend, path and settings: the same checks)."""
+        recs = [r for r in (self.records.get(k) for k, _ in keyed) if r is not None]
+        known = next((r for r in recs if r.probed), None)
+        if known is None:
+            return
+        for rec in recs:
+            if not rec.probed:
+                rec.probed = True
+                rec.healthy_by_probe = known.healthy_by_probe
+                rec.probe_ok_streak = known.probe_ok_streak
+                rec.probe_fail_streak = known.probe_fail_streak
+                rec.last_probe_error = known.last_probe_error
 
     # ------------------------------------------------------------------ active checks
 
@@ -221,13 +252,17 @@ class HealthMonitor:
     def _publish(self) -> None:
         now = self.now()
         out = frozenset(k for k, rec in self.records.items() if not rec.serving(now))
+        ejected = frozenset(k for k in out if self.records[k].healthy_by_probe)
+        if self._parting:  # (see __init__)
+            ejected = (ejected - self._parting) | self._parting_ejected
+            out |= self._parting
         # afresh: a version a reload removed leaves the series (not its last value forever)
         self.metrics.clear("killgate_upstream_health")
         for (r, v), rec in self.records.items():
             self.metrics.set("killgate_upstream_health", 1 if rec.serving(now) else 0, (r, v),
                              label_names=("route", "version"))
         self._published = out
-        self.holder.set_unhealthy(out)
+        self.holder.set_unhealthy(out, ejected)
         # re-admit ejected versions when their time is up
         if self._readmit is not None:
             self._readmit.cancel()

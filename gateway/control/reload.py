@@ -74,6 +74,9 @@ class ConfigWatcher:
         self._seen: Ident | None = None
         self._retrying: set[asyncio.Task[Any]] = set()  # reloads waiting for a writer
         self._held: set[str] = set()  # the triggers of those (one waiting reload each)
+        #: per trigger, the reload that has not read the file yet: a SIGHUP storm is one
+        #: read, not one each (that reload reads the newest file)
+        self._queued: dict[str, asyncio.Task[Any] | None] = {}
 
     async def start(self) -> None:
         if not self.watch:
@@ -159,8 +162,9 @@ class ConfigWatcher:
         task (no reload again until a restart) or escape a SIGHUP's task."""
         waiting: str | None = None
         me = asyncio.current_task()
-        if trigger in self._held:
+        if trigger in self._held or trigger in self._queued:
             return False  # one such reload waits already and reads the newest file
+        self._queued[trigger] = me
         try:
             while not self._stop.is_set():
                 quiet = await self._quiet()
@@ -188,6 +192,8 @@ class ConfigWatcher:
                                                   "log")]), trigger)
             return False
         finally:
+            if self._queued.get(trigger, me) is me:
+                self._queued.pop(trigger, None)
             self._retrying.discard(me)
             if waiting is not None:
                 self._held.discard(trigger)
@@ -196,6 +202,8 @@ class ConfigWatcher:
 
     async def _reload(self, trigger: str, quiet: Ident | None) -> bool:
         async with self._lock:
+            if self._queued.get(trigger, None) is asyncio.current_task():
+                del self._queued[trigger]  # a trigger from now on reads after this read
             if self._stop.is_set():
                 return False
             self.outcome.last_attempt = utc_now()
@@ -215,8 +223,7 @@ class ConfigWatcher:
                     self.unchanged(loaded)  # (a key file the checks read again, say)
                 if self.outcome.last_error is not None:
                     event(log, "config_error_cleared", trigger=trigger)
-                self.outcome.last_error = None
-                self.outcome.last_problems = []
+                self._cleared()
                 return False
             old = self.current()
             try:
@@ -226,8 +233,7 @@ class ConfigWatcher:
                 return False
             self.outcome.loaded_digest = loaded.digest
             self.outcome.loaded_at = utc_now()
-            self.outcome.last_error = None
-            self.outcome.last_problems = []
+            self._cleared()
             # against what the process runs with, not the last reload: a route-only change
             # after a server change still waits for the restart
             self.outcome.restart_required = restart_changes(self.started.config, loaded.config)
@@ -244,11 +250,17 @@ class ConfigWatcher:
     def _reject(self, exc: ConfigError, trigger: str) -> None:
         problems = [str(p) for p in exc.problems]
         self.metrics.inc("killgate_config_reload_rejected_total")
+        self.metrics.set("killgate_config_refused", 1)
         if problems != self.outcome.last_problems:  # log each distinct error once
             event(log, "config_rejected", logging.ERROR, trigger=trigger, path=str(self.path),
                   problems=problems, running=self.current().digest)
         self.outcome.last_problems = problems
         self.outcome.last_error = "; ".join(problems)
+
+    def _cleared(self) -> None:
+        self.outcome.last_error = None
+        self.outcome.last_problems = []
+        self.metrics.set("killgate_config_refused", 0)
 
 
 def summarize_changes(old: LoadedConfig, new: LoadedConfig) -> dict[str, Any]:

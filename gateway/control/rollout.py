@@ -10,7 +10,7 @@ instance may reach the same verdict, only the first write changes anything.
   by `killgate/auto` with the evidence (control/events.py posts it to the webhooks);
 - with `steps`: the canary's weight advances one step per `step_interval` while the
   verdict is `passed`, waits while `inconclusive`, and rolls back on `failed`; after the
-  last step the canary is promoted.
+  last step the canary is promoted (the steps: `progressive.ProgressiveSteps`, a base).
 A latched route (an operator's override) is left alone.
 """
 
@@ -25,13 +25,17 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from gateway.config import RouteConfig
+from gateway.control.progressive import ProgressiveSteps, weights_of
 from gateway.control.table import TableHolder
 from gateway.domain.analysis import Sample, Verdict, analyze, merge
 from gateway.domain.audit import AuditDraft, utc_now
-from gateway.domain.overrides import effective_stable, with_stable
-from gateway.domain.statedoc import Change, Progress, RouteOverride, StateDoc
+from gateway.domain.overrides import effective_stable
+from gateway.domain.statedoc import Change, RouteOverride, StateDoc
 from gateway.domain.stats import WindowStats
-from gateway.domain.tablebuild import canary_of, kill_holding, rolls_out
+from gateway.domain.tablebuild import (
+    canary_of,
+    step_index,
+)
 from gateway.errors import AuditError, StateError
 from gateway.log import event
 from gateway.state.sync import Sync
@@ -43,7 +47,7 @@ log = logging.getLogger("killgate.rollout")
 RECENT = 10  # verdicts kept per route for GET /v1/status (the console shows them)
 
 
-class RolloutDriver:
+class RolloutDriver(ProgressiveSteps):
     def __init__(self, holder: TableHolder, sync: Sync, instance: str,
                  ejections: Callable[[str, str, float], int] | None = None,
                  clock: Callable[[], float] = time.time,
@@ -202,8 +206,8 @@ class RolloutDriver:
         def describe(cur: StateDoc, new: StateDoc) -> AuditDraft:
             return AuditDraft("killgate/auto", "auto_rollback", {"route": rc.name,
                                                                  "version": canary},
-                              reason, {"weights": _weights(cur, rc)},
-                              {"weights": _weights(new, rc), "latched": True}, "",
+                              reason, {"weights": weights_of(cur, rc)},
+                              {"weights": weights_of(new, rc), "latched": True}, "",
                               self.instance, extra={"evidence": verdict.evidence})
 
         new, ev = await self.sync.write(change, describe)
@@ -211,106 +215,6 @@ class RolloutDriver:
             return
         event(log, "auto_rollback", logging.WARNING, route=rc.name, canary=canary,
               reasons=list(verdict.reasons), generation=new.generation)
-
-    async def _progress(self, rc: RouteConfig, stable: str, canary: str,
-                        verdict: Verdict) -> None:
-        assert rc.analysis is not None and rc.analysis.steps
-        steps = rc.analysis.steps
-        prog = self.holder.doc.progress.get(rc.name)
-        now = self.clock()
-        if prog is not None and prog.get("state") in ("done", "failed") \
-                and prog.get("canary") == canary:
-            return
-        if not rolls_out(rc, canary):  # the file gives it weight 0 (tablebuild.py)
-            if prog is not None and prog.get("canary") == canary \
-                    and prog.get("state") == "running":  # shown (and audited) as paused
-                await self._set_progress(rc, prog, {**prog, "state": "paused"},
-                                         "progressive.pause")
-            return  # not started, not advanced
-        mine = prog is not None and prog.get("canary") == canary
-        killed = kill_holding(self.holder.doc, rc.name, (stable, canary))
-        if killed is not None:
-            # an operator's kill: never stepped up or promoted on the counts from before it
-            if prog is not None and mine and prog.get("held") != killed:
-                await self._set_progress(rc, prog, {**prog, "state": "paused", "held": killed},
-                                         "progressive.pause")
-            return
-        if prog is not None and mine and prog.get("held"):
-            # the kill was lifted: the step starts again, judged on what comes from now on
-            resumed: Progress = {k: v for k, v in prog.items() if k != "held"}  # type: ignore[assignment]
-            await self._set_progress(rc, prog, {**resumed, "since": now, "state": "running"},
-                                     "progressive.resume")
-            return
-        if prog is None or prog.get("canary") != canary:
-            held = (self.shadow_gate(rc) if self.shadow_gate is not None
-                    and rc.shadow is not None and rc.shadow.version == canary else None)
-            if held is not None:  # a shadow becomes a canary only once it agreed enough
-                self.recent[rc.name][-1]["held"] = held
-                event(log, "progressive_held", route=rc.name, canary=canary, reason=held)
-                return
-            await self._set_progress(rc, prog, {"canary": canary, "step": 0, "since": now,
-                                                "state": "running"}, "progressive.start")
-            return
-        if verdict.status == "inconclusive":
-            if prog.get("state") != "paused":
-                await self._set_progress(rc, prog, {**prog, "state": "paused"},
-                                         "progressive.pause")
-            return
-        if verdict.status != "passed":
-            return
-        if now - float(prog.get("since", now)) < rc.analysis.step_interval:
-            if prog.get("state") == "paused":
-                await self._set_progress(rc, prog, {**prog, "state": "running"},
-                                         "progressive.resume")
-            return
-        step = int(prog.get("step", 0))
-        if step + 1 < len(steps):
-            await self._set_progress(rc, prog, {**prog, "step": step + 1, "since": now,
-                                                "state": "running"}, "progressive.step")
-        else:
-            await self._promote(rc, prog, canary)
-
-    async def _set_progress(self, rc: RouteConfig, expected: Progress | None,
-                            new_prog: Progress, action: str) -> None:
-        steps = rc.analysis.steps if rc.analysis is not None and rc.analysis.steps else []
-        def change(cur: StateDoc) -> Change | None:
-            if cur.progress.get(rc.name) != expected or self._replaced(rc) or (
-                    rc.name in cur.overrides and new_prog.get("held") != "override"):
-                return None  # another instance moved first
-            if new_prog.get("state") != "paused" and kill_holding(
-                    cur, rc.name, (rc.stable, new_prog.get("canary", ""))) is not None:
-                return None  # a kill came meanwhile: the next round pauses
-            return Change(progress={rc.name: new_prog})
-
-        def describe(cur: StateDoc, new: StateDoc) -> AuditDraft:
-            return AuditDraft("killgate/auto", action, {"route": rc.name},
-                              f"progressive delivery: step {new_prog['step'] + 1} of "
-                              f"{len(steps)}, state {new_prog['state']}"
-                              + (f", held by {_holder(new_prog['held'])}"
-                                 if new_prog.get("held") else ""),
-                              expected, new_prog, "", self.instance)
-
-        await self.sync.write(change, describe)
-
-    async def _promote(self, rc: RouteConfig, prog: Progress, canary: str) -> None:
-        now = utc_now()
-
-        def change(cur: StateDoc) -> Change | None:
-            if cur.progress.get(rc.name) != prog or rc.name in cur.overrides \
-                    or self._replaced(rc) or kill_holding(cur, rc.name, (rc.stable, canary)) is not None:
-                return None
-            ch = with_stable(rc, canary, "promote", "killgate/auto",
-                             "progressive delivery completed", now)
-            return Change(overrides=ch.overrides, history=ch.history,
-                          progress={rc.name: {**prog, "state": "done"}})
-
-        def describe(cur: StateDoc, new: StateDoc) -> AuditDraft:
-            return AuditDraft("killgate/auto", "progressive.promote", {"route": rc.name,
-                                                                       "version": canary},
-                              "every step passed its analysis", _weights(cur, rc),
-                              _weights(new, rc), "", self.instance)
-
-        await self.sync.write(change, describe)
 
     def _replaced(self, rc: RouteConfig) -> bool:
         """Whether a reload replaced the route config a round judged (while it read the
@@ -332,21 +236,10 @@ class RolloutDriver:
             out["evidence"] = v.evidence
             out["recent"] = list(reversed(self.recent.get(route, ())))  # newest first
         if prog is not None:
-            step = int(prog.get("step", 0))
+            step = step_index(prog, steps) if steps else None
             out["progress"] = {**prog, "steps": steps,
-                               "weight": steps[step] if steps and step < len(steps) else None}
+                               "weight": steps[step] if steps and step is not None else None}
         return out
-
-
-def _holder(held: str) -> str:
-    return "a runtime override" if held == "override" else f"the {held} kill"
-
-
-def _weights(doc: StateDoc, rc: RouteConfig) -> dict[str, float]:
-    ov = doc.overrides.get(rc.name)
-    if ov is not None:
-        return dict(ov.weights)
-    return {v.name: v.weight for v in rc.versions}
 
 
 def _nothing() -> None:

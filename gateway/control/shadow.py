@@ -27,7 +27,7 @@ from gateway.domain.shadowstats import (
     report,
 )
 from gateway.domain.statedoc import Change, StateDoc, apply_change
-from gateway.domain.verdict import spec_of
+from gateway.domain.verdict import spec_for
 from gateway.errors import StateError
 from gateway.log import event
 from gateway.tasks import cancel
@@ -111,6 +111,8 @@ class ShadowResults:
         t = self.local.tallies.get(rc.name)
         if t is None:
             return
+        if rc.shadow is not None:  # (records made under other redaction leave first)
+            t.keep_for(rc.shadow.disagreements)
         now = self.clock()
         last = self._published.get(rc.name)
         if not force and last is not None and last[:2] == (t.changes, t.spec) \
@@ -123,7 +125,7 @@ class ShadowResults:
     async def _fleet(self, rc: RouteConfig) -> tuple[Tally, int]:
         """The fleet's counts for the shadow settings in force, and how many instances."""
         assert rc.shadow is not None
-        spec = spec_of(rc.shadow, rc.protocol)
+        spec = spec_for(rc)
         now = self.clock()
         tallies = []
         gone: list[str] = []
@@ -179,8 +181,16 @@ class ShadowResults:
     # ------------------------------------------------------------------ the gate
 
     def gate(self, rc: RouteConfig) -> str | None:
-        """Why the route's shadow may not get traffic now (None: it may)."""
-        return gate(rc, self.fleet.get(rc.name))
+        """Why the route's shadow may not get traffic now (None: it may). The fleet's counts
+        merged at the last refresh count only when they are of `rc`'s shadow version and
+        settings: a reload since (another version, another comparison) starts from none,
+        also while the store cannot be read and the merge is not refreshed."""
+        fleet = self.fleet.get(rc.name)
+        sh = rc.shadow
+        if fleet is not None and sh is not None and \
+                (fleet.version != sh.version or fleet.spec != spec_for(rc)):
+            fleet = None
+        return gate(rc, fleet)
 
     async def gate_for(self, rc: RouteConfig) -> Callable[[StateDoc, Change], str | None] | None:
         """For a write to `rc` (promote, weights, rollback): a check of the change that says

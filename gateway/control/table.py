@@ -40,6 +40,8 @@ class Held:
     #: (`state.ready_without_state: false`): every route is closed (routing.STATE_UNKNOWN)
     state_unknown: bool
     table: RouteTable
+    #: the versions of `unhealthy` out only by passive ejection (tablebuild.build_table)
+    ejected: frozenset[tuple[str, str]] = frozenset()
 
 
 class TableHolder:
@@ -88,10 +90,10 @@ class TableHolder:
         nxt = replace(old, **changes)
         build = rebuild_table if changes.keys() == {"doc"} else None
         table = (build(old.table, nxt.loaded.config, nxt.doc, nxt.unhealthy, nxt.fail_closed,
-                       nxt.state_unknown)
+                       nxt.state_unknown, nxt.ejected)
                  if build is not None else
                  build_table(nxt.loaded.config, nxt.doc, nxt.unhealthy, nxt.fail_closed,
-                             nxt.state_unknown))
+                             nxt.state_unknown, nxt.ejected))
         self.held = replace(nxt, table=table)  # the one assignment
         _warn_unservable(old.table, table)
         for fn in self._listeners:
@@ -104,9 +106,11 @@ class TableHolder:
         self._swap(doc=doc)
         return True
 
-    def set_unhealthy(self, unhealthy: frozenset[tuple[str, str]]) -> None:
-        if unhealthy != self.held.unhealthy:
-            self._swap(unhealthy=unhealthy)
+    def set_unhealthy(self, unhealthy: frozenset[tuple[str, str]],
+                      ejected: frozenset[tuple[str, str]] = frozenset()) -> None:
+        """`ejected`: those of `unhealthy` out only by passive ejection (their checks pass)."""
+        if unhealthy != self.held.unhealthy or ejected != self.held.ejected:
+            self._swap(unhealthy=unhealthy, ejected=ejected)
 
     def set_fail_closed(self, on: bool) -> None:
         if on != self.held.fail_closed:

@@ -20,7 +20,9 @@ loaded / not ready" by a route that declares its backend protocol (`v2`, `openai
 answer means it was not processed. Neither needs an opt-in nor spends the retry budget. A
 delivered request (a reset before the answer, a 5xx) moves only when the route opts in with
 `retry`, its body can be sent again, fewer than `attempts` tries were made, and the budget
-allows. Timeouts and malformed answers are never retried. All moves need a version left.
+allows; an answer cut after its head (its backend processed the request) only when the
+request is safe to send twice as well. Timeouts and malformed answers are never retried.
+All moves need a version left.
 
 Both forwarding paths (the fast path's upstream callbacks, the slow path's coroutine) judge
 an answer by the same two steps, before a byte of it goes to the client: `on_head` once its
@@ -45,6 +47,7 @@ UNDELIVERED = "undelivered"  # nothing reached the backend (connect error or tim
 OVERFLOW = "overflow"        # our queue for that backend was full / timed out
 STALE = "stale"              # a reused connection closed before any answer byte
 RESET = "reset"              # closed or reset after the request was sent, before an answer
+CUT = "cut"                  # closed or reset after the answer's head: it was processed
 TIMEOUT = "timeout"          # delivered, then no answer in time
 MALFORMED = "malformed"      # the answer could not be parsed
 ANSWERED = "answered"        # an answer (see status, not_ready)
@@ -129,7 +132,8 @@ def next_attempt(so_far: SoFar, outcome: Outcome, alternatives: int, replayable:
     """What to do after an attempt ended with `outcome`. `alternatives` is the length of the
     route's failover order for the first version tried; `replayable`, whether the whole body
     is in memory (a streamed body cannot be sent twice); `resend_safe`, whether the request
-    may be processed twice (asked only of a stale connection's close)."""
+    may be processed twice (asked only of a stale connection's close, and of an answer cut
+    after its head: a backend that answered has processed the request)."""
     kind = outcome.kind
     if kind == KILLED:
         return Next(ANSWER, "killed", so_far)
@@ -156,6 +160,9 @@ def next_attempt(so_far: SoFar, outcome: Outcome, alternatives: int, replayable:
         why = "not_ready" if outcome.not_ready else kind
         return Next(MOVE, why, so_far._replace(moves=so_far.moves + 1, fresh=0))
     if kind in (RESET, STALE) and "reset" in policy.retry_on:
+        return _retry(so_far, "retry_reset", alternatives, replayable, policy, budget)
+    if kind == CUT and "reset" in policy.retry_on and resend_safe():
+        # its head said the backend processed it: sent again only if that is safe
         return _retry(so_far, "retry_reset", alternatives, replayable, policy, budget)
     return Next(ANSWER, "not_retried", so_far)
 

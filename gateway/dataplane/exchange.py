@@ -213,8 +213,9 @@ class Exchange(AnswerParsing, asyncio.Protocol):
             self.complete = True
             self.keep_alive = False
         elif not self.complete and self.error is None:
-            self.error = UpstreamClosed("backend closed the connection"
-                                        + (" mid-response" if self.headers_done else ""))
+            self.error = err = UpstreamClosed("backend closed the connection"
+                                              + (" mid-response" if self.headers_done else ""))
+            err.mid_answer = self.headers_done
         self._wake()
         self.pool._lost(self)
 

@@ -14,7 +14,7 @@ from gateway.dataplane.answers import Observer
 from gateway.dataplane.clock import Clock
 from gateway.dataplane.exchange import Exchange
 from gateway.dataplane.flight import Flight
-from gateway.dataplane.headers import answer_head, response_head
+from gateway.dataplane.headers import answer_head, content_type, is_event_stream, response_head
 from gateway.dataplane.inflight import Inflight
 from gateway.dataplane.outgoing import forwarded_for
 from gateway.dataplane.ports import Forwarding
@@ -43,6 +43,8 @@ class Finish:
     client_address: ClientAddress | None
     _labels: dict[tuple[str, str, str], bytes]  # x-killgate-* lines
     unready: dict[Request, list[tuple[str, str, float]]]  # (answers.py)
+    peek_held: int  # bytes reserved by requests reading their `model` (proxy.py)
+    peeking: dict[Request, int]
 
     if TYPE_CHECKING:  # (`Answers`' and `Outgoing`'s, the other bases of `Proxy`)
         def labels(self, plan: RoutePlan, target: Target | None, decision: str) -> bytes: ...
@@ -95,6 +97,10 @@ class Finish:
         except KeyError:
             ours = self.labels(plan, target, decision)
         if ex.general:  # (positional: a call with keywords is not specialised)
+            if body and is_event_stream(content_type(ex.headers)):
+                # a short stream, whole in the read that brought its head: its first byte
+                # goes now (killgate_time_to_first_byte_seconds counts every stream)
+                rec.first_byte = self.clock.now
             data = response_head(status, ex.headers, ours, length, connection, False, False,
                                  body)
         else:  # (the fields were classified as they came: no second pass over them)
@@ -114,6 +120,8 @@ class Finish:
         flight = req.flight
         if flight is not None:
             req.flight = None
+            if self.peeking:  # (its body's peek reservation, if it made one)
+                self.peek_held -= self.peeking.pop(req, 0)
             inflight = self.inflight
             inflight._done()
             inflight.handles.discard(flight)  # (_ADMITTED: never in it)

@@ -29,11 +29,20 @@ from gateway.dataplane.fieldrules import (
 
 __all__ = [
     "answer_head",
+    "content_type",
     "declared_charset",
     "is_event_stream",
     "own_head",
     "response_head",
 ]
+
+
+def content_type(raw: list[tuple[bytes, bytes]]) -> bytes:
+    """The Content-Type of fields as they came (the first one; empty when none)."""
+    for name, value in raw:
+        if len(name) == 12 and name.lower() == b"content-type":
+            return value
+    return b""
 
 
 def is_event_stream(content_type: bytes) -> bool:

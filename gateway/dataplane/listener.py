@@ -1,8 +1,11 @@
 """The data-plane listener: the listening socket, its connections, the cap and the drain.
 
-Owns what spans connections (RELIABILITY rows 37-39): the open-connection caps (beyond
-`server.max_connections` a new connection is closed as soon as it is accepted, and so is one
-from an address that holds `server.max_connections_per_client` already: `peercap.py`), the
+Owns what spans connections (RELIABILITY rows 37-39): the open-connection caps (at
+`server.max_connections` the connections closest to their deadline with no request in
+progress are closed to make room, ROOM_BATCH at a time, as nginx reuses its idle keep-alive
+connections; only when every connection has a request in progress is a new one closed as
+soon as it is accepted; so is one from an address that holds
+`server.max_connections_per_client` already: `peercap.py`), the
 connection deadlines every connection applies (`Limits`), the counters connections report,
 and the graceful drain on SIGTERM: stop accepting, close idle connections at once, let each
 busy one finish the answer in progress and close, abort what is left after the timeout.
@@ -16,7 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import socket
+import time
 from collections.abc import Callable
 
 from gateway.dataplane.clock import Clock
@@ -27,6 +32,12 @@ from gateway.dataplane.wire import Drainable
 __all__ = ["DEADLINE_SHARE", "Limits", "Listener"]
 
 DEADLINE_SHARE = 0.25  # of drain_timeout (at most 1 s): for the answers cut at its end
+#: connections closed at once to make room at the cap (a scan of every connection, so a
+#: batch: a flood of new connections pays one scan per ROOM_BATCH of them, as nginx's 32)
+ROOM_BATCH = 32
+#: after a scan that found every connection busy, new ones are refused without a scan for
+#: this long (a flood must not buy a scan of the whole set per connection)
+ROOM_RESCAN = 0.1
 
 
 class Listener:
@@ -44,6 +55,9 @@ class Listener:
         self.forget: Callable[[Drainable], None] = (
             self._forget if self.per_client is None else self._forget_counted)
         self.connections: set[Drainable] = set()
+        #: closed to make room, their `connection_lost` still to come (not counted)
+        self.leaving: set[Drainable] = set()
+        self._busy_until = 0.0  # no room was found: refuse without a scan until then
         self.draining = False
         self.winding_down = False
         self._count = count
@@ -53,10 +67,38 @@ class Listener:
     def counted(self, what: str) -> None:
         self._count(what)
 
+    def full(self) -> bool:
+        """At `max_connections` (those closing to make room not counted) with no room made:
+        a new connection is refused. Otherwise the ROOM_BATCH connections with no request
+        in progress (`Drainable.spare`) closest to their deadline are closed: an idle
+        connection (held open by anyone, sending nothing) must not lock clients out."""
+        if len(self.connections) - len(self.leaving) < self.max_connections:
+            return False
+        now = time.monotonic()
+        if now < self._busy_until:
+            return True
+        spare = []
+        for conn in self.connections:
+            if conn not in self.leaving:
+                key = conn.spare()
+                if key is not None:
+                    spare.append((key, conn))
+        if not spare:
+            self._busy_until = now + ROOM_RESCAN
+            return True
+        batch = max(1, min(ROOM_BATCH, self.max_connections // 64))
+        for _, conn in heapq.nsmallest(batch, spare, key=lambda kc: kc[0]):
+            self.leaving.add(conn)
+            conn.abort()
+            self._count("reclaimed")
+        return False
+
     def _forget(self, conn: Drainable) -> None:
         """`conn` has closed (every way a connection ends: closed, aborted, timed out,
         drained goes through its `connection_lost`, once)."""
         self.connections.discard(conn)
+        if self.leaving:
+            self.leaving.discard(conn)
         if not self.connections and self._empty is not None:
             self._empty.set()
 

@@ -124,7 +124,7 @@ class HttpProtocol(Parsing, Deadlines, Dispatching, Flow, Closing, asyncio.Proto
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         server = self.server
-        if len(server.connections) >= server.max_connections:
+        if len(server.connections) >= server.max_connections and server.full():
             server.counted("refused")
             self.closed = True
             transport.abort()  # type: ignore[attr-defined]  # over the cap: refused at once
@@ -254,6 +254,16 @@ class HttpProtocol(Parsing, Deadlines, Dispatching, Flow, Closing, asyncio.Proto
             if req.dispatched:
                 self.handler.gone(req)
                 self.handler.done(req)
+
+    def spare(self) -> float | None:
+        """(`Drainable.spare`) a lingering connection first, then by deadline: the next
+        head's (`keepalive_timeout` after the last answer) or the head's in progress."""
+        if self.lingering:
+            return 0.0
+        if self.closed or self.closing or self.queue or (
+                self.parsing is not None and not self.in_head):
+            return None
+        return self.deadline
 
     def shutdown(self) -> None:
         """Graceful drain: the answer in progress finishes (`Connection: close`), then the

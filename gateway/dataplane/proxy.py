@@ -51,13 +51,19 @@ class Proxy(Outgoing, Answers, Finish):
     def __init__(self, holder: TableSource, upstreams: Upstreams, inflight: Inflight,
                  metrics: Metrics, max_body: int, peek_bytes: int,
                  observer: Observer | None = None, scheme: str = "http",
-                 max_inflight: int = 10_000, recorder: Recorder = NULL,
+                 max_inflight: int = 10_000, peek_memory: int = 512 << 20,
+                 recorder: Recorder = NULL,
                  tracer: RequestTracer | None = None, faults: FaultGate | None = None,
                  shadow: Mirror | None = None,
                  client_address: ClientAddress | None = None) -> None:
         self.max_inflight = max_inflight
         self.max_body = max_body
         self.peek_bytes = peek_bytes
+        #: `server.model_peek_memory`; what requests reading their `model` reserved of it
+        #: (released when each ends: its prefix is kept to be replayed)
+        self.peek_memory = peek_memory
+        self.peek_held = 0
+        self.peeking: dict[Request, int] = {}
         self.holder = holder
         self.upstreams = upstreams
         self.clock = upstreams.clock
@@ -176,6 +182,16 @@ class Proxy(Outgoing, Answers, Finish):
         if req.body_done and req.body_size <= self.peek_bytes:
             self._peeked(req, table, path, target, host, req.body(), True)
             return
+        cl = req.content_length
+        want = self.peek_bytes if cl is None or cl > self.peek_bytes else cl
+        if self.peek_held + want > self.peek_memory:  # (RELIABILITY row 40, in bytes)
+            self.metrics.inc("killgate_requests_shed_total")
+            self._error(req, 503, "overloaded", "this gateway holds as many request bodies "
+                        "as it may while reading their 'model' (server.model_peek_memory); "
+                        "retry shortly", extra=b"retry-after: 1\r\n")
+            return
+        self.peek_held += want
+        self.peeking[req] = want
         self._spawn(self._peek(req, table, path, target, host))
 
     async def _peek(self, req: Request, table: RouteTable, path: str, target: bytes,

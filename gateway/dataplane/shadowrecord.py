@@ -11,13 +11,15 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from concurrent.futures import Executor
+from typing import Any
 
 from gateway.config import RouteConfig
 from gateway.config_shadow import ShadowConfig
 from gateway.domain.comparison import Answer
+from gateway.domain.disagreements import record_text
 from gateway.domain.routing import RoutePlan
 from gateway.domain.shadowstats import Tally
-from gateway.domain.verdict import spec_of, verdict
+from gateway.domain.verdict import Verdict, spec_for, verdict
 
 __all__ = ["INLINE_BYTES", "ShadowCounts", "compare"]
 
@@ -41,7 +43,7 @@ class ShadowCounts:
     def _spec(self, rc: RouteConfig, sh: ShadowConfig) -> str:
         known = self._specs.get(id(rc))
         if known is None or known[0] is not sh:
-            known = self._specs[id(rc)] = (sh, spec_of(sh, rc.protocol))
+            known = self._specs[id(rc)] = (sh, spec_for(rc))
             if len(self._specs) > 1024:  # configs come and go with reloads
                 self._specs = {id(rc): known}
         return known[1]
@@ -60,16 +62,20 @@ class ShadowCounts:
                 # settings a reload has replaced: counted apart, never over the new ones
                 return Tally(sh.version, spec, keep=0)
             t = self.tallies[rc.name] = Tally(sh.version, spec, keep=sh.disagreements.keep)
-        t.keep = sh.disagreements.keep
+        now = self.current(rc.name)  # (the records are kept as the config in force says)
+        t.keep_for(now.shadow.disagreements if now is not None and now.shadow is not None
+                   else sh.disagreements)
         return t
 
     def live(self) -> dict[str, Tally]:
-        """The tallies of the shadows in force now, of their version (/metrics: a shadow, or
-        a route, a reload removed keeps no series frozen at their last values)."""
+        """The tallies of the shadows in force now, of their version and comparison settings
+        (/metrics: a shadow, or a route, a reload removed, or counts of settings it replaced,
+        keep no series frozen at their last values; the next copy starts them afresh)."""
         out = {}
         for route, t in self.tallies.items():
             rc = self.current(route)
-            if rc is not None and rc.shadow is not None and rc.shadow.version == t.version:
+            if rc is not None and rc.shadow is not None and rc.shadow.version == t.version \
+                    and self._spec(rc, rc.shadow) == t.spec:
                 out[route] = t
         return out
 
@@ -97,12 +103,19 @@ async def compare(loop: asyncio.AbstractEventLoop, tally: Tally, sh: ShadowConfi
     encoded = primary.encoding or answer.encoding or (again is not None and again.encoding)
     same = primary.status == answer.status and primary.body == answer.body and \
         (again is None or again.body == primary.body)
-    v = verdict(*work) if (size <= INLINE_BYTES or same) and not encoded else \
-        await loop.run_in_executor(executor, verdict, *work)
+    v, text = _judged(*work) if (size <= INLINE_BYTES or same) and not encoded else \
+        await loop.run_in_executor(executor, _judged, *work)
     if v.noise is not None:
         tally.noise(v.noise)
     if sh.noise is not None:
         tally.observed(v.result)
     tally.outcome(v.outcome, v.left, primary_s, shadow_s, v.result.detail)
-    if v.record is not None:
-        tally.disagreement(v.record)
+    if text is not None:
+        tally.disagreement(text, sh.disagreements)
+
+
+def _judged(*work: Any) -> tuple[Verdict, str | None]:
+    """The verdict, and its disagreement's stored text (made here, beside the loop when the
+    comparison is large: the record holds the request and both answers)."""
+    v = verdict(*work)
+    return v, None if v.record is None else record_text(v.record)

@@ -10,6 +10,7 @@ import asyncio
 from collections.abc import AsyncIterator
 
 from gateway.dataplane.attempts import (
+    CUT,
     HOLD,
     KILLED,
     MALFORMED,
@@ -55,7 +56,7 @@ def outcome_of(exc: UpstreamError) -> Outcome:
     if isinstance(exc, UpstreamStale):
         return Outcome(STALE)
     if isinstance(exc, UpstreamClosed):
-        return Outcome(RESET)
+        return Outcome(CUT if exc.mid_answer else RESET)
     if isinstance(exc, UpstreamProtocolError):
         return Outcome(MALFORMED)
     return Outcome(TIMEOUT)

@@ -10,7 +10,7 @@ import asyncio
 import json
 
 from gateway.dataplane.exchange import Exchange
-from gateway.dataplane.headers import is_event_stream, response_head
+from gateway.dataplane.headers import content_type, is_event_stream, response_head
 from gateway.dataplane.inflight import SHUTDOWN, Aborted
 from gateway.dataplane.ports import Forwarding
 from gateway.dataplane.request import ClientGone
@@ -23,13 +23,6 @@ __all__ = ["stream"]
 def _sse_error(type_: str, route: str, version: str | None) -> bytes:
     data = json.dumps({"type": type_, "route": route, "version": version})
     return f"event: killgate.error\ndata: {data}\n\n".encode()
-
-
-def _content_type(raw: list[tuple[bytes, bytes]]) -> bytes:
-    for name, value in raw:
-        if len(name) == 12 and name.lower() == b"content-type":
-            return value
-    return b""
 
 
 def _encoded(raw: list[tuple[bytes, bytes]]) -> bool:
@@ -56,7 +49,7 @@ async def stream(flight: Forwarding, ex: Exchange) -> None:
     status = ex.status
     raw = ex.headers
     head_only = req.method == b"HEAD" or status in (204, 304)
-    sse = not head_only and is_event_stream(_content_type(raw))
+    sse = not head_only and is_event_stream(content_type(raw))
     keep = req.will_keep_alive()
     length = ex.length if not sse else None
     chunked = not head_only and length is None and not req.http10

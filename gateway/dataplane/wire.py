@@ -63,6 +63,12 @@ class Drainable(Protocol):
     def abort(self) -> None:
         """Close at once (what is left after the drain timeout)."""
 
+    def spare(self) -> float | None:
+        """When closing it now loses no request (idle between requests, a head still
+        arriving, or lingering after its last answer): how soon it would end anyway (its
+        deadline; the sooner, the first closed to make room at the cap). None when a
+        request is in progress."""
+
     @property
     def remote(self) -> str | None:
         """The peer's address; None when the socket gives none (the per-client cap
@@ -77,6 +83,9 @@ class Server(Protocol):
     clock: Clock
     connections: set[Drainable]
     max_connections: int
+
+    def full(self) -> bool:
+        """At `max_connections` with no room made: the new connection is refused."""
     #: `server.max_connections_per_client` (None: off, the default; then `forget` is the
     #: plain one and a connection pays one attribute check for it, at accept)
     per_client: PeerCap | None

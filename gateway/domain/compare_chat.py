@@ -74,11 +74,16 @@ def _fold(choices: dict[int, Choice], items: Any, streamed: bool) -> None:
         idx = ch.get("index", n)
         if not isinstance(idx, int) or isinstance(idx, bool) or not 0 <= idx < 1024:
             raise ValueError("a choice has a bad index")
+        if not streamed and idx in choices:  # (a stream's pieces repeat it; one answer not:
+            raise ValueError(f"two choices have index {idx}")  # a client reads the first)
         c = choices.setdefault(idx, Choice())
         msg = ch.get("delta") if streamed else ch.get("message")
         if isinstance(msg, dict):
             c.text += _content(msg.get("content"))
             _add_tools(c, msg.get("tool_calls"), streamed)
+            fn = msg.get("function_call")  # (OpenAI's before tool_calls: one call, index 0)
+            if isinstance(fn, dict):
+                _add_tools(c, [{"function": fn, "index": 0}], streamed)
         elif isinstance(ch.get("text"), str):  # completions
             c.text += ch["text"]
         if isinstance(ch.get("finish_reason"), str):

@@ -52,6 +52,22 @@ def flatten(data: Any) -> list[Any]:
     return out
 
 
+def _follows(data: list[Any], shape: list[int]) -> bool:
+    """Whether nested `data` nests as `shape` says (each list at depth d holds shape[d]
+    items, numbers only at the last); flat data always does (its length is checked)."""
+    if not data or type(data[0]) is not list:
+        return True
+    level: list[Any] = [data]
+    for dim in shape:
+        inner: list[Any] = []
+        for x in level:
+            if type(x) is not list or len(x) != dim:
+                return False
+            inner.extend(x)
+        level = inner
+    return list not in set(map(type, level))
+
+
 def _where(name: str, part: str = "") -> str:
     """The path of an output, or of its `part` (data, shape, datatype); names come from
     the answers: cut like every path kept (the part stays, so parts stay apart)."""
@@ -73,17 +89,21 @@ def _outputs(doc: Any) -> dict[str, dict[str, Any]]:
         if not isinstance(name, str) or not isinstance(shape, list) or \
                 not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
             raise _Unreadable(f"outputs[{i}] has no name or no valid shape")
+        if name in out:  # (which one would a client read? not the same for every client)
+            raise _Unreadable(f"outputs[{i}] repeats the name of another output")
         out[name] = t
     return out
 
 
 def _numbers(xs: list[Any]) -> list[float]:
     try:
-        sum(xs)  # a loop in C: anything but numbers (bools count as 0/1) raises TypeError
+        sum(xs)  # a loop in C: anything but numbers (and bools, ints) raises TypeError
     except TypeError:
         raise _Unreadable("a numeric tensor holds a non-number") from None
     except OverflowError:
         pass  # a huge integer is still a number
+    if bool in set(map(type, xs)):  # (JSON's true is not 1; C loops too, ~17 ms per 1e6)
+        raise _Unreadable("a numeric tensor holds true or false")
     return xs
 
 
@@ -93,6 +113,18 @@ def top_classes(row: list[float], k: int) -> frozenset[int] | int:
     if k == 1:
         return max(range(len(row)), key=row.__getitem__) if row else 0
     return frozenset(sorted(range(len(row)), key=lambda i: (-row[i], i))[:k])
+
+
+def _decision(row: list[float], k: int) -> Any:
+    """A row's decision when its scores may hold NaN: a NaN score decides nothing (Python's
+    max, like numpy's argmax, would put the top class at the first NaN, so a shadow scoring
+    NaN everywhere agreed with every row whose top class is the first); the decision is
+    where the NaN are and the top class (or K) among the other scores."""
+    nans = frozenset(i for i, x in enumerate(row) if x != x)
+    if not nans:
+        return top_classes(row, k)
+    ranked = sorted((i for i in range(len(row)) if i not in nans), key=lambda i: (-row[i], i))
+    return nans, (ranked[0] if ranked else None) if k == 1 else frozenset(ranked[:k])
 
 
 def _close(p: list[float], s: list[float], atol: float, rtol: float) -> tuple[int, float]:
@@ -152,7 +184,7 @@ def _tensor(cfg: V2TensorsCompare, name: str, p: dict[str, Any], s: dict[str, An
     except _Unreadable:
         diffs.append(Difference("unparsable", where))
         return
-    if len(sd) != n:
+    if len(sd) != n or not _follows(s["data"], p["shape"]):  # (a client reads it nested)
         diffs.append(Difference("shape", _where(name, ".shape")))
         return
     where = _where(name, ".data")  # (values and decisions: what a noisy primary varies)
@@ -176,9 +208,11 @@ def _tensor(cfg: V2TensorsCompare, name: str, p: dict[str, Any], s: dict[str, An
         return
     width = p["shape"][-1] if p["shape"] else n
     rows = n // width if width else 0
+    # (every value close: NaN where the primary has NaN only, and no NaN scores differ)
+    decide = _decision if bad else top_classes
     differ = sum(1 for r in range(rows)
-                 if top_classes(pn[r * width:(r + 1) * width], k)
-                 != top_classes(sn[r * width:(r + 1) * width], k))
+                 if decide(pn[r * width:(r + 1) * width], k)
+                 != decide(sn[r * width:(r + 1) * width], k))
     seen, same = detail.get("rows", 0) + rows, detail.get("rows_agreed", 0) + rows - differ
     detail["rows"], detail["rows_agreed"] = seen, same
     if differ:
@@ -197,6 +231,7 @@ def compare_tensors(cfg: V2TensorsCompare, primary: bytes, shadow: bytes) -> Com
     names = list(cfg.outputs) if cfg.outputs is not None else list(p_out)
     diffs: list[Difference] = []
     detail: dict[str, Any] = {}
+    compared = False
     try:
         for name in names:
             p = p_out.get(name)
@@ -205,6 +240,7 @@ def compare_tensors(cfg: V2TensorsCompare, primary: bytes, shadow: bytes) -> Com
                 if s is not None:
                     diffs.append(Difference("extra_output", _where(name)))
                 continue
+            compared = True
             if s is None:
                 diffs.append(Difference("missing_output", _where(name)))
                 continue
@@ -214,4 +250,7 @@ def compare_tensors(cfg: V2TensorsCompare, primary: bytes, shadow: bytes) -> Com
     if cfg.outputs is None:
         extra = [n for n in s_out if n not in p_out]
         diffs.extend(Difference("extra_output", _where(n)) for n in extra[:MAX_DIFFERENCES])
+    elif not compared and not diffs:  # (an agreement on nothing is not one)
+        return Comparison(False, (), {"why": "the primary's answer has none of the outputs "
+                                             "compared (shadow.compare.v2_tensors.outputs)"})
     return Comparison(True, tuple(diffs), detail)

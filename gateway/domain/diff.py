@@ -13,8 +13,9 @@ from typing import Any
 
 from gateway import redact
 from gateway.config import Config
+from gateway.configfile import RESTART_ONLY
 
-__all__ = ["config_dict", "diff_configs", "diff_rows"]
+__all__ = ["at_restart", "config_dict", "diff_configs", "diff_rows", "restart_keys"]
 
 _ROUTE_SETTINGS = ("stable", "match", "sticky", "allow_pin", "health", "fallback", "timeouts",
                    "retry", "analysis", "protocol", "shadow")
@@ -88,11 +89,25 @@ def _leaves(key: str, x: Any, y: Any) -> list[tuple[str, Any, Any]]:
     return out
 
 
+def at_restart(key: str) -> bool:
+    """Whether a top-level setting `key` (dotted, as diff_rows shows it) is one a reload
+    leaves as the process started: it changes nothing until a restart."""
+    return any(key == k or key.startswith(k + ".") for k in RESTART_ONLY)
+
+
+def restart_keys(d: dict[str, Any]) -> list[str]:
+    """The changed top-level settings of a diff that apply only at a restart."""
+    return [k for key, (x, y) in d.get("settings", {}).items()
+            for k, _, _ in _leaves(key, x, y) if at_restart(k)]
+
+
 def diff_rows(d: dict[str, Any]) -> list[list[str]]:
-    """A readable table: route, what, before, after."""
+    """A readable table: route, what, before, after (a setting that applies only at a
+    restart says so)."""
     rows: list[list[str]] = []
     for key, (x, y) in d.get("settings", {}).items():
-        rows += [["(top)", k, _short(a), _short(b)] for k, a, b in _leaves(key, x, y)]
+        rows += [["(top)", k + (" (at restart)" if at_restart(k) else ""), _short(a), _short(b)]
+                 for k, a, b in _leaves(key, x, y)]
     for name, r in d.get("routes", {}).items():
         if r["status"] == "removed":
             rows.append([name, "route removed", "", ""])

@@ -79,6 +79,14 @@ def rollback(doc: StateDoc, rc: RouteConfig, to: str | None, actor: str, reason:
             raise ConflictingState("no_previous_stable",
                            f"route {rc.name!r} has no earlier stable version in its history; "
                            "name one with 'to'")
+        ov = doc.overrides.get(rc.name)
+        if ov is not None and ov.kind in ("rollback", "auto_rollback"):
+            # its previous stable is the version it was rolled off: a rollback run again
+            # (a tired retry, a second operator) would put the bad version back
+            raise ConflictingState("rolled_back", (
+                f"route {rc.name!r} was rolled back to {current!r} by {ov.actor}; a rollback "
+                f"without 'to' would go back to {prev.stable!r}, the version it left: name "
+                "the version with 'to', or lift the rollback with release"))
         to = prev.stable
     _check_identity(doc, rc, to)
     return with_stable(rc, to, "rollback", actor, reason, now)
@@ -173,8 +181,10 @@ def identity_problems(doc: StateDoc, routes: list[RouteConfig]) -> list[tuple[st
             if rec and rec.get("artifact") and v.artifact and rec["artifact"] != v.artifact:
                 out.append((f"routes[{i}].versions[{j}].artifact",
                             f"version {v.name!r} of route {rc.name!r} was recorded with "
-                            f"{rec['artifact']} on {rec.get('time', '?')}; versions are "
-                            "immutable: give the new artifact a new version name"))
+                            f"{rec['artifact']}"
+                            + (f" on {rec['time']}" if rec.get("time") else "")
+                            + "; versions are immutable: give the new artifact a new "
+                              "version name"))
     return out
 
 

@@ -109,7 +109,8 @@ class RoutePlan:
 
     __slots__ = ("_all_cum", "_all_names", "_all_total", "_elig_cum", "_elig_names",
                  "_elig_total", "_elig_w", "_eligible", "_failover", "_only", "_pinnable",
-                 "_servable", "allow_pin", "aware", "config", "excluded", "fallback", "fallback_body",
+                 "_servable", "_spare", "allow_pin", "aware", "config", "excluded", "fallback",
+                 "fallback_body",
                  "fixed", "fold_case", "headers", "host", "idle_timeout", "killed",
                  "match_keys", "model", "name", "override_unservable", "prefix", "previous",
                  "retry", "shadow",
@@ -119,11 +120,13 @@ class RoutePlan:
     def __init__(self, rc: RouteConfig, weights: Mapping[str, float], stable: str,
                  excluded: Mapping[str, str], killed: str | None,
                  previous: str | None = None, unpinnable: frozenset[str] = frozenset(),
-                 like: RoutePlan | None = None, unservable: tuple[str, ...] = ()) -> None:
+                 like: RoutePlan | None = None, unservable: tuple[str, ...] = (),
+                 rolled_off: frozenset[str] = frozenset()) -> None:
         """`like`: a plan of the same route config, whose config-only parts (targets, the
         serialised fallback) are taken as they are instead of being built again.
         `unservable`: the versions a latched override serves that this config lacks (it
-        sets every version here to 0): none serves (domain/tablebuild.py)."""
+        sets every version here to 0): none serves (domain/tablebuild.py). `rolled_off`:
+        the versions a latched rollback took to weight 0: never a spare (below)."""
         self.config = rc
         self.name = rc.name
         self.fold_case = not rc.match.case_sensitive
@@ -183,17 +186,25 @@ class RoutePlan:
         # a version taken to weight 0 by an override (a latched rollback, or weights) is out
         # of pins too; one at weight 0 in the file (a dark launch) stays pinnable
         self._pinnable = self._servable - unpinnable
+        # the versions that may take traffic that is not theirs (an unhealthy stable's share,
+        # everything when every version with traffic is out, an undelivered request): not
+        # one a latched rollback took off (the version it left, after a rollback: its
+        # "previous stable"), which would undo the rollback in silence when the version
+        # rolled back to goes down; the fallback answers then, as when none can serve
+        self._spare = spare = self._servable - rolled_off
         self.stable = stable
-        self.previous = previous
+        # (after a rollback, the history's stable before this one is the version rolled off:
+        # not a known-good one, for the status and a drill's default either)
+        self.previous = previous = None if previous in rolled_off else previous
         ew = {n: w[n] for n in eligible if w[n] > 0}
         if (stable in self.excluded and previous is not None and previous != stable
-                and previous in self._servable and w[stable] > 0):
+                and previous in spare and w[stable] > 0):
             # The stable cannot serve: its share goes to the previous known-good version.
             ew[previous] = ew.get(previous, 0.0) + w[stable]
-        if not ew and eligible:
+        if not ew and spare:
             # Every version with traffic is out: the stable (if it can serve) takes it all,
             # else the remaining versions share equally.
-            ew = {stable: 1.0} if stable in eligible else {n: 1.0 for n in eligible}
+            ew = {stable: 1.0} if stable in spare else {n: 1.0 for n in eligible if n in spare}
         self._eligible = frozenset(ew)
         self._elig_w = ew
         self._elig_names = tuple(ew)
@@ -273,10 +284,16 @@ class RoutePlan:
                 failed_over = True
         return Choice(self.targets[name], FAILOVER if failed_over else decision)
 
+    @property
+    def serves(self) -> bool:
+        """Whether any version of the route can take its traffic (a route kill aside)."""
+        return bool(self._elig_names)
+
     def can_serve(self, name: str) -> bool:
         """Whether version `name` may answer clients (not killed or unhealthy, not the
-        shadow); a route kill aside."""
-        return name in self._servable
+        shadow, not one a latched rollback took off unless it has traffic); a route kill
+        aside."""
+        return name in self._eligible or name in self._spare
 
     def failover_for(self, name: str) -> tuple[Target, ...]:
         """Versions to try, in order, when `name` cannot be reached (precomputed)."""
@@ -290,7 +307,7 @@ class RoutePlan:
         for name in self.targets:
             order = [n for n in self._elig_names if n != name]
             for extra in (self.previous, self.stable, *self.targets):
-                if extra is not None and extra != name and extra in self._servable \
+                if extra is not None and extra != name and extra in self._spare \
                         and extra not in order:
                     order.append(extra)
             out[name] = tuple(self.targets[n] for n in order)

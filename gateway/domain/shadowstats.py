@@ -17,10 +17,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.config import RouteConfig
-from gateway.config_shadow import NoiseConfig
+from gateway.config_shadow import DisagreementsConfig, NoiseConfig
 from gateway.domain.analysis import LATENCY_BOUNDS_MS, Sample, percentile
 from gateway.domain.compare import AGREED, DISAGREED, NOISE, UNCOMPARABLE
 from gateway.domain.comparison import MAX_PATH, Comparison, Difference
+from gateway.domain.disagreements import Record, kept_by, opened, record_time
 from gateway.domain.statedoc import StateDoc
 
 __all__ = ["COPY_RESULTS", "SHADOW_FAILURES", "Tally", "compared_agreed", "gate", "gate_counts",
@@ -60,9 +61,11 @@ class Tally:
     raw_paths: dict[str, int] = field(default_factory=dict)  # where shadow and primary differed
     length_change: float = 0.0  # the sum of |relative change| of compared text answers
     length_n: int = 0
-    disagreements: deque[dict[str, Any]] = field(default_factory=deque)
+    disagreements: deque[Record] = field(default_factory=deque)
     keep: int = 20
     changes: int = 0  # bumped by every record: publish only what changed
+    #: what the kept records' bodies were made under (`kept_by`: redaction, max_body)
+    kept_under: tuple[Any, ...] | None = None
 
     # ------------------------------------------------------------------ recording
 
@@ -127,8 +130,26 @@ class Tally:
             self.length_n += 1
         self.changes += 1
 
-    def disagreement(self, record: dict[str, Any]) -> None:
-        if self.keep <= 0:
+    def keep_for(self, cfg: DisagreementsConfig) -> None:
+        """Keep records as `cfg` says: those made under other redaction (or max_body) are
+        dropped now (a reload adding a redact path must not leave the bodies it hides in
+        the report), and the ring is cut to `keep`."""
+        under = kept_by(cfg)
+        if under != self.kept_under:
+            if self.kept_under is not None and self.disagreements:
+                self.disagreements.clear()
+                self.changes += 1
+            self.kept_under = under
+        self.keep = cfg.keep
+        while len(self.disagreements) > max(self.keep, 0):
+            self.disagreements.popleft()
+            self.changes += 1
+
+    def disagreement(self, record: Record, cfg: DisagreementsConfig | None = None) -> None:
+        """`cfg`: the settings the record was made under (one made under others, by a copy
+        routed before a reload, is not kept)."""
+        if self.keep <= 0 or (cfg is not None and self.kept_under is not None
+                              and kept_by(cfg) != self.kept_under):
             return
         self.disagreements.append(record)
         while len(self.disagreements) > self.keep:
@@ -145,7 +166,12 @@ class Tally:
                 "shadow_s": self.shadow_s, "noise_pairs": self.noise_pairs,
                 "noise_paths": self.noise_paths, "raw_n": self.raw_n,
                 "raw_paths": self.raw_paths, "length_change": self.length_change,
-                "length_n": self.length_n, "disagreements": list(self.disagreements)}
+                "length_n": self.length_n,
+                # (records as text under a key of their own: an instance of an older
+                # version, which takes objects only under "disagreements", still reads
+                # the counts)
+                "disagreements": [r for r in self.disagreements if isinstance(r, dict)],
+                "records": [r for r in self.disagreements if isinstance(r, str)]}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Tally:
@@ -162,9 +188,11 @@ class Tally:
                 raise ValueError("histogram has the wrong number of buckets")
             return h
 
-        ds = d.get("disagreements", [])
+        ds, texts = d.get("disagreements", []), d.get("records", [])
         if not isinstance(ds, list) or not all(isinstance(r, dict) for r in ds):
             raise TypeError("disagreements must be a list of objects")
+        if not isinstance(texts, list) or not all(isinstance(r, str) for r in texts):
+            raise TypeError("records must be a list of strings")
         return cls(str(d["version"]), str(d["spec"]), counts(d.get("copies", {})),
                    counts(d.get("outcomes", {})), counts(d.get("differences", {})),
                    counts(d.get("failures", {})), hist(d["primary_ms"]), hist(d["shadow_ms"]),
@@ -172,7 +200,7 @@ class Tally:
                    int(d.get("noise_pairs", 0)), counts(d.get("noise_paths", {})),
                    int(d.get("raw_n", 0)), counts(d.get("raw_paths", {})),
                    float(d.get("length_change", 0.0)), int(d.get("length_n", 0)),
-                   deque(ds[-1000:]), keep=1000)
+                   deque([*ds, *texts][-1000:]), keep=1000)
 
 
 def _add(into: dict[str, int], more: dict[str, int]) -> None:
@@ -183,7 +211,7 @@ def _add(into: dict[str, int], more: dict[str, int]) -> None:
 def merge(version: str, spec: str, tallies: list[Tally]) -> Tally:
     """The fleet's counts: the tallies of this version and these settings, summed."""
     out = Tally(version, spec, keep=0)
-    ds: list[dict[str, Any]] = []
+    ds: list[Record] = []
     for t in tallies:
         if t.version != version or t.spec != spec:
             continue
@@ -200,7 +228,7 @@ def merge(version: str, spec: str, tallies: list[Tally]) -> Tally:
         out.length_change += t.length_change
         out.length_n += t.length_n
         ds.extend(t.disagreements)
-    ds.sort(key=lambda r: str(r.get("time", "")), reverse=True)
+    ds.sort(key=record_time, reverse=True)
     out.disagreements = deque(ds)
     return out
 
@@ -243,7 +271,8 @@ def report(route: str, t: Tally, compare: str, sample: float, instances: int,
         "noise": {"pairs": t.noise_pairs,
                   "paths": dict(sorted(t.noise_paths.items(), key=lambda kv: -kv[1])[:20])},
         "instances": instances,
-        "disagreements": list(t.disagreements)[:limit],
+        "disagreements": [d for d in map(opened, list(t.disagreements)[:limit])
+                          if d is not None],
     }
 
 

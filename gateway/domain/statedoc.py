@@ -133,6 +133,9 @@ class Progress(TypedDict, total=False):
     #: the kill that holds the rollout (paused while it stands): "global", "route" or
     #: "version:<name>"; its step starts again when the kill is lifted
     held: str
+    #: the steps (percentages) the rollout's `step` indexes: a reload may change the file's
+    #: (tablebuild.step_index)
+    steps: list[float]
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,7 @@ from gateway.domain.routing import STATE_UNKNOWN, RoutePlan, RouteTable
 from gateway.domain.statedoc import StateDoc, kill_key
 
 __all__ = ["build_table", "canary_of", "kill_holding", "override_missing", "override_unservable",
-           "progressive_weights", "rebuild_table", "rolls_out"]
+           "progressive_pct", "progressive_weights", "rebuild_table", "rolls_out", "step_index"]
 
 
 def canary_of(rc: RouteConfig, stable: str) -> str | None:
@@ -47,18 +47,56 @@ def kill_holding(doc: StateDoc, route: str, versions: tuple[str, ...]) -> str | 
     return None
 
 
-def progressive_weights(rc: RouteConfig, prog: Mapping[str, object]) -> dict[str, float] | None:
+def step_index(prog: Mapping[str, object], steps: list[float]) -> int | None:
+    """The index into `steps` (the file's, non-empty) a rollout in `prog` is at (None: the
+    document is corrupt). A rollout records the steps it was planned with: when a reload
+    changed them, its index would mean another weight (at 5 % of [1, 5, 50, 100], index 1
+    of [5, 50, 100] is 50 %), so it goes on from the largest new step not above the weight
+    it was at (the first, if none is), and is never raised by the edit itself."""
+    step = prog.get("step", 0)
+    if type(step) is not int:  # not a bool either
+        return None
+    planned = prog.get("steps")
+    if isinstance(planned, list) and planned and planned != steps \
+            and all(isinstance(x, int | float) and not isinstance(x, bool) for x in planned):
+        pct = float(planned[max(0, min(step, len(planned) - 1))])
+        below = [i for i, x in enumerate(steps) if x <= pct]
+        return below[-1] if below else 0
+    return max(0, min(step, len(steps) - 1))
+
+
+def progressive_pct(prog: Mapping[str, object]) -> float:
+    """The canary's percentage by the steps `prog` recorded (-1: none recorded, or corrupt)."""
+    planned, step = prog.get("steps"), prog.get("step", 0)
+    if not isinstance(planned, list) or not planned or type(step) is not int:
+        return -1.0
+    x = planned[max(0, min(step, len(planned) - 1))]
+    return float(x) if isinstance(x, int | float) and not isinstance(x, bool) else -1.0
+
+
+def progressive_weights(rc: RouteConfig,
+                        prog: Mapping[str, object] | None) -> dict[str, float] | None:
     """Weights while a progressive rollout runs (step percentage to the canary). A canary
-    the file gives weight 0 is not rolled out: the file's weights govern."""
+    the file gives weight 0 is not rolled out: the file's weights govern. A canary whose
+    rollout has not started yet (a reload put it in; the route's next analysis round
+    starts it, up to `analysis.interval` later) is at the first step already: the file's
+    weight would give an unjudged version more, and the start would then move its users
+    back off it. A shadow waits for its gate (control/shadow.py) at the file's 0."""
     steps = rc.analysis.steps if rc.analysis is not None else None
     canary = canary_of(rc, rc.stable)
-    if not steps or canary is None or not rolls_out(rc, canary) \
-            or prog.get("canary") != canary or prog.get("state") not in ("running", "paused"):
+    if not steps or canary is None or not rolls_out(rc, canary):
         return None
-    step = prog.get("step", 0)
-    if type(step) is not int:  # not a bool either: the document is corrupt
-        return None
-    pct = float(steps[max(0, min(step, len(steps) - 1))])
+    if prog is None or prog.get("canary") != canary:
+        if rc.shadow is not None and rc.shadow.version == canary:
+            return None
+        pct = float(steps[0])
+    else:
+        if prog.get("state") not in ("running", "paused"):
+            return None
+        step = step_index(prog, steps)
+        if step is None:
+            return None
+        pct = float(steps[step])
     weights = {v.name: 0.0 for v in rc.versions}
     weights[canary] = pct
     weights[rc.stable] = 100.0 - pct
@@ -66,17 +104,22 @@ def progressive_weights(rc: RouteConfig, prog: Mapping[str, object]) -> dict[str
 
 
 def build_table(cfg: Config, doc: StateDoc, unhealthy: frozenset[tuple[str, str]] = frozenset(),
-                fail_closed: bool = False, state_unknown: bool = False) -> RouteTable:
+                fail_closed: bool = False, state_unknown: bool = False,
+                ejected: frozenset[tuple[str, str]] = frozenset()) -> RouteTable:
     """Combine the config, the replicated state and health into the routing snapshot.
-    `state_unknown` (the kill state never loaded) closes every route, before any kill."""
+    `state_unknown` (the kill state never loaded) closes every route, before any kill.
+    `ejected`: the versions of `unhealthy` out only by passive ejection (their checks pass),
+    which serve again while no other version of their route can (`_plan`)."""
     global_kill = fail_closed or "global" in doc.kills
     return RouteTable([_plan(rc, doc, unhealthy, global_kill, state_unknown,
-                             prod=_prod(cfg, rc)) for rc in cfg.routes], doc, unhealthy)
+                             prod=_prod(cfg, rc), ejected=ejected)
+                       for rc in cfg.routes], doc, unhealthy)
 
 
 def rebuild_table(old: RouteTable, cfg: Config, doc: StateDoc,
                   unhealthy: frozenset[tuple[str, str]] = frozenset(),
-                  fail_closed: bool = False, state_unknown: bool = False) -> RouteTable:
+                  fail_closed: bool = False, state_unknown: bool = False,
+                  ejected: frozenset[tuple[str, str]] = frozenset()) -> RouteTable:
     """`build_table` for a new state document when the config, health, fail-closed and
     state-unknown are those `old` was built from: only the plans of routes whose state
     changed are built again (a kill flips one route's plan; the others are the same
@@ -84,15 +127,15 @@ def rebuild_table(old: RouteTable, cfg: Config, doc: StateDoc,
     build, by construction."""
     names = _changed_routes(old.doc, doc)
     if names is None:
-        return build_table(cfg, doc, unhealthy, fail_closed, state_unknown)
+        return build_table(cfg, doc, unhealthy, fail_closed, state_unknown, ejected)
     global_kill = fail_closed or "global" in doc.kills
     plans = []
     for rc in cfg.routes:
         kept = old.by_name.get(rc.name)
         if kept is None or kept.config is not rc:
-            return build_table(cfg, doc, unhealthy, fail_closed, state_unknown)
+            return build_table(cfg, doc, unhealthy, fail_closed, state_unknown, ejected)
         plans.append(_plan(rc, doc, unhealthy, global_kill, state_unknown, kept,
-                           _prod(cfg, rc))
+                           _prod(cfg, rc), ejected)
                      if rc.name in names or rc.drill_for in names else kept)
     return RouteTable(plans, doc, unhealthy)
 
@@ -134,9 +177,10 @@ def _dark_shadow(prod: RouteConfig, doc: StateDoc) -> str | None:
 
 def _plan(rc: RouteConfig, doc: StateDoc, unhealthy: frozenset[tuple[str, str]],
           global_kill: bool, state_unknown: bool = False,
-          like: RoutePlan | None = None, prod: RouteConfig | None = None) -> RoutePlan:
+          like: RoutePlan | None = None, prod: RouteConfig | None = None,
+          ejected: frozenset[tuple[str, str]] = frozenset()) -> RoutePlan:
     """One route's plan from the config, the state and health (`like`: see RoutePlan;
-    `prod`: the production route of a drill route)."""
+    `prod`: the production route of a drill route; `ejected`: see `build_table`)."""
     # a drill route serves its production route's versions to any request that sends its
     # match: that route's kills hold on it too (its own kills, a drill's, stay its own)
     names = (rc.name,) if rc.drill_for is None else (rc.name, rc.drill_for)
@@ -146,13 +190,16 @@ def _plan(rc: RouteConfig, doc: StateDoc, unhealthy: frozenset[tuple[str, str]],
     prog = doc.progress.get(rc.name)
     unpinnable: frozenset[str] = frozenset()
     unservable: tuple[str, ...] = ()
+    rolled_off: frozenset[str] = frozenset()
     if ov is not None:
         weights = {v.name: float(ov.weights.get(v.name, 0.0)) for v in rc.versions}
         stable = ov.stable if ov.stable and rc.version(ov.stable) else rc.stable
         unpinnable = frozenset(n for n, w in weights.items() if w <= 0)
+        if ov.kind in ("rollback", "auto_rollback"):
+            rolled_off = unpinnable  # (no spare: routing.RoutePlan)
         if not any(w > 0 for w in weights.values()):
             unservable = override_unservable(rc, ov.weights)
-    elif prog is not None and (w := progressive_weights(rc, prog)) is not None:
+    elif (w := progressive_weights(rc, prog)) is not None:
         weights, stable = w, rc.stable
     else:
         weights = {v.name: v.weight for v in rc.versions}
@@ -172,8 +219,20 @@ def _plan(rc: RouteConfig, doc: StateDoc, unhealthy: frozenset[tuple[str, str]],
             excluded[v.name] = "unhealthy"
     prev = doc.previous_stable(rc.name, stable)
     previous = prev.stable if prev is not None and rc.version(prev.stable) else None
-    return RoutePlan(rc, weights, stable, excluded, killed, previous, unpinnable, like,
-                     unservable)
+    plan = RoutePlan(rc, weights, stable, excluded, killed, previous, unpinnable, like,
+                     unservable, rolled_off)
+    if ejected and killed is None and not plan.serves:
+        # Passive ejection never removes the last version that can serve (README): not
+        # only when it ejects, also once a kill or failed checks took the others out since
+        # (the route served nothing for the rest of an ejection, up to 300 s)
+        back = [n for n, why in excluded.items()
+                if why == "unhealthy" and (rc.name, n) in ejected]
+        if back:
+            for n in back:
+                del excluded[n]
+            plan = RoutePlan(rc, weights, stable, excluded, killed, previous, unpinnable, like,
+                             unservable, rolled_off)
+    return plan
 
 
 def override_unservable(rc: RouteConfig, weights: Mapping[str, float]) -> tuple[str, ...]:

@@ -3,7 +3,7 @@
 Owns `verdict()` (what the mirror runs for each answered copy, inline or in a worker
 thread), the stored form of a disagreement's bodies (`body_record`: JSON redacted by path
 and cut at `max_body`; text when not JSON, or nothing when redaction is configured) and
-`spec_of`, the digest of the settings counts depend on. Pure: no I/O; the time of a record
+`spec_of`/`spec_for`, the digest of the settings counts depend on. Pure: no I/O; the time of a record
 is read from the clock only.
 """
 
@@ -13,6 +13,7 @@ import hashlib
 import json
 from typing import Any, NamedTuple
 
+from gateway.config_routes import RouteConfig
 from gateway.config_shadow import CompareConfig, DisagreementsConfig, ShadowConfig
 from gateway.domain.audit import utc_now
 from gateway.domain.compare import DISAGREED, compare, judge
@@ -25,18 +26,30 @@ from gateway.domain.comparison import (
     redact,
 )
 
-__all__ = ["MAX_DEPTH", "PARSE_LIMIT", "Verdict", "answer_record", "body_record", "spec_of",
-           "verdict"]
+__all__ = ["MAX_DEPTH", "PARSE_LIMIT", "Verdict", "answer_record", "body_record", "spec_for",
+           "spec_of", "verdict"]
 
 #: bodies larger than this (and than 4 x disagreements.max_body) are not parsed for a record
 PARSE_LIMIT = 256 * 1024
 
 
-def spec_of(sh: ShadowConfig, protocol: str) -> str:
-    """A digest of the settings counts depend on (a reload that changes them starts over)."""
+def spec_of(sh: ShadowConfig, protocol: str, target: str = "") -> str:
+    """A digest of the settings counts depend on (a reload that changes them starts over);
+    `target`: what the shadow version is (`spec_for`)."""
     text = f"{protocol}|{sh.version}|{sh.compare_for(protocol).model_dump_json()}|" \
-           f"{sh.noise.model_dump_json() if sh.noise else ''}"
+           f"{sh.noise.model_dump_json() if sh.noise else ''}|{target}"
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def spec_for(rc: RouteConfig) -> str:
+    """`spec_of` the route's shadow, with what its version is: its URL, model and artifact,
+    and the stable it is compared with (a reload redeploying v3 at another URL, or
+    promoting another stable, compares something else: its counts start over too)."""
+    sh = rc.shadow
+    assert sh is not None
+    v = next((v for v in rc.versions if v.name == sh.version), None)
+    target = "" if v is None else json.dumps([v.url, v.model, v.artifact, rc.stable])
+    return spec_of(sh, rc.protocol, target)
 
 
 class Verdict(NamedTuple):

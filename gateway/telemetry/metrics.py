@@ -26,7 +26,12 @@ HELP: dict[str, tuple[str, str]] = {
     "killgate_requests_total": ("counter", "Requests answered by the data plane, by route, "
                                            "version, decision, arm and status code."),
     "killgate_requests_shed_total": ("counter", "Requests refused at once because "
-                                                "server.max_inflight requests were in flight."),
+                                                "server.max_inflight requests were in flight, "
+                                                "or server.model_peek_memory bytes of bodies "
+                                                "were held to read their model."),
+    "killgate_connections_reclaimed_total": ("counter", "Client connections with no request "
+                                                        "in progress closed to make room at "
+                                                        "server.max_connections."),
     "killgate_connections_refused_total": ("counter", "Client connections closed at once, "
                                                       "by reason: connections "
                                                       "(server.max_connections were open), "
@@ -64,6 +69,9 @@ HELP: dict[str, tuple[str, str]] = {
                                                      "replicas confirmed in time."),
     "killgate_config_reloads_total": ("counter", "Config reloads applied."),
     "killgate_config_reload_rejected_total": ("counter", "Config reloads refused (bad file)."),
+    "killgate_config_refused": ("gauge", "1 while the config file on disk is refused (the "
+                                         "running config stays; an instance starting on "
+                                         "that file would refuse to start): alert on it."),
     "killgate_config_reload_waiting": ("gauge", "1 while a reload waits for the config file's "
                                                 "writer to finish (config.waiting)."),
     "killgate_inflight_requests": ("gauge", "Requests in flight in this process."),
@@ -211,6 +219,10 @@ INITIAL: dict[str, tuple[tuple[str, ...], tuple[tuple[str, ...], ...]]] = {
                        "stats", "audit", "snapshot"))),
     "killgate_fail_closed": ((), ((),)),
     "killgate_state_stale": ((), ((),)),
+    # (KillgateConfigRefused; the first refusal must be an increase too)
+    "killgate_config_refused": ((), ((),)),
+    "killgate_config_reload_rejected_total": ((), ((),)),
+    "killgate_config_reloads_total": ((), ((),)),
     # (the outcomes the shipped alerts watch: KillgateAlertsNotDelivered, ...NotActed,
     # ...Refused)
     "killgate_alertmanager_alerts_total": (("outcome",), tuple(
@@ -220,6 +232,7 @@ INITIAL: dict[str, tuple[tuple[str, ...], tuple[tuple[str, ...], ...]]] = {
     # by route and version come and go with the config and start at their first event)
     "killgate_client_send_timeouts_total": ((), ((),)),
     "killgate_connections_refused_total": (("reason",), (("connections",), ("per_client",))),
+    "killgate_connections_reclaimed_total": ((), ((),)),
     "killgate_admin_refused_total": (("reason",), tuple(
         (r,) for r in ("connections", "head_size", "timeout", "host"))),
     "killgate_auth_failures_total": (("code",), (("401",), ("403",), ("429",))),

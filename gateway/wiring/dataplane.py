@@ -29,7 +29,8 @@ from gateway.telemetry.record import Recorder
 __all__ = ["Batched", "Outcomes", "data_plane", "trusted"]
 
 #: listener refusals with a counter of their own; the rest are bad requests by reason
-_COUNTERS = {"send_timeout": "killgate_client_send_timeouts_total"}
+_COUNTERS = {"send_timeout": "killgate_client_send_timeouts_total",
+             "reclaimed": "killgate_connections_reclaimed_total"}
 #: connections closed at accept -> the `reason` of killgate_connections_refused_total
 _REFUSED = {"refused": "connections", "refused_per_client": "per_client"}
 
@@ -143,7 +144,8 @@ def data_plane(loaded: LoadedConfig, holder: TableHolder, upstreams: Upstreams,
     server = loaded.config.server
     proxy = Proxy(holder, upstreams, inflight, metrics, server.max_body_size,
                   server.model_peek_bytes, observer=observer,
-                  max_inflight=server.max_inflight, recorder=recorder, tracer=tracer,
+                  max_inflight=server.max_inflight, peek_memory=server.model_peek_memory,
+                  recorder=recorder, tracer=tracer,
                   shadow=mirror, client_address=trusted(loaded),
                   faults=FaultGate(drill_key, on_refused=lambda: metrics.inc(
                       "killgate_drill_tokens_refused_total")))

@@ -22,9 +22,38 @@ export class ApiError extends Error {
   }
 }
 
+// How long a 429 too_many_attempts asks to wait (Retry-After, 1-30 s; else 1 s).
+function retryAfter(resp) {
+  const v = (resp.headers.get("Retry-After") || "").trim();
+  return /^[0-9]{1,2}$/.test(v) && +v >= 1 && +v <= 30 ? +v : 1;
+}
+
 // call("POST", "/v1/kill", {...}) → {status, data, text}; an error answer throws ApiError
-// carrying the API's own type and message.
+// carrying the API's own type and message. A call refused 429 too_many_attempts was
+// refused before its token was checked (a flood of new tokens spent the budget): nothing
+// was done, so it is sent again after its Retry-After while its deadline allows, as the
+// CLI does (an operator signing in with a new token during such a flood must get through).
 export async function call(method, path, body) {
+  const limit = (method === "GET" ? READ_S : WRITE_S) * 1000;
+  const end = Date.now() + limit;
+  for (;;) {
+    try {
+      return await once(method, path, body, Math.max(1000, end - Date.now()));
+    } catch (exc) {
+      if (!(exc instanceof ApiError && exc.status === 429 && exc.type === "too_many_attempts")) {
+        throw exc;
+      }
+      const wait = exc.retryAfter * 1000;
+      if (Date.now() + wait + 1000 > end) {
+        throw new ApiError(429, exc.type, `${exc.apiMessage} (waited as long as a call may; ` +
+          "try again in a moment)");
+      }
+      await new Promise((done) => setTimeout(done, wait));
+    }
+  }
+}
+
+async function once(method, path, body, limit) {
   if (!path.startsWith("/") || path.startsWith("//")) throw new Error("same-origin paths only");
   const headers = {Accept: "application/json"};
   const t = token();
@@ -32,9 +61,8 @@ export async function call(method, path, body) {
   if (body !== undefined) headers["Content-Type"] = "application/json";
   // a listener that accepts and never answers (a stopped process, a black-holed path)
   // must not hold the page on its last picture: a call gives up after its deadline
-  const limit = method === "GET" ? READ_S : WRITE_S;
   const ctl = new AbortController();
-  const timer = setTimeout(() => ctl.abort(), limit * 1000);
+  const timer = setTimeout(() => ctl.abort(), limit);
   let resp;
   let text;
   try {
@@ -49,8 +77,8 @@ export async function call(method, path, body) {
       throw new ApiError(0, "unreachable", `the admin listener did not answer (${exc.message})`);
     }
     throw new ApiError(0, "timeout", method === "GET"
-      ? `the admin listener did not answer within ${limit} s (stopped, overloaded or cut off?)`
-      : `the admin listener did not answer within ${limit} s: the change may or may not have ` +
+      ? `the admin listener did not answer within ${limit / 1000} s (stopped, overloaded or cut off?)`
+      : `the admin listener did not answer within ${limit / 1000} s: the change may or may not have ` +
         "been applied; check the panels and the audit trail before trying again");
   } finally {
     clearTimeout(timer);
@@ -65,7 +93,11 @@ export async function call(method, path, body) {
   try { data = text ? parse(text) : null; } catch { data = null; }
   if (!resp.ok) {
     const err = data && typeof data === "object" && data.error;
-    if (err && typeof err.type === "string") throw new ApiError(resp.status, err.type, String(err.message));
+    if (err && typeof err.type === "string") {
+      const exc = new ApiError(resp.status, err.type, String(err.message));
+      exc.retryAfter = retryAfter(resp);
+      throw exc;
+    }
     throw new ApiError(resp.status, `http_${resp.status}`, text.slice(0, 500) || resp.statusText);
   }
   // the API answers every call with a JSON object: anything else (a proxy's own page, a

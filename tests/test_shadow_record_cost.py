@@ -1,0 +1,67 @@
+"""Publishing the shadow's kept disagreements does not stall the event loop. (Hostile shadow
+review, third pass: every process publishes its counts with its ring of up to `keep`
+(1000 allowed) records, each the request and both answers as parsed JSON (up to
+`max_body` each), serialised again every second on the loop that serves requests and
+kills, and every reader (the gate's refresh, every second per gated route; the report)
+parsed every instance's ring again: 100 records of two 57 KB answers of numbers held the
+loop ~1.5 s per publish, 1000 records of 3 KB bodies ~2 s; at the defaults, 20 records
+cost ~15 ms per publish and ~6 ms per instance read, every second.)"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from pathlib import Path
+
+import pytest
+from aiohttp import ClientSession, web
+
+from tests.backends import fixed_app
+from tests.conftest import running_gateway, wait_until, write_config
+from tests.test_shadow import report, route, send_all
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def _scores(seed: int) -> web.Application:
+    r = random.Random(seed)
+    return fixed_app(json.dumps({"scores": [r.random() for _ in range(3000)]}).encode())
+
+
+async def test_a_full_ring_of_large_records_is_published_without_holding_the_loop(
+        tmp_path: Path, backends, session: ClientSession) -> None:
+    p1, p2 = await backends(_scores(1)), await backends(_scores(2))
+    shadow = ("{version: v2, sample: 1.0, max_inflight: 1000, "
+              "disagreements: {keep: 100, max_body: 65536}}")
+    routes = route(p1, p2, shadow, protocol="http", prefix="/v1").replace(
+        "  shadow:", "  analysis: {min_shadow_agreement: 0.9}\n  shadow:", 1)
+    cfg = write_config(tmp_path, routes)  # (gated: the fleet's counts are read every second)
+    async with running_gateway(cfg) as gw:
+        await send_all(session, gw.url + "/v1/x", [b"{}"] * 100, concurrency=4)
+        tallies = gw.gw.mirror.tallies
+        await wait_until(lambda: tallies["iris"].outcomes.get("disagreed", 0) >= 100, 60,
+                         what="100 comparisons")
+        loop = asyncio.get_running_loop()
+        worst = 0.0
+        stop = asyncio.Event()
+
+        async def lag() -> None:  # how long the loop was held between two short sleeps
+            nonlocal worst
+            while not stop.is_set():
+                t = loop.time()
+                await asyncio.sleep(0.005)
+                worst = max(worst, loop.time() - t - 0.005)
+
+        watch = asyncio.create_task(lag())
+        # the full ring is published (when changed, and every 5 s in any case) and the
+        # fleet's read for the gate every second
+        await asyncio.sleep(6)
+        stop.set()
+        await watch
+        rep = await report(session, gw.admin, limit=100)  # (an answer of 17 MB: not timed)
+        assert rep["outcomes"]["disagreed"] == 100, rep["outcomes"]
+        got = rep["disagreements"]
+        assert len(got) == 100 and isinstance(got[0]["primary"]["body"], dict), got[0]
+        assert len(got[0]["primary"]["body"]["scores"]) == 3000
+        assert worst < 0.4, f"the event loop was held {worst * 1000:.0f} ms"
