@@ -7,6 +7,7 @@ holds it). Imports pydantic and the schema (`gateway.config`); no I/O.
 
 from __future__ import annotations
 
+import datetime
 import difflib
 from collections.abc import Iterator
 from typing import Any
@@ -84,6 +85,14 @@ def _message(err: Any) -> str:
         name = err["loc"][-1]
         hint = difflib.get_close_matches(str(name), _known_fields(err["loc"]), n=1)
         return "unknown key" + (f" (did you mean {hint[0]!r}?)" if hint else "")
+    if typ == "string_type":  # (`name: on`, `stable: 1.10`: YAML read it as another type)
+        inp = err.get("input")
+        read_as = ("true or false (an unquoted yes, no, on, off, true or false)"
+                   if isinstance(inp, bool) else f"the number {inp!r}"
+                   if isinstance(inp, (int, float)) else f"the date {inp}"
+                   if isinstance(inp, (datetime.date, datetime.datetime)) else None)
+        if read_as is not None:
+            return f"must be a string: YAML reads this value as {read_as}; put it in quotes"
     if typ == "value_error":
         return str(ctx.get("error", err["msg"]))
     template = _TEMPLATES.get(typ)

@@ -32,7 +32,7 @@ __all__ = [
     "weight_problem",
 ]
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)\s*$")
+_DURATION = re.compile(r"^\s*([0-9]{1,9}(?:\.[0-9]{1,9})?)\s*(ms|s|m|h)\s*$")
 _UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _HTTP_URL = re.compile(r"^https?://[^/\s?#]+(/[^\s?#]*)?$")
 
@@ -82,7 +82,8 @@ def parse_duration(value: Any) -> float:
         raise ValueError("must be a duration string such as '250ms', '2s' or '1m'")
     m = _DURATION.match(value)
     if not m:
-        raise ValueError(f"{value!r} is not a duration; use a number and ms, s, m or h ('2s')")
+        raise ValueError(f"{value!r} is not a duration; use a number (at most 9 digits before "
+                         "and after the point) and ms, s, m or h ('2s')")
     return float(m.group(1)) * _UNIT[m.group(2)]
 
 

@@ -4,8 +4,10 @@ Owns what we refuse before any schema sees the data: duplicate keys, more than M
 nodes, nesting deeper than MAX_DEPTH, as written or with aliases expanded (a deeper
 document would exhaust the recursion of the composer, or of whatever walks the result),
 more than MAX_ALIASES aliases, aliases that expand the document past MAX_EXPANDED_NODES nodes or
-refer to a node that contains them (billion laughs). Syntax errors become one `Problem`
-naming the line and column. Imports yaml and errors only.
+refer to a node that contains them (billion laughs), keys that YAML reads as something
+other than a string (`yes:`, `1:`, `[a]:`), merge keys, integers too long for int(), and
+strings holding a NUL. Syntax errors become one `Problem` naming the line and column.
+Imports yaml and errors only.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ MAX_NODES = 50_000
 #: nodes in the document with every alias expanded: a few aliases nested in each other
 #: multiply (8 levels of 8 make 16 million), and whatever walks the result pays for them
 MAX_EXPANDED_NODES = 100_000
+#: the longest integer as written (Python's int() refuses past 4,300 digits)
+MAX_NUMBER_CHARS = 64
 
 
 def load_yaml(text: str, source: str) -> Any:
@@ -44,6 +48,9 @@ def load_yaml(text: str, source: str) -> Any:
                               if mark.line < len(text.splitlines()) else ""):
             # `listen: [::1]:8080` reads as a YAML list: the address must be quoted
             problem += ' (an IPv6 address and port must be quoted: listen: "[::1]:8080")'
+        if problem == "but found another document":  # (PyYAML's words for a second `---`)
+            problem = ("a second YAML document starts here (---): a config file holds one; "
+                       "merge them or remove the line")
         raise ConfigError([Problem("", f"{source}: YAML syntax error{where}: {problem}")]) from None
 
 
@@ -82,17 +89,65 @@ class _StrictLoader(yaml.SafeLoader):
             _expanded_size(node)
         return node
 
+    def construct_yaml_int(self, node: Any) -> Any:
+        # (int() refuses past 4,300 digits with a ValueError that is no YAMLError: it came
+        # out of `killgate check` as a traceback; no setting takes more than a few digits)
+        text = str(node.value)
+        if len(text) > MAX_NUMBER_CHARS:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"a number of more than {MAX_NUMBER_CHARS} characters",
+                node.start_mark)
+        value = super().construct_yaml_int(node)
+        # (YAML 1.1 reads `weight: 010` as 8 where `090` is 90, and `1:30` as 90: a split
+        # written with padded weights went 8/90, silently)
+        digits = text.lstrip("+-").replace("_", "")
+        if ":" in digits:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"{text!r} is read by YAML as the base-60 number {value}: "
+                "write the number itself, or put text in quotes", node.start_mark)
+        if len(digits) > 1 and digits[0] == "0" and digits[1].isdigit():
+            raise yaml.constructor.ConstructorError(
+                None, None, f"{text!r} is read by YAML as the octal number {value}: "
+                "write it without the leading 0", node.start_mark)
+        return value
+
+    def construct_yaml_str(self, node: Any) -> Any:
+        # (a "\0" escape: no path, header or name can hold one; a key file's path with it
+        # came out of check, and a state path out of serve, as a ValueError traceback)
+        value = super().construct_yaml_str(node)
+        if "\0" in value:
+            raise yaml.constructor.ConstructorError(
+                None, None, "a string holding a NUL character (\\0)", node.start_mark)
+        return value
+
     def construct_mapping(self, node: Any, deep: bool = False) -> Any:
-        seen: set[Any] = set()
+        seen: set[str] = set()
         for key_node, _ in node.value:
+            mark = key_node.start_mark
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"merge keys (<<) are not supported (line {mark.line + 1}): "
+                    "write the keys out", mark)
             key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, str):
+                # (every key of the schema is a string: `yes:`, `1.10:` or `[a]:` is one
+                # YAML reads as something else; a list or mapping key was a TypeError)
+                shown = (repr(key_node.value) if isinstance(key_node, yaml.ScalarNode)
+                         else "a list" if isinstance(key_node, yaml.SequenceNode)
+                         else "a mapping")
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {shown} (line {mark.line + 1}) is not read as a "
+                    "string: put it in quotes", mark)
             if key in seen:
-                mark = key_node.start_mark
                 raise yaml.constructor.ConstructorError(
                     None, None, f"duplicate key {key!r} (line {mark.line + 1})", mark
                 )
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor("tag:yaml.org,2002:int", _StrictLoader.construct_yaml_int)
+_StrictLoader.add_constructor("tag:yaml.org,2002:str", _StrictLoader.construct_yaml_str)
 
 
 def _expanded_size(root: Any) -> int:

@@ -23,7 +23,7 @@ from gateway.config_yaml import load_yaml
 from gateway.errors import ConfigError, Problem
 
 __all__ = ["RESTART_ONLY", "LoadedConfig", "load_config", "parse_config_text", "read_config_bytes",
-           "read_config_stat", "restart_changes"]
+           "read_config_stat", "restart_changes", "state_file_problems"]
 
 MAX_FILE_BYTES = 1 << 20
 
@@ -65,6 +65,47 @@ def restart_changes(a: Config, b: Config) -> list[str]:
             x, y = getattr(x, part), getattr(y, part)
         if x != y:
             out.append(name)
+    return out
+
+
+def state_file_problems(loaded: LoadedConfig) -> list[Problem]:
+    """The state files the config names (the snapshot, a local store and its audit trail,
+    the audit mirror, the access log) that are one file under two settings, or exist and
+    are no regular file. Each is read whole, in the start-up's thread or one `serve` waits
+    for at its end: a FIFO there hung the start (SIGTERM held, nothing said), /dev/zero was
+    read until memory ran out; and a snapshot_path equal to state.path had the store and
+    the snapshot overwrite each other's file, each refusing the other's signature: a
+    'state_unverified' tamper alarm and a re-seed at every write. `killgate check` and
+    `serve`'s start refuse them (a missing file is created; one that cannot be read is
+    reported by its reader)."""
+    st = loaded.config.state
+    named = [("state.snapshot_path", st.snapshot_path)]
+    if st.backend == "local":
+        named += [("state.path", st.path),
+                  ("the audit trail of state.path", st.path + ".audit.jsonl")]
+    if st.audit_mirror:
+        named.append(("state.audit_mirror", st.audit_mirror))
+    out = []
+    seen: dict[str, str] = {}
+    log_path = loaded.config.telemetry.access_log.path
+    if loaded.config.server.access_log and log_path:
+        seen[os.path.realpath(loaded.resolve(log_path))] = "telemetry.access_log.path"
+    for where, value in named:
+        p = loaded.resolve(value)
+        other = seen.setdefault(os.path.realpath(p), where)
+        if other != where:
+            out.append(Problem(where.split(" ")[-1], f"{p}: {where} and {other} are the same "
+                                                     "file, each written on its own; name another"))
+            continue
+        if where.startswith("the audit trail"):
+            continue
+        try:
+            mode = p.stat().st_mode
+        except OSError:
+            continue
+        if not stat.S_ISREG(mode):
+            out.append(Problem(where, f"{p} is a folder, device, FIFO or socket: killgate "
+                                      "reads and writes this file whole; name a file"))
     return out
 
 
@@ -148,7 +189,9 @@ def load_config(path: str | Path, raw: bytes | None = None) -> LoadedConfig:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ConfigError([Problem("", f"{p}: not UTF-8 (byte {exc.start})")]) from None
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise ConfigError([Problem("", f"{p}: not UTF-8 at line {line} (byte {exc.start}); "
+                                       "save the file as UTF-8")]) from None
     cfg = parse_config_text(text, str(p))
     # Absolute, but symlinks kept: a mounted ConfigMap's file is a link through `..data`
     # into a timestamped folder that the next update deletes. The watcher must follow the

@@ -3,17 +3,60 @@
 Owns the rule: a secret (an HMAC key) may be read by its owner and group at most, and
 written by its owner only; a file whose content is trusted but public (a PEM public key, a
 state snapshot) may be written by its owner only; either must belong to this user or
-root. `problem` says what is wrong and how to fix it, or None. Pure apart from one
-`stat`; foundations only.
+root. `problem` says what is wrong and how to fix it, or None. `read_key_file` reads
+such a file: a regular one (a link to one is followed) of at most MAX_KEY_FILE bytes.
+Foundations only.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from pathlib import Path
 
-__all__ = ["problem"]
+__all__ = ["MAX_KEY_FILE", "key_env", "problem", "read_key_file"]
+
+#: a key file is a secret of tens of bytes or a PEM public key of a few KiB
+MAX_KEY_FILE = 64 << 10
+
+
+def key_env(name: str) -> str:
+    """The key in the environment variable `name` ('' when unset); ValueError when it is
+    not UTF-8 text (raw random bytes: `.encode()` of their surrogates raised a
+    UnicodeEncodeError that came out of `serve` as a traceback)."""
+    value = os.environ.get(name, "")
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        raise ValueError(f"the environment variable {name} holds bytes that are not UTF-8 "
+                         "text; set it to a key such as `openssl rand -hex 32` prints") from None
+    return value
+
+
+def read_key_file(path: Path) -> bytes:
+    """The bytes of the key file at `path`; OSError (with a strerror saying what is
+    wrong) unless it is a regular file of at most MAX_KEY_FILE bytes. A config naming
+    /dev/zero was read until memory ran out, a FIFO blocked the reader (`killgate check`,
+    `serve`'s start) for ever."""
+    # (O_NONBLOCK: opening a FIFO waits for a writer otherwise; a regular file ignores it)
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file (a device, FIFO, socket or "
+                                        "folder is never read as a key)", str(path))
+        data = b""
+        while len(data) <= MAX_KEY_FILE:  # (a short read is not the end of a file)
+            more = os.read(fd, MAX_KEY_FILE + 1 - len(data))
+            if not more:
+                break
+            data += more
+    finally:
+        os.close(fd)
+    if len(data) > MAX_KEY_FILE:
+        raise OSError(errno.EFBIG, f"larger than {MAX_KEY_FILE} bytes (not a key file)",
+                      str(path))
+    return data
 
 
 def problem(path: Path, secret: bool) -> str | None:

@@ -36,7 +36,9 @@ def test_defaults_and_kind_measures() -> None:
     ("kind: kill\nroute: r\nrate: 1\n", "at least 3 requests per instance"),
     ("kind: kill\nroute: r\nrate: 10\nsteady: 200ms\n", "raise 'rate' or 'steady'"),
     ("- a\n", "the plan must be a mapping"),
-    ("kind: [\n", "not YAML"),
+    ("kind: [\n", "plan.yaml: YAML syntax error at line 2"),
+    ("kind: kill\nroute: iris-drill\nroute: iris\n", "duplicate key 'route' (line 3)"),
+    ("kind: kill\nroute: r\nrate: " + "9" * 5000 + "\n", "a number of more than 64"),
 ])
 def test_every_mistake_is_named(text: str, problem: str) -> None:
     with pytest.raises(ConfigError) as e:
@@ -45,7 +47,7 @@ def test_every_mistake_is_named(text: str, problem: str) -> None:
 
 
 @pytest.mark.parametrize("headers", ['{a: "x\\r\\ny: z"}', '{"a b": x}', '{"": x}',
-                                     '{a: "x\\u0000"}'])
+                                     '{a: "x\\u0001"}'])
 def test_request_headers_a_client_cannot_send_are_refused(headers: str) -> None:
     with pytest.raises(ConfigError, match=r"request\.headers"):
         parse_plan(f"kind: kill\nroute: r\nrequest: {{headers: {headers}}}\n")

@@ -14,7 +14,6 @@ import asyncio
 import base64
 import hashlib
 import math
-import os
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -114,6 +113,14 @@ def printable_subject(sub: str) -> bool:
 ACCESS_TYPS = frozenset({"jwt", "application/jwt", "at+jwt", "application/at+jwt"})
 
 
+def _text(path: Path) -> str:
+    """A key file's text (filemodes.read_key_file: a regular file of a bounded size)."""
+    try:
+        return filemodes.read_key_file(path).decode()
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not UTF-8 text (a PEM key or a secret is)") from None
+
+
 class Authenticator:
     def __init__(self, cfg: AuthConfig, resolve: Callable[[str], Path],
                  clock: Callable[[], float] = time.time) -> None:
@@ -148,21 +155,28 @@ class Authenticator:
             return
         if cfg.public_key_file:
             path = resolve(cfg.public_key_file)
-            self._key = path.read_text()
+            self._key = _text(path)
             if (bad := filemodes.problem(path, secret=False)) is not None:
                 raise ValueError(bad)
             if "PRIVATE KEY" in self._key:
                 raise ValueError(f"{path} holds a private key; give the public key")
+            for alg in self.algorithms:  # (else every token is refused 401, as if it was bad)
+                try:
+                    jwt.get_algorithm_by_name(alg).prepare_key(self._key)
+                except Exception:  # noqa: BLE001 - whatever PyJWT or cryptography raise
+                    raise ValueError(f"{path} holds no public key {alg} can use (a PEM "
+                                     "'BEGIN PUBLIC KEY' block of that type): every token "
+                                     "would be refused") from None
             return
         if cfg.hs256_secret_file:
             path = resolve(cfg.hs256_secret_file)
-            secret = path.read_text().strip()
+            secret = _text(path).strip()
             if (bad := filemodes.problem(path, secret=True)) is not None:
                 raise ValueError(bad)
             where = f"the file {cfg.hs256_secret_file}"
         else:
             env = cfg.secret_env
-            secret = os.environ.get(env, "")
+            secret = filemodes.key_env(env)
             where = f"the environment variable {env}"
             if not secret:
                 raise ValueError(f"no admin token secret: set {where} (>= {MIN_SECRET} bytes, "

@@ -39,19 +39,21 @@ def load_drill_key(loaded: LoadedConfig) -> tuple[bytes | None, str | None]:
             path = loaded.resolve(cfg.key_file)
             if (loose := filemodes.problem(path, secret=True)) is not None:
                 return None, f"the drill key file is refused: {loose}"
-            raw = path.read_bytes().strip()
+            raw = filemodes.read_key_file(path).strip()
         elif cfg.key_env and os.environ.get(cfg.key_env):
-            raw = os.environ[cfg.key_env].encode()
+            raw = filemodes.key_env(cfg.key_env).encode()
         else:
             auth = loaded.config.admin.auth
             if auth.hs256_secret_file:
-                raw = loaded.resolve(auth.hs256_secret_file).read_bytes().strip()
+                raw = filemodes.read_key_file(loaded.resolve(auth.hs256_secret_file)).strip()
             elif any(a.startswith("HS") for a in auth.algorithms):
-                raw = os.environ.get(auth.secret_env, "").encode()
+                raw = filemodes.key_env(auth.secret_env).encode()
             else:
                 raw = b""
     except OSError as exc:
         return None, f"the drill key cannot be read ({exc.strerror})"
+    except ValueError as exc:
+        return None, f"the drill key cannot be read ({exc})"
     if len(raw) < 32:
         return None, ("no drill key: set drills.key_env (or drills.key_file) to a secret of "
                       ">= 32 bytes shared by every instance")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
+from pathlib import Path
 from typing import Any
 
 from gateway.cli.client import ClientError, api, run, table
@@ -23,6 +23,7 @@ def _token(args: argparse.Namespace) -> int:
     from gateway.config import DEFAULT_SECRET_ENV, AuthConfig, parse_duration
     from gateway.configfile import load_config
     from gateway.errors import ConfigError
+    from gateway.filemodes import key_env, read_key_file
 
     unknown = [s for s in args.scope.split() if s not in SCOPES]
     if unknown:  # (a typo would mint a token every call refuses with 403)
@@ -44,19 +45,27 @@ def _token(args: argparse.Namespace) -> int:
             issuer, audience = auth.issuer, auth.audience
             if auth.hs256_secret_file:
                 source = str(loaded.resolve(auth.hs256_secret_file))
-                secret = loaded.resolve(auth.hs256_secret_file).read_text().strip()
+                try:
+                    secret = read_key_file(Path(source)).decode().strip()
+                except UnicodeDecodeError:
+                    raise ClientError(f"{source}: not UTF-8 text") from None
             else:
                 env = env or auth.secret_env
-                secret = os.environ.get(env, "")
+                secret = key_env(env)
                 hint = ("named by --secret-env" if args.secret_env
                         else f"named by admin.auth in {args.config}")
         except ConfigError as exc:
             raise ClientError("invalid config: " + "; ".join(map(str, exc.problems))) from None
         except OSError as exc:
             raise ClientError(f"cannot read the secret file: {exc}") from None
+        except ValueError as exc:
+            raise ClientError(str(exc)) from None
     else:
         env = env or DEFAULT_SECRET_ENV
-        secret = os.environ.get(env, "")
+        try:
+            secret = key_env(env)
+        except ValueError as exc:
+            raise ClientError(str(exc)) from None
         issuer, audience = args.issuer, args.audience
     if not secret:
         raise ClientError(f"no secret: set {env} ({hint})")

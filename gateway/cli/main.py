@@ -16,8 +16,9 @@ from collections.abc import Callable
 
 from gateway import __version__
 from gateway.config import Config
-from gateway.configfile import LoadedConfig, load_config
+from gateway.configfile import LoadedConfig, load_config, state_file_problems
 from gateway.errors import ConfigError
+from gateway.filemodes import key_env, read_key_file
 
 __all__ = ["main"]
 
@@ -61,6 +62,7 @@ def _check_one(file: str, say: Callable[[str], None]) -> int:
     from gateway.state.signing import check_keys
 
     errors, notes = check_keys(cfg.state, loaded.resolve)
+    errors += state_file_problems(loaded)
     hook_errors, hook_notes = _webhook_secrets(loaded)
     for p in notes:
         say(f"note: {p}; `killgate serve` refuses to start until it is")
@@ -88,7 +90,7 @@ def _webhook_secrets(loaded: LoadedConfig) -> tuple[list[str], list[str]]:
         if hook.secret_file is not None:
             path = loaded.resolve(hook.secret_file)
             try:
-                size = len(path.read_bytes().strip())
+                size = len(read_key_file(path).strip())
             except OSError as exc:
                 errors.append(f"{where}.secret_file: {path}: cannot read ({exc.strerror}); "
                               "no event would be sent to this webhook")
@@ -96,8 +98,14 @@ def _webhook_secrets(loaded: LoadedConfig) -> tuple[list[str], list[str]]:
             if size < MIN_SECRET:
                 errors.append(f"{where}.secret_file: {path} holds {size} bytes, fewer than "
                               f"{MIN_SECRET}; no event would be sent to this webhook")
-        elif hook.secret_env is not None and len(
-                os.environ.get(hook.secret_env, "").encode()) < MIN_SECRET:
+        elif hook.secret_env is not None:
+            try:
+                size = len(key_env(hook.secret_env).encode())
+            except ValueError as exc:
+                errors.append(f"{where}.secret_env: {exc}")
+                continue
+            if size >= MIN_SECRET:
+                continue
             notes.append(f"{where}.secret_env: {hook.secret_env} is not set here (or shorter "
                          f"than {MIN_SECRET} bytes); the gateway sends this webhook nothing "
                          "until it is")

@@ -17,7 +17,6 @@ import hashlib
 import hmac
 import json
 import logging
-import os
 import time
 import uuid
 from collections.abc import Callable
@@ -26,6 +25,7 @@ from typing import Any
 
 import aiohttp
 
+from gateway import filemodes
 from gateway.config import Config
 from gateway.domain.audit import utc_now
 from gateway.domain.statedoc import StateDoc
@@ -188,10 +188,13 @@ class EventSink:
         white space around them; None when missing or shorter than MIN_SECRET bytes."""
         raw = b""
         if env is not None:
-            raw = os.environ.get(env, "").encode()
+            try:
+                raw = filemodes.key_env(env).encode()
+            except ValueError:
+                return None
         elif file is not None:
             try:
-                raw = self.resolve(file).read_bytes().strip()
+                raw = filemodes.read_key_file(self.resolve(file)).strip()
             except OSError:
                 return None
         return raw if len(raw) >= MIN_SECRET else None

@@ -23,6 +23,8 @@ __all__ = ["make_sync"]
 def make_sync(loaded: LoadedConfig, holder: Holder, metrics: Metrics,
               instance: str, alarm: Alarm | None = None) -> Sync:
     """Build the store and the sync loop; raises ConfigError when a key cannot be read."""
+    from gateway.configfile import state_file_problems
+    from gateway.errors import ConfigError
     from gateway.state.local import LocalStore
     from gateway.state.mirror import AuditMirror
     from gateway.state.signing import audit_keyring, signing_keyring
@@ -31,6 +33,8 @@ def make_sync(loaded: LoadedConfig, holder: Holder, metrics: Metrics,
     from gateway.state.tamper import TamperLog
 
     cfg = loaded.config.state
+    if problems := state_file_problems(loaded):
+        raise ConfigError(problems)
     keys = signing_keyring(cfg, loaded.resolve)
     audit_keys = audit_keyring(cfg, loaded.resolve, keys)
     tamper = TamperLog(metrics)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
+from gateway import filemodes
 from gateway.config import StateConfig
 from gateway.errors import ConfigError, Problem
 
@@ -133,7 +133,11 @@ class Keyring:
 
 
 def _read_env(name: str, where: str, problems: list[Problem]) -> bytes | None:
-    value = os.environ.get(name, "")
+    try:
+        value = filemodes.key_env(name)
+    except ValueError as exc:
+        problems.append(Problem(where, str(exc)))
+        return None
     if not value:
         problems.append(Problem(where, f"the environment variable {name} is not set; set it to "
                                        f"the same secret of at least {MIN_KEY_BYTES} bytes on "
@@ -146,7 +150,7 @@ def _read_env(name: str, where: str, problems: list[Problem]) -> bytes | None:
 def _read_file(path: Path, where: str, problems: list[Problem]) -> bytes | None:
     try:
         st = path.stat()
-        data = path.read_bytes().strip()
+        data = filemodes.read_key_file(path).strip()
     except OSError as exc:
         problems.append(Problem(where, f"cannot read {path}: {exc.strerror or exc}"))
         return None
