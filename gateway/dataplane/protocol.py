@@ -260,15 +260,17 @@ class HttpProtocol(Parsing, Deadlines, Dispatching, Flow, Closing, asyncio.Proto
                 self.handler.done(req)
 
     def spare(self) -> float | None:
-        """(`Drainable.spare`) a lingering connection first, then by deadline: the next
-        head's (`keepalive_timeout` after the last answer) or the head's in progress. Not
-        while the transport still holds part of the last answer (a client on a slow link:
-        `_sending`): an abort drops it, and an answer ended by the close would seem whole."""
+        """(`Drainable.spare`) by deadline: the next head's (`keepalive_timeout` after the
+        last answer) or the head's in progress. Not while the transport still holds part
+        of the last answer (a client on a slow link: `_sending`): an abort drops it, and an
+        answer ended by the close would seem whole. Not while lingering (RFC 9112 §9.6):
+        a reset while the client still sends can cost it the answer it has not read yet
+        (a 413, a 400); lingering ends on its own within seconds."""
         t = self.transport
         if t is not None and t.get_write_buffer_size():
             return None
         if self.lingering:
-            return 0.0
+            return None
         if self.held or self.read_paused:  # pipelined requests read (or left unread while
             return None  # requests queued), to be parsed now that the answers caught up
         if self.closed or self.closing or self.queue or (
