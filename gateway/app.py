@@ -318,13 +318,14 @@ class Gateway:
         """
         old = self.loaded
         assert self.health is not None and self.upstreams is not None
+        kept = self.health.kept()
         await self.health.configure(loaded.config)
         try:
             # again, against the document as it is now: a rollback latched during the health
             # round (to a version this file drops) would otherwise be undone by the swap
             self.history.check(loaded)
-        except ConfigError:
-            await self.health.configure(old.config)
+        except ConfigError:  # (the old records back: ejections of versions it dropped)
+            await self.health.configure(old.config, kept=kept)
             raise
         self.holder.set_config(loaded)  # (no await between the check and the swap)
         if self.proxy is not None:

@@ -30,6 +30,7 @@ log = logging.getLogger("killgate.health")
 
 Key = tuple[str, str]  # (route, version)
 ProbeKey = tuple[str, str, float, float]  # (url, path, interval, timeout)
+Kept = dict[Key, tuple[VersionHealth, bool, bool]]  # record, active, healthy_by_probe
 PROBE_BODY = 64 * 1024  # the most of a health answer's body read
 
 
@@ -79,9 +80,26 @@ class HealthMonitor:
             await self._session.close()
             self._session = None
 
-    async def configure(self, cfg: Config, first_round: bool = False) -> None:
+    def kept(self) -> Kept:
+        """The version records as they are, for `configure(old, kept)` after a reload
+        refused once `configure(new)` ran: the records it drops or replaces (ejections,
+        check streaks) come back as they were, not made afresh."""
+        return {k: (rec, rec.active, rec.healthy_by_probe) for k, rec in self.records.items()}
+
+    async def configure(self, cfg: Config, first_round: bool = False,
+                        kept: Kept | None = None) -> None:
         """(Re)build probers for a config: unchanged backends keep their state and task;
-        new ones get one probe round (bounded by their timeout) before they serve."""
+        new ones get one probe round (bounded by their timeout) before they serve.
+        `kept` (`kept()`, taken under `cfg`): the records to go back to, published at once
+        (before any await: the table still routes by `cfg`)."""
+        if kept is not None:
+            back: dict[Key, VersionHealth] = {}
+            for k, (record, active, by_probe) in kept.items():
+                if active and not record.active:  # (its checks were turned off meanwhile)
+                    record.healthy_by_probe = by_probe
+                back[k] = record
+            self.records = back
+            self._publish()
         users: dict[ProbeKey, list[tuple[Key, HealthConfig]]] = {}
         wanted: set[Key] = set()
         now = self.now()

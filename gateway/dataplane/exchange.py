@@ -199,6 +199,10 @@ class Exchange(AnswerParsing, asyncio.Protocol):
                 f"{MAX_ANSWER_HEAD // 1024} KiB"))
 
     def eof_received(self) -> bool:
+        # The backend closed its side: `connection_lost` comes a loop turn later, and until
+        # then a pooled connection would look usable (`take_idle`) to a request read in this
+        # turn, which would meet the close with no answer (a POST: a 502). Never reused now.
+        self.keep_alive = False
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+from gateway.dataplane.answerparsing import HIGH_WATER
 from gateway.dataplane.attempts import (
     CUT,
     HOLD,
@@ -119,6 +120,26 @@ async def run(flight: Forwarding) -> None:
                 if flight.complete and flight._fast():
                     return
                 continue
+            length = ex.length
+            if not ex.complete and length is not None and length <= HIGH_WATER:
+                # A small answer is held until it is whole, as on the fast path (`Flight.whole`):
+                # a backend that cuts or hangs after the head is a clean 502/504 (a retry where
+                # the plan allows), never a 200 with a truncated body.
+                try:
+                    await ex.settle(HIGH_WATER)
+                except UpstreamError as exc:
+                    flight.exchange = None
+                    ex.release()
+                    if flight.aborted is not None:  # cut by a kill: not the backend's fault
+                        flight._answer_killed(flight.aborted)
+                        return
+                    proxy.count_error(flight.plan, flight.target, exc, flight.started)
+                    flight._trace_failed(exc)
+                    if not flight._next(outcome_of(exc), exc, None):
+                        return
+                    if not flight.new_connection and flight.complete and flight._fast():
+                        return
+                    continue
             flight.exchange = None
             if flight.aborted is not None:  # a kill landed as the answer came in
                 ex.release()
