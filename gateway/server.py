@@ -314,6 +314,8 @@ def serve(config_path: str, workers: int, worker_index: int | None, reuse_port: 
     # sends it to a silent worker before its SIGKILL; an operator may send it to any serve
     # process: the supervisor's too, which its default action ended, and its workers)
     faulthandler.register(STACKS_SIGNAL, all_threads=True)
+    # (a worker starts with it held, as SIGHUP: its default action ends a process)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {STACKS_SIGNAL})
     try:
         if workers > 1 and worker_index is None:
             return run_supervisor(config_path, workers)

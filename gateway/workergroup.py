@@ -117,7 +117,9 @@ class WorkerGroup:
         """Start slot i's worker, unless the group is stopping. The worker starts with
         SIGHUP blocked (the mask is inherited across exec) and unblocks it once it can
         reload: a SIGHUP meanwhile waits for it, where the default action would end it
-        (and a restarted worker's death within RESTART_WINDOW, the group)."""
+        (and a restarted worker's death within RESTART_WINDOW, the group). STACKS_SIGNAL
+        likewise, until its handler is in place (server.serve): `forward` passes an
+        operator's on to every worker, one still starting too."""
         if self.stopping:
             return
         before = dict(self._forwarded)
@@ -128,7 +130,7 @@ class WorkerGroup:
         env[BEAT_ENV] = "1" if self.timeout else "0"  # (each beat wakes the supervisor)
         popen = {**self.popen, "env": env,
                  "pass_fds": (*self.popen.get("pass_fds", ()), w)}
-        old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP, STACKS_SIGNAL})
         try:
             proc = subprocess.Popen(self.argv(i), **popen)
         except BaseException:

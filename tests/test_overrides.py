@@ -24,13 +24,14 @@ from gateway.domain.statedoc import (
     Change,
     HistoryEntry,
     KillFlag,
+    RouteOverride,
     StateDoc,
     apply_change,
 )
 from gateway.domain.tablebuild import build_table
 from gateway.errors import ConflictingState, DomainError, InvalidChange, UnknownVersion
 
-CFG = parse_config_text("""
+CFG_TEXT = """
 routes:
   - name: iris
     match: {path_prefix: /iris}
@@ -39,7 +40,8 @@ routes:
       - {name: v0, url: "http://h:1", artifact: "sha256:aa", weight: 0}
       - {name: v1, url: "http://h:2", artifact: "sha256:bb", weight: 90}
       - {name: v2, url: "http://h:3", artifact: "sha256:cc", weight: 10}
-""")
+"""
+CFG = parse_config_text(CFG_TEXT)
 RC = CFG.routes[0]
 
 
@@ -84,6 +86,22 @@ def test_a_rollback_run_again_never_puts_the_bad_version_back() -> None:
     assert e.value.type == "rolled_back"
     assert "'v2', the version it left" in str(e.value) and "'to'" in str(e.value)
     doc = step(doc, lambda d: rollback(d, RC, "v0", "carol", "older still", "t3"))
+    assert effective_stable(doc, RC) == "v0"
+
+
+def test_an_auto_rollback_of_a_canary_does_not_refuse_a_rollback_of_the_stable() -> None:
+    """Review of 34e5f55: an auto_rollback (a canary failed its analysis) leaves the stable
+    where it was and writes no history, so the previous stable is not a version the route
+    was rolled off; `killgate rollback iris` (the stable is bad too) was 409 rolled_back,
+    saying v0 was 'the version it left'. Alerts already let it through."""
+    old = parse_config_text(CFG_TEXT.replace("stable: v1", "stable: v0"))
+    doc = step(StateDoc(), lambda d: record_config(d, list(old.routes), "sha256:old", "t0"))
+    doc = step(doc, lambda d: record_config(d, list(CFG.routes), "sha256:one", "t1"))
+    # as the rollout driver writes it (control/rollout.py _rollback)
+    auto = RouteOverride("v1", {"v0": 0.0, "v1": 100.0, "v2": 0.0}, "killgate/auto",
+                         "canary analysis failed: error rate", "t2", "auto_rollback")
+    doc = step(doc, lambda d: Change(overrides={"iris": auto}))
+    doc = step(doc, lambda d: rollback(d, RC, None, "bob", "v1 is bad too", "t3"))
     assert effective_stable(doc, RC) == "v0"
 
 

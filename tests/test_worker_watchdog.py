@@ -242,3 +242,27 @@ async def test_sigusr1_to_the_supervisor_writes_its_stacks_and_the_group_serves_
                 assert r.status == 200
     assert _children(g.sup) == pids
     assert g.gw.stop() == 0, g.gw.output()
+
+
+async def test_sigusr1_to_the_supervisor_never_ends_a_worker_still_starting(
+        tmp_path: Path, backends, gateway_procs) -> None:
+    """Review of 5cab16b: the supervisor passed SIGUSR1 on to every worker, one still
+    starting too, before its handler was in place, so SIGUSR1's default action ended it
+    (-10): a restarted worker's death before it serves is a crash loop, which with no
+    sibling serving stops the group. An operator dumping stacks while workers are being
+    replaced (when one looked stuck) could take the gateway down. A worker now holds the
+    signal until it can write its stacks."""
+    g, _, _, _ = await _group(tmp_path, backends, gateway_procs, watch=False)
+    await _both_serving(g)
+    victim, others = await g.kill_one()
+    new = await g.replacement(victim, others)
+    g.gw.signal(signal.SIGUSR1)  # (while the replacement imports and reads its config)
+    await wait_until(lambda: _listening(g.gw.output(), new) or _gone(new), 15, 0.02,
+                     "the replacement listening")
+    assert _listening(g.gw.output(), new), g.gw.output()
+    assert new in _children(g.sup)
+    g.alive()
+    # held, not lost: the replacement wrote its stacks once it could
+    await wait_until(lambda: g.gw.output().count("Current thread") >= 3, 10, 0.05,
+                     "three processes' stacks")
+    assert g.gw.stop() == 0, g.gw.output()

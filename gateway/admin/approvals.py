@@ -61,7 +61,7 @@ def _fixed(intent: Intent, doc: StateDoc, cfg: Config) -> Intent:
         return intent
     prev = doc.previous_stable(rc.name, effective_stable(doc, rc))
     ov = doc.overrides.get(rc.name)
-    if prev is None or (ov is not None and ov.kind in ("rollback", "auto_rollback")):
+    if prev is None or (ov is not None and ov.kind == "rollback"):
         return intent  # (refused below: no previous stable, or the one rolled off)
     return dataclasses.replace(intent, args={**intent.args, "to": prev.stable})
 

@@ -80,9 +80,10 @@ def rollback(doc: StateDoc, rc: RouteConfig, to: str | None, actor: str, reason:
                            f"route {rc.name!r} has no earlier stable version in its history; "
                            "name one with 'to'")
         ov = doc.overrides.get(rc.name)
-        if ov is not None and ov.kind in ("rollback", "auto_rollback"):
+        if ov is not None and ov.kind == "rollback":
             # its previous stable is the version it was rolled off: a rollback run again
-            # (a tired retry, a second operator) would put the bad version back
+            # (a tired retry, a second operator) would put the bad version back (not an
+            # auto_rollback: it takes a canary out, the stable and history stay as they were)
             raise ConflictingState("rolled_back", (
                 f"route {rc.name!r} was rolled back to {current!r} by {ov.actor}; a rollback "
                 f"without 'to' would go back to {prev.stable!r}, the version it left: name "
