@@ -281,10 +281,13 @@ def run_supervisor(config_path: str, workers: int) -> int:
     # own stacks, then the workers' (those are what a stuck request is in)
     # (registered again, chained to the forward: serve() registered it without one, and
     # faulthandler does not install its handler again for a signal it holds)
+    # (held meanwhile: between the two, its default action would end the supervisor)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {STACKS_SIGNAL})
     faulthandler.unregister(STACKS_SIGNAL)
     signal.signal(STACKS_SIGNAL, group.forward)
     faulthandler.register(STACKS_SIGNAL, all_threads=True, chain=True)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_AND_RELOAD)  # (held: cli/main.py)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {*STOP_AND_RELOAD, STACKS_SIGNAL})  # (held:
+    # cli/main.py)
     wait = ChildWait().open()  # (before the first child: its exit must wake the sleep)
     try:
         for i in range(workers):
@@ -294,7 +297,7 @@ def run_supervisor(config_path: str, workers: int) -> int:
         # every worker has ended: a signal from now on is held until the exit (the
         # interpreter's teardown puts the default actions back, which ended the
         # supervisor with -1 or -15 in place of its code)
-        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_AND_RELOAD)
+        signal.pthread_sigmask(signal.SIG_BLOCK, {*STOP_AND_RELOAD, STACKS_SIGNAL})
         wait.close()
         for s in holds:
             s.close()
