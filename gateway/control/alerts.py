@@ -5,14 +5,14 @@ only authenticates and hands the body over). Per alert: map it (`domain.alerting
 claim its firing episode (fingerprint + startsAt) in the state store so a resend or a
 second receiver changes nothing, then apply the change with its audit event (actor
 `alertmanager/<receiver>`, the alert as evidence) through `Sync.write` — or, in `observe`
-mode, record what it would have done — and wait once per notification for the propagation
-receipt of its last change (logged, and in the answer). A resolved
-alert never lifts anything. Bad payloads raise ApiError(400) before anything changes.
-A claim is held briefly until its action is done (a receiver that dies meanwhile blocks
-nobody for long; one a failed request of this process left is taken over), then for the
-dedupe window; new episodes are rate-bounded per instance
-(what they leave in the store and the audit trail stays bounded), the rest deferred with
-a 503 that Alertmanager retries.
+mode, record what it would have done (both in `control.alertactions`) — and wait once
+per notification for the propagation receipt of its last change (logged, and in the
+answer). A resolved alert never lifts anything. Bad payloads raise ApiError(400) before
+anything changes. A claim is held briefly until its action is done (a receiver that dies
+meanwhile blocks nobody for long; one a failed request of this process left is taken
+over), then for the dedupe window; new episodes are rate-bounded per instance (what they
+leave in the store and the audit trail stays bounded), the rest deferred with a 503 that
+Alertmanager retries.
 """
 
 from __future__ import annotations
@@ -23,16 +23,16 @@ import logging
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from gateway import redact
 from gateway.config import Config
 from gateway.config_telemetry import AlertmanagerConfig
+from gateway.control.alertactions import Call, Writer, act, change_for, observe
 from gateway.domain import alerting
 from gateway.domain.alerting import Alert, BadPayload, Intent, Notification
-from gateway.domain.audit import AuditDraft, clean_text, utc_now
-from gateway.domain.statedoc import Change, StateDoc, apply_change
+from gateway.domain.audit import clean_text, utc_now
+from gateway.domain.statedoc import StateDoc
 from gateway.errors import ApiError, DomainError, StateError, StoreOutcomeUnknown, StoreUnavailable
 from gateway.log import event
 from gateway.telemetry.metrics import Metrics
@@ -41,19 +41,6 @@ from gateway.tokenbucket import TokenBucket
 __all__ = ["AlertReceiver", "Budget"]
 
 log = logging.getLogger("killgate.alerts")
-
-ChangeFn = Callable[[StateDoc], Change | None]
-Describe = Callable[[StateDoc, StateDoc], AuditDraft]
-
-
-class Writer(Protocol):
-    """What the receiver needs of `state.sync.Sync`."""
-
-    async def write(self, change: ChangeFn, describe: Describe) -> tuple[StateDoc, dict[str, Any] | None]: ...
-
-    async def append_audit(self, draft: AuditDraft) -> dict[str, Any] | None: ...
-
-    async def receipt(self, generation: int, wait: float) -> dict[str, Any]: ...
 
 
 class Claims(Protocol):
@@ -84,16 +71,6 @@ class Budget:
 
     def take(self) -> bool:
         return self._bucket.take("*") == 0.0
-
-
-@dataclass(frozen=True, slots=True)
-class Call:
-    """The admin call that brought a notification, for the audit events it causes."""
-
-    request_id: str
-    peer: str
-    trace_id: str = ""
-    caller: str = ""  # the subject of the token that posted it
 
 
 class AlertReceiver:
@@ -236,7 +213,7 @@ class AlertReceiver:
             return entry
         actor = "alertmanager/" + clean_text(note.receiver, 128)
         reason = redact.text(alerting.reason(alert))
-        change = _change(want, config, actor, reason)
+        change = change_for(want, config, actor, reason)
         # redacted: the audit trail, its mirror and the outgoing events keep it for good,
         # and a URL's userinfo or a ?token= in a runbook annotation is nobody's to read
         evidence = redact.tree({"alert": {"fingerprint": alert.fingerprint,
@@ -248,9 +225,10 @@ class AlertReceiver:
                                 "caller": call.caller})  # the token that posted it (subject)
         try:
             if dry:
-                done = await self._observe(entry, want, change, actor, reason, evidence, call)
+                done = await observe(self.writer, self.doc, entry, want, change, actor, reason,
+                                     evidence, call)
             else:
-                done = await self._act(entry, want, change, actor, reason, evidence, call)
+                done = await act(self.writer, entry, want, change, actor, reason, evidence, call)
         except (ApiError, DomainError) as exc:  # refused by the change (no previous stable, ...)
             await self._release(key)
             entry.update(outcome="refused", message=exc.message)
@@ -267,46 +245,6 @@ class AlertReceiver:
                   error=str(exc), why=f"a resend after {self.pending:g}s may act again")
         return done
 
-    async def _act(self, entry: dict[str, Any], want: Intent, change: ChangeFn, actor: str,
-                   reason: str, evidence: dict[str, Any], call: Call) -> dict[str, Any]:
-        def describe(cur: StateDoc, new: StateDoc) -> AuditDraft:
-            return AuditDraft(actor, want.action, want.target or {}, reason,
-                              alerting.touched(cur, want), alerting.touched(new, want),
-                              call.request_id, call.peer, extra={"evidence": evidence},
-                              trace_id=call.trace_id)
-
-        new, ev = await self.writer.write(change, describe)
-        entry.update(generation=new.generation, outcome="acted" if ev is not None else
-                     "unchanged")
-        if ev is None:
-            entry["message"] = "already in force; nothing changed"
-        else:
-            entry["audit_id"] = ev["id"]
-        event(log, "alert_action", logging.WARNING, actor=actor, action=want.action,
-              target=want.target, fingerprint=entry["fingerprint"], changed=ev is not None,
-              generation=new.generation)
-        return entry
-
-    async def _observe(self, entry: dict[str, Any], want: Intent, change: ChangeFn, actor: str,
-                       reason: str, evidence: dict[str, Any], call: Call) -> dict[str, Any]:
-        cur = self.doc()
-        ch = change(cur)
-        would = ch is not None
-        new = apply_change(cur, ch) if ch is not None else cur
-        draft = AuditDraft(actor, f"alert.observe.{want.action}", want.target or {},
-                           f"observe mode, nothing changed; would have: {want.message} "
-                           f"({reason})", alerting.touched(cur, want),
-                           alerting.touched(new, want), call.request_id, call.peer,
-                           extra={"evidence": evidence, "would_change": would},
-                           trace_id=call.trace_id)
-        ev = await self.writer.append_audit(draft)
-        entry.update(outcome="dry_run", message=f"observe mode: would {want.message}"
-                     + ("" if would else " (already in force)"))
-        if ev is not None:
-            entry["audit_id"] = ev["id"]
-        event(log, "alert_observed", actor=actor, action=want.action, target=want.target,
-              fingerprint=entry["fingerprint"], would_change=would)
-        return entry
 
     async def _release(self, key: str) -> None:
         with contextlib.suppress(StateError):
@@ -329,18 +267,3 @@ def _partly(exc: StoreUnavailable, actions: list[dict[str, Any]], after: int) ->
                     f"({exc}): the {acted} alert(s) of this notification acted on before it "
                     f"are in force (a retry answers them `duplicate`); this one and the "
                     f"{after} after it were not acted on")
-
-
-def _change(want: Intent, config: Config, actor: str, reason: str) -> ChangeFn:
-    assert want.route is not None
-    route, version = want.route, want.version
-    if want.action == "kill":
-        def kill(cur: StateDoc) -> Change | None:
-            return alerting.kill(cur, route, version, actor, reason, utc_now(), config)
-        return kill
-    rc = config.route(route)
-    assert rc is not None  # (intent checked it)
-
-    def rollback(cur: StateDoc) -> Change | None:
-        return alerting.rollback(cur, rc, version, actor, reason, utc_now())
-    return rollback

@@ -4,19 +4,26 @@ Pure state transitions (no I/O, time passed in): each takes the current `StateDo
 returns the `Change` to commit. A drill's record lists every change it made, committed in
 the same write as the change itself, so a restore — by the drill, or later by `killgate
 drill restore ID` after the drill process died — undoes exactly those and nothing an
-operator did meanwhile. Raises DomainError (UnknownDrill, UnknownVersion, InvalidChange,
-ConflictingState).
+operator did meanwhile (the record itself, its lookup and its rebuild from the audit
+trail: `domain.drillrecord`, re-exported here). Raises DomainError (UnknownDrill,
+UnknownVersion, InvalidChange, ConflictingState).
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from typing import Any
 
 from gateway.config import RouteConfig
 from gateway.domain import overrides
-from gateway.domain.drillresults import is_number, kept_results
+from gateway.domain.drillrecord import (
+    drill_record,
+    flag_id,
+    record_from_audit,
+    route_state,
+    tag,
+)
+from gateway.domain.drillresults import kept_results
 from gateway.domain.overrides import effective_stable
 from gateway.domain.statedoc import (
     Change,
@@ -29,7 +36,7 @@ from gateway.domain.statedoc import (
     kill_key,
     plain,
 )
-from gateway.errors import ConflictingState, InvalidChange, UnknownDrill, UnknownVersion
+from gateway.errors import ConflictingState, InvalidChange, UnknownVersion
 
 __all__ = [
     "KINDS",
@@ -50,48 +57,13 @@ __all__ = [
 KINDS = ("kill", "rollback", "failover", "store_loss")
 
 
-def tag(drill: str) -> str:
-    """The prefix of the reason of every change a drill makes."""
-    return f"drill {drill}: "
-
-
-def route_state(doc: StateDoc, rc: RouteConfig, drill: str | None = None) -> dict[str, Any]:
-    """What a drill must leave as it found it: every kill in force (but, as `drill` sees
-    it, those another open drill made: that drill restores them, and may make or lift
-    them while this one is open), the route's latch (runtime override) and weights, its
-    progressive rollout, and drill faults on it."""
-    ov = doc.overrides.get(rc.name)
-    weights = ov.weights if ov is not None else {v.name: v.weight for v in rc.versions}
-    others = {(m["kill"], _flag_key(m["flag"])) for rec in doc.drills.values()
-              if drill is not None and rec.id != drill for m in rec.injected if "kill" in m}
-    return {
-        "kills": sorted(k for k, f in doc.kills.items()
-                        if not others or (k, _flag_key(f.public())) not in others),
-        "latched": ov is not None,
-        "override": None if ov is None else {"kind": ov.kind, "stable": ov.stable,
-                                             "weights": dict(ov.weights)},
-        "stable": effective_stable(doc, rc),
-        "weights": {k: float(v) for k, v in weights.items()},
-        "progress": dict(doc.progress[rc.name]) if rc.name in doc.progress else None,
-        "faults": sorted(d.id for d in doc.drills.values()
-                         if d.route == rc.name and d.fault is not None),
-    }
-
-
-def _record(doc: StateDoc, drill: str) -> DrillRecord:
-    rec = doc.drills.get(drill)
-    if rec is None:
-        raise UnknownDrill(drill)
-    return rec
-
-
 #: changes one drill may make: its record rides in the state document every write (a kill
 #: too) signs and sends whole, so injections over and over must not grow it without bound
 MAX_INJECTED = 16
 
 
 def _open(doc: StateDoc, drill: str) -> DrillRecord:
-    rec = _record(doc, drill)
+    rec = drill_record(doc, drill)
     if rec.restored:
         raise ConflictingState("drill_restored",
                                f"drill {drill} was restored; it injects nothing more")
@@ -120,16 +92,6 @@ def open_drill(doc: StateDoc, rc: RouteConfig, drill: str, kind: str, version: s
     return Change(drills={drill: rec})
 
 
-def _flag_id(flag: dict[str, Any]) -> dict[str, Any]:
-    """A kill flag as the drill recorded it (its generation is stamped when committed)."""
-    return {k: v for k, v in flag.items() if k not in ("generation", "write")}
-
-
-def _flag_key(flag: dict[str, Any]) -> str:
-    """`_flag_id` as a value that can be compared in a set."""
-    return json.dumps(_flag_id(flag), sort_keys=True, default=str)
-
-
 def inject_kill(doc: StateDoc, drill: str, scope: str, actor: str, reason: str,
                 now: str) -> Change:
     """Kill the drill's version (scope version), its route, or everything (global)."""
@@ -143,7 +105,7 @@ def inject_kill(doc: StateDoc, drill: str, scope: str, actor: str, reason: str,
         raise ConflictingState("already_killed", f"{key} is already killed: a drill would "
                                                  "measure nothing and could lift a real kill")
     flag = KillFlag(scope, route, version, actor, tag(drill) + reason, now, 0, True)  # type: ignore[arg-type]
-    made = {"kill": key, "flag": _flag_id(flag.public())}
+    made = {"kill": key, "flag": flag_id(flag.public())}
     return Change(kills={key: flag},
                   drills={drill: replace(rec, injected=(*rec.injected, made))})
 
@@ -193,8 +155,8 @@ def holds_kill(doc: StateDoc, key: str) -> bool:
     flag = doc.kills.get(key)
     if flag is None:
         return False
-    mine = _flag_id(flag.public())
-    return any(m.get("kill") == key and _flag_id(m["flag"]) == mine
+    mine = flag_id(flag.public())
+    return any(m.get("kill") == key and flag_id(m["flag"]) == mine
                for rec in doc.drills.values() for m in rec.injected)
 
 
@@ -214,7 +176,7 @@ def restore(doc: StateDoc, drill: str, routes: dict[str, RouteConfig], actor: st
             now: str) -> tuple[Change, list[dict[str, Any]]]:
     """Undo every change the drill made that is still as the drill left it; a change
     someone made since (an operator's own kill or rollback) is kept and reported."""
-    rec = _record(doc, drill)
+    rec = drill_record(doc, drill)
     notes: list[dict[str, Any]] = []
     reason = tag(drill) + "restore"
     kills: dict[str, KillFlag | None] = {}
@@ -224,7 +186,7 @@ def restore(doc: StateDoc, drill: str, routes: dict[str, RouteConfig], actor: st
         if "kill" in made:
             key = made["kill"]
             flag = cur.kills.get(key)
-            if flag is not None and _flag_id(flag.public()) == _flag_id(made["flag"]):
+            if flag is not None and flag_id(flag.public()) == flag_id(made["flag"]):
                 kills[key] = None
                 notes.append({"unkill": key})
             else:
@@ -267,7 +229,7 @@ def restore(doc: StateDoc, drill: str, routes: dict[str, RouteConfig], actor: st
 def end(doc: StateDoc, drill: str, result: dict[str, Any]) -> Change:
     """Close a restored drill; keep the numbers of its summary as the last result of its
     kind and route (drillresults.py)."""
-    rec = _record(doc, drill)
+    rec = drill_record(doc, drill)
     if not rec.restored:
         raise ConflictingState("not_restored", f"drill {drill} has not been restored yet")
     return Change(drills={drill: None}, drill_results=kept_results(doc, rec, result))
@@ -286,34 +248,3 @@ def merge(first: Change, then: Change) -> Change:
                   drills={**first.drills, **then.drills},
                   approvals={**first.approvals, **then.approvals},
                   drill_results={**first.drill_results, **then.drill_results})
-
-
-def record_from_audit(drill: str, events: list[dict[str, Any]]) -> DrillRecord | None:
-    """The record of a drill, rebuilt from its audit events (newest first, as the trail
-    pages them) when the state holds none, so a restore works from the trail alone: the
-    state it opened on, and each kill or rollback it made. None when the trail has no
-    `drill.start` for it, or says it ended."""
-    mine = [e for e in reversed(events) if e.get("drill") == drill]
-    start = next((e for e in mine if e.get("action") == "drill.start"), None)
-    if start is None or any(e.get("action") == "drill.end" for e in mine):
-        return None
-    t = start.get("target") or {}
-    injected: list[dict[str, Any]] = []
-    for e in mine:
-        target, after = e.get("target") or {}, e.get("after")
-        if e.get("action") == "kill" and isinstance(after, dict):
-            key = kill_key(str(target.get("scope")), target.get("route"), target.get("version"))
-            injected.append({"kill": key, "flag": _flag_id(after)})
-        elif e.get("action") == "rollback" and isinstance(after, dict):
-            prog = e.get("progress_before")
-            injected.append({"override": {"route": target.get("route"),
-                                          "before": e.get("before"),
-                                          "progress": prog if isinstance(prog, dict) else None,
-                                          "after": after}})
-    before = start.get("before") if isinstance(start.get("before"), dict) else {}
-    opened = start.get("after") if isinstance(start.get("after"), dict) else {}
-    deadline = opened.get("deadline", 0.0)
-    return DrillRecord(drill, str(t.get("kind")), str(t.get("route")), t.get("version"),
-                       str(start.get("actor")), str(start.get("time")),
-                       float(deadline) if is_number(deadline) else 0.0, before,
-                       tuple(injected))

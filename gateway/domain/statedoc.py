@@ -1,22 +1,34 @@
-"""Value types of the replicated state: kill flags, runtime overrides, version history.
+"""The replicated state: the document, and the one rule by which it moves on.
 
 Owns the state document every instance holds in memory and the state store persists, and
 `apply_change`, the one rule by which a document moves on (next generation, kills,
-overrides, history appended and trimmed). Pure data, no I/O. The document's `generation`
-only grows; `epoch` names the store incarnation that produced it. A document read back
-from a store is validated whole (pydantic): it is either a well-typed `StateDoc` or a
-`ValueError`.
+overrides, history appended and trimmed); the values it holds (kill flags, overrides,
+history, progress, drills) are in `domain.stateparts`, re-exported here. Pure data, no
+I/O. The document's `generation` only grows; `epoch` names the store incarnation that
+produced it. A document read back from a store is validated whole (pydantic): it is
+either a well-typed `StateDoc` or a `ValueError`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Annotated, Any, Literal
+from typing import Any
 
-from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
-from typing_extensions import TypedDict  # pydantic validates typing's only from 3.12
+from pydantic import ConfigDict, TypeAdapter, ValidationError
 
+from gateway.domain.stateparts import (
+    MAX_GENERATION,
+    DrillRecord,
+    Generation,
+    HistoryEntry,
+    KillFlag,
+    KillScope,
+    Progress,
+    RouteOverride,
+    kill_key,
+    plain,
+)
 from gateway.domain.writeids import lifted_after, lifted_writes_after, new_write, trim_writes
 
 __all__ = [
@@ -36,127 +48,6 @@ __all__ = [
 ]
 
 MAX_HISTORY = 100  # entries kept per route (the oldest are dropped)
-#: the largest generation a document may carry: exact as a float (metrics) and in
-#: JavaScript (the console); a real fleet never comes near it
-MAX_GENERATION = 2 ** 53 - 1
-Generation = Annotated[int, Field(ge=0, le=MAX_GENERATION)]
-
-KillScope = Literal["global", "route", "version"]
-
-
-def plain(obj: Any) -> dict[str, Any]:
-    """A flat dataclass (slots, plain values) as a dict; dict values are copied.
-
-    `dataclasses.asdict` recurses and deep-copies, ~10 times slower, and this runs on every
-    state change (the document is serialized to be committed and snapshotted)."""
-    out = {}
-    for name in obj.__slots__:
-        v = getattr(obj, name)
-        out[name] = dict(v) if type(v) is dict else v
-    return out
-
-
-def kill_key(scope: str, route: str | None = None, version: str | None = None) -> str:
-    if scope == "global":
-        return "global"
-    if scope == "route":
-        return f"route:{route}"
-    return f"version:{route}:{version}"
-
-
-@dataclass(frozen=True, slots=True)
-class KillFlag:
-    scope: KillScope
-    route: str | None
-    version: str | None
-    actor: str
-    reason: str
-    time: str
-    generation: Generation
-    abort_inflight: bool = True
-    #: the write that made this flag ("<generation>:<write id>", stamped with the
-    #: generation; "" from a version before it): which kill an unkill lifted (writeids.py)
-    write: str = ""
-
-    @property
-    def key(self) -> str:
-        return kill_key(self.scope, self.route, self.version)
-
-    def ident(self) -> str:
-        """Which kill this is: the write that made it (its generation, from a version
-        before write ids); an abort_inflight upgrade keeps it, a new kill has another.
-        /v1/status shows it as `id`, and an unkill may name it (`kill`)."""
-        return self.write or str(self.generation)
-
-    def public(self) -> dict[str, Any]:
-        """The flag as API answers and audit events show it (its write id is bookkeeping)."""
-        out = plain(self)
-        del out["write"]
-        return out
-
-
-@dataclass(frozen=True, slots=True)
-class HistoryEntry:
-    stable: str
-    time: str
-    actor: str
-    reason: str
-    url: str | None = None
-    artifact: str | None = None
-    generation: Generation = 0
-
-
-@dataclass(frozen=True, slots=True)
-class RouteOverride:
-    """A latched runtime override of a route (rollback / promote / weights / auto)."""
-
-    stable: str | None
-    weights: dict[str, float]
-    actor: str
-    reason: str
-    time: str
-    kind: str
-
-
-class Progress(TypedDict, total=False):
-    """A route's progressive delivery (gateway/rollout.py); a dict, typed for validation.
-
-    `state` stays a plain string and unknown keys are kept: a newer writer's additions must
-    not make an older instance read the whole document as invalid, nor be dropped by it."""
-
-    __pydantic_config__ = ConfigDict(extra="allow")  # type: ignore[misc]
-
-    canary: str
-    step: Annotated[int, Field(ge=0)]
-    since: float
-    state: str
-    #: the kill that holds the rollout (paused while it stands): "global", "route" or
-    #: "version:<name>"; its step starts again when the kill is lifted
-    held: str
-    #: the steps (percentages) the rollout's `step` indexes: a reload may change the file's
-    #: (tablebuild.step_index)
-    steps: list[float]
-
-
-@dataclass(frozen=True, slots=True)
-class DrillRecord:
-    """An open recovery drill (domain/drills.py): the route's state when it started, and
-    every change it made, so a restore undoes exactly those (also after the drill process
-    died). `fault`: the drill-scoped fault in force ({"version", "expires"}), met only by
-    requests whose drill token carries this drill's `nonce`."""
-
-    id: str
-    kind: str
-    route: str
-    version: str | None
-    actor: str
-    started: str
-    deadline: float  # unix time: past it, the drill is overdue
-    before: dict[str, Any]
-    injected: tuple[dict[str, Any], ...] = ()
-    fault: dict[str, Any] | None = None
-    restored: bool = False
-    nonce: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,7 +3,7 @@
 Owns which handlers the admin listener serves (the /v1 API, drills, the console's
 whoami/fleet/traffic, the console files, the shadow report), the tracing middleware
 around them, and the listener's limits. Every handler gets the narrow parts it uses and
-the one `Callers` (who calls). Builds only; app.py starts, listens and stops.
+the one `Callers` (who calls). Builds only; startup.py starts and listens, app.py stops.
 """
 
 from __future__ import annotations

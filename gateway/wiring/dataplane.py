@@ -3,7 +3,7 @@
 Owns what the proxy is handed (the outcome fan-out to health, canary analysis and the
 console's live traffic, the request recorder, the tracer, the shadow mirror, trusted
 proxies, the drill fault gate) and how the listener's refusals are counted. Builds only;
-app.py starts and stops.
+startup.py starts, app.py stops.
 """
 
 from __future__ import annotations

@@ -1,0 +1,150 @@
+"""The values a state document holds: kill flags, overrides, history, progress, drills.
+
+Owns each part's frozen value type and its small rules (a kill's key and identity, a
+flag as answers show it, `plain`: a flat value as a dict) and the bounds a document's
+numbers keep (`Generation`). Pure data, no I/O; `domain.statedoc` builds the document
+from them and re-exports them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from pydantic import ConfigDict, Field
+from typing_extensions import TypedDict  # pydantic validates typing's only from 3.12
+
+__all__ = [
+    "MAX_GENERATION",
+    "DrillRecord",
+    "Generation",
+    "HistoryEntry",
+    "KillFlag",
+    "KillScope",
+    "Progress",
+    "RouteOverride",
+    "kill_key",
+    "plain",
+]
+
+#: the largest generation a document may carry: exact as a float (metrics) and in
+#: JavaScript (the console); a real fleet never comes near it
+MAX_GENERATION = 2 ** 53 - 1
+Generation = Annotated[int, Field(ge=0, le=MAX_GENERATION)]
+
+KillScope = Literal["global", "route", "version"]
+
+
+def plain(obj: Any) -> dict[str, Any]:
+    """A flat dataclass (slots, plain values) as a dict; dict values are copied.
+
+    `dataclasses.asdict` recurses and deep-copies, ~10 times slower, and this runs on every
+    state change (the document is serialized to be committed and snapshotted)."""
+    out = {}
+    for name in obj.__slots__:
+        v = getattr(obj, name)
+        out[name] = dict(v) if type(v) is dict else v
+    return out
+
+
+def kill_key(scope: str, route: str | None = None, version: str | None = None) -> str:
+    if scope == "global":
+        return "global"
+    if scope == "route":
+        return f"route:{route}"
+    return f"version:{route}:{version}"
+
+
+@dataclass(frozen=True, slots=True)
+class KillFlag:
+    scope: KillScope
+    route: str | None
+    version: str | None
+    actor: str
+    reason: str
+    time: str
+    generation: Generation
+    abort_inflight: bool = True
+    #: the write that made this flag ("<generation>:<write id>", stamped with the
+    #: generation; "" from a version before it): which kill an unkill lifted (writeids.py)
+    write: str = ""
+
+    @property
+    def key(self) -> str:
+        return kill_key(self.scope, self.route, self.version)
+
+    def ident(self) -> str:
+        """Which kill this is: the write that made it (its generation, from a version
+        before write ids); an abort_inflight upgrade keeps it, a new kill has another.
+        /v1/status shows it as `id`, and an unkill may name it (`kill`)."""
+        return self.write or str(self.generation)
+
+    def public(self) -> dict[str, Any]:
+        """The flag as API answers and audit events show it (its write id is bookkeeping)."""
+        out = plain(self)
+        del out["write"]
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    stable: str
+    time: str
+    actor: str
+    reason: str
+    url: str | None = None
+    artifact: str | None = None
+    generation: Generation = 0
+
+
+@dataclass(frozen=True, slots=True)
+class RouteOverride:
+    """A latched runtime override of a route (rollback / promote / weights / auto)."""
+
+    stable: str | None
+    weights: dict[str, float]
+    actor: str
+    reason: str
+    time: str
+    kind: str
+
+
+class Progress(TypedDict, total=False):
+    """A route's progressive delivery (gateway/rollout.py); a dict, typed for validation.
+
+    `state` stays a plain string and unknown keys are kept: a newer writer's additions must
+    not make an older instance read the whole document as invalid, nor be dropped by it."""
+
+    __pydantic_config__ = ConfigDict(extra="allow")  # type: ignore[misc]
+
+    canary: str
+    step: Annotated[int, Field(ge=0)]
+    since: float
+    state: str
+    #: the kill that holds the rollout (paused while it stands): "global", "route" or
+    #: "version:<name>"; its step starts again when the kill is lifted
+    held: str
+    #: the steps (percentages) the rollout's `step` indexes: a reload may change the file's
+    #: (tablebuild.step_index)
+    steps: list[float]
+
+
+@dataclass(frozen=True, slots=True)
+class DrillRecord:
+    """An open recovery drill (domain/drills.py): the route's state when it started, and
+    every change it made, so a restore undoes exactly those (also after the drill process
+    died). `fault`: the drill-scoped fault in force ({"version", "expires"}), met only by
+    requests whose drill token carries this drill's `nonce`."""
+
+    id: str
+    kind: str
+    route: str
+    version: str | None
+    actor: str
+    started: str
+    deadline: float  # unix time: past it, the drill is overdue
+    before: dict[str, Any]
+    injected: tuple[dict[str, Any], ...] = ()
+    fault: dict[str, Any] | None = None
+    restored: bool = False
+    nonce: str = ""
