@@ -26,7 +26,7 @@ def test_every_series_counted_in_the_source_is_described() -> None:
         used |= set(re.findall(r'\.(?:inc|set)\(\s*"(killgate_[a-z0-9_]+)"', path.read_text()))
     assert {"killgate_requests_shed_total", "killgate_state_stale"} <= used  # (the scan works)
     undocumented = sorted(used - set(HELP))
-    assert not undocumented, f"add these to telemetry/metrics.py HELP: {undocumented}"
+    assert not undocumented, f"add these to telemetry/metricnames.py HELP: {undocumented}"
 
 
 def test_families_are_typed_and_parse_with_the_library() -> None:
