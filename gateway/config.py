@@ -34,6 +34,7 @@ from gateway.config_types import (
     EnvName,
     Frozen,
     Listen,
+    at_most,
     parse_duration,
     parse_listen,
     positive,
@@ -174,6 +175,22 @@ class ServerConfig(Frozen):
     @classmethod
     def _deadlines(cls, v: float) -> float:
         return positive(3600.0)(v)
+
+    @field_validator("drain_timeout")
+    @classmethod
+    def _drain(cls, v: float) -> float:
+        return at_most(3600.0, "no process manager waits that long for a stop")(v)
+
+    @field_validator("keepalive_timeout")
+    @classmethod
+    def _keepalive(cls, v: float) -> float:
+        # (nginx's default is 75s; idle connections past an hour only hold descriptors)
+        return at_most(3600.0, "an idle connection held longer only holds a descriptor")(v)
+
+    @field_validator("reload_debounce")
+    @classmethod
+    def _debounce(cls, v: float) -> float:
+        return at_most(60.0, "a saved file would go unread for that long")(v)
 
     @field_validator("worker_timeout")
     @classmethod
