@@ -16,6 +16,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from gateway.config_admin import DEFAULT_SECRET_ENV, AdminConfig, ApprovalsConfig, AuthConfig
+from gateway.config_redisurl import redis_url_problem
 from gateway.config_routes import (
     AnalysisConfig,
     FallbackConfig,
@@ -109,6 +110,9 @@ class StateConfig(Frozen):
             raise ValueError(
                 "must start with redis://, rediss://, redis+sentinel:// or unix://"
             )
+        problem = redis_url_problem(v)
+        if problem is not None:
+            raise ValueError(f"cannot be used: {problem}")
         return v
 
     @field_validator("poll_interval", "heartbeat_interval", "command_timeout", "replica_timeout",
