@@ -21,6 +21,7 @@ from gateway.config_checks import semantic_problems
 from gateway.config_problems import problems_from
 from gateway.config_yaml import load_yaml
 from gateway.errors import ConfigError, Problem
+from gateway.filemodes import config_problem
 
 __all__ = ["RESTART_ONLY", "LoadedConfig", "load_config", "parse_config_text", "read_config_bytes",
            "read_config_stat", "restart_changes", "state_file_problems"]
@@ -163,6 +164,9 @@ def read_config_stat(path: str | Path, probe: Callable[[int], None] | None = Non
                                                "socket is never read as a config; for a "
                                                "generated one, such as `<(kustomize build)`, "
                                                "write it to a file first)")])
+            loose = config_problem(p, before)
+            if loose is not None:
+                raise ConfigError([Problem("", loose)])
             if probe is not None:
                 probe(fd)
             data = b""
