@@ -279,11 +279,16 @@ class AnalysisConfig(Frozen):
     #: ... over at least this many comparisons (fleet-wide)
     min_shadow_compared: int = Field(default=100, ge=1)
 
-    @field_validator("window", "interval")
+    @field_validator("window")
     @classmethod
     def _window(cls, v: float) -> float:
         return at_most(float(STATS_KEEP_S), "the per-request statistics a verdict reads are kept "
                        "that long")(v)
+
+    @field_validator("interval")
+    @classmethod
+    def _interval(cls, v: float) -> float:
+        return at_most(3600.0, "a failing canary would wait that long for its rollback")(v)
 
     @field_validator("p99_slack")
     @classmethod
