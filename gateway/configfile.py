@@ -164,7 +164,7 @@ def read_config_stat(path: str | Path, probe: Callable[[int], None] | None = Non
                                                "socket is never read as a config; for a "
                                                "generated one, such as `<(kustomize build)`, "
                                                "write it to a file first)")])
-            loose = config_problem(p, before)
+            loose = config_problem(p, before, _folder_of(p))
             if loose is not None:
                 raise ConfigError([Problem("", loose)])
             if probe is not None:
@@ -181,6 +181,14 @@ def read_config_stat(path: str | Path, probe: Callable[[int], None] | None = Non
     if len(data) > MAX_FILE_BYTES:
         raise ConfigError([Problem("", f"{p}: larger than {MAX_FILE_BYTES} bytes")])
     return data, before, after
+
+
+def _folder_of(p: Path) -> os.stat_result | None:
+    """The stat of the folder that holds the file `p` names (links resolved)."""
+    try:
+        return os.stat(os.path.dirname(os.path.realpath(p)))
+    except OSError:
+        return None
 
 
 def load_config(path: str | Path, raw: bytes | None = None) -> LoadedConfig:

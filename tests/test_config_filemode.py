@@ -86,3 +86,35 @@ def test_a_link_to_a_file_others_may_write_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"mode 0666"):
         load_config(link)
 
+
+
+def test_a_folder_others_may_write_to_is_refused(tmp_path: Path) -> None:
+    """Whoever may write the folder may replace the file with one of their own (0644,
+    writable by no one else: the file's own mode says nothing then)."""
+    folder = tmp_path / "shared"
+    folder.mkdir()
+    cfg = _copy(folder, 0o644)
+    folder.chmod(0o777)
+    with pytest.raises(ConfigError, match=r"is in a folder other users may write to "
+                                          r"\(mode 0777\).*`chmod go-w` the folder"):
+        load_config(cfg)
+    res = _run("serve", "-c", str(cfg))
+    assert res.returncode == 1 and "is in a folder other users may write to" in res.stderr
+    folder.chmod(0o1777)  # (sticky, as /tmp: only a file's owner may replace it)
+    assert load_config(cfg).digest.startswith("sha256:")
+    folder.chmod(0o755)
+    assert load_config(cfg).digest.startswith("sha256:")
+
+
+def test_a_link_is_judged_by_the_folder_of_its_target(tmp_path: Path) -> None:
+    real = tmp_path / "real"
+    real.mkdir()
+    cfg = _copy(real, 0o644)
+    (tmp_path / "links").mkdir()
+    link = tmp_path / "links" / "config.yaml"
+    link.symlink_to(cfg)
+    real.chmod(0o777)
+    with pytest.raises(ConfigError, match=f"{link} is in a folder other users may write to"):
+        load_config(link)
+    real.chmod(0o755)
+    assert load_config(link).digest.startswith("sha256:")
