@@ -16,6 +16,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from gateway.config_admin import DEFAULT_SECRET_ENV, AdminConfig, ApprovalsConfig, AuthConfig
+from gateway.config_redisurl import redis_url_problem
 from gateway.config_routes import (
     AnalysisConfig,
     FallbackConfig,
@@ -34,6 +35,7 @@ from gateway.config_types import (
     EnvName,
     Frozen,
     Listen,
+    at_most,
     parse_duration,
     parse_listen,
     positive,
@@ -108,6 +110,9 @@ class StateConfig(Frozen):
             raise ValueError(
                 "must start with redis://, rediss://, redis+sentinel:// or unix://"
             )
+        problem = redis_url_problem(v)
+        if problem is not None:
+            raise ValueError(f"cannot be used: {problem}")
         return v
 
     @field_validator("poll_interval", "heartbeat_interval", "command_timeout", "replica_timeout",
@@ -174,6 +179,22 @@ class ServerConfig(Frozen):
     @classmethod
     def _deadlines(cls, v: float) -> float:
         return positive(3600.0)(v)
+
+    @field_validator("drain_timeout")
+    @classmethod
+    def _drain(cls, v: float) -> float:
+        return at_most(3600.0, "no process manager waits that long for a stop")(v)
+
+    @field_validator("keepalive_timeout")
+    @classmethod
+    def _keepalive(cls, v: float) -> float:
+        # (nginx's default is 75s; idle connections past an hour only hold descriptors)
+        return at_most(3600.0, "an idle connection held longer only holds a descriptor")(v)
+
+    @field_validator("reload_debounce")
+    @classmethod
+    def _debounce(cls, v: float) -> float:
+        return at_most(60.0, "a saved file would go unread for that long")(v)
 
     @field_validator("worker_timeout")
     @classmethod

@@ -13,7 +13,14 @@ from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
-from gateway.config_types import Duration, Frozen, Listen, check_http_url, is_loopback
+from gateway.config_types import (
+    Duration,
+    Frozen,
+    Listen,
+    at_most,
+    check_http_url,
+    is_loopback,
+)
 
 __all__ = ["DEFAULT_SECRET_ENV", "AdminConfig", "ApprovalsConfig", "AuthConfig"]
 
@@ -60,6 +67,18 @@ class AuthConfig(Frozen):
         if not 60 <= v <= 31 * 24 * 3600:
             raise ValueError("must be between 1m and 744h (31 days)")
         return v
+
+    @field_validator("jwks_min_refetch_interval")
+    @classmethod
+    def _refetch(cls, v: float) -> float:
+        return at_most(3600.0, "a key the identity provider just rotated in would be refused "
+                       "that long")(v)
+
+    @field_validator("jwks_refresh_interval")
+    @classmethod
+    def _refresh(cls, v: float) -> float:
+        return at_most(24 * 3600.0, "a key the identity provider revoked would stay trusted "
+                       "that long")(v)
 
     @field_validator("jwks_url")
     @classmethod

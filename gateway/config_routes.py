@@ -18,6 +18,7 @@ from gateway.config_types import (
     Duration,
     Frozen,
     Timeouts,
+    at_most,
     check_http_url,
     finite,
     positive,
@@ -202,6 +203,12 @@ class OutlierConfig(Frozen):
     base_ejection: Duration = 30.0
     max_ejection: Duration = 300.0
 
+    @field_validator("base_ejection", "max_ejection")
+    @classmethod
+    def _ejection(cls, v: float) -> float:
+        # (Envoy's defaults are 30s and 300s; an hour out of traffic is past any blip)
+        return at_most(3600.0, "a healthy version would stay out of traffic that long")(v)
+
 
 class FallbackConfig(Frozen):
     status: int = Field(default=503, ge=200, le=599)
@@ -250,6 +257,11 @@ class RetryConfig(Frozen):
         return [str(x) for x in v] if isinstance(v, list) else v
 
 
+#: seconds of per-request statistics a canary verdict can read (the default `keep_seconds`
+#: of gateway/domain/stats.py's WindowStats; a test holds them equal)
+STATS_KEEP_S = 900
+
+
 class AnalysisConfig(Frozen):
     window: Duration = 60.0
     interval: Duration = 10.0
@@ -266,6 +278,28 @@ class AnalysisConfig(Frozen):
     min_shadow_agreement: float | None = Field(default=None, ge=0, le=1)
     #: ... over at least this many comparisons (fleet-wide)
     min_shadow_compared: int = Field(default=100, ge=1)
+
+    @field_validator("window")
+    @classmethod
+    def _window(cls, v: float) -> float:
+        return at_most(float(STATS_KEEP_S), "the per-request statistics a verdict reads are kept "
+                       "that long")(v)
+
+    @field_validator("interval")
+    @classmethod
+    def _interval(cls, v: float) -> float:
+        return at_most(3600.0, "a failing canary would wait that long for its rollback")(v)
+
+    @field_validator("p99_slack")
+    @classmethod
+    def _slack(cls, v: float) -> float:
+        return at_most(60.0, "a slack that large would pass any latency")(v)
+
+    @field_validator("step_interval")
+    @classmethod
+    def _step(cls, v: float) -> float:
+        return at_most(24 * 3600.0, "a rollout step longer than a day is a typo more often "
+                       "than a plan; hold the rollout with weights instead")(v)
 
     @field_validator("steps")
     @classmethod

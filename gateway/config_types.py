@@ -23,6 +23,7 @@ __all__ = [
     "Frozen",
     "Listen",
     "Timeouts",
+    "at_most",
     "check_http_url",
     "finite",
     "is_loopback",
@@ -100,6 +101,27 @@ def positive(limit: float) -> Callable[[float], float]:
         return v
 
     return check
+
+
+def at_most(limit: float, why: str = "") -> Callable[[float], float]:
+    """A check that a duration (0 allowed) is at most `limit` seconds: a long one is far
+    more often a slip of the unit (`30h` for `30m`) than meant, so it is refused, saying
+    why the bound is where it is (`why`)."""
+
+    def check(v: float) -> float:
+        if v > limit:
+            raise ValueError(f"must be at most {_human(limit)}{f' ({why})' if why else ''}; "
+                             "is the unit right (m is minutes, h hours)?")
+        return v
+
+    return check
+
+
+def _human(seconds: float) -> str:
+    for unit, size in (("h", 3600.0), ("m", 60.0)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"
 
 
 class Timeouts(Frozen):

@@ -21,6 +21,7 @@ from gateway.config_checks import semantic_problems
 from gateway.config_problems import problems_from
 from gateway.config_yaml import load_yaml
 from gateway.errors import ConfigError, Problem
+from gateway.filemodes import config_problem
 
 __all__ = ["RESTART_ONLY", "LoadedConfig", "load_config", "parse_config_text", "read_config_bytes",
            "read_config_stat", "restart_changes", "state_file_problems"]
@@ -163,6 +164,9 @@ def read_config_stat(path: str | Path, probe: Callable[[int], None] | None = Non
                                                "socket is never read as a config; for a "
                                                "generated one, such as `<(kustomize build)`, "
                                                "write it to a file first)")])
+            loose = config_problem(p, before, _folder_of(p))
+            if loose is not None:
+                raise ConfigError([Problem("", loose)])
             if probe is not None:
                 probe(fd)
             data = b""
@@ -177,6 +181,14 @@ def read_config_stat(path: str | Path, probe: Callable[[int], None] | None = Non
     if len(data) > MAX_FILE_BYTES:
         raise ConfigError([Problem("", f"{p}: larger than {MAX_FILE_BYTES} bytes")])
     return data, before, after
+
+
+def _folder_of(p: Path) -> os.stat_result | None:
+    """The stat of the folder that holds the file `p` names (links resolved)."""
+    try:
+        return os.stat(os.path.dirname(os.path.realpath(p)))
+    except OSError:
+        return None
 
 
 def load_config(path: str | Path, raw: bytes | None = None) -> LoadedConfig:

@@ -11,11 +11,13 @@ Foundations only.
 from __future__ import annotations
 
 import errno
+import grp
 import os
+import pwd
 import stat
 from pathlib import Path
 
-__all__ = ["MAX_KEY_FILE", "key_env", "problem", "read_key_file"]
+__all__ = ["MAX_KEY_FILE", "config_problem", "key_env", "problem", "read_key_file"]
 
 #: a key file is a secret of tens of bytes or a PEM public key of a few KiB
 MAX_KEY_FILE = 64 << 10
@@ -78,3 +80,46 @@ def problem(path: Path, secret: bool) -> str | None:
                 + (" (on Kubernetes: defaultMode: 0400 on the secret volume)" if secret
                    else ""))
     return None
+
+
+def config_problem(path: Path, st: os.stat_result,
+                   folder: os.stat_result | None = None) -> str | None:
+    """Why the config file (`st`: the fstat of the open file, a link followed, as a
+    ConfigMap's is) cannot be trusted: anyone who may write it may point the key settings,
+    the state store and the routes elsewhere. As ssh does for its own files: writable by
+    others is refused, and by its group unless that group is its owner's alone (a user
+    private group: umask 002 makes editors write 0664, mkdir 0775). `folder`: the stat of the folder
+    that holds the file itself (links resolved: a ConfigMap's timestamped folder): if others
+    may write there they may replace the file, so it is refused, unless the folder is sticky
+    (/tmp) and the file is this user's or root's. The owner is not checked otherwise: a
+    config deployed by another account (an ops user's 0644 file) is common."""
+    mode = stat.S_IMODE(st.st_mode)
+    if _writable_by_others(st):
+        return (f"{path} may be written by other users (mode {mode:04o}): whoever can write "
+                f"it can point the gateway's keys, state store and routes elsewhere; "
+                f"`chmod go-w {path}`")
+    if folder is not None and _writable_by_others(folder):
+        sticky = folder.st_mode & stat.S_ISVTX
+        if not sticky or st.st_uid not in (os.getuid(), 0):
+            return (f"{path} is in a folder other users may write to (mode "
+                    f"{stat.S_IMODE(folder.st_mode):04o}): they could replace the file; move "
+                    "it to a folder only its owner may write to, or `chmod go-w` the folder")
+    return None
+
+
+def _writable_by_others(st: os.stat_result) -> bool:
+    mode = stat.S_IMODE(st.st_mode)
+    return bool(mode & stat.S_IWOTH or (mode & stat.S_IWGRP and not _private_group(st)))
+
+
+def _private_group(st: os.stat_result) -> bool:
+    """Whether the file's group is its owner's private one: the owner's primary group,
+    named as the owner, with no other member (a shared primary group such as `users`, whose
+    members need not be listed, never counts)."""
+    try:
+        owner = pwd.getpwuid(st.st_uid)
+        group = grp.getgrgid(st.st_gid)
+    except KeyError:
+        return False
+    return (owner.pw_gid == st.st_gid and group.gr_name == owner.pw_name
+            and all(m == owner.pw_name for m in group.gr_mem))

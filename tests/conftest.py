@@ -159,6 +159,7 @@ def write_config(tmp: Path, routes: str, *, state: str | None = None, extra: str
             + state + extra + "routes:\n" + textwrap.indent(textwrap.dedent(routes), "  "))
     p = tmp / name
     p.write_text(text)
+    p.chmod(0o600)  # (a config others may write is refused: not left to the umask)
     return p
 
 

@@ -249,3 +249,19 @@ def test_a_config_of_too_many_nodes_is_refused_early(text: str) -> None:
     config takes ~30 bytes a node: 1 MiB of one is ~35,000)."""
     with pytest.raises(ConfigError, match="more than 50000 nodes"):
         parse_config_text(text)
+
+
+def test_each_example_keeps_its_own_state_files() -> None:
+    """minimal.yaml and openai.yaml shared config/var/killgate-store.json (and, with
+    killgate.yaml, the snapshot): a kill made while trying one example came back in the next
+    (new-user review). Every shipped example names state files of its own."""
+    owner: dict[str, str] = {}
+    for path in EXAMPLES:
+        loaded = load_config(path)
+        st = loaded.config.state
+        files = [st.snapshot_path] + ([st.path, st.path + ".audit.jsonl"]
+                                      if st.backend == "local" else [])
+        for f in files:
+            real = os.path.realpath(loaded.resolve(f))
+            assert owner.setdefault(real, path.name) == path.name, \
+                f"{real}: {path.name} and {owner[real]}"

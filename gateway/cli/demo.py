@@ -164,6 +164,7 @@ async def _demo(port: int, admin_port: int) -> int:
     state_dir = Path(tmp.name) / "var"  # apart from the (watched) config file's folder
     cfg_path = Path(tmp.name) / "killgate.yaml"
     cfg_path.write_text(demo_config(port, admin_port, ports[0], ports[1], state_dir))
+    cfg_path.chmod(0o600)  # (a config others may write is refused, whatever the umask)
     if not os.environ.get("KILLGATE_JWT_SECRET"):  # (unset or empty: one for this run)
         os.environ["KILLGATE_JWT_SECRET"] = secrets.token_urlsafe(32)
     gw = Gateway(load_config(cfg_path), "demo")

@@ -204,16 +204,19 @@ def _command(argv: list[str]) -> str | None:
     return None
 
 
-# the commands that take the route as their first word, where `kill` takes `--route`
-_ROUTE_FIRST = frozenset({"rollback", "promote", "weights", "release"})
+#: the commands that take the route as their first word or `--route` (cli/writes.py)
+_ROUTE_COMMANDS = frozenset({"rollback", "promote", "weights", "release"})
 
 
 def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
     """parse_args, but a word the subcommand does not know is said with the subcommand's
-    usage, not the top level's (`killgate rollback --route iris` showed `killgate [-h]
-    ... COMMAND ...`, which says nothing of what rollback takes)."""
+    usage, not the top level's (`killgate drill kill --bogus` showed `killgate [-h]
+    ... COMMAND ...`, which says nothing of what `drill kill` takes)."""
     args, extra = parser.parse_known_args(argv)
     if not extra:
+        return args
+    if args.command in _ROUTE_COMMANDS and not any(w.startswith("-") for w in extra):
+        args.more = extra  # (positional words argparse left over: cli/writes.py orders them)
         return args
     msg = "unrecognized arguments: " + " ".join(extra)
     inner = parser
@@ -223,9 +226,6 @@ def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.
         if name not in (subs[0].choices if subs else {}):
             break
         inner = subs[0].choices[name]
-    if args.command in _ROUTE_FIRST and any(w.split("=")[0] == "--route" for w in extra):
-        msg += (f" ({args.command} takes the route as its first word, not --route: "
-                f"killgate {args.command} ROUTE ...)")
     inner.error(msg)  # (exits 2)
     raise AssertionError  # unreachable
 

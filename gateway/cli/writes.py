@@ -40,6 +40,7 @@ def _wait_arg(text: str) -> str:
     return text
 
 
+ROUTE_HELP = "route name (or --route ROUTE)"
 WAIT_HELP = ("how long the receipt waits for every instance to apply it: a duration with its "
              "unit (500ms, 5s; at most 30s; default 1s); exit 4 if some had not")
 
@@ -109,7 +110,41 @@ def _kill_in_force(args: argparse.Namespace, key: str) -> str | None:
     return None
 
 
+def _words(args: argparse.Namespace) -> list[str]:
+    """The positional words in the order given: argparse fills an optional positional with
+    nothing when an option comes first (`promote iris --reason r v2` leaves v2 over, which
+    cli/main.py's parse hands over as `more`)."""
+    words = [getattr(args, "route", None), getattr(args, "version", None)]
+    out = [w for w in words if w is not None]
+    return out + list(getattr(args, "pairs", None) or []) + list(getattr(args, "more", []))
+
+
+def _take_route(args: argparse.Namespace, usage: str, words: list[str],
+                has_route_word: bool) -> list[str]:
+    """Sets args.route from the first word (when `has_route_word`) or `--route`: either, or
+    both when they agree. Returns the words after the route."""
+    word = words[0] if has_route_word else None
+    for value, what in ((args.route_opt, "--route"), (word, "the route")):
+        if value is not None and not value.strip():
+            raise ClientError(f"{what} is empty (an unset variable?); give a route name")
+    if args.route_opt and word and word != args.route_opt:
+        raise ClientError(f"two routes given: {word!r} and --route {args.route_opt!r}; "
+                          f"give one (killgate {usage})")
+    args.route = word or args.route_opt
+    if not args.route:
+        raise ClientError(f"give the route: killgate {usage}")
+    return words[1:] if has_route_word else words
+
+
+def _no_more(rest: list[str], usage: str) -> None:
+    if rest:
+        raise ClientError(f"unrecognized arguments: {' '.join(rest)} (killgate {usage})")
+
+
 def _rollback(args: argparse.Namespace) -> int:
+    usage = "rollback ROUTE [--to V] --reason TEXT, or --route ROUTE"
+    words = _words(args)
+    _no_more(_take_route(args, usage, words, bool(words)), usage)
     _given(args, "to")
     body: dict[str, Any] = {"reason": args.reason, **glass(args)}
     if args.to:
@@ -126,6 +161,13 @@ def _rollback(args: argparse.Namespace) -> int:
 
 
 def _promote(args: argparse.Namespace) -> int:
+    usage = "promote ROUTE VERSION --reason TEXT, or --route ROUTE VERSION"
+    words = _words(args)  # (`promote --route iris v2`: the one word is the version)
+    rest = _take_route(args, usage, words, len(words) >= 2 or not args.route_opt)
+    if not rest or not rest[0].strip():
+        raise ClientError(f"give the version to make stable: killgate {usage}")
+    _no_more(rest[1:], usage)
+    args.version = rest[0]
     return write(args, "POST", f"/v1/routes/{quote(args.route)}/promote",
                  {"version": args.version, "reason": args.reason, **glass(args)},
                  f"promoted {args.version} on {args.route}",
@@ -133,8 +175,13 @@ def _promote(args: argparse.Namespace) -> int:
 
 
 def _weights(args: argparse.Namespace) -> int:
+    usage = "weights ROUTE V=W [V=W ...] --reason TEXT, or --route ROUTE V=W ..."
+    words = _words(args)  # (no route name holds a '=': `weights --route iris v1=90`)
+    pairs = _take_route(args, usage, words, bool(words) and "=" not in words[0])
+    if not pairs:
+        raise ClientError(f"give the weights: killgate {usage}")
     weights: dict[str, float] = {}
-    for pair in args.pairs:
+    for pair in pairs:
         name, sep, w = pair.partition("=")
         try:
             if not sep or not name or not math.isfinite(float(w)):
@@ -152,6 +199,9 @@ def _weights(args: argparse.Namespace) -> int:
 
 
 def _release(args: argparse.Namespace) -> int:
+    usage = "release ROUTE --reason TEXT, or --route ROUTE"
+    words = _words(args)
+    _no_more(_take_route(args, usage, words, bool(words)), usage)
     return write(args, "POST", f"/v1/routes/{quote(args.route)}/release",
                  {"reason": args.reason, **glass(args)},
                  f"released {args.route} to its config file",
@@ -174,24 +224,27 @@ def add_write_commands(cmd: Any) -> None:
         else:
             glass_option(p)
     p = cmd("rollback", _rollback, "make the previous (or --to) version stable with 100%%")
-    p.add_argument("route", help="route name")
+    p.add_argument("route", nargs="?", help=ROUTE_HELP)
     p.add_argument("--to", help="version to roll back to (default: previous stable)")
     _route_options(p)
     p = cmd("promote", _promote, "make VERSION stable with 100%% of traffic")
-    p.add_argument("route", help="route name")
-    p.add_argument("version", help="the version to make stable")
+    p.add_argument("route", nargs="?", help=ROUTE_HELP)
+    p.add_argument("version", nargs="?", help="the version to make stable")
     _route_options(p)
     p = cmd("weights", _weights, "override a route's weights: V=W [V=W ...]")
-    p.add_argument("route", help="route name")
-    p.add_argument("pairs", nargs="+", metavar="V=W",
+    p.add_argument("route", nargs="?", help=ROUTE_HELP)
+    p.add_argument("pairs", nargs="*", metavar="V=W",
                    help="version=weight; versions not named get 0 (unpinnable until release)")
     _route_options(p)
     p = cmd("release", _release, "drop a route's runtime overrides (the file governs again)")
-    p.add_argument("route", help="route name")
+    p.add_argument("route", nargs="?", help=ROUTE_HELP)
     _route_options(p)
 
 
 def _route_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--route", dest="route_opt", metavar="ROUTE",
+                   help="the route, as kill and unkill take it (instead of the first word)")
+    p.set_defaults(more=[])
     p.add_argument("--reason", required=True, help="why (recorded in the audit trail)")
     p.add_argument("--wait", default=None, type=_wait_arg, help=WAIT_HELP)
     glass_option(p)

@@ -1,0 +1,76 @@
+"""Every duration in the config file has an upper bound: `30h` typed for `30m` is refused,
+by `killgate check` and by `killgate serve` alike, saying the bound and why it is there."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import typing
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel
+
+from gateway.config import Config
+from gateway.config_routes import STATS_KEEP_S
+from gateway.config_types import parse_duration
+from gateway.domain.stats import WindowStats
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.timeout(60)
+
+
+def _models(model: type[BaseModel], path: str) -> typing.Iterator[tuple[type[BaseModel], str]]:
+    yield model, path
+    for name, f in model.model_fields.items():
+        for a in (f.annotation, *typing.get_args(f.annotation)):
+            for t in (a, *typing.get_args(a)):
+                if isinstance(t, type) and issubclass(t, BaseModel):
+                    yield from _models(t, f"{path}.{name}")
+
+
+def _durations() -> list[tuple[type[BaseModel], str, str]]:
+    def is_duration(meta: typing.Any) -> bool:
+        return any(getattr(m, "func", None) is parse_duration for m in meta)
+
+    out = []
+    for model, path in _models(Config, ""):
+        for name, f in model.model_fields.items():
+            if is_duration(f.metadata) or any(is_duration(typing.get_args(a)[1:])
+                                              for a in typing.get_args(f.annotation)):
+                out.append((model, name, f"{path}.{name}".lstrip(".")))
+    return out
+
+
+DURATIONS = _durations()
+
+
+def test_the_walk_finds_the_durations() -> None:
+    paths = {p for _, _, p in DURATIONS}
+    assert {"server.drain_timeout", "routes.outlier.base_ejection",
+            "routes.analysis.window", "state.max_staleness"} <= paths
+
+
+@pytest.mark.parametrize(("model", "field", "path"), DURATIONS, ids=[p for _, _, p in DURATIONS])
+def test_every_duration_has_an_upper_bound(model: type[BaseModel], field: str, path: str) -> None:
+    with pytest.raises(ValueError, match=r"at most|between|to \d+s"):
+        model.__pydantic_validator__.validate_assignment(model.model_construct(), field,
+                                                         "999999h")
+
+
+def test_the_analysis_bound_is_what_the_statistics_keep() -> None:
+    assert WindowStats().keep == STATS_KEEP_S
+
+
+def test_serve_refuses_a_long_duration_as_check_does(tmp_path: Path) -> None:
+    fixture = ROOT / "tests/data/config/invalid/outlier_ejection_hours.yaml"
+    cfg = tmp_path / "k.yaml"
+    cfg.write_text(fixture.read_text())
+    cfg.chmod(0o600)
+    want = "routes[0].outlier.base_ejection: must be at most 1h"
+    for args in (["check", str(cfg)], ["serve", "-c", str(cfg)]):
+        res = subprocess.run([sys.executable, "-m", "gateway", *args], cwd=str(ROOT),
+                             capture_output=True, text=True, timeout=30)
+        assert res.returncode == 1, (args, res.stderr)
+        assert want in res.stderr, (args, res.stderr)
+        assert "Traceback" not in res.stderr
