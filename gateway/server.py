@@ -35,7 +35,7 @@ from gateway.configsettle import warn_unsettled
 from gateway.errors import ConfigError
 from gateway.log import event
 from gateway.sockets import ListenError, reserved
-from gateway.workerconfig import load_at_start, load_shared, save, start_copy
+from gateway.workerconfig import file_instead, load_at_start, load_shared, save, start_copy
 from gateway.workergroup import BEAT, BEAT_ENV, READY_FD_ENV, STACKS_SIGNAL, STOP_AND_RELOAD, WorkerGroup
 
 __all__ = ["c_parser_in_use", "run_supervisor", "run_worker"]
@@ -69,6 +69,11 @@ async def _serve(loaded: LoadedConfig, worker: int | None, reuse_port: bool,
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     gw = Gateway(loaded, instance_id(worker), reuse_port=reuse_port, ports=ports)
+    if config_bytes is not None and loaded.path is not None:
+        # the group's bytes refused by the state (a copy a reload's write-back missed):
+        # the file the running workers reloaded, rather than a crash loop
+        path = str(loaded.path)
+        gw.start_fallback = lambda running, refused: file_instead(path, running, refused)
     group = None
     if metrics_dir is not None and worker is not None:
         from gateway.telemetry.workers import WorkerMetrics
