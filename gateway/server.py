@@ -1,6 +1,7 @@
 """Process lifecycle of `killgate serve`: one worker, or a supervisor of N workers.
 
-Owns signals (SIGTERM/SIGINT drain and exit 0, SIGHUP reload), the C-parser check, and
+Owns signals (SIGTERM/SIGINT drain and exit 0, a second SIGINT stops at once:
+stopsignals.py; SIGHUP reload), the C-parser check, and
 `--workers N`: the supervisor reserves the ports (bound, never listening, SO_REUSEPORT)
 and starts N copies of itself that each bind the same ports with SO_REUSEPORT, so the
 kernel spreads connections across them. A worker that dies unexpectedly is restarted; the
@@ -35,6 +36,7 @@ from gateway.configsettle import warn_unsettled
 from gateway.errors import ConfigError
 from gateway.log import event
 from gateway.sockets import ListenError, reserved
+from gateway.stopsignals import HURRIED_EXIT, STOP_NOW, StopSignals
 from gateway.workerconfig import file_instead, load_at_start, load_shared, save, start_copy
 from gateway.workergroup import BEAT, BEAT_ENV, READY_FD_ENV, STACKS_SIGNAL, STOP_AND_RELOAD, WorkerGroup
 
@@ -82,11 +84,13 @@ async def _serve(loaded: LoadedConfig, worker: int | None, reuse_port: bool,
         group.start()  # before the admin listener opens: every scrape is the group's
         gw.metrics.expose(group)
     pipe = _group_pipe()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    # (a group's worker: its supervisor counts the Ctrl-Cs, and sends STOP_NOW)
+    signals = StopSignals(stop, gw.hurry, group_worker=worker is not None)
+    signals.install(loop)
     loop.add_signal_handler(signal.SIGHUP, gw.request_reload)
-    # (held since the process began: cli/main.py; SIGHUP stays held until it can reload)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
+    # (held since the process began: cli/main.py, or its supervisor's spawn for STOP_NOW;
+    # SIGHUP stays held until it can reload)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT, STOP_NOW})
     try:
         try:
             started = await _start_unless_stopped(gw, stop)
@@ -112,8 +116,8 @@ async def _serve(loaded: LoadedConfig, worker: int | None, reuse_port: bool,
         # stopped: a signal from now on is held until the exit (the loop's handlers go,
         # and the default action of one that came during the teardown ended the process
         # with -1 or -15 in place of 0)
-        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_AND_RELOAD)
-    return 0
+        signal.pthread_sigmask(signal.SIG_BLOCK, {*STOP_AND_RELOAD, STOP_NOW})
+    return HURRIED_EXIT if signals.hurried else 0
 
 
 async def _start_unless_stopped(gw: Gateway, stop: asyncio.Event) -> bool:

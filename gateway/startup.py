@@ -89,6 +89,7 @@ class GatewayParts:
         self.clock = Clock()  # the data plane's shared clock reading (dataplane/clock.py)
         self.draining = False
         self.started = False
+        self._hurry = asyncio.Event()  # a second Ctrl-C: stop waiting for the drain (app.py)
         self.watcher: ConfigWatcher | None = None
         #: called with each config a reload put live (a worker shares its bytes)
         self.config_applied: list[Callable[[LoadedConfig], None]] = []
