@@ -13,6 +13,7 @@ calls for the data plane and the admin side live in gateway/wiring/.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from gateway.admin.auth import Authenticator
@@ -123,6 +124,13 @@ class Gateway(GatewayParts):
 
     # ------------------------------------------------------------------ shutdown
 
+    def hurry(self) -> None:
+        """Stop at once (a second Ctrl-C): the drain stops waiting, the answers still open
+        are cut, then everything closes as at any stop."""
+        self._hurry.set()
+        if self._listener is not None:
+            self._listener.hurry()
+
     async def shutdown(self) -> bool:
         """Drain in-flight requests (bounded), then close everything in reverse order."""
         self.draining = True  # (/readyz: 503 from now on)
@@ -131,7 +139,9 @@ class Gateway(GatewayParts):
             event(log, "phase", phase="unready", serving_s=delay)
             if self._listener is not None:
                 self._listener.wind_down()
-            await asyncio.sleep(delay)  # (still serving: load balancers take us out first)
+            # (still serving: load balancers take us out first)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._hurry.wait(), delay)
         timeout = self.loaded.config.server.drain_timeout
         event(log, "phase", phase="draining", inflight=self.inflight.count, timeout_s=timeout)
         # Stop accepting; answers in progress finish (up to drain_timeout), then close.

@@ -1,6 +1,7 @@
 """Process lifecycle of `killgate serve`: one worker, or a supervisor of N workers.
 
-Owns signals (SIGTERM/SIGINT drain and exit 0, SIGHUP reload), the C-parser check, and
+Owns signals (SIGTERM/SIGINT drain and exit 0, a second SIGINT stops at once:
+stopsignals.py; SIGHUP reload), the C-parser check, and
 `--workers N`: the supervisor reserves the ports (bound, never listening, SO_REUSEPORT)
 and starts N copies of itself that each bind the same ports with SO_REUSEPORT, so the
 kernel spreads connections across them. A worker that dies unexpectedly is restarted; the
@@ -35,7 +36,8 @@ from gateway.configsettle import warn_unsettled
 from gateway.errors import ConfigError
 from gateway.log import event
 from gateway.sockets import ListenError, reserved
-from gateway.workerconfig import load_at_start, load_shared, save, start_copy
+from gateway.stopsignals import HURRIED_EXIT, STOP_NOW, StopSignals
+from gateway.workerconfig import file_instead, load_at_start, load_shared, save, start_copy
 from gateway.workergroup import BEAT, BEAT_ENV, READY_FD_ENV, STACKS_SIGNAL, STOP_AND_RELOAD, WorkerGroup
 
 __all__ = ["c_parser_in_use", "run_supervisor", "run_worker"]
@@ -69,6 +71,11 @@ async def _serve(loaded: LoadedConfig, worker: int | None, reuse_port: bool,
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     gw = Gateway(loaded, instance_id(worker), reuse_port=reuse_port, ports=ports)
+    if config_bytes is not None and loaded.path is not None:
+        # the group's bytes refused by the state (a copy a reload's write-back missed):
+        # the file the running workers reloaded, rather than a crash loop
+        path = str(loaded.path)
+        gw.start_fallback = lambda running, refused: file_instead(path, running, refused)
     group = None
     if metrics_dir is not None and worker is not None:
         from gateway.telemetry.workers import WorkerMetrics
@@ -77,11 +84,13 @@ async def _serve(loaded: LoadedConfig, worker: int | None, reuse_port: bool,
         group.start()  # before the admin listener opens: every scrape is the group's
         gw.metrics.expose(group)
     pipe = _group_pipe()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    # (a group's worker: its supervisor counts the Ctrl-Cs, and sends STOP_NOW)
+    signals = StopSignals(stop, gw.hurry, group_worker=worker is not None)
+    signals.install(loop)
     loop.add_signal_handler(signal.SIGHUP, gw.request_reload)
-    # (held since the process began: cli/main.py; SIGHUP stays held until it can reload)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
+    # (held since the process began: cli/main.py, or its supervisor's spawn for STOP_NOW;
+    # SIGHUP stays held until it can reload)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT, STOP_NOW})
     try:
         try:
             started = await _start_unless_stopped(gw, stop)
@@ -107,8 +116,8 @@ async def _serve(loaded: LoadedConfig, worker: int | None, reuse_port: bool,
         # stopped: a signal from now on is held until the exit (the loop's handlers go,
         # and the default action of one that came during the teardown ended the process
         # with -1 or -15 in place of 0)
-        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_AND_RELOAD)
-    return 0
+        signal.pthread_sigmask(signal.SIG_BLOCK, {*STOP_AND_RELOAD, STOP_NOW})
+    return HURRIED_EXIT if signals.hurried else 0
 
 
 async def _start_unless_stopped(gw: Gateway, stop: asyncio.Event) -> bool:

@@ -42,6 +42,7 @@ from gateway.dataplane.proxy import Proxy
 from gateway.dataplane.shadow import Mirror
 from gateway.dataplane.upstream import Upstreams
 from gateway.domain.kills import unrouted
+from gateway.errors import ConfigError
 from gateway.log import event
 from gateway.sockets import bind_socket, format_addr, listen_url
 from gateway.state import make_sync
@@ -88,9 +89,14 @@ class GatewayParts:
         self.clock = Clock()  # the data plane's shared clock reading (dataplane/clock.py)
         self.draining = False
         self.started = False
+        self._hurry = asyncio.Event()  # a second Ctrl-C: stop waiting for the drain (app.py)
         self.watcher: ConfigWatcher | None = None
         #: called with each config a reload put live (a worker shares its bytes)
         self.config_applied: list[Callable[[LoadedConfig], None]] = []
+        #: a worker of a group: the config file itself, to start on when the state refuses
+        #: the group's copy (server.py; None: the refusal ends the start)
+        self.start_fallback: Callable[[LoadedConfig, ConfigError], LoadedConfig | None] \
+            | None = None
         self._reloads: set[asyncio.Task[bool]] = set()
         self._stack = AsyncExitStack()
         self.upstreams: Upstreams | None = None
@@ -159,7 +165,7 @@ class GatewayParts:
         event(log, "phase", phase="state", backend=cfg.state.backend, ready=self.sync.ready,
               generation=self.holder.doc.generation)
         self.history = ConfigHistory(self.sync, lambda: self.holder.doc, self.instance)
-        self.history.check(self.loaded)
+        self._check_at_start()
         await self.history.record(self.loaded)
         self.history.warn_unrouted(None, self.loaded)
         self.holder.listen(self.history.kills_changed)  # (and those the state brings later)
@@ -237,6 +243,22 @@ class GatewayParts:
         events = getattr(self, "events", None)  # (none yet while the sync starts)
         if events is not None:
             events.mirror_refused(alarm, self.holder.doc)
+
+    def _check_at_start(self) -> None:
+        """The config passes the state's checks (a latched override's versions in it), or
+        the start ends; a group's worker refused on the group's copy tries the file itself
+        (server.py), and starts on it if the state accepts that."""
+        try:
+            self.history.check(self.loaded)
+        except ConfigError as refused:
+            other = self.start_fallback(self.loaded, refused) if self.start_fallback else None
+            if other is None:
+                raise
+            try:
+                self.history.check(other)
+            except ConfigError:
+                raise refused from None  # (the file is no better: the copy's problems)
+            self.holder.set_config(other)
 
     # ------------------------------------------------------------------ status
 

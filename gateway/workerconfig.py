@@ -8,7 +8,10 @@ directory, every worker starts from that file, and every worker writes back the 
 each config a reload puts live (by the watcher or SIGHUP): the file holds what the group
 last applied. A worker that cannot read it, or finds it invalid, starts from the config
 file itself, with a warning (it may then run an edit its siblings have not applied, until
-their next reload), and does not write that back: only reloads do.
+their next reload), and does not write that back: only reloads do. A copy the state refuses
+at a worker's start (a latched override on a version it lacks: a write-back that failed)
+gives way to the file too, when the state accepts that (`file_instead`): else every restart
+of that slot was refused, a crash loop for good.
 
 Settings that apply at a restart (`state`, `server`, `log`, `telemetry`, the listeners) apply
 at the group's: a reload leaves them as the group started in every running worker, so a
@@ -36,7 +39,7 @@ from gateway.configsettle import settled_at_start
 from gateway.errors import ConfigError
 from gateway.log import event
 
-__all__ = ["load_at_start", "load_shared", "save", "start_copy"]
+__all__ = ["file_instead", "load_at_start", "load_shared", "save", "start_copy"]
 
 log = logging.getLogger("killgate")
 
@@ -57,6 +60,8 @@ def save(path: str, data: bytes) -> bool:
                 os.unlink(tmp)
             raise
     except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(path)  # (stale now: a worker started later reads the file itself)
         event(log, "worker_config_not_saved", logging.WARNING, error=str(exc),
               consequence="a worker started later reads the config file itself, which may "
                           "hold an edit the other workers have not applied")
@@ -99,6 +104,25 @@ def load_shared(config_path: str, shared: str) -> tuple[LoadedConfig, str | None
                           "the other workers have not applied them from")
         return loaded, unsettled
     return as_started(loaded, started), unsettled
+
+
+def file_instead(config_path: str, running: LoadedConfig,
+                 refused: ConfigError) -> LoadedConfig | None:
+    """For a worker whose start the state refuses on the group's bytes (`running`: a latched
+    override on a version they lack, as when a reload's write-back failed, a full TMPDIR):
+    the config file itself, which the running workers' reloads put live, with `running`'s
+    restart settings (its start used them already); None when it cannot be read or is the
+    same bytes (the refusal then ends the start: a crash loop, as before)."""
+    try:
+        loaded = load_config(config_path)  # (no wait for a writer: the loop runs)
+    except ConfigError:
+        return None
+    if loaded.digest == running.digest:
+        return None
+    event(log, "worker_config_refused", logging.WARNING,
+          problems=[str(p) for p in refused.problems],
+          fallback=f"starting from {Path(config_path)} itself, if the state accepts it")
+    return as_started(loaded, running)
 
 
 def as_started(loaded: LoadedConfig, started: LoadedConfig) -> LoadedConfig:

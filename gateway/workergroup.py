@@ -39,6 +39,7 @@ from typing import Any
 
 from gateway.childwait import ChildWait
 from gateway.log import event
+from gateway.stopsignals import HINT, HURRIED_EXIT, STOP_NOW
 
 __all__ = ["STOP_AND_RELOAD", "WorkerGroup"]
 
@@ -93,6 +94,8 @@ class WorkerGroup:
         self.popen["preexec_fn"] = ends_with(os.getpid(), _prctl(), popen.get("preexec_fn"))
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
         self.stopping = False
+        self.hurried = False  # stopped at once (a second Ctrl-C): exit HURRIED_EXIT
+        self._said = 0  # how much of the stop `_say` has logged (1: stopping, 2: at once)
         self.codes: dict[int, int] = {}
         self._restarted: dict[int, float] = {}
         #: slot -> the read end of its worker's ready pipe, until the worker writes or ends
@@ -130,7 +133,7 @@ class WorkerGroup:
         env[BEAT_ENV] = "1" if self.timeout else "0"  # (each beat wakes the supervisor)
         popen = {**self.popen, "env": env,
                  "pass_fds": (*self.popen.get("pass_fds", ()), w)}
-        old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP, STACKS_SIGNAL})
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP, STACKS_SIGNAL, STOP_NOW})
         try:
             proc = subprocess.Popen(self.argv(i), **popen)
         except BaseException:
@@ -152,9 +155,14 @@ class WorkerGroup:
                 proc.send_signal(sig)
 
     def forward(self, sig: int, _frame: object = None) -> None:
-        """The supervisor's signal handler: SIGTERM/SIGINT stop the group; every signal
-        goes on to the running workers."""
-        if sig in (signal.SIGTERM, signal.SIGINT):
+        """The supervisor's signal handler: SIGTERM/SIGINT stop the group (the workers
+        drain); a SIGINT once it stops (a second Ctrl-C) stops it at once: the workers get
+        STOP_NOW (each also gets every Ctrl-C from the terminal: it cannot count them
+        itself). Every signal goes on to the running workers."""
+        if sig == signal.SIGINT and self.stopping:
+            self.hurried = True
+            sig = STOP_NOW
+        elif sig in (signal.SIGTERM, signal.SIGINT):
             self.stopping = True
         self._forwarded[sig] = self._forwarded.get(sig, 0) + 1
         for p in self.procs.values():
@@ -164,6 +172,7 @@ class WorkerGroup:
     def run(self, wait: ChildWait) -> int:
         """Reap workers until none is left; 0 when every worker ended cleanly."""
         while self.procs or self._due:
+            self._say()
             self._heard()
             for i, p in list(self.procs.items()):
                 rc = p.poll()
@@ -186,7 +195,22 @@ class WorkerGroup:
                 wait.sleep({p.pid for p in self.procs.values()},
                            {r for i, r in self._ready.items() if i not in self._up},
                            min(wakes) - now if wakes else None)
+        self._say()
+        if self.hurried:
+            return HURRIED_EXIT
         return 0 if all(c == 0 for c in self.codes.values()) else 1
+
+    def _say(self) -> None:
+        """Log the group's stop once, and its stop at once (from the loop, not the
+        signal handler)."""
+        if self.stopping and self._said < 1:
+            self._said = 1
+            event(log, "phase", phase="stopping", workers=len(self.procs),
+                  then="the workers drain (up to server.drain_timeout); " + HINT)
+        if self.hurried and self._said < 2:
+            self._said = 2
+            event(log, "phase", logging.WARNING, phase="stopping_now", workers=len(self.procs),
+                  consequence=f"the workers cut the answers still open; exit {HURRIED_EXIT}")
 
     def _heard(self) -> None:
         """Read the workers' pipes: b"." is a worker's event loop running (every BEAT

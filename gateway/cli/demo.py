@@ -14,7 +14,6 @@ import os
 import secrets
 import shlex
 import shutil
-import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -89,13 +88,16 @@ def model_app(version: str, name: str = "iris", stream_delay: float = 0.2) -> we
         delay = float(req.query.get("delay", stream_delay))
         resp = web.StreamResponse(headers={"content-type": "text/event-stream"})
         await resp.prepare(req)
-        for i in range(n):
-            data = json.dumps({"model_name": name, "model_version": version,
-                               "text_output": f"{version}-token-{i}"})
-            await resp.write(f"data: {data}\n\n".encode())
-            await asyncio.sleep(delay)
-        await resp.write(b"data: [DONE]\n\n")
-        await resp.write_eof()
+        try:
+            for i in range(n):
+                data = json.dumps({"model_name": name, "model_version": version,
+                                   "text_output": f"{version}-token-{i}"})
+                await resp.write(f"data: {data}\n\n".encode())
+                await asyncio.sleep(delay)
+            await resp.write(b"data: [DONE]\n\n")
+            await resp.write_eof()
+        except ConnectionResetError:
+            pass  # the gateway cut it (a stop at once, a drain's deadline): no traceback
         return resp
 
     app = web.Application()
@@ -149,6 +151,7 @@ async def _demo(port: int, admin_port: int) -> int:
     from gateway.app import Gateway
     from gateway.configfile import load_config
     from gateway.log import configure
+    from gateway.stopsignals import HURRIED_EXIT, StopSignals
 
     configure("text", "info")
     runners = []
@@ -215,15 +218,14 @@ Try:
   http://127.0.0.1:{admin_port}/ui/
 """, flush=True)
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    signals = StopSignals(stop, gw.hurry)  # (Ctrl-C drains; a second one stops at once)
+    signals.install(asyncio.get_running_loop())
     await stop.wait()
     await gw.shutdown()
     for r in runners:
         await r.cleanup()
     tmp.cleanup()
-    return 0
+    return HURRIED_EXIT if signals.hurried else 0
 
 
 def _cli_command() -> str:

@@ -66,6 +66,7 @@ class Listener:
         self._count = count
         self._server: asyncio.AbstractServer | None = None
         self._empty: asyncio.Event | None = None
+        self.hurried = False  # a second Ctrl-C: the drain stops waiting (hurry)
 
     def counted(self, what: str) -> None:
         self._count(what)
@@ -149,6 +150,13 @@ class Listener:
         Service's connection tracking) open new ones, which reach instances that stay."""
         self.winding_down = True
 
+    def hurry(self) -> None:
+        """Stop waiting for the answers in progress: a drain under way (or to come) aborts
+        what is still open at once."""
+        self.hurried = True
+        if self._empty is not None:
+            self._empty.set()
+
     async def shutdown(self, timeout: float,
                        at_deadline: Callable[[], object] | None = None) -> bool:
         """Stop accepting, let answers in progress finish (at most `timeout`), close all.
@@ -161,7 +169,7 @@ class Listener:
         for conn in list(self.connections):
             conn.shutdown()
         clean = True
-        if self.connections:
+        if self.connections and not self.hurried:
             self._empty = asyncio.Event()
             last = min(1.0, timeout * DEADLINE_SHARE) if at_deadline is not None else 0.0
             with contextlib.suppress(TimeoutError):
