@@ -154,7 +154,8 @@ class Callers:
             return
         self.counters.inc("killgate_auth_failures_total", (str(exc.status),),
                           label_names=("code",))
-        subject = principal.subject if principal is not None else None
+        # (a token refused for claiming beyond its scoped key: its subject, key named)
+        subject = principal.subject if principal is not None else getattr(exc, "subject", None)
         endpoint = _endpoint(request)
         if exc.status != 429:  # (429s come in floods: the tally stands for them)
             self._log_denied(status=exc.status, type=exc.type, peer=peer, path=endpoint,
