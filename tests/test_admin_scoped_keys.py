@@ -213,7 +213,9 @@ async def test_a_scoped_key_without_its_secret_fails_alone(
         for tok in (mint(SECRET, "alice", "killgate:read", 60, ISS, AUD),
                     mint(KILLER_SECRET, "bot", "killgate:read", 60, ISS, AUD, "killer")):
             assert (await _call(s, "GET", gw.admin + "/v1/status", tok))[0] == 200
-    assert gw.stop() == 0, gw.output()
+    out = gw.output()
+    assert "admin_auth_not_configured" in out and 'key_name="drills"' in out, out
+    assert gw.stop() == 0, out
 
 
 def test_token_key_refuses_what_the_gateway_would(tmp_path: Path,

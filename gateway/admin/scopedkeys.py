@@ -12,7 +12,7 @@ the other scoped keys go on working. Imports no pyjwt (admin/auth.py verifies).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from gateway import filemodes
@@ -39,7 +39,7 @@ class ScopeBeyondKey(ApiError):
 @dataclass(frozen=True, slots=True)
 class ScopedKey:
     name: str
-    secret: str  # "" when `problem`
+    secret: str = field(repr=False)  # "" when `problem`; never in a repr (a log line)
     max_scopes: frozenset[str]
     problem: str | None = None
 
