@@ -260,6 +260,9 @@ def test_token_key_refuses_what_the_gateway_would(tmp_path: Path,
     ("- {name: drills, hs256_secret_env: KILLGATE_TEST_DRILL_SECRET, max_scopes: "
      "[killgate:drill]}\n", SECRET, "its secret is also the main key (admin.auth)'s"),
     ("- {name: drills, hs256_secret_env: KILLGATE_TEST_DRILL_SECRET, max_scopes: "
+     "[killgate:drill]}\n", "-----BEGIN PUBLIC KEY-----\nMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE"
+     "\n-----END PUBLIC KEY-----", "KILLGATE_TEST_DRILL_SECRET holds a PEM key"),
+    ("- {name: drills, hs256_secret_env: KILLGATE_TEST_DRILL_SECRET, max_scopes: "
      "[killgate:drill]}\n- {name: other, hs256_secret_file: killer.secret, max_scopes: "
      "[killgate:read]}\n", KILLER_SECRET, "scoped_keys[1] (other): its secret is also "
      "scoped key 'drills''s"),

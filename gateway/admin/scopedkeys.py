@@ -90,6 +90,9 @@ def load_scoped_keys(cfgs: list[ScopedKeyConfig], resolve: Callable[[str], Path]
                            f"{MIN_SECRET} bytes, e.g. `openssl rand -hex 32`)")
             elif len(secret.encode()) < MIN_SECRET:
                 problem = f"{where}: the secret in {source} is shorter than {MIN_SECRET} bytes"
+            elif "-----BEGIN" in secret:  # (a public key is no secret: anyone could sign)
+                problem = (f"{where}: {source} holds a PEM key; give a random secret "
+                           "(`openssl rand -hex 32`)")
             elif secret in seen:
                 problem = (f"{where}: its secret is also {seen[secret]}'s: whoever holds it "
                            "could mint that key's tokens; give each key its own secret")
