@@ -22,9 +22,50 @@ from gateway.config_types import (
     is_loopback,
 )
 
-__all__ = ["DEFAULT_SECRET_ENV", "AdminConfig", "ApprovalsConfig", "AuthConfig"]
+__all__ = ["DEFAULT_SECRET_ENV", "SCOPES", "AdminConfig", "ApprovalsConfig", "AuthConfig",
+           "ScopedKeyConfig"]
 
 DEFAULT_SECRET_ENV = "KILLGATE_JWT_SECRET"
+#: every scope the admin API knows (admin/auth.py checks tokens against them)
+SCOPES = ("killgate:read", "killgate:kill", "killgate:rollout", "killgate:alert",
+          "killgate:drill", "killgate:admin", "killgate:breakglass")
+
+
+class ScopedKeyConfig(Frozen):
+    """A second HS256 secret whose tokens may carry only `max_scopes` (a drill CronJob's:
+    whoever reads its Secret cannot mint an admin token). Its tokens name it in their
+    `kid` header; the gateway verifies a token with that key alone."""
+
+    name: str
+    hs256_secret_env: str | None = None
+    hs256_secret_file: str | None = None
+    max_scopes: list[str] = Field(min_length=1, max_length=len(SCOPES))
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not re.fullmatch(r"[a-z0-9][a-z0-9_.-]{0,62}", v):
+            raise ValueError(f"{v!r} is not a key name such as 'drills' (lower-case letters, "
+                             "digits, '.', '_', '-'; at most 63): tokens carry it as `kid`")
+        return v
+
+    @field_validator("max_scopes")
+    @classmethod
+    def _scopes(cls, v: list[str]) -> list[str]:
+        for i, scope in enumerate(v):
+            if scope == "killgate:admin":
+                raise ValueError(f"[{i}] killgate:admin cannot be given to a scoped key (it "
+                                 "implies every scope: use the main key for it)")
+            if scope not in SCOPES:
+                raise ValueError(f"[{i}] unknown scope {scope!r}; known: "
+                                 f"{', '.join(s for s in SCOPES if s != 'killgate:admin')}")
+        return v
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> ScopedKeyConfig:
+        if (self.hs256_secret_env is None) == (self.hs256_secret_file is None):
+            raise ValueError("give exactly one of hs256_secret_env and hs256_secret_file")
+        return self
 
 
 class AuthConfig(Frozen):
@@ -41,6 +82,8 @@ class AuthConfig(Frozen):
     max_token_lifetime: Duration = 24 * 3600.0
     jwks_min_refetch_interval: Duration = 30.0  # for an unknown kid, at most this often
     jwks_refresh_interval: Duration = 300.0  # the key set is refetched when older than this
+    #: further HS256 secrets, each limited to some scopes (tokens name one by `kid`)
+    scoped_keys: list[ScopedKeyConfig] = Field(default_factory=list, max_length=64)
 
     @field_validator("algorithms")
     @classmethod
@@ -95,6 +138,17 @@ class AuthConfig(Frozen):
         if m.group(1) == "http" and not is_loopback(host.strip("[]")):
             raise ValueError("must be https:// (plain http:// only to a loopback address, "
                              "where no network sits between the gateway and the key set)")
+        return v
+
+    @field_validator("scoped_keys")
+    @classmethod
+    def _unique(cls, v: list[ScopedKeyConfig]) -> list[ScopedKeyConfig]:
+        seen: set[str] = set()
+        for i, key in enumerate(v):
+            if key.name in seen:
+                raise ValueError(f"[{i}].name: {key.name!r} is used by another key: a token's "
+                                 "`kid` must select one key")
+            seen.add(key.name)
         return v
 
     @property

@@ -217,6 +217,7 @@ def test_a_prometheus_operator_finds_every_pod_to_scrape(tmp_path: Path) -> None
     shutil.copytree(ROOT / "deploy" / "kubernetes", copy)
     overlay = copy / "overlays" / "example"
     shutil.copy(overlay / "keys.env.example", overlay / "keys.env")
+    shutil.copy(overlay / "drill-key.env.example", overlay / "drill-key.env")
     with (overlay / "kustomization.yaml").open("a") as f:
         f.write("components:\n  - ../../components/prometheus-operator\n")
     out = subprocess.run([kubectl, "kustomize", str(overlay)], capture_output=True, text=True,

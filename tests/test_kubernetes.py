@@ -87,15 +87,18 @@ def test_kustomizations_name_every_manifest_and_nothing_missing() -> None:
         assert (OVERLAY / res).exists(), res
     for patch in overlay["patches"]:
         assert (OVERLAY / patch["path"]).exists(), patch
+    want = {"killgate-keys": {"KILLGATE_JWT_SECRET", "KILLGATE_STATE_KEY"},
+            "killgate-drill-key": {"KILLGATE_DRILL_JWT_SECRET"}}  # (the drill CronJob's)
+    assert {gen["name"] for gen in overlay["secretGenerator"]} == set(want)
     for gen in overlay["secretGenerator"]:
-        assert gen["name"] == "killgate-keys" and gen["behavior"] == "replace"
+        assert gen["behavior"] == "replace"
         assert gen["options"]["disableNameSuffixHash"] is True
         example = (OVERLAY / (gen["envs"][0] + ".example")).read_text()
-        assert "KILLGATE_JWT_SECRET=" in example and "KILLGATE_STATE_KEY=" in example
-    # the base's Secret holds placeholders that killgate refuses (shorter than 32 bytes)
-    secret = _one("Secret")
-    assert set(secret["stringData"]) == {"KILLGATE_JWT_SECRET", "KILLGATE_STATE_KEY"}
-    assert all(len(v) < 32 for v in secret["stringData"].values())
+        assert all(f"{k}=" in example for k in want[gen["name"]])
+    # the base's Secrets hold placeholders that killgate refuses (shorter than 32 bytes)
+    secrets = {d["metadata"]["name"]: d for p in BASE.glob("secret*.yaml") for d in _docs(p)}
+    assert {n: set(s["stringData"]) for n, s in secrets.items()} == want
+    assert all(len(v) < 32 for s in secrets.values() for v in s["stringData"].values())
 
 
 def _config_of(cm: dict[str, Any]) -> Any:
@@ -107,7 +110,8 @@ def test_configmap_config_passes_killgate_check(folder: Path, tmp_path: Path) ->
     # README "Deploying" step 4: the ConfigMap's file, through `killgate check` itself, with
     # the keys the Secret provides
     (tmp_path / "config.yaml").write_text(_one("ConfigMap", folder)["data"]["config.yaml"])
-    env = {**os.environ, "KILLGATE_JWT_SECRET": "j" * 40, "KILLGATE_STATE_KEY": "s" * 40}
+    env = {**os.environ, "KILLGATE_JWT_SECRET": "j" * 40, "KILLGATE_STATE_KEY": "s" * 40,
+           "KILLGATE_DRILL_JWT_SECRET": "d" * 40}
     res = subprocess.run([sys.executable, "-m", "gateway", "check",
                           str(tmp_path / "config.yaml")], capture_output=True, text=True,
                          timeout=30, cwd=str(ROOT), env=env)
@@ -195,7 +199,9 @@ def test_deployment_probes_drain_and_security() -> None:
     assert advertise["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
     assert env["KILLGATE_JWT_SECRET"]["name"] == "killgate-keys"
     assert env["KILLGATE_STATE_KEY"]["name"] == "killgate-keys"
+    assert env["KILLGATE_DRILL_JWT_SECRET"]["name"] == "killgate-drill-key"
     assert cfg.admin.auth.hs256_secret_env in env
+    assert {k.hs256_secret_env for k in cfg.admin.auth.scoped_keys} <= set(env)
 
 
 def test_services_policy_budget_and_autoscaler_select_the_gateway() -> None:
@@ -242,7 +248,8 @@ def test_services_policy_budget_and_autoscaler_select_the_gateway() -> None:
 
 def test_the_drill_cronjob_mints_a_token_the_gateway_accepts(tmp_path: Path) -> None:
     """Its `killgate token` command, run against the ConfigMap it mounts, gives a token with
-    the issuer, audience and secret the Deployment's config checks."""
+    the issuer, audience and scoped key (`drills`) the Deployment's config checks. It holds
+    that key's Secret alone, never the main JWT secret (which mints admin tokens)."""
     import jwt
 
     cron = _one("CronJob")
@@ -258,14 +265,22 @@ def test_the_drill_cronjob_mints_a_token_the_gateway_accepts(tmp_path: Path) -> 
     (tmp_path / "config.yaml").write_text(_one("ConfigMap")["data"]["config.yaml"])
     args = shlex.split(call.group(1).replace("/etc/killgate/config.yaml",
                                              str(tmp_path / "config.yaml")))
+    refs = {e["valueFrom"]["secretKeyRef"]["name"] for e in c.get("env", [])
+            if "secretKeyRef" in e.get("valueFrom", {})}
+    assert refs == {"killgate-drill-key"}
+    assert "envFrom" not in c
+    key = next(k for k in cfg.admin.auth.scoped_keys if k.name == "drills")
+    assert "killgate:admin" not in key.max_scopes
     secret = "s" * 40
     res = subprocess.run([sys.executable, "-m", "gateway", "token", *args],
                          capture_output=True, text=True, timeout=30, cwd=str(ROOT),
-                         env={**os.environ, cfg.admin.auth.hs256_secret_env: secret})
+                         env={**os.environ, str(key.hs256_secret_env): secret})
     assert res.returncode == 0, res.stderr
+    assert jwt.get_unverified_header(res.stdout.strip())["kid"] == "drills"
     claims = jwt.decode(res.stdout.strip(), secret, algorithms=["HS256"],
                         audience=cfg.admin.auth.audience, issuer=cfg.admin.auth.issuer)
     assert set(claims["scope"].split()) >= {"killgate:drill", "killgate:read"}
+    assert set(claims["scope"].split()) <= set(key.max_scopes)
     assert claims["exp"] - claims["iat"] <= 600
 
 
@@ -340,7 +355,8 @@ def test_the_readmes_configmap_check_command_works(tmp_path: Path) -> None:
     out = subprocess.run(argv, capture_output=True, text=True, timeout=30, cwd=str(ROOT))
     assert out.returncode == 0, out.stderr
     (tmp_path / "k.yaml").write_text(out.stdout)
-    env = {**os.environ, "KILLGATE_JWT_SECRET": "j" * 40, "KILLGATE_STATE_KEY": "s" * 40}
+    env = {**os.environ, "KILLGATE_JWT_SECRET": "j" * 40, "KILLGATE_STATE_KEY": "s" * 40,
+           "KILLGATE_DRILL_JWT_SECRET": "d" * 40}
     res = subprocess.run([sys.executable, "-m", "gateway", "check", str(tmp_path / "k.yaml")],
                          capture_output=True, text=True, timeout=30, cwd=str(ROOT), env=env)
     assert res.returncode == 0 and ": ok (" in res.stdout, res.stderr
@@ -355,6 +371,7 @@ def _built_overlay(tmp_path: Path) -> list[dict[str, Any]]:
     shutil.copytree(DEPLOY, copy)
     overlay = copy / "overlays" / "example"
     shutil.copy(overlay / "keys.env.example", overlay / "keys.env")
+    shutil.copy(overlay / "drill-key.env.example", overlay / "drill-key.env")
     out = subprocess.run([kubectl, "kustomize", str(overlay)], capture_output=True, text=True,
                          timeout=60, check=True).stdout
     return [d for d in yaml.safe_load_all(out) if d]

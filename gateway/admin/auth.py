@@ -5,7 +5,8 @@ public key, or a JWKS URL (keys cached, unknown `kid` refetched at most once per
 `jwks_min_refetch_interval`, the last good key set kept when the endpoint is down).
 A key is only ever used with the algorithms of its type; `none` is never accepted.
 Every failure becomes Unauthenticated with a short type and no detail; pyjwt errors do
-not leave this module.
+not leave this module. A token whose `kid` names a scoped key (admin/scopedkeys.py) is
+checked with that key alone, HS256 only, and bound to its scopes.
 """
 
 from __future__ import annotations
@@ -25,15 +26,15 @@ import jwt
 from jwt import PyJWKClient
 
 from gateway import filemodes
+from gateway.admin.scopedkeys import ScopedKey, load_scoped_keys
 from gateway.config import AuthConfig
+from gateway.config_admin import SCOPES
 from gateway.domain.audit import clean_text
 from gateway.errors import ApiError, Forbidden, Unauthenticated
 
 __all__ = ["SCOPES", "Authenticator", "Principal", "mint", "printable_subject", "scopes_of",
            "unverified_scopes"]
 
-SCOPES = ("killgate:read", "killgate:kill", "killgate:rollout", "killgate:alert",
-          "killgate:drill", "killgate:admin", "killgate:breakglass")
 MAX_AUTH_HEADER = 8192
 MAX_JOSE_BRACKETS = 32  # `[` and `{` in a JOSE header; real ones hold a handful
 MIN_SECRET = 32
@@ -62,8 +63,9 @@ class Principal:
 
 
 def mint(secret: str, subject: str, scope: str, ttl: float, issuer: str | None,
-         audience: str | None) -> str:
-    """An HS256 admin token (for development, tests and `killgate token`)."""
+         audience: str | None, kid: str | None = None) -> str:
+    """An HS256 admin token (for development, tests and `killgate token`); `kid`: the
+    name of the scoped key whose secret this is."""
     if len(secret.encode()) < MIN_SECRET:
         raise ValueError(f"the HMAC secret must be at least {MIN_SECRET} bytes")
     now = int(time.time())
@@ -73,7 +75,8 @@ def mint(secret: str, subject: str, scope: str, ttl: float, issuer: str | None,
         claims["iss"] = issuer
     if audience:
         claims["aud"] = audience
-    return jwt.encode(claims, secret, algorithm="HS256")
+    return jwt.encode(claims, secret, algorithm="HS256",
+                      headers={"kid": kid} if kid is not None else None)
 
 
 def _nested(segment: str) -> bool:
@@ -136,16 +139,20 @@ class Authenticator:
         # token -> (the key that verified it, its claims). A signature check costs ~60 µs
         # warm and ~0.45 ms on a cold CPU, and operators' scripts reuse one token for
         # many calls; a hit still checks the times and that the key is still current.
-        self._verified: dict[str, tuple[Any, dict[str, Any]]] = {}
+        self._verified: dict[str, tuple[Any, dict[str, Any], ScopedKey | None]] = {}
         try:
             self._load(resolve)
         except (OSError, ValueError) as exc:
             self.problem = str(exc)
-        #: which key this holds (a digest of it; None for a key set, which refreshes
-        #: itself): a reload compares it, so a key rotated in its file with the config
-        #: unchanged takes effect
-        self.key_digest = (None if self._key is None or self.problem is not None
-                           else hashlib.sha256(str(self._key).encode()).hexdigest())
+        main = self._key if isinstance(self._key, str) and self.problem is None else None
+        self.scoped: dict[str, ScopedKey] = load_scoped_keys(cfg.scoped_keys, resolve, main)
+        #: which keys this holds (a digest of them; None for a key set alone, which
+        #: refreshes itself): a reload compares it, so a key rotated in its file with the
+        #: config unchanged takes effect
+        held = [] if self._key is None or self.problem is not None else [str(self._key)]
+        held += [f"{k.name}\n{k.secret}" for k in self.scoped.values()]
+        self.key_digest = (hashlib.sha256("\0".join(held).encode()).hexdigest()
+                           if held else None)
 
     def _load(self, resolve: Callable[[str], Path]) -> None:
         cfg = self.cfg
@@ -265,8 +272,13 @@ class Authenticator:
             raise Unauthenticated()
         try:
             head = jwt.get_unverified_header(token)
+            kid = head.get("kid")
+            # a kid naming a scoped key selects it alone; any other kid is the main key's
+            # (as before scoped keys: with one secret the kid is not needed to find it)
+            scoped = self.scoped.get(kid) if isinstance(kid, str) else None
+            algorithms = self.algorithms if scoped is None else ["HS256"]
             alg = head.get("alg")
-            if not isinstance(alg, str) or alg not in self.algorithms:
+            if not isinstance(alg, str) or alg not in algorithms:
                 raise Unauthenticated()
             if "crit" in head:
                 raise Unauthenticated()  # we understand no extensions (RFC 7515 §4.1.11)
@@ -275,9 +287,16 @@ class Authenticator:
                 # a token typed as another kind of JWT (a logout or security-event token)
                 # must not pass as an access token (RFC 8725 §3.11); `aud` does the rest
                 raise Unauthenticated()
-            key = await self._jwks_key(head.get("kid")) if self._jwks else self._key
+            if scoped is not None:
+                if scoped.problem is not None:
+                    raise ApiError(503, "auth_not_configured", scoped.problem + (
+                        "; fix it where `killgate serve` runs: a variable is read at "
+                        "start (restart it), a file at each reload (SIGHUP)"))
+                key = scoped.secret
+            else:
+                key = await self._jwks_key(kid) if self._jwks else self._key
             claims = jwt.decode(
-                token, key, algorithms=self.algorithms, audience=self.cfg.audience,
+                token, key, algorithms=algorithms, audience=self.cfg.audience,
                 issuer=self.cfg.issuer, leeway=self.cfg.leeway,
                 options={"require": ["exp", "iat", "sub"], "verify_aud": bool(self.cfg.audience),
                          "verify_iss": bool(self.cfg.issuer), "strict_aud": False})
@@ -287,16 +306,17 @@ class Authenticator:
             raise
         except Exception:  # noqa: BLE001 - any decode failure is a 401, never a 500
             raise Unauthenticated() from None
-        principal = self._principal(claims)
+        principal = self._principal(claims, scoped)
         if len(self._verified) >= VERIFIED_CACHE:
             self._verified.pop(next(iter(self._verified)))
-        self._verified[token] = (key, claims)
+        self._verified[token] = (key, claims, scoped)
         return principal
 
-    async def _cached(self, token: str, key: Any, claims: dict[str, Any]) -> Principal | None:
+    async def _cached(self, token: str, key: Any, claims: dict[str, Any],
+                      scoped: ScopedKey | None) -> Principal | None:
         """A token verified before: still in its time window, and its key still current
         (a JWKS refresh that dropped the key ends it). None: verify it afresh."""
-        if self._jwks:
+        if self._jwks and scoped is None:
             try:
                 current = await self._jwks_key(jwt.get_unverified_header(token).get("kid"))
             except Unauthenticated:
@@ -310,9 +330,9 @@ class Authenticator:
             raise Unauthenticated("expired")
         if claims.get("nbf", 0) > now + self.cfg.leeway:
             raise Unauthenticated()
-        return self._principal(claims)
+        return self._principal(claims, scoped)
 
-    def _principal(self, claims: dict[str, Any]) -> Principal:
+    def _principal(self, claims: dict[str, Any], scoped: ScopedKey | None) -> Principal:
         now = self.clock()
         for name in ("exp", "iat", "nbf"):
             v = claims.get(name)
@@ -330,7 +350,12 @@ class Authenticator:
         sub = claims.get("sub")
         if not isinstance(sub, str) or not sub.strip() or not printable_subject(sub):
             raise Unauthenticated()
-        return Principal(sub, scopes_of(claims))
+        if scoped is None:
+            return Principal(sub, scopes_of(claims))
+        actor = scoped.actor(sub)
+        scopes = scopes_of(claims)
+        scoped.check(actor, scopes)  # (refused whole, never narrowed)
+        return Principal(actor, scopes)
 
 
 def scopes_of(claims: Mapping[str, Any]) -> frozenset[str]:

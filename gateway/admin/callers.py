@@ -72,8 +72,17 @@ class Callers:
         self.limiter, self.all_checks = _limiters(loaded)
         self._log_budget = tokenbucket.TokenBucket(LOG_RATE, LOG_BURST)
         self._unlogged = 0  # refusals not logged since the last admin_denied line
+        self._log_problems()
+
+    def _log_problems(self) -> None:
+        """The auth settings' problems, at start and at each change: the main key's (every
+        call answers 503) and each scoped key's (its tokens answer 503)."""
         if self.auth.problem:
             event(log, "admin_auth_not_configured", logging.ERROR, problem=self.auth.problem)
+        for key in self.auth.scoped.values():
+            if key.problem:
+                event(log, "admin_auth_not_configured", logging.ERROR, key_name=key.name,
+                      problem=key.problem)
 
     def reconfigure(self, loaded: LoadedConfig, checked: Authenticator | None = None) -> None:
         """A reloaded config may change the admin auth settings (not the listener), or the
@@ -90,9 +99,8 @@ class Callers:
             self.auth = Authenticator(auth, loaded.resolve)
         else:
             return
-        if self.auth.problem:
-            event(log, "admin_auth_not_configured", logging.ERROR, problem=self.auth.problem)
-        elif self.auth.key_digest != was.key_digest:
+        self._log_problems()
+        if not self.auth.problem and self.auth.key_digest != was.key_digest:
             event(log, "admin_auth_key_reloaded", logging.WARNING,
                   detail="tokens signed with the previous key are refused from now on")
 
@@ -154,7 +162,8 @@ class Callers:
             return
         self.counters.inc("killgate_auth_failures_total", (str(exc.status),),
                           label_names=("code",))
-        subject = principal.subject if principal is not None else None
+        # (a token refused for claiming beyond its scoped key: its subject, key named)
+        subject = principal.subject if principal is not None else getattr(exc, "subject", None)
         endpoint = _endpoint(request)
         if exc.status != 429:  # (429s come in floods: the tally stands for them)
             self._log_denied(status=exc.status, type=exc.type, peer=peer, path=endpoint,

@@ -35,6 +35,10 @@ def _token(args: argparse.Namespace) -> int:
                           f"{', '.join(SCOPES)}")
     issuer = audience = None
     env = args.secret_env
+    kid = None
+    if args.key is not None and (not args.config or args.secret_env):
+        raise ClientError("--key NAME needs -c FILE (the key's secret and scopes are in "
+                          "admin.auth.scoped_keys) and no --secret-env")
     lifetime = AuthConfig().max_token_lifetime
     hint = "or give -c FILE naming the secret"
     if args.config:
@@ -43,7 +47,10 @@ def _token(args: argparse.Namespace) -> int:
             auth = loaded.config.admin.auth
             lifetime = auth.max_token_lifetime
             issuer, audience = auth.issuer, auth.audience
-            if auth.hs256_secret_file:
+            if args.key is not None:
+                secret, source, env, hint = _scoped_secret(args, auth, loaded.resolve)
+                kid = args.key
+            elif auth.hs256_secret_file:
                 source = str(loaded.resolve(auth.hs256_secret_file))
                 try:
                     secret = read_key_file(Path(source)).decode().strip()
@@ -70,7 +77,8 @@ def _token(args: argparse.Namespace) -> int:
     if not secret:
         raise ClientError(f"no secret: set {env} ({hint})")
     if len(secret.encode()) < MIN_SECRET:  # (which secret, and how to make a good one)
-        where = source if args.config and auth.hs256_secret_file else f"${env}"
+        where = (source if args.config and (auth.hs256_secret_file or kid is not None)
+                 else f"${env}")
         raise ClientError(f"the secret in {where} is {len(secret.encode())} bytes; an HMAC "
                           f"secret must be at least {MIN_SECRET} bytes, e.g. "
                           "`openssl rand -hex 32`, the same the gateway reads")
@@ -87,10 +95,34 @@ def _token(args: argparse.Namespace) -> int:
         if ttl > lifetime:
             raise ValueError(f"--ttl {args.ttl} is longer than admin.auth.max_token_lifetime "
                              f"({lifetime:g}s): the gateway would refuse the token")
-        print(mint(secret, args.subject, args.scope, ttl, issuer, audience))
+        print(mint(secret, args.subject, args.scope, ttl, issuer, audience, kid))
     except ValueError as exc:
         raise ClientError(str(exc)) from None
     return 0
+
+
+def _scoped_secret(args: argparse.Namespace, auth: Any,
+                   resolve: Any) -> tuple[str, str, str, str]:
+    """(secret, where it is, its variable, a hint) of the scoped key `--key` names, once
+    `--scope` is within what the key may grant (else the gateway would refuse the token)."""
+    from gateway.admin.scopedkeys import read_secret
+
+    keys = {k.name: k for k in auth.scoped_keys}
+    key = keys.get(args.key)
+    if key is None:
+        known = ", ".join(keys) or "none"
+        raise ClientError(f"--key {args.key!r}: no such key in admin.auth.scoped_keys of "
+                          f"{args.config} (keys: {known})")
+    beyond = sorted(set(args.scope.split()) - set(key.max_scopes))
+    if beyond:
+        raise ClientError(f"--scope {' '.join(beyond)}: the key {key.name!r} may grant only "
+                          f"{' '.join(key.max_scopes)}; the gateway would refuse the token")
+    secret, where = read_secret(key, resolve)
+    if key.hs256_secret_file is not None:
+        path = str(resolve(key.hs256_secret_file))
+        return secret, path, f"a secret in {path}", f"{where}, of the key {key.name}"
+    env = key.hs256_secret_env or ""
+    return secret, f"${env}", env, f"named by admin.auth.scoped_keys ({key.name}) in {args.config}"
 
 
 def _diff(args: argparse.Namespace) -> int:
@@ -256,6 +288,10 @@ def add_config_commands(cmd: Any, sub: Any) -> None:
     p.add_argument("-c", "--config", help="take issuer, audience and secret from this config")
     p.add_argument("--secret-env", help="environment variable holding the secret "
                                          "(default KILLGATE_JWT_SECRET)")
+    p.add_argument("--key", metavar="NAME",
+                   help="with -c: sign with the scoped key NAME of admin.auth.scoped_keys "
+                        "(its secret; the token names it as `kid` and may carry only its "
+                        "max_scopes)")
     p.add_argument("--issuer", default="killgate", help="without -c (default killgate)")
     p.add_argument("--audience", default="killgate-admin",
                    help="without -c (default killgate-admin)")

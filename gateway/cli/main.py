@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable
 
 from gateway import __version__
-from gateway.config import Config
+from gateway.config import AuthConfig, Config
 from gateway.configfile import LoadedConfig, load_config, state_file_problems
 from gateway.errors import ConfigError
 from gateway.filemodes import key_env, read_key_file
@@ -59,6 +59,8 @@ def _check_one(file: str, say: Callable[[str], None]) -> int:
         elif problem:
             say(f"admin.auth: {problem}")
             return 1
+    if auth.scoped_keys and _scoped_key_problems(auth, loaded, say):
+        return 1
     from gateway.state.signing import check_keys
 
     errors, notes = check_keys(cfg.state, loaded.resolve)
@@ -76,6 +78,22 @@ def _check_one(file: str, say: Callable[[str], None]) -> int:
         return 1
     print(f"{file}: ok ({len(cfg.routes)} route(s), {loaded.digest})")
     return 0
+
+
+def _scoped_key_problems(auth: AuthConfig, loaded: LoadedConfig,
+                         say: Callable[[str], None]) -> bool:
+    """Say what is wrong with admin.auth.scoped_keys' secrets; True when any is an error."""
+    from gateway.admin.auth import Authenticator
+    from gateway.admin.scopedkeys import check_scoped_keys, load_scoped_keys
+
+    keys = (load_scoped_keys(auth.scoped_keys, loaded.resolve, None) if auth.jwks_url
+            else Authenticator(auth, loaded.resolve).scoped)
+    errors, notes = check_scoped_keys(keys, auth.scoped_keys, dict(os.environ))
+    for line in notes:
+        say(f"note: {line}")
+    for line in errors:
+        say(line)
+    return bool(errors)
 
 
 def _webhook_secrets(loaded: LoadedConfig) -> tuple[list[str], list[str]]:
