@@ -31,6 +31,12 @@ SCOPES = ("killgate:read", "killgate:kill", "killgate:rollout", "killgate:alert"
           "killgate:drill", "killgate:admin", "killgate:breakglass")
 
 
+#: scopes a scoped key may not grant: whoever holds its secret (a CronJob's Secret) could
+#: do anything, or skip the two-person rule
+_MAIN_KEY_ONLY = {"killgate:admin": "implies every scope",
+                  "killgate:breakglass": "skips two-person approval"}
+
+
 class ScopedKeyConfig(Frozen):
     """A second HS256 secret whose tokens may carry only `max_scopes` (a drill CronJob's:
     whoever reads its Secret cannot mint an admin token). Its tokens name it in their
@@ -53,12 +59,12 @@ class ScopedKeyConfig(Frozen):
     @classmethod
     def _scopes(cls, v: list[str]) -> list[str]:
         for i, scope in enumerate(v):
-            if scope == "killgate:admin":
-                raise ValueError(f"[{i}] killgate:admin cannot be given to a scoped key (it "
-                                 "implies every scope: use the main key for it)")
+            if scope in _MAIN_KEY_ONLY:
+                raise ValueError(f"[{i}] {scope} cannot be given to a scoped key (it "
+                                 f"{_MAIN_KEY_ONLY[scope]}: use the main key for it)")
             if scope not in SCOPES:
                 raise ValueError(f"[{i}] unknown scope {scope!r}; known: "
-                                 f"{', '.join(s for s in SCOPES if s != 'killgate:admin')}")
+                                 f"{', '.join(s for s in SCOPES if s not in _MAIN_KEY_ONLY)}")
         return v
 
     @model_validator(mode="after")

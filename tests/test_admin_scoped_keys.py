@@ -248,6 +248,9 @@ def test_token_key_refuses_what_the_gateway_would(tmp_path: Path,
      "[killgate:admin]}\n", DRILL_SECRET,
      "admin.auth.scoped_keys[0].max_scopes: [0] killgate:admin cannot be given"),
     ("- {name: drills, hs256_secret_env: KILLGATE_TEST_DRILL_SECRET, max_scopes: "
+     "[killgate:kill, killgate:breakglass]}\n", DRILL_SECRET,
+     "admin.auth.scoped_keys[0].max_scopes: [1] killgate:breakglass cannot be given"),
+    ("- {name: drills, hs256_secret_env: KILLGATE_TEST_DRILL_SECRET, max_scopes: "
      "[killgate:drills]}\n", DRILL_SECRET, "[0] unknown scope 'killgate:drills'"),
     ("- {name: ../x, hs256_secret_env: KILLGATE_TEST_DRILL_SECRET, max_scopes: "
      "[killgate:drill]}\n", DRILL_SECRET, "admin.auth.scoped_keys[0].name"),
