@@ -51,3 +51,42 @@ async def test_a_request_routed_before_a_rollback_does_not_fail_over_to_the_vers
             got = await flight
             assert not bad.requests, got
             assert got == (503, None, "fallback"), got
+
+
+async def test_an_automatic_rollback_never_rolls_back_to_a_killed_stable(
+        tmp_path: Path, backends) -> None:
+    """The operator kills the stable v1 (it is the bad one): the canary v2 takes all of the
+    route's traffic. Judged against no stable traffic (baseline: no errors), a few of v2's
+    errors under the whole load failed the analysis, and the automatic rollback latched the
+    route to v1, killed, with v2 at 0 and no spare (d0104d5): the route answered only its
+    fallback, an outage made by the automation over the operator's kill. No automatic
+    rollback goes to a killed stable: the canary goes on serving (the verdict says why)."""
+    from aiohttp import web
+
+    from tests.test_killswitch import kill
+
+    async def v2(req: web.Request) -> web.Response:
+        await req.read()
+        return web.json_response({"v": 2}, status=500 if req.headers.get("x-fail") else 200)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", v2)
+    p1, p2 = await backends(echo_app("v1")), await backends(app)
+    cfg = write_config(tmp_path, _route(
+        "iris", {"v1": (p1, 90), "v2": (p2, 10)},
+        "  analysis: {window: 5s, interval: 200ms, min_requests: 5}\n"
+        "  outlier: {enabled: false}\n"
+        "  fallback: {status: 503, json: {busy: true}}\n"))
+    async with running_gateway(cfg) as g, ClientSession() as session:
+        await kill(session, g.admin, scope="version", route="iris", version="v1")
+        for i in range(20):
+            async with session.post(g.url + INFER, data=b"{}",
+                                    headers={"x-fail": "1"} if i % 5 == 0 else {}) as r:
+                await r.read()
+                assert r.headers.get("x-killgate-version") == "v2"
+        await wait_until(lambda: (v := g.gw.rollout.verdicts.get("iris")) is not None
+                         and v.status == "failed", 5, what="the failed verdict")
+        await asyncio.sleep(0.5)  # (rounds after it: each would have rolled back)
+        assert "iris" not in g.gw.holder.doc.overrides, g.gw.holder.doc.overrides
+        async with session.post(g.url + INFER, data=b"{}") as r:
+            assert (r.status, r.headers.get("x-killgate-version")) == (200, "v2")
