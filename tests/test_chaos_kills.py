@@ -221,4 +221,3 @@ async def _chaos(seed: int, tmp_path: Path, backends, redis_server: RedisServer,
                 assert (r.status == 503) == (("route", route, None) in held), (route, held)
     for p in procs:
         assert p.stop() == 0, p.output()[-3000:]
-
