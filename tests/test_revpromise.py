@@ -53,14 +53,16 @@ async def test_a_request_routed_before_a_rollback_does_not_fail_over_to_the_vers
             assert got == (503, None, "fallback"), got
 
 
+@pytest.mark.parametrize("steps", [False, True])
 async def test_an_automatic_rollback_never_rolls_back_to_a_killed_stable(
-        tmp_path: Path, backends) -> None:
+        tmp_path: Path, backends, steps: bool) -> None:
     """The operator kills the stable v1 (it is the bad one): the canary v2 takes all of the
     route's traffic. Judged against no stable traffic (baseline: no errors), a few of v2's
     errors under the whole load failed the analysis, and the automatic rollback latched the
     route to v1, killed, with v2 at 0 and no spare (d0104d5): the route answered only its
     fallback, an outage made by the automation over the operator's kill. No automatic
-    rollback goes to a killed stable: the canary goes on serving (the verdict says why)."""
+    rollback goes to a killed stable: the canary goes on serving (the verdict says why); a
+    progressive rollout is held by the kill (README), never promoted."""
     from aiohttp import web
 
     from tests.test_killswitch import kill
@@ -74,7 +76,8 @@ async def test_an_automatic_rollback_never_rolls_back_to_a_killed_stable(
     p1, p2 = await backends(echo_app("v1")), await backends(app)
     cfg = write_config(tmp_path, _route(
         "iris", {"v1": (p1, 90), "v2": (p2, 10)},
-        "  analysis: {window: 5s, interval: 200ms, min_requests: 5}\n"
+        "  analysis: {window: 5s, interval: 200ms, min_requests: 5"
+        + (", steps: [10, 100], step_interval: 200ms" if steps else "") + "}\n"
         "  outlier: {enabled: false}\n"
         "  fallback: {status: 503, json: {busy: true}}\n"))
     async with running_gateway(cfg) as g, ClientSession() as session:
@@ -90,3 +93,7 @@ async def test_an_automatic_rollback_never_rolls_back_to_a_killed_stable(
         assert "iris" not in g.gw.holder.doc.overrides, g.gw.holder.doc.overrides
         async with session.post(g.url + INFER, data=b"{}") as r:
             assert (r.status, r.headers.get("x-killgate-version")) == (200, "v2")
+        assert g.gw.rollout.recent["iris"][-1]["held"].startswith("no automatic rollback to v1")
+        if steps:
+            prog = g.gw.holder.doc.progress.get("iris") or {}
+            assert prog.get("state") != "done" and prog.get("held") in (None, "version:v1"), prog

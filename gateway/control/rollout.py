@@ -191,6 +191,8 @@ class RolloutDriver(ProgressiveSteps):
                 self.recent[rc.name][-1]["held"] = held
                 event(log, "auto_rollback_held", logging.WARNING, route=rc.name,
                       canary=canary, stable=stable, reason=held)
+                if rc.analysis.steps:  # (the kill holds the rollout: paused, `held`)
+                    await self._progress(rc, stable, canary, verdict)
                 return verdict
             await self._rollback(rc, stable, canary, verdict)
         elif rc.analysis.steps:
