@@ -30,7 +30,7 @@ from gateway.control.table import TableHolder
 from gateway.domain.analysis import Sample, Verdict, analyze, merge
 from gateway.domain.audit import AuditDraft, utc_now
 from gateway.domain.overrides import effective_stable
-from gateway.domain.statedoc import Change, RouteOverride, StateDoc
+from gateway.domain.statedoc import Change, RouteOverride, StateDoc, kill_key
 from gateway.domain.stats import WindowStats
 from gateway.domain.tablebuild import (
     canary_of,
@@ -184,6 +184,16 @@ class RolloutDriver(ProgressiveSteps):
         event(log, "analysis", route=rc.name, canary=canary, verdict=verdict.status,
               reasons=list(verdict.reasons))
         if verdict.status == "failed":
+            if kill_key("version", rc.name, stable) in doc.kills:
+                # the operator killed the stable (the canary took its traffic): a rollback
+                # to it would leave the route nothing to serve (the canary no spare)
+                held = f"no automatic rollback to {stable}: the {stable} kill stands"
+                self.recent[rc.name][-1]["held"] = held
+                event(log, "auto_rollback_held", logging.WARNING, route=rc.name,
+                      canary=canary, stable=stable, reason=held)
+                if rc.analysis.steps:  # (the kill holds the rollout: paused, `held`)
+                    await self._progress(rc, stable, canary, verdict)
+                return verdict
             await self._rollback(rc, stable, canary, verdict)
         elif rc.analysis.steps:
             await self._progress(rc, stable, canary, verdict)
@@ -195,7 +205,8 @@ class RolloutDriver(ProgressiveSteps):
         reason = "canary analysis failed: " + "; ".join(verdict.reasons)
 
         def change(cur: StateDoc) -> Change | None:
-            if rc.name in cur.overrides or self._replaced(rc):
+            if rc.name in cur.overrides or self._replaced(rc) \
+                    or kill_key("version", rc.name, stable) in cur.kills:
                 return None  # someone (another instance, an operator) already acted
             weights = {v.name: (100.0 if v.name == stable else 0.0) for v in rc.versions}
             ov = RouteOverride(stable, weights, "killgate/auto", reason, now, "auto_rollback")

@@ -77,9 +77,9 @@ class Moves(Handle):
     def _next(self, outcome: Outcome, err: UpstreamError | None, ex: Exchange | None) -> bool:
         """Ask the plan; True when the request goes on (the target is updated), False when
         it has been answered here."""
-        if self.targets is None:  # (asked once, before any move: `target` is the first)
-            self.targets = self.plan.failover_for(self.target.name)
         proxy = self.proxy
+        if self.targets is None:  # (asked once, before any move: `target` is the first)
+            self.targets = self._failover_order(proxy)
         plan = self.plan
         budget = self.budget
         retry = plan.retry
@@ -138,6 +138,18 @@ class Moves(Handle):
             self.decision = FAILOVER
             proxy.moved(plan, nxt.reason)
         return True
+
+    def _failover_order(self, proxy: FlightHost) -> tuple[Target, ...]:
+        """Where this request may go next (the order of the plan it was routed with),
+        without a version a latched rollback applied since has taken off (its connect
+        hung, its body came slowly): for every request routed after the rollback that
+        version is no spare (routing.RoutePlan), and it must not be for these either.
+        (Kills since routing: `killed_since`, asked before each attempt.)"""
+        order = self.plan.failover_for(self.target.name)
+        now = proxy.holder.held.table.by_name.get(self.plan.name)
+        if now is None or now is self.plan or not now.rolled_off:
+            return order
+        return tuple(t for t in order if t.name not in now.rolled_off)
 
     def _trace_failed(self, err: UpstreamError) -> None:
         att, span = self.att, self.req.span

@@ -113,7 +113,7 @@ class RoutePlan:
                  "fallback_body",
                  "fixed", "fold_case", "headers", "host", "idle_timeout", "killed",
                  "match_keys", "model", "name", "override_unservable", "prefix", "previous",
-                 "retry", "shadow",
+                 "retry", "rolled_off", "shadow",
                  "shadow_config", "shadow_off", "stable", "sticky_header", "targets",
                  "total_timeout", "weights")
 
@@ -192,6 +192,7 @@ class RoutePlan:
         # "previous stable"), which would undo the rollback in silence when the version
         # rolled back to goes down; the fallback answers then, as when none can serve
         self._spare = spare = self._servable - rolled_off
+        self.rolled_off = rolled_off
         self.stable = stable
         # (after a rollback, the history's stable before this one is the version rolled off:
         # not a known-good one, for the status and a drill's default either)
