@@ -17,6 +17,7 @@ from gateway.dataplane.flight import Flight
 from gateway.dataplane.headers import answer_head, content_type, is_event_stream, response_head
 from gateway.dataplane.inflight import Inflight
 from gateway.dataplane.outgoing import forwarded_for
+from gateway.dataplane.peekbudget import PeekBudget
 from gateway.dataplane.ports import Forwarding
 from gateway.dataplane.request import Request
 from gateway.dataplane.servedmodels import Asked
@@ -43,8 +44,7 @@ class Finish:
     client_address: ClientAddress | None
     _labels: dict[tuple[str, str, str], bytes]  # x-killgate-* lines
     unready: dict[Request, list[tuple[str, str, float]]]  # (answers.py)
-    peek_held: int  # bytes reserved by requests reading their `model` (proxy.py)
-    peeking: dict[Request, int]
+    peeks: PeekBudget[Request]  # bodies held to read their `model` (proxy.py)
 
     if TYPE_CHECKING:  # (`Answers`' and `Outgoing`'s, the other bases of `Proxy`)
         def labels(self, plan: RoutePlan, target: Target | None, decision: str) -> bytes: ...
@@ -120,8 +120,9 @@ class Finish:
         flight = req.flight
         if flight is not None:
             req.flight = None
-            if self.peeking:  # (its body's peek reservation, if it made one)
-                self.peek_held -= self.peeking.pop(req, 0)
+            peeks = self.peeks
+            if peeks.by:  # (what its body held while its `model` was read, if it did)
+                peeks.release(req)
             inflight = self.inflight
             inflight._done()
             inflight.handles.discard(flight)  # (_ADMITTED: never in it)

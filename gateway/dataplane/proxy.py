@@ -28,6 +28,7 @@ from gateway.dataplane.inflight import Inflight
 from gateway.dataplane.jsonpeek import ModelField, Unreadable, find_model
 from gateway.dataplane.outgoing import CACHE_MAX, CACHED_TARGET, Outgoing
 from gateway.dataplane.paths import BadTarget, route_host, split_target
+from gateway.dataplane.peekbudget import PeekBudget
 from gateway.dataplane.ports import TableSource
 from gateway.dataplane.request import BadBody, BadHeader, BodyTimeout, ClientGone, OverBudget, Request
 from gateway.dataplane.retry import RetryBudget
@@ -59,11 +60,9 @@ class Proxy(Outgoing, Answers, Finish):
         self.max_inflight = max_inflight
         self.max_body = max_body
         self.peek_bytes = peek_bytes
-        #: `server.model_peek_memory`; what requests reading their `model` reserved of it
-        #: (released when each ends: its prefix is kept to be replayed)
-        self.peek_memory = peek_memory
-        self.peek_held = 0
-        self.peeking: dict[Request, int] = {}
+        #: `server.model_peek_memory`: what requests reading their `model` hold of it
+        #: (given back when each ends: its prefix is kept to be replayed)
+        self.peeks: PeekBudget[Request] = PeekBudget(peek_memory, peek_bytes)
         self.holder = holder
         self.upstreams = upstreams
         self.clock = upstreams.clock
@@ -182,25 +181,12 @@ class Proxy(Outgoing, Answers, Finish):
         if req.body_done and req.body_size <= self.peek_bytes:
             self._peeked(req, table, path, target, host, req.body(), True)
             return
-        self.peeking[req] = 0
-        if not self._charge(req, req.buffered):
+        peeks = self.peeks
+        peeks.open(req)
+        if not peeks.charge(req, req.buffered):  # (RELIABILITY row 40, in bytes)
             self._over_budget(req)
             return
         self._spawn(self._peek(req, table, path, target, host))
-
-    def _charge(self, req: Request, held: int) -> bool:
-        """`req`'s body holds `held` bytes while its `model` is read: counted against
-        `server.model_peek_memory` as they arrive (up to its window), not reserved at its
-        head (clients sending a few bytes each would spend the budget). False: beyond it."""
-        held = min(held, self.peek_bytes)
-        had = self.peeking.get(req)
-        if had is None or held <= had:  # (None: it ended, its charge given back: `done`)
-            return True
-        if self.peek_held + held - had > self.peek_memory:  # (RELIABILITY row 40, in bytes)
-            return False
-        self.peek_held += held - had
-        self.peeking[req] = held
-        return True
 
     def _over_budget(self, req: Request) -> None:
         self.metrics.inc("killgate_requests_shed_total")
@@ -219,7 +205,7 @@ class Proxy(Outgoing, Answers, Finish):
             try:  # (one timer, for the requests whose body is not in at their head)
                 async with asyncio.timeout(longest):
                     prefix = await req.read_prefix(self.peek_bytes, self.max_body,
-                                                   lambda n: self._charge(req, n))
+                                                   lambda n: self.peeks.charge(req, n))
             except TimeoutError:
                 self.clock.now = self.loop.time()  # (a timer, not bytes: see upstream._sweep)
                 raise BodyTimeout("the request body did not arrive within the routes' "
