@@ -587,3 +587,19 @@ async def fwd(redis_server: RedisServer) -> AsyncIterator[Forwarder]:
     await f.start()
     yield f
     await f.close()
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One headless Chromium per module for the console's browser tests
+    (tests/console_rig.py's `Browser`; selenium is imported only by the modules using it)."""
+    from tests.console_rig import CHROMEDRIVER, CHROMIUM, Browser
+
+    if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
+        pytest.fail("chromium and chromium-driver are not installed (apt-get install -y "
+                    "chromium chromium-driver; .ci/run does)")
+    b = Browser(tmp_path_factory.mktemp("chromium-profile"))
+    try:
+        yield b
+    finally:
+        b.d.quit()

@@ -11,7 +11,6 @@ import asyncio
 import re
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,21 +18,10 @@ import pytest
 from gateway.admin.auth import mint
 from tests.backends import echo_app
 from tests.conftest import SECRET, running_gateway, two_versions, write_config
-from tests.console_rig import CHROMEDRIVER, CHROMIUM, Browser
+from tests.console_rig import Browser
 from tests.test_admin_limiter import AUD, ISS, bad_token
 
 pytestmark = pytest.mark.timeout(90)
-
-
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
-    if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
-        pytest.fail("chromium and chromium-driver are not installed")
-    b = Browser(tmp_path_factory.mktemp("chromium-profile"))
-    try:
-        yield b
-    finally:
-        b.d.quit()
 
 
 def _spend(admin: str) -> int:

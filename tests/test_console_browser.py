@@ -36,8 +36,6 @@ from tests.conftest import (
 from tests.console_rig import (
     ARTIFACTS,
     BODY,
-    CHROMEDRIVER,
-    CHROMIUM,
     INFER,
     Browser,
     Fleet,
@@ -73,18 +71,6 @@ APPROVALS = "approvals:\n  unkill_route: 2\n"
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     with running_fleet(tmp_path_factory.mktemp("console"), extra=APPROVALS) as fl:
         yield fl
-
-
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
-    if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
-        pytest.fail("chromium and chromium-driver are not installed (apt-get install -y "
-                    "chromium chromium-driver; .ci/run does)")
-    b = Browser(tmp_path_factory.mktemp("chromium-profile"))
-    try:
-        yield b
-    finally:
-        b.d.quit()
 
 
 def _row(version: str, route: str = "iris") -> str:

@@ -17,7 +17,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 
 from tests.conftest import admin_token, wait_until_sync
-from tests.console_rig import CHROMEDRIVER, CHROMIUM, Browser, Fleet, nginx_proxy, running_fleet
+from tests.console_rig import Browser, Fleet, nginx_proxy, running_fleet
 from tests.test_reload import atomic_write
 
 pytestmark = pytest.mark.timeout(120)
@@ -30,17 +30,6 @@ ADMIN = admin_token("killgate:admin", "carol", 10800)
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     with running_fleet(tmp_path_factory.mktemp("console-warn")) as fl:
         yield fl
-
-
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
-    if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
-        pytest.fail("chromium and chromium-driver are not installed")
-    b = Browser(tmp_path_factory.mktemp("chromium-profile"))
-    try:
-        yield b
-    finally:
-        b.d.quit()
 
 
 def _iris(fleet: Fleet) -> dict[str, object]:
