@@ -104,6 +104,15 @@ async def _reseed_events(session: ClientSession, admin: str) -> int:
         return sum(e["action"] == "state.reseed" for e in body["events"])
 
 
+async def _restart(procs: list[GatewayProcess], configs: list[Path], gateway_procs: Any,
+                   i: int) -> None:
+    """Instance i SIGKILLed, and started again on its config."""
+    procs[i].signal(signal.SIGKILL)
+    await asyncio.to_thread(procs[i].proc.wait, 5)
+    procs[i] = gateway_procs(configs[i])
+    await asyncio.to_thread(procs[i].wait_ready, 30.0)
+
+
 def _replay(redis: RedisServer, old: tuple[str, str], flush: bool) -> None:
     """Put back an older genuine state document and its generation: replayed by someone
     who can write to redis (flush=False: the audit trail stays), or redis restored from an
@@ -165,10 +174,7 @@ async def _chaos(seed: int, tmp_path: Path, backends, redis_server: RedisServer,
         if roll < 0.09:
             i = rnd.randrange(3)
             history.append(f"{step}: instance {'abc'[i]} SIGKILLed and restarted")
-            procs[i].signal(signal.SIGKILL)
-            await asyncio.to_thread(procs[i].proc.wait, 5)
-            procs[i] = gateway_procs(configs[i])
-            await asyncio.to_thread(procs[i].wait_ready, 30.0)
+            await _restart(procs, configs, gateway_procs, i)
             continue
         key, op = rnd.choice(KEYS), rnd.choice(("kill", "unkill"))
         i = rnd.randrange(3)

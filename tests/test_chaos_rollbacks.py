@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import signal
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,7 @@ from aiohttp import ClientError, ClientSession, ClientTimeout
 
 from tests.backends import echo_app
 from tests.conftest import GatewayProcess, RedisServer, bearer, wait_until
-from tests.test_chaos_kills import AUTH, SEEDS, _routes, _status, _write
+from tests.test_chaos_kills import AUTH, SEEDS, _restart, _routes, _status, _write
 from tests.test_killswitch import fixed_ports_config, redis_state
 
 pytestmark = pytest.mark.timeout(240)
@@ -49,10 +48,7 @@ async def test_random_rollbacks_and_version_kills_survive_redis_loss_and_instanc
         if roll < 0.09:
             i = rnd.randrange(3)
             history.append(f"{step}: instance {'abc'[i]} SIGKILLed and restarted")
-            procs[i].signal(signal.SIGKILL)
-            await asyncio.to_thread(procs[i].proc.wait, 5)
-            procs[i] = gateway_procs(configs[i])
-            await asyncio.to_thread(procs[i].wait_ready, 30.0)
+            await _restart(procs, configs, gateway_procs, i)
             continue
         admin = procs[rnd.randrange(3)].admin
         if roll < 0.5:
