@@ -301,6 +301,7 @@ async def test_too_little_traffic_is_inconclusive(tmp_path: Path, backends) -> N
 
 
 async def test_progressive_steps_advance_then_stop_on_failure(tmp_path: Path, backends) -> None:
+    """... and the automatic rollback records the canary as rolled off."""
     stable, canary = Flaky("v1"), Flaky("v2")
     p1, p2 = await backends(stable.app()), await backends(canary.app())
     extra = ("  analysis: {window: 1s, interval: 150ms, min_requests: 3, "
@@ -326,6 +327,8 @@ async def test_progressive_steps_advance_then_stop_on_failure(tmp_path: Path, ba
         assert steps_seen == [0, 1, 2]
         assert g.gw.holder.doc.progress["iris"]["state"] == "failed"
         assert g.gw.holder.table.by_name["iris"].effective_weights()["v2"] == 0.0
+        [off] = g.gw.holder.doc.rolled_off["iris"]
+        assert (off.version, off.kind, off.actor) == ("v2", "auto_rollback", "killgate/auto")
 
 
 async def test_a_version_answering_5xx_is_ejected_and_readmitted(tmp_path: Path, backends,

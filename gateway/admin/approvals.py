@@ -37,6 +37,7 @@ from gateway.admin.writes import Done
 from gateway.config import Config
 from gateway.domain.audit import AuditDraft
 from gateway.domain.overrides import effective_stable
+from gateway.domain.rolledoff import previous_stable
 from gateway.domain.statedoc import Change, StateDoc
 from gateway.errors import AuditError, StateError
 from gateway.log import event
@@ -59,7 +60,7 @@ def _fixed(intent: Intent, doc: StateDoc, cfg: Config) -> Intent:
     rc = cfg.route(str(intent.target.get("route"))) if intent.action == "rollback" else None
     if rc is None or intent.args.get("to") is not None:
         return intent
-    prev = doc.previous_stable(rc.name, effective_stable(doc, rc))
+    prev = previous_stable(doc, rc, effective_stable(doc, rc))
     ov = doc.overrides.get(rc.name)
     if prev is None or (ov is not None and ov.kind == "rollback"):
         return intent  # (refused below: no previous stable, or the one rolled off)

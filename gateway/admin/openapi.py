@@ -26,6 +26,13 @@ from gateway.admin.openapi_parts import (
 )
 from gateway.admin.openapi_paths import alertmanager, console, shadow
 
+#: the rollback's refusals (409, nothing changed), by `error.type`
+ROLLBACK_409 = (
+    "409 `no_previous_stable`: no earlier stable in the route's history to go back to, "
+    "other than versions rolled off by rollbacks (named in the message; status: "
+    "`rolled_off`); `rolled_back`: a rollback without `to` on a route already rolled back; "
+    "`artifact_changed`: the version's recorded artifact differs from the config's.")
+
 __all__ = ["document"]
 
 
@@ -66,6 +73,10 @@ def document(routes: list[str] | None = None, versions: list[str] | None = None)
             "/openapi.json": open_get("this document", obj),
             "/v1/status": {"get": {
                 "summary": "what this instance enforces: routes, weights, kills, history, store",
+                "description": "each route also lists `rolled_off`: the versions rollbacks "
+                               "took off it ({version, artifact, kind, actor, time}), never "
+                               "the target of a rollback without `to` or of an automatic one "
+                               "until promote, weights or rollback --to names them",
                 "security": [{"bearer": []}], "x-scope": "killgate:read",
                 "responses": {"200": {"description": "status", "content": {"application/json": {
                     "schema": {"type": "object", "required": ["instance", "generation",
@@ -102,10 +113,11 @@ def document(routes: list[str] | None = None, versions: list[str] | None = None)
                                         gated=False)},
             "/v1/unkill": {"post": write("lift a kill flag (the only way a kill is lifted)",
                                           "killgate:kill", unkill)},
-            "/v1/routes/{route}/rollback": {"post": write(
+            "/v1/routes/{route}/rollback": {"post": {**write(
                 "make `to` (default: the previous stable) stable with 100%", "killgate:rollout",
                 {"type": "object", "required": ["reason"], "additionalProperties": False,
-                 "properties": {"to": version_s, "reason": REASON, "break_glass": GLASS}}, route=route_s)},
+                 "properties": {"to": version_s, "reason": REASON, "break_glass": GLASS}}, route=route_s),
+                "description": ROLLBACK_409}},
             "/v1/routes/{route}/promote": {"post": write(
                 "make `version` stable with 100%", "killgate:rollout",
                 {"type": "object", "required": ["version", "reason"],

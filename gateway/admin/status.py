@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from gateway.configfile import LoadedConfig
 from gateway.domain.kills import unrouted
+from gateway.domain.rolledoff import held_off
 from gateway.domain.routing import RouteTable
 from gateway.domain.statedoc import plain
 from gateway.domain.tablebuild import override_missing
@@ -113,6 +114,11 @@ class StatusBuilder:
                     "killed": plan.excluded.get(v.name) == "killed" or plan.killed is not None,
                 } for v in rc.versions},
                 "previous_known_good": plan.previous,
+                # the versions rollbacks took off: never a rollback's default target again
+                # (nor an automatic one's) until an operator names them (domain/rolledoff.py)
+                "rolled_off": [{"version": x.version, "artifact": x.artifact, "kind": x.kind,
+                                "actor": x.actor, "time": x.time}
+                               for x in held_off(doc, rc).values()],
                 "shadow": None if rc.shadow is None else {  # §5.5; results: /v1/routes/R/shadow
                     "version": rc.shadow.version, "sample": rc.shadow.sample,
                     "mirroring": plan.shadow is not None, "off": plan.shadow_off or None},

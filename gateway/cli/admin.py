@@ -96,6 +96,12 @@ def _status_text(st: dict[str, Any], silent: list[dict[str, Any]] | None = None)
                          "*" if r["stable"] == vname else ""])
     out.append(table(rows))
     for name, r in (st.get("routes") or {}).items():
+        if r.get("rolled_off"):
+            out.append(clean_text(f"ROLLED OFF: route {name}: " + ", ".join(
+                f"{x.get('version')} ({x.get('kind')} by {x.get('actor')}, {x.get('time')})"
+                for x in r["rolled_off"] if isinstance(x, dict))
+                + ": never the target of a rollback without --to, nor of an automatic one, "
+                  "until promote or weights name it", 4096))
         if r.get("override_unservable"):
             missing = ", ".join(map(str, r["override_unservable"]))
             out.append(clean_text(

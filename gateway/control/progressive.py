@@ -20,6 +20,7 @@ from gateway.control.table import TableHolder
 from gateway.domain.analysis import Verdict
 from gateway.domain.audit import AuditDraft, utc_now
 from gateway.domain.overrides import with_stable
+from gateway.domain.rolledoff import cleared
 from gateway.domain.statedoc import Change, Progress, StateDoc
 from gateway.domain.tablebuild import kill_holding, progressive_pct, rolls_out, step_index
 from gateway.log import event
@@ -149,7 +150,8 @@ class ProgressiveSteps:
             ch = with_stable(rc, canary, "promote", "killgate/auto",
                              "progressive delivery completed", now)
             return Change(overrides=ch.overrides, history=ch.history,
-                          progress={rc.name: {**prog, "state": "done"}})
+                          progress={rc.name: {**prog, "state": "done"}},
+                          rolled_off=cleared(cur, rc, (canary,)))  # (it proved itself)
 
         def describe(cur: StateDoc, new: StateDoc) -> AuditDraft:
             return AuditDraft("killgate/auto", "progressive.promote", {"route": rc.name,

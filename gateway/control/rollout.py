@@ -30,6 +30,7 @@ from gateway.control.table import TableHolder
 from gateway.domain.analysis import Sample, Verdict, analyze, merge
 from gateway.domain.audit import AuditDraft, utc_now
 from gateway.domain.overrides import effective_stable
+from gateway.domain.rolledoff import recorded
 from gateway.domain.statedoc import Change, RouteOverride, StateDoc, kill_key
 from gateway.domain.stats import WindowStats
 from gateway.domain.tablebuild import (
@@ -212,7 +213,9 @@ class RolloutDriver(ProgressiveSteps):
             ov = RouteOverride(stable, weights, "killgate/auto", reason, now, "auto_rollback")
             prog = cur.progress.get(rc.name)
             return Change(overrides={rc.name: ov},
-                          progress={} if prog is None else {rc.name: {**prog, "state": "failed"}})
+                          progress={} if prog is None else {rc.name: {**prog, "state": "failed"}},
+                          rolled_off=recorded(cur, rc, (canary,), "auto_rollback",
+                                              "killgate/auto", now))
 
         def describe(cur: StateDoc, new: StateDoc) -> AuditDraft:
             return AuditDraft("killgate/auto", "auto_rollback", {"route": rc.name,

@@ -20,6 +20,7 @@ from gateway.config_telemetry import AlertmanagerConfig
 from gateway.domain import drills, kills, overrides
 from gateway.domain.audit import clean_text
 from gateway.domain.overrides import effective_stable
+from gateway.domain.rolledoff import previous_stable
 from gateway.domain.statedoc import Change, StateDoc, kill_key
 from gateway.errors import ConflictingState
 
@@ -256,13 +257,15 @@ def rollback(doc: StateDoc, rc: RouteConfig, bad: str | None, actor: str, reason
     to = stable if bad is not None and bad != stable else None
     ov = doc.overrides.get(rc.name)
     if to is None:
-        prev = doc.previous_stable(rc.name, stable)
+        left = doc.previous_stable(rc.name, stable)
+        prev = previous_stable(doc, rc, stable)  # (never a version a rollback took off)
         to = prev.stable if prev is not None else None
-        if ov is not None and ov.kind == "rollback" and prev is not None:
+        if ov is not None and ov.kind == "rollback" and left is not None:
             # the previous stable of a route rolled back is the version it was rolled off
             raise ConflictingState(
                 "rolled_back", f"route {rc.name!r} was rolled back to {stable!r} by "
-                f"{ov.actor}: an alert does not roll it onto {to!r}, the version it left "
+                f"{ov.actor}: an alert does not roll it on from there (the version it left "
+                f"is {left.stable!r}) "
                 "(a person decides what comes next)")
     if to is not None and ov is not None and ov.stable == to and \
             all(w == 0 for v, w in ov.weights.items() if v != to) and \

@@ -114,7 +114,9 @@ def inject_rollback(doc: StateDoc, drill: str, rc: RouteConfig, to: str | None, 
                     reason: str, now: str) -> Change:
     rec = _open(doc, drill)
     before = doc.overrides.get(rc.name)
-    ch = overrides.rollback(doc, rc, to, actor, tag(drill) + reason, now)
+    # (a rehearsal: it records no version as rolled off, and clears none)
+    ch = replace(overrides.rollback(doc, rc, to, actor, tag(drill) + reason, now),
+                 rolled_off={})
     made = ch.overrides[rc.name]
     assert made is not None
     record = {"override": {"route": rc.name, "before": plain(before) if before else None,
@@ -247,4 +249,5 @@ def merge(first: Change, then: Change) -> Change:
                   epoch=then.epoch if then.epoch is not None else first.epoch,
                   drills={**first.drills, **then.drills},
                   approvals={**first.approvals, **then.approvals},
-                  drill_results={**first.drill_results, **then.drill_results})
+                  drill_results={**first.drill_results, **then.drill_results},
+                  rolled_off={**first.rolled_off, **then.rolled_off})

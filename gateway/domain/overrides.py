@@ -6,18 +6,23 @@ document), None when there is nothing to change, or raises a DomainError (unknow
 version, conflicting state, invalid change). An override is latched: config reloads never undo it; only
 `release` hands the route back to the file. Rollback and promote append to the route's
 append-only history, with the version's url and artifact; a rollback refuses a target
-whose configured artifact differs from the one recorded (versions are immutable).
+whose configured artifact differs from the one recorded (versions are immutable), and
+records the versions it takes off, which a later rollback without `to` never goes back to
+until an operator names them (domain/rolledoff.py).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping
 from typing import Any
 
 from gateway.config import RouteConfig
 from gateway.config_types import weight_problem
+from gateway.domain import rolledoff
 from gateway.domain.statedoc import MAX_HISTORY, Change, HistoryEntry, RouteOverride, StateDoc
+from gateway.domain.tablebuild import progressive_weights
 from gateway.errors import ConflictingState, InvalidChange, UnknownVersion
 
 __all__ = [
@@ -73,30 +78,54 @@ def with_stable(rc: RouteConfig, stable: str, kind: str, actor: str, reason: str
 def rollback(doc: StateDoc, rc: RouteConfig, to: str | None, actor: str, reason: str,
              now: str) -> Change:
     current = effective_stable(doc, rc)
+    named = () if to is None else (to,)
     if to is None:
-        prev = doc.previous_stable(rc.name, current)
-        if prev is None:
-            raise ConflictingState("no_previous_stable",
-                           f"route {rc.name!r} has no earlier stable version in its history; "
-                           "name one with 'to'")
         ov = doc.overrides.get(rc.name)
-        if ov is not None and ov.kind == "rollback":
+        left = doc.previous_stable(rc.name, current)
+        if ov is not None and ov.kind == "rollback" and left is not None:
             # its previous stable is the version it was rolled off: a rollback run again
-            # (a tired retry, a second operator) would put the bad version back (not an
-            # auto_rollback: it takes a canary out, the stable and history stay as they were)
+            # (a tired retry, a second operator) would put the bad version back, or roll
+            # back one more (not an auto_rollback: it takes a canary out, the stable and
+            # history stay as they were)
             raise ConflictingState("rolled_back", (
                 f"route {rc.name!r} was rolled back to {current!r} by {ov.actor}; a rollback "
-                f"without 'to' would go back to {prev.stable!r}, the version it left: name "
-                "the version with 'to', or lift the rollback with release"))
+                f"without 'to' is not run again on it ({left.stable!r}, the version it left, "
+                "stays off): name the version with 'to', or lift the rollback with release"))
+        prev = rolledoff.previous_stable(doc, rc, current)
+        if prev is None:
+            off = rolledoff.held_off(doc, rc)
+            skipped = sorted({e.stable for e in doc.history.get(rc.name, ())
+                              if e.stable != current and e.stable in off})
+            raise ConflictingState("no_previous_stable", (
+                f"route {rc.name!r} has no earlier stable version in its history; name one "
+                "with 'to'") if not skipped else (
+                f"route {rc.name!r} has no earlier stable version to roll back to: "
+                + ", ".join(f"{n!r} was rolled off by {off[n].kind} ({off[n].actor}, "
+                            f"{off[n].time})" for n in skipped)
+                + "; name the version with 'to', or bring one back with promote"))
         to = prev.stable
     _check_identity(doc, rc, to)
-    return with_stable(rc, to, "rollback", actor, reason, now)
+    ch = with_stable(rc, to, "rollback", actor, reason, now)
+    serving = {n for n, w in _weights_now(doc, rc).items() if w > 0} | {current}
+    return dataclasses.replace(ch, rolled_off=rolledoff.recorded(
+        doc, rc, serving - {to}, "rollback", actor, now, named))
+
+
+def _weights_now(doc: StateDoc, rc: RouteConfig) -> dict[str, float]:
+    """The route's weights as routing has them (the override's, a progressive rollout's
+    step, else the file's)."""
+    ov = doc.overrides.get(rc.name)
+    if ov is not None:
+        return dict(ov.weights)
+    w = progressive_weights(rc, doc.progress.get(rc.name))
+    return w if w is not None else {v.name: v.weight for v in rc.versions}
 
 
 def promote(doc: StateDoc, rc: RouteConfig, version: str, actor: str, reason: str,
             now: str) -> Change:
     _check_identity(doc, rc, version)
-    return with_stable(rc, version, "promote", actor, reason, now)
+    ch = with_stable(rc, version, "promote", actor, reason, now)
+    return dataclasses.replace(ch, rolled_off=rolledoff.cleared(doc, rc, (version,)))
 
 
 def _finite(w: float) -> bool:
@@ -124,7 +153,8 @@ def set_weights(doc: StateDoc, rc: RouteConfig, weights: Any, actor: str, reason
     if sum(out.values()) <= 0:
         raise InvalidChange("at least one weight must be > 0")
     stable = effective_stable(doc, rc)
-    return Change(overrides={rc.name: RouteOverride(stable, out, actor, reason, now, kind)})
+    return Change(overrides={rc.name: RouteOverride(stable, out, actor, reason, now, kind)},
+                  rolled_off=rolledoff.cleared(doc, rc, (n for n, w in out.items() if w > 0)))
 
 
 def release(doc: StateDoc, rc: RouteConfig, actor: str, reason: str, now: str) -> Change:

@@ -11,7 +11,7 @@ either a well-typed `StateDoc` or a `ValueError`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Container, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -25,6 +25,7 @@ from gateway.domain.stateparts import (
     KillFlag,
     KillScope,
     Progress,
+    RolledOff,
     RouteOverride,
     kill_key,
     plain,
@@ -40,6 +41,7 @@ __all__ = [
     "KillFlag",
     "KillScope",
     "Progress",
+    "RolledOff",
     "RouteOverride",
     "StateDoc",
     "apply_change",
@@ -91,6 +93,8 @@ class StateDoc:
     lifted: dict[str, Generation] = field(default_factory=dict)
     #: kill key -> the writes of its newest kill flags lifted or replaced (writeids.py)
     lifted_writes: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    #: route -> the versions rollbacks took off it, oldest first (domain/rolledoff.py)
+    rolled_off: dict[str, tuple[RolledOff, ...]] = field(default_factory=dict)
 
     def with_changes(self, **kw: Any) -> StateDoc:
         return replace(self, **kw)
@@ -114,6 +118,7 @@ class StateDoc:
             "writes": list(self.writes),
             "lifted": self.lifted,
             "lifted_writes": {k: list(v) for k, v in self.lifted_writes.items()},
+            "rolled_off": {k: [plain(e) for e in v] for k, v in self.rolled_off.items()},
         }
 
     @classmethod
@@ -129,10 +134,12 @@ class StateDoc:
             raise ValueError(f"not a valid state document: {where}: {first['msg']} "
                              f"({exc.error_count()} problem(s))") from None
 
-    def previous_stable(self, route: str, current: str) -> HistoryEntry | None:
-        """The most recent history entry whose stable differs from `current`."""
+    def previous_stable(self, route: str, current: str,
+                        skip: Container[str] = ()) -> HistoryEntry | None:
+        """The most recent history entry whose stable differs from `current` and is not in
+        `skip` (the versions rolled off: domain/rolledoff.previous_stable)."""
         for entry in reversed(self.history.get(route, ())):
-            if entry.stable != current:
+            if entry.stable != current and entry.stable not in skip:
                 return entry
         return None
 
@@ -157,11 +164,13 @@ class Change:
     #: open drills added, replaced or (None) closed; last results per "kind:route"
     drills: Mapping[str, DrillRecord | None] = field(default_factory=dict)
     drill_results: Mapping[str, dict[str, Any] | None] = field(default_factory=dict)
+    #: route -> its versions rolled off, replaced whole (None: none left)
+    rolled_off: Mapping[str, tuple[RolledOff, ...] | None] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
         return bool(self.kills or self.overrides or self.history or self.progress
                     or self.identities or self.epoch is not None or self.approvals
-                    or self.drills or self.drill_results)
+                    or self.drills or self.drill_results or self.rolled_off)
 
 
 def _merged(base: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
@@ -207,4 +216,6 @@ def apply_change(doc: StateDoc, change: Change, generation: int | None = None) -
                    epoch=doc.epoch if change.epoch is None else change.epoch,
                    approvals=_merged(doc.approvals, change.approvals),
                    drills=_merged(doc.drills, change.drills),
-                   drill_results=_merged(doc.drill_results, change.drill_results))
+                   drill_results=_merged(doc.drill_results, change.drill_results),
+                   rolled_off=_merged(doc.rolled_off, change.rolled_off)
+                   if change.rolled_off else doc.rolled_off)

@@ -22,6 +22,7 @@ __all__ = [
     "KillFlag",
     "KillScope",
     "Progress",
+    "RolledOff",
     "RouteOverride",
     "kill_key",
     "plain",
@@ -107,6 +108,21 @@ class RouteOverride:
     reason: str
     time: str
     kind: str
+
+
+@dataclass(frozen=True, slots=True)
+class RolledOff:
+    """A version a rollback took off its route (domain/rolledoff.py): never again the
+    target of a rollback without `to` or of an automatic one while the route's config has
+    it as recorded here (same url and artifact), until an operator names it (promote,
+    weights, rollback --to)."""
+
+    version: str
+    url: str | None
+    artifact: str | None
+    time: str
+    actor: str
+    kind: str  # "rollback" | "auto_rollback"
 
 
 class Progress(TypedDict, total=False):

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from gateway.config import Config, RouteConfig
+from gateway.domain.rolledoff import previous_stable
 from gateway.domain.routing import STATE_UNKNOWN, RoutePlan, RouteTable
 from gateway.domain.statedoc import StateDoc, kill_key
 
@@ -147,7 +148,8 @@ def _changed_routes(a: StateDoc, b: StateDoc) -> set[str] | None:
     names: set[str] = set()
     for key in a.kills.keys() ^ b.kills.keys():
         names.add(key.split(":")[1])  # route:<r> or version:<r>:<v>
-    for x, y in ((a.overrides, b.overrides), (a.progress, b.progress), (a.history, b.history)):
+    for x, y in ((a.overrides, b.overrides), (a.progress, b.progress), (a.history, b.history),
+                 (a.rolled_off, b.rolled_off)):
         if x is not y:
             names.update(k for k in x.keys() | y.keys() if x.get(k) != y.get(k))
     return names
@@ -217,7 +219,7 @@ def _plan(rc: RouteConfig, doc: StateDoc, unhealthy: frozenset[tuple[str, str]],
             excluded[v.name] = "killed"
         elif (rc.name, v.name) in unhealthy:
             excluded[v.name] = "unhealthy"
-    prev = doc.previous_stable(rc.name, stable)
+    prev = previous_stable(doc, rc, stable)  # (never a version a rollback took off)
     previous = prev.stable if prev is not None and rc.version(prev.stable) else None
     plan = RoutePlan(rc, weights, stable, excluded, killed, previous, unpinnable, like,
                      unservable, rolled_off)

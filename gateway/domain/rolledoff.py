@@ -1,0 +1,67 @@
+"""The versions a rollback took off a route, and the previous stable that skips them.
+
+A rollback (an operator's, an alert's, or canary analysis's automatic one) records every
+version it takes off the route, with the url and artifact the config gave it then. The
+record is part of the state document (persisted and replicated like the overrides), so it
+outlives the rollback's latch: once the rollback is released or replaced, the version
+rolled off is never again the "previous stable" a rollback without `to` (or an automatic
+one) goes to, nor the route's previous known-good. It applies while the config has that
+version as recorded: a new url or artifact is another deployment. An operator naming the
+version (promote, weights giving it traffic, rollback --to it) clears it, as does a
+progressive rollout promoting it. The newest MAX_ROLLED_OFF per route are kept. Pure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from gateway.config import RouteConfig
+from gateway.domain.statedoc import HistoryEntry, RolledOff, StateDoc
+
+__all__ = ["MAX_ROLLED_OFF", "cleared", "held_off", "previous_stable", "recorded"]
+
+MAX_ROLLED_OFF = 8  # records kept per route (the oldest are dropped)
+
+
+def _applies(rec: RolledOff, rc: RouteConfig) -> bool:
+    v = rc.version(rec.version)
+    return v is not None and v.url == rec.url and v.artifact == rec.artifact
+
+
+def held_off(doc: StateDoc, rc: RouteConfig) -> dict[str, RolledOff]:
+    """Version -> its newest record, for the versions rolled off that the config still
+    has as they were rolled off."""
+    return {r.version: r for r in doc.rolled_off.get(rc.name, ()) if _applies(r, rc)}
+
+
+def previous_stable(doc: StateDoc, rc: RouteConfig, current: str) -> HistoryEntry | None:
+    """The most recent stable in the route's history other than `current`, skipping the
+    versions rolled off (`held_off`)."""
+    return doc.previous_stable(rc.name, current, held_off(doc, rc))
+
+
+def recorded(doc: StateDoc, rc: RouteConfig, off: Iterable[str], kind: str, actor: str,
+             now: str, named: Iterable[str] = ()) -> Mapping[str, tuple[RolledOff, ...] | None]:
+    """`Change.rolled_off` for a rollback taking `off` off the route (`named`: the version
+    an operator named as its target, cleared)."""
+    new = []
+    for name in sorted(set(off)):
+        v = rc.version(name)
+        if v is not None:
+            new.append(RolledOff(name, v.url, v.artifact, now, actor, kind))
+    drop = {r.version for r in new} | set(named)
+    kept = tuple(r for r in doc.rolled_off.get(rc.name, ()) if r.version not in drop)
+    out = (*kept, *new)[-MAX_ROLLED_OFF:]
+    if out == doc.rolled_off.get(rc.name, ()):
+        return {}
+    return {rc.name: out or None}
+
+
+def cleared(doc: StateDoc, rc: RouteConfig,
+            names: Iterable[str]) -> Mapping[str, tuple[RolledOff, ...] | None]:
+    """`Change.rolled_off` for an operator bringing `names` back (empty: nothing to clear)."""
+    gone = set(names)
+    have = doc.rolled_off.get(rc.name, ())
+    kept = tuple(r for r in have if r.version not in gone)
+    return {} if len(kept) == len(have) else {rc.name: kept or None}
+

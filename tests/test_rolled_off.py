@@ -1,0 +1,101 @@
+"""Rollback semantics (pure): a version a rollback took off is never again the target of a
+rollback without `to` or of an automatic one (until an operator names it). The fleet's
+side (Redis lost, a new instance): test_rolled_off_fleet.py."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.configfile import parse_config_text
+from gateway.domain import alerting, drills
+from gateway.domain.overrides import (
+    effective_stable,
+    promote,
+    release,
+    rollback,
+    set_weights,
+)
+from gateway.domain.rolledoff import MAX_ROLLED_OFF, held_off
+from gateway.domain.statedoc import (
+    Change,
+    DrillRecord,
+    StateDoc,
+    apply_change,
+)
+from gateway.domain.tablebuild import build_table
+from gateway.errors import ConflictingState
+from tests.test_overrides import CFG, CFG_TEXT, RC, recorded, step
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def rolled_back_and_released() -> StateDoc:
+    """iris: v1 (config), promote v2, `rollback` (to v1: v2 rolled off), `release`."""
+    doc = step(recorded(), lambda d: promote(d, RC, "v2", "alice", "ship v2", "t1"))
+    doc = step(doc, lambda d: rollback(d, RC, None, "bob", "INC-1: v2 is bad", "t2"))
+    return step(doc, lambda d: release(d, RC, "bob", "v1 is the file's stable", "t3"))
+
+
+def test_a_released_rollback_never_makes_the_version_it_took_off_a_rollback_target() -> None:
+    """Before: once the rollback was released, v2 (rolled off) was the previous stable
+    again: the next `killgate rollback iris` (v1 bad now) put v2 back, as would an alert.
+    Now it is 409 `no_previous_stable` naming v2 and how to go on, and nothing else moves."""
+    doc = rolled_back_and_released()
+    assert effective_stable(doc, RC) == "v1" and "iris" not in doc.overrides
+    assert [(r.version, r.kind, r.actor) for r in doc.rolled_off["iris"]] == [
+        ("v2", "rollback", "bob")]
+    with pytest.raises(ConflictingState) as e:
+        rollback(doc, RC, None, "carol", "v1 is bad too", "t4")
+    assert e.value.type == "no_previous_stable"
+    assert "'v2' was rolled off by rollback (bob, t2)" in str(e.value)
+    assert "'to'" in str(e.value) and "promote" in str(e.value)
+    with pytest.raises(ConflictingState):  # an alert's rollback of the stable neither
+        alerting.rollback(doc, RC, "v1", "alertmanager", "v1 errors", "t4")
+    assert build_table(CFG, doc).by_name["iris"].previous is None  # nor a known-good
+    # an older stable is the target: the one before the version rolled off
+    doc = step(doc, lambda d: promote(d, RC, "v0", "alice", "try v0", "t5"))
+    doc = step(doc, lambda d: promote(d, RC, "v1", "alice", "v1 again", "t6"))
+    # history v1 v2 v1 v0 v1: the previous stable is v0, then (v2 skipped) nothing
+    doc = step(doc, lambda d: rollback(d, RC, None, "carol", "v1 is bad", "t7"))
+    assert effective_stable(doc, RC) == "v0"
+
+
+def test_an_operator_naming_the_version_or_a_new_deployment_of_it_brings_it_back() -> None:
+    doc = rolled_back_and_released()
+    # `weights` giving it traffic, `promote` it, `rollback --to` it: each clears it
+    w = step(doc, lambda d: set_weights(d, RC, {"v1": 90, "v2": 10}, "alice", "retry", "t4"))
+    assert "iris" not in w.rolled_off
+    z = step(doc, lambda d: set_weights(d, RC, {"v1": 100}, "alice", "v1 only", "t4"))
+    assert [r.version for r in z.rolled_off["iris"]] == ["v2"]  # (v2 at 0: not named)
+    p = step(doc, lambda d: promote(d, RC, "v2", "alice", "fixed", "t4"))
+    assert "iris" not in p.rolled_off
+    back = step(doc, lambda d: rollback(d, RC, "v2", "alice", "v1 is worse", "t4"))
+    assert [r.version for r in back.rolled_off["iris"]] == ["v1"]  # v1 left now
+    # a config giving v2 another url is another deployment: the record no longer applies
+    moved = parse_config_text(CFG_TEXT.replace("http://h:3", "http://h:4")).routes[0]
+    assert held_off(doc, RC) and not held_off(doc, moved)
+    assert effective_stable(step(doc, lambda d: rollback(d, moved, None, "c", "r", "t4")),
+                            moved) == "v2"
+
+
+def test_the_records_are_bounded_and_survive_the_documents_json() -> None:
+    doc = StateDoc()
+    for i in range(MAX_ROLLED_OFF + 3):
+        to, frm = ("v1", "v2") if i % 2 else ("v2", "v1")
+        doc = step(doc, lambda d, to=to, i=i: rollback(d, RC, to, f"op{i}", "flip", f"t{i}"))
+        assert [r.version for r in doc.rolled_off["iris"]] == [frm]
+    many = apply_change(doc, Change(rolled_off={"iris": tuple(
+        doc.rolled_off["iris"][0].__class__(f"x{i}", None, None, "t", "a", "rollback")
+        for i in range(MAX_ROLLED_OFF))}))
+    again = step(many, lambda d: rollback(d, RC, "v1" if effective_stable(d, RC) == "v2"
+                                          else "v2", "a", "r", "t"))
+    assert len(again.rolled_off["iris"]) == MAX_ROLLED_OFF
+    assert StateDoc.from_json(again.to_json()).rolled_off == again.rolled_off
+
+
+def test_an_automatic_rollback_is_recorded_and_a_drill_rollback_is_not() -> None:
+    doc = recorded()
+    rec = DrillRecord("d1", "rollback", "iris", None, "alice", "t", 1e12, {})
+    doc = apply_change(doc, Change(drills={"d1": rec}))
+    doc = step(doc, lambda d: drills.inject_rollback(d, "d1", RC, "v0", "drill", "r", "t1"))
+    assert effective_stable(doc, RC) == "v0" and doc.rolled_off == {}

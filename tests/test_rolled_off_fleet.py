@@ -1,0 +1,71 @@
+"""The versions rollbacks took off, on a real fleet: recorded in the state document like
+the overrides, they outlive the rollback's release, Redis losing everything (the instance
+re-seeds it) and an instance that never saw the rollback; `/v1/status` and `killgate status`
+name them. The rules
+themselves: test_rolled_off.py."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from aiohttp import ClientSession
+
+from gateway.cli.admin import _status_text
+from tests.backends import echo_app
+from tests.conftest import RedisServer, running_gateway, wait_until, write_config
+from tests.test_kill_after_routing_reload import _route
+from tests.test_kills_unrouted import H
+from tests.test_killswitch import redis_state
+
+pytestmark = pytest.mark.timeout(60)
+
+
+async def _post(s: ClientSession, admin: str, path: str, body: dict) -> tuple[int, dict]:
+    async with s.post(f"{admin}{path}?wait=0s", headers=H, json=body) as r:
+        return r.status, await r.json()
+
+
+async def _route_status(s: ClientSession, admin: str) -> tuple[dict, dict]:
+    async with s.get(admin + "/v1/status", headers=H) as r:
+        assert r.status == 200
+        st = await r.json()
+    return st, st["routes"]["iris"]
+
+
+async def test_a_version_rolled_off_stays_off_through_release_redis_loss_and_a_new_instance(
+        tmp_path: Path, backends, redis_server: RedisServer, session: ClientSession) -> None:
+    """Before: after `promote v2`, `rollback` (to v1) and `release`, v2 was iris's previous
+    stable again, and the next `killgate rollback iris` put it back. Now it is refused 409
+    `no_previous_stable` naming v2, on an instance started after Redis lost everything."""
+    ports = {v: await backends(echo_app(v)) for v in ("v1", "v2")}
+    routes = _route("iris", {"v1": (ports["v1"], 100), "v2": (ports["v2"], 0)})
+    cfg_a = write_config(tmp_path, routes, state=redis_state(redis_server, tmp_path, "a"),
+                         name="a.yaml")
+    cfg_b = write_config(tmp_path, routes, state=redis_state(redis_server, tmp_path, "b"),
+                         name="b.yaml")
+    async with running_gateway(cfg_a, "a") as a:
+        for path, body in (("/v1/routes/iris/promote", {"version": "v2", "reason": "ship"}),
+                           ("/v1/routes/iris/rollback", {"reason": "INC-3: v2 is bad"}),
+                           ("/v1/routes/iris/release", {"reason": "v1 is the file's"})):
+            status, ans = await _post(session, a.admin, path, body)
+            assert status == 200, ans
+        epoch = a.gw.holder.doc.epoch
+        await asyncio.to_thread(redis_server.restart)  # empty: `a` re-seeds it
+        await wait_until(lambda: a.gw.holder.doc.epoch != epoch, 10, what="the re-seed")
+        async with running_gateway(cfg_b, "b") as b:
+            _, route = await _route_status(session, b.admin)
+            assert [x["version"] for x in route["rolled_off"]] == ["v2"]
+            assert route["rolled_off"][0]["kind"] == "rollback"
+            assert route["previous_known_good"] is None and not route["latched"]
+            gen = b.gw.holder.doc.generation
+            status, ans = await _post(session, b.admin, "/v1/routes/iris/rollback",
+                                      {"reason": "v1 is bad too"})
+            assert status == 409 and ans["error"]["type"] == "no_previous_stable", ans
+            assert "'v2' was rolled off by rollback" in ans["error"]["message"]
+            assert b.gw.holder.doc.generation == gen  # (nothing changed)
+            st, route = await _route_status(session, b.admin)
+            assert [x["version"] for x in route["rolled_off"]] == ["v2"]
+            text = _status_text(st)
+            assert "ROLLED OFF: route iris: v2 (rollback by ops" in text
