@@ -262,9 +262,10 @@ async def test_a_kill_never_waits(tmp_path: Path, backends) -> None:
                                        scope="killgate:kill")
             assert status == 200 and answer["changed"] is True
         assert len(g.gw.holder.doc.kills) == 3
-        # and every other write waits
-        status, _ = await api("alice", "POST", "/v1/routes/iris/rollback",
-                              {"to": "v1", "reason": "x"})
+        # and every other write waits (a rollback to a killed route is refused: 409
+        # target_killed, test_rolled_off.py)
+        status, _ = await api("alice", "POST", "/v1/routes/iris/promote",
+                              {"version": "v1", "reason": "x"})
         assert status == 202
 
 

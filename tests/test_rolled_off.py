@@ -1,6 +1,6 @@
 """Rollback semantics (pure): a version a rollback took off is never again the target of a
-rollback without `to` or of an automatic one (until an operator names it). The fleet's
-side (Redis lost, a new instance): test_rolled_off_fleet.py."""
+rollback without `to` or of an automatic one (until an operator names it); a rollback to a
+killed version is refused. The fleet's side (Redis lost, a new instance): test_rolled_off_fleet.py."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from gateway.domain import alerting, drills
 from gateway.domain.overrides import (
     effective_stable,
     promote,
+    record_config,
     release,
     rollback,
     set_weights,
@@ -19,6 +20,7 @@ from gateway.domain.rolledoff import MAX_ROLLED_OFF, held_off
 from gateway.domain.statedoc import (
     Change,
     DrillRecord,
+    KillFlag,
     StateDoc,
     apply_change,
 )
@@ -91,6 +93,34 @@ def test_the_records_are_bounded_and_survive_the_documents_json() -> None:
                                           else "v2", "a", "r", "t"))
     assert len(again.rolled_off["iris"]) == MAX_ROLLED_OFF
     assert StateDoc.from_json(again.to_json()).rolled_off == again.rolled_off
+
+
+@pytest.mark.parametrize("key", ["version:iris:v0", "route:iris", "global"])
+def test_a_rollback_to_a_killed_version_is_refused_and_changes_nothing(key: str) -> None:
+    """Before: `rollback --to v0` with v0 killed latched v0 at 100 % and every other
+    version at 0: the route served nothing (a version rolled off is no spare). Now 409
+    `target_killed` naming the kill and the unkill to run; also for a rollback without
+    `to` whose target is killed, and for an alert's."""
+    scope, _, rest = key.partition(":")
+    route, _, version = rest.partition(":")
+    flag = KillFlag(scope, route or None, version or None, "dana", "INC-2", "t", 0)  # type: ignore[arg-type]
+    doc = apply_change(recorded(), Change(kills={key: flag}))
+    with pytest.raises(ConflictingState) as e:
+        rollback(doc, RC, "v0", "bob", "to v0", "t1")
+    assert e.value.type == "target_killed"
+    lift = {"global": "killgate unkill --global", "route:iris": "killgate unkill --route iris",
+            "version:iris:v0": "killgate unkill --route iris --version v0"}[key]
+    assert lift in str(e.value) and "'INC-2'" in str(e.value)
+    assert ("another version (--to)" in str(e.value)) == (scope == "version")
+    if scope == "version":  # the stable's previous one, killed: a plain rollback neither
+        prev = parse_config_text(CFG_TEXT.replace("stable: v1", "stable: v0")).routes[0]
+        d2 = step(StateDoc(), lambda d: record_config(d, [prev], "sha256:x", "t0"))
+        d2 = step(d2, lambda d: promote(d, prev, "v1", "a", "r", "t"))
+        d2 = apply_change(d2, Change(kills={key: flag}))
+        with pytest.raises(ConflictingState, match="is not rolled back to 'v0'"):
+            rollback(d2, prev, None, "bob", "v1 bad", "t1")
+        with pytest.raises(ConflictingState, match="is not rolled back"):
+            alerting.rollback(d2, prev, "v1", "alertmanager", "v1 errors", "t1")
 
 
 def test_an_automatic_rollback_is_recorded_and_a_drill_rollback_is_not() -> None:

@@ -1,7 +1,7 @@
 """The versions rollbacks took off, on a real fleet: recorded in the state document like
 the overrides, they outlive the rollback's release, Redis losing everything (the instance
 re-seeds it) and an instance that never saw the rollback; `/v1/status` and `killgate status`
-name them. The rules
+name them; a rollback to a killed version is a 409 that changes nothing. The rules
 themselves: test_rolled_off.py."""
 
 from __future__ import annotations
@@ -65,6 +65,16 @@ async def test_a_version_rolled_off_stays_off_through_release_redis_loss_and_a_n
             assert status == 409 and ans["error"]["type"] == "no_previous_stable", ans
             assert "'v2' was rolled off by rollback" in ans["error"]["message"]
             assert b.gw.holder.doc.generation == gen  # (nothing changed)
+            # a rollback to a killed version: 409, nothing changed, the kill named
+            status, ans = await _post(session, b.admin, "/v1/kill", {
+                "scope": "version", "route": "iris", "version": "v2", "reason": "INC-4"})
+            assert status == 200, ans
+            gen = b.gw.holder.doc.generation
+            status, ans = await _post(session, b.admin, "/v1/routes/iris/rollback",
+                                      {"to": "v2", "reason": "v1 is worse"})
+            assert status == 409 and ans["error"]["type"] == "target_killed", ans
+            assert "killgate unkill --route iris --version v2" in ans["error"]["message"]
+            assert b.gw.holder.doc.generation == gen and "iris" not in b.gw.holder.doc.overrides
             st, route = await _route_status(session, b.admin)
             assert [x["version"] for x in route["rolled_off"]] == ["v2"]
             text = _status_text(st)

@@ -31,6 +31,8 @@ ROLLBACK_409 = (
     "409 `no_previous_stable`: no earlier stable in the route's history to go back to, "
     "other than versions rolled off by rollbacks (named in the message; status: "
     "`rolled_off`); `rolled_back`: a rollback without `to` on a route already rolled back; "
+    "`target_killed`: the version rolled back to, its route or everything is killed (the "
+    "route would serve nothing): lift the kill first, or name another `to`; "
     "`artifact_changed`: the version's recorded artifact differs from the config's.")
 
 __all__ = ["document"]

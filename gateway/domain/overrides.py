@@ -105,10 +105,26 @@ def rollback(doc: StateDoc, rc: RouteConfig, to: str | None, actor: str, reason:
                 + "; name the version with 'to', or bring one back with promote"))
         to = prev.stable
     _check_identity(doc, rc, to)
+    kill = rolledoff.killed_by(doc, rc.name, to)
+    if kill is not None:
+        raise ConflictingState("target_killed", _target_killed(doc, rc, to, kill))
     ch = with_stable(rc, to, "rollback", actor, reason, now)
     serving = {n for n, w in _weights_now(doc, rc).items() if w > 0} | {current}
     return dataclasses.replace(ch, rolled_off=rolledoff.recorded(
         doc, rc, serving - {to}, "rollback", actor, now, named))
+
+
+def _target_killed(doc: StateDoc, rc: RouteConfig, to: str, key: str) -> str:
+    flag = doc.kills[key]
+    what = {"global": "the global kill", f"route:{rc.name}": f"the kill of route {rc.name!r}"
+            }.get(key, f"the kill of version {to!r}")
+    lift = {"global": "killgate unkill --global",
+            f"route:{rc.name}": f"killgate unkill --route {rc.name}"
+            }.get(key, f"killgate unkill --route {rc.name} --version {to}")
+    other = "" if key in ("global", f"route:{rc.name}") else ", or roll back to another version (--to)"
+    return (f"route {rc.name!r} is not rolled back to {to!r}: {what} stands ({flag.actor}: "
+            f"{flag.reason!r}), so it would serve nothing; nothing was changed. Lift the kill "
+            f"first ({lift}){other}")
 
 
 def _weights_now(doc: StateDoc, rc: RouteConfig) -> dict[str, float]:

@@ -16,9 +16,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from gateway.config import RouteConfig
-from gateway.domain.statedoc import HistoryEntry, RolledOff, StateDoc
+from gateway.domain.statedoc import HistoryEntry, RolledOff, StateDoc, kill_key
 
-__all__ = ["MAX_ROLLED_OFF", "cleared", "held_off", "previous_stable", "recorded"]
+__all__ = ["MAX_ROLLED_OFF", "cleared", "held_off", "killed_by", "previous_stable",
+           "recorded"]
 
 MAX_ROLLED_OFF = 8  # records kept per route (the oldest are dropped)
 
@@ -65,3 +66,10 @@ def cleared(doc: StateDoc, rc: RouteConfig,
     kept = tuple(r for r in have if r.version not in gone)
     return {} if len(kept) == len(have) else {rc.name: kept or None}
 
+
+def killed_by(doc: StateDoc, route: str, version: str) -> str | None:
+    """The kill in force that leaves `version` of `route` nothing to serve (its key)."""
+    for key in ("global", kill_key("route", route), kill_key("version", route, version)):
+        if key in doc.kills:
+            return key
+    return None
