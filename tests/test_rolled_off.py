@@ -1,6 +1,7 @@
 """Rollback semantics (pure): a version a rollback took off is never again the target of a
 rollback without `to` or of an automatic one (until an operator names it); a rollback to a
-killed version is refused. The fleet's side (Redis lost, a new instance): test_rolled_off_fleet.py."""
+killed version is refused; releasing an automatic rollback restarts a progressive rollout
+from its first step. The fleet's side (Redis lost, a new instance): test_rolled_off_fleet.py."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from gateway.domain.statedoc import (
     Change,
     DrillRecord,
     KillFlag,
+    RouteOverride,
     StateDoc,
     apply_change,
 )
@@ -129,3 +131,33 @@ def test_an_automatic_rollback_is_recorded_and_a_drill_rollback_is_not() -> None
     doc = apply_change(doc, Change(drills={"d1": rec}))
     doc = step(doc, lambda d: drills.inject_rollback(d, "d1", RC, "v0", "drill", "r", "t1"))
     assert effective_stable(doc, RC) == "v0" and doc.rolled_off == {}
+
+
+STEPS_TEXT = CFG_TEXT.replace(
+    "      - {name: v0, url: \"http://h:1\", artifact: \"sha256:aa\", weight: 0}\n", "") \
+    .replace("weight: 90}", "weight: 50}").replace("weight: 10}", "weight: 50}") \
+    + "    analysis: {steps: [5, 50, 100], step_interval: 1s}\n"
+
+
+def test_releasing_an_automatic_rollback_restarts_the_rollout_at_its_first_step() -> None:
+    """Before: releasing the auto_rollback of a progressive rollout left its progress
+    `failed`, so the failed canary got the file's weight (50 %) at once, for good, and no
+    step ever judged it again. Now the release restarts the rollout: 5 %, its first step."""
+    cfg = parse_config_text(STEPS_TEXT)
+    rc = cfg.routes[0]
+    prog = {"canary": "v2", "step": 1, "since": 0.0, "state": "failed", "steps": [5, 50, 100]}
+    auto = RouteOverride("v1", {"v1": 100.0, "v2": 0.0}, "killgate/auto",
+                         "canary analysis failed", "t1", "auto_rollback")
+    doc = apply_change(StateDoc(), Change(overrides={"iris": auto},
+                                          progress={"iris": prog}))  # type: ignore[dict-item]
+    assert build_table(cfg, doc).by_name["iris"].effective_weights()["v2"] == 0.0
+    doc = step(doc, lambda d: release(d, rc, "bob", "fixed the canary's config", "t2"))
+    assert "iris" not in doc.progress
+    assert build_table(cfg, doc).by_name["iris"].effective_weights()["v2"] == 5.0
+    # a `weights` override released keeps its rollout where it was (README: held, resumed)
+    held = {**prog, "state": "paused", "held": "override"}
+    w = RouteOverride("v1", {"v1": 100.0, "v2": 0.0}, "bob", "hold", "t1", "weights")
+    doc = apply_change(StateDoc(), Change(overrides={"iris": w},
+                                          progress={"iris": held}))  # type: ignore[dict-item]
+    doc = step(doc, lambda d: release(d, rc, "bob", "go on", "t2"))
+    assert doc.progress["iris"]["step"] == 1

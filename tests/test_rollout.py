@@ -300,13 +300,16 @@ async def test_too_little_traffic_is_inconclusive(tmp_path: Path, backends) -> N
         assert g.gw.holder.doc.progress["iris"]["step"] == 0
 
 
-async def test_progressive_steps_advance_then_stop_on_failure(tmp_path: Path, backends) -> None:
-    """... and the automatic rollback records the canary as rolled off."""
+async def test_progressive_steps_advance_then_stop_on_failure(tmp_path: Path, backends,
+                                                             session) -> None:
+    """... and the automatic rollback records the canary as rolled off; its release
+    restarts the rollout at the first step (10 %), never the file's weight (50 %): before,
+    the failed rollout stayed `failed` and the canary got 50 % at once, unjudged."""
     stable, canary = Flaky("v1"), Flaky("v2")
     p1, p2 = await backends(stable.app()), await backends(canary.app())
     extra = ("  analysis: {window: 1s, interval: 150ms, min_requests: 3, "
              "steps: [10, 30, 60, 100], step_interval: 400ms}\n")
-    cfg = write_config(tmp_path, route(p1, p2, 90, 10, extra))
+    cfg = write_config(tmp_path, route(p1, p2, 50, 50, extra))
     async with running_gateway(cfg) as g:
         load = Load(g.url + INFER, 100)
         load.start()
@@ -329,6 +332,11 @@ async def test_progressive_steps_advance_then_stop_on_failure(tmp_path: Path, ba
         assert g.gw.holder.table.by_name["iris"].effective_weights()["v2"] == 0.0
         [off] = g.gw.holder.doc.rolled_off["iris"]
         assert (off.version, off.kind, off.actor) == ("v2", "auto_rollback", "killgate/auto")
+        async with session.post(f"{g.admin}/v1/routes/iris/release", headers=auth(),
+                                json={"reason": "v2 fixed"}) as r:
+            assert r.status == 200, await r.text()
+        # (its weight: outlier detection may still have it ejected for its 500s)
+        assert g.gw.holder.table.by_name["iris"].weights["v2"] == 10.0
 
 
 async def test_a_version_answering_5xx_is_ejected_and_readmitted(tmp_path: Path, backends,

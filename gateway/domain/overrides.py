@@ -183,7 +183,11 @@ def release(doc: StateDoc, rc: RouteConfig, actor: str, reason: str, now: str) -
         assert v is not None
         history[rc.name] = (HistoryEntry(rc.stable, now, actor, f"release: {reason}", v.url,
                                          v.artifact),)
-    return Change(overrides={rc.name: None}, history=history)
+    # a rollback's canary rolls out again from the first step of its progressive rollout
+    # (a new rollout: tablebuild.progressive_weights), never at the file's weight at once
+    restart = ov.kind in ("rollback", "auto_rollback") and rc.name in doc.progress
+    return Change(overrides={rc.name: None}, history=history,
+                  progress={rc.name: None} if restart else {})
 
 
 def record_config(doc: StateDoc, routes: list[RouteConfig], digest: str,
