@@ -9,19 +9,19 @@ building blocks (`gateway.config_types`) and the shadow section it embeds.
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from gateway.config_shadow import ShadowConfig
 from gateway.config_types import (
+    Deadline,
     Duration,
     Frozen,
     Timeouts,
     at_most,
     check_http_url,
     finite,
-    positive,
     weight_problem,
 )
 
@@ -173,15 +173,10 @@ class StickyConfig(Frozen):
 
 class HealthConfig(Frozen):
     path: str = "/v2/health/ready"
-    interval: Duration = 2.0
-    timeout: Duration = 1.0
+    interval: Deadline = 2.0
+    timeout: Deadline = 1.0
     unhealthy_threshold: int = Field(default=3, ge=1, le=100)
     healthy_threshold: int = Field(default=2, ge=1, le=100)
-
-    @field_validator("interval", "timeout")
-    @classmethod
-    def _bounded(cls, v: float) -> float:
-        return positive(3600.0)(v)
 
     @field_validator("path")
     @classmethod
@@ -194,20 +189,18 @@ class HealthConfig(Frozen):
         return v
 
 
+_EJECTION = at_most(3600.0, "a healthy version would stay out of traffic that long")
+
+
 class OutlierConfig(Frozen):
     """Passive outlier detection from real traffic (Envoy's model)."""
 
     enabled: bool = True
     consecutive_5xx: int = Field(default=5, ge=1, le=10_000)
     consecutive_gateway_failures: int = Field(default=5, ge=1, le=10_000)
-    base_ejection: Duration = 30.0
-    max_ejection: Duration = 300.0
-
-    @field_validator("base_ejection", "max_ejection")
-    @classmethod
-    def _ejection(cls, v: float) -> float:
-        # (Envoy's defaults are 30s and 300s; an hour out of traffic is past any blip)
-        return at_most(3600.0, "a healthy version would stay out of traffic that long")(v)
+    # (Envoy's defaults are 30s and 300s; an hour out of traffic is past any blip)
+    base_ejection: Annotated[Duration, _EJECTION] = 30.0
+    max_ejection: Annotated[Duration, _EJECTION] = 300.0
 
 
 class FallbackConfig(Frozen):
@@ -262,44 +255,30 @@ class RetryConfig(Frozen):
 STATS_KEEP_S = 900
 
 
+_WINDOW = at_most(float(STATS_KEEP_S), "the per-request statistics a verdict reads are kept "
+                  "that long")
+_INTERVAL = at_most(3600.0, "a failing canary would wait that long for its rollback")
+_SLACK = at_most(60.0, "a slack that large would pass any latency")
+_STEP = at_most(24 * 3600.0, "a rollout step longer than a day is a typo more often than a "
+                "plan; hold the rollout with weights instead")
+
+
 class AnalysisConfig(Frozen):
-    window: Duration = 60.0
-    interval: Duration = 10.0
+    window: Annotated[Duration, _WINDOW] = 60.0
+    interval: Annotated[Duration, _INTERVAL] = 10.0
     min_requests: int = Field(default=50, ge=1)
     max_error_rate_increase: float = Field(default=0.05, ge=0, le=1)
     max_p99_ratio: float = Field(default=1.5, gt=0)
     # differences smaller than this never fail a canary (1 ms vs 2 ms is noise, not a ratio)
-    p99_slack: Duration = 0.025
+    p99_slack: Annotated[Duration, _SLACK] = 0.025
     webhook_url: str | None = None
     steps: list[float] | None = None
-    step_interval: Duration = 60.0
+    step_interval: Annotated[Duration, _STEP] = 60.0
     #: the route's shadow gets traffic (promote, weights, a progressive step) only once it
     #: agreed with the primary on at least this share of compared requests (§5.5) ...
     min_shadow_agreement: float | None = Field(default=None, ge=0, le=1)
     #: ... over at least this many comparisons (fleet-wide)
     min_shadow_compared: int = Field(default=100, ge=1)
-
-    @field_validator("window")
-    @classmethod
-    def _window(cls, v: float) -> float:
-        return at_most(float(STATS_KEEP_S), "the per-request statistics a verdict reads are kept "
-                       "that long")(v)
-
-    @field_validator("interval")
-    @classmethod
-    def _interval(cls, v: float) -> float:
-        return at_most(3600.0, "a failing canary would wait that long for its rollback")(v)
-
-    @field_validator("p99_slack")
-    @classmethod
-    def _slack(cls, v: float) -> float:
-        return at_most(60.0, "a slack that large would pass any latency")(v)
-
-    @field_validator("step_interval")
-    @classmethod
-    def _step(cls, v: float) -> float:
-        return at_most(24 * 3600.0, "a rollout step longer than a day is a typo more often "
-                       "than a plan; hold the rollout with weights instead")(v)
 
     @field_validator("steps")
     @classmethod
