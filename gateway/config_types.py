@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 __all__ = [
+    "HEADER_NAME",
     "Deadline",
     "Duration",
     "EnvName",
@@ -43,6 +44,9 @@ __all__ = [
 
 _DURATION = re.compile(r"^\s*([0-9]{1,9}(?:\.[0-9]{1,9})?)\s*(ms|s|m|h)\s*$")
 _UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+#: a header field name (RFC 9110's token): what `match.header`, `sticky.header` and a
+#: fallback's `headers` may name
+HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _HTTP_URL = re.compile(r"^https?://[^/\s?#]+(/[^\s?#]*)?$")
 
 
