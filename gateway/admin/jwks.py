@@ -29,8 +29,10 @@ class JwksKeys:
     cannot be read."""
 
     def __init__(self, fetch: Callable[[], dict[str, Any]], refresh_interval: float,
-                 min_refetch_interval: float) -> None:
+                 min_refetch_interval: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._fetch = fetch
+        self._clock = clock
         self._refresh_interval = refresh_interval
         self._min_refetch_interval = min_refetch_interval
         self._last_fetch = -math.inf  # never: the first token fetches the set
@@ -45,14 +47,14 @@ class JwksKeys:
         if self._refetch(kid) or (kid not in self._keys and self._lock.locked()):
             async with self._lock:  # (a fetch in flight may bring this kid)
                 if self._refetch(kid):  # not if a fetch ended while this one waited
-                    await self._refresh(time.monotonic())
+                    await self._refresh(self._clock())
         key = self._keys.get(kid)
         if key is None:
             raise Unauthenticated()  # unknown kid: no refetch storm
         return key
 
     def _refetch(self, kid: str) -> bool:
-        since = time.monotonic() - self._last_fetch
+        since = self._clock() - self._last_fetch
         if since > self._refresh_interval:
             return True
         floor = self._min_refetch_interval
@@ -68,5 +70,5 @@ class JwksKeys:
             return
         finally:  # (counted from its end too: the tokens that waited for a slow fetch that
             # failed take its answer, rather than each start another after it)
-            self._last_fetch = time.monotonic()
+            self._last_fetch = self._clock()
         self._keys = keys
