@@ -11,7 +11,7 @@ the one import path of the schema. Reading a file and the cross-field checks liv
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -31,6 +31,7 @@ from gateway.config_routes import (
 )
 from gateway.config_telemetry import AlertsConfig, EventsConfig, TelemetryConfig
 from gateway.config_types import (
+    Deadline,
     Duration,
     EnvName,
     Frozen,
@@ -78,18 +79,18 @@ class StateConfig(Frozen):
     snapshot_path: str = "var/killgate-state.json"
     audit_mirror: str | None = None  # optional JSONL copy of the whole audit trail
     on_unavailable: Literal["last_known", "fail_closed"] = "last_known"
-    max_staleness: Duration = 5.0
-    poll_interval: Duration = 0.25
-    heartbeat_interval: Duration = 1.0
-    instance_lease: Duration = 5.0
-    command_timeout: Duration = 0.5
+    max_staleness: Deadline = 5.0
+    poll_interval: Annotated[Duration, positive(60.0)] = 0.25
+    heartbeat_interval: Annotated[Duration, positive(60.0)] = 1.0
+    instance_lease: Deadline = 5.0
+    command_timeout: Annotated[Duration, positive(60.0)] = 0.5
     #: how long start-up tries (attempt after attempt) to sync with the store before the
     #: listeners open without it; at least 4 x command_timeout (state/sync.py)
-    start_timeout: Duration = 2.0
+    start_timeout: Annotated[Duration, positive(60.0)] = 2.0
     ready_without_state: bool = False
     #: a write is confirmed only once this many redis replicas have it (WAIT); 0 = the primary
     min_replicas: int = Field(default=0, ge=0, le=32)
-    replica_timeout: Duration = 0.5
+    replica_timeout: Annotated[Duration, positive(60.0)] = 0.5
     #: the key that signs every state document, push and ack (never stored in the store):
     #: an environment variable or a file; required with backend redis (gateway/state/signing.py)
     signing_key_env: EnvName | None = None
@@ -115,17 +116,6 @@ class StateConfig(Frozen):
             raise ValueError(f"cannot be used: {problem}")
         return v
 
-    @field_validator("poll_interval", "heartbeat_interval", "command_timeout", "replica_timeout",
-                     "start_timeout")
-    @classmethod
-    def _short(cls, v: float) -> float:
-        return positive(60.0)(v)
-
-    @field_validator("max_staleness", "instance_lease")
-    @classmethod
-    def _long(cls, v: float) -> float:
-        return positive(3600.0)(v)
-
     @model_validator(mode="after")
     def _replicas_need_redis(self) -> StateConfig:
         if self.min_replicas and self.backend != "redis":
@@ -137,6 +127,12 @@ class StateConfig(Frozen):
 # ---------------------------------------------------------------- server-wide
 
 
+_DRAIN = at_most(3600.0, "no process manager waits that long for a stop")
+# (nginx's default is 75s; idle connections past an hour only hold descriptors)
+_KEEPALIVE = at_most(3600.0, "an idle connection held longer only holds a descriptor")
+_DEBOUNCE = at_most(60.0, "a saved file would go unread for that long")
+
+
 class ServerConfig(Frozen):
     max_body_size: int = Field(default=10 * 1024 * 1024, gt=0, le=1 << 34)
     model_peek_bytes: int = Field(default=1 << 20, ge=1024, le=64 << 20)
@@ -144,7 +140,7 @@ class ServerConfig(Frozen):
     #: each counting what it holds (up to model_peek_bytes) until its request ends; beyond,
     #: a fast 503 `overloaded` (without it: max_inflight x model_peek_bytes, 10 GiB)
     model_peek_memory: int = Field(default=512 << 20, ge=1 << 20, le=1 << 40)
-    drain_timeout: Duration = 30.0
+    drain_timeout: Annotated[Duration, _DRAIN] = 30.0
     #: at SIGTERM, /readyz answers 503 at once and the listeners keep accepting and
     #: serving for this long; then the drain begins. For load balancers that take an
     #: instance out by its health check (in Kubernetes, preStop's sleep does it: keep 0)
@@ -152,17 +148,17 @@ class ServerConfig(Frozen):
     #: `serve --workers N`: a worker whose event loop has not run for this long is ended
     #: (SIGUSR1: its stacks to stderr, then SIGKILL) and restarted; 0 = never
     worker_timeout: Duration = 30.0
-    reload_debounce: Duration = 0.2
+    reload_debounce: Annotated[Duration, _DEBOUNCE] = 0.2
     watch_config: bool = True  # reload when the file changes (SIGHUP always reloads)
-    keepalive_timeout: Duration = 60.0
-    header_timeout: Duration = 10.0  # a new connection must send a request head by then
-    body_timeout: Duration = 30.0  # the longest pause while reading a request body
+    keepalive_timeout: Annotated[Duration, _KEEPALIVE] = 60.0
+    header_timeout: Deadline = 10.0  # a new connection must send a request head by then
+    body_timeout: Deadline = 30.0  # the longest pause while reading a request body
     #: the longest a client may leave its socket full (reading nothing) before it is dropped
-    send_timeout: Duration = 60.0
+    send_timeout: Deadline = 60.0
     max_connections_per_backend: int = Field(default=256, ge=1, le=100_000)
     #: a pooled backend connection idle longer than this is closed, not reused: keep it
     #: below the backends' own keep-alive timeout (uvicorn's and Node's: 5 s)
-    backend_idle_timeout: Duration = 4.0
+    backend_idle_timeout: Deadline = 4.0
     #: requests that may wait for a busy backend's connection; beyond, a fast 503
     max_pending_per_backend: int = Field(default=1024, ge=0, le=1_000_000)
     #: requests in flight in one process (streams included); beyond, a fast 503
@@ -174,27 +170,6 @@ class ServerConfig(Frozen):
     #: one address); at most max_connections (config_checks)
     max_connections_per_client: int = Field(default=0, ge=0, le=1_000_000)
     access_log: bool = False
-
-    @field_validator("header_timeout", "body_timeout", "send_timeout", "backend_idle_timeout")
-    @classmethod
-    def _deadlines(cls, v: float) -> float:
-        return positive(3600.0)(v)
-
-    @field_validator("drain_timeout")
-    @classmethod
-    def _drain(cls, v: float) -> float:
-        return at_most(3600.0, "no process manager waits that long for a stop")(v)
-
-    @field_validator("keepalive_timeout")
-    @classmethod
-    def _keepalive(cls, v: float) -> float:
-        # (nginx's default is 75s; idle connections past an hour only hold descriptors)
-        return at_most(3600.0, "an idle connection held longer only holds a descriptor")(v)
-
-    @field_validator("reload_debounce")
-    @classmethod
-    def _debounce(cls, v: float) -> float:
-        return at_most(60.0, "a saved file would go unread for that long")(v)
 
     @field_validator("worker_timeout")
     @classmethod
@@ -219,19 +194,16 @@ class DrillsConfig(Frozen):
     #: variable is unset (and no file), it is derived from the admin HS256 secret
     key_env: str | None = "KILLGATE_DRILL_KEY"
     key_file: str | None = None
-    max_fault_ttl: Duration = 300.0  # a drill fault ends by itself after this at the latest
-    max_duration: Duration = 1800.0  # a drill still open after this is overdue (metric)
+    #: a drill fault ends by itself after this at the latest
+    max_fault_ttl: Annotated[Duration, positive(24 * 3600.0)] = 300.0
+    #: a drill still open after this is overdue (metric)
+    max_duration: Annotated[Duration, positive(24 * 3600.0)] = 1800.0
     #: a drill still open this long after its deadline is restored and ended (aborted) by
     #: the fleet (control/drillwatch.py); null: never
     auto_restore_after: Duration | None = 60.0
     #: the host instances publish with their heartbeat (default: the listener's address;
     #: a wildcard listener publishes the host name)
     advertise_host: str | None = Field(default=None, pattern=r"^[A-Za-z0-9.\-:\[\]]+$")
-
-    @field_validator("max_fault_ttl", "max_duration")
-    @classmethod
-    def _limits(cls, v: float) -> float:
-        return positive(24 * 3600.0)(v)
 
     @field_validator("auto_restore_after")
     @classmethod

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import Field, field_validator, model_validator
 
@@ -74,6 +74,12 @@ class ScopedKeyConfig(Frozen):
         return self
 
 
+_REFETCH = at_most(3600.0, "a key the identity provider just rotated in would be refused "
+                   "that long")
+_REFRESH = at_most(24 * 3600.0, "a key the identity provider revoked would stay trusted "
+                   "that long")
+
+
 class AuthConfig(Frozen):
     algorithms: list[str] = Field(default_factory=lambda: ["HS256"], min_length=1)
     hs256_secret_env: str | None = DEFAULT_SECRET_ENV
@@ -86,8 +92,10 @@ class AuthConfig(Frozen):
     #: the oldest a token may be (now - iat), and the longest it may live (exp - iat)
     max_token_age: Duration = 24 * 3600.0
     max_token_lifetime: Duration = 24 * 3600.0
-    jwks_min_refetch_interval: Duration = 30.0  # for an unknown kid, at most this often
-    jwks_refresh_interval: Duration = 300.0  # the key set is refetched when older than this
+    #: for an unknown kid, at most this often
+    jwks_min_refetch_interval: Annotated[Duration, _REFETCH] = 30.0
+    #: the key set is refetched when older than this
+    jwks_refresh_interval: Annotated[Duration, _REFRESH] = 300.0
     #: further HS256 secrets, each limited to some scopes (tokens name one by `kid`)
     scoped_keys: list[ScopedKeyConfig] = Field(default_factory=list, max_length=64)
 
@@ -116,18 +124,6 @@ class AuthConfig(Frozen):
         if not 60 <= v <= 31 * 24 * 3600:
             raise ValueError("must be between 1m and 744h (31 days)")
         return v
-
-    @field_validator("jwks_min_refetch_interval")
-    @classmethod
-    def _refetch(cls, v: float) -> float:
-        return at_most(3600.0, "a key the identity provider just rotated in would be refused "
-                       "that long")(v)
-
-    @field_validator("jwks_refresh_interval")
-    @classmethod
-    def _refresh(cls, v: float) -> float:
-        return at_most(24 * 3600.0, "a key the identity provider revoked would stay trusted "
-                       "that long")(v)
 
     @field_validator("jwks_url")
     @classmethod

@@ -9,19 +9,21 @@ building blocks (`gateway.config_types`) and the shadow section it embeds.
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
+from gateway.config_match import MatchConfig, StickyConfig, case_fold
 from gateway.config_shadow import ShadowConfig
 from gateway.config_types import (
+    HEADER_NAME,
+    Deadline,
     Duration,
     Frozen,
     Timeouts,
     at_most,
     check_http_url,
     finite,
-    positive,
     weight_problem,
 )
 
@@ -40,14 +42,6 @@ __all__ = [
 ]
 
 
-# what a request path, as routing reads it (gateway/dataplane/paths.py), never holds as
-# written (`?` and `#` only from %3F and %23: a prefix with them means a query or fragment)
-_NEVER_ROUTED = re.compile(r"//|[;\\?#]|%[0-9A-Fa-f]{2}")
-# a host name (a trailing dot taken off) or a bracketed IPv6 address; never a port
-_HOST = re.compile(r"[a-z0-9\-_~!$&'()*+,;=%]+(\.[a-z0-9\-_~!$&'()*+,;=%]+)*|\[[0-9a-f:.]+\]")
-
-
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _FIELD_VALUE = re.compile(r"(?:[!-~\xa0-\xff](?:[ \t!-~\xa0-\xff]*[!-~\xa0-\xff])?)?")
 _OWN_FIELDS = frozenset({
     "content-length", "transfer-encoding", "content-type", "connection", "keep-alive",
@@ -61,70 +55,6 @@ def not_a_dot_segment(name: str) -> str:
     if name in (".", ".."):
         raise ValueError(f"{name!r} cannot be named in a URL path; choose another name")
     return name
-
-
-def case_fold(s: str) -> str:
-    """A path as a `case_sensitive: false` route compares it: lower case, and outside ASCII
-    upper case first, so the letters a backend's case-insensitive compare takes for ASCII
-    ones match too (Java's equalsIgnoreCase and .NET's OrdinalIgnoreCase upper-case: dotless
-    i, U+0131, is 'I', long s, U+017F, is 'S'; `str.lower` leaves both as they are)."""
-    return s.lower() if s.isascii() else s.upper().lower()
-
-
-class MatchConfig(Frozen):
-    path_prefix: str | None = None
-    host: str | None = None
-    header: dict[str, str] | None = None
-    model: str | None = None
-    #: false: the route's backend treats paths case-insensitively, so the prefix matches
-    #: in any case (a killed route is not reachable as /V2/Models/IRIS through another)
-    case_sensitive: bool = True
-
-    @field_validator("path_prefix")
-    @classmethod
-    def _prefix(cls, v: str | None) -> str | None:
-        if v is not None and not v.startswith("/"):
-            raise ValueError("must start with '/'")
-        if v is not None and (_NEVER_ROUTED.search(v) or "/./" in v + "/" or "/../" in v + "/"):
-            # (a route no request can reach: a kill of it would stop nothing, while its
-            # traffic went through a shorter route)
-            raise ValueError(f"{v!r} is not a path as routing reads it: write it with '//' "
-                             "merged, percent-escapes decoded, and no '.' or '..' segment, "
-                             "';', '\\', '?' or '#' (see README, requests read two ways)")
-        return v
-
-    @field_validator("host")
-    @classmethod
-    def _host(cls, v: str | None) -> str | None:
-        if v is None:
-            return v
-        host = v.lower()
-        host = host[:-1] if host.endswith(".") else host  # (as a request's Host is read)
-        if not _HOST.fullmatch(host):
-            raise ValueError(f"{v!r} is not a host name or [IPv6] address without a port: "
-                             "a request's Host is matched without its port")
-        return host
-
-    @field_validator("header")
-    @classmethod
-    def _header(cls, v: dict[str, str] | None) -> dict[str, str] | None:
-        if v is None:
-            return v
-        if not v:
-            raise ValueError("must name at least one header")
-        for name in v:
-            if not _TOKEN.fullmatch(name):
-                raise ValueError(f"{name!r} is not a valid header name")
-        return {k.lower(): val for k, val in v.items()}
-
-    @model_validator(mode="after")
-    def _case_needs_prefix(self) -> MatchConfig:
-        if not self.case_sensitive and self.path_prefix is None:
-            raise ValueError("case_sensitive: false needs a path_prefix")
-        return self
-
-    def keys(self) -> int:
-        return sum(x is not None for x in (self.path_prefix, self.host, self.header, self.model))
 
 
 class VersionConfig(Frozen):
@@ -159,29 +89,12 @@ class VersionConfig(Frozen):
         return v
 
 
-class StickyConfig(Frozen):
-    header: str = Field(min_length=1)
-
-    @field_validator("header")
-    @classmethod
-    def _lower(cls, v: str) -> str:
-        if not _TOKEN.fullmatch(v):
-            raise ValueError(f"{v!r} is not a valid header name: no request could carry it, "
-                             "so no user would stay on one version")
-        return v.lower()
-
-
 class HealthConfig(Frozen):
     path: str = "/v2/health/ready"
-    interval: Duration = 2.0
-    timeout: Duration = 1.0
+    interval: Deadline = 2.0
+    timeout: Deadline = 1.0
     unhealthy_threshold: int = Field(default=3, ge=1, le=100)
     healthy_threshold: int = Field(default=2, ge=1, le=100)
-
-    @field_validator("interval", "timeout")
-    @classmethod
-    def _bounded(cls, v: float) -> float:
-        return positive(3600.0)(v)
 
     @field_validator("path")
     @classmethod
@@ -194,20 +107,18 @@ class HealthConfig(Frozen):
         return v
 
 
+_EJECTION = at_most(3600.0, "a healthy version would stay out of traffic that long")
+
+
 class OutlierConfig(Frozen):
     """Passive outlier detection from real traffic (Envoy's model)."""
 
     enabled: bool = True
     consecutive_5xx: int = Field(default=5, ge=1, le=10_000)
     consecutive_gateway_failures: int = Field(default=5, ge=1, le=10_000)
-    base_ejection: Duration = 30.0
-    max_ejection: Duration = 300.0
-
-    @field_validator("base_ejection", "max_ejection")
-    @classmethod
-    def _ejection(cls, v: float) -> float:
-        # (Envoy's defaults are 30s and 300s; an hour out of traffic is past any blip)
-        return at_most(3600.0, "a healthy version would stay out of traffic that long")(v)
+    # (Envoy's defaults are 30s and 300s; an hour out of traffic is past any blip)
+    base_ejection: Annotated[Duration, _EJECTION] = 30.0
+    max_ejection: Annotated[Duration, _EJECTION] = 300.0
 
 
 class FallbackConfig(Frozen):
@@ -223,7 +134,7 @@ class FallbackConfig(Frozen):
         # written into the answer's head as they are: a line break would add fields (a
         # Set-Cookie) or end the head, a framing field would desynchronise the client
         for name, value in v.items():
-            if not _TOKEN.fullmatch(name):
+            if not HEADER_NAME.fullmatch(name):
                 raise ValueError(f"{name!r} is not a valid header name")
             low = name.lower()
             if low in _OWN_FIELDS or low.startswith("x-killgate-"):
@@ -262,44 +173,30 @@ class RetryConfig(Frozen):
 STATS_KEEP_S = 900
 
 
+_WINDOW = at_most(float(STATS_KEEP_S), "the per-request statistics a verdict reads are kept "
+                  "that long")
+_INTERVAL = at_most(3600.0, "a failing canary would wait that long for its rollback")
+_SLACK = at_most(60.0, "a slack that large would pass any latency")
+_STEP = at_most(24 * 3600.0, "a rollout step longer than a day is a typo more often than a "
+                "plan; hold the rollout with weights instead")
+
+
 class AnalysisConfig(Frozen):
-    window: Duration = 60.0
-    interval: Duration = 10.0
+    window: Annotated[Duration, _WINDOW] = 60.0
+    interval: Annotated[Duration, _INTERVAL] = 10.0
     min_requests: int = Field(default=50, ge=1)
     max_error_rate_increase: float = Field(default=0.05, ge=0, le=1)
     max_p99_ratio: float = Field(default=1.5, gt=0)
     # differences smaller than this never fail a canary (1 ms vs 2 ms is noise, not a ratio)
-    p99_slack: Duration = 0.025
+    p99_slack: Annotated[Duration, _SLACK] = 0.025
     webhook_url: str | None = None
     steps: list[float] | None = None
-    step_interval: Duration = 60.0
+    step_interval: Annotated[Duration, _STEP] = 60.0
     #: the route's shadow gets traffic (promote, weights, a progressive step) only once it
     #: agreed with the primary on at least this share of compared requests (§5.5) ...
     min_shadow_agreement: float | None = Field(default=None, ge=0, le=1)
     #: ... over at least this many comparisons (fleet-wide)
     min_shadow_compared: int = Field(default=100, ge=1)
-
-    @field_validator("window")
-    @classmethod
-    def _window(cls, v: float) -> float:
-        return at_most(float(STATS_KEEP_S), "the per-request statistics a verdict reads are kept "
-                       "that long")(v)
-
-    @field_validator("interval")
-    @classmethod
-    def _interval(cls, v: float) -> float:
-        return at_most(3600.0, "a failing canary would wait that long for its rollback")(v)
-
-    @field_validator("p99_slack")
-    @classmethod
-    def _slack(cls, v: float) -> float:
-        return at_most(60.0, "a slack that large would pass any latency")(v)
-
-    @field_validator("step_interval")
-    @classmethod
-    def _step(cls, v: float) -> float:
-        return at_most(24 * 3600.0, "a rollout step longer than a day is a typo more often "
-                       "than a plan; hold the rollout with weights instead")(v)
 
     @field_validator("steps")
     @classmethod

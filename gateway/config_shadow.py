@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
-from gateway.config_types import Duration, Frozen, Timeouts, finite
+from gateway.config_types import Deadline, Frozen, Timeouts, finite
 
 __all__ = [
     "COMPARE_KINDS",
@@ -185,7 +185,7 @@ class DisagreementsConfig(Frozen):
 class ShadowTimeouts(Timeouts):
     """routes[].shadow.timeouts: a copy gives up sooner than the client's request."""
 
-    total: Duration = 30.0
+    total: Deadline = 30.0  # (as Timeouts': > 0, at most an hour)
 
 
 class ShadowConfig(Frozen):

@@ -144,7 +144,7 @@ class AlertmanagerConfig(Frozen):
     #: change nothing, so a person's unkill is not undone by Alertmanager's next resend
     dedupe_window: Duration = 7 * 24 * 3600.0
     #: how long the answer waits for every instance to apply the action
-    wait: Duration = 2.0
+    wait: Annotated[Duration, positive(30.0)] = 2.0
 
     @field_validator("dedupe_window")
     @classmethod
@@ -152,11 +152,6 @@ class AlertmanagerConfig(Frozen):
         if not 60 <= v <= 90 * 24 * 3600:
             raise ValueError("must be between 1m and 2160h (90 days)")
         return v
-
-    @field_validator("wait")
-    @classmethod
-    def _wait(cls, v: float) -> float:
-        return positive(30.0)(v)
 
 
 class AlertsConfig(Frozen):
@@ -190,15 +185,10 @@ class WebhookConfig(Frozen):
 class EventsConfig(Frozen):
     webhooks: list[WebhookConfig] = Field(default_factory=list)
     attempts: int = Field(default=5, ge=1, le=20)
-    backoff: Duration = 0.5  # doubled after each failed attempt
-    timeout: Duration = 5.0
+    backoff: Annotated[Duration, positive(300.0)] = 0.5  # doubled after each failed attempt
+    timeout: Annotated[Duration, positive(300.0)] = 5.0
     #: events waiting for delivery; beyond, new ones are dropped and counted
     queue: int = Field(default=1000, ge=1, le=100_000)
-
-    @field_validator("backoff", "timeout")
-    @classmethod
-    def _bounded(cls, v: float) -> float:
-        return positive(300.0)(v)
 
 
 # ---------------------------------------------------------------- cross checks

@@ -11,13 +11,22 @@ from __future__ import annotations
 import ipaddress
 import math
 import re
-from collections.abc import Callable
 from typing import Annotated, Any, get_args, get_origin
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+)
 
 __all__ = [
+    "HEADER_NAME",
+    "Deadline",
     "Duration",
     "EnvName",
     "Frozen",
@@ -35,6 +44,9 @@ __all__ = [
 
 _DURATION = re.compile(r"^\s*([0-9]{1,9}(?:\.[0-9]{1,9})?)\s*(ms|s|m|h)\s*$")
 _UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+#: a header field name (RFC 9110's token): what `match.header`, `sticky.header` and a
+#: fallback's `headers` may name
+HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _HTTP_URL = re.compile(r"^https?://[^/\s?#]+(/[^\s?#]*)?$")
 
 
@@ -92,21 +104,23 @@ Duration = Annotated[float, BeforeValidator(parse_duration)]
 EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=128)]
 
 
-def positive(limit: float) -> Callable[[float], float]:
-    """A check that a duration is > 0 and at most `limit` seconds."""
+def positive(limit: float) -> AfterValidator:
+    """A field's check that its duration is > 0 and at most `limit` seconds:
+    `interval: Annotated[Duration, positive(3600.0)] = 2.0`."""
 
     def check(v: float) -> float:
         if not 0 < v <= limit:
             raise ValueError(f"must be > 0 and at most {limit:g}s")
         return v
 
-    return check
+    return AfterValidator(check)
 
 
-def at_most(limit: float, why: str = "") -> Callable[[float], float]:
-    """A check that a duration (0 allowed) is at most `limit` seconds: a long one is far
-    more often a slip of the unit (`30h` for `30m`) than meant, so it is refused, saying
-    why the bound is where it is (`why`)."""
+def at_most(limit: float, why: str = "") -> AfterValidator:
+    """A field's check that its duration (0 allowed) is at most `limit` seconds
+    (`Annotated[Duration, at_most(3600.0, why)]`): a long one is far more often a slip of
+    the unit (`30h` for `30m`) than meant, so it is refused, saying why the bound is where
+    it is (`why`)."""
 
     def check(v: float) -> float:
         if v > limit:
@@ -114,7 +128,11 @@ def at_most(limit: float, why: str = "") -> Callable[[float], float]:
                              "is the unit right (m is minutes, h hours)?")
         return v
 
-    return check
+    return AfterValidator(check)
+
+
+#: a duration > 0 and at most an hour (a backend exchange's deadlines, a probe's interval)
+Deadline = Annotated[Duration, positive(3600.0)]
 
 
 def _human(seconds: float) -> str:
@@ -128,14 +146,9 @@ class Timeouts(Frozen):
     """The deadlines of an exchange with a backend, each > 0 and at most an hour
     (routes[].timeouts; routes[].shadow.timeouts with a shorter total)."""
 
-    connect: Duration = 1.0
-    total: Duration = 60.0
-    idle: Duration = 30.0
-
-    @field_validator("connect", "total", "idle")
-    @classmethod
-    def _bounded(cls, v: float) -> float:
-        return positive(3600.0)(v)
+    connect: Deadline = 1.0
+    total: Deadline = 60.0
+    idle: Deadline = 30.0
 
 
 def finite(v: float) -> float:

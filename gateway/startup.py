@@ -94,7 +94,7 @@ class GatewayParts:
         #: called with each config a reload put live (a worker shares its bytes)
         self.config_applied: list[Callable[[LoadedConfig], None]] = []
         #: a worker of a group: the config file itself, to start on when the state refuses
-        #: the group's copy (server.py; None: the refusal ends the start)
+        #: the group's copy (serving.py; None: the refusal ends the start)
         self.start_fallback: Callable[[LoadedConfig, ConfigError], LoadedConfig | None] \
             | None = None
         self._reloads: set[asyncio.Task[bool]] = set()
@@ -247,7 +247,7 @@ class GatewayParts:
     def _check_at_start(self) -> None:
         """The config passes the state's checks (a latched override's versions in it), or
         the start ends; a group's worker refused on the group's copy tries the file itself
-        (server.py), and starts on it if the state accepts that."""
+        (serving.py), and starts on it if the state accepts that."""
         try:
             self.history.check(self.loaded)
         except ConfigError as refused:

@@ -53,7 +53,7 @@ ABORT_GRACE = 1.0  # seconds from a silent worker's STACKS_SIGNAL to its SIGKILL
 MAX_BACKOFF = 60.0  # seconds: the longest wait before a crash-looping slot is tried again
 PR_SET_PDEATHSIG = 1
 #: what a `serve` process (a supervisor, a worker, one alone) handles: held from its first
-#: moment until its handlers are in place (cli/main.py, server.py)
+#: moment until its handlers are in place (cli/main.py; server.py, serving.py)
 STOP_AND_RELOAD = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
 
 

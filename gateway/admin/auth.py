@@ -1,8 +1,8 @@
 """Admin authentication and authorization: JWT bearer tokens and scopes.
 
 Owns the only import of pyjwt. Keys: an HMAC secret (env var or file, >= 32 bytes), a PEM
-public key, or a JWKS URL (keys cached, unknown `kid` refetched at most once per
-`jwks_min_refetch_interval`, the last good key set kept when the endpoint is down).
+public key, or a JWKS URL (its cache and refetch rule: admin/jwks.py). Who a token speaks
+for and its scopes: admin/principal.py (re-exported here).
 A key is only ever used with the algorithms of its type; `none` is never accepted.
 Every failure becomes Unauthenticated with a short type and no detail; pyjwt errors do
 not leave this module. A token whose `kid` names a scoped key (admin/scopedkeys.py) is
@@ -11,14 +11,12 @@ checked with that key alone, HS256 only, and bound to its scopes.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import math
 import time
 import uuid
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +24,12 @@ import jwt
 from jwt import PyJWKClient
 
 from gateway import filemodes
+from gateway.admin.jwks import JwksKeys
+from gateway.admin.principal import Principal, printable_subject, scopes_of
 from gateway.admin.scopedkeys import ScopedKey, load_scoped_keys
 from gateway.config import AuthConfig
 from gateway.config_admin import SCOPES
-from gateway.domain.audit import clean_text
-from gateway.errors import ApiError, Forbidden, Unauthenticated
+from gateway.errors import ApiError, Unauthenticated
 
 __all__ = ["SCOPES", "Authenticator", "Principal", "mint", "printable_subject", "scopes_of",
            "unverified_scopes"]
@@ -38,28 +37,7 @@ __all__ = ["SCOPES", "Authenticator", "Principal", "mint", "printable_subject", 
 MAX_AUTH_HEADER = 8192
 MAX_JOSE_BRACKETS = 32  # `[` and `{` in a JOSE header; real ones hold a handful
 MIN_SECRET = 32
-#: while no key set is held (the endpoint down since start), a fetch for an unknown kid at
-#: most this often: tokens with ever new kids must not each cost a fetch (and a thread)
-EMPTY_REFETCH = 1.0
 VERIFIED_CACHE = 256  # tokens whose signature we checked, kept for their lifetime
-
-
-@dataclass(frozen=True, slots=True)
-class Principal:
-    subject: str
-    scopes: frozenset[str]
-
-    def require(self, scope: str) -> None:
-        """killgate:admin implies every scope but killgate:breakglass, which skips the
-        two-person rule and so must be granted by name."""
-        if scope in self.scopes:
-            return
-        if "killgate:admin" not in self.scopes or scope == "killgate:breakglass":
-            raise Forbidden(scope)
-
-    def may(self, scope: str) -> bool:
-        return scope in self.scopes or ("killgate:admin" in self.scopes
-                                        and scope != "killgate:breakglass")
 
 
 def mint(secret: str, subject: str, scope: str, ttl: float, issuer: str | None,
@@ -99,19 +77,6 @@ def _finite(v: float) -> bool:
         return False
 
 
-def printable_subject(sub: str) -> bool:
-    """Whether a subject is text every log, audit event, table and terminal shows as it
-    is: valid Unicode (no lone surrogate, which cannot be stored as UTF-8) without
-    control or bidirectional characters (which would move a terminal's cursor or turn a
-    row around where an approver reads who asked). It names the actor of kills and
-    approvals, so it is refused rather than altered."""
-    try:
-        sub.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return clean_text(sub, len(sub)) == sub
-
-
 # RFC 7515 §4.1.9: "JWT" and "application/jwt" are the same type; RFC 9068 access tokens
 ACCESS_TYPS = frozenset({"jwt", "application/jwt", "at+jwt", "application/at+jwt"})
 
@@ -132,10 +97,7 @@ class Authenticator:
         self.algorithms = list(cfg.algorithms)
         self.problem: str | None = None
         self._key: Any = None
-        self._jwks: PyJWKClient | None = None
-        self._jwks_last_fetch = -math.inf  # never: the first token fetches the set
-        self._jwks_keys: dict[str, Any] = {}
-        self._jwks_lock = asyncio.Lock()  # one fetch at a time; waiters use its keys
+        self._jwks: JwksKeys | None = None
         # token -> (the key that verified it, its claims). A signature check costs ~60 µs
         # warm and ~0.45 ms on a cold CPU, and operators' scripts reuse one token for
         # many calls; a hit still checks the times and that the key is still current.
@@ -157,8 +119,11 @@ class Authenticator:
     def _load(self, resolve: Callable[[str], Path]) -> None:
         cfg = self.cfg
         if cfg.jwks_url:
-            self._jwks = PyJWKClient(cfg.jwks_url, cache_keys=False, cache_jwk_set=False,
-                                     timeout=5)
+            client = PyJWKClient(cfg.jwks_url, cache_keys=False, cache_jwk_set=False,
+                                 timeout=5)
+            self._jwks = JwksKeys(
+                lambda: {k.key_id: k.key for k in client.get_signing_keys(True) if k.key_id},
+                cfg.jwks_refresh_interval, cfg.jwks_min_refetch_interval)
             return
         if cfg.public_key_file:
             path = resolve(cfg.public_key_file)
@@ -192,44 +157,6 @@ class Authenticator:
             raise ValueError(f"the admin token secret in {where} is shorter than "
                              f"{MIN_SECRET} bytes")
         self._key = secret
-
-    async def _jwks_key(self, kid: str | None) -> Any:
-        """The key for `kid`. The set is refetched when it is older than the refresh
-        interval (a key removed at the IdP stops verifying then) or, at most once per
-        `jwks_min_refetch_interval` (once per EMPTY_REFETCH while no set is held), for an
-        unknown kid; when the endpoint is down the last good set stays in use. One fetch
-        at a time: a token whose kid is not known waits for the fetch in flight."""
-        if kid is None:
-            raise Unauthenticated()
-        if self._refetch(kid) or (kid not in self._jwks_keys and self._jwks_lock.locked()):
-            async with self._jwks_lock:  # (a fetch in flight may bring this kid)
-                if self._refetch(kid):  # not if a fetch ended while this one waited
-                    await self._refresh_jwks(time.monotonic())
-        key = self._jwks_keys.get(kid)
-        if key is None:
-            raise Unauthenticated()  # unknown kid: no refetch storm
-        return key
-
-    def _refetch(self, kid: str) -> bool:
-        since = time.monotonic() - self._jwks_last_fetch
-        if since > self.cfg.jwks_refresh_interval:
-            return True
-        floor = self.cfg.jwks_min_refetch_interval
-        if not self._jwks_keys:
-            floor = min(floor, EMPTY_REFETCH)
-        return kid not in self._jwks_keys and since >= floor
-
-    async def _refresh_jwks(self, now: float) -> None:
-        assert self._jwks is not None
-        self._jwks_last_fetch = now
-        try:
-            keys = await asyncio.to_thread(self._jwks.get_signing_keys, True)
-        except Exception:  # noqa: BLE001 - endpoint down: keep the last good set
-            return
-        finally:  # (counted from its end too: the tokens that waited for a slow fetch that
-            # failed take its answer, rather than each start another after it)
-            self._jwks_last_fetch = time.monotonic()
-        self._jwks_keys = {k.key_id: k.key for k in keys if k.key_id}
 
     def _where_to_fix(self) -> str:
         """Said to the caller with the 503: the fix is the gateway's, not the caller's
@@ -294,7 +221,7 @@ class Authenticator:
                         "start (restart it), a file at each reload (SIGHUP)"))
                 key = scoped.secret
             else:
-                key = await self._jwks_key(kid) if self._jwks else self._key
+                key = await self._jwks.key(kid) if self._jwks else self._key
             claims = jwt.decode(
                 token, key, algorithms=algorithms, audience=self.cfg.audience,
                 issuer=self.cfg.issuer, leeway=self.cfg.leeway,
@@ -318,7 +245,7 @@ class Authenticator:
         (a JWKS refresh that dropped the key ends it). None: verify it afresh."""
         if self._jwks and scoped is None:
             try:
-                current = await self._jwks_key(jwt.get_unverified_header(token).get("kid"))
+                current = await self._jwks.key(jwt.get_unverified_header(token).get("kid"))
             except Unauthenticated:
                 current = None
             if current is not key:
@@ -356,18 +283,6 @@ class Authenticator:
         scopes = scopes_of(claims)
         scoped.check(actor, scopes)  # (refused whole, never narrowed)
         return Principal(actor, scopes)
-
-
-def scopes_of(claims: Mapping[str, Any]) -> frozenset[str]:
-    """A token's scopes: its `scope` claim (space-delimited) and its `scp` claim (a list)."""
-    scopes: set[str] = set()
-    raw_scope = claims.get("scope")
-    if isinstance(raw_scope, str):
-        scopes.update(raw_scope.split())
-    scp = claims.get("scp")
-    if isinstance(scp, list):
-        scopes.update(x for x in scp if isinstance(x, str))
-    return frozenset(scopes)
 
 
 def unverified_scopes(token: str) -> frozenset[str] | None:

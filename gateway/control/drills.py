@@ -5,7 +5,8 @@ state is recorded, `drill.start`) → steady state (synthetic traffic to every i
 inject → measure (hold) → restore, which always runs: after the hold, on an abort
 condition, on Ctrl-C (`stop`), on a failed steady-state check → settle (time to
 restore) → verdict → end (`drill.end`). A drill process that dies leaves an open drill
-that `killgate drill restore ID` undoes. HTTP lives in `drillload`, analysis in
+that `killgate drill restore ID` undoes. HTTP lives in `drillload`, what the drill runs
+against in `drillfleet`, the report's fields in `drilloutcome`, analysis in
 `domain.drillreport`; the store pause is handed in (the CLI owns the store access).
 """
 
@@ -20,23 +21,16 @@ from typing import Any
 
 import aiohttp
 
+from gateway.control import drilloutcome
 from gateway.control.drillabort import ErrorWatch, own_counts
 from gateway.control.drillended import ended as ended_elsewhere
+from gateway.control.drillfleet import discover
 from gateway.control.drillguards import Check, Pause, same_route, store_skip, token_too_short
 from gateway.control.drillload import AdminClient, DrillApiError, Traffic, resolve_probe
 from gateway.domain.audit import utc_now
-from gateway.domain.drilldiff import differences
 from gateway.domain.drillfinish import iso_to_unix
 from gateway.domain.drillplan import Plan, duration, fault_ttl, too_long
-from gateway.domain.drillreport import (
-    Marks,
-    Obs,
-    analyse,
-    kept,
-    percentiles,
-    steady_problems,
-    verdict,
-)
+from gateway.domain.drillreport import Marks, Obs, analyse, kept, steady_problems
 from gateway.domain.drilltoken import HEADER
 from gateway.errors import StateError
 
@@ -80,37 +74,10 @@ class DrillRunner:
 
     # ------------------------------------------------------------------ phases
 
-    async def _discover(self) -> dict[str, Any]:
-        plan = self.plan
-        status = await self.api.call("GET", "/v1/status")
-        cfg = await self.api.call("GET", "/v1/config")
-        route = status.get("routes", {}).get(plan.route)
-        rcfg = next((r for r in cfg.get("config", {}).get("routes", [])
-                     if r.get("name") == plan.route), None)
-        if route is None or rcfg is None:
-            raise DrillApiError(404, "unknown_route", f"no route named {plan.route!r}")
-        for v in (plan.version, plan.to):
-            if v is not None and v not in route["versions"]:
-                raise DrillApiError(404, "unknown_version",
-                                    f"route {plan.route!r} has no version {v!r}")
-        insts = status.get("instances", {}).values()
-        urls = plan.instances or sorted({i["data"] for i in insts if i.get("data")})
-        admins = sorted({i["admin"] for i in insts if i.get("admin")})
-        if not urls:
-            raise DrillApiError(0, "no_instances", "no instance published its address (give "
-                                "--instances URL,...)")
-        data_of = {name: i["data"] for name, i in
-                   (status.get("instances") or {}).items() if i.get("data")}
-        data_at = {i["admin"]: i["data"] for i in insts if i.get("admin") and i.get("data")}
-        return {"status": status, "route": route, "config": rcfg, "instances": urls,
-                "admins": admins, "data_of": data_of, "data_at": data_at,
-                "state": cfg.get("config", {}).get("state") or {},
-                "drills": cfg.get("config", {}).get("drills") or {}}
-
     async def run(self) -> dict[str, Any]:
         plan = self.plan
         started = utc_now()
-        fleet = await self._discover()
+        fleet = await discover(self.api, plan)
         route = fleet["route"]
         if self.stopped:
             return self._refused(started, self.stopped)
@@ -265,14 +232,7 @@ class DrillRunner:
         await asyncio.sleep(seconds)
 
     def _refused(self, started: str, why: str, verdict_: str = "aborted") -> dict[str, Any]:
-        """The report of a drill that never opened: every field of CONTRACT §5.4, with
-        nothing measured (no instance, no time, no leak, no error; nothing to restore)."""
-        self.report = {"id": None, "kind": self.plan.kind, "verdict": verdict_,
-                       "reasons": [why], "route": self.plan.route, "version": self.plan.version,
-                       "instances": [], self.plan.measure: percentiles(()),
-                       "time_to_restore_ms": percentiles(()), "leaks": 0, "errors": 0,
-                       "requests": 0, "restored": True, "started": started,
-                       "finished": utc_now()}
+        self.report = drilloutcome.refused(self.plan, started, why, verdict_)
         return self.report
 
     async def _finish(self, started: str, to: str | None, fleet: dict[str, Any],
@@ -281,42 +241,10 @@ class DrillRunner:
         plan = self.plan
         self.marks.end = self.now()
         measured = analyse(plan, to, self.obs, self.marks)
-        pending = (restore.get("applied") or {}).get("pending", ["?"])
-        restored = ("state" in restore and restore.get("state") == restore.get("before")
-                    and not pending) or "elsewhere" in restore
-        unlike = [] if restored or "error" in restore else differences(
-            restore.get("before"), restore.get("state"), pending if pending != ["?"] else [])
-        verdict_, reasons = verdict(plan, measured, restored, self.stopped,
-                                    kept(restore) + unlike)
-        marks = {k: round(v * 1000, 1) for k, v in (
-            ("steady_start", (self.marks.steady or (None, None))[0]),
-            ("inject_sent", self.marks.inject_sent), ("inject_done", self.marks.inject_done),
-            ("restore_sent", self.marks.restore_sent),
-            ("restore_done", self.marks.restore_done), ("end", self.marks.end)) if v is not None}
-        if self.marks.outage:
-            marks["outage_start"] = round(self.marks.outage[0] * 1000, 1)
-            marks["outage_end"] = round(self.marks.outage[1] * 1000, 1)
-        self.report = {
-            "id": self.drill, "kind": plan.kind, "verdict": verdict_, "reasons": reasons,
-            "route": plan.route, "version": plan.version,
-            **({"scope": plan.kill_scope} if plan.kind in ("kill", "store_loss") else {}),
-            **({"to": to} if plan.kind == "rollback" else {}),
-            **measured, "restored": restored, "started": started, "finished": utc_now(),
-            "rate": plan.rate, "t0_unix": round(self.t0_unix, 4), "marks_ms": marks,
-            "receipts": receipts,
-            "undone": restore.get("undone"), "before": restore.get("before"),
-            "after": restore.get("state"), "targets": plan.targets.model_dump(),
-            "abort": {"route": watch.route, "threshold": plan.abort.error_rate,
-                      "worst_error_rate": round(watch.worst, 4),
-                      "unreadable_metrics": sorted(watch.unreadable)},
-            "instances_from": "--instances" if plan.instances else "heartbeats",
-        }
-        if self.marks.outage:
-            self.report["store_outage_ms"] = round(
-                (self.marks.outage[1] - self.marks.outage[0]) * 1000, 1)
-        summary = {k: self.report[k] for k in (
-            plan.measure, "time_to_restore_ms", "leaks", "errors", "restored", "requests")}
-        summary["reasons"] = reasons[:5]
+        self.report, summary = drilloutcome.ran(
+            plan, self.drill, started, to, measured, self.marks, self.t0_unix, self.stopped,
+            restore, receipts, watch)
+        verdict_ = self.report["verdict"]
         if "elsewhere" in restore:
             return self.report  # (ended already: its end is recorded)
         try:

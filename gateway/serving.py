@@ -1,0 +1,163 @@
+"""One serving process's life on its event loop: start (given up at a stop signal that
+comes first), serve until SIGTERM/SIGINT, drain, exit code.
+
+Owns what a worker of a group does besides serving: the pipe to its supervisor (the ready
+byte, the heartbeat the watchdog reads, the drained byte) and sharing each config a reload
+puts live with its siblings; and the process's fleet name (`instance_id`). server.py picks
+the loop (uvloop) and calls it; it imports the composition root, never the CLI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import signal
+import socket
+from pathlib import Path
+
+from gateway.app import Gateway
+from gateway.configfile import LoadedConfig
+from gateway.log import event
+from gateway.stopsignals import HURRIED_EXIT, STOP_NOW, StopSignals
+from gateway.workerconfig import file_instead, save
+from gateway.workergroup import BEAT, BEAT_ENV, READY_FD_ENV, STOP_AND_RELOAD
+
+__all__ = ["instance_id", "serve_until_stopped"]
+
+log = logging.getLogger("killgate")
+
+
+def instance_id(worker: int | None) -> str:
+    """This process's name in the fleet (heartbeats, receipts, acks): its host, pid and a
+    random tag, drawn once at start. Host and pid alone are not unique: containers on the
+    host's network share its host name, and each runs killgate as pid 1; two such
+    instances merged their acks, and a receipt counted one for both."""
+    me = f"{socket.gethostname().split('.')[0]}-{os.getpid()}-{secrets.token_hex(3)}"
+    return me if worker is None else f"{me}-w{worker}"
+
+
+async def serve_until_stopped(loaded: LoadedConfig, worker: int | None, reuse_port: bool,
+                 ports: tuple[int | None, int | None], metrics_dir: str | None = None,
+                 config_bytes: str | None = None) -> int:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    gw = Gateway(loaded, instance_id(worker), reuse_port=reuse_port, ports=ports)
+    if config_bytes is not None and loaded.path is not None:
+        # the group's bytes refused by the state (a copy a reload's write-back missed):
+        # the file the running workers reloaded, rather than a crash loop
+        path = str(loaded.path)
+        gw.start_fallback = lambda running, refused: file_instead(path, running, refused)
+    group = None
+    if metrics_dir is not None and worker is not None:
+        from gateway.telemetry.workers import WorkerMetrics
+
+        group = WorkerMetrics(gw.metrics, gw.requests, Path(metrics_dir), worker)
+        group.start()  # before the admin listener opens: every scrape is the group's
+        gw.metrics.expose(group)
+    pipe = _group_pipe()
+    # (a group's worker: its supervisor counts the Ctrl-Cs, and sends STOP_NOW)
+    signals = StopSignals(stop, gw.hurry, group_worker=worker is not None)
+    signals.install(loop)
+    loop.add_signal_handler(signal.SIGHUP, gw.request_reload)
+    # (held since the process began: cli/main.py, or its supervisor's spawn for STOP_NOW;
+    # SIGHUP stays held until it can reload)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT, STOP_NOW})
+    try:
+        try:
+            started = await _start_unless_stopped(gw, stop)
+        except BaseException:
+            await gw.shutdown()
+            raise
+        if started:
+            if config_bytes is not None:
+                _share_what_runs(gw, config_bytes)
+            if pipe is not None:
+                _tell(pipe, b"1")  # it serves (a worker that dies before, once restarted,
+                #                    is a crash loop: workergroup.py)
+            # a supervisor starts its workers with SIGHUP blocked (see spawn): one that
+            # came while this worker started is delivered now, to the handler above
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
+            await stop.wait()
+        await gw.shutdown()
+        if pipe is not None:  # drained: the supervisor's watchdog leaves the exit alone
+            _tell(pipe, b"0")
+    finally:
+        if group is not None:
+            await group.stop()
+        # stopped: a signal from now on is held until the exit (the loop's handlers go,
+        # and the default action of one that came during the teardown ended the process
+        # with -1 or -15 in place of 0)
+        signal.pthread_sigmask(signal.SIG_BLOCK, {*STOP_AND_RELOAD, STOP_NOW})
+    return HURRIED_EXIT if signals.hurried else 0
+
+
+async def _start_unless_stopped(gw: Gateway, stop: asyncio.Event) -> bool:
+    """`gw.start()`, given up at a SIGTERM/SIGINT that comes first (the start may wait
+    `state.start_timeout` for Redis): the listeners never open then, and the process ends
+    at once (exit 0) instead of at the start deadline. True when the start finished."""
+    starting = asyncio.ensure_future(gw.start())
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({starting, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+    if starting.done():
+        starting.result()  # (its error, if it failed)
+        return True
+    starting.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await starting
+    event(log, "phase", phase="start_abandoned",
+          why="SIGTERM or SIGINT before the start finished: the listeners never opened")
+    return False
+
+
+def _group_pipe() -> int | None:
+    """A supervisor's worker: the pipe to its supervisor, beating from now on: a byte every
+    BEAT seconds from the event loop, that the loop still runs (workergroup.py: a worker
+    silent for `server.worker_timeout` is ended; with it 0, BEAT_ENV says so, and no beat
+    is sent). None outside a group."""
+    fd = os.environ.pop(READY_FD_ENV, None)
+    beating = os.environ.pop(BEAT_ENV, "1") != "0"  # (worker_timeout 0: nobody listens)
+    if fd is None:
+        return None
+    try:
+        w = int(fd)
+        os.set_inheritable(w, False)
+        os.set_blocking(w, False)
+    except (OSError, ValueError):
+        return None  # (not a supervisor's pipe: nobody is told)
+    loop = asyncio.get_running_loop()
+
+    def beat() -> None:
+        if _tell(w, b"."):
+            loop.call_later(BEAT, beat)
+
+    if beating:
+        beat()
+    return w
+
+
+def _tell(w: int, what: bytes) -> bool:
+    """Write to the supervisor; False once it is gone (PR_SET_PDEATHSIG ends us then)."""
+    try:
+        os.write(w, what)
+    except BlockingIOError:
+        pass  # (a full pipe: the supervisor has plenty to read)
+    except OSError:
+        return False
+    return True
+
+
+def _share_what_runs(gw: Gateway, shared: str) -> None:
+    """Each config a reload puts live becomes the group's. (Not the one this worker started
+    on: it is the group's already, or, read from the file as a fallback, perhaps an edit
+    no worker applied; and a sibling's reload may have replaced it meanwhile.)"""
+    def saved(new: LoadedConfig) -> None:
+        if new.raw is not None:
+            save(shared, new.raw)
+
+    gw.config_applied.append(saved)
