@@ -97,7 +97,19 @@ def test_the_records_are_bounded_and_survive_the_documents_json() -> None:
     assert StateDoc.from_json(again.to_json()).rolled_off == again.rolled_off
 
 
-@pytest.mark.parametrize("key", ["version:iris:v0", "route:iris", "global"])
+@pytest.mark.parametrize("key", ["route:iris", "global"])
+def test_a_rollback_under_a_route_or_global_kill_is_accepted(key: str) -> None:
+    """Kill the route, roll back, unkill: the runbook's order. A rollback under a route's
+    or the global kill sets what serves once the kill is lifted (every version is off
+    meanwhile); refusing it made the operator unkill first, the bad version serving."""
+    scope, _, route = key.partition(":")
+    flag = KillFlag(scope, route or None, None, "dana", "INC-2", "t", 0)  # type: ignore[arg-type]
+    doc = apply_change(recorded(), Change(kills={key: flag}))
+    doc = step(doc, lambda d: rollback(d, RC, "v0", "bob", "to v0", "t1"))
+    assert effective_stable(doc, RC) == "v0" and key in doc.kills
+
+
+@pytest.mark.parametrize("key", ["version:iris:v0"])
 def test_a_rollback_to_a_killed_version_is_refused_and_changes_nothing(key: str) -> None:
     """Before: `rollback --to v0` with v0 killed latched v0 at 100 % and every other
     version at 0: the route served nothing (a version rolled off is no spare). Now 409

@@ -31,8 +31,9 @@ ROLLBACK_409 = (
     "409 `no_previous_stable`: no earlier stable in the route's history to go back to, "
     "other than versions rolled off by rollbacks (named in the message; status: "
     "`rolled_off`); `rolled_back`: a rollback without `to` on a route already rolled back; "
-    "`target_killed`: the version rolled back to, its route or everything is killed (the "
-    "route would serve nothing): lift the kill first, or name another `to`; "
+    "`target_killed`: the version rolled back to is killed (the route would serve "
+    "nothing): lift its kill first, or name another `to` (a route's or the global kill "
+    "does not refuse a rollback); "
     "`artifact_changed`: the version's recorded artifact differs from the config's.")
 
 __all__ = ["document"]

@@ -116,15 +116,10 @@ def rollback(doc: StateDoc, rc: RouteConfig, to: str | None, actor: str, reason:
 
 def _target_killed(doc: StateDoc, rc: RouteConfig, to: str, key: str) -> str:
     flag = doc.kills[key]
-    what = {"global": "the global kill", f"route:{rc.name}": f"the kill of route {rc.name!r}"
-            }.get(key, f"the kill of version {to!r}")
-    lift = {"global": "killgate unkill --global",
-            f"route:{rc.name}": f"killgate unkill --route {rc.name}"
-            }.get(key, f"killgate unkill --route {rc.name} --version {to}")
-    other = "" if key in ("global", f"route:{rc.name}") else ", or roll back to another version (--to)"
-    return (f"route {rc.name!r} is not rolled back to {to!r}: {what} stands ({flag.actor}: "
-            f"{flag.reason!r}), so it would serve nothing; nothing was changed. Lift the kill "
-            f"first ({lift}){other}")
+    return (f"route {rc.name!r} is not rolled back to {to!r}: the kill of version {to!r} "
+            f"stands ({flag.actor}: {flag.reason!r}), so the route would serve nothing; "
+            f"nothing was changed. Lift the kill first (killgate unkill --route {rc.name} "
+            f"--version {to}), or roll back to another version (--to)")
 
 
 def _weights_now(doc: StateDoc, rc: RouteConfig) -> dict[str, float]:

@@ -68,8 +68,10 @@ def cleared(doc: StateDoc, rc: RouteConfig,
 
 
 def killed_by(doc: StateDoc, route: str, version: str) -> str | None:
-    """The kill in force that leaves `version` of `route` nothing to serve (its key)."""
-    for key in ("global", kill_key("route", route), kill_key("version", route, version)):
-        if key in doc.kills:
-            return key
-    return None
+    """The kill of `version` itself, in force (its key): a rollback to it would leave the
+    route nothing to serve once the route's other versions are rolled off. A route's or
+    the global kill is not counted: a rollback under it prepares what serves once it is
+    lifted (kill the route, roll back, unkill: the runbook's order), and every version
+    is equally off meanwhile."""
+    key = kill_key("version", route, version)
+    return key if key in doc.kills else None
