@@ -91,7 +91,21 @@ async def serve_until_stopped(loaded: LoadedConfig, worker: int | None, reuse_po
         # and the default action of one that came during the teardown ended the process
         # with -1 or -15 in place of 0)
         signal.pthread_sigmask(signal.SIG_BLOCK, {*STOP_AND_RELOAD, STOP_NOW})
+        _ignored_from_now_on(loop)
     return HURRIED_EXIT if signals.hurried else 0
+
+
+def _ignored_from_now_on(loop: asyncio.AbstractEventLoop) -> None:
+    """The stop and reload signals ignored until the exit, in every thread. Held above
+    in this thread only: the executor's threads and the config watcher's (anyio's, which
+    outlive the loop) began with some of them unblocked, and one delivered there once the
+    loop's close (or the interpreter's) put the default action back ended a stopped,
+    drained process with -1 (SIGHUP) or -15, its supervisor with 1 (seen in CI: SIGHUPs
+    sent every 10 ms through a stop). Taken from the loop first, so that its close puts
+    nothing back; SIG_IGN is left alone by the interpreter's teardown."""
+    for sig in (*STOP_AND_RELOAD, STOP_NOW):
+        loop.remove_signal_handler(sig)
+        signal.signal(sig, signal.SIG_IGN)
 
 
 async def _start_unless_stopped(gw: Gateway, stop: asyncio.Event) -> bool:
