@@ -504,3 +504,46 @@ async def test_an_approver_without_read_scope_lists_what_it_may_approve(
         res = await acli("approve", ids["unkill"], env=env)
         assert res.returncode == 0 and "approved and applied" in res.stdout, res
         assert "global" not in g.gw.holder.doc.kills
+
+
+BOT_SECRET = "kill-bot-secret-0123456789-abcdefghijklmnop"
+
+
+async def test_one_scoped_key_is_one_principal(tmp_path: Path, backends,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A scoped key's holder (a kill bot's job) can mint any `sub`: `key:bot/a` and
+    `key:bot/b` are one secret, so one principal. Before, the bot requested a global
+    unkill as one subject and approved it as another: the two-person rule lifted by one
+    job's secret (and its ever-new subjects could fill every open-request slot)."""
+    from gateway.admin.auth import mint
+
+    monkeypatch.setenv("KILLGATE_TEST_BOT_SECRET", BOT_SECRET)
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p), extra=APPROVALS)
+    cfg.write_text(cfg.read_text().replace(
+        "    hs256_secret_env: KILLGATE_TEST_SECRET\n",
+        "    hs256_secret_env: KILLGATE_TEST_SECRET\n    scoped_keys:\n      - name: bot\n"
+        "        hs256_secret_env: KILLGATE_TEST_BOT_SECRET\n"
+        "        max_scopes: [killgate:kill]\n"))
+
+    def bot(sub: str) -> str:
+        return mint(BOT_SECRET, sub, "killgate:kill", 300, "killgate", "killgate-admin", "bot")
+
+    async with running_gateway(cfg) as g, ClientSession() as s:
+        async def call(token: str, path: str, body: dict) -> tuple[int, Any]:
+            async with s.post(g.admin + path, json=body,
+                              headers={"Authorization": f"Bearer {token}"}) as r:
+                return r.status, await r.json()
+
+        assert (await call(bot("a"), "/v1/kill", {"scope": "global", "reason": "x"}))[0] == 200
+        status, body = await call(bot("a"), "/v1/unkill", {"scope": "global", "reason": "y"})
+        assert status == 202, body
+        ident = body["approval"]["id"]
+        status, body = await call(bot("b"), f"/v1/approvals/{ident}/approve", {})
+        assert (status, body["error"]["type"]) == (403, "self_approval"), body
+        assert "global" in g.gw.holder.doc.kills
+        # a person approves it
+        status, body = await call(tok("bob", "killgate:kill"),
+                                  f"/v1/approvals/{ident}/approve", {})
+        assert status == 200, body
+        assert "global" not in g.gw.holder.doc.kills
