@@ -504,6 +504,11 @@ async def test_an_approver_without_read_scope_lists_what_it_may_approve(
         res = await acli("approve", ids["unkill"], env=env)
         assert res.returncode == 0 and "approved and applied" in res.stdout, res
         assert "global" not in g.gw.holder.doc.kills
+        # an open request this token may not approve is not called gone: 'no open approval
+        # (expired, declined or applied?)' sent a tired approver away from one still waiting
+        res = await acli("approve", ids["promote"], env=env)
+        assert res.returncode == 1 and "(expired, declined or applied?)" not in res.stderr, res
+        assert "this token may approve" in res.stderr and "killgate:rollout" in res.stderr, res
 
 
 BOT_SECRET = "kill-bot-secret-0123456789-abcdefghijklmnop"
