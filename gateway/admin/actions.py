@@ -234,7 +234,8 @@ def _unkill(i: Intent, cfg: Config) -> Plan:
         flag = cur.kills.get(key)
         if flag is None:
             raise ConflictingState("not_killed",
-                                   f"there is no {t['scope']} kill for that selector")
+                                   f"there is no {t['scope']} kill for that selector"
+                                   + _still_covered(cur, t))
         if asked is not None and flag.ident() != asked:
             raise ConflictingState("kill_replaced", (
                 f"the {key} kill in force ({flag.actor}, {flag.time}, id {flag.ident()}) is "
@@ -246,6 +247,20 @@ def _unkill(i: Intent, cfg: Config) -> Plan:
         return _draft(i, t, cur.kills[key].public(), None)
 
     return Plan(change, describe, {"unkill": key})
+
+
+def _still_covered(cur: StateDoc, t: dict[str, Any]) -> str:
+    """What a `not_killed` adds when a wider kill still stops that traffic: without it, an
+    unkill of a route under a global kill read as if the route were served again."""
+    wider = ["global"] if t["scope"] != "global" else []
+    if t["scope"] == "version":
+        wider.append(kill_key("route", t["route"], None))
+    for key in wider:
+        flag = cur.kills.get(key)
+        if flag is not None:
+            return (f"; its traffic is still stopped by the {key} kill in force ({flag.actor}, "
+                    f"{flag.time}): lift that one to serve it again")
+    return ""
 
 
 def _route_plan(i: Intent, rc: RouteConfig) -> Plan:
