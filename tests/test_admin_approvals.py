@@ -552,3 +552,29 @@ async def test_one_scoped_key_is_one_principal(tmp_path: Path, backends,
                                   f"/v1/approvals/{ident}/approve", {})
         assert status == 200, body
         assert "global" not in g.gw.holder.doc.kills
+
+
+async def test_an_unkill_under_a_wider_kill_says_the_traffic_stays_stopped(
+        tmp_path: Path, backends) -> None:
+    """'lifted route:iris' under a global kill read as 'iris is served again'. The answer
+    (`still_killed_by`), the CLI's line and an approval's apply name the wider kill."""
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p), extra="approvals: {unkill_route: 2}\n")
+    async with running_gateway(cfg) as g, ClientSession() as s:
+        api = Api(s, g.admin)
+        for body in ({"scope": "global"}, {"scope": "route", "route": "iris"},
+                     {"scope": "version", "route": "iris", "version": "v2"}):
+            assert (await api("alice", "POST", "/v1/kill", {**body, "reason": "x"}))[0] == 200
+        env = {"KILLGATE_ADMIN_URL": g.admin, "KILLGATE_TOKEN": tok("bob")}
+        res = await acli("unkill", "--route", "iris", "--version", "v2", "--reason", "ok",
+                         env=env)
+        assert res.returncode == 0, res
+        assert "lifted version:iris:v2; STILL KILLED by the global kill" in res.stdout, res
+        status, body = await api("alice", "POST", "/v1/unkill",
+                                 {"scope": "route", "route": "iris", "reason": "ok"})
+        assert status == 202, body
+        status, body = await api("bob", "POST",
+                                 f"/v1/approvals/{body['approval']['id']}/approve", {})
+        assert status == 200 and body["still_killed_by"] == "global", body
+        status, body = await api("bob", "POST", "/v1/unkill", {"scope": "global", "reason": "ok"})
+        assert status == 200 and "still_killed_by" not in body, body  # (not gated here)

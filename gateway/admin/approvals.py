@@ -201,6 +201,9 @@ class Approvals:
                                "approved_by": list(step["approved"])}}
         if ev is not None:
             answer["audit_id"] = ev["id"]
+        intent = step["rec"].intent
+        if intent.action == "unkill" and (wider := actions.wider_kill(new, intent.target)):
+            answer["still_killed_by"] = wider
         return Done(answer, new.generation, event=ev)
 
     async def decline(self, approval_id: str, principal: Principal, reason: str,

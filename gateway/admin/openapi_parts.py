@@ -30,6 +30,9 @@ RECEIPT = {
         "audit_id": {"type": "string"},
         "changed": {"type": "boolean",
                     "description": "false when it was already so (nothing was recorded)"},
+        "still_killed_by": {"type": "string", "description": "an unkill: the key of a wider "
+                            "kill (global, or the version's route) that still stops the "
+                            "same traffic"},
     },
 }
 APPROVAL_ITEM: dict[str, Any] = {

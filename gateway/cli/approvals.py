@@ -17,6 +17,7 @@ from typing import Any
 
 from gateway.cli.client import may_read, raw_call, warn_silent
 from gateway.cli.http import APPROVAL, RECEIPT, ClientError, expect
+from gateway.cli.writes import still_killed
 from gateway.domain.audit import clean_text
 
 __all__ = ["add_approval_commands"]
@@ -109,7 +110,7 @@ def _approve(args: argparse.Namespace) -> int:
         print(f"approved and applied: generation {res['generation']}: applied by "
               f"{ap['acked']}/{ap['instances']} instance(s) in {ap['elapsed_ms']} ms"
               + (f"; NOT YET by: {', '.join(clean_text(str(p), 128) for p in ap['pending'])}"
-                 if ap["pending"] else ""))
+                 if ap["pending"] else "") + still_killed(res))
     warn_silent(args, res)
     return 0 if not res["applied"]["pending"] else 4
 
