@@ -546,6 +546,7 @@ async def test_one_scoped_key_is_one_principal(tmp_path: Path, backends,
         ident = body["approval"]["id"]
         status, body = await call(bot("b"), f"/v1/approvals/{ident}/approve", {})
         assert (status, body["error"]["type"]) == (403, "self_approval"), body
+        assert "scoped key 'bot' is one principal" in body["error"]["message"], body
         assert "global" in g.gw.holder.doc.kills
         # a person approves it
         status, body = await call(tok("bob", "killgate:kill"),

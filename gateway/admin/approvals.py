@@ -33,6 +33,7 @@ from gateway.admin.approvalrecord import (
 )
 from gateway.admin.auth import Principal
 from gateway.admin.ports import Current, StateWriter
+from gateway.admin.scopedkeys import SCOPED_ACTOR
 from gateway.admin.writes import Done
 from gateway.config import Config
 from gateway.domain.audit import AuditDraft
@@ -163,7 +164,10 @@ class Approvals:
             who = principal_key(principal.subject)
             if who == principal_key(rec.requested_by):
                 raise ApprovalRefused(403, "self_approval",
-                                      "a requester cannot approve their own request")
+                                      "a requester cannot approve their own request" + (
+                                          f" (every token of the scoped key {who[4:]!r} is "
+                                          "one principal, whatever its subject)"
+                                          if who.startswith(SCOPED_ACTOR) else ""))
             if who in {principal_key(a) for a in rec.approved_by}:
                 raise ApprovalRefused(409, "already_approved",
                                       f"{principal.subject} approved this request already")
