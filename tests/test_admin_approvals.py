@@ -579,3 +579,31 @@ async def test_an_unkill_under_a_wider_kill_says_the_traffic_stays_stopped(
         assert status == 200 and body["still_killed_by"] == "global", body
         status, body = await api("bob", "POST", "/v1/unkill", {"scope": "global", "reason": "ok"})
         assert status == 200 and "still_killed_by" not in body, body  # (not gated here)
+
+
+async def test_asking_for_a_change_another_requested_says_you_may_approve_it(
+        tmp_path: Path, backends) -> None:
+    """Bob asks for the unkill alice asked for: he gets her open request (202), and the CLI
+    told him 'nothing is changed until another principal runs: killgate approve', so at
+    3 a.m. he waited for someone else while he was that other principal. The answer says
+    he may approve it (`you_may_approve`), and the CLI says how."""
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p),
+                       extra="approvals: {unkill_global: 2, ttl: 1m}\n")
+    async with running_gateway(cfg) as g, ClientSession() as s:
+        api = Api(s, g.admin)
+        await api("alice", "POST", "/v1/kill", {"scope": "global", "reason": "x"})
+        unkill = {"scope": "global", "reason": "fixed"}
+        status, asked = await api("alice", "POST", "/v1/unkill", unkill)
+        assert status == 202 and "you_may_approve" not in asked, asked
+        status, again = await api("Alice", "POST", "/v1/unkill", unkill)
+        assert status == 202 and "you_may_approve" not in again, again  # (her own)
+        ident = asked["approval"]["id"]
+        env = {"KILLGATE_ADMIN_URL": g.admin, "KILLGATE_TOKEN": tok("bob", "killgate:kill")}
+        res = await acli("unkill", "--global", "--reason", "fixed too", env=env)
+        assert res.returncode == 3, res
+        assert "already requested by alice" in res.stdout, res
+        assert f"you may approve it: killgate approve {ident}" in res.stdout, res
+        status, body = await api("bob", "POST", "/v1/unkill", unkill)
+        assert status == 202 and body["you_may_approve"] is True, body
+        assert body["approval"]["id"] == ident and "global" in g.gw.holder.doc.kills

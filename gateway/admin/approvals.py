@@ -124,7 +124,13 @@ class Approvals:
 
         _, ev = await self.state.write(change, describe)
         shown = found[0] if found else rec
-        return Done({"approval": shown.public()}, None, status=202, event=ev)
+        body: dict[str, Any] = {"approval": shown.public()}
+        who = principal_key(intent.actor)
+        if found and who not in {principal_key(a) for a in shown.approved_by}:
+            # another's request for the same change: the asker is the other principal it
+            # waits for (and has the action's scope), so say so rather than "wait"
+            body["you_may_approve"] = True
+        return Done(body, None, status=202, event=ev)
 
     # ------------------------------------------------------------------ approve / decline
 

@@ -48,7 +48,9 @@ APPROVAL_ITEM: dict[str, Any] = {
             "hash": {"type": "string", "description": "SHA-256 of the change: an approval "
                      "names it, and a stored change that does not match it is refused"}}}
 APPROVAL = {"type": "object", "required": ["approval"],
-             "properties": {"approval": APPROVAL_ITEM}}
+             "properties": {"approval": APPROVAL_ITEM, "you_may_approve": {
+                 "type": "boolean", "description": "true when this is another principal's "
+                 "open request for the same change, which the caller may approve"}}}
 GLASS = {"type": "boolean", "description": "skip a required approval (scope "
           "killgate:breakglass; loudly audited)"}
 REASON = {"type": "string", "minLength": 1, "maxLength": 1024, "pattern": r"\S",
