@@ -68,3 +68,37 @@ def test_a_plan_changes_the_document_and_describes_it(cfg) -> None:  # type: ign
     assert (ev["actor"], ev["action"], ev["request_id"], ev["source"], ev["break_glass"]) == (
         "alice", "kill", "rid-1", "10.0.0.1", True)
     assert plan.answer == {"kill": "route:iris"}
+
+
+def test_an_unkill_of_a_narrower_kill_names_the_wider_one_still_in_force(cfg) -> None:  # type: ignore[no-untyped-def]
+    """`killgate unkill --route iris` under a global kill answered only 'there is no route
+    kill for that selector', which README calls 'it is lifted': a tired operator took the
+    route for served while the global kill still stopped it. The refusal names the kill
+    that still covers the selector."""
+    from gateway.errors import ConflictingState
+
+    def doc_with(*bodies: dict) -> StateDoc:
+        cur = StateDoc(generation=1)
+        for body in bodies:
+            ch = actions.plan(actions.intent("kill", body, None, cfg, "alice", "outage"),
+                              cfg).change(cur)
+            assert ch is not None
+            cur = apply_change(cur, ch)
+        return cur
+
+    def refusal(cur: StateDoc, body: dict) -> str:
+        plan = actions.plan(actions.intent("unkill", body, None, cfg, "bob", "r"), cfg)
+        with pytest.raises(ConflictingState) as exc:
+            plan.change(cur)
+        assert exc.value.type == "not_killed"
+        return exc.value.message
+
+    glob = doc_with({"scope": "global"})
+    said = refusal(glob, {"scope": "route", "route": "iris"})
+    assert "global kill" in said and "still" in said and "alice" in said, said
+    said = refusal(doc_with({"scope": "route", "route": "iris"}),
+                   {"scope": "version", "route": "iris", "version": "v2"})
+    assert "route:iris kill" in said and "still" in said, said
+    # nothing wider in force: as before
+    said = refusal(StateDoc(generation=1), {"scope": "route", "route": "iris"})
+    assert said == "there is no route kill for that selector", said

@@ -505,3 +505,106 @@ async def test_an_approver_without_read_scope_lists_what_it_may_approve(
         res = await acli("approve", ids["unkill"], env=env)
         assert res.returncode == 0 and "approved and applied" in res.stdout, res
         assert "global" not in g.gw.holder.doc.kills
+        # an open request this token may not approve is not called gone: 'no open approval
+        # (expired, declined or applied?)' sent a tired approver away from one still waiting
+        res = await acli("approve", ids["promote"], env=env)
+        assert res.returncode == 1 and "(expired, declined or applied?)" not in res.stderr, res
+        assert "this token may approve" in res.stderr and "killgate:rollout" in res.stderr, res
+
+
+BOT_SECRET = "kill-bot-secret-0123456789-abcdefghijklmnop"
+
+
+async def test_one_scoped_key_is_one_principal(tmp_path: Path, backends,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A scoped key's holder (a kill bot's job) can mint any `sub`: `key:bot/a` and
+    `key:bot/b` are one secret, so one principal. Before, the bot requested a global
+    unkill as one subject and approved it as another: the two-person rule lifted by one
+    job's secret (and its ever-new subjects could fill every open-request slot)."""
+    from gateway.admin.auth import mint
+
+    monkeypatch.setenv("KILLGATE_TEST_BOT_SECRET", BOT_SECRET)
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p), extra=APPROVALS)
+    cfg.write_text(cfg.read_text().replace(
+        "    hs256_secret_env: KILLGATE_TEST_SECRET\n",
+        "    hs256_secret_env: KILLGATE_TEST_SECRET\n    scoped_keys:\n      - name: bot\n"
+        "        hs256_secret_env: KILLGATE_TEST_BOT_SECRET\n"
+        "        max_scopes: [killgate:kill]\n"))
+
+    def bot(sub: str) -> str:
+        return mint(BOT_SECRET, sub, "killgate:kill", 300, "killgate", "killgate-admin", "bot")
+
+    async with running_gateway(cfg) as g, ClientSession() as s:
+        async def call(token: str, path: str, body: dict) -> tuple[int, Any]:
+            async with s.post(g.admin + path, json=body,
+                              headers={"Authorization": f"Bearer {token}"}) as r:
+                return r.status, await r.json()
+
+        assert (await call(bot("a"), "/v1/kill", {"scope": "global", "reason": "x"}))[0] == 200
+        status, body = await call(bot("a"), "/v1/unkill", {"scope": "global", "reason": "y"})
+        assert status == 202, body
+        ident = body["approval"]["id"]
+        status, body = await call(bot("b"), f"/v1/approvals/{ident}/approve", {})
+        assert (status, body["error"]["type"]) == (403, "self_approval"), body
+        assert "scoped key 'bot' is one principal" in body["error"]["message"], body
+        assert "global" in g.gw.holder.doc.kills
+        # a person approves it
+        status, body = await call(tok("bob", "killgate:kill"),
+                                  f"/v1/approvals/{ident}/approve", {})
+        assert status == 200, body
+        assert "global" not in g.gw.holder.doc.kills
+
+
+async def test_an_unkill_under_a_wider_kill_says_the_traffic_stays_stopped(
+        tmp_path: Path, backends) -> None:
+    """'lifted route:iris' under a global kill read as 'iris is served again'. The answer
+    (`still_killed_by`), the CLI's line and an approval's apply name the wider kill."""
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p), extra="approvals: {unkill_route: 2}\n")
+    async with running_gateway(cfg) as g, ClientSession() as s:
+        api = Api(s, g.admin)
+        for body in ({"scope": "global"}, {"scope": "route", "route": "iris"},
+                     {"scope": "version", "route": "iris", "version": "v2"}):
+            assert (await api("alice", "POST", "/v1/kill", {**body, "reason": "x"}))[0] == 200
+        env = {"KILLGATE_ADMIN_URL": g.admin, "KILLGATE_TOKEN": tok("bob")}
+        res = await acli("unkill", "--route", "iris", "--version", "v2", "--reason", "ok",
+                         env=env)
+        assert res.returncode == 0, res
+        assert "lifted version:iris:v2; STILL KILLED by the global kill" in res.stdout, res
+        status, body = await api("alice", "POST", "/v1/unkill",
+                                 {"scope": "route", "route": "iris", "reason": "ok"})
+        assert status == 202, body
+        status, body = await api("bob", "POST",
+                                 f"/v1/approvals/{body['approval']['id']}/approve", {})
+        assert status == 200 and body["still_killed_by"] == "global", body
+        status, body = await api("bob", "POST", "/v1/unkill", {"scope": "global", "reason": "ok"})
+        assert status == 200 and "still_killed_by" not in body, body  # (not gated here)
+
+
+async def test_asking_for_a_change_another_requested_says_you_may_approve_it(
+        tmp_path: Path, backends) -> None:
+    """Bob asks for the unkill alice asked for: he gets her open request (202), and the CLI
+    told him 'nothing is changed until another principal runs: killgate approve', so at
+    3 a.m. he waited for someone else while he was that other principal. The answer says
+    he may approve it (`you_may_approve`), and the CLI says how."""
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p),
+                       extra="approvals: {unkill_global: 2, ttl: 1m}\n")
+    async with running_gateway(cfg) as g, ClientSession() as s:
+        api = Api(s, g.admin)
+        await api("alice", "POST", "/v1/kill", {"scope": "global", "reason": "x"})
+        unkill = {"scope": "global", "reason": "fixed"}
+        status, asked = await api("alice", "POST", "/v1/unkill", unkill)
+        assert status == 202 and "you_may_approve" not in asked, asked
+        status, again = await api("Alice", "POST", "/v1/unkill", unkill)
+        assert status == 202 and "you_may_approve" not in again, again  # (her own)
+        ident = asked["approval"]["id"]
+        env = {"KILLGATE_ADMIN_URL": g.admin, "KILLGATE_TOKEN": tok("bob", "killgate:kill")}
+        res = await acli("unkill", "--global", "--reason", "fixed too", env=env)
+        assert res.returncode == 3, res
+        assert "already requested by alice" in res.stdout, res
+        assert f"you may approve it: killgate approve {ident}" in res.stdout, res
+        status, body = await api("bob", "POST", "/v1/unkill", unkill)
+        assert status == 202 and body["you_may_approve"] is True, body
+        assert body["approval"]["id"] == ident and "global" in g.gw.holder.doc.kills

@@ -39,6 +39,14 @@ def test_hash_is_the_documented_canonical_sha256() -> None:
     assert ev["hash"] == hashlib.sha256(raw.encode()).hexdigest() == event_hash(ev)
 
 
+def test_an_entry_that_is_no_object_is_a_break_not_a_crash() -> None:
+    """(an answer from something other than this API, a list where an event belongs)"""
+    first = seal(AuditDraft("a", "kill", {}, "r").as_event(), GENESIS)
+    _, brk = verify_chain([first, [], "x"])  # type: ignore[list-item]
+    assert brk is not None and (brk.index, brk.event_id) == (1, "#1"), brk
+    assert "not an audit event" in brk.problem
+
+
 def test_control_characters_are_escaped() -> None:
     ev = AuditDraft("al\nice", "kill", {}, "line1\r\nFAKE EVENT\x1b[31m").as_event()
     assert "\n" not in ev["reason"] and "\r" not in ev["reason"] and "\x1b" not in ev["reason"]

@@ -125,3 +125,28 @@ def test_weights_help_says_versions_not_named_get_zero() -> None:
     with contextlib.redirect_stdout(out), pytest.raises(SystemExit):
         main(["weights", "--help"])
     assert "not named get 0" in " ".join(out.getvalue().split())
+
+
+@pytest.mark.parametrize("argv", [
+    ["status", "--tokn", "TOKEN"],  # a typo of --token
+    ["--tokn", "TOKEN", "status"],
+    ["TOKEN"],  # the token where the command goes ($KILLGATE_TOKEN pasted alone)
+    ["status", "TOKEN"],
+    ["kill", "--route", "iris", "--reason", "x", "TOKEN"],
+    ["status", "--timeout", "TOKEN"],
+    ["drill", "kill", "--route", "iris", "TOKEN"],
+])
+def test_a_usage_error_never_prints_a_token(argv: list[str],
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """argparse's usage errors quote the words they refuse: a token given with a mistyped
+    option (`--tokn`), or left where a command goes, was printed whole on stderr (a CI
+    job's log, a shared terminal). The refused words are still named, a token masked."""
+    from gateway.admin.auth import mint
+
+    token = mint("s" * 40, "alice", "killgate:admin", 600, "killgate", "killgate-admin")
+    with pytest.raises(SystemExit) as exc:
+        main([token if a == "TOKEN" else a for a in argv])
+    assert exc.value.code == 2
+    out = capsys.readouterr()
+    assert token not in out.err and token.split(".")[1] not in out.err, out.err
+    assert token[:12] not in out.err and "(a token, not shown)" in out.err, out.err

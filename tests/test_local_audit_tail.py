@@ -48,3 +48,35 @@ async def test_the_newest_page_costs_the_same_on_a_long_trail(tmp_path: Path,
             assert [e["id"] for e in (await r.json())["events"]] == [
                 f"{last - 1:032x}", f"{last - 2:032x}"]
     assert spent < 0.15, f"{spent:.2f}s of CPU for the newest 25 of {OLD} events"
+
+
+async def test_a_line_that_is_json_but_no_event_is_reported_not_a_crash(tmp_path: Path,
+                                                                        backends) -> None:
+    """A line inserted into the local trail that is JSON but not an object (`[]`), or nested
+    past the parser's depth, was read as an event: `killgate audit verify` ended in an
+    AttributeError traceback instead of naming the break (RELIABILITY row 48), and such a
+    last line made every write, a kill too, a 500 with a traceback (a TypeError) rather
+    than the 503 audit_unavailable an unwritable trail gets."""
+    from tests.test_cli import acli
+
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p))
+    trail = tmp_path / "store.json.audit.jsonl"
+    kill = {"scope": "route", "route": "iris", "reason": "a"}
+    async with running_gateway(cfg) as g, ClientSession() as s:
+        for path in ("/v1/kill", "/v1/unkill", "/v1/kill"):
+            async with s.post(g.admin + path, json=kill, headers=bearer("killgate:kill")) as r:
+                assert r.status == 200
+        lines = trail.read_bytes().splitlines(keepends=True)
+        trail.write_bytes(b"".join([lines[0], b"[]\n", b"[" * 100_000 + b"\n", *lines[1:]]))
+        env = {"KILLGATE_ADMIN_URL": g.admin,
+               "KILLGATE_TOKEN": bearer("killgate:read")["Authorization"][7:]}
+        res = await acli("audit", "verify", env=env)
+        assert res.returncode == 1 and "Traceback" not in res.stderr, res
+        assert "BROKEN at event #1" in res.stderr and "not an audit event" in res.stderr, res
+        trail.write_bytes(b"".join([*lines, b"[]\n"]))
+        async with s.post(g.admin + "/v1/unkill", json=kill,
+                          headers=bearer("killgate:kill")) as r:
+            assert r.status == 503 and (await r.json())["error"]["type"] == \
+                "audit_unavailable", await r.text()
+        assert "route:iris" in g.gw.holder.doc.kills  # (refused: nothing changed)

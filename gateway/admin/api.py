@@ -218,6 +218,8 @@ class AdminApi:
             new, ev = await self.state.write(change, plan.describe)
             # what the answer says beside its receipt; `changed` false: it was already so
             answer = {**plan.answer, "changed": ev is not None}
+            if intent.action == "unkill" and (wider := actions.wider_kill(new, intent.target)):
+                answer["still_killed_by"] = wider  # (lifted, yet that traffic stays stopped)
             if ev is not None:
                 answer["audit_id"] = ev["id"]
             if glass:

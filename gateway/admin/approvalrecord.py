@@ -16,6 +16,7 @@ from typing import Any
 
 from gateway.admin import actions
 from gateway.admin.actions import Intent
+from gateway.admin.scopedkeys import SCOPED_ACTOR
 from gateway.domain.statedoc import StateDoc
 from gateway.errors import DomainError
 
@@ -50,10 +51,16 @@ def principal_key(subject: str) -> str:
     surrounding spaces. `Alice`, `alice `, fullwidth `alice`, `ali\u200bce` and
     `ali\u034fce` are one principal here (a second token of the same person under a
     variant of its name must not count as a second person); two people whose subjects
-    differ only so are taken for one, which asks for a third approver, never fewer."""
+    differ only so are taken for one, which asks for a third approver, never fewer.
+    A scoped key's actor (`key:<name>/<sub>`, admin/scopedkeys.py) is its key alone: its
+    holder (a job) can mint any `sub`, so `key:bot/a` and `key:bot/b` are one secret and
+    one principal (else one job's secret requested and approved an unkill by itself)."""
     s = _IGNORABLE.sub("", unicodedata.normalize("NFKC", subject))
     s = "".join(c for c in s if unicodedata.category(c) not in ("Cc", "Cf"))
-    return s.strip().casefold()
+    s = s.strip().casefold()
+    if s.startswith(SCOPED_ACTOR):
+        return s.partition("/")[0]
+    return s
 
 
 @dataclass(frozen=True, slots=True)

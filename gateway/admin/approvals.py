@@ -33,6 +33,7 @@ from gateway.admin.approvalrecord import (
 )
 from gateway.admin.auth import Principal
 from gateway.admin.ports import Current, StateWriter
+from gateway.admin.scopedkeys import SCOPED_ACTOR
 from gateway.admin.writes import Done
 from gateway.config import Config
 from gateway.domain.audit import AuditDraft
@@ -124,7 +125,13 @@ class Approvals:
 
         _, ev = await self.state.write(change, describe)
         shown = found[0] if found else rec
-        return Done({"approval": shown.public()}, None, status=202, event=ev)
+        body: dict[str, Any] = {"approval": shown.public()}
+        who = principal_key(intent.actor)
+        if found and who not in {principal_key(a) for a in shown.approved_by}:
+            # another's request for the same change: the asker is the other principal it
+            # waits for (and has the action's scope), so say so rather than "wait"
+            body["you_may_approve"] = True
+        return Done(body, None, status=202, event=ev)
 
     # ------------------------------------------------------------------ approve / decline
 
@@ -164,7 +171,10 @@ class Approvals:
             who = principal_key(principal.subject)
             if who == principal_key(rec.requested_by):
                 raise ApprovalRefused(403, "self_approval",
-                                      "a requester cannot approve their own request")
+                                      "a requester cannot approve their own request" + (
+                                          f" (every token of the scoped key {who[4:]!r} is "
+                                          "one principal, whatever its subject)"
+                                          if who.startswith(SCOPED_ACTOR) else ""))
             if who in {principal_key(a) for a in rec.approved_by}:
                 raise ApprovalRefused(409, "already_approved",
                                       f"{principal.subject} approved this request already")
@@ -202,6 +212,9 @@ class Approvals:
                                "approved_by": list(step["approved"])}}
         if ev is not None:
             answer["audit_id"] = ev["id"]
+        intent = step["rec"].intent
+        if intent.action == "unkill" and (wider := actions.wider_kill(new, intent.target)):
+            answer["still_killed_by"] = wider
         return Done(answer, new.generation, event=ev)
 
     async def decline(self, approval_id: str, principal: Principal, reason: str,

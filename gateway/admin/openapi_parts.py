@@ -30,6 +30,9 @@ RECEIPT = {
         "audit_id": {"type": "string"},
         "changed": {"type": "boolean",
                     "description": "false when it was already so (nothing was recorded)"},
+        "still_killed_by": {"type": "string", "description": "an unkill: the key of a wider "
+                            "kill (global, or the version's route) that still stops the "
+                            "same traffic"},
     },
 }
 APPROVAL_ITEM: dict[str, Any] = {
@@ -45,7 +48,9 @@ APPROVAL_ITEM: dict[str, Any] = {
             "hash": {"type": "string", "description": "SHA-256 of the change: an approval "
                      "names it, and a stored change that does not match it is refused"}}}
 APPROVAL = {"type": "object", "required": ["approval"],
-             "properties": {"approval": APPROVAL_ITEM}}
+             "properties": {"approval": APPROVAL_ITEM, "you_may_approve": {
+                 "type": "boolean", "description": "true when this is another principal's "
+                 "open request for the same change, which the caller may approve"}}}
 GLASS = {"type": "boolean", "description": "skip a required approval (scope "
           "killgate:breakglass; loudly audited)"}
 REASON = {"type": "string", "minLength": 1, "maxLength": 1024, "pattern": r"\S",

@@ -19,10 +19,11 @@ from gateway import filemodes
 from gateway.config_admin import ScopedKeyConfig
 from gateway.errors import ApiError
 
-__all__ = ["ScopeBeyondKey", "ScopedKey", "check_scoped_keys", "load_scoped_keys",
+__all__ = ["SCOPED_ACTOR", "ScopeBeyondKey", "ScopedKey", "check_scoped_keys", "load_scoped_keys",
            "read_secret"]
 
 MIN_SECRET = 32
+SCOPED_ACTOR = "key:"  # a scoped key's tokens act as `key:<name>/<sub>`
 
 
 class ScopeBeyondKey(ApiError):
@@ -51,7 +52,7 @@ class ScopedKey:
         """The subject as every audit event, log line and approval shows it: the key
         first (a holder of this key can mint any `sub`, so the trail says which key
         vouches for it, and a long subject cut at 256 characters keeps it)."""
-        return f"key:{self.name}/{subject}"
+        return f"{SCOPED_ACTOR}{self.name}/{subject}"
 
 
 def read_secret(cfg: ScopedKeyConfig, resolve: Callable[[str], Path]) -> tuple[str, str]:

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import urllib.parse
 from typing import Any
 
-from gateway.cli.client import raw_call, warn_silent
+from gateway.cli.client import may_read, raw_call, warn_silent
 from gateway.cli.http import APPROVAL, RECEIPT, ClientError, expect
+from gateway.cli.writes import still_killed
 from gateway.domain.audit import clean_text
 
 __all__ = ["add_approval_commands"]
@@ -71,6 +73,15 @@ def _list(args: argparse.Namespace) -> int:
 def _approve(args: argparse.Namespace) -> int:
     found = [a for a in _open(args) if a["id"] == args.id]
     if not found:
+        token = getattr(args, "token", None) or os.environ.get("KILLGATE_TOKEN")
+        if not may_read(token):  # (the list holds only what this token may approve)
+            raise ClientError(
+                f"no open approval {args.id!r} this token may approve: without killgate:read "
+                "the gateway lists only the requests its scopes may approve (an unkill needs "
+                "killgate:kill, a rollback, promote, weights or release killgate:rollout); "
+                "it may still be waiting for someone who may (killgate approvals with a "
+                "killgate:read token shows every open one), or it expired, was declined or "
+                "applied")
         raise ClientError(f"no open approval {args.id!r} (expired, declined or applied?)")
     item = found[0]
     if not args.json:
@@ -99,7 +110,7 @@ def _approve(args: argparse.Namespace) -> int:
         print(f"approved and applied: generation {res['generation']}: applied by "
               f"{ap['acked']}/{ap['instances']} instance(s) in {ap['elapsed_ms']} ms"
               + (f"; NOT YET by: {', '.join(clean_text(str(p), 128) for p in ap['pending'])}"
-                 if ap["pending"] else ""))
+                 if ap["pending"] else "") + still_killed(res))
     warn_silent(args, res)
     return 0 if not res["applied"]["pending"] else 4
 

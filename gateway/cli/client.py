@@ -98,12 +98,16 @@ def api(args: argparse.Namespace, method: str, path: str,
             print(json.dumps(answer.body, indent=2))
         else:
             ident = clean_text(pending["id"], 64)
-            print(f"approval {ident} requested: {clean_text(pending['action'], 64)} needs "
+            mine = answer.body.get("you_may_approve") is not True
+            by = clean_text(str(pending.get("requested_by", "another principal")), 256)
+            print(f"approval {ident} " + ("requested" if mine else f"already requested by {by}")
+                  + f": {clean_text(pending['action'], 64)} needs "
                   f"{pending['needs']} principals, approved by "
                   f"{', '.join(clean_text(str(a), 256) for a in pending['approved_by'])}; "
-                  f"expires {clean_text(pending['expires'], 64)}"
-                  f"\nnothing is changed until another principal runs: killgate approve "
-                  f"{ident}")
+                  f"expires {clean_text(pending['expires'], 64)}\n" + (
+                      f"nothing is changed until another principal runs: killgate approve "
+                      f"{ident}" if mine else "nothing is changed yet; you may approve it: "
+                      f"killgate approve {ident}"))
         raise ClientError("", code=3)
     if answer.status != 200:
         raise ClientError(f"the admin API answered {answer.status}, not 200")

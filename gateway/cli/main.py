@@ -10,9 +10,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import sys
 from collections.abc import Callable
+from typing import NoReturn
 
 from gateway import __version__
 from gateway.config import AuthConfig, Config
@@ -156,10 +158,23 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args.port, args.admin_port)
 
 
+#: a JWS in compact form (what --token and $KILLGATE_TOKEN hold): three base64url parts
+_JWT = re.compile(r"[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, whose usage errors never print a token: they quote the words they refuse,
+    and a token given with a mistyped option (`--tokn`) or where a command goes would be
+    printed whole (a CI job's log, a shared terminal). Subcommands' parsers are of this
+    class too (argparse makes them of their parent's)."""
+
+    def error(self, message: str) -> NoReturn:
+        super().error(_JWT.sub("(a token, not shown)", message))
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="killgate",
-                                description="An inference gateway with canary split, kill "
-                                            "switch and rollback.")
+    p = _Parser(prog="killgate", description="An inference gateway with canary split, kill "
+                                             "switch and rollback.")
     p.add_argument("--version", action="version", version=f"killgate {__version__}")
     from gateway.cli.admin import add_client_commands
     from gateway.cli.client import common_options

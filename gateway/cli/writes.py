@@ -23,9 +23,10 @@ from gateway.cli.client import (
     write,
 )
 from gateway.config_types import parse_duration
+from gateway.domain.audit import clean_text
 from gateway.domain.statedoc import kill_key
 
-__all__ = ["add_write_commands"]
+__all__ = ["add_write_commands", "still_killed"]
 
 MAX_WAIT = 30.0  # seconds: the API's bound on `wait` (admin/inputs.py MAX_WAIT)
 
@@ -87,8 +88,17 @@ def _unkill(args: argparse.Namespace) -> int:
         # this kill, and no other: a second try (no answer in --timeout) or an approval
         # must not lift one made meanwhile (lifted and killed again by another incident)
         body["kill"] = kill
-    return write(args, "POST", "/v1/unkill", body, lambda res: f"lifted {res['unkill']}",
-                 {"unkill": _key(body)})
+    return write(args, "POST", "/v1/unkill", body, lambda res: f"lifted {res['unkill']}"
+                 + still_killed(res), {"unkill": _key(body)})
+
+
+def still_killed(res: dict[str, Any]) -> str:
+    """What an unkill's line adds when a wider kill still stops the same traffic."""
+    wider = res.get("still_killed_by")
+    if not isinstance(wider, str):
+        return ""
+    return (f"; STILL KILLED by the {clean_text(wider, 200)} kill in force: that traffic "
+            "stays stopped until it is lifted")
 
 
 def _kill_in_force(args: argparse.Namespace, key: str) -> str | None:

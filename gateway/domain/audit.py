@@ -211,6 +211,8 @@ def verify_trail(events: Iterable[dict[str, Any]], head: str | None = None,
             "older backup?); the audit mirror or a backup holds them")
     for i, ev in enumerate(events):
         n = i + 1
+        if not isinstance(ev, dict):  # (an answer not from this API: reported, not a crash)
+            ev = {"id": f"#{i}", "unparseable": str(ev)[:200]}
         eid = str(ev.get("id", "?"))
         anchored = ev.get("anchored_head")
         if ev.get("action") != "state.reseed" or not isinstance(anchored, str):

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from gateway.domain.audit import GENESIS, AuditDraft, seal
+from gateway.domain.audit import GENESIS, AuditDraft, parse_event, seal
 from gateway.domain.branches import replaces_another
 from gateway.domain.statedoc import StateDoc
 from gateway.errors import AuditError, StoreConflict, StoreUnavailable
@@ -176,9 +176,10 @@ class LocalStore(LocalRecords):
                 raise StoreUnavailable(f"cannot read {self.audit_path}: {exc.strerror}") from None
             out: list[dict[str, Any]] = []
             for i, line in enumerate(lines):
-                try:
-                    out.append(json.loads(line))
-                except ValueError:  # (named by its line number, as `_audit_from` names it)
+                ev = parse_event(line)  # (None: not JSON, not an object, nested too deep)
+                if ev is not None:
+                    out.append(ev)
+                else:  # (named by its line number, as `_audit_from` names it)
                     with open(self.audit_path, "rb") as f:
                         n = len(f.read(offset).splitlines()) + i + 1
                     out.append({"id": f"line-{n}",
@@ -196,7 +197,7 @@ class LocalStore(LocalRecords):
         key = self.audit_keys.current
         try:
             last = last_line(self.audit_path)
-            prev = json.loads(last)["hash"] if last else (chain_from or GENESIS)
+            prev = _hash_of(last) if last else (chain_from or GENESIS)
             event = seal(draft.as_event(), prev, (key.kid, key.secret) if key else None)
             append_lines(self.audit_path, [event])
         except (OSError, ValueError, KeyError) as exc:
@@ -258,9 +259,10 @@ class LocalStore(LocalRecords):
         for n, line in enumerate(data.splitlines(keepends=True), 1):
             if limit is not None and (len(out) == limit or not line.endswith(b"\n")):
                 break  # enough, or a line still being written (the whole read shows it)
-            try:
-                out.append(json.loads(line))
-            except ValueError:
+            ev = parse_event(line)  # (None: not JSON, not an object, nested too deep)
+            if ev is not None:
+                out.append(ev)
+            else:
                 where = f"line-{n}" if limit is None else f"offset-{offset}"
                 out.append({"id": where,
                             "unparseable": line.rstrip(b"\r\n").decode("utf-8", "replace")})
@@ -286,3 +288,13 @@ class LocalStore(LocalRecords):
         page = events[:limit]
         nxt = page[-1].get("id") if len(events) > limit and page else None
         return page, nxt
+
+
+def _hash_of(line: bytes) -> str:
+    """The hash of the trail's last line, which the next event continues; ValueError when
+    that line is no event (an edited file): the write is refused as audit_unavailable."""
+    ev = parse_event(line)
+    prev = ev.get("hash") if ev is not None else None
+    if not isinstance(prev, str):
+        raise ValueError("its last line is not an audit event with a hash")
+    return prev
