@@ -30,7 +30,9 @@ RETRY_FOR = 75.0
 
 
 def say(msg: str) -> None:
-    print(f"killgate drill: {msg}", file=sys.stderr, flush=True)
+    # (a terminal that hung up fails every write: a drill still restores after SIGHUP)
+    with contextlib.suppress(OSError):
+        print(f"killgate drill: {msg}", file=sys.stderr, flush=True)
 
 
 def failed(args: argparse.Namespace, code: int, lines: list[str], prefix: str = "") -> int:
