@@ -245,9 +245,10 @@ class DrillApi:
                                if rc else None, "from": "audit trail" if cur.drills.get(
                                   drill) is None else "state"}, rid, peer, {"drill": drill})
 
-        out = await self._write(request, principal, change, describe, {"drill": drill},
-                                (rid, peer))
-        out["undone"] = notes
+        # (`notes` is filled in place by the change: in the answer an Idempotency-Key
+        # replays, not only in the first)
+        out = await self._write(request, principal, change, describe,
+                                {"drill": drill, "undone": notes}, (rid, peer))
         out.update(self._state_of(drill))
         return web.json_response(out)
 
@@ -277,16 +278,18 @@ class DrillApi:
         rid, peer = self.callers.meta(request)
         routes = {r.name: r for r in self.current.loaded.config.routes}
         done = Finished()
+        undone: list[dict[str, Any]] = []  # (in the answer a replay gives too)
 
         def change(cur: StateDoc) -> Change:
-            return finish(cur, drill, routes, principal.subject, verdict, summary, done)
+            ch = finish(cur, drill, routes, principal.subject, verdict, summary, done)
+            undone[:] = done.notes
+            return ch
 
         def describe(cur: StateDoc, new: StateDoc) -> AuditDraft:
             return end_event(drill, done, principal.subject, reason, verdict, summary,
                              rid, peer)
 
-        out = await self._write(request, principal, change, describe, {"drill": drill},
-                                (rid, peer))
-        out["undone"] = done.notes
+        out = await self._write(request, principal, change, describe,
+                                {"drill": drill, "undone": undone}, (rid, peer))
         event(log, "drill_end", drill=drill, verdict=verdict, actor=principal.subject)
         return web.json_response(out)
