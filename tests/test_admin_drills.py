@@ -244,6 +244,16 @@ async def test_bad_input_is_a_clear_4xx_and_changes_nothing(tmp_path: Path, back
         assert g.gw.holder.doc.generation == gen  # nothing changed
         st, _ = await call(session, "GET", f"{a}/v1/drills", headers=hdr("killgate:kill"))
         assert st == 403
+        # a kill drill's scope that is no scope ({}, 0, false, ""): it killed the version
+        st, out = await call(session, "POST", f"{a}/v1/drills", {**base, "route": "iris",
+                                                                 "production": True})
+        assert st == 200, out
+        kill, gen = out["drill"], g.gw.holder.doc.generation
+        for scope in ({}, 0, False, "", []):
+            st, out = await call(session, "POST", f"{a}/v1/drills/{kill}/inject",
+                                 {"reason": "r", "scope": scope}, hdr(DRILL + " killgate:kill"))
+            assert st == 400 and "'scope'" in out["error"]["message"], (scope, out)
+        assert g.gw.holder.doc.generation == gen
 
 
 async def test_failover_fault_meets_drill_requests_only(tmp_path: Path, backends,
