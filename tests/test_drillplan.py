@@ -31,6 +31,10 @@ def test_defaults_and_kind_measures() -> None:
     ("kind: store_loss\nroute: r\nhold: 2m\n", "at most 60s"),
     ("kind: kill\nroute: r\nrequest: {path: nope}\n", "request.path: String should match"),
     ("kind: kill\nroute: r\nabort: {error_rate: 2}\n", "abort.error_rate"),
+    # (0s read every instance's /metrics in a tight loop; 1h never read twice, so the
+    # abort condition could never fire, with nothing said)
+    ("kind: kill\nroute: r\nabort: {interval: 0s}\n", "abort.interval: Value error"),
+    ("kind: kill\nroute: r\nabort: {interval: 1h}\n", "abort.interval: Value error"),
     # (game day: --rate 1 aborted every drill, blaming each instance for answering "1 drill
     # requests in the steady window (expected >= 3)": it had been sent one)
     ("kind: kill\nroute: r\nrate: 1\n", "at least 3 requests per instance"),
