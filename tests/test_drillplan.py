@@ -8,6 +8,14 @@ from gateway.domain.drillplan import parse_plan
 from gateway.errors import ConfigError
 
 
+def test_instances_of_a_plan_are_taken_as_the_command_line_takes_them() -> None:
+    """`--instances http://h:8080/` drops the trailing slash; a plan's `instances` kept it,
+    so every drill request went to //v2/models/iris, which no route matches: the drill
+    opened on the fleet, then aborted with 'no drill request reached v2 (weight 0?)'."""
+    p = parse_plan("kind: kill\nroute: r\ninstances: [http://h:8080/, 'http://g:8080']\n")
+    assert p.instances == ["http://h:8080", "http://g:8080"]
+
+
 def test_defaults_and_kind_measures() -> None:
     p = parse_plan("kind: kill\nroute: iris-drill\nversion: v2\n")
     assert (p.rate, p.steady, p.hold, p.settle) == (50, 1.0, 5.0, 2.0)

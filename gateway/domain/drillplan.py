@@ -126,7 +126,9 @@ class Plan(_Model):
                 check_http_url(u)
             except ValueError as exc:
                 raise ValueError(f"{u!r}: {exc}") from None
-        return v
+        # (as --instances takes them: the probe's path follows, and '//v2/...' matches no
+        # route)
+        return None if v is None else [u.rstrip("/") for u in v]
 
     @model_validator(mode="after")
     def _fits_kind(self) -> Plan:
