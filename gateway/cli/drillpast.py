@@ -19,6 +19,8 @@ import aiohttp
 
 from gateway.cli.http import ClientError, admin_base, clean_token, expect
 from gateway.control.drillload import AdminClient, DrillApiError
+from gateway.domain.drilldiff import differences
+from gateway.domain.drillreport import kept
 
 __all__ = ["client", "failed", "history", "history_rows", "restore", "say", "trend"]
 
@@ -134,6 +136,9 @@ async def restore(args: argparse.Namespace) -> int:
             f"{', '.join(pending[:5])}{', ...' if len(pending) > 5 else ''}: what the drill "
             "changed may still be in force there; see killgate status")
     same = out.get("state") == out.get("before") and not pending
+    if not same:  # (what the drill runner says too: a kill kept is someone else's, to leave)
+        for line in kept(out) + differences(out.get("before"), out.get("state"), []):
+            say(line)
     if args.json:
         print(json.dumps({"id": args.id, "restored": same, "undone": out.get("undone"),
                           "before": out.get("before"), "after": out.get("state"),
