@@ -22,7 +22,7 @@ from aiohttp import web
 from gateway.admin import inputs
 from gateway.admin.auth import Principal
 from gateway.admin.drillinject import FIELDS, injection
-from gateway.admin.drillsupport import clean_summary, drill_events
+from gateway.admin.drillsupport import DrillHistory, clean_summary, drill_events
 from gateway.admin.ports import AuditReader, Current, Describe, StateWriter
 from gateway.admin.ports import Change as ChangeFn
 from gateway.admin.tracing import TRACE_ID
@@ -60,6 +60,7 @@ class DrillApi:
         self.audit = audit
         self.key = key
         self.key_problem = key_problem
+        self.history = DrillHistory()  # (not read again from a trail that has not changed)
 
     def add_routes(self, r: web.UrlDispatcher) -> None:
         r.add_get("/v1/drills", self.list)
@@ -117,8 +118,7 @@ class DrillApi:
             "injected": list(r.injected), "fault": None if r.fault is None else {
                 "version": r.fault["version"], "expires": r.fault["expires"]},
             "overdue": time.time() > r.deadline} for r in doc.drills.values()]
-        history = await drill_events(self.audit, lambda e: e.get("action") == "drill.end",
-                                     limit)
+        history = await self.history.get(self.audit, limit)
         return web.json_response({"open": opened, "history": history[:limit],
                                   "last": doc.drill_results})
 
