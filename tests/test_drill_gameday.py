@@ -343,7 +343,8 @@ async def test_a_drill_whose_open_answer_is_lost_goes_on_with_the_drill_it_opene
     before = await fleet_state(session, fleet)
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "gateway", "drill", "kill", "--route", "iris-drill",
-        "--version", "v2", *FAST, "--json", "--out", str(fleet.tmp / "reports"),
+        "--version", "v2", "--rate", "40", "--steady", "300ms", "--hold", "500ms",
+        "--settle", "300ms", "--json", "--out", str(fleet.tmp / "reports"),
         "--admin", f"http://127.0.0.1:{port}", "--token", token(),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=str(ROOT))
     out, err = await asyncio.wait_for(proc.communicate(), 60)
@@ -433,3 +434,28 @@ async def test_a_drill_whose_terminal_hangs_up_restores_before_exiting(
     assert got["open"] == [], got["open"]
     assert await fleet_state(session, fleet) == before
     assert "SIGHUP" in str(got["history"][0]["after"]["summary"]["reasons"]), got["history"][0]
+
+
+def _nohup() -> None:
+    die_with_parent()
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+
+async def test_a_drill_run_under_nohup_runs_on_after_a_hangup(
+        fleet: Fleet, session: ClientSession) -> None:  # noqa: F811
+    """`nohup killgate drill ...` asks for the drill to outlive the terminal: a SIGHUP
+    ignored as asked, not taken as the stop that a drill in a terminal gets."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway", "drill", "kill", "--route", "iris-drill",
+        "--version", "v2", "--rate", "40", "--steady", "300ms", "--hold", "500ms",
+        "--settle", "300ms", "--json", "--out", str(fleet.tmp / "reports"),
+        "--admin", fleet.admin, "--token", token(), stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=str(ROOT),
+        preexec_fn=_nohup)
+    assert proc.stderr is not None
+    while b"injected" not in (line := await asyncio.wait_for(proc.stderr.readline(), 20)):
+        assert line, "the drill ended before its injection"
+    proc.send_signal(signal.SIGHUP)
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 0, (out, err)
+    assert json.loads(out)["verdict"] == "passed"

@@ -81,13 +81,16 @@ async def _drive(plan: Plan, args: argparse.Namespace) -> tuple[dict[str, Any], 
         runner = DrillRunner(plan, session, client(args, session), say, pause, check)
         loop = asyncio.get_running_loop()
         # (SIGHUP: the terminal went away, an SSH session dropped; left to its default, it
-        # ended the drill process with the drill's change in force)
-        for sig, name in STOPS:
+        # ended the drill process with the drill's change in force. Under nohup, ignored
+        # as asked: the drill runs on)
+        stops = [(sig, name) for sig, name in STOPS
+                 if sig != signal.SIGHUP or signal.getsignal(sig) is not signal.SIG_IGN]
+        for sig, name in stops:
             loop.add_signal_handler(sig, runner.stop, f"interrupted ({name})")
         try:
             report = await runner.run()
         finally:
-            for sig, _ in STOPS:
+            for sig, _ in stops:
                 loop.remove_signal_handler(sig)
         return report, runner.obs
 
