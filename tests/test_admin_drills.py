@@ -244,6 +244,16 @@ async def test_bad_input_is_a_clear_4xx_and_changes_nothing(tmp_path: Path, back
         assert g.gw.holder.doc.generation == gen  # nothing changed
         st, _ = await call(session, "GET", f"{a}/v1/drills", headers=hdr("killgate:kill"))
         assert st == 403
+        # a kill drill's scope that is no scope ({}, 0, false, ""): it killed the version
+        st, out = await call(session, "POST", f"{a}/v1/drills", {**base, "route": "iris",
+                                                                 "production": True})
+        assert st == 200, out
+        kill, gen = out["drill"], g.gw.holder.doc.generation
+        for scope in ({}, 0, False, "", []):
+            st, out = await call(session, "POST", f"{a}/v1/drills/{kill}/inject",
+                                 {"reason": "r", "scope": scope}, hdr(DRILL + " killgate:kill"))
+            assert st == 400 and "'scope'" in out["error"]["message"], (scope, out)
+        assert g.gw.holder.doc.generation == gen
 
 
 async def test_failover_fault_meets_drill_requests_only(tmp_path: Path, backends,
@@ -587,3 +597,34 @@ async def test_a_drill_makes_a_bounded_number_of_changes(tmp_path: Path, backend
                              {"reason": "done"})
         assert st == 200, out
         assert "iris-drill" not in g.gw.holder.doc.overrides  # as before the drill
+
+
+async def test_a_retried_restore_or_end_says_what_it_undid(tmp_path: Path, backends,
+                                                           session: ClientSession) -> None:
+    """A restore (or an end) whose answer was lost after its commit is sent again with the
+    same Idempotency-Key (the drill runner does, `killgate drill restore` too): the replay
+    answered `undone: []`, so `killgate drill restore` printed 'nothing="to undo"' for a
+    restore that had lifted the drill's kill, and a kill someone took over during the drill
+    was not named as kept. The replay now says what the write undid."""
+    p1, p2 = await backends(echo_app("v1")), await backends(echo_app("v2"))
+    async with running_gateway(write_config(tmp_path, routes(p1, p2))) as g:
+        a = g.admin
+        for path, body in (("restore", {"reason": "r"}),
+                           ("end", {"reason": "r", "verdict": "aborted"})):
+            st, out = await call(session, "POST", f"{a}/v1/drills", {
+                "kind": "kill", "route": "iris-drill", "version": "v2", "reason": "r"})
+            assert st == 200, out
+            drill = out["drill"]
+            st, out = await call(session, "POST", f"{a}/v1/drills/{drill}/inject",
+                                 {"reason": "r"})
+            assert st == 200, out
+            h = {**hdr(), "Idempotency-Key": f"k-{path}"}
+            answers = [await call(session, "POST", f"{a}/v1/drills/{drill}/{path}", body, h)
+                       for _ in range(2)]
+            assert [st for st, _ in answers] == [200, 200], answers
+            undone = [out["undone"] for _, out in answers]
+            assert undone == [[{"unkill": "version:iris-drill:v2"}]] * 2, undone
+            if path == "restore":
+                st, out = await call(session, "POST", f"{a}/v1/drills/{drill}/end",
+                                     {"reason": "r", "verdict": "aborted"})
+                assert st == 200, out

@@ -109,6 +109,20 @@ def test_rules_name_only_exported_series() -> None:
                                                              rule.get("alert"), name)
 
 
+def test_a_drill_that_stopped_passing_or_running_is_alerted_on() -> None:
+    """README: the drills' last results are exported 'to alert on a drill that stopped
+    passing, or stopped running', and the CronJob's comment says a failed drill 'fails the
+    Job, which your alerting picks up'; no shipped rule read them (nor a failed Job), so
+    the weekly drill failing, or no longer running, told nobody. The rules' own promtool
+    cases (killgate-rules.test.yml) check what each fires on."""
+    doc = yaml.safe_load(RULES.read_text())
+    read = {r["alert"]: set(_NAME.findall(r["expr"])) for g in doc["groups"]
+            for r in g["rules"] if "alert" in r}
+    assert "killgate_drill_last_passed" in read.get("KillgateDrillNotPassing", set())
+    assert "killgate_drill_last_timestamp_seconds" in read.get("KillgateDrillsNotRunning",
+                                                               set())
+
+
 def test_dashboard_loads_and_names_only_exported_series() -> None:
     dash = json.loads(DASHBOARD.read_text())
     assert dash["uid"] == "killgate" and dash["title"]

@@ -207,3 +207,21 @@ def test_history_shows_a_dash_for_a_drill_that_measured_nothing() -> None:
              "errors": 0}}}
     row = history_rows([e])[1]
     assert "None" not in row and row.split()[5] == "-", row
+
+
+@pytest.mark.parametrize("url", ["redis://:hunter/2secret@127.0.0.1:6379/0",
+                                 "redis+sentinel://:hunter/2secret@127.0.0.1:26379/m/0",
+                                 "rediss://u:hunter?2secret@127.0.0.1:6379/0"])
+async def test_a_store_url_that_cannot_be_read_never_shows_its_password(url: str) -> None:
+    """A password holding '/' or '?' (base64 makes them) written into --store unencoded:
+    the URL parser read the password's start as the port, and the drill printed it as the
+    reason it was skipped ('Port could not be cast to integer value as 'hunter''), in its
+    report on stdout and in the report files."""
+    from gateway.errors import StoreUnavailable
+    from gateway.state.pause import check_store, pause_store
+
+    why = await check_store(url, "kg", ["a"])
+    assert why is not None and "hunter" not in why and "percent-encode" in why, why
+    with pytest.raises(StoreUnavailable) as e:
+        await pause_store(url, 1)
+    assert "hunter" not in str(e.value) and "percent-encode" in str(e.value), e.value

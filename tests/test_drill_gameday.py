@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
+import signal
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +21,7 @@ from tests.conftest import (
     ROOT,
     GatewayProcess,
     RedisServer,
+    die_with_parent,
     running_gateway,
     wait_until,
     write_config,
@@ -339,7 +343,8 @@ async def test_a_drill_whose_open_answer_is_lost_goes_on_with_the_drill_it_opene
     before = await fleet_state(session, fleet)
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "gateway", "drill", "kill", "--route", "iris-drill",
-        "--version", "v2", *FAST, "--json", "--out", str(fleet.tmp / "reports"),
+        "--version", "v2", "--rate", "40", "--steady", "300ms", "--hold", "500ms",
+        "--settle", "300ms", "--json", "--out", str(fleet.tmp / "reports"),
         "--admin", f"http://127.0.0.1:{port}", "--token", token(),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=str(ROOT))
     out, err = await asyncio.wait_for(proc.communicate(), 60)
@@ -383,3 +388,74 @@ async def test_drill_restore_outlasts_the_store_pause_of_a_drill_that_died(
 
 async def _same_state(session: ClientSession, f: Fleet, before: list) -> bool:
     return await fleet_state(session, f) == before
+
+
+async def test_a_drill_whose_terminal_hangs_up_restores_before_exiting(
+        fleet: Fleet, session: ClientSession) -> None:  # noqa: F811
+    """The drill runs in an SSH session that drops (a laptop's lid shut, wifi lost): the
+    terminal hangs up, the drill gets SIGHUP and its output can no longer be written. It
+    died there, leaving its kill in force until the fleet closed it past its deadline (the
+    windows + 300 s + auto_restore_after: six minutes, a production route kill included).
+    SIGHUP now stops it as SIGTERM does, and output to a terminal that is gone is dropped:
+    it restores and ends the drill before it exits."""
+    before = await fleet_state(session, fleet)
+    main, sub = os.openpty()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway", "drill", "kill", "--route", "iris-drill",
+        "--version", "v2", "--rate", "40", "--steady", "300ms", "--hold", "30s",
+        "--settle", "300ms", "--out", str(fleet.tmp / "reports"), "--admin", fleet.admin,
+        "--token", token(), stdin=asyncio.subprocess.DEVNULL, stdout=sub, stderr=sub,
+        cwd=str(ROOT), preexec_fn=die_with_parent)
+    os.close(sub)
+    try:
+        seen = b""
+        deadline = time.monotonic() + 20
+        while b"injected" not in seen and time.monotonic() < deadline:
+            seen += await asyncio.to_thread(os.read, main, 4096)
+        assert b"injected" in seen, seen
+        assert await fleet_state(session, fleet) != before  # the drill's kill is in force
+    finally:
+        os.close(main)  # the terminal is gone: writes to it fail (EIO)
+    proc.send_signal(signal.SIGHUP)
+    try:
+        rc = await asyncio.wait_for(proc.wait(), 15)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        auth = {"Authorization": f"Bearer {token()}"}
+        async with session.get(fleet.admin + "/v1/drills", headers=auth) as r:
+            got = await r.json()
+        for d in got["open"]:  # (a failure leaves the module's fleet as found)
+            async with session.post(fleet.admin + f"/v1/drills/{d['id']}/end", json={
+                    "verdict": "aborted", "reason": "test"}, headers=auth) as r2:
+                assert r2.status == 200
+    assert rc == 2, rc  # aborted (restored), not ended by the signal (-1)
+    assert got["open"] == [], got["open"]
+    assert await fleet_state(session, fleet) == before
+    assert "SIGHUP" in str(got["history"][0]["after"]["summary"]["reasons"]), got["history"][0]
+
+
+def _nohup() -> None:
+    die_with_parent()
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+
+async def test_a_drill_run_under_nohup_runs_on_after_a_hangup(
+        fleet: Fleet, session: ClientSession) -> None:  # noqa: F811
+    """`nohup killgate drill ...` asks for the drill to outlive the terminal: a SIGHUP
+    ignored as asked, not taken as the stop that a drill in a terminal gets."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway", "drill", "kill", "--route", "iris-drill",
+        "--version", "v2", "--rate", "40", "--steady", "300ms", "--hold", "500ms",
+        "--settle", "300ms", "--json", "--out", str(fleet.tmp / "reports"),
+        "--admin", fleet.admin, "--token", token(), stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=str(ROOT),
+        preexec_fn=_nohup)
+    assert proc.stderr is not None
+    while b"injected" not in (line := await asyncio.wait_for(proc.stderr.readline(), 20)):
+        assert line, "the drill ended before its injection"
+    proc.send_signal(signal.SIGHUP)
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 0, (out, err)
+    assert json.loads(out)["verdict"] == "passed"

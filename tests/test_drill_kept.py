@@ -8,9 +8,15 @@ kill lifted. Real `killgate serve` processes on a real redis (tests/test_drills.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from aiohttp import ClientSession
 
+from tests.backends import echo_app
+from tests.conftest import running_gateway, write_config
+from tests.test_admin_drills import call, hdr, routes
+from tests.test_cli import acli
 from tests.test_drills import Drill, Fleet, fleet, fleet_state, token  # noqa: F401
 
 pytestmark = pytest.mark.timeout(120)
@@ -73,3 +79,34 @@ async def test_a_fleet_not_as_before_says_what_differs(
                                 headers=hdr) as r:
             assert r.status == 200
     assert await fleet_state(session, fleet) == before
+
+
+async def test_drill_restore_says_a_kept_kill_is_someone_elses(
+        tmp_path: Path, backends, session: ClientSession) -> None:
+    """`killgate drill restore ID` (the drill's process died) of a drill whose kill an
+    operator took over meanwhile printed 'kept="version:iris-drill:v2" why="lifted or
+    replaced since the drill made it"' and 'NOT restored: the route is not as before the
+    drill': read at 3 a.m. as the drill's leftover, to lift (a real kill lifted). It now
+    says, as the drill runner does, that someone changed it during the drill and a
+    drill's restore never undoes that, and names what differs."""
+    p1, p2 = await backends(echo_app("v1")), await backends(echo_app("v2"))
+    async with running_gateway(write_config(tmp_path, routes(p1, p2))) as g:
+        a = g.admin
+        st, out = await call(session, "POST", f"{a}/v1/drills", {
+            "kind": "kill", "route": "iris-drill", "version": "v2", "reason": "r"})
+        assert st == 200, out
+        drill = out["drill"]
+        st, out = await call(session, "POST", f"{a}/v1/drills/{drill}/inject", {"reason": "r"})
+        assert st == 200, out
+        st, out = await call(session, "POST", f"{a}/v1/kill", {
+            "scope": "version", "route": "iris-drill", "version": "v2",
+            "reason": "v2 is really bad"}, hdr("killgate:kill", "olga"))
+        assert st == 200, out
+        got = await acli("drill", "restore", drill, "--admin", a, "--token",
+                         token("killgate:drill killgate:read"))
+        assert got.returncode == 1, (got.stdout, got.stderr)
+        assert "kept version:iris-drill:v2" in got.stderr and "never undoes" in got.stderr, \
+            got.stderr
+        assert "killed now, not before the drill: version:iris-drill:v2" in got.stderr, \
+            got.stderr
+        assert g.gw.holder.doc.kills["version:iris-drill:v2"].actor == "olga"

@@ -8,6 +8,14 @@ from gateway.domain.drillplan import parse_plan
 from gateway.errors import ConfigError
 
 
+def test_instances_of_a_plan_are_taken_as_the_command_line_takes_them() -> None:
+    """`--instances http://h:8080/` drops the trailing slash; a plan's `instances` kept it,
+    so every drill request went to //v2/models/iris, which no route matches: the drill
+    opened on the fleet, then aborted with 'no drill request reached v2 (weight 0?)'."""
+    p = parse_plan("kind: kill\nroute: r\ninstances: [http://h:8080/, 'http://g:8080']\n")
+    assert p.instances == ["http://h:8080", "http://g:8080"]
+
+
 def test_defaults_and_kind_measures() -> None:
     p = parse_plan("kind: kill\nroute: iris-drill\nversion: v2\n")
     assert (p.rate, p.steady, p.hold, p.settle) == (50, 1.0, 5.0, 2.0)
@@ -31,6 +39,10 @@ def test_defaults_and_kind_measures() -> None:
     ("kind: store_loss\nroute: r\nhold: 2m\n", "at most 60s"),
     ("kind: kill\nroute: r\nrequest: {path: nope}\n", "request.path: String should match"),
     ("kind: kill\nroute: r\nabort: {error_rate: 2}\n", "abort.error_rate"),
+    # (0s read every instance's /metrics in a tight loop; 1h never read twice, so the
+    # abort condition could never fire, with nothing said)
+    ("kind: kill\nroute: r\nabort: {interval: 0s}\n", "abort.interval: Value error"),
+    ("kind: kill\nroute: r\nabort: {interval: 1h}\n", "abort.interval: Value error"),
     # (game day: --rate 1 aborted every drill, blaming each instance for answering "1 drill
     # requests in the steady window (expected >= 3)": it had been sent one)
     ("kind: kill\nroute: r\nrate: 1\n", "at least 3 requests per instance"),

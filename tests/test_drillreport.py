@@ -102,6 +102,27 @@ def test_an_instance_that_never_shows_the_kill_fails_the_drill() -> None:
     assert got == "failed" and "a: never showed the kill" in why[0]
 
 
+def test_the_fleets_times_do_not_leave_out_an_instance_that_never_got_there() -> None:
+    """One instance of three never showed the kill (it never applied it) and one never
+    showed the state from before after the restore (the restore not applied there: the
+    kill still in force). The fleet's max time to kill and to restore, what the summary,
+    `drill history` and killgate_drill_last_seconds (the slowest instance) carry, came
+    out as the slowest of the instances that did: 505 ms and 105 ms, a drill that found
+    a kill stuck on an instance reading as a fast one. Such an instance is slower than any
+    time: the ranks it takes are not measured (None), never a smaller number."""
+    plan = kill_plan()
+    obs = (timeline("a", 4.0, killed_at(1.2)) + timeline("b", 4.0, killed_at(1.45))
+           + timeline("c", 4.0, killed_at(99)) + timeline("d", 4.0, killed_at(1.2, 99)))
+    m = analyse(plan, None, obs, MARKS)
+    rows = {r["instance"]: r for r in m["instances"]}
+    assert rows["c"]["time_to_kill_ms"] is None and rows["d"]["time_to_restore_ms"] is None
+    assert m["time_to_kill_ms"] == {"p50": 205.0, "p99": None, "max": None}
+    assert m["time_to_restore_ms"]["max"] is None
+    assert percentiles([None, 5.0]) == {"p50": 5.0, "p99": None, "max": None}
+    # not injected (stopped in the steady window): nothing to rank, as before
+    assert analyse(plan, None, obs, Marks())["time_to_kill_ms"] == percentiles([])
+
+
 def test_aborted_wins_over_everything() -> None:
     plan = kill_plan()
     m = analyse(plan, None, [], MARKS)

@@ -267,3 +267,24 @@ def test_a_record_rebuilt_from_the_audit_trail_keeps_its_deadline() -> None:
              "before": {}, "after": {"deadline": 1.9e9, "production": False}}
     rec = drills.record_from_audit("d-5", [start])
     assert rec is not None and rec.deadline == 1.9e9
+
+
+def test_the_results_that_go_are_the_least_recent_not_the_first_kept() -> None:
+    """The state keeps the last result of at most 50 kinds and routes, "the oldest go":
+    it dropped the first one kept, which a result updated since keeps its place in the
+    document: the weekly drill's, ended yesterday, went before one ended once, months ago
+    (and with it its killgate_drill_last_* series, which the alerts read)."""
+    from gateway.domain.drillresults import MAX_RESULTS, kept_results
+    from gateway.domain.statedoc import DrillRecord
+
+    def rec(route: str) -> DrillRecord:
+        return DrillRecord("d", "kill", route, None, "a", "t", 0.0, {})
+
+    doc = base()
+    for i in range(MAX_RESULTS):  # "weekly" first, then 49 others, each once
+        route = "weekly" if i == 0 else f"r{i}"
+        doc = ap(doc, Change(drill_results=kept_results(doc, rec(route), {"time": 100 + i})))
+    doc = ap(doc, Change(drill_results=kept_results(doc, rec("weekly"), {"time": 1000})))
+    doc = ap(doc, Change(drill_results=kept_results(doc, rec("new"), {"time": 1001})))
+    assert len(doc.drill_results) == MAX_RESULTS
+    assert "kill:weekly" in doc.drill_results and "kill:r1" not in doc.drill_results

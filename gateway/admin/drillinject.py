@@ -48,8 +48,10 @@ def injection(rec: DrillRecord, rc: RouteConfig, body: dict[str, Any], principal
                        "another")
     production = rc.drill_for is None
     if rec.kind in ("kill", "store_loss"):
-        scope = body.get("scope") or ("version" if rec.version else "route")
-        if scope not in ("global", "route", "version"):
+        scope = body.get("scope")  # (absent or null: the default; {}, 0, "" are no scope)
+        if scope is None:
+            scope = "version" if rec.version else "route"
+        if not isinstance(scope, str) or scope not in ("global", "route", "version"):
             raise ApiError(400, "bad_request", "'scope' must be one of global, route, version")
         if production or scope == "global":
             _require(principal, "killgate:kill")

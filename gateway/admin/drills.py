@@ -22,7 +22,7 @@ from aiohttp import web
 from gateway.admin import inputs
 from gateway.admin.auth import Principal
 from gateway.admin.drillinject import FIELDS, injection
-from gateway.admin.drillsupport import clean_summary, drill_events
+from gateway.admin.drillsupport import DrillHistory, clean_summary, drill_events
 from gateway.admin.ports import AuditReader, Current, Describe, StateWriter
 from gateway.admin.ports import Change as ChangeFn
 from gateway.admin.tracing import TRACE_ID
@@ -60,6 +60,7 @@ class DrillApi:
         self.audit = audit
         self.key = key
         self.key_problem = key_problem
+        self.history = DrillHistory()  # (not read again from a trail that has not changed)
 
     def add_routes(self, r: web.UrlDispatcher) -> None:
         r.add_get("/v1/drills", self.list)
@@ -117,8 +118,7 @@ class DrillApi:
             "injected": list(r.injected), "fault": None if r.fault is None else {
                 "version": r.fault["version"], "expires": r.fault["expires"]},
             "overdue": time.time() > r.deadline} for r in doc.drills.values()]
-        history = await drill_events(self.audit, lambda e: e.get("action") == "drill.end",
-                                     limit)
+        history = await self.history.get(self.audit, limit)
         return web.json_response({"open": opened, "history": history[:limit],
                                   "last": doc.drill_results})
 
@@ -245,9 +245,10 @@ class DrillApi:
                                if rc else None, "from": "audit trail" if cur.drills.get(
                                   drill) is None else "state"}, rid, peer, {"drill": drill})
 
-        out = await self._write(request, principal, change, describe, {"drill": drill},
-                                (rid, peer))
-        out["undone"] = notes
+        # (`notes` is filled in place by the change: in the answer an Idempotency-Key
+        # replays, not only in the first)
+        out = await self._write(request, principal, change, describe,
+                                {"drill": drill, "undone": notes}, (rid, peer))
         out.update(self._state_of(drill))
         return web.json_response(out)
 
@@ -277,16 +278,18 @@ class DrillApi:
         rid, peer = self.callers.meta(request)
         routes = {r.name: r for r in self.current.loaded.config.routes}
         done = Finished()
+        undone: list[dict[str, Any]] = []  # (in the answer a replay gives too)
 
         def change(cur: StateDoc) -> Change:
-            return finish(cur, drill, routes, principal.subject, verdict, summary, done)
+            ch = finish(cur, drill, routes, principal.subject, verdict, summary, done)
+            undone[:] = done.notes
+            return ch
 
         def describe(cur: StateDoc, new: StateDoc) -> AuditDraft:
             return end_event(drill, done, principal.subject, reason, verdict, summary,
                              rid, peer)
 
-        out = await self._write(request, principal, change, describe, {"drill": drill},
-                                (rid, peer))
-        out["undone"] = done.notes
+        out = await self._write(request, principal, change, describe,
+                                {"drill": drill, "undone": undone}, (rid, peer))
         event(log, "drill_end", drill=drill, verdict=verdict, actor=principal.subject)
         return web.json_response(out)

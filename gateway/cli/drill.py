@@ -2,15 +2,16 @@
 
 Owns the drill commands' arguments, a drill run's output (a Markdown summary, or `--json`;
 the report, summary and picture written under `--out`) and exit codes: 0 passed, 1 failed
-(or an error), 2 aborted, 3 skipped. Ctrl-C and SIGTERM stop a running drill, which then
-restores before it exits. The drill itself runs in `gateway.control.drills`; `restore` and
-`history` live in `cli.drillpast`.
+(or an error), 2 aborted, 3 skipped. Ctrl-C, SIGTERM and SIGHUP (a terminal gone) stop a
+running drill, which then restores before it exits. The drill itself runs in
+`gateway.control.drills`; `restore` and `history` live in `cli.drillpast`.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import shlex
 import signal
@@ -33,6 +34,8 @@ from gateway.errors import ConfigError, StateError
 __all__ = ["add_drill_commands"]
 
 EXIT = {"passed": 0, "failed": 1, "aborted": 2, "skipped": 3}
+#: the signals that stop a running drill, which then restores before it exits
+STOPS = ((signal.SIGINT, "SIGINT"), (signal.SIGTERM, "SIGTERM"), (signal.SIGHUP, "SIGHUP"))
 
 
 def _plan_from_args(kind: str, args: argparse.Namespace) -> Plan:
@@ -77,12 +80,17 @@ async def _drive(plan: Plan, args: argparse.Namespace) -> tuple[dict[str, Any], 
     async with aiohttp.ClientSession(connector=connector) as session:
         runner = DrillRunner(plan, session, client(args, session), say, pause, check)
         loop = asyncio.get_running_loop()
-        for sig, name in ((signal.SIGINT, "SIGINT"), (signal.SIGTERM, "SIGTERM")):
+        # (SIGHUP: the terminal went away, an SSH session dropped; left to its default, it
+        # ended the drill process with the drill's change in force. Under nohup, ignored
+        # as asked: the drill runs on)
+        stops = [(sig, name) for sig, name in STOPS
+                 if sig != signal.SIGHUP or signal.getsignal(sig) is not signal.SIG_IGN]
+        for sig, name in stops:
             loop.add_signal_handler(sig, runner.stop, f"interrupted ({name})")
         try:
             report = await runner.run()
         finally:
-            for sig in (signal.SIGINT, signal.SIGTERM):
+            for sig, _ in stops:
                 loop.remove_signal_handler(sig)
         return report, runner.obs
 
@@ -119,8 +127,9 @@ def _run_plan(plan: Plan, args: argparse.Namespace) -> int:
             say(f"wrote {p}")
     except OSError as exc:  # (a read-only folder: the report still goes to stdout)
         say(f"cannot write the report files under {args.out}: {exc.strerror}")
-    print(json.dumps(report, indent=2) if args.json else markdown(report), end="" if not
-          args.json else "\n")
+    with contextlib.suppress(OSError):  # (a terminal that hung up: the exit code says it)
+        print(json.dumps(report, indent=2) if args.json else markdown(report), end="" if not
+              args.json else "\n", flush=True)
     return EXIT[report["verdict"]]
 
 

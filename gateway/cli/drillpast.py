@@ -19,6 +19,8 @@ import aiohttp
 
 from gateway.cli.http import ClientError, admin_base, clean_token, expect
 from gateway.control.drillload import AdminClient, DrillApiError
+from gateway.domain.drilldiff import differences
+from gateway.domain.drillreport import kept
 
 __all__ = ["client", "failed", "history", "history_rows", "restore", "say", "trend"]
 
@@ -30,7 +32,9 @@ RETRY_FOR = 75.0
 
 
 def say(msg: str) -> None:
-    print(f"killgate drill: {msg}", file=sys.stderr, flush=True)
+    # (a terminal that hung up fails every write: a drill still restores after SIGHUP)
+    with contextlib.suppress(OSError):
+        print(f"killgate drill: {msg}", file=sys.stderr, flush=True)
 
 
 def failed(args: argparse.Namespace, code: int, lines: list[str], prefix: str = "") -> int:
@@ -132,6 +136,9 @@ async def restore(args: argparse.Namespace) -> int:
             f"{', '.join(pending[:5])}{', ...' if len(pending) > 5 else ''}: what the drill "
             "changed may still be in force there; see killgate status")
     same = out.get("state") == out.get("before") and not pending
+    if not same:  # (what the drill runner says too: a kill kept is someone else's, to leave)
+        for line in kept(out) + differences(out.get("before"), out.get("state"), []):
+            say(line)
     if args.json:
         print(json.dumps({"id": args.id, "restored": same, "undone": out.get("undone"),
                           "before": out.get("before"), "after": out.get("state"),

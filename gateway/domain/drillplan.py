@@ -55,7 +55,16 @@ class Abort(_Model):
     error_rate: float = Field(default=0.05, gt=0, le=1)
     min_requests: int = Field(default=20, ge=1)
     route: str | None = None  # default: the production route a drill route mirrors
-    interval: Duration = 0.5
+    interval: Duration = 0.5  # how often every instance's /metrics is read
+
+    @field_validator("interval")
+    @classmethod
+    def _often(cls, v: float) -> float:
+        # (0 read every instance's page in a tight loop; past the watch's 5 s window, a
+        # drill shorter than it was never read twice: the condition could never fire)
+        if not 0.1 <= v <= 5:
+            raise ValueError("must be at least 100ms and at most 5s (the watch's window)")
+        return v
 
 
 class Request(_Model):
@@ -117,7 +126,9 @@ class Plan(_Model):
                 check_http_url(u)
             except ValueError as exc:
                 raise ValueError(f"{u!r}: {exc}") from None
-        return v
+        # (as --instances takes them: the probe's path follows, and '//v2/...' matches no
+        # route)
+        return None if v is None else [u.rstrip("/") for u in v]
 
     @model_validator(mode="after")
     def _fits_kind(self) -> Plan:

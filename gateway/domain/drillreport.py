@@ -48,16 +48,19 @@ class Marks:
     extra: dict[str, float] = field(default_factory=dict)
 
 
-def percentiles(values: Iterable[float]) -> dict[str, float | None]:
-    """Nearest-rank p50, p99 and max (None when there is nothing to rank)."""
-    xs = sorted(values)
+def percentiles(values: Iterable[float | None]) -> dict[str, float | None]:
+    """Nearest-rank p50, p99 and max (None when there is nothing to rank). A None value
+    is an instance that never got there: slower than any time, so a rank it takes is
+    None (not measured), never the next smaller number."""
+    xs = sorted(math.inf if v is None else v for v in values)
     if not xs:
         return {"p50": None, "p99": None, "max": None}
 
-    def rank(q: float) -> float:
-        return round(xs[max(0, math.ceil(q * len(xs)) - 1)], 1)
+    def rank(q: float) -> float | None:
+        x = xs[max(0, math.ceil(q * len(xs)) - 1)]
+        return None if math.isinf(x) else round(x, 1)
 
-    return {"p50": rank(0.5), "p99": rank(0.99), "max": round(xs[-1], 1)}
+    return {"p50": rank(0.5), "p99": rank(0.99), "max": rank(1.0)}
 
 
 def is_error(o: Obs) -> bool:
@@ -147,8 +150,10 @@ def analyse(plan: Plan, to: str | None, obs: Sequence[Obs], m: Marks) -> dict[st
             "resolution_ms": round(1000.0 / (plan.rate * share), 1) if share else
             round(1000.0 / plan.rate, 1),
         })
-    measured = [r[plan.measure] for r in rows if r[plan.measure] is not None]
-    restored = [r["time_to_restore_ms"] for r in rows if r["time_to_restore_ms"] is not None]
+    # (over every instance once the phase began: one that never got there is not left out,
+    # or the fleet's slowest would read as fast as the others)
+    measured = [r[plan.measure] for r in rows] if m.inject_sent is not None else []
+    restored = [r["time_to_restore_ms"] for r in rows] if m.restore_sent is not None else []
     return {
         "instances": rows,
         plan.measure: percentiles(measured),

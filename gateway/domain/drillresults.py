@@ -46,6 +46,11 @@ def numbers(summary: Any) -> dict[str, Any]:
     return out
 
 
+def _ended(result: dict[str, Any]) -> float:
+    t = result.get("time")
+    return float(t) if is_number(t) else 0.0
+
+
 def kept_results(doc: StateDoc, rec: DrillRecord, result: dict[str, Any]
                  ) -> dict[str, dict[str, Any] | None]:
     """The `drill_results` change that keeps `result` as the last of `rec`'s kind and
@@ -54,7 +59,10 @@ def kept_results(doc: StateDoc, rec: DrillRecord, result: dict[str, Any]
     if "summary" in result:
         result = {**result, "summary": numbers(result["summary"])}
     results: dict[str, dict[str, Any] | None] = {key: result}
-    others = [k for k in doc.drill_results if k != key]
+    # the least recent go (by when each ended: a result updated since keeps its first
+    # place in the document, so its place says nothing of its age)
+    others = sorted((k for k in doc.drill_results if k != key),
+                    key=lambda k: _ended(doc.drill_results[k]))
     for old in others[:max(0, len(others) + 1 - MAX_RESULTS)]:
-        results[old] = None  # the oldest go
+        results[old] = None
     return results

@@ -11,15 +11,28 @@ from __future__ import annotations
 from collections.abc import Collection
 
 from gateway.errors import StoreUnavailable
-from gateway.state.resp import RespError, connect, parse_endpoint
+from gateway.state.resp import Endpoint, RespError, connect, parse_endpoint
 
 __all__ = ["check_store", "pause_store"]
+
+#: why a store URL cannot be read, never a word of it: the parser's own message echoes
+#: what it took for the port, which for a password holding '/' or '?' is the password
+UNREADABLE = ("the store URL given is not one killgate can read (redis://[:PASSWORD@]HOST:PORT"
+              "/DB, rediss://, unix://, redis+sentinel://HOST:26379,.../SERVICE/DB): "
+              "percent-encode a password holding '/', '?', '#', '@' or ':'")
+
+
+def _endpoint(url: str) -> Endpoint:
+    try:
+        return parse_endpoint(url)
+    except ValueError:
+        raise ValueError(UNREADABLE) from None
 
 
 async def pause_store(url: str, seconds: float, timeout: float = 2.0) -> None:
     """Make the redis at `url` answer no client for `seconds` (from now)."""
     try:
-        ep = parse_endpoint(url)
+        ep = _endpoint(url)
         conn = await connect(ep, timeout, name="killgate-drill")
     except (OSError, RespError, TimeoutError, ValueError) as exc:
         raise StoreUnavailable(f"cannot reach the store to pause it: {exc}") from None
@@ -43,7 +56,7 @@ async def check_store(url: str, prefix: str, instances: Collection[str],
     notice it pause)."""
     key = f"{prefix}:state"
     try:
-        ep = parse_endpoint(url)
+        ep = _endpoint(url)
         conn = await connect(ep, timeout, name="killgate-drill")
     except (OSError, RespError, TimeoutError, ValueError) as exc:
         return f"cannot reach the store given to pause ({exc})"
