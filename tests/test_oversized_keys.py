@@ -22,6 +22,7 @@ import pytest
 from tests.backends import echo_app
 from tests.conftest import RedisServer, running_gateway, two_versions, wait_until, write_config
 from tests.test_attacks_state import _set_raw, post, stored_kills
+from tests.test_keyed_audit import H
 from tests.test_killswitch import redis_state, status_of
 
 pytestmark = pytest.mark.timeout(120)
@@ -88,3 +89,25 @@ def _set_raw_hash(redis: RedisServer, key: str, field: bytes, value: bytes) -> N
     with socket.create_connection(("127.0.0.1", redis.port), timeout=10) as s:
         s.sendall(payload)
         s.recv(100)
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("seen", [b"9" * 400, b"9" * 5000])
+async def test_a_heartbeat_dated_past_any_number_is_dropped_not_a_500(
+        seen: bytes, tmp_path: Path, backends, session, redis_server: RedisServer) -> None:
+    """A forged heartbeat whose server time is a number of 400 digits (no float holds it:
+    OverflowError) or 5,000 (over Python's int-parsing limit: ValueError) raised out of the
+    heartbeat hash's read: /v1/status answered 500 and a kill whose receipt asks who is live
+    answered 500 although it was in force, for good (the entry was never removed)."""
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p, 100, 0),
+                       state=redis_state(redis_server, tmp_path))
+    async with running_gateway(cfg) as g:
+        await wait_until(lambda: g.gw.sync.synced_once, 5, what="the first sync")
+        redis_server.cmd("HSET", "kgtest:instances", "forged", (seen + b" x").decode())
+        async with session.get(g.admin + "/v1/status", headers=H) as r:
+            assert r.status == 200, await r.text()
+        assert redis_server.cmd("HEXISTS", "kgtest:instances", "forged") == "0"
+        redis_server.cmd("HSET", "kgtest:instances", "forged", (seen + b" x").decode())
+        assert g.gw.sync.instance in await g.gw.sync.store.fleet(5.0)
+        assert redis_server.cmd("HEXISTS", "kgtest:instances", "forged") == "0"

@@ -128,7 +128,9 @@ class RedisRecords(RedisLink):
         for i in range(0, len(flat), 2):
             await _turn(i)
             seen_s, _, record = flat[i + 1].partition(b" ")
-            age = (int(now_ms) - int(seen_s)) / 1000.0 if seen_s.isdigit() else 1e9
+            # (a server time has 13 digits: a longer one, forged, is no float, or no int)
+            age = (int(now_ms) - int(seen_s)) / 1000.0 \
+                if seen_s.isdigit() and len(seen_s) <= 18 else 1e9
             if age > 10 * lease or age < -lease:
                 # (long gone; or dated in the future: the script stamps the server's time,
                 # so only a forgery is, and kept it would be read at every call for good)
