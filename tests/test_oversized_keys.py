@@ -111,3 +111,29 @@ async def test_a_heartbeat_dated_past_any_number_is_dropped_not_a_500(
         redis_server.cmd("HSET", "kgtest:instances", "forged", (seen + b" x").decode())
         assert g.gw.sync.instance in await g.gw.sync.store.fleet(5.0)
         assert redis_server.cmd("HEXISTS", "kgtest:instances", "forged") == "0"
+
+
+@pytest.mark.timeout(30)
+async def test_addresses_of_no_instance_are_read_once(
+        tmp_path: Path, backends, session, redis_server: RedisServer) -> None:
+    """The addresses hash (`<prefix>:instances:urls`, what drills reach instances by) is read
+    whole with the heartbeats (/v1/status, the console, a receipt still pending after 50 ms),
+    and an entry is removed only with its instance's heartbeat: one forged for a name that
+    has none stayed for good (150 MB: every such call 0.4-1 s, the data plane stalled 0.1 s
+    each time). An entry without a heartbeat is removed at the first read that sees it; a
+    live instance keeps its own."""
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p, 100, 0),
+                       state=redis_state(redis_server, tmp_path, command_timeout="5s"))
+    async with running_gateway(cfg) as g:
+        await wait_until(lambda: g.gw.sync.synced_once, 5, what="the first sync")
+        await asyncio.to_thread(_set_raw_hash, redis_server, "kgtest:instances:urls",
+                                b"orphan", b"7" * (16 * 1024 * 1024))
+        store = g.gw.sync.store
+        me = g.gw.sync.instance
+        await wait_until(lambda: redis_server.cmd("HEXISTS", "kgtest:instances:urls", me) == "1",
+                         5, what="this instance's addresses")
+        fleet = await store.fleet(5.0)
+        assert redis_server.cmd("HEXISTS", "kgtest:instances:urls", "orphan") == "0"
+        assert "admin" in fleet[me], fleet
+        assert redis_server.cmd("HEXISTS", "kgtest:instances:urls", me) == "1"

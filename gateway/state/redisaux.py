@@ -39,6 +39,18 @@ local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 return {ms, redis.call('HGETALL', KEYS[1])}
 """)
 
+# Remove the addresses (KEYS[2]) of the instances in ARGV that have no heartbeat (KEYS[1]):
+# the heartbeat script writes both at once, and every removal takes both; so only a forgery
+# is left alone, read whole at every fleet read for good (checked here, atomically: an
+# instance whose first heartbeat landed since the caller's read keeps its addresses)
+_ORPHANS = Script("""
+local n = 0
+for _, f in ipairs(ARGV) do
+  if redis.call('HEXISTS', KEYS[1], f) == 0 then n = n + redis.call('HDEL', KEYS[2], f) end
+end
+return n
+""")
+
 # Claim an idempotency key: nil when claimed, else the record already there.
 _CLAIM = Script(OWN + """
 own(KEYS[1], 'string')
@@ -155,12 +167,17 @@ class RedisRecords(RedisLink):
             await self._call("HDEL", self.k_instances, *stale)
             await self._call("HDEL", self.k_instances + ":urls", *stale)
         if out:
+            known = set(flat[::2])
             flat = await self._call("HGETALL", self.k_instances + ":urls")
+            orphans = [f for f in flat[::2] if f not in known]
             for i in range(0, len(flat), 2):
                 await _turn(i)
                 name = flat[i].decode(errors="replace")
                 if name in out:
                     out[name].update(self._open_urls(name, flat[i + 1]))
+            if orphans:
+                await self._script(_ORPHANS, [self.k_instances, self.k_instances + ":urls"],
+                                   orphans)
         return out
 
     async def live_instances(self, lease: float) -> dict[str, int]:
