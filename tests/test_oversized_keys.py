@@ -137,3 +137,32 @@ async def test_addresses_of_no_instance_are_read_once(
         assert redis_server.cmd("HEXISTS", "kgtest:instances:urls", "orphan") == "0"
         assert "admin" in fleet[me], fleet
         assert redis_server.cmd("HEXISTS", "kgtest:instances:urls", me) == "1"
+
+
+@pytest.mark.timeout(30)
+async def test_refused_counts_are_read_once(
+        tmp_path: Path, backends, session, redis_server: RedisServer) -> None:
+    """A counts hash (`<prefix>:stats:<route>`: canary analysis every tick, the console's
+    traffic view) is read whole and each entry's MAC checked on the loop the data plane runs
+    on; a forged entry was never removed (the review before left this open): one of 8 MB
+    naming the real key id cost a MAC of 8 MB at every read, for good, and one of 150 MB
+    more. A refused entry (forged, or over 16 MiB: not verified) is removed once read; a
+    genuine one stays."""
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p, 100, 0),
+                       state=redis_state(redis_server, tmp_path, command_timeout="5s"))
+    async with running_gateway(cfg) as g:
+        await wait_until(lambda: g.gw.sync.synced_once, 5, what="the first sync")
+        store = g.gw.sync.store
+        kid = redis_server.cmd("GET", "kgtest:state").split(" ", 2)[1]
+        await store.put_stats("iris", "me", {"t": 1})
+        forged = f"KGS1 {kid} {'0' * 64}\n{{}}".encode() + b" " * (8 * 1024 * 1024)
+        await asyncio.to_thread(_set_raw_hash, redis_server, "kgtest:stats:iris", b"f", forged)
+        await asyncio.to_thread(_set_raw_hash, redis_server, "kgtest:stats:iris", b"huge",
+                                b"7" * (17 * 1024 * 1024))
+        assert await store.get_stats("iris") == [{"t": 1}]
+        assert redis_server.cmd("HLEN", "kgtest:stats:iris") == "1"
+        assert redis_server.cmd("HEXISTS", "kgtest:stats:iris", "me") == "1"
+        assert g.gw.sync.tamper.counts.get("stats") == 2
+        assert await store.get_stats("iris") == [{"t": 1}]
+        assert g.gw.sync.tamper.counts.get("stats") == 2

@@ -19,7 +19,7 @@ from typing import Any
 
 from gateway.state.redislink import OWN, RedisLink, Script
 from gateway.state.signing import Unverified
-from gateway.state.store import Ack
+from gateway.state.store import MAX_DOC_BYTES, Ack
 
 __all__ = ["MAX_ACK_BYTES", "RedisRecords"]
 
@@ -49,6 +49,17 @@ for _, f in ipairs(ARGV) do
   if redis.call('HEXISTS', KEYS[1], f) == 0 then n = n + redis.call('HDEL', KEYS[2], f) end
 end
 return n
+""")
+
+# Remove the entries ARGV names (field, length) still of that length: refused counts, which
+# their instance (if any) writes anew at its next tick; one written since is left alone
+_DROP_REFUSED = Script("""
+for i = 1, #ARGV, 2 do
+  if redis.call('HSTRLEN', KEYS[1], ARGV[i]) == tonumber(ARGV[i + 1]) then
+    redis.call('HDEL', KEYS[1], ARGV[i])
+  end
+end
+return 1
 """)
 
 # Claim an idempotency key: nil when claimed, else the record already there.
@@ -238,12 +249,25 @@ class RedisRecords(RedisLink):
             await self._call("HDEL", f"{self.k_stats}:{route}", *instances)
 
     async def get_stats(self, route: str) -> list[dict[str, Any]]:
-        flat = await self._call("HGETALL", f"{self.k_stats}:{route}")
-        out = []
+        """Every instance's counts that verify. An entry refused (forged, or over
+        MAX_DOC_BYTES: not verified) is removed once read: left, it was read, and its MAC
+        computed, on the loop the data plane runs on at every analysis tick, for good."""
+        key = f"{self.k_stats}:{route}"
+        flat = await self._call("HGETALL", key)
+        out, refused = [], []
         for i, (inst, v) in enumerate(zip(flat[::2], flat[1::2], strict=True)):
             await _turn(i)
-            name = f"{route}\x00{inst.decode('utf-8', 'replace')}"
-            blob = self._opened("stats", name, v, "stats")
-            if blob is not None:
+            if len(v) > MAX_DOC_BYTES:
+                self.on_unverified("stats", f"{len(v)} bytes, over the {MAX_DOC_BYTES}-byte "
+                                            "limit (not read)", None)
+                blob = None
+            else:
+                blob = self._opened("stats", f"{route}\x00{inst.decode('utf-8', 'replace')}",
+                                    v, "stats")
+            if blob is None:
+                refused += [inst, str(len(v))]
+            else:
                 out.append(blob)
+        if refused:
+            await self._script(_DROP_REFUSED, [key], refused)
         return out
