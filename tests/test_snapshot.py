@@ -141,3 +141,18 @@ async def test_a_snapshot_that_cannot_be_written_is_shown_and_counted(
 
         await wait_until(written, 5, what="the next write landed")
         assert (await snapshot_status())["ok"]
+
+
+def test_a_snapshot_larger_than_any_document_is_refused_unread(tmp_path: Path) -> None:
+    """The snapshot was read whole at the start, whatever its size: a file of a few
+    gigabytes (someone who may write it, a disk error) made every start read it all into
+    memory (on a pod with a 1 GiB limit: killed at every start, never serving). One larger
+    than the store would ever hold (16 MiB) is refused unread, as a huge stored document."""
+    path = tmp_path / "snapshot.json"
+    with path.open("wb") as f:
+        f.truncate(64 * 1024 * 1024)  # (sparse: no disk used)
+    path.chmod(0o600)
+    problems: list[str] = []
+    snap = SnapshotFile(path, RING, lambda kind, problem, which: problems.append(problem))
+    assert snap.read() is None
+    assert len(problems) == 1 and "not read" in problems[0], problems

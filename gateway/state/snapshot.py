@@ -23,7 +23,7 @@ from gateway.domain.statedoc import StateDoc
 from gateway.log import event
 from gateway.state.files import atomic_write
 from gateway.state.signing import MAGIC, Keyring
-from gateway.state.store import OnUnverified, decode_doc, ignore_unverified
+from gateway.state.store import MAX_DOC_BYTES, OnUnverified, decode_doc, ignore_unverified
 
 __all__ = ["SnapshotFile", "kills_only"]
 
@@ -60,7 +60,8 @@ class SnapshotFile:
         if self.path is None:
             return None
         try:
-            raw = self.path.read_bytes()
+            with self.path.open("rb") as f:  # (a document the store would refuse is not read)
+                raw = f.read(MAX_DOC_BYTES + 1)
         except FileNotFoundError:
             return None
         except OSError as exc:
@@ -68,6 +69,9 @@ class SnapshotFile:
                   error=exc.strerror)
             return None
         try:
+            if len(raw) > MAX_DOC_BYTES:
+                raise ValueError(f"over the {MAX_DOC_BYTES}-byte limit of a state document "
+                                 "(not read)")
             if self.keys.enabled and not raw.startswith(MAGIC):
                 legacy = decode_doc(raw)
                 self.on_unverified("snapshot", "written before state signing: only its kills "
