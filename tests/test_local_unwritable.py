@@ -54,3 +54,20 @@ async def test_an_audit_file_it_cannot_read_says_so(tmp_path: Path) -> None:
         await store.audit_newest(10)
     with pytest.raises(StoreUnavailable, match=r"cannot read .*audit\.jsonl"):
         await store.audit_page(10, None)
+
+
+async def test_a_state_file_larger_than_any_document_is_refused_unread(tmp_path: Path) -> None:
+    """The file store read its state file whole at every poll (every instance, every
+    poll_interval), whatever its size: a file of a few gigabytes made each poll read it all
+    into memory. One over the 16 MiB a document may hold is refused unread (as redis's),
+    and a commit (the re-seed) replaces it."""
+    path = tmp_path / "store.json"
+    with path.open("wb") as f:
+        f.truncate(64 * 1024 * 1024)  # (sparse: no disk used)
+    store = LocalStore(path)
+    await store.open()
+    got = await store.load()
+    assert got.doc is None and got.refused is None
+    assert got.problem is not None and "not read" in got.problem, got.problem
+    await store.commit(got.token, StateDoc(generation=2), None)
+    assert (await store.load()).doc == StateDoc(generation=2)

@@ -32,6 +32,7 @@ from gateway.state.files import append_lines, atomic_write, last_line, tail_line
 from gateway.state.localaux import LocalRecords
 from gateway.state.signing import Keyring
 from gateway.state.store import (
+    MAX_DOC_BYTES,
     Ack,
     Loaded,
     OnUnverified,
@@ -97,18 +98,23 @@ class LocalStore(LocalRecords):
 
     def _read(self) -> Loaded:
         try:
-            raw = self.path.read_bytes()
+            with self.path.open("rb") as f:  # (read at every poll: never more than a document)
+                raw = f.read(MAX_DOC_BYTES + 1)
         except FileNotFoundError:
             return Loaded(None, None)
         except OSError as exc:
             raise StoreUnavailable(f"cannot read {self.path}: {exc.strerror}") from None
         try:
+            if len(raw) > MAX_DOC_BYTES:
+                raise ValueError(f"over the {MAX_DOC_BYTES}-byte limit of a state document "
+                                 "(not read)")
             body, which = self.keys.open(b"state", raw)
             doc = decode_doc(body)
         except ValueError as exc:
             # the compare-and-set token of a refused file: its content's digest
             return Loaded(None, "x" + hashlib.sha256(raw).hexdigest()[:16],
-                          f"{self.path}: {exc}", raw if self.keys.enabled else None)
+                          f"{self.path}: {exc}",
+                          raw if self.keys.enabled and len(raw) <= MAX_DOC_BYTES else None)
         if which == "previous":
             self.on_unverified("state", "", "previous")
         return Loaded(doc, str(doc.generation))
