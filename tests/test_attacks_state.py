@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from gateway.domain.audit import seal
 from gateway.domain.statedoc import MAX_GENERATION
 from gateway.state.signing import Key, Keyring
@@ -103,6 +105,51 @@ async def test_a_deleted_head_key_does_not_restart_the_chain(
         res = await asyncio.to_thread(verify, g.admin, *KEY)
         assert res.returncode == 0, res.stderr
         assert redis_server.cmd("GET", "kgtest:audit:head") == events_in(redis_server)[-1]["hash"]
+
+
+HEAD_REWRITER = """\
+import os, socket, sys, time
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+end = time.monotonic() + float(sys.argv[2])
+while time.monotonic() < end:
+    cmd = b"*3\\r\\n$3\\r\\nSET\\r\\n$17\\r\\nkgtest:audit:head\\r\\n$64\\r\\n"
+    s.sendall(b"".join(cmd + os.urandom(32).hex().encode() + b"\\r\\n" for _ in range(50)))
+    got = b""
+    while got.count(b"\\r\\n") < 50:
+        got += s.recv(4096)
+"""
+
+
+@pytest.mark.timeout(30)
+async def test_a_head_key_rewritten_over_and_over_does_not_block_kills(
+        tmp_path: Path, backends, session, redis_server: RedisServer) -> None:
+    """The commit compares the (unsigned) head key; after a conflict it read the key again
+    and retried with it, 5 times. Rewritten in a loop (pipelined SETs), the key changed
+    between every read and retry: every kill and unkill answered 409 'the state kept
+    changing; try again', for as long as the loop ran (README: 'a write then takes one more
+    round trip'). A key that disagrees with the head the stored signed document anchors is
+    no longer compared: the document is (its sha1), and the trail still verifies."""
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p), state=redis_state(redis_server, tmp_path))
+    async with running_gateway(cfg) as g:
+        await wait_until(lambda: g.gw.sync.synced_once, 5, what="the first sync")
+        writer = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", HEAD_REWRITER, str(redis_server.port), "5")
+        try:
+            await wait_until(lambda: len(redis_server.cmd("GET", "kgtest:audit:head")) == 64
+                             and redis_server.cmd("GET", "kgtest:audit:head")
+                             != redis_server.cmd("GET", "kgtest:audit:head"), 5,
+                             what="the key rewritten")
+            await post(session, g.admin, "/v1/kill", scope="route", route="iris")
+            await post(session, g.admin, "/v1/unkill", scope="route", route="iris")
+            assert writer.returncode is None  # (still rewriting)
+        finally:
+            if writer.returncode is None:
+                writer.kill()
+            await asyncio.wait_for(writer.wait(), 10)
+        assert g.gw.sync.tamper.counts.get("audit", 0) >= 1
+        res = await asyncio.to_thread(verify, g.admin, *KEY)
+        assert res.returncode == 0, res.stderr
 
 
 async def test_a_replayed_document_cannot_rewind_the_head_to_cut_recent_events(
