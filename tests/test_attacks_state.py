@@ -152,6 +152,43 @@ async def test_a_head_key_rewritten_over_and_over_does_not_block_kills(
         assert res.returncode == 0, res.stderr
 
 
+@pytest.mark.timeout(30)
+async def test_a_generation_key_rewritten_over_and_over_is_named_in_the_409(
+        tmp_path: Path, backends, session, redis_server: RedisServer) -> None:
+    """Documented limit, and what holds: the generation key rewritten in a loop makes every
+    write lose its compare-and-set (deny service: README, Trust). It answered 409 'the
+    state kept changing; try again', and an operator retried in vain; the answer now says
+    that what kept changing it holds no signing key, and nothing changes."""
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p), state=redis_state(redis_server, tmp_path))
+    async with running_gateway(cfg) as g:
+        await wait_until(lambda: g.gw.sync.synced_once, 5, what="the first sync")
+        writer = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", HEAD_REWRITER.replace("$17", "$10").replace(
+                "kgtest:audit:head", "kgtest:gen").replace("$64", "$3").replace(
+                "os.urandom(32).hex().encode()", "str(100 + os.urandom(1)[0] % 800).encode()"),
+            str(redis_server.port), "5")
+        conflicts = []
+        try:
+            await wait_until(lambda: redis_server.cmd("GET", "kgtest:gen")
+                             != redis_server.cmd("GET", "kgtest:gen"), 5, what="the key rewritten")
+            for _ in range(3):
+                async with session.post(g.admin + "/v1/kill", headers=H, json={
+                        "scope": "route", "route": "iris", "reason": "r"}) as r:
+                    if r.status == 409:
+                        conflicts.append((await r.json())["error"]["message"])
+                        assert "route:iris" not in g.gw.holder.doc.kills
+                    else:
+                        assert r.status == 200, await r.text()
+        finally:
+            if writer.returncode is None:
+                writer.kill()
+            await asyncio.wait_for(writer.wait(), 10)
+        if not conflicts:
+            pytest.skip("the rewriting process did not get the CPU to race the kills")
+        assert all("signing key" in m for m in conflicts), conflicts
+
+
 async def test_a_replayed_document_cannot_rewind_the_head_to_cut_recent_events(
         tmp_path: Path, backends, session, redis_server: RedisServer) -> None:
     """An event without a state change (here: the record of an idempotent retry) used to be
