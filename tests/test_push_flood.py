@@ -116,3 +116,8 @@ async def test_a_large_forged_ack_is_refused_unread(
         assert len(own) < 512
         assert g.gw.sync.instance in g.gw.sync.peers.acks
         assert (await status_of(session, g.url))[0] == 200
+        # so too an instance's addresses (read with the heartbeats; forged between two of
+        # its heartbeats, or for good under a name whose heartbeat is replayed)
+        store = g.gw.sync.store
+        assert store._open_urls(g.gw.sync.instance, big.encode()) == {}
+        assert "not read" in tamper.last["problem"], tamper.last

@@ -141,7 +141,12 @@ class RedisRecords(RedisLink):
                            [instance, record, self.ch_acks, addr])
 
     def _open_urls(self, instance: str, raw: bytes) -> dict[str, str]:
-        """An instance's signed addresses ({} when they do not verify)."""
+        """An instance's signed addresses ({} when they do not verify, or are longer than
+        a heartbeat may be: not read)."""
+        if len(raw) > MAX_ACK_BYTES:
+            self.on_unverified("heartbeat", f"addresses: {len(raw)} bytes, over the "
+                                            f"{MAX_ACK_BYTES}-byte limit (not read)", None)
+            return {}
         try:
             kid, mac, addr = raw.decode().split(" ", 2)
             if self.keys.enabled:
