@@ -12,11 +12,13 @@ we did not write, or one past the expiry signed into it, is replaced, never answ
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Callable
 from typing import Any
 
+from gateway.errors import StateError
 from gateway.state.redislink import OWN, RedisLink, Script
 from gateway.state.signing import Unverified
 from gateway.state.store import MAX_DOC_BYTES, Ack
@@ -191,9 +193,10 @@ class RedisRecords(RedisLink):
                 name = flat[i].decode(errors="replace")
                 if name in out:
                     out[name].update(self._open_urls(name, flat[i + 1]))
-            if orphans:
-                await self._script(_ORPHANS, [self.k_instances, self.k_instances + ":urls"],
-                                   orphans)
+            if orphans:  # (a cleanup: the read stands whether it succeeds or not)
+                with contextlib.suppress(StateError):
+                    await self._script(_ORPHANS, [self.k_instances,
+                                                  self.k_instances + ":urls"], orphans)
         return out
 
     async def live_instances(self, lease: float) -> dict[str, int]:
@@ -273,6 +276,7 @@ class RedisRecords(RedisLink):
                 refused += [inst, str(len(v))]
             else:
                 out.append(blob)
-        if refused:
-            await self._script(_DROP_REFUSED, [key], refused)
+        if refused:  # (a cleanup: the read stands whether it succeeds or not)
+            with contextlib.suppress(StateError):
+                await self._script(_DROP_REFUSED, [key], refused)
         return out
