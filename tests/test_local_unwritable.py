@@ -71,3 +71,24 @@ async def test_a_state_file_larger_than_any_document_is_refused_unread(tmp_path:
     assert got.problem is not None and "not read" in got.problem, got.problem
     await store.commit(got.token, StateDoc(generation=2), None)
     assert (await store.load()).doc == StateDoc(generation=2)
+
+
+async def test_heartbeat_and_idempotency_files_not_of_ours_are_skipped(tmp_path: Path) -> None:
+    """A heartbeat file or idempotency table that is JSON but not what the store writes (a
+    list, a string for the time, a time no float holds; edited, restored from elsewhere)
+    raised AttributeError/TypeError out of the read: /v1/status and every receipt answered
+    500, and with the table every write carrying an Idempotency-Key (every `killgate kill`)
+    did, until someone fixed the file. They are skipped (dropped: the table is rewritten)."""
+    store = LocalStore(tmp_path / "store.json")
+    await store.open()
+    await store.heartbeat("me", 3)
+    for name, body in (("a", "[]"), ("b", '{"seen": "x"}'), ("c", '{"seen": 1e400}'),
+                       ("d", '{"seen": 1, "generation": [1]}'), ("e", "null")):
+        (store.instances_dir / f"{name}.json").write_text(body)
+    assert set(await store.fleet(5.0)) == {"me"}
+    assert await store.live_instances(5.0) == {"me": 3}
+    table = tmp_path / "store.json.idempotency.json"
+    for body in ("[]", '{"k": 1}', '{"k": {"expires": "x"}}'):
+        table.write_text(body)
+        assert await store.idem_claim("k", {"a": 1}, 60) is None  # (claimed: ours now)
+        assert await store.idem_claim("k", {"a": 2}, 60) == {"a": 1}
