@@ -92,3 +92,27 @@ async def test_heartbeat_and_idempotency_files_not_of_ours_are_skipped(tmp_path:
         table.write_text(body)
         assert await store.idem_claim("k", {"a": 1}, 60) is None  # (claimed: ours now)
         assert await store.idem_claim("k", {"a": 2}, 60) == {"a": 1}
+
+
+@pytest.mark.parametrize("torn", [b'{"id": "x", "hash', b"[1]\n"])
+async def test_an_audit_file_whose_last_line_is_no_event_still_takes_changes(
+        tmp_path: Path, torn: bytes) -> None:
+    """The file store chained each event after the audit file's last line. A last line that
+    is no event (a write torn by a power loss, an edit) made every later change fail: 503
+    'cannot append to the audit log' for every kill (a list: a TypeError, 500), until
+    someone edited the file. The event now continues the head the signed state file
+    anchors; the line stays, on a line of its own, for `audit verify` to report."""
+    from gateway.domain.audit import AuditDraft
+
+    store = LocalStore(tmp_path / "store.json")
+    await store.open()
+    draft = AuditDraft("alice", "kill", {"scope": "global"}, "r")
+    first = await store.commit(None, StateDoc(generation=1), draft)
+    assert first is not None
+    audit = tmp_path / "store.json.audit.jsonl"
+    audit.write_bytes(audit.read_bytes() + torn)
+    second = await store.commit("1", StateDoc(generation=2), draft)
+    assert second is not None and second["prev_hash"] == first["hash"]
+    lines = (tmp_path / "store.json.audit.jsonl").read_bytes().splitlines()
+    assert len(lines) == 3 and lines[1] == torn.rstrip(b"\n")
+    assert (await store.load()).doc.audit_head == second["hash"]

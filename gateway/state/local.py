@@ -28,7 +28,7 @@ from gateway.domain.audit import GENESIS, AuditDraft, seal
 from gateway.domain.branches import replaces_another
 from gateway.domain.statedoc import StateDoc
 from gateway.errors import AuditError, StoreConflict, StoreUnavailable
-from gateway.state.files import append_lines, atomic_write, last_line, tail_lines
+from gateway.state.files import append_lines, atomic_write, end_line, last_line, tail_lines
 from gateway.state.localaux import LocalRecords
 from gateway.state.signing import Keyring
 from gateway.state.store import (
@@ -142,7 +142,8 @@ class LocalStore(LocalRecords):
             event, mark = None, 0
             if draft is not None:
                 mark = _size(self.audit_path)
-                event = self._append_audit(draft, chain_from)
+                event = self._append_audit(draft, chain_from, cur.doc.audit_head
+                                           if cur.doc is not None and cur.trusted else None)
             # the (signed) state file anchors the audit trail's head: events cut off the
             # end of the audit file are noticed by `audit verify`
             head = event["hash"] if event is not None else (
@@ -198,12 +199,26 @@ class LocalStore(LocalRecords):
         head, page, more = await asyncio.to_thread(self._newest, limit)
         return head, page, page[-1].get("id") if more and page else None
 
-    def _append_audit(self, draft: AuditDraft, chain_from: str | None) -> dict[str, Any]:
+    def _append_audit(self, draft: AuditDraft, chain_from: str | None,
+                      anchor: str | None) -> dict[str, Any]:
+        """Append the event after the file's last one; after the head the state file
+        anchors (`anchor`) when the last line is no event (a write torn by a power loss, an
+        edit): it stays, `audit verify` reports it, and the trail goes on (every kill was
+        refused while it was there)."""
         key = self.audit_keys.current
         try:
             last = last_line(self.audit_path)
-            prev = json.loads(last)["hash"] if last else (chain_from or GENESIS)
+            try:
+                prev = json.loads(last)["hash"] if last else (chain_from or GENESIS)
+            except (ValueError, KeyError, TypeError, IndexError):
+                prev = None
+            if not isinstance(prev, str):
+                if anchor is None:
+                    raise ValueError(f"its last line is no event, and no signed state "
+                                     f"anchors a head to continue from: {(last or b'')[:80]!r}")
+                prev = anchor
             event = seal(draft.as_event(), prev, (key.kid, key.secret) if key else None)
+            end_line(self.audit_path)  # (a torn last line stays a line of its own)
             append_lines(self.audit_path, [event])
         except (OSError, ValueError, KeyError) as exc:
             raise AuditError(f"cannot append to the audit log {self.audit_path}: {exc}") from None
