@@ -226,8 +226,9 @@ class LocalStore(LocalRecords):
 
     async def commit(self, expected: str | None, doc: StateDoc, draft: AuditDraft | None,
                      chain_from: str | None = None,
-                     on_stored: Callable[[StateDoc], None] | None = None
-                     ) -> dict[str, Any] | None:
+                     on_stored: Callable[[StateDoc], None] | None = None,
+                     based_on: StateDoc | None = None) -> dict[str, Any] | None:
+        """(`based_on`: redis's; the file holds no generation key apart from the document.)"""
         event, head = await asyncio.to_thread(self._commit, expected, doc, draft, chain_from)
         if on_stored is not None:
             on_stored(doc.with_changes(audit_head=head))

@@ -33,13 +33,20 @@ log = logging.getLogger("killgate.state")
 _COMMIT = Script(OWN + SMALL + """
 own(KEYS[2], 'string'); own(KEYS[3], 'stream'); own(KEYS[4], 'string')
 local cur = small(KEYS[2])
-if (cur or '') ~= ARGV[1] then return {'conflict', cur or ''} end
-if ARGV[4] ~= '' and ARGV[9] ~= '' then
-  -- the head key disagreed with the head the stored (verified) document anchors: it is
-  -- compared no more; the document itself is (every audited commit replaces it)
-  local same = redis.call('TYPE', KEYS[1])['ok'] == 'string'
+-- ARGV[9]: the sha1 of the stored (verified) document the commit is based on, compared
+-- instead of the head key (it disagreed with the head that document anchors) and, with
+-- ARGV[11] '1', of the generation key too (it disagreed with that document's generation):
+-- every commit replaces the document, and neither key is signed
+local same = false
+if ARGV[9] ~= '' then
+  same = redis.call('TYPE', KEYS[1])['ok'] == 'string'
     and redis.call('STRLEN', KEYS[1]) <= tonumber(ARGV[10])
     and redis.sha1hex(redis.call('GET', KEYS[1])) == ARGV[9]
+end
+if not (same and ARGV[11] == '1') and (cur or '') ~= ARGV[1] then
+  return {'conflict', cur or ''}
+end
+if ARGV[4] ~= '' and ARGV[9] ~= '' then
   if not same then return {'audit_conflict', small(KEYS[4]) or ARGV[7]} end
 elseif ARGV[4] ~= '' then
   local head = small(KEYS[4]) or ARGV[7]
@@ -110,8 +117,8 @@ class RedisCommits(RedisRecords):
     _last_open: tuple[bytes, StateDoc, str] | None  # the last document verified, its bytes
 
     async def commit(self, expected: str | None, doc: StateDoc, draft: AuditDraft | None,
-                     chain_from: str | None = None,
-                     on_stored: OnStored | None = None) -> dict[str, Any] | None:
+                     chain_from: str | None = None, on_stored: OnStored | None = None,
+                     based_on: StateDoc | None = None) -> dict[str, Any] | None:
         plain_doc = doc.to_json()
         base = draft.as_event() if draft is not None else None
         akey = self.audit_keys.current
@@ -129,7 +136,13 @@ class RedisCommits(RedisRecords):
             await self._over_another(doc)
         head = expect = self._head or first
         seq = self._head_at[1] if self._head else doc.audit_seq
-        based = ""  # the sha1 of the stored document to compare instead of the head key
+        # the sha1 of the stored document to compare instead of the head key, and (whole)
+        # of the generation key: `based_on`, as read, when it anchors the head we continue
+        based, whole = "", ""
+        last = self._last_open
+        if based_on is not None and last is not None and last[1] is based_on \
+                and (based_on.audit_head or None) == self._head:
+            based, whole = hashlib.sha1(last[0]).hexdigest(), "1"
         for _ in range(5):
             conn = await self._conn("write")  # (failing here, nothing was sent)
             ev = seal(base, head, mac_key) if base is not None else None
@@ -141,7 +154,8 @@ class RedisCommits(RedisRecords):
             args: list[str | bytes] = [
                 "" if expected is None else expected, sealed,
                 str(doc.generation), json.dumps(ev, ensure_ascii=False) if ev else "", expect,
-                ev["hash"] if ev else "", first, self.ch_events, based, str(MAX_DOC_BYTES)]
+                ev["hash"] if ev else "", first, self.ch_events, based, str(MAX_DOC_BYTES),
+                whole]
             # READONLY replica, OOM, script errors: nothing was written, the action is refused.
             res = await self._script(
                 _COMMIT, [self.k_state, self.k_gen, self.k_audit, self.k_head], args,
@@ -152,6 +166,7 @@ class RedisCommits(RedisRecords):
             if status == "audit_conflict":
                 expect = res[1].decode() if isinstance(res[1], bytes) else str(res[1])
                 head, seq, based = await self._anchor(expect, chain_from, doc)
+                whole = ""
                 continue
             if ev is not None and (doc.generation, seq + 1) >= self._head_at:
                 self._guess_head(ev["hash"], (doc.generation, seq + 1), doc)

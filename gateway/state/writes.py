@@ -80,17 +80,23 @@ class Writes:
                                     else None)
             guessed = cur is not None
             refused = self._refused()
+            based_on: StateDoc | None = None
             for _ in range(10):
                 if cur is None:
-                    guessed = False
+                    guessed, based_on = False, None
                     got = await self.store.load()
                     self._judge(got)
                     mine = self.holder.doc
-                    if not got.trusted or got.doc is None \
-                            or got.doc.generation < mine.generation \
+                    if got.doc is None or got.doc.generation < mine.generation \
                             or self._foreign_to(mine, got.doc):
                         await self._reseed(got, self.holder.doc)
                         continue
+                    if not got.trusted:
+                        # only the (unsigned) generation key disagrees with the verified
+                        # document: the commit compares the document instead (a re-seed to
+                        # put the key right lost the race to a key rewritten in a loop,
+                        # and so did every kill)
+                        based_on = got.doc
                     cur = got.doc
                 # A refusal ("not killed") or a no-op ("already killed") decided on our own
                 # copy must hold in the store too: a change made elsewhere that has not
@@ -114,7 +120,8 @@ class Writes:
                 stored: list[StateDoc] = []
                 try:
                     ev = await self.store.commit(str(cur.generation), new, describe(cur, new),
-                                                 on_stored=self._enforcer(stored))
+                                                 on_stored=self._enforcer(stored),
+                                                 based_on=based_on)
                 except StoreConflict:
                     cur = None
                     continue
