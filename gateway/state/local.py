@@ -201,10 +201,8 @@ class LocalStore(LocalRecords):
 
     def _append_audit(self, draft: AuditDraft, chain_from: str | None,
                       anchor: str | None) -> dict[str, Any]:
-        """Append the event after the file's last one; after the head the state file
-        anchors (`anchor`) when the last line is no event (a write torn by a power loss, an
-        edit): it stays, `audit verify` reports it, and the trail goes on (every kill was
-        refused while it was there)."""
+        """Append the event after the last one; after the head the state file anchors when
+        the last line is no event (torn by a power loss, edited: left for `audit verify`)."""
         key = self.audit_keys.current
         try:
             last = last_line(self.audit_path)
@@ -228,7 +226,7 @@ class LocalStore(LocalRecords):
                      chain_from: str | None = None,
                      on_stored: Callable[[StateDoc], None] | None = None,
                      based_on: StateDoc | None = None) -> dict[str, Any] | None:
-        """(`based_on`: redis's; the file holds no generation key apart from the document.)"""
+        # (`based_on` is redis's: here the generation is the document's own)
         event, head = await asyncio.to_thread(self._commit, expected, doc, draft, chain_from)
         if on_stored is not None:
             on_stored(doc.with_changes(audit_head=head))
