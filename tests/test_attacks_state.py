@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from gateway.domain.audit import seal
 from gateway.domain.statedoc import MAX_GENERATION
 from gateway.state.signing import Key, Keyring
@@ -103,6 +105,101 @@ async def test_a_deleted_head_key_does_not_restart_the_chain(
         res = await asyncio.to_thread(verify, g.admin, *KEY)
         assert res.returncode == 0, res.stderr
         assert redis_server.cmd("GET", "kgtest:audit:head") == events_in(redis_server)[-1]["hash"]
+
+
+#: SETs, pipelined, in a loop: argv port, seconds, then key/kind pairs (kind: "hash" a fresh
+#: 64-hex value, "gen" a fresh generation, "junk" a forged document)
+REWRITER = """\
+import os, socket, sys, time
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+end = time.monotonic() + float(sys.argv[2])
+pairs = list(zip(sys.argv[3::2], sys.argv[4::2]))
+def value(kind):
+    if kind == "hash":
+        return os.urandom(32).hex().encode()
+    if kind == "gen":
+        return str(100 + os.urandom(1)[0] % 800).encode()
+    return b"KGS1 x " + os.urandom(8).hex().encode() + b"\\n{}"
+def cmd(key, v):
+    return b"*3\\r\\n$3\\r\\nSET\\r\\n$%d\\r\\n%s\\r\\n$%d\\r\\n%s\\r\\n" % (
+        len(key), key.encode(), len(v), v)
+while time.monotonic() < end:
+    s.sendall(b"".join(cmd(k, value(kind)) for _ in range(25) for k, kind in pairs))
+    got = b""
+    while got.count(b"\\r\\n") < 25 * len(pairs):
+        got += s.recv(4096)
+"""
+
+
+async def _rewriting(redis: RedisServer, *pairs: str) -> asyncio.subprocess.Process:
+    writer = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", REWRITER, str(redis.port), "5", *pairs)
+    key = pairs[0]
+    await wait_until(lambda: redis.cmd("GET", key) != redis.cmd("GET", key), 5,
+                     what=f"{key} rewritten")
+    return writer
+
+
+async def _stop(writer: asyncio.subprocess.Process) -> None:
+    assert writer.returncode is None  # (still rewriting when the calls were made)
+    writer.kill()
+    await asyncio.wait_for(writer.wait(), 10)
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("key", ["kgtest:audit:head", "kgtest:gen"])
+async def test_a_key_rewritten_over_and_over_does_not_block_kills(
+        key: str, tmp_path: Path, backends, session, redis_server: RedisServer) -> None:
+    """The commit compares the (unsigned) head and generation keys; after a conflict it read
+    them again and retried, 5 (10) times. Rewritten in a loop (pipelined SETs), a key
+    changed between every read and retry: every kill and unkill answered 409 'the state
+    kept changing; try again', for as long as the loop ran (README: 'a write then takes one
+    more round trip'; 'a write through the API repairs at once'). A key that disagrees with
+    the stored signed document is no longer compared: the document is (its sha1); the
+    trail still verifies."""
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p), state=redis_state(redis_server, tmp_path))
+    async with running_gateway(cfg) as g:
+        await wait_until(lambda: g.gw.sync.synced_once, 5, what="the first sync")
+        writer = await _rewriting(redis_server, key, "hash" if key.endswith("head") else "gen")
+        try:
+            await post(session, g.admin, "/v1/kill", scope="route", route="iris")
+            assert "route:iris" in g.gw.holder.doc.kills
+            await post(session, g.admin, "/v1/unkill", scope="route", route="iris")
+        finally:
+            await _stop(writer)
+        assert sum(g.gw.sync.tamper.counts.values()) >= 1
+        res = await asyncio.to_thread(verify, g.admin, *KEY)
+        assert res.returncode == 0, res.stderr
+
+
+@pytest.mark.timeout(30)
+async def test_a_store_rewritten_over_and_over_is_named_in_the_409(
+        tmp_path: Path, backends, session, redis_server: RedisServer) -> None:
+    """Documented limit, and what holds: the generation key and the document rewritten in a
+    loop make every write lose its compare-and-set (deny service: README, Trust). It
+    answered 409 'the state kept changing; try again', and an operator retried in vain; the
+    answer now says that what kept changing it holds no signing key, and nothing changes."""
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p), state=redis_state(redis_server, tmp_path))
+    async with running_gateway(cfg) as g:
+        await wait_until(lambda: g.gw.sync.synced_once, 5, what="the first sync")
+        writer = await _rewriting(redis_server, "kgtest:gen", "gen", "kgtest:state", "junk")
+        conflicts = []
+        try:
+            for _ in range(3):
+                async with session.post(g.admin + "/v1/kill", headers=H, json={
+                        "scope": "route", "route": "iris", "reason": "r"}) as r:
+                    if r.status == 409:
+                        conflicts.append((await r.json())["error"]["message"])
+                        assert "route:iris" not in g.gw.holder.doc.kills
+                    else:
+                        assert r.status == 200, await r.text()
+        finally:
+            await _stop(writer)
+        if not conflicts:
+            pytest.skip("the rewriting process did not get the CPU to race the kills")
+        assert all("signing key" in m for m in conflicts), conflicts
 
 
 async def test_a_replayed_document_cannot_rewind_the_head_to_cut_recent_events(

@@ -54,3 +54,65 @@ async def test_an_audit_file_it_cannot_read_says_so(tmp_path: Path) -> None:
         await store.audit_newest(10)
     with pytest.raises(StoreUnavailable, match=r"cannot read .*audit\.jsonl"):
         await store.audit_page(10, None)
+
+
+async def test_a_state_file_larger_than_any_document_is_refused_unread(tmp_path: Path) -> None:
+    """The file store read its state file whole at every poll (every instance, every
+    poll_interval), whatever its size: a file of a few gigabytes made each poll read it all
+    into memory. One over the 16 MiB a document may hold is refused unread (as redis's),
+    and a commit (the re-seed) replaces it."""
+    path = tmp_path / "store.json"
+    with path.open("wb") as f:
+        f.truncate(64 * 1024 * 1024)  # (sparse: no disk used)
+    store = LocalStore(path)
+    await store.open()
+    got = await store.load()
+    assert got.doc is None and got.refused is None
+    assert got.problem is not None and "not read" in got.problem, got.problem
+    await store.commit(got.token, StateDoc(generation=2), None)
+    assert (await store.load()).doc == StateDoc(generation=2)
+
+
+async def test_heartbeat_and_idempotency_files_not_of_ours_are_skipped(tmp_path: Path) -> None:
+    """A heartbeat file or idempotency table that is JSON but not what the store writes (a
+    list, a string for the time, a time no float holds; edited, restored from elsewhere)
+    raised AttributeError/TypeError out of the read: /v1/status and every receipt answered
+    500, and with the table every write carrying an Idempotency-Key (every `killgate kill`)
+    did, until someone fixed the file. They are skipped (dropped: the table is rewritten)."""
+    store = LocalStore(tmp_path / "store.json")
+    await store.open()
+    await store.heartbeat("me", 3)
+    for name, body in (("a", "[]"), ("b", '{"seen": "x"}'), ("c", '{"seen": 1e400}'),
+                       ("d", '{"seen": 1, "generation": [1]}'), ("e", "null")):
+        (store.instances_dir / f"{name}.json").write_text(body)
+    assert set(await store.fleet(5.0)) == {"me"}
+    assert await store.live_instances(5.0) == {"me": 3}
+    table = tmp_path / "store.json.idempotency.json"
+    for body in ("[]", '{"k": 1}', '{"k": {"expires": "x"}}'):
+        table.write_text(body)
+        assert await store.idem_claim("k", {"a": 1}, 60) is None  # (claimed: ours now)
+        assert await store.idem_claim("k", {"a": 2}, 60) == {"a": 1}
+
+
+@pytest.mark.parametrize("torn", [b'{"id": "x", "hash', b"[1]\n"])
+async def test_an_audit_file_whose_last_line_is_no_event_still_takes_changes(
+        tmp_path: Path, torn: bytes) -> None:
+    """The file store chained each event after the audit file's last line. A last line that
+    is no event (a write torn by a power loss, an edit) made every later change fail: 503
+    'cannot append to the audit log' for every kill (a list: a TypeError, 500), until
+    someone edited the file. The event now continues the head the signed state file
+    anchors; the line stays, on a line of its own, for `audit verify` to report."""
+    from gateway.domain.audit import AuditDraft
+
+    store = LocalStore(tmp_path / "store.json")
+    await store.open()
+    draft = AuditDraft("alice", "kill", {"scope": "global"}, "r")
+    first = await store.commit(None, StateDoc(generation=1), draft)
+    assert first is not None
+    audit = tmp_path / "store.json.audit.jsonl"
+    audit.write_bytes(audit.read_bytes() + torn)
+    second = await store.commit("1", StateDoc(generation=2), draft)
+    assert second is not None and second["prev_hash"] == first["hash"]
+    lines = (tmp_path / "store.json.audit.jsonl").read_bytes().splitlines()
+    assert len(lines) == 3 and lines[1] == torn.rstrip(b"\n")
+    assert (await store.load()).doc.audit_head == second["hash"]

@@ -22,6 +22,7 @@ import pytest
 from tests.backends import echo_app
 from tests.conftest import RedisServer, running_gateway, two_versions, wait_until, write_config
 from tests.test_attacks_state import _set_raw, post, stored_kills
+from tests.test_keyed_audit import H
 from tests.test_killswitch import redis_state, status_of
 
 pytestmark = pytest.mark.timeout(120)
@@ -88,3 +89,80 @@ def _set_raw_hash(redis: RedisServer, key: str, field: bytes, value: bytes) -> N
     with socket.create_connection(("127.0.0.1", redis.port), timeout=10) as s:
         s.sendall(payload)
         s.recv(100)
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("seen", [b"9" * 400, b"9" * 5000])
+async def test_a_heartbeat_dated_past_any_number_is_dropped_not_a_500(
+        seen: bytes, tmp_path: Path, backends, session, redis_server: RedisServer) -> None:
+    """A forged heartbeat whose server time is a number of 400 digits (no float holds it:
+    OverflowError) or 5,000 (over Python's int-parsing limit: ValueError) raised out of the
+    heartbeat hash's read: /v1/status answered 500 and a kill whose receipt asks who is live
+    answered 500 although it was in force, for good (the entry was never removed)."""
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p, 100, 0),
+                       state=redis_state(redis_server, tmp_path))
+    async with running_gateway(cfg) as g:
+        await wait_until(lambda: g.gw.sync.synced_once, 5, what="the first sync")
+        redis_server.cmd("HSET", "kgtest:instances", "forged", (seen + b" x").decode())
+        async with session.get(g.admin + "/v1/status", headers=H) as r:
+            assert r.status == 200, await r.text()
+        assert redis_server.cmd("HEXISTS", "kgtest:instances", "forged") == "0"
+        redis_server.cmd("HSET", "kgtest:instances", "forged", (seen + b" x").decode())
+        assert g.gw.sync.instance in await g.gw.sync.store.fleet(5.0)
+        assert redis_server.cmd("HEXISTS", "kgtest:instances", "forged") == "0"
+
+
+@pytest.mark.timeout(30)
+async def test_addresses_of_no_instance_are_read_once(
+        tmp_path: Path, backends, session, redis_server: RedisServer) -> None:
+    """The addresses hash (`<prefix>:instances:urls`, what drills reach instances by) is read
+    whole with the heartbeats (/v1/status, the console, a receipt still pending after 50 ms),
+    and an entry is removed only with its instance's heartbeat: one forged for a name that
+    has none stayed for good (150 MB: every such call 0.4-1 s, the data plane stalled 0.1 s
+    each time). An entry without a heartbeat is removed at the first read that sees it; a
+    live instance keeps its own."""
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p, 100, 0),
+                       state=redis_state(redis_server, tmp_path, command_timeout="5s"))
+    async with running_gateway(cfg) as g:
+        await wait_until(lambda: g.gw.sync.synced_once, 5, what="the first sync")
+        await asyncio.to_thread(_set_raw_hash, redis_server, "kgtest:instances:urls",
+                                b"orphan", b"7" * (16 * 1024 * 1024))
+        store = g.gw.sync.store
+        me = g.gw.sync.instance
+        await wait_until(lambda: redis_server.cmd("HEXISTS", "kgtest:instances:urls", me) == "1",
+                         5, what="this instance's addresses")
+        fleet = await store.fleet(5.0)
+        assert redis_server.cmd("HEXISTS", "kgtest:instances:urls", "orphan") == "0"
+        assert "admin" in fleet[me], fleet
+        assert redis_server.cmd("HEXISTS", "kgtest:instances:urls", me) == "1"
+
+
+@pytest.mark.timeout(30)
+async def test_refused_counts_are_read_once(
+        tmp_path: Path, backends, session, redis_server: RedisServer) -> None:
+    """A counts hash (`<prefix>:stats:<route>`: canary analysis every tick, the console's
+    traffic view) is read whole and each entry's MAC checked on the loop the data plane runs
+    on; a forged entry was never removed (the review before left this open): one of 8 MB
+    naming the real key id cost a MAC of 8 MB at every read, for good, and one of 150 MB
+    more. A refused entry (forged, or over 16 MiB: not verified) is removed once read; a
+    genuine one stays."""
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p, 100, 0),
+                       state=redis_state(redis_server, tmp_path, command_timeout="5s"))
+    async with running_gateway(cfg) as g:
+        await wait_until(lambda: g.gw.sync.synced_once, 5, what="the first sync")
+        store = g.gw.sync.store
+        kid = redis_server.cmd("GET", "kgtest:state").split(" ", 2)[1]
+        await store.put_stats("iris", "me", {"t": 1})
+        forged = f"KGS1 {kid} {'0' * 64}\n{{}}".encode() + b" " * (8 * 1024 * 1024)
+        await asyncio.to_thread(_set_raw_hash, redis_server, "kgtest:stats:iris", b"f", forged)
+        await asyncio.to_thread(_set_raw_hash, redis_server, "kgtest:stats:iris", b"huge",
+                                b"7" * (17 * 1024 * 1024))
+        assert await store.get_stats("iris") == [{"t": 1}]
+        assert redis_server.cmd("HLEN", "kgtest:stats:iris") == "1"
+        assert redis_server.cmd("HEXISTS", "kgtest:stats:iris", "me") == "1"
+        assert g.gw.sync.tamper.counts.get("stats") == 2
+        assert await store.get_stats("iris") == [{"t": 1}]
+        assert g.gw.sync.tamper.counts.get("stats") == 2

@@ -32,6 +32,8 @@ pytestmark = pytest.mark.timeout(90)
     ({"verification": {"unverified_total": 2, "unverified": {"state": 2},
                        "last_unverified": {"kind": "state", "problem": "bad mac"}}}, {},
      "UNVERIFIED: 2 value(s)"),
+    ({"snapshot": {"path": "s", "ok": False, "generation": 4, "error": "cannot write s: x"}},
+     {}, "SNAPSHOT NOT WRITTEN: cannot write s: x; the file holds generation 4"),
 ])
 def test_status_says_what_the_document_only_flags(store: dict[str, object],
                                                   routes: dict[str, object], said: str) -> None:

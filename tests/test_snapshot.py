@@ -4,13 +4,18 @@ they are adopted at start), a signed file of its own owner is read whole."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
+
+import pytest
 
 from gateway.control.table import TableHolder
 from gateway.domain.statedoc import KillFlag, RouteOverride, StateDoc
 from gateway.state.signing import Key, Keyring
 from gateway.state.snapshot import SnapshotFile
-from tests.conftest import two_versions, write_config
+from tests.backends import echo_app
+from tests.conftest import running_gateway, two_versions, wait_until, write_config
+from tests.test_keyed_audit import H
 
 FLAG = KillFlag("version", "iris", "v2", "ops", "bad", "2026-01-01T00:00:00.000Z", 7)
 DOC = StateDoc(generation=10 ** 12, epoch="e", kills={"version:iris:v2": FLAG},
@@ -89,3 +94,65 @@ async def test_an_older_document_handed_over_later_is_not_written_over_a_newer(
     await snap.flush()
     got = SnapshotFile(path, RING).read()
     assert got is not None and got.generation == 6 and set(got.kills) == {"version:iris:v2"}
+
+
+@pytest.mark.timeout(30)
+async def test_a_snapshot_that_cannot_be_written_is_shown_and_counted(
+        tmp_path: Path, backends, session) -> None:
+    """The snapshot is what keeps a kill through a store that lost it and a restart. A
+    write that failed (a full or read-only volume, a folder gone) was one log line: the
+    status and metrics said nothing while every later kill was missing from the file a
+    restart would enforce. Now `store.snapshot` in /v1/status says so (ok false, the error,
+    the generation the file holds) and killgate_state_snapshot_write_failures_total counts
+    it; the next write that lands clears it."""
+    folder = tmp_path / "snap"
+    p = await backends(echo_app("v1"))
+    state = (f"state:\n  backend: local\n  path: {tmp_path}/store.json\n"
+             f"  snapshot_path: {folder}/snapshot.json\n  poll_interval: 50ms\n")
+    cfg = write_config(tmp_path, two_versions(p, p), state=state)
+    kill = {"scope": "route", "route": "iris", "reason": "r"}
+    async with running_gateway(cfg) as g:
+        await wait_until(lambda: (folder / "snapshot.json").exists(), 5, what="a snapshot")
+        shutil.rmtree(folder)
+        folder.write_text("not a folder")  # (what a volume gone read-only refuses as well)
+        async with session.post(g.admin + "/v1/kill", headers=H, json=kill) as r:
+            assert r.status == 200, await r.text()
+            generation = (await r.json())["generation"]
+
+        async def snapshot_status() -> dict:
+            async with session.get(g.admin + "/v1/status", headers=H) as r:
+                return (await r.json())["store"]["snapshot"]
+
+        async def failed() -> bool:
+            return not (await snapshot_status())["ok"]
+
+        await wait_until(failed, 5, what="the failed write shown")
+        shown = await snapshot_status()
+        assert shown["generation"] is not None and shown["generation"] < generation, shown
+        assert str(folder) in shown["error"], shown
+        assert g.gw.metrics.get("killgate_state_snapshot_write_failures_total") >= 1
+        folder.unlink()
+        async with session.post(g.admin + "/v1/unkill", headers=H, json=kill) as r:
+            assert r.status == 200, await r.text()
+            generation = (await r.json())["generation"]
+
+        async def written() -> bool:
+            return (await snapshot_status())["generation"] == generation
+
+        await wait_until(written, 5, what="the next write landed")
+        assert (await snapshot_status())["ok"]
+
+
+def test_a_snapshot_larger_than_any_document_is_refused_unread(tmp_path: Path) -> None:
+    """The snapshot was read whole at the start, whatever its size: a file of a few
+    gigabytes (someone who may write it, a disk error) made every start read it all into
+    memory (on a pod with a 1 GiB limit: killed at every start, never serving). One larger
+    than the store would ever hold (16 MiB) is refused unread, as a huge stored document."""
+    path = tmp_path / "snapshot.json"
+    with path.open("wb") as f:
+        f.truncate(64 * 1024 * 1024)  # (sparse: no disk used)
+    path.chmod(0o600)
+    problems: list[str] = []
+    snap = SnapshotFile(path, RING, lambda kind, problem, which: problems.append(problem))
+    assert snap.read() is None
+    assert len(problems) == 1 and "not read" in problems[0], problems

@@ -40,6 +40,11 @@ def store_warnings(st: dict[str, Any]) -> list[str]:
                       "store answers" if store.get("fail_closed") else ""))
     if store.get("connected") is False and store.get("last_error"):
         out.append(f"STORE ERROR: {store['last_error']}")
+    snapshot = store.get("snapshot") or {}
+    if snapshot.get("ok") is False:
+        out.append(f"SNAPSHOT NOT WRITTEN: {snapshot.get('error')}; the file holds generation "
+                   f"{snapshot.get('generation')}: a restart while the store cannot be reached "
+                   "(or lost its state) would enforce that, without the changes since")
     verification = store.get("verification") or {}
     if verification.get("unverified_total"):
         last = verification.get("last_unverified") or {}

@@ -61,5 +61,6 @@ def make_sync(loaded: LoadedConfig, holder: Holder, metrics: Metrics,
     if cfg.audit_mirror:
         mirror = AuditMirror(store, loaded.resolve(cfg.audit_mirror), audit_keys, metrics,
                              cfg.poll_interval, alarm)
-    snapshot = SnapshotFile(loaded.resolve(cfg.snapshot_path), keys, report)
+    snapshot = SnapshotFile(loaded.resolve(cfg.snapshot_path), keys, report, lambda: metrics.inc(
+        "killgate_state_snapshot_write_failures_total"))
     return Sync(store, holder, metrics, instance, cfg, snapshot, tamper, keys, mirror)

@@ -13,7 +13,7 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-__all__ = ["append_lines", "atomic_write", "last_line"]
+__all__ = ["append_lines", "atomic_write", "end_line", "last_line", "tail_lines"]
 
 
 def atomic_write(path: Path, data: bytes, mode: int | None = None) -> None:
@@ -55,6 +55,20 @@ def append_lines(path: Path, events: list[dict[str, Any]]) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def end_line(path: Path) -> None:
+    """Append a newline to `path` unless it is absent, empty or ends with one (a write torn
+    by a power loss: what is appended next starts a line of its own)."""
+    try:
+        with open(path, "r+b") as f:
+            if f.seek(0, os.SEEK_END) == 0:
+                return
+            f.seek(-1, os.SEEK_END)
+            if f.read(1) != b"\n":
+                f.write(b"\n")
+    except FileNotFoundError:
+        return
 
 
 def last_line(path: Path) -> bytes | None:

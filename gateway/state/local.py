@@ -28,10 +28,11 @@ from gateway.domain.audit import GENESIS, AuditDraft, parse_event, seal
 from gateway.domain.branches import replaces_another
 from gateway.domain.statedoc import StateDoc
 from gateway.errors import AuditError, StoreConflict, StoreUnavailable
-from gateway.state.files import append_lines, atomic_write, last_line, tail_lines
+from gateway.state.files import append_lines, atomic_write, end_line, last_line, tail_lines
 from gateway.state.localaux import LocalRecords
 from gateway.state.signing import Keyring
 from gateway.state.store import (
+    MAX_DOC_BYTES,
     Ack,
     Loaded,
     OnUnverified,
@@ -97,18 +98,23 @@ class LocalStore(LocalRecords):
 
     def _read(self) -> Loaded:
         try:
-            raw = self.path.read_bytes()
+            with self.path.open("rb") as f:  # (read at every poll: never more than a document)
+                raw = f.read(MAX_DOC_BYTES + 1)
         except FileNotFoundError:
             return Loaded(None, None)
         except OSError as exc:
             raise StoreUnavailable(f"cannot read {self.path}: {exc.strerror}") from None
         try:
+            if len(raw) > MAX_DOC_BYTES:
+                raise ValueError(f"over the {MAX_DOC_BYTES}-byte limit of a state document "
+                                 "(not read)")
             body, which = self.keys.open(b"state", raw)
             doc = decode_doc(body)
         except ValueError as exc:
             # the compare-and-set token of a refused file: its content's digest
             return Loaded(None, "x" + hashlib.sha256(raw).hexdigest()[:16],
-                          f"{self.path}: {exc}", raw if self.keys.enabled else None)
+                          f"{self.path}: {exc}",
+                          raw if self.keys.enabled and len(raw) <= MAX_DOC_BYTES else None)
         if which == "previous":
             self.on_unverified("state", "", "previous")
         return Loaded(doc, str(doc.generation))
@@ -136,7 +142,8 @@ class LocalStore(LocalRecords):
             event, mark = None, 0
             if draft is not None:
                 mark = _size(self.audit_path)
-                event = self._append_audit(draft, chain_from)
+                event = self._append_audit(draft, chain_from, cur.doc.audit_head
+                                           if cur.doc is not None and cur.trusted else None)
             # the (signed) state file anchors the audit trail's head: events cut off the
             # end of the audit file are noticed by `audit verify`
             head = event["hash"] if event is not None else (
@@ -193,12 +200,23 @@ class LocalStore(LocalRecords):
         head, page, more = await asyncio.to_thread(self._newest, limit)
         return head, page, page[-1].get("id") if more and page else None
 
-    def _append_audit(self, draft: AuditDraft, chain_from: str | None) -> dict[str, Any]:
+    def _append_audit(self, draft: AuditDraft, chain_from: str | None,
+                      anchor: str | None) -> dict[str, Any]:
+        """Append the event after the last one; after the head the state file anchors when
+        the last line is no event (torn by a power loss, edited: left for `audit verify`)."""
         key = self.audit_keys.current
         try:
             last = last_line(self.audit_path)
-            prev = _hash_of(last) if last else (chain_from or GENESIS)
+            ev = parse_event(last) if last else None  # (None: no event, a deep one too)
+            prev = (ev.get("hash") if ev is not None else None) if last else (
+                chain_from or GENESIS)
+            if not isinstance(prev, str):
+                if anchor is None:
+                    raise ValueError(f"its last line is no event, and no signed state "
+                                     f"anchors a head to continue from: {(last or b'')[:80]!r}")
+                prev = anchor
             event = seal(draft.as_event(), prev, (key.kid, key.secret) if key else None)
+            end_line(self.audit_path)  # (a torn last line stays a line of its own)
             append_lines(self.audit_path, [event])
         except (OSError, ValueError, KeyError) as exc:
             raise AuditError(f"cannot append to the audit log {self.audit_path}: {exc}") from None
@@ -206,8 +224,9 @@ class LocalStore(LocalRecords):
 
     async def commit(self, expected: str | None, doc: StateDoc, draft: AuditDraft | None,
                      chain_from: str | None = None,
-                     on_stored: Callable[[StateDoc], None] | None = None
-                     ) -> dict[str, Any] | None:
+                     on_stored: Callable[[StateDoc], None] | None = None,
+                     based_on: StateDoc | None = None) -> dict[str, Any] | None:
+        # (`based_on` is redis's: here the generation is the document's own)
         event, head = await asyncio.to_thread(self._commit, expected, doc, draft, chain_from)
         if on_stored is not None:
             on_stored(doc.with_changes(audit_head=head))
@@ -288,13 +307,3 @@ class LocalStore(LocalRecords):
         page = events[:limit]
         nxt = page[-1].get("id") if len(events) > limit and page else None
         return page, nxt
-
-
-def _hash_of(line: bytes) -> str:
-    """The hash of the trail's last line, which the next event continues; ValueError when
-    that line is no event (an edited file): the write is refused as audit_unavailable."""
-    ev = parse_event(line)
-    prev = ev.get("hash") if ev is not None else None
-    if not isinstance(prev, str):
-        raise ValueError("its last line is not an audit event with a hash")
-    return prev

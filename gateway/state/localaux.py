@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import json
+import math
 import os
 import re
 import time
@@ -52,12 +53,17 @@ class LocalRecords:
         for f in self.instances_dir.glob("*.json"):
             try:
                 info = json.loads(f.read_bytes())
-            except (OSError, ValueError):
+                # (a file we did not write, edited, restored from elsewhere: skipped, never
+                # a 500 for /v1/status and every receipt)
+                age = now - float(info.get("seen", 0))
+                generation = int(info.get("generation", 0))
+            except (OSError, ValueError, TypeError, AttributeError, OverflowError):
                 continue
-            age = now - float(info.get("seen", 0))
+            if not math.isfinite(age):
+                continue
             if age <= lease:
                 urls = info.get("urls")
-                out[f.stem] = {"generation": int(info.get("generation", 0)),
+                out[f.stem] = {"generation": generation,
                                "config": str(info.get("config", "")),
                                "seen_s_ago": round(age, 3),
                                **({k: v for k, v in urls.items() if k in ("data", "admin")
@@ -111,7 +117,11 @@ class LocalRecords:
             except (FileNotFoundError, ValueError):
                 table = {}
             now = time.time()
-            table = {k: v for k, v in table.items() if v.get("expires", 0) > now}
+            # (records that are not ours, or a table that is not, are dropped: a 500 for
+            # every write with an Idempotency-Key, killgate kill's, was the alternative)
+            table = {k: v for k, v in (table.items() if isinstance(table, dict) else ())
+                     if isinstance(v, dict) and isinstance(v.get("expires"), (int, float))
+                     and v["expires"] > now and isinstance(v.get("record"), dict)}
             existing = table.get(key)
             if mode == "claim" and existing is not None:
                 return dict(existing["record"])

@@ -12,16 +12,18 @@ we did not write, or one past the expiry signed into it, is replaced, never answ
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Callable
 from typing import Any
 
+from gateway.errors import StateError
 from gateway.state.redislink import OWN, RedisLink, Script
 from gateway.state.signing import Unverified
-from gateway.state.store import Ack
+from gateway.state.store import MAX_DOC_BYTES, Ack
 
-__all__ = ["RedisRecords"]
+__all__ = ["MAX_ACK_BYTES", "RedisRecords"]
 
 _HEARTBEAT = Script(OWN + """
 own(KEYS[1], 'hash'); own(KEYS[2], 'hash')
@@ -39,6 +41,29 @@ local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 return {ms, redis.call('HGETALL', KEYS[1])}
 """)
 
+# Remove the addresses (KEYS[2]) of the instances in ARGV that have no heartbeat (KEYS[1]):
+# the heartbeat script writes both at once, and every removal takes both; so only a forgery
+# is left alone, read whole at every fleet read for good (checked here, atomically: an
+# instance whose first heartbeat landed since the caller's read keeps its addresses)
+_ORPHANS = Script("""
+local n = 0
+for _, f in ipairs(ARGV) do
+  if redis.call('HEXISTS', KEYS[1], f) == 0 then n = n + redis.call('HDEL', KEYS[2], f) end
+end
+return n
+""")
+
+# Remove the entries ARGV names (field, length) still of that length: refused counts, which
+# their instance (if any) writes anew at its next tick; one written since is left alone
+_DROP_REFUSED = Script("""
+for i = 1, #ARGV, 2 do
+  if redis.call('HSTRLEN', KEYS[1], ARGV[i]) == tonumber(ARGV[i + 1]) then
+    redis.call('HDEL', KEYS[1], ARGV[i])
+  end
+end
+return 1
+""")
+
 # Claim an idempotency key: nil when claimed, else the record already there.
 _CLAIM = Script(OWN + """
 own(KEYS[1], 'string')
@@ -53,6 +78,12 @@ end
 return 1
 """)
 
+
+#: a heartbeat longer than this is refused unread. A real one is a few hundred bytes (key
+#: id, MAC, generation, time, config digest, a host name of at most 64); the acks channel
+#: is read on the loop the data plane runs on, and a flood of 8 MB forged acks naming the
+#: real key id had their MACs computed there: a serial client's p99 went from 4 to 20 ms
+MAX_ACK_BYTES = 4096
 
 #: the signed expiry (unix time) inside an idempotency record: a genuine record put back
 #: after its TTL removed it is not answered from
@@ -75,7 +106,12 @@ class RedisRecords(RedisLink):
     # ------------------------------------------------------------------ heartbeats
 
     def _open_ack(self, raw: bytes, kind: str, field: bytes | None = None) -> Ack | None:
-        """A signed heartbeat, or None (reported as `kind`)."""
+        """A signed heartbeat, or None (reported as `kind`). One over MAX_ACK_BYTES is
+        refused unread (see there)."""
+        if len(raw) > MAX_ACK_BYTES:
+            self.on_unverified(kind, f"{len(raw)} bytes, over the {MAX_ACK_BYTES}-byte limit "
+                                     "(not read)", None)
+            return None
         try:
             kid, mac, gen, wall, config, inst = raw.decode().split(" ", 5)
             if not gen.isdigit() or (field is not None and field.decode() != inst):
@@ -107,7 +143,12 @@ class RedisRecords(RedisLink):
                            [instance, record, self.ch_acks, addr])
 
     def _open_urls(self, instance: str, raw: bytes) -> dict[str, str]:
-        """An instance's signed addresses ({} when they do not verify)."""
+        """An instance's signed addresses ({} when they do not verify, or are longer than
+        a heartbeat may be: not read)."""
+        if len(raw) > MAX_ACK_BYTES:
+            self.on_unverified("heartbeat", f"addresses: {len(raw)} bytes, over the "
+                                            f"{MAX_ACK_BYTES}-byte limit (not read)", None)
+            return {}
         try:
             kid, mac, addr = raw.decode().split(" ", 2)
             if self.keys.enabled:
@@ -128,7 +169,9 @@ class RedisRecords(RedisLink):
         for i in range(0, len(flat), 2):
             await _turn(i)
             seen_s, _, record = flat[i + 1].partition(b" ")
-            age = (int(now_ms) - int(seen_s)) / 1000.0 if seen_s.isdigit() else 1e9
+            # (a server time has 13 digits: a longer one, forged, is no float, or no int)
+            age = (int(now_ms) - int(seen_s)) / 1000.0 \
+                if seen_s.isdigit() and len(seen_s) <= 18 else 1e9
             if age > 10 * lease or age < -lease:
                 # (long gone; or dated in the future: the script stamps the server's time,
                 # so only a forgery is, and kept it would be read at every call for good)
@@ -142,12 +185,18 @@ class RedisRecords(RedisLink):
             await self._call("HDEL", self.k_instances, *stale)
             await self._call("HDEL", self.k_instances + ":urls", *stale)
         if out:
+            known = set(flat[::2])
             flat = await self._call("HGETALL", self.k_instances + ":urls")
+            orphans = [f for f in flat[::2] if f not in known]
             for i in range(0, len(flat), 2):
                 await _turn(i)
                 name = flat[i].decode(errors="replace")
                 if name in out:
                     out[name].update(self._open_urls(name, flat[i + 1]))
+            if orphans:  # (a cleanup: the read stands whether it succeeds or not)
+                with contextlib.suppress(StateError):
+                    await self._script(_ORPHANS, [self.k_instances,
+                                                  self.k_instances + ":urls"], orphans)
         return out
 
     async def live_instances(self, lease: float) -> dict[str, int]:
@@ -208,12 +257,26 @@ class RedisRecords(RedisLink):
             await self._call("HDEL", f"{self.k_stats}:{route}", *instances)
 
     async def get_stats(self, route: str) -> list[dict[str, Any]]:
-        flat = await self._call("HGETALL", f"{self.k_stats}:{route}")
-        out = []
+        """Every instance's counts that verify. An entry refused (forged, or over
+        MAX_DOC_BYTES: not verified) is removed once read: left, it was read, and its MAC
+        computed, on the loop the data plane runs on at every analysis tick, for good."""
+        key = f"{self.k_stats}:{route}"
+        flat = await self._call("HGETALL", key)
+        out, refused = [], []
         for i, (inst, v) in enumerate(zip(flat[::2], flat[1::2], strict=True)):
             await _turn(i)
-            name = f"{route}\x00{inst.decode('utf-8', 'replace')}"
-            blob = self._opened("stats", name, v, "stats")
-            if blob is not None:
+            if len(v) > MAX_DOC_BYTES:
+                self.on_unverified("stats", f"{len(v)} bytes, over the {MAX_DOC_BYTES}-byte "
+                                            "limit (not read)", None)
+                blob = None
+            else:
+                blob = self._opened("stats", f"{route}\x00{inst.decode('utf-8', 'replace')}",
+                                    v, "stats")
+            if blob is None:
+                refused += [inst, str(len(v))]
+            else:
                 out.append(blob)
+        if refused:  # (a cleanup: the read stands whether it succeeds or not)
+            with contextlib.suppress(StateError):
+                await self._script(_DROP_REFUSED, [key], refused)
         return out

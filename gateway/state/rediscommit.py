@@ -8,6 +8,7 @@ unsigned head key's. Then WAIT for replicas on the connection that committed. A 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -21,7 +22,7 @@ from gateway.log import event
 from gateway.state.redisaux import RedisRecords
 from gateway.state.redislink import OWN, SMALL, Script
 from gateway.state.resp import RespConnection
-from gateway.state.store import Loaded
+from gateway.state.store import MAX_DOC_BYTES, Loaded
 
 __all__ = ["RedisCommits"]
 
@@ -32,10 +33,26 @@ log = logging.getLogger("killgate.state")
 _COMMIT = Script(OWN + SMALL + """
 own(KEYS[2], 'string'); own(KEYS[3], 'stream'); own(KEYS[4], 'string')
 local cur = small(KEYS[2])
-if (cur or '') ~= ARGV[1] then return {'conflict', cur or ''} end
-if ARGV[4] ~= '' then
+-- ARGV[9]: the sha1 of the stored (verified) document the commit is based on, compared
+-- instead of the head key (it disagreed with the head that document anchors) and, with
+-- ARGV[11] '1', of the generation key too (it disagreed with that document's generation):
+-- every commit replaces the document, and neither key is signed
+local same = false
+if ARGV[9] ~= '' then
+  same = redis.call('TYPE', KEYS[1])['ok'] == 'string'
+    and redis.call('STRLEN', KEYS[1]) <= tonumber(ARGV[10])
+    and redis.sha1hex(redis.call('GET', KEYS[1])) == ARGV[9]
+end
+if not (same and ARGV[11] == '1') and (cur or '') ~= ARGV[1] then
+  return {'conflict', cur or ''}
+end
+if ARGV[4] ~= '' and ARGV[9] ~= '' then
+  if not same then return {'audit_conflict', small(KEYS[4]) or ARGV[7]} end
+elseif ARGV[4] ~= '' then
   local head = small(KEYS[4]) or ARGV[7]
   if head ~= ARGV[5] then return {'audit_conflict', head} end
+end
+if ARGV[4] ~= '' then
   redis.call('XADD', KEYS[3], '*', 'e', ARGV[4])
   redis.call('SET', KEYS[4], ARGV[6])
 end
@@ -97,10 +114,11 @@ class RedisCommits(RedisRecords):
     #: counts the replicas holding that connection's writes, on that node only
     _committed: tuple[RespConnection, int] | None
     load: Callable[[], Awaitable[Loaded]]
+    _last_open: tuple[bytes, StateDoc, str] | None  # the last document verified, its bytes
 
     async def commit(self, expected: str | None, doc: StateDoc, draft: AuditDraft | None,
-                     chain_from: str | None = None,
-                     on_stored: OnStored | None = None) -> dict[str, Any] | None:
+                     chain_from: str | None = None, on_stored: OnStored | None = None,
+                     based_on: StateDoc | None = None) -> dict[str, Any] | None:
         plain_doc = doc.to_json()
         base = draft.as_event() if draft is not None else None
         akey = self.audit_keys.current
@@ -118,6 +136,13 @@ class RedisCommits(RedisRecords):
             await self._over_another(doc)
         head = expect = self._head or first
         seq = self._head_at[1] if self._head else doc.audit_seq
+        # the sha1 of the stored document to compare instead of the head key, and (whole)
+        # of the generation key: `based_on`, as read, when it anchors the head we continue
+        based, whole = "", ""
+        last = self._last_open
+        if based_on is not None and last is not None and last[1] is based_on \
+                and (based_on.audit_head or None) == self._head:
+            based, whole = hashlib.sha1(last[0]).hexdigest(), "1"
         for _ in range(5):
             conn = await self._conn("write")  # (failing here, nothing was sent)
             ev = seal(base, head, mac_key) if base is not None else None
@@ -129,7 +154,8 @@ class RedisCommits(RedisRecords):
             args: list[str | bytes] = [
                 "" if expected is None else expected, sealed,
                 str(doc.generation), json.dumps(ev, ensure_ascii=False) if ev else "", expect,
-                ev["hash"] if ev else "", first, self.ch_events]
+                ev["hash"] if ev else "", first, self.ch_events, based, str(MAX_DOC_BYTES),
+                whole]
             # READONLY replica, OOM, script errors: nothing was written, the action is refused.
             res = await self._script(
                 _COMMIT, [self.k_state, self.k_gen, self.k_audit, self.k_head], args,
@@ -139,7 +165,8 @@ class RedisCommits(RedisRecords):
                 raise StoreConflict("the state changed under us")
             if status == "audit_conflict":
                 expect = res[1].decode() if isinstance(res[1], bytes) else str(res[1])
-                head, seq = await self._anchor(expect, chain_from, doc)
+                head, seq, based = await self._anchor(expect, chain_from, doc)
+                whole = ""
                 continue
             if ev is not None and (doc.generation, seq + 1) >= self._head_at:
                 self._guess_head(ev["hash"], (doc.generation, seq + 1), doc)
@@ -155,34 +182,43 @@ class RedisCommits(RedisRecords):
         self._head_write = doc.writes[-1] if doc.writes else None
 
     async def _anchor(self, stored: str, chain_from: str | None,
-                      doc: StateDoc) -> tuple[str, int]:
+                      doc: StateDoc) -> tuple[str, int, str]:
         """The head the next event continues (and its position), after the head key named
         `stored` instead of the head we expected: the newest head a verified document
         anchors (the store's, if at least as new as any we saw: another instance
         committed). The key is not signed: chained after an older event it names, the
         events in between could be cut out of the trail unnoticed; a key that disagrees is
         reported, never followed. Raises StoreConflict when the store holds another write
-        at our base's generation (another branch): the caller merges it first."""
-        await self._over_another(doc)  # (the load moves `_head` to a newer document's)
+        at our base's generation (another branch): the caller merges it first.
+        Also returns, when the key disagrees with the head the stored document anchors, the
+        sha1 of that document: the commit compares it instead of the key (rewritten over
+        and over, the key made every write lose the race to it: 409 for every kill)."""
+        got = await self._over_another(doc)  # (the load moves `_head` to a newer document's)
         seq = doc.audit_seq
         if self._head is not None:
             anchor, seq = self._head, self._head_at[1]
         elif chain_from is not None:
             anchor = chain_from
         else:
-            return stored, seq  # no verified anchor at all: nothing better to go by
+            return stored, seq, ""  # no verified anchor at all: nothing better to go by
+        based = ""
         if anchor != stored:
             self.on_unverified("audit", f"the audit head key names {stored[:16]!r}, not the "
                                         f"head the newest signed state anchors "
                                         f"({anchor[:16]}…)", None)
-        return anchor, seq
+            last = self._last_open
+            if got.trusted and got.doc is not None and got.doc.audit_head == anchor \
+                    and last is not None and last[1] is got.doc:
+                based = hashlib.sha1(last[0]).hexdigest()  # (what redis.sha1hex gives)
+        return anchor, seq, based
 
-    async def _over_another(self, doc: StateDoc) -> None:
+    async def _over_another(self, doc: StateDoc) -> Loaded:
         """StoreConflict when the store holds another write at the generation `doc` is
-        based on (another branch): the caller merges it first."""
+        based on (another branch): the caller merges it first. Returns what was loaded."""
         got = await self.load()  # a verified document at least as new as ours moves `_head`
         if got.trusted and got.doc is not None and replaces_another(got.doc, doc):
             raise StoreConflict("another write at our generation (another branch)")
+        return got
 
     async def replicated(self, replicas: int, timeout: float, generation: int,
                          fence: bool = False) -> int:

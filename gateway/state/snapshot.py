@@ -14,14 +14,16 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from gateway import filemodes
 from gateway.domain.statedoc import StateDoc
 from gateway.log import event
 from gateway.state.files import atomic_write
 from gateway.state.signing import MAGIC, Keyring
-from gateway.state.store import OnUnverified, decode_doc, ignore_unverified
+from gateway.state.store import MAX_DOC_BYTES, OnUnverified, decode_doc, ignore_unverified
 
 __all__ = ["SnapshotFile", "kills_only"]
 
@@ -37,8 +39,14 @@ def kills_only(doc: StateDoc) -> StateDoc:
 
 class SnapshotFile:
     def __init__(self, path: Path | None, keys: Keyring,
-                 on_unverified: OnUnverified = ignore_unverified) -> None:
+                 on_unverified: OnUnverified = ignore_unverified,
+                 on_failed: Callable[[], None] | None = None) -> None:
         self.path = path
+        self.on_failed = on_failed  # told of every write that failed (a metric)
+        #: why the newest write failed (None: it did, or none was tried), and the
+        #: generation of the newest document that landed: what a restart would enforce
+        self.error: str | None = None
+        self.written: int | None = None
         self.keys = keys.bound("snapshot\x00" + keys.context.decode())
         self.on_unverified = on_unverified
         #: the file read at startup was signed with our key (else: absent, or a migration)
@@ -52,7 +60,8 @@ class SnapshotFile:
         if self.path is None:
             return None
         try:
-            raw = self.path.read_bytes()
+            with self.path.open("rb") as f:  # (a document the store would refuse is not read)
+                raw = f.read(MAX_DOC_BYTES + 1)
         except FileNotFoundError:
             return None
         except OSError as exc:
@@ -60,6 +69,9 @@ class SnapshotFile:
                   error=exc.strerror)
             return None
         try:
+            if len(raw) > MAX_DOC_BYTES:
+                raise ValueError(f"over the {MAX_DOC_BYTES}-byte limit of a state document "
+                                 "(not read)")
             if self.keys.enabled and not raw.startswith(MAGIC):
                 legacy = decode_doc(raw)
                 self.on_unverified("snapshot", "written before state signing: only its kills "
@@ -95,8 +107,22 @@ class SnapshotFile:
         try:
             await asyncio.to_thread(self._write, doc)
         except OSError as exc:
+            # a restart would enforce an older file (or none): shown in /v1/status and
+            # counted, not only logged
+            self.error = f"cannot write {self.path}: {exc.strerror or exc}"
+            if self.on_failed is not None:
+                self.on_failed()
             event(log, "snapshot_write_failed", logging.ERROR, path=str(self.path),
-                  error=exc.strerror)
+                  error=exc.strerror, generation=doc.generation, written=self.written)
+            return
+        self.error, self.written = None, doc.generation
+
+    def status(self) -> dict[str, Any] | None:
+        """`/v1/status` → `store.snapshot` (None: no snapshot_path)."""
+        if self.path is None:
+            return None
+        return {"path": str(self.path), "ok": self.error is None,
+                "generation": self.written, "error": self.error}
 
     def soon(self, doc: StateDoc) -> None:
         """Write `doc` in the background; only the newest pending one is written, and never

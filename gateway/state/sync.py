@@ -285,7 +285,7 @@ class Sync(Repair, Guard, Writes, Startup):
             "max_staleness_ms": round(self.cfg.max_staleness * 1000), "stale": self.stale,
             "fail_closed": self.holder.fail_closed, "synced": self.synced_once,
             "from_snapshot": self.from_snapshot, "epoch": self.holder.doc.epoch,
-            "last_error": self.last_error,
+            "last_error": self.last_error, "snapshot": self.snapshot.status(),
             "verification": {
                 "signed": keys.enabled,
                 "key_id": keys.current.kid if keys.current else None,

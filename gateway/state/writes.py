@@ -21,6 +21,7 @@ from gateway.errors import DomainError, NotDurable, StateError, StoreConflict
 from gateway.log import event
 from gateway.state.holder import Holder
 from gateway.state.store import Loaded, Store
+from gateway.state.tamper import TamperLog
 from gateway.telemetry.metrics import Metrics
 
 __all__ = ["ChangeFn", "Describe", "Writes"]
@@ -41,6 +42,7 @@ class Writes:
     committed: list[Callable[[dict[str, Any], StateDoc], None]]
     _write_lock: asyncio.Lock
     _resync: bool  # a document to merge was seen (reseed.py's `_foreign_to`)
+    tamper: TamperLog
 
     # provided by Sync and its other mixins (reseed.py)
     def _apply(self, doc: StateDoc) -> bool:
@@ -77,17 +79,24 @@ class Writes:
             cur: StateDoc | None = (self.holder.doc if self.synced_once and not self._resync
                                     else None)
             guessed = cur is not None
+            refused = self._refused()
+            based_on: StateDoc | None = None
             for _ in range(10):
                 if cur is None:
-                    guessed = False
+                    guessed, based_on = False, None
                     got = await self.store.load()
                     self._judge(got)
                     mine = self.holder.doc
-                    if not got.trusted or got.doc is None \
-                            or got.doc.generation < mine.generation \
+                    if got.doc is None or got.doc.generation < mine.generation \
                             or self._foreign_to(mine, got.doc):
                         await self._reseed(got, self.holder.doc)
                         continue
+                    if not got.trusted:
+                        # only the (unsigned) generation key disagrees with the verified
+                        # document: the commit compares the document instead (a re-seed to
+                        # put the key right lost the race to a key rewritten in a loop,
+                        # and so did every kill)
+                        based_on = got.doc
                     cur = got.doc
                 # A refusal ("not killed") or a no-op ("already killed") decided on our own
                 # copy must hold in the store too: a change made elsewhere that has not
@@ -111,7 +120,8 @@ class Writes:
                 stored: list[StateDoc] = []
                 try:
                     ev = await self.store.commit(str(cur.generation), new, describe(cur, new),
-                                                 on_stored=self._enforcer(stored))
+                                                 on_stored=self._enforcer(stored),
+                                                 based_on=based_on)
                 except StoreConflict:
                     cur = None
                     continue
@@ -125,7 +135,17 @@ class Writes:
                 self._tell(ev, new)
                 await self._durable(new.generation)
                 return new, ev
+            if self._refused() > refused:
+                raise StoreConflict(
+                    "the state store kept changing under this change, and what changed it does "
+                    "not hold the signing key (a forged state, generation or audit head key: "
+                    "store.verification in /v1/status): someone is writing to Redis without "
+                    "it; retrying will not help until that stops (nothing was changed)")
             raise StoreConflict("the state kept changing; try again")
+
+    def _refused(self) -> int:
+        """How many values from the store this instance has refused so far."""
+        return sum(self.tamper.counts.values())
 
     def _enforcer(self, stored: list[StateDoc]) -> Callable[[StateDoc], None]:
         """Enforces a commit's own result (not our pub/sub echo) as the store's answer is

@@ -56,6 +56,10 @@ HELP: dict[str, tuple[str, str]] = {
                                                         "not verified as they came: the store "
                                                         "was re-read instead (at most 4 a "
                                                         "second)."),
+    "killgate_state_snapshot_write_failures_total": ("counter", "Writes of the snapshot file "
+                                                                "(state.snapshot_path) that "
+                                                                "failed: a restart would "
+                                                                "enforce an older one."),
     "killgate_writes_not_durable_total": ("counter", "Writes that fewer than state.min_replicas "
                                                      "replicas confirmed in time."),
     "killgate_config_reloads_total": ("counter", "Config reloads applied."),
@@ -188,6 +192,7 @@ INITIAL: dict[str, tuple[tuple[str, ...], tuple[tuple[str, ...], ...]]] = {
     "killgate_audit_trail_lost_total": ((), ((),)),
     "killgate_state_reseeds_total": ((), ((),)),
     "killgate_state_pushes_not_read_total": ((), ((),)),
+    "killgate_state_snapshot_write_failures_total": ((), ((),)),
     "killgate_requests_shed_total": ((), ((),)),
     "killgate_drills_auto_restored_total": ((), ((),)),
     "killgate_state_unverified_total": (("kind",), tuple(

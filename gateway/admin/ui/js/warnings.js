@@ -28,6 +28,11 @@ function storeLines(sd) {
       (store.fail_closed ? "; every route answers killed (on_unavailable fail_closed) until the store answers" : "")]);
   }
   if (store.connected === false && store.last_error) out.push(["bad", "STORE ERROR", String(store.last_error)]);
+  const snap = store.snapshot || {};
+  if (snap.ok === false) {
+    out.push(["bad", "SNAPSHOT NOT WRITTEN", `${snap.error}; the file holds generation ${snap.generation}: a restart ` +
+      "while the store cannot be reached (or lost its state) would enforce that, without the changes since"]);
+  }
   const ver = store.verification || {};
   if (ver.unverified_total) {
     const last = ver.last_unverified || {};
