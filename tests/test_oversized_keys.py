@@ -66,18 +66,18 @@ async def test_a_huge_heartbeat_dated_in_the_future_is_read_once(
     future is a forgery, dropped like a stale one."""
     p = await backends(echo_app("v1"))
     cfg = write_config(tmp_path, two_versions(p, p, 100, 0),
-                       state=redis_state(redis_server, tmp_path, command_timeout="5s"))
+                       state=redis_state(redis_server, tmp_path, command_timeout="30s"))
     async with running_gateway(cfg) as g:
         await wait_until(lambda: g.gw.sync.synced_once, 5, what="the first sync")
         future = str(int(time.time() * 1000) + 10 ** 9).encode()
         await asyncio.to_thread(_set_raw_hash, redis_server, "kgtest:instances", b"forged",
                                 future + b" " + b"7" * SIZE)
         store = g.gw.sync.store
-        await store.fleet(5.0)  # (read once, and dropped)
+        await store.fleet(30.0)  # (read once, and dropped: slow on a loaded machine)
         assert redis_server.cmd("HEXISTS", "kgtest:instances", "forged") == "0"
         t0 = time.perf_counter()
         assert g.gw.sync.instance in await store.fleet(5.0)
-        assert time.perf_counter() - t0 < 0.5
+        assert time.perf_counter() - t0 < 2.0  # (the forged entry read again: 5 s)
 
 
 def _set_raw_hash(redis: RedisServer, key: str, field: bytes, value: bytes) -> None:
