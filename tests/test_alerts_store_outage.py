@@ -100,3 +100,31 @@ async def test_a_store_lost_mid_notification_does_not_say_nothing_changed(
         assert "the 1 after it were not acted on" in message
         assert await _versions(session, g.url) == {"v1"}  # (the first one's kill holds)
         redis_server.start()
+
+
+@pytest.mark.timeout(30)
+async def test_a_kill_not_yet_on_a_replica_does_not_stop_the_alerts_after_it(
+        tmp_path: Path, backends, session, redis_server: RedisServer, fwd: Forwarder) -> None:
+    """With state.min_replicas and no replica attached (one lost, or after a failover until
+    one rejoins), every write answers 503 not_durable: in force, not yet on a replica. The
+    webhook raised it from the first alert of a notification, so the alerts after it were
+    never looked at; Alertmanager's retry met the same at the first alert (its kill
+    confirmed again, still on no replica), and for as long as no replica was there the
+    others' kills were never made. Each alert is acted on, and the 503 names them."""
+    p1, p2 = await backends(echo_app("v1")), await backends(echo_app("v2"))
+    cfg = write_config(tmp_path, two_versions(p1, p2, 50, 50),
+                       state=redis_state_via(fwd, tmp_path, "kgnd", min_replicas="1",
+                                             replica_timeout="100ms"),
+                       extra="alerts:\n  alertmanager: {}\n")
+    body = payload(killgate_action="kill", route="iris", version="v2")
+    first = body["alerts"][0]
+    body["alerts"] = [first, {**first, "fingerprint": "0000000000000002",
+                              "labels": {**first["labels"], "version": "v1"}}]
+    async with running_gateway(cfg) as g:
+        for attempt in range(2):  # (Alertmanager's retry: the same answer, nothing lost)
+            status, answer = await _post(session, g.admin, body)
+            assert status == 503 and answer["error"]["type"] == "not_durable", answer
+            message = answer["error"]["message"]
+            assert "2 of the 2 alerts" in message, (attempt, message)
+            kills = {k.version for k in g.gw.holder.doc.kills.values()}
+            assert kills == {"v1", "v2"}, (attempt, kills)
