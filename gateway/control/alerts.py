@@ -35,6 +35,7 @@ from gateway.domain.audit import clean_text, utc_now
 from gateway.domain.statedoc import StateDoc
 from gateway.errors import (
     ApiError,
+    AuditError,
     DomainError,
     NotDurable,
     StateError,
@@ -129,7 +130,7 @@ class AlertReceiver:
             want = alerting.intent(alert, cfg, config)
             try:
                 entry = await self._one(note, alert, want, cfg, config, call)
-            except StoreUnavailable as exc:
+            except (StoreUnavailable, AuditError) as exc:
                 raise _partly(exc, actions, len(note.alerts) - i - 1) from None
             self.metrics.inc("killgate_alertmanager_alerts_total", (entry["outcome"],),
                              label_names=("outcome",))
@@ -279,13 +280,16 @@ def _episode(alert: Alert, mode: str) -> str:
     return "alert:" + hashlib.sha256(raw.encode()).hexdigest()
 
 
-def _partly(exc: StoreUnavailable, actions: list[dict[str, Any]], after: int) -> Exception:
-    """The store went away at an alert: the answer must not say "nothing was changed"
-    when alerts before it in the notification were acted on."""
+def _partly(exc: StoreUnavailable | AuditError, actions: list[dict[str, Any]],
+            after: int) -> Exception:
+    """The store (or the audit trail) went away at an alert: the answer must not say
+    "nothing was changed" when alerts before it in the notification were acted on."""
     acted = sum(a["outcome"] == "acted" for a in actions)
     if not acted or isinstance(exc, StoreOutcomeUnknown):
         return exc
-    return ApiError(503, "state_store_unavailable", f"the state store cannot be reached "
-                    f"({exc}): the {acted} alert(s) of this notification acted on before it "
-                    f"are in force (a retry answers them `duplicate`); this one and the "
-                    f"{after} after it were not acted on")
+    kind, why = (("audit_unavailable", f"the audit trail cannot be written ({exc})")
+                 if isinstance(exc, AuditError) else
+                 ("state_store_unavailable", f"the state store cannot be reached ({exc})"))
+    return ApiError(503, kind, f"{why}: the {acted} alert(s) of this notification acted on "
+                    f"before it are in force (a retry answers them `duplicate`); this one "
+                    f"and the {after} after it were not acted on")
