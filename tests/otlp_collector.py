@@ -65,6 +65,7 @@ class Collector:
     mode: str = "ok"
     spans: list[SpanRecord] = field(default_factory=list)
     metrics: list[dict[str, Any]] = field(default_factory=list)  # one per data point
+    empty: list[str] = field(default_factory=list)  # metrics sent without data (refused)
     posts: int = 0
     port: int = 0
     _runner: web.AppRunner | None = None
@@ -119,6 +120,9 @@ class Collector:
             for sm in rm.scope_metrics:
                 for m in sm.metrics:
                     kind = m.WhichOneof("data")
+                    if kind is None:  # (a metric must be a gauge, sum, histogram...)
+                        self.empty.append(m.name)
+                        return web.Response(status=400, text=f"metric {m.name} has no data")
                     data = getattr(m, kind)
                     for dp in data.data_points:
                         point: dict[str, Any] = {"name": m.name, "kind": kind, "unit": m.unit,

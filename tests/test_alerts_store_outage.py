@@ -1,6 +1,8 @@
-"""Alerts that act while the state store is slow (control/alerts.py), with a real
-redis-server behind a forwarder: a notification answered 503 is retried by Alertmanager,
-and that retry must act as soon as the store answers again."""
+"""Alerts that act while the state store is slow, lost, short of replicas, or its audit
+trail cannot be written (control/alerts.py), with a real redis-server behind a forwarder or
+the file store: a notification answered 503 is retried by Alertmanager, and that retry
+must act as soon as the store answers again; the answer never says nothing changed when
+its first alerts acted."""
 
 from __future__ import annotations
 
@@ -100,3 +102,76 @@ async def test_a_store_lost_mid_notification_does_not_say_nothing_changed(
         assert "the 1 after it were not acted on" in message
         assert await _versions(session, g.url) == {"v1"}  # (the first one's kill holds)
         redis_server.start()
+
+
+@pytest.mark.timeout(30)
+async def test_a_kill_not_yet_on_a_replica_does_not_stop_the_alerts_after_it(
+        tmp_path: Path, backends, session, redis_server: RedisServer, fwd: Forwarder) -> None:
+    """With state.min_replicas and no replica attached (one lost, or after a failover until
+    one rejoins), every write answers 503 not_durable: in force, not yet on a replica. The
+    webhook raised it from the first alert of a notification, so the alerts after it were
+    never looked at; Alertmanager's retry met the same at the first alert (its kill
+    confirmed again, still on no replica), and for as long as no replica was there the
+    others' kills were never made. Each alert is acted on, and the 503 names them."""
+    p1, p2 = await backends(echo_app("v1")), await backends(echo_app("v2"))
+    cfg = write_config(tmp_path, two_versions(p1, p2, 50, 50),
+                       state=redis_state_via(fwd, tmp_path, "kgnd", min_replicas="1",
+                                             replica_timeout="100ms"),
+                       extra="alerts:\n  alertmanager: {}\n")
+    body = payload(killgate_action="kill", route="iris", version="v2")
+    first = body["alerts"][0]
+    body["alerts"] = [first, {**first, "fingerprint": "0000000000000002",
+                              "labels": {**first["labels"], "version": "v1"}}]
+    async with running_gateway(cfg) as g:
+        for attempt in range(2):  # (Alertmanager's retry: the same answer, nothing lost)
+            status, answer = await _post(session, g.admin, body)
+            assert status == 503 and answer["error"]["type"] == "not_durable", answer
+            message = answer["error"]["message"]
+            assert "2 of the 2 alerts" in message, (attempt, message)
+            kills = {k.version for k in g.gw.holder.doc.kills.values()}
+            assert kills == {"v1", "v2"}, (attempt, kills)
+
+
+class _AuditLostAtSecondClaim:
+    """The receiver's claims, with the local store's audit file made unwritable (a folder
+    in its place: a full or read-only disk, as root writes anywhere) just before the
+    second alert of a notification is claimed (the first one already acted)."""
+
+    def __init__(self, inner: Any, audit: Path) -> None:
+        self.inner, self.audit, self.calls = inner, audit, 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def idem_claim(self, *a: Any) -> Any:
+        self.calls += 1
+        if self.calls == 2:
+            self.audit.rename(self.audit.with_name("moved.jsonl"))
+            self.audit.mkdir()
+        return await self.inner.idem_claim(*a)
+
+
+@pytest.mark.timeout(30)
+async def test_an_audit_trail_lost_mid_notification_does_not_say_nothing_was_applied(
+        tmp_path: Path, backends, session) -> None:
+    """As with a store lost mid-notification: the answer said "the audit trail cannot be
+    written, so the action was not applied" though the notification's first alert had
+    killed v2 (whoever read Alertmanager's log took the canary for alive)."""
+    p1, p2 = await backends(echo_app("v1")), await backends(echo_app("v2"))
+    cfg = write_config(tmp_path, two_versions(p1, p2, 50, 50),
+                       extra="alerts:\n  alertmanager: {}\n")
+    body = payload(killgate_action="kill", route="iris", version="v2")
+    first = body["alerts"][0]
+    body["alerts"] = [first, {**first, "fingerprint": "0000000000000002",
+                              "labels": {**first["labels"], "version": "v1"}},
+                      {**first, "fingerprint": "0000000000000003"}]
+    async with running_gateway(cfg) as g:
+        rx = g.gw.alert_receiver
+        rx.claims = _AuditLostAtSecondClaim(rx.claims, tmp_path / "store.json.audit.jsonl")
+        status, answer = await _post(session, g.admin, body)
+        assert status == 503 and answer["error"]["type"] == "audit_unavailable", answer
+        message = answer["error"]["message"]
+        assert "not applied" not in message, message
+        assert "1 alert(s) of this notification acted on before it are in force" in message
+        assert "the 1 after it were not acted on" in message
+        assert {k.version for k in g.gw.holder.doc.kills.values()} == {"v2"}

@@ -290,3 +290,29 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(5)
+
+
+def _seconds(duration: str) -> float:
+    """A Prometheus/Alertmanager duration (`90s`, `5m`, `1h30m`) in seconds."""
+    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+    parts = re.findall(r"(\d+)(ms|s|m|h|d|w)", duration)
+    assert parts and "".join(n + u for n, u in parts) == duration, duration
+    return sum(int(n) * units[u] for n, u in parts)
+
+
+def test_an_acting_alert_not_acted_on_pages_for_as_long_as_it_fires() -> None:
+    """KillgateAlertNotActed reads the `unmapped`/`refused` answers of the last 10 minutes.
+    Alertmanager sends an unchanged group again only at its repeat_interval, and the
+    killgate route inherited the root's 4h: an acting alert killgate did not act on paged
+    NotActed once, which resolved 10 minutes later while the acting alert still fired and
+    no kill was made (and a config fix letting it act waited up to 4 hours). The killgate
+    route's resends come within the rule's window."""
+    am = yaml.safe_load((ROOT / "deploy/alertmanager/alertmanager.yml").read_text())
+    route = next(r for r in am["route"]["routes"] if r.get("receiver") == "killgate")
+    repeat = _seconds(route.get("repeat_interval", am["route"].get("repeat_interval", "4h")))
+    group = _seconds(route.get("group_interval", am["route"].get("group_interval", "5m")))
+    rule = next(r for g in yaml.safe_load(RULES.read_text())["groups"] for r in g["rules"]
+                if r.get("alert") == "KillgateAlertNotActed")
+    (window,) = re.findall(r"\[(\w+)\]", rule["expr"])
+    assert repeat + group < _seconds(window), (repeat, group, window)
+    assert "repeat_interval: 5m" in (ROOT / "README.md").read_text()

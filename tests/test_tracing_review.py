@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -246,3 +247,28 @@ async def test_an_otel_variable_the_sdk_refuses_never_stops_the_gateway(
     assert "Traceback" not in out
     if traced:
         assert "tracing_off" in out and "OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT" in out
+
+
+@pytest.mark.parametrize("host", [b"models.example:\xb2", b"models.example:8\xb9",
+                                  b"models.example:" + b"9" * 5000])
+async def test_a_host_port_of_latin1_digits_gets_an_answer_and_a_span(
+        tmp_path: Path, backends, collector: Collector, caplog, host: bytes) -> None:
+    """The SERVER span took a Host's port with str.isdigit() and then int(): a Host byte
+    0xB2 ('²', a digit to isdigit, read as latin-1) made int() raise in the tracer's start,
+    the first thing the data plane does with a sampled request: no answer (the connection
+    dropped) and a traceback in the log, from one header any client sends; as did a port
+    of 5,000 digits (over int()'s limit)."""
+    p1 = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p1, p1, 100, 0), extra=telemetry(collector.url))
+    async with running_gateway(cfg) as g:
+        port = int(g.url.rsplit(":", 1)[1])
+        status, _, _ = await exchange(port, (
+            b"POST " + INFER.encode() + b" HTTP/1.1\r\nhost: " + host + b"\r\n"
+            b"content-length: 2\r\ntraceparent: 00-" + CLIENT_TRACE.encode() + b"-"
+            + CLIENT_SPAN.encode() + b"-01\r\n\r\n{}"))
+        assert 200 <= status < 500, status
+        await wait_until(lambda: collector.server_spans(), 10, what="the span")
+    (span,) = collector.server_spans()
+    assert "server.port" not in span.attributes
+    assert not [r for r in caplog.records if r.name.startswith("killgate")
+                and r.levelno >= logging.ERROR], "the request failed in the log"

@@ -33,7 +33,15 @@ from gateway.domain import alerting
 from gateway.domain.alerting import Alert, BadPayload, Intent, Notification
 from gateway.domain.audit import clean_text, utc_now
 from gateway.domain.statedoc import StateDoc
-from gateway.errors import ApiError, DomainError, StateError, StoreOutcomeUnknown, StoreUnavailable
+from gateway.errors import (
+    ApiError,
+    AuditError,
+    DomainError,
+    NotDurable,
+    StateError,
+    StoreOutcomeUnknown,
+    StoreUnavailable,
+)
 from gateway.log import event
 from gateway.telemetry.metrics import Metrics
 from gateway.tokenbucket import TokenBucket
@@ -122,7 +130,7 @@ class AlertReceiver:
             want = alerting.intent(alert, cfg, config)
             try:
                 entry = await self._one(note, alert, want, cfg, config, call)
-            except StoreUnavailable as exc:
+            except (StoreUnavailable, AuditError) as exc:
                 raise _partly(exc, actions, len(note.alerts) - i - 1) from None
             self.metrics.inc("killgate_alertmanager_alerts_total", (entry["outcome"],),
                              label_names=("outcome",))
@@ -137,6 +145,13 @@ class AlertReceiver:
                            f"acts on ({NEW_BURST} at once, {NEW_PER_HOUR:g} an hour), or "
                            "being applied by another request; the others were (a retry "
                            "answers them `duplicate`)")
+        shaky = sum(a.get("durable") is False for a in actions)
+        if shaky:  # (each alert was acted on: one such kill does not hold up the next)
+            raise ApiError(503, "not_durable", f"{shaky} of the {len(actions)} alerts are in "
+                           "force but on fewer redis replicas than state.min_replicas (a "
+                           "failover now could lose them): Alertmanager's retry confirms "
+                           "them once a replica holds them; check `INFO replication` "
+                           "(connected_slaves) on the primary", headers={"Retry-After": "1"})
         return {"receiver": note.receiver, "status": note.status, "mode": cfg.mode,
                 "actions": actions}
 
@@ -229,6 +244,14 @@ class AlertReceiver:
                                      evidence, call)
             else:
                 done = await act(self.writer, entry, want, change, actor, reason, evidence, call)
+        except NotDurable as exc:  # in force, on fewer replicas than state.min_replicas
+            await self._release(key)  # (a retry confirms it again, as a person's would)
+            entry.update(outcome="acted", generation=exc.generation, durable=False,
+                         message=f"in force (generation {exc.generation}), not yet on "
+                                 "state.min_replicas replica(s): a retry confirms it")
+            event(log, "alert_not_durable", logging.WARNING, receiver=note.receiver,
+                  fingerprint=alert.fingerprint, generation=exc.generation)
+            return entry
         except (ApiError, DomainError) as exc:  # refused by the change (no previous stable, ...)
             await self._release(key)
             entry.update(outcome="refused", message=exc.message)
@@ -257,13 +280,16 @@ def _episode(alert: Alert, mode: str) -> str:
     return "alert:" + hashlib.sha256(raw.encode()).hexdigest()
 
 
-def _partly(exc: StoreUnavailable, actions: list[dict[str, Any]], after: int) -> Exception:
-    """The store went away at an alert: the answer must not say "nothing was changed"
-    when alerts before it in the notification were acted on."""
+def _partly(exc: StoreUnavailable | AuditError, actions: list[dict[str, Any]],
+            after: int) -> Exception:
+    """The store (or the audit trail) went away at an alert: the answer must not say
+    "nothing was changed" when alerts before it in the notification were acted on."""
     acted = sum(a["outcome"] == "acted" for a in actions)
     if not acted or isinstance(exc, StoreOutcomeUnknown):
         return exc
-    return ApiError(503, "state_store_unavailable", f"the state store cannot be reached "
-                    f"({exc}): the {acted} alert(s) of this notification acted on before it "
-                    f"are in force (a retry answers them `duplicate`); this one and the "
-                    f"{after} after it were not acted on")
+    kind, why = (("audit_unavailable", f"the audit trail cannot be written ({exc})")
+                 if isinstance(exc, AuditError) else
+                 ("state_store_unavailable", f"the state store cannot be reached ({exc})"))
+    return ApiError(503, kind, f"{why}: the {acted} alert(s) of this notification acted on "
+                    f"before it are in force (a retry answers them `duplicate`); this one "
+                    f"and the {after} after it were not acted on")

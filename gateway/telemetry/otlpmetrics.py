@@ -112,7 +112,11 @@ def _metric(fam: PromFamily, start: int, now: int) -> Metric | None:
 
 def to_metrics_data(families: Iterable[PromFamily], res: Resource, start_ns: int,
                     now_ns: int, version: str = "") -> MetricsData:
-    metrics = [m for m in (_metric(f, start_ns, now_ns) for f in families) if m is not None]
+    # (a family with no series, as the shadow ones without a shadow or the request series
+    # before a request, is left out: a metric without data points is encoded with no data
+    # at all, which a strict receiver refuses, the whole batch with it)
+    metrics = [m for m in (_metric(f, start_ns, now_ns) for f in families)
+               if m is not None and m.data.data_points]
     scope = InstrumentationScope("killgate", version or None)
     return MetricsData([ResourceMetrics(res, [ScopeMetrics(scope, metrics, "")], "")])
 

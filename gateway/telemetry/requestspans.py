@@ -120,7 +120,7 @@ class _Request:
         if self._attempts > 1:
             attrs["http.request.resend_count"] = self._attempts - 1
         host, _, port = url.split("://", 1)[-1].split("/", 1)[0].rpartition(":")
-        if host and port.isdigit():
+        if host and _port(port) is not None:
             attrs["server.address"] = host.strip("[]")
             attrs["server.port"] = int(port)
         self._attempt = _Attempt(self, f"{m} {route}/{version}", attrs)
@@ -264,17 +264,28 @@ class RequestSpans:
         host = request.host
         if host:
             name, _, port = host.rpartition(":") if not host.endswith("]") else (host, "", "")
-            if not port.isdigit():
+            number = _port(port)
+            if number is None:
                 name = host
             attrs["server.address"] = name.strip("[]")[:256]
-            if port.isdigit():
-                attrs["server.port"] = int(port)
+            if number is not None:
+                attrs["server.port"] = number
         if request.remote:
             attrs["client.address"] = request.remote
         ua = request.headers.get("user-agent")
         if ua:
             attrs["user_agent.original"] = ua[:256]
         return _Request(self, trace_id, parent, m, attrs)
+
+
+def _port(text: str) -> int | None:
+    """A port number, or None. Not str.isdigit() alone: the client's Host is read as
+    latin-1, where '\xb2' and '\xb9' are digits to isdigit() and not to int(), and a run
+    of thousands of digits is over int()'s limit: either raised in the request's path."""
+    if not 0 < len(text) <= 5 or not text.isascii() or not text.isdigit():
+        return None
+    n = int(text)
+    return n if n <= 65535 else None
 
 
 def _protocol(request: IncomingRequest) -> str:
