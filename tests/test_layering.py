@@ -43,7 +43,7 @@ PURE = {"domain/routing.py", "control/table.py", "domain/statedoc.py", "domain/o
         "domain/alerting.py", "telemetry/record.py", "telemetry/requests.py",
         "config_telemetry.py", "telemetry/otlpwire.py", "domain/drills.py", "domain/drilltoken.py",
         "domain/drillplan.py", "domain/drillreport.py", "domain/auditpage.py",
-        "config_checks.py", "config_problems.py",
+        "domain/drillverdict.py", "domain/drillsummary.py", "config_checks.py", "config_problems.py",
         "config_shadow.py", "config_types.py", "config_admin.py", "config_routes.py", "config_match.py",
         "domain/comparison.py", "domain/compare.py", "domain/compare_json.py",
         "domain/compare_tensors.py", "domain/compare_chat.py", "domain/shadowstats.py",
