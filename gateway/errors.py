@@ -16,6 +16,7 @@ that map them to HTTP; the domain's own errors (DomainError) carry no HTTP statu
     │   ├── UnknownVersion       a route has no such version
     │   ├── InvalidChange        the change itself is malformed (weights that are not weights)
     │   ├── ConflictingState     the state forbids it now (not killed, not latched, ...)
+    │   ├── BadCursor            an audit page after a cursor the store never gave out
     │   └── UnknownDrill         no such open drill
     ├── ApiError                 an admin request is refused: .status, .type, .message
     │   ├── Unauthenticated      401, a short type only (invalid_token, expired)
@@ -36,6 +37,7 @@ from dataclasses import dataclass
 __all__ = [
     "ApiError",
     "AuditError",
+    "BadCursor",
     "ConfigError",
     "ConfigUnsettled",
     "ConflictingState",
@@ -149,6 +151,17 @@ class InvalidChange(DomainError):
 
 class ConflictingState(DomainError):
     pass
+
+
+class BadCursor(DomainError):
+    """`before` is not a cursor this audit trail gives out (its form: another store's, or
+    made up; a local trail's: no event of it): a script paging the trail must hear it,
+    not take an empty page for its end."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("bad_cursor", message + " (a cursor is the `next` of the previous "
+                         "page of GET /v1/audit from this gateway's store; leave `before` "
+                         "out for the newest page)")
 
 
 class UnknownDrill(DomainError):

@@ -145,25 +145,95 @@ async def test_a_body_that_never_arrives_is_a_408(tmp_path: Path, backends) -> N
         assert g.gw.holder.doc.generation == gen and not g.gw.holder.doc.kills
 
 
-@pytest.mark.parametrize("before", ["99999999999999999999-0", "18446744073709551616-0",
-                                    "0-18446744073709551616", "0-0"])
-async def test_an_audit_cursor_redis_refuses_is_an_empty_page(
-        tmp_path: Path, backends, redis_server, before: str) -> None:
-    """`GET /v1/audit?before=` with a stream id in the grammar but beyond 64 bits (or 0-0,
-    before which nothing is) was a 503 `state_store_unavailable` ("the state store cannot
-    be reached") from redis' refusal: a wrong page asked of a store in good health. Like
-    any cursor that names no event, it is an empty page."""
+async def _pages(g, session, cursors: list[str]) -> dict[str, tuple[int, dict]]:
+    """Two audit events, then GET /v1/audit?limit=1&before= for each cursor ('next': the
+    newest page's `next`, as the store gave it out)."""
+    from tests.test_killswitch import kill, unkill
+
+    await kill(session, g.admin, scope="route", route="iris")
+    await unkill(session, g.admin, scope="route", route="iris")
+    tok = admin_token("killgate:read", "ops", 600)
+    out = {}
+    status, _, body = await exchange(g.gw.admin_addr[1], request(
+        "GET", "/v1/audit?limit=1", None, {"Authorization": f"Bearer {tok}"}))
+    first = json.loads(body)
+    assert status == 200 and len(first["events"]) == 1 and first["next"], first
+    for name in cursors:
+        before = {"next": first["next"]}.get(name, name)
+        status, _, body = await exchange(g.gw.admin_addr[1], request(
+            "GET", f"/v1/audit?limit=1&before={before}", None,
+            {"Authorization": f"Bearer {tok}"}))
+        out[name] = status, json.loads(body)
+    return out
+
+
+def _refused(answer: tuple[int, dict]) -> str:
+    status, body = answer
+    assert status == 400 and body["error"]["type"] == "bad_cursor", answer
+    message: str = body["error"]["message"]
+    assert "the `next` of the previous page of GET /v1/audit" in message, message
+    return message
+
+
+async def test_an_audit_cursor_this_redis_store_never_gives_out_is_a_400(
+        tmp_path: Path, backends, redis_server, session) -> None:
+    """`GET /v1/audit?before=` with a cursor the redis store never gives out (an event id,
+    as a local store's cursors are, or a stream id beyond 64 bits) was an empty page: a
+    script paging the trail stopped after page 1 without an error (before that, redis'
+    refusal of the 64-bit ones was a 503). It is 400 `bad_cursor`, saying what a cursor is;
+    a well-formed stream id before every event stays an empty page."""
     from tests.redisha import redis_state_yaml
 
     p = await backends(echo_app("v1"))
     cfg = write_config(tmp_path, two_versions(p, p), state=redis_state_yaml(
         redis_server.url, f"{tmp_path}/snap.json", signing_key_env="KILLGATE_TEST_STATE_KEY"))
-    tok = admin_token("killgate:read", "ops", 600)
+    wrong = ["99999999999999999999-0", "18446744073709551616-0", "0-18446744073709551616",
+             "0123456789abcdef0123456789abcdef"]
     async with running_gateway(cfg) as g:
-        status, _, body = await exchange(g.gw.admin_addr[1], request(
-            "GET", f"/v1/audit?before={before}", None, {"Authorization": f"Bearer {tok}"}))
-        assert status == 200, body
-        assert json.loads(body)["events"] == [] and json.loads(body)["next"] is None
+        pages = await _pages(g, session, ["next", "0-0", "1-0", *wrong])
+    status, body = pages["next"]
+    assert status == 200 and len(body["events"]) == 1 and body["next"] is not None, body
+    for past_the_start in ("0-0", "1-0"):
+        assert pages[past_the_start][0] == 200, pages[past_the_start]
+        assert pages[past_the_start][1]["events"] == [] and pages[past_the_start][1]["next"] is None
+    for cursor in wrong:
+        assert "redis stream ids" in _refused(pages[cursor])
+
+
+async def test_an_audit_cursor_this_local_store_never_gives_out_is_a_400(
+        tmp_path: Path, backends, session) -> None:
+    """The local store's cursors are its events' ids: a redis stream id, or an id of no
+    event of its trail, was an empty page too; now 400 `bad_cursor`. The oldest event's
+    own id (nothing before it) is an empty page."""
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p))
+    async with running_gateway(cfg) as g:
+        pages = await _pages(g, session, ["next", "1733400000000-0",
+                                          "0123456789abcdef0123456789abcdef"])
+        status, body = pages["next"]
+        assert status == 200 and len(body["events"]) == 1, body
+        # a line that is no event (an edit, a torn write) is an entry with a cursor of its
+        # own (line-N), which the API refused as a cursor (400): the paging stopped there
+        trail = tmp_path / "store.json.audit.jsonl"
+        lines = trail.read_bytes().splitlines(keepends=True)
+        trail.write_bytes(b"".join([lines[0], b"[]\n", *lines[1:]]))
+        seen = []
+        while body["next"] is not None:  # (to the oldest event: the config's record)
+            body = await _pages_after(g, body["next"])
+            seen += [e.get("action") or e["id"] for e in body["events"]]
+        assert seen == ["line-2", "config.record"], seen
+        last = await _pages_after(g, body["events"][-1]["id"])
+    assert last["events"] == [] and last["next"] is None, last
+    assert "cursors are its events' ids" in _refused(pages["1733400000000-0"])
+    assert "is none" in _refused(pages["0123456789abcdef0123456789abcdef"])
+
+
+async def _pages_after(g, before: str) -> dict:
+    tok = admin_token("killgate:read", "ops", 600)
+    status, _, body = await exchange(g.gw.admin_addr[1], request(
+        "GET", f"/v1/audit?limit=1&before={before}", None, {"Authorization": f"Bearer {tok}"}))
+    assert status == 200, body
+    return json.loads(body)
 
 
 @pytest.mark.parametrize(("payload", "says"), [

@@ -67,3 +67,95 @@ def test_urls_the_store_reads_whole_pass(tmp_path: Path, url: str) -> None:
 
 def test_the_tls_options_are_the_stores() -> None:
     assert SSL_KEYS == resp._SSL_KEYS
+
+
+# a user name or password holding '/', '?' or '#' unencoded (base64 makes '/') ends the host
+# early: urllib reads its start as the host or port, and the parser's message ('Port could not
+# be cast to integer value as ...') quoted it (impsmall). No message quotes any of it now.
+SECRET_PARTS = ("hunter", "s3cr3t")
+SPLIT_URLS = [t.format(pw=f"hunter{c}s3cr3t") for c in "/?#" for t in (
+    "redis://:{pw}@127.0.0.1:6379/0", "redis://ops:{pw}@127.0.0.1:6379/0",
+    "rediss://:{pw}@h:6380/0", "unix://:{pw}@/run/redis.sock",
+    "redis+sentinel://:{pw}@10.0.0.1:26379,10.0.0.2:26379/mymaster/0")] + [
+    "redis://:hunter/s3cr3t?x=1#y@127.0.0.1:6379/0", "redis://hunter/s3cr3t:pw@h:1/0",
+    "redis://:hunter?s3cr3t=1@127.0.0.1:6379/0", "unix://:hunter#s3cr3t@/run/redis.sock?db=1"]
+
+
+def _problems(tmp_path: Path, url: str) -> list[str]:
+    """What `killgate check` says of a state.url: the config's load, then the store's parser."""
+    from gateway.configfile import load_config
+    from gateway.errors import ConfigError
+    from gateway.state.signing import check_keys
+
+    cfg = tmp_path / "killgate.yaml"
+    cfg.write_text(f"state:\n  backend: redis\n  url: '{url}'\n  signing_key_env: KG_K\n"
+                   f"  snapshot_path: {tmp_path}/snap.json\n" + ROUTES)
+    try:
+        loaded = load_config(cfg)
+    except ConfigError as exc:
+        return [str(p) for p in exc.problems]
+    errors, notes = check_keys(loaded.config.state, loaded.resolve)
+    return [str(p) for p in errors + notes if p.path == "state.url"]
+
+
+@pytest.mark.parametrize("url", SPLIT_URLS)
+def test_a_password_holding_slash_question_or_hash_is_refused_unquoted(tmp_path: Path,
+                                                                       url: str) -> None:
+    said = " ".join(_problems(tmp_path, url))
+    assert "state.url: cannot be used: a user name or password in it holds '/', '?' or '#' " \
+           "unencoded" in said, said
+    assert "percent-encode it" in said
+    assert not any(part in said for part in SECRET_PARTS), said
+
+
+@pytest.mark.parametrize("url", [
+    "redis://:hunter@s3cr3t@127.0.0.1:6379/0", "redis://ops:hunter@s3cr3t@h:6379/0",
+    "redis+sentinel://:hunter@s3cr3t@10.0.0.1:26379/mymaster/0",
+    "unix:///run/redis.sock?password=hunter@s3cr3t&db=1",
+    "redis://:hunter%2Fs3cr3t%3F%23@127.0.0.1:6379/0"])
+def test_a_password_holding_an_at_or_percent_encoded_is_read_whole(tmp_path: Path,
+                                                                   url: str) -> None:
+    assert _problems(tmp_path, url) == []
+
+
+@pytest.mark.parametrize("url", [
+    "redis://:hunter@s3cr3t@127.0.0.1:notaport/0",     # the parser quotes the port only
+    "redis+sentinel://:hunter@s3cr3t@10.0.0.1:26x79/mymaster",
+    "redis://:hunter@s3cr3t@127.0.0.1:6379/0?ssl_nonsense=1",
+    "redis://:hunter?password=s3cr3t@127.0.0.1:6379/0",  # an '@' in an option read as text
+    "redis://:hunter[s3cr3t/x@127.0.0.1:6379/0",  # (urllib cannot split it at all)
+])
+def test_the_store_parsers_refusal_never_quotes_the_password(tmp_path: Path, url: str) -> None:
+    said = " ".join(_problems(tmp_path, url))
+    assert said.startswith("state.url: cannot be used"), said
+    assert not any(part in said for part in SECRET_PARTS), said
+
+
+@pytest.mark.parametrize("url", [*SPLIT_URLS, "redis://:hunter?password=s3cr3t@127.0.0.1:6379/0",
+                                 "redis://:hunter[s3cr3t/x@127.0.0.1:6379/0"])
+def test_the_running_store_says_it_without_the_password_too(url: str) -> None:
+    """The store's own refusal (state/redislink, shown in /v1/status and the log as
+    `state.url cannot be used`), for a URL that reached it without the config's check."""
+    from gateway.errors import StoreUnavailable
+    from gateway.state.redislink import RedisLink
+    from gateway.state.signing import Keyring
+
+    link = RedisLink(url, "kg", 1.0, keys=Keyring(None))
+    try:
+        link._ep()
+    except StoreUnavailable as exc:
+        said = str(exc)
+        assert said.startswith("state.url cannot be used: "), said
+        assert not any(part in said for part in SECRET_PARTS), said
+    else:  # (parsed: then nothing of it is said, but it must not be the password's host)
+        assert not any(part in (link._ep().host or "") for part in SECRET_PARTS), url
+
+
+@pytest.mark.parametrize("how", ["check", "serve"])
+def test_check_and_serve_never_print_a_split_password(tmp_path: Path, how: str) -> None:
+    res = _run(tmp_path, "redis://:hunter#s3cr3t@127.0.0.1:6379/0",
+               *(["check"] if how == "check" else ["serve", "-c"]))
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "state.url: cannot be used: a user name or password" in res.stderr, res.stderr
+    assert not any(part in res.stdout + res.stderr for part in SECRET_PARTS), res.stderr
+    assert "Traceback" not in res.stderr

@@ -480,6 +480,67 @@ def test_two_person_unkill_approval_self_approval_decline_and_break_glass(
     b.shot("break-glass.png")
 
 
+def _lift_iris(fleet: Fleet) -> None:
+    """Lift what a test left killed on iris (break glass: the route's unkill is gated)."""
+    for k in fleet.api("GET", "/v1/status", READER)["kills"]:
+        if k["route"] == "iris":
+            fleet.api("POST", "/v1/unkill?wait=2s", GLASS, body={
+                "scope": k["scope"], "route": "iris", **({"version": k["version"]}
+                                                         if k["version"] else {}),
+                "break_glass": True, "reason": "clean up"})
+
+
+def test_an_unkill_under_a_wider_kill_says_still_killed(fleet: Fleet, browser: Browser) -> None:
+    """Lifting iris/v2's kill while the route's kill stands: the API says `still_killed_by`
+    and the CLI says STILL KILLED; the console said only 'generation N: applied', drawn as
+    a success, as if v2 served again. Now its receipt says STILL KILLED by route:iris."""
+    b = browser
+    for scope in ("version", "route"):
+        fleet.api("POST", "/v1/kill?wait=2s", KILLER, body={
+            "scope": scope, "route": "iris", "version": "v2", "reason": f"INC-11: {scope}"}
+            if scope == "version" else {"scope": scope, "route": "iris", "reason": "INC-11"})
+    try:
+        b.sign_in(fleet.admin, KILLER, "alice")
+        b.click("button[data-key='unkill-iris-v2']")
+        receipt = _apply(b, "INC-11: v2 fixed", confirm=True)
+        assert "STILL KILLED by the route:iris kill in force" in receipt, receipt
+        assert "ok" not in (b.d.find_element(By.CSS_SELECTOR, "#action-result p")
+                            .get_attribute("class") or "").split()
+        b.click("#action-cancel")
+        assert [k["scope"] for k in fleet.api("GET", "/v1/status", READER)["kills"]] == ["route"]
+    finally:
+        _lift_iris(fleet)
+
+
+def test_asking_for_a_change_another_asked_for_offers_to_approve_it(fleet: Fleet,
+                                                                    browser: Browser) -> None:
+    """Bob unkills the route alice asked to unkill: the 202 carries `you_may_approve`, yet
+    the console said 'Another operator approves it', so he waited while being that other
+    operator. It says he may approve it, with the button that opens the approval."""
+    fleet.api("POST", "/v1/kill?wait=2s", KILLER,
+              body={"scope": "route", "route": "iris", "reason": "INC-12"})
+    asked = fleet.api("POST", "/v1/unkill?wait=2s", KILLER,
+                      body={"scope": "route", "route": "iris", "reason": "INC-12: fixed"})
+    ident = asked["approval"]["id"]
+    b = browser
+    try:
+        b.sign_in(fleet.admin, APPROVER, "bob")
+        b.click("button[data-key='unkill-route-iris']")
+        said = _apply(b, "INC-12: fixed, I see it too", confirm=True)
+        assert said.startswith(f"Already requested by alice: 1 of 2 principal(s) so far "
+                               f"(request {ident}") and "you may approve it" in said, said
+        assert "Another operator" not in said
+        b.click(f"#action-result button[data-key='approve-asked-{ident}']")
+        assert "Approve: unkill iris" in b.text("#action-title")
+        assert "applied now" in b.text("#action-changes")
+        receipt = _apply(b, "INC-12: reviewed")
+        assert RECEIPT.match(receipt) and "approved by alice, bob" in receipt, receipt
+        b.click("#action-cancel")
+        assert _route_kills(fleet) == []
+    finally:
+        _lift_iris(fleet)
+
+
 @pytest.mark.timeout(300)
 def test_canary_screenshot_for_the_readme(fleet: Fleet, browser: Browser) -> None:
     b = browser

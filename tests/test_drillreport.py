@@ -1,5 +1,5 @@
-"""What a drill measured and its verdict (domain/drillreport.py, pure): synthetic timelines
-with known answers."""
+"""What a drill measured (domain/drillreport.py), its verdict (domain/drillverdict.py) and
+its summary (domain/drillsummary.py), all pure: synthetic timelines with known answers."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ from gateway.domain.drillreport import (
     Marks,
     Obs,
     analyse,
-    markdown,
     percentiles,
     steady_problems,
-    verdict,
 )
+from gateway.domain.drillsummary import markdown
+from gateway.domain.drillverdict import verdict
 
 RATE = 10.0  # one request per 100 ms per instance
 

@@ -44,7 +44,7 @@ from gateway.admin.writes import Done, Writer
 from gateway.configfile import LoadedConfig
 from gateway.domain.audit import AuditDraft, clean_text
 from gateway.domain.diff import config_dict
-from gateway.errors import ApiError, Forbidden, StoreUnavailable
+from gateway.errors import ApiError, BadCursor, Forbidden, StoreUnavailable
 from gateway.log import event
 
 __all__ = ["AdminApi", "json_error"]
@@ -53,7 +53,8 @@ log = logging.getLogger("killgate.admin")
 BREAK_GLASS = "killgate:breakglass"
 HEAD_READS = 3  # at most this many more reads of the head and the newest page, to agree
 HEAD_RETRY = 0.005  # seconds before each
-AUDIT_CURSOR = r"[0-9]{1,20}-[0-9]{1,20}|[0-9a-f]{32}"  # a redis stream id, or an event id
+#: a redis stream id, or an event id (a local trail's line that is no event: line-N)
+AUDIT_CURSOR = r"[0-9]{1,20}-[0-9]{1,20}|[0-9a-f]{32}|line-[0-9]{1,12}"
 
 
 class AdminApi:
@@ -165,8 +166,11 @@ class AdminApi:
     async def audit(self, request: web.Request) -> web.Response:
         await self.callers.authorize(request, "killgate:read")
         limit = inputs.query_int(request, "limit", 50, 1, 1000)
-        before = inputs.query_text(request, "before", AUDIT_CURSOR,
-                                   "an event cursor from a previous page's `next`")
+        try:
+            before = inputs.query_text(request, "before", AUDIT_CURSOR,
+                                       "a redis stream id, an event id or line-N")
+        except ApiError as exc:  # (the store checks a well-formed one: BadCursor)
+            raise BadCursor(exc.message) from None
         if before is not None:
             head = await self.audit_reader.audit_head()  # first: later events include it
             events, nxt = await self.audit_reader.audit_page(limit, before)

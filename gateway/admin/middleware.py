@@ -18,6 +18,7 @@ from aiohttp import web
 from gateway.errors import (
     ApiError,
     AuditError,
+    BadCursor,
     ConflictingState,
     DomainError,
     InvalidChange,
@@ -36,7 +37,8 @@ log = logging.getLogger("killgate.admin")
 
 #: the domain's refusals as HTTP statuses (one that carries `status` says its own; else 409)
 _DOMAIN_STATUS: dict[type[DomainError], int] = {UnknownVersion: 404, InvalidChange: 400,
-                                                ConflictingState: 409, UnknownDrill: 404}
+                                                ConflictingState: 409, UnknownDrill: 404,
+                                                BadCursor: 400}
 
 
 #: on every answer that does not say otherwise (the console's files carry their own CSP):

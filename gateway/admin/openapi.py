@@ -20,6 +20,7 @@ from gateway.admin.openapi_parts import (
     RECEIPT,
     SELECTOR_BODY,
     auth_errors,
+    err,
     open_get,
     step,
     write,
@@ -99,6 +100,9 @@ def document(routes: list[str] | None = None, versions: list[str] | None = None)
                     {"name": "limit", "in": "query", "required": False,
                      "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
                     {"name": "before", "in": "query", "required": False,
+                     "description": "the previous page's `next` (a redis stream id, or an "
+                     "event id or line-N, as this store gives out); another is 400 "
+                     "`bad_cursor`, one past the trail's start an empty page",
                      "schema": {"type": "string"}}],
                 "responses": {"200": {"description": "a page", "content": {"application/json": {
                     "schema": {"type": "object", "required": ["events", "next"], "properties": {
@@ -108,7 +112,9 @@ def document(routes: list[str] | None = None, versions: list[str] | None = None)
                                  "the newest event's hash as recorded apart from the trail "
                                  "(read before the events): `audit verify` checks that the "
                                  "events reach it"}}}}}},
-                    **auth_errors(False)}}},
+                    **auth_errors(False),
+                    "400": err("a bad `limit`, or `bad_cursor`: `before` is no cursor this "
+                               "store gives out (take the previous page's `next`)")}}},
             **console(),
             "/v1/routes/{route}/shadow": shadow(route_s),
             "/v1/kill": {"post": write("set a kill flag; every instance enforces it (never "

@@ -28,7 +28,7 @@ from gateway.cli.http import ClientError
 from gateway.control.drillload import DrillApiError
 from gateway.control.drills import DrillRunner
 from gateway.domain.drillplan import MEASURE, Plan, parse_plan, plan_from
-from gateway.domain.drillreport import markdown
+from gateway.domain.drillsummary import markdown
 from gateway.errors import ConfigError, StateError
 
 __all__ = ["add_drill_commands"]

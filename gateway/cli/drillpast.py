@@ -20,7 +20,7 @@ import aiohttp
 from gateway.cli.http import ClientError, admin_base, clean_token, expect
 from gateway.control.drillload import AdminClient, DrillApiError
 from gateway.domain.drilldiff import differences
-from gateway.domain.drillreport import kept
+from gateway.domain.drillverdict import kept
 
 __all__ = ["client", "failed", "history", "history_rows", "restore", "say", "trend"]
 

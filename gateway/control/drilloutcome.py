@@ -3,7 +3,8 @@ opened (`refused`: every field, nothing measured) and one that ran (`ran`: the v
 whether the restore put the route's state back, the phase marks, receipts, the abort watch).
 
 Owns the report's shape and the summary `drill.end` records. No I/O: the measurements come
-from domain/drillreport.py, the phases and the calls from control/drills.py.
+from domain/drillreport.py (the verdict from domain/drillverdict.py), the phases and the
+calls from control/drills.py.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from gateway.control.drillabort import ErrorWatch
 from gateway.domain.audit import utc_now
 from gateway.domain.drilldiff import differences
 from gateway.domain.drillplan import Plan
-from gateway.domain.drillreport import Marks, kept, percentiles, verdict
+from gateway.domain.drillreport import Marks, percentiles
+from gateway.domain.drillverdict import kept, verdict
 
 __all__ = ["ran", "refused"]
 

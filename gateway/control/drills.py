@@ -7,7 +7,8 @@ condition, on Ctrl-C (`stop`), on a failed steady-state check → settle (time t
 restore) → verdict → end (`drill.end`). A drill process that dies leaves an open drill
 that `killgate drill restore ID` undoes. HTTP lives in `drillload`, what the drill runs
 against in `drillfleet`, the report's fields in `drilloutcome`, analysis in
-`domain.drillreport`; the store pause is handed in (the CLI owns the store access).
+`domain.drillreport` (`domain.drillverdict`: what the restore kept); the store pause is
+handed in (the CLI owns the store access).
 """
 
 from __future__ import annotations
@@ -30,8 +31,9 @@ from gateway.control.drillload import AdminClient, DrillApiError, Traffic, resol
 from gateway.domain.audit import utc_now
 from gateway.domain.drillfinish import iso_to_unix
 from gateway.domain.drillplan import Plan, duration, fault_ttl, too_long
-from gateway.domain.drillreport import Marks, Obs, analyse, kept, steady_problems
+from gateway.domain.drillreport import Marks, Obs, analyse, steady_problems
 from gateway.domain.drilltoken import HEADER
+from gateway.domain.drillverdict import kept
 from gateway.errors import StateError
 
 __all__ = ["DrillRunner"]

@@ -7,7 +7,8 @@ leaks = answers showing the old state to requests sent after the receipt said ev
 instance applied the change and answered before the restore was asked for (a later answer
 may rightly show the restored state); errors = no answer, or >= 500 other than
 `killed`; time to restore = first answer showing the state from before. No I/O;
-observations and marks are passed in.
+observations and marks are passed in. The verdict on these measures is drillverdict.py's,
+the human summary of a report drillsummary.py's.
 """
 
 from __future__ import annotations
@@ -17,10 +18,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.domain.drillplan import Plan, Target
+from gateway.domain.drillplan import Plan
 
-__all__ = ["Marks", "Obs", "analyse", "kept", "markdown", "other_route", "percentiles", "steady_problems",
-           "verdict"]
+__all__ = ["Marks", "Obs", "analyse", "is_error", "other_route", "percentiles",
+           "shows_before", "shows_injection", "steady_problems"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,101 +214,3 @@ def steady_problems(plan: Plan, to: str | None, obs: Sequence[Obs], instances: S
         problems.append(f"every answer already comes from {to}: a rollback would change "
                         "nothing")
     return problems
-
-
-def kept(restore: dict[str, Any]) -> list[str]:
-    """What the restore left in force because someone changed it during the drill (an
-    operator's kill of the same key, an unkill, a rollback), said so: without it the report
-    reads as the drill's own leftover, for an on-call to lift (a real kill lifted)."""
-    notes = restore.get("undone")
-    return [f"kept {n['kept']}: {n.get('why', 'changed since the drill made it')}: someone "
-            "changed it during the drill (an operator, an alert), and a drill's restore never "
-            "undoes that; see who in killgate status and killgate audit before touching it"
-            for n in notes if isinstance(n, dict) and isinstance(n.get("kept"), str)] \
-        if isinstance(notes, list) else []
-
-
-def _over(name: str, got: dict[str, float | None], target: Target) -> list[str]:
-    out = []
-    for q in ("p50", "p99", "max"):
-        limit, value = getattr(target, q), got.get(q)
-        if limit is not None and value is not None and value > limit:
-            out.append(f"{name} {q} {value:g} ms > target {limit:g} ms")
-    return out
-
-
-def verdict(plan: Plan, measured: dict[str, Any], restored: bool, aborted: str | None,
-            after_problems: Sequence[str]) -> tuple[str, list[str]]:
-    """passed / failed / aborted, and why (a failed drill lists every missed target)."""
-    if aborted:
-        return "aborted", [aborted]
-    why = []
-    for r in measured["instances"]:
-        if r[plan.measure] is None:
-            why.append(f"{r['instance']}: never showed the {plan.kind} "
-                       f"({plan.measure} not measured)")
-        if r["time_to_restore_ms"] is None:
-            why.append(f"{r['instance']}: showed no answer from before the drill after the "
-                       "restore")
-    t = plan.targets
-    why += _over(plan.measure, measured[plan.measure], getattr(t, plan.measure))
-    why += _over("time_to_restore_ms", measured["time_to_restore_ms"], t.time_to_restore_ms)
-    if measured["leaks"] > t.leaks:
-        why.append(f"{measured['leaks']} leak(s) > target {t.leaks}")
-    if measured["errors"] > t.errors:
-        why.append(f"{measured['errors']} error(s) > target {t.errors}")
-    if not restored:
-        why.append("the fleet is not as it was before the drill")
-    why += after_problems
-    return ("failed", why) if why else ("passed", [])
-
-
-def _fmt(v: Any) -> str:
-    return "-" if v is None else f"{v:g}" if isinstance(v, float) else str(v)
-
-
-def markdown(report: dict[str, Any]) -> str:
-    """The human summary of a report (also what `killgate drill` prints)."""
-    kind, measure = report["kind"], next(
-        (k for k in ("time_to_kill_ms", "time_to_failover_ms", "time_to_rollback_ms")
-         if k in report), None)
-    what = f"{kind} on `{report['route']}`" + (
-        f" / `{report['version']}`" if report.get("version") else "")
-    lines = [f"# Drill {report.get('id') or '(not opened)'}: {what}: "
-             f"**{report['verdict'].upper()}**", "",
-             f"{report['started']} → {report['finished']}"]
-    if report.get("reasons"):
-        lines += ["", *[f"- {r}" for r in report["reasons"]]]
-    if measure is None or report.get("id") is None:  # (never opened: nothing measured)
-        return "\n".join(lines) + "\n"
-    name = measure[:-3].replace("_", " ")
-    lines += ["", f"| instance | requests | {name} (ms) | leaks | errors | "
-                  "time to restore (ms) | resolution (ms) |",
-              "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    for r in report["instances"]:
-        lines.append(f"| {r['instance']} | {r['requests']} | {_fmt(r[measure])} | {r['leaks']}"
-                     f" | {r['errors']} | {_fmt(r['time_to_restore_ms'])} | "
-                     f"{_fmt(r['resolution_ms'])} |")
-    targets = report.get("targets", {})
-    rows = [(name, report[measure], targets.get(measure, {})),
-            ("time to restore", report["time_to_restore_ms"],
-             targets.get("time_to_restore_ms", {}))]
-    lines += ["", "| measure | p50 | p99 | max | target |", "| --- | ---: | ---: | ---: | --- |"]
-    for label, got, want in rows:
-        goal = ", ".join(f"{q} ≤ {v:g} ms" for q, v in want.items() if v is not None) or "-"
-        lines.append(f"| {label} | {_fmt(got['p50'])} | {_fmt(got['p99'])} | "
-                     f"{_fmt(got['max'])} | {goal} |")
-    lines += ["", f"Leaks (answers showing the old state after the receipt): "
-                  f"**{report['leaks']}** (target ≤ {targets.get('leaks', 0)}); errors: "
-                  f"**{report['errors']}** (target ≤ {targets.get('errors', 0)}); "
-                  f"{report['requests']} drill requests at {_fmt(report.get('rate'))}/s per "
-                  "instance."]
-    blind = (report.get("abort") or {}).get("unreadable_metrics") or []
-    if blind:
-        lines.append("The abort watch could not read /metrics at "
-                     f"{', '.join(map(str, blind))}: users' errors there could stop nothing.")
-    if "store_outage_ms" in report:
-        lines.append(f"The state store was unreachable for {report['store_outage_ms']:g} ms.")
-    lines.append("Fleet restored to exactly its state before the drill (kills, weights, "
-                 f"latches): **{'yes' if report['restored'] else 'NO'}**.")
-    return "\n".join(lines) + "\n"

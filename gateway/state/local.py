@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.domain.audit import GENESIS, AuditDraft, parse_event, seal
+from gateway.domain.auditpage import page_before
 from gateway.domain.branches import replaces_another
 from gateway.domain.statedoc import StateDoc
 from gateway.errors import AuditError, StoreConflict, StoreUnavailable
@@ -300,10 +301,4 @@ class LocalStore(LocalRecords):
 
     async def audit_page(self, limit: int, before: str | None) -> tuple[list[dict[str, Any]],
                                                                         str | None]:
-        events = list(reversed(await self.audit_events()))
-        if before is not None:
-            ids = [e.get("id") for e in events]
-            events = events[ids.index(before) + 1:] if before in ids else []
-        page = events[:limit]
-        nxt = page[-1].get("id") if len(events) > limit and page else None
-        return page, nxt
+        return page_before(list(reversed(await self.audit_events())), limit, before)

@@ -10,20 +10,20 @@ import re
 from typing import Any
 
 from gateway.domain.audit import parse_event
+from gateway.errors import BadCursor
 from gateway.state.redisaux import RedisRecords
 
 __all__ = ["RedisAudit"]
 
 
 def _stream_id(cursor: str) -> bool:
-    """Whether `cursor` is an id there can be entries before: `ms-seq`, each part within
-    64 bits (redis refuses others: an error, not an empty page), not `0-0` (nothing is
-    before it, and redis refuses it as an exclusive end)."""
+    """Whether `cursor` is a stream id: `ms-seq`, each part within 64 bits (redis refuses
+    others: an error, not an empty page)."""
     m = re.fullmatch(r"([0-9]{1,20})-([0-9]{1,20})", cursor)
     if m is None:
         return False
     ms, seq = int(m.group(1)), int(m.group(2))
-    return ms < 2 ** 64 and seq < 2 ** 64 and (ms, seq) != (0, 0)
+    return ms < 2 ** 64 and seq < 2 ** 64
 
 
 class RedisAudit(RedisRecords):
@@ -53,9 +53,12 @@ class RedisAudit(RedisRecords):
 
     async def audit_page(self, limit: int, before: str | None) -> tuple[list[dict[str, Any]],
                                                                         str | None]:
-        """`before` and the returned cursor are stream entry ids (opaque to callers); an
-        unknown cursor gives an empty page, as with the local store."""
+        """`before` and the returned cursor are stream entry ids (opaque to callers); one
+        of another form raises BadCursor, one before every entry (`0-0`) is an empty page."""
         if before is not None and not _stream_id(before):
+            raise BadCursor(f"this trail's cursors are redis stream ids (such as "
+                            f"1733400000000-0, each part within 64 bits): {before!r} is not one")
+        if before == "0-0":  # (redis refuses it as an exclusive end: nothing is before it)
             return [], None
         hi = f"({before}" if before else "+"
         entries = await self._call("XREVRANGE", self.k_audit, hi, "-", "COUNT", limit + 1)

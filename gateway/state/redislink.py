@@ -16,6 +16,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from gateway.config_redisurl import SPLIT_USERINFO, unreadable, userinfo_split
 from gateway.errors import StoreOutcomeUnknown, StoreUnavailable
 from gateway.state.resp import (
     Endpoint,
@@ -98,10 +99,13 @@ class RedisLink:
 
     def _ep(self) -> Endpoint:
         if self._endpoint is None:
+            if userinfo_split(self.url):  # (the config refuses it: never a host made of it)
+                raise StoreUnavailable(f"state.url cannot be used: {SPLIT_USERINFO}")
             try:
                 self._endpoint = parse_endpoint(self.url)
             except (ValueError, OSError) as exc:
-                raise StoreUnavailable(f"state.url cannot be used: {exc}") from None
+                raise StoreUnavailable(f"state.url cannot be used: {unreadable(self.url, exc)}"
+                                       ) from None
         return self._endpoint
 
     async def _connect(self, on_message: Callable[[bytes, bytes], None] | None) -> RespConnection:

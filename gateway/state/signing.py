@@ -18,7 +18,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
-from urllib.parse import urlsplit
 
 from gateway import filemodes
 from gateway.config import StateConfig
@@ -239,18 +238,13 @@ def check_keys(cfg: StateConfig,
 def _url_problems(cfg: StateConfig) -> list[Problem]:
     if cfg.backend != "redis":
         return []
+    from gateway.config_redisurl import unreadable
     from gateway.state.resp import parse_endpoint
 
     try:
         parse_endpoint(cfg.url)
     except (ValueError, OSError) as exc:
-        msg = str(exc)
-        try:
-            secret = urlsplit(cfg.url).password
-        except ValueError:
-            secret = None
-        if secret:
-            msg = msg.replace(secret, "***")
+        msg = unreadable(cfg.url, exc)
         return [Problem("state.url", f"cannot be used: {msg} (the store would never connect: "
                                      "every route would answer 503 state_unknown)")]
     return []

@@ -156,8 +156,15 @@ export function approvalSpec(a, decision) {
 export function receiptText(status, data) {
   if (status === 202 && data && data.approval) {
     const a = data.approval;
-    return `Needs approval: ${(a.approved_by || []).length} of ${a.needs} principal(s) so far ` +
-      `(request ${a.id}, expires ${a.expires}). Another operator approves it here or with ` +
+    const sofar = `${(a.approved_by || []).length} of ${a.needs} principal(s) so far ` +
+      `(request ${a.id}, expires ${a.expires})`;
+    // another principal's open request for this change: the asker is the one it waits for
+    if (data.you_may_approve === true) {
+      return `Already requested by ${a.requested_by || "another principal"}: ${sofar}. ` +
+        `Nothing is changed yet; you may approve it: Approve… below, or ` +
+        `\`killgate approve ${a.id}\`.`;
+    }
+    return `Needs approval: ${sofar}. Another operator approves it here or with ` +
       `\`killgate approve ${a.id}\`.`;
   }
   const ap = data && data.applied;
@@ -171,6 +178,11 @@ export function receiptText(status, data) {
   // the approval that reached `needs`: the change applied, with its approvers
   if (a && a.state === "applied") text += `; approved by ${(a.approved_by || []).join(", ")}`;
   if (data.break_glass === true) text += "; break glass: applied without approval (audited)";
+  // an unkill that lifted a narrower kill while a wider one still stops that traffic
+  if (typeof data.still_killed_by === "string") {
+    text += `; STILL KILLED by the ${data.still_killed_by} kill in force: that traffic stays ` +
+      "stopped until it is lifted";
+  }
   return text;
 }
 
@@ -244,13 +256,19 @@ export function openAction(spec, opts) {
       const ap = r.data && r.data.applied;
       const silent = ap && opts.silent ? await opts.silent(new Set(ap.pending || [])) : [];
       // (a 202 waits for approval: nothing applied yet, not drawn as a success)
-      const short = r.status === 202 || (ap && ((ap.pending && ap.pending.length) || silent.length));
+      const short = r.status === 202 || (ap && ((ap.pending && ap.pending.length) || silent.length)) ||
+        typeof (r.data && r.data.still_killed_by) === "string";
       busy = false;
       if (!shown()) return opts.done();
       cancel.disabled = false;
+      const mayApprove = r.status === 202 && r.data && r.data.you_may_approve === true && r.data.approval;
       result.replaceChildren(h("p", {class: `receipt ${short ? "warn" : "ok"}`, "data-testid": "receipt"},
         receiptText(r.status, r.data), silent.length ? `; NOT COUNTED: ${silent.join(", ")}, not heard from ` +
-          "within the lease (crashed, or cut off from the store and not enforcing this): see the Fleet panel" : ""));
+          "within the lease (crashed, or cut off from the store and not enforcing this): see the Fleet panel" : ""),
+        // the approval dialog for that request, as the approvals panel's button opens it
+        mayApprove ? h("button", {type: "button", "data-key": `approve-asked-${r.data.approval.id}`,
+                                  onclick: () => { dlg.close(); openAction(approvalSpec(r.data.approval, "approve"), opts); }},
+                       "Approve…") : null);
       apply.hidden = true;
       cancel.textContent = "Close";
       cancel.focus();
