@@ -122,7 +122,10 @@ class WorkerGroup:
         reload: a SIGHUP meanwhile waits for it, where the default action would end it
         (and a restarted worker's death within RESTART_WINDOW, the group). STACKS_SIGNAL
         likewise, until its handler is in place (server.serve): `forward` passes an
-        operator's on to every worker, one still starting too."""
+        operator's on to every worker, one still starting too. SIGTERM and SIGINT too,
+        until its stop handlers are in place (serving.py): one forwarded while it still
+        imported raised KeyboardInterrupt there, a traceback in the log (seen in CI); held,
+        it stops the worker before its listeners open (start_abandoned, exit 0)."""
         if self.stopping:
             return
         before = dict(self._forwarded)
@@ -133,7 +136,7 @@ class WorkerGroup:
         env[BEAT_ENV] = "1" if self.timeout else "0"  # (each beat wakes the supervisor)
         popen = {**self.popen, "env": env,
                  "pass_fds": (*self.popen.get("pass_fds", ()), w)}
-        old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP, STACKS_SIGNAL, STOP_NOW})
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, {*STOP_AND_RELOAD, STACKS_SIGNAL, STOP_NOW})
         try:
             proc = subprocess.Popen(self.argv(i), **popen)
         except BaseException:
