@@ -45,9 +45,20 @@ async def test_admin_client_retries_503_with_the_same_key_and_not_409(backends) 
         return web.json_response({"error": {"type": "drill_in_progress", "message": "no"}},
                                  status=409)
 
+    busy: list[str] = []
+
+    async def applying(req: web.Request) -> web.Response:
+        busy.append(req.headers["idempotency-key"])  # (the first try's answer was lost)
+        if len(busy) < 3:
+            return web.json_response({"error": {"type": "in_progress", "message": "a "
+                                                "request with this Idempotency-Key is still "
+                                                "being applied"}}, status=409)
+        return web.json_response({"undone": []})
+
     app = web.Application()
     app.router.add_post("/flaky", flaky)
     app.router.add_post("/conflict", conflict)
+    app.router.add_post("/applying", applying)
     port = await backends(app)
     async with ClientSession() as s:
         api = AdminClient(s, f"http://127.0.0.1:{port}/", "tok")
@@ -56,6 +67,9 @@ async def test_admin_client_retries_503_with_the_same_key_and_not_409(backends) 
         with pytest.raises(DrillApiError) as e:
             await api.call("POST", "/conflict", {}, retry_for=5)
         assert e.value.status == 409 and e.value.type == "drill_in_progress"
+        # an earlier try still being applied: tried again with its key, not given up
+        assert await api.call("POST", "/applying", {}, retry_for=5) == {"undone": []}
+        assert len(busy) == 3 and len(set(busy)) == 1
         dead = AdminClient(s, f"http://127.0.0.1:{free_port()}", None)
         t0 = time.monotonic()
         with pytest.raises(DrillApiError) as e:

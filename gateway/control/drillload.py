@@ -47,9 +47,9 @@ class AdminClient:
     async def call(self, method: str, path: str, body: dict[str, Any] | None = None,
                    retry_for: float = 0.0,
                    on_retry: Callable[[str], None] | None = None) -> dict[str, Any]:
-        """One API call; with `retry_for`, connection failures, 503s and 429s refused
-        before the token was checked (after their Retry-After) are retried (same
-        Idempotency-Key) for that long: a restore must get through a store outage.
+        """One API call; with `retry_for`, connection failures, 503s, 429s refused
+        before the token was checked (after their Retry-After) and 409 in_progress are
+        retried (same Idempotency-Key) for that long: a restore must get through a store outage.
         `on_retry` is told why, once, when the first retry is decided (an operator waiting
         on a restore must not stare at nothing for `retry_for`)."""
         told = on_retry is None
@@ -103,7 +103,12 @@ class AdminClient:
                 exc = DrillApiError(0, "unreachable",
                                     f"cannot reach the admin API at {self.base}: {_why(e)}")
             unchecked = exc.status == 429 and exc.type == "too_many_attempts"
-            if ((exc.status not in (0, 503) and not unchecked)
+            # 409 in_progress: an earlier try of this call (its answer lost to a timeout)
+            # is still being applied, or failed and let the key go: tried again with the
+            # same key, it gets that try's answer or runs afresh (a drill's restore gave up
+            # here under load, leaving its kill in force: seen in CI)
+            busy = exc.status == 409 and exc.type == "in_progress"
+            if ((exc.status not in (0, 503) and not unchecked and not busy)
                     or time.monotonic() + (pause if unchecked else 0) > deadline):
                 raise exc
             if not told and on_retry is not None:
