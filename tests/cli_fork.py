@@ -1,0 +1,191 @@
+"""`killgate ...` run as a process forked from one that has already imported the CLI.
+
+A fresh `python -m gateway` spends most of its ~0.6 s of CPU importing (aiohttp, pydantic,
+the config models) before the command runs; the suite runs the CLI a few hundred times. A
+server process per test process imports `gateway.cli` once; each command is a child forked
+from it: its own process (os.environ, cwd, argv, exit code, stdout and stderr as the
+command's own), the same `main()` that `python -m gateway` runs (gateway/__main__.py), an
+uncaught exception printed as the interpreter prints it, the exit code of SystemExit. The
+server never runs a command itself, so every child starts from imported modules only.
+
+Tests that are about the interpreter's process itself (signals, a real `killgate serve`,
+a drill killed mid-run) start `python -m gateway` as before.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import json
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _send(sock: socket.socket, obj: Any) -> None:
+    data = json.dumps(obj).encode()
+    sock.sendall(struct.pack("!I", len(data)) + data)
+
+
+def _recv(sock: socket.socket) -> Any:
+    def exactly(n: int) -> bytes:
+        buf = b""
+        while len(buf) < n:
+            chunk = sock.recv(n - len(buf))
+            if not chunk:
+                raise EOFError("the CLI process ended without an answer")
+            buf += chunk
+        return buf
+
+    (n,) = struct.unpack("!I", exactly(4))
+    return json.loads(exactly(n))
+
+
+# --------------------------------------------------------------------------- the server side
+
+
+def _child(conn: socket.socket) -> None:
+    """In the forked child: run one command as `python -m gateway` would, answer, exit."""
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    req = _recv(conn)
+    _send(conn, {"pid": os.getpid()})
+    out, err = tempfile.TemporaryFile(), tempfile.TemporaryFile()  # noqa: SIM115 - ours until exit
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.dup2(out.fileno(), 1)
+    os.dup2(err.fileno(), 2)
+    os.chdir(req["cwd"])
+    os.environ.clear()
+    os.environ.update(req["env"])
+    sys.argv = [str(ROOT / "gateway" / "__main__.py"), *req["argv"]]
+    rc: Any = 0
+    try:
+        from gateway.cli.main import main
+
+        rc = main(req["argv"])
+    except SystemExit as exc:
+        rc = exc.code
+    except BaseException:  # noqa: BLE001 - (printed as the interpreter prints an uncaught exception)
+        import traceback
+
+        traceback.print_exc()
+        rc = 1
+    if rc is None:
+        rc = 0
+    elif not isinstance(rc, int):  # (SystemExit("message"): printed, exit 1)
+        print(rc, file=sys.stderr)
+        rc = 1
+    for f in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            f.flush()
+    out.seek(0)
+    err.seek(0)
+    _send(conn, {"rc": rc, "out": out.read().decode("utf-8", "replace"),
+                 "err": err.read().decode("utf-8", "replace")})
+    conn.close()
+    os._exit(0)
+
+
+def serve(path: str) -> None:
+    """The server: imports the CLI, then forks a child per connection on `path`."""
+    sys.path[:] = [str(ROOT), *(p for p in sys.path if p not in ("", str(ROOT)))]
+    import pkgutil
+
+    import gateway.cli
+    import gateway.cli.main
+
+    for m in pkgutil.iter_modules(gateway.cli.__path__):
+        __import__(f"gateway.cli.{m.name}")
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # (children are reaped by the kernel)
+    lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    lsock.bind(path)
+    lsock.listen(64)
+    print("ready", flush=True)
+    while True:
+        conn, _ = lsock.accept()
+        if os.fork() == 0:
+            lsock.close()
+            try:
+                _child(conn)
+            finally:
+                os._exit(1)
+        conn.close()
+
+
+# --------------------------------------------------------------------------- the test side
+
+
+class _Server:
+    def __init__(self) -> None:
+        self.dir = tempfile.mkdtemp(prefix="kg-cli-")
+        self.path = os.path.join(self.dir, "s")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", f"from tests.cli_fork import serve; serve({self.path!r})"],
+            cwd=str(ROOT), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            preexec_fn=_die_with_parent)
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if line.strip() != b"ready":
+            raise RuntimeError(f"the CLI fork server did not start: {line!r}")
+        atexit.register(self.close)
+
+    def close(self) -> None:
+        self.proc.kill()
+        self.proc.wait(5)
+        with contextlib.suppress(OSError):
+            os.unlink(self.path)
+            os.rmdir(self.dir)
+
+
+def _die_with_parent() -> None:
+    import ctypes
+
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+_server: _Server | None = None
+_lock = threading.Lock()
+
+
+def run(argv: list[str], env: dict[str, str], cwd: str,
+        timeout: float) -> subprocess.CompletedProcess[str]:
+    """`killgate *argv` with exactly `env` in `cwd`, as subprocess.run(capture_output=True,
+    text=True, timeout=timeout) would give it."""
+    global _server
+    with _lock:
+        if _server is None or _server.proc.poll() is not None:
+            _server = _Server()
+        path = _server.path
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    deadline = time.monotonic() + timeout
+    sock.settimeout(timeout)
+    pid = None
+    try:
+        sock.connect(path)
+        _send(sock, {"argv": argv, "env": env, "cwd": cwd})
+        pid = _recv(sock)["pid"]
+        sock.settimeout(max(0.01, deadline - time.monotonic()))
+        done = _recv(sock)
+    except TimeoutError:
+        if pid is not None:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        raise subprocess.TimeoutExpired(["killgate", *argv], timeout) from None
+    finally:
+        sock.close()
+    return subprocess.CompletedProcess(["killgate", *argv], done["rc"],
+                                       _newlines(done["out"]), _newlines(done["err"]))
+
+
+def _newlines(text: str) -> str:
+    return text.replace("\r\n", "\n").replace("\r", "\n")  # (text=True's universal newlines)
