@@ -18,6 +18,7 @@ import atexit
 import contextlib
 import json
 import os
+import select
 import signal
 import socket
 import struct
@@ -112,6 +113,12 @@ def serve(path: str) -> None:
     lsock.listen(64)
     print("ready", flush=True)
     while True:
+        # (stdin is a pipe from the test process: its end, at that process's exit, is ours)
+        ready, _, _ = select.select([lsock, 0], [], [])
+        if 0 in ready and not os.read(0, 1):
+            os._exit(0)
+        if lsock not in ready:
+            continue
         conn, _ = lsock.accept()
         if os.fork() == 0:
             lsock.close()
@@ -129,10 +136,12 @@ class _Server:
     def __init__(self) -> None:
         self.dir = tempfile.mkdtemp(prefix="kg-cli-")
         self.path = os.path.join(self.dir, "s")
+        # (not PR_SET_PDEATHSIG: it fires when the *thread* that started the server ends,
+        # an asyncio.to_thread worker gone with its test's loop; the server ends when its
+        # stdin, a pipe from this process, does)
         self.proc = subprocess.Popen(
             [sys.executable, "-c", f"from tests.cli_fork import serve; serve({self.path!r})"],
-            cwd=str(ROOT), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            preexec_fn=_die_with_parent)
+            cwd=str(ROOT), stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
         if line.strip() != b"ready":
@@ -142,15 +151,12 @@ class _Server:
     def close(self) -> None:
         self.proc.kill()
         self.proc.wait(5)
+        for f in (self.proc.stdin, self.proc.stdout):
+            if f is not None:
+                f.close()
         with contextlib.suppress(OSError):
             os.unlink(self.path)
             os.rmdir(self.dir)
-
-
-def _die_with_parent() -> None:
-    import ctypes
-
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 _server: _Server | None = None
