@@ -8,8 +8,9 @@ command's own), the same `main()` that `python -m gateway` runs (gateway/__main_
 uncaught exception printed as the interpreter prints it, the exit code of SystemExit. The
 server never runs a command itself, so every child starts from imported modules only.
 
-Tests that are about the interpreter's process itself (signals, a real `killgate serve`,
-a drill killed mid-run) start `python -m gateway` as before.
+run() is subprocess.run(capture_output=True, text=True); spawn() is subprocess.Popen(
+stdout=PIPE, stderr=PIPE, text=True) for a command read as it runs (a drill: its lines as
+they come, SIGINT, SIGKILL). `killgate serve` is started as `python -m gateway` as before.
 """
 
 from __future__ import annotations
@@ -59,12 +60,21 @@ def _child(conn: socket.socket) -> None:
     """In the forked child: run one command as `python -m gateway` would, answer, exit."""
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     req = _recv(conn)
+    if req.get("stream"):  # (stdout and stderr: the pipes the caller reads as they come)
+        _, fds, _, _ = socket.recv_fds(conn, 1, 2)
+        out = err = None
+        os.dup2(fds[0], 1)
+        os.dup2(fds[1], 2)
+        for fd in fds:
+            os.close(fd)
+        _die_with_the_server()
+    else:
+        out, err = tempfile.TemporaryFile(), tempfile.TemporaryFile()  # noqa: SIM115 - ours until exit
+        os.dup2(out.fileno(), 1)
+        os.dup2(err.fileno(), 2)
     _send(conn, {"pid": os.getpid()})
-    out, err = tempfile.TemporaryFile(), tempfile.TemporaryFile()  # noqa: SIM115 - ours until exit
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
-    os.dup2(out.fileno(), 1)
-    os.dup2(err.fileno(), 2)
     os.chdir(req["cwd"])
     os.environ.clear()
     os.environ.update(req["env"])
@@ -89,12 +99,23 @@ def _child(conn: socket.socket) -> None:
     for f in (sys.stdout, sys.stderr):
         with contextlib.suppress(OSError, ValueError):
             f.flush()
-    out.seek(0)
-    err.seek(0)
-    _send(conn, {"rc": rc, "out": out.read().decode("utf-8", "replace"),
-                 "err": err.read().decode("utf-8", "replace")})
+    if out is None or err is None:
+        _send(conn, {"rc": rc})
+    else:
+        out.seek(0)
+        err.seek(0)
+        _send(conn, {"rc": rc, "out": out.read().decode("utf-8", "replace"),
+                     "err": err.read().decode("utf-8", "replace")})
     conn.close()
     os._exit(0)
+
+
+def _die_with_the_server() -> None:
+    """A streamed command (a drill) ends with the server, which ends with the test process
+    (the server is single-threaded: PR_SET_PDEATHSIG is about it, not one of its threads)."""
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def serve(path: str) -> None:
@@ -167,11 +188,7 @@ def run(argv: list[str], env: dict[str, str], cwd: str,
         timeout: float) -> subprocess.CompletedProcess[str]:
     """`killgate *argv` with exactly `env` in `cwd`, as subprocess.run(capture_output=True,
     text=True, timeout=timeout) would give it."""
-    global _server
-    with _lock:
-        if _server is None or _server.proc.poll() is not None:
-            _server = _Server()
-        path = _server.path
+    path = _server_path()
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     deadline = time.monotonic() + timeout
     sock.settimeout(timeout)
@@ -195,3 +212,95 @@ def run(argv: list[str], env: dict[str, str], cwd: str,
 
 def _newlines(text: str) -> str:
     return text.replace("\r\n", "\n").replace("\r", "\n")  # (text=True's universal newlines)
+
+
+class Spawned:
+    """`killgate *argv` started as subprocess.Popen(stdout=PIPE, stderr=PIPE, text=True)
+    starts it, forked from the server: stdout and stderr are pipes read as the command
+    writes them; poll, wait, communicate, kill and send_signal as Popen's. (Its exit code
+    comes over the server's socket: the child is the server's, not ours; one killed by a
+    signal before it answered has -signal, as Popen says it.)"""
+
+    def __init__(self, argv: list[str], env: dict[str, str], cwd: str) -> None:
+        self.args = ["killgate", *argv]
+        self.returncode: int | None = None
+        self._signalled = 0
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(30)
+        sock.connect(_server_path())
+        _send(sock, {"argv": argv, "env": env, "cwd": cwd, "stream": True})
+        rout, wout = os.pipe()
+        rerr, werr = os.pipe()
+        try:
+            socket.send_fds(sock, [b"F"], [wout, werr])
+        finally:
+            os.close(wout)
+            os.close(werr)
+        self.pid: int = _recv(sock)["pid"]
+        self.stdout = open(rout)  # noqa: SIM115 - closed by communicate() or the caller
+        self.stderr = open(rerr)  # noqa: SIM115
+        self._sock = sock
+        self._done = threading.Event()
+        threading.Thread(target=self._await_exit, daemon=True).start()
+
+    def _await_exit(self) -> None:
+        self._sock.settimeout(None)
+        try:
+            rc = int(_recv(self._sock)["rc"])
+        except (OSError, EOFError, ValueError):
+            rc = -(self._signalled or signal.SIGKILL)
+        finally:
+            self._sock.close()
+        self.returncode = rc
+        self._done.set()
+
+    def poll(self) -> int | None:
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        if not self._done.wait(timeout):
+            raise subprocess.TimeoutExpired(self.args, timeout or 0)
+        assert self.returncode is not None
+        return self.returncode
+
+    def send_signal(self, sig: int) -> None:
+        if self.returncode is None:
+            self._signalled = sig
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, sig)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+    def communicate(self, input: str | None = None,
+                    timeout: float | None = None) -> tuple[str, str]:
+        assert input is None
+        got: dict[str, str] = {}
+
+        def read(name: str, f: Any) -> None:
+            got[name] = f.read()
+            f.close()
+
+        readers = [threading.Thread(target=read, args=(n, f), daemon=True)
+                   for n, f in (("out", self.stdout), ("err", self.stderr)) if not f.closed]
+        for t in readers:
+            t.start()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for t in readers:
+            t.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+            if t.is_alive():
+                raise subprocess.TimeoutExpired(self.args, timeout or 0)
+        self.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        return got.get("out", ""), got.get("err", "")
+
+
+def spawn(argv: list[str], env: dict[str, str], cwd: str) -> Spawned:
+    return Spawned(argv, env, cwd)
+
+
+def _server_path() -> str:
+    global _server
+    with _lock:
+        if _server is None or _server.proc.poll() is not None:
+            _server = _Server()
+        return _server.path

@@ -174,14 +174,18 @@ def test_token_refuses_a_scope_the_gateway_does_not_know() -> None:
 
 
 def test_the_cli_runs_as_python_m_gateway(tmp_path: Path) -> None:
-    """cli() forks the command from a process that imported the CLI (tests/cli_fork.py):
-    what it gives is what `python -m gateway` gives: exit codes (0, 1, argparse's 2),
-    stdout, stderr, the environment and the working directory of the call."""
+    """cli() forks the command from a process that imported the CLI (tests/cli_fork.py),
+    as does cli_fork.spawn() (a drill read as it runs): what they give is what `python -m
+    gateway` gives: exit codes (0, 1, argparse's 2), stdout, stderr, the environment."""
     cfg = tmp_path / "k.yaml"
     cfg.write_text("routes: 3\n")
     env = {"KILLGATE_TOKEN": "x"}
     for args in (("--version",), ("kill", "--bogus"), ("check", str(cfg))):
         forked, fresh = cli(*args, env=env), cli_process(*args, env=env)
         assert (forked.returncode, forked.stdout, forked.stderr) == (
+            fresh.returncode, fresh.stdout, fresh.stderr), args
+        streamed = cli_fork.spawn(list(args), {**os.environ, **env}, str(ROOT))  # (a drill's)
+        out, err = streamed.communicate(timeout=60)
+        assert (streamed.returncode, out, err) == (
             fresh.returncode, fresh.stdout, fresh.stderr), args
     assert cli("kill", "--bogus").returncode == 2
