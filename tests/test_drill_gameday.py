@@ -30,6 +30,7 @@ from tests.conftest import (
     write_config,
 )
 from tests.test_admin_drills import call, hdr, routes
+from tests.test_cli import acli
 from tests.test_drills import FAST, Drill, Fleet, fleet, fleet_state, token  # noqa: F401
 
 pytestmark = pytest.mark.timeout(120)
@@ -137,14 +138,11 @@ async def test_the_abort_watch_reads_each_instance_once_behind_a_balanced_admin_
                     "hold: 2s\nsettle: 1s\nabort: {route: broken, error_rate: 0.2, "
                     "min_requests: 10, interval: 200ms}\n")
     before = await fleet_state(session, fleet)
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway", "drill", "run", str(plan), "--json", "--out",
-        str(tmp_path / "out"), "--admin", f"http://127.0.0.1:{port}", "--token", token(),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=str(ROOT))
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    report = json.loads(out)
-    assert report["verdict"] == "passed", (report["reasons"], err.decode())
-    assert proc.returncode == 0
+    res = await acli("drill", "run", str(plan), "--json", "--out", str(tmp_path / "out"),
+                     "--admin", f"http://127.0.0.1:{port}", "--token", token())
+    report = json.loads(res.stdout)
+    assert report["verdict"] == "passed", (report["reasons"], res.stderr)
+    assert res.returncode == 0
     assert report["abort"]["worst_error_rate"] == 0, report["abort"]
     assert await fleet_state(session, fleet) == before
 
@@ -351,16 +349,13 @@ async def test_a_drill_whose_open_answer_is_lost_goes_on_with_the_drill_it_opene
     injection failed' though the kill was in force)."""
     port = await backends(answer_lost_once(session, fleet.admin, step))
     before = await fleet_state(session, fleet)
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway", "drill", "kill", "--route", "iris-drill",
-        "--version", "v2", "--rate", "40", "--steady", "300ms", "--hold", "500ms",
-        "--settle", "300ms", "--json", "--out", str(fleet.tmp / "reports"),
-        "--admin", f"http://127.0.0.1:{port}", "--token", token(),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=str(ROOT))
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    res = await acli("drill", "kill", "--route", "iris-drill", "--version", "v2", "--rate",
+                     "40", "--steady", "300ms", "--hold", "500ms", "--settle", "300ms",
+                     "--json", "--out", str(fleet.tmp / "reports"),
+                     "--admin", f"http://127.0.0.1:{port}", "--token", token())
     try:
-        assert proc.returncode == 0, err.decode()
-        report = json.loads(out)
+        assert res.returncode == 0, res.stderr
+        report = json.loads(res.stdout)
         assert report["verdict"] == "passed", report["reasons"]
     finally:
         async with session.get(fleet.admin + "/v1/drills", headers={
@@ -403,13 +398,9 @@ async def test_drill_restore_outlasts_the_store_pause_of_a_drill_that_died(
     opened = next(x for x in drill.lines if " opened " in x)
     drill_id = opened.split("drill: drill ", 1)[1].split()[0]
     drill.kill()
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway", "drill", "restore", drill_id, "--admin", fleet.admin,
-        "--token", token(), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        cwd=str(ROOT))
-    out, err = await asyncio.wait_for(proc.communicate(), 90)
-    assert proc.returncode == 0, (out, err)
-    assert b"trying again" in err, err  # (it met the pause, and waited it out)
+    res = await acli("drill", "restore", drill_id, "--admin", fleet.admin, "--token", token())
+    assert res.returncode == 0, (res.stdout, res.stderr)
+    assert "trying again" in res.stderr, res.stderr  # (it met the pause, and waited it out)
     await wait_until(lambda: _same_state(session, fleet, before), 10, 0.1, "the fleet as before")
 
 
