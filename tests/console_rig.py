@@ -160,9 +160,10 @@ def pump_traffic(fleet: Fleet, stop: threading.Event) -> None:
 
 
 @contextmanager
-def running_fleet(tmp: Path, extra: str = "") -> Iterator[Fleet]:
+def running_fleet(tmp: Path, extra: str = "", state_lines: str = "") -> Iterator[Fleet]:
     """Redis, three model servers, two `killgate serve` on one config (plus `extra`, YAML
-    sections such as `approvals:`), and the traffic pump; everything stopped on the way out."""
+    sections such as `approvals:`, and `state_lines`, lines of the state section such as
+    `  max_staleness: 2s\n`), and the traffic pump; everything stopped on the way out."""
     redis = RedisServer(tmp)
     redis.start()
     fl = Fleet([], redis)
@@ -178,7 +179,8 @@ def running_fleet(tmp: Path, extra: str = "") -> Iterator[Fleet]:
         # free ports (":0"), read back from its log; a folder each (logs, snapshots)
         state = (f"state:\n  backend: redis\n  url: {redis.url}\n  prefix: kgui\n"
                  f"  signing_key_env: {STATE_KEY_ENV}\n  snapshot_path: snapshot.json\n"
-                 "  poll_interval: 100ms\n  heartbeat_interval: 200ms\n  instance_lease: 2s\n")
+                 "  poll_interval: 100ms\n  heartbeat_interval: 200ms\n  instance_lease: 2s\n"
+                 + state_lines)
         for name in ("a", "b"):
             (tmp / name).mkdir()
             cfg = write_config(tmp / name, fleet_routes(*ports), state=state, extra=extra,

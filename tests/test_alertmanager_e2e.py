@@ -6,7 +6,8 @@ follows leaves the kill in place. Prints the time from the canary going bad to t
 being enforced everywhere.
 
 The rules and the Alertmanager config are the shipped files, with shorter windows and
-waits (rates over 10 s, `for: 2s`, evaluation every second) so the test takes seconds.
+waits (rates over 5 s, `for: 1s`, scrapes and evaluation every 500 ms) so the test takes
+seconds.
 """
 
 from __future__ import annotations
@@ -83,18 +84,18 @@ def daemons() -> Iterator[list[Daemon]]:
 
 
 def fast_rules(dst: Path) -> None:
-    """The shipped rules with 10 s rate windows (the canary alert's 6 and 15 minutes: 20 and
-    40 s), `for: 2s` and evaluation every second."""
+    """The shipped rules with 5 s rate windows (the canary alert's 6 and 15 minutes: 10 and
+    20 s), `for: 1s` and evaluation every 500 ms (ten scrapes in the shortest window)."""
     doc = yaml.safe_load((ROOT / "deploy/prometheus/killgate-rules.yml").read_text())
     for group in doc["groups"]:
-        group["interval"] = "1s"
+        group["interval"] = "500ms"
         for rule in group["rules"]:
             # (the canary alert's longer windows for a canary ejected again and again:
             # shortened too, so it resolves within the test once the canary is killed)
-            for window, short in (("[1m]", "[10s]"), ("[6m]", "[20s]"), ("[15m]", "[40s]")):
+            for window, short in (("[1m]", "[5s]"), ("[6m]", "[10s]"), ("[15m]", "[20s]")):
                 rule["expr"] = rule["expr"].replace(window, short)
             if "for" in rule:
-                rule["for"] = "2s"
+                rule["for"] = "1s"
     dst.write_text(yaml.safe_dump(doc))
 
 
@@ -174,7 +175,7 @@ async def test_prometheus_alert_kills_the_canary_through_alertmanager(
     am_config(tmp_path / "am.yml", f"{gws[0].admin}/v1/alerts/alertmanager", token)
     fast_rules(tmp_path / "rules.yml")
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump({
-        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "global": {"scrape_interval": "500ms", "evaluation_interval": "500ms"},
         "rule_files": [str(tmp_path / "rules.yml")],
         "alerting": {"alertmanagers": [{"static_configs": [
             {"targets": [f"127.0.0.1:{am_port}"]}]}]},
@@ -232,7 +233,7 @@ async def test_prometheus_alert_kills_the_canary_through_alertmanager(
                               f"{prom.output()}\nalertmanager:\n{am.output()}")
         took = time.monotonic() - t_bad
         print(f"\ncanary bad -> kill enforced on both instances: {took:.1f} s "
-              "(scrape 1 s, rate over 10 s, for 2 s, evaluation 1 s, group_wait 0 s)")
+              "(scrape 0.5 s, rate over 5 s, for 1 s, evaluation 0.5 s, group_wait 0 s)")
         # no answer from v2 on either instance once the kill is in force
         t_enforced = time.monotonic()
         await wait_until(lambda: any(t > t_enforced + 0.5 for t, _, _ in answers), 10)

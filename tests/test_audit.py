@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,6 @@ from aiohttp import ClientSession
 from gateway.domain.audit import GENESIS, AuditDraft, event_hash, seal, verify_chain
 from tests.backends import echo_app
 from tests.conftest import (
-    ROOT,
     admin_token,
     bearer,
     running_gateway,
@@ -24,6 +22,7 @@ from tests.conftest import (
     write_config,
 )
 from tests.faultproxy import redis_state_via
+from tests.test_cli import cli
 from tests.test_killswitch import redis_state
 
 TOKEN = admin_token("killgate:admin", "alice", 3 * 3600)
@@ -70,9 +69,7 @@ async def _actions(session: ClientSession, admin: str) -> None:
 
 
 def _verify(admin: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "gateway", "audit", "verify", "--admin", admin,
-                           "--token", TOKEN], capture_output=True, text=True, timeout=30,
-                          cwd=str(ROOT))
+    return cli("audit", "verify", "--admin", admin, "--token", TOKEN)
 
 
 @pytest.mark.parametrize("backend", ["local", "redis"])

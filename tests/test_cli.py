@@ -11,11 +11,24 @@ from pathlib import Path
 
 import jwt
 
+from tests import cli_fork
 from tests.backends import echo_app
 from tests.conftest import ROOT, SECRET, running_gateway, two_versions, wait_until, write_config
 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`killgate *args` in a process of its own, forked from one that imported the CLI
+    already (tests/cli_fork.py: the same main() as `python -m gateway`, without its
+    ~0.6 s of imports per command); test_the_cli_runs_as_python_m_gateway checks the two
+    agree."""
+    e = dict(os.environ)
+    e.update(env or {})
+    return cli_fork.run(list(args), e, str(ROOT), 60)
+
+
+def cli_process(*args: str, env: dict[str, str] | None = None
+                ) -> subprocess.CompletedProcess[str]:
+    """`python -m gateway *args`, a fresh interpreter."""
     e = dict(os.environ)
     e.update(env or {})
     return subprocess.run([sys.executable, "-m", "gateway", *args], capture_output=True,
@@ -158,3 +171,21 @@ def test_token_refuses_a_scope_the_gateway_does_not_know() -> None:
     res = cli("token", "--subject", "a", "--scope", "killgate:read killgate:kill",
               "--secret-env", "NU_SECRET", env=env)
     assert res.returncode == 0 and res.stdout.count(".") == 2, res
+
+
+def test_the_cli_runs_as_python_m_gateway(tmp_path: Path) -> None:
+    """cli() forks the command from a process that imported the CLI (tests/cli_fork.py),
+    as does cli_fork.spawn() (a drill read as it runs): what they give is what `python -m
+    gateway` gives: exit codes (0, 1, argparse's 2), stdout, stderr, the environment."""
+    cfg = tmp_path / "k.yaml"
+    cfg.write_text("routes: 3\n")
+    env = {"KILLGATE_TOKEN": "x"}
+    for args in (("--version",), ("kill", "--bogus"), ("check", str(cfg))):
+        forked, fresh = cli(*args, env=env), cli_process(*args, env=env)
+        assert (forked.returncode, forked.stdout, forked.stderr) == (
+            fresh.returncode, fresh.stdout, fresh.stderr), args
+        streamed = cli_fork.spawn(list(args), {**os.environ, **env}, str(ROOT))  # (a drill's)
+        out, err = streamed.communicate(timeout=60)
+        assert (streamed.returncode, out, err) == (
+            fresh.returncode, fresh.stdout, fresh.stderr), args
+    assert cli("kill", "--bogus").returncode == 2

@@ -28,7 +28,10 @@ ADMIN = admin_token("killgate:admin", "carol", 10800)
 
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
-    with running_fleet(tmp_path_factory.mktemp("console-warn")) as fl:
+    # (max_staleness 2 s, not 5: test_no_kill_is_not_called_green_while_the_state_is_stale
+    # waits it out; still 20 polls (100 ms) without an answer before the state is stale)
+    with running_fleet(tmp_path_factory.mktemp("console-warn"),
+                       state_lines="  max_staleness: 2s\n") as fl:
         yield fl
 
 

@@ -14,6 +14,7 @@ import yaml
 
 from gateway.telemetry.metrics import HELP
 from tests.conftest import ROOT
+from tests.test_cli import cli
 
 RULES = ROOT / "deploy/prometheus/killgate-rules.yml"
 DASHBOARD = ROOT / "deploy/grafana/killgate.json"
@@ -163,9 +164,7 @@ def _alert_token_commands() -> list[tuple[str, str]]:
 def test_the_documented_alertmanager_token_command_works(where: str, args: str) -> None:
     """The command, run as written against the shipped config (config/killgate.yaml), mints
     a token the gateway accepts: its lifetime within admin.auth.max_token_lifetime."""
-    import os
     import shlex
-    import sys
 
     import jwt
 
@@ -175,9 +174,7 @@ def test_the_documented_alertmanager_token_command_works(where: str, args: str) 
     auth = load_config(cfg_path).config.admin.auth
     argv = [str(cfg_path) if a == "killgate.yaml" else a for a in shlex.split(args)]
     secret = "s" * 40
-    res = subprocess.run([sys.executable, "-m", "gateway", "token", *argv], capture_output=True,
-                         text=True, timeout=30, cwd=ROOT,
-                         env={**os.environ, auth.secret_env: secret})
+    res = cli("token", *argv, env={auth.secret_env: secret})
     assert res.returncode == 0, (where, res.stderr)
     claims = jwt.decode(res.stdout.strip(), secret, algorithms=["HS256"],
                         audience=auth.audience, issuer=auth.issuer)
@@ -208,7 +205,7 @@ async def test_a_real_prometheus_evaluates_the_rules_on_a_real_gateways_series(
     await asyncio.to_thread(gw.wait_ready)
     prom_port = free_port()
     (tmp_path / "prometheus.yml").write_text(
-        "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+        "global: {scrape_interval: 500ms, evaluation_interval: 500ms}\n"
         f"rule_files: [{RULES}]\n"
         "scrape_configs:\n  - job_name: killgate\n"
         f"    static_configs: [{{targets: ['127.0.0.1:{gw.admin_port}']}}]\n")

@@ -28,6 +28,7 @@ import aiohttp
 import pytest
 from aiohttp import ClientSession
 
+from tests import cli_fork
 from tests.conftest import (
     ROOT,
     SECRET,
@@ -42,6 +43,7 @@ from tests.conftest import (
     wait_until_sync,
     write_config,
 )
+from tests.test_cli import acli
 
 DRILL_HDR = {"x-killgate-drill-route": "1"}
 PATH = "/v2/models/iris"
@@ -223,15 +225,13 @@ class Observer:
 
 
 class Drill:
-    """The real CLI in its own process."""
+    """The real CLI in its own process (forked from one that imported it: tests/cli_fork.py)."""
 
     def __init__(self, f: Fleet, *args: str, scope: str = "killgate:drill killgate:read") -> None:
         out = f.tmp / "reports"
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "drill", *args, "--json", "--out", str(out),
-             "--admin", f.admin, "--token", token(scope)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=str(ROOT), text=True,
-            preexec_fn=die_with_parent)
+        self.proc = cli_fork.spawn(
+            ["drill", *args, "--json", "--out", str(out), "--admin", f.admin, "--token",
+             token(scope)], dict(os.environ), str(ROOT))
         self.lines: list[str] = []
 
     async def wait_line(self, text: str, timeout: float = 20) -> str:
@@ -469,34 +469,23 @@ async def test_sigkill_at_each_step_then_drill_restore(fleet: Fleet, session: Cl
     await every_change_is_audited(session, fleet)
     if step == "injected":
         assert await fleet_state(session, fleet) != before  # the drill's kill is in force
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway", "drill", "restore", drill_id, "--admin", fleet.admin,
-        "--token", token(), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        cwd=str(ROOT))
-    out, err = await asyncio.wait_for(proc.communicate(), 40)
-    assert proc.returncode == 0, (out, err)
-    assert b"exactly as before" in out
+    res = await acli("drill", "restore", drill_id, "--admin", fleet.admin, "--token", token())
+    assert res.returncode == 0, (res.stdout, res.stderr)
+    assert "exactly as before" in res.stdout
     await wait_until(lambda: _same(session, fleet, before), 5, 0.1, "the fleet as before")
     events = [e for e in await audit(session, fleet, 20) if e.get("drill") == drill_id]
     assert events[0]["action"] == "drill.end" and events[0]["after"]["verdict"] == "aborted"
     # a second restore finds the drill ended: nothing to do
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway", "drill", "restore", drill_id, "--admin", fleet.admin,
-        "--token", token(), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        cwd=str(ROOT))
-    out, err = await asyncio.wait_for(proc.communicate(), 40)
-    assert proc.returncode == 0 and b"ended already" in err, (out, err)
+    res = await acli("drill", "restore", drill_id, "--admin", fleet.admin, "--token", token())
+    assert res.returncode == 0 and "ended already" in res.stderr, (res.stdout, res.stderr)
     if step != "opened":
         return
     # a token that may restore drills but not read their history: a clear answer (it was
     # a traceback)
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway", "drill", "restore", drill_id, "--admin", fleet.admin,
-        "--token", token("killgate:drill"), stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE, cwd=str(ROOT))
-    out, err = await asyncio.wait_for(proc.communicate(), 40)
-    assert proc.returncode == 1 and b"Traceback" not in err, (out, err)
-    assert b"history cannot be read" in err and b"killgate:read" in err, err
+    res = await acli("drill", "restore", drill_id, "--admin", fleet.admin, "--token",
+                     token("killgate:drill"))
+    assert res.returncode == 1 and "Traceback" not in res.stderr, (res.stdout, res.stderr)
+    assert "history cannot be read" in res.stderr and "killgate:read" in res.stderr, res.stderr
 
 
 async def _same(s: ClientSession, f: Fleet, before: list[dict[str, Any]]) -> bool:
@@ -562,13 +551,10 @@ async def test_history_trend_and_metrics_on_every_instance(fleet: Fleet,
                                                            session: ClientSession) -> None:
     """Run after the drills above: each is in the history, and every instance exports the
     last result of each kind and route (from the replicated state)."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway", "drill", "history", "--limit", "50", "--admin",
-        fleet.admin, "--token", token(), stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE, cwd=str(ROOT))
-    out, err = await asyncio.wait_for(proc.communicate(), 30)
-    text = out.decode()
-    assert proc.returncode == 0, err
+    res = await acli("drill", "history", "--limit", "50", "--admin", fleet.admin, "--token",
+                     token())
+    text = res.stdout
+    assert res.returncode == 0, res.stderr
     assert "trend:" in text and "failover on iris-drill: 1/1 passed" in text, text
     assert "rollback on iris-drill" in text and "aborted" in text and "OPEN" not in text
     for g in fleet.gateways:

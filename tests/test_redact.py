@@ -7,7 +7,6 @@ import asyncio
 import json
 import logging
 import os
-import subprocess
 import sys
 import textwrap
 import time
@@ -20,7 +19,6 @@ from gateway import redact
 from gateway.log import _JsonFormatter, _TextFormatter, event
 from tests.backends import echo_app
 from tests.conftest import (
-    ROOT,
     SECRET,
     STATE_KEY,
     STATE_KEY_ENV,
@@ -30,6 +28,7 @@ from tests.conftest import (
     wait_until,
     write_config,
 )
+from tests.test_cli import acli
 from tests.test_state_urls import _redis
 
 
@@ -195,9 +194,7 @@ async def test_no_secret_in_any_answer_log_or_cli_output(tmp_path: Path, backend
                     ["diff", str(other), "--against", str(tmp_path / "killgate.yaml")],
                     ["check", str(other)]]
             for args in runs:
-                res = await asyncio.to_thread(
-                    subprocess.run, [sys.executable, "-m", "gateway", *args],
-                    capture_output=True, text=True, env=cli_env, cwd=str(ROOT), timeout=60)
+                res = await acli(*args, env=cli_env)
                 assert res.returncode in (0, 2), (args, res.stderr)
                 seen["killgate " + " ".join(args)] = res.stdout + res.stderr
             # the store goes away: its error shows in status and logs, without the password
