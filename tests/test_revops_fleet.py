@@ -109,11 +109,14 @@ async def test_status_lists_an_instance_cut_off_from_the_store(tmp_path: Path, b
     await fwd.start()
     try:
         gate = "approvals: {unkill_version: 2}\n"
+        # (a lease of 3 s: B is SILENT from 3 s after its last heartbeat until its entry
+        # is dropped at 10 leases, 30 s: with 1 s, a loaded CI run took more than the 10 s
+        # left between B's lease running out and the approval below)
         a = await _serve(gateway_procs, tmp_path / "a", routes,
-                         _state(redis_server, tmp_path / "a", instance_lease="1s") + gate)
+                         _state(redis_server, tmp_path / "a", instance_lease="3s") + gate)
         b = await _serve(gateway_procs, tmp_path / "b", routes,
                          redis_state_via(fwd, tmp_path / "b", "revops", heartbeat_interval="200ms",
-                                         command_timeout="300ms", instance_lease="1s") + gate)
+                                         command_timeout="300ms", instance_lease="3s") + gate)
         await wait_until(lambda: _has_two(a.admin), 15, 0.1, "both instances in the fleet")
         fwd.point(free_port())
         await wait_until(lambda: _has_one(a.admin), 15, 0.1, "B's lease to run out")
