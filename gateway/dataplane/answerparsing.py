@@ -109,7 +109,10 @@ class AnswerParsing(Awaiting):
             self._framed = True
             value = value.rstrip(b" \t")  # (llhttp frames by the digits, keeps what follows)
             if value.isdigit():
-                self.length = int(value)
+                try:
+                    self.length = int(value)
+                except ValueError:  # over int()'s 4300 digits: leading zeros (llhttp's
+                    self.length = int(value.lstrip(b"0") or b"0")  # uint64 bounds the rest)
         elif kind == CODING:
             # (llhttp takes any codings before "chunked": "gzip, chunked" de-chunked would
             # reach the client as if its bytes were not coded at all)

@@ -147,7 +147,10 @@ class Parsing:
             if kind == HOST and req.host is None:
                 req.host = value
             elif kind == LENGTH:
-                req.content_length = int(value)  # llhttp checked: digits, no duplicates
+                try:
+                    req.content_length = int(value)  # llhttp checked: digits, no duplicates
+                except ValueError:  # over int()'s 4300 digits: leading zeros (llhttp's
+                    req.content_length = _long_length(value)  # uint64 bounds the rest)
             else:
                 self._field(kind, name, value)
 
@@ -273,6 +276,12 @@ class Parsing:
         if req.waiter is not None:
             req.wake()
         self._dispatch()
+
+
+def _long_length(digits: bytes) -> int:
+    """A Content-Length of more digits than int() reads (4300): llhttp framed it, so all
+    but its last 20 digits are zeros (RFC 9110 §8.6 allows leading zeros)."""
+    return int(digits.lstrip(b"0") or b"0")
 
 
 def _refusal(req: Request, version: str) -> tuple[int, str] | None:
