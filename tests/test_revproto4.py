@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from pathlib import Path
 
 import pytest
@@ -83,3 +84,34 @@ async def test_a_content_length_of_thousands_of_digits_is_its_value(tmp_path: Pa
                                      + b"\r\n\r\nhello")
         assert (status, body) == (200, b"good"), (status, body)
         assert backend.bodies[-1] == b"hello"
+
+
+class _Broken(dict[bytes, int]):
+    """A field-name table whose lookup of a new name fails: a bug of ours in a parser
+    callback, standing in for the int() one above (a fault injected, as a drill does)."""
+
+    def __missing__(self, name: bytes) -> int:
+        raise RuntimeError("a bug in a parser callback")
+
+
+async def test_a_parser_callback_that_fails_is_the_gateways_error_and_is_logged(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """A callback of ours that raised (the int() above was one) became 400 'malformed
+    request: User callback error': the client was told its valid request was malformed,
+    and nothing was logged or counted, so the operator never learned of the bug. It is now
+    a 500 of ours, logged with its traceback and counted as internal_error, as a failure in
+    the proxy's handler already is."""
+    from gateway.dataplane import parsing
+    from tests.test_protocol import Recorder, connect
+
+    monkeypatch.setattr(parsing, "NAMES", _Broken())
+    proto, tr, server = connect(Recorder())
+    with caplog.at_level(logging.ERROR, logger="killgate.protocol"):
+        proto.data_received(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+    out = bytes(tr.out)
+    assert out.startswith(b"HTTP/1.1 500 "), out
+    assert b"User callback error" not in out and b"the gateway failed" in out, out
+    assert "internal_error" in server.counts, server.counts
+    failed = [r for r in caplog.records if r.getMessage() == "request_parse_failed"]
+    assert failed and failed[0].exc_info and "a bug in a parser callback" in str(
+        failed[0].exc_info[1]), caplog.records

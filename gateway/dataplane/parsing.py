@@ -8,6 +8,7 @@ owns the connection (its reads), its queue and deadlines.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -34,6 +35,8 @@ from gateway.dataplane.wire import (
 )
 
 __all__ = ["Parsing"]
+
+log = logging.getLogger("killgate.protocol")
 
 # A head (or trailer section) of at most this many counted bytes is within MAX_HEAD and
 # holds fewer than MAX_HEADERS fields (each field counts at least 5: a name, and 4), none
@@ -82,6 +85,10 @@ class Parsing:
             return
         if isinstance(cause, Refuse):
             self._malformed(cause.status, cause.message)
+        elif cause is not None:  # a callback of ours failed: a bug, not the client's bytes
+            log.error("request_parse_failed", exc_info=cause)  # (as `_dispatch` does)
+            self.server.counted("internal_error")
+            self._malformed(500, "the gateway failed on this request")
         else:
             self._malformed(400, f"malformed request: {exc}")
 
