@@ -115,3 +115,34 @@ async def test_a_parser_callback_that_fails_is_the_gateways_error_and_is_logged(
     failed = [r for r in caplog.records if r.getMessage() == "request_parse_failed"]
     assert failed and failed[0].exc_info and "a bug in a parser callback" in str(
         failed[0].exc_info[1]), caplog.records
+
+
+async def test_an_answer_parser_callback_that_fails_is_logged(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """The same on a backend's answer: a callback of ours that raised was only a 502
+    'malformed response from backend: User callback error', counted against a healthy
+    backend (failovers, its error-rate alerts), and never logged. It is logged now."""
+    from gateway.dataplane import answerparsing
+    from gateway.dataplane.exchange import Exchange
+    from gateway.dataplane.upstream import Pool
+    from tests.test_exchange_reuse import Sink, Transport
+
+    def broken(name: bytes) -> int:
+        raise RuntimeError("a bug in an answer callback")
+
+    monkeypatch.setattr(answerparsing, "answer_field", broken)
+    loop = asyncio.get_running_loop()
+    pool = Pool("http", "127.0.0.1", 9, 4, loop, set(), 8)
+    ex = Exchange(pool)
+    ex.connection_made(Transport())
+    pool.open = 1
+    ex.begin_drive(Sink(), b"GET / HTTP/1.1\r\n\r\n", loop.time() + 5, 5, False)
+    with caplog.at_level(logging.ERROR, logger="killgate.upstream"):
+        ex.data_received(b"HTTP/1.1 200 OK\r\nX-Never-Seen-Revproto4: 1\r\n"
+                         b"Content-Length: 2\r\n\r\n{}")
+    assert ex.error is not None, "the exchange should fail"
+    failed = [r for r in caplog.records if r.getMessage() == "answer_parse_failed"]
+    assert failed and failed[0].exc_info and "a bug in an answer callback" in str(
+        failed[0].exc_info[1]), caplog.records
+    ex.detach()
+    ex.release()

@@ -10,6 +10,7 @@ callbacks: `answerparsing.py`, a base).
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Protocol
 
 import httptools
@@ -25,6 +26,8 @@ from gateway.errors import (
 )
 
 __all__ = ["Body", "Exchange", "Home", "Sink"]
+
+log = logging.getLogger("killgate.upstream")
 
 
 class Sink(Protocol):
@@ -174,6 +177,10 @@ class Exchange(AnswerParsing, asyncio.Protocol):
                     self.transport.abort()
             else:
                 cause = exc.__context__
+                if cause is not None and not isinstance(cause, BadAnswer):
+                    # a callback of ours failed (a bug), not the backend's bytes: logged, or
+                    # only a backend error would ever show it (a 502, failovers, alerts)
+                    log.error("answer_parse_failed", exc_info=cause)
                 self.fail(UpstreamProtocolError(
                     str(cause) if isinstance(cause, BadAnswer)
                     else f"malformed response from backend: {exc}"))
