@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 
 from gateway.admin.auth import Authenticator
 from gateway.configfile import LoadedConfig
@@ -131,8 +132,10 @@ class Gateway(GatewayParts):
         if self._listener is not None:
             self._listener.hurry()
 
-    async def shutdown(self) -> bool:
-        """Drain in-flight requests (bounded), then close everything in reverse order."""
+    async def shutdown(self, closed: Callable[[], object] | None = None) -> bool:
+        """Drain in-flight requests (bounded), then close everything in reverse order;
+        `closed` is called then, before the `stopped` line (a group's worker tells its
+        supervisor: read past that line, the worker is known to be done)."""
         self.draining = True  # (/readyz: 503 from now on)
         delay = self.loaded.config.server.shutdown_delay
         if delay > 0 and self.started:
@@ -150,6 +153,8 @@ class Gateway(GatewayParts):
             drained = await self._listener.shutdown(timeout, self.inflight.end_streams)
         drained = await self.inflight.wait_idle(0.1) and drained
         await self._stack.aclose()
+        if closed is not None:
+            closed()
         event(log, "phase", phase="stopped", drained=drained)
         return drained
 

@@ -81,9 +81,9 @@ async def serve_until_stopped(loaded: LoadedConfig, worker: int | None, reuse_po
             # came while this worker started is delivered now, to the handler above
             signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
             await stop.wait()
-        await gw.shutdown()
-        if pipe is not None:  # drained: the supervisor's watchdog leaves the exit alone
-            _tell(pipe, b"0")
+        # drained: the supervisor's watchdog leaves the exit alone (told before the
+        # `stopped` line: a worker paused past that line is not one that is stuck)
+        await gw.shutdown(None if pipe is None else lambda: _tell(pipe, b"0"))
     finally:
         if group is not None:
             await group.stop()

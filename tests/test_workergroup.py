@@ -21,7 +21,15 @@ from gateway.workergroup import WorkerGroup
 
 pytestmark = pytest.mark.timeout(30)
 
-SLEEPER = [sys.executable, "-c", "import time; time.sleep(60)"]
+#: a worker's start: the group starts it with the stop signals held (workergroup.spawn);
+#: a gateway worker lets them through once its handlers are in place (serving.py), these
+#: stand-ins at once, their default action (the end) standing for those handlers
+#: a worker's start: the group starts it with the stop signals held (workergroup.spawn); a
+#: gateway worker lets them through once its handlers are in place (serving.py), these
+#: stand-ins at once, the default action (the end) standing for those handlers
+UNBLOCK = ("import signal; signal.pthread_sigmask(signal.SIG_UNBLOCK, "
+           "{signal.SIGTERM, signal.SIGINT}); ")
+SLEEPER = [sys.executable, "-c", UNBLOCK + "import time; time.sleep(60)"]
 
 
 @pytest.fixture
@@ -110,7 +118,7 @@ def test_a_worker_that_dies_again_at_once_stops_the_group(handler: list[WorkerGr
     """A slot's first death restarts it; a second within the restart window is a crash loop:
     its code is the group's failure, and the other workers are stopped (SIGTERM while
     stopping counts as a clean end)."""
-    argv = {0: [sys.executable, "-c", "raise SystemExit(3)"], 1: SLEEPER}
+    argv = {0: [sys.executable, "-c", UNBLOCK + "raise SystemExit(3)"], 1: SLEEPER}
     group = WorkerGroup(lambda i: argv[i], stdout=subprocess.DEVNULL)
     handler.append(group)
     wait = ChildWait().open()
@@ -124,8 +132,8 @@ def test_a_worker_that_dies_again_at_once_stops_the_group(handler: list[WorkerGr
     assert group.stopping
 
 
-SLOW_FAIL = [sys.executable, "-c", "import time; time.sleep(1.5); raise SystemExit(4)"]
-SERVES_THEN_DIES = [sys.executable, "-c",
+SLOW_FAIL = [sys.executable, "-c", UNBLOCK + "import time; time.sleep(1.5); raise SystemExit(4)"]
+SERVES_THEN_DIES = [sys.executable, "-c", UNBLOCK +
                     "import os, time; os.write(int(os.environ['KILLGATE_READY_FD']), b'1'); "
                     "time.sleep(1.5); raise SystemExit(5)"]
 
@@ -180,10 +188,10 @@ def test_a_worker_that_served_is_restarted_each_time_it_dies(
     assert len(spawned) == 4 and group.codes == {0: 0}
 
 
-SERVES = [sys.executable, "-c",
+SERVES = [sys.executable, "-c", UNBLOCK +
           "import os, time; os.write(int(os.environ['KILLGATE_READY_FD']), b'1'); "
           "time.sleep(60)"]
-FAILS_SOON = [sys.executable, "-c", "import time; time.sleep(0.5); raise SystemExit(6)"]
+FAILS_SOON = [sys.executable, "-c", UNBLOCK + "import time; time.sleep(0.5); raise SystemExit(6)"]
 
 
 def test_a_crash_loop_while_other_workers_serve_backs_off_and_keeps_the_group(
