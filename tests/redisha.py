@@ -152,7 +152,9 @@ class SentinelCluster:
         self.master.start()
         # a replica that answers no faster than the master, and takes over when asked
         self.replica.start(f"replicaof 127.0.0.1 {self.master.port}\nreplica-priority 100\n")
-        wait_until_sync(lambda: self.replica.info("replication", "master_link_status") == "up",
+        # (online: it has acked once, so a WAIT counts it; right after a sync it may not have)
+        wait_until_sync(lambda: self.replica.info("replication", "master_link_status") == "up"
+                        and "state=online" in self.master.info("replication", "slave0"),
                         10, what="the replica to sync")
         for s in self.sentinels:
             s.start(f"sentinel monitor {self.name} 127.0.0.1 {self.master.port} 2\n"
