@@ -488,7 +488,9 @@ class RedisServer:
         for attempt in range(3):
             self.proc = subprocess.Popen(
                 [self.exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                 "--appendonly", "no", "--dir", str(self.workdir), "--protected-mode", "yes"],
+                 "--appendonly", "no", "--dir", str(self.workdir), "--protected-mode", "yes",
+                 # (a replica's full sync starts at once; by default it waits 5 s for more)
+                 "--repl-diskless-sync-delay", "0"],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=die_with_parent)
             try:
                 wait_until_sync(self._answers, 10.0,

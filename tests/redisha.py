@@ -15,7 +15,8 @@ from pathlib import Path
 from gateway.config import StateConfig
 from tests.conftest import die_with_parent, free_port, wait_until_sync
 
-__all__ = ["STATE_KEY_ENV", "RedisNode", "SentinelCluster", "redis_state_yaml", "state_key_env"]
+__all__ = ["SENTINEL_PERIODS", "STATE_KEY_ENV", "RedisNode", "SentinelCluster", "redis_state_yaml",
+           "state_key_env"]
 
 STATE_KEY_ENV = "KILLGATE_STATE_KEY"
 
@@ -83,8 +84,10 @@ class RedisNode:
 
     def start(self, conf: str = "") -> None:
         cfgfile = self.workdir / "redis.conf"
+        # (a full sync starts at once: by default a diskless one waits 5 s for more replicas)
+        sync = "" if self.sentinel else "repl-diskless-sync-delay 0\n"
         cfgfile.write_text(f"port {self.port}\nbind {self.host}\ndir {self.workdir}\n"
-                           "save \"\"\nappendonly no\n" + conf)
+                           "save \"\"\nappendonly no\n" + sync + conf)
         args = [self.exe, str(cfgfile)] + (["--sentinel"] if self.sentinel else []) + self.extra
         if hasattr(self, "log"):
             self.log.close()  # a restart
@@ -122,6 +125,12 @@ class RedisNode:
             self.log.close()
 
 
+# Sentinels at a test's pace: hellos every 0.5 s (2 s), so they find each other and, as they
+# wait 4 hellos before making a returning old master a replica, reconfigure it in 2 s (8 s);
+# INFO every 1 s (10 s). Every other period (ping, down-after, failover) as configured.
+SENTINEL_PERIODS = ("publish-period", "500", "info-period", "1000")
+
+
 class SentinelCluster:
     """A master, a replica and three sentinels (quorum 2) watching service `name`."""
 
@@ -143,13 +152,16 @@ class SentinelCluster:
         self.master.start()
         # a replica that answers no faster than the master, and takes over when asked
         self.replica.start(f"replicaof 127.0.0.1 {self.master.port}\nreplica-priority 100\n")
-        wait_until_sync(lambda: self.replica.info("replication", "master_link_status") == "up",
+        # (online: it has acked once, so a WAIT counts it; right after a sync it may not have)
+        wait_until_sync(lambda: self.replica.info("replication", "master_link_status") == "up"
+                        and "state=online" in self.master.info("replication", "slave0"),
                         10, what="the replica to sync")
         for s in self.sentinels:
             s.start(f"sentinel monitor {self.name} 127.0.0.1 {self.master.port} 2\n"
                     f"sentinel down-after-milliseconds {self.name} {self.down_after_ms}\n"
                     f"sentinel failover-timeout {self.name} {self.failover_timeout_ms}\n"
                     f"sentinel parallel-syncs {self.name} 1\n")
+            s.cmd("SENTINEL", "DEBUG", *SENTINEL_PERIODS)
         # every sentinel knows the replica and the other two before anything is failed over
         def aware() -> bool:
             for s in self.sentinels:

@@ -328,14 +328,16 @@ async def test_replays_and_deletions_cannot_flood_the_audit_trail_with_reseeds(
         for how, writes in attacks.items():
             reseeds = g.gw.metrics.get("killgate_state_reseeds_total")
             events = len(events_in(redis_server))
-            end = time.monotonic() + 2.0  # (a fixed window: what is counted is what happens in it)
+            # (a fixed window: what is counted is what happens in it; repaired at once, one
+            # re-seed per 100 ms poll, it would hold ~15)
+            end = time.monotonic() + 1.5
             n = 0
             while time.monotonic() < end:
                 n += 1
                 for cmd in writes(n):
                     redis_server.cmd(*cmd)
                 await asyncio.sleep(0.01)
-            assert n > 50
+            assert n > 35
             assert g.gw.metrics.get("killgate_state_reseeds_total") - reseeds <= 5, how
             assert len(events_in(redis_server)) - events <= 5, how
             await stays_killed(session, [g.url], 0.2)

@@ -32,8 +32,9 @@ from tests.test_killswitch import fixed_ports_config, redis_state
 
 pytestmark = pytest.mark.timeout(240)
 
-#: more histories: CHAOS_SEEDS=3,4,5 (38 seeds passed when this test was written)
-SEEDS = [int(s) for s in os.environ.get("CHAOS_SEEDS", "1,2").split(",")]
+#: one history per test by default (each ~4-8 s of three processes); more histories:
+#: CHAOS_SEEDS=2,3,4 (38 seeds passed when this test was written)
+SEEDS = [int(s) for s in os.environ.get("CHAOS_SEEDS", "1").split(",")]
 #: one token for every call: a new token per call is a token check each, and the polls
 #: for convergence (every 5 ms, three instances) spent the budget: 429s, read as an
 #: instance that did not answer, until the wait ran out (and /v1/audit answered 429 too).

@@ -131,7 +131,7 @@ async def test_lost_pubsub_messages_are_caught_by_the_poll(tmp_path: Path, backe
     poll = 0.1
     lags = []
     async with running_gateway(cfg_a, "a") as a, running_gateway(cfg_b, "b") as b:
-        for i in range(100):
+        for i in range(40):  # (each a lost message: 40 polls' worth of lags)
             killing = i % 2 == 0
             redis_server.cmd("CLIENT", "KILL", "TYPE", "pubsub")
             t0 = time.monotonic()
@@ -392,7 +392,7 @@ async def test_frozen_redis_does_not_slow_requests(tmp_path: Path, backends, red
             await asyncio.gather(*(worker() for _ in range(8)))
         return sorted(lat)
 
-    base = await measure(3.0)
+    base = await measure(2.0)  # (thousands of requests: a p99 of its own)
     redis_server.freeze()
     try:
         frozen = await measure(5.0)
@@ -493,7 +493,9 @@ async def test_fail_closed_after_max_staleness(tmp_path: Path, backends, redis_s
 async def test_sse_on_a_killed_version_gets_the_error_event(tmp_path: Path, backends,
                                                             redis_server, session) -> None:
     p1 = await backends(sse_app("v1", events=100, interval=0.05))
-    cfg = write_config(tmp_path, two_versions(p1, p1, 100, 0),
+    # (v2 answers at once: on p1, the failover request below read a 5 s stream too)
+    p2 = await backends(echo_app("v2"))
+    cfg = write_config(tmp_path, two_versions(p1, p2, 100, 0),
                        state=redis_state(redis_server, tmp_path))
     async with running_gateway(cfg) as g:
         async with session.get(g.url + "/v2/models/iris/stream") as r:

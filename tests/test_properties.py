@@ -42,9 +42,10 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_TEXTS = [p.read_text() for p in sorted((ROOT / "config").glob("*.yaml"))]
 EXAMPLES = [yaml.safe_load(t) for t in EXAMPLE_TEXTS]
 # CI runs a fixed, derandomised set of examples (a red build is then reproducible);
-# KILLGATE_FUZZ_EXAMPLES=N runs a random campaign of N examples per test instead.
+# KILLGATE_FUZZ_EXAMPLES=N runs a random campaign of N examples per test instead. (60: the
+# fixed set still finds `listen: null`, the bug the first campaign found; 150 took 30 s.)
 _CAMPAIGN = int(os.environ.get("KILLGATE_FUZZ_EXAMPLES", "0"))
-FUZZ = settings(max_examples=_CAMPAIGN or 150, derandomize=not _CAMPAIGN, database=None,
+FUZZ = settings(max_examples=_CAMPAIGN or 60, derandomize=not _CAMPAIGN, database=None,
                 deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                        HealthCheck.function_scoped_fixture])

@@ -42,7 +42,9 @@ async def test_forwards_and_labels_every_response(tmp_path: Path, backends, sess
 async def test_split_90_10_over_http(tmp_path: Path, backends) -> None:
     p1, p2 = await backends(echo_app("v1")), await backends(echo_app("v2"))
     cfg = write_config(tmp_path, two_versions(p1, p2, 90, 10))
-    n = 20_000
+    # (the split's precision, ±1 point over 20,000 draws, is test_routing.py's
+    # test_split_90_10_within_one_point_over_20000; here: the live data plane applies it)
+    n = 5_000
     counts: Counter[str] = Counter()
     async with running_gateway(cfg) as g:
         conn = aiohttp.TCPConnector(limit=64)
@@ -56,7 +58,7 @@ async def test_split_90_10_over_http(tmp_path: Path, backends) -> None:
             await asyncio.gather(*(worker(n // 50) for _ in range(50)))
     assert sum(counts.values()) == n
     share = counts["v2"] / n
-    assert abs(share - 0.10) <= 0.01, counts  # binomial sd 0.21 points
+    assert abs(share - 0.10) <= 0.02, counts  # binomial sd 0.42 points: ~4.7 sd
 
 
 async def test_sticky_over_http(tmp_path: Path, backends, session) -> None:
@@ -253,12 +255,15 @@ async def test_a_black_holed_version_fails_over_within_the_connect_timeout(
                                                   "outlier: {enabled: false}\n"))
         async with running_gateway(cfg) as g:
             took, seen = [], Counter()
-            for _ in range(20):
+
+            async def one() -> None:  # (all at once: none waits behind another's attempt)
                 t0 = time.monotonic()
                 async with session.get(g.url + INFER) as r:
                     assert r.status == 200
                     seen[(r.headers["x-killgate-version"], r.headers["x-killgate-decision"])] += 1
                 took.append(time.monotonic() - t0)
+
+            await asyncio.gather(*(one() for _ in range(20)))
     assert set(seen) <= {("v2", "weighted"), ("v2", "failover")}
     assert seen[("v2", "failover")] > 0  # 50/50 over 20: 1 in a million to see none
     # one connect timeout, not two (2 s): the rest of a second is for a loaded machine

@@ -45,7 +45,9 @@ async def test_promotion_never_loses_an_acknowledged_kill(
         second_redis: RedisServer, fwd: Forwarder) -> None:
     primary, replica = redis_server, second_redis
     replica.cmd("REPLICAOF", "127.0.0.1", str(primary.port))
+    # (online: it has acked once, so WAIT counts it; right after a sync it may not have yet)
     await wait_until(lambda: _info(primary, "connected_slaves") == "1"
+                     and "state=online" in _info(primary, "slave0")
                      and _info(replica, "master_link_status") == "up", 10,
                      what="the replica to attach")
     p = await backends(echo_app("v1"))

@@ -24,7 +24,7 @@ from aiohttp import ClientSession
 
 from tests.backends import echo_app
 from tests.conftest import running_gateway, two_versions, wait_until, wait_until_sync, write_config
-from tests.redisha import STATE_KEY_ENV, RedisNode, redis_state_yaml
+from tests.redisha import SENTINEL_PERIODS, STATE_KEY_ENV, RedisNode, redis_state_yaml
 from tests.test_killswitch import auth, status_of
 
 pytestmark = pytest.mark.timeout(120)
@@ -59,6 +59,7 @@ class Cluster:
             s.start(f"sentinel monitor {SERVICE} 127.0.0.1 {self.master.port} 2\n"
                     f"sentinel down-after-milliseconds {SERVICE} 500\n"
                     f"sentinel failover-timeout {SERVICE} 3000\n")
+            s.cmd("SENTINEL", "DEBUG", *SENTINEL_PERIODS)
 
         def aware() -> bool:
             return all("slaves=1,sentinels=3" in s.info("sentinel", "master0")

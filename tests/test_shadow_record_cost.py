@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import time
 from pathlib import Path
 
 import pytest
@@ -53,10 +54,24 @@ async def test_a_full_ring_of_large_records_is_published_without_holding_the_loo
                 await asyncio.sleep(0.005)
                 worst = max(worst, loop.time() - t - 0.005)
 
+        blob = tmp_path / "store.json.stats" / "shadow~iris" / "test.json"
+
+        def ring_published_since(t: float) -> bool:
+            # (written whole, by rename: its time is the publish's; the ring was full
+            # before the watch began. Read no further: parsing ~17 MB here would hold the
+            # loop being watched)
+            try:
+                return blob.stat().st_mtime >= t
+            except FileNotFoundError:
+                return False
+
+        watched_from, t0 = time.time(), time.monotonic()
         watch = asyncio.create_task(lag())
-        # the full ring is published (when changed, and every 5 s in any case) and the
-        # fleet's read for the gate every second
-        await asyncio.sleep(6)
+        # watched until the full ring was published (when changed, and every 5 s in any
+        # case) and the fleet read for the gate (every second) at least once
+        await wait_until(lambda: time.monotonic() - t0 > 1.5
+                         and ring_published_since(watched_from), 10, 0.05,
+                         "the full ring published while the loop is watched")
         stop.set()
         await watch
         rep = await report(session, gw.admin, limit=100)  # (an answer of 17 MB: not timed)

@@ -345,9 +345,13 @@ async def test_the_groups_inflight_gauge_counts_every_workers_requests(
                     for s in f.samples if s.name == "killgate_inflight_requests"]
         assert inflight == [n], inflight
     finally:
-        gw.stop()
+        # the held requests' clients go first: the group then drains at once (it waited on
+        # them for the whole stop timeout, 15 s, and was SIGKILLed)
+        for h in held:
+            h.cancel()
         await asyncio.gather(*held, return_exceptions=True)
         await session.close()
+        gw.stop()
 
 
 async def test_a_worker_that_cannot_write_its_snapshot_never_makes_a_counter_step_back(

@@ -118,9 +118,13 @@ class ShadowResults:
         if not force and last is not None and last[:2] == (t.changes, t.spec) \
                 and now - last[2] < (FRESH / 2 if changed else REPUBLISH):
             return
+        # (what the blob holds is marked published: a copy recorded while the store writes
+        # it changes the tally again, and is in the next publish, not lost until the
+        # heartbeat)
+        published = (t.changes, t.spec, now)
         await self.store.put_stats(stats_key(rc.name), self.instance,
                                    {"instance": self.instance, "t": now, "tally": t.to_json()})
-        self._published[rc.name] = (t.changes, t.spec, now)
+        self._published[rc.name] = published
 
     async def _fleet(self, rc: RouteConfig) -> tuple[Tally, int]:
         """The fleet's counts for the shadow settings in force, and how many instances."""
