@@ -412,7 +412,7 @@ def test_two_person_unkill_approval_self_approval_decline_and_break_glass(
     assert _route_kills(fleet), "the unkill applied without its approval"
     # the requester approves her own request: the API's refusal, as it wrote it
     b.click(f"button[data-key='approve-{ident}']")
-    assert _apply(b, "I checked it myself") == \
+    assert _apply(b, "I checked it myself", confirm=True) == \
         "403 self_approval: a requester cannot approve their own request"
     b.click("#action-cancel")
     assert _route_kills(fleet)
@@ -425,7 +425,11 @@ def test_two_person_unkill_approval_self_approval_decline_and_break_glass(
     assert "applied now" in b.text("#action-changes")
     sent = b.d.find_element(By.ID, "action-request").get_attribute("textContent")
     assert f"/v1/approvals/{ident}/approve" in sent and waiting[0]["hash"] in sent, sent
-    receipt = _apply(b, "reviewed the fix")
+    # approving it lifts the kill: the explicit confirmation every unkill needs (it was
+    # applied with a reason alone)
+    assert b.text("#action-confirm-label") == \
+        "Yes: lift the kill on route iris now and let traffic flow again"
+    receipt = _apply(b, "reviewed the fix", confirm=True)
     assert RECEIPT.match(receipt) and "approved by alice, bob" in receipt, receipt
     b.click("#action-cancel")
     b.wait(lambda d: "No request is waiting" in b.text("#approvals-body"), "the request gone",
@@ -533,7 +537,7 @@ def test_asking_for_a_change_another_asked_for_offers_to_approve_it(fleet: Fleet
         b.click(f"#action-result button[data-key='approve-asked-{ident}']")
         assert "Approve: unkill iris" in b.text("#action-title")
         assert "applied now" in b.text("#action-changes")
-        receipt = _apply(b, "INC-12: reviewed")
+        receipt = _apply(b, "INC-12: reviewed", confirm=True)
         assert RECEIPT.match(receipt) and "approved by alice, bob" in receipt, receipt
         b.click("#action-cancel")
         assert _route_kills(fleet) == []

@@ -137,8 +137,15 @@ export function approvalSpec(a, decision) {
   const t = a.target || {};
   const what = [a.action, t.scope === "global" ? "global" : [t.route, t.version].filter(Boolean).join("/")]
     .filter(Boolean).join(" ");
+  // approving an unkill lifts a kill (now, or with the approvals still to come): it needs
+  // the explicit confirmation every unkill needs, as the unkill dialog asks for it
+  const lifts = decision === "approve" && a.action === "unkill";
+  const lifted = selectorText(t.scope, t.route, t.version);
+  const now = (a.approved_by || []).length + 1 >= a.needs;
   return {
     key: `${decision}-${a.id}`, title: `${decision === "approve" ? "Approve" : "Decline"}: ${what}`,
+    confirm: lifts ? (now ? `Yes: lift the kill on ${lifted} now and let traffic flow again`
+      : `Yes: approve lifting the kill on ${lifted}`) : null,
     method: "POST", path: `/v1/approvals/${encodeURIComponent(a.id)}/${decision}`,
     // approving names the change reviewed here: a stored change that differs is refused
     body: decision === "approve" && a.hash ? {hash: a.hash} : {},
