@@ -105,11 +105,11 @@ def test_kill_scoped_operator_kills_v2_sees_it_everywhere_and_unkills(fleet: Fle
     assert "90" in v1 and "90 %" in v1 and "10" in v2 and "10 %" in v2, (v1, v2)
     assert "serving" in v2
     # a kill-scoped token: kill buttons, no rollout ones
-    assert b.d.find_elements(By.CSS_SELECTOR, "button[data-key='kill-iris-v2']")
+    assert b.d.find_elements(By.CSS_SELECTOR, "button[data-key='kill-iris/v2']")
     assert not b.d.find_elements(By.CSS_SELECTOR, "button[data-key^='promote-'], "
                                                   "button[data-key^='weights-']")
 
-    b.click("button[data-key='kill-iris-v2']")
+    b.click("button[data-key='kill-iris/v2']")
     assert not b.d.find_element(By.ID, "action-confirm").is_displayed()  # a version kill: no
     changes = b.text("#action-changes")
     assert "Kill flag version iris/v2" in changes and "10 % → 0 %" in changes, changes
@@ -131,7 +131,7 @@ def test_kill_scoped_operator_kills_v2_sees_it_everywhere_and_unkills(fleet: Fle
         assert fleet.served_by(gw, 30) == {"v1"}
         assert fleet.served_by(gw, 3, {"x-killgate-pin": "v2"}) == {"v1"}
 
-    b.click("button[data-key='unkill-iris-v2']")
+    b.click("button[data-key='unkill-iris/v2']")
     assert "Lift the kill" in b.text("#action-title")
     assert b.d.find_element(By.ID, "action-confirm").is_displayed()
     receipt = _apply(b, "INC-7: v2.1 deployed", confirm=True)
@@ -153,9 +153,9 @@ def test_an_unkill_from_the_page_lifts_the_kill_it_showed_only(fleet: Fleet,
     b.sign_in(fleet.admin, KILLER, "alice")
     sel = {"scope": "version", "route": "iris", "version": "v2"}
     fleet.api("POST", "/v1/kill", KILLER, body={**sel, "reason": "first incident"})
-    b.wait(lambda d: b.d.find_elements(By.CSS_SELECTOR, "button[data-key='unkill-iris-v2']"),
+    b.wait(lambda d: b.d.find_elements(By.CSS_SELECTOR, "button[data-key='unkill-iris/v2']"),
            "the unkill button")
-    b.click("button[data-key='unkill-iris-v2']")
+    b.click("button[data-key='unkill-iris/v2']")
     fleet.api("POST", "/v1/unkill", KILLER, body={**sel, "reason": "fixed elsewhere"})
     fleet.api("POST", "/v1/kill", KILLER, body={**sel, "reason": "second incident"})
     b.d.find_element(By.ID, "action-reason").send_keys("INC-8: done")
@@ -201,7 +201,7 @@ def test_keyboard_reaches_a_kill_button_and_the_dialog(fleet: Fleet, browser: Br
     keys = ActionChains(b.d)
     for _ in range(60):
         keys.send_keys(Keys.TAB).perform()
-        if b.d.execute_script("return document.activeElement.dataset.key") == "kill-iris-v2":
+        if b.d.execute_script("return document.activeElement.dataset.key") == "kill-iris/v2":
             break
     else:
         pytest.fail("Tab never reached the Kill v2 button")
@@ -228,7 +228,7 @@ def test_narrow_window_and_1280x720_fit(fleet: Fleet, browser: Browser) -> None:
     b.d.set_window_size(420, 900)
     b.wait(lambda d: d.execute_script("return window.innerWidth") <= 420, "a narrow window")
     assert b.d.execute_script(overflow) <= 0, "the page scrolls sideways when narrow"
-    kill = b.wait(lambda d: shown(d, "button[data-key='kill-iris-v2']"), "the kill button")
+    kill = b.wait(lambda d: shown(d, "button[data-key='kill-iris/v2']"), "the kill button")
     assert kill.is_displayed()
     b.shot("narrow.png")
 
@@ -301,7 +301,7 @@ def test_signed_in_by_a_proxy_the_page_holds_no_token(fleet: Fleet, browser: Bro
         assert not b.d.find_element(By.ID, "signout").is_displayed()  # nothing to sign out of
         assert b.d.execute_script("return sessionStorage.length") == 0
         b.wait(lambda d: "serving" in b.text(_row("v2")), "the routes through the proxy")
-        assert b.d.find_elements(By.CSS_SELECTOR, "button[data-key='kill-iris-v2']")
+        assert b.d.find_elements(By.CSS_SELECTOR, "button[data-key='kill-iris/v2']")
         b.shot("proxy.png")
     finally:
         b.d.get(fleet.admin + "/ui/")  # leave the proxy's origin before it goes
@@ -354,7 +354,7 @@ def test_admin_sets_weights_releases_and_verifies_the_whole_trail(fleet: Fleet,
 def test_admin_promotes_then_rolls_back_from_the_page(fleet: Fleet, browser: Browser) -> None:
     b = browser
     b.sign_in(fleet.admin, ADMIN, "carol")
-    b.click("button[data-key='promote-iris-v2']")
+    b.click("button[data-key='promote-iris/v2']")
     assert "Stable version: v1 → v2" in b.text("#action-changes")
     assert RECEIPT.match(_apply(b, "v2 is good"))
     b.click("#action-cancel")
@@ -505,7 +505,7 @@ def test_an_unkill_under_a_wider_kill_says_still_killed(fleet: Fleet, browser: B
             if scope == "version" else {"scope": scope, "route": "iris", "reason": "INC-11"})
     try:
         b.sign_in(fleet.admin, KILLER, "alice")
-        b.click("button[data-key='unkill-iris-v2']")
+        b.click("button[data-key='unkill-iris/v2']")
         receipt = _apply(b, "INC-11: v2 fixed", confirm=True)
         assert "STILL KILLED by the route:iris kill in force" in receipt, receipt
         assert "ok" not in (b.d.find_element(By.CSS_SELECTOR, "#action-result p")

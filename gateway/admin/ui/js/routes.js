@@ -34,13 +34,13 @@ function versionRows(name, rs, series, can, open, kills) {
     const actions = [];
     if (can.kill) {
       actions.push(flag
-        ? h("button", {type: "button", class: "secondary", dataset: {key: `unkill-${name}-${vn}`},
+        ? h("button", {type: "button", class: "secondary", dataset: {key: `unkill-${name}/${vn}`},
                        onclick: () => open(unkillSpec(flag))}, `Unkill ${vn}`)
-        : h("button", {type: "button", class: "danger", dataset: {key: `kill-${name}-${vn}`},
+        : h("button", {type: "button", class: "danger", dataset: {key: `kill-${name}/${vn}`},
                        onclick: () => open(killSpec("version", name, vn, rs))}, `Kill ${vn}`));
     }
     if (can.rollout && vn !== rs.stable) {
-      actions.push(h("button", {type: "button", class: "secondary", dataset: {key: `promote-${name}-${vn}`},
+      actions.push(h("button", {type: "button", class: "secondary", dataset: {key: `promote-${name}/${vn}`},
                                 onclick: () => open(promoteSpec(name, vn, rs))}, `Promote ${vn}`));
     }
     return h("tr", {class: v.killed ? "killed" : null, dataset: {version: vn}},
