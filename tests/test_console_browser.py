@@ -180,6 +180,9 @@ def test_a_global_kill_needs_its_confirmation_and_stops_every_route(fleet: Fleet
     b.click("#action-cancel")
     b.wait(lambda d: "KILLED (global)" in b.text("article[data-route='iris'] header"),
            "the global kill on the route")
+    # each version says which kill stops it: the global one, not a route kill there is none of
+    state = b.text(_row("v1") + " td[data-testid=state]")
+    assert state == "KILLED (global)", state
     for gw in (0, 1):
         conn = http.client.HTTPConnection("127.0.0.1", fleet.gateways[gw].data_port, timeout=5)
         conn.request("POST", INFER, BODY)
