@@ -236,6 +236,35 @@ def test_narrow_window_and_1280x720_fit(fleet: Fleet, browser: Browser) -> None:
     b.shot("narrow.png")
 
 
+def test_a_long_reason_does_not_push_the_page_sideways(fleet: Fleet, browser: Browser) -> None:
+    """A kill whose reason is a long link (an incident URL, as reasons often are): the kill
+    switch panel's line did not wrap, so on a phone the page scrolled sideways and the
+    Unkill button sat off screen."""
+    sel = {"scope": "version", "route": "iris-beta", "version": "v3"}
+    url = "https://incidents.example.com/INC-42/" + "x" * 300
+    fleet.api("POST", "/v1/kill?wait=2s", KILLER, body={**sel, "reason": url})
+    b = browser
+    try:
+        b.sign_in(fleet.admin, KILLER, "alice")
+        b.d.set_window_size(420, 900)
+        b.wait(lambda d: d.execute_script("return window.innerWidth") <= 420, "a narrow window")
+        b.wait(lambda d: "INC-42" in b.text("#kills-body"), "the kill with its reason")
+        over = b.d.execute_script("return document.documentElement.scrollWidth - window.innerWidth")
+        assert over <= 0, f"the page scrolls {over} px sideways"
+        right = b.d.execute_script("return document.querySelector(\"#kills-body "
+                                   "button[data-key='unkill-version iris-beta/v3']\")"
+                                   ".getBoundingClientRect().right")
+        assert right <= 420, right
+        b.click("#kills-body button[data-key='unkill-version iris-beta/v3']")  # its dialog too
+        wide = b.d.execute_script("const f = document.getElementById('action-form');"
+                                  "return f.scrollWidth - f.clientWidth")
+        assert wide <= 0, f"the dialog scrolls {wide} px sideways"
+        b.click("#action-cancel")
+    finally:
+        b.d.set_window_size(1280, 720)
+        fleet.api("POST", "/v1/unkill?wait=2s", KILLER, body={**sel, "reason": "t over"})
+
+
 def test_read_only_token_sees_no_actions_and_a_forced_kill_is_refused(fleet: Fleet,
                                                                      browser: Browser) -> None:
     b = browser
