@@ -15,6 +15,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -335,6 +336,15 @@ def test_signed_in_by_a_proxy_the_page_holds_no_token(fleet: Fleet, browser: Bro
         b.wait(lambda d: "serving" in b.text(_row("v2")), "the routes through the proxy")
         assert b.d.find_elements(By.CSS_SELECTOR, "button[data-key='kill-iris/v2']")
         b.shot("proxy.png")
+        # the proxy's session is now another principal's (bob, read only): the page said
+        # alice, with her kill buttons, until it was reloaded
+        conf = tmp_path / "nginx.conf"
+        conf.write_text(conf.read_text().replace(KILLER, READER))
+        proc.send_signal(signal.SIGHUP)  # nginx reloads its config
+        b.wait(lambda d: b.text("[data-testid=subject]") == "bob", "bob shown signed in",
+               timeout=10)
+        b.wait(lambda d: "serving" in b.text(_row("v2")), "the routes again")
+        assert not b.d.find_elements(By.CSS_SELECTOR, "button[data-key='kill-iris/v2']")
     finally:
         b.d.get(fleet.admin + "/ui/")  # leave the proxy's origin before it goes
         proc.terminate()
