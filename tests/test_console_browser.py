@@ -644,6 +644,35 @@ def test_an_event_forged_past_the_anchored_head_shows_broken(fleet: Fleet,
     b.wait(lambda d: "Chain verified" in b.text(".chain"), "the chain verified again")
 
 
+def test_a_forged_event_with_a_long_number_shows_broken(fleet: Fleet, browser: Browser) -> None:
+    """The same forgery with a 450-digit number in it (valid JSON; Python writes it back as
+    is): the page's JSON reader took at most 400 characters of a number, so the audit answer
+    was called 'not the admin API's JSON (a proxy's page?)' and AUDIT CHAIN BROKEN was not
+    among the warnings."""
+    b = browser
+    b.sign_in(fleet.admin, READER, "bob")
+    port = str(fleet.redis.port)
+
+    def redis(*args: str) -> str:
+        return subprocess.run(["redis-cli", "-p", port, "--raw", *args], capture_output=True,
+                              text=True, check=True, timeout=5).stdout
+
+    b.wait(lambda d: "Chain verified" in b.text(".chain"), "the chain verified")
+    raw = redis("XREVRANGE", "kgui:audit", "+", "-", "COUNT", "1")
+    last = json.loads(next(x for x in raw.splitlines() if x.startswith("{")))
+    forged = {k: v for k, v in last.items() if k not in ("hash", "mac", "kid")}
+    forged.update(id="e" * 32, actor="mallory", prev_hash=last["hash"], n=int("9" * 450))
+    forged["hash"] = hashlib.sha256(canonical(forged)).hexdigest()
+    entry = redis("XADD", "kgui:audit", "*", "e", json.dumps(forged)).strip()
+    try:
+        b.wait(lambda d: "Chain BROKEN" in b.text(".chain"), "the forgery shown as a break",
+               seen="#audit")
+        b.wait(lambda d: "AUDIT CHAIN BROKEN" in b.text("#warnings"), "the warning")
+        assert "not_json" not in b.text("#audit-body")
+    finally:
+        redis("XDEL", "kgui:audit", entry)
+
+
 def test_a_trail_without_a_recorded_head_is_not_called_verified(fleet: Fleet,
                                                                 browser: Browser) -> None:
     """Someone who can write to Redis (no key) keeps overwriting the state document with
