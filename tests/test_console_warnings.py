@@ -376,3 +376,33 @@ def test_focus_stays_on_its_button_when_names_run_together(fleet: Fleet,
     finally:
         atomic_write(cfg, original)
         wait_until_sync(lambda: "v2" in _iris(fleet)["versions"], 15, 0.05, "v2 back")
+
+
+def test_a_receipt_says_when_silent_instances_could_not_be_asked_for(
+        fleet: Fleet, browser: Browser, tmp_path: Path) -> None:
+    """After a write the dialog asks GET /v1/fleet for instances a receipt does not count;
+    when that read failed (a proxy's 502, a timeout) the receipt was drawn green, 'applied
+    by 2/2', as if none were silent. It says the check could not be made, as a warning."""
+    killer = admin_token("killgate:read killgate:kill", "alice", 10800)
+    down = 'location = /v1/fleet { return 502; }'
+    proc, url = nginx_proxy(tmp_path, fleet.gateways[0].admin_port, killer, down)
+    sel = {"scope": "version", "route": "iris", "version": "v2"}
+    b = browser
+    try:
+        b.d.get(url + "/ui/")
+        b.wait(lambda d: b.text("[data-testid=subject]") == "alice", "signed in by the proxy")
+        b.click("button[data-key='kill-iris/v2']")
+        b.d.find_element(By.ID, "action-reason").send_keys("INC-13")
+        b.click("#action-apply")
+        receipt = str(b.wait(lambda d: b.text("#action-result [data-testid]"), "the receipt"))
+        assert receipt.startswith("generation") and "could not be asked for (GET /v1/fleet: " \
+            "502" in receipt, receipt
+        assert "ok" not in (b.d.find_element(By.CSS_SELECTOR, "#action-result p")
+                            .get_attribute("class") or "").split()
+        b.click("#action-cancel")
+    finally:
+        b.d.get(fleet.admin + "/ui/")
+        proc.terminate()
+        proc.wait(10)
+        fleet.api("POST", "/v1/unkill", killer,
+                  body={**sel, "reason": "INC-13 over"})

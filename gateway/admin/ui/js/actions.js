@@ -261,17 +261,25 @@ export function openAction(spec, opts) {
       // a receipt counts live instances only: one not heard from within the lease
       // (crashed, or cut off from the store) is named, as `killgate kill` warns of it
       const ap = r.data && r.data.applied;
-      const silent = ap && opts.silent ? await opts.silent(new Set(ap.pending || [])) : [];
+      let silent = [];
+      let unchecked = null; // why the instances not counted could not be asked for
+      try {
+        silent = ap && opts.silent ? await opts.silent(new Set(ap.pending || [])) : [];
+      } catch (exc) {
+        unchecked = exc instanceof ApiError ? `${exc.status} ${exc.type}: ${exc.apiMessage}` : String(exc);
+      }
       // (a 202 waits for approval: nothing applied yet, not drawn as a success)
       const short = r.status === 202 || (ap && ((ap.pending && ap.pending.length) || silent.length)) ||
-        typeof (r.data && r.data.still_killed_by) === "string";
+        unchecked !== null || typeof (r.data && r.data.still_killed_by) === "string";
       busy = false;
       if (!shown()) return opts.done();
       cancel.disabled = false;
       const mayApprove = r.status === 202 && r.data && r.data.you_may_approve === true && r.data.approval;
       result.replaceChildren(h("p", {class: `receipt ${short ? "warn" : "ok"}`, "data-testid": "receipt"},
         receiptText(r.status, r.data), silent.length ? `; NOT COUNTED: ${silent.join(", ")}, not heard from ` +
-          "within the lease (crashed, or cut off from the store and not enforcing this): see the Fleet panel" : ""),
+          "within the lease (crashed, or cut off from the store and not enforcing this): see the Fleet panel" : "",
+        unchecked !== null ? `; instances not heard from (which a receipt does not count) could not be asked ` +
+          `for (GET /v1/fleet: ${unchecked}): see the Fleet panel` : ""),
         // the approval dialog for that request, as the approvals panel's button opens it
         mayApprove ? h("button", {type: "button", "data-key": `approve-asked-${r.data.approval.id}`,
                                   onclick: () => { dlg.close(); openAction(approvalSpec(r.data.approval, "approve"), opts); }},

@@ -57,17 +57,14 @@ const open = (spec) => openAction(spec, {breakGlass: Boolean(st.features.breakGl
                                           done: () => refresh(st.session), silent});
 
 // The instances GET /v1/fleet holds a heartbeat of but has not heard from within the lease,
-// other than those `known` (a receipt's pending): not counted in a receipt. Best effort, and
-// not asked without killgate:read (a refusal would be audited after every write).
+// other than those `known` (a receipt's pending): not counted in a receipt. Not asked without
+// killgate:read (a refusal would be audited after every write); a read that fails throws
+// (the receipt says it could not tell, rather than nothing).
 async function silent(known) {
   if (!st.who || !st.who.can.read) return [];
-  try {
-    const rows = (await call("GET", "/v1/fleet")).data.instances;
-    return (Array.isArray(rows) ? rows : []).filter((r) => r && r.live === false && !r.self &&
-      !known.has(r.instance)).map((r) => String(r.instance));
-  } catch {
-    return [];
-  }
+  const rows = (await call("GET", "/v1/fleet")).data.instances;
+  return (Array.isArray(rows) ? rows : []).filter((r) => r && r.live === false && !r.self &&
+    !known.has(r.instance)).map((r) => String(r.instance));
 }
 
 function failure(exc) {
