@@ -406,3 +406,34 @@ def test_a_receipt_says_when_silent_instances_could_not_be_asked_for(
         proc.wait(10)
         fleet.api("POST", "/v1/unkill", killer,
                   body={**sel, "reason": "INC-13 over"})
+
+
+def test_a_long_route_name_does_not_push_the_page_sideways(fleet: Fleet,
+                                                            browser: Browser) -> None:
+    """A route named as many are (llm_chat_completions_production_eu_west_1: no hyphen to
+    break at) did not wrap in its card's heading: on a phone the page scrolled sideways."""
+    b = browser
+    cfg = fleet.gateways[0].config  # the instance the page reads
+    original = cfg.read_text()
+    name = "llm_chat_completions_production_eu_west_1"
+    atomic_write(cfg, original.replace("name: iris-beta", f"name: {name}"))
+    try:
+        wait_until_sync(lambda: name in fleet.api("GET", "/v1/status", READER)["routes"], 15,
+                        0.05, "the rename")
+        b.sign_in(fleet.admin, READER, "bob")
+        b.d.set_window_size(420, 900)
+        b.wait(lambda d: d.execute_script("return window.innerWidth") <= 420, "a narrow window")
+        b.wait(lambda d: d.find_elements(By.CSS_SELECTOR, f"article[data-route='{name}']"),
+               "the route")
+        over = b.d.execute_script("return document.documentElement.scrollWidth - window.innerWidth")
+        wide = b.d.execute_script(
+            "return [...document.querySelectorAll('#main *')].filter((e) => "
+            "e.getBoundingClientRect().right > window.innerWidth + 0.5 && !e.closest('.scroll'))"
+            ".map((e) => e.tagName + '.' + e.className + ': ' + e.textContent.slice(0, 60))"
+            ".slice(0, 5)")
+        assert over <= 0, f"the page scrolls {over} px sideways: {wide}"
+    finally:
+        b.d.set_window_size(1280, 720)
+        atomic_write(cfg, original)
+        wait_until_sync(lambda: "iris-beta" in fleet.api("GET", "/v1/status", READER)["routes"],
+                        15, 0.05, "the name back")
