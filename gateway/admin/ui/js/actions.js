@@ -246,7 +246,11 @@ export function openAction(spec, opts) {
   let busy = false;
   cancel.disabled = false;
   cancel.onclick = () => { if (!busy) dlg.close(); };
+  // (Chromium lets a refused cancel pass at the next Escape without a click in between,
+  // closing the dialog outright: the key itself is refused, and a closed one reopened)
   dlg.oncancel = (ev) => { if (busy) ev.preventDefault(); };
+  dlg.onkeydown = (ev) => { if (busy && ev.key === "Escape") ev.preventDefault(); };
+  dlg.onclose = () => { if (busy && run === opened && !dlg.open) dlg.showModal(); };
   form.onsubmit = async (ev) => {
     ev.preventDefault(); // never a form submission (and the CSP forbids one)
     update();
