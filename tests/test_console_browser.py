@@ -15,6 +15,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -105,11 +106,11 @@ def test_kill_scoped_operator_kills_v2_sees_it_everywhere_and_unkills(fleet: Fle
     assert "90" in v1 and "90 %" in v1 and "10" in v2 and "10 %" in v2, (v1, v2)
     assert "serving" in v2
     # a kill-scoped token: kill buttons, no rollout ones
-    assert b.d.find_elements(By.CSS_SELECTOR, "button[data-key='kill-iris-v2']")
+    assert b.d.find_elements(By.CSS_SELECTOR, "button[data-key='kill-iris/v2']")
     assert not b.d.find_elements(By.CSS_SELECTOR, "button[data-key^='promote-'], "
                                                   "button[data-key^='weights-']")
 
-    b.click("button[data-key='kill-iris-v2']")
+    b.click("button[data-key='kill-iris/v2']")
     assert not b.d.find_element(By.ID, "action-confirm").is_displayed()  # a version kill: no
     changes = b.text("#action-changes")
     assert "Kill flag version iris/v2" in changes and "10 % → 0 %" in changes, changes
@@ -131,7 +132,7 @@ def test_kill_scoped_operator_kills_v2_sees_it_everywhere_and_unkills(fleet: Fle
         assert fleet.served_by(gw, 30) == {"v1"}
         assert fleet.served_by(gw, 3, {"x-killgate-pin": "v2"}) == {"v1"}
 
-    b.click("button[data-key='unkill-iris-v2']")
+    b.click("button[data-key='unkill-iris/v2']")
     assert "Lift the kill" in b.text("#action-title")
     assert b.d.find_element(By.ID, "action-confirm").is_displayed()
     receipt = _apply(b, "INC-7: v2.1 deployed", confirm=True)
@@ -153,9 +154,9 @@ def test_an_unkill_from_the_page_lifts_the_kill_it_showed_only(fleet: Fleet,
     b.sign_in(fleet.admin, KILLER, "alice")
     sel = {"scope": "version", "route": "iris", "version": "v2"}
     fleet.api("POST", "/v1/kill", KILLER, body={**sel, "reason": "first incident"})
-    b.wait(lambda d: b.d.find_elements(By.CSS_SELECTOR, "button[data-key='unkill-iris-v2']"),
+    b.wait(lambda d: b.d.find_elements(By.CSS_SELECTOR, "button[data-key='unkill-iris/v2']"),
            "the unkill button")
-    b.click("button[data-key='unkill-iris-v2']")
+    b.click("button[data-key='unkill-iris/v2']")
     fleet.api("POST", "/v1/unkill", KILLER, body={**sel, "reason": "fixed elsewhere"})
     fleet.api("POST", "/v1/kill", KILLER, body={**sel, "reason": "second incident"})
     b.d.find_element(By.ID, "action-reason").send_keys("INC-8: done")
@@ -180,6 +181,9 @@ def test_a_global_kill_needs_its_confirmation_and_stops_every_route(fleet: Fleet
     b.click("#action-cancel")
     b.wait(lambda d: "KILLED (global)" in b.text("article[data-route='iris'] header"),
            "the global kill on the route")
+    # each version says which kill stops it: the global one, not a route kill there is none of
+    state = b.text(_row("v1") + " td[data-testid=state]")
+    assert state == "KILLED (global)", state
     for gw in (0, 1):
         conn = http.client.HTTPConnection("127.0.0.1", fleet.gateways[gw].data_port, timeout=5)
         conn.request("POST", INFER, BODY)
@@ -201,7 +205,7 @@ def test_keyboard_reaches_a_kill_button_and_the_dialog(fleet: Fleet, browser: Br
     keys = ActionChains(b.d)
     for _ in range(60):
         keys.send_keys(Keys.TAB).perform()
-        if b.d.execute_script("return document.activeElement.dataset.key") == "kill-iris-v2":
+        if b.d.execute_script("return document.activeElement.dataset.key") == "kill-iris/v2":
             break
     else:
         pytest.fail("Tab never reached the Kill v2 button")
@@ -228,9 +232,38 @@ def test_narrow_window_and_1280x720_fit(fleet: Fleet, browser: Browser) -> None:
     b.d.set_window_size(420, 900)
     b.wait(lambda d: d.execute_script("return window.innerWidth") <= 420, "a narrow window")
     assert b.d.execute_script(overflow) <= 0, "the page scrolls sideways when narrow"
-    kill = b.wait(lambda d: shown(d, "button[data-key='kill-iris-v2']"), "the kill button")
+    kill = b.wait(lambda d: shown(d, "button[data-key='kill-iris/v2']"), "the kill button")
     assert kill.is_displayed()
     b.shot("narrow.png")
+
+
+def test_a_long_reason_does_not_push_the_page_sideways(fleet: Fleet, browser: Browser) -> None:
+    """A kill whose reason is a long link (an incident URL, as reasons often are): the kill
+    switch panel's line did not wrap, so on a phone the page scrolled sideways and the
+    Unkill button sat off screen."""
+    sel = {"scope": "version", "route": "iris-beta", "version": "v3"}
+    url = "https://incidents.example.com/INC-42/" + "x" * 300
+    fleet.api("POST", "/v1/kill?wait=2s", KILLER, body={**sel, "reason": url})
+    b = browser
+    try:
+        b.sign_in(fleet.admin, KILLER, "alice")
+        b.d.set_window_size(420, 900)
+        b.wait(lambda d: d.execute_script("return window.innerWidth") <= 420, "a narrow window")
+        b.wait(lambda d: "INC-42" in b.text("#kills-body"), "the kill with its reason")
+        over = b.d.execute_script("return document.documentElement.scrollWidth - window.innerWidth")
+        assert over <= 0, f"the page scrolls {over} px sideways"
+        right = b.d.execute_script("return document.querySelector(\"#kills-body "
+                                   "button[data-key='unkill-version iris-beta/v3']\")"
+                                   ".getBoundingClientRect().right")
+        assert right <= 420, right
+        b.click("#kills-body button[data-key='unkill-version iris-beta/v3']")  # its dialog too
+        wide = b.d.execute_script("const f = document.getElementById('action-form');"
+                                  "return f.scrollWidth - f.clientWidth")
+        assert wide <= 0, f"the dialog scrolls {wide} px sideways"
+        b.click("#action-cancel")
+    finally:
+        b.d.set_window_size(1280, 720)
+        fleet.api("POST", "/v1/unkill?wait=2s", KILLER, body={**sel, "reason": "t over"})
 
 
 def test_read_only_token_sees_no_actions_and_a_forced_kill_is_refused(fleet: Fleet,
@@ -301,8 +334,17 @@ def test_signed_in_by_a_proxy_the_page_holds_no_token(fleet: Fleet, browser: Bro
         assert not b.d.find_element(By.ID, "signout").is_displayed()  # nothing to sign out of
         assert b.d.execute_script("return sessionStorage.length") == 0
         b.wait(lambda d: "serving" in b.text(_row("v2")), "the routes through the proxy")
-        assert b.d.find_elements(By.CSS_SELECTOR, "button[data-key='kill-iris-v2']")
+        assert b.d.find_elements(By.CSS_SELECTOR, "button[data-key='kill-iris/v2']")
         b.shot("proxy.png")
+        # the proxy's session is now another principal's (bob, read only): the page said
+        # alice, with her kill buttons, until it was reloaded
+        conf = tmp_path / "nginx.conf"
+        conf.write_text(conf.read_text().replace(KILLER, READER))
+        proc.send_signal(signal.SIGHUP)  # nginx reloads its config
+        b.wait(lambda d: b.text("[data-testid=subject]") == "bob", "bob shown signed in",
+               timeout=10)
+        b.wait(lambda d: "serving" in b.text(_row("v2")), "the routes again")
+        assert not b.d.find_elements(By.CSS_SELECTOR, "button[data-key='kill-iris/v2']")
     finally:
         b.d.get(fleet.admin + "/ui/")  # leave the proxy's origin before it goes
         proc.terminate()
@@ -354,7 +396,7 @@ def test_admin_sets_weights_releases_and_verifies_the_whole_trail(fleet: Fleet,
 def test_admin_promotes_then_rolls_back_from_the_page(fleet: Fleet, browser: Browser) -> None:
     b = browser
     b.sign_in(fleet.admin, ADMIN, "carol")
-    b.click("button[data-key='promote-iris-v2']")
+    b.click("button[data-key='promote-iris/v2']")
     assert "Stable version: v1 → v2" in b.text("#action-changes")
     assert RECEIPT.match(_apply(b, "v2 is good"))
     b.click("#action-cancel")
@@ -412,7 +454,7 @@ def test_two_person_unkill_approval_self_approval_decline_and_break_glass(
     assert _route_kills(fleet), "the unkill applied without its approval"
     # the requester approves her own request: the API's refusal, as it wrote it
     b.click(f"button[data-key='approve-{ident}']")
-    assert _apply(b, "I checked it myself") == \
+    assert _apply(b, "I checked it myself", confirm=True) == \
         "403 self_approval: a requester cannot approve their own request"
     b.click("#action-cancel")
     assert _route_kills(fleet)
@@ -425,7 +467,11 @@ def test_two_person_unkill_approval_self_approval_decline_and_break_glass(
     assert "applied now" in b.text("#action-changes")
     sent = b.d.find_element(By.ID, "action-request").get_attribute("textContent")
     assert f"/v1/approvals/{ident}/approve" in sent and waiting[0]["hash"] in sent, sent
-    receipt = _apply(b, "reviewed the fix")
+    # approving it lifts the kill: the explicit confirmation every unkill needs (it was
+    # applied with a reason alone)
+    assert b.text("#action-confirm-label") == \
+        "Yes: lift the kill on route iris now and let traffic flow again"
+    receipt = _apply(b, "reviewed the fix", confirm=True)
     assert RECEIPT.match(receipt) and "approved by alice, bob" in receipt, receipt
     b.click("#action-cancel")
     b.wait(lambda d: "No request is waiting" in b.text("#approvals-body"), "the request gone",
@@ -501,7 +547,7 @@ def test_an_unkill_under_a_wider_kill_says_still_killed(fleet: Fleet, browser: B
             if scope == "version" else {"scope": scope, "route": "iris", "reason": "INC-11"})
     try:
         b.sign_in(fleet.admin, KILLER, "alice")
-        b.click("button[data-key='unkill-iris-v2']")
+        b.click("button[data-key='unkill-iris/v2']")
         receipt = _apply(b, "INC-11: v2 fixed", confirm=True)
         assert "STILL KILLED by the route:iris kill in force" in receipt, receipt
         assert "ok" not in (b.d.find_element(By.CSS_SELECTOR, "#action-result p")
@@ -533,7 +579,7 @@ def test_asking_for_a_change_another_asked_for_offers_to_approve_it(fleet: Fleet
         b.click(f"#action-result button[data-key='approve-asked-{ident}']")
         assert "Approve: unkill iris" in b.text("#action-title")
         assert "applied now" in b.text("#action-changes")
-        receipt = _apply(b, "INC-12: reviewed")
+        receipt = _apply(b, "INC-12: reviewed", confirm=True)
         assert RECEIPT.match(receipt) and "approved by alice, bob" in receipt, receipt
         b.click("#action-cancel")
         assert _route_kills(fleet) == []
@@ -596,6 +642,35 @@ def test_an_event_forged_past_the_anchored_head_shows_broken(fleet: Fleet,
     else:
         pytest.fail("genuine events kept following the forged one")
     b.wait(lambda d: "Chain verified" in b.text(".chain"), "the chain verified again")
+
+
+def test_a_forged_event_with_a_long_number_shows_broken(fleet: Fleet, browser: Browser) -> None:
+    """The same forgery with a 450-digit number in it (valid JSON; Python writes it back as
+    is): the page's JSON reader took at most 400 characters of a number, so the audit answer
+    was called 'not the admin API's JSON (a proxy's page?)' and AUDIT CHAIN BROKEN was not
+    among the warnings."""
+    b = browser
+    b.sign_in(fleet.admin, READER, "bob")
+    port = str(fleet.redis.port)
+
+    def redis(*args: str) -> str:
+        return subprocess.run(["redis-cli", "-p", port, "--raw", *args], capture_output=True,
+                              text=True, check=True, timeout=5).stdout
+
+    b.wait(lambda d: "Chain verified" in b.text(".chain"), "the chain verified")
+    raw = redis("XREVRANGE", "kgui:audit", "+", "-", "COUNT", "1")
+    last = json.loads(next(x for x in raw.splitlines() if x.startswith("{")))
+    forged = {k: v for k, v in last.items() if k not in ("hash", "mac", "kid")}
+    forged.update(id="e" * 32, actor="mallory", prev_hash=last["hash"], n=int("9" * 450))
+    forged["hash"] = hashlib.sha256(canonical(forged)).hexdigest()
+    entry = redis("XADD", "kgui:audit", "*", "e", json.dumps(forged)).strip()
+    try:
+        b.wait(lambda d: "Chain BROKEN" in b.text(".chain"), "the forgery shown as a break",
+               seen="#audit")
+        b.wait(lambda d: "AUDIT CHAIN BROKEN" in b.text("#warnings"), "the warning")
+        assert "not_json" not in b.text("#audit-body")
+    finally:
+        redis("XDEL", "kgui:audit", entry)
 
 
 def test_a_trail_without_a_recorded_head_is_not_called_verified(fleet: Fleet,

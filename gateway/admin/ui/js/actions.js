@@ -137,8 +137,15 @@ export function approvalSpec(a, decision) {
   const t = a.target || {};
   const what = [a.action, t.scope === "global" ? "global" : [t.route, t.version].filter(Boolean).join("/")]
     .filter(Boolean).join(" ");
+  // approving an unkill lifts a kill (now, or with the approvals still to come): it needs
+  // the explicit confirmation every unkill needs, as the unkill dialog asks for it
+  const lifts = decision === "approve" && a.action === "unkill";
+  const lifted = selectorText(t.scope, t.route, t.version);
+  const now = (a.approved_by || []).length + 1 >= a.needs;
   return {
     key: `${decision}-${a.id}`, title: `${decision === "approve" ? "Approve" : "Decline"}: ${what}`,
+    confirm: lifts ? (now ? `Yes: lift the kill on ${lifted} now and let traffic flow again`
+      : `Yes: approve lifting the kill on ${lifted}`) : null,
     method: "POST", path: `/v1/approvals/${encodeURIComponent(a.id)}/${decision}`,
     // approving names the change reviewed here: a stored change that differs is refused
     body: decision === "approve" && a.hash ? {hash: a.hash} : {},
@@ -239,7 +246,11 @@ export function openAction(spec, opts) {
   let busy = false;
   cancel.disabled = false;
   cancel.onclick = () => { if (!busy) dlg.close(); };
+  // (Chromium lets a refused cancel pass at the next Escape without a click in between,
+  // closing the dialog outright: the key itself is refused, and a closed one reopened)
   dlg.oncancel = (ev) => { if (busy) ev.preventDefault(); };
+  dlg.onkeydown = (ev) => { if (busy && ev.key === "Escape") ev.preventDefault(); };
+  dlg.onclose = () => { if (busy && run === opened && !dlg.open) dlg.showModal(); };
   form.onsubmit = async (ev) => {
     ev.preventDefault(); // never a form submission (and the CSP forbids one)
     update();
@@ -254,17 +265,25 @@ export function openAction(spec, opts) {
       // a receipt counts live instances only: one not heard from within the lease
       // (crashed, or cut off from the store) is named, as `killgate kill` warns of it
       const ap = r.data && r.data.applied;
-      const silent = ap && opts.silent ? await opts.silent(new Set(ap.pending || [])) : [];
+      let silent = [];
+      let unchecked = null; // why the instances not counted could not be asked for
+      try {
+        silent = ap && opts.silent ? await opts.silent(new Set(ap.pending || [])) : [];
+      } catch (exc) {
+        unchecked = exc instanceof ApiError ? `${exc.status} ${exc.type}: ${exc.apiMessage}` : String(exc);
+      }
       // (a 202 waits for approval: nothing applied yet, not drawn as a success)
       const short = r.status === 202 || (ap && ((ap.pending && ap.pending.length) || silent.length)) ||
-        typeof (r.data && r.data.still_killed_by) === "string";
+        unchecked !== null || typeof (r.data && r.data.still_killed_by) === "string";
       busy = false;
       if (!shown()) return opts.done();
       cancel.disabled = false;
       const mayApprove = r.status === 202 && r.data && r.data.you_may_approve === true && r.data.approval;
       result.replaceChildren(h("p", {class: `receipt ${short ? "warn" : "ok"}`, "data-testid": "receipt"},
         receiptText(r.status, r.data), silent.length ? `; NOT COUNTED: ${silent.join(", ")}, not heard from ` +
-          "within the lease (crashed, or cut off from the store and not enforcing this): see the Fleet panel" : ""),
+          "within the lease (crashed, or cut off from the store and not enforcing this): see the Fleet panel" : "",
+        unchecked !== null ? `; instances not heard from (which a receipt does not count) could not be asked ` +
+          `for (GET /v1/fleet: ${unchecked}): see the Fleet panel` : ""),
         // the approval dialog for that request, as the approvals panel's button opens it
         mayApprove ? h("button", {type: "button", "data-key": `approve-asked-${r.data.approval.id}`,
                                   onclick: () => { dlg.close(); openAction(approvalSpec(r.data.approval, "approve"), opts); }},

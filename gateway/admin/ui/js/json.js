@@ -20,7 +20,10 @@ export function parse(text, keepNumbers = false) {
     return fail(`expected ${word}`);
   };
   const number = () => {
-    const m = /^-?(?:Infinity|(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?)/.exec(text.slice(i, i + 400));
+    // (read where it stands, whatever its length: Python writes an int of any size)
+    const re = /-?(?:Infinity|(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?)/y;
+    re.lastIndex = i;
+    const m = re.exec(text);
     if (!m) fail("expected a value");
     i += m[0].length;
     return keepNumbers ? new Num(m[0]) : Number(m[0]);

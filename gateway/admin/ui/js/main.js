@@ -57,17 +57,14 @@ const open = (spec) => openAction(spec, {breakGlass: Boolean(st.features.breakGl
                                           done: () => refresh(st.session), silent});
 
 // The instances GET /v1/fleet holds a heartbeat of but has not heard from within the lease,
-// other than those `known` (a receipt's pending): not counted in a receipt. Best effort, and
-// not asked without killgate:read (a refusal would be audited after every write).
+// other than those `known` (a receipt's pending): not counted in a receipt. Not asked without
+// killgate:read (a refusal would be audited after every write); a read that fails throws
+// (the receipt says it could not tell, rather than nothing).
 async function silent(known) {
   if (!st.who || !st.who.can.read) return [];
-  try {
-    const rows = (await call("GET", "/v1/fleet")).data.instances;
-    return (Array.isArray(rows) ? rows : []).filter((r) => r && r.live === false && !r.self &&
-      !known.has(r.instance)).map((r) => String(r.instance));
-  } catch {
-    return [];
-  }
+  const rows = (await call("GET", "/v1/fleet")).data.instances;
+  return (Array.isArray(rows) ? rows : []).filter((r) => r && r.live === false && !r.self &&
+    !known.has(r.instance)).map((r) => String(r.instance));
 }
 
 function failure(exc) {
@@ -169,14 +166,26 @@ async function refresh(session = st.session) {
 // next step: it neither draws nor calls the API without the token it started with.
 async function round(session) {
   const can = st.who.can;
-  const [status, fleet, traffic, audit] = await Promise.allSettled([
+  // signed in by a proxy, the principal is whoever its session is now (another operator
+  // signing in to it in this browser, say): asked every round, never taken from the load
+  const proxied = st.via === "proxy" ? call("GET", "/v1/whoami") : Promise.resolve(null);
+  const [status, fleet, traffic, audit, me] = await Promise.allSettled([
     call("GET", "/v1/status"), call("GET", "/v1/fleet"), call("GET", "/v1/traffic"),
-    call("GET", `/v1/audit?limit=${AUDIT_ROWS}`)]);
+    call("GET", `/v1/audit?limit=${AUDIT_ROWS}`), proxied]);
   if (session !== st.session) return;
-  const denied = [status, fleet, traffic, audit].find((r) => r.status === "rejected" && r.reason.status === 401);
+  const denied = [status, fleet, traffic, audit, me].find((r) => r.status === "rejected" && r.reason.status === 401);
   if (denied) {
     if (st.via === "token") clearToken();
     showSignIn(`Signed out: ${denied.reason.status} ${denied.reason.type}: ${denied.reason.apiMessage}`);
+    return;
+  }
+  const now = me.status === "fulfilled" && me.value ? me.value.data : null;
+  if (now && (now.subject !== st.who.subject || String(now.scopes) !== String(st.who.scopes))) {
+    const was = st.who.subject;
+    showSignIn(null); // (nothing drawn for the earlier principal stays)
+    if (!now.subject) return showSignIn("Signed out: the proxy no longer signs this page in; reload to sign in again.");
+    signedIn(now, "proxy");
+    render($("banner"), badge("warn", `Now signed in as ${now.subject} (was ${was}): the proxy's session changed.`));
     return;
   }
   if (fleet.status === "fulfilled") renderFleet($("fleet-body"), fleet.value.data);

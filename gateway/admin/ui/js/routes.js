@@ -20,8 +20,13 @@ function healthCell(v) {
   return badge("bad", why);
 }
 
+// routeKilled: what stops the whole route (its status's `killed`: "route", "global", or
+// "state_unknown" while this instance has not loaded the fleet's kills), named as such
 function stateCell(name, v, routeKilled, unservable) {
-  if (v.killed) return badge("killed", routeKilled ? "KILLED (route)" : "KILLED", `${name} gets no traffic`);
+  if (routeKilled === "state_unknown") {
+    return badge("bad", "NOT SERVING (state unknown)", `${name} gets no traffic on this instance until it syncs`);
+  }
+  if (v.killed) return badge("killed", routeKilled ? `KILLED (${routeKilled})` : "KILLED", `${name} gets no traffic`);
   // the route's latched override serves only versions this config lacks: none serves here
   if (unservable) return badge("bad", "NOT SERVING", `${name} gets no traffic on this instance`);
   return badge("ok", "serving");
@@ -34,13 +39,13 @@ function versionRows(name, rs, series, can, open, kills) {
     const actions = [];
     if (can.kill) {
       actions.push(flag
-        ? h("button", {type: "button", class: "secondary", dataset: {key: `unkill-${name}-${vn}`},
+        ? h("button", {type: "button", class: "secondary", dataset: {key: `unkill-${name}/${vn}`},
                        onclick: () => open(unkillSpec(flag))}, `Unkill ${vn}`)
-        : h("button", {type: "button", class: "danger", dataset: {key: `kill-${name}-${vn}`},
+        : h("button", {type: "button", class: "danger", dataset: {key: `kill-${name}/${vn}`},
                        onclick: () => open(killSpec("version", name, vn, rs))}, `Kill ${vn}`));
     }
     if (can.rollout && vn !== rs.stable) {
-      actions.push(h("button", {type: "button", class: "secondary", dataset: {key: `promote-${name}-${vn}`},
+      actions.push(h("button", {type: "button", class: "secondary", dataset: {key: `promote-${name}/${vn}`},
                                 onclick: () => open(promoteSpec(name, vn, rs))}, `Promote ${vn}`));
     }
     return h("tr", {class: v.killed ? "killed" : null, dataset: {version: vn}},
@@ -50,7 +55,7 @@ function versionRows(name, rs, series, can, open, kills) {
                                                "aria-label": `${vn} share`}),
         ` ${fmtNum(v.effective_weight, 1)} %`),
       h("td", {}, healthCell(v)),
-      h("td", {"data-testid": "state"}, stateCell(vn, v, Boolean(rs.killed), Boolean(rs.override_unservable?.length))),
+      h("td", {"data-testid": "state"}, stateCell(vn, v, rs.killed ? String(rs.killed) : null, Boolean(rs.override_unservable?.length))),
       h("td", {class: "num"}, sv ? `${fmtNum(last(sv.rps), 1)}/s` : "–"),
       h("td", {class: "num"}, sv ? fmtPct(last(sv.error_rate)) : "–"),
       h("td", {class: "num"}, sv ? fmtMs(last(sv.p99_ms)) : "–"),
