@@ -31,7 +31,7 @@ def pytest_configure(config: pytest.Config) -> None:
         _stderr.append(os.dup(sys.stderr.fileno()))
 
 
-@pytest.hookimpl
+@pytest.hookimpl(optionalhook=True)  # (pytest-timeout's hook: `-p no:timeout` runs)
 def pytest_timeout_set_timer(item: pytest.Item, settings: Any) -> None:
     item.stash[_DEADLINE] = time.monotonic() + float(settings.timeout) + GRACE
     _arm(item)
