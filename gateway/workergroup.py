@@ -195,8 +195,8 @@ class WorkerGroup:
                     self.spawn(i)  # (nothing while stopping)
             if self.procs or self._due:
                 wakes = [*self._due.values(), *self._watch_due()]
-                if self._hurried_at is not None and self._done & self.procs.keys():
-                    wakes.append(self._hurried_at + ABORT_GRACE)
+                if self._hurried_at is not None:  # (a drained worker's b"0" wakes nobody)
+                    wakes.append(max(self._hurried_at, now) + ABORT_GRACE)
                 # (a serving worker's pipe is read when something else wakes us, and at
                 # each look: its beats do not wake the supervisor)
                 wait.sleep({p.pid for p in self.procs.values()},
