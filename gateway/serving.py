@@ -16,6 +16,7 @@ import os
 import secrets
 import signal
 import socket
+import sys
 from pathlib import Path
 
 from gateway.app import Gateway
@@ -92,6 +93,8 @@ async def serve_until_stopped(loaded: LoadedConfig, worker: int | None, reuse_po
         # with -1 or -15 in place of 0)
         signal.pthread_sigmask(signal.SIG_BLOCK, {*STOP_AND_RELOAD, STOP_NOW})
         _ignored_from_now_on(loop)
+        if worker is None:
+            _at_once_from_now_on()
     return HURRIED_EXIT if signals.hurried else 0
 
 
@@ -106,6 +109,24 @@ def _ignored_from_now_on(loop: asyncio.AbstractEventLoop) -> None:
     for sig in (*STOP_AND_RELOAD, STOP_NOW):
         loop.remove_signal_handler(sig)
         signal.signal(sig, signal.SIG_IGN)
+
+
+def _at_once_from_now_on() -> None:
+    """A process alone (not a group's worker, whose supervisor counts the Ctrl-Cs and ends
+    a drained worker that lingers): a second Ctrl-C (SIGINT) or SIGQUIT during what is left
+    of the exit ends the process at once, exit HURRIED_EXIT. Ignored, an exit that hung (a
+    call in a thread that never returns: the loop's close and the interpreter's wait for
+    it) could only be ended by SIGKILL. Let through in this thread, where a wait is
+    interrupted for the handler (delivered to another, it waited for the wait's end)."""
+    def now(_sig: int, _frame: object) -> None:
+        for f in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                f.flush()
+        os._exit(HURRIED_EXIT)
+
+    for sig in (signal.SIGINT, STOP_NOW):
+        signal.signal(sig, now)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, STOP_NOW})
 
 
 async def _start_unless_stopped(gw: Gateway, stop: asyncio.Event) -> bool:

@@ -95,6 +95,7 @@ class WorkerGroup:
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
         self.stopping = False
         self.hurried = False  # stopped at once (a second Ctrl-C): exit HURRIED_EXIT
+        self._hurried_at: float | None = None  # when `run` saw it (monotonic)
         self._said = 0  # how much of the stop `_say` has logged (1: stopping, 2: at once)
         self.codes: dict[int, int] = {}
         self._restarted: dict[int, float] = {}
@@ -186,6 +187,7 @@ class WorkerGroup:
                     self._exited(i, rc)
             now = time.monotonic()
             self._watch(now)
+            self._cut_short(now)
             for i, at in list(self._due.items()):
                 if self.stopping or at <= now:
                     del self._due[i]
@@ -193,6 +195,8 @@ class WorkerGroup:
                     self.spawn(i)  # (nothing while stopping)
             if self.procs or self._due:
                 wakes = [*self._due.values(), *self._watch_due()]
+                if self._hurried_at is not None:  # (a drained worker's b"0" wakes nobody)
+                    wakes.append(max(self._hurried_at, now) + ABORT_GRACE)
                 # (a serving worker's pipe is read when something else wakes us, and at
                 # each look: its beats do not wake the supervisor)
                 wait.sleep({p.pid for p in self.procs.values()},
@@ -264,6 +268,27 @@ class WorkerGroup:
                       + ("exit 1 (it did not drain)" if self.stopping else "restart"))
                 self._aborted[i] = now
                 p.send_signal(STACKS_SIGNAL)
+
+    def _cut_short(self, now: float) -> None:
+        """A second Ctrl-C stops at once, the drained workers too: one whose loop is done
+        ignores every signal until its exit (serving.py), STOP_NOW included, so what is
+        left of it (the interpreter's exit: threads joined, a call in a thread that never
+        returns) is not hurried by it, and the group waited for it for ever. One still
+        there ABORT_GRACE later (time for its last lines) is sent SIGKILL."""
+        if not self.hurried:
+            return
+        if self._hurried_at is None:
+            self._hurried_at = now
+        if now - self._hurried_at < ABORT_GRACE:
+            return
+        for i in sorted(self._done & self.procs.keys()):
+            p = self.procs[i]
+            if self._aborted.get(i) != math.inf:
+                event(log, "worker_killed", logging.WARNING, worker=i, pid=p.pid,
+                      why=f"stopped at once (a second Ctrl-C): drained, it had not exited "
+                          f"{ABORT_GRACE:g}s later", action="SIGKILL")
+                p.kill()
+                self._aborted[i] = math.inf  # (once: its exit is reaped next)
 
     def _watch_due(self) -> list[float]:
         """When `_watch` must look again."""

@@ -29,6 +29,12 @@ from gateway.app import Gateway
 from gateway.configfile import load_config
 from tests.backends import serve_app
 from tests.faultproxy import Forwarder
+from tests.hangguard import (  # noqa: F401  (hooks: a hung test ends its process, not the run)
+    pytest_configure,
+    pytest_exception_interact,
+    pytest_runtest_protocol,
+    pytest_timeout_set_timer,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "test-secret-0123456789-abcdefghijklmnop"

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import subprocess
+import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -32,10 +34,28 @@ class EarlyBigAnswer(Recorder):
                     % BIG + b"x" * BIG)
 
 
+#: seconds: a run's own bound, under the module's timeout. pytest-timeout's signal method
+#: (pyproject) never ends a test whose uvloop loop hangs: uvloop runs a Python signal handler
+#: from a callback of its own and swallows what it raises (logged as 'Exception in
+#: callback'), so a hang here hung the whole run
+DEADLINE = 45.0
+
+
 def run(loop_kind: str, main: Callable[[], Coroutine[Any, Any, None]]) -> None:
     factory = uvloop.new_event_loop if loop_kind == "uvloop" else asyncio.new_event_loop
     with asyncio.Runner(loop_factory=factory) as runner:
-        runner.run(main())
+        runner.run(asyncio.wait_for(main(), DEADLINE))
+
+
+def test_a_run_that_hangs_on_uvloop_fails_within_its_bound() -> None:
+    """A check that hangs on uvloop fails (TimeoutError) rather than hang the test run:
+    pytest-timeout's SIGALRM is swallowed by uvloop (it hung past any timeout before)."""
+    code = ("import asyncio, tests.test_closing_sockets as m; m.DEADLINE = 0.3\n"
+            "async def hang() -> None: await asyncio.Event().wait()\n"
+            "m.run('uvloop', hang)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=10)
+    assert res.returncode == 1 and "TimeoutError" in res.stderr, res.stderr[-2000:]
 
 
 @pytest.mark.parametrize("loop_kind", ["asyncio", "uvloop"])

@@ -185,6 +185,33 @@ async def test_a_worker_drained_and_slow_to_exit_is_left_to_exit(tmp_path: Path,
     assert g.gw.stop() == 0, out
 
 
+async def test_a_second_ctrl_c_ends_a_drained_worker_slow_to_exit(tmp_path: Path, backends,
+                                                                  gateway_procs) -> None:
+    """A second Ctrl-C stops the group at once. A drained worker ignores every signal until
+    its exit (serving.py), STOP_NOW included: one whose exit hung (SIGSTOPped past its last
+    line here: a call in a thread that never returns, say) kept the group, and the
+    operator's Ctrl-Cs, waiting for ever. It is sent SIGKILL ABORT_GRACE later."""
+    g, _, _, _ = await _group(tmp_path, backends, gateway_procs, watch=False,
+                              server=", worker_timeout: 0s")
+    slow, _sibling = await _both_serving(g)
+    g.gw.signal(signal.SIGINT)
+    await wait_until(lambda: g.gw.output().count('phase="stopped"') == 2
+                     or g.gw.output().count("phase=stopped") == 2, 15, 0.001,
+                     "both workers drained")
+    stopped = not _gone(slow)
+    if stopped:
+        os.kill(slow, signal.SIGSTOP)
+    try:
+        g.gw.signal(signal.SIGINT)  # the second Ctrl-C
+        await wait_until(lambda: g.gw.proc.poll() is not None, 5, 0.05, "the group exiting")
+    finally:
+        if stopped and not _gone(slow):
+            os.kill(slow, signal.SIGCONT)
+    out = g.gw.output()
+    assert not stopped or "worker_killed" in out, out
+    assert g.gw.stop() == 130, out
+
+
 def _wakeups(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("voluntary_ctxt_switches:"):

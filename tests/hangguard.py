@@ -1,0 +1,58 @@
+"""A backstop under pytest-timeout (pyproject): a test still running GRACE seconds past its
+timeout, teardown included, has its threads' stacks written to stderr and its process ended
+(faulthandler's watchdog thread, in C). pytest-timeout's signal method raises in the main
+thread only, and that can be lost: a test awaiting `asyncio.to_thread` of a call that never
+returns fails, then the event loop's close waits for that thread for ever; uvloop swallows
+it. And a test's first failure cancels its timeout (pytest_exception_interact, there for
+pdb), so a teardown that hangs after a failed check had none. Each hung the whole run.
+Ended, the test process is a crashed xdist worker, and --max-worker-restart=0 ends the run
+with that test named. (conftest.py imports these hooks; `-p tests.hangguard` loads them.)"""
+
+from __future__ import annotations
+
+import faulthandler
+import os
+import sys
+import time
+from collections.abc import Generator
+from typing import Any
+
+import pytest
+
+#: seconds past a test's timeout (a failed test's fixtures still stop their processes)
+GRACE = float(os.environ.get("KILLGATE_TEST_HANG_GRACE", "30"))
+_DEADLINE = pytest.StashKey[float]()
+_stderr: list[int] = []  # the real stderr (a test's is captured: a dump there is lost)
+
+
+@pytest.hookimpl
+def pytest_configure(config: pytest.Config) -> None:
+    if not _stderr:
+        _stderr.append(os.dup(sys.stderr.fileno()))
+
+
+@pytest.hookimpl(optionalhook=True)  # (pytest-timeout's hook: `-p no:timeout` runs)
+def pytest_timeout_set_timer(item: pytest.Item, settings: Any) -> None:
+    item.stash[_DEADLINE] = time.monotonic() + float(settings.timeout) + GRACE
+    _arm(item)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_exception_interact(node: pytest.Item | pytest.Collector) -> None:
+    # (pytest's faulthandler plugin and pytest-timeout cancel their timers here, ours too)
+    if _DEADLINE in node.stash and not node.config.getoption("usepdb", False):
+        _arm(node)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, object, object]:
+    try:
+        return (yield)
+    finally:
+        if item.stash.get(_DEADLINE, None) is not None:
+            faulthandler.cancel_dump_traceback_later()
+
+
+def _arm(node: pytest.Item | pytest.Collector) -> None:
+    left = max(0.1, node.stash[_DEADLINE] - time.monotonic())
+    faulthandler.dump_traceback_later(left, exit=True, file=_stderr[0] if _stderr else sys.stderr)
