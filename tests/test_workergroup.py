@@ -21,9 +21,6 @@ from gateway.workergroup import WorkerGroup
 
 pytestmark = pytest.mark.timeout(30)
 
-#: a worker's start: the group starts it with the stop signals held (workergroup.spawn);
-#: a gateway worker lets them through once its handlers are in place (serving.py), these
-#: stand-ins at once, their default action (the end) standing for those handlers
 #: a worker's start: the group starts it with the stop signals held (workergroup.spawn); a
 #: gateway worker lets them through once its handlers are in place (serving.py), these
 #: stand-ins at once, the default action (the end) standing for those handlers
