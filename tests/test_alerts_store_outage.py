@@ -7,6 +7,7 @@ its first alerts acted."""
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -59,12 +60,13 @@ async def test_a_claim_left_by_a_timed_out_request_does_not_hold_off_the_retry(
         assert status == 200 and answer["actions"][0]["outcome"] == "duplicate", answer
 
 
-class _StoreDiesAtSecondClaim:
-    """The receiver's claims, with the real redis-server killed just before the second
-    alert of a notification is claimed (the first one already acted)."""
+class _FaultAtSecondClaim:
+    """The receiver's claims, with `fault` done just before the second alert of a
+    notification is claimed (the first one already acted): the real redis-server killed,
+    the local audit file made unwritable."""
 
-    def __init__(self, inner: Any, redis: RedisServer) -> None:
-        self.inner, self.redis, self.calls = inner, redis, 0
+    def __init__(self, inner: Any, fault: Callable[[], None]) -> None:
+        self.inner, self.fault, self.calls = inner, fault, 0
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
@@ -72,7 +74,7 @@ class _StoreDiesAtSecondClaim:
     async def idem_claim(self, *a: Any) -> Any:
         self.calls += 1
         if self.calls == 2:
-            self.redis.kill()
+            self.fault()
         return await self.inner.idem_claim(*a)
 
 
@@ -93,7 +95,7 @@ async def test_a_store_lost_mid_notification_does_not_say_nothing_changed(
                       {**first, "fingerprint": "0000000000000003"}]
     async with running_gateway(cfg) as g:
         rx = g.gw.alert_receiver
-        rx.claims = _StoreDiesAtSecondClaim(rx.claims, redis_server)
+        rx.claims = _FaultAtSecondClaim(rx.claims, redis_server.kill)
         status, answer = await _post(session, g.admin, body)
         assert status == 503 and answer["error"]["type"] == "state_store_unavailable", answer
         message = answer["error"]["message"]
@@ -132,23 +134,13 @@ async def test_a_kill_not_yet_on_a_replica_does_not_stop_the_alerts_after_it(
             assert kills == {"v1", "v2"}, (attempt, kills)
 
 
-class _AuditLostAtSecondClaim:
-    """The receiver's claims, with the local store's audit file made unwritable (a folder
-    in its place: a full or read-only disk, as root writes anywhere) just before the
-    second alert of a notification is claimed (the first one already acted)."""
-
-    def __init__(self, inner: Any, audit: Path) -> None:
-        self.inner, self.audit, self.calls = inner, audit, 0
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-    async def idem_claim(self, *a: Any) -> Any:
-        self.calls += 1
-        if self.calls == 2:
-            self.audit.rename(self.audit.with_name("moved.jsonl"))
-            self.audit.mkdir()
-        return await self.inner.idem_claim(*a)
+def _audit_lost(audit: Path) -> Callable[[], None]:
+    """The local store's audit file made unwritable (a folder in its place: a full or
+    read-only disk, as root writes anywhere)."""
+    def fault() -> None:
+        audit.rename(audit.with_name("moved.jsonl"))
+        audit.mkdir()
+    return fault
 
 
 @pytest.mark.timeout(30)
@@ -167,7 +159,8 @@ async def test_an_audit_trail_lost_mid_notification_does_not_say_nothing_was_app
                       {**first, "fingerprint": "0000000000000003"}]
     async with running_gateway(cfg) as g:
         rx = g.gw.alert_receiver
-        rx.claims = _AuditLostAtSecondClaim(rx.claims, tmp_path / "store.json.audit.jsonl")
+        rx.claims = _FaultAtSecondClaim(
+            rx.claims, _audit_lost(tmp_path / "store.json.audit.jsonl"))
         status, answer = await _post(session, g.admin, body)
         assert status == 503 and answer["error"]["type"] == "audit_unavailable", answer
         message = answer["error"]["message"]
