@@ -4,11 +4,13 @@ call: it holds its share of the connections SO_REUSEPORT hands out and answers n
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -157,6 +159,26 @@ async def test_a_worker_stuck_when_the_group_stops_is_ended(tmp_path: Path, back
     assert g.gw.stop() == 1, out
 
 
+@contextlib.asynccontextmanager
+async def _drained_then_paused(g: Group, sig: int) -> AsyncIterator[bool]:
+    """`sig` to the group; once both workers logged `stopped`, one of them SIGSTOPped past
+    its last line (an exit that takes its time, or hangs) until the block ends; whether it
+    was (not already gone)."""
+    slow, _sibling = await _both_serving(g)
+    g.gw.signal(sig)
+    await wait_until(lambda: g.gw.output().count('phase="stopped"') == 2
+                     or g.gw.output().count("phase=stopped") == 2, 15, 0.001,
+                     "both workers drained")
+    stopped = not _gone(slow)
+    if stopped:
+        os.kill(slow, signal.SIGSTOP)
+    try:
+        yield stopped
+    finally:
+        if stopped and not _gone(slow):
+            os.kill(slow, signal.SIGCONT)
+
+
 async def test_a_worker_drained_and_slow_to_exit_is_left_to_exit(tmp_path: Path, backends,
                                                                  gateway_procs) -> None:
     """Once its loop is done (drained, `phase stopped`), a worker beats no more; what is
@@ -165,21 +187,10 @@ async def test_a_worker_drained_and_slow_to_exit_is_left_to_exit(tmp_path: Path,
     worker SIGSTOPped past its last log line stands for such an exit.)"""
     g, _, _, _ = await _group(tmp_path, backends, gateway_procs, watch=False,
                               server=", worker_timeout: 2s")
-    slow, _sibling = await _both_serving(g)
-    g.gw.signal(signal.SIGTERM)
-    await wait_until(lambda: g.gw.output().count('phase="stopped"') == 2
-                     or g.gw.output().count("phase=stopped") == 2, 15, 0.001,
-                     "both workers drained")
-    stopped = not _gone(slow)
-    if stopped:
-        os.kill(slow, signal.SIGSTOP)
-    try:
+    async with _drained_then_paused(g, signal.SIGTERM):
         t0 = time.monotonic()
         await wait_until(lambda: time.monotonic() - t0 > 3.5 or g.gw.proc.poll() is not None,
                          10, 0.05, "3.5 s")
-    finally:
-        if stopped and not _gone(slow):
-            os.kill(slow, signal.SIGCONT)
     out = g.gw.output()
     assert "worker_unresponsive" not in out, out
     assert g.gw.stop() == 0, out
@@ -193,20 +204,9 @@ async def test_a_second_ctrl_c_ends_a_drained_worker_slow_to_exit(tmp_path: Path
     operator's Ctrl-Cs, waiting for ever. It is sent SIGKILL ABORT_GRACE later."""
     g, _, _, _ = await _group(tmp_path, backends, gateway_procs, watch=False,
                               server=", worker_timeout: 0s")
-    slow, _sibling = await _both_serving(g)
-    g.gw.signal(signal.SIGINT)
-    await wait_until(lambda: g.gw.output().count('phase="stopped"') == 2
-                     or g.gw.output().count("phase=stopped") == 2, 15, 0.001,
-                     "both workers drained")
-    stopped = not _gone(slow)
-    if stopped:
-        os.kill(slow, signal.SIGSTOP)
-    try:
+    async with _drained_then_paused(g, signal.SIGINT) as stopped:
         g.gw.signal(signal.SIGINT)  # the second Ctrl-C
         await wait_until(lambda: g.gw.proc.poll() is not None, 5, 0.05, "the group exiting")
-    finally:
-        if stopped and not _gone(slow):
-            os.kill(slow, signal.SIGCONT)
     out = g.gw.output()
     assert not stopped or "worker_killed" in out, out
     assert g.gw.stop() == 130, out
