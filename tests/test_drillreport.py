@@ -3,6 +3,9 @@ its summary (domain/drillsummary.py), all pure: synthetic timelines with known a
 
 from __future__ import annotations
 
+import asyncio
+
+from gateway.control.drills import DrillRunner
 from gateway.domain.drillplan import Plan
 from gateway.domain.drillreport import (
     Marks,
@@ -10,6 +13,7 @@ from gateway.domain.drillreport import (
     analyse,
     percentiles,
     steady_problems,
+    unrestored,
 )
 from gateway.domain.drillsummary import markdown
 from gateway.domain.drillverdict import verdict
@@ -224,3 +228,40 @@ def test_a_steady_state_with_no_answer_says_so() -> None:
         "http://h:1 a killgate data plane that listens? (--instances))" in said, said
     failing = timeline("a", 1.0, lambda t: (502, "v2", "pinned"))
     assert "(e.g. 502 pinned)" in steady_problems(plan, None, failing, ["a"], (0.0, 1.0))[0]
+
+
+def test_unrestored_names_the_instances_without_an_answer_from_before_since_the_restore() -> None:
+    plan = kill_plan()
+    back = timeline("a", 4.0, killed_at(1.1))  # v2 again from 3.05
+    late = timeline("b", 4.0, killed_at(1.1, t_back=9.0))  # still failing over at 4.0
+    assert unrestored(plan, None, back + late, MARKS) == ["b"]
+    assert unrestored(plan, None, back, MARKS) == []
+    assert unrestored(plan, None, back + late, Marks()) == []  # (no restore asked for yet)
+
+
+async def test_the_settle_waits_for_a_slow_instance_up_to_the_restore_target() -> None:
+    """After its settle, a drill waits for an instance that has not shown an answer from
+    before the drill, up to time_to_restore's max target: one slow to come back (a
+    store-loss drill's reconnect) is measured, not reported as never restored."""
+    plan = kill_plan(targets={"time_to_restore_ms": {"max": 1500}})
+    runner = DrillRunner(plan, None, None, lambda _: None)  # type: ignore[arg-type]
+    runner.marks.restore_sent = runner.now()
+    runner.obs = [Obs("a", runner.now(), runner.now(), 200, "v1", "failover")]
+
+    async def comes_back() -> None:
+        await asyncio.sleep(0.3)
+        runner.obs.append(Obs("a", runner.now(), runner.now(), 200, "v2", "pinned"))
+
+    task = asyncio.create_task(comes_back())
+    await runner._settle(0.05, None)
+    waited = runner.now() - runner.marks.restore_sent
+    await task
+    assert 0.3 <= waited < 1.2, waited  # until the answer came, not the whole target
+    runner.obs = [Obs("a", runner.now(), runner.now(), 200, "v1", "failover")]
+    runner.marks.restore_sent = runner.now()
+    await runner._settle(0.05, None)  # never comes back: given up at the target
+    assert 1.45 <= runner.now() - runner.marks.restore_sent < 3.0
+    runner.stopped = "Ctrl-C"
+    runner.marks.restore_sent = runner.now()
+    await runner._settle(0.05, None)  # stopped early: the settle only
+    assert runner.now() - runner.marks.restore_sent < 0.5

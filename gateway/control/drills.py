@@ -31,7 +31,7 @@ from gateway.control.drillload import AdminClient, DrillApiError, Traffic, resol
 from gateway.domain.audit import utc_now
 from gateway.domain.drillfinish import iso_to_unix
 from gateway.domain.drillplan import Plan, duration, fault_ttl, too_long
-from gateway.domain.drillreport import Marks, Obs, analyse, steady_problems
+from gateway.domain.drillreport import Marks, Obs, analyse, steady_problems, unrestored
 from gateway.domain.drilltoken import HEADER
 from gateway.domain.drillverdict import kept
 from gateway.errors import StateError
@@ -147,7 +147,7 @@ class DrillRunner:
         finally:
             restore = await self._restore(drill)
             await asyncio.sleep(0)  # (the Ctrl-C handler may still set the stop reason)
-            await self._settle(plan.settle if not self.stopped else min(plan.settle, 1.0))
+            await self._settle(plan.settle if not self.stopped else min(plan.settle, 1.0), to)
             await traffic.drain()
             for t in tasks:
                 t.cancel()
@@ -230,8 +230,22 @@ class DrillRunner:
             self.stopped = why
         return {"elsewhere": ended}
 
-    async def _settle(self, seconds: float) -> None:
+    async def _settle(self, seconds: float, to: str | None) -> None:
+        """Watch the fleet for `seconds` after the restore; then an instance that has not yet
+        shown an answer from before the drill is waited for, up to time_to_restore's max
+        target after the restore was asked for: an instance slow to come back (after a
+        store-loss drill, its reconnect backoff) is measured, not called never restored. (A
+        drill stopped early, by Ctrl-C or an abort, does not wait longer than its settle.)"""
         await asyncio.sleep(seconds)
+        sent, target = self.marks.restore_sent, self.plan.targets.time_to_restore_ms
+        limit = target.max or target.p99 or target.p50
+        if self.stopped or sent is None or limit is None:
+            return
+        deadline = sent + limit / 1000
+        while unrestored(self.plan, to, self.obs, self.marks):
+            if (left := deadline - self.now()) <= 0:
+                return
+            await asyncio.sleep(min(0.05, left))
 
     def _refused(self, started: str, why: str, verdict_: str = "aborted") -> dict[str, Any]:
         self.report = drilloutcome.refused(self.plan, started, why, verdict_)

@@ -21,7 +21,7 @@ from typing import Any
 from gateway.domain.drillplan import Plan
 
 __all__ = ["Marks", "Obs", "analyse", "is_error", "other_route", "percentiles",
-           "shows_before", "shows_injection", "steady_problems"]
+           "shows_before", "shows_injection", "steady_problems", "unrestored"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +123,15 @@ def _time_to_restore(plan: Plan, to: str | None, mine: list[Obs], m: Marks) -> f
     first = next((o for o in mine if o.sent >= m.restore_sent and shows_before(plan, to, o)),
                  None)
     return _ms(first.recv, m.restore_sent) if first else None
+
+
+def unrestored(plan: Plan, to: str | None, obs: Sequence[Obs], m: Marks) -> list[str]:
+    """The instances that answered during the drill and have not yet shown an answer from
+    before it since the restore was asked for."""
+    if m.restore_sent is None:
+        return []
+    return [inst for inst, mine in _by_instance(obs).items()
+            if _time_to_restore(plan, to, mine, m) is None]
 
 
 def analyse(plan: Plan, to: str | None, obs: Sequence[Obs], m: Marks) -> dict[str, Any]:

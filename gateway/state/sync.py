@@ -246,7 +246,8 @@ class Sync(Repair, Guard, Writes, Startup):
                 self.last_error = str(exc) or type(exc).__name__
                 await self.store.reset()
                 await asyncio.sleep(backoff * (0.5 + random.random()))
-                backoff = min(backoff * 2, 2.0)
+                backoff = min(backoff * 2, 1.0)  # (the next attempt comes within 1.5 s
+                # of the store's return, jitter included: a kill made then is not held up)
 
     async def _cycle(self) -> None:
         """One poll interval: take pushed changes as they arrive, then check the generation."""
