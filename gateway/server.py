@@ -34,7 +34,8 @@ from gateway.log import event
 from gateway.serving import instance_id, serve_until_stopped
 from gateway.sockets import ListenError, reserved
 from gateway.workerconfig import load_at_start, load_shared, save, start_copy
-from gateway.workergroup import STACKS_SIGNAL, STOP_AND_RELOAD, WorkerGroup
+from gateway.workergroup import WorkerGroup
+from gateway.workerlink import STACKS_SIGNAL, STOP_AND_RELOAD
 
 __all__ = ["c_parser_in_use", "instance_id", "run_supervisor", "run_worker"]
 

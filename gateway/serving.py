@@ -24,7 +24,7 @@ from gateway.configfile import LoadedConfig
 from gateway.log import event
 from gateway.stopsignals import HURRIED_EXIT, STOP_NOW, StopSignals
 from gateway.workerconfig import file_instead, save
-from gateway.workergroup import BEAT, BEAT_ENV, READY_FD_ENV, STOP_AND_RELOAD
+from gateway.workerlink import BEAT, BEAT_ENV, READY_FD_ENV, STOP_AND_RELOAD
 
 __all__ = ["instance_id", "serve_until_stopped"]
 

@@ -5,34 +5,27 @@ the restart of a worker that dies unexpectedly, and the exit code. A restarted w
 dies again before it serves, or within a second of starting to serve, is a crash loop: with
 no other worker serving it stops the group (exit 1, for the process manager); while others
 serve, the slot is tried again after 1 s, 2 s, 4 s ... up to a minute. A worker tells the
-group it serves by writing to a pipe (READY_FD_ENV names its end): a start that fails (a
-config the state refuses) takes longer than any fixed window on a loaded host, and was
-restarted for ever, a core's worth of work each second. From the start of its event loop
-it also writes a byte there every BEAT seconds, which the supervisor reads every timeout/2
-(they do not wake it): a worker silent for `timeout` (`server.worker_timeout`; its loop
+group it serves through its pipe (workerlink.py): a start that fails (a config the state
+refuses) takes longer than any fixed window on a loaded host, and was restarted for ever,
+a core's worth of work each second. Its beats there (they do not wake the supervisor) are
+read every timeout/2: a worker silent for `timeout` (`server.worker_timeout`; its loop
 stuck in a bug, a blocking call; noticed within half as long again) is sent STACKS_SIGNAL
 (its threads' stacks go to its stderr: faulthandler, from C, so even a loop stuck in C code
 writes them), then SIGKILL, and restarted, as gunicorn's `--timeout` does; it held its share
 of the connections SO_REUSEPORT hands out. Not SIGABRT: its default action dumps core, a
 copy of the worker's memory written where core dumps are enabled, for each stuck worker.
-The supervisor
-(server.py) reserves the ports, prepares the run directory and installs `forward` as its
-signal handler; `run` sleeps in childwait.py between exits. On Linux every worker is
-told its supervisor's death as a SIGTERM (PR_SET_PDEATHSIG), so a supervisor killed with
-SIGKILL leaves no worker serving on alone: an orphan would keep the ports (SO_REUSEPORT)
-beside the next supervisor's workers, with a config no reload reaches.
+The supervisor (server.py) reserves the ports, prepares the run directory and installs
+`forward` as its signal handler; `run` sleeps in childwait.py between exits. Every worker
+ends with its supervisor (workerlink.ends_with).
 """
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import logging
 import math
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -40,47 +33,21 @@ from typing import Any
 from gateway.childwait import ChildWait
 from gateway.log import event
 from gateway.stopsignals import HINT, HURRIED_EXIT, STOP_NOW
+from gateway.workerlink import (
+    BEAT_ENV,
+    READY_FD_ENV,
+    STACKS_SIGNAL,
+    STOP_AND_RELOAD,
+    ends_with,
+    load_prctl,
+)
 
-__all__ = ["STOP_AND_RELOAD", "WorkerGroup"]
+__all__ = ["WorkerGroup"]
 
 log = logging.getLogger("killgate")
 RESTART_WINDOW = 1.0  # a restarted worker that dies within this many seconds of serving
-READY_FD_ENV = "KILLGATE_READY_FD"  # a worker writes a byte there once it serves
-BEAT_ENV = "KILLGATE_BEAT"  # "0": the watchdog is off, the worker sends no beat
-BEAT = 0.5  # seconds: how often a serving worker writes to it again
-STACKS_SIGNAL = signal.SIGUSR1  # a worker's stacks to its stderr (server.py registers it)
 ABORT_GRACE = 1.0  # seconds from a silent worker's STACKS_SIGNAL to its SIGKILL
 MAX_BACKOFF = 60.0  # seconds: the longest wait before a crash-looping slot is tried again
-PR_SET_PDEATHSIG = 1
-#: what a `serve` process (a supervisor, a worker, one alone) handles: held from its first
-#: moment until its handlers are in place (cli/main.py; server.py, serving.py)
-STOP_AND_RELOAD = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
-
-
-def _prctl() -> Callable[..., int] | None:
-    """libc's prctl, loaded before any fork (the child only calls it); None off Linux."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        fn: Callable[..., int] = libc.prctl
-    except (OSError, AttributeError):
-        return None
-    return fn
-
-
-def ends_with(parent: int, prctl: Callable[..., int] | None,
-              then: Callable[[], object] | None = None) -> Callable[[], None]:
-    """A Popen `preexec_fn`: the child gets SIGTERM when `parent` dies (and exits at once
-    if it died before the child could ask), then runs `then`."""
-    def setup() -> None:
-        if prctl is not None:
-            prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-            if os.getppid() != parent:  # the supervisor died between fork and prctl
-                os._exit(1)
-        if then is not None:
-            then()
-    return setup
 
 
 class WorkerGroup:
@@ -91,7 +58,7 @@ class WorkerGroup:
         self.argv = argv
         self.timeout = timeout  # a serving worker silent this long is ended; 0: never
         self.popen = popen
-        self.popen["preexec_fn"] = ends_with(os.getpid(), _prctl(), popen.get("preexec_fn"))
+        self.popen["preexec_fn"] = ends_with(os.getpid(), load_prctl(), popen.get("preexec_fn"))
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
         self.stopping = False
         self.hurried = False  # stopped at once (a second Ctrl-C): exit HURRIED_EXIT

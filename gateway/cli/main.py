@@ -143,7 +143,7 @@ def _cmd_schema(args: argparse.Namespace) -> int:
 def _cmd_serve(args: argparse.Namespace) -> int:
     # Held, not acted on, until `serve` handles them (the import below alone takes a
     # second): a SIGHUP's default action ends the process, a SIGTERM's ends it with -15.
-    from gateway.workergroup import STOP_AND_RELOAD
+    from gateway.workerlink import STOP_AND_RELOAD
 
     signal.pthread_sigmask(signal.SIG_BLOCK, STOP_AND_RELOAD)
     from gateway.server import serve
