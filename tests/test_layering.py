@@ -47,6 +47,7 @@ PURE = {"domain/routing.py", "control/table.py", "domain/statedoc.py", "domain/o
         "config_shadow.py", "config_types.py", "config_admin.py", "config_routes.py", "config_match.py",
         "domain/comparison.py", "domain/compare.py", "domain/compare_json.py",
         "domain/compare_tensors.py", "domain/compare_chat.py", "domain/shadowstats.py",
+        "domain/promotiongate.py",
         "domain/verdict.py", "domain/tablebuild.py", "domain/kills.py", "state/holder.py",
         "tokenbucket.py", "config_yaml.py"}
 IO_MODULES = {"aiohttp", "asyncio", "redis", "socket", "subprocess", "httptools", "jwt"}

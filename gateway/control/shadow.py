@@ -18,14 +18,8 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from gateway.config import Config, RouteConfig
-from gateway.domain.shadowstats import (
-    Tally,
-    gate,
-    gate_counts,
-    merge,
-    promotion_refusal,
-    report,
-)
+from gateway.domain.promotiongate import gate, gate_counts, promotion_refusal
+from gateway.domain.shadowstats import Tally, merge, report
 from gateway.domain.statedoc import Change, StateDoc, apply_change
 from gateway.domain.verdict import spec_for
 from gateway.errors import StateError

@@ -1,12 +1,11 @@
-"""Shadow results: the counts of one shadow, their fleet merge, the report and the gate.
+"""Shadow results: the counts of one shadow, their fleet merge and the report.
 
 Owns `Tally` (one process's counts for one route's shadow: what happened to the copies,
 comparison outcomes, kinds of difference, both sides' latency histograms, the noise
 floor's pairs and paths, and a bounded ring of sampled disagreements with redacted
-bodies), its JSON form for the state store, `merge` (the fleet's), `report` (the shape
-of GET /v1/routes/{route}/shadow, CONTRACT §5.5) and `promotion_refusal`, the rule that
-a shadow gets traffic only once it agreed enough (`analysis.min_shadow_agreement`).
-Pure: time is passed in.
+bodies), its JSON form for the state store, `merge` (the fleet's) and `report` (the shape
+of GET /v1/routes/{route}/shadow, CONTRACT §5.5); the gate the counts feed is
+promotiongate.py's. Pure: time is passed in.
 """
 
 from __future__ import annotations
@@ -16,25 +15,18 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.config import RouteConfig
 from gateway.config_shadow import DisagreementsConfig, NoiseConfig
 from gateway.domain.analysis import LATENCY_BOUNDS_MS, Sample, percentile
 from gateway.domain.compare import AGREED, DISAGREED, NOISE, UNCOMPARABLE
 from gateway.domain.comparison import MAX_PATH, Comparison, Difference
 from gateway.domain.disagreements import Record, kept_by, opened, record_time
-from gateway.domain.statedoc import StateDoc
 
-__all__ = ["COPY_RESULTS", "SHADOW_FAILURES", "Tally", "compared_agreed", "gate", "gate_counts",
-           "merge", "promotion_refusal", "report"]
+__all__ = ["COPY_RESULTS", "Tally", "compared_agreed", "merge", "report"]
 
 #: what happened to a copy that was not compared: sent (then compared or failed),
 #: dropped (max_inflight), body (request too large), answer (answer too large),
 #: down (the shadow killed or unhealthy), failed (no answer from the shadow)
 COPY_RESULTS = ("sent", "dropped", "body", "answer", "down", "failed")
-#: the kinds of failure that are the shadow's (a copy it got and did not answer well): the
-#: gate counts them as compared and not agreed. Not these: `killed` (a kill cut the copy),
-#: `overflow` (our own pool's limit, nothing was sent), `error` (our own fault)
-SHADOW_FAILURES = frozenset({"connect", "timeout", "reset", "malformed", "answer_too_large"})
 MAX_NOISE_PATHS = 256
 _BOUNDS = tuple(float(b) for b in LATENCY_BOUNDS_MS)
 
@@ -241,14 +233,6 @@ def compared_agreed(t: Tally) -> tuple[int, int]:
     return agreed + o.get(DISAGREED, 0), agreed
 
 
-def gate_counts(t: Tally) -> tuple[int, int, dict[str, int]]:
-    """(counted, agreed, failures) for the gate: the comparisons and the copies the shadow
-    failed (`SHADOW_FAILURES`, by kind), each failure compared and not agreed."""
-    compared, agreed = compared_agreed(t)
-    failed = {k: v for k, v in sorted(t.failures.items()) if k in SHADOW_FAILURES and v > 0}
-    return compared + sum(failed.values()), agreed, failed
-
-
 def _latency(h: list[int]) -> dict[str, float | None]:
     s = Sample(requests=sum(h), hist=h)
     return {"p50": percentile(s, 0.5), "p99": percentile(s, 0.99)}
@@ -274,44 +258,3 @@ def report(route: str, t: Tally, compare: str, sample: float, instances: int,
         "disagreements": [d for d in map(opened, list(t.disagreements)[:limit])
                           if d is not None],
     }
-
-
-# ---------------------------------------------------------------- the promotion gate
-
-
-def _gives_traffic(doc: StateDoc, route: str, version: str) -> bool:
-    ov = doc.overrides.get(route)
-    return ov is not None and (ov.stable == version or ov.weights.get(version, 0.0) > 0)
-
-
-def gate(rc: RouteConfig, fleet: Tally | None) -> str | None:
-    """Why the route's shadow may not get traffic now (None: it may)."""
-    sh, a = rc.shadow, rc.analysis
-    if sh is None or a is None or a.min_shadow_agreement is None:
-        return None
-    need, least = a.min_shadow_agreement, a.min_shadow_compared
-    counted, agreed, failed = gate_counts(fleet) if fleet is not None else (0, 0, {})
-    if counted >= least and agreed >= need * counted:
-        return None
-    failures = sum(failed.values())
-    how = (f", counting the {failures} cop{'y' if failures == 1 else 'ies'} the shadow "
-           "failed (" + ", ".join(
-        f"{k} {v}" for k, v in failed.items()) + ") as compared and not agreed"
-        if failures else "")
-    seen = (f"it agreed with the primary on {agreed} of {counted} compared requests "
-            f"({agreed / counted:.1%}){how}" if counted else
-            "no comparison of its answers is known yet")
-    return (f"shadow {sh.version!r} of route {rc.name!r} may not get traffic yet: {seen}; "
-            f"analysis.min_shadow_agreement needs {need:.1%} over at least {least} compared "
-            f"requests (see `killgate shadow report {rc.name}`)")
-
-
-def promotion_refusal(rc: RouteConfig, before: StateDoc, after: StateDoc,
-                      fleet: Tally | None) -> str | None:
-    """A change that would give the route's shadow traffic (promote, weights, rollback
-    to it) while its agreement is below the gate: why it is refused. None: allowed."""
-    sh = rc.shadow
-    if sh is None or not _gives_traffic(after, rc.name, sh.version) \
-            or _gives_traffic(before, rc.name, sh.version):
-        return None
-    return gate(rc, fleet)

@@ -1,0 +1,67 @@
+"""The shadow promotion gate: a shadow gets traffic only once it agreed enough.
+
+Owns the rule of `analysis.min_shadow_agreement` / `min_shadow_compared`: what the gate
+counts (comparisons, and the copies the shadow failed as compared and not agreed), why a
+route's shadow may not get traffic now (`gate`), and which state changes that rule refuses
+(`promotion_refusal`: a promote, weights or rollback giving the shadow traffic). Reads a
+fleet `Tally` (shadowstats.py). Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+from gateway.config import RouteConfig
+from gateway.domain.shadowstats import Tally, compared_agreed
+from gateway.domain.statedoc import StateDoc
+
+__all__ = ["SHADOW_FAILURES", "gate", "gate_counts", "promotion_refusal"]
+
+#: the kinds of failure that are the shadow's (a copy it got and did not answer well): the
+#: gate counts them as compared and not agreed. Not these: `killed` (a kill cut the copy),
+#: `overflow` (our own pool's limit, nothing was sent), `error` (our own fault)
+SHADOW_FAILURES = frozenset({"connect", "timeout", "reset", "malformed", "answer_too_large"})
+
+
+def gate_counts(t: Tally) -> tuple[int, int, dict[str, int]]:
+    """(counted, agreed, failures) for the gate: the comparisons and the copies the shadow
+    failed (`SHADOW_FAILURES`, by kind), each failure compared and not agreed."""
+    compared, agreed = compared_agreed(t)
+    failed = {k: v for k, v in sorted(t.failures.items()) if k in SHADOW_FAILURES and v > 0}
+    return compared + sum(failed.values()), agreed, failed
+
+
+def _gives_traffic(doc: StateDoc, route: str, version: str) -> bool:
+    ov = doc.overrides.get(route)
+    return ov is not None and (ov.stable == version or ov.weights.get(version, 0.0) > 0)
+
+
+def gate(rc: RouteConfig, fleet: Tally | None) -> str | None:
+    """Why the route's shadow may not get traffic now (None: it may)."""
+    sh, a = rc.shadow, rc.analysis
+    if sh is None or a is None or a.min_shadow_agreement is None:
+        return None
+    need, least = a.min_shadow_agreement, a.min_shadow_compared
+    counted, agreed, failed = gate_counts(fleet) if fleet is not None else (0, 0, {})
+    if counted >= least and agreed >= need * counted:
+        return None
+    failures = sum(failed.values())
+    how = (f", counting the {failures} cop{'y' if failures == 1 else 'ies'} the shadow "
+           "failed (" + ", ".join(
+        f"{k} {v}" for k, v in failed.items()) + ") as compared and not agreed"
+        if failures else "")
+    seen = (f"it agreed with the primary on {agreed} of {counted} compared requests "
+            f"({agreed / counted:.1%}){how}" if counted else
+            "no comparison of its answers is known yet")
+    return (f"shadow {sh.version!r} of route {rc.name!r} may not get traffic yet: {seen}; "
+            f"analysis.min_shadow_agreement needs {need:.1%} over at least {least} compared "
+            f"requests (see `killgate shadow report {rc.name}`)")
+
+
+def promotion_refusal(rc: RouteConfig, before: StateDoc, after: StateDoc,
+                      fleet: Tally | None) -> str | None:
+    """A change that would give the route's shadow traffic (promote, weights, rollback
+    to it) while its agreement is below the gate: why it is refused. None: allowed."""
+    sh = rc.shadow
+    if sh is None or not _gives_traffic(after, rc.name, sh.version) \
+            or _gives_traffic(before, rc.name, sh.version):
+        return None
+    return gate(rc, fleet)

@@ -1,0 +1,84 @@
+"""The shadow promotion gate (domain/promotiongate.py): what it counts, why it refuses, and
+which state changes it refuses. Pure: no loop."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.configfile import parse_config_text
+from gateway.domain.promotiongate import gate, gate_counts, promotion_refusal
+from gateway.domain.shadowstats import Tally
+from gateway.domain.statedoc import RouteOverride, StateDoc
+from tests.test_shadowstats import filled
+
+pytestmark = pytest.mark.timeout(10)
+
+ROUTE = """
+routes:
+  - name: iris
+    match: {path_prefix: /x}
+    stable: v1
+    shadow: {version: v2}
+    analysis: {min_shadow_agreement: 0.8, min_shadow_compared: 5}
+    versions:
+      - {name: v1, url: "http://127.0.0.1:1", weight: 100}
+      - {name: v2, url: "http://127.0.0.1:2", weight: 0}
+"""
+
+
+def doc(stable: str | None, weights: dict[str, float] | None) -> StateDoc:
+    if weights is None:
+        return StateDoc()
+    return StateDoc(overrides={"iris": RouteOverride(stable, weights, "a", "r", "t", "weights")})
+
+
+def test_the_gate_and_what_it_refuses() -> None:
+    rc = parse_config_text(ROUTE).routes[0]
+    low, high = filled(), Tally("v2", "s")
+    for _ in range(5):
+        high.outcome("agreed", (), 0.01, 0.01, {})
+    assert "no comparison of its answers is known yet" in (gate(rc, None) or "")
+    # (the copy the shadow failed, a timeout, counts as compared and not agreed)
+    assert "agreed with the primary on 4 of 7 compared requests (57.1%), counting the 1 copy " \
+        "the shadow failed (timeout 1) as compared and not agreed" in (gate(rc, low) or "")
+    assert gate(rc, high) is None
+    few = Tally("v2", "s")
+    few.outcome("agreed", (), 0.01, 0.01, {})
+    assert "at least 5" in (gate(rc, few) or "")  # 100%, but of too few
+    before = StateDoc()
+    for after in (doc("v2", {"v1": 0, "v2": 100}), doc("v1", {"v1": 90, "v2": 10}),
+                  doc("v2", {"v1": 100, "v2": 0})):
+        assert promotion_refusal(rc, before, after, low) is not None
+        assert promotion_refusal(rc, before, after, high) is None
+    # changes that give the shadow nothing, or that it already had, are not gated
+    assert promotion_refusal(rc, before, doc("v1", {"v1": 100, "v2": 0}), low) is None
+    assert promotion_refusal(rc, before, StateDoc(), low) is None
+    had = doc("v1", {"v1": 90, "v2": 10})
+    assert promotion_refusal(rc, had, doc("v1", {"v1": 50, "v2": 50}), low) is None
+    ungated = parse_config_text(ROUTE.replace(
+        "analysis: {min_shadow_agreement: 0.8, min_shadow_compared: 5}", "")).routes[0]
+    assert promotion_refusal(ungated, before, doc("v2", {"v2": 100}), low) is None
+
+
+def test_the_gate_counts_the_shadows_failures_only() -> None:
+    """A copy the shadow failed counts against it; one a kill cut, one our own pool
+    refused before sending it (overflow), or one our own code failed (error) does not."""
+    rc = parse_config_text(ROUTE).routes[0]
+    t = Tally("v2", "s")
+    for _ in range(8):
+        t.outcome("agreed", (), 0.01, 0.01, {})
+    for kind in ("killed", "overflow", "error", "killed"):
+        t.failed(kind)
+    assert gate_counts(t) == (8, 8, {}) and gate(rc, t) is None
+    for kind in ("timeout", "reset"):
+        t.failed(kind)
+    assert gate_counts(t) == (10, 8, {"reset": 1, "timeout": 1})
+    assert gate(rc, t) is None  # 80%: at the gate
+    t.failed("malformed")
+    assert "counting the 3 copies the shadow failed (malformed 1, reset 1, timeout 1)" in \
+        (gate(rc, t) or "")
+    few = Tally("v2", "s")
+    few.outcome("agreed", (), 0.01, 0.01, {})
+    for _ in range(4):
+        few.failed("connect")
+    assert "1 of 5 compared requests (20.0%)" in (gate(rc, few) or "")
