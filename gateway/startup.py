@@ -214,8 +214,8 @@ class GatewayParts:
         # denied calls are written on the way out
         self.admin_api.denied.start()
         self._stack.push_async_callback(self.admin_api.denied.stop)
-        self.admin_api.approvals.start(APPROVAL_SWEEP)
-        self._stack.push_async_callback(self.admin_api.approvals.stop)
+        self.admin_api.approval_expiry.start(APPROVAL_SWEEP)
+        self._stack.push_async_callback(self.admin_api.approval_expiry.stop)
         await self._admin_runner.setup()
         self._stack.push_async_callback(self._admin_runner.cleanup)
 

@@ -19,6 +19,7 @@ from aiohttp import web
 
 from gateway import redact
 from gateway.admin import actions, inputs, openapi, shadowgate
+from gateway.admin.approvalexpiry import ApprovalExpiry
 from gateway.admin.approvals import Approvals
 from gateway.admin.approvalsapi import ApprovalsApi
 from gateway.admin.auth import Authenticator, Principal
@@ -79,6 +80,7 @@ class AdminApi:
         self.writer = Writer(state, idem, self._append_audit)
         self.shadow_checks = ShadowChecks(shadow, current)  # the shadow promotion gate
         self.approvals = Approvals(current, state, self.shadow_checks)
+        self.approval_expiry = ApprovalExpiry(current, state)  # (started by startup.py)
 
     def reconfigure(self, loaded: LoadedConfig, checked: Authenticator | None = None) -> None:
         """A reloaded config may change the admin auth settings (not the listener)."""

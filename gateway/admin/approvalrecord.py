@@ -2,8 +2,8 @@
 
 The record of a gated write (CONTRACT §5.2): its intent whole, the SHA-256 of the change it
 will make, who must approve and who did, and when it expires; read back strictly (a record
-of any other shape is never shown nor applied). Its life (request, approve, decline,
-expire) is approvals.py's.
+of any other shape is never shown nor applied). Its life (request, approve, decline) is
+approvals.py's, its expiry approvalexpiry.py's.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Two-person approvals (CONTRACT §5.2; RELIABILITY rows 46-47): request, approve,
-decline, expire.
+decline.
 
 Owns an approval's life (the record itself: approvalrecord.py). A gated write is stored, whole, as an open
 request in the replicated state document (so every instance sees it, and it is as
@@ -10,14 +10,12 @@ reviewed, and a stored change that no longer matches its hash is refused. The la
 approval applies the stored change exactly as a direct write would (admin/actions.py),
 in the same state change that closes the request; its audit event names everyone who
 approved. A requester never approves their own request; any decline drops it; a kill is
-never gated.
+never gated. Expired requests are dropped by approvalexpiry.py.
 """
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-import logging
 import secrets
 import time
 from typing import Any
@@ -40,13 +38,9 @@ from gateway.domain.audit import AuditDraft
 from gateway.domain.overrides import effective_stable
 from gateway.domain.rolledoff import previous_stable
 from gateway.domain.statedoc import Change, StateDoc
-from gateway.errors import AuditError, StateError
-from gateway.log import event
-from gateway.tasks import cancel
 
 __all__ = ["Approvals"]
 
-log = logging.getLogger("killgate.admin")
 #: open requests at once, per requester and in all: each is kept in the replicated state
 #: document, which every write (a kill too) signs and sends whole, so one principal
 #: asking ever new changes must not grow it without bound
@@ -75,7 +69,6 @@ class Approvals:
         self.state = state
         self.shadow = shadow or shadowgate.ShadowChecks(None, current)
         self.clock = clock
-        self._task: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ reads
 
@@ -250,62 +243,3 @@ class Approvals:
         return Done({"approval": {"id": approval_id, "state": "declined"},
                      **({"audit_id": ev["id"]} if ev is not None else {})},
                     new.generation, event=ev)
-
-    # ------------------------------------------------------------------ expiry
-
-    async def sweep(self) -> int:
-        """Drop expired (and unreadable) requests, each with an `approval.expire` event.
-        Another instance may sweep the same one: the second finds nothing to drop."""
-        now = self.clock()
-        doc = self.current.doc
-        stale = []
-        for key, raw in doc.approvals.items():
-            try:
-                if Approval.from_json(raw).expires <= now:
-                    stale.append(key)
-            except ValueError:
-                stale.append(key)
-        dropped = 0
-        for key in stale:
-            gone: list[Any] = []
-
-            def change(cur: StateDoc, key: str = key,
-                       gone: list[Any] = gone) -> Change | None:
-                if key not in cur.approvals:
-                    return None
-                gone[:] = [cur.approvals[key]]
-                return Change(approvals={key: None})
-
-            def describe(cur: StateDoc, new: StateDoc, key: str = key,
-                         gone: list[Any] = gone) -> AuditDraft:
-                raw = gone[0] if gone else None
-                try:
-                    shown: Any = Approval.from_json(raw).public()
-                    why = f"not approved by {shown['needs']} principals within its ttl"
-                except ValueError:
-                    shown, why = raw, "not a valid approval record"
-                return AuditDraft("killgate/auto", "approval.expire", {"approval": key}, why,
-                                  shown, None)
-
-            _, ev = await self.state.write(change, describe)
-            if ev is not None:
-                dropped += 1
-                event(log, "approval_expired", logging.WARNING, approval=key)
-        return dropped
-
-    async def _run(self, interval: float) -> None:
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await self.sweep()
-            except (StateError, AuditError) as exc:
-                event(log, "approval_sweep_failed", logging.WARNING, error=str(exc))
-            except Exception as exc:  # noqa: BLE001 - a background task must not die
-                event(log, "approval_sweep_error", logging.ERROR, exc=exc, error=repr(exc))
-
-    def start(self, interval: float = 1.0) -> None:
-        self._task = asyncio.create_task(self._run(interval), name="approval-sweep")
-
-    async def stop(self) -> None:
-        await cancel(self._task)
-        self._task = None
