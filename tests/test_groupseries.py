@@ -5,8 +5,6 @@ Pure: real `Metrics` and `RequestStats` objects, no files, no processes.
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
@@ -19,8 +17,6 @@ from gateway.telemetry.groupseries import (
     add_counted,
     add_gauges,
     capture,
-    decode,
-    encode,
     render,
 )
 from gateway.telemetry.metrics import HELP, INITIAL, Metrics
@@ -103,23 +99,6 @@ def test_different_buckets_are_skipped_not_mixed() -> None:
     assert add_counted(own, capture(Metrics(), other)) == 1  # counted as an error upstream
     assert sample(samples_of(own, a), "killgate_requests_total", route="iris", version="v1",
                 decision="weighted", arm="stable", code="200") == 1
-
-
-def test_snapshot_round_trip_and_garbage() -> None:
-    m, stats = Metrics(), new_stats()
-    m.inc("killgate_bad_requests_total", ("target",), label_names=("reason",))
-    m.set("killgate_state_generation", 4)
-    record_request(stats, "v2")
-    raw = capture(m, stats)
-    at, back = decode(encode(raw, 1))
-    assert abs(at - time.monotonic()) < 5
-    assert back == raw
-    for junk in (b"", b"[]", b"\xff", b'{"v": 2}', b'{"v": 1, "at": 1, "values": [[1]]}',
-                 b'{"v": 1, "at": "x", "values": [], "entries": [], "split": []}'):
-        with pytest.raises(ValueError, match="not a worker metrics snapshot"):
-            decode(junk)
-
-
 
 
 def _shadow(agreed: int, disagreed: int, inflight: int) -> Metrics:

@@ -20,7 +20,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.domain.shadowstats import Tally
-from gateway.telemetry.groupseries import decode
+from gateway.telemetry.groupfile import decode
 from gateway.telemetry.metrics import Metrics
 from gateway.telemetry.shadowmetrics import ShadowSeries
 from gateway.telemetry.workers import WorkerMetrics

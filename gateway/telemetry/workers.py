@@ -23,7 +23,8 @@ from prometheus_client.metrics_core import Metric
 
 from gateway.log import event
 from gateway.tasks import cancel
-from gateway.telemetry.groupseries import Raw, add_counted, add_gauges, capture, decode, encode, render
+from gateway.telemetry.groupfile import decode, encode
+from gateway.telemetry.groupseries import Raw, add_counted, add_gauges, capture, render
 from gateway.telemetry.metrics import Metrics
 from gateway.telemetry.requests import RequestStats
 
