@@ -3,12 +3,12 @@
 Owns three things next to `state.path`: the state document (replaced atomically:
 write, fsync, rename, fsync the folder; signed when a key is configured), the audit log
 `<path>.audit.jsonl` (appended and fsynced before the state changes; keyed MACs with a
-key), and one heartbeat file per instance in `<path>.instances/` (with idempotency records
-and counts: localaux.py, a base; the file writes: files.py). Without a key the
-file permissions are the trust boundary: values are neither signed nor checked.
-Compare-and-set is an exclusive `flock` on `<path>.lock`, so the
-workers of one `killgate serve --workers N` share it safely. Blocking file work runs in
-a thread; change detection is a `stat` per poll.
+key; read back: localaudit.py, a base), and one heartbeat file per instance in
+`<path>.instances/` (with idempotency records and counts: localaux.py, its base; the
+file writes: files.py). Without a key the file permissions are the trust boundary:
+values are neither signed nor checked. Compare-and-set is an exclusive `flock` on
+`<path>.lock`, so the workers of one `killgate serve --workers N` share it safely.
+Blocking file work runs in a thread; change detection is a `stat` per poll.
 """
 
 from __future__ import annotations
@@ -25,12 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from gateway.domain.audit import GENESIS, AuditDraft, parse_event, seal
-from gateway.domain.auditpage import page_before
 from gateway.domain.branches import replaces_another
 from gateway.domain.statedoc import StateDoc
 from gateway.errors import AuditError, StoreConflict, StoreUnavailable
-from gateway.state.files import append_lines, atomic_write, end_line, last_line, tail_lines
-from gateway.state.localaux import LocalRecords
+from gateway.state.files import append_lines, atomic_write, end_line, last_line
+from gateway.state.localaudit import LocalAudit
 from gateway.state.signing import Keyring
 from gateway.state.store import (
     MAX_DOC_BYTES,
@@ -62,7 +61,7 @@ def _cut(path: Path, size: int) -> None:
             os.close(fd)
 
 
-class LocalStore(LocalRecords):
+class LocalStore(LocalAudit):
     backend = "local"
     pushes = False
 
@@ -166,41 +165,6 @@ class LocalStore(LocalRecords):
             return None
         return (doc.audit_head or None) if doc is not None else None
 
-    def _newest(self, limit: int) -> tuple[str | None, list[dict[str, Any]], bool]:
-        """The anchored head, the newest `limit` events (newest first) and whether older
-        ones exist, read under the commit's lock (shared): a commit appends its event
-        before it writes the state file that anchors it."""
-        with self._locked(fcntl.LOCK_SH):
-            try:
-                doc = self._read().doc
-            except StoreUnavailable:
-                doc = None
-            head = (doc.audit_head or None) if doc is not None else None
-            try:
-                lines, offset, more = tail_lines(self.audit_path, limit)
-            except FileNotFoundError:
-                return head, [], False
-            except OSError as exc:
-                raise StoreUnavailable(f"cannot read {self.audit_path}: {exc.strerror}") from None
-            out: list[dict[str, Any]] = []
-            for i, line in enumerate(lines):
-                ev = parse_event(line)  # (None: not JSON, not an object, nested too deep)
-                if ev is not None:
-                    out.append(ev)
-                else:  # (named by its line number, as `_audit_from` names it)
-                    with open(self.audit_path, "rb") as f:
-                        n = len(f.read(offset).splitlines()) + i + 1
-                    out.append({"id": f"line-{n}",
-                                "unparseable": line.rstrip(b"\r\n").decode("utf-8", "replace")})
-            return head, out[::-1], more
-
-    async def audit_newest(self, limit: int) -> tuple[str | None, list[dict[str, Any]],
-                                                      str | None]:
-        """Read from the end of the trail (the console asks every 3 s: a whole read of a
-        long trail held the GIL the data plane needs)."""
-        head, page, more = await asyncio.to_thread(self._newest, limit)
-        return head, page, page[-1].get("id") if more and page else None
-
     def _append_audit(self, draft: AuditDraft, chain_from: str | None,
                       anchor: str | None) -> dict[str, Any]:
         """Append the event after the last one; after the head the state file anchors when
@@ -258,47 +222,3 @@ class LocalStore(LocalRecords):
             if left <= 0:
                 return []
             await asyncio.sleep(min(0.025, left))
-
-    # ------------------------------------------------------------------ audit
-
-    def _audit_all(self) -> list[dict[str, Any]]:
-        return self._audit_from(0, None)[0]
-
-    def _audit_from(self, offset: int, limit: int | None) -> tuple[list[dict[str, Any]], int]:
-        """Complete lines from byte `offset` on (at most `limit`), and the offset after them.
-        Only the part of the file after `offset` is read."""
-        try:
-            with open(self.audit_path, "rb") as f:
-                f.seek(offset)
-                data = f.read()
-        except FileNotFoundError:
-            return [], offset
-        except OSError as exc:  # (a file left by a run as another user: a 503 saying so)
-            raise StoreUnavailable(f"cannot read {self.audit_path}: {exc.strerror}") from None
-        out: list[dict[str, Any]] = []
-        for n, line in enumerate(data.splitlines(keepends=True), 1):
-            if limit is not None and (len(out) == limit or not line.endswith(b"\n")):
-                break  # enough, or a line still being written (the whole read shows it)
-            ev = parse_event(line)  # (None: not JSON, not an object, nested too deep)
-            if ev is not None:
-                out.append(ev)
-            else:
-                where = f"line-{n}" if limit is None else f"offset-{offset}"
-                out.append({"id": where,
-                            "unparseable": line.rstrip(b"\r\n").decode("utf-8", "replace")})
-            offset += len(line)
-        return out, offset
-
-    async def audit_events(self) -> list[dict[str, Any]]:
-        return await asyncio.to_thread(self._audit_all)
-
-    async def audit_since(self, cursor: str | None,
-                          limit: int) -> tuple[list[dict[str, Any]], str | None]:
-        """The cursor is a byte offset into the audit file: each call reads only what was
-        appended since."""
-        events, end = await asyncio.to_thread(self._audit_from, int(cursor or 0), limit)
-        return events, str(end)
-
-    async def audit_page(self, limit: int, before: str | None) -> tuple[list[dict[str, Any]],
-                                                                        str | None]:
-        return page_before(list(reversed(await self.audit_events())), limit, before)
