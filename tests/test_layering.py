@@ -30,7 +30,7 @@ ALLOWED = {
     "matplotlib": {"cli/drillplot.py"},
 }
 # modules allowed to use aiohttp's *client*
-CLIENT_USERS = {"control/probes.py", "control/events.py", "control/drillload.py",
+CLIENT_USERS = {"control/probeclient.py", "control/events.py", "control/drillload.py",
                 "control/drillabort.py", "cli/drill.py"}
 CLIENT_NAMES = {"ClientSession", "TCPConnector", "ClientTimeout", "ClientError"}
 PURE = {"domain/routing.py", "control/table.py", "domain/statedoc.py", "domain/overrides.py",

@@ -42,7 +42,7 @@ async def test_a_health_answer_with_a_huge_body_is_not_read_whole(
                                b"x" * 65536, 1 << 30)
     port = await backend.start()
     try:
-        ok, err = await monitor._probe_once(f"http://127.0.0.1:{port}/health", 5.0)
+        ok, err = await monitor.client.check(f"http://127.0.0.1:{port}/health", 5.0)
         assert ok, err
         assert backend.sent < 16 << 20, f"the probe read {backend.sent >> 20} MiB"
     finally:
@@ -63,11 +63,11 @@ async def test_hung_backends_do_not_fail_the_probes_of_healthy_ones(
     app = web.Application()
     app.router.add_get("/health", ok)
     healthy = await backends(app)
-    stuck = [asyncio.ensure_future(monitor._probe_once(f"http://127.0.0.1:{hung}/h{i}", 5.0))
+    stuck = [asyncio.ensure_future(monitor.client.check(f"http://127.0.0.1:{hung}/h{i}", 5.0))
              for i in range(64)]
     try:
         await asyncio.sleep(0.2)  # (they all hold a connection now)
-        result = await monitor._probe_once(f"http://127.0.0.1:{healthy}/health", 1.0)
+        result = await monitor.client.check(f"http://127.0.0.1:{healthy}/health", 1.0)
         assert result == (True, None)
     finally:
         for t in stuck:

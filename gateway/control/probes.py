@@ -1,8 +1,8 @@
 """Active health checks and passive outlier detection, feeding the routing snapshot.
 
 Owns one prober task per distinct backend health URL in this process (versions that
-share a backend share its prober; the workers of one process share the results), the
-`VersionHealth` records, and the aiohttp client session used for probes. It is the
+share a backend share its prober; the workers of one process share the results) and the
+`VersionHealth` records; each check's HTTP request is probeclient.py's. It is the
 data plane's `Observer`: every exchange's outcome lands here. Whenever the set of
 versions that cannot serve changes, it hands a new frozenset to `TableHolder`.
 Passive ejection never takes out the last serving version of a route (Envoy's
@@ -16,9 +16,8 @@ import logging
 import random
 from collections.abc import Callable, Mapping
 
-import aiohttp
-
 from gateway.config import Config, HealthConfig
+from gateway.control.probeclient import ProbeClient
 from gateway.control.table import TableHolder
 from gateway.domain.health import OutlierPolicy, VersionHealth
 from gateway.log import event
@@ -31,7 +30,6 @@ log = logging.getLogger("killgate.health")
 Key = tuple[str, str]  # (route, version)
 ProbeKey = tuple[str, str, float, float]  # (url, path, interval, timeout)
 Kept = dict[Key, tuple[VersionHealth, bool, bool]]  # record, active, healthy_by_probe
-PROBE_BODY = 64 * 1024  # the most of a health answer's body read
 
 
 class HealthMonitor:
@@ -43,7 +41,7 @@ class HealthMonitor:
         self.records: dict[Key, VersionHealth] = {}
         self._probe_users: dict[ProbeKey, list[tuple[Key, HealthConfig]]] = {}
         self._tasks: dict[ProbeKey, asyncio.Task[None]] = {}
-        self._session: aiohttp.ClientSession | None = None
+        self.client = ProbeClient()  # (one session for every prober of the process)
         self._readmit: asyncio.TimerHandle | None = None
         self._clock = clock
         self._published: frozenset[Key] = frozenset()
@@ -61,12 +59,7 @@ class HealthMonitor:
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        self._session = aiohttp.ClientSession(
-            # (no connection limit: one prober per backend bounds them, and a shared limit
-            # let hung health checks hold every connection while healthy ones timed out)
-            connector=aiohttp.TCPConnector(limit=0, force_close=False),
-            auto_decompress=False, skip_auto_headers=("User-Agent",),
-            headers={"user-agent": "killgate-health/1"})
+        self.client.open()
         await self.configure(self.holder.loaded.config, first_round=True)
 
     async def stop(self) -> None:
@@ -76,9 +69,7 @@ class HealthMonitor:
         self._tasks.clear()
         if self._readmit is not None:
             self._readmit.cancel()
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self.client.close()
 
     def kept(self) -> Kept:
         """The version records as they are, for `configure(old, kept)` after a reload
@@ -178,7 +169,7 @@ class HealthMonitor:
         """One check of a backend for its versions. `first`: the round a new prober makes
         before its backend serves, which decides alone for a version never checked."""
         url, path, _, timeout = pk
-        ok, err = await self._probe_once(url + path, timeout)
+        ok, err = await self.client.check(url + path, timeout)
         now = self.now()
         changed = False
         for key, h in self._probe_users.get(pk, []):
@@ -192,27 +183,6 @@ class HealthMonitor:
                       route=key[0], version=key[1], healthy=ok, error=err)
         if changed:
             self._publish()
-
-    async def _probe_once(self, url: str, timeout: float) -> tuple[bool, str | None]:
-        assert self._session is not None
-        try:
-            async with self._session.get(url, timeout=aiohttp.ClientTimeout(total=timeout),
-                                         allow_redirects=False) as r:
-                # the status decides; a small body is read through (a cut one fails the
-                # check), a large one is not read into memory (the connection then closes)
-                left = PROBE_BODY
-                while left > 0:
-                    chunk = await r.content.read(left)
-                    if not chunk:
-                        break
-                    left -= len(chunk)
-                if 200 <= r.status < 300:
-                    return True, None
-                return False, f"HTTP {r.status}"
-        except TimeoutError:
-            return False, f"no answer within {timeout:g}s"
-        except (aiohttp.ClientError, OSError) as exc:
-            return False, type(exc).__name__
 
     # ------------------------------------------------------------------ passive (Observer)
 
