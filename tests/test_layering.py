@@ -37,7 +37,7 @@ PURE = {"domain/routing.py", "control/table.py", "domain/statedoc.py", "domain/o
         "domain/health.py", "domain/analysis.py", "configfile.py", "domain/stats.py",
         "domain/diff.py", "dataplane/jsonpeek.py", "dataplane/headers.py", "domain/audit.py",
         "dataplane/fieldrules.py", "dataplane/requesthead.py", "dataplane/answerfields.py",
-        "dataplane/paths.py", "dataplane/sse.py", "dataplane/attempts.py",
+        "dataplane/paths.py", "dataplane/sse.py", "dataplane/attempts.py", "dataplane/location.py",
         "dataplane/notready.py", "dataplane/retry.py", "admin/actions.py",
         "telemetry/metrics.py", "errors.py", "config.py", "domain/traffic.py",
         "domain/alerting.py", "telemetry/record.py", "telemetry/requests.py",
