@@ -38,6 +38,7 @@ PURE = {"domain/routing.py", "control/table.py", "domain/statedoc.py", "domain/o
         "domain/diff.py", "dataplane/jsonpeek.py", "dataplane/headers.py", "domain/audit.py",
         "dataplane/fieldrules.py", "dataplane/requesthead.py", "dataplane/answerfields.py",
         "dataplane/paths.py", "dataplane/sse.py", "dataplane/attempts.py", "dataplane/location.py",
+        "dataplane/headrules.py",
         "dataplane/notready.py", "dataplane/retry.py", "admin/actions.py",
         "telemetry/metrics.py", "errors.py", "config.py", "domain/traffic.py",
         "domain/alerting.py", "telemetry/record.py", "telemetry/requests.py",

@@ -1,8 +1,8 @@
 """The llhttp callbacks of a data-plane connection: the head as it arrives (limits counted,
-Host/framing/Expect/Upgrade noted, `_` aliases refused), its checks once whole, trailers
-dropped, the body collected with flow control, when each request is handed on, and what
-a parse error or an overlong open field becomes. A base of `protocol.HttpProtocol`, which
-owns the connection (its reads), its queue and deadlines.
+Host/framing/Expect/Upgrade noted, `_` aliases refused: headrules.py's rules), its checks
+once whole, trailers dropped, the body collected with flow control, when each request is
+handed on, and what a parse error or an overlong open field becomes. A base of
+`protocol.HttpProtocol`, which owns the connection (its reads), its queue and deadlines.
 """
 
 from __future__ import annotations
@@ -14,11 +14,10 @@ from collections.abc import Callable
 from typing import Any
 
 from gateway.dataplane.clock import Clock
+from gateway.dataplane.headrules import head_field, long_length, refusal
 from gateway.dataplane.request import Request
 from gateway.dataplane.wire import (
     BODY_HIGH,
-    CHUNKED,
-    EXPECT,
     HOST,
     LENGTH,
     MAX_HEAD,
@@ -26,8 +25,6 @@ from gateway.dataplane.wire import (
     MAX_LINE,
     NAMES,
     SMALL_BODY,
-    TRACEPARENT,
-    UPGRADE,
     Limits,
     Refuse,
     Server,
@@ -157,36 +154,9 @@ class Parsing:
                 try:
                     req.content_length = int(value)  # llhttp checked: digits, no duplicates
                 except ValueError:  # over int()'s 4300 digits: leading zeros (llhttp's
-                    req.content_length = _long_length(value)  # uint64 bounds the rest)
+                    req.content_length = long_length(value)  # uint64 bounds the rest)
             else:
-                self._field(kind, name, value)
-
-    def _field(self, kind: int, name: bytes, value: bytes) -> None:
-        """A field that means something to the connection (see `wire.name_kind`), other
-        than a first Host or Content-Length."""
-        req = self.parsing
-        assert req is not None
-        if kind == HOST:
-            raise Refuse(400, "more than one Host header")
-        if kind == CHUNKED:
-            # llhttp checked: chunked last, no Content-Length; but it takes any codings
-            # before it ("gzip, chunked"), which we would forward de-chunked as if the
-            # bytes were not coded at all (nginx answers those 501)
-            if value.strip(b" \t").lower() != b"chunked":
-                raise Refuse(400, "only the chunked transfer coding is accepted; send a "
-                                  "compressed body with Content-Encoding instead")
-            req.chunked = True
-        elif kind == EXPECT:
-            req.expect_continue = value.lower() == b"100-continue"
-        elif kind == UPGRADE:
-            req.refused = (400, "protocol upgrades are not proxied")
-        elif kind == TRACEPARENT:
-            if req.traceparent is None:  # (the first, as a tracer reads it; noted here so
-                req.traceparent = value  # that the sampling decision scans no fields)
-        else:
-            alias = name.lower().replace(b"_", b"-")
-            raise Refuse(400, f"the header {name.decode('latin-1')!r} reads as "
-                               f"{alias.decode('latin-1')!r} to some backends; send it with '-'")
+                head_field(req, kind, name, value)
 
     def on_headers_complete(self) -> None:
         req = self.parsing
@@ -206,7 +176,7 @@ class Parsing:
                 req.expect_continue = False
         refused = req.refused
         if refused is None and (version != "1.1" or method == b"CONNECT" or req.host is None):
-            req.refused = refused = _refusal(req, version)
+            req.refused = refused = refusal(req, version)
         if refused is not None:
             req.keep_alive = False
             self.stopped = True  # answered in turn, then the connection closes
@@ -283,23 +253,3 @@ class Parsing:
         if req.waiter is not None:
             req.wake()
         self._dispatch()
-
-
-def _long_length(digits: bytes) -> int:
-    """A Content-Length of more digits than int() reads (4300): llhttp framed it, so all
-    but its last 20 digits are zeros (RFC 9110 §8.6 allows leading zeros)."""
-    return int(digits.lstrip(b"0") or b"0")
-
-
-def _refusal(req: Request, version: str) -> tuple[int, str] | None:
-    """Why a whole head is refused, if it is (the rare heads: not HTTP/1.1, CONNECT, or no
-    Host; an Upgrade field was refused as it came)."""
-    if version != "1.1" and not req.http10:
-        return (400, f"HTTP/{version} is not spoken here; use HTTP/1.1")
-    if req.method == b"CONNECT":
-        return (400, "protocol upgrades are not proxied")
-    if req.http10 and req.chunked:
-        return (400, "Transfer-Encoding is not allowed in HTTP/1.0 requests")
-    if req.host is None and not req.http10:
-        return (400, "an HTTP/1.1 request needs a Host header")
-    return None

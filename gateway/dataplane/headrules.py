@@ -1,0 +1,61 @@
+"""What a request head's fields mean to the connection, and why a whole head is refused.
+
+Owns the rules the parser callbacks (parsing.py) apply: a second Host, a transfer coding
+other than chunked, an Upgrade, a field name with `_` (read as `-` by some backends) are
+refused; Expect: 100-continue and the first traceparent are noted; an overlong
+Content-Length of leading zeros is read; a head that is not HTTP/1.1 (or 1.0), a CONNECT,
+chunked HTTP/1.0, or HTTP/1.1 without Host is refused whole. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+from gateway.dataplane.request import Request
+from gateway.dataplane.wire import CHUNKED, EXPECT, HOST, TRACEPARENT, UPGRADE, Refuse
+
+__all__ = ["head_field", "long_length", "refusal"]
+
+
+def head_field(req: Request, kind: int, name: bytes, value: bytes) -> None:
+    """`req`'s head field that means something to the connection (see `wire.name_kind`),
+    other than a first Host or Content-Length: noted on `req`, or refused (Refuse)."""
+    if kind == HOST:
+        raise Refuse(400, "more than one Host header")
+    if kind == CHUNKED:
+        # llhttp checked: chunked last, no Content-Length; but it takes any codings
+        # before it ("gzip, chunked"), which we would forward de-chunked as if the
+        # bytes were not coded at all (nginx answers those 501)
+        if value.strip(b" \t").lower() != b"chunked":
+            raise Refuse(400, "only the chunked transfer coding is accepted; send a "
+                              "compressed body with Content-Encoding instead")
+        req.chunked = True
+    elif kind == EXPECT:
+        req.expect_continue = value.lower() == b"100-continue"
+    elif kind == UPGRADE:
+        req.refused = (400, "protocol upgrades are not proxied")
+    elif kind == TRACEPARENT:
+        if req.traceparent is None:  # (the first, as a tracer reads it; noted here so
+            req.traceparent = value  # that the sampling decision scans no fields)
+    else:
+        alias = name.lower().replace(b"_", b"-")
+        raise Refuse(400, f"the header {name.decode('latin-1')!r} reads as "
+                           f"{alias.decode('latin-1')!r} to some backends; send it with '-'")
+
+
+def long_length(digits: bytes) -> int:
+    """A Content-Length of more digits than int() reads (4300): llhttp framed it, so all
+    but its last 20 digits are zeros (RFC 9110 §8.6 allows leading zeros)."""
+    return int(digits.lstrip(b"0") or b"0")
+
+
+def refusal(req: Request, version: str) -> tuple[int, str] | None:
+    """Why a whole head is refused, if it is (the rare heads: not HTTP/1.1, CONNECT, or no
+    Host; an Upgrade field was refused as it came)."""
+    if version != "1.1" and not req.http10:
+        return (400, f"HTTP/{version} is not spoken here; use HTTP/1.1")
+    if req.method == b"CONNECT":
+        return (400, "protocol upgrades are not proxied")
+    if req.http10 and req.chunked:
+        return (400, "Transfer-Encoding is not allowed in HTTP/1.0 requests")
+    if req.host is None and not req.http10:
+        return (400, "an HTTP/1.1 request needs a Host header")
+    return None
