@@ -7,7 +7,8 @@ data-plane errors to HTTP) and what is recorded of every answer are
 `dataplane/answers.py`'s, the base of `Proxy`; what flights ask of it besides (the head
 for the backend, retry policy and budget, the shadow tap) `dataplane/outgoing.py`'s; a
 request's end (the fast path's one write of a whole answer, the report to telemetry)
-`dataplane/finish.py`'s. The connection (`dataplane/protocol.py`) calls `handle` from its
+`dataplane/finish.py`'s; reading the body's `model` for routing `dataplane/modelpeek.py`'s
+(a base too). The connection (`dataplane/protocol.py`) calls `handle` from its
 parser callback: a request whose route is decided and whose body is in memory goes on
 without a Task (only a body still to be read, or the model peek of a large body, needs a
 coroutine here).
@@ -18,19 +19,19 @@ from __future__ import annotations
 import asyncio
 import random
 
-from gateway.dataplane.answers import Answers, Observer
+from gateway.dataplane.answers import Observer
 from gateway.dataplane.attempts import Policy
 from gateway.dataplane.drillfault import FaultGate
 from gateway.dataplane.finish import Finish
 from gateway.dataplane.flight import Flight
-from gateway.dataplane.headers import declared_charset
 from gateway.dataplane.inflight import Inflight
-from gateway.dataplane.jsonpeek import ModelField, Unreadable, find_model
+from gateway.dataplane.jsonpeek import ModelField
+from gateway.dataplane.modelpeek import ModelPeek
 from gateway.dataplane.outgoing import CACHE_MAX, CACHED_TARGET, Outgoing
 from gateway.dataplane.paths import BadTarget, route_host, split_target
 from gateway.dataplane.peekbudget import PeekBudget
 from gateway.dataplane.ports import TableSource
-from gateway.dataplane.request import BadBody, BadHeader, BodyTimeout, ClientGone, OverBudget, Request
+from gateway.dataplane.request import BadHeader, Request
 from gateway.dataplane.retry import RetryBudget
 from gateway.dataplane.servedmodels import ServedModels
 from gateway.dataplane.shadow import Mirror
@@ -46,7 +47,7 @@ __all__ = ["Observer", "Proxy"]
 _ADMITTED = object()  # a request counted in flight, before (or without) a Flight
 
 
-class Proxy(Outgoing, Answers, Finish):
+class Proxy(Outgoing, ModelPeek, Finish):
     """The data-plane request handler (the `Handler` of every data-plane connection)."""
 
     def __init__(self, holder: TableSource, upstreams: Upstreams, inflight: Inflight,
@@ -161,83 +162,6 @@ class Proxy(Outgoing, Answers, Finish):
         return host
 
     # ------------------------------------------------------------------ decisions
-
-    def _by_model(self, req: Request, table: RouteTable, path: str, target: bytes,
-                  host: str) -> None:
-        """A route may match by the body's `model`: read it (peeking when it is not all in)."""
-        headers = req.headers
-        charset = declared_charset(headers.get("content-type"))
-        if charset is not None and charset not in ("utf-8", "utf8"):
-            self._bad(req, "model_body", f"the body is declared {charset!r}; a route chosen by "
-                      "the body's 'model' reads JSON as UTF-8 only")
-            return
-        coding = headers.get("content-encoding")
-        if coding is not None and coding.strip(" \t").lower() not in ("", "identity"):
-            # (its `model` is not in the bytes as they came, and a backend that decodes
-            # request bodies, aiohttp's server does, reads one: a catch-all's, say)
-            self._bad(req, "model_body", "the body has a Content-Encoding; a route chosen by "
-                      "the body's 'model' reads it uncompressed only")
-            return
-        if req.body_done and req.body_size <= self.peek_bytes:
-            self._peeked(req, table, path, target, host, req.body(), True)
-            return
-        peeks = self.peeks
-        peeks.open(req)
-        if not peeks.charge(req, req.buffered):  # (RELIABILITY row 40, in bytes)
-            self._over_budget(req)
-            return
-        self._spawn(self._peek(req, table, path, target, host))
-
-    def _over_budget(self, req: Request) -> None:
-        self.metrics.inc("killgate_requests_shed_total")
-        self._error(req, 503, "overloaded", "this gateway holds as many request bodies as it "
-                    "may while reading their 'model' (server.model_peek_memory); retry shortly",
-                    extra=b"retry-after: 1\r\n")
-
-    async def _peek(self, req: Request, table: RouteTable, path: str, target: bytes,
-                    host: str) -> None:
-        """Read as much of the body as the `model` lookup may need, then route. No route is
-        chosen yet, so the longest total timeout of any route bounds the read (a client
-        trickling its body must not hold the request, and its max_inflight slot, longer
-        than any route would let it: 408)."""
-        longest = max(p.total_timeout for p in table.routes)
-        try:
-            try:  # (one timer, for the requests whose body is not in at their head)
-                async with asyncio.timeout(longest):
-                    prefix = await req.read_prefix(self.peek_bytes, self.max_body,
-                                                   lambda n: self.peeks.charge(req, n))
-            except TimeoutError:
-                self.clock.now = self.loop.time()  # (a timer, not bytes: see upstream._sweep)
-                raise BodyTimeout("the request body did not arrive within the routes' "
-                                  "total timeout") from None
-        except (BodyTimeout, BadBody) as exc:
-            self.body_failed(req, None, None, "", exc)
-            return
-        except ClientGone:
-            return
-        except OverBudget:
-            self._over_budget(req)
-            return
-        if prefix is None:
-            self.too_large(req, None)
-            return
-        complete = req.body_done and len(prefix) == req.body_size
-        table = self.holder.held.table  # routed now: a kill may have come while it read
-        try:
-            self._peeked(req, table, path, target, host, prefix, complete)
-        except BadHeader as exc:
-            self._bad(req, exc.reason, str(exc))
-
-    def _peeked(self, req: Request, table: RouteTable, path: str, target: bytes, host: str,
-                prefix: bytes, complete: bool) -> None:
-        peek = self.peek_bytes  # the window, exactly: however the bytes arrived
-        try:
-            field = find_model(prefix[:peek], complete and len(prefix) <= peek)
-        except Unreadable as exc:
-            self._bad(req, "model_body", str(exc))
-            return
-        self._route(req, table, path, target, host, prefix, field,
-                    field.value if field else None, complete)
 
     def _route(self, req: Request, table: RouteTable, path: str, target: bytes, host: str,
                prefix: bytes | None, field: ModelField | None, model: str | None,
