@@ -152,7 +152,9 @@ class ServerConfig(Frozen):
     watch_config: bool = True  # reload when the file changes (SIGHUP always reloads)
     keepalive_timeout: Annotated[Duration, _KEEPALIVE] = 60.0
     header_timeout: Deadline = 10.0  # a new connection must send a request head by then
-    body_timeout: Deadline = 30.0  # the longest pause while reading a request body
+    #: the longest pause while reading a request body; a body of up to 64 KiB (read whole
+    #: before its request goes on) must be whole within it of its head
+    body_timeout: Deadline = 30.0
     #: the longest a client may leave its socket full (reading nothing) before it is dropped
     send_timeout: Deadline = 60.0
     max_connections_per_backend: int = Field(default=256, ge=1, le=100_000)

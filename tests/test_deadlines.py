@@ -122,3 +122,36 @@ async def test_a_closing_connection_its_client_stops_reading_is_not_held_for_eve
     answer(server.handler.seen[0])
     assert tr.close_asked and not tr.closed
     await until(lambda: tr.aborted, LIMITS.send_timeout * 2 + 0.5)
+
+
+@pytest.mark.parametrize("trickle", [False, True], ids=["on-time", "trickled"])
+async def test_a_pipelined_small_body_is_timed_from_its_turn_and_cut_when_it_trickles(
+        trickle: bool) -> None:
+    """A small body (read whole before its request goes on) is whole within body_timeout
+    of its head, or 408 (`deadlines.py`); for a request pipelined behind one still being
+    answered, reading is paused, so its body's time runs from when its turn comes (reading
+    resumes), not from its head: then on time it is answered (and not reclaimable at
+    max_connections), trickling it is cut."""
+    server = FakeServer(Recorder(answer_now=False), LIMITS)
+    proto = HttpProtocol(server, asyncio.get_running_loop())  # type: ignore[arg-type]
+    tr = Flushing(proto)
+    proto.connection_made(tr)
+    proto.data_received(GET + b"POST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 6\r\n\r\nab")
+    assert tr.paused  # (the POST waits for its turn)
+    await asyncio.sleep(LIMITS.body_timeout + 0.2)  # the first answer is slow
+    answer(server.handler.seen[0])
+    assert not tr.paused and not tr.closed
+    assert proto.spare() is None  # (its turn has just begun: on pace, not reclaimable)
+    for piece in (b"c", b"d", b"e", b"f"):
+        if tr.closed:
+            break
+        await asyncio.sleep(0.2 if trickle else 0.02)  # 0.8 s in all, or 0.08 s
+        proto.data_received(piece)
+    if trickle:
+        await until(lambda: len(answers(tr.out)) == 2)
+        assert b"408 Request Timeout" in tr.out and b" of 6 bytes came" in tr.out
+        await until(lambda: tr.closed)
+    else:
+        await until(lambda: len(server.handler.seen) == 2)
+        answer(server.handler.seen[1])
+        assert answers(tr.out)[1] == b"POST /b abcdef"

@@ -562,13 +562,52 @@ async def test_slowloris_and_idle_sockets_are_closed(tmp_path: Path, backends) -
         status = await asyncio.wait_for(r.readline(), 3)
         assert status.split()[1] == b"408"
         w.close()
+        await _trickled_and_paced_small_bodies(port)
         # a well-behaved client on a kept-alive connection is unaffected by the deadline
         async with ClientSession() as s:
             for _ in range(3):
                 async with s.get(g.url + "/v2/models/iris/x") as resp:
                     assert resp.status == 200
                 await asyncio.sleep(0.3)
-    assert [q["path"] for q in rec.requests] == ["/v2/models/iris/x"] * 3
+    assert [q["path"] for q in rec.requests] == ["/v2/models/iris/paced"] + [
+        "/v2/models/iris/x"] * 3
+    assert rec.requests[0]["body"] == b"y" * 4000
+
+
+async def _trickled_and_paced_small_bodies(port: int) -> None:
+    """(body_timeout: 500ms) A small body (buffered whole before its request goes on) sent a
+    byte every 0.3 s, each within body_timeout of the last, held its connection for ever:
+    a connection `max_connections` could not reclaim, so enough of them locked every client
+    out. It is now whole within body_timeout of its head, or 408 and the close; a body sent
+    in pieces at an ordinary pace is not cut."""
+    r, w = await asyncio.open_connection("127.0.0.1", port)
+    w.write(b"POST /v2/models/iris/slow HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n")
+    await w.drain()
+    t0 = time.monotonic()
+
+    async def trickle() -> None:
+        while not r.at_eof() and not w.is_closing():
+            await asyncio.sleep(0.3)
+            w.write(b"x")
+
+    drip = asyncio.create_task(trickle())
+    try:
+        got = await asyncio.wait_for(r.read(), 3)  # the answer, then the gateway's close
+    finally:
+        drip.cancel()
+        w.close()
+    assert got.startswith(b"HTTP/1.1 408 "), got[:200]
+    assert b"did not arrive within 0.5s" in got and b" of 100 bytes came" in got
+    assert 0.45 < time.monotonic() - t0 < 1.5
+    r, w = await asyncio.open_connection("127.0.0.1", port)
+    w.write(b"POST /v2/models/iris/paced HTTP/1.1\r\nHost: x\r\nContent-Length: 4000\r\n\r\n")
+    for _ in range(4):  # 4 KB in four pieces over 0.15 s
+        w.write(b"y" * 1000)
+        await w.drain()
+        await asyncio.sleep(0.05)
+    status, _, _ = await read_answer(r, 3)
+    assert status == 200
+    w.close()
 
 
 async def test_complete_answers_keep_http_semantics(tmp_path: Path, backends) -> None:

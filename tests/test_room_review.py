@@ -5,13 +5,16 @@ taken by its client has a request in progress; closing it to make room cuts the 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from pathlib import Path
 
 import pytest
 from aiohttp import web
 
+from tests.backends import echo_app
 from tests.conftest import running_gateway, two_versions, wait_until, write_config
+from tests.rawhttp import read_answer
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -88,3 +91,44 @@ async def test_an_answer_still_being_taken_is_not_cut_to_make_room(tmp_path: Pat
             s.close()
             if other is not None:
                 other.close()
+
+
+async def test_small_bodies_trickling_in_give_way_at_the_cap(tmp_path: Path, backends) -> None:
+    """A connection whose small body (read whole before its request goes on) came a byte at
+    a time had a request in progress, so `max_connections` of them, each within
+    body_timeout, locked every new client out (refused at accept). One arriving slower
+    than the pace that has it whole by its deadline now gives way, as a head still arriving
+    does; one on pace keeps its place, and gets its answer."""
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p, 100, 0),
+                       extra="server:\n  max_connections: 2\n  body_timeout: 20s\n")
+    async with running_gateway(cfg) as g:
+        port = g.gw.data_addr[1]
+        listener = g.gw._listener
+        slow_r, slow_w = await asyncio.open_connection("127.0.0.1", port)
+        slow_w.write(b"POST /v2/models/iris/slow HTTP/1.1\r\nHost: x\r\n"
+                     b"Content-Length: 60000\r\n\r\nx")  # 1 byte of 60000: behind pace
+        await wait_until(lambda: len(listener.connections) == 1 and all(
+            c.queue for c in listener.connections), 5, what="the slow head")  # type: ignore[attr-defined]
+        on_r, on_w = await asyncio.open_connection("127.0.0.1", port)
+        on_w.write(b"POST /v2/models/iris/on HTTP/1.1\r\nHost: x\r\n"
+                   b"Content-Length: 10\r\n\r\n123456789")  # 9 of 10: on pace for 18 s
+        await wait_until(lambda: len(listener.connections) == 2 and all(
+            c.queue for c in listener.connections), 5, what="both heads")  # type: ignore[attr-defined]
+        # (20 s for 60000 bytes: 3 KB/s; the other's 9 of 10 bytes are on pace for 18 s)
+        await wait_until(lambda: sum(c.spare() is not None for c in listener.connections) == 1,
+                         5, what="the slow body behind its pace")
+        new_r, new_w = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            new_w.write(b"GET /v2/models/iris/new HTTP/1.1\r\nHost: x\r\n\r\n")
+            status, _, _ = await read_answer(new_r, 5)
+            assert status == 200, "the new client was locked out"
+            assert g.gw.metrics.get("killgate_connections_reclaimed_total") == 1
+            with contextlib.suppress(ConnectionError):
+                assert await asyncio.wait_for(slow_r.read(), 5) == b""  # it gave way
+            on_w.write(b"0")  # the on-pace body's last byte: answered
+            status, _, body = await read_answer(on_r, 5)
+            assert status == 200 and b'"path": "/v2/models/iris/on"' in body
+        finally:
+            for w in (slow_w, on_w, new_w):
+                w.close()

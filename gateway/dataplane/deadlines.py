@@ -1,7 +1,14 @@
 """The deadlines of a data-plane connection, on one timer re-armed lazily: the head's
 (`header_timeout`, `keepalive_timeout`), the body's (`body_timeout` between body bytes while
-we read) and the client's reading (`send_timeout`). A base of `protocol.HttpProtocol`, which
-owns the connection and the state these read.
+we read; a body buffered before its request goes on, at most SMALL_BODY, whole within
+`body_timeout` of its head) and the client's reading (`send_timeout`). A base of
+`protocol.HttpProtocol`, which owns the connection and the state these read.
+
+A buffered body's deadline is the connection's `deadline` (free while a request is in the
+queue: the next head's is set when it begins): set when its wait begins (its head complete at
+the front of the queue, or reading resumed with it at the front), so that it costs no timer
+and no field of its own. Without it, a byte every `body_timeout - 1` seconds held the
+connection without end, a request in progress that `max_connections` could never reclaim.
 """
 
 from __future__ import annotations
@@ -12,9 +19,18 @@ from collections.abc import Callable
 
 from gateway.dataplane.clock import Clock
 from gateway.dataplane.request import BodyTimeout, Request
-from gateway.dataplane.wire import Limits, Server
+from gateway.dataplane.wire import SMALL_BODY, Limits, Server
 
-__all__ = ["Deadlines"]
+__all__ = ["Deadlines", "buffering"]
+
+
+def buffering(req: Request) -> bool:
+    """`req`'s body is read whole before it goes on (its head is in, its body is not): one
+    of at most SMALL_BODY bytes, sized, with no 100-continue, not refused nor handed on."""
+    cl = req.content_length
+    return (not req.body_done and not req.dispatched and req.refused is None
+            and not req.chunked and not req.expect_continue
+            and cl is not None and cl <= SMALL_BODY)
 
 
 class Deadlines:
@@ -73,8 +89,11 @@ class Deadlines:
             req = self.queue[0]
             if not req.body_done and not self.read_paused and req.body_error is None:
                 due = req.last_body + limits.body_timeout
+                whole = self.deadline <= due and buffering(req)
+                if whole:  # a buffered body: whole by its deadline, however it trickles
+                    due = self.deadline
                 if now >= due:
-                    self._body_timeout(req)
+                    self._body_timeout(req, whole)
                 else:
                     nxt = due
         if self.write_paused and self.paused_at:
@@ -108,7 +127,7 @@ class Deadlines:
             return self.deadline
         return 0.0
 
-    def _body_timeout(self, req: Request) -> None:
+    def _body_timeout(self, req: Request, whole: bool = False) -> None:
         timeout = self.limits.body_timeout
         self.stopped = True
         self.linger_end = -1.0  # (its end is no reason to read what it sends slower still)
@@ -117,5 +136,23 @@ class Deadlines:
             req.keep_alive = False
             req.wake()
             return
-        req.refused = (408, f"the request body stalled for {timeout:g}s")
+        if whole:
+            req.refused = (408, f"the request body did not arrive within {timeout:g}s "
+                                f"(server.body_timeout: a body of up to {SMALL_BODY // 1024} "
+                                f"KiB must arrive whole by then): {req.body_size} of "
+                                f"{req.content_length} bytes came")
+        else:
+            req.refused = (408, f"the request body stalled for {timeout:g}s")
         self._dispatch()
+
+    def _slow_body(self, req: Request) -> float | None:
+        """(`spare`) A buffered body arriving slower than the pace that has it whole by its
+        deadline, as for a head still arriving (nothing of it went on): that deadline.
+        None for any other request in progress (one handed on, or on time)."""
+        if req is not self.parsing or not buffering(req):
+            return None
+        timeout = self.limits.body_timeout
+        waited = self.loop.time() - (self.deadline - timeout)
+        if req.body_size * timeout >= req.content_length * waited:  # type: ignore[operator]
+            return None
+        return self.deadline

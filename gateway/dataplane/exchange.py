@@ -1,10 +1,10 @@
 """One connection to a model backend and the exchange it carries: HTTP/1.1 on httptools
 (llhttp, strict), driven by a coroutine (`read_head`, `read`: `awaiting.py`, a base) or
-telling a `Sink` of each step from its callbacks (the fast path: no Task). Socket and parser
-errors leave only as gateway.errors.Upstream* (`delivered`: whether a request byte was
-sent). Its pool is a `Home`. Each answer field is classified as it is parsed
-(`answerfields.answer_field`): framing, and the forwarded ones kept as head parts (the parser
-callbacks: `answerparsing.py`, a base).
+telling a `Sink` of each step from its callbacks (the fast path: no Task; begun, handed
+over and ended through `driving.py`, a base). Owns the connection's state and its socket
+callbacks. Socket and parser errors leave only as gateway.errors.Upstream* (`delivered`:
+whether a request byte was sent). Its pool is a `Home`. Each answer field is classified as
+it is parsed (the parser callbacks: `answerparsing.py`, a base).
 """
 
 from __future__ import annotations
@@ -15,9 +15,10 @@ from typing import Protocol
 
 import httptools
 
-from gateway.dataplane.answerparsing import MAX_ANSWER_HEAD, AnswerParsing, BadAnswer
+from gateway.dataplane.answerparsing import MAX_ANSWER_HEAD, BadAnswer
 from gateway.dataplane.awaiting import Body
 from gateway.dataplane.clock import Clock
+from gateway.dataplane.driving import Driving, Sink
 from gateway.errors import (
     UpstreamClosed,
     UpstreamError,
@@ -28,11 +29,6 @@ from gateway.errors import (
 __all__ = ["Body", "Exchange", "Home", "Sink"]
 
 log = logging.getLogger("killgate.upstream")
-
-
-class Sink(Protocol):
-    def upstream(self, ex: Exchange) -> None:
-        """The exchange moved on: its head, body bytes, its end, or an error arrived."""
 
 
 class Home(Protocol):
@@ -49,34 +45,29 @@ class Home(Protocol):
     def _lost(self, ex: Exchange) -> None: ...
 
 
-class Exchange(AnswerParsing, asyncio.Protocol):
+class Exchange(Driving, asyncio.Protocol):
     """One pooled connection; carries one request/response exchange at a time (awaited
-    through `Awaiting`'s coroutines, or telling a `Sink`)."""
+    through `Awaiting`'s coroutines, or telling a `Sink`: begun and ended through
+    `Driving`'s methods)."""
 
     # Slots, not a dict: an instance dict holds at most 30 names in the keys it shares
     # with the other instances (CPython 3.11); past that it becomes a dict of its own,
     # and every attribute read and write of the hot path becomes a lookup in it. (The ones
     # `Awaiting`'s coroutines write are its slots, the answer's that the parser callbacks
-    # write `AnswerParsing`'s.)
+    # write `AnswerParsing`'s, what `begin` sets `Driving`'s.)
     __slots__ = (
         "_write_paused",
-        "base",
         "clock",
         "closed",
-        "deadline",
         "error",
         "feeding",
         "got_bytes",
-        "head",
         "head_bytes",
-        "idle",
         "loop",
         "parser",
         "pool",
         "pooled_at",
-        "sink",
         "transport",
-        "uses",
     )
     pool: Home
 
@@ -264,69 +255,3 @@ class Exchange(AnswerParsing, asyncio.Protocol):
     def _on_timer(self) -> None:
         phase = "total" if self.loop.time() >= self.deadline - 0.001 else "idle"
         self.fail(UpstreamTimeout(phase, delivered=True))
-
-    # ------------------------------------------------------------ API
-
-    def begin(self, deadline: float, idle: float, head: bool, base: bytes = b"") -> None:
-        """`base`: the version's base path, which a URL the backend builds begins with."""
-        self.uses += 1
-        self.deadline = deadline
-        self.idle = idle
-        self.head = head
-        self.base = base
-
-    def begin_drive(self, sink: Sink, data: bytes, deadline: float, idle: float,
-                    head: bool, base: bytes = b"") -> None:
-        """`begin`, then send a whole request and tell `sink` of every step of the answer
-        (no coroutine: the fast path's); the deadline sweeper watches it meanwhile."""
-        self.uses += 1
-        self.deadline = deadline
-        self.idle = idle
-        self.head = head
-        self.base = base
-        self.sink = sink
-        until = self.clock.now + idle
-        self.wait_until = until if until < deadline else deadline
-        self.pool.waiting.add(self)
-        tr = self.transport
-        if tr is None or self.closed:
-            self.fail(UpstreamClosed("connection closed before sending"))
-            return
-        tr.write(data)
-
-    def detach(self) -> None:
-        """No sink any more: a coroutine takes over (streaming), or the exchange is done."""
-        self.sink = None
-        self.pool.waiting.discard(self)
-
-    def take_body(self) -> bytes:
-        """The whole body when it has already arrived (complete and small)."""
-        chunks, self.chunks, self.buffered = self.chunks, [], 0
-        if self.read_paused and self.transport:  # (as `read`: the buffer is empty again;
-            self.read_paused = False  # a connection pooled paused would never answer again)
-            self.transport.resume_reading()
-        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-    def finish(self) -> bytes:
-        """`take_body`, then `release` (the fast path's end of a complete answer, in one
-        call): the whole body; the connection goes back to its pool, or is closed."""
-        chunks = self.chunks
-        if chunks:
-            body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-            self.chunks = []
-            self.buffered = 0
-            if self.read_paused and self.transport:  # (as `take_body`)
-                self.read_paused = False
-                self.transport.resume_reading()
-        else:
-            body = b""
-        self.pool.release(self)
-        return body
-
-    def release(self) -> None:
-        """Hand the connection back: pooled if reusable, else closed."""
-        self.pool.release(self)
-
-    def close(self) -> None:
-        if self.transport is not None and not self.closed:
-            self.transport.abort()

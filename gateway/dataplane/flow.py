@@ -34,6 +34,7 @@ class Flow:
     read_paused: bool
     write_paused: bool
     paused_at: float
+    deadline: float
     drainer: asyncio.Future[None] | None
     _arm: Callable[[float], None]
     _dispatch: Callable[[], None]
@@ -68,7 +69,11 @@ class Flow:
             self.read_paused = False
             self.transport.resume_reading()
             if self.queue:  # a stall while we did not read is not the client's
-                self.queue[0].last_body = self.loop.time()
+                req = self.queue[0]
+                req.last_body = now = self.loop.time()
+                if not (req.dispatched or req.body_done):  # a buffered body's wait
+                    # begins (`deadlines.py`; no later head has begun: none can yet)
+                    self.deadline = now + self.limits.body_timeout
 
     def reading_body(self, req: Request) -> None:
         """The proxy waits for `req`'s body: read, and watch the body deadline. (Whatever is

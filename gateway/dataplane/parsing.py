@@ -193,8 +193,8 @@ class Parsing:
         elif refused is not None or req.chunked or req.expect_continue or (
                 length is not None and length > SMALL_BODY):
             self._dispatch()  # handed over at its head (else once its small body is in)
-        elif length:  # the small body's deadline
-            when = now + self.limits.body_timeout
+        elif length:  # the small body's deadline: whole by then (`deadlines.py`)
+            self.deadline = when = now + self.limits.body_timeout
             if self.timer is None or when < self.timer_at:
                 self._arm(when)
 

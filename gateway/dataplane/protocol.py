@@ -8,15 +8,14 @@ strictly in request order: the next request is handed over when the previous ans
 written, and reading pauses while requests queue: `dataplane/dispatch.py` hands them on);
 `Expect: 100-continue` (sent when the proxy first reads the body); flow control both ways
 (`dataplane/flow.py`: reading pauses while the proxy is not taking the body, and a client
-that reads nothing meets `send_timeout`); a client's end of its side
-(nothing pending: close; an answer pending: the client is gone, as for nginx and aiohttp);
-its end (`dataplane/closing.py`: a lingering close while the client may still be sending);
-and the connection's deadlines with one timer, re-armed lazily (a timer that fires early
-looks at the state and re-arms for what is next; a deadline only moved later costs no timer
-call): the first head within `header_timeout` of the accept, each later head within
-`header_timeout` of its first byte, `keepalive_timeout` between requests, `body_timeout`
-between body bytes while we read, `send_timeout` while the client reads nothing. Each fires
-at its deadline (the loop's timer precision), never later.
+that reads nothing meets `send_timeout`); a client's end of its side (nothing pending:
+close; an answer pending: the client is gone, as for nginx and aiohttp); its end
+(`dataplane/closing.py`: a lingering close while the client may still be sending); and the
+connection's deadlines with one timer, re-armed lazily (`dataplane/deadlines.py`): the
+first head within `header_timeout` of the accept, each later head within `header_timeout`
+of its first byte, `keepalive_timeout` between requests, `body_timeout` between body bytes
+while we read (a small body: whole within it of its head), `send_timeout` while the client
+reads nothing. Each fires at its deadline (the loop's timer precision), never later.
 
 It knows nothing of routing: each request goes to the `Handler` (the proxy) from the parser
 callback, with no Task of its own, and is answered through its `Request`. Imports httptools
@@ -261,20 +260,22 @@ class HttpProtocol(Parsing, Deadlines, Dispatching, Flow, Closing, asyncio.Proto
 
     def spare(self) -> float | None:
         """(`Drainable.spare`) by deadline: the next head's (`keepalive_timeout` after the
-        last answer) or the head's in progress. Not while the transport still holds part
-        of the last answer (a client on a slow link: `_sending`): an abort drops it, and an
-        answer ended by the close would seem whole. Not while lingering (RFC 9112 §9.6):
-        a reset while the client still sends can cost it the answer it has not read yet
-        (a 413, a 400); lingering ends on its own within seconds."""
+        last answer), the head's in progress, or a small body's trickling in slower than
+        its deadline needs (`Deadlines._slow_body`). Not while the transport still holds
+        part of the last answer (a client on a slow link: `_sending`): an abort drops it,
+        and an answer ended by the close would seem whole. Not while lingering (RFC 9112
+        §9.6): a reset while the client still sends can cost it the answer it has not read
+        yet (a 413, a 400); lingering ends on its own within seconds."""
         t = self.transport
-        if t is not None and t.get_write_buffer_size():
-            return None
-        if self.lingering:
+        if (t is not None and t.get_write_buffer_size()) or self.lingering:
             return None
         if self.held or self.read_paused:  # pipelined requests read (or left unread while
             return None  # requests queued), to be parsed now that the answers caught up
-        if self.closed or self.closing or self.queue or (
-                self.parsing is not None and not self.in_head):
+        if self.closed or self.closing or len(self.queue) > 1:
+            return None
+        if self.queue:
+            return self._slow_body(self.queue[0])
+        if self.parsing is not None and not self.in_head:
             return None
         return self.deadline
 
