@@ -71,6 +71,14 @@ async def test_a_second_principal_lifts_a_global_kill(tmp_path: Path, backends) 
         assert status == 202 and again["approval"]["id"] == ap["id"]
         status, listing = await api("reader", "GET", "/v1/approvals", scope="killgate:read")
         assert status == 200 and [a["id"] for a in listing["approvals"]] == [ap["id"]]
+        # the list says whose request it is (as the approve step compares principals: a
+        # variant of the requester's name is the requester), so the console offers no
+        # approval the API would refuse
+        item = listing["approvals"][0]
+        assert (item["yours"], item["approved_by_you"]) == (False, False), item
+        status, mine = await api("ALICE ", "GET", "/v1/approvals", scope="killgate:read")
+        item = mine["approvals"][0]
+        assert (item["yours"], item["approved_by_you"]) == (True, True), item
         path = f"/v1/approvals/{ap['id']}/approve"
         # the requester cannot approve; a principal without the action's scope cannot either
         assert (await api("alice", "POST", path, {}))[1]["error"]["type"] == "self_approval"

@@ -130,22 +130,24 @@ async def test_a_valid_kill_succeeds_during_a_flood_of_bad_tokens(tmp_path: Path
         assert set(g.gw.holder.doc.kills) == {"global", "route:iris"}
 
 
-Call = Callable[[str, str], Awaitable[int]]
+Call = Callable[..., Awaitable[int]]
 
 
 @asynccontextmanager
-async def _small_budget(tmp_path: Path, backends: Any) -> AsyncIterator[Call]:
-    """A gateway whose token checks are budgeted at 3 now and 0.5 a second per address,
-    behind a trusted proxy; `call(token, client)`: GET /v1/status as `client`, its status."""
+async def _small_budget(tmp_path: Path, backends: Any, rate: float = 0.5) -> AsyncIterator[Call]:
+    """A gateway whose token checks are budgeted at 3 now and `rate` a second per address,
+    behind a trusted proxy; `call(token, client, session=None)`: GET /v1/status as `client`
+    (the socket's own address for "" or with another session), its status."""
     p = await backends(echo_app("v1"))
     cfg = write_config(tmp_path, two_versions(p, p))
     cfg.write_text(cfg.read_text().replace(
-        "  auth:\n", "  auth_check_rate: 0.5\n  auth_check_burst: 3\n"
+        "  auth:\n", f"  auth_check_rate: {rate}\n  auth_check_burst: 3\n"
         "  trusted_proxies: [127.0.0.1/32]\n  auth:\n", 1))
     async with running_gateway(cfg) as g, ClientSession() as s:
-        async def call(tok: str, client: str) -> int:
-            async with s.get(g.admin + "/v1/status", headers={
-                    "Authorization": f"Bearer {tok}", "X-Forwarded-For": client}) as r:
+        async def call(tok: str, client: str, session: ClientSession | None = None) -> int:
+            headers = {"Authorization": f"Bearer {tok}"} | (
+                {"X-Forwarded-For": client} if client else {})
+            async with (session or s).get(g.admin + "/v1/status", headers=headers) as r:
                 return r.status
 
         yield call
@@ -205,3 +207,60 @@ async def test_the_cli_waits_out_a_429_and_the_kill_gets_through(tmp_path: Path,
         assert res.returncode == 0, res
         assert "too_many_attempts" in res.stderr and "trying again in" in res.stderr, res
         assert "global" in g.gw.holder.doc.kills
+
+
+def test_standing_lets_one_check_per_address_skip_the_shared_budget() -> None:
+    """admin/standing.py: an address whose last check failed (or is in flight) spends the
+    shared budget; one that passed, or is new while there is room, does not."""
+    from gateway.admin.standing import Standing
+
+    now = [0.0]
+    st = Standing(ttl=60, max_failed=2, clock=lambda: now[0])
+    assert st.free("a") and not st.free("a")  # one in flight, taken for a failure
+    st.failed("a")
+    assert not st.free("a")
+    st.passed("a")  # (an operator's token from that address verified)
+    assert st.free("a")
+    st.failed("a")
+    assert st.free("b")
+    st.failed("b")
+    assert not st.free("c")  # the table of failures is full: new addresses spend it too
+    st.passed("ok")
+    assert st.free("ok")  # except one that passed before
+    now[0] = 61.0  # forgotten after the ttl
+    assert st.free("a") and st.free("c")
+
+
+async def test_a_spread_flood_of_junk_tokens_leaves_operators_new_tokens_checked(
+        tmp_path: Path, backends) -> None:
+    """A flood of junk tokens from many addresses, each within its own budget, spent the
+    budget for all addresses together (ten times one address's), and every new valid
+    token, from any other address, got 429 while the flood lasted: whoever reached the
+    admin port locked operators out during an incident. Now only addresses whose last
+    check failed spend that budget: the flood (ten 127.0.0.x sockets and ten IPv6 /64s
+    behind the trusted proxy) still gets 429, and operators' new tokens from other
+    addresses are checked and pass."""
+    from aiohttp import TCPConnector
+
+    async with _small_budget(tmp_path, backends, rate=0.05) as call:
+        sessions = [ClientSession(connector=TCPConnector(local_addr=(f"127.0.0.{i}", 0)))
+                    for i in range(10, 21)]
+        try:
+            async def junk(i: int) -> int:
+                if i < 10:  # a socket of its own
+                    return await call(bad_token(), "", sessions[i])
+                return await call(bad_token(), f"2001:db8:{i}::1")  # a /64 of its own
+
+            flood = [c for _ in range(3) for c in await asyncio.gather(
+                *(junk(i) for i in range(20)))]
+            # 20 addresses x 3 attempts, each within its own budget (3): 20 checked as
+            # new addresses, then the shared budget (30 at most) for those that failed
+            assert flood.count(429) >= 10 and set(flood) == {401, 429}, flood
+            new = mint(SECRET, "oncall", "killgate:admin", 600, ISS, AUD)
+            assert await call(new, "", sessions[10]) == 200  # 127.0.0.20: never flooded
+            assert await call(mint(SECRET, "oncall2", "killgate:read", 600, ISS, AUD),
+                              "2001:db8:ffff::7") == 200
+            assert await call(bad_token(), "", sessions[0]) == 429  # the flood: still 429
+        finally:
+            for s in sessions:
+                await s.close()

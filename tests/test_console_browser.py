@@ -452,11 +452,9 @@ def test_two_person_unkill_approval_self_approval_decline_and_break_glass(
     assert "unkill" in shown_item and "route iris" in shown_item and "alice" in shown_item \
         and "INC-9: fixed upstream" in shown_item, shown_item
     assert _route_kills(fleet), "the unkill applied without its approval"
-    # the requester approves her own request: the API's refusal, as it wrote it
-    b.click(f"button[data-key='approve-{ident}']")
-    assert _apply(b, "I checked it myself", confirm=True) == \
-        "403 self_approval: a requester cannot approve their own request"
-    b.click("#action-cancel")
+    # her own request: no Approve… (the API refuses self-approval), and the panel says why
+    assert not b.d.find_elements(By.CSS_SELECTOR, f"button[data-key='approve-{ident}']")
+    assert "another principal must approve it" in b.text(f"{item} [data-testid=own-request]")
     assert _route_kills(fleet)
 
     # bob, from his own console session, approves the change he reviewed (its hash)
@@ -465,6 +463,10 @@ def test_two_person_unkill_approval_self_approval_decline_and_break_glass(
     assert [a["id"] for a in waiting] == [ident]
     b.click(f"button[data-key='approve-{ident}']")
     assert "applied now" in b.text("#action-changes")
+    said = b.text("#action-changes")  # which request, before anything is confirmed
+    assert f"Request {ident}: unkill route iris (key route:iris), asked by alice: " \
+        "“INC-9: fixed upstream”" in said, said
+    assert "The kill it lifts: route:iris, set by alice" in said and "INC-9: iris answers" in said
     sent = b.d.find_element(By.ID, "action-request").get_attribute("textContent")
     assert f"/v1/approvals/{ident}/approve" in sent and waiting[0]["hash"] in sent, sent
     # approving it lifts the kill: the explicit confirmation every unkill needs (it was
@@ -584,6 +586,37 @@ def test_asking_for_a_change_another_asked_for_offers_to_approve_it(fleet: Fleet
         b.click("#action-cancel")
         assert _route_kills(fleet) == []
     finally:
+        _lift_iris(fleet)
+
+
+def test_the_approval_dialog_names_a_request_whose_kill_was_made_again(
+        fleet: Fleet, browser: Browser) -> None:
+    """The approval dialog said only 'Approve: unkill iris' and the target's JSON: not
+    which request, who asked and why, nor which kill it lifts. An approver reviewing a
+    request whose kill was lifted and made again since (its approval is refused: 409
+    kill_replaced) now reads that before confirming."""
+    fleet.api("POST", "/v1/kill?wait=2s", KILLER,
+              body={"scope": "route", "route": "iris", "reason": "INC-13: first"})
+    ident = fleet.api("POST", "/v1/unkill?wait=2s", KILLER, body={
+        "scope": "route", "route": "iris", "reason": "INC-13: fixed"})["approval"]["id"]
+    b = browser
+    try:
+        _lift_iris(fleet)  # (break glass) then killed again: another kill than the one named
+        fleet.api("POST", "/v1/kill?wait=2s", KILLER,
+                  body={"scope": "route", "route": "iris", "reason": "INC-13: again"})
+        b.sign_in(fleet.admin, APPROVER, "bob")
+        item = f"#approvals-body li[data-approval='{ident}']"
+        b.wait(lambda d: "1 of 2" in b.text(item), "the request", seen="#approvals")
+        b.click(f"button[data-key='approve-{ident}']")
+        said = b.text("#action-changes")
+        assert f"Request {ident}: unkill route iris (key route:iris), asked by alice: " \
+            "“INC-13: fixed”" in said, said
+        assert "the kill it named was lifted since" in said and "INC-13: again" in said, said
+        assert "409 kill_replaced" in said, said
+        b.click("#action-cancel")
+    finally:
+        fleet.api("POST", f"/v1/approvals/{ident}/decline?wait=2s", KILLER,
+                  body={"reason": "clean up"})
         _lift_iris(fleet)
 
 
@@ -834,9 +867,9 @@ def test_nothing_from_elsewhere_no_csp_violation_no_token_in_a_url(fleet: Fleet,
     assert not [e for e in b.console if "Content Security Policy" in e["message"]
                 or "Trusted Type" in e["message"]], b.console
     # apart from the forced 403 of the read-only test, the refused weights (400), the
-    # refused self-approval (403), the break-glass without a reason (400) and the unkill of
-    # a kill made again meanwhile (409), the console stayed clean
-    expected = (("/v1/kill", "403"), ("/v1/routes/iris/weights", "400"), ("/approve", "403"),
+    # break-glass without a reason (400) and the unkill of a kill made again meanwhile
+    # (409), the console stayed clean (it offers no self-approval to be refused)
+    expected = (("/v1/kill", "403"), ("/v1/routes/iris/weights", "400"),
                 ("/v1/unkill", "400"), ("/v1/unkill", "409"))
     severe = [e for e in b.console if e["level"] == "SEVERE"
               and not any(p in e["message"] and c in e["message"] for p, c in expected)]

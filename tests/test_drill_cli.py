@@ -225,3 +225,55 @@ async def test_a_store_url_that_cannot_be_read_never_shows_its_password(url: str
     with pytest.raises(StoreUnavailable) as e:
         await pause_store(url, 1)
     assert "hunter" not in str(e.value) and "percent-encode" in str(e.value), e.value
+
+
+PASSWORD = "Hq7/Zx?Kp#Wm@Rt"  # every character that ends a URL's user information early
+ENCODED = "Hq7%2FZx%3FKp%23Wm%40Rt"
+
+
+def _quotes_password(text: str) -> bool:
+    return any(part in text for part in ("Hq7", "Zx", "Kp", "Wm", "Rt"))
+
+
+async def test_a_store_url_is_read_as_state_url_is(tmp_path: Path) -> None:
+    """--store was read by a parser of its own: a unix:// URL whose password holds '/', '?',
+    '#' or '@' unencoded was taken for a socket path made of the password's end, and the
+    drill said only 'No such file or directory'. It is now read as state.url is: that URL is
+    refused saying to percent-encode (quoting none of it); percent-encoded, the password is
+    read whole, over TCP and over the socket, and the pause stops that redis."""
+    from gateway.errors import StoreUnavailable
+    from gateway.state.pause import check_store, pause_store
+    from tests.test_state_urls import _redis
+
+    sock, port = tmp_path / "r.sock", free_port()
+    server = _redis(["--port", str(port), "--bind", "127.0.0.1", "--unixsocket", str(sock),
+                     "--requirepass", PASSWORD, "--save", "", "--appendonly", "no"], port,
+                    password=PASSWORD)
+    cli = ["redis-cli", "-s", str(sock), "--no-auth-warning", "-a", PASSWORD]
+    try:
+        for args in (["SET", "kg:state", "x"], ["HSET", "kg:instances", "a", "1"]):
+            await asyncio.to_thread(subprocess.run, [*cli, *args], check=True,
+                                    capture_output=True, timeout=5)
+        tcp = f"redis://:{ENCODED}@127.0.0.1:{port}/0"
+        unix = f"unix://:{ENCODED}@{sock}?db=0"
+        assert await check_store(tcp, "kg", ["a"]) is None
+        assert await check_store(unix, "kg", ["a"]) is None
+        await pause_store(unix, 0.6)
+        t0 = time.monotonic()
+        await asyncio.to_thread(subprocess.run, [*cli, "PING"], check=True,
+                                capture_output=True, timeout=5)
+        assert time.monotonic() - t0 > 0.3  # this redis was paused
+        wrong = f"unix://:{ENCODED}x@{sock}"
+        why = await check_store(wrong, "kg", ["a"])
+        assert why is not None and "WRONGPASS" in why and not _quotes_password(why), why
+        for url in (f"unix://:{PASSWORD}@{sock}", f"redis://:{PASSWORD}@127.0.0.1:{port}/0",
+                    f"rediss://u:{PASSWORD}@127.0.0.1:{port}/0"):
+            why = await check_store(url, "kg", ["a"])
+            assert why is not None and "percent-encode" in why, (url, why)
+            assert not _quotes_password(why), why
+            with pytest.raises(StoreUnavailable) as e:
+                await pause_store(url, 1)
+            assert "percent-encode" in str(e.value) and not _quotes_password(str(e.value))
+    finally:
+        server.terminate()
+        server.wait(10)

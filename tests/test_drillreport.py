@@ -265,3 +265,25 @@ async def test_the_settle_waits_for_a_slow_instance_up_to_the_restore_target() -
     runner.marks.restore_sent = runner.now()
     await runner._settle(0.05, None)  # stopped early: the settle only
     assert runner.now() - runner.marks.restore_sent < 0.5
+
+
+def test_a_restore_acknowledged_by_fewer_instances_than_the_drill_started_with_is_said() -> None:
+    """A store-loss drill whose outage outlasted the leases restored 'applied by 1/1
+    instance(s)' with three running, and the report's receipts.restore said the same,
+    without a word that two were not counted (control/drillrejoin.short_receipt)."""
+    from gateway.control.drillrejoin import short_receipt
+
+    started = ["a", "b", "c"]
+    assert short_receipt(started, {"instances": 3, "acked": 3, "pending": []}, []) is None
+    assert short_receipt([], {"instances": 1, "acked": 1}, []) is None
+    short = short_receipt(started, {"instances": 1, "acked": 1, "pending": []}, ["b", "c"])
+    assert short is not None and short["acked"] == 1 and short["started_with"] == 3
+    assert "acknowledged by 1 of the 3 instance(s)" in short["message"]
+    assert "b, c" in short["message"], short
+    plan = kill_plan()
+    m = analyse(plan, None, timeline("a", 4.0, killed_at(1.2)), MARKS)
+    report = {"id": "d-1", "kind": "kill", "verdict": "passed", "reasons": [], "route": "r",
+              "version": "v2", "started": "s", "finished": "f", "restored": True,
+              "rate": RATE, "targets": plan.targets.model_dump(), **m, "restore_short": short}
+    md = markdown(report)
+    assert "WARNING: the restore was acknowledged by 1 of the 3 instance(s)" in md, md

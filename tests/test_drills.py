@@ -418,12 +418,37 @@ async def test_store_loss_drill_keeps_enforcing(fleet: Fleet, session: ClientSes
     assert rc == 0 and report is not None, err
     assert report["verdict"] == "passed", report
     assert report["store_outage_ms"] >= 1900
+    # the hold is the instances' lease (2s): every lease lapsed during the outage, and the
+    # restore made at once after it was "applied by 1/1 instance(s)" (or 2/2) with three
+    # running; the drill now waits for their heartbeats first, so its receipt counts them
+    assert report["receipts"]["restore"]["instances"] == 3, (report["receipts"], err)
+    assert report["receipts"]["restore"]["acked"] == 3, report["receipts"]
+    assert report["restore_short"] is None and "WARNING" not in err, err
     out0 = report["t0_unix"] + report["marks_ms"]["outage_start"] / 1000
     out1 = report["t0_unix"] + report["marks_ms"]["outage_end"] / 1000
     during = [x for x in seen if out0 <= x.sent < out1]
     assert len(during) > 100
     assert all(x.status == 200 and x.version == "v1" for x in during)  # still killed
     assert await fleet_state(session, fleet) == before
+
+
+async def test_after_an_outage_the_drill_waits_for_heartbeats_and_names_the_absent(
+        fleet: Fleet, session: ClientSession) -> None:
+    """control/drillrejoin.wait_rejoined against the fleet: its three instances heartbeat
+    (every 200 ms) and are back at once; an instance the drill started with that never
+    heartbeats again is named once the wait's bound has passed (the drill says so)."""
+    from gateway.control.drillload import AdminClient
+    from gateway.control.drillrejoin import wait_rejoined
+
+    api = AdminClient(session, fleet.admin, token())
+    ids = sorted((await api.call("GET", "/v1/status"))["instances"])
+    assert len(ids) == 3
+    t0 = time.monotonic()
+    assert await wait_rejoined(api, ids, 1.0, 5.0, asyncio.Event()) == []
+    assert time.monotonic() - t0 < 2
+    t0 = time.monotonic()
+    assert await wait_rejoined(api, [*ids, "gone"], 1.0, 0.5, asyncio.Event()) == ["gone"]
+    assert 0.4 < time.monotonic() - t0 < 2
 
 
 async def test_store_loss_without_the_store_is_skipped(fleet: Fleet,

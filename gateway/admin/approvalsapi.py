@@ -15,7 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.admin import actions, inputs
-from gateway.admin.approvalrecord import ApprovalRefused
+from gateway.admin.approvalrecord import ApprovalRefused, principal_key
 from gateway.admin.approvals import Approvals
 from gateway.admin.auth import Principal
 from gateway.admin.callers import Callers
@@ -51,6 +51,13 @@ class ApprovalsApi:
             if not any(principal.may(s) for s in set(actions.SCOPE_OF.values())):
                 await self.callers.authorize(request, "killgate:read")  # (403, audited)
             items = [a for a in items if principal.may(actions.SCOPE_OF[a["action"]])]
+        # whether the caller asked for it or approved it already (the approve step refuses
+        # both: 403 self_approval, 409 already_approved), as that step compares principals,
+        # so the console offers no approval that would only be refused
+        who = principal_key(principal.subject)
+        for a in items:
+            a["yours"] = principal_key(a["requested_by"]) == who
+            a["approved_by_you"] = who in {principal_key(x) for x in a["approved_by"]}
         return web.json_response({"approvals": items})
 
     def _approval_id(self, request: web.Request) -> str:

@@ -1,7 +1,9 @@
 """Who calls the admin API: the token check, its budgets, what a refused call leaves behind.
 
 Owns `Callers`: the client's address (behind trusted proxies), the token checked cache
-first and budgeted per address (a flood never blocks a known token), scopes, and a refused
+first and budgeted per address and, for addresses whose last check failed
+(admin/standing.py), for all together (a flood never blocks a known token, nor a new one
+from an address that sends no junk), scopes, and a refused
 call's counter, log line (rate-limited: a refusal costs a caller nothing) and audit
 tally. Every admin handler asks it; ports only.
 """
@@ -21,6 +23,7 @@ from gateway.admin.auth import Authenticator, Principal
 from gateway.admin.denied import DeniedLog
 from gateway.admin.limiter import TokenBucket
 from gateway.admin.ports import Counters, Current
+from gateway.admin.standing import Standing
 from gateway.configfile import LoadedConfig
 from gateway.domain.audit import clean_text
 from gateway.errors import ApiError, Unauthenticated
@@ -70,6 +73,7 @@ class Callers:
         loaded = current.loaded
         self.auth = Authenticator(loaded.config.admin.auth, loaded.resolve)
         self.limiter, self.all_checks = _limiters(loaded)
+        self.standing = Standing()
         self._log_budget = tokenbucket.TokenBucket(LOG_RATE, LOG_BURST)
         self._unlogged = 0  # refusals not logged since the last admin_denied line
         self._log_problems()
@@ -127,19 +131,39 @@ class Callers:
             if len(headers) > 1:
                 raise Unauthenticated()
             header = headers[0] if headers else None
-            principal = await self.auth.cached(header)
-            if principal is None:
-                # the all-addresses budget is spent only by a check its address may make:
-                # one address refused by its own budget must not use up everyone's
-                wait = self.limiter.take(_budget_key(peer)) or self.all_checks.take("*")
-                if wait > 0:
-                    raise self.limiter.refusal(wait)  # no token work for a flood
-                principal = await self.auth.verify(header)
+            principal = await self.auth.cached(header) or await self._check(peer, header)
             if scope is not None:
                 principal.require(scope)
         except ApiError as exc:
             self.refused(request, peer, scope, principal, exc)
             raise
+        return principal
+
+    async def _check(self, peer: str, header: str | None) -> Principal:
+        """Verify a token not seen before, within the budgets (429 when one is spent: no
+        token work for a flood). The address's own budget first: one refused by it must
+        not use up everyone's. Then the all-addresses one, spent only by an address whose
+        last check failed (admin/standing.py): a flood of junk tokens spread over many
+        addresses spends it, and a new valid token from another address is still checked
+        (a check that skipped it and failed is charged to it after)."""
+        key = _budget_key(peer)
+        wait = self.limiter.take(key)
+        free = wait == 0 and self.standing.free(key)
+        if wait == 0 and not free:
+            wait = self.all_checks.take("*")
+        if wait > 0:
+            raise self.limiter.refusal(wait)
+        try:
+            principal = await self.auth.verify(header)
+        except Unauthenticated as exc:
+            if exc.type == "expired":  # (its signature was good: a genuine, old token)
+                self.standing.passed(key)
+            else:
+                self.standing.failed(key)
+                if free:
+                    self.all_checks.take("*")
+            raise
+        self.standing.passed(key)
         return principal
 
     def _log_denied(self, **fields: Any) -> None:

@@ -46,7 +46,11 @@ APPROVAL_ITEM: dict[str, Any] = {
             "approved_by": {"type": "array", "items": {"type": "string"}},
             "created": {"type": "string"}, "expires": {"type": "string"},
             "hash": {"type": "string", "description": "SHA-256 of the change: an approval "
-                     "names it, and a stored change that does not match it is refused"}}}
+                     "names it, and a stored change that does not match it is refused"},
+            "yours": {"type": "boolean", "description": "GET /v1/approvals: the caller asked "
+                      "for it (its approval would be refused: 403 self_approval)"},
+            "approved_by_you": {"type": "boolean", "description": "GET /v1/approvals: the "
+                                "caller approved it already"}}}
 APPROVAL = {"type": "object", "required": ["approval"],
              "properties": {"approval": APPROVAL_ITEM, "you_may_approve": {
                  "type": "boolean", "description": "true when this is another principal's "

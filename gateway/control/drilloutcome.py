@@ -35,8 +35,10 @@ def refused(plan: Plan, started: str, why: str, verdict_: str = "aborted") -> di
 def ran(plan: Plan, drill: str | None, started: str, to: str | None,
         measured: dict[str, Any], marks_: Marks, t0_unix: float, stopped: str | None,
         restore: dict[str, Any], receipts: dict[str, Any],
-        watch: ErrorWatch) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The report of a drill that opened, and the summary its end records."""
+        watch: ErrorWatch, short: dict[str, Any] | None = None,
+        ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The report of a drill that opened, and the summary its end records (`short`: the
+    restore was acknowledged by fewer instances than the drill started with)."""
     pending = (restore.get("applied") or {}).get("pending", ["?"])
     restored = ("state" in restore and restore.get("state") == restore.get("before")
                 and not pending) or "elsewhere" in restore
@@ -58,7 +60,7 @@ def ran(plan: Plan, drill: str | None, started: str, to: str | None,
         **({"to": to} if plan.kind == "rollback" else {}),
         **measured, "restored": restored, "started": started, "finished": utc_now(),
         "rate": plan.rate, "t0_unix": round(t0_unix, 4), "marks_ms": marks,
-        "receipts": receipts,
+        "receipts": receipts, "restore_short": short,
         "undone": restore.get("undone"), "before": restore.get("before"),
         "after": restore.get("state"), "targets": plan.targets.model_dump(),
         "abort": {"route": watch.route, "threshold": plan.abort.error_rate,

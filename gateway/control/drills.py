@@ -28,6 +28,7 @@ from gateway.control.drillended import ended as ended_elsewhere
 from gateway.control.drillfleet import discover
 from gateway.control.drillguards import Check, Pause, same_route, store_skip, token_too_short
 from gateway.control.drillload import AdminClient, DrillApiError, Traffic, resolve_probe
+from gateway.control.drillrejoin import short_receipt, wait_rejoined
 from gateway.domain.audit import utc_now
 from gateway.domain.drillfinish import iso_to_unix
 from gateway.domain.drillplan import Plan, duration, fault_ttl, too_long
@@ -59,6 +60,9 @@ class DrillRunner:
         self.drill: str | None = None
         self.obs: list[Obs] = []
         self.report: dict[str, Any] = {}
+        self.started_with: list[str] = []  # the instances heartbeating when it started
+        self.lease = 5.0  # their state.instance_lease
+        self.not_back: list[str] = []  # those not heartbeating again after a store outage
 
     def now(self) -> float:
         return time.monotonic() - self.t0
@@ -81,6 +85,8 @@ class DrillRunner:
         started = utc_now()
         fleet = await discover(self.api, plan)
         route = fleet["route"]
+        self.started_with = sorted(fleet["status"].get("instances") or {})
+        self.lease = float(fleet["state"].get("instance_lease") or 5.0)
         if self.stopped:
             return self._refused(started, self.stopped)
         if fleet["config"].get("drill_for") is None and not plan.production:
@@ -196,6 +202,16 @@ class DrillRunner:
         # the outage cannot be cut short (redis ends a pause by itself): wait it out
         await asyncio.sleep(max(0.0, start + plan.hold - self.now()))
         self.marks.outage = (start, self.now())
+        # (a lease may have lapsed meanwhile: the restore's receipt would not count them)
+        limit = self.lease + 3.0
+        not_back = await wait_rejoined(self.api, self.started_with, plan.hold, limit,
+                                       self._stop)
+        if self.stopped:  # (Ctrl-C, an abort: restored at once, the rest not waited for)
+            return
+        self.not_back = not_back
+        if self.not_back:
+            self.say(f"WARNING: not heartbeating again {limit:g}s after the store's return: "
+                     f"{', '.join(self.not_back)} (the restore's receipt cannot count them)")
 
     async def _restore(self, drill: str) -> dict[str, Any]:
         self.marks.restore_sent = self.now()
@@ -215,6 +231,8 @@ class DrillRunner:
                  f"{applied.get('acked')}/{applied.get('instances')} instance(s)")
         for why in kept(out):
             self.say(why)
+        if (short := short_receipt(self.started_with, applied, self.not_back)) is not None:
+            self.say(f"WARNING: {short['message']}")
         return out
 
     def _ended_elsewhere(self, ended: dict[str, Any]) -> dict[str, Any]:
@@ -259,7 +277,8 @@ class DrillRunner:
         measured = analyse(plan, to, self.obs, self.marks)
         self.report, summary = drilloutcome.ran(
             plan, self.drill, started, to, measured, self.marks, self.t0_unix, self.stopped,
-            restore, receipts, watch)
+            restore, receipts, watch,
+            short_receipt(self.started_with, restore.get("applied"), self.not_back))
         verdict_ = self.report["verdict"]
         if "elsewhere" in restore:
             return self.report  # (ended already: its end is recorded)

@@ -55,6 +55,8 @@ def markdown(report: dict[str, Any]) -> str:
                      f"{', '.join(map(str, blind))}: users' errors there could stop nothing.")
     if "store_outage_ms" in report:
         lines.append(f"The state store was unreachable for {report['store_outage_ms']:g} ms.")
+    if report.get("restore_short"):
+        lines.append(f"**WARNING: {report['restore_short']['message']}.**")
     lines.append("Fleet restored to exactly its state before the drill (kills, weights, "
                  f"latches): **{'yes' if report['restored'] else 'NO'}**.")
     return "\n".join(lines) + "\n"

@@ -10,29 +10,32 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
+from gateway.config_redisurl import SPLIT_USERINFO, unreadable, userinfo_split
 from gateway.errors import StoreUnavailable
 from gateway.state.resp import Endpoint, RespError, connect, parse_endpoint
 
 __all__ = ["check_store", "pause_store"]
 
-#: why a store URL cannot be read, never a word of it: the parser's own message echoes
-#: what it took for the port, which for a password holding '/' or '?' is the password
-UNREADABLE = ("the store URL given is not one killgate can read (redis://[:PASSWORD@]HOST:PORT"
-              "/DB, rediss://, unix://, redis+sentinel://HOST:26379,.../SERVICE/DB): "
-              "percent-encode a password holding '/', '?', '#', '@' or ':'")
-
 
 def _endpoint(url: str) -> Endpoint:
+    """Where `url` (the drill's --store) points, read as state.url is (the same words for the
+    same mistakes): a password holding '/', '?', '#' or '@' unencoded is refused, never taken
+    for a host, port or socket path made of its end, and no message quotes a word of it."""
+    if userinfo_split(url):
+        raise ValueError(f"the store URL given cannot be used: {SPLIT_USERINFO}")
     try:
         return parse_endpoint(url)
-    except ValueError:
-        raise ValueError(UNREADABLE) from None
+    except (ValueError, OSError) as exc:
+        raise ValueError(f"the store URL given cannot be used: {unreadable(url, exc)}") from None
 
 
 async def pause_store(url: str, seconds: float, timeout: float = 2.0) -> None:
     """Make the redis at `url` answer no client for `seconds` (from now)."""
     try:
         ep = _endpoint(url)
+    except ValueError as exc:
+        raise StoreUnavailable(str(exc)) from None
+    try:
         conn = await connect(ep, timeout, name="killgate-drill")
     except (OSError, RespError, TimeoutError, ValueError) as exc:
         raise StoreUnavailable(f"cannot reach the store to pause it: {exc}") from None
@@ -57,6 +60,9 @@ async def check_store(url: str, prefix: str, instances: Collection[str],
     key = f"{prefix}:state"
     try:
         ep = _endpoint(url)
+    except ValueError as exc:
+        return str(exc)
+    try:
         conn = await connect(ep, timeout, name="killgate-drill")
     except (OSError, RespError, TimeoutError, ValueError) as exc:
         return f"cannot reach the store given to pause ({exc})"

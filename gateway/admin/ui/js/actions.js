@@ -4,6 +4,7 @@
 // receipt, or the API's error exactly as the API wrote it.
 
 import {ApiError, call} from "./api.js";
+import {approvalSpec, selectorText} from "./approval.js";
 import {h, render} from "./dom.js";
 
 const WAIT = "2s";
@@ -12,10 +13,6 @@ const pct = (x) => `${Number(x ?? 0).toFixed(1).replace(/\.0$/, "")} %`;
 
 function weightsText(versions, pick) {
   return Object.entries(versions).map(([n, v]) => `${n} ${pct(pick(v))}`).join(", ");
-}
-
-function selectorText(scope, route, version) {
-  return scope === "global" ? "global" : scope === "route" ? `route ${route}` : `version ${route}/${version}`;
 }
 
 export function killSpec(scope, route, version, rs) {
@@ -130,31 +127,6 @@ export function releaseSpec(name, rs) {
     changes: () => [["Runtime override", rs.override
       ? `${rs.override.kind} by ${rs.override.actor}: stable ${rs.override.stable}` : "none",
       `none: the file's weights (${file}) and stable govern again`]],
-  };
-}
-
-export function approvalSpec(a, decision) {
-  const t = a.target || {};
-  const what = [a.action, t.scope === "global" ? "global" : [t.route, t.version].filter(Boolean).join("/")]
-    .filter(Boolean).join(" ");
-  // approving an unkill lifts a kill (now, or with the approvals still to come): it needs
-  // the explicit confirmation every unkill needs, as the unkill dialog asks for it
-  const lifts = decision === "approve" && a.action === "unkill";
-  const lifted = selectorText(t.scope, t.route, t.version);
-  const now = (a.approved_by || []).length + 1 >= a.needs;
-  return {
-    key: `${decision}-${a.id}`, title: `${decision === "approve" ? "Approve" : "Decline"}: ${what}`,
-    confirm: lifts ? (now ? `Yes: lift the kill on ${lifted} now and let traffic flow again`
-      : `Yes: approve lifting the kill on ${lifted}`) : null,
-    method: "POST", path: `/v1/approvals/${encodeURIComponent(a.id)}/${decision}`,
-    // approving names the change reviewed here: a stored change that differs is refused
-    body: decision === "approve" && a.hash ? {hash: a.hash} : {},
-    changes: () => [[`${a.action} asked by ${a.requested_by || "?"}`,
-      `approved by ${(a.approved_by || []).join(", ") || "nobody"} (${(a.approved_by || []).length} of ${a.needs})`,
-      decision === "approve"
-        ? ((a.approved_by || []).length + 1 >= a.needs ? "approved by you too: applied now" : "approved by you too; more needed")
-        : "declined: dropped, nothing applied"],
-      ["The change", "", `${JSON.stringify(a.target || {})}${a.args ? " " + JSON.stringify(a.args) : ""}`]],
   };
 }
 

@@ -1,7 +1,7 @@
 // Panels for features a gateway may not have: open approvals (GET /v1/approvals) and
 // drill history (GET /v1/drills). Each shows only when its endpoint exists.
 
-import {approvalSpec} from "./actions.js";
+import {approvalSpec} from "./approval.js";
 import {badge, fmtAgo, fmtMs, h, render} from "./dom.js";
 
 const list = (data, key) => (Array.isArray(data) ? data : Array.isArray(data?.[key]) ? data[key] : []);
@@ -9,18 +9,32 @@ const list = (data, key) => (Array.isArray(data) ? data : Array.isArray(data?.[k
 // the scope an approval needs is the scope of its action (CONTRACT §5.2)
 const allowed = (a, can) => (String(a.action).includes("kill") ? can.kill : can.rollout);
 
-export function renderApprovals(el, data, can, open) {
+// Approve… only where the API would take it: never on one's own request (403
+// self_approval) nor on one approved already (409 already_approved); the list says which
+// (`yours`, `approved_by_you`), so the page says why instead of offering a refusal.
+function approveButton(a, open, kills) {
+  if (a.yours === true) {
+    return h("span", {class: "muted", dataset: {testid: "own-request"}},
+      "your request: another principal must approve it (a requester cannot approve their own)");
+  }
+  if (a.approved_by_you === true) {
+    return h("span", {class: "muted", dataset: {testid: "approved-by-you"}},
+      "approved by you: waiting for another principal");
+  }
+  return h("button", {type: "button", class: "secondary", dataset: {key: `approve-${a.id}`},
+                      onclick: () => open(approvalSpec(a, "approve", kills))}, "Approve…");
+}
+
+export function renderApprovals(el, data, can, open, kills = []) {
   const items = list(data, "approvals");
   render(el, items.length ? h("ul", {class: "approvals"}, items.map((a) => h("li", {dataset: {approval: a.id}},
     badge("warn", "waiting"), " ", h("strong", {}, a.action), " ", describeTarget(a),
     ` — ${(a.approved_by || []).length} of ${a.needs} (${(a.approved_by || []).join(", ")})`,
     a.requested_by ? `, asked by ${a.requested_by}` : "",
     a.reason ? `: “${a.reason}”` : "", a.expires ? ` · expires ${fmtAgo(a.expires)}` : "",
-    allowed(a, can) ? [" ",
-      h("button", {type: "button", class: "secondary", dataset: {key: `approve-${a.id}`},
-                   onclick: () => open(approvalSpec(a, "approve"))}, "Approve…"), " ",
+    allowed(a, can) ? [" ", approveButton(a, open, kills), " ",
       h("button", {type: "button", class: "secondary", dataset: {key: `decline-${a.id}`},
-                   onclick: () => open(approvalSpec(a, "decline"))}, "Decline…")] : null)))
+                   onclick: () => open(approvalSpec(a, "decline", kills))}, "Decline…")] : null)))
     : h("p", {}, "No request is waiting for approval."));
 }
 

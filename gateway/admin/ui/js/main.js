@@ -222,7 +222,8 @@ async function round(session) {
     return;
   }
   try {
-    await feature("approvals", "/v1/approvals", "approvals", (d) => renderApprovals($("approvals-body"), d, can, open));
+    await feature("approvals", "/v1/approvals", "approvals", (d) => renderApprovals($("approvals-body"), d, can, open,
+      status.status === "fulfilled" ? status.value.data.kills || [] : []));
     if (session === st.session) {
       await feature("drills", "/v1/drills", "drills", (d) => renderDrills($("drills-body"), d));
     }

@@ -1,0 +1,71 @@
+"""After a store-loss drill's outage, before its restore: every instance the drill started
+with heartbeating again, so that the restore's receipt counts the fleet.
+
+A receipt counts live instances only (a heartbeat the store saw within `instance_lease`):
+an outage as long as the lease lets every lease lapse, and a restore made before the
+instances heartbeat again was "applied by 1/1 instance(s)" with three running. Owns
+`wait_rejoined` (bounded; the instances not back are returned, for the drill to say) and
+`short_receipt` (what the report and output say when the restore was acknowledged by
+fewer instances than the drill started with). HTTP through drillload's AdminClient.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Collection
+from typing import Any
+
+from gateway.control.drillload import AdminClient, DrillApiError
+
+__all__ = ["short_receipt", "wait_rejoined"]
+
+
+def _fresh(record: Any, within: float) -> bool:
+    """A heartbeat the store saw at most `within` seconds ago (its own clock's age)."""
+    age = record.get("seen_s_ago") if isinstance(record, dict) else None
+    return isinstance(age, int | float) and not isinstance(age, bool) and age <= within
+
+
+async def wait_rejoined(api: AdminClient, ids: Collection[str], outage: float,
+                        limit: float, stopped: asyncio.Event,
+                        every: float = 0.1) -> list[str]:
+    """Wait, from the end of an outage of `outage` seconds (now), until every instance of
+    `ids` has a heartbeat the store saw since (within `limit` seconds; not once `stopped`
+    is set). A heartbeat from before the outage is at least `outage` old plus the time
+    since: `outage / 2` of slack tells them apart. The ids not back, sorted."""
+    end = time.monotonic()
+    missing = sorted(ids)
+    while missing and not stopped.is_set():
+        try:
+            status = await api.call("GET", "/v1/status")
+        except DrillApiError:
+            status = None  # (the store, or the instance answering, not back yet)
+        if status is not None:
+            seen = status.get("instances") or {}
+            since = time.monotonic() - end
+            missing = [i for i in missing if not _fresh(seen.get(i), since + outage / 2)]
+        left = end + limit - time.monotonic()
+        if not missing or left <= 0:
+            break
+        await asyncio.sleep(min(every, left))
+    return missing
+
+
+def short_receipt(started: Collection[str], receipt: Any,
+                  not_back: Collection[str]) -> dict[str, Any] | None:
+    """The report's `restore_short` (None when the restore's receipt counted as many
+    instances acknowledging it as the drill started with, or there is no receipt)."""
+    if not isinstance(receipt, dict) or not started:
+        return None
+    acked = receipt.get("acked")
+    if not isinstance(acked, int) or acked >= len(started):
+        return None
+    return {"acked": acked, "started_with": len(started), "not_back": sorted(not_back),
+            "message": (
+                f"the restore was acknowledged by {acked} of the {len(started)} instance(s) "
+                "the drill started with" + (
+                    f"; not heartbeating again after the store outage: {', '.join(sorted(not_back))}"
+                    if not_back else "") + ": a receipt counts live instances only, so the "
+                "others' restore is not confirmed (`killgate status` shows whether they "
+                "run its generation)")}
