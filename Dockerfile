@@ -37,7 +37,11 @@ ENV PATH=/opt/killgate/bin:$PATH PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
     HOME=/var/lib/killgate KILLGATE_HEALTHZ_URL=http://127.0.0.1:8081/healthz
 COPY --from=build /opt/killgate /opt/killgate
 # A numeric user (no passwd entry needed), so Kubernetes' runAsNonRoot can verify it.
-RUN mkdir -p /var/lib/killgate /etc/killgate && chown 10001:10001 /var/lib/killgate
+# /var/lib/killgate is 1777, as /tmp: podman gives a tmpfs mounted over a folder of the
+# image (`--tmpfs /var/lib/killgate`) that folder's mode and root as its owner, whatever
+# its `mode=` says; with 0755 the user could not write its state there and never got ready.
+RUN mkdir -p /var/lib/killgate /etc/killgate && chown 10001:10001 /var/lib/killgate \
+ && chmod 1777 /var/lib/killgate
 USER 10001:10001
 WORKDIR /var/lib/killgate
 # data plane, admin API (bind the admin listener to [::] in the mounted config to reach
