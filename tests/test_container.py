@@ -172,6 +172,9 @@ async def test_image_serves_as_non_root_on_a_read_only_root(image: str, tmp_path
         _run([*podman, "healthcheck", "run", name], 30)
         uid = _run([*podman, "exec", name, "id", "-u"], 30).stdout.strip()
         assert uid == "10001"
+        # the venv holds what killgate runs on, not the tools that installed it
+        tools = _run([*podman, "exec", name, "python3", "-c", "import pip"], 30, check=False)
+        assert tools.returncode != 0 and "No module named 'pip'" in tools.stderr, tools.stderr
         denied = _run([*podman, "exec", name, "sh", "-c", "echo x > /opt/killgate/x"], 30,
                       check=False)
         assert denied.returncode != 0 and "Read-only file system" in denied.stderr
