@@ -51,8 +51,10 @@ WORKDIR /var/lib/killgate
 # it from outside the container, and keep that port off the public network). With another
 # admin port, set KILLGATE_HEALTHZ_URL to match.
 EXPOSE 8080 8081
+# (no proxy: urllib would send the call through $http_proxy, which a host's docker may set
+# in every container, and a healthy gateway would read as unhealthy)
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
-  CMD ["python3", "-c", "import os, urllib.request; urllib.request.urlopen(os.environ['KILLGATE_HEALTHZ_URL'], timeout=2)"]
+  CMD ["python3", "-c", "import os, urllib.request as u; u.build_opener(u.ProxyHandler({})).open(os.environ['KILLGATE_HEALTHZ_URL'], timeout=2)"]
 # SIGTERM drains for server.drain_timeout (30 s by default): `docker stop` kills after 10 s
 # unless given more (run --stop-timeout 40, stop -t 40; README "Container image")
 STOPSIGNAL SIGTERM

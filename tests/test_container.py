@@ -126,7 +126,10 @@ async def test_image_serves_as_non_root_on_a_read_only_root(image: str, tmp_path
     cfg.chmod(0o644)  # the container's user is not the file's owner
     name = f"killgate-test-{admin}"
     env = {"KILLGATE_JWT_SECRET": SECRET, **state_key_env(),
-           "KILLGATE_HEALTHZ_URL": f"http://127.0.0.1:{admin}/healthz"}
+           "KILLGATE_HEALTHZ_URL": f"http://127.0.0.1:{admin}/healthz",
+           # a proxy that answers nothing, as a host's docker can set in every container
+           # (its `proxies` setting): it takes neither the HEALTHCHECK's call nor a request's
+           "http_proxy": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9"}
     env_args = [a for k in env for a in ("-e", k)]
     run = [*podman, "run", "-d", "--name", name, "--network", "host", "--read-only",
            "--tmpfs", "/var/lib/killgate:rw,size=16m,mode=1777", *_ulimits(),
