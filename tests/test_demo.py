@@ -140,6 +140,20 @@ def test_the_demo_with_a_short_secret_in_the_environment_says_so(tmp_path) -> No
     assert list(tmp_path.glob("killgate-demo-*")) == []
 
 
+def test_the_demo_with_a_secret_that_is_not_text_says_so(tmp_path, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    """`export KILLGATE_JWT_SECRET=$(head -c 32 /dev/urandom)` before `killgate demo` (as the
+    quick start says to set one) ended in a UnicodeEncodeError traceback."""
+    from gateway.cli.main import main
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setenv("KILLGATE_JWT_SECRET", b"\xff\xfe".decode("utf-8", "surrogateescape") * 20)
+    assert main(["demo", "--port", "0", "--admin-port", "0"]) == 1
+    err = capsys.readouterr().err
+    assert "KILLGATE_JWT_SECRET holds bytes that are not UTF-8" in err, err
+    assert "openssl rand -hex 32" in err, err
+    assert list(tmp_path.glob("killgate-demo-*")) == []
+
+
 @pytest.mark.parametrize(("args", "says", "code"), [
     (["--port", "99999"], "argument --port: port 99999 is out of range 0-65535", 2),
     (["--admin-port", "-1"], "argument --admin-port: port -1 is out of range 0-65535", 2),

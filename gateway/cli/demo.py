@@ -259,8 +259,13 @@ def run_demo(port: int = 8080, admin_port: int = 8081) -> int:
               "refusing to start", file=sys.stderr)
         return 3
     from gateway.admin.auth import MIN_SECRET
+    from gateway.filemodes import key_env
 
-    secret = os.environ.get("KILLGATE_JWT_SECRET", "")
+    try:
+        secret = key_env("KILLGATE_JWT_SECRET")
+    except ValueError as exc:  # (raw random bytes: not text)
+        print(f"killgate demo: {exc}", file=sys.stderr)
+        return 1
     if secret and len(secret.encode()) < MIN_SECRET:  # (its value is never printed)
         print(f"killgate demo: KILLGATE_JWT_SECRET is {len(secret.encode())} bytes; the admin "
               f"API needs at least {MIN_SECRET}: set a longer one (`export "
