@@ -25,9 +25,12 @@ RUN mkdir gateway && touch gateway/__init__.py README.md \
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY gateway ./gateway
+# pip and setuptools go once the package is in (a quarter of the venv, ~25 MB: nothing
+# installs into a running image, and nothing killgate imports needs them)
 RUN /opt/killgate/bin/pip install --no-cache-dir --no-deps . \
  && /opt/killgate/bin/python -c "import aiohttp._http_parser, httptools, uvloop, hiredis, gateway.app" \
- && /opt/killgate/bin/python -m compileall -q /opt/killgate/lib/python3*/site-packages/gateway
+ && /opt/killgate/bin/python -m compileall -q /opt/killgate/lib/python3*/site-packages/gateway \
+ && /opt/killgate/bin/python -m pip uninstall --yes --quiet pip setuptools
 
 FROM ${BASE_IMAGE}
 LABEL org.opencontainers.image.title="killgate" \
@@ -37,15 +40,21 @@ ENV PATH=/opt/killgate/bin:$PATH PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
     HOME=/var/lib/killgate KILLGATE_HEALTHZ_URL=http://127.0.0.1:8081/healthz
 COPY --from=build /opt/killgate /opt/killgate
 # A numeric user (no passwd entry needed), so Kubernetes' runAsNonRoot can verify it.
-RUN mkdir -p /var/lib/killgate /etc/killgate && chown 10001:10001 /var/lib/killgate
+# /var/lib/killgate is 1777, as /tmp: podman gives a tmpfs mounted over a folder of the
+# image (`--tmpfs /var/lib/killgate`) that folder's mode and root as its owner, whatever
+# its `mode=` says; with 0755 the user could not write its state there and never got ready.
+RUN mkdir -p /var/lib/killgate /etc/killgate && chown 10001:10001 /var/lib/killgate \
+ && chmod 1777 /var/lib/killgate
 USER 10001:10001
 WORKDIR /var/lib/killgate
 # data plane, admin API (bind the admin listener to [::] in the mounted config to reach
 # it from outside the container, and keep that port off the public network). With another
 # admin port, set KILLGATE_HEALTHZ_URL to match.
 EXPOSE 8080 8081
+# (no proxy: urllib would send the call through $http_proxy, which a host's docker may set
+# in every container, and a healthy gateway would read as unhealthy)
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
-  CMD ["python3", "-c", "import os, urllib.request; urllib.request.urlopen(os.environ['KILLGATE_HEALTHZ_URL'], timeout=2)"]
+  CMD ["python3", "-c", "import os, urllib.request as u; u.build_opener(u.ProxyHandler({})).open(os.environ['KILLGATE_HEALTHZ_URL'], timeout=2)"]
 # SIGTERM drains for server.drain_timeout (30 s by default): `docker stop` kills after 10 s
 # unless given more (run --stop-timeout 40, stop -t 40; README "Container image")
 STOPSIGNAL SIGTERM

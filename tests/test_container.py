@@ -126,7 +126,10 @@ async def test_image_serves_as_non_root_on_a_read_only_root(image: str, tmp_path
     cfg.chmod(0o644)  # the container's user is not the file's owner
     name = f"killgate-test-{admin}"
     env = {"KILLGATE_JWT_SECRET": SECRET, **state_key_env(),
-           "KILLGATE_HEALTHZ_URL": f"http://127.0.0.1:{admin}/healthz"}
+           "KILLGATE_HEALTHZ_URL": f"http://127.0.0.1:{admin}/healthz",
+           # a proxy that answers nothing, as a host's docker can set in every container
+           # (its `proxies` setting): it takes neither the HEALTHCHECK's call nor a request's
+           "http_proxy": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9"}
     env_args = [a for k in env for a in ("-e", k)]
     run = [*podman, "run", "-d", "--name", name, "--network", "host", "--read-only",
            "--tmpfs", "/var/lib/killgate:rw,size=16m,mode=1777", *_ulimits(),
@@ -154,15 +157,27 @@ async def test_image_serves_as_non_root_on_a_read_only_root(image: str, tmp_path
                 assert r.headers["x-killgate-version"] == "v1"
                 assert r.headers["x-killgate-decision"] == "weighted"
             # a kill through the admin API reaches Redis on the host and is enforced
-            await kill(s, f"http://127.0.0.1:{admin}", scope="route", route="iris")
+            killed = await kill(s, f"http://127.0.0.1:{admin}", scope="route", route="iris")
             assert (await status_of(s, f"http://127.0.0.1:{data}"))[0] == 503
             assert "route:iris" in redis_server.cmd("GET", "kgimage:state")
+
+            # ... and lands in the snapshot on the tmpfs (podman gives a tmpfs over a folder
+            # of the image that folder's mode, whatever `mode=` says: with the image's 0755
+            # it was root's, and no snapshot was ever written)
+            async def snapshot_written() -> bool:
+                snap = (await ready() or {}).get("state", {}).get("snapshot", {})
+                return bool(snap.get("ok")) and snap.get("generation") == killed["generation"]
+
+            await wait_until(snapshot_written, 10, 0.1, "the snapshot written")
 
         # the image's HEALTHCHECK (admin /healthz), run once by hand: podman schedules it
         # with systemd timers, which these machines do not have
         _run([*podman, "healthcheck", "run", name], 30)
         uid = _run([*podman, "exec", name, "id", "-u"], 30).stdout.strip()
         assert uid == "10001"
+        # the venv holds what killgate runs on, not the tools that installed it
+        tools = _run([*podman, "exec", name, "python3", "-c", "import pip"], 30, check=False)
+        assert tools.returncode != 0 and "No module named 'pip'" in tools.stderr, tools.stderr
         denied = _run([*podman, "exec", name, "sh", "-c", "echo x > /opt/killgate/x"], 30,
                       check=False)
         assert denied.returncode != 0 and "Read-only file system" in denied.stderr
@@ -173,5 +188,53 @@ async def test_image_serves_as_non_root_on_a_read_only_root(image: str, tmp_path
         code = _run([*podman, "inspect", "--format", "{{.State.ExitCode}}", name], 30)
         logs = _run([*podman, "logs", name], 30, check=False)
         assert code.stdout.strip() == "0", logs.stdout + logs.stderr
+    finally:
+        _run([*podman, "rm", "-f", "-t", "0", name], 60, check=False)
+
+
+@pytest.mark.timeout(120)
+async def test_the_readmes_container_run_serves(image: str, tmp_path: Path) -> None:
+    """README "Container image"'s `podman run`, as written (its ports published on free
+    ones): config/container.yaml keeps its state in files under the `--tmpfs` it mounts on
+    /var/lib/killgate. That tmpfs was root's with the image folder's mode 0755 (podman's
+    `mode=1777` does not apply over a folder of the image), so uid 10001 could not write
+    its store: the instance never became ready and answered every request 503."""
+    from tests.test_deploy_review import _container_run_command
+
+    podman = _podman()
+    args, ports = [], {}
+    for a in _container_run_command():
+        if args and args[-1] in ("-p", "--publish"):
+            *host, inside = a.split(":")
+            ports[int(inside)] = free_port()
+            a = ":".join([*host[:-1], str(ports[int(inside)]), inside])
+        elif args and args[-1] == "-v":
+            src, rest = a.split(":", 1)
+            cfg = tmp_path / "config.yaml"  # (mode 644 whatever the checkout's umask)
+            shutil.copy(src.replace("$PWD", str(ROOT)), cfg)
+            cfg.chmod(0o644)
+            a = f"{cfg}:{rest}"
+        args.append(a)
+    name = f"killgate-readme-{os.getpid()}-{ports[8081]}"
+    env = {"KILLGATE_JWT_SECRET": SECRET}
+    try:
+        _run([*podman, "run", "-d", "--name", name, *_ulimits(), "--timeout", "120", *args,
+              image], 60, env=env)
+        admin = f"http://127.0.0.1:{ports[8081]}"
+        async with ClientSession() as s:
+            async def ready() -> dict | None:
+                try:
+                    async with s.get(f"{admin}/readyz") as r:
+                        body = await r.json()
+                        return body if r.status == 200 else None
+                except OSError:
+                    return None
+
+            try:
+                body = await wait_until(ready, 20, 0.1, "the container's /readyz")
+            except AssertionError:
+                logs = _run([*podman, "logs", name], 10, check=False)
+                raise AssertionError(logs.stdout + logs.stderr) from None
+            assert body["state"]["snapshot"]["ok"] is True, body
     finally:
         _run([*podman, "rm", "-f", "-t", "0", name], 60, check=False)

@@ -13,6 +13,8 @@ import time
 import urllib.request
 from collections import Counter
 
+import pytest
+
 from tests.conftest import ROOT, die_with_parent, free_port, wait_until_sync
 
 BODY = b'{"inputs":[{"name":"input-0","shape":[1,4],"datatype":"FP32","data":[6.1,2.8,4.7,1.2]}]}'
@@ -136,3 +138,64 @@ def test_the_demo_with_a_short_secret_in_the_environment_says_so(tmp_path) -> No
     assert "openssl rand -hex 32" in res.stderr and "changeme" not in res.stderr + res.stdout
     assert "Traceback" not in res.stderr and "Unclosed" not in res.stderr, res.stderr
     assert list(tmp_path.glob("killgate-demo-*")) == []
+
+
+def test_the_demo_with_a_secret_that_is_not_text_says_so(tmp_path, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    """`export KILLGATE_JWT_SECRET=$(head -c 32 /dev/urandom)` before `killgate demo` (as the
+    quick start says to set one) ended in a UnicodeEncodeError traceback."""
+    from gateway.cli.main import main
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setenv("KILLGATE_JWT_SECRET", b"\xff\xfe".decode("utf-8", "surrogateescape") * 20)
+    assert main(["demo", "--port", "0", "--admin-port", "0"]) == 1
+    err = capsys.readouterr().err
+    assert "KILLGATE_JWT_SECRET holds bytes that are not UTF-8" in err, err
+    assert "openssl rand -hex 32" in err, err
+    assert list(tmp_path.glob("killgate-demo-*")) == []
+
+
+@pytest.mark.parametrize(("args", "says", "code"), [
+    (["--port", "99999"], "argument --port: port 99999 is out of range 0-65535", 2),
+    (["--admin-port", "-1"], "argument --admin-port: port -1 is out of range 0-65535", 2),
+    (["--port", "8", "--admin-port", "8"], "--port and --admin-port must differ (both 8)", 1),
+])
+def test_the_demo_refuses_a_port_it_cannot_use_in_one_line(
+        args: list[str], says: str, code: int, tmp_path, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    """`killgate demo --port 99999` (or -1, or the admin port twice) ended in a traceback of
+    the config it writes (`gateway.errors.ConfigError: listen: port 99999 ...`), naming a
+    config file the user never wrote."""
+    from gateway.cli.main import main
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.delenv("KILLGATE_JWT_SECRET", raising=False)
+    try:
+        got = main(["demo", *args])
+    except SystemExit as exc:
+        got = exc.code
+    err = capsys.readouterr().err
+    assert got == code, err
+    assert says in err, err
+    assert list(tmp_path.glob("killgate-demo-*")) == []
+
+
+def test_the_demo_on_port_0_prints_the_ports_it_listens_on(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """`--port 0 --admin-port 0` (any free ports) printed `http://127.0.0.1:0` in every
+    address and command it gave."""
+    log = tmp_path / "demo.log"
+    env = dict(os.environ, PYTHONUNBUFFERED="1", TMPDIR=str(tmp_path))
+    env.pop("KILLGATE_JWT_SECRET", None)
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "gateway", "demo", "--port", "0",
+                                 "--admin-port", "0"], stdout=out, stderr=subprocess.STDOUT,
+                                cwd=str(ROOT), env=env, preexec_fn=die_with_parent)
+    try:
+        text = wait_until_sync(lambda: "/ui/" in log.read_text() and log.read_text(), 30, 0.05,
+                               "the demo's instructions")
+        assert "127.0.0.1:0" not in text, text
+        admin = re.search(r"admin  (http://127\.0\.0\.1:\d+)", text)
+        assert admin, text
+        with urllib.request.urlopen(admin.group(1) + "/readyz", timeout=5) as r:
+            assert r.status == 200
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(30)

@@ -131,6 +131,10 @@ async def test_a_snapshot_that_cannot_be_written_is_shown_and_counted(
         assert shown["generation"] is not None and shown["generation"] < generation, shown
         assert str(folder) in shown["error"], shown
         assert g.gw.metrics.get("killgate_state_snapshot_write_failures_total") >= 1
+        # ... and a gauge says so until a write lands (no write is tried again before the
+        # next change, so the counter moves once: an alert on its increase would resolve)
+        async with session.get(g.admin + "/metrics") as r:
+            assert "\nkillgate_state_snapshot_failing 1.0\n" in await r.text()
         folder.unlink()
         async with session.post(g.admin + "/v1/unkill", headers=H, json=kill) as r:
             assert r.status == 200, await r.text()
@@ -141,6 +145,8 @@ async def test_a_snapshot_that_cannot_be_written_is_shown_and_counted(
 
         await wait_until(written, 5, what="the next write landed")
         assert (await snapshot_status())["ok"]
+        async with session.get(g.admin + "/metrics") as r:
+            assert "\nkillgate_state_snapshot_failing 0.0\n" in await r.text()
 
 
 def test_a_snapshot_larger_than_any_document_is_refused_unread(tmp_path: Path) -> None:

@@ -180,6 +180,8 @@ async def _demo(port: int, admin_port: int) -> int:
             await r.cleanup()
         tmp.cleanup()
         return 1
+    if gw.data_addr and gw.admin_addr:  # (set by start: what `0` was given)
+        port, admin_port = gw.data_addr[1], gw.admin_addr[1]
     token = _dev_token(os.environ["KILLGATE_JWT_SECRET"])
     base = f"http://127.0.0.1:{port}"
     kg = _cli_command()
@@ -257,13 +259,22 @@ def run_demo(port: int = 8080, admin_port: int = 8081) -> int:
               "refusing to start", file=sys.stderr)
         return 3
     from gateway.admin.auth import MIN_SECRET
+    from gateway.filemodes import key_env
 
-    secret = os.environ.get("KILLGATE_JWT_SECRET", "")
+    try:
+        secret = key_env("KILLGATE_JWT_SECRET")
+    except ValueError as exc:  # (raw random bytes: not text)
+        print(f"killgate demo: {exc}", file=sys.stderr)
+        return 1
     if secret and len(secret.encode()) < MIN_SECRET:  # (its value is never printed)
         print(f"killgate demo: KILLGATE_JWT_SECRET is {len(secret.encode())} bytes; the admin "
               f"API needs at least {MIN_SECRET}: set a longer one (`export "
               "KILLGATE_JWT_SECRET=$(openssl rand -hex 32)`), or unset it and the demo makes "
               "one", file=sys.stderr)
+        return 1
+    if port == admin_port != 0:
+        print(f"killgate demo: --port and --admin-port must differ (both {port})",
+              file=sys.stderr)
         return 1
     _install_uvloop()
     return asyncio.run(_demo(port, admin_port))

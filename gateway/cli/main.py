@@ -152,6 +152,17 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                  args.data_port, args.admin_port, args.metrics_dir, args.config_bytes)
 
 
+def _port(text: str) -> int:
+    """A TCP port for an option (argparse's own message when it is not one)."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid port: {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port {port} is out of range 0-65535")
+    return port
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from gateway.cli.demo import run_demo
 
@@ -204,8 +215,10 @@ def build_parser() -> argparse.ArgumentParser:
     sc.set_defaults(fn=_cmd_schema)
 
     d = sub.add_parser("demo", help="run two demo model backends and a gateway in front")
-    d.add_argument("--port", type=int, default=8080, help="data-plane port (default 8080)")
-    d.add_argument("--admin-port", type=int, default=8081, help="admin port (default 8081)")
+    d.add_argument("--port", type=_port, default=8080,
+                   help="data-plane port (default 8080; 0: any free one)")
+    d.add_argument("--admin-port", type=_port, default=8081,
+                   help="admin port (default 8081; 0: any free one)")
     d.set_defaults(fn=_cmd_demo)
 
     add_client_commands(sub)

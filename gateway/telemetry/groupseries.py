@@ -45,6 +45,7 @@ GAUGES: dict[str, str] = {
     "killgate_kill_state_age_seconds": "max",
     "killgate_state_store_connected": "min",
     "killgate_state_stale": "max",
+    "killgate_state_snapshot_failing": "max",
     "killgate_fail_closed": "max",
     "killgate_kills_unrouted": "max",
     "killgate_overrides_unservable": "max",

@@ -60,6 +60,10 @@ HELP: dict[str, tuple[str, str]] = {
                                                                 "(state.snapshot_path) that "
                                                                 "failed: a restart would "
                                                                 "enforce an older one."),
+    "killgate_state_snapshot_failing": ("gauge", "1 while the newest write of the snapshot "
+                                                 "file (state.snapshot_path) failed: a "
+                                                 "restart would enforce an older one (alert "
+                                                 "on it)."),
     "killgate_writes_not_durable_total": ("counter", "Writes that fewer than state.min_replicas "
                                                      "replicas confirmed in time."),
     "killgate_config_reloads_total": ("counter", "Config reloads applied."),
@@ -193,6 +197,7 @@ INITIAL: dict[str, tuple[tuple[str, ...], tuple[tuple[str, ...], ...]]] = {
     "killgate_state_reseeds_total": ((), ((),)),
     "killgate_state_pushes_not_read_total": ((), ((),)),
     "killgate_state_snapshot_write_failures_total": ((), ((),)),
+    "killgate_state_snapshot_failing": ((), ((),)),
     "killgate_requests_shed_total": ((), ((),)),
     "killgate_drills_auto_restored_total": ((), ((),)),
     "killgate_state_unverified_total": (("kind",), tuple(
