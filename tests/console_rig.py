@@ -244,8 +244,12 @@ class Browser:
             return WebDriverWait(self.d, timeout, 0.1,
                                  ignored_exceptions=(StaleElementReferenceException,)).until(pred)
         except TimeoutException:
+            logs = "\n".join(str(e.get("message", ""))[:300] for e in self.drain()[-10:])
             raise AssertionError(f"timed out after {timeout}s waiting for {what}; the page "
-                                 f"shows:\n{self.text(seen)[-3000:]}") from None
+                                 f"shows:\n{self.text(seen)[-3000:]}\n(the header: "
+                                 f"{self.text('header')[:300]!r}; the browser's console: "
+                                 f"{logs or 'nothing new'}; requests: "
+                                 f"{[u for _, u in self.requests[-8:]]})") from None
 
     def text(self, css: str) -> str:
         els = self.d.find_elements(By.CSS_SELECTOR, css)
