@@ -108,7 +108,7 @@ class RoutePlan:
     """Everything needed to route one request on one route, precomputed."""
 
     __slots__ = ("_all_cum", "_all_names", "_all_total", "_elig_cum", "_elig_names",
-                 "_elig_total", "_elig_w", "_eligible", "_failover", "_only", "_pinnable",
+                 "_elig_total", "_elig_w", "_eligible", "_failover", "_heir", "_only", "_pinnable",
                  "_servable", "_spare", "allow_pin", "aware", "config", "excluded", "fallback",
                  "fallback_body",
                  "fixed", "fold_case", "headers", "host", "idle_timeout", "killed",
@@ -198,10 +198,13 @@ class RoutePlan:
         # not a known-good one, for the status and a drill's default either)
         self.previous = previous = None if previous in rolled_off else previous
         ew = {n: w[n] for n in eligible if w[n] > 0}
+        #: the version the stable's share goes to while the stable cannot serve (`choose`)
+        self._heir: str | None = None
         if (stable in self.excluded and previous is not None and previous != stable
                 and previous in spare and w[stable] > 0):
             # The stable cannot serve: its share goes to the previous known-good version.
             ew[previous] = ew.get(previous, 0.0) + w[stable]
+            self._heir = previous
         if not ew and spare:
             # Every version with traffic is out: the stable (if it can serve) takes it all,
             # else the remaining versions share equally.
@@ -272,13 +275,19 @@ class RoutePlan:
             if cand in self._eligible:
                 name, decision = cand, STICKY
             else:
-                name = self._rendezvous(self._elig_names, sticky_key, self._elig_w)
+                name = self._heir if cand == self.stable and self._heir is not None else \
+                    self._rendezvous(self._elig_names, sticky_key, self._elig_w)
                 failed_over = True
         if name is None:
             idx = bisect_right(self._all_cum, rand() * self._all_total)
             cand = self._all_names[min(idx, len(self._all_names) - 1)]
             if cand in self._eligible:
                 name = cand
+            elif cand == self.stable and self._heir is not None:
+                # the stable's share, whole, to the previous known-good: drawn again over
+                # every eligible version, part of it went to the others (a canary took
+                # about twice its share, and more than `effective_weights` said)
+                name, failed_over = self._heir, True
             else:
                 idx = bisect_right(self._elig_cum, rand() * self._elig_total)
                 name = self._elig_names[min(idx, len(self._elig_names) - 1)]
