@@ -56,9 +56,13 @@ class ProgressiveSteps:
             return
         if not rolls_out(rc, canary):  # the file gives it weight 0 (tablebuild.py)
             if prog is not None and prog.get("canary") == canary \
-                    and prog.get("state") == "running":  # shown (and audited) as paused
-                await self._set_progress(rc, prog, {**prog, "state": "paused"},
-                                         "progressive.pause")
+                    and prog.get("state") in ("running", "paused") \
+                    and prog.get("held") != "weight":  # shown (and audited) as paused
+                # held: once the file gives it a weight again, its step starts again (as
+                # after a kill); resumed on the old `since`, a canary back after an hour
+                # at 0 was stepped up on its first passed verdict, its step unobserved
+                await self._set_progress(rc, prog, {**prog, "state": "paused",
+                                                    "held": "weight"}, "progressive.pause")
             return  # not started, not advanced
         mine = prog is not None and prog.get("canary") == canary
         # what the writes below start from: this canary's rollout, on this file's steps
@@ -163,7 +167,8 @@ class ProgressiveSteps:
 
 
 def _holder(held: str) -> str:
-    return "a runtime override" if held == "override" else f"the {held} kill"
+    return ("a runtime override" if held == "override" else "the file's weight 0"
+            if held == "weight" else f"the {held} kill")
 
 
 def weights_of(doc: StateDoc, rc: RouteConfig) -> dict[str, float]:
