@@ -103,6 +103,13 @@ def rollback(doc: StateDoc, rc: RouteConfig, to: str | None, actor: str, reason:
                 + ", ".join(f"{n!r} was rolled off by {off[n].kind} ({off[n].actor}, "
                             f"{off[n].time})" for n in skipped)
                 + "; name the version with 'to', or bring one back with promote"))
+        if rc.version(prev.stable) is None:
+            # (not "route has no version 'v0'": the operator named none; nor one further
+            # back, which the route's previous known-good is not either)
+            raise ConflictingState("no_previous_stable", (
+                f"route {rc.name!r} has no earlier stable version to roll back to: the "
+                f"previous stable, {prev.stable!r} (stable since {prev.time}), is no longer "
+                "in the config; name a version with 'to'"))
         to = prev.stable
     _check_identity(doc, rc, to)
     kill = rolledoff.killed_by(doc, rc.name, to)
