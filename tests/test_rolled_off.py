@@ -166,6 +166,15 @@ def test_releasing_an_automatic_rollback_restarts_the_rollout_at_its_first_step(
     doc = step(doc, lambda d: release(d, rc, "bob", "fixed the canary's config", "t2"))
     assert "iris" not in doc.progress
     assert build_table(cfg, doc).by_name["iris"].effective_weights()["v2"] == 5.0
+    # ... also when a `weights` override replaced the automatic rollback first (v2 given 5 %
+    # by hand to try a fix): released, the rollout stayed `failed`, and v2 took the file's
+    # 50 % at once, for good, never stepped or judged again (revroll5)
+    failed = apply_change(StateDoc(), Change(overrides={"iris": auto},
+                                             progress={"iris": prog}))  # type: ignore[dict-item]
+    failed = step(failed, lambda d: set_weights(d, rc, {"v1": 95, "v2": 5}, "bob", "try", "t2"))
+    failed = step(failed, lambda d: release(d, rc, "bob", "let the rollout go on", "t3"))
+    assert "iris" not in failed.progress
+    assert build_table(cfg, failed).by_name["iris"].effective_weights()["v2"] == 5.0
     # a `weights` override released keeps its rollout where it was (README: held, resumed)
     held = {**prog, "state": "paused", "held": "override"}
     w = RouteOverride("v1", {"v1": 100.0, "v2": 0.0}, "bob", "hold", "t1", "weights")

@@ -186,8 +186,12 @@ def release(doc: StateDoc, rc: RouteConfig, actor: str, reason: str, now: str) -
         history[rc.name] = (HistoryEntry(rc.stable, now, actor, f"release: {reason}", v.url,
                                          v.artifact),)
     # a rollback's canary rolls out again from the first step of its progressive rollout
-    # (a new rollout: tablebuild.progressive_weights), never at the file's weight at once
-    restart = ov.kind in ("rollback", "auto_rollback") and rc.name in doc.progress
+    # (a new rollout: tablebuild.progressive_weights), never at the file's weight at once;
+    # so does one a failed analysis rolled back before a `weights` override replaced that
+    # rollback (left `failed`, it had the file's weight for good, never stepped again)
+    prog = doc.progress.get(rc.name)
+    restart = prog is not None and (ov.kind in ("rollback", "auto_rollback")
+                                    or prog.get("state") == "failed")
     return Change(overrides={rc.name: None}, history=history,
                   progress={rc.name: None} if restart else {})
 
