@@ -119,6 +119,13 @@ async def test_a_reload_that_changes_the_steps_does_not_jump_the_canary(
         rollout._fleet_samples = passing  # type: ignore[method-assign]
         await wait_until(lambda: g.gw.holder.doc.progress.get("iris", {}).get("step") == 1,
                          10, what="the rollout at its second step (5 %)")
+
+        async def inconclusive(rc):  # type: ignore[no-untyped-def]
+            return {"v1": Sample(100, 0), "v2": Sample(0, 0)}
+
+        # held at 5 % until the reload is in (a busy machine took longer than the 300 ms
+        # step to apply it, and the rollout itself stepped to 50 %: not the bug)
+        rollout._fleet_samples = inconclusive  # type: ignore[method-assign]
         later = steps.replace("[1, 5, 50, 100]", "[5, 50, 100]").replace("300ms", "1h")
         tmp = cfg.with_name("next.tmp")
         tmp.write_text(write_config(tmp_path, route(p1, p2, 90, 10, later),
@@ -132,6 +139,7 @@ async def test_a_reload_that_changes_the_steps_does_not_jump_the_canary(
             seen.append(g.gw.holder.table.by_name["iris"].effective_weights()["v2"])
             return g.gw.loaded.digest != old
         await wait_until(applied, 10, interval=0.001, what="the reload")
+        rollout._fleet_samples = passing  # type: ignore[method-assign]
         await asyncio.sleep(1.0)  # (rounds of the rollout on the new plan)
         seen.append(g.gw.holder.table.by_name["iris"].effective_weights()["v2"])
         assert max(seen) <= 5, seen
