@@ -14,7 +14,7 @@ from typing import Any, Protocol
 from gateway.configfile import LoadedConfig
 from gateway.domain.kills import unrouted
 from gateway.domain.rolledoff import held_off
-from gateway.domain.routing import RouteTable
+from gateway.domain.routetable import RouteTable
 from gateway.domain.statedoc import plain
 from gateway.domain.tablebuild import override_missing
 

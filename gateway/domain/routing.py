@@ -1,14 +1,10 @@
-"""Route matching and version choice: the pure decision core of the data plane.
+"""A route's version choice: the pure decision core of the data plane.
 
-Owns `RoutePlan` and `RouteTable` (an immutable snapshot; built from config + replicated
-state + health by domain/tablebuild.py) and the one bucketing function. No I/O, no
-aiohttp, no redis: randomness and the sticky key are passed in. A request reads the table
-once and keeps it to the end.
-
-Sticky assignment uses weighted rendezvous hashing (score = -ln(u) / weight, lowest wins,
-u from blake2b salted by route and version): the share of each version is exactly its
-weight over the total, raising one version's weight only moves users onto it, and
-removing a version only moves that version's users.
+Owns `RoutePlan` (one route's precomputed choice: weights, the versions that can serve,
+failover orders; built from config + replicated state + health by domain/tablebuild.py),
+`Target` and the decisions. No I/O, no aiohttp, no redis: randomness and the sticky key
+are passed in. The routes together: domain/routetable.py; sticky scores:
+domain/bucketing.py.
 """
 
 from __future__ import annotations
@@ -18,23 +14,19 @@ import math
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from functools import lru_cache
-from hashlib import blake2b
 from itertools import accumulate
 from typing import NamedTuple
 from urllib.parse import urlsplit
 
 from gateway.config import FallbackConfig, RouteConfig
 from gateway.config_routes import case_fold
-from gateway.domain.statedoc import StateDoc
+from gateway.domain.bucketing import bucket_score
 
 __all__ = [
     "STATE_UNKNOWN",
     "Choice",
     "RoutePlan",
-    "RouteTable",
     "Target",
-    "bucket_score",
     "path_matches",
 ]
 
@@ -72,24 +64,6 @@ def _target(route: str, name: str, url: str, model: str | None, artifact: str | 
     base = u.path.rstrip("/")
     return Target(route, name, url, scheme, host, port, base, model, artifact,
                   (scheme, host, port), base.encode())
-
-
-@lru_cache(maxsize=4096)
-def _param(name: str) -> bytes:
-    """A route's or version's name as blake2b's 16-byte salt or person: itself when it
-    fits (assignments as they always were), else a digest of the whole name. Cut to 16
-    bytes, `llama-3-8b-instruct-v1` and `-v2` hashed every user alike, and the version
-    with the larger weight took every sticky user."""
-    raw = name.encode()
-    return raw if len(raw) <= 16 else blake2b(raw, digest_size=16, person=b"killgate-name").digest()
-
-
-def bucket_score(route: str, version: str, key: str, weight: float) -> float:
-    """Weighted rendezvous score: lower wins. Stable across processes and restarts."""
-    h = blake2b(key.encode("utf-8", "surrogatepass"), digest_size=8,
-                salt=_param(route), person=_param(version)).digest()
-    u = (int.from_bytes(h, "big") + 0.5) / 18446744073709551616.0
-    return -math.log(u) / weight
 
 
 def path_matches(prefix: str, path: str) -> bool:
@@ -322,32 +296,3 @@ class RoutePlan:
                     order.append(extra)
             out[name] = tuple(self.targets[n] for n in order)
         return out
-
-
-class RouteTable:
-    """All routes, most specific first. Immutable; replaced as a whole on any change."""
-
-    __slots__ = ("by_name", "doc", "generation", "model_routes", "routes", "unhealthy")
-
-    def __init__(self, plans: list[RoutePlan], doc: StateDoc,
-                 unhealthy: frozenset[tuple[str, str]]) -> None:
-        plans.sort(key=lambda p: (-(len(p.prefix) if p.prefix else -1), -p.match_keys))
-        self.routes = tuple(plans)
-        self.by_name = {p.name: p for p in plans}
-        self.model_routes = any(p.model is not None for p in plans)
-        self.doc = doc
-        self.generation = doc.generation
-        self.unhealthy = unhealthy
-
-    def needs_model(self, path: str, host: str, headers: Mapping[str, str]) -> bool:
-        """Whether the body's `model` could change which route matches this request."""
-        if not self.model_routes:
-            return False
-        return any(p.model is not None and p.matches(path, host, headers, p.model) for p in self.routes)
-
-    def match(self, path: str, host: str, headers: Mapping[str, str],
-              model: str | None) -> RoutePlan | None:
-        for p in self.routes:
-            if p.matches(path, host, headers, model):
-                return p
-        return None

@@ -3,7 +3,8 @@
 Owns how each route's plan is made (kills, overrides, a progressive rollout's step
 weights, killed and unhealthy versions, the previous stable) and the partial rebuild for
 a new state document (only the routes it changes; equal to a full build by construction).
-Pure: no I/O; imports the config schema, the state document and domain/routing.py only.
+Pure: no I/O; imports the config schema, the state document and the routing core
+(domain/routing.py, routetable.py) only.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from collections.abc import Mapping
 
 from gateway.config import Config, RouteConfig
 from gateway.domain.rolledoff import previous_stable
-from gateway.domain.routing import STATE_UNKNOWN, RoutePlan, RouteTable
+from gateway.domain.routetable import RouteTable
+from gateway.domain.routing import STATE_UNKNOWN, RoutePlan
 from gateway.domain.statedoc import StateDoc, kill_key
 
 __all__ = ["build_table", "canary_of", "kill_holding", "override_missing", "override_unservable",
