@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from gateway.configfile import LoadedConfig, load_config
 from gateway.control.table import TableHolder
-from gateway.domain.routing import RouteTable
+from gateway.domain.routetable import RouteTable
 from gateway.state import make_sync
 from gateway.state.sync import Sync
 from gateway.telemetry.metrics import Metrics

@@ -484,6 +484,37 @@ async def test_a_gated_rollback_to_the_previous_stable_names_it_when_asked(
         assert g.gw.holder.doc.overrides["iris"].stable == "v1"
 
 
+async def test_a_gated_rollback_whose_previous_stable_left_the_config_says_so(
+        tmp_path: Path, backends) -> None:
+    """revroll5: the previous stable fixed when asked was one the config no longer has (v1,
+    removed from the file after v2's promotion): the request was refused 404
+    `unknown_version` "route 'iris' has no version 'v1'", a version the operator never
+    named. Now 409 `no_previous_stable`, as without approvals, and nothing is stored."""
+    ps = [await backends(echo_app(v)) for v in ("v1", "v2", "v3")]
+
+    def routes(*names: str, stable: str) -> str:
+        return "".join(["- name: iris\n  match: {path_prefix: /v2/models/iris}\n",
+                        f"  stable: {stable}\n  versions:\n"] + [
+            f'    - {{name: {n}, url: "http://127.0.0.1:{ps[int(n[1]) - 1]}", '
+            f'weight: {100 if n == stable else 0}}}\n' for n in names])
+
+    cfg = write_config(tmp_path, routes("v1", "v2", stable="v1"),
+                       extra="approvals: {rollback: 2}\n")
+    async with running_gateway(cfg) as g, ClientSession() as s:
+        api = Api(s, g.admin)
+        st, body = await api("alice", "POST", "/v1/routes/iris/promote",
+                             {"version": "v2", "reason": "ship v2"})
+        assert st == 200, body
+        old = g.gw.loaded.digest
+        cfg.write_text(write_config(tmp_path, routes("v2", "v3", stable="v2"), name="b.yaml",
+                                    extra="approvals: {rollback: 2}\n").read_text())
+        g.gw.request_reload()
+        await wait_until(lambda: g.gw.loaded.digest != old, 10, what="the reload")
+        st, body = await api("alice", "POST", "/v1/routes/iris/rollback", {"reason": "v2 bad"})
+        assert st == 409 and body["error"]["type"] == "no_previous_stable", body
+        assert "'v1'" in body["error"]["message"], body
+
+
 async def test_an_approver_without_read_scope_lists_what_it_may_approve(
         tmp_path: Path, backends) -> None:
     """GET /v1/approvals needed killgate:read, so `killgate approve` (which shows the

@@ -32,7 +32,7 @@ async def test_route_option_on_the_route_commands(tmp_path: Path, backends) -> N
         steps = [
             (["weights", "--route", "iris", "v1=50", "v2=50"], "weights of iris: v1=50, v2=50"),
             (["promote", "--route", "iris", "v2"], "promoted v2 on iris"),
-            (["rollback", "--route", "iris"], "rolled back iris"),
+            (["rollback", "--route", "iris"], "rolled back iris to v1"),  # (it says where)
             (["promote", "iris", "--route", "iris", "v2"], "promoted v2 on iris"),  # (agree)
             (["rollback", "--route=iris", "--to", "v1"], "rolled back iris to v1"),
             (["weights", "iris", "v1=70", "v2=30"], "weights of iris: v1=70, v2=30"),

@@ -220,6 +220,12 @@ async def test_a_passively_ejected_version_serves_again_when_nothing_else_can(
         async with session.post(g.url + INFER, data=b"{}") as r:
             body = await r.read()
             assert (r.status, r.headers.get("x-killgate-version")) == (200, "v1"), body
+        # /v1/status says v1 is healthy (it serves, its checks pass): it said `healthy:
+        # false` beside its 100 % while its ejection ran on (the detail keeps the ejection)
+        async with session.get(g.admin + "/v1/status", headers=auth("killgate:read")) as r:
+            v1 = (await r.json())["routes"]["iris"]["versions"]["v1"]
+        assert v1["healthy"] and v1["effective_weight"] == 100.0, v1
+        assert v1["health"]["ejected_for_s"] > 0, v1
 
 
 def test_only_a_version_out_by_ejection_alone_is_taken_back() -> None:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import random
+from collections import Counter
 from collections.abc import Callable
 
 import pytest
@@ -143,6 +144,28 @@ def test_unhealthy_stable_share_goes_to_previous_known_good() -> None:
     plan = table.by_name["iris"]
     assert plan.previous == "v1"
     assert plan.effective_weights() == {"v0": 10.0, "v1": 90.0, "v2": 0.0}
+
+
+def test_an_unhealthy_stables_share_goes_whole_to_the_previous_known_good() -> None:
+    """Before: a request drawn for the unhealthy stable was drawn again over every version
+    that could serve, so part of the stable's share went to the canary: at 90/10 with v1
+    down, v2 (the unproven version) took about 19 % (sticky users: 15 %), while
+    `effective_weights` (and /v1/status) said 10 %. Now the stable's share goes whole to the
+    previous known-good, and only the stable's sticky users move."""
+    doc = step(recorded(), lambda d: promote(d, RC, "v0", "alice", "try v0", "t1"))
+    doc = step(doc, lambda d: release(d, RC, "alice", "back to the file", "t2"))
+    ok = build_table(CFG, doc).by_name["iris"]
+    plan = build_table(CFG, doc, unhealthy=frozenset({("iris", "v1")})).by_name["iris"]
+    assert plan.previous == "v0"
+    assert plan.effective_weights() == {"v0": 90.0, "v1": 0.0, "v2": 10.0}
+    rand = random.Random(7).random  # (seeded: the same draws every run)
+    chosen = Counter(plan.choose(None, None, rand).target.name  # type: ignore[union-attr]
+                     for _ in range(20000))
+    assert abs(chosen["v2"] / 20000 - 0.10) < 0.01, chosen
+    for key in map(str, range(3000)):
+        before = ok.choose(key, None, random.random).target.name  # type: ignore[union-attr]
+        after = plan.choose(key, None, random.random).target.name  # type: ignore[union-attr]
+        assert after == {"v1": "v0"}.get(before, before), (key, before, after)
 
 
 def test_apply_change_is_the_one_rule() -> None:

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from gateway.domain.routing import RouteTable
+from gateway.domain.routetable import RouteTable
 from tests.backends import echo_app
 from tests.conftest import (
     STATE_KEY,

@@ -119,6 +119,13 @@ async def test_a_reload_that_changes_the_steps_does_not_jump_the_canary(
         rollout._fleet_samples = passing  # type: ignore[method-assign]
         await wait_until(lambda: g.gw.holder.doc.progress.get("iris", {}).get("step") == 1,
                          10, what="the rollout at its second step (5 %)")
+
+        async def inconclusive(rc):  # type: ignore[no-untyped-def]
+            return {"v1": Sample(100, 0), "v2": Sample(0, 0)}
+
+        # held at 5 % until the reload is in (a busy machine took longer than the 300 ms
+        # step to apply it, and the rollout itself stepped to 50 %: not the bug)
+        rollout._fleet_samples = inconclusive  # type: ignore[method-assign]
         later = steps.replace("[1, 5, 50, 100]", "[5, 50, 100]").replace("300ms", "1h")
         tmp = cfg.with_name("next.tmp")
         tmp.write_text(write_config(tmp_path, route(p1, p2, 90, 10, later),
@@ -132,6 +139,7 @@ async def test_a_reload_that_changes_the_steps_does_not_jump_the_canary(
             seen.append(g.gw.holder.table.by_name["iris"].effective_weights()["v2"])
             return g.gw.loaded.digest != old
         await wait_until(applied, 10, interval=0.001, what="the reload")
+        rollout._fleet_samples = passing  # type: ignore[method-assign]
         await asyncio.sleep(1.0)  # (rounds of the rollout on the new plan)
         seen.append(g.gw.holder.table.by_name["iris"].effective_weights()["v2"])
         assert max(seen) <= 5, seen
@@ -402,3 +410,73 @@ def test_a_backend_shared_before_the_file_is_not_said_to_route_around_a_kill() -
     moved = [*running, route("iris-new", "/new/iris", "http://h:2")]
     said = kills_routed_around(kill, running, moved)
     assert said and said[0]["how"] == ["its backend http://h:2 is version v2 of route iris-new"]
+
+
+async def test_a_new_build_of_the_canary_under_its_name_rolls_out_anew(
+        tmp_path: Path, backends) -> None:
+    """revroll5: a rollout at step 2 of [1, 50, 100] (50 %), and a reload pointing the
+    canary's name at a new build (another url: a fix pushed mid-rollout, or generic names
+    such as `canary` reused). The record went by the name alone: the new build took 50 %
+    at once, never judged, on the old step's clock (and, had that rollout been done, the
+    file's weight for good, never stepped or promoted). It now rolls out anew from the
+    first step, its url recorded."""
+    import os
+
+    from gateway.domain.analysis import Sample
+    from tests.test_rollout import Flaky, route
+
+    ports = [await backends(Flaky(v).app()) for v in ("v1", "v2", "v2b")]
+    steps = ("  analysis: {window: 1s, interval: 100ms, min_requests: 3, "
+             "steps: [1, 50, 100], step_interval: 300ms}\n")
+    cfg = write_config(tmp_path, route(ports[0], ports[1], 90, 10, steps))
+    async with running_gateway(cfg) as g:
+        async def passing(rc):  # type: ignore[no-untyped-def]
+            return {"v1": Sample(100, 0), "v2": Sample(100, 0)}
+
+        g.gw.rollout._fleet_samples = passing  # type: ignore[method-assign]
+        await wait_until(lambda: g.gw.holder.doc.progress.get("iris", {}).get("step") == 1,
+                         10, what="the rollout at its second step (50 %)")
+        tmp = cfg.with_name("next.tmp")
+        tmp.write_text(write_config(tmp_path, route(ports[0], ports[2], 90, 10,
+                                                    steps.replace("300ms", "1h")),
+                                    name="next.yaml").read_text())
+        old = g.gw.loaded.digest
+        os.replace(tmp, cfg)
+        g.gw.request_reload()
+        seen: list[float] = []
+
+        def applied() -> bool:
+            seen.append(g.gw.holder.table.by_name["iris"].effective_weights()["v2"])
+            return g.gw.loaded.digest != old
+        await wait_until(applied, 10, interval=0.001, what="the reload")
+        assert g.gw.holder.table.by_name["iris"].effective_weights()["v2"] == 1, seen
+        await wait_until(lambda: g.gw.holder.doc.progress["iris"].get("url")
+                         == f"http://127.0.0.1:{ports[2]}", 5, what="the new rollout")
+        assert g.gw.holder.doc.progress["iris"]["step"] == 0
+        assert g.gw.holder.table.by_name["iris"].effective_weights()["v2"] == 1
+
+
+def test_a_done_rollout_does_not_hold_off_a_new_build_under_its_name() -> None:
+    """The pure side: a rollout `done` for `canary` at one url leaves the next build under
+    that name at the first step (not the file's weight, unstepped); an older record without
+    a url is taken as the same deployment (as before)."""
+    from gateway.configfile import parse_config_text
+    from gateway.domain.tablebuild import progressive_weights
+
+    text = """
+routes:
+  - name: iris
+    match: {path_prefix: /iris}
+    stable: stable
+    versions:
+      - {name: stable, url: "http://h:1", weight: 90}
+      - {name: canary, url: "http://h:3", weight: 10}
+    analysis: {steps: [5, 50, 100]}
+"""
+    rc = parse_config_text(text).routes[0]
+    done = {"canary": "canary", "step": 2, "since": 0.0, "state": "done",
+            "steps": [5, 50, 100], "url": "http://h:2", "artifact": None}
+    assert progressive_weights(rc, done) == {"stable": 95.0, "canary": 5.0}
+    assert progressive_weights(rc, {**done, "url": "http://h:3"}) is None  # (that one: done)
+    legacy = {k: v for k, v in done.items() if k not in ("url", "artifact")}
+    assert progressive_weights(rc, legacy) is None

@@ -166,6 +166,15 @@ def test_releasing_an_automatic_rollback_restarts_the_rollout_at_its_first_step(
     doc = step(doc, lambda d: release(d, rc, "bob", "fixed the canary's config", "t2"))
     assert "iris" not in doc.progress
     assert build_table(cfg, doc).by_name["iris"].effective_weights()["v2"] == 5.0
+    # ... also when a `weights` override replaced the automatic rollback first (v2 given 5 %
+    # by hand to try a fix): released, the rollout stayed `failed`, and v2 took the file's
+    # 50 % at once, for good, never stepped or judged again (revroll5)
+    failed = apply_change(StateDoc(), Change(overrides={"iris": auto},
+                                             progress={"iris": prog}))  # type: ignore[dict-item]
+    failed = step(failed, lambda d: set_weights(d, rc, {"v1": 95, "v2": 5}, "bob", "try", "t2"))
+    failed = step(failed, lambda d: release(d, rc, "bob", "let the rollout go on", "t3"))
+    assert "iris" not in failed.progress
+    assert build_table(cfg, failed).by_name["iris"].effective_weights()["v2"] == 5.0
     # a `weights` override released keeps its rollout where it was (README: held, resumed)
     held = {**prog, "state": "paused", "held": "override"}
     w = RouteOverride("v1", {"v1": 100.0, "v2": 0.0}, "bob", "hold", "t1", "weights")
@@ -173,3 +182,24 @@ def test_releasing_an_automatic_rollback_restarts_the_rollout_at_its_first_step(
                                           progress={"iris": held}))  # type: ignore[dict-item]
     doc = step(doc, lambda d: release(d, rc, "bob", "go on", "t2"))
     assert doc.progress["iris"]["step"] == 1
+
+
+def test_a_rollback_whose_previous_stable_left_the_config_says_so() -> None:
+    """Before: `killgate rollback iris` (no `to`) after the previous stable was removed from
+    the file answered 404 `unknown_version`, "route 'iris' has no version 'v1'", a version
+    the operator never named (an alert's rollback was refused the same way). Now 409
+    `no_previous_stable` saying the previous stable left the config, and to name one."""
+    doc = step(recorded(), lambda d: promote(d, RC, "v2", "alice", "ship v2", "t1"))
+    doc = step(doc, lambda d: release(d, RC, "alice", "v2 in git", "t2"))
+    # the file now: v2 stable, v1 gone (history v1, v2, v1 from the release, then v2)
+    text = CFG_TEXT.replace("stable: v1", "stable: v2").replace(
+        '      - {name: v1, url: "http://h:2", artifact: "sha256:bb", weight: 90}\n', "")
+    rc = parse_config_text(text).routes[0]
+    doc = step(doc, lambda d: record_config(d, [rc], "sha256:two", "t3"))
+    for refused in (lambda: rollback(doc, rc, None, "bob", "v2 is bad", "t4"),
+                    lambda: alerting.rollback(doc, rc, "v2", "alertmanager", "v2 errors", "t4")):
+        with pytest.raises(ConflictingState) as e:
+            refused()
+        assert e.value.type == "no_previous_stable"
+        assert "'v1'" in str(e.value) and "no longer in the config" in str(e.value)
+    assert build_table(parse_config_text(text), doc).by_name["iris"].previous is None

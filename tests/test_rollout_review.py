@@ -6,10 +6,14 @@ git, a dark launch) is not a canary to roll out, and setting a running canary's 
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import pytest
 
+from gateway.domain.analysis import Sample
+from gateway.domain.audit import AuditDraft
+from gateway.domain.statedoc import Change
 from tests.conftest import running_gateway, wait_until, write_config
 from tests.test_rollout import INFER, Flaky, Load, route
 
@@ -55,7 +59,33 @@ async def test_a_canary_set_to_weight_0_in_the_file_stops_its_rollout(tmp_path: 
                                     name="next.yaml").read_text())
         g.gw.request_reload()
         await wait_until(lambda: g.gw.loaded.digest != old, 10, what="the reload")
-        await wait_until(lambda: g.gw.holder.doc.progress["iris"].get("state") == "paused", 5,
-                         what="the rollout shown paused")
-        await load.stop()
+        await wait_until(lambda: g.gw.holder.doc.progress["iris"].get("state") == "paused"
+                         and g.gw.holder.doc.progress["iris"].get("held") == "weight", 5,
+                         what="the rollout shown paused, held by the file's weight 0")
         assert g.gw.holder.table.by_name["iris"].effective_weights()["v2"] == 0.0
+        # An hour at 0 (its step began an hour ago), then the file gives v2 a weight
+        # again: its step starts again, a whole step_interval. Before, it resumed on its
+        # old `since` and was stepped up on its first passed verdict, unobserved.
+        await load.stop()
+
+        async def passing(rc):  # type: ignore[no-untyped-def]
+            return {"v1": Sample(100, 0), "v2": Sample(100, 0)}  # (every round passes now)
+
+        g.gw.rollout._fleet_samples = passing  # type: ignore[method-assign]
+        await g.gw.sync.write(lambda cur: Change(progress={"iris": {
+            **cur.progress["iris"], "since": cur.progress["iris"]["since"] - 3600}}),
+            lambda cur, new: AuditDraft("t", "test", {}, "an hour at weight 0"))
+        back = time.time()
+        digest = g.gw.loaded.digest
+        cfg.write_text(write_config(tmp_path, route(p1, p2, 90, 10, slow),
+                                    name="again.yaml").read_text())
+        g.gw.request_reload()
+        await wait_until(lambda: g.gw.loaded.digest != digest, 10, what="the second reload")
+        await wait_until(lambda: g.gw.holder.doc.progress["iris"].get("state") == "running"
+                         or g.gw.holder.doc.progress["iris"]["step"] > 0, 5,
+                         what="the rollout resumed")
+        await wait_until(lambda: getattr(g.gw.rollout.verdicts.get("iris"), "status", "")
+                         == "passed", 5, what="a passed verdict after the resume")
+        prog = g.gw.holder.doc.progress["iris"]
+        assert prog["step"] == 0 and "held" not in prog and prog["since"] >= back, prog
+        assert g.gw.holder.table.by_name["iris"].effective_weights()["v2"] == 10.0

@@ -65,11 +65,11 @@ def test_bucketing_is_stable_across_processes() -> None:
     import subprocess
     import sys
 
-    code = ("from gateway.domain.routing import bucket_score as b;"
+    code = ("from gateway.domain.bucketing import bucket_score as b;"
             "print(repr(b('iris','v2','alice',10.0)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=30, env={"PYTHONHASHSEED": "123", "PATH": ""})
-    from gateway.domain.routing import bucket_score
+    from gateway.domain.bucketing import bucket_score
 
     assert float(out.stdout) == bucket_score("iris", "v2", "alice", 10.0)
 

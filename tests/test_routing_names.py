@@ -12,7 +12,7 @@ import random
 from collections import Counter
 
 from gateway.configfile import parse_config_text
-from gateway.domain.routing import bucket_score
+from gateway.domain.bucketing import bucket_score
 from gateway.domain.statedoc import StateDoc
 from gateway.domain.tablebuild import build_table
 

@@ -118,3 +118,20 @@ def test_counts_from_before_the_clock_stepped_back_leave_the_window() -> None:
     got = s.window("r", 60, 6_401.0)["v2"]
     assert (got.requests, got.errors) == (10, 10)
     assert [b[0] for b in s.buckets(60, 6_401.0)[("r", "v2")]] == [6_400]
+
+
+def test_a_version_no_longer_counted_leaves_once_its_buckets_are_older_than_keep() -> None:
+    """revroll5: each (route, version) a process counted kept its ring (up to `keep`
+    buckets) for the life of the process, and `window` listed it: with a new version name
+    per deployment, memory and each round's published blob grew with every release."""
+    w = WindowStats(keep_seconds=60)
+    for i in range(60):
+        w.record("r", "v1", False, 0.01, 1000.0 + i)
+    for i in range(200):  # v1 retired: v2 serves from now on
+        w.record("r", "v2", False, 0.01, 1060.0 + i)
+    assert list(w.window("r", 60, 1260.0)) == ["v2"]
+    assert set(w._rings) == {("r", "v2")} and set(w._pending["r"]) == {"v2"}
+    # what is younger than keep stays, also for a version not counted this second
+    w.record("r", "v1", False, 0.01, 1261.0)
+    w.record("r", "v2", False, 0.01, 1300.0)
+    assert w.window("r", 60, 1300.5)["v1"].requests == 1

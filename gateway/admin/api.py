@@ -226,6 +226,9 @@ class AdminApi:
             answer = {**plan.answer, "changed": ev is not None}
             if intent.action == "unkill" and (wider := actions.wider_kill(new, intent.target)):
                 answer["still_killed_by"] = wider  # (lifted, yet that traffic stays stopped)
+            if intent.action == "rollback" and (
+                    ov := new.overrides.get(intent.target["route"])) is not None:
+                answer["to"] = ov.stable  # (without `to`: the version it went to, said)
             if ev is not None:
                 answer["audit_id"] = ev["id"]
             if glass:

@@ -57,8 +57,10 @@ def _fixed(intent: Intent, doc: StateDoc, cfg: Config) -> Intent:
         return intent
     prev = previous_stable(doc, rc, effective_stable(doc, rc))
     ov = doc.overrides.get(rc.name)
-    if prev is None or (ov is not None and ov.kind == "rollback"):
-        return intent  # (refused below: no previous stable, or the one rolled off)
+    if prev is None or (ov is not None and ov.kind == "rollback") \
+            or rc.version(prev.stable) is None:
+        # (refused below: no previous stable, the one rolled off, or one the config lacks)
+        return intent
     return dataclasses.replace(intent, args={**intent.args, "to": prev.stable})
 
 

@@ -33,6 +33,8 @@ RECEIPT = {
         "still_killed_by": {"type": "string", "description": "an unkill: the key of a wider "
                             "kill (global, or the version's route) that still stops the "
                             "same traffic"},
+        "to": {"type": "string", "description": "a rollback: the version it made stable "
+               "(without `to`, the previous stable it went to)"},
     },
 }
 APPROVAL_ITEM: dict[str, Any] = {

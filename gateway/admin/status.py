@@ -14,7 +14,7 @@ from typing import Any, Protocol
 from gateway.configfile import LoadedConfig
 from gateway.domain.kills import unrouted
 from gateway.domain.rolledoff import held_off
-from gateway.domain.routing import RouteTable
+from gateway.domain.routetable import RouteTable
 from gateway.domain.statedoc import plain
 from gateway.domain.tablebuild import override_missing
 
@@ -109,7 +109,10 @@ class StatusBuilder:
                 "versions": {v.name: {
                     "url": v.url, "artifact": v.artifact, "configured_weight": v.weight,
                     "effective_weight": eff.get(v.name, 0.0),
-                    "healthy": (rc.name, v.name) not in table.unhealthy,
+                    # (out only by its ejection, and taken back: no other version could
+                    # serve; its checks pass, it serves, `health` shows the ejection)
+                    "healthy": (rc.name, v.name) not in table.unhealthy
+                    or v.name not in plan.excluded,
                     **({"health": health.get((rc.name, v.name))} if health else {}),
                     "killed": plan.excluded.get(v.name) == "killed" or plan.killed is not None,
                 } for v in rc.versions},

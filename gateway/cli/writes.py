@@ -160,8 +160,11 @@ def _rollback(args: argparse.Namespace) -> int:
     if args.to:
         body["to"] = args.to
     try:
+        # (without --to, the answer names the version it went to: the previous stable is
+        # not always the one that served before, e.g. after a `weights` cut-over)
         return write(args, "POST", f"/v1/routes/{quote(args.route)}/rollback", body,
-                     f"rolled back {args.route}" + (f" to {args.to}" if args.to else ""),
+                     lambda res: f"rolled back {args.route}" + (
+                         f" to {clean_text(str(res['to']), 200)}" if res.get("to") else ""),
                      {"route": args.route, "action": "rollback"})
     except ClientError as exc:  # (the API's message names its body field, 'to')
         if args.to or not str(exc).startswith(("409 no_previous_stable", "409 rolled_back")):

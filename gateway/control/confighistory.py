@@ -21,7 +21,7 @@ from gateway.domain.diff import config_dict
 from gateway.domain.killreach import kills_routed_around
 from gateway.domain.kills import unrouted
 from gateway.domain.overrides import identity_problems, latch_problems, record_config
-from gateway.domain.routing import RouteTable
+from gateway.domain.routetable import RouteTable
 from gateway.domain.statedoc import Change, StateDoc
 from gateway.errors import AuditError, ConfigError, Problem, StateError
 from gateway.log import event

@@ -22,7 +22,13 @@ from gateway.domain.audit import AuditDraft, utc_now
 from gateway.domain.overrides import with_stable
 from gateway.domain.rolledoff import cleared
 from gateway.domain.statedoc import Change, Progress, StateDoc
-from gateway.domain.tablebuild import kill_holding, progressive_pct, rolls_out, step_index
+from gateway.domain.tablebuild import (
+    kill_holding,
+    progressive_pct,
+    rolling,
+    rolls_out,
+    step_index,
+)
 from gateway.log import event
 from gateway.state.sync import Sync
 
@@ -51,16 +57,20 @@ class ProgressiveSteps:
         steps = rc.analysis.steps
         prog = self.holder.doc.progress.get(rc.name)
         now = self.clock()
-        if prog is not None and prog.get("state") in ("done", "failed") \
-                and prog.get("canary") == canary:
+        # this canary's rollout (not an earlier deployment's under its name: tablebuild)
+        mine = rolling(rc, canary, prog)
+        if prog is not None and mine and prog.get("state") in ("done", "failed"):
             return
         if not rolls_out(rc, canary):  # the file gives it weight 0 (tablebuild.py)
-            if prog is not None and prog.get("canary") == canary \
-                    and prog.get("state") == "running":  # shown (and audited) as paused
-                await self._set_progress(rc, prog, {**prog, "state": "paused"},
-                                         "progressive.pause")
+            if prog is not None and mine \
+                    and prog.get("state") in ("running", "paused") \
+                    and prog.get("held") != "weight":  # shown (and audited) as paused
+                # held: once the file gives it a weight again, its step starts again (as
+                # after a kill); resumed on the old `since`, a canary back after an hour
+                # at 0 was stepped up on its first passed verdict, its step unobserved
+                await self._set_progress(rc, prog, {**prog, "state": "paused",
+                                                    "held": "weight"}, "progressive.pause")
             return  # not started, not advanced
-        mine = prog is not None and prog.get("canary") == canary
         # what the writes below start from: this canary's rollout, on this file's steps
         base: Progress = prog if prog is not None else {}
         if prog is not None and mine and prog.get("steps") not in (None, steps):
@@ -86,15 +96,18 @@ class ProgressiveSteps:
             await self._set_progress(rc, prog, {**resumed, "since": now, "state": "running"},
                                      "progressive.resume")
             return
-        if prog is None or prog.get("canary") != canary:
+        if prog is None or not mine:
             held = (self.shadow_gate(rc) if self.shadow_gate is not None
                     and rc.shadow is not None and rc.shadow.version == canary else None)
             if held is not None:  # a shadow becomes a canary only once it agreed enough
                 self.recent[rc.name][-1]["held"] = held
                 event(log, "progressive_held", route=rc.name, canary=canary, reason=held)
                 return
+            v = rc.version(canary)
+            assert v is not None
             await self._set_progress(rc, prog, {"canary": canary, "step": 0, "since": now,
-                                                "state": "running"}, "progressive.start")
+                                                "state": "running", "url": v.url,
+                                                "artifact": v.artifact}, "progressive.start")
             return
         if verdict.status == "inconclusive":
             if prog.get("state") != "paused":
@@ -163,7 +176,8 @@ class ProgressiveSteps:
 
 
 def _holder(held: str) -> str:
-    return "a runtime override" if held == "override" else f"the {held} kill"
+    return ("a runtime override" if held == "override" else "the file's weight 0"
+            if held == "weight" else f"the {held} kill")
 
 
 def weights_of(doc: StateDoc, rc: RouteConfig) -> dict[str, float]:

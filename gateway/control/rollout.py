@@ -35,6 +35,7 @@ from gateway.domain.statedoc import Change, RouteOverride, StateDoc, kill_key
 from gateway.domain.stats import WindowStats
 from gateway.domain.tablebuild import (
     canary_of,
+    rolling,
     step_index,
 )
 from gateway.errors import AuditError, StateError
@@ -167,7 +168,7 @@ class RolloutDriver(ProgressiveSteps):
         canary = canary_of(rc, stable)
         if canary is None or rc.name in doc.overrides:
             prog = doc.progress.get(rc.name)
-            if canary is not None and prog is not None and prog.get("canary") == canary \
+            if canary is not None and prog is not None and rolling(rc, canary, prog) \
                     and prog.get("state") in ("running", "paused") \
                     and prog.get("held") != "override":
                 # held while the override governs: after `release` its step starts again

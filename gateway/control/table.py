@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from gateway.configfile import LoadedConfig
-from gateway.domain.routing import RouteTable
+from gateway.domain.routetable import RouteTable
 from gateway.domain.statedoc import StateDoc
 from gateway.domain.tablebuild import build_table, override_missing, rebuild_table
 from gateway.log import event

@@ -20,7 +20,7 @@ from gateway.log import event
 
 if TYPE_CHECKING:
     from gateway.dataplane.exchange import Exchange
-    from gateway.domain.routing import RouteTable
+    from gateway.domain.routetable import RouteTable
 
 __all__ = ["SHUTDOWN", "Aborted", "Handle", "Inflight"]
 

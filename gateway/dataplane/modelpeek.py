@@ -20,7 +20,7 @@ from gateway.dataplane.jsonpeek import Unreadable, find_model
 from gateway.dataplane.peekbudget import PeekBudget
 from gateway.dataplane.ports import TableSource
 from gateway.dataplane.request import BadBody, BadHeader, BodyTimeout, ClientGone, OverBudget, Request
-from gateway.domain.routing import RouteTable
+from gateway.domain.routetable import RouteTable
 
 __all__ = ["ModelPeek"]
 

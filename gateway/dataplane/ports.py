@@ -21,7 +21,8 @@ from gateway.dataplane.servedmodels import Asked
 from gateway.dataplane.shadowtap import Tap
 from gateway.dataplane.spans import AttemptSpan
 from gateway.dataplane.upstream import Upstreams
-from gateway.domain.routing import RoutePlan, RouteTable, Target
+from gateway.domain.routetable import RouteTable
+from gateway.domain.routing import RoutePlan, Target
 from gateway.errors import UpstreamError
 from gateway.telemetry.metrics import Metrics
 

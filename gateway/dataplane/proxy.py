@@ -37,7 +37,8 @@ from gateway.dataplane.servedmodels import ServedModels
 from gateway.dataplane.shadow import Mirror
 from gateway.dataplane.spans import RequestTracer, TraceView, trace_choice
 from gateway.dataplane.upstream import Upstreams
-from gateway.domain.routing import RoutePlan, RouteTable
+from gateway.domain.routetable import RouteTable
+from gateway.domain.routing import RoutePlan
 from gateway.forwarded import ClientAddress
 from gateway.telemetry.metrics import Metrics
 from gateway.telemetry.record import NULL, NewRecord, Recorder

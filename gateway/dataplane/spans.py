@@ -14,7 +14,8 @@ from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Protocol
 
 from gateway import redact
-from gateway.domain.routing import FAILOVER, FALLBACK, KILLED, Choice, RoutePlan, RouteTable, Target
+from gateway.domain.routetable import RouteTable
+from gateway.domain.routing import FAILOVER, FALLBACK, KILLED, Choice, RoutePlan, Target
 from gateway.telemetry.record import IncomingRequest
 
 if TYPE_CHECKING:

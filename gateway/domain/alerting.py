@@ -259,7 +259,8 @@ def rollback(doc: StateDoc, rc: RouteConfig, bad: str | None, actor: str, reason
     if to is None:
         left = doc.previous_stable(rc.name, stable)
         prev = previous_stable(doc, rc, stable)  # (never a version a rollback took off)
-        to = prev.stable if prev is not None else None
+        # (one the config lacks: overrides.rollback refuses, saying so)
+        to = prev.stable if prev is not None and rc.version(prev.stable) else None
         if ov is not None and ov.kind == "rollback" and left is not None:
             # the previous stable of a route rolled back is the version it was rolled off
             raise ConflictingState(

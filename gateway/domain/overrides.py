@@ -103,6 +103,13 @@ def rollback(doc: StateDoc, rc: RouteConfig, to: str | None, actor: str, reason:
                 + ", ".join(f"{n!r} was rolled off by {off[n].kind} ({off[n].actor}, "
                             f"{off[n].time})" for n in skipped)
                 + "; name the version with 'to', or bring one back with promote"))
+        if rc.version(prev.stable) is None:
+            # (not "route has no version 'v0'": the operator named none; nor one further
+            # back, which the route's previous known-good is not either)
+            raise ConflictingState("no_previous_stable", (
+                f"route {rc.name!r} has no earlier stable version to roll back to: the "
+                f"previous stable, {prev.stable!r} (stable since {prev.time}), is no longer "
+                "in the config; name a version with 'to'"))
         to = prev.stable
     _check_identity(doc, rc, to)
     kill = rolledoff.killed_by(doc, rc.name, to)
@@ -179,8 +186,12 @@ def release(doc: StateDoc, rc: RouteConfig, actor: str, reason: str, now: str) -
         history[rc.name] = (HistoryEntry(rc.stable, now, actor, f"release: {reason}", v.url,
                                          v.artifact),)
     # a rollback's canary rolls out again from the first step of its progressive rollout
-    # (a new rollout: tablebuild.progressive_weights), never at the file's weight at once
-    restart = ov.kind in ("rollback", "auto_rollback") and rc.name in doc.progress
+    # (a new rollout: tablebuild.progressive_weights), never at the file's weight at once;
+    # so does one a failed analysis rolled back before a `weights` override replaced that
+    # rollback (left `failed`, it had the file's weight for good, never stepped again)
+    prog = doc.progress.get(rc.name)
+    restart = prog is not None and (ov.kind in ("rollback", "auto_rollback")
+                                    or prog.get("state") == "failed")
     return Change(overrides={rc.name: None}, history=history,
                   progress={rc.name: None} if restart else {})
 

@@ -1,14 +1,10 @@
-"""Route matching and version choice: the pure decision core of the data plane.
+"""A route's version choice: the pure decision core of the data plane.
 
-Owns `RoutePlan` and `RouteTable` (an immutable snapshot; built from config + replicated
-state + health by domain/tablebuild.py) and the one bucketing function. No I/O, no
-aiohttp, no redis: randomness and the sticky key are passed in. A request reads the table
-once and keeps it to the end.
-
-Sticky assignment uses weighted rendezvous hashing (score = -ln(u) / weight, lowest wins,
-u from blake2b salted by route and version): the share of each version is exactly its
-weight over the total, raising one version's weight only moves users onto it, and
-removing a version only moves that version's users.
+Owns `RoutePlan` (one route's precomputed choice: weights, the versions that can serve,
+failover orders; built from config + replicated state + health by domain/tablebuild.py),
+`Target` and the decisions. No I/O, no aiohttp, no redis: randomness and the sticky key
+are passed in. The routes together: domain/routetable.py; sticky scores:
+domain/bucketing.py.
 """
 
 from __future__ import annotations
@@ -18,23 +14,19 @@ import math
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from functools import lru_cache
-from hashlib import blake2b
 from itertools import accumulate
 from typing import NamedTuple
 from urllib.parse import urlsplit
 
 from gateway.config import FallbackConfig, RouteConfig
 from gateway.config_routes import case_fold
-from gateway.domain.statedoc import StateDoc
+from gateway.domain.bucketing import bucket_score
 
 __all__ = [
     "STATE_UNKNOWN",
     "Choice",
     "RoutePlan",
-    "RouteTable",
     "Target",
-    "bucket_score",
     "path_matches",
 ]
 
@@ -74,24 +66,6 @@ def _target(route: str, name: str, url: str, model: str | None, artifact: str | 
                   (scheme, host, port), base.encode())
 
 
-@lru_cache(maxsize=4096)
-def _param(name: str) -> bytes:
-    """A route's or version's name as blake2b's 16-byte salt or person: itself when it
-    fits (assignments as they always were), else a digest of the whole name. Cut to 16
-    bytes, `llama-3-8b-instruct-v1` and `-v2` hashed every user alike, and the version
-    with the larger weight took every sticky user."""
-    raw = name.encode()
-    return raw if len(raw) <= 16 else blake2b(raw, digest_size=16, person=b"killgate-name").digest()
-
-
-def bucket_score(route: str, version: str, key: str, weight: float) -> float:
-    """Weighted rendezvous score: lower wins. Stable across processes and restarts."""
-    h = blake2b(key.encode("utf-8", "surrogatepass"), digest_size=8,
-                salt=_param(route), person=_param(version)).digest()
-    u = (int.from_bytes(h, "big") + 0.5) / 18446744073709551616.0
-    return -math.log(u) / weight
-
-
 def path_matches(prefix: str, path: str) -> bool:
     """Segment-aware prefix: /v2/models/iris matches /v2/models/iris/infer, not /iris2."""
     if not path.startswith(prefix):
@@ -108,7 +82,7 @@ class RoutePlan:
     """Everything needed to route one request on one route, precomputed."""
 
     __slots__ = ("_all_cum", "_all_names", "_all_total", "_elig_cum", "_elig_names",
-                 "_elig_total", "_elig_w", "_eligible", "_failover", "_only", "_pinnable",
+                 "_elig_total", "_elig_w", "_eligible", "_failover", "_heir", "_only", "_pinnable",
                  "_servable", "_spare", "allow_pin", "aware", "config", "excluded", "fallback",
                  "fallback_body",
                  "fixed", "fold_case", "headers", "host", "idle_timeout", "killed",
@@ -198,10 +172,13 @@ class RoutePlan:
         # not a known-good one, for the status and a drill's default either)
         self.previous = previous = None if previous in rolled_off else previous
         ew = {n: w[n] for n in eligible if w[n] > 0}
+        #: the version the stable's share goes to while the stable cannot serve (`choose`)
+        self._heir: str | None = None
         if (stable in self.excluded and previous is not None and previous != stable
                 and previous in spare and w[stable] > 0):
             # The stable cannot serve: its share goes to the previous known-good version.
             ew[previous] = ew.get(previous, 0.0) + w[stable]
+            self._heir = previous
         if not ew and spare:
             # Every version with traffic is out: the stable (if it can serve) takes it all,
             # else the remaining versions share equally.
@@ -272,13 +249,19 @@ class RoutePlan:
             if cand in self._eligible:
                 name, decision = cand, STICKY
             else:
-                name = self._rendezvous(self._elig_names, sticky_key, self._elig_w)
+                name = self._heir if cand == self.stable and self._heir is not None else \
+                    self._rendezvous(self._elig_names, sticky_key, self._elig_w)
                 failed_over = True
         if name is None:
             idx = bisect_right(self._all_cum, rand() * self._all_total)
             cand = self._all_names[min(idx, len(self._all_names) - 1)]
             if cand in self._eligible:
                 name = cand
+            elif cand == self.stable and self._heir is not None:
+                # the stable's share, whole, to the previous known-good: drawn again over
+                # every eligible version, part of it went to the others (a canary took
+                # about twice its share, and more than `effective_weights` said)
+                name, failed_over = self._heir, True
             else:
                 idx = bisect_right(self._elig_cum, rand() * self._elig_total)
                 name = self._elig_names[min(idx, len(self._elig_names) - 1)]
@@ -313,32 +296,3 @@ class RoutePlan:
                     order.append(extra)
             out[name] = tuple(self.targets[n] for n in order)
         return out
-
-
-class RouteTable:
-    """All routes, most specific first. Immutable; replaced as a whole on any change."""
-
-    __slots__ = ("by_name", "doc", "generation", "model_routes", "routes", "unhealthy")
-
-    def __init__(self, plans: list[RoutePlan], doc: StateDoc,
-                 unhealthy: frozenset[tuple[str, str]]) -> None:
-        plans.sort(key=lambda p: (-(len(p.prefix) if p.prefix else -1), -p.match_keys))
-        self.routes = tuple(plans)
-        self.by_name = {p.name: p for p in plans}
-        self.model_routes = any(p.model is not None for p in plans)
-        self.doc = doc
-        self.generation = doc.generation
-        self.unhealthy = unhealthy
-
-    def needs_model(self, path: str, host: str, headers: Mapping[str, str]) -> bool:
-        """Whether the body's `model` could change which route matches this request."""
-        if not self.model_routes:
-            return False
-        return any(p.model is not None and p.matches(path, host, headers, p.model) for p in self.routes)
-
-    def match(self, path: str, host: str, headers: Mapping[str, str],
-              model: str | None) -> RoutePlan | None:
-        for p in self.routes:
-            if p.matches(path, host, headers, model):
-                return p
-        return None

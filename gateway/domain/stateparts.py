@@ -137,12 +137,17 @@ class Progress(TypedDict, total=False):
     step: Annotated[int, Field(ge=0)]
     since: float
     state: str
-    #: the kill that holds the rollout (paused while it stands): "global", "route" or
-    #: "version:<name>"; its step starts again when the kill is lifted
+    #: what holds the rollout (paused while it stands): a kill ("global", "route" or
+    #: "version:<name>"), "override" or "weight" (the file's weight 0 for the canary); its
+    #: step starts again when that ends
     held: str
     #: the steps (percentages) the rollout's `step` indexes: a reload may change the file's
     #: (tablebuild.step_index)
     steps: list[float]
+    #: the canary's url and artifact when its rollout started: a config giving it another
+    #: is another deployment, rolled out anew (tablebuild.rolling); absent in older records
+    url: str
+    artifact: str | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -87,6 +87,23 @@ class WindowStats:
         self._sec = sec
         self._until = sec + self.bucket
 
+    def _drop_stale(self, now: float) -> None:
+        """Drops the rings with no bucket younger than `keep` by the reader's clock (a
+        version no longer served: a reload replaced it, a rollout retired it). A ring is
+        trimmed only when its own version is counted again, so each version a process ever
+        counted kept up to `keep` buckets (900 of 26 numbers) for the life of the process,
+        and every `window` of its route listed it: memory and published blobs grew with
+        each deployment. (At each read, after `_flush_all`: nothing waits for them.)"""
+        old = now - self.keep
+        stale = [k for k, ring in self._rings.items() if not ring or ring[-1][0] <= old]
+        for route, version in stale:
+            del self._rings[(route, version)]
+            waiting = self._pending.get(route)
+            if waiting is not None and version in waiting and not waiting[version][0]:
+                del waiting[version]
+                if not waiting:
+                    del self._pending[route]
+
     def _flush_all(self) -> None:
         for route, versions in self._pending.items():
             for version, p in versions.items():
@@ -113,6 +130,7 @@ class WindowStats:
 
     def window(self, route: str, seconds: float, now: float) -> dict[str, Sample]:
         self._flush_all()
+        self._drop_stale(now)
         start = now - seconds
         out: dict[str, Sample] = {}
         for (r, v), ring in self._rings.items():
@@ -137,6 +155,7 @@ class WindowStats:
         """Every (route, version)'s buckets that overlap the last `seconds`, oldest first:
         `[start, requests, errors, histogram]` (the ring's own lists: read, never change)."""
         self._flush_all()
+        self._drop_stale(now)
         start = now - seconds
         out: dict[tuple[str, str], list[list[Any]]] = {}
         for key, ring in self._rings.items():

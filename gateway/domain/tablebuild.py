@@ -3,7 +3,8 @@
 Owns how each route's plan is made (kills, overrides, a progressive rollout's step
 weights, killed and unhealthy versions, the previous stable) and the partial rebuild for
 a new state document (only the routes it changes; equal to a full build by construction).
-Pure: no I/O; imports the config schema, the state document and domain/routing.py only.
+Pure: no I/O; imports the config schema, the state document and the routing core
+(domain/routing.py, routetable.py) only.
 """
 
 from __future__ import annotations
@@ -12,11 +13,13 @@ from collections.abc import Mapping
 
 from gateway.config import Config, RouteConfig
 from gateway.domain.rolledoff import previous_stable
-from gateway.domain.routing import STATE_UNKNOWN, RoutePlan, RouteTable
+from gateway.domain.routetable import RouteTable
+from gateway.domain.routing import STATE_UNKNOWN, RoutePlan
 from gateway.domain.statedoc import StateDoc, kill_key
 
 __all__ = ["build_table", "canary_of", "kill_holding", "override_missing", "override_unservable",
-           "progressive_pct", "progressive_weights", "rebuild_table", "rolls_out", "step_index"]
+           "progressive_pct", "progressive_weights", "rebuild_table", "rolling", "rolls_out",
+           "step_index"]
 
 
 def canary_of(rc: RouteConfig, stable: str) -> str | None:
@@ -33,6 +36,20 @@ def rolls_out(rc: RouteConfig, canary: str) -> bool:
     v = rc.version(canary)
     shadow = rc.shadow is not None and rc.shadow.version == canary
     return v is not None and (v.weight > 0 or shadow)
+
+
+def rolling(rc: RouteConfig, canary: str, prog: Mapping[str, object] | None) -> bool:
+    """Whether `prog` is the rollout of `canary` as the config has it now: the same name,
+    and (when the record has them) the same url and artifact. A new deployment under the
+    name (a new build the file points to, generic names such as `canary` reused) is a new
+    rollout from the first step, as Argo Rollouts restarts on a new revision: taken for the
+    old one, it got the step reached (or, once that rollout was done, the file's weight,
+    never stepped) at once, unjudged."""
+    if prog is None or prog.get("canary") != canary:
+        return False
+    v = rc.version(canary)
+    return "url" not in prog or (v is not None and prog.get("url") == v.url
+                                 and prog.get("artifact") == v.artifact)
 
 
 def kill_holding(doc: StateDoc, route: str, versions: tuple[str, ...]) -> str | None:
@@ -87,11 +104,12 @@ def progressive_weights(rc: RouteConfig,
     canary = canary_of(rc, rc.stable)
     if not steps or canary is None or not rolls_out(rc, canary):
         return None
-    if prog is None or prog.get("canary") != canary:
+    if not rolling(rc, canary, prog):
         if rc.shadow is not None and rc.shadow.version == canary:
             return None
         pct = float(steps[0])
     else:
+        assert prog is not None
         if prog.get("state") not in ("running", "paused"):
             return None
         step = step_index(prog, steps)
