@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from gateway.config_admin import DEFAULT_SECRET_ENV, AdminConfig, ApprovalsConfig, AuthConfig
 from gateway.config_redisurl import redis_url_problem
@@ -47,6 +47,7 @@ __all__ = [
     "AdminConfig",
     "AnalysisConfig",
     "ApprovalsConfig",
+    "AuditRetentionConfig",
     "AuthConfig",
     "Config",
     "DrillsConfig",
@@ -71,6 +72,39 @@ __all__ = [
 # ---------------------------------------------------------------- state
 
 
+def _retention_age(v: float) -> float:
+    if not 3600.0 <= v <= 87600 * 3600.0:
+        raise ValueError("must be at least 1h (a shorter one would trim the events of an "
+                         "incident still being worked) and at most 87600h (10 years); "
+                         "is the unit right (m is minutes, h hours)?")
+    return v
+
+
+class AuditRetentionConfig(Frozen):
+    """`state.audit_retention`: trim the oldest audit events (gateway/state/retention.py).
+    A trim always keeps the newest 100 events (domain/retention.py's MIN_KEEP)."""
+
+    max_events: int | None = None
+    max_age: Annotated[Duration, AfterValidator(_retention_age)] | None = None
+    #: how often each instance looks (one trims: the others' attempts change nothing)
+    interval: Annotated[Duration, positive(86400.0)] = 600.0
+
+    @field_validator("max_events")
+    @classmethod
+    def _max_events(cls, v: int | None) -> int | None:
+        if v is not None and not 100 <= v <= 100_000_000:
+            raise ValueError("must be at least 100 (a trim always keeps the newest 100 events) "
+                             "and at most 100000000")
+        return v
+
+    @model_validator(mode="after")
+    def _some_bound(self) -> AuditRetentionConfig:
+        if self.max_events is None and self.max_age is None:
+            raise ValueError("needs max_events, max_age or both (or leave audit_retention out: "
+                             "the trail is then never trimmed)")
+        return self
+
+
 class StateConfig(Frozen):
     backend: Literal["local", "redis"] = "local"
     url: str = "redis://127.0.0.1:6379/0"
@@ -78,6 +112,7 @@ class StateConfig(Frozen):
     path: str = "var/killgate-store.json"
     snapshot_path: str = "var/killgate-state.json"
     audit_mirror: str | None = None  # optional JSONL copy of the whole audit trail
+    audit_retention: AuditRetentionConfig | None = None  # (None: never trimmed)
     on_unavailable: Literal["last_known", "fail_closed"] = "last_known"
     max_staleness: Deadline = 5.0
     poll_interval: Annotated[Duration, positive(60.0)] = 0.25

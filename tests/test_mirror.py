@@ -32,13 +32,14 @@ def _lines(path: Path) -> list[dict]:
 
 def _caught_up(mirror: AuditMirror, store: LocalStore) -> bool:
     """The mirror copied the whole audit file and saved its position (the cursor is the
-    file's size): idle now. Its lines show before that (appended, then the cursor written,
-    each fsynced in a thread), and a task cancelled in between has not saved the cursor."""
+    file's size, and the hash of the event before it): idle now. Its lines show before that
+    (appended, then the cursor written, each fsynced in a thread), and a task cancelled in
+    between has not saved the cursor."""
     try:
         cursor = mirror.cursor_file.read_text().strip()
     except FileNotFoundError:
         return False
-    return cursor == str(store.audit_path.stat().st_size)
+    return cursor.split(":")[0] == str(store.audit_path.stat().st_size)
 
 
 async def test_copies_verified_events_and_refuses_a_forged_one(tmp_path: Path) -> None:

@@ -95,6 +95,12 @@ def read_mirror(path: Path) -> list[dict[str, Any]]:
 def _describe(r: TrailReport, keys: dict[str, bytes], source: str, head: str | None,
               what: str) -> list[str]:
     out = [f"links and hashes checked: {r.hashes} of {r.events}"]
+    if r.trimmed is not None:
+        t = r.trimmed
+        out.append(clean_text(
+            f"starts at a trim checkpoint: {t.get('removed')} older event(s) (from "
+            f"{t.get('from')} to {t.get('to')}) were removed by retention (checkpoint "
+            f"{t.get('checkpoint')}, {t.get('time')}); the mirror or a backup holds them", 512))
     if not r.keyed:
         why = ("give -c FILE, --key-env VAR or --key-file FILE, or set $KILLGATE_AUDIT_KEY"
                if source == "none" else source)
@@ -160,13 +166,18 @@ def verify(args: argparse.Namespace, fetch: Fetch) -> int:
         return _failed(args, [_for_verify(p) for p in exc.problems])
     except VerifyError as exc:
         return _failed(args, [str(exc)])
-    r = verify_trail(events, head, keys)
+    r = verify_trail(events, head, keys, any_checkpoint=what == "mirror")
+    if r.brk is not None and r.brk.index == 0 and what == "chain":
+        # a trim that landed while the pages were read moved the trail's start past its
+        # oldest page, and its checkpoint is newer than the newest page: read it once more
+        events, head = fetch(args)
+        r = verify_trail(events, head, keys)
     brk = r.brk
     if getattr(args, "json", False):
         print(json.dumps({
             "source": args.mirror or "store", "events": r.events, "ok": brk is None,
             "hashes_checked": r.hashes, "macs_checked": r.macs, "unkeyed": r.unkeyed,
-            "keys": sorted(keys), "anchored_head": head,
+            "keys": sorted(keys), "anchored_head": head, "trimmed": r.trimmed,
             "unchecked": _unchecked(r, head, what),
             "break": None if brk is None else {"index": brk.index, "id": brk.event_id,
                                                 "problem": brk.problem}}))

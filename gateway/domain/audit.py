@@ -20,6 +20,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.domain.auditcut import trail_cuts
+
 __all__ = [
     "GENESIS",
     "AuditDraft",
@@ -171,6 +173,8 @@ class TrailReport:
     unkeyed: int  # events with no MAC, or one under a key we do not hold
     keyed: bool  # whether any key was given
     brk: ChainBreak | None
+    #: the trail starts after a trim: its checkpoint's id, time, removed, from, to
+    trimmed: dict[str, Any] | None = None
 
 
 def _mac_problem(ev: dict[str, Any], keys: Mapping[str, bytes]) -> str | bool | None:
@@ -185,7 +189,8 @@ def _mac_problem(ev: dict[str, Any], keys: Mapping[str, bytes]) -> str | bool | 
 
 
 def verify_trail(events: Iterable[dict[str, Any]], head: str | None = None,
-                 keys: Mapping[str, bytes] | None = None) -> TrailReport:
+                 keys: Mapping[str, bytes] | None = None,
+                 any_checkpoint: bool = False) -> TrailReport:
     """Check a trail oldest first: links, hashes and (with `keys`: key id → secret) MACs.
 
     `head`, when given, is the newest hash as anchored apart from the trail (a signed state
@@ -195,17 +200,21 @@ def verify_trail(events: Iterable[dict[str, Any]], head: str | None = None,
     zeros means the events before it were lost (a flushed or truncated store). With keys,
     every event after the first keyed one must carry a MAC we can check (events before it:
     written before keyed audit), and so must the newest: it authenticates, through the
-    chain, all before it."""
+    chain, all before it. A trail whose oldest event continues the hash the newest trim
+    checkpoint names (with `any_checkpoint`, any checkpoint's: a mirror) starts there; the
+    checkpoint itself is checked as any event is, where it stands in the chain."""
     keys = keys or {}
     events = list(events)
     prev = GENESIS
+    cuts = trail_cuts(events, any_checkpoint)
+    trimmed: dict[str, Any] | None = None
     n = macs = unkeyed = hashed = 0
     seen: set[str] = set()
     seen_head = head is None or head == GENESIS
     last_checked = False
 
     def report(brk: ChainBreak | None) -> TrailReport:
-        return TrailReport(n, hashed, macs, unkeyed, bool(keys), brk)
+        return TrailReport(n, hashed, macs, unkeyed, bool(keys), brk, trimmed)
 
     lost = ("which is not in the trail before it: the store lost events (restored from an "
             "older backup?); the audit mirror or a backup holds them")
@@ -222,7 +231,17 @@ def verify_trail(events: Iterable[dict[str, Any]], head: str | None = None,
                     else "no prev_hash and hash")
             return report(ChainBreak(i, eid, f"not an audit event ({what}): this is not an "
                                              "audit trail, or an event was overwritten"))
+        if i == 0 and ev.get("prev_hash") in cuts:  # (a trim removed the events before it)
+            prev = str(ev["prev_hash"])
+            trimmed = cuts[prev]
         if ev.get("prev_hash") != prev:
+            if i == 0 and cuts:
+                cut, ck = next(iter(cuts.items()))
+                return report(ChainBreak(0, eid, (
+                    f"the trail starts after event {str(ev.get('prev_hash'))[:16]}…, but the "
+                    f"newest trim checkpoint ({str(ck['checkpoint'])[:32]}, {ck['time']}) "
+                    f"removed events only up to {cut[:16]}…: events were deleted past it "
+                    "without a signed checkpoint")))
             if i == 0:
                 return report(ChainBreak(0, eid, (
                     f"the trail starts after event {str(ev.get('prev_hash'))[:16]}…, which the "

@@ -61,10 +61,16 @@ def make_sync(loaded: LoadedConfig, holder: Holder, metrics: Metrics,
     if cfg.audit_mirror:
         mirror = AuditMirror(store, loaded.resolve(cfg.audit_mirror), audit_keys, metrics,
                              cfg.poll_interval, alarm)
+    retention = None
+    if cfg.audit_retention is not None:
+        from gateway.state.retention import AuditRetention
+
+        retention = AuditRetention(store, cfg.audit_retention, audit_keys, mirror)
     snapshot = SnapshotFile(loaded.resolve(cfg.snapshot_path), keys, report, lambda: metrics.inc(
         "killgate_state_snapshot_write_failures_total"))
     # (a failed write is not tried again until the next change: the counter alone moves
     # once, and an alert on its increase would resolve while the file stays old)
     metrics.collector(lambda m: m.set("killgate_state_snapshot_failing",
                                       0.0 if snapshot.error is None else 1.0))
-    return Sync(store, holder, metrics, instance, cfg, snapshot, tamper, keys, mirror)
+    return Sync(store, holder, metrics, instance, cfg, snapshot, tamper, keys, mirror,
+                retention)

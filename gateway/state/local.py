@@ -3,12 +3,13 @@
 Owns three things next to `state.path`: the state document (replaced atomically:
 write, fsync, rename, fsync the folder; signed when a key is configured), the audit log
 `<path>.audit.jsonl` (appended and fsynced before the state changes; keyed MACs with a
-key; read back: localaudit.py, a base), and one heartbeat file per instance in
-`<path>.instances/` (with idempotency records and counts: localaux.py, its base; the
-file writes: files.py). Without a key the file permissions are the trust boundary:
-values are neither signed nor checked. Compare-and-set is an exclusive `flock` on
-`<path>.lock`, so the workers of one `killgate serve --workers N` share it safely.
-Blocking file work runs in a thread; change detection is a `stat` per poll.
+key; read back: localaudit.py, and trimmed: localtrim.py, its bases), and one heartbeat
+file per instance in `<path>.instances/` (with idempotency records and counts:
+localaux.py, their base; the file writes: files.py). Without a key the file permissions
+are the trust boundary: values are neither signed nor checked. Compare-and-set is an
+exclusive `flock` on `<path>.lock`, so the workers of one `killgate serve --workers N`
+share it safely. Blocking file work runs in a thread; change detection is a `stat` per
+poll.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from gateway.domain.branches import replaces_another
 from gateway.domain.statedoc import StateDoc
 from gateway.errors import AuditError, StoreConflict, StoreUnavailable
 from gateway.state.files import append_lines, atomic_write, end_line, last_line
-from gateway.state.localaudit import LocalAudit
+from gateway.state.localtrim import LocalTrim
 from gateway.state.signing import Keyring
 from gateway.state.store import (
     MAX_DOC_BYTES,
@@ -61,7 +62,7 @@ def _cut(path: Path, size: int) -> None:
             os.close(fd)
 
 
-class LocalStore(LocalAudit):
+class LocalStore(LocalTrim):
     backend = "local"
     pushes = False
 

@@ -1,18 +1,21 @@
 """The local store's audit trail as read: every event, the events after a cursor (a byte
-offset into `<path>.audit.jsonl`), the newest events from the end of the file with the
-head the state file anchors, and pages newest first; a line that does not parse is shown
-as unparseable (named by its line, or its offset), never dropped. Appending is the
-commit's (local.py). A base of `local.LocalStore`; blocking file work runs in a thread.
+offset into `<path>.audit.jsonl` and the hash of the event before it: a trim rewrites the
+file, localtrim.py), the newest events from the end of the file with the head the state
+file anchors, and pages newest first; a line that does not parse is shown as unparseable
+(named by its line, or its offset), never dropped. Appending is the commit's (local.py).
+A base of `local.LocalStore`; blocking file work runs in a thread.
 """
 
 from __future__ import annotations
 
 import asyncio
 import fcntl
+import os
 from pathlib import Path
 from typing import Any
 
 from gateway.domain.audit import parse_event
+from gateway.domain.auditcut import trail_cuts
 from gateway.domain.auditpage import page_before
 from gateway.errors import StoreUnavailable
 from gateway.state.files import tail_lines
@@ -97,13 +100,58 @@ class LocalAudit(LocalRecords):
     async def audit_events(self) -> list[dict[str, Any]]:
         return await asyncio.to_thread(self._audit_all)
 
+    def _resume(self, cursor: str | None) -> int:
+        """The byte offset an `audit_since` cursor names: "END" (an offset, as written
+        before trims existed) or "END:HASH", the offset after the event with that hash. A
+        trim rewrites the file: when the line ending at END is no longer that event, the
+        event is looked for; gone (trimmed), reading starts over at the first line kept
+        (a mirror that missed the events trimmed then refuses: it cannot continue)."""
+        end_s, _, want = (cursor or "0").partition(":")
+        end = int(end_s)
+        if not want:
+            return end
+        try:
+            with open(self.audit_path, "rb") as f:
+                size, window = f.seek(0, os.SEEK_END), 4096
+                while 0 < end <= size and window <= 1 << 24:
+                    lo = max(0, end - window)
+                    f.seek(lo)
+                    body = f.read(end - lo)
+                    cut = body[:-1].rfind(b"\n")
+                    if body.endswith(b"\n") and (cut >= 0 or lo == 0):
+                        ev = parse_event(body[cut + 1:])
+                        if ev is not None and ev.get("hash") == want:
+                            return end  # (the usual case: nothing was trimmed)
+                        break
+                    window *= 4
+                f.seek(0)
+                offset = 0
+                for line in f:  # (after a trim: where that event is now, if kept)
+                    offset += len(line)
+                    ev = parse_event(line)
+                    if ev is not None and ev.get("hash") == want:
+                        return offset
+        except FileNotFoundError:
+            pass
+        return 0
+
     async def audit_since(self, cursor: str | None,
                           limit: int) -> tuple[list[dict[str, Any]], str | None]:
-        """The cursor is a byte offset into the audit file: each call reads only what was
-        appended since."""
-        events, end = await asyncio.to_thread(self._audit_from, int(cursor or 0), limit)
-        return events, str(end)
+        """The cursor is a byte offset into the audit file and the hash of the event before
+        it (`_resume`): each call reads only what was appended since."""
+
+        def read() -> tuple[list[dict[str, Any]], int]:
+            return self._audit_from(self._resume(cursor), limit)
+
+        events, end = await asyncio.to_thread(read)
+        last = events[-1].get("hash") if events else None
+        if not events:
+            return events, cursor if cursor is not None else str(end)
+        return events, f"{end}:{last}" if isinstance(last, str) else str(end)
 
     async def audit_page(self, limit: int, before: str | None) -> tuple[list[dict[str, Any]],
                                                                         str | None]:
-        return page_before(list(reversed(await self.audit_events())), limit, before)
+        events = await self.audit_events()
+        first = events[0].get("prev_hash") if events else None
+        trimmed = isinstance(first, str) and first in trail_cuts(events)
+        return page_before(list(reversed(events)), limit, before, trimmed)

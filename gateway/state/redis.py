@@ -16,7 +16,7 @@ Whatever we read back is verified (gateway/state/signing.py); what fails is repo
 `on_unverified` and never applied. Three connections: reads and polls, commits (and the
 WAIT after them), and one subscribed, whose messages reach the listener in the loop
 iteration that read them. Heartbeats, idempotency and counts: redisaux.py; reading the
-audit trail: redisaudit.py. Redis errors leave only as StoreUnavailable
+audit trail: redisaudit.py; trimming it (retention): redistrim.py. Redis errors leave only as StoreUnavailable
 (StoreOutcomeUnknown when a commit may have run) / StoreConflict / AuditError.
 """
 
@@ -31,9 +31,9 @@ from typing import Any
 from gateway.domain.statedoc import StateDoc
 from gateway.errors import StoreUnavailable
 from gateway.log import event
-from gateway.state.redisaudit import RedisAudit
 from gateway.state.rediscommit import RedisCommits
 from gateway.state.redislink import SMALL, Script
+from gateway.state.redistrim import RedisTrim
 from gateway.state.resp import RespConnection, RespError
 from gateway.state.sentinels import master_named
 from gateway.state.signing import Keyring
@@ -93,7 +93,7 @@ return {doc, entries}
 _POLL = Script(SMALL + "return {small(KEYS[1]), small(KEYS[2])}")  # (hints, bounded)
 
 
-class RedisStore(RedisCommits, RedisAudit):
+class RedisStore(RedisCommits, RedisTrim):
     backend = "redis"
     pushes = True
 

@@ -165,18 +165,20 @@ class RedisLink:
 
     async def _script(self, script: Script, keys: list[str], args: list[str | bytes],
                       refused: type[Exception] = StoreUnavailable, writes: bool = False,
-                      on_reply: OnReply | None = None, conn: RespConnection | None = None
-                      ) -> Any:
+                      on_reply: OnReply | None = None, conn: RespConnection | None = None,
+                      timeout: float | None = None) -> Any:
         """EVALSHA (EVAL the first time on a server). With `writes`, a timeout or a reset
         once the command is on its way raises StoreOutcomeUnknown: it may have run.
-        `on_reply` sees every reply, error replies (NOSCRIPT) included. `conn`: see _run."""
+        `on_reply` sees every reply, error replies (NOSCRIPT) included. `conn`: see _run.
+        `timeout`: the deadline (default: the command timeout)."""
         slot, lost = ("write", StoreOutcomeUnknown) if writes else ("cmd", StoreUnavailable)
+        timeout = timeout or self.timeout
         try:
             return await self._run(slot, ("EVALSHA", script.sha, len(keys), *keys, *args),
-                                   self.timeout, refused, lost, on_reply, conn)
+                                   timeout, refused, lost, on_reply, conn)
         except RespError:  # NOSCRIPT: first use on this server (or after SCRIPT FLUSH)
             return await self._run(slot, ("EVAL", script.text, len(keys), *keys, *args),
-                                   self.timeout, refused, lost, on_reply, conn)
+                                   timeout, refused, lost, on_reply, conn)
 
     # ------------------------------------------------------------------ signed records
 

@@ -4,8 +4,9 @@ deadline; at stop, what was applied lands in the snapshot and the applied log.
 A reply that misses `command_timeout` (a loaded host, a Redis busy for a moment) fails an
 attempt, not the start; at `max(start_timeout, 4 x command_timeout)` the instance opens
 without the store (its snapshot, `ready_without_state`, or 503 state_unknown), one
-`state_store_unavailable_at_start` line saying why. Then the sync loop, the staleness guard
-and the audit mirror run as tasks. Mixed into `Sync` (state/sync.py), after its other mixins.
+`state_store_unavailable_at_start` line saying why. Then the sync loop, the staleness guard,
+the audit mirror and audit retention run as tasks. Mixed into `Sync` (state/sync.py),
+after its other mixins.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from gateway.state.appliedlog import AppliedLog
 from gateway.state.fleet import Fleet
 from gateway.state.holder import Holder
 from gateway.state.mirror import AuditMirror
+from gateway.state.retention import AuditRetention
 from gateway.state.snapshot import SnapshotFile
 from gateway.state.store import Store
 from gateway.state.throttle import Throttle
@@ -40,6 +42,7 @@ class Startup:
     cfg: StateConfig
     snapshot: SnapshotFile
     mirror: AuditMirror | None
+    retention: AuditRetention | None
     peers: Fleet
     connected: bool
     synced_once: bool
@@ -73,6 +76,8 @@ class Startup:
                        asyncio.create_task(self._guard(), name="state-guard")]
         if self.mirror is not None:
             self._tasks.append(asyncio.create_task(self.mirror.run(), name="audit-mirror"))
+        if self.retention is not None:
+            self._tasks.append(asyncio.create_task(self.retention.run(), name="audit-retention"))
 
     async def stop(self) -> None:
         self._stopping = True

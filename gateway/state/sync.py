@@ -35,6 +35,7 @@ from gateway.state.fleet import Fleet
 from gateway.state.holder import Holder
 from gateway.state.mirror import AuditMirror
 from gateway.state.reseed import Repair
+from gateway.state.retention import AuditRetention
 from gateway.state.signing import Keyring
 from gateway.state.snapshot import SnapshotFile
 from gateway.state.staleness import Guard
@@ -64,7 +65,8 @@ class Sync(Repair, Guard, Writes, Startup):
 
     def __init__(self, store: Store, holder: Holder, metrics: Metrics, instance: str,
                  cfg: StateConfig, snapshot: SnapshotFile, tamper: TamperLog,
-                 keys: Keyring, mirror: AuditMirror | None = None) -> None:
+                 keys: Keyring, mirror: AuditMirror | None = None,
+                 retention: AuditRetention | None = None) -> None:
         self.store = store
         self.holder = holder
         self.metrics = metrics
@@ -73,7 +75,7 @@ class Sync(Repair, Guard, Writes, Startup):
         self.snapshot = snapshot
         self.tamper = tamper
         self.keys = keys
-        self.mirror = mirror
+        self.mirror, self.retention = mirror, retention
         self.peers = Fleet(store, holder, cfg, instance, store.pushes)
         self.ready = False
         self.connected = False
@@ -294,5 +296,6 @@ class Sync(Repair, Guard, Writes, Startup):
                 **self.tamper.status()},
             "audit": {"anchored_head": self.holder.doc.audit_head or None,
                       "trail_lost": self.trail_lost,
-                      "mirror": self.mirror.status() if self.mirror is not None else None},
+                      "mirror": self.mirror.status() if self.mirror is not None else None,
+                      "retention": self.retention.status() if self.retention else None},
         }

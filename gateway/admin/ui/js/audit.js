@@ -32,7 +32,11 @@ export async function verifyChain(events, head) {
     if (ev.hash === head) headFound = true;
   }
   const oldest = events[events.length - 1];
-  const reachesStart = !oldest || oldest.prev_hash === GENESIS;
+  // a trim (retention) removes the oldest events and appends a checkpoint naming the last
+  // one it removed: the trail may start after the newest checkpoint's, and nothing else
+  const checkpoint = newestCheckpoint(events);
+  const trimmed = Boolean(oldest && checkpoint && oldest.prev_hash === checkpoint.after.last_removed.hash);
+  const reachesStart = !oldest || oldest.prev_hash === GENESIS || trimmed;
   if (!headFound) {
     return {ok: false, checked: events.length, eventId: "(newest)",
             problem: "the recorded head is not among these events (events cut off the end?)"};
@@ -49,7 +53,15 @@ export async function verifyChain(events, head) {
   // no head at all (the store's document does not verify, or is gone): nothing anchors
   // the end of the trail, so events added or cut off there cannot be seen here
   const anchored = events.length === 0 || (head !== null && head !== undefined);
-  return {ok: true, checked: events.length, reachesStart, anchored};
+  return {ok: true, checked: events.length, reachesStart, anchored,
+          trimmed: trimmed ? checkpoint : null};
+}
+
+// The newest `audit.trim` checkpoint among `events` (newest first) naming a well-formed hash
+function newestCheckpoint(events) {
+  return events.find((ev) => ev.action === "audit.trim" && ev.after
+    && ev.after.last_removed && typeof ev.after.last_removed.hash === "string"
+    && /^[0-9a-f]{64}$/.test(ev.after.last_removed.hash)) || null;
 }
 
 // Every event, paging back through the whole trail (the "verify all" button).
@@ -65,8 +77,11 @@ export async function verifyAll() {
   }
   const res = await verifyChain(events, head);
   if (res.ok && !res.reachesStart) {
+    const cp = newestCheckpoint(events);
     return {ok: false, checked: res.checked, eventId: "(oldest)",
-            problem: "the oldest event does not start the chain"};
+            problem: cp ? `the oldest event does not continue the newest trim checkpoint ` +
+              `(${cp.id}, ${cp.time}): events were deleted past it without a signed checkpoint`
+              : "the oldest event does not start the chain"};
   }
   return res;
 }
@@ -96,7 +111,9 @@ function verdictLine(res, pageSize) {
     return h("p", {class: "chain broken"}, badge("bad", "Chain BROKEN"),
              ` at event ${res.eventId}: ${res.problem}.`);
   }
-  const scope = res.whole ? `the whole trail (${res.checked} events)`
+  const scope = res.whole ? `the whole trail (${res.checked} events` + (res.trimmed
+    ? `, starting at a trim checkpoint: ${res.trimmed.after.removed} older event(s) up to ` +
+      `${res.trimmed.after.to} removed by retention on ${res.trimmed.time})` : ")")
     : `the newest ${res.checked} of ${pageSize} events shown`;
   if (res.anchored === false) {
     return h("p", {class: "chain broken"}, badge("warn", "Chain NOT anchored"),

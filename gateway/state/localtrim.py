@@ -1,0 +1,81 @@
+"""The local store's audit trim (retention): under the commit lock, the trail and the state
+file are read, the caller decides (pure: domain/retention.py), the audit file is replaced
+by the events kept plus the checkpoint, then the state file anchoring the checkpoint.
+
+The lock is the one every commit takes, so no event is appended meanwhile and two workers
+never trim at once. A state file that cannot be written puts the audit file back as it was.
+A base of `local.LocalStore`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from gateway.domain.audit import parse_event, seal
+from gateway.domain.retention import Decide, Due, TrimDecision
+from gateway.errors import AuditError, StoreUnavailable
+from gateway.state.files import atomic_write
+from gateway.state.localaudit import LocalAudit
+from gateway.state.signing import Keyring
+
+__all__ = ["LocalTrim"]
+
+
+class LocalTrim(LocalAudit):
+    """`audit_trim` of `LocalStore` (see the module docstring)."""
+
+    path: Path
+    audit_path: Path
+    keys: Keyring
+    audit_keys: Keyring
+
+    async def audit_trim(self, decide: Decide,
+                         due: Due) -> tuple[TrimDecision, dict[str, Any] | None]:
+        """As RedisStore.audit_trim: the decision, and the checkpoint appended (None:
+        nothing removed)."""
+        return await asyncio.to_thread(self._trim, decide, due)
+
+    def _trim(self, decide: Decide, due: Due) -> tuple[TrimDecision, dict[str, Any] | None]:
+        with self._locked(fcntl.LOCK_EX):
+            cur = self._read()
+            try:
+                data = self.audit_path.read_bytes()
+                mode = os.stat(self.audit_path).st_mode & 0o777
+            except FileNotFoundError:
+                data, mode = b"", 0o640
+            except OSError as exc:
+                raise StoreUnavailable(f"cannot read {self.audit_path}: {exc.strerror}") from None
+            lines = data.splitlines(keepends=True)
+            if not due(len(lines), parse_event(lines[0]) if lines else None):
+                return TrimDecision(0, None, "not due"), None
+            events = []
+            for n, line in enumerate(lines, 1):  # (as _audit_from reads them)
+                ev = parse_event(line)
+                events.append(ev if ev is not None and line.endswith(b"\n") else {
+                    "id": f"line-{n}", "unparseable": line.decode("utf-8", "replace")})
+            doc = cur.doc if cur.trusted else None
+            decision = decide(events, (doc.audit_head or None) if doc is not None else None)
+            if decision.remove <= 0 or decision.draft is None or doc is None:
+                return decision, None
+            key = self.audit_keys.current
+            ev = seal(decision.draft.as_event(), str(doc.audit_head),
+                      (key.kid, key.secret) if key is not None else None)
+            kept = b"".join(lines[decision.remove:]) + (
+                json.dumps(ev, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
+            body = json.dumps({**doc.to_json(), "audit_head": ev["hash"]}).encode()
+            try:
+                atomic_write(self.audit_path, kept, mode)
+            except OSError as exc:
+                raise AuditError(f"cannot replace the audit log {self.audit_path}: "
+                                 f"{exc.strerror}") from None
+            try:
+                atomic_write(self.path, self.keys.seal(b"state", body))
+            except OSError as exc:
+                atomic_write(self.audit_path, data, mode)  # (nothing was trimmed)
+                raise StoreUnavailable(f"cannot write {self.path}: {exc.strerror}") from None
+            return decision, ev

@@ -1,0 +1,128 @@
+"""The redis store's audit trim (retention): the oldest events removed and the checkpoint
+appended, anchored by a new signed state document, in one Lua script.
+
+The trail and the document are read in one script, the decision is the caller's (pure:
+domain/retention.py), and the trim script runs only if nothing moved since: the stored
+document is still the one read (every commit replaces it), the stream holds as many
+entries, starting with the same one, and the first entry kept is still there. So of two
+instances trimming at once, one removes and the other's script changes nothing; an event
+appended meanwhile is never removed. A base of `redis.RedisStore`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from typing import Any
+
+from gateway.domain.audit import seal
+from gateway.domain.retention import Decide, Due, TrimDecision
+from gateway.domain.statedoc import StateDoc
+from gateway.errors import AuditError, StoreConflict
+from gateway.state.redisaudit import RedisAudit
+from gateway.state.redislink import OWN, SMALL, Script
+from gateway.state.store import MAX_DOC_BYTES, Loaded
+
+__all__ = ["RedisTrim"]
+
+_EXTENT = Script("""
+if redis.call('TYPE', KEYS[1])['ok'] ~= 'stream' then return {0, {}} end
+return {redis.call('XLEN', KEYS[1]), redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)}
+""")
+
+# The document (as _LOAD reads it) and the whole trail, in one read: they agree.
+_READ = Script(SMALL + """
+local doc = {false, small(KEYS[2]), 0}
+if redis.call('TYPE', KEYS[1])['ok'] == 'string' then
+  local n = redis.call('STRLEN', KEYS[1])
+  if n > tonumber(ARGV[1]) then doc[3] = n else doc[1] = redis.call('GET', KEYS[1]) end
+end
+local entries = {}
+if redis.call('TYPE', KEYS[3])['ok'] == 'stream' then
+  entries = redis.call('XRANGE', KEYS[3], '-', '+')
+end
+return {doc, entries}
+""")
+
+# ARGV: sha1 of the document read, entries read, the first entry's id, the first kept
+# entry's id, the checkpoint, its hash, the new signed document, the channel, the size limit
+_TRIM = Script(OWN + """
+if redis.call('TYPE', KEYS[1])['ok'] ~= 'string'
+    or redis.call('STRLEN', KEYS[1]) > tonumber(ARGV[9])
+    or redis.sha1hex(redis.call('GET', KEYS[1])) ~= ARGV[1] then
+  return 'moved'
+end
+if redis.call('TYPE', KEYS[2])['ok'] ~= 'stream'
+    or redis.call('XLEN', KEYS[2]) ~= tonumber(ARGV[2]) then
+  return 'moved'
+end
+local first = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)
+if #first ~= 1 or first[1][1] ~= ARGV[3] then return 'moved' end
+if #redis.call('XRANGE', KEYS[2], ARGV[4], ARGV[4]) ~= 1 then return 'moved' end
+own(KEYS[3], 'string')
+redis.call('XADD', KEYS[2], '*', 'e', ARGV[5])
+redis.call('XTRIM', KEYS[2], 'MINID', ARGV[4])
+redis.call('SET', KEYS[3], ARGV[6])
+redis.call('SET', KEYS[1], ARGV[7])
+redis.call('PUBLISH', ARGV[8], ARGV[7])
+return 'ok'
+""")
+
+
+class RedisTrim(RedisAudit):
+    """`audit_trim` of `RedisStore` (see the module docstring)."""
+
+    _last_open: tuple[bytes, StateDoc, str] | None  # (redis.py's: the last document verified)
+    _head_at: tuple[int, int]  # (rediscommit.py's)
+
+    def _loaded(self, reply: list[Any]) -> Loaded:  # (redis.py's)
+        raise NotImplementedError
+
+    def _guess_head(self, head: str, at: tuple[int, int], doc: StateDoc) -> None:
+        raise NotImplementedError  # (rediscommit.py's)
+
+    async def audit_trim(self, decide: Decide,
+                         due: Due) -> tuple[TrimDecision, dict[str, Any] | None]:
+        """If `due` says so from the trail's length and oldest event, read the trail and
+        the document, let `decide` choose (in a thread: it checks every hash), and trim:
+        the decision and the checkpoint appended (None: nothing removed). StoreConflict
+        when the store moved between the read and the trim (nothing changed)."""
+        count, first = await self._script(_EXTENT, [self.k_audit], [])
+        oldest = self._decode(first)
+        if not due(int(count), oldest[0][1] if oldest else None):
+            return TrimDecision(0, None, "not due"), None
+        doc_reply, entries = await self._script(
+            _READ, [self.k_state, self.k_gen, self.k_audit], [str(MAX_DOC_BYTES)],
+            timeout=self.timeout * 10)
+        loaded = self._loaded(doc_reply)
+        doc = loaded.doc
+        head = (doc.audit_head or None) if doc is not None else None
+
+        def decode_and_decide() -> tuple[list[tuple[str, dict[str, Any]]], TrimDecision]:
+            pairs = self._decode(entries)
+            return pairs, decide([ev for _, ev in pairs], head)
+
+        pairs, decision = await asyncio.to_thread(decode_and_decide)
+        if decision.remove <= 0 or decision.draft is None or doc is None:
+            return decision, None
+        last = self._last_open
+        if last is None or last[1] is not doc or decision.remove >= len(pairs):
+            raise StoreConflict("the state document changed while the trail was read")
+        akey = self.audit_keys.current
+        ev = seal(decision.draft.as_event(), str(doc.audit_head),
+                  (akey.kid, akey.secret) if akey is not None else None)
+        seq = doc.audit_seq + 1
+        body = json.dumps({**doc.to_json(), "audit_head": ev["hash"], "audit_seq": seq})
+        sealed = self.keys.seal(b"state", body.encode())
+        res = await self._script(
+            _TRIM, [self.k_state, self.k_audit, self.k_head],
+            [hashlib.sha1(last[0]).hexdigest(), str(len(pairs)), pairs[0][0],
+             pairs[decision.remove][0], json.dumps(ev, ensure_ascii=False), ev["hash"], sealed,
+             self.ch_events, str(MAX_DOC_BYTES)], refused=AuditError, writes=True)
+        if res != b"ok":
+            raise StoreConflict("the trail or the state changed while it was read")
+        if (doc.generation, seq) >= self._head_at:
+            self._guess_head(ev["hash"], (doc.generation, seq),
+                             doc.with_changes(audit_head=ev["hash"], audit_seq=seq))
+        return decision, ev

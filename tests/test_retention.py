@@ -1,0 +1,136 @@
+"""Audit retention's decision and the verification of a trimmed trail (pure: no loop).
+
+domain/retention.py decides what a trim removes and builds its checkpoint;
+domain/audit.py's verify_trail accepts a trail that starts where the newest checkpoint
+says, and nothing else: events deleted past it, deleted without a checkpoint, or a
+checkpoint forged without the audit key are breaks.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from gateway.domain.audit import GENESIS, AuditDraft, seal, verify_trail
+from gateway.domain.retention import MIN_KEEP, Retention, decide_trim
+
+pytestmark = pytest.mark.timeout(10)
+
+KEY = ("k1", b"k" * 32)
+KEYS = {KEY[0]: KEY[1]}
+
+
+def _trail(n: int, start: str = GENESIS, t0: str = "2026-01-01T00:00:00.000Z",
+           ) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    prev = start
+    for i in range(n):
+        ev = AuditDraft(actor="alice", action="kill", target={"route": "iris"},
+                        reason=f"r{i}").as_event()
+        ev["time"] = t0
+        ev = seal(ev, prev, KEY)
+        out.append(ev)
+        prev = ev["hash"]
+    return out
+
+
+def _trimmed(events: list[dict[str, Any]], policy: Retention,
+             now: float | None = None) -> tuple[int, list[dict[str, Any]]]:
+    """What a store does: remove the decided events, append the checkpoint."""
+    d = decide_trim(events, events[-1]["hash"], KEYS, policy, now or time.time())
+    assert d.draft is not None, d.why
+    ck = seal(d.draft.as_event(), events[-1]["hash"], KEY)
+    return d.remove, [*events[d.remove:], ck]
+
+
+def test_a_trimmed_trail_verifies_and_says_where_it_starts() -> None:
+    events = _trail(130)
+    removed, kept = _trimmed(events, Retention(max_events=110))
+    assert removed == 20 and len(kept) == 111
+    r = verify_trail(kept, kept[-1]["hash"], KEYS)
+    assert r.brk is None, r.brk
+    assert r.trimmed is not None and r.trimmed["removed"] == 20
+    ck = kept[-1]
+    assert ck["action"] == "audit.trim" and ck["actor"] == "killgate/retention"
+    assert ck["after"]["last_removed"] == {"id": events[19]["id"], "hash": events[19]["hash"],
+                                           "time": events[19]["time"]}
+    # a second trim: the trail then starts where the newest checkpoint says
+    more = kept + _trail(40, kept[-1]["hash"])
+    _, again = _trimmed(more, Retention(max_events=110))
+    r = verify_trail(again, again[-1]["hash"], KEYS)
+    assert r.brk is None and r.trimmed is not None, r.brk
+
+
+def test_events_deleted_past_the_checkpoint_are_a_break() -> None:
+    _, kept = _trimmed(_trail(130), Retention(max_events=110))
+    r = verify_trail(kept[3:], kept[-1]["hash"], KEYS)
+    assert r.brk is not None and r.brk.index == 0
+    assert "deleted past it without a signed checkpoint" in r.brk.problem
+    # also an older checkpoint's cut, for a trail of the store (the newest one counts)
+    more = kept + _trail(40, kept[-1]["hash"])
+    _, again = _trimmed(more, Retention(max_events=110))
+    assert verify_trail(again[1:], again[-1]["hash"], KEYS).brk is not None
+
+
+def test_events_deleted_without_a_checkpoint_are_a_break() -> None:
+    events = _trail(130)
+    r = verify_trail(events[5:], events[-1]["hash"], KEYS)
+    assert r.brk is not None and r.brk.index == 0 and r.trimmed is None
+    # and a trim refuses to remove anything from such a trail (it would hide the break)
+    d = decide_trim(events[5:], events[-1]["hash"], KEYS, Retention(max_events=100),
+                    time.time())
+    assert d.remove == 0 and d.broken and "does not verify" in d.why
+
+
+def test_a_checkpoint_forged_without_the_audit_key_is_a_break() -> None:
+    events = _trail(130)
+    forged = AuditDraft(actor="killgate/retention", action="audit.trim",
+                        target={"trail": "audit"}, reason="retention",
+                        after={"removed": 20, "last_removed": {
+                            "id": events[19]["id"], "hash": events[19]["hash"]}}).as_event()
+    wrong = seal(forged, events[-1]["hash"], ("k1", b"x" * 32))  # (the kid, not the key)
+    trail = [*events[20:], wrong]
+    r = verify_trail(trail, wrong["hash"], KEYS)  # even with a head rewritten to it
+    assert r.brk is not None and "mac does not match" in r.brk.problem, r.brk
+    # without the key: the head the signed state anchors is not the forged checkpoint
+    r = verify_trail(trail, events[-1]["hash"])
+    assert r.brk is not None, r
+
+
+def test_a_mirror_may_start_after_any_checkpoint_a_store_only_after_the_newest() -> None:
+    _, kept = _trimmed(_trail(130), Retention(max_events=110))
+    mirror = kept + _trail(40, kept[-1]["hash"])  # (a mirror started after the 1st trim)
+    _, store = _trimmed(mirror, Retention(max_events=110))
+    mirror = [*mirror, store[-1]]
+    assert verify_trail(mirror, None, KEYS, any_checkpoint=True).brk is None
+    assert verify_trail(mirror, None, KEYS).brk is not None
+
+
+def test_the_policy_keeps_the_newest_and_what_a_kept_reseed_names() -> None:
+    events = _trail(300)
+    assert decide_trim(events, events[-1]["hash"], KEYS, Retention(max_events=100),
+                       time.time()).remove == 200
+    # max_age: events older than it go, always keeping MIN_KEEP
+    now = time.time()
+    d = decide_trim(events, events[-1]["hash"], KEYS, Retention(max_age=3600.0), now)
+    assert d.remove == 300 - MIN_KEEP
+    assert not Retention(max_events=200).due(220, events[0], now)
+    assert Retention(max_events=200).due(221, events[0], now)
+    assert Retention(max_age=3600.0).due(300, events[0], now)
+    # a re-seed that names an older head as its instance's: that head stays in the trail
+    reseed = AuditDraft(actor="killgate/auto", action="state.reseed", target={}, reason="x",
+                        extra={"anchored_head": events[150]["hash"]}).as_event()
+    trail = [*events, seal(reseed, events[-1]["hash"], KEY)]
+    d = decide_trim(trail, trail[-1]["hash"], KEYS, Retention(max_events=100), now)
+    assert d.remove == 150
+    # nothing this instance's mirror has not copied yet (GENESIS: nothing copied yet)
+    d = decide_trim(events, events[-1]["hash"], KEYS, Retention(max_events=100), now,
+                    copied=events[10]["hash"])
+    assert d.remove == 11
+    assert decide_trim(events, events[-1]["hash"], KEYS, Retention(max_events=100), now,
+                       copied=GENESIS).remove == 0
+    # nothing past the anchored head: a trail with events past it does not verify
+    assert decide_trim(events, events[-5]["hash"], KEYS, Retention(max_events=100),
+                       now).remove == 0
