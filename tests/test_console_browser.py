@@ -877,3 +877,30 @@ def test_nothing_from_elsewhere_no_csp_violation_no_token_in_a_url(fleet: Fleet,
     assert b.d.get_cookies() == []
     assert b.d.execute_script("return localStorage.length") == 0
     assert b.d.execute_script("return sessionStorage.getItem('killgate.token')") == READER
+
+
+def test_a_trimmed_trail_verifies_in_the_browser_and_a_deletion_past_it_does_not(
+        fleet: Fleet, browser: Browser) -> None:
+    """The console's chain check (audit.js) accepts a trail that starts where the newest
+    retention checkpoint says, and reports one with events deleted past it (synthetic
+    trails, sealed as the gateway seals them: tests/test_retention.py)."""
+    from gateway.domain.retention import Retention
+    from tests.test_retention import _trail, _trimmed
+
+    b = browser
+    b.d.get(fleet.admin + "/ui/")
+    _, kept = _trimmed(_trail(130), Retention(max_events=110))
+    newest_first = json.dumps(list(reversed(kept)))
+    got = b.d.execute_async_script("""
+      const [text, head, done] = arguments;
+      Promise.all([import('/ui/js/audit.js'), import('/ui/js/json.js')]).then(async ([a, j]) => {
+        const events = j.parse(text, true);
+        const out = [];
+        for (const evs of [events, events.slice(0, -3)]) {
+          const r = await a.verifyChain(evs, head);
+          out.push([r.ok, r.reachesStart, r.trimmed ? Number(r.trimmed.after.removed) : null]);
+        }
+        done(out);
+      }).catch((e) => done(String(e)));
+    """, newest_first, kept[-1]["hash"])
+    assert got == [[True, True, 20], [True, False, None]], got

@@ -112,7 +112,7 @@ function verdictLine(res, pageSize) {
              ` at event ${res.eventId}: ${res.problem}.`);
   }
   const scope = res.whole ? `the whole trail (${res.checked} events` + (res.trimmed
-    ? `, starting at a trim checkpoint: ${res.trimmed.after.removed} older event(s) up to ` +
+    ? `, starting at a trim checkpoint: ${Number(res.trimmed.after.removed)} older event(s) up to ` +
       `${res.trimmed.after.to} removed by retention on ${res.trimmed.time})` : ")")
     : `the newest ${res.checked} of ${pageSize} events shown`;
   if (res.anchored === false) {
