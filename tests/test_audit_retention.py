@@ -146,10 +146,12 @@ async def test_events_deleted_without_a_checkpoint_are_a_break_and_stop_trims(
         assert "does not verify" in st["store"]["audit"]["retention"]["refused"]["problem"]
 
 
+@pytest.mark.parametrize("backend", ["local", "redis"])
 async def test_two_trims_at_once_remove_once_and_an_append_meanwhile_is_kept(
-        tmp_path: Path, backends, redis_server) -> None:
+        tmp_path: Path, backends, request: pytest.FixtureRequest, backend: str) -> None:
     p = await backends(echo_app("v1"))
-    cfg = write_config(tmp_path, two_versions(p, p), state=_state(tmp_path, redis_server))
+    redis = request.getfixturevalue("redis_server") if backend == "redis" else None
+    cfg = write_config(tmp_path, two_versions(p, p), state=_state(tmp_path, redis))
     async with running_gateway(cfg) as g:
         await _fill(g, 125)
         sync, store = g.gw.sync, g.gw.sync.store

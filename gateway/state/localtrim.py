@@ -2,8 +2,11 @@
 file are read, the caller decides (pure: domain/retention.py), the audit file is replaced
 by the events kept plus the checkpoint, then the state file anchoring the checkpoint.
 
-The lock is the one every commit takes, so no event is appended meanwhile and two workers
-never trim at once. A state file that cannot be written puts the audit file back as it was.
+The trail is read and checked without holding the commit lock (a kill must not wait for
+every hash of a long trail); the files are replaced under it, and only if neither changed
+meanwhile (the state file's generation, audit head and epoch; the audit file's inode and
+size): no event is appended during a trim, and two workers never trim at once. A state
+file that cannot be written puts the audit file back as it was.
 A base of `local.LocalStore`.
 """
 
@@ -18,10 +21,11 @@ from typing import Any
 
 from gateway.domain.audit import parse_event, seal
 from gateway.domain.retention import Decide, Due, TrimDecision
-from gateway.errors import AuditError, StoreUnavailable
+from gateway.errors import AuditError, StoreConflict, StoreUnavailable
 from gateway.state.files import atomic_write
 from gateway.state.localaudit import LocalAudit
 from gateway.state.signing import Keyring
+from gateway.state.store import Loaded
 
 __all__ = ["LocalTrim"]
 
@@ -40,34 +44,53 @@ class LocalTrim(LocalAudit):
         nothing removed)."""
         return await asyncio.to_thread(self._trim, decide, due)
 
-    def _trim(self, decide: Decide, due: Due) -> tuple[TrimDecision, dict[str, Any] | None]:
-        with self._locked(fcntl.LOCK_EX):
+    def _snapshot(self) -> tuple[Loaded, bytes, int, tuple[int, int]]:
+        """The state file and the audit file as they are now (read under the commit lock,
+        shared: a commit appends its event before it writes the state that anchors it),
+        the audit file's mode and its identity (inode, size)."""
+        with self._locked(fcntl.LOCK_SH):
             cur = self._read()
             try:
-                data = self.audit_path.read_bytes()
-                mode = os.stat(self.audit_path).st_mode & 0o777
+                with open(self.audit_path, "rb") as f:
+                    st = os.fstat(f.fileno())
+                    return cur, f.read(), st.st_mode & 0o777, (st.st_ino, st.st_size)
             except FileNotFoundError:
-                data, mode = b"", 0o640
+                return cur, b"", 0o640, (0, 0)
             except OSError as exc:
                 raise StoreUnavailable(f"cannot read {self.audit_path}: {exc.strerror}") from None
-            lines = data.splitlines(keepends=True)
-            if not due(len(lines), parse_event(lines[0]) if lines else None):
-                return TrimDecision(0, None, "not due"), None
-            events = []
-            for n, line in enumerate(lines, 1):  # (as _audit_from reads them)
-                ev = parse_event(line)
-                events.append(ev if ev is not None and line.endswith(b"\n") else {
-                    "id": f"line-{n}", "unparseable": line.decode("utf-8", "replace")})
-            doc = cur.doc if cur.trusted else None
-            decision = decide(events, (doc.audit_head or None) if doc is not None else None)
-            if decision.remove <= 0 or decision.draft is None or doc is None:
-                return decision, None
-            key = self.audit_keys.current
-            ev = seal(decision.draft.as_event(), str(doc.audit_head),
-                      (key.kid, key.secret) if key is not None else None)
-            kept = b"".join(lines[decision.remove:]) + (
-                json.dumps(ev, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
-            body = json.dumps({**doc.to_json(), "audit_head": ev["hash"]}).encode()
+
+    def _trim(self, decide: Decide, due: Due) -> tuple[TrimDecision, dict[str, Any] | None]:
+        """Read and decide without holding up commits (the decision checks every hash);
+        then, under the commit lock, trim only if nothing was committed meanwhile."""
+        cur, data, mode, ident = self._snapshot()
+        lines = data.splitlines(keepends=True)
+        if not due(len(lines), parse_event(lines[0]) if lines else None):
+            return TrimDecision(0, None, "not due"), None
+        events = []
+        for n, line in enumerate(lines, 1):  # (as _audit_from reads them)
+            ev = parse_event(line)
+            events.append(ev if ev is not None and line.endswith(b"\n") else {
+                "id": f"line-{n}", "unparseable": line.decode("utf-8", "replace")})
+        doc = cur.doc if cur.trusted else None
+        decision = decide(events, (doc.audit_head or None) if doc is not None else None)
+        if decision.remove <= 0 or decision.draft is None or doc is None:
+            return decision, None
+        key = self.audit_keys.current
+        ev = seal(decision.draft.as_event(), str(doc.audit_head),
+                  (key.kid, key.secret) if key is not None else None)
+        kept = b"".join(lines[decision.remove:]) + (
+            json.dumps(ev, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
+        body = json.dumps({**doc.to_json(), "audit_head": ev["hash"]}).encode()
+        with self._locked(fcntl.LOCK_EX):
+            now = self._read().doc
+            try:
+                st = os.stat(self.audit_path)
+                same = (st.st_ino, st.st_size) == ident
+            except OSError:
+                same = False
+            if not same or now is None or (now.generation, now.audit_head, now.epoch) != (
+                    doc.generation, doc.audit_head, doc.epoch):
+                raise StoreConflict("the audit log or the state changed while it was read")
             try:
                 atomic_write(self.audit_path, kept, mode)
             except OSError as exc:

@@ -88,13 +88,16 @@ class RedisTrim(RedisAudit):
         the document, let `decide` choose (in a thread: it checks every hash), and trim:
         the decision and the checkpoint appended (None: nothing removed). StoreConflict
         when the store moved between the read and the trim (nothing changed)."""
-        count, first = await self._script(_EXTENT, [self.k_audit], [])
+        # (reads on a connection of their own: a long trail's read must not hold up the
+        # polls and heartbeats of the command connection)
+        conn = await self._conn("audit")
+        count, first = await self._script(_EXTENT, [self.k_audit], [], conn=conn)
         oldest = self._decode(first)
         if not due(int(count), oldest[0][1] if oldest else None):
             return TrimDecision(0, None, "not due"), None
         doc_reply, entries = await self._script(
             _READ, [self.k_state, self.k_gen, self.k_audit], [str(MAX_DOC_BYTES)],
-            timeout=self.timeout * 10)
+            timeout=self.timeout * 10, conn=conn)
         loaded = self._loaded(doc_reply)
         doc = loaded.doc
         head = (doc.audit_head or None) if doc is not None else None

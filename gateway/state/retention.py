@@ -101,3 +101,5 @@ class AuditRetention:
                 pass  # another instance trimmed, or a write landed: the next look sees it
             except StateError as exc:
                 event(log, "audit_trim_failed", logging.WARNING, error=str(exc))
+            except Exception as exc:  # noqa: BLE001 - a bug here must not end retention
+                event(log, "audit_trim_failed", logging.ERROR, error=repr(exc))
