@@ -16,7 +16,7 @@ import pytest
 from aiohttp import ClientSession
 
 from gateway.domain.audit import AuditDraft, seal
-from gateway.domain.retention import Retention, TrimDecision, decide_trim
+from gateway.domain.retention import Retention, TrimDecision, TrimWindow, decide_trim
 from gateway.errors import StoreConflict
 from tests.backends import echo_app
 from tests.conftest import running_gateway, two_versions, wait_until, write_config
@@ -118,6 +118,40 @@ async def test_a_trimmed_trail_verifies_and_every_attack_is_a_break(
             redis.cmd("SET", "kgtest:audit:head", forged["hash"])
         assert "BROKEN" in await broken([*events[10:], forged])
         assert (await asyncio.to_thread(_verify, g.admin)).returncode == 0
+        # a second trim starts from the first's checkpoint (found from the newest back),
+        # and refuses while events were deleted past it
+        await _fill(g, 15)
+        now = await store.audit_events()
+        await _write_events(store, tmp_path, redis, now[3:])
+        decision, none = await g.gw.sync.retention.trim_once()
+        assert none is None and "does not continue the newest trim checkpoint" in decision.why
+        await _write_events(store, tmp_path, redis, now)
+        decision, ck2 = await g.gw.sync.retention.trim_once()
+        assert ck2 is not None and decision.remove == 16, decision
+        assert ck2["after"]["starts_after"]["checkpoint"] == ck["id"]
+        res = await asyncio.to_thread(_verify, g.admin)
+        assert res.returncode == 0 and "16 older event(s)" in res.stdout, res.stdout + res.stderr
+
+
+@pytest.mark.parametrize("backend", ["local", "redis"])
+async def test_a_head_a_kept_reseed_names_is_not_trimmed(
+        tmp_path: Path, backends, request: pytest.FixtureRequest, backend: str) -> None:
+    p = await backends(echo_app("v1"))
+    redis = request.getfixturevalue("redis_server") if backend == "redis" else None
+    cfg = write_config(tmp_path, two_versions(p, p), state=_state(tmp_path, redis))
+    async with running_gateway(cfg) as g:
+        await _fill(g, 125)
+        store = g.gw.sync.store
+        events = await store.audit_events()
+        # (a re-seed names the head its instance had anchored: `audit verify` checks that
+        # this one is in the trail before it, so it must outlive the re-seed)
+        await g.gw.sync.append_audit(AuditDraft(
+            actor="killgate/auto", action="state.reseed", target={"store": backend},
+            reason="test", extra={"anchored_head": events[5]["hash"]}))
+        decision, ck = await g.gw.sync.retention.trim_once()
+        assert ck is not None and decision.remove == 5, decision
+        res = await asyncio.to_thread(_verify, g.admin)
+        assert res.returncode == 0, res.stdout + res.stderr
 
 
 def _verify_keyless(admin: str) -> subprocess.CompletedProcess[str]:
@@ -159,8 +193,8 @@ async def test_two_trims_at_once_remove_once_and_an_append_meanwhile_is_kept(
         loop = asyncio.get_running_loop()
         pol = Retention(max_events=100)
 
-        def decide(events: list[dict[str, Any]], head: str | None) -> TrimDecision:
-            d = decide_trim(events, head, store.audit_keys.keys(), pol, loop.time())
+        def decide(window: TrimWindow) -> TrimDecision:
+            d = decide_trim(window, store.audit_keys.keys(), pol, loop.time())
             asyncio.run_coroutine_threadsafe(sync.append_audit(AuditDraft(
                 actor="bob", action="kill", target={}, reason="meanwhile")), loop).result(5)
             return d

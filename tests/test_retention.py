@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from gateway.domain.audit import GENESIS, AuditDraft, seal, verify_trail
-from gateway.domain.retention import MIN_KEEP, Retention, decide_trim
+from gateway.domain.retention import MIN_KEEP, TRIM_BATCH, Retention, TrimWindow, decide_trim
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -36,10 +36,14 @@ def _trail(n: int, start: str = GENESIS, t0: str = "2026-01-01T00:00:00.000Z",
     return out
 
 
+def _w(events: list[dict[str, Any]], head: str) -> TrimWindow:
+    return TrimWindow.whole(events, head)
+
+
 def _trimmed(events: list[dict[str, Any]], policy: Retention,
              now: float | None = None) -> tuple[int, list[dict[str, Any]]]:
     """What a store does: remove the decided events, append the checkpoint."""
-    d = decide_trim(events, events[-1]["hash"], KEYS, policy, now or time.time())
+    d = decide_trim(_w(events, events[-1]["hash"]), KEYS, policy, now or time.time())
     assert d.draft is not None, d.why
     ck = seal(d.draft.as_event(), events[-1]["hash"], KEY)
     return d.remove, [*events[d.remove:], ck]
@@ -79,7 +83,7 @@ def test_events_deleted_without_a_checkpoint_are_a_break() -> None:
     r = verify_trail(events[5:], events[-1]["hash"], KEYS)
     assert r.brk is not None and r.brk.index == 0 and r.trimmed is None
     # and a trim refuses to remove anything from such a trail (it would hide the break)
-    d = decide_trim(events[5:], events[-1]["hash"], KEYS, Retention(max_events=100),
+    d = decide_trim(_w(events[5:], events[-1]["hash"]), KEYS, Retention(max_events=100),
                     time.time())
     assert d.remove == 0 and d.broken and "does not verify" in d.why
 
@@ -110,11 +114,11 @@ def test_a_mirror_may_start_after_any_checkpoint_a_store_only_after_the_newest()
 
 def test_the_policy_keeps_the_newest_and_what_a_kept_reseed_names() -> None:
     events = _trail(300)
-    assert decide_trim(events, events[-1]["hash"], KEYS, Retention(max_events=100),
+    assert decide_trim(_w(events, events[-1]["hash"]), KEYS, Retention(max_events=100),
                        time.time()).remove == 200
     # max_age: events older than it go, always keeping MIN_KEEP
     now = time.time()
-    d = decide_trim(events, events[-1]["hash"], KEYS, Retention(max_age=3600.0), now)
+    d = decide_trim(_w(events, events[-1]["hash"]), KEYS, Retention(max_age=3600.0), now)
     assert d.remove == 300 - MIN_KEEP
     assert not Retention(max_events=200).due(220, events[0], now)
     assert Retention(max_events=200).due(221, events[0], now)
@@ -123,14 +127,28 @@ def test_the_policy_keeps_the_newest_and_what_a_kept_reseed_names() -> None:
     reseed = AuditDraft(actor="killgate/auto", action="state.reseed", target={}, reason="x",
                         extra={"anchored_head": events[150]["hash"]}).as_event()
     trail = [*events, seal(reseed, events[-1]["hash"], KEY)]
-    d = decide_trim(trail, trail[-1]["hash"], KEYS, Retention(max_events=100), now)
+    d = decide_trim(_w(trail, trail[-1]["hash"]), KEYS, Retention(max_events=100), now)
     assert d.remove == 150
     # nothing this instance's mirror has not copied yet (GENESIS: nothing copied yet)
-    d = decide_trim(events, events[-1]["hash"], KEYS, Retention(max_events=100), now,
+    d = decide_trim(_w(events, events[-1]["hash"]), KEYS, Retention(max_events=100), now,
                     copied=events[10]["hash"])
     assert d.remove == 11
-    assert decide_trim(events, events[-1]["hash"], KEYS, Retention(max_events=100), now,
+    assert decide_trim(_w(events, events[-1]["hash"]), KEYS, Retention(max_events=100), now,
                        copied=GENESIS).remove == 0
     # nothing past the anchored head: a trail with events past it does not verify
-    assert decide_trim(events, events[-5]["hash"], KEYS, Retention(max_events=100),
+    assert decide_trim(_w(events, events[-5]["hash"]), KEYS, Retention(max_events=100),
                        now).remove == 0
+
+
+def test_one_trim_removes_at_most_trim_batch_from_a_window_of_the_oldest() -> None:
+    """A redis store reads a window (the oldest TRIM_BATCH + 1 events, the newest, the
+    newest checkpoint, the re-seeds), never the whole trail."""
+    events = _trail(TRIM_BATCH + 150)
+    w = TrimWindow(len(events), events[:TRIM_BATCH + 1], events[-1], None, [],
+                   events[-1]["hash"])
+    d = decide_trim(w, KEYS, Retention(max_events=100), time.time())
+    assert d.remove == TRIM_BATCH and d.draft is not None
+    # the window's newest must be the anchored head (nothing past it)
+    w = TrimWindow(len(events), events[:TRIM_BATCH + 1], events[-1], None, [],
+                   events[-2]["hash"])
+    assert decide_trim(w, KEYS, Retention(max_events=100), time.time()).broken

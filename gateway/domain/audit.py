@@ -189,8 +189,8 @@ def _mac_problem(ev: dict[str, Any], keys: Mapping[str, bytes]) -> str | bool | 
 
 
 def verify_trail(events: Iterable[dict[str, Any]], head: str | None = None,
-                 keys: Mapping[str, bytes] | None = None,
-                 any_checkpoint: bool = False) -> TrailReport:
+                 keys: Mapping[str, bytes] | None = None, any_checkpoint: bool = False,
+                 cuts: Mapping[str, dict[str, Any]] | None = None) -> TrailReport:
     """Check a trail oldest first: links, hashes and (with `keys`: key id → secret) MACs.
 
     `head`, when given, is the newest hash as anchored apart from the trail (a signed state
@@ -202,11 +202,12 @@ def verify_trail(events: Iterable[dict[str, Any]], head: str | None = None,
     written before keyed audit), and so must the newest: it authenticates, through the
     chain, all before it. A trail whose oldest event continues the hash the newest trim
     checkpoint names (with `any_checkpoint`, any checkpoint's: a mirror) starts there; the
-    checkpoint itself is checked as any event is, where it stands in the chain."""
+    checkpoint itself is checked as any event is, where it stands in the chain (`cuts`:
+    the starts to accept instead, for the oldest part of a trail checked on its own)."""
     keys = keys or {}
     events = list(events)
     prev = GENESIS
-    cuts = trail_cuts(events, any_checkpoint)
+    cuts = trail_cuts(events, any_checkpoint) if cuts is None else cuts
     trimmed: dict[str, Any] | None = None
     n = macs = unkeyed = hashed = 0
     seen: set[str] = set()

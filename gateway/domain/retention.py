@@ -1,10 +1,12 @@
 """Audit retention: which of the oldest events a trim removes, and its checkpoint event.
 
-Pure: `decide_trim` gets the whole trail as read (oldest first), the head the signed state
-anchors, the audit keys and the policy, and answers how many events to remove and the
-checkpoint (`audit.trim`, domain/auditcut.py) to append in the same atomic step, or why
-nothing is removed. A trim never hides a break (the trail must verify whole, with the
-head and the keys, before anything is removed), never removes the newest MIN_KEEP events
+Pure: `decide_trim` gets a window of the trail (TrimWindow: its length, its oldest events,
+its newest event and newest checkpoint, its re-seeds, the head the signed state anchors,
+read at once), the audit keys and the policy, and answers how many events to remove and
+the checkpoint (`audit.trim`, domain/auditcut.py) to append in the same atomic step, or
+why nothing is removed. A trim never hides a break (the events it removes must verify:
+links, hashes, MACs, the start, up to a keyed event kept; and the newest event must be the
+anchored head: nothing past it), never removes the newest MIN_KEEP events
 or anything past the anchored head, never removes the head a kept re-seed names as its
 instance's (`audit verify` checks that one is in the trail), nor an event this
 instance's audit mirror has not copied yet, and removes at most
@@ -18,17 +20,18 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.domain.audit import GENESIS, AuditDraft, verify_trail
-from gateway.domain.auditcut import TRIM_ACTION, TRIM_ACTOR
+from gateway.domain.audit import GENESIS, AuditDraft, genuine, mac_matches, verify_trail
+from gateway.domain.auditcut import TRIM_ACTION, TRIM_ACTOR, trail_cuts, trim_cut
 
 __all__ = ["MIN_KEEP", "TRIM_BATCH", "Decide", "Due", "Retention", "TrimDecision",
-           "decide_trim"]
+           "TrimWindow", "decide_trim"]
 
 #: a trim always keeps at least this many events (the newest): enough context for an
 #: incident, and more than a store that lost its trail holds (reseed.py's FRESH_TRAIL)
 MIN_KEEP = 100
-#: the most events one trim removes; the next trim goes on
-TRIM_BATCH = 10_000
+#: the most events one trim removes (and about what it holds in memory: the oldest ones
+#: are what it reads, ~3 kB each once parsed); the next trim goes on at once
+TRIM_BATCH = 2_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,10 +64,33 @@ class TrimDecision:
     broken: bool = False  # nothing removed because the trail does not verify
 
 
-#: (the whole trail, oldest first; the head the verified document anchors) → the decision
-#: (a store's `audit_trim` reads both under its lock or in one script, and asks this)
-Decide = Callable[[list[dict[str, Any]], str | None], TrimDecision]
-#: (how many events the trail holds, its oldest event or None) → whether to read it whole
+@dataclass(frozen=True, slots=True)
+class TrimWindow:
+    """What a trim reads of a trail (not all of it: a long one must not be held in
+    memory): its length, its oldest events (at least TRIM_BATCH + 1, or all), its newest
+    event, its newest checkpoint, every `state.reseed` event in it, and the head the
+    signed state anchors, all read at once."""
+
+    count: int
+    oldest: Sequence[dict[str, Any]]
+    newest: dict[str, Any] | None
+    checkpoint: dict[str, Any] | None
+    reseeds: Sequence[dict[str, Any]]
+    head: str | None
+
+    @classmethod
+    def whole(cls, events: Sequence[dict[str, Any]], head: str | None) -> TrimWindow:
+        """The window of a trail read whole (the local store's)."""
+        cks = [ev for ev in events if trim_cut(ev) is not None]
+        return cls(len(events), events, events[-1] if events else None,
+                   cks[-1] if cks else None,
+                   [ev for ev in events if ev.get("action") == "state.reseed"], head)
+
+
+#: (the window read) → the decision (a store's `audit_trim` reads the window under its
+#: lock or in one script, and asks this, in a thread)
+Decide = Callable[[TrimWindow], TrimDecision]
+#: (how many events the trail holds, its oldest event or None) → whether to read it
 Due = Callable[[int, dict[str, Any] | None], bool]
 
 
@@ -74,65 +100,97 @@ def _iso(t: float) -> str:
             f"{g.tm_sec:02d}.000Z")
 
 
-def _wanted(events: Sequence[dict[str, Any]], policy: Retention, now: float) -> int:
-    n = len(events)
-    k = n - policy.max_events if policy.max_events is not None else 0
+def _wanted(w: TrimWindow, policy: Retention, now: float) -> int:
+    k = w.count - policy.max_events if policy.max_events is not None else 0
     if policy.max_age is not None:
         cutoff = _iso(now - policy.max_age)
         old = 0
-        for ev in events:  # (utc_now's fixed-width form: strings compare as times)
+        for ev in w.oldest:  # (utc_now's fixed-width form: strings compare as times)
             t = ev.get("time")
             if not isinstance(t, str) or len(t) != len(cutoff) or t >= cutoff:
                 break
             old += 1
         k = max(k, old)
-    return max(0, min(k, n - MIN_KEEP, TRIM_BATCH))
+    return max(0, min(k, w.count - MIN_KEEP, TRIM_BATCH, len(w.oldest) - 1))
 
 
-def _keep_anchors(events: Sequence[dict[str, Any]], k: int) -> int:
+def _keep_anchors(w: TrimWindow, k: int) -> int:
     """`k` lowered until no kept re-seed names as its instance's head an event removed."""
-    index = {ev.get("hash"): i for i, ev in enumerate(events)}
+    index = {ev.get("hash"): i for i, ev in enumerate(w.oldest)}
     moved = True
     while moved and k > 0:
         moved = False
-        for ev in events[k:]:
-            anchored = ev.get("anchored_head")
-            at = index.get(anchored) if ev.get("action") == "state.reseed" else None
-            if isinstance(at, int) and at < k:
+        for ev in w.reseeds:
+            at, me = index.get(ev.get("anchored_head")), index.get(ev.get("hash"))
+            if isinstance(at, int) and at < k and (me is None or me >= k):
                 k, moved = at, True
                 break
     return k
 
 
-def decide_trim(events: Sequence[dict[str, Any]], head: str | None,
-                keys: Mapping[str, bytes], policy: Retention, now: float,
+def _start(w: TrimWindow, keys: Mapping[str, bytes]) -> dict[str, dict[str, Any]] | str:
+    """The start the oldest event may continue (GENESIS, or the newest checkpoint's cut:
+    that checkpoint genuine, with keys), or why the trail's start does not verify."""
+    first = w.oldest[0].get("prev_hash")
+    if first == GENESIS:
+        return {}
+    ck = w.checkpoint
+    cut = trim_cut(ck)
+    if ck is None or cut is None:
+        return "its oldest event does not start the chain, and no trim checkpoint says why"
+    if keys and not genuine(ck, keys):
+        return f"the newest trim checkpoint ({ck.get('id')}) does not verify under the audit key"
+    if first != cut:
+        return (f"its oldest event does not continue the newest trim checkpoint "
+                f"({ck.get('id')}): events were deleted past it")
+    return trail_cuts([ck])
+
+
+def decide_trim(w: TrimWindow, keys: Mapping[str, bytes], policy: Retention, now: float,
                 copied: str | None = None) -> TrimDecision:
     """`copied`: the hash of the last event this instance's audit mirror holds (GENESIS:
     none yet): nothing after it is removed (the mirror could no longer continue)."""
-    if not head or head == GENESIS:
+    if not w.head or w.head == GENESIS:
         return TrimDecision(0, None, "no signed state anchors the trail's head")
-    k = _keep_anchors(events, _wanted(events, policy, now))
+    k = _keep_anchors(w, _wanted(w, policy, now))
+    events = w.oldest
     at = -1 if copied == GENESIS or (events and events[0].get("prev_hash") == copied) \
         else next((i for i, ev in enumerate(events) if ev.get("hash") == copied), None)
     if at is not None and at + 1 < k:
         k = at + 1
     if k <= 0:
         return TrimDecision(0, None, "nothing to remove")
-    r = verify_trail(events, head, keys)
+    if w.newest is None or w.newest.get("hash") != w.head:
+        return _broken("its newest event is not the head the signed state anchors (events "
+                       "added past it, or cut off the end)")
+    start = _start(w, keys)
+    if isinstance(start, str):
+        return _broken(start)
+    # the events removed and the first one kept, up to one a key authenticates (its MAC
+    # covers its hash, which covers the links before it)
+    end = next((i for i in range(k, len(events)) if not keys or mac_matches(
+        keys.get(str(events[i].get("kid")), b""), events[i])), None)
+    if end is None:
+        return TrimDecision(0, None, "no event after the oldest ones carries a MAC under the "
+                                     "audit key (written before keyed audit): not trimmed")
+    r = verify_trail(events[:end + 1], None, keys, cuts=start)
     if r.brk is not None:
-        return TrimDecision(0, None, f"the trail does not verify (event #{r.brk.index}, "
-                                     f"{r.brk.event_id}: {r.brk.problem}): nothing is "
-                                     "removed, so that the break stays visible", broken=True)
+        return _broken(f"event #{r.brk.index}, {r.brk.event_id}: {r.brk.problem}")
     gone, last = events[:k], events[k - 1]
     why = policy.reason or "retention: " + ", ".join(
         ([f"max_events {policy.max_events}"] if policy.max_events is not None else [])
         + ([f"max_age {policy.max_age:g}s"] if policy.max_age is not None else []))
     draft = AuditDraft(
         actor=TRIM_ACTOR, action=TRIM_ACTION, target={"trail": "audit"}, reason=why,
-        before={"events": len(events), "oldest": {"id": events[0].get("id"),
-                                                  "time": events[0].get("time")}},
-        after={"removed": k, "kept": len(events) - k, "from": gone[0].get("time"),
+        before={"events": w.count, "oldest": {"id": events[0].get("id"),
+                                              "time": events[0].get("time")}},
+        after={"removed": k, "kept": w.count - k, "from": gone[0].get("time"),
                "to": last.get("time"), "starts_after": r.trimmed,
                "last_removed": {"id": last.get("id"), "hash": last.get("hash"),
                                 "time": last.get("time")}})
     return TrimDecision(k, draft)
+
+
+def _broken(problem: str) -> TrimDecision:
+    return TrimDecision(0, None, f"the trail does not verify ({problem}): nothing is "
+                                 "removed, so that the break stays visible", broken=True)

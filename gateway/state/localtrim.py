@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.domain.audit import parse_event, seal
-from gateway.domain.retention import Decide, Due, TrimDecision
+from gateway.domain.retention import Decide, Due, TrimDecision, TrimWindow
 from gateway.errors import AuditError, StoreConflict, StoreUnavailable
 from gateway.state.files import atomic_write
 from gateway.state.localaudit import LocalAudit
@@ -72,7 +72,8 @@ class LocalTrim(LocalAudit):
             events.append(ev if ev is not None and line.endswith(b"\n") else {
                 "id": f"line-{n}", "unparseable": line.decode("utf-8", "replace")})
         doc = cur.doc if cur.trusted else None
-        decision = decide(events, (doc.audit_head or None) if doc is not None else None)
+        decision = decide(TrimWindow.whole(events, (doc.audit_head or None)
+                                           if doc is not None else None))
         if decision.remove <= 0 or decision.draft is None or doc is None:
             return decision, None
         key = self.audit_keys.current

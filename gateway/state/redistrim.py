@@ -17,7 +17,7 @@ import json
 from typing import Any
 
 from gateway.domain.audit import seal
-from gateway.domain.retention import Decide, Due, TrimDecision
+from gateway.domain.retention import TRIM_BATCH, Decide, Due, TrimDecision, TrimWindow
 from gateway.domain.statedoc import StateDoc
 from gateway.errors import AuditError, StoreConflict
 from gateway.state.redisaudit import RedisAudit
@@ -31,18 +31,41 @@ if redis.call('TYPE', KEYS[1])['ok'] ~= 'stream' then return {0, {}} end
 return {redis.call('XLEN', KEYS[1]), redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)}
 """)
 
-# The document (as _LOAD reads it) and the whole trail, in one read: they agree.
+# The document (as _LOAD reads it) and a window of the trail, in one read: they agree. The
+# window: the oldest ARGV[2] entries, the newest one, the newest checkpoint (an entry whose
+# action is audit.trim, looked for from the newest back), and every entry that may be a
+# state.reseed (a plain text search; the caller parses and checks what it gets). The trail
+# is never sent whole: a long one would be held in the gateway's memory.
 _READ = Script(SMALL + """
 local doc = {false, small(KEYS[2]), 0}
 if redis.call('TYPE', KEYS[1])['ok'] == 'string' then
   local n = redis.call('STRLEN', KEYS[1])
   if n > tonumber(ARGV[1]) then doc[3] = n else doc[1] = redis.call('GET', KEYS[1]) end
 end
-local entries = {}
-if redis.call('TYPE', KEYS[3])['ok'] == 'stream' then
-  entries = redis.call('XRANGE', KEYS[3], '-', '+')
+if redis.call('TYPE', KEYS[3])['ok'] ~= 'stream' then return {doc, 0, {}, {}, {}, {}} end
+local function text(entry)
+  local f = entry[2]
+  if f[1] == 'e' and type(f[2]) == 'string' then return f[2] end
+  return ''
 end
-return {doc, entries}
+local oldest = redis.call('XRANGE', KEYS[3], '-', '+', 'COUNT', ARGV[2])
+local newest = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', 1)
+local ck, reseeds, hi = {}, {}, '+'
+local step = tonumber(ARGV[3])
+while true do
+  local chunk = redis.call('XREVRANGE', KEYS[3], hi, '-', 'COUNT', step)
+  for _, entry in ipairs(chunk) do
+    local e = text(entry)
+    if #ck == 0 and string.find(e, 'audit.trim', 1, true) then
+      local ok, v = pcall(cjson.decode, e)
+      if ok and type(v) == 'table' and v['action'] == 'audit.trim' then ck = {entry} end
+    end
+    if string.find(e, 'state.reseed', 1, true) then reseeds[#reseeds + 1] = entry end
+  end
+  if #chunk < step then break end
+  hi = '(' .. chunk[#chunk][1]
+end
+return {doc, redis.call('XLEN', KEYS[3]), oldest, newest, ck, reseeds}
 """)
 
 # ARGV: sha1 of the document read, entries read, the first entry's id, the first kept
@@ -95,16 +118,21 @@ class RedisTrim(RedisAudit):
         oldest = self._decode(first)
         if not due(int(count), oldest[0][1] if oldest else None):
             return TrimDecision(0, None, "not due"), None
-        doc_reply, entries = await self._script(
-            _READ, [self.k_state, self.k_gen, self.k_audit], [str(MAX_DOC_BYTES)],
+        doc_reply, count, *parts = await self._script(
+            _READ, [self.k_state, self.k_gen, self.k_audit],
+            [str(MAX_DOC_BYTES), str(TRIM_BATCH + 1), "1000"],
             timeout=self.timeout * 10, conn=conn)
         loaded = self._loaded(doc_reply)
         doc = loaded.doc
         head = (doc.audit_head or None) if doc is not None else None
 
         def decode_and_decide() -> tuple[list[tuple[str, dict[str, Any]]], TrimDecision]:
-            pairs = self._decode(entries)
-            return pairs, decide([ev for _, ev in pairs], head)
+            oldest, newest, ck, reseeds = (self._decode(p) for p in parts)
+            window = TrimWindow(
+                int(count), [ev for _, ev in oldest], newest[0][1] if newest else None,
+                ck[0][1] if ck else None,
+                [ev for _, ev in reseeds if ev.get("action") == "state.reseed"], head)
+            return oldest, decide(window)
 
         pairs, decision = await asyncio.to_thread(decode_and_decide)
         if decision.remove <= 0 or decision.draft is None or doc is None:
@@ -120,7 +148,7 @@ class RedisTrim(RedisAudit):
         sealed = self.keys.seal(b"state", body.encode())
         res = await self._script(
             _TRIM, [self.k_state, self.k_audit, self.k_head],
-            [hashlib.sha1(last[0]).hexdigest(), str(len(pairs)), pairs[0][0],
+            [hashlib.sha1(last[0]).hexdigest(), str(count), pairs[0][0],
              pairs[decision.remove][0], json.dumps(ev, ensure_ascii=False), ev["hash"], sealed,
              self.ch_events, str(MAX_DOC_BYTES)], refused=AuditError, writes=True)
         if res != b"ok":

@@ -25,6 +25,7 @@ from gateway.domain.retention import (
     Due,
     Retention,
     TrimDecision,
+    TrimWindow,
     decide_trim,
 )
 from gateway.errors import StateError, StoreConflict
@@ -58,19 +59,21 @@ class AuditRetention:
         return {"max_events": self.cfg.max_events, "max_age_s": self.cfg.max_age,
                 "last_trim": self.last, "refused": self.refused}
 
-    async def trim_once(self) -> tuple[TrimDecision, dict[str, Any] | None]:
+    async def trim_once(self, going_on: bool = False) -> tuple[TrimDecision,
+                                                              dict[str, Any] | None]:
         """One look: the decision and the checkpoint appended (None: nothing removed).
-        Raises StateError (StoreConflict: the store moved meanwhile)."""
+        `going_on`: right after a trim of TRIM_BATCH, back to the bound whether or not the
+        trail is still 10% past it. Raises StateError (StoreConflict: the store moved)."""
         now = time.time()
 
         def due(count: int, oldest: dict[str, Any] | None) -> bool:
-            return self.policy.due(count, oldest, now)
+            return going_on or self.policy.due(count, oldest, now)
 
         m = self.mirror
         copied = (m.last_hash or GENESIS) if m is not None and m.refused is None else None
 
-        def decide(events: list[dict[str, Any]], head: str | None) -> TrimDecision:
-            return decide_trim(events, head, self.keys, self.policy, now, copied)
+        def decide(window: TrimWindow) -> TrimDecision:
+            return decide_trim(window, self.keys, self.policy, now, copied)
 
         decision, ev = await self.store.audit_trim(decide, due)
         if ev is not None:
@@ -93,10 +96,12 @@ class AuditRetention:
         while True:
             await asyncio.sleep(self.cfg.interval * random.uniform(0.9, 1.1))
             try:
-                for _ in range(100):  # (a long trail: TRIM_BATCH at a time, one after another)
-                    decision, ev = await self.trim_once()
+                going_on = False
+                for _ in range(500):  # (a long trail: TRIM_BATCH at a time, one after another)
+                    decision, ev = await self.trim_once(going_on)
                     if ev is None or decision.remove < TRIM_BATCH:
                         break
+                    going_on = True
             except StoreConflict:
                 pass  # another instance trimmed, or a write landed: the next look sees it
             except StateError as exc:
