@@ -247,3 +247,24 @@ async def test_the_retention_task_trims_and_a_local_mirror_goes_on(tmp_path: Pat
     res = await asyncio.to_thread(cli, "audit", "verify", "--mirror", str(mirror),
                                   "--key-env", KEY_ENV)
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+async def test_the_task_goes_on_trimming_a_batch_at_a_time_to_the_bound(
+        tmp_path: Path, backends, redis_server, monkeypatch: pytest.MonkeyPatch) -> None:
+    """More to remove than one trim takes (TRIM_BATCH, 10 here): the task trims again at
+    once, down to the bound, though the trail is no longer 10% past it."""
+    for mod in ("gateway.domain.retention", "gateway.state.redistrim",
+                "gateway.state.retention"):
+        monkeypatch.setattr(f"{mod}.TRIM_BATCH", 10)
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p), state=_state(tmp_path, redis_server))
+    async with running_gateway(cfg) as g:
+        store = g.gw.sync.store
+        await _fill(g, 125)
+        n = len(await store.audit_events())
+        assert await g.gw.sync.retention.look() == 3  # (what the task runs at each look)
+        got = [e for e in await store.audit_events() if e["action"] == "audit.trim"]
+        assert [t["after"]["removed"] for t in got] == [10, 10, n - 100 - 18], got
+        assert len(await store.audit_events()) == 101
+        res = await asyncio.to_thread(_verify, g.admin)
+        assert res.returncode == 0, res.stdout + res.stderr

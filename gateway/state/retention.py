@@ -92,16 +92,25 @@ class AuditRetention:
                              "it does not verify")
         return decision, ev
 
+    async def look(self) -> int:
+        """One look: trims until the bound is reached (TRIM_BATCH at a time, the next at
+        once); how many trims were made. Raises StateError as trim_once does."""
+        going_on, made = False, 0
+        for _ in range(500):  # (a long trail: one batch after another)
+            decision, ev = await self.trim_once(going_on)
+            if ev is None:
+                break
+            made += 1
+            if decision.remove < TRIM_BATCH:
+                break
+            going_on = True
+        return made
+
     async def run(self) -> None:
         while True:
             await asyncio.sleep(self.cfg.interval * random.uniform(0.9, 1.1))
             try:
-                going_on = False
-                for _ in range(500):  # (a long trail: TRIM_BATCH at a time, one after another)
-                    decision, ev = await self.trim_once(going_on)
-                    if ev is None or decision.remove < TRIM_BATCH:
-                        break
-                    going_on = True
+                await self.look()
             except StoreConflict:
                 pass  # another instance trimmed, or a write landed: the next look sees it
             except StateError as exc:
