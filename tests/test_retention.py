@@ -152,3 +152,13 @@ def test_one_trim_removes_at_most_trim_batch_from_a_window_of_the_oldest() -> No
     w = TrimWindow(len(events), events[:TRIM_BATCH + 1], events[-1], None, [],
                    events[-2]["hash"])
     assert decide_trim(w, KEYS, Retention(max_events=100), time.time()).broken
+
+
+def test_forged_entries_of_any_shape_do_not_crash_the_decision() -> None:
+    events = _trail(130)
+    junk = {"id": "x", "action": "state.reseed", "hash": ["not", "a", "str"],
+            "anchored_head": {"a": 1}, "prev_hash": 3}
+    w = TrimWindow(len(events) + 1, [junk, *events], events[-1], None, [junk],
+                   events[-1]["hash"])
+    d = decide_trim(w, KEYS, Retention(max_events=100), time.time())
+    assert d.remove == 0 and d.broken, d

@@ -95,7 +95,7 @@ def read_mirror(path: Path) -> list[dict[str, Any]]:
 def _describe(r: TrailReport, keys: dict[str, bytes], source: str, head: str | None,
               what: str) -> list[str]:
     out = [f"links and hashes checked: {r.hashes} of {r.events}"]
-    if r.trimmed is not None:
+    if r.trimmed is not None and r.brk is None:  # (a broken trail's checkpoint may be forged)
         t = r.trimmed
         out.append(clean_text(
             f"starts at a trim checkpoint: {t.get('removed')} older event(s) (from "
@@ -177,7 +177,8 @@ def verify(args: argparse.Namespace, fetch: Fetch) -> int:
         print(json.dumps({
             "source": args.mirror or "store", "events": r.events, "ok": brk is None,
             "hashes_checked": r.hashes, "macs_checked": r.macs, "unkeyed": r.unkeyed,
-            "keys": sorted(keys), "anchored_head": head, "trimmed": r.trimmed,
+            "keys": sorted(keys), "anchored_head": head,
+            "trimmed": r.trimmed if brk is None else None,
             "unchecked": _unchecked(r, head, what),
             "break": None if brk is None else {"index": brk.index, "id": brk.event_id,
                                                 "problem": brk.problem}}))

@@ -116,12 +116,16 @@ def _wanted(w: TrimWindow, policy: Retention, now: float) -> int:
 
 def _keep_anchors(w: TrimWindow, k: int) -> int:
     """`k` lowered until no kept re-seed names as its instance's head an event removed."""
-    index = {ev.get("hash"): i for i, ev in enumerate(w.oldest)}
+    index = {h: i for i, ev in enumerate(w.oldest) if isinstance(h := ev.get("hash"), str)}
+
+    def where(v: Any) -> int | None:  # (a forged entry's fields may be of any type)
+        return index.get(v) if isinstance(v, str) else None
+
     moved = True
     while moved and k > 0:
         moved = False
         for ev in w.reseeds:
-            at, me = index.get(ev.get("anchored_head")), index.get(ev.get("hash"))
+            at, me = where(ev.get("anchored_head")), where(ev.get("hash"))
             if isinstance(at, int) and at < k and (me is None or me >= k):
                 k, moved = at, True
                 break
