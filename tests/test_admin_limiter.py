@@ -303,3 +303,25 @@ async def test_a_check_that_ends_without_a_verdict_leaves_no_failure_behind(
         for client in ("198.51.100.1", "198.51.100.2"):
             fresh = mint(SECRET, f"oncall-{client}", "killgate:read", 600, ISS, AUD)
             assert await call(fresh, client) == 200, client
+
+
+async def test_an_expired_genuine_token_buys_no_checks_past_the_budgets(tmp_path: Path,
+                                                                        backends) -> None:
+    """admin/standing.py takes an expired token (its signature good) for no failure, so
+    its checks never spent the shared budget: one old genuine token (from a log, a CI
+    history), sent from many addresses, bought each address's whole budget of signature
+    checks, past the shared bound that the junk-token flood still meets. A genuine token
+    found expired is now refused again from a cache, with no check and no budget spent
+    (as a valid one is), whichever address sends it."""
+    async with _small_budget(tmp_path, backends, rate=0.05) as call:
+        old = mint(SECRET, "oncall", "killgate:read", -120, ISS, AUD)  # expired 2 min ago
+        now = int(time.time())
+        aged = jwt.encode({"sub": "oncall", "scope": "killgate:read", "iat": now - 10 * 86400,
+                           "exp": now + 60, "iss": ISS, "aud": AUD}, SECRET, algorithm="HS256")
+        for tok in (old, aged):  # (past its exp; past admin.auth.max_token_age)
+            got = [await call(tok, "198.51.100.7") for _ in range(8)]
+            got += [await call(tok, f"203.0.113.{i}") for i in range(8)]
+            assert got == [401] * 16, got  # (the first checked, the rest from the cache)
+        # the address's own budget (3) is untouched: a new token from it is checked
+        assert await call(mint(SECRET, "oncall", "killgate:read", 600, ISS, AUD),
+                          "198.51.100.7") == 200
