@@ -287,6 +287,11 @@ def test_a_restore_acknowledged_by_fewer_instances_than_the_drill_started_with_i
     assert short is not None and short["acked"] == 1 and short["started_with"] == 3
     assert "acknowledged by 1 of the 3 instance(s)" in short["message"]
     assert "b, c" in short["message"], short
+    # three acked, but one of them joined meanwhile (or came back under a new id): the one
+    # the drill started with that is not back is still said
+    also = short_receipt(started, {"instances": 3, "acked": 3, "pending": []}, ["c"])
+    assert also is not None and also["not_back"] == ["c"], also
+    assert "not heartbeating again after the store outage: c" in also["message"], also
     plan = kill_plan()
     m = analyse(plan, None, timeline("a", 4.0, killed_at(1.2)), MARKS)
     report = {"id": "d-1", "kind": "kill", "verdict": "passed", "reasons": [], "route": "r",

@@ -75,11 +75,14 @@ async def _status(api: AdminClient, left: float, stopped: asyncio.Event) -> Any:
 def short_receipt(started: Collection[str], receipt: Any,
                   not_back: Collection[str]) -> dict[str, Any] | None:
     """The report's `restore_short` (None when the restore's receipt counted as many
-    instances acknowledging it as the drill started with, or there is no receipt)."""
+    instances acknowledging it as the drill started with and every one of them heartbeat
+    again, or there is no receipt). (A receipt counts the live instances, whichever they
+    are: one that joined meanwhile, or came back under a new id, makes up the count for
+    one not back.)"""
     if not isinstance(receipt, dict) or not started:
         return None
     acked = receipt.get("acked")
-    if not isinstance(acked, int) or acked >= len(started):
+    if not isinstance(acked, int) or (acked >= len(started) and not not_back):
         return None
     return {"acked": acked, "started_with": len(started), "not_back": sorted(not_back),
             "message": (
