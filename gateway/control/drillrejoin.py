@@ -38,10 +38,12 @@ async def wait_rejoined(api: AdminClient, ids: Collection[str], outage: float,
     end = time.monotonic()
     missing = sorted(ids)
     while missing and not stopped.is_set():
+        # (the time since the outage as of the call's start: the ages it answers were taken
+        # later, so a slow answer cannot make a heartbeat from before the outage look new)
+        since = time.monotonic() - end
         status = await _status(api, end + limit - time.monotonic(), stopped)
         if status is not None:
             seen = status.get("instances") or {}
-            since = time.monotonic() - end
             missing = [i for i in missing if not _fresh(seen.get(i), since + outage / 2)]
         left = end + limit - time.monotonic()
         if not missing or left <= 0 or stopped.is_set():
