@@ -134,15 +134,19 @@ Call = Callable[..., Awaitable[int]]
 
 
 @asynccontextmanager
-async def _small_budget(tmp_path: Path, backends: Any, rate: float = 0.5) -> AsyncIterator[Call]:
+async def _small_budget(tmp_path: Path, backends: Any, rate: float = 0.5,
+                        scoped: str = "") -> AsyncIterator[Call]:
     """A gateway whose token checks are budgeted at 3 now and `rate` a second per address,
-    behind a trusted proxy; `call(token, client, session=None)`: GET /v1/status as `client`
-    (the socket's own address for "" or with another session), its status."""
+    behind a trusted proxy (`scoped`: its admin.auth.scoped_keys lines, if any);
+    `call(token, client, session=None)`: GET /v1/status as `client` (the socket's own
+    address for "" or with another session), its status."""
     p = await backends(echo_app("v1"))
     cfg = write_config(tmp_path, two_versions(p, p))
     cfg.write_text(cfg.read_text().replace(
         "  auth:\n", f"  auth_check_rate: {rate}\n  auth_check_burst: 3\n"
-        "  trusted_proxies: [127.0.0.1/32]\n  auth:\n", 1))
+        "  trusted_proxies: [127.0.0.1/32]\n  auth:\n", 1).replace(
+        "    hs256_secret_env: KILLGATE_TEST_SECRET\n",
+        "    hs256_secret_env: KILLGATE_TEST_SECRET\n" + scoped, 1))
     async with running_gateway(cfg) as g, ClientSession() as s:
         async def call(tok: str, client: str, session: ClientSession | None = None) -> int:
             headers = {"Authorization": f"Bearer {tok}"} | (
@@ -229,6 +233,8 @@ def test_standing_lets_one_check_per_address_skip_the_shared_budget() -> None:
     assert st.free("ok")  # except one that passed before
     now[0] = 61.0  # forgotten after the ttl
     assert st.free("a") and st.free("c")
+    st.unmark("a")  # (that check ended with no verdict on its token: as if never made)
+    assert st.free("a")
 
 
 async def test_a_spread_flood_of_junk_tokens_leaves_operators_new_tokens_checked(
@@ -264,3 +270,58 @@ async def test_a_spread_flood_of_junk_tokens_leaves_operators_new_tokens_checked
         finally:
             for s in sessions:
                 await s.close()
+
+
+async def test_a_check_that_ends_without_a_verdict_leaves_no_failure_behind(
+        tmp_path: Path, backends) -> None:
+    """admin/standing.py marks an address failed while its check is in flight. A check
+    that ended otherwise than with 401 left that mark for 10 minutes: a scoped key's holder
+    whose token claimed a scope beyond its key (403: its signature was good), or a token
+    of a scoped key whose secret the gateway lacks (503: nothing was checked). That
+    address then spent the shared budget, and during a flood of junk tokens the operator's
+    new valid token from it got 429. Now the first counts as passed, the second as no
+    check at all."""
+    secret = "drills-secret-0123456789-abcdefghijklmnop"
+    (tmp_path / "drills.secret").write_text(secret + "\n")
+    (tmp_path / "drills.secret").chmod(0o600)
+    scoped = ("    scoped_keys:\n      - name: drills\n        hs256_secret_file: drills.secret\n"
+              "        max_scopes: [killgate:read]\n      - name: absent\n"
+              "        hs256_secret_env: KILLGATE_TEST_NEVER_SET_SECRET\n"
+              "        max_scopes: [killgate:read]\n")
+    async with _small_budget(tmp_path, backends, rate=0.05, scoped=scoped) as call:
+        now = int(time.time())
+        claims = {"sub": "cron", "scope": "killgate:admin", "iat": now, "exp": now + 60,
+                  "iss": ISS, "aud": AUD}
+        beyond = jwt.encode(claims, secret, algorithm="HS256", headers={"kid": "drills"})
+        assert await call(beyond, "198.51.100.1") == 403
+        unset = jwt.encode(claims, secret, algorithm="HS256", headers={"kid": "absent"})
+        assert await call(unset, "198.51.100.2") == 503
+        # a flood from 40 addresses spends the shared budget (30): then 429 for them
+        flood = await asyncio.gather(*(call(bad_token(), f"203.0.113.{i}") for i in range(40)))
+        assert set(flood) == {401}, flood
+        assert await call(bad_token(), "203.0.113.1") == 429
+        for client in ("198.51.100.1", "198.51.100.2"):
+            fresh = mint(SECRET, f"oncall-{client}", "killgate:read", 600, ISS, AUD)
+            assert await call(fresh, client) == 200, client
+
+
+async def test_an_expired_genuine_token_buys_no_checks_past_the_budgets(tmp_path: Path,
+                                                                        backends) -> None:
+    """admin/standing.py takes an expired token (its signature good) for no failure, so
+    its checks never spent the shared budget: one old genuine token (from a log, a CI
+    history), sent from many addresses, bought each address's whole budget of signature
+    checks, past the shared bound that the junk-token flood still meets. A genuine token
+    found expired is now refused again from a cache, with no check and no budget spent
+    (as a valid one is), whichever address sends it."""
+    async with _small_budget(tmp_path, backends, rate=0.05) as call:
+        old = mint(SECRET, "oncall", "killgate:read", -120, ISS, AUD)  # expired 2 min ago
+        now = int(time.time())
+        aged = jwt.encode({"sub": "oncall", "scope": "killgate:read", "iat": now - 10 * 86400,
+                           "exp": now + 60, "iss": ISS, "aud": AUD}, SECRET, algorithm="HS256")
+        for tok in (old, aged):  # (past its exp; past admin.auth.max_token_age)
+            got = [await call(tok, "198.51.100.7") for _ in range(8)]
+            got += [await call(tok, f"203.0.113.{i}") for i in range(8)]
+            assert got == [401] * 16, got  # (the first checked, the rest from the cache)
+        # the address's own budget (3) is untouched: a new token from it is checked
+        assert await call(mint(SECRET, "oncall", "killgate:read", 600, ISS, AUD),
+                          "198.51.100.7") == 200

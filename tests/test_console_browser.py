@@ -580,7 +580,11 @@ def test_asking_for_a_change_another_asked_for_offers_to_approve_it(fleet: Fleet
         assert "Another operator" not in said
         b.click(f"#action-result button[data-key='approve-asked-{ident}']")
         assert "Approve: unkill iris" in b.text("#action-title")
-        assert "applied now" in b.text("#action-changes")
+        changes = b.text("#action-changes")
+        assert "applied now" in changes
+        # the kill it lifts, as the approvals panel's dialog names it (this one named none)
+        assert "The kill it lifts" in changes and "route:iris, set by alice" in changes, changes
+        assert "“INC-12”" in changes, changes
         receipt = _apply(b, "INC-12: reviewed", confirm=True)
         assert RECEIPT.match(receipt) and "approved by alice, bob" in receipt, receipt
         b.click("#action-cancel")

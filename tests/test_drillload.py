@@ -170,3 +170,58 @@ async def test_error_watch_notes_unreadable_metrics(backends) -> None:
     assert watch.unreadable == {dead}
 
 
+
+
+async def test_the_wait_for_heartbeats_is_bounded_and_ends_at_ctrl_c(backends) -> None:
+    """control/drillrejoin.wait_rejoined (a store-loss drill, after its outage, before its
+    restore) against an admin API whose /v1/status does not answer: one call waited the
+    client's 35 s, past the wait's bound and through a Ctrl-C, the drill's kill in force
+    all the while (its restore comes after this wait). Now the bound ends the call, and a
+    stop ends the wait at once."""
+    from gateway.control.drillrejoin import wait_rejoined
+
+    hung = asyncio.Event()
+
+    async def status(req: web.Request) -> web.Response:
+        await hung.wait()  # (never set: the answer never comes)
+        return web.json_response({"instances": {}})
+
+    app = web.Application()
+    app.router.add_get("/v1/status", status)
+    port = await backends(app)
+    async with ClientSession() as s:
+        api = AdminClient(s, f"http://127.0.0.1:{port}", "tok")
+        t0 = time.monotonic()
+        got = await asyncio.wait_for(wait_rejoined(api, ["a"], 1.0, 0.4, asyncio.Event()), 3)
+        assert got == ["a"] and 0.35 < time.monotonic() - t0 < 1.5
+        stopped = asyncio.Event()
+        asyncio.get_running_loop().call_later(0.3, stopped.set)
+        t0 = time.monotonic()
+        got = await asyncio.wait_for(wait_rejoined(api, ["a"], 1.0, 30.0, stopped), 3)
+        assert got == ["a"] and time.monotonic() - t0 < 1.0
+
+
+async def test_a_slow_status_answer_does_not_pass_an_old_heartbeat_for_a_new_one(
+        backends) -> None:
+    """wait_rejoined tells a heartbeat from after the outage by its age (`seen_s_ago`, the
+    store's clock) against the time since the outage plus half of it: that time was taken
+    when the answer came, so an answer 0.6 s slow let a heartbeat made just before a 1 s
+    outage pass for a new one (the wait skipped, the restore's receipt then short). It is
+    now the time as of the call's start, before the ages were taken."""
+    from gateway.control.drillrejoin import wait_rejoined
+
+    end = time.monotonic()  # (the outage ended now)
+
+    async def status(req: web.Request) -> web.Response:
+        # a heartbeat made 50 ms before the 1 s outage began, aged as of now
+        body = {"instances": {"a": {"seen_s_ago": time.monotonic() - end + 1.05}}}
+        await asyncio.sleep(0.6)  # (the answer is slow to come)
+        return web.json_response(body)
+
+    app = web.Application()
+    app.router.add_get("/v1/status", status)
+    port = await backends(app)
+    async with ClientSession() as s:
+        api = AdminClient(s, f"http://127.0.0.1:{port}", "tok")
+        got = await asyncio.wait_for(wait_rejoined(api, ["a"], 1.0, 1.0, asyncio.Event()), 3)
+    assert got == ["a"], "a heartbeat from before the outage was taken for a new one"

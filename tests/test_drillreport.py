@@ -265,6 +265,13 @@ async def test_the_settle_waits_for_a_slow_instance_up_to_the_restore_target() -
     runner.marks.restore_sent = runner.now()
     await runner._settle(0.05, None)  # stopped early: the settle only
     assert runner.now() - runner.marks.restore_sent < 0.5
+    # stopped (Ctrl-C) during that wait: it ends then, not at the target (1.5 s on)
+    runner = DrillRunner(plan, None, None, lambda _: None)  # type: ignore[arg-type]
+    runner.obs = [Obs("a", runner.now(), runner.now(), 200, "v1", "failover")]
+    runner.marks.restore_sent = runner.now()
+    asyncio.get_running_loop().call_later(0.3, runner.stop, "Ctrl-C")
+    await runner._settle(0.05, None)
+    assert runner.now() - runner.marks.restore_sent < 0.8
 
 
 def test_a_restore_acknowledged_by_fewer_instances_than_the_drill_started_with_is_said() -> None:
@@ -280,6 +287,11 @@ def test_a_restore_acknowledged_by_fewer_instances_than_the_drill_started_with_i
     assert short is not None and short["acked"] == 1 and short["started_with"] == 3
     assert "acknowledged by 1 of the 3 instance(s)" in short["message"]
     assert "b, c" in short["message"], short
+    # three acked, but one of them joined meanwhile (or came back under a new id): the one
+    # the drill started with that is not back is still said
+    also = short_receipt(started, {"instances": 3, "acked": 3, "pending": []}, ["c"])
+    assert also is not None and also["not_back"] == ["c"], also
+    assert "not heartbeating again after the store outage: c" in also["message"], also
     plan = kill_plan()
     m = analyse(plan, None, timeline("a", 4.0, killed_at(1.2)), MARKS)
     report = {"id": "d-1", "kind": "kill", "verdict": "passed", "reasons": [], "route": "r",

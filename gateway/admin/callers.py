@@ -23,6 +23,7 @@ from gateway.admin.auth import Authenticator, Principal
 from gateway.admin.denied import DeniedLog
 from gateway.admin.limiter import TokenBucket
 from gateway.admin.ports import Counters, Current
+from gateway.admin.scopedkeys import ScopeBeyondKey
 from gateway.admin.standing import Standing
 from gateway.configfile import LoadedConfig
 from gateway.domain.audit import clean_text
@@ -162,6 +163,15 @@ class Callers:
                 self.standing.failed(key)
                 if free:
                     self.all_checks.take("*")
+            raise
+        except ScopeBeyondKey:  # (its signature was good: a holder of a scoped key)
+            self.standing.passed(key)
+            raise
+        except BaseException:
+            # no verdict on the token (its scoped key not configured: 503; a bug): the
+            # mark `free` made for this check goes, and a failure from before stays
+            if free:
+                self.standing.unmark(key)
             raise
         self.standing.passed(key)
         return principal

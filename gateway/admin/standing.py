@@ -63,6 +63,12 @@ class Standing:
         if len(self._passed) > self.max_passed:
             self._passed.pop(next(iter(self._passed)))
 
+    def unmark(self, key: str) -> None:
+        """The check `free(key)` let through ended with no verdict on its token (the
+        gateway's own refusal before any signature work, or a bug): its mark as a failure
+        goes. (Only after a True `free`: a failure from before that check stays.)"""
+        self._failed.pop(key, None)
+
     def failed(self, key: str) -> None:
         """A token from `key` did not verify: from now on its checks spend the shared
         budget (a key not in the table is added only while there is room; when it is full,

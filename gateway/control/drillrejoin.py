@@ -12,6 +12,7 @@ fewer instances than the drill started with). HTTP through drillload's AdminClie
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Collection
 from typing import Any
@@ -37,29 +38,53 @@ async def wait_rejoined(api: AdminClient, ids: Collection[str], outage: float,
     end = time.monotonic()
     missing = sorted(ids)
     while missing and not stopped.is_set():
-        try:
-            status = await api.call("GET", "/v1/status")
-        except DrillApiError:
-            status = None  # (the store, or the instance answering, not back yet)
+        # (the time since the outage as of the call's start: the ages it answers were taken
+        # later, so a slow answer cannot make a heartbeat from before the outage look new)
+        since = time.monotonic() - end
+        status = await _status(api, end + limit - time.monotonic(), stopped)
         if status is not None:
             seen = status.get("instances") or {}
-            since = time.monotonic() - end
             missing = [i for i in missing if not _fresh(seen.get(i), since + outage / 2)]
         left = end + limit - time.monotonic()
-        if not missing or left <= 0:
+        if not missing or left <= 0 or stopped.is_set():
             break
-        await asyncio.sleep(min(every, left))
+        with contextlib.suppress(TimeoutError):  # (a Ctrl-C ends the pause at once)
+            await asyncio.wait_for(stopped.wait(), min(every, left))
     return missing
+
+
+async def _status(api: AdminClient, left: float, stopped: asyncio.Event) -> Any:
+    """GET /v1/status, given up once `left` seconds have passed or `stopped` is set (None
+    then, or when it failed): one call may take the client's 35 s, and the drill's kill
+    stays in force until its restore, which this wait holds up (a Ctrl-C restores at once)."""
+    call = asyncio.ensure_future(api.call("GET", "/v1/status"))
+    stop = asyncio.ensure_future(stopped.wait())
+    try:
+        await asyncio.wait({call, stop}, timeout=max(0.0, left),
+                           return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in (stop, call):
+            t.cancel()
+        await asyncio.gather(stop, call, return_exceptions=True)
+    if call.cancelled():
+        return None
+    try:
+        return call.result()
+    except DrillApiError:
+        return None  # (the store, or the instance answering, not back yet)
 
 
 def short_receipt(started: Collection[str], receipt: Any,
                   not_back: Collection[str]) -> dict[str, Any] | None:
     """The report's `restore_short` (None when the restore's receipt counted as many
-    instances acknowledging it as the drill started with, or there is no receipt)."""
+    instances acknowledging it as the drill started with and every one of them heartbeat
+    again, or there is no receipt). (A receipt counts the live instances, whichever they
+    are: one that joined meanwhile, or came back under a new id, makes up the count for
+    one not back.)"""
     if not isinstance(receipt, dict) or not started:
         return None
     acked = receipt.get("acked")
-    if not isinstance(acked, int) or acked >= len(started):
+    if not isinstance(acked, int) or (acked >= len(started) and not not_back):
         return None
     return {"acked": acked, "started_with": len(started), "not_back": sorted(not_back),
             "message": (

@@ -261,9 +261,9 @@ class DrillRunner:
             return
         deadline = sent + limit / 1000
         while unrestored(self.plan, to, self.obs, self.marks):
-            if (left := deadline - self.now()) <= 0:
-                return
-            await asyncio.sleep(min(0.05, left))
+            if (left := deadline - self.now()) <= 0 or self.stopped:
+                return  # (a Ctrl-C meanwhile ends it too)
+            await self._hold(min(0.05, left))
 
     def _refused(self, started: str, why: str, verdict_: str = "aborted") -> dict[str, Any]:
         self.report = drilloutcome.refused(self.plan, started, why, verdict_)

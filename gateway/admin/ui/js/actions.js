@@ -258,7 +258,7 @@ export function openAction(spec, opts) {
           `for (GET /v1/fleet: ${unchecked}): see the Fleet panel` : ""),
         // the approval dialog for that request, as the approvals panel's button opens it
         mayApprove ? h("button", {type: "button", "data-key": `approve-asked-${r.data.approval.id}`,
-                                  onclick: () => { dlg.close(); openAction(approvalSpec(r.data.approval, "approve"), opts); }},
+                                  onclick: () => { dlg.close(); openAction(approvalSpec(r.data.approval, "approve", opts.kills ? opts.kills() : []), opts); }},
                        "Approve…") : null);
       apply.hidden = true;
       cancel.textContent = "Close";

@@ -17,11 +17,13 @@ const AUDIT_ROWS = 25;
 const $ = (id) => document.getElementById(id);
 const st = {who: null, via: null, timer: null, features: {}, chain: {key: null, res: null}, whole: null,
             audit: null, verifying: false, round: false, again: false,
+            kills: [], // the kill flags in force at the last round (an approval names the one it lifts)
             session: 0}; // session: bumped at every sign-in and sign-out
 
 function showSignIn(message) {
   clearTimeout(st.timer);
   st.who = null;
+  st.kills = [];
   st.session++;
   $("main").hidden = true;
   $("signout").hidden = true;
@@ -54,7 +56,7 @@ function signedIn(who, via) {
 }
 
 const open = (spec) => openAction(spec, {breakGlass: Boolean(st.features.breakGlass && st.who.can.breakglass),
-                                          done: () => refresh(st.session), silent});
+                                          done: () => refresh(st.session), silent, kills: () => st.kills});
 
 // The instances GET /v1/fleet holds a heartbeat of but has not heard from within the lease,
 // other than those `known` (a receipt's pending): not counted in a receipt. Not asked without
@@ -190,6 +192,7 @@ async function round(session) {
   }
   if (fleet.status === "fulfilled") renderFleet($("fleet-body"), fleet.value.data);
   else render($("fleet-body"), failure(fleet.reason));
+  st.kills = status.status === "fulfilled" ? status.value.data.kills || [] : [];
   if (status.status === "fulfilled") {
     const sd = status.value.data;
     const tr = traffic.status === "fulfilled" ? traffic.value.data : null;
@@ -223,7 +226,7 @@ async function round(session) {
   }
   try {
     await feature("approvals", "/v1/approvals", "approvals", (d) => renderApprovals($("approvals-body"), d, can, open,
-      status.status === "fulfilled" ? status.value.data.kills || [] : []));
+      st.kills));
     if (session === st.session) {
       await feature("drills", "/v1/drills", "drills", (d) => renderDrills($("drills-body"), d));
     }
