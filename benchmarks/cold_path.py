@@ -55,7 +55,7 @@ async def run(port: int) -> dict[str, list[tuple[float, float]]]:
     import jwt
     import redis.asyncio as aioredis
 
-    from gateway.admin.auth import mint
+    from gateway.admin.tokens import mint
     from gateway.state.resp import Endpoint, connect
 
     tok = mint(SECRET, "bench", "killgate:admin", 3600, "killgate", "killgate-admin")

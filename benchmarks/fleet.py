@@ -39,7 +39,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks._procs import SECRET, Procs, free_port, pct, wait_http
-from gateway.admin.auth import mint
+from gateway.admin.tokens import mint
 from gateway.config import StateConfig
 
 HERE = Path(__file__).resolve().parent

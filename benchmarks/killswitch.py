@@ -60,7 +60,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from _procs import SECRET, Procs, free_port, pct, wait_http  # noqa: E402
 from kill_floor import measure_floor  # noqa: E402
 
-from gateway.admin.auth import mint  # noqa: E402
+from gateway.admin.tokens import mint  # noqa: E402
 from gateway.configfile import parse_config_text  # noqa: E402
 from gateway.domain.statedoc import KillFlag, StateDoc  # noqa: E402
 from gateway.domain.tablebuild import build_table  # noqa: E402

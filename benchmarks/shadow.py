@@ -61,7 +61,7 @@ routes:
 
 
 def shadow_report(admin: int) -> dict[str, object]:
-    from gateway.admin.auth import mint
+    from gateway.admin.tokens import mint
 
     tok = mint(SECRET, "bench", "killgate:read", 600, "killgate", "killgate-admin")
     req = urllib.request.Request(f"http://127.0.0.1:{admin}/v1/routes/bench/shadow",

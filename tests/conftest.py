@@ -45,7 +45,7 @@ STATE_KEY_ENV = "KILLGATE_TEST_STATE_KEY"
 
 def admin_token(scope: str, sub: str = "alice", ttl: float = 600) -> str:
     """A token the test gateways accept: HS256 with SECRET, killgate's issuer and audience."""
-    from gateway.admin.auth import mint
+    from gateway.admin.tokens import mint
 
     return mint(SECRET, sub, scope, ttl, "killgate", "killgate-admin")
 

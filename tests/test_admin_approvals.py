@@ -560,7 +560,7 @@ async def test_one_scoped_key_is_one_principal(tmp_path: Path, backends,
     `key:bot/b` are one secret, so one principal. Before, the bot requested a global
     unkill as one subject and approved it as another: the two-person rule lifted by one
     job's secret (and its ever-new subjects could fill every open-request slot)."""
-    from gateway.admin.auth import mint
+    from gateway.admin.tokens import mint
 
     monkeypatch.setenv("KILLGATE_TEST_BOT_SECRET", BOT_SECRET)
     p = await backends(echo_app("v1"))

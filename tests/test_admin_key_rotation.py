@@ -17,7 +17,7 @@ import aiohttp
 import pytest
 from aiohttp import ClientSession
 
-from gateway.admin.auth import mint
+from gateway.admin.tokens import mint
 from tests.backends import echo_app
 from tests.configmap import ConfigMapVolume
 from tests.conftest import SECRET, free_port, running_gateway, two_versions, wait_until, write_config

@@ -15,8 +15,8 @@ from typing import Any
 import jwt
 from aiohttp import ClientSession
 
-from gateway.admin.auth import mint
 from gateway.admin.limiter import TokenBucket
+from gateway.admin.tokens import mint
 from tests.backends import echo_app
 from tests.conftest import SECRET, running_gateway, two_versions, wait_until, write_config
 

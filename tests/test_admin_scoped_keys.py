@@ -19,7 +19,7 @@ import jwt
 import pytest
 from aiohttp import ClientSession
 
-from gateway.admin.auth import mint
+from gateway.admin.tokens import mint
 from tests.backends import echo_app
 from tests.conftest import ROOT, SECRET, free_port, two_versions, wait_until, write_config
 from tests.redisha import redis_state_yaml

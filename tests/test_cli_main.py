@@ -141,7 +141,7 @@ def test_a_usage_error_never_prints_a_token(argv: list[str],
     """argparse's usage errors quote the words they refuse: a token given with a mistyped
     option (`--tokn`), or left where a command goes, was printed whole on stderr (a CI
     job's log, a shared terminal). The refused words are still named, a token masked."""
-    from gateway.admin.auth import mint
+    from gateway.admin.tokens import mint
 
     token = mint("s" * 40, "alice", "killgate:admin", 600, "killgate", "killgate-admin")
     with pytest.raises(SystemExit) as exc:

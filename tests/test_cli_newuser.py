@@ -93,7 +93,7 @@ async def test_the_drills_restore_hint_names_the_admin_api_it_drove(
         tmp_path: Path, backends) -> None:
     """`if this process dies, run: killgate drill restore ID` sent an operator who had given
     --admin (not $KILLGATE_ADMIN_URL) to the default admin address: 'no drill ID'."""
-    from gateway.admin.auth import mint
+    from gateway.admin.tokens import mint
     from tests.conftest import SECRET
 
     p1, p2 = await backends(echo_app("v1")), await backends(echo_app("v2"))
@@ -112,7 +112,7 @@ async def test_the_drills_restore_hint_names_the_admin_api_it_drove(
 
 
 async def test_drill_history_on_a_fresh_fleet_says_there_is_none(tmp_path: Path, backends) -> None:
-    from gateway.admin.auth import mint
+    from gateway.admin.tokens import mint
     from tests.conftest import SECRET
 
     p = await backends(echo_app("v1"))

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.admin.auth import mint
+from gateway.admin.tokens import mint
 from tests.backends import echo_app
 from tests.conftest import SECRET, running_gateway, two_versions, write_config
 from tests.console_rig import Browser

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from gateway.admin.auth import mint
+from gateway.admin.tokens import mint
 from gateway.cli.drillpast import history_rows, trend
 from gateway.cli.main import main
 from tests.backends import echo_app

@@ -15,7 +15,6 @@ import base64
 import hashlib
 import math
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,37 +26,20 @@ from gateway import filemodes
 from gateway.admin.jwks import JwksKeys
 from gateway.admin.principal import Principal, printable_subject, scopes_of
 from gateway.admin.scopedkeys import ScopedKey, load_scoped_keys
+from gateway.admin.tokens import MIN_SECRET
 from gateway.config import AuthConfig
 from gateway.config_admin import SCOPES
 from gateway.errors import ApiError, Unauthenticated
 
-__all__ = ["SCOPES", "Authenticator", "Principal", "mint", "printable_subject", "scopes_of",
-           "unverified_scopes"]
+__all__ = ["MIN_SECRET", "SCOPES", "Authenticator", "Principal", "printable_subject",
+           "scopes_of"]
 
 MAX_AUTH_HEADER = 8192
 MAX_JOSE_BRACKETS = 32  # `[` and `{` in a JOSE header; real ones hold a handful
-MIN_SECRET = 32
 VERIFIED_CACHE = 256  # tokens whose signature we checked, kept for their lifetime
 #: genuine tokens found expired, refused again unchecked: one old token (no failure to
 #: admin/standing.py) must not buy signature checks past the shared budget
 EXPIRED_CACHE = 1024
-
-
-def mint(secret: str, subject: str, scope: str, ttl: float, issuer: str | None,
-         audience: str | None, kid: str | None = None) -> str:
-    """An HS256 admin token (for development, tests and `killgate token`); `kid`: the
-    name of the scoped key whose secret this is."""
-    if len(secret.encode()) < MIN_SECRET:
-        raise ValueError(f"the HMAC secret must be at least {MIN_SECRET} bytes")
-    now = int(time.time())
-    claims: dict[str, Any] = {"sub": subject, "scope": scope, "iat": now, "exp": now + int(ttl),
-                              "jti": uuid.uuid4().hex}
-    if issuer:
-        claims["iss"] = issuer
-    if audience:
-        claims["aud"] = audience
-    return jwt.encode(claims, secret, algorithm="HS256",
-                      headers={"kid": kid} if kid is not None else None)
 
 
 def _nested(segment: str) -> bool:
@@ -299,12 +281,3 @@ class Authenticator:
         scopes = scopes_of(claims)
         scoped.check(actor, scopes)  # (refused whole, never narrowed)
         return Principal(actor, scopes)
-
-
-def unverified_scopes(token: str) -> frozenset[str] | None:
-    """The scopes a token claims, read without verifying it (the CLI's guess at what the
-    API will allow; the API verifies); None when it is not a JWT."""
-    try:
-        return scopes_of(jwt.decode(token, options={"verify_signature": False}))
-    except jwt.PyJWTError:
-        return None

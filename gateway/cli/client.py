@@ -203,7 +203,7 @@ def may_read(token: str | None) -> bool:
     killgate:read; True without a token (a proxy signs in) or with one not read here."""
     if not token:
         return True
-    from gateway.admin.auth import unverified_scopes
+    from gateway.admin.tokens import unverified_scopes
 
     scopes = unverified_scopes(token)
     return scopes is None or bool({"killgate:read", "killgate:admin"} & scopes)

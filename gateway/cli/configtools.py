@@ -19,7 +19,8 @@ __all__ = ["add_config_commands"]
 
 
 def _token(args: argparse.Namespace) -> int:
-    from gateway.admin.auth import MIN_SECRET, SCOPES, mint, printable_subject
+    from gateway.admin.auth import SCOPES, printable_subject
+    from gateway.admin.tokens import MIN_SECRET, mint
     from gateway.config import DEFAULT_SECRET_ENV, AuthConfig, parse_duration
     from gateway.configfile import load_config
     from gateway.errors import ConfigError

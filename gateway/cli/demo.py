@@ -245,7 +245,7 @@ def _cli_command() -> str:
 
 
 def _dev_token(secret: str) -> str:
-    from gateway.admin.auth import mint
+    from gateway.admin.tokens import mint
 
     return mint(secret, "demo", "killgate:admin", 3600, "killgate", "killgate-admin")
 
