@@ -79,3 +79,47 @@ async def test_a_version_rolled_off_stays_off_through_release_redis_loss_and_a_n
             assert [x["version"] for x in route["rolled_off"]] == ["v2"]
             text = _status_text(st)
             assert "ROLLED OFF: route iris: v2 (rollback by ops" in text
+
+
+async def _put(s: ClientSession, admin: str, path: str, body: dict) -> tuple[int, dict]:
+    async with s.put(f"{admin}{path}?wait=0s", headers=H, json=body) as r:
+        return r.status, await r.json()
+
+
+async def _answers(s: ClientSession, gw: str, n: int = 24) -> set[str]:
+    """The versions answering `n` requests to iris (else the status)."""
+    out = set()
+    for _ in range(n):
+        async with s.post(gw + "/v2/models/iris/infer", json={}) as r:
+            out.add((await r.json())["version"] if r.status == 200 else f"{r.status}")
+    return out
+
+
+async def test_a_version_rolled_off_is_no_spare_once_the_rollback_is_released(
+        tmp_path: Path, backends, redis_server: RedisServer, session: ClientSession) -> None:
+    """Before: after `promote v2`, `rollback` (to v1) and `release`, or a `weights` override
+    replacing the rollback, v2 (weight 0 in the file) was a spare again: with v1 killed it
+    took half the route's traffic (all of it, were v0 not there). Now v0 answers; v2 serves
+    again once an operator names it (`weights` giving it traffic)."""
+    ports = {v: await backends(echo_app(v)) for v in ("v1", "v0", "v2")}
+    routes = _route("iris", {"v1": (ports["v1"], 100), "v0": (ports["v0"], 0),
+                             "v2": (ports["v2"], 0)})
+    cfg = write_config(tmp_path, routes, state=redis_state(redis_server, tmp_path, "a"))
+    async with running_gateway(cfg, "a") as a:
+        for path, body in (("/v1/routes/iris/promote", {"version": "v2", "reason": "ship"}),
+                           ("/v1/routes/iris/rollback", {"reason": "INC-5: v2 is bad"}),
+                           ("/v1/routes/iris/release", {"reason": "v1 is the file's"}),
+                           ("/v1/kill", {"scope": "version", "route": "iris", "version": "v1",
+                                         "reason": "INC-6: v1 is bad too"})):
+            status, ans = await _post(session, a.admin, path, body)
+            assert status == 200, ans
+        assert await _answers(session, a.url) == {"v0"}
+        # a `weights` override not naming v2 (v1 all, killed) leaves it off too
+        status, ans = await _put(session, a.admin, "/v1/routes/iris/weights",
+                                  {"weights": {"v1": 100}, "reason": "v1 only"})
+        assert status == 200, ans
+        assert await _answers(session, a.url) == {"v0"}
+        status, ans = await _put(session, a.admin, "/v1/routes/iris/weights",
+                                  {"weights": {"v1": 90, "v2": 10}, "reason": "v2 fixed"})
+        assert status == 200, ans
+        assert await _answers(session, a.url) == {"v2"}
