@@ -33,6 +33,7 @@ __all__ = [
     "promote",
     "record_config",
     "release",
+    "release_warnings",
     "rollback",
     "set_weights",
     "with_stable",
@@ -194,6 +195,26 @@ def release(doc: StateDoc, rc: RouteConfig, actor: str, reason: str, now: str) -
                                     or prog.get("state") == "failed")
     return Change(overrides={rc.name: None}, history=history,
                   progress={rc.name: None} if restart else {})
+
+
+def release_warnings(doc: StateDoc, rc: RouteConfig) -> list[str]:
+    """What a release (made: `doc` has no override of the route) puts back that a rollback
+    rolled off as bad: the file's stable, or a version the file gives traffic. Said, not
+    refused: a release is how an operator returns to the file."""
+    off = rolledoff.held_off(doc, rc)
+    weights = _weights_now(doc, rc)
+    total = sum(weights.values()) or 1.0
+    out = []
+    for name, rec in sorted(off.items()):
+        pct = 100.0 * weights.get(name, 0.0) / total
+        if name != rc.stable and pct <= 0:
+            continue
+        role = "the route's stable (the file's) again" if name == rc.stable else "traffic again"
+        out.append(f"{name} was rolled off by {rec.actor} ({rec.kind}) at {rec.time}: the "
+                   f"release makes it {role}, {pct:g} % of the route's traffic; if it is "
+                   f"still bad, roll back naming a good version (killgate rollback {rc.name} "
+                   "--to VERSION)")
+    return out
 
 
 def record_config(doc: StateDoc, routes: list[RouteConfig], digest: str,
