@@ -118,6 +118,16 @@ def rollback(doc: StateDoc, rc: RouteConfig, to: str | None, actor: str, reason:
         raise ConflictingState("target_killed", _target_killed(doc, rc, to, kill))
     ch = with_stable(rc, to, "rollback", actor, reason, now)
     serving = {n for n, w in _weights_now(doc, rc).items() if w > 0} | {current}
+    if (made := rolledoff.drill_made(doc, rc.name)) is not None:
+        # taking over a drill's rollback (which records nothing): what served before the
+        # drill is what this rollback takes off (unrecorded, it would be a spare again)
+        b, prog = made.get("before"), made.get("progress")
+        st, ws = (b.get("stable"), b.get("weights")) if isinstance(b, dict) else (None, None)
+        if not isinstance(ws, dict):
+            ws = progressive_weights(rc, prog if isinstance(prog, dict) else None) or {
+                v.name: v.weight for v in rc.versions}
+        serving |= {n for n, w in ws.items() if isinstance(w, int | float) and w > 0}
+        serving.add(st if isinstance(st, str) and st else rc.stable)
     return dataclasses.replace(ch, rolled_off=rolledoff.recorded(
         doc, rc, serving - {to}, "rollback", actor, now, named))
 

@@ -14,12 +14,13 @@ progressive rollout promoting it. The newest MAX_ROLLED_OFF per route are kept. 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 from gateway import redact
 from gateway.config import RouteConfig
-from gateway.domain.statedoc import HistoryEntry, RolledOff, StateDoc, kill_key
+from gateway.domain.statedoc import HistoryEntry, RolledOff, StateDoc, kill_key, plain
 
-__all__ = ["MAX_ROLLED_OFF", "cleared", "held_moved", "held_off", "killed_by",
+__all__ = ["MAX_ROLLED_OFF", "cleared", "drill_made", "held_moved", "held_off", "killed_by",
            "previous_stable", "recorded"]
 
 MAX_ROLLED_OFF = 8  # records kept per route (the oldest are dropped)
@@ -66,6 +67,22 @@ def cleared(doc: StateDoc, rc: RouteConfig,
     have = doc.rolled_off.get(rc.name, ())
     kept = tuple(r for r in have if r.version not in gone)
     return {} if len(kept) == len(have) else {rc.name: kept or None}
+
+
+def drill_made(doc: StateDoc, route: str) -> Mapping[str, Any] | None:
+    """What an open drill kept of the route's override in force when that drill made it
+    ({"route", "before", "progress", "after"}), else None. A drill's rollback records
+    nothing (a rehearsal): a rollback taking it over records what it took off."""
+    ov = doc.overrides.get(route)
+    if ov is None or not doc.drills:
+        return None
+    now = plain(ov)
+    for rec in doc.drills.values():
+        for m in rec.injected:
+            made = m.get("override")
+            if made is not None and made.get("route") == route and made.get("after") == now:
+                return made
+    return None
 
 
 def killed_by(doc: StateDoc, route: str, version: str) -> str | None:
