@@ -119,7 +119,9 @@ class Gateway(GatewayParts):
         self.upstreams.retire_except({t.origin for p in self.holder.table.routes
                                       for t in p.targets.values()})
         await self.history.record(loaded)
-        await self.history.reloaded(old, loaded)
+        warnings = await self.history.reloaded(old, loaded)
+        if self.watcher is not None:
+            self.watcher.outcome.warnings = warnings  # (/v1/status: config.warnings)
         for fn in self.config_applied:
             fn(loaded)
 

@@ -18,6 +18,7 @@ class Outcome:
     last_attempt = "2026-01-01T00:01:00.000Z"
     restart_required = ["listen"]
     waiting = "open for writing by another process (since 2026-01-01T00:02:00.000Z)"
+    warnings = ("route 'iris': version 'v1', held by a rollback ...",)
 
 
 def test_document_from_views(tmp_path: Path) -> None:
@@ -33,6 +34,7 @@ def test_document_from_views(tmp_path: Path) -> None:
     assert doc["config"]["last_error"] == Outcome.last_error
     assert doc["config"]["restart_required"] == ["listen"]
     assert doc["config"]["waiting"] == Outcome.waiting  # a reload held back by a writer
+    assert doc["config"]["warnings"] == list(Outcome.warnings)
     iris = doc["routes"]["iris"]
     assert iris["versions"]["v2"]["killed"] is True and iris["versions"]["v2"][
         "effective_weight"] == 0

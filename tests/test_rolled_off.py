@@ -14,6 +14,7 @@ from gateway.domain.overrides import (
     promote,
     record_config,
     release,
+    release_warnings,
     rollback,
     set_weights,
 )
@@ -203,3 +204,27 @@ def test_a_rollback_whose_previous_stable_left_the_config_says_so() -> None:
         assert e.value.type == "no_previous_stable"
         assert "'v1'" in str(e.value) and "no longer in the config" in str(e.value)
     assert build_table(parse_config_text(text), doc).by_name["iris"].previous is None
+
+
+
+def test_a_rollback_taking_over_a_drills_records_what_the_drill_took_off() -> None:
+    """A drill's rollback records nothing (a rehearsal). Before: an alert's (or an
+    operator's) rollback to the same version took it over (the drill's restore then leaves
+    it) and recorded nothing either (only v1 served under the drill): v2, the version
+    alerted on, was not rolled off (a spare once the latch ends, a plain rollback's
+    target, put back by a release with nothing said). Now the rollback taking it over
+    records what served before the drill."""
+    rec = DrillRecord("d1", "rollback", "iris", None, "alice", "t", 1e12, {})
+    doc = apply_change(recorded(), Change(drills={"d1": rec}))
+    doc = step(doc, lambda d: drills.inject_rollback(d, "d1", RC, "v1", "drill", "r", "t1"))
+    assert doc.rolled_off == {}
+    for actor, took in (
+            ("alertmanager", lambda d: alerting.rollback(d, RC, "v2", "alertmanager",
+                                                         "v2 errors", "t2")),
+            ("bob", lambda d: rollback(d, RC, "v1", "bob", "INC-9: v2 is bad", "t2"))):
+        over = step(doc, took)
+        assert not drills.holds_override(over, "iris")
+        assert [(r.version, r.actor) for r in over.rolled_off["iris"]] == [("v2", actor)]
+        released = step(over, lambda d: release(d, RC, "carol", "back to the file", "t3"))
+        [warning] = release_warnings(released, RC)
+        assert warning.startswith("v2 was rolled off by ")

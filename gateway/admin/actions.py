@@ -269,6 +269,19 @@ def _still_covered(cur: StateDoc, t: dict[str, Any]) -> str:
             f"{flag.time}): lift that one to serve it again")
 
 
+def notes(i: Intent, new: StateDoc, cfg: Config) -> dict[str, Any]:
+    """What the answer says once the write is in, beside `Plan.answer`."""
+    route = i.target.get("route") or ""
+    rc = cfg.route(route) if route else None
+    if i.action == "unkill" and (wider := wider_kill(new, i.target)):
+        return {"still_killed_by": wider}  # (lifted, yet that traffic stays stopped)
+    if i.action == "rollback" and (ov := new.overrides.get(route)) is not None:
+        return {"to": ov.stable}  # (without `to`: the version it went to, said)
+    if i.action == "release" and rc is not None and (w := overrides.release_warnings(new, rc)):
+        return {"warnings": w}  # (a version rolled off as bad serves again)
+    return {}
+
+
 def _route_plan(i: Intent, rc: RouteConfig) -> Plan:
     a = i.args
     now = utc_now()

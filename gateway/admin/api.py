@@ -223,12 +223,8 @@ class AdminApi:
             change = await self.shadow_checks.wrap(shadowgate.route_of(intent), plan.change)
             new, ev = await self.state.write(change, plan.describe)
             # what the answer says beside its receipt; `changed` false: it was already so
-            answer = {**plan.answer, "changed": ev is not None}
-            if intent.action == "unkill" and (wider := actions.wider_kill(new, intent.target)):
-                answer["still_killed_by"] = wider  # (lifted, yet that traffic stays stopped)
-            if intent.action == "rollback" and (
-                    ov := new.overrides.get(intent.target["route"])) is not None:
-                answer["to"] = ov.stable  # (without `to`: the version it went to, said)
+            answer = {**plan.answer, "changed": ev is not None,
+                      **actions.notes(intent, new, self.current.loaded.config)}
             if ev is not None:
                 answer["audit_id"] = ev["id"]
             if glass:

@@ -207,9 +207,7 @@ class Approvals:
                                "approved_by": list(step["approved"])}}
         if ev is not None:
             answer["audit_id"] = ev["id"]
-        intent = step["rec"].intent
-        if intent.action == "unkill" and (wider := actions.wider_kill(new, intent.target)):
-            answer["still_killed_by"] = wider
+        answer.update(actions.notes(step["rec"].intent, new, self.current.loaded.config))
         return Done(answer, new.generation, event=ev)
 
     async def decline(self, approval_id: str, principal: Principal, reason: str,

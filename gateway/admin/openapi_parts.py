@@ -35,6 +35,9 @@ RECEIPT = {
                             "same traffic"},
         "to": {"type": "string", "description": "a rollback: the version it made stable "
                "(without `to`, the previous stable it went to)"},
+        "warnings": {"type": "array", "items": {"type": "string"}, "description": "a "
+                     "release: the versions a rollback rolled off that serve again (the "
+                     "file's stable, or a weight above 0), by whom and when"},
     },
 }
 APPROVAL_ITEM: dict[str, Any] = {

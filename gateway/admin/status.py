@@ -52,6 +52,9 @@ class ReloadView(Protocol):
     @property
     def waiting(self) -> str | None: ...
 
+    @property
+    def warnings(self) -> list[str]: ...
+
 
 class StatusBuilder:
     """Builds the document from read-only views; every view may be absent (None) while
@@ -78,10 +81,10 @@ class StatusBuilder:
             out.update(loaded_at=o.loaded_at, last_error=o.last_error,
                        problems=list(o.last_problems), last_attempt=o.last_attempt,
                        restart_required=list(o.restart_required),
-                       waiting=o.waiting)
+                       waiting=o.waiting, warnings=list(o.warnings))
         else:
             out.update(loaded_at=None, last_error=None, problems=[], last_attempt=None,
-                       restart_required=[], waiting=None)
+                       restart_required=[], waiting=None, warnings=[])
         return out
 
     def document(self) -> dict[str, Any]:

@@ -64,6 +64,7 @@ def _status_text(st: dict[str, Any], silent: list[dict[str, Any]] | None = None)
                + (f"  RELOAD WAITING: {cfg['waiting']}" if cfg.get("waiting") else "")
                + (f"  RESTART REQUIRED for: {', '.join(map(str, cfg['restart_required']))}"
                   if cfg.get("restart_required") else ""))
+    out += [f"RELOAD WARNING: {w}" for w in cfg.get("warnings") or () if isinstance(w, str)]
     out += store_warnings(st)
     # (escaped like the tables: a reload's error quotes the file, which a pull request
     # may have written, and the instance name comes from the fleet)

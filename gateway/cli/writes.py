@@ -217,7 +217,10 @@ def _release(args: argparse.Namespace) -> int:
     _no_more(_take_route(args, usage, words, bool(words)), usage)
     return write(args, "POST", f"/v1/routes/{quote(args.route)}/release",
                  {"reason": args.reason, **glass(args)},
-                 f"released {args.route} to its config file",
+                 lambda res: f"released {args.route} to its config file" + "".join(
+                     # (a version a rollback took off as bad serves again: said)
+                     f"\nWARNING: {clean_text(str(w), 500)}"
+                     for w in res.get("warnings") or () if isinstance(res["warnings"], list)),
                  {"route": args.route, "action": "release"})
 
 

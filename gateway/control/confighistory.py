@@ -21,6 +21,7 @@ from gateway.domain.diff import config_dict
 from gateway.domain.killreach import kills_routed_around
 from gateway.domain.kills import unrouted
 from gateway.domain.overrides import identity_problems, latch_problems, record_config
+from gateway.domain.rolledoff import held_moved
 from gateway.domain.routetable import RouteTable
 from gateway.domain.statedoc import Change, StateDoc
 from gateway.errors import AuditError, ConfigError, Problem, StateError
@@ -110,14 +111,24 @@ class ConfigHistory:
                   action="this config names no such route or version: the kill stops "
                   "nothing here; it is in force here once the name is in the config")
 
-    async def reloaded(self, old: LoadedConfig, new: LoadedConfig) -> None:
+    async def reloaded(self, old: LoadedConfig, new: LoadedConfig) -> list[str]:
         """One audit event per fleet-wide config change (old digest -> new digest). The
         instances making the same change share it through a claim; a claim of the same
         transition made before this instance itself switched to `old` is an earlier change
-        (a revert, then a re-deploy): it is audited again, in the next slot."""
+        (a revert, then a re-deploy): it is audited again, in the next slot. Returns the
+        reload's warnings (each logged): a version a latched rollback serves moved to
+        another url (`rolledoff.held_moved`)."""
         since, self.since = self.since, time.time()
         gone = self.warn_unrouted(old, new)
         self.warn_routed_around(old, new)
+        moved = held_moved(self.doc(), old.config.routes, new.config.routes)
+        for warning in moved:
+            event(log, "rollback_target_moved", logging.WARNING, warning=warning)
+        await self._audit(old, new, since, gone)
+        return moved
+
+    async def _audit(self, old: LoadedConfig, new: LoadedConfig, since: float,
+                     gone: list[str]) -> None:
         try:
             for slot in range(SLOTS):
                 claim = await self.sync.store.idem_claim(

@@ -49,6 +49,8 @@ class ReloadOutcome:
         self.last_attempt: str | None = None
         self.restart_required: list[str] = []
         self.waiting: str | None = None  # a reload waits for the file's writer (why, since)
+        #: what the last config applied changed that an operator must know (set by `apply`)
+        self.warnings: list[str] = []
 
 
 class ConfigWatcher:

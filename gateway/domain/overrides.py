@@ -33,6 +33,7 @@ __all__ = [
     "promote",
     "record_config",
     "release",
+    "release_warnings",
     "rollback",
     "set_weights",
     "with_stable",
@@ -117,6 +118,16 @@ def rollback(doc: StateDoc, rc: RouteConfig, to: str | None, actor: str, reason:
         raise ConflictingState("target_killed", _target_killed(doc, rc, to, kill))
     ch = with_stable(rc, to, "rollback", actor, reason, now)
     serving = {n for n, w in _weights_now(doc, rc).items() if w > 0} | {current}
+    if (made := rolledoff.drill_made(doc, rc.name)) is not None:
+        # taking over a drill's rollback (which records nothing): what served before the
+        # drill is what this rollback takes off (unrecorded, it would be a spare again)
+        b, prog = made.get("before"), made.get("progress")
+        st, ws = (b.get("stable"), b.get("weights")) if isinstance(b, dict) else (None, None)
+        if not isinstance(ws, dict):
+            ws = progressive_weights(rc, prog if isinstance(prog, dict) else None) or {
+                v.name: v.weight for v in rc.versions}
+        serving |= {n for n, w in ws.items() if isinstance(w, int | float) and w > 0}
+        serving.add(st if isinstance(st, str) and st else rc.stable)
     return dataclasses.replace(ch, rolled_off=rolledoff.recorded(
         doc, rc, serving - {to}, "rollback", actor, now, named))
 
@@ -194,6 +205,26 @@ def release(doc: StateDoc, rc: RouteConfig, actor: str, reason: str, now: str) -
                                     or prog.get("state") == "failed")
     return Change(overrides={rc.name: None}, history=history,
                   progress={rc.name: None} if restart else {})
+
+
+def release_warnings(doc: StateDoc, rc: RouteConfig) -> list[str]:
+    """What a release (made: `doc` has no override of the route) puts back that a rollback
+    rolled off as bad: the file's stable, or a version the file gives traffic. Said, not
+    refused: a release is how an operator returns to the file."""
+    off = rolledoff.held_off(doc, rc)
+    weights = _weights_now(doc, rc)
+    total = sum(weights.values()) or 1.0
+    out = []
+    for name, rec in sorted(off.items()):
+        pct = 100.0 * weights.get(name, 0.0) / total
+        if name != rc.stable and pct <= 0:
+            continue
+        role = "the route's stable (the file's) again" if name == rc.stable else "traffic again"
+        out.append(f"{name} was rolled off by {rec.actor} ({rec.kind}) at {rec.time}: the "
+                   f"release makes it {role}, {pct:g} % of the route's traffic; if it is "
+                   f"still bad, roll back naming a good version (killgate rollback {rc.name} "
+                   "--to VERSION)")
+    return out
 
 
 def record_config(doc: StateDoc, routes: list[RouteConfig], digest: str,

@@ -14,12 +14,14 @@ progressive rollout promoting it. The newest MAX_ROLLED_OFF per route are kept. 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from typing import Any
 
+from gateway import redact
 from gateway.config import RouteConfig
-from gateway.domain.statedoc import HistoryEntry, RolledOff, StateDoc, kill_key
+from gateway.domain.statedoc import HistoryEntry, RolledOff, StateDoc, kill_key, plain
 
-__all__ = ["MAX_ROLLED_OFF", "cleared", "held_off", "killed_by", "previous_stable",
-           "recorded"]
+__all__ = ["MAX_ROLLED_OFF", "cleared", "drill_made", "held_moved", "held_off", "killed_by",
+           "previous_stable", "recorded"]
 
 MAX_ROLLED_OFF = 8  # records kept per route (the oldest are dropped)
 
@@ -67,6 +69,22 @@ def cleared(doc: StateDoc, rc: RouteConfig,
     return {} if len(kept) == len(have) else {rc.name: kept or None}
 
 
+def drill_made(doc: StateDoc, route: str) -> Mapping[str, Any] | None:
+    """What an open drill kept of the route's override in force when that drill made it
+    ({"route", "before", "progress", "after"}), else None. A drill's rollback records
+    nothing (a rehearsal): a rollback taking it over records what it took off."""
+    ov = doc.overrides.get(route)
+    if ov is None or not doc.drills:
+        return None
+    now = plain(ov)
+    for rec in doc.drills.values():
+        for m in rec.injected:
+            made = m.get("override")
+            if made is not None and made.get("route") == route and made.get("after") == now:
+                return made
+    return None
+
+
 def killed_by(doc: StateDoc, route: str, version: str) -> str | None:
     """The kill of `version` itself, in force (its key): a rollback to it would leave the
     route nothing to serve once the route's other versions are rolled off. A route's or
@@ -75,3 +93,30 @@ def killed_by(doc: StateDoc, route: str, version: str) -> str | None:
     is equally off meanwhile."""
     key = kill_key("version", route, version)
     return key if key in doc.kills else None
+
+
+def held_moved(doc: StateDoc, old: Iterable[RouteConfig],
+               new: Iterable[RouteConfig]) -> list[str]:
+    """What a reload from `old` to `new` moves under a latched rollback: a version it
+    serves (its stable, or a weight > 0) given another url with no artifact saying it is
+    the same build. Its traffic goes to another deployment, unannounced (a reload never
+    undoes a latch: this one is said, not refused)."""
+    before = {rc.name: rc for rc in old}
+    out = []
+    for rc in new:
+        ov, was = doc.overrides.get(rc.name), before.get(rc.name)
+        if ov is None or was is None or ov.kind not in ("rollback", "auto_rollback"):
+            continue
+        total = sum(ov.weights.values()) or 1.0
+        for v in rc.versions:
+            w, prev = ov.weights.get(v.name, 0.0), was.version(v.name)
+            if (w <= 0 and v.name != ov.stable) or prev is None or prev.url == v.url \
+                    or (v.artifact is not None and v.artifact == prev.artifact):
+                continue
+            out.append(f"route {rc.name!r}: version {v.name!r}, held by a {ov.kind} "
+                       f"({ov.actor}, {ov.time}: {ov.reason!r}), moves from "
+                       f"{redact.url(prev.url)} to {redact.url(v.url)} with no artifact "
+                       f"naming the build: {100.0 * w / total:g} % of the route's traffic "
+                       "goes to that deployment now; if it is not the version rolled back "
+                       "to, put the url back or roll back to another version (--to)")
+    return out

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from gateway.config import Config, RouteConfig
-from gateway.domain.rolledoff import previous_stable
+from gateway.domain.rolledoff import held_off, previous_stable
 from gateway.domain.routetable import RouteTable
 from gateway.domain.routing import STATE_UNKNOWN, RoutePlan
 from gateway.domain.statedoc import StateDoc, kill_key
@@ -224,6 +224,11 @@ def _plan(rc: RouteConfig, doc: StateDoc, unhealthy: frozenset[tuple[str, str]],
     else:
         weights = {v.name: v.weight for v in rc.versions}
         stable = rc.stable
+    if doc.rolled_off.get(rc.name):
+        # a version a rollback took off (recorded: domain/rolledoff.py) stays off once the
+        # rollback is released or replaced: at weight 0 it is no spare either, until an
+        # operator names it (else the stable's kill gave it all the route's traffic)
+        rolled_off |= {n for n in held_off(doc, rc) if weights.get(n, 0.0) <= 0}
     if rc.drill_for is not None and (pov := doc.overrides.get(rc.drill_for)) is not None:
         # a version the production route's override (a rollback) took out of its pins
         unpinnable |= {n for n, w in pov.weights.items() if w <= 0}
