@@ -237,3 +237,30 @@ def test_a_key_variable_that_is_not_utf8_is_named_not_a_traceback(tmp_path: Path
     assert res.returncode == 1, res.stderr
     assert f"killgate: config: state.signing_key_env: {says}" in res.stderr, res.stderr
     assert "Traceback" not in res.stderr
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize(("value", "said"), [
+    ("{error: down, since: 2024-01-01}", "since is read by YAML as a date"),
+    ("{blob: !!binary aGVsbG8=}", "blob is read by YAML as bytes"),
+    ("[ok, !!set {a, b}]", "[1] is read by YAML as a set"),
+    ("{retry: [1, {after: .nan}]}", "retry[1].after is nan"),
+])
+def test_a_fallback_json_that_is_no_json_is_refused_by_check(value: str, said: str) -> None:
+    """A fallback `json` YAML reads as a date, bytes or a set (or .nan) passed `killgate
+    check`, then `serve` died at its start with a TypeError traceback (its body is
+    serialised as the routing table is built) and a reload was refused saying only
+    'TypeError'. It is refused by the schema, naming where; plain JSON still builds."""
+    from gateway.configfile import parse_config_text
+    from gateway.domain.statedoc import StateDoc
+    from gateway.domain.tablebuild import build_table
+    from gateway.errors import ConfigError
+
+    text = "routes:\n" + "".join("  " + line + "\n" for line in ROUTES.splitlines())
+    with pytest.raises(ConfigError) as refused:
+        parse_config_text(text + f"    fallback: {{status: 503, json: {value}}}\n")
+    assert [p.path for p in refused.value.problems] == ["routes[0].fallback.json"]
+    assert said in refused.value.problems[0].message
+    cfg = parse_config_text(text + "    fallback: {json: {error: down, at: '2024-01-01'}}\n")
+    assert build_table(cfg, StateDoc()).routes[0].fallback_body == \
+        b'{"error": "down", "at": "2024-01-01"}'
