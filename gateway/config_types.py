@@ -31,6 +31,7 @@ __all__ = [
     "EnvName",
     "Frozen",
     "Listen",
+    "SecretEnv",
     "Timeouts",
     "at_most",
     "check_http_url",
@@ -101,7 +102,26 @@ def parse_duration(value: Any) -> float:
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
-EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=128)]
+
+
+def not_a_secret(name: str) -> str:
+    """The name of an environment variable holding a key, unless it looks like the key
+    itself: a secret pasted where its variable's name goes (`hs256_secret_env: <the
+    secret>`) was quoted whole by `killgate check`, `serve`'s log and `/v1/config` ("set the
+    environment variable <secret>"). A key is at least 32 characters; a variable's name that
+    long has an underscore, and is not upper case, lower case and digits at once."""
+    mixed = (any(c.isupper() for c in name) and any(c.islower() for c in name)
+             and any(c.isdigit() for c in name))
+    if len(name) >= 32 and ("_" not in name or mixed):
+        raise ValueError("looks like a secret, not the name of an environment variable (not "
+                         "shown here): name the variable that holds the secret, such as "
+                         "KILLGATE_JWT_SECRET, and keep the secret itself out of the config")
+    return name
+
+
+#: the name of an environment variable that holds a key (never the key: `not_a_secret`)
+SecretEnv = Annotated[str, AfterValidator(not_a_secret)]
+EnvName = Annotated[SecretEnv, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=128)]
 
 
 def positive(limit: float) -> AfterValidator:

@@ -264,3 +264,33 @@ def test_a_fallback_json_that_is_no_json_is_refused_by_check(value: str, said: s
     cfg = parse_config_text(text + "    fallback: {json: {error: down, at: '2024-01-01'}}\n")
     assert build_table(cfg, StateDoc()).routes[0].fallback_body == \
         b'{"error": "down", "at": "2024-01-01"}'
+
+
+#: what `openssl rand -base64 32` and `openssl rand -hex 32` print (one starting with a letter)
+PASTED = ["Zm9vYmFyYmF6cXV1eDEyMzQ1Njc4OTBhYmNkZWZnaGlqaw", "f3a9" + "0123456789abcdef" * 3]
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize("secret", PASTED)
+@pytest.mark.parametrize("setting", [
+    "admin:\n  auth: {{hs256_secret_env: {}}}\n",
+    "admin:\n  auth:\n    scoped_keys: [{{name: d, hs256_secret_env: {}, "
+    "max_scopes: [killgate:drill]}}]\n",
+    "state: {{signing_key_env: {}}}\n",
+    "events: {{webhooks: [{{url: 'http://127.0.0.1:1/x', secret_env: {}}}]}}\n",
+    "drills: {{key_env: {}}}\n",
+], ids=["hs256", "scoped", "signing", "webhook", "drill"])
+def test_a_secret_pasted_as_a_variable_name_is_refused_unshown(setting: str,
+                                                                secret: str) -> None:
+    """A secret written where its environment variable's name goes passed the schema, and
+    `killgate check` (and serve's log) quoted it: 'set the environment variable <secret>'.
+    It is refused without being shown; long names of real variables still pass."""
+    from gateway.configfile import parse_config_text
+    from gateway.errors import ConfigError
+
+    routes = "routes:\n" + "".join("  " + line + "\n" for line in ROUTES.splitlines())
+    with pytest.raises(ConfigError) as refused:
+        parse_config_text(setting.format(secret) + routes)
+    said = "; ".join(map(str, refused.value.problems))
+    assert "looks like a secret" in said and secret not in said, said
+    parse_config_text(setting.format("KILLGATE_EVENTS_WEBHOOK_SECRET_PRODUCTION_EU") + routes)
