@@ -91,6 +91,7 @@ def state_file_problems(loaded: LoadedConfig) -> list[Problem]:
     log_path = loaded.config.telemetry.access_log.path
     if loaded.config.server.access_log and log_path:
         seen[os.path.realpath(loaded.resolve(log_path))] = "telemetry.access_log.path"
+        out += _access_log_problems(loaded.resolve(log_path))
     for where, value in named:
         p = loaded.resolve(value)
         other = seen.setdefault(os.path.realpath(p), where)
@@ -108,6 +109,18 @@ def state_file_problems(loaded: LoadedConfig) -> list[Problem]:
             out.append(Problem(where, f"{p} is a folder, device, FIFO or socket: killgate "
                                       "reads and writes this file whole; name a file"))
     return out
+
+
+def _access_log_problems(p: Path) -> list[Problem]:
+    """An access log `serve` could not open (its start is refused then; `check` said ok):
+    a folder, or a file in a folder that does not exist."""
+    where = "telemetry.access_log.path"
+    if p.is_dir():
+        return [Problem(where, f"{p} is a folder: name a file (lines are appended to it)")]
+    if not p.parent.is_dir():
+        return [Problem(where, f"{p}: its folder {p.parent} does not exist (or is no folder): "
+                               "create it, or name a file in another")]
+    return []
 
 
 def parse_config_text(text: str, source: str = "<config>") -> Config:

@@ -133,3 +133,22 @@ async def test_serve_with_a_local_store_it_cannot_use_still_stops_cleanly(
             await proc.wait()
     text = log.read_text()
     assert proc.returncode == 0 and "Traceback" not in text, text[-3000:]
+
+
+@pytest.mark.parametrize("where", ["missing/access.log", "file.txt/access.log", ""])
+def test_check_refuses_an_access_log_serve_cannot_open(tmp_path: Path, where: str,
+                                                       capsys: pytest.CaptureFixture[str],
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """An access log in a folder that does not exist (or in a file, or a folder itself):
+    `killgate check` said ok, and `killgate serve` refused to start on the file."""
+    from gateway.cli.main import main
+
+    monkeypatch.setenv("KILLGATE_JWT_SECRET", "s" * 40)
+    (tmp_path / "file.txt").write_text("")
+    cfg = tmp_path / "killgate.yaml"
+    for path, rc in ((tmp_path / where, 1), (tmp_path / "access.log", 0)):
+        cfg.write_text("server: {access_log: true}\ntelemetry:\n  access_log: "
+                       f"{{path: '{path}'}}\n" + ROUTES)
+        assert main(["check", str(cfg)]) == rc
+        said = capsys.readouterr().err
+        assert said.startswith("telemetry.access_log.path: ") if rc else not said, said
