@@ -294,3 +294,26 @@ def test_a_secret_pasted_as_a_variable_name_is_refused_unshown(setting: str,
     said = "; ".join(map(str, refused.value.problems))
     assert "looks like a secret" in said and secret not in said, said
     parse_config_text(setting.format("KILLGATE_EVENTS_WEBHOOK_SECRET_PRODUCTION_EU") + routes)
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize("setting", [
+    'state: {snapshot_path: "var/snap\\ud800.json"}',
+    'state: {audit_mirror: "var/m\\udc80.jsonl"}',
+    'admin: {auth: {hs256_secret_file: "k\\ud83d\\ude00"}}',
+])
+def test_a_surrogate_escape_is_refused_not_a_traceback(tmp_path: Path, setting: str,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """A "\\ud800" escape (half of a UTF-16 pair) in a path: `killgate check` (and serve)
+    ended in a UnicodeEncodeError traceback. It is refused by the loader, naming the line;
+    the character itself, or its \\U escape, still loads."""
+    from gateway.cli.main import main
+
+    cfg = tmp_path / "k.yaml"
+    routes = "routes:\n" + "".join("  " + line + "\n" for line in ROUTES.splitlines())
+    cfg.write_text(setting + "\n" + routes)
+    assert main(["check", str(cfg)]) == 1
+    said = capsys.readouterr().err
+    assert "YAML syntax error at line 1" in said and "UTF-16 pair" in said, said
+    cfg.write_text('admin: {auth: {issuer: "kg-\\U0001F600-\U0001F600"}}\n' + routes)
+    assert main(["check", str(cfg)]) == 0
