@@ -45,12 +45,23 @@ def ungated_shadows(cfg: Config) -> list[str]:
 
 
 def _key_problems(cfg: Config) -> list[Problem]:
-    """The state and audit keys: one source each, and a signing key with redis."""
+    """The state and audit keys: one source each, and a signing key with redis; and the
+    instance lease against the heartbeat."""
     st = cfg.state
     out: list[Problem] = []
     for name in ("signing_key", "previous_signing_key", "audit_key", "previous_audit_key"):
         if getattr(st, f"{name}_env") and getattr(st, f"{name}_file"):
             out.append(Problem(f"state.{name}_file", f"give {name}_env or {name}_file, not both"))
+    if st.instance_lease < 2 * st.heartbeat_interval:
+        # (heartbeat 3s, lease 1s: a kill's receipt counted 1 instance of 2, "all applied",
+        # for as long as the other's last beat was more than a lease ago)
+        out.append(Problem(
+            "state.instance_lease",
+            f"must be at least twice state.heartbeat_interval ({st.heartbeat_interval:g}s): "
+            "an instance beats every heartbeat_interval and one not heard from within the "
+            "lease counts as gone, so between its beats a live instance would be left out of "
+            "every kill's receipt (`applied`), the fleet and `killgate status`; raise "
+            "instance_lease with heartbeat_interval"))
     signing = st.signing_key_env or st.signing_key_file
     if st.backend == "redis" and not signing:
         out.append(Problem(
