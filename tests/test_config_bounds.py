@@ -97,4 +97,29 @@ def test_an_instance_lease_shorter_than_two_heartbeats_is_refused(state: str, ok
     with pytest.raises(ConfigError) as refused:
         parse_config_text(text)
     assert [p.path for p in refused.value.problems] == ["state.instance_lease"]
-    assert "at least twice state.heartbeat_interval" in refused.value.problems[0].message
+    assert "at least twice heartbeat_interval" in refused.value.problems[0].message
+
+
+@pytest.mark.parametrize(("state", "refused"), [
+    ("{poll_interval: 6s, max_staleness: 2s, on_unavailable: fail_closed, "
+     "instance_lease: 12s}", ["state.max_staleness"]),
+    ("{poll_interval: 10s, max_staleness: 20s}", ["state.instance_lease"]),  # (lease 5s)
+    ("{poll_interval: 10s, max_staleness: 20s, instance_lease: 20s}", []),
+])
+def test_a_poll_longer_than_the_clocks_that_follow_it_is_refused(state: str,
+                                                                 refused: list[str]) -> None:
+    """The store is read (and a heartbeat sent) once per poll_interval: `poll_interval: 6s`
+    with `max_staleness: 2s` passed check and serve, and under fail_closed every route of a
+    gateway on a healthy store answered 503 killed from 2 s into each poll to its end; a
+    lease shorter than two polls left live instances out of receipts."""
+    from gateway.configfile import parse_config_text
+    from gateway.errors import ConfigError
+
+    text = (f"state: {state}\nroutes:\n  - name: r\n    match: {{path_prefix: /r}}\n"
+            "    stable: v1\n    versions: [{name: v1, url: 'http://127.0.0.1:1'}]\n")
+    try:
+        parse_config_text(text)
+        got = []
+    except ConfigError as exc:
+        got = [p.path for p in exc.problems]
+    assert got == refused
