@@ -50,10 +50,11 @@ class LoadedConfig:
 
 
 #: the settings a running process does not change on a reload (they apply when it starts):
-#: whole sections, the admin listener's, and the drill key settings (read once, at start)
+#: whole sections, the admin listener's, the drill key settings (read once, at start) and
+#: the size of the events' queue (made once, at start)
 RESTART_ONLY = ("listen", "state", "server", "log", "telemetry", "admin.listen",
                 "admin.max_body_size", "admin.max_connections", "drills.key_env",
-                "drills.key_file", "drills.advertise_host")
+                "drills.key_file", "drills.advertise_host", "events.queue")
 
 
 def restart_changes(a: Config, b: Config) -> list[str]:
