@@ -231,6 +231,16 @@ class AnalysisConfig(Frozen):
     #: ... over at least this many comparisons (fleet-wide)
     min_shadow_compared: int = Field(default=100, ge=1)
 
+    @field_validator("webhook_url")
+    @classmethod
+    def _webhook(cls, v: str | None) -> str | None:
+        # (as events.webhooks[].url: 'ftp://...', 'http://' or a port past 65535 passed
+        # check, and the auto-rollback notice to it failed at each rollback, retried)
+        # (a query may carry the receiver's token)
+        if v is not None:
+            check_http_url(v.split("?", 1)[0])
+        return v
+
     @field_validator("steps")
     @classmethod
     def _steps(cls, v: list[float] | None) -> list[float] | None:

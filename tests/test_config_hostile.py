@@ -317,3 +317,23 @@ def test_a_surrogate_escape_is_refused_not_a_traceback(tmp_path: Path, setting: 
     assert "YAML syntax error at line 1" in said and "UTF-16 pair" in said, said
     cfg.write_text('admin: {auth: {issuer: "kg-\\U0001F600-\U0001F600"}}\n' + routes)
     assert main(["check", str(cfg)]) == 0
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize("url", ["not a url", "ftp://hooks.example/x", "http://",
+                                 "http://hooks.example:99999/x", ""])
+def test_an_analysis_webhook_no_post_can_reach_is_refused(url: str) -> None:
+    """routes[].analysis.webhook_url took any text: `check` said ok, and each automatic
+    rollback's notice to it failed (retried, then `event_failed`). It is read as
+    events.webhooks[].url is; a usable URL still loads."""
+    from gateway.configfile import parse_config_text
+    from gateway.errors import ConfigError
+
+    text = ("routes:\n  - name: r\n    match: {path_prefix: /r}\n    stable: v1\n"
+            "    analysis: {webhook_url: '%s'}\n    versions:\n"
+            "      - {name: v1, url: 'http://127.0.0.1:1', weight: 100}\n"
+            "      - {name: v2, url: 'http://127.0.0.1:2', weight: 0}\n")
+    with pytest.raises(ConfigError) as refused:
+        parse_config_text(text % url)
+    assert [p.path for p in refused.value.problems] == ["routes[0].analysis.webhook_url"]
+    parse_config_text(text % "https://hooks.example/services/T0/B0/x?token=t0k3n")
