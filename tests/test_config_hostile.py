@@ -337,3 +337,21 @@ def test_an_analysis_webhook_no_post_can_reach_is_refused(url: str) -> None:
         parse_config_text(text % url)
     assert [p.path for p in refused.value.problems] == ["routes[0].analysis.webhook_url"]
     parse_config_text(text % "https://hooks.example/services/T0/B0/x?token=t0k3n")
+
+
+@pytest.mark.timeout(10)
+def test_a_section_left_empty_says_so() -> None:
+    """A section whose every key is commented out reads as null: 'server: must be a
+    mapping' sent the operator looking for a type they never wrote."""
+    from gateway.configfile import parse_config_text
+    from gateway.errors import ConfigError
+
+    routes = "routes:\n" + "".join("  " + line + "\n" for line in ROUTES.splitlines())
+    for text, path in (("server:\n  # max_inflight: 100\n" + routes, "server"),
+                       ("events:\n  webhooks:\n  # - {url: 'http://h/x'}\n" + routes,
+                        "events.webhooks")):
+        with pytest.raises(ConfigError) as refused:
+            parse_config_text(text)
+        assert [str(p) for p in refused.value.problems] == [
+            f"{path}: is empty (nothing under it but comments?): give it its "
+            f"{'items' if path.endswith('s') else 'keys'}, or remove the line"]
