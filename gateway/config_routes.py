@@ -103,9 +103,9 @@ class HealthConfig(Frozen):
     def _path(cls, v: str) -> str:
         # appended to each version's url: without its '/' the port swallows it
         # (http://h:9101health), every probe fails and the route loses every version
-        if not v.startswith("/") or any(c.isspace() or c == "#" for c in v):
-            raise ValueError("must start with '/' and hold no blank or '#' (it is appended to "
-                             "each version's url), e.g. /v2/health/ready")
+        if not v.startswith("/") or any(not " " < c < "\x7f" or c == "#" for c in v):
+            raise ValueError("must start with '/' and hold only printable ASCII, no blank or '#' "
+                             "(it is appended to each version's url), e.g. /v2/health/ready")
         return v
 
 

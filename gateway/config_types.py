@@ -197,6 +197,13 @@ def check_http_url(v: str) -> str:
     """An http:// or https:// URL with a host and optionally a path (no query, no fragment)."""
     if not _HTTP_URL.match(v):
         raise ValueError("must be an http:// or https:// URL with a host, optionally a path")
+    odd = next((c for c in v if not " " < c < "\x7f"), None)
+    if odd is not None:
+        # (sent as it is written: a zero-width space pasted with the URL put raw UTF-8 bytes
+        # in every request line, each answered 400 by the backend, after `check` said ok)
+        raise ValueError(f"holds the character U+{ord(odd):04X} at position {v.index(odd) + 1}, "
+                         "not printable ASCII (pasted with it?): delete it, percent-encode a "
+                         "path's, and write a host name in its xn-- (IDNA) form")
     # (what the shape lets through but a connection cannot use: the gateway's start died
     # on it with a traceback, and a reload was refused saying only "ValueError")
     try:

@@ -355,3 +355,29 @@ def test_a_section_left_empty_says_so() -> None:
         assert [str(p) for p in refused.value.problems] == [
             f"{path}: is empty (nothing under it but comments?): give it its "
             f"{'items' if path.endswith('s') else 'keys'}, or remove the line"]
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize(("where", "value", "said"), [
+    ("url", "http://127.0.0.1:1/v1\u200b", "U+200B at position 22"),
+    ("url", "http://models\u200b.svc:8080", "U+200B"),
+    ("url", "http://bücher.example:8080", "xn-- (IDNA)"),
+    ("health", "/v2/hëalth", "printable ASCII"),
+])
+def test_a_url_with_a_character_no_request_line_can_carry_is_refused(where: str, value: str,
+                                                                     said: str) -> None:
+    """A version url (or health.path) holding a character outside printable ASCII, such as
+    a zero-width space pasted with it, passed `check`; the gateway wrote it raw into every
+    request line to that backend, each answered 400 `Invalid char in url path`."""
+    from gateway.configfile import parse_config_text
+    from gateway.errors import ConfigError
+
+    url, health = (value, "/h") if where == "url" else ("http://127.0.0.1:1", value)
+    text = ("routes:\n  - name: r\n    match: {path_prefix: /r}\n    stable: v1\n"
+            f"    health: {{path: '{health}'}}\n"
+            f"    versions: [{{name: v1, url: '{url}', weight: 100}}]\n")
+    with pytest.raises(ConfigError) as refused:
+        parse_config_text(text)
+    problem = refused.value.problems[0]
+    assert problem.path.endswith("url" if where == "url" else "health.path"), problem
+    assert said in problem.message and value not in problem.message, problem
