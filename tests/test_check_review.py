@@ -152,3 +152,24 @@ def test_check_refuses_an_access_log_serve_cannot_open(tmp_path: Path, where: st
         assert main(["check", str(cfg)]) == rc
         said = capsys.readouterr().err
         assert said.startswith("telemetry.access_log.path: ") if rc else not said, said
+
+
+@pytest.mark.parametrize("drills", ["{key_file: missing.key}", "{key_env: KG_SHORT_DRILL_KEY}"])
+def test_check_notes_a_drill_key_serve_cannot_use(tmp_path: Path, drills: str,
+                                                  capsys: pytest.CaptureFixture[str],
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A drills.key_file that cannot be read (or a key variable shorter than 32 bytes):
+    `check` said ok, `serve` started, and the first drill, at the GameDay, was refused
+    409 no_drill_key."""
+    from gateway.cli.main import main
+
+    monkeypatch.setenv("KILLGATE_JWT_SECRET", "s" * 40)
+    monkeypatch.setenv("KG_SHORT_DRILL_KEY", "short")
+    cfg = tmp_path / "killgate.yaml"
+    cfg.write_text(f"drills: {drills}\n" + ROUTES)
+    assert main(["check", str(cfg)]) == 0
+    said = capsys.readouterr().err
+    assert said.startswith("note: drills: ") and "409 no_drill_key" in said, said
+    cfg.write_text(ROUTES)  # (the drill key derived from the admin secret: nothing to say)
+    assert main(["check", str(cfg)]) == 0
+    assert capsys.readouterr().err == ""
