@@ -293,7 +293,8 @@ def test_a_secret_pasted_as_a_variable_name_is_refused_unshown(setting: str,
         parse_config_text(setting.format(secret) + routes)
     said = "; ".join(map(str, refused.value.problems))
     assert "looks like a secret" in said and secret not in said, said
-    parse_config_text(setting.format("KILLGATE_EVENTS_WEBHOOK_SECRET_PRODUCTION_EU") + routes)
+    for name in ("KILLGATE_EVENTS_WEBHOOK_SECRET_PRODUCTION_EU", "MyApp_Prod_Killgate_Secret_2024_Q3"):
+        parse_config_text(setting.format(name) + routes)
 
 
 @pytest.mark.timeout(10)
