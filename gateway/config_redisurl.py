@@ -80,6 +80,9 @@ def redis_url_problem(url: str) -> str | None:
     if userinfo_split(url):
         return SPLIT_USERINFO
     hosts = u.netloc.rsplit("@", 1)[-1]
+    if "$" in hosts:
+        return ("its host holds '$': killgate does not expand environment variables in the "
+                "config; write the value, or render the file before it is deployed")
     odd = next((c for c in hosts if not " " < c < "\x7f"), None)
     if odd is not None:  # (a zero-width space pasted with it: no store ever answered)
         return (f"its host holds the character U+{ord(odd):04X}, not printable ASCII (pasted "

@@ -49,6 +49,8 @@ _UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 #: fallback's `headers` may name
 HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _HTTP_URL = re.compile(r"^https?://[^/\s?#]+(/[^\s?#]*)?$")
+#: the host and port of a URL's authority as a connection can use them
+_HOST = re.compile(r"(?:[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+(?:%25[A-Za-z0-9._~-]+)?\])(?::[0-9]+)?")
 
 
 class Frozen(BaseModel):
@@ -215,6 +217,16 @@ def check_http_url(v: str) -> str:
                          "65535 and whose host is a name or an address ([::1] for IPv6)") from None
     if not u.hostname:
         raise ValueError("must be an http:// or https:// URL with a host, optionally a path")
+    host = u.netloc.rsplit("@", 1)[-1]
+    if "$" in host:
+        # (`http://${BACKEND_HOST}:8080` passed check, and no request ever left: no resolver
+        # knows the name `${backend_host}`)
+        raise ValueError("its host holds '$': killgate does not expand environment variables "
+                         "in the config; write the value, or render the file before it is "
+                         "deployed (envsubst, Helm, Kustomize)")
+    if not _HOST.fullmatch(host):
+        raise ValueError("its host must be a name (letters, digits, '.', '-', '_'), an IPv4 "
+                         "address or an [IPv6] address, with an optional :port")
     if port == 0:
         raise ValueError("must be an http:// or https:// URL whose port is a number from 1 to "
                          "65535 (0 is no port to connect to)")

@@ -382,3 +382,29 @@ def test_a_url_with_a_character_no_request_line_can_carry_is_refused(where: str,
     problem = refused.value.problems[0]
     assert problem.path.endswith("url" if where == "url" else "health.path"), problem
     assert said in problem.message and value not in problem.message, problem
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize(("setting", "path"), [
+    ("routes[0].versions[0].url", "http://${BACKEND_HOST}:8080"),
+    ("events.webhooks[0].url", "https://$HOOK_HOST/hooks/kg"),
+    ("state.url", "redis://:pw@${REDIS_HOST}:6379/0"),
+])
+def test_a_variable_left_in_a_host_is_refused_by_check(setting: str, path: str) -> None:
+    """`${VAR}` is taken literally (no expansion): a host written so passed `check`, and no
+    request (or store connection) ever left, the name `${backend_host}` resolving nowhere.
+    Refused, saying that nothing expands it."""
+    from gateway.configfile import parse_config_text
+    from gateway.errors import ConfigError
+
+    url = path if setting.startswith("routes") else "http://127.0.0.1:1"
+    extra = {"events.webhooks[0].url": f"events: {{webhooks: [{{url: '{path}', "
+                                       "secret_env: HOOK_SECRET}]}\n",
+             "state.url": f"state: {{backend: redis, url: '{path}', signing_key_env: K}}\n"
+             }.get(setting, "")
+    text = (extra + "routes:\n  - name: r\n    match: {path_prefix: /r}\n    stable: v1\n"
+            f"    versions: [{{name: v1, url: '{url}', weight: 100}}]\n")
+    with pytest.raises(ConfigError) as refused:
+        parse_config_text(text)
+    assert [p.path for p in refused.value.problems] == [setting]
+    assert "does not expand environment variables" in refused.value.problems[0].message
