@@ -18,7 +18,7 @@ import logging
 from collections.abc import Callable
 
 from gateway.admin.auth import Authenticator
-from gateway.configfile import LoadedConfig
+from gateway.configfile import LoadedConfig, state_file_problems
 from gateway.control.reload import ConfigWatcher
 from gateway.errors import ConfigError, Problem
 from gateway.log import event
@@ -29,6 +29,12 @@ from gateway.wiring.dataplane import trusted
 __all__ = ["Gateway"]
 
 log = logging.getLogger("killgate")
+
+
+def _state_files(loaded: LoadedConfig) -> tuple[object, ...]:
+    """The settings `state_file_problems` reads."""
+    cfg = loaded.config
+    return cfg.state, cfg.server.access_log, cfg.telemetry.access_log.path
 
 
 class Gateway(GatewayParts):
@@ -61,6 +67,13 @@ class Gateway(GatewayParts):
             self.history.check(loaded)
         if loaded.config.state != self.loaded.config.state:  # (applies at a restart)
             refuse_unreadable_keys(loaded.config.state, loaded.resolve)
+        # (so do the state files and the access log: `check`'s refusal of them came at the
+        # next start, the reload having gone live)
+        if _state_files(loaded) != _state_files(self.loaded) and (
+                problems := state_file_problems(loaded)):
+            raise ConfigError([Problem(p.path, f"{p.message}; the next start would refuse "
+                                               "this file: the running config stays in force")
+                               for p in problems])
         auth = loaded.config.admin.auth
         self._checked_auth = None
         running = self.admin_api.callers.auth if self.admin_api is not None else None

@@ -36,6 +36,7 @@ from gateway.config_types import (
     EnvName,
     Frozen,
     Listen,
+    SecretEnv,
     at_most,
     parse_duration,
     parse_listen,
@@ -229,7 +230,7 @@ class DrillsConfig(Frozen):
 
     #: HMAC key of drill fault tokens (>= 32 bytes), the same on every instance; when the
     #: variable is unset (and no file), it is derived from the admin HS256 secret
-    key_env: str | None = "KILLGATE_DRILL_KEY"
+    key_env: SecretEnv | None = "KILLGATE_DRILL_KEY"
     key_file: str | None = None
     #: a drill fault ends by itself after this at the latest
     max_fault_ttl: Annotated[Duration, positive(24 * 3600.0)] = 300.0

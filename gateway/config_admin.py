@@ -17,6 +17,7 @@ from gateway.config_types import (
     Duration,
     Frozen,
     Listen,
+    SecretEnv,
     at_most,
     check_http_url,
     is_loopback,
@@ -43,7 +44,7 @@ class ScopedKeyConfig(Frozen):
     `kid` header; the gateway verifies a token with that key alone."""
 
     name: str
-    hs256_secret_env: str | None = None
+    hs256_secret_env: SecretEnv | None = None
     hs256_secret_file: str | None = None
     max_scopes: list[str] = Field(min_length=1, max_length=len(SCOPES))
 
@@ -82,7 +83,7 @@ _REFRESH = at_most(24 * 3600.0, "a key the identity provider revoked would stay 
 
 class AuthConfig(Frozen):
     algorithms: list[str] = Field(default_factory=lambda: ["HS256"], min_length=1)
-    hs256_secret_env: str | None = DEFAULT_SECRET_ENV
+    hs256_secret_env: SecretEnv | None = DEFAULT_SECRET_ENV
     hs256_secret_file: str | None = None
     public_key_file: str | None = None
     jwks_url: str | None = None

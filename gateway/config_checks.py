@@ -69,6 +69,32 @@ def _key_problems(cfg: Config) -> list[Problem]:
     return out
 
 
+def _clock_problems(cfg: Config) -> list[Problem]:
+    """The state's clocks against each other. The sync loop polls once per poll_interval,
+    and both the staleness clock's reset and the heartbeat come after that poll: a
+    max_staleness inside one poll went stale on a healthy store (with fail_closed every
+    route answered 503 killed for most of each poll), and a lease inside two beats dropped
+    live instances from receipts between their beats (a kill's `applied` counted 1 of 2)."""
+    st = cfg.state
+    out: list[Problem] = []
+    if st.max_staleness < 2 * st.poll_interval:
+        out.append(Problem(
+            "state.max_staleness",
+            f"must be at least twice poll_interval ({2 * st.poll_interval:g}s): the store is "
+            "read once per poll, so the state would go stale between the polls of a healthy "
+            "store (under fail_closed, every route answering 503 killed)"))
+    beat = max(st.heartbeat_interval, st.poll_interval)
+    if st.instance_lease < 2 * beat:
+        which = "heartbeat_interval" if beat == st.heartbeat_interval else \
+            "poll_interval (a heartbeat follows a poll)"
+        out.append(Problem(
+            "state.instance_lease",
+            f"must be at least twice {which} ({2 * beat:g}s): an instance not heard from "
+            "within the lease counts as gone, so between its beats a live instance would be "
+            "left out of every kill's receipt (`applied`), the fleet and `killgate status`"))
+    return out
+
+
 def semantic_problems(cfg: Config) -> list[Problem]:
     """Cross-field checks pydantic cannot express per field."""
     out: list[Problem] = []
@@ -101,6 +127,7 @@ def semantic_problems(cfg: Config) -> list[Problem]:
         out.append(Problem("admin.auth", "give only one of hs256_secret_file, public_key_file, "
                                          "jwks_url"))
     out += _key_problems(cfg)
+    out += _clock_problems(cfg)
     seen_routes: dict[str, int] = {}
     for i, r in enumerate(cfg.routes):
         base = f"routes[{i}]"

@@ -93,6 +93,11 @@ def _message(err: Any) -> str:
                    if isinstance(inp, (datetime.date, datetime.datetime)) else None)
         if read_as is not None:
             return f"must be a string: YAML reads this value as {read_as}; put it in quotes"
+    if typ in ("model_type", "dict_type", "list_type") and err.get("input") is None:
+        # (`server:` with every key under it commented out reads as null)
+        kind = "items" if typ == "list_type" else "keys"
+        return (f"is empty (nothing under it but comments?): give it its {kind}, or remove "
+                "the line")
     if typ == "value_error":
         return str(ctx.get("error", err["msg"]))
     template = _TEMPLATES.get(typ)

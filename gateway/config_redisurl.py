@@ -79,6 +79,14 @@ def redis_url_problem(url: str) -> str | None:
         return None  # (the store's own parser names what is wrong: `killgate check`)
     if userinfo_split(url):
         return SPLIT_USERINFO
+    hosts = u.netloc.rsplit("@", 1)[-1]
+    if "$" in hosts:
+        return ("its host holds '$': killgate does not expand environment variables in the "
+                "config; write the value, or render the file before it is deployed")
+    odd = next((c for c in hosts if not " " < c < "\x7f"), None)
+    if odd is not None:  # (a zero-width space pasted with it: no store ever answered)
+        return (f"its host holds the character U+{ord(odd):04X}, not printable ASCII (pasted "
+                "with it?): delete it, or write the name in its xn-- (IDNA) form")
     if u.scheme == "redis+sentinel":
         parts = [p for p in u.path.split("/") if p]
         if len(parts) > 1 and not parts[1].isdigit():

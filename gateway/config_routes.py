@@ -8,6 +8,8 @@ building blocks (`gateway.config_types`) and the shadow section it embeds.
 
 from __future__ import annotations
 
+import datetime
+import math
 import re
 from typing import Annotated, Any, Literal
 
@@ -101,9 +103,9 @@ class HealthConfig(Frozen):
     def _path(cls, v: str) -> str:
         # appended to each version's url: without its '/' the port swallows it
         # (http://h:9101health), every probe fails and the route loses every version
-        if not v.startswith("/") or any(c.isspace() or c == "#" for c in v):
-            raise ValueError("must start with '/' and hold no blank or '#' (it is appended to "
-                             "each version's url), e.g. /v2/health/ready")
+        if not v.startswith("/") or any(not " " < c < "\x7f" or c == "#" for c in v):
+            raise ValueError("must start with '/' and hold only printable ASCII, no blank or '#' "
+                             "(it is appended to each version's url), e.g. /v2/health/ready")
         return v
 
 
@@ -119,6 +121,26 @@ class OutlierConfig(Frozen):
     # (Envoy's defaults are 30s and 300s; an hour out of traffic is past any blip)
     base_ejection: Annotated[Duration, _EJECTION] = 30.0
     max_ejection: Annotated[Duration, _EJECTION] = 300.0
+
+
+def _not_json(v: Any, where: str = "") -> str | None:
+    """Why `v` (a YAML value) is not plain JSON data (None when it is), naming its place."""
+    at = where or "the value"
+    if v is None or isinstance(v, str | bool | int):
+        return None
+    if isinstance(v, float):
+        return None if math.isfinite(v) else f"{at} is {v!r}, which JSON cannot carry"
+    if isinstance(v, list):
+        parts = ((x, f"{where}[{i}]") for i, x in enumerate(v))
+    elif isinstance(v, dict):
+        parts = ((x, f"{where}.{k}" if where else str(k)) for k, x in v.items())
+    else:
+        kind = ("a date" if isinstance(v, datetime.date) else "bytes (!!binary)"
+                if isinstance(v, bytes) else "a set (!!set)" if isinstance(v, set)
+                else type(v).__name__)
+        return (f"{at} is read by YAML as {kind}, which JSON cannot carry: put it in quotes "
+                "(the answer's body is plain JSON)")
+    return next((p for x, w in parts if (p := _not_json(x, w)) is not None), None)
 
 
 class FallbackConfig(Frozen):
@@ -143,6 +165,17 @@ class FallbackConfig(Frozen):
             if not _FIELD_VALUE.fullmatch(value):
                 raise ValueError(f"the value of {name!r} must be printable Latin-1 text "
                                  "without line breaks or leading or trailing blanks")
+        return v
+
+    @field_validator("json_")
+    @classmethod
+    def _plain_json(cls, v: Any) -> Any:
+        # (served as json.dumps(json) built into the routing table: a YAML date, !!binary
+        # or !!set passed `check`, then `serve` died at its start with a TypeError
+        # traceback, and a reload was refused saying only "TypeError"; .nan went out as NaN)
+        problem = _not_json(v)
+        if problem is not None:
+            raise ValueError(problem)
         return v
 
     @model_validator(mode="after")
@@ -197,6 +230,16 @@ class AnalysisConfig(Frozen):
     min_shadow_agreement: float | None = Field(default=None, ge=0, le=1)
     #: ... over at least this many comparisons (fleet-wide)
     min_shadow_compared: int = Field(default=100, ge=1)
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _webhook(cls, v: str | None) -> str | None:
+        # (as events.webhooks[].url: 'ftp://...', 'http://' or a port past 65535 passed
+        # check, and the auto-rollback notice to it failed at each rollback, retried)
+        # (a query may carry the receiver's token)
+        if v is not None:
+            check_http_url(v.split("?", 1)[0])
+        return v
 
     @field_validator("steps")
     @classmethod

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
-from gateway.config_types import Duration, Frozen, check_http_url, positive
+from gateway.config_types import Duration, Frozen, SecretEnv, check_http_url, positive
 
 __all__ = [
     "ALERT_ACTIONS",
@@ -164,7 +164,7 @@ class AlertsConfig(Frozen):
 class WebhookConfig(Frozen):
     url: str
     #: the HMAC-SHA256 key (at least 32 bytes) is read from this variable, or this file
-    secret_env: str | None = None
+    secret_env: SecretEnv | None = None
     secret_file: str | None = None
     #: what to send; default: every kind
     events: list[Literal[EVENT_KINDS]] | None = None  # type: ignore[valid-type]

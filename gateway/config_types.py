@@ -31,6 +31,7 @@ __all__ = [
     "EnvName",
     "Frozen",
     "Listen",
+    "SecretEnv",
     "Timeouts",
     "at_most",
     "check_http_url",
@@ -48,6 +49,8 @@ _UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 #: fallback's `headers` may name
 HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _HTTP_URL = re.compile(r"^https?://[^/\s?#]+(/[^\s?#]*)?$")
+#: the host and port of a URL's authority as a connection can use them
+_HOST = re.compile(r"(?:[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+(?:%25[A-Za-z0-9._~-]+)?\])(?::[0-9]+)?")
 
 
 class Frozen(BaseModel):
@@ -101,7 +104,27 @@ def parse_duration(value: Any) -> float:
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
-EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=128)]
+
+
+def not_a_secret(name: str) -> str:
+    """The name of an environment variable holding a key, unless it looks like the key
+    itself: a secret pasted where its variable's name goes (`hs256_secret_env: <the
+    secret>`) was quoted whole by `killgate check`, `serve`'s log and `/v1/config` ("set the
+    environment variable <secret>"). A key is at least 32 characters; a variable's name that
+    long has an underscore, and is not upper case, lower case and digits at once with fewer
+    than three (`MyApp_Prod_Killgate_Secret_2024_Q3` is a name; base64url rarely has three)."""
+    mixed = (any(c.isupper() for c in name) and any(c.islower() for c in name)
+             and any(c.isdigit() for c in name))
+    if len(name) >= 32 and ("_" not in name or (mixed and name.count("_") < 3)):
+        raise ValueError("looks like a secret, not the name of an environment variable (not "
+                         "shown here): name the variable that holds the secret, such as "
+                         "KILLGATE_JWT_SECRET, and keep the secret itself out of the config")
+    return name
+
+
+#: the name of an environment variable that holds a key (never the key: `not_a_secret`)
+SecretEnv = Annotated[str, AfterValidator(not_a_secret)]
+EnvName = Annotated[SecretEnv, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=128)]
 
 
 def positive(limit: float) -> AfterValidator:
@@ -177,6 +200,13 @@ def check_http_url(v: str) -> str:
     """An http:// or https:// URL with a host and optionally a path (no query, no fragment)."""
     if not _HTTP_URL.match(v):
         raise ValueError("must be an http:// or https:// URL with a host, optionally a path")
+    odd = next((c for c in v if not " " < c < "\x7f"), None)
+    if odd is not None:
+        # (sent as it is written: a zero-width space pasted with the URL put raw UTF-8 bytes
+        # in every request line, each answered 400 by the backend, after `check` said ok)
+        raise ValueError(f"holds the character U+{ord(odd):04X} at position {v.index(odd) + 1}, "
+                         "not printable ASCII (pasted with it?): delete it, percent-encode a "
+                         "path's, and write a host name in its xn-- (IDNA) form")
     # (what the shape lets through but a connection cannot use: the gateway's start died
     # on it with a traceback, and a reload was refused saying only "ValueError")
     try:
@@ -187,6 +217,16 @@ def check_http_url(v: str) -> str:
                          "65535 and whose host is a name or an address ([::1] for IPv6)") from None
     if not u.hostname:
         raise ValueError("must be an http:// or https:// URL with a host, optionally a path")
+    host = u.netloc.rsplit("@", 1)[-1]
+    if "$" in host:
+        # (`http://${BACKEND_HOST}:8080` passed check, and no request ever left: no resolver
+        # knows the name `${backend_host}`)
+        raise ValueError("its host holds '$': killgate does not expand environment variables "
+                         "in the config; write the value, or render the file before it is "
+                         "deployed (envsubst, Helm, Kustomize)")
+    if not _HOST.fullmatch(host):
+        raise ValueError("its host must be a name (letters, digits, '.', '-', '_'), an IPv4 "
+                         "address or an [IPv6] address, with an optional :port")
     if port == 0:
         raise ValueError("must be an http:// or https:// URL whose port is a number from 1 to "
                          "65535 (0 is no port to connect to)")

@@ -6,8 +6,8 @@ document would exhaust the recursion of the composer, or of whatever walks the r
 more than MAX_ALIASES aliases, aliases that expand the document past MAX_EXPANDED_NODES nodes or
 refer to a node that contains them (billion laughs), keys that YAML reads as something
 other than a string (`yes:`, `1:`, `[a]:`), merge keys, integers too long for int(), and
-strings holding a NUL. Syntax errors become one `Problem` naming the line and column.
-Imports yaml and errors only.
+strings holding a NUL or half of a UTF-16 pair (`"\\ud800"`). Syntax errors become one
+`Problem` naming the line and column. Imports yaml and errors only.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ MAX_NODES = 50_000
 MAX_EXPANDED_NODES = 100_000
 #: the longest integer as written (Python's int() refuses past 4,300 digits)
 MAX_NUMBER_CHARS = 64
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def load_yaml(text: str, source: str) -> Any:
@@ -118,6 +119,13 @@ class _StrictLoader(yaml.SafeLoader):
         if "\0" in value:
             raise yaml.constructor.ConstructorError(
                 None, None, "a string holding a NUL character (\\0)", node.start_mark)
+        if _SURROGATE.search(value):
+            # (a "\ud800" escape: no file name can hold one, and a path with it came out
+            # of check and serve as a UnicodeEncodeError traceback)
+            raise yaml.constructor.ConstructorError(
+                None, None, "a string holding a \\ud800-\\udfff escape (half of a UTF-16 "
+                "pair): write the character itself, or \\U and its 8 hex digits",
+                node.start_mark)
         return value
 
     def construct_mapping(self, node: Any, deep: bool = False) -> Any:

@@ -50,10 +50,11 @@ class LoadedConfig:
 
 
 #: the settings a running process does not change on a reload (they apply when it starts):
-#: whole sections, the admin listener's, and the drill key settings (read once, at start)
+#: whole sections, the admin listener's, the drill key settings (read once, at start) and
+#: the size of the events' queue (made once, at start)
 RESTART_ONLY = ("listen", "state", "server", "log", "telemetry", "admin.listen",
                 "admin.max_body_size", "admin.max_connections", "drills.key_env",
-                "drills.key_file", "drills.advertise_host")
+                "drills.key_file", "drills.advertise_host", "events.queue")
 
 
 def restart_changes(a: Config, b: Config) -> list[str]:
@@ -91,6 +92,7 @@ def state_file_problems(loaded: LoadedConfig) -> list[Problem]:
     log_path = loaded.config.telemetry.access_log.path
     if loaded.config.server.access_log and log_path:
         seen[os.path.realpath(loaded.resolve(log_path))] = "telemetry.access_log.path"
+        out += _access_log_problems(loaded.resolve(log_path))
     for where, value in named:
         p = loaded.resolve(value)
         other = seen.setdefault(os.path.realpath(p), where)
@@ -108,6 +110,18 @@ def state_file_problems(loaded: LoadedConfig) -> list[Problem]:
             out.append(Problem(where, f"{p} is a folder, device, FIFO or socket: killgate "
                                       "reads and writes this file whole; name a file"))
     return out
+
+
+def _access_log_problems(p: Path) -> list[Problem]:
+    """An access log `serve` could not open (its start is refused then; `check` said ok):
+    a folder, or a file in a folder that does not exist."""
+    where = "telemetry.access_log.path"
+    if p.is_dir():
+        return [Problem(where, f"{p} is a folder: name a file (lines are appended to it)")]
+    if not p.parent.is_dir():
+        return [Problem(where, f"{p}: its folder {p.parent} does not exist (or is no folder): "
+                               "create it, or name a file in another")]
+    return []
 
 
 def parse_config_text(text: str, source: str = "<config>") -> Config:

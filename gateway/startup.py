@@ -160,6 +160,7 @@ class GatewayParts:
         self.events = EventSink(self.metrics, lambda: self.loaded.config, self.loaded.resolve,
                                 self.instance)
         self.sync.committed.append(self.events.committed)  # every audited change, posted
+        self.config_applied.append(self.events.check_secrets)  # (a reload's webhooks too)
         await self._started(self.events)
         await self._started(self.sync)
         event(log, "phase", phase="state", backend=cfg.state.backend, ready=self.sync.ready,

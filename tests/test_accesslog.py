@@ -17,6 +17,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.config_telemetry import AccessLogConfig
+from gateway.errors import ConfigError
 from gateway.telemetry.accesslog import ATOMIC, AccessLog, _pieces, line
 from gateway.telemetry.metrics import Metrics
 from gateway.telemetry.record import RequestRecord
@@ -171,6 +172,7 @@ _WRITER = """
 import sys
 from pathlib import Path
 from gateway.config_telemetry import AccessLogConfig
+from gateway.errors import ConfigError
 from gateway.telemetry.accesslog import AccessLog
 from gateway.telemetry.metrics import Metrics
 from gateway.telemetry.record import RequestRecord
@@ -331,3 +333,41 @@ async def test_a_blocked_stdout_never_stalls_requests(tmp_path: Path, backends) 
         proc.stdout.close()
         err.close()
     assert proc.returncode == 0, (tmp_path / "stderr.log").read_text()[-2000:]
+
+
+@pytest.mark.timeout(10)
+def test_an_access_log_fifo_nobody_reads_is_refused_at_once(tmp_path: Path) -> None:
+    """`telemetry.access_log.path` naming a FIFO no process reads hung serve's start in
+    open() for ever (SIGTERM held, nothing said; only SIGKILL ended it): it is refused at
+    once, naming the setting. A FIFO a log shipper reads is written to."""
+    fifo = tmp_path / "access.fifo"
+    os.mkfifo(fifo)
+    al = AccessLog(AccessLogConfig(path=str(fifo)), Metrics(), Path)
+    done: list[BaseException | None] = []
+
+    def start() -> None:
+        try:
+            al.start()
+            done.append(None)
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            done.append(exc)
+
+    t = threading.Thread(target=start, daemon=True)
+    t.start()
+    t.join(3)
+    if t.is_alive():  # (unblock the open, so the thread and the test end)
+        os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))
+        t.join(3)
+        al.stop()
+        pytest.fail("AccessLog.start blocked on a FIFO nobody reads")
+    assert isinstance(done[0], ConfigError), done
+    assert "telemetry.access_log.path" in str(done[0].problems[0])
+    assert "FIFO no process reads" in str(done[0].problems[0])
+
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        shipped = AccessLog(AccessLogConfig(path=str(fifo)), Metrics(), Path)
+        shipped.start()
+        shipped.stop()
+    finally:
+        os.close(reader)

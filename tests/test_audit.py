@@ -225,7 +225,8 @@ async def test_instances_behind_the_store_act_on_the_store_not_their_copy(
     for name in ("a", "b"):
         (tmp_path / name).mkdir()
         state = redis_state_via(fwd, tmp_path / name, "kgbehind", poll_interval="60s",
-                                heartbeat_interval="20s")
+                                heartbeat_interval="20s", instance_lease="2m",
+                                max_staleness="2m")
         cfgs.append(write_config(tmp_path / name, two_versions(p, p), state=state))
     body = {"scope": "route", "route": "iris", "reason": "bad"}
     async with running_gateway(cfgs[0], "a") as a, running_gateway(cfgs[1], "b") as b:

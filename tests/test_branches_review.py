@@ -73,6 +73,7 @@ async def test_a_local_commit_never_replaces_a_write_on_another_branch(
     store = tmp_path / "store.json"
     state = (f"state:\n  backend: local\n  path: {store}\n"
              f"  snapshot_path: {tmp_path}/snap.json\n  poll_interval: 60s\n"
+             f"  max_staleness: 2m\n  instance_lease: 2m\n"
              f"  signing_key_env: KILLGATE_TEST_STATE_KEY\n")
     cfg = write_config(tmp_path, routes(p1), state=state)
     async with running_gateway(cfg) as g:

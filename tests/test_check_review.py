@@ -133,3 +133,43 @@ async def test_serve_with_a_local_store_it_cannot_use_still_stops_cleanly(
             await proc.wait()
     text = log.read_text()
     assert proc.returncode == 0 and "Traceback" not in text, text[-3000:]
+
+
+@pytest.mark.parametrize("where", ["missing/access.log", "file.txt/access.log", ""])
+def test_check_refuses_an_access_log_serve_cannot_open(tmp_path: Path, where: str,
+                                                       capsys: pytest.CaptureFixture[str],
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """An access log in a folder that does not exist (or in a file, or a folder itself):
+    `killgate check` said ok, and `killgate serve` refused to start on the file."""
+    from gateway.cli.main import main
+
+    monkeypatch.setenv("KILLGATE_JWT_SECRET", "s" * 40)
+    (tmp_path / "file.txt").write_text("")
+    cfg = tmp_path / "killgate.yaml"
+    for path, rc in ((tmp_path / where, 1), (tmp_path / "access.log", 0)):
+        cfg.write_text("server: {access_log: true}\ntelemetry:\n  access_log: "
+                       f"{{path: '{path}'}}\n" + ROUTES)
+        assert main(["check", str(cfg)]) == rc
+        said = capsys.readouterr().err
+        assert said.startswith("telemetry.access_log.path: ") if rc else not said, said
+
+
+@pytest.mark.parametrize("drills", ["{key_file: missing.key}", "{key_env: KG_SHORT_DRILL_KEY}"])
+def test_check_notes_a_drill_key_serve_cannot_use(tmp_path: Path, drills: str,
+                                                  capsys: pytest.CaptureFixture[str],
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A drills.key_file that cannot be read (or a key variable shorter than 32 bytes):
+    `check` said ok, `serve` started, and the first drill, at the GameDay, was refused
+    409 no_drill_key."""
+    from gateway.cli.main import main
+
+    monkeypatch.setenv("KILLGATE_JWT_SECRET", "s" * 40)
+    monkeypatch.setenv("KG_SHORT_DRILL_KEY", "short")
+    cfg = tmp_path / "killgate.yaml"
+    cfg.write_text(f"drills: {drills}\n" + ROUTES)
+    assert main(["check", str(cfg)]) == 0
+    said = capsys.readouterr().err
+    assert said.startswith("note: drills: ") and "409 no_drill_key" in said, said
+    cfg.write_text(ROUTES)  # (the drill key derived from the admin secret: nothing to say)
+    assert main(["check", str(cfg)]) == 0
+    assert capsys.readouterr().err == ""

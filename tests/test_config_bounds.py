@@ -74,3 +74,52 @@ def test_serve_refuses_a_long_duration_as_check_does(tmp_path: Path) -> None:
         assert res.returncode == 1, (args, res.stderr)
         assert want in res.stderr, (args, res.stderr)
         assert "Traceback" not in res.stderr
+
+
+@pytest.mark.parametrize(("state", "ok"), [
+    ("{heartbeat_interval: 3s}", False),  # (the default lease, 5s)
+    ("{heartbeat_interval: 1s, instance_lease: 1s}", False),
+    ("{heartbeat_interval: 2500ms}", True),
+    ("{heartbeat_interval: 20s, instance_lease: 1m}", True),
+])
+def test_an_instance_lease_shorter_than_two_heartbeats_is_refused(state: str, ok: bool) -> None:
+    """`heartbeat_interval: 3s` (a longer heartbeat divides the store's at-rest cost) with
+    the default 5s lease passed check and serve: between its beats a live instance was no
+    longer live, and a kill's receipt said `instances: 1, acked: 1` with two running."""
+    from gateway.configfile import parse_config_text
+    from gateway.errors import ConfigError
+
+    text = (f"state: {state}\nroutes:\n  - name: r\n    match: {{path_prefix: /r}}\n"
+            "    stable: v1\n    versions: [{name: v1, url: 'http://127.0.0.1:1'}]\n")
+    if ok:
+        parse_config_text(text)
+        return
+    with pytest.raises(ConfigError) as refused:
+        parse_config_text(text)
+    assert [p.path for p in refused.value.problems] == ["state.instance_lease"]
+    assert "at least twice heartbeat_interval" in refused.value.problems[0].message
+
+
+@pytest.mark.parametrize(("state", "refused"), [
+    ("{poll_interval: 6s, max_staleness: 2s, on_unavailable: fail_closed, "
+     "instance_lease: 12s}", ["state.max_staleness"]),
+    ("{poll_interval: 10s, max_staleness: 20s}", ["state.instance_lease"]),  # (lease 5s)
+    ("{poll_interval: 10s, max_staleness: 20s, instance_lease: 20s}", []),
+])
+def test_a_poll_longer_than_the_clocks_that_follow_it_is_refused(state: str,
+                                                                 refused: list[str]) -> None:
+    """The store is read (and a heartbeat sent) once per poll_interval: `poll_interval: 6s`
+    with `max_staleness: 2s` passed check and serve, and under fail_closed every route of a
+    gateway on a healthy store answered 503 killed from 2 s into each poll to its end; a
+    lease shorter than two polls left live instances out of receipts."""
+    from gateway.configfile import parse_config_text
+    from gateway.errors import ConfigError
+
+    text = (f"state: {state}\nroutes:\n  - name: r\n    match: {{path_prefix: /r}}\n"
+            "    stable: v1\n    versions: [{name: v1, url: 'http://127.0.0.1:1'}]\n")
+    try:
+        parse_config_text(text)
+        got = []
+    except ConfigError as exc:
+        got = [p.path for p in exc.problems]
+    assert got == refused

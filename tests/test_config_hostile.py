@@ -237,3 +237,174 @@ def test_a_key_variable_that_is_not_utf8_is_named_not_a_traceback(tmp_path: Path
     assert res.returncode == 1, res.stderr
     assert f"killgate: config: state.signing_key_env: {says}" in res.stderr, res.stderr
     assert "Traceback" not in res.stderr
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize(("value", "said"), [
+    ("{error: down, since: 2024-01-01}", "since is read by YAML as a date"),
+    ("{blob: !!binary aGVsbG8=}", "blob is read by YAML as bytes"),
+    ("[ok, !!set {a, b}]", "[1] is read by YAML as a set"),
+    ("{retry: [1, {after: .nan}]}", "retry[1].after is nan"),
+])
+def test_a_fallback_json_that_is_no_json_is_refused_by_check(value: str, said: str) -> None:
+    """A fallback `json` YAML reads as a date, bytes or a set (or .nan) passed `killgate
+    check`, then `serve` died at its start with a TypeError traceback (its body is
+    serialised as the routing table is built) and a reload was refused saying only
+    'TypeError'. It is refused by the schema, naming where; plain JSON still builds."""
+    from gateway.configfile import parse_config_text
+    from gateway.domain.statedoc import StateDoc
+    from gateway.domain.tablebuild import build_table
+    from gateway.errors import ConfigError
+
+    text = "routes:\n" + "".join("  " + line + "\n" for line in ROUTES.splitlines())
+    with pytest.raises(ConfigError) as refused:
+        parse_config_text(text + f"    fallback: {{status: 503, json: {value}}}\n")
+    assert [p.path for p in refused.value.problems] == ["routes[0].fallback.json"]
+    assert said in refused.value.problems[0].message
+    cfg = parse_config_text(text + "    fallback: {json: {error: down, at: '2024-01-01'}}\n")
+    assert build_table(cfg, StateDoc()).routes[0].fallback_body == \
+        b'{"error": "down", "at": "2024-01-01"}'
+
+
+#: what `openssl rand -base64 32` and `openssl rand -hex 32` print (one starting with a letter)
+PASTED = ["Zm9vYmFyYmF6cXV1eDEyMzQ1Njc4OTBhYmNkZWZnaGlqaw", "f3a9" + "0123456789abcdef" * 3]
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize("secret", PASTED)
+@pytest.mark.parametrize("setting", [
+    "admin:\n  auth: {{hs256_secret_env: {}}}\n",
+    "admin:\n  auth:\n    scoped_keys: [{{name: d, hs256_secret_env: {}, "
+    "max_scopes: [killgate:drill]}}]\n",
+    "state: {{signing_key_env: {}}}\n",
+    "events: {{webhooks: [{{url: 'http://127.0.0.1:1/x', secret_env: {}}}]}}\n",
+    "drills: {{key_env: {}}}\n",
+], ids=["hs256", "scoped", "signing", "webhook", "drill"])
+def test_a_secret_pasted_as_a_variable_name_is_refused_unshown(setting: str,
+                                                                secret: str) -> None:
+    """A secret written where its environment variable's name goes passed the schema, and
+    `killgate check` (and serve's log) quoted it: 'set the environment variable <secret>'.
+    It is refused without being shown; long names of real variables still pass."""
+    from gateway.configfile import parse_config_text
+    from gateway.errors import ConfigError
+
+    routes = "routes:\n" + "".join("  " + line + "\n" for line in ROUTES.splitlines())
+    with pytest.raises(ConfigError) as refused:
+        parse_config_text(setting.format(secret) + routes)
+    said = "; ".join(map(str, refused.value.problems))
+    assert "looks like a secret" in said and secret not in said, said
+    for name in ("KILLGATE_EVENTS_WEBHOOK_SECRET_PRODUCTION_EU", "MyApp_Prod_Killgate_Secret_2024_Q3"):
+        parse_config_text(setting.format(name) + routes)
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize("setting", [
+    'state: {snapshot_path: "var/snap\\ud800.json"}',
+    'state: {audit_mirror: "var/m\\udc80.jsonl"}',
+    'admin: {auth: {hs256_secret_file: "k\\ud83d\\ude00"}}',
+])
+def test_a_surrogate_escape_is_refused_not_a_traceback(tmp_path: Path, setting: str,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """A "\\ud800" escape (half of a UTF-16 pair) in a path: `killgate check` (and serve)
+    ended in a UnicodeEncodeError traceback. It is refused by the loader, naming the line;
+    the character itself, or its \\U escape, still loads."""
+    from gateway.cli.main import main
+
+    cfg = tmp_path / "k.yaml"
+    routes = "routes:\n" + "".join("  " + line + "\n" for line in ROUTES.splitlines())
+    cfg.write_text(setting + "\n" + routes)
+    assert main(["check", str(cfg)]) == 1
+    said = capsys.readouterr().err
+    assert "YAML syntax error at line 1" in said and "UTF-16 pair" in said, said
+    cfg.write_text('admin: {auth: {issuer: "kg-\\U0001F600-\U0001F600"}}\n' + routes)
+    assert main(["check", str(cfg)]) == 0
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize("url", ["not a url", "ftp://hooks.example/x", "http://",
+                                 "http://hooks.example:99999/x", ""])
+def test_an_analysis_webhook_no_post_can_reach_is_refused(url: str) -> None:
+    """routes[].analysis.webhook_url took any text: `check` said ok, and each automatic
+    rollback's notice to it failed (retried, then `event_failed`). It is read as
+    events.webhooks[].url is; a usable URL still loads."""
+    from gateway.configfile import parse_config_text
+    from gateway.errors import ConfigError
+
+    text = ("routes:\n  - name: r\n    match: {path_prefix: /r}\n    stable: v1\n"
+            "    analysis: {webhook_url: '%s'}\n    versions:\n"
+            "      - {name: v1, url: 'http://127.0.0.1:1', weight: 100}\n"
+            "      - {name: v2, url: 'http://127.0.0.1:2', weight: 0}\n")
+    with pytest.raises(ConfigError) as refused:
+        parse_config_text(text % url)
+    assert [p.path for p in refused.value.problems] == ["routes[0].analysis.webhook_url"]
+    parse_config_text(text % "https://hooks.example/services/T0/B0/x?token=t0k3n")
+
+
+@pytest.mark.timeout(10)
+def test_a_section_left_empty_says_so() -> None:
+    """A section whose every key is commented out reads as null: 'server: must be a
+    mapping' sent the operator looking for a type they never wrote."""
+    from gateway.configfile import parse_config_text
+    from gateway.errors import ConfigError
+
+    routes = "routes:\n" + "".join("  " + line + "\n" for line in ROUTES.splitlines())
+    for text, path in (("server:\n  # max_inflight: 100\n" + routes, "server"),
+                       ("events:\n  webhooks:\n  # - {url: 'http://h/x'}\n" + routes,
+                        "events.webhooks")):
+        with pytest.raises(ConfigError) as refused:
+            parse_config_text(text)
+        assert [str(p) for p in refused.value.problems] == [
+            f"{path}: is empty (nothing under it but comments?): give it its "
+            f"{'items' if path.endswith('s') else 'keys'}, or remove the line"]
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize(("where", "value", "said"), [
+    ("url", "http://127.0.0.1:1/v1\u200b", "U+200B at position 22"),
+    ("url", "http://models\u200b.svc:8080", "U+200B"),
+    ("url", "http://bücher.example:8080", "xn-- (IDNA)"),
+    ("health", "/v2/hëalth", "printable ASCII"),
+])
+def test_a_url_with_a_character_no_request_line_can_carry_is_refused(where: str, value: str,
+                                                                     said: str) -> None:
+    """A version url (or health.path) holding a character outside printable ASCII, such as
+    a zero-width space pasted with it, passed `check`; the gateway wrote it raw into every
+    request line to that backend, each answered 400 `Invalid char in url path`."""
+    from gateway.configfile import parse_config_text
+    from gateway.errors import ConfigError
+
+    url, health = (value, "/h") if where == "url" else ("http://127.0.0.1:1", value)
+    text = ("routes:\n  - name: r\n    match: {path_prefix: /r}\n    stable: v1\n"
+            f"    health: {{path: '{health}'}}\n"
+            f"    versions: [{{name: v1, url: '{url}', weight: 100}}]\n")
+    with pytest.raises(ConfigError) as refused:
+        parse_config_text(text)
+    problem = refused.value.problems[0]
+    assert problem.path.endswith("url" if where == "url" else "health.path"), problem
+    assert said in problem.message and value not in problem.message, problem
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize(("setting", "path"), [
+    ("routes[0].versions[0].url", "http://${BACKEND_HOST}:8080"),
+    ("events.webhooks[0].url", "https://$HOOK_HOST/hooks/kg"),
+    ("state.url", "redis://:pw@${REDIS_HOST}:6379/0"),
+])
+def test_a_variable_left_in_a_host_is_refused_by_check(setting: str, path: str) -> None:
+    """`${VAR}` is taken literally (no expansion): a host written so passed `check`, and no
+    request (or store connection) ever left, the name `${backend_host}` resolving nowhere.
+    Refused, saying that nothing expands it."""
+    from gateway.configfile import parse_config_text
+    from gateway.errors import ConfigError
+
+    url = path if setting.startswith("routes") else "http://127.0.0.1:1"
+    extra = {"events.webhooks[0].url": f"events: {{webhooks: [{{url: '{path}', "
+                                       "secret_env: HOOK_SECRET}]}\n",
+             "state.url": f"state: {{backend: redis, url: '{path}', signing_key_env: K}}\n"
+             }.get(setting, "")
+    text = (extra + "routes:\n  - name: r\n    match: {path_prefix: /r}\n    stable: v1\n"
+            f"    versions: [{{name: v1, url: '{url}', weight: 100}}]\n")
+    with pytest.raises(ConfigError) as refused:
+        parse_config_text(text)
+    assert [p.path for p in refused.value.problems] == [setting]
+    assert "does not expand environment variables" in refused.value.problems[0].message

@@ -159,3 +159,17 @@ def test_check_and_serve_never_print_a_split_password(tmp_path: Path, how: str) 
     assert "state.url: cannot be used: a user name or password" in res.stderr, res.stderr
     assert not any(part in res.stdout + res.stderr for part in SECRET_PARTS), res.stderr
     assert "Traceback" not in res.stderr
+
+
+@pytest.mark.parametrize("url", ["redis://:hunter2@redis\u200b.svc:6379/0",
+                                 "rediss://redis.svc\u00a0:6380/0",
+                                 "redis+sentinel://:hunter2@s1:26379,sé2:26379/mymaster/0"])
+def test_a_host_with_a_character_no_resolver_reads_is_refused(url: str) -> None:
+    """A zero-width space (or any character outside printable ASCII) pasted into the host:
+    `check` said ok, and the store never connected (every route 503 state_unknown)."""
+    from gateway.config_redisurl import redis_url_problem
+
+    said = redis_url_problem(url) or ""
+    assert said.startswith("its host holds the character U+"), said
+    assert "hunter2" not in said
+    assert redis_url_problem("redis://:hünter2@redis.svc:6379/0") is None  # (a password may)

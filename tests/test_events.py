@@ -235,6 +235,24 @@ async def test_filter_and_missing_secret(tmp_path: Path, backends, session,
     assert unsigned.attempts == 0  # never sent unsigned
 
 
+async def test_a_reload_adding_a_webhook_without_its_secret_says_so(
+        tmp_path: Path, backends, caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A webhook whose secret cannot be read is an ERROR at start; one a reload added said
+    nothing until the first event to it (a kill, say) was not sent."""
+    monkeypatch.delenv("KILLGATE_TEST_MISSING", raising=False)
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p))
+    async with running_gateway(cfg) as g:
+        old = g.gw.loaded.digest
+        cfg.write_text(write_config(tmp_path, two_versions(p, p), name="next.yaml", extra=(
+            "events:\n  webhooks:\n    - {url: 'http://127.0.0.1:1/hook', "
+            "secret_env: KILLGATE_TEST_MISSING}\n")).read_text())
+        g.gw.request_reload()
+        await wait_until(lambda: g.gw.watcher.outcome.loaded_digest != old, 10, what="reload")
+        assert any("event_webhook_without_secret" in r.getMessage() for r in caplog.records)
+
+
 def _token(sub: str, scope: str) -> dict[str, str]:
     return bearer(scope, sub, 600)
 

@@ -298,8 +298,7 @@ async def test_a_push_that_would_relax_is_only_a_hint(tmp_path: Path, backends,
     verified, says so; one that only adds a kill is applied from the push at once."""
     p1 = await backends(echo_app("v1"))
     cfg = write_config(tmp_path, two_versions(p1, p1, 100, 0),
-                       state=redis_state(redis_server, tmp_path).replace(
-                           "poll_interval: 100ms", "poll_interval: 10s"))  # pushes only
+                       state=redis_state(redis_server, tmp_path, poll="10s"))  # pushes only
     async with running_gateway(cfg) as g:
         await kill(session, g.admin, scope="route", route="iris")
         doc = stored_doc(redis_server)

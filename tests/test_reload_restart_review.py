@@ -78,3 +78,18 @@ async def test_a_later_reload_keeps_saying_what_waits_for_a_restart(tmp_path: Pa
         assert w.outcome.restart_required == ["server"]
         await reload_to(70, "")  # the server settings the process runs with, again
         assert w.outcome.restart_required == []
+
+
+async def test_the_events_queue_size_waits_for_a_restart(tmp_path: Path, backends) -> None:
+    """events.queue sizes a queue made once, at start: a reload changing it was applied
+    (no restart_required) while the queue kept its first size."""
+    p1 = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p1, p1))
+    async with running_gateway(cfg) as g:
+        old = g.gw.loaded.digest
+        cfg.write_text(write_config(tmp_path, two_versions(p1, p1), name="next.yaml",
+                                    extra="events: {queue: 5}\n").read_text())
+        g.gw.request_reload()
+        await wait_until(lambda: g.gw.watcher.outcome.loaded_digest != old, 10, what="reload")
+        assert g.gw.watcher.outcome.restart_required == ["events.queue"]
+        assert g.gw.events._queue is not None and g.gw.events._queue.maxsize == 1000

@@ -47,3 +47,29 @@ async def test_a_reload_with_an_unreadable_state_key_keeps_the_running_config(
         assert g.gw.loaded.digest == old, watcher.outcome.restart_required
         assert "state.signing_key_file" in (watcher.outcome.last_error or "")
         assert "stays in force" in (watcher.outcome.last_error or "")
+
+
+@pytest.mark.parametrize("bad", ["snapshot_path: {fifo}", "audit_mirror: {tmp}/var"])
+async def test_a_reload_naming_a_state_file_start_refuses_keeps_the_running_config(
+        tmp_path: Path, backends, bad: str) -> None:
+    """A reload naming a state file `check` and the start refuse (a FIFO, a folder) went
+    live (restart_required: state); the next start refused the file it had put live."""
+    import os
+
+    os.mkfifo(tmp_path / "snap.fifo")
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p, 100, 0))
+    (tmp_path / "var").mkdir()
+    state = (f"state:\n  backend: local\n  path: {tmp_path}/store.json\n  "
+             + bad.format(fifo=tmp_path / "snap.fifo", tmp=tmp_path) + "\n")
+    async with running_gateway(cfg) as g:
+        watcher = g.gw.watcher
+        assert watcher is not None
+        old = g.gw.loaded.digest
+        cfg.write_text(write_config(tmp_path, two_versions(p, p, 50, 50), state=state,
+                                    name="next.yaml").read_text())
+        g.gw.request_reload()
+        await wait_until(lambda: g.gw.loaded.digest != old or watcher.outcome.last_error, 10)
+        assert g.gw.loaded.digest == old, watcher.outcome.restart_required
+        assert "folder, device, FIFO" in (watcher.outcome.last_error or "")
+        assert "stays in force" in (watcher.outcome.last_error or "")

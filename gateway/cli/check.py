@@ -57,6 +57,14 @@ def _check_one(file: str, say: Callable[[str], None]) -> int:
             return 1
     if auth.scoped_keys and _scoped_key_problems(auth, loaded, say):
         return 1
+    drills = cfg.drills
+    if drills.key_file or (drills.key_env and os.environ.get(drills.key_env)):
+        # (named, and not usable: `serve` starts, and says so at the first drill, 409)
+        from gateway.admin.drillsupport import load_drill_key
+
+        if (problem := load_drill_key(loaded)[1]) is not None:
+            say(f"note: drills: {problem}; every drill is refused (409 no_drill_key) until "
+                "it is")
     from gateway.state.signing import check_keys
 
     errors, notes = check_keys(cfg.state, loaded.resolve)

@@ -119,6 +119,12 @@ class EventSink:
                              label_names=("result",))
         self._queue = asyncio.Queue(self.config().events.queue)
         self._worker = asyncio.create_task(self._run(), name="events")
+        self.check_secrets()
+
+    def check_secrets(self, *_: object) -> None:
+        """Log each webhook whose signing secret cannot be read: at start, and after each
+        reload (`Gateway.config_applied`: one that added such a webhook said nothing until
+        the first event to it, a kill say, was not sent)."""
         for i, hook in enumerate(self.config().events.webhooks):
             if self._secret(hook.secret_env, hook.secret_file) is None:
                 event(log, "event_webhook_without_secret", logging.ERROR, index=i,

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import random
@@ -147,6 +148,11 @@ def _stream(out: IO[str]) -> bool:
     return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
 
 
+def _why(exc: OSError) -> str:
+    return ("; it is a FIFO no process reads: start its reader first, or name a file"
+            if exc.errno == errno.ENXIO else "")
+
+
 class AccessLog:
     """Recorder writing the access log (see the module docstring)."""
 
@@ -194,7 +200,17 @@ class AccessLog:
 
     @staticmethod
     def _open(path: Path) -> IO[str]:
-        return open(path, "a", encoding="ascii", buffering=1 << 16)
+        # (O_NONBLOCK: opening a FIFO no process reads waits for a reader otherwise, and
+        # serve's start hung there for ever, SIGTERM held, nothing said; ENXIO now. A
+        # pipe a log shipper reads opens; writes block again once it is open)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK
+                     | os.O_CLOEXEC, 0o666)
+        try:
+            os.set_blocking(fd, True)
+            return open(fd, "a", encoding="ascii", buffering=1 << 16)
+        except BaseException:
+            os.close(fd)
+            raise
 
     def start(self) -> None:
         try:
@@ -202,7 +218,7 @@ class AccessLog:
         except OSError as exc:  # (a start refused with the setting named, not a traceback)
             raise ConfigError([Problem("telemetry.access_log.path",
                                        f"{self.path}: cannot be opened for appending "
-                                       f"({exc.strerror or exc})")]) from None
+                                       f"({exc.strerror or exc}){_why(exc)}")]) from None
         self._thread = threading.Thread(target=self._run, args=(out,), name="access-log",
                                         daemon=True)
         self._thread.start()
