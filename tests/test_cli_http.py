@@ -98,11 +98,11 @@ def test_expect_names_the_field() -> None:
 
 
 def test_the_cli_never_builds_its_own_redirect_follower() -> None:
-    """Every request goes through cli/http.py's opener (the one without redirects)."""
+    """Every request goes through cli/transport.py's opener (the one without redirects)."""
     root = Path(__file__).resolve().parent.parent / "gateway" / "cli"
     users = {p.name for p in root.glob("*.py") if "urlopen" in p.read_text()
              or "build_opener" in p.read_text()}
-    assert users == {"http.py"}
+    assert users == {"transport.py"}
 
 
 async def test_a_401_without_any_token_says_how_to_give_one(backends) -> None:

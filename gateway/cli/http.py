@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.cli.transport import Deadline, TooLarge, opener, read_capped
 from gateway.domain.audit import clean_text
 from gateway.errors import token_refused
 
@@ -42,15 +43,6 @@ class ClientError(Exception):
         self.code = code
         self.status = status  # the admin API's HTTP status, when it answered with an error
         self.kind = kind  # and its error type (`not_killed`, `not_durable`, ...)
-
-
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, req: Any, fp: Any, code: int, msg: str, headers: Any,
-                         newurl: str) -> None:
-        return None  # urllib then raises HTTPError with the 3xx: handled in `call`
-
-
-_OPENER = urllib.request.build_opener(_NoRedirect())
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,16 +72,20 @@ def call(base: str, token: str | None, method: str, path: str,
     landed = False  # a try of this write was sent and got no answer: it may have been applied
     while True:
         req = urllib.request.Request(base + path, data=data, method=method, headers=headers)
+        deadline = Deadline(timeout)  # (the whole try: a dripped answer cannot hold it)
         try:
-            with _OPENER.open(req, timeout=timeout) as resp:
+            with opener(base, deadline).open(req, timeout=timeout) as resp:
                 if resp.headers.get("x-killgate-route") is not None:  # (a proxied answer)
                     raise ClientError(f"what answered at {base} routed the call to a backend: "
                                       f"{DATA_PLANE}")
-                return Answer(resp.status, _json_object(resp.read(), resp.status))
+                return Answer(resp.status, _json_object(read_capped(resp, deadline), resp.status))
         except urllib.error.HTTPError as exc:
             try:
-                raw = exc.read()
-            except (http.client.HTTPException, OSError) as cut:
+                raw = read_capped(exc.fp, deadline)
+            except (http.client.HTTPException, OSError, TooLarge) as cut:
+                if isinstance(cut, TimeoutError | TooLarge):
+                    raise ClientError(f"the {exc.code} answer of the admin API at {base} "
+                                      f"{_unread(cut, timeout)}") from None
                 raise ClientError(_broken(base, cut, body is not None, exc.code)) from None
             if 300 <= exc.code < 400:
                 where = exc.headers.get("Location", "?")
@@ -131,11 +127,17 @@ def call(base: str, token: str | None, method: str, path: str,
                 # which another worker, one that had seen the token, may have applied)
                 msg += f"; {LANDED}: check with `killgate status` and `killgate audit`"
             raise ClientError(msg, status=exc.code, kind=kind or None) from None
+        except TooLarge as exc:
+            msg = (f"the answer of the admin API at {base} was {exc}: not read; is --admin "
+                   "(or $KILLGATE_ADMIN_URL) killgate's admin listener?")
+            if body is not None:
+                msg += (f"; {MAY_HAVE}")
+            raise ClientError(msg) from None
         except UnicodeError:  # (the host name's IDNA encoding: an empty or long label)
             raise ClientError(f"cannot reach the admin API at {base}: its host name is not "
                               "one (an empty label, or one longer than 63 characters)") from None
         except (urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
+            reason = TimeoutError() if deadline.fired else getattr(exc, "reason", exc)
             # (refused, no such host, a certificate refused: the request never left; else
             # it may have arrived)
             unsent = isinstance(reason, ConnectionRefusedError | socket.gaierror
@@ -156,11 +158,26 @@ def call(base: str, token: str | None, method: str, path: str,
                 continue
             msg = f"cannot reach the admin API at {base}: {reason}"
             if body is not None and not unsent:
-                msg += ("; the write may have been applied all the same: check with "
-                        "`killgate status` and `killgate audit` before doing anything else")
+                msg += f"; {MAY_HAVE}"
             raise ClientError(msg) from None
         except http.client.HTTPException as exc:  # (after OSError: RemoteDisconnected is both)
+            if deadline.fired:  # (a head cut by the deadline: no answer in time)
+                msg = f"cannot reach the admin API at {base}: no answer within {timeout:g}s"
+                raise ClientError(msg + (f"; {MAY_HAVE}" if body is not None else "")) from None
             raise ClientError(_broken(base, exc, body is not None)) from None
+        finally:
+            deadline.cancel()
+
+
+#: said of a write whose answer was not had whole
+MAY_HAVE = ("the write may have been applied all the same: check with `killgate status` and "
+            "`killgate audit` before doing anything else")
+
+
+def _unread(exc: Exception, timeout: float) -> str:
+    if isinstance(exc, TimeoutError):
+        return f"did not come whole within {timeout:g}s (--timeout)"
+    return f"was {exc}: not read"
 
 
 #: said of a write whose earlier try got no answer, when a later one is refused unchecked
