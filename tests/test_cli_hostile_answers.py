@@ -175,3 +175,15 @@ async def test_a_refused_certificate_is_not_a_write_that_may_have_been_applied(
     assert res.returncode == 1, res
     assert "CERTIFICATE_VERIFY_FAILED" in res.stderr, res.stderr
     assert "may have been applied" not in res.stderr, res.stderr
+
+
+@pytest.mark.parametrize("status", [200, 400])
+async def test_an_answer_nested_past_the_stack_is_no_traceback(backends, status: int) -> None:
+    """`[[[[...` 100 000 deep (valid JSON, or nearly): json.loads raised RecursionError, not
+    ValueError, and the CLI died with a traceback instead of naming the answer."""
+    port = await backends(_lying_api("[" * 100_000, status=status))
+    env = {"KILLGATE_ADMIN_URL": f"http://127.0.0.1:{port}", "KILLGATE_TOKEN": "tok.en.x"}
+    res = await acli("status", env=env)
+    assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
+    assert ("not JSON it can read" if status == 200 else "not a killgate error") in res.stderr
+

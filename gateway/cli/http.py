@@ -101,7 +101,7 @@ def call(base: str, token: str | None, method: str, path: str,
                 # terminal, where an escape sequence would move the cursor over it)
                 msg = (f"{exc.code} {clean_text(str(err.get('type')), 64)}: "
                        f"{clean_text(str(err.get('message')), 2048)}")
-            except (ValueError, KeyError, TypeError, AttributeError):
+            except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
                 # (not killgate's error shape: another server, an ingress' default page)
                 got = clean_text(raw[:200].decode("utf-8", "replace"), 200).strip()
                 msg = (f"{exc.code} from {base}, which is not a killgate error ("
@@ -251,9 +251,9 @@ def _broken(base: str, exc: Exception, write: bool, status: int | None = None) -
 def _json_object(raw: bytes, status: int) -> dict[str, Any]:
     try:
         body = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # (RecursionError: `[[[[...` nested past the stack)
         raise ClientError(f"the admin API answered {status} with something that is not "
-                          f"JSON: {raw[:80]!r}") from None
+                          f"JSON it can read: {raw[:80]!r}") from None
     if not isinstance(body, dict):
         raise ClientError(f"the admin API answered {status} with JSON that is not an object")
     return body
