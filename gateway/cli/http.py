@@ -122,6 +122,16 @@ def call(base: str, token: str | None, method: str, path: str,
                 time.sleep(wait)
                 waited += wait
                 continue
+            if body is not None and not kind and exc.code in (502, 503, 504):
+                # (a proxy in front said the gateway did not answer it: as a try that got
+                # no answer, the write may have been applied; sent once more, same key)
+                landed, attempt = True, attempt + 1
+                if attempt < attempts:
+                    if on_retry is not None:
+                        on_retry(f"{msg}: sending it once more (the same Idempotency-Key: "
+                                 "it takes effect once)")
+                    continue
+                msg += f"; {MAY_HAVE}"
             if landed and kind == "too_many_attempts":
                 # (refused before its token was checked: it says nothing of the try before,
                 # which another worker, one that had seen the token, may have applied)

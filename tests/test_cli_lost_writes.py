@@ -1,0 +1,46 @@
+"""A write whose answer was lost says it may have been applied, never just that it failed:
+a proxy in front that gave up on the gateway (502/503/504 not from killgate)
+(issue-13 review of the CLI, revcli6)."""
+
+from __future__ import annotations
+
+import pytest
+from aiohttp import web
+
+from tests.test_cli import acli
+
+pytestmark = pytest.mark.timeout(30)
+
+RECEIPT = {"kill": "global", "changed": True, "generation": 3,
+           "applied": {"instances": 1, "acked": 1, "elapsed_ms": 1.0, "pending": []}}
+
+
+async def test_a_proxy_that_gave_up_is_a_write_that_may_have_applied(backends) -> None:
+    """Behind an ingress, a kill whose answer took too long came back as the ingress' 504
+    page: the CLI said only `504 ... is --admin killgate's admin listener?` and exit 1, so
+    the operator took the kill as not done (it was). Now it is sent once more with the same
+    Idempotency-Key, and if that fails too says the write may have been applied."""
+    keys: list[str] = []
+
+    async def ingress(req: web.Request) -> web.StreamResponse:
+        if req.method == "GET":  # (the check for silent instances after a write)
+            return web.json_response({"instances": []})
+        keys.append(req.headers.get("idempotency-key", ""))
+        if len(keys) == 1 or "always" in mode:
+            return web.Response(text="<html>504 Gateway Time-out</html>", status=504,
+                                content_type="text/html")
+        return web.json_response(RECEIPT)
+
+    mode = ["once"]
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", ingress)
+    port = await backends(app)
+    env = {"KILLGATE_ADMIN_URL": f"http://127.0.0.1:{port}", "KILLGATE_TOKEN": "tok.en.x"}
+    res = await acli("kill", "--global", "--reason", "x", env=env)
+    assert res.returncode == 0, res
+    assert "sending it once more" in res.stderr, res.stderr
+    assert len(keys) == 2 and keys[0] == keys[1] != "", keys
+    mode.append("always")
+    res = await acli("kill", "--global", "--reason", "x", env=env)
+    assert res.returncode == 1 and "may have been applied" in res.stderr, res.stderr
+
