@@ -1,12 +1,20 @@
 """A write whose answer was lost says it may have been applied, never just that it failed:
-a proxy in front that gave up on the gateway (502/503/504 not from killgate)
-(issue-13 review of the CLI, revcli6)."""
+a proxy in front that gave up on the gateway (502/503/504 not from killgate), and Ctrl-C
+while waiting for the receipt (issue-13 review of the CLI, revcli6)."""
 
 from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import time
 
 import pytest
 from aiohttp import web
 
+from tests import cli_fork
+from tests.conftest import ROOT
 from tests.test_cli import acli
 
 pytestmark = pytest.mark.timeout(30)
@@ -44,3 +52,32 @@ async def test_a_proxy_that_gave_up_is_a_write_that_may_have_applied(backends) -
     res = await acli("kill", "--global", "--reason", "x", env=env)
     assert res.returncode == 1 and "may have been applied" in res.stderr, res.stderr
 
+
+async def test_ctrl_c_while_a_write_waits_says_it_may_have_applied(backends) -> None:
+    """Ctrl-C while `killgate kill` waited for its receipt exited 130 without a word: the
+    operator could not tell the kill was already in the gateway's hands. Now it says so."""
+    got = asyncio.Event()
+
+    async def slow(req: web.Request) -> web.StreamResponse:
+        got.set()
+        await asyncio.sleep(20)
+        return web.json_response(RECEIPT)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", slow)
+    port = await backends(app)
+    env = {**os.environ, "KILLGATE_ADMIN_URL": f"http://127.0.0.1:{port}",
+           "KILLGATE_TOKEN": "tok.en.x"}
+    proc = cli_fork.spawn(["--json", "kill", "--global", "--reason", "x"], env, str(ROOT))
+    try:
+        await asyncio.wait_for(got.wait(), 10)
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        out, err = await asyncio.to_thread(proc.communicate, None, 10)
+    finally:
+        proc.kill()
+    assert time.monotonic() - t0 < 5
+    assert proc.returncode == 130, (proc.returncode, err)
+    assert "interrupted (Ctrl-C)" in err and "may have been applied" in err, err
+    assert "Traceback" not in err
+    assert json.loads(out)["error"]["exit"] == 130

@@ -56,7 +56,19 @@ def call(base: str, token: str | None, method: str, path: str,
          on_retry: Callable[[str], None] | None = None, patient: bool = True) -> Answer:
     """One call; a write whose connection failed or that got no answer within `timeout`
     is sent once more with the same Idempotency-Key (`on_retry` is told why first); a
-    429 `too_many_attempts` is sent again after its Retry-After when `patient`."""
+    429 `too_many_attempts` is sent again after its Retry-After when `patient`. A write
+    interrupted (Ctrl-C) fails with exit 130 saying it may have been applied."""
+    try:
+        return _call(base, token, method, path, body, timeout, on_retry, patient)
+    except KeyboardInterrupt:
+        if body is None:
+            raise
+        raise ClientError(f"interrupted (Ctrl-C) before the admin API answered; {MAY_HAVE}",
+                          code=130) from None
+
+
+def _call(base: str, token: str | None, method: str, path: str, body: dict[str, Any] | None,
+          timeout: float, on_retry: Callable[[str], None] | None, patient: bool) -> Answer:
     base = admin_base(base)
     headers = {"accept": "application/json", "user-agent": "killgate-cli"}
     token = clean_token(token)
