@@ -77,3 +77,57 @@ def test_a_drill_id_that_is_a_path_writes_nothing_outside_out(tmp_path: Path,
     assert all(f.startswith("a/b/out/") for f in written), written
     assert p.returncode == 1, p.stderr
     assert "drill id" in p.stderr and "Traceback" not in p.stderr, p.stderr
+
+
+ESC = "\x1b[2J\x1b[1A\rdrill passed"
+
+
+def _drills_api(doc: object, status: int = 200) -> object:
+    from aiohttp import web
+
+    async def handler(req: web.Request) -> web.StreamResponse:
+        return web.json_response(doc, status=status)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handler)
+    return app
+
+
+async def test_drill_output_cannot_drive_the_terminal(backends) -> None:
+    """`drill history` printed the actor, route and drill id of each drill as the API sent
+    them, and every drill command printed the API's error message raw on stderr: escape
+    sequences in them cleared the screen and rewrote the operator's lines (the admin CLI
+    escapes these; the drill CLI did not). Now they are shown escaped."""
+    from tests.test_cli import acli
+
+    event = {"time": "2026-12-05T00:00:00Z", "actor": "mallory" + ESC,
+             "target": {"drill": "dr-1" + ESC, "kind": "kill", "route": "iris" + ESC},
+             "after": {"verdict": "passed", "summary": {}}}
+    opened = {"id": "dr-2", "kind": "kill", "route": "iris", "actor": "eve" + ESC,
+              "started": "2026-12-05T00:00:00Z"}
+    port = await backends(_drills_api({"open": [opened], "history": [event]}))
+    env = {"KILLGATE_ADMIN_URL": f"http://127.0.0.1:{port}", "KILLGATE_TOKEN": "tok.en.x"}
+    res = await acli("drill", "history", env=env)
+    assert res.returncode == 0, res
+    assert "mallory" in res.stdout and "eve" in res.stdout, res.stdout
+    assert "\x1b" not in res.stdout + res.stderr and "\r" not in res.stdout, repr(res.stdout)
+    port = await backends(_drills_api(
+        {"error": {"type": "conflict" + ESC, "message": "no" + ESC}}, status=409))
+    env["KILLGATE_ADMIN_URL"] = f"http://127.0.0.1:{port}"
+    res = await acli("drill", "restore", "dr-1", "--reason", "x", env=env)
+    assert res.returncode == 1 and "409 conflict" in res.stderr, res
+    assert "\x1b" not in res.stderr + res.stdout, repr(res.stderr)
+
+
+async def test_a_drill_history_of_the_wrong_shape_is_no_traceback(backends) -> None:
+    """A history entry whose target is not an object (or a measure not a number): an
+    AttributeError / ValueError traceback; now exit 1 naming the answer."""
+    from tests.test_cli import acli
+
+    for event in ({"target": "x"}, {"target": {"kind": "k", "route": "r"},
+                                    "after": {"summary": {"time_to_kill_ms": {"max": "z"}}}}):
+        port = await backends(_drills_api({"open": [], "history": [event]}))
+        env = {"KILLGATE_ADMIN_URL": f"http://127.0.0.1:{port}", "KILLGATE_TOKEN": "tok.en.x"}
+        res = await acli("drill", "history", env=env)
+        assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
+        assert "unexpected answer from the admin API" in res.stderr, res.stderr
