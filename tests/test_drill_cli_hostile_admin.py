@@ -131,3 +131,42 @@ async def test_a_drill_history_of_the_wrong_shape_is_no_traceback(backends) -> N
         res = await acli("drill", "history", env=env)
         assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
         assert "unexpected answer from the admin API" in res.stderr, res.stderr
+
+
+async def test_a_huge_or_bottomless_answer_to_a_drill_is_no_traceback(backends) -> None:
+    """The drill client read an answer whole (aiohttp's json()): an endless one filled the
+    memory for up to 35 s; one nested 100 000 deep raised RecursionError, a traceback. Now
+    over 32 MiB is refused unread and the nesting is 'not JSON'."""
+    from aiohttp import web
+
+    from tests.test_cli import acli
+
+    async def endless(req: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(status=200, headers={"content-type": "application/json"})
+        await resp.prepare(req)
+        for _ in range(48):
+            await resp.write(b"x" * (1 << 20))
+        return resp
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", endless)
+    port = await backends(app)
+    env = {"KILLGATE_ADMIN_URL": f"http://127.0.0.1:{port}", "KILLGATE_TOKEN": "tok.en.x"}
+    res = await acli("drill", "history", env=env)
+    assert res.returncode == 1 and "over 32 MiB: not read" in res.stderr, res.stderr
+    port = await backends(_drills_api_text("[" * 100_000))
+    env["KILLGATE_ADMIN_URL"] = f"http://127.0.0.1:{port}"
+    res = await acli("drill", "history", env=env)
+    assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
+    assert "not JSON" in res.stderr, res.stderr
+
+
+def _drills_api_text(text: str) -> object:
+    from aiohttp import web
+
+    async def handler(req: web.Request) -> web.StreamResponse:
+        return web.Response(text=text, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handler)
+    return app

@@ -29,6 +29,9 @@ from gateway.errors import token_refused
 __all__ = ["AdminClient", "DrillApiError", "Probe", "Traffic", "resolve_probe"]
 
 
+MAX_ANSWER = 32 << 20  # the largest admin answer read (as the admin CLI's: cli/transport.py)
+
+
 class DrillApiError(Exception):
     def __init__(self, status: int, type_: str, message: str) -> None:
         super().__init__(f"{status} {type_}: {message}" if status else message)
@@ -68,9 +71,17 @@ class AdminClient:
                             f"the admin API at {self.base} answered {r.status} to "
                             f"{r.headers.get('Location', '(no Location)')[:256]}: not followed "
                             "(it would carry the token there); give the admin URL itself"))
+                    raw = bytearray()
+                    async for chunk in r.content.iter_chunked(65536):
+                        raw += chunk
+                        if len(raw) > MAX_ANSWER:  # (a hostile endpoint's endless answer)
+                            raise DrillApiError(r.status, "bad_answer", (
+                                f"the admin API at {self.base} answered {r.status} with over "
+                                f"{MAX_ANSWER >> 20} MiB: not read; is that killgate's admin "
+                                "listener?"))
                     try:
-                        data = await r.json(content_type=None)
-                    except ValueError:  # (an answer, so not retried as "unreachable")
+                        data = json.loads(raw)
+                    except (ValueError, RecursionError):  # (an answer: not "unreachable")
                         raise DrillApiError(r.status, "bad_answer", (
                             f"the admin API at {self.base} answered {r.status} with something "
                             "that is not JSON: is that killgate's admin listener?")) from None
