@@ -167,3 +167,15 @@ async def test_timeout_bounds_the_wait_and_a_write_is_sent_once_more(backends) -
         assert res.returncode == 2 and "--timeout must be" in res.stderr, res.stderr
     res = await acli("status", env={**env, "KILLGATE_TIMEOUT": "nan"})
     assert res.returncode == 1 and "$KILLGATE_TIMEOUT must be" in res.stderr
+
+
+@pytest.mark.parametrize("admin", ["{t}", "http://127.0.0.1:1/?token={t}", "http://h:1/{t} x"])
+async def test_a_token_in_the_admin_url_is_never_echoed(admin: str) -> None:
+    """`export KILLGATE_ADMIN_URL=$TOKEN` (the two variables swapped at 3 a.m.), or a URL
+    carrying one: every message quoted the URL, and so printed the token (revcli6)."""
+    token = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJvcHMifQ.c2VjcmV0LXNpZ25hdHVyZQ"
+    res = await acli("status", env={"KILLGATE_ADMIN_URL": admin.format(t=token),
+                                    "KILLGATE_TOKEN": "tok.en.x"})
+    assert res.returncode == 1, res
+    assert "c2VjcmV0LXNpZ25hdHVyZQ" not in res.stderr + res.stdout, res.stderr
+    assert "looks like a token (not shown)" in res.stderr, res.stderr

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
 import socket
 import ssl
 import time
@@ -223,12 +224,20 @@ DATA_PLANE = ("that is a killgate data plane, not its admin API: give --admin (o
               "(the demo's: http://127.0.0.1:8081)")
 
 
+#: a JWS in compact form: its header is a JSON object, base64url of `{"`
+_A_JWT = re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{8,}\.")
+
+
 def admin_base(base: str) -> str:
     """The admin API's URL as given (blanks around it dropped), or a ClientError saying what
     is wrong with it: not an http(s) URL with a host, a bad port, or a user name or password
     in it (urllib would take `user:pass@host` for the host name, and every message would
     print the password; that URL is never echoed)."""
     base = base.strip()
+    if _A_JWT.search(base):  # (KILLGATE_ADMIN_URL=$TOKEN, a slip: every message echoes it)
+        raise ClientError("--admin (or $KILLGATE_ADMIN_URL) holds what looks like a token "
+                          "(not shown): give the admin API's URL there, the token with --token "
+                          "or $KILLGATE_TOKEN")
     try:
         parts = urllib.parse.urlsplit(base)
         creds = parts.username is not None or parts.password is not None
