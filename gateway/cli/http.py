@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import re
 import socket
 import ssl
 import time
@@ -26,24 +25,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.cli.errors import ClientError
 from gateway.cli.transport import Deadline, TooLarge, opener, read_capped
+from gateway.cli.urls import admin_base, clean_token
 from gateway.domain.audit import clean_text
 from gateway.errors import token_refused
 
 __all__ = ["TIMEOUT", "Answer", "ClientError", "admin_base", "call", "clean_token", "expect"]
 
 TIMEOUT = 35.0  # the API waits up to 30s for a receipt
-
-
-class ClientError(Exception):
-    """A failed command: the message is printed and the exit code is `code`."""
-
-    def __init__(self, message: str, code: int = 1, status: int | None = None,
-                 kind: str | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.status = status  # the admin API's HTTP status, when it answered with an error
-        self.kind = kind  # and its error type (`not_killed`, `not_durable`, ...)
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,47 +212,6 @@ NOT_TLS = ("what answers there does not speak TLS: killgate's admin listener ser
 DATA_PLANE = ("that is a killgate data plane, not its admin API: give --admin (or "
               "$KILLGATE_ADMIN_URL) the admin listener's URL, `admin.listen` in the config "
               "(the demo's: http://127.0.0.1:8081)")
-
-
-#: a JWS in compact form: its header is a JSON object, base64url of `{"`
-_A_JWT = re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{8,}\.")
-
-
-def admin_base(base: str) -> str:
-    """The admin API's URL as given (blanks around it dropped), or a ClientError saying what
-    is wrong with it: not an http(s) URL with a host, a bad port, or a user name or password
-    in it (urllib would take `user:pass@host` for the host name, and every message would
-    print the password; that URL is never echoed)."""
-    base = base.strip()
-    if _A_JWT.search(base):  # (KILLGATE_ADMIN_URL=$TOKEN, a slip: every message echoes it)
-        raise ClientError("--admin (or $KILLGATE_ADMIN_URL) holds what looks like a token "
-                          "(not shown): give the admin API's URL there, the token with --token "
-                          "or $KILLGATE_TOKEN")
-    try:
-        parts = urllib.parse.urlsplit(base)
-        creds = parts.username is not None or parts.password is not None
-        parts.port  # noqa: B018 - raises ValueError for a port that is not one
-    except ValueError as exc:
-        raise ClientError(f"--admin (or $KILLGATE_ADMIN_URL) is not a URL: {exc}") from None
-    if creds:
-        raise ClientError("--admin (or $KILLGATE_ADMIN_URL) carries a user name or password; "
-                          "give the URL without them, and the token with --token")
-    if parts.scheme not in ("http", "https") or not parts.hostname or any(
-            ord(c) < 33 or ord(c) == 127 for c in base):
-        raise ClientError(f"--admin (or $KILLGATE_ADMIN_URL) {base!r} is not an http:// or "
-                          "https:// URL, such as http://127.0.0.1:8081")
-    return base.rstrip("/")
-
-
-def clean_token(token: str | None) -> str | None:
-    """The bearer token as it is sent: blanks around it dropped (a secret mounted from a file
-    ends in a line break); one with a blank, a line break or a character a JWT never has
-    inside is refused without echoing it (the HTTP library's own error prints it whole)."""
-    token = (token or "").strip()
-    if token and not all(33 <= ord(c) < 127 for c in token):
-        raise ClientError("the token (--token or $KILLGATE_TOKEN) holds a blank, a line break "
-                          "or a character a JWT never has; give the token alone")
-    return token or None
 
 
 def _broken(base: str, exc: Exception, write: bool, status: int | None = None) -> str:
