@@ -187,3 +187,16 @@ async def test_an_answer_nested_past_the_stack_is_no_traceback(backends, status:
     assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
     assert ("not JSON it can read" if status == 200 else "not a killgate error") in res.stderr
 
+
+
+@pytest.mark.parametrize("events", [[], [{"id": "x"}]])
+async def test_audit_verify_ends_when_the_pages_do_not(backends, events: list) -> None:
+    """`audit verify` read pages until one had no `next`: an admin endpoint (broken, or not
+    killgate) that always answered the same `next` held it forever, its memory growing with
+    every page. Now a page that repeats, or says there is more with nothing in it, ends it
+    (exit 1, the trail not called intact)."""
+    port = await backends(_lying_api({"events": events, "next": "cursor-1", "head": None}))
+    env = {"KILLGATE_ADMIN_URL": f"http://127.0.0.1:{port}", "KILLGATE_TOKEN": "tok.en.x"}
+    res = await acli("audit", "verify", env=env)
+    assert res.returncode == 1, res
+    assert "audit pages do not end" in res.stderr, res.stderr
