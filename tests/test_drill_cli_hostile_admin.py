@@ -170,3 +170,31 @@ def _drills_api_text(text: str) -> object:
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", handler)
     return app
+
+
+async def test_drill_commands_keep_their_timeout(backends) -> None:
+    """The drill commands take --timeout (and $KILLGATE_TIMEOUT) as every admin command does,
+    but waited a fixed 35 s for each answer all the same: `drill history --timeout 1`
+    against a hung admin listener sat there for 35 s. Now --timeout is each try's."""
+    import asyncio
+    import time
+
+    from aiohttp import web
+
+    from tests.test_cli import acli
+
+    async def hang(req: web.Request) -> web.StreamResponse:
+        await asyncio.sleep(60)
+        return web.Response()
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", hang)
+    port = await backends(app)
+    env = {"KILLGATE_ADMIN_URL": f"http://127.0.0.1:{port}", "KILLGATE_TOKEN": "tok.en.x"}
+    t0 = time.monotonic()
+    res = await acli("drill", "history", "--timeout", "0.5", env=env)
+    assert time.monotonic() - t0 < 5, res
+    assert res.returncode == 1 and "no answer in time" in res.stderr, res.stderr
+    t0 = time.monotonic()
+    res = await acli("drill", "history", env={**env, "KILLGATE_TIMEOUT": "0.5"})
+    assert time.monotonic() - t0 < 5 and res.returncode == 1, res

@@ -17,6 +17,7 @@ from typing import Any
 
 import aiohttp
 
+from gateway.cli.client import timeout_of
 from gateway.cli.http import ClientError, admin_base, clean_token, expect
 from gateway.control.drillload import AdminClient, DrillApiError
 from gateway.domain.audit import clean_text
@@ -54,7 +55,8 @@ def client(args: argparse.Namespace, session: aiohttp.ClientSession) -> AdminCli
     base = admin_base(getattr(args, "admin", None) or os.environ.get("KILLGATE_ADMIN_URL")
                       or DEFAULT_ADMIN)
     return AdminClient(session, base, clean_token(getattr(args, "token", None)
-                                                  or os.environ.get("KILLGATE_TOKEN")))
+                                                  or os.environ.get("KILLGATE_TOKEN")),
+                       timeout_of(args))
 
 
 def _q(ident: str) -> str:

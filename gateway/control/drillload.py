@@ -40,9 +40,11 @@ class DrillApiError(Exception):
 
 
 class AdminClient:
-    def __init__(self, session: aiohttp.ClientSession, base: str, token: str | None) -> None:
+    def __init__(self, session: aiohttp.ClientSession, base: str, token: str | None,
+                 timeout: float = 35.0) -> None:
         self.session = session
         self.base = base.rstrip("/")
+        self.timeout = timeout  # (each try's, whole: --timeout, as the admin CLI's)
         self.headers = {"accept": "application/json", "user-agent": "killgate-drill"}
         if token:
             self.headers["authorization"] = f"Bearer {token}"
@@ -65,7 +67,8 @@ class AdminClient:
             try:
                 async with self.session.request(
                         method, self.base + path, json=body, headers=headers,
-                        allow_redirects=False, timeout=aiohttp.ClientTimeout(total=35)) as r:
+                        allow_redirects=False,
+                        timeout=aiohttp.ClientTimeout(total=self.timeout)) as r:
                     if 300 <= r.status < 400:  # never followed: it would carry the token
                         raise DrillApiError(r.status, "redirect", (
                             f"the admin API at {self.base} answered {r.status} to "
