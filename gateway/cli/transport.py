@@ -114,8 +114,9 @@ def _loopback(host: str) -> bool:
     host = host.rstrip(".").lower()
     if host == "localhost" or host.endswith(".localhost"):
         return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
+    try:  # (0.0.0.0 and :: reach this host too: `listen: 0.0.0.0:8081` copied into the URL)
+        ip = ipaddress.ip_address(host)
+        return ip.is_loopback or ip.is_unspecified
     except ValueError:
         return False
 
