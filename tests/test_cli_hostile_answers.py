@@ -200,3 +200,22 @@ async def test_audit_verify_ends_when_the_pages_do_not(backends, events: list) -
     res = await acli("audit", "verify", env=env)
     assert res.returncode == 1, res
     assert "audit pages do not end" in res.stderr, res.stderr
+
+
+async def test_an_unkill_reading_kills_that_are_not_a_list_is_no_traceback(backends) -> None:
+    """`unkill` first reads the kill in force from /v1/status: a `kills` that was a number
+    (an answer not killgate's, or broken) was iterated, a TypeError traceback, and the unkill
+    never sent. Now such a status is not used (the unkill goes as without a read token)."""
+    async def handler(req: web.Request) -> web.StreamResponse:
+        if req.method == "GET":
+            return web.json_response({"kills": 5, "instances": []})
+        return web.json_response({"error": {"type": "not_killed", "message": "none"}},
+                                 status=409)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handler)
+    port = await backends(app)
+    env = {"KILLGATE_ADMIN_URL": f"http://127.0.0.1:{port}", "KILLGATE_TOKEN": "tok.en.x"}
+    res = await acli("unkill", "--global", "--reason", "r", env=env)
+    assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
+    assert "409 not_killed" in res.stderr, res.stderr
