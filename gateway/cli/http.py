@@ -163,6 +163,10 @@ def _call(base: str, token: str | None, method: str, path: str, body: dict[str, 
                 # (the handshake met plain HTTP: nothing was sent, and again would not be)
                 unsent, again = True, False
                 reason = f"{reason.reason}: {NOT_TLS}"
+            elif isinstance(reason, ssl.SSLCertVerificationError):  # (again would be too)
+                again = False
+                reason = (f"{reason}; if it is the admin listener's TLS proxy, give its CA "
+                          "certificate as SSL_CERT_FILE=ca.pem")
             landed = landed or (body is not None and not unsent)
             if again:
                 if on_retry is not None:
