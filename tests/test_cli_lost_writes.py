@@ -81,3 +81,32 @@ async def test_ctrl_c_while_a_write_waits_says_it_may_have_applied(backends) -> 
     assert "interrupted (Ctrl-C)" in err and "may have been applied" in err, err
     assert "Traceback" not in err
     assert json.loads(out)["error"]["exit"] == 130
+
+
+async def test_a_resend_met_by_the_first_try_still_applying_waits_for_it(backends) -> None:
+    """A kill whose first try got no answer in --timeout (a slow store) was sent again with
+    its Idempotency-Key; the gateway answered 409 `in_progress` (that first try is still
+    being applied) and the CLI exited 1 as failed, though the kill was landing. Now it asks
+    again with the same key, within --timeout, and prints the receipt."""
+    posts: list[str] = []
+
+    async def slow_store(req: web.Request) -> web.StreamResponse:
+        if req.method == "GET":
+            return web.json_response({"instances": []})
+        posts.append(req.headers.get("idempotency-key", ""))
+        if len(posts) == 1:
+            await asyncio.sleep(5)  # (the first try: no answer within --timeout)
+        if len(posts) == 2:
+            return web.json_response({"error": {"type": "in_progress", "message": "a request "
+                                      "with this Idempotency-Key is still being applied"}},
+                                     status=409)
+        return web.json_response(RECEIPT)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", slow_store)
+    port = await backends(app)
+    env = {"KILLGATE_ADMIN_URL": f"http://127.0.0.1:{port}", "KILLGATE_TOKEN": "tok.en.x"}
+    res = await acli("kill", "--global", "--reason", "x", "--timeout", "1", env=env)
+    assert res.returncode == 0, res
+    assert "killed global" in res.stdout and len(set(posts)) == 1 and len(posts) == 3, (
+        posts, res)
