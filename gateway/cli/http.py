@@ -125,13 +125,13 @@ def _call(base: str, token: str | None, method: str, path: str, body: dict[str, 
                 time.sleep(wait)
                 waited += wait
                 continue
-            if landed and kind == "in_progress" and waited + 1 <= timeout:
+            if landed and kind == "in_progress" and waited + 0.5 <= timeout:
                 # (the try that got no answer is still being applied, or failed and let its
                 # key go: sent again with that key, it gets that try's answer or runs anew)
                 if on_retry is not None and not waited:
-                    on_retry(f"{msg}: asking again every second, within --timeout")
-                time.sleep(1)
-                waited += 1
+                    on_retry(f"{msg}: asking again, within --timeout")
+                time.sleep(0.5)
+                waited += 0.5
                 continue
             if body is not None and not kind and exc.code in (502, 503, 504):
                 # (a proxy in front said the gateway did not answer it: as a try that got
