@@ -83,7 +83,7 @@ class AdminClient:
                                 f"{MAX_ANSWER >> 20} MiB: not read; is that killgate's admin "
                                 "listener?"))
                     try:
-                        data = json.loads(raw)
+                        data = json.loads(raw) if raw.strip() else None  # (as json() did)
                     except (ValueError, RecursionError):  # (an answer: not "unreachable")
                         raise DrillApiError(r.status, "bad_answer", (
                             f"the admin API at {self.base} answered {r.status} with something "
