@@ -179,3 +179,24 @@ async def test_a_token_in_the_admin_url_is_never_echoed(admin: str) -> None:
     assert res.returncode == 1, res
     assert "c2VjcmV0LXNpZ25hdHVyZQ" not in res.stderr + res.stdout, res.stderr
     assert "looks like a token (not shown)" in res.stderr, res.stderr
+
+
+@pytest.mark.parametrize("admin", ["http://127.0.0.1:{p}/?key=s3cret", "http://127.0.0.1:{p}#x",
+                                   "http://127.0.0.1:{p}/?"])
+async def test_an_admin_url_with_a_query_is_refused(backends, admin: str) -> None:
+    """A query or fragment in --admin: every call's path went after it (`/?key=s3cret/v1/kill`,
+    a POST to the listener's root), answered with a 404 that named neither, and the query
+    (which may hold a key) was echoed in every message (revcli6)."""
+    seen: list[str] = []
+
+    async def handler(req: web.Request) -> web.StreamResponse:
+        seen.append(str(req.rel_url))
+        return web.json_response({"error": {"type": "not_found", "message": "no"}}, status=404)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handler)
+    port = await backends(app)
+    res = await acli("kill", "--global", "--reason", "x",
+                     env={"KILLGATE_ADMIN_URL": admin.format(p=port), "KILLGATE_TOKEN": "t.o.k"})
+    assert res.returncode == 1 and seen == [], (seen, res.stderr)
+    assert "has a query or fragment" in res.stderr and "s3cret" not in res.stderr, res.stderr

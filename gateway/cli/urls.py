@@ -36,6 +36,12 @@ def admin_base(base: str) -> str:
     if creds:
         raise ClientError("--admin (or $KILLGATE_ADMIN_URL) carries a user name or password; "
                           "give the URL without them, and the token with --token")
+    if parts.query or parts.fragment or base.endswith(("?", "#")):
+        # (every call's path went after it: `?x=1/v1/kill`, a POST to the listener's root;
+        # not echoed: a query may carry a key)
+        raise ClientError("--admin (or $KILLGATE_ADMIN_URL) has a query or fragment (`?...`, "
+                          "`#...`): give the admin listener's URL alone, such as "
+                          "http://127.0.0.1:8081")
     if parts.scheme not in ("http", "https") or not parts.hostname or any(
             ord(c) < 33 or ord(c) == 127 for c in base):
         raise ClientError(f"--admin (or $KILLGATE_ADMIN_URL) {base!r} is not an http:// or "
