@@ -175,3 +175,64 @@ async def test_a_refused_certificate_is_not_a_write_that_may_have_been_applied(
     assert res.returncode == 1, res
     assert "CERTIFICATE_VERIFY_FAILED" in res.stderr, res.stderr
     assert "may have been applied" not in res.stderr, res.stderr
+    # (nothing left, and a second try would meet the same certificate: not sent again;
+    # and the message says how to trust the right one: revcli6)
+    assert "sending it once more" not in res.stderr, res.stderr
+    assert "SSL_CERT_FILE=" in res.stderr, res.stderr
+
+
+@pytest.mark.parametrize("status", [200, 400])
+async def test_an_answer_nested_past_the_stack_is_no_traceback(backends, status: int) -> None:
+    """`[[[[...` 100 000 deep (valid JSON, or nearly): json.loads raised RecursionError, not
+    ValueError, and the CLI died with a traceback instead of naming the answer."""
+    port = await backends(_lying_api("[" * 100_000, status=status))
+    env = {"KILLGATE_ADMIN_URL": f"http://127.0.0.1:{port}", "KILLGATE_TOKEN": "tok.en.x"}
+    res = await acli("status", env=env)
+    assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
+    assert ("not JSON it can read" if status == 200 else "not a killgate error") in res.stderr
+
+
+
+@pytest.mark.parametrize("events", [[], [{"id": "x"}]])
+async def test_audit_verify_ends_when_the_pages_do_not(backends, events: list) -> None:
+    """`audit verify` read pages until one had no `next`: an admin endpoint (broken, or not
+    killgate) that always answered the same `next` held it forever, its memory growing with
+    every page. Now a page that repeats, or says there is more with nothing in it, ends it
+    (exit 1, the trail not called intact)."""
+    port = await backends(_lying_api({"events": events, "next": "cursor-1", "head": None}))
+    env = {"KILLGATE_ADMIN_URL": f"http://127.0.0.1:{port}", "KILLGATE_TOKEN": "tok.en.x"}
+    res = await acli("audit", "verify", env=env)
+    assert res.returncode == 1, res
+    assert "audit pages do not end" in res.stderr, res.stderr
+
+
+async def test_an_unkill_reading_kills_that_are_not_a_list_is_no_traceback(backends) -> None:
+    """`unkill` first reads the kill in force from /v1/status: a `kills` that was a number
+    (an answer not killgate's, or broken) was iterated, a TypeError traceback, and the unkill
+    never sent. Now such a status is not used (the unkill goes as without a read token)."""
+    async def handler(req: web.Request) -> web.StreamResponse:
+        if req.method == "GET":
+            return web.json_response({"kills": 5, "instances": []})
+        return web.json_response({"error": {"type": "not_killed", "message": "none"}},
+                                 status=409)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handler)
+    port = await backends(app)
+    env = {"KILLGATE_ADMIN_URL": f"http://127.0.0.1:{port}", "KILLGATE_TOKEN": "tok.en.x"}
+    res = await acli("unkill", "--global", "--reason", "r", env=env)
+    assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
+    assert "409 not_killed" in res.stderr, res.stderr
+
+
+@pytest.mark.parametrize("report", [{"copies": [1]}, {"latency_ms": {"primary": {"p50": "x"}}},
+                                    {"disagreements": ["x"]}])
+async def test_a_shadow_report_of_the_wrong_shape_is_no_traceback(backends, report) -> None:
+    """`shadow report` drew its text from whatever came: `copies` a list, a latency a
+    string, a disagreement not an object gave an AttributeError / TypeError traceback.
+    Now exit 1, 'unexpected answer from the admin API' (revcli6)."""
+    port = await backends(_lying_api(report))
+    env = {"KILLGATE_ADMIN_URL": f"http://127.0.0.1:{port}", "KILLGATE_TOKEN": "tok.en.x"}
+    res = await acli("shadow", "report", "iris", env=env)
+    assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
+    assert "unexpected answer from the admin API" in res.stderr, res.stderr

@@ -98,11 +98,11 @@ def test_expect_names_the_field() -> None:
 
 
 def test_the_cli_never_builds_its_own_redirect_follower() -> None:
-    """Every request goes through cli/http.py's opener (the one without redirects)."""
+    """Every request goes through cli/transport.py's opener (the one without redirects)."""
     root = Path(__file__).resolve().parent.parent / "gateway" / "cli"
     users = {p.name for p in root.glob("*.py") if "urlopen" in p.read_text()
              or "build_opener" in p.read_text()}
-    assert users == {"http.py"}
+    assert users == {"transport.py"}
 
 
 async def test_a_401_without_any_token_says_how_to_give_one(backends) -> None:
@@ -167,3 +167,36 @@ async def test_timeout_bounds_the_wait_and_a_write_is_sent_once_more(backends) -
         assert res.returncode == 2 and "--timeout must be" in res.stderr, res.stderr
     res = await acli("status", env={**env, "KILLGATE_TIMEOUT": "nan"})
     assert res.returncode == 1 and "$KILLGATE_TIMEOUT must be" in res.stderr
+
+
+@pytest.mark.parametrize("admin", ["{t}", "http://127.0.0.1:1/?token={t}", "http://h:1/{t} x"])
+async def test_a_token_in_the_admin_url_is_never_echoed(admin: str) -> None:
+    """`export KILLGATE_ADMIN_URL=$TOKEN` (the two variables swapped at 3 a.m.), or a URL
+    carrying one: every message quoted the URL, and so printed the token (revcli6)."""
+    token = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJvcHMifQ.c2VjcmV0LXNpZ25hdHVyZQ"
+    res = await acli("status", env={"KILLGATE_ADMIN_URL": admin.format(t=token),
+                                    "KILLGATE_TOKEN": "tok.en.x"})
+    assert res.returncode == 1, res
+    assert "c2VjcmV0LXNpZ25hdHVyZQ" not in res.stderr + res.stdout, res.stderr
+    assert "looks like a token (not shown)" in res.stderr, res.stderr
+
+
+@pytest.mark.parametrize("admin", ["http://127.0.0.1:{p}/?key=s3cret", "http://127.0.0.1:{p}#x",
+                                   "http://127.0.0.1:{p}/?"])
+async def test_an_admin_url_with_a_query_is_refused(backends, admin: str) -> None:
+    """A query or fragment in --admin: every call's path went after it (`/?key=s3cret/v1/kill`,
+    a POST to the listener's root), answered with a 404 that named neither, and the query
+    (which may hold a key) was echoed in every message (revcli6)."""
+    seen: list[str] = []
+
+    async def handler(req: web.Request) -> web.StreamResponse:
+        seen.append(str(req.rel_url))
+        return web.json_response({"error": {"type": "not_found", "message": "no"}}, status=404)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handler)
+    port = await backends(app)
+    res = await acli("kill", "--global", "--reason", "x",
+                     env={"KILLGATE_ADMIN_URL": admin.format(p=port), "KILLGATE_TOKEN": "t.o.k"})
+    assert res.returncode == 1 and seen == [], (seen, res.stderr)
+    assert "has a query or fragment" in res.stderr and "s3cret" not in res.stderr, res.stderr

@@ -290,3 +290,18 @@ async def test_the_drill_commands_say_why_a_token_is_refused(tmp_path: Path, bac
                 assert res.returncode != 0, res.stdout
                 assert "401 invalid_token: a valid bearer token is required " + said \
                     in res.stderr, (cmd, res.stderr)
+
+
+async def test_a_secret_given_as_secret_env_is_never_printed() -> None:
+    """`killgate token --secret-env "$SECRET"` (the secret, not its variable's name: an easy
+    slip) said `no secret: set <the secret> ...`, printing it to the terminal or CI log.
+    Now it says what was wrong without showing what was given (revcli6)."""
+    secret = "3f9ac0ffee" + "ab" * 27
+    res = await acli("token", "--subject", "a", "--scope", "killgate:read",
+                     "--secret-env", secret)
+    assert res.returncode == 1, res
+    assert secret not in res.stderr + res.stdout and secret[:16] not in res.stderr, res.stderr
+    assert "not the secret" in res.stderr, res.stderr
+    res = await acli("token", "--subject", "a", "--scope", "killgate:read",
+                     "--secret-env", "KG_UNSET_FOR_TEST")  # (a name: still named)
+    assert res.returncode == 1 and "KG_UNSET_FOR_TEST" in res.stderr, res.stderr

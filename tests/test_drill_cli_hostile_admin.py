@@ -77,3 +77,124 @@ def test_a_drill_id_that_is_a_path_writes_nothing_outside_out(tmp_path: Path,
     assert all(f.startswith("a/b/out/") for f in written), written
     assert p.returncode == 1, p.stderr
     assert "drill id" in p.stderr and "Traceback" not in p.stderr, p.stderr
+
+
+ESC = "\x1b[2J\x1b[1A\rdrill passed"
+
+
+def _drills_api(doc: object, status: int = 200) -> object:
+    from aiohttp import web
+
+    async def handler(req: web.Request) -> web.StreamResponse:
+        return web.json_response(doc, status=status)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handler)
+    return app
+
+
+async def test_drill_output_cannot_drive_the_terminal(backends) -> None:
+    """`drill history` printed the actor, route and drill id of each drill as the API sent
+    them, and every drill command printed the API's error message raw on stderr: escape
+    sequences in them cleared the screen and rewrote the operator's lines (the admin CLI
+    escapes these; the drill CLI did not). Now they are shown escaped."""
+    from tests.test_cli import acli
+
+    event = {"time": "2026-12-05T00:00:00Z", "actor": "mallory" + ESC,
+             "target": {"drill": "dr-1" + ESC, "kind": "kill", "route": "iris" + ESC},
+             "after": {"verdict": "passed", "summary": {}}}
+    opened = {"id": "dr-2", "kind": "kill", "route": "iris", "actor": "eve" + ESC,
+              "started": "2026-12-05T00:00:00Z"}
+    port = await backends(_drills_api({"open": [opened], "history": [event]}))
+    env = {"KILLGATE_ADMIN_URL": f"http://127.0.0.1:{port}", "KILLGATE_TOKEN": "tok.en.x"}
+    res = await acli("drill", "history", env=env)
+    assert res.returncode == 0, res
+    assert "mallory" in res.stdout and "eve" in res.stdout, res.stdout
+    assert "\x1b" not in res.stdout + res.stderr and "\r" not in res.stdout, repr(res.stdout)
+    port = await backends(_drills_api(
+        {"error": {"type": "conflict" + ESC, "message": "no" + ESC}}, status=409))
+    env["KILLGATE_ADMIN_URL"] = f"http://127.0.0.1:{port}"
+    res = await acli("drill", "restore", "dr-1", "--reason", "x", env=env)
+    assert res.returncode == 1 and "409 conflict" in res.stderr, res
+    assert "\x1b" not in res.stderr + res.stdout, repr(res.stderr)
+
+
+async def test_a_drill_history_of_the_wrong_shape_is_no_traceback(backends) -> None:
+    """A history entry whose target is not an object (or a measure not a number): an
+    AttributeError / ValueError traceback; now exit 1 naming the answer."""
+    from tests.test_cli import acli
+
+    for event in ({"target": "x"}, {"target": {"kind": "k", "route": "r"},
+                                    "after": {"summary": {"time_to_kill_ms": {"max": "z"}}}}):
+        port = await backends(_drills_api({"open": [], "history": [event]}))
+        env = {"KILLGATE_ADMIN_URL": f"http://127.0.0.1:{port}", "KILLGATE_TOKEN": "tok.en.x"}
+        res = await acli("drill", "history", env=env)
+        assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
+        assert "unexpected answer from the admin API" in res.stderr, res.stderr
+
+
+async def test_a_huge_or_bottomless_answer_to_a_drill_is_no_traceback(backends) -> None:
+    """The drill client read an answer whole (aiohttp's json()): an endless one filled the
+    memory for up to 35 s; one nested 100 000 deep raised RecursionError, a traceback. Now
+    over 32 MiB is refused unread and the nesting is 'not JSON'."""
+    from aiohttp import web
+
+    from tests.test_cli import acli
+
+    async def endless(req: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(status=200, headers={"content-type": "application/json"})
+        await resp.prepare(req)
+        for _ in range(48):
+            await resp.write(b"x" * (1 << 20))
+        return resp
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", endless)
+    port = await backends(app)
+    env = {"KILLGATE_ADMIN_URL": f"http://127.0.0.1:{port}", "KILLGATE_TOKEN": "tok.en.x"}
+    res = await acli("drill", "history", env=env)
+    assert res.returncode == 1 and "over 32 MiB: not read" in res.stderr, res.stderr
+    port = await backends(_drills_api_text("[" * 100_000))
+    env["KILLGATE_ADMIN_URL"] = f"http://127.0.0.1:{port}"
+    res = await acli("drill", "history", env=env)
+    assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
+    assert "not JSON" in res.stderr, res.stderr
+
+
+def _drills_api_text(text: str) -> object:
+    from aiohttp import web
+
+    async def handler(req: web.Request) -> web.StreamResponse:
+        return web.Response(text=text, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handler)
+    return app
+
+
+async def test_drill_commands_keep_their_timeout(backends) -> None:
+    """The drill commands take --timeout (and $KILLGATE_TIMEOUT) as every admin command does,
+    but waited a fixed 35 s for each answer all the same: `drill history --timeout 1`
+    against a hung admin listener sat there for 35 s. Now --timeout is each try's."""
+    import asyncio
+    import time
+
+    from aiohttp import web
+
+    from tests.test_cli import acli
+
+    async def hang(req: web.Request) -> web.StreamResponse:
+        await asyncio.sleep(60)
+        return web.Response()
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", hang)
+    port = await backends(app)
+    env = {"KILLGATE_ADMIN_URL": f"http://127.0.0.1:{port}", "KILLGATE_TOKEN": "tok.en.x"}
+    t0 = time.monotonic()
+    res = await acli("drill", "history", "--timeout", "0.5", env=env)
+    assert time.monotonic() - t0 < 5, res
+    assert res.returncode == 1 and "no answer in time" in res.stderr, res.stderr
+    t0 = time.monotonic()
+    res = await acli("drill", "history", env={**env, "KILLGATE_TIMEOUT": "0.5"})
+    assert time.monotonic() - t0 < 5 and res.returncode == 1, res

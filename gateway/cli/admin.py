@@ -152,6 +152,7 @@ def _all_events(args: argparse.Namespace) -> tuple[list[dict[str, Any]], str | N
     events: list[dict[str, Any]] = []
     before: str | None = None
     head: str | None = None
+    seen: set[str] = set()
     while True:
         q = "?limit=1000" + (f"&before={urllib.parse.quote(before)}" if before else "")
         page = api(args, "GET", "/v1/audit" + q, shape=AUDIT_PAGE)
@@ -161,6 +162,12 @@ def _all_events(args: argparse.Namespace) -> tuple[list[dict[str, Any]], str | N
         before = page.get("next")
         if not before:
             return list(reversed(events)), head
+        if before in seen or not page["events"]:  # (else read forever, growing)
+            raise ClientError("unexpected answer from the admin API: its audit pages do not "
+                              "end (a page " + ("without events" if not page["events"] else
+                              "already read") + " says there is more); the trail was not "
+                              "checked")
+        seen.add(before)
 
 
 def _audit_verify(args: argparse.Namespace) -> int:

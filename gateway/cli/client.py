@@ -30,7 +30,7 @@ from gateway.config_types import parse_duration
 from gateway.domain.audit import clean_text
 
 __all__ = ["DEFAULT_ADMIN", "ClientError", "api", "common_options", "glass", "glass_option", "may_read",
-           "quote", "raw_call", "run", "silent_instances", "table", "warn_silent", "write"]
+           "quote", "raw_call", "run", "silent_instances", "table", "timeout_of", "warn_silent", "write"]
 
 DEFAULT_ADMIN = "http://127.0.0.1:8081"
 
@@ -55,12 +55,17 @@ def raw_call(args: argparse.Namespace, method: str, path: str,
     base = (getattr(args, "admin", None) or os.environ.get("KILLGATE_ADMIN_URL")
             or DEFAULT_ADMIN).rstrip("/")
     token = getattr(args, "token", None) or os.environ.get("KILLGATE_TOKEN")
+    return call(base, token, method, path, body, timeout_of(args),
+                lambda why: print(f"killgate: {why}", file=sys.stderr), patient)
+
+
+def timeout_of(args: argparse.Namespace) -> float:
+    """Each answer's time: --timeout, else $KILLGATE_TIMEOUT, else TIMEOUT."""
     timeout = getattr(args, "timeout", None)
     if timeout is None:
         env = os.environ.get("KILLGATE_TIMEOUT")
         timeout = _seconds(env, "$KILLGATE_TIMEOUT") if env else TIMEOUT
-    return call(base, token, method, path, body, timeout,
-                lambda why: print(f"killgate: {why}", file=sys.stderr), patient)
+    return float(timeout)
 
 
 def _seconds(text: str, where: str = "--timeout") -> float:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +38,11 @@ def _token(args: argparse.Namespace) -> int:
                           f"{', '.join(SCOPES)}")
     issuer = audience = None
     env = args.secret_env
+    if env and env not in os.environ and not re.fullmatch(r"[A-Z_][A-Z0-9_]{0,63}", env):
+        # (`--secret-env "$SECRET"`: the secret itself, which 'no secret: set ...' printed)
+        raise ClientError("--secret-env names no variable that is set, and what it was given "
+                          "(not shown) does not look like a variable's name: give the name, "
+                          "such as KILLGATE_JWT_SECRET, not the secret")
     kid = None
     if args.key is not None and (not args.config or args.secret_env):
         raise ClientError("--key NAME needs -c FILE (the key's secret and scopes are in "

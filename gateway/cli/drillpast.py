@@ -17,8 +17,10 @@ from typing import Any
 
 import aiohttp
 
+from gateway.cli.client import timeout_of
 from gateway.cli.http import ClientError, admin_base, clean_token, expect
 from gateway.control.drillload import AdminClient, DrillApiError
+from gateway.domain.audit import clean_text
 from gateway.domain.drilldiff import differences
 from gateway.domain.drillverdict import kept
 
@@ -32,9 +34,10 @@ RETRY_FOR = 75.0
 
 
 def say(msg: str) -> None:
-    # (a terminal that hung up fails every write: a drill still restores after SIGHUP)
+    # (a terminal that hung up fails every write: a drill still restores after SIGHUP;
+    # escaped: an API's error message, echoed here, must not drive the terminal)
     with contextlib.suppress(OSError):
-        print(f"killgate drill: {msg}", file=sys.stderr, flush=True)
+        print(f"killgate drill: {clean_text(msg, 4096)}", file=sys.stderr, flush=True)
 
 
 def failed(args: argparse.Namespace, code: int, lines: list[str], prefix: str = "") -> int:
@@ -52,7 +55,8 @@ def client(args: argparse.Namespace, session: aiohttp.ClientSession) -> AdminCli
     base = admin_base(getattr(args, "admin", None) or os.environ.get("KILLGATE_ADMIN_URL")
                       or DEFAULT_ADMIN)
     return AdminClient(session, base, clean_token(getattr(args, "token", None)
-                                                  or os.environ.get("KILLGATE_TOKEN")))
+                                                  or os.environ.get("KILLGATE_TOKEN")),
+                       timeout_of(args))
 
 
 def _q(ident: str) -> str:
@@ -198,16 +202,23 @@ async def history(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(got, indent=2))
         return 0
+    out = []
     for d in got["open"]:
         overdue = f" (OVERDUE: killgate drill restore {d['id']})" if d.get("overdue") else ""
-        print(f"OPEN {d['id']} {d['kind']} on {d['route']} by {d['actor']} since "
-              f"{d['started']}{overdue}")
+        out.append(f"OPEN {d['id']} {d['kind']} on {d['route']} by {d['actor']} since "
+                   f"{d['started']}{overdue}")
     if not got["history"] and not got["open"]:  # (a header over nothing reads as broken)
         print("no drills yet: try `killgate drill kill --route ROUTE --version VERSION` on a "
               "drill route (see README, Recovery drills)")
         return 0
-    print("\n".join(history_rows(got["history"])))
-    lines = trend(got["history"])
+    try:  # (the answer's fault, named, never a traceback: a target that is not an object)
+        out += history_rows(got["history"])
+        lines = trend(got["history"])
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
+        return failed(args, 1, [f"unexpected answer from the admin API ({type(exc).__name__}: "
+                                f"{str(exc)[:80]})"])
     if lines:
-        print("\ntrend:\n" + "\n".join("  " + t for t in lines))
+        out += ["", "trend:", *("  " + t for t in lines)]
+    # (escaped, each line: an actor, a route or a drill id is text a caller chose)
+    print("\n".join(clean_text(line, 4096) for line in out))
     return 0

@@ -25,32 +25,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.cli.errors import ClientError
+from gateway.cli.transport import Deadline, TooLarge, opener, read_capped
+from gateway.cli.urls import admin_base, clean_token
 from gateway.domain.audit import clean_text
 from gateway.errors import token_refused
 
 __all__ = ["TIMEOUT", "Answer", "ClientError", "admin_base", "call", "clean_token", "expect"]
 
 TIMEOUT = 35.0  # the API waits up to 30s for a receipt
-
-
-class ClientError(Exception):
-    """A failed command: the message is printed and the exit code is `code`."""
-
-    def __init__(self, message: str, code: int = 1, status: int | None = None,
-                 kind: str | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.status = status  # the admin API's HTTP status, when it answered with an error
-        self.kind = kind  # and its error type (`not_killed`, `not_durable`, ...)
-
-
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, req: Any, fp: Any, code: int, msg: str, headers: Any,
-                         newurl: str) -> None:
-        return None  # urllib then raises HTTPError with the 3xx: handled in `call`
-
-
-_OPENER = urllib.request.build_opener(_NoRedirect())
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +47,19 @@ def call(base: str, token: str | None, method: str, path: str,
          on_retry: Callable[[str], None] | None = None, patient: bool = True) -> Answer:
     """One call; a write whose connection failed or that got no answer within `timeout`
     is sent once more with the same Idempotency-Key (`on_retry` is told why first); a
-    429 `too_many_attempts` is sent again after its Retry-After when `patient`."""
+    429 `too_many_attempts` is sent again after its Retry-After when `patient`. A write
+    interrupted (Ctrl-C) fails with exit 130 saying it may have been applied."""
+    try:
+        return _call(base, token, method, path, body, timeout, on_retry, patient)
+    except KeyboardInterrupt:
+        if body is None:
+            raise
+        raise ClientError(f"interrupted (Ctrl-C) before the admin API answered; {MAY_HAVE}",
+                          code=130) from None
+
+
+def _call(base: str, token: str | None, method: str, path: str, body: dict[str, Any] | None,
+          timeout: float, on_retry: Callable[[str], None] | None, patient: bool) -> Answer:
     base = admin_base(base)
     headers = {"accept": "application/json", "user-agent": "killgate-cli"}
     token = clean_token(token)
@@ -80,16 +75,20 @@ def call(base: str, token: str | None, method: str, path: str,
     landed = False  # a try of this write was sent and got no answer: it may have been applied
     while True:
         req = urllib.request.Request(base + path, data=data, method=method, headers=headers)
+        deadline = Deadline(timeout)  # (the whole try: a dripped answer cannot hold it)
         try:
-            with _OPENER.open(req, timeout=timeout) as resp:
+            with opener(base, deadline).open(req, timeout=timeout) as resp:
                 if resp.headers.get("x-killgate-route") is not None:  # (a proxied answer)
                     raise ClientError(f"what answered at {base} routed the call to a backend: "
                                       f"{DATA_PLANE}")
-                return Answer(resp.status, _json_object(resp.read(), resp.status))
+                return Answer(resp.status, _json_object(read_capped(resp, deadline), resp.status))
         except urllib.error.HTTPError as exc:
             try:
-                raw = exc.read()
-            except (http.client.HTTPException, OSError) as cut:
+                raw = read_capped(exc.fp, deadline)
+            except (http.client.HTTPException, OSError, TooLarge) as cut:
+                if isinstance(cut, TimeoutError | TooLarge):
+                    raise ClientError(f"the {exc.code} answer of the admin API at {base} "
+                                      f"{_unread(cut, timeout)}") from None
                 raise ClientError(_broken(base, cut, body is not None, exc.code)) from None
             if 300 <= exc.code < 400:
                 where = exc.headers.get("Location", "?")
@@ -105,7 +104,7 @@ def call(base: str, token: str | None, method: str, path: str,
                 # terminal, where an escape sequence would move the cursor over it)
                 msg = (f"{exc.code} {clean_text(str(err.get('type')), 64)}: "
                        f"{clean_text(str(err.get('message')), 2048)}")
-            except (ValueError, KeyError, TypeError, AttributeError):
+            except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
                 # (not killgate's error shape: another server, an ingress' default page)
                 got = clean_text(raw[:200].decode("utf-8", "replace"), 200).strip()
                 msg = (f"{exc.code} from {base}, which is not a killgate error ("
@@ -126,16 +125,40 @@ def call(base: str, token: str | None, method: str, path: str,
                 time.sleep(wait)
                 waited += wait
                 continue
+            if landed and kind == "in_progress" and waited + 0.5 <= timeout:
+                # (the try that got no answer is still being applied, or failed and let its
+                # key go: sent again with that key, it gets that try's answer or runs anew)
+                if on_retry is not None and not waited:
+                    on_retry(f"{msg}: asking again, within --timeout")
+                time.sleep(0.5)
+                waited += 0.5
+                continue
+            if body is not None and not kind and exc.code in (502, 503, 504):
+                # (a proxy in front said the gateway did not answer it: as a try that got
+                # no answer, the write may have been applied; sent once more, same key)
+                landed, attempt = True, attempt + 1
+                if attempt < attempts:
+                    if on_retry is not None:
+                        on_retry(f"{msg}: sending it once more (the same Idempotency-Key: "
+                                 "it takes effect once)")
+                    continue
+                msg += f"; {MAY_HAVE}"
             if landed and kind == "too_many_attempts":
                 # (refused before its token was checked: it says nothing of the try before,
                 # which another worker, one that had seen the token, may have applied)
                 msg += f"; {LANDED}: check with `killgate status` and `killgate audit`"
             raise ClientError(msg, status=exc.code, kind=kind or None) from None
+        except TooLarge as exc:
+            msg = (f"the answer of the admin API at {base} was {exc}: not read; is --admin "
+                   "(or $KILLGATE_ADMIN_URL) killgate's admin listener?")
+            if body is not None:
+                msg += (f"; {MAY_HAVE}")
+            raise ClientError(msg) from None
         except UnicodeError:  # (the host name's IDNA encoding: an empty or long label)
             raise ClientError(f"cannot reach the admin API at {base}: its host name is not "
                               "one (an empty label, or one longer than 63 characters)") from None
         except (urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
+            reason = TimeoutError() if deadline.fired else getattr(exc, "reason", exc)
             # (refused, no such host, a certificate refused: the request never left; else
             # it may have arrived)
             unsent = isinstance(reason, ConnectionRefusedError | socket.gaierror
@@ -148,6 +171,10 @@ def call(base: str, token: str | None, method: str, path: str,
                 # (the handshake met plain HTTP: nothing was sent, and again would not be)
                 unsent, again = True, False
                 reason = f"{reason.reason}: {NOT_TLS}"
+            elif isinstance(reason, ssl.SSLCertVerificationError):  # (again would be too)
+                again = False
+                reason = (f"{reason}; if it is the admin listener's TLS proxy, give its CA "
+                          "certificate as SSL_CERT_FILE=ca.pem")
             landed = landed or (body is not None and not unsent)
             if again:
                 if on_retry is not None:
@@ -156,11 +183,26 @@ def call(base: str, token: str | None, method: str, path: str,
                 continue
             msg = f"cannot reach the admin API at {base}: {reason}"
             if body is not None and not unsent:
-                msg += ("; the write may have been applied all the same: check with "
-                        "`killgate status` and `killgate audit` before doing anything else")
+                msg += f"; {MAY_HAVE}"
             raise ClientError(msg) from None
         except http.client.HTTPException as exc:  # (after OSError: RemoteDisconnected is both)
+            if deadline.fired:  # (a head cut by the deadline: no answer in time)
+                msg = f"cannot reach the admin API at {base}: no answer within {timeout:g}s"
+                raise ClientError(msg + (f"; {MAY_HAVE}" if body is not None else "")) from None
             raise ClientError(_broken(base, exc, body is not None)) from None
+        finally:
+            deadline.cancel()
+
+
+#: said of a write whose answer was not had whole
+MAY_HAVE = ("the write may have been applied all the same: check with `killgate status` and "
+            "`killgate audit` before doing anything else")
+
+
+def _unread(exc: Exception, timeout: float) -> str:
+    if isinstance(exc, TimeoutError):
+        return f"did not come whole within {timeout:g}s (--timeout)"
+    return f"was {exc}: not read"
 
 
 #: said of a write whose earlier try got no answer, when a later one is refused unchecked
@@ -184,39 +226,6 @@ DATA_PLANE = ("that is a killgate data plane, not its admin API: give --admin (o
               "(the demo's: http://127.0.0.1:8081)")
 
 
-def admin_base(base: str) -> str:
-    """The admin API's URL as given (blanks around it dropped), or a ClientError saying what
-    is wrong with it: not an http(s) URL with a host, a bad port, or a user name or password
-    in it (urllib would take `user:pass@host` for the host name, and every message would
-    print the password; that URL is never echoed)."""
-    base = base.strip()
-    try:
-        parts = urllib.parse.urlsplit(base)
-        creds = parts.username is not None or parts.password is not None
-        parts.port  # noqa: B018 - raises ValueError for a port that is not one
-    except ValueError as exc:
-        raise ClientError(f"--admin (or $KILLGATE_ADMIN_URL) is not a URL: {exc}") from None
-    if creds:
-        raise ClientError("--admin (or $KILLGATE_ADMIN_URL) carries a user name or password; "
-                          "give the URL without them, and the token with --token")
-    if parts.scheme not in ("http", "https") or not parts.hostname or any(
-            ord(c) < 33 or ord(c) == 127 for c in base):
-        raise ClientError(f"--admin (or $KILLGATE_ADMIN_URL) {base!r} is not an http:// or "
-                          "https:// URL, such as http://127.0.0.1:8081")
-    return base.rstrip("/")
-
-
-def clean_token(token: str | None) -> str | None:
-    """The bearer token as it is sent: blanks around it dropped (a secret mounted from a file
-    ends in a line break); one with a blank, a line break or a character a JWT never has
-    inside is refused without echoing it (the HTTP library's own error prints it whole)."""
-    token = (token or "").strip()
-    if token and not all(33 <= ord(c) < 127 for c in token):
-        raise ClientError("the token (--token or $KILLGATE_TOKEN) holds a blank, a line break "
-                          "or a character a JWT never has; give the token alone")
-    return token or None
-
-
 def _broken(base: str, exc: Exception, write: bool, status: int | None = None) -> str:
     """What to say of an answer that is not HTTP, or was cut short."""
     if isinstance(exc, http.client.IncompleteRead | OSError):
@@ -234,9 +243,9 @@ def _broken(base: str, exc: Exception, write: bool, status: int | None = None) -
 def _json_object(raw: bytes, status: int) -> dict[str, Any]:
     try:
         body = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # (RecursionError: `[[[[...` nested past the stack)
         raise ClientError(f"the admin API answered {status} with something that is not "
-                          f"JSON: {raw[:80]!r}") from None
+                          f"JSON it can read: {raw[:80]!r}") from None
     if not isinstance(body, dict):
         raise ClientError(f"the admin API answered {status} with JSON that is not an object")
     return body

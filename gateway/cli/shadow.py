@@ -85,7 +85,15 @@ def _report(args: argparse.Namespace) -> int:
     if not 1 <= args.limit <= 100:
         raise ClientError("--limit must be from 1 to 100")
     rep = api(args, "GET", f"/v1/routes/{quote(args.route)}/shadow?limit={args.limit}")
-    print(json.dumps(rep, indent=2) if args.json else render(rep))
+    if args.json:
+        print(json.dumps(rep, indent=2))
+        return 0
+    try:  # (a field of another type is the answer's fault, named, never a traceback)
+        text = render(rep)
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
+        raise ClientError(f"unexpected answer from the admin API ({type(exc).__name__}: "
+                          f"{str(exc)[:80]})") from None
+    print(text)
     return 0
 
 

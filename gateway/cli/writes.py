@@ -113,7 +113,8 @@ def _kill_in_force(args: argparse.Namespace, key: str) -> str | None:
         return None
     if answer.status != 200 or not isinstance(answer.body, dict):
         return None
-    for k in answer.body.get("kills") or ():
+    kills = answer.body.get("kills")
+    for k in kills if isinstance(kills, list) else ():  # (an answer's: any type at all)
         if (isinstance(k, dict) and isinstance(k.get("id"), str)
                 and kill_key(k.get("scope", ""), k.get("route"), k.get("version")) == key):
             return str(k["id"])

@@ -29,6 +29,9 @@ from gateway.errors import token_refused
 __all__ = ["AdminClient", "DrillApiError", "Probe", "Traffic", "resolve_probe"]
 
 
+MAX_ANSWER = 32 << 20  # the largest admin answer read (as the admin CLI's: cli/transport.py)
+
+
 class DrillApiError(Exception):
     def __init__(self, status: int, type_: str, message: str) -> None:
         super().__init__(f"{status} {type_}: {message}" if status else message)
@@ -37,9 +40,11 @@ class DrillApiError(Exception):
 
 
 class AdminClient:
-    def __init__(self, session: aiohttp.ClientSession, base: str, token: str | None) -> None:
+    def __init__(self, session: aiohttp.ClientSession, base: str, token: str | None,
+                 timeout: float = 35.0) -> None:
         self.session = session
         self.base = base.rstrip("/")
+        self.timeout = timeout  # (each try's, whole: --timeout, as the admin CLI's)
         self.headers = {"accept": "application/json", "user-agent": "killgate-drill"}
         if token:
             self.headers["authorization"] = f"Bearer {token}"
@@ -62,15 +67,24 @@ class AdminClient:
             try:
                 async with self.session.request(
                         method, self.base + path, json=body, headers=headers,
-                        allow_redirects=False, timeout=aiohttp.ClientTimeout(total=35)) as r:
+                        allow_redirects=False,
+                        timeout=aiohttp.ClientTimeout(total=self.timeout)) as r:
                     if 300 <= r.status < 400:  # never followed: it would carry the token
                         raise DrillApiError(r.status, "redirect", (
                             f"the admin API at {self.base} answered {r.status} to "
                             f"{r.headers.get('Location', '(no Location)')[:256]}: not followed "
                             "(it would carry the token there); give the admin URL itself"))
+                    raw = bytearray()
+                    async for chunk in r.content.iter_chunked(65536):
+                        raw += chunk
+                        if len(raw) > MAX_ANSWER:  # (a hostile endpoint's endless answer)
+                            raise DrillApiError(r.status, "bad_answer", (
+                                f"the admin API at {self.base} answered {r.status} with over "
+                                f"{MAX_ANSWER >> 20} MiB: not read; is that killgate's admin "
+                                "listener?"))
                     try:
-                        data = await r.json(content_type=None)
-                    except ValueError:  # (an answer, so not retried as "unreachable")
+                        data = json.loads(raw) if raw.strip() else None  # (as json() did)
+                    except (ValueError, RecursionError):  # (an answer: not "unreachable")
                         raise DrillApiError(r.status, "bad_answer", (
                             f"the admin API at {self.base} answered {r.status} with something "
                             "that is not JSON: is that killgate's admin listener?")) from None
