@@ -272,6 +272,27 @@ def test_chat_streams_are_assembled_and_compared_with_whole_answers() -> None:
     assert [ch.text for ch in read_choices(stream(text).body, "text/event-stream")] == [text]
 
 
+def test_chat_a_stream_ends_at_its_done_line() -> None:
+    """A client (OpenAI's SDKs, every SSE reader of these APIs) stops reading at `data:
+    [DONE]`: chunks a shadow sends after it are never seen, so a shadow whose stream says
+    [DONE] before its last words and its finish_reason does not agree with one that
+    finishes first."""
+    c = cfg("openai_chat")
+    text = "The quick brown fox jumps over the lazy dog."
+    whole = stream(text)
+    lines = whole.body.split(b"\n\n")
+    done = lines.index(b"data: [DONE]")
+    # [DONE] moved before the last two chunks (the last words and the finish_reason)
+    early = [*lines[:done - 2], b"data: [DONE]", *lines[done - 2:done], *lines[done + 1:]]
+    cut = Answer(200, b"\n\n".join(early), "text/event-stream")
+    seen = read_choices(cut.body, "text/event-stream")
+    assert seen[0].finish_reason is None and seen[0].text != text
+    assert set(kinds(compare(c, b"", whole, cut))) == {"text", "finish_reason"}
+    # and a primary whose stream ends so is read as its clients read it (a shadow sending
+    # all of it then differs)
+    assert not compare(c, b"", cut, whole).agreed
+
+
 def test_chat_tool_calls_and_completions() -> None:
     def tools(args: str) -> Answer:
         return ok({"choices": [{"index": 0, "finish_reason": "tool_calls", "message": {

@@ -103,7 +103,9 @@ def read_choices(body: bytes, content_type: str = "") -> list[Choice]:
             if not line.startswith(b"data:"):
                 continue
             data = line[5:].strip()
-            if data == b"[DONE]" or not data:
+            if data == b"[DONE]":
+                break  # (a client stops reading here: what follows is never seen)
+            if not data:
                 continue
             chunk = loads(data)
             if isinstance(chunk, dict) and "choices" in chunk:
