@@ -9,6 +9,8 @@ fleet `Tally` (shadowstats.py). Pure: no I/O.
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 from gateway.config import RouteConfig
 from gateway.domain.shadowstats import Tally, compared_agreed
 from gateway.domain.statedoc import StateDoc
@@ -41,7 +43,9 @@ def gate(rc: RouteConfig, fleet: Tally | None) -> str | None:
         return None
     need, least = a.min_shadow_agreement, a.min_shadow_compared
     counted, agreed, failed = gate_counts(fleet) if fleet is not None else (0, 0, {})
-    if counted >= least and agreed >= need * counted:
+    # (the bar as written, exactly: 0.55 * 100 is 55.00000000000001 in floating point, and
+    # 55 agreed of 100 did not meet min_shadow_agreement 0.55)
+    if counted >= least and agreed >= Fraction(str(need)) * counted:
         return None
     failures = sum(failed.values())
     how = (f", counting the {failures} cop{'y' if failures == 1 else 'ies'} the shadow "
