@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import running_gateway, write_config
+from tests.conftest import running_gateway, wait_until, write_config
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -68,3 +68,55 @@ async def test_counting_a_copy_costs_the_same_for_the_first_and_the_last_route(
     assert cost_last < 3 * cost_first, (cost_first, cost_last)
     # (five times the routes: ~5 times the work; a scan of each, ~25 times)
     assert scrape_all < 12 * scrape_fifth, (scrape_fifth, scrape_all)
+
+
+async def test_a_full_max_inflight_costs_a_request_nothing_more_when_it_is_large(
+        tmp_path: Path) -> None:
+    """A sampled request finding the route's copies at max_inflight (a shadow that hangs)
+    is dropped; the check looked for slots past their end through every slot held, each
+    time: with max_inflight 20000 (allowed up to 100000) ~0.6 ms of the loop per request,
+    while the shadow hangs, for every client of the process."""
+    two = _routes(2)
+    for name, n in (("r0", 20), ("r1", 20000)):
+        two = two.replace(f"{name}/}}\n  stable: v1\n  shadow: {{version: v2, sample: 1.0}}",
+                          f"{name}/}}\n  stable: v1\n  timeouts: {{connect: 50ms, total: 100ms}}\n"
+                          f"  shadow: {{version: v2, sample: 1.0, max_inflight: {n}}}")
+    cfg = write_config(tmp_path, two)
+    async with running_gateway(cfg) as g:
+        mirror = g.gw.mirror
+
+        def taps(route: str) -> Callable[[], None]:
+            plan = g.gw.holder.table.by_name[route]
+            sh = plan.config.shadow
+            assert sh is not None
+            # (the slots of max_inflight copies under way: held until each is done)
+            mirror.leases[route] = dict.fromkeys(range(sh.max_inflight), float("inf"))
+
+            def run() -> None:
+                for _ in range(200):
+                    tap = mirror.tap(plan, plan.targets["v1"], b"POST", b"/x", [], b"{}",
+                                     True, None, b"", 0.0)
+                    assert tap is None  # dropped, never queued
+            return run
+
+        try:
+            small, large = _least(taps("r0")), _least(taps("r1"))
+            # a tap's slot lost with its request still ends with its clock (the route's
+            # timeouts.total + 1 s): then it is free
+            plan = g.gw.holder.table.by_name["r0"]
+            mirror.leases["r0"] = dict.fromkeys(range(-18, 0), float("inf"))
+            lost = [mirror.tap(plan, plan.targets["v1"], b"POST", b"/x", [], b"{}", True,
+                               None, b"", 0.0) for _ in range(3)]
+            assert lost[0] is not None and lost[1] is not None and lost[2] is None  # (full)
+            for tap in lost[:2]:
+                assert tap is not None
+                tap.lease = 0  # (lost: never gives its slot back)
+            ends = max(set(mirror.leases["r0"].values()) - {float("inf")})
+            await wait_until(lambda: mirror.loop.time() > ends, 3, 0.02)
+            tap = mirror.tap(plan, plan.targets["v1"], b"POST", b"/x", [], b"{}", True, None,
+                             b"", 0.0)
+            assert tap is not None and len(mirror.leases["r0"]) == 19
+            tap.lease = 0
+        finally:
+            mirror.leases.clear()
+    assert large < 5 * small, (small, large)

@@ -51,6 +51,9 @@ class Mirror:
         self.rand = random.random
         # route -> lease -> when it ends at the latest (loop clock): a tap's or a copy's slot
         self.leases: dict[str, dict[int, float]] = {}
+        # route -> no lease of it ends before this (loop clock): a route at max_inflight is
+        # not looked through, slot by slot, for each request it drops
+        self._due: dict[str, float] = {}
         self._next_lease = itertools.count(1).__next__
         self.counts = ShadowCounts()
         self.tallies = self.counts.tallies  # (the same dict, never replaced: what is read)
@@ -89,11 +92,13 @@ class Mirror:
         if leases is None:
             leases = self.leases[plan.name] = {}
         now = self.loop.time()
-        if len(leases) >= sh.max_inflight and not _prune(leases, now):
+        if len(leases) >= sh.max_inflight and not self._prune(plan.name, leases, now):
             self.count(plan, "dropped")  # dropped, never queued: the shadow is behind
             return None
         lease = self._next_lease()
-        leases[lease] = now + plan.config.timeouts.total + 1.0  # the answer's longest
+        end = leases[lease] = now + plan.config.timeouts.total + 1.0  # the answer's longest
+        if end < self._due.get(plan.name, end):
+            self._due[plan.name] = end
         return Tap(self, plan, served, method, raw_target, raw_headers, body, field, client,
                    started, lease)
 
@@ -111,9 +116,20 @@ class Mirror:
         now = self.loop.time()
         out = {}
         for route, leases in self.leases.items():
-            _prune(leases, now)
+            self._prune(route, leases, now)
             out[route] = len(leases)
         return out
+
+    def _prune(self, route: str, leases: dict[int, float], now: float) -> int:
+        """Drop the route's leases past their end (a tap lost without giving its slot
+        back); how many. Looked through only once one may have ended."""
+        if now < self._due.get(route, -math.inf):
+            return 0
+        gone = [k for k, end in leases.items() if end <= now]
+        for k in gone:
+            del leases[k]
+        self._due[route] = min(leases.values(), default=math.inf)
+        return len(gone)
 
     def release(self, route: str, lease: int) -> None:
         leases = self.leases.get(route)
@@ -185,11 +201,3 @@ class Mirror:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self.compare_pool.shutdown(wait=False, cancel_futures=True)
         await self.upstreams.close()
-
-
-def _prune(leases: dict[int, float], now: float) -> int:
-    """Drop the leases past their end (a tap lost without giving its slot back); how many."""
-    gone = [k for k, end in leases.items() if end <= now]
-    for k in gone:
-        del leases[k]
-    return len(gone)
