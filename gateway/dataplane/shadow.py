@@ -17,8 +17,10 @@ import itertools
 import logging
 import math
 import random
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
+from gateway.config import RouteConfig
 from gateway.config_shadow import ShadowConfig
 from gateway.dataplane.inflight import Handle
 from gateway.dataplane.jsonpeek import ModelField
@@ -64,11 +66,27 @@ class Mirror:
         #: the process's in-flight handles (the wiring sets `Inflight.handles`): a copy under
         #: way is in it, so a kill with abort_inflight cuts it as it cuts a request
         self.handles: set[Handle] = set()
+        #: the route's config in force now (the wiring sets it; None: not known): a reload
+        #: that stopped the copies stops those of requests routed before it too
+        self.route_now: Callable[[str], RouteConfig | None] | None = None
 
     def killed(self, plan: RoutePlan, version: str) -> bool:
         """Whether the route, or `version` of it, was killed after `plan` routed the request
         (a copy must not reach it, as no tap is made after the kill)."""
         return self.killed_since(plan, version) is not None
+
+    def stopped(self, plan: RoutePlan) -> bool:
+        """Whether the config in force no longer mirrors `plan`'s requests to its shadow:
+        a reload since the request was routed removed the route or its shadow, named
+        another version, or set `sample` to 0 (an operator stopping the copies means the
+        requests still being answered too)."""
+        if self.route_now is None or plan.shadow is None:
+            return False
+        now = self.route_now(plan.name)
+        if now is plan.config:
+            return False
+        sh = now.shadow if now is not None else None
+        return sh is None or sh.sample <= 0 or sh.version != plan.shadow.name
 
     # ------------------------------------------------------------------ the data plane's
 
@@ -84,6 +102,8 @@ class Mirror:
         if plan.shadow is None:
             if plan.shadow_off in ("killed", "unhealthy"):
                 self.count(plan, "down")
+            return None
+        if self.stopped(plan):
             return None
         if not complete or body is None or len(body) > sh.max_request_bytes:
             self.count(plan, "body")

@@ -152,7 +152,7 @@ def data_plane(loaded: LoadedConfig, holder: TableHolder, upstreams: Upstreams,
                       "killgate_drill_tokens_refused_total")))
     mirror.killed_since = proxy.killed_since
     mirror.handles = inflight.handles  # (kills cut copies in flight too)
-    mirror.counts.current = routes_by_name(lambda: holder.loaded.config)
+    mirror.counts.current = mirror.route_now = routes_by_name(lambda: holder.loaded.config)
 
     def count(what: str) -> None:
         reason = _REFUSED.get(what)
