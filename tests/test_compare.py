@@ -293,6 +293,32 @@ def test_chat_a_stream_ends_at_its_done_line() -> None:
     assert not compare(c, b"", cut, whole).agreed
 
 
+def test_chat_a_stream_carrying_an_error_is_not_an_answer() -> None:
+    """OpenAI-compatible servers report a failure mid-stream as an event holding "error"
+    (OpenAI, vLLM), and clients (OpenAI's SDKs) raise on it: the primary's cut answer was
+    read as its text so far, and the shadow, answering whole, was counted as disagreeing
+    with it (the primary's failure held against the shadow, toward the promotion gate); a
+    shadow ending its stream with an error agreed if its text was whole."""
+    c = cfg("openai_chat")
+    text = "The quick brown fox jumps over the lazy dog."
+    whole = stream(text)
+    lines = whole.body.split(b"\n\n")
+    error = b'data: ' + json.dumps({"error": {"message": "CUDA out of memory",
+                                              "type": "server_error"}}).encode()
+    failed = Answer(200, b"\n\n".join([*lines[:2], error, b"data: [DONE]"]) + b"\n\n",
+                    "text/event-stream")
+    res = compare(c, b"", failed, whole)
+    assert not res.comparable and "error" in res.detail["why"]
+    done = lines.index(b"data: [DONE]")
+    late = Answer(200, b"\n\n".join([*lines[:done], error, b"data: [DONE]"]) + b"\n\n",
+                  "text/event-stream")
+    assert kinds(compare(c, b"", whole, late)) == ["unparsable"]
+    # (an empty or null error field is no error, as clients read it)
+    quiet = Answer(200, whole.body.replace(b'{"id": "x", "choices"', b'{"id": "x", "error": '
+                                           b'null, "choices"'), "text/event-stream")
+    assert compare(c, b"", whole, quiet).agreed
+
+
 def test_chat_tool_calls_and_completions() -> None:
     def tools(args: str) -> Answer:
         return ok({"choices": [{"index": 0, "finish_reason": "tool_calls", "message": {

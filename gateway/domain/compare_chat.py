@@ -108,6 +108,10 @@ def read_choices(body: bytes, content_type: str = "") -> list[Choice]:
             if not data:
                 continue
             chunk = loads(data)
+            if isinstance(chunk, dict) and chunk.get("error"):
+                # a failure reported mid-stream (OpenAI, vLLM): clients raise on it, so
+                # what came before is no answer (the primary's: not held against the shadow)
+                raise ValueError("the stream carries an error event")
             if isinstance(chunk, dict) and "choices" in chunk:
                 _fold(choices, chunk["choices"], True)
                 seen = True
