@@ -52,12 +52,23 @@ def gate(rc: RouteConfig, fleet: Tally | None) -> str | None:
            "failed (" + ", ".join(
         f"{k} {v}" for k, v in failed.items()) + ") as compared and not agreed"
         if failures else "")
+    got, bar = _apart(agreed / counted if counted else 0.0, need)
     seen = (f"it agreed with the primary on {agreed} of {counted} compared requests "
-            f"({agreed / counted:.1%}){how}" if counted else
+            f"({got}){how}" if counted else
             "no comparison of its answers is known yet")
     return (f"shadow {sh.version!r} of route {rc.name!r} may not get traffic yet: {seen}; "
-            f"analysis.min_shadow_agreement needs {need:.1%} over at least {least} compared "
+            f"analysis.min_shadow_agreement needs {bar} over at least {least} compared "
             f"requests (see `killgate shadow report {rc.name}`)")
+
+
+def _apart(share: float, need: float) -> tuple[str, str]:
+    """Both as percentages, with as many decimals (1 to 4) as tell them apart: 99.989 %
+    against a bar of 99.99 % is not '100.0%' against '100.0%'."""
+    for places in range(1, 5):
+        got, bar = f"{share:.{places}%}", f"{need:.{places}%}"
+        if got != bar:
+            break
+    return got, bar
 
 
 def promotion_refusal(rc: RouteConfig, before: StateDoc, after: StateDoc,
