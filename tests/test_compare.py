@@ -319,6 +319,28 @@ def test_chat_a_stream_carrying_an_error_is_not_an_answer() -> None:
     assert compare(c, b"", whole, quiet).agreed
 
 
+@pytest.mark.timeout(60)
+def test_chat_a_stream_of_many_pieces_is_read_in_linear_time() -> None:
+    """A stream's text (and a tool call's arguments) was joined piece by piece with `+=`,
+    copying the text so far at each piece: a shadow streaming 40,000 pieces of 40
+    characters (3.4 MB, within max_answer_bytes up to 64 MiB) took 3-8 s of the one
+    comparison thread (every route's comparisons waiting behind it, their copies holding
+    their slots), 64 MiB of them about half an hour."""
+    import time
+
+    piece = "a" * 40
+    text = b'data: {"choices":[{"index":0,"delta":{"content":"%s"}}]}\n\n' % piece.encode()
+    call = (b'data: {"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":'
+            b'{"name":"","arguments":"%s"}}]}}]}\n\n' % piece.encode())
+    n = 40_000
+    for chunk in (text, call):
+        started = time.perf_counter()
+        got = read_choices(chunk * n, "text/event-stream")
+        took = time.perf_counter() - started
+        assert len(got[0].text) == n * 40 or len(got[0].tools[0][1]) == n * 40
+        assert took < 2.0, f"{took:.1f} s to read {n} pieces"
+
+
 def test_chat_tool_calls_and_completions() -> None:
     def tools(args: str) -> Answer:
         return ok({"choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
