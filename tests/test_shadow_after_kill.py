@@ -175,3 +175,34 @@ async def test_no_copy_leaves_once_a_reload_stopped_mirroring_while_the_primary_
         # (a copy, if one was made, is done once no task is left)
         await wait_until(lambda: not mirror._tasks and not any(mirror.inflight.values()), 5)
         assert rec.requests == [], "the copy went out after the reload stopped mirroring"
+
+
+async def test_no_noise_copy_leaves_once_a_reload_removed_the_noise_floor(
+        tmp_path: Path, backends) -> None:
+    """The noise floor sends the client's request a second time to the version that
+    answered it: an operator removing `noise` (the primary is not idempotent: orders placed
+    twice) still had that second request sent for every request being answered during the
+    reload. The copy to the shadow still goes."""
+    primary, seen = Recorder(), Recorder()
+    p1 = await backends(chat_app("v1", recorder=primary, delay=0.5))
+    p2 = await backends(echo_app("v2", seen))
+    noise = "{version: v2, sample: 1.0, compare: json, noise: {sample: 1.0}}"
+    cfg = write_config(tmp_path, route(p1, p2, noise, protocol="http", prefix="/v1"))
+    async with running_gateway(cfg) as g, ClientSession() as session:
+        mirror = g.gw.mirror
+        call = asyncio.create_task(session.post(
+            g.url + "/v1/chat/completions", data=chat_request(1),
+            headers={"content-type": "application/json"}))
+        await wait_until(lambda: len(primary.requests) == 1)
+        old = g.gw.loaded.digest
+        cfg.write_text(write_config(tmp_path, route(p1, p2, "{version: v2, sample: 1.0, "
+                                                    "compare: json}", protocol="http",
+                                                    prefix="/v1"), name="next.yaml").read_text())
+        g.gw.request_reload()
+        await wait_until(lambda: g.gw.loaded.digest != old, 10)
+        resp = await asyncio.wait_for(call, 10)
+        assert resp.status == 200 and resp.headers["x-killgate-version"] == "v1"
+        resp.release()
+        await wait_until(lambda: len(seen.requests) == 1, 5, what="the copy to the shadow")
+        await wait_until(lambda: not mirror._tasks and not any(mirror.inflight.values()), 5)
+        assert len(primary.requests) == 1, "the noise copy went to v1 after the reload"

@@ -88,6 +88,17 @@ class Mirror:
         sh = now.shadow if now is not None else None
         return sh is None or sh.sample <= 0 or sh.version != plan.shadow.name
 
+    def noise_kept(self, plan: RoutePlan) -> bool:
+        """Whether the config in force still has the noise floor of `plan`'s shadow: its
+        second request to the primary's version is not sent once a reload removed it (a
+        primary that must not get a request twice)."""
+        if self.route_now is None:
+            return True
+        now = self.route_now(plan.name)
+        if now is plan.config:
+            return True
+        return now is not None and now.shadow is not None and now.shadow.noise is not None
+
     # ------------------------------------------------------------------ the data plane's
 
     def tap(self, plan: RoutePlan, served: Target, method: bytes, raw_target: bytes,
@@ -181,7 +192,8 @@ class Mirror:
             tally.copy("sent")
             second: tuple[Answer, float] | BaseException | None = None
             if sh.noise is not None and self.rand() < sh.noise.sample \
-                    and not self.killed(plan, tap.served.name):  # (the primary's version)
+                    and not self.killed(plan, tap.served.name) \
+                    and self.noise_kept(plan):  # (the primary's version, sent again)
                 first, second = await asyncio.gather(  # the primary's own second answer
                     send(self.upstreams, self.loop, tap, shadow, sh, self.handles,
                          self.killed_since),
