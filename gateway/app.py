@@ -129,8 +129,11 @@ class Gateway(GatewayParts):
             self.proxy.client_address = trusted(loaded)
         if self.admin_api is not None:
             self.admin_api.reconfigure(loaded, self._checked_auth)
-        self.upstreams.retire_except({t.origin for p in self.holder.table.routes
-                                      for t in p.targets.values()})
+        origins = {t.origin for p in self.holder.table.routes for t in p.targets.values()}
+        self.upstreams.retire_except(origins)
+        # (the shadow copies' own pools too: a shadow redeployed at another URL, or a
+        # primary moved, kept its idle connections and pool for good)
+        self.mirror.upstreams.retire_except(origins)
         await self.history.record(loaded)
         warnings = await self.history.reloaded(old, loaded)
         if self.watcher is not None:

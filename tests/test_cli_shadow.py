@@ -85,3 +85,18 @@ def test_render_escapes_what_the_api_carries() -> None:
                               "shadow": {"status": 200, "body": "\x1b]0;title\x07"}}]}
     text = render(rep)
     assert "\x1b" not in text and "agreement 0.0%" in text and "primary 1/-" in text
+
+
+def test_render_of_records_of_other_shapes_is_no_traceback() -> None:
+    """A kept disagreement is whatever the state store held (another killgate version's
+    record, or anyone who can write to the store): the report passes it on as it is, and a
+    record whose differences or answers are not objects crashed the command with an
+    AttributeError traceback. Such parts are shown as they are, escaped."""
+    rep = {"route": "iris", "version": "v2", "compared": 1, "agreed": 0,
+           "disagreements": [
+               {"time": "t", "differences": "values", "primary": "p", "shadow": 7},
+               {"time": 5, "differences": ["values", 3, {"kind": "text", "path": 1}],
+                "primary": {"status": 200, "body": {"a": 1}}, "shadow": None},
+               {"differences": {"kind": "x"}, "primary": ["\x1b[2J"], "shadow": {}}]}
+    text = render(rep)
+    assert "DISAGREEMENTS" in text and "text 1" in text and "\x1b" not in text

@@ -272,6 +272,75 @@ def test_chat_streams_are_assembled_and_compared_with_whole_answers() -> None:
     assert [ch.text for ch in read_choices(stream(text).body, "text/event-stream")] == [text]
 
 
+def test_chat_a_stream_ends_at_its_done_line() -> None:
+    """A client (OpenAI's SDKs, every SSE reader of these APIs) stops reading at `data:
+    [DONE]`: chunks a shadow sends after it are never seen, so a shadow whose stream says
+    [DONE] before its last words and its finish_reason does not agree with one that
+    finishes first."""
+    c = cfg("openai_chat")
+    text = "The quick brown fox jumps over the lazy dog."
+    whole = stream(text)
+    lines = whole.body.split(b"\n\n")
+    done = lines.index(b"data: [DONE]")
+    # [DONE] moved before the last two chunks (the last words and the finish_reason)
+    early = [*lines[:done - 2], b"data: [DONE]", *lines[done - 2:done], *lines[done + 1:]]
+    cut = Answer(200, b"\n\n".join(early), "text/event-stream")
+    seen = read_choices(cut.body, "text/event-stream")
+    assert seen[0].finish_reason is None and seen[0].text != text
+    assert set(kinds(compare(c, b"", whole, cut))) == {"text", "finish_reason"}
+    # and a primary whose stream ends so is read as its clients read it (a shadow sending
+    # all of it then differs)
+    assert not compare(c, b"", cut, whole).agreed
+
+
+def test_chat_a_stream_carrying_an_error_is_not_an_answer() -> None:
+    """OpenAI-compatible servers report a failure mid-stream as an event holding "error"
+    (OpenAI, vLLM), and clients (OpenAI's SDKs) raise on it: the primary's cut answer was
+    read as its text so far, and the shadow, answering whole, was counted as disagreeing
+    with it (the primary's failure held against the shadow, toward the promotion gate); a
+    shadow ending its stream with an error agreed if its text was whole."""
+    c = cfg("openai_chat")
+    text = "The quick brown fox jumps over the lazy dog."
+    whole = stream(text)
+    lines = whole.body.split(b"\n\n")
+    error = b'data: ' + json.dumps({"error": {"message": "CUDA out of memory",
+                                              "type": "server_error"}}).encode()
+    failed = Answer(200, b"\n\n".join([*lines[:2], error, b"data: [DONE]"]) + b"\n\n",
+                    "text/event-stream")
+    res = compare(c, b"", failed, whole)
+    assert not res.comparable and "error" in res.detail["why"]
+    done = lines.index(b"data: [DONE]")
+    late = Answer(200, b"\n\n".join([*lines[:done], error, b"data: [DONE]"]) + b"\n\n",
+                  "text/event-stream")
+    assert kinds(compare(c, b"", whole, late)) == ["unparsable"]
+    # (an empty or null error field is no error, as clients read it)
+    quiet = Answer(200, whole.body.replace(b'{"id": "x", "choices"', b'{"id": "x", "error": '
+                                           b'null, "choices"'), "text/event-stream")
+    assert compare(c, b"", whole, quiet).agreed
+
+
+@pytest.mark.timeout(60)
+def test_chat_a_stream_of_many_pieces_is_read_in_linear_time() -> None:
+    """A stream's text (and a tool call's arguments) was joined piece by piece with `+=`,
+    copying the text so far at each piece: a shadow streaming 40,000 pieces of 40
+    characters (3.4 MB, within max_answer_bytes up to 64 MiB) took 3-8 s of the one
+    comparison thread (every route's comparisons waiting behind it, their copies holding
+    their slots), 64 MiB of them about half an hour."""
+    import time
+
+    piece = "a" * 40
+    text = b'data: {"choices":[{"index":0,"delta":{"content":"%s"}}]}\n\n' % piece.encode()
+    call = (b'data: {"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":'
+            b'{"name":"","arguments":"%s"}}]}}]}\n\n' % piece.encode())
+    n = 40_000
+    for chunk in (text, call):
+        started = time.perf_counter()
+        got = read_choices(chunk * n, "text/event-stream")
+        took = time.perf_counter() - started
+        assert len(got[0].text) == n * 40 or len(got[0].tools[0][1]) == n * 40
+        assert took < 2.0, f"{took:.1f} s to read {n} pieces"
+
+
 def test_chat_tool_calls_and_completions() -> None:
     def tools(args: str) -> Answer:
         return ok({"choices": [{"index": 0, "finish_reason": "tool_calls", "message": {

@@ -276,3 +276,46 @@ async def test_the_gate_never_reads_counts_of_settings_a_reload_replaced(
     for cfg in (new, tighter, moved, rebuilt):
         why = results.gate(cfg.routes[0])  # (before the loop's next refresh, or a store
         assert why is not None and "no comparison" in why, why  # that cannot be read)
+
+
+async def test_kept_disagreements_too_large_for_the_store_leave_the_counts_readable(
+        tmp_path: Path, redis_server: Any) -> None:
+    """An instance's blob holds its counts and its kept disagreements, each the request and
+    both answers up to max_body (keep 1000, max_body 1 MiB allowed). Past the store's
+    MAX_DOC_BYTES (16 MiB) every reader refused the blob as unverified and removed it: the
+    instance's counts left the report and the gate with it, each second, and an 'unverified
+    stats' alarm said the store was forged. The newest disagreements that fit are
+    published, the counts always."""
+    from gateway.domain.disagreements import record_text
+    from gateway.state.redis import RedisStore
+    from gateway.state.signing import Key, Keyring
+    from gateway.state.store import MAX_DOC_BYTES
+    from tests.conftest import STATE_KEY
+
+    cfg = parse_config_text(CFG)
+    rc = cfg.routes[0]
+    unverified: list[str] = []
+    store = RedisStore(redis_server.url, "kgbig", 5.0, keys=Keyring(Key.of(STATE_KEY.encode())),
+                       on_unverified=lambda kind, why, which: unverified.append(why))
+    await store.open()
+    try:
+        local = Local()
+        t = local.tallies["iris"] = tally(spec_for(rc), 30, 0)
+        t.keep = 40
+        body = "x" * (1 << 20)  # (1 MiB: a long prompt kept whole)
+        n = MAX_DOC_BYTES // len(body) + 4
+        for i in range(n):
+            t.outcome("disagreed", (Difference("values", "outputs[probs]"),), 0.01, 0.02, {})
+            t.disagreement(record_text({"time": f"2030-01-01T00:00:{i:02d}Z", "request": i,
+                                        "primary": {"status": 200, "body": body},
+                                        "shadow": {"status": 200, "body": "y"}}))
+        results = ShadowResults(local, store, "a", lambda: cfg)
+        rep = await results.report(rc, limit=100)
+        assert unverified == []
+        assert rep["instances"] == 1 and rep["compared"] == 30 + n and rep["agreed"] == 30
+        kept = [d["request"] for d in rep["disagreements"]]
+        assert kept and kept == list(range(n - 1, n - 1 - len(kept), -1))  # the newest
+        assert len(kept) < n
+        assert len(t.disagreements) == n  # (what this instance keeps is not cut)
+    finally:
+        await store.close()

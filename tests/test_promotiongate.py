@@ -82,3 +82,37 @@ def test_the_gate_counts_the_shadows_failures_only() -> None:
     for _ in range(4):
         few.failed("connect")
     assert "1 of 5 compared requests (20.0%)" in (gate(rc, few) or "")
+
+
+@pytest.mark.parametrize("need", [0.07, 0.14, 0.28, 0.55, 0.56, 0.57, 0.95, 0.99])
+def test_an_agreement_exactly_at_the_bar_opens_the_gate(need: float) -> None:
+    """55 agreed of 100 is 55 %: min_shadow_agreement 0.55 is met. The bar was compared in
+    floating point (0.55 * 100 is 55.00000000000001), so the gate stayed shut, saying
+    '55 of 100 compared requests (55.0%) ... needs 55.0%'."""
+    rc = parse_config_text(ROUTE.replace("min_shadow_agreement: 0.8",
+                                         f"min_shadow_agreement: {need}")).routes[0]
+    for n in (100, 1000):
+        agreed = round(need * n)
+        t = Tally("v2", "s")
+        for i in range(n):
+            t.outcome("agreed" if i < agreed else "disagreed", (), 0.01, 0.01, {})
+        assert gate(rc, t) is None, (n, gate(rc, t))
+        t.outcomes["agreed"] -= 1
+        t.outcomes["disagreed"] += 1
+        assert gate(rc, t) is not None  # one fewer is below it
+
+
+def test_the_refusal_tells_the_agreement_from_the_bar() -> None:
+    """With min_shadow_agreement 0.9999 and 99,989 of 100,000 agreed, the 409 said 'agreed
+    ... (100.0%) ...; needs 100.0%': numbers that do not say why it is refused. Shares are
+    shown with as many decimals as tell them apart."""
+    rc = parse_config_text(ROUTE.replace("min_shadow_agreement: 0.8",
+                                         "min_shadow_agreement: 0.9999")).routes[0]
+    t = Tally("v2", "s")
+    t.outcomes = {"agreed": 99_989, "disagreed": 11}
+    why = gate(rc, t) or ""
+    assert "on 99989 of 100000 compared requests (99.989%)" in why, why
+    assert "needs 99.990% over at least 5" in why, why
+    t.outcomes = {"agreed": 4, "disagreed": 3}  # (apart at one decimal: as before)
+    why = gate(rc, t) or ""
+    assert "(57.1%)" in why and "needs 100.0%" in why, why

@@ -476,9 +476,17 @@ async def test_a_reload_turns_mirroring_on_and_new_compare_settings_count_afresh
         rep = await settled(session, gw.admin, 4)
         assert rep["agreement"] == 0.0  # 1e-7 is a difference with no tolerance
         # the shadow moves to another backend: the copies follow the new table
+        pools = gw.gw.mirror.upstreams.pools
+        old_pool = pools[("http", "127.0.0.1", p2)]
+        assert old_pool.idle  # (a kept-alive connection to the shadow's old deployment)
         await reload(route(p1, p3, "{version: v2, sample: 1.0}"))
         await send_all(session, gw.url + INFER, [v2_request(x) for x in range(3)])
         await wait_until(lambda: len(seen.requests) == 3, 10, what="copies at the new url")
+        # the copies' pool to the old url is retired, as the data plane's are: its idle
+        # connections closed, not kept to a deployment nothing sends to (a pool and its
+        # sockets more with every redeploy of the shadow)
+        assert ("http", "127.0.0.1", p2) not in pools
+        await wait_until(lambda: old_pool.open == 0, 5, what="the old pool's connections closed")
 
 
 async def test_a_path_the_primary_is_sometimes_unsure_of_still_catches_a_real_change(

@@ -134,3 +134,75 @@ async def test_a_kill_cuts_a_shadow_copy_in_flight(tmp_path: Path, backends,
             assert got["compared"] == 0 and got["failures"] == {"killed": 1}, got
     finally:
         await shadow.stop()
+
+
+@pytest.mark.parametrize("after, streamed", [
+    ("{version: v2, sample: 0.0, compare: json}", False), ("null", False),
+    ("{version: v2, sample: 0.0, compare: json}", True)])
+async def test_no_copy_leaves_once_a_reload_stopped_mirroring_while_the_primary_answered(
+        tmp_path: Path, backends, after: str, streamed: bool) -> None:
+    """An operator stops the copies (sample 0, or the shadow removed: a shadow that must no
+    longer see customers' requests): a request routed before the reload, whose answer came
+    after it, still had its copy sent to the shadow, sampled by the settings the reload had
+    replaced (up to the route's total timeout after it: a long stream's whole length).
+    `streamed`: its answer had begun (a stream being collected for the copy) before it."""
+    from tests.backends import sse_app
+
+    rec = Recorder()
+    p1 = await backends(sse_app("v1") if streamed else chat_app("v1", delay=0.5))
+    p2 = await backends(echo_app("v2", rec))
+    shadow = "{version: v2, sample: 1.0, compare: json}"
+    cfg = write_config(tmp_path, route(p1, p2, shadow, protocol="http", prefix="/v1"))
+    async with running_gateway(cfg) as g, ClientSession() as session:
+        mirror = g.gw.mirror
+        if streamed:
+            call = asyncio.create_task(session.get(g.url + "/v1/sse?n=4&interval=0.15"))
+            await wait_until(lambda: mirror.inflight.get("iris") == 1)  # (its tap)
+        else:
+            call = asyncio.create_task(session.post(
+                g.url + "/v1/chat/completions", data=chat_request(1),
+                headers={"content-type": "application/json"}))
+            await wait_until(lambda: g.gw.inflight.count == 1)
+        old = g.gw.loaded.digest
+        cfg.write_text(write_config(tmp_path, route(p1, p2, after, protocol="http",
+                                                    prefix="/v1"), name="next.yaml").read_text())
+        g.gw.request_reload()
+        await wait_until(lambda: g.gw.loaded.digest != old, 10)
+        resp = await asyncio.wait_for(call, 10)
+        assert resp.status == 200 and resp.headers["x-killgate-version"] == "v1"
+        await resp.read()
+        resp.release()
+        # (a copy, if one was made, is done once no task is left)
+        await wait_until(lambda: not mirror._tasks and not any(mirror.inflight.values()), 5)
+        assert rec.requests == [], "the copy went out after the reload stopped mirroring"
+
+
+async def test_no_noise_copy_leaves_once_a_reload_removed_the_noise_floor(
+        tmp_path: Path, backends) -> None:
+    """The noise floor sends the client's request a second time to the version that
+    answered it: an operator removing `noise` (the primary is not idempotent: orders placed
+    twice) still had that second request sent for every request being answered during the
+    reload. The copy to the shadow still goes."""
+    primary, seen = Recorder(), Recorder()
+    p1 = await backends(chat_app("v1", recorder=primary, delay=0.5))
+    p2 = await backends(echo_app("v2", seen))
+    noise = "{version: v2, sample: 1.0, compare: json, noise: {sample: 1.0}}"
+    cfg = write_config(tmp_path, route(p1, p2, noise, protocol="http", prefix="/v1"))
+    async with running_gateway(cfg) as g, ClientSession() as session:
+        mirror = g.gw.mirror
+        call = asyncio.create_task(session.post(
+            g.url + "/v1/chat/completions", data=chat_request(1),
+            headers={"content-type": "application/json"}))
+        await wait_until(lambda: len(primary.requests) == 1)
+        old = g.gw.loaded.digest
+        cfg.write_text(write_config(tmp_path, route(p1, p2, "{version: v2, sample: 1.0, "
+                                                    "compare: json}", protocol="http",
+                                                    prefix="/v1"), name="next.yaml").read_text())
+        g.gw.request_reload()
+        await wait_until(lambda: g.gw.loaded.digest != old, 10)
+        resp = await asyncio.wait_for(call, 10)
+        assert resp.status == 200 and resp.headers["x-killgate-version"] == "v1"
+        resp.release()
+        await wait_until(lambda: len(seen.requests) == 1, 5, what="the copy to the shadow")
+        await wait_until(lambda: not mirror._tasks and not any(mirror.inflight.values()), 5)
+        assert len(primary.requests) == 1, "the noise copy went to v1 after the reload"

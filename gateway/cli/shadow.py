@@ -34,6 +34,13 @@ def _short(v: Any, width: int = 60) -> str:
     return text if len(text) <= width else text[:width - 1] + "…"
 
 
+def _answer(a: Any) -> str:
+    """A kept answer's cell: its status and the start of its body."""
+    if not isinstance(a, dict):
+        return _short(a, 40)
+    return f"{a.get('status')} {_short(a.get('body'), 40)}"
+
+
 def render(rep: dict[str, Any]) -> str:
     """The report as a person reads it."""
     lines = [f"route {rep.get('route')}  shadow {rep.get('version')}  compare "
@@ -71,12 +78,15 @@ def render(rep: dict[str, Any]) -> str:
     if ds:
         rows = [["time", "differences", "request", "primary", "shadow"]]
         for d in ds:
-            diffs = ", ".join(f"{x.get('kind')} {x.get('path')}" for x in d.get("differences")
-                              or [])
-            p, s = d.get("primary") or {}, d.get("shadow") or {}
+            # (a record is what the store held: another version's, or anyone's who can
+            # write there; parts of other shapes are shown as they are, never a traceback)
+            d = d if isinstance(d, dict) else {"request": d}
+            found = d.get("differences") or []
+            diffs = ", ".join(f"{x.get('kind')} {x.get('path')}" if isinstance(x, dict)
+                              else _short(x) for x in
+                              (found if isinstance(found, list) else [found]))
             rows.append([str(d.get("time", "")), _short(diffs, 40), _short(d.get("request")),
-                         f"{p.get('status')} {_short(p.get('body'), 40)}",
-                         f"{s.get('status')} {_short(s.get('body'), 40)}"])
+                         _answer(d.get("primary")), _answer(d.get("shadow"))])
         lines += ["", "DISAGREEMENTS (newest first)", table(rows)]
     return "\n".join(lines)
 

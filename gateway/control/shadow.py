@@ -12,6 +12,7 @@ instances heard from in the last `FRESH` seconds, for the shadow settings in for
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from gateway.domain.statedoc import Change, StateDoc, apply_change
 from gateway.domain.verdict import spec_for
 from gateway.errors import StateError
 from gateway.log import event
+from gateway.state.store import MAX_DOC_BYTES
 from gateway.tasks import cancel
 
 __all__ = ["FRESH", "ShadowResults", "stats_key"]
@@ -34,6 +36,9 @@ REPUBLISH = 5.0
 FRESH = 20.0
 #: an instance silent this long is gone (a restart has a new name): its counts leave the store
 FORGET = 600.0
+#: what an instance's blob may hold of kept disagreements: the store refuses a blob past
+#: MAX_DOC_BYTES as unverified (and removes it), and its counts with it
+RECORDS_BUDGET = MAX_DOC_BYTES * 3 // 4
 
 
 def stats_key(route: str) -> str:
@@ -117,7 +122,8 @@ class ShadowResults:
         # heartbeat)
         published = (t.changes, t.spec, now)
         await self.store.put_stats(stats_key(rc.name), self.instance,
-                                   {"instance": self.instance, "t": now, "tally": t.to_json()})
+                                   {"instance": self.instance, "t": now,
+                                    "tally": _bounded(t.to_json())})
         self._published[rc.name] = published
 
     async def _fleet(self, rc: RouteConfig) -> tuple[Tally, int]:
@@ -203,3 +209,28 @@ class ShadowResults:
             return promotion_refusal(rc, cur, apply_change(cur, change), fleet)
 
         return check
+
+
+def _bounded(blob: dict[str, Any]) -> dict[str, Any]:
+    """A tally's store form with only the newest kept disagreements that fit in
+    RECORDS_BUDGET (as the store writes them: JSON, ASCII): keep x 3 x max_body can be far
+    more than a blob the store takes (keep 1000, max_body 1 MiB allowed), and one refused
+    took this instance's counts out of every report and gate. The counts always go."""
+    texts, objs = blob["records"], blob["disagreements"]
+    # (a character is at most 6 in JSON: most configs never measure)
+    if 6 * (sum(map(len, texts)) + sum(len(json.dumps(d)) for d in objs)) <= RECORDS_BUDGET:
+        return blob
+    left = RECORDS_BUDGET
+    kept_texts: list[str] = []
+    for r in reversed(texts):  # (newest last: kept from the end)
+        left -= len(json.dumps(r)) + 2
+        if left < 0:
+            break
+        kept_texts.append(r)
+    kept_objs: list[dict[str, Any]] = []
+    for d in reversed(objs):
+        left -= len(json.dumps(d)) + 2
+        if left < 0:
+            break
+        kept_objs.append(d)
+    return {**blob, "records": kept_texts[::-1], "disagreements": kept_objs[::-1]}

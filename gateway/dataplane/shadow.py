@@ -17,8 +17,10 @@ import itertools
 import logging
 import math
 import random
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
+from gateway.config import RouteConfig
 from gateway.config_shadow import ShadowConfig
 from gateway.dataplane.inflight import Handle
 from gateway.dataplane.jsonpeek import ModelField
@@ -51,6 +53,9 @@ class Mirror:
         self.rand = random.random
         # route -> lease -> when it ends at the latest (loop clock): a tap's or a copy's slot
         self.leases: dict[str, dict[int, float]] = {}
+        # route -> no lease of it ends before this (loop clock): a route at max_inflight is
+        # not looked through, slot by slot, for each request it drops
+        self._due: dict[str, float] = {}
         self._next_lease = itertools.count(1).__next__
         self.counts = ShadowCounts()
         self.tallies = self.counts.tallies  # (the same dict, never replaced: what is read)
@@ -61,11 +66,38 @@ class Mirror:
         #: the process's in-flight handles (the wiring sets `Inflight.handles`): a copy under
         #: way is in it, so a kill with abort_inflight cuts it as it cuts a request
         self.handles: set[Handle] = set()
+        #: the route's config in force now (the wiring sets it; None: not known): a reload
+        #: that stopped the copies stops those of requests routed before it too
+        self.route_now: Callable[[str], RouteConfig | None] | None = None
 
     def killed(self, plan: RoutePlan, version: str) -> bool:
         """Whether the route, or `version` of it, was killed after `plan` routed the request
         (a copy must not reach it, as no tap is made after the kill)."""
         return self.killed_since(plan, version) is not None
+
+    def stopped(self, plan: RoutePlan) -> bool:
+        """Whether the config in force no longer mirrors `plan`'s requests to its shadow:
+        a reload since the request was routed removed the route or its shadow, named
+        another version, or set `sample` to 0 (an operator stopping the copies means the
+        requests still being answered too)."""
+        if self.route_now is None or plan.shadow is None:
+            return False
+        now = self.route_now(plan.name)
+        if now is plan.config:
+            return False
+        sh = now.shadow if now is not None else None
+        return sh is None or sh.sample <= 0 or sh.version != plan.shadow.name
+
+    def noise_kept(self, plan: RoutePlan) -> bool:
+        """Whether the config in force still has the noise floor of `plan`'s shadow: its
+        second request to the primary's version is not sent once a reload removed it (a
+        primary that must not get a request twice)."""
+        if self.route_now is None:
+            return True
+        now = self.route_now(plan.name)
+        if now is plan.config:
+            return True
+        return now is not None and now.shadow is not None and now.shadow.noise is not None
 
     # ------------------------------------------------------------------ the data plane's
 
@@ -82,6 +114,8 @@ class Mirror:
             if plan.shadow_off in ("killed", "unhealthy"):
                 self.count(plan, "down")
             return None
+        if self.stopped(plan):
+            return None
         if not complete or body is None or len(body) > sh.max_request_bytes:
             self.count(plan, "body")
             return None
@@ -89,11 +123,13 @@ class Mirror:
         if leases is None:
             leases = self.leases[plan.name] = {}
         now = self.loop.time()
-        if len(leases) >= sh.max_inflight and not _prune(leases, now):
+        if len(leases) >= sh.max_inflight and not self._prune(plan.name, leases, now):
             self.count(plan, "dropped")  # dropped, never queued: the shadow is behind
             return None
         lease = self._next_lease()
-        leases[lease] = now + plan.config.timeouts.total + 1.0  # the answer's longest
+        end = leases[lease] = now + plan.config.timeouts.total + 1.0  # the answer's longest
+        if end < self._due.get(plan.name, end):
+            self._due[plan.name] = end
         return Tap(self, plan, served, method, raw_target, raw_headers, body, field, client,
                    started, lease)
 
@@ -111,9 +147,20 @@ class Mirror:
         now = self.loop.time()
         out = {}
         for route, leases in self.leases.items():
-            _prune(leases, now)
+            self._prune(route, leases, now)
             out[route] = len(leases)
         return out
+
+    def _prune(self, route: str, leases: dict[int, float], now: float) -> int:
+        """Drop the route's leases past their end (a tap lost without giving its slot
+        back); how many. Looked through only once one may have ended."""
+        if now < self._due.get(route, -math.inf):
+            return 0
+        gone = [k for k, end in leases.items() if end <= now]
+        for k in gone:
+            del leases[k]
+        self._due[route] = min(leases.values(), default=math.inf)
+        return len(gone)
 
     def release(self, route: str, lease: int) -> None:
         leases = self.leases.get(route)
@@ -145,7 +192,8 @@ class Mirror:
             tally.copy("sent")
             second: tuple[Answer, float] | BaseException | None = None
             if sh.noise is not None and self.rand() < sh.noise.sample \
-                    and not self.killed(plan, tap.served.name):  # (the primary's version)
+                    and not self.killed(plan, tap.served.name) \
+                    and self.noise_kept(plan):  # (the primary's version, sent again)
                 first, second = await asyncio.gather(  # the primary's own second answer
                     send(self.upstreams, self.loop, tap, shadow, sh, self.handles,
                          self.killed_since),
@@ -185,11 +233,3 @@ class Mirror:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self.compare_pool.shutdown(wait=False, cancel_futures=True)
         await self.upstreams.close()
-
-
-def _prune(leases: dict[int, float], now: float) -> int:
-    """Drop the leases past their end (a tap lost without giving its slot back); how many."""
-    gone = [k for k, end in leases.items() if end <= now]
-    for k in gone:
-        del leases[k]
-    return len(gone)

@@ -43,6 +43,8 @@ class Copies(Protocol):
 
     def killed(self, plan: RoutePlan, version: str) -> bool: ...
 
+    def stopped(self, plan: RoutePlan) -> bool: ...
+
     def count(self, plan: RoutePlan, result: str) -> None: ...
 
     def release(self, route: str, lease: int) -> None: ...
@@ -116,6 +118,11 @@ class Tap:
             mirror.release(self.plan.name, lease)
             self.lease = 0
             mirror.count(self.plan, "down")
+            return
+        if mirror.stopped(self.plan):  # a reload stopped the copies while it answered
+            self.chunks = None
+            mirror.release(self.plan.name, lease)
+            self.lease = 0
             return
         self.chunks = None
         self.lease = 0  # the copy has the slot now

@@ -29,6 +29,16 @@ class Choice:
     text: str = ""
     tools: list[tuple[str, str]] = field(default_factory=list)  # (function name, arguments)
     finish_reason: str | None = None
+    # (a stream's pieces, joined once at its end: `+=` on each piece copied the text so far
+    # every time, and a stream of tiny pieces up to max_answer_bytes took minutes)
+    parts: list[str] = field(default_factory=list)
+    tool_parts: list[tuple[list[str], list[str]]] = field(default_factory=list)
+
+    def joined(self) -> Choice:
+        self.text = "".join(self.parts)
+        self.tools = [("".join(n), "".join(a)) for n, a in self.tool_parts]
+        self.parts, self.tool_parts = [], []
+        return self
 
 
 def normalize(text: str) -> str:
@@ -56,13 +66,14 @@ def _add_tools(c: Choice, calls: Any, streamed: bool) -> None:
         name, args = fn.get("name"), fn.get("arguments")
         name = name if isinstance(name, str) else ""
         args = args if isinstance(args, str) else ""
-        at = call.get("index", n) if streamed else len(c.tools)
+        at = call.get("index", n) if streamed else len(c.tool_parts)
         if not isinstance(at, int) or isinstance(at, bool) or not 0 <= at < 1024:
             continue
-        while len(c.tools) <= at:
-            c.tools.append(("", ""))
-        old_name, old_args = c.tools[at]
-        c.tools[at] = (old_name + name, old_args + args)  # a stream sends them in pieces
+        while len(c.tool_parts) <= at:
+            c.tool_parts.append(([], []))
+        names, pieces = c.tool_parts[at]  # a stream sends them in pieces
+        names.append(name)
+        pieces.append(args)
 
 
 def _fold(choices: dict[int, Choice], items: Any, streamed: bool) -> None:
@@ -79,13 +90,13 @@ def _fold(choices: dict[int, Choice], items: Any, streamed: bool) -> None:
         c = choices.setdefault(idx, Choice())
         msg = ch.get("delta") if streamed else ch.get("message")
         if isinstance(msg, dict):
-            c.text += _content(msg.get("content"))
+            c.parts.append(_content(msg.get("content")))
             _add_tools(c, msg.get("tool_calls"), streamed)
             fn = msg.get("function_call")  # (OpenAI's before tool_calls: one call, index 0)
             if isinstance(fn, dict):
                 _add_tools(c, [{"function": fn, "index": 0}], streamed)
         elif isinstance(ch.get("text"), str):  # completions
-            c.text += ch["text"]
+            c.parts.append(ch["text"])
         if isinstance(ch.get("finish_reason"), str):
             c.finish_reason = ch["finish_reason"]
 
@@ -103,9 +114,15 @@ def read_choices(body: bytes, content_type: str = "") -> list[Choice]:
             if not line.startswith(b"data:"):
                 continue
             data = line[5:].strip()
-            if data == b"[DONE]" or not data:
+            if data == b"[DONE]":
+                break  # (a client stops reading here: what follows is never seen)
+            if not data:
                 continue
             chunk = loads(data)
+            if isinstance(chunk, dict) and chunk.get("error"):
+                # a failure reported mid-stream (OpenAI, vLLM): clients raise on it, so
+                # what came before is no answer (the primary's: not held against the shadow)
+                raise ValueError("the stream carries an error event")
             if isinstance(chunk, dict) and "choices" in chunk:
                 _fold(choices, chunk["choices"], True)
                 seen = True
@@ -116,7 +133,7 @@ def read_choices(body: bytes, content_type: str = "") -> list[Choice]:
         if not isinstance(doc, dict):
             raise ValueError("not a JSON object")
         _fold(choices, doc.get("choices"), False)
-    return [choices[i] for i in sorted(choices)]
+    return [choices[i].joined() for i in sorted(choices)]
 
 
 def asks_for_json(request: bytes) -> bool:

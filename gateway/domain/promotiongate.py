@@ -9,6 +9,8 @@ fleet `Tally` (shadowstats.py). Pure: no I/O.
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 from gateway.config import RouteConfig
 from gateway.domain.shadowstats import Tally, compared_agreed
 from gateway.domain.statedoc import StateDoc
@@ -41,19 +43,32 @@ def gate(rc: RouteConfig, fleet: Tally | None) -> str | None:
         return None
     need, least = a.min_shadow_agreement, a.min_shadow_compared
     counted, agreed, failed = gate_counts(fleet) if fleet is not None else (0, 0, {})
-    if counted >= least and agreed >= need * counted:
+    # (the bar as written, exactly: 0.55 * 100 is 55.00000000000001 in floating point, and
+    # 55 agreed of 100 did not meet min_shadow_agreement 0.55)
+    if counted >= least and agreed >= Fraction(str(need)) * counted:
         return None
     failures = sum(failed.values())
     how = (f", counting the {failures} cop{'y' if failures == 1 else 'ies'} the shadow "
            "failed (" + ", ".join(
         f"{k} {v}" for k, v in failed.items()) + ") as compared and not agreed"
         if failures else "")
+    got, bar = _apart(agreed / counted if counted else 0.0, need)
     seen = (f"it agreed with the primary on {agreed} of {counted} compared requests "
-            f"({agreed / counted:.1%}){how}" if counted else
+            f"({got}){how}" if counted else
             "no comparison of its answers is known yet")
     return (f"shadow {sh.version!r} of route {rc.name!r} may not get traffic yet: {seen}; "
-            f"analysis.min_shadow_agreement needs {need:.1%} over at least {least} compared "
+            f"analysis.min_shadow_agreement needs {bar} over at least {least} compared "
             f"requests (see `killgate shadow report {rc.name}`)")
+
+
+def _apart(share: float, need: float) -> tuple[str, str]:
+    """Both as percentages, with as many decimals (1 to 4) as tell them apart: 99.989 %
+    against a bar of 99.99 % is not '100.0%' against '100.0%'."""
+    for places in range(1, 5):
+        got, bar = f"{share:.{places}%}", f"{need:.{places}%}"
+        if got != bar:
+            break
+    return got, bar
 
 
 def promotion_refusal(rc: RouteConfig, before: StateDoc, after: StateDoc,

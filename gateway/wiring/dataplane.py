@@ -20,6 +20,7 @@ from gateway.dataplane.inflight import Inflight
 from gateway.dataplane.listener import Limits, Listener
 from gateway.dataplane.proxy import Observer, Proxy
 from gateway.dataplane.shadow import Mirror
+from gateway.dataplane.shadowrecord import routes_by_name
 from gateway.dataplane.spans import RequestTracer
 from gateway.dataplane.upstream import Upstreams
 from gateway.forwarded import ClientAddress, trusted_proxies
@@ -151,7 +152,7 @@ def data_plane(loaded: LoadedConfig, holder: TableHolder, upstreams: Upstreams,
                       "killgate_drill_tokens_refused_total")))
     mirror.killed_since = proxy.killed_since
     mirror.handles = inflight.handles  # (kills cut copies in flight too)
-    mirror.counts.current = lambda route: holder.loaded.config.route(route)
+    mirror.counts.current = mirror.route_now = routes_by_name(lambda: holder.loaded.config)
 
     def count(what: str) -> None:
         reason = _REFUSED.get(what)
