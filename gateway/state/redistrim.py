@@ -1,10 +1,13 @@
 """The redis store's audit trim (retention): the oldest events removed and the checkpoint
 appended, anchored by a new signed state document, in one Lua script.
 
-The trail and the document are read in one script, the decision is the caller's (pure:
-domain/retention.py), and the trim script runs only if nothing moved since: the stored
-document is still the one read (every commit replaces it), the stream holds as many
-entries, starting with the same one, and the first entry kept is still there. So of two
+The document and the ends of the trail are read in one script, the rest of the trail
+(its newest checkpoint, its re-seeds) in short steps of their own, never in one script (a
+script holds up every other client of redis, kills included); the decision is the
+caller's (pure: domain/retention.py), and the trim script runs only if nothing moved
+since: the stored document is still the one read (every commit replaces it), the stream
+holds as many entries, starting with the same one, and the first entry kept is still
+there. So of two
 instances trimming at once, one removes and the other's script changes nothing; an event
 appended meanwhile is never removed. A base of `redis.RedisStore`.
 """
@@ -31,42 +34,47 @@ if redis.call('TYPE', KEYS[1])['ok'] ~= 'stream' then return {0, {}} end
 return {redis.call('XLEN', KEYS[1]), redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)}
 """)
 
-# The document (as _LOAD reads it) and a window of the trail, in one read: they agree. The
-# window: the oldest ARGV[2] entries, the newest one, the newest checkpoint (an entry whose
-# action is audit.trim, looked for from the newest back), and every entry that may be a
-# state.reseed (a plain text search; the caller parses and checks what it gets). The trail
-# is never sent whole: a long one would be held in the gateway's memory.
+# The document (as _LOAD reads it) and the ends of the trail, in one read: they agree. The
+# oldest ARGV[2] entries and the newest one; the trail is never sent whole (a long one
+# would be held in the gateway's memory), and what lies between is scanned by _SCAN.
 _READ = Script(SMALL + """
 local doc = {false, small(KEYS[2]), 0}
 if redis.call('TYPE', KEYS[1])['ok'] == 'string' then
   local n = redis.call('STRLEN', KEYS[1])
   if n > tonumber(ARGV[1]) then doc[3] = n else doc[1] = redis.call('GET', KEYS[1]) end
 end
-if redis.call('TYPE', KEYS[3])['ok'] ~= 'stream' then return {doc, 0, {}, {}, {}, {}} end
-local function text(entry)
-  local f = entry[2]
-  if f[1] == 'e' and type(f[2]) == 'string' then return f[2] end
-  return ''
-end
-local oldest = redis.call('XRANGE', KEYS[3], '-', '+', 'COUNT', ARGV[2])
-local newest = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', 1)
-local ck, reseeds, hi = {}, {}, '+'
-local step = tonumber(ARGV[3])
-while true do
-  local chunk = redis.call('XREVRANGE', KEYS[3], hi, '-', 'COUNT', step)
-  for _, entry in ipairs(chunk) do
-    local e = text(entry)
-    if #ck == 0 and string.find(e, 'audit.trim', 1, true) then
-      local ok, v = pcall(cjson.decode, e)
-      if ok and type(v) == 'table' and v['action'] == 'audit.trim' then ck = {entry} end
-    end
-    if string.find(e, 'state.reseed', 1, true) then reseeds[#reseeds + 1] = entry end
-  end
-  if #chunk < step then break end
-  hi = '(' .. chunk[#chunk][1]
-end
-return {doc, redis.call('XLEN', KEYS[3]), oldest, newest, ck, reseeds}
+if redis.call('TYPE', KEYS[3])['ok'] ~= 'stream' then return {doc, 0, {}, {}} end
+return {doc, redis.call('XLEN', KEYS[3]), redis.call('XRANGE', KEYS[3], '-', '+', 'COUNT', ARGV[2]),
+        redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', 1)}
 """)
+
+# One step of the scan from the newest entry back (ARGV[1]: where, as XREVRANGE's end;
+# ARGV[2]: how many entries): the newest checkpoint among them (an entry whose action is
+# audit.trim), every entry that may be a state.reseed (a plain text search; the caller
+# parses and checks what it gets), and where the next step starts ('': none). A step of
+# its own: one script over a whole long trail held up every other client (~0.8 s for 100k
+# events, ~10 s for 1M: kills timed out), a step takes a few milliseconds.
+_SCAN = Script("""
+if redis.call('TYPE', KEYS[1])['ok'] ~= 'stream' then return {'', {}, {}} end
+local step = tonumber(ARGV[2])
+local chunk = redis.call('XREVRANGE', KEYS[1], ARGV[1], '-', 'COUNT', step)
+local ck, reseeds = {}, {}
+for _, entry in ipairs(chunk) do
+  local f = entry[2]
+  local e = ''
+  if f[1] == 'e' and type(f[2]) == 'string' then e = f[2] end
+  if #ck == 0 and string.find(e, 'audit.trim', 1, true) then
+    local ok, v = pcall(cjson.decode, e)
+    if ok and type(v) == 'table' and v['action'] == 'audit.trim' then ck = {entry} end
+  end
+  if string.find(e, 'state.reseed', 1, true) then reseeds[#reseeds + 1] = entry end
+end
+local nxt = ''
+if #chunk == step then nxt = '(' .. chunk[#chunk][1] end
+return {nxt, ck, reseeds}
+""")
+#: entries one _SCAN step reads (a few ms of redis's time; a kill waits at most that long)
+SCAN_STEP = 500
 
 # ARGV: sha1 of the document read, entries read, the first entry's id, the first kept
 # entry's id, the checkpoint, its hash, the new signed document, the channel, the size limit
@@ -118,13 +126,23 @@ class RedisTrim(RedisAudit):
         oldest = self._decode(first)
         if not due(int(count), oldest[0][1] if oldest else None):
             return TrimDecision(0, None, "not due"), None
-        doc_reply, count, *parts = await self._script(
+        doc_reply, count, first_part, newest_part = await self._script(
             _READ, [self.k_state, self.k_gen, self.k_audit],
-            [str(MAX_DOC_BYTES), str(TRIM_BATCH + 1), "1000"],
-            timeout=self.timeout * 10, conn=conn)
+            [str(MAX_DOC_BYTES), str(TRIM_BATCH + 1)], conn=conn)
         loaded = self._loaded(doc_reply)
         doc = loaded.doc
         head = (doc.audit_head or None) if doc is not None else None
+        # (the rest in steps, from the newest entry read back: an entry appended meanwhile
+        # is not looked at, and the trim script then finds the document changed)
+        ck_part: list[Any] = []
+        reseed_part: list[Any] = []
+        at = newest_part[0][0] if newest_part else b""
+        while at:
+            at, ck, found = await self._script(
+                _SCAN, [self.k_audit], [at, str(SCAN_STEP)], conn=conn)
+            ck_part = ck_part or ck
+            reseed_part.extend(found)
+        parts = (first_part, newest_part, ck_part, reseed_part)
 
         def decode_and_decide() -> tuple[list[tuple[str, dict[str, Any]]], TrimDecision]:
             oldest, newest, ck, reseeds = (self._decode(p) for p in parts)
