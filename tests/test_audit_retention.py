@@ -22,6 +22,7 @@ from aiohttp import ClientSession
 from gateway.domain.audit import AuditDraft, seal
 from gateway.domain.retention import Retention, TrimDecision, TrimWindow, decide_trim
 from gateway.errors import StoreConflict
+from gateway.state.redistrim import _SCAN
 from tests.backends import echo_app
 from tests.conftest import running_gateway, two_versions, wait_until, write_config
 from tests.test_audit import TOKEN, H, _write_events
@@ -301,9 +302,9 @@ async def test_a_long_trail_is_read_in_short_scripts_that_find_what_lies_deep(
         ev = (await store.audit_events())[-1]
         ck = {**ev, "action": "audit.trim", "id": "ck-deep"}
         reseed = {**ev, "action": "state.reseed", "id": "reseed-deep"}
-        filler = json.dumps(ev)
-        _xadd_many(redis_server, "kgtest:audit", [filler] * 3000 + [json.dumps(ck)]
-                   + [filler] * 3000 + [json.dumps(reseed)] + [filler] * 6000)
+        filler = json.dumps({"id": "filler", "action": "kill"})  # (what a scan reads past)
+        _xadd_many(redis_server, "kgtest:audit", [filler] * 10000 + [json.dumps(ck)]
+                   + [filler] * 10000 + [json.dumps(reseed)] + [filler] * 10000)
         redis_server.cmd("CONFIG", "SET", "slowlog-max-len", "100000")
         redis_server.cmd("CONFIG", "SET", "slowlog-log-slower-than", "0")
         redis_server.cmd("SLOWLOG", "RESET")
@@ -317,7 +318,7 @@ async def test_a_long_trail_is_read_in_short_scripts_that_find_what_lies_deep(
         log = redis_server.cmd("SLOWLOG", "GET", "-1")
         redis_server.cmd("CONFIG", "SET", "slowlog-log-slower-than", "10000")
         w = seen[0]
-        assert w.count >= 12001 and w.checkpoint is not None
+        assert w.count >= 30002 and w.checkpoint is not None
         assert w.checkpoint["id"] == "ck-deep"
         assert [r["id"] for r in w.reseeds] == ["reseed-deep"]
         took = [int(us) for us in re.findall(
@@ -325,6 +326,50 @@ async def test_a_long_trail_is_read_in_short_scripts_that_find_what_lies_deep(
         # (no single script takes a large share of the read's time in redis: the read is
         # in steps, whatever the machine's speed)
         assert took and max(took) < sum(took) / 4, sorted(took)[-5:]
+        # the next read scans only what was appended since (one step, not the trail
+        # again: a catch-up's trims, a look read again after a conflict), and still
+        # knows what lies deep
+        await g.gw.sync.append_audit(AuditDraft(actor="bob", action="kill", target={},
+                                                reason="since"))
+        redis_server.cmd("CONFIG", "SET", "slowlog-log-slower-than", "0")
+        redis_server.cmd("SLOWLOG", "RESET")
+        await store.audit_trim(decide, lambda n, first: True)
+        log = redis_server.cmd("SLOWLOG", "GET", "-1")
+        redis_server.cmd("CONFIG", "SET", "slowlog-log-slower-than", "10000")
+        assert log.count(_SCAN.sha) == 1, log.count(_SCAN.sha)
+        w = seen[1]
+        assert w.checkpoint is not None and w.checkpoint["id"] == "ck-deep"
+        assert [r["id"] for r in w.reseeds] == ["reseed-deep"]
+        assert w.newest is not None and w.newest["reason"] == "since"
+
+
+@pytest.mark.parametrize("backend", ["local", "redis"])
+async def test_a_look_reads_again_when_a_write_lands_meanwhile(
+        tmp_path: Path, backends, request: pytest.FixtureRequest, backend: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A write landing while the trail was read made the look end with nothing trimmed
+    until the next one (10 min): a fleet that writes more often than a long trail takes
+    to read never trimmed. The look reads again at once."""
+    p = await backends(echo_app("v1"))
+    redis = request.getfixturevalue("redis_server") if backend == "redis" else None
+    cfg = write_config(tmp_path, two_versions(p, p), state=_state(tmp_path, redis))
+    async with running_gateway(cfg) as g:
+        await _fill(g, 125)
+        sync, loop = g.gw.sync, asyncio.get_running_loop()
+        writes: list[int] = []
+
+        def busy(*args: Any) -> TrimDecision:
+            if not writes:  # (the first read only: a write lands before the trim)
+                writes.append(1)
+                asyncio.run_coroutine_threadsafe(sync.append_audit(AuditDraft(
+                    actor="bob", action="kill", target={}, reason="meanwhile")),
+                    loop).result(5)
+            return decide_trim(*args)
+
+        monkeypatch.setattr("gateway.state.retention.decide_trim", busy)
+        assert await sync.retention.look() == 1
+        events = await sync.store.audit_events()
+        assert len(events) == 101 and events[-2]["reason"] == "meanwhile"
 
 
 async def test_a_local_trim_writes_the_trail_kept_without_the_commit_lock(

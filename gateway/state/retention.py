@@ -33,9 +33,12 @@ from gateway.log import event
 from gateway.state.mirror import AuditMirror
 from gateway.state.signing import Keyring
 
-__all__ = ["AuditRetention", "Trimmer"]
+__all__ = ["CONFLICT_RETRIES", "AuditRetention", "Trimmer"]
 
 log = logging.getLogger("killgate.state")
+
+#: a look reads the trail again at once this many times when a write lands meanwhile
+CONFLICT_RETRIES = 3
 
 
 class Trimmer(Protocol):
@@ -95,12 +98,20 @@ class AuditRetention:
     async def look(self) -> int:
         """One look: trims until the bound is reached (TRIM_BATCH at a time, the next at
         once); how many trims were made. Raises StateError as trim_once does."""
-        going_on, made = False, 0
+        going_on, made, conflicts = False, 0, 0
         for _ in range(500):  # (a long trail: one batch after another)
-            decision, ev = await self.trim_once(going_on)
+            try:
+                decision, ev = await self.trim_once(going_on)
+            except StoreConflict:
+                # (a write landed while the trail was read: on a busy fleet, at every look
+                # of a long trail. Read again at once: the store reads only what is new)
+                conflicts += 1
+                if conflicts > CONFLICT_RETRIES:
+                    raise
+                continue
             if ev is None:
                 break
-            made += 1
+            made, conflicts = made + 1, 0
             if decision.remove < TRIM_BATCH:
                 break
             going_on = True
