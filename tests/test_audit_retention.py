@@ -7,6 +7,7 @@ who deletes more, deletes without a checkpoint, or forges one is still a break.
 from __future__ import annotations
 
 import asyncio
+import errno
 import fcntl
 import json
 import os
@@ -21,7 +22,7 @@ from aiohttp import ClientSession
 
 from gateway.domain.audit import AuditDraft, seal
 from gateway.domain.retention import Retention, TrimDecision, TrimWindow, decide_trim
-from gateway.errors import StoreConflict
+from gateway.errors import StoreConflict, StoreUnavailable
 from gateway.state.redistrim import _SCAN
 from tests.backends import echo_app
 from tests.conftest import running_gateway, two_versions, wait_until, write_config
@@ -403,3 +404,32 @@ async def test_a_local_trim_writes_the_trail_kept_without_the_commit_lock(
         assert not list(store.audit_path.parent.glob("*.tmp"))
         res = await asyncio.to_thread(_verify, g.admin)
         assert res.returncode == 0, res.stdout + res.stderr
+
+
+async def test_a_local_trim_on_a_full_disk_leaves_the_trail_as_it_was(
+        tmp_path: Path, backends, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The state file could not be written (a full disk), and neither could the audit
+    file be written back: the events were removed and the checkpoint left unanchored,
+    which `audit verify` reads as forged. The file as it was is now put back by a rename
+    (no space needed)."""
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p), state=_state(tmp_path, None))
+    async with running_gateway(cfg) as g:
+        store = g.gw.sync.store
+        await _fill(g, 125)
+        before = await store.audit_events()
+
+        def full(*args: Any, **kw: Any) -> None:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        with monkeypatch.context() as mp:
+            mp.setattr("gateway.state.localtrim.atomic_write", full)
+            with pytest.raises(StoreUnavailable, match="No space left"):
+                await g.gw.sync.retention.trim_once()
+        assert await store.audit_events() == before
+        assert sorted(x.name for x in store.audit_path.parent.iterdir()
+                      if x.name.startswith(".")) == []
+        res = await asyncio.to_thread(_verify, g.admin)
+        assert res.returncode == 0, res.stdout + res.stderr
+        _, ck = await g.gw.sync.retention.trim_once()  # (and the next trim goes on)
+        assert ck is not None

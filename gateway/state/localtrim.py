@@ -119,14 +119,32 @@ class LocalTrim(LocalAudit):
             if not same or now is None or (now.generation, now.audit_head, now.epoch) != (
                     doc.generation, doc.audit_head, doc.epoch):
                 raise StoreConflict("the audit log or the state changed while it was read")
+            # (the file as it was, kept under a second name: put back by a rename, which
+            # needs no space, if the state cannot be written: a full disk must not leave
+            # the events removed and the checkpoint unanchored, read as forged)
+            aside = self.audit_path.with_name(f"{tmp.name}.old")
+            old: Path | None = aside
+            try:
+                os.link(self.audit_path, aside)
+            except OSError:
+                old = None  # (a file system without hard links: written back, as it was)
             try:
                 put_in_place(tmp, self.audit_path)
-            except OSError as exc:
-                raise AuditError(f"cannot replace the audit log {self.audit_path}: "
-                                 f"{exc.strerror}") from None
-            try:
                 atomic_write(self.path, self.keys.seal(b"state", body))
             except OSError as exc:
-                atomic_write(self.audit_path, data, mode)  # (nothing was trimmed)
-                raise StoreUnavailable(f"cannot write {self.path}: {exc.strerror}") from None
+                try:  # (nothing was trimmed)
+                    if old is not None:
+                        os.replace(old, self.audit_path)
+                    elif os.stat(self.audit_path).st_ino != ident[0]:
+                        atomic_write(self.audit_path, data, mode)
+                except OSError as back:
+                    raise AuditError(f"cannot put the audit log {self.audit_path} back after "
+                                     f"a failed trim ({back.strerror}): its newest event is "
+                                     "a checkpoint the state does not anchor") from None
+                raise StoreUnavailable(f"cannot write {self.path} or {self.audit_path}: "
+                                       f"{exc.strerror}") from None
+            finally:
+                if old is not None:
+                    with contextlib.suppress(OSError):
+                        old.unlink()
             return decision, ev
