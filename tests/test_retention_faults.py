@@ -187,3 +187,34 @@ async def test_a_local_trim_on_a_full_disk_leaves_the_trail_as_it_was(
         assert res.returncode == 0, res.stdout + res.stderr
         _, ck = await g.gw.sync.retention.trim_once()  # (and the next trim goes on)
         assert ck is not None
+
+
+async def test_verify_reads_again_while_a_look_trims_batch_after_batch(
+        tmp_path: Path, backends, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`audit verify` read the trail again once when its start read as broken (a trim
+    landed while its pages were read); a look trims batch after batch on a long trail, so
+    a verify run then said BROKEN: a tamper alarm for nothing. It reads again while the
+    head moves (here: a trim lands during each of its first three reads)."""
+    for mod in ("gateway.domain.retention", "gateway.state.redistrim",
+                "gateway.state.retention"):
+        monkeypatch.setattr(f"{mod}.TRIM_BATCH", 10)
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p), state=_state(tmp_path, None))
+    async with running_gateway(cfg) as g:
+        store, retention = g.gw.sync.store, g.gw.sync.retention
+        await _fill(g, 1200)
+        page = store.audit_page
+        trims = [3]
+
+        async def paged(limit: int, before: str | None) -> Any:
+            if before is not None and trims[0] > 0:  # (between two pages of one read)
+                trims[0] -= 1
+                _, ck = await retention.trim_once(going_on=True)
+                assert ck is not None
+            return await page(limit, before)
+
+        monkeypatch.setattr(store, "audit_page", paged)
+        res = await asyncio.to_thread(_verify, g.admin)
+        assert trims == [0]
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert "starts at a trim checkpoint: 10 older event(s)" in res.stdout, res.stdout
