@@ -22,8 +22,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from gateway.domain.audit import GENESIS, AuditDraft, seal  # noqa: E402
-from gateway.state import redistrim  # noqa: E402
+from gateway.domain.audit import GENESIS, AuditDraft, seal
+from gateway.state import redistrim
 
 
 def _resp(*args: str | bytes) -> bytes:
