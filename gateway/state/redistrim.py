@@ -7,9 +7,8 @@ script holds up every other client of redis, kills included); the decision is th
 caller's (pure: domain/retention.py), and the trim script runs only if nothing moved
 since: the stored document is still the one read (every commit replaces it), the stream
 holds as many entries, starting with the same one, and the first entry kept is still
-there. So of two
-instances trimming at once, one removes and the other's script changes nothing; an event
-appended meanwhile is never removed. A base of `redis.RedisStore`.
+there. So of two instances trimming at once, one removes and the other's script changes
+nothing; an event appended meanwhile is never removed. A base of `redis.RedisStore`.
 """
 
 from __future__ import annotations
