@@ -24,7 +24,7 @@ from gateway.domain.retention import TrimDecision, TrimWindow, decide_trim
 from gateway.errors import StoreUnavailable
 from gateway.state.redistrim import _SCAN
 from tests.backends import echo_app
-from tests.conftest import running_gateway, two_versions, write_config
+from tests.conftest import running_gateway, two_versions, wait_until, write_config
 from tests.test_audit_retention import _fill, _state, _verify
 
 pytestmark = pytest.mark.timeout(30)
@@ -218,3 +218,31 @@ async def test_verify_reads_again_while_a_look_trims_batch_after_batch(
         assert trims == [0]
         assert res.returncode == 0, res.stdout + res.stderr
         assert "starts at a trim checkpoint: 10 older event(s)" in res.stdout, res.stdout
+
+
+async def test_a_mirror_with_a_cursor_from_before_trims_goes_on_after_one(
+        tmp_path: Path, backends) -> None:
+    """A local mirror's cursor saved by a version without retention is a bare byte offset.
+    A trim rewrites the audit file shorter: reading at that offset found nothing (the
+    mirror copied nothing, silently), and once the file grew past it, half a line (the
+    mirror refused: an alarm for nothing). The mirror now adds the hash its file ends with,
+    by which the store finds its place in the rewritten file."""
+    p = await backends(echo_app("v1"))
+    mirror = tmp_path / "mirror.jsonl"
+    cfg = write_config(tmp_path, two_versions(p, p), state=_state(
+        tmp_path, None, extra=f"  audit_mirror: {mirror}\n"))
+    cursor = mirror.with_name(mirror.name + ".cursor")
+    async with running_gateway(cfg) as g:
+        await _fill(g, 125)
+        last = (await g.gw.sync.store.audit_events())[-1]["hash"]
+        await wait_until(lambda: mirror.exists() and last in mirror.read_text(), 5)
+        await wait_until(lambda: cursor.exists() and last in cursor.read_text(), 5)
+    cursor.write_text(cursor.read_text().split(":")[0])  # (as an older version saved it)
+    async with running_gateway(cfg) as g:
+        sync = g.gw.sync
+        _, ck = await sync.retention.trim_once()
+        assert ck is not None
+        await _fill(g, 1)
+        last = (await sync.store.audit_events())[-1]["hash"]
+        await wait_until(lambda: last in mirror.read_text(), 5)
+        assert sync.mirror is not None and sync.mirror.status()["ok"], sync.mirror.status()
