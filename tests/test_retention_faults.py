@@ -264,3 +264,28 @@ async def test_a_local_trail_is_trimmed_to_the_bound_in_one_rewrite(
         got = [e["after"]["removed"] for e in await store.audit_events()
                if e["action"] == "audit.trim"]
         assert got == [n - 100] and len(await store.audit_events()) == 101, got
+
+
+async def test_a_mirror_whose_cursor_file_is_garbage_starts_over_and_goes_on(
+        tmp_path: Path, backends) -> None:
+    """A local mirror's cursor file that does not parse (a torn write of an older version,
+    an operator's edit) raised ValueError in the mirror task: copying ended, silently. It
+    is now read as no cursor: the store is read from its start and the events the file
+    already holds are skipped."""
+    p = await backends(echo_app("v1"))
+    mirror = tmp_path / "mirror.jsonl"
+    cfg = write_config(tmp_path, two_versions(p, p), state=_state(
+        tmp_path, None, extra=f"  audit_mirror: {mirror}\n"))
+    cursor = mirror.with_name(mirror.name + ".cursor")
+    async with running_gateway(cfg) as g:
+        await _fill(g, 3)
+        last = (await g.gw.sync.store.audit_events())[-1]["hash"]
+        await wait_until(lambda: cursor.exists() and last in cursor.read_text(), 5)
+    cursor.write_text("12x:zz")
+    async with running_gateway(cfg) as g:
+        await _fill(g, 1)
+        last = (await g.gw.sync.store.audit_events())[-1]["hash"]
+        await wait_until(lambda: last in mirror.read_text(), 5)
+        assert g.gw.sync.mirror is not None and g.gw.sync.mirror.status()["ok"]
+    hashes = [json.loads(x)["hash"] for x in mirror.read_text().splitlines()]
+    assert len(hashes) == len(set(hashes))  # (nothing copied twice)
