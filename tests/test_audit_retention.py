@@ -253,8 +253,7 @@ async def test_the_task_goes_on_trimming_a_batch_at_a_time_to_the_bound(
         tmp_path: Path, backends, redis_server, monkeypatch: pytest.MonkeyPatch) -> None:
     """More to remove than one trim takes (TRIM_BATCH, 10 here): the task trims again at
     once, down to the bound, though the trail is no longer 10% past it."""
-    for mod in ("gateway.domain.retention", "gateway.state.redistrim",
-                "gateway.state.retention"):
+    for mod in ("gateway.domain.retention", "gateway.state.redistrim"):
         monkeypatch.setattr(f"{mod}.TRIM_BATCH", 10)
     p = await backends(echo_app("v1"))
     cfg = write_config(tmp_path, two_versions(p, p), state=_state(tmp_path, redis_server))

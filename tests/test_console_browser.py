@@ -9,6 +9,7 @@ with KILLGATE_UPDATE_DOCS=1 the canary screenshot also replaces docs/console.png
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import http.client
 import json
@@ -908,3 +909,45 @@ def test_a_trimmed_trail_verifies_in_the_browser_and_a_deletion_past_it_does_not
       }).catch((e) => done(String(e)));
     """, newest_first, kept[-1]["hash"])
     assert got == [[True, True, 20], [True, False, None]], got
+
+
+async def test_verify_all_reads_again_while_a_look_trims_batch_after_batch(
+        tmp_path: Path, backends, browser: Browser, monkeypatch: pytest.MonkeyPatch) -> None:
+    """(hostile review of retention) The console's "verify the whole trail" read the trail
+    again once when it read as broken; a look trims batch after batch on a long trail, so
+    it said BROKEN then: a tamper alarm for nothing. It reads again while the head moves
+    (here: a trim lands between the pages of each of its first three reads), as `killgate
+    audit verify` does. An in-process gateway (its store's pages are where trims land)."""
+    from tests.backends import echo_app
+    from tests.conftest import running_gateway, two_versions, write_config
+    from tests.test_audit_retention import _fill, _state
+
+    p = await backends(echo_app("v1"))
+    # (a bound that keeps the trail over one page of 1000: each trim removes a few)
+    state = _state(tmp_path, None).replace("max_events: 100,", "max_events: 1150,")
+    cfg = write_config(tmp_path, two_versions(p, p), state=state)
+    async with running_gateway(cfg) as g:
+        store, retention = g.gw.sync.store, g.gw.sync.retention
+        await _fill(g, 1200)
+        page, trims = store.audit_page, [3]
+
+        async def paged(limit: int, before: str | None) -> object:
+            if before is not None and trims[0] > 0:  # (between two pages of one read)
+                trims[0] -= 1
+                _, ck = await retention.trim_once(going_on=True)
+                assert ck is not None
+            return await page(limit, before)
+
+        monkeypatch.setattr(store, "audit_page", paged)
+        b = browser
+        await asyncio.to_thread(b.d.get, g.admin + "/ui/")
+        got = await asyncio.to_thread(b.d.execute_async_script, """
+          const [tok, done] = [arguments[0], arguments[arguments.length - 1]];
+          Promise.all([import('/ui/js/api.js'), import('/ui/js/audit.js')]).then(
+            async ([api, a]) => {
+              api.setToken(tok);
+              const r = await a.verifyAll();
+              done([r.ok, r.trimmed ? Number(r.trimmed.after.removed) : null, r.problem || ""]);
+            }).catch((e) => done(String(e)));""", token("erin", "killgate:read"))
+        assert trims == [0]
+        assert got == [True, 1, ""], got

@@ -154,6 +154,10 @@ def _for_verify(p: Problem) -> str:
             "the trail's MACs would not verify with it")
 
 
+#: how many times the trail is read again while its start reads as broken and its head moves
+READS_AGAIN = 5
+
+
 def verify(args: argparse.Namespace, fetch: Fetch) -> int:
     """Run the check; `fetch` reads every event (oldest first) and the anchored head."""
     try:
@@ -167,11 +171,19 @@ def verify(args: argparse.Namespace, fetch: Fetch) -> int:
     except VerifyError as exc:
         return _failed(args, [str(exc)])
     r = verify_trail(events, head, keys, any_checkpoint=what == "mirror")
-    if r.brk is not None and r.brk.index == 0 and what == "chain":
+    for _ in range(READS_AGAIN):
+        if r.brk is None or r.brk.index != 0 or what != "chain":
+            break
         # a trim that landed while the pages were read moved the trail's start past its
-        # oldest page, and its checkpoint is newer than the newest page: read it once more
+        # oldest page, and its checkpoint is newer than the newest page: read it again,
+        # as long as the head moved meanwhile (a look trims batch after batch on a long
+        # trail: once was not enough); a start that stays broken while nothing is written
+        # is a break
+        was = head
         events, head = fetch(args)
         r = verify_trail(events, head, keys)
+        if head == was:
+            break
     brk = r.brk
     if getattr(args, "json", False):
         print(json.dumps({

@@ -10,7 +10,9 @@ anchored head: nothing past it), never removes the newest MIN_KEEP events
 or anything past the anchored head, never removes the head a kept re-seed names as its
 instance's (`audit verify` checks that one is in the trail), nor an event this
 instance's audit mirror has not copied yet, and removes at most
-TRIM_BATCH events at once (one redis script: it must not hold up the store for long).
+TRIM_BATCH events at once from a window (one redis script: it must not hold up the store
+for long); from a trail read whole (the local store's), all it must at once (each trim
+rewrites the whole file).
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ class TrimDecision:
     draft: AuditDraft | None
     why: str = ""
     broken: bool = False  # nothing removed because the trail does not verify
+    more: bool = False  # more is due than one trim removes at once: trim again at once
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +80,9 @@ class TrimWindow:
     checkpoint: dict[str, Any] | None
     reseeds: Sequence[dict[str, Any]]
     head: str | None
+    #: the most one trim removes (None: TRIM_BATCH; a trail read whole: all it must, at
+    #: once, as its store rewrites the whole file at every trim)
+    batch: int | None = None
 
     @classmethod
     def whole(cls, events: Sequence[dict[str, Any]], head: str | None) -> TrimWindow:
@@ -84,7 +90,8 @@ class TrimWindow:
         cks = [ev for ev in events if trim_cut(ev) is not None]
         return cls(len(events), events, events[-1] if events else None,
                    cks[-1] if cks else None,
-                   [ev for ev in events if ev.get("action") == "state.reseed"], head)
+                   [ev for ev in events if ev.get("action") == "state.reseed"], head,
+                   len(events))
 
 
 #: (the window read) → the decision (a store's `audit_trim` reads the window under its
@@ -100,7 +107,9 @@ def _iso(t: float) -> str:
             f"{g.tm_sec:02d}.000Z")
 
 
-def _wanted(w: TrimWindow, policy: Retention, now: float) -> int:
+def _wanted(w: TrimWindow, policy: Retention, now: float) -> tuple[int, bool]:
+    """How many of the oldest events to remove, and whether more are due than that (the
+    batch, or the window, held it back)."""
     k = w.count - policy.max_events if policy.max_events is not None else 0
     if policy.max_age is not None:
         cutoff = _iso(now - policy.max_age)
@@ -111,7 +120,9 @@ def _wanted(w: TrimWindow, policy: Retention, now: float) -> int:
                 break
             old += 1
         k = max(k, old)
-    return max(0, min(k, w.count - MIN_KEEP, TRIM_BATCH, len(w.oldest) - 1))
+    want = min(k, w.count - MIN_KEEP)
+    cap = min(TRIM_BATCH if w.batch is None else w.batch, len(w.oldest) - 1)
+    return max(0, min(want, cap)), want > cap
 
 
 def _keep_anchors(w: TrimWindow, k: int) -> int:
@@ -156,7 +167,8 @@ def decide_trim(w: TrimWindow, keys: Mapping[str, bytes], policy: Retention, now
     none yet): nothing after it is removed (the mirror could no longer continue)."""
     if not w.head or w.head == GENESIS:
         return TrimDecision(0, None, "no signed state anchors the trail's head")
-    k = _keep_anchors(w, _wanted(w, policy, now))
+    wanted, more = _wanted(w, policy, now)
+    k = _keep_anchors(w, wanted)
     events = w.oldest
     at = -1 if copied == GENESIS or (events and events[0].get("prev_hash") == copied) \
         else next((i for i, ev in enumerate(events) if ev.get("hash") == copied), None)
@@ -192,7 +204,7 @@ def decide_trim(w: TrimWindow, keys: Mapping[str, bytes], policy: Retention, now
                "to": last.get("time"), "starts_after": r.trimmed,
                "last_removed": {"id": last.get("id"), "hash": last.get("hash"),
                                 "time": last.get("time")}})
-    return TrimDecision(k, draft)
+    return TrimDecision(k, draft, more=more and k == wanted)
 
 
 def _broken(problem: str) -> TrimDecision:

@@ -1,5 +1,6 @@
 """Durable file writes of the local store and the state's side files (snapshot, audit
-mirror): a file replaced whole (written, fsynced, renamed, its folder fsynced), JSON lines
+mirror): a file replaced whole (written, fsynced, renamed, its folder fsynced; the
+write may come before, outside a lock, and the rename after), JSON lines
 appended in one fsynced write, and a file's last line read from its end. Blocking calls;
 they know nothing of what the bytes mean.
 """
@@ -13,12 +14,20 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-__all__ = ["append_lines", "atomic_write", "end_line", "last_line", "tail_lines"]
+__all__ = ["append_lines", "atomic_write", "end_line", "last_line", "put_in_place", "tail_lines",
+           "written_aside"]
 
 
 def atomic_write(path: Path, data: bytes, mode: int | None = None) -> None:
     """Replace `path` with `data` (fsynced, renamed, folder fsynced); `mode` is set on
     the new file before it takes the name."""
+    put_in_place(written_aside(path, data, mode), path)
+
+
+def written_aside(path: Path, data: bytes, mode: int | None = None) -> Path:
+    """`data` written and fsynced to a new file next to `path` (its name: returned), to
+    take `path`'s place with `put_in_place` (or be removed): the long part of a replace,
+    done before a lock is taken for the rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
     # a name of its own, created here (O_EXCL, no link followed): a predictable name in a
     # folder others may write was a link planted to a file of ours, overwritten
@@ -32,6 +41,17 @@ def atomic_write(path: Path, data: bytes, mode: int | None = None) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return tmp
+
+
+def put_in_place(tmp: Path, path: Path) -> None:
+    """`tmp` (from `written_aside`) renamed to `path`, the folder fsynced; removed if the
+    rename fails."""
+    try:
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -107,6 +107,9 @@ class LocalAudit(LocalRecords):
         event is looked for; gone (trimmed), reading starts over at the first line kept
         (a mirror that missed the events trimmed then refuses: it cannot continue)."""
         end_s, _, want = (cursor or "0").partition(":")
+        if not end_s.isdigit() or len(end_s) > 18:
+            return 0  # (a cursor that does not parse: read from the start; a mirror skips
+            # what its file holds)
         end = int(end_s)
         if not want:
             return end

@@ -1,9 +1,11 @@
-"""The local store's audit trim (retention): under the commit lock, the trail and the state
-file are read, the caller decides (pure: domain/retention.py), the audit file is replaced
-by the events kept plus the checkpoint, then the state file anchoring the checkpoint.
+"""The local store's audit trim (retention): the trail and the state file are read, the
+caller decides (pure: domain/retention.py), the audit file is replaced by the events kept
+plus the checkpoint, then the state file anchoring the checkpoint.
 
-The trail is read and checked without holding the commit lock (a kill must not wait for
-every hash of a long trail); the files are replaced under it, and only if neither changed
+The commit lock is held only to settle which state and which part of the audit file
+belong together, and to rename the file kept (written and fsynced before) into place and
+write the state: the trail is read, checked and written without it (a kill must not wait
+for a long trail's bytes or hashes). The files are replaced only if neither changed
 meanwhile (the state file's generation, audit head and epoch; the audit file's inode and
 size): no event is appended during a trim, and two workers never trim at once. A state
 file that cannot be written puts the audit file back as it was.
@@ -13,6 +15,7 @@ A base of `local.LocalStore`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import json
 import os
@@ -21,8 +24,9 @@ from typing import Any
 
 from gateway.domain.audit import parse_event, seal
 from gateway.domain.retention import Decide, Due, TrimDecision, TrimWindow
+from gateway.domain.statedoc import StateDoc
 from gateway.errors import AuditError, StoreConflict, StoreUnavailable
-from gateway.state.files import atomic_write
+from gateway.state.files import atomic_write, put_in_place, written_aside
 from gateway.state.localaudit import LocalAudit
 from gateway.state.signing import Keyring
 from gateway.state.store import Loaded
@@ -45,17 +49,24 @@ class LocalTrim(LocalAudit):
         return await asyncio.to_thread(self._trim, decide, due)
 
     def _snapshot(self) -> tuple[Loaded, bytes, int, tuple[int, int]]:
-        """The state file and the audit file as they are now (read under the commit lock,
-        shared: a commit appends its event before it writes the state that anchors it),
-        the audit file's mode and its identity (inode, size)."""
+        """The state file and the audit file as they are now, the audit file's mode and
+        its identity (inode, size). Which state and which part of the audit file belong
+        together is settled under the commit lock (shared: a commit appends its event
+        before it writes the state that anchors it); the file is read after, outside it
+        (a long trail's read must not hold up a kill): what a commit appends meanwhile
+        lies past that size, and a file a trim replaced stays open as it was."""
         with self._locked(fcntl.LOCK_SH):
             cur = self._read()
             try:
-                with open(self.audit_path, "rb") as f:
-                    st = os.fstat(f.fileno())
-                    return cur, f.read(), st.st_mode & 0o777, (st.st_ino, st.st_size)
+                f = open(self.audit_path, "rb")  # noqa: SIM115 - closed below
             except FileNotFoundError:
                 return cur, b"", 0o640, (0, 0)
+            except OSError as exc:
+                raise StoreUnavailable(f"cannot read {self.audit_path}: {exc.strerror}") from None
+            st = os.fstat(f.fileno())
+        with f:
+            try:
+                return cur, f.read(st.st_size), st.st_mode & 0o777, (st.st_ino, st.st_size)
             except OSError as exc:
                 raise StoreUnavailable(f"cannot read {self.audit_path}: {exc.strerror}") from None
 
@@ -82,6 +93,22 @@ class LocalTrim(LocalAudit):
         kept = b"".join(lines[decision.remove:]) + (
             json.dumps(ev, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
         body = json.dumps({**doc.to_json(), "audit_head": ev["hash"]}).encode()
+        try:  # (the file kept is written before the commit lock is taken: only renamed in)
+            tmp = written_aside(self.audit_path, kept, mode)
+        except OSError as exc:
+            raise AuditError(f"cannot replace the audit log {self.audit_path}: "
+                             f"{exc.strerror}") from None
+        try:
+            return self._replace(tmp, data, mode, ident, doc, body, decision, ev)
+        finally:
+            with contextlib.suppress(OSError):
+                tmp.unlink()  # (not renamed in: the trim changed nothing)
+
+    def _replace(self, tmp: Path, data: bytes, mode: int, ident: tuple[int, int],
+                 doc: StateDoc, body: bytes, decision: TrimDecision, ev: dict[str, Any],
+                 ) -> tuple[TrimDecision, dict[str, Any] | None]:
+        """Under the commit lock: the kept file `tmp` takes the audit log's place and the
+        state anchoring the checkpoint is written, if nothing changed since the read."""
         with self._locked(fcntl.LOCK_EX):
             now = self._read().doc
             try:
@@ -92,14 +119,32 @@ class LocalTrim(LocalAudit):
             if not same or now is None or (now.generation, now.audit_head, now.epoch) != (
                     doc.generation, doc.audit_head, doc.epoch):
                 raise StoreConflict("the audit log or the state changed while it was read")
+            # (the file as it was, kept under a second name: put back by a rename, which
+            # needs no space, if the state cannot be written: a full disk must not leave
+            # the events removed and the checkpoint unanchored, read as forged)
+            aside = self.audit_path.with_name(f"{tmp.name}.old")
+            old: Path | None = aside
             try:
-                atomic_write(self.audit_path, kept, mode)
-            except OSError as exc:
-                raise AuditError(f"cannot replace the audit log {self.audit_path}: "
-                                 f"{exc.strerror}") from None
+                os.link(self.audit_path, aside)
+            except OSError:
+                old = None  # (a file system without hard links: written back, as it was)
             try:
+                put_in_place(tmp, self.audit_path)
                 atomic_write(self.path, self.keys.seal(b"state", body))
             except OSError as exc:
-                atomic_write(self.audit_path, data, mode)  # (nothing was trimmed)
-                raise StoreUnavailable(f"cannot write {self.path}: {exc.strerror}") from None
+                try:  # (nothing was trimmed)
+                    if old is not None:
+                        os.replace(old, self.audit_path)
+                    elif os.stat(self.audit_path).st_ino != ident[0]:
+                        atomic_write(self.audit_path, data, mode)
+                except OSError as back:
+                    raise AuditError(f"cannot put the audit log {self.audit_path} back after "
+                                     f"a failed trim ({back.strerror}): its newest event is "
+                                     "a checkpoint the state does not anchor") from None
+                raise StoreUnavailable(f"cannot write {self.path} or {self.audit_path}: "
+                                       f"{exc.strerror}") from None
+            finally:
+                if old is not None:
+                    with contextlib.suppress(OSError):
+                        old.unlink()
             return decision, ev

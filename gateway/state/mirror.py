@@ -140,6 +140,11 @@ class AuditMirror:
         self.unusable = None
         if problem is not None:
             self._refuse(problem, None)
+        if cursor is not None and cursor.isdigit() and self.last_hash is not None:
+            # a local store's cursor as saved before retention (a bare byte offset): with
+            # the hash the file ends with, the store finds its place in an audit file a
+            # trim rewrote (the offset alone then named nothing, or half a line)
+            cursor = f"{cursor}:{self.last_hash}"
         # A stop between appending a batch and saving the cursor leaves the cursor behind
         # the file's end: events up to the file's last hash are skipped, not copied twice.
         catching_up = self.last_hash is not None

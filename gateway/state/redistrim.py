@@ -1,12 +1,14 @@
 """The redis store's audit trim (retention): the oldest events removed and the checkpoint
 appended, anchored by a new signed state document, in one Lua script.
 
-The trail and the document are read in one script, the decision is the caller's (pure:
-domain/retention.py), and the trim script runs only if nothing moved since: the stored
-document is still the one read (every commit replaces it), the stream holds as many
-entries, starting with the same one, and the first entry kept is still there. So of two
-instances trimming at once, one removes and the other's script changes nothing; an event
-appended meanwhile is never removed. A base of `redis.RedisStore`.
+The document and the ends of the trail are read in one script, the rest of the trail
+(its newest checkpoint, its re-seeds) in short steps of their own, never in one script (a
+script holds up every other client of redis, kills included); the decision is the
+caller's (pure: domain/retention.py), and the trim script runs only if nothing moved
+since: the stored document is still the one read (every commit replaces it), the stream
+holds as many entries, starting with the same one, and the first entry kept is still
+there. So of two instances trimming at once, one removes and the other's script changes
+nothing; an event appended meanwhile is never removed. A base of `redis.RedisStore`.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from gateway.domain.audit import seal
@@ -22,6 +25,7 @@ from gateway.domain.statedoc import StateDoc
 from gateway.errors import AuditError, StoreConflict
 from gateway.state.redisaudit import RedisAudit
 from gateway.state.redislink import OWN, SMALL, Script
+from gateway.state.resp import RespConnection
 from gateway.state.store import MAX_DOC_BYTES, Loaded
 
 __all__ = ["RedisTrim"]
@@ -31,42 +35,80 @@ if redis.call('TYPE', KEYS[1])['ok'] ~= 'stream' then return {0, {}} end
 return {redis.call('XLEN', KEYS[1]), redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)}
 """)
 
-# The document (as _LOAD reads it) and a window of the trail, in one read: they agree. The
-# window: the oldest ARGV[2] entries, the newest one, the newest checkpoint (an entry whose
-# action is audit.trim, looked for from the newest back), and every entry that may be a
-# state.reseed (a plain text search; the caller parses and checks what it gets). The trail
-# is never sent whole: a long one would be held in the gateway's memory.
+# The document (as _LOAD reads it) and the ends of the trail, in one read: they agree. The
+# oldest ARGV[2] entries and the newest one; the trail is never sent whole (a long one
+# would be held in the gateway's memory), and what lies between is scanned by _SCAN. And
+# whether the entry ARGV[3] (the newest one the last scan saw) is still there as it was
+# (ARGV[4]: the sha1 of its field): then only the entries past it are scanned again.
 _READ = Script(SMALL + """
 local doc = {false, small(KEYS[2]), 0}
 if redis.call('TYPE', KEYS[1])['ok'] == 'string' then
   local n = redis.call('STRLEN', KEYS[1])
   if n > tonumber(ARGV[1]) then doc[3] = n else doc[1] = redis.call('GET', KEYS[1]) end
 end
-if redis.call('TYPE', KEYS[3])['ok'] ~= 'stream' then return {doc, 0, {}, {}, {}, {}} end
-local function text(entry)
-  local f = entry[2]
-  if f[1] == 'e' and type(f[2]) == 'string' then return f[2] end
-  return ''
+if redis.call('TYPE', KEYS[3])['ok'] ~= 'stream' then return {doc, 0, {}, {}, 0} end
+local same = 0
+if ARGV[3] ~= '' then
+  local seen = redis.call('XRANGE', KEYS[3], ARGV[3], ARGV[3])
+  if #seen == 1 and seen[1][2][1] == 'e' and type(seen[1][2][2]) == 'string'
+      and redis.sha1hex(seen[1][2][2]) == ARGV[4] then same = 1 end
 end
-local oldest = redis.call('XRANGE', KEYS[3], '-', '+', 'COUNT', ARGV[2])
-local newest = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', 1)
-local ck, reseeds, hi = {}, {}, '+'
-local step = tonumber(ARGV[3])
-while true do
-  local chunk = redis.call('XREVRANGE', KEYS[3], hi, '-', 'COUNT', step)
-  for _, entry in ipairs(chunk) do
-    local e = text(entry)
-    if #ck == 0 and string.find(e, 'audit.trim', 1, true) then
-      local ok, v = pcall(cjson.decode, e)
-      if ok and type(v) == 'table' and v['action'] == 'audit.trim' then ck = {entry} end
-    end
-    if string.find(e, 'state.reseed', 1, true) then reseeds[#reseeds + 1] = entry end
-  end
-  if #chunk < step then break end
-  hi = '(' .. chunk[#chunk][1]
-end
-return {doc, redis.call('XLEN', KEYS[3]), oldest, newest, ck, reseeds}
+return {doc, redis.call('XLEN', KEYS[3]), redis.call('XRANGE', KEYS[3], '-', '+', 'COUNT', ARGV[2]),
+        redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', 1), same}
 """)
+
+# One step of the scan from the newest entry back (ARGV[1]: where, as XREVRANGE's end;
+# ARGV[2]: how many entries; ARGV[3]: where the scan ends, as XREVRANGE's start): the
+# newest checkpoint among them (an entry whose action is audit.trim), every entry that may
+# be a state.reseed (a plain text search; the caller parses and checks what it gets), and
+# where the next step starts ('': none). A step of its own: one script over a whole long
+# trail held up every other client (~0.8 s for 100k events, ~10 s for 1M: kills timed
+# out), a step takes a few milliseconds.
+_SCAN = Script("""
+if redis.call('TYPE', KEYS[1])['ok'] ~= 'stream' then return {'', {}, {}} end
+local step = tonumber(ARGV[2])
+local chunk = redis.call('XREVRANGE', KEYS[1], ARGV[1], ARGV[3], 'COUNT', step)
+local ck, reseeds = {}, {}
+for _, entry in ipairs(chunk) do
+  local f = entry[2]
+  local e = ''
+  if f[1] == 'e' and type(f[2]) == 'string' then e = f[2] end
+  if #ck == 0 and string.find(e, 'audit.trim', 1, true) then
+    local ok, v = pcall(cjson.decode, e)
+    if ok and type(v) == 'table' and v['action'] == 'audit.trim' then ck = {entry} end
+  end
+  if string.find(e, 'state.reseed', 1, true) then reseeds[#reseeds + 1] = entry end
+end
+local nxt = ''
+if #chunk == step then nxt = '(' .. chunk[#chunk][1] end
+return {nxt, ck, reseeds}
+""")
+#: entries one _SCAN step reads (a few ms of redis's time; a kill waits at most that long)
+SCAN_STEP = 500
+
+
+def _sid(entry: Any) -> tuple[int, int]:
+    """A stream entry's id as numbers (ids compare so)."""
+    ms, _, seq = bytes(entry[0]).partition(b"-")
+    return int(ms), int(seq or 0)
+
+
+def _field_sha(entry: Any) -> str:
+    flat = entry[1]
+    return hashlib.sha1(flat[1]).hexdigest() if len(flat) >= 2 and flat[0] == b"e" else ""
+
+
+@dataclass(frozen=True, slots=True)
+class _Scanned:
+    """What the last scan found, up to its newest entry (`newest`, whose field's sha1 is
+    `sha`), and the oldest entry then: a trail that only grew at its end and lost its
+    oldest entries since is scanned again only past `newest`."""
+
+    newest: Any
+    sha: str
+    oldest: tuple[int, int]
+    ck: list[Any]
+    reseeds: list[Any]
 
 # ARGV: sha1 of the document read, entries read, the first entry's id, the first kept
 # entry's id, the checkpoint, its hash, the new signed document, the channel, the size limit
@@ -105,6 +147,35 @@ class RedisTrim(RedisAudit):
     def _guess_head(self, head: str, at: tuple[int, int], doc: StateDoc) -> None:
         raise NotImplementedError  # (rediscommit.py's)
 
+    _scanned: _Scanned | None = None
+
+    async def _scan(self, first: list[Any], newest: list[Any], memo: _Scanned | None,
+                    conn: RespConnection) -> tuple[list[Any], list[Any]]:
+        """The newest checkpoint ([] or [entry]) and the entries that may be re-seeds, in
+        steps from the newest entry read back (an entry appended meanwhile is not looked
+        at: the trim script then finds the document changed), down to the last scan's
+        newest entry when `memo` (the last scan) still holds: its findings are kept then,
+        but for the entries trimmed since."""
+        if not first or not newest:
+            self._scanned = None
+            return [], []
+        oldest = _sid(first[0])
+        if memo is not None and oldest < memo.oldest:
+            memo = None  # (older entries than it saw: the trail was put back, scan it all)
+        ck: list[Any] = []
+        reseeds: list[Any] = []
+        at, low = newest[0][0], b"(" + memo.newest[0] if memo is not None else b"-"
+        while at and (memo is None or _sid(newest[0]) > _sid(memo.newest)):
+            at, found_ck, found = await self._script(
+                _SCAN, [self.k_audit], [at, str(SCAN_STEP), low], conn=conn)
+            ck = ck or found_ck
+            reseeds.extend(found)
+        if memo is not None:
+            ck = ck or [e for e in memo.ck if _sid(e) >= oldest]
+            reseeds += [e for e in memo.reseeds if _sid(e) >= oldest]
+        self._scanned = _Scanned(newest[0], _field_sha(newest[0]), oldest, ck, reseeds)
+        return ck, reseeds
+
     async def audit_trim(self, decide: Decide,
                          due: Due) -> tuple[TrimDecision, dict[str, Any] | None]:
         """If `due` says so from the trail's length and oldest event, read the trail and
@@ -118,13 +189,17 @@ class RedisTrim(RedisAudit):
         oldest = self._decode(first)
         if not due(int(count), oldest[0][1] if oldest else None):
             return TrimDecision(0, None, "not due"), None
-        doc_reply, count, *parts = await self._script(
+        memo = self._scanned
+        doc_reply, count, first_part, newest_part, same = await self._script(
             _READ, [self.k_state, self.k_gen, self.k_audit],
-            [str(MAX_DOC_BYTES), str(TRIM_BATCH + 1), "1000"],
-            timeout=self.timeout * 10, conn=conn)
+            [str(MAX_DOC_BYTES), str(TRIM_BATCH + 1), memo.newest[0] if memo else "",
+             memo.sha if memo else ""], conn=conn)
         loaded = self._loaded(doc_reply)
         doc = loaded.doc
         head = (doc.audit_head or None) if doc is not None else None
+        ck_part, reseed_part = await self._scan(
+            first_part, newest_part, memo if same == 1 else None, conn)
+        parts = (first_part, newest_part, ck_part, reseed_part)
 
         def decode_and_decide() -> tuple[list[tuple[str, dict[str, Any]]], TrimDecision]:
             oldest, newest, ck, reseeds = (self._decode(p) for p in parts)

@@ -20,7 +20,6 @@ from typing import Any, Protocol
 from gateway.config import AuditRetentionConfig
 from gateway.domain.audit import GENESIS, utc_now
 from gateway.domain.retention import (
-    TRIM_BATCH,
     Decide,
     Due,
     Retention,
@@ -33,9 +32,12 @@ from gateway.log import event
 from gateway.state.mirror import AuditMirror
 from gateway.state.signing import Keyring
 
-__all__ = ["AuditRetention", "Trimmer"]
+__all__ = ["CONFLICT_RETRIES", "AuditRetention", "Trimmer"]
 
 log = logging.getLogger("killgate.state")
+
+#: a look reads the trail again at once this many times when a write lands meanwhile
+CONFLICT_RETRIES = 3
 
 
 class Trimmer(Protocol):
@@ -62,8 +64,8 @@ class AuditRetention:
     async def trim_once(self, going_on: bool = False) -> tuple[TrimDecision,
                                                               dict[str, Any] | None]:
         """One look: the decision and the checkpoint appended (None: nothing removed).
-        `going_on`: right after a trim of TRIM_BATCH, back to the bound whether or not the
-        trail is still 10% past it. Raises StateError (StoreConflict: the store moved)."""
+        `going_on`: right after a trim held back by its batch, back to the bound whether
+        or not the trail is still 10% past it. Raises StateError (StoreConflict: the store moved)."""
         now = time.time()
 
         def due(count: int, oldest: dict[str, Any] | None) -> bool:
@@ -93,15 +95,23 @@ class AuditRetention:
         return decision, ev
 
     async def look(self) -> int:
-        """One look: trims until the bound is reached (TRIM_BATCH at a time, the next at
+        """One look: trims until the bound is reached (a batch at a time, the next at
         once); how many trims were made. Raises StateError as trim_once does."""
-        going_on, made = False, 0
+        going_on, made, conflicts = False, 0, 0
         for _ in range(500):  # (a long trail: one batch after another)
-            decision, ev = await self.trim_once(going_on)
+            try:
+                decision, ev = await self.trim_once(going_on)
+            except StoreConflict:
+                # (a write landed while the trail was read: on a busy fleet, at every look
+                # of a long trail. Read again at once: the store reads only what is new)
+                conflicts += 1
+                if conflicts > CONFLICT_RETRIES:
+                    raise
+                continue
             if ev is None:
                 break
-            made += 1
-            if decision.remove < TRIM_BATCH:
+            made, conflicts = made + 1, 0
+            if not decision.more:  # (the bound is reached, or held back: no batch more)
                 break
             going_on = True
         return made

@@ -66,10 +66,19 @@ function newestCheckpoint(events) {
 
 // Every event, paging back through the whole trail (the "verify all" button). A trim that
 // lands between two pages moves the trail's start past the pages read, with a checkpoint
-// newer than the first: read once more before calling that a break.
+// newer than the first: read again before calling that a break, as long as the head moved
+// meanwhile (a look trims batch after batch on a long trail: once was not enough), as
+// `killgate audit verify` does.
+const READS_AGAIN = 5;
+
 export async function verifyAll() {
-  const res = await verifyAllOnce();
-  return res.ok ? res : verifyAllOnce();
+  let res = await verifyAllOnce();
+  for (let i = 0; i < READS_AGAIN && !res.ok; i++) {
+    const was = res.readHead;
+    res = await verifyAllOnce();
+    if (res.readHead === was) break;
+  }
+  return res;
 }
 
 async function verifyAllOnce() {
@@ -85,12 +94,12 @@ async function verifyAllOnce() {
   const res = await verifyChain(events, head);
   if (res.ok && !res.reachesStart) {
     const cp = newestCheckpoint(events);
-    return {ok: false, checked: res.checked, eventId: "(oldest)",
+    return {ok: false, checked: res.checked, eventId: "(oldest)", readHead: head,
             problem: cp ? `the oldest event does not continue the newest trim checkpoint ` +
               `(${cp.id}, ${cp.time}): events were deleted past it without a signed checkpoint`
               : "the oldest event does not start the chain"};
   }
-  return res;
+  return {...res, readHead: head};
 }
 
 function target(t) {
