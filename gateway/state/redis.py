@@ -33,7 +33,7 @@ from gateway.domain.statedoc import StateDoc
 from gateway.errors import StoreUnavailable
 from gateway.log import event
 from gateway.state.rediscommit import RedisCommits
-from gateway.state.redislink import SMALL, Script
+from gateway.state.redislink import DOC, SMALL, Script
 from gateway.state.redistrim import RedisTrim
 from gateway.state.resp import RespConnection, RespError
 from gateway.state.sentinels import master_named
@@ -77,12 +77,7 @@ return {redis.call('MGET', KEYS[1])[1], gen, 0, events}
 # The state document (as _LOAD reads it) and the newest audit entries, in one read: a
 # commit writes both in one script, so the head the document anchors and the newest
 # entry agree unless someone appended entries without the signing key.
-_NEWEST = Script(SMALL + """
-local doc = {false, small(KEYS[2]), 0}
-if redis.call('TYPE', KEYS[1])['ok'] == 'string' then
-  local n = redis.call('STRLEN', KEYS[1])
-  if n > tonumber(ARGV[1]) then doc[3] = n else doc[1] = redis.call('GET', KEYS[1]) end
-end
+_NEWEST = Script(SMALL + DOC + """
 local entries = {}
 if redis.call('TYPE', KEYS[3])['ok'] == 'stream' then
   entries = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', ARGV[2])

@@ -59,6 +59,17 @@ local function small(key)
 end
 """
 
+#: Lua, after SMALL: `doc`, the state document as _LOAD reads it, from KEYS[1] (the
+#: document) and KEYS[2] (its generation): {the document or false, the generation, 0}, or
+#: {false, the generation, its size} for a document over the size limit ARGV[1], not sent
+DOC = """
+local doc = {false, small(KEYS[2]), 0}
+if redis.call('TYPE', KEYS[1])['ok'] == 'string' then
+  local n = redis.call('STRLEN', KEYS[1])
+  if n > tonumber(ARGV[1]) then doc[3] = n else doc[1] = redis.call('GET', KEYS[1]) end
+end
+"""
+
 
 class Script:
     def __init__(self, text: str) -> None:

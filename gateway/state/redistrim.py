@@ -24,7 +24,7 @@ from gateway.domain.retention import TRIM_BATCH, Decide, Due, TrimDecision, Trim
 from gateway.domain.statedoc import StateDoc
 from gateway.errors import AuditError, StoreConflict
 from gateway.state.redisaudit import RedisAudit
-from gateway.state.redislink import OWN, SMALL, Script
+from gateway.state.redislink import DOC, OWN, SMALL, Script
 from gateway.state.resp import RespConnection
 from gateway.state.store import MAX_DOC_BYTES, Loaded
 
@@ -40,12 +40,7 @@ return {redis.call('XLEN', KEYS[1]), redis.call('XRANGE', KEYS[1], '-', '+', 'CO
 # would be held in the gateway's memory), and what lies between is scanned by _SCAN. And
 # whether the entry ARGV[3] (the newest one the last scan saw) is still there as it was
 # (ARGV[4]: the sha1 of its field): then only the entries past it are scanned again.
-_READ = Script(SMALL + """
-local doc = {false, small(KEYS[2]), 0}
-if redis.call('TYPE', KEYS[1])['ok'] == 'string' then
-  local n = redis.call('STRLEN', KEYS[1])
-  if n > tonumber(ARGV[1]) then doc[3] = n else doc[1] = redis.call('GET', KEYS[1]) end
-end
+_READ = Script(SMALL + DOC + """
 if redis.call('TYPE', KEYS[3])['ok'] ~= 'stream' then return {doc, 0, {}, {}, 0} end
 local same = 0
 if ARGV[3] ~= '' then
