@@ -155,7 +155,10 @@ class Gateway(GatewayParts):
         `closed` is called then, before the `stopped` line (a group's worker tells its
         supervisor: read past that line, the worker is known to be done)."""
         self.draining = True  # (/readyz: 503 from now on)
-        delay = self.loaded.config.server.shutdown_delay
+        # (`server` applies at a restart, as /v1/status says of a reload that changed it:
+        # the stop keeps the settings the process started with, as Envoy's drain flags do)
+        started = self.watcher.started if self.watcher is not None else self.loaded
+        delay = started.config.server.shutdown_delay
         if delay > 0 and self.started:
             event(log, "phase", phase="unready", serving_s=delay)
             if self._listener is not None:
@@ -163,7 +166,7 @@ class Gateway(GatewayParts):
             # (still serving: load balancers take us out first)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._hurry.wait(), delay)
-        timeout = self.loaded.config.server.drain_timeout
+        timeout = started.config.server.drain_timeout
         event(log, "phase", phase="draining", inflight=self.inflight.count, timeout_s=timeout)
         # Stop accepting; answers in progress finish (up to drain_timeout), then close.
         drained = True
