@@ -14,13 +14,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 from collections.abc import Callable
+from functools import partial
 
 from gateway.admin.auth import Authenticator
 from gateway.configfile import LoadedConfig, state_file_problems
+from gateway.control.probes import Kept
 from gateway.control.reload import ConfigWatcher
 from gateway.errors import ConfigError, Problem
+from gateway.forwarded import ClientAddress
 from gateway.log import event
 from gateway.startup import GatewayParts
 from gateway.state.signing import refuse_unreadable_keys
@@ -35,6 +39,13 @@ def _state_files(loaded: LoadedConfig) -> tuple[object, ...]:
     """The settings `state_file_problems` reads."""
     cfg = loaded.config
     return cfg.state, cfg.server.access_log, cfg.telemetry.access_log.path
+
+
+def _step_failed(loaded: LoadedConfig, step: str, exc: Exception) -> str:
+    event(log, "config_apply_step_failed", logging.ERROR, step=step, config=loaded.digest,
+          exc=exc, consequence="the new config is live and the reload applied; this step "
+                               "did not complete: a restart runs it in full")
+    return step
 
 
 class Gateway(GatewayParts):
@@ -112,34 +123,94 @@ class Gateway(GatewayParts):
         unchanged backends keep their pools and health; pools of removed backends close
         once their in-flight exchanges finish. Overrides and kills are state, not config:
         they survive (latched) until released or lifted.
+
+        All or nothing up to the swap: what can refuse the file runs before it, and a
+        failure there puts back what it touched (the health records and probers), so the
+        reload is refused with the old config whole in force. After the swap the file is
+        live: a step that fails then is logged (`config_apply_step_failed`, an ERROR naming
+        it), the others still run, and the reload is applied, the step in its warnings.
         """
         old = self.loaded
         assert self.health is not None and self.upstreams is not None
         kept = self.health.kept()
-        await self.health.configure(loaded.config)
+        step = "admin.trusted_proxies"
         try:
+            client_address = trusted(loaded)
+            step = "the health round of its backends"
+            await self.health.configure(loaded.config)
             # again, against the document as it is now: a rollback latched during the health
             # round (to a version this file drops) would otherwise be undone by the swap
+            step = "the check against the recorded history"
             self.history.check(loaded)
-        except ConfigError:  # (the old records back: ejections of versions it dropped)
+            step = "building its routing table"
+            self.holder.set_config(loaded)  # (no await between the check and the swap)
+        except Exception as exc:  # (refused whole; or, swapped, a step after it failed)
+            if self.holder.loaded is loaded:  # (swapped: what followed it in set_config)
+                failed = [_step_failed(loaded, "the routing table's swap", exc)]
+            else:  # (the old records back: ejections of versions it dropped, check streaks)
+                await self._health_back(old, kept)
+                if isinstance(exc, ConfigError):
+                    raise
+                event(log, "config_apply_failed", logging.ERROR, step=step,
+                      config=loaded.digest, running=old.digest, exc=exc)
+                raise ConfigError([Problem("", f"{step} failed ({type(exc).__name__}); the "
+                                               "running config stays in force; see the log "
+                                               "(config_apply_failed)")]) from exc
+        else:
+            failed = []
+        warnings: list[str] = []
+
+        async def audited() -> None:
+            warnings.extend(await self.history.reloaded(old, loaded))
+
+        steps: list[tuple[str, Callable[[], object]]] = [
+            ("the data plane's client address rule", partial(self._client_address,
+                                                             client_address)),
+            ("the admin API's settings", partial(self._admin_settings, loaded)),
+            # (the shadow copies' own pools too: a shadow redeployed at another URL, or a
+            # primary moved, kept its idle connections and pool for good)
+            ("retiring the pools of removed backends", self._retire_pools),
+            ("recording its versions in the route history", lambda: self.history.record(loaded)),
+            ("auditing the config change", audited),
+            *((f"handing it to {getattr(fn, '__module__', '')}."
+               f"{getattr(fn, '__qualname__', repr(fn))}", partial(fn, loaded))
+              for fn in self.config_applied)]
+        for name, run in steps:
+            try:
+                done = run()
+                if inspect.isawaitable(done):
+                    await done
+            except Exception as exc:  # noqa: BLE001 - the file is live: the others still run
+                failed.append(_step_failed(loaded, name, exc))
+        if self.watcher is not None:  # (/v1/status: config.warnings)
+            self.watcher.outcome.warnings = warnings + [
+                f"the config is live, but {name} failed: see the log (config_apply_step_failed)"
+                for name in failed]
+
+    async def _health_back(self, old: LoadedConfig, kept: Kept) -> None:
+        """A reload refused before its swap: the health records and probers of `old` back."""
+        assert self.health is not None
+        try:
             await self.health.configure(old.config, kept=kept)
-            raise
-        self.holder.set_config(loaded)  # (no await between the check and the swap)
+        except Exception as exc:  # noqa: BLE001 - the refusal is what the caller reports
+            event(log, "config_restore_failed", logging.ERROR, step="health records",
+                  running=old.digest, exc=exc,
+                  consequence="health checks may not match the running config until the "
+                              "next reload or restart")
+
+    def _client_address(self, rule: ClientAddress | None) -> None:
         if self.proxy is not None:
-            self.proxy.client_address = trusted(loaded)
+            self.proxy.client_address = rule
+
+    def _admin_settings(self, loaded: LoadedConfig) -> None:
         if self.admin_api is not None:
             self.admin_api.reconfigure(loaded, self._checked_auth)
+
+    def _retire_pools(self) -> None:
+        assert self.upstreams is not None
         origins = {t.origin for p in self.holder.table.routes for t in p.targets.values()}
         self.upstreams.retire_except(origins)
-        # (the shadow copies' own pools too: a shadow redeployed at another URL, or a
-        # primary moved, kept its idle connections and pool for good)
         self.mirror.upstreams.retire_except(origins)
-        await self.history.record(loaded)
-        warnings = await self.history.reloaded(old, loaded)
-        if self.watcher is not None:
-            self.watcher.outcome.warnings = warnings  # (/v1/status: config.warnings)
-        for fn in self.config_applied:
-            fn(loaded)
 
     # ------------------------------------------------------------------ shutdown
 
@@ -155,7 +226,10 @@ class Gateway(GatewayParts):
         `closed` is called then, before the `stopped` line (a group's worker tells its
         supervisor: read past that line, the worker is known to be done)."""
         self.draining = True  # (/readyz: 503 from now on)
-        delay = self.loaded.config.server.shutdown_delay
+        # (`server` applies at a restart, as /v1/status says of a reload that changed it:
+        # the stop keeps the settings the process started with, as Envoy's drain flags do)
+        started = self.watcher.started if self.watcher is not None else self.loaded
+        delay = started.config.server.shutdown_delay
         if delay > 0 and self.started:
             event(log, "phase", phase="unready", serving_s=delay)
             if self._listener is not None:
@@ -163,7 +237,7 @@ class Gateway(GatewayParts):
             # (still serving: load balancers take us out first)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._hurry.wait(), delay)
-        timeout = self.loaded.config.server.drain_timeout
+        timeout = started.config.server.drain_timeout
         event(log, "phase", phase="draining", inflight=self.inflight.count, timeout_s=timeout)
         # Stop accepting; answers in progress finish (up to drain_timeout), then close.
         drained = True

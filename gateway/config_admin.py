@@ -18,6 +18,7 @@ from gateway.config_types import (
     Frozen,
     Listen,
     SecretEnv,
+    at_least,
     at_most,
     check_http_url,
     is_loopback,
@@ -75,6 +76,10 @@ class ScopedKeyConfig(Frozen):
         return self
 
 
+_REFETCH_FLOOR = at_least(1.0, "tokens with ever new kids, which need no valid signature, "
+                          "would each start a fetch of the key set")
+_REFRESH_FLOOR = at_least(1.0, "every admin call, kills included, would wait for a fetch "
+                          "of the key set, as slow as the identity provider")
 _REFETCH = at_most(3600.0, "a key the identity provider just rotated in would be refused "
                    "that long")
 _REFRESH = at_most(24 * 3600.0, "a key the identity provider revoked would stay trusted "
@@ -94,9 +99,9 @@ class AuthConfig(Frozen):
     max_token_age: Duration = 24 * 3600.0
     max_token_lifetime: Duration = 24 * 3600.0
     #: for an unknown kid, at most this often
-    jwks_min_refetch_interval: Annotated[Duration, _REFETCH] = 30.0
+    jwks_min_refetch_interval: Annotated[Duration, _REFETCH_FLOOR, _REFETCH] = 30.0
     #: the key set is refetched when older than this
-    jwks_refresh_interval: Annotated[Duration, _REFRESH] = 300.0
+    jwks_refresh_interval: Annotated[Duration, _REFRESH_FLOOR, _REFRESH] = 300.0
     #: further HS256 secrets, each limited to some scopes (tokens name one by `kid`)
     scoped_keys: list[ScopedKeyConfig] = Field(default_factory=list, max_length=64)
 

@@ -23,6 +23,7 @@ from gateway.config_types import (
     Duration,
     Frozen,
     Timeouts,
+    at_least,
     at_most,
     check_http_url,
     finite,
@@ -208,6 +209,13 @@ STATS_KEEP_S = 900
 
 _WINDOW = at_most(float(STATS_KEEP_S), "the per-request statistics a verdict reads are kept "
                   "that long")
+_WINDOW_FLOOR = at_least(1.0, "a shorter window holds too few answers to judge a canary; "
+                         "0s judges none, and the canary is never rolled back")
+_INTERVAL_FLOOR = at_least(0.1, "each round is a store round trip per route; the rollout "
+                           "loop runs no faster")
+#: a canary must see this many answers in a window of at most 15m to be judged (more would be
+#: over 1000 answers a second to the canary: a typo that leaves it never judged)
+MAX_MIN_REQUESTS = 1_000_000
 _INTERVAL = at_most(3600.0, "a failing canary would wait that long for its rollback")
 _SLACK = at_most(60.0, "a slack that large would pass any latency")
 _STEP = at_most(24 * 3600.0, "a rollout step longer than a day is a typo more often than a "
@@ -215,9 +223,9 @@ _STEP = at_most(24 * 3600.0, "a rollout step longer than a day is a typo more of
 
 
 class AnalysisConfig(Frozen):
-    window: Annotated[Duration, _WINDOW] = 60.0
-    interval: Annotated[Duration, _INTERVAL] = 10.0
-    min_requests: int = Field(default=50, ge=1)
+    window: Annotated[Duration, _WINDOW_FLOOR, _WINDOW] = 60.0
+    interval: Annotated[Duration, _INTERVAL_FLOOR, _INTERVAL] = 10.0
+    min_requests: int = Field(default=50, ge=1, le=MAX_MIN_REQUESTS)
     max_error_rate_increase: float = Field(default=0.05, ge=0, le=1)
     max_p99_ratio: float = Field(default=1.5, gt=0)
     # differences smaller than this never fail a canary (1 ms vs 2 ms is noise, not a ratio)

@@ -33,6 +33,7 @@ __all__ = [
     "Listen",
     "SecretEnv",
     "Timeouts",
+    "at_least",
     "at_most",
     "check_http_url",
     "finite",
@@ -149,6 +150,20 @@ def at_most(limit: float, why: str = "") -> AfterValidator:
         if v > limit:
             raise ValueError(f"must be at most {_human(limit)}{f' ({why})' if why else ''}; "
                              "is the unit right (m is minutes, h hours)?")
+        return v
+
+    return AfterValidator(check)
+
+
+def at_least(floor: float, why: str) -> AfterValidator:
+    """A field's check that its duration is at least `floor` seconds
+    (`Annotated[Duration, at_least(1.0, why), at_most(...)]`), where a shorter one (`0s`
+    typed by a tired hand) would make the gateway busy or blind; the error says why (`why`)."""
+
+    def check(v: float) -> float:
+        if v < floor:
+            shown = _human(floor) if floor >= 1 else f"{floor * 1000:g}ms"
+            raise ValueError(f"must be at least {shown} ({why})")
         return v
 
     return AfterValidator(check)

@@ -93,3 +93,26 @@ async def test_the_events_queue_size_waits_for_a_restart(tmp_path: Path, backend
         await wait_until(lambda: g.gw.watcher.outcome.loaded_digest != old, 10, what="reload")
         assert g.gw.watcher.outcome.restart_required == ["events.queue"]
         assert g.gw.events._queue is not None and g.gw.events._queue.maxsize == 1000
+
+
+async def test_a_stop_keeps_the_drain_settings_the_process_started_with(
+        tmp_path: Path, backends, caplog: pytest.LogCaptureFixture) -> None:
+    """server.shutdown_delay and drain_timeout were read at the stop from the config a
+    reload put live, while /v1/status said RESTART REQUIRED for `server`: a reload that
+    lowered shutdown_delay to 0s took the process out of its load balancer at once."""
+    p1, p2 = await backends(echo_app("v1")), await backends(echo_app("v2"))
+    cfg = write_config(tmp_path, two_versions(p1, p2),
+                       extra="server: {shutdown_delay: 100ms, drain_timeout: 2s}\n")
+    caplog.set_level("INFO", logger="killgate")
+    async with running_gateway(cfg) as g:
+        old = g.gw.loaded.digest
+        cfg.write_text(write_config(tmp_path, two_versions(p1, p2), name="next.yaml",
+                                    extra="server: {shutdown_delay: 0s, drain_timeout: 9s}\n"
+                                    ).read_text())
+        g.gw.request_reload()
+        await wait_until(lambda: g.gw.watcher.outcome.loaded_digest != old, 10, what="reload")
+        assert g.gw.watcher.outcome.restart_required == ["server"]
+    phases = {r.kg_fields["phase"]: r.kg_fields for r in caplog.records  # type: ignore[attr-defined]
+              if r.getMessage() == "phase"}
+    assert phases["unready"]["serving_s"] == 0.1, phases
+    assert phases["draining"]["timeout_s"] == 2.0, phases

@@ -5,7 +5,8 @@ whether the kill state was ever loaded) with the table built from them, as one f
 `Held` value. Any change builds the new table aside from the new inputs and replaces the
 whole value in one assignment: if building raises, nothing changed (doc, config and table
 stay as they were). Listeners hear (old, new) after each swap (used to abort in-flight
-requests covered by a new kill). Requests read `holder.table` once and keep that table.
+requests covered by a new kill); one that raises is logged and the others still hear it.
+Requests read `holder.table` once and keep that table.
 """
 
 from __future__ import annotations
@@ -96,8 +97,13 @@ class TableHolder:
                              nxt.state_unknown, nxt.ejected))
         self.held = replace(nxt, table=table)  # the one assignment
         _warn_unservable(old.table, table)
-        for fn in self._listeners:
-            fn(old.table, table)
+        for fn in self._listeners:  # (the table is live: one that fails stops no other)
+            try:
+                fn(old.table, table)
+            except Exception as exc:  # noqa: BLE001 - logged with its traceback
+                event(log, "table_listener_failed", logging.ERROR,
+                      listener=getattr(fn, "__qualname__", repr(fn)), exc=exc,
+                      consequence="the new routing table is live; this listener missed it")
 
     def apply_doc(self, doc: StateDoc) -> bool:
         """Adopt `doc` if it is newer than what we hold; duplicates and stale ones are no-ops."""
