@@ -100,3 +100,16 @@ def test_render_of_records_of_other_shapes_is_no_traceback() -> None:
                {"differences": {"kind": "x"}, "primary": ["\x1b[2J"], "shadow": {}}]}
     text = render(rep)
     assert "DISAGREEMENTS" in text and "text 1" in text and "\x1b" not in text
+
+
+def test_render_says_the_gate_counts_requests_the_primary_answered_2xx_only() -> None:
+    """The report's own agreement counts every comparison; the gate's only those of
+    requests the primary answered 2xx: the line says which, and how many others there were."""
+    rep = {"route": "iris", "version": "v2", "compared": 150, "agreed": 150, "agreement": 1.0,
+           "gate": {"open": True, "compared": 50, "agreed": 50, "failures": 0,
+                    "agreement": 1.0, "other_status": 100}}
+    text = render(rep)
+    assert "agreement 100.0% (150 of 150 compared" in text, text
+    assert "gate: open (100.0% agreed of 50 counted, 0 of them copies the shadow failed, only " \
+        "requests the primary answered 2xx; 100 compared with another status of the " \
+        "primary's not counted)" in text, text

@@ -97,8 +97,8 @@ def test_an_agreement_exactly_at_the_bar_opens_the_gate(need: float) -> None:
         for i in range(n):
             t.outcome("agreed" if i < agreed else "disagreed", (), 0.01, 0.01, {})
         assert gate(rc, t) is None, (n, gate(rc, t))
-        t.outcomes["agreed"] -= 1
-        t.outcomes["disagreed"] += 1
+        t.ok_outcomes["agreed"] -= 1  # (the gate's: of requests the primary answered 2xx)
+        t.ok_outcomes["disagreed"] += 1
         assert gate(rc, t) is not None  # one fewer is below it
 
 
@@ -109,10 +109,32 @@ def test_the_refusal_tells_the_agreement_from_the_bar() -> None:
     rc = parse_config_text(ROUTE.replace("min_shadow_agreement: 0.8",
                                          "min_shadow_agreement: 0.9999")).routes[0]
     t = Tally("v2", "s")
-    t.outcomes = {"agreed": 99_989, "disagreed": 11}
+    t.ok_outcomes = {"agreed": 99_989, "disagreed": 11}
     why = gate(rc, t) or ""
     assert "on 99989 of 100000 compared requests (99.989%)" in why, why
     assert "needs 99.990% over at least 5" in why, why
-    t.outcomes = {"agreed": 4, "disagreed": 3}  # (apart at one decimal: as before)
+    t.ok_outcomes = {"agreed": 4, "disagreed": 3}  # (apart at one decimal: as before)
     why = gate(rc, t) or ""
     assert "(57.1%)" in why and "needs 100.0%" in why, why
+
+
+def test_the_gate_counts_requests_the_primary_answered_2xx_only() -> None:
+    """Both sides' 401 (or 422, or 503) agree and say nothing of the model: they met
+    `min_shadow_compared` with no model answer compared. The gate counts the comparisons,
+    and the copies the shadow failed, of requests the primary answered 2xx only, and its
+    refusal says how many others there were; the report's own counts keep them all."""
+    rc = parse_config_text(ROUTE).routes[0]
+    t = Tally("v2", "s")
+    for _ in range(10):
+        t.outcome("agreed", (), 0.01, 0.01, {}, primary_ok=False)
+        t.failed("timeout", primary_ok=False)
+    assert gate_counts(t) == (0, 0, {})
+    why = gate(rc, t) or ""
+    assert "no comparison of its answers is known yet" in why and "counting only requests " \
+        "the primary answered 2xx; 10 compared requests the primary answered with another " \
+        "status (a 4xx, a 5xx) do not count" in why, why
+    for _ in range(5):
+        t.outcome("agreed", (), 0.01, 0.01, {}, primary_ok=True)
+    assert gate_counts(t) == (5, 5, {}) and gate(rc, t) is None
+    assert Tally.from_json(t.to_json()).ok_outcomes == {"agreed": 5}
+    assert gate_counts(Tally.from_json(t.to_json())) == (5, 5, {})

@@ -7,6 +7,7 @@ import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import pytest
 from aiohttp import ClientSession, web
 
 from tests.conftest import bearer, running_gateway, wait_until, write_config
@@ -83,3 +84,68 @@ async def test_a_shadow_that_fails_its_copies_does_not_pass_the_gate(
                 "the 18 copies the shadow failed (answer_too_large 18) as compared and not " \
                 "agreed" in msg, msg
         assert "iris" not in g.gw.holder.doc.overrides
+
+
+def guarded_app() -> web.Application:
+    """A model behind a token: 401 (the same answer from either version) without it, the
+    reference answer with it."""
+    async def infer(req: web.Request) -> web.StreamResponse:
+        body = await req.read()
+        if req.headers.get("authorization") != "Bearer ok":
+            return web.json_response({"error": "unauthorized"}, status=401)
+        x = int(json.loads(body)["inputs"][0]["data"][0])
+        return web.json_response({"model_name": "iris", "outputs": [
+            {"name": "probs", "shape": [1, 3], "datatype": "FP32", "data": classify(x)}]})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", infer)
+    return app
+
+
+@pytest.mark.timeout(30)
+async def test_answers_both_sides_refused_alike_do_not_open_the_gate(
+        tmp_path: Path, backends: Start, session: ClientSession) -> None:
+    """100 requests both versions answered 401 (a scanner, a client without its token)
+    counted as 100 agreements, so `min_shadow_compared: 100` was met without one model
+    answer compared and the shadow could be given traffic. The gate counts only requests
+    the primary answered 2xx; the report shows the others apart (`other_status`)."""
+    p1, p2 = await backends(guarded_app()), await backends(guarded_app())
+    cfg = write_config(tmp_path, routes(p1, p2).replace("min_shadow_compared: 10",
+                                                        "min_shadow_compared: 100"))
+    url = "/v2/models/iris/infer"
+    async with running_gateway(cfg) as g:
+        async def sent(n: int, headers: dict[str, str], status: int,
+                       total: int) -> dict:  # type: ignore[type-arg]
+            for x in range(n):
+                async with session.post(g.url + url, data=v2_request(x), headers=headers) as r:
+                    assert r.status == status
+                    await r.read()
+
+            async def rep() -> dict | None:  # type: ignore[type-arg]
+                async with session.get(g.admin + "/v1/routes/iris/shadow", headers=READ) as r:
+                    d = dict(await r.json())
+                return d if d["compared"] == total else None
+            return await wait_until(rep, 10, what=f"{total} compared")  # type: ignore[no-any-return]
+
+        out = await sent(100, {}, 401, 100)
+        assert (out["compared"], out["agreed"]) == (100, 100)  # the report's own: all of them
+        gate = out["gate"]
+        assert gate["open"] is False, gate
+        assert (gate["compared"], gate["agreed"], gate["other_status"]) == (0, 0, 100), gate
+        weights = {"weights": {"v1": 90, "v2": 10}, "reason": "canary"}
+        async with session.put(g.admin + "/v1/routes/iris/weights", headers=ROLLOUT,
+                               json=weights) as r:
+            body = await r.json()
+            assert (r.status, body["error"]["type"]) == (409, "shadow_agreement"), body
+            msg = body["error"]["message"]
+            assert "no comparison of its answers is known yet" in msg, msg
+            assert "counting only requests the primary answered 2xx; 100 compared requests " \
+                "the primary answered with another status (a 4xx, a 5xx) do not count" in msg, msg
+        assert "iris" not in g.gw.holder.doc.overrides
+        # model answers compared: the gate opens on them
+        out = await sent(100, {"authorization": "Bearer ok"}, 200, 200)
+        assert out["gate"]["open"] is True, out["gate"]
+        assert out["gate"]["compared"] == 100
+        async with session.put(g.admin + "/v1/routes/iris/weights", headers=ROLLOUT,
+                               json=weights) as r:
+            assert r.status == 200, await r.text()

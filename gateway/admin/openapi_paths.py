@@ -112,7 +112,8 @@ def shadow(route_s: dict[str, Any]) -> dict[str, Any]:
                   "whether the shadow may get traffic; its `compared` counts the copies the "
                   "shadow failed (`failures`: timeout, reset, malformed, connect, "
                   "answer_too_large) as compared and not agreed, and its `agreement` is "
-                  "agreed / that `compared`"},
+                  "agreed / that `compared`; both of requests the primary answered 2xx only "
+                  "(`other_status`: the comparisons of the others, not counted)"},
          "disagreements": {"type": "array", "items": item}})
     get = op["get"]
     get["parameters"] = [

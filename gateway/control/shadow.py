@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from gateway.config import Config, RouteConfig
-from gateway.domain.promotiongate import gate, gate_counts, promotion_refusal
+from gateway.domain.promotiongate import gate, gate_counts, other_status, promotion_refusal
 from gateway.domain.shadowstats import Tally, merge, report
 from gateway.domain.statedoc import Change, StateDoc, apply_change
 from gateway.domain.verdict import spec_for
@@ -173,11 +173,13 @@ class ShadowResults:
                      limit)
         if rc.analysis is not None and rc.analysis.min_shadow_agreement is not None:
             why = gate(rc, fleet)
-            counted, agreed, failed = gate_counts(fleet)  # (failed copies count as compared)
+            # (failed copies count as compared; only of requests the primary answered 2xx)
+            counted, agreed, failed = gate_counts(fleet)
             out["gate"] = {"min_agreement": rc.analysis.min_shadow_agreement,
                            "min_compared": rc.analysis.min_shadow_compared,
                            "compared": counted, "agreed": agreed,
                            "failures": sum(failed.values()),
+                           "other_status": other_status(fleet),
                            "agreement": round(agreed / counted, 6) if counted else None,
                            "open": why is None, "reason": why}
         return out

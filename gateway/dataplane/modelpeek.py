@@ -1,8 +1,10 @@
 """Routing by the body's `model`: the body read as far as the lookup needs, then routed.
 
 Owns what the proxy does for a request whose route may be chosen by its JSON body's
-`model` field: a charset other than UTF-8 or a Content-Encoding refused (400), a body in
-memory looked up at once, a larger one peeked at (at most `model_peek_bytes`, charged to
+`model` field, or whose route has a version that rewrites it (a version's `model`: the
+field is located here, and rewritten for whichever version, or shadow, gets the body): a
+charset other than UTF-8 or a Content-Encoding refused (400), a body in memory looked up
+at once, a larger one peeked at (at most `model_peek_bytes`, charged to
 `server.model_peek_memory`: past it 503, retry), bounded by the longest total timeout of
 any route (408), then routed on the table read again (a kill may have come meanwhile).
 A base of `proxy.Proxy`, whose `_route` takes the result.
@@ -37,19 +39,22 @@ class ModelPeek(Answers):
 
     def _by_model(self, req: Request, table: RouteTable, path: str, target: bytes,
                   host: str) -> None:
-        """A route may match by the body's `model`: read it (peeking when it is not all in)."""
+        """A route may match by the body's `model`, or rewrite it: read it (peeking when it is
+        not all in)."""
         headers = req.headers
         charset = declared_charset(headers.get("content-type"))
         if charset is not None and charset not in ("utf-8", "utf8"):
-            self._bad(req, "model_body", f"the body is declared {charset!r}; a route chosen by "
-                      "the body's 'model' reads JSON as UTF-8 only")
+            self._bad(req, "model_body", f"the body is declared {charset!r}; the body's 'model' "
+                      "(read to route by it, or to rewrite it for a version's 'model') is read "
+                      "in JSON as UTF-8 only")
             return
         coding = headers.get("content-encoding")
         if coding is not None and coding.strip(" \t").lower() not in ("", "identity"):
             # (its `model` is not in the bytes as they came, and a backend that decodes
             # request bodies, aiohttp's server does, reads one: a catch-all's, say)
-            self._bad(req, "model_body", "the body has a Content-Encoding; a route chosen by "
-                      "the body's 'model' reads it uncompressed only")
+            self._bad(req, "model_body", "the body has a Content-Encoding; the body's 'model' "
+                      "(read to route by it, or to rewrite it for a version's 'model') is read "
+                      "in an uncompressed body only")
             return
         if req.body_done and req.body_size <= self.peek_bytes:
             self._peeked(req, table, path, target, host, req.body(), True)

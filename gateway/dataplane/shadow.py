@@ -209,7 +209,7 @@ class Mirror:
             if isinstance(first, BaseException):
                 if isinstance(first, asyncio.CancelledError):
                     raise first
-                tally.failed(failure(first))
+                tally.failed(failure(first), 200 <= primary.status < 300)
                 return
             answer, shadow_s = first
             again = second[0] if isinstance(second, tuple) else None

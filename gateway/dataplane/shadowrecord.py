@@ -129,7 +129,8 @@ async def compare(loop: asyncio.AbstractEventLoop, tally: Tally, sh: ShadowConfi
         tally.noise(v.noise)
     if sh.noise is not None:
         tally.observed(v.result)
-    tally.outcome(v.outcome, v.left, primary_s, shadow_s, v.result.detail)
+    tally.outcome(v.outcome, v.left, primary_s, shadow_s, v.result.detail,
+                  200 <= primary.status < 300)
     if text is not None:
         tally.disagreement(text, sh.disagreements)
 

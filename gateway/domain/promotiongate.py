@@ -1,7 +1,8 @@
 """The shadow promotion gate: a shadow gets traffic only once it agreed enough.
 
 Owns the rule of `analysis.min_shadow_agreement` / `min_shadow_compared`: what the gate
-counts (comparisons, and the copies the shadow failed as compared and not agreed), why a
+counts (comparisons, and the copies the shadow failed as compared and not agreed, of
+requests the primary answered 2xx only), why a
 route's shadow may not get traffic now (`gate`), and which state changes that rule refuses
 (`promotion_refusal`: a promote, weights or rollback giving the shadow traffic). Reads a
 fleet `Tally` (shadowstats.py). Pure: no I/O.
@@ -15,7 +16,7 @@ from gateway.config import RouteConfig
 from gateway.domain.shadowstats import Tally, compared_agreed
 from gateway.domain.statedoc import StateDoc
 
-__all__ = ["SHADOW_FAILURES", "gate", "gate_counts", "promotion_refusal"]
+__all__ = ["SHADOW_FAILURES", "gate", "gate_counts", "other_status", "promotion_refusal"]
 
 #: the kinds of failure that are the shadow's (a copy it got and did not answer well): the
 #: gate counts them as compared and not agreed. Not these: `killed` (a kill cut the copy),
@@ -25,10 +26,18 @@ SHADOW_FAILURES = frozenset({"connect", "timeout", "reset", "malformed", "answer
 
 def gate_counts(t: Tally) -> tuple[int, int, dict[str, int]]:
     """(counted, agreed, failures) for the gate: the comparisons and the copies the shadow
-    failed (`SHADOW_FAILURES`, by kind), each failure compared and not agreed."""
-    compared, agreed = compared_agreed(t)
-    failed = {k: v for k, v in sorted(t.failures.items()) if k in SHADOW_FAILURES and v > 0}
+    failed (`SHADOW_FAILURES`, by kind), each failure compared and not agreed; of requests
+    the primary answered 2xx only (both sides' 401 to a scanner, or 422 to a bad request,
+    says nothing of the model: `min_shadow_compared` met by them compared no model answer)."""
+    compared, agreed = compared_agreed(t, ok_only=True)
+    failed = {k: v for k, v in sorted(t.ok_failures.items())
+              if k in SHADOW_FAILURES and v > 0}
     return compared + sum(failed.values()), agreed, failed
+
+
+def other_status(t: Tally) -> int:
+    """The comparisons of requests the primary answered other than 2xx: not the gate's."""
+    return compared_agreed(t)[0] - compared_agreed(t, ok_only=True)[0]
 
 
 def _gives_traffic(doc: StateDoc, route: str, version: str) -> bool:
@@ -56,9 +65,13 @@ def gate(rc: RouteConfig, fleet: Tally | None) -> str | None:
     seen = (f"it agreed with the primary on {agreed} of {counted} compared requests "
             f"({got}){how}" if counted else
             "no comparison of its answers is known yet")
+    others = other_status(fleet) if fleet is not None else 0
+    aside = (f"; {others} compared request{'' if others == 1 else 's'} the primary answered "
+             "with another status (a 4xx, a 5xx) do not count" if others else "")
     return (f"shadow {sh.version!r} of route {rc.name!r} may not get traffic yet: {seen}; "
             f"analysis.min_shadow_agreement needs {bar} over at least {least} compared "
-            f"requests (see `killgate shadow report {rc.name}`)")
+            f"requests, counting only requests the primary answered 2xx{aside} (see "
+            f"`killgate shadow report {rc.name}`)")
 
 
 def _apart(share: float, need: float) -> tuple[str, str]:

@@ -18,23 +18,42 @@ __all__ = ["RouteTable"]
 class RouteTable:
     """All routes, most specific first. Immutable; replaced as a whole on any change."""
 
-    __slots__ = ("by_name", "doc", "generation", "model_routes", "routes", "unhealthy")
+    __slots__ = ("_peek_checks", "by_name", "doc", "generation", "model_routes", "rewriting",
+                 "routes", "unhealthy")
 
     def __init__(self, plans: list[RoutePlan], doc: StateDoc,
                  unhealthy: frozenset[tuple[str, str]]) -> None:
         plans.sort(key=lambda p: (-(len(p.prefix) if p.prefix else -1), -p.match_keys))
         self.routes = tuple(plans)
         self.by_name = {p.name: p for p in plans}
-        self.model_routes = any(p.model is not None for p in plans)
+        #: the routes with a version whose `model` rewrites the body's (a shadow's too)
+        self.rewriting = frozenset(p.name for p in plans
+                                   if any(t.model for t in p.targets.values()))
+        #: whether any request may need its body's `model` read (else none is peeked at)
+        self.model_routes = bool(self.rewriting) or any(p.model is not None for p in plans)
+        # what `needs_model` looks at: the routes matching by `model`, and every other route
+        # up to the last that rewrites it (one after it never decides that a body is read)
+        last = max((i for i, p in enumerate(self.routes) if p.name in self.rewriting),
+                   default=-1)
+        self._peek_checks = tuple(p for i, p in enumerate(self.routes)
+                                  if p.model is not None or i <= last)
         self.doc = doc
         self.generation = doc.generation
         self.unhealthy = unhealthy
 
     def needs_model(self, path: str, host: str, headers: Mapping[str, str]) -> bool:
-        """Whether the body's `model` could change which route matches this request."""
+        """Whether this request's body's `model` is to be read: it could change which route
+        matches, or the route it goes to otherwise has a version that rewrites it."""
         if not self.model_routes:
             return False
-        return any(p.model is not None and p.matches(path, host, headers, p.model) for p in self.routes)
+        for p in self._peek_checks:
+            if p.model is not None:
+                if p.matches(path, host, headers, p.model):
+                    return True
+            elif p.matches(path, host, headers, None):
+                # the route it goes to, whatever its model: no route after it can be chosen
+                return p.name in self.rewriting
+        return False
 
     def match(self, path: str, host: str, headers: Mapping[str, str],
               model: str | None) -> RoutePlan | None:

@@ -58,6 +58,10 @@ class Tally:
     changes: int = 0  # bumped by every record: publish only what changed
     #: what the kept records' bodies were made under (`kept_by`: redaction, max_body)
     kept_under: tuple[Any, ...] | None = None
+    #: the outcomes and failures of the copies of requests the primary answered 2xx: what
+    #: the promotion gate counts (a 401 both sides gave says nothing of the model)
+    ok_outcomes: dict[str, int] = field(default_factory=dict)
+    ok_failures: dict[str, int] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ recording
 
@@ -65,9 +69,12 @@ class Tally:
         self.copies[result] = self.copies.get(result, 0) + n
         self.changes += 1
 
-    def failed(self, kind: str) -> None:
+    def failed(self, kind: str, primary_ok: bool = True) -> None:
+        """A copy that got no answer; `primary_ok`: the primary answered the request 2xx."""
         self.copy("failed")
         self.failures[kind] = self.failures.get(kind, 0) + 1
+        if primary_ok:
+            self.ok_failures[kind] = self.ok_failures.get(kind, 0) + 1
 
     def noise(self, c: Comparison) -> None:
         """A pair of the primary's own answers was compared."""
@@ -108,8 +115,11 @@ class Tally:
         return frozenset(out)
 
     def outcome(self, outcome: str, differences: tuple[Difference, ...], primary_s: float,
-                shadow_s: float, detail: dict[str, Any]) -> None:
+                shadow_s: float, detail: dict[str, Any], primary_ok: bool = True) -> None:
+        """A compared copy; `primary_ok`: the primary answered the request 2xx."""
         self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
+        if primary_ok:
+            self.ok_outcomes[outcome] = self.ok_outcomes.get(outcome, 0) + 1
         for kind in {d.kind for d in differences}:
             self.differences[kind] = self.differences.get(kind, 0) + 1
         self.primary_ms[bisect_left(_BOUNDS, primary_s * 1000.0)] += 1
@@ -158,7 +168,8 @@ class Tally:
                 "shadow_s": self.shadow_s, "noise_pairs": self.noise_pairs,
                 "noise_paths": self.noise_paths, "raw_n": self.raw_n,
                 "raw_paths": self.raw_paths, "length_change": self.length_change,
-                "length_n": self.length_n,
+                "length_n": self.length_n, "ok_outcomes": self.ok_outcomes,
+                "ok_failures": self.ok_failures,
                 # (records as text under a key of their own: an instance of an older
                 # version, which takes objects only under "disagreements", still reads
                 # the counts)
@@ -192,7 +203,11 @@ class Tally:
                    int(d.get("noise_pairs", 0)), counts(d.get("noise_paths", {})),
                    int(d.get("raw_n", 0)), counts(d.get("raw_paths", {})),
                    float(d.get("length_change", 0.0)), int(d.get("length_n", 0)),
-                   deque([*ds, *texts][-1000:]), keep=1000)
+                   deque([*ds, *texts][-1000:]), keep=1000,
+                   # (an older instance's counts have none: its comparisons do not count
+                   # for the gate, which cannot tell which of them were of 2xx answers)
+                   ok_outcomes=counts(d.get("ok_outcomes", {})),
+                   ok_failures=counts(d.get("ok_failures", {})))
 
 
 def _add(into: dict[str, int], more: dict[str, int]) -> None:
@@ -209,7 +224,8 @@ def merge(version: str, spec: str, tallies: list[Tally]) -> Tally:
             continue
         for mine, theirs in ((out.copies, t.copies), (out.outcomes, t.outcomes),
                              (out.differences, t.differences), (out.failures, t.failures),
-                             (out.noise_paths, t.noise_paths), (out.raw_paths, t.raw_paths)):
+                             (out.noise_paths, t.noise_paths), (out.raw_paths, t.raw_paths),
+                             (out.ok_outcomes, t.ok_outcomes), (out.ok_failures, t.ok_failures)):
             _add(mine, theirs)
         out.primary_ms = [a + b for a, b in zip(out.primary_ms, t.primary_ms, strict=True)]
         out.shadow_ms = [a + b for a, b in zip(out.shadow_ms, t.shadow_ms, strict=True)]
@@ -225,10 +241,10 @@ def merge(version: str, spec: str, tallies: list[Tally]) -> Tally:
     return out
 
 
-def compared_agreed(t: Tally) -> tuple[int, int]:
+def compared_agreed(t: Tally, ok_only: bool = False) -> tuple[int, int]:
     """(compared, agreed): a `noise` outcome counts as agreement; `uncomparable` is not
-    counted either way."""
-    o = t.outcomes
+    counted either way. `ok_only`: of the requests the primary answered 2xx only."""
+    o = t.ok_outcomes if ok_only else t.outcomes
     agreed = o.get(AGREED, 0) + o.get(NOISE, 0)
     return agreed + o.get(DISAGREED, 0), agreed
 
