@@ -10,6 +10,7 @@ import time
 import pytest
 from aiohttp import web
 
+from gateway.cli.http import ClientError, call
 from tests.test_cli import acli, cli_process
 from tests.test_cli_http import _lying_api
 
@@ -117,3 +118,57 @@ async def test_a_huge_answer_is_refused_unread(backends) -> None:
     res = await acli("status", env=env)
     assert res.returncode == 1, res
     assert "over 32 MiB: not read" in res.stderr and "Traceback" not in res.stderr, res.stderr
+
+
+async def _dripping_server(heads: list[bytes], done: asyncio.Event) -> asyncio.Server:
+    """Answers 200 with no Content-Length (its end is the connection's close) and drips its
+    body a blank every 50 ms until `done`, far longer than the client waits."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            heads.append(await reader.readuntil(b"\r\n\r\n"))
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                         b"connection: close\r\n\r\n")
+            while not done.is_set():
+                writer.write(b" ")
+                await writer.drain()
+                await asyncio.sleep(0.05)
+        except (OSError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    return await asyncio.start_server(answer, "127.0.0.1", 0)
+
+
+async def test_an_answer_cut_by_the_timeout_is_no_answer_not_a_whole_one() -> None:
+    """An answer whose end is its connection's close (no Content-Length, as an HTTP/1.0
+    proxy sends it), dripped: the --timeout timer shut the socket, the read saw that as the
+    answer's end, and the client said 'answered 200 with something that is not JSON' (a
+    write: not sent again, nor said to be perhaps applied). It is no answer within
+    --timeout, as for any other cut answer."""
+    heads: list[bytes] = []
+    done = asyncio.Event()
+    server = await _dripping_server(heads, done)
+    base = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    retries: list[str] = []
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(ClientError) as read:
+            await asyncio.to_thread(call, base, None, "GET", "/v1/status", None, 0.4)
+        with pytest.raises(ClientError) as write:
+            await asyncio.to_thread(call, base, "t.o.k", "POST", "/v1/kill", {"reason": "x"},
+                                    0.4, retries.append)
+        took = time.monotonic() - t0
+    finally:
+        done.set()
+        server.close()
+        await server.wait_closed()
+        await asyncio.sleep(0.1)  # (each answer sees `done` within its 50 ms)
+    assert "no answer within 0.4s" in str(read.value), read.value
+    assert "no answer within 0.4s" in str(write.value), write.value
+    assert "may have been applied" in str(write.value), write.value
+    assert len(retries) == 1 and "sending it once more" in retries[0], retries
+    keys = [h for h in b"".join(heads[1:]).split(b"\r\n") if h.lower().startswith(b"idem")]
+    assert len(keys) == 2 and keys[0] == keys[1], heads
+    assert took < 5, took

@@ -125,11 +125,14 @@ def read_capped(resp: Any, deadline: Deadline, cap: int = MAX_ANSWER) -> bytes:
     """The body of `resp` (an HTTPResponse), chunk by chunk as it comes; TooLarge past `cap`,
     TimeoutError when `deadline` cut it."""
     try:
-        return _read(resp, cap)
+        body = _read(resp, cap)
     except (http.client.HTTPException, OSError):
         if deadline.fired:
             raise TimeoutError from None
         raise
+    if deadline.fired:  # (an answer whose end is its connection's close: the shut socket
+        raise TimeoutError  # read as that end, a part taken for the whole)
+    return body
 
 
 def _read(resp: Any, cap: int) -> bytes:
