@@ -5,6 +5,7 @@ real loopback servers (issue-13 review of the CLI, revcli6)."""
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 
 import pytest
@@ -172,3 +173,36 @@ async def test_an_answer_cut_by_the_timeout_is_no_answer_not_a_whole_one() -> No
     keys = [h for h in b"".join(heads[1:]).split(b"\r\n") if h.lower().startswith(b"idem")]
     assert len(keys) == 2 and keys[0] == keys[1], heads
     assert took < 5, took
+
+
+@pytest.mark.parametrize(("no_proxy", "url"), [
+    ("10.0.0.0/8", "http://10.96.12.34:8081"),  # (Kubernetes' usual NO_PROXY: the Service IP)
+    ("fd00::/8", "http://[fd00::1]:8081"),
+    ("fd00::1", "http://[fd00::1]:8081"),
+    ("[fd00::1]:8081", "http://[fd00::1]:8081"),
+    ("example.com", "https://admin.example.com"),
+    (".svc", "http://killgate-admin.ops.svc:8081"),
+    ("admin.svc:443", "https://admin.svc"),
+])
+async def test_no_proxy_names_the_admin_host_as_curl_reads_it(backends, no_proxy: str,
+                                                              url: str) -> None:
+    """`no_proxy=10.0.0.0/8,.svc` (a pod's, set for kubectl and curl) took a ClusterIP admin
+    URL off the proxy there, but not here: urllib matched no CIDR range and no bare IPv6
+    address, and the bearer token went to the proxy (revcli6 says `no_proxy` is read as curl
+    reads it). Each of these goes direct: nothing reaches the proxy."""
+    seen: list[tuple[str, str]] = []
+    proxy = await backends(_recorder(seen))
+    env = {"http_proxy": f"http://127.0.0.1:{proxy}", "https_proxy": f"http://127.0.0.1:{proxy}",
+           "no_proxy": no_proxy}
+    for name, value in env.items():
+        os.environ[name] = value
+    try:
+        with pytest.raises(ClientError):  # (direct: nothing listens there)
+            await asyncio.to_thread(call, url, TOKEN, "GET", "/v1/status", None, 0.2)
+        with pytest.raises(ClientError):  # (and a host it does not name goes to the proxy)
+            await asyncio.to_thread(call, "http://elsewhere.example:8081", TOKEN, "GET",
+                                    "/v1/status", None, 2.0)
+    finally:
+        for name in env:
+            del os.environ[name]
+    assert [u for u, _ in seen] == ["http://elsewhere.example:8081/v1/status"], seen
