@@ -121,14 +121,15 @@ async def test_a_huge_answer_is_refused_unread(backends) -> None:
     assert "over 32 MiB: not read" in res.stderr and "Traceback" not in res.stderr, res.stderr
 
 
-async def _dripping_server(heads: list[bytes], done: asyncio.Event) -> asyncio.Server:
+async def _dripping_server(heads: list[bytes], done: asyncio.Event,
+                           status: bytes = b"200 OK") -> asyncio.Server:
     """Answers 200 with no Content-Length (its end is the connection's close) and drips its
     body a blank every 50 ms until `done`, far longer than the client waits."""
 
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             heads.append(await reader.readuntil(b"\r\n\r\n"))
-            writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+            writer.write(b"HTTP/1.1 " + status + b"\r\ncontent-type: application/json\r\n"
                          b"connection: close\r\n\r\n")
             while not done.is_set():
                 writer.write(b" ")
@@ -206,3 +207,29 @@ async def test_no_proxy_names_the_admin_host_as_curl_reads_it(backends, no_proxy
         for name in env:
             del os.environ[name]
     assert [u for u, _ in seen] == ["http://elsewhere.example:8081/v1/status"], seen
+
+
+async def test_a_write_whose_5xx_answer_did_not_come_whole_may_have_been_applied() -> None:
+    """A write answered 503 or 504 (a proxy in front, or the gateway) whose body did not come
+    whole within --timeout: the client said only that the answer 'did not come whole', never
+    that the write may have been applied (as it says when such an answer is cut short), so
+    the operator at 3 a.m. read it as refused and sent it again. A 4xx is a refusal: nothing
+    is added to it."""
+    said = {}
+    for status in (b"504 Gateway Time-out", b"403 Forbidden"):
+        done = asyncio.Event()
+        server = await _dripping_server([], done, status)
+        base = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+        try:
+            with pytest.raises(ClientError) as write:
+                await asyncio.to_thread(call, base, "t.o.k", "POST", "/v1/kill",
+                                        {"reason": "x"}, 0.3)
+        finally:
+            done.set()
+            server.close()
+            await server.wait_closed()
+            await asyncio.sleep(0.1)
+        said[status[:3]] = str(write.value)
+    assert "did not come whole within 0.3s" in said[b"504"], said
+    assert "may have been applied" in said[b"504"], said
+    assert "may have been applied" not in said[b"403"], said

@@ -87,8 +87,10 @@ def _call(base: str, token: str | None, method: str, path: str, body: dict[str, 
                 raw = read_capped(exc.fp, deadline)
             except (http.client.HTTPException, OSError, TooLarge) as cut:
                 if isinstance(cut, TimeoutError | TooLarge):
+                    # (a 5xx to a write: a proxy's or the gateway's; it may have been applied)
+                    may = f"; {MAY_HAVE}" if body is not None and exc.code >= 500 else ""
                     raise ClientError(f"the {exc.code} answer of the admin API at {base} "
-                                      f"{_unread(cut, timeout)}") from None
+                                      f"{_unread(cut, timeout)}{may}") from None
                 raise ClientError(_broken(base, cut, body is not None, exc.code)) from None
             if 300 <= exc.code < 400:
                 where = exc.headers.get("Location", "?")
