@@ -233,3 +233,44 @@ async def test_a_write_whose_5xx_answer_did_not_come_whole_may_have_been_applied
     assert "did not come whole within 0.3s" in said[b"504"], said
     assert "may have been applied" in said[b"504"], said
     assert "may have been applied" not in said[b"403"], said
+
+
+async def test_a_proxy_that_refuses_the_tunnel_is_named_and_the_write_not_resent() -> None:
+    """https through a proxy (CONNECT) that answered 407 (its credentials missing, or the
+    admin host not allowed): the client said 'cannot reach the admin API at ...: Tunnel
+    connection failed', sent the write once more, then said it may have been applied,
+    though nothing had gone past the proxy; and no message named the proxy, so the operator
+    looked for a fault in the gateway. The proxy is named (never its password), the write is
+    not resent, nor said to be perhaps applied."""
+    connects: list[bytes] = []
+
+    async def refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            connects.append((await reader.readuntil(b"\r\n\r\n")).split(b"\r\n")[0])
+            writer.write(b"HTTP/1.1 407 Proxy Authentication Required\r\n"
+                         b"content-length: 0\r\n\r\n")
+            await writer.drain()
+        except (OSError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(refuse, "127.0.0.1", 0)
+    proxy = f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    env = {"https_proxy": f"http://ops:s3cret@{proxy}", "no_proxy": ""}
+    os.environ.update(env)
+    retries: list[str] = []
+    try:
+        with pytest.raises(ClientError) as write:
+            await asyncio.to_thread(call, "https://killgate-admin.example:8443", TOKEN, "POST",
+                                    "/v1/kill", {"reason": "x"}, 2.0, retries.append)
+    finally:
+        for name in env:
+            del os.environ[name]
+        server.close()
+        await server.wait_closed()
+    said = str(write.value)
+    assert f"the proxy {proxy} refused the tunnel (407 Proxy Authentication" in said, said
+    assert "may have been applied" not in said and "s3cret" not in said, said
+    assert retries == [] and connects == [b"CONNECT killgate-admin.example:8443 HTTP/1.0"], (
+        retries, connects)

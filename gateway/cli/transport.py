@@ -19,7 +19,7 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
-__all__ = ["MAX_ANSWER", "Deadline", "TooLarge", "opener", "read_capped"]
+__all__ = ["MAX_ANSWER", "Deadline", "TooLarge", "opener", "proxy_of", "read_capped"]
 
 MAX_ANSWER = 32 << 20  # the largest answer read (an audit page of 1000 events is ~1 MiB)
 
@@ -101,6 +101,16 @@ def opener(url: str, deadline: Deadline) -> urllib.request.OpenerDirector:
     return urllib.request.build_opener(
         _NoRedirect(), urllib.request.ProxyHandler(_proxies(url)), _Http(deadline),
         _Https(deadline))
+
+
+def proxy_of(url: str) -> str | None:
+    """The host:port of the proxy a call to `url` goes through (never its user name or
+    password), or None: said in an error, which is the proxy's rather than the API's."""
+    proxy = _proxies(url).get(urllib.parse.urlsplit(url).scheme)
+    if not proxy:
+        return None
+    return urllib.parse.urlsplit(proxy if "://" in proxy else f"//{proxy}").netloc \
+        .rpartition("@")[2] or None
 
 
 def _proxies(url: str) -> dict[str, str]:
