@@ -274,3 +274,14 @@ async def test_a_proxy_that_refuses_the_tunnel_is_named_and_the_write_not_resent
     assert "may have been applied" not in said and "s3cret" not in said, said
     assert retries == [] and connects == [b"CONNECT killgate-admin.example:8443 HTTP/1.0"], (
         retries, connects)
+
+
+@pytest.mark.parametrize("url", ["http://::1:8081", "http://fd00::1:8081/"])
+def test_an_ipv6_admin_url_without_brackets_says_where_they_go(url: str) -> None:
+    """`--admin http://::1:8081` (admin.listen's host pasted without its brackets) said only
+    'Port could not be cast to integer value as ':1:8081'', a puzzle at 3 a.m."""
+    from gateway.cli.urls import admin_base
+
+    with pytest.raises(ClientError) as refused:
+        admin_base(url)
+    assert "an IPv6 address goes in brackets: http://[::1]:8081" in str(refused.value)
