@@ -113,10 +113,15 @@ def not_a_secret(name: str) -> str:
     secret>`) was quoted whole by `killgate check`, `serve`'s log and `/v1/config` ("set the
     environment variable <secret>"). A key is at least 32 characters; a variable's name that
     long has an underscore, and is not upper case, lower case and digits at once with fewer
-    than three (`MyApp_Prod_Killgate_Secret_2024_Q3` is a name; base64url rarely has three)."""
-    mixed = (any(c.isupper() for c in name) and any(c.islower() for c in name)
-             and any(c.isdigit() for c in name))
-    if len(name) >= 32 and ("_" not in name or (mixed and name.count("_") < 3)):
+    than three (`MyApp_Prod_Killgate_Secret_2024_Q3` is a name; base64url rarely has three);
+    nor is one of words in one case joined by '-' or '.' (a Kubernetes Secret's key made a
+    variable by envFrom: `killgate-admin-jwt-signing-secret`) unless all hex (a UUID)."""
+    cased = any(c.isupper() for c in name) and any(c.islower() for c in name)
+    mixed = cased and any(c.isdigit() for c in name)
+    worded = (not cased and ("-" in name or "." in name)
+              and any(c.isalpha() and c.lower() > "f" for c in name))
+    if len(name) >= 32 and not worded and ("_" not in name or (
+            mixed and name.count("_") < 3)):
         raise ValueError("looks like a secret, not the name of an environment variable (not "
                          "shown here): name the variable that holds the secret, such as "
                          "KILLGATE_JWT_SECRET, and keep the secret itself out of the config")

@@ -371,3 +371,23 @@ def test_an_access_log_fifo_nobody_reads_is_refused_at_once(tmp_path: Path) -> N
         shipped.stop()
     finally:
         os.close(reader)
+
+
+@pytest.mark.timeout(10)
+def test_an_access_log_at_a_socket_is_not_said_to_be_a_fifo(tmp_path: Path) -> None:
+    """/dev/stdout under systemd is the journal's socket, which no open() takes (ENXIO, as a
+    FIFO nobody reads): the refusal said 'it is a FIFO no process reads: start its reader
+    first', sending the operator after a reader that does not exist. It says it is a socket,
+    and that an unset path writes to standard output."""
+    import socket
+
+    path = tmp_path / "journal.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.bind(str(path))
+        sock.listen()
+        al = AccessLog(AccessLogConfig(path=str(path)), Metrics(), Path)
+        with pytest.raises(ConfigError) as refused:
+            al.start()
+    text = str(refused.value.problems[0])
+    assert "telemetry.access_log.path" in text and "FIFO" not in text, text
+    assert "it is a socket" in text and "unset" in text, text

@@ -230,9 +230,16 @@ async def test_an_unkill_reading_kills_that_are_not_a_list_is_no_traceback(backe
 async def test_a_shadow_report_of_the_wrong_shape_is_no_traceback(backends, report) -> None:
     """`shadow report` drew its text from whatever came: `copies` a list, a latency a
     string, a disagreement not an object gave an AttributeError / TypeError traceback.
-    Now exit 1, 'unexpected answer from the admin API' (revcli6)."""
+    Now exit 1, 'unexpected answer from the admin API' (revcli6); but a kept disagreement
+    of another shape (a record the store holds as another version wrote it) is shown as
+    it is, the report whole (revshadow5, test_cli_shadow.py: merged together, this case
+    expected both)."""
     port = await backends(_lying_api(report))
     env = {"KILLGATE_ADMIN_URL": f"http://127.0.0.1:{port}", "KILLGATE_TOKEN": "tok.en.x"}
     res = await acli("shadow", "report", "iris", env=env)
-    assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
+    assert "Traceback" not in res.stderr, res.stderr
+    if "disagreements" in report:
+        assert res.returncode == 0 and "x" in res.stdout.splitlines()[-1], res
+        return
+    assert res.returncode == 1, res.stderr
     assert "unexpected answer from the admin API" in res.stderr, res.stderr

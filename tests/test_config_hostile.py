@@ -271,6 +271,30 @@ PASTED = ["Zm9vYmFyYmF6cXV1eDEyMzQ1Njc4OTBhYmNkZWZnaGlqaw", "f3a9" + "0123456789
 
 
 @pytest.mark.timeout(10)
+@pytest.mark.parametrize("name", ["killgate-admin-jwt-signing-secret",
+                                  "killgate.admin.jwt.signing.secret",
+                                  "KILLGATE-EVENTS-WEBHOOK-SIGNING-SECRET"])
+def test_a_long_kubernetes_style_variable_name_is_not_taken_for_a_secret(name: str) -> None:
+    """envFrom a Kubernetes Secret makes each of its keys a variable, often dashed or
+    dotted (`killgate-admin-jwt-signing-secret`); such a name of 32+ characters (it worked
+    before revconf5) was refused as 'looks like a secret' for having no underscore, the
+    config the fleet ran on refused at the next start. Words in one case joined by '-' or
+    '.' are a name; secrets with dashes (base64url: mixed case; a UUID: all hex) are not."""
+    from gateway.configfile import parse_config_text
+    from gateway.errors import ConfigError
+
+    routes = "routes:\n" + "".join("  " + line + "\n" for line in ROUTES.splitlines())
+    cfg = parse_config_text(f"admin: {{auth: {{hs256_secret_env: {name}}}}}\n" + routes)
+    assert cfg.admin.auth.hs256_secret_env == name
+    for secret in ("550e8400-e29b-41d4-a716-446655440000",
+                   "Zm9v-YmFyYmF6cXV1eDEyMzQ1Njc4OTBhYmNkZWZnaGlqaw"):
+        with pytest.raises(ConfigError) as refused:
+            parse_config_text(f"drills: {{key_env: {secret}}}\n" + routes)
+        said = str(refused.value.problems[0])
+        assert "looks like a secret" in said and secret not in said, said
+
+
+@pytest.mark.timeout(10)
 @pytest.mark.parametrize("secret", PASTED)
 @pytest.mark.parametrize("setting", [
     "admin:\n  auth: {{hs256_secret_env: {}}}\n",

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.cli.errors import ClientError
-from gateway.cli.transport import Deadline, TooLarge, opener, read_capped
+from gateway.cli.transport import Deadline, TooLarge, opener, proxy_of, read_capped
 from gateway.cli.urls import admin_base, clean_token
 from gateway.domain.audit import clean_text
 from gateway.errors import token_refused
@@ -87,8 +87,10 @@ def _call(base: str, token: str | None, method: str, path: str, body: dict[str, 
                 raw = read_capped(exc.fp, deadline)
             except (http.client.HTTPException, OSError, TooLarge) as cut:
                 if isinstance(cut, TimeoutError | TooLarge):
+                    # (a 5xx to a write: a proxy's or the gateway's; it may have been applied)
+                    may = f"; {MAY_HAVE}" if body is not None and exc.code >= 500 else ""
                     raise ClientError(f"the {exc.code} answer of the admin API at {base} "
-                                      f"{_unread(cut, timeout)}") from None
+                                      f"{_unread(cut, timeout)}{may}") from None
                 raise ClientError(_broken(base, cut, body is not None, exc.code)) from None
             if 300 <= exc.code < 400:
                 where = exc.headers.get("Location", "?")
@@ -175,6 +177,12 @@ def _call(base: str, token: str | None, method: str, path: str, body: dict[str, 
                 again = False
                 reason = (f"{reason}; if it is the admin listener's TLS proxy, give its CA "
                           "certificate as SSL_CERT_FILE=ca.pem")
+            if (via := proxy_of(base)) is not None:  # (what failed may be the proxy)
+                if str(reason).startswith("Tunnel connection failed"):  # (CONNECT refused:
+                    unsent, again = True, False  # nothing left for the API; nor would again)
+                    reason = f"the proxy {via} refused the tunnel ({str(reason)[26:]})"
+                reason = f"{reason} (through the proxy {via}: $https_proxy or $http_proxy; " \
+                         "$no_proxy takes a host off it)"
             landed = landed or (body is not None and not unsent)
             if again:
                 if on_retry is not None:

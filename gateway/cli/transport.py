@@ -19,7 +19,7 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
-__all__ = ["MAX_ANSWER", "Deadline", "TooLarge", "opener", "read_capped"]
+__all__ = ["MAX_ANSWER", "Deadline", "TooLarge", "opener", "proxy_of", "read_capped"]
 
 MAX_ANSWER = 32 << 20  # the largest answer read (an audit page of 1000 events is ~1 MiB)
 
@@ -103,11 +103,61 @@ def opener(url: str, deadline: Deadline) -> urllib.request.OpenerDirector:
         _Https(deadline))
 
 
+def proxy_of(url: str) -> str | None:
+    """The host:port of the proxy a call to `url` goes through (never its user name or
+    password), or None: said in an error, which is the proxy's rather than the API's."""
+    proxy = _proxies(url).get(urllib.parse.urlsplit(url).scheme)
+    if not proxy:
+        return None
+    return urllib.parse.urlsplit(proxy if "://" in proxy else f"//{proxy}").netloc \
+        .rpartition("@")[2] or None
+
+
 def _proxies(url: str) -> dict[str, str]:
     parts = urllib.parse.urlsplit(url)
-    if _loopback(parts.hostname or "") or urllib.request.proxy_bypass(parts.netloc):
+    host = parts.hostname or ""
+    proxies = urllib.request.getproxies()
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    if _loopback(host) or _no_proxy(proxies.get("no", ""), host, port) \
+            or urllib.request.proxy_bypass(parts.netloc):
         return {}
-    return urllib.request.getproxies()
+    return proxies
+
+
+def _no_proxy(value: str, host: str, port: int) -> bool:
+    """Whether `no_proxy` names `host` as curl and Go (kubectl) read it: `*`; a name and the
+    names under it (`.svc` or `svc`); an IP address, IPv6 with or without its brackets; a
+    CIDR range (`10.0.0.0/8`, Kubernetes' usual); an entry's `:port` only for that port.
+    urllib matched neither a range nor a bare IPv6 address, and sent the token to the proxy."""
+    host = host.rstrip(".").lower()
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        ip = None
+    for entry in value.lower().split(","):
+        name, want = _entry(entry.strip())
+        if name == "*":
+            return True
+        if not name or (want is not None and want != port):
+            continue
+        if ip is not None:
+            with contextlib.suppress(ValueError):
+                if ip in ipaddress.ip_network(name, strict=False):
+                    return True
+        elif host == name.lstrip(".") or host.endswith("." + name.lstrip(".")):
+            return True
+    return False
+
+
+def _entry(entry: str) -> tuple[str, int | None]:
+    """A no_proxy entry's host and port (None: any port)."""
+    host, port = entry, ""
+    if entry.startswith("["):
+        host, _, rest = entry[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else ""
+    elif entry.count(":") == 1:
+        host, port = entry.split(":")
+    return host.rstrip("."), (int(port) if port.isdigit() else None)
 
 
 def _loopback(host: str) -> bool:
@@ -125,11 +175,14 @@ def read_capped(resp: Any, deadline: Deadline, cap: int = MAX_ANSWER) -> bytes:
     """The body of `resp` (an HTTPResponse), chunk by chunk as it comes; TooLarge past `cap`,
     TimeoutError when `deadline` cut it."""
     try:
-        return _read(resp, cap)
+        body = _read(resp, cap)
     except (http.client.HTTPException, OSError):
         if deadline.fired:
             raise TimeoutError from None
         raise
+    if deadline.fired:  # (an answer whose end is its connection's close: the shut socket
+        raise TimeoutError  # read as that end, a part taken for the whole)
+    return body
 
 
 def _read(resp: Any, cap: int) -> bytes:

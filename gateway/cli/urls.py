@@ -32,7 +32,9 @@ def admin_base(base: str) -> str:
         creds = parts.username is not None or parts.password is not None
         parts.port  # noqa: B018 - raises ValueError for a port that is not one
     except ValueError as exc:
-        raise ClientError(f"--admin (or $KILLGATE_ADMIN_URL) is not a URL: {exc}") from None
+        v6 = "[" not in base and base.partition("//")[2].count(":") > 1
+        hint = "; an IPv6 address goes in brackets: http://[::1]:8081" if v6 else ""
+        raise ClientError(f"--admin (or $KILLGATE_ADMIN_URL) is not a URL: {exc}{hint}") from None
     if creds:
         raise ClientError("--admin (or $KILLGATE_ADMIN_URL) carries a user name or password; "
                           "give the URL without them, and the token with --token")

@@ -148,9 +148,20 @@ def _stream(out: IO[str]) -> bool:
     return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
 
 
-def _why(exc: OSError) -> str:
-    return ("; it is a FIFO no process reads: start its reader first, or name a file"
-            if exc.errno == errno.ENXIO else "")
+def _why(exc: OSError, path: Path | None) -> str:
+    """What an ENXIO at the open means: a FIFO no process reads, or a socket (/dev/stdout
+    under systemd is the journal's), which no open() takes."""
+    try:
+        mode = os.stat(path).st_mode if path and exc.errno == errno.ENXIO else 0
+    except OSError:
+        mode = 0
+    if stat.S_ISFIFO(mode):
+        return "; it is a FIFO no process reads: start its reader first, or name a file"
+    if stat.S_ISSOCK(mode):
+        return ("; it is a socket, which cannot be opened as a file (/dev/stdout is one under "
+                "systemd, the journal's): leave telemetry.access_log.path unset to write to "
+                "standard output, or name a file")
+    return ""
 
 
 class AccessLog:
@@ -216,9 +227,10 @@ class AccessLog:
         try:
             out: IO[str] = self._open(self.path) if self.path is not None else sys.stdout
         except OSError as exc:  # (a start refused with the setting named, not a traceback)
+            why = _why(exc, self.path)
             raise ConfigError([Problem("telemetry.access_log.path",
                                        f"{self.path}: cannot be opened for appending "
-                                       f"({exc.strerror or exc}){_why(exc)}")]) from None
+                                       f"({exc.strerror or exc}){why}")]) from None
         self._thread = threading.Thread(target=self._run, args=(out,), name="access-log",
                                         daemon=True)
         self._thread.start()
