@@ -18,7 +18,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.config_telemetry import AccessLogConfig
 from gateway.errors import ConfigError
-from gateway.telemetry.accesslog import ATOMIC, AccessLog, _pieces, line
+from gateway.telemetry.accessline import line
+from gateway.telemetry.accesslog import ATOMIC, AccessLog, _pieces
 from gateway.telemetry.metrics import Metrics
 from gateway.telemetry.record import RequestRecord
 from tests.backends import echo_app, sse_app

@@ -33,7 +33,7 @@ ALLOWED = {
 CLIENT_USERS = {"control/probeclient.py", "control/events.py", "control/drillload.py",
                 "control/drillabort.py", "cli/drill.py"}
 CLIENT_NAMES = {"ClientSession", "TCPConnector", "ClientTimeout", "ClientError"}
-PURE = {"domain/routing.py", "domain/routetable.py", "domain/bucketing.py",
+PURE = {"telemetry/accessline.py", "domain/routing.py", "domain/routetable.py", "domain/bucketing.py",
         "control/table.py", "domain/statedoc.py", "domain/overrides.py",
         "domain/health.py", "domain/analysis.py", "configfile.py", "domain/stats.py",
         "domain/diff.py", "dataplane/jsonpeek.py", "dataplane/headers.py", "domain/audit.py",
