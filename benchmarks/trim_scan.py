@@ -13,6 +13,7 @@ events): the single script the scan used to be held redis ~0.8 s for 100k events
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -44,6 +45,10 @@ def _took(cli: list[str], *cmd: str) -> tuple[str, int]:
 
 
 def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("events", nargs="*", type=int, default=[100000],
+                    help="trail lengths to fill and time, in turn (default 100000)")
+    args = ap.parse_args()
     port = 27000 + os.getpid() % 2000
     srv = subprocess.Popen(["redis-server", "--port", str(port), "--save", "", "--appendonly",
                             "no", "--dir", tempfile.mkdtemp(), "--slowlog-log-slower-than", "0"],
@@ -59,7 +64,7 @@ def main() -> None:
         subprocess.run([*cli, "SCRIPT", "LOAD", redistrim._SCAN.text], capture_output=True,
                        check=True)
         have = 0
-        for n in map(int, sys.argv[1:] or ["100000"]):
+        for n in args.events:
             fill = subprocess.Popen([*cli, "--pipe"], stdin=subprocess.PIPE,
                                     stdout=subprocess.DEVNULL)
             assert fill.stdin is not None
