@@ -82,6 +82,12 @@ async def _filled(tmp_path: Path, backends: Any, request: pytest.FixtureRequest,
         yield g, redis
 
 
+def _trim_batches_of_ten(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A trim removes at most 10 (TRIM_BATCH) events: a batch bound reached with few."""
+    for mod in ("gateway.domain.retention", "gateway.state.redistrim"):
+        monkeypatch.setattr(f"{mod}.TRIM_BATCH", 10)
+
+
 @pytest.mark.parametrize("backend", ["local", "redis"])
 async def test_a_trimmed_trail_verifies_and_every_attack_is_a_break(
         tmp_path: Path, backends, session, request: pytest.FixtureRequest,
@@ -249,16 +255,13 @@ async def test_the_retention_task_trims_and_a_local_mirror_goes_on(tmp_path: Pat
 
 
 async def test_the_task_goes_on_trimming_a_batch_at_a_time_to_the_bound(
-        tmp_path: Path, backends, redis_server, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, backends, request: pytest.FixtureRequest,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """More to remove than one trim takes (TRIM_BATCH, 10 here): the task trims again at
     once, down to the bound, though the trail is no longer 10% past it."""
-    for mod in ("gateway.domain.retention", "gateway.state.redistrim"):
-        monkeypatch.setattr(f"{mod}.TRIM_BATCH", 10)
-    p = await backends(echo_app("v1"))
-    cfg = write_config(tmp_path, two_versions(p, p), state=_state(tmp_path, redis_server))
-    async with running_gateway(cfg) as g:
+    _trim_batches_of_ten(monkeypatch)
+    async with _filled(tmp_path, backends, request, "redis") as (g, _):
         store = g.gw.sync.store
-        await _fill(g, 125)
         n = len(await store.audit_events())
         assert await g.gw.sync.retention.look() == 3  # (what the task runs at each look)
         got = [e for e in await store.audit_events() if e["action"] == "audit.trim"]
