@@ -125,14 +125,29 @@ def fixed_app(body: bytes, content_type: str = "application/json") -> web.Applic
     return a
 
 
-def hang_app() -> web.Application:
-    async def handler(req: web.Request) -> web.StreamResponse:
-        await asyncio.sleep(3600)
-        return web.Response()
+async def hang(req: web.Request) -> web.StreamResponse:
+    """Takes the request and never answers (an hour)."""
+    await asyncio.sleep(3600)
+    return web.Response()
 
+
+def any_path_app(handler: Handler) -> web.Application:
+    """`handler` for every method on every path."""
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", handler)
     return app
+
+
+def hang_app() -> web.Application:
+    return any_path_app(hang)
+
+
+async def fake_admin(backends: Callable[[web.Application], Awaitable[int]],
+                     api: web.Application | Handler) -> dict[str, str]:
+    """Serves `api` (an application, or a handler for every path) with the `backends`
+    fixture as an admin API; returns the CLI's environment for it (a token-shaped token)."""
+    port = await backends(api if isinstance(api, web.Application) else any_path_app(api))
+    return {"KILLGATE_ADMIN_URL": f"http://127.0.0.1:{port}", "KILLGATE_TOKEN": "tok.en.x"}
 
 
 async def serve_app(app: web.Application) -> tuple[web.AppRunner, int]:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -67,15 +69,30 @@ async def _get(session: ClientSession, url: str) -> tuple[int, dict[str, Any]]:
         return r.status, await r.json()
 
 
-@pytest.mark.parametrize("backend", ["local", "redis"])
-async def test_a_trimmed_trail_verifies_and_every_attack_is_a_break(
-        tmp_path: Path, backends, session, request: pytest.FixtureRequest,
-        backend: str) -> None:
+@asynccontextmanager
+async def _filled(tmp_path: Path, backends: Any, request: pytest.FixtureRequest,
+                  backend: str) -> AsyncIterator[tuple[Any, Any]]:
+    """A gateway on `backend`'s store holding 125 genuine events; yields it and the
+    redis-server (None for the local store)."""
     p = await backends(echo_app("v1"))
     redis = request.getfixturevalue("redis_server") if backend == "redis" else None
     cfg = write_config(tmp_path, two_versions(p, p), state=_state(tmp_path, redis))
     async with running_gateway(cfg) as g:
         await _fill(g, 125)
+        yield g, redis
+
+
+def _trim_batches_of_ten(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A trim removes at most 10 (TRIM_BATCH) events: a batch bound reached with few."""
+    for mod in ("gateway.domain.retention", "gateway.state.redistrim"):
+        monkeypatch.setattr(f"{mod}.TRIM_BATCH", 10)
+
+
+@pytest.mark.parametrize("backend", ["local", "redis"])
+async def test_a_trimmed_trail_verifies_and_every_attack_is_a_break(
+        tmp_path: Path, backends, session, request: pytest.FixtureRequest,
+        backend: str) -> None:
+    async with _filled(tmp_path, backends, request, backend) as (g, redis):
         store = g.gw.sync.store
         # a cursor given out before the trim, naming an event the trim removes
         status, page = await _get(session, g.admin + "/v1/audit?limit=110")
@@ -136,11 +153,7 @@ async def test_a_trimmed_trail_verifies_and_every_attack_is_a_break(
 @pytest.mark.parametrize("backend", ["local", "redis"])
 async def test_a_head_a_kept_reseed_names_is_not_trimmed(
         tmp_path: Path, backends, request: pytest.FixtureRequest, backend: str) -> None:
-    p = await backends(echo_app("v1"))
-    redis = request.getfixturevalue("redis_server") if backend == "redis" else None
-    cfg = write_config(tmp_path, two_versions(p, p), state=_state(tmp_path, redis))
-    async with running_gateway(cfg) as g:
-        await _fill(g, 125)
+    async with _filled(tmp_path, backends, request, backend) as (g, _):
         store = g.gw.sync.store
         events = await store.audit_events()
         # (a re-seed names the head its instance had anchored: `audit verify` checks that
@@ -163,11 +176,7 @@ def _verify_keyless(admin: str) -> subprocess.CompletedProcess[str]:
 async def test_events_deleted_without_a_checkpoint_are_a_break_and_stop_trims(
         tmp_path: Path, backends, session, request: pytest.FixtureRequest,
         backend: str) -> None:
-    p = await backends(echo_app("v1"))
-    redis = request.getfixturevalue("redis_server") if backend == "redis" else None
-    cfg = write_config(tmp_path, two_versions(p, p), state=_state(tmp_path, redis))
-    async with running_gateway(cfg) as g:
-        await _fill(g, 125)
+    async with _filled(tmp_path, backends, request, backend) as (g, redis):
         store = g.gw.sync.store
         events = await store.audit_events()
         await _write_events(store, tmp_path, redis, events[5:])
@@ -183,11 +192,7 @@ async def test_events_deleted_without_a_checkpoint_are_a_break_and_stop_trims(
 @pytest.mark.parametrize("backend", ["local", "redis"])
 async def test_two_trims_at_once_remove_once_and_an_append_meanwhile_is_kept(
         tmp_path: Path, backends, request: pytest.FixtureRequest, backend: str) -> None:
-    p = await backends(echo_app("v1"))
-    redis = request.getfixturevalue("redis_server") if backend == "redis" else None
-    cfg = write_config(tmp_path, two_versions(p, p), state=_state(tmp_path, redis))
-    async with running_gateway(cfg) as g:
-        await _fill(g, 125)
+    async with _filled(tmp_path, backends, request, backend) as (g, _):
         sync, store = g.gw.sync, g.gw.sync.store
         # an event appended between the read and the trim: the trim changes nothing
         loop = asyncio.get_running_loop()
@@ -250,16 +255,13 @@ async def test_the_retention_task_trims_and_a_local_mirror_goes_on(tmp_path: Pat
 
 
 async def test_the_task_goes_on_trimming_a_batch_at_a_time_to_the_bound(
-        tmp_path: Path, backends, redis_server, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, backends, request: pytest.FixtureRequest,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """More to remove than one trim takes (TRIM_BATCH, 10 here): the task trims again at
     once, down to the bound, though the trail is no longer 10% past it."""
-    for mod in ("gateway.domain.retention", "gateway.state.redistrim"):
-        monkeypatch.setattr(f"{mod}.TRIM_BATCH", 10)
-    p = await backends(echo_app("v1"))
-    cfg = write_config(tmp_path, two_versions(p, p), state=_state(tmp_path, redis_server))
-    async with running_gateway(cfg) as g:
+    _trim_batches_of_ten(monkeypatch)
+    async with _filled(tmp_path, backends, request, "redis") as (g, _):
         store = g.gw.sync.store
-        await _fill(g, 125)
         n = len(await store.audit_events())
         assert await g.gw.sync.retention.look() == 3  # (what the task runs at each look)
         got = [e for e in await store.audit_events() if e["action"] == "audit.trim"]

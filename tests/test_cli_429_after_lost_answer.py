@@ -10,6 +10,7 @@ import asyncio
 import pytest
 from aiohttp import web
 
+from tests.backends import fake_admin
 from tests.test_cli import acli
 
 pytestmark = pytest.mark.timeout(60)
@@ -32,10 +33,7 @@ async def test_a_429_after_a_lost_answer_does_not_say_nothing_was_done(backends)
                                   "before is still accepted, a new one after 1s"}},
             status=429, headers={"Retry-After": "1"})
 
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handler)
-    port = await backends(app)
-    env = {"KILLGATE_ADMIN_URL": f"http://127.0.0.1:{port}", "KILLGATE_TOKEN": "tok.en.x"}
+    env = await fake_admin(backends, handler)
     res = await acli("kill", "--global", "--reason", "x", "--timeout", "1.5", env=env)
     assert res.returncode == 1, res
     assert len(sent) >= 3 and len(set(sent)) == 1, sent  # waited out once, the same key

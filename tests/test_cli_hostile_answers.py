@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from aiohttp import web
 
+from tests.backends import fake_admin, hang
 from tests.test_cli import acli
 from tests.test_cli_http import _lying_api
 
@@ -18,10 +19,9 @@ async def test_an_error_message_cannot_drive_the_terminal(backends) -> None:
     """The API's error message echoes text from the state (a kill's actor in
     `kill_replaced`, a subject in `already_approved`): printed as it came, escape
     sequences in it moved the cursor and rewrote what the operator read."""
-    port = await backends(_lying_api({"error": {"type": "kill_replaced\x1b[31m",
-                                                "message": "the kill in force (" + ESC + ")"}},
-                                     status=409))
-    env = {"KILLGATE_ADMIN_URL": f"http://127.0.0.1:{port}", "KILLGATE_TOKEN": "tok.en.x"}
+    env = await fake_admin(backends, _lying_api(
+        {"error": {"type": "kill_replaced\x1b[31m",
+                   "message": "the kill in force (" + ESC + ")"}}, status=409))
     res = await acli("unkill", "--global", "--reason", "r", env=env)
     assert res.returncode == 1, res
     assert "409 kill_replaced" in res.stderr, res.stderr
@@ -44,10 +44,7 @@ async def test_an_approval_listing_cannot_drive_the_terminal(backends) -> None:
         return web.json_response({"error": {"type": "forbidden", "message": "no"}},
                                  status=403)
 
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handler)
-    port = await backends(app)
-    env = {"KILLGATE_ADMIN_URL": f"http://127.0.0.1:{port}", "KILLGATE_TOKEN": "tok.en.x"}
+    env = await fake_admin(backends, handler)
     res = await acli("approvals", env=env)
     assert res.returncode == 0, res
     assert "mallory" in res.stdout and "\x1b" not in res.stdout, repr(res.stdout)
@@ -71,17 +68,9 @@ async def test_a_write_that_got_no_answer_may_have_been_applied(backends) -> Non
     admin API`: the operator takes it as not done, though the gateway may well have taken
     it (it was sent, twice). Now it says the write may have been applied and how to check.
     A refused connection (nothing was sent) says nothing of the kind."""
-    import asyncio
     import socket
 
-    async def hang(req: web.Request) -> web.StreamResponse:
-        await asyncio.sleep(60)
-        return web.Response()
-
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", hang)
-    port = await backends(app)
-    env = {"KILLGATE_ADMIN_URL": f"http://127.0.0.1:{port}", "KILLGATE_TOKEN": "tok.en.x"}
+    env = await fake_admin(backends, hang)
     res = await acli("kill", "--global", "--reason", "x", "--timeout", "0.5", env=env)
     assert res.returncode == 1, res
     assert "no answer within 0.5s" in res.stderr and "may have been applied" in res.stderr
@@ -125,8 +114,7 @@ async def test_pending_instances_that_are_not_names_are_no_traceback(backends) -
     terminal): the names are printed as text, escaped."""
     receipt = {"generation": 3, "applied": {"instances": 3, "acked": 1, "elapsed_ms": 1.0,
                                             "pending": [7, "b\x1b[2K"]}}
-    port = await backends(_lying_api({**receipt, "kill": "global", "changed": True}))
-    env = {"KILLGATE_ADMIN_URL": f"http://127.0.0.1:{port}", "KILLGATE_TOKEN": "tok.en.x"}
+    env = await fake_admin(backends, _lying_api({**receipt, "kill": "global", "changed": True}))
     res = await acli("kill", "--global", "--reason", "x", env=env)
     assert res.returncode == 4, res
     assert "NOT YET by: 7, b\\x1b[2K" in res.stdout, res.stdout
@@ -185,8 +173,7 @@ async def test_a_refused_certificate_is_not_a_write_that_may_have_been_applied(
 async def test_an_answer_nested_past_the_stack_is_no_traceback(backends, status: int) -> None:
     """`[[[[...` 100 000 deep (valid JSON, or nearly): json.loads raised RecursionError, not
     ValueError, and the CLI died with a traceback instead of naming the answer."""
-    port = await backends(_lying_api("[" * 100_000, status=status))
-    env = {"KILLGATE_ADMIN_URL": f"http://127.0.0.1:{port}", "KILLGATE_TOKEN": "tok.en.x"}
+    env = await fake_admin(backends, _lying_api("[" * 100_000, status=status))
     res = await acli("status", env=env)
     assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
     assert ("not JSON it can read" if status == 200 else "not a killgate error") in res.stderr
@@ -199,8 +186,8 @@ async def test_audit_verify_ends_when_the_pages_do_not(backends, events: list) -
     killgate) that always answered the same `next` held it forever, its memory growing with
     every page. Now a page that repeats, or says there is more with nothing in it, ends it
     (exit 1, the trail not called intact)."""
-    port = await backends(_lying_api({"events": events, "next": "cursor-1", "head": None}))
-    env = {"KILLGATE_ADMIN_URL": f"http://127.0.0.1:{port}", "KILLGATE_TOKEN": "tok.en.x"}
+    env = await fake_admin(backends, _lying_api({"events": events, "next": "cursor-1",
+                                                 "head": None}))
     res = await acli("audit", "verify", env=env)
     assert res.returncode == 1, res
     assert "audit pages do not end" in res.stderr, res.stderr
@@ -216,10 +203,7 @@ async def test_an_unkill_reading_kills_that_are_not_a_list_is_no_traceback(backe
         return web.json_response({"error": {"type": "not_killed", "message": "none"}},
                                  status=409)
 
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handler)
-    port = await backends(app)
-    env = {"KILLGATE_ADMIN_URL": f"http://127.0.0.1:{port}", "KILLGATE_TOKEN": "tok.en.x"}
+    env = await fake_admin(backends, handler)
     res = await acli("unkill", "--global", "--reason", "r", env=env)
     assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
     assert "409 not_killed" in res.stderr, res.stderr
@@ -234,8 +218,7 @@ async def test_a_shadow_report_of_the_wrong_shape_is_no_traceback(backends, repo
     of another shape (a record the store holds as another version wrote it) is shown as
     it is, the report whole (revshadow5, test_cli_shadow.py: merged together, this case
     expected both)."""
-    port = await backends(_lying_api(report))
-    env = {"KILLGATE_ADMIN_URL": f"http://127.0.0.1:{port}", "KILLGATE_TOKEN": "tok.en.x"}
+    env = await fake_admin(backends, _lying_api(report))
     res = await acli("shadow", "report", "iris", env=env)
     assert "Traceback" not in res.stderr, res.stderr
     if "disagreements" in report:

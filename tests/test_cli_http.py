@@ -10,6 +10,7 @@ import pytest
 from aiohttp import web
 
 from gateway.cli.http import ClientError, expect
+from tests.backends import any_path_app, fake_admin
 from tests.test_cli import acli
 
 
@@ -18,9 +19,7 @@ def _lying_api(answer: dict | str, status: int = 200) -> web.Application:
         text = answer if isinstance(answer, str) else json.dumps(answer)
         return web.Response(text=text, status=status, content_type="application/json")
 
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handler)
-    return app
+    return any_path_app(handler)
 
 
 RECEIPT = {"generation": 3, "applied": {"instances": 1, "acked": 1, "elapsed_ms": 1.0,
@@ -34,18 +33,13 @@ async def test_a_redirect_is_not_followed_and_the_token_stays_home(backends) -> 
         seen.append(req.headers.get("Authorization"))
         return web.json_response({"kill": "global", "changed": True, **RECEIPT})
 
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", thief)
-    elsewhere = await backends(app)
+    elsewhere = await backends(any_path_app(thief))
     for code in (301, 302, 303, 307, 308):
         async def redirect(req: web.Request, code: int = code) -> web.StreamResponse:
             return web.Response(status=code, headers={
                 "Location": f"http://127.0.0.1:{elsewhere}{req.path}"})
 
-        front = web.Application()
-        front.router.add_route("*", "/{tail:.*}", redirect)
-        port = await backends(front)
-        env = {"KILLGATE_ADMIN_URL": f"http://127.0.0.1:{port}", "KILLGATE_TOKEN": "tok.en.x"}
+        env = await fake_admin(backends, redirect)
         res = await acli("kill", "--global", "--reason", "x", env=env)
         assert res.returncode == 1, (code, res.stdout)
         assert f"answered {code} redirecting to" in res.stderr and "not followed" in res.stderr
@@ -122,11 +116,10 @@ async def test_a_401_without_any_token_says_how_to_give_one(backends) -> None:
 async def test_a_rollback_with_no_previous_stable_names_the_cli_option(backends) -> None:
     """On the demo, a new user's first `killgate rollback iris` answers `name one with 'to'`
     (the API's body field); the CLI user's way is `--to VERSION`."""
-    port = await backends(_lying_api({"error": {
+    env = await fake_admin(backends, _lying_api({"error": {
         "type": "no_previous_stable",
         "message": "route 'iris' has no earlier stable version in its history; name one "
                    "with 'to'"}}, status=409))
-    env = {"KILLGATE_ADMIN_URL": f"http://127.0.0.1:{port}", "KILLGATE_TOKEN": "tok.en.x"}
     res = await acli("rollback", "iris", "--reason", "r", env=env)
     assert res.returncode == 1, res
     assert "409 no_previous_stable" in res.stderr, res.stderr
@@ -148,10 +141,7 @@ async def test_timeout_bounds_the_wait_and_a_write_is_sent_once_more(backends) -
         await asyncio.sleep(60)
         return web.Response()
 
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", hang)
-    port = await backends(app)
-    env = {"KILLGATE_ADMIN_URL": f"http://127.0.0.1:{port}", "KILLGATE_TOKEN": "tok.en.x"}
+    env = await fake_admin(backends, hang)
     t0 = time.monotonic()
     res = await acli("kill", "--global", "--reason", "x", "--timeout", "0.5", env=env)
     took = time.monotonic() - t0
@@ -193,9 +183,7 @@ async def test_an_admin_url_with_a_query_is_refused(backends, admin: str) -> Non
         seen.append(str(req.rel_url))
         return web.json_response({"error": {"type": "not_found", "message": "no"}}, status=404)
 
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handler)
-    port = await backends(app)
+    port = await backends(any_path_app(handler))
     res = await acli("kill", "--global", "--reason", "x",
                      env={"KILLGATE_ADMIN_URL": admin.format(p=port), "KILLGATE_TOKEN": "t.o.k"})
     assert res.returncode == 1 and seen == [], (seen, res.stderr)

@@ -14,6 +14,7 @@ import pytest
 from aiohttp import web
 
 from tests import cli_fork
+from tests.backends import fake_admin
 from tests.conftest import ROOT
 from tests.test_cli import acli
 
@@ -40,10 +41,7 @@ async def test_a_proxy_that_gave_up_is_a_write_that_may_have_applied(backends) -
         return web.json_response(RECEIPT)
 
     mode = ["once"]
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", ingress)
-    port = await backends(app)
-    env = {"KILLGATE_ADMIN_URL": f"http://127.0.0.1:{port}", "KILLGATE_TOKEN": "tok.en.x"}
+    env = await fake_admin(backends, ingress)
     res = await acli("kill", "--global", "--reason", "x", env=env)
     assert res.returncode == 0, res
     assert "sending it once more" in res.stderr, res.stderr
@@ -63,11 +61,7 @@ async def test_ctrl_c_while_a_write_waits_says_it_may_have_applied(backends) -> 
         await asyncio.sleep(20)
         return web.json_response(RECEIPT)
 
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", slow)
-    port = await backends(app)
-    env = {**os.environ, "KILLGATE_ADMIN_URL": f"http://127.0.0.1:{port}",
-           "KILLGATE_TOKEN": "tok.en.x"}
+    env = {**os.environ, **await fake_admin(backends, slow)}
     proc = cli_fork.spawn(["--json", "kill", "--global", "--reason", "x"], env, str(ROOT))
     try:
         await asyncio.wait_for(got.wait(), 10)
@@ -102,10 +96,7 @@ async def test_a_resend_met_by_the_first_try_still_applying_waits_for_it(backend
                                      status=409)
         return web.json_response(RECEIPT)
 
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", slow_store)
-    port = await backends(app)
-    env = {"KILLGATE_ADMIN_URL": f"http://127.0.0.1:{port}", "KILLGATE_TOKEN": "tok.en.x"}
+    env = await fake_admin(backends, slow_store)
     res = await acli("kill", "--global", "--reason", "x", "--timeout", "1", env=env)
     assert res.returncode == 0, res
     assert "killed global" in res.stdout and len(set(posts)) == 1 and len(posts) == 3, (

@@ -918,27 +918,9 @@ async def test_verify_all_reads_again_while_a_look_trims_batch_after_batch(
     it said BROKEN then: a tamper alarm for nothing. It reads again while the head moves
     (here: a trim lands between the pages of each of its first three reads), as `killgate
     audit verify` does. An in-process gateway (its store's pages are where trims land)."""
-    from tests.backends import echo_app
-    from tests.conftest import running_gateway, two_versions, write_config
-    from tests.test_audit_retention import _fill, _state
+    from tests.test_retention_faults import trimmed_between_pages
 
-    p = await backends(echo_app("v1"))
-    # (a bound that keeps the trail over one page of 1000: each trim removes a few)
-    state = _state(tmp_path, None).replace("max_events: 100,", "max_events: 1150,")
-    cfg = write_config(tmp_path, two_versions(p, p), state=state)
-    async with running_gateway(cfg) as g:
-        store, retention = g.gw.sync.store, g.gw.sync.retention
-        await _fill(g, 1200)
-        page, trims = store.audit_page, [3]
-
-        async def paged(limit: int, before: str | None) -> object:
-            if before is not None and trims[0] > 0:  # (between two pages of one read)
-                trims[0] -= 1
-                _, ck = await retention.trim_once(going_on=True)
-                assert ck is not None
-            return await page(limit, before)
-
-        monkeypatch.setattr(store, "audit_page", paged)
+    async with trimmed_between_pages(tmp_path, backends, monkeypatch) as (g, trims):
         b = browser
         await asyncio.to_thread(b.d.get, g.admin + "/ui/")
         got = await asyncio.to_thread(b.d.execute_async_script, """

@@ -15,7 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.backends import fake_admin, hang
 from tests.conftest import ROOT, free_port
+from tests.test_cli_http import _lying_api
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -82,17 +84,6 @@ def test_a_drill_id_that_is_a_path_writes_nothing_outside_out(tmp_path: Path,
 ESC = "\x1b[2J\x1b[1A\rdrill passed"
 
 
-def _drills_api(doc: object, status: int = 200) -> object:
-    from aiohttp import web
-
-    async def handler(req: web.Request) -> web.StreamResponse:
-        return web.json_response(doc, status=status)
-
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handler)
-    return app
-
-
 async def test_drill_output_cannot_drive_the_terminal(backends) -> None:
     """`drill history` printed the actor, route and drill id of each drill as the API sent
     them, and every drill command printed the API's error message raw on stderr: escape
@@ -105,15 +96,13 @@ async def test_drill_output_cannot_drive_the_terminal(backends) -> None:
              "after": {"verdict": "passed", "summary": {}}}
     opened = {"id": "dr-2", "kind": "kill", "route": "iris", "actor": "eve" + ESC,
               "started": "2026-12-05T00:00:00Z"}
-    port = await backends(_drills_api({"open": [opened], "history": [event]}))
-    env = {"KILLGATE_ADMIN_URL": f"http://127.0.0.1:{port}", "KILLGATE_TOKEN": "tok.en.x"}
+    env = await fake_admin(backends, _lying_api({"open": [opened], "history": [event]}))
     res = await acli("drill", "history", env=env)
     assert res.returncode == 0, res
     assert "mallory" in res.stdout and "eve" in res.stdout, res.stdout
     assert "\x1b" not in res.stdout + res.stderr and "\r" not in res.stdout, repr(res.stdout)
-    port = await backends(_drills_api(
+    env = await fake_admin(backends, _lying_api(
         {"error": {"type": "conflict" + ESC, "message": "no" + ESC}}, status=409))
-    env["KILLGATE_ADMIN_URL"] = f"http://127.0.0.1:{port}"
     res = await acli("drill", "restore", "dr-1", "--reason", "x", env=env)
     assert res.returncode == 1 and "409 conflict" in res.stderr, res
     assert "\x1b" not in res.stderr + res.stdout, repr(res.stderr)
@@ -126,8 +115,7 @@ async def test_a_drill_history_of_the_wrong_shape_is_no_traceback(backends) -> N
 
     for event in ({"target": "x"}, {"target": {"kind": "k", "route": "r"},
                                     "after": {"summary": {"time_to_kill_ms": {"max": "z"}}}}):
-        port = await backends(_drills_api({"open": [], "history": [event]}))
-        env = {"KILLGATE_ADMIN_URL": f"http://127.0.0.1:{port}", "KILLGATE_TOKEN": "tok.en.x"}
+        env = await fake_admin(backends, _lying_api({"open": [], "history": [event]}))
         res = await acli("drill", "history", env=env)
         assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
         assert "unexpected answer from the admin API" in res.stderr, res.stderr
@@ -148,49 +136,24 @@ async def test_a_huge_or_bottomless_answer_to_a_drill_is_no_traceback(backends) 
             await resp.write(b"x" * (1 << 20))
         return resp
 
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", endless)
-    port = await backends(app)
-    env = {"KILLGATE_ADMIN_URL": f"http://127.0.0.1:{port}", "KILLGATE_TOKEN": "tok.en.x"}
+    env = await fake_admin(backends, endless)
     res = await acli("drill", "history", env=env)
     assert res.returncode == 1 and "over 32 MiB: not read" in res.stderr, res.stderr
-    port = await backends(_drills_api_text("[" * 100_000))
-    env["KILLGATE_ADMIN_URL"] = f"http://127.0.0.1:{port}"
+    env = await fake_admin(backends, _lying_api("[" * 100_000))
     res = await acli("drill", "history", env=env)
     assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
     assert "not JSON" in res.stderr, res.stderr
-
-
-def _drills_api_text(text: str) -> object:
-    from aiohttp import web
-
-    async def handler(req: web.Request) -> web.StreamResponse:
-        return web.Response(text=text, content_type="application/json")
-
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handler)
-    return app
 
 
 async def test_drill_commands_keep_their_timeout(backends) -> None:
     """The drill commands take --timeout (and $KILLGATE_TIMEOUT) as every admin command does,
     but waited a fixed 35 s for each answer all the same: `drill history --timeout 1`
     against a hung admin listener sat there for 35 s. Now --timeout is each try's."""
-    import asyncio
     import time
-
-    from aiohttp import web
 
     from tests.test_cli import acli
 
-    async def hang(req: web.Request) -> web.StreamResponse:
-        await asyncio.sleep(60)
-        return web.Response()
-
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", hang)
-    port = await backends(app)
-    env = {"KILLGATE_ADMIN_URL": f"http://127.0.0.1:{port}", "KILLGATE_TOKEN": "tok.en.x"}
+    env = await fake_admin(backends, hang)
     t0 = time.monotonic()
     res = await acli("drill", "history", "--timeout", "0.5", env=env)
     assert time.monotonic() - t0 < 5, res

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,6 +18,25 @@ from tests.backends import echo_app
 from tests.conftest import running_gateway, two_versions, wait_until, write_config
 
 pytestmark = pytest.mark.timeout(30)
+
+
+def _write_next(g: Any, tmp_path: Path, cfg: Path, p: int, state: str) -> str:
+    """Write the file the next reload reads (the weights changed, and `state`); returns
+    the digest of the config running before."""
+    old: str = g.gw.loaded.digest
+    cfg.write_text(write_config(tmp_path, two_versions(p, p, 50, 50), state=state,
+                                name="next.yaml").read_text())
+    return old
+
+
+async def _reload_refused(g: Any, old: str) -> str:
+    """Reload; the config of digest `old` must stay running. Returns the reload's error."""
+    watcher = g.gw.watcher
+    assert watcher is not None
+    g.gw.request_reload()
+    await wait_until(lambda: g.gw.loaded.digest != old or watcher.outcome.last_error, 10)
+    assert g.gw.loaded.digest == old, watcher.outcome.restart_required
+    return watcher.outcome.last_error or ""
 
 
 async def test_a_reload_with_an_unreadable_state_key_keeps_the_running_config(
@@ -33,20 +53,14 @@ async def test_a_reload_with_an_unreadable_state_key_keeps_the_running_config(
           signing_key_file: {tmp_path}/missing.key
         """)
     async with running_gateway(cfg) as g:
-        watcher = g.gw.watcher
-        assert watcher is not None
-        old = g.gw.loaded.digest
-        cfg.write_text(write_config(tmp_path, two_versions(p, p, 50, 50), state=bad_state,
-                                    name="next.yaml").read_text())
+        old = _write_next(g, tmp_path, cfg, p, bad_state)
         check = await asyncio.to_thread(
             subprocess.run, [sys.executable, "-m", "gateway", "check", str(cfg)],
             capture_output=True, text=True, timeout=30)
         assert check.returncode == 1 and "state.signing_key_file" in check.stderr
-        g.gw.request_reload()
-        await wait_until(lambda: g.gw.loaded.digest != old or watcher.outcome.last_error, 10)
-        assert g.gw.loaded.digest == old, watcher.outcome.restart_required
-        assert "state.signing_key_file" in (watcher.outcome.last_error or "")
-        assert "stays in force" in (watcher.outcome.last_error or "")
+        error = await _reload_refused(g, old)
+        assert "state.signing_key_file" in error
+        assert "stays in force" in error
 
 
 @pytest.mark.parametrize("bad", ["snapshot_path: {fifo}", "audit_mirror: {tmp}/var"])
@@ -63,13 +77,6 @@ async def test_a_reload_naming_a_state_file_start_refuses_keeps_the_running_conf
     state = (f"state:\n  backend: local\n  path: {tmp_path}/store.json\n  "
              + bad.format(fifo=tmp_path / "snap.fifo", tmp=tmp_path) + "\n")
     async with running_gateway(cfg) as g:
-        watcher = g.gw.watcher
-        assert watcher is not None
-        old = g.gw.loaded.digest
-        cfg.write_text(write_config(tmp_path, two_versions(p, p, 50, 50), state=state,
-                                    name="next.yaml").read_text())
-        g.gw.request_reload()
-        await wait_until(lambda: g.gw.loaded.digest != old or watcher.outcome.last_error, 10)
-        assert g.gw.loaded.digest == old, watcher.outcome.restart_required
-        assert "folder, device, FIFO" in (watcher.outcome.last_error or "")
-        assert "stays in force" in (watcher.outcome.last_error or "")
+        error = await _reload_refused(g, _write_next(g, tmp_path, cfg, p, state))
+        assert "folder, device, FIFO" in error
+        assert "stays in force" in error

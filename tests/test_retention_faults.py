@@ -14,6 +14,8 @@ import json
 import os
 import re
 import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +27,7 @@ from gateway.errors import StoreUnavailable
 from gateway.state.redistrim import _SCAN
 from tests.backends import echo_app
 from tests.conftest import running_gateway, two_versions, wait_until, write_config
-from tests.test_audit_retention import _fill, _state, _verify
+from tests.test_audit_retention import _fill, _filled, _state, _trim_batches_of_ten, _verify
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -42,6 +44,40 @@ def _xadd_many(redis: Any, key: str, bodies: list[str]) -> None:
         s.shutdown(socket.SHUT_WR)
         while s.recv(1 << 20):
             pass
+
+
+async def _mirrored(tmp_path: Path, backends: Any) -> tuple[Path, Path, Path]:
+    """A config with a local store and a local mirror: (the config, the mirror, its cursor)."""
+    p = await backends(echo_app("v1"))
+    mirror = tmp_path / "mirror.jsonl"
+    cfg = write_config(tmp_path, two_versions(p, p), state=_state(
+        tmp_path, None, extra=f"  audit_mirror: {mirror}\n"))
+    return cfg, mirror, mirror.with_name(mirror.name + ".cursor")
+
+
+@asynccontextmanager
+async def trimmed_between_pages(tmp_path: Path, backends: Any, monkeypatch: pytest.MonkeyPatch
+                                ) -> AsyncIterator[tuple[Any, list[int]]]:
+    """A gateway on a local trail of 1200 events, over a bound of 1150 (over one page of
+    1000: each trim removes a few) whose store trims between two pages of one read, while
+    `trims` (yielded with it, [3] at first) is above 0."""
+    p = await backends(echo_app("v1"))
+    state = _state(tmp_path, None).replace("max_events: 100,", "max_events: 1150,")
+    cfg = write_config(tmp_path, two_versions(p, p), state=state)
+    async with running_gateway(cfg) as g:
+        store, retention = g.gw.sync.store, g.gw.sync.retention
+        await _fill(g, 1200)
+        page, trims = store.audit_page, [3]
+
+        async def paged(limit: int, before: str | None) -> Any:
+            if before is not None and trims[0] > 0:  # (between two pages of one read)
+                trims[0] -= 1
+                _, ck = await retention.trim_once(going_on=True)
+                assert ck is not None
+            return await page(limit, before)
+
+        monkeypatch.setattr(store, "audit_page", paged)
+        yield g, trims
 
 
 async def test_a_long_trail_is_read_in_short_scripts_that_find_what_lies_deep(
@@ -105,11 +141,7 @@ async def test_a_look_reads_again_when_a_write_lands_meanwhile(
     """A write landing while the trail was read made the look end with nothing trimmed
     until the next one (10 min): a fleet that writes more often than a long trail takes
     to read never trimmed. The look reads again at once."""
-    p = await backends(echo_app("v1"))
-    redis = request.getfixturevalue("redis_server") if backend == "redis" else None
-    cfg = write_config(tmp_path, two_versions(p, p), state=_state(tmp_path, redis))
-    async with running_gateway(cfg) as g:
-        await _fill(g, 125)
+    async with _filled(tmp_path, backends, request, backend) as (g, _):
         sync, loop = g.gw.sync, asyncio.get_running_loop()
         writes: list[int] = []
 
@@ -128,15 +160,13 @@ async def test_a_look_reads_again_when_a_write_lands_meanwhile(
 
 
 async def test_a_local_trim_writes_the_trail_kept_without_the_commit_lock(
-        tmp_path: Path, backends, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, backends, request: pytest.FixtureRequest,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """The file kept (the whole trail but what is removed) was written and fsynced under
     the commit lock: every kill waited for it (~140 ms per 100k events here, each batch
     of a catch-up). Only the rename is under the lock now."""
-    p = await backends(echo_app("v1"))
-    cfg = write_config(tmp_path, two_versions(p, p), state=_state(tmp_path, None))
-    async with running_gateway(cfg) as g:
+    async with _filled(tmp_path, backends, request, "local") as (g, _):
         store = g.gw.sync.store
-        await _fill(g, 125)
         held: list[bool] = []
         fsync = os.fsync
 
@@ -161,16 +191,14 @@ async def test_a_local_trim_writes_the_trail_kept_without_the_commit_lock(
 
 
 async def test_a_local_trim_on_a_full_disk_leaves_the_trail_as_it_was(
-        tmp_path: Path, backends, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, backends, request: pytest.FixtureRequest,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """The state file could not be written (a full disk), and neither could the audit
     file be written back: the events were removed and the checkpoint left unanchored,
     which `audit verify` reads as forged. The file as it was is now put back by a rename
     (no space needed)."""
-    p = await backends(echo_app("v1"))
-    cfg = write_config(tmp_path, two_versions(p, p), state=_state(tmp_path, None))
-    async with running_gateway(cfg) as g:
+    async with _filled(tmp_path, backends, request, "local") as (g, _):
         store = g.gw.sync.store
-        await _fill(g, 125)
         before = await store.audit_events()
 
         def full(*args: Any, **kw: Any) -> None:
@@ -195,24 +223,7 @@ async def test_verify_reads_again_while_a_look_trims_batch_after_batch(
     landed while its pages were read); a look trims batch after batch on a long trail, so
     a verify run then said BROKEN: a tamper alarm for nothing. It reads again while the
     head moves (here: a trim lands during each of its first three reads)."""
-    p = await backends(echo_app("v1"))
-    # (a bound that keeps the trail over one page of 1000: each trim removes a few)
-    state = _state(tmp_path, None).replace("max_events: 100,", "max_events: 1150,")
-    cfg = write_config(tmp_path, two_versions(p, p), state=state)
-    async with running_gateway(cfg) as g:
-        store, retention = g.gw.sync.store, g.gw.sync.retention
-        await _fill(g, 1200)
-        page = store.audit_page
-        trims = [3]
-
-        async def paged(limit: int, before: str | None) -> Any:
-            if before is not None and trims[0] > 0:  # (between two pages of one read)
-                trims[0] -= 1
-                _, ck = await retention.trim_once(going_on=True)
-                assert ck is not None
-            return await page(limit, before)
-
-        monkeypatch.setattr(store, "audit_page", paged)
+    async with trimmed_between_pages(tmp_path, backends, monkeypatch) as (g, trims):
         res = await asyncio.to_thread(_verify, g.admin)
         assert trims == [0]
         assert res.returncode == 0, res.stdout + res.stderr
@@ -226,11 +237,7 @@ async def test_a_mirror_with_a_cursor_from_before_trims_goes_on_after_one(
     mirror copied nothing, silently), and once the file grew past it, half a line (the
     mirror refused: an alarm for nothing). The mirror now adds the hash its file ends with,
     by which the store finds its place in the rewritten file."""
-    p = await backends(echo_app("v1"))
-    mirror = tmp_path / "mirror.jsonl"
-    cfg = write_config(tmp_path, two_versions(p, p), state=_state(
-        tmp_path, None, extra=f"  audit_mirror: {mirror}\n"))
-    cursor = mirror.with_name(mirror.name + ".cursor")
+    cfg, mirror, cursor = await _mirrored(tmp_path, backends)
     async with running_gateway(cfg) as g:
         await _fill(g, 125)
         last = (await g.gw.sync.store.audit_events())[-1]["hash"]
@@ -248,17 +255,14 @@ async def test_a_mirror_with_a_cursor_from_before_trims_goes_on_after_one(
 
 
 async def test_a_local_trail_is_trimmed_to_the_bound_in_one_rewrite(
-        tmp_path: Path, backends, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, backends, request: pytest.FixtureRequest,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """A local store rewrites its whole audit file at every trim, and a trim removed at
     most TRIM_BATCH (a redis script's bound): turning retention on over a local trail of
     1M events rewrote ~500 MB 500 times. The trail read whole is trimmed at once."""
-    for mod in ("gateway.domain.retention", "gateway.state.redistrim"):
-        monkeypatch.setattr(f"{mod}.TRIM_BATCH", 10)
-    p = await backends(echo_app("v1"))
-    cfg = write_config(tmp_path, two_versions(p, p), state=_state(tmp_path, None))
-    async with running_gateway(cfg) as g:
+    _trim_batches_of_ten(monkeypatch)
+    async with _filled(tmp_path, backends, request, "local") as (g, _):
         store = g.gw.sync.store
-        await _fill(g, 125)
         n = len(await store.audit_events())
         assert await g.gw.sync.retention.look() == 1
         got = [e["after"]["removed"] for e in await store.audit_events()
@@ -272,11 +276,7 @@ async def test_a_mirror_whose_cursor_file_is_garbage_starts_over_and_goes_on(
     an operator's edit) raised ValueError in the mirror task: copying ended, silently. It
     is now read as no cursor: the store is read from its start and the events the file
     already holds are skipped."""
-    p = await backends(echo_app("v1"))
-    mirror = tmp_path / "mirror.jsonl"
-    cfg = write_config(tmp_path, two_versions(p, p), state=_state(
-        tmp_path, None, extra=f"  audit_mirror: {mirror}\n"))
-    cursor = mirror.with_name(mirror.name + ".cursor")
+    cfg, mirror, cursor = await _mirrored(tmp_path, backends)
     async with running_gateway(cfg) as g:
         await _fill(g, 3)
         last = (await g.gw.sync.store.audit_events())[-1]["hash"]

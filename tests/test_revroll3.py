@@ -4,7 +4,9 @@ what `serve` does with the same file, and a storm of reload signals stays bounde
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import ClientSession
@@ -24,6 +26,23 @@ def _iris(p1: int, p2: int, art2: str, w2: int = 10) -> str:
     - {{name: v1, url: "http://127.0.0.1:{p1}", weight: 90, artifact: "sha256:aaaa"}}
     - {{name: v2, url: "http://127.0.0.1:{p2}", weight: {w2}, artifact: "{art2}"}}
 """
+
+
+async def _reload(g: Any, cfg: Path, text: str, watch: list[float] | None = None) -> None:
+    """Put `text` in place of `cfg` (by a rename, as a deploy does), reload and wait until
+    it is applied; `watch`, if given, gets iris's v2 weight at each poll (every ms)."""
+    tmp = cfg.with_name("next.tmp")
+    tmp.write_text(text)
+    old = g.gw.loaded.digest
+    os.replace(tmp, cfg)
+    g.gw.request_reload()
+
+    def applied() -> bool:
+        if watch is not None:
+            watch.append(g.gw.holder.table.by_name["iris"].effective_weights()["v2"])
+        return g.gw.loaded.digest != old
+    await wait_until(applied, 10, interval=0.001 if watch is not None else 0.005,
+                     what="the reload")
 
 
 async def test_diff_refuses_a_changed_artifact_as_serve_does(
@@ -70,7 +89,6 @@ async def test_a_storm_of_sighups_does_not_queue_a_read_each(tmp_path: Path, bac
     parse on a core the data plane shares (60 SIGHUPs: about 20 s of work here). SIGHUPs
     that arrive while one reload waits to read the file are that reload: it reads the
     newest file, so the last change still goes live."""
-    import os
     import time
 
     p1, p2 = await backends(echo_app("v1")), await backends(echo_app("v2"))
@@ -101,8 +119,6 @@ async def test_a_reload_that_changes_the_steps_does_not_jump_the_canary(
     the canary went from 5 % to 50 % at the reload, never judged in between (and a plan
     cut shorter than the step reached gave it 100 %, then promoted it). The rollout now
     goes on from the new plan's largest step not above the weight it was at."""
-    import os
-
     from gateway.domain.analysis import Sample
     from tests.test_rollout import Flaky, route
 
@@ -127,18 +143,9 @@ async def test_a_reload_that_changes_the_steps_does_not_jump_the_canary(
         # step to apply it, and the rollout itself stepped to 50 %: not the bug)
         rollout._fleet_samples = inconclusive  # type: ignore[method-assign]
         later = steps.replace("[1, 5, 50, 100]", "[5, 50, 100]").replace("300ms", "1h")
-        tmp = cfg.with_name("next.tmp")
-        tmp.write_text(write_config(tmp_path, route(p1, p2, 90, 10, later),
-                                    name="next.yaml").read_text())
-        old = g.gw.loaded.digest
-        os.replace(tmp, cfg)
-        g.gw.request_reload()
         seen: list[float] = []
-
-        def applied() -> bool:
-            seen.append(g.gw.holder.table.by_name["iris"].effective_weights()["v2"])
-            return g.gw.loaded.digest != old
-        await wait_until(applied, 10, interval=0.001, what="the reload")
+        await _reload(g, cfg, write_config(tmp_path, route(p1, p2, 90, 10, later),
+                                           name="next.yaml").read_text(), seen)
         rollout._fleet_samples = passing  # type: ignore[method-assign]
         await asyncio.sleep(1.0)  # (rounds of the rollout on the new plan)
         seen.append(g.gw.holder.table.by_name["iris"].effective_weights()["v2"])
@@ -187,8 +194,6 @@ async def test_a_new_canary_from_a_reload_starts_at_the_first_step(
     analysis round started its rollout at the first step (1 %), up to `interval` later:
     ten times the first step's traffic to a version nobody had judged, then its sticky
     users moved back off it (raising a canary must only ever move users onto it)."""
-    import os
-
     from tests.test_rollout import Flaky, route
 
     ports = [await backends(Flaky(v).app()) for v in ("v1", "v2", "v3")]
@@ -199,14 +204,9 @@ async def test_a_new_canary_from_a_reload_starts_at_the_first_step(
         await wait_until(lambda: g.gw.holder.doc.progress.get("iris", {}).get("canary")
                          == "v2", 10, what="v2's rollout started")
         assert g.gw.holder.table.by_name["iris"].effective_weights()["v2"] == 1
-        tmp = cfg.with_name("next.tmp")
-        tmp.write_text(write_config(tmp_path, route(ports[0], ports[2], 90, 10, steps)
-                                    .replace("name: v2", "name: v3"),
-                                    name="next.yaml").read_text())
-        old = g.gw.loaded.digest
-        os.replace(tmp, cfg)
-        g.gw.request_reload()
-        await wait_until(lambda: g.gw.loaded.digest != old, 10, what="the reload")
+        await _reload(g, cfg, write_config(tmp_path, route(ports[0], ports[2], 90, 10, steps)
+                                           .replace("name: v2", "name: v3"),
+                                           name="next.yaml").read_text())
         assert g.gw.holder.table.by_name["iris"].effective_weights()["v3"] == 1
 
 
@@ -294,7 +294,6 @@ async def test_a_reload_that_routes_around_a_kill_says_so(
     such a reload logged nothing: the kill looked in force while premium users of the
     killed route were served."""
     import logging
-    import os
 
     from tests.conftest import bearer
 
@@ -313,12 +312,7 @@ async def test_a_reload_that_routes_around_a_kill_says_so(
                                       "reason": "bad answers"}) as r:
             assert r.status == 200, await r.text()
         caplog.set_level(logging.WARNING)
-        tmp = cfg.with_name("next.tmp")
-        tmp.write_text(premium)
-        old = g.gw.loaded.digest
-        os.replace(tmp, cfg)
-        g.gw.request_reload()
-        await wait_until(lambda: g.gw.loaded.digest != old, 10, what="the reload")
+        await _reload(g, cfg, premium)
         await wait_until(lambda: any(r.getMessage() == "kill_routed_around"
                                      and "iris-premium" in str(r.__dict__)
                                      for r in caplog.records), 5, what="the warning")
@@ -420,8 +414,6 @@ async def test_a_new_build_of_the_canary_under_its_name_rolls_out_anew(
     at once, never judged, on the old step's clock (and, had that rollout been done, the
     file's weight for good, never stepped or promoted). It now rolls out anew from the
     first step, its url recorded."""
-    import os
-
     from gateway.domain.analysis import Sample
     from tests.test_rollout import Flaky, route
 
@@ -436,19 +428,10 @@ async def test_a_new_build_of_the_canary_under_its_name_rolls_out_anew(
         g.gw.rollout._fleet_samples = passing  # type: ignore[method-assign]
         await wait_until(lambda: g.gw.holder.doc.progress.get("iris", {}).get("step") == 1,
                          10, what="the rollout at its second step (50 %)")
-        tmp = cfg.with_name("next.tmp")
-        tmp.write_text(write_config(tmp_path, route(ports[0], ports[2], 90, 10,
-                                                    steps.replace("300ms", "1h")),
-                                    name="next.yaml").read_text())
-        old = g.gw.loaded.digest
-        os.replace(tmp, cfg)
-        g.gw.request_reload()
         seen: list[float] = []
-
-        def applied() -> bool:
-            seen.append(g.gw.holder.table.by_name["iris"].effective_weights()["v2"])
-            return g.gw.loaded.digest != old
-        await wait_until(applied, 10, interval=0.001, what="the reload")
+        await _reload(g, cfg, write_config(tmp_path, route(ports[0], ports[2], 90, 10,
+                                                           steps.replace("300ms", "1h")),
+                                           name="next.yaml").read_text(), seen)
         assert g.gw.holder.table.by_name["iris"].effective_weights()["v2"] == 1, seen
         await wait_until(lambda: g.gw.holder.doc.progress["iris"].get("url")
                          == f"http://127.0.0.1:{ports[2]}", 5, what="the new rollout")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,6 +22,14 @@ pytestmark = pytest.mark.timeout(30)
 
 STEPS = ("  analysis: {window: 1s, interval: 150ms, min_requests: 3, "
          "steps: [10, 50, 100], step_interval: 300ms}\n")
+
+
+async def _reload(g: Any, cfg: Path, text: str, what: str) -> None:
+    """Write `text` over the running `cfg`, reload and wait until it is applied."""
+    old = g.gw.loaded.digest
+    await asyncio.to_thread(cfg.write_text, text)
+    g.gw.request_reload()
+    await wait_until(lambda: g.gw.loaded.digest != old, 10, what=what)
 
 
 async def test_the_old_stable_at_weight_0_is_not_rolled_out_again(tmp_path: Path,
@@ -54,11 +63,8 @@ async def test_a_canary_set_to_weight_0_in_the_file_stops_its_rollout(tmp_path: 
         await wait_until(lambda: g.gw.holder.doc.progress.get("iris", {}).get("state")
                          == "running", 10, what="a running rollout")
         assert g.gw.holder.table.by_name["iris"].effective_weights()["v2"] == 10.0
-        old = g.gw.loaded.digest
-        cfg.write_text(write_config(tmp_path, route(p1, p2, 100, 0, slow),
-                                    name="next.yaml").read_text())
-        g.gw.request_reload()
-        await wait_until(lambda: g.gw.loaded.digest != old, 10, what="the reload")
+        await _reload(g, cfg, write_config(tmp_path, route(p1, p2, 100, 0, slow),
+                                           name="next.yaml").read_text(), "the reload")
         await wait_until(lambda: g.gw.holder.doc.progress["iris"].get("state") == "paused"
                          and g.gw.holder.doc.progress["iris"].get("held") == "weight", 5,
                          what="the rollout shown paused, held by the file's weight 0")
@@ -76,11 +82,9 @@ async def test_a_canary_set_to_weight_0_in_the_file_stops_its_rollout(tmp_path: 
             **cur.progress["iris"], "since": cur.progress["iris"]["since"] - 3600}}),
             lambda cur, new: AuditDraft("t", "test", {}, "an hour at weight 0"))
         back = time.time()
-        digest = g.gw.loaded.digest
-        cfg.write_text(write_config(tmp_path, route(p1, p2, 90, 10, slow),
-                                    name="again.yaml").read_text())
-        g.gw.request_reload()
-        await wait_until(lambda: g.gw.loaded.digest != digest, 10, what="the second reload")
+        await _reload(g, cfg, write_config(tmp_path, route(p1, p2, 90, 10, slow),
+                                           name="again.yaml").read_text(),
+                      "the second reload")
         await wait_until(lambda: g.gw.holder.doc.progress["iris"].get("state") == "running"
                          or g.gw.holder.doc.progress["iris"]["step"] > 0, 5,
                          what="the rollout resumed")
