@@ -32,7 +32,7 @@ from gateway.control.drillrejoin import short_receipt, wait_rejoined
 from gateway.domain.audit import utc_now
 from gateway.domain.drillfinish import iso_to_unix
 from gateway.domain.drillplan import Plan, duration, fault_ttl, too_long
-from gateway.domain.drillreport import Marks, Obs, analyse, steady_problems, unrestored
+from gateway.domain.drillreport import Marks, Obs, Restoring, analyse, steady_problems
 from gateway.domain.drilltoken import HEADER
 from gateway.domain.drillverdict import kept
 from gateway.errors import StateError
@@ -260,7 +260,8 @@ class DrillRunner:
         if self.stopped or sent is None or limit is None:
             return
         deadline = sent + limit / 1000
-        while unrestored(self.plan, to, self.obs, self.marks):
+        waiting = Restoring(self.plan, to, sent)
+        while waiting.left(self.obs):
             if (left := deadline - self.now()) <= 0 or self.stopped:
                 return  # (a Ctrl-C meanwhile ends it too)
             await self._hold(min(0.05, left))
