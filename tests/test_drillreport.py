@@ -243,9 +243,11 @@ def test_unrestored_names_the_instances_without_an_answer_from_before_since_the_
 async def test_the_settle_waits_for_a_slow_instance_up_to_the_restore_target() -> None:
     """After its settle, a drill waits for an instance that has not shown an answer from
     before the drill, up to time_to_restore's max target: one slow to come back (a
-    store-loss drill's reconnect) is measured, not reported as never restored."""
-    plan = kill_plan(targets={"time_to_restore_ms": {"max": 1500}})
-    runner = DrillRunner(plan, None, None, lambda _: None)  # type: ignore[arg-type]
+    store-loss drill's reconnect) is measured, not reported as never restored. (The waits
+    that must end early are measured against a 5 s target with seconds of margin, so a
+    loaded CI machine's stalls cannot fail them; only the give-up waits a target out.)"""
+    long = kill_plan(targets={"time_to_restore_ms": {"max": 5000}})
+    runner = DrillRunner(long, None, None, lambda _: None)  # type: ignore[arg-type]
     runner.marks.restore_sent = runner.now()
     runner.obs = [Obs("a", runner.now(), runner.now(), 200, "v1", "failover")]
 
@@ -257,22 +259,26 @@ async def test_the_settle_waits_for_a_slow_instance_up_to_the_restore_target() -
     await runner._settle(0.05, None)
     waited = runner.now() - runner.marks.restore_sent
     await task
-    assert 0.3 <= waited < 1.2, waited  # until the answer came, not the whole target
+    assert 0.29 <= waited < 4.0, waited  # until the answer came, not the whole target
+    short = kill_plan(targets={"time_to_restore_ms": {"max": 500}})
+    runner = DrillRunner(short, None, None, lambda _: None)  # type: ignore[arg-type]
     runner.obs = [Obs("a", runner.now(), runner.now(), 200, "v1", "failover")]
     runner.marks.restore_sent = runner.now()
     await runner._settle(0.05, None)  # never comes back: given up at the target
-    assert 1.45 <= runner.now() - runner.marks.restore_sent < 3.0
+    assert 0.49 <= runner.now() - runner.marks.restore_sent < 4.0
+    runner = DrillRunner(long, None, None, lambda _: None)  # type: ignore[arg-type]
+    runner.obs = [Obs("a", runner.now(), runner.now(), 200, "v1", "failover")]
     runner.stopped = "Ctrl-C"
     runner.marks.restore_sent = runner.now()
     await runner._settle(0.05, None)  # stopped early: the settle only
-    assert runner.now() - runner.marks.restore_sent < 0.5
-    # stopped (Ctrl-C) during that wait: it ends then, not at the target (1.5 s on)
-    runner = DrillRunner(plan, None, None, lambda _: None)  # type: ignore[arg-type]
+    assert runner.now() - runner.marks.restore_sent < 4.0
+    # stopped (Ctrl-C) during that wait: it ends then, not at the target (5 s on)
+    runner = DrillRunner(long, None, None, lambda _: None)  # type: ignore[arg-type]
     runner.obs = [Obs("a", runner.now(), runner.now(), 200, "v1", "failover")]
     runner.marks.restore_sent = runner.now()
     asyncio.get_running_loop().call_later(0.3, runner.stop, "Ctrl-C")
     await runner._settle(0.05, None)
-    assert runner.now() - runner.marks.restore_sent < 0.8
+    assert 0.29 <= runner.now() - runner.marks.restore_sent < 4.0
 
 
 def test_a_restore_acknowledged_by_fewer_instances_than_the_drill_started_with_is_said() -> None:
