@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 import time
 
-from gateway.control.drills import DrillRunner
-from gateway.domain.drillplan import Plan
+from gateway.control.drills import END_MARGIN, DrillRunner
+from gateway.domain.drillplan import Plan, duration
 from gateway.domain.drillreport import (
     Marks,
     Obs,
@@ -321,3 +321,18 @@ async def test_the_settle_does_not_rescan_the_whole_drill_while_it_waits() -> No
     cpu = time.process_time()
     await runner._settle(0.0, None)  # nobody comes back: waits the whole target
     assert time.process_time() - cpu < 0.25, time.process_time() - cpu
+
+
+async def test_the_settle_never_waits_past_the_drills_own_deadline() -> None:
+    """time_to_restore's max target has no upper bound: with one of 10 minutes and an
+    instance that never comes back, the settle's wait ran past the deadline the drill asked
+    for when it opened (its steady, hold and settle + 300 s), the fleet counted it overdue
+    (killgate_drills_overdue, an alert) and closed it, and the drill's own end was then
+    refused. The wait now ends a few seconds before that deadline."""
+    plan = kill_plan(targets={"time_to_restore_ms": {"max": 600_000}})
+    runner = DrillRunner(plan, None, None, lambda _: None)  # type: ignore[arg-type]
+    runner.obs = [Obs("a", runner.now(), runner.now(), 200, "v1", "failover")]
+    runner.marks.restore_sent = runner.now()
+    runner.opened_at = runner.now() - duration(plan) + END_MARGIN + 0.3  # (0.3 s left)
+    await asyncio.wait_for(runner._settle(0.05, None), 10)
+    assert runner.now() - runner.marks.restore_sent < 5.0
