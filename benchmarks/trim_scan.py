@@ -49,6 +49,10 @@ def main() -> None:
     ap.add_argument("events", nargs="*", type=int, default=[100000],
                     help="trail lengths to fill and time, in turn (default 100000)")
     args = ap.parse_args()
+    if args.events != sorted(set(args.events)) or args.events[0] < 1:
+        # (the trail is filled up to each length in turn, never cut: a shorter one after a
+        # longer would be timed on the longer trail and printed as the shorter)
+        ap.error("trail lengths must be at least 1 and in increasing order, e.g. 1000 100000")
     port = 27000 + os.getpid() % 2000
     srv = subprocess.Popen(["redis-server", "--port", str(port), "--save", "", "--appendonly",
                             "no", "--dir", tempfile.mkdtemp(), "--slowlog-log-slower-than", "0"],

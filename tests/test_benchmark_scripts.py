@@ -28,3 +28,14 @@ def test_a_benchmark_prints_its_usage(name: str) -> None:
                           text=True, timeout=60)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "usage:" in done.stdout, done.stdout
+
+
+@pytest.mark.parametrize("lengths", [["200", "100"], ["0"], ["100", "100"]])
+def test_trim_scan_refuses_lengths_it_would_time_on_another_trail(lengths: list[str]) -> None:
+    """trim_scan.py fills the trail up to each length in turn and never cuts it: 200 then
+    100 timed the 200-event trail and printed it as 100 events. Refused before any
+    redis-server starts (exit 2)."""
+    done = subprocess.run([sys.executable, "trim_scan.py", *lengths], cwd=BENCH,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, (done.returncode, done.stdout, done.stderr[-2000:])
+    assert "increasing order" in done.stderr, done.stderr

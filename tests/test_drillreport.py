@@ -4,9 +4,10 @@ its summary (domain/drillsummary.py), all pure: synthetic timelines with known a
 from __future__ import annotations
 
 import asyncio
+import time
 
-from gateway.control.drills import DrillRunner
-from gateway.domain.drillplan import Plan
+from gateway.control.drills import END_MARGIN, DrillRunner
+from gateway.domain.drillplan import Plan, duration
 from gateway.domain.drillreport import (
     Marks,
     Obs,
@@ -242,9 +243,11 @@ def test_unrestored_names_the_instances_without_an_answer_from_before_since_the_
 async def test_the_settle_waits_for_a_slow_instance_up_to_the_restore_target() -> None:
     """After its settle, a drill waits for an instance that has not shown an answer from
     before the drill, up to time_to_restore's max target: one slow to come back (a
-    store-loss drill's reconnect) is measured, not reported as never restored."""
-    plan = kill_plan(targets={"time_to_restore_ms": {"max": 1500}})
-    runner = DrillRunner(plan, None, None, lambda _: None)  # type: ignore[arg-type]
+    store-loss drill's reconnect) is measured, not reported as never restored. (The waits
+    that must end early are measured against a 5 s target with seconds of margin, so a
+    loaded CI machine's stalls cannot fail them; only the give-up waits a target out.)"""
+    long = kill_plan(targets={"time_to_restore_ms": {"max": 5000}})
+    runner = DrillRunner(long, None, None, lambda _: None)  # type: ignore[arg-type]
     runner.marks.restore_sent = runner.now()
     runner.obs = [Obs("a", runner.now(), runner.now(), 200, "v1", "failover")]
 
@@ -256,22 +259,26 @@ async def test_the_settle_waits_for_a_slow_instance_up_to_the_restore_target() -
     await runner._settle(0.05, None)
     waited = runner.now() - runner.marks.restore_sent
     await task
-    assert 0.3 <= waited < 1.2, waited  # until the answer came, not the whole target
+    assert 0.29 <= waited < 4.0, waited  # until the answer came, not the whole target
+    short = kill_plan(targets={"time_to_restore_ms": {"max": 500}})
+    runner = DrillRunner(short, None, None, lambda _: None)  # type: ignore[arg-type]
     runner.obs = [Obs("a", runner.now(), runner.now(), 200, "v1", "failover")]
     runner.marks.restore_sent = runner.now()
     await runner._settle(0.05, None)  # never comes back: given up at the target
-    assert 1.45 <= runner.now() - runner.marks.restore_sent < 3.0
+    assert 0.49 <= runner.now() - runner.marks.restore_sent < 4.0
+    runner = DrillRunner(long, None, None, lambda _: None)  # type: ignore[arg-type]
+    runner.obs = [Obs("a", runner.now(), runner.now(), 200, "v1", "failover")]
     runner.stopped = "Ctrl-C"
     runner.marks.restore_sent = runner.now()
     await runner._settle(0.05, None)  # stopped early: the settle only
-    assert runner.now() - runner.marks.restore_sent < 0.5
-    # stopped (Ctrl-C) during that wait: it ends then, not at the target (1.5 s on)
-    runner = DrillRunner(plan, None, None, lambda _: None)  # type: ignore[arg-type]
+    assert runner.now() - runner.marks.restore_sent < 4.0
+    # stopped (Ctrl-C) during that wait: it ends then, not at the target (5 s on)
+    runner = DrillRunner(long, None, None, lambda _: None)  # type: ignore[arg-type]
     runner.obs = [Obs("a", runner.now(), runner.now(), 200, "v1", "failover")]
     runner.marks.restore_sent = runner.now()
     asyncio.get_running_loop().call_later(0.3, runner.stop, "Ctrl-C")
     await runner._settle(0.05, None)
-    assert runner.now() - runner.marks.restore_sent < 0.8
+    assert 0.29 <= runner.now() - runner.marks.restore_sent < 4.0
 
 
 def test_a_restore_acknowledged_by_fewer_instances_than_the_drill_started_with_is_said() -> None:
@@ -299,3 +306,33 @@ def test_a_restore_acknowledged_by_fewer_instances_than_the_drill_started_with_i
               "rate": RATE, "targets": plan.targets.model_dump(), **m, "restore_short": short}
     md = markdown(report)
     assert "WARNING: the restore was acknowledged by 1 of the 3 instance(s)" in md, md
+
+
+async def test_the_settle_does_not_rescan_the_whole_drill_while_it_waits() -> None:
+    """The settle's wait asks every 50 ms which instances are not yet restored; it sorted
+    and scanned every answer of the drill each time (360k at --rate 2000, 3 instances, a
+    minute: ~90 ms a turn), on the loop the probe traffic it measures runs on. Each answer
+    is now looked at once. (CPU time, not wall time: a loaded machine does not change it.)"""
+    plan = kill_plan(rate=2000, targets={"time_to_restore_ms": {"max": 1000}})
+    runner = DrillRunner(plan, None, None, lambda _: None)  # type: ignore[arg-type]
+    runner.obs = [Obs(f"i{k % 3}", k / 6000, k / 6000 + 0.002, 200, "v1", "failover")
+                  for k in range(150_000)]
+    runner.marks.restore_sent = runner.now()
+    cpu = time.process_time()
+    await runner._settle(0.0, None)  # nobody comes back: waits the whole target
+    assert time.process_time() - cpu < 0.25, time.process_time() - cpu
+
+
+async def test_the_settle_never_waits_past_the_drills_own_deadline() -> None:
+    """time_to_restore's max target has no upper bound: with one of 10 minutes and an
+    instance that never comes back, the settle's wait ran past the deadline the drill asked
+    for when it opened (its steady, hold and settle + 300 s), the fleet counted it overdue
+    (killgate_drills_overdue, an alert) and closed it, and the drill's own end was then
+    refused. The wait now ends a few seconds before that deadline."""
+    plan = kill_plan(targets={"time_to_restore_ms": {"max": 600_000}})
+    runner = DrillRunner(plan, None, None, lambda _: None)  # type: ignore[arg-type]
+    runner.obs = [Obs("a", runner.now(), runner.now(), 200, "v1", "failover")]
+    runner.marks.restore_sent = runner.now()
+    runner.opened_at = runner.now() - duration(plan) + END_MARGIN + 0.3  # (0.3 s left)
+    await asyncio.wait_for(runner._settle(0.05, None), 10)
+    assert runner.now() - runner.marks.restore_sent < 5.0

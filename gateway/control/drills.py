@@ -32,7 +32,7 @@ from gateway.control.drillrejoin import short_receipt, wait_rejoined
 from gateway.domain.audit import utc_now
 from gateway.domain.drillfinish import iso_to_unix
 from gateway.domain.drillplan import Plan, duration, fault_ttl, too_long
-from gateway.domain.drillreport import Marks, Obs, analyse, steady_problems, unrestored
+from gateway.domain.drillreport import Marks, Obs, Restoring, analyse, steady_problems
 from gateway.domain.drilltoken import HEADER
 from gateway.domain.drillverdict import kept
 from gateway.errors import StateError
@@ -40,6 +40,9 @@ from gateway.errors import StateError
 __all__ = ["DrillRunner"]
 
 _DRILL_ID = re.compile(r"[A-Za-z0-9-]{1,64}")  # (the grammar of admin/drills.py's ids)
+#: seconds before the drill's own deadline at which the settle stops waiting (its end
+#: must reach the fleet while the drill is not yet overdue)
+END_MARGIN = 10.0
 
 
 class DrillRunner:
@@ -63,6 +66,7 @@ class DrillRunner:
         self.started_with: list[str] = []  # the instances heartbeating when it started
         self.lease = 5.0  # their state.instance_lease
         self.not_back: list[str] = []  # those not heartbeating again after a store outage
+        self.opened_at: float | None = None  # when it asked to open (its deadline counts)
 
     def now(self) -> float:
         return time.monotonic() - self.t0
@@ -104,6 +108,7 @@ class DrillRunner:
                                                                    self.check)):
             return self._refused(started, why, "skipped")
         to = plan.to or route.get("previous_known_good") or route.get("stable")
+        self.opened_at = self.now()
         opened = await self.api.call("POST", "/v1/drills", {
             "kind": plan.kind, "route": plan.route, "version": plan.version,
             "production": plan.production, "reason": plan.reason,
@@ -260,7 +265,11 @@ class DrillRunner:
         if self.stopped or sent is None or limit is None:
             return
         deadline = sent + limit / 1000
-        while unrestored(self.plan, to, self.obs, self.marks):
+        if self.opened_at is not None:  # (past the drill's own deadline the fleet counts
+            # it overdue, and closes it: its end would be refused)
+            deadline = min(deadline, self.opened_at + duration(self.plan) - END_MARGIN)
+        waiting = Restoring(self.plan, to, sent)
+        while waiting.left(self.obs):
             if (left := deadline - self.now()) <= 0 or self.stopped:
                 return  # (a Ctrl-C meanwhile ends it too)
             await self._hold(min(0.05, left))

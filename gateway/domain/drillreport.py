@@ -20,7 +20,7 @@ from typing import Any
 
 from gateway.domain.drillplan import Plan
 
-__all__ = ["Marks", "Obs", "analyse", "is_error", "other_route", "percentiles",
+__all__ = ["Marks", "Obs", "Restoring", "analyse", "is_error", "other_route", "percentiles",
            "shows_before", "shows_injection", "steady_problems", "unrestored"]
 
 
@@ -130,8 +130,27 @@ def unrestored(plan: Plan, to: str | None, obs: Sequence[Obs], m: Marks) -> list
     before it since the restore was asked for."""
     if m.restore_sent is None:
         return []
-    return [inst for inst, mine in _by_instance(obs).items()
-            if _time_to_restore(plan, to, mine, m) is None]
+    return Restoring(plan, to, m.restore_sent).left(obs)
+
+
+class Restoring:
+    """unrestored(), kept up to date while answers come in (the settle asks every 50 ms):
+    each answer is looked at once, never the whole drill's again, since the wait runs on
+    the loop the probe traffic it measures runs on."""
+
+    def __init__(self, plan: Plan, to: str | None, restore_sent: float) -> None:
+        self.plan, self.to, self.since = plan, to, restore_sent
+        self.seen = 0  # answers looked at (the list only grows)
+        self.answered: set[str] = set()
+        self.back: set[str] = set()
+
+    def left(self, obs: Sequence[Obs]) -> list[str]:
+        for o in obs[self.seen:]:
+            self.answered.add(o.instance)
+            if o.sent >= self.since and shows_before(self.plan, self.to, o):
+                self.back.add(o.instance)
+        self.seen = len(obs)
+        return sorted(self.answered - self.back)
 
 
 def analyse(plan: Plan, to: str | None, obs: Sequence[Obs], m: Marks) -> dict[str, Any]:
