@@ -16,6 +16,7 @@ from aiohttp import ClientSession
 
 from tests.backends import Recorder, echo_app
 from tests.conftest import running_gateway, wait_until, write_config
+from tests.test_killswitch import kill
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -87,4 +88,29 @@ async def test_each_version_and_the_shadow_get_their_own_model_on_a_path_route(
             assert r.status == 400
             assert "not valid JSON" in (await r.json())["error"]["message"]
         assert len(rest.requests) == 1
+        assert g.gw.proxy is not None and not g.gw.proxy.peeks.by
+
+
+async def test_a_killed_rewriting_route_answers_its_kill_without_reading_the_body(
+        tmp_path: Path, backends, session: ClientSession) -> None:
+    """A route killed (or a version of it) answers 503 killed at once, as it did before its
+    versions' `model` made its bodies read: not a 400 for a body its rewrite could not read
+    (a gzip body, another charset, a body that is not JSON), which sent the client to fix a
+    body no backend would see while the route was disabled."""
+    recs = [Recorder() for _ in range(5)]
+    ports = [await backends(echo_app(f"v{i + 1}", r)) for i, r in enumerate(recs)]
+    cfg = write_config(tmp_path, ROUTES.format(**{f"p{i + 1}": p for i, p in enumerate(ports)}))
+    async with running_gateway(cfg) as g:
+        await kill(session, g.admin, scope="route", route="rest")
+        await kill(session, g.admin, scope="route", route="chat")
+        for url, body, headers in (
+                (g.url + "/other", b'{"model": "m1", /* not JSON */}', {}),
+                (g.url + "/v1/chat/completions", b"\x1f\x8b\x08",
+                 {"content-encoding": "gzip"}),
+                (g.url + "/v1/chat/completions", b'{"model": "m1"}',
+                 {"content-type": "application/json; charset=latin-1"})):
+            async with session.post(url, data=body, headers=headers) as r:
+                assert r.status == 503, (url, await r.text())
+                assert (await r.json())["error"]["type"] == "killed"
+        assert not any(rec.requests for rec in recs)
         assert g.gw.proxy is not None and not g.gw.proxy.peeks.by

@@ -26,9 +26,12 @@ class RouteTable:
         plans.sort(key=lambda p: (-(len(p.prefix) if p.prefix else -1), -p.match_keys))
         self.routes = tuple(plans)
         self.by_name = {p.name: p for p in plans}
-        #: the routes with a version whose `model` rewrites the body's (a shadow's too)
-        self.rewriting = frozenset(p.name for p in plans
-                                   if any(t.model for t in p.targets.values()))
+        #: the routes with a version whose `model` rewrites the body's (a shadow's too); not
+        #: a killed route, nor a killed version: their answer reads no body (a kill answers
+        #: 503 killed at once, never a 400 for a body no backend would get, nor after a peek)
+        self.rewriting = frozenset(
+            p.name for p in plans if not p.killed and p.serves
+            and any(t.model for n, t in p.targets.items() if p.excluded.get(n) != "killed"))
         #: whether any request may need its body's `model` read (else none is peeked at)
         self.model_routes = bool(self.rewriting) or any(p.model is not None for p in plans)
         # what `needs_model` looks at: the routes matching by `model`, and every other route
