@@ -180,3 +180,34 @@ async def test_a_kill_cuts_every_covered_flight_though_cutting_one_raised(
             t.result().release()
         assert len(calls) == 3
         assert _lines(caplog, "inflight_abort_failed")
+
+
+async def test_a_kill_whose_table_warning_raised_still_cuts_and_is_answered(
+        tmp_path: Path, backends, session: ClientSession, caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The table's warnings (override_unservable) ran after the swap and before the
+    listeners, outside their guard: one that raised skipped every listener (the kill's cut
+    of the requests in flight) and escaped the swap, though the kill's table was live."""
+    hung, p2 = await backends(hang_app()), await backends(echo_app("v2"))
+    cfg = write_config(tmp_path, two_versions(hung, p2, 100, 0))
+
+    def warn(old: Any, new: Any) -> None:
+        if old is not None and new.doc.kills:
+            raise RuntimeError("injected: a warning that raised")
+
+    monkeypatch.setattr(table_mod, "_warn_unservable", warn)
+    caplog.set_level(logging.INFO, logger="killgate")
+    async with running_gateway(cfg) as g:
+        url = f"{g.url}/v2/models/iris/infer"
+        flight = asyncio.create_task(session.get(url))
+        await wait_until(lambda: g.gw.inflight.count == 1, 5, what="a request in flight")
+        await kill(session, g.admin, scope="version", route="iris", version="v1",
+                   abort_inflight=True)
+        done, pending = await asyncio.wait([flight], timeout=2)
+        for t in pending:
+            t.cancel()
+        assert not pending, "the request to the killed version was not cut"
+        for t in done:
+            t.result().release()
+        assert await _served(session, g.url) == "v2"
+        assert _lines(caplog, "table_warnings_failed")
