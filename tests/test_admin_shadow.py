@@ -102,7 +102,7 @@ async def test_the_answer_has_the_contract_shape(gateway, session: ClientSession
     d = out["disagreements"][0]
     assert {"time", "request", "primary", "shadow"} <= set(d)
     assert out["gate"] == {"min_agreement": 0.9, "min_compared": 10, "compared": 6,
-                           "agreed": 3, "failures": 0, "other_status": 0,
+                           "agreed": 3, "failures": 0, "other_status": 0, "older_instances": 0,
                            "agreement": 0.5, "open": False,
                            "reason": out["gate"]["reason"]}
     assert "agreed with the primary on 3 of 6" in out["gate"]["reason"]

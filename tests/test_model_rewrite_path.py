@@ -16,6 +16,7 @@ from aiohttp import ClientSession
 
 from tests.backends import Recorder, echo_app
 from tests.conftest import running_gateway, wait_until, write_config
+from tests.test_killswitch import kill
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -88,3 +89,59 @@ async def test_each_version_and_the_shadow_get_their_own_model_on_a_path_route(
             assert "not valid JSON" in (await r.json())["error"]["message"]
         assert len(rest.requests) == 1
         assert g.gw.proxy is not None and not g.gw.proxy.peeks.by
+
+
+async def test_a_killed_rewriting_route_answers_its_kill_without_reading_the_body(
+        tmp_path: Path, backends, session: ClientSession) -> None:
+    """A route killed (or a version of it) answers 503 killed at once, as it did before its
+    versions' `model` made its bodies read: not a 400 for a body its rewrite could not read
+    (a gzip body, another charset, a body that is not JSON), which sent the client to fix a
+    body no backend would see while the route was disabled."""
+    recs = [Recorder() for _ in range(5)]
+    ports = [await backends(echo_app(f"v{i + 1}", r)) for i, r in enumerate(recs)]
+    cfg = write_config(tmp_path, ROUTES.format(**{f"p{i + 1}": p for i, p in enumerate(ports)}))
+    async with running_gateway(cfg) as g:
+        await kill(session, g.admin, scope="route", route="rest")
+        await kill(session, g.admin, scope="route", route="chat")
+        for url, body, headers in (
+                (g.url + "/other", b'{"model": "m1", /* not JSON */}', {}),
+                (g.url + "/v1/chat/completions", b"\x1f\x8b\x08",
+                 {"content-encoding": "gzip"}),
+                (g.url + "/v1/chat/completions", b'{"model": "m1"}',
+                 {"content-type": "application/json; charset=latin-1"})):
+            async with session.post(url, data=body, headers=headers) as r:
+                assert r.status == 503, (url, await r.text())
+                assert (await r.json())["error"]["type"] == "killed"
+        assert not any(rec.requests for rec in recs)
+        assert g.gw.proxy is not None and not g.gw.proxy.peeks.by
+
+
+async def test_a_path_route_before_a_model_route_is_not_peeked_at(
+        tmp_path: Path, backends, session: ClientSession) -> None:
+    """A request whose first match is a route without match.model and without a version
+    `model` goes there whatever its body's `model`: a route matching by `model` sorted after
+    it (a shorter prefix) can never be chosen, yet its body was read (a body that is not
+    JSON: 400; a gzip body: 400), as it was before d25472e said it no longer is."""
+    plain, chat = Recorder(), Recorder()
+    p1, p2 = await backends(echo_app("v1", plain)), await backends(echo_app("v1", chat))
+    cfg = write_config(tmp_path, f"""\
+- name: special
+  match: {{path_prefix: /v1/chat/completions/special}}
+  stable: v1
+  versions: [{{name: v1, url: "http://127.0.0.1:{p1}", weight: 100}}]
+- name: chat
+  match: {{path_prefix: /v1/chat, model: m1}}
+  stable: v1
+  versions: [{{name: v1, url: "http://127.0.0.1:{p2}", weight: 100}}]
+""")
+    async with running_gateway(cfg) as g:
+        odd = b'{"model": "m1", /* not JSON */}'
+        async with session.post(g.url + "/v1/chat/completions/special", data=odd) as r:
+            assert r.status == 200, await r.text()
+        async with session.post(g.url + "/v1/chat/completions/special", data=b"\x1f\x8b\x08",
+                                headers={"content-encoding": "gzip"}) as r:
+            assert r.status == 200, await r.text()
+        assert len(plain.requests) == 2 and plain.requests[0]["body"] == odd
+        async with session.post(g.url + "/v1/chat/x", json={"model": "m1"}) as r:
+            assert r.status == 200, await r.text()
+        assert len(chat.requests) == 1

@@ -9,6 +9,7 @@ refused, with no `config_reloaded` line and no write-back to the worker group.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 from typing import Any
@@ -17,9 +18,10 @@ import pytest
 from aiohttp import ClientSession, web
 
 import gateway.control.table as table_mod
-from tests.backends import echo_app
+from gateway.dataplane.inflight import Handle
+from tests.backends import echo_app, hang_app
 from tests.conftest import running_gateway, two_versions, wait_until, write_config
-from tests.test_killswitch import auth
+from tests.test_killswitch import auth, kill
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -142,3 +144,70 @@ async def test_a_failure_after_the_swap_is_logged_and_the_reload_applied(
         assert listened and all(x["level"] == "ERROR" for x in listened), listened
         (reloaded,) = _lines(caplog, "config_reloaded")
         assert reloaded["new"] == new
+
+
+async def test_a_kill_cuts_every_covered_flight_though_cutting_one_raised(
+        tmp_path: Path, backends, session: ClientSession, caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A kill with abort_inflight whose cut of one request in flight raised (the cut runs
+    that request's answer code at once) still cuts the others it covers: before, the
+    listener stopped at the first failure and TableHolder logged it, so the kill was said
+    applied while the other requests kept streaming from the killed version."""
+    hung, p2 = await backends(hang_app()), await backends(echo_app("v2"))
+    cfg = write_config(tmp_path, two_versions(hung, p2, 100, 0))
+    real = Handle.abort
+    calls: list[int] = []
+
+    def abort(self: Handle, why: Any) -> None:
+        real(self, why)
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("injected: a cut that raised")
+
+    monkeypatch.setattr(Handle, "abort", abort)
+    caplog.set_level(logging.INFO, logger="killgate")
+    async with running_gateway(cfg) as g:
+        url = f"{g.url}/v2/models/iris/infer"
+        flights = [asyncio.create_task(session.get(url)) for _ in range(3)]
+        await wait_until(lambda: g.gw.inflight.count == 3, 5, what="three requests in flight")
+        await kill(session, g.admin, scope="version", route="iris", version="v1",
+                   abort_inflight=True)
+        done, pending = await asyncio.wait(flights, timeout=2)
+        for t in pending:
+            t.cancel()
+        assert not pending, f"{len(pending)} of 3 requests to the killed version not cut"
+        for t in done:
+            t.result().release()
+        assert len(calls) == 3
+        assert _lines(caplog, "inflight_abort_failed")
+
+
+async def test_a_kill_whose_table_warning_raised_still_cuts_and_is_answered(
+        tmp_path: Path, backends, session: ClientSession, caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The table's warnings (override_unservable) ran after the swap and before the
+    listeners, outside their guard: one that raised skipped every listener (the kill's cut
+    of the requests in flight) and escaped the swap, though the kill's table was live."""
+    hung, p2 = await backends(hang_app()), await backends(echo_app("v2"))
+    cfg = write_config(tmp_path, two_versions(hung, p2, 100, 0))
+
+    def warn(old: Any, new: Any) -> None:
+        if old is not None and new.doc.kills:
+            raise RuntimeError("injected: a warning that raised")
+
+    monkeypatch.setattr(table_mod, "_warn_unservable", warn)
+    caplog.set_level(logging.INFO, logger="killgate")
+    async with running_gateway(cfg) as g:
+        url = f"{g.url}/v2/models/iris/infer"
+        flight = asyncio.create_task(session.get(url))
+        await wait_until(lambda: g.gw.inflight.count == 1, 5, what="a request in flight")
+        await kill(session, g.admin, scope="version", route="iris", version="v1",
+                   abort_inflight=True)
+        done, pending = await asyncio.wait([flight], timeout=2)
+        for t in pending:
+            t.cancel()
+        assert not pending, "the request to the killed version was not cut"
+        for t in done:
+            t.result().release()
+        assert await _served(session, g.url) == "v2"
+        assert _lines(caplog, "table_warnings_failed")

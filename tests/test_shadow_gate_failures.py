@@ -4,6 +4,7 @@ a shadow that fails most of its copies and agrees on the rest does not get traff
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -149,3 +150,34 @@ async def test_answers_both_sides_refused_alike_do_not_open_the_gate(
         async with session.put(g.admin + "/v1/routes/iris/weights", headers=ROLLOUT,
                                json=weights) as r:
             assert r.status == 200, await r.text()
+
+
+@pytest.mark.timeout(30)
+async def test_an_older_instances_comparisons_are_not_said_to_be_of_other_statuses(
+        tmp_path: Path, backends: Start, session: ClientSession) -> None:
+    """In a rolling deploy an instance of the version before the 2xx-only gate publishes
+    counts without `ok_outcomes`: the gate leaves them out (it cannot tell which were of
+    2xx answers), but the report's `other_status` and the 409 said they were requests the
+    primary answered with a 4xx or 5xx, sending the operator after errors there were
+    none of. They are now said apart, as an older instance's (`older_instances`)."""
+    p1, p2 = await backends(v2_app("v1")), await backends(v2_app("v2"))
+    cfg = write_config(tmp_path, routes(p1, p2))
+    async with running_gateway(cfg) as g:
+        for x in range(5):
+            async with session.post(g.url + "/v2/models/iris/infer", data=v2_request(x)) as r:
+                assert r.status == 200
+        mine = await wait_until(lambda: g.gw.mirror.tallies.get("iris") is not None and sum(
+            g.gw.mirror.tallies["iris"].outcomes.values()) == 5 and g.gw.mirror.tallies["iris"],
+            10, what="five comparisons")
+        old = {k: v for k, v in mine.to_json().items() if not k.startswith("ok_")}
+        old["outcomes"] = {"agreed": 7}
+        await g.gw.sync.store.put_stats("shadow~iris", "old-1",
+                                        {"instance": "old-1", "t": time.time(), "tally": old})
+        async with session.get(g.admin + "/v1/routes/iris/shadow", headers=READ) as r:
+            out = dict(await r.json())
+        assert (out["compared"], out["agreed"]) == (12, 12), out
+        gate = out["gate"]
+        assert (gate["compared"], gate["other_status"], gate["older_instances"]) == (5, 0, 7), \
+            gate
+        assert "another status" not in gate["reason"], gate["reason"]
+        assert "7 compared by instances of an older version" in gate["reason"], gate["reason"]

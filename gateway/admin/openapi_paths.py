@@ -113,7 +113,9 @@ def shadow(route_s: dict[str, Any]) -> dict[str, Any]:
                   "shadow failed (`failures`: timeout, reset, malformed, connect, "
                   "answer_too_large) as compared and not agreed, and its `agreement` is "
                   "agreed / that `compared`; both of requests the primary answered 2xx only "
-                  "(`other_status`: the comparisons of the others, not counted)"},
+                  "(`other_status`: the comparisons of the others, not counted; "
+                  "`older_instances`: those of instances of an older version, which do not "
+                  "say the primary's status, not counted either)"},
          "disagreements": {"type": "array", "items": item}})
     get = op["get"]
     get["parameters"] = [

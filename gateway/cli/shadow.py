@@ -68,11 +68,14 @@ def render(rep: dict[str, Any]) -> str:
     gate = rep.get("gate")
     if gate:
         others = gate.get("other_status")
+        older = gate.get("older_instances")
         seen = (f" ({_pct(gate.get('agreement'))} agreed of {gate.get('compared')} counted, "
                 f"{gate.get('failures')} of them copies the shadow failed"
                 + (", only requests the primary answered 2xx" if others is not None else "")
                 + (f"; {others} compared with another status of the primary's not counted"
-                   if others else "") + ")"
+                   if others else "")
+                + (f"; {older} compared by instances of an older version not counted"
+                   if older else "") + ")"
                 if "failures" in gate else "")
         lines.append(f"gate: open{seen}" if gate.get("open") else
                      f"gate: CLOSED: {gate.get('reason')}")

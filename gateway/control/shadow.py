@@ -180,6 +180,7 @@ class ShadowResults:
                            "compared": counted, "agreed": agreed,
                            "failures": sum(failed.values()),
                            "other_status": other_status(fleet),
+                           "older_instances": fleet.older,
                            "agreement": round(agreed / counted, 6) if counted else None,
                            "open": why is None, "reason": why}
         return out

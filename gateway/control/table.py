@@ -96,7 +96,6 @@ class TableHolder:
                  build_table(nxt.loaded.config, nxt.doc, nxt.unhealthy, nxt.fail_closed,
                              nxt.state_unknown, nxt.ejected))
         self.held = replace(nxt, table=table)  # the one assignment
-        _warn_unservable(old.table, table)
         for fn in self._listeners:  # (the table is live: one that fails stops no other)
             try:
                 fn(old.table, table)
@@ -104,6 +103,12 @@ class TableHolder:
                 event(log, "table_listener_failed", logging.ERROR,
                       listener=getattr(fn, "__qualname__", repr(fn)), exc=exc,
                       consequence="the new routing table is live; this listener missed it")
+        try:  # (after the listeners, which cut what a new kill covers, and as guarded)
+            _warn_unservable(old.table, table)
+        except Exception as exc:  # noqa: BLE001 - logged with its traceback
+            event(log, "table_warnings_failed", logging.ERROR, exc=exc,
+                  consequence="the new routing table is live; its override warnings "
+                              "(override_unservable) were not logged")
 
     def apply_doc(self, doc: StateDoc) -> bool:
         """Adopt `doc` if it is newer than what we hold; duplicates and stale ones are no-ops."""

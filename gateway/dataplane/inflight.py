@@ -73,12 +73,21 @@ class Inflight:
         self._idle: asyncio.Event | None = None
 
     def abort(self, match: Callable[[Handle], str | None], reason: str = "killed") -> int:
+        """Cut the handles `match` names. A cut that raises (it runs its request's answer
+        code at once) is logged and the others are still cut: a kill stops every request
+        it covers, not those before the first failure."""
         n = 0
         for h in list(self.handles):
             scope = match(h)
             if scope is not None:
-                h.abort(Aborted(reason, scope))
                 n += 1
+                try:
+                    h.abort(Aborted(reason, scope))
+                except Exception as exc:  # noqa: BLE001 - logged with its traceback
+                    event(log, "inflight_abort_failed", logging.ERROR, route=h.route,
+                          version=h.version, reason=reason, exc=exc,
+                          consequence="this request is marked cut; the others it "
+                                      "covers are cut all the same")
         return n
 
     def end_streams(self) -> int:

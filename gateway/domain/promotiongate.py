@@ -36,8 +36,9 @@ def gate_counts(t: Tally) -> tuple[int, int, dict[str, int]]:
 
 
 def other_status(t: Tally) -> int:
-    """The comparisons of requests the primary answered other than 2xx: not the gate's."""
-    return compared_agreed(t)[0] - compared_agreed(t, ok_only=True)[0]
+    """The comparisons of requests the primary answered other than 2xx: not the gate's
+    (nor are an older instance's, `Tally.older`: their primary's status is not known)."""
+    return compared_agreed(t)[0] - compared_agreed(t, ok_only=True)[0] - t.older
 
 
 def _gives_traffic(doc: StateDoc, route: str, version: str) -> bool:
@@ -68,6 +69,9 @@ def gate(rc: RouteConfig, fleet: Tally | None) -> str | None:
     others = other_status(fleet) if fleet is not None else 0
     aside = (f"; {others} compared request{'' if others == 1 else 's'} the primary answered "
              "with another status (a 4xx, a 5xx) do not count" if others else "")
+    older = fleet.older if fleet is not None else 0
+    aside += (f"; {older} compared by instances of an older version (which do not say the "
+              "primary's status) do not count" if older else "")
     return (f"shadow {sh.version!r} of route {rc.name!r} may not get traffic yet: {seen}; "
             f"analysis.min_shadow_agreement needs {bar} over at least {least} compared "
             f"requests, counting only requests the primary answered 2xx{aside} (see "

@@ -26,17 +26,20 @@ class RouteTable:
         plans.sort(key=lambda p: (-(len(p.prefix) if p.prefix else -1), -p.match_keys))
         self.routes = tuple(plans)
         self.by_name = {p.name: p for p in plans}
-        #: the routes with a version whose `model` rewrites the body's (a shadow's too)
-        self.rewriting = frozenset(p.name for p in plans
-                                   if any(t.model for t in p.targets.values()))
+        #: the routes with a version whose `model` rewrites the body's (a shadow's too); not
+        #: a killed route, nor a killed version: their answer reads no body (a kill answers
+        #: 503 killed at once, never a 400 for a body no backend would get, nor after a peek)
+        self.rewriting = frozenset(
+            p.name for p in plans if not p.killed and p.serves
+            and any(t.model for n, t in p.targets.items() if p.excluded.get(n) != "killed"))
         #: whether any request may need its body's `model` read (else none is peeked at)
         self.model_routes = bool(self.rewriting) or any(p.model is not None for p in plans)
-        # what `needs_model` looks at: the routes matching by `model`, and every other route
-        # up to the last that rewrites it (one after it never decides that a body is read)
-        last = max((i for i, p in enumerate(self.routes) if p.name in self.rewriting),
-                   default=-1)
-        self._peek_checks = tuple(p for i, p in enumerate(self.routes)
-                                  if p.model is not None or i <= last)
+        # what `needs_model` looks at: every route up to the last that matches by `model` or
+        # rewrites it (one after it never decides that a body is read); a route without
+        # match.model before it is there too: when it matches, no route after it is chosen
+        last = max((i for i, p in enumerate(self.routes)
+                    if p.name in self.rewriting or p.model is not None), default=-1)
+        self._peek_checks = self.routes[:last + 1]
         self.doc = doc
         self.generation = doc.generation
         self.unhealthy = unhealthy

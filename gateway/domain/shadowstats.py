@@ -62,6 +62,9 @@ class Tally:
     #: the promotion gate counts (a 401 both sides gave says nothing of the model)
     ok_outcomes: dict[str, int] = field(default_factory=dict)
     ok_failures: dict[str, int] = field(default_factory=dict)
+    #: comparisons counted by instances of an older version (their counts have no
+    #: `ok_outcomes`): the gate leaves them out, not knowing the primary's status (not sent)
+    older: int = 0
 
     # ------------------------------------------------------------------ recording
 
@@ -207,7 +210,9 @@ class Tally:
                    # (an older instance's counts have none: its comparisons do not count
                    # for the gate, which cannot tell which of them were of 2xx answers)
                    ok_outcomes=counts(d.get("ok_outcomes", {})),
-                   ok_failures=counts(d.get("ok_failures", {})))
+                   ok_failures=counts(d.get("ok_failures", {})),
+                   older=0 if "ok_outcomes" in d else compared_agreed(
+                       Tally("", "", outcomes=counts(d.get("outcomes", {}))))[0])
 
 
 def _add(into: dict[str, int], more: dict[str, int]) -> None:
@@ -235,6 +240,7 @@ def merge(version: str, spec: str, tallies: list[Tally]) -> Tally:
         out.raw_n += t.raw_n
         out.length_change += t.length_change
         out.length_n += t.length_n
+        out.older += t.older
         ds.extend(t.disagreements)
     ds.sort(key=record_time, reverse=True)
     out.disagreements = deque(ds)
