@@ -9,13 +9,14 @@ import json
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from gateway.domain.audit import seal
 from gateway.domain.retention import Retention, TrimWindow, decide_trim
 from tests.backends import echo_app
-from tests.conftest import running_gateway, two_versions, write_config
+from tests.conftest import running_gateway, two_versions, wait_until, write_config
 from tests.test_audit_retention import _fill, _state, _verify
 
 pytestmark = pytest.mark.timeout(30)
@@ -81,3 +82,38 @@ async def test_a_trim_a_crash_cut_short_is_undone_at_start_and_a_stale_link_remo
         res = await asyncio.to_thread(_verify, g.admin)
         assert res.returncode == 0, res.stdout + res.stderr
         assert "starts at a trim checkpoint" in res.stdout, res.stdout
+
+
+async def test_a_trail_re_seeded_after_a_loss_is_trimmed_and_the_loss_stays_said(
+        tmp_path: Path, backends, redis_server: Any) -> None:
+    """A store that lost its trail (FLUSHALL) is re-seeded: the trail starts at the
+    re-seed, after the head the instance had anchored, and `audit verify` reports the
+    loss. Retention refused every look from then on (`audit_trim_refused` every hour:
+    its oldest event does not start the chain) and nothing said how to get out. It now
+    starts there, as after a checkpoint: the loss is reported until the re-seed is past
+    the bounds, then removed as any event, and the checkpoints say it happened."""
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p), state=_state(tmp_path, redis_server))
+    async with running_gateway(cfg) as g:
+        await _fill(g, 3)
+        redis_server.cmd("FLUSHALL")
+        await wait_until(lambda: g.gw.sync.trail_lost is not None
+                         and redis_server.cmd("EXISTS", "kgtest:state") == "1", 10,
+                         what="the re-seed")
+        res = await asyncio.to_thread(_verify, g.admin)
+        assert res.returncode == 1 and "were lost" in res.stderr, res.stdout + res.stderr
+        await _fill(g, 125)
+        events = await g.gw.sync.store.audit_events()
+        assert events[0]["action"] == "state.reseed", events[0]
+        decision, ck = await g.gw.sync.retention.trim_once()
+        assert ck is not None, decision
+        assert ck["after"]["starts_after"]["lost_before"] == events[0]["prev_hash"], ck
+        res = await asyncio.to_thread(_verify, g.admin)
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert "before them the store had lost its trail" in res.stdout, res.stdout
+        # the next checkpoint still says so
+        await _fill(g, 20)
+        decision, ck = await g.gw.sync.retention.trim_once(going_on=True)
+        assert ck is not None, decision
+        res = await asyncio.to_thread(_verify, g.admin)
+        assert res.returncode == 0 and "had lost its trail" in res.stdout, res.stdout
