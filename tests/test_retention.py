@@ -162,3 +162,39 @@ def test_forged_entries_of_any_shape_do_not_crash_the_decision() -> None:
                    events[-1]["hash"])
     d = decide_trim(w, KEYS, Retention(max_events=100), time.time())
     assert d.remove == 0 and d.broken, d
+
+
+def test_a_trail_that_starts_at_a_reseed_after_a_loss_starts_there_only_if_genuine() -> None:
+    """A trail a store lost and a re-seed continued was never trimmed (its start did not
+    verify): it starts at a genuine re-seed now, and the checkpoint says what was lost.
+    A re-seed forged without the audit key, a plain event in its place, or a break after
+    it still refuse."""
+    pol = Retention(max_events=100)
+    for key, ok in ((KEY, True), (("k1", b"x" * 32), False)):
+        reseed = seal(AuditDraft(actor="killgate/auto", action="state.reseed",
+                                 target={"store": "redis"}, reason="empty",
+                                 extra={"anchored_head": "a" * 64}).as_event(), "b" * 64, key)
+        trail = [reseed, *_trail(130, reseed["hash"])]
+        d = decide_trim(_w(trail, trail[-1]["hash"]), KEYS, pol, time.time())
+        assert (d.remove == 31) is ok and d.broken is not ok, (key, d)
+        if ok:
+            assert d.draft is not None and d.draft.after["starts_after"] == {
+                "reseed": reseed["id"], "time": reseed["time"], "lost_before": "b" * 64}
+    plain = _trail(131, "b" * 64)  # (the same start, no re-seed)
+    assert decide_trim(_w(plain, plain[-1]["hash"]), KEYS, pol, time.time()).broken
+    trail = [reseed := seal(dict(reseed), "b" * 64, KEY), *_trail(130, reseed["hash"])]
+    del trail[5]  # (an event deleted after it)
+    d = decide_trim(_w(trail, trail[-1]["hash"]), KEYS, pol, time.time())
+    assert d.broken and "event #5" in d.why, d
+    # a trail trimmed since, whose oldest kept event is a re-seed: it starts at the cut
+    cut = "c" * 64
+    kept = [seal(AuditDraft(actor="killgate/auto", action="state.reseed", target={},
+                            reason="refused", extra={"anchored_head": cut}).as_event(),
+                 cut, KEY)]
+    kept += _trail(130, kept[0]["hash"])
+    kept.append(seal(AuditDraft(actor="killgate/retention", action="audit.trim",
+                                target={"trail": "audit"}, reason="retention",
+                                after={"removed": 5, "last_removed": {"id": "x", "hash": cut}},
+                                ).as_event(), kept[-1]["hash"], KEY))
+    d = decide_trim(_w(kept, kept[-1]["hash"]), KEYS, pol, time.time())
+    assert d.draft is not None and "lost_before" not in d.draft.after["starts_after"], d

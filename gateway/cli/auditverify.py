@@ -100,7 +100,9 @@ def _describe(r: TrailReport, keys: dict[str, bytes], source: str, head: str | N
         out.append(clean_text(
             f"starts at a trim checkpoint: {t.get('removed')} older event(s) (from "
             f"{t.get('from')} to {t.get('to')}) were removed by retention (checkpoint "
-            f"{t.get('checkpoint')}, {t.get('time')}); the mirror or a backup holds them", 512))
+            f"{t.get('checkpoint')}, {t.get('time')}); the mirror or a backup holds them"
+            + (f"; before them the store had lost its trail (re-seeded after event "
+               f"{str(t['lost_before'])[:16]}…)" if t.get("lost_before") else ""), 640))
     if not r.keyed:
         why = ("give -c FILE, --key-env VAR or --key-file FILE, or set $KILLGATE_AUDIT_KEY"
                if source == "none" else source)

@@ -34,9 +34,12 @@ def trim_cut(ev: Any) -> str | None:
 def _summary(ev: dict[str, Any]) -> dict[str, Any]:
     after = ev.get("after")
     after = after if isinstance(after, dict) else {}
+    # (a trail that started after a lost trail, re-seeded: said by every later checkpoint)
+    start = after.get("starts_after")
+    lost = start.get("lost_before") if isinstance(start, dict) else None
     return {"checkpoint": ev.get("id"), "time": ev.get("time"),
             "removed": after.get("removed"), "from": after.get("from"),
-            "to": after.get("to")}
+            "to": after.get("to"), **({"lost_before": lost} if isinstance(lost, str) else {})}
 
 
 def trail_cuts(events: Sequence[Any], any_checkpoint: bool = False) -> dict[str, dict[str, Any]]:

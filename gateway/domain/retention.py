@@ -5,8 +5,10 @@ its newest event and newest checkpoint, its re-seeds, the head the signed state 
 read at once), the audit keys and the policy, and answers how many events to remove and
 the checkpoint (`audit.trim`, domain/auditcut.py) to append in the same atomic step, or
 why nothing is removed. A trim never hides a break (the events it removes must verify:
-links, hashes, MACs, the start, up to a keyed event kept; and the newest event must be the
-anchored head: nothing past it), never removes the newest MIN_KEEP events
+links, hashes, MACs, the start, up to a keyed event kept; a trail that starts at a
+re-seed after a lost trail starts there, the loss said by the checkpoint; and the
+newest event must be the anchored head: nothing past it), never removes the newest
+MIN_KEEP events
 or anything past the anchored head, never removes the head a kept re-seed names as its
 instance's (`audit verify` checks that one is in the trail), nor an event this
 instance's audit mirror has not copied yet, and removes at most
@@ -22,7 +24,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.domain.audit import GENESIS, AuditDraft, genuine, mac_matches, verify_trail
+from gateway.domain.audit import (
+    GENESIS,
+    AuditDraft,
+    event_hash,
+    genuine,
+    mac_matches,
+    verify_trail,
+)
 from gateway.domain.auditcut import TRIM_ACTION, TRIM_ACTOR, trail_cuts, trim_cut
 
 __all__ = ["MIN_KEEP", "TRIM_BATCH", "Decide", "Due", "Retention", "TrimDecision",
@@ -143,14 +152,36 @@ def _keep_anchors(w: TrimWindow, k: int) -> int:
     return k
 
 
+def _lost_start(ev: dict[str, Any],
+                keys: Mapping[str, bytes]) -> dict[str, dict[str, Any]] | None:
+    """A trail whose oldest event is a genuine re-seed (with keys: its MAC; without, its
+    hash) starts at it: the store lost the events before it (the re-seed continues the
+    head its instance knew, which the store no longer holds). That loss was reported
+    (`audit verify`, `audit_trail_lost`) and stays so until the re-seed is past the
+    bounds; then it is removed as any event, and the checkpoint says the events before it
+    had been lost (`starts_after.lost_before`). The start: the re-seed's own hash."""
+    head, me = ev.get("prev_hash"), ev.get("hash")
+    if (ev.get("action") != "state.reseed" or not isinstance(head, str)
+            or not isinstance(me, str)
+            or not (genuine(ev, keys) if keys else me == event_hash(ev))):
+        return None
+    return {me: {"reseed": ev.get("id"), "time": ev.get("time"), "lost_before": head}}
+
+
 def _start(w: TrimWindow, keys: Mapping[str, bytes]) -> dict[str, dict[str, Any]] | str:
-    """The start the oldest event may continue (GENESIS, or the newest checkpoint's cut:
-    that checkpoint genuine, with keys), or why the trail's start does not verify."""
+    """The start the oldest event may continue (GENESIS, a re-seed's after a lost trail,
+    or the newest checkpoint's cut: that checkpoint genuine, with keys), or why the
+    trail's start does not verify."""
     first = w.oldest[0].get("prev_hash")
     if first == GENESIS:
         return {}
     ck = w.checkpoint
     cut = trim_cut(ck)
+    # (a trail trimmed since a loss no longer holds its re-seed: with a checkpoint in the
+    # trail, only its cut is a start, a kept re-seed there included)
+    lost = _lost_start(w.oldest[0], keys) if ck is None else None
+    if lost is not None:
+        return lost
     if ck is None or cut is None:
         return "its oldest event does not start the chain, and no trim checkpoint says why"
     if keys and not genuine(ck, keys):
@@ -189,9 +220,12 @@ def decide_trim(w: TrimWindow, keys: Mapping[str, bytes], policy: Retention, now
     if end is None:
         return TrimDecision(0, None, "no event after the oldest ones carries a MAC under the "
                                      "audit key (written before keyed audit): not trimmed")
-    r = verify_trail(events[:end + 1], None, keys, cuts=start)
+    # (a trail that starts at a re-seed after a loss: the re-seed, checked whole by
+    # _lost_start, is the start the events after it continue)
+    skip = 1 if "lost_before" in start.get(str(events[0].get("hash")), {}) else 0
+    r = verify_trail(events[skip:end + 1], None, keys, cuts=start)
     if r.brk is not None:
-        return _broken(f"event #{r.brk.index}, {r.brk.event_id}: {r.brk.problem}")
+        return _broken(f"event #{r.brk.index + skip}, {r.brk.event_id}: {r.brk.problem}")
     gone, last = events[:k], events[k - 1]
     why = policy.reason or "retention: " + ", ".join(
         ([f"max_events {policy.max_events}"] if policy.max_events is not None else [])

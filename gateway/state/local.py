@@ -88,6 +88,7 @@ class LocalStore(LocalTrim):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.instances_dir.mkdir(parents=True, exist_ok=True)
         self.lock_path.touch(exist_ok=True)
+        self.undo_torn_trim()  # (a trim a crash cut short)
 
     async def reset(self) -> None:
         return None

@@ -8,7 +8,8 @@ write the state: the trail is read, checked and written without it (a kill must 
 for a long trail's bytes or hashes). The files are replaced only if neither changed
 meanwhile (the state file's generation, audit head and epoch; the audit file's inode and
 size): no event is appended during a trim, and two workers never trim at once. A state
-file that cannot be written puts the audit file back as it was.
+file that cannot be written puts the audit file back as it was; so does the next start
+after a crash between the rename and the state write (`undo_torn_trim`).
 A base of `local.LocalStore`.
 """
 
@@ -18,6 +19,7 @@ import asyncio
 import contextlib
 import fcntl
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -26,12 +28,37 @@ from gateway.domain.audit import parse_event, seal
 from gateway.domain.retention import Decide, Due, TrimDecision, TrimWindow
 from gateway.domain.statedoc import StateDoc
 from gateway.errors import AuditError, StoreConflict, StoreUnavailable
-from gateway.state.files import atomic_write, put_in_place, written_aside
+from gateway.log import event
+from gateway.state.files import atomic_write, last_line, put_in_place, written_aside
 from gateway.state.localaudit import LocalAudit
 from gateway.state.signing import Keyring
 from gateway.state.store import Loaded
 
 __all__ = ["LocalTrim"]
+
+log = logging.getLogger("killgate.state")
+
+
+def _same(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except FileNotFoundError:
+        return False
+
+
+def _sync_folder(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _newest_hash(path: Path) -> str | None:
+    line = last_line(path)
+    ev = parse_event(line) if line else None
+    h = ev.get("hash") if ev is not None else None
+    return h if isinstance(h, str) else None
 
 
 class LocalTrim(LocalAudit):
@@ -47,6 +74,46 @@ class LocalTrim(LocalAudit):
         """As RedisStore.audit_trim: the decision, and the checkpoint appended (None:
         nothing removed)."""
         return await asyncio.to_thread(self._trim, decide, due)
+
+    def undo_torn_trim(self) -> None:
+        """At start: the audit file as it was, kept aside by a trim (`*.tmp.old`), is put
+        back when the trim was cut short between its rename and the state write (a crash,
+        a power loss): the state still anchors that file's newest event, and the file in
+        place ends past it, with a checkpoint no state anchors (`audit verify`: "added
+        without the signing key"). Otherwise (the state was written, or a commit since
+        anchored the checkpoint) the link is stale and removed."""
+        pattern = f".{self.audit_path.name}.*.tmp.old"
+        if not any(self.audit_path.parent.glob(pattern)):
+            return
+        try:
+            with self._locked(fcntl.LOCK_EX):  # (a trim holds it while its link exists)
+                doc = self._read().doc
+                self._undo(sorted(self.audit_path.parent.glob(pattern)),
+                           (doc.audit_head or None) if doc is not None else None)
+        except StoreUnavailable:
+            return  # (cannot tell: left for the next start)
+
+    def _undo(self, olds: list[Path], head: str | None) -> None:
+        for old in olds:
+            try:
+                back = (head is not None and _newest_hash(old) == head
+                        and _newest_hash(self.audit_path) != head
+                        and not _same(old, self.audit_path))
+                if back:  # (a rename: put_in_place would remove `old` if it failed)
+                    os.replace(old, self.audit_path)
+                    _sync_folder(self.audit_path.parent)
+                    event(log, "audit_trim_undone", logging.WARNING,
+                          audit_log=str(self.audit_path), anchored_head=head,
+                          why="a trim was cut short before the state anchored its "
+                              "checkpoint: the audit log is back as it was")
+                    continue
+            except OSError as exc:
+                event(log, "audit_trim_undo_failed", logging.ERROR, link=str(old),
+                      error=exc.strerror, action="put this file back as the audit log "
+                      "by hand if `killgate audit verify` reports events past the head")
+                continue
+            with contextlib.suppress(OSError):
+                old.unlink()
 
     def _snapshot(self) -> tuple[Loaded, bytes, int, tuple[int, int]]:
         """The state file and the audit file as they are now, the audit file's mode and
