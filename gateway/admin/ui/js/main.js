@@ -257,6 +257,7 @@ async function resume() {
 }
 
 async function boot() {
+  document.body.dataset.boot = "started"; // (js/started.js says a page that never got here)
   $("signin-form").addEventListener("submit", async (ev) => {
     ev.preventDefault(); // the token never leaves in a form submission (or a URL)
     const t = $("token").value.trim().replace(/^Bearer\s+/i, "");
