@@ -277,6 +277,8 @@ async function boot() {
     clearToken();
     showSignIn("Signed out: the token was removed from this tab.");
   });
+  // (a read may wait its whole deadline: the page says what it waits for, not "Loading…")
+  render($("who"), h("span", {}, "Asking the admin API who is signed in (GET /v1/whoami)…"));
   if (token()) return resume();
   try {
     // no token of our own: a proxy in front of the admin listener may add one (an
