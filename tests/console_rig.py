@@ -285,7 +285,7 @@ class Browser:
                 out.click()
             return shown(d, "#token")
 
-        field_ = self.wait(form_or_signout, "the sign-in form")
+        field_ = self.wait(form_or_signout, "the sign-in form", seen="body")
         assert not self.d.find_element(By.ID, "main").is_displayed()  # nothing left showing
         field_.send_keys(tok)
         self.click("#signin-form button[type=submit]")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -441,3 +442,41 @@ def test_a_long_route_name_does_not_push_the_page_sideways(fleet: Fleet,
         atomic_write(cfg, original)
         wait_until_sync(lambda: "iris-beta" in fleet.api("GET", "/v1/status", READER)["routes"],
                         15, 0.05, "the name back")
+
+
+def test_a_script_that_did_not_load_is_said_not_left_loading(
+        fleet: Fleet, browser: Browser, tmp_path: Path) -> None:
+    """One of the console's modules refused (a proxy's 502, a cut download): the page never
+    booted and stayed on 'Loading…' with nothing else shown, as if still waiting; an
+    operator (and a test waiting for the sign-in form) could only wait."""
+    b = browser
+    bad = "location = /ui/js/fleet.js { return 502; }"
+    proc, url = nginx_proxy(tmp_path, fleet.gateways[0].admin_port, READER, bad)
+    try:
+        b.d.get(url + "/ui/")
+        b.wait(lambda d: "did not load" in b.text("#who"), "the failure said", seen="body")
+        assert "reload" in b.text("#signin-error") and "js/fleet.js" in b.text("#signin-error")
+        assert not b.d.find_element(By.ID, "main").is_displayed()
+    finally:
+        b.d.get(fleet.admin + "/ui/")
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_a_sign_in_check_that_waits_says_what_it_waits_for(
+        fleet: Fleet, browser: Browser, tmp_path: Path) -> None:
+    """GET /v1/whoami left waiting (an overloaded listener; up to its 8 s deadline): the
+    page said only 'Loading…', as a page that never started does."""
+    b = browser
+    mute = socket.create_server(("127.0.0.1", 0))  # takes connections, never answers
+    hung = f"location = /v1/whoami {{ proxy_pass http://127.0.0.1:{mute.getsockname()[1]}; }}"
+    proc, url = nginx_proxy(tmp_path, fleet.gateways[0].admin_port, READER, hung)
+    try:
+        b.d.get(url + "/ui/")
+        b.wait(lambda d: "GET /v1/whoami" in b.text("#who"), "the wait said", seen="body")
+        assert not b.d.find_element(By.ID, "main").is_displayed()
+    finally:
+        b.d.get(fleet.admin + "/ui/")
+        proc.terminate()
+        proc.wait(10)
+        mute.close()

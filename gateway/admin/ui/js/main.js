@@ -257,6 +257,7 @@ async function resume() {
 }
 
 async function boot() {
+  document.body.dataset.boot = "started"; // (js/started.js says a page that never got here)
   $("signin-form").addEventListener("submit", async (ev) => {
     ev.preventDefault(); // the token never leaves in a form submission (or a URL)
     const t = $("token").value.trim().replace(/^Bearer\s+/i, "");
@@ -276,6 +277,8 @@ async function boot() {
     clearToken();
     showSignIn("Signed out: the token was removed from this tab.");
   });
+  // (a read may wait its whole deadline: the page says what it waits for, not "Loading…")
+  render($("who"), h("span", {}, "Asking the admin API who is signed in (GET /v1/whoami)…"));
   if (token()) return resume();
   try {
     // no token of our own: a proxy in front of the admin listener may add one (an
