@@ -54,7 +54,8 @@ def test_the_page_has_no_inline_script_or_style_and_every_reference_is_ours() ->
     page = Page()
     page.feed((UI / "index.html").read_text())
     assert page.inline == []
-    assert sorted(page.refs) == ["console.css", "icon.svg", "icon.svg", "js/main.js"]
+    assert sorted(page.refs) == ["console.css", "icon.svg", "icon.svg", "js/main.js",
+                                 "js/started.js"]
     for ref in page.refs:
         assert (UI / ref).is_file(), ref
 
