@@ -299,6 +299,23 @@ def shown(d: webdriver.Chrome, css: str) -> WebElement | None:
     return els[0] if els else None
 
 
+@contextmanager
+def behind_proxy(b: Browser, fleet: Fleet, tmp: Path, tok: str, locations: str = "",
+                 clear: bool = False) -> Iterator[str]:
+    """The page's URL through `nginx_proxy` in front of the first instance; afterwards the
+    browser back on the instance's own page (its tab's token cleared first when `clear`)
+    and the proxy stopped, whatever the test did."""
+    proc, url = nginx_proxy(tmp, fleet.gateways[0].admin_port, tok, locations)
+    try:
+        yield url
+    finally:
+        if clear:
+            b.d.execute_script("sessionStorage.clear()")
+        b.d.get(fleet.admin + "/ui/")
+        proc.terminate()
+        proc.wait(10)
+
+
 def nginx_proxy(tmp: Path, admin_port: int, tok: str,
                 locations: str = "") -> tuple[subprocess.Popen[bytes], str]:
     """A real reverse proxy in front of the admin listener that adds the Authorization

@@ -18,7 +18,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 
 from tests.conftest import admin_token, wait_until_sync
-from tests.console_rig import Browser, Fleet, nginx_proxy, running_fleet
+from tests.console_rig import Browser, Fleet, behind_proxy, nginx_proxy, running_fleet
 from tests.test_reload import atomic_write
 
 pytestmark = pytest.mark.timeout(120)
@@ -187,8 +187,7 @@ def test_an_answer_that_is_not_json_is_said_not_taken_for_the_state(
     panel kept its last picture (or nothing) and the banner spoke of JavaScript."""
     b = browser
     page = 'location = /v1/status { default_type text/html; return 200 "<html>Sign in</html>"; }'
-    proc, url = nginx_proxy(tmp_path, fleet.gateways[0].admin_port, READER, page)
-    try:
+    with behind_proxy(b, fleet, tmp_path, READER, page) as url:
         b.d.get(url + "/ui/")
         b.wait(lambda d: b.text("[data-testid=subject]") == "bob", "signed in by the proxy")
         b.wait(lambda d: "not the admin API's JSON" in b.text("#kills-body"), "the garbage said")
@@ -196,10 +195,6 @@ def test_an_answer_that_is_not_json_is_said_not_taken_for_the_state(
         assert "not the admin API's JSON" in b.text("#routes-body")
         assert "live instance" in b.text("#fleet-body")  # what did answer is drawn
         assert "TypeError" not in b.text("#main")
-    finally:
-        b.d.get(fleet.admin + "/ui/")
-        proc.terminate()
-        proc.wait(10)
 
 
 def test_a_feature_list_that_did_not_load_is_said_not_taken_for_none(
@@ -209,16 +204,11 @@ def test_a_feature_list_that_did_not_load_is_said_not_taken_for_none(
     waiting for a second person went unseen."""
     b = browser
     bad = "location = /openapi.json { return 502; }"
-    proc, url = nginx_proxy(tmp_path, fleet.gateways[0].admin_port, READER, bad)
-    try:
+    with behind_proxy(b, fleet, tmp_path, READER, bad) as url:
         b.d.get(url + "/ui/")
         b.wait(lambda d: b.text("[data-testid=subject]") == "bob", "signed in by the proxy")
         b.wait(lambda d: "feature list did not load" in b.text("#approvals"), "the gap said")
         assert "502" in b.text("#approvals") and "killgate approvals" in b.text("#approvals")
-    finally:
-        b.d.get(fleet.admin + "/ui/")
-        proc.terminate()
-        proc.wait(10)
 
 
 def test_a_redirect_is_not_called_an_unreachable_listener(
@@ -228,17 +218,12 @@ def test_a_redirect_is_not_called_an_unreachable_listener(
     was up."""
     b = browser
     idp = "location = /v1/status { return 302 http://127.0.0.1:9/sign-in; }"
-    proc, url = nginx_proxy(tmp_path, fleet.gateways[0].admin_port, READER, idp)
-    try:
+    with behind_proxy(b, fleet, tmp_path, READER, idp) as url:
         b.d.get(url + "/ui/")
         b.wait(lambda d: b.text("[data-testid=subject]") == "bob", "signed in by the proxy")
         b.wait(lambda d: "redirect" in b.text("#kills-body"), "the redirect said")
         assert "did not answer" not in b.text("#kills-body")
         assert "reload the page" in b.text("#kills-body")
-    finally:
-        b.d.get(fleet.admin + "/ui/")
-        proc.terminate()
-        proc.wait(10)
 
 
 def test_no_kill_is_not_called_green_while_the_state_is_stale(fleet: Fleet,
@@ -267,8 +252,7 @@ def test_a_reload_while_the_api_is_down_keeps_the_token(fleet: Fleet, browser: B
     (the token refused) removes it; otherwise the page says so and tries again."""
     b = browser
     down = "location = /v1/whoami { return 502; }"
-    proc, url = nginx_proxy(tmp_path, fleet.gateways[0].admin_port, READER, down)
-    try:
+    with behind_proxy(b, fleet, tmp_path, READER, down, clear=True) as url:
         b.d.get(url + "/ui/")
         b.d.execute_script("sessionStorage.setItem('killgate.token', arguments[0])", READER)
         b.d.refresh()
@@ -276,11 +260,6 @@ def test_a_reload_while_the_api_is_down_keeps_the_token(fleet: Fleet, browser: B
         kept = b.d.execute_script("return sessionStorage.getItem('killgate.token')") == READER
         assert kept, "the token was removed from the tab"
         assert "trying again" in b.text("#signin-error")
-    finally:
-        b.d.execute_script("sessionStorage.clear()")
-        b.d.get(fleet.admin + "/ui/")
-        proc.terminate()
-        proc.wait(10)
 
 
 def test_set_weights_does_not_prefill_a_killed_version_with_zero(fleet: Fleet,
@@ -329,8 +308,7 @@ def test_a_token_refused_by_a_later_read_leaves_the_tab(fleet: Fleet, browser: B
     b = browser
     gone = ('location = /v1/approvals { default_type application/json; return 401 '
             '\'{"error": {"type": "unauthorized", "message": "token expired"}}\'; }')
-    proc, url = nginx_proxy(tmp_path, fleet.gateways[0].admin_port, READER, gone)
-    try:
+    with behind_proxy(b, fleet, tmp_path, READER, gone, clear=True) as url:
         b.d.get(url + "/ui/")
         b.wait(lambda d: b.d.execute_script("return document.readyState") == "complete",
                "the page", seen="body")
@@ -340,11 +318,6 @@ def test_a_token_refused_by_a_later_read_leaves_the_tab(fleet: Fleet, browser: B
                seen="body")
         cleared = b.d.execute_script("return sessionStorage.getItem('killgate.token') === null")
         assert cleared, "the refused token was left in the tab"
-    finally:
-        b.d.execute_script("sessionStorage.clear()")
-        b.d.get(fleet.admin + "/ui/")
-        proc.terminate()
-        proc.wait(10)
 
 
 
@@ -451,16 +424,11 @@ def test_a_script_that_did_not_load_is_said_not_left_loading(
     operator (and a test waiting for the sign-in form) could only wait."""
     b = browser
     bad = "location = /ui/js/fleet.js { return 502; }"
-    proc, url = nginx_proxy(tmp_path, fleet.gateways[0].admin_port, READER, bad)
-    try:
+    with behind_proxy(b, fleet, tmp_path, READER, bad) as url:
         b.d.get(url + "/ui/")
         b.wait(lambda d: "did not load" in b.text("#who"), "the failure said", seen="body")
         assert "reload" in b.text("#signin-error") and "js/fleet.js" in b.text("#signin-error")
         assert not b.d.find_element(By.ID, "main").is_displayed()
-    finally:
-        b.d.get(fleet.admin + "/ui/")
-        proc.terminate()
-        proc.wait(10)
 
 
 def test_a_sign_in_check_that_waits_says_what_it_waits_for(
