@@ -120,12 +120,17 @@ class _StrictLoader(yaml.SafeLoader):
             raise yaml.constructor.ConstructorError(
                 None, None, "a string holding a NUL character (\\0)", node.start_mark)
         if _SURROGATE.search(value):
-            # (a "\ud800" escape: no file name can hold one, and a path with it came out
-            # of check and serve as a UnicodeEncodeError traceback)
-            raise yaml.constructor.ConstructorError(
-                None, None, "a string holding a \\ud800-\\udfff escape (half of a UTF-16 "
-                "pair): write the character itself, or \\U and its 8 hex digits",
-                node.start_mark)
+            # a "\ud83d\udea8" pair (JSON's way to write a character beyond U+FFFF, which
+            # YAML reads as two halves) is the character; a lone half ("\ud800") is none:
+            # no file name can hold one, and a path with it came out of check and serve as a
+            # UnicodeEncodeError traceback
+            try:
+                return value.encode("utf-16-le", "surrogatepass").decode("utf-16-le")
+            except UnicodeDecodeError:
+                raise yaml.constructor.ConstructorError(
+                    None, None, "a string holding a \\ud800-\\udfff escape without its other "
+                    "half (a UTF-16 pair is \\ud800-\\udbff then \\udc00-\\udfff): write the "
+                    "character itself, or \\U and its 8 hex digits", node.start_mark) from None
         return value
 
     def construct_mapping(self, node: Any, deep: bool = False) -> Any:

@@ -325,7 +325,8 @@ def test_a_secret_pasted_as_a_variable_name_is_refused_unshown(setting: str,
 @pytest.mark.parametrize("setting", [
     'state: {snapshot_path: "var/snap\\ud800.json"}',
     'state: {audit_mirror: "var/m\\udc80.jsonl"}',
-    'admin: {auth: {hs256_secret_file: "k\\ud83d\\ude00"}}',
+    'admin: {auth: {hs256_secret_file: "k\\ude00\\ud83d"}}',
+    'admin: {auth: {issuer: "kg-\\ud83d"}}',
 ])
 def test_a_surrogate_escape_is_refused_not_a_traceback(tmp_path: Path, setting: str,
                                                        capsys: pytest.CaptureFixture[str]) -> None:
@@ -342,6 +343,18 @@ def test_a_surrogate_escape_is_refused_not_a_traceback(tmp_path: Path, setting: 
     assert "YAML syntax error at line 1" in said and "UTF-16 pair" in said, said
     cfg.write_text('admin: {auth: {issuer: "kg-\\U0001F600-\U0001F600"}}\n' + routes)
     assert main(["check", str(cfg)]) == 0
+
+
+@pytest.mark.timeout(10)
+def test_a_utf16_pair_of_escapes_is_the_character_it_writes(tmp_path: Path) -> None:
+    """JSON writes a character beyond U+FFFF as two \\u escapes ("\\ud83d\\udea8"), and YAML
+    reads them as two halves: such a pair was refused as a lone half. It is the character."""
+    from gateway.configfile import load_config
+
+    cfg = tmp_path / "k.yaml"
+    routes = "routes:\n" + "".join("  " + line + "\n" for line in ROUTES.splitlines())
+    cfg.write_text('admin: {auth: {issuer: "kg-\\ud83d\\udea8 \\ud83d\\ude00"}}\n' + routes)
+    assert load_config(cfg).config.admin.auth.issuer == "kg-\U0001F6A8 \U0001F600"
 
 
 @pytest.mark.timeout(10)
