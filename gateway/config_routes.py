@@ -149,7 +149,7 @@ class FallbackConfig(Frozen):
     json_: Any = Field(default=None, alias="json")
     headers: dict[str, str] = Field(default_factory=dict)
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     @field_validator("headers")
     @classmethod

@@ -139,7 +139,7 @@ class CompareConfig(Frozen):
     openai_chat: OpenAIChatCompare | None = None
     json_: JsonCompare | None = Field(default=None, alias="json")
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     @model_validator(mode="after")
     def _exactly_one(self) -> CompareConfig:
