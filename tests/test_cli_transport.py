@@ -32,7 +32,7 @@ def _recorder(seen: list[tuple[str, str]]) -> web.Application:
     return app
 
 
-@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "0.0.0.0"])
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "0.0.0.0", "127.1", "2130706433"])
 async def test_a_loopback_admin_url_never_goes_through_the_proxy(backends, host: str) -> None:
     """With `http_proxy` set in the operator's shell (a corporate proxy), `killgate status
     --admin http://127.0.0.1:8081` sent the request, bearer token and all, to the proxy

@@ -166,9 +166,16 @@ def _loopback(host: str) -> bool:
         return True
     try:  # (0.0.0.0 and :: reach this host too: `listen: 0.0.0.0:8081` copied into the URL)
         ip = ipaddress.ip_address(host)
-        return ip.is_loopback or ip.is_unspecified
     except ValueError:
-        return False
+        # the short and numeric forms the C resolver also takes for an IPv4 address
+        # (`127.1`, `2130706433`, `0x7f.1`): urllib connects to 127.0.0.1 for them
+        if not host or host.strip("0123456789abcdefx."):
+            return False
+        try:
+            ip = ipaddress.IPv4Address(socket.inet_aton(host))
+        except OSError:
+            return False
+    return ip.is_loopback or ip.is_unspecified
 
 
 def read_capped(resp: Any, deadline: Deadline, cap: int = MAX_ANSWER) -> bytes:
