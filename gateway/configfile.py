@@ -23,8 +23,9 @@ from gateway.config_yaml import load_yaml
 from gateway.errors import ConfigError, Problem
 from gateway.filemodes import config_problem
 
-__all__ = ["RESTART_ONLY", "LoadedConfig", "load_config", "parse_config_text", "read_config_bytes",
-           "read_config_stat", "restart_changes", "state_file_problems"]
+__all__ = ["RESTART_ONLY", "LoadedConfig", "load_config", "missing_log_folder",
+           "parse_config_text", "read_config_bytes", "read_config_stat", "restart_changes",
+           "state_file_problems"]
 
 MAX_FILE_BYTES = 1 << 20
 
@@ -70,7 +71,7 @@ def restart_changes(a: Config, b: Config) -> list[str]:
     return out
 
 
-def state_file_problems(loaded: LoadedConfig) -> list[Problem]:
+def state_file_problems(loaded: LoadedConfig, *, folders: bool = True) -> list[Problem]:
     """The state files the config names (the snapshot, a local store and its audit trail,
     the audit mirror, the access log) that are one file under two settings, or exist and
     are no regular file. Each is read whole, in the start-up's thread or one `serve` waits
@@ -79,7 +80,9 @@ def state_file_problems(loaded: LoadedConfig) -> list[Problem]:
     the snapshot overwrite each other's file, each refusing the other's signature: a
     'state_unverified' tamper alarm and a re-seed at every write. `killgate check` and
     `serve`'s start refuse them (a missing file is created; one that cannot be read is
-    reported by its reader)."""
+    reported by its reader). `folders=False` leaves out an access log's folder that does not
+    exist (yet): `check`, run where the config is written (CI), notes it instead, as it
+    notes a secret set only where killgate runs (`missing_log_folder`)."""
     st = loaded.config.state
     named = [("state.snapshot_path", st.snapshot_path)]
     if st.backend == "local":
@@ -92,7 +95,7 @@ def state_file_problems(loaded: LoadedConfig) -> list[Problem]:
     log_path = loaded.config.telemetry.access_log.path
     if loaded.config.server.access_log and log_path:
         seen[os.path.realpath(loaded.resolve(log_path))] = "telemetry.access_log.path"
-        out += _access_log_problems(loaded.resolve(log_path))
+        out += _access_log_problems(loaded.resolve(log_path), folders)
     for where, value in named:
         p = loaded.resolve(value)
         other = seen.setdefault(os.path.realpath(p), where)
@@ -112,16 +115,33 @@ def state_file_problems(loaded: LoadedConfig) -> list[Problem]:
     return out
 
 
-def _access_log_problems(p: Path) -> list[Problem]:
+def _access_log_problems(p: Path, folders: bool = True) -> list[Problem]:
     """An access log `serve` could not open (its start is refused then; `check` said ok):
-    a folder, or a file in a folder that does not exist."""
+    a folder, a file in a file, or (`folders`) a file in a folder that does not exist."""
     where = "telemetry.access_log.path"
     if p.is_dir():
         return [Problem(where, f"{p} is a folder: name a file (lines are appended to it)")]
-    if not p.parent.is_dir():
+    if not p.parent.is_dir() and (folders or _in_a_file(p)):
         return [Problem(where, f"{p}: its folder {p.parent} does not exist (or is no folder): "
                                "create it, or name a file in another")]
     return []
+
+
+def _in_a_file(p: Path) -> bool:
+    """Whether a folder above `p` is a file (no host could ever open `p`)."""
+    return any(a.exists() and not a.is_dir() for a in p.parents)
+
+
+def missing_log_folder(loaded: LoadedConfig) -> Problem | None:
+    """The access log's folder, when it does not exist here (nor is a file)."""
+    log_path = loaded.config.telemetry.access_log.path
+    if not (loaded.config.server.access_log and log_path):
+        return None
+    p = loaded.resolve(log_path)
+    if p.is_dir() or p.parent.is_dir() or _in_a_file(p):
+        return None
+    return Problem("telemetry.access_log.path", f"{p}: its folder {p.parent} does not exist "
+                                                "on this host")
 
 
 def parse_config_text(text: str, source: str = "<config>") -> Config:

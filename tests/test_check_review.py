@@ -135,12 +135,12 @@ async def test_serve_with_a_local_store_it_cannot_use_still_stops_cleanly(
     assert proc.returncode == 0 and "Traceback" not in text, text[-3000:]
 
 
-@pytest.mark.parametrize("where", ["missing/access.log", "file.txt/access.log", ""])
+@pytest.mark.parametrize("where", ["file.txt/access.log", "file.txt/logs/access.log", ""])
 def test_check_refuses_an_access_log_serve_cannot_open(tmp_path: Path, where: str,
                                                        capsys: pytest.CaptureFixture[str],
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    """An access log in a folder that does not exist (or in a file, or a folder itself):
-    `killgate check` said ok, and `killgate serve` refused to start on the file."""
+    """An access log in a file, or a folder itself: `killgate check` said ok, and
+    `killgate serve` refused to start on the file."""
     from gateway.cli.main import main
 
     monkeypatch.setenv("KILLGATE_JWT_SECRET", "s" * 40)
@@ -152,6 +152,31 @@ def test_check_refuses_an_access_log_serve_cannot_open(tmp_path: Path, where: st
         assert main(["check", str(cfg)]) == rc
         said = capsys.readouterr().err
         assert said.startswith("telemetry.access_log.path: ") if rc else not said, said
+
+
+def test_check_notes_an_access_log_folder_only_the_deployed_host_has(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`killgate check` runs where the config is written (CI), and refused an access log in
+    /var/log/killgate/ because that folder exists only where killgate runs. It notes it (exit
+    0), as it notes a secret set only there; `serve` still refuses to start without it."""
+    from gateway.cli.main import main
+    from tests.conftest import SECRET
+
+    monkeypatch.setenv("KILLGATE_JWT_SECRET", "s" * 40)
+    cfg = tmp_path / "killgate.yaml"
+    log = tmp_path / "deployed" / "killgate" / "access.log"
+    cfg.write_text(f"server: {{access_log: true}}\ntelemetry:\n  access_log: {{path: '{log}'}}\n"
+                   + ROUTES)
+    assert main(["check", str(cfg)]) == 0
+    said = capsys.readouterr().err
+    assert said == (f"note: telemetry.access_log.path: {log}: its folder {log.parent} does not "
+                    "exist on this host; `killgate serve` refuses to start until it exists\n"), said
+    res = subprocess.run([sys.executable, "-m", "gateway", "serve", "-c", str(cfg)],
+                         capture_output=True, text=True, timeout=30,
+                         env={"PATH": "/usr/bin:/bin", "KILLGATE_JWT_SECRET": SECRET})
+    assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr[-2000:]
+    assert f"telemetry.access_log.path: {log}: its folder" in res.stderr, res.stderr[-2000:]
 
 
 @pytest.mark.parametrize("drills", ["{key_file: missing.key}", "{key_env: KG_SHORT_DRILL_KEY}"])

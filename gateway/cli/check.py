@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable
 
 from gateway.config import AuthConfig
-from gateway.configfile import LoadedConfig, load_config, state_file_problems
+from gateway.configfile import LoadedConfig, load_config, missing_log_folder, state_file_problems
 from gateway.errors import ConfigError
 from gateway.filemodes import key_env, read_key_file
 
@@ -68,7 +68,10 @@ def _check_one(file: str, say: Callable[[str], None]) -> int:
     from gateway.state.signing import check_keys
 
     errors, notes = check_keys(cfg.state, loaded.resolve)
-    errors += state_file_problems(loaded)
+    errors += state_file_problems(loaded, folders=False)
+    if (folder := missing_log_folder(loaded)) is not None:
+        # (the host `check` runs on, CI's, need not have the deployed host's folders)
+        say(f"note: {folder}; `killgate serve` refuses to start until it exists")
     hook_errors, hook_notes = _webhook_secrets(loaded)
     for p in notes:
         say(f"note: {p}; `killgate serve` refuses to start until it is")
