@@ -172,6 +172,26 @@ async def test_status_says_whether_each_shadow_is_mirrored(gateway, session: Cli
     assert routes["plain"]["shadow"] is None
 
 
+async def test_status_says_a_shadow_at_sample_0_mirrors_nothing(tmp_path: Path, backends: Start,
+                                                                session: ClientSession) -> None:
+    """`sample: 0` parks a shadow (no copy is sent): /v1/status said `mirroring: true`."""
+    p1 = await backends(v2_app("v1"))
+    p2 = await backends(v2_app("v2"))
+    cfg = write_config(tmp_path, f"""\
+- name: r
+  match: {{path_prefix: /r}}
+  stable: v1
+  shadow: {{version: v2, sample: 0}}
+  versions:
+    - {{name: v1, url: "http://127.0.0.1:{p1}", weight: 100}}
+    - {{name: v2, url: "http://127.0.0.1:{p2}", weight: 0}}
+""")
+    async with running_gateway(cfg) as gw, \
+            session.get(gw.admin + "/v1/status", headers=READ) as r:
+        shadow = (await r.json())["routes"]["r"]["shadow"]
+    assert shadow == {"version": "v2", "sample": 0.0, "mirroring": False, "off": "sample_zero"}
+
+
 async def test_the_gate_holds_for_break_glass_and_two_person_requests(
         tmp_path: Path, backends: Start, session: ClientSession) -> None:
     """Break-glass skips approvals, never the shadow gate; a two-person request for a change

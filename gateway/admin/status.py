@@ -127,7 +127,10 @@ class StatusBuilder:
                                for x in held_off(doc, rc).values()],
                 "shadow": None if rc.shadow is None else {  # §5.5; results: /v1/routes/R/shadow
                     "version": rc.shadow.version, "sample": rc.shadow.sample,
-                    "mirroring": plan.shadow is not None, "off": plan.shadow_off or None},
+                    # (`sample: 0` copies nothing: a shadow parked, not mirroring)
+                    "mirroring": plan.shadow is not None and rc.shadow.sample > 0,
+                    "off": plan.shadow_off or ("sample_zero" if rc.shadow.sample <= 0
+                                               and plan.shadow is not None else None)},
                 "analysis": self.analysis(rc.name) if self.analysis is not None else None,
                 "history": [plain(h) for h in doc.history.get(rc.name, ())],
             }
