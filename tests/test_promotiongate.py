@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from gateway.configfile import parse_config_text
+from gateway.domain.comparison import Answer, model_answered
 from gateway.domain.promotiongate import gate, gate_counts, promotion_refusal
 from gateway.domain.shadowstats import Tally
 from gateway.domain.statedoc import RouteOverride, StateDoc
@@ -132,9 +133,23 @@ def test_the_gate_counts_requests_the_primary_answered_2xx_only() -> None:
     why = gate(rc, t) or ""
     assert "no comparison of its answers is known yet" in why and "counting only requests " \
         "the primary answered 2xx; 10 compared requests the primary answered with another " \
-        "status (a 4xx, a 5xx) do not count" in why, why
+        "status (a 4xx, a 5xx) or an error body do not count" in why, why
     for _ in range(5):
         t.outcome("agreed", (), 0.01, 0.01, {}, primary_ok=True)
     assert gate_counts(t) == (5, 5, {}) and gate(rc, t) is None
     assert Tally.from_json(t.to_json()).ok_outcomes == {"agreed": 5}
     assert gate_counts(Tally.from_json(t.to_json())) == (5, 5, {})
+
+
+@pytest.mark.parametrize(("answer", "protocol", "counted"), [
+    (Answer(200, b'{"outputs": []}'), "v2", True),
+    (Answer(200, b'{"error": "model not loaded"}'), "v2", False),
+    (Answer(200, b' {"error": {"code": "model_not_found"}}'), "openai", False),
+    (Answer(200, b'{"error": "not json for this protocol"}'), "http", True),
+    (Answer(200, b'{"choices": [{"message": {"content": "\\"error\\""}}]}'), "openai", True),
+    (Answer(200, b'{"error": '), "v2", True),  # not JSON: compared as the bytes it is
+    (Answer(404, b'{"outputs": []}'), "v2", False),
+])
+def test_a_200_error_body_is_no_model_answer(answer: Answer, protocol: str,
+                                             counted: bool) -> None:
+    assert model_answered(answer, protocol) is counted

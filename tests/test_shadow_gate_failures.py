@@ -141,7 +141,8 @@ async def test_answers_both_sides_refused_alike_do_not_open_the_gate(
             msg = body["error"]["message"]
             assert "no comparison of its answers is known yet" in msg, msg
             assert "counting only requests the primary answered 2xx; 100 compared requests " \
-                "the primary answered with another status (a 4xx, a 5xx) do not count" in msg, msg
+                "the primary answered with another status (a 4xx, a 5xx) or an error body do " \
+                "not count" in msg, msg
         assert "iris" not in g.gw.holder.doc.overrides
         # model answers compared: the gate opens on them
         out = await sent(100, {"authorization": "Bearer ok"}, 200, 200)
@@ -181,3 +182,49 @@ async def test_an_older_instances_comparisons_are_not_said_to_be_of_other_status
             gate
         assert "another status" not in gate["reason"], gate["reason"]
         assert "7 compared by instances of an older version" in gate["reason"], gate["reason"]
+
+
+def unloaded_app() -> web.Application:
+    """A model server that answers 200 with an error object for a model it has not loaded
+    (some do), the reference answer once `loaded` is set."""
+    async def infer(req: web.Request) -> web.StreamResponse:
+        body = await req.read()
+        if req.headers.get("x-loaded") != "1":
+            return web.json_response({"error": "model 'iris' is not loaded"})
+        x = int(json.loads(body)["inputs"][0]["data"][0])
+        return web.json_response({"model_name": "iris", "outputs": [
+            {"name": "probs", "shape": [1, 3], "datatype": "FP32", "data": classify(x)}]})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", infer)
+    return app
+
+
+@pytest.mark.timeout(30)
+async def test_error_bodies_both_sides_sent_with_200_do_not_open_the_gate(
+        tmp_path: Path, backends: Start, session: ClientSession) -> None:
+    """Both versions answering 200 `{"error": "model 'iris' is not loaded"}` counted as
+    agreements of model answers: 10 of them met `min_shadow_compared: 10` with no model
+    answer compared, and the shadow could be given traffic. On a `protocol: v2` route they
+    are counted apart (`other_status`), as a 4xx is."""
+    p1, p2 = await backends(unloaded_app()), await backends(unloaded_app())
+    cfg = write_config(tmp_path, routes(p1, p2))
+    async with running_gateway(cfg) as g:
+        async def sent(headers: dict[str, str], total: int) -> dict:  # type: ignore[type-arg]
+            for x in range(10):
+                async with session.post(g.url + "/v2/models/iris/infer", data=v2_request(x),
+                                        headers=headers) as r:
+                    assert r.status == 200
+                    await r.read()
+
+            async def rep() -> dict | None:  # type: ignore[type-arg]
+                async with session.get(g.admin + "/v1/routes/iris/shadow", headers=READ) as r:
+                    d = dict(await r.json())
+                return d if d["compared"] == total else None
+            return await wait_until(rep, 10, what=f"{total} compared")  # type: ignore[no-any-return]
+
+        gate = (await sent({}, 10))["gate"]
+        assert gate["open"] is False, gate
+        assert (gate["compared"], gate["other_status"]) == (0, 10), gate
+        gate = (await sent({"x-loaded": "1"}, 20))["gate"]
+        assert gate["open"] is True and gate["compared"] == 10, gate

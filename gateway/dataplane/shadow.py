@@ -28,7 +28,7 @@ from gateway.dataplane.shadowrecord import ShadowCounts, compare
 from gateway.dataplane.shadowsend import KilledSince, TooLarge, failure, send
 from gateway.dataplane.shadowtap import Tap
 from gateway.dataplane.upstream import Upstreams
-from gateway.domain.comparison import Answer
+from gateway.domain.comparison import Answer, model_answered
 from gateway.domain.routing import RoutePlan, Target
 from gateway.errors import UpstreamError
 from gateway.log import event
@@ -209,7 +209,7 @@ class Mirror:
             if isinstance(first, BaseException):
                 if isinstance(first, asyncio.CancelledError):
                     raise first
-                tally.failed(failure(first), 200 <= primary.status < 300)
+                tally.failed(failure(first), model_answered(primary, plan.config.protocol))
                 return
             answer, shadow_s = first
             again = second[0] if isinstance(second, tuple) else None

@@ -15,7 +15,7 @@ from typing import Any
 
 from gateway.config import Config, RouteConfig
 from gateway.config_shadow import ShadowConfig
-from gateway.domain.comparison import Answer
+from gateway.domain.comparison import Answer, model_answered
 from gateway.domain.disagreements import record_text
 from gateway.domain.routing import RoutePlan
 from gateway.domain.shadowstats import Tally
@@ -130,7 +130,7 @@ async def compare(loop: asyncio.AbstractEventLoop, tally: Tally, sh: ShadowConfi
     if sh.noise is not None:
         tally.observed(v.result)
     tally.outcome(v.outcome, v.left, primary_s, shadow_s, v.result.detail,
-                  200 <= primary.status < 300)
+                  model_answered(primary, plan.config.protocol))
     if text is not None:
         tally.disagreement(text, sh.disagreements)
 

@@ -28,6 +28,7 @@ __all__ = [
     "compile_paths",
     "decoded",
     "matches",
+    "model_answered",
     "redact",
     "render",
 ]
@@ -45,6 +46,28 @@ class Answer:
     body: bytes
     content_type: str = ""  # the media type, lower-cased, without parameters
     encoding: str = ""  # the Content-Encoding, lower-cased ("" when none)
+
+
+#: an error body is small: a larger 2xx body is taken for a model's answer unread
+ERROR_BODY_MAX = 64 * 1024
+
+
+def model_answered(a: Answer, protocol: str) -> bool:
+    """Whether `a` (the primary's) is a model's answer, what the promotion gate counts: a
+    2xx, and on a model route (`protocol: v2 | openai`) not an error object in a 200
+    (`{"error": ...}`, as the Open Inference Protocol's and OpenAI's error bodies are
+    written, which some servers send with 200): such an answer says nothing of the model,
+    and both versions sending it would count as an agreement."""
+    if not 200 <= a.status < 300:
+        return False
+    if protocol == "http" or a.encoding or len(a.body) > ERROR_BODY_MAX \
+            or a.body.lstrip()[:1] != b"{" or b'"error"' not in a.body:
+        return True
+    try:
+        doc = json.loads(a.body)
+    except (ValueError, RecursionError):
+        return True
+    return not (isinstance(doc, dict) and "error" in doc)
 
 
 #: Content-Encoding -> zlib's wbits (deflate is zlib-wrapped, or raw from some servers)

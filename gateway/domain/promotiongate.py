@@ -68,7 +68,8 @@ def gate(rc: RouteConfig, fleet: Tally | None) -> str | None:
             "no comparison of its answers is known yet")
     others = other_status(fleet) if fleet is not None else 0
     aside = (f"; {others} compared request{'' if others == 1 else 's'} the primary answered "
-             "with another status (a 4xx, a 5xx) do not count" if others else "")
+             "with another status (a 4xx, a 5xx) or an error body do not count"
+             if others else "")
     older = fleet.older if fleet is not None else 0
     aside += (f"; {older} compared by instances of an older version (which do not say the "
               "primary's status) do not count" if older else "")
