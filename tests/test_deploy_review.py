@@ -48,6 +48,18 @@ def test_one_slow_readiness_probe_never_takes_a_pod_out() -> None:
     assert live["timeoutSeconds"] >= ready["timeoutSeconds"]
 
 
+@pytest.mark.parametrize("folder", [BASE, OVERLAY], ids=["base", "overlay"])
+def test_the_startup_probe_outlasts_the_start_s_wait_for_redis(folder: Path) -> None:
+    """The admin port (the startup probe's) opens after start-up, which waits up to
+    `state.start_timeout` for Redis: a probe window shorter than that restarts a pod that
+    was about to start on its snapshot, over and over while Redis is slow."""
+    dep = _one("Deployment")  # (the overlay patches its image and replicas only)
+    probe = _container(dep)["startupProbe"]
+    window = probe["periodSeconds"] * probe["failureThreshold"]
+    cfg = _config_of(_one("ConfigMap", folder))
+    assert window >= cfg.state.start_timeout + 10, (window, cfg.state.start_timeout)
+
+
 def test_the_dashboard_shows_every_gauge_an_alert_watches() -> None:
     """An alert that pages about a gauge sends the on-call to the dashboard: the series must
     be there. `killgate_kills_unrouted` and `killgate_overrides_unservable` got alerts and no
