@@ -319,6 +319,31 @@ def test_chat_a_stream_carrying_an_error_is_not_an_answer() -> None:
     assert compare(c, b"", whole, quiet).agreed
 
 
+def test_chat_a_stream_is_read_by_events_as_a_client_reads_it() -> None:
+    """An SSE event may carry its JSON over several `data:` lines (joined by line feeds),
+    with `\r\n` or `\r` line endings, comments and `event:`/`id:` fields: read line by
+    line, such a stream was halves that are not JSON, and a shadow answering so was counted
+    as unparsable (a failure toward the gate) while every client read it whole."""
+    c = cfg("openai_chat")
+    text = "The quick brown fox jumps over the lazy dog."
+    whole = stream(text)
+    events = [e for e in whole.body.split(b"\n\n") if e]
+    split = []
+    for e in events:
+        data = e[len(b"data: "):]
+        if data.startswith(b"{"):  # the JSON over two data lines (one without the space)
+            cut = data.index(b",") + 1
+            e = b": a comment\r\nevent: chunk\r\nid: 7\r\ndata: " + data[:cut] \
+                + b"\rdata:" + data[cut:]
+        split.append(e)
+    shadow = Answer(200, b"\r\n\r\n".join(split) + b"\r\n\r\n", "text/event-stream")
+    assert [ch.text for ch in read_choices(shadow.body, "text/event-stream")] == [text]
+    assert compare(c, b"", whole, shadow).agreed
+    # the last event without its blank line is read too; `data` alone is an empty line
+    last = read_choices(b"data\n\n" + events[0] + b"\n\n" + events[1], "text/event-stream")
+    assert [ch.text for ch in last] == [text[:len(text) // 3]]
+
+
 @pytest.mark.timeout(60)
 def test_chat_a_stream_of_many_pieces_is_read_in_linear_time() -> None:
     """A stream's text (and a tool call's arguments) was joined piece by piece with `+=`,

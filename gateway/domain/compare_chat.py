@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 import unicodedata
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -105,15 +106,33 @@ def _streamed(body: bytes, content_type: str) -> bool:
     return content_type == "text/event-stream" or body.lstrip().startswith(b"data:")
 
 
+def _events(body: bytes) -> Iterator[bytes]:
+    """The data of each event of an event stream, as a client's parser reads it (WHATWG
+    HTML's rules): an event ends at a blank line, its `data:` lines (one space after the
+    colon dropped) joined by line feeds, comments and other fields skipped; the last event
+    too when the stream ends without its blank line. (Read line by line, one JSON chunk
+    written over two `data:` lines was two halves that were not JSON: no answer.)"""
+    lines: list[bytes] = []
+    for line in body.splitlines():  # (bytes: at \n, \r\n and \r, as the spec's parser)
+        if not line:
+            if lines:
+                yield b"\n".join(lines)
+                lines = []
+            continue
+        field, _, value = line.partition(b":")
+        if field == b"data":  # (a line `data` alone is an empty data line)
+            lines.append(value[1:] if value.startswith(b" ") else value)
+    if lines:
+        yield b"\n".join(lines)
+
+
 def read_choices(body: bytes, content_type: str = "") -> list[Choice]:
     """Every choice of an answer, in index order; ValueError when it is not one."""
     choices: dict[int, Choice] = {}
     if _streamed(body, content_type):
         seen = False
-        for line in body.splitlines():
-            if not line.startswith(b"data:"):
-                continue
-            data = line[5:].strip()
+        for data in _events(body):
+            data = data.strip()
             if data == b"[DONE]":
                 break  # (a client stops reading here: what follows is never seen)
             if not data:
