@@ -23,9 +23,13 @@ from gateway.dataplane.request import BodyTimeout, Request
 from gateway.dataplane.wire import SMALL_BODY, Limits, Server
 from gateway.log import event
 
-__all__ = ["Deadlines", "buffering", "rate_due"]
+__all__ = ["PACE_GRACE", "Deadlines", "buffering", "rate_due"]
 
 log = logging.getLogger("killgate.protocol")
+
+#: seconds after its head before a small body's pace is judged at the connection cap
+#: (`Deadlines._slow_body`): its first bytes may be a round trip behind
+PACE_GRACE = 1.0
 
 
 def rate_due(since: float, size: int, limits: Limits) -> float:
@@ -180,11 +184,16 @@ class Deadlines:
     def _slow_body(self, req: Request) -> float | None:
         """(`spare`) A buffered body arriving slower than the pace that has it whole by its
         deadline, as for a head still arriving (nothing of it went on): that deadline.
-        None for any other request in progress (one handed on, or on time)."""
+        None for any other request in progress (one handed on, or on time). The pace runs
+        from PACE_GRACE after its head (at most a quarter of `body_timeout`), to its
+        deadline: a body whose first bytes are a round trip behind its head (a client that
+        writes them apart) is on its way, not behind (it was, the moment after its head, and
+        gave way at the cap before connections idle between requests)."""
         if req is not self.parsing or not buffering(req):
             return None
         timeout = self.limits.body_timeout
-        waited = self.loop.time() - (self.deadline - timeout)
-        if req.body_size * timeout >= req.content_length * waited:  # type: ignore[operator]
+        grace = min(PACE_GRACE, timeout / 4)
+        waited = self.loop.time() - (self.deadline - timeout) - grace
+        if req.body_size * (timeout - grace) >= req.content_length * waited:  # type: ignore[operator]
             return None
         return self.deadline
