@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 import subprocess
 import sys
@@ -106,11 +107,12 @@ FRAMINGS = {
 
 
 @pytest.mark.parametrize("framing", list(FRAMINGS))
-async def test_a_body_trickling_below_the_minimum_rate_gets_408(tmp_path: Path,
-                                                                  framing: str) -> None:
+async def test_a_body_trickling_below_the_minimum_rate_gets_408(
+        tmp_path: Path, framing: str, caplog: pytest.LogCaptureFixture) -> None:
     """A byte every 0.2 s (5 B/s), each well within `body_timeout` (0.5 s) of the last, with
     `body_min_rate: 1000`: a 408 about 0.5 s in (the grace), the backend's exchange ended,
-    the connection closed, counted by reason."""
+    the connection closed, counted by reason, logged once."""
+    caplog.set_level(logging.INFO, logger="killgate.protocol")
     backend = BodySink()
     port = await backend.start()
     try:
@@ -141,6 +143,8 @@ async def test_a_body_trickling_below_the_minimum_rate_gets_408(tmp_path: Path,
                                     ("min_rate",)) == 1
             assert g.gw.metrics.get("killgate_client_body_timeouts_total",
                                     ("stalled",)) == 0
+            slow = [r for r in caplog.records if r.getMessage() == "request_body_too_slow"]
+            assert len(slow) == 1 and slow[0].levelno == logging.INFO, caplog.records
     finally:
         await backend.stop()
 
