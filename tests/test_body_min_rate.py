@@ -173,16 +173,16 @@ async def test_a_minimum_rate_of_zero_leaves_a_trickle_alone(tmp_path: Path) -> 
 
 
 async def test_a_healthy_body_held_back_by_a_slow_backend_is_not_cut(tmp_path: Path) -> None:
-    """The backend takes none of an 8 MiB body for 1.5 s: the gateway stops reading the
+    """The backend takes none of an 8 MiB body for 2 s: the gateway stops reading the
     client (flow control) and the client, sending as fast as it can, is stalled by us, not
     by its link. That pause is not the client's: the rate's clock stops while we do not
-    read. (With `body_min_rate: 16 MiB/s` and a 0.3 s grace, what got through before the
-    stall, ~6.5 MB of socket buffers, buys 0.7 s: counted against the client, a 408.)"""
+    read. (With `body_min_rate: 8 MiB/s` and a 0.3 s grace, what got through before the
+    stall, ~6.5 MB of socket buffers, buys 1.1 s: counted against the client, a 408.)"""
     size = 8 << 20
-    backend = BodySink(stall=1.5)
+    backend = BodySink(stall=2.0)
     port = await backend.start()
     try:
-        cfg = _config(tmp_path, port, f"body_timeout: 300ms, body_min_rate: {16 << 20}")
+        cfg = _config(tmp_path, port, f"body_timeout: 300ms, body_min_rate: {8 << 20}")
         async with running_gateway(cfg) as g:
             sock = socket.socket()
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 << 10)  # (few bytes in

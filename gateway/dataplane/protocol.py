@@ -102,10 +102,8 @@ class HttpProtocol(Parsing, Deadlines, Dispatching, Flow, Closing, asyncio.Proto
         self.write_paused = False
         self.paused_at = 0.0                   # since when the client has not been reading
         self.read_paused_at = 0.0              # since when we have not been reading
-        # the body whose pace `server.body_min_rate` judges (`Deadlines`), and when its
-        # clock started (its first wait for bytes), moved on by every pause of our reading
-        self.rate_req: Request | None = None
-        self.rate_from = 0.0
+        self.rate_req: Request | None = None   # the body `body_min_rate` judges (`Deadlines`)
+        self.rate_from = 0.0                   # its clock: its first wait, less our pauses
         self.sending = 0                       # of an answer, still to go out (`_sending`)
         self.drainer: asyncio.Future[None] | None = None
         self.held = b""                        # bytes read, not parsed yet (requests queued)
