@@ -167,6 +167,7 @@ _DRAIN = at_most(3600.0, "no process manager waits that long for a stop")
 # (nginx's default is 75s; idle connections past an hour only hold descriptors)
 _KEEPALIVE = at_most(3600.0, "an idle connection held longer only holds a descriptor")
 _DEBOUNCE = at_most(60.0, "a saved file would go unread for that long")
+_MAX_MIN_RATE = 16 << 20  # server.body_min_rate, bytes/s
 
 
 class ServerConfig(Frozen):
@@ -191,6 +192,12 @@ class ServerConfig(Frozen):
     #: the longest pause while reading a request body; a body of up to 64 KiB (read whole
     #: before its request goes on) must be whole within it of its head
     body_timeout: Deadline = 30.0
+    #: bytes/s a request body read as it streams (chunked, over 64 KiB, or 100-continue)
+    #: must average once body_timeout has passed (Apache's mod_reqtimeout MinRate): by t
+    #: seconds of reading, (t - body_timeout) x this many bytes, else 408 and the close;
+    #: the clock stops while the gateway is not reading (a backend slow to take the body).
+    #: 0 = off (a byte every body_timeout then holds the request to the route's total)
+    body_min_rate: int = 1024
     #: the longest a client may leave its socket full (reading nothing) before it is dropped
     send_timeout: Deadline = 60.0
     max_connections_per_backend: int = Field(default=256, ge=1, le=100_000)
@@ -215,6 +222,14 @@ class ServerConfig(Frozen):
         if v and not 2.0 <= v <= 3600.0:
             raise ValueError("must be 0 (off) or from 2s to 3600s (a serving worker "
                              "writes to its supervisor every 0.5s)")
+        return v
+
+    @field_validator("body_min_rate")
+    @classmethod
+    def _min_rate(cls, v: int) -> int:
+        if not 0 <= v <= _MAX_MIN_RATE:
+            raise ValueError(f"must be 0 (off) or a rate in bytes/s up to {_MAX_MIN_RATE} "
+                             "(16 MiB/s: a minimum above that would cut ordinary clients)")
         return v
 
     @field_validator("shutdown_delay")

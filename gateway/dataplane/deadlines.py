@@ -14,14 +14,30 @@ connection without end, a request in progress that `max_connections` could never
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
 from collections.abc import Callable
 
 from gateway.dataplane.clock import Clock
 from gateway.dataplane.request import BodyTimeout, Request
 from gateway.dataplane.wire import SMALL_BODY, Limits, Server
+from gateway.log import event
 
-__all__ = ["Deadlines", "buffering"]
+__all__ = ["PACE_GRACE", "Deadlines", "buffering", "rate_due"]
+
+log = logging.getLogger("killgate.protocol")
+
+#: seconds after its head before a small body's pace is judged at the connection cap
+#: (`Deadlines._slow_body`): its first bytes may be a round trip behind
+PACE_GRACE = 1.0
+
+
+def rate_due(since: float, size: int, limits: Limits) -> float:
+    """When a body read since `since` (its clock: our pauses of reading do not count),
+    `size` bytes of it in so far, falls below `limits.body_min_rate` on average after the
+    grace of `body_timeout` (mod_reqtimeout's `MinRate`: each `body_min_rate` bytes buy a
+    second more). Pure; its caller checks that the rate is on (not 0)."""
+    return since + limits.body_timeout + size / limits.body_min_rate
 
 
 def buffering(req: Request) -> bool:
@@ -52,6 +68,8 @@ class Deadlines:
     stopped: bool
     linger_end: float
     parsing: Request | None
+    rate_req: Request | None
+    rate_from: float
     sending: int  # what the transport held of the last answer at the last look (`_sending`)
     transport: asyncio.Transport | None
     abort: Callable[[], None]
@@ -90,10 +108,15 @@ class Deadlines:
             if not req.body_done and not self.read_paused and req.body_error is None:
                 due = req.last_body + limits.body_timeout
                 whole = self.deadline <= due and buffering(req)
+                slow = False
                 if whole:  # a buffered body: whole by its deadline, however it trickles
                     due = self.deadline
+                elif req is self.rate_req and limits.body_min_rate:  # (`rate_due`)
+                    paced = rate_due(self.rate_from, req.body_size, limits)
+                    if paced < due:
+                        due, slow = paced, True
                 if now >= due:
-                    self._body_timeout(req, whole)
+                    self._body_timeout(req, whole, slow)
                 else:
                     nxt = due
         if self.write_paused and self.paused_at:
@@ -127,10 +150,23 @@ class Deadlines:
             return self.deadline
         return 0.0
 
-    def _body_timeout(self, req: Request, whole: bool = False) -> None:
+    def _body_timeout(self, req: Request, whole: bool = False, slow: bool = False) -> None:
         timeout = self.limits.body_timeout
         self.stopped = True
         self.linger_end = -1.0  # (its end is no reason to read what it sends slower still)
+        self.server.counted("body_min_rate" if slow else "body_incomplete" if whole
+                            else "body_stalled")
+        if slow:  # (once: the connection reads nothing more)
+            rate = self.limits.body_min_rate
+            took = self.loop.time() - self.rate_from
+            event(log, "request_body_too_slow", remote=req.conn.remote, bytes=req.body_size,
+                  seconds=round(took, 3), min_rate=rate)
+            req.body_error = BodyTimeout(
+                f"the request body arrived slower than {rate:g} bytes/s (server.body_min_rate, "
+                f"after the first {timeout:g}s): {req.body_size} bytes in {took:.1f}s")
+            req.keep_alive = False
+            req.wake()
+            return
         if req.dispatched:  # the proxy is reading it: it answers 408 (or aborts)
             req.body_error = BodyTimeout(f"the request body stalled for {timeout:g}s")
             req.keep_alive = False
@@ -148,11 +184,16 @@ class Deadlines:
     def _slow_body(self, req: Request) -> float | None:
         """(`spare`) A buffered body arriving slower than the pace that has it whole by its
         deadline, as for a head still arriving (nothing of it went on): that deadline.
-        None for any other request in progress (one handed on, or on time)."""
+        None for any other request in progress (one handed on, or on time). The pace runs
+        from PACE_GRACE after its head (at most a quarter of `body_timeout`), to its
+        deadline: a body whose first bytes are a round trip behind its head (a client that
+        writes them apart) is on its way, not behind (it was, the moment after its head, and
+        gave way at the cap before connections idle between requests)."""
         if req is not self.parsing or not buffering(req):
             return None
         timeout = self.limits.body_timeout
-        waited = self.loop.time() - (self.deadline - timeout)
-        if req.body_size * timeout >= req.content_length * waited:  # type: ignore[operator]
+        grace = min(PACE_GRACE, timeout / 4)
+        waited = self.loop.time() - (self.deadline - timeout) - grace
+        if req.body_size * (timeout - grace) >= req.content_length * waited:  # type: ignore[operator]
             return None
         return self.deadline

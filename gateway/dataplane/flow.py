@@ -13,6 +13,7 @@ import asyncio
 from collections import deque
 from collections.abc import Callable
 
+from gateway.dataplane.clock import Clock
 from gateway.dataplane.request import ClientGone, Request
 from gateway.dataplane.wire import Limits
 
@@ -31,7 +32,11 @@ class Flow:
     closed: bool
     held: bytes
     replaying: bool
+    clock: Clock
     read_paused: bool
+    read_paused_at: float
+    rate_req: Request | None
+    rate_from: float
     write_paused: bool
     paused_at: float
     deadline: float
@@ -57,6 +62,7 @@ class Flow:
     def _pause(self) -> None:
         if not self.read_paused and self.transport is not None:
             self.read_paused = True
+            self.read_paused_at = self.clock.now  # (every caller runs on bytes just read)
             self.transport.pause_reading()
 
     def _resume(self) -> None:
@@ -71,6 +77,8 @@ class Flow:
             if self.queue:  # a stall while we did not read is not the client's
                 req = self.queue[0]
                 req.last_body = now = self.loop.time()
+                if req is self.rate_req:  # nor against its pace: its clock stood still
+                    self.rate_from += now - self.read_paused_at
                 if not (req.dispatched or req.body_done):  # a buffered body's wait
                     # begins (`deadlines.py`; no later head has begun: none can yet)
                     self.deadline = now + self.limits.body_timeout
@@ -81,7 +89,16 @@ class Flow:
         BODY_HIGH say, and with reading paused it would wait for ever, with no deadline.)"""
         if self.read_paused and self.queue and self.queue[0] is req:
             self._resume()
-        self._arm(req.last_body + self.limits.body_timeout)
+        limits = self.limits
+        if req is not self.rate_req:  # its first wait: the pace is judged from now (a
+            self.rate_req = req  # 100-continue body is asked for now; before, we did not
+            self.rate_from = self.loop.time()  # read it, or did not need it yet)
+        due = req.last_body + limits.body_timeout
+        if limits.body_min_rate:  # (`deadlines.rate_due`: after a pause of our reading, it
+            # may come before the next pause's deadline, and the timer is never late)
+            due = min(due, self.rate_from + limits.body_timeout
+                      + req.body_size / limits.body_min_rate)
+        self._arm(due)
 
     def body_taken(self, req: Request) -> None:
         if self.read_paused and len(self.queue) <= 1:

@@ -14,8 +14,9 @@ close; an answer pending: the client is gone, as for nginx and aiohttp); its end
 connection's deadlines with one timer, re-armed lazily (`dataplane/deadlines.py`): the
 first head within `header_timeout` of the accept, each later head within `header_timeout`
 of its first byte, `keepalive_timeout` between requests, `body_timeout` between body bytes
-while we read (a small body: whole within it of its head), `send_timeout` while the client
-reads nothing. Each fires at its deadline (the loop's timer precision), never later.
+while we read (a small body: whole within it of its head; a larger, chunked or 100-continue
+one at `body_min_rate` on average once `body_timeout` has passed), `send_timeout` while the
+client reads nothing. Each fires at its deadline (the loop's timer precision), never later.
 
 It knows nothing of routing: each request goes to the `Handler` (the proxy) from the parser
 callback, with no Task of its own, and is answered through its `Request`. Imports httptools
@@ -73,9 +74,9 @@ class HttpProtocol(Parsing, Deadlines, Dispatching, Flow, Closing, asyncio.Proto
     __slots__ = ("clock", "closed", "closing", "deadline", "dispatching", "drainer", "framing",
                  "fresh", "handler", "head_bytes", "held", "in_head", "in_trailer", "limits",
                  "linger_end", "linger_heard", "lingering", "loop", "nchunks", "parser", "parsing",
-                 "paused_at", "queue", "read_paused", "remote", "remote_b", "replaying", "seen",
-                 "sending", "server", "stopped", "timer", "timer_at", "transport", "version_hint",
-                 "wire_bytes", "write_paused")
+                 "paused_at", "queue", "rate_from", "rate_req", "read_paused", "read_paused_at",
+                 "remote", "remote_b", "replaying", "seen", "sending", "server", "stopped",
+                 "timer", "timer_at", "transport", "version_hint", "wire_bytes", "write_paused")
 
     def __init__(self, server: Server, loop: asyncio.AbstractEventLoop) -> None:
         self.server = server
@@ -100,6 +101,9 @@ class HttpProtocol(Parsing, Deadlines, Dispatching, Flow, Closing, asyncio.Proto
         self.read_paused = False
         self.write_paused = False
         self.paused_at = 0.0                   # since when the client has not been reading
+        self.read_paused_at = 0.0              # since when we have not been reading
+        self.rate_req: Request | None = None   # the body `body_min_rate` judges (`Deadlines`)
+        self.rate_from = 0.0                   # its clock: its first wait, less our pauses
         self.sending = 0                       # of an answer, still to go out (`_sending`)
         self.drainer: asyncio.Future[None] | None = None
         self.held = b""                        # bytes read, not parsed yet (requests queued)

@@ -32,6 +32,12 @@ class Limits:
     header_timeout: float = 10.0
     keepalive_timeout: float = 60.0
     body_timeout: float = 30.0
+    #: bytes/s a request body not read whole before its request goes on (chunked, over
+    #: SMALL_BODY, or 100-continue) must keep up, averaged over the body so far, after a
+    #: grace of `body_timeout` (Apache's mod_reqtimeout `MinRate`): by `t` seconds of reading
+    #: (the clock stopped while we do not read), `(t - body_timeout) * body_min_rate` bytes.
+    #: 0: off (only the pause between bytes, `body_timeout`, and the route's total bound it)
+    body_min_rate: float = 1024.0
     send_timeout: float = 60.0
     #: a connection closed while the client may still be sending (an answer given before
     #: its request's body was read: 413, 404, a refusal) is half-closed and what comes is

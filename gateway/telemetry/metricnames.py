@@ -101,6 +101,13 @@ HELP: dict[str, tuple[str, str]] = {
                                                        "slowly: nothing for server.send_timeout, "
                                                        "or a streamed answer not taken within "
                                                        "the route's timeouts.total."),
+    "killgate_client_body_timeouts_total": ("counter", "Request bodies ended with 408 (or a "
+                                                       "cut stream) by the client's delay, by "
+                                                       "reason: stalled (nothing for "
+                                                       "server.body_timeout), incomplete (a "
+                                                       "body of up to 64 KiB not whole within "
+                                                       "it), min_rate (below "
+                                                       "server.body_min_rate)."),
     "killgate_bad_requests_total": ("counter", "Data-plane requests refused with 400 for their "
                                                "shape (ambiguous path, bad model field, bad "
                                                "header bytes), by reason."),
@@ -217,6 +224,8 @@ INITIAL: dict[str, tuple[tuple[str, ...], tuple[tuple[str, ...], ...]]] = {
     # (labels from fixed sets, so their series can be there from the start; those labelled
     # by route and version come and go with the config and start at their first event)
     "killgate_client_send_timeouts_total": ((), ((),)),
+    "killgate_client_body_timeouts_total": (("reason",), (("stalled",), ("incomplete",),
+                                                          ("min_rate",))),
     "killgate_connections_refused_total": (("reason",), (("connections",), ("per_client",))),
     "killgate_connections_reclaimed_total": ((), ((),)),
     "killgate_admin_refused_total": (("reason",), tuple(

@@ -34,6 +34,10 @@ _COUNTERS = {"send_timeout": "killgate_client_send_timeouts_total",
              "reclaimed": "killgate_connections_reclaimed_total"}
 #: connections closed at accept -> the `reason` of killgate_connections_refused_total
 _REFUSED = {"refused": "connections", "refused_per_client": "per_client"}
+#: request bodies ended by the connection's deadlines (408) -> the `reason` of
+#: killgate_client_body_timeouts_total
+_BODY = {"body_stalled": "stalled", "body_incomplete": "incomplete",
+         "body_min_rate": "min_rate"}
 
 
 Key = tuple[str, str]  # (route, version)
@@ -159,6 +163,10 @@ def data_plane(loaded: LoadedConfig, holder: TableHolder, upstreams: Upstreams,
         if reason is not None:
             metrics.inc("killgate_connections_refused_total", (reason,), label_names=("reason",))
             return
+        slow = _BODY.get(what)
+        if slow is not None:
+            metrics.inc("killgate_client_body_timeouts_total", (slow,), label_names=("reason",))
+            return
         name = _COUNTERS.get(what)
         if name is not None:
             metrics.inc(name)
@@ -167,6 +175,7 @@ def data_plane(loaded: LoadedConfig, holder: TableHolder, upstreams: Upstreams,
 
     listener = Listener(proxy, Limits(
         header_timeout=server.header_timeout, keepalive_timeout=server.keepalive_timeout,
-        body_timeout=server.body_timeout, send_timeout=server.send_timeout),
+        body_timeout=server.body_timeout, body_min_rate=server.body_min_rate,
+        send_timeout=server.send_timeout),
         server.max_connections, count, clock, server.max_connections_per_client)
     return proxy, listener
