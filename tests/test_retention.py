@@ -116,10 +116,18 @@ def test_the_policy_keeps_the_newest_and_what_a_kept_reseed_names() -> None:
     events = _trail(300)
     assert decide_trim(_w(events, events[-1]["hash"]), KEYS, Retention(max_events=100),
                        time.time()).remove == 200
-    # max_age: events older than it go, always keeping MIN_KEEP
+    # max_age: events older than it go, always keeping MIN_KEEP (its age measured back
+    # from the newest event at most: the trail's newest is dated now)
     now = time.time()
+    fresh = _trail(1, events[-1]["hash"], time.strftime("%Y-%m-%dT%H:%M:%S.000Z",
+                                                        time.gmtime(now)))
+    aged = [*events, *fresh]
+    d = decide_trim(_w(aged, aged[-1]["hash"]), KEYS, Retention(max_age=3600.0), now)
+    assert d.remove == 301 - MIN_KEEP
+    # a trail quiet since (its newest event old too): kept as it is, as the clock that
+    # trims could be ahead of the one that dated the events (the local store's only clock)
     d = decide_trim(_w(events, events[-1]["hash"]), KEYS, Retention(max_age=3600.0), now)
-    assert d.remove == 300 - MIN_KEEP
+    assert d.remove == 0
     assert not Retention(max_events=200).due(220, events[0], now)
     assert Retention(max_events=200).due(221, events[0], now)
     assert Retention(max_age=3600.0).due(300, events[0], now)

@@ -19,6 +19,7 @@ rewrites the whole file).
 
 from __future__ import annotations
 
+import calendar
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -35,7 +36,7 @@ from gateway.domain.audit import (
 from gateway.domain.auditcut import TRIM_ACTION, TRIM_ACTOR, trail_cuts, trim_cut
 
 __all__ = ["MIN_KEEP", "TRIM_BATCH", "Decide", "Due", "Retention", "TrimDecision",
-           "TrimWindow", "decide_trim"]
+           "TrimWindow", "age_clock", "decide_trim"]
 
 #: a trim always keeps at least this many events (the newest): enough context for an
 #: incident, and more than a store that lost its trail holds (reseed.py's FRESH_TRAIL)
@@ -92,6 +93,9 @@ class TrimWindow:
     #: the most one trim removes (None: TRIM_BATCH; a trail read whole: all it must, at
     #: once, as its store rewrites the whole file at every trim)
     batch: int | None = None
+    #: the store's own clock when the window was read (Unix seconds: redis TIME; None: the
+    #: store has none, the local files): ages are measured by it too (see age_clock)
+    clock: float | None = None
 
     @classmethod
     def whole(cls, events: Sequence[dict[str, Any]], head: str | None) -> TrimWindow:
@@ -106,8 +110,9 @@ class TrimWindow:
 #: (the window read) → the decision (a store's `audit_trim` reads the window under its
 #: lock or in one script, and asks this, in a thread)
 Decide = Callable[[TrimWindow], TrimDecision]
-#: (how many events the trail holds, its oldest event or None) → whether to read it
-Due = Callable[[int, dict[str, Any] | None], bool]
+#: (how many events the trail holds, its oldest event or None, the store's clock or None)
+#: → whether to read it
+Due = Callable[[int, dict[str, Any] | None, float | None], bool]
 
 
 def _iso(t: float) -> str:
@@ -116,12 +121,42 @@ def _iso(t: float) -> str:
             f"{g.tm_sec:02d}.000Z")
 
 
+def _seconds(t: Any) -> float | None:
+    """An event's `time` (utc_now's form) as Unix seconds (None: not of that form)."""
+    if not isinstance(t, str) or len(t) != 24 or not t.endswith("Z"):
+        return None
+    try:
+        return calendar.timegm(time.strptime(t[:19], "%Y-%m-%dT%H:%M:%S")) + int(t[20:23]) / 1e3
+    except ValueError:
+        return None
+
+
+def age_clock(w: TrimWindow, now: float) -> float:
+    """The time `max_age` is measured back from: an event goes only when it is that old by
+    every clock the trim can read, so a trimming instance whose clock runs ahead never
+    removes events that are not old (before, to the newest MIN_KEEP). With a store clock
+    (redis TIME, one for the whole fleet): the earlier of it and `now`. Without (the local
+    store, whose events this host's clock dated): the earlier of `now` and the newest event
+    that is not a trim checkpoint (a checkpoint is dated by the trimming clock itself); a
+    trail quiet for a while keeps events that much past `max_age`, until its next event."""
+    if w.clock is not None:
+        return min(now, w.clock)
+    tail = reversed(w.oldest) if len(w.oldest) >= w.count else (
+        [w.newest] if w.newest is not None else [])
+    for ev in tail:
+        if isinstance(ev, dict) and ev.get("action") != TRIM_ACTION:
+            t = _seconds(ev.get("time"))
+            if t is not None:
+                return min(now, t)
+    return now
+
+
 def _wanted(w: TrimWindow, policy: Retention, now: float) -> tuple[int, bool]:
     """How many of the oldest events to remove, and whether more are due than that (the
     batch, or the window, held it back)."""
     k = w.count - policy.max_events if policy.max_events is not None else 0
     if policy.max_age is not None:
-        cutoff = _iso(now - policy.max_age)
+        cutoff = _iso(age_clock(w, now) - policy.max_age)
         old = 0
         for ev in w.oldest:  # (utc_now's fixed-width form: strings compare as times)
             t = ev.get("time")
