@@ -28,12 +28,12 @@ from typing import Any
 from gateway.domain.audit import (
     GENESIS,
     AuditDraft,
-    event_hash,
     genuine,
     mac_matches,
     verify_trail,
 )
 from gateway.domain.auditcut import TRIM_ACTION, TRIM_ACTOR, trail_cuts, trim_cut
+from gateway.domain.retentionloss import lost_at, lost_start
 
 __all__ = ["MIN_KEEP", "TRIM_BATCH", "Decide", "Due", "Retention", "TrimDecision",
            "TrimWindow", "age_clock", "decide_trim"]
@@ -187,22 +187,6 @@ def _keep_anchors(w: TrimWindow, k: int) -> int:
     return k
 
 
-def _lost_start(ev: dict[str, Any],
-                keys: Mapping[str, bytes]) -> dict[str, dict[str, Any]] | None:
-    """A trail whose oldest event is a genuine re-seed (with keys: its MAC; without, its
-    hash) starts at it: the store lost the events before it (the re-seed continues the
-    head its instance knew, which the store no longer holds). That loss was reported
-    (`audit verify`, `audit_trail_lost`) and stays so until the re-seed is past the
-    bounds; then it is removed as any event, and the checkpoint says the events before it
-    had been lost (`starts_after.lost_before`). The start: the re-seed's own hash."""
-    head, me = ev.get("prev_hash"), ev.get("hash")
-    if (ev.get("action") != "state.reseed" or not isinstance(head, str)
-            or not isinstance(me, str)
-            or not (genuine(ev, keys) if keys else me == event_hash(ev))):
-        return None
-    return {me: {"reseed": ev.get("id"), "time": ev.get("time"), "lost_before": head}}
-
-
 def _start(w: TrimWindow, keys: Mapping[str, bytes]) -> dict[str, dict[str, Any]] | str:
     """The start the oldest event may continue (GENESIS, a re-seed's after a lost trail,
     or the newest checkpoint's cut: that checkpoint genuine, with keys), or why the
@@ -214,7 +198,7 @@ def _start(w: TrimWindow, keys: Mapping[str, bytes]) -> dict[str, dict[str, Any]
     cut = trim_cut(ck)
     # (a trail trimmed since a loss no longer holds its re-seed: with a checkpoint in the
     # trail, only its cut is a start, a kept re-seed there included)
-    lost = _lost_start(w.oldest[0], keys) if ck is None else None
+    lost = lost_start(w.oldest[0], keys) if ck is None else None
     if lost is not None:
         return lost
     if ck is None or cut is None:
@@ -256,11 +240,18 @@ def decide_trim(w: TrimWindow, keys: Mapping[str, bytes], policy: Retention, now
         return TrimDecision(0, None, "no event after the oldest ones carries a MAC under the "
                                      "audit key (written before keyed audit): not trimmed")
     # (a trail that starts at a re-seed after a loss: the re-seed, checked whole by
-    # _lost_start, is the start the events after it continue)
+    # lost_start, is the start the events after it continue)
     skip = 1 if "lost_before" in start.get(str(events[0].get("hash")), {}) else 0
     r = verify_trail(events[skip:end + 1], None, keys, cuts=start)
     if r.brk is not None:
-        return _broken(f"event #{r.brk.index + skip}, {r.brk.event_id}: {r.brk.problem}")
+        at = r.brk.index + skip
+        lost = lost_at(events, at, k, keys)
+        if lost is None:
+            return _broken(f"event #{at}, {r.brk.event_id}: {r.brk.problem}")
+        # (a loss the trim removes whole: what follows it must verify from the re-seed on)
+        r = verify_trail(events[at + 1:end + 1], None, keys, cuts=lost)
+        if r.brk is not None:
+            return _broken(f"event #{r.brk.index + at + 1}, {r.brk.event_id}: {r.brk.problem}")
     gone, last = events[:k], events[k - 1]
     why = policy.reason or "retention: " + ", ".join(
         ([f"max_events {policy.max_events}"] if policy.max_events is not None else [])

@@ -124,6 +124,8 @@ class AuditRetention:
                 # of a long trail. Read again at once: the store reads only what is new)
                 conflicts += 1
                 if conflicts > CONFLICT_RETRIES:
+                    if stamp is not None and made:  # (a manual trim says what it did)
+                        return made, None
                     raise
                 continue
             if ev is None:
@@ -165,7 +167,10 @@ class AuditRetention:
         return {"dry_run": False, "removed": sum(d.remove for d, _ in made),
                 "checkpoints": [ev["id"] for _, ev in made],
                 "events": made[-1][1]["after"]["kept"] + 1 if made else None,
-                **({} if made or last is None else {"why": last.why})}
+                **({} if made or last is None else {"why": last.why}),
+                **({"why": "stopped before the bounds: the trail kept changing under the "
+                           "trim (another instance trimming, or writes landing); try again"}
+                   if made and last is None else {})}
 
     async def _dry_run(self) -> dict[str, Any]:
         seen: list[tuple[int, TrimDecision]] = []
