@@ -205,7 +205,7 @@ async def test_two_trims_at_once_remove_once_and_an_append_meanwhile_is_kept(
             return d
 
         with pytest.raises(StoreConflict):
-            await store.audit_trim(decide, lambda n, first: True)
+            await store.audit_trim(decide, lambda n, first, clock: True)
         assert (await store.audit_events())[-1]["reason"] == "meanwhile"
         # two at once (two instances' looks): one trims, the other changes nothing
         got = await asyncio.gather(sync.retention.trim_once(), sync.retention.trim_once(),

@@ -70,7 +70,8 @@ async def test_document_lists_every_route_with_its_scope(tmp_path: Path, backend
                 ("POST", "/v1/routes/{route}/promote"), ("PUT", "/v1/routes/{route}/weights"),
                 ("POST", "/v1/routes/{route}/release"), ("GET", "/v1/drills"),
                 ("POST", "/v1/drills"), ("POST", "/v1/drills/{drill}/inject"),
-                ("POST", "/v1/drills/{drill}/restore"), ("POST", "/v1/drills/{drill}/end")):
+                ("POST", "/v1/drills/{drill}/restore"), ("POST", "/v1/drills/{drill}/end"),
+                ("POST", "/v1/audit/trim")):
         assert ops[key]["security"] == [{"bearer": []}]
         assert ops[key]["x-scope"].startswith("killgate:")
         assert {"401", "403"} <= set(ops[key]["responses"])

@@ -116,10 +116,18 @@ def test_the_policy_keeps_the_newest_and_what_a_kept_reseed_names() -> None:
     events = _trail(300)
     assert decide_trim(_w(events, events[-1]["hash"]), KEYS, Retention(max_events=100),
                        time.time()).remove == 200
-    # max_age: events older than it go, always keeping MIN_KEEP
+    # max_age: events older than it go, always keeping MIN_KEEP (its age measured back
+    # from the newest event at most: the trail's newest is dated now)
     now = time.time()
+    fresh = _trail(1, events[-1]["hash"], time.strftime("%Y-%m-%dT%H:%M:%S.000Z",
+                                                        time.gmtime(now)))
+    aged = [*events, *fresh]
+    d = decide_trim(_w(aged, aged[-1]["hash"]), KEYS, Retention(max_age=3600.0), now)
+    assert d.remove == 301 - MIN_KEEP
+    # a trail quiet since (its newest event old too): kept as it is, as the clock that
+    # trims could be ahead of the one that dated the events (the local store's only clock)
     d = decide_trim(_w(events, events[-1]["hash"]), KEYS, Retention(max_age=3600.0), now)
-    assert d.remove == 300 - MIN_KEEP
+    assert d.remove == 0
     assert not Retention(max_events=200).due(220, events[0], now)
     assert Retention(max_events=200).due(221, events[0], now)
     assert Retention(max_age=3600.0).due(300, events[0], now)
@@ -198,3 +206,46 @@ def test_a_trail_that_starts_at_a_reseed_after_a_loss_starts_there_only_if_genui
                                 ).as_event(), kept[-1]["hash"], KEY))
     d = decide_trim(_w(kept, kept[-1]["hash"]), KEYS, pol, time.time())
     assert d.draft is not None and "lost_before" not in d.draft.after["starts_after"], d
+
+
+def test_a_loss_after_a_fresh_trail_from_zeros_is_trimmed_whole_only_if_genuine() -> None:
+    """A flushed store on which an instance without a snapshot wrote from 64 zeros, then a
+    re-seed naming a head the trail does not hold (tests/test_retention_loss.py with real
+    stores): trimmed once the re-seed is past the bounds, re-seed included, the loss said.
+    The shapes deleting events makes, a forged re-seed, or the re-seed kept, refuse."""
+    pol = Retention(max_events=100)
+
+    def trail(key: tuple[str, bytes] = KEY, prev: str | None = None,
+              drop: int | None = None, after: int = 100) -> list[dict[str, Any]]:
+        fresh = _trail(50)
+        reseed = seal(AuditDraft(actor="killgate/auto", action="state.reseed",
+                                 target={"store": "redis"}, reason="older",
+                                 extra={"anchored_head": "a" * 64}).as_event(),
+                      prev or fresh[-1]["hash"], key)
+        out = [*fresh, reseed, *_trail(after, reseed["hash"])]
+        if drop is not None:
+            del out[drop]
+        return out
+
+    t = trail()
+    d = decide_trim(_w(t, t[-1]["hash"]), KEYS, pol, time.time())
+    assert d.remove == 51 and not d.broken, d  # (the 50 from zeros and the re-seed)
+    assert d.draft is not None and d.draft.after["starts_after"] == {
+        "reseed": t[50]["id"], "time": t[50]["time"], "lost_before": "a" * 64}
+    ck = seal(d.draft.as_event(), t[-1]["hash"], KEY)
+    assert verify_trail([*t[51:], ck], ck["hash"], KEYS).brk is None
+    for what, bad in (("forged without the audit key", trail(("k1", b"x" * 32))),
+                      ("an event deleted before it", trail(drop=20)),
+                      ("events deleted up to it", trail(prev="b" * 64)),
+                      ("an event deleted after it", trail(drop=70))):
+        d = decide_trim(_w(bad, bad[-1]["hash"]), KEYS, pol, time.time())
+        assert d.broken and d.remove == 0, (what, d)
+    # the re-seed not yet past the bounds: the events before it go, it stays, and so
+    # does the loss `audit verify` reports at it
+    t = trail(after=60)
+    d = decide_trim(_w(t, t[-1]["hash"]), KEYS, Retention(max_events=100), time.time())
+    assert d.remove == 11 and d.draft is not None, d
+    assert d.draft.after["starts_after"] is None  # (it started at 64 zeros)
+    ck = seal(d.draft.as_event(), t[-1]["hash"], KEY)
+    brk = verify_trail([*t[11:], ck], ck["hash"], KEYS).brk
+    assert brk is not None and "not in the trail before it" in brk.problem, brk

@@ -105,7 +105,7 @@ async def test_a_long_trail_is_read_in_short_scripts_that_find_what_lies_deep(
             seen.append(window)
             return TrimDecision(0, None, "looked only")
 
-        await store.audit_trim(decide, lambda n, first: True)
+        await store.audit_trim(decide, lambda n, first, clock: True)
         log = redis_server.cmd("SLOWLOG", "GET", "-1")
         redis_server.cmd("CONFIG", "SET", "slowlog-log-slower-than", "10000")
         w = seen[0]
@@ -124,7 +124,7 @@ async def test_a_long_trail_is_read_in_short_scripts_that_find_what_lies_deep(
                                                 reason="since"))
         redis_server.cmd("CONFIG", "SET", "slowlog-log-slower-than", "0")
         redis_server.cmd("SLOWLOG", "RESET")
-        await store.audit_trim(decide, lambda n, first: True)
+        await store.audit_trim(decide, lambda n, first, clock: True)
         log = redis_server.cmd("SLOWLOG", "GET", "-1")
         redis_server.cmd("CONFIG", "SET", "slowlog-log-slower-than", "10000")
         assert log.count(_SCAN.sha) == 1, log.count(_SCAN.sha)

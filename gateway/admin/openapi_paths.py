@@ -1,5 +1,6 @@
-"""OpenAPI paths beside the state API's core: the console's reads, the shadow report and
-Alertmanager's webhook (admin/console.py, admin/shadow.py, control/alerts.py).
+"""OpenAPI paths beside the state API's core: the console's reads, the shadow report,
+Alertmanager's webhook and the audit trim (admin/console.py, admin/shadow.py,
+control/alerts.py, admin/audittrim.py).
 
 Owns their request and answer schemas, merged into the document by `admin.openapi`.
 Pure data, from the blocks of admin/openapi_parts.py.
@@ -11,7 +12,7 @@ from typing import Any
 
 from gateway.admin.openapi_parts import auth_errors, err, open_get, read
 
-__all__ = ["alertmanager", "console", "shadow"]
+__all__ = ["alertmanager", "audit_trim", "console", "shadow"]
 
 _ALERT = {
     "type": "object", "required": ["status", "fingerprint", "startsAt"],
@@ -182,3 +183,29 @@ def console() -> dict[str, Any]:
                      "properties": {"requests": num_list, "errors": num_list, "rps": num_list,
                                     "error_rate": num_list, "p99_ms": num_list}}}}}),
     }
+
+
+def audit_trim(reason: dict[str, Any]) -> dict[str, Any]:
+    """POST /v1/audit/trim (admin/audittrim.py)."""
+    return {"/v1/audit/trim": {"post": {
+        "summary": "trim the audit trail back to state.audit_retention's bounds now (a "
+                   "signed audit.trim checkpoint, the caller its actor), or `dry_run`: how "
+                   "many events the first trim would remove; Idempotency-Key as any write",
+        "security": [{"bearer": []}], "x-scope": "killgate:admin",
+        "parameters": [{"name": "dry_run", "in": "query", "required": False,
+                        "schema": {"enum": ["true", "false"]}}],
+        "requestBody": {"required": False, "content": {"application/json": {"schema": {
+            "type": "object", "additionalProperties": False, "properties": {"reason": reason},
+            "description": "`reason` required unless dry_run"}}}},
+        "responses": {"200": {"description": "what was removed, or would be", "content": {
+            "application/json": {"schema": {"type": "object", "required": ["dry_run"],
+                                            "properties": {
+                "dry_run": {"type": "boolean"}, "removed": {"type": "integer"},
+                "checkpoints": {"type": "array", "items": {"type": "string"}},
+                "events": {"type": ["integer", "null"]},
+                "would_remove": {"type": "integer"}, "more": {"type": "boolean"},
+                "why": {"type": "string"}}}}}},
+            **auth_errors(True),
+            "409": err("`retention_off` (no state.audit_retention), `trim_running` (a trim "
+                       "is running, or the trail kept changing), `trail_broken` (it does not "
+                       "verify: nothing is removed), or `idempotency_key_reused`")}}}}

@@ -20,6 +20,7 @@ from gateway.domain.statedoc import StateDoc
 __all__ = [
     "AlertInbox",
     "AuditReader",
+    "AuditTrimmer",
     "Change",
     "ChangeCheck",
     "Counters",
@@ -72,6 +73,14 @@ class AuditKeys(Protocol):
     def enabled(self) -> bool: ...
 
     def keys(self) -> dict[str, bytes]: ...
+
+
+class AuditTrimmer(Protocol):
+    """Audit retention's trim by hand (state.retention.AuditRetention)."""
+
+    async def trim_now(self, draft: AuditDraft, dry_run: bool = False) -> dict[str, Any]:
+        """Trim back to the bounds now (`draft`: the caller, reason, request its checkpoints
+        record), or say how many events would go; DomainError to refuse."""
 
 
 class AuditReader(Protocol):

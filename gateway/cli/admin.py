@@ -120,8 +120,13 @@ def _status_text(st: dict[str, Any], silent: list[dict[str, Any]] | None = None)
 
 
 def _audit(args: argparse.Namespace) -> int:
+    from gateway.cli.audittrim import trim, trim_options_alone
+
+    trim_options_alone(args)
     if args.action == "verify":
         return _audit_verify(args)
+    if args.action == "trim":
+        return trim(args)  # (gateway/cli/audittrim.py)
     res = api(args, "GET", f"/v1/audit?limit={args.limit}", shape=AUDIT_PAGE)
     if args.json:
         print(json.dumps(res, indent=2))
@@ -186,12 +191,18 @@ def add_client_commands(sub: Any) -> None:
     cmd("status", _status, "what the gateway enforces: routes, weights, kills, store")
     add_approval_commands(cmd)
     add_write_commands(cmd)
-    p = cmd("audit", _audit, "show the audit trail (newest first), or 'audit verify'")
-    p.add_argument("action", nargs="?", choices=["verify"],
-                   help="check the chain: links, hashes, MACs (with a key), anchored head")
+    p = cmd("audit", _audit, "show the audit trail (newest first), 'audit verify', or "
+                             "'audit trim'")
+    p.add_argument("action", nargs="?", choices=["verify", "trim"],
+                   help="verify: check the chain: links, hashes, MACs (with a key), anchored "
+                        "head; trim: trim the trail to state.audit_retention's bounds now "
+                        "(scope killgate:admin)")
     p.add_argument("--limit", type=int, default=20,
                    help="events shown, newest first: 1-1000 (20); not with verify")
     from gateway.cli.auditverify import add_verify_arguments
 
     add_verify_arguments(p)
+    from gateway.cli.audittrim import add_trim_arguments
+
+    add_trim_arguments(p)
     add_config_commands(cmd, sub)

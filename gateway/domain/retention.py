@@ -19,6 +19,7 @@ rewrites the whole file).
 
 from __future__ import annotations
 
+import calendar
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -27,15 +28,15 @@ from typing import Any
 from gateway.domain.audit import (
     GENESIS,
     AuditDraft,
-    event_hash,
     genuine,
     mac_matches,
     verify_trail,
 )
 from gateway.domain.auditcut import TRIM_ACTION, TRIM_ACTOR, trail_cuts, trim_cut
+from gateway.domain.retentionloss import lost_at, lost_start
 
 __all__ = ["MIN_KEEP", "TRIM_BATCH", "Decide", "Due", "Retention", "TrimDecision",
-           "TrimWindow", "decide_trim"]
+           "TrimWindow", "age_clock", "decide_trim"]
 
 #: a trim always keeps at least this many events (the newest): enough context for an
 #: incident, and more than a store that lost its trail holds (reseed.py's FRESH_TRAIL)
@@ -92,6 +93,9 @@ class TrimWindow:
     #: the most one trim removes (None: TRIM_BATCH; a trail read whole: all it must, at
     #: once, as its store rewrites the whole file at every trim)
     batch: int | None = None
+    #: the store's own clock when the window was read (Unix seconds: redis TIME; None: the
+    #: store has none, the local files): ages are measured by it too (see age_clock)
+    clock: float | None = None
 
     @classmethod
     def whole(cls, events: Sequence[dict[str, Any]], head: str | None) -> TrimWindow:
@@ -106,8 +110,9 @@ class TrimWindow:
 #: (the window read) → the decision (a store's `audit_trim` reads the window under its
 #: lock or in one script, and asks this, in a thread)
 Decide = Callable[[TrimWindow], TrimDecision]
-#: (how many events the trail holds, its oldest event or None) → whether to read it
-Due = Callable[[int, dict[str, Any] | None], bool]
+#: (how many events the trail holds, its oldest event or None, the store's clock or None)
+#: → whether to read it
+Due = Callable[[int, dict[str, Any] | None, float | None], bool]
 
 
 def _iso(t: float) -> str:
@@ -116,12 +121,42 @@ def _iso(t: float) -> str:
             f"{g.tm_sec:02d}.000Z")
 
 
+def _seconds(t: Any) -> float | None:
+    """An event's `time` (utc_now's form) as Unix seconds (None: not of that form)."""
+    if not isinstance(t, str) or len(t) != 24 or not t.endswith("Z"):
+        return None
+    try:
+        return calendar.timegm(time.strptime(t[:19], "%Y-%m-%dT%H:%M:%S")) + int(t[20:23]) / 1e3
+    except ValueError:
+        return None
+
+
+def age_clock(w: TrimWindow, now: float) -> float:
+    """The time `max_age` is measured back from: an event goes only when it is that old by
+    every clock the trim can read, so a trimming instance whose clock runs ahead never
+    removes events that are not old (before, to the newest MIN_KEEP). With a store clock
+    (redis TIME, one for the whole fleet): the earlier of it and `now`. Without (the local
+    store, whose events this host's clock dated): the earlier of `now` and the newest event
+    that is not a trim checkpoint (a checkpoint is dated by the trimming clock itself); a
+    trail quiet for a while keeps events that much past `max_age`, until its next event."""
+    if w.clock is not None:
+        return min(now, w.clock)
+    tail = reversed(w.oldest) if len(w.oldest) >= w.count else (
+        [w.newest] if w.newest is not None else [])
+    for ev in tail:
+        if isinstance(ev, dict) and ev.get("action") != TRIM_ACTION:
+            t = _seconds(ev.get("time"))
+            if t is not None:
+                return min(now, t)
+    return now
+
+
 def _wanted(w: TrimWindow, policy: Retention, now: float) -> tuple[int, bool]:
     """How many of the oldest events to remove, and whether more are due than that (the
     batch, or the window, held it back)."""
     k = w.count - policy.max_events if policy.max_events is not None else 0
     if policy.max_age is not None:
-        cutoff = _iso(now - policy.max_age)
+        cutoff = _iso(age_clock(w, now) - policy.max_age)
         old = 0
         for ev in w.oldest:  # (utc_now's fixed-width form: strings compare as times)
             t = ev.get("time")
@@ -152,22 +187,6 @@ def _keep_anchors(w: TrimWindow, k: int) -> int:
     return k
 
 
-def _lost_start(ev: dict[str, Any],
-                keys: Mapping[str, bytes]) -> dict[str, dict[str, Any]] | None:
-    """A trail whose oldest event is a genuine re-seed (with keys: its MAC; without, its
-    hash) starts at it: the store lost the events before it (the re-seed continues the
-    head its instance knew, which the store no longer holds). That loss was reported
-    (`audit verify`, `audit_trail_lost`) and stays so until the re-seed is past the
-    bounds; then it is removed as any event, and the checkpoint says the events before it
-    had been lost (`starts_after.lost_before`). The start: the re-seed's own hash."""
-    head, me = ev.get("prev_hash"), ev.get("hash")
-    if (ev.get("action") != "state.reseed" or not isinstance(head, str)
-            or not isinstance(me, str)
-            or not (genuine(ev, keys) if keys else me == event_hash(ev))):
-        return None
-    return {me: {"reseed": ev.get("id"), "time": ev.get("time"), "lost_before": head}}
-
-
 def _start(w: TrimWindow, keys: Mapping[str, bytes]) -> dict[str, dict[str, Any]] | str:
     """The start the oldest event may continue (GENESIS, a re-seed's after a lost trail,
     or the newest checkpoint's cut: that checkpoint genuine, with keys), or why the
@@ -179,7 +198,7 @@ def _start(w: TrimWindow, keys: Mapping[str, bytes]) -> dict[str, dict[str, Any]
     cut = trim_cut(ck)
     # (a trail trimmed since a loss no longer holds its re-seed: with a checkpoint in the
     # trail, only its cut is a start, a kept re-seed there included)
-    lost = _lost_start(w.oldest[0], keys) if ck is None else None
+    lost = lost_start(w.oldest[0], keys) if ck is None else None
     if lost is not None:
         return lost
     if ck is None or cut is None:
@@ -221,11 +240,18 @@ def decide_trim(w: TrimWindow, keys: Mapping[str, bytes], policy: Retention, now
         return TrimDecision(0, None, "no event after the oldest ones carries a MAC under the "
                                      "audit key (written before keyed audit): not trimmed")
     # (a trail that starts at a re-seed after a loss: the re-seed, checked whole by
-    # _lost_start, is the start the events after it continue)
+    # lost_start, is the start the events after it continue)
     skip = 1 if "lost_before" in start.get(str(events[0].get("hash")), {}) else 0
     r = verify_trail(events[skip:end + 1], None, keys, cuts=start)
     if r.brk is not None:
-        return _broken(f"event #{r.brk.index + skip}, {r.brk.event_id}: {r.brk.problem}")
+        at = r.brk.index + skip
+        lost = lost_at(events, at, k, keys)
+        if lost is None:
+            return _broken(f"event #{at}, {r.brk.event_id}: {r.brk.problem}")
+        # (a loss the trim removes whole: what follows it must verify from the re-seed on)
+        r = verify_trail(events[at + 1:end + 1], None, keys, cuts=lost)
+        if r.brk is not None:
+            return _broken(f"event #{r.brk.index + at + 1}, {r.brk.event_id}: {r.brk.problem}")
     gone, last = events[:k], events[k - 1]
     why = policy.reason or "retention: " + ", ".join(
         ([f"max_events {policy.max_events}"] if policy.max_events is not None else [])

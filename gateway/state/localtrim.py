@@ -142,7 +142,7 @@ class LocalTrim(LocalAudit):
         then, under the commit lock, trim only if nothing was committed meanwhile."""
         cur, data, mode, ident = self._snapshot()
         lines = data.splitlines(keepends=True)
-        if not due(len(lines), parse_event(lines[0]) if lines else None):
+        if not due(len(lines), parse_event(lines[0]) if lines else None, None):
             return TrimDecision(0, None, "not due"), None
         events = []
         for n, line in enumerate(lines, 1):  # (as _audit_from reads them)

@@ -30,18 +30,25 @@ from gateway.state.store import MAX_DOC_BYTES, Loaded
 
 __all__ = ["RedisTrim"]
 
+# (and the store's clock, TIME, in ms: retention's ages are measured by it too, never by a
+# trimming instance's clock alone)
 _EXTENT = Script("""
-if redis.call('TYPE', KEYS[1])['ok'] ~= 'stream' then return {0, {}} end
-return {redis.call('XLEN', KEYS[1]), redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)}
+local t = redis.call('TIME')
+local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if redis.call('TYPE', KEYS[1])['ok'] ~= 'stream' then return {0, {}, ms} end
+return {redis.call('XLEN', KEYS[1]), redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1), ms}
 """)
 
 # The document (as _LOAD reads it) and the ends of the trail, in one read: they agree. The
 # oldest ARGV[2] entries and the newest one; the trail is never sent whole (a long one
 # would be held in the gateway's memory), and what lies between is scanned by _SCAN. And
 # whether the entry ARGV[3] (the newest one the last scan saw) is still there as it was
-# (ARGV[4]: the sha1 of its field): then only the entries past it are scanned again.
+# (ARGV[4]: the sha1 of its field): then only the entries past it are scanned again. And
+# the store's clock (TIME, ms).
 _READ = Script(SMALL + DOC + """
-if redis.call('TYPE', KEYS[3])['ok'] ~= 'stream' then return {doc, 0, {}, {}, 0} end
+local t = redis.call('TIME')
+local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if redis.call('TYPE', KEYS[3])['ok'] ~= 'stream' then return {doc, 0, {}, {}, 0, ms} end
 local same = 0
 if ARGV[3] ~= '' then
   local seen = redis.call('XRANGE', KEYS[3], ARGV[3], ARGV[3])
@@ -49,7 +56,7 @@ if ARGV[3] ~= '' then
       and redis.sha1hex(seen[1][2][2]) == ARGV[4] then same = 1 end
 end
 return {doc, redis.call('XLEN', KEYS[3]), redis.call('XRANGE', KEYS[3], '-', '+', 'COUNT', ARGV[2]),
-        redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', 1), same}
+        redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', 1), same, ms}
 """)
 
 # One step of the scan from the newest entry back (ARGV[1]: where, as XREVRANGE's end;
@@ -180,12 +187,12 @@ class RedisTrim(RedisAudit):
         # (reads on a connection of their own: a long trail's read must not hold up the
         # polls and heartbeats of the command connection)
         conn = await self._conn("audit")
-        count, first = await self._script(_EXTENT, [self.k_audit], [], conn=conn)
+        count, first, clock = await self._script(_EXTENT, [self.k_audit], [], conn=conn)
         oldest = self._decode(first)
-        if not due(int(count), oldest[0][1] if oldest else None):
+        if not due(int(count), oldest[0][1] if oldest else None, int(clock) / 1000):
             return TrimDecision(0, None, "not due"), None
         memo = self._scanned
-        doc_reply, count, first_part, newest_part, same = await self._script(
+        doc_reply, count, first_part, newest_part, same, clock = await self._script(
             _READ, [self.k_state, self.k_gen, self.k_audit],
             [str(MAX_DOC_BYTES), str(TRIM_BATCH + 1), memo.newest[0] if memo else "",
              memo.sha if memo else ""], conn=conn)
@@ -201,7 +208,8 @@ class RedisTrim(RedisAudit):
             window = TrimWindow(
                 int(count), [ev for _, ev in oldest], newest[0][1] if newest else None,
                 ck[0][1] if ck else None,
-                [ev for _, ev in reseeds if ev.get("action") == "state.reseed"], head)
+                [ev for _, ev in reseeds if ev.get("action") == "state.reseed"], head,
+                clock=int(clock) / 1000)
             return oldest, decide(window)
 
         pairs, decision = await asyncio.to_thread(decode_and_decide)

@@ -12,13 +12,15 @@ the store's (redistrim.py, localtrim.py). Store failures are retried, never rais
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from gateway.config import AuditRetentionConfig
-from gateway.domain.audit import GENESIS, utc_now
+from gateway.domain.audit import GENESIS, AuditDraft, utc_now
 from gateway.domain.retention import (
     Decide,
     Due,
@@ -27,7 +29,7 @@ from gateway.domain.retention import (
     TrimWindow,
     decide_trim,
 )
-from gateway.errors import StateError, StoreConflict
+from gateway.errors import DomainError, StateError, StoreConflict
 from gateway.log import event
 from gateway.state.mirror import AuditMirror
 from gateway.state.signing import Keyring
@@ -47,8 +49,11 @@ class Trimmer(Protocol):
 
 class AuditRetention:
     def __init__(self, store: Trimmer, cfg: AuditRetentionConfig, keys: Keyring,
-                 mirror: AuditMirror | None = None) -> None:
+                 mirror: AuditMirror | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         self.store = store
+        self.clock = clock  # (the store's clock bounds it: domain/retention.py's age_clock)
+        self.lock = asyncio.Lock()  # one look or manual trim at a time on this instance
         self.mirror = mirror  # (what it has not copied yet is never removed)
         self.cfg = cfg
         self.policy = Retention(cfg.max_events, cfg.max_age)
@@ -61,21 +66,27 @@ class AuditRetention:
         return {"max_events": self.cfg.max_events, "max_age_s": self.cfg.max_age,
                 "last_trim": self.last, "refused": self.refused}
 
-    async def trim_once(self, going_on: bool = False) -> tuple[TrimDecision,
-                                                              dict[str, Any] | None]:
+    async def trim_once(self, going_on: bool = False,
+                        stamp: Callable[[AuditDraft], AuditDraft] | None = None,
+                        ) -> tuple[TrimDecision, dict[str, Any] | None]:
         """One look: the decision and the checkpoint appended (None: nothing removed).
-        `going_on`: right after a trim held back by its batch, back to the bound whether
-        or not the trail is still 10% past it. Raises StateError (StoreConflict: the store moved)."""
-        now = time.time()
+        `going_on`: right after a trim held back by its batch (or asked for by hand), back
+        to the bound whether or not the trail is still 10% past it. `stamp`: the checkpoint
+        as a manual trim records it (its caller, reason, request). Raises StateError
+        (StoreConflict: the store moved)."""
+        now = self.clock()
 
-        def due(count: int, oldest: dict[str, Any] | None) -> bool:
-            return going_on or self.policy.due(count, oldest, now)
+        def due(count: int, oldest: dict[str, Any] | None, clock: float | None) -> bool:
+            return going_on or self.policy.due(
+                count, oldest, now if clock is None else min(now, clock))
 
-        m = self.mirror
-        copied = (m.last_hash or GENESIS) if m is not None and m.refused is None else None
+        copied = self._copied()
 
         def decide(window: TrimWindow) -> TrimDecision:
-            return decide_trim(window, self.keys, self.policy, now, copied)
+            d = decide_trim(window, self.keys, self.policy, now, copied)
+            if stamp is not None and d.draft is not None:
+                d = dataclasses.replace(d, draft=stamp(d.draft))
+            return d
 
         decision, ev = await self.store.audit_trim(decide, due)
         if ev is not None:
@@ -97,24 +108,96 @@ class AuditRetention:
     async def look(self) -> int:
         """One look: trims until the bound is reached (a batch at a time, the next at
         once); how many trims were made. Raises StateError as trim_once does."""
-        going_on, made, conflicts = False, 0, 0
+        async with self.lock:
+            return len((await self._trims(False, None))[0])
+
+    async def _trims(self, going_on: bool, stamp: Callable[[AuditDraft], AuditDraft] | None,
+                     ) -> tuple[list[tuple[TrimDecision, dict[str, Any]]], TrimDecision | None]:
+        """Trims until the bound is reached: those made, and the last decision."""
+        made: list[tuple[TrimDecision, dict[str, Any]]] = []
+        conflicts, decision = 0, None
         for _ in range(500):  # (a long trail: one batch after another)
             try:
-                decision, ev = await self.trim_once(going_on)
+                decision, ev = await self.trim_once(going_on, stamp)
             except StoreConflict:
                 # (a write landed while the trail was read: on a busy fleet, at every look
                 # of a long trail. Read again at once: the store reads only what is new)
                 conflicts += 1
                 if conflicts > CONFLICT_RETRIES:
+                    if stamp is not None and made:  # (a manual trim says what it did)
+                        return made, None
                     raise
                 continue
             if ev is None:
                 break
-            made, conflicts = made + 1, 0
+            made.append((decision, ev))
+            conflicts = 0
             if not decision.more:  # (the bound is reached, or held back: no batch more)
                 break
             going_on = True
-        return made
+        return made, decision
+
+    async def trim_now(self, draft: AuditDraft, dry_run: bool = False) -> dict[str, Any]:
+        """A trim asked for by hand (`POST /v1/audit/trim`): back to the bounds now, whether
+        or not the trail is 10% past them, each checkpoint recorded as `draft` says (the
+        caller as its actor, the reason, the request), or (`dry_run`) how many events the
+        first trim would remove, nothing changed. DomainError `trim_running` (409) while
+        this instance trims, or the trail keeps changing under the trim (another instance
+        trimming); `trail_broken` (409) when the trail does not verify: nothing removed."""
+        if self.lock.locked():
+            raise DomainError("trim_running", "a trim of the audit trail is already running "
+                              "on this instance; try again when it is done")
+        async with self.lock:
+            if dry_run:
+                return await self._dry_run()
+
+            def stamp(d: AuditDraft) -> AuditDraft:
+                return dataclasses.replace(
+                    d, actor=draft.actor, reason=f"{draft.reason} (manual trim; {d.reason})",
+                    request_id=draft.request_id, source=draft.source, trace_id=draft.trace_id)
+
+            try:
+                made, last = await self._trims(True, stamp)
+            except StoreConflict:
+                raise DomainError("trim_running", "the audit trail changed while it was read, "
+                                  f"{CONFLICT_RETRIES + 1} times (another instance trimming, "
+                                  "or writes landing): nothing was removed; try again") from None
+        if not made and last is not None and last.broken:
+            raise DomainError("trail_broken", last.why)
+        return {"dry_run": False, "removed": sum(d.remove for d, _ in made),
+                "checkpoints": [ev["id"] for _, ev in made],
+                "events": made[-1][1]["after"]["kept"] + 1 if made else None,
+                **({} if made or last is None else {"why": last.why}),
+                **({"why": "stopped before the bounds: the trail kept changing under the "
+                           "trim (another instance trimming, or writes landing); try again"}
+                   if made and last is None else {})}
+
+    async def _dry_run(self) -> dict[str, Any]:
+        seen: list[tuple[int, TrimDecision]] = []
+        copied = self._copied()
+        now = self.clock()
+
+        def decide(window: TrimWindow) -> TrimDecision:
+            seen.append((window.count, decide_trim(window, self.keys, self.policy, now, copied)))
+            return TrimDecision(0, None, "a dry run")
+
+        for _ in range(CONFLICT_RETRIES + 1):
+            try:
+                await self.store.audit_trim(decide, lambda count, oldest, clock: True)
+                break
+            except StoreConflict:
+                continue  # (a dry run removes nothing: never raised for its own write)
+        if not seen:
+            raise DomainError("trim_running", "the audit trail kept changing while it was read")
+        count, d = seen[-1]
+        if d.broken:
+            raise DomainError("trail_broken", d.why)
+        return {"dry_run": True, "events": count, "would_remove": d.remove, "more": d.more,
+                **({"why": d.why} if d.remove == 0 else {})}
+
+    def _copied(self) -> str | None:
+        m = self.mirror  # (what it has not copied yet is never removed)
+        return (m.last_hash or GENESIS) if m is not None and m.refused is None else None
 
     async def run(self) -> None:
         while True:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from gateway.admin import tracing as admin_tracing
 from gateway.admin.api import AdminApi
+from gateway.admin.audittrim import AuditTrimApi
 from gateway.admin.console import ConsoleApi, FleetView
 from gateway.admin.drills import DrillApi
 from gateway.admin.hosts import host_check
@@ -51,6 +52,7 @@ def admin_side(instance: str, holder: TableHolder, sync: Sync, metrics: Metrics,
     authorize = api.callers.authorize
     DrillApi(api.callers, api.writer, api.shadow_checks, current=holder, state=sync,
              audit=sync.store, key=drill_key[0], key_problem=drill_key[1]).add_routes(app.router)
+    AuditTrimApi(api.callers, api.writer, sync.retention).register(app.router)
     cfg = loaded().config
     ConsoleApi(authorize, FleetView(instance, cfg.state.instance_lease, sync.store, sync,
                                     lambda: holder.doc.generation, lambda: loaded().digest),
