@@ -22,8 +22,10 @@ from gateway.dataplane.attempts import (
     resend_safe,
 )
 from gateway.dataplane.exchange import Exchange
+from gateway.dataplane.headerview import BadHeader
+from gateway.dataplane.heldmodel import held_model
 from gateway.dataplane.inflight import Aborted, Handle
-from gateway.dataplane.jsonpeek import ModelField
+from gateway.dataplane.jsonpeek import ModelField, Unreadable
 from gateway.dataplane.ports import FlightHost
 from gateway.dataplane.request import Request
 from gateway.dataplane.retry import RetryBudget
@@ -39,7 +41,8 @@ class Moves(Handle):
     """The steps of a flight between its attempts (see the module docstring)."""
 
     # the fields a step changes (`Flight.start` sets them first); the others are `Flight`'s
-    __slots__ = ("att", "decision", "new_connection", "so_far", "target", "targets")
+    __slots__ = ("att", "decision", "field", "new_connection", "skipped", "so_far",
+                 "target", "targets")
 
     att: AttemptSpan | None  # the attempt's trace span (tracing on)
     decision: str
@@ -47,6 +50,10 @@ class Moves(Handle):
     so_far: SoFar
     target: Target
     targets: tuple[Target, ...] | None  # the failover order (asked at the first move)
+    #: the body's `model` (None: none, or not read: `_rewritable` reads it for a move)
+    field: ModelField | None
+    #: versions left out of it, that rewrite a `model` the body did not let be read, and why
+    skipped: tuple[tuple[str, ...], str] | None
 
     # read here, `Flight`'s
     proxy: FlightHost
@@ -57,7 +64,6 @@ class Moves(Handle):
     budget: RetryBudget | None
     started: float
     prefix: bytes | None
-    field: ModelField | None
     routing_path: str
 
     def streaming(self) -> bool:
@@ -112,7 +118,12 @@ class Moves(Handle):
             else:
                 assert err is not None
                 self._finished()
-                proxy.upstream_failed(self.req, plan, self.target, self.decision, err)
+                skipped = (getattr(self, "skipped", None)  # (set by `_rewritable` only)
+                           if nxt.reason == "no_other_version" else None)
+                proxy.upstream_failed(self.req, plan, self.target, self.decision, err,
+                                      "" if skipped is None else
+                                      f"; not failed over to {', '.join(skipped[0])}, "
+                                      f"which rewrite the body's 'model': {skipped[1]}")
             return False
         self.so_far = nxt.so_far
         self.new_connection = nxt.action == FRESH
@@ -147,9 +158,34 @@ class Moves(Handle):
         (Kills since routing: `killed_since`, asked before each attempt.)"""
         order = self.plan.failover_for(self.target.name)
         now = proxy.holder.held.table.by_name.get(self.plan.name)
-        if now is None or now is self.plan or not now.rolled_off:
-            return order
-        return tuple(t for t in order if t.name not in now.rolled_off)
+        if now is not None and now is not self.plan and now.rolled_off:
+            order = tuple(t for t in order if t.name not in now.rolled_off)
+        if self.field is None and any(t.model for t in order):
+            order = self._rewritable(order)
+        return order
+
+    def _rewritable(self, order: tuple[Target, ...]) -> tuple[Target, ...]:
+        """The failover order of a request whose body's `model` was not read (routed to a
+        version that rewrites nothing, or read and found absent), some of whose next
+        versions rewrite it: its `model` is read from what is held of the body (all of a
+        body kept whole; the first bytes of one that streams), and rewritten for them.
+        When it cannot be (the body streams and was not kept, or it is gzip, another
+        charset, JSON a backend could read differently), those versions are left out: the
+        request never reaches a version that serves another model with its `model` as
+        the client sent it; it fails over to the others, else the route's fallback, else
+        its error, which names them (`skipped`)."""
+        req = self.req
+        try:
+            self.field = held_model(req.headers, self.prefix or b"", self.complete)
+        except (Unreadable, BadHeader) as exc:
+            self.skipped = (tuple(t.name for t in order if t.model), str(exc))
+            span = req.span
+            if span is not None:
+                span.event("killgate.failover.skipped", {
+                    "killgate.failover.skipped": ",".join(self.skipped[0]),
+                    "killgate.failover.skipped.cause": str(exc)})
+            return tuple(t for t in order if not t.model)
+        return order
 
     def _trace_failed(self, err: UpstreamError) -> None:
         att, span = self.att, self.req.span

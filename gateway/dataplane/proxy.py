@@ -134,10 +134,11 @@ class Proxy(Outgoing, ModelPeek, Finish):
             except BadTarget as exc:
                 self._bad(req, "target", str(exc))
                 return
-            if not table.model_routes or not table.needs_model(path, host, req.headers):
+            if not table.model_routes or not (need := table.needs_model(path, host,
+                                                                         req.headers)):
                 self._route(req, table, path, target, host, None, None, None)
                 return
-            self._by_model(req, table, path, target, host)
+            self._by_model(req, table, path, target, host, need)
         except BadHeader as exc:
             self._bad(req, exc.reason, str(exc))
 

@@ -44,9 +44,12 @@ class RouteTable:
         self.generation = doc.generation
         self.unhealthy = unhealthy
 
-    def needs_model(self, path: str, host: str, headers: Mapping[str, str]) -> bool:
-        """Whether this request's body's `model` is to be read: it could change which route
-        matches, or the route it goes to otherwise has a version that rewrites it."""
+    def needs_model(self, path: str, host: str,
+                    headers: Mapping[str, str]) -> RoutePlan | bool:
+        """Whether this request's body's `model` may have to be read: True when it could
+        change which route matches; the route it goes to when that is decided without it
+        and some version of it rewrites it (then only a request given such a version has
+        its body read: `dataplane/modelpeek.py`); False when it is never read."""
         if not self.model_routes:
             return False
         for p in self._peek_checks:
@@ -55,7 +58,7 @@ class RouteTable:
                     return True
             elif p.matches(path, host, headers, None):
                 # the route it goes to, whatever its model: no route after it can be chosen
-                return p.name in self.rewriting
+                return p if p.name in self.rewriting else False
         return False
 
     def match(self, path: str, host: str, headers: Mapping[str, str],
