@@ -7,7 +7,11 @@ charset other than UTF-8 or a Content-Encoding refused (400), a body in memory l
 at once, a larger one peeked at (at most `model_peek_bytes`, charged to
 `server.model_peek_memory`: past it 503, retry), bounded by the longest total timeout of
 any route (408), then routed on the table read again (a kill may have come meanwhile).
-A base of `proxy.Proxy`, whose `_route` takes the result.
+On a route that matches without the body (no route matching by `model` could take the
+request) the version is chosen first and the body read only when that version rewrites
+its `model` (`_version_first`): a request to a version that rewrites nothing is never
+refused for its body (a failover or a shadow copy to one that does: `heldmodel.py`).
+A base of `proxy.Proxy`, whose `_route` (or `_chosen`) takes the result.
 """
 
 from __future__ import annotations
@@ -17,14 +21,11 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from gateway.dataplane.answers import Answers
-from gateway.dataplane.drillfault import FaultGate
-from gateway.dataplane.flight import Flight
 from gateway.dataplane.heldmodel import coding_refused
-from gateway.dataplane.jsonpeek import ModelField, Unreadable, find_model
+from gateway.dataplane.jsonpeek import Unreadable, find_model
 from gateway.dataplane.peekbudget import PeekBudget
 from gateway.dataplane.ports import TableSource
 from gateway.dataplane.request import BadBody, BadHeader, BodyTimeout, ClientGone, OverBudget, Request
-from gateway.dataplane.spans import trace_choice
 from gateway.domain.routetable import RouteTable
 from gateway.domain.routing import Choice, RoutePlan
 
@@ -38,9 +39,9 @@ class ModelPeek(Answers):
     holder: TableSource
     peek_bytes: int
     peeks: PeekBudget[Request]
-    faults: FaultGate
     rand: Callable[[], float]
     _route: Callable[..., None]
+    _chosen: Callable[..., None]
     _spawn: Callable[[Coroutine[Any, Any, None]], None]
 
     def _by_model(self, req: Request, table: RouteTable, path: str, target: bytes,
@@ -167,21 +168,3 @@ class ModelPeek(Answers):
             self._bad(req, "model_body", str(exc))
             return
         self._chosen(req, table, plan, choice, path, target, prefix, field, complete)
-
-    def _chosen(self, req: Request, table: RouteTable, plan: RoutePlan, choice: Choice,
-                path: str, target: bytes, prefix: bytes | None, field: ModelField | None,
-                complete: bool) -> None:
-        """The rest of `_route` once the version is chosen (the same steps; `_route` keeps
-        them inline: a call less on every request)."""
-        if req.span is not None:
-            trace_choice(req.span, plan, choice, field.value if field else None, path)
-        if choice.target is None:
-            self.unavailable(req, plan, choice.decision)
-            return
-        if prefix is None and req.body_done:
-            prefix = req.body()
-            complete = True
-        faulted = (self.faults.version(req.headers, table.doc, plan.name) if table.doc.drills
-                   else None)
-        Flight().start(self, req, plan, choice.target, choice.decision, prefix,
-                       complete, field, target, path, faulted)
