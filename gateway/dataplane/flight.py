@@ -52,7 +52,7 @@ class Flight(Moves):
     """A routed request being forwarded (one per request that reaches the upstream side); it
     is its own in-flight `Handle` (kills find it by route and version, and cut its exchange)."""
 
-    __slots__ = ("budget", "complete", "deadline", "faulted", "plan", "prefix",
+    __slots__ = ("budget", "complete", "deadline", "faulted", "field", "plan", "prefix",
                  "proxy", "raw_target", "req", "routing_path", "started", "task", "whole")
 
     # Made with no argument and started at once, `Flight().start(...)`: a class's Python

@@ -41,8 +41,7 @@ class Moves(Handle):
     """The steps of a flight between its attempts (see the module docstring)."""
 
     # the fields a step changes (`Flight.start` sets them first); the others are `Flight`'s
-    __slots__ = ("att", "decision", "field", "new_connection", "skipped", "so_far",
-                 "target", "targets")
+    __slots__ = ("att", "decision", "new_connection", "so_far", "target", "targets")
 
     att: AttemptSpan | None  # the attempt's trace span (tracing on)
     decision: str
@@ -50,10 +49,6 @@ class Moves(Handle):
     so_far: SoFar
     target: Target
     targets: tuple[Target, ...] | None  # the failover order (asked at the first move)
-    #: the body's `model` (None: none, or not read: `_rewritable` reads it for a move)
-    field: ModelField | None
-    #: versions left out of it, that rewrite a `model` the body did not let be read, and why
-    skipped: tuple[tuple[str, ...], str] | None
 
     # read here, `Flight`'s
     proxy: FlightHost
@@ -64,6 +59,7 @@ class Moves(Handle):
     budget: RetryBudget | None
     started: float
     prefix: bytes | None
+    field: ModelField | None  # (None: none, or not read: `_rewritable` reads it for a move)
     routing_path: str
 
     def streaming(self) -> bool:
@@ -118,12 +114,9 @@ class Moves(Handle):
             else:
                 assert err is not None
                 self._finished()
-                skipped = (getattr(self, "skipped", None)  # (set by `_rewritable` only)
-                           if nxt.reason == "no_other_version" else None)
                 proxy.upstream_failed(self.req, plan, self.target, self.decision, err,
-                                      "" if skipped is None else
-                                      f"; not failed over to {', '.join(skipped[0])}, "
-                                      f"which rewrite the body's 'model': {skipped[1]}")
+                                      self._skipped() if nxt.reason == "no_other_version"
+                                      and self.field is None else "")
             return False
         self.so_far = nxt.so_far
         self.new_connection = nxt.action == FRESH
@@ -173,19 +166,33 @@ class Moves(Handle):
         charset, JSON a backend could read differently), those versions are left out: the
         request never reaches a version that serves another model with its `model` as
         the client sent it; it fails over to the others, else the route's fallback, else
-        its error, which names them (`skipped`)."""
+        its error, which names them (`_skipped`)."""
         req = self.req
         try:
-            self.field = held_model(req.headers, self.prefix or b"", self.complete)
+            # (`field` is `Flight`'s slot: this class only reads the others)
+            self.field = held_model(req.headers, self.prefix or b"",  # type: ignore[misc]
+                                    self.complete)
         except (Unreadable, BadHeader) as exc:
-            self.skipped = (tuple(t.name for t in order if t.model), str(exc))
             span = req.span
             if span is not None:
                 span.event("killgate.failover.skipped", {
-                    "killgate.failover.skipped": ",".join(self.skipped[0]),
+                    "killgate.failover.skipped": ",".join(t.name for t in order if t.model),
                     "killgate.failover.skipped.cause": str(exc)})
             return tuple(t for t in order if not t.model)
         return order
+
+    def _skipped(self) -> str:
+        """What a request's error says of the versions `_rewritable` left out (none tried:
+        each is in the failover order of the last version tried), and why."""
+        names = [t.name for t in self.plan.failover_for(self.target.name) if t.model]
+        if not names:
+            return ""
+        try:
+            held_model(self.req.headers, self.prefix or b"", self.complete)
+        except (Unreadable, BadHeader) as exc:
+            return f"; not failed over to {', '.join(names)}, which rewrite the body's " \
+                   f"'model': {exc}"
+        return ""
 
     def _trace_failed(self, err: UpstreamError) -> None:
         att, span = self.att, self.req.span
