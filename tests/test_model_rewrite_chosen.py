@@ -18,6 +18,8 @@ from aiohttp import ClientSession
 
 from tests.backends import Recorder, echo_app
 from tests.conftest import free_port, running_gateway, wait_until, write_config
+from tests.test_kill_after_routing import in_two_parts
+from tests.test_killswitch import kill
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -147,3 +149,28 @@ async def test_a_shadow_that_rewrites_never_makes_the_primary_refuse(
                          and not g.gw.proxy.shadow.leases.get("chat"), 10,
                          what="the copies done")
         assert len(v3.requests) == 1  # no copy of a body whose `model` it cannot rewrite
+
+
+async def test_a_version_killed_while_its_body_is_read_for_it_does_not_get_it(
+        tmp_path: Path, backends, session: ClientSession) -> None:
+    """The canary (which rewrites) is chosen before its body is read; killed while the peek
+    waits for the rest, the request is routed again on the table of the kill (to the
+    stable, as a pinned request to a killed version is), never sent to the killed version."""
+    v1, v2 = Recorder(), Recorder()
+    p1, p2 = await backends(echo_app("v1", v1)), await backends(echo_app("v2", v2))
+    cfg = write_config(tmp_path, route(p1, p2))
+    async with running_gateway(cfg) as g:
+        async def between() -> None:
+            await wait_until(lambda: g.gw.inflight.count == 1 and g.gw.proxy._tasks, 5,
+                             what="the peek waiting for the body")
+            await kill(session, g.admin, scope="version", route="chat", version="v2")
+
+        first, rest = b'{"model": "m1", ', b'"messages": []}'
+        answer = await in_two_parts(
+            g.url, b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+            b"x-killgate-pin: v2\r\nTransfer-Encoding: chunked\r\n\r\n"
+            + b"%x\r\n%s\r\n" % (len(first), first), between,
+            b"%x\r\n%s\r\n0\r\n\r\n" % (len(rest), rest))
+    assert answer.split(b"\r\n", 1)[0].endswith(b" 200 OK"), answer[:300]
+    assert b"x-killgate-version: v1" in answer.lower()
+    assert not v2.requests and v1.requests[-1]["body"] == first + rest

@@ -108,8 +108,11 @@ class ModelPeek(Answers):
         complete = req.body_done and len(prefix) == req.body_size
         now = self.holder.held.table  # routed now: a kill may have come while it read
         try:
-            if chosen is not None and now is table:  # (nothing changed: the choice holds)
-                self._rewrite_read(req, table, chosen[0], chosen[1], path, target, prefix,
+            if chosen is not None and now.by_name.get(chosen[0].name) is chosen[0]:
+                # (its route's plan is the same: no kill, weight or health change of it came,
+                # so the version drawn before the read holds; drawn again, a request read
+                # for the canary would be the canary's only at its weight squared)
+                self._rewrite_read(req, now, chosen[0], chosen[1], path, target, prefix,
                                    complete)
             else:
                 self._peeked(req, now, path, target, host, prefix, complete)
