@@ -525,3 +525,34 @@ async def test_a_stream_whose_client_left_mid_answer_says_so(
     events = dict(server.events)
     assert events.get("killgate.stream_cut") == {"killgate.cause": "connection_lost"}, events
     assert server.status != 2  # the client's doing, or the drain's: not an error of ours
+
+
+async def test_a_failover_that_leaves_out_a_version_rewriting_model_says_so(
+        tmp_path: Path, backends, session: ClientSession, collector: Collector) -> None:
+    """A gzip body routed to a stable that rewrites nothing (so not read) is not failed over
+    to a canary with `model` (its backend would get the client's `model`): the span's
+    `killgate.failover.skipped` event names it and why."""
+    import gzip
+
+    rec = Recorder()
+    p2 = await backends(echo_app("v2", rec))
+    cfg = write_config(tmp_path, f"""\
+- name: chat
+  match: {{path_prefix: /v1/chat/completions}}
+  stable: v1
+  versions:
+    - {{name: v1, url: "http://127.0.0.1:{free_port()}", weight: 100}}
+    - {{name: v2, url: "http://127.0.0.1:{p2}", weight: 0, model: m2-served}}
+""", extra=telemetry(collector.url))
+    async with running_gateway(cfg) as g:
+        async with session.post(g.url + "/v1/chat/completions",
+                                data=gzip.compress(b'{"model": "m1"}'),
+                                headers={"content-encoding": "gzip",
+                                         "traceparent": traceparent()}) as r:
+            assert r.status == 502, await r.text()
+        await wait_until(lambda: collector.server_spans(), 10, what="the server span")
+    events = dict(collector.server_spans()[0].events)
+    skipped = events["killgate.failover.skipped"]
+    assert skipped["killgate.failover.skipped"] == "v2"
+    assert "Content-Encoding" in skipped["killgate.failover.skipped.cause"]
+    assert "killgate.failover" not in events and not rec.requests

@@ -227,20 +227,21 @@ class Answers:
         self.unavailable(req, plan, KILLED, why.scope)
 
     def upstream_failed(self, req: Request, plan: RoutePlan, target: Target, decision: str,
-                        exc: UpstreamError) -> None:
+                        exc: UpstreamError, note: str = "") -> None:
+        """`note`: what the client should know besides (versions not failed over to)."""
         if isinstance(exc, UpstreamOverflow):
             why = ("no connection to the backend came free in time"
                    if exc.kind() == "queue_timeout" else "the backend's connections and queue "
                    "are full")
-            self._error(req, 503, "overloaded", f"{why}; retry shortly", plan=plan,
+            self._error(req, 503, "overloaded", f"{why}; retry shortly{note}", plan=plan,
                         target=target, decision=decision, extra=b"retry-after: 1\r\n")
             return
         if isinstance(exc, UpstreamTimeout):
             self._error(req, 504, "upstream_timeout",
-                        f"the backend did not answer in time ({exc.phase} timeout)", plan=plan,
+                        f"the backend did not answer in time ({exc.phase} timeout){note}", plan=plan,
                         target=target, decision=decision)
             return
-        self._error(req, 502, "upstream_failed", f"the backend failed: {exc}", plan=plan,
+        self._error(req, 502, "upstream_failed", f"the backend failed: {exc}{note}", plan=plan,
                     target=target, decision=decision)
 
     def body_failed(self, req: Request, plan: RoutePlan | None, target: Target | None,

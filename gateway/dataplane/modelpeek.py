@@ -7,7 +7,11 @@ charset other than UTF-8 or a Content-Encoding refused (400), a body in memory l
 at once, a larger one peeked at (at most `model_peek_bytes`, charged to
 `server.model_peek_memory`: past it 503, retry), bounded by the longest total timeout of
 any route (408), then routed on the table read again (a kill may have come meanwhile).
-A base of `proxy.Proxy`, whose `_route` takes the result.
+On a route that matches without the body (no route matching by `model` could take the
+request) the version is chosen first and the body read only when that version rewrites
+its `model` (`_version_first`): a request to a version that rewrites nothing is never
+refused for its body (a failover or a shadow copy to one that does: `heldmodel.py`).
+A base of `proxy.Proxy`, whose `_route` (or `_chosen`) takes the result.
 """
 
 from __future__ import annotations
@@ -17,12 +21,13 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from gateway.dataplane.answers import Answers
-from gateway.dataplane.headers import declared_charset
+from gateway.dataplane.heldmodel import coding_refused
 from gateway.dataplane.jsonpeek import Unreadable, find_model
 from gateway.dataplane.peekbudget import PeekBudget
 from gateway.dataplane.ports import TableSource
 from gateway.dataplane.request import BadBody, BadHeader, BodyTimeout, ClientGone, OverBudget, Request
 from gateway.domain.routetable import RouteTable
+from gateway.domain.routing import Choice, RoutePlan
 
 __all__ = ["ModelPeek"]
 
@@ -34,37 +39,36 @@ class ModelPeek(Answers):
     holder: TableSource
     peek_bytes: int
     peeks: PeekBudget[Request]
+    rand: Callable[[], float]
     _route: Callable[..., None]
+    _chosen: Callable[..., None]
     _spawn: Callable[[Coroutine[Any, Any, None]], None]
 
     def _by_model(self, req: Request, table: RouteTable, path: str, target: bytes,
-                  host: str) -> None:
-        """A route may match by the body's `model`, or rewrite it: read it (peeking when it is
-        not all in)."""
-        headers = req.headers
-        charset = declared_charset(headers.get("content-type"))
-        if charset is not None and charset not in ("utf-8", "utf8"):
-            self._bad(req, "model_body", f"the body is declared {charset!r}; the body's 'model' "
-                      "(read to route by it, or to rewrite it for a version's 'model') is read "
-                      "in JSON as UTF-8 only")
+                  host: str, need: RoutePlan | bool = True) -> None:
+        """A route may match by the body's `model` (`need` True): read it (peeking when it is
+        not all in). Or the route is `need`, decided without it, and some of its versions
+        rewrite it: `_version_first`."""
+        if isinstance(need, RoutePlan):  # decided: its version first, the body if it rewrites
+            self._version_first(req, table, need, path, target, host)
             return
-        coding = headers.get("content-encoding")
-        if coding is not None and coding.strip(" \t").lower() not in ("", "identity"):
-            # (its `model` is not in the bytes as they came, and a backend that decodes
-            # request bodies, aiohttp's server does, reads one: a catch-all's, say)
-            self._bad(req, "model_body", "the body has a Content-Encoding; the body's 'model' "
-                      "(read to route by it, or to rewrite it for a version's 'model') is read "
-                      "in an uncompressed body only")
+        why = coding_refused(req.headers)
+        if why is not None:
+            self._bad(req, "model_body", why)
             return
         if req.body_done and req.body_size <= self.peek_bytes:
             self._peeked(req, table, path, target, host, req.body(), True)
             return
+        self._peek_later(req, table, path, target, host, None)
+
+    def _peek_later(self, req: Request, table: RouteTable, path: str, target: bytes,
+                    host: str, chosen: tuple[RoutePlan, Choice] | None) -> None:
         peeks = self.peeks
         peeks.open(req)
         if not peeks.charge(req, req.buffered):  # (RELIABILITY row 40, in bytes)
             self._over_budget(req)
             return
-        self._spawn(self._peek(req, table, path, target, host))
+        self._spawn(self._peek(req, table, path, target, host, chosen))
 
     def _over_budget(self, req: Request) -> None:
         self.metrics.inc("killgate_requests_shed_total")
@@ -73,12 +77,14 @@ class ModelPeek(Answers):
                     extra=b"retry-after: 1\r\n")
 
     async def _peek(self, req: Request, table: RouteTable, path: str, target: bytes,
-                    host: str) -> None:
+                    host: str, chosen: tuple[RoutePlan, Choice] | None = None) -> None:
         """Read as much of the body as the `model` lookup may need, then route. No route is
         chosen yet, so the longest total timeout of any route bounds the read (a client
         trickling its body must not hold the request, and its max_inflight slot, longer
-        than any route would let it: 408)."""
-        longest = max(p.total_timeout for p in table.routes)
+        than any route would let it: 408); or `chosen`, the route and version decided
+        before the read (`_version_first`): that route's."""
+        longest = (max(p.total_timeout for p in table.routes) if chosen is None
+                   else chosen[0].total_timeout)
         try:
             try:  # (one timer, for the requests whose body is not in at their head)
                 async with asyncio.timeout(longest):
@@ -100,9 +106,16 @@ class ModelPeek(Answers):
             self.too_large(req, None)
             return
         complete = req.body_done and len(prefix) == req.body_size
-        table = self.holder.held.table  # routed now: a kill may have come while it read
+        now = self.holder.held.table  # routed now: a kill may have come while it read
         try:
-            self._peeked(req, table, path, target, host, prefix, complete)
+            if chosen is not None and now.by_name.get(chosen[0].name) is chosen[0]:
+                # (its route's plan is the same: no kill, weight or health change of it came,
+                # so the version drawn before the read holds; drawn again, a request read
+                # for the canary would be the canary's only at its weight squared)
+                self._rewrite_read(req, now, chosen[0], chosen[1], path, target, prefix,
+                                   complete)
+            else:
+                self._peeked(req, now, path, target, host, prefix, complete)
         except BadHeader as exc:
             self._bad(req, exc.reason, str(exc))
 
@@ -116,3 +129,45 @@ class ModelPeek(Answers):
             return
         self._route(req, table, path, target, host, prefix, field,
                     field.value if field else None, complete)
+
+    # ------------------------------------------------------------------ version first
+
+    def _version_first(self, req: Request, table: RouteTable, plan: RoutePlan, path: str,
+                       target: bytes, host: str) -> None:
+        """A route matched without the body (no route that matches by `model` could take
+        the request), some of whose versions rewrite the body's `model`: the version is
+        chosen first, as `_route` chooses it (pins, sticky keys, weights, kills, health),
+        and the body is read only when that version rewrites it. A request to a version that
+        rewrites nothing streams as it came, whatever its size, encoding or charset."""
+        req.rec.stable = plan.stable
+        choice = plan.fixed  # (`_route`'s choice, as it makes it)
+        if choice is None:
+            pin = req.headers.get("x-killgate-pin") if plan.allow_pin else None
+            if pin is not None and pin not in plan.targets:
+                self._error(req, 400, "unknown_version",
+                            f"x-killgate-pin names no version of route {plan.name!r}", plan)
+                return
+            sticky = req.headers.get(plan.sticky_header) if plan.sticky_header else None
+            choice = plan.choose(sticky, pin, self.rand)
+        chosen = choice.target
+        if chosen is None or not chosen.model:  # (a kill, the fallback: no body is read)
+            self._chosen(req, table, plan, choice, path, target, None, None, False)
+            return
+        why = coding_refused(req.headers)
+        if why is not None:
+            self._bad(req, "model_body", why)
+            return
+        if req.body_done and req.body_size <= self.peek_bytes:
+            self._rewrite_read(req, table, plan, choice, path, target, req.body(), True)
+            return
+        self._peek_later(req, table, path, target, host, (plan, choice))
+
+    def _rewrite_read(self, req: Request, table: RouteTable, plan: RoutePlan, choice: Choice,
+                      path: str, target: bytes, prefix: bytes, complete: bool) -> None:
+        peek = self.peek_bytes  # the window, exactly, as `_peeked` reads it
+        try:
+            field = find_model(prefix[:peek], complete and len(prefix) <= peek)
+        except Unreadable as exc:
+            self._bad(req, "model_body", str(exc))
+            return
+        self._chosen(req, table, plan, choice, path, target, prefix, field, complete)

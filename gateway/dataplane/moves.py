@@ -22,8 +22,10 @@ from gateway.dataplane.attempts import (
     resend_safe,
 )
 from gateway.dataplane.exchange import Exchange
+from gateway.dataplane.headerview import BadHeader
+from gateway.dataplane.heldmodel import held_model
 from gateway.dataplane.inflight import Aborted, Handle
-from gateway.dataplane.jsonpeek import ModelField
+from gateway.dataplane.jsonpeek import ModelField, Unreadable
 from gateway.dataplane.ports import FlightHost
 from gateway.dataplane.request import Request
 from gateway.dataplane.retry import RetryBudget
@@ -57,7 +59,7 @@ class Moves(Handle):
     budget: RetryBudget | None
     started: float
     prefix: bytes | None
-    field: ModelField | None
+    field: ModelField | None  # (None: none, or not read: `_rewritable` reads it for a move)
     routing_path: str
 
     def streaming(self) -> bool:
@@ -112,7 +114,9 @@ class Moves(Handle):
             else:
                 assert err is not None
                 self._finished()
-                proxy.upstream_failed(self.req, plan, self.target, self.decision, err)
+                proxy.upstream_failed(self.req, plan, self.target, self.decision, err,
+                                      self._skipped() if nxt.reason == "no_other_version"
+                                      and self.field is None else "")
             return False
         self.so_far = nxt.so_far
         self.new_connection = nxt.action == FRESH
@@ -147,9 +151,48 @@ class Moves(Handle):
         (Kills since routing: `killed_since`, asked before each attempt.)"""
         order = self.plan.failover_for(self.target.name)
         now = proxy.holder.held.table.by_name.get(self.plan.name)
-        if now is None or now is self.plan or not now.rolled_off:
-            return order
-        return tuple(t for t in order if t.name not in now.rolled_off)
+        if now is not None and now is not self.plan and now.rolled_off:
+            order = tuple(t for t in order if t.name not in now.rolled_off)
+        if self.field is None and any(t.model for t in order):
+            order = self._rewritable(order)
+        return order
+
+    def _rewritable(self, order: tuple[Target, ...]) -> tuple[Target, ...]:
+        """The failover order of a request whose body's `model` was not read (routed to a
+        version that rewrites nothing, or read and found absent), some of whose next
+        versions rewrite it: its `model` is read from what is held of the body (all of a
+        body kept whole; the first bytes of one that streams), and rewritten for them.
+        When it cannot be (the body streams and was not kept, or it is gzip, another
+        charset, JSON a backend could read differently), those versions are left out: the
+        request never reaches a version that serves another model with its `model` as
+        the client sent it; it fails over to the others, else the route's fallback, else
+        its error, which names them (`_skipped`)."""
+        req = self.req
+        try:
+            # (`field` is `Flight`'s slot: this class only reads the others)
+            self.field = held_model(req.headers, self.prefix or b"",  # type: ignore[misc]
+                                    self.complete)
+        except (Unreadable, BadHeader) as exc:
+            span = req.span
+            if span is not None:
+                span.event("killgate.failover.skipped", {
+                    "killgate.failover.skipped": ",".join(t.name for t in order if t.model),
+                    "killgate.failover.skipped.cause": str(exc)})
+            return tuple(t for t in order if not t.model)
+        return order
+
+    def _skipped(self) -> str:
+        """What a request's error says of the versions `_rewritable` left out (none tried:
+        each is in the failover order of the last version tried), and why."""
+        names = [t.name for t in self.plan.failover_for(self.target.name) if t.model]
+        if not names:
+            return ""
+        try:
+            held_model(self.req.headers, self.prefix or b"", self.complete)
+        except (Unreadable, BadHeader) as exc:
+            return f"; not failed over to {', '.join(names)}, which rewrite the body's " \
+                   f"'model': {exc}"
+        return ""
 
     def _trace_failed(self, err: UpstreamError) -> None:
         att, span = self.att, self.req.span

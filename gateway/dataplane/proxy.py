@@ -38,7 +38,7 @@ from gateway.dataplane.shadow import Mirror
 from gateway.dataplane.spans import RequestTracer, TraceView, trace_choice
 from gateway.dataplane.upstream import Upstreams
 from gateway.domain.routetable import RouteTable
-from gateway.domain.routing import RoutePlan
+from gateway.domain.routing import Choice, RoutePlan
 from gateway.forwarded import ClientAddress
 from gateway.telemetry.metrics import Metrics
 from gateway.telemetry.record import NULL, NewRecord, Recorder
@@ -134,10 +134,11 @@ class Proxy(Outgoing, ModelPeek, Finish):
             except BadTarget as exc:
                 self._bad(req, "target", str(exc))
                 return
-            if not table.model_routes or not table.needs_model(path, host, req.headers):
+            if not table.model_routes or not (need := table.needs_model(path, host,
+                                                                         req.headers)):
                 self._route(req, table, path, target, host, None, None, None)
                 return
-            self._by_model(req, table, path, target, host)
+            self._by_model(req, table, path, target, host, need)
         except BadHeader as exc:
             self._bad(req, exc.reason, str(exc))
 
@@ -215,6 +216,24 @@ class Proxy(Outgoing, ModelPeek, Finish):
                    else None)
         Flight().start(self, req, plan, choice.target, choice.decision, prefix, complete,
                        field, target, path, faulted)  # (`req.flight` is it)
+
+    def _chosen(self, req: Request, table: RouteTable, plan: RoutePlan, choice: Choice,
+                path: str, target: bytes, prefix: bytes | None, field: ModelField | None,
+                complete: bool) -> None:
+        """The rest of `_route` once the version is chosen, for `ModelPeek._version_first`
+        (the same steps: `_route` keeps them inline, a call less on every request)."""
+        if req.span is not None:
+            trace_choice(req.span, plan, choice, field.value if field else None, path)
+        if choice.target is None:
+            self.unavailable(req, plan, choice.decision)
+            return
+        if prefix is None and req.body_done:
+            prefix = req.body()
+            complete = True
+        faulted = (self.faults.version(req.headers, table.doc, plan.name) if table.doc.drills
+                   else None)
+        Flight().start(self, req, plan, choice.target, choice.decision, prefix,
+                       complete, field, target, path, faulted)
 
     def _remember(self, key: tuple[str, str], plan: RoutePlan) -> None:
         """Keep a match of the current table (short paths and Hosts; cleared when full)."""

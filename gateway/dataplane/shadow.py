@@ -22,8 +22,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 from gateway.config import RouteConfig
 from gateway.config_shadow import ShadowConfig
+from gateway.dataplane.headerview import BadHeader, HeaderView
+from gateway.dataplane.heldmodel import held_model
 from gateway.dataplane.inflight import Handle
-from gateway.dataplane.jsonpeek import ModelField
+from gateway.dataplane.jsonpeek import ModelField, Unreadable
 from gateway.dataplane.shadowrecord import ShadowCounts, compare
 from gateway.dataplane.shadowsend import KilledSince, TooLarge, failure, send
 from gateway.dataplane.shadowtap import Tap
@@ -119,6 +121,15 @@ class Mirror:
         if not complete or body is None or len(body) > sh.max_request_bytes:
             self.count(plan, "body")
             return None
+        if field is None and plan.shadow.model:
+            # (sent to a version that rewrites nothing, the body was not read for its
+            # `model`: read here, for the copy only; one that cannot be is not copied, and
+            # never makes the client's request refused)
+            try:
+                field = held_model(HeaderView(raw_headers), body, True)
+            except (Unreadable, BadHeader):
+                self.count(plan, "body")
+                return None
         leases = self.leases.get(plan.name)
         if leases is None:
             leases = self.leases[plan.name] = {}

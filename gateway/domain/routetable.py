@@ -14,12 +14,15 @@ from gateway.domain.statedoc import StateDoc
 
 __all__ = ["RouteTable"]
 
+_MEMO_MAX = 4096  # `needs_model`'s memo: pairs kept (cleared when full)
+_MEMO_KEY = 512  # a longer path or Host is not kept
+
 
 class RouteTable:
     """All routes, most specific first. Immutable; replaced as a whole on any change."""
 
-    __slots__ = ("_peek_checks", "by_name", "doc", "generation", "model_routes", "rewriting",
-                 "routes", "unhealthy")
+    __slots__ = ("_needs", "_peek_checks", "by_name", "doc", "generation", "model_routes",
+                 "rewriting", "routes", "unhealthy")
 
     def __init__(self, plans: list[RoutePlan], doc: StateDoc,
                  unhealthy: frozenset[tuple[str, str]]) -> None:
@@ -40,23 +43,45 @@ class RouteTable:
         last = max((i for i, p in enumerate(self.routes)
                     if p.name in self.rewriting or p.model is not None), default=-1)
         self._peek_checks = self.routes[:last + 1]
+        #: (path, Host) -> `needs_model`'s answer, when none of those routes matches by
+        #: header fields (None: one does, and every answer is made afresh). A memo of this
+        #: table's own answers (the same few pairs, request after request: a request to a
+        #: route after ten others matched eleven routes for it); bounded, cleared when full
+        self._needs: dict[tuple[str, str], RoutePlan | bool] | None = (
+            None if any(p.headers for p in self._peek_checks) else {})
         self.doc = doc
         self.generation = doc.generation
         self.unhealthy = unhealthy
 
-    def needs_model(self, path: str, host: str, headers: Mapping[str, str]) -> bool:
-        """Whether this request's body's `model` is to be read: it could change which route
-        matches, or the route it goes to otherwise has a version that rewrites it."""
+    def needs_model(self, path: str, host: str,
+                    headers: Mapping[str, str]) -> RoutePlan | bool:
+        """Whether this request's body's `model` may have to be read: True when it could
+        change which route matches; the route it goes to when that is decided without it
+        and some version of it rewrites it (then only a request given such a version has
+        its body read: `dataplane/modelpeek.py`); False when it is never read."""
         if not self.model_routes:
             return False
+        needs = self._needs
+        if needs is not None:
+            try:
+                return needs[path, host]
+            except KeyError:
+                pass
+        need: RoutePlan | bool = False
         for p in self._peek_checks:
             if p.model is not None:
                 if p.matches(path, host, headers, p.model):
-                    return True
+                    need = True
+                    break
             elif p.matches(path, host, headers, None):
                 # the route it goes to, whatever its model: no route after it can be chosen
-                return p.name in self.rewriting
-        return False
+                need = p if p.name in self.rewriting else False
+                break
+        if needs is not None and len(path) <= _MEMO_KEY and len(host) <= _MEMO_KEY:
+            if len(needs) >= _MEMO_MAX:
+                needs.clear()
+            needs[path, host] = need
+        return need
 
     def match(self, path: str, host: str, headers: Mapping[str, str],
               model: str | None) -> RoutePlan | None:

@@ -1,0 +1,49 @@
+"""The body's `model` read from what the gateway holds of a request, for a version that
+rewrites it when the request was not peeked at for it.
+
+A request on a route chosen by path, Host and header fields has its body read for its
+`model` only when the version chosen for it rewrites the field (`modelpeek.py`); one that
+went to a version that rewrites nothing streamed as it came. When it later moves to a
+version that does rewrite (failover, a kill since routing) or is copied to a shadow that
+does, its `model` is read here from the bytes in memory (a body kept whole, or its first
+bytes), with the same refusals as a peek (another charset, a Content-Encoding, JSON the
+backend could read differently). Pure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from gateway.dataplane.headers import declared_charset
+from gateway.dataplane.jsonpeek import ModelField, Unreadable, find_model
+
+__all__ = ["coding_refused", "held_model"]
+
+
+def coding_refused(headers: Mapping[str, str]) -> str | None:
+    """Why a body's `model` cannot be read as sent (its charset, its Content-Encoding), or
+    None when it can be."""
+    charset = declared_charset(headers.get("content-type"))
+    if charset is not None and charset not in ("utf-8", "utf8"):
+        return (f"the body is declared {charset!r}; the body's 'model' (read to route by it, "
+                "or to rewrite it for a version's 'model') is read in JSON as UTF-8 only")
+    coding = headers.get("content-encoding")
+    if coding is not None and coding.strip(" \t").lower() not in ("", "identity"):
+        # (its `model` is not in the bytes as they came, and a backend that decodes
+        # request bodies, aiohttp's server does, reads one: a catch-all's, say)
+        return ("the body has a Content-Encoding; the body's 'model' (read to route by it, "
+                "or to rewrite it for a version's 'model') is read in an uncompressed body "
+                "only")
+    return None
+
+
+def held_model(headers: Mapping[str, str], held: bytes, complete: bool) -> ModelField | None:
+    """The `model` of a body of which `held` is in memory (all of it when `complete`; else
+    its first bytes, read as a peek window is), or None when it has none. Raises
+    `Unreadable` when it cannot be read the one way a backend would (or is not held)."""
+    why = coding_refused(headers)
+    if why is not None:
+        raise Unreadable(why)
+    if not held and not complete:
+        raise Unreadable("the body streamed to its backend as it came: none of it is held")
+    return find_model(held, complete)
