@@ -112,3 +112,48 @@ async def test_a_kill_answers_a_client_whose_body_has_stalled_at_once(tmp_path: 
         assert status == 503, body
         assert b'"killed"' in body
         assert headers.get("connection") == "close"
+
+
+class Trailing(RawServer):
+    """A keep-alive backend whose chunked answers end with a trailer section holding
+    `Connection: close` (it keeps serving the connection all the same: the bytes it sends
+    next are a valid answer to the next request); counts its connections."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.connections = 0
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        while True:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                         b"4\r\ngood\r\n0\r\nConnection: close\r\n\r\n")
+            await writer.drain()
+
+
+async def test_a_connection_closed_by_the_answers_trailer_is_not_reused(tmp_path: Path) -> None:
+    """llhttp reads a trailer's `Connection: close` as the message's: the parser refuses any
+    later answer on that connection ('Data after Connection: close'). The exchange judged
+    keep-alive at the head only, so the connection went back to its pool and the next
+    request on it got 502 'malformed response from backend' for a valid answer (or met the
+    backend's close: a POST cannot be retried). Such a connection is never reused."""
+    backend = Trailing()
+    port = await backend.start()
+    try:
+        cfg = write_config(tmp_path, two_versions(port, port, 100, 0))
+        async with running_gateway(cfg) as g:
+            for _ in range(3):
+                reader, writer = await asyncio.open_connection("127.0.0.1", g.gw.data_addr[1])
+                try:
+                    writer.write(b"POST /v2/models/iris/infer HTTP/1.1\r\nHost: x\r\n"
+                                 b"Content-Length: 2\r\n\r\n{}")
+                    status, _, body = await read_answer(reader, timeout=3)
+                    assert (status, body) == (200, b"good"), body
+                finally:
+                    writer.close()
+                    with contextlib.suppress(ConnectionError):
+                        await writer.wait_closed()
+            assert backend.connections == 3
+    finally:
+        await backend.stop()

@@ -88,6 +88,11 @@ class AnswerParsing(Awaiting):
             if self.trailer_bytes > MAX_ANSWER_HEAD:
                 raise BadAnswer(f"the backend's trailer section is over "
                                 f"{MAX_ANSWER_HEAD // 1024} KiB")
+            if len(name) == 10 and name.lower() == b"connection":
+                # llhttp reads a trailer's `Connection: close` as the message's and refuses
+                # any later answer on the connection ("Data after `Connection: close`"):
+                # never reused, or the next request there got a 502 for a valid answer
+                self.keep_alive = False
             return
         self.headers.append((name, value))
         try:
