@@ -157,3 +157,32 @@ async def test_a_connection_closed_by_the_answers_trailer_is_not_reused(tmp_path
             assert backend.connections == 3
     finally:
         await backend.stop()
+
+
+async def test_a_request_whose_trailer_says_close_is_the_last_and_says_so(
+        tmp_path: Path) -> None:
+    """llhttp reads a request trailer's `Connection: close` as the request's: a request
+    pipelined after it was refused with a 400 'Data after `Connection: close`' after the
+    first answer, which had said nothing of a close. That answer now says
+    `Connection: close` and is the last: nothing after it."""
+    backend = Trailing()
+    port = await backend.start()
+    try:
+        cfg = write_config(tmp_path, two_versions(port, port, 100, 0))
+        async with running_gateway(cfg) as g:
+            reader, writer = await asyncio.open_connection("127.0.0.1", g.gw.data_addr[1])
+            try:
+                writer.write(b"POST /v2/models/iris/infer HTTP/1.1\r\nHost: x\r\n"
+                             b"Transfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n"
+                             b"Connection: close\r\n\r\n"
+                             b"GET /v2/models/iris/infer HTTP/1.1\r\nHost: x\r\n\r\n")
+                status, headers, body = await read_answer(reader, timeout=3)
+                assert (status, body) == (200, b"good")
+                assert headers.get("connection") == "close"
+                assert await asyncio.wait_for(reader.read(), 3) == b""
+            finally:
+                writer.close()
+                with contextlib.suppress(ConnectionError):
+                    await writer.wait_closed()
+    finally:
+        await backend.stop()
