@@ -119,8 +119,9 @@ class Trailing(RawServer):
     `Connection: close` (it keeps serving the connection all the same: the bytes it sends
     next are a valid answer to the next request); counts its connections."""
 
-    def __init__(self) -> None:
+    def __init__(self, field: bytes = b"Connection") -> None:
         super().__init__()
+        self.field = field
         self.connections = 0
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -128,11 +129,13 @@ class Trailing(RawServer):
         while True:
             await reader.readuntil(b"\r\n\r\n")
             writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
-                         b"4\r\ngood\r\n0\r\nConnection: close\r\n\r\n")
+                         b"4\r\ngood\r\n0\r\n%b: close\r\n\r\n" % self.field)
             await writer.drain()
 
 
-async def test_a_connection_closed_by_the_answers_trailer_is_not_reused(tmp_path: Path) -> None:
+@pytest.mark.parametrize("field", [b"Connection", b"Proxy-Connection"])
+async def test_a_connection_closed_by_the_answers_trailer_is_not_reused(tmp_path: Path,
+                                                                       field: bytes) -> None:
     """llhttp reads a trailer's `Connection: close` as the message's: the parser refuses any
     later answer on that connection ('Data after Connection: close'). The exchange judged
     keep-alive at the head only, so the connection went back to its pool and the next
@@ -159,8 +162,9 @@ async def test_a_connection_closed_by_the_answers_trailer_is_not_reused(tmp_path
         await backend.stop()
 
 
+@pytest.mark.parametrize("field", [b"Connection", b"Proxy-Connection"])
 async def test_a_request_whose_trailer_says_close_is_the_last_and_says_so(
-        tmp_path: Path) -> None:
+        tmp_path: Path, field: bytes) -> None:
     """llhttp reads a request trailer's `Connection: close` as the request's: a request
     pipelined after it was refused with a 400 'Data after `Connection: close`' after the
     first answer, which had said nothing of a close. That answer now says
@@ -174,7 +178,7 @@ async def test_a_request_whose_trailer_says_close_is_the_last_and_says_so(
             try:
                 writer.write(b"POST /v2/models/iris/infer HTTP/1.1\r\nHost: x\r\n"
                              b"Transfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n"
-                             b"Connection: close\r\n\r\n"
+                             + field + b": close\r\n\r\n"
                              b"GET /v2/models/iris/infer HTTP/1.1\r\nHost: x\r\n\r\n")
                 status, headers, body = await read_answer(reader, timeout=3)
                 assert (status, body) == (200, b"good")

@@ -141,9 +141,10 @@ class Parsing:
         if not self.in_head:
             # A chunked body's trailer section: never merged into the head (RFC 9110
             # §6.5.1), which was routed and is forwarded without it; dropped. But llhttp
-            # reads a `Connection: close` there as the request's, and refuses what follows
-            # ("Data after `Connection: close`"): its answer says close, and it is the last
-            if len(name) == 10 and name.lower() == b"connection":
+            # reads a `Connection: close` (or `Proxy-Connection`) there as the request's,
+            # and refuses what follows ("Data after `Connection: close`"): its answer says
+            # close, and it is the last
+            if name.lower() in (b"connection", b"proxy-connection"):
                 self.parsing.keep_alive = False  # type: ignore[union-attr]  # (in a body)
             return
         req: Request = self.parsing  # type: ignore[assignment]  # (in a head)
