@@ -93,9 +93,9 @@ class AnswerParsing(Awaiting):
                                 f"{MAX_ANSWER_HEAD // 1024} KiB")
             if name.lower() in _CLOSING:
                 # llhttp reads a trailer's `Connection: close` (or `Proxy-Connection`) as the
-                # message's and refuses
-                # any later answer on the connection ("Data after `Connection: close`"):
-                # never reused, or the next request there got a 502 for a valid answer
+                # message's and refuses any later answer on the connection ("Data after
+                # `Connection: close`"): never reused, or the next request there got a 502
+                # for a valid answer
                 self.keep_alive = False
             return
         self.headers.append((name, value))
