@@ -33,6 +33,9 @@ HIGH_WATER = 256 * 1024
 #: an answer head (its interim 1xx heads included) larger than this is a 502 (Envoy's
 #: default is 60 KiB; llhttp has no limit of its own, and an endless head was read whole)
 MAX_ANSWER_HEAD = 64 * 1024
+#: fields that llhttp reads in a trailer section as the message's own (a `close` there
+#: ends the connection for it)
+_CLOSING = (b"connection", b"proxy-connection")
 
 
 class BadAnswer(Exception):
@@ -88,6 +91,12 @@ class AnswerParsing(Awaiting):
             if self.trailer_bytes > MAX_ANSWER_HEAD:
                 raise BadAnswer(f"the backend's trailer section is over "
                                 f"{MAX_ANSWER_HEAD // 1024} KiB")
+            if name.lower() in _CLOSING:
+                # llhttp reads a trailer's `Connection: close` (or `Proxy-Connection`) as the
+                # message's and refuses any later answer on the connection ("Data after
+                # `Connection: close`"): never reused, or the next request there got a 502
+                # for a valid answer
+                self.keep_alive = False
             return
         self.headers.append((name, value))
         try:

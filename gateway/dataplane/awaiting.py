@@ -64,8 +64,11 @@ class Awaiting:
             waiting.discard(self)
             self.waiter = None
 
-    async def send(self, head: bytes, body: Body, chunked: bool = False) -> None:
-        """Write the request. A streamed body is sent chunked when `chunked`, else as is."""
+    async def send(self, head: bytes, body: Body, chunked: bool = False,
+                   wake: Callable[[], None] | None = None) -> None:
+        """Write the request. A streamed body is sent chunked when `chunked`, else as is;
+        `wake` wakes its iterator (which then yields b''), called when the backend answers,
+        fails or closes while the body waits on the client (`_send_body`)."""
         self._chunked_out = chunked
         tr = self.transport
         if tr is None or self.closed:
@@ -81,7 +84,7 @@ class Awaiting:
             # then must not hold a backend connection past it (R-U-D-Y). One timer per
             # streamed body; `ClientTimeout` when it passes.
             async with asyncio.timeout_at(self.deadline):
-                await self._send_body(tr, body)
+                await self._send_body(tr, body, wake)
         except TimeoutError:
             self.clock.now = self.loop.time()  # (a timer ended the wait: upstream._sweep)
             err: UpstreamError
@@ -93,8 +96,26 @@ class Awaiting:
             self.fail(err)  # (the connection closes: the request went out in part)
             raise err from None
 
-    async def _send_body(self, tr: asyncio.Transport, body: AsyncIterator[bytes]) -> None:
-        async for chunk in body:
+    async def _send_body(self, tr: asyncio.Transport, body: AsyncIterator[bytes],
+                         wake: Callable[[], None] | None) -> None:
+        # While the next piece of the body is awaited from the client, `waiter` holds a
+        # future that `wake`s the body's iterator when the backend answers, fails or closes
+        # (a kill too): without it, such an event was only seen when the client sent more,
+        # and a client whose upload had stalled got 408 after body_timeout instead of the
+        # backend's early answer (a 413, a 401) or a 502.
+        pieces = body.__aiter__()
+        while True:
+            guard = None
+            if wake is not None and self.waiter is None:
+                guard = self.waiter = self.loop.create_future()
+                guard.add_done_callback(lambda _: wake())
+            try:
+                chunk = await pieces.__anext__()
+            except StopAsyncIteration:
+                break
+            finally:
+                if guard is not None and self.waiter is guard:
+                    self.waiter = None
             if self.error is not None:
                 raise self.error
             if self.headers_done:

@@ -140,7 +140,12 @@ class Parsing:
                 raise Refuse(400, f"more than {MAX_HEADERS} header fields")
         if not self.in_head:
             # A chunked body's trailer section: never merged into the head (RFC 9110
-            # §6.5.1), which was routed and is forwarded without it; dropped.
+            # §6.5.1), which was routed and is forwarded without it; dropped. But llhttp
+            # reads a `Connection: close` (or `Proxy-Connection`) there as the request's,
+            # and refuses what follows ("Data after `Connection: close`"): its answer says
+            # close, and it is the last
+            if name.lower() in (b"connection", b"proxy-connection"):
+                self.parsing.keep_alive = False  # type: ignore[union-attr]  # (in a body)
             return
         req: Request = self.parsing  # type: ignore[assignment]  # (in a head)
         if value and value[-1] in (32, 9):

@@ -192,7 +192,9 @@ class Request:
         return self.body()
 
     async def rest(self, already: int, max_body: int) -> AsyncIterator[bytes]:
-        """The body after the `already` bytes taken as a prefix, as it arrives."""
+        """The body after the `already` bytes taken as a prefix, as it arrives. A wake that
+        brought nothing (`wake` from elsewhere: the backend answered while the client's body
+        is stalled) yields b'', so that its reader can look up."""
         skip = already  # the prefix is still at the start of what is buffered
         n = already
         while True:
@@ -212,6 +214,8 @@ class Request:
             if self.body_error is not None:
                 raise self.body_error
             await self._more()
+            if not (self.chunks or self.body_done or self.body_error is not None):
+                yield b""
 
     # ------------------------------------------------------------------ answer
 

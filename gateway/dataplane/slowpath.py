@@ -224,7 +224,7 @@ async def _attempt(flight: Forwarding) -> Exchange | None:
             head = proxy.request_head(req, target, pool.host_header, length,
                                       flight.raw_target, traceparent)
             try:
-                await ex.send(head, body, chunked=length is None)
+                await ex.send(head, body, length is None, req.wake)
                 await ex.read_head()
                 if flight.att is not None:
                     flight.att.answered(ex.status)
