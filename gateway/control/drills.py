@@ -108,6 +108,9 @@ class DrillRunner:
                                                                    self.check)):
             return self._refused(started, why, "skipped")
         to = plan.to or route.get("previous_known_good") or route.get("stable")
+        if self.stopped:  # (interrupted during the checks above, a store's the slowest:
+            # no drill is opened, none recorded as aborted for a warning to name)
+            return self._refused(started, self.stopped)
         self.opened_at = self.now()
         opened = await self.api.call("POST", "/v1/drills", {
             "kind": plan.kind, "route": plan.route, "version": plan.version,
