@@ -28,6 +28,7 @@ from gateway.control.drillended import ended as ended_elsewhere
 from gateway.control.drillfleet import discover
 from gateway.control.drillguards import Check, Pause, same_route, store_skip, token_too_short
 from gateway.control.drillload import AdminClient, DrillApiError, Traffic, resolve_probe
+from gateway.control.drillreach import Reach
 from gateway.control.drillrejoin import short_receipt, wait_rejoined
 from gateway.domain.audit import utc_now
 from gateway.domain.drillfinish import iso_to_unix
@@ -52,6 +53,7 @@ class DrillRunner:
         self.plan = plan
         self.session = session
         self.api = admin
+        self.reach = Reach(admin, (), say)  # (restore and end: another instance if need be)
         self.say = say
         self.pause = pause
         self.check = check
@@ -88,6 +90,7 @@ class DrillRunner:
         plan = self.plan
         started = utc_now()
         fleet = await discover(self.api, plan)
+        self.reach.admins = list(fleet["admins"])
         route = fleet["route"]
         self.started_with = sorted(fleet["status"].get("instances") or {})
         self.lease = float(fleet["state"].get("instance_lease") or 5.0)
@@ -224,15 +227,17 @@ class DrillRunner:
     async def _restore(self, drill: str) -> dict[str, Any]:
         self.marks.restore_sent = self.now()
         try:
-            out = await asyncio.shield(self.api.call(
+            out = await asyncio.shield(self.reach.call(
                 "POST", f"/v1/drills/{drill}/restore",
                 {"reason": f"drill ended ({self.stopped or 'done'})"}, retry_for=30.0))
         except DrillApiError as exc:
+            self.api = self.reach.api
             if exc.status == 404 and (done := await ended_elsewhere(self.api, drill)) is not None:
                 return self._ended_elsewhere(done)
             self.say(f"RESTORE FAILED: {exc}; run: killgate --admin {self.api.base} drill restore "
                      f"{drill}")
             return {"error": str(exc)}
+        self.api = self.reach.api
         self.marks.restore_done = self.now()
         applied = out.get("applied", {})
         self.say(f"restored: generation {out.get('generation')} applied by "
@@ -295,12 +300,12 @@ class DrillRunner:
         if "elsewhere" in restore:
             return self.report  # (ended already: its end is recorded)
         try:
-            await self.api.call("POST", f"/v1/drills/{self.drill}/end",
-                                {"verdict": verdict_, "summary": summary,
-                                 "reason": plan.reason}, retry_for=30.0)
+            await self.reach.call("POST", f"/v1/drills/{self.drill}/end",
+                                  {"verdict": verdict_, "summary": summary,
+                                   "reason": plan.reason}, retry_for=30.0)
         except DrillApiError as exc:
             self.say(f"could not record the drill's end: {exc}; run: killgate --admin "
-                     f"{self.api.base} drill restore "
+                     f"{self.reach.api.base} drill restore "
                      f"{self.drill}")
         return self.report
 
