@@ -6,10 +6,12 @@ connection to redis): the interrupt is delivered there. In-process gateway, real
 
 from __future__ import annotations
 
+import asyncio
+import time
 from pathlib import Path
 
 import pytest
-from aiohttp import ClientSession
+from aiohttp import ClientSession, web
 
 from gateway.admin.tokens import mint
 from gateway.control.drillload import AdminClient
@@ -62,4 +64,38 @@ async def test_an_interrupt_during_the_store_check_opens_no_drill(
         st, out = await call(session, "GET", f"{g.admin}/v1/drills")
         assert st == 200, out
         assert (out["open"], out["history"], out["last"]) == ([], [], {}), out
-        assert not any("opened" in s for s in said), said
+        assert said == ["stopping: interrupted (SIGINT); no drill was opened"], said
+
+
+async def test_an_interrupt_while_the_admin_api_hangs_ends_the_drill_at_once(
+        backends, session: ClientSession) -> None:
+    """The admin API does not answer (an overloaded instance, a proxy holding the
+    connection): a Ctrl-C before the drill opened ended it only once the call timed out
+    (--timeout, 35 s), saying "restoring" with nothing to restore."""
+    asked = asyncio.Event()
+
+    async def hang(_request: web.Request) -> web.Response:
+        asked.set()
+        await asyncio.sleep(30)
+        return web.json_response({})
+
+    app = web.Application()
+    app.router.add_get("/v1/status", hang)
+    port = await backends(app)
+    plan = plan_from({"kind": "kill", "route": "iris-drill", "version": "v2"})
+    said: list[str] = []
+    runner = DrillRunner(plan, session, AdminClient(session, f"http://127.0.0.1:{port}", "t"),
+                         said.append)
+
+    async def interrupt() -> None:
+        await asyncio.wait_for(asked.wait(), 10)
+        runner.stop("interrupted (SIGINT)")
+
+    t0 = time.monotonic()
+    stopper = asyncio.create_task(interrupt())
+    report = await asyncio.wait_for(runner.run(), 10)
+    await stopper
+    assert time.monotonic() - t0 < 3, report
+    assert (report["id"], report["verdict"]) == (None, "aborted"), report
+    assert "interrupted (SIGINT)" in report["reasons"][0], report
+    assert said == ["stopping: interrupted (SIGINT); no drill was opened"], said

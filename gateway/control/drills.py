@@ -26,7 +26,14 @@ from gateway.control import drilloutcome
 from gateway.control.drillabort import ErrorWatch, own_counts
 from gateway.control.drillended import ended as ended_elsewhere
 from gateway.control.drillfleet import discover
-from gateway.control.drillguards import Check, Pause, same_route, store_skip, token_too_short
+from gateway.control.drillguards import (
+    Check,
+    Pause,
+    same_route,
+    store_skip,
+    token_too_short,
+    unless_stopped,
+)
 from gateway.control.drillload import AdminClient, DrillApiError, Traffic, resolve_probe
 from gateway.control.drillreach import Reach
 from gateway.control.drillrejoin import short_receipt, wait_rejoined
@@ -77,7 +84,8 @@ class DrillRunner:
         """Stop now and restore (Ctrl-C, an abort condition); the first reason wins."""
         if self.stopped is None:
             self.stopped = why
-            self.say(f"stopping: {why}; restoring")
+            self.say(f"stopping: {why}; " + ("restoring" if self.opened_at is not None
+                                              else "no drill was opened"))
         self._stop.set()
 
     async def _hold(self, seconds: float) -> None:
@@ -89,7 +97,9 @@ class DrillRunner:
     async def run(self) -> dict[str, Any]:
         plan = self.plan
         started = utc_now()
-        fleet = await discover(self.api, plan)
+        fleet = await unless_stopped(discover(self.api, plan), self._stop)
+        if fleet is None:  # (a Ctrl-C while the admin API is asked: nothing opened)
+            return self._refused(started, str(self.stopped))
         self.reach.admins = list(fleet["admins"])
         route = fleet["route"]
         self.started_with = sorted(fleet["status"].get("instances") or {})
@@ -107,8 +117,8 @@ class DrillRunner:
             return self._refused(started, why)
         if (why := token_too_short(self.api.headers.get("authorization"), plan)) is not None:
             return self._refused(started, why)
-        if plan.kind == "store_loss" and (why := await store_skip(plan, fleet, self.pause,
-                                                                   self.check)):
+        if plan.kind == "store_loss" and (why := await unless_stopped(
+                store_skip(plan, fleet, self.pause, self.check), self._stop)):
             return self._refused(started, why, "skipped")
         to = plan.to or route.get("previous_known_good") or route.get("stable")
         if self.stopped:  # (interrupted during the checks above, a store's the slowest:
