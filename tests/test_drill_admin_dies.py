@@ -17,6 +17,7 @@ from aiohttp import ClientSession
 
 from gateway.admin.tokens import mint
 from gateway.control.drillload import AdminClient
+from gateway.control.drillreach import Reach
 from gateway.control.drills import DrillRunner
 from gateway.domain.drillplan import plan_from
 from tests.backends import echo_app
@@ -81,3 +82,13 @@ async def test_a_drill_whose_admin_instance_dies_restores_through_another(
     assert out["history"][0]["target"]["drill"] == report["id"], out["history"]
     st, status = await call(session, "GET", f"{b.admin}/v1/status", headers=hdr())
     assert status["kills"] == [], status["kills"]
+
+
+async def test_an_https_admin_urls_token_never_goes_to_a_plain_http_address(
+        session: ClientSession) -> None:
+    api = AdminClient(session, "https://admin.example", "secret-token")
+    reach = Reach(api, ["http://10.0.0.5:8081", "https://10.0.0.6:8081",
+                        "https://admin.example/"], lambda _: None)
+    others = reach._others()
+    assert [o.base for o in others] == ["https://10.0.0.6:8081"]
+    assert others[0].headers["authorization"] == "Bearer secret-token"
