@@ -310,6 +310,9 @@ def test_drills_show_while_open_and_in_the_history(fleet: Fleet, browser: Browse
     b.wait(lambda d: "running" in b.text("#drills-body") and drill in b.text("#drills-body"),
            "the open drill", seen="#drills")
     assert "kill drill on iris/v2" in b.text("#drills-body")
+    # (a drill that changed nothing cannot end passed: it kills v2, and puts it back)
+    for step in ("inject", "restore"):
+        fleet.api("POST", f"/v1/drills/{drill}/{step}?wait=2s", ADMIN, body={"reason": "r"})
     fleet.api("POST", f"/v1/drills/{drill}/end?wait=2s", ADMIN, body={
         "verdict": "passed", "reason": "game day over",
         "summary": {"time_to_kill_ms": {"p50": 2.5, "p99": 4.0, "max": 4.5}, "leaks": 0,

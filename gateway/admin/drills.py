@@ -46,6 +46,7 @@ __all__ = ["DrillApi"]
 log = logging.getLogger("killgate.drills")
 VERDICTS = ("passed", "failed", "aborted", "skipped")
 MAX_SUMMARY = 16 * 1024
+MADE = ("kill", "rollback", "drill.fault")  # the audit actions of a drill's changes
 
 
 class DrillApi:
@@ -279,9 +280,17 @@ class DrillApi:
         routes = {r.name: r for r in self.current.loaded.config.routes}
         done = Finished()
         undone: list[dict[str, Any]] = []  # (in the answer a replay gives too)
+        in_trail = False
+        rec = self.current.doc.drills.get(drill)
+        if verdict == "passed" and rec is not None and rec.made == 0:
+            # (a record an older version wrote or restored counts nothing: its changes are
+            # in the audit trail, with its id)
+            in_trail = bool(await drill_events(self.audit, lambda e: e.get("drill") == drill
+                                               and e.get("action") in MADE, 1))
 
         def change(cur: StateDoc) -> Change:
-            ch = finish(cur, drill, routes, principal.subject, verdict, summary, done)
+            ch = finish(cur, drill, routes, principal.subject, verdict, summary, done,
+                        in_trail)
             undone[:] = done.notes
             return ch
 

@@ -63,7 +63,9 @@ def drill_paths(write: Any, reason: dict[str, Any], auth_errors: Any, route_s: d
             {"type": "object", "required": ["reason"], "additionalProperties": False,
              "properties": {"reason": reason}}, base)},
         "/v1/drills/{drill}/end": {"post": _op(
-            "restore if needed, then close the drill with its verdict (drill.end)", scope,
+            "restore if needed, then close the drill with its verdict (drill.end); 409 "
+            "verdict_refused: `passed` for a drill that made no change, or whose restore "
+            "kept someone's change", scope,
             {"type": "object", "required": ["verdict", "reason"], "additionalProperties": False,
              "properties": {"verdict": {"enum": ["passed", "failed", "aborted", "skipped"]},
                             "summary": {"type": "object"}, "reason": reason}}, base)},

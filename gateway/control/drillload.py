@@ -49,19 +49,30 @@ class AdminClient:
         if token:
             self.headers["authorization"] = f"Bearer {token}"
 
+    def at(self, base: str) -> AdminClient:
+        """The same client (token, timeout, session) for the admin API at `base`."""
+        other = AdminClient(self.session, base, None, self.timeout)
+        other.headers = dict(self.headers)
+        return other
+
     async def call(self, method: str, path: str, body: dict[str, Any] | None = None,
                    retry_for: float = 0.0,
-                   on_retry: Callable[[str], None] | None = None) -> dict[str, Any]:
+                   on_retry: Callable[[str], None] | None = None,
+                   key: str | None = None,
+                   unreachable_for: float | None = None) -> dict[str, Any]:
         """One API call; with `retry_for`, connection failures, 503s, 429s refused
         before the token was checked (after their Retry-After) and 409 in_progress are
         retried (same Idempotency-Key) for that long: a restore must get through a store outage.
         `on_retry` is told why, once, when the first retry is decided (an operator waiting
-        on a restore must not stare at nothing for `retry_for`)."""
+        on a restore must not stare at nothing for `retry_for`). `key`: the Idempotency-Key
+        (default: a new one), for the same write sent again elsewhere; `unreachable_for`:
+        a connection failure is retried this long only (another address may answer)."""
         told = on_retry is None
         headers = dict(self.headers)
         if body is not None:
-            headers["idempotency-key"] = uuid.uuid4().hex
-        deadline = time.monotonic() + retry_for
+            headers["idempotency-key"] = key or uuid.uuid4().hex
+        start = time.monotonic()
+        deadline = start + retry_for
         while True:
             pause = 0.2
             try:
@@ -123,7 +134,9 @@ class AdminClient:
             # here under load, leaving its kill in force: seen in CI)
             busy = exc.status == 409 and exc.type == "in_progress"
             if ((exc.status not in (0, 503) and not unchecked and not busy)
-                    or time.monotonic() + (pause if unchecked else 0) > deadline):
+                    or time.monotonic() + (pause if unchecked else 0) > deadline
+                    or (exc.status == 0 and unreachable_for is not None
+                        and time.monotonic() + pause > start + unreachable_for)):
                 raise exc
             if not told and on_retry is not None:
                 told = True

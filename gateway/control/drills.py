@@ -26,8 +26,16 @@ from gateway.control import drilloutcome
 from gateway.control.drillabort import ErrorWatch, own_counts
 from gateway.control.drillended import ended as ended_elsewhere
 from gateway.control.drillfleet import discover
-from gateway.control.drillguards import Check, Pause, same_route, store_skip, token_too_short
+from gateway.control.drillguards import (
+    Check,
+    Pause,
+    same_route,
+    store_skip,
+    token_too_short,
+    unless_stopped,
+)
 from gateway.control.drillload import AdminClient, DrillApiError, Traffic, resolve_probe
+from gateway.control.drillreach import Reach
 from gateway.control.drillrejoin import short_receipt, wait_rejoined
 from gateway.domain.audit import utc_now
 from gateway.domain.drillfinish import iso_to_unix
@@ -52,6 +60,7 @@ class DrillRunner:
         self.plan = plan
         self.session = session
         self.api = admin
+        self.reach = Reach(admin, (), say)  # (restore and end: another instance if need be)
         self.say = say
         self.pause = pause
         self.check = check
@@ -75,7 +84,8 @@ class DrillRunner:
         """Stop now and restore (Ctrl-C, an abort condition); the first reason wins."""
         if self.stopped is None:
             self.stopped = why
-            self.say(f"stopping: {why}; restoring")
+            self.say(f"stopping: {why}; " + ("restoring" if self.opened_at is not None
+                                              else "no drill was opened"))
         self._stop.set()
 
     async def _hold(self, seconds: float) -> None:
@@ -87,7 +97,10 @@ class DrillRunner:
     async def run(self) -> dict[str, Any]:
         plan = self.plan
         started = utc_now()
-        fleet = await discover(self.api, plan)
+        fleet = await unless_stopped(discover(self.api, plan), self._stop)
+        if fleet is None:  # (a Ctrl-C while the admin API is asked: nothing opened)
+            return self._refused(started, str(self.stopped))
+        self.reach.admins = list(fleet["admins"])
         route = fleet["route"]
         self.started_with = sorted(fleet["status"].get("instances") or {})
         self.lease = float(fleet["state"].get("instance_lease") or 5.0)
@@ -104,10 +117,13 @@ class DrillRunner:
             return self._refused(started, why)
         if (why := token_too_short(self.api.headers.get("authorization"), plan)) is not None:
             return self._refused(started, why)
-        if plan.kind == "store_loss" and (why := await store_skip(plan, fleet, self.pause,
-                                                                   self.check)):
+        if plan.kind == "store_loss" and (why := await unless_stopped(
+                store_skip(plan, fleet, self.pause, self.check), self._stop)):
             return self._refused(started, why, "skipped")
         to = plan.to or route.get("previous_known_good") or route.get("stable")
+        if self.stopped:  # (interrupted during the checks above, a store's the slowest:
+            # no drill is opened, none recorded as aborted for a warning to name)
+            return self._refused(started, self.stopped)
         self.opened_at = self.now()
         opened = await self.api.call("POST", "/v1/drills", {
             "kind": plan.kind, "route": plan.route, "version": plan.version,
@@ -221,15 +237,17 @@ class DrillRunner:
     async def _restore(self, drill: str) -> dict[str, Any]:
         self.marks.restore_sent = self.now()
         try:
-            out = await asyncio.shield(self.api.call(
+            out = await asyncio.shield(self.reach.call(
                 "POST", f"/v1/drills/{drill}/restore",
                 {"reason": f"drill ended ({self.stopped or 'done'})"}, retry_for=30.0))
         except DrillApiError as exc:
+            self.api = self.reach.api
             if exc.status == 404 and (done := await ended_elsewhere(self.api, drill)) is not None:
                 return self._ended_elsewhere(done)
             self.say(f"RESTORE FAILED: {exc}; run: killgate --admin {self.api.base} drill restore "
                      f"{drill}")
             return {"error": str(exc)}
+        self.api = self.reach.api
         self.marks.restore_done = self.now()
         applied = out.get("applied", {})
         self.say(f"restored: generation {out.get('generation')} applied by "
@@ -292,12 +310,12 @@ class DrillRunner:
         if "elsewhere" in restore:
             return self.report  # (ended already: its end is recorded)
         try:
-            await self.api.call("POST", f"/v1/drills/{self.drill}/end",
-                                {"verdict": verdict_, "summary": summary,
-                                 "reason": plan.reason}, retry_for=30.0)
+            await self.reach.call("POST", f"/v1/drills/{self.drill}/end",
+                                  {"verdict": verdict_, "summary": summary,
+                                   "reason": plan.reason}, retry_for=30.0)
         except DrillApiError as exc:
             self.say(f"could not record the drill's end: {exc}; run: killgate --admin "
-                     f"{self.api.base} drill restore "
+                     f"{self.reach.api.base} drill restore "
                      f"{self.drill}")
         return self.report
 

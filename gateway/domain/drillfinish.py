@@ -13,10 +13,10 @@ from typing import Any
 from gateway.config import RouteConfig
 from gateway.domain import drills
 from gateway.domain.audit import AuditDraft, utc_now
-from gateway.domain.statedoc import Change, StateDoc, apply_change
-from gateway.errors import UnknownDrill
+from gateway.domain.statedoc import Change, DrillRecord, StateDoc, apply_change
+from gateway.errors import ConflictingState, UnknownDrill
 
-__all__ = ["Finished", "end_event", "finish", "iso_to_unix"]
+__all__ = ["Finished", "end_event", "finish", "iso_to_unix", "pass_refused"]
 
 
 def iso_to_unix(t: str) -> float:
@@ -35,10 +35,13 @@ class Finished:
 
 
 def finish(cur: StateDoc, drill: str, routes: dict[str, RouteConfig], actor: str,
-           verdict: str, summary: dict[str, Any], out: Finished) -> Change:
+           verdict: str, summary: dict[str, Any], out: Finished,
+           made_in_trail: bool = False) -> Change:
     """The change that ends `drill` with `verdict` (restoring it first if it is not yet);
-    UnknownDrill when it is not open. `out` is filled (a write may call this again on a
-    newer document: the last call's is what was written)."""
+    UnknownDrill when it is not open, ConflictingState `verdict_refused` when the state
+    says it cannot have passed (`pass_refused`; `made_in_trail`: the audit trail has a
+    change it made). `out` is filled (a write may call this again on a newer document: the
+    last call's is what was written)."""
     rec = cur.drills.get(drill)
     if rec is None:
         raise UnknownDrill(drill)
@@ -47,6 +50,8 @@ def finish(cur: StateDoc, drill: str, routes: dict[str, RouteConfig], actor: str
     if not rec.restored:
         first, out.notes = drills.restore(cur, drill, routes, actor, utc_now())
         cur = apply_change(cur, first)
+    if verdict == "passed" and (why := pass_refused(cur.drills[drill], made_in_trail)):
+        raise ConflictingState("verdict_refused", why)
     started = iso_to_unix(rec.started)
     out.ended = {"kind": rec.kind, "route": rec.route, "version": rec.version,
                  "started": rec.started}
@@ -55,6 +60,22 @@ def finish(cur: StateDoc, drill: str, routes: dict[str, RouteConfig], actor: str
               "time": now, "duration_s": round(now - started, 3) if started else None,
               "summary": summary}
     return drills.merge(first, drills.end(cur, drill, result))
+
+
+def pass_refused(rec: DrillRecord, made_in_trail: bool = False) -> str | None:
+    """Why a restored drill cannot have passed, by what the state knows of it (None: it
+    may have). The verdict is the drill runner's, from what its requests saw; these are
+    the facts it cannot be true against: a drill that changed nothing (no kill, rollback or
+    fault was injected: the measures a pass reports cannot exist), and one whose restore
+    kept a change someone made meanwhile (the fleet is not as the drill found it)."""
+    if rec.made == 0 and not made_in_trail:
+        return (f"drill {rec.id} made no change (no kill, rollback or fault was injected): "
+                "it cannot have passed; end it as aborted (or failed)")
+    if rec.kept:
+        return (f"drill {rec.id}'s restore kept {', '.join(rec.kept)} (changed by someone "
+                "during the drill): the fleet is not as the drill found it, so it cannot "
+                "have passed; end it as failed")
+    return None
 
 
 def end_event(drill: str, done: Finished, actor: str, reason: str, verdict: str,

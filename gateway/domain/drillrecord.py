@@ -95,4 +95,4 @@ def record_from_audit(drill: str, events: list[dict[str, Any]]) -> DrillRecord |
     return DrillRecord(drill, str(t.get("kind")), str(t.get("route")), t.get("version"),
                        str(start.get("actor")), str(start.get("time")),
                        float(deadline) if is_number(deadline) else 0.0, before,
-                       tuple(injected))
+                       tuple(injected), made=len(injected))

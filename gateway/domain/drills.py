@@ -107,7 +107,8 @@ def inject_kill(doc: StateDoc, drill: str, scope: str, actor: str, reason: str,
     flag = KillFlag(scope, route, version, actor, tag(drill) + reason, now, 0, True)  # type: ignore[arg-type]
     made = {"kill": key, "flag": flag_id(flag.public())}
     return Change(kills={key: flag},
-                  drills={drill: replace(rec, injected=(*rec.injected, made))})
+                  drills={drill: replace(rec, injected=(*rec.injected, made),
+                                         made=rec.made + 1)})
 
 
 def inject_rollback(doc: StateDoc, drill: str, rc: RouteConfig, to: str | None, actor: str,
@@ -123,7 +124,8 @@ def inject_rollback(doc: StateDoc, drill: str, rc: RouteConfig, to: str | None, 
                            "progress": dict(doc.progress[rc.name])
                            if rc.name in doc.progress else None,
                            "after": plain(made)}}
-    return replace(ch, drills={drill: replace(rec, injected=(*rec.injected, record))})
+    return replace(ch, drills={drill: replace(rec, injected=(*rec.injected, record),
+                                              made=rec.made + 1)})
 
 
 def set_fault(doc: StateDoc, drill: str, expires: float) -> Change:
@@ -134,7 +136,8 @@ def set_fault(doc: StateDoc, drill: str, expires: float) -> Change:
         raise ConflictingState("no_fault",
                                f"drill {drill} is not a failover drill of a version")
     return Change(drills={drill: replace(rec, fault={"version": rec.version,
-                                                     "expires": expires})})
+                                                     "expires": expires},
+                                         made=rec.made + 1)})
 
 
 def _reinstate(doc: StateDoc, rc: RouteConfig, before: dict[str, Any] | None, actor: str,
@@ -217,7 +220,8 @@ def restore(doc: StateDoc, drill: str, routes: dict[str, RouteConfig], actor: st
             notes.append({"override": ch["route"], "to": ch["before"]})
     if rec.fault is not None:
         notes.append({"fault_cleared": rec.fault["version"]})
-    done = replace(rec, injected=(), fault=None, restored=True)
+    done = replace(rec, injected=(), fault=None, restored=True,
+                   kept=tuple(str(n["kept"]) for n in notes if "kept" in n))
     # the overrides, history and progress as `cur` has them (one write for everything)
     changed = {r for m in rec.injected if "override" in m for r in (m["override"]["route"],)}
     return Change(

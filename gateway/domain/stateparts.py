@@ -155,7 +155,10 @@ class DrillRecord:
     """An open recovery drill (domain/drills.py): the route's state when it started, and
     every change it made, so a restore undoes exactly those (also after the drill process
     died). `fault`: the drill-scoped fault in force ({"version", "expires"}), met only by
-    requests whose drill token carries this drill's `nonce`."""
+    requests whose drill token carries this drill's `nonce`. `made`: how many changes it
+    made (kills, rollbacks, faults), `kept`: what its restore left because someone changed
+    it meanwhile; both outlive the restore, for its end to check a "passed" against
+    (drillfinish.py; a record an older version wrote says 0 and nothing)."""
 
     id: str
     kind: str
@@ -169,3 +172,5 @@ class DrillRecord:
     fault: dict[str, Any] | None = None
     restored: bool = False
     nonce: str = ""
+    made: int = 0
+    kept: tuple[str, ...] = ()
