@@ -1,11 +1,11 @@
-"""KNOWN, NOT FIXED (revtel6's report): the automatic canary analysis (control/rollout.py)
-counts answers a client pinned (`x-killgate-pin`, allow_pin) as the canary's. Pins are the
-client's choice: a client pinning requests the canary's model answers 500 (a malformed
-input) has a healthy canary rolled back and its route latched (`auto_rollback`); pinning
-cheap requests it answers would dilute a failing canary's error rate (progressive steps
-then promote it). The data plane tells its observers (route, version, kind, latency) with
-no decision, so the analysis cannot leave pins out; the shipped Prometheus rules do
-(deploy/prometheus, `decision!="pinned"`). Strict xfail: it passes once that is fixed."""
+"""The automatic canary analysis (control/rollout.py) judges a canary on the answers the
+split gave it, never on answers a client pinned (`x-killgate-pin`, allow_pin).
+
+Pins are the client's choice. Counted, a client pinning requests the canary's model
+answers 500 (a malformed input) had a healthy canary rolled back and its route latched
+(`auto_rollback`), and a prober pinning cheap requests it answers diluted a failing
+canary's error rate below the bound, so it was never rolled back (progressive steps would
+then promote it). Outlier detection and the console's live traffic still hear of them."""
 
 from __future__ import annotations
 
@@ -13,23 +13,21 @@ import asyncio
 import time
 from pathlib import Path
 
-import pytest
 from aiohttp import ClientSession
 
-from tests.conftest import running_gateway, two_versions, write_config
+from tests.conftest import running_gateway, two_versions, wait_until, write_config
 from tests.test_rules_pinned import INFER, _model
 
+ANALYSIS = ("allow_pin: true\noutlier: {enabled: false}\n"
+            "analysis: {window: 1s, interval: 150ms, min_requests: 10}\n")
 
-@pytest.mark.xfail(strict=True, reason="the canary analysis counts pinned answers "
-                                       "(control/rollout.py observers get no decision)")
+
 async def test_a_client_pinning_requests_the_canary_fails_does_not_roll_it_back(
         tmp_path: Path, backends) -> None:
     p1, p2 = await backends(_model("v1")), await backends(_model("v2"))
-    extra = ("allow_pin: true\noutlier: {enabled: false}\n"
-             "analysis: {window: 1s, interval: 150ms, min_requests: 10}\n")
-    cfg = write_config(tmp_path, two_versions(p1, p2, 50, 50, extra))
+    cfg = write_config(tmp_path, two_versions(p1, p2, 50, 50, ANALYSIS))
     async with running_gateway(cfg) as g, ClientSession() as s:
-        end = time.monotonic() + 1.5
+        end = time.monotonic() + 1.5  # (main's rolled it back within 1.5 s)
         while time.monotonic() < end and "iris" not in g.gw.holder.doc.overrides:
             for headers in ({}, {"x-killgate-pin": "v2", "x-test-malformed": "1"}):
                 async with s.post(g.url + INFER, json={}, headers=headers) as r:
@@ -37,3 +35,29 @@ async def test_a_client_pinning_requests_the_canary_fails_does_not_roll_it_back(
             await asyncio.sleep(0.01)
         ov = g.gw.holder.doc.overrides.get("iris")
         assert ov is None, (ov.kind, ov.actor, dict(ov.weights))
+        verdict = g.gw.rollout.verdicts["iris"]  # (judged: on the split's answers alone)
+        assert verdict.status == "passed", verdict
+
+
+async def test_a_failing_canary_is_rolled_back_whatever_a_client_pins_to_it(
+        tmp_path: Path, backends) -> None:
+    p1, p2 = await backends(_model("v1")), await backends(_model("v2", broken=True))
+    cfg = write_config(tmp_path, two_versions(p1, p2, 50, 50, ANALYSIS))
+    async with running_gateway(cfg) as g, ClientSession() as s:
+        async def load() -> None:
+            while "iris" not in g.gw.holder.doc.overrides:
+                # one request of the split's (half of them fail on the canary), and twenty
+                # pinned cheap ones the canary answers
+                for headers in [{}] + [{"x-killgate-pin": "v2", "x-test-probe": "1"}] * 20:
+                    async with s.post(g.url + INFER, json={}, headers=headers) as r:
+                        await r.read()
+
+        task = asyncio.create_task(load())
+        try:
+            await wait_until(lambda: "iris" in g.gw.holder.doc.overrides, 5,
+                             what="the failing canary rolled back")
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        ov = g.gw.holder.doc.overrides["iris"]
+        assert (ov.kind, ov.weights["v2"]) == ("auto_rollback", 0.0)

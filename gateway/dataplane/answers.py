@@ -15,12 +15,19 @@ from gateway.dataplane.headers import own_head
 from gateway.dataplane.inflight import Aborted
 from gateway.dataplane.request import BadBody, BodyTimeout, Request
 from gateway.dataplane.servedmodels import Asked, ServedModels
-from gateway.domain.routing import FALLBACK, KILLED, STATE_UNKNOWN, RoutePlan, Target
+from gateway.domain.routing import (
+    FALLBACK,
+    KILLED,
+    PINNED,
+    STATE_UNKNOWN,
+    RoutePlan,
+    Target,
+)
 from gateway.errors import UpstreamError, UpstreamOverflow, UpstreamTimeout
 from gateway.log import event
 from gateway.telemetry.metrics import Metrics
 
-__all__ = ["Answers", "Observer"]
+__all__ = ["Answers", "Observer", "Observers"]
 
 log = logging.getLogger("killgate.proxy")
 
@@ -36,6 +43,16 @@ class Observer(Protocol):
     def outcome(self, route: str, version: str, kind: str, latency: float) -> None: ...
 
 
+class Observers(Observer, Protocol):
+    """What the proxy tells (`wiring.dataplane.Outcomes`): an exchange's outcome, and one of
+    a request a client pinned (`x-killgate-pin`) apart: a pin is the client's choice, so
+    canary analysis, which judges the split, is not told of it (health and live traffic
+    are). Counted there, a client pinning requests the canary's model answers 500 had a
+    healthy canary rolled back, and pinned requests it answers hid a failing one."""
+
+    def pinned(self, route: str, version: str, kind: str, latency: float) -> None: ...
+
+
 def _error_body(type_: str, message: str, **extra: object) -> bytes:
     return json.dumps({"error": {"type": type_, "message": message, **extra}}).encode()
 
@@ -44,7 +61,7 @@ class Answers:
     """The proxy's answers and records (see the module docstring)."""
 
     metrics: Metrics
-    observer: Observer | None
+    observer: Observers | None
     clock: Clock
     loop: asyncio.AbstractEventLoop
     max_body: int
@@ -86,10 +103,12 @@ class Answers:
 
     # ------------------------------------------------------------------ outcomes
 
-    def observed(self, plan: RoutePlan, target: Target, status: int, started: float) -> None:
+    def observed(self, plan: RoutePlan, target: Target, status: int, started: float,
+                 decision: str = "") -> None:
         if self.observer is not None:
-            self.observer.outcome(plan.name, target.name, "5xx" if status >= 500 else "ok",
-                                  self.clock.now - started)
+            tell = self.observer.pinned if decision == PINNED else self.observer.outcome
+            tell(plan.name, target.name, "5xx" if status >= 500 else "ok",
+                 self.clock.now - started)
 
     def note_served(self, route: str, version: str, model: Asked | None) -> None:
         """The stable's 2xx answer forwarded on a protocol route: it holds `model`."""
@@ -116,7 +135,10 @@ class Answers:
                          or self.models.answered(plan.name, target.name, model)):
                 self.unready.setdefault(req, []).append((plan.name, target.name, latency))
         elif self.observer is not None:
-            self.observer.outcome(plan.name, target.name, "5xx", latency)
+            if getattr(req.flight, "decision", None) == PINNED:  # (the request's flight)
+                self.observer.pinned(plan.name, target.name, "5xx", latency)
+            else:
+                self.observer.outcome(plan.name, target.name, "5xx", latency)
 
     def not_ready_anywhere(self, req: Request) -> None:
         """Every version that could serve `req` answered "model not found / not ready": its
