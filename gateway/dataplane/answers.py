@@ -105,10 +105,13 @@ class Answers:
 
     def observed(self, plan: RoutePlan, target: Target, status: int, started: float,
                  decision: str = "") -> None:
-        if self.observer is not None:
-            tell = self.observer.pinned if decision == PINNED else self.observer.outcome
-            tell(plan.name, target.name, "5xx" if status >= 500 else "ok",
-                 self.clock.now - started)
+        observer = self.observer
+        if observer is not None:
+            kind = "5xx" if status >= 500 else "ok"
+            if decision != PINNED:
+                observer.outcome(plan.name, target.name, kind, self.clock.now - started)
+            else:  # not the split's: canary analysis is not told of it
+                observer.pinned(plan.name, target.name, kind, self.clock.now - started)
 
     def note_served(self, route: str, version: str, model: Asked | None) -> None:
         """The stable's 2xx answer forwarded on a protocol route: it holds `model`."""
