@@ -44,11 +44,12 @@ class Observer(Protocol):
 
 
 class Observers(Observer, Protocol):
-    """What the proxy tells (`wiring.dataplane.Outcomes`): an exchange's outcome, and one of
-    a request a client pinned (`x-killgate-pin`) apart: a pin is the client's choice, so
-    canary analysis, which judges the split, is not told of it (health and live traffic
-    are). Counted there, a client pinning requests the canary's model answers 500 had a
-    healthy canary rolled back, and pinned requests it answers hid a failing one."""
+    """What the proxy tells (`wiring.dataplane.Outcomes`): an exchange's outcome, and the
+    answer of a request a client pinned (`x-killgate-pin`) apart: a pin is the client's
+    choice, so what judges a version (outlier detection, canary analysis) is not told of it
+    (live traffic is; a pinned request's connect error or overflow is told as any other).
+    Counted, a client pinning requests the canary's model answers 500 ejected it and had
+    it rolled back, and pinned requests it answers hid a failing one."""
 
     def pinned(self, route: str, version: str, kind: str, latency: float) -> None: ...
 

@@ -62,15 +62,16 @@ class Outcomes:
     request as when told of each), and before they read what they count. `clock` is the
     batched observers' wall clock: one batch never spans two of their 1-second (or longer)
     buckets. Observers that are not `Batched` are told of every outcome as it comes.
-    Answers a client pinned (`pinned`) go to every observer but those in `split_only`
-    (canary analysis: it judges what the split gives each version, and a pin is the
-    client's choice), each as it comes."""
+    Answers a client pinned (`pinned`) go to every observer but the `judges` (outlier
+    detection, canary analysis: a pin is the client's choice, so pinned requests its model
+    answers 500 ejected a healthy canary, and an ejected canary fails its analysis), each
+    as it comes."""
 
     def __init__(self, *observers: Observer, clock: Callable[[], float] = time.time,
-                 split_only: tuple[Observer, ...] = ()) -> None:
+                 judges: tuple[Observer, ...] = ()) -> None:
         self.each = tuple(o for o in observers if not isinstance(o, Batched))
         self.batched = tuple(o for o in observers if isinstance(o, Batched))
-        self.for_pins = tuple(o for o in observers if all(o is not s for s in split_only))
+        self.for_pins = tuple(o for o in observers if all(o is not j for j in judges))
         self.clock = clock
         self._held: dict[Key, list[float]] = {}
         # the list of the last (route, version) held: the next "ok" is most often for the
@@ -105,8 +106,8 @@ class Outcomes:
         self._other(route, version, kind, latency, now)
 
     def pinned(self, route: str, version: str, kind: str, latency: float) -> None:
-        """The outcome of a request a client pinned: told to `for_pins` at once, after what
-        is held (so outlier detection keeps every outcome in order)."""
+        """The outcome of a request a client pinned: told to `for_pins` (not the judges) at
+        once, after what is held (so every observer keeps the outcomes in order)."""
         self.flush()
         for o in self.for_pins:
             o.outcome(route, version, kind, latency)
