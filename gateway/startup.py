@@ -196,7 +196,8 @@ class GatewayParts:
         drill_key = load_drill_key(self.loaded)
         self.proxy, self._listener = data_plane(
             self.loaded, self.holder, self.upstreams, self.inflight, self.metrics, self.clock,
-            Outcomes(self.health, self.rollout, self.traffic),
+            Outcomes(self.health, self.rollout, self.traffic,
+                     judges=(self.health, self.rollout)),
             combine(self.requests if cfg.telemetry.metrics.request_series else None,
                     self.access_log),
             self.tracing.requests, self.mirror, drill_key[0])

@@ -159,3 +159,22 @@ def test_the_serving_observers_are_batched() -> None:
     nobody = Outcomes(clock=Clock(1.0))
     nobody.outcome("r", "v1", "ok", 0.1)  # (no batched observer: nothing is held)
     assert not nobody._held
+
+
+async def test_pinned_outcomes_reach_all_but_the_judges_after_what_is_held(
+        tmp_path: Path) -> None:
+    """A pinned answer's outcome goes to live traffic, not to outlier detection nor canary
+    analysis (`judges`: a pin is the client's choice); what was held goes first, so every
+    observer sees the outcomes in order."""
+    clock = Clock(100.0)
+    health, judge, told = await monitor(tmp_path, clock), Told(), Told()
+    fan = Outcomes(health, judge, told, clock=Clock(5000.0), judges=(health, judge))
+    route, version = KEYS[0]
+    fan.outcome(route, version, "ok", 0.01)  # held for the batched monitor
+    for _ in range(20):  # (enough 5xx in a row to eject it, told as any other)
+        fan.pinned(route, version, "5xx", 0.02)
+    assert not fan._held  # (handed over before the pinned outcomes)
+    assert told.seen == [(route, version, "ok", 0.01)] + [(route, version, "5xx", 0.02)] * 20
+    assert judge.seen == [(route, version, "ok", 0.01)]
+    assert (route, version) not in health._streaking
+    assert all(rec.ejections == 0 for rec in health.records.values())

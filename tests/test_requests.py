@@ -183,6 +183,34 @@ def test_split_share_over_the_last_minute() -> None:
         (("route", "iris"), ("version", "v2"))] == 20
 
 
+def test_pinned_answers_are_not_in_the_split() -> None:
+    """`x-killgate-pin` is the client's choice, not the split's: a dark launch (a version at
+    weight 0 in the file, reachable by pin only) answered its pinned requests, and counted,
+    they were "drift" from the intended 0 % (KillgateSplitDrift paged for the documented
+    feature; any client pinning could set it off) and shrank the other versions' shares."""
+    now = [1000.0]
+    s = RequestStats(BucketsConfig(), lambda: {"iris": {"v1": 90.0, "v2": 10.0, "v3": 0.0}},
+                     clock=lambda: now[0])
+    for _ in range(90):
+        s.done(_rec())
+    for _ in range(10):
+        s.done(_rec(version="v2"))
+    for _ in range(100):
+        s.done(_rec(version="v3", decision="pinned"))
+    s.done(_rec(version="v2", decision="pinned"))
+    fams = _scrape(_metrics(s))
+    share = _samples(fams["killgate_split_share"])
+    assert share == {(("route", "iris"), ("version", v)): x
+                     for v, x in (("v1", 0.9), ("v2", 0.1), ("v3", 0.0))}, share
+    drift = _samples(fams["killgate_split_drift"])
+    assert all(abs(d) < 1e-9 for d in drift.values()), drift
+    assert _samples(fams["killgate_split_window_answers"])[
+        (("route", "iris"), ("version", "v3"))] == 0
+    # (the pinned answers are counted, as answers: in killgate_requests_total)
+    assert sum(v for k, v in _samples(fams["killgate_requests"], "_total").items()
+               if ("decision", "pinned") in k) == 101
+
+
 def test_scrapes_in_quick_succession_keep_the_window_bounded() -> None:
     """/metrics needs no token: a client scraping it hundreds of times a second (or a few
     Prometheus servers and dashboards) kept one snapshot per scrape for a minute, so memory

@@ -15,12 +15,19 @@ from gateway.dataplane.headers import own_head
 from gateway.dataplane.inflight import Aborted
 from gateway.dataplane.request import BadBody, BodyTimeout, Request
 from gateway.dataplane.servedmodels import Asked, ServedModels
-from gateway.domain.routing import FALLBACK, KILLED, STATE_UNKNOWN, RoutePlan, Target
+from gateway.domain.routing import (
+    FALLBACK,
+    KILLED,
+    PINNED,
+    STATE_UNKNOWN,
+    RoutePlan,
+    Target,
+)
 from gateway.errors import UpstreamError, UpstreamOverflow, UpstreamTimeout
 from gateway.log import event
 from gateway.telemetry.metrics import Metrics
 
-__all__ = ["Answers", "Observer"]
+__all__ = ["Answers", "Observer", "Observers"]
 
 log = logging.getLogger("killgate.proxy")
 
@@ -36,6 +43,17 @@ class Observer(Protocol):
     def outcome(self, route: str, version: str, kind: str, latency: float) -> None: ...
 
 
+class Observers(Observer, Protocol):
+    """What the proxy tells (`wiring.dataplane.Outcomes`): an exchange's outcome, and the
+    answer of a request a client pinned (`x-killgate-pin`) apart: a pin is the client's
+    choice, so what judges a version (outlier detection, canary analysis) is not told of it
+    (live traffic is; a pinned request's connect error or overflow is told as any other).
+    Counted, a client pinning requests the canary's model answers 500 ejected it and had
+    it rolled back, and pinned requests it answers hid a failing one."""
+
+    def pinned(self, route: str, version: str, kind: str, latency: float) -> None: ...
+
+
 def _error_body(type_: str, message: str, **extra: object) -> bytes:
     return json.dumps({"error": {"type": type_, "message": message, **extra}}).encode()
 
@@ -44,7 +62,7 @@ class Answers:
     """The proxy's answers and records (see the module docstring)."""
 
     metrics: Metrics
-    observer: Observer | None
+    observer: Observers | None
     clock: Clock
     loop: asyncio.AbstractEventLoop
     max_body: int
@@ -86,10 +104,15 @@ class Answers:
 
     # ------------------------------------------------------------------ outcomes
 
-    def observed(self, plan: RoutePlan, target: Target, status: int, started: float) -> None:
-        if self.observer is not None:
-            self.observer.outcome(plan.name, target.name, "5xx" if status >= 500 else "ok",
-                                  self.clock.now - started)
+    def observed(self, plan: RoutePlan, target: Target, status: int, started: float,
+                 decision: str = "") -> None:
+        observer = self.observer
+        if observer is not None:
+            kind = "5xx" if status >= 500 else "ok"
+            if decision != PINNED:
+                observer.outcome(plan.name, target.name, kind, self.clock.now - started)
+            else:  # not the split's: canary analysis is not told of it
+                observer.pinned(plan.name, target.name, kind, self.clock.now - started)
 
     def note_served(self, route: str, version: str, model: Asked | None) -> None:
         """The stable's 2xx answer forwarded on a protocol route: it holds `model`."""
@@ -116,7 +139,10 @@ class Answers:
                          or self.models.answered(plan.name, target.name, model)):
                 self.unready.setdefault(req, []).append((plan.name, target.name, latency))
         elif self.observer is not None:
-            self.observer.outcome(plan.name, target.name, "5xx", latency)
+            if getattr(req.flight, "decision", None) == PINNED:  # (the request's flight)
+                self.observer.pinned(plan.name, target.name, "5xx", latency)
+            else:
+                self.observer.outcome(plan.name, target.name, "5xx", latency)
 
     def not_ready_anywhere(self, req: Request) -> None:
         """Every version that could serve `req` answered "model not found / not ready": its

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-from gateway.dataplane.answers import Observer
+from gateway.dataplane.answers import Observers
 from gateway.dataplane.clock import Clock
 from gateway.dataplane.exchange import Exchange
 from gateway.dataplane.flight import Flight
@@ -22,7 +22,7 @@ from gateway.dataplane.ports import Forwarding
 from gateway.dataplane.request import Request
 from gateway.dataplane.servedmodels import Asked
 from gateway.dataplane.shadowtap import Tap
-from gateway.domain.routing import RoutePlan, Target
+from gateway.domain.routing import PINNED, RoutePlan, Target
 from gateway.forwarded import ClientAddress
 from gateway.telemetry.record import Recorder
 
@@ -39,7 +39,7 @@ class Finish:
     inflight: Inflight
     clock: Clock
     loop: asyncio.AbstractEventLoop
-    observer: Observer | None
+    observer: Observers | None
     recorder: Recorder
     client_address: ClientAddress | None
     _labels: dict[tuple[str, str, str], bytes]  # x-killgate-* lines
@@ -88,8 +88,12 @@ class Finish:
         rec.upstream = ex.head_at - started
         observer = self.observer
         if observer is not None:
-            observer.outcome(route, version, "5xx" if status >= 500 else "ok",
-                             self.clock.now - started)
+            if decision != PINNED:  # (a method call each: no bound method made)
+                observer.outcome(route, version, "5xx" if status >= 500 else "ok",
+                                 self.clock.now - started)
+            else:  # not the split's: canary analysis is not told of it
+                observer.pinned(route, version, "5xx" if status >= 500 else "ok",
+                                self.clock.now - started)
         keep = req.keep_alive and req.body_done and not req.conn.closing  # will_keep_alive
         connection = (None if keep and not req.http10 else b"keep-alive" if keep else b"close")
         try:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import random
 
-from gateway.dataplane.answers import Observer
+from gateway.dataplane.answers import Observer, Observers
 from gateway.dataplane.attempts import Policy
 from gateway.dataplane.drillfault import FaultGate
 from gateway.dataplane.finish import Finish
@@ -43,7 +43,7 @@ from gateway.forwarded import ClientAddress
 from gateway.telemetry.metrics import Metrics
 from gateway.telemetry.record import NULL, NewRecord, Recorder
 
-__all__ = ["Observer", "Proxy"]
+__all__ = ["Observer", "Observers", "Proxy"]
 
 _ADMITTED = object()  # a request counted in flight, before (or without) a Flight
 
@@ -53,7 +53,7 @@ class Proxy(Outgoing, ModelPeek, Finish):
 
     def __init__(self, holder: TableSource, upstreams: Upstreams, inflight: Inflight,
                  metrics: Metrics, max_body: int, peek_bytes: int,
-                 observer: Observer | None = None, scheme: str = "http",
+                 observer: Observers | None = None, scheme: str = "http",
                  max_inflight: int = 10_000, peek_memory: int = 512 << 20,
                  recorder: Recorder = NULL,
                  tracer: RequestTracer | None = None, faults: FaultGate | None = None,

@@ -159,7 +159,7 @@ HELP: dict[str, tuple[str, str]] = {
                      "answer (an SSE stream's time to first token), by route and version."),
     "killgate_split_share": (
         "gauge", "Share (0-1) of the last minute's answers of a route that each version "
-                 "served."),
+                 "served (answers a client pinned left out)."),
     "killgate_split_expected_share": (
         "gauge", "Share (0-1) of a route's new traffic the routing table gives each version "
                  "now (its effective weight)."),
@@ -167,8 +167,8 @@ HELP: dict[str, tuple[str, str]] = {
         "gauge", "killgate_split_share minus killgate_split_expected_share: how far the "
                  "actual split is from the intended one."),
     "killgate_split_window_answers": (
-        "gauge", "Answers a version served on a route in the last minute (the "
-                 "denominator of killgate_split_share)."),
+        "gauge", "Answers a version served on a route in the last minute, pinned ones "
+                 "left out (the denominator of killgate_split_share)."),
     "killgate_metrics_workers": ("gauge", "Workers of this process group (serve --workers N) "
                                           "whose series this scrape merged: fresh snapshots, "
                                           "the answering worker's included."),

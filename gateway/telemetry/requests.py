@@ -35,7 +35,9 @@ SPLIT_WINDOW = 60.0  # seconds of answers behind killgate_split_share
 #: at most one snapshot kept per this many seconds, however often /metrics is scraped (it
 #: needs no token): the window stays about SPLIT_WINDOW / SPLIT_STEP snapshots
 SPLIT_STEP = 1.0
-_NOT_SERVED = frozenset({"", "killed", "fallback"})  # answers no version served
+# answers no version served, and those a client pinned (`x-killgate-pin`: the client's
+# choice, not the split's; a dark launch at weight 0 answering its pins was "drift")
+_NOT_SPLIT = frozenset({"", "killed", "fallback", "pinned"})
 _CLASS = ("", "1xx", "2xx", "3xx", "4xx", "5xx")
 
 
@@ -210,10 +212,11 @@ class RequestStats:
         yield from self._split()
 
     def served(self) -> dict[tuple[str, str], int]:
-        """Answers each (route, version) served since the start."""
+        """Answers the split had each (route, version) serve since the start (not pinned
+        ones: `_NOT_SPLIT`)."""
         out: dict[tuple[str, str], int] = {}
         for (route, version, decision, _, _), e in list(self.entries.items()):
-            if version and decision not in _NOT_SERVED:
+            if version and decision not in _NOT_SPLIT:
                 k = (route, version)
                 out[k] = out.get(k, 0) + int(sum(e.duration[1][:-1]))
         return out

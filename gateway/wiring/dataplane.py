@@ -18,7 +18,7 @@ from gateway.dataplane.clock import Clock
 from gateway.dataplane.drillfault import FaultGate
 from gateway.dataplane.inflight import Inflight
 from gateway.dataplane.listener import Limits, Listener
-from gateway.dataplane.proxy import Observer, Proxy
+from gateway.dataplane.proxy import Observer, Observers, Proxy
 from gateway.dataplane.shadow import Mirror
 from gateway.dataplane.shadowrecord import routes_by_name
 from gateway.dataplane.spans import RequestTracer
@@ -65,11 +65,17 @@ class Outcomes:
     detection sees every "ok" before the failure that follows it, and ejects at the same
     request as when told of each), and before they read what they count. `clock` is the
     batched observers' wall clock: one batch never spans two of their 1-second (or longer)
-    buckets. Observers that are not `Batched` are told of every outcome as it comes."""
+    buckets. Observers that are not `Batched` are told of every outcome as it comes.
+    Answers a client pinned (`pinned`) go to every observer but the `judges` (outlier
+    detection, canary analysis: a pin is the client's choice, so pinned requests its model
+    answers 500 ejected a healthy canary, and an ejected canary fails its analysis), each
+    as it comes."""
 
-    def __init__(self, *observers: Observer, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, *observers: Observer, clock: Callable[[], float] = time.time,
+                 judges: tuple[Observer, ...] = ()) -> None:
         self.each = tuple(o for o in observers if not isinstance(o, Batched))
         self.batched = tuple(o for o in observers if isinstance(o, Batched))
+        self.for_pins = tuple(o for o in observers if all(o is not j for j in judges))
         self.clock = clock
         self._held: dict[Key, list[float]] = {}
         # the list of the last (route, version) held: the next "ok" is most often for the
@@ -102,6 +108,13 @@ class Outcomes:
                 self.flush()
             return
         self._other(route, version, kind, latency, now)
+
+    def pinned(self, route: str, version: str, kind: str, latency: float) -> None:
+        """The outcome of a request a client pinned: told to `for_pins` (not the judges) at
+        once, after what is held (so every observer keeps the outcomes in order)."""
+        self.flush()
+        for o in self.for_pins:
+            o.outcome(route, version, kind, latency)
 
     def _hold(self, route: str, version: str) -> list[float]:
         """The list (route, version)'s "ok" latencies of this second are held in."""
@@ -142,7 +155,7 @@ def trusted(loaded: LoadedConfig) -> ClientAddress | None:
 
 
 def data_plane(loaded: LoadedConfig, holder: TableHolder, upstreams: Upstreams,
-               inflight: Inflight, metrics: Metrics, clock: Clock, observer: Observer,
+               inflight: Inflight, metrics: Metrics, clock: Clock, observer: Observers,
                recorder: Recorder, tracer: RequestTracer | None, mirror: Mirror,
                drill_key: bytes | None) -> tuple[Proxy, Listener]:
     """The proxy and the listener that hands it requests (not yet listening)."""
