@@ -6,7 +6,8 @@ inject → measure (hold) → restore, which always runs: after the hold, on an 
 condition, on Ctrl-C (`stop`), on a failed steady-state check → settle (time to
 restore) → verdict → end (`drill.end`). A drill process that dies leaves an open drill
 that `killgate drill restore ID` undoes. HTTP lives in `drillload`, what the drill runs
-against in `drillfleet`, the report's fields in `drilloutcome`, analysis in
+against in `drillfleet`, the report's fields in `drilloutcome`, the restore and settle phases in
+`drillrestore`, analysis in
 `domain.drillreport` (`domain.drillverdict`: what the restore kept); the store pause is
 handed in (the CLI owns the store access).
 """
@@ -24,7 +25,6 @@ import aiohttp
 
 from gateway.control import drilloutcome
 from gateway.control.drillabort import ErrorWatch, own_counts
-from gateway.control.drillended import ended as ended_elsewhere
 from gateway.control.drillfleet import discover
 from gateway.control.drillguards import (
     Check,
@@ -37,23 +37,19 @@ from gateway.control.drillguards import (
 from gateway.control.drillload import AdminClient, DrillApiError, Traffic, resolve_probe
 from gateway.control.drillreach import Reach
 from gateway.control.drillrejoin import short_receipt, wait_rejoined
+from gateway.control.drillrestore import Restoration
 from gateway.domain.audit import utc_now
-from gateway.domain.drillfinish import iso_to_unix
 from gateway.domain.drillplan import Plan, duration, fault_ttl, too_long
-from gateway.domain.drillreport import Marks, Obs, Restoring, analyse, steady_problems
+from gateway.domain.drillreport import Marks, Obs, analyse, steady_problems
 from gateway.domain.drilltoken import HEADER
-from gateway.domain.drillverdict import kept
 from gateway.errors import StateError
 
 __all__ = ["DrillRunner"]
 
 _DRILL_ID = re.compile(r"[A-Za-z0-9-]{1,64}")  # (the grammar of admin/drills.py's ids)
-#: seconds before the drill's own deadline at which the settle stops waiting (its end
-#: must reach the fleet while the drill is not yet overdue)
-END_MARGIN = 10.0
 
 
-class DrillRunner:
+class DrillRunner(Restoration):
     def __init__(self, plan: Plan, session: aiohttp.ClientSession, admin: AdminClient,
                  say: Callable[[str], None], pause: Pause | None = None,
                  check: Check | None = None) -> None:
@@ -233,64 +229,6 @@ class DrillRunner:
         if self.not_back:
             self.say(f"WARNING: not heartbeating again {limit:g}s after the store's return: "
                      f"{', '.join(self.not_back)} (the restore's receipt cannot count them)")
-
-    async def _restore(self, drill: str) -> dict[str, Any]:
-        self.marks.restore_sent = self.now()
-        try:
-            out = await asyncio.shield(self.reach.call(
-                "POST", f"/v1/drills/{drill}/restore",
-                {"reason": f"drill ended ({self.stopped or 'done'})"}, retry_for=30.0))
-        except DrillApiError as exc:
-            self.api = self.reach.api
-            if exc.status == 404 and (done := await ended_elsewhere(self.api, drill)) is not None:
-                return self._ended_elsewhere(done)
-            self.say(f"RESTORE FAILED: {exc}; run: killgate --admin {self.api.base} drill restore "
-                     f"{drill}")
-            return {"error": str(exc)}
-        self.api = self.reach.api
-        self.marks.restore_done = self.now()
-        applied = out.get("applied", {})
-        self.say(f"restored: generation {out.get('generation')} applied by "
-                 f"{applied.get('acked')}/{applied.get('instances')} instance(s)")
-        for why in kept(out):
-            self.say(why)
-        if (short := short_receipt(self.started_with, applied, self.not_back)) is not None:
-            self.say(f"WARNING: {short['message']}")
-        return out
-
-    def _ended_elsewhere(self, ended: dict[str, Any]) -> dict[str, Any]:
-        """The drill was restored and ended while it ran, by someone else (`killgate drill
-        restore`, the fleet past its deadline): said so, and measured until then."""
-        at = iso_to_unix(str(ended.get("restored_at", ""))) - self.t0_unix
-        if 0 < at < self.now():
-            self.marks.restore_sent = self.marks.restore_done = at
-        why = (f"the drill was restored and ended meanwhile by {ended.get('actor')} at "
-               f"{ended.get('time')} (killgate drill restore, or the fleet past its deadline)")
-        self.say(why)
-        if self.stopped is None:
-            self.stopped = why
-        return {"elsewhere": ended}
-
-    async def _settle(self, seconds: float, to: str | None) -> None:
-        """Watch the fleet for `seconds` after the restore; then an instance that has not yet
-        shown an answer from before the drill is waited for, up to time_to_restore's max
-        target after the restore was asked for: an instance slow to come back (after a
-        store-loss drill, its reconnect backoff) is measured, not called never restored. (A
-        drill stopped early, by Ctrl-C or an abort, does not wait longer than its settle.)"""
-        await asyncio.sleep(seconds)
-        sent, target = self.marks.restore_sent, self.plan.targets.time_to_restore_ms
-        limit = target.max or target.p99 or target.p50
-        if self.stopped or sent is None or limit is None:
-            return
-        deadline = sent + limit / 1000
-        if self.opened_at is not None:  # (past the drill's own deadline the fleet counts
-            # it overdue, and closes it: its end would be refused)
-            deadline = min(deadline, self.opened_at + duration(self.plan) - END_MARGIN)
-        waiting = Restoring(self.plan, to, sent)
-        while waiting.left(self.obs):
-            if (left := deadline - self.now()) <= 0 or self.stopped:
-                return  # (a Ctrl-C meanwhile ends it too)
-            await self._hold(min(0.05, left))
 
     def _refused(self, started: str, why: str, verdict_: str = "aborted") -> dict[str, Any]:
         self.report = drilloutcome.refused(self.plan, started, why, verdict_)
