@@ -22,7 +22,7 @@ from aiohttp import web
 from gateway.admin import inputs
 from gateway.admin.auth import Principal
 from gateway.admin.drillinject import FIELDS, injection
-from gateway.admin.drillsupport import DrillHistory, clean_summary, drill_events
+from gateway.admin.drillsupport import DrillHistory, drill_events, end_input
 from gateway.admin.ports import AuditReader, Current, Describe, StateWriter
 from gateway.admin.ports import Change as ChangeFn
 from gateway.admin.tracing import TRACE_ID
@@ -44,8 +44,6 @@ if TYPE_CHECKING:
 __all__ = ["DrillApi"]
 
 log = logging.getLogger("killgate.drills")
-VERDICTS = ("passed", "failed", "aborted", "skipped")
-MAX_SUMMARY = 16 * 1024
 MADE = ("kill", "rollback", "drill.fault")  # the audit actions of a drill's changes
 
 
@@ -266,15 +264,7 @@ class DrillApi:
         principal = await self.callers.authorize(request, "killgate:drill")
         drill = self._drill_id(request)
         body = await inputs.json_body(request, frozenset({"verdict", "summary", "reason"}))
-        verdict = body.get("verdict")
-        if verdict not in VERDICTS:
-            raise ApiError(400, "bad_request", f"'verdict' must be one of {', '.join(VERDICTS)}")
-        summary = body.get("summary", {})
-        if not isinstance(summary, dict):
-            raise ApiError(400, "bad_request", "'summary' must be an object")
-        summary = clean_summary(summary)
-        if len(json.dumps(summary)) > MAX_SUMMARY:
-            raise ApiError(400, "bad_request", f"'summary' is larger than {MAX_SUMMARY} bytes")
+        verdict, summary = end_input(body)
         reason = inputs.reason(body)
         rid, peer = self.callers.meta(request)
         routes = {r.name: r for r in self.current.loaded.config.routes}

@@ -8,6 +8,7 @@ audit trail that `GET /v1/drills` and a restore without a drill record use.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -23,8 +24,8 @@ from gateway.domain.statedoc import StateDoc
 from gateway.errors import ApiError
 from gateway.telemetry.metrics import Metrics
 
-__all__ = ["HISTORY_SCAN", "DrillHistory", "clean_summary", "drill_events", "export_metrics",
-           "load_drill_key"]
+__all__ = ["HISTORY_SCAN", "MAX_SUMMARY", "VERDICTS", "DrillHistory", "clean_summary",
+           "drill_events", "end_input", "export_metrics", "load_drill_key"]
 
 HISTORY_SCAN = 5000  # audit events read (newest first) to find past drills
 
@@ -97,6 +98,24 @@ def export_metrics(metrics: Metrics, doc: StateDoc) -> None:
 
 
 _MAX_INT = 2 ** 63
+
+
+VERDICTS = ("passed", "failed", "aborted", "skipped")
+MAX_SUMMARY = 16 * 1024
+
+
+def end_input(body: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """An end's `verdict` and its `summary` as recorded (`clean_summary`); 400 for others."""
+    verdict = body.get("verdict")
+    if verdict not in VERDICTS:
+        raise ApiError(400, "bad_request", f"'verdict' must be one of {', '.join(VERDICTS)}")
+    summary = body.get("summary", {})
+    if not isinstance(summary, dict):
+        raise ApiError(400, "bad_request", "'summary' must be an object")
+    summary = clean_summary(summary)
+    if len(json.dumps(summary)) > MAX_SUMMARY:
+        raise ApiError(400, "bad_request", f"'summary' is larger than {MAX_SUMMARY} bytes")
+    return str(verdict), summary
 
 
 def clean_summary(summary: dict[str, Any]) -> dict[str, Any]:
