@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
+import threading
 import time
 from pathlib import Path
 
@@ -19,6 +21,11 @@ from tests.backends import echo_app
 from tests.conftest import RedisServer, running_gateway, two_versions, wait_until, write_config
 from tests.test_forgery import stored_doc
 from tests.test_killswitch import kill, redis_state, status_of
+
+
+def resp(*args: str) -> bytes:
+    return f"*{len(args)}\r\n".encode() + b"".join(
+        f"${len(a.encode())}\r\n".encode() + a.encode() + b"\r\n" for a in args)
 
 
 async def test_a_store_refused_at_every_poll_is_stale_and_fails_closed(
@@ -63,3 +70,46 @@ async def test_a_store_refused_at_every_poll_is_stale_and_fails_closed(
                          what="staleness to clear once the store is repaired")
         assert (await status_of(session, g.url))[0] == 200
         assert "version:iris:v2" in stored_doc(redis_server)["kills"]
+
+
+async def test_a_kill_reaches_an_instance_while_the_generation_key_is_rewritten(
+        tmp_path: Path, backends, redis_server: RedisServer, session) -> None:
+    """Someone rewrites only the (unsigned) generation key in a loop and cuts every
+    subscription: a kill made through another instance (its commit compares the signed
+    document instead of the key) is read, verified, by this instance's next poll and
+    enforced, though its repair of the key backs off; and it is not stale meanwhile."""
+    p1 = await backends(echo_app("v1"))
+    routes = two_versions(p1, p1, 100, 0)
+    cfg_a = write_config(tmp_path, routes, state=redis_state(redis_server, tmp_path, "a"),
+                         name="a.yaml")
+    cfg_b = write_config(tmp_path, routes, state=redis_state(redis_server, tmp_path, "b"),
+                         name="b.yaml")
+    async with running_gateway(cfg_a, "a") as a, running_gateway(cfg_b, "b") as b:
+        stop = threading.Event()
+
+        def rewrite() -> None:  # (a thread: the attacker does not wait for our loop)
+            n = 0
+            with socket.create_connection(("127.0.0.1", redis_server.port), timeout=2) as s:
+                while not stop.is_set():
+                    n += 1
+                    s.sendall(resp("SET", "kgtest:gen", str(10_000 + n))
+                              + resp("CLIENT", "KILL", "TYPE", "pubsub"))
+                    got = b""
+                    while got.count(b"\r\n") < 2:  # (+OK, :n)
+                        got += s.recv(256)
+                    time.sleep(0.0002)
+
+        forger = asyncio.create_task(asyncio.to_thread(rewrite))
+        try:
+            # a's repairs of the key back off (one at once, then 0.25 s, 0.5 s, 1 s, ...)
+            await asyncio.sleep(1.8)
+            res = await kill(session, b.admin, wait="0s", scope="version", route="iris",
+                             version="v2")
+            gen = int(res["generation"])
+            await wait_until(lambda: a.gw.sync.holder.doc.generation >= gen, 1.0,
+                             what="a to enforce the kill read from the store")
+            assert "version:iris:v2" in a.gw.sync.holder.doc.kills
+            assert not a.gw.sync.stale
+        finally:
+            stop.set()
+            await forger

@@ -131,21 +131,34 @@ class Repair:
             wiped = got.problem is None and _wiped(got.trail, mine.audit_seq)
             if not wiped and not self._may_repair():
                 self._resync = True  # (a collision does not move the generation key)
-                return False  # spoiled again at once: keep our state, back off (see _may_repair)
+                return self._took(got)  # spoiled again at once: keep our state, back off (see _may_repair)
             await self._reseed(got, mine)
             self._foreign.clear()  # (merged)
             got = await self.store.load()
         if got.doc is None or got.problem is not None:
             return False
         if not got.trusted:  # (only the unsigned generation key disagrees: verified)
-            return got.doc.generation <= self.holder.doc.generation \
-                and not self._foreign_to(self.holder.doc, got.doc)
+            return self._took(got)
         if self._foreign_to(self.holder.doc, got.doc):  # (a write that beat our re-seed)
             self._resync = True
             return False
         if self._apply(got.doc):
             self.snapshot.soon(got.doc)
         return got.doc.generation <= self.holder.doc.generation
+
+    def _took(self, got: Loaded) -> bool:
+        """A store not repaired now: whether we hold its document. A verified one newer
+        than ours that only adds (a kill made elsewhere, committed against the signed
+        document while someone rewrites the unsigned generation key beside it, pushes cut)
+        is applied, as its push would be: waiting for the repair's back-off held a kill
+        off this instance for up to 30 s. One that relaxes anything waits for a store
+        that agrees with it (tests/test_forgery_staleness.py)."""
+        doc, mine = got.doc, self.holder.doc
+        if doc is None or got.problem is not None or self._foreign_to(mine, doc):
+            return False
+        if doc.generation > mine.generation and not relaxes(mine, doc) and self._apply(doc):
+            self.snapshot.soon(doc)
+        return doc.generation == self.holder.doc.generation
 
     def _may_repair(self) -> bool:
         """Whether to re-seed the store now. Repairs that are undone again at once (a
