@@ -14,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -35,6 +37,25 @@ def kills_only(doc: StateDoc) -> StateDoc:
     1 — past an instance's empty start, so they are adopted, and never its own generation
     (whoever wrote the file chose it: one the fleet could never move past)."""
     return StateDoc(generation=1, kills=doc.kills)
+
+
+def _read_regular(path: Path) -> bytes | None:
+    """At most MAX_DOC_BYTES + 1 bytes of the file at `path` (a document the store would
+    refuse is not read); None when it is no regular file: opening a FIFO for reading
+    waited for a writer, and `serve` hung at its start with nothing logged."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        data = b""
+        while len(data) <= MAX_DOC_BYTES:  # (a short read is not the end of a file)
+            more = os.read(fd, MAX_DOC_BYTES + 1 - len(data))
+            if not more:
+                break
+            data += more
+        return data
+    finally:
+        os.close(fd)
 
 
 class SnapshotFile:
@@ -60,8 +81,7 @@ class SnapshotFile:
         if self.path is None:
             return None
         try:
-            with self.path.open("rb") as f:  # (a document the store would refuse is not read)
-                raw = f.read(MAX_DOC_BYTES + 1)
+            raw = _read_regular(self.path)
         except FileNotFoundError:
             return None
         except OSError as exc:
@@ -69,6 +89,9 @@ class SnapshotFile:
                   error=exc.strerror)
             return None
         try:
+            if raw is None:
+                raise ValueError("not a regular file (a FIFO, device, socket or folder is "
+                                 "never read as a snapshot; the next write replaces it)")
             if len(raw) > MAX_DOC_BYTES:
                 raise ValueError(f"over the {MAX_DOC_BYTES}-byte limit of a state document "
                                  "(not read)")
