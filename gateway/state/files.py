@@ -11,11 +11,31 @@ import contextlib
 import json
 import os
 import secrets
+import stat
 from pathlib import Path
 from typing import Any
 
-__all__ = ["append_lines", "atomic_write", "end_line", "last_line", "put_in_place", "tail_lines",
-           "written_aside"]
+__all__ = ["append_lines", "atomic_write", "end_line", "last_line", "put_in_place",
+           "read_regular", "tail_lines", "written_aside"]
+
+
+def read_regular(path: Path, limit: int) -> bytes | None:
+    """At most `limit` bytes of the file at `path` (a link followed); None when it is no
+    regular file: opening a FIFO for reading waits for a writer (a start, or every poll of
+    a `local` store, hung there with nothing logged)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        data = b""
+        while len(data) < limit:  # (a short read is not the end of a file)
+            more = os.read(fd, limit - len(data))
+            if not more:
+                break
+            data += more
+        return data
+    finally:
+        os.close(fd)
 
 
 def atomic_write(path: Path, data: bytes, mode: int | None = None) -> None:

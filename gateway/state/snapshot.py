@@ -14,8 +14,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
-import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,7 +21,7 @@ from typing import Any
 from gateway import filemodes
 from gateway.domain.statedoc import StateDoc
 from gateway.log import event
-from gateway.state.files import atomic_write
+from gateway.state.files import atomic_write, read_regular
 from gateway.state.signing import MAGIC, Keyring
 from gateway.state.store import MAX_DOC_BYTES, OnUnverified, decode_doc, ignore_unverified
 
@@ -37,25 +35,6 @@ def kills_only(doc: StateDoc) -> StateDoc:
     1 — past an instance's empty start, so they are adopted, and never its own generation
     (whoever wrote the file chose it: one the fleet could never move past)."""
     return StateDoc(generation=1, kills=doc.kills)
-
-
-def _read_regular(path: Path) -> bytes | None:
-    """At most MAX_DOC_BYTES + 1 bytes of the file at `path` (a document the store would
-    refuse is not read); None when it is no regular file: opening a FIFO for reading
-    waited for a writer, and `serve` hung at its start with nothing logged."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None
-        data = b""
-        while len(data) <= MAX_DOC_BYTES:  # (a short read is not the end of a file)
-            more = os.read(fd, MAX_DOC_BYTES + 1 - len(data))
-            if not more:
-                break
-            data += more
-        return data
-    finally:
-        os.close(fd)
 
 
 class SnapshotFile:
@@ -81,7 +60,7 @@ class SnapshotFile:
         if self.path is None:
             return None
         try:
-            raw = _read_regular(self.path)
+            raw = read_regular(self.path, MAX_DOC_BYTES + 1)
         except FileNotFoundError:
             return None
         except OSError as exc:
