@@ -70,6 +70,11 @@ async def test_a_store_refused_at_every_poll_is_stale_and_fails_closed(
                          what="staleness to clear once the store is repaired")
         assert (await status_of(session, g.url))[0] == 200
         assert "version:iris:v2" in stored_doc(redis_server)["kills"]
+        # both automatic actions are in the audit trail: the trip was noted while the store
+        # held only what the instance refused (no verified state to append to), and kept
+        await wait_until(lambda: all(a in redis_server.cmd("XRANGE", "kgtest:audit", "-", "+")
+                                     for a in ("fail_closed.trip", "fail_closed.clear")), 3,
+                         what="the trip and the clear in the audit trail")
 
 
 async def test_a_kill_reaches_an_instance_while_the_generation_key_is_rewritten(

@@ -269,7 +269,8 @@ class Sync(Repair, Guard, Writes, Startup):
         if self.peers.due():
             await self.peers.beat()
         while self._pending_audit:  # automatic actions noted while the store was away
-            await self.append_audit(self._pending_audit[0])
+            if await self.append_audit(self._pending_audit[0]) is None:
+                break  # (no verified state to append to yet: kept, not dropped)
             self._pending_audit.pop(0)
 
     # ------------------------------------------------------------------ reads
