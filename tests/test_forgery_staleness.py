@@ -20,7 +20,7 @@ from pathlib import Path
 from tests.backends import echo_app
 from tests.conftest import RedisServer, running_gateway, two_versions, wait_until, write_config
 from tests.test_forgery import stored_doc
-from tests.test_killswitch import kill, redis_state, status_of
+from tests.test_killswitch import kill, redis_state, status_of, unkill
 
 
 def resp(*args: str) -> bytes:
@@ -82,7 +82,8 @@ async def test_a_kill_reaches_an_instance_while_the_generation_key_is_rewritten(
     """Someone rewrites only the (unsigned) generation key in a loop and cuts every
     subscription: a kill made through another instance (its commit compares the signed
     document instead of the key) is read, verified, by this instance's next poll and
-    enforced, though its repair of the key backs off; and it is not stale meanwhile."""
+    enforced, though its repair of the key backs off, and so is its unkill; it is not
+    stale meanwhile (the key is no part of what it trusts)."""
     p1 = await backends(echo_app("v1"))
     routes = two_versions(p1, p1, 100, 0)
     cfg_a = write_config(tmp_path, routes, state=redis_state(redis_server, tmp_path, "a"),
@@ -111,9 +112,18 @@ async def test_a_kill_reaches_an_instance_while_the_generation_key_is_rewritten(
             res = await kill(session, b.admin, wait="0s", scope="version", route="iris",
                              version="v2")
             gen = int(res["generation"])
-            await wait_until(lambda: a.gw.sync.holder.doc.generation >= gen, 1.0,
+            # (within a few of a's reconnects: its subscription is cut as it comes up)
+            await wait_until(lambda: a.gw.sync.holder.doc.generation >= gen, 3.0,
                              what="a to enforce the kill read from the store")
             assert "version:iris:v2" in a.gw.sync.holder.doc.kills
+            assert not a.gw.sync.stale
+            # and its unkill (a signed document read from the store, newer: what lifts a kill)
+            res = await unkill(session, b.admin, wait="0s", scope="version", route="iris",
+                               version="v2")
+            gen = int(res["generation"])
+            await wait_until(lambda: a.gw.sync.holder.doc.generation >= gen, 3.0,
+                             what="a to lift the kill as the store holds it")
+            assert "version:iris:v2" not in a.gw.sync.holder.doc.kills
             assert not a.gw.sync.stale
         finally:
             stop.set()

@@ -147,16 +147,16 @@ class Repair:
         return got.doc.generation <= self.holder.doc.generation
 
     def _took(self, got: Loaded) -> bool:
-        """A store not repaired now: whether we hold its document. A verified one newer
-        than ours that only adds (a kill made elsewhere, committed against the signed
-        document while someone rewrites the unsigned generation key beside it, pushes cut)
-        is applied, as its push would be: waiting for the repair's back-off held a kill
-        off this instance for up to 30 s. One that relaxes anything waits for a store
-        that agrees with it (tests/test_forgery_staleness.py)."""
+        """A store not repaired now: whether we hold its document. A verified one read from
+        the store, newer than ours and not to merge, is applied whatever the unsigned
+        generation key beside it says (what writes take as their base too): with the key
+        rewritten in a loop and pushes cut, waiting for the repair's back-off held a kill,
+        or an unkill, made elsewhere off this instance for up to 30 s, silently
+        (tests/test_forgery_staleness.py)."""
         doc, mine = got.doc, self.holder.doc
         if doc is None or got.problem is not None or self._foreign_to(mine, doc):
             return False
-        if doc.generation > mine.generation and not relaxes(mine, doc) and self._apply(doc):
+        if doc.generation > mine.generation and self._apply(doc):
             self.snapshot.soon(doc)
         return doc.generation == self.holder.doc.generation
 
