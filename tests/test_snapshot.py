@@ -188,3 +188,25 @@ def test_a_snapshot_path_that_is_no_regular_file_is_refused_without_waiting(
     assert len(problems) == 1 and "not a regular file" in problems[0], problems
     snap._write(DOC)
     assert path.is_file() and snap.read() == DOC
+
+
+def test_a_snapshot_path_that_is_a_link_is_written_through_it(tmp_path: Path) -> None:
+    """snapshot_path a link into a persistent volume: each write replaced the link with a
+    file of its own beside it (shown as written), and a restart read the file the link
+    pointed to, never written since. A write now lands in that file, the link kept."""
+    volume = tmp_path / "volume"
+    volume.mkdir(mode=0o700)
+    image = tmp_path / "image"
+    image.mkdir(mode=0o755)
+    image.chmod(0o755)
+    link = image / "snapshot.json"
+    link.symlink_to(volume / "snapshot.json")
+    snap = SnapshotFile(link, RING)
+    snap._write(DOC)
+    assert link.is_symlink() and (volume / "snapshot.json").is_file()
+    assert SnapshotFile(volume / "snapshot.json", RING).read() == DOC
+    # a link where others may write is not followed: the write fails, is shown
+    image.chmod(0o777)
+    with pytest.raises(OSError, match="symbolic link in a folder other users may write"):
+        snap._write(StateDoc(generation=2))
+    assert SnapshotFile(volume / "snapshot.json", RING).read() == DOC
