@@ -146,3 +146,20 @@ async def test_a_state_file_that_is_a_fifo_is_refused_at_once(tmp_path: Path) ->
         pytest.fail("reading a FIFO at state.path waited for a writer")
     assert len(got) == 1 and isinstance(got[0], StoreUnavailable), got
     assert "store.json: not a regular file" in str(got[0])
+
+
+async def test_a_state_file_that_is_a_link_is_written_through_it(tmp_path: Path) -> None:
+    """`state.path` a link into a persistent volume: the first commit replaced the link
+    with a file beside it, and a restart read the file it pointed to, without every change
+    since. A commit now lands in that file and the link stays a link."""
+    volume = tmp_path / "volume"
+    volume.mkdir(mode=0o700)
+    link = tmp_path / "store.json"
+    link.symlink_to(volume / "store.json")
+    store = LocalStore(link)
+    await store.open()
+    await store.commit(None, StateDoc(generation=1), None)
+    await store.commit("1", StateDoc(generation=2), None)
+    assert link.is_symlink()
+    got = await LocalStore(volume / "store.json").load()
+    assert got.doc is not None and got.doc.generation == 2

@@ -12,11 +12,8 @@ so too for a file that other users may write (gateway/filemodes.py).
 from __future__ import annotations
 
 import asyncio
-import errno
 import json
 import logging
-import os
-import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,7 +21,7 @@ from typing import Any
 from gateway import filemodes
 from gateway.domain.statedoc import StateDoc
 from gateway.log import event
-from gateway.state.files import atomic_write, read_regular
+from gateway.state.files import atomic_write, read_regular, write_target
 from gateway.state.signing import MAGIC, Keyring
 from gateway.state.store import MAX_DOC_BYTES, OnUnverified, decode_doc, ignore_unverified
 
@@ -38,22 +35,6 @@ def kills_only(doc: StateDoc) -> StateDoc:
     1 — past an instance's empty start, so they are adopted, and never its own generation
     (whoever wrote the file chose it: one the fleet could never move past)."""
     return StateDoc(generation=1, kills=doc.kills)
-
-
-def _target(path: Path) -> Path:
-    """Where a write of the snapshot at `path` lands: the file a link there points to (say
-    into a persistent volume, as it is read). Replaced, the link itself became a file
-    beside it: every later write landed there, shown as written, and a restart read the
-    file the link pointed to, never written. A link in a folder others may write to is
-    refused (OSError): they could point it at any file of ours, overwritten."""
-    if not path.is_symlink():
-        return path
-    folder = path.parent.stat()
-    if folder.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        raise OSError(errno.EPERM, f"{path} is a symbolic link in a folder other users may "
-                                   "write to (they could point it at any file); point "
-                                   "snapshot_path at the file itself")
-    return Path(os.path.realpath(path))
 
 
 class SnapshotFile:
@@ -119,7 +100,7 @@ class SnapshotFile:
 
     def _write(self, doc: StateDoc) -> None:
         assert self.path is not None
-        atomic_write(_target(self.path),
+        atomic_write(write_target(self.path),
                      self.keys.seal(b"snapshot", json.dumps(doc.to_json()).encode()), 0o600)
 
     async def write(self, doc: StateDoc) -> None:
