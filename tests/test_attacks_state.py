@@ -553,7 +553,7 @@ async def test_huge_documents_in_the_store_do_not_stall_the_data_plane(
                 big = b"[" + b"1," * (size * 512 * 1024) + b"1]"
             await asyncio.to_thread(_set_raw, redis_server, "kgtest:events", big, "PUBLISH")
             refused = tamper.counts.get("state", 0)
-            worst = 0.0
+            worst, over = 0.0, False
             # two seconds of it, and until a read of it has been refused (a loaded machine
             # may take longer than that to move 12 MB through redis and check it)
             end, deadline = time.monotonic() + 2.0, time.monotonic() + 12.0
@@ -565,11 +565,14 @@ async def test_huge_documents_in_the_store_do_not_stall_the_data_plane(
                 t0 = time.perf_counter()
                 assert (await status_of(session, g.url))[0] == 200
                 worst = max(worst, time.perf_counter() - t0)
+                # (the newest refusal may be another: the generation key, set after the
+                # instance's re-seed, beside its verified document)
+                over = over or "over the 16777216-byte limit (not read)" in str(tamper.last)
                 await asyncio.sleep(0.01)
             assert tamper.counts.get("state", 0) > refused, (size, g.gw.sync.last_error)
             assert worst < 1.0, (size, worst)
             if size == 40:
-                assert "over the 16777216-byte limit (not read)" in str(tamper.last)
+                assert over, tamper.last
         # (the 12 MB push was read, not verified: over 1 MiB a push only starts a re-read of
         # the store, tests/test_push_flood.py; redis drops a subscriber rather than queue
         # 40 MB for it: client-output-buffer-limit pubsub, 32 MB by default)

@@ -116,3 +116,50 @@ async def test_an_audit_file_whose_last_line_is_no_event_still_takes_changes(
     lines = (tmp_path / "store.json.audit.jsonl").read_bytes().splitlines()
     assert len(lines) == 3 and lines[1] == torn.rstrip(b"\n")
     assert (await store.load()).doc.audit_head == second["hash"]
+
+
+async def test_a_state_file_that_is_a_fifo_is_refused_at_once(tmp_path: Path) -> None:
+    """A FIFO at `state.path` was opened for reading at every poll, in a thread, waiting
+    for a writer for ever: the sync loop hung there and every poll tied up one more
+    thread. It is StoreUnavailable at once, naming the file (a daemon thread here: a
+    reader left waiting must not outlive the test)."""
+    import os
+    import threading
+
+    path = tmp_path / "store.json"
+    os.mkfifo(path, 0o600)
+    store = LocalStore(path)
+    got: list[BaseException] = []
+
+    def read() -> None:
+        try:
+            store._read()
+        except BaseException as exc:  # noqa: BLE001 - what it raised is the point
+            got.append(exc)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(2.0)
+    if reader.is_alive():
+        os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+        reader.join(2.0)
+        pytest.fail("reading a FIFO at state.path waited for a writer")
+    assert len(got) == 1 and isinstance(got[0], StoreUnavailable), got
+    assert "store.json: not a regular file" in str(got[0])
+
+
+async def test_a_state_file_that_is_a_link_is_written_through_it(tmp_path: Path) -> None:
+    """`state.path` a link into a persistent volume: the first commit replaced the link
+    with a file beside it, and a restart read the file it pointed to, without every change
+    since. A commit now lands in that file and the link stays a link."""
+    volume = tmp_path / "volume"
+    volume.mkdir(mode=0o700)
+    link = tmp_path / "store.json"
+    link.symlink_to(volume / "store.json")
+    store = LocalStore(link)
+    await store.open()
+    await store.commit(None, StateDoc(generation=1), None)
+    await store.commit("1", StateDoc(generation=2), None)
+    assert link.is_symlink()
+    got = await LocalStore(volume / "store.json").load()
+    assert got.doc is not None and got.doc.generation == 2

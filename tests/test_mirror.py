@@ -124,3 +124,28 @@ async def test_a_mirror_file_that_cannot_be_opened_is_shown_and_tried_again(
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_disk_full_for_a_moment_is_retried_not_taken_for_a_broken_trail(
+        tmp_path: Path) -> None:
+    """A batch whose append failed (the disk full: /dev/full here) had moved the mirror's
+    idea of its last hash on anyway: the same batch, fetched again, then "did not continue
+    the mirror", and a disk full for a moment raised the tamper alarm (the hook, the
+    refused counter) and stopped copying for good. It is a failure, counted and retried."""
+    store = await _store(tmp_path, 3)
+    path = tmp_path / "m.jsonl"
+    path.symlink_to("/dev/full")
+    metrics, alarms = Metrics(), []
+    mirror = AuditMirror(store, path, KEYS, metrics, 0.02, alarms.append)
+    task = asyncio.create_task(mirror.run())
+    try:
+        await wait_until(lambda: metrics.get("killgate_audit_mirror_failures_total") >= 1, 5,
+                         what="an append to fail")
+        path.unlink()  # (room again: a file of its own)
+        await wait_until(lambda: _caught_up(mirror, store), 5, what="the copy")
+        assert mirror.refused is None and alarms == [], (mirror.refused, alarms)
+        assert len(_lines(path)) == 3
+        assert verify_trail(_lines(path), None, KEYS.keys()).brk is None
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

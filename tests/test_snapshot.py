@@ -4,7 +4,9 @@ they are adopted at start), a signed file of its own owner is read whole."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import threading
 from pathlib import Path
 
 import pytest
@@ -162,3 +164,49 @@ def test_a_snapshot_larger_than_any_document_is_refused_unread(tmp_path: Path) -
     snap = SnapshotFile(path, RING, lambda kind, problem, which: problems.append(problem))
     assert snap.read() is None
     assert len(problems) == 1 and "not read" in problems[0], problems
+
+
+def test_a_snapshot_path_that_is_no_regular_file_is_refused_without_waiting(
+        tmp_path: Path) -> None:
+    """A FIFO at `snapshot_path` (a path mistyped into a pipe, something planted in the
+    folder) was opened for reading, which waits for a writer: `serve` hung at its start, no
+    line logged, and its thread kept the process from exiting. It is refused at once, named,
+    as a key file that is no regular file is; the next write replaces it with a file."""
+    path = tmp_path / "snapshot.json"
+    os.mkfifo(path, 0o600)
+    problems: list[str] = []
+    snap = SnapshotFile(path, RING, lambda kind, problem, which: problems.append(problem))
+    got: list[object] = []
+    reader = threading.Thread(target=lambda: got.append(snap.read()), daemon=True)
+    reader.start()
+    reader.join(2.0)
+    if reader.is_alive():  # (a writer lets the reader go: it must not outlive the test)
+        os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+        reader.join(2.0)
+        pytest.fail("reading a FIFO at snapshot_path waited for a writer")
+    assert got == [None]
+    assert len(problems) == 1 and "not a regular file" in problems[0], problems
+    snap._write(DOC)
+    assert path.is_file() and snap.read() == DOC
+
+
+def test_a_snapshot_path_that_is_a_link_is_written_through_it(tmp_path: Path) -> None:
+    """snapshot_path a link into a persistent volume: each write replaced the link with a
+    file of its own beside it (shown as written), and a restart read the file the link
+    pointed to, never written since. A write now lands in that file, the link kept."""
+    volume = tmp_path / "volume"
+    volume.mkdir(mode=0o700)
+    image = tmp_path / "image"
+    image.mkdir(mode=0o755)
+    image.chmod(0o755)
+    link = image / "snapshot.json"
+    link.symlink_to(volume / "snapshot.json")
+    snap = SnapshotFile(link, RING)
+    snap._write(DOC)
+    assert link.is_symlink() and (volume / "snapshot.json").is_file()
+    assert SnapshotFile(volume / "snapshot.json", RING).read() == DOC
+    # a link where others may write is not followed: the write fails, is shown
+    image.chmod(0o777)
+    with pytest.raises(OSError, match="symbolic link in a folder other users may"):
+        snap._write(StateDoc(generation=2))
+    assert SnapshotFile(volume / "snapshot.json", RING).read() == DOC

@@ -8,14 +8,52 @@ they know nothing of what the bytes mean.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import secrets
+import stat
 from pathlib import Path
 from typing import Any
 
-__all__ = ["append_lines", "atomic_write", "end_line", "last_line", "put_in_place", "tail_lines",
-           "written_aside"]
+__all__ = ["append_lines", "atomic_write", "end_line", "last_line", "put_in_place",
+           "read_regular", "tail_lines", "write_target", "written_aside"]
+
+
+def read_regular(path: Path, limit: int) -> bytes | None:
+    """At most `limit` bytes of the file at `path` (a link followed); None when it is no
+    regular file: opening a FIFO for reading waits for a writer (a start, or every poll of
+    a `local` store, hung there with nothing logged)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        data = b""
+        while len(data) < limit:  # (a short read is not the end of a file)
+            more = os.read(fd, limit - len(data))
+            if not more:
+                break
+            data += more
+        return data
+    finally:
+        os.close(fd)
+
+
+def write_target(path: Path) -> Path:
+    """Where a replace of the file at `path` (a snapshot, a local store's state) lands:
+    the file a link there points to (say into a persistent volume, as it is read).
+    Replaced, the link itself became a file beside it: every later write landed there,
+    shown as written, and a restart read the file the link pointed to, never written. A
+    link in a folder others may write to is refused (OSError): they could point it at any
+    file of ours, overwritten."""
+    if not path.is_symlink():
+        return path
+    folder = path.parent.stat()
+    if folder.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise OSError(errno.EPERM, f"{path} is a symbolic link in a folder other users may "
+                                   "write to (they could point it at any file); name the "
+                                   "file itself")
+    return Path(os.path.realpath(path))
 
 
 def atomic_write(path: Path, data: bytes, mode: int | None = None) -> None:

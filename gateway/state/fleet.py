@@ -114,6 +114,7 @@ class Fleet:
         """Live instances → the newest generation each acked (never more than it signed)."""
         lease = self.cfg.instance_lease
         now = time.monotonic()
+        self._forget(now - lease)
         heard = (self.pushes and self.watching_since is not None
                  and now - self.watching_since > 2 * self.cfg.heartbeat_interval)
         if heard:
@@ -133,6 +134,15 @@ class Fleet:
             if not heard or inst == self.instance:
                 self.note(Ack(inst, gen))
         return live
+
+    def _forget(self, before: float) -> None:
+        """Drop what we keep of instances not heard of since `before` (a lease ago): dead
+        to receipts already, and with every restart a new pod name, kept for the life of
+        the process they grew without bound and every receipt walked them all."""
+        gone = [i for i, t in self.heard.items() if t < before and i != self.instance]
+        for i in gone:
+            del self.heard[i]
+            self.acks.pop(i, None)
 
     async def members(self) -> dict[str, dict[str, Any]]:
         """Every live instance with the generation and config digest it runs."""

@@ -29,7 +29,14 @@ from gateway.domain.audit import GENESIS, AuditDraft, parse_event, seal
 from gateway.domain.branches import replaces_another
 from gateway.domain.statedoc import StateDoc
 from gateway.errors import AuditError, StoreConflict, StoreUnavailable
-from gateway.state.files import append_lines, atomic_write, end_line, last_line
+from gateway.state.files import (
+    append_lines,
+    atomic_write,
+    end_line,
+    last_line,
+    read_regular,
+    write_target,
+)
 from gateway.state.localtrim import LocalTrim
 from gateway.state.signing import Keyring
 from gateway.state.store import (
@@ -99,13 +106,15 @@ class LocalStore(LocalTrim):
     # ------------------------------------------------------------------ state
 
     def _read(self) -> Loaded:
-        try:
-            with self.path.open("rb") as f:  # (read at every poll: never more than a document)
-                raw = f.read(MAX_DOC_BYTES + 1)
+        try:  # (read at every poll: never more than a document)
+            raw = read_regular(self.path, MAX_DOC_BYTES + 1)
         except FileNotFoundError:
             return Loaded(None, None)
         except OSError as exc:
             raise StoreUnavailable(f"cannot read {self.path}: {exc.strerror}") from None
+        if raw is None:
+            raise StoreUnavailable(f"cannot read {self.path}: not a regular file (a FIFO, "
+                                   "device, socket or folder); remove it")
         try:
             if len(raw) > MAX_DOC_BYTES:
                 raise ValueError(f"over the {MAX_DOC_BYTES}-byte limit of a state document "
@@ -152,7 +161,7 @@ class LocalStore(LocalTrim):
                 cur.doc.audit_head if cur.doc is not None else doc.audit_head)
             body = json.dumps({**doc.to_json(), "audit_head": head}).encode()
             try:
-                atomic_write(self.path, self.keys.seal(b"state", body))
+                atomic_write(write_target(self.path), self.keys.seal(b"state", body))
             except OSError as exc:
                 if event is not None:  # the change was not made: its event goes too (left,
                     _cut(self.audit_path, mark)  # it is past the anchored head: a break)

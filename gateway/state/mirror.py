@@ -120,6 +120,15 @@ class AuditMirror:
         self._adopt(ev)
         return None
 
+    def _ends_with(self, hash_: str | None) -> bool | None:
+        """Whether the file's last line is the event `hash_` (None: it cannot be read)."""
+        try:
+            last = last_line(self.path)
+        except OSError:
+            return None
+        ev = parse_event(last) if last else None
+        return ev is not None and ev.get("hash") == hash_
+
     def _start(self) -> tuple[str | None, str | None]:
         """The saved cursor, and what is wrong with the file's last line (if anything)."""
         cursor = self.cursor_file.read_text().strip() if self.cursor_file.exists() else None
@@ -173,6 +182,7 @@ class AuditMirror:
                         catching_up = False  # the file's end is not in the store: refused below
                 good: list[dict[str, Any]] = []
                 problem = None
+                before = self.last_hash, self.keyed
                 for ev in events:
                     problem = self._problem(ev)
                     if problem is not None:
@@ -180,7 +190,15 @@ class AuditMirror:
                     good.append(ev)
                     self._adopt(ev)
                 if good:
-                    await asyncio.to_thread(append_lines, self.path, good)
+                    try:
+                        await asyncio.to_thread(append_lines, self.path, good)
+                    except OSError:
+                        # unless it landed whole (only the fsync failed), the file ends where
+                        # it did: the same batch, fetched again, continues it (a disk full for
+                        # a moment once raised the tamper alarm and stopped copying for good)
+                        if await asyncio.to_thread(self._ends_with, self.last_hash) is False:
+                            self.last_hash, self.keyed = before
+                        raise
                     self.copied += len(good)
                 if problem is not None:
                     self._refuse(problem, events[len(good)])

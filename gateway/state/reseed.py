@@ -105,7 +105,13 @@ class Repair:
             return False
         return doc.epoch in self._foreign or doc.lineage.get(mine.epoch, -1) < mine.generation
 
-    async def _full_sync(self) -> None:
+    async def _full_sync(self) -> bool:
+        """Load, judge, repair and apply the store's state. True when this instance then
+        holds what the store holds, verified (only then is it a sync: the staleness clock
+        starts again); False while the store holds a document refused, older than ours or
+        to merge that is not repaired yet (a repair backing off, a write that beat it): a
+        kill made elsewhere cannot reach this instance through such a store, so it is not
+        reported fresh, nor opened under fail_closed, on it (tests/test_forgery_staleness.py)."""
         self._resync = False
         mine = self.holder.doc  # read first: a write landing meanwhile is not "the store lost it"
         got = await self.store.load()
@@ -125,16 +131,34 @@ class Repair:
             wiped = got.problem is None and _wiped(got.trail, mine.audit_seq)
             if not wiped and not self._may_repair():
                 self._resync = True  # (a collision does not move the generation key)
-                return  # spoiled again at once: keep our state, back off (see _may_repair)
+                return self._took(got)  # spoiled again at once: keep our state, back off (see _may_repair)
             await self._reseed(got, mine)
             self._foreign.clear()  # (merged)
             got = await self.store.load()
-        if not got.trusted or got.doc is None:
-            return
+        if got.doc is None or got.problem is not None:
+            return False
+        if not got.trusted:  # (only the unsigned generation key disagrees: verified)
+            return self._took(got)
         if self._foreign_to(self.holder.doc, got.doc):  # (a write that beat our re-seed)
             self._resync = True
-        elif self._apply(got.doc):
+            return False
+        if self._apply(got.doc):
             self.snapshot.soon(got.doc)
+        return got.doc.generation <= self.holder.doc.generation
+
+    def _took(self, got: Loaded) -> bool:
+        """A store not repaired now: whether we hold its document. A verified one read from
+        the store, newer than ours and not to merge, is applied whatever the unsigned
+        generation key beside it says (what writes take as their base too): with the key
+        rewritten in a loop and pushes cut, waiting for the repair's back-off held a kill,
+        or an unkill, made elsewhere off this instance for up to 30 s, silently
+        (tests/test_forgery_staleness.py)."""
+        doc, mine = got.doc, self.holder.doc
+        if doc is None or got.problem is not None or self._foreign_to(mine, doc):
+            return False
+        if doc.generation > mine.generation and self._apply(doc):
+            self.snapshot.soon(doc)
+        return doc.generation == self.holder.doc.generation
 
     def _may_repair(self) -> bool:
         """Whether to re-seed the store now. Repairs that are undone again at once (a

@@ -21,7 +21,7 @@ from typing import Any
 from gateway import filemodes
 from gateway.domain.statedoc import StateDoc
 from gateway.log import event
-from gateway.state.files import atomic_write
+from gateway.state.files import atomic_write, read_regular, write_target
 from gateway.state.signing import MAGIC, Keyring
 from gateway.state.store import MAX_DOC_BYTES, OnUnverified, decode_doc, ignore_unverified
 
@@ -60,8 +60,7 @@ class SnapshotFile:
         if self.path is None:
             return None
         try:
-            with self.path.open("rb") as f:  # (a document the store would refuse is not read)
-                raw = f.read(MAX_DOC_BYTES + 1)
+            raw = read_regular(self.path, MAX_DOC_BYTES + 1)
         except FileNotFoundError:
             return None
         except OSError as exc:
@@ -69,6 +68,9 @@ class SnapshotFile:
                   error=exc.strerror)
             return None
         try:
+            if raw is None:
+                raise ValueError("not a regular file (a FIFO, device, socket or folder is "
+                                 "never read as a snapshot; the next write replaces it)")
             if len(raw) > MAX_DOC_BYTES:
                 raise ValueError(f"over the {MAX_DOC_BYTES}-byte limit of a state document "
                                  "(not read)")
@@ -98,8 +100,8 @@ class SnapshotFile:
 
     def _write(self, doc: StateDoc) -> None:
         assert self.path is not None
-        atomic_write(self.path, self.keys.seal(b"snapshot", json.dumps(doc.to_json()).encode()),
-                     0o600)
+        atomic_write(write_target(self.path),
+                     self.keys.seal(b"snapshot", json.dumps(doc.to_json()).encode()), 0o600)
 
     async def write(self, doc: StateDoc) -> None:
         if self.path is None:

@@ -120,16 +120,17 @@ class Startup:
         self.peers.watching_since = None
         await self.store.open()
         self.peers.watching_since = time.monotonic()
-        await self._full_sync()
+        synced = await self._full_sync()
         self.connected = True
         self.synced_once = True
-        self.last_error = None
         self._update_ready()
-        self._touch()
+        if synced:  # (else the store holds what we refuse: `last_error` says so)
+            self.last_error = None
+            self._touch()
         await self.peers.beat()
 
     # provided by Sync and its other mixins (which come first in its bases)
-    async def _full_sync(self) -> None:
+    async def _full_sync(self) -> bool:
         raise NotImplementedError
 
     def _update_ready(self) -> None:

@@ -259,15 +259,18 @@ class Sync(Repair, Guard, Writes, Startup):
                 self._pushed(item)
         held = self.holder.doc  # read first: what we hold only grows
         gen, head = await self.store.poll()  # a head we never judged: another document at
+        synced = True
         if self._resync or gen != str(held.generation) \
                 or head not in (None, held.audit_head, self._judged):  # our generation
-            await self._full_sync()
+            synced = await self._full_sync()
             self._judged = head
-        self._touch()
+        if synced:  # (a store we refuse answered, but told us nothing: still stale)
+            self._touch()
         if self.peers.due():
             await self.peers.beat()
         while self._pending_audit:  # automatic actions noted while the store was away
-            await self.append_audit(self._pending_audit[0])
+            if await self.append_audit(self._pending_audit[0]) is None:
+                break  # (no verified state to append to yet: kept, not dropped)
             self._pending_audit.pop(0)
 
     # ------------------------------------------------------------------ reads

@@ -1,0 +1,130 @@
+"""A store whose state this instance cannot verify is no sync: the staleness clock runs on.
+
+Real redis-server, an in-process gateway. Someone without the signing key rewrites the
+state document and its generation key in a loop: the instance's repairs back off (so the
+audit trail is not flooded), and every poll meanwhile reads a document it refuses. It
+cannot learn a kill made elsewhere then (pushes can be cut: CLIENT KILL), so it must not
+count those polls as syncs: past max_staleness it is stale, and with fail_closed every
+route answers killed, until the store holds a document it verifies again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+import time
+from pathlib import Path
+
+from tests.backends import echo_app
+from tests.conftest import RedisServer, running_gateway, two_versions, wait_until, write_config
+from tests.test_forgery import stored_doc
+from tests.test_killswitch import kill, redis_state, status_of, unkill
+
+
+def resp(*args: str) -> bytes:
+    return f"*{len(args)}\r\n".encode() + b"".join(
+        f"${len(a.encode())}\r\n".encode() + a.encode() + b"\r\n" for a in args)
+
+
+async def test_a_store_refused_at_every_poll_is_stale_and_fails_closed(
+        tmp_path: Path, backends, redis_server: RedisServer, session) -> None:
+    p1 = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p1, p1, 100, 0), state=redis_state(
+        redis_server, tmp_path,
+        extra="  on_unavailable: fail_closed\n  max_staleness: 600ms\n"))
+    async with running_gateway(cfg) as g:
+        await kill(session, g.admin, scope="version", route="iris", version="v2")
+        assert (await status_of(session, g.url))[0] == 200
+        genuine = stored_doc(redis_server)
+        sync = g.gw.sync
+        assert not sync.stale and not sync.holder.fail_closed
+
+        stop = asyncio.Event()
+
+        async def forge() -> None:
+            n = 0
+            while not stop.is_set():
+                n += 1
+                redis_server.cmd("SET", "kgtest:state", json.dumps({**genuine, "kills": {}}))
+                redis_server.cmd("SET", "kgtest:gen", str(10_000 + n))
+                await asyncio.sleep(0.01)
+
+        forger = asyncio.create_task(forge())
+        try:
+            t0 = time.monotonic()
+            await wait_until(lambda: sync.stale and sync.holder.fail_closed, 2.5,
+                             what="the instance to count a store it refuses as no sync")
+            assert time.monotonic() - t0 >= 0.5  # (not before max_staleness)
+            st = sync.status()
+            assert st["stale"] and st["fail_closed"] and st["last_error"], st
+            assert "refused the stored state" in st["last_error"], st["last_error"]
+            # every route answers killed meanwhile (the version left unkilled too)
+            assert (await status_of(session, g.url))[1] == "killed"
+        finally:
+            stop.set()
+            await forger
+        # the forger stops: the next repair puts our verified state back, and it opens
+        await wait_until(lambda: not sync.stale and not sync.holder.fail_closed, 6,
+                         what="staleness to clear once the store is repaired")
+        assert (await status_of(session, g.url))[0] == 200
+        assert "version:iris:v2" in stored_doc(redis_server)["kills"]
+        # both automatic actions are in the audit trail: the trip was noted while the store
+        # held only what the instance refused (no verified state to append to), and kept
+        await wait_until(lambda: all(a in redis_server.cmd("XRANGE", "kgtest:audit", "-", "+")
+                                     for a in ("fail_closed.trip", "fail_closed.clear")), 3,
+                         what="the trip and the clear in the audit trail")
+
+
+async def test_a_kill_reaches_an_instance_while_the_generation_key_is_rewritten(
+        tmp_path: Path, backends, redis_server: RedisServer, session) -> None:
+    """Someone rewrites only the (unsigned) generation key in a loop and cuts every
+    subscription: a kill made through another instance (its commit compares the signed
+    document instead of the key) is read, verified, by this instance's next poll and
+    enforced, though its repair of the key backs off, and so is its unkill; it is not
+    stale meanwhile (the key is no part of what it trusts)."""
+    p1 = await backends(echo_app("v1"))
+    routes = two_versions(p1, p1, 100, 0)
+    cfg_a = write_config(tmp_path, routes, state=redis_state(redis_server, tmp_path, "a"),
+                         name="a.yaml")
+    cfg_b = write_config(tmp_path, routes, state=redis_state(redis_server, tmp_path, "b"),
+                         name="b.yaml")
+    async with running_gateway(cfg_a, "a") as a, running_gateway(cfg_b, "b") as b:
+        stop = threading.Event()
+
+        def rewrite() -> None:  # (a thread: the attacker does not wait for our loop)
+            n = 0
+            with socket.create_connection(("127.0.0.1", redis_server.port), timeout=2) as s:
+                while not stop.is_set():
+                    n += 1
+                    s.sendall(resp("SET", "kgtest:gen", str(10_000 + n))
+                              + resp("CLIENT", "KILL", "TYPE", "pubsub"))
+                    got = b""
+                    while got.count(b"\r\n") < 2:  # (+OK, :n)
+                        got += s.recv(256)
+                    time.sleep(0.0002)
+
+        forger = asyncio.create_task(asyncio.to_thread(rewrite))
+        try:
+            # a's repairs of the key back off (one at once, then 0.25 s, 0.5 s, 1 s, ...)
+            await asyncio.sleep(1.8)
+            res = await kill(session, b.admin, wait="0s", scope="version", route="iris",
+                             version="v2")
+            gen = int(res["generation"])
+            # (within a few of a's reconnects: its subscription is cut as it comes up)
+            await wait_until(lambda: a.gw.sync.holder.doc.generation >= gen, 3.0,
+                             what="a to enforce the kill read from the store")
+            assert "version:iris:v2" in a.gw.sync.holder.doc.kills
+            assert not a.gw.sync.stale
+            # and its unkill (a signed document read from the store, newer: what lifts a kill)
+            res = await unkill(session, b.admin, wait="0s", scope="version", route="iris",
+                               version="v2")
+            gen = int(res["generation"])
+            await wait_until(lambda: a.gw.sync.holder.doc.generation >= gen, 3.0,
+                             what="a to lift the kill as the store holds it")
+            assert "version:iris:v2" not in a.gw.sync.holder.doc.kills
+            assert not a.gw.sync.stale
+        finally:
+            stop.set()
+            await forger
