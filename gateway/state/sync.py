@@ -2,17 +2,17 @@
 
 Owns the background task that (re)connects, subscribes first and then loads, applies
 pushed documents, polls the generation and audit head every `poll_interval` (the only
-delivery guarantee: pub/sub drops messages during reconnects), re-seeds a store that lost or
-spoiled its state (reseed.py), and enforces `on_unavailable` (staleness.py). Heartbeats
+delivery guarantee: pub/sub drops messages during reconnects), re-seeds a store that lost
+or spoiled its state (reseed.py), and enforces `on_unavailable` (staleness.py). Heartbeats
 and receipts live in fleet.py, the snapshot file in snapshot.py, the audit mirror in
-mirror.py, writes in writes.py, start-up and stop in startup.py, the swaps' log lines in
-appliedlog.py. Invariants: only verified documents are applied, and only when newer than
-the one held; a push that would relax anything (lift a kill, change an override), or is
-too large to verify on the loop, is a hint: the store is re-read and verified first; a
-document that would drop something held and does not descend from it (another epoch, or
-another branch: domain/branches.py; reseed.py's `_foreign_to`) is merged by a re-seed,
-never adopted; a re-seed copies nothing unverified but kills; the data plane never waits
-for any of this.
+mirror.py, writes in writes.py, start-up and stop in startup.py, its status in
+syncreads.py, the swaps' log lines in appliedlog.py. Invariants: only verified documents
+are applied, and only when newer than the one held; a push that would relax anything (lift
+a kill, change an override), or is too large to verify on the loop, is a hint: the store
+is re-read and verified first; a document that would drop something held and does not
+descend from it (another epoch, or another branch: domain/branches.py; reseed.py's
+`_foreign_to`) is merged by a re-seed, never adopted; a re-seed copies nothing unverified
+but kills; the data plane never waits for any of this.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ from gateway.state.snapshot import SnapshotFile
 from gateway.state.staleness import Guard
 from gateway.state.startup import Startup
 from gateway.state.store import Ack, Loaded, PushNotRead, Store
+from gateway.state.syncreads import Reads
 from gateway.state.tamper import TamperLog
 from gateway.state.throttle import Throttle
 from gateway.state.writes import Writes
@@ -59,9 +60,9 @@ log = logging.getLogger("killgate.state")
 ACK_AFTER = 0.002
 
 
-class Sync(Repair, Guard, Writes, Startup):
+class Sync(Repair, Guard, Writes, Startup, Reads):
     """The sync loop; re-seeds (reseed.py), the staleness guard (staleness.py), writes
-    (writes.py) and start-up (startup.py) are its mixins."""
+    (writes.py), start-up (startup.py) and what it tells (syncreads.py) are its mixins."""
 
     def __init__(self, store: Store, holder: Holder, metrics: Metrics, instance: str,
                  cfg: StateConfig, snapshot: SnapshotFile, tamper: TamperLog,
@@ -272,33 +273,3 @@ class Sync(Repair, Guard, Writes, Startup):
             if await self.append_audit(self._pending_audit[0]) is None:
                 break  # (no verified state to append to yet: kept, not dropped)
             self._pending_audit.pop(0)
-
-    # ------------------------------------------------------------------ reads
-
-    async def receipt(self, generation: int, wait: float) -> dict[str, Any]:
-        """Wait until every live instance has applied `generation` (or `wait` runs out)."""
-        return await self.peers.receipt(generation, wait)
-
-    async def fleet(self) -> dict[str, dict[str, Any]]:
-        """Every live instance with the generation and config digest it runs."""
-        return await self.peers.members()
-
-    def status(self) -> dict[str, Any]:
-        keys = self.keys
-        return {
-            "backend": self.store.backend, "connected": self.connected,
-            "staleness_ms": round(self.staleness() * 1000, 1), "policy": self.cfg.on_unavailable,
-            "max_staleness_ms": round(self.cfg.max_staleness * 1000), "stale": self.stale,
-            "fail_closed": self.holder.fail_closed, "synced": self.synced_once,
-            "from_snapshot": self.from_snapshot, "epoch": self.holder.doc.epoch,
-            "last_error": self.last_error, "snapshot": self.snapshot.status(),
-            "verification": {
-                "signed": keys.enabled,
-                "key_id": keys.current.kid if keys.current else None,
-                "previous_key_id": keys.previous.kid if keys.previous else None,
-                **self.tamper.status()},
-            "audit": {"anchored_head": self.holder.doc.audit_head or None,
-                      "trail_lost": self.trail_lost,
-                      "mirror": self.mirror.status() if self.mirror is not None else None,
-                      "retention": self.retention.status() if self.retention else None},
-        }

@@ -1,0 +1,72 @@
+"""What the sync loop tells the admin API: receipts, the fleet, and its status.
+
+Owns `Reads`, a mixin of `Sync` (sync.py) over its state, declared here: a write's receipt
+(every live instance having applied a generation), the fleet's members, and the store,
+staleness, verification and audit status `/v1/status` shows.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway.config import StateConfig
+from gateway.state.fleet import Fleet
+from gateway.state.holder import Holder
+from gateway.state.mirror import AuditMirror
+from gateway.state.retention import AuditRetention
+from gateway.state.signing import Keyring
+from gateway.state.snapshot import SnapshotFile
+from gateway.state.store import Store
+from gateway.state.tamper import TamperLog
+
+__all__ = ["Reads"]
+
+
+class Reads:
+    store: Store
+    holder: Holder
+    cfg: StateConfig
+    snapshot: SnapshotFile
+    mirror: AuditMirror | None
+    retention: AuditRetention | None
+    peers: Fleet
+    keys: Keyring
+    tamper: TamperLog
+    connected: bool
+    synced_once: bool
+    from_snapshot: bool
+    stale: bool
+    last_error: str | None
+    trail_lost: dict[str, Any] | None
+
+    def staleness(self) -> float:
+        raise NotImplementedError
+
+
+    async def receipt(self, generation: int, wait: float) -> dict[str, Any]:
+        """Wait until every live instance has applied `generation` (or `wait` runs out)."""
+        return await self.peers.receipt(generation, wait)
+
+    async def fleet(self) -> dict[str, dict[str, Any]]:
+        """Every live instance with the generation and config digest it runs."""
+        return await self.peers.members()
+
+    def status(self) -> dict[str, Any]:
+        keys = self.keys
+        return {
+            "backend": self.store.backend, "connected": self.connected,
+            "staleness_ms": round(self.staleness() * 1000, 1), "policy": self.cfg.on_unavailable,
+            "max_staleness_ms": round(self.cfg.max_staleness * 1000), "stale": self.stale,
+            "fail_closed": self.holder.fail_closed, "synced": self.synced_once,
+            "from_snapshot": self.from_snapshot, "epoch": self.holder.doc.epoch,
+            "last_error": self.last_error, "snapshot": self.snapshot.status(),
+            "verification": {
+                "signed": keys.enabled,
+                "key_id": keys.current.kid if keys.current else None,
+                "previous_key_id": keys.previous.kid if keys.previous else None,
+                **self.tamper.status()},
+            "audit": {"anchored_head": self.holder.doc.audit_head or None,
+                      "trail_lost": self.trail_lost,
+                      "mirror": self.mirror.status() if self.mirror is not None else None,
+                      "retention": self.retention.status() if self.retention else None},
+        }
