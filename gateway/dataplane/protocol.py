@@ -75,8 +75,9 @@ class HttpProtocol(Parsing, Deadlines, Dispatching, Flow, Closing, asyncio.Proto
                  "fresh", "handler", "head_bytes", "held", "in_head", "in_trailer", "limits",
                  "linger_end", "linger_heard", "lingering", "loop", "nchunks", "parser", "parsing",
                  "paused_at", "queue", "rate_from", "rate_req", "read_paused", "read_paused_at",
-                 "remote", "remote_b", "replaying", "seen", "sending", "server", "stopped",
-                 "timer", "timer_at", "transport", "version_hint", "wire_bytes", "write_paused")
+                 "remote", "remote_b", "replaying", "seen", "send_base", "send_look", "sending",
+                 "server", "stopped", "timer", "timer_at", "transport", "version_hint",
+                 "wire_bytes", "write_paused")
 
     def __init__(self, server: Server, loop: asyncio.AbstractEventLoop) -> None:
         self.server = server
@@ -100,7 +101,9 @@ class HttpProtocol(Parsing, Deadlines, Dispatching, Flow, Closing, asyncio.Proto
         self.dispatching = False
         self.read_paused = False
         self.write_paused = False
-        self.paused_at = 0.0                   # since when the client has not been reading
+        self.paused_at = 0.0                   # since when the client holds up an answer
+        self.send_base = 0                     # of it, still to go out then (`_taking`)
+        self.send_look = 0.0                   # the next look at its progress
         self.read_paused_at = 0.0              # since when we have not been reading
         self.rate_req: Request | None = None   # the body `body_min_rate` judges (`Deadlines`)
         self.rate_from = 0.0                   # its clock: its first wait, less our pauses
