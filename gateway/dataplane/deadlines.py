@@ -1,7 +1,8 @@
 """The deadlines of a data-plane connection, on one timer re-armed lazily: the head's
 (`header_timeout`, `keepalive_timeout`), the body's (`body_timeout` between body bytes while
 we read; a body buffered before its request goes on, at most SMALL_BODY, whole within
-`body_timeout` of its head) and the client's reading (`send_timeout`). A base of
+`body_timeout` of its head) and the client's reading of an answer it holds up
+(`send_timeout` without progress, `body_min_rate` on average: `_taking`). A base of
 `protocol.HttpProtocol`, which owns the connection and the state these read.
 
 A buffered body's deadline is the connection's `deadline` (free while a request is in the

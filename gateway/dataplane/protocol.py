@@ -16,7 +16,8 @@ first head within `header_timeout` of the accept, each later head within `header
 of its first byte, `keepalive_timeout` between requests, `body_timeout` between body bytes
 while we read (a small body: whole within it of its head; a larger, chunked or 100-continue
 one at `body_min_rate` on average once `body_timeout` has passed), `send_timeout` while the
-client reads nothing. Each fires at its deadline (the loop's timer precision), never later.
+client takes nothing of an answer it holds up (and `body_min_rate` on average once it has
+passed). Each fires at its deadline (the loop's timer precision), never later.
 
 It knows nothing of routing: each request goes to the `Handler` (the proxy) from the parser
 callback, with no Task of its own, and is answered through its `Request`. Imports httptools
