@@ -162,8 +162,10 @@ class Deadlines:
             if not held:  # the first look: the client holds it up from now
                 self.paused_at, self.sending = now, left
                 self.send_base = left
-                return now + self.limits.send_timeout
-            return self._taking(now)
+                self.send_look = now + self.limits.send_timeout
+                return self.send_look
+            # (a timer armed for something else, a close's, looks no sooner)
+            return self._taking(now) if now >= self.send_look else self.send_look
         if held:  # it took the rest since the last look
             self.paused_at = 0.0
             self.deadline = now + self.limits.keepalive_timeout
