@@ -23,8 +23,10 @@ pytestmark = pytest.mark.timeout(20)
 
 SIZE = 120_000  # the answer: about 100 KB of it waits in the transport
 SEND_TIMEOUT = 0.4  # two reads of the slow-read client in each look's window
-MIN_RATE = 40_000  # bytes/s: the steady reader's is about twice that
-SERVER = f"server: {{send_timeout: {int(SEND_TIMEOUT * 1000)}ms, body_min_rate: {MIN_RATE}}}\n"
+
+
+def _server(min_rate: int = 1024) -> str:
+    return f"server: {{send_timeout: {int(SEND_TIMEOUT * 1000)}ms, body_min_rate: {min_rate}}}\n"
 
 
 def _big() -> web.Application:
@@ -36,13 +38,13 @@ def _big() -> web.Application:
     return app
 
 
-async def _reader(g) -> socket.socket:  # type: ignore[no-untyped-def]
+async def _reader(g, rcvbuf: int = 4096) -> socket.socket:  # type: ignore[no-untyped-def]
     """A connection whose request is sent once the gateway's end has a small send buffer."""
     listener = g.gw._listener
     assert listener is not None
     before = set(listener.connections)
     sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
     sock.setblocking(False)
     await asyncio.get_running_loop().sock_connect(sock, g.gw.data_addr)
     conns = await wait_until(lambda: set(listener.connections) - before, 5,
@@ -71,19 +73,19 @@ def _cut(g) -> int:  # type: ignore[no-untyped-def]
 
 
 async def test_a_steady_slow_reader_is_not_cut(tmp_path: Path, backends) -> None:
-    """A client taking its answer at ~100 KB/s, 4 KB every 40 ms: far above `body_min_rate`,
-    but its transport's buffer stays past the low-water mark for many `send_timeout`s.
+    """A client taking its answer at ~100 KB/s (a read every 40 ms): far above
+    `body_min_rate`, but its transport's buffer stays past the low-water mark for many `send_timeout`s.
     Before the fix it was cut `send_timeout` after the buffer filled (the timer ran from
     `pause_writing` to `resume_writing`, whatever the client took meanwhile)."""
     port = await backends(_big())
-    cfg = write_config(tmp_path, two_versions(port, port, 100, 0), extra=SERVER)
+    cfg = write_config(tmp_path, two_versions(port, port, 100, 0), extra=_server())
     async with running_gateway(cfg) as g:
         sock = await _reader(g)
         got = b""
         t0 = time.monotonic()
         try:
             while time.monotonic() - t0 < 2.5:
-                data = await _read(sock, 4096, 0.04)
+                data = await _read(sock, 65536, 0.04)
                 if data == b"":
                     break
                 got += data or b""
@@ -101,7 +103,7 @@ async def test_a_reader_that_stalls_is_cut_at_send_timeout(tmp_path: Path, backe
     """The same client stops reading part way: dropped about `send_timeout` after its last
     read (at the first look that finds no progress), and counted."""
     port = await backends(_big())
-    cfg = write_config(tmp_path, two_versions(port, port, 100, 0), extra=SERVER)
+    cfg = write_config(tmp_path, two_versions(port, port, 100, 0), extra=_server())
     async with running_gateway(cfg) as g:
         sock = await _reader(g)
         try:
@@ -117,20 +119,21 @@ async def test_a_reader_that_stalls_is_cut_at_send_timeout(tmp_path: Path, backe
 
 async def test_a_reader_below_the_min_rate_is_cut(tmp_path: Path, backends,
                                                   caplog: pytest.LogCaptureFixture) -> None:
-    """A slow-read attack, scaled: 4 KB every 200 ms (20 KB/s; a byte a minute at the
-    defaults), progress at every look, so `send_timeout` alone never ends it, and the
-    connection with the answer's bytes is held for as long as the client likes. Below
-    `body_min_rate` (40 KB/s here) once `send_timeout` has passed: dropped, counted, and
-    logged once. (A smaller read than the socket's window shows the gateway no progress.)"""
+    """A slow-read attack, scaled: what its socket holds (6 KB) every 200 ms, ~30 KB/s (a
+    byte a minute at the defaults), progress at every look, so `send_timeout` alone never
+    ends it, and the connection with the answer's bytes is held for as long as the client
+    likes. Below `body_min_rate` (60 KB/s here) once `send_timeout` has passed: dropped,
+    counted, and logged once. (A read of less than what the socket holds may reopen no
+    window: the gateway would see no progress.)"""
     caplog.set_level(logging.INFO, "killgate")
     port = await backends(_big())
-    cfg = write_config(tmp_path, two_versions(port, port, 100, 0), extra=SERVER)
+    cfg = write_config(tmp_path, two_versions(port, port, 100, 0), extra=_server(60_000))
     async with running_gateway(cfg) as g:
         sock = await _reader(g)
         t0 = time.monotonic()
         try:
             while not _cut(g) and time.monotonic() - t0 < 2.5:
-                if await _read(sock, 4096, 0.2) == b"":
+                if await _read(sock, 65536, 0.2) == b"":
                     break
             took = time.monotonic() - t0
             cut = _cut(g)
@@ -138,4 +141,4 @@ async def test_a_reader_below_the_min_rate_is_cut(tmp_path: Path, backends,
             sock.close()
     slow = [r for r in caplog.records if r.getMessage() == "answer_taken_too_slowly"]
     assert cut == 1 and len(slow) == 1, (cut, took, [r.getMessage() for r in caplog.records])
-    assert took <= 4 * SEND_TIMEOUT, took
+    assert took <= 5 * SEND_TIMEOUT, took
