@@ -196,9 +196,12 @@ class ServerConfig(Frozen):
     #: must average once body_timeout has passed (Apache's mod_reqtimeout MinRate): by t
     #: seconds of reading, (t - body_timeout) x this many bytes, else 408 and the close;
     #: the clock stops while the gateway is not reading (a backend slow to take the body).
-    #: 0 = off (a byte every body_timeout then holds the request to the route's total)
+    #: 0 = off (a byte every body_timeout then holds the request to the route's total).
+    #: The same rate bounds a client holding up an answer (send_timeout)
     body_min_rate: int = 1024
-    #: the longest a client may leave its socket full (reading nothing) before it is dropped
+    #: the longest a client holding up an answer (its socket full) may take nothing of it
+    #: before it is dropped (any progress resets it); it must also average body_min_rate
+    #: over the wait once send_timeout has passed
     send_timeout: Deadline = 60.0
     max_connections_per_backend: int = Field(default=256, ge=1, le=100_000)
     #: a pooled backend connection idle longer than this is closed, not reused: keep it

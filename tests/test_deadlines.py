@@ -106,6 +106,41 @@ async def test_an_answer_its_client_stops_taking_is_dropped_at_send_timeout() ->
     assert server.counts == ["send_timeout"]
 
 
+async def test_an_answer_its_client_takes_a_little_a_look_is_dropped_below_the_min_rate(
+        ) -> None:
+    """The same answer's rest (below the high-water mark, the connection idle) taken a few
+    bytes at a time: progress at every look, so `send_timeout` alone kept it (and the
+    answer's bytes) for as long as the client dripped, 50 KB at 500 bytes/s here for 100 s
+    (a slow-read attack: a byte a minute at the defaults). Below `body_min_rate` (1024
+    bytes/s) once `send_timeout` has passed since its first look: dropped, counted."""
+    proto, tr, server = connect()
+    tr.unsent = 50_000
+    proto.data_received(GET)
+    drip = asyncio.ensure_future(_drip(tr, 50, 0.1))
+    try:
+        await until(lambda: tr.aborted, 3.0)
+    finally:
+        drip.cancel()
+    assert server.counts == ["send_timeout"]
+    assert tr.unsent > 40_000
+
+
+async def test_a_later_answer_taken_steadily_is_judged_on_its_own() -> None:
+    """A client taking the rest of one answer (idle: `_sending` looks at it) sends its next
+    request, whose answer leaves more in the transport: the next idle deadline begins a new
+    look, not the old one's (more held than at its last look read as no progress)."""
+    proto, tr, server = connect()
+    tr.unsent = 50_000
+    proto.data_received(GET)
+    await until(lambda: proto.paused_at, 3.0)  # the first look at the rest, idle
+    tr.taken(10_000)
+    proto.data_received(GET)
+    assert answers(tr.out) == [b"GET /a ", b"GET /a "]
+    tr.unsent += 60_000  # its answer
+    await _drip(tr, 10_000, 0.1)  # steadily
+    assert not tr.aborted and not server.counts
+
+
 async def test_a_closing_connection_its_client_stops_reading_is_not_held_for_ever() -> None:
     """An answer that ends its connection (`Connection: close`) given after every deadline
     of the request had passed (a slow backend: no timer left), whose client then stops

@@ -1,7 +1,8 @@
 """The deadlines of a data-plane connection, on one timer re-armed lazily: the head's
 (`header_timeout`, `keepalive_timeout`), the body's (`body_timeout` between body bytes while
 we read; a body buffered before its request goes on, at most SMALL_BODY, whole within
-`body_timeout` of its head) and the client's reading (`send_timeout`). A base of
+`body_timeout` of its head) and the client's reading of an answer it holds up
+(`send_timeout` without progress, `body_min_rate` on average: `_taking`). A base of
 `protocol.HttpProtocol`, which owns the connection and the state these read.
 
 A buffered body's deadline is the connection's `deadline` (free while a request is in the
@@ -23,7 +24,7 @@ from gateway.dataplane.request import BodyTimeout, Request
 from gateway.dataplane.wire import SMALL_BODY, Limits, Server
 from gateway.log import event
 
-__all__ = ["PACE_GRACE", "Deadlines", "buffering", "rate_due"]
+__all__ = ["PACE_GRACE", "Deadlines", "buffering", "rate_due", "send_due"]
 
 log = logging.getLogger("killgate.protocol")
 
@@ -38,6 +39,14 @@ def rate_due(since: float, size: int, limits: Limits) -> float:
     grace of `body_timeout` (mod_reqtimeout's `MinRate`: each `body_min_rate` bytes buy a
     second more). Pure; its caller checks that the rate is on (not 0)."""
     return since + limits.body_timeout + size / limits.body_min_rate
+
+
+def send_due(since: float, taken: int, limits: Limits) -> float:
+    """When a client holding up an answer since `since` (`Deadlines._taking`), `taken` bytes
+    of it taken since, falls below `limits.body_min_rate` on average after the grace of
+    `send_timeout`: `rate_due`'s rule for the other direction. Pure; its caller checks that
+    the rate is on (not 0)."""
+    return since + limits.send_timeout + taken / limits.body_min_rate
 
 
 def buffering(req: Request) -> bool:
@@ -64,7 +73,9 @@ class Deadlines:
     deadline: float
     read_paused: bool
     write_paused: bool
-    paused_at: float
+    paused_at: float  # since when the client holds up an answer (`_taking`); 0.0: it does not
+    send_base: int  # what the transport held of it then
+    send_look: float  # when the next look at it is due
     stopped: bool
     linger_end: float
     parsing: Request | None
@@ -72,6 +83,7 @@ class Deadlines:
     rate_from: float
     sending: int  # what the transport held of the last answer at the last look (`_sending`)
     transport: asyncio.Transport | None
+    remote: str | None
     abort: Callable[[], None]
     _dispatch: Callable[[], None]
 
@@ -97,7 +109,12 @@ class Deadlines:
         limits = self.limits
         if not self.queue:  # waiting for a head, or in the middle of one
             if now >= self.deadline:
-                nxt = self._sending(now) if self.parsing is None else 0.0
+                if self.parsing is not None:
+                    nxt = 0.0
+                elif self.write_paused:  # (looked at below: the transport's buffer is full)
+                    nxt = now + limits.send_timeout
+                else:
+                    nxt = self._sending(now)
                 if not nxt:
                     self.abort()  # slowloris, an idle socket, or a kept-alive one gone quiet
                     return
@@ -120,11 +137,12 @@ class Deadlines:
                 else:
                     nxt = due
         if self.write_paused and self.paused_at:
-            due = self.paused_at + limits.send_timeout
+            due = self.send_look
             if now >= due:
-                self.server.counted("send_timeout")
-                self.abort()  # the answer's backend exchange is freed by connection_lost
-                return
+                due = self._taking(now)
+                if not due:
+                    self.abort()  # the answer's backend exchange is freed by connection_lost
+                    return
             nxt = min(nxt, due)
         if nxt != float("inf"):
             self._arm(nxt)
@@ -134,20 +152,50 @@ class Deadlines:
         its transport still holds part of the last answer (a client on a slow link), or 0.0
         to end it. It is not idle while its client takes that answer (nginx starts
         keepalive_timeout once the answer is sent): cut then, the answer would end short, and
-        one that ends with the connection would seem whole. A client that took nothing of
-        it since the last look, `send_timeout` ago, is dropped, as one that fills its
-        socket is; one that took all of it since is idle from now on."""
+        one that ends with the connection would seem whole. From then on it is looked at as
+        one that fills its socket is (`_taking`); one that took all of it is idle from now."""
+        t = self.transport
+        left = t.get_write_buffer_size() if t is not None else 0
+        # (a holdup this idle deadline began: any later request moved the deadline past it)
+        held = self.paused_at and self.deadline <= self.paused_at
+        if left:
+            if not held:  # the first look: the client holds it up from now
+                self.paused_at, self.sending = now, left
+                self.send_base = left
+                self.send_look = now + self.limits.send_timeout
+                return self.send_look
+            # (a timer armed for something else, a close's, looks no sooner)
+            return self._taking(now) if now >= self.send_look else self.send_look
+        if held:  # it took the rest since the last look
+            self.paused_at = 0.0
+            self.deadline = now + self.limits.keepalive_timeout
+            return self.deadline
+        return 0.0
+
+    def _taking(self, now: float) -> float:
+        """A look, every `send_timeout`, at a client holding up an answer (its transport's
+        buffer full: `Flow.pause_writing`; or the rest of an answer held once the connection
+        is idle: `_sending`): when to look again, or 0.0 to drop it. Dropped when it took
+        nothing since the last look (nginx's `send_timeout`, "between two successive write
+        operations": any progress resets it, where the buffer's fill alone cut a client
+        reading steadily below about 48 KiB per `send_timeout`), or less than
+        `body_min_rate` on average since the holdup began, after `send_timeout` of grace
+        (`send_due`: a byte a look, a slow-read attack, held the connection and the answer's
+        bytes for ever)."""
         t = self.transport
         left = t.get_write_buffer_size() if t is not None else 0
         seen, self.sending = self.sending, left
-        if left:
-            if left == seen:
-                self.server.counted("send_timeout")
-                return 0.0
-            return now + self.limits.send_timeout
-        if seen:
-            self.deadline = now + self.limits.keepalive_timeout
-            return self.deadline
+        limits = self.limits
+        rate = limits.body_min_rate
+        taken = self.send_base - left
+        if left < seen and not (rate and now >= send_due(self.paused_at, taken, limits)):
+            self.send_look = now + limits.send_timeout
+            return self.send_look
+        if left < seen:  # some progress, too slow
+            took = now - self.paused_at
+            event(log, "answer_taken_too_slowly", remote=self.remote, bytes=taken,
+                  seconds=round(took, 3), min_rate=rate)
+        self.server.counted("send_timeout")
         return 0.0
 
     def _body_timeout(self, req: Request, whole: bool = False, slow: bool = False) -> None:

@@ -1,6 +1,7 @@
 """Flow control of a data-plane connection, both ways: reading the client paused while the
 proxy is not taking its body (or requests queue), and writing to it watched while it reads
-nothing (`send_timeout` from the moment the transport says its buffer is full).
+too slowly (from the moment the transport says its buffer is full: `send_timeout` without
+progress, or below `body_min_rate`, judged by `Deadlines._taking`).
 
 A base of `protocol.HttpProtocol`, which owns the connection and the state these read. What
 was read but not parsed while reading was paused (`held`) is parsed first, in a loop turn of
@@ -39,6 +40,9 @@ class Flow:
     rate_from: float
     write_paused: bool
     paused_at: float
+    sending: int
+    send_base: int
+    send_look: float
     deadline: float
     drainer: asyncio.Future[None] | None
     _arm: Callable[[float], None]
@@ -47,8 +51,11 @@ class Flow:
 
     def pause_writing(self) -> None:
         self.write_paused = True
-        self.paused_at = self.loop.time()
-        self._arm(self.paused_at + self.limits.send_timeout)
+        self.paused_at = now = self.loop.time()
+        t = self.transport  # (what it holds from now on is what the client has to take)
+        self.sending = self.send_base = t.get_write_buffer_size() if t is not None else 0
+        self.send_look = now + self.limits.send_timeout
+        self._arm(self.send_look)  # (`Deadlines._taking` looks then)
 
     def resume_writing(self) -> None:
         self.write_paused = False

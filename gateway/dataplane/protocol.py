@@ -8,15 +8,17 @@ strictly in request order: the next request is handed over when the previous ans
 written, and reading pauses while requests queue: `dataplane/dispatch.py` hands them on);
 `Expect: 100-continue` (sent when the proxy first reads the body); flow control both ways
 (`dataplane/flow.py`: reading pauses while the proxy is not taking the body, and a client
-that reads nothing meets `send_timeout`); a client's end of its side (nothing pending:
-close; an answer pending: the client is gone, as for nginx and aiohttp); its end
-(`dataplane/closing.py`: a lingering close while the client may still be sending); and the
+that takes nothing of an answer meets `send_timeout`); a client's end of its side (nothing
+pending: close; an answer pending: the client is gone, as for nginx and aiohttp); its end
+(`dataplane/closing.py`: a lingering close while the client may still be sending); under
+the listener's drain (`dataplane/draining.py`: what it can spare, its graceful end); and the
 connection's deadlines with one timer, re-armed lazily (`dataplane/deadlines.py`): the
 first head within `header_timeout` of the accept, each later head within `header_timeout`
 of its first byte, `keepalive_timeout` between requests, `body_timeout` between body bytes
 while we read (a small body: whole within it of its head; a larger, chunked or 100-continue
 one at `body_min_rate` on average once `body_timeout` has passed), `send_timeout` while the
-client reads nothing. Each fires at its deadline (the loop's timer precision), never later.
+client takes nothing of an answer it holds up (and `body_min_rate` on average once it has
+passed). Each fires at its deadline (the loop's timer precision), never later.
 
 It knows nothing of routing: each request goes to the `Handler` (the proxy) from the parser
 callback, with no Task of its own, and is answered through its `Request`. Imports httptools
@@ -33,6 +35,7 @@ import httptools
 from gateway.dataplane.closing import Closing
 from gateway.dataplane.deadlines import Deadlines
 from gateway.dataplane.dispatch import Dispatching
+from gateway.dataplane.draining import DRAIN_FRESH_GRACE, Draining
 from gateway.dataplane.flow import Flow
 from gateway.dataplane.parsing import Parsing
 from gateway.dataplane.request import ClientGone, Request
@@ -48,11 +51,6 @@ from gateway.dataplane.wire import (
     error_response,
 )
 
-#: seconds a connection that has sent nothing yet gets, once the drain begins, to begin its
-#: request (Go's http.Server.Shutdown spares such connections for 5 s): its client connected
-#: before the listener closed and its bytes may be on the way
-DRAIN_FRESH_GRACE = 1.0
-
 __all__ = ["DRAIN_FRESH_GRACE", "MAX_HEAD", "MAX_HEADERS", "MAX_LINE", "SLICE", "SMALL_BODY",
            "Handler", "HttpProtocol", "Limits", "Server", "c_parser", "error_response"]
 
@@ -64,7 +62,8 @@ def c_parser() -> bool:
     return mod.startswith("httptools.parser") and lib.endswith((".so", ".pyd"))
 
 
-class HttpProtocol(Parsing, Deadlines, Dispatching, Flow, Closing, asyncio.Protocol):
+class HttpProtocol(Parsing, Deadlines, Dispatching, Flow, Closing, Draining,
+                   asyncio.Protocol):
     """One HTTP/1.1 client connection of the data plane."""
 
     # Slots, not instance dict entries: over ~30 attributes CPython 3.11 stops sharing the
@@ -75,8 +74,9 @@ class HttpProtocol(Parsing, Deadlines, Dispatching, Flow, Closing, asyncio.Proto
                  "fresh", "handler", "head_bytes", "held", "in_head", "in_trailer", "limits",
                  "linger_end", "linger_heard", "lingering", "loop", "nchunks", "parser", "parsing",
                  "paused_at", "queue", "rate_from", "rate_req", "read_paused", "read_paused_at",
-                 "remote", "remote_b", "replaying", "seen", "sending", "server", "stopped",
-                 "timer", "timer_at", "transport", "version_hint", "wire_bytes", "write_paused")
+                 "remote", "remote_b", "replaying", "seen", "send_base", "send_look", "sending",
+                 "server", "stopped", "timer", "timer_at", "transport", "version_hint",
+                 "wire_bytes", "write_paused")
 
     def __init__(self, server: Server, loop: asyncio.AbstractEventLoop) -> None:
         self.server = server
@@ -100,7 +100,9 @@ class HttpProtocol(Parsing, Deadlines, Dispatching, Flow, Closing, asyncio.Proto
         self.dispatching = False
         self.read_paused = False
         self.write_paused = False
-        self.paused_at = 0.0                   # since when the client has not been reading
+        self.paused_at = 0.0                   # since when the client holds up an answer
+        self.send_base = 0                     # of it, still to go out then (`_taking`)
+        self.send_look = 0.0                   # the next look at its progress
         self.read_paused_at = 0.0              # since when we have not been reading
         self.rate_req: Request | None = None   # the body `body_min_rate` judges (`Deadlines`)
         self.rate_from = 0.0                   # its clock: its first wait, less our pauses
@@ -261,44 +263,3 @@ class HttpProtocol(Parsing, Deadlines, Dispatching, Flow, Closing, asyncio.Proto
             if req.dispatched:
                 self.handler.gone(req)
                 self.handler.done(req)
-
-    def spare(self) -> float | None:
-        """(`Drainable.spare`) by deadline: the next head's (`keepalive_timeout` after the
-        last answer), the head's in progress, or a small body's trickling in slower than
-        its deadline needs (`Deadlines._slow_body`). Not while the transport still holds
-        part of the last answer (a client on a slow link: `_sending`): an abort drops it,
-        and an answer ended by the close would seem whole. Not while lingering (RFC 9112
-        §9.6): a reset while the client still sends can cost it the answer it has not read
-        yet (a 413, a 400); lingering ends on its own within seconds."""
-        t = self.transport
-        if (t is not None and t.get_write_buffer_size()) or self.lingering:
-            return None
-        if self.held or self.read_paused:  # pipelined requests read (or left unread while
-            return None  # requests queued), to be parsed now that the answers caught up
-        if self.closed or self.closing or len(self.queue) > 1:
-            return None
-        if self.queue:
-            return self._slow_body(self.queue[0])
-        if self.parsing is not None and not self.in_head:
-            return None
-        return self.deadline
-
-    def shutdown(self) -> None:
-        """Graceful drain: the answer in progress finishes (`Connection: close`), then the
-        connection closes. A request partly received (its head half read) is in progress
-        too: closed under it, its client saw its connection end with no answer. A
-        connection that has carried no request yet was opened to send one, which may be
-        on the way: it gets `DRAIN_FRESH_GRACE` to begin it. Only a kept-alive connection
-        idle between requests closes at once (no answer to protect, so no linger)."""
-        if self.queue or self.parsing is not None:
-            self.closing = True
-            return
-        if not self.seen and not self.closing:
-            when = self.loop.time() + DRAIN_FRESH_GRACE
-            if when < self.deadline:
-                self.deadline = when
-                self._arm(when)
-            return  # (its request, if it comes, is the last: `on_message_begin`)
-        self.closing = True
-        self.linger_end = -1.0
-        self.close()

@@ -38,6 +38,9 @@ class Limits:
     #: (the clock stopped while we do not read), `(t - body_timeout) * body_min_rate` bytes.
     #: 0: off (only the pause between bytes, `body_timeout`, and the route's total bound it)
     body_min_rate: float = 1024.0
+    #: a client holding up an answer (its socket full, or the rest of one left once idle)
+    #: is looked at this often: dropped when it took nothing since the last look, or when it
+    #: averages less than `body_min_rate` since the wait began, after this long of grace
     send_timeout: float = 60.0
     #: a connection closed while the client may still be sending (an answer given before
     #: its request's body was read: 413, 404, a refusal) is half-closed and what comes is

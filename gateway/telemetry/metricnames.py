@@ -99,6 +99,7 @@ HELP: dict[str, tuple[str, str]] = {
                                                         "calls to the audit trail (retried)."),
     "killgate_client_send_timeouts_total": ("counter", "Clients dropped for reading too "
                                                        "slowly: nothing for server.send_timeout, "
+                                                       "below server.body_min_rate, "
                                                        "or a streamed answer not taken within "
                                                        "the route's timeouts.total."),
     "killgate_client_body_timeouts_total": ("counter", "Request bodies ended with 408 (or a "
