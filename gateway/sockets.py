@@ -2,17 +2,24 @@
 
 Owns binding (SO_REUSEADDR always, SO_REUSEPORT for `--workers N`: the supervisor holds
 the ports bound but never listening, each worker binds them again and listens), the URL
-an instance publishes for a listener, and the form of an address in log lines.
+an instance publishes for a listener, the form of an address in log lines, and how much
+a connection's socket still has to send (`queued`).
 Foundations only (`config_types.parse_listen`); no event loop.
 """
 
 from __future__ import annotations
 
+import array
+import contextlib
+import fcntl
 import socket
+import termios
+from typing import Any
 
 from gateway.config_types import parse_listen
 
-__all__ = ["ListenError", "bind_socket", "bound", "format_addr", "listen_url", "reserved"]
+__all__ = ["ListenError", "bind_socket", "bound", "format_addr", "listen_url", "queued",
+           "reserved", "unsent"]
 
 
 class ListenError(OSError):
@@ -82,3 +89,25 @@ def format_addr(addr: tuple[str, int] | None) -> str:
         return ""
     host, port = addr
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def queued(transport: Any) -> int:
+    """The bytes a connection's socket holds not yet taken by its peer (its send queue:
+    Linux's SIOCOUTQ, which TIOCOUTQ names); 0 where that cannot be read."""
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return 0
+    out = array.array("i", [0])
+    with contextlib.suppress(OSError, ValueError):
+        fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, out, True)
+    return out[0]
+
+
+def unsent(transport: Any) -> int:
+    """What a connection's peer has yet to take of what was written to it: the transport's
+    buffer and its socket's send queue. (The buffer alone stays put while a slow reader
+    empties a send queue of megabytes: the socket takes more only once half of it is
+    free.) 0 for no transport."""
+    if transport is None:
+        return 0
+    return int(transport.get_write_buffer_size()) + queued(transport)

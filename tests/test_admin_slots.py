@@ -149,3 +149,40 @@ async def test_a_kill_gets_through_while_others_pipeline_on_every_connection(
             for w in held:
                 w.transport.abort()
             await asyncio.gather(*readers, return_exceptions=True)
+
+
+async def test_an_answer_read_slowly_but_steadily_is_not_cut_off(tmp_path: Path,
+                                                                backends) -> None:
+    """The send deadline ran from the first full buffer to its draining: a client reading
+    its answers steadily, more slowly than the buffer's high-to-low water mark per
+    `send_timeout` (a console on a slow link), was cut off while it read. Any progress now
+    gives it another `send_timeout`, as nginx's does; once it stops reading, it is cut."""
+    import socket
+
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p), extra="server: {send_timeout: 0.5s}\n")
+    async with running_gateway(cfg) as g:
+        server = g.gw._admin_runner.server
+        loop = asyncio.get_running_loop()
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setblocking(False)
+        try:
+            await loop.sock_connect(sock, ("127.0.0.1", g.gw.admin_addr[1]))
+            await loop.sock_sendall(sock, b"GET /openapi.json HTTP/1.1\r\nHost: localhost\r\n\r\n"
+                                    * 200)
+            await wait_until(lambda: server.open_connections() == 1 and all(
+                c.writing_paused for c in server._connections), 10, 0.02,
+                what="the answers backed up")
+            got = 0
+            for _ in range(40):  # 2 s, four send_timeouts: ~8 KiB every 50 ms
+                got += len(await asyncio.wait_for(loop.sock_recv(sock, 8192), 2))
+                await asyncio.sleep(0.05)  # (the slow reader's pace, not a synchronisation)
+            assert server.open_connections() == 1, got
+            assert g.gw.metrics.get("killgate_admin_refused_total", ("timeout",)) == 0
+            # stopped reading: cut off
+            await wait_until(lambda: server.open_connections() == 0, 5, 0.05,
+                             what="the stalled connection to be cut off")
+            assert g.gw.metrics.get("killgate_admin_refused_total", ("timeout",)) == 1
+        finally:
+            sock.close()

@@ -99,6 +99,43 @@ async def test_a_steady_slow_reader_is_not_cut(tmp_path: Path, backends) -> None
     assert head.startswith(b"HTTP/1.1 200 ")
 
 
+async def test_a_steady_slow_reader_of_what_the_kernel_holds_is_not_cut(tmp_path: Path,
+                                                                        backends) -> None:
+    """With the socket's own send buffer (megabytes, as on a fast link), an answer of 8 MB
+    fills it and then the transport's: a client reading steadily empties the kernel's queue,
+    and the transport's buffer does not move until half of it is free. Judged by the
+    transport's buffer alone, that client was cut at the first look; its progress is now
+    read from the socket's send queue too (SIOCOUTQ)."""
+    size = 8 << 20
+
+    async def big(req: web.Request) -> web.Response:
+        return web.Response(body=b"y" * size)
+
+    app = web.Application()
+    app.router.add_route("*", "/{t:.*}", big)
+    port = await backends(app)
+    cfg = write_config(tmp_path, two_versions(port, port, 100, 0), extra=_server())
+    async with running_gateway(cfg) as g:
+        listener = g.gw._listener
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, g.gw.data_addr)
+        sock.send(b"GET /v2/models/iris/big HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        await wait_until(lambda: any(c.write_paused for c in listener.connections), 5,
+                         what="the socket's queue and then the transport's buffer to fill")
+        got = 0
+        try:
+            for _ in range(40):  # 1.6 s, four looks: ~16 KB a look
+                data = await _read(sock, 65536, 0.04)
+                assert data != b"", f"cut after {got} bytes"
+                got += len(data or b"")
+            cut = _cut(g)
+        finally:
+            sock.close()
+    assert cut == 0 and got > 0, (cut, got)
+
+
 async def test_a_reader_that_stalls_is_cut_at_send_timeout(tmp_path: Path, backends) -> None:
     """The same client stops reading part way: dropped about `send_timeout` after its last
     read (at the first look that finds no progress), and counted."""

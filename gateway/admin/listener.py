@@ -26,37 +26,22 @@ in force.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, cast
 
 from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
 from aiohttp.web_protocol import RequestHandler, _ErrInfo
 
-__all__ = ["AdminRunner", "Limits"]
+from gateway.admin.listenerlimits import MAX_HEAD_BYTES, Limits, error_body, head_limit
+from gateway.sockets import unsent
+
+__all__ = ["MAX_HEAD_BYTES", "AdminRunner", "Limits"]
 
 log = logging.getLogger("killgate.admin")
 
-MAX_HEAD_BYTES = 32 * 1024
 MAX_FIELD_SIZE = 8190  # one header line (an Authorization header holds a JWT up to ~8 KiB)
 MAX_HEADERS = 64
-
-
-@dataclass(frozen=True, slots=True)
-class Limits:
-    header_timeout: float
-    keepalive_timeout: float
-    max_connections: int
-    max_head_bytes: int = MAX_HEAD_BYTES
-    send_timeout: float = 60.0  # an answer the client takes nothing of for this long: closed
-    on_refused: Callable[[str], None] = lambda why: None  # "connections", "head_size", "timeout"
-
-
-def _json(status: int, type_: str, message: str) -> bytes:
-    return json.dumps({"error": {"type": type_, "message": message}}).encode()
 
 
 _REFUSED = object()  # in place of a payload: the parser refused the head
@@ -65,8 +50,8 @@ _REASONS = {400: "Bad Request", 408: "Request Timeout", 414: "URI Too Long",
 
 
 class _AdminProtocol(RequestHandler):
-    __slots__ = ("_kg_deadline", "_kg_handled", "_kg_head", "_kg_limits", "_kg_line_done",
-                 "_kg_payload", "_kg_send", "_kg_server")
+    __slots__ = ("_kg_buffered", "_kg_deadline", "_kg_handled", "_kg_head", "_kg_limits",
+                 "_kg_line_done", "_kg_payload", "_kg_send", "_kg_server")
     _kg_limits: Limits
     _kg_server: _AdminServer
 
@@ -76,7 +61,8 @@ class _AdminProtocol(RequestHandler):
         self._kg_line_done = False
         self._kg_payload: Any = None
         self._kg_deadline: asyncio.TimerHandle | None = None
-        self._kg_send: asyncio.TimerHandle | None = None
+        self._kg_send: asyncio.Handle | None = None
+        self._kg_buffered = 0  # bytes unsent at the last look, writes paused
         self._kg_handled = 0  # requests answered (aiohttp's _request_count: heads parsed)
         if self._kg_server.open_connections() > self._kg_limits.max_connections:
             self._kg_limits.on_refused("connections")
@@ -106,9 +92,12 @@ class _AdminProtocol(RequestHandler):
 
     def pause_writing(self) -> None:
         # the client takes nothing: its answer waits (and holds this connection, in
-        # progress) for as long as it likes, unless a deadline ends it
+        # progress) unless a deadline ends it. Progress is measured from what the
+        # handler's step that filled the buffer leaves (it may write more before it waits
+        # on the drain): the first look is on the next loop turn
         super().pause_writing()
-        self._kg_send = self._loop.call_later(self._kg_limits.send_timeout, self._kg_unread)
+        self._kg_buffered = 1 << 62
+        self._kg_send = self._loop.call_soon(self._kg_unread)
 
     def resume_writing(self) -> None:
         if self._kg_send is not None:
@@ -117,10 +106,21 @@ class _AdminProtocol(RequestHandler):
         super().resume_writing()
 
     def _kg_unread(self) -> None:
+        """A look at a client its answer waits for: one that took some of it since the last
+        look (the transport's buffer and the socket's queue: a console on a slow link) is
+        given another `send_timeout`, as nginx's is between two reads; one that took nothing
+        is cut off. (Cut at the first look, one reading steadily but slower than the
+        buffer's high-to-low water mark per `send_timeout`, ~800 B/s, was cut.)"""
         self._kg_send = None
-        if self.transport is not None:
-            self._kg_limits.on_refused("timeout")
-            self.transport.abort()
+        if self.transport is None:
+            return
+        if (left := unsent(self.transport)) < self._kg_buffered:
+            self._kg_buffered = left
+            self._kg_send = self._loop.call_later(self._kg_limits.send_timeout,
+                                                  self._kg_unread)
+            return
+        self._kg_limits.on_refused("timeout")
+        self.transport.abort()
 
     def log_exception(self, *args: Any, **kw: Any) -> None:
         if isinstance(kw.get("exc_info"), web.RequestPayloadError):
@@ -178,7 +178,7 @@ class _AdminProtocol(RequestHandler):
         if self._request_in_progress or self._messages:
             transport.abort()
             return
-        body = _json(status, type_, message)
+        body = error_body(status, type_, message)
         transport.write(b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
                         b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
                         % (status, _REASONS[status].encode(), len(body), body))
@@ -219,7 +219,7 @@ class _AdminProtocol(RequestHandler):
             type_, text = "bad_request", "the request is not valid HTTP/1.1"
         if status in (414, 431):
             self._kg_limits.on_refused("head_size")
-        resp = web.Response(status=status, body=_json(status, type_, text),
+        resp = web.Response(status=status, body=error_body(status, type_, text),
                             content_type="application/json")
         resp.force_close()
         return resp
@@ -254,26 +254,6 @@ class _AdminServer(web.Server):
         return proto
 
 
-def _head_limit(limits: Limits) -> Any:
-    """A head that arrived whole in one read, but is larger than the cap, is refused the
-    same as one that arrived in pieces (which `_AdminProtocol` cuts off while it grows)."""
-
-    @web.middleware
-    async def head_limit(request: web.Request, handler: Any) -> web.StreamResponse:
-        size = len(request.method) + len(request.raw_path) + 11 + sum(
-            len(k) + len(v) + 4 for k, v in request.raw_headers)
-        if size > limits.max_head_bytes:
-            limits.on_refused("head_size")
-            resp = web.Response(status=431, content_type="application/json", body=_json(
-                431, "headers_too_large",
-                f"the request head exceeds {limits.max_head_bytes} bytes"))
-            resp.force_close()
-            return resp
-        return await handler(request)
-
-    return head_limit
-
-
 class AdminRunner(web.AppRunner):
     """`web.AppRunner` whose server is guarded by `limits`."""
 
@@ -283,7 +263,7 @@ class AdminRunner(web.AppRunner):
         kwargs.update(keepalive_timeout=limits.keepalive_timeout, max_field_size=MAX_FIELD_SIZE,
                       max_line_size=MAX_FIELD_SIZE, max_headers=MAX_HEADERS,
                       auto_decompress=False)
-        app.middlewares.insert(0, _head_limit(limits))  # before anything reads the request
+        app.middlewares.insert(0, head_limit(limits))  # before anything reads the request
         super().__init__(app, **kwargs)
         self.limits = limits
 

@@ -23,6 +23,7 @@ from gateway.dataplane.clock import Clock
 from gateway.dataplane.request import BodyTimeout, Request
 from gateway.dataplane.wire import SMALL_BODY, Limits, Server
 from gateway.log import event
+from gateway.sockets import unsent
 
 __all__ = ["PACE_GRACE", "Deadlines", "buffering", "rate_due", "send_due"]
 
@@ -160,8 +161,8 @@ class Deadlines:
         held = self.paused_at and self.deadline <= self.paused_at
         if left:
             if not held:  # the first look: the client holds it up from now
-                self.paused_at, self.sending = now, left
-                self.send_base = left
+                self.paused_at = now
+                self.sending = self.send_base = unsent(t)
                 self.send_look = now + self.limits.send_timeout
                 return self.send_look
             # (a timer armed for something else, a close's, looks no sooner)
@@ -182,8 +183,7 @@ class Deadlines:
         `body_min_rate` on average since the holdup began, after `send_timeout` of grace
         (`send_due`: a byte a look, a slow-read attack, held the connection and the answer's
         bytes for ever)."""
-        t = self.transport
-        left = t.get_write_buffer_size() if t is not None else 0
+        left = unsent(self.transport)
         seen, self.sending = self.sending, left
         limits = self.limits
         rate = limits.body_min_rate

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from gateway.dataplane.clock import Clock
 from gateway.dataplane.request import ClientGone, Request
 from gateway.dataplane.wire import Limits
+from gateway.sockets import unsent
 
 __all__ = ["Flow"]
 
@@ -53,7 +54,7 @@ class Flow:
         self.write_paused = True
         self.paused_at = now = self.loop.time()
         t = self.transport  # (what it holds from now on is what the client has to take)
-        self.sending = self.send_base = t.get_write_buffer_size() if t is not None else 0
+        self.sending = self.send_base = unsent(t)
         self.send_look = now + self.limits.send_timeout
         self._arm(self.send_look)  # (`Deadlines._taking` looks then)
 
@@ -125,3 +126,4 @@ class Flow:
                 self.drainer = None
         if self.closed:
             raise ClientGone("the client went away")
+

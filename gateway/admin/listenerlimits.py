@@ -1,0 +1,58 @@
+"""The admin listener's limits, its error bodies, and the check of a head that came whole.
+
+Owns `Limits` (the admin port's deadlines and caps, and the counter of what they refuse),
+`error_body` (the JSON of an answer the listener gives itself), and `head_limit`: a head
+that arrived in one read, but larger than the cap, is refused as one that arrived in pieces
+(which admin/listener.py's protocol cuts off while it grows).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+__all__ = ["MAX_HEAD_BYTES", "Limits", "error_body", "head_limit"]
+
+MAX_HEAD_BYTES = 32 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    header_timeout: float
+    keepalive_timeout: float
+    max_connections: int
+    max_head_bytes: int = MAX_HEAD_BYTES
+    send_timeout: float = 60.0  # an answer the client takes nothing of for this long: closed
+    on_refused: Callable[[str], None] = lambda why: None  # "connections", "head_size", "timeout"
+
+
+def _json(status: int, type_: str, message: str) -> bytes:
+    return json.dumps({"error": {"type": type_, "message": message}}).encode()
+
+
+
+def error_body(status: int, type_: str, message: str) -> bytes:
+    return json.dumps({"error": {"type": type_, "message": message}}).encode()
+
+
+def head_limit(limits: Limits) -> Any:
+    """The middleware that refuses a head larger than `limits.max_head_bytes` with 431."""
+
+    @web.middleware
+    async def head_limit(request: web.Request, handler: Any) -> web.StreamResponse:
+        size = len(request.method) + len(request.raw_path) + 11 + sum(
+            len(k) + len(v) + 4 for k, v in request.raw_headers)
+        if size > limits.max_head_bytes:
+            limits.on_refused("head_size")
+            resp = web.Response(status=431, content_type="application/json", body=error_body(
+                431, "headers_too_large",
+                f"the request head exceeds {limits.max_head_bytes} bytes"))
+            resp.force_close()
+            return resp
+        return await handler(request)
+
+    return head_limit
