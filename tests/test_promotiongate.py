@@ -3,6 +3,8 @@ which state changes it refuses. Pure: no loop."""
 
 from __future__ import annotations
 
+import gzip
+
 import pytest
 
 from gateway.configfile import parse_config_text
@@ -156,6 +158,11 @@ def test_the_gate_counts_requests_the_primary_answered_2xx_only() -> None:
                  b'"output": [{"type": "message"}]}'), "openai", True),
     (Answer(200, b'{"outputs": [], "error": ""}'), "v2", True),
     (Answer(200, b'{"error": {}}'), "openai", True),
+    # gzip (some servers compress every answer): read as the client reads it
+    (Answer(200, gzip.compress(b'{"error": "model not loaded"}'), encoding="gzip"), "v2",
+     False),
+    (Answer(200, gzip.compress(b'{"outputs": []}'), encoding="gzip"), "v2", True),
+    (Answer(200, b"not gzip", encoding="gzip"), "v2", True),
 ])
 def test_a_200_error_body_is_no_model_answer(answer: Answer, protocol: str,
                                              counted: bool) -> None:

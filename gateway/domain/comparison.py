@@ -60,8 +60,14 @@ def model_answered(a: Answer, protocol: str) -> bool:
     says nothing of the model, and both versions sending it would count as agreeing."""
     if not 200 <= a.status < 300:
         return False
-    if protocol == "http" or a.encoding or len(a.body) > ERROR_BODY_MAX \
-            or a.body.lstrip()[:1] != b"{" or b'"error"' not in a.body:
+    if protocol == "http" or len(a.body) > ERROR_BODY_MAX:
+        return True
+    if a.encoding:  # (read as the client reads it: a gzip error object is one too)
+        plain = decoded(a, ERROR_BODY_MAX)
+        if plain is None:
+            return True  # (larger than an error body, or not what its coding says)
+        a = plain
+    if a.body.lstrip()[:1] != b"{" or b'"error"' not in a.body:
         return True
     try:
         doc = json.loads(a.body)
