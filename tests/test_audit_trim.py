@@ -18,7 +18,7 @@ from aiohttp import ClientSession
 from tests.backends import echo_app
 from tests.conftest import admin_token, running_gateway, two_versions, write_config
 from tests.test_audit import TOKEN, H, _write_events
-from tests.test_audit_retention import KEY_ENV, _fill, _state, _verify
+from tests.test_audit_retention import KEY_ENV, _fill, _state, _trim_batches_of_ten, _verify
 from tests.test_cli import cli
 
 pytestmark = pytest.mark.timeout(30)
@@ -172,3 +172,34 @@ def test_audit_help_names_trim_and_its_options() -> None:
     assert res.returncode == 0
     for word in ("{verify,trim}", "--dry-run", "--reason", "killgate:admin"):
         assert word in res.stdout, res.stdout
+
+
+async def test_a_manual_trim_stopped_by_a_break_says_so(
+        tmp_path: Path, backends, redis_server, session: ClientSession,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A manual trim goes batch after batch; one that meets a break past the first batches
+    (an event deleted there) removes what verified before it and stops. Its answer said
+    `removed: 30` and nothing more (the CLI: 'removed the oldest 30 events', exit 0), as a
+    trim back to the bounds: the break, tamper evidence, said only in the gateway's log.
+    It now says the trim stopped at a break, naming it, and the CLI exits 1."""
+    _trim_batches_of_ten(monkeypatch)
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p), state=_state(tmp_path, redis_server))
+    async with running_gateway(cfg) as g:
+        store = g.gw.sync.store
+        await _to(g, 150)
+        before = await store.audit_events()
+        gone = before[40]
+        await _write_events(store, tmp_path, redis_server, before[:40] + before[41:])
+        status, done = await _post(session, g.admin + URL, {"reason": "x"})
+        assert status == 200 and done["removed"] == 30, done
+        assert done.get("broken") is True, done
+        assert "does not verify" in done["why"] and "stopped" in done["why"], done
+        events = await store.audit_events()
+        assert not any(e["id"] == gone["id"] for e in events)
+        assert any(e["id"] == before[41]["id"] for e in events)  # (the break stays)
+        # the CLI: what was removed, and the break, exit 1
+        res = await asyncio.to_thread(cli, "audit", "trim", "--reason", "x", "--admin",
+                                      g.admin, "--token", TOKEN)
+        assert res.returncode == 1, res
+        assert "does not verify" in res.stderr, res.stderr

@@ -174,3 +174,34 @@ async def test_a_version_killed_while_its_body_is_read_for_it_does_not_get_it(
     assert answer.split(b"\r\n", 1)[0].endswith(b" 200 OK"), answer[:300]
     assert b"x-killgate-version: v1" in answer.lower()
     assert not v2.requests and v1.requests[-1]["body"] == first + rest
+
+
+async def test_a_held_body_is_read_in_the_peek_window_as_a_peek_reads_it(
+        tmp_path: Path, backends, session: ClientSession) -> None:
+    """A failover (or a shadow copy) to a version that rewrites `model` read a body held in
+    memory WHOLE (heldmodel.py): a 10 MB JSON body held the event loop, every connection,
+    about half a second at each failover during an outage of the stable, and a body a
+    peek refuses (its top-level fields past `model_peek_bytes`: 400 when pinned to the
+    canary) moved there. It is read in the window, as a peek reads it: refused alike."""
+    v2 = Recorder()
+    p2 = await backends(echo_app("v2", v2))
+    cfg = write_config(tmp_path, route(free_port(), p2,
+                                       extra="  outlier: {consecutive_gateway_failures: 50}\n"),
+                       extra="server: {model_peek_bytes: 1024}\n")
+    body = json.dumps({"messages": [{"role": "user", "content": "z" * 4000}],
+                       "model": "m1"}).encode()  # (`model` after the window; all held)
+    async with running_gateway(cfg) as g:
+        url = g.url + "/v1/chat/completions"
+        async with session.post(url, data=body, headers={"x-killgate-pin": "v2"}) as r:
+            assert r.status == 400, await r.text()
+            assert "model_peek_bytes" in (await r.json())["error"]["message"]
+        async with session.post(url, data=body) as r:
+            text = await r.text()
+            assert r.status == 502, text
+            msg = json.loads(text)["error"]["message"]
+            assert "not failed over to v2" in msg and "model_peek_bytes" in msg, msg
+        assert not v2.requests
+        # (a small body still moves, rewritten)
+        async with session.post(url, data=SMALL) as r:
+            assert r.status == 200 and r.headers["x-killgate-version"] == "v2", await r.text()
+        assert json.loads(v2.requests[-1]["body"])["model"] == "m2-served"

@@ -3,6 +3,8 @@ which state changes it refuses. Pure: no loop."""
 
 from __future__ import annotations
 
+import gzip
+
 import pytest
 
 from gateway.configfile import parse_config_text
@@ -149,6 +151,18 @@ def test_the_gate_counts_requests_the_primary_answered_2xx_only() -> None:
     (Answer(200, b'{"choices": [{"message": {"content": "\\"error\\""}}]}'), "openai", True),
     (Answer(200, b'{"error": '), "v2", True),  # not JSON: compared as the bytes it is
     (Answer(404, b'{"outputs": []}'), "v2", False),
+    # a success body that carries an empty error field (OpenAI's Responses API answers
+    # `"error": null` in every response object) is a model's answer, as clients read it
+    # (compare_chat's rule for a stream's events too)
+    (Answer(200, b'{"id": "resp_1", "status": "completed", "error": null, '
+                 b'"output": [{"type": "message"}]}'), "openai", True),
+    (Answer(200, b'{"outputs": [], "error": ""}'), "v2", True),
+    (Answer(200, b'{"error": {}}'), "openai", True),
+    # gzip (some servers compress every answer): read as the client reads it
+    (Answer(200, gzip.compress(b'{"error": "model not loaded"}'), encoding="gzip"), "v2",
+     False),
+    (Answer(200, gzip.compress(b'{"outputs": []}'), encoding="gzip"), "v2", True),
+    (Answer(200, b"not gzip", encoding="gzip"), "v2", True),
 ])
 def test_a_200_error_body_is_no_model_answer(answer: Answer, protocol: str,
                                              counted: bool) -> None:

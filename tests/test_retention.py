@@ -237,7 +237,10 @@ def test_a_loss_after_a_fresh_trail_from_zeros_is_trimmed_whole_only_if_genuine(
     for what, bad in (("forged without the audit key", trail(("k1", b"x" * 32))),
                       ("an event deleted before it", trail(drop=20)),
                       ("events deleted up to it", trail(prev="b" * 64)),
-                      ("an event deleted after it", trail(drop=70))):
+                      # (right after it, among what the trim checks: the re-seed is the
+                      # 51st of 151, 51 to remove; a break past the first event kept stays
+                      # in sight, as after any trim)
+                      ("an event deleted after it", trail(drop=51, after=101))):
         d = decide_trim(_w(bad, bad[-1]["hash"]), KEYS, pol, time.time())
         assert d.broken and d.remove == 0, (what, d)
     # the re-seed not yet past the bounds: the events before it go, it stays, and so
@@ -249,3 +252,48 @@ def test_a_loss_after_a_fresh_trail_from_zeros_is_trimmed_whole_only_if_genuine(
     ck = seal(d.draft.as_event(), t[-1]["hash"], KEY)
     brk = verify_trail([*t[11:], ck], ck["hash"], KEYS).brk
     assert brk is not None and "not in the trail before it" in brk.problem, brk
+
+
+def test_a_loss_whose_reseed_is_the_first_event_kept_is_no_break() -> None:
+    """The bound falling exactly at the re-seed after a loss (k events to remove, the
+    re-seed the k+1th: one count for max_events, the seconds between the re-seed and the
+    event before it for max_age, or a kept re-seed naming it, or the mirror copied up to
+    the event before it) refused the trim as broken: 'audit_trim_refused' at ERROR, the
+    status's retention 'refused', 409 trail_broken for a manual trim, for a genuine loss
+    that `audit verify` reports as one. The events up to the one before the re-seed go
+    (the re-seed is never left first after a checkpoint: no start could be said there)."""
+    pol = Retention(max_events=100)
+    fresh = _trail(50)
+    reseed = seal(AuditDraft(actor="killgate/auto", action="state.reseed",
+                             target={"store": "redis"}, reason="older",
+                             extra={"anchored_head": "a" * 64}).as_event(),
+                  fresh[-1]["hash"], KEY)
+    t = [*fresh, reseed, *_trail(99, reseed["hash"])]  # (150: 50 to remove, 50 is it)
+    d = decide_trim(_w(t, t[-1]["hash"]), KEYS, pol, time.time())
+    assert not d.broken and d.remove == 49 and d.draft is not None, d
+    ck = seal(d.draft.as_event(), t[-1]["hash"], KEY)
+    kept = [*t[49:], ck]
+    brk = verify_trail(kept, ck["hash"], KEYS).brk
+    assert brk is not None and "not in the trail before it" in brk.problem, brk  # (said)
+    # the next trim past it removes it, the loss said by the checkpoint
+    more = [*kept, *_trail(5, ck["hash"])]
+    d = decide_trim(_w(more, more[-1]["hash"]), KEYS, pol, time.time())
+    assert not d.broken and d.draft is not None and d.remove == len(more) - 100, d
+    assert d.draft.after["starts_after"]["lost_before"] == "a" * 64
+
+
+def test_an_event_deleted_right_after_a_loss_reseed_is_a_break_not_a_crash() -> None:
+    """The event right after the re-seed a trim starts from (a trail that starts at one,
+    or one in the middle it removes) deleted from the store (a write to redis, no key):
+    the check raised KeyError ('checkpoint': the message named a trim checkpoint the
+    start is not), so a manual trim was a 500 and the periodic one 'audit_trim_failed', not
+    the refusal 'audit_trim_refused' naming the break."""
+    pol = Retention(max_events=100)
+    reseed = seal(AuditDraft(actor="killgate/auto", action="state.reseed",
+                             target={"store": "redis"}, reason="empty",
+                             extra={"anchored_head": "a" * 64}).as_event(), "b" * 64, KEY)
+    trail = [reseed, *_trail(130, reseed["hash"])]
+    del trail[1]
+    d = decide_trim(_w(trail, trail[-1]["hash"]), KEYS, pol, time.time())
+    assert d.broken and d.remove == 0, d
+    assert "events were deleted past it" in d.why and reseed["id"][:32] in d.why, d

@@ -204,6 +204,8 @@ def audit_trim(reason: dict[str, Any]) -> dict[str, Any]:
                 "checkpoints": {"type": "array", "items": {"type": "string"}},
                 "events": {"type": ["integer", "null"]},
                 "would_remove": {"type": "integer"}, "more": {"type": "boolean"},
+                "broken": {"type": "boolean", "description": "batches went, then the next "
+                           "met a break (tamper evidence), named in `why`"},
                 "why": {"type": "string"}}}}}},
             **auth_errors(True),
             "409": err("`retention_off` (no state.audit_retention), `trim_running` (a trim "

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
 from gateway.cli.client import ClientError, api
@@ -45,6 +46,11 @@ def trim(args: argparse.Namespace) -> int:
         print(json.dumps(res, indent=2))
     else:
         print(_text(res))
+    if res.get("broken") is True:  # (some batches went, then a break: tamper evidence)
+        print("killgate: the trim stopped at a break: "
+              + clean_text(str(res.get("why", "")), 500)
+              + "; run `killgate audit verify`", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -62,4 +68,5 @@ def _text(res: dict[str, Any]) -> str:
         return f"nothing removed ({why})"
     cks = ", ".join(clean_text(str(c), 64) for c in res.get("checkpoints") or [])
     return (f"removed the oldest {res['removed']} events; the trail now holds "
-            f"{res.get('events')}, starting after checkpoint(s) {cks}")
+            f"{res.get('events')}, starting after checkpoint(s) {cks}"
+            + (f" ({why})" if why and res.get("broken") is not True else ""))

@@ -105,6 +105,13 @@ class Awaiting:
         # backend's early answer (a 413, a 401) or a 502.
         pieces = body.__aiter__()
         while True:
+            # (what came while the send was not waiting on the client, as the backend took
+            # the body again and answered in the same turn of the loop: no guard would hear
+            # it, it came already)
+            if self.error is not None:
+                raise self.error
+            if self.headers_done:
+                return
             guard = None
             if wake is not None and self.waiter is None:
                 guard = self.waiter = self.loop.create_future()

@@ -37,13 +37,16 @@ def coding_refused(headers: Mapping[str, str]) -> str | None:
     return None
 
 
-def held_model(headers: Mapping[str, str], held: bytes, complete: bool) -> ModelField | None:
+def held_model(headers: Mapping[str, str], held: bytes, complete: bool,
+               window: int) -> ModelField | None:
     """The `model` of a body of which `held` is in memory (all of it when `complete`; else
-    its first bytes, read as a peek window is), or None when it has none. Raises
-    `Unreadable` when it cannot be read the one way a backend would (or is not held)."""
+    its first bytes), read in its first `window` bytes (server.model_peek_bytes) exactly as
+    a peek reads it, or None when it has none. Raises `Unreadable` when it cannot be read
+    the one way a backend would (or is not held). (Read whole, a body of max_body_size held
+    the loop, every connection, ~0.5 s per 7 MB of JSON, at each failover or copy.)"""
     why = coding_refused(headers)
     if why is not None:
         raise Unreadable(why)
     if not held and not complete:
         raise Unreadable("the body streamed to its backend as it came: none of it is held")
-    return find_model(held, complete)
+    return find_model(held[:window], complete and len(held) <= window)

@@ -115,7 +115,7 @@ class Moves(Handle):
                 assert err is not None
                 self._finished()
                 proxy.upstream_failed(self.req, plan, self.target, self.decision, err,
-                                      self._skipped() if nxt.reason == "no_other_version"
+                                      self._skipped(proxy.peek_bytes) if nxt.reason == "no_other_version"
                                       and self.field is None else "")
             return False
         self.so_far = nxt.so_far
@@ -154,10 +154,10 @@ class Moves(Handle):
         if now is not None and now is not self.plan and now.rolled_off:
             order = tuple(t for t in order if t.name not in now.rolled_off)
         if self.field is None and any(t.model for t in order):
-            order = self._rewritable(order)
+            order = self._rewritable(order, proxy.peek_bytes)
         return order
 
-    def _rewritable(self, order: tuple[Target, ...]) -> tuple[Target, ...]:
+    def _rewritable(self, order: tuple[Target, ...], window: int) -> tuple[Target, ...]:
         """The failover order of a request whose body's `model` was not read (routed to a
         version that rewrites nothing, or read and found absent), some of whose next
         versions rewrite it: its `model` is read from what is held of the body (all of a
@@ -171,7 +171,7 @@ class Moves(Handle):
         try:
             # (`field` is `Flight`'s slot: this class only reads the others)
             self.field = held_model(req.headers, self.prefix or b"",  # type: ignore[misc]
-                                    self.complete)
+                                    self.complete, window)
         except (Unreadable, BadHeader) as exc:
             span = req.span
             if span is not None:
@@ -181,14 +181,14 @@ class Moves(Handle):
             return tuple(t for t in order if not t.model)
         return order
 
-    def _skipped(self) -> str:
+    def _skipped(self, window: int) -> str:
         """What a request's error says of the versions `_rewritable` left out (none tried:
         each is in the failover order of the last version tried), and why."""
         names = [t.name for t in self.plan.failover_for(self.target.name) if t.model]
         if not names:
             return ""
         try:
-            held_model(self.req.headers, self.prefix or b"", self.complete)
+            held_model(self.req.headers, self.prefix or b"", self.complete, window)
         except (Unreadable, BadHeader) as exc:
             return f"; not failed over to {', '.join(names)}, which rewrite the body's " \
                    f"'model': {exc}"

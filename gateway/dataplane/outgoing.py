@@ -31,6 +31,7 @@ class Outgoing:
     client_address: ClientAddress | None
     scheme_b: bytes
     shadow: Mirror | None
+    peek_bytes: int
     _forwarded: dict[tuple[bytes, bytes | None], bytes]
     _policies: dict[str, tuple[object, Policy]]
     _budgets: dict[str, RetryBudget]
@@ -127,7 +128,8 @@ class Outgoing:
         # the x-forwarded-* lines the client's request carried (the copy is that request)
         return self.shadow.tap(flight.plan, flight.target, req.method, flight.raw_target,
                                list(req.raw_headers), flight.prefix, flight.complete,
-                               flight.field, self._forwarded_of(req), flight.started)
+                               flight.field, self._forwarded_of(req), flight.started,
+                               self.peek_bytes)
 
 def forwarded_for(req: Request) -> list[str]:
     """Every X-Forwarded-For field of the request, as sent."""

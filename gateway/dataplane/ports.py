@@ -59,6 +59,7 @@ class FlightHost(Protocol):
     inflight: Inflight
     metrics: Metrics
     max_body: int
+    peek_bytes: int  # server.model_peek_bytes: the window a body's `model` is read in
     unready: dict[Request, list[tuple[str, str, float]]]  # (answers.py)
 
     def policy(self, plan: RoutePlan) -> Policy: ...

@@ -105,10 +105,12 @@ class Mirror:
 
     def tap(self, plan: RoutePlan, served: Target, method: bytes, raw_target: bytes,
             raw_headers: list[tuple[bytes, bytes]], body: bytes | None, complete: bool,
-            field: ModelField | None, client: bytes, started: float) -> Tap | None:
+            field: ModelField | None, client: bytes, started: float,
+            window: int = 1 << 20) -> Tap | None:
         """A tap for this request's answer when it is sampled for a copy; else None.
         `body`: the request body, when `complete` (all of it is in memory); `client`: the
-        x-forwarded-* lines the request carried to its backend (the copy carries them)."""
+        x-forwarded-* lines the request carried to its backend (the copy carries them);
+        `window`: server.model_peek_bytes (a body's `model` read for the copy is read so)."""
         sh = plan.config.shadow
         if sh is None or self.rand() >= sh.sample:
             return None
@@ -126,7 +128,7 @@ class Mirror:
             # `model`: read here, for the copy only; one that cannot be is not copied, and
             # never makes the client's request refused)
             try:
-                field = held_model(HeaderView(raw_headers), body, True)
+                field = held_model(HeaderView(raw_headers), body, True, window)
             except (Unreadable, BadHeader):
                 self.count(plan, "body")
                 return None

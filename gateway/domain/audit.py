@@ -238,10 +238,16 @@ def verify_trail(events: Iterable[dict[str, Any]], head: str | None = None,
         if ev.get("prev_hash") != prev:
             if i == 0 and cuts:
                 cut, ck = next(iter(cuts.items()))
+                # (a start is a checkpoint's cut, or, for retention's check of a trail's
+                # oldest part, a re-seed after a loss: domain/retentionloss.py)
+                what = (f"the newest trim checkpoint ({str(ck.get('checkpoint'))[:32]}, "
+                        f"{ck.get('time')}) removed events only up to"
+                        if "checkpoint" in ck else
+                        f"the re-seed after a loss it must continue ({str(ck.get('reseed'))[:32]}, "
+                        f"{ck.get('time')}) is")
                 return report(ChainBreak(0, eid, (
-                    f"the trail starts after event {str(ev.get('prev_hash'))[:16]}…, but the "
-                    f"newest trim checkpoint ({str(ck['checkpoint'])[:32]}, {ck['time']}) "
-                    f"removed events only up to {cut[:16]}…: events were deleted past it "
+                    f"the trail starts after event {str(ev.get('prev_hash'))[:16]}…, but "
+                    f"{what} {cut[:16]}…: events were deleted past it "
                     "without a signed checkpoint")))
             if i == 0:
                 return report(ChainBreak(0, eid, (

@@ -55,19 +55,27 @@ ERROR_BODY_MAX = 64 * 1024
 def model_answered(a: Answer, protocol: str) -> bool:
     """Whether `a` (the primary's) is a model's answer, what the promotion gate counts: a
     2xx, and on a model route (`protocol: v2 | openai`) not an error object in a 200
-    (`{"error": ...}`, as the Open Inference Protocol's and OpenAI's error bodies are
-    written, which some servers send with 200): such an answer says nothing of the model,
-    and both versions sending it would count as an agreement."""
+    (`{"error": ...}`, its error not empty or null, as the Open Inference Protocol's and
+    OpenAI's error bodies are written, which some servers send with 200): such an answer
+    says nothing of the model, and both versions sending it would count as agreeing."""
     if not 200 <= a.status < 300:
         return False
-    if protocol == "http" or a.encoding or len(a.body) > ERROR_BODY_MAX \
-            or a.body.lstrip()[:1] != b"{" or b'"error"' not in a.body:
+    if protocol == "http" or len(a.body) > ERROR_BODY_MAX:
+        return True
+    if a.encoding:  # (read as the client reads it: a gzip error object is one too)
+        plain = decoded(a, ERROR_BODY_MAX)
+        if plain is None:
+            return True  # (larger than an error body, or not what its coding says)
+        a = plain
+    if a.body.lstrip()[:1] != b"{" or b'"error"' not in a.body:
         return True
     try:
         doc = json.loads(a.body)
     except (ValueError, RecursionError):
         return True
-    return not (isinstance(doc, dict) and "error" in doc)
+    # (an empty or null error field is no error, as clients read it: OpenAI's Responses
+    # API answers `"error": null` in every response; compare_chat reads a stream so too)
+    return not (isinstance(doc, dict) and bool(doc.get("error")))
 
 
 #: Content-Encoding -> zlib's wbits (deflate is zlib-wrapped, or raw from some servers)

@@ -224,6 +224,12 @@ def decide_trim(w: TrimWindow, keys: Mapping[str, bytes], policy: Retention, now
         else next((i for i, ev in enumerate(events) if ev.get("hash") == copied), None)
     if at is not None and at + 1 < k:
         k = at + 1
+    if 0 < k < len(events) and lost_at(events, k, k + 1, keys) is not None:
+        # (the re-seed after a loss would be the first event kept: its break is the loss,
+        # no tampering, but after a checkpoint no start could be said at it; the event
+        # before it stays too, until the re-seed is past the bounds and goes, the loss
+        # said by the checkpoint)
+        k -= 1
     if k <= 0:
         return TrimDecision(0, None, "nothing to remove")
     if w.newest is None or w.newest.get("hash") != w.head:

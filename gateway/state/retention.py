@@ -143,7 +143,8 @@ class AuditRetention:
         caller as its actor, the reason, the request), or (`dry_run`) how many events the
         first trim would remove, nothing changed. DomainError `trim_running` (409) while
         this instance trims, or the trail keeps changing under the trim (another instance
-        trimming); `trail_broken` (409) when the trail does not verify: nothing removed."""
+        trimming); `trail_broken` (409) when the trail does not verify: nothing removed (a
+        break met after batches that verified: they went, and the answer says `broken`)."""
         if self.lock.locked():
             raise DomainError("trim_running", "a trim of the audit trail is already running "
                               "on this instance; try again when it is done")
@@ -164,13 +165,20 @@ class AuditRetention:
                                   "or writes landing): nothing was removed; try again") from None
         if not made and last is not None and last.broken:
             raise DomainError("trail_broken", last.why)
-        return {"dry_run": False, "removed": sum(d.remove for d, _ in made),
-                "checkpoints": [ev["id"] for _, ev in made],
-                "events": made[-1][1]["after"]["kept"] + 1 if made else None,
-                **({} if made or last is None else {"why": last.why}),
-                **({"why": "stopped before the bounds: the trail kept changing under the "
-                           "trim (another instance trimming, or writes landing); try again"}
-                   if made and last is None else {})}
+        out = {"dry_run": False, "removed": sum(d.remove for d, _ in made),
+               "checkpoints": [ev["id"] for _, ev in made],
+               "events": made[-1][1]["after"]["kept"] + 1 if made else None}
+        if not made and last is not None:
+            out["why"] = last.why
+        elif made and last is None:
+            out["why"] = ("stopped before the bounds: the trail kept changing under the trim "
+                          "(another instance trimming, or writes landing); try again")
+        elif made and last is not None and last.broken:
+            # (batches that verified went; the next met a break: said, never as a trim
+            # back to the bounds, the break being evidence of tampering)
+            out["broken"] = True
+            out["why"] = f"stopped before the bounds at a break: {last.why}"
+        return out
 
     async def _dry_run(self) -> dict[str, Any]:
         seen: list[tuple[int, TrimDecision]] = []
