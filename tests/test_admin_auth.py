@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from gateway.admin.limiter import TokenBucket
 from gateway.admin.tokens import mint
-from gateway.domain.audit import verify_chain
+from gateway.domain.auditverify import verify_chain
 from tests.backends import echo_app
 from tests.conftest import SECRET, running_gateway, two_versions, wait_until, write_config
 

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from aiohttp import ClientSession
 
-from gateway.domain.audit import GENESIS, AuditDraft, event_hash, seal, verify_chain
+from gateway.domain.audit import GENESIS, AuditDraft, event_hash, seal
+from gateway.domain.auditverify import verify_chain
 from tests.backends import echo_app
 from tests.conftest import (
     admin_token,

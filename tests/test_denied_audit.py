@@ -15,7 +15,8 @@ from aiohttp import ClientSession
 
 from gateway.admin import denied
 from gateway.admin.denied import DeniedLog
-from gateway.domain.audit import AuditDraft, verify_chain
+from gateway.domain.audit import AuditDraft
+from gateway.domain.auditverify import verify_chain
 from gateway.errors import StoreUnavailable
 from gateway.telemetry.metrics import Metrics
 from tests.backends import echo_app

@@ -16,7 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from gateway.domain.audit import GENESIS, audit_mac, seal, verify_trail
+from gateway.domain.audit import GENESIS, audit_mac, seal
+from gateway.domain.auditverify import verify_trail
 from tests.backends import echo_app
 from tests.conftest import (
     ROOT,

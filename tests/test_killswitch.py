@@ -177,7 +177,8 @@ async def test_alternating_writers_commit_in_one_round_trip(redis_server: RedisS
     """An operator's calls land on whichever instance the load balancer picks. Each
     instance learns the audit head from the documents pushed to it, so its commit is one
     script call; guessing its own last head would be refused and retried every time."""
-    from gateway.domain.audit import AuditDraft, verify_chain
+    from gateway.domain.audit import AuditDraft
+    from gateway.domain.auditverify import verify_chain
     from gateway.domain.statedoc import KillFlag, StateDoc
     from gateway.state.redis import RedisStore
     from gateway.state.resp import connect, parse_endpoint

@@ -6,7 +6,8 @@ import asyncio
 import json
 from pathlib import Path
 
-from gateway.domain.audit import AuditDraft, seal, verify_trail
+from gateway.domain.audit import AuditDraft, seal
+from gateway.domain.auditverify import verify_trail
 from gateway.domain.statedoc import StateDoc
 from gateway.state.local import LocalStore
 from gateway.state.mirror import AuditMirror

@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from gateway.domain.audit import GENESIS, AuditDraft, seal, verify_trail
+from gateway.domain.audit import GENESIS, AuditDraft, seal
+from gateway.domain.auditverify import verify_trail
 from gateway.domain.retention import MIN_KEEP, TRIM_BATCH, Retention, TrimWindow, decide_trim
 
 pytestmark = pytest.mark.timeout(10)

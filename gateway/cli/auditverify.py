@@ -17,7 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from gateway.domain.audit import TrailReport, clean_text, parse_event, verify_trail
+from gateway.domain.audit import clean_text, parse_event
+from gateway.domain.auditverify import TrailReport, verify_trail
 from gateway.errors import ConfigError, Problem
 
 __all__ = ["add_verify_arguments", "verify"]

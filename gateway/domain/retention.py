@@ -25,14 +25,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.domain.audit import (
-    GENESIS,
-    AuditDraft,
-    genuine,
-    mac_matches,
-    verify_trail,
-)
+from gateway.domain.audit import GENESIS, AuditDraft, genuine, mac_matches
 from gateway.domain.auditcut import TRIM_ACTION, TRIM_ACTOR, trail_cuts, trim_cut
+from gateway.domain.auditverify import verify_trail
 from gateway.domain.retentionloss import lost_at, lost_start
 
 __all__ = ["MIN_KEEP", "TRIM_BATCH", "Decide", "Due", "Retention", "TrimDecision",
