@@ -1,0 +1,85 @@
+"""A JWKS endpoint that answers without end (a body of gigabytes, or one dripped a byte at
+a time): its fetch is bounded in size and in time, the last good key set stays in use,
+and an operator's call (a kill) never waits on it for longer than the fetch's deadline.
+Found by review (revadmin7): the fetch read the whole answer into memory, with only a
+per-read timeout, while every admin call waited for it once a refresh was due."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import jwt
+import pytest
+from aiohttp import web
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from gateway.admin import jwks as jwks_mod
+from tests.backends import echo_app
+from tests.conftest import running_gateway, two_versions, write_config
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def _claims() -> dict[str, object]:
+    now = int(time.time())
+    return {"sub": "ops", "scope": "killgate:admin", "iat": now, "exp": now + 600,
+            "iss": "killgate", "aud": "killgate-admin"}
+
+
+@pytest.mark.parametrize("mode", ["huge", "drip"])
+async def test_a_jwks_answer_without_end_is_cut_and_the_old_keys_serve(
+        tmp_path: Path, backends, session, monkeypatch: pytest.MonkeyPatch, mode: str) -> None:
+    monkeypatch.setattr(jwks_mod, "FETCH_DEADLINE", 0.5, raising=False)
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    jwk = {**json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key())),
+           "kid": "k1", "use": "sig", "alg": "RS256"}
+    served: dict[str, Any] = {"mode": "good", "sent": 0}
+
+    async def keys(request: web.Request) -> web.StreamResponse:
+        if served["mode"] == "good":
+            return web.json_response({"keys": [jwk]})
+        resp = web.StreamResponse()
+        resp.content_type = "application/json"
+        await resp.prepare(request)
+        await resp.write(b'{"keys": [' + json.dumps(jwk).encode() + b", ")
+        chunk = b" " * 65536 if served["mode"] == "huge" else b" "
+        try:
+            while served["sent"] < 512 * 1024 * 1024:  # (half a gigabyte, or a day's drip)
+                await resp.write(chunk)
+                served["sent"] += len(chunk)
+                if served["mode"] == "drip":
+                    await asyncio.sleep(0.05)
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        return resp
+
+    app = web.Application()
+    app.router.add_get("/jwks", keys)
+    jp = await backends(app)
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p))
+    cfg.write_text(cfg.read_text().replace(
+        "    hs256_secret_env: KILLGATE_TEST_SECRET\n",
+        f"    algorithms: [RS256]\n    jwks_url: http://127.0.0.1:{jp}/jwks\n"
+        "    jwks_refresh_interval: 1s\n    jwks_min_refetch_interval: 1s\n"))
+    h = {"Authorization": "Bearer " + jwt.encode(_claims(), key, algorithm="RS256",
+                                                 headers={"kid": "k1"})}
+    async with running_gateway(cfg) as g:
+        async with session.get(g.admin + "/v1/status", headers=h) as r:
+            assert r.status == 200
+        served["mode"] = mode
+        await asyncio.sleep(1.1)  # (the set is due for its refresh)
+        for _ in range(3):
+            t0 = time.monotonic()
+            async with session.post(g.admin + "/v1/kill", headers=h, json={
+                    "scope": "route", "route": "iris", "reason": "incident"}) as r:
+                assert r.status == 200, await r.text()
+            # (the kill waited at most for the fetch's deadline, not for the endpoint)
+            assert time.monotonic() - t0 < 2.0
+        assert g.gw.holder.doc.kills
+        # the answer was cut: not read to its end (half a gigabyte) nor held in memory
+        assert served["sent"] < 64 * 1024 * 1024, served["sent"]
