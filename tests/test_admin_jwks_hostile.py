@@ -83,3 +83,26 @@ async def test_a_jwks_answer_without_end_is_cut_and_the_old_keys_serve(
         assert g.gw.holder.doc.kills
         # the answer was cut: not read to its end (half a gigabyte) nor held in memory
         assert served["sent"] < 64 * 1024 * 1024, served["sent"]
+
+
+@pytest.mark.parametrize("unset", ["issuer", "audience"])
+def test_a_jwks_url_without_issuer_or_audience_is_refused(tmp_path: Path, unset: str) -> None:
+    """With `issuer: null` or `audience: null` and a JWKS URL, any token the identity
+    provider signed (it signs every application's, at a multi-tenant one every tenant's,
+    with the same keys) was an admin token here, its `scope` whatever that application
+    grants. Refused, naming the setting (found by review, revadmin7)."""
+    from gateway.configfile import load_config
+    from gateway.errors import ConfigError
+
+    cfg = write_config(tmp_path, two_versions(1, 2))
+    cfg.write_text(cfg.read_text().replace(
+        "    hs256_secret_env: KILLGATE_TEST_SECRET\n",
+        "    algorithms: [RS256]\n    jwks_url: https://idp.example.com/keys\n"
+        "    issuer: https://idp.example.com/\n    audience: api://killgate\n"))
+    good = cfg.read_text()
+    cfg.write_text(good.replace(f"    {unset}: ", f"    {unset}: null\n    #"))
+    with pytest.raises(ConfigError) as err:
+        load_config(cfg)
+    assert f"with jwks_url, give {unset}" in str(err.value.problems), err.value.problems
+    cfg.write_text(good)
+    assert load_config(cfg).config.admin.auth.issuer == "https://idp.example.com/"
