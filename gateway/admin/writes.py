@@ -3,8 +3,10 @@ propagation receipt the caller gets back.
 
 Owns the Idempotency-Key contract: a retried request (same caller, same key, same body)
 gets the first answer back and causes no second action or audit event, only one replay
-record (RELIABILITY row 47); the same key with another body is a 409. Works through the
-narrow ports of admin/ports.py.
+record (RELIABILITY row 47); the same key with another body is a 409. A key is claimed
+for CLAIM_LEASE, renewed while its write runs: the claim of a write whose instance died
+before it answered lapses, and a retry with the key (the CLI's, to another instance) then
+runs the write. Works through the narrow ports of admin/ports.py.
 """
 
 from __future__ import annotations
@@ -26,11 +28,16 @@ from gateway.admin.ports import Idempotency, StateWriter
 from gateway.domain.audit import AuditDraft
 from gateway.errors import ApiError, AuditError, StateError
 from gateway.log import event
+from gateway.tasks import cancel
 
 __all__ = ["Done", "Writer"]
 
 log = logging.getLogger("killgate.admin")
-IDEMPOTENCY_TTL = 24 * 3600.0
+IDEMPOTENCY_TTL = 24 * 3600.0  # an answer, kept for retries
+#: a claim (a write with this key is running), renewed every third of it while it runs:
+#: one left by an instance that died lapses this soon (it was kept for IDEMPOTENCY_TTL:
+#: the CLI's retry of a kill got "still being applied" for a day, and no kill was made)
+CLAIM_LEASE = 15.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,18 +67,25 @@ class Writer:
         ident, fingerprint = await self._idempotency(request, subject)
         if ident is not None:
             earlier = await self.idem.idem_claim(ident, {"fingerprint": fingerprint},
-                                                 IDEMPOTENCY_TTL)
+                                                 CLAIM_LEASE)
             if earlier is not None:
                 resp = await self._replay(ident, earlier, fingerprint, wait)
-                await self._audit_replay(request, subject, resp, request_id, source, trace_id)
-                return resp
+                if resp is not None:
+                    await self._audit_replay(request, subject, resp, request_id, source,
+                                             trace_id)
+                    return resp
+                # (the first try's claim lapsed or was let go: this one holds it, and runs)
+        renew = (None if ident is None else
+                 asyncio.create_task(self._renew(ident, fingerprint), name="idem-renew"))
         try:
             done = await op()
         except BaseException:
+            await cancel(renew)
             if ident is not None:
                 with contextlib.suppress(StateError):
                     await self.idem.idem_release(ident)
             raise
+        await cancel(renew)  # (before the answer's record: a renewal must not replace it)
         if ident is not None:
             # record the generation first: a concurrent retry can then answer with it
             with contextlib.suppress(StateError):
@@ -113,23 +127,33 @@ class Writer:
         ident = hashlib.sha256(f"{subject}\n{key}".encode()).hexdigest()
         return ident, fingerprint
 
+    async def _renew(self, ident: str, fingerprint: str) -> None:
+        """Keep the claim while the write runs (best effort: a store that cannot take it
+        lets it lapse, and a retry may then run the write too)."""
+        while True:
+            await asyncio.sleep(CLAIM_LEASE / 3)
+            with contextlib.suppress(StateError):
+                await self.idem.idem_set(ident, {"fingerprint": fingerprint}, CLAIM_LEASE)
+
     async def _replay(self, ident: str, earlier: dict[str, Any], fingerprint: str,
-                      wait: float) -> web.Response:
+                      wait: float) -> web.Response | None:
+        """The first answer; None when this request now holds the claim (the first try's
+        lapsed, or it failed and let it go): it is to run the write."""
         if earlier.get("fingerprint") != fingerprint:
             raise ApiError(409, "idempotency_key_reused",
                            "this Idempotency-Key was used for a different request")
         deadline = time.monotonic() + wait + 5.0
         while "response" not in earlier and "generation" not in earlier:
             if time.monotonic() > deadline:
-                raise ApiError(409, "in_progress",
-                               "a request with this Idempotency-Key is still being applied")
+                raise ApiError(409, "in_progress", (
+                    "a request with this Idempotency-Key is still being applied (or the "
+                    "instance running it stopped: its claim lapses within "
+                    f"{CLAIM_LEASE:g}s, and the same request sent again then runs it)"))
             await asyncio.sleep(0.01)
             got = await self.idem.idem_claim(ident, {"fingerprint": fingerprint},
-                                             IDEMPOTENCY_TTL)
-            if got is None:  # the first attempt failed and released the key
-                await self.idem.idem_release(ident)
-                raise ApiError(409, "in_progress", "the first request with this "
-                               "Idempotency-Key failed; retry with a new key")
+                                             CLAIM_LEASE)
+            if got is None:  # the first try's claim lapsed, or it failed and let it go
+                return None
             earlier = got
         status = int(earlier.get("status", 200))
         if "response" in earlier:
