@@ -28,7 +28,6 @@ from gateway.admin.ports import Idempotency, StateWriter
 from gateway.domain.audit import AuditDraft
 from gateway.errors import ApiError, AuditError, StateError
 from gateway.log import event
-from gateway.tasks import cancel
 
 __all__ = ["Done", "Writer"]
 
@@ -54,6 +53,14 @@ class Done:
 Op = Callable[[], Awaitable[Done]]
 
 
+async def _ended(over: asyncio.Event, renew: asyncio.Task[None] | None) -> None:
+    """The claim's renewal, ended: waited for (a renewal in flight lands first)."""
+    over.set()
+    if renew is not None:
+        with contextlib.suppress(Exception):
+            await asyncio.shield(renew)
+
+
 class Writer:
     def __init__(self, state: StateWriter, idem: Idempotency,
                  audit: Callable[[AuditDraft], Awaitable[None]]) -> None:
@@ -75,17 +82,18 @@ class Writer:
                                              trace_id)
                     return resp
                 # (the first try's claim lapsed or was let go: this one holds it, and runs)
-        renew = (None if ident is None else
-                 asyncio.create_task(self._renew(ident, fingerprint), name="idem-renew"))
+        held = asyncio.Event()  # set: the write is over, the claim no longer renewed
+        renew = (None if ident is None else asyncio.create_task(
+            self._renew(ident, fingerprint, held), name="idem-renew"))
         try:
             done = await op()
         except BaseException:
-            await cancel(renew)
+            await _ended(held, renew)
             if ident is not None:
                 with contextlib.suppress(StateError):
                     await self.idem.idem_release(ident)
             raise
-        await cancel(renew)  # (before the answer's record: a renewal must not replace it)
+        await _ended(held, renew)  # (before the answer's record: no renewal replaces it)
         if ident is not None:
             # record the generation first: a concurrent retry can then answer with it
             with contextlib.suppress(StateError):
@@ -127,11 +135,15 @@ class Writer:
         ident = hashlib.sha256(f"{subject}\n{key}".encode()).hexdigest()
         return ident, fingerprint
 
-    async def _renew(self, ident: str, fingerprint: str) -> None:
+    async def _renew(self, ident: str, fingerprint: str, over: asyncio.Event) -> None:
         """Keep the claim while the write runs (best effort: a store that cannot take it
-        lets it lapse, and a retry may then run the write too)."""
+        lets it lapse, and a retry may then run the write too). Ends between renewals,
+        never in one: a renewal cut off in its thread could land after the answer's
+        record and replace it."""
         while True:
-            await asyncio.sleep(CLAIM_LEASE / 3)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(over.wait(), CLAIM_LEASE / 3)
+                return
             with contextlib.suppress(StateError):
                 await self.idem.idem_set(ident, {"fingerprint": fingerprint}, CLAIM_LEASE)
 
