@@ -126,7 +126,9 @@ class Approvals:
             # another's request for the same change: the asker is the other principal it
             # waits for (and has the action's scope), so say so rather than "wait"
             body["you_may_approve"] = True
-        return Done(body, None, status=202, event=ev)
+        # (a retry with the Idempotency-Key gets this answer while the request can be
+        # open; after, it asks anew)
+        return Done(body, None, status=202, event=ev, keep=shown.expires - self.clock())
 
     # ------------------------------------------------------------------ approve / decline
 

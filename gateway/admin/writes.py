@@ -48,6 +48,9 @@ class Done:
     generation: int | None
     status: int = 200
     event: dict[str, Any] | None = None  # the audit event it recorded, if any
+    #: how long a retry with its Idempotency-Key is answered with it (None: a day); an
+    #: approval request's answer only while that request can be open
+    keep: float | None = None
 
 
 Op = Callable[[], Awaitable[Done]]
@@ -94,13 +97,15 @@ class Writer:
                     await self.idem.idem_release(ident)
             raise
         await _ended(held, renew)  # (before the answer's record: no renewal replaces it)
+        keep = IDEMPOTENCY_TTL if done.keep is None else min(IDEMPOTENCY_TTL,
+                                                             max(1.0, done.keep))
         if ident is not None:
             # record the generation first: a concurrent retry can then answer with it
             with contextlib.suppress(StateError):
                 await self.idem.idem_set(ident, {"fingerprint": fingerprint,
                                                  "generation": done.generation,
                                                  "status": done.status, "extra": done.body},
-                                         IDEMPOTENCY_TTL)
+                                         keep)
         answer = dict(done.body)
         if done.generation is not None:
             receipt = await self.state.receipt(done.generation, wait)
@@ -116,7 +121,7 @@ class Writer:
                 await self.idem.idem_set(ident, {"fingerprint": fingerprint,
                                                  "generation": done.generation,
                                                  "status": done.status, "response": answer},
-                                         IDEMPOTENCY_TTL)
+                                         keep)
         return web.json_response(answer, status=done.status)
 
     async def _idempotency(self, request: web.Request, subject: str) -> tuple[str | None, str]:
