@@ -39,3 +39,34 @@ async def test_a_retry_after_the_request_expired_asks_again(
         assert status == 202 and not replayed, later
         assert later["approval"]["id"] != ident
         assert later["approval"]["id"] in g.gw.holder.doc.approvals
+
+
+async def test_an_invalid_record_is_dropped_only_by_a_reader(
+        tmp_path: Path, backends, session) -> None:
+    """A stored approval record of no valid shape (another version's, a bug's) can be
+    declined, as its comment said, by "anyone who may read it": a token without
+    killgate:read (Alertmanager's killgate:alert) dropped it too, a state change with an
+    audit event in that token's name (found by review, revadmin7)."""
+    from gateway.domain.audit import AuditDraft
+    from gateway.domain.statedoc import Change
+
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p), extra="approvals: {weights: 2}\n")
+    ident = "ap-00000000000000bb"
+    async with running_gateway(cfg) as g:
+        await g.gw.sync.write(lambda cur: Change(approvals={ident: {"not": "a record"}}),
+                              lambda c, n: AuditDraft("alice", "approval.request",
+                                                      {"approval": ident}, "test"))
+        gen = g.gw.holder.doc.generation
+
+        async def decline(scope: str) -> tuple[int, dict]:
+            async with session.post(g.admin + f"/v1/approvals/{ident}/decline", json={},
+                                    headers=bearer(scope, "bot")) as r:
+                return r.status, await r.json()
+
+        status, body = await decline("killgate:alert")
+        assert (status, body["error"]["type"]) == (403, "forbidden"), body
+        assert ident in g.gw.holder.doc.approvals and g.gw.holder.doc.generation == gen
+        status, body = await decline("killgate:read")
+        assert status == 200, body
+        assert ident not in g.gw.holder.doc.approvals

@@ -226,8 +226,9 @@ class Approvals:
                 rec = Approval.from_json(raw)
             except ValueError:
                 rec = None
-            if rec is not None:  # (an invalid record may be dropped by anyone who may read it)
-                principal.require(actions.SCOPE_OF[rec.intent.action])
+            # (an invalid record may be dropped by anyone who may read it)
+            principal.require(actions.SCOPE_OF[rec.intent.action] if rec is not None
+                              else "killgate:read")
             seen[:] = [rec] if rec is not None else []
             return Change(approvals={approval_id: None})
 
