@@ -106,3 +106,46 @@ def test_a_jwks_url_without_issuer_or_audience_is_refused(tmp_path: Path, unset:
     assert f"with jwks_url, give {unset}" in str(err.value.problems), err.value.problems
     cfg.write_text(good)
     assert load_config(cfg).config.admin.auth.issuer == "https://idp.example.com/"
+
+
+async def test_a_refresh_that_brings_the_same_key_keeps_verified_tokens(
+        tmp_path: Path, backends, session) -> None:
+    """A token verified before is taken from the cache, so a flood of junk tokens from the
+    operator's address (its check budget spent) never refuses it. With a JWKS URL every
+    refresh built new key objects, and a cached token was dropped unless its key was the
+    same object: after each refresh (every 5 minutes by default) the operator's kill
+    needed a check from the spent budget, and got 429 (found by review, revadmin7)."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    jwk = {**json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key())),
+           "kid": "k1", "use": "sig", "alg": "RS256"}
+    fetches: list[float] = []
+
+    async def keys(_: web.Request) -> web.Response:
+        fetches.append(time.monotonic())
+        return web.json_response({"keys": [jwk]})
+
+    app = web.Application()
+    app.router.add_get("/jwks", keys)
+    jp = await backends(app)
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p))
+    cfg.write_text(cfg.read_text().replace(
+        "    hs256_secret_env: KILLGATE_TEST_SECRET\n",
+        f"    algorithms: [RS256]\n    jwks_url: http://127.0.0.1:{jp}/jwks\n"
+        "    jwks_refresh_interval: 1s\n").replace(
+        "admin:\n", "admin:\n  auth_check_rate: 0.01\n  auth_check_burst: 2\n"))
+    h = {"Authorization": "Bearer " + jwt.encode(_claims(), key, algorithm="RS256",
+                                                 headers={"kid": "k1"})}
+    junk = {"Authorization": "Bearer e30.e30.junk"}
+    async with running_gateway(cfg) as g:
+        async with session.get(g.admin + "/v1/status", headers=h) as r:
+            assert r.status == 200
+        async with session.get(g.admin + "/v1/status", headers=junk) as r:
+            assert r.status == 401  # (the address's budget is spent now)
+        async with session.get(g.admin + "/v1/status", headers=junk) as r:
+            assert r.status == 429
+        await asyncio.sleep(1.1)  # (the key set is due for its refresh)
+        async with session.post(g.admin + "/v1/kill", headers=h, json={
+                "scope": "route", "route": "iris", "reason": "incident"}) as r:
+            assert r.status == 200, await r.text()
+        assert len(fetches) == 2  # (refreshed: the same key, still trusted)

@@ -259,7 +259,10 @@ class Authenticator:
                 current = await self._jwks.key(jwt.get_unverified_header(token).get("kid"))
             except Unauthenticated:
                 current = None
-            if current is not key:
+            # (by value: each refresh builds new key objects, and a token whose key came
+            # back unchanged must stay verified, or a refresh made the operator's kill spend
+            # a check from a budget a flood may have spent: 429)
+            if current is None or current != key:
                 self._verified.pop(token, None)
                 return None
         now = self.clock()
