@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 
-import gateway.state.redistrim  # noqa: F401 - imported before _trim_batches_of_ten patches
 from tests.backends import echo_app
 from tests.conftest import running_gateway, two_versions, write_config
 from tests.test_audit import H
@@ -22,8 +21,6 @@ pytestmark = pytest.mark.timeout(30)
 
 async def test_a_manual_trim_cut_off_by_the_store_says_what_it_removed(
         tmp_path: Path, backends, session, redis_server, monkeypatch: pytest.MonkeyPatch) -> None:
-    # (redistrim imported first: imported by the patch, it bound the patched batch as its
-    # own, and the patch's undo "restored" that)
     _trim_batches_of_ten(monkeypatch)
     p = await backends(echo_app("v1"))
     cfg = write_config(tmp_path, two_versions(p, p), state=_state(tmp_path, redis_server))
