@@ -159,6 +159,18 @@ class AuthConfig(Frozen):
             seen.add(key.name)
         return v
 
+    @model_validator(mode="after")
+    def _idp_bound(self) -> AuthConfig:
+        if self.jwks_url and (not self.issuer or not self.audience):
+            missing = " and ".join(n for n in ("issuer", "audience") if not getattr(self, n))
+            raise ValueError(
+                f"with jwks_url, give {missing} (the identity provider's `iss`, and the "
+                "`aud` it puts in tokens meant for killgate): it signs the tokens of every "
+                "application (and, at a multi-tenant one, every tenant) with the same keys, "
+                "so without them a token it issued for another application would be an "
+                "admin token here")
+        return self
+
     @property
     def secret_env(self) -> str:
         """The variable an HS256 secret is read from (when not from a file)."""

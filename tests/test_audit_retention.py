@@ -83,7 +83,12 @@ async def _filled(tmp_path: Path, backends: Any, request: pytest.FixtureRequest,
 
 
 def _trim_batches_of_ten(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A trim removes at most 10 (TRIM_BATCH) events: a batch bound reached with few."""
+    """A trim removes at most 10 (TRIM_BATCH) events: a batch bound reached with few.
+    (redistrim is imported first: imported by the second patch, after the first, it bound
+    the patched 10 as its own, the undo "restored" that, and every later test in the
+    process trimmed by tens.)"""
+    import gateway.state.redistrim  # noqa: F401
+
     for mod in ("gateway.domain.retention", "gateway.state.redistrim"):
         monkeypatch.setattr(f"{mod}.TRIM_BATCH", 10)
 

@@ -25,10 +25,11 @@ class Source:
         self.fetches = 0
         self.gate: threading.Event | None = None  # set: a fetch waits for it
 
-    def __call__(self) -> dict[str, Any]:
+    async def __call__(self) -> dict[str, Any]:
         self.fetches += 1
         if self.gate is not None:
-            assert self.gate.wait(5), "the test never let the fetch finish"
+            assert await asyncio.to_thread(self.gate.wait, 5), \
+                "the test never let the fetch finish"
         if not self.up:
             raise OSError("connection refused")
         return dict(self.keys)

@@ -157,44 +157,35 @@ async def test_a_second_ctrl_c_stops_the_demo_at_once(tmp_path: Path) -> None:
 async def test_a_second_ctrl_c_ends_a_drained_process_whose_exit_hangs(
         tmp_path: Path, backends, gateway_procs) -> None:
     """A process alone, stopped and drained, ignored every signal until its exit: one whose
-    exit hung (the loop's close waits for a call in a thread: a JWKS fetch the IdP never
-    answers, here up to urllib's 5 s) could not be ended by a second Ctrl-C, only by
-    SIGKILL. It now ends at once, exit 130."""
-    import jwt
-    from aiohttp import web
-    from cryptography.hazmat.primitives.asymmetric import rsa
+    exit hung (the loop's close waits for a call in a thread: here a write's Idempotency-Key
+    claim, waiting for the local store's lock, which the test holds; before, a JWKS fetch
+    the IdP never answered) could not be ended by a second Ctrl-C, only by SIGKILL. It now
+    ends at once, exit 130."""
+    import fcntl
 
     from tests.backends import echo_app
-    from tests.test_admin_auth import claims
+    from tests.conftest import bearer
 
-    asked = threading.Event()
-
-    async def jwks(_: web.Request) -> web.Response:
-        asked.set()
-        await asyncio.Event().wait()  # never answers
-        raise AssertionError("unreachable")
-
-    app = web.Application()
-    app.router.add_get("/jwks", jwks)
-    jp = await backends(app)
     cfg = _cfg(tmp_path, await backends(echo_app("v1")), "server: {drain_timeout: 1s}\n")
-    cfg.write_text(cfg.read_text().replace(
-        "    hs256_secret_env: KILLGATE_TEST_SECRET\n",
-        f"    algorithms: [RS256]\n    jwks_url: http://127.0.0.1:{jp}/jwks\n"))
     gw = gateway_procs(cfg)
     await asyncio.to_thread(gw.wait_ready)
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    tok = jwt.encode(claims(), key, algorithm="RS256", headers={"kid": "k1"})
+    lock = open(tmp_path / "store.json.lock", "a+b")  # noqa: SIM115, ASYNC230 - closed below
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    asked = threading.Event()
 
     def ask() -> None:
-        req = urllib.request.Request(gw.admin + "/v1/status",
-                                     headers={"Authorization": f"Bearer {tok}"})
+        req = urllib.request.Request(
+            gw.admin + "/v1/kill", method="POST",
+            data=b'{"scope": "global", "reason": "x"}',
+            headers={**bearer("killgate:admin"), "Idempotency-Key": "k1",
+                     "Content-Type": "application/json"})
+        asked.set()
         with contextlib.suppress(OSError):  # (cut by the stop)
             urllib.request.urlopen(req, timeout=10).close()
 
     threading.Thread(target=ask, daemon=True).start()
     await asyncio.to_thread(asked.wait, 5)
-    assert asked.is_set()
+    await asyncio.sleep(0.3)  # (the claim is waiting for the lock in its thread)
     gw.signal(signal.SIGTERM)
     await wait_until(lambda: 'phase="stopped"' in gw.output() or "phase=stopped" in gw.output(),
                      5, 0.01, "the drain's end")
@@ -202,4 +193,5 @@ async def test_a_second_ctrl_c_ends_a_drained_process_whose_exit_hangs(
     gw.signal(signal.SIGINT)
     rc = await asyncio.to_thread(gw.proc.wait, 10)
     took = time.monotonic() - t0
+    lock.close()
     assert rc == 130 and took < 2, (rc, round(took, 1), gw.output()[-3000:])

@@ -211,7 +211,7 @@ class AdminApi:
         gate = actions.gate_of(intent)
         needs = cfg.approvals.needs(gate) if gate is not None else 1
         if glass:
-            self._break_glass(request, peer, principal, intent, needs)
+            self._may_break_glass(request, peer, principal)
             intent = intent.with_audit(break_glass=True)
         elif needs > 1:
             return await self.writer.run(request, principal.subject, wait,
@@ -227,6 +227,8 @@ class AdminApi:
                       **actions.notes(intent, new, self.current.loaded.config)}
             if ev is not None:
                 answer["audit_id"] = ev["id"]
+                if glass:  # (counted once it skipped the rule: not a refusal, nor a retry)
+                    self._broke_glass(principal, intent, needs, peer)
             if glass:
                 answer["break_glass"] = True
             return Done(answer, new.generation, event=ev)
@@ -234,17 +236,21 @@ class AdminApi:
         return await self.writer.run(request, principal.subject, wait, op, rid, peer,
                                      intent.trace_id)
 
-    def _break_glass(self, request: web.Request, peer: str, principal: Principal,
-                     intent: actions.Intent, needs: int) -> None:
+    def _may_break_glass(self, request: web.Request, peer: str, principal: Principal) -> None:
         """Skipping the two-person rule needs its own scope (killgate:admin does not imply
-        it), and is loud: an error-level log line, a counter, and `break_glass: true` in
-        the action's audit event (and so in its outgoing event)."""
+        it)."""
         try:
             principal.require(BREAK_GLASS)
         except Forbidden as exc:
             exc.message += " that 'break_glass' needs (killgate:admin does not imply it)"
             self.callers.refused(request, peer, BREAK_GLASS, principal, exc)
             raise
+
+    def _broke_glass(self, principal: Principal, intent: actions.Intent, needs: int,
+                     peer: str) -> None:
+        """A write that skipped the rule is loud: an error-level log line, a counter, and
+        `break_glass: true` in its audit event (and so in its outgoing event). Once, when
+        applied: a refused one skipped nothing, and a retry's replay is the same write."""
         self.counters.inc("killgate_break_glass_total", (intent.action,),
                           label_names=("action",))
         event(log, "break_glass", logging.ERROR, actor=principal.subject, action=intent.action,

@@ -126,7 +126,9 @@ class Approvals:
             # another's request for the same change: the asker is the other principal it
             # waits for (and has the action's scope), so say so rather than "wait"
             body["you_may_approve"] = True
-        return Done(body, None, status=202, event=ev)
+        # (a retry with the Idempotency-Key gets this answer while the request can be
+        # open; after, it asks anew)
+        return Done(body, None, status=202, event=ev, keep=shown.expires - self.clock())
 
     # ------------------------------------------------------------------ approve / decline
 
@@ -224,8 +226,9 @@ class Approvals:
                 rec = Approval.from_json(raw)
             except ValueError:
                 rec = None
-            if rec is not None:  # (an invalid record may be dropped by anyone who may read it)
-                principal.require(actions.SCOPE_OF[rec.intent.action])
+            # (an invalid record may be dropped by anyone who may read it)
+            principal.require(actions.SCOPE_OF[rec.intent.action] if rec is not None
+                              else "killgate:read")
             seen[:] = [rec] if rec is not None else []
             return Change(approvals={approval_id: None})
 

@@ -11,6 +11,7 @@ checked with that key alone, HS256 only, and bound to its scopes.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import math
@@ -20,10 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import jwt
-from jwt import PyJWKClient
+from jwt import PyJWKSet
 
 from gateway import filemodes
-from gateway.admin.jwks import JwksKeys
+from gateway.admin.jwks import JwksKeys, read_key_set
 from gateway.admin.principal import Principal, printable_subject, scopes_of
 from gateway.admin.scopedkeys import ScopedKey, load_scoped_keys
 from gateway.admin.tokens import MIN_SECRET
@@ -66,6 +67,16 @@ def _finite(v: float) -> bool:
 ACCESS_TYPS = frozenset({"jwt", "application/jwt", "at+jwt", "application/at+jwt"})
 
 
+def _signing_keys(data: Any) -> dict[str, Any]:
+    """A key set's signing keys by kid (as pyjwt's client picked them: `use` sig or none,
+    with a kid); ValueError or pyjwt's error when it holds none."""
+    keys = {k.key_id: k.key for k in PyJWKSet.from_dict(data).keys
+            if k.public_key_use in ("sig", None) and k.key_id}
+    if not keys:
+        raise ValueError("the key set holds no signing key")
+    return keys
+
+
 def _text(path: Path) -> str:
     """A key file's text (filemodes.read_key_file: a regular file of a bounded size)."""
     try:
@@ -105,11 +116,13 @@ class Authenticator:
     def _load(self, resolve: Callable[[str], Path]) -> None:
         cfg = self.cfg
         if cfg.jwks_url:
-            client = PyJWKClient(cfg.jwks_url, cache_keys=False, cache_jwk_set=False,
-                                 timeout=5)
-            self._jwks = JwksKeys(
-                lambda: {k.key_id: k.key for k in client.get_signing_keys(True) if k.key_id},
-                cfg.jwks_refresh_interval, cfg.jwks_min_refetch_interval)
+            url = cfg.jwks_url
+
+            async def fetch() -> dict[str, Any]:  # (bounded: admin/jwks.py; parsed apart)
+                return await asyncio.to_thread(_signing_keys, await read_key_set(url))
+
+            self._jwks = JwksKeys(fetch, cfg.jwks_refresh_interval,
+                                  cfg.jwks_min_refetch_interval)
             return
         if cfg.public_key_file:
             path = resolve(cfg.public_key_file)
@@ -246,7 +259,10 @@ class Authenticator:
                 current = await self._jwks.key(jwt.get_unverified_header(token).get("kid"))
             except Unauthenticated:
                 current = None
-            if current is not key:
+            # (by value: each refresh builds new key objects, and a token whose key came
+            # back unchanged must stay verified, or a refresh made the operator's kill spend
+            # a check from a budget a flood may have spent: 429)
+            if current is None or current != key:
                 self._verified.pop(token, None)
                 return None
         now = self.clock()

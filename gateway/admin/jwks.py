@@ -10,25 +10,53 @@ Imports no pyjwt: admin/auth.py hands it the fetch (`kid -> key` from the endpoi
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
+
+import aiohttp
 
 from gateway.errors import Unauthenticated
 
-__all__ = ["EMPTY_REFETCH", "JwksKeys"]
+__all__ = ["EMPTY_REFETCH", "FETCH_DEADLINE", "MAX_SET_BYTES", "JwksKeys", "read_key_set"]
 
 #: while no key set is held (the endpoint down since start), a fetch for an unknown kid at
 #: most this often: tokens with ever new kids must not each cost a fetch (and a thread)
 EMPTY_REFETCH = 1.0
+#: a fetch of the set, whole (connect, head, body): every admin call waits for one that is
+#: due, so an endpoint that answers without end (a byte at a time) must not hold them
+FETCH_DEADLINE = 5.0
+#: the largest key set read (a real one: a few keys, a few kB): an endpoint that answers
+#: with gigabytes was read whole into the gateway's memory
+MAX_SET_BYTES = 1024 * 1024
+
+
+async def read_key_set(url: str) -> Any:
+    """The JSON the key set URL answers with (200 only, no redirect: the URL was checked
+    to be https), at most MAX_SET_BYTES; raises (OSError, ValueError, aiohttp's errors)
+    when it cannot be read. The proxy variables apply, as they did to the fetch before."""
+    timeout = aiohttp.ClientTimeout(total=FETCH_DEADLINE)
+    async with aiohttp.ClientSession(timeout=timeout, trust_env=True) as s, \
+            s.get(url, allow_redirects=False, headers={"Accept": "application/json"}) as r:
+        if r.status != 200:
+            raise ValueError(f"the key set URL answered {r.status}")
+        if (r.content_length or 0) > MAX_SET_BYTES:
+            raise ValueError(f"the key set is larger than {MAX_SET_BYTES} bytes")
+        body = bytearray()
+        async for chunk in r.content.iter_any():
+            body += chunk
+            if len(body) > MAX_SET_BYTES:
+                raise ValueError(f"the key set is larger than {MAX_SET_BYTES} bytes")
+    return json.loads(body)
 
 
 class JwksKeys:
-    """`fetch` (run in a thread): the endpoint's keys by kid; it raises when the endpoint
-    cannot be read."""
+    """`fetch`: the endpoint's keys by kid; it raises when the endpoint cannot be read (and
+    is cut at FETCH_DEADLINE)."""
 
-    def __init__(self, fetch: Callable[[], dict[str, Any]], refresh_interval: float,
+    def __init__(self, fetch: Callable[[], Awaitable[dict[str, Any]]], refresh_interval: float,
                  min_refetch_interval: float,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._fetch = fetch
@@ -65,7 +93,8 @@ class JwksKeys:
     async def _refresh(self, now: float) -> None:
         self._last_fetch = now
         try:
-            keys = await asyncio.to_thread(self._fetch)
+            async with asyncio.timeout(FETCH_DEADLINE):
+                keys = await self._fetch()
         except Exception:  # noqa: BLE001 - endpoint down: keep the last good set
             return
         finally:  # (counted from its end too: the tokens that waited for a slow fetch that

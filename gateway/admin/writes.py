@@ -3,8 +3,10 @@ propagation receipt the caller gets back.
 
 Owns the Idempotency-Key contract: a retried request (same caller, same key, same body)
 gets the first answer back and causes no second action or audit event, only one replay
-record (RELIABILITY row 47); the same key with another body is a 409. Works through the
-narrow ports of admin/ports.py.
+record (RELIABILITY row 47); the same key with another body is a 409. A key is claimed
+for CLAIM_LEASE, renewed while its write runs: the claim of a write whose instance died
+before it answered lapses, and a retry with the key (the CLI's, to another instance) then
+runs the write. Works through the narrow ports of admin/ports.py.
 """
 
 from __future__ import annotations
@@ -30,7 +32,11 @@ from gateway.log import event
 __all__ = ["Done", "Writer"]
 
 log = logging.getLogger("killgate.admin")
-IDEMPOTENCY_TTL = 24 * 3600.0
+IDEMPOTENCY_TTL = 24 * 3600.0  # an answer, kept for retries
+#: a claim (a write with this key is running), renewed every third of it while it runs:
+#: one left by an instance that died lapses this soon (it was kept for IDEMPOTENCY_TTL:
+#: the CLI's retry of a kill got "still being applied" for a day, and no kill was made)
+CLAIM_LEASE = 15.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,9 +48,20 @@ class Done:
     generation: int | None
     status: int = 200
     event: dict[str, Any] | None = None  # the audit event it recorded, if any
+    #: how long a retry with its Idempotency-Key is answered with it (None: a day); an
+    #: approval request's answer only while that request can be open
+    keep: float | None = None
 
 
 Op = Callable[[], Awaitable[Done]]
+
+
+async def _ended(over: asyncio.Event, renew: asyncio.Task[None] | None) -> None:
+    """The claim's renewal, ended: waited for (a renewal in flight lands first)."""
+    over.set()
+    if renew is not None:
+        with contextlib.suppress(Exception):
+            await asyncio.shield(renew)
 
 
 class Writer:
@@ -60,25 +77,35 @@ class Writer:
         ident, fingerprint = await self._idempotency(request, subject)
         if ident is not None:
             earlier = await self.idem.idem_claim(ident, {"fingerprint": fingerprint},
-                                                 IDEMPOTENCY_TTL)
+                                                 CLAIM_LEASE)
             if earlier is not None:
                 resp = await self._replay(ident, earlier, fingerprint, wait)
-                await self._audit_replay(request, subject, resp, request_id, source, trace_id)
-                return resp
+                if resp is not None:
+                    await self._audit_replay(request, subject, resp, request_id, source,
+                                             trace_id)
+                    return resp
+                # (the first try's claim lapsed or was let go: this one holds it, and runs)
+        held = asyncio.Event()  # set: the write is over, the claim no longer renewed
+        renew = (None if ident is None else asyncio.create_task(
+            self._renew(ident, fingerprint, held), name="idem-renew"))
         try:
             done = await op()
         except BaseException:
+            await _ended(held, renew)
             if ident is not None:
                 with contextlib.suppress(StateError):
                     await self.idem.idem_release(ident)
             raise
+        await _ended(held, renew)  # (before the answer's record: no renewal replaces it)
+        keep = IDEMPOTENCY_TTL if done.keep is None else min(IDEMPOTENCY_TTL,
+                                                             max(1.0, done.keep))
         if ident is not None:
             # record the generation first: a concurrent retry can then answer with it
             with contextlib.suppress(StateError):
                 await self.idem.idem_set(ident, {"fingerprint": fingerprint,
                                                  "generation": done.generation,
                                                  "status": done.status, "extra": done.body},
-                                         IDEMPOTENCY_TTL)
+                                         keep)
         answer = dict(done.body)
         if done.generation is not None:
             receipt = await self.state.receipt(done.generation, wait)
@@ -94,7 +121,7 @@ class Writer:
                 await self.idem.idem_set(ident, {"fingerprint": fingerprint,
                                                  "generation": done.generation,
                                                  "status": done.status, "response": answer},
-                                         IDEMPOTENCY_TTL)
+                                         keep)
         return web.json_response(answer, status=done.status)
 
     async def _idempotency(self, request: web.Request, subject: str) -> tuple[str | None, str]:
@@ -113,23 +140,37 @@ class Writer:
         ident = hashlib.sha256(f"{subject}\n{key}".encode()).hexdigest()
         return ident, fingerprint
 
+    async def _renew(self, ident: str, fingerprint: str, over: asyncio.Event) -> None:
+        """Keep the claim while the write runs (best effort: a store that cannot take it
+        lets it lapse, and a retry may then run the write too). Ends between renewals,
+        never in one: a renewal cut off in its thread could land after the answer's
+        record and replace it."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(over.wait(), CLAIM_LEASE / 3)
+                return
+            with contextlib.suppress(StateError):
+                await self.idem.idem_set(ident, {"fingerprint": fingerprint}, CLAIM_LEASE)
+
     async def _replay(self, ident: str, earlier: dict[str, Any], fingerprint: str,
-                      wait: float) -> web.Response:
+                      wait: float) -> web.Response | None:
+        """The first answer; None when this request now holds the claim (the first try's
+        lapsed, or it failed and let it go): it is to run the write."""
         if earlier.get("fingerprint") != fingerprint:
             raise ApiError(409, "idempotency_key_reused",
                            "this Idempotency-Key was used for a different request")
         deadline = time.monotonic() + wait + 5.0
         while "response" not in earlier and "generation" not in earlier:
             if time.monotonic() > deadline:
-                raise ApiError(409, "in_progress",
-                               "a request with this Idempotency-Key is still being applied")
+                raise ApiError(409, "in_progress", (
+                    "a request with this Idempotency-Key is still being applied (or the "
+                    "instance running it stopped: its claim lapses within "
+                    f"{CLAIM_LEASE:g}s, and the same request sent again then runs it)"))
             await asyncio.sleep(0.01)
             got = await self.idem.idem_claim(ident, {"fingerprint": fingerprint},
-                                             IDEMPOTENCY_TTL)
-            if got is None:  # the first attempt failed and released the key
-                await self.idem.idem_release(ident)
-                raise ApiError(409, "in_progress", "the first request with this "
-                               "Idempotency-Key failed; retry with a new key")
+                                             CLAIM_LEASE)
+            if got is None:  # the first try's claim lapsed, or it failed and let it go
+                return None
             earlier = got
         status = int(earlier.get("status", 200))
         if "response" in earlier:

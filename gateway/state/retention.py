@@ -47,6 +47,11 @@ class Trimmer(Protocol):
                          due: Due) -> tuple[TrimDecision, dict[str, Any] | None]: ...
 
 
+#: why a manual trim stopped before the bounds, with trims made (its answer's `why`)
+STOPPED_CHANGING = ("stopped before the bounds: the trail kept changing under the trim "
+                    "(another instance trimming, or writes landing); try again")
+
+
 class AuditRetention:
     def __init__(self, store: Trimmer, cfg: AuditRetentionConfig, keys: Keyring,
                  mirror: AuditMirror | None = None,
@@ -54,6 +59,7 @@ class AuditRetention:
         self.store = store
         self.clock = clock  # (the store's clock bounds it: domain/retention.py's age_clock)
         self.lock = asyncio.Lock()  # one look or manual trim at a time on this instance
+        self.stopped = STOPPED_CHANGING  # why the last trim by hand stopped short
         self.mirror = mirror  # (what it has not copied yet is never removed)
         self.cfg = cfg
         self.policy = Retention(cfg.max_events, cfg.max_age)
@@ -113,9 +119,11 @@ class AuditRetention:
 
     async def _trims(self, going_on: bool, stamp: Callable[[AuditDraft], AuditDraft] | None,
                      ) -> tuple[list[tuple[TrimDecision, dict[str, Any]]], TrimDecision | None]:
-        """Trims until the bound is reached: those made, and the last decision."""
+        """Trims until the bound is reached: those made, and the last decision (None: a
+        manual trim stopped by conflicts after some; `self.stopped` says why)."""
         made: list[tuple[TrimDecision, dict[str, Any]]] = []
         conflicts, decision = 0, None
+        self.stopped = STOPPED_CHANGING
         for _ in range(500):  # (a long trail: one batch after another)
             try:
                 decision, ev = await self.trim_once(going_on, stamp)
@@ -128,6 +136,12 @@ class AuditRetention:
                         return made, None
                     raise
                 continue
+            except StateError as exc:
+                if stamp is not None and made:  # (the batches made stand: each was atomic)
+                    self.stopped = (f"stopped before the bounds: the state store failed "
+                                    f"after {len(made)} trim(s) ({exc}); try again")
+                    return made, None
+                raise
             if ev is None:
                 break
             made.append((decision, ev))
@@ -171,8 +185,7 @@ class AuditRetention:
         if not made and last is not None:
             out["why"] = last.why
         elif made and last is None:
-            out["why"] = ("stopped before the bounds: the trail kept changing under the trim "
-                          "(another instance trimming, or writes landing); try again")
+            out["why"] = self.stopped  # (conflicts, or the store failing, after some)
         elif made and last is not None and last.broken:
             # (batches that verified went; the next met a break: said, never as a trim
             # back to the bounds, the break being evidence of tampering)

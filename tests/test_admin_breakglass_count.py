@@ -1,0 +1,56 @@
+"""Break-glass is counted and logged (the ERROR line `break_glass`, the counter
+`killgate_break_glass_total` an alert watches) when a write skipped the two-person rule,
+not when a break-glass request was refused, nor again for its retries. Found by review
+(revadmin7): both were done before the write was even tried, so a refused one (409, 404)
+read as a skipped approval, and each retry with the Idempotency-Key counted once more."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from tests.backends import echo_app
+from tests.conftest import admin_token, running_gateway, two_versions, write_config
+from tests.test_admin_approvals import APPROVALS
+
+pytestmark = pytest.mark.timeout(60)
+GLASS = "killgate:kill killgate:rollout killgate:breakglass"
+
+
+async def test_break_glass_counts_what_it_skipped_once(
+        tmp_path: Path, backends, session, caplog: pytest.LogCaptureFixture) -> None:
+    p = await backends(echo_app("v1"))
+    caplog.set_level(logging.INFO, "killgate")
+    cfg = write_config(tmp_path, two_versions(p, p), extra=APPROVALS)
+
+    def loud() -> int:
+        return sum(r.getMessage() == "break_glass" for r in caplog.records)
+
+    async def call(path: str, body: dict, key: str | None = None) -> tuple[int, dict]:
+        h = {"Authorization": f"Bearer {admin_token(GLASS, 'alice')}"}
+        if key is not None:
+            h["Idempotency-Key"] = key
+        async with session.post(g.admin + path, json=body, headers=h) as r:
+            return r.status, await r.json()
+
+    async with running_gateway(cfg) as g:
+        def count(action: str) -> float:
+            return g.gw.metrics.get("killgate_break_glass_total", (action,))
+
+        unkill = {"scope": "global", "reason": "over", "break_glass": True}
+        # refused: nothing to lift, no such version; nothing skipped, nothing counted
+        status, body = await call("/v1/unkill", unkill)
+        assert (status, body["error"]["type"]) == (409, "not_killed"), body
+        status, body = await call("/v1/routes/iris/promote",
+                                  {"version": "v9", "reason": "x", "break_glass": True})
+        assert status == 404, body
+        assert (count("unkill"), count("promote"), loud()) == (0, 0, 0)
+        # applied: counted once, also when the CLI sends it again with its key
+        assert (await call("/v1/kill", {"scope": "global", "reason": "x"}))[0] == 200
+        for _ in range(3):
+            status, body = await call("/v1/unkill", unkill, key="k-1")
+            assert status == 200 and body["break_glass"] is True, body
+        assert "global" not in g.gw.holder.doc.kills
+        assert (count("unkill"), loud()) == (1, 1)
