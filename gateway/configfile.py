@@ -24,8 +24,8 @@ from gateway.errors import ConfigError, Problem
 from gateway.filemodes import config_problem
 
 __all__ = ["RESTART_ONLY", "LoadedConfig", "load_config", "missing_log_folder",
-           "parse_config_text", "read_config_bytes", "read_config_stat", "restart_changes",
-           "state_file_problems"]
+           "parse_config_text", "pending_restart", "read_config_bytes", "read_config_stat",
+           "restart_changes", "state_file_problems"]
 
 MAX_FILE_BYTES = 1 << 20
 
@@ -69,6 +69,20 @@ def restart_changes(a: Config, b: Config) -> list[str]:
         if x != y:
             out.append(name)
     return out
+
+
+def pending_restart(loaded: LoadedConfig) -> list[str]:
+    """The settings that apply at a restart in which `loaded`'s own bytes differ from what
+    it runs: a group's worker started after a reload runs the group's bytes with the
+    settings the group started on (workerconfig.as_started), and must say so as its
+    siblings do (`config.restart_required`). [] for a config that runs its bytes as read."""
+    if loaded.raw is None:
+        return []
+    try:
+        own = parse_config_text(loaded.raw.decode("utf-8"), str(loaded.path))
+    except (ConfigError, UnicodeDecodeError):
+        return []
+    return restart_changes(loaded.config, own)
 
 
 def state_file_problems(loaded: LoadedConfig, *, folders: bool = True) -> list[Problem]:
