@@ -19,7 +19,7 @@ from gateway.configfile import LoadedConfig
 from gateway.control.reload import summarize_changes
 from gateway.domain.audit import AuditDraft, utc_now
 from gateway.domain.diff import config_dict
-from gateway.domain.droppedlatch import dropped_latched
+from gateway.domain.droppedlatch import dropped_latched, with_running
 from gateway.domain.killreach import kills_routed_around
 from gateway.domain.kills import unrouted
 from gateway.domain.overrides import identity_problems, latch_problems, record_config
@@ -51,10 +51,12 @@ class ConfigHistory:
     def check(self, loaded: LoadedConfig, running: LoadedConfig | None = None) -> None:
         """A version name whose artifact changed against the recorded history is refused,
         and so is a file without a version a latched runtime override serves; and, for a
-        reload from `running`, one dropping (or renaming) a route an override latches."""
+        reload from `running`, one dropping (or renaming) a route an override latches, or
+        giving a running version another artifact (recorded or not: droppedlatch.py)."""
         routes = list(loaded.config.routes)
         doc = self.doc()
-        problems = identity_problems(doc, routes) + latch_problems(doc, routes)
+        known = doc if running is None else with_running(doc, running.config.routes)
+        problems = identity_problems(known, routes) + latch_problems(doc, routes)
         if running is not None:
             problems += dropped_latched(doc.overrides,
                                         (rc.name for rc in running.config.routes), routes)
