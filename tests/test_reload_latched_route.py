@@ -103,3 +103,51 @@ async def test_diff_fails_a_file_the_running_gateway_refuses_for_a_latched_route
         assert res.returncode == 1, res.stdout
         assert "routes: the running gateway would refuse it: route 'iris' is latched" \
             in res.stderr and "killgate release iris" in res.stderr, res.stderr
+
+
+async def test_an_override_on_a_route_the_config_lacks_can_be_released(
+        tmp_path: Path, backends, session: ClientSession) -> None:
+    """An instance that starts on a file without the latched route (a start is not refused
+    for it) holds an orphan override: it comes back in force when a file names the route
+    again, and a file re-adding the route without the old versions is refused, saying to
+    release it first. The release answered 404 unknown_route (the API knew only the config's
+    routes), so the way out the refusal named did not exist."""
+    p1, p2, p3, p4 = [await backends(echo_app(v)) for v in ("v1", "v2", "o", "n1")]
+    cfg = write_config(tmp_path, _iris("iris", p1, p2) + _other(p3))
+    async with running_gateway(cfg) as g, session.post(
+            f"{g.admin}/v1/routes/iris/rollback", headers=auth(ROLLOUT),
+            json={"to": "v1", "reason": "INC-7: v2 is bad"}) as r:
+        assert r.status == 200, await r.text()
+    cfg = write_config(tmp_path, _other(p3))  # the route retired, at a restart
+    async with running_gateway(cfg) as g:
+        assert "iris" in g.gw.holder.doc.overrides
+        # a new iris (other versions) comes: refused while the old override latches it
+        readd = textwrap.dedent(f"""\
+            - name: iris
+              match: {{path_prefix: /v2/models/iris}}
+              stable: n1
+              versions:
+                - {{name: n1, url: "http://127.0.0.1:{p4}", weight: 100}}
+            """)
+        old = g.gw.loaded.digest
+        cfg.write_text(write_config(tmp_path, readd + _other(p3), name="next.yaml").read_text())
+        g.gw.request_reload()
+        await wait_until(lambda: g.gw.watcher.outcome.last_error is not None, 10)
+        assert "killgate release iris" in g.gw.watcher.outcome.last_error
+        async with session.post(f"{g.admin}/v1/routes/iris/release", headers=auth(ROLLOUT),
+                                json={"reason": "iris was retired"}) as r:
+            body = await r.json()
+            assert r.status == 200, body  # (404 unknown_route before)
+        assert "iris" not in g.gw.holder.doc.overrides
+        await wait_until(lambda: g.gw.loaded.digest != old
+                         and g.gw.watcher.outcome.last_error is None, 10)
+        async with session.get(f"{g.url}/v2/models/iris/x") as r:
+            assert r.headers.get("x-killgate-version") == "n1"
+        async with session.get(f"{g.admin}/v1/audit?limit=20", headers=auth(ROLLOUT)) as r:
+            events = (await r.json())["events"]
+        [ev] = [e for e in events if e["action"] == "release"]
+        assert ev["before"]["latched"] and ev["before"]["kind"] == "rollback", ev
+        # a release of a route neither the config nor the state knows is still a 404
+        async with session.post(f"{g.admin}/v1/routes/nope/release", headers=auth(ROLLOUT),
+                                json={"reason": "x"}) as r:
+            assert r.status == 404
