@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from gateway.configfile import LoadedConfig, load_config, pending_restart, restart_changes
+from gateway.configfile import LoadedConfig, load_config, restart_changes
 from gateway.configsettle import Ident, path_ident, read_settled
 from gateway.domain.audit import utc_now
 from gateway.domain.diff import config_dict, diff_configs
@@ -79,7 +79,7 @@ class ConfigWatcher:
         #: the config whose restart-only settings are in force (the one the process started on)
         self.started = current()
         # (a group's worker started on a reload's bytes: waiting as its siblings' do)
-        self.outcome.restart_required = pending_restart(self.started)
+        self.outcome.restart_required = list(self.started.restart_pending)
         self._dirty = asyncio.Event()
         self._lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
