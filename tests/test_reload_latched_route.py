@@ -121,6 +121,14 @@ async def test_an_override_on_a_route_the_config_lacks_can_be_released(
     cfg = write_config(tmp_path, _other(p3))  # the route retired, at a restart
     async with running_gateway(cfg) as g:
         assert "iris" in g.gw.holder.doc.overrides
+        # said: /v1/status and `killgate status` (before: nowhere)
+        async with session.get(f"{g.admin}/v1/status", headers=auth(ROLLOUT)) as r:
+            st = await r.json()
+        [orphan] = st["overrides_unrouted"]
+        assert (orphan["route"], orphan["kind"], orphan["stable"]) == ("iris", "rollback", "v1")
+        from gateway.cli.admin import _status_text
+        assert "LATCHED, NOT ROUTED: the config has no route iris (rollback by alice" \
+            in _status_text(st)
         # a new iris (other versions) comes: refused while the old override latches it
         readd = textwrap.dedent(f"""\
             - name: iris
