@@ -75,7 +75,7 @@ class Gateway(GatewayParts):
         if loaded.digest != self.loaded.digest:
             # (the file that runs is not refused for what it lacks against the state: that
             # changes nothing, and the route says it already: override_unservable)
-            self.history.check(loaded)
+            self.history.check(loaded, self.loaded)
         if loaded.config.state != self.loaded.config.state:  # (applies at a restart)
             refuse_unreadable_keys(loaded.config.state, loaded.resolve)
         # (so do the state files and the access log: `check`'s refusal of them came at the
@@ -141,7 +141,7 @@ class Gateway(GatewayParts):
             # again, against the document as it is now: a rollback latched during the health
             # round (to a version this file drops) would otherwise be undone by the swap
             step = "the check against the recorded history"
-            self.history.check(loaded)
+            self.history.check(loaded, old)
             step = "building its routing table"
             self.holder.set_config(loaded)  # (no await between the check and the swap)
         except Exception as exc:  # (refused whole; or, swapped, a step after it failed)

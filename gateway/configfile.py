@@ -24,8 +24,8 @@ from gateway.errors import ConfigError, Problem
 from gateway.filemodes import config_problem
 
 __all__ = ["RESTART_ONLY", "LoadedConfig", "load_config", "missing_log_folder",
-           "parse_config_text", "read_config_bytes", "read_config_stat", "restart_changes",
-           "state_file_problems"]
+           "parse_config_text", "read_config_bytes", "read_config_stat",
+           "restart_changes", "state_file_problems"]
 
 MAX_FILE_BYTES = 1 << 20
 
@@ -34,15 +34,19 @@ class LoadedConfig:
     """A validated config plus where it came from (and, read from a file, its bytes);
     immutable once built."""
 
-    __slots__ = ("base_dir", "config", "digest", "path", "raw")
+    __slots__ = ("base_dir", "config", "digest", "path", "raw", "restart_pending")
 
     def __init__(self, config: Config, digest: str, path: Path | None,
-                 raw: bytes | None = None) -> None:
+                 raw: bytes | None = None, restart_pending: tuple[str, ...] = ()) -> None:
         self.config = config
         self.digest = digest
         self.path = path
         self.raw = raw
         self.base_dir = path.parent if path is not None else Path.cwd()
+        #: the settings that apply at a restart in which `raw` differs from `config`: a
+        #: group's worker started on a reload's bytes runs them as the group started
+        #: (workerconfig.as_started), and says so as its siblings do (restart_required)
+        self.restart_pending = restart_pending
 
     def resolve(self, p: str) -> Path:
         """Relative file paths in a config are relative to the config file's folder."""

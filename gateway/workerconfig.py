@@ -142,4 +142,5 @@ def as_started(loaded: LoadedConfig, started: LoadedConfig) -> LoadedConfig:
         update[section] = getattr(a, section).model_copy(update=values)
     event(log, "worker_config_restart_settings", settings=changed,
           kept="as the group started: they apply when the whole group restarts")
-    return LoadedConfig(a.model_copy(update=update), loaded.digest, loaded.path, loaded.raw)
+    return LoadedConfig(a.model_copy(update=update), loaded.digest, loaded.path, loaded.raw,
+                        tuple(changed))

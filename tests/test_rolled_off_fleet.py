@@ -163,20 +163,28 @@ async def test_a_release_putting_back_a_stable_rolled_off_says_so(
         assert status == 200 and "warnings" not in ans, ans
 
 
+@pytest.mark.parametrize("how", ["rollback", "weights"])
 async def test_a_reload_moving_the_version_a_rollback_holds_warns(
         tmp_path: Path, backends, session: ClientSession,
-        caplog: pytest.LogCaptureFixture) -> None:
+        caplog: pytest.LogCaptureFixture, how: str) -> None:
     """Before: a reload giving v1, which a latched rollback serves, another url (no
     artifact) sent all of iris's traffic to that new deployment without a word. Now it is
     applied (a reload never undoes a latch) with a WARNING logged and the reload's result
-    (`config.warnings` in /v1/status, `killgate status`) saying so."""
+    (`config.warnings` in /v1/status, `killgate status`) saying so. So is one moving the
+    version an operator's weights override pins (hostile GitOps review: only rollbacks
+    were said; a `weights` override is how many operators roll back by hand)."""
     caplog.set_level(logging.INFO, "killgate")
     p1, p2, p3 = [await backends(echo_app(n)) for n in ("v1", "v2", "v1-new")]
     routes = _route("iris", {"v2": (p2, 100), "v1": (p1, 0)})
     cfg = write_config(tmp_path, routes)
     async with running_gateway(cfg) as g:
-        status, ans = await _post(session, g.admin, "/v1/routes/iris/rollback",
-                                  {"to": "v1", "reason": "INC-8: v2 is bad"})
+        if how == "rollback":
+            status, ans = await _post(session, g.admin, "/v1/routes/iris/rollback",
+                                      {"to": "v1", "reason": "INC-8: v2 is bad"})
+        else:
+            status, ans = await _put(session, g.admin, "/v1/routes/iris/weights",
+                                     {"weights": {"v1": 100, "v2": 0},
+                                      "reason": "INC-8: v2 is bad"})
         assert status == 200, ans
         text = cfg.read_text()
         atomic_write(cfg, text.replace(f"127.0.0.1:{p1}", f"127.0.0.1:{p3}"))
@@ -184,7 +192,8 @@ async def test_a_reload_moving_the_version_a_rollback_holds_warns(
                          what="the reload")
         st, _ = await _route_status(session, g.admin)
         [warning] = st["config"]["warnings"]
-        assert warning.startswith("route 'iris': version 'v1', held by a rollback (ops, ")
+        held = "rollback" if how == "rollback" else "weights override"
+        assert warning.startswith(f"route 'iris': version 'v1', held by a {held} (ops, ")
         assert f"moves from http://127.0.0.1:{p1} to http://127.0.0.1:{p3}" in warning
         assert "100 % of the route's traffic" in warning
         assert f"RELOAD WARNING: {warning}" in _status_text(st)

@@ -11,6 +11,7 @@ killed route, each ready."""
 
 from __future__ import annotations
 
+import contextlib
 import signal
 from pathlib import Path
 
@@ -56,5 +57,36 @@ async def test_a_restarted_worker_keeps_the_groups_store_after_a_reload_changed_
 
         await wait_until(all_killed, 10, 0.05, "every worker enforcing the kill")
         assert not (tmp_path / "other-store.json").exists()
+        g.alive()
+    assert g.gw.stop() == 0, g.gw.output()
+
+
+async def test_a_restarted_worker_says_restart_required_as_its_siblings_do(
+        tmp_path: Path, backends, gateway_procs) -> None:
+    """The worker restarted after such a reload runs the group's bytes with the settings the
+    group started on, as its siblings do; yet its /v1/status said nothing was waiting for a
+    restart (its watcher compared the config it started on with itself), while they said
+    RESTART REQUIRED for state: whichever worker answered, an operator read that the new
+    store was in force, or not (hostile GitOps review)."""
+    g, cfg, p1, p2 = await _group(tmp_path, backends, gateway_procs, watch=False)
+    moved = _to_v2(cfg.read_text(), p1, p2).replace(f"path: {tmp_path}/store.json",
+                                                    f"path: {tmp_path}/other-store.json")
+    async with ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as s:
+        atomic_write(cfg, moved)
+        g.gw.signal(signal.SIGHUP)
+        await g.until(s, "v2", "the SIGHUP reload")
+        await g.restart_one()
+        seen: dict[str, list[str]] = {}
+
+        async def both_answered() -> bool:
+            async with s.get(g.gw.admin + "/v1/status", headers=auth("killgate:read")) as r:
+                st = await r.json()
+            seen[st["instance"]] = st["config"]["restart_required"]
+            return len(seen) >= 2 and all("state" in v for v in seen.values())
+
+        # (before the fix: the restarted worker's was [] for good)
+        with contextlib.suppress(AssertionError):
+            await wait_until(both_answered, 10, 0.02, "both workers saying so")
+        assert len(seen) == 2 and all("state" in v for v in seen.values()), seen
         g.alive()
     assert g.gw.stop() == 0, g.gw.output()

@@ -15,6 +15,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.admin import orphanrelease
 from gateway.config import Config, RouteConfig
 from gateway.domain import kills, overrides
 from gateway.domain.audit import AuditDraft, utc_now
@@ -128,9 +129,10 @@ def _selector(body: dict[str, Any], cfg: Config,
 
 def intent(action: str, body: dict[str, Any], route: str | None, cfg: Config, actor: str,
            reason: str, request_id: str = "", source: str = "",
-           killed: Collection[str] = ()) -> Intent:
+           killed: Collection[str] = (), latched: Collection[str] = ()) -> Intent:
     """Validate a write's body (types, names known to the config, or for an unkill of a
-    kill in force, `killed`) into an Intent."""
+    kill in force, `killed`; for a release, a route an override latches, `latched`:
+    admin/orphanrelease.py) into an Intent."""
     args: dict[str, Any] = {}
     if action in ("kill", "unkill"):
         target = _selector(body, cfg, killed if action == "unkill" else ())
@@ -145,6 +147,9 @@ def intent(action: str, body: dict[str, Any], route: str | None, cfg: Config, ac
                     or not kill.isprintable()):
                 raise bad("'kill' must be a kill's id as /v1/status shows it")
             args["kill"] = kill
+    elif action == "release" and isinstance(route, str) and route in latched \
+            and cfg.route(route) is None:
+        target = {"route": route}  # (an orphan: admin/orphanrelease.py)
     else:
         target = {"route": _route(cfg, route).name}
         if action == "rollback":
@@ -184,7 +189,12 @@ def plan(i: Intent, cfg: Config) -> Plan:
         return _kill(i, cfg)
     if i.action == "unkill":
         return _unkill(i, cfg)
-    return _route_plan(i, _route(cfg, i.target["route"]))
+    route = i.target["route"]
+    if i.action == "release" and isinstance(route, str) and cfg.route(route) is None:
+        return Plan(orphanrelease.change(route), lambda cur, new: _draft(
+            i, {"route": route}, orphanrelease.before(cur, route), {"latched": False}),
+            {"route": route, "action": i.action})
+    return _route_plan(i, _route(cfg, route))
 
 
 def _draft(i: Intent, target: dict[str, Any], before: Any, after: Any) -> AuditDraft:

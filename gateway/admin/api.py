@@ -194,7 +194,9 @@ class AdminApi:
         principal = await self.callers.authorize(request, actions.SCOPE_OF[action])
         cfg = self.current.loaded.config
         route = request.match_info.get("route")
-        if route is not None and cfg.route(route) is None:
+        # (a release may name a route the config lacks that an override latches: an orphan)
+        latched = self.current.doc.overrides if action == "release" else {}
+        if route is not None and cfg.route(route) is None and route not in latched:
             raise ApiError(404, "unknown_route", f"no route named {clean_text(route, 64)!r}")
         glass_field = frozenset() if action == "kill" else frozenset({"break_glass"})
         body = await inputs.json_body(request, actions.ACTIONS[action] | {"reason"} | glass_field)
@@ -203,7 +205,7 @@ class AdminApi:
         rid, peer = self.callers.meta(request)
         intent = dataclasses.replace(
             actions.intent(action, body, route, cfg, principal.subject, reason, rid, peer,
-                           self.current.doc.kills),
+                           self.current.doc.kills, latched),
             trace_id=request.get(TRACE_ID, ""))
         glass = body.get("break_glass", False)
         if not isinstance(glass, bool):

@@ -80,7 +80,10 @@ def document(routes: list[str] | None = None, versions: list[str] | None = None)
                 "description": "each route also lists `rolled_off`: the versions rollbacks "
                                "took off it ({version, artifact, kind, actor, time}), never "
                                "the target of a rollback without `to` or of an automatic one "
-                               "until promote, weights or rollback --to names them",
+                               "until promote, weights or rollback --to names them; "
+                               "`overrides_unrouted`: overrides latched on a route this "
+                               "config lacks (in force again if the name comes back; "
+                               "release drops one)",
                 "security": [{"bearer": []}], "x-scope": "killgate:read",
                 "responses": {"200": {"description": "status", "content": {"application/json": {
                     "schema": {"type": "object", "required": ["instance", "generation",

@@ -142,4 +142,11 @@ class StatusBuilder:
             "kills": [{**f.public(), "id": f.ident(), "routed": f.key not in gone}
                       for f in doc.kills.values()],
             "routes": routes,
+            # overrides latched on a route this config lacks (dropped or renamed): they
+            # latch nothing here until the name comes back, then are in force again
+            # (`killgate release ROUTE` drops one: admin/orphanrelease.py)
+            "overrides_unrouted": [
+                {"route": name, "kind": ov.kind, "stable": ov.stable, "weights": ov.weights,
+                 "actor": ov.actor, "reason": ov.reason, "time": ov.time}
+                for name, ov in sorted(doc.overrides.items()) if name not in routes],
         }

@@ -82,6 +82,12 @@ def _status_text(st: dict[str, Any], silent: list[dict[str, Any]] | None = None)
                 f"version {k['route']}/{k['version']}" if k.get("version")
                 else f"route {k['route']}"
                 for k in gone) + ": these kills stop nothing until the name comes back")
+    orphans = [o for o in st.get("overrides_unrouted") or () if isinstance(o, dict)]
+    if orphans:
+        out.append(clean_text("LATCHED, NOT ROUTED: the config has no " + ", ".join(
+            f"route {o.get('route')} ({o.get('kind')} by {o.get('actor')}, {o.get('time')})"
+            for o in orphans) + ": these overrides are in force again if the name comes back; "
+            "`killgate release ROUTE` drops one", 4096))
     if st.get("instances") or silent:
         out.append("\nINSTANCES")
         out.append(table(instance_rows(st, silent or [])))

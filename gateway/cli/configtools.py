@@ -228,9 +228,11 @@ def _kills_by_routing(kills: list[Any], loaded: Any) -> tuple[list[dict[str, Any
 
 def _latched(routes: dict[str, Any], loaded: Any) -> list[str]:
     """The routes of the running gateway a runtime override latches; a ConfigError when
-    its reload of `loaded` would be refused: for dropping a version an override serves, or
+    its reload of `loaded` would be refused: for dropping a version an override serves (or
+    the route an override latches: renamed, say), or
     for giving a version name the gateway knows another artifact (its running versions'
     and its history's: versions are immutable, as `serve` checks against its record)."""
+    from gateway.domain.droppedlatch import dropped_latched
     from gateway.domain.overrides import identity_problems, latch_problems
     from gateway.domain.statedoc import RouteOverride, StateDoc
     from gateway.errors import ConfigError, Problem
@@ -251,7 +253,8 @@ def _latched(routes: dict[str, Any], loaded: Any) -> list[str]:
                                   f"route {name!r}") from None
     mine = list(loaded.config.routes)
     problems = (identity_problems(StateDoc(identities=known), mine)
-                + latch_problems(StateDoc(), mine, overrides))
+                + latch_problems(StateDoc(), mine, overrides)
+                + dropped_latched(overrides, routes, mine))
     if problems:
         raise ConfigError([Problem(p, "the running gateway would refuse it: " + m)
                            for p, m in problems])

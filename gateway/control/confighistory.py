@@ -13,11 +13,13 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 from gateway.configfile import LoadedConfig
 from gateway.control.reload import summarize_changes
 from gateway.domain.audit import AuditDraft, utc_now
 from gateway.domain.diff import config_dict
+from gateway.domain.droppedlatch import dropped_latched, with_running
 from gateway.domain.killreach import kills_routed_around
 from gateway.domain.kills import unrouted
 from gateway.domain.overrides import identity_problems, latch_problems, record_config
@@ -46,11 +48,18 @@ class ConfigHistory:
         self.instance = instance
         self.since = time.time()  # when the config this instance runs went live here
 
-    def check(self, loaded: LoadedConfig) -> None:
+    def check(self, loaded: LoadedConfig, running: LoadedConfig | None = None) -> None:
         """A version name whose artifact changed against the recorded history is refused,
-        and so is a file without a version a latched runtime override serves."""
+        and so is a file without a version a latched runtime override serves; and, for a
+        reload from `running`, one dropping (or renaming) a route an override latches, or
+        giving a running version another artifact (recorded or not: droppedlatch.py)."""
         routes = list(loaded.config.routes)
-        problems = identity_problems(self.doc(), routes) + latch_problems(self.doc(), routes)
+        doc = self.doc()
+        known = doc if running is None else with_running(doc, running.config.routes)
+        problems = identity_problems(known, routes) + latch_problems(doc, routes)
+        if running is not None:
+            problems += dropped_latched(doc.overrides,
+                                        (rc.name for rc in running.config.routes), routes)
         if problems:
             raise ConfigError([Problem(path, msg) for path, msg in problems])
 
@@ -84,10 +93,11 @@ class ConfigHistory:
                   "name is served; each kill is in force again if its name comes back")
         return sorted(keys)
 
-    def warn_routed_around(self, old: LoadedConfig, new: LoadedConfig) -> None:
+    def warn_routed_around(self, old: LoadedConfig, new: LoadedConfig) -> list[dict[str, Any]]:
         """Log the kills in force whose traffic `new` may serve under their kept name (a
         route it adds that can take a killed route's requests, a killed version's backend
-        under another name: domain/killreach.py, as `killgate diff` says before a merge)."""
+        under another name: domain/killreach.py, as `killgate diff` says before a merge),
+        and return them."""
         kills = [{"scope": f.scope, "route": f.route, "version": f.version, "actor": f.actor,
                   "reason": f.reason} for f in self.doc().kills.values()]
         around = kills_routed_around(kills, config_dict(old.config)["routes"],
@@ -96,6 +106,7 @@ class ConfigHistory:
             event(log, "kill_routed_around", logging.WARNING, kill=k["kill"], how=k["how"],
                   action="the kill stays in force on its name, but this config may serve "
                   "requests it stopped: kill the new name too, or change the config back")
+        return around
 
     def kills_changed(self, old: RouteTable, new: RouteTable) -> None:
         """The table holder's listener: kills that arrive naming a route or version this
@@ -117,18 +128,23 @@ class ConfigHistory:
         transition made before this instance itself switched to `old` is an earlier change
         (a revert, then a re-deploy): it is audited again, in the next slot. Returns the
         reload's warnings (each logged): a version a latched rollback serves moved to
-        another url (`rolledoff.held_moved`)."""
+        another url (`rolledoff.held_moved`), a kill in force whose traffic the file may
+        serve under its kept name (`warn_routed_around`: only a log line before, while the
+        kill still read as routed and in force in status)."""
         since, self.since = self.since, time.time()
         gone = self.warn_unrouted(old, new)
-        self.warn_routed_around(old, new)
+        around = self.warn_routed_around(old, new)
         moved = held_moved(self.doc(), old.config.routes, new.config.routes)
         for warning in moved:
             event(log, "rollback_target_moved", logging.WARNING, warning=warning)
-        await self._audit(old, new, since, gone)
-        return moved
+        await self._audit(old, new, since, gone, around)
+        return moved + [f"the {k['kill']} kill ({k['by']}: {k['reason']!r}) stays in force on "
+                        f"its name, but this config may serve requests it stopped: "
+                        f"{'; '.join(k['how'])}; kill the new name too, or change the config "
+                        "back" for k in around]
 
     async def _audit(self, old: LoadedConfig, new: LoadedConfig, since: float,
-                     gone: list[str]) -> None:
+                     gone: list[str], around: list[dict[str, Any]]) -> None:
         try:
             for slot in range(SLOTS):
                 claim = await self.sync.store.idem_claim(
@@ -142,7 +158,8 @@ class ConfigHistory:
             draft = AuditDraft("killgate/config", "config.reload", {"config": new.digest},
                                "the config file changed", {"digest": old.digest},
                                {"digest": new.digest, "changes": summarize_changes(old, new),
-                                **({"kills_unrouted": gone} if gone else {})},
+                                **({"kills_unrouted": gone} if gone else {}),
+                                **({"kills_routed_around": around} if around else {})},
                                "", self.instance)
             await self.sync.append_audit(draft)
         except (StateError, AuditError) as exc:

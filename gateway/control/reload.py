@@ -9,7 +9,12 @@ during the read) is neither applied nor refused: it is read again after the next
 debounce, until its writer is done. A reload parses and validates the
 whole file, checks version identities against the recorded history, prepares health
 checks for new backends, and only then swaps the routing table; any failure leaves the
-running config in place, logged once per distinct error and counted.
+running config in place, logged once per distinct error and counted. A refused file is
+read again by itself (after 5 s, then at doubling intervals up to a minute, while the
+watcher runs and the refusal stands): what refused it may not be the file (a key file its
+admin auth names, mounted apart and written after it, a read failing for want of file
+descriptors), and nothing else would read the unchanged file again: the instance kept the
+old config, its siblings the new one, until someone sent SIGHUP.
 A mounted ConfigMap is followed through its `..data` link, never into the timestamped
 folder behind it (the next update deletes that folder): only the atomic swap of the link
 is seen as a change, so a folder the kubelet is still writing is never read.
@@ -36,6 +41,10 @@ __all__ = ["ConfigWatcher", "ReloadOutcome", "summarize_changes"]
 log = logging.getLogger("killgate.reload")
 
 Apply = Callable[[LoadedConfig], Awaitable[None]]
+
+#: a refused file is read again after this long, then at doubling intervals up to RETRY_MAX_S
+RETRY_FIRST_S = 5.0
+RETRY_MAX_S = 60.0
 
 
 class ReloadOutcome:
@@ -69,6 +78,8 @@ class ConfigWatcher:
         self.outcome = ReloadOutcome(current())
         #: the config whose restart-only settings are in force (the one the process started on)
         self.started = current()
+        # (a group's worker started on a reload's bytes: waiting as its siblings' do)
+        self.outcome.restart_required = list(self.started.restart_pending)
         self._dirty = asyncio.Event()
         self._lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
@@ -79,6 +90,8 @@ class ConfigWatcher:
         #: per trigger, the reload that has not read the file yet: a SIGHUP storm is one
         #: read, not one each (that reload reads the newest file)
         self._queued: dict[str, asyncio.Task[Any] | None] = {}
+        self.retry_first, self.retry_max = RETRY_FIRST_S, RETRY_MAX_S
+        self._retry: asyncio.Task[None] | None = None  # reads a refused file again
 
     async def start(self) -> None:
         if not self.watch:
@@ -92,7 +105,8 @@ class ConfigWatcher:
 
     async def stop(self) -> None:
         self._stop.set()
-        tasks = [t for t in (*self._tasks, *self._retrying) if t is not asyncio.current_task()]
+        tasks = [t for t in (*self._tasks, *self._retrying, *filter(None, [self._retry]))
+                 if t is not asyncio.current_task()]
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -251,13 +265,29 @@ class ConfigWatcher:
 
     def _reject(self, exc: ConfigError, trigger: str) -> None:
         problems = [str(p) for p in exc.problems]
-        self.metrics.inc("killgate_config_reload_rejected_total")
+        if trigger != "retry" or problems != self.outcome.last_problems:
+            self.metrics.inc("killgate_config_reload_rejected_total")  # (not each retry)
         self.metrics.set("killgate_config_refused", 1)
         if problems != self.outcome.last_problems:  # log each distinct error once
             event(log, "config_rejected", logging.ERROR, trigger=trigger, path=str(self.path),
                   problems=problems, running=self.current().digest)
         self.outcome.last_problems = problems
         self.outcome.last_error = "; ".join(problems)
+        if self.watch and not self._stop.is_set() and (self._retry is None
+                                                       or self._retry.done()):
+            self._retry = asyncio.get_running_loop().create_task(self._retry_refused(),
+                                                                 name="config-retry")
+
+    async def _retry_refused(self) -> None:
+        """Read the refused file again, at doubling intervals, until it is no longer refused
+        (applied, equal to the running one, or replaced by one the watcher reads)."""
+        delay = self.retry_first
+        while True:
+            await asyncio.sleep(delay)
+            if self.outcome.last_error is None or self._stop.is_set():
+                return
+            await self.reload("retry")
+            delay = min(delay * 2, self.retry_max)
 
     def _cleared(self) -> None:
         self.outcome.last_error = None

@@ -67,17 +67,35 @@ class RolloutDriver(ProgressiveSteps):
         self._last: dict[str, float] = {}  # route -> monotonic time of its last round
         self._task: asyncio.Task[None] | None = None
         self._analysed: frozenset[str] = frozenset()
+        self._config: object = None  # the config `_targets` is of
+        #: (route, version) -> (url, artifact) of the config the counts were kept under
+        self._targets: dict[tuple[str, str], tuple[str, str | None]] = {}
         #: hands over the "ok" outcomes held back for `served` (`wiring.dataplane.Outcomes`)
         self._held: Callable[[], None] = _nothing
         self._refresh_routes()
 
     def _refresh_routes(self) -> None:
-        analysed = frozenset(rc.name for rc in self.holder.loaded.config.routes
-                             if rc.analysis is not None)
+        cfg = self.holder.loaded.config
+        if cfg is self._config:
+            return
+        self._config = cfg
+        analysed = frozenset(rc.name for rc in cfg.routes if rc.analysis is not None)
         if analysed != self._analysed:
             # what is held came while the old set held: counted by it, as if told of each
             self._held()
             self._analysed = analysed
+        # a version a reload redeployed under its name (another url or artifact) or dropped:
+        # its counts are the old deployment's, never the new one's evidence (judged on them,
+        # a fixed canary was rolled back on the broken one's errors, a broken one passed on
+        # the good one's)
+        targets = {(rc.name, v.name): (v.url, v.artifact) for rc in cfg.routes
+                   for v in rc.versions}
+        replaced = [k for k, t in self._targets.items() if targets.get(k) != t]
+        if replaced:
+            self._held()  # (held before the swap: the old deployment's too)
+            for route, version in replaced:
+                self.stats.forget_version(route, version)
+        self._targets = targets
 
     # ------------------------------------------------------------------ Observer
 
@@ -163,6 +181,7 @@ class RolloutDriver(ProgressiveSteps):
     async def evaluate(self, rc: RouteConfig) -> Verdict | None:
         """One analysis round for `rc`: verdict, then the action it calls for."""
         assert rc.analysis is not None
+        self._refresh_routes()  # (counts of a deployment a reload replaced: dropped first)
         doc = self.holder.doc
         stable = effective_stable(doc, rc)
         canary = canary_of(rc, stable)

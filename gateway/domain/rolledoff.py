@@ -97,26 +97,29 @@ def killed_by(doc: StateDoc, route: str, version: str) -> str | None:
 
 def held_moved(doc: StateDoc, old: Iterable[RouteConfig],
                new: Iterable[RouteConfig]) -> list[str]:
-    """What a reload from `old` to `new` moves under a latched rollback: a version it
-    serves (its stable, or a weight > 0) given another url with no artifact saying it is
-    the same build. Its traffic goes to another deployment, unannounced (a reload never
-    undoes a latch: this one is said, not refused)."""
+    """What a reload from `old` to `new` moves under a latched override (a rollback, or a
+    `weights` or `promote` one an operator pinned the route with): a version it serves (its
+    stable, or a weight > 0) given another url with no artifact saying it is the same build.
+    Its traffic goes to another deployment, unannounced (a reload never undoes a latch:
+    this one is said, not refused)."""
     before = {rc.name: rc for rc in old}
     out = []
     for rc in new:
         ov, was = doc.overrides.get(rc.name), before.get(rc.name)
-        if ov is None or was is None or ov.kind not in ("rollback", "auto_rollback"):
+        if ov is None or was is None:
             continue
+        held = {"weights": "weights override", "promote": "promotion"}.get(ov.kind, ov.kind)
         total = sum(ov.weights.values()) or 1.0
         for v in rc.versions:
             w, prev = ov.weights.get(v.name, 0.0), was.version(v.name)
             if (w <= 0 and v.name != ov.stable) or prev is None or prev.url == v.url \
                     or (v.artifact is not None and v.artifact == prev.artifact):
                 continue
-            out.append(f"route {rc.name!r}: version {v.name!r}, held by a {ov.kind} "
+            out.append(f"route {rc.name!r}: version {v.name!r}, held by a {held} "
                        f"({ov.actor}, {ov.time}: {ov.reason!r}), moves from "
                        f"{redact.url(prev.url)} to {redact.url(v.url)} with no artifact "
                        f"naming the build: {100.0 * w / total:g} % of the route's traffic "
-                       "goes to that deployment now; if it is not the version rolled back "
-                       "to, put the url back or roll back to another version (--to)")
+                       "goes to that deployment now; if it is not the build the override "
+                       "was made for, put the url back or roll back to another version "
+                       "(--to)")
     return out

@@ -146,6 +146,15 @@ class WindowStats:
             out[v] = s
         return out
 
+    def forget_version(self, route: str, version: str) -> None:
+        """Drop what was counted of `version` (a deployment a reload replaced)."""
+        self._rings.pop((route, version), None)
+        waiting = self._pending.get(route)
+        if waiting is not None and version in waiting:
+            p = waiting[version]
+            p[0].clear()
+            p[1] = 0
+
     def forget(self, route: str) -> None:
         for key in [k for k in self._rings if k[0] == route]:
             del self._rings[key]

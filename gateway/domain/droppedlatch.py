@@ -1,0 +1,67 @@
+"""What a reload is checked against beyond the recorded state: the config in force.
+
+Routes a latched runtime override holds that a config change drops or renames
+(`dropped_latched`), and the artifacts of the running versions (`with_running`).
+
+An override (rollback, promote, weights, automatic rollback) is keyed on its route's name.
+A file without that name takes the route's requests out of the override: a route under
+another name matching them (a rename) serves at the file's weights, the version a rollback
+took the route off included, and the override itself can no longer be released (the API
+knows only the routes of the config). So a reload dropping such a route is refused, as one
+dropping a version an override serves is (`overrides.latch_problems`), naming `release` as
+the way out. Only a change is judged (the running config had the route): a start on such a
+file is not refused for it (an override left over from before cannot lock the fleet out of
+starting; its route then serves nothing under that name). Pure.
+
+Versions are immutable by artifact: a reload giving a known version name another artifact is
+refused against the identities recorded in the state. A reload made while the store could not
+be written left its versions unrecorded (`config_record_skipped`), and the next file could
+then give a running version another build; the running versions' artifacts count as known
+too (as `killgate diff` counts them).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from gateway.config import RouteConfig
+from gateway.domain.statedoc import RouteOverride, StateDoc
+
+__all__ = ["dropped_latched", "with_running"]
+
+
+def with_running(doc: StateDoc, running: Iterable[RouteConfig]) -> StateDoc:
+    """`doc` whose identities also hold the artifact of each running version the record
+    lacks one for (the record, where it names one, stays what counts)."""
+    merged: dict[str, dict[str, dict[str, Any]]] = {}
+    for rc in running:
+        known = doc.identities.get(rc.name, {})
+        for v in rc.versions:
+            rec = known.get(v.name)
+            if v.artifact and not (rec and rec.get("artifact")):
+                merged.setdefault(rc.name, dict(known))[v.name] = {
+                    "url": v.url, "artifact": v.artifact, "time": None}
+    if not merged:
+        return doc
+    return dataclasses.replace(doc, identities={**doc.identities, **merged})
+
+
+def dropped_latched(overrides: Mapping[str, RouteOverride], running: Iterable[str],
+                    new: Iterable[RouteConfig]) -> list[tuple[str, str]]:
+    """(yaml path, message) for every route named in `running` (the config in force) that
+    `overrides` latches and the `new` routes lack."""
+    names = {rc.name for rc in new}
+    out = []
+    for name in sorted(set(running) - names):
+        ov = overrides.get(name)
+        if ov is None:
+            continue
+        out.append(("routes",
+                    f"route {name!r} is latched at runtime ({ov.kind} by {ov.actor}: "
+                    f"{ov.reason!r}); a file without it takes its requests out of the "
+                    "override (a route under another name that matches them serves at the "
+                    "file's weights, the version rolled back from included): keep the route, "
+                    f"or run `killgate release {name}` first"))
+    return out
