@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.admin import orphanrelease
+from gateway.admin.writenotes import still_covered
 from gateway.config import Config, RouteConfig
 from gateway.domain import kills, overrides
 from gateway.domain.audit import AuditDraft, utc_now
@@ -24,7 +25,7 @@ from gateway.domain.statedoc import Change, RouteOverride, StateDoc, kill_key
 from gateway.errors import ApiError, ConflictingState
 
 __all__ = ["ACTIONS", "SCOPE_OF", "Intent", "Plan", "bound_to_kill", "gate_of", "intent",
-           "plan", "wider_kill"]
+           "plan"]
 
 #: action -> the body fields it takes besides `reason` (and `break_glass`)
 ACTIONS: dict[str, frozenset[str]] = {
@@ -245,7 +246,7 @@ def _unkill(i: Intent, cfg: Config) -> Plan:
         if flag is None:
             raise ConflictingState("not_killed",
                                    f"there is no {t['scope']} kill for that selector"
-                                   + _still_covered(cur, t))
+                                   + still_covered(cur, t))
         if asked is not None and flag.ident() != asked:
             raise ConflictingState("kill_replaced", (
                 f"the {key} kill in force ({flag.actor}, {flag.time}, id {flag.ident()}) is "
@@ -257,39 +258,6 @@ def _unkill(i: Intent, cfg: Config) -> Plan:
         return _draft(i, t, cur.kills[key].public(), None)
 
     return Plan(change, describe, {"unkill": key})
-
-
-def wider_kill(doc: StateDoc, target: dict[str, Any]) -> str | None:
-    """The key of a kill in `doc` wider than an unkill's `target` (global, or the version's
-    route) that still stops the same traffic; None when there is none."""
-    wider = ["global"] if target.get("scope") != "global" else []
-    if target.get("scope") == "version":
-        wider.append(kill_key("route", target.get("route"), None))
-    return next((k for k in wider if k in doc.kills), None)
-
-
-def _still_covered(cur: StateDoc, t: dict[str, Any]) -> str:
-    """What a `not_killed` adds when a wider kill still stops that traffic: without it, an
-    unkill of a route under a global kill read as if the route were served again."""
-    key = wider_kill(cur, t)
-    if key is None:
-        return ""
-    flag = cur.kills[key]
-    return (f"; its traffic is still stopped by the {key} kill in force ({flag.actor}, "
-            f"{flag.time}): lift that one to serve it again")
-
-
-def notes(i: Intent, new: StateDoc, cfg: Config) -> dict[str, Any]:
-    """What the answer says once the write is in, beside `Plan.answer`."""
-    route = i.target.get("route") or ""
-    rc = cfg.route(route) if route else None
-    if i.action == "unkill" and (wider := wider_kill(new, i.target)):
-        return {"still_killed_by": wider}  # (lifted, yet that traffic stays stopped)
-    if i.action == "rollback" and (ov := new.overrides.get(route)) is not None:
-        return {"to": ov.stable}  # (without `to`: the version it went to, said)
-    if i.action == "release" and rc is not None and (w := overrides.release_warnings(new, rc)):
-        return {"warnings": w}  # (a version rolled off as bad serves again)
-    return {}
 
 
 def _route_plan(i: Intent, rc: RouteConfig) -> Plan:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import json
 import logging
 from typing import Any
@@ -18,7 +19,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway import redact
-from gateway.admin import actions, inputs, openapi, shadowgate
+from gateway.admin import actions, inputs, openapi, shadowgate, writenotes
 from gateway.admin.approvalexpiry import ApprovalExpiry
 from gateway.admin.approvals import Approvals
 from gateway.admin.approvalsapi import ApprovalsApi
@@ -56,6 +57,12 @@ HEAD_READS = 3  # at most this many more reads of the head and the newest page, 
 HEAD_RETRY = 0.005  # seconds before each
 #: a redis stream id, or an event id (a local trail's line that is no event: line-N)
 AUDIT_CURSOR = r"[0-9]{1,20}-[0-9]{1,20}|[0-9a-f]{32}|line-[0-9]{1,12}"
+#: the writes: (method, path, action), each handled by `_action`
+WRITES = (("POST", "/v1/kill", "kill"), ("POST", "/v1/unkill", "unkill"),
+          ("POST", "/v1/routes/{route}/rollback", "rollback"),
+          ("POST", "/v1/routes/{route}/promote", "promote"),
+          ("PUT", "/v1/routes/{route}/weights", "weights"),
+          ("POST", "/v1/routes/{route}/release", "release"))
 
 
 class AdminApi:
@@ -101,12 +108,8 @@ class AdminApi:
         r.add_get("/v1/status", self.status)
         r.add_get("/v1/config", self.config)
         r.add_get("/v1/audit", self.audit)
-        r.add_post("/v1/kill", self.kill)
-        r.add_post("/v1/unkill", self.unkill)
-        r.add_post("/v1/routes/{route}/rollback", self.rollback)
-        r.add_post("/v1/routes/{route}/promote", self.promote)
-        r.add_put("/v1/routes/{route}/weights", self.weights)
-        r.add_post("/v1/routes/{route}/release", self.release)
+        for method, path, action in WRITES:
+            r.add_route(method, path, functools.partial(self._action, action=action))
         ApprovalsApi(self.callers, self.approvals, self.writer).register(r)
         r.add_post("/v1/alerts/alertmanager", self.alertmanager)
         return app
@@ -226,7 +229,7 @@ class AdminApi:
             new, ev = await self.state.write(change, plan.describe)
             # what the answer says beside its receipt; `changed` false: it was already so
             answer = {**plan.answer, "changed": ev is not None,
-                      **actions.notes(intent, new, self.current.loaded.config)}
+                      **writenotes.notes(intent, new, self.current.loaded.config)}
             if ev is not None:
                 answer["audit_id"] = ev["id"]
                 if glass:  # (counted once it skipped the rule: not a refusal, nor a retry)
@@ -258,24 +261,6 @@ class AdminApi:
         event(log, "break_glass", logging.ERROR, actor=principal.subject, action=intent.action,
               target=intent.target, reason=intent.reason, approvals_skipped=needs - 1,
               peer=peer)
-
-    async def kill(self, request: web.Request) -> web.Response:
-        return await self._action(request, "kill")
-
-    async def unkill(self, request: web.Request) -> web.Response:
-        return await self._action(request, "unkill")
-
-    async def rollback(self, request: web.Request) -> web.Response:
-        return await self._action(request, "rollback")
-
-    async def promote(self, request: web.Request) -> web.Response:
-        return await self._action(request, "promote")
-
-    async def weights(self, request: web.Request) -> web.Response:
-        return await self._action(request, "weights")
-
-    async def release(self, request: web.Request) -> web.Response:
-        return await self._action(request, "release")
 
     # ------------------------------------------------------------------ alerts
 

@@ -20,7 +20,7 @@ import secrets
 import time
 from typing import Any
 
-from gateway.admin import actions, shadowgate
+from gateway.admin import actions, shadowgate, writenotes
 from gateway.admin.actions import Intent
 from gateway.admin.approvalrecord import (
     Approval,
@@ -209,7 +209,7 @@ class Approvals:
                                "approved_by": list(step["approved"])}}
         if ev is not None:
             answer["audit_id"] = ev["id"]
-        answer.update(actions.notes(step["rec"].intent, new, self.current.loaded.config))
+        answer.update(writenotes.notes(step["rec"].intent, new, self.current.loaded.config))
         return Done(answer, new.generation, event=ev)
 
     async def decline(self, approval_id: str, principal: Principal, reason: str,

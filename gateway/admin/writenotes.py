@@ -1,0 +1,53 @@
+"""What a write's answer says beside its change: a kill that still stops the traffic an
+unkill lifted, the version a rollback went to, a release's warnings.
+
+Owns `notes` (the answer's extra fields once a write is in, whether applied at once or by
+an approval) and `wider_kill`/`still_covered` (a global or route kill still in force over
+an unkill's target). Pure: no I/O, no aiohttp.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from gateway.config import Config
+from gateway.domain import overrides
+from gateway.domain.statedoc import StateDoc, kill_key
+
+if TYPE_CHECKING:
+    from gateway.admin.actions import Intent
+
+__all__ = ["notes", "still_covered", "wider_kill"]
+
+
+def wider_kill(doc: StateDoc, target: dict[str, Any]) -> str | None:
+    """The key of a kill in `doc` wider than an unkill's `target` (global, or the version's
+    route) that still stops the same traffic; None when there is none."""
+    wider = ["global"] if target.get("scope") != "global" else []
+    if target.get("scope") == "version":
+        wider.append(kill_key("route", target.get("route"), None))
+    return next((k for k in wider if k in doc.kills), None)
+
+
+def still_covered(cur: StateDoc, t: dict[str, Any]) -> str:
+    """What a `not_killed` adds when a wider kill still stops that traffic: without it, an
+    unkill of a route under a global kill read as if the route were served again."""
+    key = wider_kill(cur, t)
+    if key is None:
+        return ""
+    flag = cur.kills[key]
+    return (f"; its traffic is still stopped by the {key} kill in force ({flag.actor}, "
+            f"{flag.time}): lift that one to serve it again")
+
+
+def notes(i: Intent, new: StateDoc, cfg: Config) -> dict[str, Any]:
+    """What the answer says once the write is in, beside `Plan.answer`."""
+    route = i.target.get("route") or ""
+    rc = cfg.route(route) if route else None
+    if i.action == "unkill" and (wider := wider_kill(new, i.target)):
+        return {"still_killed_by": wider}  # (lifted, yet that traffic stays stopped)
+    if i.action == "rollback" and (ov := new.overrides.get(route)) is not None:
+        return {"to": ov.stable}  # (without `to`: the version it went to, said)
+    if i.action == "release" and rc is not None and (w := overrides.release_warnings(new, rc)):
+        return {"warnings": w}  # (a version rolled off as bad serves again)
+    return {}
