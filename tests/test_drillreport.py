@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import time
 
-from gateway.control.drills import END_MARGIN, DrillRunner
+from gateway.control.drillrestore import END_MARGIN
+from gateway.control.drills import DrillRunner
 from gateway.domain.drillplan import Plan, duration
 from gateway.domain.drillreport import (
     Marks,
