@@ -70,3 +70,37 @@ async def test_an_invalid_record_is_dropped_only_by_a_reader(
         status, body = await decline("killgate:read")
         assert status == 200, body
         assert ident not in g.gw.holder.doc.approvals
+
+
+@pytest.mark.parametrize("step", ["approve", "decline"])
+async def test_a_replay_of_an_approval_step_needs_the_actions_scope(
+        tmp_path: Path, backends, session, step: str) -> None:
+    """An approve/decline retried with its Idempotency-Key by a token of the same subject
+    without the action's scope is refused (403), not answered with the first step's
+    result: the scope was checked inside the step, which a replay skips, and the record it
+    was read from is gone once applied. Found by review (impleft); failed before: 200,
+    idempotent-replayed."""
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p), extra="approvals: {weights: 2}\n")
+    async with running_gateway(cfg) as g:
+        async with session.put(g.admin + "/v1/routes/iris/weights",
+                               json={"weights": {"v1": 50, "v2": 50}, "reason": "split"},
+                               headers=bearer("killgate:rollout", "alice")) as r:
+            assert r.status == 202
+            ident = (await r.json())["approval"]["id"]
+
+        async def act(scope: str) -> tuple[int, dict, bool]:
+            h = {**bearer(scope, "bob"), "Idempotency-Key": "step-1"}
+            async with session.post(g.admin + f"/v1/approvals/{ident}/{step}",
+                                    json={"reason": "ok"}, headers=h) as r:
+                return r.status, await r.json(), "idempotent-replayed" in r.headers
+
+        status, first, _ = await act("killgate:rollout")
+        assert status == 200 and ident not in g.gw.holder.doc.approvals, first
+        gen = g.gw.holder.doc.generation
+        status, body, replayed = await act("killgate:alert")
+        assert status == 403 and not replayed, (status, body, replayed)
+        assert body["error"]["type"] == "forbidden", body
+        assert g.gw.holder.doc.generation == gen
+        status, again, replayed = await act("killgate:rollout")  # (the token that may)
+        assert status == 200 and replayed, again

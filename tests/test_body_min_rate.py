@@ -231,3 +231,32 @@ def test_check_accepts_a_minimum_rate_and_refuses_a_bad_one(tmp_path: Path) -> N
         if code:
             assert "server.body_min_rate: must be 0 (off)" in res.stderr, res.stderr
             assert "Traceback" not in res.stderr
+
+
+async def test_a_pause_before_a_pipelined_bodys_clock_started_is_not_credited(
+        tmp_path: Path) -> None:
+    """One read brings a small request A, then B's head and the start of its body: reading
+    pauses (B queues behind A) with B's body bytes held. A's backend takes 1.5 s; then B's
+    rate clock starts, and when reading resumed the whole pause, begun 1.5 s before that
+    clock, was credited to B: a trickling B was cut 1.5 s late. Found by review (impleft
+    item 3); failed before: the 408 came about 2.1 s after A's answer, not 0.6 s."""
+    backend = BodySink(stall=1.5)
+    port = await backend.start()
+    try:
+        cfg = _config(tmp_path, port, "body_timeout: 500ms, body_min_rate: 100000")
+        async with running_gateway(cfg) as g:
+            loop = asyncio.get_running_loop()
+            r, w = await asyncio.open_connection("127.0.0.1", g.gw.data_addr[1])
+            first = HEAD + b"Content-Length: 1\r\n\r\nx"
+            w.write(first + HEAD + b"Content-Length: 200000\r\n\r\n" + b"x" * 8000)
+            answer = await asyncio.wait_for(r.readuntil(b"\r\n\r\n"), 5)
+            assert answer.startswith(b"HTTP/1.1 200 "), answer
+            assert await asyncio.wait_for(r.readexactly(1), 5) == b"1"  # (A's 1 byte)
+            started = loop.time()
+            got = await _trickle(w, r, b"x", 0.2, started + 4)
+            took = loop.time() - started
+            w.close()
+            assert b"HTTP/1.1 408 " in got, got[:300]
+            assert took < 1.3, took
+    finally:
+        await backend.stop()

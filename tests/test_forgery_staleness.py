@@ -128,3 +128,49 @@ async def test_a_kill_reaches_an_instance_while_the_generation_key_is_rewritten(
         finally:
             stop.set()
             await forger
+
+
+async def test_an_unkill_pushed_while_the_generation_key_is_rewritten_is_applied_at_once(
+        tmp_path: Path, backends, redis_server: RedisServer, session) -> None:
+    """With only the (unsigned) generation key rewritten in a loop, subscriptions intact: a
+    pushed unkill is a hint (a push never relaxes), the store is re-read, and the verified,
+    newer document read there was adopted only if the key agreed, so the unkill waited
+    for the next poll's full sync (reseed._took takes it whatever the key says). Now the
+    re-read takes it too. Found by review (impleft item 6); failed before: the kill stood
+    until the poll (60 s here)."""
+    p1 = await backends(echo_app("v1"))
+    routes = two_versions(p1, p1, 100, 0)
+    cfg_a = write_config(tmp_path, routes, name="a.yaml",
+                         state=redis_state(redis_server, tmp_path, "a", poll="60s"))
+    cfg_b = write_config(tmp_path, routes, name="b.yaml",
+                         state=redis_state(redis_server, tmp_path, "b", poll="60s"))
+    async with running_gateway(cfg_a, "a") as a, running_gateway(cfg_b, "b") as b:
+        res = await kill(session, b.admin, wait="0s", scope="version", route="iris",
+                         version="v2")
+        await wait_until(lambda: a.gw.sync.holder.doc.generation >= int(res["generation"]),
+                         3.0, what="a to take the pushed kill")
+        stop = threading.Event()
+
+        def rewrite() -> None:  # (a thread: the attacker does not wait for our loop)
+            n = 0
+            with socket.create_connection(("127.0.0.1", redis_server.port), timeout=2) as s:
+                while not stop.is_set():
+                    n += 1
+                    s.sendall(resp("SET", "kgtest:gen", str(10_000 + n)))
+                    got = b""
+                    while not got.endswith(b"\r\n"):  # (+OK)
+                        got += s.recv(64)
+                    time.sleep(0.0002)
+
+        forger = asyncio.create_task(asyncio.to_thread(rewrite))
+        try:
+            await asyncio.sleep(0.2)
+            res = await unkill(session, b.admin, wait="0s", scope="version", route="iris",
+                               version="v2")
+            gen = int(res["generation"])
+            await wait_until(lambda: a.gw.sync.holder.doc.generation >= gen, 2.0,
+                             what="a to lift the kill read from the store after the push")
+            assert "version:iris:v2" not in a.gw.sync.holder.doc.kills
+        finally:
+            stop.set()
+            await forger

@@ -150,3 +150,30 @@ async def test_a_disk_full_for_a_moment_is_retried_not_taken_for_a_broken_trail(
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_line_torn_by_a_partial_write_is_ended_before_the_next_append(
+        tmp_path: Path) -> None:
+    """A write torn part way (a power loss, a disk full mid-write) leaves the mirror ending
+    in a fragment without its newline; the next event was appended to that fragment, one
+    line of garbage where the event should be. It starts a line of its own now, as the
+    local store's audit file does (files.end_line). Found by review (impleft item 5);
+    failed before: the event copied after the fragment was glued to it."""
+    store = await _store(tmp_path, 2)
+    path = tmp_path / "m.jsonl"
+    mirror = AuditMirror(store, path, KEYS, Metrics(), 0.02)
+    task = asyncio.create_task(mirror.run())
+    try:
+        await wait_until(lambda: _caught_up(mirror, store), 15, what="the copy")
+        with open(path, "ab") as f:  # noqa: ASYNC230 - a torn append, by hand
+            f.write(b'{"id":"torn","act')
+        await store.commit("0", StateDoc(),
+                           AuditDraft("alice", "kill", {"i": 9}, "after the tear"))
+        await wait_until(lambda: _caught_up(mirror, store), 15, what="the next copy")
+        lines = path.read_bytes().splitlines()
+        assert lines[-2] == b'{"id":"torn","act', lines[-2:]
+        assert json.loads(lines[-1])["reason"] == "after the tear"
+        assert mirror.refused is None
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

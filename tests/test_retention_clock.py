@@ -83,3 +83,20 @@ def test_the_age_is_measured_by_the_earliest_clock_the_trim_can_read() -> None:
     # (and whether to read the trail: by the earlier clock too, state/retention.py)
     assert Retention(max_age=3600.0).due(500, trail[0], now)
     assert not Retention(max_age=3600.0).due(500, trail[0], now - 3600)
+
+
+async def test_a_clock_ahead_does_not_make_every_look_due_on_the_local_store(
+        tmp_path: Path, backends, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whether a look reads (parses, verifies) the local trail is judged by the clock its
+    age is measured by, the trail's newest event: by the instance's clock alone, one two
+    days ahead found every look due (the oldest event "two days old"), read and verified
+    the whole file at each, and removed nothing (the decision's age is by the trail).
+    Found by review (impleft item 4); failed before: the decision was read, not "not due"."""
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p), state=_state(tmp_path, None))
+    async with running_gateway(cfg) as g:
+        await _fill(g, 120)
+        retention = g.gw.sync.retention
+        retention.clock = lambda: time.time() + AHEAD
+        decision, ev = await retention.trim_once()
+        assert ev is None and decision.why == "not due", decision

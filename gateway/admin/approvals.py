@@ -203,14 +203,16 @@ class Approvals:
 
         new, ev = await self.state.write(change, describe)
         if step["plan"] is None:
-            return Done({"approval": step["rec"].public()}, None, status=202, event=ev)
+            return Done({"approval": step["rec"].public()}, None, status=202, event=ev,
+                        scope=actions.SCOPE_OF[step["rec"].intent.action])
         answer = {**step["plan"].answer, "changed": True,
                   "approval": {"id": approval_id, "state": "applied",
                                "approved_by": list(step["approved"])}}
         if ev is not None:
             answer["audit_id"] = ev["id"]
         answer.update(writenotes.notes(step["rec"].intent, new, self.current.loaded.config))
-        return Done(answer, new.generation, event=ev)
+        return Done(answer, new.generation, event=ev,
+                    scope=actions.SCOPE_OF[step["rec"].intent.action])
 
     async def decline(self, approval_id: str, principal: Principal, reason: str,
                       request_id: str, source: str, trace_id: str = "") -> Done:
@@ -245,4 +247,5 @@ class Approvals:
         new, ev = await self.state.write(change, describe)
         return Done({"approval": {"id": approval_id, "state": "declined"},
                      **({"audit_id": ev["id"]} if ev is not None else {})},
-                    new.generation, event=ev)
+                    new.generation, event=ev,
+                    scope=actions.SCOPE_OF[seen[0].intent.action] if seen else "killgate:read")

@@ -97,8 +97,10 @@ class ApprovalsApi:
     async def _approval_step(self, request: web.Request, principal: Principal, peer: str,
                              wait: float, rid: str, op: Any) -> web.Response:
         try:
+            # (a replay, too, needs the action's scope: the step stores it with its answer,
+            # as the record it was read from is gone once the change is applied)
             return await self.writer.run(request, principal.subject, wait, op, rid, peer,
-                                         request.get(TRACE_ID, ""))
+                                         request.get(TRACE_ID, ""), may=principal.may)
         except Forbidden as exc:  # the action's scope, checked against the stored record
             self.callers.refused(request, peer, None, principal, exc)
             raise

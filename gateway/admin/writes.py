@@ -26,7 +26,7 @@ from aiohttp import web
 from gateway.admin.inputs import decoded_body
 from gateway.admin.ports import Idempotency, StateWriter
 from gateway.domain.audit import AuditDraft
-from gateway.errors import ApiError, AuditError, StateError
+from gateway.errors import ApiError, AuditError, Forbidden, StateError
 from gateway.log import event
 
 __all__ = ["Done", "Writer"]
@@ -51,6 +51,9 @@ class Done:
     #: how long a retry with its Idempotency-Key is answered with it (None: a day); an
     #: approval request's answer only while that request can be open
     keep: float | None = None
+    #: the scope a replay of this answer needs (None: the caller's key is enough), for an
+    #: answer whose scope was read from state the write then removed (an approval step)
+    scope: str | None = None
 
 
 Op = Callable[[], Awaitable[Done]]
@@ -72,14 +75,16 @@ class Writer:
         self.audit = audit
 
     async def run(self, request: web.Request, subject: str, wait: float, op: Op,
-                  request_id: str, source: str, trace_id: str = "") -> web.Response:
-        """Run `op` once per Idempotency-Key and answer with its receipt."""
+                  request_id: str, source: str, trace_id: str = "",
+                  may: Callable[[str], bool] | None = None) -> web.Response:
+        """Run `op` once per Idempotency-Key and answer with its receipt; a replay of an
+        answer that names a scope (Done.scope) only to a caller that `may` hold it."""
         ident, fingerprint = await self._idempotency(request, subject)
         if ident is not None:
             earlier = await self.idem.idem_claim(ident, {"fingerprint": fingerprint},
                                                  CLAIM_LEASE)
             if earlier is not None:
-                resp = await self._replay(ident, earlier, fingerprint, wait)
+                resp = await self._replay(ident, earlier, fingerprint, wait, may)
                 if resp is not None:
                     await self._audit_replay(request, subject, resp, request_id, source,
                                              trace_id)
@@ -99,12 +104,14 @@ class Writer:
         await _ended(held, renew)  # (before the answer's record: no renewal replaces it)
         keep = IDEMPOTENCY_TTL if done.keep is None else min(IDEMPOTENCY_TTL,
                                                              max(1.0, done.keep))
+        scoped = {} if done.scope is None else {"scope": done.scope}
         if ident is not None:
             # record the generation first: a concurrent retry can then answer with it
             with contextlib.suppress(StateError):
                 await self.idem.idem_set(ident, {"fingerprint": fingerprint,
                                                  "generation": done.generation,
-                                                 "status": done.status, "extra": done.body},
+                                                 "status": done.status, "extra": done.body,
+                                                 **scoped},
                                          keep)
         answer = dict(done.body)
         if done.generation is not None:
@@ -120,7 +127,8 @@ class Writer:
             with contextlib.suppress(StateError):
                 await self.idem.idem_set(ident, {"fingerprint": fingerprint,
                                                  "generation": done.generation,
-                                                 "status": done.status, "response": answer},
+                                                 "status": done.status, "response": answer,
+                                                 **scoped},
                                          keep)
         return web.json_response(answer, status=done.status)
 
@@ -153,7 +161,8 @@ class Writer:
                 await self.idem.idem_set(ident, {"fingerprint": fingerprint}, CLAIM_LEASE)
 
     async def _replay(self, ident: str, earlier: dict[str, Any], fingerprint: str,
-                      wait: float) -> web.Response | None:
+                      wait: float, may: Callable[[str], bool] | None = None
+                      ) -> web.Response | None:
         """The first answer; None when this request now holds the claim (the first try's
         lapsed, or it failed and let it go): it is to run the write."""
         if earlier.get("fingerprint") != fingerprint:
@@ -172,6 +181,9 @@ class Writer:
             if got is None:  # the first try's claim lapsed, or it failed and let it go
                 return None
             earlier = got
+        scope = earlier.get("scope")
+        if isinstance(scope, str) and may is not None and not may(scope):
+            raise Forbidden(scope)  # (same subject, another token: not the first answer)
         status = int(earlier.get("status", 200))
         if "response" in earlier:
             resp = dict(earlier["response"])

@@ -168,7 +168,10 @@ class RolloutDriver(ProgressiveSteps):
             blobs = await self.sync.store.get_stats(rc.name)
         except StateError:
             return None
-        fresh = [b for b in blobs if now - float(b.get("t", 0)) <= 2 * rc.analysis.interval + 1]
+        # (both ways: an instance whose clock runs ahead would otherwise have its counts
+        # taken until its future time plus the bound, long after it stopped)
+        fresh = [b for b in blobs
+                 if abs(now - float(b.get("t", 0))) <= 2 * rc.analysis.interval + 1]
         per: dict[str, list[Sample]] = {}
         try:
             for b in fresh:

@@ -86,7 +86,8 @@ class Flow:
                 req = self.queue[0]
                 req.last_body = now = self.loop.time()
                 if req is self.rate_req:  # nor against its pace: its clock stood still
-                    self.rate_from += now - self.read_paused_at
+                    # (from when it started, if the pause began before: an earlier request's)
+                    self.rate_from += now - max(self.read_paused_at, self.rate_from)
                 if not (req.dispatched or req.body_done):  # a buffered body's wait
                     # begins (`deadlines.py`; no later head has begun: none can yet)
                     self.deadline = now + self.limits.body_timeout

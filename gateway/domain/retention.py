@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import calendar
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,7 +31,7 @@ from gateway.domain.auditverify import verify_trail
 from gateway.domain.retentionloss import lost_at, lost_start
 
 __all__ = ["MIN_KEEP", "TRIM_BATCH", "Decide", "Due", "Retention", "TrimDecision",
-           "TrimWindow", "age_clock", "decide_trim"]
+           "TrimWindow", "age_clock", "decide_trim", "trail_clock"]
 
 #: a trim always keeps at least this many events (the newest): enough context for an
 #: incident, and more than a store that lost its trail holds (reseed.py's FRESH_TRAIL)
@@ -138,12 +138,20 @@ def age_clock(w: TrimWindow, now: float) -> float:
         return min(now, w.clock)
     tail = reversed(w.oldest) if len(w.oldest) >= w.count else (
         [w.newest] if w.newest is not None else [])
-    for ev in tail:
+    t = trail_clock(tail)
+    return now if t is None else min(now, t)
+
+
+def trail_clock(newest_first: Iterable[Any]) -> float | None:
+    """The time of the first event of `newest_first` that is not a trim checkpoint (None:
+    none is dated): the local store's clock for `max_age` (see age_clock), and for whether
+    a look is due at all (the local store's `Due` clock)."""
+    for ev in newest_first:
         if isinstance(ev, dict) and ev.get("action") != TRIM_ACTION:
             t = _seconds(ev.get("time"))
             if t is not None:
-                return min(now, t)
-    return now
+                return t
+    return None
 
 
 def _wanted(w: TrimWindow, policy: Retention, now: float) -> tuple[int, bool]:

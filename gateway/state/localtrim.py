@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.domain.audit import parse_event, seal
-from gateway.domain.retention import Decide, Due, TrimDecision, TrimWindow
+from gateway.domain.retention import Decide, Due, TrimDecision, TrimWindow, trail_clock
 from gateway.domain.statedoc import StateDoc
 from gateway.errors import AuditError, StoreConflict, StoreUnavailable
 from gateway.log import event
@@ -142,7 +142,10 @@ class LocalTrim(LocalAudit):
         then, under the commit lock, trim only if nothing was committed meanwhile."""
         cur, data, mode, ident = self._snapshot()
         lines = data.splitlines(keepends=True)
-        if not due(len(lines), parse_event(lines[0]) if lines else None, None):
+        # (dated by the trail's newest event, as the decision's age is: by this host's
+        # clock alone, one running ahead read the whole file at every look, for nothing)
+        clock = trail_clock(parse_event(line) for line in reversed(lines) if line.endswith(b"\n"))
+        if not due(len(lines), parse_event(lines[0]) if lines else None, clock):
             return TrimDecision(0, None, "not due"), None
         events = []
         for n, line in enumerate(lines, 1):  # (as _audit_from reads them)

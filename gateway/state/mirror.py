@@ -23,7 +23,7 @@ from typing import Any
 from gateway.domain.audit import event_hash, mac_matches, parse_event, utc_now
 from gateway.errors import StateError
 from gateway.log import event
-from gateway.state.files import append_lines, atomic_write, last_line
+from gateway.state.files import append_lines, atomic_write, end_line, last_line
 from gateway.state.signing import Keyring
 from gateway.state.store import AuditStore
 from gateway.telemetry.metrics import Metrics
@@ -34,6 +34,13 @@ log = logging.getLogger("killgate.state")
 
 BATCH = 500
 Alarm = Callable[[dict[str, Any]], None]
+
+
+def _append(path: Path, events: list[dict[str, Any]]) -> None:
+    """Append `events`, after ending a line torn by a partial write (as the local store's
+    audit file does): the first of them starts a line of its own, not glued to a fragment."""
+    end_line(path)
+    append_lines(path, events)
 
 
 class AuditMirror:
@@ -191,7 +198,7 @@ class AuditMirror:
                     self._adopt(ev)
                 if good:
                     try:
-                        await asyncio.to_thread(append_lines, self.path, good)
+                        await asyncio.to_thread(_append, self.path, good)
                     except OSError:
                         # unless it landed whole (only the fsync failed), the file ends where
                         # it did: the same batch, fetched again, continues it (a disk full for

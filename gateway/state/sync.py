@@ -204,10 +204,14 @@ class Sync(Repair, Guard, Writes, Startup, Reads):
                 return
 
     def _adopt(self, got: Loaded) -> None:
-        """The store's document, verified, if it is newer than ours."""
-        if got.trusted and got.doc is not None and self._foreign_to(self.holder.doc, got.doc):
+        """The store's document, verified, if it is newer than ours, whatever the unsigned
+        generation key beside it says (as reseed's _took: a key rewritten in a loop held an
+        unkill, which a push only hints at, off this instance until the next poll)."""
+        if got.doc is None or got.problem is not None:
+            return
+        if self._foreign_to(self.holder.doc, got.doc):
             self._resync = True
-        elif got.trusted and got.doc is not None and self._apply(got.doc):
+        elif self._apply(got.doc):
             self._spawn(self._after_apply(got.doc))
 
     async def _after_apply(self, doc: StateDoc) -> None:
