@@ -84,6 +84,10 @@ return 1
 #: is read on the loop the data plane runs on, and a flood of 8 MB forged acks naming the
 #: real key id had their MACs computed there: a serial client's p99 went from 4 to 20 ms
 MAX_ACK_BYTES = 4096
+#: how far an instance's clock may be behind the store's: a heartbeat signed longer than
+#: this (and 10 leases) before the store's time is a replay, left out of the fleet (its
+#: stamp of arrival is written beside it, unsigned: a replay carries a fresh one)
+CLOCK_SKEW = 300.0
 
 #: the signed expiry (unix time) inside an idempotency record: a genuine record put back
 #: after its TTL removed it is not answered from
@@ -95,6 +99,13 @@ async def _turn(i: int) -> None:
     can write to the store can fill it with hundreds of thousands of entries to refuse."""
     if i and i % 2048 == 0:
         await asyncio.sleep(0)
+
+
+def _signed_age(record: bytes, now_ms: int) -> float:
+    """Seconds between a verified heartbeat's signed time and `now_ms` (0.0 when unread)."""
+    parts = record.split(b" ", 4)
+    wall = parts[3] if len(parts) > 3 else b""
+    return (now_ms - int(wall)) / 1000.0 if wall.isdigit() and len(wall) <= 18 else 0.0
 
 
 class RedisRecords(RedisLink):
@@ -127,7 +138,7 @@ class RedisRecords(RedisLink):
 
     async def heartbeat(self, instance: str, applied: int, config: str = "",
                         urls: dict[str, str] | None = None) -> None:
-        wall = str(int(time.time() * 1000))
+        wall = str(int(self.clock() * 1000))
         config = config or "-"
         body = f"{instance}\x00{applied}\x00{wall}\x00{config}".encode()
         kid, mac = self.keys.sign(b"ack", body) if self.keys.enabled else ("-", "-")
@@ -178,6 +189,13 @@ class RedisRecords(RedisLink):
                 stale.append(flat[i])
                 continue
             ack = self._open_ack(record, "heartbeat", flat[i])
+            if ack is not None and self.keys.enabled \
+                    and (signed := _signed_age(record, int(now_ms))) > 10 * lease + CLOCK_SKEW:
+                self.on_unverified("heartbeat", f"{ack.instance!r} signed {signed:.0f}s before "
+                                                "the store's clock: a replay (or that "
+                                                "instance's clock is off)", None)
+                stale.append(flat[i])
+                continue
             if ack is not None and age <= lease:
                 out[ack.instance] = {"generation": ack.generation, "config": ack.config,
                                      "seen_s_ago": round(age, 3)}
