@@ -17,6 +17,7 @@ A latched route (an operator's override) is left alone.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import math
 import time
@@ -161,8 +162,10 @@ class RolloutDriver(ProgressiveSteps):
                 n = self.ejections(rc.name, v.name, window)
                 if n:
                     local.setdefault(v.name, Sample()).ejections = n
-        # (each version's deployment beside its counts: see below)
-        mine = {v.name: [v.url, v.artifact] for v in rc.versions}
+        # (each version's deployment beside its counts, as a digest: a url may hold
+        # credentials; see below)
+        mine = {v.name: hashlib.sha256(f"{v.url}\x00{v.artifact}".encode()).hexdigest()[:16]
+                for v in rc.versions}
         blob = {"instance": self.instance, "t": now, "window": window,
                 "versions": {v: s.to_json() for v, s in local.items()}, "targets": mine}
         try:
