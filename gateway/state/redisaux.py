@@ -71,6 +71,14 @@ if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return false en
 return redis.call('GET', KEYS[1])
 """)
 
+# Replace (ARGV[2]; '' deletes) the value still ARGV[1]: 1 when done
+_SWAP = Script("""
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if ARGV[2] == '' then redis.call('DEL', KEYS[1])
+else redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) end
+return 1
+""")
+
 _REPLACE = Script("""
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
@@ -261,8 +269,22 @@ class RedisRecords(RedisLink):
         await self._call("SET", f"{self.k_idem}:{key}", self._idem_sealed(key, record, ttl),
                          "PX", int(ttl * 1000))
 
-    async def idem_release(self, key: str) -> None:
-        await self._call("DEL", f"{self.k_idem}:{key}")
+    async def _idem_swap(self, key: str, mine: dict[str, Any], new: bytes, ttl: float) -> bool:
+        """Replace the key's record (`new`; b"": delete) only while it is `mine`."""
+        k = f"{self.k_idem}:{key}"
+        raw = await self._call("GET", k)
+        if raw is None or self._idem_opened(key, raw) != mine:
+            return False
+        return bool(await self._script(_SWAP, [k], [raw, new, str(max(1, int(ttl * 1000)))]))
+
+    async def idem_renew(self, key: str, record: dict[str, Any], ttl: float) -> bool:
+        return await self._idem_swap(key, record, self._idem_sealed(key, record, ttl), ttl)
+
+    async def idem_release(self, key: str, mine: dict[str, Any] | None = None) -> None:
+        if mine is None:
+            await self._call("DEL", f"{self.k_idem}:{key}")
+        else:
+            await self._idem_swap(key, mine, b"", 0.0)
 
     # ------------------------------------------------------------------ analysis counts
 
