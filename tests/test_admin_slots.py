@@ -186,3 +186,49 @@ async def test_an_answer_read_slowly_but_steadily_is_not_cut_off(tmp_path: Path,
             assert g.gw.metrics.get("killgate_admin_refused_total", ("timeout",)) == 1
         finally:
             sock.close()
+
+
+async def test_an_answer_read_below_the_min_rate_is_cut_off(tmp_path: Path, backends) -> None:
+    """A client taking a little of its answers at every look (a slow-read attack: a byte a
+    minute would do) kept its connection, and the answers it asked for in memory, for as
+    long as it liked once any progress reset the send deadline; the data port cuts such a
+    client once it averages less than `server.body_min_rate` after `send_timeout` of grace
+    (the README: "as on the data port"), and the admin port now does too."""
+    import socket
+
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p),
+                       extra="server: {send_timeout: 0.5s, body_min_rate: 1048576}\n")
+    async with running_gateway(cfg) as g:
+        server = g.gw._admin_runner.server
+        loop = asyncio.get_running_loop()
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setblocking(False)
+        try:
+            await loop.sock_connect(sock, ("127.0.0.1", g.gw.admin_addr[1]))
+            await loop.sock_sendall(sock, b"GET /openapi.json HTTP/1.1\r\nHost: localhost\r\n\r\n"
+                                    * 200)
+            await wait_until(lambda: server.open_connections() == 1 and all(
+                c.writing_paused for c in server._connections), 10, 0.02,
+                what="the answers backed up")
+
+            async def slow() -> None:  # ~160 KiB/s, as the steady reader above: below the rate
+                while True:
+                    try:
+                        if not await loop.sock_recv(sock, 8192):
+                            return
+                    except ConnectionError:
+                        return
+                    await asyncio.sleep(0.05)  # (the slow reader's pace)
+
+            reader = asyncio.create_task(slow())
+            try:
+                await wait_until(lambda: server.open_connections() == 0, 5, 0.05,
+                                 what="the slow reader to be cut off")
+            finally:
+                reader.cancel()
+                await asyncio.gather(reader, return_exceptions=True)
+            assert g.gw.metrics.get("killgate_admin_refused_total", ("timeout",)) == 1
+        finally:
+            sock.close()

@@ -34,3 +34,43 @@ async def test_published_addresses_are_signed(redis_server: RedisServer) -> None
         assert seen and seen[-1][0] == "heartbeat"
     finally:
         await store.close()
+
+
+async def test_a_replayed_heartbeat_does_not_bring_back_an_instance_or_its_address(
+        redis_server: RedisServer) -> None:
+    """Someone with write access to Redis but no key replays a heartbeat and the address
+    record an instance signed long ago (it died; its pod IP may be someone else's now),
+    stamped with the server's time as the heartbeat script stamps it. The signed time
+    inside is hours old: the instance is not listed (not in receipts, /v1/status, nor
+    among the addresses a drill sends its token to when the admin URL it was given dies:
+    control/drillreach.py)."""
+    import time
+
+    from gateway.state.redis import RedisStore
+    from gateway.state.signing import Key, Keyring
+    from tests.conftest import STATE_KEY
+
+    seen: list[tuple[str, str]] = []
+    keys = Keyring(Key.of(STATE_KEY.encode()))
+    old = RedisStore(redis_server.url, "kgrep", 1.0, keys=keys)
+    store = RedisStore(redis_server.url, "kgrep", 1.0, keys=keys,
+                       on_unverified=lambda kind, why, which: seen.append((kind, why)))
+    await old.open()
+    await store.open()
+    try:
+        old.clock = lambda: time.time() - 3 * 3600  # type: ignore[method-assign]
+        await old.heartbeat("gone", 7, "sha256:x", {"data": "http://10.0.0.9:8080",
+                                                    "admin": "http://10.0.0.9:8081"})
+        await store.heartbeat("live", 7, "sha256:x", {"data": "http://10.0.0.5:8080",
+                                                      "admin": "http://10.0.0.5:8081"})
+        rec = await asyncio.to_thread(redis_server.cmd, "HGET", "kgrep:instances", "gone")
+        _, _, record = rec.partition(" ")
+        now_ms = int(time.time() * 1000)
+        await asyncio.to_thread(redis_server.cmd, "HSET", "kgrep:instances", "gone",
+                                f"{now_ms} {record}")
+        fleet = await store.fleet(5.0)
+        assert set(fleet) == {"live"}, fleet
+        assert any(kind == "heartbeat" and "replay" in why for kind, why in seen), seen
+    finally:
+        await store.close()
+        await old.close()

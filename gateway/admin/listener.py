@@ -50,8 +50,9 @@ _REASONS = {400: "Bad Request", 408: "Request Timeout", 414: "URI Too Long",
 
 
 class _AdminProtocol(RequestHandler):
-    __slots__ = ("_kg_buffered", "_kg_deadline", "_kg_handled", "_kg_head", "_kg_limits",
-                 "_kg_line_done", "_kg_payload", "_kg_send", "_kg_server")
+    __slots__ = ("_kg_base", "_kg_buffered", "_kg_deadline", "_kg_handled", "_kg_head",
+                 "_kg_limits", "_kg_line_done", "_kg_payload", "_kg_send", "_kg_server",
+                 "_kg_since")
     _kg_limits: Limits
     _kg_server: _AdminServer
 
@@ -63,6 +64,8 @@ class _AdminProtocol(RequestHandler):
         self._kg_deadline: asyncio.TimerHandle | None = None
         self._kg_send: asyncio.Handle | None = None
         self._kg_buffered = 0  # bytes unsent at the last look, writes paused
+        self._kg_since = 0.0  # the first look of that holdup, and what was unsent then
+        self._kg_base = 0
         self._kg_handled = 0  # requests answered (aiohttp's _request_count: heads parsed)
         if self._kg_server.open_connections() > self._kg_limits.max_connections:
             self._kg_limits.on_refused("connections")
@@ -114,12 +117,19 @@ class _AdminProtocol(RequestHandler):
         self._kg_send = None
         if self.transport is None:
             return
+        limits, now = self._kg_limits, self._loop.time()
         if (left := unsent(self.transport)) < self._kg_buffered:
-            self._kg_buffered = left
-            self._kg_send = self._loop.call_later(self._kg_limits.send_timeout,
-                                                  self._kg_unread)
-            return
-        self._kg_limits.on_refused("timeout")
+            if self._kg_buffered == 1 << 62:  # the first look
+                self._kg_since, self._kg_base = now, left
+            rate = limits.send_min_rate
+            # (and on average at least `send_min_rate` once `send_timeout` has passed: a
+            # few bytes a look, a slow-read attack, held the connection and its answers)
+            if not rate or now < (self._kg_since + limits.send_timeout
+                                  + (self._kg_base - left) / rate):
+                self._kg_buffered = left
+                self._kg_send = self._loop.call_later(limits.send_timeout, self._kg_unread)
+                return
+        limits.on_refused("timeout")
         self.transport.abort()
 
     def log_exception(self, *args: Any, **kw: Any) -> None:

@@ -27,6 +27,9 @@ class Limits:
     max_connections: int
     max_head_bytes: int = MAX_HEAD_BYTES
     send_timeout: float = 60.0  # an answer the client takes nothing of for this long: closed
+    #: bytes/s a client holding up its answers must take on average, after `send_timeout`
+    #: of grace (the data port's `server.body_min_rate`; 0: off)
+    send_min_rate: int = 0
     on_refused: Callable[[str], None] = lambda why: None  # "connections", "head_size", "timeout"
 
 

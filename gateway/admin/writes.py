@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -80,11 +81,13 @@ class Writer:
         """Run `op` once per Idempotency-Key and answer with its receipt; a replay of an
         answer that names a scope (Done.scope) only to a caller that `may` hold it."""
         ident, fingerprint = await self._idempotency(request, subject)
+        # (the claim names its holder: a renewal or release of a claim that lapsed and was
+        # taken by a retry since leaves the retry's alone)
+        claim = {"fingerprint": fingerprint, "holder": uuid.uuid4().hex}
         if ident is not None:
-            earlier = await self.idem.idem_claim(ident, {"fingerprint": fingerprint},
-                                                 CLAIM_LEASE)
+            earlier = await self.idem.idem_claim(ident, claim, CLAIM_LEASE)
             if earlier is not None:
-                resp = await self._replay(ident, earlier, fingerprint, wait, may)
+                resp = await self._replay(ident, earlier, claim, wait, may)
                 if resp is not None:
                     await self._audit_replay(request, subject, resp, request_id, source,
                                              trace_id)
@@ -92,14 +95,14 @@ class Writer:
                 # (the first try's claim lapsed or was let go: this one holds it, and runs)
         held = asyncio.Event()  # set: the write is over, the claim no longer renewed
         renew = (None if ident is None else asyncio.create_task(
-            self._renew(ident, fingerprint, held), name="idem-renew"))
+            self._renew(ident, claim, held), name="idem-renew"))
         try:
             done = await op()
         except BaseException:
             await _ended(held, renew)
             if ident is not None:
                 with contextlib.suppress(StateError):
-                    await self.idem.idem_release(ident)
+                    await self.idem.idem_release(ident, claim)
             raise
         await _ended(held, renew)  # (before the answer's record: no renewal replaces it)
         keep = IDEMPOTENCY_TTL if done.keep is None else min(IDEMPOTENCY_TTL,
@@ -148,7 +151,7 @@ class Writer:
         ident = hashlib.sha256(f"{subject}\n{key}".encode()).hexdigest()
         return ident, fingerprint
 
-    async def _renew(self, ident: str, fingerprint: str, over: asyncio.Event) -> None:
+    async def _renew(self, ident: str, claim: dict[str, Any], over: asyncio.Event) -> None:
         """Keep the claim while the write runs (best effort: a store that cannot take it
         lets it lapse, and a retry may then run the write too). Ends between renewals,
         never in one: a renewal cut off in its thread could land after the answer's
@@ -157,15 +160,20 @@ class Writer:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(over.wait(), CLAIM_LEASE / 3)
                 return
-            with contextlib.suppress(StateError):
-                await self.idem.idem_set(ident, {"fingerprint": fingerprint}, CLAIM_LEASE)
+            try:
+                if not await self.idem.idem_renew(ident, claim, CLAIM_LEASE):
+                    # lapsed, and a retry may run the write too: said, never overwritten
+                    event(log, "idempotency_claim_lost", logging.WARNING, lease=CLAIM_LEASE)
+                    return
+            except StateError:
+                pass  # (the store away: tried again at the next renewal)
 
-    async def _replay(self, ident: str, earlier: dict[str, Any], fingerprint: str,
+    async def _replay(self, ident: str, earlier: dict[str, Any], claim: dict[str, Any],
                       wait: float, may: Callable[[str], bool] | None = None
                       ) -> web.Response | None:
         """The first answer; None when this request now holds the claim (the first try's
         lapsed, or it failed and let it go): it is to run the write."""
-        if earlier.get("fingerprint") != fingerprint:
+        if earlier.get("fingerprint") != claim["fingerprint"]:
             raise ApiError(409, "idempotency_key_reused",
                            "this Idempotency-Key was used for a different request")
         deadline = time.monotonic() + wait + 5.0
@@ -176,8 +184,7 @@ class Writer:
                     "instance running it stopped: its claim lapses within "
                     f"{CLAIM_LEASE:g}s, and the same request sent again then runs it)"))
             await asyncio.sleep(0.01)
-            got = await self.idem.idem_claim(ident, {"fingerprint": fingerprint},
-                                             CLAIM_LEASE)
+            got = await self.idem.idem_claim(ident, claim, CLAIM_LEASE)
             if got is None:  # the first try's claim lapsed, or it failed and let it go
                 return None
             earlier = got

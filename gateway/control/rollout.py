@@ -17,6 +17,7 @@ A latched route (an operator's override) is left alone.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import math
 import time
@@ -161,8 +162,12 @@ class RolloutDriver(ProgressiveSteps):
                 n = self.ejections(rc.name, v.name, window)
                 if n:
                     local.setdefault(v.name, Sample()).ejections = n
+        # (each version's deployment beside its counts, as a digest: a url may hold
+        # credentials; see below)
+        mine = {v.name: hashlib.sha256(f"{v.url}\x00{v.artifact}".encode()).hexdigest()[:16]
+                for v in rc.versions}
         blob = {"instance": self.instance, "t": now, "window": window,
-                "versions": {v: s.to_json() for v, s in local.items()}}
+                "versions": {v: s.to_json() for v, s in local.items()}, "targets": mine}
         try:
             await self.sync.store.put_stats(rc.name, self.instance, blob)
             blobs = await self.sync.store.get_stats(rc.name)
@@ -175,7 +180,14 @@ class RolloutDriver(ProgressiveSteps):
         per: dict[str, list[Sample]] = {}
         try:
             for b in fresh:
+                # an instance that has not read the file redeploying a version yet (a
+                # ConfigMap reaches pods up to a minute apart) counts the old deployment
+                # under its name: not this one's evidence (`_refresh_routes`); a blob
+                # without targets is an older version's
+                theirs = b.get("targets")
                 for v, d in b.get("versions", {}).items():
+                    if isinstance(theirs, dict) and theirs.get(v) != mine.get(v):
+                        continue
                     per.setdefault(v, []).append(Sample.from_json(d))
         except (ValueError, KeyError, TypeError):
             return None

@@ -125,7 +125,10 @@ class LocalRecords:
             existing = table.get(key)
             if mode == "claim" and existing is not None:
                 return dict(existing["record"])
-            if mode == "release":
+            if mode in ("renew", "release_mine") and (existing is None
+                                                       or existing["record"] != record):
+                return {}  # (another's record now, or none: left alone)
+            if mode in ("release", "release_mine"):
                 table.pop(key, None)
             else:
                 table[key] = {"record": record, "expires": now + ttl}
@@ -138,8 +141,12 @@ class LocalRecords:
     async def idem_set(self, key: str, record: dict[str, Any], ttl: float) -> None:
         await asyncio.to_thread(self._idem, key, record, ttl, "set")
 
-    async def idem_release(self, key: str) -> None:
-        await asyncio.to_thread(self._idem, key, None, 0, "release")
+    async def idem_renew(self, key: str, record: dict[str, Any], ttl: float) -> bool:
+        return await asyncio.to_thread(self._idem, key, record, ttl, "renew") is None
+
+    async def idem_release(self, key: str, mine: dict[str, Any] | None = None) -> None:
+        await asyncio.to_thread(self._idem, key, mine, 0,
+                                "release" if mine is None else "release_mine")
 
     # ------------------------------------------------------------------ analysis counts
 

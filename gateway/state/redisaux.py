@@ -5,8 +5,8 @@ messages (the same signed heartbeat), `<p>:instances:urls` (instance → "kid ma
 signed addresses it listens on, for drills), `<p>:idem:<key>` and `<p>:stats:<route>`. A
 heartbeat is "kid mac generation wall-ms config instance", signed over all but its key id:
 without the key nobody can make an instance look as if it applied a generation, or make
-one up. A record that does not verify is reported and never used (an idempotency record
-we did not write, or one past the expiry signed into it, is replaced, never answered from).
+one up. A record that does not verify is reported and never used. Idempotency records: the
+RedisIdempotency base (redisidem.py).
 """
 
 from __future__ import annotations
@@ -14,12 +14,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import time
-from collections.abc import Callable
 from typing import Any
 
 from gateway.errors import StateError
-from gateway.state.redislink import OWN, RedisLink, Script
+from gateway.state.redisidem import RedisIdempotency
+from gateway.state.redislink import OWN, Script
 from gateway.state.signing import Unverified
 from gateway.state.store import MAX_DOC_BYTES, Ack
 
@@ -64,31 +63,15 @@ end
 return 1
 """)
 
-# Claim an idempotency key: nil when claimed, else the record already there.
-_CLAIM = Script(OWN + """
-own(KEYS[1], 'string')
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return false end
-return redis.call('GET', KEYS[1])
-""")
-
-_REPLACE = Script("""
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
-end
-return 1
-""")
-
-
 #: a heartbeat longer than this is refused unread. A real one is a few hundred bytes (key
 #: id, MAC, generation, time, config digest, a host name of at most 64); the acks channel
 #: is read on the loop the data plane runs on, and a flood of 8 MB forged acks naming the
 #: real key id had their MACs computed there: a serial client's p99 went from 4 to 20 ms
 MAX_ACK_BYTES = 4096
-
-#: the signed expiry (unix time) inside an idempotency record: a genuine record put back
-#: after its TTL removed it is not answered from
-_EXPIRES = "_expires"
-
+#: how far an instance's clock may be behind the store's: a heartbeat signed longer than
+#: this (and 10 leases) before the store's time is a replay, left out of the fleet (its
+#: stamp of arrival is written beside it, unsigned: a replay carries a fresh one)
+CLOCK_SKEW = 300.0
 
 async def _turn(i: int) -> None:
     """Let the loop (the data plane) run every so many entries of a hash read whole: whoever
@@ -97,8 +80,14 @@ async def _turn(i: int) -> None:
         await asyncio.sleep(0)
 
 
-class RedisRecords(RedisLink):
-    clock: Callable[[], float] = staticmethod(time.time)
+def _signed_age(record: bytes, now_ms: int) -> float:
+    """Seconds between a verified heartbeat's signed time and `now_ms` (0.0 when unread)."""
+    parts = record.split(b" ", 4)
+    wall = parts[3] if len(parts) > 3 else b""
+    return (now_ms - int(wall)) / 1000.0 if wall.isdigit() and len(wall) <= 18 else 0.0
+
+
+class RedisRecords(RedisIdempotency):
     #: our newest heartbeat as published, and the ack it says: its echo on the acks
     #: channel is not verified again (redis.py)
     _own_ack: tuple[bytes, Ack] | None = None
@@ -127,7 +116,7 @@ class RedisRecords(RedisLink):
 
     async def heartbeat(self, instance: str, applied: int, config: str = "",
                         urls: dict[str, str] | None = None) -> None:
-        wall = str(int(time.time() * 1000))
+        wall = str(int(self.clock() * 1000))
         config = config or "-"
         body = f"{instance}\x00{applied}\x00{wall}\x00{config}".encode()
         kid, mac = self.keys.sign(b"ack", body) if self.keys.enabled else ("-", "-")
@@ -178,6 +167,13 @@ class RedisRecords(RedisLink):
                 stale.append(flat[i])
                 continue
             ack = self._open_ack(record, "heartbeat", flat[i])
+            if ack is not None and self.keys.enabled \
+                    and (signed := _signed_age(record, int(now_ms))) > 10 * lease + CLOCK_SKEW:
+                self.on_unverified("heartbeat", f"{ack.instance!r} signed {signed:.0f}s before "
+                                                "the store's clock: a replay (or that "
+                                                "instance's clock is off)", None)
+                stale.append(flat[i])
+                continue
             if ack is not None and age <= lease:
                 out[ack.instance] = {"generation": ack.generation, "config": ack.config,
                                      "seen_s_ago": round(age, 3)}
@@ -205,46 +201,6 @@ class RedisRecords(RedisLink):
     async def leave(self, instance: str) -> None:
         await self._call("HDEL", self.k_instances, instance)
         await self._call("HDEL", self.k_instances + ":urls", instance)
-
-    # ------------------------------------------------------------------ idempotency
-
-    def _idem_sealed(self, key: str, record: dict[str, Any], ttl: float) -> bytes:
-        return self._sealed("idem", key, {**record, _EXPIRES: self.clock() + ttl})
-
-    def _idem_opened(self, key: str, raw: bytes) -> dict[str, Any] | None:
-        record = self._opened("idem", key, raw, "idempotency")
-        if record is None:
-            return None
-        expires = record.pop(_EXPIRES, None)
-        if not isinstance(expires, (int, float)) or expires <= self.clock():
-            self.on_unverified("idempotency", "a record past its signed expiry (put back "
-                                              "after it expired)", None)
-            return None
-        return record
-
-    async def idem_claim(self, key: str, record: dict[str, Any], ttl: float) -> dict[str, Any] | None:
-        k = f"{self.k_idem}:{key}"
-        sealed = self._idem_sealed(key, record, ttl)
-        for _ in range(3):
-            raw = await self._script(_CLAIM, [k], [sealed, str(int(ttl * 1000))])
-            if raw is None:
-                return None
-            existing = self._idem_opened(key, raw)
-            if existing is not None:
-                return existing
-            # a record we did not write (or an expired one): never answer from it; replace
-            # it (if unchanged)
-            await self._script(_REPLACE, [k], [raw, sealed, str(int(ttl * 1000))])
-            if await self._call("GET", k) == sealed:
-                return None
-        return None
-
-    async def idem_set(self, key: str, record: dict[str, Any], ttl: float) -> None:
-        await self._call("SET", f"{self.k_idem}:{key}", self._idem_sealed(key, record, ttl),
-                         "PX", int(ttl * 1000))
-
-    async def idem_release(self, key: str) -> None:
-        await self._call("DEL", f"{self.k_idem}:{key}")
 
     # ------------------------------------------------------------------ analysis counts
 

@@ -207,7 +207,12 @@ class IdempotencyStore(Protocol):
 
     async def idem_set(self, key: str, record: dict[str, Any], ttl: float) -> None: ...
 
-    async def idem_release(self, key: str) -> None: ...
+    async def idem_renew(self, key: str, record: dict[str, Any], ttl: float) -> bool:
+        """Keep `record` another `ttl` if it is still what the key holds (a claim not lost
+        to another's since it lapsed); False when it is not."""
+
+    async def idem_release(self, key: str, mine: dict[str, Any] | None = None) -> None:
+        """Drop the key's record (with `mine`: only while it is still that one)."""
 
 
 class StatsStore(Protocol):

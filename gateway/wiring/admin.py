@@ -63,6 +63,7 @@ def admin_side(instance: str, holder: TableHolder, sync: Sync, metrics: Metrics,
                     keepalive_timeout=cfg.server.keepalive_timeout,
                     max_connections=cfg.admin.max_connections,
                     send_timeout=cfg.server.send_timeout,
+                    send_min_rate=cfg.server.body_min_rate,
                     on_refused=lambda why: metrics.inc("killgate_admin_refused_total", (why,),
                                                        label_names=("reason",)))
     runner = AdminRunner(app, limits, access_log=None, shutdown_timeout=2.0,

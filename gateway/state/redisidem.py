@@ -1,0 +1,100 @@
+"""The redis store's idempotency records, `<p>:idem:<key>`: claims (a write with this key
+is running: a lease, renewed and released only by its holder) and answers, each signed
+with its expiry. A record we did not write, or one past the expiry signed into it, is
+replaced, never answered from. A base of `RedisRecords` (redisaux.py).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from gateway.state.redislink import OWN, RedisLink, Script
+
+__all__ = ["RedisIdempotency"]
+
+# Claim an idempotency key: nil when claimed, else the record already there.
+_CLAIM = Script(OWN + """
+own(KEYS[1], 'string')
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return false end
+return redis.call('GET', KEYS[1])
+""")
+
+# Replace (ARGV[2]; '' deletes) the value still ARGV[1]: 1 when done
+_SWAP = Script("""
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if ARGV[2] == '' then redis.call('DEL', KEYS[1])
+else redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) end
+return 1
+""")
+
+_REPLACE = Script("""
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+end
+return 1
+""")
+
+
+#: the signed expiry (unix time) inside an idempotency record: a genuine record put back
+#: after its TTL removed it is not answered from
+_EXPIRES = "_expires"
+
+
+class RedisIdempotency(RedisLink):
+    clock: Callable[[], float] = staticmethod(time.time)
+
+    # ------------------------------------------------------------------ idempotency
+
+    def _idem_sealed(self, key: str, record: dict[str, Any], ttl: float) -> bytes:
+        return self._sealed("idem", key, {**record, _EXPIRES: self.clock() + ttl})
+
+    def _idem_opened(self, key: str, raw: bytes) -> dict[str, Any] | None:
+        record = self._opened("idem", key, raw, "idempotency")
+        if record is None:
+            return None
+        expires = record.pop(_EXPIRES, None)
+        if not isinstance(expires, (int, float)) or expires <= self.clock():
+            self.on_unverified("idempotency", "a record past its signed expiry (put back "
+                                              "after it expired)", None)
+            return None
+        return record
+
+    async def idem_claim(self, key: str, record: dict[str, Any], ttl: float) -> dict[str, Any] | None:
+        k = f"{self.k_idem}:{key}"
+        sealed = self._idem_sealed(key, record, ttl)
+        for _ in range(3):
+            raw = await self._script(_CLAIM, [k], [sealed, str(int(ttl * 1000))])
+            if raw is None:
+                return None
+            existing = self._idem_opened(key, raw)
+            if existing is not None:
+                return existing
+            # a record we did not write (or an expired one): never answer from it; replace
+            # it (if unchanged)
+            await self._script(_REPLACE, [k], [raw, sealed, str(int(ttl * 1000))])
+            if await self._call("GET", k) == sealed:
+                return None
+        return None
+
+    async def idem_set(self, key: str, record: dict[str, Any], ttl: float) -> None:
+        await self._call("SET", f"{self.k_idem}:{key}", self._idem_sealed(key, record, ttl),
+                         "PX", int(ttl * 1000))
+
+    async def _idem_swap(self, key: str, mine: dict[str, Any], new: bytes, ttl: float) -> bool:
+        """Replace the key's record (`new`; b"": delete) only while it is `mine`."""
+        k = f"{self.k_idem}:{key}"
+        raw = await self._call("GET", k)
+        if raw is None or self._idem_opened(key, raw) != mine:
+            return False
+        return bool(await self._script(_SWAP, [k], [raw, new, str(max(1, int(ttl * 1000)))]))
+
+    async def idem_renew(self, key: str, record: dict[str, Any], ttl: float) -> bool:
+        return await self._idem_swap(key, record, self._idem_sealed(key, record, ttl), ttl)
+
+    async def idem_release(self, key: str, mine: dict[str, Any] | None = None) -> None:
+        if mine is None:
+            await self._call("DEL", f"{self.k_idem}:{key}")
+        else:
+            await self._idem_swap(key, mine, b"", 0.0)

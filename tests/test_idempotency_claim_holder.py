@@ -1,0 +1,70 @@
+"""An Idempotency-Key's claim is a 15 s lease renewed while its write runs (admin/writes.py).
+A write whose renewals could not land (the store slow or away for a while) loses it, and a
+retry (the CLI's, to another instance) then claims the key and runs the write. The first
+write's later renewal, or its release when it fails, then overwrote or deleted the retry's
+claim: a third try ran the write once more, while the retry's own renewals kept a record
+that was not its own. A claim names its holder now: renewed and released only while it is
+still the one the key holds. On a real redis-server and on the local store's file."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import RedisServer
+
+pytestmark = pytest.mark.timeout(20)
+
+
+async def _lapse_then_retry(store: Any) -> None:
+    first = {"fingerprint": "f", "holder": "first"}
+    retry = {"fingerprint": "f", "holder": "retry"}
+    assert await store.idem_claim("k", first, 0.3) is None
+    assert await store.idem_renew("k", first, 0.3)  # (held: renewed)
+    # the first write's renewals do not land: its claim lapses, and the retry takes it
+    deadline = time.monotonic() + 5
+    while await store.idem_claim("k", retry, 30.0) is not None:
+        assert time.monotonic() < deadline, "the claim never lapsed"
+        await store_pause()
+    # the first write's renewal, then its release (it failed): the retry's claim stands
+    assert not await store.idem_renew("k", first, 30.0)
+    await store.idem_release("k", first)
+    third = {"fingerprint": "f", "holder": "third"}
+    assert await store.idem_claim("k", third, 30.0) == retry
+    assert await store.idem_renew("k", retry, 30.0)
+    await store.idem_release("k", retry)
+    assert await store.idem_claim("k", third, 30.0) is None  # (released by its holder)
+
+
+async def store_pause() -> None:
+    import asyncio
+
+    await asyncio.sleep(0.05)  # (polling the store until the lease lapses)
+
+
+async def test_a_lapsed_claim_does_not_take_back_a_retrys(redis_server: RedisServer) -> None:
+    from gateway.state.redis import RedisStore
+    from gateway.state.signing import Key, Keyring
+    from tests.conftest import STATE_KEY
+
+    store = RedisStore(redis_server.url, "kgidem", 1.0, keys=Keyring(Key.of(STATE_KEY.encode())))
+    await store.open()
+    try:
+        await _lapse_then_retry(store)
+    finally:
+        await store.close()
+
+
+async def test_a_lapsed_claim_does_not_take_back_a_retrys_on_the_local_store(
+        tmp_path: Path) -> None:
+    from gateway.state.local import LocalStore
+
+    store = LocalStore(tmp_path / "store.json")
+    await store.open()
+    try:
+        await _lapse_then_retry(store)
+    finally:
+        await store.close()
