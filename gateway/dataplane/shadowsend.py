@@ -86,7 +86,11 @@ async def _send(upstreams: Upstreams, loop: asyncio.AbstractEventLoop, tap: Tap,
         first = b"%s %s%s HTTP/1.1\r\nhost: %s\r\n" % (tap.method, target.path_bytes,
                                                        tap.raw_target, pool.host_header)
         extra = tap.client + SHADOW_HEADER  # (the client's request's x-forwarded-* lines)
-        await ex.send(request_head(first, tap.raw_headers, extra, len(body)), body)
+        raw = tap.raw_headers
+        if sh.drop_headers and target.name == sh.version:  # (the noise copy: all of them)
+            drop = frozenset(h.encode("latin-1") for h in sh.drop_headers)
+            raw = [(n, v) for n, v in raw if n.lower() not in drop]
+        await ex.send(request_head(first, raw, extra, len(body)), body)
         await ex.read_head()
         parts: list[bytes] = []
         size = 0
