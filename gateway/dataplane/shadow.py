@@ -27,7 +27,7 @@ from gateway.dataplane.heldmodel import held_model
 from gateway.dataplane.inflight import Handle
 from gateway.dataplane.jsonpeek import ModelField, Unreadable
 from gateway.dataplane.shadowrecord import ShadowCounts, compare
-from gateway.dataplane.shadowsend import KilledSince, TooLarge, failure, send
+from gateway.dataplane.shadowsend import KilledSince, Stopped, TooLarge, failure, send
 from gateway.dataplane.shadowtap import Tap
 from gateway.dataplane.upstream import Upstreams
 from gateway.domain.comparison import Answer, model_answered
@@ -225,15 +225,15 @@ class Mirror:
                     and self.noise_kept(plan, tap.served):  # (the primary's version, sent again)
                 first, second = await asyncio.gather(  # the primary's own second answer
                     send(self.upstreams, self.loop, tap, shadow, sh, self.handles,
-                         self.killed_since),
+                         self.killed_since, lambda: self.stopped(plan)),
                     send(self.upstreams, self.loop, tap, tap.served, sh, self.handles,
-                         self.killed_since),
+                         self.killed_since, lambda: not self.noise_kept(plan, tap.served)),
                     return_exceptions=True)
             else:
                 try:
                     first = await send(self.upstreams, self.loop, tap, shadow, sh, self.handles,
-                                       self.killed_since)
-                except (UpstreamError, TooLarge) as exc:
+                                       self.killed_since, lambda: self.stopped(plan))
+                except (UpstreamError, TooLarge, Stopped) as exc:
                     first = exc
             if isinstance(first, BaseException):
                 if isinstance(first, asyncio.CancelledError):
