@@ -94,7 +94,8 @@ async def test_a_copy_connecting_when_its_shadow_is_killed_is_not_sent(
 
 
 @pytest.mark.parametrize("after", ["{version: v2, sample: 0.0, compare: json, "
-                                   "timeouts: {connect: 8s, total: 10s}}", "null"])
+                                   "timeouts: {connect: 8s, total: 10s}}", "null"],
+                         ids=["sample_zero", "removed"])
 async def test_a_copy_connecting_when_a_reload_stops_the_copies_is_not_sent(
         tmp_path: Path, backends, after: str) -> None:
     """The same wait for a connection, ended by a reload that stops the copies (`sample: 0`,
