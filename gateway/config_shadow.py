@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
-from gateway.config_types import Deadline, Frozen, Timeouts, finite
+from gateway.config_types import HEADER_NAME, Deadline, Frozen, Timeouts, finite
 
 __all__ = [
     "COMPARE_KINDS",
@@ -205,11 +205,22 @@ class ShadowConfig(Frozen):
     #: the copies' own (they go through a connection pool of their own, too)
     timeouts: ShadowTimeouts = Field(default_factory=ShadowTimeouts)
     disagreements: DisagreementsConfig = Field(default_factory=DisagreementsConfig)
+    #: the client's request fields the copy to the shadow does not carry (credentials a
+    #: shadow run elsewhere must not get: authorization, cookie, x-api-key); lower-cased
+    drop_headers: list[str] = Field(default_factory=list, max_length=64)
 
     @field_validator("sample")
     @classmethod
     def _share(cls, v: float) -> float:
         return finite(v)
+
+    @field_validator("drop_headers")
+    @classmethod
+    def _names(cls, v: list[str]) -> list[str]:
+        for name in v:
+            if not HEADER_NAME.fullmatch(name):
+                raise ValueError(f"{name!r} is not a valid header name")
+        return [name.lower() for name in v]
 
     def compare_for(self, protocol: str) -> CompareConfig:
         if self.compare is not None:

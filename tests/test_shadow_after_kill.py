@@ -206,3 +206,45 @@ async def test_no_noise_copy_leaves_once_a_reload_removed_the_noise_floor(
         await wait_until(lambda: len(seen.requests) == 1, 5, what="the copy to the shadow")
         await wait_until(lambda: not mirror._tasks and not any(mirror.inflight.values()), 5)
         assert len(primary.requests) == 1, "the noise copy went to v1 after the reload"
+
+
+@pytest.mark.parametrize("moved", ["shadow", "primary"])
+async def test_no_copy_goes_to_a_deployment_a_reload_moved_while_the_primary_answered(
+        tmp_path: Path, backends, moved: str) -> None:
+    """A reload redeploys the shadow (or the primary, whose version gets the noise floor's
+    second request) at another URL while a request is being answered. Its copy was still
+    sent to the old URL, by the plan the reload had replaced: load on a deployment the
+    operator moved away from (gone, or another service now), for a comparison counted
+    nowhere (settings a reload replaced are never counted), and it opened the copies' pool
+    to the old origin again after the reload had retired it, kept for good with its
+    connections. Found by hostile shadow review (sixth pass)."""
+    old_rec, new_rec, primary_rec = Recorder(), Recorder(), Recorder()
+    p1 = await backends(chat_app("v1", recorder=primary_rec, delay=0.5))
+    p1b = await backends(chat_app("v1", recorder=new_rec))
+    p2 = await backends(echo_app("v2", old_rec))
+    p3 = await backends(echo_app("v2", new_rec))
+    shadow = "{version: v2, sample: 1.0, compare: json, noise: {sample: 1.0}}"
+    cfg = write_config(tmp_path, route(p1, p2, shadow, protocol="http", prefix="/v1"))
+    async with running_gateway(cfg) as g, ClientSession() as session:
+        mirror = g.gw.mirror
+        call = asyncio.create_task(session.post(
+            g.url + "/v1/chat/completions", data=chat_request(1),
+            headers={"content-type": "application/json"}))
+        await wait_until(lambda: len(primary_rec.requests) == 1)
+        old = g.gw.loaded.digest
+        after = route(p1, p3, shadow, protocol="http", prefix="/v1") if moved == "shadow" \
+            else route(p1b, p2, shadow, protocol="http", prefix="/v1")
+        cfg.write_text(write_config(tmp_path, after, name="next.yaml").read_text())
+        g.gw.request_reload()
+        await wait_until(lambda: g.gw.loaded.digest != old, 10)
+        resp = await asyncio.wait_for(call, 10)
+        assert resp.status == 200 and resp.headers["x-killgate-version"] == "v1"
+        resp.release()
+        await wait_until(lambda: not mirror._tasks and not any(mirror.inflight.values()), 5)
+        gone = p2 if moved == "shadow" else p1
+        if moved == "shadow":
+            assert old_rec.requests == [], "a copy went to the shadow's old deployment"
+        else:
+            assert len(primary_rec.requests) == 1, "a noise copy went to v1's old deployment"
+        assert ("http", "127.0.0.1", gone) not in mirror.upstreams.pools, \
+            "the copies' pool to the retired origin was opened again"

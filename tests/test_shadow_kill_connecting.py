@@ -91,3 +91,40 @@ async def test_a_copy_connecting_when_its_shadow_is_killed_is_not_sent(
             assert got["compared"] == 0 and got["failures"] == {"killed": 1}, got
     finally:
         await shadow.close()
+
+
+@pytest.mark.parametrize("after", ["{version: v2, sample: 0.0, compare: json, "
+                                   "timeouts: {connect: 8s, total: 10s}}", "null"],
+                         ids=["sample_zero", "removed"])
+async def test_a_copy_connecting_when_a_reload_stops_the_copies_is_not_sent(
+        tmp_path: Path, backends, after: str) -> None:
+    """The same wait for a connection, ended by a reload that stops the copies (`sample: 0`,
+    the shadow removed: a shadow that must no longer see customers' requests): the copy was
+    sent once connected, up to the shadow's connect timeout after the reload (found by
+    hostile shadow review, sixth pass: the reload was checked when the answer was tapped
+    and when the copy started, not once it had its connection). It is counted as a
+    failure of its own kind, `stopped`, which the gate does not count."""
+    shadow = _FullShadow()
+    p1 = await backends(echo_app("v1"))
+    sh = "{version: v2, sample: 1.0, compare: json, timeouts: {connect: 8s, total: 10s}}"
+    cfg = write_config(tmp_path, route(p1, shadow.port, sh, protocol="http", prefix="/v1"))
+    try:
+        async with running_gateway(cfg) as g, ClientSession() as session:
+            mirror = g.gw.mirror
+            async with session.post(g.url + "/v1/x", data=b"{}") as r:
+                assert r.status == 200 and r.headers["x-killgate-version"] == "v1"
+            await wait_until(lambda: mirror.inflight.get("iris") == 1, 5)
+            old = g.gw.loaded.digest
+            cfg.write_text(write_config(tmp_path, route(p1, shadow.port, after,
+                                                        protocol="http", prefix="/v1"),
+                                        name="next.yaml").read_text())
+            g.gw.request_reload()
+            await wait_until(lambda: g.gw.loaded.digest != old, 10)
+            shadow.open()  # the copy's next SYN gets through (about 1 s after the first)
+            await wait_until(lambda: not mirror._tasks, 15, what="the copy's end")
+            assert shadow.requests == 0, "the copy went out after the reload stopped it"
+            if after != "null":  # (the same settings: the counts say what became of it)
+                got = await settled(session, g.admin, 1, "ended", timeout=5)
+                assert got["compared"] == 0 and got["failures"] == {"stopped": 1}, got
+    finally:
+        await shadow.close()

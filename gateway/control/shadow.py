@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -73,6 +74,10 @@ class ShadowResults:
         self.interval = interval
         self.fleet: dict[str, Tally] = {}  # route -> the fleet's counts (gated routes)
         self._published: dict[str, tuple[int, str, float]] = {}  # changes, spec, when
+        #: route -> instance -> (the `t` its blob said, when we take it written and when we
+        #: read it, by our clock): freshness is judged on our clock, so that another instance's clock ahead
+        #: of ours keeps no counts of a gone instance, nor one behind ours drops a live one
+        self._heard: dict[str, dict[str, tuple[float, float, float]]] = {}
         self._task: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -133,17 +138,25 @@ class ShadowResults:
         now = self.clock()
         tallies = []
         gone: list[str] = []
+        before = self._heard.get(rc.name, {})
+        heard: dict[str, tuple[float, float, float]] = {}
         for blob in await self.store.get_stats(stats_key(rc.name)):
             try:
-                age = now - float(blob["t"])
+                t = float(blob["t"])
+                if not math.isfinite(t):
+                    raise ValueError("no time")
+                name = str(blob.get("instance"))
+                age, same = _age(t, before.get(name), now, heard, name)
                 if age > FRESH:
-                    name = blob.get("instance")
-                    if age > FORGET and isinstance(name, str) and name != self.instance:
-                        gone.append(name)  # (every live instance republishes every 5 s)
+                    # (gone only once read unchanged again: a live instance, whatever its
+                    # clock, republishes every 5 s)
+                    if age > FORGET and same and name != self.instance:
+                        gone.append(name)
                     continue
                 tallies.append(Tally.from_json(blob["tally"]))
             except (KeyError, TypeError, ValueError):
                 event(log, "shadow_counts_unreadable", logging.WARNING, route=rc.name)
+        self._heard[rc.name] = heard
         if gone:
             try:
                 await self.store.drop_stats(stats_key(rc.name), gone)
@@ -212,6 +225,23 @@ class ShadowResults:
             return promotion_refusal(rc, cur, apply_change(cur, change), fleet)
 
         return check
+
+
+def _age(t: float, last: tuple[float, float, float] | None, now: float,
+         heard: dict[str, tuple[float, float, float]], name: str) -> tuple[float, bool]:
+    """How long ago, by our clock, an instance's blob saying `t` (its clock) was written,
+    and whether we had read the same one before (`last`: (its t, when we took it written,
+    when we read it) at our previous read). Its time, but never after now (a clock ahead of
+    ours: a gone instance's counts stayed "fresh" as long as its clock was ahead), nor,
+    once we have read it, before that previous read (a clock behind ours: a live
+    instance's counts were left out, and past FORGET dropped from the store at every read,
+    so every instance's report and gate lost them)."""
+    if last is not None and last[0] == t:
+        heard[name] = (t, last[1], now)
+        return now - last[1], True
+    since = min(t, now) if last is None else min(max(t, last[2]), now)
+    heard[name] = (t, since, now)
+    return now - since, False
 
 
 def _bounded(blob: dict[str, Any]) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from gateway.dataplane.heldmodel import held_model
 from gateway.dataplane.inflight import Handle
 from gateway.dataplane.jsonpeek import ModelField, Unreadable
 from gateway.dataplane.shadowrecord import ShadowCounts, compare
-from gateway.dataplane.shadowsend import KilledSince, TooLarge, failure, send
+from gateway.dataplane.shadowsend import KilledSince, Stopped, TooLarge, failure, send
 from gateway.dataplane.shadowtap import Tap
 from gateway.dataplane.upstream import Upstreams
 from gateway.domain.comparison import Answer, model_answered
@@ -38,6 +38,13 @@ from gateway.log import event
 __all__ = ["Mirror"]
 
 log = logging.getLogger("killgate.shadow")
+
+
+def _same_deployment(rc: RouteConfig, target: Target) -> bool:
+    """Whether `rc` still declares `target`'s version as it was (url, model, artifact)."""
+    v = next((v for v in rc.versions if v.name == target.name), None)
+    return v is not None and v.url == target.url and v.model == target.model and \
+        v.artifact == target.artifact
 
 
 class Mirror:
@@ -81,25 +88,32 @@ class Mirror:
         """Whether the config in force no longer mirrors `plan`'s requests to its shadow:
         a reload since the request was routed removed the route or its shadow, named
         another version, or set `sample` to 0 (an operator stopping the copies means the
-        requests still being answered too)."""
+        requests still being answered too); or moved the shadow version (another url, model
+        or artifact): such a copy went to a deployment the operator moved away from,
+        opened the copies' pool to an origin the reload had retired again, and was
+        counted nowhere (its counts' settings replaced)."""
         if self.route_now is None or plan.shadow is None:
             return False
         now = self.route_now(plan.name)
         if now is plan.config:
             return False
         sh = now.shadow if now is not None else None
-        return sh is None or sh.sample <= 0 or sh.version != plan.shadow.name
+        return now is None or sh is None or sh.sample <= 0 or \
+            not _same_deployment(now, plan.shadow)
 
-    def noise_kept(self, plan: RoutePlan) -> bool:
-        """Whether the config in force still has the noise floor of `plan`'s shadow: its
-        second request to the primary's version is not sent once a reload removed it (a
-        primary that must not get a request twice)."""
+    def noise_kept(self, plan: RoutePlan, served: Target) -> bool:
+        """Whether the config in force still has the noise floor of `plan`'s shadow, and
+        `served` (the version that answered) where it was: its second request to that
+        version is not sent once a reload removed the noise floor (a primary that must not
+        get a request twice) or moved the version (its old deployment, whose pool the
+        reload retired)."""
         if self.route_now is None:
             return True
         now = self.route_now(plan.name)
         if now is plan.config:
             return True
-        return now is not None and now.shadow is not None and now.shadow.noise is not None
+        return now is not None and now.shadow is not None and \
+            now.shadow.noise is not None and _same_deployment(now, served)
 
     # ------------------------------------------------------------------ the data plane's
 
@@ -201,23 +215,25 @@ class Mirror:
         try:
             if shadow is None:
                 return
+            if self.stopped(plan):  # (a reload since its answer was tapped)
+                return
             tally = self.counts.tally(plan)
             tally.copy("sent")
             second: tuple[Answer, float] | BaseException | None = None
             if sh.noise is not None and self.rand() < sh.noise.sample \
                     and not self.killed(plan, tap.served.name) \
-                    and self.noise_kept(plan):  # (the primary's version, sent again)
+                    and self.noise_kept(plan, tap.served):  # (the primary's version, sent again)
                 first, second = await asyncio.gather(  # the primary's own second answer
                     send(self.upstreams, self.loop, tap, shadow, sh, self.handles,
-                         self.killed_since),
+                         self.killed_since, lambda: self.stopped(plan)),
                     send(self.upstreams, self.loop, tap, tap.served, sh, self.handles,
-                         self.killed_since),
+                         self.killed_since, lambda: not self.noise_kept(plan, tap.served)),
                     return_exceptions=True)
             else:
                 try:
                     first = await send(self.upstreams, self.loop, tap, shadow, sh, self.handles,
-                                       self.killed_since)
-                except (UpstreamError, TooLarge) as exc:
+                                       self.killed_since, lambda: self.stopped(plan))
+                except (UpstreamError, TooLarge, Stopped) as exc:
                     first = exc
             if isinstance(first, BaseException):
                 if isinstance(first, asyncio.CancelledError):

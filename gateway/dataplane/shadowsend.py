@@ -27,13 +27,17 @@ from gateway.errors import (
     UpstreamTimeout,
 )
 
-__all__ = ["SHADOW_HEADER", "TooLarge", "failure", "send"]
+__all__ = ["SHADOW_HEADER", "Stopped", "TooLarge", "failure", "send"]
 
 SHADOW_HEADER = b"x-killgate-shadow: 1\r\n"
 
 
 class TooLarge(Exception):
     """The copy's answer is longer than `max_answer_bytes` (too large to compare)."""
+
+
+class Stopped(Exception):
+    """A reload stopped the copy while it waited for its connection: nothing went out."""
 
 
 #: whether a kill applied after a plan routed its request covers the route or a version
@@ -44,26 +48,31 @@ def _never(plan: RoutePlan, version: str) -> Aborted | None:
     return None
 
 
+def _going() -> bool:
+    return False
+
+
 async def send(upstreams: Upstreams, loop: asyncio.AbstractEventLoop, tap: Tap, target: Target,
-               sh: ShadowConfig, handles: set[Handle],
-               killed_since: KilledSince = _never) -> tuple[Answer, float]:
+               sh: ShadowConfig, handles: set[Handle], killed_since: KilledSince = _never,
+               stopped: Callable[[], bool] = _going) -> tuple[Answer, float]:
     """One copy to `target` through the copies' own pools (`upstreams`); its assembled answer
     and how long it took (on `loop`'s clock). Raises gateway.errors.Upstream* or TooLarge.
     The copy is in `handles` (the process's in-flight set) while it is under way: a kill
     with abort_inflight that covers `target` cuts it (`Aborted`) as it cuts a request; one
-    without, applied before the copy has its connection (`killed_since`), stops it there."""
+    without, applied before the copy has its connection (`killed_since`), stops it there;
+    so does a reload that stopped it meanwhile (`stopped`: raises Stopped)."""
     handle = Handle(tap.plan.name)
     handle.version = target.name
     handles.add(handle)
     try:
-        return await _send(upstreams, loop, tap, target, sh, handle, killed_since)
+        return await _send(upstreams, loop, tap, target, sh, handle, killed_since, stopped)
     finally:
         handles.discard(handle)
 
 
 async def _send(upstreams: Upstreams, loop: asyncio.AbstractEventLoop, tap: Tap,
                 target: Target, sh: ShadowConfig, handle: Handle,
-                killed_since: KilledSince) -> tuple[Answer, float]:
+                killed_since: KilledSince, stopped: Callable[[], bool]) -> tuple[Answer, float]:
     body = tap.body
     if tap.field is not None and target.model:
         body = rewrite_model(body, tap.field, target.model)
@@ -80,13 +89,20 @@ async def _send(upstreams: Upstreams, loop: asyncio.AbstractEventLoop, tap: Tap,
     if why is not None:
         pool.release(ex)
         raise why
+    if stopped():  # (a reload while it connected: the shadow removed, moved, sample 0)
+        pool.release(ex)
+        raise Stopped()
     handle.exchange = ex
     try:
         ex.begin(started + t.total, t.idle, tap.method == b"HEAD")
         first = b"%s %s%s HTTP/1.1\r\nhost: %s\r\n" % (tap.method, target.path_bytes,
                                                        tap.raw_target, pool.host_header)
         extra = tap.client + SHADOW_HEADER  # (the client's request's x-forwarded-* lines)
-        await ex.send(request_head(first, tap.raw_headers, extra, len(body)), body)
+        raw = tap.raw_headers
+        if sh.drop_headers and target.name == sh.version:  # (the noise copy: all of them)
+            drop = frozenset(h.encode("latin-1") for h in sh.drop_headers)
+            raw = [(n, v) for n, v in raw if n.lower() not in drop]
+        await ex.send(request_head(first, raw, extra, len(body)), body)
         await ex.read_head()
         parts: list[bytes] = []
         size = 0
@@ -111,6 +127,8 @@ def failure(exc: BaseException) -> str:
         return "killed"
     if isinstance(exc, TooLarge):
         return "answer_too_large"
+    if isinstance(exc, Stopped):
+        return "stopped"
     if isinstance(exc, UpstreamTimeout):
         return "timeout"
     if isinstance(exc, UpstreamOverflow):

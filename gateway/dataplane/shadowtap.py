@@ -56,9 +56,9 @@ class Tap:
     """One sampled request whose answer is on its way to the client: collects that answer
     (bounded), then hands the copy to the mirror. It holds one of the route's
     `max_inflight` slots from the start (a streamed answer being assembled counts, so memory
-    stays below max_inflight x max_answer_bytes); the copy keeps it, else it is given back
-    when the answer is refused, or when the tap is dropped unfinished (a failed stream, a
-    client gone)."""
+    stays bounded: max_inflight slots, each the request and up to three answers, README);
+    the copy keeps it, else it is given back when the answer is refused, or when the tap is
+    dropped unfinished (a failed stream, a client gone)."""
 
     __slots__ = ("body", "chunks", "client", "field", "lease", "method", "mirror", "plan",
                  "raw_headers", "raw_target", "served", "size", "started")

@@ -127,6 +127,16 @@ def _decision(row: list[float], k: int) -> Any:
     return nans, (ranked[0] if ranked else None) if k == 1 else frozenset(ranked[:k])
 
 
+def _has_nan(xs: list[float]) -> bool:
+    """Whether a number of `xs` is NaN (a C loop: the sum of any NaN, or of both infinities,
+    is NaN; the latter costs only the slower decision)."""
+    try:
+        total = sum(xs)
+    except OverflowError:  # an integer beyond a float's range among floats
+        return any(x != x for x in xs)
+    return total != total
+
+
 def _close(p: list[float], s: list[float], atol: float, rtol: float) -> tuple[int, float]:
     """(elements not close, the largest absolute difference among finite ones)."""
     if p == s:
@@ -208,8 +218,10 @@ def _tensor(cfg: V2TensorsCompare, name: str, p: dict[str, Any], s: dict[str, An
         return
     width = p["shape"][-1] if p["shape"] else n
     rows = n // width if width else 0
-    # (every value close: NaN where the primary has NaN only, and no NaN scores differ)
-    decide = _decision if bad else top_classes
+    # (every value close: NaN where the primary has NaN only; rows with NaN are still
+    # decided without them, or two rows whose first score is NaN agreed whatever the others
+    # said: Python's max keeps a NaN it starts from)
+    decide = _decision if bad or _has_nan(pn) else top_classes
     differ = sum(1 for r in range(rows)
                  if decide(pn[r * width:(r + 1) * width], k)
                  != decide(sn[r * width:(r + 1) * width], k))

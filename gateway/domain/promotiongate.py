@@ -20,7 +20,8 @@ __all__ = ["SHADOW_FAILURES", "gate", "gate_counts", "other_status", "promotion_
 
 #: the kinds of failure that are the shadow's (a copy it got and did not answer well): the
 #: gate counts them as compared and not agreed. Not these: `killed` (a kill cut the copy),
-#: `overflow` (our own pool's limit, nothing was sent), `error` (our own fault)
+#: `overflow` (our own pool's limit, nothing was sent), `stopped` (a reload stopped it
+#: before it was sent), `error` (our own fault)
 SHADOW_FAILURES = frozenset({"connect", "timeout", "reset", "malformed", "answer_too_large"})
 
 
