@@ -936,3 +936,38 @@ async def test_verify_all_reads_again_while_a_look_trims_batch_after_batch(
             }).catch((e) => done(String(e)));""", token("erin", "killgate:read"))
         assert trims == [0]
         assert got == [True, 1, ""], got
+
+
+def test_the_console_works_behind_a_path_prefix_proxy(fleet: Fleet, browser: Browser,
+                                                      tmp_path: Path) -> None:
+    """A proxy that publishes the admin listener under /kg/ (the site's root is another
+    application's): the page's API calls go to /kg/v1/..., not to the root's /v1/...
+    (found by review: every call was an absolute path, so behind a prefix the page signed
+    nobody in and drew nothing); /kg/ui (no slash) leads to /kg/ui/."""
+    b = browser
+    port = fleet.gateways[1].admin_port
+    prefix = f"""
+        location /kg/ {{
+            proxy_pass http://127.0.0.1:{port}/;
+            proxy_http_version 1.1;
+            proxy_set_header Authorization "Bearer {KILLER}";
+        }}
+        location /v1/ {{ return 404 "another application"; }}
+        location = /openapi.json {{ return 404 "another application"; }}
+        location /ui {{ return 404 "another application"; }}
+    """
+    proc, url = nginx_proxy(tmp_path, port, KILLER, prefix)
+    try:
+        b.d.get(url + "/kg/ui")
+        b.wait(lambda d: b.text("[data-testid=subject]") == "alice", "signed in behind /kg/",
+               seen="body")
+        assert b.d.current_url == url + "/kg/ui/"
+        b.wait(lambda d: "serving" in b.text(_row("v2")), "the routes behind /kg/")
+        b.wait(lambda d: "live instance" in b.text("[data-testid=fleet-live]"), "the fleet")
+        b.drain()
+        asked = [u for _, u in b.requests if u.startswith(url) and "/v1/" in u]
+        assert asked and all(u.startswith(url + "/kg/v1/") for u in asked), asked[-5:]
+    finally:
+        b.d.get(fleet.admin + "/ui/")  # leave the proxy's origin before it goes
+        proc.terminate()
+        proc.wait(10)
