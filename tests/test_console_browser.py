@@ -713,6 +713,42 @@ def test_a_forged_event_with_a_long_number_shows_broken(fleet: Fleet, browser: B
     finally:
         redis("XDEL", "kgui:audit", entry)
 
+def test_a_forged_event_the_page_cannot_draw_still_shows_broken(fleet: Fleet,
+                                                                browser: Browser) -> None:
+    """A forged event whose fields are objects JavaScript cannot turn into text
+    ({"toString": 0}): drawing the audit table threw, so the round stopped there, the panel
+    kept its last picture ("Chain verified", the trail before the forgery) and AUDIT CHAIN
+    BROKEN never reached the warnings (found by hostile console review)."""
+    b = browser
+    b.sign_in(fleet.admin, READER, "bob")
+    port = str(fleet.redis.port)
+
+    def redis(*args: str) -> str:
+        return subprocess.run(["redis-cli", "-p", port, "--raw", *args], capture_output=True,
+                              text=True, check=True, timeout=5).stdout
+
+    b.wait(lambda d: "Chain verified" in b.text(".chain"), "the chain verified")
+    raw = redis("XREVRANGE", "kgui:audit", "+", "-", "COUNT", "1")
+    last = json.loads(next(x for x in raw.splitlines() if x.startswith("{")))
+    forged = {k: v for k, v in last.items() if k not in ("hash", "mac", "kid")}
+    odd = {"toString": 0, "valueOf": 0}
+    forged.update(id="d" * 32, actor=odd, action=odd, reason=odd, time=odd, prev_hash=last["hash"],
+                  target={"scope": "route", "route": odd})
+    forged["hash"] = hashlib.sha256(canonical(forged)).hexdigest()
+    entry = redis("XADD", "kgui:audit", "*", "e", json.dumps(forged)).strip()
+    try:
+        b.wait(lambda d: "AUDIT CHAIN BROKEN" in b.text("#warnings"), "the warning",
+               seen="#audit")
+        b.wait(lambda d: "Chain BROKEN" in b.text(".chain"), "the forgery shown as a break",
+               seen="#audit")
+        assert "refresh failed" not in b.text("#banner")
+        # the forged row itself is drawn, its odd fields as their JSON
+        assert '{"toString":0,"valueOf":0}' in b.text("#audit-body"), b.text("#audit-body")
+    finally:
+        redis("XDEL", "kgui:audit", entry)
+    b.wait(lambda d: "Chain verified" in b.text(".chain"), "the chain verified again")
+
+
 
 def test_a_trail_without_a_recorded_head_is_not_called_verified(fleet: Fleet,
                                                                 browser: Browser) -> None:
