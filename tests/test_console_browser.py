@@ -894,6 +894,19 @@ def test_the_pages_hash_and_canonical_json_match_pythons(fleet: Fleet, browser: 
     assert got["plain"] == 1500
 
 
+def test_a_time_more_than_a_day_away_says_its_zone(fleet: Fleet, browser: Browser) -> None:
+    """A kill, an override or an audit event older than a day is shown as a time: it was UTC
+    without saying so, beside the banner's local "Updated" time (found by review: at 3 a.m.
+    in UTC-5, a kill 'at 2026-12-01 10:00' read as five hours off)."""
+    b = browser
+    b.d.get(fleet.admin + "/ui/")
+    got = b.d.execute_async_script("""
+        const done = arguments[0];
+        import('/ui/js/dom.js').then((m) => done([m.fmtAgo('2026-01-02T03:04:05+01:00'),
+                                                  m.fmtAgo(new Date(Date.now() - 90e3).toISOString())]));""")
+    assert got == ["2026-01-02 02:04 UTC", "2 min ago"]
+
+
 def test_nothing_from_elsewhere_no_csp_violation_no_token_in_a_url(fleet: Fleet,
                                                                   browser: Browser) -> None:
     b = browser

@@ -96,7 +96,8 @@ export function fmtMs(ms) {
   return `${fmtNum(ms, ms < 10 ? 1 : 0)} ms`;
 }
 
-// "12 s ago", "3 min ago"; a time still to come: "in 14 min".
+// "12 s ago", "3 min ago"; a time still to come: "in 14 min"; more than a day away, the
+// time itself, in UTC and said so (the operator's clock may be in any zone).
 export function fmtAgo(iso) {
   const t = Date.parse(text(iso));
   if (Number.isNaN(t)) return text(iso ?? "");
@@ -104,7 +105,7 @@ export function fmtAgo(iso) {
   const span = Math.abs(s);
   const said = span < 60 ? `${span} s` : span < 3600 ? `${Math.round(span / 60)} min`
     : span < 86400 ? `${Math.round(span / 3600)} h` : null;
-  if (said === null) return new Date(t).toISOString().slice(0, 16).replace("T", " ");
+  if (said === null) return `${new Date(t).toISOString().slice(0, 16).replace("T", " ")} UTC`;
   return s >= 0 ? `${said} ago` : `in ${said}`;
 }
 
