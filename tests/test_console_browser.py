@@ -713,6 +713,42 @@ def test_a_forged_event_with_a_long_number_shows_broken(fleet: Fleet, browser: B
     finally:
         redis("XDEL", "kgui:audit", entry)
 
+def test_a_forged_event_the_page_cannot_draw_still_shows_broken(fleet: Fleet,
+                                                                browser: Browser) -> None:
+    """A forged event whose fields are objects JavaScript cannot turn into text
+    ({"toString": 0}): drawing the audit table threw, so the round stopped there, the panel
+    kept its last picture ("Chain verified", the trail before the forgery) and AUDIT CHAIN
+    BROKEN never reached the warnings (found by hostile console review)."""
+    b = browser
+    b.sign_in(fleet.admin, READER, "bob")
+    port = str(fleet.redis.port)
+
+    def redis(*args: str) -> str:
+        return subprocess.run(["redis-cli", "-p", port, "--raw", *args], capture_output=True,
+                              text=True, check=True, timeout=5).stdout
+
+    b.wait(lambda d: "Chain verified" in b.text(".chain"), "the chain verified")
+    raw = redis("XREVRANGE", "kgui:audit", "+", "-", "COUNT", "1")
+    last = json.loads(next(x for x in raw.splitlines() if x.startswith("{")))
+    forged = {k: v for k, v in last.items() if k not in ("hash", "mac", "kid")}
+    odd = {"toString": 0, "valueOf": 0}
+    forged.update(id="d" * 32, actor=odd, action=odd, reason=odd, time=odd, prev_hash=last["hash"],
+                  target={"scope": "route", "route": odd})
+    forged["hash"] = hashlib.sha256(canonical(forged)).hexdigest()
+    entry = redis("XADD", "kgui:audit", "*", "e", json.dumps(forged)).strip()
+    try:
+        b.wait(lambda d: "AUDIT CHAIN BROKEN" in b.text("#warnings"), "the warning",
+               seen="#audit")
+        b.wait(lambda d: "Chain BROKEN" in b.text(".chain"), "the forgery shown as a break",
+               seen="#audit")
+        assert "refresh failed" not in b.text("#banner")
+        # the forged row itself is drawn, its odd fields as their JSON
+        assert '{"toString":0,"valueOf":0}' in b.text("#audit-body"), b.text("#audit-body")
+    finally:
+        redis("XDEL", "kgui:audit", entry)
+    b.wait(lambda d: "Chain verified" in b.text(".chain"), "the chain verified again")
+
+
 
 def test_a_trail_without_a_recorded_head_is_not_called_verified(fleet: Fleet,
                                                                 browser: Browser) -> None:
@@ -858,6 +894,45 @@ def test_the_pages_hash_and_canonical_json_match_pythons(fleet: Fleet, browser: 
     assert got["plain"] == 1500
 
 
+def test_a_time_more_than_a_day_away_says_its_zone(fleet: Fleet, browser: Browser) -> None:
+    """A kill, an override or an audit event older than a day is shown as a time: it was UTC
+    without saying so, beside the banner's local "Updated" time (found by review: at 3 a.m.
+    in UTC-5, a kill 'at 2026-12-01 10:00' read as five hours off)."""
+    b = browser
+    b.d.get(fleet.admin + "/ui/")
+    got = b.d.execute_async_script("""
+        const done = arguments[0];
+        import('/ui/js/dom.js').then((m) => done([m.fmtAgo('2026-01-02T03:04:05+01:00'),
+                                                  m.fmtAgo(new Date(Date.now() - 90e3).toISOString())]));""")
+    assert got == ["2026-01-02 02:04 UTC", "2 min ago"]
+
+
+def test_a_thousand_routes_do_not_freeze_the_tab(fleet: Fleet, browser: Browser) -> None:
+    """The routes panel is redrawn every 3 s: with 1000 routes (here the real iris card,
+    1000 times) laying the page out took 2.3 s of every 3 (found by review: the tab froze);
+    cards off screen are now skipped by layout (content-visibility)."""
+    b = browser
+    b.sign_in(fleet.admin, READER, "bob")
+    got = b.d.execute_async_script("""
+        const done = arguments[0];
+        Promise.all([import('/ui/js/api.js'), import('/ui/js/routes.js'), import('/ui/js/dom.js')])
+          .then(async ([api, routes, dom]) => {
+            const sd = (await api.call('GET', '/v1/status')).data;
+            const tr = (await api.call('GET', '/v1/traffic')).data;
+            const names = Array.from({length: 1000}, (_, i) => `r${i}`);
+            const traffic = {...tr, routes: Object.fromEntries(names.map((n) => [n, tr.routes.iris]))};
+            const el = document.getElementById('routes-body');
+            dom.render(el, names.map((n) => routes.routeCard(n, sd.routes.iris, traffic,
+                                                            {kill: true, rollout: true}, () => {}, [])));
+            const t0 = performance.now();
+            void document.body.offsetHeight; // (the layout the browser does before painting)
+            done([performance.now() - t0, el.querySelectorAll('article.route').length]);
+          });""")
+    layout_ms, cards = got
+    assert cards == 1000
+    assert layout_ms < 500, f"laying out 1000 route cards took {layout_ms:.0f} ms"
+
+
 def test_nothing_from_elsewhere_no_csp_violation_no_token_in_a_url(fleet: Fleet,
                                                                   browser: Browser) -> None:
     b = browser
@@ -936,3 +1011,38 @@ async def test_verify_all_reads_again_while_a_look_trims_batch_after_batch(
             }).catch((e) => done(String(e)));""", token("erin", "killgate:read"))
         assert trims == [0]
         assert got == [True, 1, ""], got
+
+
+def test_the_console_works_behind_a_path_prefix_proxy(fleet: Fleet, browser: Browser,
+                                                      tmp_path: Path) -> None:
+    """A proxy that publishes the admin listener under /kg/ (the site's root is another
+    application's): the page's API calls go to /kg/v1/..., not to the root's /v1/...
+    (found by review: every call was an absolute path, so behind a prefix the page signed
+    nobody in and drew nothing); /kg/ui (no slash) leads to /kg/ui/."""
+    b = browser
+    port = fleet.gateways[1].admin_port
+    prefix = f"""
+        location /kg/ {{
+            proxy_pass http://127.0.0.1:{port}/;
+            proxy_http_version 1.1;
+            proxy_set_header Authorization "Bearer {KILLER}";
+        }}
+        location /v1/ {{ return 404 "another application"; }}
+        location = /openapi.json {{ return 404 "another application"; }}
+        location /ui {{ return 404 "another application"; }}
+    """
+    proc, url = nginx_proxy(tmp_path, port, KILLER, prefix)
+    try:
+        b.d.get(url + "/kg/ui")
+        b.wait(lambda d: b.text("[data-testid=subject]") == "alice", "signed in behind /kg/",
+               seen="body")
+        assert b.d.current_url == url + "/kg/ui/"
+        b.wait(lambda d: "serving" in b.text(_row("v2")), "the routes behind /kg/")
+        b.wait(lambda d: "live instance" in b.text("[data-testid=fleet-live]"), "the fleet")
+        b.drain()
+        asked = [u for _, u in b.requests if u.startswith(url) and "/v1/" in u]
+        assert asked and all(u.startswith(url + "/kg/v1/") for u in asked), asked[-5:]
+    finally:
+        b.d.get(fleet.admin + "/ui/")  # leave the proxy's origin before it goes
+        proc.terminate()
+        proc.wait(10)

@@ -197,6 +197,21 @@ def test_an_answer_that_is_not_json_is_said_not_taken_for_the_state(
         assert "TypeError" not in b.text("#main")
 
 
+def test_warnings_that_cannot_be_read_are_not_shown_as_none(
+        fleet: Fleet, browser: Browser, tmp_path: Path) -> None:
+    """GET /v1/status failing (a proxy's 502): the warnings, all drawn from it, vanished as
+    if there were none: STALE or FAIL-CLOSED shown a round before just went (found by
+    hostile console review)."""
+    b = browser
+    bad = "location = /v1/status { return 502; }"
+    with behind_proxy(b, fleet, tmp_path, READER, bad) as url:
+        b.d.get(url + "/ui/")
+        b.wait(lambda d: b.text("[data-testid=subject]") == "bob", "signed in by the proxy")
+        b.wait(lambda d: "502" in b.text("#kills-body"), "the failure in the kill panel")
+        b.wait(lambda d: "STATE NOT READ" in b.text("#warnings"), "the warnings said unknown",
+               timeout=5)
+
+
 def test_a_feature_list_that_did_not_load_is_said_not_taken_for_none(
         fleet: Fleet, browser: Browser, tmp_path: Path) -> None:
     """GET /openapi.json failing once at sign-in (a proxy's 502, a slow listener) hid the

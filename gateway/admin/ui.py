@@ -71,7 +71,9 @@ class UiFiles:
         router.add_get("/ui/{name:.+}", self.asset)
 
     async def redirect(self, request: web.Request) -> web.Response:
-        return web.Response(status=308, headers={**HEADERS, "Location": "/ui/"})
+        # relative: behind a proxy that publishes the listener under a prefix (/kg/ui),
+        # the browser resolves it to that prefix's /kg/ui/, not the site root's /ui/
+        return web.Response(status=308, headers={**HEADERS, "Location": "ui/"})
 
     async def index(self, request: web.Request) -> web.Response:
         return self._serve(request, self.files["index.html"])

@@ -2,6 +2,8 @@
 // when the tab closes; never in a URL, a cookie or localStorage) and travels only in the
 // Authorization header of same-origin calls. Without a stored token no header is sent:
 // an OIDC-fronting proxy in front of the admin listener adds its own.
+// Paths are the API's ("/v1/status"), called relative to the page's own place (<prefix>/ui/):
+// behind a proxy that publishes the listener under a prefix, the calls keep that prefix.
 
 import {parse} from "./json.js";
 
@@ -58,6 +60,8 @@ export async function call(method, path, body) {
 
 async function once(method, path, body, limit) {
   if (!path.startsWith("/") || path.startsWith("//")) throw new Error("same-origin paths only");
+  const url = new URL(`..${path}`, document.baseURI); // (the page is <prefix>/ui/)
+  if (url.origin !== location.origin) throw new Error("same-origin paths only");
   const headers = {Accept: "application/json"};
   const t = token();
   if (t) headers.Authorization = `Bearer ${t}`;
@@ -69,7 +73,7 @@ async function once(method, path, body, limit) {
   let resp;
   let text;
   try {
-    resp = await fetch(path, {
+    resp = await fetch(url, {
       method, headers, body: body === undefined ? undefined : JSON.stringify(body),
       credentials: "same-origin", cache: "no-store", redirect: "manual", // never followed
       referrerPolicy: "no-referrer", signal: ctl.signal,

@@ -5,7 +5,7 @@
 // The per-event HMAC (`mac`) needs the audit key, which a browser never holds.
 
 import {call} from "./api.js";
-import {badge, fmtAgo, h, render, short} from "./dom.js";
+import {badge, fmtAgo, h, render, short, text} from "./dom.js";
 import {canonical, parse} from "./json.js";
 import {sha256} from "./sha256.js";
 
@@ -21,12 +21,12 @@ export async function verifyChain(events, head) {
     const body = Object.fromEntries(Object.entries(ev).filter(([k]) => k !== "hash" && k !== "mac"));
     const digest = await sha256(canonical(body));
     if (digest !== ev.hash) {
-      return {ok: false, checked: i + 1, eventId: ev.id,
+      return {ok: false, checked: i + 1, eventId: text(ev.id),
               problem: "its hash does not match its content (edited)"};
     }
     const older = events[i + 1];
     if (older !== undefined && ev.prev_hash !== older.hash) {
-      return {ok: false, checked: i + 1, eventId: ev.id,
+      return {ok: false, checked: i + 1, eventId: text(ev.id),
               problem: "its prev_hash is not the older event's hash (deleted, inserted or reordered)"};
     }
     if (ev.hash === head) headFound = true;
@@ -46,7 +46,7 @@ export async function verifyChain(events, head) {
   const past = head === null || head === undefined || head === GENESIS ? 0
     : events.findIndex((ev) => ev.hash === head);
   if (past > 0) {
-    return {ok: false, checked: events.length, eventId: events[past - 1].id,
+    return {ok: false, checked: events.length, eventId: text(events[past - 1].id),
             problem: `it and the ${past - 1} event(s) after it are past the head the signed ` +
               "state anchors: added to the store by someone without the signing key"};
   }
@@ -96,17 +96,17 @@ async function verifyAllOnce() {
     const cp = newestCheckpoint(events);
     return {ok: false, checked: res.checked, eventId: "(oldest)", readHead: head,
             problem: cp ? `the oldest event does not continue the newest trim checkpoint ` +
-              `(${cp.id}, ${cp.time}): events were deleted past it without a signed checkpoint`
+              `(${text(cp.id)}, ${text(cp.time)}): events were deleted past it without a signed checkpoint`
               : "the oldest event does not start the chain"};
   }
   return {...res, readHead: head};
 }
 
 function target(t) {
-  if (!t || typeof t !== "object") return String(t ?? "");
+  if (!t || typeof t !== "object") return text(t ?? "");
   if (t.scope === "global") return "global";
-  if (t.scope) return [t.scope, [t.route, t.version].filter(Boolean).join("/")].join(" ");
-  return Object.entries(t).map(([k, v]) => (k === "route" ? v : `${k} ${short(v, 20)}`)).join(" ");
+  if (t.scope) return [t.scope, [t.route, t.version].filter(Boolean).map(text).join("/")].map(text).join(" ");
+  return Object.entries(t).map(([k, v]) => (k === "route" ? text(v) : `${k} ${short(v, 20)}`)).join(" ");
 }
 
 // How a gated write got past the two-person rule (admin/approvals.py), shown with its action
@@ -115,7 +115,7 @@ function marks(ev) {
   if (ev.break_glass === true) out.push(" ", badge("warn", "BREAK GLASS", "applied without the approval the config asks for"));
   const ap = ev.approval;
   if (ap && typeof ap === "object" && Array.isArray(ap.approved_by)) {
-    out.push(" ", h("span", {class: "muted"}, `approved by ${ap.approved_by.join(", ")}`));
+    out.push(" ", h("span", {class: "muted"}, `approved by ${ap.approved_by.map(text).join(", ")}`));
   }
   return out;
 }
@@ -128,8 +128,8 @@ function verdictLine(res, pageSize) {
              ` at event ${res.eventId}: ${res.problem}.`);
   }
   const scope = res.whole ? `the whole trail (${res.checked} events` + (res.trimmed
-    ? `, starting at a trim checkpoint: ${Number(res.trimmed.after.removed)} older event(s) up to ` +
-      `${res.trimmed.after.to} removed by retention on ${res.trimmed.time})` : ")")
+    ? `, starting at a trim checkpoint: ${Number(text(res.trimmed.after.removed))} older event(s) up to ` +
+      `${text(res.trimmed.after.to)} removed by retention on ${text(res.trimmed.time)})` : ")")
     : `the newest ${res.checked} of ${pageSize} events shown`;
   if (res.anchored === false) {
     return h("p", {class: "chain broken"}, badge("warn", "Chain NOT anchored"),

@@ -4,6 +4,22 @@
 
 const SVG_NS = "http://www.w3.org/2000/svg";
 
+// Any value as text. What the page draws comes from the API, and an audit event from
+// whoever could write to the store: an object JavaScript cannot turn into a string
+// ({"toString": 0} throws) is shown as its JSON, never left to stop the drawing.
+export function text(x) {
+  if (typeof x === "string") return x;
+  try {
+    return String(x);
+  } catch {
+    try {
+      return JSON.stringify(x) ?? "(unprintable)";
+    } catch {
+      return "(unprintable)";
+    }
+  }
+}
+
 // h("button", {class: "x", onclick: fn, "aria-label": "…"}, "text", child, …)
 export function h(tag, attrs, ...children) {
   const el = document.createElement(tag);
@@ -19,12 +35,12 @@ function fill(el, attrs, children) {
   for (const [k, v] of Object.entries(attrs || {})) {
     if (v === null || v === undefined || v === false) continue;
     if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
-    else if (k === "dataset") Object.assign(el.dataset, v);
-    else el.setAttribute(k, v === true ? "" : String(v));
+    else if (k === "dataset") for (const [dk, dv] of Object.entries(v)) el.dataset[dk] = text(dv);
+    else el.setAttribute(k, v === true ? "" : text(v));
   }
   for (const c of children.flat(Infinity)) {
     if (c === null || c === undefined || c === false) continue;
-    el.append(c instanceof Node ? c : String(c));
+    el.append(c instanceof Node ? c : text(c));
   }
   return el;
 }
@@ -80,19 +96,20 @@ export function fmtMs(ms) {
   return `${fmtNum(ms, ms < 10 ? 1 : 0)} ms`;
 }
 
-// "12 s ago", "3 min ago"; a time still to come: "in 14 min".
+// "12 s ago", "3 min ago"; a time still to come: "in 14 min"; more than a day away, the
+// time itself, in UTC and said so (the operator's clock may be in any zone).
 export function fmtAgo(iso) {
-  const t = Date.parse(iso);
-  if (Number.isNaN(t)) return String(iso ?? "");
+  const t = Date.parse(text(iso));
+  if (Number.isNaN(t)) return text(iso ?? "");
   const s = Math.round((Date.now() - t) / 1000);
   const span = Math.abs(s);
-  const text = span < 60 ? `${span} s` : span < 3600 ? `${Math.round(span / 60)} min`
+  const said = span < 60 ? `${span} s` : span < 3600 ? `${Math.round(span / 60)} min`
     : span < 86400 ? `${Math.round(span / 3600)} h` : null;
-  if (text === null) return new Date(t).toISOString().slice(0, 16).replace("T", " ");
-  return s >= 0 ? `${text} ago` : `in ${text}`;
+  if (said === null) return `${new Date(t).toISOString().slice(0, 16).replace("T", " ")} UTC`;
+  return s >= 0 ? `${said} ago` : `in ${said}`;
 }
 
 export function short(str, n = 12) {
-  str = String(str ?? "");
+  str = text(str ?? "");
   return str.length > n ? str.slice(0, n) + "…" : str;
 }

@@ -5,7 +5,7 @@
 import {ApiError, call, clearToken, optional, setToken, token} from "./api.js";
 import {openAction} from "./actions.js";
 import {renderAudit, verifyAll, verifyChain} from "./audit.js";
-import {badge, h, render} from "./dom.js";
+import {badge, h, render, text} from "./dom.js";
 import {renderApprovals, renderDrills} from "./extras.js";
 import {renderFleet, renderKills} from "./fleet.js";
 import {parse} from "./json.js";
@@ -74,17 +74,37 @@ function failure(exc) {
     ? `${exc.status} ${exc.type}: ${exc.apiMessage}` : String(exc));
 }
 
+// A panel whose drawing throws (a value no check here foresaw: an audit event is whatever
+// was written to the store) says so in its place: its last picture never stands as if
+// current, and the panels (and warnings) after it are still drawn.
+function draw(el, paint) {
+  try {
+    paint();
+  } catch (exc) {
+    el.hidden = false;
+    render(el, h("p", {class: "receipt error"}, `This panel could not be drawn from the API's answer ` +
+      `(${text(exc)}): what it showed before is gone, not current. \`killgate status\` and ` +
+      "`killgate audit verify` read the same state."));
+  }
+}
+
 async function auditPanel(res) {
   st.audit = res;
   const page = res.data;
   const preserved = parse(res.text, true);
   const key = res.text; // re-checked whenever anything in the page differs
   if (st.chain.key !== key) {
-    st.chain = {key, res: await verifyChain(preserved.events, preserved.head)};
+    let chain;
+    try {
+      chain = await verifyChain(preserved.events, preserved.head);
+    } catch (exc) { // (events of a shape no gateway writes): not checked is not verified
+      chain = {ok: false, checked: 0, eventId: "-", problem: `the page could not check it (${text(exc)})`};
+    }
+    st.chain = {key, res: chain};
     st.whole = st.whole && st.whole.key === key ? st.whole : null;
   }
   const shown = st.verifying ? {verifying: true} : st.whole ? st.whole.res : st.chain.res;
-  renderAudit($("audit-body"), page, preserved, shown, verifyWhole);
+  draw($("audit-body"), () => renderAudit($("audit-body"), page, preserved, shown, verifyWhole));
 }
 
 // "Verify the whole trail": every page back to the first event, checked here. A result
@@ -190,15 +210,16 @@ async function round(session) {
     render($("banner"), badge("warn", `Now signed in as ${now.subject} (was ${was}): the proxy's session changed.`));
     return;
   }
-  if (fleet.status === "fulfilled") renderFleet($("fleet-body"), fleet.value.data);
+  if (fleet.status === "fulfilled") draw($("fleet-body"), () => renderFleet($("fleet-body"), fleet.value.data));
   else render($("fleet-body"), failure(fleet.reason));
   st.kills = status.status === "fulfilled" ? status.value.data.kills || [] : [];
   if (status.status === "fulfilled") {
     const sd = status.value.data;
     const tr = traffic.status === "fulfilled" ? traffic.value.data : null;
-    renderKills($("kills-body"), sd, can, open);
-    render($("routes-body"), Object.entries(sd.routes).map(([n, rs]) => routeCard(n, rs, tr, can, open, sd.kills || [])),
-           traffic.status === "rejected" ? failure(traffic.reason) : null);
+    draw($("kills-body"), () => renderKills($("kills-body"), sd, can, open));
+    draw($("routes-body"), () => render($("routes-body"),
+      Object.entries(sd.routes).map(([n, rs]) => routeCard(n, rs, tr, can, open, sd.kills || [])),
+      traffic.status === "rejected" ? failure(traffic.reason) : null));
   } else {
     render($("kills-body"), failure(status.reason));
     render($("routes-body"), failure(status.reason));
@@ -208,8 +229,8 @@ async function round(session) {
   if (session !== st.session) return;
   // (after the audit panel: the chain checked here is among the warnings)
   const chain = audit.status === "fulfilled" && st.chain.res && !st.chain.res.ok ? st.chain.res : null;
-  renderWarnings($("warnings"), status.status === "fulfilled" ? status.value.data : null,
-                 fleet.status === "fulfilled" ? fleet.value.data : null, chain);
+  draw($("warnings"), () => renderWarnings($("warnings"), status.status === "fulfilled" ? status.value.data : null,
+                                           fleet.status === "fulfilled" ? fleet.value.data : null, chain));
   if (session !== st.session) return;
   // (said before the optional panels' reads, which may take their own deadlines)
   const failed = [status, fleet, traffic, audit].filter((r) => r.status === "rejected").length;

@@ -110,7 +110,13 @@ export function warnings(sd, fleet, chain) {
     lines.push(["bad", "AUDIT CHAIN BROKEN", `at event ${chain.eventId}: ${chain.problem} (checked in this ` +
       "browser; see the audit trail below, and `killgate audit verify`)"]);
   }
-  if (sd) {
+  if (!sd) {
+    // the warnings below come from GET /v1/status: without it none can be shown, which is
+    // not "none" (those shown a round ago would silently go)
+    lines.push(["bad", "STATE NOT READ", "GET /v1/status did not answer (see the kill switch panel): whether " +
+      "this instance is stale, not synced, fail-closed or failed a reload cannot be told here; " +
+      "`killgate status` asks again"]);
+  } else {
     lines.push(...storeLines(sd), ...configLines(sd));
     for (const [name, rs] of Object.entries(sd.routes || {})) {
       const line = overrideLine(name, rs);
