@@ -23,6 +23,9 @@ _NEVER_ROUTED = re.compile(r"//|[;\\?#]|%[0-9A-Fa-f]{2}")
 # a host name (a trailing dot taken off) or a bracketed IPv6 address; never a port
 _HOST = re.compile(r"[a-z0-9\-_~!$&'()*+,;=%]+(\.[a-z0-9\-_~!$&'()*+,;=%]+)*|\[[0-9a-f:.]+\]")
 
+# what no request's field value holds as the gateway reads it (llhttp refuses these bytes)
+_UNSENDABLE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
 
 def case_fold(s: str) -> str:
     """A path as a `case_sensitive: false` route compares it: lower case, and outside ASCII
@@ -73,9 +76,22 @@ class MatchConfig(Frozen):
             return v
         if not v:
             raise ValueError("must name at least one header")
-        for name in v:
+        seen: dict[str, str] = {}
+        for name, val in v.items():
             if not HEADER_NAME.fullmatch(name):
                 raise ValueError(f"{name!r} is not a valid header name")
+            if name.lower() in seen:  # (one would silently replace the other)
+                raise ValueError(f"{seen[name.lower()]!r} and {name!r} name the same header "
+                                 "(names are read in any case): write one")
+            seen[name.lower()] = name
+            if val != val.strip(" \t") or _UNSENDABLE.search(val):
+                # (a route no request reaches: a kill of it stops nothing while its traffic
+                # goes through another, as for a path_prefix no request has)
+                raise ValueError(f"the value of {name!r} ({val!r}) has whitespace at an end "
+                                 "or a control character, which no request carries as read "
+                                 "(the gateway reads values without leading and trailing "
+                                 "whitespace): a route no request could reach, whose kill "
+                                 "would stop nothing")
         return {k.lower(): val for k, val in v.items()}
 
     @model_validator(mode="after")

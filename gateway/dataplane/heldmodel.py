@@ -19,14 +19,21 @@ from gateway.dataplane.jsonpeek import ModelField, Unreadable, find_model
 
 __all__ = ["coding_refused", "held_model"]
 
+_UTF8 = ("utf-8", "utf8")
+
 
 def coding_refused(headers: Mapping[str, str]) -> str | None:
     """Why a body's `model` cannot be read as sent (its charset, its Content-Encoding), or
     None when it can be."""
-    charset = declared_charset(headers.get("content-type"))
-    if charset is not None and charset not in ("utf-8", "utf8"):
+    ctype = headers.get("content-type")
+    charset = declared_charset(ctype)
+    if charset is not None and charset not in _UTF8:
         return (f"the body is declared {charset!r}; the body's 'model' (read to route by it, "
                 "or to rewrite it for a version's 'model') is read in JSON as UTF-8 only")
+    if not _utf8_only(ctype):
+        return ("the body's Content-Type names its charset more than once or in another "
+                "form than 'charset=utf-8' (a backend may read another: aiohttp takes the "
+                "last, and RFC 2231's charset*=); send one 'charset=utf-8', or none")
     coding = headers.get("content-encoding")
     if coding is not None and coding.strip(" \t").lower() not in ("", "identity"):
         # (its `model` is not in the bytes as they came, and a backend that decodes
@@ -35,6 +42,24 @@ def coding_refused(headers: Mapping[str, str]) -> str | None:
                 "or to rewrite it for a version's 'model') is read in an uncompressed body "
                 "only")
     return None
+
+
+
+def _utf8_only(ctype: str | None) -> bool:
+    """Whether every mention of `charset` in a Content-Type is a parameter `charset=utf-8`
+    (any case, quoted or not): none that a backend's reader could take for another (a
+    second `charset` parameter, whose last aiohttp's `Request.charset` reads; an RFC 2231
+    `charset*=utf-8''utf-7` or `charset*0=`, which it decodes), so the body it decodes is
+    the UTF-8 whose `model` routing read."""
+    low = ctype.lower() if ctype else ""
+    if "charset" not in low:
+        return True
+    plain = 0
+    for param in low.split(";")[1:]:
+        name, _, value = param.partition("=")
+        if name.strip() == "charset" and value.strip().strip('"') in _UTF8:
+            plain += 1
+    return plain == low.count("charset") <= 1
 
 
 def held_model(headers: Mapping[str, str], held: bytes, complete: bool,
