@@ -34,3 +34,28 @@ async def test_counts_dated_in_the_future_are_not_taken(tmp_path: Path, backends
         assert samples is not None
         # the one a second ahead (clock skew within the bound) is taken, the hour's is not
         assert samples["v2"].requests == 500, samples
+
+
+def test_a_live_instance_is_taken_whatever_its_clock_and_a_dead_one_is_not() -> None:
+    """With `|now - t|` alone, a live instance whose clock is 30 s off (the bound: two 10 s
+    intervals and a second) had its counts left out of every verdict: a canary failing only
+    there was promoted on the others' counts (found by review of impleft item 2). A blob
+    that changed to a later time since our last read is its instance publishing: taken,
+    within the skew the heartbeats tolerate; one that stopped changing is not, whatever
+    its clock."""
+    from gateway.control.freshness import CLOCK_SKEW, recent
+
+    bound, now = 21.0, 1_000_000.0
+    heard: dict[str, tuple[float, float]] = {}
+    for i in range(4):
+        t = now + 10 * i
+        blobs = [{"instance": "ahead", "t": t + 30}, {"instance": "behind", "t": t - 30},
+                 {"instance": "dead-ahead", "t": now + 60},
+                 {"instance": "far", "t": t + CLOCK_SKEW + 5},
+                 {"instance": "well", "t": t}]
+        fresh, heard = recent(blobs, heard, t, bound)
+        names = {b["instance"] for b in fresh}
+        if i == 0:  # (first seen: only the time they say can tell)
+            assert names == {"well"}, names
+        else:
+            assert names == {"well", "ahead", "behind"}, (i, names)

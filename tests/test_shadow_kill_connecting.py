@@ -94,8 +94,11 @@ async def test_a_copy_connecting_when_its_shadow_is_killed_is_not_sent(
 
 
 @pytest.mark.parametrize("after", ["{version: v2, sample: 0.0, compare: json, "
-                                   "timeouts: {connect: 8s, total: 10s}}", "null"],
-                         ids=["sample_zero", "removed"])
+                                   "timeouts: {connect: 8s, total: 10s}}", "null",
+                                   "{version: v2, sample: 1.0, compare: json, "
+                                   "timeouts: {connect: 8s, total: 10s}, "
+                                   "drop_headers: [authorization]}"],
+                         ids=["sample_zero", "removed", "drop_headers_added"])
 async def test_a_copy_connecting_when_a_reload_stops_the_copies_is_not_sent(
         tmp_path: Path, backends, after: str) -> None:
     """The same wait for a connection, ended by a reload that stops the copies (`sample: 0`,
@@ -103,7 +106,10 @@ async def test_a_copy_connecting_when_a_reload_stops_the_copies_is_not_sent(
     sent once connected, up to the shadow's connect timeout after the reload (found by
     hostile shadow review, sixth pass: the reload was checked when the answer was tapped
     and when the copy started, not once it had its connection). It is counted as a
-    failure of its own kind, `stopped`, which the gate does not count."""
+    failure of its own kind, `stopped`, which the gate does not count. A reload that adds
+    to `shadow.drop_headers` (an operator keeping the clients' credentials from the shadow
+    at last) stops it too: the copy was sent with the header the reload now drops (found by
+    hostile review of revshadow6: `stopped` did not look at drop_headers)."""
     shadow = _FullShadow()
     p1 = await backends(echo_app("v1"))
     sh = "{version: v2, sample: 1.0, compare: json, timeouts: {connect: 8s, total: 10s}}"
@@ -111,7 +117,8 @@ async def test_a_copy_connecting_when_a_reload_stops_the_copies_is_not_sent(
     try:
         async with running_gateway(cfg) as g, ClientSession() as session:
             mirror = g.gw.mirror
-            async with session.post(g.url + "/v1/x", data=b"{}") as r:
+            async with session.post(g.url + "/v1/x", data=b"{}",
+                                    headers={"authorization": "Bearer sk-live-1"}) as r:
                 assert r.status == 200 and r.headers["x-killgate-version"] == "v1"
             await wait_until(lambda: mirror.inflight.get("iris") == 1, 5)
             old = g.gw.loaded.digest

@@ -26,6 +26,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from gateway.config import RouteConfig
+from gateway.control.freshness import Heard, recent
 from gateway.control.progressive import ProgressiveSteps, weights_of
 from gateway.control.table import TableHolder
 from gateway.domain.analysis import Sample, Verdict, analyze, merge
@@ -66,6 +67,7 @@ class RolloutDriver(ProgressiveSteps):
         self.verdicts: dict[str, Verdict] = {}
         self.recent: dict[str, deque[dict[str, Any]]] = {}  # the last verdicts, for status
         self._last: dict[str, float] = {}  # route -> monotonic time of its last round
+        self._heard: dict[str, Heard] = {}  # route -> the blobs' times at the last read
         self._task: asyncio.Task[None] | None = None
         self._analysed: frozenset[str] = frozenset()
         self._config: object = None  # the config `_targets` is of
@@ -174,9 +176,10 @@ class RolloutDriver(ProgressiveSteps):
         except StateError:
             return None
         # (both ways: an instance whose clock runs ahead would otherwise have its counts
-        # taken until its future time plus the bound, long after it stopped)
-        fresh = [b for b in blobs
-                 if abs(now - float(b.get("t", 0))) <= 2 * rc.analysis.interval + 1]
+        # taken until its future time plus the bound, long after it stopped; and an
+        # instance still publishing is taken whatever its clock: freshness.py)
+        fresh, self._heard[rc.name] = recent(blobs, self._heard.get(rc.name, {}), now,
+                                             2 * rc.analysis.interval + 1)
         per: dict[str, list[Sample]] = {}
         try:
             for b in fresh:

@@ -91,15 +91,18 @@ class Mirror:
         requests still being answered too); or moved the shadow version (another url, model
         or artifact): such a copy went to a deployment the operator moved away from,
         opened the copies' pool to an origin the reload had retired again, and was
-        counted nowhere (its counts' settings replaced)."""
+        counted nowhere (its counts' settings replaced); or added to `drop_headers` (a
+        copy made before carries a field the operator now keeps from the shadow)."""
         if self.route_now is None or plan.shadow is None:
             return False
         now = self.route_now(plan.name)
         if now is plan.config:
             return False
         sh = now.shadow if now is not None else None
+        was = plan.config.shadow
         return now is None or sh is None or sh.sample <= 0 or \
-            not _same_deployment(now, plan.shadow)
+            not _same_deployment(now, plan.shadow) or \
+            (was is not None and not set(sh.drop_headers) <= set(was.drop_headers))
 
     def noise_kept(self, plan: RoutePlan, served: Target) -> bool:
         """Whether the config in force still has the noise floor of `plan`'s shadow, and

@@ -17,7 +17,7 @@ import json
 from typing import Any
 
 from gateway.errors import StateError
-from gateway.state.redisidem import RedisIdempotency
+from gateway.state.redisidem import CLOCK_SKEW, RedisIdempotency
 from gateway.state.redislink import OWN, Script
 from gateway.state.signing import Unverified
 from gateway.state.store import MAX_DOC_BYTES, Ack
@@ -68,10 +68,10 @@ return 1
 #: is read on the loop the data plane runs on, and a flood of 8 MB forged acks naming the
 #: real key id had their MACs computed there: a serial client's p99 went from 4 to 20 ms
 MAX_ACK_BYTES = 4096
-#: how far an instance's clock may be behind the store's: a heartbeat signed longer than
-#: this (and 10 leases) before the store's time is a replay, left out of the fleet (its
-#: stamp of arrival is written beside it, unsigned: a replay carries a fresh one)
-CLOCK_SKEW = 300.0
+# (CLOCK_SKEW, redisidem.py: how far an instance's clock may be behind the store's: a
+# heartbeat signed longer than this (and 10 leases) before the store's time is a replay,
+# left out of the fleet (its stamp of arrival is written beside it, unsigned: a replay
+# carries a fresh one))
 
 async def _turn(i: int) -> None:
     """Let the loop (the data plane) run every so many entries of a hash read whole: whoever

@@ -12,7 +12,7 @@ from typing import Any
 
 from gateway.state.redislink import OWN, RedisLink, Script
 
-__all__ = ["RedisIdempotency"]
+__all__ = ["CLOCK_SKEW", "RedisIdempotency"]
 
 # Claim an idempotency key: nil when claimed, else the record already there.
 _CLAIM = Script(OWN + """
@@ -41,6 +41,13 @@ return 1
 #: after its TTL removed it is not answered from
 _EXPIRES = "_expires"
 
+#: how far two instances' clocks (and the store's) may disagree: a heartbeat signed longer
+#: than this before the store's time is a replay (redisaux.py); an idempotency record is
+#: taken as put back only this long past its signed expiry. (Judged by the reader's clock
+#: alone, a 15 s claim signed by an instance whose clock is behind ours was "expired" here:
+#: a tamper alarm for nothing, and a retry that ran the write again while it still ran.)
+CLOCK_SKEW = 300.0
+
 
 class RedisIdempotency(RedisLink):
     clock: Callable[[], float] = staticmethod(time.time)
@@ -55,7 +62,7 @@ class RedisIdempotency(RedisLink):
         if record is None:
             return None
         expires = record.pop(_EXPIRES, None)
-        if not isinstance(expires, (int, float)) or expires <= self.clock():
+        if not isinstance(expires, (int, float)) or expires <= self.clock() - CLOCK_SKEW:
             self.on_unverified("idempotency", "a record past its signed expiry (put back "
                                               "after it expired)", None)
             return None
