@@ -127,4 +127,3 @@ class Flow:
                 self.drainer = None
         if self.closed:
             raise ClientGone("the client went away")
-
