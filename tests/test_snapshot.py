@@ -210,3 +210,31 @@ def test_a_snapshot_path_that_is_a_link_is_written_through_it(tmp_path: Path) ->
     with pytest.raises(OSError, match="symbolic link in a folder other users may"):
         snap._write(StateDoc(generation=2))
     assert SnapshotFile(volume / "snapshot.json", RING).read() == DOC
+
+
+async def test_a_sibling_workers_older_document_is_not_written_over_a_newer(
+        tmp_path: Path) -> None:
+    """The workers of `serve --workers N` share one `state.snapshot_path`, and each kept
+    only its own writes in order: a sibling a document behind (its pub/sub turn a moment
+    later, its write thread slower) wrote the generation before a kill over the file the
+    other had just written with it. Killed then (watchdog, OOM, a host crash), it never
+    wrote the kill back: a start without the store enforced the file, without the kill
+    (found by review of the kill switch across workers)."""
+    path = tmp_path / "snapshot.json"
+    ahead, behind = SnapshotFile(path, RING), SnapshotFile(path, RING)
+    ahead.soon(StateDoc(generation=6, epoch="e", kills={"version:iris:v2": FLAG}))
+    await ahead.flush()
+    behind.soon(StateDoc(generation=5, epoch="e"))
+    await behind.flush()
+    got = SnapshotFile(path, RING).read()
+    assert got is not None and got.generation == 6 and set(got.kills) == {"version:iris:v2"}
+    assert behind.status() == {"path": str(path), "ok": True, "generation": 6, "error": None}
+    # a newer one still replaces it, and a file it cannot verify is replaced as before
+    behind.soon(StateDoc(generation=7, epoch="e"))
+    await behind.flush()
+    got = SnapshotFile(path, RING).read()
+    assert got is not None and got.generation == 7
+    other = SnapshotFile(path, Keyring(Key.of(b"o" * 32), context="kgtest:"))
+    other.soon(StateDoc(generation=2, epoch="e"))
+    await other.flush()
+    assert other.read() is not None and other.status()["generation"] == 2

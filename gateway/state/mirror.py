@@ -14,7 +14,9 @@ reach the store or the disk are retried and never affect the gateway.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -36,11 +38,31 @@ BATCH = 500
 Alarm = Callable[[dict[str, Any]], None]
 
 
-def _append(path: Path, events: list[dict[str, Any]]) -> None:
-    """Append `events`, after ending a line torn by a partial write (as the local store's
-    audit file does): the first of them starts a line of its own, not glued to a fragment."""
-    end_line(path)
-    append_lines(path, events)
+def _append(path: Path, events: list[dict[str, Any]],
+            after: str | None) -> tuple[list[dict[str, Any]] | None, str | None]:
+    """Append `events` (they continue the event `after`), after ending a line torn by a
+    partial write (as the local store's audit file does): the first of them starts a line
+    of its own, not glued to a fragment. The workers of `serve --workers N` share the file
+    (each runs a mirror): under `<path>.lock`, only the events past the file's last line
+    are appended, those before it a sibling appended already. Returns the events appended
+    and the file's last hash; None for the events when that line is neither `after` nor
+    one of them (a sibling got further: the caller catches up from the file's end)."""
+    fd = os.open(path.with_name(path.name + ".lock"),
+                 os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    with open(fd, "r+b") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # (released as it closes)
+        last = last_line(path)
+        ev = parse_event(last) if last else None
+        at = str(ev.get("hash")) if ev is not None else after  # (torn, or none: as ever)
+        if at != after:
+            hashes = [e.get("hash") for e in events]
+            if at not in hashes:
+                return None, at
+            events = events[hashes.index(at) + 1:]
+        if events:
+            end_line(path)
+            append_lines(path, events)
+        return events, at
 
 
 class AuditMirror:
@@ -198,7 +220,7 @@ class AuditMirror:
                     self._adopt(ev)
                 if good:
                     try:
-                        await asyncio.to_thread(_append, self.path, good)
+                        done, _ = await asyncio.to_thread(_append, self.path, good, before[0])
                     except OSError:
                         # unless it landed whole (only the fsync failed), the file ends where
                         # it did: the same batch, fetched again, continues it (a disk full for
@@ -206,7 +228,15 @@ class AuditMirror:
                         if await asyncio.to_thread(self._ends_with, self.last_hash) is False:
                             self.last_hash, self.keyed = before
                         raise
-                    self.copied += len(good)
+                    if done is None:
+                        # a sibling worker appended past this batch: from the file's end
+                        # (verified), the same batch fetched again is skipped up to it
+                        self.last_hash, self.keyed = before
+                        if (problem := await asyncio.to_thread(self._open_file)) is not None:
+                            self._refuse(problem, None)
+                        catching_up = True
+                        continue
+                    self.copied += len(done)
                 if problem is not None:
                     self._refuse(problem, events[len(good)])
                     continue

@@ -1,7 +1,10 @@
 """This instance's durable last-known state: the snapshot file (`state.snapshot_path`).
 
 Owns reading the snapshot at startup and writing it after every applied change (in the
-background, newest pending document only, atomically, mode 0600). With a signing key the
+background, newest pending document only, atomically, mode 0600). The workers of `serve
+--workers N` share the file: a write takes `<path>.lock` (flock) and leaves a newer
+document a sibling wrote there, so a worker a document behind never puts the file back
+to a generation without a kill its sibling had written. With a signing key the
 file is signed like a stored document (kind `snapshot`, bound to the deployment: the redis
 prefix): an edited file, or one of another deployment sharing the key, is refused whole.
 A file in the format before signing (no signature line) is a migration: only its kills
@@ -12,8 +15,10 @@ so too for a file that other users may write (gateway/filemodes.py).
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -98,16 +103,45 @@ class SnapshotFile:
             return kills_only(doc)
         return doc
 
-    def _write(self, doc: StateDoc) -> None:
+    def _write(self, doc: StateDoc) -> int:
+        """Write `doc` unless the file holds a newer document of ours (a sibling worker's,
+        verified); the generation the file holds then."""
         assert self.path is not None
-        atomic_write(write_target(self.path),
-                     self.keys.seal(b"snapshot", json.dumps(doc.to_json()).encode()), 0o600)
+        target = write_target(self.path)
+        sealed = self.keys.seal(b"snapshot", json.dumps(doc.to_json()).encode())
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # (no link followed: one planted there must not make us create a file elsewhere)
+        fd = os.open(target.with_name(target.name + ".lock"),
+                     os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        with open(fd, "r+b") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # (released as it closes)
+            there = self._held(target)
+            if there is not None and there > (doc.generation, doc.audit_seq):
+                return there[0]
+            atomic_write(target, sealed, 0o600)
+        return doc.generation
+
+    def _held(self, target: Path) -> tuple[int, int] | None:
+        """(generation, audit_seq) of the document the file holds, when it is one this
+        deployment signed (or, unkeyed, wrote) and only its owner may write; else None
+        (replaced, as ever)."""
+        try:
+            raw = read_regular(target, MAX_DOC_BYTES + 1)
+            if raw is None or len(raw) > MAX_DOC_BYTES \
+                    or (self.keys.enabled and not raw.startswith(MAGIC)) \
+                    or filemodes.problem(target, secret=False) is not None:
+                return None
+            body, _ = self.keys.open(b"snapshot", raw)
+            doc = decode_doc(body)
+        except (OSError, ValueError):
+            return None
+        return doc.generation, doc.audit_seq
 
     async def write(self, doc: StateDoc) -> None:
         if self.path is None:
             return
         try:
-            await asyncio.to_thread(self._write, doc)
+            written = await asyncio.to_thread(self._write, doc)
         except OSError as exc:
             # a restart would enforce an older file (or none): shown in /v1/status and
             # counted, not only logged
@@ -117,7 +151,7 @@ class SnapshotFile:
             event(log, "snapshot_write_failed", logging.ERROR, path=str(self.path),
                   error=exc.strerror, generation=doc.generation, written=self.written)
             return
-        self.error, self.written = None, doc.generation
+        self.error, self.written = None, written
 
     def status(self) -> dict[str, Any] | None:
         """`/v1/status` → `store.snapshot` (None: no snapshot_path)."""
