@@ -10,13 +10,15 @@ behind the same address) is cleared and said, never left standing as current."""
 from __future__ import annotations
 
 import re
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from selenium.webdriver.common.by import By
 
-from tests.conftest import admin_token
-from tests.console_rig import Browser, Fleet, running_fleet
+from tests.conftest import admin_token, wait_until_sync
+from tests.console_rig import Browser, Fleet, behind_proxy, running_fleet
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -105,3 +107,37 @@ def test_a_changed_request_in_the_same_dialog_gets_its_own_key(
         fleet.api("POST", "/v1/unkill", ADMIN, body={"scope": "version", "route": "iris",
                                                      "version": "v2", "reason": "INC-32 over"})
 
+
+def test_an_approvals_list_that_stops_answering_is_cleared_and_said(
+        fleet: Fleet, browser: Browser, tmp_path: Path) -> None:
+    """GET /v1/approvals answering 404 (the feature list, read once, still names it): the
+    panel kept the last list drawn, a request waiting as if current."""
+    b = browser
+    fleet.api("POST", "/v1/kill", ADMIN, body={"scope": "route", "route": "iris",
+                                               "reason": "INC-33"})
+    asked = fleet.api("POST", "/v1/unkill", ADMIN, body={"scope": "route", "route": "iris",
+                                                         "reason": "INC-33 fixed"})
+    ident = asked["approval"]["id"]
+    # (a file nginx's unprivileged worker can look for: pytest's folders are not open to it)
+    flags = Path(tempfile.mkdtemp(prefix="kg-approvals-"))
+    flags.chmod(0o755)
+    gone = flags / "gone"
+    port = fleet.gateways[0].admin_port
+    loc = (f"location = /v1/approvals {{ if (-f {gone}) {{ return 404; }} "
+           f"proxy_pass http://127.0.0.1:{port}; "
+           f'proxy_set_header Authorization "Bearer {READER}"; }}')
+    with behind_proxy(b, fleet, tmp_path, READER, loc) as url:
+        b.d.get(url + "/ui/")
+        b.wait(lambda d: b.text("[data-testid=subject]") == "bob", "signed in by the proxy")
+        item = f"#approvals-body li[data-approval='{ident}']"
+        b.wait(lambda d: "INC-33 fixed" in b.text(item), "the request listed",
+               seen="#approvals")
+        gone.write_text("")
+        b.wait(lambda d: "404" in b.text("#approvals-body"), "the 404 said", timeout=10)
+        assert not b.d.find_elements(By.CSS_SELECTOR, item), "the old list still shown"
+        assert "not shown" in b.text("#approvals-body")
+    gone.unlink()
+    flags.rmdir()
+    fleet.api("POST", f"/v1/approvals/{ident}/decline", ADMIN, body={"reason": "t"})
+    wait_until_sync(lambda: not fleet.api("GET", "/v1/approvals", READER)["approvals"],
+                    10, 0.05, "the request declined")
