@@ -79,6 +79,11 @@ async def test_the_gate_reads_counts_not_records(redis_server: RedisServer) -> N
         assert rep["instances"] == 4 and rep["gate"]["compared"] == 4 * 350, rep["gate"]
         assert len(rep["disagreements"]) == 5, rep["disagreements"]
         assert after < before, (after, before)
+        # records whose counts an older instance dropped (one gone) leave with a report
+        await store.put_stats(records_key("iris"), "gone", {"instance": "gone", "t": 1.0,
+                                                            "records": [], "disagreements": []})
+        await rs[0].report(rc, limit=5)
+        assert not await store.get_stats(records_key("iris"))
         print(f"\nthe gate's read, 4 instances x 300 records of 3 KB: {before:.2f} ms "
               f"(records in the blob) -> {after:.2f} ms (counts only); "
               f"entry {len(str(old)) // 1024} KiB -> {max(sizes)} B")

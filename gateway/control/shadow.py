@@ -186,10 +186,13 @@ class ShadowResults:
             except (KeyError, TypeError, ValueError):
                 event(log, "shadow_counts_unreadable", logging.WARNING, route=rc.name)
         self._heard[rc.name] = heard
-        if gone:
+        # (records without counts: an instance of an older version dropped the counts of
+        # one gone, and not its records; counts are always written before records)
+        orphans = [n for n in kept if n not in heard and n != self.instance]
+        if gone or orphans:
             try:
                 await self.store.drop_stats(stats_key(rc.name), gone)
-                await self.store.drop_stats(records_key(rc.name), gone)
+                await self.store.drop_stats(records_key(rc.name), gone + orphans)
             except StateError as exc:
                 event(log, "shadow_counts_prune_failed", logging.WARNING, route=rc.name,
                       error=str(exc))
