@@ -25,6 +25,7 @@ from gateway.admin.approvals import Approvals
 from gateway.admin.approvalsapi import ApprovalsApi
 from gateway.admin.auth import Authenticator, Principal
 from gateway.admin.callers import Callers
+from gateway.admin.coalesce import Coalesced
 from gateway.admin.denied import DeniedLog
 from gateway.admin.middleware import answer_headers, errors, json_error
 from gateway.admin.ports import (
@@ -80,6 +81,8 @@ class AdminApi:
         self.readiness = readiness
         self.counters = counters
         self.metrics_page = metrics_page
+        self._metrics: Coalesced[tuple[bytes, str]] = Coalesced(
+            lambda accept: self.metrics_page(accept if isinstance(accept, str) else None))
         self._openapi: tuple[object, bytes] | None = None  # (the config, its document)
         self.alerts = alerts
         self.denied = DeniedLog(self._append_audit, counters)
@@ -133,7 +136,8 @@ class AdminApi:
                             content_type="application/json")
 
     async def metrics(self, request: web.Request) -> web.Response:
-        body, ctype = self.metrics_page(request.headers.get("Accept"))
+        # (concurrent scrapes share one render made after they all arrived: admin/coalesce.py)
+        body, ctype = await self._metrics.get(request.headers.get("Accept"))
         # which instance's page this is (a drill's abort watch reads the pages through a
         # load-balanced admin URL too, and compares counters per instance)
         return web.Response(body=body, headers={  # (+ ANSWER_HEADERS)

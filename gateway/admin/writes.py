@@ -110,12 +110,9 @@ class Writer:
         scoped = {} if done.scope is None else {"scope": done.scope}
         if ident is not None:
             # record the generation first: a concurrent retry can then answer with it
-            with contextlib.suppress(StateError):
-                await self.idem.idem_set(ident, {"fingerprint": fingerprint,
-                                                 "generation": done.generation,
-                                                 "status": done.status, "extra": done.body,
-                                                 **scoped},
-                                         keep)
+            await self._settle(ident, {"fingerprint": fingerprint, "holder": claim["holder"],
+                                       "generation": done.generation, "status": done.status,
+                                       "extra": done.body, **scoped}, keep)
         answer = dict(done.body)
         if done.generation is not None:
             receipt = await self.state.receipt(done.generation, wait)
@@ -127,13 +124,22 @@ class Writer:
                       acked=receipt["applied"]["acked"],
                       instances=receipt["applied"]["instances"])
         if ident is not None:
-            with contextlib.suppress(StateError):
-                await self.idem.idem_set(ident, {"fingerprint": fingerprint,
-                                                 "generation": done.generation,
-                                                 "status": done.status, "response": answer,
-                                                 **scoped},
-                                         keep)
+            await self._settle(ident, {"fingerprint": fingerprint, "holder": claim["holder"],
+                                       "generation": done.generation, "status": done.status,
+                                       "response": answer, **scoped}, keep)
         return web.json_response(answer, status=done.status)
+
+    async def _settle(self, ident: str, record: dict[str, Any], keep: float) -> None:
+        """Record the answer only while the claim is still ours (compare-and-set on its
+        holder): one that lapsed and was taken by a retry keeps the retry's record (an
+        unconditional write overwrote it, and a third try was answered with ours while
+        the retry's write also ran). Best effort: a store away leaves the claim to lapse."""
+        try:
+            if not await self.idem.idem_settle(ident, record, keep):
+                event(log, "idempotency_claim_lost", logging.WARNING, lease=CLAIM_LEASE,
+                      at="answer")
+        except StateError:
+            pass
 
     async def _idempotency(self, request: web.Request, subject: str) -> tuple[str | None, str]:
         keys = request.headers.getall("Idempotency-Key", [])

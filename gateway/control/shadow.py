@@ -29,7 +29,7 @@ from gateway.log import event
 from gateway.state.store import MAX_DOC_BYTES
 from gateway.tasks import cancel
 
-__all__ = ["FRESH", "ShadowResults", "stats_key"]
+__all__ = ["FRESH", "ShadowResults", "records_key", "stats_key"]
 
 log = logging.getLogger("killgate.shadow")
 INTERVAL = 1.0
@@ -45,6 +45,13 @@ RECORDS_BUDGET = MAX_DOC_BYTES * 3 // 4
 def stats_key(route: str) -> str:
     """The stats key of a route's shadow ('~' is not allowed in route names)."""
     return f"shadow~{route}"
+
+
+def records_key(route: str) -> str:
+    """Where each instance's kept disagreement records are published, apart from its
+    counts: the gate, every second per gated route, reads the counts only (a blob with
+    records is up to MAX_DOC_BYTES an instance, read, verified and parsed on the loop)."""
+    return f"shadow~{route}~records"
 
 
 class StatsStore(Protocol):
@@ -126,14 +133,31 @@ class ShadowResults:
         # it changes the tally again, and is in the next publish, not lost until the
         # heartbeat)
         published = (t.changes, t.spec, now)
-        await self.store.put_stats(stats_key(rc.name), self.instance,
-                                   {"instance": self.instance, "t": now,
-                                    "tally": _bounded(t.to_json())})
+        blob = _bounded(t.to_json())
+        # the counts (with no records: an instance of an older version reads them as a
+        # tally that kept none), then the records apart, read by reports only
+        await self.store.put_stats(stats_key(rc.name), self.instance, {
+            "instance": self.instance, "t": now, "records_apart": True,
+            "tally": {**blob, "records": [], "disagreements": []}})
+        await self.store.put_stats(records_key(rc.name), self.instance, {
+            "instance": self.instance, "t": now, "records": blob["records"],
+            "disagreements": blob["disagreements"]})
         self._published[rc.name] = published
 
-    async def _fleet(self, rc: RouteConfig) -> tuple[Tally, int]:
-        """The fleet's counts for the shadow settings in force, and how many instances."""
+    async def _records(self, rc: RouteConfig) -> dict[str, dict[str, Any]]:
+        """Each instance's kept records published apart from its counts (by instance)."""
+        out: dict[str, dict[str, Any]] = {}
+        for blob in await self.store.get_stats(records_key(rc.name)):
+            if isinstance(blob.get("instance"), str):
+                out[blob["instance"]] = blob
+        return out
+
+    async def _fleet(self, rc: RouteConfig, records: bool = False) -> tuple[Tally, int]:
+        """The fleet's counts for the shadow settings in force, and how many instances;
+        `records`: with the kept disagreement records (a report's; the gate's needs none).
+        A blob of an older version, records and counts in one, is read whole."""
         assert rc.shadow is not None
+        kept = await self._records(rc) if records else {}
         spec = spec_for(rc)
         now = self.clock()
         tallies = []
@@ -153,13 +177,22 @@ class ShadowResults:
                     if age > FORGET and same and name != self.instance:
                         gone.append(name)
                     continue
-                tallies.append(Tally.from_json(blob["tally"]))
+                tj = blob["tally"]
+                apart = kept.get(name)
+                if blob.get("records_apart") is True and apart is not None:
+                    tj = {**tj, "records": apart.get("records", []),
+                          "disagreements": apart.get("disagreements", [])}
+                tallies.append(Tally.from_json(tj))
             except (KeyError, TypeError, ValueError):
                 event(log, "shadow_counts_unreadable", logging.WARNING, route=rc.name)
         self._heard[rc.name] = heard
-        if gone:
+        # (records without counts: an instance of an older version dropped the counts of
+        # one gone, and not its records; counts are always written before records)
+        orphans = [n for n in kept if n not in heard and n != self.instance]
+        if gone or orphans:
             try:
                 await self.store.drop_stats(stats_key(rc.name), gone)
+                await self.store.drop_stats(records_key(rc.name), gone + orphans)
             except StateError as exc:
                 event(log, "shadow_counts_prune_failed", logging.WARNING, route=rc.name,
                       error=str(exc))
@@ -179,7 +212,7 @@ class ShadowResults:
         # nothing new writes nothing: a reader must not make the store take the blob, with
         # its kept bodies, as often as it asks)
         await self.publish(rc, changed=True)
-        fleet, instances = await self._fleet(rc)
+        fleet, instances = await self._fleet(rc, records=True)
         if rc.analysis is not None and rc.analysis.min_shadow_agreement is not None:
             self.fleet[rc.name] = fleet
         out = report(rc.name, fleet, sh.compare_for(rc.protocol).kind, sh.sample, instances,

@@ -128,6 +128,9 @@ class LocalRecords:
             if mode in ("renew", "release_mine") and (existing is None
                                                        or existing["record"] != record):
                 return {}  # (another's record now, or none: left alone)
+            if mode == "settle" and (existing is None or record is None or
+                                     existing["record"].get("holder") != record.get("holder")):
+                return {}  # (a retry's claim or answer now: kept)
             if mode in ("release", "release_mine"):
                 table.pop(key, None)
             else:
@@ -143,6 +146,9 @@ class LocalRecords:
 
     async def idem_renew(self, key: str, record: dict[str, Any], ttl: float) -> bool:
         return await asyncio.to_thread(self._idem, key, record, ttl, "renew") is None
+
+    async def idem_settle(self, key: str, record: dict[str, Any], ttl: float) -> bool:
+        return await asyncio.to_thread(self._idem, key, record, ttl, "settle") is None
 
     async def idem_release(self, key: str, mine: dict[str, Any] | None = None) -> None:
         await asyncio.to_thread(self._idem, key, mine, 0,

@@ -97,6 +97,17 @@ class RedisIdempotency(RedisLink):
             return False
         return bool(await self._script(_SWAP, [k], [raw, new, str(max(1, int(ttl * 1000)))]))
 
+    async def idem_settle(self, key: str, record: dict[str, Any], ttl: float) -> bool:
+        """Write `record` (a write's answer) only while the key's record is still held by
+        `record["holder"]`: a claim that lapsed and was taken by a retry keeps the retry's."""
+        k = f"{self.k_idem}:{key}"
+        raw = await self._call("GET", k)
+        held = None if raw is None else self._idem_opened(key, raw)
+        if raw is None or held is None or held.get("holder") != record.get("holder"):
+            return False
+        return bool(await self._script(_SWAP, [k], [raw, self._idem_sealed(key, record, ttl),
+                                                    str(max(1, int(ttl * 1000)))]))
+
     async def idem_renew(self, key: str, record: dict[str, Any], ttl: float) -> bool:
         return await self._idem_swap(key, record, self._idem_sealed(key, record, ttl), ttl)
 

@@ -207,6 +207,11 @@ class IdempotencyStore(Protocol):
 
     async def idem_set(self, key: str, record: dict[str, Any], ttl: float) -> None: ...
 
+    async def idem_settle(self, key: str, record: dict[str, Any], ttl: float) -> bool:
+        """Store `record` only while the key's record is still held by `record["holder"]`
+        (the claim, or this holder's earlier answer); False, and nothing written, when
+        it is another's (a retry took the claim after it lapsed)."""
+
     async def idem_renew(self, key: str, record: dict[str, Any], ttl: float) -> bool:
         """Keep `record` another `ttl` if it is still what the key holds (a claim not lost
         to another's since it lapsed); False when it is not."""

@@ -3,7 +3,7 @@
 // explicit confirmation before a global or an unkill action, then shows the propagation
 // receipt, or the API's error exactly as the API wrote it.
 
-import {ApiError, call} from "./api.js";
+import {ApiError, call, newKey} from "./api.js";
 import {approvalSpec, selectorText} from "./approval.js";
 import {h, render} from "./dom.js";
 
@@ -216,6 +216,16 @@ export function openAction(spec, opts) {
   // its receipt land in the next dialog opened. `run`: this opening's, checked all the same.
   const run = ++opened;
   let busy = false;
+  // One Idempotency-Key per submission, the same for this dialog's same request sent
+  // again (after a timeout's "may or may not have been applied", say): the API answers
+  // it with the first try's result instead of applying it twice, as the CLI's retry is.
+  // A request changed in between is another one, with a key of its own.
+  let sent = null; // {key, text} of the last submission
+  const keyFor = (b) => {
+    const text = JSON.stringify(b);
+    if (sent === null || sent.text !== text) sent = {key: newKey(), text};
+    return sent.key;
+  };
   cancel.disabled = false;
   cancel.onclick = () => { if (!busy) dlg.close(); };
   // (Chromium lets a refused cancel pass at the next Escape without a click in between,
@@ -233,7 +243,8 @@ export function openAction(spec, opts) {
     result.replaceChildren(h("p", {}, "Applying…"));
     const shown = () => run === opened && dlg.open;
     try {
-      const r = await call(spec.method, `${spec.path}?wait=${WAIT}`, body());
+      const b = body();
+      const r = await call(spec.method, `${spec.path}?wait=${WAIT}`, b, keyFor(b));
       // a receipt counts live instances only: one not heard from within the lease
       // (crashed, or cut off from the store) is named, as `killgate kill` warns of it
       const ap = r.data && r.data.applied;

@@ -36,12 +36,15 @@ function retryAfter(resp) {
 // refused before its token was checked (a flood of new tokens spent the budget): nothing
 // was done, so it is sent again after its Retry-After while its deadline allows, as the
 // CLI does (an operator signing in with a new token during such a flood must get through).
-export async function call(method, path, body) {
+// `key`: a write's Idempotency-Key (actions.js: one per dialog submission), sent with every
+// try of it: a write sent again after an answer that never came is answered with the
+// first one's result, never applied twice.
+export async function call(method, path, body, key) {
   const limit = (method === "GET" ? READ_S : WRITE_S) * 1000;
   const end = Date.now() + limit;
   for (;;) {
     try {
-      return await once(method, path, body, Math.max(1000, end - Date.now()));
+      return await once(method, path, body, Math.max(1000, end - Date.now()), key);
     } catch (exc) {
       if (!(exc instanceof ApiError && exc.status === 429 && exc.type === "too_many_attempts")) {
         throw exc;
@@ -58,7 +61,14 @@ export async function call(method, path, body) {
   }
 }
 
-async function once(method, path, body, limit) {
+// A new Idempotency-Key: 128 random bits (getRandomValues works on a plain-http page too,
+// where crypto.randomUUID does not exist).
+export function newKey() {
+  return Array.from(crypto.getRandomValues(new Uint8Array(16)),
+                    (x) => x.toString(16).padStart(2, "0")).join("");
+}
+
+async function once(method, path, body, limit, key) {
   if (!path.startsWith("/") || path.startsWith("//")) throw new Error("same-origin paths only");
   const url = new URL(`..${path}`, document.baseURI); // (the page is <prefix>/ui/)
   if (url.origin !== location.origin) throw new Error("same-origin paths only");
@@ -66,6 +76,7 @@ async function once(method, path, body, limit) {
   const t = token();
   if (t) headers.Authorization = `Bearer ${t}`;
   if (body !== undefined) headers["Content-Type"] = "application/json";
+  if (key !== undefined) headers["Idempotency-Key"] = key;
   // a listener that accepts and never answers (a stopped process, a black-holed path)
   // must not hold the page on its last picture: a call gives up after its deadline
   const ctl = new AbortController();

@@ -153,6 +153,12 @@ async function feature(name, path, panel, draw) {
   try {
     const data = await optional(path);
     if (data !== null) draw(data);
+    // named by the feature list, yet answered 404/405 (a proxy no longer passing it, an
+    // instance without the feature behind the same address): the last list drawn is not
+    // current, so it goes, and the panel says why
+    else render($(`${name}-body`), h("p", {class: "receipt error"}, `GET ${path} answered ` +
+      "404/405 (not found here) though the API's feature list names it: a proxy in front " +
+      "not passing it, or another instance behind this address? The list is not shown."));
   } catch (exc) {
     if (exc instanceof ApiError && exc.status === 401) throw exc;
     $(panel).hidden = false;
