@@ -417,15 +417,15 @@ async def test_a_drill_whose_terminal_hangs_up_restores_before_exiting(
     SIGHUP now stops it as SIGTERM does, and output to a terminal that is gone is dropped:
     it restores and ends the drill before it exits."""
     before = await fleet_state(session, fleet)
-    main, sub = os.openpty()
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway", "drill", "kill", "--route", "iris-drill",
-        "--version", "v2", "--rate", "40", "--steady", "800ms", "--hold", "30s",
-        "--settle", "300ms", "--out", str(fleet.tmp / "reports"), "--admin", fleet.admin,
-        "--token", token(), stdin=asyncio.subprocess.DEVNULL, stdout=sub, stderr=sub,
-        cwd=str(ROOT), preexec_fn=die_with_parent)
-    os.close(sub)
-    try:
+    for attempt in range(3):
+        main, sub = os.openpty()
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "gateway", "drill", "kill", "--route", "iris-drill",
+            "--version", "v2", "--rate", "40", "--steady", "800ms", "--hold", "30s",
+            "--settle", "300ms", "--out", str(fleet.tmp / "reports"), "--admin", fleet.admin,
+            "--token", token(), stdin=asyncio.subprocess.DEVNULL, stdout=sub, stderr=sub,
+            cwd=str(ROOT), preexec_fn=die_with_parent)
+        os.close(sub)
         seen = b""
         deadline = time.monotonic() + 20
         while b"injected" not in seen and time.monotonic() < deadline:
@@ -433,7 +433,15 @@ async def test_a_drill_whose_terminal_hangs_up_restores_before_exiting(
                 seen += await asyncio.to_thread(os.read, main, 4096)
             except OSError:  # (EIO: the drill exited, closing the terminal's other side)
                 break
-        assert b"injected" in seen, (seen, proc.returncode)
+        if b"injected" in seen or b"the steady-state check failed" not in seen or attempt == 2:
+            break
+        # (a loaded CI machine: the drill's own traffic fell short of half its rate in the
+        # steady window, and the drill rightly stopped before injecting; what this test
+        # proves comes after the injection: run it again)
+        os.close(main)
+        await proc.wait()
+    try:
+        assert b"injected" in seen, (seen.decode(errors="replace")[-1500:], proc.returncode)
         assert await fleet_state(session, fleet) != before  # the drill's kill is in force
     finally:
         os.close(main)  # the terminal is gone: writes to it fail (EIO)
