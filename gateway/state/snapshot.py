@@ -15,11 +15,9 @@ so too for a file that other users may write (gateway/filemodes.py).
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import json
 import logging
 import os
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,20 +25,20 @@ from typing import Any
 from gateway import filemodes
 from gateway.domain.statedoc import StateDoc
 from gateway.log import event
-from gateway.state.files import atomic_write, read_regular, write_target
+from gateway.state.files import (
+    LOCK_WAIT,
+    LockBusy,
+    atomic_write,
+    flock_within,
+    read_regular,
+    write_target,
+)
 from gateway.state.signing import MAGIC, Keyring
 from gateway.state.store import MAX_DOC_BYTES, OnUnverified, decode_doc, ignore_unverified
 
 __all__ = ["SnapshotFile", "kills_only"]
 
 log = logging.getLogger("killgate.state")
-
-#: how long a write waits for `<path>.lock` before saying so (and trying again)
-LOCK_WAIT = 2.0
-
-
-class LockBusy(OSError):
-    """`<path>.lock` stayed held (a sibling worker stopped or hung mid-write)."""
 
 
 def kills_only(doc: StateDoc) -> StateDoc:
@@ -123,19 +121,7 @@ class SnapshotFile:
         lockname = target.with_name(target.name + ".lock")
         fd = os.open(lockname, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         with open(fd, "r+b") as lock:
-            # (bounded: a sibling hung holding it must not hold this thread, the failure
-            # unseen and a stop waiting on it, forever)
-            deadline = time.monotonic() + self.lock_wait
-            while True:
-                try:
-                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # (released as it closes)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() >= deadline:
-                        raise LockBusy(f"{lockname} is held by another process (a sibling "
-                                       f"worker stopped or hung mid-write?) for over "
-                                       f"{self.lock_wait:g} s; retrying") from None
-                    time.sleep(0.02)
+            flock_within(lock.fileno(), lockname, self.lock_wait)  # (released as it closes)
             there = self._held(target)
             if there is not None and there > (doc.generation, doc.audit_seq):
                 return there[0]
