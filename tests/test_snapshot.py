@@ -270,3 +270,16 @@ async def test_a_lock_held_by_a_hung_sibling_is_reported_and_the_write_lands_aft
     assert snap.error is None
     got = SnapshotFile(path, RING).read()
     assert got is not None and set(got.kills) == {"version:iris:v2"}
+
+
+async def test_a_lock_file_that_cannot_be_opened_is_named_in_the_error(tmp_path: Path) -> None:
+    """A failure at `<path>.lock` (a folder there, a root-owned lock left by a run as root)
+    said "cannot write .../snapshot.json: Is a directory" of a snapshot that is no folder:
+    the file an SRE must fix is now named."""
+    path = tmp_path / "snapshot.json"
+    path.with_name("snapshot.json.lock").mkdir()
+    snap = SnapshotFile(path, RING)
+    snap.soon(StateDoc(generation=1, epoch="e"))
+    await snap.flush()
+    status = snap.status()
+    assert status["ok"] is False and "snapshot.json.lock" in status["error"], status
