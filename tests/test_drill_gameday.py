@@ -487,9 +487,10 @@ async def test_a_reload_dropping_a_route_a_drill_rolled_back_over_an_operators_l
     """A reload may drop a route whose only latch is an open drill's rollback (the restore
     undoes it). But a drill that rolled back a route an operator had latched (here: weights
     90/10) records that latch as what its restore puts back: the reload was let through, the
-    restore then put the operator's latch back on a route the config no longer has (one
-    `release` cannot name, a renamed route serving at the file's weights meanwhile), what
-    dropped_latched refuses without a drill (found by review of a69a862)."""
+    restore then put the operator's latch back on a route the config no longer has (a
+    renamed route matching its requests serving at the file's weights meanwhile, the
+    version rolled back from included): what dropped_latched refuses without a drill
+    (found by review of a69a862)."""
     p1, p2 = await backends(echo_app("v1")), await backends(echo_app("v2"))
     full = routes(p1, p2)
     cfg = write_config(tmp_path, full)
