@@ -488,3 +488,38 @@ async def test_a_drill_run_under_nohup_runs_on_after_a_hangup(
     out, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 0, (out, err)
     assert json.loads(out)["verdict"] == "passed"
+
+
+async def test_a_reload_dropping_a_route_a_drill_rolled_back_over_an_operators_latch_is_refused(
+        tmp_path: Path, backends, session: ClientSession) -> None:
+    """A reload may drop a route whose only latch is an open drill's rollback (the restore
+    undoes it). But a drill that rolled back a route an operator had latched (here: weights
+    90/10) records that latch as what its restore puts back: the reload was let through, the
+    restore then put the operator's latch back on a route the config no longer has (a
+    renamed route matching its requests serving at the file's weights meanwhile, the
+    version rolled back from included): what dropped_latched refuses without a drill
+    (found by review of a69a862)."""
+    p1, p2 = await backends(echo_app("v1")), await backends(echo_app("v2"))
+    full = routes(p1, p2)
+    cfg = write_config(tmp_path, full)
+    async with running_gateway(cfg) as g:
+        a = g.admin
+        h = hdr("killgate:drill killgate:read killgate:rollout")
+        st, out = await call(session, "PUT", f"{a}/v1/routes/iris-drill/weights",
+                             {"weights": {"v1": 90, "v2": 10}, "reason": "operator"}, h)
+        assert st == 200, out
+        st, opened = await call(session, "POST", f"{a}/v1/drills",
+                                {"kind": "rollback", "route": "iris-drill", "reason": "r"}, h)
+        assert st == 200, opened
+        st, out = await call(session, "POST", f"{a}/v1/drills/{opened['drill']}/inject",
+                             {"to": "v1", "reason": "r"}, h)
+        assert st == 200, out
+        watcher = g.gw.watcher
+        assert watcher is not None
+        old = watcher.outcome.loaded_digest
+        write_config(tmp_path, full[:full.index("- name: iris-drill")])
+        await wait_until(lambda: watcher.outcome.last_error is not None
+                         or watcher.outcome.loaded_digest != old, 10, what="reload")
+        assert watcher.outcome.loaded_digest == old
+        assert "latched at runtime" in str(watcher.outcome.last_problems), \
+            watcher.outcome.last_problems

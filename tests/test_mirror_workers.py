@@ -5,13 +5,17 @@ before), however many workers copy it."""
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import itertools
 import json
+import os
+import threading
 from pathlib import Path
 
 import pytest
 from aiohttp import ClientSession
 
+from gateway.state.mirror import _append
 from tests.backends import echo_app
 from tests.conftest import free_port, two_versions, wait_until, write_config
 from tests.test_killswitch import auth, kill, redis_state, unkill
@@ -60,3 +64,35 @@ async def test_two_workers_copy_each_event_once(tmp_path: Path, backends, redis_
     assert len(hashes) == len(set(hashes)) == n, f"{len(hashes)} lines, {len(set(hashes))} events"
     for before, ev in itertools.pairwise(got):
         assert ev["prev_hash"] == before["hash"]
+
+
+def test_a_lock_held_by_a_hung_sibling_does_not_hold_the_copy_forever(tmp_path: Path) -> None:
+    """The workers share `FILE.lock`. A sibling holding it (stopped mid-append: SIGSTOP, a
+    debugger, a hung disk) held the copying thread in flock forever: the mirror said
+    nothing of it, and a stop hung in asyncio's executor shutdown, which joins that thread
+    (found by review of revkill6). The wait is bounded: the append fails (OSError, shown,
+    counted and retried by the mirror's loop) and lands once the lock is free."""
+    mirror = tmp_path / "mirror.jsonl"
+    events = [{"hash": "h1", "prev_hash": None}, {"hash": "h2", "prev_hash": "h1"}]
+    outcome: list[object] = []
+
+    def attempt() -> None:
+        try:
+            outcome.append(_append(mirror, events, None))
+        except OSError as exc:
+            outcome.append(exc)
+
+    sibling = os.open(tmp_path / "mirror.jsonl.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(sibling, fcntl.LOCK_EX)
+        thread = threading.Thread(target=attempt, daemon=True)
+        thread.start()
+        thread.join(timeout=4)
+        assert outcome, "the append still waits for the lock"
+        assert isinstance(outcome[0], OSError) and "mirror.jsonl.lock" in str(outcome[0])
+        assert not mirror.exists() or mirror.read_bytes() == b""
+    finally:
+        os.close(sibling)
+    done, at = _append(mirror, events, None)
+    assert done == events and at is None
+    assert [json.loads(line)["hash"] for line in mirror.read_text().splitlines()] == ["h1", "h2"]

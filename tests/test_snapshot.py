@@ -3,6 +3,7 @@ they are adopted at start), a signed file of its own owner is read whole."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -238,3 +239,47 @@ async def test_a_sibling_workers_older_document_is_not_written_over_a_newer(
     other.soon(StateDoc(generation=2, epoch="e"))
     await other.flush()
     assert other.read() is not None and other.status()["generation"] == 2
+
+
+async def test_a_lock_held_by_a_hung_sibling_is_reported_and_the_write_lands_after(
+        tmp_path: Path) -> None:
+    """The workers share `<path>.lock`. A sibling holding it (stopped mid-write: SIGSTOP, a
+    debugger, a hung disk) blocked the write thread in flock forever: /v1/status said the
+    snapshot was fine at its old generation while a kill never reached the file, and a stop
+    waited on that thread (asyncio's executor shutdown). The wait is now bounded, the
+    failure shown, and the write retried until the lock is free (found by review of
+    revkill6)."""
+    path = tmp_path / "snapshot.json"
+    snap = SnapshotFile(path, RING)
+    snap.lock_wait = 0.2
+    snap.soon(StateDoc(generation=1, epoch="e"))
+    await snap.flush()
+    assert snap.status()["generation"] == 1
+    sibling = os.open(path.with_name("snapshot.json.lock"), os.O_RDWR)
+    try:
+        fcntl.flock(sibling, fcntl.LOCK_EX)
+        snap.soon(StateDoc(generation=2, epoch="e", kills={"version:iris:v2": FLAG}))
+        await wait_until(lambda: snap.error is not None, 3, what="the lock reported")
+        status = snap.status()
+        assert status["ok"] is False and status["generation"] == 1, status
+        assert "snapshot.json.lock" in status["error"] and "held" in status["error"], status
+        await snap.flush(timeout=0.5)  # (a stop is not held by the lock)
+    finally:
+        os.close(sibling)
+    await wait_until(lambda: snap.status()["generation"] == 2, 3, what="the write landed")
+    assert snap.error is None
+    got = SnapshotFile(path, RING).read()
+    assert got is not None and set(got.kills) == {"version:iris:v2"}
+
+
+async def test_a_lock_file_that_cannot_be_opened_is_named_in_the_error(tmp_path: Path) -> None:
+    """A failure at `<path>.lock` (a folder there, a root-owned lock left by a run as root)
+    said "cannot write .../snapshot.json: Is a directory" of a snapshot that is no folder:
+    the file an SRE must fix is now named."""
+    path = tmp_path / "snapshot.json"
+    path.with_name("snapshot.json.lock").mkdir()
+    snap = SnapshotFile(path, RING)
+    snap.soon(StateDoc(generation=1, epoch="e"))
+    await snap.flush()
+    status = snap.status()
+    assert status["ok"] is False and "snapshot.json.lock" in status["error"], status

@@ -19,7 +19,7 @@ from gateway.configfile import LoadedConfig
 from gateway.control.reload import summarize_changes
 from gateway.domain.audit import AuditDraft, utc_now
 from gateway.domain.diff import config_dict
-from gateway.domain.drills import holds_override
+from gateway.domain.drills import drill_only_latch
 from gateway.domain.droppedlatch import dropped_latched, with_running
 from gateway.domain.killreach import kills_routed_around
 from gateway.domain.kills import unrouted
@@ -59,8 +59,9 @@ class ConfigHistory:
         known = doc if running is None else with_running(doc, running.config.routes)
         problems = identity_problems(known, routes) + latch_problems(doc, routes)
         if running is not None:
-            # (not a latch an open drill made: its restore undoes it, route or no route)
-            latched = {n: ov for n, ov in doc.overrides.items() if not holds_override(doc, n)}
+            # (not a latch an open drill made over none: its restore undoes it, route or no
+            # route; over an operator's latch, the restore puts that one back)
+            latched = {n: ov for n, ov in doc.overrides.items() if not drill_only_latch(doc, n)}
             problems += dropped_latched(latched,
                                         (rc.name for rc in running.config.routes), routes)
         if problems:

@@ -40,6 +40,7 @@ from gateway.errors import ConflictingState, InvalidChange, UnknownVersion
 
 __all__ = [
     "KINDS",
+    "drill_only_latch",
     "end",
     "holds_kill",
     "holds_override",
@@ -174,6 +175,19 @@ def holds_override(doc: StateDoc, route: str) -> bool:
     now = plain(ov)
     return any("override" in m and m["override"]["route"] == route
                and m["override"]["after"] == now
+               for rec in doc.drills.values() for m in rec.injected)
+
+
+def drill_only_latch(doc: StateDoc, route: str) -> bool:
+    """Whether the route's override is an open drill's (`holds_override`) over no latch of
+    its own: the drill's restore leaves the route unlatched. (Over an operator's latch, the
+    restore puts that latch back: a reload must not drop its route meanwhile.)"""
+    ov = doc.overrides.get(route)
+    if ov is None:
+        return False
+    now = plain(ov)
+    return any("override" in m and m["override"]["route"] == route
+               and m["override"]["after"] == now and m["override"]["before"] is None
                for rec in doc.drills.values() for m in rec.injected)
 
 

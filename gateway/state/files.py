@@ -9,15 +9,43 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import json
 import os
 import secrets
 import stat
+import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["append_lines", "atomic_write", "end_line", "last_line", "put_in_place",
-           "read_regular", "tail_lines", "write_target", "written_aside"]
+__all__ = ["LockBusy", "append_lines", "atomic_write", "end_line", "flock_within",
+           "last_line", "put_in_place", "read_regular", "tail_lines", "write_target",
+           "written_aside"]
+
+#: how long a side file's writer waits for its `.lock` before saying so (and trying again)
+LOCK_WAIT = 2.0
+
+
+class LockBusy(OSError):
+    """A side file's `.lock` stayed held (a sibling worker stopped or hung mid-write)."""
+
+
+def flock_within(fd: int, name: Path, seconds: float = LOCK_WAIT) -> None:
+    """Take the exclusive flock of `fd` (the lock file `name`), waiting at most `seconds`:
+    a sibling hung holding it (SIGSTOP, a debugger, a hung disk) must not hold the calling
+    thread forever, its failure unseen, and a stop waiting on that thread (asyncio's
+    executor shutdown joins it). Raises LockBusy then."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise LockBusy(f"{name} is held by another process (a sibling worker "
+                               f"stopped or hung mid-write?) for over {seconds:g} s; "
+                               "retrying") from None
+            time.sleep(0.02)
 
 
 def read_regular(path: Path, limit: int) -> bytes | None:

@@ -14,7 +14,6 @@ reach the store or the disk are retried and never affect the gateway.
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import logging
 import os
 import time
@@ -25,7 +24,7 @@ from typing import Any
 from gateway.domain.audit import event_hash, mac_matches, parse_event, utc_now
 from gateway.errors import StateError
 from gateway.log import event
-from gateway.state.files import append_lines, atomic_write, end_line, last_line
+from gateway.state.files import append_lines, atomic_write, end_line, flock_within, last_line
 from gateway.state.signing import Keyring
 from gateway.state.store import AuditStore
 from gateway.telemetry.metrics import Metrics
@@ -47,10 +46,10 @@ def _append(path: Path, events: list[dict[str, Any]],
     are appended, those before it a sibling appended already. Returns the events appended
     and the file's last hash; None for the events when that line is neither `after` nor
     one of them (a sibling got further: the caller catches up from the file's end)."""
-    fd = os.open(path.with_name(path.name + ".lock"),
-                 os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    lockname = path.with_name(path.name + ".lock")
+    fd = os.open(lockname, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     with open(fd, "r+b") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # (released as it closes)
+        flock_within(lock.fileno(), lockname)  # (released as it closes; bounded: LockBusy)
         last = last_line(path)
         ev = parse_event(last) if last else None
         at = str(ev.get("hash")) if ev is not None else after  # (torn, or none: as ever)

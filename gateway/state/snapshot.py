@@ -15,7 +15,6 @@ so too for a file that other users may write (gateway/filemodes.py).
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import json
 import logging
 import os
@@ -26,7 +25,14 @@ from typing import Any
 from gateway import filemodes
 from gateway.domain.statedoc import StateDoc
 from gateway.log import event
-from gateway.state.files import atomic_write, read_regular, write_target
+from gateway.state.files import (
+    LOCK_WAIT,
+    LockBusy,
+    atomic_write,
+    flock_within,
+    read_regular,
+    write_target,
+)
 from gateway.state.signing import MAGIC, Keyring
 from gateway.state.store import MAX_DOC_BYTES, OnUnverified, decode_doc, ignore_unverified
 
@@ -59,6 +65,7 @@ class SnapshotFile:
         self._pending: StateDoc | None = None
         self._newest = (-1, -1)  # (generation, audit_seq) of the newest document handed over
         self._writer: asyncio.Task[None] | None = None
+        self.lock_wait = LOCK_WAIT
 
     def read(self) -> StateDoc | None:
         """The snapshot, verified; None when absent or refused (reported)."""
@@ -111,10 +118,10 @@ class SnapshotFile:
         sealed = self.keys.seal(b"snapshot", json.dumps(doc.to_json()).encode())
         target.parent.mkdir(parents=True, exist_ok=True)
         # (no link followed: one planted there must not make us create a file elsewhere)
-        fd = os.open(target.with_name(target.name + ".lock"),
-                     os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        lockname = target.with_name(target.name + ".lock")
+        fd = os.open(lockname, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         with open(fd, "r+b") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # (released as it closes)
+            flock_within(lock.fileno(), lockname, self.lock_wait)  # (released as it closes)
             there = self._held(target)
             if there is not None and there > (doc.generation, doc.audit_seq):
                 return there[0]
@@ -137,21 +144,27 @@ class SnapshotFile:
             return None
         return doc.generation, doc.audit_seq
 
-    async def write(self, doc: StateDoc) -> None:
+    async def write(self, doc: StateDoc) -> bool:
+        """Write `doc`; False when the lock stayed held (worth another try), else True
+        (written, or failed: reported)."""
         if self.path is None:
-            return
+            return True
         try:
             written = await asyncio.to_thread(self._write, doc)
         except OSError as exc:
             # a restart would enforce an older file (or none): shown in /v1/status and
-            # counted, not only logged
-            self.error = f"cannot write {self.path}: {exc.strerror or exc}"
+            # counted, not only logged (a failure naming another file names it)
+            where = exc.filename if exc.filename not in (None, str(self.path)) else None
+            self.error = (f"cannot write {self.path}: "
+                          + (f"{where}: " if where else "") + f"{exc.strerror or exc}")
             if self.on_failed is not None:
                 self.on_failed()
             event(log, "snapshot_write_failed", logging.ERROR, path=str(self.path),
-                  error=exc.strerror, generation=doc.generation, written=self.written)
-            return
+                  error=exc.strerror or str(exc), generation=doc.generation,
+                  written=self.written)
+            return not isinstance(exc, LockBusy)
         self.error, self.written = None, written
+        return True
 
     def status(self) -> dict[str, Any] | None:
         """`/v1/status` → `store.snapshot` (None: no snapshot_path)."""
@@ -175,7 +188,8 @@ class SnapshotFile:
     async def _write_latest(self) -> None:
         while self._pending is not None:
             doc, self._pending = self._pending, None
-            await self.write(doc)
+            if not await self.write(doc) and self._pending is None:
+                self._pending = doc  # (the lock was held: again, unless a newer one came)
 
     async def flush(self, timeout: float = 5.0) -> None:
         """On the way out: let the last snapshot land."""
