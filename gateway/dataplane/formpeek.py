@@ -8,7 +8,8 @@ reads bytes already held (the peek window) and refuses (`Unreadable`), never gue
 whatever a backend's form reader could read differently: a `model` named twice, a part
 head or a boundary line out of the grammar (bare LF, folded or repeated header fields,
 escapes or RFC 2231 `name*=` in a Content-Disposition), a `model` part that is a file, has
-a Content-Transfer-Encoding or a charset other than UTF-8, an invalid percent escape.
+a Content-Transfer-Encoding or a charset other than UTF-8, a nested multipart part, an
+invalid percent escape.
 
 Multipart: the parts are read in order until the `model` part; when the body goes on past
 the window, what follows the `model` part is not read (an audio file, megabytes), and a
@@ -202,6 +203,9 @@ def _multipart(body: bytes, boundary: bytes, complete: bool) -> ModelField | Non
                              "does not end")
         name, is_file, fields = _part_head(body[start:end])
         content = end + 4
+        if fields.get("content-type", "").lower().startswith("multipart/"):
+            raise Unreadable("a part is itself multipart (deprecated by RFC 7578; form "
+                             "readers differ on it); send each file as its own part")
         stop = body.find(sep, content)
         if name is not None and (name == "model" or _near(name.encode())):
             if name != "model":
