@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 from aiohttp import ClientSession, FormData, web
 
-from tests.conftest import bearer, running_gateway, write_config
+from tests.backends import Recorder, echo_app
+from tests.conftest import bearer, free_port, running_gateway, wait_until, write_config
 from tests.rawhttp import exchange
 
 pytestmark = pytest.mark.timeout(30)
@@ -156,3 +157,47 @@ async def test_a_form_is_refused_for_a_version_that_rewrites_model(
         async with session.post(url, json={"model": "gpt-a"}) as r:  # JSON: rewritten
             assert r.status == 200 and (await r.json())["backend"] == "a"
     assert seen == ["other", "a"]
+
+
+def _rewriting(stable: int, canary: int, shadow: int) -> str:
+    """Route `chat` by model gpt-a: stable v1 (as sent), v2 and the shadow v3 rewrite."""
+    return textwrap.dedent(f"""\
+        - name: chat
+          match: {{path_prefix: /v1, model: gpt-a}}
+          stable: v1
+          outlier: {{consecutive_gateway_failures: 50}}
+          shadow: {{version: v3, sample: 1.0, max_request_bytes: 1048576}}
+          versions:
+            - {{name: v1, url: "http://127.0.0.1:{stable}", weight: 100}}
+            - {{name: v2, url: "http://127.0.0.1:{canary}", weight: 0, model: m2}}
+            - {{name: v3, url: "http://127.0.0.1:{shadow}", weight: 0, model: m3}}
+        """)
+
+
+async def test_a_form_is_never_moved_or_copied_to_a_version_that_rewrites_model(
+        tmp_path: Path, backends, session: ClientSession) -> None:
+    """Failover from v1 (no `model`) and the shadow copy skip versions with `model` for a
+    form (a form's `model` has no JSON offsets: rewritten, its bytes were spliced)."""
+    v1, v2, v3 = Recorder(), Recorder(), Recorder()
+    p1, p2, p3 = (await backends(echo_app("v1", v1)), await backends(echo_app("v2", v2)),
+                  await backends(echo_app("v3", v3)))
+    dead = free_port()
+    async with running_gateway(write_config(tmp_path, _rewriting(p1, p2, p3))) as g:
+        url = g.url + "/v1/audio/transcriptions"
+        async with session.post(url, data=audio_form("gpt-a")) as r:  # to v1, not copied
+            assert r.status == 200 and r.headers["x-killgate-version"] == "v1"
+        async with session.post(url, json={"model": "gpt-a"}) as r:  # JSON: copied
+            assert r.status == 200
+        await wait_until(lambda: len(v3.requests) == 1, 10, what="the shadow copy")
+        await wait_until(lambda: g.gw.proxy is not None and g.gw.proxy.shadow is not None
+                         and not g.gw.proxy.shadow.leases.get("chat"), 10, what="copies")
+        assert [json.loads(rq["body"])["model"] for rq in v3.requests] == ["m3"]
+    cfg = write_config(tmp_path, _rewriting(dead, p2, p3))
+    async with running_gateway(cfg) as g:
+        url = g.url + "/v1/audio/transcriptions"
+        async with session.post(url, data=audio_form("gpt-a")) as r:
+            text = await r.text()
+            assert r.status == 502, text
+            msg = json.loads(text)["error"]["message"]
+            assert "not failed over to v2" in msg and "cannot rewrite" in msg, msg
+    assert v2.requests == []

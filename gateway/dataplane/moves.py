@@ -116,7 +116,7 @@ class Moves(Handle):
                 self._finished()
                 proxy.upstream_failed(self.req, plan, self.target, self.decision, err,
                                       self._skipped(proxy.peek_bytes) if nxt.reason == "no_other_version"
-                                      and self.field is None else "")
+                                      and (self.field is None or self.field.form) else "")
             return False
         self.so_far = nxt.so_far
         self.new_connection = nxt.action == FRESH
