@@ -201,3 +201,25 @@ async def test_a_form_is_never_moved_or_copied_to_a_version_that_rewrites_model(
             msg = json.loads(text)["error"]["message"]
             assert "not failed over to v2" in msg and "cannot rewrite" in msg, msg
     assert v2.requests == []
+
+
+async def test_a_form_to_a_rewriting_version_of_a_path_route_is_refused(
+        tmp_path: Path, backends, session: ClientSession) -> None:
+    """A route matched by path (the version chosen first, the body read for it): a form
+    with a `model` is 400, one without goes as it came, as a JSON body without one does."""
+    v1 = Recorder()
+    p1 = await backends(echo_app("v1", v1))
+    routes = textwrap.dedent(f"""\
+        - name: audio
+          match: {{path_prefix: /v1/audio}}
+          stable: v1
+          versions:
+            - {{name: v1, url: "http://127.0.0.1:{p1}", weight: 100, model: whisper-2}}
+        """)
+    async with running_gateway(write_config(tmp_path, routes)) as g:
+        url = g.url + "/v1/audio/transcriptions"
+        async with session.post(url, data=audio_form("whisper-1")) as r:
+            assert r.status == 400 and "cannot rewrite" in (await r.json())["error"]["message"]
+        async with session.post(url, data={"language": "en"}) as r:
+            assert r.status == 200
+    assert [rq["body"] for rq in v1.requests] == [b"language=en"]
