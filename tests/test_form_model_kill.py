@@ -128,6 +128,8 @@ _FILE = b'Content-Disposition: form-data; name="file"; filename="a.wav"\r\n\r\n'
     pytest.param(b"model=gpt-b&model=gpt-a", b"application/x-www-form-urlencoded",
                  id="urlencoded-twice"),
     pytest.param(b"model=gpt%2", b"application/x-www-form-urlencoded", id="bad-escape"),
+    pytest.param(b"model=gpt-a\r\n", b"application/x-www-form-urlencoded",
+                 id="trailing-whitespace"),  # aiohttp strips it: gpt-a
 ])
 async def test_a_form_whose_model_cannot_be_read_one_way_is_refused(
         tmp_path: Path, backends, body: bytes, ctype: bytes) -> None:

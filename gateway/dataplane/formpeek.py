@@ -30,6 +30,7 @@ MAX_PART_HEAD = 8192  # bytes of a part's head (its header fields)
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _BCHARS = re.compile(r"[0-9A-Za-z'()+_,\-./:=? ]{0,69}[0-9A-Za-z'()+_,\-./:=?]")
 _PARAM = re.compile(r"[ \t]*([^=; \t\"]+)[ \t]*=[ \t]*")
+_RAW = re.compile(rb"[\x00-\x20;\x7f]")
 _PCT = re.compile(rb"%([0-9A-Fa-f]{2})")
 _PAST = ("the body's form fields run past the gateway's peek window "
          "(server.model_peek_bytes) before its 'model' field ends, so its 'model' cannot be "
@@ -109,6 +110,11 @@ def _urlencoded(body: bytes, complete: bool) -> ModelField | None:
         raise Unreadable("the form body runs past the gateway's peek window "
                          "(server.model_peek_bytes), so its 'model' cannot be checked; send "
                          "a smaller body or raise the window")
+    if _RAW.search(body) is not None:
+        # (aiohttp strips trailing whitespace before it splits, old parse_qsl split on `;`:
+        # `model=gpt-a\n` or `x=1;model=gpt-a` read as gpt-a there, as no model here)
+        raise Unreadable("the form body has a raw ';', whitespace or control byte (some "
+                         "readers strip or split on them); percent-encode it")
     found: ModelField | None = None
     for pair in body.split(b"&"):
         name, _, value = pair.partition(b"=")
