@@ -14,10 +14,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from gateway.dataplane.formpeek import body_model
 from gateway.dataplane.headers import declared_charset
-from gateway.dataplane.jsonpeek import ModelField, Unreadable, find_model
+from gateway.dataplane.jsonpeek import ModelField, Unreadable
 
-__all__ = ["coding_refused", "held_model"]
+__all__ = ["FORM_NOT_REWRITTEN", "coding_refused", "held_model"]
+
+FORM_NOT_REWRITTEN = ("the body is a form (multipart/form-data or x-www-form-urlencoded) "
+                      "whose 'model' field the gateway cannot rewrite for a version that "
+                      "sets 'model'; send it as JSON, or route it to a version without "
+                      "'model'")
 
 _UTF8 = ("utf-8", "utf8")
 
@@ -74,4 +80,8 @@ def held_model(headers: Mapping[str, str], held: bytes, complete: bool,
         raise Unreadable(why)
     if not held and not complete:
         raise Unreadable("the body streamed to its backend as it came: none of it is held")
-    return find_model(held[:window], complete and len(held) <= window)
+    field = body_model(headers.get("content-type"), held[:window],
+                       complete and len(held) <= window)
+    if field is not None and field.form:
+        raise Unreadable(FORM_NOT_REWRITTEN)
+    return field

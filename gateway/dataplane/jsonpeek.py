@@ -43,6 +43,7 @@ class ModelField:
     value: str
     start: int  # byte offsets of the JSON value (including its quotes)
     end: int
+    form: bool = False  # a form field (formpeek.py): never rewritten in place
 
 
 def _text(body: bytes, complete: bool) -> str:

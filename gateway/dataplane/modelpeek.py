@@ -21,8 +21,9 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from gateway.dataplane.answers import Answers
-from gateway.dataplane.heldmodel import coding_refused
-from gateway.dataplane.jsonpeek import Unreadable, find_model
+from gateway.dataplane.formpeek import body_model
+from gateway.dataplane.heldmodel import FORM_NOT_REWRITTEN, coding_refused
+from gateway.dataplane.jsonpeek import Unreadable
 from gateway.dataplane.peekbudget import PeekBudget
 from gateway.dataplane.ports import TableSource
 from gateway.dataplane.request import BadBody, BadHeader, BodyTimeout, ClientGone, OverBudget, Request
@@ -123,7 +124,8 @@ class ModelPeek(Answers):
                 prefix: bytes, complete: bool) -> None:
         peek = self.peek_bytes  # the window, exactly: however the bytes arrived
         try:
-            field = find_model(prefix[:peek], complete and len(prefix) <= peek)
+            field = body_model(req.headers.get("content-type"), prefix[:peek],
+                               complete and len(prefix) <= peek)
         except Unreadable as exc:
             self._bad(req, "model_body", str(exc))
             return
@@ -166,8 +168,12 @@ class ModelPeek(Answers):
                       path: str, target: bytes, prefix: bytes, complete: bool) -> None:
         peek = self.peek_bytes  # the window, exactly, as `_peeked` reads it
         try:
-            field = find_model(prefix[:peek], complete and len(prefix) <= peek)
+            field = body_model(req.headers.get("content-type"), prefix[:peek],
+                               complete and len(prefix) <= peek)
         except Unreadable as exc:
             self._bad(req, "model_body", str(exc))
+            return
+        if field is not None and field.form:  # (`_version_first`: the version rewrites)
+            self._bad(req, "model_body", FORM_NOT_REWRITTEN)
             return
         self._chosen(req, table, plan, choice, path, target, prefix, field, complete)

@@ -116,7 +116,7 @@ class Moves(Handle):
                 self._finished()
                 proxy.upstream_failed(self.req, plan, self.target, self.decision, err,
                                       self._skipped(proxy.peek_bytes) if nxt.reason == "no_other_version"
-                                      and self.field is None else "")
+                                      and (self.field is None or self.field.form) else "")
             return False
         self.so_far = nxt.so_far
         self.new_connection = nxt.action == FRESH
@@ -153,7 +153,7 @@ class Moves(Handle):
         now = proxy.holder.held.table.by_name.get(self.plan.name)
         if now is not None and now is not self.plan and now.rolled_off:
             order = tuple(t for t in order if t.name not in now.rolled_off)
-        if self.field is None and any(t.model for t in order):
+        if (self.field is None or self.field.form) and any(t.model for t in order):
             order = self._rewritable(order, proxy.peek_bytes)
         return order
 

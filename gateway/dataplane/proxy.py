@@ -24,6 +24,7 @@ from gateway.dataplane.attempts import Policy
 from gateway.dataplane.drillfault import FaultGate
 from gateway.dataplane.finish import Finish
 from gateway.dataplane.flight import Flight
+from gateway.dataplane.heldmodel import FORM_NOT_REWRITTEN
 from gateway.dataplane.inflight import Inflight
 from gateway.dataplane.jsonpeek import ModelField
 from gateway.dataplane.modelpeek import ModelPeek
@@ -206,6 +207,9 @@ class Proxy(Outgoing, ModelPeek, Finish):
             trace_choice(req.span, plan, choice, model, path)
         if choice.target is None:
             self.unavailable(req, plan, choice.decision)
+            return
+        if field is not None and field.form and choice.target.model:
+            self._bad(req, "model_body", FORM_NOT_REWRITTEN)
             return
         if prefix is None and req.body_done:
             chunks = req.chunks  # (`req.body()`, inline for a body that came in one piece)

@@ -140,7 +140,7 @@ class Mirror:
         if not complete or body is None or len(body) > sh.max_request_bytes:
             self.count(plan, "body")
             return None
-        if field is None and plan.shadow.model:
+        if (field is None or field.form) and plan.shadow.model:  # (a form's: refused)
             # (sent to a version that rewrites nothing, the body was not read for its
             # `model`: read here, for the copy only; one that cannot be is not copied, and
             # never makes the client's request refused)

@@ -1,0 +1,248 @@
+"""Find the `model` field of a form body (multipart/form-data, x-www-form-urlencoded).
+
+OpenAI's multipart endpoints (`/v1/audio/transcriptions`, `/v1/audio/translations`,
+`/v1/images/edits`, `/v1/images/variations`) send `model` as a form field, not in JSON: read
+only as JSON, such a request matched no `match.model` route, and one whose model was killed
+went on by a catch-all (found by a hostile review). Pure and sans-I/O, like `jsonpeek`: it
+reads bytes already held (the peek window) and refuses (`Unreadable`), never guesses,
+whatever a backend's form reader could read differently: a `model` named twice, a part
+head or a boundary line out of the grammar (bare LF, folded or repeated header fields,
+escapes or RFC 2231 `name*=` in a Content-Disposition), a `model` part that is a file, has
+a Content-Transfer-Encoding or a charset other than UTF-8, a nested multipart part, an
+invalid percent escape.
+
+Multipart: the parts are read in order until the `model` part; when the body goes on past
+the window, what follows the `model` part is not read (an audio file, megabytes), and a
+body whose `model` part does not end inside the window is refused. Urlencoded: the whole
+body must lie in the window, as a JSON body's top-level members must.
+"""
+
+from __future__ import annotations
+
+import re
+
+from gateway.dataplane.jsonpeek import Ambiguous, ModelField, Unreadable, find_model
+
+__all__ = ["MAX_MODEL", "MAX_PART_HEAD", "body_model", "form_kind"]
+
+MAX_MODEL = 1024  # bytes of a form's `model` value
+MAX_PART_HEAD = 8192  # bytes of a part's head (its header fields)
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_BCHARS = re.compile(r"[0-9A-Za-z'()+_,\-./:=? ]{0,69}[0-9A-Za-z'()+_,\-./:=?]")
+_PARAM = re.compile(r"[ \t]*([^=; \t\"]+)[ \t]*=[ \t]*")
+_RAW = re.compile(rb"[\x00-\x20;\x7f]")
+_PCT = re.compile(rb"%([0-9A-Fa-f]{2})")
+_PAST = ("the body's form fields run past the gateway's peek window "
+         "(server.model_peek_bytes) before its 'model' field ends, so its 'model' cannot be "
+         "checked; send 'model' first (before any file), or raise the window")
+
+
+def form_kind(ctype: str | None) -> tuple[str, str | None] | None:
+    """('multipart', boundary) or ('urlencoded', None) for a form Content-Type, else None.
+    Raises `Unreadable` for a multipart type whose boundary cannot be read one way."""
+    if not ctype:
+        return None
+    media, _, params = ctype.partition(";")
+    media = media.strip(" \t").lower()
+    if media == "application/x-www-form-urlencoded":
+        return "urlencoded", None
+    if media != "multipart/form-data":
+        return None
+    boundary: str | None = None
+    for param in params.split(";"):
+        name, eq, value = param.partition("=")
+        name = name.strip(" \t").lower()
+        if name.startswith("boundary"):
+            if boundary is not None or name != "boundary" or not eq:
+                raise Unreadable("the multipart Content-Type names its boundary more than "
+                                 "once or in another form than 'boundary=...'")
+            value = value.strip(" \t")
+            if len(value) >= 2 and value[0] == value[-1] == '"':
+                value = value[1:-1]
+            boundary = value
+    if boundary is None or _BCHARS.fullmatch(boundary) is None:
+        raise Unreadable("the multipart/form-data Content-Type has no valid boundary "
+                         "(RFC 2046: 1 to 70 characters)")
+    return "multipart", boundary
+
+
+def body_model(ctype: str | None, body: bytes, complete: bool) -> ModelField | None:
+    """The body's `model` as its Content-Type says it is sent: a form's field, or JSON's
+    (`jsonpeek.find_model`). `complete`: `body` is the whole body, else the peek window."""
+    kind = form_kind(ctype) if ctype is not None and "form" in ctype.lower() else None
+    if kind is None:
+        return find_model(body, complete)
+    try:
+        if kind[1] is None:
+            return _urlencoded(body, complete)
+        return _multipart(body, kind[1].encode("ascii"), complete)
+    except Unreadable as exc:
+        if "'model'" in str(exc):
+            raise
+        raise type(exc)(f"{exc}, so the body's 'model' cannot be checked") from None
+
+
+def _value(raw: bytes) -> ModelField:
+    if len(raw) > MAX_MODEL:
+        raise Unreadable(f"the body's 'model' field is longer than {MAX_MODEL} bytes")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise Unreadable("the body's 'model' field is not valid UTF-8") from None
+    return ModelField(text, -1, -1, True)
+
+
+def _pct(raw: bytes) -> bytes:
+    """Strict percent-decoding (`+` a space): a `%` not followed by two hex digits refused."""
+    raw = raw.replace(b"+", b" ")
+    if raw.count(b"%") != len(_PCT.findall(raw)):
+        raise Unreadable("the form body has a '%' that is not a percent escape (%XX)")
+    return _PCT.sub(lambda m: bytes([int(m.group(1), 16)]), raw)
+
+
+def _near(name: bytes) -> bool:
+    """A field name a reader could take for `model` that is not exactly `model`."""
+    return name != b"model" and name.strip(b" \t\r\n").lower() == b"model"
+
+
+def _urlencoded(body: bytes, complete: bool) -> ModelField | None:
+    if not complete:
+        raise Unreadable("the form body runs past the gateway's peek window "
+                         "(server.model_peek_bytes), so its 'model' cannot be checked; send "
+                         "a smaller body or raise the window")
+    if _RAW.search(body) is not None:
+        # (aiohttp strips trailing whitespace before it splits, old parse_qsl split on `;`:
+        # `model=gpt-a\n` or `x=1;model=gpt-a` read as gpt-a there, as no model here)
+        raise Unreadable("the form body has a raw ';', whitespace or control byte (some "
+                         "readers strip or split on them); percent-encode it")
+    found: ModelField | None = None
+    for pair in body.split(b"&"):
+        name, _, value = pair.partition(b"=")
+        name = _pct(name)
+        if _near(name):
+            raise Unreadable("the form body has a field named like 'model' but not exactly "
+                             "'model'")
+        if name == b"model":
+            if found is not None:
+                raise Ambiguous("the form body has more than one 'model' field")
+            found = _value(_pct(value))
+    return found
+
+
+def _disposition(value: str) -> tuple[str | None, bool]:
+    """(name, whether it has a filename) of a part's Content-Disposition."""
+    kind, _, rest = value.partition(";")
+    if kind.strip(" \t").lower() != "form-data":
+        raise Unreadable("a part's Content-Disposition is not 'form-data'")
+    params: dict[str, str] = {}
+    i, n = 0, len(rest)
+    while i < n:
+        m = _PARAM.match(rest, i)
+        if m is None:
+            if rest[i:].strip(" \t;") == "":
+                break
+            raise Unreadable("a part's Content-Disposition cannot be read one way")
+        key, i = m.group(1).lower(), m.end()
+        if i < n and rest[i] == '"':
+            end = rest.find('"', i + 1)
+            if end < 0 or "\\" in rest[i:end]:
+                raise Unreadable("a part's Content-Disposition has an unterminated or "
+                                 "escaped quoted value")
+            val, i = rest[i + 1:end], end + 1
+        else:
+            t = _TOKEN.match(rest, i)
+            val, i = (t.group(), t.end()) if t else ("", i)
+        if key in params or key.endswith("*"):
+            raise Unreadable("a part's Content-Disposition repeats a parameter or uses an "
+                             "RFC 2231 form (name*=); send one plain name=\"...\"")
+        params[key] = val
+        rest_i = rest[i:].lstrip(" \t")
+        if rest_i and rest_i[0] != ";":
+            raise Unreadable("a part's Content-Disposition cannot be read one way")
+        i = n - len(rest_i) + 1
+    return params.get("name"), "filename" in params
+
+
+def _part_head(head: bytes) -> tuple[str | None, bool, dict[str, str]]:
+    fields: dict[str, str] = {}
+    for line in head.split(b"\r\n"):
+        if b"\n" in line or b"\r" in line or line[:1] in (b" ", b"\t"):
+            raise Unreadable("a part's head has a bare CR or LF, or a folded line")
+        name, colon, value = line.partition(b":")
+        if not colon or _TOKEN.fullmatch(name.decode("latin-1")) is None:
+            raise Unreadable("a part's head has a line that is not a header field")
+        key = name.decode("ascii").lower()  # (a token: ASCII)
+        if key in fields:
+            raise Unreadable(f"a part's head has more than one {key!r}")
+        fields[key] = value.decode("latin-1").strip(" \t")
+    disp = fields.get("content-disposition")
+    if disp is None:
+        raise Unreadable("a part has no Content-Disposition")
+    part, is_file = _disposition(disp)
+    return part, is_file, fields
+
+
+def _multipart(body: bytes, boundary: bytes, complete: bool) -> ModelField | None:
+    delim = b"--" + boundary
+    if not body.startswith(delim):
+        if not complete and delim.startswith(body):
+            raise Unreadable(_PAST)
+        raise Unreadable("the multipart body does not begin with its boundary")
+    sep = b"\r\n" + delim
+    i = len(delim)
+    found: ModelField | None = None
+    while True:
+        after = body[i:i + 2]
+        if after == b"--":  # the close delimiter: the end of the form
+            return found
+        if len(after) < 2 and not complete:
+            return _past(found)
+        if after != b"\r\n":
+            raise Unreadable("a multipart boundary line is followed by other bytes than "
+                             "CRLF or '--'")
+        start = i + 2
+        end = body.find(b"\r\n\r\n", start, start + MAX_PART_HEAD + 4)
+        if end < 0:
+            if not complete and len(body) - start < MAX_PART_HEAD + 4:
+                return _past(found)
+            raise Unreadable(f"a part's head is longer than {MAX_PART_HEAD} bytes or "
+                             "does not end")
+        name, is_file, fields = _part_head(body[start:end])
+        content = end + 4
+        if fields.get("content-type", "").lower().startswith("multipart/"):
+            raise Unreadable("a part is itself multipart (deprecated by RFC 7578; form "
+                             "readers differ on it); send each file as its own part")
+        stop = body.find(sep, content)
+        if name is not None and (name == "model" or _near(name.encode())):
+            if name != "model":
+                raise Unreadable("a part is named like 'model' but not exactly 'model'")
+            if found is not None:
+                raise Ambiguous("the form body has more than one 'model' field")
+            if is_file or "content-transfer-encoding" in fields:
+                raise Unreadable("the body's 'model' part is a file or has a "
+                                 "Content-Transfer-Encoding; send it as a plain field")
+            ctype = fields.get("content-type")
+            if ctype is not None and ctype.replace(" ", "").lower() not in (
+                    "text/plain", "text/plain;charset=utf-8", 'text/plain;charset="utf-8"'):
+                raise Unreadable("the body's 'model' part has a Content-Type other than "
+                                 "text/plain in UTF-8")
+            if stop < 0:
+                if complete or len(body) - content <= MAX_MODEL:
+                    if complete:
+                        raise Unreadable("the multipart body does not end with its "
+                                         "close delimiter")
+                    raise Unreadable(_PAST)
+                raise Unreadable(f"the body's 'model' field is longer than {MAX_MODEL} bytes")
+            found = _value(body[content:stop])
+        if stop < 0:
+            if complete:
+                raise Unreadable("the multipart body does not end with its close delimiter")
+            return _past(found)
+        i = stop + len(sep)
+
+
+def _past(found: ModelField | None) -> ModelField | None:
+    """The window ended inside the form: its `model`, if read, else refused."""
+    if found is None:
+        raise Unreadable(_PAST)
+    return found

@@ -1,0 +1,132 @@
+"""formpeek: a form body's `model` read strictly (sans-I/O), or refused; never another's."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.dataplane.formpeek import MAX_MODEL, MAX_PART_HEAD, body_model, form_kind
+from gateway.dataplane.jsonpeek import Ambiguous, Unreadable
+
+pytestmark = pytest.mark.timeout(30)
+
+MP = "multipart/form-data; boundary=XyZ"
+UE = "application/x-www-form-urlencoded"
+
+
+def mp(*parts: bytes, boundary: bytes = b"XyZ") -> bytes:
+    body = b"".join(b"--" + boundary + b"\r\n" + p + b"\r\n" for p in parts)
+    return body + b"--" + boundary + b"--\r\n"
+
+
+def field(name: bytes, value: bytes, extra: bytes = b"") -> bytes:
+    return b"Content-Disposition: form-data; name=" + name + b"\r\n" + extra + b"\r\n" + value
+
+
+MODEL = field(b'"model"', b"gpt-a")
+FILE = (b'Content-Disposition: form-data; name="file"; filename="a.wav"\r\n'
+        b"Content-Type: audio/wav\r\n\r\n" + b"\x00\r\n--Xy\r\n" * 50)
+
+
+def model(ctype: str, body: bytes, complete: bool = True) -> str | None:
+    f = body_model(ctype, body, complete)
+    return None if f is None else f.value
+
+
+def test_the_model_field_is_read_from_multipart_and_urlencoded_forms() -> None:
+    assert model(MP, mp(MODEL, FILE)) == "gpt-a"
+    assert model(MP, mp(FILE, field(b"model", b"gpt-a"))) == "gpt-a"  # a token name
+    assert model('multipart/form-data; boundary="XyZ"', mp(MODEL)) == "gpt-a"
+    assert model(MP, mp(field(b'"model"', b"gpt-a", b"Content-Type: text/plain; "
+                              b"charset=utf-8\r\n"))) == "gpt-a"
+    assert model(MP, mp(FILE)) is None  # a complete form without one: "no model"
+    assert model(UE, b"x=1&model=gpt%2Da&y=a+b") == "gpt-a"
+    assert model(UE, b"mod%65l=gpt+a") == "gpt a"  # (names are decoded too)
+    assert model(UE, b"x=1") is None
+    f = body_model(MP, mp(MODEL), True)
+    assert f is not None and f.form  # never rewritten in place
+    # JSON, and other types, as before
+    assert model("application/json", b'{"model": "gpt-a"}') == "gpt-a"
+    assert model("text/plain", mp(MODEL)) is None
+
+
+def test_every_fragment_of_a_form_gives_its_model_or_a_refusal_never_another() -> None:
+    for ctype, body in ((MP, mp(FILE[:40] + b"\r\n\r\nx", MODEL, FILE)),
+                        (UE, b"a=1&model=gpt-a&b=2")):
+        for cut in range(len(body)):
+            try:
+                got = model(ctype, body[:cut], False)
+            except Unreadable:
+                continue
+            assert got == "gpt-a", (cut, got)
+    # and read once its part has ended, whatever follows (an audio file past the window)
+    body = mp(MODEL, FILE)
+    end = body.index(b"gpt-a") + len(b"gpt-a\r\n--XyZ")
+    assert all(model(MP, body[:cut], False) == "gpt-a" for cut in range(end, len(body)))
+    with pytest.raises(Unreadable, match="peek window"):
+        model(MP, mp(FILE, MODEL)[:200], False)  # not found before the window ends
+
+
+@pytest.mark.parametrize(("ctype", "body", "match"), [
+    (MP, mp(MODEL, FILE, field(b'"model"', b"gpt-b")), "more than one"),
+    (UE, b"model=a&model=b", "more than one"),
+    (MP, mp(field(b'"model"', b"gpt-a\r\n--XyZX")), "boundary line"),  # boundary in a value
+    (MP, mp(MODEL).replace(b"form-data; name", b"form-data;\n name"), "bare CR or LF"),
+    (MP, b"preamble\r\n" + mp(MODEL), "begin with its boundary"),
+    (MP, mp(MODEL).replace(b"--XyZ\r\n", b"--XyZ\n"), "boundary line"),  # a bare LF
+    (MP, mp(MODEL)[:-11], "close delimiter"),  # never closed
+    (MP, mp(field(b'"model"', b"gpt-a", b"X-Pad: " + b"a" * MAX_PART_HEAD + b"\r\n")),
+     "head is longer"),
+    (MP, mp(field(b'"model"', b"gpt-a", b" folded\r\n")), "folded"),
+    (MP, mp(field(b'"mo\\"del"', b"gpt-a")), "escaped"),
+    (MP, mp(field(b'"Model"', b"gpt-a")), "like 'model'"),
+    (MP, mp(field(b'"model "', b"gpt-a")), "like 'model'"),
+    (MP, mp(field(b"\"x\"; name*=utf-8''model", b"gpt-a")), "name\\*="),
+    (MP, mp(field(b'"x"; name="model"', b"gpt-a")), "repeats"),
+    (MP, mp(field(b'"model"; filename="m.txt"', b"gpt-a")), "file"),
+    (MP, mp(field(b'"model"', b"Z3B0LWE=", b"Content-Transfer-Encoding: base64\r\n")),
+     "Transfer-Encoding"),
+    (MP, mp(field(b'"model"', b"gpt-a", b"Content-Type: text/plain; charset=utf-7\r\n")),
+     "text/plain"),
+    (MP, mp(field(b'"model"', b"gpt-a", b"Content-Disposition: form-data; name=x\r\n")),
+     "more than one"),
+    (MP, mp(field(b'"model"', b"\xff")), "UTF-8"),
+    (MP, mp(field(b'"model"', b"m" * (MAX_MODEL + 1))), "longer"),
+    (MP, mp(b'Content-Disposition: form-data; name="f"\r\n'
+            b"Content-Type: multipart/mixed; boundary=in\r\n\r\n"
+            b'--in\r\nContent-Disposition: form-data; name="model"\r\n\r\ngpt-a\r\n--in--'),
+     "itself multipart"),
+    (MP, mp(b'Content-Disposition: attachment; name="model"\r\n\r\ngpt-a'), "form-data"),
+    (UE, b"model=gpt%2", "percent escape"),
+    (UE, b"Model=gpt-a", "like 'model'"),
+    (UE, b"model=%ff", "UTF-8"),
+    (UE, b"model=gpt-a\n", "raw"),  # aiohttp strips it: gpt-a
+    (UE, b"x=1;model=gpt-a", "raw"),  # parse_qsl before 3.9.2 splits on ';'
+    (UE, b"model=gpt a", "raw"),
+])
+def test_a_form_read_two_ways_is_refused(ctype: str, body: bytes, match: str) -> None:
+    with pytest.raises(Unreadable, match=match) as exc:
+        body_model(ctype, body, True)
+    assert "'model'" in str(exc.value)
+
+
+def test_a_repeated_model_is_ambiguous_and_an_unfinished_urlencoded_form_refused() -> None:
+    with pytest.raises(Ambiguous):
+        body_model(UE, b"model=a&model=a", True)
+    with pytest.raises(Unreadable, match="peek window"):
+        body_model(UE, b"model=gpt-a&x=" + b"1" * 100, False)
+
+
+@pytest.mark.parametrize("ctype", [
+    "multipart/form-data", "multipart/form-data; boundary=", "multipart/form-data; boundary=a; "
+    "boundary=b", "multipart/form-data; boundary*=utf-8''a", "multipart/form-data; boundary="
+    + "b" * 71,
+])
+def test_a_multipart_type_without_one_boundary_is_refused(ctype: str) -> None:
+    with pytest.raises(Unreadable, match="boundary"):
+        body_model(ctype, mp(MODEL), True)
+
+
+def test_form_kind() -> None:
+    assert form_kind("Multipart/Form-Data; Boundary=XyZ") == ("multipart", "XyZ")
+    assert form_kind("application/x-www-form-urlencoded; charset=utf-8") == ("urlencoded", None)
+    assert form_kind("application/json") is None and form_kind(None) is None
