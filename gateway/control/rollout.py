@@ -76,6 +76,8 @@ class RolloutDriver(ProgressiveSteps):
         #: hands over the "ok" outcomes held back for `served` (`wiring.dataplane.Outcomes`)
         self._held: Callable[[], None] = _nothing
         self._refresh_routes()
+        # (at the swap: a new deployment's counts from its first request are its own)
+        holder.listen(lambda old, new: self._refresh_routes())
 
     def _refresh_routes(self) -> None:
         cfg = self.holder.loaded.config
