@@ -9,7 +9,11 @@ refused every new connection, such a client locked the operator out of the kill 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 from aiohttp import ClientSession
 
@@ -151,41 +155,48 @@ async def test_a_kill_gets_through_while_others_pipeline_on_every_connection(
             await asyncio.gather(*readers, return_exceptions=True)
 
 
+@contextlib.asynccontextmanager
+async def _backed_up(g: Any) -> AsyncIterator[socket.socket]:
+    """A client socket with a small receive buffer that asked the admin listener for 200
+    answers and read none yet: the listener's writes are paused when it is handed over."""
+    server = g.gw._admin_runner.server
+    loop = asyncio.get_running_loop()
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    try:
+        await loop.sock_connect(sock, ("127.0.0.1", g.gw.admin_addr[1]))
+        await loop.sock_sendall(sock, b"GET /openapi.json HTTP/1.1\r\nHost: localhost\r\n\r\n"
+                                * 200)
+        await wait_until(lambda: server.open_connections() == 1 and all(
+            c.writing_paused for c in server._connections), 10, 0.02,
+            what="the answers backed up")
+        yield sock
+    finally:
+        sock.close()
+
+
 async def test_an_answer_read_slowly_but_steadily_is_not_cut_off(tmp_path: Path,
                                                                 backends) -> None:
     """The send deadline ran from the first full buffer to its draining: a client reading
     its answers steadily, more slowly than the buffer's high-to-low water mark per
     `send_timeout` (a console on a slow link), was cut off while it read. Any progress now
     gives it another `send_timeout`, as nginx's does; once it stops reading, it is cut."""
-    import socket
-
     p = await backends(echo_app("v1"))
     cfg = write_config(tmp_path, two_versions(p, p), extra="server: {send_timeout: 0.5s}\n")
-    async with running_gateway(cfg) as g:
+    async with running_gateway(cfg) as g, _backed_up(g) as sock:
         server = g.gw._admin_runner.server
         loop = asyncio.get_running_loop()
-        sock = socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        sock.setblocking(False)
-        try:
-            await loop.sock_connect(sock, ("127.0.0.1", g.gw.admin_addr[1]))
-            await loop.sock_sendall(sock, b"GET /openapi.json HTTP/1.1\r\nHost: localhost\r\n\r\n"
-                                    * 200)
-            await wait_until(lambda: server.open_connections() == 1 and all(
-                c.writing_paused for c in server._connections), 10, 0.02,
-                what="the answers backed up")
-            got = 0
-            for _ in range(40):  # 2 s, four send_timeouts: ~8 KiB every 50 ms
-                got += len(await asyncio.wait_for(loop.sock_recv(sock, 8192), 2))
-                await asyncio.sleep(0.05)  # (the slow reader's pace, not a synchronisation)
-            assert server.open_connections() == 1, got
-            assert g.gw.metrics.get("killgate_admin_refused_total", ("timeout",)) == 0
-            # stopped reading: cut off
-            await wait_until(lambda: server.open_connections() == 0, 5, 0.05,
-                             what="the stalled connection to be cut off")
-            assert g.gw.metrics.get("killgate_admin_refused_total", ("timeout",)) == 1
-        finally:
-            sock.close()
+        got = 0
+        for _ in range(40):  # 2 s, four send_timeouts: ~8 KiB every 50 ms
+            got += len(await asyncio.wait_for(loop.sock_recv(sock, 8192), 2))
+            await asyncio.sleep(0.05)  # (the slow reader's pace, not a synchronisation)
+        assert server.open_connections() == 1, got
+        assert g.gw.metrics.get("killgate_admin_refused_total", ("timeout",)) == 0
+        # stopped reading: cut off
+        await wait_until(lambda: server.open_connections() == 0, 5, 0.05,
+                         what="the stalled connection to be cut off")
+        assert g.gw.metrics.get("killgate_admin_refused_total", ("timeout",)) == 1
 
 
 async def test_an_answer_read_below_the_min_rate_is_cut_off(tmp_path: Path, backends) -> None:
@@ -194,41 +205,27 @@ async def test_an_answer_read_below_the_min_rate_is_cut_off(tmp_path: Path, back
     long as it liked once any progress reset the send deadline; the data port cuts such a
     client once it averages less than `server.body_min_rate` after `send_timeout` of grace
     (the README: "as on the data port"), and the admin port now does too."""
-    import socket
-
     p = await backends(echo_app("v1"))
     cfg = write_config(tmp_path, two_versions(p, p),
                        extra="server: {send_timeout: 0.5s, body_min_rate: 1048576}\n")
-    async with running_gateway(cfg) as g:
+    async with running_gateway(cfg) as g, _backed_up(g) as sock:
         server = g.gw._admin_runner.server
         loop = asyncio.get_running_loop()
-        sock = socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        sock.setblocking(False)
-        try:
-            await loop.sock_connect(sock, ("127.0.0.1", g.gw.admin_addr[1]))
-            await loop.sock_sendall(sock, b"GET /openapi.json HTTP/1.1\r\nHost: localhost\r\n\r\n"
-                                    * 200)
-            await wait_until(lambda: server.open_connections() == 1 and all(
-                c.writing_paused for c in server._connections), 10, 0.02,
-                what="the answers backed up")
 
-            async def slow() -> None:  # ~160 KiB/s, as the steady reader above: below the rate
-                while True:
-                    try:
-                        if not await loop.sock_recv(sock, 8192):
-                            return
-                    except ConnectionError:
+        async def slow() -> None:  # ~160 KiB/s, as the steady reader above: below the rate
+            while True:
+                try:
+                    if not await loop.sock_recv(sock, 8192):
                         return
-                    await asyncio.sleep(0.05)  # (the slow reader's pace)
+                except ConnectionError:
+                    return
+                await asyncio.sleep(0.05)  # (the slow reader's pace)
 
-            reader = asyncio.create_task(slow())
-            try:
-                await wait_until(lambda: server.open_connections() == 0, 5, 0.05,
-                                 what="the slow reader to be cut off")
-            finally:
-                reader.cancel()
-                await asyncio.gather(reader, return_exceptions=True)
-            assert g.gw.metrics.get("killgate_admin_refused_total", ("timeout",)) == 1
+        reader = asyncio.create_task(slow())
+        try:
+            await wait_until(lambda: server.open_connections() == 0, 5, 0.05,
+                             what="the slow reader to be cut off")
         finally:
-            sock.close()
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+        assert g.gw.metrics.get("killgate_admin_refused_total", ("timeout",)) == 1
