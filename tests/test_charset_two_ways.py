@@ -7,13 +7,13 @@ JSON naming one model reads, as UTF-7, as JSON naming a killed one."""
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 from aiohttp import ClientSession, web
 
 from tests.conftest import running_gateway, write_config
 from tests.test_killswitch import auth
+from tests.test_proxy_confusion import _raw
 
 ROUTES = """\
 - name: small
@@ -29,18 +29,6 @@ ROUTES = """\
 # ASCII JSON whose `model` is "chat-big"; decoded as UTF-7 (`+ACIALA-` is `",`, `+ACI-` is
 # `"`), it is {"model": "chat-big", "pad": "", "model": "chat-small"}: the last one wins
 BODY = b'{"model": "chat-big", "pad": "+ACIALA- +ACI-model+ACI-: +ACI-chat-small"}'
-
-
-async def _raw(port: int, request: bytes) -> tuple[int, bytes]:
-    r, w = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        w.write(request)
-        await w.drain()
-        data = await asyncio.wait_for(r.read(), 5)
-    finally:
-        w.close()
-        await w.wait_closed()
-    return int(data.split(b" ", 2)[1]), data
 
 
 async def test_a_charset_declared_two_ways_never_reaches_a_killed_model(
