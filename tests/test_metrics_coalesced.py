@@ -159,4 +159,6 @@ async def test_a_flood_of_scrapes_gets_a_bounded_share_of_the_loop(
           f"({statistics.median(b - a for a, b in spans) * 1000:.1f} ms each): "
           f"{share:.0%} of {elapsed:.2f} s; data plane p50 {lat[n // 2] * 1000:.1f} ms, "
           f"p99 {lat[-1] * 1000:.1f} ms")
-    assert share < RENDER_SHARE + 0.1, share
+    # (the last render may end just before the measurement does: a few renders in all, so
+    # one is several per cent; before, the share was ~0.8)
+    assert share < RENDER_SHARE + 0.15, share
