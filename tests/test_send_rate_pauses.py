@@ -98,6 +98,37 @@ async def test_a_reader_below_the_rate_is_cut_across_pauses(tmp_path: Path, back
     assert cut and counted == 1, (got, cut, counted)
 
 
+def _streamed() -> web.Application:
+    """A chunked answer written as it comes (the data plane streams it: streaming.py)."""
+    async def stream(req: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse()
+        resp.enable_chunked_encoding()
+        await resp.prepare(req)
+        for _ in range(SIZE // 16384):
+            await resp.write(b"y" * 16384)
+        await resp.write_eof()
+        return resp
+
+    app = web.Application()
+    app.router.add_route("*", "/{t:.*}", stream)
+    return app
+
+
+async def test_a_streamed_answer_read_below_the_rate_is_cut(tmp_path: Path, backends) -> None:
+    """A streamed answer (streaming.py: each wait for the client a pause of its own) to a
+    reader at ~80 KB/s: each pause, ~84 KB, within what it allowed on its own."""
+    port = await backends(_streamed())
+    cfg = write_config(tmp_path, two_versions(port, port, 100, 0), extra=SERVER)
+    async with running_gateway(cfg) as g:
+        sock = await _reader(g)
+        try:
+            got, cut = await _take(sock, 8000, 0.1, 2.8)
+        finally:
+            sock.close()
+        counted = _cut(g)
+    assert cut and counted == 1, (got, cut, counted)
+
+
 async def test_a_bursty_reader_above_the_rate_is_not_cut(tmp_path: Path, backends) -> None:
     """32 KiB at once every 0.15 s (gaps within `send_timeout`), ~220 KB/s on average."""
     port = await backends(_big())
