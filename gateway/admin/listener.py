@@ -51,8 +51,8 @@ _REASONS = {400: "Bad Request", 408: "Request Timeout", 414: "URI Too Long",
 
 class _AdminProtocol(RequestHandler):
     __slots__ = ("_kg_base", "_kg_buffered", "_kg_deadline", "_kg_handled", "_kg_head",
-                 "_kg_limits", "_kg_line_done", "_kg_payload", "_kg_send", "_kg_server",
-                 "_kg_since")
+                 "_kg_held_s", "_kg_held_taken", "_kg_limits", "_kg_line_done", "_kg_payload",
+                 "_kg_send", "_kg_server", "_kg_since")
     _kg_limits: Limits
     _kg_server: _AdminServer
 
@@ -66,6 +66,8 @@ class _AdminProtocol(RequestHandler):
         self._kg_buffered = 0  # bytes unsent at the last look, writes paused
         self._kg_since = 0.0  # the first look of that holdup, and what was unsent then
         self._kg_base = 0
+        self._kg_held_s = 0.0  # the client's earlier holdups, in seconds (`_kg_unread`)
+        self._kg_held_taken = 0  # and what it took of our answers in them
         self._kg_handled = 0  # requests answered (aiohttp's _request_count: heads parsed)
         if self._kg_server.open_connections() > self._kg_limits.max_connections:
             self._kg_limits.on_refused("connections")
@@ -106,6 +108,10 @@ class _AdminProtocol(RequestHandler):
         if self._kg_send is not None:
             self._kg_send.cancel()
             self._kg_send = None
+        if self._kg_buffered != 1 << 62:  # a holdup looked at: it counts in the next one's
+            self._kg_held_s += self._loop.time() - self._kg_since
+            self._kg_held_taken += max(0, self._kg_base - unsent(self.transport))
+            self._kg_buffered = 1 << 62
         super().resume_writing()
 
     def _kg_unread(self) -> None:
@@ -113,7 +119,10 @@ class _AdminProtocol(RequestHandler):
         look (the transport's buffer and the socket's queue: a console on a slow link) is
         given another `send_timeout`, as nginx's is between two reads; one that took nothing
         is cut off. (Cut at the first look, one reading steadily but slower than the
-        buffer's high-to-low water mark per `send_timeout`, ~800 B/s, was cut.)"""
+        buffer's high-to-low water mark per `send_timeout`, ~800 B/s, was cut.) Its rate is
+        judged over all the connection's holdups, with one grace (`send_min_rate`): judged
+        per pause, a client taking the ~48 KiB that end one a little faster than a fresh
+        grace allowed, again and again, held its answers at half the rate for ever."""
         self._kg_send = None
         if self.transport is None:
             return
@@ -124,8 +133,9 @@ class _AdminProtocol(RequestHandler):
             rate = limits.send_min_rate
             # (and on average at least `send_min_rate` once `send_timeout` has passed: a
             # few bytes a look, a slow-read attack, held the connection and its answers)
-            if not rate or now < (self._kg_since + limits.send_timeout
-                                  + (self._kg_base - left) / rate):
+            taken = self._kg_held_taken + self._kg_base - left
+            if not rate or now < (self._kg_since - self._kg_held_s + limits.send_timeout
+                                  + taken / rate):
                 self._kg_buffered = left
                 self._kg_send = self._loop.call_later(limits.send_timeout, self._kg_unread)
                 return

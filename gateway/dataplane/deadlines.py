@@ -76,6 +76,8 @@ class Deadlines:
     write_paused: bool
     paused_at: float  # since when the client holds up an answer (`_taking`); 0.0: it does not
     send_base: int  # what the transport held of it then
+    held_s: float  # the connection's earlier holdups (`Flow.resume_writing`)
+    held_taken: int  # and what its client took in them
     send_look: float  # when the next look at it is due
     stopped: bool
     linger_end: float
@@ -167,7 +169,9 @@ class Deadlines:
                 return self.send_look
             # (a timer armed for something else, a close's, looks no sooner)
             return self._taking(now) if now >= self.send_look else self.send_look
-        if held:  # it took the rest since the last look
+        if held:  # it took the rest since the last look (its holdup counts, as a pause's)
+            self.held_s += now - self.paused_at
+            self.held_taken += self.send_base
             self.paused_at = 0.0
             self.deadline = now + self.limits.keepalive_timeout
             return self.deadline
@@ -180,19 +184,20 @@ class Deadlines:
         nothing since the last look (nginx's `send_timeout`, "between two successive write
         operations": any progress resets it, where the buffer's fill alone cut a client
         reading steadily below about 48 KiB per `send_timeout`), or less than
-        `body_min_rate` on average since the holdup began, after `send_timeout` of grace
-        (`send_due`: a byte a look, a slow-read attack, held the connection and the answer's
-        bytes for ever)."""
+        `body_min_rate` on average over the connection's holdups, this one and the earlier
+        (`Flow.resume_writing`), after `send_timeout` of grace (`send_due`: a byte a look, a
+        slow-read attack, held the connection and the answer's bytes for ever)."""
         left = unsent(self.transport)
         seen, self.sending = self.sending, left
         limits = self.limits
         rate = limits.body_min_rate
-        taken = self.send_base - left
-        if left < seen and not (rate and now >= send_due(self.paused_at, taken, limits)):
+        taken = self.held_taken + self.send_base - left
+        since = self.paused_at - self.held_s
+        if left < seen and not (rate and now >= send_due(since, taken, limits)):
             self.send_look = now + limits.send_timeout
             return self.send_look
         if left < seen:  # some progress, too slow
-            took = now - self.paused_at
+            took = now - since
             event(log, "answer_taken_too_slowly", remote=self.remote, bytes=taken,
                   seconds=round(took, 3), min_rate=rate)
         self.server.counted("send_timeout")

@@ -1,7 +1,11 @@
 """Flow control of a data-plane connection, both ways: reading the client paused while the
 proxy is not taking its body (or requests queue), and writing to it watched while it reads
 too slowly (from the moment the transport says its buffer is full: `send_timeout` without
-progress, or below `body_min_rate`, judged by `Deadlines._taking`).
+progress, or below `body_min_rate`, judged by `Deadlines._taking`). The rate is judged over
+all the holdups of the connection (`held_s`, `held_taken`: only the time the client held us
+up counts, not the time it waited for the backend), with one grace: judged per pause, a
+client taking the ~48 KiB that end one a little faster than a fresh grace allowed, again and
+again, held the answer for ever at about half the rate (tests/test_send_rate_pauses.py).
 
 A base of `protocol.HttpProtocol`, which owns the connection and the state these read. What
 was read but not parsed while reading was paused (`held`) is parsed first, in a loop turn of
@@ -41,6 +45,8 @@ class Flow:
     rate_from: float
     write_paused: bool
     paused_at: float
+    held_s: float
+    held_taken: int
     sending: int
     send_base: int
     send_look: float
@@ -60,6 +66,9 @@ class Flow:
 
     def resume_writing(self) -> None:
         self.write_paused = False
+        if self.paused_at:  # this holdup counts in the next one's rate
+            self.held_s += self.loop.time() - self.paused_at
+            self.held_taken += max(0, self.send_base - unsent(self.transport))
         self.paused_at = 0.0
         d = self.drainer
         if d is not None and not d.done():

@@ -6,10 +6,17 @@ version as if it had never been delivered. Recognised, by the route's `protocol`
 
 * `v2` (Open Inference Protocol: MLServer, Triton, KServe) on an inference path (`.../infer`,
   `.../generate`, `.../generate_stream`): 404, 400 or 503 with the protocol's error body
-  `{"error": "<message>"}` whose message says the model is unknown, not found, not ready, not
-  loaded or unavailable (MLServer "Model iris not found", Triton "Request for unknown model:
-  'iris' is not found", KServe "Model with name iris is not ready"). Other 400s (a bad tensor,
-  a missing input) are the client's and pass through;
+  `{"error": "<message>"}` whose whole message (case and surrounding blanks aside) is one a
+  model server says of the model the path names (as sent or percent-decoded): MLServer
+  "Model iris not found", "Model iris [with version 2] is not ready yet."; Triton "Request for
+  unknown model: 'iris' [version 2] is not found / has no available versions / is not at
+  ready state"; KServe "Model with name iris does not exist.", "Model with name iris is not
+  ready. <detail>". Only the shape and the model are compared, never words found somewhere in
+  the text: a server's answer to a client's mistake echoes the client's text (Triton's
+  "unexpected inference input '<name>' for model 'iris'"), and an input named "model not
+  ready" sent the request to every version and counted the stable's `not_ready` error
+  (tests/test_notready_shapes.py). Other 400s (a bad tensor, a missing input) are the
+  client's and pass through;
 * `openai`: 404 whose error has `"code": "model_not_found"` (OpenAI, LiteLLM), or whose
   message says the model does not exist / is not found (vLLM, Ollama's OpenAI API);
 * `http`: never (today's behaviour).
@@ -26,6 +33,7 @@ import re
 import zlib
 from collections.abc import Iterable
 from typing import Any
+from urllib.parse import unquote
 
 __all__ = ["MAX_BODY", "could_be_not_ready", "is_not_ready", "plain"]
 
@@ -33,16 +41,23 @@ __all__ = ["MAX_BODY", "could_be_not_ready", "is_not_ready", "plain"]
 MAX_BODY = 64 * 1024
 
 _V2_STATUS = frozenset({400, 404, 503})
-_V2_PATH = re.compile(r"/v2/models/[^/]+(?:/versions/[^/]+)?/(?:infer|generate|generate_stream)$")
-# A message says it when it holds "unknown model", or "model" followed later on the same line
-# by one of the phrases (what `\bmodel\b.*\b(?:phrases)\b` finds). That regex backtracks over
+_V2_PATH = re.compile(
+    r"/v2/models/([^/]+)(?:/versions/[^/]+)?/(?:infer|generate|generate_stream)$")
+#: a v2 server's not-ready message, lowercased: what comes before the model's name, and what
+#: must make up the rest of it (linear: one `\S+` run at most before fixed text, or `.*`)
+_V2_SHAPES = (
+    ("request for unknown model: '", re.compile(  # Triton
+        r"' (?:version \S+ )?(?:is not found|is not ready|is not at ready state|"
+        r"has no available versions)")),
+    ("model with name ", re.compile(  # KServe (a not-ready message may add a detail)
+        r" (?:does not exist\.?|is not ready\.?(?: .*)?)", re.DOTALL)),
+    ("model ", re.compile(r" (?:with version \S+ )?(?:not found|is not ready(?: yet)?)\.?")),
+)
+# An OpenAI-style message says it when it holds "model" followed later on the same line by
+# one of the phrases (what `\bmodel\b.*\b(?:phrases)\b` finds). That regex backtracks over
 # the rest of the line from every "model" in it: quadratic, ~10 s of CPU on the event loop for
 # a 64 KiB message repeating "model ". `_says` finds the same answers in linear time.
 _MODEL = re.compile(r"(?i)\bmodel\b")
-_UNKNOWN_MODEL = re.compile(r"(?i)\bunknown model\b")
-_V2_PHRASE = re.compile(
-    r"(?i)\b(?:not found|not ready|not loaded|not available|unavailable|does not exist|"
-    r"no available versions|not at ready state)\b")
 _OPENAI_PHRASE = re.compile(r"(?i)\b(?:not found|does not exist)\b")
 
 
@@ -72,6 +87,21 @@ def _says(phrase: re.Pattern[str], msg: str) -> bool:
         if phrase.search(msg, model.end(), eol) is not None:
             return True
         pos = eol + 1
+    return False
+
+
+def _v2_says(msg: str, path: str) -> bool:
+    """Whether `msg` is, whole, a v2 server's not-ready message for the path's model."""
+    m = _V2_PATH.search(path)
+    if m is None:
+        return False
+    text = msg.strip().lower()
+    name = m.group(1).lower()
+    for named in {name, unquote(name)}:
+        for before, rest in _V2_SHAPES:
+            head = before + named
+            if text.startswith(head) and rest.fullmatch(text, len(head)) is not None:
+                return True
     return False
 
 
@@ -112,8 +142,7 @@ def is_not_ready(protocol: str, status: int, path: str, body: bytes) -> bool:
         return False
     if protocol == "v2":
         err = doc.get("error")
-        return isinstance(err, str) and (_UNKNOWN_MODEL.search(err) is not None
-                                         or _says(_V2_PHRASE, err))
+        return isinstance(err, str) and _v2_says(err, path)
     err = doc.get("error")
     if isinstance(err, dict):
         if err.get("code") == "model_not_found":

@@ -71,7 +71,8 @@ class HttpProtocol(Parsing, Deadlines, Dispatching, Flow, Closing, Draining,
     # (the mixins declare none: mypy would refuse their writes to these; the instance dict
     # their lack of slots leaves stays empty)
     __slots__ = ("clock", "closed", "closing", "deadline", "dispatching", "drainer", "framing",
-                 "fresh", "handler", "head_bytes", "held", "in_head", "in_trailer", "limits",
+                 "fresh", "handler", "head_bytes", "held", "held_s", "held_taken",
+                 "in_head", "in_trailer", "limits",
                  "linger_end", "linger_heard", "lingering", "loop", "nchunks", "parser", "parsing",
                  "paused_at", "queue", "rate_from", "rate_req", "read_paused", "read_paused_at",
                  "remote", "remote_b", "replaying", "seen", "send_base", "send_look", "sending",
@@ -103,6 +104,8 @@ class HttpProtocol(Parsing, Deadlines, Dispatching, Flow, Closing, Draining,
         self.paused_at = 0.0                   # since when the client holds up an answer
         self.send_base = 0                     # of it, still to go out then (`_taking`)
         self.send_look = 0.0                   # the next look at its progress
+        self.held_s = 0.0                      # the client's earlier holdups, in seconds
+        self.held_taken = 0                    # and what it took of our answers in them
         self.read_paused_at = 0.0              # since when we have not been reading
         self.rate_req: Request | None = None   # the body `body_min_rate` judges (`Deadlines`)
         self.rate_from = 0.0                   # its clock: its first wait, less our pauses
