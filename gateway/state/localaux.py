@@ -32,6 +32,8 @@ class LocalRecords:
     path: Path
     lock_path: Path
     instances_dir: Path
+    #: the heartbeat we wrote last (instance, bytes): the one `leave` may remove
+    _own_beat: tuple[str, bytes] | None = None
 
     # ------------------------------------------------------------------ instances
 
@@ -41,9 +43,10 @@ class LocalRecords:
     async def heartbeat(self, instance: str, applied: int, config: str = "",
                         urls: dict[str, str] | None = None) -> None:
         data = json.dumps({"generation": applied, "seen": time.time(), "pid": os.getpid(),
-                           "config": config, "urls": urls or {}})
+                           "config": config, "urls": urls or {}}).encode()
+        self._own_beat = (instance, data)
         try:
-            await asyncio.to_thread(atomic_write, self._instance_file(instance), data.encode())
+            await asyncio.to_thread(atomic_write, self._instance_file(instance), data)
         except OSError as exc:
             raise StoreUnavailable(f"cannot write heartbeat: {exc.strerror}") from None
 
@@ -78,9 +81,25 @@ class LocalRecords:
     async def live_instances(self, lease: float) -> dict[str, int]:
         return {k: v["generation"] for k, v in (await self.fleet(lease)).items()}
 
-    async def leave(self, instance: str) -> None:
+    def _leave(self, instance: str, mine: bytes) -> None:
+        """Remove the heartbeat file only while it holds what we wrote last: a restarted
+        instance of the same name may have written its own since. (Read, then unlink: a
+        heartbeat renamed into place between the two is still lost; a window of
+        microseconds, not the length of a stop.)"""
+        path = self._instance_file(instance)
         try:
-            await asyncio.to_thread(self._instance_file(instance).unlink, True)
+            if path.read_bytes() != mine:
+                return
+        except FileNotFoundError:
+            return
+        path.unlink(missing_ok=True)
+
+    async def leave(self, instance: str) -> None:
+        own = self._own_beat
+        if own is None or own[0] != instance:
+            return
+        try:
+            await asyncio.to_thread(self._leave, instance, own[1])
         except OSError as exc:  # (a folder it cannot use: the stop goes on)
             raise StoreUnavailable(f"cannot remove the heartbeat: {exc.strerror}") from None
 
