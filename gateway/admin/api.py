@@ -90,7 +90,8 @@ class AdminApi:
         self.writer = Writer(state, idem, self._append_audit)
         self.shadow_checks = ShadowChecks(shadow, current)  # the shadow promotion gate
         self.approvals = Approvals(current, state, self.shadow_checks)
-        self.approval_expiry = ApprovalExpiry(current, state)  # (started by startup.py)
+        # (started by startup.py)
+        self.approval_expiry = ApprovalExpiry(current, state, counters=counters)
 
     def reconfigure(self, loaded: LoadedConfig, checked: Authenticator | None = None) -> None:
         """A reloaded config may change the admin auth settings (not the listener)."""
