@@ -121,15 +121,15 @@ class LocalRecords:
     # ------------------------------------------------------------------ idempotency
 
     def _idem(self, key: str, record: dict[str, Any] | None, ttl: float,
-              mode: str) -> dict[str, Any] | None:
+              mode: str, mine: dict[str, Any] | None = None) -> dict[str, Any] | None:
         path = self.path.with_name(self.path.name + ".idempotency.json")
         try:
-            return self._idem_locked(path, key, record, ttl, mode)
+            return self._idem_locked(path, key, record, ttl, mode, mine)
         except OSError as exc:  # (a full disk, a folder made read-only since the start)
             raise StoreUnavailable(f"cannot use {path}: {exc.strerror}") from None
 
     def _idem_locked(self, path: Path, key: str, record: dict[str, Any] | None, ttl: float,
-                     mode: str) -> dict[str, Any] | None:
+                     mode: str, mine: dict[str, Any] | None) -> dict[str, Any] | None:
         with self._locked(fcntl.LOCK_EX):
             try:
                 table = json.loads(path.read_bytes())
@@ -147,6 +147,8 @@ class LocalRecords:
             if mode in ("renew", "release_mine") and (existing is None
                                                        or existing["record"] != record):
                 return {}  # (another's record now, or none: left alone)
+            if mode == "take" and (existing is None or existing["record"] != mine):
+                return {}  # (another's now: left alone)
             if mode == "settle" and (existing is None or record is None or
                                      existing["record"].get("holder") != record.get("holder")):
                 return {}  # (a retry's claim or answer now: kept)
@@ -162,6 +164,10 @@ class LocalRecords:
 
     async def idem_set(self, key: str, record: dict[str, Any], ttl: float) -> None:
         await asyncio.to_thread(self._idem, key, record, ttl, "set")
+
+    async def idem_take(self, key: str, mine: dict[str, Any], record: dict[str, Any],
+                        ttl: float) -> bool:
+        return await asyncio.to_thread(self._idem, key, record, ttl, "take", mine) is None
 
     async def idem_renew(self, key: str, record: dict[str, Any], ttl: float) -> bool:
         return await asyncio.to_thread(self._idem, key, record, ttl, "renew") is None
