@@ -138,3 +138,40 @@ async def test_two_mirrors_on_a_torn_file_copy_each_event_once(tmp_path: Path) -
     got = [e["hash"] for e in _events(path)]
     assert got == [e["hash"] for e in await store.audit_events()]
     await _verified_by_the_cli(path)
+
+
+_WRITER = """
+import json, sys
+from pathlib import Path
+from gateway.state.mirrortail import append_after
+path, batches = Path(sys.argv[1]), json.loads(sys.argv[2])
+after = batches.pop(0)
+for batch in batches:
+    done, at = append_after(path, batch, after, {})
+    after = batch[-1]["hash"]
+"""
+
+
+async def test_two_writer_processes_on_a_torn_file_append_each_event_once(
+        tmp_path: Path) -> None:
+    """Two processes (as `--workers 2`'s are) append the same events in batches of their
+    own, each from its own memory of the end, to a file a crash left torn: each event lands
+    once, in order, and the file verifies."""
+    import sys
+
+    from tests.conftest import ROOT
+
+    store = await _store(tmp_path, 7)
+    evs = await store.audit_events()
+    path = tmp_path / "m.jsonl"
+    append_after(path, evs[:1], None)
+    with open(path, "ab") as f:  # noqa: ASYNC230 - a torn append, by hand
+        f.write(json.dumps(evs[1]).encode()[:50])
+    plans = [[evs[0]["hash"], evs[1:4], evs[4:]],
+             [evs[0]["hash"], evs[1:2], evs[2:6], evs[6:]]]
+    procs = [await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _WRITER, str(path), json.dumps(plan), cwd=str(ROOT))
+        for plan in plans]
+    assert [await asyncio.wait_for(p.wait(), 20) for p in procs] == [0, 0]
+    assert [e["hash"] for e in _events(path)] == [e["hash"] for e in evs]
+    await _verified_by_the_cli(path)

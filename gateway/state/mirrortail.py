@@ -74,7 +74,7 @@ def _read_end(path: Path) -> tuple[bytes, int]:
     the offset they start at."""
     with open(path, "rb") as f:
         size = f.seek(0, os.SEEK_END)
-        block = 64 * 1024
+        block = 8192  # (a line is a few hundred bytes: more only for a longer one)
         while True:
             start = max(0, size - block)
             f.seek(start)
