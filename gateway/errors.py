@@ -33,6 +33,7 @@ that map them to HTTP; the domain's own errors (DomainError) carry no HTTP statu
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = [
     "ApiError",
@@ -108,7 +109,16 @@ class StoreConflict(StateError):
 
 class StoreOutcomeUnknown(StoreUnavailable):
     """A write reached the store but its answer did not come back (timeout, reset): it may
-    or may not have been applied."""
+    or may not have been applied. What the write would have made, when known: `doc` (the
+    state document, its write id last in `writes`), `event` (its audit event) and `done`
+    (the admin API's answer had it been confirmed), so a retry with its Idempotency-Key
+    can ask the store whether it landed and answer as it would have."""
+
+    doc: Any = None
+    event: dict[str, Any] | None = None
+    done: Any = None
+    #: the request's Idempotency-Key now names the write (a retry with it resolves it)
+    key_kept = False
 
 
 class NotDurable(StateError):

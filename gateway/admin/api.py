@@ -47,7 +47,8 @@ from gateway.admin.writes import Done, Writer
 from gateway.configfile import LoadedConfig
 from gateway.domain.audit import AuditDraft, clean_text
 from gateway.domain.diff import config_dict
-from gateway.errors import ApiError, BadCursor, Forbidden, StoreUnavailable
+from gateway.domain.statedoc import StateDoc
+from gateway.errors import ApiError, BadCursor, Forbidden, StoreOutcomeUnknown, StoreUnavailable
 from gateway.log import event
 
 __all__ = ["AdminApi", "json_error"]
@@ -90,7 +91,8 @@ class AdminApi:
         self.writer = Writer(state, idem, self._append_audit)
         self.shadow_checks = ShadowChecks(shadow, current)  # the shadow promotion gate
         self.approvals = Approvals(current, state, self.shadow_checks)
-        self.approval_expiry = ApprovalExpiry(current, state)  # (started by startup.py)
+        # (started by startup.py)
+        self.approval_expiry = ApprovalExpiry(current, state, counters=counters)
 
     def reconfigure(self, loaded: LoadedConfig, checked: Authenticator | None = None) -> None:
         """A reloaded config may change the admin auth settings (not the listener)."""
@@ -227,20 +229,29 @@ class AdminApi:
                                          lambda: self.approvals.request(intent, needs), rid, peer,
                                          intent.trace_id)
 
+        def answer(plan: actions.Plan, new: StateDoc, ev: dict[str, Any] | None) -> Done:
+            # what the answer says beside its receipt; `changed` false: it was already so
+            body = {**plan.answer, "changed": ev is not None,
+                    **writenotes.notes(intent, new, self.current.loaded.config)}
+            if ev is not None:
+                body["audit_id"] = ev["id"]
+            if glass:
+                body["break_glass"] = True
+            return Done(body, new.generation, event=ev)
+
         async def op() -> Done:
             plan = actions.plan(intent, self.current.loaded.config)
             change = await self.shadow_checks.wrap(shadowgate.route_of(intent), plan.change)
-            new, ev = await self.state.write(change, plan.describe)
-            # what the answer says beside its receipt; `changed` false: it was already so
-            answer = {**plan.answer, "changed": ev is not None,
-                      **writenotes.notes(intent, new, self.current.loaded.config)}
-            if ev is not None:
-                answer["audit_id"] = ev["id"]
-                if glass:  # (counted once it skipped the rule: not a refusal, nor a retry)
-                    self._broke_glass(principal, intent, needs, peer)
-            if glass:
-                answer["break_glass"] = True
-            return Done(answer, new.generation, event=ev)
+            try:
+                new, ev = await self.state.write(change, plan.describe)
+            except StoreOutcomeUnknown as exc:
+                if exc.doc is not None and exc.event is not None:
+                    exc.done = answer(plan, exc.doc, exc.event)  # (should it have landed)
+                raise
+            if ev is not None and glass:
+                # (counted once it skipped the rule: not a refusal, nor a retry)
+                self._broke_glass(principal, intent, needs, peer)
+            return answer(plan, new, ev)
 
         return await self.writer.run(request, principal.subject, wait, op, rid, peer,
                                      intent.trace_id)

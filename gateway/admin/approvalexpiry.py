@@ -2,9 +2,12 @@
 
 Owns the task that, every interval, drops the open requests past their ttl (and any
 stored request that is not a valid record), each in a state change of its own with its
-`approval.expire` audit event. Another instance may sweep the same one: the second finds
-nothing to drop. A failed sweep is logged and tried again. The requests themselves are
-approvals.py's.
+`approval.expire` audit event. A well-formed request of an action this version does not
+know (a newer version wrote it: a rolling upgrade) is left alone, logged once and counted
+(`killgate_approval_unknown_action_total`): dropped as invalid, a request made on the new
+version vanished whenever an old instance swept first. Another instance may sweep the
+same one: the second finds nothing to drop. A failed sweep is logged and tried again.
+The requests themselves are approvals.py's.
 """
 
 from __future__ import annotations
@@ -14,8 +17,8 @@ import logging
 import time
 from typing import Any
 
-from gateway.admin.approvalrecord import Approval
-from gateway.admin.ports import Current, StateWriter
+from gateway.admin.approvalrecord import Approval, UnknownAction
+from gateway.admin.ports import Counters, Current, StateWriter
 from gateway.domain.audit import AuditDraft
 from gateway.domain.statedoc import Change, StateDoc
 from gateway.errors import AuditError, StateError
@@ -28,10 +31,14 @@ log = logging.getLogger("killgate.admin")
 
 
 class ApprovalExpiry:
-    def __init__(self, current: Current, state: StateWriter, clock: Any = time.time) -> None:
+    def __init__(self, current: Current, state: StateWriter, clock: Any = time.time,
+                 counters: Counters | None = None) -> None:
         self.current = current
         self.state = state
         self.clock = clock
+        self.counters = counters
+        #: the requests of an unknown action left alone (logged and counted once each)
+        self.unknown: set[str] = set()
         self._task: asyncio.Task[None] | None = None
 
     async def sweep(self) -> int:
@@ -40,12 +47,17 @@ class ApprovalExpiry:
         now = self.clock()
         doc = self.current.doc
         stale = []
+        unknown = set()
         for key, raw in doc.approvals.items():
             try:
                 if Approval.from_json(raw).expires <= now:
                     stale.append(key)
+            except UnknownAction as exc:
+                unknown.add(key)
+                self._left_alone(key, str(exc))
             except ValueError:
                 stale.append(key)
+        self.unknown &= unknown  # (decided since, by a version that knows them)
         dropped = 0
         for key in stale:
             gone: list[Any] = []
@@ -73,6 +85,16 @@ class ApprovalExpiry:
                 dropped += 1
                 event(log, "approval_expired", logging.WARNING, approval=key)
         return dropped
+
+    def _left_alone(self, key: str, why: str) -> None:
+        if key in self.unknown:
+            return
+        self.unknown.add(key)
+        if self.counters is not None:
+            self.counters.inc("killgate_approval_unknown_action_total")
+        event(log, "approval_unknown_action_kept", logging.WARNING, approval=key, problem=why,
+              detail="left alone: the version that wrote it expires or applies it; "
+                     "finish the upgrade (or decline it there)")
 
     async def _run(self, interval: float) -> None:
         while True:

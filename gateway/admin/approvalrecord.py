@@ -20,7 +20,8 @@ from gateway.admin.scopedkeys import SCOPED_ACTOR
 from gateway.domain.statedoc import StateDoc
 from gateway.errors import DomainError
 
-__all__ = ["Approval", "ApprovalRefused", "iso", "open_approvals", "principal_key"]
+__all__ = ["Approval", "ApprovalRefused", "UnknownAction", "iso", "open_approvals",
+           "principal_key"]
 
 
 class ApprovalRefused(DomainError):
@@ -30,6 +31,12 @@ class ApprovalRefused(DomainError):
     def __init__(self, status: int, type_: str, message: str) -> None:
         super().__init__(type_, message)
         self.status = status
+
+
+class UnknownAction(ValueError):
+    """A well-formed record of an action this version does not know: written by a newer
+    version (a rolling upgrade, or one rolled back). Never applied here, and never dropped
+    as invalid by this version's sweep: the version that wrote it decides it."""
 
 
 def iso(t: float) -> str:
@@ -101,7 +108,8 @@ class Approval:
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"not an approval record ({exc})") from None
         if intent.action not in actions.ACTIONS:
-            raise ValueError(f"not an approval record (action {intent.action!r})")
+            raise UnknownAction(f"an approval of an action this version does not know "
+                                f"({intent.action[:64]!r}: written by a newer version?)")
         return rec
 
     def public(self) -> dict[str, Any]:

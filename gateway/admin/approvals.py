@@ -25,6 +25,7 @@ from gateway.admin.actions import Intent
 from gateway.admin.approvalrecord import (
     Approval,
     ApprovalRefused,
+    UnknownAction,
     iso,
     open_approvals,
     principal_key,
@@ -224,13 +225,17 @@ class Approvals:
             if raw is None:
                 raise ApprovalRefused(404, "unknown_approval",
                                       f"no open approval {approval_id!r}")
+            need = "killgate:read"  # (an invalid record may be dropped by any reader)
             try:
                 rec = Approval.from_json(raw)
+                need = actions.SCOPE_OF[rec.intent.action]
+            except UnknownAction:
+                # a newer version's request (rolling upgrade): its scope is unknown here,
+                # so the one that implies every scope (a reader dropped it before)
+                rec, need = None, "killgate:admin"
             except ValueError:
                 rec = None
-            # (an invalid record may be dropped by anyone who may read it)
-            principal.require(actions.SCOPE_OF[rec.intent.action] if rec is not None
-                              else "killgate:read")
+            principal.require(need)
             seen[:] = [rec] if rec is not None else []
             return Change(approvals={approval_id: None})
 

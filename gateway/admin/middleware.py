@@ -76,6 +76,15 @@ async def errors(request: web.Request, handler: Any) -> web.StreamResponse:
         return json_error(503, "audit_unavailable",
                           "the audit trail cannot be written, so the action was not applied")
     except StoreOutcomeUnknown as exc:
+        if exc.key_kept:  # (admin/writes.py: the key names the write; Retry-After: ask again)
+            resp = json_error(503, "outcome_unknown",
+                              f"the state store took the change but did not confirm it "
+                              f"({exc}): it may be in force. The same request sent again "
+                              "with the same Idempotency-Key is answered with this write's "
+                              "result if it landed, and runs it if it did not (the CLI does "
+                              "so once)")
+            resp.headers["Retry-After"] = "1"
+            return resp
         return json_error(503, "outcome_unknown",
                           f"the state store took the change but did not confirm it ({exc}): it "
                           "may be in force; check `killgate status` (the kills, the "

@@ -57,6 +57,10 @@ class StateWriter(Protocol):
     async def append_audit(self, draft: AuditDraft) -> dict[str, Any] | None:
         """Record an event without changing the state; None when the store holds none."""
 
+    async def landed(self, write: str, generation: int) -> bool | None:
+        """Whether a write whose commit's answer was lost is in the store's state (None:
+        the store cannot say)."""
+
 
 class FleetView(Protocol):
     async def fleet(self) -> dict[str, dict[str, Any]]:
@@ -105,6 +109,9 @@ class Idempotency(Protocol):
     async def idem_renew(self, key: str, record: dict[str, Any], ttl: float) -> bool: ...
 
     async def idem_settle(self, key: str, record: dict[str, Any], ttl: float) -> bool: ...
+
+    async def idem_take(self, key: str, mine: dict[str, Any], record: dict[str, Any],
+                        ttl: float) -> bool: ...
 
     async def idem_release(self, key: str, mine: dict[str, Any] | None = None) -> None: ...
 

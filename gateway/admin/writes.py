@@ -6,7 +6,10 @@ gets the first answer back and causes no second action or audit event, only one 
 record (RELIABILITY row 47); the same key with another body is a 409. A key is claimed
 for CLAIM_LEASE, renewed while its write runs: the claim of a write whose instance died
 before it answered lapses, and a retry with the key (the CLI's, to another instance) then
-runs the write. Works through the narrow ports of admin/ports.py.
+runs the write. A write whose commit's answer was lost (503 outcome_unknown) leaves its key
+naming the write it tried: a retry asks the store whether it landed, and answers with its
+result if it did (an unkill's retry answered 409 not_killed, the first having lifted it),
+or runs it if it did not. Works through the narrow ports of admin/ports.py.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from aiohttp import web
 from gateway.admin.inputs import decoded_body
 from gateway.admin.ports import Idempotency, StateWriter
 from gateway.domain.audit import AuditDraft
-from gateway.errors import ApiError, AuditError, Forbidden, StateError
+from gateway.errors import ApiError, AuditError, Forbidden, StateError, StoreOutcomeUnknown
 from gateway.log import event
 
 __all__ = ["Done", "Writer"]
@@ -98,6 +101,11 @@ class Writer:
             self._renew(ident, claim, held), name="idem-renew"))
         try:
             done = await op()
+        except StoreOutcomeUnknown as exc:
+            await _ended(held, renew)
+            if ident is not None:
+                await self._unknown(ident, fingerprint, claim, exc)
+            raise
         except BaseException:
             await _ended(held, renew)
             if ident is not None:
@@ -129,17 +137,65 @@ class Writer:
                                        "response": answer, **scoped}, keep)
         return web.json_response(answer, status=done.status)
 
-    async def _settle(self, ident: str, record: dict[str, Any], keep: float) -> None:
+    async def _unknown(self, ident: str, fingerprint: str, claim: dict[str, Any],
+                       exc: StoreOutcomeUnknown) -> None:
+        """The commit may have landed: the key keeps the write's id (for a retry to ask
+        the store) and the answer it had made, in place of the claim; released, as for
+        any failure, when the write says nothing of what it would have made."""
+        done, doc = exc.done, exc.doc
+        if not isinstance(done, Done) or done.generation is None or doc is None \
+                or not doc.writes:
+            with contextlib.suppress(StateError):
+                await self.idem.idem_release(ident, claim)
+            return
+        scoped = {} if done.scope is None else {"scope": done.scope}
+        exc.key_kept = await self._settle(
+            ident, {"fingerprint": fingerprint, "holder": claim["holder"],
+                    "unknown": {"write": doc.writes[-1], "generation": done.generation},
+                    "status": done.status, "extra": done.body, **scoped}, IDEMPOTENCY_TTL)
+
+    async def _resolve(self, ident: str, earlier: dict[str, Any],
+                       claim: dict[str, Any]) -> dict[str, Any] | None:
+        """A retry of a write whose outcome was unknown: the record to answer from if it
+        landed (kept as the answer for later retries); None when it did not, this request
+        now holding the key (to run it). The store away: StateError (503); one that
+        cannot say: 503 outcome_unknown again."""
+        try:
+            unknown = earlier["unknown"]
+            write, gen = str(unknown["write"]), int(unknown["generation"])
+        except (KeyError, TypeError, ValueError):  # (not what _unknown writes)
+            write, gen = "", -1
+        landed = await self.state.landed(write, gen) if gen >= 0 else None
+        if landed is None:
+            raise ApiError(503, "outcome_unknown", (
+                f"the first request with this Idempotency-Key made generation {gen}, whose "
+                "answer was lost, and the store's history no longer reaches back to it: "
+                "check `killgate audit` for it before sending the request again without "
+                "the key"))
+        if landed:
+            record = {k: v for k, v in earlier.items() if k != "unknown"}
+            record["generation"] = gen
+            with contextlib.suppress(StateError):
+                await self.idem.idem_settle(ident, record, IDEMPOTENCY_TTL)
+            return record
+        if await self.idem.idem_take(ident, earlier, claim, CLAIM_LEASE):
+            return None
+        got = await self.idem.idem_claim(ident, claim, CLAIM_LEASE)  # (another retry's now)
+        return got
+
+    async def _settle(self, ident: str, record: dict[str, Any], keep: float) -> bool:
         """Record the answer only while the claim is still ours (compare-and-set on its
         holder): one that lapsed and was taken by a retry keeps the retry's record (an
         unconditional write overwrote it, and a third try was answered with ours while
         the retry's write also ran). Best effort: a store away leaves the claim to lapse."""
         try:
-            if not await self.idem.idem_settle(ident, record, keep):
-                event(log, "idempotency_claim_lost", logging.WARNING, lease=CLAIM_LEASE,
-                      at="answer")
+            if await self.idem.idem_settle(ident, record, keep):
+                return True
+            event(log, "idempotency_claim_lost", logging.WARNING, lease=CLAIM_LEASE,
+                  at="answer")
         except StateError:
             pass
+        return False
 
     async def _idempotency(self, request: web.Request, subject: str) -> tuple[str | None, str]:
         keys = request.headers.getall("Idempotency-Key", [])
@@ -184,6 +240,12 @@ class Writer:
                            "this Idempotency-Key was used for a different request")
         deadline = time.monotonic() + wait + 5.0
         while "response" not in earlier and "generation" not in earlier:
+            if "unknown" in earlier:  # (the first try's answer was lost: did it land?)
+                resolved = await self._resolve(ident, earlier, claim)
+                if resolved is None:
+                    return None
+                earlier = resolved
+                continue
             if time.monotonic() > deadline:
                 raise ApiError(409, "in_progress", (
                     "a request with this Idempotency-Key is still being applied (or the "

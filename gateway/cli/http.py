@@ -4,7 +4,8 @@ Owns the rules that keep the operator's token and the operator's picture honest:
 redirect is never followed (it would carry the bearer token to wherever the Location
 points, and a redirected write would look done); an answer must be a JSON object of the
 expected shape (`expect`), or the command fails naming what was wrong. Writes carry an
-Idempotency-Key and are retried once on a connection error with the same key; a call
+Idempotency-Key and are retried once on a connection error with the same key (and on a
+503 `outcome_unknown` whose Retry-After says the key now names the write); a call
 refused before its token was checked (429 `too_many_attempts`) is sent again after its
 Retry-After, within --timeout. Standard
 library only: the CLI works where the gateway's event loop is not running.
@@ -127,6 +128,18 @@ def _call(base: str, token: str | None, method: str, path: str, body: dict[str, 
                 time.sleep(wait)
                 waited += wait
                 continue
+            if kind == "outcome_unknown" and body is not None and attempt + 1 < attempts \
+                    and (wait := _retry_after(exc)) is not None and waited + wait <= timeout:
+                # (the store took the write, its answer was lost, and the gateway kept the
+                # key naming it: sent again with the key, it gets this write's result if it
+                # landed, or runs it if it did not; Retry-After only then)
+                landed, attempt = True, attempt + 1
+                if on_retry is not None:
+                    on_retry(f"{msg}: sending it once more in {wait:g}s (the same "
+                             "Idempotency-Key: answered with the write's result if it landed)")
+                time.sleep(wait)
+                waited += wait
+                continue
             if landed and kind == "in_progress" and waited + 0.5 <= timeout:
                 # (the try that got no answer is still being applied, or failed and let its
                 # key go: sent again with that key, it gets that try's answer or runs anew)
@@ -219,7 +232,7 @@ LANDED = ("nothing was done by this try, but the one before got no answer and ma
 
 
 def _retry_after(exc: urllib.error.HTTPError) -> float | None:
-    """A 429's Retry-After in seconds (1 to 30), or None."""
+    """A 429's (or a 503 outcome_unknown's) Retry-After in seconds (1 to 30), or None."""
     value = (exc.headers.get("Retry-After") or "").strip()
     return float(value) if value.isdigit() and 1 <= int(value) <= 30 else None
 

@@ -32,6 +32,8 @@ class LocalRecords:
     path: Path
     lock_path: Path
     instances_dir: Path
+    #: the heartbeat we wrote last (instance, bytes): the one `leave` may remove
+    _own_beat: tuple[str, bytes] | None = None
 
     # ------------------------------------------------------------------ instances
 
@@ -41,9 +43,10 @@ class LocalRecords:
     async def heartbeat(self, instance: str, applied: int, config: str = "",
                         urls: dict[str, str] | None = None) -> None:
         data = json.dumps({"generation": applied, "seen": time.time(), "pid": os.getpid(),
-                           "config": config, "urls": urls or {}})
+                           "config": config, "urls": urls or {}}).encode()
+        self._own_beat = (instance, data)
         try:
-            await asyncio.to_thread(atomic_write, self._instance_file(instance), data.encode())
+            await asyncio.to_thread(atomic_write, self._instance_file(instance), data)
         except OSError as exc:
             raise StoreUnavailable(f"cannot write heartbeat: {exc.strerror}") from None
 
@@ -78,9 +81,25 @@ class LocalRecords:
     async def live_instances(self, lease: float) -> dict[str, int]:
         return {k: v["generation"] for k, v in (await self.fleet(lease)).items()}
 
-    async def leave(self, instance: str) -> None:
+    def _leave(self, instance: str, mine: bytes) -> None:
+        """Remove the heartbeat file only while it holds what we wrote last: a restarted
+        instance of the same name may have written its own since. (Read, then unlink: a
+        heartbeat renamed into place between the two is still lost; a window of
+        microseconds, not the length of a stop.)"""
+        path = self._instance_file(instance)
         try:
-            await asyncio.to_thread(self._instance_file(instance).unlink, True)
+            if path.read_bytes() != mine:
+                return
+        except FileNotFoundError:
+            return
+        path.unlink(missing_ok=True)
+
+    async def leave(self, instance: str) -> None:
+        own = self._own_beat
+        if own is None or own[0] != instance:
+            return
+        try:
+            await asyncio.to_thread(self._leave, instance, own[1])
         except OSError as exc:  # (a folder it cannot use: the stop goes on)
             raise StoreUnavailable(f"cannot remove the heartbeat: {exc.strerror}") from None
 
@@ -102,15 +121,15 @@ class LocalRecords:
     # ------------------------------------------------------------------ idempotency
 
     def _idem(self, key: str, record: dict[str, Any] | None, ttl: float,
-              mode: str) -> dict[str, Any] | None:
+              mode: str, mine: dict[str, Any] | None = None) -> dict[str, Any] | None:
         path = self.path.with_name(self.path.name + ".idempotency.json")
         try:
-            return self._idem_locked(path, key, record, ttl, mode)
+            return self._idem_locked(path, key, record, ttl, mode, mine)
         except OSError as exc:  # (a full disk, a folder made read-only since the start)
             raise StoreUnavailable(f"cannot use {path}: {exc.strerror}") from None
 
     def _idem_locked(self, path: Path, key: str, record: dict[str, Any] | None, ttl: float,
-                     mode: str) -> dict[str, Any] | None:
+                     mode: str, mine: dict[str, Any] | None) -> dict[str, Any] | None:
         with self._locked(fcntl.LOCK_EX):
             try:
                 table = json.loads(path.read_bytes())
@@ -128,6 +147,8 @@ class LocalRecords:
             if mode in ("renew", "release_mine") and (existing is None
                                                        or existing["record"] != record):
                 return {}  # (another's record now, or none: left alone)
+            if mode == "take" and (existing is None or existing["record"] != mine):
+                return {}  # (another's now: left alone)
             if mode == "settle" and (existing is None or record is None or
                                      existing["record"].get("holder") != record.get("holder")):
                 return {}  # (a retry's claim or answer now: kept)
@@ -143,6 +164,10 @@ class LocalRecords:
 
     async def idem_set(self, key: str, record: dict[str, Any], ttl: float) -> None:
         await asyncio.to_thread(self._idem, key, record, ttl, "set")
+
+    async def idem_take(self, key: str, mine: dict[str, Any], record: dict[str, Any],
+                        ttl: float) -> bool:
+        return await asyncio.to_thread(self._idem, key, record, ttl, "take", mine) is None
 
     async def idem_renew(self, key: str, record: dict[str, Any], ttl: float) -> bool:
         return await asyncio.to_thread(self._idem, key, record, ttl, "renew") is None

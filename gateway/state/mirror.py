@@ -8,23 +8,30 @@ content, or (with the audit key) whose MAC does not verify is never appended. A 
 raises the alarm — `killgate_audit_mirror_refused_total`, `killgate_audit_mirror_ok` 0, an
 `audit_mirror_refused` error log, and the `alarm` hook — and copying stops until the file is
 moved aside. A flushed or re-sealed store therefore never extends the mirror. Failures to
-reach the store or the disk are retried and never affect the gateway.
+reach the store or the disk are retried and never affect the gateway. The file's end is
+read and written only under its lock, verified there, a torn tail cut (mirrortail.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from gateway.domain.audit import event_hash, mac_matches, parse_event, utc_now
+from gateway.domain.audit import parse_event, utc_now
 from gateway.errors import StateError
 from gateway.log import event
-from gateway.state.files import append_lines, atomic_write, end_line, flock_within, last_line
+from gateway.state.files import atomic_write, last_line
+from gateway.state.mirrortail import (
+    TailUnverified,
+    append_after,
+    line_problem,
+    locked,
+    verified_end,
+)
 from gateway.state.signing import Keyring
 from gateway.state.store import AuditStore
 from gateway.telemetry.metrics import Metrics
@@ -35,33 +42,7 @@ log = logging.getLogger("killgate.state")
 
 BATCH = 500
 Alarm = Callable[[dict[str, Any]], None]
-
-
-def _append(path: Path, events: list[dict[str, Any]],
-            after: str | None) -> tuple[list[dict[str, Any]] | None, str | None]:
-    """Append `events` (they continue the event `after`), after ending a line torn by a
-    partial write (as the local store's audit file does): the first of them starts a line
-    of its own, not glued to a fragment. The workers of `serve --workers N` share the file
-    (each runs a mirror): under `<path>.lock`, only the events past the file's last line
-    are appended, those before it a sibling appended already. Returns the events appended
-    and the file's last hash; None for the events when that line is neither `after` nor
-    one of them (a sibling got further: the caller catches up from the file's end)."""
-    lockname = path.with_name(path.name + ".lock")
-    fd = os.open(lockname, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    with open(fd, "r+b") as lock:
-        flock_within(lock.fileno(), lockname)  # (released as it closes; bounded: LockBusy)
-        last = last_line(path)
-        ev = parse_event(last) if last else None
-        at = str(ev.get("hash")) if ev is not None else after  # (torn, or none: as ever)
-        if at != after:
-            hashes = [e.get("hash") for e in events]
-            if at not in hashes:
-                return None, at
-            events = events[hashes.index(at) + 1:]
-        if events:
-            end_line(path)
-            append_lines(path, events)
-        return events, at
+_append = append_after  # (the file's end, under its lock: mirrortail.py)
 
 
 class AuditMirror:
@@ -96,18 +77,7 @@ class AuditMirror:
             return (f"its prev_hash {str(ev.get('prev_hash'))[:16]}… is not the mirror's last "
                     f"hash {self.last_hash[:16]}…: the store's trail does not continue the "
                     "mirror (flushed, truncated, reordered or re-sealed)")
-        if ev.get("hash") != event_hash(ev):
-            return "its hash does not match its content (edited)"
-        if not self.keys:
-            return None
-        mac, kid = ev.get("mac"), ev.get("kid")
-        if mac is None and not self.keyed:
-            return None  # written before keyed audit (the trail's unkeyed beginning)
-        if not isinstance(kid, str) or kid not in self.keys:
-            return f"it carries no MAC under a key this instance holds (kid {str(kid)[:16]!r})"
-        if not mac_matches(self.keys[kid], ev):
-            return "its MAC does not verify: re-sealed by someone without the audit key"
-        return None
+        return line_problem(ev, self.keys, self.keyed)
 
     def _adopt(self, ev: dict[str, Any]) -> None:
         self.last_hash = str(ev["hash"])
@@ -134,18 +104,16 @@ class AuditMirror:
     # ------------------------------------------------------------------ the copy
 
     def _open_file(self) -> str | None:
-        """Read the file's last line: the line the next event must continue."""
-        last = last_line(self.path)
+        """Read the file's last line (under the lock, a torn tail cut off first: see
+        mirrortail.py): the line the next event must continue."""
         self.last_hash, self.keyed = None, False
-        if last is None:
-            return None
-        ev = parse_event(last)
-        if ev is None:
-            return "the mirror's own last line is not a JSON event"
-        problem = self._problem(ev)  # by itself: its link was checked when it was written
-        if problem is not None:
-            return f"the mirror's own last line does not verify: {problem}"
-        self._adopt(ev)
+        try:
+            with locked(self.path):
+                ev = verified_end(self.path, self.keys)
+        except TailUnverified as exc:
+            return str(exc)
+        if ev is not None:
+            self._adopt(ev)
         return None
 
     def _ends_with(self, hash_: str | None) -> bool | None:
@@ -219,7 +187,12 @@ class AuditMirror:
                     self._adopt(ev)
                 if good:
                     try:
-                        done, _ = await asyncio.to_thread(_append, self.path, good, before[0])
+                        done, _ = await asyncio.to_thread(append_after, self.path, good,
+                                                          before[0], self.keys)
+                    except TailUnverified as exc:
+                        self.last_hash, self.keyed = before
+                        self._refuse(str(exc), None)
+                        continue
                     except OSError:
                         # unless it landed whole (only the fsync failed), the file ends where
                         # it did: the same batch, fetched again, continues it (a disk full for

@@ -14,15 +14,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
+import time
 from typing import Any
 
 from gateway.errors import StateError
+from gateway.log import event
 from gateway.state.redisidem import CLOCK_SKEW, RedisIdempotency
 from gateway.state.redislink import OWN, Script
 from gateway.state.signing import Unverified
 from gateway.state.store import MAX_DOC_BYTES, Ack
 
 __all__ = ["MAX_ACK_BYTES", "RedisRecords"]
+
+log = logging.getLogger("killgate.state")
 
 _HEARTBEAT = Script(OWN + """
 own(KEYS[1], 'hash'); own(KEYS[2], 'hash')
@@ -50,6 +55,19 @@ for _, f in ipairs(ARGV) do
   if redis.call('HEXISTS', KEYS[1], f) == 0 then n = n + redis.call('HDEL', KEYS[2], f) end
 end
 return n
+""")
+
+# Remove the heartbeat (and addresses) of instance ARGV[1] only while it is the one this
+# process wrote last (ARGV[2], after the server's stamp): a stopping instance's removal
+# that lands after a restarted one of the same name wrote its own leaves that one alone
+_LEAVE = Script("""
+local v = redis.call('HGET', KEYS[1], ARGV[1])
+if v then
+  local i = string.find(v, ' ', 1, true)
+  if not i or string.sub(v, i + 1) ~= ARGV[2] then return 0 end
+end
+redis.call('HDEL', KEYS[1], ARGV[1]); redis.call('HDEL', KEYS[2], ARGV[1])
+return 1
 """)
 
 # Remove the entries ARGV names (field, length) still of that length: refused counts, which
@@ -80,6 +98,10 @@ async def _turn(i: int) -> None:
         await asyncio.sleep(0)
 
 
+#: how often the store's clock being off is logged again while it stays off
+CLOCK_LOG_INTERVAL = 60.0
+
+
 def _signed_age(record: bytes, now_ms: int) -> float:
     """Seconds between a verified heartbeat's signed time and `now_ms` (0.0 when unread)."""
     parts = record.split(b" ", 4)
@@ -91,6 +113,9 @@ class RedisRecords(RedisIdempotency):
     #: our newest heartbeat as published, and the ack it says: its echo on the acks
     #: channel is not verified again (redis.py)
     _own_ack: tuple[bytes, Ack] | None = None
+    #: the store's clock minus ours (s), as measured at the last fleet read
+    store_skew_s = 0.0
+    _skew_logged = -1e9
 
     # ------------------------------------------------------------------ heartbeats
 
@@ -152,7 +177,13 @@ class RedisRecords(RedisIdempotency):
 
     async def fleet(self, lease: float) -> dict[str, dict[str, Any]]:
         """Instances whose signed heartbeat the store saw within `lease` (server time)."""
+        before = self.clock()
         now_ms, flat = await self._script(_LIVE, [self.k_instances], [])
+        # a heartbeat's signed time is judged by the store's clock; by ours when the two
+        # are further apart than the skew tolerated (a store an hour ahead made every
+        # instance's heartbeat, ours too, a "replay": the fleet emptied, receipts counted
+        # this instance alone, and the log blamed the instances)
+        judge_ms = self._judge_clock(int(now_ms), before, self.clock())
         out: dict[str, dict[str, Any]] = {}
         stale: list[bytes] = []
         for i in range(0, len(flat), 2):
@@ -168,10 +199,11 @@ class RedisRecords(RedisIdempotency):
                 continue
             ack = self._open_ack(record, "heartbeat", flat[i])
             if ack is not None and self.keys.enabled \
-                    and (signed := _signed_age(record, int(now_ms))) > 10 * lease + CLOCK_SKEW:
+                    and (signed := _signed_age(record, judge_ms)) > 10 * lease + CLOCK_SKEW:
                 self.on_unverified("heartbeat", f"{ack.instance!r} signed {signed:.0f}s before "
-                                                "the store's clock: a replay (or that "
-                                                "instance's clock is off)", None)
+                                                f"{self._judge_name(judge_ms, int(now_ms))}: "
+                                                "a replay (or that instance's clock is off)",
+                                   None)
                 stale.append(flat[i])
                 continue
             if ack is not None and age <= lease:
@@ -198,9 +230,40 @@ class RedisRecords(RedisIdempotency):
     async def live_instances(self, lease: float) -> dict[str, int]:
         return {k: v["generation"] for k, v in (await self.fleet(lease)).items()}
 
+    def _judge_clock(self, now_ms: int, before: float, after: float) -> int:
+        """The time (ms) heartbeats' signed times are judged against: the store's
+        (`now_ms`), or ours when the store's is off from ours by more than CLOCK_SKEW
+        (logged, with the skew measured, every CLOCK_LOG_INTERVAL while it lasts)."""
+        ours_ms = int((before + after) * 500)
+        self.store_skew_s = skew = (now_ms - ours_ms) / 1000.0
+        if abs(skew) <= CLOCK_SKEW:
+            return now_ms
+        if time.monotonic() - self._skew_logged >= CLOCK_LOG_INTERVAL:
+            self._skew_logged = time.monotonic()
+            event(log, "state_store_clock_off", logging.ERROR, skew_s=round(skew, 1),
+                  detail=f"the store's clock is {abs(skew):.0f}s "
+                         f"{'ahead of' if skew > 0 else 'behind'} this instance's (measured "
+                         f"at a fleet read; {CLOCK_SKEW:.0f}s tolerated): heartbeats are "
+                         "judged by this instance's clock meanwhile; check the clocks (NTP) "
+                         "of the store's host and this one")
+        return ours_ms
+
+    @staticmethod
+    def _judge_name(judge_ms: int, now_ms: int) -> str:
+        if judge_ms == now_ms:
+            return "the store's clock"
+        skew = (now_ms - judge_ms) / 1000.0
+        return (f"this instance's clock (the store's is {abs(skew):.0f}s "
+                f"{'ahead' if skew > 0 else 'behind'}: off)")
+
     async def leave(self, instance: str) -> None:
-        await self._call("HDEL", self.k_instances, instance)
-        await self._call("HDEL", self.k_instances + ":urls", instance)
+        """Remove our heartbeat, only if it is still the one we wrote last: a restarted
+        instance of the same name may have written its own since (see _LEAVE)."""
+        own = self._own_ack
+        if own is None or own[1].instance != instance:
+            return
+        await self._script(_LEAVE, [self.k_instances, self.k_instances + ":urls"],
+                           [instance, own[0]])
 
     # ------------------------------------------------------------------ analysis counts
 

@@ -17,7 +17,7 @@ from typing import Any
 from gateway.domain.audit import GENESIS, AuditDraft, seal
 from gateway.domain.branches import replaces_another
 from gateway.domain.statedoc import StateDoc
-from gateway.errors import AuditError, StoreConflict, StoreUnavailable
+from gateway.errors import AuditError, StoreConflict, StoreOutcomeUnknown, StoreUnavailable
 from gateway.log import event
 from gateway.state.redisaux import RedisRecords
 from gateway.state.redislink import OWN, SMALL, Script
@@ -157,9 +157,13 @@ class RedisCommits(RedisRecords):
                 ev["hash"] if ev else "", first, self.ch_events, based, str(MAX_DOC_BYTES),
                 whole]
             # READONLY replica, OOM, script errors: nothing was written, the action is refused.
-            res = await self._script(
-                _COMMIT, [self.k_state, self.k_gen, self.k_audit, self.k_head], args,
-                refused=AuditError, writes=True, on_reply=own.replied, conn=conn)
+            try:
+                res = await self._script(
+                    _COMMIT, [self.k_state, self.k_gen, self.k_audit, self.k_head], args,
+                    refused=AuditError, writes=True, on_reply=own.replied, conn=conn)
+            except StoreOutcomeUnknown as exc:
+                exc.event = ev  # (what a retry answers with, should it have landed)
+                raise
             status = res[0].decode() if isinstance(res[0], bytes) else str(res[0])
             if status == "conflict":
                 raise StoreConflict("the state changed under us")

@@ -108,6 +108,10 @@ class RedisIdempotency(RedisLink):
         return bool(await self._script(_SWAP, [k], [raw, self._idem_sealed(key, record, ttl),
                                                     str(max(1, int(ttl * 1000)))]))
 
+    async def idem_take(self, key: str, mine: dict[str, Any], record: dict[str, Any],
+                        ttl: float) -> bool:
+        return await self._idem_swap(key, mine, self._idem_sealed(key, record, ttl), ttl)
+
     async def idem_renew(self, key: str, record: dict[str, Any], ttl: float) -> bool:
         return await self._idem_swap(key, record, self._idem_sealed(key, record, ttl), ttl)
 

@@ -45,6 +45,11 @@ class IdempotencyStore(Protocol):
         """Keep `record` another `ttl` if it is still what the key holds (a claim not lost
         to another's since it lapsed); False when it is not."""
 
+    async def idem_take(self, key: str, mine: dict[str, Any], record: dict[str, Any],
+                        ttl: float) -> bool:
+        """Replace the key's record with `record` only while it is still `mine` (one
+        compare-and-set: of two retries taking over a record, one does)."""
+
     async def idem_release(self, key: str, mine: dict[str, Any] | None = None) -> None:
         """Drop the key's record (with `mine`: only while it is still that one)."""
 

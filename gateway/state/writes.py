@@ -17,7 +17,14 @@ from typing import Any
 from gateway.config import StateConfig
 from gateway.domain.audit import AuditDraft
 from gateway.domain.statedoc import Change, StateDoc, apply_change
-from gateway.errors import DomainError, NotDurable, StateError, StoreConflict
+from gateway.domain.writeids import write_generation
+from gateway.errors import (
+    DomainError,
+    NotDurable,
+    StateError,
+    StoreConflict,
+    StoreOutcomeUnknown,
+)
 from gateway.log import event
 from gateway.state.holder import Holder
 from gateway.state.store import Loaded, Store
@@ -125,6 +132,9 @@ class Writes:
                 except StoreConflict:
                     cur = None
                     continue
+                except StoreOutcomeUnknown as exc:
+                    exc.doc = new  # (its write id: `landed` tells a retry whether it did)
+                    raise
                 if stored:
                     new = stored[0]
                 elif ev is not None:
@@ -142,6 +152,22 @@ class Writes:
                     "store.verification in /v1/status): someone is writing to Redis without "
                     "it; retrying will not help until that stops (nothing was changed)")
             raise StoreConflict("the state kept changing; try again")
+
+    async def landed(self, write: str, generation: int) -> bool | None:
+        """Whether the write `write` (a `writes` id, of `generation`: one whose commit's
+        answer was lost) is in the store's state: True when the stored document descends
+        from it, False when it does not and its `writes` reach back to that generation
+        (or it is older), None when the store cannot say (its writes do not reach back
+        that far, or it holds no verified document). Raises StateError when unreachable."""
+        doc = (await self.store.load()).doc
+        if doc is None:
+            return None
+        if write in doc.writes:
+            return True
+        if doc.generation < generation or (
+                doc.writes and 0 <= write_generation(doc.writes[0]) <= generation):
+            return False
+        return None
 
     def _refused(self) -> int:
         """How many values from the store this instance has refused so far."""

@@ -82,6 +82,10 @@ HELP: dict[str, tuple[str, str]] = {
                                      "head_size, timeout, host)."),
     "killgate_break_glass_total": ("counter", "Writes that skipped a required approval with "
                                    "the killgate:breakglass scope, by action."),
+    "killgate_approval_unknown_action_total": ("counter", "Approval requests of an action "
+                                               "this version does not know (a newer one "
+                                               "wrote them: a rolling upgrade), left alone "
+                                               "by the expiry sweep; once per request."),
     "killgate_state_unverified_total": ("counter", "Values from the state store refused: "
                                                    "unsigned, badly signed or malformed "
                                                    "(documents, pushes, acks, ...), by kind."),
@@ -203,6 +207,7 @@ INITIAL: dict[str, tuple[tuple[str, ...], tuple[tuple[str, ...], ...]]] = {
     "killgate_audit_mirror_failures_total": ((), ((),)),
     "killgate_audit_trail_lost_total": ((), ((),)),
     "killgate_state_reseeds_total": ((), ((),)),
+    "killgate_approval_unknown_action_total": ((), ((),)),
     "killgate_state_pushes_not_read_total": ((), ((),)),
     "killgate_state_snapshot_write_failures_total": ((), ((),)),
     "killgate_state_snapshot_failing": ((), ((),)),

@@ -1,0 +1,107 @@
+"""A retried unkill after `outcome_unknown` (admin/writes.py), on a real redis-server whose
+commit replies are lost (a fault proxy mutes the commit connection): a retry with the
+same Idempotency-Key answers the first attempt's result if it landed, and runs the write
+if it did not."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.backends import echo_app
+from tests.conftest import running_gateway, two_versions, wait_until, write_config
+from tests.faultproxy import Forwarder, redis_state_via
+from tests.test_killswitch import auth, kill
+
+pytestmark = pytest.mark.timeout(60)
+BODY = {"scope": "route", "route": "iris", "reason": "INC-4 over"}
+
+
+async def _unkill(session, admin: str, key: str) -> tuple[int, dict, bool]:
+    async with session.post(f"{admin}/v1/unkill?wait=1s", json=BODY,
+                            headers={**auth(), "Idempotency-Key": key}) as r:
+        return r.status, await r.json(), r.headers.get("idempotent-replayed") == "true"
+
+
+async def test_a_retried_unkill_after_outcome_unknown_answers_the_first_result(
+        tmp_path: Path, backends, session, fwd: Forwarder) -> None:
+    """The store took the unkill, its reply was lost: 503 outcome_unknown, and the key was
+    let go with the failure, so the retry with that key ran the unkill again and answered
+    409 not_killed, though the first attempt had lifted the kill (found by review). The
+    key now names the write tried; the retry finds it in the store's state and answers
+    200, replayed, with the first attempt's audit id; one unkill event in the trail."""
+    p = await backends(echo_app("v1"))
+    state = redis_state_via(fwd, tmp_path, "kg-ou", command_timeout="300ms")
+    cfg = write_config(tmp_path, two_versions(p, p), state=state)
+    async with running_gateway(cfg) as g:
+        await kill(session, g.admin, scope="route", route="iris")
+        # the connections: "cmd" (made first, by the start's load), the subscription, and
+        # "write" (commits): its replies are lost from now on
+        for link in [ln for ln in fwd.links if b"SUBSCRIBE" not in ln.head][1:]:
+            link.muted = True
+        status, body, _ = await _unkill(session, g.admin, "retry-me")
+        assert (status, body["error"]["type"]) == (503, "outcome_unknown"), body
+        await wait_until(lambda: "route:iris" not in g.gw.holder.doc.kills, 5,
+                         what="the unkill, landed (its push)")
+        status, body, replayed = await _unkill(session, g.admin, "retry-me")
+        assert (status, replayed) == (200, True), body
+        assert body["changed"] is True and body["generation"] == g.gw.holder.doc.generation
+        unkills = [e for e in await g.gw.sync.store.audit_events() if e["action"] == "unkill"]
+        assert [e["id"] for e in unkills] == [body["audit_id"]]
+        # and again: the answer as recorded now
+        status, again, replayed = await _unkill(session, g.admin, "retry-me")
+        assert (status, replayed, again["audit_id"]) == (200, True, body["audit_id"])
+
+
+async def test_a_retried_unkill_whose_first_attempt_did_not_land_runs_it(
+        tmp_path: Path, backends, session, fwd: Forwarder) -> None:
+    """The key names a write the store's state does not hold (the first attempt's commit
+    never ran): the retry takes the key over and runs the unkill: 200, not replayed."""
+    from gateway.admin.writes import IDEMPOTENCY_TTL
+
+    p = await backends(echo_app("v1"))
+    state = redis_state_via(fwd, tmp_path, "kg-ou2", command_timeout="300ms")
+    cfg = write_config(tmp_path, two_versions(p, p), state=state)
+    async with running_gateway(cfg) as g:
+        await kill(session, g.admin, scope="route", route="iris")
+        gen = g.gw.holder.doc.generation
+        # what the first attempt left: its key naming a write of the next generation
+        fingerprint = hashlib.sha256(b"POST /v1/unkill\n"
+                                     + json.dumps(BODY).encode()).hexdigest()
+        ident = hashlib.sha256(b"alice\nnever-landed").hexdigest()
+        await g.gw.sync.store.idem_set(ident, {
+            "fingerprint": fingerprint, "holder": "first",
+            "unknown": {"write": f"{gen + 1}:deadbeef", "generation": gen + 1},
+            "status": 200, "extra": {"unkill": "route:iris", "changed": True}},
+            IDEMPOTENCY_TTL)
+        status, body, replayed = await _unkill(session, g.admin, "never-landed")
+        assert (status, replayed) == (200, False), body
+        assert "route:iris" not in g.gw.holder.doc.kills
+        assert body["generation"] == gen + 1 and body["audit_id"]
+
+
+async def test_taking_over_a_key_is_one_compare_and_set(tmp_path: Path, redis_server) -> None:
+    """`idem_take` (both stores): only while the key still holds the record the taker
+    read; of two retries taking over one record, one does."""
+    from gateway.state.local import LocalStore
+    from gateway.state.redis import RedisStore
+    from gateway.state.signing import Key, Keyring
+    from tests.conftest import STATE_KEY
+
+    keys = Keyring(Key.of(STATE_KEY.encode()))
+    local = LocalStore(tmp_path / "s.json", keys=keys)
+    remote = RedisStore(redis_server.url, "kgtake", 1.0, keys=keys)
+    for store in (local, remote):
+        await store.open()
+        try:
+            first = {"fingerprint": "f", "holder": "first", "unknown": {"write": "2:ab"}}
+            await store.idem_set("k", first, 60)
+            a, b = ({"fingerprint": "f", "holder": h} for h in ("a", "b"))
+            assert await store.idem_take("k", first, a, 15) is True
+            assert await store.idem_take("k", first, b, 15) is False
+            assert await store.idem_claim("k", b, 15) == a
+        finally:
+            await store.close()
