@@ -135,6 +135,11 @@ class Mirror:
             if plan.shadow_off in ("killed", "unhealthy"):
                 self.count(plan, "down")
             return None
+        if served.name != plan.stable:
+            # compared only with the stable's answer: a canary's, a pinned or a failed-over
+            # version's would measure the shadow against a mix of models (counted apart)
+            self.count(plan, "not_compared")
+            return None
         if self.stopped(plan):
             return None
         if not complete or body is None or len(body) > sh.max_request_bytes:
