@@ -125,3 +125,37 @@ async def test_one_flooding_sticky_key_cannot_decide_the_verdict(
     assert "failed" not in got and got[0] == "passed", a["recent"][0]
     # the flooding key counted at most max_per_key a period (two periods at most)
     assert evidence["errors"] <= 6 and evidence["requests"] <= canary_users + 7, evidence
+
+
+@pytest.mark.parametrize("way", ["path", "rewrite", "stream"])
+async def test_a_keys_requests_past_its_bound_are_not_counted(
+        tmp_path: Path, backends, way: str) -> None:
+    """Both ways a version is chosen: by path alone, and version first when versions
+    rewrite the body's `model` (dataplane/modelpeek.py); and a streamed answer's end."""
+    from tests.backends import sse_app
+    from tests.conftest import running_gateway, write_config
+
+    app = (lambda n: sse_app(n, 2, 0.0)) if way == "stream" else _model
+    p1, p2 = await backends(app("v1")), await backends(app("v2"))
+    model = ", model: m-served" if way == "rewrite" else ""
+    cfg = write_config(tmp_path, f"""\
+- name: iris
+  match: {{path_prefix: /v2/models/iris}}
+  stable: v1
+  sticky: {{header: x-user-id}}
+  analysis: {{window: 60s, interval: 1h, max_per_key: 3}}
+  versions:
+    - {{name: v1, url: "http://127.0.0.1:{p1}", weight: 0{model}}}
+    - {{name: v2, url: "http://127.0.0.1:{p2}", weight: 100{model}}}
+""")
+    async with running_gateway(cfg) as g, ClientSession() as s:
+        for headers in [{"x-user-id": "alice"}] * 8 + [{"x-user-id": "bob"}] * 2 + [{}] * 4:
+            async with s.post(g.url + INFER, json={"model": "m"}, headers=headers) as r:
+                assert way != "stream" or r.content_type == "text/event-stream"
+                assert r.status == 200 and r.headers["x-killgate-version"] == "v2"
+                assert r.headers["x-killgate-decision"] == ("sticky" if headers else "weighted")
+                await r.read()
+        g.gw.rollout._held()  # (the "ok"s held back a second: handed over, as a round does)
+        counts = g.gw.rollout.stats.window("iris", 60, time.time())
+    # alice's first 3, bob's 2, and the 4 requests without a key (weighted: not bounded)
+    assert counts["v2"].requests == 9, counts
