@@ -8,6 +8,7 @@ gateway's SERVER span, exported like the attempts."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -17,17 +18,23 @@ from tests.backends import Recorder, echo_app
 from tests.conftest import running_gateway, wait_until, write_config
 from tests.otlp_collector import Collector
 from tests.test_shadow import route
-from tests.test_tracing import (  # noqa: F401 - fixtures
+from tests.test_tracing import (
     CLIENT_SPAN,
     CLIENT_TRACE,
-    _fast_export,
-    collector,
+    _fast_export,  # noqa: F401 - the same clean OTEL_* env
     sent_traceparent,
     telemetry,
     traceparent,
 )
 
 pytestmark = pytest.mark.timeout(30)
+
+
+@pytest.fixture
+async def collector() -> AsyncIterator[Collector]:
+    c = await Collector().start()
+    yield c
+    await c.stop()
 
 
 def _parts(tp: str | None) -> tuple[str, str, str]:
