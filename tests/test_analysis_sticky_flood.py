@@ -159,3 +159,36 @@ async def test_a_keys_requests_past_its_bound_are_not_counted(
         counts = g.gw.rollout.stats.window("iris", 60, time.time())
     # alice's first 3, bob's 2, and the 4 requests without a key (weighted: not bounded)
     assert counts["v2"].requests == 9, counts
+
+
+@pytest.mark.parametrize("trusted", [False, True])
+async def test_one_client_rotating_keys_is_bounded_by_max_per_client(
+        tmp_path: Path, backends, trusted: bool) -> None:
+    """A key each request defeats `max_per_key`; `max_per_client` bounds the address (behind
+    admin.trusted_proxies, the client they vouch for: two clients there)."""
+    from tests.conftest import running_gateway, write_config
+
+    p1, p2 = await backends(_model("v1")), await backends(_model("v2"))
+    cfg = write_config(tmp_path, f"""\
+- name: iris
+  match: {{path_prefix: /v2/models/iris}}
+  stable: v1
+  sticky: {{header: x-user-id}}
+  analysis: {{window: 60s, interval: 1h, max_per_key: 5, max_per_client: 4}}
+  versions:
+    - {{name: v1, url: "http://127.0.0.1:{p1}", weight: 0}}
+    - {{name: v2, url: "http://127.0.0.1:{p2}", weight: 100}}
+""")
+    if trusted:
+        cfg.write_text(cfg.read_text().replace(
+            "  auth:\n", "  trusted_proxies: [127.0.0.0/8]\n  auth:\n", 1))
+    async with running_gateway(cfg) as g, ClientSession() as s:
+        for i in range(10):
+            headers = {"x-user-id": f"mallory-{i}",
+                       "x-forwarded-for": f"198.51.100.{i % 2}"}
+            async with s.post(g.url + INFER, json={}, headers=headers) as r:
+                assert r.status == 200 and r.headers["x-killgate-version"] == "v2"
+                await r.read()
+        g.gw.rollout._held()
+        counts = g.gw.rollout.stats.window("iris", 60, time.time())
+    assert counts["v2"].requests == (8 if trusted else 4), counts

@@ -39,3 +39,15 @@ def test_a_long_key_holds_no_more_memory_and_the_cost_is_a_dict_op() -> None:
         q.admit("r", k, 10, 60.0, 1.0)
     per = (time.perf_counter() - t) / len(keys)
     assert per < 20e-6, per  # (about 0.3 µs here; bounded loosely for a loaded machine)
+
+
+def test_a_client_address_rotating_keys_is_bounded_too() -> None:
+    q = KeyQuota()
+    got = [q.admit("r", f"k{i}", 10, 60.0, 1.0, "198.51.100.7", 3) for i in range(5)]
+    assert got == [True, True, True, False, False]
+    assert q.admit("r", "k9", 10, 60.0, 1.0, "198.51.100.8", 3)  # another client
+    # a key past its bound spends none of its client's (and the other way round)
+    assert [q.admit("r", "same", 1, 60.0, 1.0, "203.0.113.1", 2) for _ in range(3)] == \
+        [True, False, False]
+    assert q.admit("r", "other", 1, 60.0, 1.0, "203.0.113.1", 2)
+    assert q.keys == 4 + 2 + 2 + 1  # (keys and addresses apart; none a refusal added)

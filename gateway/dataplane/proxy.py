@@ -28,7 +28,7 @@ from gateway.dataplane.heldmodel import FORM_NOT_REWRITTEN
 from gateway.dataplane.inflight import Inflight
 from gateway.dataplane.jsonpeek import ModelField
 from gateway.dataplane.modelpeek import ModelPeek
-from gateway.dataplane.outgoing import CACHE_MAX, CACHED_TARGET, Outgoing
+from gateway.dataplane.outgoing import CACHE_MAX, CACHED_TARGET, Outgoing, forwarded_for
 from gateway.dataplane.paths import BadTarget, route_host, split_target
 from gateway.dataplane.peekbudget import PeekBudget
 from gateway.dataplane.ports import TableSource
@@ -209,8 +209,7 @@ class Proxy(Outgoing, ModelPeek, Finish):
             choice = plan.choose(sticky, pin, self.rand)
             if sticky is not None and (limit := plan.key_limit) is not None:
                 # one key's share of the verdict is bounded (analysis.max_per_key)
-                counted = self.quota.admit(plan.name, sticky, limit[0], limit[1],
-                                           self.clock.now)
+                counted = self._counted(req, plan.name, sticky, limit)
         if req.span is not None:
             trace_choice(req.span, plan, choice, model, path)
         if choice.target is None:
@@ -248,10 +247,23 @@ class Proxy(Outgoing, ModelPeek, Finish):
         if (limit := plan.key_limit) is not None:
             sticky = req.headers.get(plan.sticky_header) if plan.sticky_header else None
             if sticky is not None:
-                counted = self.quota.admit(plan.name, sticky, limit[0], limit[1],
-                                           self.clock.now)
+                counted = self._counted(req, plan.name, sticky, limit)
         Flight().start(self, req, plan, choice.target, choice.decision, prefix,
                        complete, field, target, path, faulted, counted)
+
+    def _counted(self, req: Request, route: str, sticky: str,
+                 limit: tuple[int | None, int | None, float]) -> bool:
+        """Whether a request with sticky key `sticky` counts toward the canary's verdict:
+        within its key's `analysis.max_per_key`, and its client address's
+        `max_per_client`, this window (domain/keyquota.py)."""
+        per_key, per_client, window = limit
+        client = None
+        if per_client is not None:
+            trusted = self.client_address  # behind trusted proxies: the client they vouch for
+            client = req.remote if trusted is None else \
+                trusted.client(req.remote, forwarded_for(req))
+        return self.quota.admit(route, sticky, per_key, window, self.clock.now, client,
+                                per_client)
 
     def _remember(self, key: tuple[str, str], plan: RoutePlan) -> None:
         """Keep a match of the current table (short paths and Hosts; cleared when full)."""
