@@ -7,14 +7,15 @@ then promoted), and so decide the verdict alone. Only the first `max_per_key` re
 each key in each period of `analysis.window` (periods aligned to the window on the data
 plane's clock) count toward the verdict: at most twice that in any window the analysis
 reads; with `max_per_client`, the keyed requests of one client address likewise (one
-client rotating keys). The rest are answered as usual and told to every observer but the judges (outlier
-detection, canary analysis), as pinned requests are.
+client rotating keys). The rest are answered as usual and told to every observer but the
+judges (outlier detection, canary analysis), as pinned requests are.
 
 Owns the counts: per route, the dicts of the current period (key or address hash ->
-requests counted), dropped when the period ends. Memory is bounded by `max_keys` entries over every route;
-past it a key not seen in the period is not counted (an attacker with that many keys
-starves the analysis, which then says `inconclusive`, never a verdict of its choosing).
-A request costs one dict read and write. Pure apart from being mutable; time is passed in.
+requests counted), dropped when the period ends. Memory is bounded by `max_keys` entries
+over every route; past it a key not seen in the period is not counted (an attacker with
+that many keys starves the analysis, which then says `inconclusive`, never a verdict of
+its choosing). A request costs a dict read and write per bound. Pure apart from being
+mutable; time is passed in.
 """
 
 from __future__ import annotations
