@@ -226,6 +226,15 @@ class AnalysisConfig(Frozen):
     window: Annotated[Duration, _WINDOW_FLOOR, _WINDOW] = 60.0
     interval: Annotated[Duration, _INTERVAL_FLOOR, _INTERVAL] = 10.0
     min_requests: int = Field(default=50, ge=1, le=MAX_MIN_REQUESTS)
+    #: on a route with `sticky`: at most this many requests of one sticky key count toward
+    #: the verdict per `window` (one client must not decide it; domain/keyquota.py);
+    #: null: every request counts
+    max_per_key: int | None = Field(default=10, ge=1, le=MAX_MIN_REQUESTS)
+    #: ... and at most this many of one client address's requests that carry a sticky key
+    #: (behind admin.trusted_proxies: the address they vouch for; against one client
+    #: rotating keys); null (default): no bound by address (behind a proxy not trusted,
+    #: every client has its address)
+    max_per_client: int | None = Field(default=None, ge=1, le=MAX_MIN_REQUESTS)
     max_error_rate_increase: float = Field(default=0.05, ge=0, le=1)
     max_p99_ratio: float = Field(default=1.5, gt=0)
     # differences smaller than this never fail a canary (1 ms vs 2 ms is noise, not a ratio)

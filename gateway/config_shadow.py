@@ -42,17 +42,26 @@ _STEP = re.compile(r"\.?(?:(\*)|([A-Za-z0-9_\-$@:]+))|\[(\*|\d{1,9})\]")
 
 
 def parse_path(text: str) -> tuple[PathToken, ...]:
-    """'choices[*].message.content' / 'id' / '*.timestamp' / 'outputs[0]' → tokens.
-    Raises ValueError naming the grammar."""
+    """'choices[*].message.content' / 'id' / '*.timestamp' / 'outputs[0]' → tokens; a
+    JSONPath root first ('$.id', '$[0].id') is the same path ('$.id' read as a key named
+    '$' silently matched nothing: an ignored field still disagreed, a redacted one was
+    kept). Raises ValueError naming the grammar."""
     if not isinstance(text, str) or not text or len(text) > 256:
         raise ValueError(f"{text!r} is not a JSON path (use a.b, items[*].id, *.timestamp)")
+    if text in ("$", "$."):
+        raise ValueError("'$' names the whole answer: name a field under it "
+                         "($.id, $.items[*].id)")
+    whole = text
+    if text.startswith(("$.", "$[")):
+        text = text[2:] if text[1] == "." else text[1:]
     out: list[PathToken] = []
     pos = 0
     while pos < len(text):
         m = _STEP.match(text, pos)
         if m is None or (m.group(0).startswith(".") and pos == 0) or \
                 (not m.group(0).startswith((".", "[")) and pos > 0):
-            raise ValueError(f"{text!r} is not a JSON path (use a.b, items[*].id, *.timestamp)")
+            raise ValueError(f"{whole!r} is not a JSON path (use a.b, items[*].id, "
+                             "*.timestamp; $.a.b too)")
         if m.group(1):
             out.append(("*", ""))
         elif m.group(2):

@@ -41,7 +41,7 @@ def test_counting_and_the_report() -> None:
     assert (rep["compared"], rep["agreed"], rep["agreement"], rep["dropped"]) == (6, 4, 0.666667, 1)
     assert rep["outcomes"] == {"agreed": 3, "noise": 1, "disagreed": 2, "uncomparable": 1}
     assert rep["copies"] == {"sent": 6, "dropped": 1, "body": 0, "answer": 0, "down": 0,
-                             "failed": 1}
+                             "failed": 1, "not_compared": 0}
     assert rep["failures"] == {"timeout": 1} and rep["differences"] == {"values": 2}
     assert rep["latency_ms"]["primary"] == {"p50": 5.0, "p99": 5.0}
     assert rep["latency_ms"]["shadow"]["p99"] == 2000.0

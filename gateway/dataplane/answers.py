@@ -105,11 +105,11 @@ class Answers:
     # ------------------------------------------------------------------ outcomes
 
     def observed(self, plan: RoutePlan, target: Target, status: int, started: float,
-                 decision: str = "") -> None:
+                 decision: str = "", counted: bool = True) -> None:
         observer = self.observer
         if observer is not None:
             kind = "5xx" if status >= 500 else "ok"
-            if decision != PINNED:
+            if decision != PINNED and counted:
                 observer.outcome(plan.name, target.name, kind, self.clock.now - started)
             else:  # not the split's: canary analysis is not told of it
                 observer.pinned(plan.name, target.name, kind, self.clock.now - started)
@@ -139,7 +139,9 @@ class Answers:
                          or self.models.answered(plan.name, target.name, model)):
                 self.unready.setdefault(req, []).append((plan.name, target.name, latency))
         elif self.observer is not None:
-            if getattr(req.flight, "decision", None) == PINNED:  # (the request's flight)
+            flight = req.flight  # (pinned, or past its sticky key's bound: not judged)
+            if getattr(flight, "decision", None) == PINNED \
+                    or not getattr(flight, "counted", True):
                 self.observer.pinned(plan.name, target.name, "5xx", latency)
             else:
                 self.observer.outcome(plan.name, target.name, "5xx", latency)

@@ -88,10 +88,10 @@ class Finish:
         rec.upstream = ex.head_at - started
         observer = self.observer
         if observer is not None:
-            if decision != PINNED:  # (a method call each: no bound method made)
+            if decision != PINNED and flight.counted:  # (a method call each: no bound method)
                 observer.outcome(route, version, "5xx" if status >= 500 else "ok",
                                  self.clock.now - started)
-            else:  # not the split's: canary analysis is not told of it
+            else:  # pinned, or past its sticky key's bound: the judges are not told of it
                 observer.pinned(route, version, "5xx" if status >= 500 else "ok",
                                 self.clock.now - started)
         keep = req.keep_alive and req.body_done and not req.conn.closing  # will_keep_alive

@@ -52,7 +52,7 @@ class Flight(Moves):
     """A routed request being forwarded (one per request that reaches the upstream side); it
     is its own in-flight `Handle` (kills find it by route and version, and cut its exchange)."""
 
-    __slots__ = ("budget", "complete", "deadline", "faulted", "field", "plan", "prefix",
+    __slots__ = ("budget", "complete", "counted", "deadline", "faulted", "field", "plan", "prefix",
                  "proxy", "raw_target", "req", "routing_path", "started", "task", "whole")
 
     # Made with no argument and started at once, `Flight().start(...)`: a class's Python
@@ -62,11 +62,13 @@ class Flight(Moves):
 
     def start(self, proxy: FlightHost, req: Request, plan: RoutePlan, target: Target,
               decision: str, prefix: bytes | None, complete: bool, field: ModelField | None,
-              raw_target: bytes, routing_path: str, faulted: str | None = None) -> None:
+              raw_target: bytes, routing_path: str, faulted: str | None = None,
+              counted: bool = True) -> None:
         """Start a routed request's forwarding (made and started in one call: a call less per
         request): it is `req.flight` from then on, findable by kills, and sent now on an idle
         pooled connection, or its slow path runs. `faulted`: a drill request's version that
-        must seem to fail."""
+        must seem to fail. `counted`: its outcome counts toward canary analysis (and outlier
+        detection): not past its sticky key's `analysis.max_per_key`."""
         self.route = plan.name  # the Handle's fields: what a kill matches, what it cuts
         self.version: str | None = None
         self.exchange: Exchange | None = None  # the exchange this flight holds, if any
@@ -76,6 +78,7 @@ class Flight(Moves):
         self.plan = plan
         self.target = target
         self.decision = decision
+        self.counted = counted  # (judged: told to canary analysis and outlier detection)
         self.prefix = prefix        # the body (complete) or its first bytes, in memory
         self.complete = complete    # the whole body is in `prefix`: it can be sent again
         self.field = field

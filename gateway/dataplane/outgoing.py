@@ -129,7 +129,7 @@ class Outgoing:
         return self.shadow.tap(flight.plan, flight.target, req.method, flight.raw_target,
                                list(req.raw_headers), flight.prefix, flight.complete,
                                flight.field, self._forwarded_of(req), flight.started,
-                               self.peek_bytes)
+                               self.peek_bytes, req.span, req.traceparent)
 
 def forwarded_for(req: Request) -> list[str]:
     """Every X-Forwarded-For field of the request, as sent."""

@@ -83,7 +83,7 @@ class FlightHost(Protocol):
                decision: str, status: int, bytes_out: int = 0) -> None: ...
 
     def observed(self, plan: RoutePlan, target: Target, status: int, started: float,
-                 decision: str = "") -> None: ...
+                 decision: str = "", counted: bool = True) -> None: ...
 
     def dropped(self, req: Request, plan: RoutePlan, target: Target, status: int,
                 not_ready: bool, started: float, model: Asked | None = None) -> None: ...
@@ -125,6 +125,7 @@ class Forwarding(Protocol):
     plan: RoutePlan
     target: Target
     decision: str
+    counted: bool  # its outcome counts toward canary analysis (analysis.max_per_key)
     prefix: bytes | None  # the body (complete) or its first bytes, in memory
     complete: bool  # the whole body is in `prefix`: it can be sent again
     field: ModelField | None

@@ -28,7 +28,7 @@ from gateway.dataplane.heldmodel import FORM_NOT_REWRITTEN
 from gateway.dataplane.inflight import Inflight
 from gateway.dataplane.jsonpeek import ModelField
 from gateway.dataplane.modelpeek import ModelPeek
-from gateway.dataplane.outgoing import CACHE_MAX, CACHED_TARGET, Outgoing
+from gateway.dataplane.outgoing import CACHE_MAX, CACHED_TARGET, Outgoing, forwarded_for
 from gateway.dataplane.paths import BadTarget, route_host, split_target
 from gateway.dataplane.peekbudget import PeekBudget
 from gateway.dataplane.ports import TableSource
@@ -38,6 +38,7 @@ from gateway.dataplane.servedmodels import ServedModels
 from gateway.dataplane.shadow import Mirror
 from gateway.dataplane.spans import RequestTracer, TraceView, trace_choice
 from gateway.dataplane.upstream import Upstreams
+from gateway.domain.keyquota import KeyQuota
 from gateway.domain.routetable import RouteTable
 from gateway.domain.routing import Choice, RoutePlan
 from gateway.forwarded import ClientAddress
@@ -80,6 +81,8 @@ class Proxy(Outgoing, ModelPeek, Finish):
         self.client_address = client_address
         self.scheme_b = scheme.encode()
         self.rand = random.random
+        #: how many requests of each sticky key counted toward canary analysis this window
+        self.quota = KeyQuota()
         self.loop = asyncio.get_running_loop()
         self._labels: dict[tuple[str, str, str], bytes] = {}  # x-killgate-* lines
         self.unready: dict[Request, list[tuple[str, str, float]]] = {}  # (answers.py)
@@ -195,6 +198,7 @@ class Proxy(Outgoing, ModelPeek, Finish):
             return
         req.rec.stable = plan.stable
         choice = plan.fixed  # (one version takes all traffic; no pins, no sticky keys)
+        counted = True  # (toward the canary's verdict)
         if choice is None:
             pin = req.headers.get("x-killgate-pin") if plan.allow_pin else None
             if pin is not None and pin not in plan.targets:
@@ -203,6 +207,9 @@ class Proxy(Outgoing, ModelPeek, Finish):
                 return
             sticky = req.headers.get(plan.sticky_header) if plan.sticky_header else None
             choice = plan.choose(sticky, pin, self.rand)
+            if sticky is not None and (limit := plan.key_limit) is not None:
+                # one key's share of the verdict is bounded (analysis.max_per_key)
+                counted = self._counted(req, plan.name, sticky, limit)
         if req.span is not None:
             trace_choice(req.span, plan, choice, model, path)
         if choice.target is None:
@@ -219,7 +226,7 @@ class Proxy(Outgoing, ModelPeek, Finish):
         faulted = (self.faults.version(req.headers, table.doc, plan.name) if table.doc.drills
                    else None)
         Flight().start(self, req, plan, choice.target, choice.decision, prefix, complete,
-                       field, target, path, faulted)  # (`req.flight` is it)
+                       field, target, path, faulted, counted)  # (`req.flight` is it)
 
     def _chosen(self, req: Request, table: RouteTable, plan: RoutePlan, choice: Choice,
                 path: str, target: bytes, prefix: bytes | None, field: ModelField | None,
@@ -236,8 +243,27 @@ class Proxy(Outgoing, ModelPeek, Finish):
             complete = True
         faulted = (self.faults.version(req.headers, table.doc, plan.name) if table.doc.drills
                    else None)
+        counted = True  # (the sticky key's bound, as `_route` applies it)
+        if (limit := plan.key_limit) is not None:
+            sticky = req.headers.get(plan.sticky_header) if plan.sticky_header else None
+            if sticky is not None:
+                counted = self._counted(req, plan.name, sticky, limit)
         Flight().start(self, req, plan, choice.target, choice.decision, prefix,
-                       complete, field, target, path, faulted)
+                       complete, field, target, path, faulted, counted)
+
+    def _counted(self, req: Request, route: str, sticky: str,
+                 limit: tuple[int | None, int | None, float]) -> bool:
+        """Whether a request with sticky key `sticky` counts toward the canary's verdict:
+        within its key's `analysis.max_per_key`, and its client address's
+        `max_per_client`, this window (domain/keyquota.py)."""
+        per_key, per_client, window = limit
+        client = None
+        if per_client is not None:
+            trusted = self.client_address  # behind trusted proxies: the client they vouch for
+            client = req.remote if trusted is None else \
+                trusted.client(req.remote, forwarded_for(req))
+        return self.quota.admit(route, sticky, per_key, window, self.clock.now, client,
+                                per_client)
 
     def _remember(self, key: tuple[str, str], plan: RoutePlan) -> None:
         """Keep a match of the current table (short paths and Hosts; cleared when full)."""

@@ -123,17 +123,25 @@ class Mirror:
     def tap(self, plan: RoutePlan, served: Target, method: bytes, raw_target: bytes,
             raw_headers: list[tuple[bytes, bytes]], body: bytes | None, complete: bool,
             field: ModelField | None, client: bytes, started: float,
-            window: int = 1 << 20) -> Tap | None:
+            window: int = 1 << 20, span: object = None,
+            traceparent: bytes | None = None) -> Tap | None:
         """A tap for this request's answer when it is sampled for a copy; else None.
         `body`: the request body, when `complete` (all of it is in memory); `client`: the
         x-forwarded-* lines the request carried to its backend (the copy carries them);
-        `window`: server.model_peek_bytes (a body's `model` read for the copy is read so)."""
+        `window`: server.model_peek_bytes (a body's `model` read for the copy is read so);
+        `span`, `traceparent`: the request's trace span (traced) and the client's first
+        traceparent, of which the copy's own is made (shadowsend.py)."""
         sh = plan.config.shadow
         if sh is None or self.rand() >= sh.sample:
             return None
         if plan.shadow is None:
             if plan.shadow_off in ("killed", "unhealthy"):
                 self.count(plan, "down")
+            return None
+        if served.name != plan.stable:
+            # compared only with the stable's answer: a canary's, a pinned or a failed-over
+            # version's would measure the shadow against a mix of models (counted apart)
+            self.count(plan, "not_compared")
             return None
         if self.stopped(plan):
             return None
@@ -160,8 +168,10 @@ class Mirror:
         end = leases[lease] = now + plan.config.timeouts.total + 1.0  # the answer's longest
         if end < self._due.get(plan.name, end):
             self._due[plan.name] = end
-        return Tap(self, plan, served, method, raw_target, raw_headers, body, field, client,
-                   started, lease)
+        tap = Tap(self, plan, served, method, raw_target, raw_headers, body, field, client,
+                  started, lease)
+        tap.span, tap.traceparent = span, traceparent
+        return tap
 
     # ------------------------------------------------------------------ counting
 

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from random import getrandbits
 
 from gateway.config_shadow import ShadowConfig
 from gateway.dataplane.inflight import Aborted, Handle
 from gateway.dataplane.jsonpeek import rewrite_model
 from gateway.dataplane.requesthead import request_head
 from gateway.dataplane.shadowtap import Tap, content_coding, media_type
+from gateway.dataplane.spans import AttemptSpan
 from gateway.dataplane.upstream import Upstreams
 from gateway.domain.comparison import Answer
 from gateway.domain.routing import RoutePlan, Target
@@ -26,6 +28,7 @@ from gateway.errors import (
     UpstreamProtocolError,
     UpstreamTimeout,
 )
+from gateway.telemetry.w3c import format_traceparent, parse_traceparent
 
 __all__ = ["SHADOW_HEADER", "Stopped", "TooLarge", "failure", "send"]
 
@@ -93,6 +96,7 @@ async def _send(upstreams: Upstreams, loop: asyncio.AbstractEventLoop, tap: Tap,
         pool.release(ex)
         raise Stopped()
     handle.exchange = ex
+    att = None
     try:
         ex.begin(started + t.total, t.idle, tap.method == b"HEAD")
         first = b"%s %s%s HTTP/1.1\r\nhost: %s\r\n" % (tap.method, target.path_bytes,
@@ -102,8 +106,14 @@ async def _send(upstreams: Upstreams, loop: asyncio.AbstractEventLoop, tap: Tap,
         if sh.drop_headers and target.name == sh.version:  # (the noise copy: all of them)
             drop = frozenset(h.encode("latin-1") for h in sh.drop_headers)
             raw = [(n, v) for n, v in raw if n.lower() not in drop]
-        await ex.send(request_head(first, raw, extra, len(body)), body)
+        att, traceparent = _traced(tap, target)
+        if traceparent is not None:  # (the client's is dropped: `traced`)
+            extra += b"traceparent: %s\r\n" % traceparent
+        await ex.send(request_head(first, raw, extra, len(body), traceparent is not None),
+                      body)
         await ex.read_head()
+        if att is not None:
+            att.answered(ex.status)
         parts: list[bytes] = []
         size = 0
         while data := await ex.read():
@@ -113,12 +123,34 @@ async def _send(upstreams: Upstreams, loop: asyncio.AbstractEventLoop, tap: Tap,
             parts.append(data)
         answer = Answer(ex.status, b"".join(parts), media_type(ex.headers),
                         content_coding(ex.headers))
-    except BaseException:
+    except BaseException as exc:
+        if att is not None:
+            att.failed(failure(exc))
         ex.close()
         ex.release()
         raise
     ex.release()
+    if att is not None:
+        att.end()
     return answer, loop.time() - started
+
+
+def _traced(tap: Tap, target: Target) -> tuple[AttemptSpan | None, bytes | None]:
+    """The copy's span (a traced request's CLIENT span, a child of the gateway's) and the
+    traceparent it carries: never the client's own, whose parent id the primary's request
+    (or the gateway's span) already names; two children of one parent read as a retry. An
+    untraced request's copy gets a span id of its own in the client's trace, its sampled
+    flag kept; none when the client sent no valid traceparent."""
+    span = tap.span
+    if span is not None:
+        att: AttemptSpan = span.copy(tap.plan.name, target.name, target.url,
+                                     tap.method.decode("latin-1"))
+        return att, att.traceparent
+    parent = parse_traceparent(tap.traceparent.decode("latin-1")) if tap.traceparent else None
+    if parent is None:
+        return None, None
+    return None, format_traceparent(parent.trace_id, getrandbits(64) or 1,
+                                    parent.sampled).encode()
 
 
 def failure(exc: BaseException) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
-from typing import Protocol
+from typing import Any, Protocol
 
 from gateway.dataplane.jsonpeek import ModelField
 from gateway.domain.comparison import Answer
@@ -61,7 +61,8 @@ class Tap:
     dropped unfinished (a failed stream, a client gone)."""
 
     __slots__ = ("body", "chunks", "client", "field", "lease", "method", "mirror", "plan",
-                 "raw_headers", "raw_target", "served", "size", "started")
+                 "raw_headers", "raw_target", "served", "size", "span", "started",
+                 "traceparent")
 
     def __init__(self, mirror: Copies, plan: RoutePlan, served: Target, method: bytes,
                  raw_target: bytes, raw_headers: list[tuple[bytes, bytes]], body: bytes,
@@ -72,6 +73,10 @@ class Tap:
         self.chunks: list[bytes] | None = []
         self.size = 0
         self.lease = lease  # 0 once handed to the copy or given back
+        #: the request's trace span (`spans.RequestSpan`, when traced) and the client's
+        #: first traceparent: the copy's own traceparent is made from them (shadowsend.py)
+        self.span: Any = None
+        self.traceparent: bytes | None = None
 
     def __del__(self) -> None:
         # never finished (a failed stream, a client gone): the slot goes back now; if a

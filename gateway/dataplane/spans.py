@@ -37,6 +37,9 @@ class AttemptSpan(Protocol):
     def failed(self, kind: str) -> None:
         """The exchange failed before an answer (`kind`: connect, reset, timeout, ...)."""
 
+    def end(self) -> None:
+        """The exchange is over (after `answered`; `failed` ends it too)."""
+
 
 class RequestSpan(Protocol):
     """One sampled data-plane request (a SERVER span)."""
@@ -46,6 +49,10 @@ class RequestSpan(Protocol):
 
     def attempt(self, route: str, version: str, url: str, method: str) -> AttemptSpan:
         """A new upstream attempt; the previous one, if still open, ends."""
+
+    def copy(self, route: str, version: str, url: str, method: str) -> AttemptSpan:
+        """A shadow copy's exchange: a CLIENT span of this request's, apart from its
+        attempts (it may start after the request's span ended)."""
 
     def event(self, name: str, attributes: Mapping[str, str | int | float]) -> None:
         """A routing decision worth seeing on the trace (kill, failover, fallback, ...)."""

@@ -144,7 +144,7 @@ async def stream(flight: Forwarding, ex: Exchange) -> None:
         return
     flight.exchange = None
     ex.release()
-    proxy.observed(plan, target, status, flight.started, flight.decision)
+    proxy.observed(plan, target, status, flight.started, flight.decision, flight.counted)
     flight._finished()
     tail = cutter.flush() if cutter is not None else b""
     rec.bytes_out += len(tail)

@@ -85,7 +85,7 @@ class RoutePlan:
                  "_elig_total", "_elig_w", "_eligible", "_failover", "_heir", "_only", "_pinnable",
                  "_servable", "_spare", "allow_pin", "aware", "config", "excluded", "fallback",
                  "fallback_body",
-                 "fixed", "fold_case", "headers", "host", "idle_timeout", "killed",
+                 "fixed", "fold_case", "headers", "host", "idle_timeout", "key_limit", "killed",
                  "match_keys", "model", "name", "override_unservable", "prefix", "previous",
                  "retry", "rolled_off", "shadow",
                  "shadow_config", "shadow_off", "stable", "sticky_header", "targets",
@@ -111,6 +111,14 @@ class RoutePlan:
         self.model = rc.match.model
         self.match_keys = rc.match.keys()
         self.sticky_header = rc.sticky.header if rc.sticky else None
+        #: (max_per_key, max_per_client, window) of a sticky route's analysis: how many
+        #: requests of one key, and of one client address, count toward the canary's verdict
+        #: per window (domain/keyquota.py); None: no bound
+        an = rc.analysis
+        self.key_limit = ((an.max_per_key, an.max_per_client, an.window)
+                          if self.sticky_header is not None and an is not None
+                          and (an.max_per_key is not None or an.max_per_client is not None)
+                          else None)
         self.allow_pin = rc.allow_pin
         # read by every request: a slot each (a config model's attribute is a slow lookup:
         # pydantic's BaseModel defines __getattr__, so CPython 3.11 does not specialise it)

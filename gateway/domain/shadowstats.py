@@ -25,8 +25,9 @@ __all__ = ["COPY_RESULTS", "Tally", "compared_agreed", "merge", "report"]
 
 #: what happened to a copy that was not compared: sent (then compared or failed),
 #: dropped (max_inflight), body (request too large), answer (answer too large),
-#: down (the shadow killed or unhealthy), failed (no answer from the shadow)
-COPY_RESULTS = ("sent", "dropped", "body", "answer", "down", "failed")
+#: down (the shadow killed or unhealthy), failed (no answer from the shadow),
+#: not_compared (another version than the route's stable answered the client: no copy)
+COPY_RESULTS = ("sent", "dropped", "body", "answer", "down", "failed", "not_compared")
 MAX_NOISE_PATHS = 256
 _BOUNDS = tuple(float(b) for b in LATENCY_BOUNDS_MS)
 

@@ -126,6 +126,15 @@ class _Request:
         self._attempt = _Attempt(self, f"{m} {route}/{version}", attrs)
         return self._attempt
 
+    def copy(self, route: str, version: str, url: str, method: str) -> _Attempt:
+        m = method_name(method)
+        path = self.attrs.get("url.path", "")
+        attrs: dict[str, Any] = {"http.request.method": m,
+                                 "url.full": url + path if path[:1] == "/" else url,
+                                 "killgate.route": route, "killgate.version": version,
+                                 "killgate.shadow": True}
+        return _Attempt(self, f"{m} {route}/{version} shadow", attrs)
+
     def event(self, name: str, attributes: Mapping[str, str | int | float]) -> None:
         if not self.ended:
             self.events.append(Event(name, dict(attributes), time_ns()))
